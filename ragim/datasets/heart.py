@@ -1,0 +1,269 @@
+"""UCI Heart Disease as a family of real clinical tasks (bundled, offline).
+
+920 patients referred for coronary angiography at four hospitals (Cleveland,
+Budapest, Zurich/Basel, Long Beach). Every task is one site x one outcome x one
+disjoint patient subgroup (sex x age band), plus whole-site tasks. Missing values
+are real and stay missing (NaN / None); see ``data/SOURCE.md``.
+
+Examples
+--------
+>>> from ragim.datasets import heart_disease
+>>> tasks = heart_disease()
+>>> len(tasks) >= 24
+True
+>>> t = tasks["hungary-any_cad-women_lt50"]
+>>> t.metadata["site"], t.metadata["outcome"], t.metadata["subgroup"]
+('Hungary', 'any-cad', 'women <50')
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from importlib import resources
+
+import numpy as np
+import pandas as pd
+
+from ragim.errors import ValidationError
+from ragim.schema import Feature, FeatureSchema
+from ragim.tasks import Task, TaskCollection
+
+CSV_NAME = "heart_disease_uci.csv"
+SOURCE = "UCI Heart Disease"
+
+#: short site name -> (long name, "hospital, city" phrase used in descriptions, id slug)
+SITES: dict[str, tuple[str, str, str]] = {
+    "Cleveland": (
+        "Cleveland Clinic Foundation, Cleveland, Ohio",
+        "the Cleveland Clinic Foundation in Cleveland, Ohio",
+        "cleveland",
+    ),
+    "Hungary": (
+        "Hungarian Institute of Cardiology, Budapest",
+        "the Hungarian Institute of Cardiology, Budapest",
+        "hungary",
+    ),
+    "Switzerland": (
+        "University Hospitals of Zurich and Basel, Switzerland",
+        "the University Hospitals of Zurich and Basel, Switzerland",
+        "switzerland",
+    ),
+    "VA Long Beach": (
+        "V.A. Medical Center, Long Beach, California",
+        "the V.A. Medical Center in Long Beach, California",
+        "va_long_beach",
+    ),
+}
+
+#: outcome key -> (id slug, minimum ``num``, phrase used in descriptions)
+OUTCOMES: dict[str, tuple[str, int, str]] = {
+    "any-cad": (
+        "any_cad",
+        1,
+        "angiographic coronary artery disease (>50% diameter narrowing in at least one "
+        "major coronary vessel)",
+    ),
+    "multivessel": (
+        "multivessel",
+        2,
+        "multi-vessel coronary artery disease (significant narrowing in two or more major "
+        "coronary vessels)",
+    ),
+}
+
+FEATURES: list[Feature] = [
+    Feature("age", "continuous", "years", "age at examination", allow_missing=False),
+    Feature("sex", "binary", "", "sex (1 = male, 0 = female)", allow_missing=False),
+    Feature(
+        "cp",
+        "categorical",
+        "",
+        "chest-pain type",
+        categories=("typical angina", "atypical angina", "non-anginal", "asymptomatic"),
+    ),
+    Feature("trestbps", "continuous", "mm Hg", "resting systolic blood pressure on admission"),
+    Feature("chol", "continuous", "mg/dL", "serum cholesterol"),
+    Feature("fbs", "binary", "", "fasting blood sugar > 120 mg/dL (1 = yes)"),
+    Feature(
+        "restecg",
+        "categorical",
+        "",
+        "resting electrocardiogram",
+        categories=("normal", "st-t abnormality", "lv hypertrophy"),
+    ),
+    Feature("thalch", "continuous", "bpm", "maximum heart rate achieved on exercise testing"),
+    Feature("exang", "binary", "", "exercise-induced angina (1 = yes)"),
+    Feature("oldpeak", "continuous", "mm", "ST depression induced by exercise relative to rest"),
+    Feature(
+        "slope",
+        "categorical",
+        "",
+        "slope of the peak-exercise ST segment",
+        categories=("upsloping", "flat", "downsloping"),
+    ),
+    Feature("ca", "continuous", "vessels", "number of major vessels (0-3) coloured by fluoroscopy"),
+    Feature(
+        "thal",
+        "categorical",
+        "",
+        "thallium stress scintigraphy result",
+        categories=("normal", "fixed defect", "reversable defect"),
+    ),
+]
+
+_TEMPLATES = (
+    "Predict {outcome} in {pop} referred for coronary angiography to {site}.",
+    "Among {pop} undergoing coronary angiography at {site}, estimate the probability of "
+    "{outcome}.",
+    "{Pop} evaluated for suspected heart disease at {site}: predict {outcome}.",
+    "Risk of {outcome} for {pop} seen at {site}, from routine clinical and exercise-test "
+    "findings.",
+    "Estimate whether {pop} referred to {site} have {outcome}.",
+)
+
+
+def heart_schema() -> FeatureSchema:
+    """The (unfitted) schema shared by every heart-disease task.
+
+    >>> heart_schema().names[:4]
+    ['age', 'sex', 'cp', 'trestbps']
+    """
+    return FeatureSchema(features=list(FEATURES))
+
+
+def load_heart_csv() -> pd.DataFrame:
+    """The bundled CSV, cleaned: binary columns as 0/1 floats, impossible zeros as NaN.
+
+    ``chol == 0`` (all Swiss patients, some at VA Long Beach) and ``trestbps == 0`` mean
+    "not measured" and become NaN; missing categories become ``None``.
+
+    >>> df = load_heart_csv()
+    >>> len(df), int(df["chol"].eq(0).sum())
+    (920, 0)
+    """
+    ref = resources.files("ragim.datasets").joinpath("data", CSV_NAME)
+    with ref.open("rb") as fh:
+        raw = pd.read_csv(fh)
+    df = pd.DataFrame({"id": raw["id"].astype(int), "site": raw["dataset"], "num": raw["num"]})
+    df["age"] = raw["age"].astype(float)
+    df["sex"] = raw["sex"].map({"Male": 1.0, "Female": 0.0}).astype(float)
+    for col in ("fbs", "exang"):
+        df[col] = raw[col].map(_as_binary).astype(float)
+    for col in ("trestbps", "chol", "thalch", "oldpeak", "ca"):
+        df[col] = raw[col].astype(float)
+    df.loc[df["chol"] == 0, "chol"] = np.nan
+    df.loc[df["trestbps"] == 0, "trestbps"] = np.nan
+    for col in ("cp", "restecg", "slope", "thal"):
+        df[col] = raw[col].astype(object).where(raw[col].notna(), None)
+    unknown = sorted(set(df["site"]) - set(SITES))
+    if unknown:  # pragma: no cover - guards against a modified CSV
+        raise ValidationError(f"bundled heart CSV has unknown sites {unknown}")
+    return df
+
+
+def _as_binary(v) -> float:
+    if isinstance(v, str):
+        return {"TRUE": 1.0, "FALSE": 0.0}.get(v.strip().upper(), np.nan)
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return np.nan
+    return float(bool(v))
+
+
+def _bands(edges: Sequence[int]) -> list[tuple[str, str, str, float, float]]:
+    """(label, id slug, phrase, lo, hi) for age bands split at ``edges``."""
+    bounds = [-np.inf, *edges, np.inf]
+    out = []
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        if lo == -np.inf:
+            out.append((f"<{hi:g}", f"lt{hi:g}", f"under {hi:g}", lo, hi))
+        elif hi == np.inf:
+            out.append((f">={lo:g}", f"ge{lo:g}", f"aged {lo:g} and over", lo, hi))
+        else:
+            out.append((f"{lo:g}-{hi - 1:g}", f"{lo:g}to{hi - 1:g}", f"aged {lo:g} to {hi - 1:g}", lo, hi))
+    return out
+
+
+def _description(task_id: str, outcome: str, pop: str, site_phrase: str) -> str:
+    k = zlib.crc32(task_id.encode()) % len(_TEMPLATES)
+    return _TEMPLATES[k].format(outcome=outcome, pop=pop, Pop=pop[0].upper() + pop[1:], site=site_phrase)
+
+
+def heart_disease(
+    *,
+    min_rows: int = 20,
+    min_per_class: int = 5,
+    include_whole_site: bool = True,
+    age_bands: Sequence[int] = (50, 60),
+) -> TaskCollection:
+    """Real UCI Heart Disease tasks: site x outcome x disjoint (sex x age band) subgroup.
+
+    Parameters
+    ----------
+    min_rows : keep a task only with at least this many patients.
+    min_per_class : ... and at least this many patients of each class.
+    include_whole_site : also add one task per site and outcome with all its patients
+        (these overlap the subgroup tasks; see :meth:`TaskCollection.overlapping`).
+    age_bands : increasing cut points in years; the default gives <50, 50-59, >=60.
+
+    Returns
+    -------
+    TaskCollection named "heart-disease" over one unfitted :class:`FeatureSchema`.
+    Metadata per task: site, site_name, outcome ("any-cad" / "multivessel"), subgroup,
+    sex, age_band, group (= site), source, patient_ids, n_rows, prevalence.
+
+    Examples
+    --------
+    >>> tc = heart_disease()
+    >>> sorted({m["site"] for m in tc.metadata})
+    ['Cleveland', 'Hungary', 'Switzerland', 'VA Long Beach']
+    >>> tc.overlapping("cleveland-any_cad-men_ge60")
+    ['cleveland-any_cad-all', 'cleveland-multivessel-all', 'cleveland-multivessel-men_ge60']
+    """
+    for name, v in (("min_rows", min_rows), ("min_per_class", min_per_class)):
+        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
+            raise ValidationError(f"{name} must be an integer >= 1, got {v!r}")
+    edges = list(age_bands)
+    if (
+        not all(isinstance(e, int | float | np.integer | np.floating) and np.isfinite(e) for e in edges)
+        or any(b <= a for a, b in zip(edges[:-1], edges[1:], strict=False))
+    ):
+        raise ValidationError(f"age_bands must be increasing finite numbers, got {age_bands!r}")
+
+    df = load_heart_csv()
+    schema = heart_schema()
+    cols = schema.names
+    sexes = (("female", "women", 0.0), ("male", "men", 1.0))
+    tasks: list[Task] = []
+    for site, (site_name, site_phrase, site_slug) in SITES.items():
+        sdf = df[df["site"] == site]
+        groups = []
+        if include_whole_site:
+            groups.append(("all", "all", "all", "all", "adult patients", sdf))
+        for sex, noun, code in sexes:
+            for label, slug, phrase, lo, hi in _bands(edges):
+                sub = sdf[(sdf["sex"] == code) & (sdf["age"] >= lo) & (sdf["age"] < hi)]
+                groups.append((f"{noun} {label}", f"{noun}_{slug}", sex, label, f"{noun} {phrase}", sub))
+        for outcome, (out_slug, threshold, out_phrase) in OUTCOMES.items():
+            for subgroup, sub_slug, sex, band, pop, sub in groups:
+                y = (sub["num"].to_numpy() >= threshold).astype(np.int64)
+                n1 = int(y.sum())
+                if len(y) < min_rows or min(n1, len(y) - n1) < min_per_class:
+                    continue
+                tid = f"{site_slug}-{out_slug}-{sub_slug}"
+                meta = {
+                    "site": site,
+                    "site_name": site_name,
+                    "outcome": outcome,
+                    "subgroup": subgroup,
+                    "sex": sex,
+                    "age_band": band,
+                    "group": site,
+                    "source": SOURCE,
+                    "patient_ids": [int(i) for i in sub["id"]],
+                    "n_rows": int(len(y)),
+                    "prevalence": round(n1 / len(y), 4),
+                }
+                X = sub[cols].reset_index(drop=True)
+                tasks.append(Task(tid, _description(tid, out_phrase, pop, site_phrase), X, y, meta))
+    return TaskCollection(tasks, schema=schema, name="heart-disease")

@@ -1,0 +1,47 @@
+"""The exception hierarchy of ragim.
+
+Every error that ragim raises on purpose derives from :class:`RagimError`, so a
+service can catch one type. The subclasses also derive from the matching
+built-in exception (``ValueError``, ``OSError``) so that generic handlers keep
+working.
+
+Examples
+--------
+>>> from ragim.errors import ValidationError, RagimError
+>>> issubclass(ValidationError, RagimError) and issubclass(ValidationError, ValueError)
+True
+"""
+
+from __future__ import annotations
+
+
+class RagimError(Exception):
+    """Base class of every error raised by ragim."""
+
+
+class ValidationError(RagimError, ValueError):
+    """Input data, parameters or configuration are invalid.
+
+    The message names every offending item and, where possible, the fix.
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        self.problems = list(problems or [])
+        if self.problems:
+            message = message + "\n" + "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(message)
+
+
+class ArtifactError(RagimError, OSError):
+    """An artifact directory is missing, damaged, foreign or of an unknown version."""
+
+
+class GenerationError(RagimError, RuntimeError):
+    """A generator produced output that cannot be turned into a valid model."""
+
+
+class DependencyError(RagimError, ImportError):
+    """An optional dependency (for example FAISS) is not installed."""
+
+
+__all__ = ["RagimError", "ValidationError", "ArtifactError", "GenerationError", "DependencyError"]

@@ -1,0 +1,575 @@
+"""Zero- and few-shot evaluation protocols, baselines and reports.
+
+Protocols (no label of a target task is ever used: not in the index, not in
+generator training, not in preprocessing statistics, because each fold's index,
+schema and generator are built from that fold's training tasks only):
+
+* ``"leave-task-out"``: the targets are split into ``folds`` folds (seeded). For each
+  fold the targets *and every task sharing patients with any target*
+  (:meth:`TaskCollection.overlapping`) are removed; the index, its schema and the
+  generator are built on what is left. This is k-fold leave-task-out, stricter than
+  leaving one task out at a time (each index also lacks the fold's other targets).
+* ``"leave-group-out"``: by a metadata key (``group="site"`` for heart disease,
+  ``"group"`` for the synthetic and procedure families). Each group (or each of a given
+  list) is held out in turn: every task of the group and every task sharing patients
+  with one of them leaves the index.
+
+:func:`assert_leak_free` checks each fold's index (and the generator's training tasks)
+before any target is scored. Each target's rows are split (stratified, seeded by the
+task id) into a support pool (50%) and test rows (50%; the larger half of each class
+when it is odd); every method is scored on the same test rows. A k-shot method sees the
+first ``k`` rows of one seeded ordering of the pool that starts with one row of each
+class, so the k rows hold both classes whenever the pool does (and k = 4 rows are a
+subset of k = 8 rows).
+
+Methods (the names are a contract; see :data:`METHODS`, extend with
+:func:`register_method`):
+
+* ``ragim-attention``: the :class:`~ragim.AttentionGenerator` (zero-shot); with k > 0
+  rows, :class:`~ragim.ZeroShotClassifier` adapted on them (MAP, prior centred on the
+  generated parameters; a single-class draw still adapts, the prior keeps it sane).
+* ``pooled``: one LogisticModel on the rows of every index task.
+* ``nearest-neighbor``: the top-1 neighbour's parameters.
+* ``neighbor-mean``: the similarity-weighted mean of the top-k neighbours' parameters,
+  weights proportional to max(similarity, 0), k = ``k_neighbors``.
+* ``per-task-k``: a LogisticModel (C=1) on the k rows (k > 0 only); when the k rows hold
+  one class it predicts the smoothed rate ``(n_pos + 1) / (k + 2)`` for every row.
+* ``per-task-all``: a LogisticModel (C=1) on the whole support pool (the ceiling);
+  the same constant fallback for a single-class pool.
+* ``true-model``: ``task.true_params`` where known (synthetic and procedure families).
+* ``contextualized`` (opt-in): contextualized-ml's ContextualizedClassifier with the
+  description embedding as context, when that package is importable; otherwise a note.
+* ``ragim-lm``: not built in; the LM generator registers it with :func:`register_method`.
+
+Examples
+--------
+>>> from ragim import datasets, evaluate
+>>> tasks = datasets.synthetic_family(n_tasks=24, n_features=3, seed=0)
+>>> df = evaluate.zero_shot(tasks, methods=["pooled", "true-model"], folds=2, embedder="hashing",
+...                         progress=False)
+>>> sorted(df["method"].unique())
+['pooled', 'true-model']
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit
+
+from ragim.errors import RagimError, ValidationError
+from ragim.metrics import (
+    DEFAULT_SIZE_EDGES,
+    METRICS,
+    format_table,
+    plot_by_group,
+    plot_calibration,
+    size_group,
+    summarize,
+    task_metrics,
+    to_records,
+)
+from ragim.params import ModelParams, design_matrix
+from ragim.tasks import Task, TaskCollection
+
+PROTOCOLS = ("leave-task-out", "leave-group-out")
+DEFAULT_METHODS = ("ragim-attention", "pooled", "nearest-neighbor", "neighbor-mean", "per-task-k",
+                   "per-task-all", "true-model")
+COLUMNS = ["dataset", "protocol", "fold", "task_id", "n_rows", "size_group", "method", "k_shot",
+           *METRICS, "n_support", "n_test", "n_index", "status"]
+#: errors that mark one method as failed on a fold or target (metrics NaN, ``status`` says why)
+#: instead of stopping the whole evaluation
+_METHOD_ERRORS = (RagimError, ValueError, RuntimeError, FloatingPointError)
+
+
+# ---------------------------------------------------------------------- contexts and registry
+@dataclass
+class FoldContext:
+    """What every method may use in one fold: the leak-free index and shared state."""
+
+    fold: int
+    index: Any  # TaskIndex
+    targets: list[Task]
+    removed: list[str]
+    k_neighbors: int
+    model: str
+    seed: int
+    generator_config: dict = field(default_factory=dict)
+    cache: dict = field(default_factory=dict)  # per-fold state (trained generators, pooled model, ...)
+    notes: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # method -> why its setup failed in this fold
+
+
+@dataclass
+class TargetContext:
+    """One target task at one k: its test rows, its support pool and the k rows drawn from it."""
+
+    fold: FoldContext
+    task: Task
+    exclude: Callable[[dict], bool]
+    X_test: pd.DataFrame
+    y_test: np.ndarray
+    X_pool: pd.DataFrame
+    y_pool: np.ndarray
+    k_shot: int
+    X_k: pd.DataFrame | None = None
+    y_k: np.ndarray | None = None
+    cache: dict = field(default_factory=dict)  # per-target state shared across k
+
+
+@dataclass(frozen=True)
+class Method:
+    """An evaluation method: ``predict(ctx) -> P(y=1) on ctx.X_test`` (or None: not applicable).
+
+    ``shots``: "zero" (scored once, at k_shot=0), "few" (only k > 0) or "both".
+    ``setup(fold_ctx)`` runs once per fold before any target (e.g. to train a generator).
+    """
+
+    name: str
+    predict: Callable[[TargetContext], np.ndarray | None]
+    shots: str = "zero"
+    setup: Callable[[FoldContext], None] | None = None
+    default: bool = True
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register_method(name: str, predict: Callable[[TargetContext], np.ndarray | None], *, shots: str = "zero",
+                    setup: Callable[[FoldContext], None] | None = None, default: bool = False) -> Method:
+    """Add (or replace) an evaluation method, e.g. ``"ragim-lm"`` from the LM generator module.
+
+    Examples
+    --------
+    >>> m = register_method("always-half", lambda ctx: np.full(len(ctx.y_test), 0.5))
+    >>> "always-half" in METHODS
+    True
+    >>> _ = METHODS.pop("always-half")
+    """
+    if shots not in ("zero", "few", "both"):
+        raise ValidationError(f"shots must be 'zero', 'few' or 'both', got {shots!r}")
+    METHODS[name] = Method(name, predict, shots, setup, default)
+    return METHODS[name]
+
+
+# ---------------------------------------------------------------------- helpers
+def params_proba(params: ModelParams, X: pd.DataFrame) -> np.ndarray:
+    """P(y=1) of the rows of ``X`` under a logistic or GAM parameter vector."""
+    D = design_matrix(params.kind, params.schema, X)
+    return expit(params.intercept + D @ params.terms)
+
+
+def _estimator(ctx: FoldContext, C: float = 1.0):
+    from ragim.models import GAMModel, LogisticModel
+
+    schema = ctx.index.schema
+    return GAMModel(schema=schema) if ctx.model == "gam" else LogisticModel(schema=schema, C=C)
+
+
+def _fit_or_constant(fctx: FoldContext, X: pd.DataFrame | None, y: np.ndarray | None, X_test: pd.DataFrame) -> np.ndarray:
+    n = 0 if y is None else len(y)
+    n1 = 0 if y is None else int(np.sum(y))
+    if n == 0 or n1 in (0, n):
+        return np.full(len(X_test), (n1 + 1.0) / (n + 2.0))
+    return _estimator(fctx).fit(X, y).predict_proba(X_test)[:, 1]
+
+
+def _task_seed(task_id: str, seed: int) -> int:
+    return (zlib.crc32(task_id.encode()) + 1_000_003 * int(seed)) % (2**32)
+
+
+def support_test_split(y: np.ndarray, seed: int, test_fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified (support pool, test) row positions; the support pool is ordered so that
+    its first two rows hold one of each class (when it has both), the rest shuffled.
+
+    Examples
+    --------
+    >>> pool, test = support_test_split(np.array([0, 1] * 10), seed=0)
+    >>> len(pool), len(test), sorted(np.array([0, 1] * 10)[pool[:2]].tolist())
+    (10, 10, [0, 1])
+    """
+    rng = np.random.default_rng(seed)
+    y = np.asarray(y)
+    pool, test = [], []
+    for cls in (0, 1):
+        idx = rng.permutation(np.flatnonzero(y == cls))
+        n_test = int(np.ceil(len(idx) * test_fraction))
+        test.extend(idx[:n_test])
+        pool.extend(idx[n_test:])
+    pool = rng.permutation(np.asarray(pool, dtype=np.int64))
+    firsts = [int(np.flatnonzero(y[pool] == c)[0]) for c in (0, 1) if np.any(y[pool] == c)]
+    if len(firsts) == 2:
+        head = rng.permutation(pool[firsts])
+        pool = np.concatenate([head, np.delete(pool, firsts)])
+    return pool, np.sort(np.asarray(test, dtype=np.int64))
+
+
+def _patient_ids(info: dict) -> frozenset:
+    return frozenset(info.get("metadata", {}).get("patient_ids") or ())
+
+
+def assert_leak_free(index, targets: TaskCollection | Sequence[Task], *, group: str | None = None,
+                     generator=None) -> None:
+    """Raise :class:`~ragim.errors.ValidationError` naming every leaked task when ``index``
+    (or the tasks a ``generator`` was trained on) contains a target, a task sharing patients
+    with a target or, with ``group``, a task of a target's group.
+
+    Examples
+    --------
+    >>> from ragim import TaskIndex, datasets
+    >>> tasks = datasets.synthetic_family(n_tasks=12, n_features=3, seed=0)
+    >>> index = TaskIndex.build(tasks, embedder="hashing", progress=False)
+    >>> try:
+    ...     assert_leak_free(index, [tasks[0]])
+    ... except ValidationError as exc:
+    ...     print(exc.problems[0])
+    'syn-0000000' is a target but is in the index and the index.tasks
+    """
+    if isinstance(targets, TaskCollection):
+        infos = [targets.info(i) for i in range(len(targets))]
+    else:
+        infos = [{"task_id": t.task_id, "metadata": t.metadata} for t in targets]
+    target_ids = {i["task_id"] for i in infos}
+    pids = frozenset().union(*(_patient_ids(i) for i in infos)) if infos else frozenset()
+    groups = {i["metadata"].get(group) for i in infos} if group else set()
+    pools = {"index": index.records}
+    trained = getattr(generator, "index_", None)
+    if trained is not None and trained is not index:
+        pools["generator training set"] = trained.records
+    if getattr(index, "tasks", None) is not None:
+        pools["index.tasks"] = [{"task_id": i["task_id"], "metadata": i["metadata"]}
+                                for i in (index.tasks.info(j) for j in range(len(index.tasks)))]
+    leaks: dict[str, tuple[str, list[str]]] = {}
+    for where, records in pools.items():
+        for rec in records:
+            tid, meta = rec["task_id"], rec.get("metadata", {})
+            if tid in target_ids:
+                why = "is a target"
+            elif pids and not pids.isdisjoint(_patient_ids(rec)):
+                why = "shares patients with a target"
+            elif group and meta.get(group) in groups:
+                why = f"belongs to held-out {group} {meta.get(group)!r}"
+            else:
+                continue
+            leaks.setdefault(tid, (why, []))[1].append(where)
+    if leaks:
+        raise ValidationError(
+            f"the index used for evaluation leaks {len(leaks)} task(s) into zero-shot targets "
+            f"{sorted(target_ids)[:5]}{' ...' if len(target_ids) > 5 else ''}; rebuild it without them:",
+            [f"{tid!r} {why} but is in the {' and the '.join(where)}" for tid, (why, where) in leaks.items()])
+
+
+# ---------------------------------------------------------------------- built-in methods
+def _attention_setup(fctx: FoldContext) -> None:
+    from ragim.generate.attention import AttentionGenerator
+
+    cfg = {"k": fctx.k_neighbors, "seed": fctx.seed, **fctx.generator_config}
+    fctx.cache["attention"] = AttentionGenerator(**cfg).fit(fctx.index, progress=False)
+
+
+def _attention_predict(ctx: TargetContext) -> np.ndarray:
+    from ragim.estimator import ZeroShotClassifier
+
+    gen, index = ctx.fold.cache["attention"], ctx.fold.index
+    if ctx.k_shot == 0:
+        params = gen.generate_params(ctx.task.description, index, k=ctx.fold.k_neighbors, exclude=ctx.exclude,
+                                     uncertainty=False)
+        return params_proba(params, ctx.X_test)
+    clf = ZeroShotClassifier(index=index, generator=gen, description=ctx.task.description, k=ctx.fold.k_neighbors,
+                             exclude=ctx.exclude).fit(ctx.X_k, ctx.y_k)
+    return clf.predict_proba(ctx.X_test)[:, 1]
+
+
+def _pooled_setup(fctx: FoldContext) -> None:
+    tasks = list(fctx.index.tasks)
+    X = pd.concat([t.X for t in tasks], ignore_index=True)
+    y = np.concatenate([t.y for t in tasks])
+    fctx.cache["pooled"] = _estimator(fctx).fit(X, y)
+
+
+def _nearest_predict(ctx: TargetContext) -> np.ndarray:
+    hits = ctx.fold.index.search(ctx.task.description, k=1, exclude=ctx.exclude)
+    return params_proba(hits[0].params, ctx.X_test)
+
+
+def _neighbor_mean_predict(ctx: TargetContext) -> np.ndarray:
+    from ragim.estimator import neighbor_mean
+
+    return params_proba(neighbor_mean(ctx.fold.index, ctx.task.description, k=ctx.fold.k_neighbors,
+                                      exclude=ctx.exclude), ctx.X_test)
+
+
+def _true_predict(ctx: TargetContext) -> np.ndarray | None:
+    tp = ctx.task.true_params
+    return None if tp is None else params_proba(tp, ctx.X_test)
+
+
+def _contextualized_setup(fctx: FoldContext) -> None:
+    if importlib.util.find_spec("contextualized") is None:
+        fctx.notes.append("contextualized: contextualized-ml is not installed; method skipped "
+                          "(pip install contextualized-ml)")
+        fctx.cache["contextualized"] = None
+        return
+    from contextualized.easy import ContextualizedClassifier
+
+    index, rng = fctx.index, np.random.default_rng(fctx.seed)
+    tasks = list(index.tasks)
+    emb = index.vectors([t.task_id for t in tasks])
+    D = [design_matrix(index.model, index.schema, t.X) for t in tasks]
+    C = np.concatenate([np.repeat(emb[i:i + 1], len(d), 0) for i, d in enumerate(D)])
+    X, y = np.concatenate(D), np.concatenate([t.y for t in tasks]).astype(float)
+    keep = rng.permutation(len(y))[:20_000]
+    model = ContextualizedClassifier(encoder_type="mlp", num_archetypes=8)
+    model.fit(C[keep], X[keep], y[keep, None], max_epochs=20, learning_rate=1e-3, es_patience=3)
+    fctx.cache["contextualized"] = model
+
+
+def _contextualized_predict(ctx: TargetContext) -> np.ndarray | None:
+    model = ctx.fold.cache.get("contextualized")
+    if model is None:
+        return None
+    index = ctx.fold.index
+    c = index.embedder.embed([ctx.task.description])
+    X = design_matrix(index.model, index.schema, ctx.X_test)
+    p = np.asarray(model.predict_proba(np.repeat(c, len(X), 0), X))
+    return p.reshape(len(X), -1)[:, -1]
+
+
+register_method("ragim-attention", _attention_predict, shots="both", setup=_attention_setup, default=True)
+register_method("pooled", lambda c: c.fold.cache["pooled"].predict_proba(c.X_test)[:, 1], setup=_pooled_setup,
+                default=True)
+register_method("nearest-neighbor", _nearest_predict, default=True)
+register_method("neighbor-mean", _neighbor_mean_predict, default=True)
+register_method("per-task-k", lambda c: _fit_or_constant(c.fold, c.X_k, c.y_k, c.X_test), shots="few", default=True)
+register_method("per-task-all", lambda c: _fit_or_constant(c.fold, c.X_pool, c.y_pool, c.X_test), default=True)
+register_method("true-model", _true_predict, default=True)
+register_method("contextualized", _contextualized_predict, setup=_contextualized_setup)
+
+
+# ---------------------------------------------------------------------- folds
+def _folds(tasks: TaskCollection, protocol: str, group: str | None, groups: Sequence | None, folds: int,
+           seed: int, max_targets: int | None) -> list[tuple[list[int], list[int]]]:
+    """(target positions, positions removed from the index) per fold."""
+    n = len(tasks)
+    rng = np.random.default_rng(seed)
+    chosen = np.arange(n) if max_targets is None or max_targets >= n else np.sort(rng.choice(n, max_targets, replace=False))
+    if protocol == "leave-task-out":
+        if folds < 2:
+            raise ValidationError(f"leave-task-out needs folds >= 2, got {folds}")
+        parts = [np.sort(p) for p in np.array_split(rng.permutation(chosen), min(folds, len(chosen)))]
+        plan = [(p.tolist(), p.tolist()) for p in parts if len(p)]
+    else:
+        values = [m.get(group) for m in tasks.metadata]
+        if all(v is None for v in values):
+            raise ValidationError(f"no task has metadata {group!r}; pass group= one of the metadata keys")
+        held = list(dict.fromkeys(v for v in values if v is not None)) if groups is None else list(groups)
+        unknown = [g for g in held if g not in set(values)]
+        if unknown:
+            raise ValidationError(f"no tasks with {group} in {unknown}; known values: {sorted(map(str, set(values)))}")
+        chosen_set = set(chosen.tolist())
+        plan = []
+        for g in held:
+            members = [i for i, v in enumerate(values) if v == g]
+            targets = [i for i in members if i in chosen_set]
+            if targets:
+                plan.append((targets, members))
+    pos = {tid: i for i, tid in enumerate(tasks.ids)}
+    has_pids = [bool(m.get("patient_ids")) for m in tasks.metadata]
+    out = []
+    for targets, removed in plan:
+        extra = {pos[o] for i in removed if has_pids[i] for o in tasks.overlapping(tasks[i])}
+        out.append((targets, sorted(set(removed) | extra)))
+    return out
+
+
+def _default_group(tasks: TaskCollection) -> str:
+    keys = set().union(*(m.keys() for m in tasks.metadata[:50])) if len(tasks) else set()
+    return "site" if "site" in keys else "group"
+
+
+# ---------------------------------------------------------------------- the runner
+def evaluate(tasks: TaskCollection, *, k_shots: Sequence[int] = (0,), protocol: str = "leave-task-out",
+             group: str | None = None, groups: Sequence | None = None, methods: Sequence[str] | None = None,
+             model: str = "logistic", k_neighbors: int = 10, folds: int = 5, embedder=None,
+             generator_config: dict | None = None, seed: int = 0, progress: bool = True,
+             max_targets: int | None = None, size_edges: Sequence[int] = DEFAULT_SIZE_EDGES,
+             return_predictions: bool = False):
+    """Run a protocol at the given k values; see :func:`zero_shot` (the frame's ``attrs``
+    hold ``folds``: per fold the target ids, removed ids and index ids, and ``notes``)."""
+    from tqdm.auto import tqdm
+
+    from ragim.embed import get_embedder
+    from ragim.index import TaskIndex
+
+    if protocol not in PROTOCOLS:
+        raise ValidationError(f"unknown protocol {protocol!r}; use one of {list(PROTOCOLS)}")
+    if not isinstance(tasks, TaskCollection):
+        tasks = TaskCollection(list(tasks))
+    methods = list(methods) if methods is not None else [m for m in DEFAULT_METHODS if m in METHODS]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValidationError(f"unknown evaluation method(s) {unknown}; registered: {sorted(METHODS)} "
+                              "(add one with ragim.evaluate.register_method)")
+    k_shots = sorted({int(k) for k in k_shots})
+    if not k_shots or k_shots[0] < 0:
+        raise ValidationError(f"k_shots must be non-negative integers, got {k_shots}")
+    if protocol == "leave-group-out":
+        group = group or _default_group(tasks)
+    emb = get_embedder(embedder)
+    gen_cfg = dict(generator_config or {})
+    rows, preds, fold_log, notes = [], [], [], []
+    plan = _folds(tasks, protocol, group, groups, folds, seed, max_targets)
+    for f, (target_pos, removed_pos) in enumerate(plan):
+        removed = set(removed_pos)
+        train = tasks.take([i for i in range(len(tasks)) if i not in removed])
+        if len(train) < 3:
+            raise ValidationError(f"fold {f}: only {len(train)} task(s) remain after removing the targets and "
+                                  "the tasks sharing their patients; use more folds or another protocol")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # tasks that cannot be fitted are listed in index.skipped
+            index = TaskIndex.build(train, model=model, embedder=emb, progress=False)
+        targets = [tasks[i] for i in target_pos]
+        fctx = FoldContext(f, index, targets, [tasks.ids[i] for i in removed_pos], k_neighbors, model, seed, gen_cfg)
+        held = group if protocol == "leave-group-out" else None
+        assert_leak_free(index, targets, group=held)
+        for name in methods:
+            if METHODS[name].setup is not None:
+                try:
+                    METHODS[name].setup(fctx)
+                except _METHOD_ERRORS as exc:
+                    fctx.failed[name] = f"setup failed in fold {f}: {type(exc).__name__}: {exc}"
+        gen = fctx.cache.get("attention")
+        assert_leak_free(index, targets, group=held, generator=gen)  # what the generator trained on, too
+        fold_log.append({"fold": f, "targets": [t.task_id for t in targets], "removed": fctx.removed,
+                         "index_ids": index.ids, "generator_ids": [] if gen is None else gen.index_.tasks.ids})
+        for task in tqdm(targets, desc=f"{tasks.name} {protocol} fold {f + 1}/{len(plan)}", disable=not progress):
+            rows_t, preds_t = _score_target(fctx, task, methods, k_shots, held)
+            for r in rows_t:
+                r.update(dataset=tasks.name, protocol=protocol, fold=f, n_rows=task.n_rows,
+                         size_group=size_group(task.n_rows, size_edges), n_index=len(index))
+            rows.extend(rows_t)
+            preds.extend(preds_t)
+        notes.extend(n for n in fctx.notes if n not in notes)
+    if "true-model" in methods and not any(r["method"] == "true-model" for r in rows):
+        notes.append("true-model: no target has known true parameters; method skipped")
+    bad = [r for r in rows if r["status"] != "ok"]
+    for name in dict.fromkeys(r["method"] for r in bad):
+        mine = [r for r in bad if r["method"] == name]
+        notes.append(f"{name}: failed on {len(mine)} target x k row(s), scored NaN (first: {mine[0]['task_id']}: "
+                     f"{mine[0]['status']})")
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    df.attrs = {"folds": fold_log, "notes": notes}
+    for n in notes:
+        warnings.warn(n, stacklevel=2)
+    if return_predictions:
+        return df, pd.DataFrame(preds, columns=["task_id", "method", "k_shot", "row", "y", "p"])
+    return df
+
+
+def _predict(fctx: FoldContext, name: str, ctx: TargetContext) -> tuple[np.ndarray | None, str]:
+    """(probabilities or None, "ok" or why the method failed on this target)."""
+    if name in fctx.failed:
+        return None, fctx.failed[name]
+    try:
+        p = METHODS[name].predict(ctx)
+    except _METHOD_ERRORS as exc:
+        return None, f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    if p is None:
+        return None, "ok"
+    p = np.asarray(p, dtype=float).reshape(-1)
+    if p.shape != ctx.y_test.shape or not np.all(np.isfinite(p)):
+        return None, f"returned {p.shape[0]} values, {int(np.sum(~np.isfinite(p)))} non-finite"
+    return np.clip(p, 0.0, 1.0), "ok"
+
+
+def _score_target(fctx: FoldContext, task: Task, methods: list[str], k_shots: list[int], group: str | None):
+    from ragim.index import leak_free
+
+    pool, test = support_test_split(task.y, _task_seed(task.task_id, fctx.seed))
+    X_test, y_test = task.X.iloc[test].reset_index(drop=True), task.y[test]
+    base = dict(fold=fctx, task=task, exclude=leak_free(task, group=group), X_test=X_test, y_test=y_test,
+                X_pool=task.X.iloc[pool].reset_index(drop=True), y_pool=task.y[pool])
+    cache: dict = {}
+    rows, preds = [], []
+    for k in k_shots:
+        rows_k = pool[:k]
+        ctx = TargetContext(**base, k_shot=k, cache=cache,
+                            X_k=task.X.iloc[rows_k].reset_index(drop=True) if k else None,
+                            y_k=task.y[rows_k] if k else None)
+        for name in methods:
+            shots = METHODS[name].shots
+            if (k == 0 and shots == "few") or (k > 0 and shots == "zero"):
+                continue
+            p, status = _predict(fctx, name, ctx)
+            if p is None and status == "ok":
+                continue
+            n_support = len(rows_k) if shots != "zero" else (len(pool) if name == "per-task-all" else 0)
+            metrics = task_metrics(y_test, p) if p is not None else dict.fromkeys(METRICS, np.nan)
+            rows.append({"task_id": task.task_id, "method": name, "k_shot": k, **metrics,
+                         "n_support": n_support, "n_test": len(test), "status": status})
+            if p is None:
+                continue
+            preds.extend({"task_id": task.task_id, "method": name, "k_shot": k, "row": int(r), "y": int(yy),
+                          "p": float(pp)} for r, yy, pp in zip(test, y_test, p, strict=True))
+    return rows, preds
+
+
+def zero_shot(tasks: TaskCollection, *, protocol: str = "leave-task-out", group: str | None = None,
+              methods: Sequence[str] | None = None, model: str = "logistic", k_neighbors: int = 10, folds: int = 5,
+              embedder=None, generator_config: dict | None = None, seed: int = 0, progress: bool = True,
+              max_targets: int | None = None, return_predictions: bool = False, **kwargs):
+    """Zero-shot evaluation: one row per target task and method (k_shot = 0).
+
+    Parameters
+    ----------
+    tasks : the task family (its ``name`` becomes the ``dataset`` column).
+    protocol : "leave-task-out" (``folds`` folds over tasks) or "leave-group-out"
+        (``group`` metadata key, default "site" when present else "group"; ``groups=`` a list
+        of values to hold out, default all).
+    methods : method names (default :data:`DEFAULT_METHODS`); "contextualized" is opt-in.
+    model : "logistic" or "gam" (index models and per-task baselines).
+    k_neighbors : neighbours for the generator and for neighbor-mean.
+    embedder : description embedder (None: MiniLM, as :meth:`TaskIndex.build`; "hashing" for tests).
+    generator_config : AttentionGenerator overrides, e.g. ``{"max_epochs": 20}``.
+    max_targets : score only this many (seeded) targets; the index still excludes the whole fold.
+    return_predictions : also return a long frame of test-row predictions
+        (``task_id, method, k_shot, row, y, p``) for :func:`plot_calibration`.
+    kwargs : ``groups=`` (leave-group-out values to hold out), ``size_edges=`` (task-size
+        group edges in rows, default ``(50, 200, 1000)``).
+
+    Returns
+    -------
+    A frame with columns ``dataset, protocol, fold, task_id, n_rows, size_group, method,
+    k_shot, auroc, log_loss, brier, ece, accuracy, n_support, n_test, n_index``.
+    """
+    return evaluate(tasks, k_shots=(0,), protocol=protocol, group=group, methods=methods, model=model,
+                    k_neighbors=k_neighbors, folds=folds, embedder=embedder, generator_config=generator_config,
+                    seed=seed, progress=progress, max_targets=max_targets, return_predictions=return_predictions,
+                    **kwargs)
+
+
+def few_shot(tasks: TaskCollection, *, k_shots: Sequence[int] = (4, 8, 16, 32), reference: bool = True, **kwargs):
+    """Few-shot evaluation at each k in ``k_shots`` (other arguments as :func:`zero_shot`).
+
+    Methods that use the k rows (ragim-attention adapted, per-task-k) get one row per k;
+    with ``reference`` the k-independent methods (and zero-shot ragim-attention) are
+    scored once at k_shot = 0 in the same frame, on the same test rows.
+    """
+    ks = [int(k) for k in k_shots]
+    if any(k < 1 for k in ks):
+        raise ValidationError(f"few_shot needs k >= 1, got {ks}; use zero_shot for k = 0")
+    return evaluate(tasks, k_shots=([0] if reference else []) + ks, **kwargs)
+
+
+__all__ = [
+    "DEFAULT_METHODS", "METHODS", "Method", "FoldContext", "TargetContext", "assert_leak_free", "evaluate",
+    "few_shot", "format_table", "params_proba", "plot_by_group", "plot_calibration", "register_method",
+    "summarize", "support_test_split", "to_records", "zero_shot",
+]

@@ -1,0 +1,17 @@
+"""Generators: from a task description and its retrieved neighbours to model parameters."""
+
+from ragim.generate.base import GENERATORS, Generator, register_generator
+
+__all__ = ["GENERATORS", "Generator", "register_generator", "AttentionGenerator"]
+
+
+def __getattr__(name):
+    if name == "AttentionGenerator":
+        from ragim.generate.attention import AttentionGenerator
+
+        return AttentionGenerator
+    if name == "LMGenerator":
+        from ragim.generate.lm import LMGenerator
+
+        return LMGenerator
+    raise AttributeError(name)

@@ -1,0 +1,448 @@
+"""AttentionGenerator: the RAG-IM hypernetwork.
+
+The query is the target description's embedding. Keys are the neighbours'
+[parameters ‖ description embedding ‖ similarity]; values are their parameters.
+Several multi-head cross-attention blocks with bottleneck residual updates
+refine the query token; a final attention read-out gives one weight per
+neighbour, and the generated parameters are the weighted mean of the
+neighbours' parameters plus a learned correction from the query token::
+
+    theta = sum_j alpha_j * theta_j + W_out h        (in standardised parameter space)
+
+When the target has its own fitted model (few-shot), a learned gate mixes it in.
+Training is episodic: each index task is a target whose neighbours are
+retrieved with the task itself (and every task sharing its patients) excluded,
+and the loss is the binary cross-entropy on the target's own rows. Validation
+tasks give early stopping.
+
+Examples
+--------
+>>> from ragim import TaskIndex, datasets
+>>> from ragim.generate.attention import AttentionGenerator, AttentionConfig
+>>> tasks = datasets.synthetic_family(n_tasks=40, n_features=4, seed=0)
+>>> index = TaskIndex.build(tasks, embedder="hashing", progress=False)
+>>> gen = AttentionGenerator(AttentionConfig(max_epochs=5)).fit(index, progress=False)
+>>> model = gen.generate(tasks.descriptions[0], exclude=[tasks.ids[0]])
+>>> len(model.provenance) > 0
+True
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ragim.errors import ArtifactError, ValidationError
+from ragim.generate.base import Generator, provenance_records, register_generator
+from ragim.params import ModelParams, design_matrix, param_names
+from ragim.tasks import Task
+
+FORMAT = "ragim.attention-generator"
+N_NEIGHBOR_FEATURES = 2  # similarity and log(rows) of each neighbour
+
+
+@dataclass
+class AttentionConfig:
+    """Hyper-parameters of the RAG-IM hypernetwork and its episodic training."""
+
+    k: int = field(default=10, metadata={"help": "neighbours retrieved per task"})
+    hidden: int = field(default=64, metadata={"help": "width of the attention blocks"})
+    heads: int = field(default=4, metadata={"help": "attention heads"})
+    blocks: int = field(default=2, metadata={"help": "cross-attention blocks"})
+    bottleneck: int = field(default=16, metadata={"help": "width of the residual bottleneck"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout in the blocks"})
+    query_dropout: float = field(default=0.5, metadata={"help": "dropout on the query embedding (against memorising tasks)"})
+    residual: bool = field(default=False, metadata={"help": "add a learned per-task correction W_out h to the pooled parameters"})
+    lr: float = field(default=3e-3, metadata={"help": "AdamW learning rate"})
+    weight_decay: float = field(default=1e-3, metadata={"help": "AdamW weight decay"})
+    max_epochs: int = field(default=300, metadata={"help": "upper bound on training epochs"})
+    patience: int = field(default=30, metadata={"help": "epochs without validation improvement before stopping"})
+    batch_tasks: int = field(default=64, metadata={"help": "target tasks per optimisation step"})
+    max_rows: int = field(default=512, metadata={"help": "rows per target task and step (subsampled)"})
+    val_fraction: float = field(default=0.2, metadata={"help": "share of tasks held out for early stopping"})
+    neighbor_dropout: float = field(default=0.1, metadata={"help": "share of neighbours hidden per episode"})
+    n_bootstrap: int = field(default=32, metadata={"help": "neighbour bootstrap draws for uncertainty"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    device: str = field(default="auto", metadata={"help": "'auto', 'cpu' or 'cuda'"})
+
+    def __post_init__(self):
+        problems = []
+        for name in ("k", "hidden", "heads", "blocks", "bottleneck", "max_epochs", "batch_tasks", "max_rows"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                problems.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.hidden % self.heads:
+            problems.append(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        for name in ("dropout", "query_dropout", "val_fraction", "neighbor_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                problems.append(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if problems:
+            raise ValidationError("invalid AttentionConfig:", problems)
+
+
+class _Block(nn.Module):
+    def __init__(self, hidden: int, heads: int, bottleneck: int, dropout: float):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+        self.norm1 = nn.LayerNorm(hidden)
+        self.ff = nn.Sequential(nn.Linear(hidden, bottleneck), nn.GELU(), nn.Dropout(dropout), nn.Linear(bottleneck, hidden))
+        self.norm2 = nn.LayerNorm(hidden)
+
+    def forward(self, h, keys, values, pad_mask):
+        a, w = self.attn(h, keys, values, key_padding_mask=pad_mask, need_weights=True, average_attn_weights=False)
+        h = self.norm1(h + a)
+        return self.norm2(h + self.ff(h)), w
+
+
+class RagimHypernetwork(nn.Module):
+    """Cross-attention from a description embedding to neighbour models (see module docstring)."""
+
+    def __init__(self, n_params: int, emb_dim: int, cfg: AttentionConfig):
+        super().__init__()
+        h = cfg.hidden
+        self.q_in = nn.Linear(emb_dim, h)
+        self.k_in = nn.Linear(n_params + emb_dim + N_NEIGHBOR_FEATURES, h)
+        self.v_in = nn.Linear(n_params, h)
+        self.blocks = nn.ModuleList(_Block(h, cfg.heads, cfg.bottleneck, cfg.dropout) for _ in range(cfg.blocks))
+        self.read_q = nn.Linear(h, h)
+        self.read_k = nn.Linear(h, h)
+        self.sim_scale = nn.Parameter(torch.tensor(5.0))
+        self.size_weight = nn.Parameter(torch.tensor(0.0))
+        self.shrink = nn.Parameter(torch.zeros(n_params))
+        self.shift = nn.Parameter(torch.zeros(n_params))
+        self.out_drop = nn.Dropout(cfg.dropout)
+        self.q_drop = nn.Dropout(cfg.query_dropout)
+        self.out = nn.Linear(h, n_params)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        self.gate = nn.Linear(h + 1, 1)
+        self.residual = cfg.residual
+
+    def forward(self, q, nb_params, nb_emb, nb_feat, pad_mask, own=None, own_n=None):
+        """Shapes: q (B,E); nb_params (B,K,P); nb_emb (B,K,E); nb_feat (B,K,2) = [similarity,
+        log rows / 5]; pad_mask (B,K) True = absent."""
+        keys = self.k_in(torch.cat([nb_params, nb_emb, nb_feat], dim=-1))
+        values = self.v_in(nb_params)
+        x = self.q_in(self.q_drop(q)).unsqueeze(1)
+        head_w = None
+        for blk in self.blocks:
+            x, head_w = blk(x, keys, values, pad_mask)
+        x = x.squeeze(1)
+        logits = (self.read_k(keys) @ self.read_q(x).unsqueeze(-1)).squeeze(-1) / math.sqrt(x.shape[-1])
+        logits = logits + self.sim_scale * nb_feat[..., 0] + self.size_weight * nb_feat[..., 1]
+        logits = logits.masked_fill(pad_mask, float("-inf"))
+        alpha = torch.softmax(logits, dim=-1)
+        pooled = (alpha.unsqueeze(-1) * nb_params).sum(1)
+        theta = pooled * (1 + self.shrink) + self.shift
+        if self.residual:
+            theta = theta + self.out(self.out_drop(x))
+        if own is not None:
+            g = torch.sigmoid(self.gate(torch.cat([x, torch.log1p(own_n).unsqueeze(-1)], dim=-1)))
+            theta = g * theta + (1 - g) * own
+        return theta, alpha, head_w
+
+
+@dataclass
+class _Episodes:
+    q: torch.Tensor  # (T, E)
+    nb_rows: np.ndarray  # (T, K) index rows, -1 = none
+    nb_sim: np.ndarray  # (T, K)
+    D: torch.Tensor  # (R, P-1) design rows of all tasks, concatenated
+    y: torch.Tensor  # (R,)
+    start: np.ndarray  # (T,) first row of each task in D
+    count: np.ndarray  # (T,) rows per task
+
+    def rows(self, b: np.ndarray, max_rows: int, rng) -> tuple[np.ndarray, np.ndarray]:
+        """Row numbers for the tasks ``b`` (subsampled to ``max_rows`` when ``rng``) and
+        the position in ``b`` each row belongs to."""
+        parts, owner = [], []
+        for j, t in enumerate(b):
+            r = np.arange(self.start[t], self.start[t] + self.count[t])
+            if rng is not None and len(r) > max_rows:
+                r = rng.choice(r, max_rows, replace=False)
+            parts.append(r)
+            owner.append(np.full(len(r), j))
+        return np.concatenate(parts), np.concatenate(owner)
+
+
+@register_generator("attention")
+class AttentionGenerator(Generator):
+    """RAG-IM hypernetwork generator.
+
+    Parameters
+    ----------
+    config : :class:`AttentionConfig`; keyword overrides are accepted too
+        (``AttentionGenerator(k=5, max_epochs=100)``).
+    """
+
+    def __init__(self, config: AttentionConfig | None = None, **overrides: Any):
+        cfg = config or AttentionConfig()
+        self.config = AttentionConfig(**{**asdict(cfg), **overrides})
+        self.net_: RagimHypernetwork | None = None
+        self.history_: list[dict] = []
+
+    # ------------------------------------------------------------------ data
+    def _neighbors(self, index, vectors: np.ndarray, excludes, k: int):
+        scores, rows = [], []
+        hits = index.search_vectors(vectors, k, exclude=excludes)
+        for hs in hits:
+            r = [index._row(h.task_id) for h in hs] + [-1] * (k - len(hs))
+            s = [h.score for h in hs] + [0.0] * (k - len(hs))
+            rows.append(r)
+            scores.append(s)
+        return np.asarray(rows, dtype=np.int64), np.asarray(scores, dtype=np.float32)
+
+    def _batch_inputs(self, nb_rows: np.ndarray, nb_sim: np.ndarray):
+        dev = self._device
+        P = self._norm_params  # (N, P) standardised
+        E = self._embeddings  # (N, E)
+        safe = np.where(nb_rows < 0, 0, nb_rows)
+        pad = torch.as_tensor(nb_rows < 0, device=dev)
+        nbp = torch.as_tensor(P[safe], dtype=torch.float32, device=dev)
+        nbe = torch.as_tensor(E[safe], dtype=torch.float32, device=dev)
+        feat = np.stack([nb_sim, self._log_rows[safe]], axis=-1)
+        return nbp, nbe, torch.as_tensor(feat, dtype=torch.float32, device=dev), pad
+
+    def _prepare(self, index):
+        from ragim.index import leak_free
+
+        if index.tasks is None:
+            raise ValidationError(
+                "the index holds no task rows (it was built with keep_tasks=False, grown with add(), or saved "
+                "without tasks); rebuild it from a TaskCollection to train a generator"
+            )
+        tasks = index.tasks
+        ids = [t for t in tasks.ids if t in index]
+        if len(ids) < 3:
+            raise ValidationError(f"episodic training needs at least 3 indexed tasks, got {len(ids)}")
+        self._stack_index(index)
+        k = min(self.config.k, len(index) - 1)
+        records = [index.record(t) for t in ids]
+        vecs = self._embeddings[[index._row(t) for t in ids]]
+        nb_rows, nb_sim = self._neighbors(index, vecs, [leak_free(r) for r in records], k)
+        designs, ys = [], []
+        for t in ids:
+            task = tasks[t]
+            designs.append(design_matrix(index.model, index.schema, task.X).astype(np.float32))
+            ys.append(task.y.astype(np.float32))
+        count = np.array([len(y) for y in ys])
+        start = np.concatenate([[0], np.cumsum(count)[:-1]])
+        dev = self._device
+        return ids, _Episodes(torch.as_tensor(vecs, dtype=torch.float32, device=dev), nb_rows, nb_sim,
+                              torch.as_tensor(np.concatenate(designs), device=dev),
+                              torch.as_tensor(np.concatenate(ys), device=dev), start, count)
+
+    def _stack_index(self, index):
+        from ragim.device import resolve_device
+
+        self._device = resolve_device(self.config.device)
+        raw = index._params.astype(np.float32)
+        if self.net_ is None or not hasattr(self, "param_mean_"):
+            self.param_mean_ = raw.mean(0)
+            self.param_scale_ = np.maximum(raw.std(0), 0.05).astype(np.float32)
+        self._norm_params = (raw - self.param_mean_) / self.param_scale_
+        self._embeddings = index.store.reconstruct_all().astype(np.float32)
+        n_rows = [(r or {}).get("stats", {}).get("n_rows") or 0 for r in index._records]
+        self._log_rows = (np.log1p(np.asarray(n_rows, dtype=np.float32)) / 5.0).astype(np.float32)
+
+    # ------------------------------------------------------------------ training
+    def fit(self, index, *, progress: bool = True) -> AttentionGenerator:
+        """Train episodically on the tasks of ``index`` (see module docstring)."""
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        self.net_ = None
+        ids, ep = self._prepare(index)
+        n = len(ids)
+        n_val = max(1, int(round(cfg.val_fraction * n))) if n >= 5 else 0
+        order = rng.permutation(n)
+        val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+        self.model_kind_ = index.model
+        self.schema_ = index.schema
+        self.param_names_ = param_names(index.model, index.schema)
+        self.embedder_identity_ = index.embedder.identity
+        net = RagimHypernetwork(len(self.param_names_), ep.q.shape[1], cfg).to(self._device)
+        opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scale = torch.as_tensor(self.param_scale_, device=self._device)
+        mean = torch.as_tensor(self.param_mean_, device=self._device)
+        self.history_ = []
+        net.eval()
+        with torch.no_grad():  # the untrained network: a similarity-weighted neighbour mean
+            best = float(self._episode_loss(net, ep, val, ep.nb_rows[val], mean, scale, None)) if len(val) else math.inf
+        self.initial_val_loss_ = best
+        best_state, bad_epochs = copy.deepcopy(net.state_dict()), 0
+        t0 = time.perf_counter()
+        bar = tqdm(range(cfg.max_epochs), desc="train attention generator", disable=not progress, leave=False)
+        for epoch in bar:
+            net.train()
+            perm = rng.permutation(train)
+            losses = []
+            for start in range(0, len(perm), cfg.batch_tasks):
+                b = perm[start : start + cfg.batch_tasks]
+                nb_rows = ep.nb_rows[b].copy()
+                if cfg.neighbor_dropout > 0:
+                    drop = rng.random(nb_rows.shape) < cfg.neighbor_dropout
+                    drop[:, 0] = False  # always keep at least one neighbour
+                    nb_rows[drop] = -1
+                loss = self._episode_loss(net, ep, b, nb_rows, mean, scale, rng)
+                opt.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+                opt.step()
+                losses.append(loss.item())
+            net.eval()
+            with torch.no_grad():
+                vloss = float(self._episode_loss(net, ep, val, ep.nb_rows[val], mean, scale, None)) if len(val) else float(np.mean(losses))
+            self.history_.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": vloss})
+            bar.set_postfix(train=f"{np.mean(losses):.4f}", val=f"{vloss:.4f}")
+            if vloss < best - 1e-5:
+                best, best_state, bad_epochs = vloss, copy.deepcopy(net.state_dict()), 0
+            else:
+                bad_epochs += 1
+                if bad_epochs >= cfg.patience:
+                    break
+        if best_state is not None:
+            net.load_state_dict(best_state)
+        net.eval()
+        self.net_ = net
+        self.index_ = index
+        self.train_seconds_ = time.perf_counter() - t0
+        self.best_val_loss_ = best
+        self.n_train_tasks_, self.n_val_tasks_ = len(train), len(val)
+        return self
+
+    def _episode_loss(self, net, ep: _Episodes, b: np.ndarray, nb_rows, mean, scale, rng):
+        """Mean over the tasks ``b`` of each task's mean binary cross-entropy on its own rows."""
+        dev = self._device
+        nbp, nbe, sim, pad = self._batch_inputs(nb_rows, ep.nb_sim[b])
+        theta_n, _, _ = net(ep.q[b], nbp, nbe, sim, pad)
+        theta = theta_n * scale + mean
+        rows, owner = ep.rows(b, self.config.max_rows, rng)
+        rows_t, owner_t = torch.as_tensor(rows, device=dev), torch.as_tensor(owner, device=dev)
+        th = theta[owner_t]
+        logit = th[:, 0] + (ep.D[rows_t] * th[:, 1:]).sum(1)
+        bce = nn.functional.binary_cross_entropy_with_logits(logit, ep.y[rows_t], reduction="none")
+        per_task = torch.zeros(len(b), device=dev).index_add_(0, owner_t, bce)
+        counts = torch.bincount(owner_t, minlength=len(b)).clamp_min(1)
+        return (per_task / counts).mean()
+
+    # ------------------------------------------------------------------ generation
+    def _check_ready(self, index):
+        if self.net_ is None:
+            raise ValidationError("this AttentionGenerator is not fitted; call fit(index) or load() first")
+        if index.model != self.model_kind_ or param_names(index.model, index.schema) != self.param_names_:
+            raise ValidationError(
+                f"the index ({index.model}, {len(param_names(index.model, index.schema))} params) does not match the "
+                f"generator ({self.model_kind_}, {len(self.param_names_)} params); use the index it was trained on"
+            )
+        from ragim.embed import check_identity
+
+        check_identity(self.embedder_identity_, index.embedder)
+
+    def generate_params(self, query: str | Task | Sequence[str | Task], index=None, *, k: int | None = None,
+                        exclude=None, uncertainty: bool = True) -> ModelParams | list[ModelParams]:
+        """Generated parameters with provenance (and bootstrap ``std`` when ``uncertainty``)."""
+        index = self._resolve_index(index)
+        self._check_ready(index)
+        if getattr(self, "_stacked_for", None) is not index or len(self._norm_params) != len(index._params):
+            self._stack_index(index)
+            self._stacked_for = index
+        k = min(k or self.config.k, len(index))
+        vecs, items, single = index.embed_queries(query)
+        hits = index.search_vectors(vecs, k, exclude=exclude)
+        out = []
+        for qi, hs in enumerate(hits):
+            if not hs:
+                raise ValidationError("no neighbours left after exclusions; relax `exclude` or grow the index")
+            rows = np.array([[index._row(h.task_id) for h in hs]])
+            sims = np.array([[h.score for h in hs]], dtype=np.float32)
+            theta, alpha = self._forward(vecs[qi : qi + 1], rows, sims)
+            std = self._bootstrap_std(vecs[qi], rows[0], sims[0]) if uncertainty and len(hs) > 1 else None
+            meta = {"source": "generated", "generator": "attention", "k": len(hs),
+                    "provenance": provenance_records(hs, alpha[0])}
+            if isinstance(items[qi], Task):
+                meta["task_id"] = items[qi].task_id
+            out.append(ModelParams(self.model_kind_, index.schema, theta[0], std=std, metadata=meta))
+        return out[0] if single else out
+
+    def _forward(self, q: np.ndarray, rows: np.ndarray, sims: np.ndarray):
+        with torch.no_grad():
+            nbp, nbe, sim, pad = self._batch_inputs(rows, sims)
+            theta_n, alpha, _ = self.net_(torch.as_tensor(q, dtype=torch.float32, device=self._device), nbp, nbe, sim, pad)
+        theta = theta_n.cpu().numpy() * self.param_scale_ + self.param_mean_
+        return theta.astype(np.float64), alpha.cpu().numpy()
+
+    def _bootstrap_std(self, q: np.ndarray, rows: np.ndarray, sims: np.ndarray) -> np.ndarray:
+        B, K = self.config.n_bootstrap, len(rows)
+        rng = np.random.default_rng(self.config.seed)
+        pick = rng.integers(0, K, size=(B, K))
+        theta, _ = self._forward(np.repeat(q[None], B, 0), rows[pick], sims[pick])
+        return theta.std(0)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Save as an artifact: ``config.json``, ``model.safetensors``, ``state.json``."""
+        from safetensors.torch import save as st_save
+
+        from ragim.io import json_bytes, write_artifact
+
+        if self.net_ is None:
+            raise ValidationError("cannot save an unfitted AttentionGenerator")
+        tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
+        tensors["param_mean"] = torch.as_tensor(self.param_mean_)
+        tensors["param_scale"] = torch.as_tensor(self.param_scale_)
+        state = {"model_kind": self.model_kind_, "param_names": self.param_names_, "schema": self.schema_.to_dict(),
+                 "embedder": self.embedder_identity_, "emb_dim": int(self.net_.q_in.in_features),
+                 "history": self.history_}
+        return write_artifact(path, FORMAT, {"config.json": json_bytes(asdict(self.config)),
+                                             "state.json": json_bytes(state),
+                                             "model.safetensors": st_save(tensors)})
+
+    save_pretrained = save
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str | None = None) -> AttentionGenerator:
+        from safetensors import SafetensorError
+        from safetensors.torch import load as st_load
+
+        from ragim.io import read_artifact
+        from ragim.schema import FeatureSchema
+
+        art = read_artifact(path, FORMAT)
+        try:
+            cfg = AttentionConfig(**art.read_json("config.json"))
+            if device is not None:
+                cfg.device = device
+            state = art.read_json("state.json")
+            tensors = st_load(art.read_bytes("model.safetensors"))
+            gen = cls(cfg)
+            gen.model_kind_, gen.param_names_ = state["model_kind"], state["param_names"]
+            gen.schema_ = FeatureSchema.from_dict(state["schema"])
+            gen.embedder_identity_, gen.history_ = state["embedder"], state.get("history", [])
+            from ragim.device import resolve_device
+
+            gen._device = resolve_device(cfg.device)
+            net = RagimHypernetwork(len(gen.param_names_), int(state["emb_dim"]), cfg)
+            net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+            gen.net_ = net.to(gen._device).eval()
+            gen.param_mean_ = tensors["param_mean"].numpy()
+            gen.param_scale_ = tensors["param_scale"].numpy()
+        except (TypeError, KeyError, RuntimeError, SafetensorError, ValidationError) as exc:
+            raise ArtifactError(f"{path}: not a valid attention generator ({exc})") from exc
+        return gen
+
+    from_pretrained = load
+
+    def __repr__(self) -> str:
+        state = "fitted" if self.net_ is not None else "not fitted"
+        return f"AttentionGenerator(k={self.config.k}, hidden={self.config.hidden}, blocks={self.config.blocks}, {state})"

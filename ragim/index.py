@@ -1,0 +1,470 @@
+"""TaskIndex: retrieval of prior tasks and their fitted interpretable models.
+
+``TaskIndex.build`` fits one interpretable model per task (or accepts given
+parameters), embeds every description, and stores vectors, :class:`ModelParams`,
+descriptions, metadata and fit statistics. ``search`` turns a description (or a
+Task, or a batch of either) into :class:`Neighbor` records, with exclusions that
+make zero-shot evaluation leak-free.
+
+Examples
+--------
+>>> from ragim import TaskIndex, datasets
+>>> tasks = datasets.synthetic_family(n_tasks=30, n_features=4, seed=0)
+>>> index = TaskIndex.build(tasks, embedder="hashing", progress=False)
+>>> hits = index.search(tasks.descriptions[0], k=3, exclude=[tasks.ids[0]])
+>>> len(hits), hits[0].task_id != tasks.ids[0]
+(3, True)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragim.embed import Embedder, check_identity, embedder_from_identity, get_embedder
+from ragim.errors import ArtifactError, ValidationError
+from ragim.params import ModelParams, param_names
+from ragim.schema import FeatureSchema
+from ragim.tasks import Task, TaskCollection
+from ragim.vector_store import VectorStore
+
+FORMAT = "ragim.task-index"
+Record = dict[str, Any]
+Exclude = Iterable[str] | Callable[[Record], bool] | None
+
+
+@dataclass
+class IndexConfig:
+    """Configuration of a :class:`TaskIndex` (saved as ``config.json``)."""
+
+    model: str = field(default="logistic", metadata={"help": "model family: 'logistic' or 'gam'"})
+    index: str = field(default="auto", metadata={"help": "'auto', 'Flat' or a FAISS factory string"})
+    nprobe: int = field(default=32, metadata={"help": "IVF lists visited per query"})
+    ef_search: int = field(default=128, metadata={"help": "HNSW search breadth"})
+    factory: str = field(default="", metadata={"help": "the FAISS index actually built (set at build)"})
+
+    def __post_init__(self):
+        if self.model not in ("logistic", "gam"):
+            raise ValidationError(f"model must be 'logistic' or 'gam', got {self.model!r}")
+
+
+@dataclass
+class Neighbor:
+    """One retrieved task: its id, similarity score, description, parameters and metadata."""
+
+    task_id: str
+    score: float
+    description: str
+    params: ModelParams
+    metadata: dict
+    stats: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"task_id": self.task_id, "score": self.score, "description": self.description,
+                "metadata": {k: v for k, v in self.metadata.items() if k != "patient_ids"},
+                "stats": self.stats, "params": self.params.as_dict(decimals=4)}
+
+
+# ---------------------------------------------------------------------- exclusion predicates
+def _target_info(target: Task | Record) -> tuple[str | None, dict]:
+    if isinstance(target, Task):
+        return target.task_id, target.metadata
+    return target.get("task_id"), target.get("metadata", {})
+
+
+def same_group(target: Task | Record, key: str) -> Callable[[Record], bool]:
+    """Predicate: records whose ``metadata[key]`` equals the target's (e.g. the same site)."""
+    _, meta = _target_info(target)
+    if key not in meta:
+        raise ValidationError(f"target has no metadata {key!r}; cannot exclude by it")
+    value = meta[key]
+    return lambda rec: rec["metadata"].get(key) == value
+
+
+def shares_patients(target: Task | Record) -> Callable[[Record], bool]:
+    """Predicate: the target itself and every record that shares a patient id with it."""
+    tid, meta = _target_info(target)
+    pids = frozenset(meta.get("patient_ids") or ())
+    return lambda rec: rec["task_id"] == tid or (bool(pids) and not pids.isdisjoint(rec["metadata"].get("patient_ids") or ()))
+
+
+def leak_free(target: Task | Record, *, group: str | None = None) -> Callable[[Record], bool]:
+    """Predicate for zero-shot use: excludes the target, every task sharing its patients,
+    and, with ``group`` (e.g. ``"site"``), every task of the target's group."""
+    preds = [shares_patients(target)] + ([same_group(target, group)] if group else [])
+    return lambda rec: any(p(rec) for p in preds)
+
+
+def _as_predicate(exclude: Exclude) -> Callable[[Record], bool] | None:
+    if exclude is None:
+        return None
+    if callable(exclude):
+        return exclude
+    if isinstance(exclude, str):
+        exclude = [exclude]
+    ids = frozenset(exclude)
+    return lambda rec: rec["task_id"] in ids
+
+
+# ---------------------------------------------------------------------- the index
+class TaskIndex:
+    """Prior tasks, their fitted models and their description vectors; see the module docstring.
+
+    Build with :meth:`build`, open with :meth:`load`.
+    """
+
+    def __init__(self, config: IndexConfig, schema: FeatureSchema, embedder: Embedder, store: VectorStore,
+                 records: list[Record | None], params: np.ndarray, tasks: TaskCollection | None = None):
+        self.config = config
+        self.schema = schema
+        self.embedder = embedder
+        self.store = store
+        self._records = records  # slot per FAISS row; None once removed
+        self._params = params
+        self.tasks = tasks
+        self._lock = threading.Lock()
+        self._id_to_row = {r["task_id"]: i for i, r in enumerate(records) if r is not None}
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def build(
+        cls,
+        tasks: TaskCollection | Sequence[Task],
+        model: str = "logistic",
+        embedder: Embedder | str | None = None,
+        index: str = "auto",
+        device: str | None = "auto",
+        *,
+        schema: FeatureSchema | None = None,
+        params: dict[str, ModelParams] | None = None,
+        n_jobs: int = 1,
+        progress: bool = True,
+        keep_tasks: bool = True,
+        **fit_kwargs: Any,
+    ) -> TaskIndex:
+        """Fit (or accept) each task's model, embed each description and index them.
+
+        Parameters
+        ----------
+        tasks : the prior tasks.
+        model : "logistic" or "gam".
+        embedder : an :class:`~ragim.embed.Embedder`, a spec for :func:`~ragim.embed.get_embedder`
+            ("minilm", "hashing", a local sentence-transformers folder) or None (MiniLM).
+        index : "auto" (exact Flat when small), or a FAISS factory string.
+        device : where FAISS searches: "auto" uses every GPU when FAISS sees one.
+        schema : a fitted schema; default: fitted on the rows of ``tasks`` only.
+        params : precomputed parameters by task id (skips fitting those tasks).
+        keep_tasks : keep a reference to ``tasks`` (generators train on their rows).
+        fit_kwargs : passed to :func:`ragim.models.fit_many` (``C``, ``backend``, ...).
+
+        Tasks that cannot be fitted (too few rows, one class) are left out with a
+        warning naming them; ``index.skipped`` lists them with the reason.
+        """
+        from ragim.models import fit_many
+
+        if not isinstance(tasks, TaskCollection):
+            tasks = TaskCollection(list(tasks))
+        if len(tasks) == 0:
+            raise ValidationError("cannot build an index from zero tasks")
+        config = IndexConfig(model=model, index=index)
+        emb = get_embedder(embedder)
+        given = dict(params or {})
+        to_fit = [i for i, tid in enumerate(tasks.ids) if tid not in given]
+        skipped: dict[str, str] = {}
+        stats: dict[str, dict] = {}
+        if to_fit:
+            result = fit_many(tasks.take(to_fit), model=model, schema=schema, n_jobs=n_jobs,
+                              progress=progress, device=device, **fit_kwargs)
+            schema = result.schema
+            given.update(result.params)
+            stats.update(result.stats)
+            skipped = {t: s for t, s in result.status.items() if s != "ok"}
+        if schema is None:
+            schema = next(iter(given.values())).schema
+        keep = [i for i, tid in enumerate(tasks.ids) if tid in given]
+        if not keep:
+            raise ValidationError("no task could be fitted:", [f"{t}: {s}" for t, s in skipped.items()])
+        if skipped:
+            import warnings
+
+            warnings.warn(f"{len(skipped)} task(s) left out of the index: "
+                          + "; ".join(f"{t}: {s}" for t, s in list(skipped.items())[:5]), stacklevel=2)
+        infos = [tasks.info(i) for i in keep]
+        names = param_names(model, schema)
+        mat = np.empty((len(keep), len(names)))
+        for j, inf in enumerate(infos):
+            p = given[inf["task_id"]]
+            if p.kind != model or p.names != names:
+                raise ValidationError(f"parameters of task {inf['task_id']!r} do not match the {model} layout of the index schema")
+            mat[j] = p.vector
+        vectors = emb.embed([inf["description"] for inf in infos], progress=progress)
+        store = VectorStore.build(vectors, index=index, nprobe=config.nprobe, ef_search=config.ef_search, device=device)
+        config.factory = store.factory
+        records = [
+            {"task_id": inf["task_id"], "description": inf["description"], "metadata": inf["metadata"],
+             "stats": _json_safe(stats.get(inf["task_id"], {}))}
+            for inf in infos
+        ]
+        obj = cls(config, schema, emb, store, records, mat, tasks.take(keep) if keep_tasks else None)
+        obj.skipped = skipped
+        return obj
+
+    # ------------------------------------------------------------------ content
+    def __len__(self) -> int:
+        return len(self._id_to_row)
+
+    def __contains__(self, task_id: str) -> bool:
+        return task_id in self._id_to_row
+
+    @property
+    def model(self) -> str:
+        return self.config.model
+
+    @property
+    def ids(self) -> list[str]:
+        return [r["task_id"] for r in self._records if r is not None]
+
+    @property
+    def records(self) -> list[Record]:
+        return [r for r in self._records if r is not None]
+
+    def record(self, task_id: str) -> Record:
+        return self._records[self._row(task_id)]
+
+    def _row(self, task_id: str) -> int:
+        try:
+            return self._id_to_row[task_id]
+        except KeyError:
+            raise KeyError(f"task {task_id!r} is not in the index") from None
+
+    def params(self, task_id: str) -> ModelParams:
+        """The stored parameters of one task."""
+        row = self._row(task_id)
+        return self._params_at(row)
+
+    def _params_at(self, row: int) -> ModelParams:
+        rec = self._records[row]
+        return ModelParams(self.model, self.schema, self._params[row],
+                           metadata={"source": "fit", "task_id": rec["task_id"]})
+
+    def params_matrix(self, ids: Sequence[str] | None = None) -> np.ndarray:
+        """Stacked parameter vectors (rows in ``ids`` order, or index order)."""
+        rows = [self._row(t) for t in (ids if ids is not None else self.ids)]
+        return self._params[rows]
+
+    def vectors(self, ids: Sequence[str] | None = None) -> np.ndarray:
+        """The stored description embeddings."""
+        allv = self.store.reconstruct_all()
+        rows = [self._row(t) for t in (ids if ids is not None else self.ids)]
+        return allv[rows]
+
+    # ------------------------------------------------------------------ search
+    def embed_queries(self, queries: str | Task | Sequence[str | Task]) -> tuple[np.ndarray, list, bool]:
+        single = isinstance(queries, str | Task)
+        items = [queries] if single else list(queries)
+        if not items:
+            raise ValidationError("no queries given")
+        texts = []
+        for i, q in enumerate(items):
+            text = q.description if isinstance(q, Task) else q
+            if not isinstance(text, str) or not text.strip():
+                raise ValidationError(f"query {i} is empty; give a task description or a Task")
+            texts.append(text)
+        return self.embedder.embed(texts), items, single
+
+    def search(self, query: str | Task | Sequence[str | Task], k: int = 5, *,
+               exclude: Exclude | Sequence[Exclude] = None) -> list[Neighbor] | list[list[Neighbor]]:
+        """The ``k`` most similar indexed tasks.
+
+        Parameters
+        ----------
+        query : a description, a Task, or a list of either (then a list of lists is returned).
+        k : number of neighbours.
+        exclude : task ids, or a predicate over records (``{"task_id", "description",
+            "metadata", "stats"}``) such as :func:`leak_free`; for a batch, one per query
+            or one for all.
+        """
+        vecs, items, single = self.embed_queries(query)
+        return self.search_vectors(vecs, k, exclude=exclude, single=single)
+
+    def search_vectors(self, vectors: np.ndarray, k: int = 5, *, exclude=None, single: bool = False):
+        """Like :meth:`search` with precomputed query vectors."""
+        n = len(vectors)
+        per_query = isinstance(exclude, list | tuple) and any(
+            e is None or callable(e) or isinstance(e, list | tuple | set | frozenset) for e in exclude
+        )
+        if per_query:
+            if len(exclude) != n:
+                raise ValidationError(f"got {len(exclude)} exclusions for {n} queries")
+            preds = [_as_predicate(e) for e in exclude]
+        else:
+            preds = [_as_predicate(exclude)] * n
+        records = self._records
+        skip = None
+        if any(p is not None for p in preds):
+            def skip(qi: int, row: int) -> bool:
+                p = preds[qi]
+                return p is not None and p(records[row])
+        with self._lock:
+            scores, rows = self.store.search(vectors, k, skip=skip)
+        out = []
+        for qi in range(n):
+            hits = []
+            for s, r in zip(scores[qi], rows[qi], strict=True):
+                if r < 0:
+                    continue
+                rec = records[r]
+                hits.append(Neighbor(rec["task_id"], float(s), rec["description"], self._params_at(int(r)),
+                                     rec["metadata"], rec.get("stats", {})))
+            out.append(hits)
+        return out[0] if single else out
+
+    # ------------------------------------------------------------------ updates
+    def add(self, tasks: TaskCollection | Sequence[Task], *, params: dict[str, ModelParams] | None = None,
+            progress: bool = False, **fit_kwargs) -> list[str]:
+        """Fit (or accept) and add new tasks without a rebuild; the schema is kept fixed.
+        Returns the ids added."""
+        from ragim.models import fit_many
+
+        if not isinstance(tasks, TaskCollection):
+            tasks = TaskCollection(list(tasks), schema=self.schema, validate=False)
+        dupes = [t for t in tasks.ids if t in self._id_to_row]
+        if dupes:
+            raise ValidationError(f"tasks already in the index: {dupes[:10]}; remove them first")
+        given = dict(params or {})
+        todo = [i for i, t in enumerate(tasks.ids) if t not in given]
+        stats = {}
+        if todo:
+            res = fit_many(tasks.take(todo), model=self.model, schema=self.schema, progress=progress, **fit_kwargs)
+            given.update(res.params)
+            stats = res.stats
+            bad = {t: s for t, s in res.status.items() if s != "ok"}
+            if bad:
+                raise ValidationError("some tasks could not be fitted:", [f"{t}: {s}" for t, s in bad.items()])
+        infos = [tasks.info(i) for i in range(len(tasks))]
+        names = param_names(self.model, self.schema)
+        mat = np.stack([given[i["task_id"]].vector for i in infos])
+        for inf in infos:
+            if given[inf["task_id"]].names != names:
+                raise ValidationError(f"parameters of {inf['task_id']!r} do not match the index layout")
+        vecs = self.embedder.embed([i["description"] for i in infos], progress=progress)
+        with self._lock:
+            rows = self.store.add(vecs)
+            for r, inf in zip(rows, infos, strict=True):
+                self._records.append({"task_id": inf["task_id"], "description": inf["description"],
+                                      "metadata": inf["metadata"], "stats": _json_safe(stats.get(inf["task_id"], {}))})
+                self._id_to_row[inf["task_id"]] = int(r)
+            self._params = np.concatenate([self._params, mat])
+        if self.tasks is not None:
+            self.tasks = None  # rows of added tasks are not kept; generators need a rebuild
+        return [i["task_id"] for i in infos]
+
+    def remove(self, ids: str | Iterable[str]) -> None:
+        """Remove tasks by id (tombstoned now, dropped at the next save)."""
+        ids = [ids] if isinstance(ids, str) else list(ids)
+        rows = [self._row(t) for t in ids]
+        with self._lock:
+            self.store.remove(rows)
+            for t, r in zip(ids, rows, strict=True):
+                self._records[r] = None
+                del self._id_to_row[t]
+        if self.tasks is not None:
+            keep = [i for i, t in enumerate(self.tasks.ids) if t in self._id_to_row]
+            self.tasks = self.tasks.take(keep)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path, *, include_tasks: bool | str = "auto") -> Path:
+        """Save as an artifact directory: ``index.faiss``, ``records.jsonl``,
+        ``params.safetensors``, ``schema.json``, ``config.json`` (with the embedder's
+        identity) and, when ``include_tasks`` (default: collections up to 20k tasks),
+        the tasks' rows under ``tasks/``."""
+        from safetensors.numpy import save as st_save
+
+        from ragim.io import json_bytes, jsonl_bytes, write_artifact
+
+        with self._lock:
+            if self.store.deleted:
+                keep = self.store.compact()
+                self._records = [self._records[r] for r in keep]
+                self._params = self._params[keep]
+                self._id_to_row = {r["task_id"]: i for i, r in enumerate(self._records)}
+            files: dict[str, Any] = {
+                "config.json": json_bytes({**asdict(self.config), "embedder": self.embedder.identity,
+                                           "n_tasks": len(self), "param_names": param_names(self.model, self.schema)}),
+                "schema.json": json_bytes(self.schema.to_dict()),
+                "records.jsonl": jsonl_bytes(self._records),
+                "params.safetensors": st_save({"params": np.ascontiguousarray(self._params)}),
+                "index.faiss": self.store.write,
+            }
+        if include_tasks == "auto":
+            include_tasks = self.tasks is not None and len(self.tasks) <= 20_000
+        if include_tasks and self.tasks is not None:
+            tasks = self.tasks
+            files["tasks"] = lambda target: tasks.save(target)
+        return write_artifact(path, FORMAT, files)
+
+    save_pretrained = save
+
+    @classmethod
+    def load(cls, path: str | Path, *, embedder: Embedder | str | None = None, device: str | None = "auto") -> TaskIndex:
+        """Open a saved index, verifying checksums; ``embedder`` (default: the one recorded
+        in the artifact) must match the embedder the index was built with."""
+        from safetensors import SafetensorError
+        from safetensors.numpy import load as st_load
+
+        from ragim.io import read_artifact
+
+        art = read_artifact(path, FORMAT)
+        cfg = art.read_json("config.json")
+        try:
+            identity = cfg.pop("embedder")
+            expected_names = cfg.pop("param_names")
+            cfg.pop("n_tasks", None)
+            config = IndexConfig(**cfg)
+        except (KeyError, TypeError, ValidationError) as exc:
+            raise ArtifactError(f"{art.path / 'config.json'}: not a valid index configuration ({exc})") from exc
+        emb = embedder_from_identity(identity) if embedder is None else get_embedder(embedder)
+        check_identity(identity, emb)
+        try:
+            schema = FeatureSchema.from_dict(art.read_json("schema.json"))
+        except ValidationError as exc:
+            raise ArtifactError(f"{art.path / 'schema.json'}: {exc}") from exc
+        records = art.read_jsonl("records.jsonl")
+        try:
+            params = st_load(art.read_bytes("params.safetensors"))["params"]
+        except (SafetensorError, KeyError, ValueError) as exc:
+            raise ArtifactError(f"{art.path / 'params.safetensors'}: not a valid parameter file ({exc})") from exc
+        store = VectorStore.read(art.file("index.faiss"), factory=config.factory, nprobe=config.nprobe,
+                                 ef_search=config.ef_search, device=device)
+        names = param_names(config.model, schema)
+        if names != expected_names or params.shape != (len(records), len(names)) or store.ntotal != len(records):
+            raise ArtifactError(
+                f"{art.path}: records.jsonl ({len(records)}), params.safetensors {params.shape} and "
+                f"index.faiss ({store.ntotal}) do not agree; the artifact was assembled from different indices"
+            )
+        tasks = TaskCollection.load(art.path / "tasks") if "tasks/manifest.json" in art.files else None
+        return cls(config, schema, emb, store, records, params, tasks)
+
+    from_pretrained = load
+
+    def __repr__(self) -> str:
+        return (f"TaskIndex({len(self)} tasks, model={self.model!r}, faiss={self.config.factory!r}, "
+                f"embedder={self.embedder.identity.get('name', self.embedder.identity.get('kind'))!r}, "
+                f"gpu={self.store.on_gpu if self.store.ntotal else False})")
+
+
+def _json_safe(d: dict) -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, np.generic):
+            v = v.item()
+        if isinstance(v, float) and not np.isfinite(v):
+            v = None
+        if isinstance(v, str | int | float | bool) or v is None:
+            out[k] = v
+    return out

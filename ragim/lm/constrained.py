@@ -1,0 +1,662 @@
+"""Constrained decoding of a name-keyed JSON object of numbers.
+
+The answer always has the form ``{"k1": v1, "k2": v2, ...}`` with the keys fixed
+and in a given order, ``", "`` between items, ``": "`` after each key, and
+every value a decimal matching ``-?(0|[1-9]\\d{0,2})(\\.\\d{1,3})?`` whose value
+lies in ``[-max_abs, max_abs]``. Everything except the numbers is forced; the
+model only chooses the numbers, token by token, among tokens that keep the
+number a valid prefix of that grammar, plus a "stop" decision. The output of
+:func:`generate_json_numbers` therefore always parses with
+:func:`parse_json_numbers`, whatever the model's weights.
+
+Examples
+--------
+>>> text = format_json_numbers({"intercept": -0.1234, "age": 2}, ["intercept", "age"])
+>>> text
+'{"intercept": -0.123, "age": 2}'
+>>> parse_json_numbers(text, ["intercept", "age"])
+{'intercept': -0.123, 'age': 2.0}
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from ragim.errors import GenerationError, ValidationError
+
+_NUM_CHARS = frozenset("0123456789.-")
+_SEGMENT_CHARS = _NUM_CHARS | {" "}
+_DIGITS = frozenset("0123456789")
+
+
+@dataclass
+class ConstrainedResult:
+    """One constrained answer.
+
+    Attributes
+    ----------
+    text : str
+        The JSON text; always accepted by :func:`parse_json_numbers`.
+    values : dict[str, float]
+        The parsed numbers, in key order.
+    n_tokens : int
+        Tokens appended after the prompt (forced skeleton plus chosen number
+        tokens; the closing ``}`` is counted although it is never fed back).
+    logprob : float
+        Sum over the model's free decisions of the log-probability under the
+        model's *unconstrained* distribution at temperature 1 (not renormalised
+        over the allowed set). A "stop" decision scores the total probability
+        of tokens that begin with a non-number character. Forced tokens are not
+        counted.
+    token_ids : list[int]
+        The appended token ids (for inspection / scoring).
+    """
+
+    text: str
+    values: dict[str, float]
+    n_tokens: int
+    logprob: float
+    token_ids: list[int] = field(default_factory=list, repr=False)
+
+
+# --------------------------------------------------------------------------- grammar
+
+
+def _split_number(s: str):
+    """Split number text into (neg, int_digits, has_dot, frac_digits) or None if malformed."""
+    neg = s.startswith("-")
+    r = s[1:] if neg else s
+    i = 0
+    while i < len(r) and r[i] in _DIGITS:
+        i += 1
+    int_digits, rest = r[:i], r[i:]
+    if not rest:
+        return neg, int_digits, False, ""
+    if rest[0] != "." or not int_digits:
+        return None
+    frac = rest[1:]
+    if any(c not in _DIGITS for c in frac):
+        return None
+    return neg, int_digits, True, frac
+
+
+def _segment_state(seg: str, max_abs: float, max_int: int, max_frac: int) -> int:
+    """0: not a valid prefix; 1: valid incomplete prefix; 2: complete number.
+
+    ``seg`` is the text after ``":"``, i.e. ``" "`` followed by the number.
+    """
+    if seg == "":
+        return 1
+    if seg[0] != " ":
+        return 0
+    parts = _split_number(seg[1:])
+    if parts is None:
+        return 0
+    _neg, int_digits, has_dot, frac = parts
+    if len(int_digits) > max_int or len(frac) > max_frac:
+        return 0
+    if has_dot and max_frac == 0:
+        return 0
+    if len(int_digits) > 1 and int_digits[0] == "0":
+        return 0
+    # The smallest magnitude any completion can reach: pad with zeros.
+    low = float((int_digits or "0") + "." + (frac or "0"))
+    if low > max_abs:
+        return 0
+    if int_digits and (not has_dot or frac):
+        return 2
+    return 1
+
+
+def _min_completion(seg: str) -> str:
+    """Shortest text that turns a valid incomplete segment into a complete number."""
+    if seg == "":
+        return " 0"
+    body = seg[1:]
+    if body in ("", "-"):
+        return "0"
+    if body.endswith("."):
+        return "0"
+    return ""
+
+
+def _format_number(v: float, decimals: int) -> str:
+    s = f"{v:.{decimals}f}"
+    if "." in s:
+        s = s.rstrip("0").rstrip(".")
+    if s in ("-0", ""):
+        s = "0"
+    return s
+
+
+def _check_keys(keys) -> list[str]:
+    if isinstance(keys, str) or not isinstance(keys, Sequence):
+        raise ValidationError(f"keys must be a list of strings, got {type(keys).__name__}")
+    keys = list(keys)
+    bad = [k for k in keys if not isinstance(k, str)]
+    if bad:
+        raise ValidationError("keys must be strings", [f"{k!r} is {type(k).__name__}" for k in bad])
+    seen, dups = set(), []
+    for k in keys:
+        if k in seen and k not in dups:
+            dups.append(k)
+        seen.add(k)
+    if dups:
+        raise ValidationError("keys must be unique", [f"duplicate key {k!r}" for k in dups])
+    return keys
+
+
+def _check_max_abs(max_abs) -> float:
+    try:
+        m = float(max_abs)
+    except (TypeError, ValueError):
+        raise ValidationError(f"max_abs must be a positive number, got {max_abs!r}") from None
+    if not math.isfinite(m) or m <= 0:
+        raise ValidationError(f"max_abs must be a positive finite number, got {max_abs!r}")
+    return m
+
+
+def _key_text(k: str) -> str:
+    return json.dumps(k, ensure_ascii=False)
+
+
+def _skeleton(keys: list[str]) -> list[str]:
+    """Forced text pieces: piece[i] precedes value i; the last piece closes the object."""
+    if not keys:
+        return ["{}"]
+    pieces = [("{" if i == 0 else ", ") + _key_text(k) + ":" for i, k in enumerate(keys)]
+    return pieces + ["}"]
+
+
+# --------------------------------------------------------------------------- public helpers
+
+
+class _Pairs(list):
+    """A decoded JSON object as its ordered (key, value) pairs."""
+
+
+def format_json_numbers(
+    values: Mapping[str, float],
+    keys: Sequence[str],
+    decimals: int = 3,
+    *,
+    max_abs: float = 20.0,
+) -> str:
+    """The canonical answer text for ``values`` (used as SFT target).
+
+    Values are clipped to ``[-max_abs, max_abs]`` and rounded to ``decimals``
+    places; trailing zeros are dropped (``1.50`` -> ``1.5``, ``2.0`` -> ``2``).
+    The text is exactly what :func:`generate_json_numbers` can emit, so
+    ``parse_json_numbers(format_json_numbers(v, keys), keys)`` returns the
+    clipped, rounded values.
+
+    Examples
+    --------
+    >>> format_json_numbers({"b": 30, "a[1]": -0.0004}, ["a[1]", "b"])
+    '{"a[1]": 0, "b": 20}'
+    """
+    keys = _check_keys(keys)
+    max_abs = _check_max_abs(max_abs)
+    if not isinstance(decimals, int) or isinstance(decimals, bool) or not 0 <= decimals <= 3:
+        raise ValidationError(f"decimals must be an int in 0..3, got {decimals!r}")
+    if max_abs >= 1000:
+        raise ValidationError(f"max_abs must be below 1000 (three integer digits), got {max_abs}")
+    if not isinstance(values, Mapping):
+        raise ValidationError(f"values must be a mapping, got {type(values).__name__}")
+    problems = [f"missing value for key {k!r}" for k in keys if k not in values]
+    problems += [f"unexpected key {k!r}" for k in values if k not in set(keys)]
+    parts = []
+    for k in keys:
+        if k not in values:
+            continue
+        try:
+            v = float(values[k])
+        except (TypeError, ValueError):
+            problems.append(f"value for key {k!r} is not a number: {values[k]!r}")
+            continue
+        if not math.isfinite(v):
+            problems.append(f"value for key {k!r} is not finite: {v}")
+            continue
+        v = min(max(v, -max_abs), max_abs)
+        s = _format_number(v, decimals)
+        if abs(float(s)) > max_abs:  # rounding pushed it past a non-round bound
+            s = _format_number(
+                math.copysign(math.floor(max_abs * 10**decimals) / 10**decimals, v), decimals
+            )
+        parts.append(f"{_key_text(k)}: {s}")
+    if problems:
+        raise ValidationError("cannot format the answer", problems)
+    return "{" + ", ".join(parts) + "}"
+
+
+def parse_json_numbers(
+    text: str, keys: Sequence[str], *, max_abs: float = 20.0
+) -> dict[str, float]:
+    """Strictly parse an answer: exact keys in order, finite numbers within range.
+
+    Raises
+    ------
+    GenerationError
+        Naming the problem: invalid JSON (with its position), not an object,
+        missing / extra / duplicated / reordered keys, non-numeric, non-finite
+        or out-of-range values (with key and value).
+
+    Examples
+    --------
+    >>> parse_json_numbers('{"x": 1.5, "y": -2}', ["x", "y"])
+    {'x': 1.5, 'y': -2.0}
+    >>> parse_json_numbers('{"x": 25}', ["x"])
+    Traceback (most recent call last):
+    ...
+    ragim.errors.GenerationError: invalid answer: value for key 'x' is 25.0, outside [-20, 20]
+    """
+    keys = _check_keys(keys)
+    max_abs = _check_max_abs(max_abs)
+    if not isinstance(text, str):
+        raise GenerationError(f"invalid answer: expected text, got {type(text).__name__}")
+    dups: list[str] = []
+
+    def pairs_hook(pairs):
+        seen = set()
+        for k, _ in pairs:
+            if k in seen:
+                dups.append(k)
+            seen.add(k)
+        return _Pairs(pairs)
+
+    try:
+        obj = json.loads(text, object_pairs_hook=pairs_hook, parse_constant=lambda c: float(c))
+    except json.JSONDecodeError as exc:
+        snippet = text[max(0, exc.pos - 20) : exc.pos + 20]
+        raise GenerationError(
+            f"invalid answer: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}, "
+            f"char {exc.pos}, near {snippet!r})"
+        ) from None
+    if not isinstance(obj, _Pairs):
+        kind = "array" if isinstance(obj, list) else type(obj).__name__
+        raise GenerationError(f"invalid answer: expected a JSON object, got {kind}")
+    got_keys = [k for k, _ in obj]
+    problems: list[str] = []
+    if dups:
+        problems.append("duplicated keys: " + ", ".join(repr(k) for k in dict.fromkeys(dups)))
+    key_set, got_set = set(keys), set(got_keys)
+    missing = [k for k in keys if k not in got_set]
+    extra = [k for k in dict.fromkeys(got_keys) if k not in key_set]
+    if missing:
+        problems.append("missing keys: " + ", ".join(repr(k) for k in missing))
+    if extra:
+        problems.append("extra keys: " + ", ".join(repr(k) for k in extra))
+    if not problems and got_keys != keys:
+        problems.append("keys out of order: expected " + ", ".join(repr(k) for k in keys))
+    out: dict[str, float] = {}
+    for k, v in obj:
+        if k not in key_set:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            kind = "object" if isinstance(v, _Pairs) else type(v).__name__
+            problems.append(f"value for key {k!r} is not a number but {kind}")
+            continue
+        fv = float(v)
+        if not math.isfinite(fv):
+            problems.append(f"value for key {k!r} is not finite: {fv}")
+            continue
+        if abs(fv) > max_abs:
+            problems.append(f"value for key {k!r} is {fv}, outside [-{max_abs:g}, {max_abs:g}]")
+            continue
+        out[k] = fv
+    if problems:
+        raise GenerationError("invalid answer: " + "; ".join(problems))
+    return {k: out[k] for k in keys}
+
+
+# --------------------------------------------------------------------------- vocabulary tables
+
+
+class _VocabTables:
+    """Per-tokenizer token texts, number-candidate tokens and the stop mask."""
+
+    def __init__(self, tokenizer, vocab_size: int):
+        n = max(vocab_size, len(tokenizer))
+        texts = _token_texts(tokenizer, n)
+        self.texts = texts
+        self.num_ids: list[int] = []
+        stop = torch.zeros(n, dtype=torch.bool)
+        for i, t in enumerate(texts):
+            if not t:
+                continue
+            if all(c in _SEGMENT_CHARS for c in t):
+                self.num_ids.append(i)
+            if t[0] not in _NUM_CHARS:
+                stop[i] = True
+        self.stop_mask = stop
+        self.n = n
+        self._by_device: dict[str, torch.Tensor] = {}
+
+    def stop_mask_on(self, device, size: int) -> torch.Tensor:
+        key = f"{device}:{size}"
+        m = self._by_device.get(key)
+        if m is None:
+            m = self.stop_mask[:size]
+            if size > self.n:
+                m = torch.cat([m, torch.zeros(size - self.n, dtype=torch.bool)])
+            m = m.to(device)
+            self._by_device[key] = m
+        return m
+
+
+def _token_texts(tokenizer, n: int) -> list[str]:
+    """Text each token contributes when it follows other text (no leading-space stripping)."""
+    size = len(tokenizer)
+    ids = list(range(min(n, size)))
+    ref_ids = tokenizer.encode("a", add_special_tokens=False)[:1] or [ids[0]]
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        ref = backend.decode(ref_ids, skip_special_tokens=False)
+        joined = backend.decode_batch([ref_ids + [i] for i in ids], skip_special_tokens=False)
+    else:  # slow tokenizer
+        kw = {"skip_special_tokens": False, "clean_up_tokenization_spaces": False}
+        ref = tokenizer.decode(ref_ids, **kw)
+        joined = [tokenizer.decode(ref_ids + [i], **kw) for i in ids]
+    out = []
+    for i, j in zip(ids, joined, strict=True):
+        if j.startswith(ref):
+            out.append(j[len(ref) :])
+        else:  # a decoder that rewrites the reference text: fall back to the lone token
+            out.append(tokenizer.decode([i], skip_special_tokens=False))
+    out += [""] * (n - len(out))
+    return out
+
+
+_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _tables_for(tokenizer, vocab_size: int) -> _VocabTables:
+    key_len = (len(tokenizer), vocab_size)
+    try:
+        cached = _TABLES.get(tokenizer)
+    except TypeError:  # not weak-referenceable
+        cached = None
+    if cached is not None and cached[0] == key_len:
+        return cached[1]
+    tables = _VocabTables(tokenizer, vocab_size)
+    try:
+        _TABLES[tokenizer] = (key_len, tables)
+    except TypeError:  # pragma: no cover
+        pass
+    return tables
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+class _Runner:
+    """Feeds tokens through the model with a KV cache and returns next-token logits."""
+
+    def __init__(self, model):
+        import inspect
+
+        self.model = model
+        self.device = next(model.parameters()).device
+        inner = model
+        for _ in range(4):  # unwrap PEFT / wrapper models to read the real signature
+            getter = getattr(inner, "get_base_model", None)
+            if getter is None:
+                break
+            nxt = getter()
+            if nxt is inner:
+                break
+            inner = nxt
+        try:
+            params = inspect.signature(inner.forward).parameters
+        except (TypeError, ValueError):  # pragma: no cover
+            params = {}
+        # transformers >= 5.x renamed ``past_key_values`` to ``cache``.
+        self.cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.keep = "logits_to_keep" in params
+
+    def feed(self, ids: list[int] | torch.Tensor, cache):
+        if not isinstance(ids, torch.Tensor):
+            ids = torch.tensor([ids], dtype=torch.long)
+        ids = ids.to(self.device)
+        kwargs = {"input_ids": ids, self.cache_kw: cache, "use_cache": True}
+        if self.keep:
+            kwargs["logits_to_keep"] = 1
+        out = self.model(**kwargs)
+        new_cache = getattr(out, self.cache_kw, None)
+        for name in ("past_key_values", "cache"):
+            if new_cache is None:
+                new_cache = getattr(out, name, None)
+        return out.logits[0, -1].float(), new_cache
+
+
+def _choose(
+    options_logp: torch.Tensor,
+    temperature: float,
+    top_p: float,
+    generator: torch.Generator | None,
+    options_logits_t: torch.Tensor | None,
+) -> int:
+    """Pick an index among options: greedy when temperature == 0, else top-p sampling."""
+    if temperature <= 0:
+        return int(torch.argmax(options_logp).item())
+    probs = torch.softmax(options_logits_t, dim=0)
+    if top_p < 1.0:
+        sorted_p, order = torch.sort(probs, descending=True)
+        cum = torch.cumsum(sorted_p, dim=0)
+        keep = cum - sorted_p < top_p
+        keep[0] = True
+        mask = torch.zeros_like(probs, dtype=torch.bool)
+        mask[order[keep]] = True
+        probs = torch.where(mask, probs, torch.zeros_like(probs))
+        probs = probs / probs.sum()
+    return int(torch.multinomial(probs, 1, generator=generator).item())
+
+
+@torch.inference_mode()
+def generate_json_numbers(
+    model,
+    tokenizer,
+    prompt_ids: torch.Tensor,
+    keys: Sequence[str],
+    *,
+    max_abs: float = 20.0,
+    max_int_digits: int = 3,
+    max_frac_digits: int = 3,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    num_candidates: int = 1,
+    generator: torch.Generator | None = None,
+    max_new_tokens_per_value: int = 12,
+) -> list[ConstrainedResult]:
+    """Generate ``num_candidates`` JSON answers whose numbers are chosen by the model.
+
+    The skeleton ``{"k1": ``, ``, "k2": `` ... ``}`` is forced (tokenised with
+    ``add_special_tokens=False``; re-tokenisation boundary effects are
+    accepted). At each number position only tokens made of number characters
+    that keep ``" " + number`` a valid prefix are allowed (the leading space is
+    part of the number segment so merged tokens such as ``" -"`` stay usable),
+    plus, once the number is complete, a *stop* decision whose probability is
+    the model's total mass on tokens starting with a non-number character.
+    Digits that would push ``|value|`` above ``max_abs`` are never allowed, and
+    after ``max_new_tokens_per_value`` tokens the number is completed and
+    stopped, so every result parses with :func:`parse_json_numbers`.
+
+    Parameters
+    ----------
+    model, tokenizer
+        A causal LM (called with ``past_key_values``) and its tokenizer.
+    prompt_ids : torch.Tensor
+        Shape ``(1, L)`` (or ``(L,)``) prompt, e.g. from ``apply_chat_template``.
+    keys : list of str
+        Keys in answer order; any characters allowed.
+    max_abs, max_int_digits, max_frac_digits
+        Range and length bounds of each number (``max_int_digits`` <= 3).
+    temperature : float
+        0 = greedy within the allowed set; > 0 samples.
+    top_p : float
+        Nucleus mass applied to the allowed options when sampling.
+    num_candidates : int
+        Independent answers (greedy ones are identical). The prompt is encoded
+        once and its KV cache reused.
+    generator : torch.Generator, optional
+        CPU generator for reproducible sampling.
+    max_new_tokens_per_value : int
+        Token budget per number; the number is force-completed at the bound.
+
+    Returns
+    -------
+    list of ConstrainedResult
+
+    Examples
+    --------
+    >>> from ragim.lm.base_models import load_base_model
+    >>> model, tok = load_base_model("tiny", device="cpu")
+    >>> ids = tok.apply_chat_template([{"role": "user", "content": "coefs?"}],
+    ...                               add_generation_prompt=True, return_tensors="pt",
+    ...                               return_dict=True)["input_ids"]
+    >>> res = generate_json_numbers(model, tok, ids, ["intercept", "age"])
+    >>> sorted(res[0].values) == ["age", "intercept"]
+    True
+    """
+    keys = _check_keys(keys)
+    max_abs = _check_max_abs(max_abs)
+    if not (isinstance(max_int_digits, int) and 1 <= max_int_digits <= 3):
+        raise ValidationError(f"max_int_digits must be 1..3, got {max_int_digits!r}")
+    if not (isinstance(max_frac_digits, int) and 0 <= max_frac_digits <= 3):
+        raise ValidationError(f"max_frac_digits must be 0..3, got {max_frac_digits!r}")
+    if not (isinstance(num_candidates, int) and num_candidates >= 1):
+        raise ValidationError(f"num_candidates must be a positive int, got {num_candidates!r}")
+    if not (isinstance(max_new_tokens_per_value, int) and max_new_tokens_per_value >= 1):
+        raise ValidationError(
+            f"max_new_tokens_per_value must be a positive int, got {max_new_tokens_per_value!r}"
+        )
+    temperature = float(temperature)
+    top_p = float(top_p)
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValidationError(f"temperature must be >= 0, got {temperature}")
+    if not (0 < top_p <= 1):
+        raise ValidationError(f"top_p must be in (0, 1], got {top_p}")
+    if not isinstance(prompt_ids, torch.Tensor):
+        prompt_ids = torch.as_tensor(prompt_ids, dtype=torch.long)
+    if prompt_ids.dim() == 1:
+        prompt_ids = prompt_ids.unsqueeze(0)
+    if prompt_ids.dim() != 2 or prompt_ids.shape[0] != 1 or prompt_ids.shape[1] == 0:
+        raise ValidationError(
+            f"prompt_ids must have shape (1, L) with L > 0, got {tuple(prompt_ids.shape)}"
+        )
+
+    vocab_size = int(getattr(model.config, "vocab_size", 0) or len(tokenizer))
+    tables = _tables_for(tokenizer, vocab_size)
+    enc_cache: dict[str, list[int]] = {}
+
+    def enc(text: str) -> list[int]:
+        if text not in enc_cache:
+            enc_cache[text] = list(tokenizer.encode(text, add_special_tokens=False))
+        return enc_cache[text]
+
+    pieces = _skeleton(keys)
+    runner = _Runner(model)
+    base_logits, base_cache = runner.feed(prompt_ids.long(), None)
+    results = []
+    for c in range(num_candidates):
+        # The prompt's KV cache is reused; every candidate but the last works on a copy.
+        cache = base_cache if c == num_candidates - 1 else copy.deepcopy(base_cache)
+        results.append(
+            _decode_one(
+                runner, cache, base_logits, pieces, keys, enc, tables,
+                max_abs=max_abs, max_int=max_int_digits, max_frac=max_frac_digits,
+                temperature=temperature, top_p=top_p, generator=generator,
+                budget=max_new_tokens_per_value,
+            )
+        )  # fmt: skip
+    return results
+
+
+def _decode_one(
+    runner, cache, logits, pieces, keys, enc, tables, *, max_abs, max_int, max_frac,
+    temperature, top_p, generator, budget,
+) -> ConstrainedResult:  # fmt: skip
+    text_parts: list[str] = []
+    token_ids: list[int] = []
+    logprob = 0.0
+    texts = tables.texts
+    for i in range(len(keys)):
+        piece = pieces[i]
+        ids = enc(piece)
+        if ids:
+            logits, cache = runner.feed(ids, cache)
+            token_ids += ids
+        text_parts.append(piece)
+        seg = ""
+        n = 0
+        while True:
+            state = _segment_state(seg, max_abs, max_int, max_frac)
+            if n >= budget:
+                fill = _min_completion(seg)
+                if fill:
+                    fids = enc(fill)
+                    logits, cache = runner.feed(fids, cache)
+                    token_ids += fids
+                    seg += fill
+                break
+            allowed = [
+                t for t in tables.num_ids
+                if t < logits.shape[0]
+                and _segment_state(seg + texts[t], max_abs, max_int, max_frac) > 0
+            ]  # fmt: skip
+            can_stop = state == 2
+            if not allowed:
+                if can_stop:
+                    break
+                n = budget  # no usable token (odd vocab): force the completion
+                continue
+            logp = torch.log_softmax(logits, dim=0)
+            opt_logp = logp[allowed]
+            stop_lp = None
+            if can_stop:
+                mask = tables.stop_mask_on(logits.device, logits.shape[0])
+                stop_lp = torch.logsumexp(logp[mask], dim=0) if bool(mask.any()) else None
+                if stop_lp is None:
+                    stop_lp = torch.tensor(-1e4, device=logits.device)
+                opt_logp = torch.cat([opt_logp, stop_lp.reshape(1)])
+            opt_logp = opt_logp.detach().cpu()
+            opt_logits_t = None
+            if temperature > 0:
+                lt = torch.log_softmax(logits / temperature, dim=0)
+                o = lt[allowed]
+                if can_stop:
+                    o = torch.cat([o, torch.logsumexp(lt[mask], dim=0).reshape(1)])
+                opt_logits_t = o.detach().cpu()
+            k = _choose(opt_logp, temperature, top_p, generator, opt_logits_t)
+            logprob += float(opt_logp[k])
+            if can_stop and k == len(allowed):
+                break
+            tid = allowed[k]
+            logits, cache = runner.feed([tid], cache)
+            token_ids.append(tid)
+            seg += texts[tid]
+            n += 1
+        text_parts.append(seg)
+    final = pieces[-1]
+    text_parts.append(final)
+    token_ids += enc(final)
+    text = "".join(text_parts)
+    values = parse_json_numbers(text, keys, max_abs=max_abs)
+    return ConstrainedResult(
+        text=text, values=values, n_tokens=len(token_ids), logprob=logprob, token_ids=token_ids
+    )
+
+
+__all__ = [
+    "ConstrainedResult",
+    "format_json_numbers",
+    "generate_json_numbers",
+    "parse_json_numbers",
+]

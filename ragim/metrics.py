@@ -1,0 +1,315 @@
+"""Per-task metrics, bootstrap confidence intervals and result tables.
+
+The evaluation protocols in :mod:`ragim.evaluate` score every method on every
+target task with :func:`task_metrics`, then aggregate over tasks with
+:func:`summarize` (macro mean, bootstrap 95% CI over tasks, optional breakdown by
+task size). :func:`to_records` and :func:`format_table` turn a summary into JSON
+records (the ``ragim evaluate --json`` contract) and a terminal table;
+:func:`plot_calibration` and :func:`plot_by_group` draw matplotlib figures (no pyplot).
+
+Metric definitions
+------------------
+* ``auroc``: :func:`sklearn.metrics.roc_auc_score`; NaN when the test rows hold
+  one class only (the task then does not count towards the AUROC mean).
+* ``log_loss``: :func:`sklearn.metrics.log_loss` with probabilities clipped to
+  ``[1e-7, 1 - 1e-7]``.
+* ``brier``: :func:`sklearn.metrics.brier_score_loss` (mean squared error of P(y=1)).
+* ``ece``: expected calibration error over 10 equal-width bins of [0, 1]
+  (bin ``b`` is ``[b/10, (b+1)/10)``, the last one closed), weighted by the
+  number of rows in each bin: ``sum_b n_b / n * |mean(y_b) - mean(p_b)|``.
+* ``accuracy``: :func:`sklearn.metrics.accuracy_score` at threshold 0.5
+  (``p >= 0.5`` predicts 1).
+
+Examples
+--------
+>>> import numpy as np
+>>> m = task_metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
+>>> round(m["auroc"], 2), m["accuracy"]
+(0.75, 0.75)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, brier_score_loss, log_loss, roc_auc_score
+
+from ragim.errors import ValidationError
+
+METRICS = ("auroc", "log_loss", "brier", "ece", "accuracy")
+HIGHER_IS_BETTER = {"auroc": True, "log_loss": False, "brier": False, "ece": False, "accuracy": True}
+EPS = 1e-7
+DEFAULT_SIZE_EDGES = (50, 200, 1000)
+SUMMARY_FIELDS = ["dataset", "protocol", "method", "k_shot", "metric", "mean", "ci_low", "ci_high", "n_tasks"]
+_KEYS = ["dataset", "protocol", "method", "k_shot"]
+
+
+def _check_inputs(y_true, y_prob) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y_true, dtype=float).reshape(-1)
+    p = np.asarray(y_prob, dtype=float).reshape(-1)
+    if y.shape != p.shape:
+        raise ValidationError(f"y_true has {y.shape[0]} values but y_prob has {p.shape[0]}; they must match")
+    if y.size == 0:
+        raise ValidationError("cannot score zero rows")
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValidationError("y_true must contain only 0/1 labels")
+    if not np.all(np.isfinite(p)) or np.any((p < 0) | (p > 1)):
+        raise ValidationError("y_prob must be finite probabilities in [0, 1]")
+    return y, p
+
+
+def expected_calibration_error(y_true, y_prob, n_bins: int = 10) -> float:
+    """Count-weighted ECE over ``n_bins`` equal-width bins of [0, 1] (see module docstring).
+
+    Examples
+    --------
+    >>> expected_calibration_error([0, 1, 1, 0], [0.0, 1.0, 1.0, 0.0])
+    0.0
+    >>> round(expected_calibration_error([0, 0, 0, 0], [0.9, 0.9, 0.9, 0.9]), 3)
+    0.9
+    """
+    y, p = _check_inputs(y_true, y_prob)
+    edges = np.linspace(0.0, 1.0, int(n_bins) + 1)
+    idx = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, int(n_bins) - 1)
+    cnt = np.bincount(idx, minlength=n_bins)
+    ok = cnt > 0
+    mean_p = np.bincount(idx, p, n_bins)[ok] / cnt[ok]
+    mean_y = np.bincount(idx, y, n_bins)[ok] / cnt[ok]
+    return float(np.sum(cnt[ok] * np.abs(mean_y - mean_p)) / y.size)
+
+
+def task_metrics(y_true, y_prob) -> dict[str, float]:
+    """AUROC, log-loss, Brier score, ECE and accuracy of one task's predictions.
+
+    Examples
+    --------
+    >>> m = task_metrics([1, 1, 1], [0.9, 0.8, 0.7])
+    >>> math.isnan(m["auroc"]), round(m["brier"], 3)
+    (True, 0.047)
+    """
+    y, p = _check_inputs(y_true, y_prob)
+    two_classes = 0 < y.sum() < y.size
+    return {
+        "auroc": float(roc_auc_score(y, p)) if two_classes else math.nan,
+        "log_loss": float(log_loss(y, np.clip(p, EPS, 1 - EPS), labels=[0, 1])),
+        "brier": float(brier_score_loss(y, p, labels=[0, 1])),
+        "ece": expected_calibration_error(y, p),
+        "accuracy": float(accuracy_score(y, (p >= 0.5).astype(float))),
+    }
+
+
+def bootstrap_ci(values, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float, int]:
+    """Mean of the finite ``values`` and a percentile bootstrap CI, resampling values (tasks).
+
+    Returns ``(mean, ci_low, ci_high, n)`` where ``n`` counts the finite values.
+    With no finite value everything is NaN; with one the CI is the value itself.
+
+    Examples
+    --------
+    >>> m, lo, hi, n = bootstrap_ci([0.7, 0.8, 0.9, float("nan")])
+    >>> round(m, 3), lo <= m <= hi, n
+    (0.8, True, 3)
+    """
+    v = np.asarray(values, dtype=float).reshape(-1)
+    v = v[np.isfinite(v)]
+    n = int(v.size)
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    mean = float(v.mean())
+    if n == 1:
+        return mean, mean, mean, 1
+    rng = np.random.default_rng(seed)
+    draws = v[rng.integers(0, n, size=(int(n_boot), n))].mean(axis=1)
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(draws, [alpha, 1.0 - alpha])
+    return mean, float(min(lo, mean)), float(max(hi, mean)), n
+
+
+def size_labels(edges: Sequence[int] = DEFAULT_SIZE_EDGES) -> list[str]:
+    """Labels of the task-size groups: ``(50, 200, 1000)`` gives "<50", "50-200", "200-1000", ">=1000"."""
+    e = [int(x) for x in edges]
+    if not e or any(b <= a for a, b in zip(e, e[1:], strict=False)):
+        raise ValidationError(f"size edges must be increasing integers, got {list(edges)!r}")
+    return [f"<{e[0]}"] + [f"{a}-{b}" for a, b in zip(e, e[1:], strict=False)] + [f">={e[-1]}"]
+
+
+def size_group(n_rows: int, edges: Sequence[int] = DEFAULT_SIZE_EDGES) -> str:
+    """The size-group label of a task with ``n_rows`` rows.
+
+    >>> size_group(120), size_group(5000)
+    ('50-200', '>=1000')
+    """
+    labels = size_labels(edges)
+    return labels[int(np.searchsorted(np.asarray(edges), int(n_rows), side="right"))]
+
+
+# ---------------------------------------------------------------------- aggregation
+def summarize(per_task: pd.DataFrame, *, by_size: bool = False, metrics: Sequence[str] = METRICS,
+              n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Macro mean over tasks with a bootstrap CI, per dataset, protocol, method and k.
+
+    Parameters
+    ----------
+    per_task : the frame returned by :func:`ragim.evaluate.zero_shot` / ``few_shot``.
+    by_size : add a ``size_group`` column and summarise each task-size group separately.
+    metrics : which metric columns to summarise.
+    n_boot, level, seed : bootstrap draws (tasks resampled with replacement), CI level, seed.
+
+    Returns a long frame with the contract fields ``dataset, protocol, method, k_shot,
+    metric, mean, ci_low, ci_high, n_tasks`` (``n_tasks`` counts tasks with a finite value
+    of that metric, so AUROC may count fewer tasks than log-loss).
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"dataset": "d", "protocol": "p", "method": "m", "k_shot": 0,
+    ...                    "task_id": ["a", "b"], "n_rows": [10, 20], "size_group": "<50",
+    ...                    "auroc": [0.6, float("nan")], "log_loss": [0.5, 0.7]})
+    >>> s = summarize(df, metrics=["auroc", "log_loss"])
+    >>> s[["metric", "mean", "n_tasks"]].to_dict("records")
+    [{'metric': 'auroc', 'mean': 0.6, 'n_tasks': 1}, {'metric': 'log_loss', 'mean': 0.6, 'n_tasks': 2}]
+    """
+    missing = [c for c in [*_KEYS, *metrics] if c not in per_task.columns]
+    if missing:
+        raise ValidationError(f"per-task frame lacks columns {missing}; pass the output of zero_shot/few_shot")
+    keys = [*_KEYS, "size_group"] if by_size else list(_KEYS)
+    rows = []
+    for key, grp in per_task.groupby(keys, sort=False, dropna=False):
+        for metric in metrics:
+            mean, lo, hi, n = bootstrap_ci(grp[metric].to_numpy(dtype=float), n_boot=n_boot, level=level, seed=seed)
+            rows.append({**dict(zip(keys, key, strict=True)), "metric": metric, "mean": mean,
+                         "ci_low": lo, "ci_high": hi, "n_tasks": n})
+    cols = SUMMARY_FIELDS + (["size_group"] if by_size else [])
+    out = pd.DataFrame(rows, columns=cols)
+    out["k_shot"] = out["k_shot"].astype(int)
+    out["n_tasks"] = out["n_tasks"].astype(int)
+    return out
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def to_records(summary: pd.DataFrame) -> list[dict[str, Any]]:
+    """JSON-safe records of a summary (NaN becomes ``None``), one per row.
+
+    Examples
+    --------
+    >>> s = pd.DataFrame([{"dataset": "d", "protocol": "p", "method": "m", "k_shot": 0,
+    ...                    "metric": "auroc", "mean": float("nan"), "ci_low": None, "ci_high": None, "n_tasks": 0}])
+    >>> to_records(s)[0]["mean"] is None
+    True
+    """
+    recs = [{str(k): _json_value(v) for k, v in rec.items()} for rec in summary.to_dict("records")]
+    json.dumps(recs, allow_nan=False)  # fail here, not in the caller's json.dumps
+    return recs
+
+
+def _fmt_cell(row) -> str:
+    if row is None or not np.isfinite(row["mean"]):
+        return "n/a"
+    if row["ci_low"] == row["ci_high"]:
+        return f"{row['mean']:.3f}"
+    return f"{row['mean']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+
+
+def format_table(summary: pd.DataFrame, *, metrics: Sequence[str] | None = None) -> str:
+    """A readable terminal table: one block per dataset and protocol (and size group),
+    methods (with their k) as rows, metrics as columns, cells ``"0.812 [0.790, 0.835]"``;
+    the last column ``n`` is the number of tasks with a finite value.
+
+    Examples
+    --------
+    >>> s = pd.DataFrame([{"dataset": "d", "protocol": "p", "method": "m", "k_shot": 0, "metric": "auroc",
+    ...                    "mean": 0.8, "ci_low": 0.7, "ci_high": 0.9, "n_tasks": 4}])
+    >>> print(format_table(s))
+    d / p (4 tasks)
+    method  auroc                 n
+    ------  --------------------  -
+    m       0.800 [0.700, 0.900]  4
+    """
+    if summary.empty:
+        return "(no results)"
+    metrics = list(metrics) if metrics is not None else [m for m in METRICS if m in set(summary["metric"])] or \
+        list(dict.fromkeys(summary["metric"]))
+    blocks = ["dataset", "protocol"] + (["size_group"] if "size_group" in summary.columns else [])
+    out = []
+    for key, grp in summary.groupby(blocks, sort=False):
+        n = int(grp["n_tasks"].max())
+        out.append(" / ".join(str(k) for k in key) + f" ({n} tasks)")
+        lines = [["method", *metrics, "n"]]
+        for (method, k), g in grp.groupby(["method", "k_shot"], sort=False):
+            cells = {r["metric"]: r for r in g.to_dict("records")}
+            label = method if int(k) == 0 else f"{method} k={int(k)}"
+            n_row = max((int(cells[m]["n_tasks"]) for m in metrics if m in cells), default=0)
+            lines.append([label, *[_fmt_cell(cells.get(m)) for m in metrics], str(n_row)])
+        widths = [max(len(r[i]) for r in lines) for i in range(len(lines[0]))]
+        lines.insert(1, ["-" * w for w in widths])
+        out.extend("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in lines)
+        out.append("")
+    return "\n".join(out).rstrip()
+
+
+# ---------------------------------------------------------------------- figures
+def plot_calibration(predictions: pd.DataFrame, *, methods: Sequence[str] | None = None, k_shot: int = 0,
+                     n_bins: int = 10, title: str | None = None):
+    """Reliability diagram of the pooled test-row predictions of each method at one k
+    (``predictions`` from ``zero_shot(..., return_predictions=True)``)."""
+    from ragim.plots import plot_calibration as _plot
+
+    sel = predictions[predictions["k_shot"] == k_shot]
+    methods = list(methods) if methods is not None else list(dict.fromkeys(sel["method"]))
+    ref = sel[sel["method"] == methods[0]].sort_values(["task_id", "row"])
+    probs = {}
+    for m in methods:
+        s = sel[sel["method"] == m].set_index(["task_id", "row"])["p"]
+        probs[m] = s.reindex(pd.MultiIndex.from_frame(ref[["task_id", "row"]])).to_numpy()
+        if np.isnan(probs[m]).any():
+            raise ValidationError(f"method {m!r} lacks predictions for some test rows of {methods[0]!r}")
+    return _plot(ref["y"].to_numpy(), probs, n_bins=n_bins, title=title or f"Calibration, k = {k_shot}")
+
+
+def plot_by_group(summary: pd.DataFrame, *, metric: str = "auroc", k_shot: int = 0, title: str | None = None):
+    """Bars of one metric per method with CI whiskers, grouped by task size when the summary
+    has a ``size_group`` column (``summarize(..., by_size=True)``)."""
+    from ragim.plots import new_figure
+
+    s = summary[(summary["metric"] == metric) & (summary["k_shot"] == k_shot)]
+    if s.empty:
+        raise ValidationError(f"the summary has no {metric!r} rows at k_shot={k_shot}")
+    groups = list(dict.fromkeys(s["size_group"])) if "size_group" in s.columns else ["all tasks"]
+    methods = list(dict.fromkeys(s["method"]))
+    fig = new_figure(max(5.0, 1.2 * len(groups) * max(1, len(methods)) / 2), 3.8)
+    ax = fig.subplots()
+    width = 0.8 / len(methods)
+    for j, m in enumerate(methods):
+        sm = s[s["method"] == m]
+        for gi, g in enumerate(groups):
+            r = sm[sm["size_group"] == g] if "size_group" in sm.columns else sm
+            if r.empty:
+                continue
+            r = r.iloc[0]
+            err = [[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]]
+            ax.bar(gi + (j - (len(methods) - 1) / 2) * width, r["mean"], width, yerr=err, capsize=2,
+                   color=f"C{j}", label=m if gi == 0 else None)
+    ax.set_xticks(range(len(groups)), [f"{g}" for g in groups])
+    ax.set(ylabel=metric, xlabel="task size (rows)" if len(groups) > 1 else "")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    ax.set_title(title or f"{metric} by task size, k = {k_shot}", fontsize=11, loc="left")
+    return fig
+
+
+__all__ = [
+    "METRICS", "SUMMARY_FIELDS", "bootstrap_ci", "expected_calibration_error", "format_table", "plot_by_group",
+    "plot_calibration", "size_group",
+    "size_labels", "summarize", "task_metrics", "to_records",
+]

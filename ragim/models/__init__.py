@@ -1,0 +1,37 @@
+"""Interpretable per-task models: scikit-learn estimators over a shared FeatureSchema.
+
+* :class:`LogisticModel` — penalised logistic regression on the standardised design;
+* :class:`GAMModel` — an explainable boosting GAM on the schema's shared bins;
+* :func:`fit_many` — one model per task for many tasks (batched or joblib);
+* :func:`model_from_params` — a ready model from any :class:`~ragim.params.ModelParams`;
+* :func:`register_model_family` / ``MODEL_FAMILIES`` — the family registry (name -> class).
+
+Examples
+--------
+>>> from ragim.models import LogisticModel, GAMModel, MODEL_FAMILIES
+>>> MODEL_FAMILIES["gam"] is GAMModel
+True
+"""
+
+from ragim.models.base import (
+    MODEL_FAMILIES,
+    InterpretableModel,
+    get_model_family,
+    model_from_params,
+    register_model_family,
+)
+from ragim.models.gam import GAMModel
+from ragim.models.logistic import LogisticModel
+from ragim.models.fit_many import FitResult, fit_many  # noqa: I001  (needs the families registered)
+
+__all__ = [
+    "MODEL_FAMILIES",
+    "FitResult",
+    "GAMModel",
+    "InterpretableModel",
+    "LogisticModel",
+    "fit_many",
+    "get_model_family",
+    "model_from_params",
+    "register_model_family",
+]

@@ -1,0 +1,276 @@
+"""Shared machinery of ragim's interpretable estimators and the model-family registry.
+
+:class:`InterpretableModel` is a mixin for scikit-learn classifiers whose whole
+fitted state is one :class:`~ragim.params.ModelParams` (``params_``). It provides
+input validation against the fitted :class:`~ragim.schema.FeatureSchema`,
+``decision_function`` / ``predict_proba`` / ``predict`` computed from the
+parameters, ``to_params`` / ``from_params``, ``explain`` and ``provenance``.
+
+Model families register themselves by name, as peft registers its methods::
+
+    register_model_family("logistic", LogisticModel)
+
+Examples
+--------
+>>> from ragim.models import MODEL_FAMILIES
+>>> sorted(MODEL_FAMILIES)
+['gam', 'logistic']
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit, log_expit
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+
+from ragim.errors import ValidationError
+from ragim.params import ModelParams
+from ragim.schema import FeatureSchema
+
+MODEL_FAMILIES: dict[str, type] = {}
+
+
+def register_model_family(name: str, model_cls: type | None = None, *, overwrite: bool = False):
+    """Register an estimator class under a family name (usable as a decorator).
+
+    The class must provide ``fit``, ``to_params`` and a ``from_params`` classmethod.
+
+    Examples
+    --------
+    >>> from ragim.models import LogisticModel
+    >>> register_model_family("logistic", LogisticModel, overwrite=True) is LogisticModel
+    True
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValidationError(f"a model family needs a non-empty name, got {name!r}")
+
+    def _register(cls: type) -> type:
+        missing = [m for m in ("fit", "to_params", "from_params") if not callable(getattr(cls, m, None))]
+        if missing:
+            raise ValidationError(f"cannot register {cls!r} as model family {name!r}: it has no {missing}")
+        if name in MODEL_FAMILIES and MODEL_FAMILIES[name] is not cls and not overwrite:
+            raise ValidationError(
+                f"model family {name!r} is already registered to {MODEL_FAMILIES[name].__name__}; "
+                "pass overwrite=True to replace it"
+            )
+        MODEL_FAMILIES[name] = cls
+        return cls
+
+    return _register if model_cls is None else _register(model_cls)
+
+
+def get_model_family(model: str | type) -> type:
+    """The estimator class for a family name (or the class itself)."""
+    if isinstance(model, type):
+        return model
+    if model not in MODEL_FAMILIES:
+        raise ValidationError(f"unknown model family {model!r}; registered: {sorted(MODEL_FAMILIES)}")
+    return MODEL_FAMILIES[model]
+
+
+def model_from_params(params: ModelParams) -> InterpretableModel:
+    """A ready (fitted) estimator of the right family for some parameters.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> X = pd.DataFrame({"age": [40.0, 60.0, 80.0]})
+    >>> p = ModelParams.from_dict("logistic", FeatureSchema.infer(X).fit(X), {"intercept": 0.0, "age": 1.0})
+    >>> type(model_from_params(p)).__name__
+    'LogisticModel'
+    """
+    if not isinstance(params, ModelParams):
+        raise ValidationError(f"model_from_params needs ModelParams, got {type(params).__name__}")
+    cls = MODEL_FAMILIES.get(params.kind)
+    if cls is None:
+        cls = next((c for c in MODEL_FAMILIES.values() if getattr(c, "_kind", None) == params.kind), None)
+    if cls is None:
+        raise ValidationError(f"no registered model family handles {params.kind!r} parameters")
+    return cls.from_params(params)
+
+
+def _json_label(c: Any) -> Any:
+    if isinstance(c, np.generic):
+        c = c.item()
+    return c if isinstance(c, str | bool | numbers.Integral | float) else str(c)
+
+
+class InterpretableModel:
+    """Mixin: a binary classifier whose fitted state is ``params_`` (a ModelParams).
+
+    Subclasses set ``_kind`` ("logistic" or "gam") and implement
+    ``_decision_from_frame(X)`` (log-odds from a validated DataFrame).
+    """
+
+    _kind: ClassVar[str] = ""
+
+    # ------------------------------------------------------------------ input handling
+    def _fit_frame(self, X: Any, y: Any) -> tuple[pd.DataFrame, bool, np.ndarray, np.ndarray]:
+        """Validate fit input: (X as a DataFrame, had column names, y, classes)."""
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
+        if isinstance(X, pd.DataFrame):
+            Xdf = X.set_axis([str(c) for c in X.columns], axis=1)
+            named = True
+        else:
+            try:
+                arr = validate_data(self, X, dtype="numeric", ensure_all_finite="allow-nan")
+            except ValueError as exc:
+                raise ValidationError(str(exc)) from exc
+            given = getattr(self, "schema", None)
+            cols = (given.names if given is not None and len(given.names) == arr.shape[1]
+                    else [f"x{j}" for j in range(arr.shape[1])])
+            Xdf, named = pd.DataFrame(arr, columns=cols), False
+        if len(Xdf) == 0:
+            raise ValidationError(f"{type(self).__name__} cannot be fitted on zero rows")
+        y, classes = self._check_targets(y, len(Xdf))
+        return Xdf, named, y, classes
+
+    def _check_targets(self, y: Any, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+        name = type(self).__name__
+        try:
+            y = column_or_1d(y, warn=True)
+        except ValueError as exc:
+            raise ValidationError(f"y must be one-dimensional: {exc}") from exc
+        if y.shape[0] != n_rows:
+            raise ValidationError(f"X has {n_rows} rows but y has {y.shape[0]} labels; they must match")
+        n_nan = int(pd.isna(y).sum()) if y.dtype.kind in "fcO" else 0
+        if n_nan:
+            raise ValidationError(f"y has {n_nan} missing (NaN) labels; drop those rows or fill the labels")
+        try:
+            check_classification_targets(y)
+        except ValueError as exc:
+            raise ValidationError(f"{exc} {name} needs binary labels.") from exc
+        classes = np.unique(y)
+        if len(classes) < 2:
+            raise ValidationError(
+                f"y has only one class ({_json_label(classes[0])!r}); {name} needs examples of "
+                "both classes to fit"
+            )
+        if len(classes) > 2:
+            raise ValidationError(
+                f"Only binary classification is supported. The type of the target is "
+                f"{type_of_target(y)} ({len(classes)} classes: {[_json_label(c) for c in classes[:5]]}); "
+                f"{name} predicts one binary outcome, so fit one model per outcome"
+            )
+        return y, classes
+
+    def _fitted_schema(self, X: pd.DataFrame, n_bins: int | None = None) -> FeatureSchema:
+        """The schema given to the constructor (fitted on a copy when needed) or an inferred one."""
+        if self.schema is None:
+            kw = {} if n_bins is None else {"n_bins": int(n_bins)}
+            return FeatureSchema.infer(X, **kw).fit(X)
+        if not self.schema.is_fitted:
+            return self.schema.copy().fit(X)
+        return self.schema
+
+    def _predict_frame(self, X: Any) -> pd.DataFrame:
+        """X as a DataFrame over the schema's columns (validated later by the schema)."""
+        check_is_fitted(self, "params_")
+        names = self.schema_.names
+        if isinstance(X, pd.DataFrame):
+            cols = [str(c) for c in X.columns]
+            if hasattr(self, "feature_names_in_") or cols == names:
+                return X.set_axis(cols, axis=1)
+        try:
+            arr = validate_data(self, X, reset=False, dtype=None, ensure_all_finite=False)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
+        return pd.DataFrame(arr, columns=names)
+
+    def _set_fitted(self, params: ModelParams, classes: Any, *, named: bool) -> None:
+        self.params_ = params
+        self.schema_ = params.schema
+        self.classes_ = np.asarray(classes)
+        self.n_features_in_ = len(params.schema.names)
+        if named:
+            self.feature_names_in_ = np.asarray(params.schema.names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+
+    def _base_metadata(self, y: np.ndarray, classes: np.ndarray) -> dict[str, Any]:
+        n1 = int(np.sum(y == classes[1]))
+        return {
+            "source": "fit",
+            "model": type(self).__name__,
+            "n_rows": int(len(y)),
+            "n_positive": n1,
+            "prevalence": n1 / len(y),
+            "classes": [_json_label(c) for c in classes],
+        }
+
+    # ------------------------------------------------------------------ predictions
+    def _decision_from_frame(self, X: pd.DataFrame) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Log-odds of the second class (``classes_[1]``), shape (n_rows,)."""
+        return self._decision_from_frame(self._predict_frame(X))
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, shape (n_rows, 2), columns in ``classes_`` order."""
+        p1 = expit(self.decision_function(X))
+        return np.column_stack([1.0 - p1, p1])
+
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        """Log class probabilities, shape (n_rows, 2)."""
+        z = self.decision_function(X)
+        return np.column_stack([log_expit(-z), log_expit(z)])
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted labels (``classes_[1]`` where the log-odds are positive)."""
+        positive = self.decision_function(X) > 0
+        return self.classes_[positive.astype(int)]
+
+    # ------------------------------------------------------------------ parameters
+    def to_params(self) -> ModelParams:
+        """The fitted parameters (a copy), with metadata, std and provenance."""
+        check_is_fitted(self, "params_")
+        return self.params_.replace()
+
+    @classmethod
+    def from_params(cls, params: ModelParams | Mapping[str, Any]):
+        """A fitted model that predicts from ``params`` alone (no data needed).
+
+        ``params`` may also be a payload dict as written by ``ModelParams.to_dict()``.
+        ``classes_`` come from ``params.metadata["classes"]`` when present, else [0, 1].
+        """
+        if isinstance(params, Mapping):
+            params = ModelParams.from_payload(params)
+        if not isinstance(params, ModelParams):
+            raise ValidationError(f"{cls.__name__}.from_params needs ModelParams, got {type(params).__name__}")
+        if params.kind != cls._kind:
+            raise ValidationError(
+                f"{cls.__name__}.from_params needs {cls._kind!r} parameters, got {params.kind!r}; "
+                "use ragim.models.model_from_params(params) to pick the family"
+            )
+        classes = params.metadata.get("classes")
+        if not (isinstance(classes, list | tuple) and len(classes) == 2 and classes[0] != classes[1]):
+            classes = [0, 1]
+        model = cls(schema=params.schema)
+        model._set_fitted(params, classes, named=True)
+        return model
+
+    def explain(self, X_row: Any = None):
+        """An explanation of the model (global) or of one patient's risk (``X_row``)."""
+        from ragim.explain import explain_params
+
+        return explain_params(self.to_params(), X_row)
+
+    @property
+    def provenance(self) -> list:
+        """The neighbours a generated model was made from (empty for a fitted model)."""
+        check_is_fitted(self, "params_")
+        return list(self.params_.metadata.get("provenance", []))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # missing values are handled by the schema
+        tags.classifier_tags.multi_class = False
+        return tags

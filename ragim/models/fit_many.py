@@ -1,0 +1,361 @@
+"""Fit one interpretable model per task, for a handful or a million tasks.
+
+:func:`fit_many` fits every task of a :class:`~ragim.tasks.TaskCollection` (lazy
+collections are materialised chunk by chunk) over one shared fitted schema:
+
+* L2 logistic models go to the batched Newton solver
+  (:func:`ragim.models.batched.fit_logistic_batched`; CPU or GPU, matches
+  scikit-learn to about 1e-3) — all tasks of a chunk at once;
+* everything else runs one estimator per task through ``joblib.Parallel``
+  (loky by default; any joblib backend such as "threading", "dask" or "ray").
+
+Tasks that are too small, single-class or invalid get a status naming the reason
+instead of a crash or a silent zero model.
+
+Examples
+--------
+>>> import numpy as np, pandas as pd
+>>> from ragim.tasks import Task
+>>> rng = np.random.default_rng(0)
+>>> def task(i, n):
+...     X = pd.DataFrame({"age": rng.normal(55, 10, n)})
+...     return Task(f"t{i}", f"task {i}", X, (X["age"] + rng.normal(0, 10, n) > 55).astype(int))
+>>> res = fit_many([task(0, 80), task(1, 60), task(2, 3)], progress=False)
+>>> res.status["t0"], res.status["t2"].split(";")[0]
+('ok', "task 't2' has 3 rows; at least 10 are needed")
+>>> sorted(res.params)
+['t0', 't1']
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+from scipy.special import expit
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import StratifiedKFold
+
+from ragim.errors import DependencyError, ValidationError
+from ragim.models.base import MODEL_FAMILIES, get_model_family
+from ragim.models.logistic import LogisticModel, laplace_std
+from ragim.params import ModelParams
+from ragim.schema import FeatureSchema
+from ragim.tasks import Task, TaskCollection
+
+SCHEMA_MAX_ROWS = 200_000
+CHUNK_TASKS = 2048
+_EPS = 1e-15
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit_many` returns.
+
+    Attributes
+    ----------
+    params : task_id -> ModelParams, for the tasks whose status is "ok".
+    status : task_id -> "ok" or the reason the task has no model.
+    stats : task_id -> {n_rows, n_positive, prevalence, train_logloss, heldout_logloss, solver}.
+        ``heldout_logloss`` is the pooled out-of-fold log-loss of a stratified k-fold
+        (NaN when the task has fewer than ``cv`` rows of a class or cv is off).
+    schema : the fitted schema every model shares.
+    model : the model family name.
+    """
+
+    params: dict[str, ModelParams]
+    status: dict[str, str]
+    stats: dict[str, dict]
+    schema: FeatureSchema
+    model: str = "logistic"
+    solver: str = "sklearn"
+
+    @property
+    def failed(self) -> dict[str, str]:
+        """task_id -> reason, for tasks without a model."""
+        return {t: s for t, s in self.status.items() if s != "ok"}
+
+    @property
+    def ok(self) -> list[str]:
+        return [t for t, s in self.status.items() if s == "ok"]
+
+    def summary(self) -> pd.DataFrame:
+        """One row per task: task_id, status, n_rows, prevalence, train/held-out log-loss."""
+        rows = []
+        for tid, st in self.status.items():
+            s = self.stats.get(tid, {})
+            rows.append({"task_id": tid, "status": st, "n_rows": s.get("n_rows"),
+                         "prevalence": s.get("prevalence", math.nan),
+                         "train_logloss": s.get("train_logloss", math.nan),
+                         "heldout_logloss": s.get("heldout_logloss", math.nan)})
+        return pd.DataFrame(rows, columns=["task_id", "status", "n_rows", "prevalence", "train_logloss",
+                                           "heldout_logloss"])
+
+    def __len__(self) -> int:
+        return len(self.status)
+
+    def __repr__(self) -> str:
+        return (f"FitResult({self.model}, {len(self.params)} fitted, {len(self.failed)} failed, "
+                f"solver={self.solver})")
+
+
+def _logloss(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(p, _EPS, 1 - _EPS)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+
+def _default_schema(tasks, base: FeatureSchema | None) -> FeatureSchema:
+    """Fit a copy of the tasks' schema on their pooled rows (≤ SCHEMA_MAX_ROWS, deterministic)."""
+    if base is None:
+        base = FeatureSchema.infer(tasks[0].X)
+    chosen, total = {}, 0
+    for i in np.random.default_rng(0).permutation(len(tasks)):
+        X = tasks[int(i)].X
+        try:
+            base.validate_frame(X)
+        except ValidationError:
+            continue  # the task gets its own status later
+        chosen[int(i)] = X
+        total += len(X)
+        if total >= SCHEMA_MAX_ROWS:
+            break
+    frames = [chosen[i] for i in sorted(chosen)]  # task order: the same rows give the same schema
+    if not frames:
+        raise ValidationError("no task has rows that match the feature schema; cannot fit a schema")
+    pooled = pd.concat(frames, ignore_index=True)
+    if len(pooled) > SCHEMA_MAX_ROWS:
+        pooled = pooled.sample(n=SCHEMA_MAX_ROWS, random_state=0)
+    return base.copy().fit(pooled)
+
+
+def _precheck(task: Task, schema: FeatureSchema, min_rows: int, min_per_class: int) -> str:
+    problems = task.fit_problems(min_rows=min_rows, min_per_class=min_per_class)
+    if problems:
+        return "; ".join(problems)
+    try:
+        schema.validate_frame(task.X, where=f"task {task.task_id!r}")
+    except ValidationError as exc:
+        return str(exc).replace("\n", " ")
+    return "ok"
+
+
+def _folds(y: np.ndarray, cv: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    if cv < 2 or min(int(y.sum()), int(len(y) - y.sum())) < cv:
+        return None
+    return list(StratifiedKFold(cv, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
+
+
+def _stats(task: Task, solver: str) -> dict[str, Any]:
+    return {"n_rows": task.n_rows, "n_positive": task.n_positive, "prevalence": task.prevalence,
+            "solver": solver, "train_logloss": math.nan, "heldout_logloss": math.nan}
+
+
+# ---------------------------------------------------------------------- one task, any estimator
+def _fit_one(template, schema: FeatureSchema, task: Task, cv: int, seed: int):
+    est = clone(template).set_params(schema=schema)
+    stats = _stats(task, "sklearn")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        try:
+            est.fit(task.X, task.y)
+        except Exception as exc:  # one bad task must not stop a million-task run
+            return task.task_id, None, f"fit failed ({type(exc).__name__}): {exc}".replace("\n", " "), stats
+        if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+            stats["converged"] = False
+        stats["train_logloss"] = _logloss(task.y, est.predict_proba(task.X)[:, 1])
+        folds = _folds(task.y, cv, seed)
+        if folds is not None:
+            oof = np.empty(task.n_rows)
+            try:
+                for tr, te in folds:
+                    m = clone(est).fit(task.X.iloc[tr], task.y[tr])
+                    oof[te] = m.predict_proba(task.X.iloc[te])[:, 1]
+                stats["heldout_logloss"] = _logloss(task.y, oof)
+            except Exception:  # the held-out estimate is optional
+                pass
+    params = est.to_params()
+    params.metadata["task_id"] = task.task_id
+    return task.task_id, params, "ok", stats
+
+
+def _run_parallel(template, schema, tasks: list[Task], cv, seed, n_jobs, backend, bar):
+    jobs = (joblib.delayed(_fit_one)(template, schema, t, cv, seed) for t in tasks)
+    if backend is None:
+        results = joblib.Parallel(n_jobs=n_jobs, return_as="generator")(jobs)
+        yield from _ticking(results, bar)
+    else:
+        with joblib.parallel_config(backend=backend, n_jobs=n_jobs):
+            results = joblib.Parallel(return_as="generator")(jobs)
+            yield from _ticking(results, bar)
+
+
+def _ticking(results, bar):
+    for r in results:
+        if bar is not None:
+            bar.update(1)
+        yield r
+
+
+# ---------------------------------------------------------------------- batched L2 logistic
+def _run_batched(fit_fn, schema: FeatureSchema, tasks: list[Task], C: float, cv: int, seed: int, device):
+    Z = [schema.transform(t.X) for t in tasks]
+    ys = [t.y for t in tasks]
+    fit = fit_fn(Z, ys, C=C, device=device)
+    folds = [_folds(t.y, cv, seed) for t in tasks]
+    fold_Z, fold_y, owners = [], [], []
+    for k, f in enumerate(folds):
+        for tr, te in f or ():
+            fold_Z.append(Z[k][tr])
+            fold_y.append(ys[k][tr])
+            owners.append((k, te))
+    ffit = fit_fn(fold_Z, fold_y, C=C, device=device) if fold_Z else None
+    oof = [np.full(t.n_rows, np.nan) for t in tasks]
+    for j, (k, te) in enumerate(owners):
+        if ffit.status[j] == "ok":
+            oof[k][te] = expit(Z[k][te] @ ffit.coef[j] + ffit.intercept[j])
+    out = []
+    for k, t in enumerate(tasks):
+        stats = _stats(t, "batched")
+        if fit.status[k] != "ok":
+            out.append((t.task_id, None, fit.status[k], stats))
+            continue
+        w, b = np.asarray(fit.coef[k], float), float(fit.intercept[k])
+        stats["train_logloss"] = _logloss(t.y, expit(Z[k] @ w + b))
+        if folds[k] is not None and not np.isnan(oof[k]).any():
+            stats["heldout_logloss"] = _logloss(t.y, oof[k])
+        std = laplace_std(Z[k], t.y, w, b, C)
+        meta = {"source": "fit", "model": "LogisticModel", "task_id": t.task_id, "n_rows": t.n_rows,
+                "n_positive": t.n_positive, "prevalence": t.prevalence, "classes": [0, 1], "penalty": "l2",
+                "C": float(C), "solver": "batched", "n_iter": int(fit.n_iter[k])}
+        if std is not None:
+            meta["std_method"] = "laplace"
+        out.append((t.task_id, ModelParams("logistic", schema, np.concatenate([[b], w]), std=std, metadata=meta),
+                    "ok", stats))
+    return out
+
+
+# ---------------------------------------------------------------------- public entry point
+def fit_many(tasks: TaskCollection | Sequence[Task], model: str | type | Any = "logistic", *,
+             schema: FeatureSchema | None = None, n_jobs: int | None = 1, backend: str | None = None,
+             solver: str = "auto", C: float = 1.0, progress: bool = True, min_rows: int = 10,
+             min_per_class: int = 3, cv: int = 3, device: str | None = "auto", random_state: int = 0,
+             **model_kwargs) -> FitResult:
+    """Fit one model per task over one shared schema.
+
+    Parameters
+    ----------
+    tasks : a TaskCollection (possibly lazy) or a list of Task.
+    model : "logistic", "gam", a registered family name, an estimator class or an
+        unfitted estimator instance (its parameters are the defaults).
+    schema : a fitted FeatureSchema. Default: a copy of the collection's schema fitted
+        on the pooled rows of ``tasks`` (up to 200,000 rows, deterministic). Pass a schema
+        fitted on training tasks only to keep zero-shot targets out of preprocessing.
+    n_jobs, backend : joblib workers and backend (None = loky; "threading", "dask", "ray"...).
+    solver : "auto" (batched for L2 logistic, else per-task estimators), "batched" or "sklearn".
+    C : inverse L2 strength for families with a ``C`` parameter (ignored otherwise).
+    progress : show a tqdm progress bar.
+    min_rows, min_per_class : tasks below these get a status instead of a model.
+    cv : folds of the internal held-out log-loss estimate (0 or 1 disables it).
+    device : batched solver device ("auto", "cpu", "cuda", ...).
+    model_kwargs : estimator parameters (e.g. ``penalty="l1"``, ``outer_bags=4``).
+
+    Returns
+    -------
+    FitResult
+    """
+    if isinstance(tasks, TaskCollection):
+        base = tasks.schema
+    else:
+        tasks = list(tasks)
+        bad = [i for i, t in enumerate(tasks) if not isinstance(t, Task)]
+        if bad:
+            raise ValidationError(f"fit_many needs Task objects; items {bad[:10]} are not")
+        base = None
+    n = len(tasks)
+    if n == 0:
+        raise ValidationError("fit_many got zero tasks")
+    if solver not in ("auto", "batched", "sklearn"):
+        raise ValidationError(f"solver must be 'auto', 'batched' or 'sklearn', got {solver!r}")
+    for name, v in (("min_rows", min_rows), ("min_per_class", min_per_class), ("cv", cv)):
+        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 0:
+            raise ValidationError(f"{name} must be a non-negative integer, got {v!r}")
+
+    if isinstance(model, str | type):
+        cls, defaults = get_model_family(model), {}
+    elif hasattr(model, "get_params") and hasattr(model, "to_params"):
+        cls, defaults = type(model), {k: v for k, v in model.get_params(deep=False).items() if k != "schema"}
+    else:
+        raise ValidationError(f"model must be a family name, an estimator class or instance; got {model!r}")
+    family = next((k for k, v in MODEL_FAMILIES.items() if v is cls), cls.__name__)
+    kwargs = defaults | dict(model_kwargs)
+    if "C" in cls().get_params():
+        kwargs.setdefault("C", C)
+    C = kwargs.get("C", C)
+    try:
+        template = cls(**kwargs)
+        template._validate_params()
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"invalid parameters for {cls.__name__}: {exc}") from exc
+
+    batchable = (cls is LogisticModel and kwargs.get("penalty", "l2") == "l2"
+                 and kwargs.get("class_weight") is None)
+    if solver == "batched" and not batchable:
+        raise ValidationError("solver='batched' fits only L2 logistic models without class_weight; "
+                              "use solver='sklearn' or 'auto'")
+    fit_fn = None
+    if batchable and solver in ("auto", "batched"):
+        try:
+            from ragim.models.batched import fit_logistic_batched as fit_fn
+        except ImportError as exc:
+            if solver == "batched":
+                raise DependencyError(f"the batched solver is unavailable ({exc}); use solver='sklearn'") from exc
+
+    if schema is None:
+        schema = _default_schema(tasks, base)
+    elif not isinstance(schema, FeatureSchema):
+        raise ValidationError(f"schema must be a FeatureSchema, got {type(schema).__name__}")
+    elif not schema.is_fitted:
+        schema = _default_schema(tasks, schema)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, desc=f"fitting {family} models", unit="task")
+    params, status, stats = {}, {}, {}
+    try:
+        for start in range(0, n, CHUNK_TASKS):
+            chunk = [tasks[i] for i in range(start, min(n, start + CHUNK_TASKS))]
+            todo = []
+            for t in chunk:
+                if t.task_id in status:
+                    raise ValidationError(f"duplicate task id {t.task_id!r} in fit_many input")
+                status[t.task_id] = _precheck(t, schema, min_rows, min_per_class)
+                if status[t.task_id] == "ok":
+                    todo.append(t)
+                else:
+                    stats[t.task_id] = _stats(t, "none")
+            if fit_fn is not None:
+                results = _run_batched(fit_fn, schema, todo, C, cv, random_state, device) if todo else []
+                if bar is not None:
+                    bar.update(len(chunk))
+            else:
+                if bar is not None:
+                    bar.update(len(chunk) - len(todo))
+                results = _run_parallel(template, schema, todo, cv, random_state, n_jobs, backend, bar)
+            for tid, p, st, s in results:
+                status[tid], stats[tid] = st, s
+                if p is not None:
+                    params[tid] = p
+    finally:
+        if bar is not None:
+            bar.close()
+    return FitResult(params, status, stats, schema, model=family,
+                     solver="batched" if fit_fn is not None else "sklearn")

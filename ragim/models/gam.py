@@ -1,0 +1,340 @@
+"""GAMModel: an additive model whose shape functions sit on the schema's shared bins.
+
+Every task's GAM is the same fixed-length vector ``["intercept", *schema.gam_names]``:
+one log-odds score per shared bin of every feature (quantile bins of continuous
+features, 0/1 of binary ones, the categories of categorical ones, plus a "missing"
+bin where the schema has one). The scores are fitted by interpret's
+``ExplainableBoostingClassifier`` on the already-binned data, so the EBM's term
+scores map 1:1 onto the shared bins:
+
+* continuous and binary features are passed as ordinal features whose levels are the
+  bin indices in order; a bin the task never fills takes the score of the nearest
+  filled bin (piecewise-constant extension, as boosting's splits would);
+* categorical features are passed as nominal features; a category never seen in the
+  task scores 0, as does a "missing" bin never seen;
+* missing values go to the EBM's own missing bin, which becomes the schema's "missing"
+  bin.
+
+Each shape function is centred to mean 0 over the training rows and the offset is
+moved into the intercept. Predictions are ``sigmoid(intercept + sum_f score_f[bin])``
+(a value with no bin contributes 0).
+
+Examples
+--------
+>>> import numpy as np, pandas as pd
+>>> rng = np.random.default_rng(0)
+>>> X = pd.DataFrame({"age": rng.normal(55, 10, 300)})
+>>> y = (rng.random(300) < 1 / (1 + np.exp(-((X["age"] - 55) / 10) ** 2 + 1))).astype(int)
+>>> gam = GAMModel().fit(X, y)
+>>> len(gam.to_params()) == 1 + len(gam.schema_.gam_names)
+True
+>>> gam.shape_functions().columns[:5].tolist()
+['feature', 'type', 'bin', 'label', 'midpoint']
+"""
+
+from __future__ import annotations
+
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import check_is_fitted
+
+from ragim.errors import ValidationError
+from ragim.models.base import InterpretableModel, register_model_family
+from ragim.params import ModelParams
+from ragim.schema import FeatureSchema
+
+Z95 = 1.959963984540054
+
+
+def _ebm_inputs(schema: FeatureSchema, B: np.ndarray) -> tuple[pd.DataFrame, list]:
+    """The binned table and feature types for the EBM (bin index as a string level)."""
+    cols, types = {}, []
+    for k, f in enumerate(schema.features):
+        n_val = len(schema.bin_labels(f.name)) - (f.name in schema.missing_)
+        levels = np.array([str(i) for i in range(n_val)] + [None], dtype=object)
+        b = B[:, k]
+        cols[f.name] = levels[np.where((b >= 0) & (b < n_val), b, n_val)]
+        types.append("nominal" if f.type == "categorical" else [str(i) for i in range(n_val)])
+    return pd.DataFrame(cols), types
+
+
+class GAMModel(InterpretableModel, ClassifierMixin, BaseEstimator):
+    """Explainable boosting GAM on the schema's shared bins (no interactions).
+
+    The defaults are tuned for speed on small clinical tasks: about 0.3 s for a
+    300-row, 13-feature task on one core, with held-out log-loss on par with
+    interpret's defaults (which take several times longer).
+
+    Parameters
+    ----------
+    schema : FeatureSchema or None
+        As for :class:`~ragim.models.LogisticModel`; its bins are the GAM's support.
+    max_bins : int or None
+        Shared quantile bins per continuous feature when the schema is inferred
+        (``schema=None``); None uses the FeatureSchema default (8). Ignored otherwise.
+    interactions : int
+        Must be 0: pairwise terms cannot be stored on the shared-bin layout.
+    learning_rate, max_rounds, outer_bags, inner_bags, early_stopping_rounds,
+    smoothing_rounds, validation_size, min_samples_leaf, n_jobs, random_state :
+        passed to ``interpret.glassbox.ExplainableBoostingClassifier``. With
+        ``outer_bags > 1`` the bagged SD of each score is kept as ``params.std``.
+
+    Attributes
+    ----------
+    params_ : ModelParams (kind "gam"); schema_, classes_, n_features_in_,
+    feature_names_in_ (only when fitted on a DataFrame) as for LogisticModel.
+    intercept_ : ndarray (1,).
+    term_scores_ : list of per-feature score arrays (one per shared bin).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.random.default_rng(0).normal(size=(100, 2)); y = (X[:, 0] ** 2 > 0.5).astype(int)
+    >>> GAMModel(outer_bags=2).fit(X, y).score(X, y) > 0.8
+    True
+    """
+
+    _kind = "gam"
+    _parameter_constraints: dict = {
+        "schema": [FeatureSchema, None],
+        "max_bins": [Interval(Integral, 2, None, closed="left"), None],
+        "interactions": [Interval(Integral, 0, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "max_rounds": [Interval(Integral, 1, None, closed="left")],
+        "outer_bags": [Interval(Integral, 1, None, closed="left")],
+        "inner_bags": [Interval(Integral, 0, None, closed="left")],
+        "early_stopping_rounds": [Interval(Integral, 0, None, closed="left")],
+        "smoothing_rounds": [Interval(Integral, 0, None, closed="left")],
+        "validation_size": [Interval(Real, 0, 1, closed="left")],
+        "min_samples_leaf": [Interval(Integral, 1, None, closed="left")],
+        "reg_lambda": [Interval(Real, 0, None, closed="left")],
+        "max_delta_step": [Interval(Real, 0, None, closed="left")],
+        "n_jobs": [Integral, None],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(self, schema=None, max_bins=None, interactions=0, learning_rate=0.04, max_rounds=1500,
+                 outer_bags=8, inner_bags=0, early_stopping_rounds=50, smoothing_rounds=25,
+                 validation_size=0.15, min_samples_leaf=4, reg_lambda=0.0, max_delta_step=0.0, n_jobs=1,
+                 random_state=0):
+        self.schema = schema
+        self.max_bins = max_bins
+        self.interactions = interactions
+        self.learning_rate = learning_rate
+        self.max_rounds = max_rounds
+        self.outer_bags = outer_bags
+        self.inner_bags = inner_bags
+        self.early_stopping_rounds = early_stopping_rounds
+        self.smoothing_rounds = smoothing_rounds
+        self.validation_size = validation_size
+        self.min_samples_leaf = min_samples_leaf
+        self.reg_lambda = reg_lambda
+        self.max_delta_step = max_delta_step
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def _ebm_settings(self) -> dict:
+        seed = self.random_state
+        if seed is not None and not isinstance(seed, Integral):
+            seed = int(check_random_state(seed).randint(2**31 - 1))
+        return {
+            "interactions": 0,
+            "learning_rate": float(self.learning_rate),
+            "max_rounds": int(self.max_rounds),
+            "outer_bags": int(self.outer_bags),
+            "inner_bags": int(self.inner_bags),
+            "early_stopping_rounds": int(self.early_stopping_rounds),
+            "smoothing_rounds": int(self.smoothing_rounds),
+            "validation_size": float(self.validation_size),
+            "min_samples_leaf": int(self.min_samples_leaf),
+            "reg_lambda": float(self.reg_lambda),
+            "max_delta_step": float(self.max_delta_step),
+            "n_jobs": self.n_jobs,
+            "random_state": seed,
+        }
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Fit on a DataFrame with the schema's columns (or a numeric array) and binary y.
+
+        Returns
+        -------
+        self
+        """
+        from interpret.glassbox import ExplainableBoostingClassifier
+
+        if self.interactions:
+            raise ValidationError(
+                f"GAMModel(interactions={self.interactions}) is not supported: the shared-bin layout "
+                "stores one score per bin of each feature, with no pairwise terms; use interactions=0"
+            )
+        Xdf, named, y, classes = self._fit_frame(X, y)
+        schema = self._fitted_schema(Xdf, self.max_bins)
+        B = schema.bin_indices(Xdf)
+        D, types = _ebm_inputs(schema, B)
+        settings = self._ebm_settings()
+        ebm = ExplainableBoostingClassifier(feature_names=schema.names, feature_types=types, **settings)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Missing values detected", category=UserWarning)
+            ebm.fit(D, (y == classes[1]).astype(np.int64))
+        vector, std = self._scores_from_ebm(ebm, schema, B)
+        settings.pop("n_jobs")
+        meta = self._base_metadata(y, classes) | {"ebm": settings}
+        if std is not None:
+            meta["std_method"] = "outer_bags"
+        self._set_fitted(ModelParams("gam", schema, vector, std=std, metadata=meta), classes, named=named)
+        return self
+
+    def _scores_from_ebm(self, ebm, schema: FeatureSchema, B: np.ndarray):
+        """Map the EBM's term scores onto the shared bins, centred on the training rows."""
+        intercept = float(np.ravel(ebm.intercept_)[0])
+        scores, stds = [], []
+        for k, f in enumerate(schema.features):
+            n_bins = len(schema.bin_labels(f.name))
+            has_missing = f.name in schema.missing_
+            n_val = n_bins - has_missing
+            ts, sd = np.asarray(ebm.term_scores_[k], float), ebm.standard_deviations_[k]
+            sd = np.zeros_like(ts) if sd is None else np.asarray(sd, float)
+            level = ebm.bins_[k][0]
+            s, e = np.zeros(n_bins), np.zeros(n_bins)
+            for i in range(n_val):
+                j = level.get(str(i))
+                if j is not None:
+                    s[i], e[i] = ts[j], sd[j]
+            if has_missing:
+                s[n_val], e[n_val] = ts[0], sd[0]
+            b = B[:, k]
+            counts = np.bincount(b[b >= 0], minlength=n_bins)
+            if counts.sum():
+                shift = float(counts @ s / counts.sum())
+                s -= shift
+                intercept += shift
+            unseen = counts == 0
+            if f.type != "categorical" and unseen[:n_val].any() and not unseen[:n_val].all():
+                seen = np.flatnonzero(~unseen[:n_val])  # ordinal: copy the nearest seen bin
+                near = seen[np.abs(seen[None, :] - np.arange(n_val)[:, None]).argmin(axis=1)]
+                s[:n_val], e[:n_val] = s[near], e[near]
+                unseen[:n_val] = False
+            s[unseen], e[unseen] = 0.0, 0.0
+            scores.append(s)
+            stds.append(e)
+        vector = np.concatenate([[intercept], *scores])
+        std = None
+        if self.outer_bags > 1:
+            bagged = getattr(ebm, "bagged_intercept_", None)
+            bagged = np.zeros(1) if bagged is None else np.ravel(bagged)
+            std = np.concatenate([[float(np.std(bagged))], *stds])
+        return vector, std
+
+    # ------------------------------------------------------------------ fitted state
+    @property
+    def intercept_(self) -> np.ndarray:
+        check_is_fitted(self, "params_")
+        return np.array([self.params_.intercept])
+
+    @property
+    def term_scores_(self) -> list[np.ndarray]:
+        check_is_fitted(self, "params_")
+        return [self.params_.feature_terms(n).copy() for n in self.schema_.names]
+
+    def _decision_from_frame(self, X: pd.DataFrame) -> np.ndarray:
+        p = self.params_
+        B = p.schema.bin_indices(X)
+        idx = B + p.schema.gam_offsets[None, :]
+        contrib = np.where(B >= 0, p.terms[np.where(B >= 0, idx, 0)], 0.0)
+        return p.intercept + contrib.sum(axis=1)
+
+    # ------------------------------------------------------------------ tables and interpret
+    def shape_functions(self) -> pd.DataFrame:
+        """Tidy shape functions: one row per (feature, bin).
+
+        Columns: feature, type, bin, label, midpoint (a representative raw value of
+        continuous bins, NaN otherwise), score (log-odds), is_missing; plus std, ci_low,
+        ci_high (±1.96 std) when the parameters carry a std.
+        """
+        p = self.to_params()
+        schema = p.schema
+        rows = []
+        for f in schema.features:
+            labels = schema.bin_labels(f.name)
+            n_val = len(labels) - (f.name in schema.missing_)
+            mids = schema.bin_midpoints(f.name) if f.type == "continuous" else np.full(n_val, np.nan)
+            for i, lab in enumerate(labels):
+                rows.append({"feature": f.name, "type": f.type, "bin": i, "label": lab,
+                             "midpoint": float(mids[i]) if i < n_val else np.nan, "is_missing": i >= n_val})
+        table = pd.DataFrame(rows)
+        table.insert(5, "score", p.terms)
+        if p.std is not None:
+            table["std"] = p.std[1:]
+            table["ci_low"] = table["score"] - Z95 * table["std"]
+            table["ci_high"] = table["score"] + Z95 * table["std"]
+        return table
+
+    def to_interpret(self):
+        """An interpret ``ExplainableBoostingClassifier`` holding exactly these shape functions.
+
+        It works on raw feature values (continuous features binned at the schema's bin
+        edges), so ``ebm.explain_global()``, ``ebm.explain_local(X)``,
+        ``interpret.show(...)`` and ``ebm.predict_proba(X)`` all work and agree with
+        this model.
+        """
+        from interpret.glassbox import ExplainableBoostingClassifier
+
+        p = self.to_params()
+        schema = p.schema
+        n = 4
+        frame, types = {}, []
+        for f in schema.features:
+            if f.type == "continuous":
+                vals = np.resize(schema.bin_midpoints(f.name), n).astype(float)
+            elif f.type == "binary":
+                vals = np.resize([0.0, 1.0], n)
+            else:
+                vals = np.resize(np.array(schema.categories_[f.name] or ["?"], dtype=object), n)
+            frame[f.name] = vals
+            types.append("continuous" if f.type == "continuous" else "nominal")
+        ebm = ExplainableBoostingClassifier(feature_names=schema.names, feature_types=types, interactions=0,
+                                            outer_bags=1, max_rounds=1, validation_size=0,
+                                            early_stopping_rounds=0, smoothing_rounds=0, n_jobs=1)
+        ebm.fit(pd.DataFrame(frame), np.arange(n) % 2)
+        bounds = np.full((len(schema.features), 2), np.nan)
+        for k, f in enumerate(schema.features):
+            scores = p.feature_terms(f.name)
+            sd = np.zeros_like(scores) if p.std is None else p.std[1 + schema.gam_offsets[k]:][:len(scores)]
+            has_missing = f.name in schema.missing_
+            n_val = len(scores) - has_missing
+            if f.type == "continuous":
+                cuts = np.asarray(schema.bin_edges_[f.name], float)
+                ebm.bins_[k] = [cuts]
+                mids = schema.bin_midpoints(f.name)
+                bounds[k] = (mids[0], mids[-1])
+                fill = int(np.searchsorted(cuts, schema.medians_[f.name], side="right"))
+            elif f.type == "binary":
+                ebm.bins_[k] = [{"0": 1, "1": 2}]
+                fill = int(schema.medians_[f.name])
+            else:
+                ebm.bins_[k] = [{c: i + 1 for i, c in enumerate(schema.categories_[f.name])}]
+                fill = None
+            miss = n_val if has_missing else fill
+            ms, me = (0.0, 0.0) if miss is None else (scores[miss], sd[miss])
+            ebm.term_scores_[k] = np.concatenate([[ms], scores[:n_val], [0.0]])
+            ebm.standard_deviations_[k] = np.concatenate([[me], sd[:n_val], [0.0]])
+            ebm.bagged_scores_[k] = ebm.term_scores_[k][None, :].copy()
+            ebm.bin_weights_[k] = np.concatenate([[float(has_missing)], np.ones(n_val), [0.0]])
+        ebm.feature_bounds_ = bounds
+        ebm.histogram_edges_ = [None] * len(schema.features)
+        ebm.histogram_weights_ = [None] * len(schema.features)
+        ebm.unique_val_counts_ = np.array([len(schema.bin_labels(n)) for n in schema.names])
+        ebm.intercept_ = np.array([p.intercept])
+        ebm.bagged_intercept_ = np.array([p.intercept])
+        ebm.classes_ = np.asarray(self.classes_)
+        return ebm
+
+
+register_model_family("gam", GAMModel)

@@ -1,0 +1,316 @@
+"""ModelParams: the one object every stage of ragim shares.
+
+A ``ModelParams`` is a name-keyed parameter vector over a fitted
+:class:`~ragim.schema.FeatureSchema`:
+
+* ``kind="logistic"``: ``["intercept", *schema.design_names]`` — coefficients on the
+  standardised design scale;
+* ``kind="gam"``: ``["intercept", *schema.gam_names]`` — one score (log-odds) per shared
+  bin of every feature.
+
+It is what gets fitted, indexed, put in prompts, generated, rewarded and saved.
+``std`` optionally carries a per-parameter uncertainty; ``metadata`` says where the
+parameters came from (``source``: "fit", "generated", "true", ...) and, for generated
+models, their ``provenance``.
+
+Examples
+--------
+>>> import numpy as np, pandas as pd
+>>> from ragim.schema import FeatureSchema
+>>> X = pd.DataFrame({"age": [40.0, 60.0, 80.0]})
+>>> schema = FeatureSchema.infer(X).fit(X)
+>>> p = ModelParams.from_dict("logistic", schema, {"intercept": -1.0, "age": 0.5})
+>>> p["age"], p.names
+(0.5, ['intercept', 'age'])
+>>> ModelParams.from_json(p.to_json()) == p
+True
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragim.errors import ValidationError
+from ragim.schema import FeatureSchema
+
+KINDS = ("logistic", "gam")
+FORMAT = "ragim.model-params"
+
+
+def param_names(kind: str, schema: FeatureSchema) -> list[str]:
+    """The ordered parameter names of a model family over a fitted schema."""
+    if kind == "logistic":
+        return ["intercept", *schema.design_names]
+    if kind == "gam":
+        return ["intercept", *schema.gam_names]
+    raise ValidationError(f"unknown model kind {kind!r}; use one of {list(KINDS)}")
+
+
+class ModelParams:
+    """Name-keyed parameters of one interpretable model (see module docstring).
+
+    Parameters
+    ----------
+    kind : "logistic" or "gam".
+    schema : the fitted schema the parameters are defined over.
+    vector : values in the order of :func:`param_names`.
+    std : optional per-parameter uncertainty (same shape, non-negative).
+    metadata : JSON-safe dict (source, task_id, provenance, fit statistics, ...).
+    """
+
+    __slots__ = ("kind", "schema", "vector", "std", "metadata")
+
+    def __init__(
+        self,
+        kind: str,
+        schema: FeatureSchema,
+        vector: Any,
+        *,
+        std: Any = None,
+        metadata: Mapping[str, Any] | None = None,
+    ):
+        if not isinstance(schema, FeatureSchema) or not schema.is_fitted:
+            raise ValidationError("ModelParams needs a fitted FeatureSchema")
+        names = param_names(kind, schema)
+        vec = np.asarray(vector, dtype=np.float64).reshape(-1)
+        if vec.shape[0] != len(names):
+            raise ValidationError(
+                f"{kind} parameters over this schema need {len(names)} values "
+                f"(intercept + {len(names) - 1} terms), got {vec.shape[0]}"
+            )
+        bad = [names[i] for i in np.where(~np.isfinite(vec))[0][:10]]
+        if bad:
+            raise ValidationError(f"parameters must be finite; non-finite values for {bad}")
+        if std is not None:
+            std = np.asarray(std, dtype=np.float64).reshape(-1)
+            if std.shape != vec.shape or not np.all(np.isfinite(std)) or np.any(std < 0):
+                raise ValidationError("std must be finite, non-negative and the same length as the parameters")
+        self.kind = kind
+        self.schema = schema
+        self.vector = vec
+        self.std = std
+        self.metadata = dict(metadata or {})
+
+    # ------------------------------------------------------------------ access
+    @property
+    def names(self) -> list[str]:
+        return param_names(self.kind, self.schema)
+
+    @property
+    def intercept(self) -> float:
+        return float(self.vector[0])
+
+    @property
+    def terms(self) -> np.ndarray:
+        """All parameters but the intercept."""
+        return self.vector[1:]
+
+    def __getitem__(self, name: str) -> float:
+        try:
+            return float(self.vector[self.names.index(name)])
+        except ValueError:
+            raise KeyError(f"{name!r} is not a parameter of this {self.kind} model") from None
+
+    def __len__(self) -> int:
+        return self.vector.shape[0]
+
+    def as_dict(self, decimals: int | None = None) -> dict[str, float]:
+        vals = self.vector if decimals is None else np.round(self.vector, decimals)
+        return {n: float(v) for n, v in zip(self.names, vals, strict=True)}
+
+    def feature_terms(self, feature: str) -> np.ndarray:
+        """The GAM scores of one feature's bins (GAM only)."""
+        if self.kind != "gam":
+            raise ValidationError("feature_terms is only defined for GAM parameters")
+        names = self.schema.names
+        if feature not in names:
+            raise KeyError(feature)
+        k = names.index(feature)
+        start = 1 + int(self.schema.gam_offsets[k])
+        return self.vector[start : start + len(self.schema.bin_labels(feature))]
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_dict(
+        cls,
+        kind: str,
+        schema: FeatureSchema,
+        values: Mapping[str, float],
+        *,
+        std: Mapping[str, float] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        fill_missing: float | None = None,
+    ) -> ModelParams:
+        """Build from a name -> value mapping; missing or extra names raise unless
+        ``fill_missing`` is given (then absent names take that value)."""
+        names = param_names(kind, schema)
+        missing = [n for n in names if n not in values]
+        extra = [k for k in values if k not in set(names)]
+        problems = []
+        if missing and fill_missing is None:
+            problems.append(f"missing parameters: {missing[:20]}{' ...' if len(missing) > 20 else ''}")
+        if extra:
+            problems.append(f"unknown parameters (not in the schema): {extra[:20]}")
+        if problems:
+            raise ValidationError(f"parameters do not match the {kind} layout of this schema:", problems)
+        vec = [_as_float(values.get(n, fill_missing), n) for n in names]
+        sd = None if std is None else [_as_float(std.get(n, 0.0), n) for n in names]
+        return cls(kind, schema, vec, std=sd, metadata=metadata)
+
+    @classmethod
+    def zeros(cls, kind: str, schema: FeatureSchema, *, intercept: float = 0.0, metadata=None) -> ModelParams:
+        vec = np.zeros(len(param_names(kind, schema)))
+        vec[0] = intercept
+        return cls(kind, schema, vec, metadata=metadata)
+
+    def replace(self, *, vector=None, std=..., metadata=None) -> ModelParams:
+        """A copy with some fields replaced."""
+        return ModelParams(
+            self.kind,
+            self.schema,
+            self.vector.copy() if vector is None else vector,
+            std=(None if self.std is None else self.std.copy()) if std is ... else std,
+            metadata={**self.metadata, **(metadata or {})},
+        )
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self, *, include_schema: bool = True) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "kind": self.kind,
+            "values": self.as_dict(),
+            "metadata": self.metadata,
+        }
+        if self.std is not None:
+            d["std"] = {n: float(v) for n, v in zip(self.names, self.std, strict=True)}
+        if include_schema:
+            d["schema"] = self.schema.to_dict()
+        return d
+
+    @classmethod
+    def from_payload(cls, d: Mapping[str, Any], schema: FeatureSchema | None = None) -> ModelParams:
+        if not isinstance(d, Mapping):
+            raise ValidationError("model parameters must be a JSON object")
+        for key in ("kind", "values"):
+            if key not in d:
+                raise ValidationError(f"model parameters JSON has no {key!r} field")
+        if schema is None:
+            if "schema" not in d:
+                raise ValidationError("model parameters JSON has no 'schema' and none was given")
+            schema = FeatureSchema.from_dict(d["schema"])
+        if not isinstance(d["values"], Mapping):
+            raise ValidationError("'values' must be an object of name -> number")
+        return cls.from_dict(
+            d["kind"], schema, d["values"], std=d.get("std"), metadata=d.get("metadata") or {}
+        )
+
+    def to_json(self, *, include_schema: bool = True, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(include_schema=include_schema), indent=indent, allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str, schema: FeatureSchema | None = None) -> ModelParams:
+        try:
+            d = json.loads(text)
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ValidationError(f"model parameters are not valid JSON: {exc}") from exc
+        return cls.from_payload(d, schema)
+
+    def save(self, path: str | Path) -> Path:
+        """Save as an artifact directory (``config.json`` + ``params.npz``)."""
+        from ragim.io import json_bytes, npz_bytes, write_artifact
+
+        arrays = {"vector": self.vector}
+        if self.std is not None:
+            arrays["std"] = self.std
+        config = {"kind": self.kind, "names": self.names, "schema": self.schema.to_dict(), "metadata": self.metadata}
+        return write_artifact(path, FORMAT, {"config.json": json_bytes(config), "params.npz": npz_bytes(arrays)})
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelParams:
+        from ragim.errors import ArtifactError
+        from ragim.io import read_artifact
+
+        art = read_artifact(path, FORMAT)
+        config = art.read_json("config.json")
+        arrays = art.read_npz("params.npz")
+        try:
+            schema = FeatureSchema.from_dict(config["schema"])
+            p = cls(config["kind"], schema, arrays["vector"], std=arrays.get("std"), metadata=config.get("metadata"))
+        except (KeyError, ValidationError) as exc:
+            raise ArtifactError(f"{path}: config.json/params.npz do not describe valid parameters ({exc})") from exc
+        if p.names != config.get("names"):
+            raise ArtifactError(f"{path}: parameter names in config.json do not match the schema layout")
+        return p
+
+    # ------------------------------------------------------------------ misc
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, ModelParams)
+            and self.kind == other.kind
+            and self.schema == other.schema
+            and np.array_equal(self.vector, other.vector)
+            and ((self.std is None and other.std is None) or (self.std is not None and other.std is not None and np.array_equal(self.std, other.std)))
+            and self.metadata == other.metadata
+        )
+
+    def __repr__(self) -> str:
+        src = self.metadata.get("source", "?")
+        top = sorted(zip(self.names[1:], self.terms, strict=True), key=lambda t: -abs(t[1]))[:3]
+        tops = ", ".join(f"{n}={v:+.3g}" for n, v in top)
+        return f"ModelParams({self.kind}, {len(self)} params, source={src}, intercept={self.intercept:+.3g}; {tops})"
+
+
+def _as_float(v: Any, name: str) -> float:
+    if isinstance(v, bool) or v is None:
+        raise ValidationError(f"parameter {name!r} must be a number, got {v!r}")
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise ValidationError(f"parameter {name!r} must be a number, got {v!r}") from None
+    if not math.isfinite(f):
+        raise ValidationError(f"parameter {name!r} must be finite, got {v!r}")
+    return f
+
+
+def stack_params(params: list[ModelParams]) -> np.ndarray:
+    """Stack parameter vectors of one kind over one schema into a (n, p) matrix."""
+    if not params:
+        raise ValidationError("no parameters to stack")
+    kind, ref = params[0].kind, params[0].schema
+    for i, p in enumerate(params):
+        if p.kind != kind or (p.schema is not ref and p.schema != ref):
+            raise ValidationError(f"parameters #{i} differ in kind or schema from #0; cannot stack")
+    return np.stack([p.vector for p in params])
+
+
+def design_matrix(kind: str, schema: FeatureSchema, X) -> np.ndarray:
+    """The matrix ``D`` with ``logit = intercept + D @ terms`` for a model family.
+
+    Logistic: the standardised design matrix. GAM: one-hot indicators of each
+    feature's shared bin (a value with no bin gives a zero row block).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> X = pd.DataFrame({"age": [40.0, 60.0, 80.0]})
+    >>> s = FeatureSchema.infer(X).fit(X)
+    >>> design_matrix("gam", s, X).sum(axis=1).tolist()
+    [1.0, 1.0, 1.0]
+    """
+    if kind == "logistic":
+        return schema.transform(X)
+    if kind != "gam":
+        raise ValidationError(f"unknown model kind {kind!r}; use one of {list(KINDS)}")
+    idx = schema.bin_indices(X)
+    offsets = schema.gam_offsets
+    out = np.zeros((idx.shape[0], len(schema.gam_names)))
+    rows = np.arange(idx.shape[0])
+    for k in range(idx.shape[1]):
+        ok = idx[:, k] >= 0
+        out[rows[ok], offsets[k] + idx[ok, k]] = 1.0
+    return out

@@ -1,0 +1,482 @@
+"""Task and TaskCollection: clinical prediction tasks with validation.
+
+A :class:`Task` is one binary prediction problem: a description in clinical
+words, a patient table ``X``, binary outcomes ``y`` and metadata (site,
+subgroup, source, patient ids for overlap checks). A :class:`TaskCollection`
+holds many tasks over one :class:`~ragim.schema.FeatureSchema`; it may be lazy,
+so that a family of a million generated tasks costs memory only for the tasks
+that are materialised.
+
+Examples
+--------
+>>> import numpy as np, pandas as pd
+>>> X = pd.DataFrame({"age": np.linspace(30, 80, 20)})
+>>> t = Task("demo", "Predict disease in adults", X, np.arange(20) % 2)
+>>> tc = TaskCollection([t])
+>>> len(tc), tc["demo"].n_rows
+(1, 20)
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ragim.errors import ArtifactError, ValidationError
+from ragim.params import ModelParams
+from ragim.schema import FeatureSchema
+
+DEFAULT_MIN_ROWS = 2
+DEFAULT_MIN_PER_CLASS = 1
+FORMAT = "ragim.task-collection"
+
+
+@dataclass
+class Task:
+    """One binary clinical prediction task.
+
+    Parameters
+    ----------
+    task_id : unique identifier.
+    description : free clinical text ("Predict multi-vessel coronary disease in women
+        aged 40-55 at the Hungarian Institute of Cardiology").
+    X : patient table, one row per patient.
+    y : binary outcomes (0/1), one per row.
+    metadata : JSON-safe dict, e.g. ``site``, ``subgroup``, ``outcome``, ``source`` and
+        ``patient_ids`` (a list; tasks sharing patient ids overlap).
+    true_params : the known generating model, for synthetic families.
+    """
+
+    task_id: str
+    description: str
+    X: pd.DataFrame
+    y: np.ndarray
+    metadata: dict[str, Any] = field(default_factory=dict)
+    true_params: ModelParams | None = None
+
+    def __post_init__(self):
+        problems = self.structural_problems()
+        if problems:
+            raise ValidationError(f"invalid task {self.task_id!r}:", problems)
+        self.y = np.asarray(self.y, dtype=np.int64).reshape(-1)
+        self.metadata = dict(self.metadata)
+
+    def structural_problems(self) -> list[str]:
+        """Problems that make the object unusable as a task at all."""
+        p = []
+        if not isinstance(self.task_id, str) or not self.task_id.strip():
+            p.append(f"task_id must be a non-empty string, got {self.task_id!r}")
+        if not isinstance(self.description, str) or not self.description.strip():
+            p.append("description is empty; every task needs a clinical description")
+        if not isinstance(self.X, pd.DataFrame):
+            p.append(f"X must be a pandas DataFrame, got {type(self.X).__name__}")
+        y = np.asarray(self.y)
+        if y.ndim != 1 and not (y.ndim == 2 and 1 in y.shape):
+            p.append(f"y must be one-dimensional, got shape {y.shape}")
+            return p
+        y = y.reshape(-1)
+        if isinstance(self.X, pd.DataFrame) and len(self.X) != y.shape[0]:
+            p.append(f"X has {len(self.X)} rows but y has {y.shape[0]}")
+        if y.dtype.kind in "fc":
+            if np.isnan(y).any():
+                p.append(f"y has {int(np.isnan(y).sum())} NaN values")
+            if np.isinf(y).any():
+                p.append(f"y has {int(np.isinf(y).sum())} infinite values")
+        if y.dtype.kind not in "biuf":
+            p.append(f"y must be numeric 0/1, got dtype {y.dtype}")
+        else:
+            finite = y[np.isfinite(y)] if y.dtype.kind == "f" else y
+            other = sorted(set(np.unique(finite).tolist()) - {0, 1})
+            if other:
+                p.append(f"y must be binary 0/1; found other values {other[:5]}")
+        return p
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n_rows(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def n_positive(self) -> int:
+        return int(self.y.sum())
+
+    @property
+    def prevalence(self) -> float:
+        return float(self.y.mean()) if self.n_rows else math.nan
+
+    @property
+    def patient_ids(self) -> frozenset:
+        return frozenset(self.metadata.get("patient_ids") or ())
+
+    def fit_problems(self, *, min_rows: int = DEFAULT_MIN_ROWS, min_per_class: int = DEFAULT_MIN_PER_CLASS) -> list[str]:
+        """Reasons this task cannot be fitted (too few rows, a single class, ...)."""
+        p = []
+        if self.n_rows < min_rows:
+            p.append(f"task {self.task_id!r} has {self.n_rows} rows; at least {min_rows} are needed")
+        n1 = self.n_positive
+        n0 = self.n_rows - n1
+        if self.n_rows and (n0 == 0 or n1 == 0):
+            cls = 1 if n0 == 0 else 0
+            p.append(
+                f"task {self.task_id!r} has only one class (all {cls}); a task needs at least "
+                f"{min_per_class} of each"
+            )
+        elif min(n0, n1) < min_per_class:
+            p.append(
+                f"task {self.task_id!r} has {n1} positives and {n0} negatives; at least "
+                f"{min_per_class} of each are needed"
+            )
+        return p
+
+    def subset(self, rows: Any, *, task_id: str | None = None) -> Task:
+        """A task restricted to some rows (positions)."""
+        rows = np.asarray(rows)
+        meta = dict(self.metadata)
+        if meta.get("patient_ids") is not None:
+            ids = list(meta["patient_ids"])
+            meta["patient_ids"] = [ids[i] for i in rows]
+        return Task(
+            task_id or self.task_id,
+            self.description,
+            self.X.iloc[rows].reset_index(drop=True),
+            self.y[rows],
+            meta,
+            self.true_params,
+        )
+
+    def split(self, test_size: float = 0.3, *, seed: int = 0) -> tuple[Task, Task]:
+        """A stratified train/test split of the rows."""
+        rng = np.random.default_rng(seed)
+        train, test = [], []
+        for cls in (0, 1):
+            idx = np.where(self.y == cls)[0]
+            rng.shuffle(idx)
+            k = int(round(len(idx) * test_size))
+            test.extend(idx[:k])
+            train.extend(idx[k:])
+        return self.subset(np.sort(train)), self.subset(np.sort(test))
+
+    def __repr__(self) -> str:
+        return (
+            f"Task({self.task_id!r}, n={self.n_rows}, prevalence={self.prevalence:.2f}, "
+            f"description={self.description[:60]!r}{'...' if len(self.description) > 60 else ''})"
+        )
+
+
+# ---------------------------------------------------------------------- sources
+class _ListSource:
+    def __init__(self, tasks: Sequence[Task]):
+        self.tasks = list(tasks)
+
+    def __len__(self):
+        return len(self.tasks)
+
+    def info(self, i: int) -> tuple[str, str, dict]:
+        t = self.tasks[i]
+        return t.task_id, t.description, t.metadata
+
+    def task(self, i: int) -> Task:
+        return self.tasks[i]
+
+
+class _LazySource:
+    def __init__(self, n: int, info: Callable[[int], tuple[str, str, dict]], make: Callable[[int], Task]):
+        self.n, self._info, self._make = int(n), info, make
+
+    def __len__(self):
+        return self.n
+
+    def info(self, i: int):
+        return self._info(i)
+
+    def task(self, i: int) -> Task:
+        return self._make(i)
+
+
+class TaskCollection:
+    """Many tasks over one feature schema; possibly lazy.
+
+    Parameters
+    ----------
+    tasks : the tasks.
+    schema : the shared schema (not necessarily fitted). Inferred from the first task
+        when omitted.
+    name : a short name, shown in summaries ("heart-disease").
+    validate : check every task against the schema and for duplicate ids.
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[Task] = (),
+        schema: FeatureSchema | None = None,
+        name: str = "tasks",
+        *,
+        validate: bool = True,
+    ):
+        tasks = list(tasks)
+        bad = [i for i, t in enumerate(tasks) if not isinstance(t, Task)]
+        if bad:
+            raise ValidationError(f"TaskCollection items must be Task objects; items {bad[:10]} are not")
+        if schema is None and tasks:
+            schema = FeatureSchema.infer(tasks[0].X)
+        self.schema = schema
+        self.name = name
+        self._source: _ListSource | _LazySource = _ListSource(tasks)
+        self._rows = np.arange(len(tasks))
+        self._id_pos: dict[str, int] | None = None
+        self._patients: dict | None = None
+        if validate:
+            self.validate()
+
+    @classmethod
+    def lazy(
+        cls,
+        n: int,
+        info: Callable[[int], tuple[str, str, dict]],
+        make: Callable[[int], Task],
+        schema: FeatureSchema,
+        name: str = "tasks",
+    ) -> TaskCollection:
+        """A collection whose task ``i`` is built by ``make(i)`` only when accessed.
+
+        ``info(i)`` must return ``(task_id, description, metadata)`` cheaply.
+        """
+        obj = cls.__new__(cls)
+        obj.schema, obj.name = schema, name
+        obj._source = _LazySource(n, info, make)
+        obj._rows = np.arange(int(n))
+        obj._id_pos, obj._patients = None, None
+        return obj
+
+    def _view(self, rows: np.ndarray, name: str | None = None) -> TaskCollection:
+        obj = TaskCollection.__new__(TaskCollection)
+        obj.schema, obj.name = self.schema, name or self.name
+        obj._source, obj._rows = self._source, np.asarray(rows, dtype=np.int64)
+        obj._id_pos, obj._patients = None, None
+        return obj
+
+    # ------------------------------------------------------------------ access
+    def __len__(self) -> int:
+        return int(self._rows.shape[0])
+
+    def __iter__(self) -> Iterator[Task]:
+        for r in self._rows:
+            yield self._source.task(int(r))
+
+    def __getitem__(self, key: int | str) -> Task:
+        if isinstance(key, str):
+            return self._source.task(int(self._rows[self._position(key)]))
+        if isinstance(key, int | np.integer):
+            return self._source.task(int(self._rows[int(key)]))
+        raise TypeError("index a TaskCollection with an int position or a task_id string")
+
+    def __contains__(self, task_id: str) -> bool:
+        return task_id in self._ids_map()
+
+    def _ids_map(self) -> dict[str, int]:
+        if self._id_pos is None:
+            self._id_pos = {self._source.info(int(r))[0]: i for i, r in enumerate(self._rows)}
+        return self._id_pos
+
+    def _position(self, task_id: str) -> int:
+        try:
+            return self._ids_map()[task_id]
+        except KeyError:
+            raise KeyError(f"no task {task_id!r} in collection {self.name!r}") from None
+
+    def info(self, i: int) -> dict[str, Any]:
+        """``{"task_id", "description", "metadata"}`` of task ``i`` without materialising rows."""
+        tid, desc, meta = self._source.info(int(self._rows[i]))
+        return {"task_id": tid, "description": desc, "metadata": meta}
+
+    @property
+    def ids(self) -> list[str]:
+        return [self._source.info(int(r))[0] for r in self._rows]
+
+    @property
+    def descriptions(self) -> list[str]:
+        return [self._source.info(int(r))[1] for r in self._rows]
+
+    @property
+    def metadata(self) -> list[dict]:
+        return [self._source.info(int(r))[2] for r in self._rows]
+
+    def take(self, positions: Sequence[int] | np.ndarray, name: str | None = None) -> TaskCollection:
+        """A sub-collection by positions."""
+        return self._view(self._rows[np.asarray(positions, dtype=np.int64)], name)
+
+    def head(self, n: int) -> TaskCollection:
+        return self._view(self._rows[:n])
+
+    # ------------------------------------------------------------------ selection
+    def filter(self, predicate: Callable[[dict], bool] | None = None, **equals: Any) -> TaskCollection:
+        """Tasks whose metadata match: ``tc.filter(site="Cleveland")`` or
+        ``tc.filter(lambda info: info["metadata"]["n"] > 50)`` (``info`` as in :meth:`info`)."""
+        keep = []
+        for i in range(len(self)):
+            inf = self.info(i)
+            meta = inf["metadata"]
+            if all(meta.get(k) == v for k, v in equals.items()) and (predicate is None or predicate(inf)):
+                keep.append(i)
+        return self.take(keep)
+
+    def groups(self, by: str) -> dict[Any, TaskCollection]:
+        """Split into sub-collections by a metadata key."""
+        out: dict[Any, list[int]] = {}
+        for i, meta in enumerate(self.metadata):
+            out.setdefault(meta.get(by), []).append(i)
+        return {k: self.take(v) for k, v in out.items()}
+
+    def group_split(self, by: str, test_groups: Sequence[Any]) -> tuple[TaskCollection, TaskCollection]:
+        """(train, test): tasks whose ``metadata[by]`` is in ``test_groups`` go to test."""
+        values = {m.get(by) for m in self.metadata}
+        unknown = [g for g in test_groups if g not in values]
+        if unknown:
+            raise ValidationError(f"no tasks with {by} in {unknown}; known values: {sorted(map(str, values))}")
+        test = [i for i, m in enumerate(self.metadata) if m.get(by) in set(test_groups)]
+        train = sorted(set(range(len(self))) - set(test))
+        return self.take(train), self.take(test)
+
+    def overlapping(self, task: Task | str) -> list[str]:
+        """Ids of the other tasks that share at least one patient with ``task``."""
+        if isinstance(task, str):
+            task = self[task]
+        if self._patients is None:
+            idx: dict[Any, set[str]] = {}
+            for i, meta in enumerate(self.metadata):
+                tid = self.info(i)["task_id"]
+                for pid in meta.get("patient_ids") or ():
+                    idx.setdefault(pid, set()).add(tid)
+            self._patients = idx
+        hits: set[str] = set()
+        for pid in task.patient_ids:
+            hits |= self._patients.get(pid, set())
+        hits.discard(task.task_id)
+        return sorted(hits)
+
+    # ------------------------------------------------------------------ validation
+    def validate(
+        self, *, min_rows: int = DEFAULT_MIN_ROWS, min_per_class: int = DEFAULT_MIN_PER_CLASS
+    ) -> TaskCollection:
+        """Raise one :class:`ValidationError` listing every offending task.
+
+        Checks duplicate ids, columns not in the schema, schema mismatches, too few rows
+        and single-class tasks.
+        """
+        problems = []
+        seen: dict[str, int] = {}
+        for i in range(len(self)):
+            tid = self.info(i)["task_id"]
+            if tid in seen:
+                problems.append(f"duplicate task id {tid!r} (positions {seen[tid]} and {i})")
+            seen[tid] = i
+        for t in self:
+            if self.schema is not None:
+                try:
+                    self.schema.validate_frame(t.X, where=f"task {t.task_id!r}")
+                except ValidationError as exc:
+                    problems.extend(f"task {t.task_id!r}: {p}" for p in (exc.problems or [str(exc)]))
+            problems.extend(t.fit_problems(min_rows=min_rows, min_per_class=min_per_class))
+        if problems:
+            raise ValidationError(f"{len(problems)} problem(s) in task collection {self.name!r}:", problems)
+        return self
+
+    # ------------------------------------------------------------------ summaries
+    def to_frame(self) -> pd.DataFrame:
+        """One row per task: id, description, n, prevalence and scalar metadata."""
+        rows = []
+        for t in self:
+            meta = {k: v for k, v in t.metadata.items() if isinstance(v, str | int | float | bool) or v is None}
+            rows.append(
+                {"task_id": t.task_id, "n": t.n_rows, "prevalence": round(t.prevalence, 3), **meta,
+                 "description": t.description}
+            )
+        return pd.DataFrame(rows)
+
+    def __repr__(self) -> str:
+        n = len(self)
+        head = ""
+        if 0 < n <= 200:
+            sites = sorted({str(m.get("site")) for m in self.metadata if m.get("site") is not None})
+            if sites:
+                head = f", sites={sites}"
+        return f"TaskCollection({self.name!r}, {n} tasks{head}, schema={self.schema!r})"
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Save as an artifact directory: ``collection.json``, ``tasks.jsonl``, ``data.parquet``
+        and (when any task has them) ``true_params.npz``."""
+        from ragim.io import json_bytes, jsonl_bytes, npz_bytes, write_artifact
+
+        frames, records, true_vecs, true_schemas = [], [], {}, {}
+        for t in self:
+            X = t.X.reset_index(drop=True).copy()
+            X.columns = [str(c) for c in X.columns]
+            X["__task__"] = t.task_id
+            X["__y__"] = t.y
+            frames.append(X)
+            rec = {"task_id": t.task_id, "description": t.description, "metadata": t.metadata, "n_rows": t.n_rows}
+            if t.true_params is not None:
+                rec["true_params"] = {"kind": t.true_params.kind, "metadata": t.true_params.metadata}
+                true_vecs[t.task_id] = t.true_params.vector
+                fp = t.true_params.schema.fingerprint()
+                true_schemas.setdefault(fp, t.true_params.schema.to_dict())
+                rec["true_schema"] = fp
+            records.append(rec)
+        data = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"__task__": [], "__y__": []})
+        buf = io.BytesIO()
+        data.to_parquet(buf, index=False)
+        files = {
+            "collection.json": json_bytes({"name": self.name, "schema": None if self.schema is None else self.schema.to_dict(),
+                                           "true_schemas": true_schemas}),
+            "tasks.jsonl": jsonl_bytes(records),
+            "data.parquet": buf.getvalue(),
+        }
+        if true_vecs:
+            files["true_params.npz"] = npz_bytes({f"t{i}": v for i, v in enumerate(true_vecs.values())})
+            files["true_params_ids.json"] = json_bytes(list(true_vecs))
+        return write_artifact(path, FORMAT, files)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TaskCollection:
+        from ragim.io import read_artifact
+
+        art = read_artifact(path, FORMAT)
+        meta = art.read_json("collection.json")
+        records = art.read_jsonl("tasks.jsonl")
+        try:
+            data = pd.read_parquet(io.BytesIO(art.read_bytes("data.parquet")))
+        except Exception as exc:  # pyarrow raises several types
+            raise ArtifactError(f"{art.path / 'data.parquet'}: cannot be read ({exc})") from exc
+        true = {}
+        if "true_params.npz" in art.files:
+            ids = art.read_json("true_params_ids.json")
+            arrs = art.read_npz("true_params.npz")
+            true = {tid: arrs[f"t{i}"] for i, tid in enumerate(ids)}
+        try:
+            schema = None if meta.get("schema") is None else FeatureSchema.from_dict(meta["schema"])
+            groups = dict(tuple(data.groupby("__task__", sort=False)))
+            schemas: dict[str, FeatureSchema] = {}
+            tasks = []
+            for rec in records:
+                tid = rec["task_id"]
+                df = groups.get(tid, data.iloc[0:0])
+                X = df.drop(columns=["__task__", "__y__"]).reset_index(drop=True)
+                tp = None
+                if tid in true:
+                    fp = rec["true_schema"]
+                    if fp not in schemas:
+                        schemas[fp] = FeatureSchema.from_dict(meta["true_schemas"][fp])
+                    tschema = schemas[fp]
+                    tp = ModelParams(rec["true_params"]["kind"], tschema, true[tid], metadata=rec["true_params"]["metadata"])
+                tasks.append(Task(tid, rec["description"], X, df["__y__"].to_numpy(), rec["metadata"], tp))
+        except (KeyError, TypeError, ValidationError) as exc:
+            raise ArtifactError(f"{art.path}: task records are inconsistent with data.parquet ({exc})") from exc
+        return cls(tasks, schema=schema, name=meta.get("name", "tasks"), validate=False)

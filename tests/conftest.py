@@ -1,0 +1,38 @@
+"""Shared fixtures: tiny, offline, deterministic."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Never write caches into the user's home directory from tests."""
+    if "RAGIM_CACHE_DIR" not in os.environ:
+        monkeypatch.setenv("RAGIM_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "ragim-cache"))
+
+
+def make_frame(n: int = 60, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    age = rng.normal(55, 10, n)
+    age[rng.random(n) < 0.1] = np.nan
+    return pd.DataFrame(
+        {
+            "age": age,
+            "sex": rng.integers(0, 2, n),
+            "chol": rng.normal(220, 40, n),
+            "cp": rng.choice(["typical", "atypical", "asymptomatic"], n),
+        }
+    )
+
+
+@pytest.fixture
+def frame() -> pd.DataFrame:
+    return make_frame()

@@ -1,0 +1,146 @@
+"""fit_many: statuses for bad tasks, batched vs per-task agreement, backends, schemas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ragim.errors import ValidationError
+from ragim.models import FitResult, GAMModel, LogisticModel, fit_many
+from ragim.schema import FeatureSchema
+from ragim.tasks import Task, TaskCollection
+
+FAST_GAM = {"outer_bags": 2, "max_rounds": 200, "learning_rate": 0.1, "early_stopping_rounds": 20}
+
+
+def _task(tid: str, n: int, seed: int, *, y=None) -> Task:
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame({
+        "age": rng.normal(55, 10, n),
+        "sex": rng.integers(0, 2, n),
+        "cp": rng.choice(["typical", "atypical", "asymptomatic"], n),
+    })
+    if y is None:
+        logit = 0.08 * (X["age"] - 55) + 0.9 * X["sex"] - 0.4 + 0.7 * (X["cp"] == "asymptomatic")
+        y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    return Task(tid, f"Predict disease in task {tid}", X, y, {"site": "A" if seed % 2 else "B"})
+
+
+@pytest.fixture(scope="module")
+def tasks() -> TaskCollection:
+    items = [_task("big", 200, 0), _task("mid", 90, 1), _task("small-ok", 40, 2),
+             _task("tiny", 6, 3), _task("one-class", 30, 4, y=np.zeros(30, int))]
+    return TaskCollection(items, validate=False)
+
+
+@pytest.fixture(scope="module")
+def result(tasks) -> FitResult:
+    return fit_many(tasks, progress=False)
+
+
+def test_failed_tasks_get_a_status_not_a_model(result):
+    assert result.status["big"] == result.status["mid"] == result.status["small-ok"] == "ok"
+    assert result.status["tiny"].startswith("task 'tiny' has 6 rows; at least 10 are needed")
+    assert "only one class (all 0)" in result.status["one-class"]
+    assert sorted(result.params) == ["big", "mid", "small-ok"]
+    assert set(result.failed) == {"tiny", "one-class"}
+    assert result.ok == ["big", "mid", "small-ok"]
+    assert "3 fitted, 2 failed" in repr(result)
+
+
+def test_summary_and_stats(result):
+    s = result.summary()
+    assert list(s.columns) == ["task_id", "status", "n_rows", "prevalence", "train_logloss", "heldout_logloss"]
+    assert len(s) == 5
+    big = result.stats["big"]
+    assert big["n_rows"] == 200 and 0 < big["prevalence"] < 1
+    assert 0 < big["train_logloss"] < big["heldout_logloss"] < 1.0
+    assert np.isnan(result.stats["tiny"]["heldout_logloss"])
+    p = result.params["big"]
+    assert p.kind == "logistic" and p.metadata["task_id"] == "big" and p.std is not None
+
+
+def test_default_schema_is_a_fitted_copy(tasks, result):
+    assert result.schema.is_fitted and not tasks.schema.is_fitted
+    pooled = pd.concat([t.X for t in tasks], ignore_index=True)
+    assert result.schema == tasks.schema.copy().fit(pooled)
+    fitted = FeatureSchema.infer(pooled).fit(pooled.iloc[:100])
+    res = fit_many(tasks, schema=fitted, progress=False, cv=0)
+    assert res.schema is fitted and res.params["big"].schema is fitted
+
+
+def test_batched_matches_per_task_sklearn(tasks, result):
+    pytest.importorskip("ragim.models.batched", reason="batched solver not available")
+    assert result.solver == "batched"
+    ref = fit_many(tasks, solver="sklearn", tol=1e-10, progress=False)
+    assert ref.solver == "sklearn" and ref.status == result.status
+    for tid, p in result.params.items():
+        assert np.allclose(p.vector, ref.params[tid].vector, atol=1e-3)
+        assert ref.stats[tid]["heldout_logloss"] == pytest.approx(result.stats[tid]["heldout_logloss"], abs=1e-3)
+
+
+def test_solver_choice_rules(tasks):
+    l1 = fit_many(tasks, penalty="l1", C=0.5, progress=False, cv=0)
+    assert l1.solver == "sklearn" and l1.params["big"].metadata["penalty"] == "l1"
+    with pytest.raises(ValidationError, match="solver='batched' fits only L2 logistic"):
+        fit_many(tasks, penalty="l1", solver="batched", progress=False)
+    with pytest.raises(ValidationError, match="invalid parameters for LogisticModel"):
+        fit_many(tasks, penalty="l3", progress=False)
+    with pytest.raises(ValidationError, match="invalid parameters"):
+        fit_many(tasks, not_a_parameter=1, progress=False)
+    with pytest.raises(ValidationError, match="solver must be"):
+        fit_many(tasks, solver="fast", progress=False)
+
+
+def test_model_as_class_or_instance(tasks):
+    by_class = fit_many(tasks, LogisticModel, solver="sklearn", progress=False, cv=0)
+    by_instance = fit_many(tasks, LogisticModel(C=0.1), progress=False, cv=0)
+    assert by_class.model == "logistic" and by_instance.params["big"].metadata["C"] == 0.1
+    strong = np.abs(by_instance.params["big"].terms).sum()
+    assert strong < np.abs(by_class.params["big"].terms).sum()
+
+
+def test_gam_family_and_threading_backend(tasks):
+    seq = fit_many(tasks, "gam", progress=False, cv=2, **FAST_GAM)
+    assert seq.model == "gam" and sorted(seq.params) == ["big", "mid", "small-ok"]
+    assert seq.params["big"].kind == "gam" and seq.failed.keys() == {"tiny", "one-class"}
+    par = fit_many(tasks, GAMModel, n_jobs=2, backend="threading", progress=False, cv=0, **FAST_GAM)
+    for tid, p in seq.params.items():
+        assert np.allclose(p.vector, par.params[tid].vector)
+
+
+def test_lazy_collection_and_progress(tasks, capsys):
+    items = list(tasks)
+    lazy = TaskCollection.lazy(len(items), lambda i: (items[i].task_id, items[i].description, {}),
+                               lambda i: items[i], tasks.schema)
+    res = fit_many(lazy, progress=True, cv=0)
+    assert sorted(res.params) == ["big", "mid", "small-ok"]
+    assert "fitting logistic models" in capsys.readouterr().err
+
+
+def test_invalid_task_data_and_inputs(tasks):
+    bad = _task("extra-column", 50, 7)
+    bad.X["bmi"] = 25.0
+    res = fit_many([*tasks, bad], schema=fit_many(tasks, progress=False, cv=0).schema, progress=False, cv=0)
+    assert "not in the schema: ['bmi']" in res.status["extra-column"]
+    with pytest.raises(ValidationError, match="duplicate task id 'big'"):
+        fit_many([tasks[0], tasks[0]], progress=False)
+    with pytest.raises(ValidationError, match="zero tasks"):
+        fit_many([], progress=False)
+    with pytest.raises(ValidationError, match="unknown model family 'forest'"):
+        fit_many(tasks, "forest", progress=False)
+
+
+def test_heart_disease_both_families():
+    datasets = pytest.importorskip("ragim.datasets", reason="ragim.datasets is not available")
+    if not hasattr(datasets, "heart_disease"):
+        pytest.skip("ragim.datasets.heart_disease is not available")
+    tc = datasets.heart_disease()
+    lr = fit_many(tc, progress=False)
+    assert len(lr.params) == len(tc) and not lr.failed
+    assert lr.summary()["heldout_logloss"].mean() < 0.69
+    sub = tc.take(range(4))
+    gam = fit_many(sub, "gam", schema=lr.schema, progress=False, cv=0, **FAST_GAM)
+    assert sorted(gam.params) == sorted(sub.ids)
+    assert all(p.names == ["intercept", *lr.schema.gam_names] for p in gam.params.values())

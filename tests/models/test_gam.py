@@ -1,0 +1,180 @@
+"""GAMModel: shared-bin mapping, round trip, known shapes, interpret interop and timing."""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import log_loss
+
+from ragim.errors import ValidationError
+from ragim.models import GAMModel, LogisticModel, model_from_params
+from ragim.models.gam import _ebm_inputs
+from ragim.params import ModelParams
+from ragim.schema import FeatureSchema
+
+FAST = {"outer_bags": 2, "max_rounds": 300, "learning_rate": 0.1, "early_stopping_rounds": 20}
+
+
+def make_task(n: int = 400, seed: int = 0):
+    """Continuous (U-shaped effect, some missing), binary and categorical features."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-3, 3, n)
+    x_obs = x.copy()
+    x_obs[rng.random(n) < 0.08] = np.nan
+    X = pd.DataFrame({
+        "x": x_obs,
+        "b": rng.integers(0, 2, n),
+        "cat": rng.choice(["a", "b", "c"], n),
+        "noise": rng.normal(size=n),
+    })
+    logit = 0.8 * x**2 - 2.5 + 0.7 * X["b"] + 0.8 * (X["cat"] == "a")
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int).to_numpy()
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def task():
+    return make_task()
+
+
+@pytest.fixture(scope="module")
+def gam(task):
+    return GAMModel(**FAST).fit(*task)
+
+
+def test_params_cover_every_shared_bin(task, gam):
+    p = gam.to_params()
+    assert p.kind == "gam" and p.names == ["intercept", *gam.schema_.gam_names]
+    assert [len(s) for s in gam.term_scores_] == [len(lab) for _, lab in gam.schema_.gam_layout]
+    assert "x[missing]" in p.names
+    assert p.std is not None and p.std.shape == p.vector.shape
+    assert p.metadata["ebm"]["outer_bags"] == 2 and p.metadata["n_rows"] == len(task[0])
+    assert gam.predict_proba(task[0]).shape == (len(task[0]), 2)
+
+
+def test_params_reproduce_the_ebm_exactly(task, gam):
+    from interpret.glassbox import ExplainableBoostingClassifier
+
+    X, y = task
+    schema = gam.schema_
+    D, types = _ebm_inputs(schema, schema.bin_indices(X))
+    settings = gam._ebm_settings()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        ebm = ExplainableBoostingClassifier(feature_names=schema.names, feature_types=types, **settings).fit(D, y)
+    assert np.allclose(ebm.predict_proba(D)[:, 1], gam.predict_proba(X)[:, 1], rtol=0, atol=1e-10)
+
+
+def test_shape_functions_are_centred(task, gam):
+    X, _ = task
+    B = gam.schema_.bin_indices(X)
+    for k, scores in enumerate(gam.term_scores_):
+        counts = np.bincount(B[:, k][B[:, k] >= 0], minlength=len(scores))
+        assert abs(counts @ scores / counts.sum()) < 1e-9
+
+
+def test_round_trip_predicts_identically(task, gam):
+    X, _ = task
+    p = gam.to_params()
+    again = GAMModel.from_params(p)
+    assert np.array_equal(again.predict_proba(X), gam.predict_proba(X))
+    assert np.array_equal(model_from_params(ModelParams.from_json(p.to_json())).predict(X), gam.predict(X))
+    # prediction is intercept + the score of each value's bin
+    B = gam.schema_.bin_indices(X.iloc[:5])
+    z = p.intercept + sum(gam.term_scores_[k][B[:, k]] for k in range(B.shape[1]))
+    assert np.allclose(gam.decision_function(X.iloc[:5]), z)
+
+
+def test_learns_u_shape_better_than_logistic(task, gam):
+    X_test, y_test = make_task(4000, seed=1)
+    gam_ll = log_loss(y_test, gam.predict_proba(X_test)[:, 1])
+    lin_ll = log_loss(y_test, LogisticModel().fit(*task).predict_proba(X_test)[:, 1])
+    assert gam_ll < lin_ll - 0.05
+    shape = gam.shape_functions().query("feature == 'x' and not is_missing")
+    s = shape["score"].to_numpy()
+    mid = len(s) // 2
+    assert s[0] > s[mid - 1] + 1 and s[-1] > s[mid] + 1  # high at both ends, low in the middle
+    assert np.all(np.diff(shape["midpoint"].to_numpy()) > 0)
+
+
+def test_shape_function_table(gam):
+    t = gam.shape_functions()
+    assert list(t.columns) == ["feature", "type", "bin", "label", "midpoint", "score", "is_missing",
+                               "std", "ci_low", "ci_high"]
+    assert len(t) == len(gam.schema_.gam_names)
+    assert t.query("is_missing")["label"].tolist() == ["missing"]
+    assert t.query("feature == 'cat'")["label"].tolist() == ["a", "b", "c"]
+    assert t.query("type != 'continuous'")["midpoint"].isna().all()
+
+
+def test_unseen_bins_score_zero_or_neighbour(task):
+    X, y = task
+    wide = pd.concat([X, pd.DataFrame({"x": [np.nan, 10.0], "b": [1, 0], "cat": ["z", "a"], "noise": [0.0, 0.0]})])
+    schema = FeatureSchema.infer(wide).fit(wide)
+    sub = X.dropna().query("x < 1.5")  # no missing x, no category "z", no high x bins
+    m = GAMModel(schema=schema, **FAST).fit(sub, y[sub.index])
+    shape = m.shape_functions().set_index(["feature", "label"])["score"]
+    assert shape[("cat", "z")] == 0.0 and shape[("x", "missing")] == 0.0
+    x_scores = m.term_scores_[0]
+    last_seen = int(schema.bin_indices(sub)[:, 0].max())
+    assert last_seen < len(x_scores) - 2
+    assert np.all(x_scores[last_seen + 1 : -1] == x_scores[last_seen])  # ordinal: neighbour's score
+
+
+def test_numpy_input_and_max_bins():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 2))
+    y = (X[:, 0] ** 2 + rng.normal(scale=0.5, size=200) > 1).astype(int)
+    m = GAMModel(max_bins=5, **FAST).fit(X, y)
+    assert m.schema_.names == ["x0", "x1"] and m.schema_.n_bins == 5
+    assert len(m.term_scores_[0]) == 5
+    assert m.score(X, y) > 0.7
+
+
+def test_to_interpret_matches_and_explains(task, gam):
+    X, _ = task
+    ebm = gam.to_interpret()
+    X_new = make_task(300, seed=2)[0]
+    X_new.loc[:4, "cat"] = "never-seen"
+    X_new.loc[5:7, "cat"] = None
+    X_new.loc[8, "x"] = gam.schema_.bin_edges_["x"][3]  # exactly on a bin edge
+    assert np.allclose(ebm.predict_proba(X_new), gam.predict_proba(X_new), rtol=0, atol=1e-12)
+    glob = ebm.explain_global()
+    assert type(glob).__name__ == "EBMExplanation"
+    assert glob.data()["names"] == gam.schema_.names
+    d = glob.data(0)
+    assert np.allclose(d["scores"], gam.term_scores_[0][:-1])  # missing bin is not graphed
+    local = ebm.explain_local(X_new.iloc[:2])
+    assert local.data(0)["names"][:4] == gam.schema_.names
+
+
+def test_interpret_visualize_and_show(gam):
+    pytest.importorskip("plotly", reason="interpret's visualize() needs plotly")
+    import interpret
+
+    glob = gam.to_interpret().explain_global()
+    assert glob.visualize(0) is not None
+    pytest.importorskip("dash", reason="interpret.show() needs interpret's dash provider")
+    interpret.set_visualize_provider(interpret.provider.InlineProvider())
+    interpret.show(glob)
+
+
+def test_interactions_are_refused(task):
+    with pytest.raises(ValidationError, match="interactions=0"):
+        GAMModel(interactions=2).fit(*task)
+
+
+def test_default_fit_time_on_a_clinical_sized_task():
+    """About 0.3 s on an idle core for 300 rows x 13 features; loose bound for busy CI."""
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({f"c{j}": rng.normal(size=300) for j in range(9)}
+                     | {f"b{j}": rng.integers(0, 2, 300) for j in range(3)}
+                     | {"cat": rng.choice(list("abcd"), 300)})
+    y = (rng.random(300) < 1 / (1 + np.exp(-(X["c0"] ** 2 - 1 + X["b0"])))).astype(int)
+    t0 = time.perf_counter()
+    GAMModel().fit(X, y)
+    assert time.perf_counter() - t0 < 15

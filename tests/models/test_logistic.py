@@ -1,0 +1,297 @@
+"""LogisticModel: fitting, sklearn agreement, params round trip, tables and bad input.
+
+The bad-input tests at the end run for both families (LogisticModel and GAMModel).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import LogisticRegression
+from sklearn.utils._param_validation import InvalidParameterError
+
+from ragim.errors import ValidationError
+from ragim.models import (
+    MODEL_FAMILIES,
+    GAMModel,
+    LogisticModel,
+    model_from_params,
+    register_model_family,
+)
+from ragim.params import ModelParams
+from ragim.schema import Feature, FeatureSchema
+
+FAST_GAM = {"outer_bags": 2, "max_rounds": 200, "learning_rate": 0.1, "early_stopping_rounds": 20}
+
+
+def make_task(n: int = 300, seed: int = 0, missing: bool = True):
+    rng = np.random.default_rng(seed)
+    age = rng.normal(55, 10, n)
+    if missing:
+        age[rng.random(n) < 0.1] = np.nan
+    X = pd.DataFrame({
+        "age": age,
+        "sex": rng.integers(0, 2, n),
+        "chol": rng.normal(220, 40, n),
+        "cp": rng.choice(["typical", "atypical", "asymptomatic"], n),
+    })
+    logit = (0.06 * (np.nan_to_num(age, nan=55.0) - 55) + 0.8 * X["sex"] + 0.01 * (X["chol"] - 220)
+             + 1.0 * (X["cp"] == "asymptomatic") - 0.5)
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int).to_numpy()
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def task():
+    return make_task()
+
+
+@pytest.fixture(scope="module")
+def fitted(task):
+    X, y = task
+    return LogisticModel().fit(X, y)
+
+
+def test_fit_sets_sklearn_attributes(task, fitted):
+    X, y = task
+    m = fitted
+    d = m.schema_.n_design
+    assert m.coef_.shape == (1, d) and m.intercept_.shape == (1,)
+    assert list(m.classes_) == [0, 1]
+    assert m.n_features_in_ == 4 and list(m.feature_names_in_) == ["age", "sex", "chol", "cp"]
+    assert m.predict_proba(X).shape == (len(X), 2)
+    assert set(np.unique(m.predict(X))) <= {0, 1}
+    assert np.allclose(m.predict_proba(X).sum(1), 1.0)
+    assert np.allclose(np.log(m.predict_proba(X)), m.predict_log_proba(X))
+    assert m.score(X, y) > 0.6
+    assert m.n_iter_[0] >= 1
+    assert m.provenance == []
+    meta = m.to_params().metadata
+    assert meta["source"] == "fit" and meta["n_rows"] == len(X) and meta["penalty"] == "l2"
+
+
+def test_matches_plain_sklearn_on_design_matrix(task, fitted):
+    X, y = task
+    Z = fitted.schema_.transform(X)
+    ref = LogisticRegression(C=1.0, tol=1e-10, max_iter=10_000).fit(Z, y)
+    assert np.allclose(fitted.coef_, ref.coef_, atol=1e-4)
+    assert np.allclose(fitted.intercept_, ref.intercept_, atol=1e-4)
+    assert np.allclose(fitted.predict_proba(X), ref.predict_proba(Z), atol=1e-5)
+
+
+def test_params_round_trip_predicts_identically(task, fitted):
+    X, _ = task
+    p = fitted.to_params()
+    assert p.kind == "logistic" and p.names == ["intercept", *fitted.schema_.design_names]
+    assert p.std is not None and np.all(p.std > 0)
+    again = LogisticModel.from_params(p)
+    assert np.array_equal(again.predict_proba(X), fitted.predict_proba(X))
+    assert again.to_params() == p
+    via_json = LogisticModel.from_params(ModelParams.from_json(p.to_json()))
+    assert np.allclose(via_json.predict_proba(X), fitted.predict_proba(X), rtol=0, atol=1e-12)
+    via_dict = LogisticModel.from_params(p.to_dict())
+    assert np.allclose(via_dict.decision_function(X), fitted.decision_function(X))
+    assert type(model_from_params(p)) is LogisticModel
+
+
+def test_from_params_never_sees_data():
+    X = pd.DataFrame({"age": [40.0, 60.0, 80.0], "smoker": [0, 1, 0]})
+    schema = FeatureSchema.infer(X).fit(X)
+    p = ModelParams.from_dict("logistic", schema, {"intercept": -1.0, "age": 2.0, "smoker": 0.5},
+                              metadata={"source": "generated", "provenance": [{"task_id": "a", "weight": 1.0}]})
+    m = LogisticModel.from_params(p)
+    assert list(m.classes_) == [0, 1]
+    z = -1.0 + 2.0 * schema.transform(X)[:, 0] + 0.5 * X["smoker"].to_numpy()
+    assert np.allclose(m.decision_function(X), z)
+    assert m.provenance == [{"task_id": "a", "weight": 1.0}]
+    assert m.explain().provenance is not None
+
+
+def test_string_labels_are_kept(task):
+    X, y = task
+    labels = np.where(y == 1, "disease", "healthy")
+    m = LogisticModel().fit(X, labels)
+    assert list(m.classes_) == ["disease", "healthy"]
+    assert set(m.predict(X)) <= {"disease", "healthy"}
+    again = LogisticModel.from_params(m.to_params())
+    assert list(again.classes_) == ["disease", "healthy"]
+    assert np.array_equal(again.predict(X), m.predict(X))
+
+
+@pytest.mark.parametrize("penalty", ["l1", "elasticnet", None])
+def test_penalties_use_non_deprecated_sklearn_api(task, penalty):
+    X, y = task
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        m = LogisticModel(penalty=penalty, C=0.05 if penalty else 1.0).fit(X, y)
+    if penalty == "l1":
+        assert np.sum(m.coef_ == 0) >= 1
+        assert m.to_params().std is None
+    assert m.to_params().metadata["penalty"] == penalty
+
+
+def test_class_weight_balanced_shifts_intercept(task):
+    X, y = task
+    plain = LogisticModel().fit(X, y)
+    balanced = LogisticModel(class_weight="balanced").fit(X, y)
+    assert not np.allclose(plain.intercept_, balanced.intercept_)
+    assert balanced.to_params().metadata["class_weight"] == "balanced"
+
+
+def test_coefficients_per_unit_and_per_sd_are_consistent(task, fitted):
+    X, _ = task
+    std = fitted.coefficients("standardised").set_index("term")
+    orig = fitted.coefficients("original").set_index("term")
+    sd = fitted.schema_.scales_["chol"]
+    assert np.isclose(orig.loc["chol", "coef"] * sd, std.loc["chol", "coef"])
+    assert np.isclose(orig.loc["chol", "odds_ratio"], np.exp(std.loc["chol", "coef"] / sd))
+    assert np.isclose(orig.loc["chol", "odds_ratio_per_sd"], np.exp(std.loc["chol", "coef"]))
+    assert np.isclose(orig.loc["chol", "odds_ratio_per_sd"], orig.loc["chol", "odds_ratio"] ** sd)
+    # binary, one-hot and missing-indicator terms are unchanged
+    for term in ("sex", "cp[asymptomatic]", "age__missing"):
+        assert np.isclose(orig.loc[term, "coef"], std.loc[term, "coef"])
+    # the original-scale table reproduces the model's log-odds on raw values
+    rows = X.dropna().head(20)
+    z = orig.loc["intercept", "coef"] + sum(
+        orig.loc[c, "coef"] * rows[c] for c in ("age", "chol", "sex"))
+    z = z + sum(orig.loc[f"cp[{c}]", "coef"] * (rows["cp"] == c) for c in fitted.schema_.categories_["cp"])
+    assert np.allclose(z, fitted.decision_function(rows))
+    # intervals
+    assert {"std", "ci_low", "ci_high"} <= set(std.columns)
+    assert (std["ci_low"] < std["coef"]).all() and (std["coef"] < std["ci_high"]).all()
+    assert std.loc["intercept", "odds_ratio"] == pytest.approx(np.exp(std.loc["intercept", "coef"]))
+    with pytest.raises(ValidationError, match="scale must be"):
+        fitted.coefficients("log")
+
+
+def test_laplace_std_shrinks_with_more_data():
+    small = LogisticModel().fit(*make_task(100, seed=1, missing=False))
+    large = LogisticModel().fit(*make_task(2000, seed=1, missing=False))
+    s_small = small.coefficients().set_index("term")["std"]
+    s_large = large.coefficients().set_index("term")["std"]
+    assert (s_large < s_small).all()
+
+
+def test_schema_argument_handling(task):
+    X, y = task
+    unfitted = FeatureSchema.infer(X)
+    m = LogisticModel(schema=unfitted).fit(X, y)
+    assert not unfitted.is_fitted and m.schema_.is_fitted  # fitted on a copy
+    shared = FeatureSchema.infer(X).fit(X)
+    m2 = LogisticModel(schema=shared).fit(X.iloc[:100], y[:100])
+    assert m2.schema_ is shared
+    # column order does not matter for DataFrames: the schema selects by name
+    assert np.allclose(m2.predict_proba(X[X.columns[::-1]]), m2.predict_proba(X))
+
+
+def test_numpy_input_infers_x_columns():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 3))
+    y = (X[:, 0] + rng.normal(size=80) > 0).astype(int)
+    m = LogisticModel().fit(X, y)
+    assert m.schema_.names == ["x0", "x1", "x2"] and not hasattr(m, "feature_names_in_")
+    assert m.predict(X).shape == (80,)
+    assert np.allclose(m.predict_proba(pd.DataFrame(X, columns=["x0", "x1", "x2"])), m.predict_proba(X))
+
+
+def test_registry():
+    assert MODEL_FAMILIES["logistic"] is LogisticModel and MODEL_FAMILIES["gam"] is GAMModel
+    with pytest.raises(ValidationError, match="already registered"):
+        register_model_family("logistic", GAMModel)
+    with pytest.raises(ValidationError, match="has no"):
+        register_model_family("broken", object)
+
+    @register_model_family("logistic-copy")
+    class Copy(LogisticModel):
+        pass
+
+    try:
+        assert MODEL_FAMILIES["logistic-copy"] is Copy
+    finally:
+        del MODEL_FAMILIES["logistic-copy"]
+
+
+# ---------------------------------------------------------------------- bad input, both families
+FAMILIES = [pytest.param(LogisticModel, {}, id="logistic"), pytest.param(GAMModel, FAST_GAM, id="gam")]
+
+
+@pytest.fixture(scope="module")
+def fitted_models(task):
+    X, y = task
+    return {"logistic": LogisticModel().fit(X, y), "gam": GAMModel(**FAST_GAM).fit(X, y)}
+
+
+@pytest.mark.filterwarnings("ignore:X does not have valid feature names")
+@pytest.mark.parametrize("family", ["logistic", "gam"])
+def test_predict_schema_mismatch_names_columns(task, fitted_models, family):
+    X, _ = task
+    m = fitted_models[family]
+    with pytest.raises(ValidationError, match=r"missing: \['chol'\]"):
+        m.predict_proba(X.drop(columns="chol"))
+    with pytest.raises(ValidationError, match=r"not in the schema: \['bmi'\]"):
+        m.predict(X.assign(bmi=1.0))
+    with pytest.raises(ValidationError, match="infinite values"):
+        m.predict(X.assign(chol=np.inf))
+    with pytest.raises(ValidationError, match="expecting 4 features"):
+        m.predict(np.zeros((3, 5)))
+
+
+@pytest.mark.parametrize("cls,kw", FAMILIES)
+def test_nan_where_schema_forbids_missing(task, cls, kw):
+    X, y = task
+    schema = FeatureSchema([Feature("age"), Feature("sex", "binary"), Feature("chol", allow_missing=False),
+                            Feature("cp", "categorical")])
+    m = cls(schema=schema, **kw).fit(X, y)
+    bad = X.copy()
+    bad.loc[0, "chol"] = np.nan
+    with pytest.raises(ValidationError, match="'chol' has 1 missing values but the schema allows none"):
+        m.predict(bad)
+    with pytest.raises(ValidationError, match="allows none"):
+        cls(schema=schema, **kw).fit(bad, y)
+
+
+@pytest.mark.parametrize("cls,kw", FAMILIES)
+def test_bad_targets(task, cls, kw):
+    X, y = task
+    with pytest.raises(ValidationError, match=r"only one class \(1\)"):
+        cls(**kw).fit(X, np.ones(len(X), dtype=int))
+    y_nan = y.astype(float)
+    y_nan[:3] = np.nan
+    with pytest.raises(ValidationError, match="3 missing \\(NaN\\) labels"):
+        cls(**kw).fit(X, y_nan)
+    with pytest.raises(ValidationError, match="Only binary classification is supported"):
+        cls(**kw).fit(X, np.arange(len(X)) % 3)
+    with pytest.raises(ValidationError, match="Unknown label type"):
+        cls(**kw).fit(X, np.linspace(0, 1, len(X)))
+    with pytest.raises(ValidationError, match="300 rows but y has 10 labels"):
+        cls(**kw).fit(X, y[:10])
+    with pytest.raises(ValueError, match="requires y to be passed"):
+        cls(**kw).fit(X, None)
+
+
+@pytest.mark.parametrize("cls,kw", FAMILIES)
+def test_from_params_rejects_wrong_kind_and_names(cls, kw):
+    X = pd.DataFrame({"age": [40.0, 60.0, 80.0]})
+    schema = FeatureSchema.infer(X).fit(X)
+    other = "gam" if cls is LogisticModel else "logistic"
+    with pytest.raises(ValidationError, match=f"needs '{cls._kind}' parameters, got '{other}'"):
+        cls.from_params(ModelParams.zeros(other, schema))
+    payload = ModelParams.zeros(cls._kind, schema).to_dict()
+    payload["values"]["weight"] = 1.0
+    with pytest.raises(ValidationError, match=r"unknown parameters \(not in the schema\): \['weight'\]"):
+        cls.from_params(payload)
+    with pytest.raises(ValidationError, match="needs ModelParams"):
+        cls.from_params([1.0, 2.0])
+
+
+@pytest.mark.parametrize("cls,kw", FAMILIES)
+def test_unfitted_and_invalid_parameters(task, cls, kw):
+    X, y = task
+    with pytest.raises(NotFittedError):
+        cls(**kw).predict(X)
+    with pytest.raises(InvalidParameterError):
+        cls(schema="not a schema").fit(X, y)

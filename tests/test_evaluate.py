@@ -1,0 +1,232 @@
+"""Evaluation protocols, leak-freedom and baselines (ragim.evaluate); fast, offline."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ragim import TaskIndex, datasets, evaluate
+from ragim.errors import ValidationError
+from ragim.metrics import SUMMARY_FIELDS
+from ragim.tasks import Task, TaskCollection
+
+FAST = {"max_epochs": 8, "patience": 4, "n_bootstrap": 4}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """The generator's tiny matmuls are ~1000x slower with 2 intra-op threads on a busy 2-core box."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def family():
+    return datasets.synthetic_family(n_tasks=30, n_features=3, seed=0, rows=(30, 120))
+
+
+@pytest.fixture(scope="module")
+def run(family):
+    """One few-shot run with every default method (shared by several tests)."""
+    return evaluate.few_shot(family, k_shots=(8,), folds=2, max_targets=10, embedder="hashing",
+                             generator_config=FAST, progress=False, return_predictions=True)
+
+
+def _with_patients():
+    """Six tasks where t0/t1 and t2/t3 share patients; t4, t5 share none."""
+    base = datasets.synthetic_family(n_tasks=6, n_features=3, seed=1, n_rows=60)
+    tasks = []
+    for i, t in enumerate(base):
+        owner = {0: "a", 1: "a", 2: "b", 3: "b"}.get(i, f"solo{i}")
+        meta = {**t.metadata, "patient_ids": [f"{owner}-{j}" for j in range(t.n_rows)]}
+        tasks.append(Task(t.task_id, t.description, t.X, t.y, meta, t.true_params))
+    return TaskCollection(tasks, schema=base.schema, name="synthetic")
+
+
+# ---------------------------------------------------------------------- leak-freedom
+def test_planted_leak_is_refused_naming_the_task():
+    tasks = _with_patients()
+    index = TaskIndex.build(tasks.take([1, 3, 4, 5]), embedder="hashing", progress=False)
+    # t1 shares patients with target t0; t3 is a target itself
+    with pytest.raises(ValidationError) as err:
+        evaluate.assert_leak_free(index, [tasks[0], tasks[3]])
+    msg = str(err.value)
+    assert "'syn-0000001' shares patients" in msg and "'syn-0000003' is a target" in msg
+    assert "syn-0000004" not in msg
+    clean = TaskIndex.build(tasks.take([4, 5]), embedder="hashing", progress=False)
+    evaluate.assert_leak_free(clean, [tasks[0], tasks[3]])  # nothing to refuse
+
+
+def test_group_leak_is_refused():
+    tasks = _with_patients()
+    index = TaskIndex.build(tasks.take([4, 5]), embedder="hashing", progress=False)
+    g = tasks[4].metadata["group"]
+    target = Task("new", "a new task", tasks[0].X, tasks[0].y, {"group": g})
+    with pytest.raises(ValidationError, match="held-out group"):
+        evaluate.assert_leak_free(index, [target], group="group")
+
+
+def test_no_fold_index_contains_a_target_or_a_task_sharing_its_patients():
+    tasks = _with_patients()
+    df = evaluate.zero_shot(tasks, methods=["nearest-neighbor", "true-model"], folds=3, embedder="hashing",
+                            progress=False)
+    folds = df.attrs["folds"]
+    assert sorted(t for f in folds for t in f["targets"]) == sorted(tasks.ids)
+    for f in folds:
+        index_ids = set(f["index_ids"])
+        for tid in f["targets"]:
+            assert tid not in index_ids
+            assert not index_ids & set(tasks.overlapping(tid)), (tid, f)
+    # a target whose partner is in another fold still loses the partner from its index
+    fold_of = {t: f["fold"] for f in folds for t in f["targets"]}
+    for f in folds:
+        assert set(f["removed"]) >= {o for t in f["targets"] for o in tasks.overlapping(t)}
+    assert set(df["fold"]) == set(fold_of.values())
+
+
+def test_default_run_is_leak_free_for_index_and_generator(run):
+    df, _ = run
+    for f in df.attrs["folds"]:
+        assert not set(f["targets"]) & set(f["index_ids"])
+        assert set(f["generator_ids"]) <= set(f["index_ids"])
+        assert not set(f["targets"]) & set(f["generator_ids"])
+
+
+# ---------------------------------------------------------------------- outputs
+def test_all_default_methods_with_finite_metrics(run):
+    df, preds = run
+    assert list(df.columns) == evaluate.COLUMNS
+    got = set(zip(df["method"], df["k_shot"], strict=True))
+    zero = {"ragim-attention", "pooled", "nearest-neighbor", "neighbor-mean", "per-task-all", "true-model"}
+    assert got == {(m, 0) for m in zero} | {("ragim-attention", 8), ("per-task-k", 8)}
+    assert df["task_id"].nunique() == 10
+    assert df.groupby(["method", "k_shot"]).size().eq(10).all()
+    for metric in ("log_loss", "brier", "ece", "accuracy"):
+        assert np.isfinite(df[metric]).all(), metric
+    assert np.isfinite(df["auroc"]).mean() > 0.8
+    assert set(df["dataset"]) == {"synthetic"} and set(df["protocol"]) == {"leave-task-out"}
+    # every method is scored on the same test rows of a target
+    rows = preds.groupby(["task_id", "method", "k_shot"])["row"].apply(tuple)
+    assert rows.groupby(level="task_id").nunique().eq(1).all()
+    assert (df.loc[df.k_shot == 8, "n_support"] == 8).all()
+
+
+def test_summary_contract_records_and_table(run):
+    df, _ = run
+    s = evaluate.summarize(df)
+    assert list(s.columns) == SUMMARY_FIELDS
+    recs = evaluate.to_records(s)
+    text = json.dumps(recs, allow_nan=False)
+    assert json.loads(text)[0].keys() == set(SUMMARY_FIELDS)
+    table = evaluate.format_table(s, metrics=["auroc", "log_loss"])
+    assert "ragim-attention k=8" in table and "per-task-k k=8" in table
+    by = evaluate.summarize(df, by_size=True)
+    assert "size_group" in by.columns
+
+
+def test_calibration_plot_from_predictions(run):
+    from matplotlib.figure import Figure
+
+    _, preds = run
+    assert isinstance(evaluate.plot_calibration(preds, methods=["ragim-attention", "pooled"]), Figure)
+
+
+def test_true_model_beats_pooled_when_tasks_differ():
+    tasks = datasets.synthetic_family(n_tasks=30, n_features=4, seed=2, n_rows=200, level_scale=(2.0, 1.5, 1.0, 0.5))
+    df = evaluate.zero_shot(tasks, methods=["pooled", "true-model"], folds=2, embedder="hashing", progress=False)
+    mean = df.groupby("method")["auroc"].mean()
+    assert mean["true-model"] > mean["pooled"] + 0.05
+
+
+def test_leave_group_out_holds_out_whole_groups():
+    tasks = datasets.synthetic_family(n_tasks=30, n_features=3, seed=0, rows=(30, 80))
+    values = [m["group"] for m in tasks.metadata]
+    held = [v for v in dict.fromkeys(values) if values.count(v) >= 2][:1] or [values[0]]
+    df = evaluate.zero_shot(tasks, protocol="leave-group-out", groups=held, methods=["neighbor-mean"],
+                            embedder="hashing", progress=False)
+    assert set(df["protocol"]) == {"leave-group-out"}
+    (fold,) = df.attrs["folds"]
+    members = {t for t, v in zip(tasks.ids, values, strict=True) if v == held[0]}
+    assert set(fold["targets"]) == members
+    assert not members & set(fold["index_ids"])
+    assert np.isfinite(df["log_loss"]).all()
+
+
+def test_k_shot_fallback_for_single_class_support():
+    tasks = datasets.synthetic_family(n_tasks=8, n_features=3, seed=0, n_rows=40)
+    # a target whose rows are all negative except one: the support pool is single-class
+    t = tasks[0]
+    y = np.zeros(t.n_rows, dtype=int)
+    y[0] = 1
+    odd = Task("odd", t.description, t.X, y, t.metadata, t.true_params)
+    coll = TaskCollection([odd, *list(tasks)[1:]], schema=tasks.schema, name="synthetic")
+    df = evaluate.few_shot(coll, k_shots=(4,), methods=["per-task-k", "per-task-all"], folds=2, embedder="hashing",
+                           progress=False, max_targets=8)
+    # the single positive goes to the test rows (they take the larger half of each class), so the
+    # support pool is all negative: both per-task methods predict the smoothed rate (n_pos + 1) / (n + 2)
+    odd_rows = df[df.task_id == "odd"].set_index("method")
+    assert odd_rows.loc["per-task-k", "n_test"] == 21
+    for method, rate in (("per-task-k", 1 / 6), ("per-task-all", 1 / 21)):
+        expected = -(20 * math.log(1 - rate) + math.log(rate)) / 21
+        assert odd_rows.loc[method, "log_loss"] == pytest.approx(expected)
+        assert odd_rows.loc[method, "auroc"] == 0.5
+
+
+def test_support_test_split_is_stratified_seeded_and_disjoint():
+    y = np.array([0] * 30 + [1] * 11)
+    pool, test = evaluate.support_test_split(y, seed=5)
+    assert not set(pool) & set(test) and len(pool) + len(test) == len(y)
+    assert y[test].sum() == 6 and (1 - y[test]).sum() == 15
+    assert set(y[pool[:2]]) == {0, 1}
+    again = evaluate.support_test_split(y, seed=5)
+    assert np.array_equal(pool, again[0]) and np.array_equal(test, again[1])
+
+
+def test_unknown_method_and_protocol_are_refused(family):
+    with pytest.raises(ValidationError, match="ragim-lm"):
+        evaluate.zero_shot(family, methods=["ragim-lm"], embedder="hashing", progress=False)
+    with pytest.raises(ValidationError, match="leave-task-out"):
+        evaluate.zero_shot(family, protocol="random", embedder="hashing", progress=False)
+
+
+def test_registered_method_joins_the_run(family):
+    seen = []
+
+    def setup(fctx):
+        seen.append(len(fctx.index))
+
+    evaluate.register_method("always-prevalence", lambda ctx: np.full(len(ctx.y_test), ctx.y_pool.mean()),
+                             setup=setup)
+    try:
+        df = evaluate.zero_shot(family, methods=["always-prevalence"], folds=2, max_targets=4, embedder="hashing",
+                                progress=False)
+    finally:
+        evaluate.METHODS.pop("always-prevalence")
+    assert set(df["method"]) == {"always-prevalence"} and len(seen) == 2
+    assert isinstance(df, pd.DataFrame)
+
+
+def test_a_failing_method_is_scored_nan_with_a_note_not_a_crash(family):
+    def broken(ctx):
+        raise ValidationError("parameters must be finite")
+
+    evaluate.register_method("broken", broken)
+    try:
+        with pytest.warns(UserWarning, match="broken: failed on 4"):
+            df = evaluate.zero_shot(family, methods=["broken", "pooled"], folds=2, max_targets=4,
+                                    embedder="hashing", progress=False)
+    finally:
+        evaluate.METHODS.pop("broken")
+    b = df[df.method == "broken"]
+    assert len(b) == 4 and b["log_loss"].isna().all() and b["status"].str.contains("finite").all()
+    assert (df.loc[df.method == "pooled", "status"] == "ok").all()
+    s = evaluate.summarize(df)
+    assert (s.loc[s.method == "broken", "n_tasks"] == 0).all()

@@ -1,0 +1,260 @@
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ragim.errors import ValidationError
+from ragim.explain import GlobalExplanation, LocalExplanation, Provenance, explain_params
+from ragim.params import ModelParams
+from ragim.plots import plot_calibration
+from ragim.schema import FeatureSchema
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PROV = [
+    {"task_id": "cleveland-men", "description": "Predict coronary disease in men at Cleveland",
+     "similarity": 0.91, "weight": 0.6},
+    {"task_id": "swiss-women", "description": "Predict coronary disease in women at a Swiss clinic",
+     "similarity": 0.8, "weight": 0.4, "rank": 2},
+]
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    n = 80
+    age = rng.normal(55, 10, n)
+    age[rng.random(n) < 0.15] = np.nan
+    sex = rng.integers(0, 2, n).astype(float)
+    sex[3] = np.nan
+    cp = rng.choice(["typical", "atypical", "asymptomatic"], n).astype(object)
+    cp[5] = None
+    X = pd.DataFrame({"age": age, "sex": sex, "chol": rng.normal(220, 40, n), "cp": cp})
+    schema = FeatureSchema.infer(X, units={"age": "years", "chol": "mg/dL"}).fit(X)
+    return X, schema
+
+
+def _params(schema, kind, *, std=False, prov=False, seed=1):
+    names = schema.design_names if kind == "logistic" else schema.gam_names
+    rng = np.random.default_rng(seed)
+    vec = rng.normal(0, 0.7, len(names) + 1)
+    sd = np.abs(rng.normal(0.2, 0.05, len(vec))) if std else None
+    meta = {"source": "generated" if prov else "fit"}
+    if prov:
+        meta["provenance"] = PROV
+    return ModelParams(kind, schema, vec, std=sd, metadata=meta)
+
+
+def _assert_png(path):
+    assert path.exists() and path.stat().st_size > 1024
+    assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+# ---------------------------------------------------------------------- global, logistic
+@pytest.mark.parametrize("std", [False, True])
+def test_logistic_frame_values(data, std):
+    _, schema = data
+    p = _params(schema, "logistic", std=std)
+    ex = explain_params(p)
+    assert isinstance(ex, GlobalExplanation)
+    df = ex.to_frame()
+    assert list(df["term"]) == schema.design_names
+    for col in ["term", "feature", "role", "coef", "std", "ci_low", "ci_high", "odds_ratio_per_sd",
+                "coef_per_unit", "odds_ratio_per_unit", "unit"]:
+        assert col in df.columns
+    np.testing.assert_allclose(df["coef"], p.terms)
+    np.testing.assert_allclose(df["odds_ratio_per_sd"], np.exp(p.terms))
+    age = df.set_index("term").loc["age"]
+    assert age["unit"] == "years" and age["role"] == "value"
+    assert age["coef_per_unit"] == pytest.approx(p["age"] / schema.scales_["age"])
+    assert age["odds_ratio_per_unit"] == pytest.approx(math.exp(p["age"] / schema.scales_["age"]))
+    ind = df[df["role"] != "value"]  # indicators: per unit is the 0->1 change
+    np.testing.assert_allclose(ind["coef_per_unit"], ind["coef"])
+    assert set(df.loc[df["role"] == "missing", "term"]) == {"age__missing", "sex__missing", "cp__missing"}
+    if std:
+        np.testing.assert_allclose(df["ci_low"], p.terms - 1.959963984540054 * p.std[1:])
+        np.testing.assert_allclose(df["ci_high"], p.terms + 1.959963984540054 * p.std[1:])
+        assert ex.intercept_std == pytest.approx(p.std[0])
+    else:
+        assert df["std"].isna().all() and df["ci_low"].isna().all()
+    assert ex.intercept == p.intercept
+    assert len(ex.provenance) == 0
+
+
+def test_logistic_data_is_json_and_repr(data):
+    _, schema = data
+    p = _params(schema, "logistic", std=False, prov=True)
+    ex = explain_params(p)
+    d = json.loads(json.dumps(ex.data(), allow_nan=False))
+    assert d["kind"] == "logistic" and d["intercept"] == pytest.approx(p.intercept)
+    assert [t["term"] for t in d["terms"]] == schema.design_names
+    assert d["terms"][0]["std"] is None  # NaN becomes null
+    assert [r["task_id"] for r in d["provenance"]] == ["cleveland-men", "swiss-women"]
+    assert json.loads(ex.to_json()) == d
+    text = repr(ex)
+    assert "GlobalExplanation(logistic" in text and "cleveland-men" in text
+    imp = ex.importance()
+    assert list(imp.columns) == ["feature", "importance"] and set(imp["feature"]) == set(schema.names)
+
+
+# ---------------------------------------------------------------------- global, GAM
+@pytest.mark.parametrize("std", [False, True])
+def test_gam_frame_and_importance(data, std):
+    _, schema = data
+    p = _params(schema, "gam", std=std)
+    ex = explain_params(p)
+    df = ex.to_frame()
+    assert list(df["term"]) == schema.gam_names
+    np.testing.assert_allclose(df["score"], p.terms)
+    age = df[df["feature"] == "age"]
+    obs = age[~age["is_missing_bin"]]
+    np.testing.assert_allclose(obs["midpoint"], schema.bin_midpoints("age"))
+    assert list(age["bin"]) == schema.bin_labels("age") and age["is_missing_bin"].iloc[-1]
+    assert np.all(np.diff(np.append(obs["bin_low"], obs["bin_high"].iloc[-1])) > 0)
+    assert df.loc[df["feature"] == "cp", "midpoint"].isna().all()
+    imp = ex.importance().set_index("feature")["importance"]
+    for f in schema.names:  # plain mean |score| over non-missing bins
+        k = len(schema.bin_labels(f)) - (f in schema.missing_)
+        assert imp[f] == pytest.approx(np.abs(p.feature_terms(f)[:k]).mean())
+    assert list(ex.importance()["importance"]) == sorted(imp, reverse=True)
+    assert df["ci_low"].notna().all() == std
+    d = json.loads(json.dumps(ex.data(), allow_nan=False))
+    assert d["kind"] == "gam" and len(d["terms"]) == len(schema.gam_names) and d["provenance"] == []
+
+
+# ---------------------------------------------------------------------- local
+@pytest.mark.parametrize("kind", ["logistic", "gam"])
+@pytest.mark.parametrize("row", [0, 3, 5])  # 3: sex missing, 5: cp missing
+def test_local_contributions_sum_to_logit(data, kind, row):
+    X, schema = data
+    p = _params(schema, kind, std=True)
+    loc = explain_params(p, X.iloc[[row]])
+    assert isinstance(loc, LocalExplanation)
+    df = loc.to_frame()
+    assert list(df["feature"]) == schema.names
+    assert loc.intercept + df["contribution"].sum() == pytest.approx(loc.logit, abs=1e-12)
+    if kind == "logistic":
+        model_logit = p.intercept + schema.transform(X.iloc[[row]])[0] @ p.terms
+    else:
+        idx = schema.bin_indices(X.iloc[[row]])[0]
+        model_logit = p.intercept + sum(p.feature_terms(f)[i] for f, i in zip(schema.names, idx, strict=True))
+    assert loc.logit == pytest.approx(model_logit, abs=1e-12)
+    assert loc.probability == pytest.approx(1 / (1 + math.exp(-model_logit)), rel=1e-12)
+    d = json.loads(json.dumps(loc.data(), allow_nan=False))
+    assert d["logit"] == pytest.approx(loc.logit) and len(d["contributions"]) == len(schema.names)
+    raw = X.iloc[row]
+    for rec, f in zip(d["contributions"], schema.names, strict=True):
+        assert rec["value"] is None if pd.isna(raw[f]) else rec["value"] == raw[f]
+
+
+def test_local_logistic_folds_terms(data):
+    X, schema = data
+    p = _params(schema, "logistic")
+    loc = explain_params(p, X.iloc[5])  # a Series works too
+    terms = loc.to_frame(by="term")
+    assert list(terms["term"]) == schema.design_names
+    folded = terms.groupby("feature", sort=False)["contribution"].sum()
+    np.testing.assert_allclose(loc.to_frame().set_index("feature")["contribution"], folded[schema.names])
+    cp = loc.to_frame().set_index("feature").loc["cp", "contribution"]
+    assert cp == pytest.approx(p["cp__missing"])  # cp is missing in row 5: only the indicator fires
+
+
+def test_local_gam_unknown_category_and_dict_input(data):
+    X, schema = data
+    p = _params(schema, "gam")
+    row = X.iloc[0].to_dict() | {"cp": "never-seen"}
+    loc = explain_params(p, row)
+    r = loc.to_frame().set_index("feature").loc["cp"]
+    assert r["contribution"] == 0.0 and r["bin"] == "(unknown category)"
+
+
+def test_multi_row_raises(data):
+    X, schema = data
+    p = _params(schema, "logistic")
+    with pytest.raises(ValidationError, match="explain one patient at a time; got 3 rows"):
+        explain_params(p, X.head(3))
+    with pytest.raises(ValidationError, match="got 0 rows"):
+        explain_params(p, X.head(0))
+    with pytest.raises(ValidationError, match="not in the schema"):
+        explain_params(p, X.head(1).assign(extra=1))
+    with pytest.raises(ValidationError, match="needs ModelParams"):
+        explain_params("not params")
+
+
+# ---------------------------------------------------------------------- provenance
+def test_provenance_object(data):
+    _, schema = data
+    prov = explain_params(_params(schema, "gam", prov=True)).provenance
+    assert isinstance(prov, Provenance) and len(prov) == 2 and prov[0]["task_id"] == "cleveland-men"
+    df = prov.to_frame()
+    assert list(df.columns[:4]) == ["task_id", "description", "similarity", "weight"]
+    assert df["rank"].tolist()[1] == 2
+    assert "swiss-women" in prov._repr_html_() and "swiss-women" in repr(prov)
+    assert "none" in Provenance()._repr_html_()
+    with pytest.raises(ValidationError, match="task_id"):
+        Provenance([{"description": "no id"}])
+    with pytest.raises(ValidationError, match="list of neighbour records"):
+        Provenance.from_params(_params(schema, "gam").replace(metadata={"provenance": "oops"}))
+
+
+# ---------------------------------------------------------------------- pictures
+@pytest.mark.parametrize("kind", ["logistic", "gam"])
+@pytest.mark.parametrize("std", [False, True])
+def test_plots_render(data, tmp_path, kind, std):
+    X, schema = data
+    p = _params(schema, kind, std=std, prov=std)
+    ex = explain_params(p)
+    _assert_png(ex.save_png(tmp_path / "global.png"))
+    _assert_png(ex.save_png(tmp_path / "or.png", kind="odds_ratio", top=2))
+    _assert_png(ex.save_png(tmp_path / "imp.png", kind="importance"))
+    _assert_png(explain_params(p, X.iloc[[3]]).save_png(tmp_path / "local.png"))
+    fig = ex.provenance.plot()
+    fig.savefig(tmp_path / "prov.png")
+    assert (tmp_path / "prov.png").stat().st_size > 1024
+    with pytest.raises(ValidationError, match="kind must be"):
+        ex.plot(kind="nope")
+
+
+def test_plot_into_given_axes(data):
+    from ragim.plots import new_figure
+
+    _, schema = data
+    fig = new_figure(8, 3)
+    a1, a2 = fig.subplots(1, 2)
+    assert explain_params(_params(schema, "logistic")).plot(ax=a1) is fig
+    gam = explain_params(_params(schema, "gam"))
+    assert gam.plot(ax=a2, top=1) is fig
+    with pytest.raises(ValidationError, match="need 4 axes"):
+        gam.plot(ax=a2)
+
+
+def test_html_contains_terms_and_provenance(data):
+    X, schema = data
+    for kind in ("logistic", "gam"):
+        p = _params(schema, kind, std=True, prov=True)
+        h = explain_params(p)._repr_html_()
+        assert "<table" in h and "cleveland-men" in h and "swiss-women" in h
+        assert "data:image/png;base64," in h
+        names = schema.design_names if kind == "logistic" else schema.bin_labels("age")
+        assert all(n in h for n in names)
+        hl = explain_params(p, X.iloc[[0]])._repr_html_()
+        assert all(f in hl for f in schema.names) and "cleveland-men" in hl
+    h = explain_params(_params(schema, "logistic"))._repr_html_()
+    assert "Provenance: none" in h
+
+
+def test_calibration_plot(tmp_path):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    probs = {"good": np.clip(0.3 * y + 0.7 * rng.random(300), 0, 1), "noise": rng.random(300)}
+    fig = plot_calibration(y, probs, n_bins=8)
+    fig.savefig(tmp_path / "cal.png")
+    _assert_png(tmp_path / "cal.png")
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any(s.startswith("good (ECE") for s in labels)
+    plot_calibration(y, probs, strategy="quantile")
+    with pytest.raises(ValidationError, match="in \\[0, 1\\]"):
+        plot_calibration(y, {"bad": probs["good"] + 2})
+    with pytest.raises(ValidationError, match="0/1"):
+        plot_calibration(y + 1, probs)

@@ -1,0 +1,188 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import make_frame
+from ragim.embed import HashingEmbedder
+from ragim.errors import ArtifactError, ValidationError
+from ragim.index import TaskIndex, leak_free, same_group, shares_patients
+from ragim.tasks import Task, TaskCollection
+
+SITES = ["Zurich", "Budapest", "Cleveland"]
+GROUPS = ["women under 50", "men over 60", "adults"]
+
+
+def _tasks():
+    tasks = []
+    pid = 0
+    for s, site in enumerate(SITES):
+        for g, group in enumerate(GROUPS):
+            n = 60
+            X = make_frame(n, seed=10 * s + g)
+            rng = np.random.default_rng(s * 7 + g)
+            y = (rng.random(n) < 1 / (1 + np.exp(-(X["sex"] - 0.5 + 0.3 * s)))).astype(int)
+            ids = list(range(pid, pid + n))
+            pid += n
+            tasks.append(Task(f"{site.lower()}-{g}", f"Predict coronary disease in {group} at the {site} clinic",
+                              X, y, {"site": site, "group": group, "patient_ids": ids}))
+        # a whole-site task sharing every patient of the site
+        site_ids = [i for t in tasks if t.metadata["site"] == site for i in t.metadata["patient_ids"]]
+        Xs = make_frame(len(site_ids), seed=99 + s)
+        ys = np.arange(len(site_ids)) % 2
+        tasks.append(Task(f"{site.lower()}-all", f"Predict coronary disease in all patients at the {site} clinic",
+                          Xs, ys, {"site": site, "group": "all", "patient_ids": site_ids}))
+    return TaskCollection(tasks, name="toy")
+
+
+@pytest.fixture(scope="module")
+def index():
+    return TaskIndex.build(_tasks(), embedder=HashingEmbedder(dim=128), progress=False)
+
+
+def test_build_stores_params_stats_and_schema(index):
+    assert len(index) == 12 and index.config.factory == "Flat"
+    rec = index.record("zurich-0")
+    assert rec["stats"]["n_rows"] == 60 and "heldout_logloss" in rec["stats"]
+    p = index.params("zurich-0")
+    assert p.names[0] == "intercept" and p.names[1:] == index.schema.design_names
+
+
+def test_search_matches_brute_force(index):
+    queries = ["coronary disease in women at Zurich", "adults in Cleveland", "men over 60"]
+    vecs = index.embedder.embed(queries)
+    allv = index.vectors()
+    brute = np.argsort(-(vecs @ allv.T), axis=1)[:, :4]
+    hits = index.search(queries, k=4)
+    for qi, hs in enumerate(hits):
+        assert [h.task_id for h in hs] == [index.ids[j] for j in brute[qi]]
+        assert all(a.score >= b.score for a, b in zip(hs, hs[1:], strict=False))
+
+
+def test_exclusions_are_leak_free(index):
+    target = index.record("zurich-0")
+    hits = index.search(target["description"], k=12, exclude=leak_free(target))
+    ids = {h.task_id for h in hits}
+    assert "zurich-0" not in ids and "zurich-all" not in ids  # itself and the overlapping site task
+    assert "zurich-1" in ids  # same site, disjoint patients
+    hits = index.search(target["description"], k=12, exclude=leak_free(target, group="site"))
+    assert all(h.metadata["site"] != "Zurich" for h in hits) and len(hits) == 8
+    assert [h.task_id for h in index.search("x y", k=3, exclude=["zurich-0", "zurich-1"])] != []
+    pred = same_group(target, "site")
+    assert pred(index.record("zurich-2")) and not pred(index.record("budapest-0"))
+    assert shares_patients(target)(index.record("zurich-all"))
+    with pytest.raises(ValidationError, match="no metadata 'ward'"):
+        same_group(target, "ward")
+
+
+def test_batch_search_with_per_query_exclusions(index):
+    a, b = index.record("zurich-0"), index.record("budapest-1")
+    hits = index.search([a["description"], b["description"]], k=3, exclude=[leak_free(a), leak_free(b)])
+    assert "zurich-0" not in {h.task_id for h in hits[0]}
+    assert "budapest-1" not in {h.task_id for h in hits[1]}
+    with pytest.raises(ValidationError, match="query 1 is empty"):
+        index.search(["ok", "  "], k=2)
+
+
+def test_add_and_remove_without_rebuild(tmp_path):
+    tc = _tasks()
+    idx = TaskIndex.build(tc.take(range(8)), embedder=HashingEmbedder(dim=128), progress=False)
+    added = idx.add(tc.take(range(8, 12)))
+    assert len(idx) == 12 and added == tc.ids[8:]
+    assert idx.search(tc[10].description, k=1)[0].task_id == tc.ids[10]
+    idx.remove(["zurich-0", tc.ids[10]])
+    assert len(idx) == 10 and "zurich-0" not in idx
+    assert all(h.task_id not in ("zurich-0", tc.ids[10]) for h in idx.search(tc[10].description, k=10))
+    with pytest.raises(ValidationError, match="already in the index"):
+        idx.add(tc.take([1]))
+    idx.save(tmp_path / "i")
+    again = TaskIndex.load(tmp_path / "i")
+    assert again.ids == idx.ids and len(again.store.deleted) == 0
+
+
+def test_save_load_round_trip(index, tmp_path):
+    path = index.save(tmp_path / "idx")
+    files = json.loads((path / "manifest.json").read_text())["files"]
+    for f in ("index.faiss", "records.jsonl", "params.safetensors", "schema.json", "config.json", "tasks/manifest.json"):
+        assert f in files
+    again = TaskIndex.load(path)
+    assert again.ids == index.ids and again.schema == index.schema
+    assert np.array_equal(again.params_matrix(), index.params_matrix())
+    q = "Predict coronary disease in women at the Budapest clinic"
+    assert [(h.task_id, round(h.score, 6)) for h in again.search(q, 5)] == [
+        (h.task_id, round(h.score, 6)) for h in index.search(q, 5)]
+    assert again.tasks is not None and again.tasks.ids == index.tasks.ids
+
+
+def test_load_errors(index, tmp_path):
+    path = index.save(tmp_path / "idx")
+    with pytest.raises(ValidationError, match="index was built with embedder"):
+        TaskIndex.load(path, embedder=HashingEmbedder(dim=64))
+    (path / "records.jsonl").write_text('{"task_id": "evil"}\n')
+    with pytest.raises(ArtifactError, match="checksum mismatch for 'records.jsonl'"):
+        TaskIndex.load(path)
+    path2 = index.save(tmp_path / "idx2")
+    (path2 / "index.faiss").unlink()
+    with pytest.raises(ArtifactError, match="'index.faiss' listed in the manifest is missing"):
+        TaskIndex.load(path2)
+
+
+def test_crash_during_save_keeps_old_index(index, tmp_path):
+    path = index.save(tmp_path / "idx")
+    code = f"""
+import os, ragim.io as io
+from ragim.index import TaskIndex
+idx = TaskIndex.load({str(path)!r})
+real = io._swap_into_place
+def die(tmp, p):
+    os._exit(9)  # the process dies after writing, before the rename
+io._swap_into_place = die
+idx.save({str(path)!r})
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 9, proc.stderr
+    again = TaskIndex.load(path)
+    assert again.ids == index.ids
+
+
+def test_approximate_indices_agree_with_exact():
+    rng = np.random.default_rng(0)
+    n = 2000
+    centers = rng.normal(size=(40, 32))
+    vecs = centers[rng.integers(0, 40, n)] + 0.3 * rng.normal(size=(n, 32))
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    from ragim.vector_store import VectorStore
+
+    exact = VectorStore.build(vecs, index="Flat", device="cpu")
+    _, truth = exact.search(vecs[:50], 10)
+    for factory in ("HNSW32", "IVF32,Flat"):
+        approx = VectorStore.build(vecs, index=factory, nprobe=8, device="cpu")
+        _, got = approx.search(vecs[:50], 10)
+        recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, truth, strict=True)])
+        assert recall > 0.9, (factory, recall)
+    with pytest.raises(ValidationError, match="needs at least 32 vectors to train"):
+        VectorStore.build(vecs[:10], index="IVF32,Flat")
+    with pytest.raises(ValidationError, match="invalid FAISS index string"):
+        VectorStore.build(vecs, index="Nonsense99")
+
+
+def test_bad_build_inputs():
+    with pytest.raises(ValidationError, match="zero tasks"):
+        TaskIndex.build(TaskCollection([], validate=False), embedder="hashing")
+    with pytest.raises(ValidationError, match="model must be 'logistic' or 'gam'"):
+        TaskIndex.build(_tasks(), model="forest", embedder="hashing")
+
+
+@pytest.mark.gpu
+def test_gpu_index_gives_cpu_results():
+    faiss = pytest.importorskip("faiss")
+    if faiss.get_num_gpus() == 0:
+        pytest.skip("no GPU visible to FAISS")
+    idx_cpu = TaskIndex.build(_tasks(), embedder=HashingEmbedder(dim=128), device="cpu", progress=False)
+    idx_gpu = TaskIndex.build(_tasks(), embedder=HashingEmbedder(dim=128), device="cuda", progress=False)
+    assert idx_gpu.store.on_gpu and not idx_cpu.store.on_gpu
+    q = ["Predict coronary disease in women at the Zurich clinic", "adults at Budapest"]
+    a, b = idx_cpu.search(q, 5), idx_gpu.search(q, 5)
+    assert [[h.task_id for h in hs] for hs in a] == [[h.task_id for h in hs] for hs in b]

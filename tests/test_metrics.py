@@ -1,0 +1,171 @@
+"""Per-task metrics, bootstrap CIs, summaries, records and tables (ragim.metrics)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score, brier_score_loss, log_loss, roc_auc_score
+
+from ragim.errors import ValidationError
+from ragim.metrics import (
+    SUMMARY_FIELDS,
+    bootstrap_ci,
+    expected_calibration_error,
+    format_table,
+    plot_by_group,
+    plot_calibration,
+    size_group,
+    size_labels,
+    summarize,
+    task_metrics,
+    to_records,
+)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_metrics_agree_with_sklearn_and_first_principles(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 200)
+    p = rng.random(200)
+    p[:3] = [0.0, 1.0, 0.5]  # edge values: clipped for log-loss, 0.5 predicts 1
+    m = task_metrics(y, p)
+    assert m["auroc"] == pytest.approx(roc_auc_score(y, p))
+    assert m["log_loss"] == pytest.approx(log_loss(y, np.clip(p, 1e-7, 1 - 1e-7)))
+    assert m["brier"] == pytest.approx(brier_score_loss(y, p))
+    assert m["accuracy"] == pytest.approx(accuracy_score(y, p >= 0.5))
+    # independent formulas
+    pos, neg = p[y == 1], p[y == 0]
+    mann_whitney = np.mean((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :]))
+    assert m["auroc"] == pytest.approx(mann_whitney)
+    pc = np.clip(p, 1e-7, 1 - 1e-7)
+    assert m["log_loss"] == pytest.approx(-np.mean(y * np.log(pc) + (1 - y) * np.log(1 - pc)))
+    assert m["brier"] == pytest.approx(np.mean((p - y) ** 2))
+
+
+def test_auroc_is_nan_for_single_class_test_rows_but_others_are_finite():
+    m = task_metrics([0, 0, 0, 0], [0.1, 0.2, 0.3, 0.6])
+    assert math.isnan(m["auroc"])
+    assert all(math.isfinite(m[k]) for k in ("log_loss", "brier", "ece", "accuracy"))
+    assert m["accuracy"] == 0.75
+
+
+def test_metrics_reject_bad_input():
+    with pytest.raises(ValidationError, match="0/1"):
+        task_metrics([0, 2], [0.1, 0.2])
+    with pytest.raises(ValidationError, match="must match"):
+        task_metrics([0, 1, 1], [0.1, 0.2])
+    with pytest.raises(ValidationError, match=r"\[0, 1\]"):
+        task_metrics([0, 1], [0.1, 1.2])
+
+
+def test_ece_small_when_calibrated_large_when_not():
+    rng = np.random.default_rng(0)
+    p = rng.random(20_000)
+    y = (rng.random(20_000) < p).astype(int)
+    assert expected_calibration_error(y, p) < 0.02
+    over = np.clip(0.5 + 1.8 * (p - 0.5), 0, 1)  # overconfident
+    assert expected_calibration_error(y, over) > 0.1
+    assert expected_calibration_error(y, np.full_like(p, 0.9)) == pytest.approx(abs(0.9 - y.mean()), abs=1e-12)
+
+
+def test_ece_bins_are_equal_width_and_count_weighted():
+    # two bins used: [0.1, 0.2) with 3 rows (mean p .1, mean y 1/3) and the closed last bin with 1 row at p=1
+    y = np.array([0, 0, 1, 1])
+    p = np.array([0.1, 0.1, 0.1, 1.0])
+    expected = 3 / 4 * abs(1 / 3 - 0.1) + 1 / 4 * 0.0
+    assert expected_calibration_error(y, p) == pytest.approx(expected)
+
+
+def test_bootstrap_ci_contains_mean_and_narrows_with_more_tasks():
+    rng = np.random.default_rng(0)
+    small = rng.normal(0.75, 0.1, 20)
+    large = rng.normal(0.75, 0.1, 500)
+    m1, lo1, hi1, n1 = bootstrap_ci(small)
+    m2, lo2, hi2, n2 = bootstrap_ci(large)
+    assert lo1 <= m1 <= hi1 and lo2 <= m2 <= hi2
+    assert (n1, n2) == (20, 500)
+    assert hi2 - lo2 < (hi1 - lo1) / 2
+    assert bootstrap_ci(small, seed=3) == bootstrap_ci(small, seed=3)
+
+
+def test_bootstrap_ci_ignores_nan_and_handles_tiny_inputs():
+    assert bootstrap_ci([0.5, float("nan")])[1:] == (0.5, 0.5, 1)
+    mean, lo, hi, n = bootstrap_ci([float("nan")])
+    assert n == 0 and all(math.isnan(v) for v in (mean, lo, hi))
+
+
+def test_size_groups():
+    assert size_labels() == ["<50", "50-200", "200-1000", ">=1000"]
+    assert [size_group(n) for n in (49, 50, 199, 200, 999, 1000)] == ["<50", "50-200", "50-200", "200-1000",
+                                                                      "200-1000", ">=1000"]
+    assert size_group(30, edges=(20, 40)) == "20-40"
+    with pytest.raises(ValidationError, match="increasing"):
+        size_labels((100, 50))
+
+
+def _per_task(n_tasks=30, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_tasks):
+        for method, shift in (("ragim-attention", 0.05), ("pooled", 0.0)):
+            rows.append({"dataset": "synthetic", "protocol": "leave-task-out", "fold": i % 3, "task_id": f"t{i}",
+                         "n_rows": int(rng.integers(20, 400)), "method": method, "k_shot": 0,
+                         "auroc": float(np.clip(rng.normal(0.7 + shift, 0.05), 0, 1)) if i else float("nan"),
+                         "log_loss": float(rng.normal(0.6, 0.05)), "brier": 0.2, "ece": 0.05, "accuracy": 0.7})
+    df = pd.DataFrame(rows)
+    df["size_group"] = [size_group(n) for n in df["n_rows"]]
+    return df
+
+
+def test_summarize_has_exactly_the_contract_fields_and_counts_finite_values():
+    s = summarize(_per_task())
+    assert list(s.columns) == SUMMARY_FIELDS
+    assert SUMMARY_FIELDS == ["dataset", "protocol", "method", "k_shot", "metric", "mean", "ci_low", "ci_high",
+                              "n_tasks"]
+    auroc = s[(s.method == "pooled") & (s.metric == "auroc")].iloc[0]
+    loss = s[(s.method == "pooled") & (s.metric == "log_loss")].iloc[0]
+    assert auroc.n_tasks == 29 and loss.n_tasks == 30  # the NaN AUROC task does not count
+    assert (s["ci_low"] <= s["mean"]).all() and (s["mean"] <= s["ci_high"]).all()
+    by = summarize(_per_task(), by_size=True)
+    assert list(by.columns) == [*SUMMARY_FIELDS, "size_group"]
+    assert by.groupby(["method", "metric"])["n_tasks"].sum().loc[("pooled", "log_loss")] == 30
+
+
+def test_to_records_is_json_safe():
+    s = summarize(_per_task())
+    s.loc[0, "mean"] = float("nan")
+    recs = to_records(s)
+    json.loads(json.dumps(recs, allow_nan=False))
+    assert recs[0]["mean"] is None
+    assert set(recs[0]) == set(SUMMARY_FIELDS)
+    assert isinstance(recs[0]["k_shot"], int) and isinstance(recs[0]["n_tasks"], int)
+
+
+def test_format_table_methods_as_rows_metrics_as_columns():
+    text = format_table(summarize(_per_task()), metrics=["auroc", "log_loss"])
+    lines = text.splitlines()
+    assert lines[0].startswith("synthetic / leave-task-out")
+    assert lines[1].split() == ["method", "auroc", "log_loss", "n"]
+    assert any(line.startswith("ragim-attention ") for line in lines)
+    assert "[" in lines[3] and "]" in lines[3]
+
+
+def test_figures_are_built_without_pyplot():
+    import inspect
+
+    from matplotlib.figure import Figure
+
+    import ragim.metrics
+
+    fig = plot_by_group(summarize(_per_task(), by_size=True))
+    assert isinstance(fig, Figure)
+    rng = np.random.default_rng(0)
+    preds = pd.DataFrame({"task_id": np.repeat(["a", "b"], 20), "row": np.tile(np.arange(20), 2),
+                          "y": rng.integers(0, 2, 40), "k_shot": 0})
+    preds = pd.concat([preds.assign(method="m1", p=rng.random(40)), preds.assign(method="m2", p=rng.random(40))])
+    assert isinstance(plot_calibration(preds), Figure)
+    assert "import matplotlib.pyplot" not in inspect.getsource(ragim.metrics)

@@ -1,0 +1,104 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from ragim.errors import ValidationError
+from ragim.schema import Feature, FeatureSchema
+
+
+def test_infer_types_and_design_layout(frame):
+    schema = FeatureSchema.infer(frame, units={"age": "years", "chol": "mg/dL"}).fit(frame)
+    assert [f.type for f in schema.features] == ["continuous", "binary", "continuous", "categorical"]
+    assert schema["chol"].unit == "mg/dL"
+    assert schema.design_names == [
+        "age", "age__missing", "sex", "chol", "cp[asymptomatic]", "cp[atypical]", "cp[typical]",
+    ]
+
+
+def test_transform_imputes_standardises_and_flags_missing(frame):
+    schema = FeatureSchema.infer(frame).fit(frame)
+    Z = schema.transform(frame)
+    names = schema.design_names
+    age, miss = Z[:, names.index("age")], Z[:, names.index("age__missing")]
+    assert np.allclose(age.mean(), 0, atol=1e-12) and np.allclose(age.std(), 1)
+    assert np.array_equal(miss, frame["age"].isna().to_numpy().astype(float))
+    med = frame["age"].median()
+    expected = (med - schema.means_["age"]) / schema.scales_["age"]
+    assert np.allclose(age[frame["age"].isna().to_numpy()], expected)
+    assert np.allclose(Z[:, names.index("sex")], frame["sex"])  # binary stays 0/1
+    onehot = Z[:, [names.index(n) for n in names if n.startswith("cp[")]]
+    assert np.all(onehot.sum(1) == 1)
+
+
+def test_unknown_category_gives_zeros(frame):
+    schema = FeatureSchema.infer(frame).fit(frame)
+    new = frame.head(1).assign(cp="never-seen")
+    row = schema.transform(new)[0]
+    assert all(row[schema.design_names.index(n)] == 0 for n in schema.design_names if n.startswith("cp["))
+
+
+def test_fitted_only_on_given_data(frame):
+    a = FeatureSchema.infer(frame).fit(frame.iloc[:30])
+    b = FeatureSchema.infer(frame).fit(frame.iloc[30:])
+    assert a.means_["chol"] != b.means_["chol"]
+    assert a.means_["chol"] == pytest.approx(frame["chol"].iloc[:30].mean())
+
+
+def test_gam_bins_cover_every_value(frame):
+    schema = FeatureSchema.infer(frame).fit(frame)
+    idx = schema.bin_indices(frame)
+    for k, (name, labels) in enumerate(schema.gam_layout):
+        assert idx[:, k].min() >= 0 and idx[:, k].max() < len(labels)
+    assert schema.bin_labels("age")[-1] == "missing"
+    age_bins = idx[:, 0]
+    assert np.all(age_bins[frame["age"].isna().to_numpy()] == len(schema.bin_labels("age")) - 1)
+    assert len(schema.gam_names) == sum(len(lab) for _, lab in schema.gam_layout)
+
+
+def test_json_round_trip(frame):
+    schema = FeatureSchema.infer(frame, units={"age": "years"}).fit(frame)
+    again = FeatureSchema.from_json(schema.to_json())
+    assert again == schema and again.fingerprint() == schema.fingerprint()
+    assert np.array_equal(again.transform(frame), schema.transform(frame))
+    unfitted = FeatureSchema.infer(frame)
+    assert FeatureSchema.from_json(unfitted.to_json()) == unfitted
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda X: X.drop(columns=["chol"]), "columns required by the schema are missing: ['chol']"),
+        (lambda X: X.assign(extra=1.0), "columns not in the schema: ['extra']"),
+        (lambda X: X.assign(chol=np.inf), "column 'chol' has infinite values"),
+        (lambda X: X.assign(chol="high"), "column 'chol' (continuous) has non-numeric values"),
+        (lambda X: X.assign(sex=2), "binary column 'sex' has values other than 0/1"),
+    ],
+)
+def test_bad_frames_name_the_problem(frame, mutate, message):
+    schema = FeatureSchema.infer(frame).fit(frame)
+    with pytest.raises(ValidationError) as err:
+        schema.transform(mutate(frame))
+    assert message in str(err.value)
+
+
+def test_duplicated_columns_and_disallowed_nan(frame):
+    schema = FeatureSchema([Feature("age", allow_missing=False), Feature("sex", "binary")])
+    X = pd.DataFrame({"age": [1.0, np.nan], "sex": [0, 1]})
+    with pytest.raises(ValidationError, match="'age' has 1 missing values but the schema allows none"):
+        schema.fit(X)
+    dup = pd.DataFrame([[1.0, 0, 1.0]], columns=["age", "sex", "age"])
+    with pytest.raises(ValidationError, match="duplicated columns: \\['age'\\]"):
+        schema.validate_frame(dup)
+
+
+def test_bad_schema_definitions():
+    with pytest.raises(ValidationError, match="duplicate feature names"):
+        FeatureSchema([Feature("a"), Feature("a")])
+    with pytest.raises(ValidationError, match="unknown type 'ordinal'"):
+        Feature("a", "ordinal")
+    with pytest.raises(ValidationError, match="not fitted"):
+        FeatureSchema([Feature("a")]).transform(pd.DataFrame({"a": [1.0]}))
+    with pytest.raises(ValidationError, match="not a valid FeatureSchema"):
+        FeatureSchema.from_dict({"nothing": 1})
+    with pytest.raises(ValidationError, match="not valid JSON"):
+        FeatureSchema.from_json("{")
