@@ -104,6 +104,167 @@ def index_search(
         typer.echo(f"{h.score:6.3f}  {h.task_id:<40} {h.description}")
 
 
+def _load_generator(path: Path):
+    """Open a saved generator of either kind, by its manifest's format."""
+    manifest = Path(path) / "manifest.json"
+    fmt = json.loads(manifest.read_text()).get("format") if manifest.is_file() else None
+    if fmt == "ragim.lm-generator":
+        from ragim.generate.lm import LMGenerator
+
+        return LMGenerator.load(path)
+    from ragim.generate.attention import AttentionGenerator
+
+    return AttentionGenerator.load(path)
+
+
+@train_app.command("attention")
+def train_attention(
+    index_path: Annotated[Path, typer.Option("--index", help="a saved index (with its task rows)")],
+    out: Annotated[Path, typer.Option(help="where to save the generator")] = Path("generators/attention"),
+    max_epochs: Annotated[int, typer.Option(help="upper bound on epochs (early stopping on validation tasks)")] = 300,
+    k: Annotated[int, typer.Option("-k", help="neighbours per task")] = 10,
+    seed: int = 0,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+):
+    """Train the RAG-IM attention hypernetwork episodically on an index."""
+    from ragim.generate.attention import AttentionGenerator
+    from ragim.index import TaskIndex
+
+    index = TaskIndex.load(index_path)
+    gen = AttentionGenerator(max_epochs=max_epochs, k=k, seed=seed).fit(index, progress=not as_json)
+    gen.save(out)
+    summary = {"path": str(out), "epochs": len(gen.history_), "seconds": round(gen.train_seconds_, 2),
+               "initial_val_loss": gen.initial_val_loss_, "best_val_loss": gen.best_val_loss_}
+    _echo_json(summary) if as_json else typer.echo(f"saved {gen!r} to {out}: {summary}")
+
+
+@app.command("generate")
+def generate(
+    description: Annotated[str, typer.Argument(help="the new task's clinical description")],
+    index_path: Annotated[Path, typer.Option("--index", help="a saved index")],
+    generator_path: Annotated[Path | None, typer.Option("--generator", help="a saved generator (default: neighbour mean)")] = None,
+    k: Annotated[int | None, typer.Option("-k", help="neighbours")] = None,
+    save: Annotated[Path | None, typer.Option(help="save the generated parameters as an artifact")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+):
+    """Generate an interpretable model for a task description (zero-shot)."""
+    from ragim.estimator import neighbor_mean
+    from ragim.index import TaskIndex
+
+    index = TaskIndex.load(index_path)
+    if generator_path is not None:
+        params = _load_generator(generator_path).generate_params(description, index, k=k)
+    else:
+        params = neighbor_mean(index, description, k=k or 10)
+    if save is not None:
+        params.save(save)
+    if as_json:
+        _echo_json(params.to_dict(include_schema=False))
+        return
+    from ragim.models import model_from_params
+
+    expl = model_from_params(params).explain()
+    typer.echo(repr(expl))
+    typer.echo("\nneighbours:")
+    for p in expl.provenance:
+        typer.echo(f"  {p['weight']:.3f}  {p['similarity']:.3f}  {p['task_id']}")
+
+
+@app.command("explain")
+def explain(
+    params_path: Annotated[Path, typer.Argument(help="saved parameters (ragim generate --save)")],
+    rows: Annotated[Path | None, typer.Option(help="a CSV of patients; explains one of them")] = None,
+    row: Annotated[int, typer.Option(help="which row of --rows")] = 0,
+    png: Annotated[Path | None, typer.Option(help="write the plot here")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+):
+    """Explain a saved model globally, or one patient with --rows."""
+    import pandas as pd
+
+    from ragim.models import model_from_params
+    from ragim.params import ModelParams
+
+    model = model_from_params(ModelParams.load(params_path))
+    if rows is not None:
+        X = pd.read_csv(rows)
+        if not 0 <= row < len(X):
+            raise typer.BadParameter(f"--row {row} is outside the {len(X)} rows of {rows}")
+        expl = model.explain(X.iloc[[row]])
+    else:
+        expl = model.explain()
+    if png is not None:
+        expl.save_png(png)
+    if as_json:
+        _echo_json(expl.data())
+    else:
+        typer.echo(expl.to_frame().to_string(index=False))
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    dataset: Annotated[str, typer.Option(help="heart-disease | synthetic | procedure | DIR")] = "heart-disease",
+    protocol: Annotated[str, typer.Option(help="leave-task-out | leave-group-out")] = "leave-task-out",
+    group: Annotated[str | None, typer.Option(help="metadata key for leave-group-out (site, group)")] = None,
+    methods: Annotated[str | None, typer.Option(help="comma-separated method names (default: all)")] = None,
+    k_shots: Annotated[str, typer.Option(help="comma-separated k (0 = zero-shot)")] = "0",
+    n_tasks: Annotated[int | None, typer.Option(help="family size for synthetic/procedure")] = None,
+    max_targets: Annotated[int | None, typer.Option(help="evaluate at most this many targets")] = None,
+    folds: int = 5,
+    embedder: Annotated[str, typer.Option(help="minilm | hashing")] = "minilm",
+    seed: int = 0,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+):
+    """Zero-/few-shot evaluation against the baselines (macro mean with bootstrap 95% CI)."""
+    from ragim import evaluate as ev
+    from ragim.metrics import format_table, summarize, to_records
+
+    tasks = load_dataset(dataset, n_tasks=n_tasks, seed=seed)
+    ks = [int(k) for k in k_shots.split(",") if k.strip()]
+    meth = [m.strip() for m in methods.split(",")] if methods else None
+    if group is None and protocol == "leave-group-out":
+        group = "site" if dataset == "heart-disease" else "group"
+    frames = []
+    if 0 in ks:
+        frames.append(ev.zero_shot(tasks, protocol=protocol, group=group, methods=meth, folds=folds,
+                                   embedder=embedder, seed=seed, progress=not as_json, max_targets=max_targets))
+    few = [k for k in ks if k > 0]
+    if few:
+        frames.append(ev.few_shot(tasks, k_shots=tuple(few), protocol=protocol, group=group, methods=meth,
+                                  folds=folds, embedder=embedder, seed=seed, progress=not as_json, max_targets=max_targets))
+    import pandas as pd
+
+    summary = summarize(pd.concat(frames, ignore_index=True))
+    if as_json:
+        _echo_json(to_records(summary))
+    else:
+        typer.echo(format_table(summary))
+
+
+@app.command("bench")
+def bench(
+    name: Annotated[str, typer.Argument(help="fit | retrieval | generate | all")],
+    n_tasks: Annotated[int | None, typer.Option(help="tasks (fit: 10000, retrieval: 100000)")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+):
+    """Speed benchmarks; each reports ours vs a baseline measured in the same run."""
+    from ragim import bench as b
+
+    runners = {
+        "fit": lambda: b.bench_fit(n_tasks or 10_000),
+        "retrieval": lambda: b.bench_retrieval(n_tasks or 100_000),
+        "generate": lambda: b.bench_generate(n_tasks or 300),
+    }
+    if name not in (*runners, "all"):
+        raise typer.BadParameter(f"unknown benchmark {name!r}; use one of {[*runners, 'all']}")
+    results = [runners[n]() for n in (runners if name == "all" else [name])]
+    out = results[0] if name != "all" else {"name": "all", "results": results}
+    if as_json:
+        _echo_json(out)
+    else:
+        for r in results:
+            typer.echo(f"{r['name']}: ours {r['ours']} | baseline {r['baseline']} | ratio {r['ratio']}x")
+
+
 @app.command("demo")
 def demo(
     out: Annotated[Path, typer.Option(help="report folder")] = Path("reports/demo"),

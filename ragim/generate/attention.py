@@ -360,19 +360,24 @@ class AttentionGenerator(Generator):
         k = min(k or self.config.k, len(index))
         vecs, items, single = index.embed_queries(query)
         hits = index.search_vectors(vecs, k, exclude=exclude)
+        empty = [i for i, hs in enumerate(hits) if not hs]
+        if empty:
+            raise ValidationError(f"no neighbours left after exclusions for queries {empty[:5]}; relax `exclude` or grow the index")
+        rows = np.full((len(hits), k), -1, dtype=np.int64)
+        sims = np.zeros((len(hits), k), dtype=np.float32)
+        for qi, hs in enumerate(hits):
+            rows[qi, : len(hs)] = [index._row(h.task_id) for h in hs]
+            sims[qi, : len(hs)] = [h.score for h in hs]
+        theta, alpha = self._forward(vecs, rows, sims)
         out = []
         for qi, hs in enumerate(hits):
-            if not hs:
-                raise ValidationError("no neighbours left after exclusions; relax `exclude` or grow the index")
-            rows = np.array([[index._row(h.task_id) for h in hs]])
-            sims = np.array([[h.score for h in hs]], dtype=np.float32)
-            theta, alpha = self._forward(vecs[qi : qi + 1], rows, sims)
-            std = self._bootstrap_std(vecs[qi], rows[0], sims[0]) if uncertainty and len(hs) > 1 else None
-            meta = {"source": "generated", "generator": "attention", "k": len(hs),
-                    "provenance": provenance_records(hs, alpha[0])}
+            n = len(hs)
+            std = self._bootstrap_std(vecs[qi], rows[qi, :n], sims[qi, :n]) if uncertainty and n > 1 else None
+            meta = {"source": "generated", "generator": "attention", "k": n,
+                    "provenance": provenance_records(hs, alpha[qi, :n])}
             if isinstance(items[qi], Task):
                 meta["task_id"] = items[qi].task_id
-            out.append(ModelParams(self.model_kind_, index.schema, theta[0], std=std, metadata=meta))
+            out.append(ModelParams(self.model_kind_, index.schema, theta[qi], std=std, metadata=meta))
         return out[0] if single else out
 
     def _forward(self, q: np.ndarray, rows: np.ndarray, sims: np.ndarray):

@@ -20,9 +20,9 @@ from ragim.models.base import (
     model_from_params,
     register_model_family,
 )
+from ragim.models.fit_many import FitResult, fit_many
 from ragim.models.gam import GAMModel
 from ragim.models.logistic import LogisticModel
-from ragim.models.fit_many import FitResult, fit_many  # noqa: I001  (needs the families registered)
 
 __all__ = [
     "MODEL_FAMILIES",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from sklearn.linear_model import LogisticRegression
 
 from ragim.errors import ValidationError
@@ -161,11 +162,14 @@ def test_validation_errors_name_the_task():
 def test_float32_and_progress(capsys):
     X_list, y_list = _tasks(10, 3, seed=9)
     f64 = fit_logistic_batched(X_list, y_list, device="cpu")
-    f32 = fit_logistic_batched(
-        X_list, y_list, device="cpu", dtype=__import__("torch").float32, progress=True
-    )
+    f32 = fit_logistic_batched(X_list, y_list, device="cpu", dtype=torch.float32, progress=True)
     assert f32.coef.dtype == np.float64 and f32.converged.all()
     np.testing.assert_allclose(f32.coef, f64.coef, atol=1e-3)
+    assert "logistic fits" in capsys.readouterr().err
+    threads = torch.get_num_threads()
+    f1 = fit_logistic_batched(X_list, y_list, device="cpu", num_threads=1)
+    assert torch.get_num_threads() == threads
+    np.testing.assert_allclose(f1.coef, f64.coef, atol=1e-10)
 
 
 def test_benchmark_tiny():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import clone
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from ragim.models import GAMModel, LogisticModel
@@ -39,7 +40,7 @@ def test_reordered_and_renamed_columns(estimator):
     rng = np.random.default_rng(0)
     X = pd.DataFrame(rng.normal(size=(120, 3)), columns=["a", "b", "c"])
     y = (X["a"] + rng.normal(size=120) > 0).astype(int)
-    model = estimator.fit(X, y)
+    model = clone(estimator).fit(X, y)
     assert np.array_equal(model.predict_proba(X[["c", "a", "b"]]), model.predict_proba(X))
     with pytest.raises(ValueError, match=r"columns required by the schema are missing: \['c'\]"):
         model.predict(X.rename(columns={"c": "d"}))

@@ -1,0 +1,85 @@
+"""The command line, end to end on small synthetic data with the fast hashing embedder."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from ragim.cli import app
+
+runner = CliRunner()
+
+
+def _ok(args):
+    result = runner.invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    out = _ok(["index", "build", "--dataset", "synthetic", "--n-tasks", "40", "--embedder", "hashing",
+               "--out", str(root / "idx"), "--json"])
+    summary = json.loads(out)
+    assert summary["n_tasks"] >= 35 and summary["faiss"] == "Flat"
+    return root
+
+
+def test_index_search_table_and_json(built):
+    text = _ok(["index", "search", str(built / "idx"), "chronic endocarditis in adults", "-k", "3"])
+    assert "score" in text and "syn-" in text
+    hits = json.loads(_ok(["index", "search", str(built / "idx"), "chronic endocarditis", "-k", "3", "--json"]))
+    assert len(hits) == 3 and {"task_id", "score", "description", "metadata"} <= set(hits[0])
+
+
+def test_train_generate_explain(built):
+    summary = json.loads(_ok(["train", "attention", "--index", str(built / "idx"), "--out", str(built / "gen"),
+                              "--max-epochs", "3", "--json"]))
+    assert summary["epochs"] == 3
+    params = json.loads(_ok(["generate", "Predict fatal outcome in adults with chronic endocarditis",
+                             "--index", str(built / "idx"), "--generator", str(built / "gen"),
+                             "--save", str(built / "p"), "--json"]))
+    assert params["kind"] == "logistic" and params["metadata"]["provenance"]
+    expl = json.loads(_ok(["explain", str(built / "p"), "--json", "--png", str(built / "coef.png")]))
+    assert expl["kind"] == "logistic" and (built / "coef.png").stat().st_size > 1000
+    text = _ok(["generate", "renal disease in adolescents", "--index", str(built / "idx")])
+    assert "neighbours:" in text
+
+
+def test_errors_are_one_clear_line(built, tmp_path):
+    result = runner.invoke(app, ["index", "search", str(tmp_path / "missing"), "x"])
+    assert result.exit_code != 0
+    assert "no artifact at" in str(result.exception) or "no artifact at" in result.output
+    result = runner.invoke(app, ["index", "build", "--dataset", "nonsense", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "unknown dataset 'nonsense'" in result.output
+    result = runner.invoke(app, ["bench", "nonsense"])
+    assert result.exit_code == 2 and "unknown benchmark" in result.output
+
+
+def test_main_turns_ragim_errors_into_exit_code_2(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from ragim import cli
+
+    monkeypatch.setattr(sys, "argv", ["ragim", "index", "search", str(tmp_path / "nope"), "x"])
+    with pytest.raises(SystemExit) as err:
+        cli.main()
+    assert err.value.code == 2
+    assert "error: no artifact at" in capsys.readouterr().err
+
+
+def test_bench_fit_json_contract():
+    out = json.loads(_ok(["bench", "fit", "--n-tasks", "60", "--json"]))
+    for key in ("name", "n", "ours", "baseline", "ratio", "max_abs_diff"):
+        assert key in out
+    assert out["name"] == "fit" and out["n"] == 60 and "description" in out["ours"] and out["ratio"] > 0
+    assert out["max_abs_diff"] < 1e-3
+
+
+def test_bench_retrieval_json_contract():
+    from ragim.bench import bench_retrieval
+
+    out = bench_retrieval(n_tasks=3000, n_queries=50, dim=32)
+    assert out["name"] == "retrieval" and out["n"] == 3000 and out["recall_at_10"] == 1.0
+    assert out["baseline"]["description"] and out["ratio"] > 0
