@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 import numpy as np
@@ -538,40 +539,58 @@ def fit_logistic_batched(
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(order), desc="logistic fits", unit="task")
-        old_threads = torch.get_num_threads()
-        if num_threads is not None:
-            torch.set_num_threads(int(num_threads))
-        try:
-            for a, b in chunk_list:
-                B, nmax = b - a, int(lens[b - 1])
-                r = rows[cum[a] : cum[b]]
-                local = torch.from_numpy(np.repeat(np.arange(B), lens[a:b])).to(dev)
-                pos = torch.from_numpy(
-                    np.arange(len(r)) - np.repeat(cum[a:b] - cum[a], lens[a:b])
-                ).to(dev)
-                Xa = torch.zeros(B, nmax, p, dtype=dtype, device=dev)
-                if d:
-                    Xa[local, pos, :d] = torch.from_numpy(tasks.X[r]).to(dev, dtype)
-                if fit_intercept:
-                    Xa[local, pos, d] = 1.0
-                yb = torch.zeros(B, nmax, dtype=dtype, device=dev)
-                yb[local, pos] = torch.from_numpy(tasks.y[r]).to(dev, dtype)
-                sb = torch.zeros(B, nmax, dtype=dtype, device=dev)
-                w = np.full(len(r), float(C)) if tasks.sw is None else float(C) * tasks.sw[r]
-                sb[local, pos] = torch.from_numpy(w).to(dev, dtype)
 
-                theta, conv, its = _newton_chunk(Xa, yb, sb, pen, max_iter=int(max_iter), tol=tol)
-                theta = theta.to("cpu", torch.float64).numpy()
-                ids = order[a:b]
-                coef[ids] = theta[:, :d]
-                intercept[ids] = theta[:, d] if fit_intercept else 0.0
-                converged[ids] = conv.cpu().numpy()
-                n_iter[ids] = its.cpu().numpy()
-                if bar is not None:
-                    bar.update(B)
+        def solve(a: int, b: int) -> int:
+            B, nmax = b - a, int(lens[b - 1])
+            r = rows[cum[a] : cum[b]]
+            local = torch.from_numpy(np.repeat(np.arange(B), lens[a:b])).to(dev)
+            pos = torch.from_numpy(np.arange(len(r)) - np.repeat(cum[a:b] - cum[a], lens[a:b]))
+            pos = pos.to(dev)
+            Xa = torch.zeros(B, nmax, p, dtype=dtype, device=dev)
+            if d:
+                Xa[local, pos, :d] = torch.from_numpy(tasks.X[r]).to(dev, dtype)
+            if fit_intercept:
+                Xa[local, pos, d] = 1.0
+            yb = torch.zeros(B, nmax, dtype=dtype, device=dev)
+            yb[local, pos] = torch.from_numpy(tasks.y[r]).to(dev, dtype)
+            sb = torch.zeros(B, nmax, dtype=dtype, device=dev)
+            w = np.full(len(r), float(C)) if tasks.sw is None else float(C) * tasks.sw[r]
+            sb[local, pos] = torch.from_numpy(w).to(dev, dtype)
+
+            theta, conv, its = _newton_chunk(Xa, yb, sb, pen, max_iter=int(max_iter), tol=tol)
+            theta = theta.to("cpu", torch.float64).numpy()
+            ids = order[a:b]  # chunks are disjoint, so workers never write the same rows
+            coef[ids] = theta[:, :d]
+            intercept[ids] = theta[:, d] if fit_intercept else 0.0
+            converged[ids] = conv.cpu().numpy()
+            n_iter[ids] = its.cpu().numpy()
+            return B
+
+        on_cpu = dev == "cpu"
+        old_threads = torch.get_num_threads()
+        n_threads = old_threads if num_threads is None else int(num_threads)
+        workers = min(n_threads, len(chunk_list)) if on_cpu else 1
+        try:
+            if workers > 1:
+                # On the CPU, chunks run in parallel Python threads, each with a
+                # single-threaded torch: no per-op thread barriers, which keeps
+                # the solver fast on cores shared with other busy processes.
+                torch.set_num_threads(1)
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    futures = [pool.submit(solve, a, b) for a, b in chunk_list]
+                    for fut in as_completed(futures):
+                        done_tasks = fut.result()
+                        if bar is not None:
+                            bar.update(done_tasks)
+            else:
+                if on_cpu:
+                    torch.set_num_threads(n_threads)
+                for a, b in chunk_list:
+                    done_tasks = solve(a, b)
+                    if bar is not None:
+                        bar.update(done_tasks)
         finally:
-            if num_threads is not None:
-                torch.set_num_threads(old_threads)
+            torch.set_num_threads(old_threads)
             if bar is not None:
                 bar.close()
         for t in vidx[~converged[vidx]]:

@@ -264,7 +264,8 @@ def fit_many(tasks: TaskCollection | Sequence[Task], model: str | type | Any = "
     min_rows, min_per_class : tasks below these get a status instead of a model.
     cv : folds of the internal held-out log-loss estimate (0 or 1 disables it).
     device : batched solver device ("auto", "cpu", "cuda", ...).
-    model_kwargs : estimator parameters (e.g. ``penalty="l1"``, ``outer_bags=4``).
+    model_kwargs : estimator parameters (e.g. ``penalty="l1"``, ``outer_bags=4``). The
+        batched solver uses only ``C``; it runs its own Newton iterations and tolerance.
 
     Returns
     -------

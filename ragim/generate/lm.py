@@ -1,0 +1,401 @@
+"""LMGenerator: a (LoRA-fine-tuned) causal language model that writes model parameters.
+
+For a target description the generator retrieves the ``k`` most similar indexed
+tasks, renders the prompt of :mod:`ragim.lm.prompts` (description, parameter
+layout with units, neighbours with their fitted parameters as JSON) and decodes
+the answer with :func:`ragim.lm.constrained.generate_json_numbers`, which forces
+the JSON skeleton and lets the model choose only the numbers. The answer is
+parsed into :class:`~ragim.params.ModelParams` over the index's schema.
+
+* **Zero SFT works.** An unfitted generator loads its base model on first use,
+  so the untrained model can be compared with a fine-tuned one.
+* **Fine-tuning** is behaviour cloning with LoRA (:func:`ragim.train.train_sft`,
+  or :meth:`LMGenerator.fit`).
+* **Provenance.** The LM has no attention weights we can trust as attributions,
+  so ``provenance`` lists the neighbours that were *in the prompt* with weights
+  proportional to ``max(similarity, 0)`` (``provenance_weights="similarity"``,
+  the default; uniform when every similarity is <= 0) or ``1/k``
+  (``"uniform"``). Neighbours dropped to fit the context are not listed.
+* **Parse failures** cannot happen with constrained decoding; if one does it is
+  counted in ``parse_failures_`` and raised as :class:`~ragim.errors.GenerationError`.
+
+Saved generators are artifact directories (``ragim.lm-generator``): ``config.json``
+(the :class:`LMConfig` plus the base model's identity), ``adapter/`` (the LoRA
+adapter in peft's own format, never the base weights) and ``state.json``.
+
+Examples
+--------
+>>> from ragim import TaskIndex, datasets
+>>> tasks = datasets.synthetic_family(n_tasks=8, n_features=2, seed=0)
+>>> index = TaskIndex.build(tasks, embedder="hashing", progress=False)
+>>> gen = LMGenerator(base_model="tiny", k=2, device="cpu")
+>>> p = gen.generate_params(tasks.descriptions[0], index, exclude=[tasks.ids[0]])
+>>> p.metadata["generator"], len(p.metadata["provenance"])
+('lm', 2)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ragim.errors import ArtifactError, GenerationError, ValidationError
+from ragim.generate.base import Generator, provenance_records, register_generator
+from ragim.params import ModelParams, param_names
+from ragim.tasks import Task
+
+FORMAT = "ragim.lm-generator"
+_WEIGHTINGS = ("similarity", "uniform")
+
+
+@dataclass
+class LMConfig:
+    """Base model, retrieval, decoding and LoRA settings of an :class:`LMGenerator`."""
+
+    base_model: str = field(default="smollm2-135m", metadata={"help": "'smollm2-135m', 'tiny', a local model directory or a hub id"})
+    k: int = field(default=5, metadata={"help": "neighbours retrieved into each prompt"})
+    decimals: int = field(default=2, metadata={"help": "decimal places of numbers in prompts and answers (0-3)"})
+    max_abs: float = field(default=20.0, metadata={"help": "largest |parameter| shown or generated (values are clipped)"})
+    temperature: float = field(default=0.0, metadata={"help": "0 = greedy; > 0 samples the numbers"})
+    top_p: float = field(default=0.95, metadata={"help": "nucleus mass when sampling"})
+    num_candidates: int = field(default=1, metadata={"help": "answers decoded per query (generate_candidates)"})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input during training"})
+    target_modules: tuple[str, ...] = field(
+        default=("q_proj", "k_proj", "v_proj", "o_proj"),
+        metadata={"help": "modules that get LoRA adapters (Llama attention projections by default)"},
+    )
+    device: str = field(default="auto", metadata={"help": "'auto', 'cpu' or 'cuda[:N]' (resolved when the model loads)"})
+    seed: int = field(default=0, metadata={"help": "sampling seed (and the initialisation seed of the 'tiny' model)"})
+    max_prompt_tokens: int | None = field(
+        default=None, metadata={"help": "cap on prompt tokens (default: the model's context minus room for the answer)"}
+    )
+    provenance_weights: str = field(default="similarity", metadata={"help": "'similarity' or 'uniform' provenance weights"})
+
+    def __post_init__(self):
+        self.target_modules = tuple(self.target_modules)
+        problems = []
+        if not isinstance(self.base_model, str) or not self.base_model.strip():
+            problems.append(f"base_model must be a non-empty string, got {self.base_model!r}")
+        for name in ("k", "lora_r", "lora_alpha", "num_candidates", "seed"):
+            v = getattr(self, name)
+            lo = 1 if name in ("lora_r", "lora_alpha", "num_candidates") else 0
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                problems.append(f"{name} must be an integer >= {lo}, got {v!r}")
+        if isinstance(self.decimals, bool) or not isinstance(self.decimals, int) or not 0 <= self.decimals <= 3:
+            problems.append(f"decimals must be an integer in 0..3, got {self.decimals!r}")
+        if not (isinstance(self.max_abs, int | float) and math.isfinite(self.max_abs) and 0 < self.max_abs < 1000):
+            problems.append(f"max_abs must be a number in (0, 1000), got {self.max_abs!r}")
+        if not (isinstance(self.temperature, int | float) and math.isfinite(self.temperature) and self.temperature >= 0):
+            problems.append(f"temperature must be >= 0, got {self.temperature!r}")
+        if not (isinstance(self.top_p, int | float) and 0 < self.top_p <= 1):
+            problems.append(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not (isinstance(self.lora_dropout, int | float) and 0 <= self.lora_dropout < 1):
+            problems.append(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+        if not self.target_modules or not all(isinstance(m, str) and m for m in self.target_modules):
+            problems.append(f"target_modules must be non-empty module names, got {self.target_modules!r}")
+        if self.max_prompt_tokens is not None and (not isinstance(self.max_prompt_tokens, int) or self.max_prompt_tokens < 16):
+            problems.append(f"max_prompt_tokens must be None or an integer >= 16, got {self.max_prompt_tokens!r}")
+        if self.provenance_weights not in _WEIGHTINGS:
+            problems.append(f"provenance_weights must be one of {list(_WEIGHTINGS)}, got {self.provenance_weights!r}")
+        if problems:
+            raise ValidationError("invalid LMConfig:", problems)
+
+
+def _json_safe(obj: Any) -> Any:
+    """Replace non-finite floats (NaN grad norms, ...) by None so the history saves as JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+@register_generator("lm")
+class LMGenerator(Generator):
+    """Language-model generator (see the module docstring).
+
+    Parameters
+    ----------
+    config : :class:`LMConfig`; keyword overrides are accepted too
+        (``LMGenerator(base_model="tiny", k=3)``).
+
+    Attributes
+    ----------
+    model_, tokenizer_ : the causal LM (a ``peft.PeftModel`` once fine-tuned or loaded) and
+        its tokenizer; None until first use.
+    history_ : the trainer's log history (train ``loss`` and ``eval_loss`` entries).
+    parse_failures_ : answers that did not parse (expected: always 0).
+    n_trainable_params_, train_seconds_ : LoRA parameter count and SFT wall time.
+    """
+
+    def __init__(self, config: LMConfig | None = None, **overrides: Any):
+        cfg = config or LMConfig()
+        self.config = LMConfig(**{**asdict(cfg), **overrides})
+        self.model_ = None
+        self.tokenizer_ = None
+        self.index_ = None
+        self.history_: list[dict] = []
+        self.parse_failures_ = 0
+        self.fine_tuned_ = False
+        self.model_kind_: str | None = None
+        self.schema_ = None
+        self.param_names_: list[str] | None = None
+        self.embedder_identity_: dict | None = None
+        self.n_trainable_params_ = 0
+        self.train_seconds_ = 0.0
+        self.train_task_ids_: list[str] = []
+        self.val_task_ids_: list[str] = []
+
+    # ------------------------------------------------------------------ model
+    def load_model(self):
+        """Load the base model and tokenizer now (otherwise done on first use); returns ``(model, tokenizer)``."""
+        if self.model_ is None or self.tokenizer_ is None:
+            from ragim.lm.base_models import load_base_model
+
+            self.model_, self.tokenizer_ = load_base_model(
+                self.config.base_model, device=self.config.device, seed=self.config.seed
+            )
+        return self.model_, self.tokenizer_
+
+    def lora_config(self):
+        """The ``peft.LoraConfig`` this generator trains (task type CAUSAL_LM)."""
+        from peft import LoraConfig
+
+        c = self.config
+        return LoraConfig(task_type="CAUSAL_LM", r=c.lora_r, lora_alpha=c.lora_alpha,
+                          lora_dropout=c.lora_dropout, target_modules=list(c.target_modules), bias="none")
+
+    def prompt_limit(self, n_keys: int) -> int:
+        """Tokens available for prompt plus answer (see :func:`ragim.lm.prompts.build_prompt`)."""
+        from ragim.lm.prompts import answer_room, context_length
+
+        model, tok = self.load_model()
+        limit = context_length(tok, model)
+        if self.config.max_prompt_tokens is not None:
+            limit = min(limit, self.config.max_prompt_tokens + answer_room(n_keys))
+        return limit
+
+    def fit(self, index, **sft_kwargs: Any) -> LMGenerator:
+        """Fine-tune with LoRA on ``index`` (:func:`ragim.train.train_sft` with this config); returns self."""
+        from ragim.train.sft import train_sft
+
+        if self.model_ is not None and self.fine_tuned_:
+            raise ValidationError("this LMGenerator is already fine-tuned; create a new one to train again")
+        fitted = train_sft(index, generator_config=self.config, **sft_kwargs)
+        self.__dict__.update(fitted.__dict__)
+        return self
+
+    # ------------------------------------------------------------------ generation
+    def _check_index(self, index) -> None:
+        if self.param_names_ is None:
+            return  # the untrained base model works with any index
+        names = param_names(index.model, index.schema)
+        if index.model != self.model_kind_ or names != self.param_names_:
+            raise ValidationError(
+                f"the index ({index.model}, {len(names)} params) does not match the generator "
+                f"({self.model_kind_}, {len(self.param_names_)} params); use the index it was trained on"
+            )
+        if self.embedder_identity_ is not None:
+            from ragim.embed import check_identity
+
+            check_identity(self.embedder_identity_, index.embedder)
+
+    def _weights(self, hits) -> list[float]:
+        if not hits:
+            return []
+        sims = [max(float(h.score), 0.0) for h in hits]
+        if self.config.provenance_weights == "similarity" and sum(sims) > 0:
+            return [s / sum(sims) for s in sims]
+        return [1.0 / len(hits)] * len(hits)
+
+    def generate_candidates(self, query: str | Task | Sequence[str | Task], index=None, *, k: int | None = None,
+                            exclude=None, num_candidates: int | None = None, temperature: float | None = None,
+                            top_p: float | None = None) -> list[ModelParams] | list[list[ModelParams]]:
+        """``num_candidates`` generated parameter sets per query (a list; a list of lists for a batch).
+
+        Every candidate carries ``metadata``: ``source="generated"``, ``generator="lm"``,
+        ``provenance`` (the neighbours in the prompt), ``candidates`` (n), ``candidate``
+        (its position), ``logprob`` (the model's log-probability of its free choices),
+        ``k`` and ``prompt_tokens``. Sampling is seeded by ``config.seed`` per call.
+        """
+        from ragim.lm.prompts import build_prompt
+
+        index = self._resolve_index(index)
+        self._check_index(index)
+        cfg = self.config
+        k = cfg.k if k is None else k
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise ValidationError(f"k must be an integer >= 0, got {k!r}")
+        n = cfg.num_candidates if num_candidates is None else num_candidates
+        temp = cfg.temperature if temperature is None else temperature
+        top_p = cfg.top_p if top_p is None else top_p
+        LMConfig(**{**asdict(cfg), "num_candidates": n, "temperature": temp, "top_p": top_p})  # validates
+        vecs, items, single = index.embed_queries(query)
+        k = min(k, len(index))
+        hits = index.search_vectors(vecs, k, exclude=exclude) if k > 0 else [[] for _ in items]
+        model, tok = self.load_model()
+        model.eval()
+        names = param_names(index.model, index.schema)
+        limit = self.prompt_limit(len(names))
+        rng = torch.Generator().manual_seed(cfg.seed)
+        out = []
+        for item, hs in zip(items, hits, strict=True):
+            desc = item.description if isinstance(item, Task) else item
+            hs = sorted(hs, key=lambda h: -float(h.score))
+            messages, _, kept = build_prompt(desc, hs, index.schema, index.model, tok, max_tokens=limit,
+                                             decimals=cfg.decimals, max_abs=cfg.max_abs)
+            used = hs[:kept]
+            meta = {"source": "generated", "generator": "lm", "k": kept,
+                    "provenance": provenance_records(used, self._weights(used)), "candidates": n,
+                    "base_model": cfg.base_model, "fine_tuned": self.fine_tuned_}
+            if isinstance(item, Task):
+                meta["task_id"] = item.task_id
+            out.append(self._decode(model, tok, messages, names, index, desc, meta, n, temp, top_p, rng))
+        return out[0] if single else out
+
+    def _decode(self, model, tok, messages, names, index, desc, meta, n, temp, top_p, rng) -> list[ModelParams]:
+        from ragim.lm.constrained import generate_json_numbers, parse_json_numbers
+
+        cfg = self.config
+        ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                      return_dict=True)["input_ids"]
+        try:
+            results = generate_json_numbers(model, tok, ids, names, max_abs=cfg.max_abs,
+                                            max_frac_digits=cfg.decimals, temperature=float(temp),
+                                            top_p=float(top_p), num_candidates=n, generator=rng)
+        except GenerationError as exc:
+            self.parse_failures_ += 1
+            raise GenerationError(f"the LM's answer for {desc[:80]!r} did not parse: {exc}") from exc
+        out = []
+        for i, r in enumerate(results):
+            try:
+                values = parse_json_numbers(r.text, names, max_abs=cfg.max_abs)
+                p = ModelParams.from_dict(index.model, index.schema, values, metadata={
+                    **meta, "candidate": i, "logprob": round(float(r.logprob), 6),
+                    "prompt_tokens": int(ids.shape[1]), "answer_tokens": int(r.n_tokens)})
+            except (GenerationError, ValidationError) as exc:
+                self.parse_failures_ += 1
+                raise GenerationError(
+                    f"the LM's answer for {desc[:80]!r} is not a valid {index.model} model: {exc}\n"
+                    f"answer: {r.text[:300]}"
+                ) from exc
+            out.append(p)
+        return out
+
+    def generate_params(self, query: str | Task | Sequence[str | Task], index=None, *, k: int | None = None,
+                        exclude=None, num_candidates: int | None = None,
+                        temperature: float | None = None) -> ModelParams | list[ModelParams]:
+        """Generated parameters for one query (a list for a batch).
+
+        With ``num_candidates > 1`` the candidate with the highest model log-probability is
+        returned (its ``metadata["candidates"]`` says how many were drawn); use
+        :meth:`generate_candidates` to get them all.
+        """
+        cands = self.generate_candidates(query, index, k=k, exclude=exclude, num_candidates=num_candidates,
+                                         temperature=temperature)
+        single = isinstance(query, str | Task)
+        groups = [cands] if single else cands
+        best = [max(g, key=lambda p: p.metadata["logprob"]) for g in groups]
+        return best[0] if single else best
+
+    # ------------------------------------------------------------------ persistence
+    def _ensure_adapter(self):
+        """The model as a PeftModel: an untrained generator gets a fresh (zero-effect) LoRA adapter."""
+        from peft import PeftModel, get_peft_model
+
+        model, _ = self.load_model()
+        if not isinstance(model, PeftModel):
+            model = get_peft_model(model, self.lora_config())
+            model.eval()
+            self.model_ = model
+        return model
+
+    def save(self, path: str | Path) -> Path:
+        """Save as an artifact: ``config.json``, ``state.json`` and the LoRA ``adapter/`` (peft format)."""
+        from ragim.io import json_bytes, write_artifact
+        from ragim.lm.base_models import base_model_identity
+
+        model = self._ensure_adapter()
+        cfg = asdict(self.config)
+        cfg["target_modules"] = list(cfg["target_modules"])
+        config = {**cfg, "base_model_identity": base_model_identity(self.config.base_model, seed=self.config.seed)}
+        state = {
+            "model_kind": self.model_kind_, "param_names": self.param_names_,
+            "schema": None if self.schema_ is None else self.schema_.to_dict(),
+            "embedder": self.embedder_identity_, "history": _json_safe(self.history_),
+            "fine_tuned": self.fine_tuned_, "n_trainable_params": int(self.n_trainable_params_),
+            "train_seconds": float(self.train_seconds_), "train_task_ids": list(self.train_task_ids_),
+            "val_task_ids": list(self.val_task_ids_),
+        }
+
+        def write_adapter(target: Path) -> None:
+            model.save_pretrained(str(target), safe_serialization=True, save_embedding_layers=False)
+
+        return write_artifact(path, FORMAT, {"config.json": json_bytes(config), "state.json": json_bytes(state),
+                                             "adapter": write_adapter})
+
+    save_pretrained = save
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str | None = None) -> LMGenerator:
+        """Open a saved generator: checksums are verified, then the base model is loaded and the adapter applied."""
+        from peft import PeftModel
+
+        from ragim.io import read_artifact
+        from ragim.lm.base_models import base_model_identity, load_base_model
+        from ragim.schema import FeatureSchema
+
+        art = read_artifact(path, FORMAT)
+        try:
+            raw = dict(art.read_json("config.json"))
+            stored_ident = raw.pop("base_model_identity", None) or {}
+            cfg = LMConfig(**raw)
+            if device is not None:
+                cfg.device = device
+            state = art.read_json("state.json")
+            adapter_dir = art.file("adapter/adapter_config.json").parent
+            art.file("adapter/adapter_model.safetensors")
+            gen = cls(cfg)
+            gen.model_kind_, gen.param_names_ = state["model_kind"], state["param_names"]
+            gen.schema_ = None if state["schema"] is None else FeatureSchema.from_dict(state["schema"])
+            gen.embedder_identity_, gen.history_ = state["embedder"], state.get("history", [])
+            gen.fine_tuned_ = bool(state.get("fine_tuned", False))
+            gen.n_trainable_params_ = int(state.get("n_trainable_params", 0))
+            gen.train_seconds_ = float(state.get("train_seconds", 0.0))
+            gen.train_task_ids_ = list(state.get("train_task_ids", []))
+            gen.val_task_ids_ = list(state.get("val_task_ids", []))
+        except (TypeError, KeyError, AttributeError, ValidationError) as exc:
+            raise ArtifactError(f"{path}: not a valid LM generator ({exc})") from exc
+        now = base_model_identity(cfg.base_model, seed=cfg.seed)
+        if stored_ident.get("sha256_16") and now.get("sha256_16") and stored_ident["sha256_16"] != now["sha256_16"]:
+            raise ArtifactError(
+                f"{path}: the adapter was trained on base model {stored_ident.get('name')!r} "
+                f"(sha256 {stored_ident['sha256_16']}), but {cfg.base_model!r} now resolves to a different model "
+                f"(sha256 {now['sha256_16']}); install the original base model"
+            )
+        base, tok = load_base_model(cfg.base_model, device=cfg.device, seed=cfg.seed)
+        try:
+            model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise ArtifactError(f"{path}: the adapter in {adapter_dir} cannot be applied to {cfg.base_model!r} ({exc})") from exc
+        model.eval()
+        gen.model_, gen.tokenizer_ = model, tok
+        return gen
+
+    from_pretrained = load
+
+    def __repr__(self) -> str:
+        state = "fine-tuned" if self.fine_tuned_ else "base model"
+        return f"LMGenerator(base_model={self.config.base_model!r}, k={self.config.k}, {state})"
+
+
+__all__ = ["FORMAT", "LMConfig", "LMGenerator"]

@@ -1,0 +1,283 @@
+"""Prompt and answer format of the LM generator.
+
+A prompt is a chat (``system`` + ``user``) rendered with the tokenizer's own
+chat template and ``add_generation_prompt=True``. The user message holds, in
+this order:
+
+1. the target task's description;
+2. the model family and its parameter layout: for logistic regression one line
+   per design term with its unit (``age (years, per SD): age at examination``,
+   ``cp[asymptomatic] (0/1): chest-pain type``, ``chol__missing (0/1, 1 = chol
+   missing)``); for a GAM one line per feature listing its bins;
+3. the retrieved neighbours, most similar first, each with its description, its
+   similarity and its fitted parameters as name-keyed JSON
+   (:func:`~ragim.lm.constrained.format_json_numbers`, ``decimals`` places);
+4. the instruction to answer with one JSON object, keys in schema order.
+
+The answer (the SFT target, and what constrained decoding emits) is exactly
+``format_json_numbers(params.as_dict(), params.names, decimals)``: the keys are
+``["intercept", *schema.design_names]`` (logistic) or
+``["intercept", *schema.gam_names]`` (GAM), in that order.
+
+The prompt must fit the model's context together with the answer (about eight
+tokens per key are reserved). When it does not, the least similar neighbours are
+dropped first; the schema is never truncated. If even a prompt without
+neighbours does not fit, :class:`~ragim.errors.ValidationError` is raised.
+See ``docs/lm_format.md`` for a rendered example.
+
+Examples
+--------
+>>> import pandas as pd
+>>> from ragim.lm import load_base_model
+>>> from ragim.params import ModelParams
+>>> from ragim.schema import FeatureSchema
+>>> X = pd.DataFrame({"age": [40.0, 60.0, 80.0]})
+>>> schema = FeatureSchema.infer(X, units={"age": "years"}).fit(X)
+>>> _, tok = load_base_model("tiny", device="cpu")
+>>> messages, text, kept = build_prompt("Predict stroke.", [], schema, "logistic", tok)
+>>> "age (years, per SD)" in text, kept
+(True, 0)
+>>> answer_text(ModelParams.from_dict("logistic", schema, {"intercept": -1.234, "age": 0.5}))
+'{"intercept": -1.234, "age": 0.5}'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ragim.errors import ValidationError
+from ragim.lm.constrained import format_json_numbers
+from ragim.params import ModelParams, param_names
+from ragim.schema import FeatureSchema
+
+SYSTEM_PROMPT = (
+    "You write interpretable clinical prediction models. Given a target prediction task and "
+    "similar tasks with their fitted models, you answer with the parameters (log-odds) of the "
+    "target task's model as one JSON object, and nothing else."
+)
+#: tokens reserved per answer key (key text, number, separators), plus a fixed margin
+ANSWER_TOKENS_PER_KEY = 8
+ANSWER_MARGIN = 16
+#: context assumed when neither the tokenizer nor the model states a usable one
+DEFAULT_CONTEXT = 8192
+
+
+def context_length(tokenizer, model=None) -> int:
+    """The usable context in tokens: the smaller of the tokenizer's ``model_max_length``
+    and the model config's ``max_position_embeddings`` (ignoring the "unbounded"
+    sentinel values tokenizers use); :data:`DEFAULT_CONTEXT` when neither is known.
+
+    Examples
+    --------
+    >>> from ragim.lm import load_base_model
+    >>> model, tok = load_base_model("tiny", device="cpu")
+    >>> context_length(tok, model)
+    4096
+    """
+    limits = []
+    tml = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tml, int) and 0 < tml < 10_000_000:
+        limits.append(tml)
+    cfg = getattr(model, "config", None)
+    mpe = getattr(cfg, "max_position_embeddings", None)
+    if isinstance(mpe, int) and mpe > 0:
+        limits.append(mpe)
+    return min(limits) if limits else DEFAULT_CONTEXT
+
+
+def answer_room(n_keys: int) -> int:
+    """Tokens reserved for an answer with ``n_keys`` keys."""
+    return ANSWER_TOKENS_PER_KEY * n_keys + ANSWER_MARGIN
+
+
+def answer_text(params: ModelParams, decimals: int = 3, *, max_abs: float = 20.0) -> str:
+    """The canonical answer for ``params``: name-keyed JSON in schema order.
+
+    Values are clipped to ``[-max_abs, max_abs]`` and rounded to ``decimals`` places.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> X = pd.DataFrame({"x": [0.0, 1.0, 2.0]})
+    >>> s = FeatureSchema.infer(X).fit(X)
+    >>> answer_text(ModelParams.from_dict("logistic", s, {"intercept": 0.25, "x": -1.0}), 2)
+    '{"intercept": 0.25, "x": -1}'
+    """
+    if not isinstance(params, ModelParams):
+        raise ValidationError(f"answer_text needs ModelParams, got {type(params).__name__}")
+    return format_json_numbers(params.as_dict(), params.names, decimals=decimals, max_abs=max_abs)
+
+
+def _unit_hint(unit: str, *parts: str) -> str:
+    bits = [b for b in (unit, *parts) if b]
+    return f" ({', '.join(bits)})" if bits else ""
+
+
+def schema_lines(schema: FeatureSchema, kind: str) -> list[str]:
+    """One line per design term (logistic) or per feature (GAM), with units and descriptions.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> X = pd.DataFrame({"age": [40.0, None, 80.0]})
+    >>> s = FeatureSchema.infer(X, units={"age": "years"}).fit(X)
+    >>> schema_lines(s, "logistic")
+    ['- age (years, per SD)', '- age__missing (0/1, 1 = age missing)']
+    """
+    if not isinstance(schema, FeatureSchema) or not schema.is_fitted:
+        raise ValidationError("build_prompt needs a fitted FeatureSchema")
+    param_names(kind, schema)  # validates kind
+    lines = []
+    if kind == "logistic":
+        described: set[str] = set()
+        for col in schema.design_columns:
+            f = schema[col.feature]
+            if col.role == "missing":
+                lines.append(f"- {col.name} (0/1, 1 = {f.name} missing)")
+                continue
+            if col.role == "category":
+                hint = " (0/1)"
+            elif f.type == "continuous":
+                hint = _unit_hint(f.unit, "per SD")
+            else:
+                hint = _unit_hint(f.unit, "0/1")
+            desc = f": {f.description}" if f.description and f.name not in described else ""
+            described.add(f.name)
+            lines.append(f"- {col.name}{hint}{desc}")
+    else:
+        for f in schema.features:
+            desc = f"; {f.description}" if f.description else ""
+            names = ", ".join(f"{f.name}[{lab}]" for lab in schema.bin_labels(f.name))
+            lines.append(f"- {f.name}{_unit_hint(f.unit)}{desc}: one score per bin: {names}")
+    return lines
+
+
+def _layout_text(schema: FeatureSchema, kind: str) -> str:
+    if kind == "logistic":
+        head = (
+            "Model: logistic regression. Parameters: \"intercept\" and one coefficient (log-odds) per "
+            "design term below. Continuous features are standardised (a coefficient is per SD); "
+            "indicators are 0/1."
+        )
+    else:
+        head = (
+            "Model: generalised additive model. Parameters: \"intercept\" and one log-odds score per "
+            "bin of each feature below."
+        )
+    return head + "\nDesign terms:\n" + "\n".join(schema_lines(schema, kind))
+
+
+def _neighbor_block(i: int, nb: Any, names: list[str], decimals: int, max_abs: float) -> str:
+    values = nb.params.as_dict()
+    if list(values) != names:
+        raise ValidationError(
+            f"neighbour {nb.task_id!r} has {len(values)} parameters whose names do not match the "
+            f"prompt's layout ({len(names)} names); neighbours must come from the same index"
+        )
+    js = format_json_numbers(values, names, decimals=decimals, max_abs=max_abs)
+    return f"{i}. {nb.description} (similarity {float(nb.score):.3f})\n{js}"
+
+
+def _user_content(description: str, layout: str, blocks: list[str]) -> str:
+    parts = [f"Target task: {description.strip()}", layout]
+    if blocks:
+        parts.append("Similar tasks and their fitted models (most similar first):\n" + "\n".join(blocks))
+    else:
+        parts.append("No similar tasks are available.")
+    parts.append(
+        "Answer with the target task's parameters as one JSON object, with every key above "
+        "(\"intercept\" first, then the terms in the order listed)."
+    )
+    return "\n\n".join(parts)
+
+
+def _messages(description: str, layout: str, blocks: list[str]) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": _user_content(description, layout, blocks)},
+    ]
+
+
+def _n_tokens(tokenizer, messages) -> int:
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+    return len(ids["input_ids"])
+
+
+def build_prompt(
+    description: str,
+    neighbors: Sequence[Any],
+    schema: FeatureSchema,
+    kind: str,
+    tokenizer,
+    *,
+    max_tokens: int | None = None,
+    decimals: int = 3,
+    max_abs: float = 20.0,
+) -> tuple[list[dict[str, str]], str, int]:
+    """Build the chat prompt for one target task.
+
+    Parameters
+    ----------
+    description : the target task's description.
+    neighbors : retrieved :class:`~ragim.index.Neighbor` objects (any objects with
+        ``task_id``, ``description``, ``score`` and ``params``); they are shown most
+        similar first.
+    schema, kind : the fitted schema and model family ("logistic" or "gam") of the answer.
+    tokenizer : a tokenizer with a chat template.
+    max_tokens : the context available for prompt plus answer; default
+        :func:`context_length` of the tokenizer. The answer needs
+        :func:`answer_room` tokens of it.
+    decimals, max_abs : rounding and clipping of the neighbours' parameters.
+
+    Returns
+    -------
+    (messages, text, n_neighbors_kept)
+        The chat messages, the rendered prompt text (generation prompt included) and
+        how many of the most similar neighbours fitted.
+
+    Raises
+    ------
+    ValidationError
+        When the prompt without any neighbour already leaves no room for the answer.
+    """
+    if not isinstance(description, str) or not description.strip():
+        raise ValidationError("the target description is empty; give a task description")
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ValidationError("the tokenizer has no chat template; set tokenizer.chat_template first")
+    names = param_names(kind, schema)
+    layout = _layout_text(schema, kind)
+    ordered = sorted(neighbors, key=lambda nb: -float(nb.score))
+    blocks = [_neighbor_block(i + 1, nb, names, decimals, max_abs) for i, nb in enumerate(ordered)]
+    limit = int(max_tokens) if max_tokens is not None else context_length(tokenizer)
+    budget = limit - answer_room(len(names))
+    base = _n_tokens(tokenizer, _messages(description, layout, []))
+    if base > budget:
+        raise ValidationError(
+            f"the prompt without neighbours needs {base} tokens, but only {budget} of the "
+            f"{limit}-token context are left after reserving {answer_room(len(names))} for the answer "
+            f"({len(names)} parameters); use a model with a longer context or fewer features"
+        )
+    # Estimate each block's cost once, then confirm the estimate on the rendered prompt.
+    keep, used = 0, base
+    for block in blocks:
+        cost = len(tokenizer.encode("\n" + block, add_special_tokens=False)) + 2
+        if used + cost > budget:
+            break
+        used += cost
+        keep += 1
+    while keep > 0 and _n_tokens(tokenizer, _messages(description, layout, blocks[:keep])) > budget:
+        keep -= 1
+    messages = _messages(description, layout, blocks[:keep])
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return messages, text, keep
+
+
+__all__ = [
+    "SYSTEM_PROMPT",
+    "answer_room",
+    "answer_text",
+    "build_prompt",
+    "context_length",
+    "schema_lines",
+]

@@ -1,0 +1,42 @@
+"""Training of the LM generator on TRL + peft.
+
+Functions are imported on first use (TRL is heavy). To add one, map its name to
+its module in ``_FUNCTIONS``.
+
+>>> from ragim import train
+>>> callable(train.train_sft)
+True
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+#: public name -> module that defines it
+_FUNCTIONS = {
+    "train_sft": "ragim.train.sft",
+    "build_sft_dataset": "ragim.train.sft",
+    "train_reward_model": "ragim.train.reward",
+    "train_grpo": "ragim.train.rl",
+    "train_dpo": "ragim.train.rl",
+}
+
+
+
+def _available(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+__all__ = sorted(name for name, module in _FUNCTIONS.items() if _available(module))
+
+
+def __getattr__(name: str):
+    module = _FUNCTIONS.get(name)
+    if module is None or not _available(module):
+        raise AttributeError(f"module 'ragim.train' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
