@@ -395,7 +395,8 @@ class TaskIndex:
                 self._id_to_row = {r["task_id"]: i for i, r in enumerate(self._records)}
             files: dict[str, Any] = {
                 "config.json": json_bytes({**asdict(self.config), "embedder": self.embedder.identity,
-                                           "n_tasks": len(self), "param_names": param_names(self.model, self.schema)}),
+                                           "n_tasks": len(self), "param_names": param_names(self.model, self.schema),
+                                           "ids_sha256": _ids_digest(r["task_id"] for r in self._records)}),
                 "schema.json": json_bytes(self.schema.to_dict()),
                 "records.jsonl": jsonl_bytes(self._records),
                 "params.safetensors": st_save({"params": np.ascontiguousarray(self._params)}),
@@ -421,33 +422,77 @@ class TaskIndex:
 
         art = read_artifact(path, FORMAT)
         cfg = art.read_json("config.json")
+        cfg_file = art.path / "config.json"
         try:
+            cfg = dict(cfg)
             identity = cfg.pop("embedder")
             expected_names = cfg.pop("param_names")
             cfg.pop("n_tasks", None)
+            ids_digest = cfg.pop("ids_sha256", None)
             config = IndexConfig(**cfg)
-        except (KeyError, TypeError, ValidationError) as exc:
-            raise ArtifactError(f"{art.path / 'config.json'}: not a valid index configuration ({exc})") from exc
-        emb = embedder_from_identity(identity) if embedder is None else get_embedder(embedder)
+            if not isinstance(identity, dict) or not isinstance(expected_names, list):
+                raise TypeError("'embedder' must be an object and 'param_names' a list")
+        except (KeyError, TypeError, ValueError, ValidationError) as exc:
+            raise ArtifactError(f"{cfg_file}: not a valid index configuration ({exc})") from exc
+        if embedder is None:
+            try:
+                emb = embedder_from_identity(identity)
+            except (ValidationError, KeyError, TypeError, ValueError, OSError) as exc:
+                raise ArtifactError(f"{cfg_file}: the recorded embedder cannot be re-created ({exc})") from exc
+        else:
+            emb = get_embedder(embedder)
         check_identity(identity, emb)
         try:
             schema = FeatureSchema.from_dict(art.read_json("schema.json"))
+            names = param_names(config.model, schema)
         except ValidationError as exc:
             raise ArtifactError(f"{art.path / 'schema.json'}: {exc}") from exc
         records = art.read_jsonl("records.jsonl")
+        problems = _record_problems(records)
+        if problems:
+            raise ArtifactError(f"{art.path / 'records.jsonl'}: not valid index records:\n  - " + "\n  - ".join(problems))
+        if ids_digest is not None and ids_digest != _ids_digest(r["task_id"] for r in records):
+            raise ArtifactError(
+                f"{art.path / 'records.jsonl'}: its task ids are not the ones config.json was saved with; the "
+                "artifact was assembled from different indices"
+            )
         try:
             params = st_load(art.read_bytes("params.safetensors"))["params"]
-        except (SafetensorError, KeyError, ValueError) as exc:
+        except (SafetensorError, KeyError, ValueError, TypeError) as exc:
             raise ArtifactError(f"{art.path / 'params.safetensors'}: not a valid parameter file ({exc})") from exc
+        if params.ndim != 2 or params.dtype.kind != "f" or not np.all(np.isfinite(params)):
+            raise ArtifactError(f"{art.path / 'params.safetensors'}: parameters must be a finite 2-D float array, "
+                                f"got {params.dtype} {params.shape}")
+        if names != expected_names:
+            raise ArtifactError(
+                f"{art.path / 'schema.json'}: its {config.model} parameter layout ({len(names)} names) differs from "
+                f"the param_names in config.json ({len(expected_names)}); the artifact was assembled from different indices"
+            )
+        if params.shape != (len(records), len(names)):
+            raise ArtifactError(
+                f"{art.path / 'params.safetensors'}: shape {params.shape} does not match records.jsonl "
+                f"({len(records)} tasks) and the schema ({len(names)} parameters); the artifact was assembled from "
+                "different indices"
+            )
         store = VectorStore.read(art.file("index.faiss"), factory=config.factory, nprobe=config.nprobe,
                                  ef_search=config.ef_search, device=device)
-        names = param_names(config.model, schema)
-        if names != expected_names or params.shape != (len(records), len(names)) or store.ntotal != len(records):
+        art.check_unchanged("index.faiss")
+        emb_dim = identity.get("dim")
+        if store.ntotal != len(records) or (isinstance(emb_dim, int) and store.dim != emb_dim):
             raise ArtifactError(
-                f"{art.path}: records.jsonl ({len(records)}), params.safetensors {params.shape} and "
-                f"index.faiss ({store.ntotal}) do not agree; the artifact was assembled from different indices"
+                f"{art.path / 'index.faiss'}: holds {store.ntotal} vectors of dimension {store.dim}, but "
+                f"records.jsonl has {len(records)} tasks and the embedder makes {emb_dim}-dimensional vectors; the "
+                "artifact was assembled from different indices"
             )
-        tasks = TaskCollection.load(art.path / "tasks") if "tasks/manifest.json" in art.files else None
+        tasks = None
+        if "tasks/manifest.json" in art.files:
+            tasks = TaskCollection.load(art.path / "tasks")
+            art.check_unchanged("tasks/manifest.json")
+            if tasks.ids != [r["task_id"] for r in records]:
+                raise ArtifactError(
+                    f"{art.path / 'tasks'}: its task ids differ from records.jsonl; the artifact was assembled from "
+                    "different indices"
+                )
         return cls(config, schema, emb, store, records, params, tasks)
 
     from_pretrained = load
@@ -456,6 +501,31 @@ class TaskIndex:
         return (f"TaskIndex({len(self)} tasks, model={self.model!r}, faiss={self.config.factory!r}, "
                 f"embedder={self.embedder.identity.get('name', self.embedder.identity.get('kind'))!r}, "
                 f"gpu={self.store.on_gpu if self.store.ntotal else False})")
+
+
+def _ids_digest(ids: Iterable[str]) -> str:
+    """A short hash of the task ids in row order (binds records.jsonl to config.json)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in ids:
+        h.update(t.encode("utf-8", "surrogatepass") + b"\x00")
+    return h.hexdigest()[:32]
+
+
+def _record_problems(records: list) -> list[str]:
+    problems, seen = [], set()
+    for i, r in enumerate(records):
+        tid = r.get("task_id")
+        if not isinstance(tid, str) or not isinstance(r.get("description"), str) or not isinstance(r.get("metadata"), dict):
+            problems.append(f"line {i + 1} lacks a task_id, description or metadata object")
+        elif tid in seen:
+            problems.append(f"line {i + 1}: duplicate task id {tid!r}")
+        else:
+            seen.add(tid)
+        if len(problems) >= 5:
+            break
+    return problems
 
 
 def _json_safe(d: dict) -> dict:

@@ -26,20 +26,22 @@ Examples
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ragim.errors import ArtifactError
+from ragim.errors import ArtifactError, ValidationError
 
 MANIFEST = "manifest.json"
 _ASIDE = ".ragim-old-"
@@ -66,13 +68,21 @@ def _sha256_file(path: Path) -> str:
 
 def json_bytes(obj: Any) -> bytes:
     """Deterministic, human-readable JSON encoding used for every JSON file."""
-    return (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=False) + "\n").encode()
+    try:
+        return (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=False) + "\n").encode()
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"cannot save: a value is not JSON-safe ({exc}); metadata must hold only "
+                              "strings, finite numbers, booleans, None, lists and dicts") from exc
 
 
 def jsonl_bytes(records: list[Mapping[str, Any]]) -> bytes:
-    return "".join(
-        json.dumps(r, sort_keys=True, allow_nan=False, ensure_ascii=False) + "\n" for r in records
-    ).encode()
+    try:
+        return "".join(
+            json.dumps(r, sort_keys=True, allow_nan=False, ensure_ascii=False) + "\n" for r in records
+        ).encode()
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"cannot save: a record is not JSON-safe ({exc}); metadata must hold only "
+                              "strings, finite numbers, booleans, None, lists and dicts") from exc
 
 
 def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
@@ -119,7 +129,7 @@ def write_artifact(
     tmp.mkdir()
     try:
         for name, source in files.items():
-            if name == MANIFEST or ".." in Path(name).parts or Path(name).is_absolute():
+            if not isinstance(name, str) or name == MANIFEST or ".." in Path(name).parts or Path(name).is_absolute():
                 raise ArtifactError(f"invalid artifact file name {name!r}")
             target = tmp / name
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -152,18 +162,52 @@ def write_artifact(
     return path
 
 
+_SWAP_ATTEMPTS = 50
+
+
 def _swap_into_place(tmp: Path, path: Path) -> None:
-    aside = None
-    if path.exists():
-        aside = path.parent / f"{_ASIDE}{path.name}-{uuid.uuid4().hex[:12]}"
-        os.rename(path, aside)
+    """Rename ``tmp`` to ``path``, moving an existing artifact aside first.
+
+    Another process may save to the same path at the same time: it can move ``path``
+    away, or put its own artifact there, between our two renames. Each such race is
+    retried, so the last writer wins whole; ``path`` is never left missing by a failure
+    here (the moved-aside artifact is put back).
+    """
+    asides: list[Path] = []
+    last: OSError | None = None
     try:
-        os.rename(tmp, path)
-    except OSError:
-        if aside is not None and not path.exists():
-            os.rename(aside, path)
+        for attempt in range(_SWAP_ATTEMPTS):
+            if path.exists() or path.is_symlink():
+                aside = path.parent / f"{_ASIDE}{path.name}-{uuid.uuid4().hex[:12]}"
+                try:
+                    os.rename(path, aside)
+                except FileNotFoundError as exc:  # a concurrent writer moved it first
+                    last = exc
+                    continue
+                asides.append(aside)
+            try:
+                os.rename(tmp, path)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                last = exc  # a concurrent writer put its artifact in place between our renames
+                time.sleep(0.001 * (attempt + 1))
+        else:
+            raise ArtifactError(
+                f"could not move the new artifact into place at {path}: other processes kept replacing it "
+                f"({last}); try the save again"
+            )
+    except BaseException as exc:
+        if asides and not path.exists():
+            try:  # never leave the path missing: put the last moved-aside artifact back
+                os.rename(asides.pop(), path)
+            except OSError:
+                pass
+        if isinstance(exc, OSError) and not isinstance(exc, ArtifactError):
+            raise ArtifactError(f"could not move the new artifact into place at {path}: {exc}") from exc
         raise
-    if aside is not None:
+    for aside in asides:
         shutil.rmtree(aside, ignore_errors=True)
     _fsync_dir(path.parent)
 
@@ -181,25 +225,40 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _mtime(p: Path) -> float:
+    try:
+        return p.stat().st_mtime
+    except OSError:  # removed by a concurrent save in the meantime
+        return -1.0
+
+
 def _recover(path: Path) -> Path:
     """If a save crashed after moving the old artifact aside, return the moved-aside copy."""
     if path.exists():
         return path
-    candidates = sorted(
-        path.parent.glob(f"{_ASIDE}{path.name}-*"), key=lambda p: p.stat().st_mtime, reverse=True
-    )
+    candidates = sorted(path.parent.glob(f"{_ASIDE}{path.name}-*"), key=_mtime, reverse=True)
     for c in candidates:
         if (c / MANIFEST).is_file():
             return c
     raise ArtifactError(f"no artifact at {path}: the directory does not exist")
 
 
+def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 @dataclass
 class Artifact:
-    """A verified artifact directory opened for reading."""
+    """A verified artifact directory opened for reading.
+
+    Every read goes through :meth:`read_bytes`, which returns exactly the bytes that
+    were verified: if a file was replaced after verification (a concurrent save), the
+    read fails with :class:`ArtifactError` instead of mixing two versions.
+    """
 
     path: Path
     manifest: dict
+    verified: dict = field(default_factory=dict, repr=False)
 
     @property
     def files(self) -> dict:
@@ -214,31 +273,74 @@ class Artifact:
         return self.path / name
 
     def read_bytes(self, name: str) -> bytes:
-        return self.file(name).read_bytes()
+        f = self.file(name)
+        try:
+            with open(f, "rb") as fh:
+                sig = _signature(os.fstat(fh.fileno()))
+                data = fh.read()
+        except OSError as exc:
+            raise ArtifactError(f"{f}: cannot be read ({exc}); was the artifact moved or replaced meanwhile?") from exc
+        expected = self.verified.get(name)
+        if expected is not None and sig != expected:
+            entry = self.files[name]
+            if len(data) != entry.get("bytes") or sha256_bytes(data) != entry.get("sha256"):
+                raise ArtifactError(
+                    f"{f}: the file changed after its checksum was verified (a concurrent save to "
+                    f"{self.path}?); load the artifact again"
+                )
+        return data
+
+    def check_unchanged(self, name: str) -> None:
+        """Raise if ``name`` was replaced since verification (for files read by path)."""
+        expected = self.verified.get(name)
+        if expected is None:
+            return
+        try:
+            sig = _signature(os.stat(self.path / name))
+        except OSError as exc:
+            raise ArtifactError(f"{self.path / name}: vanished while loading ({exc})") from exc
+        if sig != expected:
+            raise ArtifactError(
+                f"{self.path / name}: the file changed while loading (a concurrent save to {self.path}?); "
+                "load the artifact again"
+            )
 
     def read_json(self, name: str) -> Any:
         try:
             return json.loads(self.read_bytes(name))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as exc:
             raise ArtifactError(f"{self.path / name}: not valid JSON ({exc})") from exc
 
     def read_jsonl(self, name: str) -> list[dict]:
+        try:
+            text = self.read_bytes(name).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ArtifactError(f"{self.path / name}: not valid UTF-8 text ({exc})") from exc
         out = []
-        for i, line in enumerate(self.read_bytes(name).decode("utf-8").splitlines()):
+        for i, line in enumerate(text.splitlines()):
             if not line.strip():
                 continue
             try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as exc:
+                rec = json.loads(line)
+            except (json.JSONDecodeError, RecursionError, ValueError) as exc:
                 raise ArtifactError(f"{self.path / name}: line {i + 1} is not valid JSON ({exc})") from exc
+            if not isinstance(rec, dict):
+                raise ArtifactError(f"{self.path / name}: line {i + 1} is not a JSON object")
+            out.append(rec)
         return out
 
     def read_npz(self, name: str) -> dict[str, np.ndarray]:
+        data = self.read_bytes(name)
         try:
-            with np.load(io.BytesIO(self.read_bytes(name)), allow_pickle=False) as z:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                if not hasattr(z, "files"):
+                    raise ValueError("not an .npz archive")
                 return {k: z[k] for k in z.files}
-        except ValueError as exc:
-            raise ArtifactError(f"{self.path / name}: not a valid array file ({exc})") from exc
+        except ArtifactError:
+            raise
+        except Exception as exc:  # zipfile, numpy and OS errors: never unpickle, never a bare traceback
+            reason = "it holds Python objects, which are never unpickled" if "pickle" in str(exc).lower() else str(exc)
+            raise ArtifactError(f"{self.path / name}: not a valid array file ({reason})") from exc
 
 
 def read_artifact(
@@ -256,12 +358,14 @@ def read_artifact(
         Naming the file that is missing, damaged or foreign, and what was expected.
     """
     path = _recover(Path(path))
+    if not path.is_dir():
+        raise ArtifactError(f"{path} is not a ragim artifact: it is a file, not a directory")
     mpath = path / MANIFEST
     if not mpath.is_file():
         raise ArtifactError(f"{path} is not a ragim artifact: {MANIFEST} is missing")
     try:
         manifest = json.loads(mpath.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError, OSError) as exc:
         raise ArtifactError(f"{mpath}: the manifest is not valid JSON ({exc})") from exc
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise ArtifactError(f"{mpath}: the manifest has no 'files' table; the artifact is damaged")
@@ -269,21 +373,39 @@ def read_artifact(
     if found != kind:
         raise ArtifactError(f"{path} holds a {found!r} artifact, but a {kind!r} artifact was expected")
     version = manifest.get("format_version")
-    if version not in supported_versions:
+    if isinstance(version, bool) or not isinstance(version, int) or version not in supported_versions:
         raise ArtifactError(
             f"{path}: {kind} format_version {version!r} is not supported by ragim "
             f"{ragim_version()} (supported: {list(supported_versions)}); upgrade ragim or re-save the artifact"
         )
+    for name, entry in manifest["files"].items():
+        if (not name or name == MANIFEST or ".." in Path(name).parts or Path(name).is_absolute()
+                or "\x00" in name):
+            raise ArtifactError(f"{mpath}: invalid file name {name!r}")
+        if (not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str)
+                or isinstance(entry.get("bytes"), bool) or not isinstance(entry.get("bytes"), int)):
+            raise ArtifactError(f"{mpath}: the entry for {name!r} has no valid sha256/bytes; the manifest is damaged")
+    verified: dict[str, tuple] = {}
     if verify:
         for name, entry in manifest["files"].items():
             f = path / name
-            if ".." in Path(name).parts:
-                raise ArtifactError(f"{mpath}: invalid file name {name!r}")
             if not f.is_file():
                 raise ArtifactError(f"{path}: file {name!r} listed in the manifest is missing")
-            if f.stat().st_size != entry.get("bytes") or _sha256_file(f) != entry.get("sha256"):
+            try:
+                with open(f, "rb") as fh:
+                    st = os.fstat(fh.fileno())
+                    ok = st.st_size == entry["bytes"]
+                    if ok:
+                        h = hashlib.sha256()
+                        for chunk in iter(lambda: fh.read(1 << 20), b""):
+                            h.update(chunk)
+                        ok = h.hexdigest() == entry["sha256"]
+            except OSError as exc:
+                raise ArtifactError(f"{path}: file {name!r} cannot be read ({exc})") from exc
+            if not ok:
                 raise ArtifactError(
                     f"{path}: checksum mismatch for {name!r}; the file is truncated, damaged or was "
                     "replaced. Re-create or re-download the artifact."
                 )
-    return Artifact(path=path, manifest=manifest)
+            verified[name] = _signature(st)
+    return Artifact(path=path, manifest=manifest, verified=verified)

@@ -224,7 +224,8 @@ def _fmt_cell(row) -> str:
 def format_table(summary: pd.DataFrame, *, metrics: Sequence[str] | None = None) -> str:
     """A readable terminal table: one block per dataset and protocol (and size group),
     methods (with their k) as rows, metrics as columns, cells ``"0.812 [0.790, 0.835]"``;
-    the last column ``n`` is the number of tasks with a finite value.
+    the last column ``n`` is the largest number of tasks with a finite value among the shown
+    metrics (AUROC may count fewer: it is undefined on single-class test rows).
 
     Examples
     --------

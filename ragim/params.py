@@ -78,7 +78,7 @@ class ModelParams:
         if not isinstance(schema, FeatureSchema) or not schema.is_fitted:
             raise ValidationError("ModelParams needs a fitted FeatureSchema")
         names = param_names(kind, schema)
-        vec = np.asarray(vector, dtype=np.float64).reshape(-1)
+        vec = _as_vector(vector, "parameters")
         if vec.shape[0] != len(names):
             raise ValidationError(
                 f"{kind} parameters over this schema need {len(names)} values "
@@ -87,8 +87,10 @@ class ModelParams:
         bad = [names[i] for i in np.where(~np.isfinite(vec))[0][:10]]
         if bad:
             raise ValidationError(f"parameters must be finite; non-finite values for {bad}")
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise ValidationError(f"metadata must be a dict, got {type(metadata).__name__}")
         if std is not None:
-            std = np.asarray(std, dtype=np.float64).reshape(-1)
+            std = _as_vector(std, "std")
             if std.shape != vec.shape or not np.all(np.isfinite(std)) or np.any(std < 0):
                 raise ValidationError("std must be finite, non-negative and the same length as the parameters")
         self.kind = kind
@@ -205,18 +207,28 @@ class ModelParams:
             schema = FeatureSchema.from_dict(d["schema"])
         if not isinstance(d["values"], Mapping):
             raise ValidationError("'values' must be an object of name -> number")
+        if d.get("std") is not None and not isinstance(d["std"], Mapping):
+            raise ValidationError("'std' must be an object of name -> number")
+        if d.get("metadata") is not None and not isinstance(d["metadata"], Mapping):
+            raise ValidationError("'metadata' must be an object")
+        if not isinstance(d["kind"], str):
+            raise ValidationError(f"'kind' must be one of {list(KINDS)}, got {d['kind']!r}")
         return cls.from_dict(
             d["kind"], schema, d["values"], std=d.get("std"), metadata=d.get("metadata") or {}
         )
 
     def to_json(self, *, include_schema: bool = True, indent: int | None = None) -> str:
-        return json.dumps(self.to_dict(include_schema=include_schema), indent=indent, allow_nan=False)
+        try:
+            return json.dumps(self.to_dict(include_schema=include_schema), indent=indent, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(f"metadata is not JSON-safe ({exc}); use strings, finite numbers, "
+                                  "booleans, None, lists and dicts") from exc
 
     @classmethod
     def from_json(cls, text: str, schema: FeatureSchema | None = None) -> ModelParams:
         try:
             d = json.loads(text)
-        except (json.JSONDecodeError, TypeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError, RecursionError) as exc:
             raise ValidationError(f"model parameters are not valid JSON: {exc}") from exc
         return cls.from_payload(d, schema)
 
@@ -265,16 +277,30 @@ class ModelParams:
         return f"ModelParams({self.kind}, {len(self)} params, source={src}, intercept={self.intercept:+.3g}; {tops})"
 
 
+def _as_vector(v: Any, what: str) -> np.ndarray:
+    if isinstance(v, str | bytes | Mapping):
+        raise ValidationError(f"{what} must be a sequence of numbers, got {type(v).__name__}")
+    try:
+        return np.asarray(v, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValidationError(f"{what} must be a sequence of numbers ({exc})") from None
+
+
 def _as_float(v: Any, name: str) -> float:
-    if isinstance(v, bool) or v is None:
-        raise ValidationError(f"parameter {name!r} must be a number, got {v!r}")
+    if isinstance(v, bool | str | bytes) or v is None:
+        raise ValidationError(f"parameter {name!r} must be a number, got {_short(v)}")
     try:
         f = float(v)
-    except (TypeError, ValueError):
-        raise ValidationError(f"parameter {name!r} must be a number, got {v!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ValidationError(f"parameter {name!r} must be a finite number, got {_short(v)}") from None
     if not math.isfinite(f):
-        raise ValidationError(f"parameter {name!r} must be finite, got {v!r}")
+        raise ValidationError(f"parameter {name!r} must be finite, got {_short(v)}")
     return f
+
+
+def _short(v: Any) -> str:
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
 
 
 def stack_params(params: list[ModelParams]) -> np.ndarray:

@@ -134,29 +134,37 @@ class FeatureSchema:
         columns continuous, strings, booleans-as-text and categoricals categorical."""
         if not isinstance(X, pd.DataFrame):
             raise ValidationError(f"X must be a pandas DataFrame, got {type(X).__name__}")
+        cols = [str(c) for c in X.columns]
+        dupes = sorted({c for c in cols if cols.count(c) > 1})
+        if dupes:
+            raise ValidationError(f"X has duplicated columns {dupes}; every feature needs a unique name")
         units, types, descriptions = dict(units or {}), dict(types or {}), dict(descriptions or {})
-        unknown = sorted((set(units) | set(types)) - set(map(str, X.columns)))
+        unknown = sorted((set(units) | set(types)) - set(cols))
         if unknown:
             raise ValidationError(f"units/types given for columns that are not in X: {unknown}")
         feats = []
-        for col in X.columns:
-            s = X[col]
-            t = types.get(col)
+        for col, name in zip(X.columns, cols, strict=True):
+            s = X.iloc[:, cols.index(name)]
+            t = types.get(col, types.get(name))
             if t is None:
                 if pd.api.types.is_bool_dtype(s):
                     t = "binary"
+                elif pd.api.types.is_complex_dtype(s):
+                    raise ValidationError(f"column {name!r} holds complex numbers; features must be real numbers or text")
                 elif pd.api.types.is_numeric_dtype(s):
                     vals = set(pd.unique(s.dropna()))
                     t = "binary" if vals and vals <= {0, 1} else "continuous"
                 else:
+                    _check_text_column(name, s)
                     if s.dropna().nunique() > max_categories:
                         raise ValidationError(
-                            f"column {col!r} is text with {s.dropna().nunique()} distinct values "
+                            f"column {name!r} is text with {s.dropna().nunique()} distinct values "
                             f"(more than max_categories={max_categories}); encode it or pass types="
                         )
                     t = "categorical"
             feats.append(
-                Feature(name=str(col), type=t, unit=units.get(col, ""), description=descriptions.get(col, ""))
+                Feature(name=name, type=t, unit=units.get(col, units.get(name, "")),
+                        description=descriptions.get(col, descriptions.get(name, "")))
             )
         return cls(feats, n_bins=n_bins)
 
@@ -203,27 +211,43 @@ class FeatureSchema:
             problems.append(f"columns not in the schema: {extra} (drop them or add them to the schema)")
         if problems:
             raise ValidationError(f"{where} does not match the feature schema:", problems)
+        if any(not isinstance(c, str) for c in X.columns):
+            X = X.set_axis(cols, axis=1)
         out = {}
         for f in self.features:
             s = X[f.name]
             if f.type == "categorical":
                 s = s.astype(object).where(s.notna(), None)
+                if s.dtype == object:
+                    odd = [v for v in s if isinstance(v, list | dict | set | tuple | np.ndarray)]
+                    if odd:
+                        problems.append(
+                            f"column {f.name!r} (categorical) holds {type(odd[0]).__name__} values; "
+                            "categories must be text or numbers"
+                        )
+                        continue
                 out[f.name] = s
                 nan_mask = s.isna().to_numpy()
             else:
+                if pd.api.types.is_complex_dtype(s):
+                    problems.append(f"column {f.name!r} ({f.type}) holds complex numbers")
+                    continue
                 if pd.api.types.is_bool_dtype(s):
                     s = s.astype(float)
-                num = pd.to_numeric(s, errors="coerce")
+                try:
+                    num = pd.to_numeric(s, errors="coerce")
+                except TypeError:  # unhashable or otherwise odd objects
+                    num = pd.Series(np.nan, index=s.index)
                 bad = num.isna() & s.notna()
                 if bad.any():
-                    examples = list(pd.unique(s[bad]))[:3]
+                    examples = [v for v in s[bad]][:3]
                     problems.append(
                         f"column {f.name!r} ({f.type}) has non-numeric values, e.g. {examples}"
                     )
                     continue
                 arr = num.to_numpy(dtype=float)
                 if np.isinf(arr).any():
-                    problems.append(f"column {f.name!r} has infinite values at rows {list(np.where(np.isinf(arr))[0][:5])}")
+                    problems.append(f"column {f.name!r} has infinite values at rows {np.where(np.isinf(arr))[0][:5].tolist()}")
                 if f.type == "binary":
                     vals = set(np.unique(arr[np.isfinite(arr)]).tolist())
                     if not vals <= {0.0, 1.0}:
@@ -259,14 +283,21 @@ class FeatureSchema:
             medians[f.name] = med
             if f.type == "continuous":
                 filled = np.where(np.isnan(arr), med, arr)
-                mu, sd = float(filled.mean()), float(filled.std())
+                with np.errstate(over="ignore", invalid="ignore"):
+                    mu, sd = float(filled.mean()), float(filled.std())
                 means[f.name], scales[f.name] = mu, (sd if sd > 1e-12 else 1.0)
-                if obs.size:
+                if obs.size and math.isfinite(mu) and math.isfinite(sd):
                     qs = np.quantile(obs, np.linspace(0, 1, self.n_bins + 1)[1:-1])
                     e = np.unique(np.round(qs, 10))
                     edges[f.name] = [float(v) for v in e]
                 else:
                     edges[f.name] = []
+        huge = sorted(n for n, v in {**medians, **means, **scales}.items() if not math.isfinite(v))
+        if huge:
+            raise ValidationError(
+                f"columns {huge} have values too large to standardise (their mean or spread overflows); "
+                "rescale them (for example to other units) first"
+            )
         self.medians_, self.means_, self.scales_ = medians, means, scales
         self.missing_, self.categories_, self.bin_edges_ = missing, cats, edges
         self._cache.clear()
@@ -428,6 +459,10 @@ class FeatureSchema:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FeatureSchema:
+        if not isinstance(d, Mapping):
+            raise ValidationError(f"not a valid FeatureSchema description: expected an object, got {type(d).__name__}")
+        if not isinstance(d.get("features"), list) or not all(isinstance(f, Mapping) for f in d["features"]):
+            raise ValidationError("not a valid FeatureSchema description: 'features' must be a list of objects")
         try:
             schema = cls([Feature(**{**f, "categories": tuple(f.get("categories", ()))}) for f in d["features"]],
                          n_bins=int(d.get("n_bins", 8)))
@@ -460,6 +495,12 @@ class FeatureSchema:
         for name, vals in {**(self.medians_ or {}), **(self.means_ or {}), **(self.scales_ or {})}.items():
             if not math.isfinite(vals):
                 problems.append(f"fitted statistic for {name!r} is not finite")
+        for name, v in (self.scales_ or {}).items():
+            if not v > 0:
+                problems.append(f"fitted scale of {name!r} must be positive, got {v}")
+        for name, e in (self.bin_edges_ or {}).items():
+            if not all(math.isfinite(x) for x in e) or any(b <= a for a, b in zip(e, e[1:], strict=False)):
+                problems.append(f"bin edges of {name!r} must be finite and increasing")
         if problems:
             raise ValidationError("fitted schema state is inconsistent:", problems)
 
@@ -470,7 +511,7 @@ class FeatureSchema:
     def from_json(cls, text: str) -> FeatureSchema:
         try:
             d = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, RecursionError, ValueError) as exc:
             raise ValidationError(f"schema JSON is not valid JSON: {exc}") from exc
         if not isinstance(d, dict):
             raise ValidationError("schema JSON must be an object")
@@ -504,6 +545,26 @@ class FeatureSchema:
                 row["n_bins"] = len(self.bin_labels(f.name))
             rows.append(row)
         return pd.DataFrame(rows)
+
+
+def _check_text_column(name: str, s: pd.Series) -> None:
+    """Reject text columns that hold unhashable objects or mix numbers with text."""
+    vals = s.dropna()
+    odd = [v for v in vals if isinstance(v, list | dict | set | tuple | np.ndarray)]
+    if odd:
+        raise ValidationError(f"column {name!r} holds {type(odd[0]).__name__} values; features must be numbers or text")
+    if len(vals) and (vals.map(type) == str).all():
+        as_num = pd.to_numeric(vals, errors="coerce")
+    else:
+        as_num = pd.to_numeric(vals.map(lambda v: v if isinstance(v, str | int | float | np.number) else None),
+                               errors="coerce")
+    n_num = int(as_num.notna().sum())
+    if 0 < n_num < len(vals):
+        text = list(dict.fromkeys(str(v) for v, x in zip(vals, as_num, strict=True) if pd.isna(x)))[:3]
+        raise ValidationError(
+            f"column {name!r} mixes numbers with text (e.g. {text}); fix the values or declare its type "
+            "(types= here, or \"type\" in schema.json)"
+        )
 
 
 def _fmt(x: float) -> str:

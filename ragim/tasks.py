@@ -419,6 +419,10 @@ class TaskCollection:
         for t in self:
             X = t.X.reset_index(drop=True).copy()
             X.columns = [str(c) for c in X.columns]
+            cols = list(X.columns)
+            bad = sorted({c for c in cols if cols.count(c) > 1 or c in ("__task__", "__y__")})
+            if bad:
+                raise ValidationError(f"cannot save task {t.task_id!r}: duplicated or reserved column names {bad}")
             X["__task__"] = t.task_id
             X["__y__"] = t.y
             frames.append(X)
@@ -432,7 +436,16 @@ class TaskCollection:
             records.append(rec)
         data = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"__task__": [], "__y__": []})
         buf = io.BytesIO()
-        data.to_parquet(buf, index=False)
+        try:
+            data.to_parquet(buf, index=False)
+        except (TypeError, ValueError) as exc:  # pyarrow's ArrowTypeError/ArrowInvalid derive from these
+            data = _text_for_mixed_columns(data)
+            buf = io.BytesIO()
+            try:
+                data.to_parquet(buf, index=False)
+            except (TypeError, ValueError):
+                raise ValidationError(f"cannot save task collection {self.name!r}: the rows cannot be written "
+                                      f"as Parquet ({exc})") from exc
         files = {
             "collection.json": json_bytes({"name": self.name, "schema": None if self.schema is None else self.schema.to_dict(),
                                            "true_schemas": true_schemas}),
@@ -450,19 +463,53 @@ class TaskCollection:
 
         art = read_artifact(path, FORMAT)
         meta = art.read_json("collection.json")
+        if not isinstance(meta, dict):
+            raise ArtifactError(f"{art.path / 'collection.json'}: expected a JSON object")
         records = art.read_jsonl("tasks.jsonl")
         try:
             data = pd.read_parquet(io.BytesIO(art.read_bytes("data.parquet")))
+        except ArtifactError:
+            raise
         except Exception as exc:  # pyarrow raises several types
             raise ArtifactError(f"{art.path / 'data.parquet'}: cannot be read ({exc})") from exc
+        if "__task__" not in data.columns or "__y__" not in data.columns:
+            raise ArtifactError(f"{art.path / 'data.parquet'}: lacks the __task__/__y__ columns of a task collection")
         true = {}
         if "true_params.npz" in art.files:
             ids = art.read_json("true_params_ids.json")
             arrs = art.read_npz("true_params.npz")
+            if not isinstance(ids, list) or len(ids) != len(arrs) or any(f"t{i}" not in arrs for i in range(len(ids))):
+                raise ArtifactError(
+                    f"{art.path / 'true_params_ids.json'}: does not match true_params.npz ({len(arrs)} arrays); "
+                    "the artifact was assembled from different collections"
+                )
             true = {tid: arrs[f"t{i}"] for i, tid in enumerate(ids)}
         try:
             schema = None if meta.get("schema") is None else FeatureSchema.from_dict(meta["schema"])
+        except ValidationError as exc:
+            raise ArtifactError(f"{art.path / 'collection.json'}: {exc}") from exc
+        feature_cols = [c for c in data.columns if c not in ("__task__", "__y__")]
+        if schema is not None and sorted(feature_cols) != sorted(schema.names):
+            raise ArtifactError(
+                f"{art.path / 'data.parquet'}: its columns {feature_cols[:10]} are not the features of the schema "
+                f"in collection.json {schema.names[:10]}; the artifact was assembled from different collections"
+            )
+        try:
             groups = dict(tuple(data.groupby("__task__", sort=False)))
+            rec_ids = [rec["task_id"] for rec in records]
+            problems = [f"{tid!r} has rows in data.parquet but no record" for tid in groups if tid not in set(rec_ids)]
+            for rec in records:
+                n = len(groups[rec["task_id"]]) if rec["task_id"] in groups else 0
+                if "n_rows" in rec and n != rec["n_rows"]:
+                    problems.append(f"task {rec['task_id']!r}: tasks.jsonl says {rec['n_rows']} rows, data.parquet has {n}")
+            missing_true = [rec["task_id"] for rec in records if "true_params" in rec and rec["task_id"] not in true]
+            if missing_true or set(true) - set(rec_ids):
+                problems.append(f"true_params_ids.json does not list the tasks with true parameters: {missing_true[:5]}")
+            if problems:
+                raise ArtifactError(
+                    f"{art.path}: tasks.jsonl and data.parquet do not agree; the artifact was assembled from different "
+                    "collections:\n  - " + "\n  - ".join(problems[:10])
+                )
             schemas: dict[str, FeatureSchema] = {}
             tasks = []
             for rec in records:
@@ -477,6 +524,18 @@ class TaskCollection:
                     tschema = schemas[fp]
                     tp = ModelParams(rec["true_params"]["kind"], tschema, true[tid], metadata=rec["true_params"]["metadata"])
                 tasks.append(Task(tid, rec["description"], X, df["__y__"].to_numpy(), rec["metadata"], tp))
-        except (KeyError, TypeError, ValidationError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            if isinstance(exc, ArtifactError):
+                raise
             raise ArtifactError(f"{art.path}: task records are inconsistent with data.parquet ({exc})") from exc
         return cls(tasks, schema=schema, name=meta.get("name", "tasks"), validate=False)
+
+
+def _text_for_mixed_columns(data: pd.DataFrame) -> pd.DataFrame:
+    """Columns whose values mix Python types (text and numbers) become text, so Parquet can hold
+    them; categorical features compare categories as text anyway."""
+    data = data.copy()
+    for c in data.columns:
+        if data[c].dtype == object and len({type(v) for v in data[c].dropna()}) > 1:
+            data[c] = data[c].map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+    return data

@@ -228,6 +228,14 @@ class AttentionGenerator(Generator):
         records = [index.record(t) for t in ids]
         vecs = self._embeddings[[index._row(t) for t in ids]]
         nb_rows, nb_sim = self._neighbors(index, vecs, [leak_free(r) for r in records], k)
+        usable = (nb_rows >= 0).any(axis=1)  # a task overlapping every other task has no episode
+        if usable.sum() < 3:
+            raise ValidationError(
+                f"only {int(usable.sum())} task(s) have neighbours once overlapping tasks are excluded; "
+                "episodic training needs at least 3"
+            )
+        self.skipped_episodes_ = [t for t, u in zip(ids, usable, strict=True) if not u]
+        ids, vecs, nb_rows, nb_sim = [t for t, u in zip(ids, usable, strict=True) if u], vecs[usable], nb_rows[usable], nb_sim[usable]
         designs, ys = [], []
         for t in ids:
             task = tasks[t]

@@ -36,7 +36,9 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -108,6 +110,14 @@ class LMConfig:
             raise ValidationError("invalid LMConfig:", problems)
 
 
+@contextlib.contextmanager
+def quiet_checkpointing_rename():
+    """peft/TRL still call transformers' renamed ``*gradient_checkpointing*`` API; hide that FutureWarning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def _json_safe(obj: Any) -> Any:
     """Replace non-finite floats (NaN grad norms, ...) by None so the history saves as JSON."""
     if isinstance(obj, float):
@@ -174,21 +184,22 @@ class LMGenerator(Generator):
         return LoraConfig(task_type="CAUSAL_LM", r=c.lora_r, lora_alpha=c.lora_alpha,
                           lora_dropout=c.lora_dropout, target_modules=list(c.target_modules), bias="none")
 
-    def prompt_limit(self, n_keys: int) -> int:
-        """Tokens available for prompt plus answer (see :func:`ragim.lm.prompts.build_prompt`)."""
+    def prompt_limit(self, names: Sequence[str]) -> int:
+        """Tokens available for prompt plus an answer over ``names`` (see :func:`ragim.lm.prompts.build_prompt`)."""
         from ragim.lm.prompts import answer_room, context_length
 
         model, tok = self.load_model()
         limit = context_length(tok, model)
         if self.config.max_prompt_tokens is not None:
-            limit = min(limit, self.config.max_prompt_tokens + answer_room(n_keys))
+            room = answer_room(names, tok, decimals=self.config.decimals, max_abs=self.config.max_abs)
+            limit = min(limit, self.config.max_prompt_tokens + room)
         return limit
 
     def fit(self, index, **sft_kwargs: Any) -> LMGenerator:
         """Fine-tune with LoRA on ``index`` (:func:`ragim.train.train_sft` with this config); returns self."""
         from ragim.train.sft import train_sft
 
-        if self.model_ is not None and self.fine_tuned_:
+        if self.fine_tuned_:
             raise ValidationError("this LMGenerator is already fine-tuned; create a new one to train again")
         fitted = train_sft(index, generator_config=self.config, **sft_kwargs)
         self.__dict__.update(fitted.__dict__)
@@ -245,7 +256,7 @@ class LMGenerator(Generator):
         model, tok = self.load_model()
         model.eval()
         names = param_names(index.model, index.schema)
-        limit = self.prompt_limit(len(names))
+        limit = self.prompt_limit(names)
         rng = torch.Generator().manual_seed(cfg.seed)
         out = []
         for item, hs in zip(items, hits, strict=True):
@@ -314,7 +325,8 @@ class LMGenerator(Generator):
 
         model, _ = self.load_model()
         if not isinstance(model, PeftModel):
-            model = get_peft_model(model, self.lora_config())
+            with quiet_checkpointing_rename():
+                model = get_peft_model(model, self.lora_config())
             model.eval()
             self.model_ = model
         return model
@@ -384,7 +396,8 @@ class LMGenerator(Generator):
             )
         base, tok = load_base_model(cfg.base_model, device=cfg.device, seed=cfg.seed)
         try:
-            model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
+            with quiet_checkpointing_rename():
+                model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise ArtifactError(f"{path}: the adapter in {adapter_dir} cannot be applied to {cfg.base_model!r} ({exc})") from exc
         model.eval()

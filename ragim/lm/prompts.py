@@ -20,7 +20,7 @@ The answer (the SFT target, and what constrained decoding emits) is exactly
 ``["intercept", *schema.gam_names]`` (GAM), in that order.
 
 The prompt must fit the model's context together with the answer (about eight
-tokens per key are reserved). When it does not, the least similar neighbours are
+tokens per key are reserved; exactly, the length of the longest possible answer). When it does not, the least similar neighbours are
 dropped first; the schema is never truncated. If even a prompt without
 neighbours does not fit, :class:`~ragim.errors.ValidationError` is raised.
 See ``docs/lm_format.md`` for a rendered example.
@@ -86,9 +86,24 @@ def context_length(tokenizer, model=None) -> int:
     return min(limits) if limits else DEFAULT_CONTEXT
 
 
-def answer_room(n_keys: int) -> int:
-    """Tokens reserved for an answer with ``n_keys`` keys."""
-    return ANSWER_TOKENS_PER_KEY * n_keys + ANSWER_MARGIN
+def answer_room(names: Sequence[str], tokenizer=None, *, decimals: int = 3, max_abs: float = 20.0) -> int:
+    """Tokens reserved for the answer over ``names``.
+
+    With a tokenizer: the length of the longest-number answer (every value
+    ``-(max_abs - 10**-decimals)``) plus :data:`ANSWER_MARGIN`; without one:
+    :data:`ANSWER_TOKENS_PER_KEY` per key plus the margin.
+
+    Examples
+    --------
+    >>> answer_room(["intercept", "age"])
+    32
+    """
+    names = list(names)
+    if tokenizer is None:
+        return ANSWER_TOKENS_PER_KEY * len(names) + ANSWER_MARGIN
+    worst = -(float(max_abs) - 10.0 ** -decimals)
+    text = format_json_numbers(dict.fromkeys(names, worst), names, decimals=decimals, max_abs=max_abs)
+    return len(tokenizer.encode(text, add_special_tokens=False)) + ANSWER_MARGIN
 
 
 def answer_text(params: ModelParams, decimals: int = 3, *, max_abs: float = 20.0) -> str:
@@ -147,9 +162,9 @@ def schema_lines(schema: FeatureSchema, kind: str) -> list[str]:
             lines.append(f"- {col.name}{hint}{desc}")
     else:
         for f in schema.features:
-            desc = f"; {f.description}" if f.description else ""
+            desc = f": {f.description}" if f.description else ""
             names = ", ".join(f"{f.name}[{lab}]" for lab in schema.bin_labels(f.name))
-            lines.append(f"- {f.name}{_unit_hint(f.unit)}{desc}: one score per bin: {names}")
+            lines.append(f"- {f.name}{_unit_hint(f.unit)}{desc}; one score per bin: {names}")
     return lines
 
 
@@ -250,12 +265,13 @@ def build_prompt(
     ordered = sorted(neighbors, key=lambda nb: -float(nb.score))
     blocks = [_neighbor_block(i + 1, nb, names, decimals, max_abs) for i, nb in enumerate(ordered)]
     limit = int(max_tokens) if max_tokens is not None else context_length(tokenizer)
-    budget = limit - answer_room(len(names))
+    room = answer_room(names, tokenizer, decimals=decimals, max_abs=max_abs)
+    budget = limit - room
     base = _n_tokens(tokenizer, _messages(description, layout, []))
     if base > budget:
         raise ValidationError(
             f"the prompt without neighbours needs {base} tokens, but only {budget} of the "
-            f"{limit}-token context are left after reserving {answer_room(len(names))} for the answer "
+            f"{limit}-token context are left after reserving {room} for the answer "
             f"({len(names)} parameters); use a model with a longer context or fewer features"
         )
     # Estimate each block's cost once, then confirm the estimate on the rendered prompt.

@@ -101,6 +101,40 @@ def _json_label(c: Any) -> Any:
     return c if isinstance(c, str | bool | numbers.Integral | float) else str(c)
 
 
+def check_binary_targets(y: Any, n_rows: int, name: str, *, allow_single_class: bool = False
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Validate binary labels for an estimator called ``name``; returns (y, classes).
+
+    Messages follow scikit-learn's wording where its estimator checks expect it.
+    """
+    try:
+        y = column_or_1d(y, warn=True)
+    except ValueError as exc:
+        raise ValidationError(f"y must be one-dimensional: {exc}") from exc
+    if y.shape[0] != n_rows:
+        raise ValidationError(f"X has {n_rows} rows but y has {y.shape[0]} labels; they must match")
+    n_nan = int(pd.isna(y).sum()) if y.dtype.kind in "fcO" else 0
+    if n_nan:
+        raise ValidationError(f"y has {n_nan} missing (NaN) labels; drop those rows or fill the labels")
+    try:
+        check_classification_targets(y)
+    except ValueError as exc:
+        raise ValidationError(f"{exc} {name} needs binary labels.") from exc
+    classes = np.unique(y)
+    if len(classes) < 2 and not allow_single_class:
+        raise ValidationError(
+            f"y has only one class ({_json_label(classes[0])!r}); {name} needs examples of "
+            "both classes to fit"
+        )
+    if len(classes) > 2:
+        raise ValidationError(
+            f"Only binary classification is supported. The type of the target is "
+            f"{type_of_target(y)} ({len(classes)} classes: {[_json_label(c) for c in classes[:5]]}); "
+            f"{name} predicts one binary outcome, so fit one model per outcome"
+        )
+    return y, classes
+
+
 class InterpretableModel:
     """Mixin: a binary classifier whose fitted state is ``params_`` (a ModelParams).
 
@@ -133,33 +167,7 @@ class InterpretableModel:
         return Xdf, named, y, classes
 
     def _check_targets(self, y: Any, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
-        name = type(self).__name__
-        try:
-            y = column_or_1d(y, warn=True)
-        except ValueError as exc:
-            raise ValidationError(f"y must be one-dimensional: {exc}") from exc
-        if y.shape[0] != n_rows:
-            raise ValidationError(f"X has {n_rows} rows but y has {y.shape[0]} labels; they must match")
-        n_nan = int(pd.isna(y).sum()) if y.dtype.kind in "fcO" else 0
-        if n_nan:
-            raise ValidationError(f"y has {n_nan} missing (NaN) labels; drop those rows or fill the labels")
-        try:
-            check_classification_targets(y)
-        except ValueError as exc:
-            raise ValidationError(f"{exc} {name} needs binary labels.") from exc
-        classes = np.unique(y)
-        if len(classes) < 2:
-            raise ValidationError(
-                f"y has only one class ({_json_label(classes[0])!r}); {name} needs examples of "
-                "both classes to fit"
-            )
-        if len(classes) > 2:
-            raise ValidationError(
-                f"Only binary classification is supported. The type of the target is "
-                f"{type_of_target(y)} ({len(classes)} classes: {[_json_label(c) for c in classes[:5]]}); "
-                f"{name} predicts one binary outcome, so fit one model per outcome"
-            )
-        return y, classes
+        return check_binary_targets(y, n_rows, type(self).__name__)
 
     def _fitted_schema(self, X: pd.DataFrame, n_bins: int | None = None) -> FeatureSchema:
         """The schema given to the constructor (fitted on a copy when needed) or an inferred one."""

@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
@@ -38,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ragim.errors import ValidationError
-from ragim.generate.lm import LMConfig, LMGenerator
+from ragim.generate.lm import LMConfig, LMGenerator, quiet_checkpointing_rename
 from ragim.params import param_names
 
 
@@ -110,8 +109,7 @@ def _quiet(progress: bool):
     if not progress:
         datasets.disable_progress_bars()
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
+        with quiet_checkpointing_rename():
             yield
     finally:
         if was_enabled and not progress:
@@ -149,6 +147,7 @@ def train_sft(
     max_tasks: int | None = None,
     k: int | None = None,
     device: str | None = None,
+    callbacks: Sequence[Any] | None = None,
 ) -> LMGenerator:
     """Fine-tune an LM generator with LoRA on the tasks of ``index`` (see the module docstring).
 
@@ -187,6 +186,8 @@ def train_sft(
         Neighbours per prompt (overrides the config).
     device : str, optional
         ``"cpu"``, ``"cuda"``, ... (overrides the config; default ``"auto"``).
+    callbacks : list of transformers.TrainerCallback, optional
+        Extra trainer callbacks (early stopping, custom logging, ...).
 
     Returns
     -------
@@ -218,7 +219,7 @@ def train_sft(
     gen = LMGenerator(cfg)
     model, tok = gen.load_model()
     train_ids, val_ids = _split(index.ids, val_fraction, max_tasks, seed)
-    limit = gen.prompt_limit(len(param_names(index.model, index.schema)))
+    limit = gen.prompt_limit(param_names(index.model, index.schema))
     train_ds = build_sft_dataset(index, tok, cfg, task_ids=train_ids, hide=val_ids, max_tokens=limit)
     val_ds = build_sft_dataset(index, tok, cfg, task_ids=val_ids, max_tokens=limit) if val_ids else None
 
@@ -239,7 +240,7 @@ def train_sft(
             trainer = SFTTrainer(
                 model=model, args=args, train_dataset=train_ds.select_columns(["prompt", "completion"]),
                 eval_dataset=None if val_ds is None else val_ds.select_columns(["prompt", "completion"]),
-                processing_class=tok, peft_config=gen.lora_config(),
+                processing_class=tok, peft_config=gen.lora_config(), callbacks=list(callbacks or []) or None,
             )
             if not progress:
                 trainer.remove_callback(PrinterCallback)

@@ -1,0 +1,147 @@
+"""LMGenerator with the tiny random model: constrained decoding always parses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ragim import TaskIndex, datasets
+from ragim.errors import GenerationError, ValidationError
+from ragim.generate import GENERATORS
+from ragim.generate.lm import LMConfig, LMGenerator
+from ragim.lm import ConstrainedResult, format_json_numbers
+from ragim.models import LogisticModel
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def family():
+    return datasets.synthetic_family(n_tasks=10, n_features=3, seed=0)
+
+
+@pytest.fixture(scope="module")
+def index(family):
+    return TaskIndex.build(family, embedder="hashing", progress=False)
+
+
+@pytest.fixture(scope="module")
+def gen():
+    return LMGenerator(base_model="tiny", k=2, device="cpu")
+
+
+def _check_valid(p, index, *, decimals, excluded):
+    assert p.kind == "logistic" and p.schema == index.schema
+    assert np.all(np.isfinite(p.vector)) and np.all(np.abs(p.vector) <= 20.0)
+    assert np.allclose(p.vector, np.round(p.vector, decimals))
+    meta = p.metadata
+    assert meta["source"] == "generated" and meta["generator"] == "lm"
+    prov = meta["provenance"]
+    assert len(prov) == meta["k"] == 2 and excluded not in {r["task_id"] for r in prov}
+    assert np.isclose(sum(r["weight"] for r in prov), 1.0, atol=1e-4)
+    assert prov[0]["similarity"] >= prov[1]["similarity"]
+
+
+def test_registered():
+    assert GENERATORS["lm"] is LMGenerator
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sampled_candidates_always_parse(seed, family, index):
+    gen = LMGenerator(base_model="tiny", k=2, device="cpu", seed=seed, temperature=1.0, top_p=1.0)
+    cands = gen.generate_candidates(family.descriptions[seed], index, exclude=[family.ids[seed]], num_candidates=3)
+    assert len(cands) == 3
+    for i, p in enumerate(cands):
+        _check_valid(p, index, decimals=2, excluded=family.ids[seed])
+        assert p.metadata["candidates"] == 3 and p.metadata["candidate"] == i
+        assert np.isfinite(p.metadata["logprob"]) and p.metadata["prompt_tokens"] > 0
+    assert gen.parse_failures_ == 0
+    best = gen.generate_params(family.descriptions[seed], index, exclude=[family.ids[seed]], num_candidates=3)
+    assert best.metadata["logprob"] == max(c.metadata["logprob"] for c in cands)
+
+
+def test_generate_returns_a_model_with_provenance(gen, family, index):
+    model = gen.generate(family.descriptions[0], index, exclude=[family.ids[0]])
+    assert isinstance(model, LogisticModel)
+    assert [r["task_id"] for r in model.provenance] == [
+        h.task_id for h in index.search(family.descriptions[0], k=2, exclude=[family.ids[0]])]
+    proba = model.predict_proba(family[0].X)[:, 1]
+    assert np.all(np.isfinite(proba)) and np.all((proba >= 0) & (proba <= 1))
+    _check_valid(model.to_params(), index, decimals=2, excluded=family.ids[0])
+
+
+def test_greedy_is_deterministic_and_batches_match(gen, family, index):
+    descs = family.descriptions[:2]
+    batch = gen.generate_params(descs, index)
+    again = [gen.generate_params(d, index) for d in descs]
+    for a, b in zip(batch, again, strict=True):
+        assert np.array_equal(a.vector, b.vector)
+    assert batch[0].metadata["candidates"] == 1 and batch[0].metadata["fine_tuned"] is False
+
+
+def test_task_query_records_task_id_and_uniform_weights(family, index):
+    gen = LMGenerator(base_model="tiny", k=3, device="cpu", decimals=3, provenance_weights="uniform")
+    p = gen.generate_params(family[4], index, exclude=[family.ids[4]])
+    assert p.metadata["task_id"] == family.ids[4]
+    assert [r["weight"] for r in p.metadata["provenance"]] == pytest.approx([1 / 3] * 3, abs=1e-5)
+    assert np.allclose(p.vector, np.round(p.vector, 3))
+
+
+def test_zero_neighbours_still_generates(gen, family, index):
+    p = gen.generate_params(family.descriptions[0], index, k=0)
+    assert p.metadata["provenance"] == [] and p.metadata["k"] == 0
+
+
+def test_max_prompt_tokens_drops_neighbours(family, index):
+    full = LMGenerator(base_model="tiny", k=2, device="cpu").generate_params(family.descriptions[0], index)
+    gen = LMGenerator(base_model="tiny", k=2, device="cpu", max_prompt_tokens=full.metadata["prompt_tokens"] - 5)
+    p = gen.generate_params(family.descriptions[0], index)
+    assert p.metadata["k"] == 1 and p.metadata["prompt_tokens"] <= full.metadata["prompt_tokens"] - 5
+    assert p.metadata["provenance"][0]["task_id"] == full.metadata["provenance"][0]["task_id"]
+
+
+def test_parse_failures_are_counted_and_raised(family, index, monkeypatch):
+    import ragim.lm.constrained as constrained
+
+    def broken(model, tok, ids, keys, **kw):
+        text = format_json_numbers({"intercept": 1.0}, ["intercept"])
+        return [ConstrainedResult(text=text, values={"intercept": 1.0}, n_tokens=3, logprob=0.0)]
+
+    gen = LMGenerator(base_model="tiny", k=1, device="cpu")
+    monkeypatch.setattr(constrained, "generate_json_numbers", broken)
+    with pytest.raises(GenerationError, match="is not a valid logistic model"):
+        gen.generate_params(family.descriptions[0], index)
+    assert gen.parse_failures_ == 1
+
+
+def test_untrained_generator_saves_a_zero_effect_adapter(gen, family, index, tmp_path):
+    before = gen.generate_params(family.descriptions[1], index)
+    path = gen.save(tmp_path / "lm")
+    assert (path / "adapter" / "adapter_model.safetensors").is_file()
+    loaded = LMGenerator.load(path, device="cpu")
+    assert loaded.fine_tuned_ is False and loaded.param_names_ is None
+    after = loaded.generate_params(family.descriptions[1], index)
+    assert np.array_equal(before.vector, after.vector)
+
+
+def test_config_validation():
+    with pytest.raises(ValidationError, match="decimals"):
+        LMConfig(decimals=5)
+    with pytest.raises(ValidationError, match="k must be"):
+        LMGenerator(k=-1)
+    with pytest.raises(ValidationError, match="provenance_weights"):
+        LMConfig(provenance_weights="attention")
+    assert LMConfig(target_modules=["q_proj"]).target_modules == ("q_proj",)
+    assert LMGenerator(LMConfig(k=3), decimals=3).config.k == 3
+
+
+def test_no_index_is_a_clear_error(gen):
+    with pytest.raises(ValidationError, match="no index"):
+        gen.generate_params("Predict something.")

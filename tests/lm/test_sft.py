@@ -1,0 +1,161 @@
+"""SFT with LoRA on the tiny model: only adapters train, leave-one-task-out data, adapter artifacts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from transformers import TrainerCallback
+
+from ragim import TaskIndex, datasets
+from ragim.errors import ArtifactError, ValidationError
+from ragim.generate.lm import LMConfig, LMGenerator
+from ragim.index import leak_free
+from ragim.lm import build_tiny_tokenizer, load_base_model
+from ragim.lm.prompts import answer_text
+from ragim.train import build_sft_dataset, train_sft
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def family():
+    return datasets.synthetic_family(n_tasks=10, n_features=3, seed=0)
+
+
+@pytest.fixture(scope="module")
+def index(family):
+    return TaskIndex.build(family, embedder="hashing", progress=False)
+
+
+class Snapshot(TrainerCallback):
+    """Copies every parameter when training starts."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.params = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+@pytest.fixture(scope="module")
+def trained(index):
+    snap = Snapshot()
+    gen = train_sft(index, base_model="tiny", generator_config=LMConfig(k=2, device="cpu"), max_steps=3,
+                    batch_size=2, learning_rate=5e-3, progress=False, callbacks=[snap])
+    return gen, snap.params
+
+
+def _base_name(peft_name: str) -> str:
+    return peft_name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+
+
+def test_sft_trains_lora_weights_only(trained):
+    gen, before = trained
+    fresh = dict(load_base_model("tiny", device="cpu", seed=0)[0].named_parameters())
+    after = dict(gen.model_.named_parameters())
+    assert set(after) == set(before)
+    lora = [n for n in after if "lora_" in n]
+    assert lora and all(after[n].requires_grad for n in lora)
+    for n in lora:
+        assert not torch.equal(after[n], before[n]), f"LoRA parameter {n} did not change"
+    frozen = [n for n in after if "lora_" not in n]
+    assert len(frozen) == len(fresh)
+    for n in frozen:
+        assert not after[n].requires_grad
+        assert torch.equal(after[n], before[n]), f"base parameter {n} changed"
+        assert torch.equal(after[n], fresh[_base_name(n)]), f"base parameter {n} differs from the base model"
+    assert gen.n_trainable_params_ == sum(after[n].numel() for n in lora) == 8192
+
+
+def test_history_logs_train_and_validation_loss(trained, index):
+    gen, _ = trained
+    train_losses = [h["loss"] for h in gen.history_ if "loss" in h]
+    eval_losses = [h["eval_loss"] for h in gen.history_ if "eval_loss" in h]
+    assert len(train_losses) == 3 and all(np.isfinite(train_losses))
+    assert len(eval_losses) == 1 and np.isfinite(eval_losses[0])
+    assert gen.train_seconds_ > 0 and gen.fine_tuned_
+    assert set(gen.train_task_ids_).isdisjoint(gen.val_task_ids_)
+    assert sorted(gen.train_task_ids_ + gen.val_task_ids_) == sorted(index.ids)
+    assert len(gen.val_task_ids_) == 2
+    p = gen.generate_params(index.record(index.ids[0])["description"], exclude=[index.ids[0]])
+    assert p.metadata["fine_tuned"] is True and len(p.metadata["provenance"]) == 2
+
+
+def test_sft_dataset_is_leave_one_task_out():
+    tasks = datasets.heart_disease()
+    index = TaskIndex.build(tasks, embedder="hashing", progress=False)
+    tok = build_tiny_tokenizer()
+    cfg = LMConfig(k=3, decimals=2)
+    ids = ["cleveland-any_cad-all", "cleveland-any_cad-men_ge60", "hungary-any_cad-all", "switzerland-any_cad-all"]
+    hide = ["va_long_beach-any_cad-all"]
+    ds = build_sft_dataset(index, tok, cfg, task_ids=ids, hide=hide, max_tokens=200_000)
+    assert ds.column_names == ["prompt", "completion", "task_id", "neighbor_ids"]
+    for row in ds:
+        tid, rec = row["task_id"], index.record(row["task_id"])
+        assert len(row["neighbor_ids"]) == 3
+        excluded = leak_free(rec)
+        for nb in row["neighbor_ids"]:
+            assert nb != tid and nb not in hide
+            assert not excluded(index.record(nb)), f"{nb} shares patients with {tid}"
+        user = row["prompt"][1]["content"]
+        assert user.count(rec["description"]) == 1  # only as the target
+        assert answer_text(index.params(tid), 2) not in user
+        assert row["completion"] == [{"role": "assistant", "content": answer_text(index.params(tid), 2)}]
+    # the whole-site task overlaps every subgroup of its site: none of them may be a neighbour
+    first = ds[0]
+    assert not any(nb.startswith("cleveland-") for nb in first["neighbor_ids"])
+
+
+def test_adapter_round_trip(trained, index, family, tmp_path):
+    gen, _ = trained
+    desc = family.descriptions[3]
+    before = gen.generate_params(desc, index, exclude=[family.ids[3]])
+    path = gen.save(tmp_path / "lm")
+    adapter = path / "adapter"
+    assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
+    assert all(f.stat().st_size < 2_000_000 for f in path.rglob("*") if f.is_file())
+    base_names = {n for n, _ in load_base_model("tiny", device="cpu")[0].named_parameters()}
+    with safe_open(str(adapter / "adapter_model.safetensors"), "pt") as fh:
+        keys = list(fh.keys())
+    assert keys and all("lora_" in k for k in keys)
+    assert not any(k.removeprefix("base_model.model.") in base_names for k in keys)
+    config = json.loads((path / "config.json").read_text())
+    assert config["base_model"] == "tiny" and config["base_model_identity"]["name"] == "tiny"
+    state = json.loads((path / "state.json").read_text())
+    assert state["param_names"] == before.names and state["fine_tuned"] is True
+
+    loaded = LMGenerator.load(path, device="cpu")
+    after = loaded.generate_params(desc, index, exclude=[family.ids[3]])
+    assert np.array_equal(before.vector, after.vector)
+    assert loaded.history_ == gen.history_ and loaded.n_trainable_params_ == gen.n_trainable_params_
+
+    other = TaskIndex.build(datasets.synthetic_family(n_tasks=4, n_features=2, seed=1), embedder="hashing",
+                            progress=False)
+    with pytest.raises(ValidationError, match="does not match the generator"):
+        loaded.generate_params("Predict death.", other)
+
+    raw = bytearray((adapter / "adapter_model.safetensors").read_bytes())
+    raw[-1] ^= 0xFF
+    (adapter / "adapter_model.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(ArtifactError, match="checksum mismatch for 'adapter/adapter_model.safetensors'"):
+        LMGenerator.load(path)
+
+
+def test_fit_method_and_input_validation(index):
+    gen = LMGenerator(base_model="tiny", k=1, device="cpu").fit(index, max_steps=1, batch_size=2, val_fraction=0.0,
+                                                                progress=False)
+    assert gen.fine_tuned_ and gen.val_task_ids_ == [] and gen.index_ is index
+    assert not any("eval_loss" in h for h in gen.history_)
+    with pytest.raises(ValidationError, match="already fine-tuned"):
+        gen.fit(index)
+    with pytest.raises(ValidationError, match="max_steps"):
+        train_sft(index, base_model="tiny", max_steps=0)
+    with pytest.raises(ValidationError, match="val_fraction"):
+        train_sft(index, base_model="tiny", val_fraction=1.0)
