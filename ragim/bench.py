@@ -109,7 +109,7 @@ def bench_fit(n_tasks: int = 10_000, *, n_features: int = 20, baseline_tasks: in
               device: str = "auto", C: float = 1.0) -> dict[str, Any]:
     """Batched logistic solver vs a scikit-learn loop on ``synthetic_family`` tasks."""
     from ragim.datasets import synthetic_family
-    from ragim.models.batched import fit_logistic_batched, fit_logistic_sklearn_loop
+    from ragim.models.batched import compare_solvers
 
     fam = synthetic_family(n_tasks=n_tasks, n_features=n_features, seed=seed)
     schema = fam.schema
@@ -117,25 +117,10 @@ def bench_fit(n_tasks: int = 10_000, *, n_features: int = 20, baseline_tasks: in
     for t in fam:
         X.append(schema.transform(t.X))
         y.append(t.y)
-    t = time.perf_counter()
-    ours = fit_logistic_batched(X, y, C=C, device=device)
-    ours_s = time.perf_counter() - t
-    nb = min(baseline_tasks, n_tasks)
-    t = time.perf_counter()
-    base = fit_logistic_sklearn_loop(X[:nb], y[:nb], C=C, tol=1e-6)
-    base_s = time.perf_counter() - t
-    ok = [i for i in range(nb) if ours.status[i] == "ok" and base.status[i] == "ok"]
-    diff = float(np.max(np.abs(ours.coef[ok] - base.coef[ok]))) if ok else float("nan")
-    ours_tps, base_tps = n_tasks / ours_s, nb / base_s
-    return {
-        "name": "fit", "n": n_tasks, "n_features": n_features,
-        "ours": {"tasks_per_s": round(ours_tps, 1), "seconds": round(ours_s, 3),
-                 "description": "ragim batched Newton (torch, float64) over all tasks at once"},
-        "baseline": {"tasks_per_s": round(base_tps, 1), "seconds": round(base_s, 3), "n": nb,
-                     "description": f"scikit-learn LogisticRegression(lbfgs, tol=1e-6) loop on the first {nb} tasks (rate extrapolated)"},
-        "ratio": round(ours_tps / base_tps, 2), "max_abs_diff": diff,
-        "n_failed": int(sum(s != "ok" for s in ours.status)),
-    }
+    out = compare_solvers(X, y, C=C, device=device, baseline_tasks=baseline_tasks,
+                          data=f"synthetic_family(n_tasks={n_tasks}, n_features={n_features}, seed={seed})")
+    out["n_features"] = n_features
+    return out
 
 
 def bench_generate(n_tasks: int = 300, *, batch_sizes: Sequence[int] = (1, 1024), seed: int = 0) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from ragim.errors import RagimError
+from ragim.errors import ArtifactError, RagimError
 
 app = typer.Typer(help="RAG-IM: retrieval-augmented generation of interpretable clinical models.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -33,10 +33,12 @@ def load_dataset(name: str, *, n_tasks: int | None = None, seed: int = 0):
 
     if name == "heart-disease":
         return datasets.heart_disease()
+    if n_tasks is not None and n_tasks < 1:
+        raise typer.BadParameter(f"--n-tasks must be at least 1, got {n_tasks}")
     if name == "synthetic":
-        return datasets.synthetic_family(n_tasks=n_tasks or 300, seed=seed)
+        return datasets.synthetic_family(n_tasks=300 if n_tasks is None else n_tasks, seed=seed)
     if name == "procedure":
-        return datasets.procedure_family(n_tasks=n_tasks or 1000, seed=seed)
+        return datasets.procedure_family(n_tasks=1000 if n_tasks is None else n_tasks, seed=seed)
     path = Path(name)
     if (path / "manifest.json").is_file():
         return TaskCollection.load(path)
@@ -45,6 +47,11 @@ def load_dataset(name: str, *, n_tasks: int | None = None, seed: int = 0):
 
         return load_task_folder(path)
     raise typer.BadParameter(f"unknown dataset {name!r}: use one of {list(DATASETS)}, a saved task collection or a task folder")
+
+
+def _check_k(k: int | None, option: str = "-k") -> None:
+    if k is not None and k < 1:
+        raise typer.BadParameter(f"{option} must be a positive integer, got {k}")
 
 
 def _echo_json(obj) -> None:
@@ -95,6 +102,7 @@ def index_search(
     """Find the indexed tasks most similar to a description."""
     from ragim.index import TaskIndex
 
+    _check_k(k)
     hits = TaskIndex.load(path).search(query, k)
     if as_json:
         _echo_json([{k_: v for k_, v in h.to_dict().items() if k_ != "params"} for h in hits])
@@ -107,7 +115,10 @@ def index_search(
 def _load_generator(path: Path):
     """Open a saved generator of either kind, by its manifest's format."""
     manifest = Path(path) / "manifest.json"
-    fmt = json.loads(manifest.read_text()).get("format") if manifest.is_file() else None
+    try:
+        fmt = json.loads(manifest.read_bytes()).get("format") if manifest.is_file() else None
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ArtifactError(f"{manifest}: the manifest is not valid JSON ({exc})") from exc
     if fmt == "ragim.lm-generator":
         from ragim.generate.lm import LMGenerator
 
@@ -151,11 +162,12 @@ def generate(
     from ragim.estimator import neighbor_mean
     from ragim.index import TaskIndex
 
+    _check_k(k)
     index = TaskIndex.load(index_path)
     if generator_path is not None:
         params = _load_generator(generator_path).generate_params(description, index, k=k)
     else:
-        params = neighbor_mean(index, description, k=k or 10)
+        params = neighbor_mean(index, description, k=10 if k is None else k)
     if save is not None:
         params.save(save)
     if as_json:
@@ -186,7 +198,10 @@ def explain(
 
     model = model_from_params(ModelParams.load(params_path))
     if rows is not None:
-        X = pd.read_csv(rows)
+        try:
+            X = pd.read_csv(rows)
+        except Exception as exc:  # pandas raises many types for missing or unreadable files
+            raise typer.BadParameter(f"cannot read --rows {rows}: {exc}") from exc
         if not 0 <= row < len(X):
             raise typer.BadParameter(f"--row {row} is outside the {len(X)} rows of {rows}")
         expl = model.explain(X.iloc[[row]])
@@ -219,21 +234,23 @@ def evaluate_cmd(
     from ragim.metrics import format_table, summarize, to_records
 
     tasks = load_dataset(dataset, n_tasks=n_tasks, seed=seed)
-    ks = [int(k) for k in k_shots.split(",") if k.strip()]
+    try:
+        ks = [int(k) for k in k_shots.split(",") if k.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"--k-shots must be comma-separated integers, got {k_shots!r}") from None
+    if not ks or any(k < 0 for k in ks):
+        raise typer.BadParameter(f"--k-shots needs at least one k >= 0 (0 = zero-shot), got {k_shots!r}")
     meth = [m.strip() for m in methods.split(",")] if methods else None
     if group is None and protocol == "leave-group-out":
         group = "site" if dataset == "heart-disease" else "group"
-    frames = []
-    if 0 in ks:
-        frames.append(ev.zero_shot(tasks, protocol=protocol, group=group, methods=meth, folds=folds,
-                                   embedder=embedder, seed=seed, progress=not as_json, max_targets=max_targets))
+    common = dict(protocol=protocol, group=group, methods=meth, folds=folds, embedder=embedder, seed=seed,
+                  progress=not as_json, max_targets=max_targets)
     few = [k for k in ks if k > 0]
-    if few:
-        frames.append(ev.few_shot(tasks, k_shots=tuple(few), protocol=protocol, group=group, methods=meth,
-                                  folds=folds, embedder=embedder, seed=seed, progress=not as_json, max_targets=max_targets))
-    import pandas as pd
-
-    summary = summarize(pd.concat(frames, ignore_index=True))
+    if few:  # the k-independent methods and zero-shot are scored too, at k_shot = 0
+        per_task = ev.few_shot(tasks, k_shots=tuple(few), reference=0 in ks, **common)
+    else:
+        per_task = ev.zero_shot(tasks, **common)
+    summary = summarize(per_task)
     if as_json:
         _echo_json(to_records(summary))
     else:
@@ -249,10 +266,12 @@ def bench(
     """Speed benchmarks; each reports ours vs a baseline measured in the same run."""
     from ragim import bench as b
 
+    if n_tasks is not None and n_tasks < 1:
+        raise typer.BadParameter(f"--n-tasks must be at least 1, got {n_tasks}")
     runners = {
-        "fit": lambda: b.bench_fit(n_tasks or 10_000),
-        "retrieval": lambda: b.bench_retrieval(n_tasks or 100_000),
-        "generate": lambda: b.bench_generate(n_tasks or 300),
+        "fit": lambda: b.bench_fit(n_tasks if n_tasks is not None else 10_000),
+        "retrieval": lambda: b.bench_retrieval(n_tasks if n_tasks is not None else 100_000),
+        "generate": lambda: b.bench_generate(n_tasks if n_tasks is not None else 300),
     }
     if name not in (*runners, "all"):
         raise typer.BadParameter(f"unknown benchmark {name!r}; use one of {[*runners, 'all']}")

@@ -486,7 +486,11 @@ class TaskIndex:
             )
         tasks = None
         if "tasks/manifest.json" in art.files:
-            tasks = TaskCollection.load(art.path / "tasks")
+            try:
+                tasks = TaskCollection.load(art.path / "tasks")
+            except ArtifactError:
+                art.check_unchanged("tasks/manifest.json")  # a concurrent save replaced it: say so
+                raise
             art.check_unchanged("tasks/manifest.json")
             if tasks.ids != [r["task_id"] for r in records]:
                 raise ArtifactError(

@@ -234,12 +234,15 @@ def _mtime(p: Path) -> float:
 
 def _recover(path: Path) -> Path:
     """If a save crashed after moving the old artifact aside, return the moved-aside copy."""
-    if path.exists():
-        return path
-    candidates = sorted(path.parent.glob(f"{_ASIDE}{path.name}-*"), key=_mtime, reverse=True)
-    for c in candidates:
-        if (c / MANIFEST).is_file():
-            return c
+    for _ in range(3):  # a concurrent save may finish (and delete its moved-aside copy) meanwhile
+        if path.exists():
+            return path
+        candidates = sorted(path.parent.glob(f"{_ASIDE}{path.name}-*"), key=_mtime, reverse=True)
+        for c in candidates:
+            if (c / MANIFEST).is_file():
+                return c
+        if not candidates and not path.exists():
+            break
     raise ArtifactError(f"no artifact at {path}: the directory does not exist")
 
 
@@ -343,6 +346,10 @@ class Artifact:
             raise ArtifactError(f"{self.path / name}: not a valid array file ({reason})") from exc
 
 
+class _ChangedWhileReading(ArtifactError):
+    """The artifact was replaced (by a concurrent save) while it was being verified."""
+
+
 def read_artifact(
     path: str | os.PathLike,
     kind: str,
@@ -352,20 +359,49 @@ def read_artifact(
 ) -> Artifact:
     """Open an artifact directory after checking its kind, version and checksums.
 
+    If a concurrent save replaces the artifact during verification, verification starts
+    again on the new one (a few times) instead of reporting damage.
+
     Raises
     ------
     ArtifactError
         Naming the file that is missing, damaged or foreign, and what was expected.
     """
-    path = _recover(Path(path))
+    last: ArtifactError | None = None
+    for _ in range(5):
+        try:
+            return _read_artifact_once(Path(path), kind, supported_versions, verify)
+        except _ChangedWhileReading as exc:
+            last = exc
+    raise ArtifactError(f"{path}: the artifact kept changing while it was read ({last}); other processes are "
+                        "saving to it, load it again later") from last
+
+
+def _manifest_changed(mpath: Path, sig: tuple) -> bool:
+    try:
+        return _signature(os.stat(mpath)) != sig
+    except OSError:
+        return True
+
+
+def _read_artifact_once(path: Path, kind: str, supported_versions: tuple[int, ...], verify: bool) -> Artifact:
+    path = _recover(path)
     if not path.is_dir():
+        if not path.exists():
+            raise _ChangedWhileReading(f"{path} vanished")
         raise ArtifactError(f"{path} is not a ragim artifact: it is a file, not a directory")
     mpath = path / MANIFEST
     if not mpath.is_file():
         raise ArtifactError(f"{path} is not a ragim artifact: {MANIFEST} is missing")
     try:
-        manifest = json.loads(mpath.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError, OSError) as exc:
+        with open(mpath, "rb") as fh:
+            msig = _signature(os.fstat(fh.fileno()))
+            raw = fh.read()
+    except OSError as exc:
+        raise _ChangedWhileReading(f"{mpath}: cannot be read ({exc})") from exc
+    try:
+        manifest = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as exc:
         raise ArtifactError(f"{mpath}: the manifest is not valid JSON ({exc})") from exc
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise ArtifactError(f"{mpath}: the manifest has no 'files' table; the artifact is damaged")
@@ -389,8 +425,7 @@ def read_artifact(
     if verify:
         for name, entry in manifest["files"].items():
             f = path / name
-            if not f.is_file():
-                raise ArtifactError(f"{path}: file {name!r} listed in the manifest is missing")
+            problem = None
             try:
                 with open(f, "rb") as fh:
                     st = os.fstat(fh.fileno())
@@ -400,12 +435,18 @@ def read_artifact(
                         for chunk in iter(lambda: fh.read(1 << 20), b""):
                             h.update(chunk)
                         ok = h.hexdigest() == entry["sha256"]
+                if not ok:
+                    problem = (f"{path}: checksum mismatch for {name!r}; the file is truncated, damaged or was "
+                               "replaced. Re-create or re-download the artifact.")
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                problem = f"{path}: file {name!r} listed in the manifest is missing"
             except OSError as exc:
-                raise ArtifactError(f"{path}: file {name!r} cannot be read ({exc})") from exc
-            if not ok:
-                raise ArtifactError(
-                    f"{path}: checksum mismatch for {name!r}; the file is truncated, damaged or was "
-                    "replaced. Re-create or re-download the artifact."
-                )
+                problem = f"{path}: file {name!r} cannot be read ({exc})"
+            if problem is not None:
+                if _manifest_changed(mpath, msig):
+                    raise _ChangedWhileReading(problem)
+                raise ArtifactError(problem)
             verified[name] = _signature(st)
+    if _manifest_changed(mpath, msig):
+        raise _ChangedWhileReading(f"{mpath} was replaced during verification")
     return Artifact(path=path, manifest=manifest, verified=verified)

@@ -492,9 +492,10 @@ class FeatureSchema:
                     problems.append(f"feature {f.name!r} has no fitted median")
                 if f.type == "continuous" and (f.name not in self.means_ or f.name not in self.bin_edges_):
                     problems.append(f"continuous feature {f.name!r} has no fitted mean/scale/bins")
-        for name, vals in {**(self.medians_ or {}), **(self.means_ or {}), **(self.scales_ or {})}.items():
-            if not math.isfinite(vals):
-                problems.append(f"fitted statistic for {name!r} is not finite")
+        for stats in (self.medians_, self.means_, self.scales_):
+            for name, v in (stats or {}).items():
+                if not math.isfinite(v):
+                    problems.append(f"fitted statistic for {name!r} is not finite")
         for name, v in (self.scales_ or {}).items():
             if not v > 0:
                 problems.append(f"fitted scale of {name!r} must be positive, got {v}")
@@ -553,11 +554,8 @@ def _check_text_column(name: str, s: pd.Series) -> None:
     odd = [v for v in vals if isinstance(v, list | dict | set | tuple | np.ndarray)]
     if odd:
         raise ValidationError(f"column {name!r} holds {type(odd[0]).__name__} values; features must be numbers or text")
-    if len(vals) and (vals.map(type) == str).all():
-        as_num = pd.to_numeric(vals, errors="coerce")
-    else:
-        as_num = pd.to_numeric(vals.map(lambda v: v if isinstance(v, str | int | float | np.number) else None),
-                               errors="coerce")
+    as_num = pd.to_numeric(vals.map(lambda v: v if isinstance(v, str | int | float | np.number) else None),
+                           errors="coerce")
     n_num = int(as_num.notna().sum())
     if 0 < n_num < len(vals):
         text = list(dict.fromkeys(str(v) for v, x in zip(vals, as_num, strict=True) if pd.isna(x)))[:3]

@@ -83,3 +83,12 @@ def test_bench_retrieval_json_contract():
     out = bench_retrieval(n_tasks=3000, n_queries=50, dim=32)
     assert out["name"] == "retrieval" and out["n"] == 3000 and out["recall_at_10"] == 1.0
     assert out["baseline"]["description"] and out["ratio"] > 0
+
+
+def test_evaluate_json_records_contract():
+    out = json.loads(_ok(["evaluate", "--dataset", "synthetic", "--n-tasks", "40", "--embedder", "hashing",
+                          "--methods", "neighbor-mean,pooled,true-model", "--folds", "2", "--json"]))
+    assert out and {"dataset", "protocol", "method", "k_shot", "metric", "mean", "ci_low", "ci_high",
+                    "n_tasks"} <= set(out[0])
+    assert {r["method"] for r in out} == {"neighbor-mean", "pooled", "true-model"}
+    assert {r["dataset"] for r in out} == {"synthetic"}

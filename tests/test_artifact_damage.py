@@ -1,0 +1,352 @@
+"""Damaged and foreign artifacts: every artifact kind fails loudly, naming the file.
+
+For each kind (task collection, model parameters, task index, attention generator and, when
+``ragim.generate.lm`` is importable, the LM generator) and each file it holds, we truncate it,
+flip a byte, delete it, and swap in the same file from a *different* artifact of the same kind
+with the manifest re-sealed (checksums recomputed, so only the cross-file checks can notice).
+Then the manifest itself: unknown format_version, a manifest from another kind, missing or
+truncated. Every case must raise :class:`~ragim.errors.ArtifactError` naming the file; loading
+never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ragim import ModelParams, TaskCollection, TaskIndex, datasets
+from ragim.errors import ArtifactError, RagimError
+from ragim.generate.attention import AttentionGenerator
+from ragim.io import MANIFEST, read_artifact
+
+torch.set_num_threads(1)
+
+try:
+    from ragim.generate.lm import LMGenerator
+except ImportError:  # pragma: no cover - depends on the checkout
+    LMGenerator = None
+
+
+# ---------------------------------------------------------------------------------------- artifacts
+def _build(root: Path) -> dict[str, dict[str, Path]]:
+    """Two artifacts of every kind, differing in shape (tasks, features, network size)."""
+    a_tasks = datasets.synthetic_family(n_tasks=8, n_features=3, seed=0)
+    b_tasks = datasets.synthetic_family(n_tasks=6, n_features=4, seed=1)
+    a_index = TaskIndex.build(a_tasks, embedder="hashing", progress=False)
+    b_index = TaskIndex.build(b_tasks, embedder="hashing", progress=False)
+    small = {"max_epochs": 1, "hidden": 8, "heads": 2, "bottleneck": 4, "k": 3, "device": "cpu"}
+    a_gen = AttentionGenerator(**small).fit(a_index, progress=False)
+    b_gen = AttentionGenerator(**{**small, "hidden": 12, "k": 2}).fit(b_index, progress=False)
+    out = {
+        "collection": {"a": a_tasks.save(root / "tc-a"), "b": b_tasks.save(root / "tc-b")},
+        "params": {"a": a_index.params(a_index.ids[0]).save(root / "p-a"), "b": b_index.params(b_index.ids[0]).save(root / "p-b")},
+        "index": {"a": a_index.save(root / "idx-a"), "b": b_index.save(root / "idx-b")},
+        "attention": {"a": a_gen.save(root / "gen-a"), "b": b_gen.save(root / "gen-b")},
+    }
+    if LMGenerator is not None:
+        lm_a = LMGenerator(base_model="tiny", k=2, device="cpu")
+        lm_b = LMGenerator(base_model="tiny", k=3, device="cpu", lora_r=2, lora_alpha=4)
+        out["lm"] = {"a": lm_a.save(root / "lm-a"), "b": lm_b.save(root / "lm-b")}
+    return out
+
+
+LOADERS = {
+    "collection": TaskCollection.load,
+    "params": ModelParams.load,
+    "index": TaskIndex.load,
+    "attention": AttentionGenerator.load,
+    "lm": (lambda p: LMGenerator.load(p, device="cpu")) if LMGenerator is not None else None,
+}
+FORMATS = {"collection": "ragim.task-collection", "params": "ragim.model-params", "index": "ragim.task-index",
+           "attention": "ragim.attention-generator", "lm": "ragim.lm-generator"}
+KINDS = [k for k in LOADERS if LOADERS[k] is not None]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    return _build(tmp_path_factory.mktemp("artifacts"))
+
+
+def _files(kind: str) -> list[str]:
+    """The files of an artifact kind (as the manifest lists them), without building one."""
+    return {
+        "collection": ["collection.json", "data.parquet", "tasks.jsonl", "true_params.npz", "true_params_ids.json"],
+        "params": ["config.json", "params.npz"],
+        "index": ["config.json", "index.faiss", "params.safetensors", "records.jsonl", "schema.json",
+                  "tasks/collection.json", "tasks/data.parquet", "tasks/manifest.json", "tasks/tasks.jsonl",
+                  "tasks/true_params.npz", "tasks/true_params_ids.json"],
+        "attention": ["config.json", "model.safetensors", "state.json"],
+        "lm": ["adapter/adapter_config.json", "adapter/adapter_model.safetensors", "config.json", "state.json"],
+    }[kind]
+
+
+def test_file_lists_match_the_artifacts(saved):
+    for kind in KINDS:
+        listed = sorted(json.loads((saved[kind]["a"] / MANIFEST).read_text())["files"])
+        assert set(_files(kind)) <= set(listed), (kind, listed)
+
+
+def _copy(saved, kind: str, tmp_path: Path, which: str = "a") -> Path:
+    target = tmp_path / f"{kind}-{which}"
+    shutil.copytree(saved[kind][which], target)
+    return target
+
+
+def reseal(root: Path, keep: Path | None = None) -> None:
+    """Recompute every checksum, deepest manifest first: a swapped file then passes verification.
+    ``keep``: a (swapped-in) manifest whose own entries are left as they are."""
+    for m in sorted(root.rglob(MANIFEST), key=lambda p: -len(p.parts)):
+        if keep is not None and m == keep:
+            continue
+        manifest = json.loads(m.read_text())
+        for name in manifest["files"]:
+            data = (m.parent / name).read_bytes()
+            manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        m.write_text(json.dumps(manifest))
+
+
+def load_fails(kind: str, path: Path, *fragments: str) -> str:
+    with pytest.raises(RagimError) as info:
+        LOADERS[kind](path)
+    if not isinstance(info.value, ArtifactError):
+        pytest.fail(f"{type(info.value).__name__} instead of ArtifactError: {info.value}")
+    text = str(info.value)
+    for f in fragments:
+        assert f in text, f"{f!r} not in {text!r}"
+    return text
+
+
+# ---------------------------------------------------------------------------------------- damage
+def _truncate(f: Path) -> None:
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) // 2])
+
+
+def _flip(f: Path) -> None:
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    f.write_bytes(bytes(data))
+
+
+DAMAGE = {"truncated": (_truncate, "checksum mismatch for '{name}'"),
+          "flipped-byte": (_flip, "checksum mismatch for '{name}'"),
+          "missing": (Path.unlink, "file '{name}' listed in the manifest is missing")}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+@pytest.mark.parametrize("kind, name", [(k, f) for k in KINDS for f in _files(k)])
+def test_damaged_file(saved, tmp_path, kind, name, damage):
+    path = _copy(saved, kind, tmp_path)
+    hurt, message = DAMAGE[damage]
+    hurt(path / name)
+    load_fails(kind, path, message.format(name=name), str(path))
+
+
+# Known gaps in loaders this suite may not change (reported with a suggested fix).
+_GAPS = {
+    ("attention", "config.json"): "AttentionGenerator.load says 'not a valid attention generator' without naming the file",
+    ("attention", "state.json"): "AttentionGenerator.load says 'not a valid attention generator' without naming the file",
+    ("attention", "model.safetensors"): "AttentionGenerator.load says 'not a valid attention generator' without naming "
+                                        "the file",
+    ("lm", "config.json"): "LMGenerator.load does not compare LMConfig's LoRA settings (lora_r, lora_alpha, "
+                           "target_modules) with adapter/adapter_config.json, so a swapped config.json loads",
+}
+
+
+def _swap_params(kind, name):
+    marks = []
+    if (kind, name) in _GAPS:
+        marks.append(pytest.mark.xfail(strict=True, raises=(AssertionError, pytest.fail.Exception),
+                                       reason="ragim/generate: " + _GAPS[kind, name]))
+    return pytest.param(kind, name, marks=marks, id=f"{kind}-{name}")
+
+
+@pytest.mark.parametrize("kind, name", [_swap_params(k, f) for k in KINDS for f in _files(k)])
+def test_file_swapped_from_another_artifact(saved, tmp_path, kind, name):
+    """The checksum passes (re-sealed), so only cross-file consistency can catch the swap."""
+    path = _copy(saved, kind, tmp_path)
+    donor = saved[kind]["b"] / name
+    if donor.read_bytes() == (path / name).read_bytes():
+        pytest.skip(f"{name} is identical in both {kind} artifacts: the swap changes nothing")
+    shutil.copyfile(donor, path / name)
+    reseal(path, keep=path / name)
+    read_artifact(path, FORMATS[kind])  # the top-level checksums really pass
+    if name.endswith(MANIFEST):
+        expected = "checksum mismatch"  # the swapped nested manifest does not describe the files beside it
+    elif kind == "lm" and name.startswith("adapter/"):
+        expected = str(path / "adapter")  # peft's adapter folder is one unit; the error names it
+    else:
+        expected = Path(name).name
+    load_fails(kind, path, str(path), expected)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_unknown_format_version(saved, tmp_path, kind):
+    path = _copy(saved, kind, tmp_path)
+    m = json.loads((path / MANIFEST).read_text())
+    m["format_version"] = 99
+    (path / MANIFEST).write_text(json.dumps(m))
+    load_fails(kind, path, f"{FORMATS[kind]} format_version 99 is not supported", "upgrade ragim")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_manifest_from_another_kind(saved, tmp_path, kind):
+    path = _copy(saved, kind, tmp_path)
+    other = next(k for k in KINDS if k != kind)
+    shutil.copyfile(saved[other]["a"] / MANIFEST, path / MANIFEST)
+    load_fails(kind, path, f"holds a '{FORMATS[other]}' artifact, but a '{FORMATS[kind]}' artifact was expected")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_another_kind_of_artifact(saved, kind):
+    other = next(k for k in KINDS if k != kind)
+    load_fails(kind, saved[other]["a"], f"but a '{FORMATS[kind]}' artifact was expected")
+
+
+MANIFEST_DAMAGE = {
+    "missing": (lambda m: m.unlink(), "manifest.json is missing"),
+    "truncated": (_truncate, "the manifest is not valid JSON"),
+    "not-utf8": (lambda m: m.write_bytes(b"\xff\xfe" + m.read_bytes()), "the manifest is not valid JSON"),
+    "no-files-table": (lambda m: m.write_text('{"format": "x"}'), "the manifest has no 'files' table"),
+    "entry-not-an-object": (lambda m: m.write_text(json.dumps({**json.loads(m.read_text()), "files": {"config.json": 1}})),
+                            "the entry for 'config.json' has no valid sha256/bytes"),
+    "path-escape": (lambda m: m.write_text(json.dumps({**json.loads(m.read_text()),
+                                                       "files": {"../x": {"sha256": "0", "bytes": 1}}})),
+                    "invalid file name '../x'"),
+}
+
+
+@pytest.mark.parametrize("damage", list(MANIFEST_DAMAGE))
+@pytest.mark.parametrize("kind", KINDS)
+def test_damaged_manifest(saved, tmp_path, kind, damage):
+    path = _copy(saved, kind, tmp_path)
+    hurt, message = MANIFEST_DAMAGE[damage]
+    if damage in ("entry-not-an-object", "path-escape"):
+        m = json.loads((path / MANIFEST).read_text())
+        m["format"] = FORMATS[kind]
+        (path / MANIFEST).write_text(json.dumps(m))
+    hurt(path / MANIFEST)
+    load_fails(kind, path, message)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_missing_or_not_a_directory(tmp_path, kind):
+    load_fails(kind, tmp_path / "nothing-here", "no artifact at")
+    (tmp_path / "a-file").write_text("x")
+    load_fails(kind, tmp_path / "a-file", "it is a file, not a directory")
+    (tmp_path / "empty").mkdir()
+    load_fails(kind, tmp_path / "empty", "manifest.json is missing")
+
+
+def test_same_shape_swaps_are_caught_by_ids_or_documented(tmp_path):
+    """Donors with the *same* shapes as the target index.
+
+    * records.jsonl with other task ids: caught, because config.json binds the ids (``ids_sha256``).
+    * records.jsonl with the same ids, or params.safetensors / index.faiss of another index over
+      the same ids: these hold bare values (descriptions, numbers, vectors); the result is still
+      a coherent index (every row pairs one id with one vector and one parameter vector), with
+      values from the donor. Nothing but the manifest's checksums can tell those values apart,
+      and a re-sealed manifest is a deliberate edit, not damage, so this is accepted.
+    """
+    from ragim import Task
+
+    def renamed(tc, prefix):
+        return TaskCollection([Task(prefix + t.task_id, t.description, t.X, t.y, t.metadata) for t in tc])
+
+    tasks = datasets.synthetic_family(n_tasks=8, n_features=3, seed=0)
+    same_ids = datasets.synthetic_family(n_tasks=8, n_features=3, seed=5)
+    a = TaskIndex.build(tasks, embedder="hashing", progress=False).save(tmp_path / "a")
+    b = TaskIndex.build(renamed(same_ids, "b-"), embedder="hashing", progress=False).save(tmp_path / "b")
+    c = TaskIndex.build(same_ids, embedder="hashing", progress=False).save(tmp_path / "c")
+
+    def swapped(donor, name):
+        path = tmp_path / f"{donor.name}-{name}"
+        shutil.copytree(a, path)
+        shutil.copyfile(donor / name, path / name)
+        reseal(path)
+        return path
+
+    load_fails("index", swapped(b, "records.jsonl"), "records.jsonl", "task ids are not the ones config.json was saved with")
+    ids = TaskIndex.load(a).ids
+    loaded = TaskIndex.load(swapped(c, "params.safetensors"))
+    assert loaded.ids == ids and np.array_equal(loaded.params_matrix(), TaskIndex.load(c).params_matrix())
+    loaded = TaskIndex.load(swapped(c, "index.faiss"))
+    assert loaded.ids == ids and np.array_equal(loaded.vectors(), TaskIndex.load(c).vectors())
+    # records.jsonl of an index with the same ids but other descriptions: the tasks/ rows still agree by id
+    loaded = TaskIndex.load(swapped(c, "records.jsonl"))
+    assert loaded.ids == ids
+
+
+# ---------------------------------------------------------------------------------------- never unpickle
+class _Evil:
+    """Unpickling this creates ``marker``: proof that a pickle was executed."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _evil_npz(marker: Path) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, vector=np.array([_Evil(marker)], dtype=object), allow_pickle=True)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("kind, name", [("params", "params.npz"), ("collection", "true_params.npz"),
+                                        ("index", "tasks/true_params.npz")])
+def test_npz_with_pickled_objects_is_refused(saved, tmp_path, kind, name):
+    path = _copy(saved, kind, tmp_path)
+    marker = tmp_path / "pwned"
+    (path / name).write_bytes(_evil_npz(marker))
+    reseal(path)
+    load_fails(kind, path, Path(name).name, "never unpickled")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_planted_pickle_files_are_never_loaded(saved, tmp_path, kind):
+    """Pickles listed in the manifest (``.pkl``, ``.bin``, ``.pt``) are ignored by every loader."""
+    path = _copy(saved, kind, tmp_path)
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_Evil(marker))
+    planted = ["model.pkl", "params.pt", "pytorch_model.bin"]
+    if kind == "lm":
+        planted.append("adapter/adapter_model.bin")
+    for name in planted:
+        (path / name).write_bytes(payload)
+    m = json.loads((path / MANIFEST).read_text())
+    m["files"].update({n: {"sha256": "", "bytes": 0} for n in planted})
+    (path / MANIFEST).write_text(json.dumps(m))
+    reseal(path)
+    try:
+        LOADERS[kind](path)
+    except ArtifactError:
+        pass
+    assert not marker.exists()
+
+
+def test_no_loader_imports_pickle_paths():
+    """Static guard: the persistence code never calls pickle, np.load with pickles, or a bare torch.load."""
+    import re
+
+    root = Path(__file__).resolve().parents[1] / "ragim"
+    offenders = []
+    for f in root.rglob("*.py"):
+        text = f.read_text()
+        if re.search(r"\bpickle\.loads?\(|allow_pickle\s*=\s*True|joblib\.load\(", text):
+            offenders.append(f.name)
+        for call in re.findall(r"torch\.load\([^)]*\)", text):
+            if "weights_only=True" not in call:
+                offenders.append(f"{f.name}: {call}")
+    assert not offenders

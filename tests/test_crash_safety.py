@@ -1,0 +1,135 @@
+"""Crash safety: SIGKILL a process in the middle of ``save`` and the artifact survives whole.
+
+A child process loads two versions of a task index (with its nested task rows, so a save
+writes a nested artifact too) and saves them alternately to one path, writing ``S`` before
+and ``E`` after each save. The test kills it with SIGKILL after a random delay of 0-300 ms,
+``RAGIM_CRASH_KILLS`` times (default 20). After every kill the path must load as one
+complete version (same ids, same parameters, same task rows), never a mix and never a
+partial artifact. Leftover ``.ragim-tmp-*`` folders are allowed but must never be taken for
+the artifact.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ragim import TaskIndex, datasets
+from ragim.errors import ArtifactError
+from ragim.io import read_artifact
+
+KILLS = int(os.environ.get("RAGIM_CRASH_KILLS", "20"))
+
+CHILD = r"""
+import os, sys
+from ragim.index import TaskIndex
+versions = [TaskIndex.load(sys.argv[1]), TaskIndex.load(sys.argv[2])]
+target = sys.argv[3]
+out = os.fdopen(1, "wb", buffering=0)
+out.write(b"R")
+i = 0
+while True:
+    out.write(b"S")
+    versions[i % 2].save(target)
+    out.write(b"E")
+    i += 1
+"""
+
+
+@pytest.fixture(scope="module")
+def versions(tmp_path_factory):
+    root = tmp_path_factory.mktemp("crash")
+    tasks = datasets.synthetic_family(n_tasks=120, n_features=5, seed=3, rows=(40, 80))
+    a = TaskIndex.build(tasks, embedder="hashing", progress=False)
+    a.save(root / "a")
+    b = TaskIndex.load(root / "a")
+    b.remove(b.ids[:15])
+    b.save(root / "b")
+    return root
+
+
+def _fingerprint(index: TaskIndex) -> tuple:
+    return tuple(index.ids), index.params_matrix().tobytes(), tuple(index.tasks.ids) if index.tasks is not None else None
+
+
+def _check_whole(target: Path, expected: dict[tuple, str]) -> str:
+    """The artifact at ``target`` loads as exactly one of the versions; returns which."""
+    loaded = TaskIndex.load(target)
+    fp = _fingerprint(loaded)
+    assert fp in expected, "the loaded index matches neither version: a mixed or partial artifact"
+    art = read_artifact(target, "ragim.task-index")
+    assert art.path == target or art.path.name.startswith(".ragim-old-"), art.path
+    assert not art.path.name.startswith(".ragim-tmp-")
+    return expected[fp]
+
+
+def test_sigkill_during_save_leaves_old_or_new_artifact(versions, tmp_path, record_property):
+    a, b = TaskIndex.load(versions / "a"), TaskIndex.load(versions / "b")
+    expected = {_fingerprint(a): "a", _fingerprint(b): "b"}
+    assert len(expected) == 2
+    target = tmp_path / "index"
+    shutil.copytree(versions / "a", target)
+    script = tmp_path / "saver.py"
+    script.write_text(CHILD)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1"}
+    rng = random.Random(int(os.environ.get("RAGIM_CRASH_SEED", "0")))
+    mid_save, saves_done, seen = 0, 0, set()
+    for _ in range(KILLS):
+        proc = subprocess.Popen([sys.executable, str(script), str(versions / "a"), str(versions / "b"), str(target)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        try:
+            ready = proc.stdout.read(1)
+            assert ready == b"R", proc.stderr.read().decode()[-2000:]
+            time.sleep(rng.uniform(0.0, 0.3))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+            log = proc.stdout.read()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+            proc.stderr.close()
+        assert proc.returncode == -signal.SIGKILL, f"the saver died on its own (rc={proc.returncode})"
+        mid_save += log.endswith(b"S")
+        saves_done += log.count(b"E")
+        seen.add(_check_whole(target, expected))
+    leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".ragim-"))
+    for name in leftovers:
+        if name.startswith(".ragim-tmp-"):  # a temporary folder is either incomplete or fully verified
+            try:
+                read_artifact(tmp_path / name, "ragim.task-index")
+            except ArtifactError:
+                pass
+    record_property("kills", KILLS)
+    record_property("kills_mid_save", mid_save)
+    print(f"\n{KILLS} kills, {mid_save} landed mid-save, {saves_done} saves completed, versions seen: {sorted(seen)}, "
+          f"leftover folders: {sum(n.startswith('.ragim-tmp-') for n in leftovers)} temporary, "
+          f"{sum(n.startswith('.ragim-old-') for n in leftovers)} moved aside")
+    assert mid_save >= min(KILLS, 1)
+    # a later save in the same place works and cleans up after itself
+    b.save(target)
+    assert _check_whole(target, expected) == "b"
+
+
+def test_kill_between_the_two_renames_is_recovered(versions, tmp_path):
+    """The window where the old artifact is moved aside and the new one not yet in place."""
+    target = tmp_path / "index"
+    shutil.copytree(versions / "a", target)
+    aside = tmp_path / ".ragim-old-index-deadbeef0000"
+    target.rename(aside)
+    (tmp_path / ".ragim-tmp-index-cafe00000000").mkdir()  # a half-written new artifact
+    a = TaskIndex.load(versions / "a")
+    assert _fingerprint(TaskIndex.load(target)) == _fingerprint(a)
+    TaskIndex.load(versions / "b").save(target)  # the next save puts a whole artifact at the path
+    assert target.is_dir() and np.array_equal(TaskIndex.load(target).params_matrix(),
+                                              TaskIndex.load(versions / "b").params_matrix())
