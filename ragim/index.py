@@ -414,11 +414,24 @@ class TaskIndex:
     @classmethod
     def load(cls, path: str | Path, *, embedder: Embedder | str | None = None, device: str | None = "auto") -> TaskIndex:
         """Open a saved index, verifying checksums; ``embedder`` (default: the one recorded
-        in the artifact) must match the embedder the index was built with."""
+        in the artifact) must match the embedder the index was built with. If a concurrent
+        save replaces the artifact while it is read, the load starts again (up to 3 times)."""
+        from ragim.io import ArtifactChanged
+
+        for attempt in range(3):
+            try:
+                return cls._load(path, embedder=embedder, device=device)
+            except ArtifactChanged:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @classmethod
+    def _load(cls, path: str | Path, *, embedder: Embedder | str | None, device: str | None) -> TaskIndex:
         from safetensors import SafetensorError
         from safetensors.numpy import load as st_load
 
-        from ragim.io import read_artifact
+        from ragim.io import ArtifactChanged, read_artifact
 
         art = read_artifact(path, FORMAT)
         cfg = art.read_json("config.json")
@@ -488,8 +501,10 @@ class TaskIndex:
         if "tasks/manifest.json" in art.files:
             try:
                 tasks = TaskCollection.load(art.path / "tasks")
-            except ArtifactError:
+            except ArtifactError as exc:
                 art.check_unchanged("tasks/manifest.json")  # a concurrent save replaced it: say so
+                if not art.path.exists():
+                    raise ArtifactChanged(f"{art.path} vanished while loading") from exc
                 raise
             art.check_unchanged("tasks/manifest.json")
             if tasks.ids != [r["task_id"] for r in records]:

@@ -31,6 +31,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -46,6 +47,7 @@ from ragim.errors import ArtifactError, ValidationError
 MANIFEST = "manifest.json"
 _ASIDE = ".ragim-old-"
 _TMP = ".ragim-tmp-"
+_TRASH = ".ragim-trash-"
 
 
 def ragim_version() -> str:
@@ -121,7 +123,7 @@ def write_artifact(
     parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and not overwrite:
         raise ArtifactError(f"{path} already exists; pass overwrite=True to replace it")
-    if path.exists() and not (path / MANIFEST).is_file():
+    if _is_foreign_dir(path):
         raise ArtifactError(
             f"refusing to overwrite {path}: it exists but is not a ragim artifact (no {MANIFEST})"
         )
@@ -160,6 +162,16 @@ def write_artifact(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def _is_foreign_dir(path: Path) -> bool:
+    """``path`` exists but holds no manifest. Checked a few times: a concurrent save may move
+    the artifact away between the two checks (a rename is atomic, a pair of checks is not)."""
+    for _ in range(3):
+        if (path / MANIFEST).is_file() or not path.exists():
+            return False
+        time.sleep(0.002)
+    return True
 
 
 _SWAP_ATTEMPTS = 50
@@ -208,8 +220,19 @@ def _swap_into_place(tmp: Path, path: Path) -> None:
             raise ArtifactError(f"could not move the new artifact into place at {path}: {exc}") from exc
         raise
     for aside in asides:
-        shutil.rmtree(aside, ignore_errors=True)
+        _remove_dir(aside)
     _fsync_dir(path.parent)
+
+
+def _remove_dir(d: Path) -> None:
+    """Delete a directory so that a crash midway never leaves a partial copy under its name:
+    rename it to a trash name first (atomic), then delete that."""
+    trash = d.parent / f"{_TRASH}{uuid.uuid4().hex[:12]}"
+    try:
+        os.rename(d, trash)
+    except OSError:
+        trash = d
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -237,13 +260,29 @@ def _recover(path: Path) -> Path:
     for _ in range(3):  # a concurrent save may finish (and delete its moved-aside copy) meanwhile
         if path.exists():
             return path
-        candidates = sorted(path.parent.glob(f"{_ASIDE}{path.name}-*"), key=_mtime, reverse=True)
+        own = re.compile(re.escape(f"{_ASIDE}{path.name}-") + r"[^-]+")  # not those of "name-2"
+        candidates = sorted((c for c in path.parent.glob(f"{_ASIDE}{path.name}-*") if own.fullmatch(c.name)),
+                            key=_mtime, reverse=True)
         for c in candidates:
-            if (c / MANIFEST).is_file():
+            if _looks_complete(c):
                 return c
         if not candidates and not path.exists():
             break
     raise ArtifactError(f"no artifact at {path}: the directory does not exist")
+
+
+class ArtifactChanged(ArtifactError):
+    """The artifact was replaced by a concurrent save while it was being read; loading
+    it again reads the new version."""
+
+
+def _looks_complete(d: Path) -> bool:
+    """A moved-aside copy is usable if its manifest parses and lists only files that exist."""
+    try:
+        files = json.loads((d / MANIFEST).read_bytes())["files"]
+        return all((d / name).is_file() for name in files)
+    except (OSError, ValueError, TypeError, KeyError, RecursionError):
+        return False
 
 
 def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -282,12 +321,12 @@ class Artifact:
                 sig = _signature(os.fstat(fh.fileno()))
                 data = fh.read()
         except OSError as exc:
-            raise ArtifactError(f"{f}: cannot be read ({exc}); was the artifact moved or replaced meanwhile?") from exc
+            raise ArtifactChanged(f"{f}: cannot be read ({exc}); was the artifact moved or replaced meanwhile?") from exc
         expected = self.verified.get(name)
         if expected is not None and sig != expected:
             entry = self.files[name]
             if len(data) != entry.get("bytes") or sha256_bytes(data) != entry.get("sha256"):
-                raise ArtifactError(
+                raise ArtifactChanged(
                     f"{f}: the file changed after its checksum was verified (a concurrent save to "
                     f"{self.path}?); load the artifact again"
                 )
@@ -301,9 +340,9 @@ class Artifact:
         try:
             sig = _signature(os.stat(self.path / name))
         except OSError as exc:
-            raise ArtifactError(f"{self.path / name}: vanished while loading ({exc})") from exc
+            raise ArtifactChanged(f"{self.path / name}: vanished while loading ({exc})") from exc
         if sig != expected:
-            raise ArtifactError(
+            raise ArtifactChanged(
                 f"{self.path / name}: the file changed while loading (a concurrent save to {self.path}?); "
                 "load the artifact again"
             )
@@ -346,10 +385,6 @@ class Artifact:
             raise ArtifactError(f"{self.path / name}: not a valid array file ({reason})") from exc
 
 
-class _ChangedWhileReading(ArtifactError):
-    """The artifact was replaced (by a concurrent save) while it was being verified."""
-
-
 def read_artifact(
     path: str | os.PathLike,
     kind: str,
@@ -371,7 +406,7 @@ def read_artifact(
     for _ in range(5):
         try:
             return _read_artifact_once(Path(path), kind, supported_versions, verify)
-        except _ChangedWhileReading as exc:
+        except ArtifactChanged as exc:
             last = exc
     raise ArtifactError(f"{path}: the artifact kept changing while it was read ({last}); other processes are "
                         "saving to it, load it again later") from last
@@ -388,7 +423,7 @@ def _read_artifact_once(path: Path, kind: str, supported_versions: tuple[int, ..
     path = _recover(path)
     if not path.is_dir():
         if not path.exists():
-            raise _ChangedWhileReading(f"{path} vanished")
+            raise ArtifactChanged(f"{path} vanished")
         raise ArtifactError(f"{path} is not a ragim artifact: it is a file, not a directory")
     mpath = path / MANIFEST
     if not mpath.is_file():
@@ -398,7 +433,7 @@ def _read_artifact_once(path: Path, kind: str, supported_versions: tuple[int, ..
             msig = _signature(os.fstat(fh.fileno()))
             raw = fh.read()
     except OSError as exc:
-        raise _ChangedWhileReading(f"{mpath}: cannot be read ({exc})") from exc
+        raise ArtifactChanged(f"{mpath}: cannot be read ({exc})") from exc
     try:
         manifest = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as exc:
@@ -444,9 +479,9 @@ def _read_artifact_once(path: Path, kind: str, supported_versions: tuple[int, ..
                 problem = f"{path}: file {name!r} cannot be read ({exc})"
             if problem is not None:
                 if _manifest_changed(mpath, msig):
-                    raise _ChangedWhileReading(problem)
+                    raise ArtifactChanged(problem)
                 raise ArtifactError(problem)
             verified[name] = _signature(st)
     if _manifest_changed(mpath, msig):
-        raise _ChangedWhileReading(f"{mpath} was replaced during verification")
+        raise ArtifactChanged(f"{mpath} was replaced during verification")
     return Artifact(path=path, manifest=manifest, verified=verified)

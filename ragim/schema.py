@@ -218,7 +218,7 @@ class FeatureSchema:
             s = X[f.name]
             if f.type == "categorical":
                 s = s.astype(object).where(s.notna(), None)
-                if s.dtype == object:
+                if s.dtype == object and pd.api.types.infer_dtype(s, skipna=True) in ("mixed", "unknown-array"):
                     odd = [v for v in s if isinstance(v, list | dict | set | tuple | np.ndarray)]
                     if odd:
                         problems.append(

@@ -488,11 +488,12 @@ class TaskCollection:
             schema = None if meta.get("schema") is None else FeatureSchema.from_dict(meta["schema"])
         except ValidationError as exc:
             raise ArtifactError(f"{art.path / 'collection.json'}: {exc}") from exc
-        feature_cols = [c for c in data.columns if c not in ("__task__", "__y__")]
-        if schema is not None and sorted(feature_cols) != sorted(schema.names):
+        feature_cols = set(data.columns) - {"__task__", "__y__"}
+        absent = [n for n in schema.names if n not in feature_cols] if schema is not None and records else []
+        if absent:
             raise ArtifactError(
-                f"{art.path / 'data.parquet'}: its columns {feature_cols[:10]} are not the features of the schema "
-                f"in collection.json {schema.names[:10]}; the artifact was assembled from different collections"
+                f"{art.path / 'data.parquet'}: lacks the columns {absent[:10]} of the schema in collection.json; "
+                "the artifact was assembled from different collections"
             )
         try:
             groups = dict(tuple(data.groupby("__task__", sort=False)))

@@ -133,7 +133,8 @@ def test_odd_feature_names_work_end_to_end(name):
     X = odd_frame(name)
     tc = collection(Task("t", "Predict sepsis", X, Y))
     schema = tc.schema.copy().fit(X)
-    assert schema.names[0] == str(name)
+    # pandas >= 3 stores a None label as NaN, so compare with the label the frame really holds
+    assert schema.names[0] == str(X.columns[0])
     p = ModelParams.zeros("logistic", schema)
     assert ModelParams.from_json(p.to_json()) == p
     assert schema.transform(X).shape == (N, 2)

@@ -114,7 +114,8 @@ def test_sigkill_during_save_leaves_old_or_new_artifact(versions, tmp_path, reco
     record_property("kills_mid_save", mid_save)
     print(f"\n{KILLS} kills, {mid_save} landed mid-save, {saves_done} saves completed, versions seen: {sorted(seen)}, "
           f"leftover folders: {sum(n.startswith('.ragim-tmp-') for n in leftovers)} temporary, "
-          f"{sum(n.startswith('.ragim-old-') for n in leftovers)} moved aside")
+          f"{sum(n.startswith('.ragim-old-') for n in leftovers)} moved aside, "
+          f"{sum(n.startswith('.ragim-trash-') for n in leftovers)} half-deleted")
     assert mid_save >= min(KILLS, 1)
     # a later save in the same place works and cleans up after itself
     b.save(target)
@@ -133,3 +134,19 @@ def test_kill_between_the_two_renames_is_recovered(versions, tmp_path):
     TaskIndex.load(versions / "b").save(target)  # the next save puts a whole artifact at the path
     assert target.is_dir() and np.array_equal(TaskIndex.load(target).params_matrix(),
                                               TaskIndex.load(versions / "b").params_matrix())
+
+
+def test_recovery_skips_partial_and_foreign_moved_aside_copies(versions, tmp_path):
+    """A half-deleted moved-aside copy (newer) and the copy of another artifact ("index-2") are
+    never taken for the artifact; the complete older copy is."""
+    target = tmp_path / "index"
+    good = tmp_path / ".ragim-old-index-000000000001"
+    shutil.copytree(versions / "a", good)
+    time.sleep(0.02)
+    partial = tmp_path / ".ragim-old-index-000000000002"
+    shutil.copytree(versions / "b", partial)
+    (partial / "params.safetensors").unlink()
+    foreign = tmp_path / ".ragim-old-index-2-000000000003"
+    shutil.copytree(versions / "b", foreign)
+    assert _fingerprint(TaskIndex.load(target)) == _fingerprint(TaskIndex.load(versions / "a"))
+    assert read_artifact(target, "ragim.task-index").path == good

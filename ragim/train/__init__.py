@@ -20,6 +20,10 @@ _FUNCTIONS = {
     "train_reward_model": "ragim.train.reward",
     "train_grpo": "ragim.train.rl",
     "train_dpo": "ragim.train.rl",
+    "build_preference_pairs": "ragim.train.preferences",
+    "load_preferences": "ragim.train.preferences",
+    "RewardModel": "ragim.train.reward",
+    "best_of_n": "ragim.train.reward",
 }
 
 

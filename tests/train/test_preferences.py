@@ -1,0 +1,166 @@
+"""Preference pairs from verifiable rewards (leave-one-task-out), and human preferences as JSONL."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ragim import TaskIndex, datasets
+from ragim.errors import ValidationError
+from ragim.generate.lm import LMGenerator
+from ragim.index import leak_free
+from ragim.params import param_names
+from ragim.rewards import encode_heldout, held_out_log_likelihood
+from ragim.train import build_preference_pairs, load_preferences
+from ragim.train.preferences import save_preferences
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def heart_index():
+    return TaskIndex.build(datasets.heart_disease(), embedder="hashing", progress=False)
+
+
+@pytest.fixture(scope="module")
+def synthetic_index():
+    return TaskIndex.build(datasets.synthetic_family(n_tasks=8, n_features=2, seed=0), embedder="hashing",
+                           progress=False)
+
+
+@pytest.fixture(scope="module")
+def generator():
+    return LMGenerator(base_model="tiny", k=2, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def all_pairs(generator, synthetic_index):
+    return build_preference_pairs(generator, synthetic_index, n_candidates=4, min_margin=0.05, pairs="all",
+                                  progress=False)
+
+
+def test_pairs_respect_the_margin_and_the_rewards(all_pairs, synthetic_index):
+    index = synthetic_index
+    assert len(all_pairs) > 0
+    assert all_pairs.column_names[:5] == ["prompt", "chosen", "rejected", "task_id", "margin"]
+    names = param_names(index.model, index.schema)
+    for row in all_pairs:
+        assert row["margin"] >= 0.05
+        assert row["chosen_reward"] - row["rejected_reward"] == pytest.approx(row["margin"])
+        assert row["chosen"] != row["rejected"]
+        assert [m["role"] for m in row["prompt"]] == ["system", "user"]
+        assert row["chosen"][0]["role"] == row["rejected"][0]["role"] == "assistant"
+        # the reward, recomputed on the task's own held-out rows, agrees and ranks chosen first
+        _, test = index.tasks[row["task_id"]].split(0.5, seed=0)
+        heldout = encode_heldout(index.model, index.schema, test.X, test.y)
+        r_w, r_l = held_out_log_likelihood(None, [row["chosen"], row["rejected"]], param_names=names,
+                                           heldout=heldout)
+        assert r_w == pytest.approx(row["chosen_reward"]) and r_l == pytest.approx(row["rejected_reward"])
+        assert r_w > r_l + 0.05 - 1e-12
+
+
+def test_best_worst_gives_one_pair_per_task_with_the_widest_margin(generator, synthetic_index, all_pairs):
+    best = build_preference_pairs(generator, synthetic_index, n_candidates=4, min_margin=0.05, progress=False)
+    assert len(set(best["task_id"])) == len(best)
+    for row in best:
+        widest = max(r["margin"] for r in all_pairs if r["task_id"] == row["task_id"])
+        assert row["margin"] == pytest.approx(widest)
+
+
+def test_prompts_are_leave_one_task_out(generator, heart_index):
+    """Each prompt's neighbours exclude its task and every task sharing its patients."""
+    pairs = build_preference_pairs(generator, heart_index, n_candidates=2, min_margin=0.0, max_tasks=3,
+                                   progress=False)
+    assert len(pairs) == 3
+    for row in pairs:
+        rec = heart_index.record(row["task_id"])
+        excluded = leak_free(rec)
+        assert row["neighbor_ids"] and row["task_id"] not in row["neighbor_ids"]
+        for nb in row["neighbor_ids"]:
+            assert not excluded(heart_index.record(nb)), f"{nb} shares patients with {row['task_id']}"
+        user = row["prompt"][1]["content"]
+        assert user.count(rec["description"]) == 1  # only as the target
+
+
+def test_no_pairs_gives_an_empty_dataset_and_a_hint(generator, synthetic_index):
+    with pytest.warns(UserWarning, match="lower min_margin"):
+        ds = build_preference_pairs(generator, synthetic_index, n_candidates=2, min_margin=1e6, max_tasks=1,
+                                    progress=False)
+    assert len(ds) == 0 and ds.column_names[:5] == ["prompt", "chosen", "rejected", "task_id", "margin"]
+
+
+def test_bad_arguments(generator, synthetic_index):
+    with pytest.raises(ValidationError, match="n_candidates"):
+        build_preference_pairs(generator, synthetic_index, n_candidates=1)
+    with pytest.raises(ValidationError, match="temperature"):
+        build_preference_pairs(generator, synthetic_index, temperature=0)
+    with pytest.raises(ValidationError, match="pairs must be one of"):
+        build_preference_pairs(generator, synthetic_index, pairs="best")
+    with pytest.raises(ValidationError, match="not in the index"):
+        build_preference_pairs(generator, synthetic_index, task_ids=["nope"])
+    bare = TaskIndex.build(datasets.synthetic_family(n_tasks=4, n_features=2, seed=0), embedder="hashing",
+                           progress=False, keep_tasks=False)
+    with pytest.raises(ValidationError, match="keep_tasks=True"):
+        build_preference_pairs(generator, bare)
+
+
+def test_save_and_load_round_trip(all_pairs, tmp_path):
+    path = save_preferences(all_pairs, tmp_path / "prefs.jsonl")
+    loaded = load_preferences(path)
+    assert len(loaded) == len(all_pairs)
+    for a, b in zip(all_pairs, loaded, strict=True):
+        for col in ("prompt", "chosen", "rejected", "task_id", "neighbor_ids"):
+            assert a[col] == b[col]
+        assert a["margin"] == pytest.approx(b["margin"])
+
+
+def _write(tmp_path, lines):
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+    return path
+
+
+GOOD = {"prompt": "Predict stroke in adults.", "chosen": {"intercept": -2, "age": 0.75},
+        "rejected": '{"intercept": 1.50, "age": -3}', "task_id": "stroke"}
+
+
+def test_load_accepts_text_objects_and_messages(tmp_path):
+    msg = {**GOOD, "prompt": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
+           "chosen": [{"role": "assistant", "content": '{"intercept": -2.0, "age": 0.75}'}], "margin": 0.2}
+    ds = load_preferences(_write(tmp_path, [GOOD, "", msg]))
+    assert len(ds) == 2
+    assert ds[0]["prompt"] == [{"role": "user", "content": "Predict stroke in adults."}]
+    assert ds[0]["chosen"] == [{"role": "assistant", "content": '{"intercept": -2, "age": 0.75}'}]
+    assert ds[0]["rejected"] == [{"role": "assistant", "content": '{"intercept": 1.5, "age": -3}'}]
+    assert ds[1]["chosen"] == ds[0]["chosen"] and ds[1]["margin"] == 0.2 and ds[0]["margin"] is None
+
+
+@pytest.mark.parametrize("line, message", [
+    ("{not json", r"line 2: not valid JSON"),
+    ({"prompt": "p", "chosen": {"intercept": 1}}, r"line 2: missing field 'rejected'"),
+    ({**GOOD, "chosen": '{"intercept": 1, "age": }'}, r"line 2: field 'chosen': the model JSON does not parse"),
+    ({**GOOD, "rejected": {"intercept": "high", "age": 1}}, r"line 2: field 'rejected': parameter 'intercept'"),
+    ({**GOOD, "rejected": {"intercept": 1, "sex": 1}}, r"line 2: chosen and rejected have different parameters"),
+    ({**GOOD, "rejected": GOOD["chosen"]}, r"line 2: chosen and rejected are the same model"),
+    ({**GOOD, "margin": -1}, r"line 2: field 'margin'"),
+    ({**GOOD, "prompt": [{"role": "robot", "content": "x"}]}, r"line 2: field 'prompt'"),
+    ([1, 2], r"line 2: expected a JSON object"),
+])
+def test_load_errors_name_the_line_and_the_problem(tmp_path, line, message):
+    with pytest.raises(ValidationError, match=message):
+        load_preferences(_write(tmp_path, [GOOD, line]))
+
+
+def test_load_missing_and_empty_files(tmp_path):
+    with pytest.raises(ValidationError, match="does not exist"):
+        load_preferences(tmp_path / "nope.jsonl")
+    with pytest.raises(ValidationError, match="holds no preference pairs"):
+        load_preferences(_write(tmp_path, [""]))

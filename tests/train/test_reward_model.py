@@ -1,0 +1,165 @@
+"""Bradley–Terry reward model on the tiny LM: only LoRA and the head train, it learns a planted
+preference, it round-trips as an artifact, and best-of-n picks its top-scored candidate."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from transformers import TrainerCallback
+
+from ragim import TaskIndex, datasets
+from ragim.errors import ArtifactError, ValidationError
+from ragim.generate.lm import LMGenerator
+from ragim.lm.prompts import answer_text
+from ragim.train import RewardModel, best_of_n, train_reward_model
+from ragim.train.reward import split_pairs_by_task
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def planted_pairs(n: int, offset: int, seed: int) -> list[dict]:
+    """Chosen models always have intercept 1, rejected ones intercept -1; the rest is noise."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        a, b = rng.normal(size=2).round(2)
+        out.append({
+            "prompt": [{"role": "user", "content": f"Predict outcome {i + offset} in cohort {rng.integers(100)}."}],
+            "chosen": [{"role": "assistant", "content": f'{{"intercept": 1, "x": {a}}}'}],
+            "rejected": [{"role": "assistant", "content": f'{{"intercept": -1, "x": {b}}}'}],
+            "task_id": f"task-{(i + offset) % 12}",
+        })
+    return out
+
+
+class Snapshot(TrainerCallback):
+    """Copies every parameter (and whether it trains) when training starts and ends."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        self.trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self.after = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+@pytest.fixture(scope="module")
+def trained():
+    snap = Snapshot()
+    rm = train_reward_model(planted_pairs(48, 0, 0), val_pairs=planted_pairs(16, 100, 1), base_model="tiny",
+                            max_steps=30, batch_size=4, learning_rate=3e-3, progress=False, device="cpu",
+                            callbacks=[snap])
+    return rm, snap
+
+
+def test_training_changes_only_lora_and_head_weights(trained):
+    rm, snap = trained
+    assert set(snap.before) == set(snap.after)
+    lora = {n for n in snap.before if "lora_" in n}
+    head = {n for n in snap.before if "score.modules_to_save" in n}
+    assert lora and head and snap.trainable == lora | head
+    for n in snap.trainable:
+        assert not torch.equal(snap.before[n], snap.after[n]), f"trainable parameter {n} did not change"
+    for n in set(snap.before) - snap.trainable:
+        assert torch.equal(snap.before[n], snap.after[n]), f"frozen parameter {n} changed"
+    assert rm.n_trainable_params_ == sum(snap.before[n].numel() for n in snap.trainable)
+    losses = [h["loss"] for h in rm.history_ if "loss" in h]
+    assert len(losses) == 30 and all(math.isfinite(v) for v in losses)
+
+
+def test_learns_a_planted_preference(trained):
+    rm, _ = trained
+    assert rm.val_accuracy_ > 0.7
+    assert rm.pairwise_accuracy(planted_pairs(16, 200, 2)) > 0.7
+    assert any("eval_accuracy" in h for h in rm.history_)
+
+
+def test_artifact_round_trip(trained, tmp_path):
+    rm, _ = trained
+    pairs = planted_pairs(4, 300, 3)
+    prompts = [p["prompt"] for p in pairs] * 2
+    completions = [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs]
+    before = rm.score(prompts, completions)
+    path = rm.save(tmp_path / "rm")
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["format"] == "ragim.reward-model"
+    config = json.loads((path / "config.json").read_text())
+    assert config["base_model"] == "tiny" and config["base_model_identity"]["name"] == "tiny"
+    with safe_open(str(path / "adapter" / "adapter_model.safetensors"), "pt") as fh:
+        keys = list(fh.keys())
+    assert keys and all("lora_" in k or ".score." in k for k in keys)  # base weights are never copied
+    assert any(".score." in k for k in keys)  # the head is saved
+    loaded = RewardModel.load(path, device="cpu")
+    np.testing.assert_allclose(loaded.score(prompts, completions), before, rtol=1e-5, atol=1e-6)
+    assert loaded.val_accuracy_ == pytest.approx(rm.val_accuracy_) and loaded.history_ == json.loads(
+        json.dumps(rm.history_))
+
+    raw = bytearray((path / "adapter" / "adapter_model.safetensors").read_bytes())
+    raw[-1] ^= 0xFF
+    (path / "adapter" / "adapter_model.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(ArtifactError, match="checksum"):
+        RewardModel.load(path)
+
+
+def test_validation_split_holds_out_whole_tasks():
+    rows = planted_pairs(40, 0, 0)
+    train, val = split_pairs_by_task(rows, 0.25, seed=0)
+    assert len(train) + len(val) == 40 and val
+    assert {r["task_id"] for r in train}.isdisjoint({r["task_id"] for r in val})
+    untagged = [{k: v for k, v in r.items() if k != "task_id"} for r in rows]
+    train, val = split_pairs_by_task(untagged, 0.25, seed=0)
+    assert len(val) == 10 and len(train) == 30
+
+
+def test_bad_inputs():
+    with pytest.raises(ValidationError, match="no preference pairs"):
+        train_reward_model([], base_model="tiny")
+    with pytest.raises(ValidationError, match="lack"):
+        train_reward_model([{"prompt": "p", "chosen": "a"}], base_model="tiny")
+    with pytest.raises(ValidationError, match="max_steps"):
+        train_reward_model(planted_pairs(2, 0, 0), base_model="tiny", max_steps=0)
+    with pytest.raises(ValidationError, match="not trained"):
+        RewardModel(base_model="tiny").score(["p"], ["c"])
+
+
+class FakeRewardModel:
+    """Scores candidates by a fixed list; records what it was asked."""
+
+    def __init__(self, scores):
+        self.scores = scores
+
+    def score(self, prompts, completions):
+        self.prompts, self.completions = prompts, completions
+        return np.asarray(self.scores[:len(completions)], dtype=float)
+
+
+def test_best_of_n_returns_the_highest_scored_candidate():
+    tasks = datasets.synthetic_family(n_tasks=6, n_features=2, seed=0)
+    index = TaskIndex.build(tasks, embedder="hashing", progress=False)
+    gen = LMGenerator(base_model="tiny", k=2, device="cpu")
+    desc = tasks.descriptions[0]
+    cands = gen.generate_candidates(desc, index, exclude=[tasks.ids[0]], num_candidates=5, temperature=1.0)
+    fake = FakeRewardModel([0.1, -2.0, 3.5, 0.0, 1.0])
+    best = best_of_n(gen, fake, desc, index, n=5, temperature=1.0, exclude=[tasks.ids[0]])
+    np.testing.assert_array_equal(best.vector, cands[2].vector)
+    assert best.metadata["rerank"] == "reward_model" and best.metadata["n"] == 5
+    assert best.metadata["reward_scores"] == [0.1, -2.0, 3.5, 0.0, 1.0]
+    assert best.metadata["candidate"] == 2 and best.metadata["generator"] == "lm"
+    # the reward model saw the generator's prompt and every candidate's answer text
+    assert fake.completions == [[{"role": "assistant", "content": answer_text(p, gen.config.decimals)}]
+                                for p in cands]
+    user = fake.prompts[0][1]["content"]
+    assert user.count(desc) == 1 and all(p["description"] in user for p in cands[0].metadata["provenance"])
+    with pytest.raises(ValidationError, match="n must be"):
+        best_of_n(gen, fake, desc, index, n=0)
