@@ -1,6 +1,6 @@
 """The evaluation tables of docs/benchmarks.md: zero- and few-shot results against the baselines.
 
-Run: .venv/bin/python benchmarks/evaluate_all.py [--only heart-site heart-task synthetic procedure] [--lm-adapter PATH]
+Run: .venv/bin/python benchmarks/evaluate_all.py [--only heart-site heart-task synthetic procedure] [--k-shots 4 8 16 32]
 
 Writes benchmarks/results/eval_<name>.csv (per task) and eval_<name>.md (summary table).
 """
@@ -39,9 +39,12 @@ def main() -> None:
         cfg = dict(CONFIGS[name])
         ds = cfg.pop("dataset")
         n = cfg.pop("n_tasks", None)
-        tasks = {"heart-disease": datasets.heart_disease,
-                 "synthetic": lambda: datasets.synthetic_family(n_tasks=n, n_features=10, seed=0),
-                 "procedure": lambda: datasets.procedure_family(n_tasks=n, seed=0)}[ds]()
+        if ds == "heart-disease":
+            tasks = datasets.heart_disease()
+        elif ds == "synthetic":
+            tasks = datasets.synthetic_family(n_tasks=n, n_features=10, seed=0)
+        else:
+            tasks = datasets.procedure_family(n_tasks=n, seed=0)
         t = time.perf_counter()
         df = ev.few_shot(tasks, k_shots=tuple(args.k_shots), embedder=None, progress=True, **cfg)
         secs = time.perf_counter() - t

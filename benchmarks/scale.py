@@ -4,13 +4,13 @@ Writes benchmarks/results/scale.json and docs/img/scale_loglog.png, and prints t
 that docs/benchmarks.md reproduces.
 
 Run: .venv/bin/python benchmarks/scale.py [--sizes 10000 100000 1000000] [--fit-sizes 10000 100000]
+     [--lm-queries 3] [--generate-threads N] [--resume]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -39,12 +39,16 @@ def exponent(sizes, values) -> float:
 
 
 def main() -> None:
-    from ragim.bench import bench_fit, bench_generate, bench_retrieval
+    from ragim.bench import bench_fit, bench_generate, bench_generate_lm, bench_retrieval
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     ap.add_argument("--fit-sizes", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--lm-queries", type=int, default=3, help="LM generations timed (0: skip the LM benchmark)")
+    ap.add_argument("--lm-base-model", default="smollm2-135m")
+    ap.add_argument("--generate-threads", type=int, default=None,
+                    help="torch threads for the generation benchmarks (default: torch's own choice)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.json")
     ap.add_argument("--resume", action="store_true", help="keep results already in --out and only run the missing sizes")
     args = ap.parse_args()
@@ -72,8 +76,16 @@ def main() -> None:
         res["fit"][n] = r
         args.out.write_text(json.dumps(res, indent=2, default=str))
         print(json.dumps({"fit": n, "ours": r["ours"], "baseline": r["baseline"], "ratio": r["ratio"]}), flush=True)
+    if args.generate_threads:
+        import torch
+
+        torch.set_num_threads(args.generate_threads)
+    res["machine"]["generate_torch_threads"] = __import__("torch").get_num_threads()
     res["generate"] = bench_generate(300)
     print(json.dumps({"generate": res["generate"]["tasks_per_s_by_batch"]}), flush=True)
+    if args.lm_queries > 0:
+        res["generate_lm"] = bench_generate_lm(args.lm_queries, base_model=args.lm_base_model)
+        print(json.dumps({"generate_lm": res["generate_lm"]["ours"]}), flush=True)
     sizes = sorted(res["retrieval"])
     res["growth_exponents"] = {
         "retrieval_query_seconds": exponent(sizes, [res["retrieval"][n]["ours"]["seconds"] for n in sizes]),

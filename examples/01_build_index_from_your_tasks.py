@@ -10,8 +10,8 @@ Run: python examples/01_build_index_from_your_tasks.py [--fast]
 """
 
 import pandas as pd
-
 from _common import parse_args
+
 from ragim import TaskIndex, datasets
 from ragim.datasets.folder import load_task_folder
 

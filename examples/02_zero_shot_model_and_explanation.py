@@ -4,6 +4,7 @@ Run: python examples/02_zero_shot_model_and_explanation.py [--fast]
 """
 
 from _common import parse_args
+
 from ragim import AttentionGenerator, TaskIndex, datasets
 from ragim.metrics import task_metrics
 

@@ -4,8 +4,8 @@ Run: python examples/03_few_shot_adaptation.py [--fast]
 """
 
 import numpy as np
-
 from _common import parse_args
+
 from ragim import AttentionGenerator, TaskIndex, ZeroShotClassifier, datasets
 from ragim.metrics import task_metrics
 from ragim.models import LogisticModel

@@ -5,6 +5,7 @@ Run: python examples/04_gam_family_shape_plots.py [--fast]
 """
 
 from _common import parse_args
+
 from ragim import AttentionGenerator, TaskIndex, datasets
 
 args = parse_args(__doc__)

@@ -7,6 +7,7 @@ Run: python examples/05_lm_sft.py [--fast]
 """
 
 from _common import parse_args
+
 from ragim import TaskIndex, datasets
 from ragim.metrics import task_metrics
 from ragim.train import train_sft

@@ -15,7 +15,6 @@ from ragim.metrics import task_metrics
 from ragim.models import model_from_params
 from ragim.rewards import RewardConfig
 from ragim.train import (
-    best_of_n,
     build_preference_pairs,
     train_dpo,
     train_grpo,
@@ -51,7 +50,9 @@ rm.save(args.out / "reward-model")
 # 4. Zero-shot on the unseen Swiss hospital: greedy SFT vs best-of-n reranked by the reward model
 target = max(held_out, key=lambda t: t.n_rows)
 greedy = sft.generate_params(target.description, index)
-best = best_of_n(sft, rm, target.description, index, n=4 if fast else 8)
+# best-of-n: sample n candidates, keep the one the reward model scores highest (ragim.train.best_of_n)
+best = sft.generate_params(target.description, index, rerank="reward_model", reward_model=rm,
+                           num_candidates=4 if fast else 8)
 for name, params in (("greedy SFT", greedy), ("best-of-n", best)):
     p = model_from_params(params).predict_proba(target.X)[:, 1]
     print(f"{name:>10}: log-loss on {target.task_id!r} = {task_metrics(target.y, p)['log_loss']:.3f}")

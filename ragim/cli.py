@@ -1,6 +1,7 @@
 """The ``ragim`` command line.
 
-    ragim demo | index build | index search | generate | explain | train attention | evaluate | bench
+    ragim demo | index build | index search | generate | explain
+    ragim train {attention,sft,reward,dpo,grpo} | evaluate | bench
 
 Every command that reports results accepts ``--json`` for machine-readable output.
 """
@@ -149,6 +150,214 @@ def train_attention(
     _echo_json(summary) if as_json else typer.echo(f"saved {gen!r} to {out}: {summary}")
 
 
+def _history_last(history: list[dict], key: str, stage: str | None = None):
+    """The last logged value of ``key`` (optionally of one training stage), or None."""
+    vals = [h[key] for h in history if key in h and (stage is None or h.get("stage", "sft") == stage)]
+    return vals[-1] if vals else None
+
+
+def _summary_out(summary: dict, as_json: bool, text: str) -> None:
+    from ragim.generate.lm import _json_safe
+
+    summary = _json_safe(summary)
+    _echo_json(summary) if as_json else typer.echo(f"{text}\n" + "\n".join(f"  {k}: {v}" for k, v in summary.items()))
+
+
+def _load_lm(path: Path):
+    from ragim.generate.lm import LMGenerator
+
+    return LMGenerator.load(path)
+
+
+def _pairs_for(generator, index, pairs_file: Path | None, n_candidates: int, min_margin: float, pairs: str,
+               seed: int, progress: bool):
+    """Preference pairs: a clinician's JSONL file, or built from the generator's samples on the index."""
+    from ragim.train.preferences import build_preference_pairs, load_preferences
+
+    if pairs_file is not None:
+        return load_preferences(pairs_file)
+    if pairs not in ("best_worst", "all"):
+        raise typer.BadParameter(f"--pairs must be best_worst or all, got {pairs!r}")
+    return build_preference_pairs(generator, index, n_candidates=n_candidates, min_margin=min_margin,
+                                  pairs=pairs, seed=seed, progress=progress)
+
+
+def _check_positive(**values) -> None:
+    for name, v in values.items():
+        if v is not None and v <= 0:
+            raise typer.BadParameter(f"--{name.replace('_', '-')} must be positive, got {v}")
+
+
+@train_app.command("sft")
+def train_sft_cmd(
+    index_path: Annotated[Path, typer.Option("--index", help="a saved index")],
+    out: Annotated[Path, typer.Option(help="where to save the LM generator")] = Path("generators/lm-sft"),
+    base_model: Annotated[str, typer.Option(help="tiny | smollm2-135m | a local model directory")] = "smollm2-135m",
+    max_steps: Annotated[int, typer.Option(help="optimiser steps")] = 30,
+    batch_size: Annotated[int, typer.Option(help="examples per step")] = 4,
+    learning_rate: Annotated[float, typer.Option(help="AdamW rate of the LoRA weights")] = 2e-4,
+    k: Annotated[int, typer.Option("-k", "--k", help="neighbours per prompt")] = 5,
+    lora_r: Annotated[int, typer.Option(help="LoRA rank (alpha = 2 x rank)")] = 8,
+    val_fraction: Annotated[float, typer.Option(help="share of tasks held out for the validation loss")] = 0.2,
+    seed: int = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary")] = False,
+):
+    """Supervised fine-tuning (behaviour cloning) of the LM generator with LoRA: train_sft."""
+    import time
+
+    from ragim.index import TaskIndex
+    from ragim.train.sft import train_sft
+
+    _check_k(k, "--k")
+    _check_positive(max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate, lora_r=lora_r)
+    index = TaskIndex.load(index_path)
+    t0 = time.perf_counter()
+    gen = train_sft(index, base_model=base_model, max_steps=max_steps, batch_size=batch_size,
+                    learning_rate=learning_rate, k=k, val_fraction=val_fraction, seed=seed, progress=not as_json,
+                    generator_config={"lora_r": lora_r, "lora_alpha": 2 * lora_r, "seed": seed})
+    gen.save(out)
+    summary = {"stage": "sft", "path": str(out), "base_model": base_model, "max_steps": max_steps,
+               "n_train_tasks": len(gen.train_task_ids_), "n_val_tasks": len(gen.val_task_ids_),
+               "train_loss": _history_last(gen.history_, "loss"), "eval_loss": _history_last(gen.history_, "eval_loss"),
+               "n_trainable_params": int(gen.n_trainable_params_), "seconds": round(time.perf_counter() - t0, 2)}
+    _summary_out(summary, as_json, f"saved {gen!r} to {out}")
+
+
+@train_app.command("reward")
+def train_reward_cmd(
+    generator_path: Annotated[Path, typer.Option("--generator", help="a saved LM generator (usually SFT'd)")],
+    index_path: Annotated[Path, typer.Option("--index", help="a saved index with its task rows")],
+    out: Annotated[Path, typer.Option(help="where to save the reward model")] = Path("generators/reward-model"),
+    pairs_file: Annotated[Path | None, typer.Option("--pairs-file", help="preference JSONL (docs/training.md) instead of sampled pairs")] = None,
+    n_candidates: Annotated[int, typer.Option(help="candidates sampled per task for the pairs")] = 4,
+    pairs: Annotated[str, typer.Option(help="best_worst | all")] = "best_worst",
+    min_margin: Annotated[float, typer.Option(help="smallest reward gap that makes a pair (nats/row)")] = 0.05,
+    save_pairs: Annotated[Path | None, typer.Option(help="also write the pairs as JSONL here")] = None,
+    max_steps: Annotated[int, typer.Option(help="optimiser steps")] = 50,
+    batch_size: Annotated[int, typer.Option(help="pairs per step")] = 4,
+    learning_rate: Annotated[float, typer.Option(help="AdamW rate")] = 1e-4,
+    lora_r: Annotated[int, typer.Option(help="LoRA rank (alpha = 2 x rank)")] = 8,
+    val_fraction: Annotated[float, typer.Option(help="share of tasks whose pairs are held out")] = 0.2,
+    seed: int = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary")] = False,
+):
+    """Preference pairs from the generator, then a Bradley-Terry reward model; prints held-out pairwise accuracy."""
+    import time
+
+    from ragim.index import TaskIndex
+    from ragim.train.preferences import save_preferences
+    from ragim.train.reward import train_reward_model
+
+    _check_positive(n_candidates=n_candidates, max_steps=max_steps, batch_size=batch_size,
+                    learning_rate=learning_rate, lora_r=lora_r)
+    gen, index = _load_lm(generator_path), TaskIndex.load(index_path)
+    t0 = time.perf_counter()
+    data = _pairs_for(gen, index, pairs_file, n_candidates, min_margin, pairs, seed, not as_json)
+    if save_pairs is not None:
+        save_preferences(data, save_pairs)
+    rm = train_reward_model(data, base_model=gen.config.base_model, lora_r=lora_r, max_steps=max_steps,
+                            learning_rate=learning_rate, batch_size=batch_size, val_fraction=val_fraction, seed=seed,
+                            progress=not as_json, device=gen.config.device)
+    rm.save(out)
+    summary = {"stage": "reward", "path": str(out), "base_model": rm.config.base_model, "n_pairs": len(data),
+               "n_train_tasks": len(rm.train_task_ids_), "n_val_tasks": len(rm.val_task_ids_),
+               "val_pairwise_accuracy": rm.val_accuracy_, "train_loss": _history_last(rm.history_, "loss"),
+               "seconds": round(time.perf_counter() - t0, 2)}
+    _summary_out(summary, as_json, f"saved {rm!r} to {out} (pairwise accuracy on held-out tasks' pairs: "
+                                   f"{rm.val_accuracy_:.3f})")
+
+
+@train_app.command("dpo")
+def train_dpo_cmd(
+    generator_path: Annotated[Path, typer.Option("--generator", help="a saved LM generator (usually SFT'd)")],
+    index_path: Annotated[Path, typer.Option("--index", help="a saved index with its task rows")],
+    out: Annotated[Path, typer.Option(help="where to save the DPO'd generator")] = Path("generators/lm-dpo"),
+    pairs_file: Annotated[Path | None, typer.Option("--pairs-file", help="preference JSONL (docs/training.md) instead of sampled pairs")] = None,
+    n_candidates: Annotated[int, typer.Option(help="candidates sampled per task for the pairs")] = 4,
+    pairs: Annotated[str, typer.Option(help="best_worst | all")] = "best_worst",
+    min_margin: Annotated[float, typer.Option(help="smallest reward gap that makes a pair (nats/row)")] = 0.05,
+    beta: Annotated[float, typer.Option(help="DPO temperature")] = 0.1,
+    max_steps: Annotated[int, typer.Option(help="optimiser steps")] = 50,
+    batch_size: Annotated[int, typer.Option(help="pairs per step")] = 4,
+    learning_rate: Annotated[float, typer.Option(help="AdamW rate")] = 5e-5,
+    seed: int = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary")] = False,
+):
+    """Preference pairs from the generator, then DPO on its LoRA adapter."""
+    import time
+
+    from ragim.index import TaskIndex
+    from ragim.train.rl import train_dpo
+
+    _check_positive(n_candidates=n_candidates, beta=beta, max_steps=max_steps, batch_size=batch_size,
+                    learning_rate=learning_rate)
+    gen, index = _load_lm(generator_path), TaskIndex.load(index_path)
+    gen._check_index(index)
+    t0 = time.perf_counter()
+    data = _pairs_for(gen, index, pairs_file, n_candidates, min_margin, pairs, seed, not as_json)
+    dpo = train_dpo(gen, data, beta=beta, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
+                    seed=seed, progress=not as_json)
+    dpo.save(out)
+    summary = {"stage": "dpo", "path": str(out), "base_model": dpo.config.base_model, "n_pairs": len(data),
+               "max_steps": max_steps, "train_loss": _history_last(dpo.history_, "loss", "dpo"),
+               "reward_accuracy": _history_last(dpo.history_, "rewards/accuracies", "dpo"),
+               "seconds": round(time.perf_counter() - t0, 2)}
+    _summary_out(summary, as_json, f"saved {dpo!r} to {out}")
+
+
+def _reward_weights(text: str) -> dict[str, float]:
+    out = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        name, sep, w = part.partition("=")
+        try:
+            out[name.strip()] = float(w) if sep else 1.0
+        except ValueError:
+            raise typer.BadParameter(f"--rewards must look like 'log_likelihood=1,validity=1', got {text!r}") from None
+    if not out:
+        raise typer.BadParameter("--rewards needs at least one reward name")
+    return out
+
+
+@train_app.command("grpo")
+def train_grpo_cmd(
+    generator_path: Annotated[Path, typer.Option("--generator", help="a saved LM generator (usually SFT'd)")],
+    index_path: Annotated[Path, typer.Option("--index", help="a saved index with its task rows")],
+    out: Annotated[Path, typer.Option(help="where to save the GRPO'd generator")] = Path("generators/lm-grpo"),
+    rewards: Annotated[str, typer.Option(help="name=weight,... (log_likelihood, auroc, validity, sparsity, sign)")] = "log_likelihood=1",
+    num_generations: Annotated[int, typer.Option(help="answers sampled per prompt (>= 2)")] = 4,
+    max_steps: Annotated[int, typer.Option(help="optimiser steps")] = 50,
+    batch_size: Annotated[int, typer.Option(help="prompts per step")] = 1,
+    learning_rate: Annotated[float, typer.Option(help="AdamW rate")] = 5e-5,
+    temperature: Annotated[float, typer.Option(help="sampling temperature")] = 0.8,
+    beta: Annotated[float, typer.Option(help="KL coefficient towards the starting adapter (0: none)")] = 0.0,
+    seed: int = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary")] = False,
+):
+    """GRPO with verifiable rewards (held-out log-likelihood by default) on the generator's LoRA adapter."""
+    import time
+
+    from ragim.index import TaskIndex
+    from ragim.rewards import RewardConfig
+    from ragim.train.rl import train_grpo
+
+    _check_positive(max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate, temperature=temperature)
+    config = RewardConfig(weights=_reward_weights(rewards))
+    gen, index = _load_lm(generator_path), TaskIndex.load(index_path)
+    t0 = time.perf_counter()
+    rl = train_grpo(gen, index, reward_config=config, num_generations=num_generations, max_steps=max_steps,
+                    learning_rate=learning_rate, batch_size=batch_size, temperature=temperature, beta=beta, seed=seed,
+                    progress=not as_json)
+    rl.save(out)
+    log = [h for h in rl.history_ if h.get("stage") == "grpo" and "reward" in h]
+    zero = [h["frac_reward_zero_std"] for h in log if "frac_reward_zero_std" in h]
+    summary = {"stage": "grpo", "path": str(out), "base_model": rl.config.base_model, "max_steps": max_steps,
+               "rewards": config.weights, "reward_first": log[0]["reward"] if log else None,
+               "reward_last": log[-1]["reward"] if log else None,
+               "mean_frac_reward_zero_std": sum(zero) / len(zero) if zero else None,
+               "seconds": round(time.perf_counter() - t0, 2)}
+    _summary_out(summary, as_json, f"saved {rl!r} to {out}")
+
+
 @app.command("generate")
 def generate(
     description: Annotated[str, typer.Argument(help="the new task's clinical description")],
@@ -156,6 +365,9 @@ def generate(
     generator_path: Annotated[Path | None, typer.Option("--generator", help="a saved generator (default: neighbour mean)")] = None,
     k: Annotated[int | None, typer.Option("-k", help="neighbours")] = None,
     save: Annotated[Path | None, typer.Option(help="save the generated parameters as an artifact")] = None,
+    rerank: Annotated[str | None, typer.Option(help="LM generator only: logprob | reward_model (best-of-n)")] = None,
+    reward_model: Annotated[Path | None, typer.Option("--reward-model", help="a saved reward model (with --rerank reward_model)")] = None,
+    num_candidates: Annotated[int | None, typer.Option("-n", "--num-candidates", help="candidates to rerank (default 8 with a reward model)")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ):
     """Generate an interpretable model for a task description (zero-shot)."""
@@ -163,9 +375,17 @@ def generate(
     from ragim.index import TaskIndex
 
     _check_k(k)
+    _check_positive(num_candidates=num_candidates)
     index = TaskIndex.load(index_path)
+    lm_options = {key: v for key, v in (("rerank", rerank), ("reward_model", reward_model),
+                                        ("num_candidates", num_candidates)) if v is not None}
+    if lm_options and generator_path is None:
+        raise typer.BadParameter("--rerank, --reward-model and --num-candidates need --generator (an LM generator)")
     if generator_path is not None:
-        params = _load_generator(generator_path).generate_params(description, index, k=k)
+        gen = _load_generator(generator_path)
+        if lm_options and getattr(gen, "generator_name", None) != "lm":
+            raise typer.BadParameter("--rerank, --reward-model and --num-candidates work only with an LM generator")
+        params = gen.generate_params(description, index, k=k, **lm_options)
     else:
         params = neighbor_mean(index, description, k=10 if k is None else k)
     if save is not None:
@@ -259,8 +479,8 @@ def evaluate_cmd(
 
 @app.command("bench")
 def bench(
-    name: Annotated[str, typer.Argument(help="fit | retrieval | generate | all")],
-    n_tasks: Annotated[int | None, typer.Option(help="tasks (fit: 10000, retrieval: 100000)")] = None,
+    name: Annotated[str, typer.Argument(help="fit | retrieval | generate | lm | all")],
+    n_tasks: Annotated[int | None, typer.Option(help="tasks (fit: 10000, retrieval: 100000, generate: 300, lm: 3 queries)")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ):
     """Speed benchmarks; each reports ours vs a baseline measured in the same run."""
@@ -272,6 +492,7 @@ def bench(
         "fit": lambda: b.bench_fit(n_tasks if n_tasks is not None else 10_000),
         "retrieval": lambda: b.bench_retrieval(n_tasks if n_tasks is not None else 100_000),
         "generate": lambda: b.bench_generate(n_tasks if n_tasks is not None else 300),
+        "lm": lambda: b.bench_generate_lm(n_tasks if n_tasks is not None else 3),
     }
     if name not in (*runners, "all"):
         raise typer.BadParameter(f"unknown benchmark {name!r}; use one of {[*runners, 'all']}")

@@ -26,8 +26,9 @@ Methods (the names are a contract; see :data:`METHODS`, extend with
 :func:`register_method`):
 
 * ``ragim-attention``: the :class:`~ragim.AttentionGenerator` (zero-shot); with k > 0
-  rows, :class:`~ragim.ZeroShotClassifier` adapted on them (MAP, prior centred on the
-  generated parameters; a single-class draw still adapts, the prior keeps it sane).
+  rows, :class:`~ragim.ZeroShotClassifier` adapted on them with its default adaptation
+  (``"recalibrate"``: a calibration slope and intercept on the generated log-odds, the
+  prior scale chosen by evidence; a single-class draw still adapts, the prior keeps it sane).
 * ``pooled``: one LogisticModel on the rows of every index task.
 * ``nearest-neighbor``: the top-1 neighbour's parameters.
 * ``neighbor-mean``: the similarity-weighted mean of the top-k neighbours' parameters,
@@ -39,7 +40,14 @@ Methods (the names are a contract; see :data:`METHODS`, extend with
 * ``true-model``: ``task.true_params`` where known (synthetic and procedure families).
 * ``contextualized`` (opt-in): contextualized-ml's ContextualizedClassifier with the
   description embedding as context, when that package is importable; otherwise a note.
-* ``ragim-lm``: not built in; the LM generator registers it with :func:`register_method`.
+* ``ragim-lm`` (opt-in: it fine-tunes a language model per fold): the
+  :class:`~ragim.LMGenerator`, trained with :func:`ragim.train.train_sft` on each fold's
+  leak-free index and used zero-shot. ``lm_config`` sets it: :func:`~ragim.train.train_sft`
+  arguments (``base_model``, ``max_steps``, ``learning_rate``, ``batch_size``, ``k``,
+  ``generator_config``, ``device``, ...) plus the generation options ``rerank``,
+  ``reward_model``, ``num_candidates`` and ``temperature`` of
+  :meth:`~ragim.LMGenerator.generate_params`. Example:
+  ``zero_shot(tasks, methods=["ragim-lm", "pooled"], lm_config={"base_model": "tiny", "max_steps": 20})``.
 
 Examples
 --------
@@ -102,6 +110,7 @@ class FoldContext:
     model: str
     seed: int
     generator_config: dict = field(default_factory=dict)
+    lm_config: dict = field(default_factory=dict)  # train_sft + generation options of "ragim-lm"
     cache: dict = field(default_factory=dict)  # per-fold state (trained generators, pooled model, ...)
     notes: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # method -> why its setup failed in this fold
@@ -287,6 +296,26 @@ def _attention_predict(ctx: TargetContext) -> np.ndarray:
     return clf.predict_proba(ctx.X_test)[:, 1]
 
 
+_LM_GENERATE_KEYS = ("rerank", "reward_model", "num_candidates", "n", "temperature")
+
+
+def _lm_setup(fctx: FoldContext) -> None:
+    """Fine-tune an LM generator (SFT) on this fold's leak-free index."""
+    from ragim.train.sft import train_sft
+
+    cfg = {key: v for key, v in fctx.lm_config.items() if key not in _LM_GENERATE_KEYS}
+    cfg.setdefault("seed", fctx.seed)
+    cfg.setdefault("progress", False)
+    fctx.cache["lm"] = train_sft(fctx.index, **cfg)
+
+
+def _lm_predict(ctx: TargetContext) -> np.ndarray:
+    gen, index = ctx.fold.cache["lm"], ctx.fold.index
+    opts = {key: v for key, v in ctx.fold.lm_config.items() if key in _LM_GENERATE_KEYS}
+    params = gen.generate_params(ctx.task.description, index, exclude=ctx.exclude, **opts)
+    return params_proba(params, ctx.X_test)
+
+
 def _pooled_setup(fctx: FoldContext) -> None:
     tasks = list(fctx.index.tasks)
     X = pd.concat([t.X for t in tasks], ignore_index=True)
@@ -351,6 +380,7 @@ register_method("per-task-k", lambda c: _fit_or_constant(c.fold, c.X_k, c.y_k, c
 register_method("per-task-all", lambda c: _fit_or_constant(c.fold, c.X_pool, c.y_pool, c.X_test), default=True)
 register_method("true-model", _true_predict, default=True)
 register_method("contextualized", _contextualized_predict, setup=_contextualized_setup)
+register_method("ragim-lm", _lm_predict, setup=_lm_setup)
 
 
 # ---------------------------------------------------------------------- folds
@@ -400,7 +430,7 @@ def evaluate(tasks: TaskCollection, *, k_shots: Sequence[int] = (0,), protocol: 
              model: str = "logistic", k_neighbors: int = 10, folds: int = 5, embedder=None,
              generator_config: dict | None = None, seed: int = 0, progress: bool = True,
              max_targets: int | None = None, size_edges: Sequence[int] = DEFAULT_SIZE_EDGES,
-             return_predictions: bool = False):
+             return_predictions: bool = False, lm_config: dict | None = None):
     """Run a protocol at the given k values; see :func:`zero_shot` (the frame's ``attrs``
     hold ``folds``: per fold the target ids, removed ids and index ids, and ``notes``)."""
     from tqdm.auto import tqdm
@@ -436,7 +466,8 @@ def evaluate(tasks: TaskCollection, *, k_shots: Sequence[int] = (0,), protocol: 
             warnings.simplefilter("ignore", UserWarning)  # tasks that cannot be fitted are listed in index.skipped
             index = TaskIndex.build(train, model=model, embedder=emb, progress=False)
         targets = [tasks[i] for i in target_pos]
-        fctx = FoldContext(f, index, targets, [tasks.ids[i] for i in removed_pos], k_neighbors, model, seed, gen_cfg)
+        fctx = FoldContext(f, index, targets, [tasks.ids[i] for i in removed_pos], k_neighbors, model, seed, gen_cfg,
+                           dict(lm_config or {}))
         held = group if protocol == "leave-group-out" else None
         assert_leak_free(index, targets, group=held)
         for name in methods:
@@ -446,7 +477,8 @@ def evaluate(tasks: TaskCollection, *, k_shots: Sequence[int] = (0,), protocol: 
                 except _METHOD_ERRORS as exc:
                     fctx.failed[name] = f"setup failed in fold {f}: {type(exc).__name__}: {exc}"
         gen = fctx.cache.get("attention")
-        assert_leak_free(index, targets, group=held, generator=gen)  # what the generator trained on, too
+        for trained in (gen, fctx.cache.get("lm")):  # what the generators trained on, too
+            assert_leak_free(index, targets, group=held, generator=trained)
         fold_log.append({"fold": f, "targets": [t.task_id for t in targets], "removed": fctx.removed,
                          "index_ids": index.ids, "generator_ids": [] if gen is None else gen.index_.tasks.ids})
         for task in tqdm(targets, desc=f"{tasks.name} {protocol} fold {f + 1}/{len(plan)}", disable=not progress):
@@ -538,6 +570,9 @@ def zero_shot(tasks: TaskCollection, *, protocol: str = "leave-task-out", group:
     k_neighbors : neighbours for the generator and for neighbor-mean.
     embedder : description embedder (None: MiniLM, as :meth:`TaskIndex.build`; "hashing" for tests).
     generator_config : AttentionGenerator overrides, e.g. ``{"max_epochs": 20}``.
+    lm_config : "ragim-lm" settings (passed through ``kwargs``): :func:`ragim.train.train_sft` arguments plus
+        ``rerank``, ``reward_model``, ``num_candidates``, ``temperature``; e.g.
+        ``{"base_model": "tiny", "max_steps": 20, "k": 3}``.
     max_targets : score only this many (seeded) targets; the index still excludes the whole fold.
     return_predictions : also return a long frame of test-row predictions
         (``task_id, method, k_shot, row, y, p``) for :func:`plot_calibration`.

@@ -475,7 +475,7 @@ class FeatureSchema:
                 schema.categories_ = {k: [str(c) for c in v] for k, v in fitted["categories"].items()}
                 schema.bin_edges_ = {k: [float(x) for x in v] for k, v in fitted["bin_edges"].items()}
                 schema._check_consistent()
-        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        except (KeyError, TypeError, AttributeError, ValueError, OverflowError) as exc:
             if isinstance(exc, ValidationError):
                 raise
             raise ValidationError(f"not a valid FeatureSchema description: missing or malformed {exc}") from exc

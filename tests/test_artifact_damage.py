@@ -152,14 +152,7 @@ def test_damaged_file(saved, tmp_path, kind, name, damage):
 
 
 # Known gaps in loaders this suite may not change (reported with a suggested fix).
-_GAPS = {
-    ("attention", "config.json"): "AttentionGenerator.load says 'not a valid attention generator' without naming the file",
-    ("attention", "state.json"): "AttentionGenerator.load says 'not a valid attention generator' without naming the file",
-    ("attention", "model.safetensors"): "AttentionGenerator.load says 'not a valid attention generator' without naming "
-                                        "the file",
-    ("lm", "config.json"): "LMGenerator.load does not compare LMConfig's LoRA settings (lora_r, lora_alpha, "
-                           "target_modules) with adapter/adapter_config.json, so a swapped config.json loads",
-}
+_GAPS: dict[tuple[str, str], str] = {}
 
 
 def _swap_params(kind, name):
@@ -198,13 +191,7 @@ def _empty(f: Path) -> None:
 
 
 RESEALED = {"truncated": _truncate, "garbage": _garbage, "empty": _empty}
-_PARSE_GAPS = {
-    ("attention", "model.safetensors"): ((AssertionError,), "AttentionGenerator.load reports an unreadable "
-                                         "model.safetensors as 'not a valid attention generator' without the file name"),
-    ("lm", "adapter/adapter_model.safetensors"): (Exception, "LMGenerator.load lets safetensors' SafetensorError "
-                                                  "escape from PeftModel.from_pretrained (it catches only OSError, "
-                                                  "ValueError, RuntimeError, KeyError)"),
-}
+_PARSE_GAPS: dict[tuple[str, str], tuple] = {}
 
 
 def _resealed_params():

@@ -94,3 +94,9 @@ def test_errors(index, family):
     other = TaskIndex.build(family.head(10), embedder="hashing:64", keep_tasks=False, progress=False)
     with pytest.raises(ValidationError, match="holds no task rows"):
         AttentionGenerator().fit(other)
+
+
+@pytest.mark.parametrize("k", [0, -2, 1.5, True])
+def test_bad_k_is_refused_not_replaced_by_the_default(generator, index, k):
+    with pytest.raises(ValidationError, match=f"k must be a positive integer .*got {k!r}"):
+        generator.generate_params("Predict readmission", index, k=k)

@@ -17,17 +17,6 @@ from ragim.tasks import Task, TaskCollection
 FAST = {"max_epochs": 8, "patience": 4, "n_bootstrap": 4}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """The generator's tiny matmuls are ~1000x slower with 2 intra-op threads on a busy 2-core box."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def family():
     return datasets.synthetic_family(n_tasks=30, n_features=3, seed=0, rows=(30, 120))
@@ -191,8 +180,8 @@ def test_support_test_split_is_stratified_seeded_and_disjoint():
 
 
 def test_unknown_method_and_protocol_are_refused(family):
-    with pytest.raises(ValidationError, match="ragim-lm"):
-        evaluate.zero_shot(family, methods=["ragim-lm"], embedder="hashing", progress=False)
+    with pytest.raises(ValidationError, match="ragim-xl"):
+        evaluate.zero_shot(family, methods=["ragim-xl"], embedder="hashing", progress=False)
     with pytest.raises(ValidationError, match="leave-task-out"):
         evaluate.zero_shot(family, protocol="random", embedder="hashing", progress=False)
 

@@ -4,8 +4,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import make_frame
+
 from ragim.embed import HashingEmbedder
 from ragim.errors import ArtifactError, ValidationError
 from ragim.index import TaskIndex, leak_free, same_group, shares_patients

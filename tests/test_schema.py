@@ -47,7 +47,7 @@ def test_fitted_only_on_given_data(frame):
 def test_gam_bins_cover_every_value(frame):
     schema = FeatureSchema.infer(frame).fit(frame)
     idx = schema.bin_indices(frame)
-    for k, (name, labels) in enumerate(schema.gam_layout):
+    for k, (_name, labels) in enumerate(schema.gam_layout):
         assert idx[:, k].min() >= 0 and idx[:, k].max() < len(labels)
     assert schema.bin_labels("age")[-1] == "missing"
     age_bins = idx[:, 0]

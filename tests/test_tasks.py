@@ -1,8 +1,8 @@
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import make_frame
+
 from ragim.errors import ArtifactError, ValidationError
 from ragim.params import ModelParams
 from ragim.schema import FeatureSchema

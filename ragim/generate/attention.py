@@ -365,7 +365,9 @@ class AttentionGenerator(Generator):
         if getattr(self, "_stacked_for", None) is not index or len(self._norm_params) != len(index._params):
             self._stack_index(index)
             self._stacked_for = index
-        k = min(k or self.config.k, len(index))
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1):
+            raise ValidationError(f"k must be a positive integer (the attention generator needs neighbours), got {k!r}")
+        k = min(self.config.k if k is None else int(k), len(index))
         vecs, items, single = index.embed_queries(query)
         hits = index.search_vectors(vecs, k, exclude=exclude)
         empty = [i for i, hs in enumerate(hits) if not hs]
@@ -432,26 +434,56 @@ class AttentionGenerator(Generator):
         from ragim.schema import FeatureSchema
 
         art = read_artifact(path, FORMAT)
+        root = Path(art.path)
+
+        def bad(name: str, exc: BaseException | str) -> ArtifactError:
+            return ArtifactError(f"{root / name}: not a valid attention generator file ({exc})")
+
         try:
             cfg = AttentionConfig(**art.read_json("config.json"))
-            if device is not None:
-                cfg.device = device
-            state = art.read_json("state.json")
+        except (TypeError, ValueError, ValidationError) as exc:
+            raise bad("config.json", exc) from exc
+        if device is not None:
+            cfg.device = device
+        state = art.read_json("state.json")
+        try:
+            model_kind, names = state["model_kind"], list(state["param_names"])
+            schema = FeatureSchema.from_dict(state["schema"])
+            emb_dim = int(state["emb_dim"])
+            embedder, history = state["embedder"], state.get("history", [])
+        except (TypeError, KeyError, ValueError, ValidationError) as exc:
+            raise bad("state.json", exc) from exc
+        try:
+            expected = param_names(model_kind, schema)
+        except (TypeError, ValueError, ValidationError) as exc:
+            raise bad("state.json", exc) from exc
+        if names != expected:
+            raise bad("state.json", f"its {len(names)} param_names are not the {len(expected)} of its schema")
+        try:
             tensors = st_load(art.read_bytes("model.safetensors"))
-            gen = cls(cfg)
-            gen.model_kind_, gen.param_names_ = state["model_kind"], state["param_names"]
-            gen.schema_ = FeatureSchema.from_dict(state["schema"])
-            gen.embedder_identity_, gen.history_ = state["embedder"], state.get("history", [])
-            from ragim.device import resolve_device
+        except (SafetensorError, ValueError, RuntimeError) as exc:
+            raise bad("model.safetensors", exc) from exc
+        gen = cls(cfg)
+        gen.model_kind_, gen.param_names_, gen.schema_ = model_kind, names, schema
+        gen.embedder_identity_, gen.history_ = embedder, history
+        from ragim.device import resolve_device
 
-            gen._device = resolve_device(cfg.device)
-            net = RagimHypernetwork(len(gen.param_names_), int(state["emb_dim"]), cfg)
+        gen._device = resolve_device(cfg.device)
+        try:
+            net = RagimHypernetwork(len(names), emb_dim, cfg)
             net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
-            gen.net_ = net.to(gen._device).eval()
             gen.param_mean_ = tensors["param_mean"].numpy()
             gen.param_scale_ = tensors["param_scale"].numpy()
-        except (TypeError, KeyError, RuntimeError, SafetensorError, ValidationError) as exc:
-            raise ArtifactError(f"{path}: not a valid attention generator ({exc})") from exc
+        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+            raise ArtifactError(
+                f"{root / 'model.safetensors'}: its weights do not fit {root / 'config.json'} and "
+                f"{root / 'state.json'} ({str(exc)[:300]})"
+            ) from exc
+        for name, arr in (("param_mean", gen.param_mean_), ("param_scale", gen.param_scale_)):
+            if arr.shape != (len(names),) or not np.isfinite(arr).all():
+                raise ArtifactError(f"{root / 'model.safetensors'}: {name} has shape {arr.shape} or non-finite "
+                                    f"values; {root / 'state.json'} lists {len(names)} parameters")
+        gen.net_ = net.to(gen._device).eval()
         return gen
 
     from_pretrained = load

@@ -53,6 +53,7 @@ from ragim.tasks import Task
 
 FORMAT = "ragim.lm-generator"
 _WEIGHTINGS = ("similarity", "uniform")
+RERANKS = ("logprob", "reward_model")
 
 
 @dataclass
@@ -127,6 +128,40 @@ def _json_safe(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [_json_safe(v) for v in obj]
     return obj
+
+
+def _safetensors_errors() -> tuple[type[BaseException], ...]:
+    """safetensors' own error class (raised for an unreadable ``.safetensors`` file), if installed."""
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # pragma: no cover - safetensors comes with transformers
+        return ()
+    return (SafetensorError,)
+
+
+def check_lora_settings(path, config: LMConfig, adapter_config: Any, adapter_dir: Path) -> None:
+    """Raise :class:`~ragim.errors.ArtifactError` naming both files when ``config.json``'s LoRA
+    settings (``lora_r``, ``lora_alpha``, ``target_modules``) disagree with peft's
+    ``adapter/adapter_config.json`` (e.g. one of them was swapped in from another artifact).
+    """
+    files = f"{Path(path) / 'config.json'} and {Path(adapter_dir) / 'adapter_config.json'}"
+    if not isinstance(adapter_config, dict):
+        raise ArtifactError(f"{Path(adapter_dir) / 'adapter_config.json'}: not a peft adapter config "
+                            f"(a JSON {type(adapter_config).__name__}, expected an object)")
+    theirs = {"lora_r": adapter_config.get("r"), "lora_alpha": adapter_config.get("lora_alpha"),
+              "target_modules": adapter_config.get("target_modules")}
+    ours = {"lora_r": config.lora_r, "lora_alpha": config.lora_alpha, "target_modules": config.target_modules}
+    diffs = []
+    for key in ("lora_r", "lora_alpha"):
+        if theirs[key] != ours[key]:
+            diffs.append(f"{key}: {ours[key]!r} vs {theirs[key]!r}")
+    tm = theirs["target_modules"]
+    tm_set = {tm} if isinstance(tm, str) else set(tm) if isinstance(tm, list) else None
+    if tm_set != set(ours["target_modules"]):
+        diffs.append(f"target_modules: {sorted(ours['target_modules'])} vs {tm!r}")
+    if diffs:
+        raise ArtifactError(f"{path}: the LoRA settings of {files} disagree ({'; '.join(diffs)}); "
+                            "one of the files comes from another generator")
 
 
 @register_generator("lm")
@@ -303,20 +338,98 @@ class LMGenerator(Generator):
         return out
 
     def generate_params(self, query: str | Task | Sequence[str | Task], index=None, *, k: int | None = None,
-                        exclude=None, num_candidates: int | None = None,
-                        temperature: float | None = None) -> ModelParams | list[ModelParams]:
+                        exclude=None, num_candidates: int | None = None, temperature: float | None = None,
+                        rerank: str | None = None, reward_model=None,
+                        n: int | None = None) -> ModelParams | list[ModelParams]:
         """Generated parameters for one query (a list for a batch).
 
-        With ``num_candidates > 1`` the candidate with the highest model log-probability is
-        returned (its ``metadata["candidates"]`` says how many were drawn); use
-        :meth:`generate_candidates` to get them all.
+        Parameters
+        ----------
+        query : a description, a Task, or a list of them.
+        index : the TaskIndex to retrieve from (default: the one trained on).
+        k, exclude : neighbours in the prompt and tasks kept out of retrieval.
+        num_candidates, n : candidates drawn per query (``n`` is an alias). Default: the
+            config's ``num_candidates``; 8 with ``rerank="reward_model"``.
+        temperature : sampling temperature. Default: the config's; with
+            ``rerank="reward_model"`` and a greedy config, 0.8 (greedy candidates would be
+            identical).
+        rerank : ``None`` or ``"logprob"`` (the candidate with the highest model
+            log-probability) or ``"reward_model"`` (best-of-n:
+            :func:`ragim.train.reward.best_of_n` with ``reward_model``).
+        reward_model : a :class:`~ragim.train.reward.RewardModel` (or any object with
+            ``score(prompts, completions)``), or the path of a saved one; needed for
+            ``rerank="reward_model"``.
+
+        ``metadata["rerank"]`` says which rule picked the answer and ``metadata["candidates"]``
+        how many were drawn; best-of-n adds ``reward_scores``. :meth:`generate_candidates`
+        returns them all.
+
+        Examples
+        --------
+        >>> from ragim import TaskIndex, datasets
+        >>> tasks = datasets.synthetic_family(n_tasks=6, n_features=2, seed=0)
+        >>> index = TaskIndex.build(tasks, embedder="hashing", progress=False)
+        >>> class Longest:  # a stand-in reward model: prefers longer answers
+        ...     def score(self, prompts, completions):
+        ...         return [len(c[0]["content"]) for c in completions]
+        >>> gen = LMGenerator(base_model="tiny", k=2, device="cpu")
+        >>> p = gen.generate_params(tasks.descriptions[0], index, rerank="reward_model", reward_model=Longest(), n=3)
+        >>> p.metadata["rerank"], len(p.metadata["reward_scores"])
+        ('reward_model', 3)
         """
+        rerank = "logprob" if rerank is None else rerank
+        if rerank not in RERANKS:
+            raise ValidationError(f"rerank must be None or one of {list(RERANKS)}, got {rerank!r}")
+        if n is not None and num_candidates is not None and n != num_candidates:
+            raise ValidationError(f"n={n} and num_candidates={num_candidates} disagree; pass one of them")
+        num_candidates = n if n is not None else num_candidates
+        single = isinstance(query, str | Task)
+        if rerank == "reward_model":
+            from ragim.train.reward import best_of_n
+
+            if reward_model is None:
+                raise ValidationError('rerank="reward_model" needs reward_model=... (a RewardModel or the path of '
+                                      "a saved one); train one with ragim.train.train_reward_model")
+            rm = self._resolve_reward_model(reward_model)
+            index = self._resolve_index(index)
+            cfg = self.config
+            count = num_candidates if num_candidates is not None else (
+                cfg.num_candidates if cfg.num_candidates > 1 else 8)
+            temp = temperature if temperature is not None else (cfg.temperature if cfg.temperature > 0 else 0.8)
+            queries = [query] if single else list(query)
+            best = [best_of_n(self, rm, q, index, n=count, temperature=temp, k=k, exclude=exclude) for q in queries]
+            return best[0] if single else best
+        if reward_model is not None:
+            raise ValidationError('reward_model=... is used only with rerank="reward_model"')
         cands = self.generate_candidates(query, index, k=k, exclude=exclude, num_candidates=num_candidates,
                                          temperature=temperature)
-        single = isinstance(query, str | Task)
         groups = [cands] if single else cands
-        best = [max(g, key=lambda p: p.metadata["logprob"]) for g in groups]
+        best = [max(g, key=lambda p: p.metadata["logprob"]).replace(metadata={"rerank": "logprob"}) for g in groups]
         return best[0] if single else best
+
+    @staticmethod
+    def _resolve_reward_model(reward_model):
+        if isinstance(reward_model, str | Path):
+            from ragim.train.reward import RewardModel
+
+            return RewardModel.load(reward_model)
+        if not callable(getattr(reward_model, "score", None)):
+            raise ValidationError(f"reward_model must be a RewardModel (or have a score(prompts, completions) method) "
+                                  f"or the path of a saved one, got {type(reward_model).__name__}")
+        return reward_model
+
+    def generate(self, query: str | Task, index=None, *, k: int | None = None, exclude=None, **kwargs: Any):
+        """A ready interpretable model for a new task description (zero-shot).
+
+        Keyword arguments of :meth:`generate_params` (``rerank``, ``reward_model``,
+        ``num_candidates``/``n``, ``temperature``) are passed on, e.g.
+        ``gen.generate(desc, index, rerank="reward_model", reward_model=rm, num_candidates=8)``.
+        """
+        from ragim.models import model_from_params
+
+        if not isinstance(query, str | Task):
+            raise ValidationError("generate() takes one description or Task; use generate_params() for a batch")
+        return model_from_params(self.generate_params(query, index, k=k, exclude=exclude, **kwargs))
 
     # ------------------------------------------------------------------ persistence
     def _ensure_adapter(self):
@@ -394,12 +507,15 @@ class LMGenerator(Generator):
                 f"(sha256 {stored_ident['sha256_16']}), but {cfg.base_model!r} now resolves to a different model "
                 f"(sha256 {now['sha256_16']}); install the original base model"
             )
+        check_lora_settings(path, cfg, art.read_json("adapter/adapter_config.json"), adapter_dir)
         base, tok = load_base_model(cfg.base_model, device=cfg.device, seed=cfg.seed)
         try:
             with quiet_checkpointing_rename():
                 model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
-        except (OSError, ValueError, RuntimeError, KeyError) as exc:
-            raise ArtifactError(f"{path}: the adapter in {adapter_dir} cannot be applied to {cfg.base_model!r} ({exc})") from exc
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError, EOFError,
+                *_safetensors_errors()) as exc:
+            raise ArtifactError(f"{path}: the adapter in {adapter_dir} (adapter_model.safetensors) cannot be applied "
+                                f"to {cfg.base_model!r} ({type(exc).__name__}: {exc})") from exc
         model.eval()
         gen.model_, gen.tokenizer_ = model, tok
         return gen
@@ -411,4 +527,4 @@ class LMGenerator(Generator):
         return f"LMGenerator(base_model={self.config.base_model!r}, k={self.config.k}, {state})"
 
 
-__all__ = ["FORMAT", "LMConfig", "LMGenerator"]
+__all__ = ["FORMAT", "RERANKS", "LMConfig", "LMGenerator"]

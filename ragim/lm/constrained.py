@@ -272,13 +272,17 @@ def parse_json_numbers(
         return _Pairs(pairs)
 
     try:
-        obj = json.loads(text, object_pairs_hook=pairs_hook, parse_constant=lambda c: float(c))
+        # a 5000-digit integer becomes inf (rejected below by name) instead of tripping Python's int digit limit
+        obj = json.loads(text, object_pairs_hook=pairs_hook, parse_constant=lambda c: float(c),
+                         parse_int=lambda d: int(d) if len(d) <= 300 else float(d))
     except json.JSONDecodeError as exc:
         snippet = text[max(0, exc.pos - 20) : exc.pos + 20]
         raise GenerationError(
             f"invalid answer: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}, "
             f"char {exc.pos}, near {snippet!r})"
         ) from None
+    except RecursionError:
+        raise GenerationError("invalid answer: not valid JSON (nested too deeply)") from None
     if not isinstance(obj, _Pairs):
         kind = "array" if isinstance(obj, list) else type(obj).__name__
         raise GenerationError(f"invalid answer: expected a JSON object, got {kind}")

@@ -19,15 +19,6 @@ from ragim.lm import (
 from ragim.lm import base_models as bm
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The tiny model's ops are microseconds; OpenMP threads on a busy CPU make them 100x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _chat_ids(tok, text: str) -> torch.Tensor:
     enc = tok.apply_chat_template(
         [{"role": "user", "content": text}],

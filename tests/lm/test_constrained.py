@@ -35,14 +35,6 @@ MANY_KEYS = ODD_KEYS + [f"f{i}" for i in range(55)]
 NUMBER_RE = re.compile(r"-?(0|[1-9]\d{0,2})(\.\d{1,3})?")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The tiny model's ops are microseconds; OpenMP threads on a busy CPU make them 100x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 class BiasedHead(torch.nn.Module):
     """lm_head plus a fixed bias: makes a model prefer chosen tokens."""

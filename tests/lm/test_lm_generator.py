@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from ragim import TaskIndex, datasets
 from ragim.errors import GenerationError, ValidationError
@@ -12,14 +11,6 @@ from ragim.generate import GENERATORS
 from ragim.generate.lm import LMConfig, LMGenerator
 from ragim.lm import ConstrainedResult, format_json_numbers
 from ragim.models import LogisticModel
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -145,3 +136,67 @@ def test_config_validation():
 def test_no_index_is_a_clear_error(gen):
     with pytest.raises(ValidationError, match="no index"):
         gen.generate_params("Predict something.")
+
+
+class _StubRewardModel:
+    """Scores an answer by a fixed function of its text (deterministic, no network)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    @staticmethod
+    def value(text: str) -> float:
+        import json
+
+        values = json.loads(text)
+        return -abs(sum(values.values()) - 0.5)
+
+    def score(self, prompts, completions):
+        self.calls += 1
+        assert len(prompts) == len(completions)
+        return np.array([self.value(c[0]["content"]) for c in completions])
+
+
+def test_best_of_n_picks_the_reward_models_argmax(family, index):
+    from ragim.lm.prompts import answer_text
+    from ragim.train.reward import best_of_n
+
+    gen = LMGenerator(base_model="tiny", k=2, device="cpu", seed=3)
+    desc, exclude = family.descriptions[2], [family.ids[2]]
+    cands = gen.generate_candidates(desc, index, exclude=exclude, num_candidates=6, temperature=1.0)
+    assert len({tuple(c.vector) for c in cands}) > 1  # sampling gives distinct candidates to choose from
+    stub = _StubRewardModel()
+    expected = [stub.value(answer_text(c, 2, max_abs=20.0)) for c in cands]
+    best = best_of_n(gen, stub, desc, index, n=6, temperature=1.0, exclude=exclude)
+    assert best.metadata["reward_scores"] == pytest.approx(expected)
+    assert np.array_equal(best.vector, cands[int(np.argmax(expected))].vector)
+    assert best.metadata["rerank"] == "reward_model" and best.metadata["n"] == 6
+
+    # the same choice through generate_params / generate(rerank="reward_model")
+    p = gen.generate_params(desc, index, exclude=exclude, rerank="reward_model", reward_model=stub,
+                            num_candidates=6, temperature=1.0)
+    assert np.array_equal(p.vector, best.vector) and p.metadata["rerank"] == "reward_model"
+    model = gen.generate(desc, index, exclude=exclude, rerank="reward_model", reward_model=stub, n=6, temperature=1.0)
+    assert isinstance(model, LogisticModel)
+    assert np.array_equal(model.to_params().vector, best.vector)
+    batch = gen.generate_params([desc, desc], index, exclude=exclude, rerank="reward_model", reward_model=stub,
+                                n=6, temperature=1.0)
+    assert [np.array_equal(b.vector, best.vector) for b in batch] == [True, True]
+
+
+def test_logprob_rerank_is_the_default_and_says_so(gen, family, index):
+    p = gen.generate_params(family.descriptions[0], index)
+    q = gen.generate_params(family.descriptions[0], index, rerank="logprob")
+    assert p.metadata["rerank"] == q.metadata["rerank"] == "logprob"
+    assert np.array_equal(p.vector, q.vector)
+
+
+def test_rerank_errors(gen, family, index):
+    with pytest.raises(ValidationError, match="needs reward_model"):
+        gen.generate_params(family.descriptions[0], index, rerank="reward_model")
+    with pytest.raises(ValidationError, match="rerank must be"):
+        gen.generate(family.descriptions[0], index, rerank="bleu")
+    with pytest.raises(ValidationError, match="score"):
+        gen.generate_params(family.descriptions[0], index, rerank="reward_model", reward_model=object())
+    with pytest.raises(ValidationError, match="disagree"):
+        gen.generate_params(family.descriptions[0], index, n=2, num_candidates=3)

@@ -7,7 +7,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 
 from ragim import TaskIndex, datasets
 from ragim.errors import ValidationError
@@ -25,13 +24,6 @@ from ragim.lm.prompts import (
 
 BIG = 200_000  # a context no test prompt reaches
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -19,14 +19,6 @@ from ragim.lm.prompts import answer_text
 from ragim.train import build_sft_dataset, train_sft
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def family():
     return datasets.synthetic_family(n_tasks=10, n_features=3, seed=0)

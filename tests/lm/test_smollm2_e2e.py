@@ -12,7 +12,6 @@ import importlib.util
 
 import numpy as np
 import pytest
-import torch
 
 from ragim import TaskIndex, datasets
 from ragim.evaluate import params_proba
@@ -21,13 +20,6 @@ from ragim.train import train_sft
 
 pytestmark = pytest.mark.slow
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_smollm2_sft_then_generate(tmp_path):

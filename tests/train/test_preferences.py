@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from ragim import TaskIndex, datasets
 from ragim.errors import ValidationError
@@ -15,14 +14,6 @@ from ragim.params import param_names
 from ragim.rewards import encode_heldout, held_out_log_likelihood
 from ragim.train import build_preference_pairs, load_preferences
 from ragim.train.preferences import save_preferences
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

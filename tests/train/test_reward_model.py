@@ -20,14 +20,6 @@ from ragim.train import RewardModel, best_of_n, train_reward_model
 from ragim.train.reward import split_pairs_by_task
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def planted_pairs(n: int, offset: int, seed: int) -> list[dict]:
     """Chosen models always have intercept 1, rejected ones intercept -1; the rest is noise."""
     rng = np.random.default_rng(seed)

@@ -21,14 +21,6 @@ from ragim.train import build_preference_pairs, train_dpo, train_grpo, train_sft
 from ragim.train.rl import build_grpo_dataset
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def family():
     return datasets.synthetic_family(n_tasks=8, n_features=2, seed=0)

@@ -1,0 +1,33 @@
+"""docs/benchmarks.md is generated from the committed result files, so its numbers cannot drift."""
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _report():
+    spec = importlib.util.spec_from_file_location("bench_report", ROOT / "benchmarks" / "report.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_benchmarks_doc_is_generated_from_the_results():
+    report = _report()
+    assert (ROOT / "docs" / "benchmarks.md").read_text() == report.build(), (
+        "docs/benchmarks.md is stale: run .venv/bin/python benchmarks/report.py"
+    )
+
+
+def test_every_evaluation_table_has_its_command():
+    text = (ROOT / "docs" / "benchmarks.md").read_text()
+    for name, _, _ in _report().EVALS:
+        assert f"benchmarks/evaluate_all.py --only {name}`" in text
+
+
+def test_readme_results_block_is_generated_from_the_results():
+    report = _report()
+    readme = (ROOT / "README.md").read_text()
+    assert readme == report.render_readme(readme), "README results are stale: run .venv/bin/python benchmarks/report.py"
+    assert "| Real heart disease, leave-site-out |" in readme

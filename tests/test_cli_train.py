@@ -1,0 +1,108 @@
+"""``ragim train sft|reward|dpo|grpo`` and ``ragim generate --rerank`` with the tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ragim import TaskIndex, datasets
+from ragim.cli import app
+from ragim.errors import ArtifactError, RagimError, ValidationError
+
+pytest.importorskip("trl")
+
+from ragim.generate.lm import LMGenerator  # noqa: E402
+from ragim.train.reward import RewardModel  # noqa: E402
+
+runner = CliRunner()
+
+
+
+def _flat(text: str) -> str:
+    """Typer's error box without its frame and line breaks."""
+    return " ".join(text.replace("│", " ").split())
+
+
+def _run(*args: str) -> dict:
+    result = runner.invoke(app, [*map(str, args), "--json"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli-train")
+    tasks = datasets.synthetic_family(n_tasks=8, n_features=2, seed=0)
+    TaskIndex.build(tasks, embedder="hashing", progress=False).save(root / "index")
+    return root
+
+
+@pytest.fixture(scope="module")
+def sft(root):
+    summary = _run("train", "sft", "--index", root / "index", "--out", root / "sft", "--base-model", "tiny",
+                   "--max-steps", 2, "--batch-size", 2, "--learning-rate", 1e-3, "--k", 2)
+    return summary
+
+
+def test_train_sft(root, sft):
+    assert sft["stage"] == "sft" and sft["path"] == str(root / "sft") and sft["base_model"] == "tiny"
+    assert sft["max_steps"] == 2 and sft["n_train_tasks"] + sft["n_val_tasks"] == 8
+    assert np.isfinite(sft["train_loss"]) and np.isfinite(sft["eval_loss"]) and sft["n_trainable_params"] > 0
+    gen = LMGenerator.load(root / "sft", device="cpu")
+    assert gen.fine_tuned_ and gen.config.k == 2 and gen.config.base_model == "tiny"
+    p = gen.generate_params("Predict the outcome.", TaskIndex.load(root / "index"))
+    assert p.metadata["rerank"] == "logprob"
+
+
+def test_train_reward_and_generate_with_rerank(root, sft):
+    s = _run("train", "reward", "--generator", root / "sft", "--index", root / "index", "--out", root / "rm",
+             "--n-candidates", 3, "--pairs", "all", "--max-steps", 2, "--batch-size", 2, "--val-fraction", 0.3,
+             "--save-pairs", root / "pairs.jsonl")
+    assert s["stage"] == "reward" and s["n_pairs"] > 0 and s["n_val_tasks"] >= 1
+    assert s["val_pairwise_accuracy"] is None or 0 <= s["val_pairwise_accuracy"] <= 1
+    assert (root / "pairs.jsonl").is_file()
+    rm = RewardModel.load(root / "rm", device="cpu")
+    assert rm.config.base_model == "tiny" and len(rm.val_task_ids_) == s["n_val_tasks"]
+
+    out = _run("generate", "Predict the outcome in older patients.", "--index", root / "index", "--generator",
+               root / "sft", "--rerank", "reward_model", "--reward-model", root / "rm", "-n", 3)
+    meta = out["metadata"]
+    assert meta["rerank"] == "reward_model" and meta["n"] == 3 and len(meta["reward_scores"]) == 3
+    assert meta["reward_scores"].index(max(meta["reward_scores"])) == meta["candidate"]
+
+
+def test_train_dpo_from_a_pairs_file(root, sft):
+    s = _run("train", "dpo", "--generator", root / "sft", "--index", root / "index", "--out", root / "dpo",
+             "--pairs-file", root / "pairs.jsonl", "--max-steps", 1, "--batch-size", 2)
+    assert s["stage"] == "dpo" and s["n_pairs"] > 0 and np.isfinite(s["train_loss"])
+    gen = LMGenerator.load(root / "dpo", device="cpu")
+    assert gen.fine_tuned_ and {h["stage"] for h in gen.history_} == {"sft", "dpo"}
+
+
+def test_train_grpo(root, sft):
+    s = _run("train", "grpo", "--generator", root / "sft", "--index", root / "index", "--out", root / "grpo",
+             "--rewards", "log_likelihood=1,validity=0.5", "--num-generations", 2, "--max-steps", 1)
+    assert s["stage"] == "grpo" and s["rewards"] == {"log_likelihood": 1.0, "validity": 0.5}
+    assert s["reward_first"] is not None and s["mean_frac_reward_zero_std"] is not None
+    gen = LMGenerator.load(root / "grpo", device="cpu")
+    assert {h["stage"] for h in gen.history_} == {"sft", "grpo"}
+
+
+def test_text_output_and_errors(root, sft, tmp_path):
+    # a wrong --generator path is a RagimError (cli.main turns it into exit code 2)
+    r = runner.invoke(app, ["train", "grpo", "--generator", str(tmp_path / "nope"), "--index", str(root / "index"),
+                            "--out", str(tmp_path / "x")])
+    assert isinstance(r.exception, ArtifactError)
+    r = runner.invoke(app, ["train", "grpo", "--generator", str(root / "sft"), "--index", str(root / "index"),
+                            "--rewards", "bleu=1", "--out", str(tmp_path / "x")])
+    assert isinstance(r.exception, ValidationError) and "bleu" in str(r.exception)
+    r = runner.invoke(app, ["generate", "Predict.", "--index", str(root / "index"), "--generator", str(root / "sft"),
+                            "--rerank", "reward_model"])
+    assert isinstance(r.exception, RagimError) and "needs reward_model" in str(r.exception)
+    r = runner.invoke(app, ["train", "sft", "--index", str(root / "index"), "--max-steps", "0"])
+    assert r.exit_code == 2 and "--max-steps must be positive" in _flat(r.output)
+    r = runner.invoke(app, ["generate", "Predict.", "--index", str(root / "index"), "--rerank", "logprob"])
+    assert r.exit_code == 2 and "need --generator" in _flat(r.output)

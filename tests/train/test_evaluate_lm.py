@@ -1,0 +1,65 @@
+"""The "ragim-lm" evaluation method: SFT per fold on the leak-free index, zero-shot generation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ragim import datasets, evaluate
+
+pytest.importorskip("trl")
+
+
+
+def test_ragim_lm_is_registered_and_opt_in():
+    assert "ragim-lm" in evaluate.METHODS and "ragim-lm" not in evaluate.DEFAULT_METHODS
+    assert evaluate.METHODS["ragim-lm"].shots == "zero" and evaluate.METHODS["ragim-lm"].setup is not None
+
+
+def test_zero_shot_with_the_tiny_lm(monkeypatch):
+    import ragim.train.sft as sft_mod
+
+    trained_on = []
+    real = sft_mod.train_sft
+
+    def spy(index, **kw):
+        gen = real(index, **kw)
+        trained_on.append((set(index.ids), gen))
+        return gen
+
+    monkeypatch.setattr(sft_mod, "train_sft", spy)
+    tasks = datasets.synthetic_family(n_tasks=10, n_features=2, seed=0)
+    df = evaluate.zero_shot(tasks, methods=["ragim-lm", "pooled"], folds=2, embedder="hashing", progress=False,
+                            max_targets=2, lm_config={"base_model": "tiny", "max_steps": 1, "batch_size": 2, "k": 2,
+                                                      "device": "cpu"})
+    lm = df[df["method"] == "ragim-lm"]
+    assert len(lm) == 2 and (lm["status"] == "ok").all() and (lm["k_shot"] == 0).all()
+    assert np.isfinite(lm["log_loss"]).all() and lm["auroc"].between(0, 1).all()
+    # one generator per fold, never trained on (or retrieving from) its fold's targets
+    folds = df.attrs["folds"]
+    assert len(trained_on) == len(folds)
+    for (ids, gen), fold in zip(trained_on, folds, strict=True):
+        assert ids == set(fold["index_ids"]) and not ids & set(fold["targets"])
+        assert not set(gen.train_task_ids_ + gen.val_task_ids_) & set(fold["targets"])
+        assert gen.config.base_model == "tiny" and gen.config.k == 2
+    assert sorted(evaluate.summarize(df)["method"].unique()) == ["pooled", "ragim-lm"]
+
+
+def test_generation_options_reach_the_generator(monkeypatch):
+    from ragim.generate.lm import LMGenerator
+
+    seen = []
+    real = LMGenerator.generate_params
+
+    def spy(self, query, index=None, **kw):
+        seen.append(kw)
+        return real(self, query, index, **kw)
+
+    monkeypatch.setattr(LMGenerator, "generate_params", spy)
+    tasks = datasets.synthetic_family(n_tasks=8, n_features=2, seed=1)
+    df = evaluate.zero_shot(tasks, methods=["ragim-lm"], folds=2, embedder="hashing", progress=False, max_targets=1,
+                            lm_config={"base_model": "tiny", "max_steps": 1, "batch_size": 2, "k": 1, "device": "cpu",
+                                       "num_candidates": 2, "temperature": 0.7})
+    assert (df["status"] == "ok").all()
+    assert seen and all(kw["num_candidates"] == 2 and kw["temperature"] == 0.7 and callable(kw["exclude"])
+                        for kw in seen)
