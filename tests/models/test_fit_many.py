@@ -110,6 +110,31 @@ def test_gam_family_and_threading_backend(tasks):
         assert np.allclose(p.vector, par.params[tid].vector)
 
 
+def test_any_registered_joblib_backend_is_used(tasks):
+    """Dask and Ray plug in the same way (``register_parallel_backend``), so this is their code path."""
+    import joblib
+    from joblib._parallel_backends import ThreadingBackend
+
+    used = []
+
+    class RecordingBackend(ThreadingBackend):
+        def apply_async(self, func, callback=None):
+            used.append(func)
+            return super().apply_async(func, callback)
+
+        def submit(self, func, callback=None):
+            used.append(func)
+            return super().submit(func, callback)
+
+    joblib.register_parallel_backend("ragim-test-recording", RecordingBackend)
+    seq = fit_many(tasks, "gam", progress=False, cv=0, **FAST_GAM)
+    par = fit_many(tasks, "gam", n_jobs=2, backend="ragim-test-recording", progress=False, cv=0, **FAST_GAM)
+    assert used, "fit_many did not dispatch through the requested joblib backend"
+    assert sorted(par.params) == sorted(seq.params)
+    for tid, p in seq.params.items():
+        assert np.allclose(p.vector, par.params[tid].vector)
+
+
 def test_lazy_collection_and_progress(tasks, capsys):
     items = list(tasks)
     lazy = TaskCollection.lazy(len(items), lambda i: (items[i].task_id, items[i].description, {}),
