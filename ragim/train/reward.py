@@ -35,7 +35,6 @@ from __future__ import annotations
 import copy
 import math
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -386,12 +385,11 @@ def train_reward_model(
         Trained; ``val_accuracy_`` is the pairwise accuracy on the validation pairs
         (held-out tasks), ``history_`` the trainer's log (``loss``, ``accuracy``, ``margin``).
     """
-    import torch
-    from transformers import PrinterCallback, set_seed
+    from transformers import set_seed
     from trl import RewardConfig as TRLRewardConfig
     from trl import RewardTrainer
 
-    from ragim.train.sft import _no_checkpointing, _quiet
+    from ragim.train.sft import _quiet, run_trainer, trainer_args
 
     for name, v in (("max_steps", max_steps), ("batch_size", batch_size), ("lora_r", lora_r)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -416,24 +414,17 @@ def train_reward_model(
     on_cuda = str(next(model.parameters()).device).startswith("cuda")
     with tempfile.TemporaryDirectory(prefix="ragim-reward-") as scratch:
         args = TRLRewardConfig(
-            output_dir=output_dir or scratch, max_steps=max_steps, learning_rate=learning_rate,
+            **trainer_args(TRLRewardConfig, on_cuda=on_cuda, progress=progress, seed=seed,
+                           output_dir=output_dir or scratch, max_steps=max_steps, learning_rate=learning_rate),
             per_device_train_batch_size=batch_size, per_device_eval_batch_size=batch_size,
-            logging_strategy="steps", logging_steps=1, eval_strategy="steps" if val_rows else "no",
-            eval_steps=max_steps, save_strategy="no", report_to="none", use_cpu=not on_cuda,
-            disable_tqdm=not progress, bf16=on_cuda and torch.cuda.is_bf16_supported(), fp16=False,
-            max_length=None, seed=seed, data_seed=seed, dataloader_pin_memory=on_cuda, push_to_hub=False,
-            warmup_steps=0, **_no_checkpointing(TRLRewardConfig),
+            eval_strategy="steps" if val_rows else "no", eval_steps=max_steps, max_length=None,
         )
         with _quiet(progress):
             trainer = RewardTrainer(model=model, args=args, train_dataset=_as_dataset(train_rows),
                                     eval_dataset=_as_dataset(val_rows) if val_rows else None,
                                     processing_class=tok, peft_config=rm.lora_config(),
                                     callbacks=list(callbacks or []) or None)
-            if not progress:
-                trainer.remove_callback(PrinterCallback)
-            t0 = time.perf_counter()
-            trainer.train()
-            rm.train_seconds_ = time.perf_counter() - t0
+            rm.train_seconds_ = run_trainer(trainer, progress)
         peft_model = trainer.model
         rm.history_ = [dict(h) for h in trainer.state.log_history]
         del trainer

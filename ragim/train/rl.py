@@ -38,18 +38,13 @@ from __future__ import annotations
 
 import copy
 import tempfile
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ragim.errors import ValidationError
 from ragim.generate.lm import LMGenerator
-
-
-def _check_positive_int(name: str, v: Any) -> None:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValidationError(f"{name} must be a positive integer, got {v!r}")
+from ragim.train.preferences import _check_int
 
 
 def _check_lr(v: Any) -> None:
@@ -107,15 +102,6 @@ def _finish(gen: LMGenerator, trainer, stage: str, seconds: float) -> LMGenerato
     gen.fine_tuned_ = True
     gen.train_seconds_ = float(gen.train_seconds_) + seconds
     return gen
-
-
-def _common_args(on_cuda: bool, progress: bool, seed: int, output_dir: str, max_steps: int, learning_rate: float):
-    import torch
-
-    return dict(output_dir=output_dir, max_steps=max_steps, learning_rate=learning_rate, logging_strategy="steps",
-                logging_steps=1, save_strategy="no", report_to="none", use_cpu=not on_cuda, disable_tqdm=not progress,
-                bf16=on_cuda and torch.cuda.is_bf16_supported(), fp16=False, seed=seed, data_seed=seed,
-                dataloader_pin_memory=on_cuda, push_to_hub=False, warmup_steps=0)
 
 
 def build_grpo_dataset(index, tokenizer, config, *, task_ids: Sequence[str], hide: Sequence[str] = (),
@@ -212,22 +198,22 @@ def train_grpo(
         The trained policy; ``history_`` has the GRPO log (``loss``, ``reward``,
         ``rewards/<name>/mean``, ``frac_reward_zero_std``, ...) tagged ``stage="grpo"``.
     """
-    from transformers import PrinterCallback, set_seed
+    from transformers import set_seed
     from trl import GRPOConfig, GRPOTrainer
 
     from ragim.lm.prompts import answer_room
     from ragim.params import param_names
     from ragim.rewards import RewardConfig
-    from ragim.train.sft import _no_checkpointing, _quiet
+    from ragim.train.sft import _quiet, run_trainer, trainer_args
 
     for name, v in (("max_steps", max_steps), ("batch_size", batch_size)):
-        _check_positive_int(name, v)
+        _check_int(name, v, 1)
     if isinstance(num_generations, bool) or not isinstance(num_generations, int) or num_generations < 2:
         raise ValidationError(f"num_generations must be an integer >= 2 (GRPO compares answers within a group), "
                               f"got {num_generations!r}")
     _check_lr(learning_rate)
     if max_completion_length is not None:
-        _check_positive_int("max_completion_length", max_completion_length)
+        _check_int("max_completion_length", max_completion_length, 1)
     if not (isinstance(temperature, int | float) and temperature > 0):
         raise ValidationError(f"temperature must be > 0, got {temperature!r}")
     if not (isinstance(beta, int | float) and beta >= 0):
@@ -262,20 +248,16 @@ def train_grpo(
     set_seed(seed)
     with tempfile.TemporaryDirectory(prefix="ragim-grpo-") as scratch:
         args = GRPOConfig(
-            **_common_args(on_cuda, progress, seed, output_dir or scratch, max_steps, learning_rate),
+            **trainer_args(GRPOConfig, on_cuda=on_cuda, progress=progress, seed=seed, output_dir=output_dir or scratch,
+                           max_steps=max_steps, learning_rate=learning_rate),
             per_device_train_batch_size=batch_size * num_generations, num_generations=num_generations,
             max_completion_length=max_completion_length, temperature=float(temperature), top_p=1.0,
             beta=float(beta), reward_weights=reward_weights, log_completions=False,
-            **_no_checkpointing(GRPOConfig),
         )
         with _quiet(progress):
             trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_ds,
                                   processing_class=tok, callbacks=list(callbacks or []) or None)
-            if not progress:
-                trainer.remove_callback(PrinterCallback)
-            t0 = time.perf_counter()
-            trainer.train()
-            seconds = time.perf_counter() - t0
+            seconds = run_trainer(trainer, progress)
         gen = _finish(gen, trainer, "grpo", seconds)
         del trainer
     gen.index_ = index
@@ -338,13 +320,13 @@ def train_dpo(
         The trained policy; ``history_`` has the DPO log (``loss``, ``rewards/chosen``,
         ``rewards/margins``, ``rewards/accuracies``, ...) tagged ``stage="dpo"``.
     """
-    from transformers import PrinterCallback, set_seed
+    from transformers import set_seed
     from trl import DPOConfig, DPOTrainer
 
-    from ragim.train.sft import _no_checkpointing, _quiet
+    from ragim.train.sft import _quiet, run_trainer, trainer_args
 
     for name, v in (("max_steps", max_steps), ("batch_size", batch_size)):
-        _check_positive_int(name, v)
+        _check_int(name, v, 1)
     _check_lr(learning_rate)
     if not (isinstance(beta, int | float) and beta > 0):
         raise ValidationError(f"beta must be > 0, got {beta!r}")
@@ -355,18 +337,14 @@ def train_dpo(
     set_seed(seed)
     with tempfile.TemporaryDirectory(prefix="ragim-dpo-") as scratch:
         args = DPOConfig(
-            **_common_args(on_cuda, progress, seed, output_dir or scratch, max_steps, learning_rate),
+            **trainer_args(DPOConfig, on_cuda=on_cuda, progress=progress, seed=seed, output_dir=output_dir or scratch,
+                           max_steps=max_steps, learning_rate=learning_rate),
             per_device_train_batch_size=batch_size, beta=float(beta), max_length=None,
-            **_no_checkpointing(DPOConfig),
         )
         with _quiet(progress):
             trainer = DPOTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tok,
                                  callbacks=list(callbacks or []) or None)
-            if not progress:
-                trainer.remove_callback(PrinterCallback)
-            t0 = time.perf_counter()
-            trainer.train()
-            seconds = time.perf_counter() - t0
+            seconds = run_trainer(trainer, progress)
         gen = _finish(gen, trainer, "dpo", seconds)
         del trainer
     return gen

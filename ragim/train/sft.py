@@ -99,6 +99,29 @@ def _no_checkpointing(config_cls) -> dict[str, bool]:
     return {"activation_checkpointing": False} if "activation_checkpointing" in fields else {"gradient_checkpointing": False}
 
 
+def trainer_args(config_cls, *, on_cuda: bool, progress: bool, seed: int, output_dir: str, max_steps: int,
+                 learning_rate: float) -> dict[str, Any]:
+    """The settings every ragim trainer shares (log each step, save and report nothing, bf16 on
+    GPUs that support it, no activation checkpointing) as keyword arguments of ``config_cls``."""
+    import torch
+
+    return dict(output_dir=output_dir, max_steps=max_steps, learning_rate=learning_rate, logging_strategy="steps",
+                logging_steps=1, save_strategy="no", report_to="none", use_cpu=not on_cuda, disable_tqdm=not progress,
+                bf16=on_cuda and torch.cuda.is_bf16_supported(), fp16=False, seed=seed, data_seed=seed,
+                dataloader_pin_memory=on_cuda, push_to_hub=False, warmup_steps=0, **_no_checkpointing(config_cls))
+
+
+def run_trainer(trainer, progress: bool) -> float:
+    """``trainer.train()`` (without transformers' per-step log prints unless ``progress``); returns wall seconds."""
+    from transformers import PrinterCallback
+
+    if not progress:
+        trainer.remove_callback(PrinterCallback)
+    t0 = time.perf_counter()
+    trainer.train()
+    return time.perf_counter() - t0
+
+
 @contextlib.contextmanager
 def _quiet(progress: bool):
     """Silence transformers' checkpointing-rename FutureWarnings and, without ``progress``,
@@ -196,8 +219,7 @@ def train_sft(
         (``loss`` per step, ``eval_loss`` per evaluation), ``n_trainable_params_``,
         ``train_seconds_``, ``train_task_ids_`` and ``val_task_ids_``.
     """
-    import torch
-    from transformers import PrinterCallback, set_seed
+    from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
     if isinstance(generator_config, dict):
@@ -227,14 +249,12 @@ def train_sft(
     set_seed(seed)
     with tempfile.TemporaryDirectory(prefix="ragim-sft-") as scratch:
         args = SFTConfig(
-            output_dir=output_dir or scratch, max_steps=max_steps, learning_rate=learning_rate,
+            **trainer_args(SFTConfig, on_cuda=on_cuda, progress=progress, seed=seed, output_dir=output_dir or scratch,
+                           max_steps=max_steps, learning_rate=learning_rate),
             per_device_train_batch_size=batch_size, per_device_eval_batch_size=batch_size,
-            gradient_accumulation_steps=grad_accum, logging_strategy="steps", logging_steps=1,
+            gradient_accumulation_steps=grad_accum,
             eval_strategy="steps" if val_ds is not None else "no", eval_steps=eval_steps or max_steps,
-            save_strategy="no", report_to="none", use_cpu=not on_cuda, disable_tqdm=not progress,
-            bf16=on_cuda and torch.cuda.is_bf16_supported(), fp16=False,
-            completion_only_loss=True, max_length=None, seed=seed, data_seed=seed,
-            dataloader_pin_memory=on_cuda, push_to_hub=False, warmup_steps=0, **_no_checkpointing(SFTConfig),
+            completion_only_loss=True, max_length=None,
         )
         with _quiet(progress):
             trainer = SFTTrainer(
@@ -242,11 +262,7 @@ def train_sft(
                 eval_dataset=None if val_ds is None else val_ds.select_columns(["prompt", "completion"]),
                 processing_class=tok, peft_config=gen.lora_config(), callbacks=list(callbacks or []) or None,
             )
-            if not progress:
-                trainer.remove_callback(PrinterCallback)
-            t0 = time.perf_counter()
-            trainer.train()
-            gen.train_seconds_ = time.perf_counter() - t0
+            gen.train_seconds_ = run_trainer(trainer, progress)
         peft_model = trainer.model
         gen.history_ = [dict(h) for h in trainer.state.log_history]
         del trainer
