@@ -130,40 +130,6 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def _safetensors_errors() -> tuple[type[BaseException], ...]:
-    """safetensors' own error class (raised for an unreadable ``.safetensors`` file), if installed."""
-    try:
-        from safetensors import SafetensorError
-    except ImportError:  # pragma: no cover - safetensors comes with transformers
-        return ()
-    return (SafetensorError,)
-
-
-def check_lora_settings(path, config: LMConfig, adapter_config: Any, adapter_dir: Path) -> None:
-    """Raise :class:`~ragim.errors.ArtifactError` naming both files when ``config.json``'s LoRA
-    settings (``lora_r``, ``lora_alpha``, ``target_modules``) disagree with peft's
-    ``adapter/adapter_config.json`` (e.g. one of them was swapped in from another artifact).
-    """
-    files = f"{Path(path) / 'config.json'} and {Path(adapter_dir) / 'adapter_config.json'}"
-    if not isinstance(adapter_config, dict):
-        raise ArtifactError(f"{Path(adapter_dir) / 'adapter_config.json'}: not a peft adapter config "
-                            f"(a JSON {type(adapter_config).__name__}, expected an object)")
-    theirs = {"lora_r": adapter_config.get("r"), "lora_alpha": adapter_config.get("lora_alpha"),
-              "target_modules": adapter_config.get("target_modules")}
-    ours = {"lora_r": config.lora_r, "lora_alpha": config.lora_alpha, "target_modules": config.target_modules}
-    diffs = []
-    for key in ("lora_r", "lora_alpha"):
-        if theirs[key] != ours[key]:
-            diffs.append(f"{key}: {ours[key]!r} vs {theirs[key]!r}")
-    tm = theirs["target_modules"]
-    tm_set = {tm} if isinstance(tm, str) else set(tm) if isinstance(tm, list) else None
-    if tm_set != set(ours["target_modules"]):
-        diffs.append(f"target_modules: {sorted(ours['target_modules'])} vs {tm!r}")
-    if diffs:
-        raise ArtifactError(f"{path}: the LoRA settings of {files} disagree ({'; '.join(diffs)}); "
-                            "one of the files comes from another generator")
-
-
 @register_generator("lm")
 class LMGenerator(Generator):
     """Language-model generator (see the module docstring).
@@ -446,13 +412,9 @@ class LMGenerator(Generator):
 
     def save(self, path: str | Path) -> Path:
         """Save as an artifact: ``config.json``, ``state.json`` and the LoRA ``adapter/`` (peft format)."""
-        from ragim.io import json_bytes, write_artifact
-        from ragim.lm.base_models import base_model_identity
+        from ragim.lm.adapters import save_adapter_artifact
 
         model = self._ensure_adapter()
-        cfg = asdict(self.config)
-        cfg["target_modules"] = list(cfg["target_modules"])
-        config = {**cfg, "base_model_identity": base_model_identity(self.config.base_model, seed=self.config.seed)}
         state = {
             "model_kind": self.model_kind_, "param_names": self.param_names_,
             "schema": None if self.schema_ is None else self.schema_.to_dict(),
@@ -461,22 +423,16 @@ class LMGenerator(Generator):
             "train_seconds": float(self.train_seconds_), "train_task_ids": list(self.train_task_ids_),
             "val_task_ids": list(self.val_task_ids_),
         }
-
-        def write_adapter(target: Path) -> None:
-            model.save_pretrained(str(target), safe_serialization=True, save_embedding_layers=False)
-
-        return write_artifact(path, FORMAT, {"config.json": json_bytes(config), "state.json": json_bytes(state),
-                                             "adapter": write_adapter})
+        return save_adapter_artifact(path, FORMAT, self.config, state, model)
 
     save_pretrained = save
 
     @classmethod
     def load(cls, path: str | Path, *, device: str | None = None) -> LMGenerator:
         """Open a saved generator: checksums are verified, then the base model is loaded and the adapter applied."""
-        from peft import PeftModel
-
         from ragim.io import read_artifact
-        from ragim.lm.base_models import base_model_identity, load_base_model
+        from ragim.lm.adapters import apply_adapter, check_base_model, checked_adapter_dir
+        from ragim.lm.base_models import load_base_model
         from ragim.schema import FeatureSchema
 
         art = read_artifact(path, FORMAT)
@@ -487,8 +443,6 @@ class LMGenerator(Generator):
             if device is not None:
                 cfg.device = device
             state = art.read_json("state.json")
-            adapter_dir = art.file("adapter/adapter_config.json").parent
-            art.file("adapter/adapter_model.safetensors")
             gen = cls(cfg)
             gen.model_kind_, gen.param_names_ = state["model_kind"], state["param_names"]
             gen.schema_ = None if state["schema"] is None else FeatureSchema.from_dict(state["schema"])
@@ -500,24 +454,10 @@ class LMGenerator(Generator):
             gen.val_task_ids_ = list(state.get("val_task_ids", []))
         except (TypeError, KeyError, AttributeError, ValidationError) as exc:
             raise ArtifactError(f"{path}: not a valid LM generator ({exc})") from exc
-        now = base_model_identity(cfg.base_model, seed=cfg.seed)
-        if stored_ident.get("sha256_16") and now.get("sha256_16") and stored_ident["sha256_16"] != now["sha256_16"]:
-            raise ArtifactError(
-                f"{path}: the adapter was trained on base model {stored_ident.get('name')!r} "
-                f"(sha256 {stored_ident['sha256_16']}), but {cfg.base_model!r} now resolves to a different model "
-                f"(sha256 {now['sha256_16']}); install the original base model"
-            )
-        check_lora_settings(path, cfg, art.read_json("adapter/adapter_config.json"), adapter_dir)
+        check_base_model(path, stored_ident, cfg, "adapter")
+        adapter_dir = checked_adapter_dir(path, art, cfg)
         base, tok = load_base_model(cfg.base_model, device=cfg.device, seed=cfg.seed)
-        try:
-            with quiet_checkpointing_rename():
-                model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
-        except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError, EOFError,
-                *_safetensors_errors()) as exc:
-            raise ArtifactError(f"{path}: the adapter in {adapter_dir} (adapter_model.safetensors) cannot be applied "
-                                f"to {cfg.base_model!r} ({type(exc).__name__}: {exc})") from exc
-        model.eval()
-        gen.model_, gen.tokenizer_ = model, tok
+        gen.model_, gen.tokenizer_ = apply_adapter(path, adapter_dir, base, cfg.base_model), tok
         return gen
 
     from_pretrained = load

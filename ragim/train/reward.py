@@ -214,35 +214,22 @@ class RewardModel:
     def save(self, path: str | Path) -> Path:
         """Save as an artifact: ``config.json``, ``state.json`` and ``adapter/`` (LoRA plus the head)."""
         from ragim.generate.lm import _json_safe
-        from ragim.io import json_bytes, write_artifact
-        from ragim.lm.base_models import base_model_identity
+        from ragim.lm.adapters import save_adapter_artifact
 
         self._check_fitted()
-        model = self.model_
-        cfg = asdict(self.config)
-        cfg["target_modules"] = list(cfg["target_modules"])
-        config = {**cfg, "base_model_identity": base_model_identity(self.config.base_model, seed=self.config.seed)}
         state = {"history": _json_safe(self.history_),
                  "val_accuracy": None if math.isnan(self.val_accuracy_) else float(self.val_accuracy_),
                  "n_trainable_params": int(self.n_trainable_params_), "train_seconds": float(self.train_seconds_),
                  "train_task_ids": list(self.train_task_ids_), "val_task_ids": list(self.val_task_ids_)}
-
-        def write_adapter(target: Path) -> None:
-            model.save_pretrained(str(target), safe_serialization=True, save_embedding_layers=False)
-
-        return write_artifact(path, FORMAT, {"config.json": json_bytes(config), "state.json": json_bytes(state),
-                                             "adapter": write_adapter})
+        return save_adapter_artifact(path, FORMAT, self.config, state, self.model_)
 
     save_pretrained = save
 
     @classmethod
     def load(cls, path: str | Path, *, device: str | None = None) -> RewardModel:
         """Open a saved reward model: checksums verified, base model rebuilt, adapter and head applied."""
-        from peft import PeftModel
-
-        from ragim.generate.lm import quiet_checkpointing_rename
         from ragim.io import read_artifact
-        from ragim.lm.base_models import base_model_identity
+        from ragim.lm.adapters import apply_adapter, check_base_model, checked_adapter_dir
 
         art = read_artifact(path, FORMAT)
         try:
@@ -252,8 +239,6 @@ class RewardModel:
             if device is not None:
                 cfg.device = device
             state = art.read_json("state.json")
-            adapter_dir = art.file("adapter/adapter_config.json").parent
-            art.file("adapter/adapter_model.safetensors")
             rm = cls(cfg)
             rm.history_ = list(state.get("history", []))
             va = state.get("val_accuracy")
@@ -264,20 +249,10 @@ class RewardModel:
             rm.val_task_ids_ = list(state.get("val_task_ids", []))
         except (TypeError, KeyError, AttributeError, ValidationError) as exc:
             raise ArtifactError(f"{path}: not a valid reward model ({exc})") from exc
-        now = base_model_identity(cfg.base_model, seed=cfg.seed)
-        if stored.get("sha256_16") and now.get("sha256_16") and stored["sha256_16"] != now["sha256_16"]:
-            raise ArtifactError(f"{path}: the reward model was trained on base model {stored.get('name')!r} "
-                                f"(sha256 {stored['sha256_16']}), but {cfg.base_model!r} now resolves to a different "
-                                f"model (sha256 {now['sha256_16']}); install the original base model")
+        check_base_model(path, stored, cfg, "reward model")
+        adapter_dir = checked_adapter_dir(path, art, cfg)
         base, tok = rm.build_model()
-        try:
-            with quiet_checkpointing_rename():
-                model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
-        except (OSError, ValueError, RuntimeError, KeyError) as exc:
-            raise ArtifactError(f"{path}: the adapter in {adapter_dir} cannot be applied to {cfg.base_model!r} "
-                                f"({exc})") from exc
-        model.eval()
-        rm.model_, rm.tokenizer_ = model, tok
+        rm.model_, rm.tokenizer_ = apply_adapter(path, adapter_dir, base, cfg.base_model), tok
         return rm
 
     from_pretrained = load

@@ -1,0 +1,114 @@
+"""Artifacts that hold a peft LoRA adapter over a referenced (never copied) base model.
+
+The LM generator (:class:`~ragim.generate.lm.LMGenerator`) and the reward model
+(:class:`~ragim.train.reward.RewardModel`) save the same way: ``config.json`` (their
+config dataclass plus the base model's identity), ``state.json`` and peft's ``adapter/``
+folder. Loading verifies, in order: the base model still resolves to the weights the
+adapter was trained on, the LoRA settings of ``config.json`` agree with
+``adapter/adapter_config.json``, and peft can apply the adapter; each failure is an
+:class:`~ragim.errors.ArtifactError` that names the files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from ragim.errors import ArtifactError
+
+
+def _safetensors_errors() -> tuple[type[BaseException], ...]:
+    """safetensors' own error class (raised for an unreadable ``.safetensors`` file), if installed."""
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # pragma: no cover - safetensors comes with transformers
+        return ()
+    return (SafetensorError,)
+
+
+def save_adapter_artifact(path: str | Path, fmt: str, config: Any, state: dict, model) -> Path:
+    """Write ``config.json`` (``config``, a dataclass with ``base_model``, ``seed`` and
+    ``target_modules``, plus the base model's identity), ``state.json`` and ``model``'s peft
+    ``adapter/`` as one atomic artifact of format ``fmt``."""
+    from ragim.io import json_bytes, write_artifact
+    from ragim.lm.base_models import base_model_identity
+
+    cfg = asdict(config)
+    cfg["target_modules"] = list(cfg["target_modules"])
+    cfg["base_model_identity"] = base_model_identity(config.base_model, seed=config.seed)
+
+    def write_adapter(target: Path) -> None:
+        model.save_pretrained(str(target), safe_serialization=True, save_embedding_layers=False)
+
+    return write_artifact(path, fmt, {"config.json": json_bytes(cfg), "state.json": json_bytes(state),
+                                      "adapter": write_adapter})
+
+
+def check_base_model(path, stored: dict, config: Any, what: str) -> None:
+    """Refuse an adapter whose base model (``config.base_model``) now resolves to other weights
+    than the ``stored`` identity it was trained on."""
+    from ragim.lm.base_models import base_model_identity
+
+    now = base_model_identity(config.base_model, seed=config.seed)
+    if stored.get("sha256_16") and now.get("sha256_16") and stored["sha256_16"] != now["sha256_16"]:
+        raise ArtifactError(
+            f"{path}: the {what} was trained on base model {stored.get('name')!r} (sha256 {stored['sha256_16']}), "
+            f"but {config.base_model!r} now resolves to a different model (sha256 {now['sha256_16']}); "
+            "install the original base model"
+        )
+
+
+def check_lora_settings(path, config: Any, adapter_config: Any, adapter_dir: Path) -> None:
+    """Raise :class:`~ragim.errors.ArtifactError` naming both files when ``config.json``'s LoRA
+    settings (``lora_r``, ``lora_alpha``, ``target_modules``) disagree with peft's
+    ``adapter/adapter_config.json`` (e.g. one of them was swapped in from another artifact).
+    """
+    files = f"{Path(path) / 'config.json'} and {Path(adapter_dir) / 'adapter_config.json'}"
+    if not isinstance(adapter_config, dict):
+        raise ArtifactError(f"{Path(adapter_dir) / 'adapter_config.json'}: not a peft adapter config "
+                            f"(a JSON {type(adapter_config).__name__}, expected an object)")
+    theirs = {"lora_r": adapter_config.get("r"), "lora_alpha": adapter_config.get("lora_alpha"),
+              "target_modules": adapter_config.get("target_modules")}
+    ours = {"lora_r": config.lora_r, "lora_alpha": config.lora_alpha, "target_modules": config.target_modules}
+    diffs = []
+    for key in ("lora_r", "lora_alpha"):
+        if theirs[key] != ours[key]:
+            diffs.append(f"{key}: {ours[key]!r} vs {theirs[key]!r}")
+    tm = theirs["target_modules"]
+    tm_set = {tm} if isinstance(tm, str) else set(tm) if isinstance(tm, list) else None
+    if tm_set != set(ours["target_modules"]):
+        diffs.append(f"target_modules: {sorted(ours['target_modules'])} vs {tm!r}")
+    if diffs:
+        raise ArtifactError(f"{path}: the LoRA settings of {files} disagree ({'; '.join(diffs)}); "
+                            "one of the files comes from another artifact")
+
+
+def checked_adapter_dir(path, art, config: Any) -> Path:
+    """``art``'s ``adapter/`` folder, after checking its files exist and its LoRA settings match
+    ``config`` (:func:`check_lora_settings`); run before loading the base model."""
+    adapter_dir = art.file("adapter/adapter_config.json").parent
+    art.file("adapter/adapter_model.safetensors")
+    check_lora_settings(path, config, art.read_json("adapter/adapter_config.json"), adapter_dir)
+    return adapter_dir
+
+
+def apply_adapter(path, adapter_dir: Path, base, base_model: str):
+    """The adapter in ``adapter_dir`` applied to ``base`` (frozen, eval mode); any failure is an
+    ArtifactError naming the adapter."""
+    from peft import PeftModel
+
+    from ragim.generate.lm import quiet_checkpointing_rename
+
+    try:
+        with quiet_checkpointing_rename():
+            model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError, EOFError,
+            *_safetensors_errors()) as exc:
+        raise ArtifactError(f"{path}: the adapter in {adapter_dir} (adapter_model.safetensors) cannot be applied "
+                            f"to {base_model!r} ({type(exc).__name__}: {exc})") from exc
+    model.eval()
+    return model
+
+
+__all__ = ["apply_adapter", "check_base_model", "check_lora_settings", "checked_adapter_dir", "save_adapter_artifact"]
