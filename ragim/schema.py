@@ -490,7 +490,7 @@ class FeatureSchema:
             else:
                 if f.name not in self.medians_:
                     problems.append(f"feature {f.name!r} has no fitted median")
-                if f.type == "continuous" and (f.name not in self.means_ or f.name not in self.bin_edges_):
+                if f.type == "continuous" and any(f.name not in d for d in (self.means_, self.scales_, self.bin_edges_)):
                     problems.append(f"continuous feature {f.name!r} has no fitted mean/scale/bins")
         for stats in (self.medians_, self.means_, self.scales_):
             for name, v in (stats or {}).items():

@@ -64,6 +64,16 @@ def test_json_round_trip(frame):
     assert FeatureSchema.from_json(unfitted.to_json()) == unfitted
 
 
+@pytest.mark.parametrize("stat", ["medians", "means", "scales", "bin_edges"])
+def test_fitted_state_missing_a_feature_is_refused_on_load(frame, stat):
+    """A fitted statistic renamed or dropped in schema.json (e.g. a damaged artifact) is a
+    ValidationError at load, not a KeyError later when the design layout is built."""
+    d = FeatureSchema.infer(frame).fit(frame).to_dict()
+    d["fitted"][stat]["chol_renamed"] = d["fitted"][stat].pop("chol")
+    with pytest.raises(ValidationError, match="(?s)fitted schema state is inconsistent.*'chol'"):
+        FeatureSchema.from_dict(d)
+
+
 @pytest.mark.parametrize(
     "mutate, message",
     [
