@@ -68,6 +68,8 @@ def parse_args(argv=None):
     ap.add_argument("--best-of", type=int, default=8)
     ap.add_argument("--samples", type=int, default=4, help="unconstrained samples per held-out task (validity)")
     ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--no-population", action="store_true",
+                    help="prompts without the population model (as before LMConfig.population existed)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/lm_training.md"))
@@ -181,7 +183,8 @@ def main(argv=None):
                     batch_size=args.batch_size, progress=False, seed=args.seed,
                     generator_config=LMConfig(k=args.k, device="cpu", lora_r=args.lora_r,
                                               lora_alpha=2 * args.lora_r, seed=args.seed,
-                                              target_modules=tuple(args.target_modules.split(","))))
+                                              target_modules=tuple(args.target_modules.split(",")),
+                                              population=not args.no_population))
     done("sft")
     stage("pairs")
     pairs = build_preference_pairs(sft, index, n_candidates=args.pair_candidates, min_margin=0.05,

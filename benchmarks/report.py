@@ -217,10 +217,11 @@ def build() -> str:
                 body = body[1:]
             lines += [f"### {title}", "", *[line.replace("Command: `python ", "Command: `.venv/bin/python ")
                                               for line in body], ""]
-    lmz = RESULTS / "lm_zero_shot.md"
-    if lmz.is_file():
-        body = lmz.read_text().strip().splitlines()
-        lines += [f"## {body[0].lstrip('# ')} (issue: the LM generator)", "", *body[1:], ""]
+    for stem in ("lm_zero_shot", "lm_zero_shot_no_population", "lm_zero_shot_heart", "lm_parse_rate"):
+        lmz = RESULTS / f"{stem}.md"
+        if lmz.is_file():
+            body = lmz.read_text().strip().splitlines()
+            lines += [f"## {body[0].lstrip('# ')} (issue: the LM generator)", "", *body[1:], ""]
     scale = RESULTS / "scale.json"
     if scale.is_file():
         lines += scale_section(json.loads(scale.read_text()))

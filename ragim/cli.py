@@ -199,6 +199,8 @@ def train_sft_cmd(
     k: Annotated[int, typer.Option("-k", "--k", help="neighbours per prompt")] = 5,
     lora_r: Annotated[int, typer.Option(help="LoRA rank (alpha = 2 x rank)")] = 8,
     val_fraction: Annotated[float, typer.Option(help="share of tasks held out for the validation loss")] = 0.2,
+    population: Annotated[bool, typer.Option(help="show the population model (row-weighted mean of the other "
+                                                  "tasks' parameters) in every prompt")] = True,
     seed: int = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary")] = False,
 ):
@@ -214,7 +216,8 @@ def train_sft_cmd(
     t0 = time.perf_counter()
     gen = train_sft(index, base_model=base_model, max_steps=max_steps, batch_size=batch_size,
                     learning_rate=learning_rate, k=k, val_fraction=val_fraction, seed=seed, progress=not as_json,
-                    generator_config={"lora_r": lora_r, "lora_alpha": 2 * lora_r, "seed": seed})
+                    generator_config={"lora_r": lora_r, "lora_alpha": 2 * lora_r, "seed": seed,
+                                      "population": population})
     gen.save(out)
     summary = {"stage": "sft", "path": str(out), "base_model": base_model, "max_steps": max_steps,
                "n_train_tasks": len(gen.train_task_ids_), "n_val_tasks": len(gen.val_task_ids_),

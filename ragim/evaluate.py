@@ -38,6 +38,9 @@ Methods (the names are a contract; see :data:`METHODS`, extend with
 * ``per-task-all``: a LogisticModel (C=1) on the whole support pool (the ceiling);
   the same constant fallback for a single-class pool.
 * ``true-model``: ``task.true_params`` where known (synthetic and procedure families).
+* ``population`` (opt-in): the index's population model, the mean of every leak-free
+  index task's parameters weighted by its rows (:meth:`~ragim.TaskIndex.population_params`),
+  which the LM generator's prompts show.
 * ``contextualized`` (opt-in): contextualized-ml's ContextualizedClassifier with the
   description embedding as context, when that package is importable; otherwise a note.
 * ``ragim-lm`` (opt-in: it fine-tunes a language model per fold): the
@@ -62,6 +65,7 @@ Examples
 from __future__ import annotations
 
 import importlib.util
+import time
 import warnings
 import zlib
 from collections.abc import Callable, Sequence
@@ -307,12 +311,36 @@ def _lm_setup(fctx: FoldContext) -> None:
     cfg.setdefault("seed", fctx.seed)
     cfg.setdefault("progress", False)
     fctx.cache["lm"] = train_sft(fctx.index, **cfg)
+    fctx.cache["lm_seconds"] = []
+    fctx.notes.append(_lm_note(fctx))
+
+
+def _lm_note(fctx: FoldContext) -> str:
+    """One line on the fold's LM generator: SFT cost and losses, generation time."""
+    gen, secs = fctx.cache["lm"], fctx.cache["lm_seconds"]
+    losses = [h["loss"] for h in gen.history_ if "loss" in h]
+    evals = [h["eval_loss"] for h in gen.history_ if "eval_loss" in h]
+    steps = max((h.get("step", 0) for h in gen.history_), default=0)
+    text = (f"ragim-lm fold {fctx.fold}: SFT {steps} steps in {gen.train_seconds_:.0f} s, "
+            f"{gen.n_trainable_params_:,} trainable LoRA parameters")
+    if losses:
+        text += f", train loss {losses[0]:.3f} -> {losses[-1]:.3f}"
+    if evals:
+        text += f", validation loss {evals[-1]:.3f}"
+    if secs:
+        text += f"; generation {np.mean(secs):.1f} s per task ({len(secs)} tasks)"
+    return text
 
 
 def _lm_predict(ctx: TargetContext) -> np.ndarray:
-    gen, index = ctx.fold.cache["lm"], ctx.fold.index
-    opts = {key: v for key, v in ctx.fold.lm_config.items() if key in _LM_GENERATE_KEYS}
+    fctx = ctx.fold
+    gen, index = fctx.cache["lm"], fctx.index
+    opts = {key: v for key, v in fctx.lm_config.items() if key in _LM_GENERATE_KEYS}
+    before = _lm_note(fctx)
+    t = time.perf_counter()
     params = gen.generate_params(ctx.task.description, index, exclude=ctx.exclude, **opts)
+    fctx.cache["lm_seconds"].append(time.perf_counter() - t)
+    fctx.notes[fctx.notes.index(before)] = _lm_note(fctx)
     return params_proba(params, ctx.X_test)
 
 
@@ -333,6 +361,11 @@ def _neighbor_mean_predict(ctx: TargetContext) -> np.ndarray:
 
     return params_proba(neighbor_mean(ctx.fold.index, ctx.task.description, k=ctx.fold.k_neighbors,
                                       exclude=ctx.exclude), ctx.X_test)
+
+
+def _population_predict(ctx: TargetContext) -> np.ndarray | None:
+    p = ctx.fold.index.population_params(ctx.exclude)
+    return None if p is None else params_proba(p, ctx.X_test)
 
 
 def _true_predict(ctx: TargetContext) -> np.ndarray | None:
@@ -379,6 +412,7 @@ register_method("neighbor-mean", _neighbor_mean_predict, default=True)
 register_method("per-task-k", lambda c: _fit_or_constant(c.fold, c.X_k, c.y_k, c.X_test), shots="few", default=True)
 register_method("per-task-all", lambda c: _fit_or_constant(c.fold, c.X_pool, c.y_pool, c.X_test), default=True)
 register_method("true-model", _true_predict, default=True)
+register_method("population", _population_predict)
 register_method("contextualized", _contextualized_predict, setup=_contextualized_setup)
 register_method("ragim-lm", _lm_predict, setup=_lm_setup)
 

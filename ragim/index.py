@@ -111,6 +111,22 @@ def _as_predicate(exclude: Exclude) -> Callable[[Record], bool] | None:
     return lambda rec: rec["task_id"] in ids
 
 
+def per_query_excludes(exclude, n: int) -> list:
+    """``exclude`` for a batch of ``n`` queries as one exclusion per query.
+
+    A list or tuple whose items are exclusions themselves (None, predicates or id
+    collections) is one per query; anything else applies to every query.
+    """
+    per_query = isinstance(exclude, list | tuple) and any(
+        e is None or callable(e) or isinstance(e, list | tuple | set | frozenset) for e in exclude
+    )
+    if not per_query:
+        return [exclude] * n
+    if len(exclude) != n:
+        raise ValidationError(f"got {len(exclude)} exclusions for {n} queries")
+    return list(exclude)
+
+
 # ---------------------------------------------------------------------- the index
 class TaskIndex:
     """Prior tasks, their fitted models and their description vectors; see the module docstring.
@@ -257,6 +273,39 @@ class TaskIndex:
         rows = [self._row(t) for t in (ids if ids is not None else self.ids)]
         return self._params[rows]
 
+    def population_params(self, exclude: Exclude = None) -> ModelParams | None:
+        """The population model: the mean of the stored parameters, weighted by each task's rows.
+
+        Every indexed task (less those ``exclude`` names: ids or a predicate such as
+        :func:`leak_free`) counts with weight ``stats["n_rows"]`` (1 when unknown), so
+        large, well-estimated tasks dominate, as they would in a model fitted on pooled
+        rows. ``None`` when every task is excluded. The LM generator shows it in its
+        prompts (``LMConfig.population``).
+
+        Examples
+        --------
+        >>> from ragim import TaskIndex, datasets
+        >>> tasks = datasets.synthetic_family(n_tasks=6, n_features=2, seed=0)
+        >>> index = TaskIndex.build(tasks, embedder="hashing", progress=False)
+        >>> p = index.population_params(exclude=[tasks.ids[0]])
+        >>> p.metadata["source"], p.metadata["n_tasks"]
+        ('population', 5)
+        """
+        pred = _as_predicate(exclude)
+        rows, weights = [], []
+        for row, rec in enumerate(self._records):
+            if rec is None or (pred is not None and pred(rec)):
+                continue
+            n = rec.get("stats", {}).get("n_rows", 1)
+            rows.append(row)
+            weights.append(float(n) if isinstance(n, int | float) and n > 0 else 1.0)
+        if not rows:
+            return None
+        w = np.asarray(weights) / np.sum(weights)
+        values = w @ self._params[rows].astype(np.float64)
+        return ModelParams(self.model, self.schema, values,
+                           metadata={"source": "population", "n_tasks": len(rows), "n_rows": int(sum(weights))})
+
     def vectors(self, ids: Sequence[str] | None = None) -> np.ndarray:
         """The stored description embeddings."""
         allv = self.store.reconstruct_all()
@@ -295,15 +344,7 @@ class TaskIndex:
     def search_vectors(self, vectors: np.ndarray, k: int = 5, *, exclude=None, single: bool = False):
         """Like :meth:`search` with precomputed query vectors."""
         n = len(vectors)
-        per_query = isinstance(exclude, list | tuple) and any(
-            e is None or callable(e) or isinstance(e, list | tuple | set | frozenset) for e in exclude
-        )
-        if per_query:
-            if len(exclude) != n:
-                raise ValidationError(f"got {len(exclude)} exclusions for {n} queries")
-            preds = [_as_predicate(e) for e in exclude]
-        else:
-            preds = [_as_predicate(exclude)] * n
+        preds = [_as_predicate(e) for e in per_query_excludes(exclude, n)]
         records = self._records
         skip = None
         if any(p is not None for p in preds):

@@ -420,3 +420,15 @@ def test_no_loader_imports_pickle_paths():
             if "weights_only=True" not in call:
                 offenders.append(f"{f.name}: {call}")
     assert not offenders
+
+
+@pytest.mark.skipif(LMGenerator is None, reason="needs the LM extras")
+def test_lm_generator_saved_before_the_population_option_loads_without_it(saved, tmp_path):
+    """A config.json written before ``LMConfig.population`` existed keeps the prompts it was trained on."""
+    path = _copy(saved, "lm", tmp_path)
+    cfg = json.loads((path / "config.json").read_text())
+    assert cfg.pop("population") is True
+    (path / "config.json").write_text(json.dumps(cfg))
+    reseal(path)
+    assert LMGenerator.load(path, device="cpu").config.population is False
+    assert LMGenerator.load(saved["lm"]["a"], device="cpu").config.population is True

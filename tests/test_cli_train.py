@@ -55,6 +55,13 @@ def test_train_sft(root, sft):
     assert gen.fine_tuned_ and gen.config.k == 2 and gen.config.base_model == "tiny"
     p = gen.generate_params("Predict the outcome.", TaskIndex.load(root / "index"))
     assert p.metadata["rerank"] == "logprob"
+    assert gen.config.population is True
+
+
+def test_train_sft_without_the_population_model(root, tmp_path):
+    _run("train", "sft", "--index", root / "index", "--out", tmp_path / "sft", "--base-model", "tiny",
+         "--max-steps", 1, "--batch-size", 2, "--k", 1, "--val-fraction", 0, "--no-population")
+    assert LMGenerator.load(tmp_path / "sft", device="cpu").config.population is False
 
 
 def test_train_reward_and_generate_with_rerank(root, sft):

@@ -219,3 +219,19 @@ def test_a_failing_method_is_scored_nan_with_a_note_not_a_crash(family):
     assert (df.loc[df.method == "pooled", "status"] == "ok").all()
     s = evaluate.summarize(df)
     assert (s.loc[s.method == "broken", "n_tasks"] == 0).all()
+
+
+def test_population_method_scores_the_fold_indexs_population_model():
+    tasks = datasets.synthetic_family(n_tasks=12, n_features=3, seed=0, rows=(30, 80))
+    df, preds = evaluate.zero_shot(tasks, protocol="leave-task-out", methods=["population"], folds=2,
+                                   max_targets=2, embedder="hashing", progress=False, return_predictions=True)
+    assert set(df["method"]) == {"population"} and (df["status"] == "ok").all()
+    assert np.isfinite(df["auroc"]).all() and np.isfinite(df["log_loss"]).all()
+    for fold in df.attrs["folds"]:
+        index = TaskIndex.build(tasks.take([tasks.ids.index(t) for t in fold["index_ids"]]), embedder="hashing",
+                                progress=False)
+        for tid in fold["targets"]:
+            task = tasks[tasks.ids.index(tid)]
+            mine = preds[preds["task_id"] == tid]
+            expected = evaluate.params_proba(index.population_params([tid]), task.X.iloc[mine["row"].to_numpy()])
+            np.testing.assert_allclose(mine["p"].to_numpy(), expected, rtol=1e-5)

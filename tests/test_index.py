@@ -8,6 +8,7 @@ from conftest import make_frame
 
 from ragim.embed import HashingEmbedder
 from ragim.errors import ArtifactError, ValidationError
+from ragim import datasets
 from ragim.index import TaskIndex, leak_free, same_group, shares_patients
 from ragim.tasks import Task, TaskCollection
 
@@ -186,3 +187,21 @@ def test_gpu_index_gives_cpu_results():
     q = ["Predict coronary disease in women at the Zurich clinic", "adults at Budapest"]
     a, b = idx_cpu.search(q, 5), idx_gpu.search(q, 5)
     assert [[h.task_id for h in hs] for hs in a] == [[h.task_id for h in hs] for hs in b]
+
+
+def test_population_params_is_the_row_weighted_mean_of_the_tasks_left():
+    tasks = datasets.synthetic_family(n_tasks=6, n_features=2, seed=0)
+    index = TaskIndex.build(tasks, embedder="hashing", progress=False)
+    n = np.array([index.record(t)["stats"]["n_rows"] for t in index.ids], dtype=float)
+    P = index.params_matrix().astype(np.float64)
+    full = index.population_params()
+    np.testing.assert_allclose(full.vector, n @ P / n.sum(), rtol=1e-6)
+    assert full.metadata == {"source": "population", "n_tasks": 6, "n_rows": int(n.sum())}
+    assert full.names == index.params(index.ids[0]).names
+    by_id = index.population_params(exclude=index.ids[:2])
+    np.testing.assert_allclose(by_id.vector, n[2:] @ P[2:] / n[2:].sum(), rtol=1e-6)
+    by_pred = index.population_params(exclude=lambda rec: rec["task_id"] in index.ids[:2])
+    np.testing.assert_array_equal(by_pred.vector, by_id.vector)
+    assert index.population_params(exclude=lambda rec: True) is None
+    index.remove(index.ids[:2])
+    np.testing.assert_array_equal(index.population_params().vector, by_id.vector)

@@ -80,6 +80,10 @@ class LMConfig:
         default=None, metadata={"help": "cap on prompt tokens (default: the model's context minus room for the answer)"}
     )
     provenance_weights: str = field(default="similarity", metadata={"help": "'similarity' or 'uniform' provenance weights"})
+    population: bool = field(
+        default=True,
+        metadata={"help": "show the population model (row-weighted mean of the other indexed tasks' parameters) in prompts"},
+    )
 
     def __post_init__(self):
         self.target_modules = tuple(self.target_modules)
@@ -105,6 +109,8 @@ class LMConfig:
             problems.append(f"target_modules must be non-empty module names, got {self.target_modules!r}")
         if self.max_prompt_tokens is not None and (not isinstance(self.max_prompt_tokens, int) or self.max_prompt_tokens < 16):
             problems.append(f"max_prompt_tokens must be None or an integer >= 16, got {self.max_prompt_tokens!r}")
+        if not isinstance(self.population, bool):
+            problems.append(f"population must be True or False, got {self.population!r}")
         if self.provenance_weights not in _WEIGHTINGS:
             problems.append(f"provenance_weights must be one of {list(_WEIGHTINGS)}, got {self.provenance_weights!r}")
         if problems:
@@ -237,9 +243,11 @@ class LMGenerator(Generator):
         Every candidate carries ``metadata``: ``source="generated"``, ``generator="lm"``,
         ``provenance`` (the neighbours in the prompt), ``candidates`` (n), ``candidate``
         (its position), ``logprob`` (the model's log-probability of its free choices),
-        ``k`` and ``prompt_tokens``. Sampling is seeded by ``config.seed`` per call.
+        ``k``, ``population`` (``n_tasks`` and ``n_rows`` of the population model in the
+        prompt, or None) and ``prompt_tokens``. Sampling is seeded by ``config.seed`` per call.
         """
-        from ragim.lm.prompts import build_prompt
+        from ragim.index import per_query_excludes
+        from ragim.lm.prompts import index_prompt
 
         index = self._resolve_index(index)
         self._check_index(index)
@@ -260,14 +268,15 @@ class LMGenerator(Generator):
         limit = self.prompt_limit(names)
         rng = torch.Generator().manual_seed(cfg.seed)
         out = []
-        for item, hs in zip(items, hits, strict=True):
+        excludes = per_query_excludes(exclude, len(items))
+        for item, hs, ex in zip(items, hits, excludes, strict=True):
             desc = item.description if isinstance(item, Task) else item
             hs = sorted(hs, key=lambda h: -float(h.score))
-            messages, _, kept = build_prompt(desc, hs, index.schema, index.model, tok, max_tokens=limit,
-                                             decimals=cfg.decimals, max_abs=cfg.max_abs)
+            messages, _, kept, pop = index_prompt(index, desc, hs, tok, cfg, exclude=ex, max_tokens=limit)
             used = hs[:kept]
             meta = {"source": "generated", "generator": "lm", "k": kept,
                     "provenance": provenance_records(used, self._weights(used)), "candidates": n,
+                    "population": None if pop is None else {key: pop.metadata[key] for key in ("n_tasks", "n_rows")},
                     "base_model": cfg.base_model, "fine_tuned": self.fine_tuned_}
             if isinstance(item, Task):
                 meta["task_id"] = item.task_id
@@ -439,6 +448,7 @@ class LMGenerator(Generator):
         try:
             raw = dict(art.read_json("config.json"))
             stored_ident = raw.pop("base_model_identity", None) or {}
+            raw.setdefault("population", False)  # saved before prompts could show it
             cfg = LMConfig(**raw)
             if device is not None:
                 cfg.device = device

@@ -291,7 +291,7 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerBase:
         pad_token="<pad>",
         unk_token="<unk>",
         clean_up_tokenization_spaces=False,
-        model_max_length=4096,
+        model_max_length=8192,
     )
     tok.chat_template = _TINY_CHAT_TEMPLATE
     return tok
@@ -305,7 +305,7 @@ def _tiny_config_kwargs(vocab_size: int) -> dict[str, Any]:
         "num_hidden_layers": 2,
         "num_attention_heads": 4,
         "num_key_value_heads": 4,
-        "max_position_embeddings": 4096,
+        "max_position_embeddings": 8192,
         "tie_word_embeddings": False,
         "initializer_range": 0.02,
     }

@@ -12,7 +12,9 @@ this order:
 3. the retrieved neighbours, most similar first, each with its description, its
    similarity and its fitted parameters as name-keyed JSON
    (:func:`~ragim.lm.constrained.format_json_numbers`, ``decimals`` places);
-4. the instruction to answer with one JSON object, keys in schema order.
+4. optionally the population model (:meth:`~ragim.index.TaskIndex.population_params`:
+   the row-weighted mean of the other indexed tasks' parameters) as the same JSON;
+5. the instruction to answer with one JSON object, keys in schema order.
 
 The answer (the SFT target, and what constrained decoding emits) is exactly
 ``format_json_numbers(params.as_dict(), params.names, decimals)``: the keys are
@@ -20,8 +22,9 @@ The answer (the SFT target, and what constrained decoding emits) is exactly
 ``["intercept", *schema.gam_names]`` (GAM), in that order.
 
 The prompt must fit the model's context together with the answer (about eight
-tokens per key are reserved; exactly, the length of the longest possible answer). When it does not, the least similar neighbours are
-dropped first; the schema is never truncated. If even a prompt without
+tokens per key are reserved; exactly, the length of the longest possible answer). When
+it does not, the least similar neighbours are dropped first; the schema and the
+population model are never truncated. If even a prompt without
 neighbours does not fit, :class:`~ragim.errors.ValidationError` is raised.
 See ``docs/lm_format.md`` for a rendered example.
 
@@ -73,7 +76,7 @@ def context_length(tokenizer, model=None) -> int:
     >>> from ragim.lm import load_base_model
     >>> model, tok = load_base_model("tiny", device="cpu")
     >>> context_length(tok, model)
-    4096
+    8192
     """
     limits = []
     tml = getattr(tokenizer, "model_max_length", None)
@@ -194,12 +197,25 @@ def _neighbor_block(i: int, nb: Any, names: list[str], decimals: int, max_abs: f
     return f"{i}. {nb.description} (similarity {float(nb.score):.3f})\n{js}"
 
 
-def _user_content(description: str, layout: str, blocks: list[str]) -> str:
+def _population_block(population: ModelParams | None, names: list[str], decimals: int, max_abs: float) -> str:
+    if population is None:
+        return ""
+    if not isinstance(population, ModelParams) or population.names != names:
+        raise ValidationError("the population model must be ModelParams over the prompt's layout (same index)")
+    n = population.metadata.get("n_tasks")
+    what = f"{n} indexed tasks" if isinstance(n, int) else "the indexed tasks"
+    js = format_json_numbers(population.as_dict(), names, decimals=decimals, max_abs=max_abs)
+    return f"Population model (average over {what}, weighted by their patients):\n{js}"
+
+
+def _user_content(description: str, layout: str, blocks: list[str], population: str = "") -> str:
     parts = [f"Target task: {description.strip()}", layout]
     if blocks:
         parts.append("Similar tasks and their fitted models (most similar first):\n" + "\n".join(blocks))
     else:
         parts.append("No similar tasks are available.")
+    if population:
+        parts.append(population)
     parts.append(
         "Answer with the target task's parameters as one JSON object, with every key above "
         "(\"intercept\" first, then the terms in the order listed)."
@@ -207,10 +223,10 @@ def _user_content(description: str, layout: str, blocks: list[str]) -> str:
     return "\n\n".join(parts)
 
 
-def _messages(description: str, layout: str, blocks: list[str]) -> list[dict[str, str]]:
+def _messages(description: str, layout: str, blocks: list[str], population: str = "") -> list[dict[str, str]]:
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": _user_content(description, layout, blocks)},
+        {"role": "user", "content": _user_content(description, layout, blocks, population)},
     ]
 
 
@@ -229,6 +245,7 @@ def build_prompt(
     max_tokens: int | None = None,
     decimals: int = 3,
     max_abs: float = 20.0,
+    population: ModelParams | None = None,
 ) -> tuple[list[dict[str, str]], str, int]:
     """Build the chat prompt for one target task.
 
@@ -244,6 +261,8 @@ def build_prompt(
         :func:`context_length` of the tokenizer. The answer needs
         :func:`answer_room` tokens of it.
     decimals, max_abs : rounding and clipping of the neighbours' parameters.
+    population : the population model shown after the neighbours
+        (:meth:`~ragim.index.TaskIndex.population_params`), or None for none.
 
     Returns
     -------
@@ -262,12 +281,13 @@ def build_prompt(
         raise ValidationError("the tokenizer has no chat template; set tokenizer.chat_template first")
     names = param_names(kind, schema)
     layout = _layout_text(schema, kind)
+    pop = _population_block(population, names, decimals, max_abs)
     ordered = sorted(neighbors, key=lambda nb: -float(nb.score))
     blocks = [_neighbor_block(i + 1, nb, names, decimals, max_abs) for i, nb in enumerate(ordered)]
     limit = int(max_tokens) if max_tokens is not None else context_length(tokenizer)
     room = answer_room(names, tokenizer, decimals=decimals, max_abs=max_abs)
     budget = limit - room
-    base = _n_tokens(tokenizer, _messages(description, layout, []))
+    base = _n_tokens(tokenizer, _messages(description, layout, [], pop))
     if base > budget:
         raise ValidationError(
             f"the prompt without neighbours needs {base} tokens, but only {budget} of the "
@@ -282,11 +302,27 @@ def build_prompt(
             break
         used += cost
         keep += 1
-    while keep > 0 and _n_tokens(tokenizer, _messages(description, layout, blocks[:keep])) > budget:
+    while keep > 0 and _n_tokens(tokenizer, _messages(description, layout, blocks[:keep], pop)) > budget:
         keep -= 1
-    messages = _messages(description, layout, blocks[:keep])
+    messages = _messages(description, layout, blocks[:keep], pop)
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     return messages, text, keep
+
+
+def index_prompt(index, description: str, neighbors: Sequence[Any], tokenizer, config, *, exclude=None,
+                 max_tokens: int | None = None) -> tuple[list[dict[str, str]], str, int, ModelParams | None]:
+    """:func:`build_prompt` for a target of ``index`` with the LM generator's settings.
+
+    ``config`` supplies ``decimals``, ``max_abs`` and ``population``; with
+    ``population`` on, the population model of the index less ``exclude`` (the same
+    exclusion the neighbours were retrieved with) is shown. Returns what
+    :func:`build_prompt` returns, plus the population model shown (or None).
+    """
+    population = index.population_params(exclude) if getattr(config, "population", False) else None
+    messages, text, kept = build_prompt(description, neighbors, index.schema, index.model, tokenizer,
+                                        max_tokens=max_tokens, decimals=config.decimals, max_abs=config.max_abs,
+                                        population=population)
+    return messages, text, kept, population
 
 
 __all__ = [
@@ -295,5 +331,6 @@ __all__ = [
     "answer_text",
     "build_prompt",
     "context_length",
+    "index_prompt",
     "schema_lines",
 ]

@@ -416,7 +416,7 @@ def train_reward_model(
 # --------------------------------------------------------------------------- best-of-n
 def _prompt_messages(generator, query, index, k, exclude) -> tuple[list[dict], list[str]]:
     """The prompt :meth:`LMGenerator.generate_candidates` builds for one query, and its neighbours' ids."""
-    from ragim.lm.prompts import build_prompt
+    from ragim.lm.prompts import index_prompt
     from ragim.params import param_names
     from ragim.tasks import Task
 
@@ -427,8 +427,7 @@ def _prompt_messages(generator, query, index, k, exclude) -> tuple[list[dict], l
     hits = index.search(desc, k=min(k, len(index)), exclude=exclude) if k > 0 else []
     hits = sorted(hits, key=lambda h: -float(h.score))
     limit = generator.prompt_limit(param_names(index.model, index.schema))
-    messages, _, kept = build_prompt(desc, hits, index.schema, index.model, tok, max_tokens=limit,
-                                     decimals=cfg.decimals, max_abs=cfg.max_abs)
+    messages, _, kept, _ = index_prompt(index, desc, hits, tok, cfg, exclude=exclude, max_tokens=limit)
     return messages, [h.task_id for h in hits[:kept]]
 
 

@@ -54,9 +54,10 @@ def build_sft_dataset(index, tokenizer, config: LMConfig | None = None, *, task_
     index : a :class:`~ragim.index.TaskIndex` (its stored parameters are the targets; task
         rows are not needed).
     tokenizer : the generator's tokenizer (for the chat template and token budget).
-    config : an :class:`~ragim.generate.lm.LMConfig` (``k``, ``decimals``, ``max_abs``).
+    config : an :class:`~ragim.generate.lm.LMConfig` (``k``, ``decimals``, ``max_abs``, ``population``).
     task_ids : the target tasks (default: every indexed task).
-    hide : task ids never shown as a neighbour (e.g. the validation tasks).
+    hide : task ids never shown as a neighbour or counted in the population model (e.g. the
+        validation tasks).
     max_tokens : context for prompt plus answer (default: the tokenizer's).
 
     Returns
@@ -69,7 +70,7 @@ def build_sft_dataset(index, tokenizer, config: LMConfig | None = None, *, task_
     from datasets import Dataset
 
     from ragim.index import leak_free
-    from ragim.lm.prompts import answer_text, build_prompt
+    from ragim.lm.prompts import answer_text, index_prompt
 
     cfg = config or LMConfig()
     ids = list(index.ids if task_ids is None else task_ids)
@@ -78,15 +79,13 @@ def build_sft_dataset(index, tokenizer, config: LMConfig | None = None, *, task_
     hidden = frozenset(hide)
     k = min(cfg.k, max(len(index) - 1, 0))
     records = [index.record(t) for t in ids]
-    if k > 0:
-        hits = index.search_vectors(index.vectors(ids), k, exclude=[_without(leak_free(r), hidden) for r in records])
-    else:
-        hits = [[] for _ in ids]
+    excludes = [_without(leak_free(r), hidden) for r in records]
+    hits = index.search_vectors(index.vectors(ids), k, exclude=excludes) if k > 0 else [[] for _ in ids]
     rows = []
-    for tid, rec, hs in zip(ids, records, hits, strict=True):
+    for tid, rec, hs, ex in zip(ids, records, hits, excludes, strict=True):
         hs = sorted(hs, key=lambda h: -float(h.score))
-        messages, _, kept = build_prompt(rec["description"], hs, index.schema, index.model, tokenizer,
-                                         max_tokens=max_tokens, decimals=cfg.decimals, max_abs=cfg.max_abs)
+        messages, _, kept, _ = index_prompt(index, rec["description"], hs, tokenizer, cfg, exclude=ex,
+                                         max_tokens=max_tokens)
         answer = answer_text(index.params(tid), cfg.decimals, max_abs=cfg.max_abs)
         rows.append({"prompt": messages, "completion": [{"role": "assistant", "content": answer}],
                      "task_id": tid, "neighbor_ids": [h.task_id for h in hs[:kept]]})

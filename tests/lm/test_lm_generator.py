@@ -98,6 +98,28 @@ def test_max_prompt_tokens_drops_neighbours(family, index):
     assert p.metadata["provenance"][0]["task_id"] == full.metadata["provenance"][0]["task_id"]
 
 
+def test_population_model_in_prompts_leaves_out_the_excluded_tasks(gen, family, index):
+    from ragim.lm.prompts import answer_text
+    from ragim.train.reward import _prompt_messages
+
+    off = LMGenerator(base_model="tiny", k=2, device="cpu", population=False)
+    ex = family.ids[:3]
+    pop = index.population_params(ex)
+    assert pop.metadata["n_tasks"] == len(index) - 3
+    user = _prompt_messages(gen, family.descriptions[0], index, None, ex)[0][1]["content"]
+    assert f"average over {len(index) - 3} indexed tasks" in user and answer_text(pop, gen.config.decimals) in user
+    assert "Population model" not in _prompt_messages(off, family.descriptions[0], index, None, ex)[0][1]["content"]
+    with_pop = gen.generate_params(family.descriptions[0], index, exclude=ex)
+    assert with_pop.metadata["population"] == {k: pop.metadata[k] for k in ("n_tasks", "n_rows")}
+    assert with_pop.metadata["prompt_tokens"] > off.generate_params(family.descriptions[0], index,
+                                                                     exclude=ex).metadata["prompt_tokens"]
+    # a batch with one exclusion per query builds each query's own prompt
+    batch = gen.generate_params(family.descriptions[:2], index, exclude=[ex, family.ids[1:2]])
+    single = gen.generate_params(family.descriptions[1], index, exclude=family.ids[1:2])
+    assert np.array_equal(batch[0].vector, with_pop.vector) and np.array_equal(batch[1].vector, single.vector)
+    assert batch[1].metadata["prompt_tokens"] == single.metadata["prompt_tokens"]
+
+
 def test_parse_failures_are_counted_and_raised(family, index, monkeypatch):
     import ragim.lm.constrained as constrained
 
@@ -129,6 +151,8 @@ def test_config_validation():
         LMGenerator(k=-1)
     with pytest.raises(ValidationError, match="provenance_weights"):
         LMConfig(provenance_weights="attention")
+    with pytest.raises(ValidationError, match="population must be True or False"):
+        LMConfig(population="yes")
     assert LMConfig(target_modules=["q_proj"]).target_modules == ("q_proj",)
     assert LMGenerator(LMConfig(k=3), decimals=3).config.k == 3
 

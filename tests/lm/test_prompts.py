@@ -111,6 +111,24 @@ def test_truncation_drops_least_similar_neighbours_first(heart_index, target, to
     assert kept == 0 and "No similar tasks are available." in text
 
 
+def test_population_model_follows_the_neighbours_and_is_never_dropped(heart_index, target, tok):
+    hits = heart_index.search(target["description"], k=3, exclude=leak_free(target))
+    schema, desc = heart_index.schema, target["description"]
+    pop = heart_index.population_params(leak_free(target))
+    room = answer_room(["intercept", *schema.design_names], tok, decimals=2)
+    messages, _, kept = build_prompt(desc, hits, schema, "logistic", tok, max_tokens=BIG, decimals=2, population=pop)
+    user = messages[1]["content"]
+    head = f"Population model (average over {pop.metadata['n_tasks']} indexed tasks, weighted by their patients):"
+    assert kept == 3 and f"{head}\n{answer_text(pop, 2)}" in user
+    assert user.index(hits[-1].description) < user.index(head) < user.index("Answer with")
+    alone = build_prompt(desc, [], schema, "logistic", tok, max_tokens=BIG, decimals=2, population=pop)[1]
+    _, text, kept = build_prompt(desc, hits, schema, "logistic", tok, max_tokens=_n_tokens(tok, alone) + room,
+                                 decimals=2, population=pop)
+    assert kept == 0 and head in text  # neighbours go first; the population model stays
+    with pytest.raises(ValidationError, match="population model"):
+        build_prompt(desc, hits, schema, "gam", tok, max_tokens=BIG, population=pop)
+
+
 def test_raises_when_even_the_schema_does_not_fit(heart_index, target, tok):
     names = ["intercept", *heart_index.schema.design_names]
     room = answer_room(names, tok, decimals=2)
@@ -138,7 +156,7 @@ def test_gam_prompt_lists_bins_per_feature(tok):
 
 
 def test_context_length_uses_the_smaller_known_limit(tok):
-    assert context_length(tok) == 4096
+    assert context_length(tok) == 8192
     huge = SimpleNamespace(model_max_length=int(1e30))
     assert context_length(huge) == 8192
     assert context_length(huge, SimpleNamespace(config=SimpleNamespace(max_position_embeddings=2048))) == 2048

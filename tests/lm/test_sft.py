@@ -99,6 +99,11 @@ def test_sft_dataset_is_leave_one_task_out():
         user = row["prompt"][1]["content"]
         assert user.count(rec["description"]) == 1  # only as the target
         assert answer_text(index.params(tid), 2) not in user
+        # the population model leaves out the same tasks as the retrieval (and the hidden ones)
+        pop = index.population_params(lambda r, ex=excluded: ex(r) or r["task_id"] in hide)
+        assert f"Population model (average over {pop.metadata['n_tasks']} indexed tasks" in user
+        assert answer_text(pop, 2) in user
+        assert pop.metadata["n_tasks"] < len(index) - 1
         assert row["completion"] == [{"role": "assistant", "content": answer_text(index.params(tid), 2)}]
     # the whole-site task overlaps every subgroup of its site: none of them may be a neighbour
     first = ds[0]

@@ -42,6 +42,12 @@ def test_zero_shot_with_the_tiny_lm(monkeypatch):
         assert ids == set(fold["index_ids"]) and not ids & set(fold["targets"])
         assert not set(gen.train_task_ids_ + gen.val_task_ids_) & set(fold["targets"])
         assert gen.config.base_model == "tiny" and gen.config.k == 2
+    # each fold's note reports the SFT run and the generation time of its targets
+    notes = [n for n in df.attrs["notes"] if n.startswith("ragim-lm fold")]
+    assert len(notes) == len(folds)
+    for note, (_, gen), fold in zip(notes, trained_on, folds, strict=True):
+        assert f"SFT 1 steps in {gen.train_seconds_:.0f} s, {gen.n_trainable_params_:,} trainable" in note
+        assert f"s per task ({len(fold['targets'])} tasks)" in note
     assert sorted(evaluate.summarize(df)["method"].unique()) == ["pooled", "ragim-lm"]
 
 
