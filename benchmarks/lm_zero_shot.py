@@ -16,8 +16,10 @@ procedure_family has 79 parameters, so one SFT example (prompt with 2 neighbours
 population model, plus the answer) is about 4,900 SmolLM2 tokens; on CPU one step of
 batch 1 takes about 45 s with 2 threads, and batch 2 ran out of 24 GB of RAM.
 
-Writes benchmarks/results/lm_zero_shot[_heart][_no_population].md (summary table,
-settings, wall time, parse failures) and the matching .csv (per target).
+Writes benchmarks/results/lm_zero_shot[_heart|_<group>][_no_population].md (summary
+table, settings, wall time, generation failures, per-fold SFT notes) and the matching
+.csv (per target); ``_<group>`` is the held-out group's name in snake case when it is
+not "Lower Joints".
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_GROUP = "Lower Joints"
 
 
 def main() -> None:
@@ -42,7 +45,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", choices=["procedure", "heart"], default="procedure")
     ap.add_argument("--n-tasks", type=int, default=300, help="procedure_family size")
-    ap.add_argument("--group", default="Lower Joints", help="the procedure group held out")
+    ap.add_argument("--group", default=DEFAULT_GROUP, help="the procedure group held out")
     ap.add_argument("--base-model", default="smollm2-135m")
     ap.add_argument("--max-steps", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=1)
@@ -67,7 +70,7 @@ def main() -> None:
         methods.append("true-model")
         what = (f"leave-group-out, the {args.group!r} body-system group held out of "
                 f"`procedure_family(n_tasks={args.n_tasks}, seed=0)`")
-        title = "procedure_family"
+        title = f"procedure_family, {args.group} held out"
     else:
         tasks = datasets.heart_disease()
         split = dict(protocol="leave-task-out", max_targets=args.max_targets)
@@ -77,7 +80,13 @@ def main() -> None:
         title = "heart disease"
     if args.no_population:
         title += ", prompts without the population model"
-    stem = "lm_zero_shot" + ("_heart" if args.dataset == "heart" else "") + ("_no_population" if args.no_population else "")
+    stem = "lm_zero_shot"
+    if args.dataset == "heart":
+        stem += "_heart"
+    elif args.group != DEFAULT_GROUP:
+        stem += "_" + "_".join("".join(c if c.isalnum() else " " for c in args.group.lower()).split())
+    if args.no_population:
+        stem += "_no_population"
     t = time.perf_counter()
     df = ev.zero_shot(tasks, methods=methods, k_neighbors=args.k, lm_config=lm_config, progress=True, **split)
     secs = time.perf_counter() - t

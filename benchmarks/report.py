@@ -217,8 +217,8 @@ def build() -> str:
                 body = body[1:]
             lines += [f"### {title}", "", *[line.replace("Command: `python ", "Command: `.venv/bin/python ")
                                               for line in body], ""]
-    for stem in ("lm_zero_shot", "lm_zero_shot_no_population", "lm_zero_shot_heart", "lm_parse_rate"):
-        lmz = RESULTS / f"{stem}.md"
+    lm_runs = sorted(RESULTS.glob("lm_zero_shot*.md"), key=lambda f: (f.stem != "lm_zero_shot", f.stem))
+    for lmz in [*lm_runs, RESULTS / "lm_parse_rate.md"]:
         if lmz.is_file():
             body = lmz.read_text().strip().splitlines()
             lines += [f"## {body[0].lstrip('# ')} (issue: the LM generator)", "", *body[1:], ""]

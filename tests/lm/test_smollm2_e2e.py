@@ -37,7 +37,7 @@ def test_smollm2_sft_then_generate(tmp_path):
     target = test[0]
     p = gen.generate_params(target.description, index)
     assert gen.parse_failures_ == 0 and p.names == ["intercept", *index.schema.design_names]
-    assert len(p.metadata["provenance"]) == 1
+    assert len(p.metadata["provenance"]) == 1 and p.metadata["population"]["n_tasks"] == len(index)
     proba = params_proba(p, target.X)
     assert proba.shape == (target.n_rows,) and np.all(np.isfinite(proba))
     assert np.all((proba > 0) & (proba < 1))
