@@ -11,7 +11,6 @@ never unpickles anything.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 import shutil
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import reseal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -99,19 +99,6 @@ def _copy(saved, kind: str, tmp_path: Path, which: str = "a") -> Path:
     target = tmp_path / f"{kind}-{which}"
     shutil.copytree(saved[kind][which], target)
     return target
-
-
-def reseal(root: Path, keep: Path | None = None) -> None:
-    """Recompute every checksum, deepest manifest first: a swapped file then passes verification.
-    ``keep``: a (swapped-in) manifest whose own entries are left as they are."""
-    for m in sorted(root.rglob(MANIFEST), key=lambda p: -len(p.parts)):
-        if keep is not None and m == keep:
-            continue
-        manifest = json.loads(m.read_text())
-        for name in manifest["files"]:
-            data = (m.parent / name).read_bytes()
-            manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-        m.write_text(json.dumps(manifest))
 
 
 def load_fails(kind: str, path: Path, *fragments: str) -> str:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from conftest import make_frame
 
+from ragim import datasets
 from ragim.embed import HashingEmbedder
 from ragim.errors import ArtifactError, ValidationError
-from ragim import datasets
 from ragim.index import TaskIndex, leak_free, same_group, shares_patients
 from ragim.tasks import Task, TaskCollection
 

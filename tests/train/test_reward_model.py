@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import reseal
 from safetensors import safe_open
 from transformers import TrainerCallback
 
@@ -104,31 +105,19 @@ def test_artifact_round_trip(trained, tmp_path):
         RewardModel.load(path)
 
 
-def _reseal(root):
-    """Recompute every checksum, so only the loader's own consistency checks can catch a change."""
-    import hashlib
-
-    for m in sorted(root.rglob("manifest.json"), key=lambda p: -len(p.parts)):
-        manifest = json.loads(m.read_text())
-        for name in manifest["files"]:
-            data = (m.parent / name).read_bytes()
-            manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-        m.write_text(json.dumps(manifest))
-
-
 def test_resealed_damage_is_an_artifact_error_naming_the_files(trained, tmp_path):
     """The reward model shares the LM generator's adapter checks (ragim.lm.adapters)."""
     rm, _ = trained
     path = rm.save(tmp_path / "rm")
     config = json.loads((path / "config.json").read_text())
     (path / "config.json").write_text(json.dumps({**config, "lora_r": config["lora_r"] * 2}))
-    _reseal(path)
+    reseal(path)
     with pytest.raises(ArtifactError, match=r"LoRA settings of .*config\.json and .*adapter_config\.json disagree"):
         RewardModel.load(path)
 
     path = rm.save(tmp_path / "rm2")
     (path / "adapter" / "adapter_model.safetensors").write_bytes(b"")
-    _reseal(path)
+    reseal(path)
     with pytest.raises(ArtifactError, match=r"adapter_model\.safetensors\) cannot be applied"):
         RewardModel.load(path)
 
