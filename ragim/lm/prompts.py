@@ -293,6 +293,7 @@ def build_prompt(
             f"the prompt without neighbours needs {base} tokens, but only {budget} of the "
             f"{limit}-token context are left after reserving {room} for the answer "
             f"({len(names)} parameters); use a model with a longer context or fewer features"
+            + (", or leave out the population model (LMConfig(population=False))" if pop else "")
         )
     # Estimate each block's cost once, then confirm the estimate on the rendered prompt.
     keep, used = 0, base

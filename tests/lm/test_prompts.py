@@ -125,6 +125,9 @@ def test_population_model_follows_the_neighbours_and_is_never_dropped(heart_inde
     _, text, kept = build_prompt(desc, hits, schema, "logistic", tok, max_tokens=_n_tokens(tok, alone) + room,
                                  decimals=2, population=pop)
     assert kept == 0 and head in text  # neighbours go first; the population model stays
+    with pytest.raises(ValidationError, match=r"population model \(LMConfig\(population=False\)\)"):
+        build_prompt(desc, hits, schema, "logistic", tok, max_tokens=_n_tokens(tok, alone) + room - 1,
+                     decimals=2, population=pop)
     with pytest.raises(ValidationError, match="population model"):
         build_prompt(desc, hits, schema, "gam", tok, max_tokens=BIG, population=pop)
 
