@@ -188,6 +188,17 @@ def _check_positive(**values) -> None:
             raise typer.BadParameter(f"--{name.replace('_', '-')} must be positive, got {v}")
 
 
+# Options shared by `ragim train reward|dpo|grpo`.
+_SavedGenerator = Annotated[Path, typer.Option("--generator", help="a saved LM generator (usually SFT'd)")]
+_IndexWithRows = Annotated[Path, typer.Option("--index", help="a saved index with its task rows")]
+_PairsFile = Annotated[
+    Path | None, typer.Option("--pairs-file", help="preference JSONL (docs/training.md) instead of sampled pairs")
+]
+_NCandidates = Annotated[int, typer.Option(help="candidates sampled per task for the pairs")]
+_PairsMode = Annotated[str, typer.Option(help="best_worst | all")]
+_MinMargin = Annotated[float, typer.Option(help="smallest reward gap that makes a pair (nats/row)")]
+
+
 @train_app.command("sft")
 def train_sft_cmd(
     index_path: Annotated[Path, typer.Option("--index", help="a saved index")],
@@ -228,13 +239,13 @@ def train_sft_cmd(
 
 @train_app.command("reward")
 def train_reward_cmd(
-    generator_path: Annotated[Path, typer.Option("--generator", help="a saved LM generator (usually SFT'd)")],
-    index_path: Annotated[Path, typer.Option("--index", help="a saved index with its task rows")],
+    generator_path: _SavedGenerator,
+    index_path: _IndexWithRows,
     out: Annotated[Path, typer.Option(help="where to save the reward model")] = Path("generators/reward-model"),
-    pairs_file: Annotated[Path | None, typer.Option("--pairs-file", help="preference JSONL (docs/training.md) instead of sampled pairs")] = None,
-    n_candidates: Annotated[int, typer.Option(help="candidates sampled per task for the pairs")] = 4,
-    pairs: Annotated[str, typer.Option(help="best_worst | all")] = "best_worst",
-    min_margin: Annotated[float, typer.Option(help="smallest reward gap that makes a pair (nats/row)")] = 0.05,
+    pairs_file: _PairsFile = None,
+    n_candidates: _NCandidates = 4,
+    pairs: _PairsMode = "best_worst",
+    min_margin: _MinMargin = 0.05,
     save_pairs: Annotated[Path | None, typer.Option(help="also write the pairs as JSONL here")] = None,
     max_steps: Annotated[int, typer.Option(help="optimiser steps")] = 50,
     batch_size: Annotated[int, typer.Option(help="pairs per step")] = 4,
@@ -272,13 +283,13 @@ def train_reward_cmd(
 
 @train_app.command("dpo")
 def train_dpo_cmd(
-    generator_path: Annotated[Path, typer.Option("--generator", help="a saved LM generator (usually SFT'd)")],
-    index_path: Annotated[Path, typer.Option("--index", help="a saved index with its task rows")],
+    generator_path: _SavedGenerator,
+    index_path: _IndexWithRows,
     out: Annotated[Path, typer.Option(help="where to save the DPO'd generator")] = Path("generators/lm-dpo"),
-    pairs_file: Annotated[Path | None, typer.Option("--pairs-file", help="preference JSONL (docs/training.md) instead of sampled pairs")] = None,
-    n_candidates: Annotated[int, typer.Option(help="candidates sampled per task for the pairs")] = 4,
-    pairs: Annotated[str, typer.Option(help="best_worst | all")] = "best_worst",
-    min_margin: Annotated[float, typer.Option(help="smallest reward gap that makes a pair (nats/row)")] = 0.05,
+    pairs_file: _PairsFile = None,
+    n_candidates: _NCandidates = 4,
+    pairs: _PairsMode = "best_worst",
+    min_margin: _MinMargin = 0.05,
     beta: Annotated[float, typer.Option(help="DPO temperature")] = 0.1,
     max_steps: Annotated[int, typer.Option(help="optimiser steps")] = 50,
     batch_size: Annotated[int, typer.Option(help="pairs per step")] = 4,
@@ -323,8 +334,8 @@ def _reward_weights(text: str) -> dict[str, float]:
 
 @train_app.command("grpo")
 def train_grpo_cmd(
-    generator_path: Annotated[Path, typer.Option("--generator", help="a saved LM generator (usually SFT'd)")],
-    index_path: Annotated[Path, typer.Option("--index", help="a saved index with its task rows")],
+    generator_path: _SavedGenerator,
+    index_path: _IndexWithRows,
     out: Annotated[Path, typer.Option(help="where to save the GRPO'd generator")] = Path("generators/lm-grpo"),
     rewards: Annotated[str, typer.Option(help="name=weight,... (log_likelihood, auroc, validity, sparsity, sign)")] = "log_likelihood=1",
     num_generations: Annotated[int, typer.Option(help="answers sampled per prompt (>= 2)")] = 4,
