@@ -20,6 +20,7 @@ Examples
 from __future__ import annotations
 
 import numbers
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -135,7 +136,7 @@ def check_binary_targets(y: Any, n_rows: int, name: str, *, allow_single_class: 
     return y, classes
 
 
-class InterpretableModel:
+class InterpretableModel(ABC):
     """Mixin: a binary classifier whose fitted state is ``params_`` (a ModelParams).
 
     Subclasses set ``_kind`` ("logistic" or "gam") and implement
@@ -214,8 +215,9 @@ class InterpretableModel:
         }
 
     # ------------------------------------------------------------------ predictions
-    def _decision_from_frame(self, X: pd.DataFrame) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _decision_from_frame(self, X: pd.DataFrame) -> np.ndarray:
+        """Log-odds of the second class for a validated frame, shape (n_rows,)."""
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Log-odds of the second class (``classes_[1]``), shape (n_rows,)."""
