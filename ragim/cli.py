@@ -172,10 +172,13 @@ def _load_lm(path: Path):
 def _pairs_for(generator, index, pairs_file: Path | None, n_candidates: int, min_margin: float, pairs: str,
                seed: int, progress: bool):
     """Preference pairs: a clinician's JSONL file, or built from the generator's samples on the index."""
-    from ragim.train.preferences import build_preference_pairs, load_preferences
+    from ragim.params import param_names
+    from ragim.train.preferences import build_preference_pairs, check_pair_names, load_preferences
 
     if pairs_file is not None:
-        return load_preferences(pairs_file)
+        data = load_preferences(pairs_file)
+        check_pair_names(data, param_names(index.model, index.schema), where=f"the pairs in {pairs_file}")
+        return data
     if pairs not in ("best_worst", "all"):
         raise typer.BadParameter(f"--pairs must be best_worst or all, got {pairs!r}")
     return build_preference_pairs(generator, index, n_candidates=n_candidates, min_margin=min_margin,
@@ -259,19 +262,22 @@ def train_reward_cmd(
     import time
 
     from ragim.index import TaskIndex
+    from ragim.params import param_names
     from ragim.train.preferences import save_preferences
     from ragim.train.reward import train_reward_model
 
     _check_positive(n_candidates=n_candidates, max_steps=max_steps, batch_size=batch_size,
                     learning_rate=learning_rate, lora_r=lora_r)
     gen, index = _load_lm(generator_path), TaskIndex.load(index_path)
+    gen._check_index(index)
     t0 = time.perf_counter()
     data = _pairs_for(gen, index, pairs_file, n_candidates, min_margin, pairs, seed, not as_json)
     if save_pairs is not None:
         save_preferences(data, save_pairs)
     rm = train_reward_model(data, base_model=gen.config.base_model, lora_r=lora_r, max_steps=max_steps,
                             learning_rate=learning_rate, batch_size=batch_size, val_fraction=val_fraction, seed=seed,
-                            progress=not as_json, device=gen.config.device)
+                            progress=not as_json, device=gen.config.device,
+                            param_names=param_names(index.model, index.schema))
     rm.save(out)
     summary = {"stage": "reward", "path": str(out), "base_model": rm.config.base_model, "n_pairs": len(data),
                "n_train_tasks": len(rm.train_task_ids_), "n_val_tasks": len(rm.val_task_ids_),

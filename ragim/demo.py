@@ -72,6 +72,7 @@ def run_demo(*, out: str | Path = "reports/demo", site: str = "Switzerland", tas
     _say(quiet, "[1/6] loading tasks and building the index from the other hospitals")
     tasks = load_task_folder(tasks_dir) if tasks_dir else datasets.heart_disease()
     train, targets = tasks.group_split(group, [site])
+    site = targets.metadata[0].get(group, site)  # as the data spell it ("--site 1" finds site "01")
     index = TaskIndex.build(train, model="logistic", embedder=embedder, progress=not quiet)
     _say(quiet, f"      {index!r}; held out: {len(targets)} task(s) at {site}")
 

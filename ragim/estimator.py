@@ -46,9 +46,12 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ragim.canonical import canonical_level
 from ragim.errors import ValidationError
+from ragim.models.base import check_binary_targets, json_label
 from ragim.params import ModelParams, design_matrix
 from ragim.schema import FeatureSchema
+from ragim.tasks import binary_outcome
 
 LAMBDA_GRID = np.logspace(-2, 3, 21)
 RECAL_SCALES = (0.1, 0.25, 0.5, 1.0, 2.0)
@@ -168,6 +171,10 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     prior_strength : for "map": "evidence", "cv", or a positive number (lambda).
     intercept_prior_ratio : the intercept's prior precision relative to the coefficients'.
     exclude : task ids or a predicate excluded from retrieval (see :meth:`TaskIndex.search`).
+    pos_label : the label that marks the event. With an index it is needed whenever the
+        labels are not 0/1 or true/false (``"yes"``/``"no"``, ``1``/``2``), because the
+        generated model predicts the event: a ward that labels only its events ``"yes"``
+        must say so, or :meth:`fit` raises. ``classes_`` is ``[non-event, event]``.
     """
 
     _parameter_constraints = {
@@ -179,10 +186,11 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         "intercept_prior_ratio": [Interval(Real, 0, None, closed="neither")],
         "adaptation": [StrOptions({"recalibrate", "map"})],
         "exclude": "no_validation",
+        "pos_label": "no_validation",
     }
 
     def __init__(self, index=None, generator=None, description=None, k=None, adaptation="recalibrate",
-                 prior_strength="evidence", intercept_prior_ratio=0.1, exclude=None):
+                 prior_strength="evidence", intercept_prior_ratio=0.1, exclude=None, pos_label=None):
         self.index = index
         self.generator = generator
         self.description = description
@@ -191,6 +199,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         self.prior_strength = prior_strength
         self.intercept_prior_ratio = intercept_prior_ratio
         self.exclude = exclude
+        self.pos_label = pos_label
 
     def __sklearn_clone__(self):
         # the index and generator are shared, read-only resources: never deep-copy them
@@ -241,12 +250,9 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
             return self
         if frame is None:
             raise ValidationError("y was given without X; pass the labelled rows X with their labels y")
-        from ragim.models.base import check_binary_targets
-
         y, classes = check_binary_targets(y, len(frame), type(self).__name__,
                                           allow_single_class=self.index is not None)
-        self.classes_ = classes if len(classes) == 2 else np.array([0, 1])
-        y01 = (y == self.classes_[1]).astype(float)
+        y01 = self._event_indicator(y, classes)
         D = design_matrix(prior.kind, prior.schema, frame)
         if not np.all(np.isfinite(D)):
             raise ValidationError("X contains values that could not be turned into finite features")
@@ -264,6 +270,32 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
             "prior_strength": lam, "prior_source": prior.metadata.get("source")})
         self._set_features(frame)
         return self
+
+    def _event_indicator(self, y: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        """1.0 where a label is the event; sets ``classes_`` to ``[non-event, event]``.
+
+        With an index the generated prior predicts the *event*, so which label is the event
+        must be unambiguous: 0/1 or true/false labels, or ``pos_label``. Without an index
+        (and without ``pos_label``) scikit-learn's convention holds: ``classes_[1]``.
+        """
+        if self.pos_label is not None:
+            pos = canonical_level(self.pos_label)
+            canon = np.array([canonical_level(c) for c in classes], dtype=object)
+            if len(classes) == 2 and pos not in canon:
+                raise ValidationError(f"pos_label {self.pos_label!r} is not one of the labels "
+                                      f"{[json_label(c) for c in classes]}")
+            if len(classes) == 2:
+                self.classes_ = classes[np.argsort(canon == pos, kind="stable")]
+            else:
+                self.classes_ = np.array([0, 1])
+            return np.array([canonical_level(v) == pos for v in y], dtype=float)
+        if self.index is None:
+            self.classes_ = classes
+            return (y == classes[1]).astype(float)
+        y01 = binary_outcome(y, where="y (the generated model predicts the event, so the event label must be "
+                                      "clear)").astype(float)
+        self.classes_ = classes if len(classes) == 2 else np.array([0, 1])  # sorted: the event is last
+        return y01
 
     def _set_features(self, frame):
         self.n_features_in_ = len(self.schema_.names)

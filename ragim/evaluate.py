@@ -89,7 +89,7 @@ from ragim.metrics import (
     to_records,
 )
 from ragim.params import ModelParams, design_matrix
-from ragim.tasks import Task, TaskCollection
+from ragim.tasks import Task, TaskCollection, patient_id_set
 
 PROTOCOLS = ("leave-task-out", "leave-group-out")
 DEFAULT_METHODS = ("ragim-attention", "pooled", "nearest-neighbor", "neighbor-mean", "per-task-k",
@@ -225,7 +225,7 @@ def support_test_split(y: np.ndarray, seed: int, test_fraction: float = 0.5) -> 
 
 
 def _patient_ids(info: dict) -> frozenset:
-    return frozenset(info.get("metadata", {}).get("patient_ids") or ())
+    return patient_id_set(info.get("metadata"))
 
 
 def assert_leak_free(index, targets: TaskCollection | Sequence[Task], *, group: str | None = None,

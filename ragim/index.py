@@ -19,6 +19,7 @@ Examples
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,11 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from ragim.canonical import canonical_level, invisible_characters, strip_invisible
 from ragim.embed import Embedder, check_identity, embedder_from_identity, get_embedder
-from ragim.errors import ArtifactError, ValidationError
+from ragim.errors import ArtifactError, DataWarning, ValidationError
 from ragim.params import ModelParams, param_names
 from ragim.schema import FeatureSchema
-from ragim.tasks import Task, TaskCollection
+from ragim.tasks import Task, TaskCollection, canonical_metadata, patient_id_set
 from ragim.vector_store import VectorStore
 
 FORMAT = "ragim.task-index"
@@ -78,18 +80,23 @@ def _target_info(target: Task | Record) -> tuple[str | None, dict]:
 
 
 def same_group(target: Task | Record, key: str) -> Callable[[Record], bool]:
-    """Predicate: records whose ``metadata[key]`` equals the target's (e.g. the same site)."""
+    """Predicate: records whose ``metadata[key]`` is the target's (e.g. the same site), comparing
+    group codes in canonical form (``"01"``, ``1`` and ``1.0`` are one site)."""
     _, meta = _target_info(target)
     if key not in meta:
         raise ValidationError(f"target has no metadata {key!r}; cannot exclude by it")
-    value = meta[key]
-    return lambda rec: rec["metadata"].get(key) == value
+    value = canonical_level(meta[key])
+    return lambda rec: canonical_level(rec["metadata"].get(key)) == value
 
 
 def shares_patients(target: Task | Record) -> Callable[[Record], bool]:
-    """Predicate: the target itself and every record that shares a patient id with it."""
+    """Predicate: the target itself and every record that shares a patient id with it.
+
+    Ids compare in canonical text form (:func:`~ragim.canonical.canonical_id`); records of a
+    :class:`TaskIndex` hold them in that form already.
+    """
     tid, meta = _target_info(target)
-    pids = frozenset(meta.get("patient_ids") or ())
+    pids = patient_id_set(meta)
     return lambda rec: rec["task_id"] == tid or (bool(pids) and not pids.isdisjoint(rec["metadata"].get("patient_ids") or ()))
 
 
@@ -206,8 +213,6 @@ class TaskIndex:
         if not keep:
             raise ValidationError("no task could be fitted:", [f"{t}: {s}" for t, s in skipped.items()])
         if skipped:
-            import warnings
-
             warnings.warn(f"{len(skipped)} task(s) left out of the index: "
                           + "; ".join(f"{t}: {s}" for t, s in list(skipped.items())[:5]), stacklevel=2)
         infos = [tasks.info(i) for i in keep]
@@ -222,7 +227,8 @@ class TaskIndex:
         store = VectorStore.build(vectors, index=index, nprobe=config.nprobe, ef_search=config.ef_search, device=device)
         config.factory = store.factory
         records = [
-            {"task_id": inf["task_id"], "description": inf["description"], "metadata": inf["metadata"],
+            {"task_id": inf["task_id"], "description": inf["description"],
+             "metadata": canonical_metadata(inf["metadata"], where=f"task {inf['task_id']!r}"),
              "stats": _json_safe(stats.get(inf["task_id"], {}))}
             for inf in infos
         ]
@@ -323,7 +329,11 @@ class TaskIndex:
             text = q.description if isinstance(q, Task) else q
             if not isinstance(text, str) or not text.strip():
                 raise ValidationError(f"query {i} is empty; give a task description or a Task")
-            texts.append(text)
+            hidden = invisible_characters(text)
+            if hidden:
+                warnings.warn(f"query {i}: removed {len(hidden)} invisible character(s) {sorted(set(hidden))[:3]}",
+                              DataWarning, stacklevel=3)
+            texts.append(strip_invisible(text))
         return self.embedder.embed(texts), items, single
 
     def search(self, query: str | Task | Sequence[str | Task], k: int = 5, *,
@@ -398,7 +408,8 @@ class TaskIndex:
             rows = self.store.add(vecs)
             for r, inf in zip(rows, infos, strict=True):
                 self._records.append({"task_id": inf["task_id"], "description": inf["description"],
-                                      "metadata": inf["metadata"], "stats": _json_safe(stats.get(inf["task_id"], {}))})
+                                      "metadata": canonical_metadata(inf["metadata"], where=f"task {inf['task_id']!r}"),
+                                      "stats": _json_safe(stats.get(inf["task_id"], {}))})
                 self._id_to_row[inf["task_id"]] = int(r)
             self._params = np.concatenate([self._params, mat])
         if self.tasks is not None:
@@ -505,6 +516,11 @@ class TaskIndex:
         problems = _record_problems(records)
         if problems:
             raise ArtifactError(f"{art.path / 'records.jsonl'}: not valid index records:\n  - " + "\n  - ".join(problems))
+        try:  # indices saved before ids were canonical may hold integer patient ids
+            for rec in records:
+                rec["metadata"] = canonical_metadata(rec["metadata"], where=f"task {rec['task_id']!r}")
+        except ValidationError as exc:
+            raise ArtifactError(f"{art.path / 'records.jsonl'}: {exc}") from exc
         if ids_digest is not None and ids_digest != _ids_digest(r["task_id"] for r in records):
             raise ArtifactError(
                 f"{art.path / 'records.jsonl'}: its task ids are not the ones config.json was saved with; the "

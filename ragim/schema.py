@@ -26,9 +26,11 @@ Examples
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -36,7 +38,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ragim.errors import ValidationError
+from ragim.canonical import canonical_level, canonical_text, level_key
+from ragim.errors import DataWarning, ValidationError
 
 FeatureType = Literal["continuous", "binary", "categorical"]
 _TYPES = ("continuous", "binary", "categorical")
@@ -67,11 +70,24 @@ class Feature:
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.strip():
             raise ValidationError(f"feature name must be a non-empty string, got {self.name!r}")
+        object.__setattr__(self, "name", canonical_text(self.name))
         if self.type not in _TYPES:
             raise ValidationError(
                 f"feature {self.name!r} has unknown type {self.type!r}; use one of {list(_TYPES)}"
             )
-        object.__setattr__(self, "categories", tuple(str(c) for c in self.categories))
+        if isinstance(self.categories, str | bytes):
+            raise ValidationError(f"feature {self.name!r}: categories must be a list of levels, "
+                                  f"got the text {self.categories!r}")
+        cats = [canonical_level(c) for c in self.categories]
+        if any(c is None or c == "" for c in cats):
+            raise ValidationError(f"feature {self.name!r}: a declared category is blank or missing")
+        dupes = sorted({c for c in cats if cats.count(c) > 1}, key=level_key)
+        if dupes:
+            raise ValidationError(
+                f"feature {self.name!r} declares the same level more than once: {dupes} "
+                "(numbers compare by value: 4 and 4.0 and '04' are one level)"
+            )
+        object.__setattr__(self, "categories", tuple(cats))
 
 
 @dataclass(frozen=True)
@@ -122,50 +138,69 @@ class FeatureSchema:
     @classmethod
     def infer(
         cls,
-        X: pd.DataFrame,
+        X: pd.DataFrame | Sequence[pd.DataFrame],
         *,
         units: Mapping[str, str] | None = None,
         types: Mapping[str, FeatureType] | None = None,
         descriptions: Mapping[str, str] | None = None,
         max_categories: int = 12,
         n_bins: int = 8,
+        labels: Sequence[str] | None = None,
     ) -> FeatureSchema:
-        """Infer feature types from a table: numeric 0/1 columns are binary, other numeric
-        columns continuous, strings, booleans-as-text and categoricals categorical."""
-        if not isinstance(X, pd.DataFrame):
-            raise ValidationError(f"X must be a pandas DataFrame, got {type(X).__name__}")
-        cols = [str(c) for c in X.columns]
-        dupes = sorted({c for c in cols if cols.count(c) > 1})
-        if dupes:
-            raise ValidationError(f"X has duplicated columns {dupes}; every feature needs a unique name")
+        """Infer feature types from one table or from several (every task of a collection).
+
+        Types come from *all* the tables given: a column is binary only when every value in
+        every table is 0/1 (or boolean), continuous when it holds other numbers, and
+        categorical when it holds text (at most ``max_categories`` distinct levels, counted
+        in canonical form: ``4`` and ``4.0`` are one level).
+
+        Parameters
+        ----------
+        X : a DataFrame, or a sequence of DataFrames with the same columns.
+        units, types, descriptions : per-column overrides.
+        max_categories : most distinct levels a text column may have.
+        n_bins : shared GAM bins per continuous feature.
+        labels : names of the tables in error messages (e.g. ``"task 'a'"``).
+
+        Raises
+        ------
+        ValidationError
+            A column that holds dates or durations (models cannot use them; the message says
+            what to derive instead), numbers in one table but text in another (naming both),
+            text with too many levels, complex numbers, or tables with different columns.
+        """
+        frames = [X] if isinstance(X, pd.DataFrame) else list(X) if isinstance(X, Sequence) else X
+        if not isinstance(frames, list) or not frames or not all(isinstance(f, pd.DataFrame) for f in frames):
+            raise ValidationError(f"X must be a pandas DataFrame or a list of them, got {type(X).__name__}")
+        if labels is None:
+            labels = ["X"] if len(frames) == 1 else [f"table {i}" for i in range(len(frames))]
+        labels = list(labels)
+        if len(labels) != len(frames):
+            raise ValidationError(f"got {len(labels)} labels for {len(frames)} tables")
+        tables = []
+        for frame, label in zip(frames, labels, strict=True):
+            cols = [canonical_text(str(c)) for c in frame.columns]
+            dupes = sorted({c for c in cols if cols.count(c) > 1})
+            if dupes:
+                raise ValidationError(f"{label} has duplicated columns {dupes}; every feature needs a unique name")
+            tables.append(dict(zip(cols, (frame.iloc[:, j] for j in range(frame.shape[1])), strict=True)))
+        cols = list(tables[0])
+        for table, label in zip(tables[1:], labels[1:], strict=True):
+            if set(table) != set(cols):
+                raise ValidationError(
+                    f"{label} has columns {sorted(table)}, but {labels[0]} has {sorted(cols)}; "
+                    "every table must share one set of features"
+                )
         units, types, descriptions = dict(units or {}), dict(types or {}), dict(descriptions or {})
         unknown = sorted((set(units) | set(types)) - set(cols))
         if unknown:
             raise ValidationError(f"units/types given for columns that are not in X: {unknown}")
         feats = []
-        for col, name in zip(X.columns, cols, strict=True):
-            s = X.iloc[:, cols.index(name)]
-            t = types.get(col, types.get(name))
+        for name in cols:
+            t = types.get(name)
             if t is None:
-                if pd.api.types.is_bool_dtype(s):
-                    t = "binary"
-                elif pd.api.types.is_complex_dtype(s):
-                    raise ValidationError(f"column {name!r} holds complex numbers; features must be real numbers or text")
-                elif pd.api.types.is_numeric_dtype(s):
-                    vals = set(pd.unique(s.dropna()))
-                    t = "binary" if vals and vals <= {0, 1} else "continuous"
-                else:
-                    _check_text_column(name, s)
-                    if s.dropna().nunique() > max_categories:
-                        raise ValidationError(
-                            f"column {name!r} is text with {s.dropna().nunique()} distinct values "
-                            f"(more than max_categories={max_categories}); encode it or pass types="
-                        )
-                    t = "categorical"
-            feats.append(
-                Feature(name=name, type=t, unit=units.get(col, units.get(name, "")),
-                        description=descriptions.get(col, descriptions.get(name, "")))
-            )
+                t = _infer_type(name, [table[name] for table in tables], labels, max_categories)
+            feats.append(Feature(name=name, type=t, unit=units.get(name, ""), description=descriptions.get(name, "")))
         return cls(feats, n_bins=n_bins)
 
     @property
@@ -192,14 +227,15 @@ class FeatureSchema:
     def validate_frame(self, X: Any, *, where: str = "X") -> pd.DataFrame:
         """Check a table against the schema and return it with numeric columns as float.
 
+        Column names are matched in canonical form (Unicode NFC, stripped), in any order.
         Raises one :class:`ValidationError` listing every problem: missing or extra
-        columns, duplicated columns, text in numeric columns, infinite values, values
-        outside {0, 1} in binary columns, and NaN where a feature allows none.
+        columns, duplicated columns, dates or durations, text in numeric columns, infinite
+        values, values outside {0, 1} in binary columns, and NaN where a feature allows none.
         """
         if not isinstance(X, pd.DataFrame):
             raise ValidationError(f"{where} must be a pandas DataFrame, got {type(X).__name__}")
         problems = []
-        cols = [str(c) for c in X.columns]
+        cols = [canonical_text(str(c)) for c in X.columns]
         dupes = sorted({c for c in cols if cols.count(c) > 1})
         if dupes:
             problems.append(f"duplicated columns: {dupes}")
@@ -211,11 +247,18 @@ class FeatureSchema:
             problems.append(f"columns not in the schema: {extra} (drop them or add them to the schema)")
         if problems:
             raise ValidationError(f"{where} does not match the feature schema:", problems)
-        if any(not isinstance(c, str) for c in X.columns):
+        if cols != [c for c in X.columns]:
             X = X.set_axis(cols, axis=1)
         out = {}
         for f in self.features:
             s = X[f.name]
+            kind = value_kind(s)
+            if kind in ("datetime", "timedelta", "period"):
+                problems.append(temporal_problem(f.name, kind))
+                continue
+            if kind == "complex":
+                problems.append(f"column {f.name!r} ({f.type}) holds complex numbers")
+                continue
             if f.type == "categorical":
                 s = s.astype(object).where(s.notna(), None)
                 if s.dtype == object and pd.api.types.infer_dtype(s, skipna=True) in ("mixed", "unknown-array"):
@@ -229,10 +272,7 @@ class FeatureSchema:
                 out[f.name] = s
                 nan_mask = s.isna().to_numpy()
             else:
-                if pd.api.types.is_complex_dtype(s):
-                    problems.append(f"column {f.name!r} ({f.type}) holds complex numbers")
-                    continue
-                if pd.api.types.is_bool_dtype(s):
+                if pd.api.types.is_bool_dtype(s) or kind == "bool":
                     s = s.astype(float)
                 try:
                     num = pd.to_numeric(s, errors="coerce")
@@ -274,7 +314,8 @@ class FeatureSchema:
             if s.isna().any():
                 missing.append(f.name)
             if f.type == "categorical":
-                learned = sorted({str(v) for v in s.dropna()})
+                learned = sorted({canonical_level(v) for v in pd.unique(s.dropna().to_numpy(dtype=object))},
+                                 key=level_key)
                 cats[f.name] = list(f.categories) if f.categories else learned
                 continue
             arr = s.to_numpy(dtype=float)
@@ -301,6 +342,7 @@ class FeatureSchema:
         self.medians_, self.means_, self.scales_ = medians, means, scales
         self.missing_, self.categories_, self.bin_edges_ = missing, cats, edges
         self._cache.clear()
+        self.warn_unseen_levels(X, where="the rows the schema is fitted on (levels not declared in the schema)")
         return self
 
     # ------------------------------------------------------------------ design layout
@@ -334,21 +376,80 @@ class FeatureSchema:
     def n_design(self) -> int:
         return len(self.design_columns)
 
-    def transform(self, X: pd.DataFrame) -> np.ndarray:
-        """The standardised design matrix, shape (n_rows, n_design), float64."""
+    def _level_lookup(self, name: str) -> dict[str, int]:
+        key = ("levels", name)
+        if key not in self._cache:
+            self._cache[key] = {canonical_level(c): j for j, c in enumerate(self.categories_[name])}
+        return self._cache[key]
+
+    def _level_codes(self, name: str, s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        """(position of each value among the feature's levels, -1 when it matches none; missing mask),
+        matching canonical forms (``4 == 4.0 == "4"``)."""
+        lookup = self._level_lookup(name)
+        vals = pd.Series(s.to_numpy(dtype=object), dtype=object)
+        isna = vals.isna().to_numpy()
+        codes = np.full(len(vals), -1, dtype=np.int64)
+        if (~isna).any():
+            present = vals[~isna]
+            keymap = {u: lookup.get(canonical_level(u), -1) for u in pd.unique(present.to_numpy())}
+            codes[~isna] = present.map(keymap).to_numpy(dtype=np.int64)
+        return codes, isna
+
+    def unseen_levels(self, X: pd.DataFrame) -> dict[str, tuple[int, list[str]]]:
+        """Per categorical column: (rows whose value matches no known level, up to 3 such values).
+
+        Such values contribute 0 to every model over this schema (all of the feature's
+        one-hot columns are 0); :meth:`transform` warns about them.
+        """
         self._check_fitted()
         X = self.validate_frame(X)
+        return self._unseen(X)
+
+    def _unseen(self, X: pd.DataFrame) -> dict[str, tuple[int, list[str]]]:
+        out = {}
+        for f in self.features:
+            if f.type != "categorical":
+                continue
+            codes, isna = self._level_codes(f.name, X[f.name])
+            bad = (codes < 0) & ~isna
+            if bad.any():
+                examples = list(dict.fromkeys(canonical_level(v) for v in X[f.name].to_numpy(dtype=object)[bad]))
+                out[f.name] = (int(bad.sum()), examples[:3])
+        return out
+
+    def warn_unseen_levels(self, X: pd.DataFrame, *, where: str = "X") -> None:
+        """Warn (:class:`~ragim.errors.DataWarning`) when categorical values in ``X`` (already
+        validated) match no known level: they contribute 0, and the warning counts them."""
+        unseen = self._unseen(X)
+        if unseen:
+            import warnings
+
+            parts = [f"{name!r}: {n} row(s), e.g. {ex} (known: {self.categories_[name][:8]})"
+                     for name, (n, ex) in unseen.items()]
+            warnings.warn(f"categorical values in {where} match no level the model knows and contribute 0: "
+                          + "; ".join(parts), DataWarning, stacklevel=3)
+
+    def transform(self, X: pd.DataFrame) -> np.ndarray:
+        """The standardised design matrix, shape (n_rows, n_design), float64.
+
+        Categorical values match the fitted levels in canonical form (``4``, ``4.0`` and
+        ``"4"`` are one level); a value that matches no level gives all-zero one-hot
+        columns and a :class:`~ragim.errors.DataWarning` that counts such rows.
+        """
+        self._check_fitted()
+        X = self.validate_frame(X)
+        self.warn_unseen_levels(X)
         n = len(X)
         out = np.zeros((n, self.n_design))
         j = 0
         for f in self.features:
             s = X[f.name]
             if f.type == "categorical":
-                vals = s.to_numpy(dtype=object)
-                isna = s.isna().to_numpy()
-                for c in self.categories_[f.name]:
-                    out[:, j] = np.array([(not m) and str(v) == c for v, m in zip(vals, isna, strict=True)], float)
-                    j += 1
+                codes, isna = self._level_codes(f.name, s)
+                n_cat = len(self.categories_[f.name])
+                ok = codes >= 0
+                out[np.flatnonzero(ok), j + codes[ok]] = 1.0
+                j += n_cat
             else:
                 arr = s.to_numpy(dtype=float)
                 isna = np.isnan(arr)
@@ -416,18 +517,19 @@ class FeatureSchema:
         return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
 
     def bin_indices(self, X: pd.DataFrame) -> np.ndarray:
-        """Bin index of every value, shape (n_rows, n_features); -1 means "no bin" (contributes 0)."""
+        """Bin index of every value, shape (n_rows, n_features); -1 means "no bin" (contributes 0,
+        with a :class:`~ragim.errors.DataWarning` for categorical values of no known level)."""
         self._check_fitted()
         X = self.validate_frame(X)
+        self.warn_unseen_levels(X)
         out = np.empty((len(X), len(self.features)), dtype=np.int64)
         for k, f in enumerate(self.features):
             labels = self.bin_labels(f.name)
             miss_bin = len(labels) - 1 if f.name in self.missing_ else -1
             s = X[f.name]
             if f.type == "categorical":
-                lookup = {c: i for i, c in enumerate(self.categories_[f.name])}
-                idx = np.array([lookup.get(str(v), -1) if v is not None else miss_bin for v in s], dtype=np.int64)
-                idx[s.isna().to_numpy()] = miss_bin
+                idx, isna = self._level_codes(f.name, s)
+                idx[isna] = miss_bin
             else:
                 arr = s.to_numpy(dtype=float)
                 isna = np.isnan(arr)
@@ -499,6 +601,12 @@ class FeatureSchema:
         for name, v in (self.scales_ or {}).items():
             if not v > 0:
                 problems.append(f"fitted scale of {name!r} must be positive, got {v}")
+        for name, cats in (self.categories_ or {}).items():
+            canon = [canonical_level(c) for c in cats]
+            same = sorted({c for c in canon if canon.count(c) > 1}, key=level_key)
+            if same:
+                problems.append(f"categorical feature {name!r} lists one level in several forms {same} "
+                                "(4, 4.0 and '04' are one level)")
         for name, e in (self.bin_edges_ or {}).items():
             if not all(math.isfinite(x) for x in e) or any(b <= a for a, b in zip(e, e[1:], strict=False)):
                 problems.append(f"bin edges of {name!r} must be finite and increasing")
@@ -548,19 +656,115 @@ class FeatureSchema:
         return pd.DataFrame(rows)
 
 
-def _check_text_column(name: str, s: pd.Series) -> None:
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?")
+_TEMPORAL_OBJECTS = (datetime.date, datetime.timedelta, datetime.time, np.datetime64, np.timedelta64)
+
+
+def value_kind(s: pd.Series) -> str:
+    """What a column holds: "empty", "bool", "numeric", "text", "datetime", "timedelta",
+    "period" or "complex" (dtype first, then the Python objects of an object column)."""
+    vals = s.dropna()
+    if len(vals) == 0:
+        return "empty"
+    dt = s.dtype
+    if pd.api.types.is_bool_dtype(dt):
+        return "bool"
+    if pd.api.types.is_datetime64_any_dtype(dt):
+        return "datetime"
+    if pd.api.types.is_timedelta64_dtype(dt):
+        return "timedelta"
+    if isinstance(dt, pd.PeriodDtype):
+        return "period"
+    if pd.api.types.is_complex_dtype(dt):
+        return "complex"
+    if pd.api.types.is_numeric_dtype(dt):
+        return "numeric"
+    raw = vals.to_numpy(dtype=object)
+    if any(isinstance(v, list | dict | set | tuple | np.ndarray) for v in raw):
+        return "text"  # unhashable values: the text checks name them
+    objs = list(pd.unique(raw))
+    if any(isinstance(v, datetime.timedelta | np.timedelta64) for v in objs):
+        return "timedelta"
+    if any(isinstance(v, _TEMPORAL_OBJECTS) or isinstance(v, pd.Period) for v in objs):
+        return "datetime"
+    if all(isinstance(v, bool | np.bool_) for v in objs):
+        return "bool"
+    if all(isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool | np.bool_)
+           for v in objs):
+        return "numeric"
+    if all(isinstance(v, str) and _ISO_DATE.fullmatch(v.strip()) for v in objs):
+        return "datetime"
+    return "text"
+
+
+def temporal_problem(name: str, kind: str, where: str = "") -> str:
+    """The message for a date, duration or period column: models cannot use it as is."""
+    at = f" in {where}" if where else ""
+    if kind == "timedelta":
+        return (f"column {name!r} holds durations{at}; models need a number in a stated unit: convert it, "
+                f"e.g. X[{name!r}].dt.total_seconds() / 86400 for days, and give its unit in the schema")
+    return (f"column {name!r} holds dates{at}; a model cannot use a calendar date (a new date would match "
+            "nothing): derive a number such as days from admission to the index date, or the age at "
+            "admission, and drop the date column")
+
+
+def _infer_type(name: str, series: list[pd.Series], labels: list[str], max_categories: int) -> FeatureType:
+    kinds = [(value_kind(s), s, label) for s, label in zip(series, labels, strict=True)]
+    seen = [k for k in kinds if k[0] != "empty"]
+    for kind, _, label in seen:
+        if kind in ("datetime", "timedelta", "period"):
+            raise ValidationError(temporal_problem(name, kind, label if len(labels) > 1 else ""))
+        if kind == "complex":
+            raise ValidationError(f"column {name!r} holds complex numbers; features must be real numbers or text")
+    if not seen:
+        return "continuous"
+    text = [k for k in seen if k[0] == "text"]
+    numeric = [k for k in seen if k[0] in ("numeric", "bool")]
+    if text and numeric:  # a table whose text is all numerals ("4", "4.0") agrees with the numbers
+        numeral = [k for k in text if pd.to_numeric(k[1].dropna(), errors="coerce").notna().all()]
+        numeric += [("numeric", s, label) for _, s, label in numeral]
+        text = [k for k in text if not any(k is n for n in numeral)]
+    if text and numeric:
+        _, ts, tlabel = text[0]
+        example = next(str(v) for v in ts.dropna() if isinstance(v, str))
+        raise ValidationError(
+            f"column {name!r} holds numbers in {numeric[0][2]} but text in {tlabel} (e.g. {example!r}); "
+            "fix the values or declare its type (types= here, or \"type\" in schema.json)"
+        )
+    if numeric:
+        if all(k[0] == "bool" for k in numeric):
+            return "binary"
+        vals = set()
+        for _, s, _ in numeric:
+            vals.update(pd.unique(pd.to_numeric(s.dropna().astype(object), errors="coerce")).tolist())
+        return "binary" if vals <= {0, 1} else "continuous"
+    levels = set()
+    for _, s, label in text:
+        _check_text_column(name, s, label if len(labels) > 1 and len(text) > 1 else "")
+        levels.update(canonical_level(v) for v in pd.unique(s.dropna().to_numpy(dtype=object)))
+    if len(levels) > max_categories:
+        raise ValidationError(
+            f"column {name!r} is text with {len(levels)} distinct values (more than max_categories="
+            f"{max_categories}); encode it as numbers, or declare it categorical with its categories"
+        )
+    return "categorical"
+
+
+def _check_text_column(name: str, s: pd.Series, where: str = "") -> None:
     """Reject text columns that hold unhashable objects or mix numbers with text."""
+    at = f" in {where}" if where else ""
     vals = s.dropna()
     odd = [v for v in vals if isinstance(v, list | dict | set | tuple | np.ndarray)]
     if odd:
-        raise ValidationError(f"column {name!r} holds {type(odd[0]).__name__} values; features must be numbers or text")
+        raise ValidationError(f"column {name!r}{at} holds {type(odd[0]).__name__} values; features must be "
+                              "numbers or text")
     as_num = pd.to_numeric(vals.map(lambda v: v if isinstance(v, str | int | float | np.number) else None),
                            errors="coerce")
     n_num = int(as_num.notna().sum())
     if 0 < n_num < len(vals):
         text = list(dict.fromkeys(str(v) for v, x in zip(vals, as_num, strict=True) if pd.isna(x)))[:3]
         raise ValidationError(
-            f"column {name!r} mixes numbers with text (e.g. {text}); fix the values or declare its type "
+            f"column {name!r}{at} mixes numbers with text (e.g. {text}); fix the values or declare its type "
             "(types= here, or \"type\" in schema.json)"
         )
 

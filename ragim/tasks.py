@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ragim.errors import ArtifactError, ValidationError
+from ragim.canonical import (
+    canonical_id,
+    canonical_level,
+    canonical_text,
+    invisible_characters,
+    is_missing,
+    strip_invisible,
+)
+from ragim.errors import ArtifactError, DataWarning, ValidationError
 from ragim.params import ModelParams
 from ragim.schema import FeatureSchema
 
@@ -62,11 +71,20 @@ class Task:
     true_params: ModelParams | None = None
 
     def __post_init__(self):
+        if isinstance(self.task_id, str):
+            self.task_id = canonical_text(self.task_id)
+        if isinstance(self.description, str):
+            hidden = invisible_characters(self.description)
+            self.description = strip_invisible(self.description)
+            if hidden:
+                warnings.warn(f"task {self.task_id!r}: removed {len(hidden)} invisible character(s) "
+                              f"{sorted(set(hidden))[:3]} from the description", DataWarning, stacklevel=3)
+        self.y = _labels_as_numbers(self.y)
         problems = self.structural_problems()
         if problems:
             raise ValidationError(f"invalid task {self.task_id!r}:", problems)
         self.y = np.asarray(self.y, dtype=np.int64).reshape(-1)
-        self.metadata = dict(self.metadata)
+        self.metadata = canonical_metadata(self.metadata, where=f"task {self.task_id!r}")
 
     def structural_problems(self) -> list[str]:
         """Problems that make the object unusable as a task at all."""
@@ -89,7 +107,11 @@ class Task:
                 p.append(f"y has {int(np.isnan(y).sum())} NaN values")
             if np.isinf(y).any():
                 p.append(f"y has {int(np.isinf(y).sum())} infinite values")
-        if y.dtype.kind not in "biuf":
+        if y.dtype.kind in "USO":
+            levels = sorted({str(v) for v in y.tolist()})[:5]
+            p.append(f"y holds text labels {levels}; outcomes must be 0/1 or True/False: convert them, e.g. "
+                     "(y == 'yes').astype(int), or pass pos_label= to the folder loader")
+        elif y.dtype.kind not in "biuf":
             p.append(f"y must be numeric 0/1, got dtype {y.dtype}")
         else:
             finite = y[np.isfinite(y)] if y.dtype.kind == "f" else y
@@ -113,6 +135,7 @@ class Task:
 
     @property
     def patient_ids(self) -> frozenset:
+        """The task's patient ids in canonical text form (see :func:`ragim.canonical.canonical_id`)."""
         return frozenset(self.metadata.get("patient_ids") or ())
 
     def fit_problems(self, *, min_rows: int = DEFAULT_MIN_ROWS, min_per_class: int = DEFAULT_MIN_PER_CLASS) -> list[str]:
@@ -170,6 +193,99 @@ class Task:
         )
 
 
+def _labels_as_numbers(y: Any) -> Any:
+    """Booleans, and object arrays holding only booleans and numbers, as floats (0/1 checks follow)."""
+    arr = np.asarray(y)
+    if arr.dtype == bool:
+        return arr.astype(np.int64)
+    if arr.dtype == object and arr.size and all(
+            isinstance(v, bool | int | float | np.bool_ | np.integer | np.floating) for v in arr.reshape(-1)):
+        return arr.astype(float)
+    return y
+
+
+_TRUE, _FALSE = {"1", "true"}, {"0", "false"}
+
+
+def binary_outcome(values: Any, *, pos_label: Any = None, where: str = "y") -> np.ndarray:
+    """Outcomes as 0/1 integers, with the event stated or unambiguous.
+
+    Without ``pos_label``, the values must be 0/1 in any form (``1``, ``1.0``, ``"1"``,
+    ``True``, ``"true"``); anything else (``"yes"``/``"no"``, ``1``/``2``) needs
+    ``pos_label``, the value that marks the event. With ``pos_label`` the values may hold
+    at most two distinct levels (compared in canonical form, so ``2`` matches ``2.0``).
+
+    Raises
+    ------
+    ValidationError
+        Missing outcomes, more than two distinct values, values whose event is not stated,
+        or a ``pos_label`` that is not among two present values.
+
+    Examples
+    --------
+    >>> binary_outcome([0, 1.0, True]).tolist()
+    [0, 1, 1]
+    >>> binary_outcome(["yes", "no", "yes"], pos_label="yes").tolist()
+    [1, 0, 1]
+    """
+    arr = np.asarray(values, dtype=object).reshape(-1)
+    missing = [i for i, v in enumerate(arr) if is_missing(v)]
+    if missing:
+        raise ValidationError(f"{where} has {len(missing)} missing outcome(s) (rows {missing[:5]}); drop those "
+                              "rows or fill them")
+    canon = np.array([canonical_level(v) for v in arr], dtype=object)
+    levels = sorted(set(canon.tolist()))
+    lower = np.array([c.lower() for c in canon], dtype=object)
+    if pos_label is None:
+        bad = sorted({str(v) for v, c in zip(arr, lower, strict=True) if c not in _TRUE | _FALSE})
+        if bad:
+            raise ValidationError(
+                f"{where} holds {levels[:5]}; outcomes must be 0/1 or true/false, or name the value that marks "
+                "the event with pos_label= (CLI: --pos-label)"
+            )
+        return np.isin(lower, list(_TRUE)).astype(np.int64)
+    pos = canonical_level(pos_label)
+    if len(levels) > 2:
+        raise ValidationError(f"{where} holds {len(levels)} distinct values {levels[:5]}; a binary outcome has two")
+    if len(levels) == 2 and pos not in levels:
+        raise ValidationError(f"pos_label {pos_label!r} is not one of the outcome values {levels} in {where}")
+    return (canon == pos).astype(np.int64)
+
+
+def patient_id_set(metadata: Mapping[str, Any] | None) -> frozenset[str]:
+    """The canonical patient ids of a task's metadata (empty when it has none).
+
+    >>> sorted(patient_id_set({"patient_ids": [1, "0002", 3.0]}))
+    ['0002', '1', '3']
+    """
+    ids = (metadata or {}).get("patient_ids") or ()
+    return frozenset(canonical_id(p, "patient id") for p in ids)
+
+
+def canonical_metadata(metadata: Any, *, where: str = "task") -> dict[str, Any]:
+    """Task metadata with canonical values: text in NFC, ``patient_ids`` as a list of canonical
+    id strings (:func:`~ragim.canonical.canonical_id`).
+
+    Raises
+    ------
+    ValidationError
+        When ``metadata`` is not a dict, or a patient id is blank, missing or a non-integral
+        number.
+    """
+    if not isinstance(metadata, Mapping):
+        raise ValidationError(f"{where}: metadata must be a dict, got {type(metadata).__name__}")
+    out = {}
+    for k, v in metadata.items():
+        if k == "patient_ids" and v is not None:
+            if isinstance(v, str | bytes) or not isinstance(v, Iterable):
+                raise ValidationError(f"{where}: patient_ids must be a list of ids, got {type(v).__name__}")
+            v = [canonical_id(i, "patient id") for i in v]
+        elif isinstance(v, str):
+            v = canonical_text(v)
+        out[canonical_text(k) if isinstance(k, str) else k] = v
+    return out
+
+
 # ---------------------------------------------------------------------- sources
 class _ListSource:
     def __init__(self, tasks: Sequence[Task]):
@@ -225,7 +341,7 @@ class TaskCollection:
         if bad:
             raise ValidationError(f"TaskCollection items must be Task objects; items {bad[:10]} are not")
         if schema is None and tasks:
-            schema = FeatureSchema.infer(tasks[0].X)
+            schema = FeatureSchema.infer([t.X for t in tasks], labels=[f"task {t.task_id!r}" for t in tasks])
         self.schema = schema
         self.name = name
         self._source: _ListSource | _LazySource = _ListSource(tasks)
@@ -233,7 +349,7 @@ class TaskCollection:
         self._id_pos: dict[str, int] | None = None
         self._patients: dict | None = None
         if validate:
-            self.validate()
+            self.validate(check_fit=False)
 
     @classmethod
     def lazy(
@@ -272,13 +388,13 @@ class TaskCollection:
 
     def __getitem__(self, key: int | str) -> Task:
         if isinstance(key, str):
-            return self._source.task(int(self._rows[self._position(key)]))
+            return self._source.task(int(self._rows[self._position(canonical_text(key))]))
         if isinstance(key, int | np.integer):
             return self._source.task(int(self._rows[int(key)]))
         raise TypeError("index a TaskCollection with an int position or a task_id string")
 
     def __contains__(self, task_id: str) -> bool:
-        return task_id in self._ids_map()
+        return isinstance(task_id, str) and canonical_text(task_id) in self._ids_map()
 
     def _ids_map(self) -> dict[str, int]:
         if self._id_pos is None:
@@ -318,29 +434,46 @@ class TaskCollection:
     # ------------------------------------------------------------------ selection
     def filter(self, predicate: Callable[[dict], bool] | None = None, **equals: Any) -> TaskCollection:
         """Tasks whose metadata match: ``tc.filter(site="Cleveland")`` or
-        ``tc.filter(lambda info: info["metadata"]["n"] > 50)`` (``info`` as in :meth:`info`)."""
+        ``tc.filter(lambda info: info["metadata"]["n"] > 50)`` (``info`` as in :meth:`info`).
+
+        Keyword values compare as group codes (:func:`~ragim.canonical.canonical_level`):
+        ``site=1`` matches a site stored as ``"01"``, ``1`` or ``1.0``.
+        """
+        want = {k: canonical_level(v) for k, v in equals.items()}
         keep = []
         for i in range(len(self)):
             inf = self.info(i)
             meta = inf["metadata"]
-            if all(meta.get(k) == v for k, v in equals.items()) and (predicate is None or predicate(inf)):
+            if all(canonical_level(meta.get(k)) == v for k, v in want.items()) and (
+                    predicate is None or predicate(inf)):
                 keep.append(i)
         return self.take(keep)
 
     def groups(self, by: str) -> dict[Any, TaskCollection]:
-        """Split into sub-collections by a metadata key."""
+        """Split into sub-collections by a metadata key (keyed by the first spelling of each
+        group code; spellings of one code such as ``1`` and ``"01"`` form one group)."""
         out: dict[Any, list[int]] = {}
+        first: dict[Any, Any] = {}
         for i, meta in enumerate(self.metadata):
-            out.setdefault(meta.get(by), []).append(i)
+            v = meta.get(by)
+            out.setdefault(first.setdefault(canonical_level(v), v), []).append(i)
         return {k: self.take(v) for k, v in out.items()}
 
     def group_split(self, by: str, test_groups: Sequence[Any]) -> tuple[TaskCollection, TaskCollection]:
-        """(train, test): tasks whose ``metadata[by]`` is in ``test_groups`` go to test."""
-        values = {m.get(by) for m in self.metadata}
-        unknown = [g for g in test_groups if g not in values]
+        """(train, test): tasks whose ``metadata[by]`` is in ``test_groups`` go to test.
+
+        Group codes compare in canonical form, so ``"01"``, ``1`` and ``1.0`` are one site.
+        """
+        if isinstance(test_groups, str | bytes) or not isinstance(test_groups, Iterable):
+            test_groups = [test_groups]
+        codes = [canonical_level(m.get(by)) for m in self.metadata]
+        known = set(codes)
+        unknown = [g for g in test_groups if canonical_level(g) not in known]
         if unknown:
-            raise ValidationError(f"no tasks with {by} in {unknown}; known values: {sorted(map(str, values))}")
-        test = [i for i, m in enumerate(self.metadata) if m.get(by) in set(test_groups)]
+            shown = sorted({str(m.get(by)) for m in self.metadata})
+            raise ValidationError(f"no tasks with {by} in {unknown}; known values: {shown}")
+        wanted = {canonical_level(g) for g in test_groups}
+        test = [i for i, c in enumerate(codes) if c in wanted]
         train = sorted(set(range(len(self))) - set(test))
         return self.take(train), self.take(test)
 
@@ -352,7 +485,7 @@ class TaskCollection:
             idx: dict[Any, set[str]] = {}
             for i, meta in enumerate(self.metadata):
                 tid = self.info(i)["task_id"]
-                for pid in meta.get("patient_ids") or ():
+                for pid in patient_id_set(meta):
                     idx.setdefault(pid, set()).add(tid)
             self._patients = idx
         hits: set[str] = set()
@@ -363,12 +496,16 @@ class TaskCollection:
 
     # ------------------------------------------------------------------ validation
     def validate(
-        self, *, min_rows: int = DEFAULT_MIN_ROWS, min_per_class: int = DEFAULT_MIN_PER_CLASS
+        self, *, min_rows: int = DEFAULT_MIN_ROWS, min_per_class: int = DEFAULT_MIN_PER_CLASS,
+        check_fit: bool = True,
     ) -> TaskCollection:
         """Raise one :class:`ValidationError` listing every offending task.
 
-        Checks duplicate ids, columns not in the schema, schema mismatches, too few rows
-        and single-class tasks.
+        Checks duplicate ids, columns not in the schema and schema mismatches; with
+        ``check_fit`` also too few rows and single-class tasks. A collection is built with
+        ``check_fit=False``: a task that cannot be fitted is a valid task (it may still serve
+        as a zero-shot target), and :meth:`TaskIndex.build <ragim.TaskIndex.build>` and
+        :func:`~ragim.models.fit_many` skip it with a warning that names it and the reason.
         """
         problems = []
         seen: dict[str, int] = {}
@@ -383,7 +520,8 @@ class TaskCollection:
                     self.schema.validate_frame(t.X, where=f"task {t.task_id!r}")
                 except ValidationError as exc:
                     problems.extend(f"task {t.task_id!r}: {p}" for p in (exc.problems or [str(exc)]))
-            problems.extend(t.fit_problems(min_rows=min_rows, min_per_class=min_per_class))
+            if check_fit:
+                problems.extend(t.fit_problems(min_rows=min_rows, min_per_class=min_per_class))
         if problems:
             raise ValidationError(f"{len(problems)} problem(s) in task collection {self.name!r}:", problems)
         return self

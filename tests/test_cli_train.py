@@ -113,3 +113,29 @@ def test_text_output_and_errors(root, sft, tmp_path):
     assert r.exit_code == 2 and "--max-steps must be positive" in _flat(r.output)
     r = runner.invoke(app, ["generate", "Predict.", "--index", str(root / "index"), "--rerank", "logprob"])
     assert r.exit_code == 2 and "need --generator" in _flat(r.output)
+
+
+@pytest.mark.parametrize("stage", ["dpo", "reward"])
+def test_pairs_written_for_another_schema_stop_training_before_any_step(root, sft, tmp_path, stage):
+    """A clinician's pairs for a heart-failure cohort (bnp, egfr) cannot train a generator over x01/x02."""
+    pair = {"prompt": "Heart-failure clinic: predict readmission within 30 days.",
+            "chosen": {"intercept": -1.2, "bnp": 0.6, "egfr": -0.3},
+            "rejected": {"intercept": 0.9, "bnp": -0.6, "egfr": 0.5}}
+    (tmp_path / "prefs.jsonl").write_text((json.dumps(pair) + "\n") * 4)
+    r = runner.invoke(app, ["train", stage, "--generator", str(root / "sft"), "--index", str(root / "index"),
+                            "--pairs-file", str(tmp_path / "prefs.jsonl"), "--out", str(tmp_path / "out"),
+                            "--max-steps", "1"])
+    assert isinstance(r.exception, ValidationError), r.output
+    text = str(r.exception)
+    assert "do not match the parameter layout of the index/generator (3 parameters" in text
+    assert "pair 1: unknown parameters ['bnp', 'egfr']; missing ['x01', 'x02']" in text
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_dpo_checks_the_pairs_against_the_generator(root, sft):
+    from ragim.train import train_dpo
+
+    pairs = [{"prompt": "p", "chosen": '{"x01": 1, "intercept": 0, "x02": 2}',
+              "rejected": '{"x01": 2, "intercept": 1, "x02": 0}'}]
+    with pytest.raises(ValidationError, match="pair 1: parameters in another order than the generator writes them"):
+        train_dpo(LMGenerator.load(root / "sft", device="cpu"), pairs, max_steps=1, progress=False)

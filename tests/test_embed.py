@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -61,6 +63,21 @@ def counting(monkeypatch, emb: SentenceTransformerEmbedder) -> list[list[str]]:
 
 
 # --------------------------------------------------------------------------- MiniLM
+
+
+@pytest.mark.slow
+def test_text_beyond_what_minilm_reads_is_reported(minilm):
+    """MiniLM reads 256 word pieces; the rest of a long description is ignored, and ragim says so."""
+    from ragim.errors import DataWarning
+
+    head = "Predict 30-day mortality after sepsis in the ICU. "
+    long = head + "Additional cohort notes about the registry and its follow-up. " * 60
+    with pytest.warns(DataWarning, match=r"1 text\(s\) are longer than the embedder reads \(256 word pieces\)"):
+        v_long = minilm.embed(long)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        minilm.embed([head, CAD_WOMEN])  # short texts: no warning
+    assert v_long.shape == (1, 384)
 
 
 @pytest.mark.slow

@@ -124,12 +124,19 @@ def test_collection_validation_lists_every_problem():
     msg = str(err.value)
     for needle in [
         "duplicate task id 'ok'",
-        "task 'single' has only one class (all 0)",
-        "task 'tiny' has 1 rows; at least 2 are needed",
         "task 'extra': columns not in the schema: ['bmi']",
         "task 'drift': columns required by the schema are missing: ['chol']",
     ]:
         assert needle in msg
+    # a task that cannot be fitted is still a valid task: building a collection keeps it,
+    # validate() (and fitting, which skips it with a warning) says why it cannot be fitted
+    assert "single" not in msg and "tiny" not in msg
+    kept = TaskCollection([ok, single, tiny], schema=FeatureSchema.infer(make_frame()))
+    assert kept.ids == ["ok", "single", "tiny"]
+    with pytest.raises(ValidationError) as err:
+        kept.validate()
+    assert "task 'single' has only one class (all 0)" in str(err.value)
+    assert "task 'tiny' has 1 rows; at least 2 are needed" in str(err.value)
     with pytest.raises(ValidationError, match="task 'ok' has 40 rows; at least 50"):
         TaskCollection([ok]).validate(min_rows=50)
     with pytest.raises(ValidationError, match="must be Task objects"):

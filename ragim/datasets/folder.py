@@ -9,6 +9,16 @@ Expected layout::
         <task_id>.csv         feature columns + the outcome column (default "y")
         <task_id>.parquet     (either format; optional "patient_id" column for overlap checks)
 
+How values are read (docs/own_tasks.md):
+
+* task ids and every metadata column of ``descriptions.csv`` are read as **text**, so a
+  ward ``007`` or a site ``01`` keeps its leading zeros; group codes compare by value
+  (``--site 1`` finds a site written ``01``).
+* ``patient_id`` is read as text in every file: ``0001`` and ``1`` are different patients,
+  and the same id in two files is the same patient (that is how overlap is found).
+* feature columns may come in any order; their types are inferred from *all* files.
+* outcomes are 0/1 or true/false; other codings need ``pos_label``.
+
 Examples
 --------
 >>> import tempfile, pathlib, pandas as pd, numpy as np
@@ -22,52 +32,131 @@ Examples
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ragim.errors import ValidationError
-from ragim.schema import FeatureSchema
-from ragim.tasks import Task, TaskCollection
+from ragim.canonical import canonical_id, canonical_text
+from ragim.errors import DataWarning, ValidationError
+from ragim.schema import FeatureSchema, value_kind
+from ragim.tasks import Task, TaskCollection, binary_outcome
+
+_SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def read_table(path: str | Path, *, text_columns: tuple[str, ...] = (), all_text: bool = False) -> pd.DataFrame:
+    """Read one CSV or Parquet table with the checks every ragim reader applies.
+
+    Parameters
+    ----------
+    path : a ``.csv`` or ``.parquet`` file.
+    text_columns : columns read as text (ids): never turned into numbers.
+    all_text : read every column as text (blank cells become None).
+
+    Raises
+    ------
+    ValidationError
+        An unreadable or empty file, duplicated or blank column names, or a CSV that is
+        separated by semicolons, tabs or vertical bars rather than commas (the message
+        names the separator it found).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValidationError(f"{path} does not exist")
     try:
         if path.suffix == ".parquet":
             import pyarrow.parquet as pq
 
             names = [str(n) for n in pq.read_schema(path).names if not str(n).startswith("__index_level_")]
             _check_header(path, names)
-            return pd.read_parquet(path)
-        header = pd.read_csv(path, nrows=0, header=None, dtype=str, keep_default_na=False).columns
-        if len(header):
-            raw = pd.read_csv(path, nrows=1, header=None, dtype=str, keep_default_na=False)
-            _check_header(path, [str(v).strip() for v in raw.iloc[0]] if len(raw) else [])
-        return pd.read_csv(path)
+            df = pd.read_parquet(path)
+            if all_text:
+                df = df.astype(object).where(df.notna(), None)
+            return df
+        with open(path, encoding="utf-8-sig", errors="replace") as fh:
+            first = fh.readline()
+        if not first.strip():
+            raise ValidationError(f"{path} is empty; a table needs a header line of column names")
+        _check_separator(path, first)
+        header = pd.read_csv(path, nrows=1, header=None, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        _check_header(path, [str(v).strip() for v in header.iloc[0]] if len(header) else [])
+        if all_text:
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+            return df.astype(object).where(df != "", None)
+        return pd.read_csv(path, dtype={c: str for c in text_columns}, encoding="utf-8-sig")
     except ValidationError:
         raise
     except Exception as exc:  # pandas/pyarrow raise many types for unreadable files
-        raise ValidationError(f"cannot read {path}: {exc}") from exc
+        raise ValidationError(f"cannot read {path}: {str(exc).splitlines()[0]}") from exc
+
+
+def _check_separator(path: Path, header: str) -> None:
+    if "," in header:
+        return
+    for sep, name in _SEPARATORS.items():
+        if sep in header:
+            raise ValidationError(
+                f"{path} looks separated by {name}, not commas (its header is {header.strip()[:80]!r}); "
+                "save it as comma-separated CSV (decimal points, not commas) or as Parquet"
+            )
 
 
 def _check_header(path: Path, names: list[str]) -> None:
     """Column names must be unique and non-empty (pandas would silently rename them)."""
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    canon = [canonical_text(n) for n in names]
+    dupes = sorted({n for n in canon if canon.count(n) > 1})
     if dupes:
         raise ValidationError(f"{path} has duplicated columns {dupes}; every column needs a unique name")
-    empty = [i + 1 for i, n in enumerate(names) if not n.strip()]
+    empty = [i + 1 for i, n in enumerate(canon) if not n]
     if empty:
         raise ValidationError(f"{path}: column(s) {empty} have an empty name; name every column")
 
 
+def _patient_ids(df: pd.DataFrame, column: str, file: Path) -> list[str]:
+    try:
+        ids = [canonical_id(v, "patient id") for v in df[column]]
+    except ValidationError as exc:
+        blank = [i + 2 for i, v in enumerate(df[column]) if v is None or (isinstance(v, float) and np.isnan(v))
+                 or (isinstance(v, str) and not v.strip())]
+        raise ValidationError(f"{file}: column {column!r} has blank ids (lines {blank[:5]}): {exc}") from None
+    seen: dict[str, int] = {}
+    dupes = []
+    for i, pid in enumerate(ids):
+        if pid in seen:
+            dupes.append(pid)
+        seen[pid] = i
+    if dupes:
+        raise ValidationError(f"{file}: patient id(s) {sorted(set(dupes))[:5]} appear on more than one row; each "
+                              "row of a task must be a different patient")
+    return ids
+
+
 def load_task_folder(path: str | Path, *, outcome: str = "y", patient_id: str = "patient_id",
-                     name: str | None = None) -> TaskCollection:
+                     name: str | None = None, pos_label: Any = None) -> TaskCollection:
     """Read a task folder (see module docstring) into a validated :class:`TaskCollection`.
 
-    Errors name the file and the problem: a missing descriptions file, a task listed without
-    a data file (or the reverse), a missing outcome column, non-binary outcomes, schema drift
-    between files.
+    Parameters
+    ----------
+    path : the folder.
+    outcome : the outcome column of every data file.
+    patient_id : the column of patient ids (optional in the files; read as text).
+    name : the collection's name (default: the folder's name).
+    pos_label : the outcome value that marks the event, when outcomes are not 0/1 or
+        true/false (e.g. ``"yes"`` or ``2``).
+
+    Raises
+    ------
+    ValidationError
+        Naming the file and the problem: a missing descriptions file, a task listed without
+        a data file (or the reverse), a missing outcome column, outcomes whose event is not
+        stated, a wrong separator, blank or repeated patient ids, columns that differ
+        between files, dates or durations among the features.
+
+    Tasks that cannot be fitted (one class, too few rows) are loaded; building an index
+    skips them with a warning that names each one.
     """
     root = Path(path)
     if not root.is_dir():
@@ -75,55 +164,58 @@ def load_task_folder(path: str | Path, *, outcome: str = "y", patient_id: str = 
     desc_file = root / "descriptions.csv"
     if not desc_file.is_file():
         raise ValidationError(f"{root} has no descriptions.csv (columns: task_id, description, optional metadata)")
-    desc = _read_table(desc_file)
+    desc = read_table(desc_file, all_text=True)
+    desc.columns = [canonical_text(str(c)) for c in desc.columns]
     missing_cols = [c for c in ("task_id", "description") if c not in desc.columns]
     if missing_cols:
-        raise ValidationError(f"{desc_file} lacks the columns {missing_cols}")
+        raise ValidationError(f"{desc_file} lacks the columns {missing_cols} (it has {list(desc.columns)[:10]})")
     data_dir = root / "data"
-    files = {p.stem: p for p in sorted(data_dir.glob("*")) if p.suffix in (".csv", ".parquet")} if data_dir.is_dir() else {}
-    blank = [i + 2 for i, t in enumerate(desc["task_id"]) if pd.isna(t) or not str(t).strip()]
+    files = ({canonical_text(p.stem): p for p in sorted(data_dir.glob("*")) if p.suffix in (".csv", ".parquet")}
+             if data_dir.is_dir() else {})
+    blank = [i + 2 for i, t in enumerate(desc["task_id"]) if t is None or not str(t).strip()]
     if blank:
         raise ValidationError(f"{desc_file}: line(s) {blank[:10]} have no task_id")
-    ids = [str(t) for t in desc["task_id"]]
+    ids = [canonical_id(t, "task id") for t in desc["task_id"]]
+    dupes = sorted({t for t in ids if ids.count(t) > 1})
+    if dupes:
+        raise ValidationError(f"{desc_file}: task id(s) {dupes[:10]} are listed more than once")
     problems = [f"task {t!r} is listed in descriptions.csv but has no data/{t}.csv or .parquet" for t in ids if t not in files]
     problems += [f"data/{files[t].name} has no row in descriptions.csv" for t in files if t not in set(ids)]
     if problems:
         raise ValidationError(f"task folder {root} is inconsistent:", problems)
-    tasks, columns = [], None
-    for _, row in desc.iterrows():
-        tid = str(row["task_id"])
-        df = _read_table(files[tid])
+    tasks, frames, labels = [], [], []
+    columns: list[str] | None = None
+    first_file: Path | None = None
+    for (_, row), tid in zip(desc.iterrows(), ids, strict=True):
+        file = files[tid]
+        df = read_table(file, text_columns=(patient_id,))
+        df.columns = [canonical_text(str(c)) for c in df.columns]
         if outcome not in df.columns:
-            raise ValidationError(f"{files[tid]} has no outcome column {outcome!r} (columns: {list(df.columns)[:10]})")
-        meta = {k: (None if pd.isna(v) else v.item() if isinstance(v, np.generic) else v)
-                for k, v in row.items() if k not in ("task_id", "description")}
+            raise ValidationError(f"{file} has no outcome column {outcome!r} (columns: {list(df.columns)[:10]})")
+        meta = {k: v for k, v in row.items() if k not in ("task_id", "description")}
         if patient_id in df.columns:
-            meta["patient_ids"] = [v.item() if isinstance(v, np.generic) else v for v in df[patient_id]]
+            meta["patient_ids"] = _patient_ids(df, patient_id, file)
         X = df.drop(columns=[c for c in (outcome, patient_id) if c in df.columns])
-        kinds = {c: _kind(X[c]) for c in X.columns}
         if columns is None:
-            columns, first, first_kinds = list(X.columns), files[tid], kinds
-        elif list(X.columns) != columns:
+            columns, first_file = list(X.columns), file
+        elif set(X.columns) != set(columns):
+            lacks = [c for c in columns if c not in X.columns]
+            extra = [c for c in X.columns if c not in columns]
             raise ValidationError(
-                f"{files[tid]} has columns {list(X.columns)}, but the first task file has {columns}; "
-                "every task must share one schema"
+                f"{file} does not have the columns of {first_file.name}: "
+                + "; ".join(p for p in (f"it lacks {lacks}" if lacks else "", f"it adds {extra}" if extra else "") if p)
+                + "; every task must share one set of features (the order may differ)"
             )
-        else:
-            drift = [f"{c!r} is {kinds[c]} here but {first_kinds[c]} in {first.name}" for c in columns
-                     if "empty" not in (kinds[c], first_kinds[c]) and kinds[c] != first_kinds[c]]
-            if drift:
-                raise ValidationError(f"{files[tid]}: column types differ from the first task file:", drift)
-            first_kinds = {c: first_kinds[c] if kinds[c] == "empty" else kinds[c] for c in columns}
-        y = pd.to_numeric(df[outcome], errors="coerce").to_numpy()
-        text_y = df[outcome].notna() & np.isnan(y)
-        if text_y.any():
-            examples = list(dict.fromkeys(str(v) for v in df[outcome][text_y]))[:3]
-            raise ValidationError(f"{files[tid]}: outcome column {outcome!r} has non-numeric values, e.g. {examples}; "
-                                  "outcomes must be 0/1")
+        X = X[columns]
+        y = binary_outcome(df[outcome].to_numpy(dtype=object), pos_label=pos_label,
+                           where=f"{file}: outcome column {outcome!r}")
         desc_text = row["description"] if isinstance(row["description"], str) else ""
         tasks.append(Task(tid, desc_text, X, y, meta))
+        frames.append(X)
+        labels.append(file.name)
     if not tasks:
         raise ValidationError(f"{desc_file} lists no tasks")
+    _check_kinds(frames, labels)
     schema_file = root / "schema.json"
     if schema_file.is_file():
         try:
@@ -133,12 +225,45 @@ def load_task_folder(path: str | Path, *, outcome: str = "y", patient_id: str = 
         except ValidationError as exc:
             raise ValidationError(f"{schema_file}: {exc}") from exc
     else:
-        schema = FeatureSchema.infer(pd.concat([t.X for t in tasks], ignore_index=True))
+        schema = FeatureSchema.infer(frames, labels=labels)
+    _warn_shared_patients_across_sites(tasks)
     return TaskCollection(tasks, schema=schema, name=name or root.name)
 
 
-def _kind(s: pd.Series) -> str:
-    """'empty', 'numeric' or 'text': what a column holds, to catch type drift between files."""
-    if s.notna().sum() == 0:
-        return "empty"
-    return "numeric" if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s) else "text"
+def _check_kinds(frames: list[pd.DataFrame], labels: list[str]) -> None:
+    """Catch columns whose files disagree (numbers in one, text in another) and name both files."""
+    first: dict[str, tuple[str, str]] = {}
+    drift = []
+    for X, label in zip(frames, labels, strict=True):
+        for c in X.columns:
+            kind = value_kind(X[c])
+            kind = "numeric" if kind in ("bool", "numeric") else kind
+            if kind == "text" and pd.to_numeric(X[c].dropna(), errors="coerce").notna().all():
+                kind = "numeric"  # numerals typed as text agree with numbers
+            if kind == "empty":
+                continue
+            if c not in first:
+                first[c] = (kind, label)
+            elif first[c][0] != kind:
+                drift.append(f"{c!r} is {kind} in {label} but {first[c][0]} in {first[c][1]}")
+    if drift:
+        raise ValidationError("column types differ between task files:", drift[:10])
+
+
+def _warn_shared_patients_across_sites(tasks: list[Task]) -> None:
+    """Patient ids are global in a folder; ids shared by two sites are probably two numbering schemes."""
+    owner: dict[str, Any] = {}
+    clashes: dict[tuple, list[str]] = {}
+    for t in tasks:
+        site = t.metadata.get("site")
+        if site is None:
+            return
+        for pid in t.patient_ids:
+            other = owner.setdefault(pid, site)
+            if other != site:
+                clashes.setdefault(tuple(sorted((str(other), str(site)))), []).append(pid)
+    for (a, b), pids in clashes.items():
+        warnings.warn(
+            f"sites {a!r} and {b!r} share {len(pids)} patient id(s) (e.g. {sorted(pids)[:3]}); ids are global in a "
+            "task folder, so these are treated as the same patients: if the sites number patients independently, "
+            "prefix the ids with the site (e.g. 'A-0001')", DataWarning, stacklevel=3)

@@ -260,7 +260,7 @@ def heart_disease(
                     "age_band": band,
                     "group": site,
                     "source": SOURCE,
-                    "patient_ids": [int(i) for i in sub["id"]],
+                    "patient_ids": [str(int(i)) for i in sub["id"]],
                     "n_rows": int(len(y)),
                     "prevalence": round(n1 / len(y), 4),
                 }

@@ -96,7 +96,8 @@ def model_from_params(params: ModelParams) -> InterpretableModel:
     return cls.from_params(params)
 
 
-def _json_label(c: Any) -> Any:
+def json_label(c: Any) -> Any:
+    """A class label as a JSON-safe value (numpy scalars as Python, other objects as text)."""
     if isinstance(c, np.generic):
         c = c.item()
     return c if isinstance(c, str | bool | numbers.Integral | float) else str(c)
@@ -124,13 +125,13 @@ def check_binary_targets(y: Any, n_rows: int, name: str, *, allow_single_class: 
     classes = np.unique(y)
     if len(classes) < 2 and not allow_single_class:
         raise ValidationError(
-            f"y has only one class ({_json_label(classes[0])!r}); {name} needs examples of "
+            f"y has only one class ({json_label(classes[0])!r}); {name} needs examples of "
             "both classes to fit"
         )
     if len(classes) > 2:
         raise ValidationError(
             f"Only binary classification is supported. The type of the target is "
-            f"{type_of_target(y)} ({len(classes)} classes: {[_json_label(c) for c in classes[:5]]}); "
+            f"{type_of_target(y)} ({len(classes)} classes: {[json_label(c) for c in classes[:5]]}); "
             f"{name} predicts one binary outcome, so fit one model per outcome"
         )
     return y, classes
@@ -211,7 +212,7 @@ class InterpretableModel(ABC):
             "n_rows": int(len(y)),
             "n_positive": n1,
             "prevalence": n1 / len(y),
-            "classes": [_json_label(c) for c in classes],
+            "classes": [json_label(c) for c in classes],
         }
 
     # ------------------------------------------------------------------ predictions

@@ -113,8 +113,8 @@ def _logloss(y: np.ndarray, p: np.ndarray) -> float:
 
 def _default_schema(tasks, base: FeatureSchema | None) -> FeatureSchema:
     """Fit a copy of the tasks' schema on their pooled rows (≤ SCHEMA_MAX_ROWS, deterministic)."""
-    if base is None:
-        base = FeatureSchema.infer(tasks[0].X)
+    if base is None:  # types from every task: a column all 0 in one task is not "binary" for the rest
+        base = FeatureSchema.infer([t.X for t in tasks], labels=[f"task {t.task_id!r}" for t in tasks])
     chosen, total = {}, 0
     for i in np.random.default_rng(0).permutation(len(tasks)):
         X = tasks[int(i)].X

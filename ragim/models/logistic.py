@@ -35,7 +35,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ragim.errors import ValidationError
-from ragim.models.base import InterpretableModel, _json_label, register_model_family
+from ragim.models.base import InterpretableModel, json_label, register_model_family
 from ragim.params import ModelParams
 from ragim.schema import FeatureSchema
 
@@ -172,7 +172,7 @@ class LogisticModel(InterpretableModel, ClassifierMixin, BaseEstimator):
             meta["l1_ratio"] = float(self.l1_ratio)
         if self.class_weight is not None:
             meta["class_weight"] = (self.class_weight if isinstance(self.class_weight, str)
-                                    else {str(_json_label(k)): float(v) for k, v in self.class_weight.items()})
+                                    else {str(json_label(k)): float(v) for k, v in self.class_weight.items()})
         if std is not None:
             meta["std_method"] = "laplace"
         params = ModelParams("logistic", schema, np.concatenate([[b], coef]), std=std, metadata=meta)

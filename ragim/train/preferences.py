@@ -384,6 +384,54 @@ def _records(pairs) -> Iterable[Mapping[str, Any]]:
     raise ValidationError(f"pairs must be a datasets.Dataset or a list of dicts, got {type(pairs).__name__}")
 
 
+def check_pair_names(pairs, names: Sequence[str], *, where: str = "the preference pairs") -> None:
+    """Raise unless every pair's chosen and rejected models use exactly ``names``, in order.
+
+    Training on pairs written for another schema (parameters the index does not have, or
+    in another order than the generator writes them) would teach the model a foreign
+    answer; this check runs before any training step.
+
+    Raises
+    ------
+    ValidationError
+        Listing each offending pair (1-based) with its unknown and missing parameters.
+
+    Examples
+    --------
+    >>> pairs = [{"prompt": "p", "chosen": {"intercept": 0, "bnp": 1}, "rejected": {"intercept": 1, "bnp": 0}}]
+    >>> try:
+    ...     check_pair_names(pairs, ["intercept", "x01"])
+    ... except ValidationError as exc:
+    ...     print(exc.problems[0])
+    pair 1: unknown parameters ['bnp']; missing ['x01']
+    """
+    names = list(names)
+    known = set(names)
+    problems = []
+    for i, r in enumerate(_records(pairs), start=1):
+        found = []
+        for side in ("chosen", "rejected"):
+            try:
+                keys = list(_model_values(r[side]))
+            except (ValueError, KeyError) as exc:
+                problems.append(f"pair {i}: {side} is not a model ({exc})")
+                continue
+            unknown = [k for k in keys if k not in known]
+            missing = [n for n in names if n not in set(keys)]
+            if unknown or missing:
+                found.append(f"unknown parameters {unknown[:8]}; missing {missing[:8]}")
+            elif keys != names:
+                found.append("parameters in another order than the generator writes them "
+                             f"(expected {names[:4]}...)")
+        problems.extend(f"pair {i}: {m}" for m in dict.fromkeys(found))
+        if len(problems) >= 20:
+            break
+    if problems:
+        raise ValidationError(
+            f"{where} do not match the parameter layout of the index/generator ({len(names)} parameters: "
+            f"{names[:5]}{' ...' if len(names) > 5 else ''}); they were written for another schema:", problems)
+
+
 def save_preferences(pairs, path: str | os.PathLike) -> Path:
     """Write preference pairs as JSONL in :func:`load_preferences`'s format (atomically).
 
@@ -415,5 +463,5 @@ def save_preferences(pairs, path: str | os.PathLike) -> Path:
     return p
 
 
-__all__ = ["OPTIONAL_COLUMNS", "PREFERENCE_COLUMNS", "build_preference_pairs", "load_preferences", "model_text",
-           "save_preferences"]
+__all__ = ["OPTIONAL_COLUMNS", "PREFERENCE_COLUMNS", "build_preference_pairs", "check_pair_names", "load_preferences",
+           "model_text", "save_preferences"]

@@ -323,6 +323,7 @@ def train_reward_model(
     device: str | None = None,
     output_dir: str | None = None,
     callbacks: Sequence[Any] | None = None,
+    param_names: Sequence[str] | None = None,
 ) -> RewardModel:
     """Train a Bradley–Terry reward model with LoRA (TRL ``RewardTrainer``).
 
@@ -353,6 +354,11 @@ def train_reward_model(
     output_dir : str, optional
         Trainer scratch directory (nothing is saved there).
     callbacks : list of transformers.TrainerCallback, optional
+    param_names : sequence of str, optional
+        The parameter layout of the index the reward model will score (e.g. the
+        generator's ``param_names_``). When given, every pair's models must use exactly
+        these names in this order (:func:`~ragim.train.preferences.check_pair_names`),
+        checked before any step.
 
     Returns
     -------
@@ -381,6 +387,10 @@ def train_reward_model(
         train_rows, val_rows = rows, _rows(val_pairs)
     else:
         train_rows, val_rows = split_pairs_by_task(rows, val_fraction, seed)
+    if param_names is not None:
+        from ragim.train.preferences import check_pair_names
+
+        check_pair_names(train_rows + val_rows, param_names, where="the reward model's preference pairs")
 
     rm = RewardModel(RewardModelConfig(base_model=base_model, lora_r=lora_r, lora_alpha=2 * lora_r,
                                        device=device or "auto", seed=seed))

@@ -44,7 +44,7 @@ from typing import Any
 
 from ragim.errors import ValidationError
 from ragim.generate.lm import LMGenerator
-from ragim.train.preferences import _check_int
+from ragim.train.preferences import _check_int, check_pair_names
 
 
 def _check_lr(v: Any) -> None:
@@ -332,6 +332,7 @@ def train_dpo(
         raise ValidationError(f"beta must be > 0, got {beta!r}")
     train_ds = _preference_dataset(pairs)
     gen = policy_copy(generator_or_path, device=device)
+    check_pair_names(train_ds, gen.param_names_, where="the DPO preference pairs")
     model, tok = gen.model_, gen.tokenizer_
     on_cuda = str(next(model.parameters()).device).startswith("cuda")
     set_seed(seed)

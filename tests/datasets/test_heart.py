@@ -135,7 +135,8 @@ def test_ids_and_metadata(tasks):
                     "patient_ids", "n_rows", "prevalence", "group"):
             assert key in m
         assert m["source"] == "UCI Heart Disease" and m["site_name"] == SITES[m["site"]][0]
-        assert all(isinstance(p, int) for p in m["patient_ids"]) and len(m["patient_ids"]) == t.n_rows
+        # patient ids are identifiers, kept as canonical text (the source's integer ids)
+        assert all(isinstance(p, str) and p.isdigit() for p in m["patient_ids"]) and len(m["patient_ids"]) == t.n_rows
     assert "hungary-any_cad-women_lt50" in tasks
     assert "hungary-multivessel-all" not in tasks  # no Hungarian patient has num >= 2
 
@@ -143,9 +144,10 @@ def test_ids_and_metadata(tasks):
 def test_outcomes_match_the_source_labels(tasks):
     df = load_heart_csv().set_index("id")
     t = tasks["va_long_beach-multivessel-men_ge60"]
-    num = df.loc[t.metadata["patient_ids"], "num"].to_numpy()
+    ids = [int(p) for p in t.metadata["patient_ids"]]
+    num = df.loc[ids, "num"].to_numpy()
     assert np.array_equal(t.y, (num >= 2).astype(int))
-    assert (df.loc[t.metadata["patient_ids"], "age"] >= 60).all()
+    assert (df.loc[ids, "age"] >= 60).all()
 
 
 @pytest.mark.parametrize("kwargs", [{"min_rows": 0}, {"min_per_class": -1}, {"min_rows": 2.5},

@@ -1,0 +1,190 @@
+"""Canonical forms of the values ragim compares: names, ids, categorical levels, group codes.
+
+Hospital exports type the same value differently from file to file: pandas reads a
+numeric-coded category as ``4`` in a complete column and ``4.0`` once one value is
+missing, reads a ward id ``007`` as the integer ``7``, and text may arrive in composed
+(NFC) or decomposed (NFD) Unicode. ragim never compares such values in the form it was
+given; it compares their canonical forms:
+
+* :func:`canonical_text` — Unicode NFC, surrounding whitespace removed. Used for
+  feature names, task ids, descriptions and text metadata.
+* :func:`canonical_id` — an identifier as text (task ids, patient ids). Numbers that
+  pandas guessed are written back as integers (``7.0`` -> ``"7"``), but text is kept as
+  text, so ``"007"`` stays ``"007"``: leading zeros are part of an id.
+* :func:`canonical_level` — a categorical level or a group code (site, ASA class,
+  triage level). Numbers and numerals compare by value: ``4``, ``4.0``, ``"4.0"`` and
+  ``"04"`` are all ``"4"``; ``True``/``False`` are ``"1"``/``"0"``; other text is
+  compared as :func:`canonical_text`.
+
+Examples
+--------
+>>> canonical_level(4.0), canonical_level("04"), canonical_level(" Cleveland ")
+('4', '4', 'Cleveland')
+>>> canonical_id("007"), canonical_id(7.0)
+('007', '7')
+>>> canonical_text("Zu\\u0308rich") == canonical_text("Z\\u00fcrich")
+True
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import numpy as np
+
+from ragim.errors import ValidationError
+
+_NUMERAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+#: Unicode categories that carry no visible content: controls (other than tab and newline)
+#: and format characters such as the zero-width space, the BOM and direction marks.
+_INVISIBLE = {"Cc", "Cf"}
+
+
+def is_missing(v: Any) -> bool:
+    """True for None, NaN, NaT and pandas' NA.
+
+    >>> is_missing(float("nan")), is_missing(None), is_missing(0)
+    (True, True, False)
+    """
+    if v is None:
+        return True
+    if isinstance(v, float | np.floating):
+        return math.isnan(v)
+    try:
+        import pandas as pd
+
+        return v is pd.NA or v is pd.NaT
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        return False
+
+
+def canonical_text(s: str) -> str:
+    """NFC-normalised text without surrounding whitespace.
+
+    >>> canonical_text("  e\\u0301 ")
+    'é'
+    """
+    return unicodedata.normalize("NFC", s).strip()
+
+
+def invisible_characters(s: str) -> list[str]:
+    """The characters of ``s`` that carry no content (controls other than tab/newline, and
+    format characters such as U+200B ZERO WIDTH SPACE), as ``U+XXXX`` codes.
+
+    >>> invisible_characters("sepsis\\u200b in adults")
+    ['U+200B']
+    """
+    return [f"U+{ord(c):04X}" for c in s if c not in "\t\n\r" and unicodedata.category(c) in _INVISIBLE]
+
+
+def strip_invisible(s: str) -> str:
+    """``s`` without the characters :func:`invisible_characters` lists, NFC-normalised."""
+    return canonical_text("".join(c for c in s if c in "\t\n\r" or unicodedata.category(c) not in _INVISIBLE))
+
+
+def _number_text(x: Decimal) -> str:
+    if x == x.to_integral_value():
+        return str(int(x))
+    return format(x.normalize(), "f")
+
+
+def canonical_level(v: Any) -> str | None:
+    """The canonical text of a categorical level or group code; None for a missing value.
+
+    Numbers compare by value (``4 == 4.0 == "4.0" == "04"``), booleans as ``"1"``/``"0"``,
+    text as :func:`canonical_text`.
+
+    Raises
+    ------
+    ValidationError
+        For values that cannot be a level: lists, dicts, infinite numbers.
+
+    Examples
+    --------
+    >>> [canonical_level(v) for v in (4, 4.0, "4.0", "04", True, 2.50, "mild", None)]
+    ['4', '4', '4', '4', '1', '2.5', 'mild', None]
+    """
+    if is_missing(v):
+        return None
+    if isinstance(v, bool | np.bool_):
+        return "1" if v else "0"
+    if isinstance(v, int | np.integer):
+        return str(int(v))
+    if isinstance(v, float | np.floating):
+        if not math.isfinite(v):
+            raise ValidationError(f"{v!r} cannot be a category level; levels must be finite numbers or text")
+        return _number_text(Decimal(repr(float(v))))
+    if isinstance(v, bytes):
+        v = v.decode("utf-8", "replace")
+    if isinstance(v, list | dict | set | tuple | np.ndarray):
+        raise ValidationError(f"a {type(v).__name__} cannot be a category level; levels must be numbers or text")
+    text = canonical_text(str(v))
+    if _NUMERAL.fullmatch(text):
+        try:
+            return _number_text(Decimal(text))
+        except InvalidOperation:  # pragma: no cover - the pattern only admits valid numerals
+            return text
+    return text
+
+
+def canonical_id(v: Any, what: str = "id") -> str:
+    """An identifier as canonical text (task ids, patient ids).
+
+    Text is kept as written (NFC, stripped), so leading zeros survive; integers, and floats
+    that pandas made of integers (``7.0``), are written as integers.
+
+    Raises
+    ------
+    ValidationError
+        For a missing (blank or NaN) id, or a non-integral float.
+
+    Examples
+    --------
+    >>> canonical_id("0001"), canonical_id(np.int64(12)), canonical_id(3.0)
+    ('0001', '12', '3')
+    """
+    if is_missing(v):
+        raise ValidationError(f"a {what} is missing (blank or NaN); every {what} must be given")
+    if isinstance(v, bool | np.bool_):
+        raise ValidationError(f"{v!r} is not a valid {what}; ids are text or integers")
+    if isinstance(v, int | np.integer):
+        return str(int(v))
+    if isinstance(v, float | np.floating):
+        if not (math.isfinite(v) and float(v).is_integer()):
+            raise ValidationError(f"{what} {v!r} is not an integer; read ids as text (e.g. dtype=str)")
+        return str(int(v))
+    if isinstance(v, bytes):
+        v = v.decode("utf-8", "replace")
+    text = canonical_text(str(v))
+    if not text:
+        raise ValidationError(f"a {what} is blank; every {what} must be given")
+    return text
+
+
+def same_level(a: Any, b: Any) -> bool:
+    """Whether two levels or group codes are the same value (see :func:`canonical_level`).
+
+    >>> same_level("01", 1), same_level("Cleveland", "cleveland")
+    (True, False)
+    """
+    return canonical_level(a) == canonical_level(b)
+
+
+def level_key(v: Any) -> tuple:
+    """A sort key that orders numeric levels by value and puts them before text levels.
+
+    >>> sorted(["10", "9", "b", "a"], key=level_key)
+    ['9', '10', 'a', 'b']
+    """
+    c = canonical_level(v)
+    if c is not None and _NUMERAL.fullmatch(c):
+        return (0, float(Decimal(c)), c)
+    return (1, 0.0, c or "")
+
+
+__all__ = ["canonical_id", "canonical_level", "canonical_text", "invisible_characters", "is_missing",
+           "level_key", "same_level", "strip_invisible"]

@@ -1,0 +1,397 @@
+"""Clinical data as it really arrives: pandas' type guesses, Unicode forms, codings and dates.
+
+Every test asserts the right value (a coefficient, a risk, an overlap set), not only that
+nothing crashed: a plausible wrong answer is the failure these guard against.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ragim import FeatureSchema, Task, TaskCollection, TaskIndex, ZeroShotClassifier, datasets
+from ragim.canonical import canonical_id, canonical_level
+from ragim.datasets.folder import load_task_folder
+from ragim.errors import DataWarning, ValidationError
+from ragim.index import leak_free
+from ragim.models import LogisticModel, fit_many
+
+RNG = np.random.default_rng(7)
+
+
+def pain_cohort(n: int, *, gap: bool, seed: int = 0) -> pd.DataFrame:
+    """A numeric-coded categorical item (pain type 1-4; type 4 carries the risk); with a gap the
+    column is float, as pandas reads it once one value is missing."""
+    rng = np.random.default_rng(seed)
+    pain = rng.integers(1, 5, n).astype(float)
+    y = (rng.random(n) < np.where(pain == 4, 0.8, 0.2)).astype(int)
+    frame = pd.DataFrame({"age": rng.normal(58, 8, n).round(), "pain_type": pain, "y": y})
+    if gap:
+        frame.loc[:2, "pain_type"] = np.nan
+    else:
+        frame["pain_type"] = frame["pain_type"].astype(int)
+    return frame
+
+
+def write_folder(root, tables: dict[str, pd.DataFrame], descriptions: dict | None = None, schema: dict | None = None):
+    (root / "data").mkdir(parents=True)
+    for tid, table in tables.items():
+        table.to_csv(root / "data" / f"{tid}.csv", index=False)
+    ids = list(tables)
+    desc = descriptions or {"task_id": ids, "description": [f"Predict coronary disease at clinic {t}" for t in ids]}
+    pd.DataFrame(desc).to_csv(root / "descriptions.csv", index=False)
+    if schema is not None:
+        (root / "schema.json").write_text(json.dumps(schema))
+    return root
+
+
+# ------------------------------------------------------------------ kind 1: canonical values
+def test_numeric_levels_match_by_value_whatever_pandas_made_of_them():
+    train = pain_cohort(240, gap=True)  # float column: levels seen as 1.0 ... 4.0
+    X, y = train[["age", "pain_type"]], train["y"]
+    schema = FeatureSchema.infer(X, types={"pain_type": "categorical"}).fit(X)
+    assert schema.categories_["pain_type"] == ["1", "2", "3", "4"]
+    model = LogisticModel(schema=schema).fit(X, y)
+    rows = pd.DataFrame({"age": [58.0, 58.0], "pain_type": [1, 4]})
+    as_int = model.predict_proba(rows)[:, 1]
+    as_float = model.predict_proba(rows.astype({"pain_type": float}))[:, 1]
+    as_text = model.predict_proba(rows.astype({"pain_type": str}))[:, 1]
+    np.testing.assert_allclose(as_int, as_float)
+    np.testing.assert_allclose(as_int, as_text)
+    assert as_int[1] > 0.6 > 0.3 > as_int[0]  # type 4 carries the risk (0.8 vs 0.2 in the data)
+
+
+def test_folder_files_with_and_without_gaps_learn_the_same_levels(tmp_path):
+    root = write_folder(tmp_path / "t", {"north": pain_cohort(200, gap=True, seed=1),
+                                         "south": pain_cohort(200, gap=False, seed=2)},
+                        schema={"features": [{"name": "age"}, {"name": "pain_type", "type": "categorical"}]})
+    fits = fit_many(load_task_folder(root), model="logistic", progress=False)
+    for tid in ("north", "south"):
+        coef = fits.params[tid].as_dict()
+        assert coef["pain_type[4]"] - coef["pain_type[1]"] > 1.0, (tid, coef)
+
+
+def test_declared_numeric_categories_match_float_data(tmp_path):
+    schema = {"features": [{"name": "age"}, {"name": "pain_type", "type": "categorical", "categories": [1, 2, 3, 4]}]}
+    root = write_folder(tmp_path / "t", {"north": pain_cohort(200, gap=True, seed=1)}, schema=schema)
+    fits = fit_many(load_task_folder(root), model="logistic", progress=False)
+    coef = fits.params["north"].as_dict()
+    assert list(k for k in coef if k.startswith("pain_type[")) == [f"pain_type[{i}]" for i in range(1, 5)]
+    assert coef["pain_type[4]"] - coef["pain_type[1]"] > 1.0
+
+
+def test_one_level_written_twice_in_a_declared_schema_is_refused():
+    with pytest.raises(ValidationError, match=r"declares the same level more than once: \['4'\]"):
+        FeatureSchema([{"name": "pain", "type": "categorical", "categories": [4, "4.0", 1]}])
+
+
+def test_a_saved_schema_with_float_text_levels_still_matches_integers():
+    """Schemas saved before levels were canonical hold '1.0'-style levels; they keep their names and match 1."""
+    X = pd.DataFrame({"pain": [1.0, 2.0, 4.0, np.nan]})
+    d = FeatureSchema.infer(X, types={"pain": "categorical"}).fit(X).to_dict()
+    d["fitted"]["categories"]["pain"] = ["1.0", "2.0", "4.0"]
+    old = FeatureSchema.from_dict(d)
+    assert old.design_names == ["pain[1.0]", "pain[2.0]", "pain[4.0]", "pain__missing"]
+    np.testing.assert_array_equal(old.transform(pd.DataFrame({"pain": [4, 1]})),
+                                  [[0, 0, 1, 0], [1, 0, 0, 0]])
+
+
+def test_nfc_and_nfd_text_are_one_name_and_one_level():
+    nfc, nfd = "Zürich", unicodedata.normalize("NFD", "Zürich")
+    assert nfc != nfd
+    X = pd.DataFrame({"Größe": [1.0, 2.0, 3.0, 4.0], "site": [nfc, "Basel", nfc, "Basel"]})
+    schema = FeatureSchema.infer(X).fit(X)
+    decomposed = pd.DataFrame({unicodedata.normalize("NFD", "Größe"): [1.0, 2.0], "site": [nfd, "Basel"]})
+    np.testing.assert_array_equal(schema.transform(decomposed), schema.transform(X.iloc[:2]))
+    t = Task(unicodedata.normalize("NFD", "zürich-all"), "Predict disease", X, [0, 1, 0, 1], {"site": nfd})
+    assert t.task_id == "zürich-all" and t.metadata["site"] == nfc
+    tc = TaskCollection([t])
+    assert "zürich-all" in tc and tc[unicodedata.normalize("NFD", "zürich-all")] is not None
+
+
+# ------------------------------------------------------------------ kind 2: ids typed by guess
+def test_task_ids_and_site_codes_keep_their_leading_zeros(tmp_path):
+    tables = {t: pd.DataFrame({"lactate": RNG.normal(2, 1, 30).round(2), "y": np.arange(30) % 2})
+              for t in ("007", "012", "013")}
+    root = write_folder(tmp_path / "w", tables, descriptions={
+        "task_id": list(tables), "description": [f"Predict septic shock on ward {t}" for t in tables],
+        "site": ["01", "01", "02"]})
+    tc = load_task_folder(root)
+    assert tc.ids == ["007", "012", "013"] and tc["007"].metadata["site"] == "01"
+    for spelling in ("01", "1", 1, 1.0):
+        train, test = tc.group_split("site", [spelling])
+        assert test.ids == ["007", "012"] and train.ids == ["013"]
+    assert tc.filter(site=2).ids == ["013"]
+    assert set(tc.groups("site")) == {"01", "02"}
+
+
+def test_demo_holds_out_a_site_given_without_its_leading_zero(tmp_path):
+    from typer.testing import CliRunner
+
+    from ragim.cli import app
+
+    rng = np.random.default_rng(3)
+    tables, sites = {}, []
+    for i in range(8):
+        x = rng.normal(size=60)
+        tables[f"w{i}"] = pd.DataFrame({"lactate": x.round(3), "y": (rng.random(60) < 1 / (1 + np.exp(-x))).astype(int)})
+        sites.append("01" if i < 3 else "02")
+    root = write_folder(tmp_path / "w", tables, descriptions={
+        "task_id": list(tables), "description": [f"Predict septic shock on ward {t}" for t in tables], "site": sites})
+    result = CliRunner().invoke(app, ["demo", "--tasks-dir", str(root), "--site", "1", "--fast", "--embedder", "hashing",
+                                      "--out", str(tmp_path / "report"), "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["target"]["site"] == "01"
+
+
+def test_patient_ids_keep_leading_zeros_so_shared_patients_are_found(tmp_path):
+    ids = [f"{i:04d}" for i in range(1, 20)] + ["TMP-7"]  # one temporary id: pandas keeps this file as text
+    whole = pd.DataFrame({"patient_id": ids, "age": RNG.normal(64, 9, 20).round(), "y": np.arange(20) % 2})
+    root = write_folder(tmp_path / "s", {"all-adults": whole, "men": whole.iloc[:10]})  # men: digits only
+    tc = load_task_folder(root)
+    assert sorted(tc["men"].patient_ids) == [f"{i:04d}" for i in range(1, 11)]
+    assert tc.overlapping("men") == ["all-adults"]
+    exclude = leak_free(tc["men"])
+    assert exclude({"task_id": "all-adults", "metadata": tc["all-adults"].metadata})
+
+
+def test_unrelated_patients_numbered_0001_and_1_are_not_merged(tmp_path):
+    a = pd.DataFrame({"patient_id": [f"{i:04d}" for i in range(1, 11)], "age": np.arange(10.0), "y": np.arange(10) % 2})
+    b = pd.DataFrame({"patient_id": list(range(1, 11)), "age": np.arange(10.0), "y": np.arange(10) % 2})
+    tc = load_task_folder(write_folder(tmp_path / "s", {"a": a, "b": b}))
+    assert tc.overlapping("a") == [] and tc["b"].patient_ids == frozenset(str(i) for i in range(1, 11))
+
+
+def test_patients_shared_between_sites_are_flagged(tmp_path):
+    a = pd.DataFrame({"patient_id": ["1", "2", "3", "4"], "age": [1.0, 2, 3, 4], "y": [0, 1, 0, 1]})
+    root = write_folder(tmp_path / "s", {"a": a, "b": a.copy()}, descriptions={
+        "task_id": ["a", "b"], "description": ["Predict x at A", "Predict x at B"], "site": ["A", "B"]})
+    with pytest.warns(DataWarning, match=r"sites 'A' and 'B' share 4 patient id\(s\)"):
+        load_task_folder(root)
+
+
+def test_index_records_from_older_artifacts_get_canonical_patient_ids(tmp_path):
+    tasks = datasets.synthetic_family(n_tasks=6, n_features=2, seed=0)
+    meta_tasks = [Task(t.task_id, t.description, t.X, t.y, {**t.metadata, "patient_ids": list(range(i * 5, i * 5 + 5))})
+                  for i, t in enumerate(tasks)]
+    index = TaskIndex.build(TaskCollection(meta_tasks), embedder="hashing", progress=False)
+    assert index.records[1]["metadata"]["patient_ids"] == ["5", "6", "7", "8", "9"]
+    target = Task("new", "Predict", tasks[0].X, tasks[0].y, {"patient_ids": ["7"]})
+    hits = index.search("Predict", k=6, exclude=leak_free(target))
+    assert meta_tasks[1].task_id not in [h.task_id for h in hits] and len(hits) == 5
+
+
+# ------------------------------------------------------------------ kind 3: types from every task
+def test_column_types_come_from_every_task_not_the_first():
+    rng = np.random.default_rng(1)
+    first = Task("a", "Predict stroke in non-smokers", pd.DataFrame({"cigsPerDay": np.zeros(20), "age": rng.normal(50, 5, 20)}),
+                 np.arange(20) % 2)
+    smokers = Task("b", "Predict stroke", pd.DataFrame({"cigsPerDay": rng.integers(0, 40, 20).astype(float),
+                                                          "age": rng.normal(50, 5, 20)}), np.arange(20) % 2)
+    tc = TaskCollection([first, smokers])
+    assert tc.schema["cigsPerDay"].type == "continuous"
+    fits = fit_many([first, smokers], progress=False)
+    assert fits.status == {"a": "ok", "b": "ok"}
+    assert fits.schema["cigsPerDay"].type == "continuous"
+
+
+def test_a_column_that_is_text_in_one_task_names_both_tasks():
+    a = Task("a", "d", pd.DataFrame({"grade": [1.0, 2.0, 3.0, 1.0]}), [0, 1, 0, 1])
+    b = Task("b", "d", pd.DataFrame({"grade": ["low", "high", "low", "high"]}), [0, 1, 0, 1])
+    with pytest.raises(ValidationError, match="column 'grade' holds numbers in task 'a' but text in task 'b'"):
+        TaskCollection([a, b])
+
+
+# ------------------------------------------------------------------ kind 4: dates and durations
+@pytest.mark.parametrize("column, kind", [
+    (pd.Timestamp("2024-03-01") + pd.to_timedelta(np.arange(12) % 8, unit="D"), "dates"),
+    (pd.to_timedelta(np.arange(1, 13) * 7, unit="h"), "durations"),
+    (pd.Series(["2024-03-01", "2024-03-02"] * 6), "dates"),
+    (pd.Series([pd.Timestamp("2024-01-01").date()] * 12, dtype=object), "dates"),
+])
+def test_dates_and_durations_are_refused_with_what_to_do(column, kind):
+    X = pd.DataFrame({"creatinine": np.linspace(0.6, 2.0, 12), "when": column})
+    with pytest.raises(ValidationError, match=f"column 'when' holds {kind}"):
+        LogisticModel().fit(X, np.arange(12) % 2)
+
+
+def test_dates_given_to_a_numeric_feature_are_refused_not_turned_into_nanoseconds():
+    X = pd.DataFrame({"creatinine": np.linspace(0.6, 2.0, 12), "stay": np.arange(12.0)})
+    model = LogisticModel().fit(X, np.arange(12) % 2)
+    bad = X.assign(stay=pd.to_timedelta(np.arange(12), unit="D"))
+    with pytest.raises(ValidationError, match="column 'stay' holds durations"):
+        model.predict_proba(bad)
+
+
+# ------------------------------------------------------------------ kind 5: which label is the event
+@pytest.fixture(scope="module")
+def synthetic_index():
+    family = datasets.synthetic_family(n_tasks=20, n_features=3, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return family, TaskIndex.build(family, embedder="hashing", progress=False)
+
+
+def test_events_labelled_yes_need_a_pos_label_and_then_raise_the_risk(synthetic_index):
+    family, index = synthetic_index
+    target = family[family.ids[0]]
+    rows = target.X.iloc[:6]
+    zero = ZeroShotClassifier(index=index, description=target.description).fit().predict_proba(rows)[:, 1]
+    ones = ZeroShotClassifier(index=index, description=target.description).fit(rows, np.ones(6, int))
+    with pytest.raises(ValidationError, match=r"holds \['yes'\].*pos_label="):
+        ZeroShotClassifier(index=index, description=target.description).fit(rows, np.array(["yes"] * 6))
+    with pytest.raises(ValidationError, match=r"holds \['2'\]"):
+        ZeroShotClassifier(index=index, description=target.description).fit(rows, np.full(6, 2))
+    for labels, pos in ((np.array(["yes"] * 6), "yes"), (np.full(6, 2), 2), (np.full(6, 2.0), "2")):
+        clf = ZeroShotClassifier(index=index, description=target.description, pos_label=pos).fit(rows, labels)
+        np.testing.assert_allclose(clf.predict_proba(rows), ones.predict_proba(rows))
+    assert (ones.predict_proba(rows)[:, 1] > zero).all()
+    as_bool = ZeroShotClassifier(index=index, description=target.description).fit(rows, np.ones(6, bool))
+    np.testing.assert_allclose(as_bool.predict_proba(rows), ones.predict_proba(rows))
+
+
+def test_two_text_classes_with_an_index_put_the_event_second(synthetic_index):
+    family, index = synthetic_index
+    target = family[family.ids[1]]
+    X, y = target.X.iloc[:20], target.y[:20]
+    coded = np.where(y == 1, "event", "none")  # sorted order would make "none" the positive class
+    with pytest.raises(ValidationError, match="pos_label"):
+        ZeroShotClassifier(index=index, description=target.description).fit(X, coded)
+    clf = ZeroShotClassifier(index=index, description=target.description, pos_label="event").fit(X, coded)
+    ref = ZeroShotClassifier(index=index, description=target.description).fit(X, y)
+    assert clf.classes_.tolist() == ["none", "event"]
+    np.testing.assert_allclose(clf.predict_proba(X), ref.predict_proba(X))
+    assert clf.predict(X[:3]).tolist() == np.where(ref.predict(X[:3]) == 1, "event", "none").tolist()
+    with pytest.raises(ValidationError, match="pos_label 'dead' is not one of the labels"):
+        ZeroShotClassifier(index=index, description=target.description, pos_label="dead").fit(X, coded)
+
+
+def test_folder_outcomes_as_booleans_or_with_a_stated_event(tmp_path):
+    base = pd.DataFrame({"lactate": np.linspace(1, 4, 8)})
+    root = write_folder(tmp_path / "b", {"a": base.assign(y=[True, False] * 4), "b": base.assign(y=["true", "false"] * 4)})
+    tc = load_task_folder(root)
+    assert tc["a"].y.tolist() == [1, 0] * 4 and tc["b"].y.tolist() == [1, 0] * 4
+    root = write_folder(tmp_path / "c", {"a": base.assign(y=["yes", "no"] * 4), "b": base.assign(y=[2, 1] * 4)})
+    with pytest.raises(ValidationError, match="pos_label"):
+        load_task_folder(root)
+    with pytest.raises(ValidationError, match=r"pos_label 'yes' is not one of the outcome values \['1', '2'\]"):
+        load_task_folder(root, pos_label="yes")
+    root2 = write_folder(tmp_path / "d", {"a": base.assign(y=["yes", "no"] * 4)})
+    assert load_task_folder(root2, pos_label="yes")["a"].y.tolist() == [1, 0] * 4
+
+
+# ------------------------------------------------------------------ kind 8: nothing dropped silently
+def test_unseen_levels_are_counted_in_a_warning_and_contribute_zero():
+    X = pd.DataFrame({"asa": [1, 2, 3, 1, 2, 3], "age": np.linspace(40, 80, 6)})
+    model = LogisticModel(schema=FeatureSchema.infer(X, types={"asa": "categorical"})).fit(X, [0, 1, 0, 1, 1, 0])
+    new = pd.DataFrame({"asa": [5, 5, 1], "age": [60.0, 60.0, 60.0]})
+    with pytest.warns(DataWarning, match=r"'asa': 2 row\(s\), e.g. \['5'\]"):
+        logit = model.decision_function(new)
+    coef = model.to_params()
+    assert logit[0] == pytest.approx(coef.intercept + coef["age"] * model.schema_.transform(new)[0, -1])
+
+
+def test_levels_missing_from_a_declared_schema_are_reported_when_fitting():
+    schema = FeatureSchema([{"name": "asa", "type": "categorical", "categories": [1, 2]}])
+    with pytest.warns(DataWarning, match=r"levels not declared in the schema.*'asa': 2 row\(s\), e.g. \['3'\]"):
+        schema.fit(pd.DataFrame({"asa": [1, 2, 3, 3]}))
+
+
+def test_invisible_characters_are_removed_from_descriptions_and_queries_with_a_warning():
+    with pytest.warns(DataWarning, match=r"removed 2 invisible character\(s\) \['U\+200B', 'U\+FEFF'\]"):
+        t = Task("a", "\ufeffPredict sepsis\u200b in adults", pd.DataFrame({"x": [1.0, 2.0]}), [0, 1])
+    assert t.description == "Predict sepsis in adults"
+    tasks = datasets.synthetic_family(n_tasks=5, n_features=2, seed=0)
+    index = TaskIndex.build(tasks, embedder="hashing", progress=False)
+    with pytest.warns(DataWarning, match="query 0: removed 1 invisible"):
+        hits = index.search(tasks.descriptions[0] + "\u200b", k=1)
+    assert hits[0].task_id == tasks.ids[0] and hits[0].score == pytest.approx(1.0, abs=1e-5)
+
+
+# ------------------------------------------------------------------ kind 9: frictions
+def test_the_same_columns_in_another_order_are_matched_by_name(tmp_path):
+    a = pd.DataFrame({"lactate": [1.0, 2.0, 3.0, 4.0], "age": [50.0, 60.0, 70.0, 80.0], "y": [0, 1, 0, 1]})
+    root = write_folder(tmp_path / "o", {"a": a, "b": a[["y", "age", "lactate"]]})
+    tc = load_task_folder(root)
+    pd.testing.assert_frame_equal(tc["a"].X, tc["b"].X)
+
+
+def test_tasks_that_cannot_be_fitted_load_and_are_skipped_with_a_warning(tmp_path):
+    rng = np.random.default_rng(0)
+    tables = {f"w{i}": pd.DataFrame({"lactate": rng.normal(size=40), "y": np.arange(40) % 2}) for i in range(3)}
+    tables["all-events"] = pd.DataFrame({"lactate": rng.normal(size=40), "y": np.ones(40, int)})
+    tables["three-rows"] = pd.DataFrame({"lactate": [1.0, 2.0, 3.0], "y": [0, 1, 0]})
+    tc = load_task_folder(write_folder(tmp_path / "f", tables))
+    assert len(tc) == 5
+    with pytest.warns(UserWarning, match="2 task\\(s\\) left out of the index") as rec:
+        index = TaskIndex.build(tc, embedder="hashing", progress=False)
+    text = " ".join(str(w.message) for w in rec)
+    assert "task 'all-events' has only one class (all 1)" in text and "task 'three-rows' has 3 rows" in text
+    assert sorted(index.ids) == ["w0", "w1", "w2"] and set(index.skipped) == {"all-events", "three-rows"}
+
+
+# ------------------------------------------------------------------ property: dtype guesses do not matter
+def _folder_variant(root, data, ids_style, code_style, label_style, text_form):
+    """Write one logical task folder in a given set of pandas-typical spellings."""
+    (root / "data").mkdir(parents=True)
+    norm = lambda s: unicodedata.normalize(text_form, s)  # noqa: E731
+    for tid, (codes, x, y, pids) in data.items():
+        frame = pd.DataFrame({"lactate": x, "triage": codes, "ward": [norm("Zürich"), "Basel"] * (len(x) // 2),
+                              "y": y, "patient_id": pids})
+        if code_style == "float":
+            frame["triage"] = frame["triage"].astype(float)
+        elif code_style == "text":
+            frame["triage"] = [f"{c}.0" for c in codes]
+        if label_style == "bool":
+            frame["y"] = frame["y"].astype(bool)
+        if ids_style == "int":
+            frame["patient_id"] = [int(p) for p in pids]
+        frame.to_csv(root / "data" / f"{norm(tid)}.csv", index=False)
+    pd.DataFrame({"task_id": [norm(t) for t in data], "description": [norm(f"Predict deterioration, {t}") for t in data],
+                  "site": ["01"] * len(data)}).to_csv(root / "descriptions.csv", index=False)
+    (root / "schema.json").write_text(json.dumps({"features": [
+        {"name": "lactate"}, {"name": "triage", "type": "categorical"}, {"name": "ward", "type": "categorical"}]}))
+    return root
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ids_style=st.sampled_from(["text", "int"]), code_style=st.sampled_from(["int", "float", "text"]),
+       label_style=st.sampled_from(["int", "bool"]), text_form=st.sampled_from(["NFC", "NFD"]),
+       seed=st.integers(0, 3))
+def test_dtype_guesses_give_identical_models_and_overlaps(tmp_path_factory, ids_style, code_style, label_style,
+                                                          text_form, seed):
+    rng = np.random.default_rng(seed)
+    n = 24
+    pids_all = [str(i) for i in range(1, n + 1)]  # digits only, so "int" ids are the same patients
+    data = {}
+    for tid, rows in (("gesamt-Zürich", np.arange(n)), ("männer", np.arange(n // 2))):
+        codes = rng.integers(1, 4, n)[rows]
+        x = rng.normal(size=n)[rows].round(3)
+        y = (np.arange(n) % 2)[rows]
+        data[tid] = (codes, x, y, [pids_all[i] for i in rows])
+    ref_root = _folder_variant(tmp_path_factory.mktemp("ref"), data, "text", "int", "int", "NFC")
+    var_root = _folder_variant(tmp_path_factory.mktemp("var"), data, ids_style, code_style, label_style, text_form)
+    ref, var = load_task_folder(ref_root), load_task_folder(var_root)
+    assert var.ids == ref.ids == ["gesamt-Zürich", "männer"]
+    assert var.overlapping("männer") == ref.overlapping("männer") == ["gesamt-Zürich"]
+    f_ref = fit_many(ref, progress=False)
+    f_var = fit_many(var, progress=False)
+    assert f_var.schema.design_names == f_ref.schema.design_names
+    for tid in ref.ids:
+        np.testing.assert_allclose(f_var.params[tid].vector, f_ref.params[tid].vector, atol=1e-10)
+
+
+def test_canonical_forms_are_stable():
+    assert [canonical_level(v) for v in (4, 4.0, "4.0", "04", np.int64(4), np.float32(4))] == ["4"] * 6
+    assert canonical_level(True) == canonical_level(1) == "1"
+    assert canonical_level(2.5) == canonical_level("2.50") == "2.5"
+    assert canonical_id("007") == "007" and canonical_id(7.0) == "7"
+    with pytest.raises(ValidationError, match="patient id 1.5 is not an integer"):
+        canonical_id(1.5, "patient id")
