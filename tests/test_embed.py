@@ -6,7 +6,6 @@ import doctest
 import os
 import subprocess
 import sys
-
 import warnings
 
 import numpy as np
