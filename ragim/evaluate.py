@@ -38,6 +38,12 @@ Methods (the names are a contract; see :data:`METHODS`, extend with
 * ``per-task-all``: a LogisticModel (C=1) on the whole support pool (the ceiling);
   the same constant fallback for a single-class pool.
 * ``true-model``: ``task.true_params`` where known (synthetic and procedure families).
+* ``oracle``: ``task.oracle_params`` where known: the true model without the task's own noise,
+  i.e. what the description determines (the sum of the effects on a synthetic task's path; a
+  procedure's core plus its code-axis effects). It is the limit of any zero-shot method;
+  :func:`ragim.metrics.skill` reports the share of the gap from the best baseline to it that
+  each method closes. No other method can see it (``ctx.task`` carries it, and a test checks
+  that replacing it changes no other method's scores).
 * ``population`` (opt-in): the index's population model, the mean of every leak-free
   index task's parameters weighted by its rows (:meth:`~ragim.TaskIndex.population_params`),
   which the LM generator's prompts show.
@@ -93,7 +99,7 @@ from ragim.tasks import Task, TaskCollection, patient_id_set
 
 PROTOCOLS = ("leave-task-out", "leave-group-out")
 DEFAULT_METHODS = ("ragim-attention", "pooled", "nearest-neighbor", "neighbor-mean", "per-task-k",
-                   "per-task-all", "true-model")
+                   "per-task-all", "true-model", "oracle")
 COLUMNS = ["dataset", "protocol", "fold", "task_id", "n_rows", "size_group", "method", "k_shot",
            *METRICS, "n_support", "n_test", "n_index", "status"]
 #: errors that mark one method as failed on a fold or target (metrics NaN, ``status`` says why)
@@ -373,6 +379,11 @@ def _true_predict(ctx: TargetContext) -> np.ndarray | None:
     return None if tp is None else params_proba(tp, ctx.X_test)
 
 
+def _oracle_predict(ctx: TargetContext) -> np.ndarray | None:
+    op = ctx.task.oracle_params
+    return None if op is None else params_proba(op, ctx.X_test)
+
+
 def _contextualized_setup(fctx: FoldContext) -> None:
     if importlib.util.find_spec("contextualized") is None:
         fctx.notes.append("contextualized: contextualized-ml is not installed; method skipped "
@@ -412,6 +423,7 @@ register_method("neighbor-mean", _neighbor_mean_predict, default=True)
 register_method("per-task-k", lambda c: _fit_or_constant(c.fold, c.X_k, c.y_k, c.X_test), shots="few", default=True)
 register_method("per-task-all", lambda c: _fit_or_constant(c.fold, c.X_pool, c.y_pool, c.X_test), default=True)
 register_method("true-model", _true_predict, default=True)
+register_method("oracle", _oracle_predict, default=True)
 register_method("population", _population_predict)
 register_method("contextualized", _contextualized_predict, setup=_contextualized_setup)
 register_method("ragim-lm", _lm_predict, setup=_lm_setup)
@@ -523,8 +535,10 @@ def evaluate(tasks: TaskCollection, *, k_shots: Sequence[int] = (0,), protocol: 
             rows.extend(rows_t)
             preds.extend(preds_t)
         notes.extend(n for n in fctx.notes if n not in notes)
-    if "true-model" in methods and not any(r["method"] == "true-model" for r in rows):
-        notes.append("true-model: no target has known true parameters; method skipped")
+    for name in ("true-model", "oracle"):
+        if name in methods and not any(r["method"] == name for r in rows):
+            notes.append(f"{name}: no target has known {'true' if name == 'true-model' else 'oracle'} parameters; "
+                         "method skipped")
     bad = [r for r in rows if r["status"] != "ok"]
     for name in dict.fromkeys(r["method"] for r in bad):
         mine = [r for r in bad if r["method"] == name]

@@ -61,6 +61,9 @@ class Task:
     metadata : JSON-safe dict, e.g. ``site``, ``subgroup``, ``outcome``, ``source`` and
         ``patient_ids`` (a list; tasks sharing patient ids overlap).
     true_params : the known generating model, for synthetic families.
+    oracle_params : the part of the true model that the task's description determines
+        (the true model without the task's own noise), for synthetic families: the limit of
+        any zero-shot method. Same kind and schema as ``true_params``.
     """
 
     task_id: str
@@ -69,6 +72,7 @@ class Task:
     y: np.ndarray
     metadata: dict[str, Any] = field(default_factory=dict)
     true_params: ModelParams | None = None
+    oracle_params: ModelParams | None = None
 
     def __post_init__(self):
         if isinstance(self.task_id, str):
@@ -81,6 +85,9 @@ class Task:
                               f"{sorted(set(hidden))[:3]} from the description", DataWarning, stacklevel=3)
         self.y = _labels_as_numbers(self.y)
         problems = self.structural_problems()
+        if self.oracle_params is not None and (
+                self.true_params is None or self.oracle_params.names != self.true_params.names):
+            problems.append("oracle_params need true_params of the same kind and layout")
         if problems:
             raise ValidationError(f"invalid task {self.task_id!r}:", problems)
         self.y = np.asarray(self.y, dtype=np.int64).reshape(-1)
@@ -172,6 +179,7 @@ class Task:
             self.y[rows],
             meta,
             self.true_params,
+            self.oracle_params,
         )
 
     def split(self, test_size: float = 0.3, *, seed: int = 0) -> tuple[Task, Task]:
@@ -553,7 +561,7 @@ class TaskCollection:
         and (when any task has them) ``true_params.npz``."""
         from ragim.io import json_bytes, jsonl_bytes, npz_bytes, write_artifact
 
-        frames, records, true_vecs, true_schemas = [], [], {}, {}
+        frames, records, true_vecs, true_schemas, oracle_vecs = [], [], {}, {}, {}
         for t in self:
             X = t.X.reset_index(drop=True).copy()
             X.columns = [str(c) for c in X.columns]
@@ -571,6 +579,9 @@ class TaskCollection:
                 fp = t.true_params.schema.fingerprint()
                 true_schemas.setdefault(fp, t.true_params.schema.to_dict())
                 rec["true_schema"] = fp
+                if t.oracle_params is not None:
+                    rec["oracle_params"] = {"metadata": t.oracle_params.metadata}
+                    oracle_vecs[t.task_id] = t.oracle_params.vector
             records.append(rec)
         data = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"__task__": [], "__y__": []})
         buf = io.BytesIO()
@@ -593,6 +604,9 @@ class TaskCollection:
         if true_vecs:
             files["true_params.npz"] = npz_bytes({f"t{i}": v for i, v in enumerate(true_vecs.values())})
             files["true_params_ids.json"] = json_bytes(list(true_vecs))
+        if oracle_vecs:
+            files["oracle_params.npz"] = npz_bytes({f"t{i}": oracle_vecs[tid] for i, tid in enumerate(true_vecs)
+                                                    if tid in oracle_vecs})
         return write_artifact(path, FORMAT, files)
 
     @classmethod
@@ -622,6 +636,10 @@ class TaskCollection:
                     "the artifact was assembled from different collections"
                 )
             true = {tid: arrs[f"t{i}"] for i, tid in enumerate(ids)}
+        oracle = {}
+        if "oracle_params.npz" in art.files:
+            arrs = art.read_npz("oracle_params.npz")
+            oracle = {tid: arrs[f"t{i}"] for i, tid in enumerate(true) if f"t{i}" in arrs}
         try:
             schema = None if meta.get("schema") is None else FeatureSchema.from_dict(meta["schema"])
         except ValidationError as exc:
@@ -641,7 +659,8 @@ class TaskCollection:
                 n = len(groups[rec["task_id"]]) if rec["task_id"] in groups else 0
                 if "n_rows" in rec and n != rec["n_rows"]:
                     problems.append(f"task {rec['task_id']!r}: tasks.jsonl says {rec['n_rows']} rows, data.parquet has {n}")
-            missing_true = [rec["task_id"] for rec in records if "true_params" in rec and rec["task_id"] not in true]
+            missing_true = [rec["task_id"] for rec in records if ("true_params" in rec and rec["task_id"] not in true)
+                            or ("oracle_params" in rec and rec["task_id"] not in oracle)]
             if missing_true or set(true) - set(rec_ids):
                 problems.append(f"true_params_ids.json does not list the tasks with true parameters: {missing_true[:5]}")
             if problems:
@@ -655,14 +674,16 @@ class TaskCollection:
                 tid = rec["task_id"]
                 df = groups.get(tid, data.iloc[0:0])
                 X = df.drop(columns=["__task__", "__y__"]).reset_index(drop=True)
-                tp = None
+                tp = op = None
                 if tid in true:
                     fp = rec["true_schema"]
                     if fp not in schemas:
                         schemas[fp] = FeatureSchema.from_dict(meta["true_schemas"][fp])
                     tschema = schemas[fp]
                     tp = ModelParams(rec["true_params"]["kind"], tschema, true[tid], metadata=rec["true_params"]["metadata"])
-                tasks.append(Task(tid, rec["description"], X, df["__y__"].to_numpy(), rec["metadata"], tp))
+                    if tid in oracle:
+                        op = ModelParams(tp.kind, tschema, oracle[tid], metadata=rec["oracle_params"]["metadata"])
+                tasks.append(Task(tid, rec["description"], X, df["__y__"].to_numpy(), rec["metadata"], tp, op))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, ArtifactError):
                 raise

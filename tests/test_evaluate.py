@@ -89,12 +89,62 @@ def test_default_run_is_leak_free_for_index_and_generator(run):
         assert not set(f["targets"]) & set(f["generator_ids"])
 
 
+def test_no_method_but_the_oracle_sees_the_oracle(family):
+    """Scrambling every target's oracle parameters changes the oracle's scores and nothing else."""
+    methods = [m for m in evaluate.DEFAULT_METHODS if m != "ragim-attention"] + ["ragim-attention", "population"]
+    kw = dict(methods=methods, folds=2, max_targets=6, embedder="hashing", generator_config=FAST, progress=False)
+    real = evaluate.zero_shot(family, **kw)
+    rng = np.random.default_rng(0)
+    scrambled = TaskCollection(
+        [Task(t.task_id, t.description, t.X, t.y, t.metadata, t.true_params,
+              t.oracle_params.replace(vector=rng.normal(0, 3, len(t.oracle_params))))
+         for t in family], schema=family.schema, name=family.name)
+    other = evaluate.zero_shot(scrambled, **kw)
+    key = ["task_id", "method"]
+    a, b = real.set_index(key).sort_index(), other.set_index(key).sort_index()
+    is_oracle = a.index.get_level_values("method") == "oracle"
+    assert is_oracle.sum() == 6
+    pd.testing.assert_frame_equal(a[~is_oracle], b[~is_oracle])
+    assert not np.allclose(a.loc[is_oracle, "log_loss"], b.loc[is_oracle, "log_loss"])
+
+
+def test_oracle_is_the_true_model_without_task_noise():
+    fam = datasets.synthetic_family(n_tasks=5, n_features=3, seed=2)
+    noiseless = datasets.synthetic_family(n_tasks=5, n_features=3, seed=2, noise=0.0)
+    for t, t0 in zip(fam, noiseless, strict=True):
+        np.testing.assert_allclose(t.oracle_params.vector, t0.true_params.vector)
+        assert not np.allclose(t.oracle_params.vector, t.true_params.vector)
+    proc = datasets.procedure_family(n_tasks=3, seed=0)
+    proc0 = datasets.procedure_family(n_tasks=3, seed=0, noise=0.0)
+    for t, t0 in zip(proc, proc0, strict=True):
+        np.testing.assert_allclose(t.oracle_params.vector, t0.true_params.vector)
+
+
+def test_skill_and_paired_differences_on_a_run(run):
+    from ragim.metrics import paired_differences, skill
+
+    df, _ = run
+    s = evaluate.summarize(df)
+    sk = skill(s).set_index(["metric", "method"])["skill"]
+    # the true model is at least as good as the oracle's limit on average: skill near or above 1
+    assert sk[("log_loss", "true-model")] > 0.5
+    best = min(("pooled", "neighbor-mean"), key=lambda m: s[(s.metric == "log_loss") & (s.method == m) & (s.k_shot == 0)]["mean"].item())
+    assert sk[("log_loss", best)] == pytest.approx(0.0)
+    pdiff = paired_differences(df, ["true-model"], ["pooled"], metrics=["log_loss"])
+    row = pdiff.iloc[0]
+    a = df[(df.method == "true-model") & (df.k_shot == 0)].set_index("task_id")["log_loss"]
+    b = df[(df.method == "pooled") & (df.k_shot == 0)].set_index("task_id")["log_loss"]
+    assert row["mean_diff"] == pytest.approx(float((a - b.loc[a.index]).mean()))
+    assert row["ci_low"] <= row["mean_diff"] <= row["ci_high"] and row["n_tasks"] == 10
+    assert row["wins"] + row["losses"] <= 10
+
+
 # ---------------------------------------------------------------------- outputs
 def test_all_default_methods_with_finite_metrics(run):
     df, preds = run
     assert list(df.columns) == evaluate.COLUMNS
     got = set(zip(df["method"], df["k_shot"], strict=True))
-    zero = {"ragim-attention", "pooled", "nearest-neighbor", "neighbor-mean", "per-task-all", "true-model"}
+    zero = {"ragim-attention", "pooled", "nearest-neighbor", "neighbor-mean", "per-task-all", "true-model", "oracle"}
     assert got == {(m, 0) for m in zero} | {("ragim-attention", 8), ("per-task-k", 8)}
     assert df["task_id"].nunique() == 10
     assert df.groupby(["method", "k_shot"]).size().eq(10).all()

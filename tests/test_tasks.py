@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 from conftest import make_frame
 
+from ragim import datasets
 from ragim.errors import ArtifactError, ValidationError
 from ragim.params import ModelParams
 from ragim.schema import FeatureSchema
@@ -72,6 +73,10 @@ def test_save_load_round_trip(tmp_path):
         pd.testing.assert_frame_equal(a.X.reset_index(drop=True), b.X, check_dtype=False)
         assert np.array_equal(a.y, b.y) and a.metadata == b.metadata and a.description == b.description
     assert again["a"].true_params == t.true_params
+    synthetic = datasets.synthetic_family(n_tasks=4, n_features=2, seed=0)
+    back = TaskCollection.load(TaskCollection(list(synthetic), schema=synthetic.schema).save(tmp_path / "syn"))
+    for a, b in zip(synthetic, back, strict=True):
+        assert b.oracle_params == a.oracle_params and b.true_params == a.true_params
     (path / "tasks.jsonl").write_text("{}\n")
     with pytest.raises(ArtifactError, match="checksum mismatch for 'tasks.jsonl'"):
         TaskCollection.load(path)

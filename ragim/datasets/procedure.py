@@ -292,7 +292,9 @@ class _ProcedureFamily:
         vec[1:] *= 1.0 / np.sqrt(max(1.0, AXIS_DENSITY * p))
         return weight * vec
 
-    def coefficients(self, i: int) -> np.ndarray:
+    def coefficients(self, i: int, *, task_noise: bool = True) -> np.ndarray:
+        """True coefficients of task i; without ``task_noise`` the oracle: the core plus the
+        effects of the code's axes, which its title determines."""
         r = self.records[i]
         keys = (
             _text_key(r["body_system"]),
@@ -304,6 +306,8 @@ class _ProcedureFamily:
         vec = np.concatenate([[INTERCEPT_BASE], self.core])
         for a, key in enumerate(keys):
             vec = vec + self.axis_effect(a, key)
+        if not task_noise:
+            return vec
         rng = np.random.default_rng([self.seed, _TAG_TASK, int(self.code_keys[i]), 1])
         return vec + self.noise * rng.standard_normal(vec.shape[0])
 
@@ -332,7 +336,9 @@ class _ProcedureFamily:
         y = draw_labels(rng, _sigmoid(coef[0] + self.design(raw) @ coef[1:]))
         tp = ModelParams("logistic", self.ref_schema, coef,
                          metadata={"source": "true", "task_id": tid, "code": meta["code"]})
-        return Task(tid, desc, pd.DataFrame(raw, columns=self.schema.names), y, meta, tp)
+        op = ModelParams("logistic", self.ref_schema, self.coefficients(i, task_noise=False),
+                         metadata={"source": "oracle", "task_id": tid, "code": meta["code"]})
+        return Task(tid, desc, pd.DataFrame(raw, columns=self.schema.names), y, meta, tp, op)
 
 
 def procedure_family(

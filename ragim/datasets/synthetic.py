@@ -317,11 +317,13 @@ class _SyntheticFamily:
         rng = np.random.default_rng([self.seed, _TAG_NODE, len(path) - 1, *path])
         return rng.standard_normal(self.nf + 1)
 
-    def coefficients(self, i: int) -> np.ndarray:
-        """[intercept, w_1..w_nf] of task i."""
+    def coefficients(self, i: int, *, task_noise: bool = True) -> np.ndarray:
+        """[intercept, w_1..w_nf] of task i; without ``task_noise``, the oracle: the sum of the
+        effects on the task's path, which its description determines."""
         path = tuple(int(v) for v in self.paths[i])
         z = sum(self.level_scale[d] * self.effect(path[: d + 1]) for d in range(len(path)))
-        z = z + self.noise * np.random.default_rng([self.seed, _TAG_TASK, i, 1]).standard_normal(self.nf + 1)
+        if task_noise:
+            z = z + self.noise * np.random.default_rng([self.seed, _TAG_TASK, i, 1]).standard_normal(self.nf + 1)
         out = self.coef_scale * z
         out[0] = INTERCEPT_BASE + INTERCEPT_SCALE * z[0]
         return out
@@ -366,14 +368,15 @@ class _SyntheticFamily:
             sys_paren=f" ({system} medicine)" if system else "",
         )
 
-    def true_params(self, i: int, task_id: str) -> ModelParams:
-        c = self.coefficients(i)
+    def true_params(self, i: int, task_id: str, *, oracle: bool = False) -> ModelParams:
+        c = self.coefficients(i, task_noise=not oracle)
         if self.missing_rate > 0:  # interleave zero coefficients for the missing indicators
             vec = np.zeros(1 + 2 * self.nf)
             vec[0], vec[1::2] = c[0], c[1:]
         else:
             vec = c
-        return ModelParams("logistic", self.schema, vec, metadata={"source": "true", "task_id": task_id})
+        return ModelParams("logistic", self.schema, vec,
+                           metadata={"source": "oracle" if oracle else "true", "task_id": task_id})
 
     def make(self, i: int) -> Task:
         tid, desc, meta = self.info(i)
@@ -385,7 +388,8 @@ class _SyntheticFamily:
             X[rng.random((n, self.nf)) < self.missing_rate] = np.nan
         design = np.where(np.isnan(X), 0.0, X)  # median imputation in design space; indicator coef 0
         y = draw_labels(rng, _sigmoid(c[0] + design @ c[1:]))
-        return Task(tid, desc, pd.DataFrame(X, columns=self.names), y, meta, self.true_params(i, tid))
+        return Task(tid, desc, pd.DataFrame(X, columns=self.names), y, meta, self.true_params(i, tid),
+                    self.true_params(i, tid, oracle=True))
 
 
 def synthetic_family(
@@ -427,7 +431,9 @@ def synthetic_family(
     -------
     A lazy :class:`TaskCollection` named "synthetic" over an identity-fitted schema.
     True coefficients: ``intercept = -0.5 + 0.5 * z_0`` and ``w = 1.5 / sqrt(n_features) * z``
-    with ``z = sum_l level_scale[l] * effect(node_l) + noise * eps``; labels are
+    with ``z = sum_l level_scale[l] * effect(node_l) + noise * eps``; each task's
+    ``oracle_params`` are the same without ``noise * eps`` (what its path, and so its
+    description, determines: the limit of a zero-shot method); labels are
     Bernoulli(sigmoid(intercept + X_imputed @ w)), redrawn a few times while a task is
     single-class (tiny tasks can still be single-class). Metadata: one field per level,
     ``group`` (the disease), ``path``, ``n_rows``, ``source="synthetic"``, ``index``.
