@@ -100,7 +100,7 @@ COLLECTION_CASES = [
      ["column 'adm' holds dates", "derive a number such as days from admission"]),
     ("duration-column", lambda: collection(Task("t", "d", frame(los=pd.to_timedelta(np.arange(N), unit="h")), Y)),
      ["column 'los' holds durations", ".dt.total_seconds() / 86400"]),
-    ("iso-date-text-column", lambda: collection(Task("t", "d", frame(adm=["2024-01-0%d" % (i % 9 + 1) for i in range(N)]), Y)),
+    ("iso-date-text-column", lambda: collection(Task("t", "d", frame(adm=[f"2024-01-0{i % 9 + 1}" for i in range(N)]), Y)),
      "column 'adm' holds dates"),
     ("numbers-in-one-task-text-in-another",
      lambda: collection(Task("a", "d", frame(g=np.arange(N) % 3), Y), Task("b", "d", frame(g=["lo", "hi"] * (N // 2)), Y)),
