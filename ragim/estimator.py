@@ -49,45 +49,13 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ragim.canonical import canonical_level
 from ragim.errors import ValidationError
 from ragim.models.base import check_binary_targets, json_label
+from ragim.models.map import map_logistic, newton_map
 from ragim.params import ModelParams, design_matrix
 from ragim.schema import FeatureSchema
 from ragim.tasks import binary_outcome
 
 LAMBDA_GRID = np.logspace(-2, 3, 21)
 RECAL_SCALES = (0.1, 0.25, 0.5, 1.0, 2.0)
-
-
-def map_logistic(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, lam: float, intercept_ratio: float = 0.1,
-                 max_iter: int = 100, tol: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
-    """Newton's method for the MAP logistic regression above; returns (theta, Hessian).
-
-    Examples
-    --------
-    >>> D = np.array([[0.0], [1.0], [2.0], [3.0]]); y = np.array([0, 0, 1, 1])
-    >>> theta, H = map_logistic(D, y, np.zeros(2), lam=1.0)
-    >>> bool(theta[1] > 0)
-    True
-    """
-    n, d = D.shape
-    A = np.hstack([np.ones((n, 1)), D])
-    prec = np.full(d + 1, float(lam))
-    prec[0] = lam * intercept_ratio
-    return _newton_map(A, y, theta0.astype(float), prec, max_iter, tol)
-
-
-def _newton_map(A, y, mu, prec, max_iter=100, tol=1e-10):
-    """Newton's method for ``sum logloss(y, A w) + 1/2 sum prec (w - mu)^2``; returns (w, Hessian)."""
-    w = mu.copy()
-    for _ in range(max_iter):
-        p = expit(A @ w)
-        grad = A.T @ (p - y) + prec * (w - mu)
-        H = (A * (p * (1 - p))[:, None]).T @ A + np.diag(prec)
-        step = np.linalg.solve(H, grad)
-        w = w - step
-        if np.max(np.abs(step)) < tol:
-            break
-    p = expit(A @ w)
-    return w, (A * (p * (1 - p))[:, None]).T @ A + np.diag(prec)
 
 
 def recalibrate(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, *, intercept_sd: float | None = None,
@@ -115,7 +83,7 @@ def recalibrate(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, *, intercept_s
     best = None
     for a_sd, b_sd in scales:
         prec = np.array([1 / a_sd**2, 1 / b_sd**2])
-        w, H = _newton_map(A, y, mu, prec)
+        w, H = newton_map(A, y, mu, prec)
         z = A @ w
         ev = (float(np.sum(y * z - np.logaddexp(0, z))) - 0.5 * float(np.sum(prec * (w - mu) ** 2))
               + 0.5 * float(np.sum(np.log(prec))) - 0.5 * np.linalg.slogdet(H)[1])

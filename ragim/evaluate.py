@@ -98,8 +98,8 @@ from ragim.params import ModelParams, design_matrix
 from ragim.tasks import Task, TaskCollection, patient_id_set
 
 PROTOCOLS = ("leave-task-out", "leave-group-out")
-DEFAULT_METHODS = ("ragim-attention", "pooled", "nearest-neighbor", "neighbor-mean", "per-task-k",
-                   "per-task-all", "true-model", "oracle")
+DEFAULT_METHODS = ("ragim-statistical", "ragim-attention", "pooled", "nearest-neighbor", "neighbor-mean",
+                   "per-task-k", "per-task-all", "true-model", "oracle")
 COLUMNS = ["dataset", "protocol", "fold", "task_id", "n_rows", "size_group", "method", "k_shot",
            *METRICS, "n_support", "n_test", "n_index", "status"]
 #: errors that mark one method as failed on a fold or target (metrics NaN, ``status`` says why)
@@ -289,8 +289,34 @@ def assert_leak_free(index, targets: TaskCollection | Sequence[Task], *, group: 
 def _attention_setup(fctx: FoldContext) -> None:
     from ragim.generate.attention import AttentionGenerator
 
-    cfg = {"k": fctx.k_neighbors, "seed": fctx.seed, **fctx.generator_config}
+    own = {k: v for k, v in fctx.generator_config.items() if k != "statistical"}
+    cfg = {"k": fctx.k_neighbors, "seed": fctx.seed, **own}
     fctx.cache["attention"] = AttentionGenerator(**cfg).fit(fctx.index, progress=False)
+
+
+def _statistical_setup(fctx: FoldContext) -> None:
+    from ragim.generate.statistical import StatisticalGenerator
+
+    cfg = {"seed": fctx.seed, **fctx.generator_config.get("statistical", {})}
+    gen = fctx.cache["statistical"] = StatisticalGenerator(**cfg).fit(fctx.index, progress=False)
+    weights = ", ".join(f"{c} {w:.2f}" for c, w in gen.stack_["weights"].items())
+    held = ", ".join(f"{c} {v:.3f}" for c, v in gen.cv_["candidates"].items())
+    fctx.notes.append(f"ragim-statistical fold {fctx.fold}: stack {weights}, shift {gen.stack_['intercept']:+.2f} "
+                      f"(held-out log-loss in the index: {held}, stack {gen.cv_['stack']:.3f}; "
+                      f"{gen.cv_['n_tasks']} tasks); {gen.train_seconds_:.0f} s")
+
+
+def _generator_predict(ctx: TargetContext, name: str) -> np.ndarray:
+    from ragim.estimator import ZeroShotClassifier
+
+    gen, index = ctx.fold.cache[name], ctx.fold.index
+    if ctx.k_shot == 0:
+        params = gen.generate_params(ctx.task.description, index, k=ctx.fold.k_neighbors, exclude=ctx.exclude,
+                                     uncertainty=False)
+        return params_proba(params, ctx.X_test)
+    clf = ZeroShotClassifier(index=index, generator=gen, description=ctx.task.description, k=ctx.fold.k_neighbors,
+                             exclude=ctx.exclude).fit(ctx.X_k, ctx.y_k)
+    return clf.predict_proba(ctx.X_test)[:, 1]
 
 
 def _attention_predict(ctx: TargetContext) -> np.ndarray:
@@ -415,6 +441,8 @@ def _contextualized_predict(ctx: TargetContext) -> np.ndarray | None:
     return p.reshape(len(X), -1)[:, -1]
 
 
+register_method("ragim-statistical", lambda c: _generator_predict(c, "statistical"), shots="both",
+                setup=_statistical_setup, default=True)
 register_method("ragim-attention", _attention_predict, shots="both", setup=_attention_setup, default=True)
 register_method("pooled", lambda c: c.fold.cache["pooled"].predict_proba(c.X_test)[:, 1], setup=_pooled_setup,
                 default=True)

@@ -107,7 +107,8 @@ def leak_free(target: Task | Record, *, group: str | None = None) -> Callable[[R
     return lambda rec: any(p(rec) for p in preds)
 
 
-def _as_predicate(exclude: Exclude) -> Callable[[Record], bool] | None:
+def as_predicate(exclude: Exclude) -> Callable[[Record], bool] | None:
+    """``exclude`` (None, task ids, one id, or a predicate over records) as a predicate or None."""
     if exclude is None:
         return None
     if callable(exclude):
@@ -297,7 +298,7 @@ class TaskIndex:
         >>> p.metadata["source"], p.metadata["n_tasks"]
         ('population', 5)
         """
-        pred = _as_predicate(exclude)
+        pred = as_predicate(exclude)
         rows, weights = [], []
         for row, rec in enumerate(self._records):
             if rec is None or (pred is not None and pred(rec)):
@@ -354,7 +355,7 @@ class TaskIndex:
     def search_vectors(self, vectors: np.ndarray, k: int = 5, *, exclude=None, single: bool = False):
         """Like :meth:`search` with precomputed query vectors."""
         n = len(vectors)
-        preds = [_as_predicate(e) for e in per_query_excludes(exclude, n)]
+        preds = [as_predicate(e) for e in per_query_excludes(exclude, n)]
         records = self._records
         skip = None
         if any(p is not None for p in preds):

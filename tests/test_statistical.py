@@ -1,0 +1,183 @@
+"""StatisticalGenerator: noise-aware meta-regression, stacking inside the index, intervals."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from ragim import TaskIndex, datasets
+from ragim.errors import ArtifactError, ValidationError
+from ragim.generate import GENERATORS
+from ragim.generate.meta_regression import KernelRegression, ngram_relevance
+from ragim.generate.statistical import StatisticalConfig, StatisticalGenerator
+
+
+@pytest.fixture(scope="module")
+def family():
+    return datasets.synthetic_family(n_tasks=160, n_features=4, seed=5, rows=(40, 300))
+
+
+@pytest.fixture(scope="module")
+def split(family):
+    return family.take(range(120)), family.take(range(120, 160))
+
+
+@pytest.fixture(scope="module")
+def index(split):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return TaskIndex.build(split[0], embedder="hashing", progress=False)
+
+
+@pytest.fixture(scope="module")
+def gen(index):
+    return StatisticalGenerator().fit(index, progress=False)
+
+
+# ------------------------------------------------------------------ the meta-regression's limits
+def test_infinitely_noisy_tasks_leave_the_pooled_model():
+    rng = np.random.default_rng(0)
+    K = np.eye(6) + 0.5
+    Y = rng.normal(size=(6, 3))
+    gp = KernelRegression(K, Y, np.full((6, 3), 1e9), nugget=0.0)
+    np.testing.assert_allclose(gp.mean(K[:2] * 0.7), 0.0, atol=1e-7)  # no deviation from pooled
+    var = gp.variance(K[:2], np.full(2, 1.5))
+    np.testing.assert_allclose(var, 1.5, rtol=1e-6)  # and the prior's full uncertainty
+
+
+def test_an_exact_identical_task_is_reproduced():
+    rng = np.random.default_rng(1)
+    K = np.eye(5) * 0.5 + 0.5
+    Y = rng.normal(size=(5, 2))
+    V = np.full((5, 2), 0.3)
+    V[2] = 0.0  # task 2 is known exactly
+    gp = KernelRegression(K, Y, V, nugget=0.0)
+    np.testing.assert_allclose(gp.mean(K[2:3]), Y[2:3], atol=1e-8)
+    assert gp.variance(K[2:3], np.array([K[2, 2]]))[0] < 1e-8
+
+
+def test_generator_falls_back_to_pooled_when_tasks_say_nothing(index, monkeypatch):
+    import ragim.generate.statistical as st
+
+    real = st.task_summaries
+
+    def noisy(*args, **kwargs):
+        s = real(*args, **kwargs)
+        s.var[:] = 1e6
+        return s
+
+    monkeypatch.setattr(st, "task_summaries", noisy)
+    g = StatisticalGenerator(candidates=("text", "neighbors")).fit(index, progress=False)
+    p = g.generate_params("Predict a fatal outcome within 28 days in adults with chronic endocarditis.")
+    # every candidate is the pooled model; the stack may only recalibrate it (a shift and a scale)
+    a, w = g.stack_["intercept"], sum(g.stack_["weights"].values())
+    np.testing.assert_allclose(p.vector[1:], w * g.pooled_[1:], atol=1e-6)
+    assert p.vector[0] == pytest.approx(a + w * g.pooled_[0], abs=1e-6)
+
+
+def test_ngram_relevance_finds_the_words_that_carry_the_effect():
+    rng = np.random.default_rng(3)
+    n = 120
+    Phi = (rng.random((n, 6)) < 0.3).astype(float)
+    effect = np.array([2.0, 0, 0, -1.5, 0, 0])
+    Y = (Phi @ effect)[:, None] + rng.normal(0, 0.1, (n, 1))
+    tau, nugget = ngram_relevance(Phi, Y, np.full((n, 1), 0.01))
+    assert tau[0] > 1.0 and tau[3] > 0.5
+    assert max(tau[[1, 2, 4, 5]]) < 0.05 and nugget < 0.05
+
+
+# ------------------------------------------------------------------ the generator
+def test_registered_and_generates_with_provenance_and_intervals(gen, split):
+    assert GENERATORS["statistical"] is StatisticalGenerator
+    target = split[1][0]
+    p = gen.generate_params(target.description)
+    assert p.metadata["generator"] == "statistical" and p.std is not None and np.all(p.std > 0)
+    prov = p.metadata["provenance"]
+    assert 0 < len(prov) <= 10 and sum(r["weight"] for r in prov) <= 1 + 1e-9
+    assert all(r["task_id"] in gen.index_ for r in prov)
+    assert set(p.metadata["stack"]) <= {"pooled", "text", "neighbors"}
+    model = gen.generate(target.description)
+    assert model.predict_proba(target.X).shape == (target.n_rows, 2)
+    batch = gen.generate_params([target.description, split[1][1].description])
+    np.testing.assert_allclose(batch[0].vector, p.vector)
+
+
+def test_stack_weights_come_from_validation_inside_the_index(gen, index):
+    assert gen.cv_["n_tasks"] == len(index)
+    assert gen.cv_["stack"] <= min(gen.cv_["candidates"].values()) + 1e-9
+    assert all(w >= 0 for w in gen.stack_["weights"].values())
+
+
+def test_targets_outside_the_index_cannot_move_the_stack(index, split):
+    """Fitting sees only the index: the held-out tasks' labels change nothing."""
+    a = StatisticalGenerator(cv_folds=3).fit(index, progress=False)
+    b = StatisticalGenerator(cv_folds=3).fit(index, progress=False)
+    assert a.stack_ == b.stack_ and a.cv_ == b.cv_
+    p_a = a.generate_params(split[1][0].description)
+    np.testing.assert_allclose(p_a.vector, b.generate_params(split[1][0].description).vector)
+
+
+def test_coefficient_intervals_cover_the_truth_at_their_nominal_rate(gen, index, split):
+    """90% intervals of the generated slopes against the true slopes of 40 held-out tasks."""
+    z = norm.ppf(0.95)
+    hits = []
+    for t in split[1]:
+        p = gen.generate_params(t.description)
+        scale = np.array([index.schema.scales_[n] for n in index.schema.names])
+        true_slopes = t.true_params.vector[1:] * scale  # the index standardises each feature
+        lo, hi = p.vector[1:] - z * p.std[1:], p.vector[1:] + z * p.std[1:]
+        hits.extend((lo <= true_slopes) & (true_slopes <= hi))
+    coverage = float(np.mean(hits))
+    assert 0.75 <= coverage <= 0.99, coverage
+
+
+def test_exclusions_refit_without_the_excluded_tasks(gen, index):
+    ids = index.ids
+    dropped = ids[:5]
+    desc = index.record(ids[0])["description"]
+    with_ex = gen.generate_params(desc, exclude=dropped)
+    assert with_ex.metadata["excluded_from_fit"] == 5
+    assert not {r["task_id"] for r in with_ex.metadata["provenance"]} & set(dropped)
+    plain = gen.generate_params(desc)
+    assert not np.allclose(with_ex.vector, plain.vector)
+    # the same exclusion as a predicate gives the same model
+    pred = gen.generate_params(desc, exclude=lambda rec: rec["task_id"] in set(dropped))
+    np.testing.assert_allclose(pred.vector, with_ex.vector)
+
+
+def test_save_load_round_trip_and_damage(gen, index, tmp_path, split):
+    path = gen.save(tmp_path / "g")
+    back = StatisticalGenerator.load(path)
+    q = split[1][2].description
+    a, b = gen.generate_params(q), back.generate_params(q, index=index)
+    np.testing.assert_allclose(b.vector, a.vector, atol=1e-10)
+    np.testing.assert_allclose(b.std, a.std, atol=1e-10)
+    assert back.stack_ == gen.stack_
+    (path / "arrays.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ArtifactError, match="checksum mismatch"):
+        StatisticalGenerator.load(path)
+
+
+def test_bad_configuration_and_misuse(index):
+    with pytest.raises(ValidationError, match="candidates must be a non-empty subset"):
+        StatisticalConfig(candidates=("magic",))
+    with pytest.raises(ValidationError, match="cv_folds must be at least 2"):
+        StatisticalConfig(cv_folds=1)
+    with pytest.raises(ValidationError, match="prior_sd must be a positive number"):
+        StatisticalConfig(prior_sd=0)
+    with pytest.raises(ValidationError, match="not fitted"):
+        StatisticalGenerator().generate_params("x", index)
+    bare = TaskIndex.build(datasets.synthetic_family(n_tasks=6, n_features=2, seed=0), embedder="hashing",
+                           progress=False, keep_tasks=False)
+    with pytest.raises(ValidationError, match="holds no task rows"):
+        StatisticalGenerator().fit(bare, progress=False)
+
+
+def test_an_index_of_another_layout_is_refused(gen):
+    other = TaskIndex.build(datasets.synthetic_family(n_tasks=8, n_features=2, seed=0), embedder="hashing",
+                            progress=False)
+    with pytest.raises(ValidationError, match="does not match the generator"):
+        gen.generate_params("x", other)
