@@ -55,6 +55,9 @@ class Feature:
     description : free text, shown in prompts.
     categories : the levels of a categorical feature; learned at fit time when empty.
     allow_missing : whether NaN is acceptable in this column.
+    label : a human name for tables, plots and reports ("Chest-pain type"); default: ``name``.
+    levels : human labels of a binary or categorical feature's values, value -> label
+        (``{0: "female", 1: "male"}``); values without a label are shown as they are.
     """
 
     name: str
@@ -63,6 +66,8 @@ class Feature:
     description: str = ""
     categories: tuple[str, ...] = ()
     allow_missing: bool = True
+    label: str = ""
+    levels: dict[str, str] = field(default_factory=dict, hash=False)
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.strip():
@@ -72,6 +77,23 @@ class Feature:
                 f"feature {self.name!r} has unknown type {self.type!r}; use one of {list(_TYPES)}"
             )
         object.__setattr__(self, "categories", tuple(str(c) for c in self.categories))
+        if not isinstance(self.label, str):
+            raise ValidationError(f"feature {self.name!r}: label must be text, got {self.label!r}")
+        object.__setattr__(self, "levels", _check_levels(self.name, self.type, self.levels))
+
+    @property
+    def display_name(self) -> str:
+        """``label``, or ``name`` when no label is given."""
+        return self.label or self.name
+
+    def level_label(self, value: Any) -> str:
+        """The human label of one value (``levels``), or the value as text.
+
+        >>> Feature("sex", "binary", levels={0: "female", 1: "male"}).level_label(1.0)
+        'male'
+        """
+        key = level_key(value)
+        return self.levels.get(key, key)
 
 
 @dataclass(frozen=True)
@@ -443,7 +465,7 @@ class FeatureSchema:
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
         d = {
-            "features": [asdict(f) | {"categories": list(f.categories)} for f in self.features],
+            "features": [_feature_dict(f) for f in self.features],
             "n_bins": self.n_bins,
         }
         if self.is_fitted:
@@ -540,12 +562,56 @@ class FeatureSchema:
         """One row per feature: type, unit, missing indicator, categories or bins."""
         rows = []
         for f in self.features:
-            row = {"feature": f.name, "type": f.type, "unit": f.unit, "description": f.description}
+            row = {"feature": f.name, "type": f.type, "unit": f.unit, "description": f.description,
+                   "label": f.display_name}
             if self.is_fitted:
                 row["missing_indicator"] = f.name in self.missing_
                 row["n_bins"] = len(self.bin_labels(f.name))
             rows.append(row)
         return pd.DataFrame(rows)
+
+
+def level_key(value: Any) -> str:
+    """The text key of a value in ``Feature.levels``: integral numbers lose their ".0"
+    (``1.0`` -> ``"1"``, ``True`` -> ``"1"``); anything else is ``str(value)``.
+
+    >>> level_key(0.0), level_key(True), level_key("flat")
+    ('0', '1', 'flat')
+    """
+    if isinstance(value, bool | np.bool_):
+        return str(int(value))
+    if isinstance(value, int | float | np.integer | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _check_levels(name: str, ftype: str, levels: Any) -> dict[str, str]:
+    if levels is None:
+        return {}
+    if not isinstance(levels, Mapping):
+        raise ValidationError(f"feature {name!r}: levels must map values to labels, got {type(levels).__name__}")
+    if levels and ftype == "continuous":
+        raise ValidationError(f"feature {name!r} is continuous; level labels are only for binary or "
+                              "categorical features")
+    out = {}
+    for k, v in levels.items():
+        if not isinstance(v, str) or not v.strip():
+            raise ValidationError(f"feature {name!r}: the label of level {k!r} must be non-empty text, got {v!r}")
+        out[level_key(k)] = v
+    if ftype == "binary" and not set(out) <= {"0", "1"}:
+        raise ValidationError(f"binary feature {name!r} has level labels for {sorted(set(out) - {'0', '1'})}; "
+                              "a binary feature's values are 0 and 1")
+    return out
+
+
+def _feature_dict(f: Feature) -> dict[str, Any]:
+    """A feature as JSON; ``label`` and ``levels`` only when set, so schemas saved before they
+    existed keep their exact JSON (and fingerprint)."""
+    d = asdict(f) | {"categories": list(f.categories)}
+    for key in ("label", "levels"):
+        if not d[key]:
+            del d[key]
+    return d
 
 
 def _check_text_column(name: str, s: pd.Series) -> None:

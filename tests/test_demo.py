@@ -13,7 +13,7 @@ def test_demo_writes_report_with_finite_scores(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--fast", "--embedder", "hashing", "--out", str(out), "--json"],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    res = json.loads(result.output)
+    res = json.loads(result.stdout)
     for name in ("coefficients.png", "provenance.png", "calibration.png", "waterfall.png", "report.md",
                  "report.html", "result.json"):
         assert (out / name).is_file() and (out / name).stat().st_size > 200, name
