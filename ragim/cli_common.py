@@ -137,18 +137,22 @@ def console():
 def print_table(rows: Sequence[Sequence[Any]], columns: Sequence[str | tuple[str, str]], *,
                 title: str | None = None, caption: str | None = None, no_wrap: Sequence[str] = ()) -> None:
     """A rich table; ``columns`` are names, or (name, "right"/"left") for the alignment; the
-    columns named in ``no_wrap`` are never wrapped (the others wrap to fit the width)."""
+    columns named in ``no_wrap`` are never wrapped (the others wrap to fit the width). The
+    title is a line above the table and the caption a line below, each whole."""
     from rich import box
     from rich.table import Table
 
-    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, title_justify="left",
-                  caption_justify="left", show_edge=False, pad_edge=False)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for c in columns:
         name, justify = (c, "left") if isinstance(c, str) else c
         table.add_column(name, justify=justify, overflow="fold", no_wrap=name in no_wrap)
     for r in rows:
         table.add_row(*[str(v) for v in r])
+    if title:
+        typer.echo(title)
     console().print(table)
+    if caption:
+        typer.echo(caption)
 
 
 def fmt(v: Any, spec: str = ".3g") -> str:
