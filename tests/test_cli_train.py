@@ -113,3 +113,24 @@ def test_text_output_and_errors(root, sft, tmp_path):
     assert r.exit_code == 2 and "--max-steps must be positive" in _flat(r.output)
     r = runner.invoke(app, ["generate", "Predict.", "--index", str(root / "index"), "--rerank", "logprob"])
     assert r.exit_code == 2 and "need --generator" in _flat(r.output)
+
+
+def test_training_progress_keeps_stdout_clean(root, capsys, monkeypatch):
+    """With progress on (a terminal), the trainer's bar goes to stderr and its per-step log dicts
+    go nowhere; stdout stays for ragim's own summary. The logs are still in ``history_``."""
+    from ragim.train.sft import train_sft
+
+    gen = train_sft(TaskIndex.load(root / "index"), base_model="tiny", max_steps=2, batch_size=2, k=2,
+                    val_fraction=0, progress=True, device="cpu")
+    out = capsys.readouterr()
+    assert "loss" not in out.out and "{" not in out.out, out.out
+    assert "2/2" in out.err  # the progress bar
+    assert any("loss" in h for h in gen.history_)
+
+
+def test_train_sft_text_summary_is_readable(root, tmp_path):
+    result = runner.invoke(app, ["train", "sft", "--index", str(root / "index"), "--out", str(tmp_path / "s"),
+                                 "--base-model", "tiny", "--max-steps", "1", "--batch-size", "2", "--k", "1",
+                                 "--val-fraction", "0"])
+    assert result.exit_code == 0, result.output
+    assert "{" not in result.stdout and "train loss" in result.stdout and "n trainable params" in result.stdout
