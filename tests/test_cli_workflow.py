@@ -371,3 +371,35 @@ def test_a_multi_problem_error_is_one_line(root, tmp_path, monkeypatch, capsys):
                               monkeypatch, capsys)
     assert code == 2 and err.count("\n") == 1
     assert "'trestbps' (continuous) has non-numeric" in err and "; column 'chol' (continuous)" in err
+
+
+def test_the_console_script_prints_no_library_progress_off_a_terminal(tmp_path):
+    """No "Loading weights" bar from the embedder when stderr is not a terminal."""
+    import subprocess
+    from pathlib import Path
+
+    prebuilt = Path(__file__).resolve().parents[1] / "indices" / "heart-disease"
+    proc = subprocess.run([sys.executable, "-m", "ragim.cli", "index", "search", str(prebuilt),
+                           "coronary disease in women at a Swiss clinic", "-k", "2"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-1000:]
+    assert "score" in proc.stdout and "task_id" in proc.stdout
+
+
+def test_outcome_and_patient_id_options_name_a_task_folders_columns(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "tasks"
+    (folder / "data").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        pd.DataFrame({"lactate": rng.normal(2, 1, 40), "dead": (rng.random(40) < 0.4).astype(int),
+                      "mrn": np.arange(40) + 100 * i}).to_csv(folder / "data" / f"t{i}.csv", index=False)
+    pd.DataFrame({"task_id": ["t0", "t1", "t2"], "description": ["sepsis a", "sepsis b", "sepsis c"]}).to_csv(
+        folder / "descriptions.csv", index=False)
+    code, out, err = run_main(["index", "build", "--dataset", folder, "--embedder", "hashing", "--out", tmp_path / "x"],
+                              monkeypatch, capsys)
+    assert code == 2 and "has no outcome column 'y'" in err
+    out = _json("index", "build", "--dataset", folder, "--outcome", "dead", "--patient-id", "mrn", "--embedder",
+                "hashing", "--out", tmp_path / "i")
+    assert out["n_tasks"] == 3
+    index = TaskIndex.load(tmp_path / "i")
+    assert index.schema.names == ["lactate"] and index.tasks["t1"].metadata["patient_ids"][:2] == [100, 101]
