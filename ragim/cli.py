@@ -76,15 +76,26 @@ def root(
 # ---------------------------------------------------------------------- index
 @index_app.command("build")
 def index_build(
-    dataset: Annotated[str, typer.Option(help="heart-disease | synthetic | procedure | DIR")] = "heart-disease",
-    out: Annotated[Path, typer.Option(help="where to save the index")] = Path("indices/heart-disease"),
+    dataset: Annotated[
+        str, typer.Option(help="heart-disease | synthetic | procedure | DIR")
+    ] = "heart-disease",
+    out: Annotated[Path, typer.Option(help="where to save the index")] = Path(
+        "indices/heart-disease"
+    ),
     model: Annotated[str, typer.Option(help="logistic | gam")] = "logistic",
-    embedder: Annotated[str, typer.Option(help="minilm | hashing | a local sentence-transformers folder")] = "minilm",
+    embedder: Annotated[
+        str, typer.Option(help="minilm | hashing | a local sentence-transformers folder")
+    ] = "minilm",
     index: Annotated[str, typer.Option(help="auto | Flat | a FAISS factory string")] = "auto",
     n_tasks: Annotated[int | None, typer.Option(help="family size for synthetic/procedure")] = None,
-    exclude: Annotated[list[str] | None, typer.Option(
-        help="leave out the tasks whose metadata KEY equals VALUE, e.g. site=Switzerland (repeatable; "
-             "recorded in the index's config.json)")] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="leave out the tasks whose metadata KEY equals VALUE, e.g. site=Switzerland "
+            "(repeatable; "
+            "recorded in the index's config.json)"
+        ),
+    ] = None,
     outcome: Outcome = None,
     patient_id: PatientId = None,
     seed: int = 0,
@@ -96,7 +107,9 @@ def index_build(
 
     progress = setup(as_json, quiet)
     exclusions = parse_exclusions(exclude or [])
-    tasks = load_dataset(dataset, n_tasks=n_tasks, seed=seed, outcome=outcome, patient_id=patient_id)
+    tasks = load_dataset(
+        dataset, n_tasks=n_tasks, seed=seed, outcome=outcome, patient_id=patient_id
+    )
     n_excluded = 0
     if exclusions:
         tasks, n_excluded = exclude_tasks(tasks, exclusions)
@@ -106,8 +119,10 @@ def index_build(
     skipped = getattr(idx, "skipped", {})
     if skipped:
         names = ", ".join(list(skipped)[:3]) + (" ..." if len(skipped) > 3 else "")
-        warn(f"{len(skipped)} task(s) could not be fitted and are not in the index ({names}); "
-             "--json lists the reasons")
+        warn(
+            f"{len(skipped)} task(s) could not be fitted and are not in the index ({names}); "
+            "--json lists the reasons"
+        )
     idx.config.excluded = exclusions
     idx.save(out)
     summary = {"path": str(out), "n_tasks": len(idx), "model": model, "faiss": idx.config.factory,
@@ -137,8 +152,11 @@ def index_search(
     if as_json:
         echo_json([{k_: v for k_, v in h.to_dict().items() if k_ != "params"} for h in hits])
         return
-    print_table([(f"{h.score:.3f}", h.task_id, short(h.description, 160)) for h in hits],
-                [("score", "right"), "task_id", "description"], caption="most similar first (cosine similarity)")
+    print_table(
+        [(f"{h.score:.3f}", h.task_id, short(h.description, 160)) for h in hits],
+        [("score", "right"), "task_id", "description"],
+        caption="most similar first (cosine similarity)",
+    )
 
 
 def _load_generator(path: Path):
@@ -180,13 +198,20 @@ def train_attention(
     if as_json:
         echo_json(summary)
         return
-    stopped = " (stopped early: the validation loss stopped improving)" if len(gen.history_) < max_epochs else ""
-    typer.echo(f"saved the attention generator to {out}\n"
-               f"  trained on   {len(index)} tasks, {k} neighbours each\n"
-               f"  epochs       {len(gen.history_)} of at most {max_epochs}{stopped}\n"
-               f"  validation   loss {gen.initial_val_loss_:.4f} before training -> {gen.best_val_loss_:.4f} best "
-               "(log-loss per row on held-out tasks)\n"
-               f"  time         {gen.train_seconds_:.1f} s")
+    stopped = (
+        " (stopped early: the validation loss stopped improving)"
+        if len(gen.history_) < max_epochs
+        else ""
+    )
+    typer.echo(
+        f"saved the attention generator to {out}\n"
+        f"  trained on   {len(index)} tasks, {k} neighbours each\n"
+        f"  epochs       {len(gen.history_)} of at most {max_epochs}{stopped}\n"
+        f"  validation   loss {gen.initial_val_loss_:.4f} before training -> "
+        f"{gen.best_val_loss_:.4f} best "
+        "(log-loss per row on held-out tasks)\n"
+        f"  time         {gen.train_seconds_:.1f} s"
+    )
 
 
 def _history_last(history: list[dict], key: str, stage: str | None = None):
@@ -203,7 +228,10 @@ def _summary_out(summary: dict, as_json: bool, text: str) -> None:
         echo_json(summary)
         return
     width = max(len(k) for k in summary)
-    typer.echo(f"{text}\n" + "\n".join(f"  {k.replace('_', ' '):<{width}}  {_plain(v)}" for k, v in summary.items()))
+    typer.echo(
+        f"{text}\n"
+        + "\n".join(f"  {k.replace('_', ' '):<{width}}  {_plain(v)}" for k, v in summary.items())
+    )
 
 
 def _plain(v) -> str:
@@ -269,11 +297,13 @@ def train_sft_cmd(
     from ragim.train.sft import train_sft
 
     check_k(k, "--k")
-    check_positive(max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate, lora_r=lora_r)
+    check_positive(max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
+                   lora_r=lora_r)
     index = TaskIndex.load(index_path)
     t0 = time.perf_counter()
     gen = train_sft(index, base_model=base_model, max_steps=max_steps, batch_size=batch_size,
-                    learning_rate=learning_rate, k=k, val_fraction=val_fraction, seed=seed, progress=progress,
+                    learning_rate=learning_rate, k=k, val_fraction=val_fraction, seed=seed,
+                    progress=progress,
                     generator_config={"lora_r": lora_r, "lora_alpha": 2 * lora_r, "seed": seed,
                                       "population": population})
     gen.save(out)
@@ -407,7 +437,8 @@ def train_grpo_cmd(
     from ragim.rewards import RewardConfig
     from ragim.train.rl import train_grpo
 
-    check_positive(max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate, temperature=temperature)
+    check_positive(max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
+                   temperature=temperature)
     config = RewardConfig(weights=_reward_weights(rewards))
     gen, index = _load_lm(generator_path), TaskIndex.load(index_path)
     t0 = time.perf_counter()
@@ -429,16 +460,35 @@ def train_grpo_cmd(
 def generate(
     description: Annotated[str, typer.Argument(help="the new task's clinical description")],
     index_path: Annotated[Path, typer.Option("--index", help="a saved index")],
-    generator_path: Annotated[Path | None, typer.Option("--generator", help="a saved generator (default: neighbour mean)")] = None,
+    generator_path: Annotated[
+        Path | None, typer.Option("--generator", help="a saved generator (default: neighbour mean)")
+    ] = None,
     k: Annotated[int | None, typer.Option("-k", help="neighbours")] = None,
-    save: Annotated[Path | None, typer.Option(help="save the generated parameters as an artifact")] = None,
-    outcome_name: Annotated[str | None, typer.Option(
-        "--outcome-name", help="what the model predicts, in words (\"coronary artery disease\"); saved with the "
-                               "model and shown in its tables and plots")] = None,
+    save: Annotated[
+        Path | None, typer.Option(help="save the generated parameters as an artifact")
+    ] = None,
+    outcome_name: Annotated[
+        str | None,
+        typer.Option(
+            "--outcome-name",
+            help='what the model predicts, in words ("coronary artery disease"); saved with the '
+            "model and shown in its tables and plots",
+        ),
+    ] = None,
     top: Annotated[int | None, typer.Option(help="show only the largest TOP terms")] = None,
-    rerank: Annotated[str | None, typer.Option(help="LM generator only: logprob | reward_model (best-of-n)")] = None,
-    reward_model: Annotated[Path | None, typer.Option("--reward-model", help="a saved reward model (with --rerank reward_model)")] = None,
-    num_candidates: Annotated[int | None, typer.Option("-n", "--num-candidates", help="candidates to rerank (default 8 with a reward model)")] = None,
+    rerank: Annotated[
+        str | None, typer.Option(help="LM generator only: logprob | reward_model (best-of-n)")
+    ] = None,
+    reward_model: Annotated[
+        Path | None,
+        typer.Option("--reward-model", help="a saved reward model (with --rerank reward_model)"),
+    ] = None,
+    num_candidates: Annotated[
+        int | None,
+        typer.Option(
+            "-n", "--num-candidates", help="candidates to rerank (default 8 with a reward model)"
+        ),
+    ] = None,
     as_json: AsJson = False,
 ):
     """Generate an interpretable model for a task description (zero-shot)."""
@@ -487,14 +537,26 @@ def generate(
 @app.command("explain")
 def explain(
     params_path: Annotated[Path, typer.Argument(help="saved parameters (ragim generate --save)")],
-    rows: Annotated[Path | None, typer.Option(help="a CSV of patients; explains one of them")] = None,
+    rows: Annotated[
+        Path | None, typer.Option(help="a CSV of patients; explains one of them")
+    ] = None,
     row: Annotated[int, typer.Option(help="which row of --rows (0 = the first patient)")] = 0,
-    outcome: Annotated[str | None, typer.Option(help="the outcome column of --rows, if it has one (ignored)")] = None,
-    patient_id: Annotated[str | None, typer.Option("--patient-id", help="the patient-id column of --rows")] = None,
+    outcome: Annotated[
+        str | None, typer.Option(help="the outcome column of --rows, if it has one (ignored)")
+    ] = None,
+    patient_id: Annotated[
+        str | None, typer.Option("--patient-id", help="the patient-id column of --rows")
+    ] = None,
     sep: Annotated[str, typer.Option(help="the CSV field separator")] = ",",
-    outcome_name: Annotated[str | None, typer.Option("--outcome-name", help="what the model predicts, in words")] = None,
-    top: Annotated[int | None, typer.Option(help="show only the largest TOP terms or features")] = None,
-    show_all: Annotated[bool, typer.Option("--all", help="also show the missing-value indicator terms")] = False,
+    outcome_name: Annotated[
+        str | None, typer.Option("--outcome-name", help="what the model predicts, in words")
+    ] = None,
+    top: Annotated[
+        int | None, typer.Option(help="show only the largest TOP terms or features")
+    ] = None,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="also show the missing-value indicator terms")
+    ] = False,
     png: Annotated[Path | None, typer.Option(help="write the plot here")] = None,
     as_json: AsJson = False,
 ):
@@ -508,7 +570,9 @@ def explain(
         raise typer.BadParameter("--outcome-name must not be empty")
     model = model_from_params(ModelParams.load(params_path))
     if rows is not None:
-        data = read_rows(rows, schema=model.schema_, outcome=outcome, patient_id=patient_id, sep=sep)
+        data = read_rows(
+            rows, schema=model.schema_, outcome=outcome, patient_id=patient_id, sep=sep
+        )
         if not 0 <= row < len(data):
             raise typer.BadParameter(f"--row {row} is outside the {len(data)} rows of {rows}")
         expl = model.explain(data.X.iloc[[row]], outcome=outcome_name)
@@ -548,7 +612,8 @@ def evaluate_cmd(
     from ragim.metrics import format_table, summarize, to_records
 
     progress = setup(as_json, quiet)
-    tasks = load_dataset(dataset, n_tasks=n_tasks, seed=seed, outcome=outcome, patient_id=patient_id)
+    tasks = load_dataset(dataset, n_tasks=n_tasks, seed=seed, outcome=outcome,
+                         patient_id=patient_id)
     try:
         ks = [int(k) for k in k_shots.split(",") if k.strip()]
     except ValueError:
@@ -621,9 +686,19 @@ def demo(
         raise typer.BadParameter("--outcome and --patient-id apply to --tasks-dir")
     progress = setup(as_json, quiet)
     with one_line_warnings():
-        result = run_demo(out=out, site=site, tasks_dir=tasks_dir, group=group, target_task=target_task,
-                          embedder=embedder, fast=fast, quiet=as_json or quiet or QUIET["on"], progress=progress,
-                          outcome=outcome, patient_id=patient_id)
+        result = run_demo(
+            out=out,
+            site=site,
+            tasks_dir=tasks_dir,
+            group=group,
+            target_task=target_task,
+            embedder=embedder,
+            fast=fast,
+            quiet=as_json or quiet or QUIET["on"],
+            progress=progress,
+            outcome=outcome,
+            patient_id=patient_id,
+        )
     if as_json:
         echo_json(result)
 
@@ -639,7 +714,9 @@ def _run_app() -> int:
     no_args = getattr(errors, "NoArgsIsHelpError", ())
     try:
         rv = app(standalone_mode=False)
-    except no_args as exc:  # `ragim` or `ragim train` alone: the help (typer may have printed it already)
+    except (
+        no_args
+    ) as exc:  # `ragim` or `ragim train` alone: the help (typer may have printed it already)
         text = exc.format_message()
         if text.strip():
             typer.echo(text)

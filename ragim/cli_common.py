@@ -27,10 +27,20 @@ QUIET = {"on": False}
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or stage messages")]
 AsJson = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
-Outcome = Annotated[str | None, typer.Option("--outcome", help="the 0/1 outcome column of the CSV files (default: y)")]
-PatientId = Annotated[str | None, typer.Option("--patient-id", help="the patient-id column of the CSV files "
-                                                                    "(default: patient_id, when present)")]
-Sep = Annotated[str, typer.Option("--sep", help="the CSV field separator, e.g. ';' for European spreadsheets")]
+Outcome = Annotated[
+    str | None,
+    typer.Option("--outcome", help="the 0/1 outcome column of the CSV files (default: y)"),
+]
+PatientId = Annotated[
+    str | None,
+    typer.Option(
+        "--patient-id",
+        help="the patient-id column of the CSV files (default: patient_id, when present)",
+    ),
+]
+Sep = Annotated[
+    str, typer.Option("--sep", help="the CSV field separator, e.g. ';' for European spreadsheets")
+]
 
 
 # ---------------------------------------------------------------------- output
@@ -134,8 +144,14 @@ def console():
     return Console(file=sys.stdout, highlight=False, soft_wrap=False)
 
 
-def print_table(rows: Sequence[Sequence[Any]], columns: Sequence[str | tuple[str, str]], *,
-                title: str | None = None, caption: str | None = None, no_wrap: Sequence[str] = ()) -> None:
+def print_table(
+    rows: Sequence[Sequence[Any]],
+    columns: Sequence[str | tuple[str, str]],
+    *,
+    title: str | None = None,
+    caption: str | None = None,
+    no_wrap: Sequence[str] = (),
+) -> None:
     """A rich table; ``columns`` are names, or (name, "right"/"left") for the alignment; the
     columns named in ``no_wrap`` are never wrapped (the others wrap to fit the width). The
     title is a line above the table and the caption a line below, each whole."""
@@ -166,17 +182,38 @@ def fmt(v: Any, spec: str = ".3g") -> str:
     return "" if not math.isfinite(f) else format(f, spec)
 
 
-def print_provenance(records: Sequence[dict], *, title: str = "Neighbour tasks that shaped the model") -> None:
+def print_provenance(
+    records: Sequence[dict], *, title: str = "Neighbour tasks that shaped the model"
+) -> None:
     """The neighbours as a table with headers, heaviest weight first."""
     if not records:
         typer.echo("provenance: none (a fitted or adapted model without retrieved neighbours)")
         return
-    recs = sorted(records, key=lambda r: -(r.get("weight") if isinstance(r.get("weight"), int | float)
-                                            and math.isfinite(r.get("weight")) else -1.0))
-    print_table([(fmt(r.get("weight"), ".3f"), fmt(r.get("similarity"), ".3f"), r.get("task_id", ""),
-                  short(r.get("description", ""), 90)) for r in recs],
-                [("weight", "right"), ("similarity", "right"), "task", "description"], title=title,
-                caption="sorted by weight (the neighbour's share in the generated model)", no_wrap=("task",))
+    recs = sorted(
+        records,
+        key=lambda r: (
+            -(
+                r.get("weight")
+                if isinstance(r.get("weight"), int | float) and math.isfinite(r.get("weight"))
+                else -1.0
+            )
+        ),
+    )
+    print_table(
+        [
+            (
+                fmt(r.get("weight"), ".3f"),
+                fmt(r.get("similarity"), ".3f"),
+                r.get("task_id", ""),
+                short(r.get("description", ""), 90),
+            )
+            for r in recs
+        ],
+        [("weight", "right"), ("similarity", "right"), "task", "description"],
+        title=title,
+        caption="sorted by weight (the neighbour's share in the generated model)",
+        no_wrap=("task",),
+    )
 
 
 def print_global(expl, *, top: int | None = None, missing: bool = False) -> None:
@@ -184,28 +221,70 @@ def print_global(expl, *, top: int | None = None, missing: bool = False) -> None
     t = expl.table(top, missing=missing)
     hint = "" if missing or not t.attrs["n_hidden_missing"] else "; --all shows them"
     if expl.kind == "logistic":
-        rows = [(r.label, r.comparison, fmt(r.odds_ratio), f"{fmt(r.or_low)}-{fmt(r.or_high)}"
-                 if math.isfinite(r.or_low) else "", fmt(r.coef, "+.3f")) for r in t.itertuples()]
-        cols = ["term", "comparison", ("odds ratio", "right"), ("95% CI", "right"), ("log-odds", "right")]
+        rows = [
+            (
+                r.label,
+                r.comparison,
+                fmt(r.odds_ratio),
+                f"{fmt(r.or_low)}-{fmt(r.or_high)}" if math.isfinite(r.or_low) else "",
+                fmt(r.coef, "+.3f"),
+            )
+            for r in t.itertuples()
+        ]
+        cols = [
+            "term",
+            "comparison",
+            ("odds ratio", "right"),
+            ("95% CI", "right"),
+            ("log-odds", "right"),
+        ]
     else:
-        rows = [(r.label, r.bin_label, fmt(r.score, "+.3f"), f"{fmt(r.ci_low, '+.2f')}..{fmt(r.ci_high, '+.2f')}"
-                 if math.isfinite(r.ci_low) else "", fmt(r.odds_ratio)) for r in t.itertuples()]
+        rows = [
+            (
+                r.label,
+                r.bin_label,
+                fmt(r.score, "+.3f"),
+                f"{fmt(r.ci_low, '+.2f')}..{fmt(r.ci_high, '+.2f')}"
+                if math.isfinite(r.ci_low)
+                else "",
+                fmt(r.odds_ratio),
+            )
+            for r in t.itertuples()
+        ]
         cols = ["feature", "bin", ("score", "right"), ("95% CI", "right"), ("odds ratio", "right")]
-    sd = f" (95% CI {expl.intercept - 1.96 * expl.intercept_std:+.3f} to " \
-         f"{expl.intercept + 1.96 * expl.intercept_std:+.3f})" if math.isfinite(expl.intercept_std) else ""
-    print_table(rows, cols, title=f"{expl.kind.upper()} model for {expl.outcome}; intercept "
-                                  f"{expl.intercept:+.3f}{sd}", caption=t.attrs["note"] + hint)
+    sd = (
+        f" (95% CI {expl.intercept - 1.96 * expl.intercept_std:+.3f} to "
+        f"{expl.intercept + 1.96 * expl.intercept_std:+.3f})"
+        if math.isfinite(expl.intercept_std)
+        else ""
+    )
+    print_table(
+        rows,
+        cols,
+        title=f"{expl.kind.upper()} model for {expl.outcome}; intercept {expl.intercept:+.3f}{sd}",
+        caption=t.attrs["note"] + hint,
+    )
 
 
 def print_local(expl, *, top: int | None = None) -> None:
     """One patient's explanation: the predicted risk, then contributions, largest first."""
     t = expl.table(top)
-    rows = [(r.label, r.value_label, fmt(r.contribution, "+.3f"),
-             "raises" if r.contribution > 0 else "lowers" if r.contribution < 0 else "") for r in t.itertuples()]
-    print_table(rows, ["feature", "value", ("log-odds", "right"), "risk"],
-                title=f"Predicted risk of {expl.outcome}: {expl.probability:.1%} (log-odds {expl.logit:+.3f} = "
-                      f"baseline {expl.intercept:+.3f} + the contributions below)",
-                caption=t.attrs["note"])
+    rows = [
+        (
+            r.label,
+            r.value_label,
+            fmt(r.contribution, "+.3f"),
+            "raises" if r.contribution > 0 else "lowers" if r.contribution < 0 else "",
+        )
+        for r in t.itertuples()
+    ]
+    print_table(
+        rows,
+        ["feature", "value", ("log-odds", "right"), "risk"],
+        title=f"Predicted risk of {expl.outcome}: {expl.probability:.1%} "
+        f"(log-odds {expl.logit:+.3f} = baseline {expl.intercept:+.3f} + the contributions below)",
+        caption=t.attrs["note"],
+    )
 
 
 # ---------------------------------------------------------------------- checks
@@ -221,15 +300,23 @@ def check_positive(**values) -> None:
 
 
 # ---------------------------------------------------------------------- data
-def load_dataset(name: str, *, n_tasks: int | None = None, seed: int = 0, outcome: str | None = None,
-                 patient_id: str | None = None):
+def load_dataset(
+    name: str,
+    *,
+    n_tasks: int | None = None,
+    seed: int = 0,
+    outcome: str | None = None,
+    patient_id: str | None = None,
+):
     """A TaskCollection from a dataset name, a saved task collection or a task folder
     (``outcome`` / ``patient_id`` name the folder's columns)."""
     from ragim import datasets
     from ragim.tasks import TaskCollection
 
     if (outcome is not None or patient_id is not None) and name in DATASETS:
-        raise typer.BadParameter(f"--outcome and --patient-id apply to a task folder, not to {name!r}")
+        raise typer.BadParameter(
+            f"--outcome and --patient-id apply to a task folder, not to {name!r}"
+        )
     if name == "heart-disease":
         return datasets.heart_disease()
     if n_tasks is not None and n_tasks < 1:
@@ -241,16 +328,20 @@ def load_dataset(name: str, *, n_tasks: int | None = None, seed: int = 0, outcom
     path = Path(name)
     if (path / "manifest.json").is_file():
         if outcome is not None or patient_id is not None:
-            raise typer.BadParameter(f"--outcome and --patient-id apply to a task folder; {name} is a saved "
-                                     "task collection")
+            raise typer.BadParameter(
+                f"--outcome and --patient-id apply to a task folder; {name} is a saved "
+                "task collection"
+            )
         return TaskCollection.load(path)
     if path.is_dir():
         from ragim.datasets.folder import load_task_folder
 
         kw = {k: v for k, v in (("outcome", outcome), ("patient_id", patient_id)) if v is not None}
         return load_task_folder(path, **kw)
-    raise typer.BadParameter(f"unknown dataset {name!r}: use one of {list(DATASETS)}, a saved task collection "
-                             "or a task folder")
+    raise typer.BadParameter(
+        f"unknown dataset {name!r}: use one of {list(DATASETS)}, a saved task collection "
+        "or a task folder"
+    )
 
 
 def parse_exclusions(specs: Sequence[str]) -> dict[str, list[str]]:
@@ -259,8 +350,10 @@ def parse_exclusions(specs: Sequence[str]) -> dict[str, list[str]]:
     for spec in specs:
         key, sep, value = spec.partition("=")
         if not sep or not key.strip() or not value.strip():
-            raise typer.BadParameter(f"--exclude must look like KEY=VALUE (a metadata key of the tasks, e.g. "
-                                     f"site=Switzerland), got {spec!r}")
+            raise typer.BadParameter(
+                f"--exclude must look like KEY=VALUE (a metadata key of the tasks, e.g. "
+                f"site=Switzerland), got {spec!r}"
+            )
         out.setdefault(key.strip(), [])
         if value.strip() not in out[key.strip()]:
             out[key.strip()].append(value.strip())
@@ -277,14 +370,21 @@ def exclude_tasks(tasks, exclusions: dict[str, list[str]]):
         known = sorted({str(m[key]) for m in metas if key in m and m[key] is not None})
         if not known:
             keys = sorted({k for m in metas for k in m if k != "patient_ids"})
-            raise ValidationError(f"--exclude {key}=...: no task has the metadata key {key!r}; the tasks have "
-                                  f"{keys[:15]}")
+            raise ValidationError(
+                f"--exclude {key}=...: no task has the metadata key {key!r}; the tasks have "
+                f"{keys[:15]}"
+            )
         unknown = [v for v in values if v not in known]
         if unknown:
-            raise ValidationError(f"--exclude {key}={unknown[0]} matches no task; known values of {key!r}: "
-                                  f"{known[:20]}")
-    keep = [i for i, m in enumerate(metas)
-            if not any(key in m and str(m[key]) in values for key, values in exclusions.items())]
+            raise ValidationError(
+                f"--exclude {key}={unknown[0]} matches no task; known values of {key!r}: "
+                f"{known[:20]}"
+            )
+    keep = [
+        i
+        for i, m in enumerate(metas)
+        if not any(key in m and str(m[key]) in values for key, values in exclusions.items())
+    ]
     if not keep:
         raise ValidationError(f"--exclude {exclusions} leaves no task to index")
     return tasks.take(keep), len(metas) - len(keep)

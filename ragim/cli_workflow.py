@@ -34,15 +34,33 @@ from ragim.cli_common import (
     say,
 )
 
-Params = Annotated[Path, typer.Argument(help="saved model parameters (ragim generate --save, ragim adapt --save)")]
-Rows = Annotated[Path, typer.Option("--rows", help="a CSV file, one patient per row, with the model's feature columns")]
+Params = Annotated[
+    Path, typer.Argument(help="saved model parameters (ragim generate --save, ragim adapt --save)")
+]
+Rows = Annotated[
+    Path,
+    typer.Option(
+        "--rows", help="a CSV file, one patient per row, with the model's feature columns"
+    ),
+]
 RequiredOutcome = Annotated[str, typer.Option("--outcome", help="the 0/1 outcome column of --rows")]
 
-_NAMES = {"auroc": "AUROC", "log_loss": "log-loss", "brier": "Brier score", "ece": "ECE (10 bins)",
-          "calibration_slope": "calibration slope", "calibration_intercept": "calibration intercept"}
-_IDEAL = {"auroc": "1 (0.5 = chance)", "log_loss": "0 (lower is better)", "brier": "0 (lower is better)",
-          "ece": "0 (lower is better)", "calibration_slope": "1 (<1: too extreme)",
-          "calibration_intercept": "0 (>0: risk under-predicted)"}
+_NAMES = {
+    "auroc": "AUROC",
+    "log_loss": "log-loss",
+    "brier": "Brier score",
+    "ece": "ECE (10 bins)",
+    "calibration_slope": "calibration slope",
+    "calibration_intercept": "calibration intercept",
+}
+_IDEAL = {
+    "auroc": "1 (0.5 = chance)",
+    "log_loss": "0 (lower is better)",
+    "brier": "0 (lower is better)",
+    "ece": "0 (lower is better)",
+    "calibration_slope": "1 (<1: too extreme)",
+    "calibration_intercept": "0 (>0: risk under-predicted)",
+}
 
 
 def _load(params_path: Path):
@@ -57,7 +75,9 @@ def predict(
     params_path: Params,
     rows: Rows,
     out: Annotated[Path | None, typer.Option("--out", help="write the risks here as CSV")] = None,
-    outcome: Annotated[str | None, typer.Option("--outcome", help="an outcome column in --rows to ignore")] = None,
+    outcome: Annotated[
+        str | None, typer.Option("--outcome", help="an outcome column in --rows to ignore")
+    ] = None,
     patient_id: PatientId = None,
     sep: Sep = ",",
     as_json: AsJson = False,
@@ -75,17 +95,29 @@ def predict(
     if out is not None:
         _write_csv(table, out)
     if as_json:
-        echo_json({"n": len(risk), "mean_risk": float(risk.mean()), "out": None if out is None else str(out),
-                   "risks": table.to_dict("records")})
+        echo_json(
+            {
+                "n": len(risk),
+                "mean_risk": float(risk.mean()),
+                "out": None if out is None else str(out),
+                "risks": table.to_dict("records"),
+            }
+        )
         return
     what = params.metadata.get("outcome") or "the outcome"
     shown = table.head(20)
-    print_table([[r.row, *([r.patient_id] if "patient_id" in table else []), f"{r.risk:.3f}"]
-                 for r in shown.itertuples()],
-                ["row", *(["patient"] if "patient_id" in table else []), ("risk", "right")],
-                title=f"Predicted risk of {what} for {len(risk)} patients (mean {risk.mean():.3f})",
-                caption=None if len(table) <= 20 else f"first 20 of {len(table)} rows"
-                + ("" if out is not None else "; --out FILE.csv writes all of them"))
+    print_table(
+        [
+            [r.row, *([r.patient_id] if "patient_id" in table else []), f"{r.risk:.3f}"]
+            for r in shown.itertuples()
+        ],
+        ["row", *(["patient"] if "patient_id" in table else []), ("risk", "right")],
+        title=f"Predicted risk of {what} for {len(risk)} patients (mean {risk.mean():.3f})",
+        caption=None
+        if len(table) <= 20
+        else f"first 20 of {len(table)} rows"
+        + ("" if out is not None else "; --out FILE.csv writes all of them"),
+    )
     if out is not None:
         typer.echo(f"wrote {len(risk)} risks to {out}")
 
@@ -109,9 +141,16 @@ def score(
     outcome: RequiredOutcome,
     patient_id: PatientId = None,
     sep: Sep = ",",
-    png: Annotated[Path | None, typer.Option("--png", help="write a calibration plot (reliability diagram) here")] = None,
-    n_boot: Annotated[int, typer.Option("--n-boot", help="bootstrap resamples of the patients for the 95% CIs")] = 1000,
-    bins: Annotated[int, typer.Option("--bins", help="bins of the ECE and the calibration plot")] = 10,
+    png: Annotated[
+        Path | None,
+        typer.Option("--png", help="write a calibration plot (reliability diagram) here"),
+    ] = None,
+    n_boot: Annotated[
+        int, typer.Option("--n-boot", help="bootstrap resamples of the patients for the 95% CIs")
+    ] = 1000,
+    bins: Annotated[
+        int, typer.Option("--bins", help="bins of the ECE and the calibration plot")
+    ] = 10,
     seed: int = 0,
     as_json: AsJson = False,
 ):
@@ -128,13 +167,21 @@ def score(
     data = read_rows(rows, schema=params.schema, outcome=outcome, patient_id=patient_id, sep=sep)
     risk = model.predict_proba(data.X)[:, 1]
     result = score_predictions(data.y, risk, n_boot=n_boot, seed=seed, n_bins=bins)
-    result.update(params=str(params_path), rows=str(rows), outcome=outcome,
-                  source=params.metadata.get("source"))
+    result.update(
+        params=str(params_path),
+        rows=str(rows),
+        outcome=outcome,
+        source=params.metadata.get("source"),
+    )
     if png is not None:
         name = "adapted model" if params.metadata.get("source") == "adapted" else "model"
-        fig = plot_calibration(data.y, {name: risk}, n_bins=bins,
-                               title=f"Calibration on {Path(rows).name} ({len(risk)} patients, "
-                                     f"{int(data.y.sum())} with {outcome} = 1)")
+        fig = plot_calibration(
+            data.y,
+            {name: risk},
+            n_bins=bins,
+            title=f"Calibration on {Path(rows).name} ({len(risk)} patients, "
+            f"{int(data.y.sum())} with {outcome} = 1)",
+        )
         png.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(png, dpi=120, bbox_inches="tight")
         result["png"] = str(png)
@@ -142,14 +189,30 @@ def score(
         echo_json(result)
         return
     m = result["metrics"]
-    rows_out = [(_NAMES[k], fmt(v["value"], ".3f"),
-                 f"{fmt(v['ci_low'], '.3f')} to {fmt(v['ci_high'], '.3f')}" if math.isfinite(v["ci_low"]) else "",
-                 _IDEAL[k]) for k, v in m.items()]
-    print_table(rows_out, ["metric", ("value", "right"), ("95% CI", "right"), "ideal"],
-                title=f"{params_path} on {rows}: {result['n']} patients, {result['n_positive']} with {outcome} = 1 "
-                      f"(prevalence {result['prevalence']:.3f}, mean predicted risk {result['mean_risk']:.3f})",
-                caption=f"95% CIs: percentile bootstrap over patients, {n_boot} resamples"
-                + (f"; calibration plot: {png}" if png is not None else "; --png FILE draws the calibration plot"))
+    rows_out = [
+        (
+            _NAMES[k],
+            fmt(v["value"], ".3f"),
+            f"{fmt(v['ci_low'], '.3f')} to {fmt(v['ci_high'], '.3f')}"
+            if math.isfinite(v["ci_low"])
+            else "",
+            _IDEAL[k],
+        )
+        for k, v in m.items()
+    ]
+    print_table(
+        rows_out,
+        ["metric", ("value", "right"), ("95% CI", "right"), "ideal"],
+        title=f"{params_path} on {rows}: {result['n']} patients, "
+        f"{result['n_positive']} with {outcome} = 1 "
+        f"(prevalence {result['prevalence']:.3f}, mean predicted risk {result['mean_risk']:.3f})",
+        caption=f"95% CIs: percentile bootstrap over patients, {n_boot} resamples"
+        + (
+            f"; calibration plot: {png}"
+            if png is not None
+            else "; --png FILE draws the calibration plot"
+        ),
+    )
 
 
 def adapt(
@@ -157,8 +220,14 @@ def adapt(
     rows: Rows,
     outcome: RequiredOutcome,
     save: Annotated[Path, typer.Option("--save", help="where to save the adapted parameters")],
-    method: Annotated[str, typer.Option("--method", help="recalibrate (an intercept and one slope) | map (every "
-                                                         "coefficient, with the model as the prior)")] = "recalibrate",
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            help="recalibrate (an intercept and one slope) | map (every "
+            "coefficient, with the model as the prior)",
+        ),
+    ] = "recalibrate",
     patient_id: PatientId = None,
     sep: Sep = ",",
     as_json: AsJson = False,
@@ -174,24 +243,41 @@ def adapt(
     params, _ = _load(params_path)
     data = read_rows(rows, schema=params.schema, outcome=outcome, patient_id=patient_id, sep=sep)
     adapted = adapt_params(params, data.X, data.y, adaptation=method)
-    adapted = adapted.replace(metadata={"adapted_from": str(params_path), "adapted_on": str(rows),
-                                        "adapted_outcome": outcome})
+    adapted = adapted.replace(
+        metadata={
+            "adapted_from": str(params_path),
+            "adapted_on": str(rows),
+            "adapted_outcome": outcome,
+        }
+    )
     adapted.save(save)
     change = adapted.intercept - params.intercept
-    summary = {"path": str(save), "method": method, "n_rows": len(data), "n_positive": int(data.y.sum()),
-               "intercept_before": params.intercept, "intercept_after": adapted.intercept,
-               "terms_scale": _terms_scale(params, adapted)}
+    summary = {
+        "path": str(save),
+        "method": method,
+        "n_rows": len(data),
+        "n_positive": int(data.y.sum()),
+        "intercept_before": params.intercept,
+        "intercept_after": adapted.intercept,
+        "terms_scale": _terms_scale(params, adapted),
+    }
     if as_json:
         echo_json(summary)
         return
     scale = summary["terms_scale"]
-    typer.echo(f"adapted {params_path} on {len(data)} patients ({summary['n_positive']} with {outcome} = 1) by "
-               f"{'recalibration' if method == 'recalibrate' else 'MAP refit'}; saved to {save}\n"
-               f"  intercept  {params.intercept:+.3f} -> {adapted.intercept:+.3f} ({change:+.3f})"
-               + (f"\n  terms      x {scale:.3f} (median ratio of the adapted to the original terms)"
-                  if scale is not None else "")
-               + f"\nscore it on patients it was not adapted on: ragim score {save} --rows OTHER.csv "
-                 f"--outcome {outcome}")
+    typer.echo(
+        f"adapted {params_path} on {len(data)} patients "
+        f"({summary['n_positive']} with {outcome} = 1) by "
+        f"{'recalibration' if method == 'recalibrate' else 'MAP refit'}; saved to {save}\n"
+        f"  intercept  {params.intercept:+.3f} -> {adapted.intercept:+.3f} ({change:+.3f})"
+        + (
+            f"\n  terms      x {scale:.3f} (median ratio of the adapted to the original terms)"
+            if scale is not None
+            else ""
+        )
+        + f"\nscore it on patients it was not adapted on: ragim score {save} --rows OTHER.csv "
+        f"--outcome {outcome}"
+    )
 
 
 def _terms_scale(before, after) -> float | None:
@@ -206,7 +292,10 @@ def _terms_scale(before, after) -> float | None:
 
 def export(
     params_path: Params,
-    csv: Annotated[Path | None, typer.Option("--csv", help="write every coefficient with its 95% interval here")] = None,
+    csv: Annotated[
+        Path | None,
+        typer.Option("--csv", help="write every coefficient with its 95% interval here"),
+    ] = None,
     as_json: AsJson = False,
 ):
     """Export a model's coefficients (with 95% intervals and odds ratios) as CSV.
@@ -220,8 +309,14 @@ def export(
     if csv is not None:
         save_coefficients_csv(params, csv)
     if as_json:
-        echo_json({"path": None if csv is None else str(csv), "kind": params.kind, "n_terms": len(frame),
-                   "columns": list(frame.columns)})
+        echo_json(
+            {
+                "path": None if csv is None else str(csv),
+                "kind": params.kind,
+                "n_terms": len(frame),
+                "columns": list(frame.columns),
+            }
+        )
         return
     if csv is None:
         typer.echo(frame.to_csv(index=False, float_format="%.6g"), nl=False)

@@ -132,13 +132,19 @@ def run_demo(*, out: str | Path = "reports/demo", site: str = "Switzerland", tas
     if not quiet:
         from ragim.cli_common import print_table
 
-        print_table([[m, *(f"{v:.3f}" for v in r)] for m, r in zip(score_table.index, score_table.to_numpy(),
-                                                                     strict=True)],
-                    ["method", *((_SCORE_NAMES[c], "right") for c in score_table.columns)],
-                    caption="AUROC and accuracy: higher is better; log-loss, Brier and ECE: lower is better")
+        print_table(
+            [
+                [m, *(f"{v:.3f}" for v in r)]
+                for m, r in zip(score_table.index, score_table.to_numpy(), strict=True)
+            ],
+            ["method", *((_SCORE_NAMES[c], "right") for c in score_table.columns)],
+            caption="AUROC and accuracy: higher is better; "
+            "log-loss, Brier and ECE: lower is better",
+        )
 
     _say(quiet, f"[6/6] writing the report to {out}/")
-    files = _write_report(out, target, model, expl, table, probs, score_table, prov, gen, index, site)
+    files = _write_report(out, target, model, expl, table, probs, score_table, prov, gen, index,
+                          site)
     result = {
         "target": {"task_id": target.task_id, "description": target.description, "n_rows": target.n_rows,
                    "prevalence": target.prevalence, "site": site},
@@ -158,11 +164,25 @@ def run_demo(*, out: str | Path = "reports/demo", site: str = "Switzerland", tas
 # always say the same. A block is (kind, payload): ("h1"|"h2"|"p"|"quote"|"note", text),
 # ("table", DataFrame) or ("img", (file name, alt text)).
 
+
 def _md_table(df: pd.DataFrame) -> str:
-    cells = [[str(c) for c in df.columns], *[[_cell(v) for v in row] for row in df.itertuples(index=False)]]
+    cells = [
+        [str(c) for c in df.columns],
+        *[[_cell(v) for v in row] for row in df.itertuples(index=False)],
+    ]
     head = "| " + " | ".join(cells[0]) + " |"
-    rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(df[c]) else "---" for c in df.columns) + "|"
-    return "\n".join([head, rule, *("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in cells[1:])])
+    rule = (
+        "|"
+        + "|".join("---:" if pd.api.types.is_numeric_dtype(df[c]) else "---" for c in df.columns)
+        + "|"
+    )
+    return "\n".join(
+        [
+            head,
+            rule,
+            *("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in cells[1:]),
+        ]
+    )
 
 
 def _cell(v) -> str:
@@ -195,19 +215,33 @@ def render_markdown(blocks: list[tuple[str, Any]]) -> str:
     return "\n".join(out)
 
 
-_CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:60rem;margin:2rem auto;
-padding:0 1rem;line-height:1.45;color:#202124}table{border-collapse:collapse;margin:.5rem 0 1rem}
-th,td{border-bottom:1px solid #dadce0;padding:.25rem .6rem;text-align:left}td.num,th.num{text-align:right;
-font-variant-numeric:tabular-nums}blockquote{border-left:4px solid #dadce0;margin:.5rem 0;padding:.2rem 1rem;
-color:#3c4043}img{max-width:100%;height:auto}.note{color:#5f6368;font-style:italic}"""
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:60rem;
+  margin:2rem auto;padding:0 1rem;line-height:1.45;color:#202124}
+table{border-collapse:collapse;margin:.5rem 0 1rem}
+th,td{border-bottom:1px solid #dadce0;padding:.25rem .6rem;text-align:left}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+blockquote{border-left:4px solid #dadce0;margin:.5rem 0;padding:.2rem 1rem;color:#3c4043}
+img{max-width:100%;height:auto}
+.note{color:#5f6368;font-style:italic}
+"""
 
 
 def _html_table(df: pd.DataFrame) -> str:
     num = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
-    head = "".join(f'<th{" class=num" if n else ""}>{html.escape(str(c))}</th>' for c, n in zip(df.columns, num, strict=True))
-    body = "".join("<tr>" + "".join(f'<td{" class=num" if n else ""}>{html.escape(_cell(v))}</td>'
-                                    for v, n in zip(row, num, strict=True)) + "</tr>"
-                   for row in df.itertuples(index=False))
+    head = "".join(
+        f"<th{' class=num' if n else ''}>{html.escape(str(c))}</th>"
+        for c, n in zip(df.columns, num, strict=True)
+    )
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td{' class=num' if n else ''}>{html.escape(_cell(v))}</td>"
+            for v, n in zip(row, num, strict=True)
+        )
+        + "</tr>"
+        for row in df.itertuples(index=False)
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -227,23 +261,34 @@ def render_html(blocks: list[tuple[str, Any]], title: str) -> str:
             out.append(_html_table(x))
         elif kind == "img":
             out.append(f'<p><img src="{html.escape(x[0])}" alt="{html.escape(x[1])}"></p>')
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-            + "\n".join(out) + "\n</body>\n</html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        + "\n".join(out)
+        + "\n</body>\n</html>\n"
+    )
 
 
 def _inline(text: str) -> str:
     """Markdown **bold** in a paragraph, as HTML (everything else escaped)."""
     parts = text.split("**")
-    return "".join(f"<b>{html.escape(p)}</b>" if i % 2 else html.escape(p) for i, p in enumerate(parts))
+    return "".join(
+        f"<b>{html.escape(p)}</b>" if i % 2 else html.escape(p) for i, p in enumerate(parts)
+    )
 
 
-_SCORE_NAMES = {"auroc": "AUROC", "log_loss": "log-loss", "brier": "Brier score", "ece": "ECE",
-                "accuracy": "accuracy"}
+_SCORE_NAMES = {
+    "auroc": "AUROC",
+    "log_loss": "log-loss",
+    "brier": "Brier score",
+    "ece": "ECE",
+    "accuracy": "accuracy",
+}
 
 
-def _write_report(out: Path, target, model, expl, table, probs, score_table, prov, gen, index, site) -> dict[str, Path]:
+def _write_report(out: Path, target, model, expl, table, probs, score_table, prov, gen, index,
+                  site) -> dict[str, Path]:
     from ragim.plots import plot_calibration
 
     files = {
@@ -259,29 +304,56 @@ def _write_report(out: Path, target, model, expl, table, probs, score_table, pro
     patient = int(np.argmax(p))
     local = model.explain(target.X.iloc[[patient]])
     local.save_png(files["waterfall"])
-    coef = table.assign(**{"95% CI": [f"{lo:.2f} to {hi:.2f}" if np.isfinite(lo) else ""
-                                     for lo, hi in zip(table["or_low"], table["or_high"], strict=True)]})
+    coef = table.assign(
+        **{
+            "95% CI": [
+                f"{lo:.2f} to {hi:.2f}" if np.isfinite(lo) else ""
+                for lo, hi in zip(table["or_low"], table["or_high"], strict=True)
+            ]
+        }
+    )
     coef = coef[["label", "comparison", "odds_ratio", "95% CI"]].rename(
-        columns={"label": "term", "odds_ratio": "odds ratio"})
+        columns={"label": "term", "odds_ratio": "odds ratio"}
+    )
     contrib = local.table(12)
     note = contrib.attrs["note"]
     contrib = contrib[["label", "value_label", "contribution"]].rename(
-        columns={"label": "feature", "value_label": "value", "contribution": "contribution (log-odds)"})
+        columns={
+            "label": "feature",
+            "value_label": "value",
+            "contribution": "contribution (log-odds)",
+        }
+    )
     scores = score_table.reset_index(names="method").rename(columns=_SCORE_NAMES)
     title = f"ragim demo: zero-shot model for {site}"
     blocks: list[tuple[str, Any]] = [
         ("h1", title),
-        ("p", f"**Target task** ({target.task_id}, {target.n_rows} patients, prevalence {target.prevalence:.2f}):"),
+        (
+            "p",
+            f"**Target task** ({target.task_id}, {target.n_rows} patients, "
+            f"prevalence {target.prevalence:.2f}):",
+        ),
         ("quote", target.description),
-        ("p", f"The index holds {len(index)} tasks from the other hospitals; no row from {site} was used to build, "
-              f"train or preprocess anything. Generator: RAG-IM attention, {len(gen.history_)} epochs. The model "
-              f"predicts {expl.outcome}."),
+        (
+            "p",
+            f"The index holds {len(index)} tasks from the other hospitals; no row from {site} was "
+            f"used to build, train or preprocess anything. Generator: RAG-IM attention, "
+            f"{len(gen.history_)} epochs. The model "
+            f"predicts {expl.outcome}.",
+        ),
         ("h2", "Scores on the real outcomes"),
         ("table", scores),
-        ("p", "AUROC and accuracy: higher is better; log-loss, Brier score and ECE: lower is better."),
+        (
+            "p",
+            "AUROC and accuracy: higher is better; log-loss, Brier score and ECE: lower is better.",
+        ),
         ("h2", "The model: odds ratios with 95% intervals"),
-        ("p", f"Continuous features per SD, binary features for the named level against the other, categorical "
-              f"levels against the feature's reference level; {table.attrs['note']}."),
+        (
+            "p",
+            f"Continuous features per SD, binary features for the named level against the other, "
+            f"categorical "
+            f"levels against the feature's reference level; {table.attrs['note']}.",
+        ),
         ("table", coef),
         ("img", ("coefficients.png", "odds ratios of the generated model with 95% intervals")),
         ("h2", "The neighbours that shaped it"),
@@ -294,8 +366,12 @@ def _write_report(out: Path, target, model, expl, table, probs, score_table, pro
         ("p", f"Contributions to the log-odds, largest first; {note}."),
         ("table", contrib),
         ("img", ("waterfall.png", "waterfall of one patient's contributions to the log-odds")),
-        ("note", "Zero-shot models need local validation before any clinical use: ragim score PARAMS --rows "
-                 "YOUR_PATIENTS.csv --outcome COLUMN."),
+        (
+            "note",
+            "Zero-shot models need local validation before any clinical use: "
+            "ragim score PARAMS --rows "
+            "YOUR_PATIENTS.csv --outcome COLUMN.",
+        ),
     ]
     files["markdown"] = out / "report.md"
     files["markdown"].write_text(render_markdown(blocks), encoding="utf-8")

@@ -73,7 +73,9 @@ def explain_params(params: ModelParams, X_row: pd.DataFrame | pd.Series | Mappin
         raise ValidationError(f"explain_params needs ModelParams, got {type(params).__name__}; "
                               "for a model use model.explain()")
     if outcome is not None and (not isinstance(outcome, str) or not outcome.strip()):
-        raise ValidationError(f"outcome must be a non-empty text naming what the model predicts, got {outcome!r}")
+        raise ValidationError(
+            f"outcome must be a non-empty text naming what the model predicts, got {outcome!r}"
+        )
     if X_row is None:
         return GlobalExplanation(params, outcome=outcome)
     return LocalExplanation(params, X_row, outcome=outcome)
@@ -153,9 +155,14 @@ def truncation_note(shown: int, total: int, what: str = "terms", hidden_missing:
     >>> truncation_note(15, 18, hidden_missing=10)
     '15 of 18 terms shown (largest first); 10 missing-value indicator terms not shown'
     """
-    text = f"{shown} of {total} {what} shown (largest first)" if shown < total else f"all {total} {what} shown"
+    text = (
+        f"{shown} of {total} {what} shown (largest first)"
+        if shown < total
+        else f"all {total} {what} shown"
+    )
     if hidden_missing:
-        text += f"; {hidden_missing} missing-value indicator term{'s' if hidden_missing != 1 else ''} not shown"
+        plural = "s" if hidden_missing != 1 else ""
+        text += f"; {hidden_missing} missing-value indicator term{plural} not shown"
     return text
 
 
@@ -267,15 +274,27 @@ def _logistic_frame(p: ModelParams) -> pd.DataFrame:
         f = schema[c.feature]
         cont = c.role == "value" and f.type == "continuous"
         unit = f.unit if cont else ""
-        rows.append({
-            "term": c.name, "feature": c.feature, "label": _term_label(f, c),
-            "reference": _term_reference(schema, f, c), "type": f.type, "role": c.role, "category": c.category,
-            "coef": b, "std": s, "ci_low": b - Z95 * s, "ci_high": b + Z95 * s,
-            "odds_ratio_per_sd": math.exp(min(b, 700.0)),  # clipped: stays finite for JSON
-            "change": f"+1 SD = {c.scale:.3g} {unit}".strip() if cont else "0→1",
-            "coef_per_unit": b / c.scale, "odds_ratio_per_unit": math.exp(min(b / c.scale, 700.0)),
-            "unit": unit, "scale": c.scale,
-        })
+        rows.append(
+            {
+                "term": c.name,
+                "feature": c.feature,
+                "label": _term_label(f, c),
+                "reference": _term_reference(schema, f, c),
+                "type": f.type,
+                "role": c.role,
+                "category": c.category,
+                "coef": b,
+                "std": s,
+                "ci_low": b - Z95 * s,
+                "ci_high": b + Z95 * s,
+                "odds_ratio_per_sd": math.exp(min(b, 700.0)),  # clipped: stays finite for JSON
+                "change": f"+1 SD = {c.scale:.3g} {unit}".strip() if cont else "0→1",
+                "coef_per_unit": b / c.scale,
+                "odds_ratio_per_unit": math.exp(min(b / c.scale, 700.0)),
+                "unit": unit,
+                "scale": c.scale,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -293,7 +312,9 @@ def _term_label(f, c) -> str:
 def _term_reference(schema, f, c) -> str:
     """What a term's effect is compared with ("" for continuous values: per SD)."""
     if c.role == "missing":
-        return reference_level(schema, f.name) if f.type == "categorical" else "recorded at the median"
+        return (
+            reference_level(schema, f.name) if f.type == "categorical" else "recorded at the median"
+        )
     return reference_level(schema, f.name) or ""
 
 
@@ -308,7 +329,11 @@ def _logistic_table(p: ModelParams, missing: bool) -> tuple[pd.DataFrame, int]:
     for c in schema.design_columns:
         f = schema[c.feature]
         b, s = float(coef[c.name]), float(sd[c.name])
-        ref = schema.categories_[f.name][0] if f.type == "categorical" and schema.categories_[f.name] else None
+        ref = (
+            schema.categories_[f.name][0]
+            if f.type == "categorical" and schema.categories_[f.name]
+            else None
+        )
         ref_term = f"{f.name}[{ref}]" if ref is not None else None
         if c.role == "category" and c.category == ref:
             continue  # the reference level: every other level is compared with it
@@ -327,14 +352,38 @@ def _logistic_table(p: ModelParams, missing: bool) -> tuple[pd.DataFrame, int]:
             b, s = b - float(coef[ref_term]), math.hypot(s, float(sd[ref_term]))
         else:
             med = schema.medians_[f.name]
-            shown = f.level_label(med) if f.type == "binary" else f"{_num_text(med)} {f.unit}".strip()
+            shown = (
+                f.level_label(med) if f.type == "binary" else f"{_num_text(med)} {f.unit}".strip()
+            )
             comparison = f"missing vs recorded {shown} (the median)"
-        rows.append({"term": c.name, "feature": f.name, "label": f.display_name, "comparison": comparison,
-                     "coef": b, "std": s, "ci_low": b - Z95 * s, "ci_high": b + Z95 * s,
-                     "odds_ratio": math.exp(min(b, 700.0)), "or_low": math.exp(min(b - Z95 * s, 700.0)),
-                     "or_high": math.exp(min(b + Z95 * s, 700.0))})
-    cols = ["term", "feature", "label", "comparison", "coef", "std", "ci_low", "ci_high", "odds_ratio",
-            "or_low", "or_high"]
+        rows.append(
+            {
+                "term": c.name,
+                "feature": f.name,
+                "label": f.display_name,
+                "comparison": comparison,
+                "coef": b,
+                "std": s,
+                "ci_low": b - Z95 * s,
+                "ci_high": b + Z95 * s,
+                "odds_ratio": math.exp(min(b, 700.0)),
+                "or_low": math.exp(min(b - Z95 * s, 700.0)),
+                "or_high": math.exp(min(b + Z95 * s, 700.0)),
+            }
+        )
+    cols = [
+        "term",
+        "feature",
+        "label",
+        "comparison",
+        "coef",
+        "std",
+        "ci_low",
+        "ci_high",
+        "odds_ratio",
+        "or_low",
+        "or_high",
+    ]
     return _by_abs(pd.DataFrame(rows, columns=cols), "coef").reset_index(drop=True), hidden
 
 
@@ -361,16 +410,26 @@ def _gam_frame(p: ModelParams) -> pd.DataFrame:
         bounds = _continuous_bounds(schema, f.name) if f.type == "continuous" else None
         for i, (lab, s, sd) in enumerate(zip(labels, scores, stds, strict=True)):
             obs = i < n_obs
-            rows.append({
-                "feature": f.name, "label": f.display_name, "type": f.type, "term": f"{f.name}[{lab}]", "bin": lab,
-                "bin_label": f.level_label(lab) if obs and f.type != "continuous" else lab,
-                "is_missing_bin": not obs,
-                "bin_low": bounds[i] if obs and bounds is not None else np.nan,
-                "bin_high": bounds[i + 1] if obs and bounds is not None else np.nan,
-                "midpoint": mids[i] if obs and f.type != "categorical" else np.nan,
-                "score": s, "std": sd, "ci_low": s - Z95 * sd, "ci_high": s + Z95 * sd,
-                "odds_ratio": math.exp(min(s, 700.0)), "unit": f.unit,
-            })
+            rows.append(
+                {
+                    "feature": f.name,
+                    "label": f.display_name,
+                    "type": f.type,
+                    "term": f"{f.name}[{lab}]",
+                    "bin": lab,
+                    "bin_label": f.level_label(lab) if obs and f.type != "continuous" else lab,
+                    "is_missing_bin": not obs,
+                    "bin_low": bounds[i] if obs and bounds is not None else np.nan,
+                    "bin_high": bounds[i + 1] if obs and bounds is not None else np.nan,
+                    "midpoint": mids[i] if obs and f.type != "categorical" else np.nan,
+                    "score": s,
+                    "std": sd,
+                    "ci_low": s - Z95 * sd,
+                    "ci_high": s + Z95 * sd,
+                    "odds_ratio": math.exp(min(s, 700.0)),
+                    "unit": f.unit,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -445,7 +504,9 @@ class GlobalExplanation(_Explanation):
         >>> t.attrs["note"]
         'all 2 terms shown; 1 missing-value indicator term not shown'
         """
-        if top is not None and (isinstance(top, bool) or not isinstance(top, int | np.integer) or top < 1):
+        if top is not None and (
+            isinstance(top, bool) or not isinstance(top, int | np.integer) or top < 1
+        ):
             raise ValidationError(f"top must be a positive integer or None, got {top!r}")
         if self.kind == "logistic":
             df, hidden = _logistic_table(self.params, missing)
@@ -463,11 +524,27 @@ class GlobalExplanation(_Explanation):
             if not missing:
                 df = df[~df["is_missing_bin"]]
             df = df.sort_values("feature", key=lambda c: c.map(order), kind="stable")
-            df = df[["term", "feature", "label", "bin", "bin_label", "score", "std", "ci_low", "ci_high",
-                     "odds_ratio"]].reset_index(drop=True)
-        df.attrs.update(n_total=total, n_hidden_missing=hidden,
-                        note=truncation_note(shown, total, what, hidden).replace(
-                            "indicator terms", "bins" if self.kind == "gam" else "indicator terms"))
+            df = df[
+                [
+                    "term",
+                    "feature",
+                    "label",
+                    "bin",
+                    "bin_label",
+                    "score",
+                    "std",
+                    "ci_low",
+                    "ci_high",
+                    "odds_ratio",
+                ]
+            ].reset_index(drop=True)
+        df.attrs.update(
+            n_total=total,
+            n_hidden_missing=hidden,
+            note=truncation_note(shown, total, what, hidden).replace(
+                "indicator terms", "bins" if self.kind == "gam" else "indicator terms"
+            ),
+        )
         return df
 
     def importance(self) -> pd.DataFrame:
@@ -492,7 +569,8 @@ class GlobalExplanation(_Explanation):
         """JSON-safe dict: kind, source, outcome, intercept, intercept_std, terms, importance,
         provenance."""
         return _jsonable({
-            "kind": self.kind, "source": self.source, "outcome": self.outcome, "intercept": self.intercept,
+            "kind": self.kind, "source": self.source, "outcome": self.outcome,
+            "intercept": self.intercept,
             "intercept_std": self.intercept_std, "terms": _records(self._frame),
             "importance": _records(self.importance()), "provenance": self.provenance.data(),
         })
@@ -513,26 +591,51 @@ class GlobalExplanation(_Explanation):
         if kind == "importance":
             imp = self.importance()
             labels = {f.name: f.display_name for f in self.params.schema.features}
-            return plots.plot_importance(imp.assign(feature=imp["feature"].map(labels)), top=top, ax=ax,
+            imp = imp.assign(feature=imp["feature"].map(labels))
+            return plots.plot_importance(imp, top=top, ax=ax,
                                          xlabel=_IMPORTANCE_LABEL[self.kind])
         t = self.table(top, missing=missing)
         if self.kind == "logistic":
-            df = t.assign(label=[f"{lab}: {cmp}" for lab, cmp in zip(t["label"], t["comparison"], strict=True)])
-            return plots.plot_coefficients(df, kind=kind, ax=ax, title=(
-                f"Logistic model for {self.outcome} (intercept {self.intercept:+.3g})\n{t.attrs['note']}"))
+            df = t.assign(
+                label=[
+                    f"{lab}: {cmp}" for lab, cmp in zip(t["label"], t["comparison"], strict=True)
+                ]
+            )
+            return plots.plot_coefficients(
+                df,
+                kind=kind,
+                ax=ax,
+                title=(
+                    f"Logistic model for {self.outcome} (intercept {self.intercept:+.3g})\n"
+                    f"{t.attrs['note']}"
+                ),
+            )
         feats = list(dict.fromkeys(t["feature"]))
         frame = self._frame.assign(bin=self._frame["bin_label"])
-        return plots.plot_shape_functions(frame, feats, kind=kind, ax=ax,
-                                          title=f"GAM shape functions for {self.outcome}\n{t.attrs['note']}")
+        return plots.plot_shape_functions(
+            frame,
+            feats,
+            kind=kind,
+            ax=ax,
+            title=f"GAM shape functions for {self.outcome}\n{t.attrs['note']}",
+        )
 
     def _repr_html_(self) -> str:
-        head = (f"<p><b>{self.kind.upper()} model</b> for {html.escape(self.outcome)} &middot; intercept "
-                f"{self.intercept:+.4g}"
-                + (f" &plusmn; {Z95 * self.intercept_std:.3g}" if math.isfinite(self.intercept_std) else "")
-                + f" &middot; source: {html.escape(str(self.source))}</p>")
+        head = (
+            f"<p><b>{self.kind.upper()} model</b> for {html.escape(self.outcome)} "
+            "&middot; intercept "
+            f"{self.intercept:+.4g}"
+            + (
+                f" &plusmn; {Z95 * self.intercept_std:.3g}"
+                if math.isfinite(self.intercept_std)
+                else ""
+            )
+            + f" &middot; source: {html.escape(str(self.source))}</p>"
+        )
         df = self.table(missing=True)
         if self.kind == "logistic":
-            cols = ["label", "comparison", "odds_ratio", "or_low", "or_high", "coef", "ci_low", "ci_high", "term"]
+            cols = ["label", "comparison", "odds_ratio", "or_low", "or_high", "coef", "ci_low",
+                    "ci_high", "term"]
         else:
             cols = ["label", "bin_label", "score", "ci_low", "ci_high", "odds_ratio", "term"]
         if self.params.std is None:
@@ -543,13 +646,16 @@ class GlobalExplanation(_Explanation):
 
     def __repr__(self) -> str:
         src = f", source={self.source}" if self.source else ""
-        lines = [f"GlobalExplanation({self.kind} model for {self.outcome}, intercept={self.intercept:+.3g}{src}, "
+        lines = [f"GlobalExplanation({self.kind} model for {self.outcome}, "
+                 f"intercept={self.intercept:+.3g}{src}, "
                  f"{len(self._frame)} {'terms' if self.kind == 'logistic' else 'bins'})"]
         if self.kind == "logistic":
             t = self.table(5)
-            lines += [f"  {r.label + ': ' + r.comparison:<64} OR {r.odds_ratio:.3g}"
-                      + (f" (95% CI {r.or_low:.3g}-{r.or_high:.3g})" if math.isfinite(r.or_low) else "")
-                      for r in t.itertuples()]
+            lines += [
+                f"  {r.label + ': ' + r.comparison:<64} OR {r.odds_ratio:.3g}"
+                + (f" (95% CI {r.or_low:.3g}-{r.or_high:.3g})" if math.isfinite(r.or_low) else "")
+                for r in t.itertuples()
+            ]
             lines.append(f"  ({t.attrs['note']})")
         else:
             labels = {f.name: f.display_name for f in self.params.schema.features}
@@ -607,8 +713,16 @@ class LocalExplanation(_Explanation):
             for c, v in zip(schema.design_columns, per, strict=True):
                 folded[c.feature] += float(v)
             for f, v in zip(schema.features, values, strict=True):
-                rows.append({"feature": f.name, "label": f.display_name, "value": v,
-                             "value_label": _value_label(f, v), "unit": f.unit, "contribution": folded[f.name]})
+                rows.append(
+                    {
+                        "feature": f.name,
+                        "label": f.display_name,
+                        "value": v,
+                        "value_label": _value_label(f, v),
+                        "unit": f.unit,
+                        "contribution": folded[f.name],
+                    }
+                )
         else:
             idx = schema.bin_indices(X)[0]
             self._terms = None
@@ -637,9 +751,18 @@ class LocalExplanation(_Explanation):
     def data(self) -> dict:
         """JSON-safe dict: kind, source, outcome, intercept, contributions, logit, probability,
         provenance."""
-        return _jsonable({"kind": self.kind, "source": self.source, "outcome": self.outcome,
-                          "intercept": self.intercept, "contributions": _records(self._frame), "logit": self.logit,
-                          "probability": self.probability, "provenance": self.provenance.data()})
+        return _jsonable(
+            {
+                "kind": self.kind,
+                "source": self.source,
+                "outcome": self.outcome,
+                "intercept": self.intercept,
+                "contributions": _records(self._frame),
+                "logit": self.logit,
+                "probability": self.probability,
+                "provenance": self.provenance.data(),
+            }
+        )
 
     def table(self, top: int | None = None) -> pd.DataFrame:
         """Contributions in words, largest |contribution| first: label, value_label,
@@ -650,15 +773,20 @@ class LocalExplanation(_Explanation):
         >>> import pandas as pd
         >>> from ragim.schema import Feature, FeatureSchema
         >>> X = pd.DataFrame({"sex": [0, 1], "age": [40.0, 60.0]})
-        >>> schema = FeatureSchema([Feature("sex", "binary", label="Sex", levels={0: "female", 1: "male"}),
-        ...                         Feature("age", unit="years", label="Age")]).fit(X)
-        >>> p = ModelParams.from_dict("logistic", schema, {"intercept": 0.0, "sex": 0.9, "age": 0.1})
+        >>> sex = Feature("sex", "binary", label="Sex", levels={0: "female", 1: "male"})
+        >>> schema = FeatureSchema([sex, Feature("age", unit="years", label="Age")]).fit(X)
+        >>> p = ModelParams.from_dict("logistic", schema,
+        ...                           {"intercept": 0.0, "sex": 0.9, "age": 0.1})
         >>> explain_params(p, X.iloc[[1]]).table()[["label", "value_label"]].values.tolist()
         [['Sex', 'male'], ['Age', '60 years']]
         """
-        if top is not None and (isinstance(top, bool) or not isinstance(top, int | np.integer) or top < 1):
+        if top is not None and (
+            isinstance(top, bool) or not isinstance(top, int | np.integer) or top < 1
+        ):
             raise ValidationError(f"top must be a positive integer or None, got {top!r}")
-        df = _by_abs(self._frame, "contribution")[["label", "value_label", "contribution", "feature"]]
+        df = _by_abs(self._frame, "contribution")[
+            ["label", "value_label", "contribution", "feature"]
+        ]
         df = df.reset_index(drop=True)
         total = len(df)
         df = df.head(top) if top is not None else df
@@ -676,18 +804,27 @@ class LocalExplanation(_Explanation):
         """
         n = len(self._frame)
         shown = n if top is None or n <= top else top
-        note = truncation_note(shown, n, "features") + ("; the rest are summed in one bar" if shown < n else "")
-        title = "\n".join([*textwrap.wrap(f"Predicted risk of {self.outcome}: {self.probability:.1%}", 80),
-                           f"log-odds {self.logit:+.2f} = baseline {self.intercept:+.2f} + contributions",
-                           *textwrap.wrap(note, 80)])
+        note = truncation_note(shown, n, "features") + (
+            "; the rest are summed in one bar" if shown < n else ""
+        )
+        title = "\n".join(
+            [
+                *textwrap.wrap(f"Predicted risk of {self.outcome}: {self.probability:.1%}", 80),
+                f"log-odds {self.logit:+.2f} = baseline {self.intercept:+.2f} + contributions",
+                *textwrap.wrap(note, 80),
+            ]
+        )
         return plots.plot_waterfall(self._frame.assign(label=self._labels()), self.intercept, self.logit,
                                     self.probability, top=top, ax=ax, title=title)
 
     def _repr_html_(self) -> str:
         df = self.table()
-        head = (f"<p><b>{self.kind.upper()} model, one patient</b> &middot; predicted risk of "
-                f"{html.escape(self.outcome)}: {self.probability:.3f} &middot; logit {self.logit:+.3f} = "
-                f"intercept {self.intercept:+.3f} + contributions</p>")
+        head = (
+            f"<p><b>{self.kind.upper()} model, one patient</b> &middot; predicted risk of "
+            f"{html.escape(self.outcome)}: {self.probability:.3f} &middot; "
+            f"logit {self.logit:+.3f} = "
+            f"intercept {self.intercept:+.3f} + contributions</p>"
+        )
         return head + _table_html(df) + self._img_html() + self.provenance._repr_html_()
 
     def __repr__(self) -> str:
@@ -706,5 +843,12 @@ def _value_label(f, v: Any) -> str:
     return f"{_fmt(float(v))} {f.unit}".strip()
 
 
-__all__ = ["GlobalExplanation", "LocalExplanation", "Provenance", "explain_params", "plots", "reference_level",
-           "truncation_note"]
+__all__ = [
+    "GlobalExplanation",
+    "LocalExplanation",
+    "Provenance",
+    "explain_params",
+    "plots",
+    "reference_level",
+    "truncation_note",
+]

@@ -59,8 +59,16 @@ def coefficients_frame(params: ModelParams) -> pd.DataFrame:
     value = "coef" if params.kind == "logistic" else "score"
     sd0 = float(params.std[0]) if params.std is not None else math.nan
     b0 = params.intercept
-    intercept = {"term": "intercept", "feature": "", "label": "intercept", "role": "intercept",
-                 value: b0, "std": sd0, "ci_low": b0 - Z95 * sd0, "ci_high": b0 + Z95 * sd0}
+    intercept = {
+        "term": "intercept",
+        "feature": "",
+        "label": "intercept",
+        "role": "intercept",
+        value: b0,
+        "std": sd0,
+        "ci_low": b0 - Z95 * sd0,
+        "ci_high": b0 + Z95 * sd0,
+    }
     out = pd.concat([pd.DataFrame([intercept]), frame], ignore_index=True)
     with np.errstate(over="ignore"):
         out["or_ci_low"] = np.exp(np.clip(out["ci_low"].to_numpy(float), -700, 700))
@@ -119,8 +127,10 @@ def to_sklearn_pipeline(params: ModelParams):
     if not isinstance(params, ModelParams):
         raise ValidationError(f"to_sklearn_pipeline needs ModelParams, got {type(params).__name__}")
     if params.kind != "logistic":
-        raise ValidationError("only a logistic model exports to a scikit-learn Pipeline; export a GAM with "
-                              "ragim.models.model_from_params(params).to_interpret() (an interpret EBM)")
+        raise ValidationError(
+            "only a logistic model exports to a scikit-learn Pipeline; export a GAM with "
+            "ragim.models.model_from_params(params).to_interpret() (an interpret EBM)"
+        )
     schema = params.schema
     coef = dict(zip(schema.design_names, params.terms, strict=True))
     steps, fit_cols, raw_coef = [], {}, []
@@ -130,21 +140,48 @@ def to_sklearn_pipeline(params: ModelParams):
         if f.type == "categorical":
             cats = list(schema.categories_[f.name])
             numeric = _numeric_levels(cats)
-            onehot = OneHotEncoder(categories=[numeric if numeric is not None else cats], handle_unknown="ignore",
-                                   sparse_output=False)
+            onehot = OneHotEncoder(
+                categories=[numeric if numeric is not None else cats],
+                handle_unknown="ignore",
+                sparse_output=False,
+            )
             if numeric is not None:
-                enc = FeatureUnion([("onehot", onehot), ("missing", MissingIndicator(features="all"))]) \
-                    if has_missing else onehot
+                enc = (
+                    FeatureUnion(
+                        [("onehot", onehot), ("missing", MissingIndicator(features="all"))]
+                    )
+                    if has_missing
+                    else onehot
+                )
                 fit_cols[f.name] = [numeric[0] if numeric else 0.0, np.nan]
             else:
-                enc = Pipeline([
-                    ("nan", SimpleImputer(strategy="constant", fill_value=MISSING_TEXT)),
-                    ("none", SimpleImputer(missing_values=None, strategy="constant", fill_value=MISSING_TEXT)),
-                    ("encode", FeatureUnion([("onehot", onehot),
-                                             ("missing", MissingIndicator(missing_values=MISSING_TEXT,
-                                                                          features="all"))])
-                     if has_missing else onehot),
-                ])
+                enc = Pipeline(
+                    [
+                        ("nan", SimpleImputer(strategy="constant", fill_value=MISSING_TEXT)),
+                        (
+                            "none",
+                            SimpleImputer(
+                                missing_values=None, strategy="constant", fill_value=MISSING_TEXT
+                            ),
+                        ),
+                        (
+                            "encode",
+                            FeatureUnion(
+                                [
+                                    ("onehot", onehot),
+                                    (
+                                        "missing",
+                                        MissingIndicator(
+                                            missing_values=MISSING_TEXT, features="all"
+                                        ),
+                                    ),
+                                ]
+                            )
+                            if has_missing
+                            else onehot,
+                        ),
+                    ]
+                )
                 fit_cols[f.name] = pd.Series([cats[0] if cats else "", np.nan], dtype=object)
             raw_coef += [coef[f"{f.name}[{c}]"] for c in cats]
         else:
@@ -163,13 +200,19 @@ def to_sklearn_pipeline(params: ModelParams):
         steps.append((f.name, enc, [f.name]))
     pre = ColumnTransformer(steps, remainder="drop", verbose_feature_names_out=False)
     pre.fit(pd.DataFrame(fit_cols))
-    n_out = sum(len(pre.named_transformers_[name].transform(pd.DataFrame(fit_cols).iloc[:1][[name]])[0])
-                for name in schema.names)
+    n_out = sum(
+        len(pre.named_transformers_[name].transform(pd.DataFrame(fit_cols).iloc[:1][[name]])[0])
+        for name in schema.names
+    )
     if n_out != len(raw_coef):  # pragma: no cover - guards the layout against sklearn changes
-        raise ValidationError(f"the exported preprocessing makes {n_out} columns but the model has {len(raw_coef)}")
+        raise ValidationError(
+            f"the exported preprocessing makes {n_out} columns but the model has {len(raw_coef)}"
+        )
     clf = LogisticRegression()
     classes = params.metadata.get("classes")
-    clf.classes_ = np.asarray(classes if isinstance(classes, list) and len(classes) == 2 else [0, 1])
+    clf.classes_ = np.asarray(
+        classes if isinstance(classes, list) and len(classes) == 2 else [0, 1]
+    )
     clf.coef_ = np.asarray(raw_coef, dtype=np.float64)[None, :]
     clf.intercept_ = np.array([intercept], dtype=np.float64)
     clf.n_features_in_ = len(raw_coef)

@@ -245,16 +245,22 @@ def plot_waterfall(frame: pd.DataFrame, intercept: float, logit: float, probabil
             ha="left" if logit >= 0 else "right", fontsize=8, fontweight="bold")
     ax.text(intercept, y[0], f" {intercept:+.2f} " if intercept >= 0 else f" {intercept:+.2f} ",
             va="center", ha="left" if intercept >= 0 else "right", fontsize=8)
-    ax.set_yticks(y, [_txt(_short(s, 56)) for s in ["intercept (baseline)", *labels, "log-odds (total)"]],
-                  fontsize=9)
+    ax.set_yticks(
+        y,
+        [_txt(_short(s, 56)) for s in ["intercept (baseline)", *labels, "log-odds (total)"]],
+        fontsize=9,
+    )
     ax.axvline(0, color=DARK, lw=0.6)
     pts = np.array([0.0, *ends, logit])
     span = float(pts.max() - pts.min()) or 1.0
     ax.set_xlim(pts.min() - 0.18 * span, pts.max() + 0.18 * span)
     ax.set_xlabel("contribution to the log-odds (red raises the risk, blue lowers it)")
     ax.grid(axis="x", alpha=0.3)
-    ax.set_title(_txt(title or f"Predicted risk {probability:.1%}   (log-odds {logit:+.3f})"), fontsize=10,
-                 loc="left")
+    ax.set_title(
+        _txt(title or f"Predicted risk {probability:.1%}   (log-odds {logit:+.3f})"),
+        fontsize=10,
+        loc="left",
+    )
     return fig
 
 
@@ -283,7 +289,8 @@ def plot_provenance(frame: pd.DataFrame, *, ax=None, title: str | None = None) -
     ax.set_xlim(0, (w.max() or 1.0) * 1.25)
     ax.set_xlabel("weight")
     ax.grid(axis="x", alpha=0.3)
-    ax.set_title(_txt(title or "Provenance: retrieved neighbour tasks, by weight"), fontsize=11, loc="left")
+    ax.set_title(_txt(title or "Provenance: retrieved neighbour tasks, by weight"), fontsize=11,
+                 loc="left")
     return fig
 
 

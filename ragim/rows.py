@@ -20,7 +20,7 @@ Examples
 >>> _ = path.write_text("age;cad\\n61;1\\n")
 >>> read_rows(path)
 Traceback (most recent call last):
-ragim.errors.ValidationError: ... was read as one column ('age;cad'); it looks semicolon-separated: pass --sep ';' ...
+ragim.errors.ValidationError: ... it looks semicolon-separated: pass --sep ';' ...
 """
 
 from __future__ import annotations
@@ -72,8 +72,15 @@ def _header(path: Path, sep: str) -> list[str]:
     return next(csv.reader([first], delimiter=sep))
 
 
-def read_rows(path: str | Path, *, schema: FeatureSchema | None = None, outcome: str | None = None,
-              patient_id: str | None = None, sep: str = ",", where: str = "--rows") -> PatientRows:
+def read_rows(
+    path: str | Path,
+    *,
+    schema: FeatureSchema | None = None,
+    outcome: str | None = None,
+    patient_id: str | None = None,
+    sep: str = ",",
+    where: str = "--rows",
+) -> PatientRows:
     """Read patients from a CSV file; see the module docstring.
 
     Parameters
@@ -102,26 +109,36 @@ def read_rows(path: str | Path, *, schema: FeatureSchema | None = None, outcome:
     if not path.is_file():
         raise ValidationError(f"cannot read {where} {path}: no such file")
     if path.stat().st_size == 0 or not _header(path, sep):
-        raise ValidationError(f"{where} {path} is empty; it needs a header row and one row per patient")
+        raise ValidationError(
+            f"{where} {path} is empty; it needs a header row and one row per patient"
+        )
     names = [n.strip() for n in _header(path, sep)]
     if len(names) == 1:
         hint = [s for s in _SEPARATORS if s != sep and s in names[0]]
         if hint:
             raise ValidationError(
-                f"{where} {path} was read as one column ({names[0][:60]!r}); it looks {_sep_name(hint[0])}-separated: "
-                f"pass --sep {hint[0]!r} (or save the file comma-separated)")
+                f"{where} {path} was read as one column ({names[0][:60]!r}); "
+                f"it looks {_sep_name(hint[0])}-separated: "
+                f"pass --sep {hint[0]!r} (or save the file comma-separated)"
+            )
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise ValidationError(f"{where} {path} has duplicated columns {dupes}; every column needs a unique name")
+        raise ValidationError(
+            f"{where} {path} has duplicated columns {dupes}; every column needs a unique name"
+        )
     if any(not n for n in names):
-        raise ValidationError(f"{where} {path}: column(s) {[i + 1 for i, n in enumerate(names) if not n]} have no "
-                              "name; name every column in the header row")
+        raise ValidationError(
+            f"{where} {path}: column(s) {[i + 1 for i, n in enumerate(names) if not n]} have no "
+            "name; name every column in the header row"
+        )
     try:
         df = pd.read_csv(path, sep=sep, encoding="utf-8-sig")
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         msg = " ".join(str(exc).split())
-        raise ValidationError(f"cannot read {where} {path} as CSV separated by {sep!r} ({msg[:200]}); check the "
-                              "separator (--sep) and the quoting") from exc
+        raise ValidationError(
+            f"cannot read {where} {path} as CSV separated by {sep!r} ({msg[:200]}); check the "
+            "separator (--sep) and the quoting"
+        ) from exc
     df.columns = [str(c).strip() for c in df.columns]
     if len(df) == 0:
         raise ValidationError(f"{where} {path} has a header but no patient rows")
@@ -129,20 +146,29 @@ def read_rows(path: str | Path, *, schema: FeatureSchema | None = None, outcome:
     y = None
     if outcome is not None:
         if outcome not in df.columns:
-            raise ValidationError(f"{where} {path} has no outcome column {outcome!r} (columns: {list(df.columns)[:12]}); "
-                                  "name the 0/1 outcome column with --outcome")
+            raise ValidationError(
+                f"{where} {path} has no outcome column {outcome!r} "
+                f"(columns: {list(df.columns)[:12]}); "
+                "name the 0/1 outcome column with --outcome"
+            )
         y = _outcome(df[outcome], outcome, path, where)
     ids = None
     if patient_id is not None:
         if patient_id not in df.columns:
-            raise ValidationError(f"{where} {path} has no patient-id column {patient_id!r} "
-                                  f"(columns: {list(df.columns)[:12]}); name it with --patient-id")
+            raise ValidationError(
+                f"{where} {path} has no patient-id column {patient_id!r} "
+                f"(columns: {list(df.columns)[:12]}); name it with --patient-id"
+            )
         ids = df[patient_id]
-    elif DEFAULT_PATIENT_ID in df.columns and (schema is None or DEFAULT_PATIENT_ID not in schema.names):
+    elif DEFAULT_PATIENT_ID in df.columns and (
+        schema is None or DEFAULT_PATIENT_ID not in schema.names
+    ):
         patient_id, ids = DEFAULT_PATIENT_ID, df[DEFAULT_PATIENT_ID]
     if ids is not None and ids.isna().any():
         rows = (np.where(ids.isna())[0] + 1).tolist()[:5]
-        raise ValidationError(f"{where} {path}: patient-id column {patient_id!r} is empty in data row(s) {rows}")
+        raise ValidationError(
+            f"{where} {path}: patient-id column {patient_id!r} is empty in data row(s) {rows}"
+        )
     X = df.drop(columns=[c for c in (outcome, patient_id) if c is not None])
     if schema is not None:
         X = _match_schema(X, schema, path, where)
@@ -152,12 +178,16 @@ def read_rows(path: str | Path, *, schema: FeatureSchema | None = None, outcome:
 def _outcome(s: pd.Series, name: str, path: Path, where: str) -> np.ndarray:
     if s.isna().any():
         rows = (np.where(s.isna())[0] + 1).tolist()[:5]
-        raise ValidationError(f"{where} {path}: outcome column {name!r} is empty in data row(s) {rows}; drop those "
-                              "patients or fill in their outcome")
+        raise ValidationError(
+            f"{where} {path}: outcome column {name!r} is empty in data row(s) {rows}; drop those "
+            "patients or fill in their outcome"
+        )
     num = pd.to_numeric(s, errors="coerce")
     bad = sorted({str(v) for v, x in zip(s, num, strict=True) if not (x == 0 or x == 1)})
     if bad:
-        raise ValidationError(f"{where} {path}: outcome column {name!r} must hold 0 or 1, found {bad[:5]}")
+        raise ValidationError(
+            f"{where} {path}: outcome column {name!r} must hold 0 or 1, found {bad[:5]}"
+        )
     return num.to_numpy().astype(np.int64)
 
 
@@ -171,10 +201,13 @@ def _match_schema(X: pd.DataFrame, schema: FeatureSchema, path: Path, where: str
             parts.append(f"missing the model's features {missing[:10]}")
         if extra:
             parts.append(f"has columns the model does not use {extra[:10]}")
-        fix = ("add the missing columns (empty cells count as missing values)" if missing else "")
+        fix = "add the missing columns (empty cells count as missing values)" if missing else ""
         if extra:
-            fix += ("; " if fix else "") + "drop the extra columns, or name the outcome and id columns with " \
-                                           "--outcome and --patient-id"
+            fix += (
+                ("; " if fix else "")
+                + "drop the extra columns, or name the outcome and id columns with "
+                "--outcome and --patient-id"
+            )
         raise ValidationError(f"{where} {path} does not match the model: {'; '.join(parts)}; {fix}")
     X = X[schema.names]
     schema.validate_frame(X, where=f"{where} {path}")

@@ -589,18 +589,26 @@ def _check_levels(name: str, ftype: str, levels: Any) -> dict[str, str]:
     if levels is None:
         return {}
     if not isinstance(levels, Mapping):
-        raise ValidationError(f"feature {name!r}: levels must map values to labels, got {type(levels).__name__}")
+        raise ValidationError(
+            f"feature {name!r}: levels must map values to labels, got {type(levels).__name__}"
+        )
     if levels and ftype == "continuous":
-        raise ValidationError(f"feature {name!r} is continuous; level labels are only for binary or "
-                              "categorical features")
+        raise ValidationError(
+            f"feature {name!r} is continuous; level labels are only for binary or "
+            "categorical features"
+        )
     out = {}
     for k, v in levels.items():
         if not isinstance(v, str) or not v.strip():
-            raise ValidationError(f"feature {name!r}: the label of level {k!r} must be non-empty text, got {v!r}")
+            raise ValidationError(
+                f"feature {name!r}: the label of level {k!r} must be non-empty text, got {v!r}"
+            )
         out[level_key(k)] = v
     if ftype == "binary" and not set(out) <= {"0", "1"}:
-        raise ValidationError(f"binary feature {name!r} has level labels for {sorted(set(out) - {'0', '1'})}; "
-                              "a binary feature's values are 0 and 1")
+        raise ValidationError(
+            f"binary feature {name!r} has level labels for {sorted(set(out) - {'0', '1'})}; "
+            "a binary feature's values are 0 and 1"
+        )
     return out
 
 

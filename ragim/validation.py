@@ -18,10 +18,10 @@ Examples
 --------
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
->>> p = rng.uniform(0.05, 0.95, 400); y = (rng.random(400) < p).astype(int)
+>>> p = rng.uniform(0.05, 0.95, 4000); y = (rng.random(4000) < p).astype(int)   # calibrated risks
 >>> s = score_predictions(y, p, n_boot=50)
 >>> round(s["metrics"]["calibration_slope"]["value"], 1), s["n"]
-(1.0, 400)
+(1.0, 4000)
 """
 
 from __future__ import annotations
@@ -39,8 +39,14 @@ from ragim.metrics import EPS, expected_calibration_error, task_metrics
 from ragim.params import ModelParams
 
 #: the metrics :func:`score_predictions` reports, in order, and whether higher is better
-SCORES = {"auroc": True, "log_loss": False, "brier": False, "ece": False, "calibration_slope": None,
-          "calibration_intercept": None}
+SCORES = {
+    "auroc": True,
+    "log_loss": False,
+    "brier": False,
+    "ece": False,
+    "calibration_slope": None,
+    "calibration_intercept": None,
+}
 
 
 def calibration_slope_intercept(y_true, y_prob) -> tuple[float, float]:
@@ -58,21 +64,26 @@ def calibration_slope_intercept(y_true, y_prob) -> tuple[float, float]:
 
     Examples
     --------
-    >>> p = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.8, 0.4, 0.5])
-    >>> y = np.array([0, 0, 1, 1, 1, 1, 0, 0])
-    >>> slope, intercept = calibration_slope_intercept(y, p)
-    >>> bool(slope > 0), round(intercept, 2)
-    (True, 0.0)
+    >>> rng = np.random.default_rng(0)
+    >>> p = rng.uniform(0.05, 0.95, 4000); y = (rng.random(4000) < p).astype(int)
+    >>> [round(v, 1) for v in calibration_slope_intercept(y, p / 2)]   # risks halved: too low
+    [1.5, 1.3]
     """
     from sklearn.linear_model import LogisticRegression
 
     y = np.asarray(y_true, dtype=float).reshape(-1)
     z = logit(np.clip(np.asarray(y_prob, dtype=float).reshape(-1), EPS, 1 - EPS))
     if y.shape != z.shape or y.size == 0:
-        raise ValidationError(f"need one predicted risk per outcome, got {z.size} risks for {y.size} outcomes")
+        raise ValidationError(
+            f"need one predicted risk per outcome, got {z.size} risks for {y.size} outcomes"
+        )
     if not 0 < y.sum() < y.size:
         return math.nan, math.nan
-    slope = float(LogisticRegression(C=np.inf, solver="newton-cg", tol=1e-10, max_iter=1000).fit(z[:, None], y).coef_[0, 0])
+    slope = float(
+        LogisticRegression(C=np.inf, solver="newton-cg", tol=1e-10, max_iter=1000)
+        .fit(z[:, None], y)
+        .coef_[0, 0]
+    )
     intercept = float(brentq(lambda a: float(np.sum(y - expit(a + z))), -60.0, 60.0, xtol=1e-12))
     return slope, intercept
 
@@ -80,9 +91,14 @@ def calibration_slope_intercept(y_true, y_prob) -> tuple[float, float]:
 def _all_scores(y: np.ndarray, p: np.ndarray, n_bins: int) -> dict[str, float]:
     m = task_metrics(y, p)
     slope, intercept = calibration_slope_intercept(y, p)
-    return {"auroc": m["auroc"], "log_loss": m["log_loss"], "brier": m["brier"],
-            "ece": expected_calibration_error(y, p, n_bins), "calibration_slope": slope,
-            "calibration_intercept": intercept}
+    return {
+        "auroc": m["auroc"],
+        "log_loss": m["log_loss"],
+        "brier": m["brier"],
+        "ece": expected_calibration_error(y, p, n_bins),
+        "calibration_slope": slope,
+        "calibration_intercept": intercept,
+    }
 
 
 def batch_scores(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> dict[str, np.ndarray]:
@@ -109,7 +125,10 @@ def batch_scores(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> dict[str, np
     log_loss = -(y * np.log(p) + (1 - y) * np.log1p(-p)).mean(1)
     brier = ((p - y) ** 2).mean(1)
     edges = np.linspace(0.0, 1.0, int(n_bins) + 1)
-    bins = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, int(n_bins) - 1) + np.arange(B)[:, None] * n_bins
+    bins = (
+        np.clip(np.searchsorted(edges, p, side="right") - 1, 0, int(n_bins) - 1)
+        + np.arange(B)[:, None] * n_bins
+    )
     sp = np.bincount(bins.ravel(), p.ravel(), B * n_bins).reshape(B, n_bins)
     sy = np.bincount(bins.ravel(), y.ravel(), B * n_bins).reshape(B, n_bins)
     ece = np.abs(sy - sp).sum(1) / n
@@ -127,9 +146,11 @@ def batch_scores(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> dict[str, np
         r, v = y - q, q * (1 - q)
         g = np.stack([r.sum(1), (r * z).sum(1)], 1)
         h00, h01, h11 = v.sum(1), (v * z).sum(1), (v * z * z).sum(1)
-        det = h00 * h11 - h01 ** 2
+        det = h00 * h11 - h01**2
         with np.errstate(invalid="ignore", divide="ignore"):
-            step = np.stack([(h11 * g[:, 0] - h01 * g[:, 1]) / det, (h00 * g[:, 1] - h01 * g[:, 0]) / det], 1)
+            step = np.stack(
+                [(h11 * g[:, 0] - h01 * g[:, 1]) / det, (h00 * g[:, 1] - h01 * g[:, 0]) / det], 1
+            )
         step = np.where(np.isfinite(step), np.clip(step, -5.0, 5.0), np.nan)
         w = w + np.nan_to_num(step)
         if np.all(~np.isfinite(step) | (np.abs(step) < 1e-10)):
@@ -137,12 +158,19 @@ def batch_scores(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> dict[str, np
     converged = np.all(np.abs(step) < 1e-6, axis=1)  # NaN steps (a singular Hessian) count as not
     slope = np.where(two & converged, w[:, 1], np.nan)
     intercept = np.where(two, a, np.nan)
-    return {"auroc": auroc, "log_loss": log_loss, "brier": brier, "ece": ece, "calibration_slope": slope,
-            "calibration_intercept": intercept}
+    return {
+        "auroc": auroc,
+        "log_loss": log_loss,
+        "brier": brier,
+        "ece": ece,
+        "calibration_slope": slope,
+        "calibration_intercept": intercept,
+    }
 
 
-def score_predictions(y_true, y_prob, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
-                      n_bins: int = 10) -> dict[str, Any]:
+def score_predictions(
+    y_true, y_prob, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0, n_bins: int = 10
+) -> dict[str, Any]:
     """Score predicted risks on observed outcomes, with percentile bootstrap CIs.
 
     Parameters
@@ -185,10 +213,21 @@ def score_predictions(y_true, y_prob, *, n_boot: int = 1000, level: float = 0.95
     for k, v in point.items():
         d = np.concatenate(draws[k]) if draws[k] else np.empty(0)
         d = d[np.isfinite(d)]
-        lo, hi = (float(np.quantile(d, alpha)), float(np.quantile(d, 1 - alpha))) if d.size >= 2 else (math.nan,) * 2
+        lo, hi = (
+            (float(np.quantile(d, alpha)), float(np.quantile(d, 1 - alpha)))
+            if d.size >= 2
+            else (math.nan,) * 2
+        )
         metrics[k] = {"value": v, "ci_low": lo, "ci_high": hi, "n_boot": int(d.size)}
-    return {"n": int(y.size), "n_positive": int(y.sum()), "prevalence": float(y.mean()), "mean_risk": float(p.mean()),
-            "n_boot": int(n_boot), "level": float(level), "metrics": metrics}
+    return {
+        "n": int(y.size),
+        "n_positive": int(y.sum()),
+        "prevalence": float(y.mean()),
+        "mean_risk": float(p.mean()),
+        "n_boot": int(n_boot),
+        "level": float(level),
+        "metrics": metrics,
+    }
 
 
 class _GivenParams:
@@ -208,7 +247,9 @@ class _SchemaOnly:
         self.schema = schema
 
 
-def adapt_params(params: ModelParams, X: pd.DataFrame, y, *, adaptation: str = "recalibrate") -> ModelParams:
+def adapt_params(
+    params: ModelParams, X: pd.DataFrame, y, *, adaptation: str = "recalibrate"
+) -> ModelParams:
     """Adapt a model to a few local labelled rows with :class:`ragim.ZeroShotClassifier`.
 
     The given parameters are the prior: ``adaptation="recalibrate"`` (default) refits only
@@ -234,7 +275,8 @@ def adapt_params(params: ModelParams, X: pd.DataFrame, y, *, adaptation: str = "
     >>> import numpy as np, pandas as pd
     >>> from ragim.schema import FeatureSchema
     >>> X = pd.DataFrame({"age": np.linspace(40, 80, 30)})
-    >>> prior = ModelParams.from_dict("logistic", FeatureSchema.infer(X).fit(X), {"intercept": -2.0, "age": 1.0})
+    >>> schema = FeatureSchema.infer(X).fit(X)
+    >>> prior = ModelParams.from_dict("logistic", schema, {"intercept": -2.0, "age": 1.0})
     >>> y = (np.arange(30) % 3 != 0).astype(int)        # far more positives than the prior expects
     >>> bool(adapt_params(prior, X, y).intercept > -2.0)
     True
@@ -251,13 +293,24 @@ def adapt_params(params: ModelParams, X: pd.DataFrame, y, *, adaptation: str = "
     classes = np.unique(y[pd.notna(y)]) if y.dtype == object else np.unique(y)
     if len(classes) < 2:
         only = classes[0] if len(classes) else "none"
-        raise ValidationError(f"the {len(y)} rows to adapt on all have outcome {only}; adapting on one outcome "
-                              "would only drag every risk towards it; add patients with the other outcome")
-    clf = ZeroShotClassifier(index=_SchemaOnly(params.schema), generator=_GivenParams(params),
-                             description=str(params.metadata.get("description") or "the given model"),
-                             adaptation=adaptation)
+        raise ValidationError(
+            f"the {len(y)} rows to adapt on all have outcome {only}; adapting on one outcome "
+            "would only drag every risk towards it; add patients with the other outcome"
+        )
+    clf = ZeroShotClassifier(
+        index=_SchemaOnly(params.schema),
+        generator=_GivenParams(params),
+        description=str(params.metadata.get("description") or "the given model"),
+        adaptation=adaptation,
+    )
     clf.fit(X, y)
     return clf.params_
 
 
-__all__ = ["SCORES", "adapt_params", "batch_scores", "calibration_slope_intercept", "score_predictions"]
+__all__ = [
+    "SCORES",
+    "adapt_params",
+    "batch_scores",
+    "calibration_slope_intercept",
+    "score_predictions",
+]

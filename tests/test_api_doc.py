@@ -24,7 +24,7 @@ API = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
 def signature(fn, *, method: bool = False) -> str:
     """``(a, b=1, *, c="x")`` as the docs write it: no annotations, strings in double quotes."""
     out, star = [], False
-    params = list(inspect.signature(fn).parameters.values())[1 if method else 0:]
+    params = list(inspect.signature(fn).parameters.values())[1 if method else 0 :]
     for p in params:
         if p.kind is p.KEYWORD_ONLY and not star:
             out.append("*")
@@ -32,22 +32,28 @@ def signature(fn, *, method: bool = False) -> str:
         if p.kind is p.VAR_KEYWORD:
             out.append(f"**{p.name}")
             continue
-        default = "" if p.default is p.empty else "=" + (json.dumps(p.default) if isinstance(p.default, str)
-                                                          else repr(p.default))
+        default = (
+            ""
+            if p.default is p.empty
+            else "=" + (json.dumps(p.default) if isinstance(p.default, str) else repr(p.default))
+        )
         out.append(p.name + default)
     return "(" + ", ".join(out) + ")"
 
 
-@pytest.mark.parametrize("name, fn, method", [
-    ("ragim.estimator.neighbor_mean", neighbor_mean, False),
-    (".generate", AttentionGenerator.generate, True),
-    ("ragim.rows.read_rows", read_rows, False),
-    ("ragim.datasets.folder.load_task_folder", load_task_folder, False),
-    ("ragim.validation.score_predictions", score_predictions, False),
-    ("ragim.validation.calibration_slope_intercept", calibration_slope_intercept, False),
-    ("ragim.validation.adapt_params", adapt_params, False),
-    ("model.explain", InterpretableModel.explain, True),
-])
+@pytest.mark.parametrize(
+    "name, fn, method",
+    [
+        ("ragim.estimator.neighbor_mean", neighbor_mean, False),
+        (".generate", AttentionGenerator.generate, True),
+        ("ragim.rows.read_rows", read_rows, False),
+        ("ragim.datasets.folder.load_task_folder", load_task_folder, False),
+        ("ragim.validation.score_predictions", score_predictions, False),
+        ("ragim.validation.calibration_slope_intercept", calibration_slope_intercept, False),
+        ("ragim.validation.adapt_params", adapt_params, False),
+        ("model.explain", InterpretableModel.explain, True),
+    ],
+)
 def test_documented_signatures_are_the_real_ones(name, fn, method):
     text = f"`{name}{signature(fn, method=method)}`"
     assert text in API, f"docs/api.md should show {text}"
@@ -65,8 +71,11 @@ def test_a_loaded_generator_needs_the_index_and_says_so(tmp_path):
     fitted = gen.generate(query)  # fitted in memory: the index is remembered
     gen.save(tmp_path / "gen")
     loaded = AttentionGenerator.load(tmp_path / "gen")
-    with pytest.raises(ValidationError, match=r"after load\(\), pass it: generate\(description, "
-                                              r"index=TaskIndex.load\(path\)\)"):
+    with pytest.raises(
+        ValidationError,
+        match=r"after load\(\), pass it: generate\(description, "
+        r"index=TaskIndex.load\(path\)\)",
+    ):
         loaded.generate(query)
     again = loaded.generate(query, index=index)
     assert again.to_params().as_dict(decimals=8) == fitted.to_params().as_dict(decimals=8)
@@ -74,7 +83,11 @@ def test_a_loaded_generator_needs_the_index_and_says_so(tmp_path):
 
 
 def test_public_modules_of_this_workflow_are_listed():
-    for name in ("ragim.export.to_sklearn_pipeline", "ragim.export.coefficients_frame", ".config.excluded",
-                 "`ragim.Feature(name, type, unit, description, categories, allow_missing, label, levels)`"):
+    for name in (
+        "ragim.export.to_sklearn_pipeline",
+        "ragim.export.coefficients_frame",
+        ".config.excluded",
+        "`ragim.Feature(name, type, unit, description, categories, allow_missing, label, levels)`",
+    ):
         assert name in API, name
     assert ragim.Feature.__dataclass_fields__.keys() >= {"label", "levels"}

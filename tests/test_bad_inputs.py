@@ -391,7 +391,8 @@ def cli_dir(tmp_path_factory):
     from ragim.params import ModelParams
 
     names = ModelParams.load(root / "params").schema.names
-    (root / "good_rows.csv").write_text(",".join(names) + "\n" + ",".join("0.5" for _ in names) + "\n")
+    values = ",".join("0.5" for _ in names)
+    (root / "good_rows.csv").write_text(",".join(names) + "\n" + values + "\n")
     return root
 
 

@@ -46,11 +46,19 @@ def test_train_generate_explain(built):
     assert expl["kind"] == "logistic" and (built / "coef.png").stat().st_size > 1000
     text = _ok(["generate", "renal disease in adolescents", "--index", str(built / "idx")])
     assert "Neighbour tasks that shaped the model" in text
-    header = next(line for line in text.splitlines() if line.split()[:2] == ["weight", "similarity"])
-    rows = text.splitlines()[text.splitlines().index(header) + 2:]
-    weights = [float(parts[0]) for parts in map(str.split, rows)
-               if len(parts) > 2 and re.fullmatch(r"\d\.\d{3}", parts[0]) and re.fullmatch(r"-?\d\.\d{3}", parts[1])]
-    assert len(weights) == 10 and weights == sorted(weights, reverse=True)  # heaviest neighbour first
+    header = next(
+        line for line in text.splitlines() if line.split()[:2] == ["weight", "similarity"]
+    )
+    rows = text.splitlines()[text.splitlines().index(header) + 2 :]
+    weights = [
+        float(parts[0])
+        for parts in map(str.split, rows)
+        if len(parts) > 2
+        and re.fullmatch(r"\d\.\d{3}", parts[0])
+        and re.fullmatch(r"-?\d\.\d{3}", parts[1])
+    ]
+    assert len(weights) == 10
+    assert weights == sorted(weights, reverse=True)  # heaviest neighbour first
 
 
 def test_errors_are_one_clear_line(built, tmp_path):

@@ -120,8 +120,16 @@ def test_training_progress_keeps_stdout_clean(root, capsys, monkeypatch):
     go nowhere; stdout stays for ragim's own summary. The logs are still in ``history_``."""
     from ragim.train.sft import train_sft
 
-    gen = train_sft(TaskIndex.load(root / "index"), base_model="tiny", max_steps=2, batch_size=2, k=2,
-                    val_fraction=0, progress=True, device="cpu")
+    gen = train_sft(
+        TaskIndex.load(root / "index"),
+        base_model="tiny",
+        max_steps=2,
+        batch_size=2,
+        k=2,
+        val_fraction=0,
+        progress=True,
+        device="cpu",
+    )
     out = capsys.readouterr()
     assert "loss" not in out.out and "{" not in out.out, out.out
     assert "2/2" in out.err  # the progress bar
@@ -129,8 +137,27 @@ def test_training_progress_keeps_stdout_clean(root, capsys, monkeypatch):
 
 
 def test_train_sft_text_summary_is_readable(root, tmp_path):
-    result = runner.invoke(app, ["train", "sft", "--index", str(root / "index"), "--out", str(tmp_path / "s"),
-                                 "--base-model", "tiny", "--max-steps", "1", "--batch-size", "2", "--k", "1",
-                                 "--val-fraction", "0"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "sft",
+            "--index",
+            str(root / "index"),
+            "--out",
+            str(tmp_path / "s"),
+            "--base-model",
+            "tiny",
+            "--max-steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--k",
+            "1",
+            "--val-fraction",
+            "0",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    assert "{" not in result.stdout and "train loss" in result.stdout and "n trainable params" in result.stdout
+    assert "{" not in result.stdout and "train loss" in result.stdout
+    assert "n trainable params" in result.stdout

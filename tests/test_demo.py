@@ -46,7 +46,9 @@ def md_pieces(md: str) -> tuple[list[str], list[tuple[str, str]]]:
         if m := re.fullmatch(r"!\[(.*)\]\((.*)\)", line):
             images.append((m.group(2), m.group(1)))
         elif line.startswith("|"):
-            texts += [c.strip().replace("\\|", "|") for c in line.strip("|").split(" | ") if c.strip()]
+            texts += [
+                c.strip().replace("\\|", "|") for c in line.strip("|").split(" | ") if c.strip()
+            ]
         else:
             texts.append(re.sub(r"^(#+|>)\s*", "", line).replace("**", "").strip("_"))
     return texts, images
@@ -69,7 +71,11 @@ def test_demo_writes_report_with_finite_scores(tmp_path):
 
     # report.html: a proper page with the same content as report.md, images linked relative
     page = (out / "report.html").read_text(encoding="utf-8")
-    assert page.startswith("<!DOCTYPE html>") and '<meta charset="utf-8">' in page and "</html>" in page
+    assert (
+        page.startswith("<!DOCTYPE html>")
+        and '<meta charset="utf-8">' in page
+        and "</html>" in page
+    )
     parser = _Text()
     parser.feed(page)
     text = parser.text()
@@ -83,12 +89,21 @@ def test_demo_writes_report_with_finite_scores(tmp_path):
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "The model predicts coronary artery disease (>50% narrowing)." in md
     assert "vs typical angina" in md and "male vs female" in md
-    assert re.search(r"15 of \d+ terms shown \(largest first\); \d+ missing-value indicator terms not shown", md)
-    assert re.search(r"## One patient \(row \d+\): predicted risk of coronary artery disease \(>50% narrowing\) "
-                     r"0\.\d\d", md)
+    assert re.search(
+        r"15 of \d+ terms shown \(largest first\); \d+ missing-value indicator terms not shown", md
+    )
+    assert re.search(
+        r"## One patient \(row \d+\): predicted risk of coronary artery disease \(>50% narrowing\) "
+        r"0\.\d\d",
+        md,
+    )
     weights = [r["weight"] for r in res["provenance"]]
     table = md.split("## The neighbours that shaped it")[1].split("![")[0]
-    shown = [float(line.split("|")[-2]) for line in table.splitlines() if line.startswith("| ") and "task_id" not in line]
+    shown = [
+        float(line.split("|")[-2])
+        for line in table.splitlines()
+        if line.startswith("| ") and "task_id" not in line
+    ]
     assert shown == sorted(shown, reverse=True) and len(shown) == len(weights)  # heaviest first
 
 

@@ -1,4 +1,4 @@
-"""Exports: a plain scikit-learn Pipeline that predicts exactly as ragim, and coefficients as CSV."""
+"""Exports: a plain scikit-learn Pipeline that predicts exactly as ragim; coefficients as CSV."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ def heart():
     train, held_out = tasks.group_split("site", ["Switzerland"])
     index = TaskIndex.build(train, embedder="hashing", progress=False)
     params = neighbor_mean(index, held_out["switzerland-any_cad-all"].description, k=8)
-    rows = pd.concat([t.X for t in tasks], ignore_index=True).drop_duplicates().reset_index(drop=True)
+    rows = (
+        pd.concat([t.X for t in tasks], ignore_index=True).drop_duplicates().reset_index(drop=True)
+    )
     return params, rows
 
 
@@ -39,7 +41,9 @@ def _estimators(obj):
 def test_pipeline_predicts_as_ragim_on_real_rows_with_categories_and_missing_values(heart):
     params, rows = heart
     assert sum(v is None for v in rows["thal"]) > 100  # real missing categories (None) ...
-    assert rows["chol"].isna().sum() > 100 and rows["ca"].isna().sum() > 100  # ... and missing numbers (NaN)
+    assert (
+        rows["chol"].isna().sum() > 100 and rows["ca"].isna().sum() > 100
+    )  # ... and missing numbers (NaN)
     pipe = to_sklearn_pipeline(params)
     ours = model_from_params(params).predict_proba(rows)
     theirs = pipe.predict_proba(rows)
@@ -48,9 +52,14 @@ def test_pipeline_predicts_as_ragim_on_real_rows_with_categories_and_missing_val
     # a row with every feature missing, and an unseen category, behave as in ragim too
     odd = rows.iloc[:2].copy()
     odd.loc[odd.index[0], :] = None
-    odd.loc[odd.index[0], ["age", "sex"]] = [55.0, 1.0]  # the two features that allow no missing value
+    odd.loc[odd.index[0], ["age", "sex"]] = [
+        55.0,
+        1.0,
+    ]  # the two features that allow no missing value
     odd.loc[odd.index[1], "thal"] = "never seen"
-    np.testing.assert_allclose(pipe.predict_proba(odd), model_from_params(params).predict_proba(odd), atol=1e-12)
+    np.testing.assert_allclose(
+        pipe.predict_proba(odd), model_from_params(params).predict_proba(odd), atol=1e-12
+    )
 
 
 def test_pipeline_is_made_of_scikit_learn_classes_only(heart):
@@ -76,12 +85,16 @@ def test_pipeline_coefficients_are_per_raw_unit(heart):
 
 def test_numeric_categories_and_a_fitted_model(tmp_path):
     rng = np.random.default_rng(0)
-    X = pd.DataFrame({"grade": rng.choice([1, 2, 3], 120).astype(float), "lactate": rng.normal(2, 1, 120)})
+    X = pd.DataFrame(
+        {"grade": rng.choice([1, 2, 3], 120).astype(float), "lactate": rng.normal(2, 1, 120)}
+    )
     X.loc[::7, "grade"] = np.nan
     X.loc[::5, "lactate"] = np.nan
     from ragim.schema import Feature, FeatureSchema
 
-    schema = FeatureSchema([Feature("grade", "categorical"), Feature("lactate", unit="mmol/L")]).fit(X)
+    schema = FeatureSchema(
+        [Feature("grade", "categorical"), Feature("lactate", unit="mmol/L")]
+    ).fit(X)
     y = (rng.random(120) < 0.4).astype(int)
     model = LogisticModel(schema=schema).fit(X, y)
     pipe = to_sklearn_pipeline(model.to_params())
@@ -127,4 +140,6 @@ def test_gam_coefficients_frame():
     schema = FeatureSchema.infer(X).fit(X)
     p = ModelParams.zeros("gam", schema)
     frame = coefficients_frame(p)
-    assert list(frame["term"]) == p.names and "bin_label" in frame.columns and "score" in frame.columns
+    assert (
+        list(frame["term"]) == p.names and "bin_label" in frame.columns and "score" in frame.columns
+    )

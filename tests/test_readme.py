@@ -1,5 +1,5 @@
-"""The README's quickstart and its local-validation walk-through run as written, and the README gives
-the two commands."""
+"""The README's quickstart and its local-validation walk-through run as written, and the
+README gives the two commands."""
 
 import json
 import re
@@ -42,8 +42,19 @@ def test_validate_locally_runs_as_written(tmp_path, monkeypatch):
     command of its shell block runs (generate -> score -> adapt -> score again -> predict)."""
     section = README.split("## Validate locally", 1)[1].split("\n## ", 1)[0]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    commands = [line for line in re.search(r"```bash\n(.*?)```", section, re.S).group(1).splitlines() if line]
-    assert [c.split()[1] for c in commands] == ["index", "generate", "score", "adapt", "score", "predict"]
+    commands = [
+        line
+        for line in re.search(r"```bash\n(.*?)```", section, re.S).group(1).splitlines()
+        if line
+    ]
+    assert [c.split()[1] for c in commands] == [
+        "index",
+        "generate",
+        "score",
+        "adapt",
+        "score",
+        "predict",
+    ]
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "README validate locally", "exec"), {})
     scores = []
@@ -63,4 +74,5 @@ def test_validate_locally_runs_as_written(tmp_path, monkeypatch):
     assert after["log_loss"]["value"] != before["log_loss"]["value"]
     for name in ("calibration.png", "calibration-adapted.png", "risks.csv"):
         assert (tmp_path / name).stat().st_size > 100
-    assert TaskIndex.load(tmp_path / "indices" / "no-hungary").config.excluded == {"site": ["Hungary"]}
+    index = TaskIndex.load(tmp_path / "indices" / "no-hungary")
+    assert index.config.excluded == {"site": ["Hungary"]}

@@ -19,9 +19,14 @@ def test_labels_and_levels_round_trip():
     f = Feature("sex", "binary", label="Sex", levels={0: "female", 1.0: "male"})
     assert f.levels == {"0": "female", "1": "male"} and f.display_name == "Sex"
     assert [f.level_label(v) for v in (0, 1.0, True, "1")] == ["female", "male", "male", "male"]
-    assert Feature("age").display_name == "age" and Feature("cp", "categorical").level_label("x") == "x"
+    assert (
+        Feature("age").display_name == "age"
+        and Feature("cp", "categorical").level_label("x") == "x"
+    )
     X = pd.DataFrame({"sex": [0, 1, 1], "cp": ["a", "b", None]})
-    schema = FeatureSchema([f, Feature("cp", "categorical", label="Chest pain", levels={"a": "typical"})]).fit(X)
+    schema = FeatureSchema(
+        [f, Feature("cp", "categorical", label="Chest pain", levels={"a": "typical"})]
+    ).fit(X)
     back = FeatureSchema.from_json(schema.to_json())
     assert back == schema and back["sex"].levels == {"0": "female", "1": "male"}
     assert back["cp"].label == "Chest pain" and back["cp"].level_label("a") == "typical"
@@ -33,20 +38,50 @@ def test_schemas_without_labels_keep_their_json_and_old_files_load():
     X = pd.DataFrame({"age": [40.0, 50.0, 60.0]})
     schema = FeatureSchema.infer(X).fit(X)
     d = schema.to_dict()
-    assert set(d["features"][0]) == {"name", "type", "unit", "description", "categories", "allow_missing"}
-    old = {"features": [{"name": "age", "type": "continuous", "unit": "years", "description": "",
-                         "categories": [], "allow_missing": True}], "n_bins": 8}
+    assert set(d["features"][0]) == {
+        "name",
+        "type",
+        "unit",
+        "description",
+        "categories",
+        "allow_missing",
+    }
+    old = {
+        "features": [
+            {
+                "name": "age",
+                "type": "continuous",
+                "unit": "years",
+                "description": "",
+                "categories": [],
+                "allow_missing": True,
+            }
+        ],
+        "n_bins": 8,
+    }
     loaded = FeatureSchema.from_dict(old)
     assert loaded["age"].label == "" and loaded["age"].levels == {} and loaded.to_dict() == old
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"name": "age", "levels": {0: "young"}}, "is continuous; level labels are only for binary or categorical"),
-    ({"name": "sex", "type": "binary", "levels": {2: "other"}}, "a binary feature's values are 0 and 1"),
-    ({"name": "sex", "type": "binary", "levels": {0: ""}}, "must be non-empty text"),
-    ({"name": "sex", "type": "binary", "levels": ["female"]}, "levels must map values to labels"),
-    ({"name": "sex", "label": 3}, "label must be text"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (
+            {"name": "age", "levels": {0: "young"}},
+            "is continuous; level labels are only for binary or categorical",
+        ),
+        (
+            {"name": "sex", "type": "binary", "levels": {2: "other"}},
+            "a binary feature's values are 0 and 1",
+        ),
+        ({"name": "sex", "type": "binary", "levels": {0: ""}}, "must be non-empty text"),
+        (
+            {"name": "sex", "type": "binary", "levels": ["female"]},
+            "levels must map values to labels",
+        ),
+        ({"name": "sex", "label": 3}, "label must be text"),
+    ],
+)
 def test_bad_labels_are_clear_errors(kwargs, message):
     with pytest.raises(ValidationError, match=message):
         Feature(**kwargs)
@@ -58,26 +93,60 @@ def test_level_key_is_the_text_of_integral_numbers():
 
 def test_schema_json_in_a_task_folder_brings_the_labels(tmp_path):
     (tmp_path / "data").mkdir()
-    pd.DataFrame({"task_id": ["a"], "description": ["Predict sepsis"]}).to_csv(tmp_path / "descriptions.csv",
-                                                                               index=False)
+    pd.DataFrame({"task_id": ["a"], "description": ["Predict sepsis"]}).to_csv(
+        tmp_path / "descriptions.csv", index=False
+    )
     pd.DataFrame({"sex": [0, 1] * 5, "ward": ["icu", "ed"] * 5, "y": [0, 1] * 5}).to_csv(
-        tmp_path / "data" / "a.csv", index=False)
-    (tmp_path / "schema.json").write_text(json.dumps({"features": [
-        {"name": "sex", "type": "binary", "label": "Sex", "levels": {"0": "female", "1": "male"}},
-        {"name": "ward", "type": "categorical", "categories": ["icu", "ed"], "label": "Admitting unit",
-         "levels": {"ed": "emergency department"}}]}))
+        tmp_path / "data" / "a.csv", index=False
+    )
+    (tmp_path / "schema.json").write_text(
+        json.dumps(
+            {
+                "features": [
+                    {
+                        "name": "sex",
+                        "type": "binary",
+                        "label": "Sex",
+                        "levels": {"0": "female", "1": "male"},
+                    },
+                    {
+                        "name": "ward",
+                        "type": "categorical",
+                        "categories": ["icu", "ed"],
+                        "label": "Admitting unit",
+                        "levels": {"ed": "emergency department"},
+                    },
+                ]
+            }
+        )
+    )
     schema = load_task_folder(tmp_path).schema
-    assert schema["sex"].level_label(1) == "male" and schema["ward"].display_name == "Admitting unit"
-    (tmp_path / "schema.json").write_text(json.dumps({"features": [
-        {"name": "sex", "type": "binary", "levels": {"2": "x"}}, {"name": "ward", "type": "categorical"}]}))
-    with pytest.raises(ValidationError, match="schema.json: .*a binary feature's values are 0 and 1"):
+    assert (
+        schema["sex"].level_label(1) == "male" and schema["ward"].display_name == "Admitting unit"
+    )
+    (tmp_path / "schema.json").write_text(
+        json.dumps(
+            {
+                "features": [
+                    {"name": "sex", "type": "binary", "levels": {"2": "x"}},
+                    {"name": "ward", "type": "categorical"},
+                ]
+            }
+        )
+    )
+    with pytest.raises(
+        ValidationError, match="schema.json: .*a binary feature's values are 0 and 1"
+    ):
         load_task_folder(tmp_path)
 
 
 def test_heart_disease_ships_uci_labels():
     schema = heart_schema()
     assert all(f.label for f in FEATURES) and schema["sex"].levels == {"0": "female", "1": "male"}
-    assert schema["exang"].levels == {"0": "no", "1": "yes"} and schema["fbs"].level_label(1) == "> 120 mg/dL"
+    assert (
+        schema["exang"].levels == {"0": "no", "1": "yes"}
+        and schema["fbs"].level_label(1) == "> 120 mg/dL"
+    )
     assert schema["cp"].display_name == "Chest-pain type"
     assert schema["thal"].level_label("reversable defect") == "reversible defect"
     assert schema["restecg"].level_label("lv hypertrophy") == "left ventricular hypertrophy"

@@ -50,9 +50,11 @@ class Generator(ABC):
         index = index if index is not None else getattr(self, "index_", None)
         if index is None:
             raise ValidationError(
-                f"{type(self).__name__} has no index to retrieve from: a generator remembers the index it was "
+                f"{type(self).__name__} has no index to retrieve from: a generator remembers the "
+                "index it was "
                 "fitted on only until it is saved; after load(), pass it: generate(description, "
-                "index=TaskIndex.load(path))")
+                "index=TaskIndex.load(path))"
+            )
         return index
 
     @abstractmethod

@@ -269,7 +269,8 @@ class InterpretableModel(ABC):
 
     def explain(self, X_row: Any = None, *, outcome: str | None = None):
         """An explanation of the model (global) or of one patient's risk (``X_row``);
-        ``outcome`` names what the model predicts, for titles (see :func:`ragim.explain.explain_params`)."""
+        ``outcome`` names what the model predicts, for titles (see
+        :func:`ragim.explain.explain_params`)."""
         from ragim.explain import explain_params
 
         return explain_params(self.to_params(), X_row, outcome=outcome)
