@@ -541,9 +541,9 @@ class GlobalExplanation(_Explanation):
         df.attrs.update(
             n_total=total,
             n_hidden_missing=hidden,
-            note=truncation_note(shown, total, what, hidden).replace(
-                "indicator terms", "bins" if self.kind == "gam" else "indicator terms"
-            ),
+            note=truncation_note(shown, total, what, hidden if self.kind == "logistic" else 0)
+            + (f"; {hidden} missing-value bin{'s' if hidden != 1 else ''} not shown"
+               if self.kind == "gam" and hidden else ""),
         )
         return df
 
