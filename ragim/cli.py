@@ -38,6 +38,7 @@ from ragim.cli_common import (
     print_global,
     print_local,
     print_provenance,
+    print_table,
     setup,
     short,
     silence_library_progress,
@@ -92,8 +93,7 @@ def index_build(
         list[str] | None,
         typer.Option(
             help="leave out the tasks whose metadata KEY equals VALUE, e.g. site=Switzerland "
-            "(repeatable; "
-            "recorded in the index's config.json)"
+            "(repeatable; recorded in the index's config.json)"
         ),
     ] = None,
     outcome: Outcome = None,
@@ -143,7 +143,6 @@ def index_search(
     as_json: AsJson = False,
 ):
     """Find the indexed tasks most similar to a description."""
-    from ragim.cli_common import print_table
     from ragim.index import TaskIndex
 
     check_k(k)
