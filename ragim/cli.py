@@ -1,9 +1,14 @@
 """The ``ragim`` command line.
 
     ragim demo | index build | index search | generate | explain
+    ragim predict | score | adapt | export          (validate a model on local patients)
     ragim train {attention,sft,reward,dpo,grpo} | evaluate | bench
 
-Every command that reports results accepts ``--json`` for machine-readable output.
+Every command that reports results accepts ``--json`` for machine-readable output. Tables
+are sorted and fit the terminal; progress bars appear only on a terminal; ``--quiet``
+(``ragim -q ...`` or after a command) silences progress and stage messages. Errors are one
+line and exit code 2. The verbs of local validation live in :mod:`ragim.cli_workflow`, the
+shared output helpers in :mod:`ragim.cli_common`.
 """
 
 from __future__ import annotations
@@ -15,6 +20,30 @@ from typing import Annotated
 
 import typer
 
+from ragim import cli_workflow
+from ragim.cli_common import (
+    QUIET,
+    AsJson,
+    Outcome,
+    PatientId,
+    Quiet,
+    check_k,
+    check_positive,
+    echo_json,
+    exclude_tasks,
+    load_dataset,
+    one_line,
+    one_line_warnings,
+    parse_exclusions,
+    print_global,
+    print_local,
+    print_provenance,
+    print_table,
+    setup,
+    short,
+    silence_library_progress,
+    warn,
+)
 from ragim.errors import ArtifactError, RagimError
 
 app = typer.Typer(help="RAG-IM: retrieval-augmented generation of interpretable clinical models.",
@@ -24,73 +53,86 @@ train_app = typer.Typer(help="Train generators.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
 app.add_typer(train_app, name="train")
 
-DATASETS = ("heart-disease", "synthetic", "procedure")
+
+def _version(value: bool) -> None:
+    if value:
+        from ragim import __version__
+
+        typer.echo(f"ragim {__version__}")
+        raise typer.Exit()
 
 
-def load_dataset(name: str, *, n_tasks: int | None = None, seed: int = 0):
-    """A TaskCollection from a dataset name or a task directory / saved collection."""
-    from ragim import datasets
-    from ragim.tasks import TaskCollection
-
-    if name == "heart-disease":
-        return datasets.heart_disease()
-    if n_tasks is not None and n_tasks < 1:
-        raise typer.BadParameter(f"--n-tasks must be at least 1, got {n_tasks}")
-    if name == "synthetic":
-        return datasets.synthetic_family(n_tasks=300 if n_tasks is None else n_tasks, seed=seed)
-    if name == "procedure":
-        return datasets.procedure_family(n_tasks=1000 if n_tasks is None else n_tasks, seed=seed)
-    path = Path(name)
-    if (path / "manifest.json").is_file():
-        return TaskCollection.load(path)
-    if path.is_dir():
-        from ragim.datasets.folder import load_task_folder
-
-        return load_task_folder(path)
-    raise typer.BadParameter(f"unknown dataset {name!r}: use one of {list(DATASETS)}, a saved task collection or a task folder")
-
-
-def _check_k(k: int | None, option: str = "-k") -> None:
-    if k is not None and k < 1:
-        raise typer.BadParameter(f"{option} must be a positive integer, got {k}")
-
-
-def _echo_json(obj) -> None:
-    typer.echo(json.dumps(obj, indent=2, allow_nan=False, default=_json_default))
-
-
-def _json_default(o):
-    import numpy as np
-
-    if isinstance(o, np.generic):
-        return o.item()
-    raise TypeError(f"cannot serialise {type(o).__name__}")
+@app.callback()
+def root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+    quiet: Quiet = False,
+):
+    """RAG-IM: retrieval-augmented generation of interpretable clinical models."""
+    QUIET["on"] = quiet
+    if quiet or not sys.stderr.isatty():
+        silence_library_progress()
 
 
 # ---------------------------------------------------------------------- index
 @index_app.command("build")
 def index_build(
-    dataset: Annotated[str, typer.Option(help="heart-disease | synthetic | procedure | DIR")] = "heart-disease",
-    out: Annotated[Path, typer.Option(help="where to save the index")] = Path("indices/heart-disease"),
+    dataset: Annotated[
+        str, typer.Option(help="heart-disease | synthetic | procedure | DIR")
+    ] = "heart-disease",
+    out: Annotated[Path, typer.Option(help="where to save the index")] = Path(
+        "indices/heart-disease"
+    ),
     model: Annotated[str, typer.Option(help="logistic | gam")] = "logistic",
-    embedder: Annotated[str, typer.Option(help="minilm | hashing | a local sentence-transformers folder")] = "minilm",
+    embedder: Annotated[
+        str, typer.Option(help="minilm | hashing | a local sentence-transformers folder")
+    ] = "minilm",
     index: Annotated[str, typer.Option(help="auto | Flat | a FAISS factory string")] = "auto",
     n_tasks: Annotated[int | None, typer.Option(help="family size for synthetic/procedure")] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="leave out the tasks whose metadata KEY equals VALUE, e.g. site=Switzerland "
+            "(repeatable; recorded in the index's config.json)"
+        ),
+    ] = None,
+    outcome: Outcome = None,
+    patient_id: PatientId = None,
     seed: int = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary")] = False,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
 ):
     """Fit one interpretable model per task, embed the descriptions, save a FAISS index."""
     from ragim.index import TaskIndex
 
-    tasks = load_dataset(dataset, n_tasks=n_tasks, seed=seed)
-    idx = TaskIndex.build(tasks, model=model, embedder=embedder, index=index, progress=not as_json)
+    progress = setup(as_json, quiet)
+    exclusions = parse_exclusions(exclude or [])
+    tasks = load_dataset(
+        dataset, n_tasks=n_tasks, seed=seed, outcome=outcome, patient_id=patient_id
+    )
+    n_excluded = 0
+    if exclusions:
+        tasks, n_excluded = exclude_tasks(tasks, exclusions)
+    with one_line_warnings() as caught:
+        idx = TaskIndex.build(tasks, model=model, embedder=embedder, index=index, progress=progress)
+        caught[:] = [w for w in caught if "left out of the index" not in str(w.message)]
+    skipped = getattr(idx, "skipped", {})
+    if skipped:
+        names = ", ".join(list(skipped)[:3]) + (" ..." if len(skipped) > 3 else "")
+        warn(
+            f"{len(skipped)} task(s) could not be fitted and are not in the index ({names}); "
+            "--json lists the reasons"
+        )
+    idx.config.excluded = exclusions
     idx.save(out)
     summary = {"path": str(out), "n_tasks": len(idx), "model": model, "faiss": idx.config.factory,
-               "skipped": getattr(idx, "skipped", {})}
+               "skipped": skipped, "excluded": exclusions, "n_excluded": n_excluded}
     if as_json:
-        _echo_json(summary)
+        echo_json(summary)
     else:
-        typer.echo(f"saved {idx!r} to {out}")
+        left = f"; left out {n_excluded} task(s) with " + ", ".join(
+            f"{k}={v}" for k, vals in exclusions.items() for v in vals) if exclusions else ""
+        typer.echo(f"saved {idx!r} to {out}{left}")
 
 
 @index_app.command("search")
@@ -98,19 +140,22 @@ def index_search(
     path: Annotated[Path, typer.Argument(help="a saved index")],
     query: Annotated[str, typer.Argument(help="a task description")],
     k: Annotated[int, typer.Option("-k", help="neighbours")] = 5,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: AsJson = False,
 ):
     """Find the indexed tasks most similar to a description."""
     from ragim.index import TaskIndex
 
-    _check_k(k)
+    check_k(k)
+    setup(as_json)
     hits = TaskIndex.load(path).search(query, k)
     if as_json:
-        _echo_json([{k_: v for k_, v in h.to_dict().items() if k_ != "params"} for h in hits])
+        echo_json([{k_: v for k_, v in h.to_dict().items() if k_ != "params"} for h in hits])
         return
-    typer.echo(f"{'score':>6}  {'task_id':<40} description")
-    for h in hits:
-        typer.echo(f"{h.score:6.3f}  {h.task_id:<40} {h.description}")
+    print_table(
+        [(f"{h.score:.3f}", h.task_id, short(h.description, 160)) for h in hits],
+        [("score", "right"), "task_id", "description"],
+        caption="most similar first (cosine similarity)",
+    )
 
 
 def _load_generator(path: Path):
@@ -136,18 +181,36 @@ def train_attention(
     max_epochs: Annotated[int, typer.Option(help="upper bound on epochs (early stopping on validation tasks)")] = 300,
     k: Annotated[int, typer.Option("-k", help="neighbours per task")] = 10,
     seed: int = 0,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
 ):
     """Train the RAG-IM attention hypernetwork episodically on an index."""
     from ragim.generate.attention import AttentionGenerator
     from ragim.index import TaskIndex
 
+    progress = setup(as_json, quiet)
     index = TaskIndex.load(index_path)
-    gen = AttentionGenerator(max_epochs=max_epochs, k=k, seed=seed).fit(index, progress=not as_json)
+    gen = AttentionGenerator(max_epochs=max_epochs, k=k, seed=seed).fit(index, progress=progress)
     gen.save(out)
     summary = {"path": str(out), "epochs": len(gen.history_), "seconds": round(gen.train_seconds_, 2),
                "initial_val_loss": gen.initial_val_loss_, "best_val_loss": gen.best_val_loss_}
-    _echo_json(summary) if as_json else typer.echo(f"saved {gen!r} to {out}: {summary}")
+    if as_json:
+        echo_json(summary)
+        return
+    stopped = (
+        " (stopped early: the validation loss stopped improving)"
+        if len(gen.history_) < max_epochs
+        else ""
+    )
+    typer.echo(
+        f"saved the attention generator to {out}\n"
+        f"  trained on   {len(index)} tasks, {k} neighbours each\n"
+        f"  epochs       {len(gen.history_)} of at most {max_epochs}{stopped}\n"
+        f"  validation   loss {gen.initial_val_loss_:.4f} before training -> "
+        f"{gen.best_val_loss_:.4f} best "
+        "(log-loss per row on held-out tasks)\n"
+        f"  time         {gen.train_seconds_:.1f} s"
+    )
 
 
 def _history_last(history: list[dict], key: str, stage: str | None = None):
@@ -160,7 +223,22 @@ def _summary_out(summary: dict, as_json: bool, text: str) -> None:
     from ragim.generate.lm import _json_safe
 
     summary = _json_safe(summary)
-    _echo_json(summary) if as_json else typer.echo(f"{text}\n" + "\n".join(f"  {k}: {v}" for k, v in summary.items()))
+    if as_json:
+        echo_json(summary)
+        return
+    width = max(len(k) for k in summary)
+    typer.echo(
+        f"{text}\n"
+        + "\n".join(f"  {k.replace('_', ' '):<{width}}  {_plain(v)}" for k, v in summary.items())
+    )
+
+
+def _plain(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={_plain(x)}" for k, x in v.items())
+    return "-" if v is None else str(v)
 
 
 def _load_lm(path: Path):
@@ -183,12 +261,6 @@ def _pairs_for(generator, index, pairs_file: Path | None, n_candidates: int, min
         raise typer.BadParameter(f"--pairs must be best_worst or all, got {pairs!r}")
     return build_preference_pairs(generator, index, n_candidates=n_candidates, min_margin=min_margin,
                                   pairs=pairs, seed=seed, progress=progress)
-
-
-def _check_positive(**values) -> None:
-    for name, v in values.items():
-        if v is not None and v <= 0:
-            raise typer.BadParameter(f"--{name.replace('_', '-')} must be positive, got {v}")
 
 
 # Options shared by `ragim train reward|dpo|grpo`.
@@ -216,20 +288,24 @@ def train_sft_cmd(
     population: Annotated[bool, typer.Option(help="show the population model (row-weighted mean of the other "
                                                   "tasks' parameters) in every prompt")] = True,
     seed: int = 0,
+    quiet: Quiet = False,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary")] = False,
 ):
     """Supervised fine-tuning (behaviour cloning) of the LM generator with LoRA: train_sft."""
+    progress = setup(as_json, quiet)
     import time
 
     from ragim.index import TaskIndex
     from ragim.train.sft import train_sft
 
-    _check_k(k, "--k")
-    _check_positive(max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate, lora_r=lora_r)
+    check_k(k, "--k")
+    check_positive(max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
+                   lora_r=lora_r)
     index = TaskIndex.load(index_path)
     t0 = time.perf_counter()
     gen = train_sft(index, base_model=base_model, max_steps=max_steps, batch_size=batch_size,
-                    learning_rate=learning_rate, k=k, val_fraction=val_fraction, seed=seed, progress=not as_json,
+                    learning_rate=learning_rate, k=k, val_fraction=val_fraction, seed=seed,
+                    progress=progress,
                     generator_config={"lora_r": lora_r, "lora_alpha": 2 * lora_r, "seed": seed,
                                       "population": population})
     gen.save(out)
@@ -256,9 +332,11 @@ def train_reward_cmd(
     lora_r: Annotated[int, typer.Option(help="LoRA rank (alpha = 2 x rank)")] = 8,
     val_fraction: Annotated[float, typer.Option(help="share of tasks whose pairs are held out")] = 0.2,
     seed: int = 0,
+    quiet: Quiet = False,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary")] = False,
 ):
     """Preference pairs from the generator, then a Bradley-Terry reward model; prints held-out pairwise accuracy."""
+    progress = setup(as_json, quiet)
     import time
 
     from ragim.index import TaskIndex
@@ -266,17 +344,17 @@ def train_reward_cmd(
     from ragim.train.preferences import save_preferences
     from ragim.train.reward import train_reward_model
 
-    _check_positive(n_candidates=n_candidates, max_steps=max_steps, batch_size=batch_size,
+    check_positive(n_candidates=n_candidates, max_steps=max_steps, batch_size=batch_size,
                     learning_rate=learning_rate, lora_r=lora_r)
     gen, index = _load_lm(generator_path), TaskIndex.load(index_path)
     gen._check_index(index)
     t0 = time.perf_counter()
-    data = _pairs_for(gen, index, pairs_file, n_candidates, min_margin, pairs, seed, not as_json)
+    data = _pairs_for(gen, index, pairs_file, n_candidates, min_margin, pairs, seed, progress)
     if save_pairs is not None:
         save_preferences(data, save_pairs)
     rm = train_reward_model(data, base_model=gen.config.base_model, lora_r=lora_r, max_steps=max_steps,
                             learning_rate=learning_rate, batch_size=batch_size, val_fraction=val_fraction, seed=seed,
-                            progress=not as_json, device=gen.config.device,
+                            progress=progress, device=gen.config.device,
                             param_names=param_names(index.model, index.schema))
     rm.save(out)
     summary = {"stage": "reward", "path": str(out), "base_model": rm.config.base_model, "n_pairs": len(data),
@@ -301,22 +379,24 @@ def train_dpo_cmd(
     batch_size: Annotated[int, typer.Option(help="pairs per step")] = 4,
     learning_rate: Annotated[float, typer.Option(help="AdamW rate")] = 5e-5,
     seed: int = 0,
+    quiet: Quiet = False,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary")] = False,
 ):
     """Preference pairs from the generator, then DPO on its LoRA adapter."""
+    progress = setup(as_json, quiet)
     import time
 
     from ragim.index import TaskIndex
     from ragim.train.rl import train_dpo
 
-    _check_positive(n_candidates=n_candidates, beta=beta, max_steps=max_steps, batch_size=batch_size,
+    check_positive(n_candidates=n_candidates, beta=beta, max_steps=max_steps, batch_size=batch_size,
                     learning_rate=learning_rate)
     gen, index = _load_lm(generator_path), TaskIndex.load(index_path)
     gen._check_index(index)
     t0 = time.perf_counter()
-    data = _pairs_for(gen, index, pairs_file, n_candidates, min_margin, pairs, seed, not as_json)
+    data = _pairs_for(gen, index, pairs_file, n_candidates, min_margin, pairs, seed, progress)
     dpo = train_dpo(gen, data, beta=beta, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
-                    seed=seed, progress=not as_json)
+                    seed=seed, progress=progress)
     dpo.save(out)
     summary = {"stage": "dpo", "path": str(out), "base_model": dpo.config.base_model, "n_pairs": len(data),
                "max_steps": max_steps, "train_loss": _history_last(dpo.history_, "loss", "dpo"),
@@ -351,22 +431,25 @@ def train_grpo_cmd(
     temperature: Annotated[float, typer.Option(help="sampling temperature")] = 0.8,
     beta: Annotated[float, typer.Option(help="KL coefficient towards the starting adapter (0: none)")] = 0.0,
     seed: int = 0,
+    quiet: Quiet = False,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary")] = False,
 ):
     """GRPO with verifiable rewards (held-out log-likelihood by default) on the generator's LoRA adapter."""
+    progress = setup(as_json, quiet)
     import time
 
     from ragim.index import TaskIndex
     from ragim.rewards import RewardConfig
     from ragim.train.rl import train_grpo
 
-    _check_positive(max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate, temperature=temperature)
+    check_positive(max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
+                   temperature=temperature)
     config = RewardConfig(weights=_reward_weights(rewards))
     gen, index = _load_lm(generator_path), TaskIndex.load(index_path)
     t0 = time.perf_counter()
     rl = train_grpo(gen, index, reward_config=config, num_generations=num_generations, max_steps=max_steps,
                     learning_rate=learning_rate, batch_size=batch_size, temperature=temperature, beta=beta, seed=seed,
-                    progress=not as_json)
+                    progress=progress)
     rl.save(out)
     log = [h for h in rl.history_ if h.get("stage") == "grpo" and "reward" in h]
     zero = [h["frac_reward_zero_std"] for h in log if "frac_reward_zero_std" in h]
@@ -382,20 +465,44 @@ def train_grpo_cmd(
 def generate(
     description: Annotated[str, typer.Argument(help="the new task's clinical description")],
     index_path: Annotated[Path, typer.Option("--index", help="a saved index")],
-    generator_path: Annotated[Path | None, typer.Option("--generator", help="a saved generator (default: neighbour mean)")] = None,
+    generator_path: Annotated[
+        Path | None, typer.Option("--generator", help="a saved generator (default: neighbour mean)")
+    ] = None,
     k: Annotated[int | None, typer.Option("-k", help="neighbours")] = None,
-    save: Annotated[Path | None, typer.Option(help="save the generated parameters as an artifact")] = None,
-    rerank: Annotated[str | None, typer.Option(help="LM generator only: logprob | reward_model (best-of-n)")] = None,
-    reward_model: Annotated[Path | None, typer.Option("--reward-model", help="a saved reward model (with --rerank reward_model)")] = None,
-    num_candidates: Annotated[int | None, typer.Option("-n", "--num-candidates", help="candidates to rerank (default 8 with a reward model)")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    save: Annotated[
+        Path | None, typer.Option(help="save the generated parameters as an artifact")
+    ] = None,
+    outcome_name: Annotated[
+        str | None,
+        typer.Option(
+            "--outcome-name",
+            help='what the model predicts, in words ("coronary artery disease"); saved with the '
+            "model and shown in its tables and plots",
+        ),
+    ] = None,
+    top: Annotated[int | None, typer.Option(help="show only the largest TOP terms")] = None,
+    rerank: Annotated[
+        str | None, typer.Option(help="LM generator only: logprob | reward_model (best-of-n)")
+    ] = None,
+    reward_model: Annotated[
+        Path | None,
+        typer.Option("--reward-model", help="a saved reward model (with --rerank reward_model)"),
+    ] = None,
+    num_candidates: Annotated[
+        int | None,
+        typer.Option(
+            "-n", "--num-candidates", help="candidates to rerank (default 8 with a reward model)"
+        ),
+    ] = None,
+    as_json: AsJson = False,
 ):
     """Generate an interpretable model for a task description (zero-shot)."""
     from ragim.estimator import neighbor_mean
     from ragim.index import TaskIndex
 
-    _check_k(k)
-    _check_positive(num_candidates=num_candidates)
+    check_k(k)
+    check_positive(num_candidates=num_candidates, top=top)
+    setup(as_json)
     index = TaskIndex.load(index_path)
     lm_options = {key: v for key, v in (("rerank", rerank), ("reward_model", reward_model),
                                         ("num_candidates", num_candidates)) if v is not None}
@@ -408,51 +515,84 @@ def generate(
         params = gen.generate_params(description, index, k=k, **lm_options)
     else:
         params = neighbor_mean(index, description, k=10 if k is None else k)
+    meta = {"description": description}
+    if outcome_name is not None:
+        if not outcome_name.strip():
+            raise typer.BadParameter("--outcome-name must not be empty")
+        meta["outcome"] = outcome_name.strip()
+    if index.config.excluded:
+        meta["index_excluded"] = index.config.excluded
+    params = params.replace(metadata=meta)
     if save is not None:
         params.save(save)
     if as_json:
-        _echo_json(params.to_dict(include_schema=False))
+        echo_json(params.to_dict(include_schema=False))
         return
     from ragim.models import model_from_params
 
     expl = model_from_params(params).explain()
-    typer.echo(repr(expl))
-    typer.echo("\nneighbours:")
-    for p in expl.provenance:
-        typer.echo(f"  {p['weight']:.3f}  {p['similarity']:.3f}  {p['task_id']}")
+    print_global(expl, top=top)
+    typer.echo("")
+    print_provenance(list(expl.provenance))
+    if save is not None:
+        typer.echo(f"\nsaved to {save}; validate it on your own patients before any use: "
+                   f"ragim score {save} --rows FILE.csv --outcome COLUMN")
 
 
 @app.command("explain")
 def explain(
     params_path: Annotated[Path, typer.Argument(help="saved parameters (ragim generate --save)")],
-    rows: Annotated[Path | None, typer.Option(help="a CSV of patients; explains one of them")] = None,
-    row: Annotated[int, typer.Option(help="which row of --rows")] = 0,
+    rows: Annotated[
+        Path | None, typer.Option(help="a CSV of patients; explains one of them")
+    ] = None,
+    row: Annotated[int, typer.Option(help="which row of --rows (0 = the first patient)")] = 0,
+    outcome: Annotated[
+        str | None, typer.Option(help="the outcome column of --rows, if it has one (ignored)")
+    ] = None,
+    patient_id: Annotated[
+        str | None, typer.Option("--patient-id", help="the patient-id column of --rows")
+    ] = None,
+    sep: Annotated[str, typer.Option(help="the CSV field separator")] = ",",
+    outcome_name: Annotated[
+        str | None, typer.Option("--outcome-name", help="what the model predicts, in words")
+    ] = None,
+    top: Annotated[
+        int | None, typer.Option(help="show only the largest TOP terms or features")
+    ] = None,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="also show the missing-value indicator terms")
+    ] = False,
     png: Annotated[Path | None, typer.Option(help="write the plot here")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: AsJson = False,
 ):
-    """Explain a saved model globally, or one patient with --rows."""
-    import pandas as pd
-
+    """Explain a saved model globally, or one patient with --rows (its predicted risk and why)."""
     from ragim.models import model_from_params
     from ragim.params import ModelParams
+    from ragim.rows import read_rows
 
+    check_positive(top=top)
+    if outcome_name is not None and not outcome_name.strip():
+        raise typer.BadParameter("--outcome-name must not be empty")
     model = model_from_params(ModelParams.load(params_path))
     if rows is not None:
-        try:
-            X = pd.read_csv(rows)
-        except Exception as exc:  # pandas raises many types for missing or unreadable files
-            raise typer.BadParameter(f"cannot read --rows {rows}: {exc}") from exc
-        if not 0 <= row < len(X):
-            raise typer.BadParameter(f"--row {row} is outside the {len(X)} rows of {rows}")
-        expl = model.explain(X.iloc[[row]])
+        data = read_rows(
+            rows, schema=model.schema_, outcome=outcome, patient_id=patient_id, sep=sep
+        )
+        if not 0 <= row < len(data):
+            raise typer.BadParameter(f"--row {row} is outside the {len(data)} rows of {rows}")
+        expl = model.explain(data.X.iloc[[row]], outcome=outcome_name)
     else:
-        expl = model.explain()
+        expl = model.explain(outcome=outcome_name)
     if png is not None:
-        expl.save_png(png)
+        expl.save_png(png, top=top if rows is None else (top or 12))
     if as_json:
-        _echo_json(expl.data())
+        echo_json(expl.data())
+    elif rows is not None:
+        pid = f" (patient {data.ids.iloc[row]})" if data.ids is not None else ""
+        typer.echo(f"row {row} of {rows}{pid}")
+        print_local(expl, top=top)
     else:
-        typer.echo(expl.to_frame().to_string(index=False))
+        print_global(expl, top=top, missing=show_all)
 
 
 @app.command("evaluate")
@@ -466,14 +606,19 @@ def evaluate_cmd(
     max_targets: Annotated[int | None, typer.Option(help="evaluate at most this many targets")] = None,
     folds: int = 5,
     embedder: Annotated[str, typer.Option(help="minilm | hashing")] = "minilm",
+    outcome: Outcome = None,
+    patient_id: PatientId = None,
     seed: int = 0,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
 ):
     """Zero-/few-shot evaluation against the baselines (macro mean with bootstrap 95% CI)."""
     from ragim import evaluate as ev
     from ragim.metrics import format_table, summarize, to_records
 
-    tasks = load_dataset(dataset, n_tasks=n_tasks, seed=seed)
+    progress = setup(as_json, quiet)
+    tasks = load_dataset(dataset, n_tasks=n_tasks, seed=seed, outcome=outcome,
+                         patient_id=patient_id)
     try:
         ks = [int(k) for k in k_shots.split(",") if k.strip()]
     except ValueError:
@@ -484,7 +629,7 @@ def evaluate_cmd(
     if group is None and protocol == "leave-group-out":
         group = "site" if dataset == "heart-disease" else "group"
     common = dict(protocol=protocol, group=group, methods=meth, folds=folds, embedder=embedder, seed=seed,
-                  progress=not as_json, max_targets=max_targets)
+                  progress=progress, max_targets=max_targets)
     few = [k for k in ks if k > 0]
     if few:  # the k-independent methods and zero-shot are scored too, at k_shot = 0
         per_task = ev.few_shot(tasks, k_shots=tuple(few), reference=0 in ks, **common)
@@ -492,7 +637,7 @@ def evaluate_cmd(
         per_task = ev.zero_shot(tasks, **common)
     summary = summarize(per_task)
     if as_json:
-        _echo_json(to_records(summary))
+        echo_json(to_records(summary))
     else:
         typer.echo(format_table(summary))
 
@@ -519,7 +664,7 @@ def bench(
     results = [runners[n]() for n in (runners if name == "all" else [name])]
     out = results[0] if name != "all" else {"name": "all", "results": results}
     if as_json:
-        _echo_json(out)
+        echo_json(out)
     else:
         for r in results:
             typer.echo(f"{r['name']}: ours {r['ours']} | baseline {r['baseline']} | ratio {r['ratio']}x")
@@ -532,26 +677,84 @@ def demo(
     tasks_dir: Annotated[Path | None, typer.Option(help="your own task folder instead of the heart-disease data (see docs/own_tasks.md)")] = None,
     group: Annotated[str, typer.Option(help="metadata key that defines hospitals")] = "site",
     target_task: Annotated[str | None, typer.Option(help="which held-out task to generate (default: the largest)")] = None,
+    outcome: Outcome = None,
+    patient_id: PatientId = None,
     embedder: Annotated[str, typer.Option(help="minilm (bundled, offline) | hashing (fast)")] = "minilm",
     fast: Annotated[bool, typer.Option(help="short training, for smoke tests")] = False,
+    quiet: Quiet = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ):
     """Zero-shot model for a hospital the index never saw: build, train, generate, explain, score, report."""
     from ragim.demo import run_demo
 
-    result = run_demo(out=out, site=site, tasks_dir=tasks_dir, group=group, target_task=target_task,
-                      embedder=embedder, fast=fast, quiet=as_json)
+    if tasks_dir is None and (outcome is not None or patient_id is not None):
+        raise typer.BadParameter("--outcome and --patient-id apply to --tasks-dir")
+    progress = setup(as_json, quiet)
+    with one_line_warnings():
+        result = run_demo(
+            out=out,
+            site=site,
+            tasks_dir=tasks_dir,
+            group=group,
+            target_task=target_task,
+            embedder=embedder,
+            fast=fast,
+            quiet=as_json or quiet or QUIET["on"],
+            progress=progress,
+            outcome=outcome,
+            patient_id=patient_id,
+        )
     if as_json:
-        _echo_json(result)
+        echo_json(result)
+
+
+cli_workflow.register(app)
+
+
+def _run_app() -> int:
+    """Run the app without click's standalone mode, so that usage errors are one line too;
+    returns the exit code."""
+    # typer raises click's exceptions (its own vendored copy in recent versions)
+    errors = sys.modules[typer.BadParameter.__module__]
+    no_args = getattr(errors, "NoArgsIsHelpError", ())
+    try:
+        rv = app(standalone_mode=False)
+    except (
+        no_args
+    ) as exc:  # `ragim` or `ragim train` alone: the help (typer may have printed it already)
+        text = exc.format_message()
+        if text.strip():
+            typer.echo(text)
+        return exc.exit_code
+    except errors.UsageError as exc:
+        cmd = exc.ctx.command_path if exc.ctx is not None else "ragim"
+        typer.echo(f"error: {one_line(exc.format_message())} (see '{cmd} --help')", err=True)
+        return exc.exit_code
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return 1
+    except errors.ClickException as exc:
+        typer.echo(f"error: {one_line(exc.format_message())}", err=True)
+        return exc.exit_code
+    return rv if isinstance(rv, int) else 0
 
 
 def main() -> None:
-    """Entry point: ragim errors become one clear line and exit code 2."""
+    """Entry point: errors are one line (``error: ...``) and exit code 2; warnings are one
+    line without a source path."""
+    import warnings
+
+    warnings.formatwarning = lambda message, category, filename, lineno, line=None: (
+        f"warning: {short(message)}\n")
     try:
-        app()
+        code = _run_app()
     except RagimError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        typer.echo(f"error: {one_line(exc)}", err=True)
+        code = 2
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        code = 130
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -44,9 +44,20 @@ def _choose_target(targets, target_task: str | None):
     return max(targets, key=lambda t: t.n_rows)
 
 
+def _outcome_name(target) -> str | None:
+    """The target's outcome in words: the heart-disease outcome labels, else its metadata."""
+    from ragim.datasets.heart import OUTCOME_LABELS
+
+    value = target.metadata.get("outcome")
+    if value is None:
+        return None
+    return OUTCOME_LABELS.get(value, str(value))
+
+
 def run_demo(*, out: str | Path = "reports/demo", site: str = "Switzerland", tasks_dir: str | Path | None = None,
              group: str = "site", target_task: str | None = None, embedder: str | None = "minilm",
-             fast: bool = False, quiet: bool = False, seed: int = 0) -> dict[str, Any]:
+             fast: bool = False, quiet: bool = False, seed: int = 0, progress: bool | None = None,
+             outcome: str | None = None, patient_id: str | None = None) -> dict[str, Any]:
     """Run the demo and return its scores and report paths (see module docstring).
 
     Parameters
@@ -54,11 +65,13 @@ def run_demo(*, out: str | Path = "reports/demo", site: str = "Switzerland", tas
     out : report folder.
     site : the held-out group (a value of ``metadata[group]``): the hospital the index never sees.
     tasks_dir : a task folder (see :func:`ragim.datasets.folder.load_task_folder`) instead of
-        the bundled heart-disease data.
+        the bundled heart-disease data; ``outcome`` and ``patient_id`` name its columns.
     group : the metadata key that defines hospitals.
     target_task : which held-out task to generate (default: the largest).
     embedder : description embedder ("minilm" is the bundled offline model; "hashing" is fast).
     fast : fewer training epochs (for tests).
+    quiet : no stage messages.
+    progress : progress bars (default: not ``quiet``).
     """
     from ragim import AttentionGenerator, TaskIndex, datasets
     from ragim.datasets.folder import load_task_folder
@@ -67,34 +80,45 @@ def run_demo(*, out: str | Path = "reports/demo", site: str = "Switzerland", tas
     from ragim.models import LogisticModel, model_from_params
 
     t0 = time.perf_counter()
+    progress = not quiet if progress is None else progress
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _say(quiet, "[1/6] loading tasks and building the index from the other hospitals")
-    tasks = load_task_folder(tasks_dir) if tasks_dir else datasets.heart_disease()
+    if tasks_dir:
+        kw = {k: v for k, v in (("outcome", outcome), ("patient_id", patient_id)) if v is not None}
+        tasks = load_task_folder(tasks_dir, **kw)
+    else:
+        tasks = datasets.heart_disease()
     train, targets = tasks.group_split(group, [site])
     site = targets.metadata[0].get(group, site)  # as the data spell it ("--site 1" finds site "01")
-    index = TaskIndex.build(train, model="logistic", embedder=embedder, progress=not quiet)
-    _say(quiet, f"      {index!r}; held out: {len(targets)} task(s) at {site}")
+    index = TaskIndex.build(train, model="logistic", embedder=embedder, progress=progress)
+    _say(quiet, f"      {len(index)} tasks indexed; held out: {len(targets)} task(s) at {site}")
 
     _say(quiet, "[2/6] training the AttentionGenerator (episodic, leave-one-task-out)")
     overrides = {"max_epochs": 30, "patience": 30, "n_bootstrap": 16} if fast else {}
-    gen = AttentionGenerator(seed=seed, **overrides).fit(index, progress=not quiet)
+    gen = AttentionGenerator(seed=seed, **overrides).fit(index, progress=progress)
     _say(quiet, f"      {len(gen.history_)} epochs in {gen.train_seconds_:.1f}s; validation loss "
                 f"{gen.initial_val_loss_:.4f} -> {gen.best_val_loss_:.4f}")
 
     target = _choose_target(targets, target_task)
     _say(quiet, f"[3/6] generating a model from the description alone:\n      \"{target.description}\"")
-    model = gen.generate(target.description)
-    params = model.to_params()
+    params = gen.generate_params(target.description)
+    meta = {"description": target.description}
+    if _outcome_name(target):
+        meta["outcome"] = _outcome_name(target)
+    params = params.replace(metadata=meta)
+    model = model_from_params(params)
 
-    _say(quiet, "[4/6] the generated model")
     expl = model.explain()
-    table = expl.to_frame()
-    cols = [c for c in ("term", "coef", "ci_low", "ci_high", "odds_ratio_per_sd", "change") if c in table.columns]
-    shown = table.reindex(table["coef"].abs().sort_values(ascending=False).index)[cols].head(12)
-    _say(quiet, shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    prov = pd.DataFrame(model.provenance)[["task_id", "similarity", "weight"]]
-    _say(quiet, "      neighbours that shaped it:\n" + prov.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    table = expl.table(15)
+    prov = expl.provenance.to_frame()[["task_id", "similarity", "weight"]]
+    prov = prov.sort_values("weight", ascending=False, kind="stable").reset_index(drop=True)
+    if not quiet:
+        from ragim.cli_common import print_global, print_provenance
+
+        _say(quiet, "[4/6] the generated model")
+        print_global(expl, top=15)
+        print_provenance(list(expl.provenance))
 
     _say(quiet, f"[5/6] scoring on {target.n_rows} real outcomes at {site} (no label was used to build the model)")
     pooled = LogisticModel(schema=index.schema).fit(
@@ -106,10 +130,22 @@ def run_demo(*, out: str | Path = "reports/demo", site: str = "Switzerland", tas
     }
     scores = {m: task_metrics(target.y, p) for m, p in probs.items()}
     score_table = pd.DataFrame(scores).T[["auroc", "log_loss", "brier", "ece", "accuracy"]]
-    _say(quiet, score_table.to_string(float_format=lambda v: f"{v:.3f}"))
+    if not quiet:
+        from ragim.cli_common import print_table
+
+        print_table(
+            [
+                [m, *(f"{v:.3f}" for v in r)]
+                for m, r in zip(score_table.index, score_table.to_numpy(), strict=True)
+            ],
+            ["method", *((_SCORE_NAMES[c], "right") for c in score_table.columns)],
+            caption="AUROC and accuracy: higher is better; "
+            "log-loss, Brier and ECE: lower is better",
+        )
 
     _say(quiet, f"[6/6] writing the report to {out}/")
-    files = _write_report(out, target, model, expl, probs, score_table, prov, gen, index, site)
+    files = _write_report(out, target, model, expl, table, probs, score_table, prov, gen, index,
+                          site)
     result = {
         "target": {"task_id": target.task_id, "description": target.description, "n_rows": target.n_rows,
                    "prevalence": target.prevalence, "site": site},
@@ -124,7 +160,136 @@ def run_demo(*, out: str | Path = "reports/demo", site: str = "Switzerland", tas
     return result
 
 
-def _write_report(out: Path, target, model, expl, probs, score_table, prov, gen, index, site) -> dict[str, Path]:
+# ---------------------------------------------------------------------- the report
+# The report is a list of blocks, rendered twice: to Markdown and to an HTML page, so the two
+# always say the same. A block is (kind, payload): ("h1"|"h2"|"p"|"quote"|"note", text),
+# ("table", DataFrame) or ("img", (file name, alt text)).
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    cells = [
+        [str(c) for c in df.columns],
+        *[[_cell(v) for v in row] for row in df.itertuples(index=False)],
+    ]
+    head = "| " + " | ".join(cells[0]) + " |"
+    rule = (
+        "|"
+        + "|".join("---:" if pd.api.types.is_numeric_dtype(df[c]) else "---" for c in df.columns)
+        + "|"
+    )
+    return "\n".join(
+        [
+            head,
+            rule,
+            *("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in cells[1:]),
+        ]
+    )
+
+
+def _cell(v) -> str:
+    if isinstance(v, float | np.floating):
+        return "" if not np.isfinite(v) else f"{v:.3f}"
+    return str(v)
+
+
+def render_markdown(blocks: list[tuple[str, Any]]) -> str:
+    """The report blocks as Markdown."""
+    out = []
+    for kind, x in blocks:
+        if kind == "h1":
+            out.append(f"# {x}")
+        elif kind == "h2":
+            out.append(f"## {x}")
+        elif kind == "p":
+            out.append(x)
+        elif kind == "quote":
+            out.append(f"> {x}")
+        elif kind == "note":
+            out.append(f"_{x}_")
+        elif kind == "table":
+            out.append(_md_table(x))
+        elif kind == "img":
+            out.append(f"![{x[1]}]({x[0]})")
+        else:  # pragma: no cover - a programming error
+            raise ValueError(kind)
+        out.append("")
+    return "\n".join(out)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:60rem;
+  margin:2rem auto;padding:0 1rem;line-height:1.45;color:#202124}
+table{border-collapse:collapse;margin:.5rem 0 1rem}
+th,td{border-bottom:1px solid #dadce0;padding:.25rem .6rem;text-align:left}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+blockquote{border-left:4px solid #dadce0;margin:.5rem 0;padding:.2rem 1rem;color:#3c4043}
+img{max-width:100%;height:auto}
+.note{color:#5f6368;font-style:italic}
+"""
+
+
+def _html_table(df: pd.DataFrame) -> str:
+    num = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
+    head = "".join(
+        f"<th{' class=num' if n else ''}>{html.escape(str(c))}</th>"
+        for c, n in zip(df.columns, num, strict=True)
+    )
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td{' class=num' if n else ''}>{html.escape(_cell(v))}</td>"
+            for v, n in zip(row, num, strict=True)
+        )
+        + "</tr>"
+        for row in df.itertuples(index=False)
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(blocks: list[tuple[str, Any]], title: str) -> str:
+    """The report blocks as a standalone HTML5 page (UTF-8; images linked relative)."""
+    out = []
+    for kind, x in blocks:
+        if kind in ("h1", "h2"):
+            out.append(f"<{kind}>{html.escape(x)}</{kind}>")
+        elif kind == "p":
+            out.append(f"<p>{_inline(x)}</p>")
+        elif kind == "quote":
+            out.append(f"<blockquote>{html.escape(x)}</blockquote>")
+        elif kind == "note":
+            out.append(f'<p class="note">{html.escape(x)}</p>')
+        elif kind == "table":
+            out.append(_html_table(x))
+        elif kind == "img":
+            out.append(f'<p><img src="{html.escape(x[0])}" alt="{html.escape(x[1])}"></p>')
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        + "\n".join(out)
+        + "\n</body>\n</html>\n"
+    )
+
+
+def _inline(text: str) -> str:
+    """Markdown **bold** in a paragraph, as HTML (everything else escaped)."""
+    parts = text.split("**")
+    return "".join(
+        f"<b>{html.escape(p)}</b>" if i % 2 else html.escape(p) for i, p in enumerate(parts)
+    )
+
+
+_SCORE_NAMES = {
+    "auroc": "AUROC",
+    "log_loss": "log-loss",
+    "brier": "Brier score",
+    "ece": "ECE",
+    "accuracy": "accuracy",
+}
+
+
+def _write_report(out: Path, target, model, expl, table, probs, score_table, prov, gen, index,
+                  site) -> dict[str, Path]:
     from ragim.plots import plot_calibration
 
     files = {
@@ -140,57 +305,77 @@ def _write_report(out: Path, target, model, expl, probs, score_table, prov, gen,
     patient = int(np.argmax(p))
     local = model.explain(target.X.iloc[[patient]])
     local.save_png(files["waterfall"])
-    md = [
-        f"# ragim demo: zero-shot model for {html.escape(site)}",
-        "",
-        f"**Target task** ({target.task_id}, {target.n_rows} patients, prevalence {target.prevalence:.2f}):",
-        f"> {target.description}",
-        "",
-        f"The index holds {len(index)} tasks from the other hospitals; no row from {site} was used to build, "
-        f"train or preprocess anything. Generator: RAG-IM attention, {len(gen.history_)} epochs.",
-        "",
-        "## Scores on the real outcomes",
-        "",
-        score_table.to_markdown(floatfmt=".3f") if _has_tabulate() else "```\n" + score_table.to_string() + "\n```",
-        "",
-        "## The model: odds ratios per SD (or per 0→1 change) with 95% intervals",
-        "",
-        "![coefficients](coefficients.png)",
-        "",
-        "## The neighbours that shaped it",
-        "",
-        "```\n" + prov.to_string(index=False) + "\n```",
-        "",
-        "![provenance](provenance.png)",
-        "",
-        "## Calibration",
-        "",
-        "![calibration](calibration.png)",
-        "",
-        f"## One patient (row {patient}, predicted risk {p[patient]:.2f}): contributions to the log-odds",
-        "",
-        "![waterfall](waterfall.png)",
-        "",
-        "_Zero-shot models need local validation before any clinical use._",
+    coef = table.assign(
+        **{
+            "95% CI": [
+                f"{lo:.2f} to {hi:.2f}" if np.isfinite(lo) else ""
+                for lo, hi in zip(table["or_low"], table["or_high"], strict=True)
+            ]
+        }
+    )
+    coef = coef[["label", "comparison", "odds_ratio", "95% CI"]].rename(
+        columns={"label": "term", "odds_ratio": "odds ratio"}
+    )
+    contrib = local.table(12)
+    note = contrib.attrs["note"]
+    contrib = contrib[["label", "value_label", "contribution"]].rename(
+        columns={
+            "label": "feature",
+            "value_label": "value",
+            "contribution": "contribution (log-odds)",
+        }
+    )
+    scores = score_table.reset_index(names="method").rename(columns=_SCORE_NAMES)
+    title = f"ragim demo: zero-shot model for {site}"
+    blocks: list[tuple[str, Any]] = [
+        ("h1", title),
+        (
+            "p",
+            f"**Target task** ({target.task_id}, {target.n_rows} patients, "
+            f"prevalence {target.prevalence:.2f}):",
+        ),
+        ("quote", target.description),
+        (
+            "p",
+            f"The index holds {len(index)} tasks from the other hospitals; no row from {site} was "
+            f"used to build, train or preprocess anything. Generator: RAG-IM attention, "
+            f"{len(gen.history_)} epochs. The model "
+            f"predicts {expl.outcome}.",
+        ),
+        ("h2", "Scores on the real outcomes"),
+        ("table", scores),
+        (
+            "p",
+            "AUROC and accuracy: higher is better; log-loss, Brier score and ECE: lower is better.",
+        ),
+        ("h2", "The model: odds ratios with 95% intervals"),
+        (
+            "p",
+            f"Continuous features per SD, binary features for the named level against the other, "
+            f"categorical "
+            f"levels against the feature's reference level; {table.attrs['note']}.",
+        ),
+        ("table", coef),
+        ("img", ("coefficients.png", "odds ratios of the generated model with 95% intervals")),
+        ("h2", "The neighbours that shaped it"),
+        ("p", "The indexed tasks the generator drew on, heaviest weight first."),
+        ("table", prov),
+        ("img", ("provenance.png", "weights of the retrieved neighbour tasks")),
+        ("h2", "Calibration"),
+        ("img", ("calibration.png", "reliability diagram of the three methods")),
+        ("h2", f"One patient (row {patient}): predicted risk of {local.outcome} {p[patient]:.2f}"),
+        ("p", f"Contributions to the log-odds, largest first; {note}."),
+        ("table", contrib),
+        ("img", ("waterfall.png", "waterfall of one patient's contributions to the log-odds")),
+        (
+            "note",
+            "Zero-shot models need local validation before any clinical use: "
+            "ragim score PARAMS --rows "
+            "YOUR_PATIENTS.csv --outcome COLUMN.",
+        ),
     ]
     files["markdown"] = out / "report.md"
-    files["markdown"].write_text("\n".join(md))
-    body = [f"<h1>ragim demo: zero-shot model for {html.escape(site)}</h1>",
-            f"<p><b>Target</b> ({html.escape(target.task_id)}, n={target.n_rows}): {html.escape(target.description)}</p>",
-            "<h2>Scores</h2>", score_table.to_html(float_format=lambda v: f"{v:.3f}"),
-            "<h2>Model</h2>", '<img src="coefficients.png" width="700">',
-            "<h2>Neighbours</h2>", prov.to_html(index=False), '<img src="provenance.png" width="700">',
-            "<h2>Calibration</h2>", '<img src="calibration.png" width="500">',
-            "<h2>One patient</h2>", '<img src="waterfall.png" width="700">',
-            "<p><i>Zero-shot models need local validation before any clinical use.</i></p>"]
+    files["markdown"].write_text(render_markdown(blocks), encoding="utf-8")
     files["html"] = out / "report.html"
-    files["html"].write_text("<html><body>" + "\n".join(body) + "</body></html>")
+    files["html"].write_text(render_html(blocks, title), encoding="utf-8")
     return files
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True

@@ -34,6 +34,7 @@ import html
 import io
 import json
 import math
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,14 +49,16 @@ from ragim.params import ModelParams
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
 
-def explain_params(params: ModelParams, X_row: pd.DataFrame | pd.Series | Mapping | None = None
-                   ) -> GlobalExplanation | LocalExplanation:
+def explain_params(params: ModelParams, X_row: pd.DataFrame | pd.Series | Mapping | None = None, *,
+                   outcome: str | None = None) -> GlobalExplanation | LocalExplanation:
     """Explain a model: globally, or for one patient when ``X_row`` is given.
 
     Parameters
     ----------
     params : the model's parameters (logistic or GAM).
     X_row : one patient as a one-row DataFrame, a Series or a dict of raw values.
+    outcome : what the model predicts, in words ("coronary artery disease"), for titles;
+        default ``params.metadata["outcome"]``, else "the outcome".
 
     Examples
     --------
@@ -69,7 +72,13 @@ def explain_params(params: ModelParams, X_row: pd.DataFrame | pd.Series | Mappin
     if not isinstance(params, ModelParams):
         raise ValidationError(f"explain_params needs ModelParams, got {type(params).__name__}; "
                               "for a model use model.explain()")
-    return GlobalExplanation(params) if X_row is None else LocalExplanation(params, X_row)
+    if outcome is not None and (not isinstance(outcome, str) or not outcome.strip()):
+        raise ValidationError(
+            f"outcome must be a non-empty text naming what the model predicts, got {outcome!r}"
+        )
+    if X_row is None:
+        return GlobalExplanation(params, outcome=outcome)
+    return LocalExplanation(params, X_row, outcome=outcome)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -108,6 +117,53 @@ def _fmt(v: Any) -> str:
     if v is None or pd.isna(v):
         return "missing"
     return f"{v:.4g}" if isinstance(v, float | np.floating) else str(v)
+
+
+def _outcome_name(params: ModelParams, outcome: str | None) -> str:
+    """The outcome in words: the given one, ``metadata["outcome"]``, or "the outcome"."""
+    name = outcome if outcome is not None else params.metadata.get("outcome")
+    return " ".join(str(name).split()) if isinstance(name, str) and name.strip() else "the outcome"
+
+
+def _num_text(v: float) -> str:
+    return f"{v:.3g}"
+
+
+def reference_level(schema, feature: str) -> str | None:
+    """The level a binary or categorical feature's effects are compared with, as a label:
+    0 for binary features, the first category for categorical ones; None for continuous.
+
+    Examples
+    --------
+    >>> from ragim.datasets.heart import heart_schema, load_heart_csv
+    >>> s = heart_schema().fit(load_heart_csv()[heart_schema().names])
+    >>> reference_level(s, "sex"), reference_level(s, "cp"), reference_level(s, "age")
+    ('female', 'typical angina', None)
+    """
+    f = schema[feature]
+    if f.type == "binary":
+        return f.level_label(0)
+    if f.type == "categorical":
+        cats = schema.categories_[feature]
+        return f.level_label(cats[0]) if cats else None
+    return None
+
+
+def truncation_note(shown: int, total: int, what: str = "terms", hidden_missing: int = 0) -> str:
+    """A sentence that says how much of a table or plot is shown.
+
+    >>> truncation_note(15, 18, hidden_missing=10)
+    '15 of 18 terms shown (largest first); 10 missing-value indicator terms not shown'
+    """
+    text = (
+        f"{shown} of {total} {what} shown (largest first)"
+        if shown < total
+        else f"all {total} {what} shown"
+    )
+    if hidden_missing:
+        plural = "s" if hidden_missing != 1 else ""
+        text += f"; {hidden_missing} missing-value indicator term{plural} not shown"
+    return text
 
 
 def _table_html(df: pd.DataFrame) -> str:
@@ -218,15 +274,117 @@ def _logistic_frame(p: ModelParams) -> pd.DataFrame:
         f = schema[c.feature]
         cont = c.role == "value" and f.type == "continuous"
         unit = f.unit if cont else ""
-        rows.append({
-            "term": c.name, "feature": c.feature, "type": f.type, "role": c.role, "category": c.category,
-            "coef": b, "std": s, "ci_low": b - Z95 * s, "ci_high": b + Z95 * s,
-            "odds_ratio_per_sd": math.exp(min(b, 700.0)),  # clipped: stays finite for JSON
-            "change": f"+1 SD = {c.scale:.3g} {unit}".strip() if cont else "0→1",
-            "coef_per_unit": b / c.scale, "odds_ratio_per_unit": math.exp(min(b / c.scale, 700.0)),
-            "unit": unit, "scale": c.scale,
-        })
+        rows.append(
+            {
+                "term": c.name,
+                "feature": c.feature,
+                "label": _term_label(f, c),
+                "reference": _term_reference(schema, f, c),
+                "type": f.type,
+                "role": c.role,
+                "category": c.category,
+                "coef": b,
+                "std": s,
+                "ci_low": b - Z95 * s,
+                "ci_high": b + Z95 * s,
+                "odds_ratio_per_sd": math.exp(min(b, 700.0)),  # clipped: stays finite for JSON
+                "change": f"+1 SD = {c.scale:.3g} {unit}".strip() if cont else "0→1",
+                "coef_per_unit": b / c.scale,
+                "odds_ratio_per_unit": math.exp(min(b / c.scale, 700.0)),
+                "unit": unit,
+                "scale": c.scale,
+            }
+        )
     return pd.DataFrame(rows)
+
+
+def _term_label(f, c) -> str:
+    """A design term in words: "Chest-pain type = asymptomatic", "Age (years)", "Sex = male"."""
+    if c.role == "missing":
+        return f"{f.display_name} = missing"
+    if c.role == "category":
+        return f"{f.display_name} = {f.level_label(c.category)}"
+    if f.type == "binary":
+        return f"{f.display_name} = {f.level_label(1)}"
+    return f"{f.display_name} ({f.unit})" if f.unit else f.display_name
+
+
+def _term_reference(schema, f, c) -> str:
+    """What a term's effect is compared with ("" for continuous values: per SD)."""
+    if c.role == "missing":
+        return (
+            reference_level(schema, f.name) if f.type == "categorical" else "recorded at the median"
+        )
+    return reference_level(schema, f.name) or ""
+
+
+def _logistic_table(p: ModelParams, missing: bool) -> tuple[pd.DataFrame, int]:
+    """Display rows of a logistic model (see :meth:`GlobalExplanation.table`) and the number of
+    missing-indicator terms left out."""
+    schema = p.schema
+    std = p.std[1:] if p.std is not None else np.full(len(p) - 1, np.nan)
+    coef = dict(zip(schema.design_names, p.terms, strict=True))
+    sd = dict(zip(schema.design_names, std, strict=True))
+    rows, hidden = [], 0
+    for c in schema.design_columns:
+        f = schema[c.feature]
+        b, s = float(coef[c.name]), float(sd[c.name])
+        ref = (
+            schema.categories_[f.name][0]
+            if f.type == "categorical" and schema.categories_[f.name]
+            else None
+        )
+        ref_term = f"{f.name}[{ref}]" if ref is not None else None
+        if c.role == "category" and c.category == ref:
+            continue  # the reference level: every other level is compared with it
+        if c.role == "missing" and not missing:
+            hidden += 1
+            continue
+        if c.role == "value" and f.type == "continuous":
+            comparison = f"+1 SD ({_num_text(c.scale)} {f.unit})".replace(" )", ")")
+        elif c.role == "value":
+            comparison = f"{f.level_label(1)} vs {f.level_label(0)}"
+        elif c.role == "category":
+            comparison = f"{f.level_label(c.category)} vs {f.level_label(ref)}"
+            b, s = b - float(coef[ref_term]), math.hypot(s, float(sd[ref_term]))
+        elif f.type == "categorical" and ref_term is not None:
+            comparison = f"missing vs {f.level_label(ref)}"
+            b, s = b - float(coef[ref_term]), math.hypot(s, float(sd[ref_term]))
+        else:
+            med = schema.medians_[f.name]
+            shown = (
+                f.level_label(med) if f.type == "binary" else f"{_num_text(med)} {f.unit}".strip()
+            )
+            comparison = f"missing vs recorded {shown} (the median)"
+        rows.append(
+            {
+                "term": c.name,
+                "feature": f.name,
+                "label": f.display_name,
+                "comparison": comparison,
+                "coef": b,
+                "std": s,
+                "ci_low": b - Z95 * s,
+                "ci_high": b + Z95 * s,
+                "odds_ratio": math.exp(min(b, 700.0)),
+                "or_low": math.exp(min(b - Z95 * s, 700.0)),
+                "or_high": math.exp(min(b + Z95 * s, 700.0)),
+            }
+        )
+    cols = [
+        "term",
+        "feature",
+        "label",
+        "comparison",
+        "coef",
+        "std",
+        "ci_low",
+        "ci_high",
+        "odds_ratio",
+        "or_low",
+        "or_high",
+    ]
+    return _by_abs(pd.DataFrame(rows, columns=cols), "coef").reset_index(drop=True), hidden
 
 
 def _continuous_bounds(schema, name: str) -> np.ndarray:
@@ -252,47 +410,142 @@ def _gam_frame(p: ModelParams) -> pd.DataFrame:
         bounds = _continuous_bounds(schema, f.name) if f.type == "continuous" else None
         for i, (lab, s, sd) in enumerate(zip(labels, scores, stds, strict=True)):
             obs = i < n_obs
-            rows.append({
-                "feature": f.name, "type": f.type, "term": f"{f.name}[{lab}]", "bin": lab,
-                "is_missing_bin": not obs,
-                "bin_low": bounds[i] if obs and bounds is not None else np.nan,
-                "bin_high": bounds[i + 1] if obs and bounds is not None else np.nan,
-                "midpoint": mids[i] if obs and f.type != "categorical" else np.nan,
-                "score": s, "std": sd, "ci_low": s - Z95 * sd, "ci_high": s + Z95 * sd,
-                "odds_ratio": math.exp(min(s, 700.0)), "unit": f.unit,
-            })
+            rows.append(
+                {
+                    "feature": f.name,
+                    "label": f.display_name,
+                    "type": f.type,
+                    "term": f"{f.name}[{lab}]",
+                    "bin": lab,
+                    "bin_label": f.level_label(lab) if obs and f.type != "continuous" else lab,
+                    "is_missing_bin": not obs,
+                    "bin_low": bounds[i] if obs and bounds is not None else np.nan,
+                    "bin_high": bounds[i + 1] if obs and bounds is not None else np.nan,
+                    "midpoint": mids[i] if obs and f.type != "categorical" else np.nan,
+                    "score": s,
+                    "std": sd,
+                    "ci_low": s - Z95 * sd,
+                    "ci_high": s + Z95 * sd,
+                    "odds_ratio": math.exp(min(s, 700.0)),
+                    "unit": f.unit,
+                }
+            )
     return pd.DataFrame(rows)
 
 
 class GlobalExplanation(_Explanation):
     """What a model says overall; build with :func:`explain_params`.
 
-    Logistic rows (``to_frame()``): term, feature, type, role, category, coef (on the
-    standardised design scale), std, ci_low/ci_high (coef ± 1.96 std; NaN without std),
+    Logistic rows (``to_frame()``): term, feature, label (the term in words, from the
+    schema's labels: "Chest-pain type = asymptomatic"), reference (what a binary or
+    categorical term is compared with), type, role, category, coef (on the standardised
+    design scale), std, ci_low/ci_high (coef ± 1.96 std; NaN without std),
     odds_ratio_per_sd (exp(coef): per SD for continuous values, for the 0→1 change of
     binary, one-hot and missing-indicator columns), change (what one step means),
     coef_per_unit and odds_ratio_per_unit (coef / scale, per raw unit; equal to coef for
     indicators), unit, scale.
 
-    GAM rows: one per feature × bin: feature, type, term, bin, is_missing_bin,
-    bin_low/bin_high (continuous), midpoint, score (log-odds), std, ci_low/ci_high,
-    odds_ratio, unit.
+    GAM rows: one per feature × bin: feature, label, type, term, bin, bin_label (the bin in
+    words), is_missing_bin, bin_low/bin_high (continuous), midpoint, score (log-odds), std,
+    ci_low/ci_high, odds_ratio, unit.
+
+    :meth:`table` gives the rows a reader needs (categorical levels against their reference,
+    missing-value indicators folded, largest first); :meth:`plot` and the CLI draw from it.
 
     Attributes: ``kind``, ``intercept``, ``intercept_std`` (NaN if unknown), ``source``,
-    ``provenance``, ``params``.
+    ``outcome`` (in words), ``provenance``, ``params``.
     """
 
-    def __init__(self, params: ModelParams):
+    def __init__(self, params: ModelParams, outcome: str | None = None):
         self.params, self.kind = params, params.kind
         self.intercept = params.intercept
         self.intercept_std = float(params.std[0]) if params.std is not None else math.nan
         self.source = params.metadata.get("source")
+        self.outcome = _outcome_name(params, outcome)
         self.provenance = Provenance.from_params(params)
         self._frame = _logistic_frame(params) if self.kind == "logistic" else _gam_frame(params)
 
     def to_frame(self) -> pd.DataFrame:
         """The tidy table described in the class docstring (a copy)."""
         return self._frame.copy()
+
+    def table(self, top: int | None = None, *, missing: bool = False) -> pd.DataFrame:
+        """The model as a reader sees it, largest effects first.
+
+        Logistic: one row per term with columns term, feature, label (the feature in words),
+        comparison ("+1 SD (9.4 years)", "male vs female", "asymptomatic vs typical angina"),
+        coef, std, ci_low, ci_high (log-odds) and odds_ratio, or_low, or_high. A categorical
+        level is compared with the feature's reference level (its first category), so its
+        coef is the difference of the two one-hot coefficients; its std combines the two SDs
+        as if independent (``ModelParams`` keeps no covariances). The reference level has no
+        row of its own. Missing-value indicator terms are left out unless ``missing=True``
+        (then "missing vs recorded at the median", or vs the reference level).
+
+        GAM: one row per bin of the ``top`` most important features (feature, label, bin,
+        bin_label, score, std, ci_low, ci_high, odds_ratio); missing bins only with
+        ``missing=True``.
+
+        ``top`` keeps the first rows (logistic) or features (GAM). ``table().attrs`` holds
+        ``n_total`` (rows or features before ``top``), ``n_hidden_missing`` and ``note``, a
+        sentence saying what is shown ("15 of 18 terms shown (largest first); ...").
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> from ragim.schema import Feature, FeatureSchema
+        >>> X = pd.DataFrame({"sex": [0, 1, 1, 0], "cp": ["typical", "atypical", "typical", None]})
+        >>> schema = FeatureSchema([Feature("sex", "binary", levels={0: "female", 1: "male"}),
+        ...                         Feature("cp", "categorical", label="Chest pain")]).fit(X)
+        >>> p = ModelParams.from_dict("logistic", schema, {"intercept": 0.0, "sex": 0.5,
+        ...     "cp[atypical]": 0.2, "cp[typical]": 1.0, "cp__missing": 0.1})
+        >>> t = explain_params(p).table()
+        >>> t[["label", "comparison", "coef"]].round(2).values.tolist()
+        [['Chest pain', 'typical vs atypical', 0.8], ['sex', 'male vs female', 0.5]]
+        >>> t.attrs["note"]
+        'all 2 terms shown; 1 missing-value indicator term not shown'
+        """
+        if top is not None and (
+            isinstance(top, bool) or not isinstance(top, int | np.integer) or top < 1
+        ):
+            raise ValidationError(f"top must be a positive integer or None, got {top!r}")
+        if self.kind == "logistic":
+            df, hidden = _logistic_table(self.params, missing)
+            total, what = len(df), "terms"
+            df = df.head(top) if top is not None else df
+            shown = len(df)
+        else:
+            feats = list(self.importance()["feature"])
+            total, what = len(feats), "features"
+            feats = feats[:top] if top is not None else feats
+            shown = len(feats)
+            order = {f: i for i, f in enumerate(feats)}
+            df = self._frame[self._frame["feature"].isin(feats)]
+            hidden = int(df["is_missing_bin"].sum()) if not missing else 0
+            if not missing:
+                df = df[~df["is_missing_bin"]]
+            df = df.sort_values("feature", key=lambda c: c.map(order), kind="stable")
+            df = df[
+                [
+                    "term",
+                    "feature",
+                    "label",
+                    "bin",
+                    "bin_label",
+                    "score",
+                    "std",
+                    "ci_low",
+                    "ci_high",
+                    "odds_ratio",
+                ]
+            ].reset_index(drop=True)
+        df.attrs.update(
+            n_total=total,
+            n_hidden_missing=hidden,
+            note=truncation_note(shown, total, what, hidden if self.kind == "logistic" else 0)
+            + (f"; {hidden} missing-value bin{'s' if hidden != 1 else ''} not shown"
+               if self.kind == "gam" and hidden else ""),
+        )
+        return df
 
     def importance(self) -> pd.DataFrame:
         """Per-feature importance, largest first.
@@ -313,63 +566,101 @@ class GlobalExplanation(_Explanation):
         return out.sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)
 
     def data(self) -> dict:
-        """JSON-safe dict: kind, source, intercept, intercept_std, terms, importance, provenance."""
+        """JSON-safe dict: kind, source, outcome, intercept, intercept_std, terms, importance,
+        provenance."""
         return _jsonable({
-            "kind": self.kind, "source": self.source, "intercept": self.intercept,
+            "kind": self.kind, "source": self.source, "outcome": self.outcome,
+            "intercept": self.intercept,
             "intercept_std": self.intercept_std, "terms": _records(self._frame),
             "importance": _records(self.importance()), "provenance": self.provenance.data(),
         })
 
-    def plot(self, ax=None, top: int | None = None, kind: str = "coef"):
+    def plot(self, ax=None, top: int | None = None, kind: str = "coef", *, missing: bool = False):
         """Plot the model; returns a matplotlib Figure.
 
-        Logistic: a dot chart of the ``top`` terms by |coef| with 95% CI whiskers, as
-        coefficients (``kind="coef"``) or odds ratios (``"odds_ratio"``, log axis).
-        GAM: a grid of shape functions of the ``top`` features by importance (CI bands
-        when std exists; binary and categorical as bars); ``ax`` may be one axes (for one
-        panel) or a sequence of axes. ``kind="importance"`` draws importance bars.
+        Logistic: a dot chart of the ``top`` rows of :meth:`table` (categorical levels against
+        their reference, labelled in words) with 95% CI whiskers, as coefficients
+        (``kind="coef"``) or odds ratios (``"odds_ratio"``, log axis); the title says how
+        many terms are shown. GAM: a grid of shape functions of the ``top`` features by
+        importance (CI bands when std exists; binary and categorical as bars); ``ax`` may be
+        one axes (for one panel) or a sequence of axes. ``kind="importance"`` draws
+        importance bars.
         """
         if kind not in ("coef", "odds_ratio", "importance"):
             raise ValidationError(f"kind must be 'coef', 'odds_ratio' or 'importance', got {kind!r}")
         if kind == "importance":
-            return plots.plot_importance(self.importance(), top=top, ax=ax,
+            imp = self.importance()
+            labels = {f.name: f.display_name for f in self.params.schema.features}
+            imp = imp.assign(feature=imp["feature"].map(labels))
+            return plots.plot_importance(imp, top=top, ax=ax,
                                          xlabel=_IMPORTANCE_LABEL[self.kind])
+        t = self.table(top, missing=missing)
         if self.kind == "logistic":
-            df = self._frame.assign(label=[f"{t}  ({c})" if c != "0→1" else t
-                                           for t, c in zip(self._frame["term"], self._frame["change"], strict=True)])
-            return plots.plot_coefficients(df, kind=kind, top=top, ax=ax,
-                                           title=f"Logistic model terms (intercept {self.intercept:+.3g})")
-        feats = list(self.importance()["feature"])[: top or None]
-        return plots.plot_shape_functions(self._frame, feats, kind=kind, ax=ax,
-                                          title="GAM shape functions (features by importance)")
+            df = t.assign(
+                label=[
+                    f"{lab}: {cmp}" for lab, cmp in zip(t["label"], t["comparison"], strict=True)
+                ]
+            )
+            return plots.plot_coefficients(
+                df,
+                kind=kind,
+                ax=ax,
+                title=(
+                    f"Logistic model for {self.outcome} (intercept {self.intercept:+.3g})\n"
+                    f"{t.attrs['note']}"
+                ),
+            )
+        feats = list(dict.fromkeys(t["feature"]))
+        frame = self._frame.assign(bin=self._frame["bin_label"])
+        return plots.plot_shape_functions(
+            frame,
+            feats,
+            kind=kind,
+            ax=ax,
+            title=f"GAM shape functions for {self.outcome}\n{t.attrs['note']}",
+        )
 
     def _repr_html_(self) -> str:
-        head = (f"<p><b>{self.kind.upper()} model</b> &middot; intercept {self.intercept:+.4g}"
-                + (f" &plusmn; {Z95 * self.intercept_std:.3g}" if math.isfinite(self.intercept_std) else "")
-                + f" &middot; source: {html.escape(str(self.source))}</p>")
+        head = (
+            f"<p><b>{self.kind.upper()} model</b> for {html.escape(self.outcome)} "
+            "&middot; intercept "
+            f"{self.intercept:+.4g}"
+            + (
+                f" &plusmn; {Z95 * self.intercept_std:.3g}"
+                if math.isfinite(self.intercept_std)
+                else ""
+            )
+            + f" &middot; source: {html.escape(str(self.source))}</p>"
+        )
+        df = self.table(missing=True)
         if self.kind == "logistic":
-            df = _by_abs(self._frame, "coef")
-            cols = ["term", "coef", "ci_low", "ci_high", "odds_ratio_per_sd", "change", "odds_ratio_per_unit", "unit"]
+            cols = ["label", "comparison", "odds_ratio", "or_low", "or_high", "coef", "ci_low",
+                    "ci_high", "term"]
         else:
-            order = {f: i for i, f in enumerate(self.importance()["feature"])}
-            df = self._frame.sort_values("feature", key=lambda s: s.map(order), kind="stable")
-            cols = ["feature", "bin", "score", "ci_low", "ci_high", "odds_ratio", "unit"]
+            cols = ["label", "bin_label", "score", "ci_low", "ci_high", "odds_ratio", "term"]
         if self.params.std is None:
-            cols = [c for c in cols if c not in ("ci_low", "ci_high")]
+            cols = [c for c in cols if c not in ("ci_low", "ci_high", "or_low", "or_high")]
         body = _table_html(df[cols].head(40))
-        more = f"<p><i>… {len(df) - 40} more rows in to_frame()</i></p>" if len(df) > 40 else ""
+        more = f"<p><i>… {len(df) - 40} more rows in table()</i></p>" if len(df) > 40 else ""
         return head + body + more + self._img_html(top=12) + self.provenance._repr_html_()
 
     def __repr__(self) -> str:
         src = f", source={self.source}" if self.source else ""
-        lines = [f"GlobalExplanation({self.kind}, intercept={self.intercept:+.3g}{src}, "
+        lines = [f"GlobalExplanation({self.kind} model for {self.outcome}, "
+                 f"intercept={self.intercept:+.3g}{src}, "
                  f"{len(self._frame)} {'terms' if self.kind == 'logistic' else 'bins'})"]
         if self.kind == "logistic":
-            df = _by_abs(self._frame, "coef").head(5)
-            lines += [f"  {r.term:<24} coef {r.coef:+.3f}  OR {r.odds_ratio_per_sd:.3g} ({r.change})"
-                      for r in df.itertuples()]
+            t = self.table(5)
+            lines += [
+                f"  {r.label + ': ' + r.comparison:<64} OR {r.odds_ratio:.3g}"
+                + (f" (95% CI {r.or_low:.3g}-{r.or_high:.3g})" if math.isfinite(r.or_low) else "")
+                for r in t.itertuples()
+            ]
+            lines.append(f"  ({t.attrs['note']})")
         else:
-            lines += [f"  {r.feature:<24} importance {r.importance:.3f}" for r in self.importance().head(5).itertuples()]
+            labels = {f.name: f.display_name for f in self.params.schema.features}
+            lines += [f"  {labels[r.feature]:<24} importance {r.importance:.3f}"
+                      for r in self.importance().head(5).itertuples()]
         return "\n".join([*lines, f"  {self.provenance!r}"])
 
 
@@ -397,13 +688,16 @@ class LocalExplanation(_Explanation):
     are coef × standardised design value summed over the feature's columns (one-hot
     and missing indicator folded in); GAM contributions are the patient's bin scores.
     ``intercept + sum(contribution) == logit`` (up to float rounding), and
-    ``probability = sigmoid(logit)``.
+    ``probability = sigmoid(logit)``. Two more columns put the row in words: label (the
+    feature's name from the schema) and value_label ("male", "63 years", "missing").
+    ``outcome`` names what the model predicts (for titles).
     """
 
-    def __init__(self, params: ModelParams, X_row: Any):
+    def __init__(self, params: ModelParams, X_row: Any, outcome: str | None = None):
         schema = params.schema
         X = _one_row(X_row, schema)
         self.params, self.kind, self.source = params, params.kind, params.metadata.get("source")
+        self.outcome = _outcome_name(params, outcome)
         self.provenance = Provenance.from_params(params)
         self.intercept = params.intercept
         self.index = X.index[0]
@@ -419,14 +713,24 @@ class LocalExplanation(_Explanation):
             for c, v in zip(schema.design_columns, per, strict=True):
                 folded[c.feature] += float(v)
             for f, v in zip(schema.features, values, strict=True):
-                rows.append({"feature": f.name, "value": v, "unit": f.unit, "contribution": folded[f.name]})
+                rows.append(
+                    {
+                        "feature": f.name,
+                        "label": f.display_name,
+                        "value": v,
+                        "value_label": _value_label(f, v),
+                        "unit": f.unit,
+                        "contribution": folded[f.name],
+                    }
+                )
         else:
             idx = schema.bin_indices(X)[0]
             self._terms = None
             for f, v, i in zip(schema.features, values, idx, strict=True):
                 labels = schema.bin_labels(f.name)
                 c = float(params.feature_terms(f.name)[i]) if i >= 0 else 0.0
-                rows.append({"feature": f.name, "value": v, "unit": f.unit,
+                rows.append({"feature": f.name, "label": f.display_name, "value": v,
+                             "value_label": _value_label(f, v), "unit": f.unit,
                              "bin": labels[i] if i >= 0 else "(unknown category)", "contribution": c})
         self._frame = pd.DataFrame(rows)
         self.logit = math.fsum([self.intercept, *self._frame["contribution"]])
@@ -445,24 +749,82 @@ class LocalExplanation(_Explanation):
         return self._frame.copy()
 
     def data(self) -> dict:
-        """JSON-safe dict: kind, source, intercept, contributions, logit, probability, provenance."""
-        return _jsonable({"kind": self.kind, "source": self.source, "intercept": self.intercept,
-                          "contributions": _records(self._frame), "logit": self.logit,
-                          "probability": self.probability, "provenance": self.provenance.data()})
+        """JSON-safe dict: kind, source, outcome, intercept, contributions, logit, probability,
+        provenance."""
+        return _jsonable(
+            {
+                "kind": self.kind,
+                "source": self.source,
+                "outcome": self.outcome,
+                "intercept": self.intercept,
+                "contributions": _records(self._frame),
+                "logit": self.logit,
+                "probability": self.probability,
+                "provenance": self.provenance.data(),
+            }
+        )
+
+    def table(self, top: int | None = None) -> pd.DataFrame:
+        """Contributions in words, largest |contribution| first: label, value_label,
+        contribution (log-odds), feature. ``attrs["note"]`` says how many are shown.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> from ragim.schema import Feature, FeatureSchema
+        >>> X = pd.DataFrame({"sex": [0, 1], "age": [40.0, 60.0]})
+        >>> sex = Feature("sex", "binary", label="Sex", levels={0: "female", 1: "male"})
+        >>> schema = FeatureSchema([sex, Feature("age", unit="years", label="Age")]).fit(X)
+        >>> p = ModelParams.from_dict("logistic", schema,
+        ...                           {"intercept": 0.0, "sex": 0.9, "age": 0.1})
+        >>> explain_params(p, X.iloc[[1]]).table()[["label", "value_label"]].values.tolist()
+        [['Sex', 'male'], ['Age', '60 years']]
+        """
+        if top is not None and (
+            isinstance(top, bool) or not isinstance(top, int | np.integer) or top < 1
+        ):
+            raise ValidationError(f"top must be a positive integer or None, got {top!r}")
+        df = _by_abs(self._frame, "contribution")[
+            ["label", "value_label", "contribution", "feature"]
+        ]
+        df = df.reset_index(drop=True)
+        total = len(df)
+        df = df.head(top) if top is not None else df
+        df.attrs.update(n_total=total, note=truncation_note(len(df), total, "features"))
+        return df
 
     def _labels(self) -> list[str]:
-        return [f"{r.feature} = {_fmt(r.value)}{' ' + r.unit if r.unit and not pd.isna(r.value) else ''}"
-                for r in self._frame.itertuples()]
+        return [f"{r.label} = {r.value_label}" for r in self._frame.itertuples()]
 
     def plot(self, ax=None, top: int | None = 12):
-        """Waterfall from the intercept through the ``top`` contributions (by |size|) to the logit."""
+        """Waterfall from the intercept through the ``top`` contributions (by |size|) to the logit.
+
+        The title names the outcome and the predicted risk; features beyond ``top`` are summed
+        in one bar, and the title says how many are shown.
+        """
+        n = len(self._frame)
+        shown = n if top is None or n <= top else top
+        note = truncation_note(shown, n, "features") + (
+            "; the rest are summed in one bar" if shown < n else ""
+        )
+        title = "\n".join(
+            [
+                *textwrap.wrap(f"Predicted risk of {self.outcome}: {self.probability:.1%}", 80),
+                f"log-odds {self.logit:+.2f} = baseline {self.intercept:+.2f} + contributions",
+                *textwrap.wrap(note, 80),
+            ]
+        )
         return plots.plot_waterfall(self._frame.assign(label=self._labels()), self.intercept, self.logit,
-                                    self.probability, top=top, ax=ax)
+                                    self.probability, top=top, ax=ax, title=title)
 
     def _repr_html_(self) -> str:
-        df = _by_abs(self._frame.assign(value=[_fmt(v) for v in self._frame["value"]]), "contribution")
-        head = (f"<p><b>{self.kind.upper()} model, one patient</b> &middot; P = {self.probability:.3f}"
-                f" &middot; logit {self.logit:+.3f} = intercept {self.intercept:+.3f} + contributions</p>")
+        df = self.table()
+        head = (
+            f"<p><b>{self.kind.upper()} model, one patient</b> &middot; predicted risk of "
+            f"{html.escape(self.outcome)}: {self.probability:.3f} &middot; "
+            f"logit {self.logit:+.3f} = "
+            f"intercept {self.intercept:+.3f} + contributions</p>"
+        )
         return head + _table_html(df) + self._img_html() + self.provenance._repr_html_()
 
     def __repr__(self) -> str:
@@ -472,4 +834,21 @@ class LocalExplanation(_Explanation):
                 f"intercept {self.intercept:+.2f} {parts}{' ...' if len(df) > 5 else ''})")
 
 
-__all__ = ["GlobalExplanation", "LocalExplanation", "Provenance", "explain_params", "plots"]
+def _value_label(f, v: Any) -> str:
+    """One raw value in words: a level label, a number with its unit, or "missing"."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "missing"
+    if f.type != "continuous":
+        return f.level_label(v)
+    return f"{_fmt(float(v))} {f.unit}".strip()
+
+
+__all__ = [
+    "GlobalExplanation",
+    "LocalExplanation",
+    "Provenance",
+    "explain_params",
+    "plots",
+    "reference_level",
+    "truncation_note",
+]

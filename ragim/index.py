@@ -49,10 +49,23 @@ class IndexConfig:
     nprobe: int = field(default=32, metadata={"help": "IVF lists visited per query"})
     ef_search: int = field(default=128, metadata={"help": "HNSW search breadth"})
     factory: str = field(default="", metadata={"help": "the FAISS index actually built (set at build)"})
+    excluded: dict[str, list[str]] = field(
+        default_factory=dict,
+        metadata={
+            "help": "tasks deliberately left out of the index: metadata key -> values "
+                    "(ragim index build --exclude)"
+        },
+    )
 
     def __post_init__(self):
         if self.model not in ("logistic", "gam"):
             raise ValidationError(f"model must be 'logistic' or 'gam', got {self.model!r}")
+        if not isinstance(self.excluded, dict) or not all(
+            isinstance(k, str) and isinstance(v, list) and all(isinstance(x, str) for x in v)
+            for k, v in self.excluded.items()
+        ):
+            raise ValidationError(
+                f"excluded must map metadata keys to lists of values, got {self.excluded!r}")
 
 
 @dataclass

@@ -157,7 +157,8 @@ def plot_shape_functions(frame: pd.DataFrame, features: Sequence[str], *, kind: 
 
 
 def _shape_panel(ax, d: pd.DataFrame, tr, ref: float) -> None:
-    ftype, unit, name = d["type"].iloc[0], d["unit"].iloc[0], d["feature"].iloc[0]
+    ftype, unit = d["type"].iloc[0], d["unit"].iloc[0]
+    name = d["label"].iloc[0] if "label" in d and d["label"].iloc[0] else d["feature"].iloc[0]
     miss = d[d["is_missing_bin"]]
     body = d[~d["is_missing_bin"]]
     s, lo, hi = (tr(body[c].to_numpy(float)) for c in ("score", "ci_low", "ci_high"))
@@ -216,13 +217,14 @@ def plot_waterfall(frame: pd.DataFrame, intercept: float, logit: float, probabil
     """Waterfall from the intercept through each feature's contribution to the logit.
 
     ``frame`` needs columns label, contribution; bars are sorted by |contribution| and
-    features beyond ``top`` are folded into one "other features" bar.
+    features beyond ``top`` are folded into one "N other features (summed)" bar.
     """
     df = frame.reindex(frame["contribution"].abs().sort_values(ascending=False).index)
     labels, contrib = list(df["label"]), list(df["contribution"].astype(float))
     if top is not None and len(df) > top:
         rest = sum(contrib[top:])
-        labels, contrib = labels[:top] + [f"{len(df) - top} other features"], contrib[:top] + [rest]
+        other = f"{len(df) - top} other feature{'s' if len(df) - top != 1 else ''} (summed)"
+        labels, contrib = labels[:top] + [other], contrib[:top] + [rest]
     n = len(contrib) + 2
     fig, ax = _fig_ax(ax, 7.0, 1.4 + 0.34 * n)
     y = np.arange(n)[::-1]
@@ -243,27 +245,37 @@ def plot_waterfall(frame: pd.DataFrame, intercept: float, logit: float, probabil
             ha="left" if logit >= 0 else "right", fontsize=8, fontweight="bold")
     ax.text(intercept, y[0], f" {intercept:+.2f} " if intercept >= 0 else f" {intercept:+.2f} ",
             va="center", ha="left" if intercept >= 0 else "right", fontsize=8)
-    ax.set_yticks(y, [_txt(_short(s, 48)) for s in ["intercept (baseline)", *labels, "logit (total)"]], fontsize=9)
+    ax.set_yticks(
+        y,
+        [_txt(_short(s, 56)) for s in ["intercept (baseline)", *labels, "log-odds (total)"]],
+        fontsize=9,
+    )
     ax.axvline(0, color=DARK, lw=0.6)
     pts = np.array([0.0, *ends, logit])
     span = float(pts.max() - pts.min()) or 1.0
     ax.set_xlim(pts.min() - 0.18 * span, pts.max() + 0.18 * span)
-    ax.set_xlabel("log-odds")
+    ax.set_xlabel("contribution to the log-odds (red raises the risk, blue lowers it)")
     ax.grid(axis="x", alpha=0.3)
-    ax.set_title(_txt(title or f"P(outcome) = {probability:.3f}   (logit {logit:+.3f})"), fontsize=11, loc="left")
+    ax.set_title(
+        _txt(title or f"Predicted risk {probability:.1%}   (log-odds {logit:+.3f})"),
+        fontsize=10,
+        loc="left",
+    )
     return fig
 
 
 # ---------------------------------------------------------------------- provenance
 def plot_provenance(frame: pd.DataFrame, *, ax=None, title: str | None = None) -> Figure:
-    """Bars of neighbour weights, labelled by task id and a short description."""
+    """Bars of neighbour weights, heaviest at the top, labelled by task id and a short
+    description; each bar notes the neighbour's similarity."""
     fig, ax = _fig_ax(ax, 7.5, 1.2 + 0.5 * max(len(frame), 1))
     if len(frame) == 0:
         ax.text(0.5, 0.5, "no retrieved neighbours\n(a fitted model has no provenance)",
                 ha="center", va="center", transform=ax.transAxes, color=DARK)
         ax.set_axis_off()
         return fig
-    df = frame.iloc[::-1]
+    w_all = pd.to_numeric(frame["weight"], errors="coerce").fillna(0.0)
+    df = frame.loc[w_all.sort_values(ascending=True, kind="stable").index]  # barh draws bottom-up
     w = df["weight"].to_numpy(float)
     w = np.where(np.isfinite(w), w, 0.0)
     y = np.arange(len(df))
@@ -277,7 +289,8 @@ def plot_provenance(frame: pd.DataFrame, *, ax=None, title: str | None = None) -
     ax.set_xlim(0, (w.max() or 1.0) * 1.25)
     ax.set_xlabel("weight")
     ax.grid(axis="x", alpha=0.3)
-    ax.set_title(_txt(title or "Provenance: retrieved neighbour tasks"), fontsize=11, loc="left")
+    ax.set_title(_txt(title or "Provenance: retrieved neighbour tasks, by weight"), fontsize=11,
+                 loc="left")
     return fig
 
 

@@ -58,6 +58,9 @@ class Feature:
     description : free text, shown in prompts.
     categories : the levels of a categorical feature; learned at fit time when empty.
     allow_missing : whether NaN is acceptable in this column.
+    label : a human name for tables, plots and reports ("Chest-pain type"); default: ``name``.
+    levels : human labels of a binary or categorical feature's values, value -> label
+        (``{0: "female", 1: "male"}``); values without a label are shown as they are.
     """
 
     name: str
@@ -66,6 +69,8 @@ class Feature:
     description: str = ""
     categories: tuple[str, ...] = ()
     allow_missing: bool = True
+    label: str = ""
+    levels: dict[str, str] = field(default_factory=dict, hash=False)
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.strip():
@@ -88,6 +93,23 @@ class Feature:
                 "(numbers compare by value: 4 and 4.0 and '04' are one level)"
             )
         object.__setattr__(self, "categories", tuple(cats))
+        if not isinstance(self.label, str):
+            raise ValidationError(f"feature {self.name!r}: label must be text, got {self.label!r}")
+        object.__setattr__(self, "levels", _check_levels(self.name, self.type, self.levels))
+
+    @property
+    def display_name(self) -> str:
+        """``label``, or ``name`` when no label is given."""
+        return self.label or self.name
+
+    def level_label(self, value: Any) -> str:
+        """The human label of one value (``levels``), or the value as text.
+
+        >>> Feature("sex", "binary", levels={0: "female", 1: "male"}).level_label(1.0)
+        'male'
+        """
+        key = canonical_level(value)
+        return self.levels.get(key, str(value) if key is None else key)
 
 
 @dataclass(frozen=True)
@@ -545,7 +567,7 @@ class FeatureSchema:
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
         d = {
-            "features": [asdict(f) | {"categories": list(f.categories)} for f in self.features],
+            "features": [_feature_dict(f) for f in self.features],
             "n_bins": self.n_bins,
         }
         if self.is_fitted:
@@ -648,7 +670,8 @@ class FeatureSchema:
         """One row per feature: type, unit, missing indicator, categories or bins."""
         rows = []
         for f in self.features:
-            row = {"feature": f.name, "type": f.type, "unit": f.unit, "description": f.description}
+            row = {"feature": f.name, "type": f.type, "unit": f.unit, "description": f.description,
+                   "label": f.display_name}
             if self.is_fitted:
                 row["missing_indicator"] = f.name in self.missing_
                 row["n_bins"] = len(self.bin_labels(f.name))
@@ -748,6 +771,46 @@ def _infer_type(name: str, series: list[pd.Series], labels: list[str], max_categ
             f"{max_categories}); encode it as numbers, or declare it categorical with its categories"
         )
     return "categorical"
+
+
+def _check_levels(name: str, ftype: str, levels: Any) -> dict[str, str]:
+    if levels is None:
+        return {}
+    if not isinstance(levels, Mapping):
+        raise ValidationError(
+            f"feature {name!r}: levels must map values to labels, got {type(levels).__name__}"
+        )
+    if levels and ftype == "continuous":
+        raise ValidationError(
+            f"feature {name!r} is continuous; level labels are only for binary or "
+            "categorical features"
+        )
+    out = {}
+    for k, v in levels.items():
+        if not isinstance(v, str) or not v.strip():
+            raise ValidationError(
+                f"feature {name!r}: the label of level {k!r} must be non-empty text, got {v!r}"
+            )
+        key = canonical_level(k)
+        if key is None:
+            raise ValidationError(f"feature {name!r}: a level to label is missing (None or NaN)")
+        out[key] = v
+    if ftype == "binary" and not set(out) <= {"0", "1"}:
+        raise ValidationError(
+            f"binary feature {name!r} has level labels for {sorted(set(out) - {'0', '1'})}; "
+            "a binary feature's values are 0 and 1"
+        )
+    return out
+
+
+def _feature_dict(f: Feature) -> dict[str, Any]:
+    """A feature as JSON; ``label`` and ``levels`` only when set, so schemas saved before they
+    existed keep their exact JSON (and fingerprint)."""
+    d = asdict(f) | {"categories": list(f.categories)}
+    for key in ("label", "levels"):
+        if not d[key]:
+            del d[key]
+    return d
 
 
 def _check_text_column(name: str, s: pd.Series, where: str = "") -> None:

@@ -429,6 +429,11 @@ def cli_dir(tmp_path_factory):
     (root / "junk").mkdir()
     (root / "junk" / MANIFEST).write_text("{not json")
     (root / "rows.csv").write_text("a,b\n1,2\n")
+    from ragim.params import ModelParams
+
+    names = ModelParams.load(root / "params").schema.names
+    values = ",".join("0.5" for _ in names)
+    (root / "good_rows.csv").write_text(",".join(names) + "\n" + values + "\n")
     return root
 
 
@@ -460,8 +465,10 @@ CLI_CASES = [
     ("unknown-protocol", ["evaluate", "--dataset", "synthetic", "--n-tasks", "12", "--embedder", "hashing", "--protocol",
                           "nonsense"], "unknown protocol 'nonsense'"),
     ("rows-missing", ["explain", "{d}/params", "--rows", "{d}/nope.csv"], "cannot read --rows"),
-    ("rows-wrong-columns", ["explain", "{d}/params", "--rows", "{d}/rows.csv"], "columns required by the schema are missing"),
-    ("row-out-of-range", ["explain", "{d}/params", "--rows", "{d}/rows.csv", "--row", "5"], "--row 5 is outside the 1 rows"),
+    ("rows-wrong-columns", ["explain", "{d}/params", "--rows", "{d}/rows.csv"],
+     "does not match the model: missing the model's features"),
+    ("row-out-of-range", ["explain", "{d}/params", "--rows", "{d}/good_rows.csv", "--row", "5"],
+     "--row 5 is outside the 1 rows"),
     ("unknown-bench", ["bench", "nonsense"], "unknown benchmark 'nonsense'"),
     ("bench-n-zero", ["bench", "fit", "--n-tasks", "0"], "--n-tasks must be at least 1, got 0"),
     ("train-zero-epochs", ["train", "attention", "--index", "{d}/idx", "--max-epochs", "0", "--out", "{d}/g"],

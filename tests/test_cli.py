@@ -1,6 +1,7 @@
 """The command line, end to end on small synthetic data with the fast hashing embedder."""
 
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -13,7 +14,7 @@ runner = CliRunner()
 def _ok(args):
     result = runner.invoke(app, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    return result.output
+    return result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,20 @@ def test_train_generate_explain(built):
     expl = json.loads(_ok(["explain", str(built / "p"), "--json", "--png", str(built / "coef.png")]))
     assert expl["kind"] == "logistic" and (built / "coef.png").stat().st_size > 1000
     text = _ok(["generate", "renal disease in adolescents", "--index", str(built / "idx")])
-    assert "neighbours:" in text
+    assert "Neighbour tasks that shaped the model" in text
+    header = next(
+        line for line in text.splitlines() if line.split()[:2] == ["weight", "similarity"]
+    )
+    rows = text.splitlines()[text.splitlines().index(header) + 2 :]
+    weights = [
+        float(parts[0])
+        for parts in map(str.split, rows)
+        if len(parts) > 2
+        and re.fullmatch(r"\d\.\d{3}", parts[0])
+        and re.fullmatch(r"-?\d\.\d{3}", parts[1])
+    ]
+    assert len(weights) == 10
+    assert weights == sorted(weights, reverse=True)  # heaviest neighbour first
 
 
 def test_errors_are_one_clear_line(built, tmp_path):

@@ -139,3 +139,51 @@ def test_train_dpo_checks_the_pairs_against_the_generator(root, sft):
               "rejected": '{"x01": 2, "intercept": 1, "x02": 0}'}]
     with pytest.raises(ValidationError, match="pair 1: parameters in another order than the generator writes them"):
         train_dpo(LMGenerator.load(root / "sft", device="cpu"), pairs, max_steps=1, progress=False)
+
+
+def test_training_progress_keeps_stdout_clean(root, capsys, monkeypatch):
+    """With progress on (a terminal), the trainer's bar goes to stderr and its per-step log dicts
+    go nowhere; stdout stays for ragim's own summary. The logs are still in ``history_``."""
+    from ragim.train.sft import train_sft
+
+    gen = train_sft(
+        TaskIndex.load(root / "index"),
+        base_model="tiny",
+        max_steps=2,
+        batch_size=2,
+        k=2,
+        val_fraction=0,
+        progress=True,
+        device="cpu",
+    )
+    out = capsys.readouterr()
+    assert "loss" not in out.out and "{" not in out.out, out.out
+    assert "2/2" in out.err  # the progress bar
+    assert any("loss" in h for h in gen.history_)
+
+
+def test_train_sft_text_summary_is_readable(root, tmp_path):
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "sft",
+            "--index",
+            str(root / "index"),
+            "--out",
+            str(tmp_path / "s"),
+            "--base-model",
+            "tiny",
+            "--max-steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--k",
+            "1",
+            "--val-fraction",
+            "0",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "{" not in result.stdout and "train loss" in result.stdout
+    assert "n trainable params" in result.stdout

@@ -236,7 +236,14 @@ def test_html_contains_terms_and_provenance(data):
         h = explain_params(p)._repr_html_()
         assert "<table" in h and "cleveland-men" in h and "swiss-women" in h
         assert "data:image/png;base64," in h
-        names = schema.design_names if kind == "logistic" else schema.bin_labels("age")
+        if (
+            kind == "logistic"
+        ):  # every term but the reference level, which the other levels are compared with
+            ref = f"cp[{schema.categories_['cp'][0]}]"
+            names = [n for n in schema.design_names if n != ref]
+            assert ref not in h and f"vs {schema.categories_['cp'][0]}" in h
+        else:
+            names = schema.bin_labels("age")
         assert all(n in h for n in names)
         hl = explain_params(p, X.iloc[[0]])._repr_html_()
         assert all(f in hl for f in schema.names) and "cleveland-men" in hl
@@ -258,3 +265,111 @@ def test_calibration_plot(tmp_path):
         plot_calibration(y, {"bad": probs["good"] + 2})
     with pytest.raises(ValidationError, match="0/1"):
         plot_calibration(y + 1, probs)
+
+
+# ------------------------------------------------------------ human labels (heart disease)
+@pytest.fixture(scope="module")
+def heart():
+    from ragim import datasets
+    from ragim.models import LogisticModel
+
+    tasks = datasets.heart_disease()
+    schema = tasks.schema.copy().fit(pd.concat([t.X for t in tasks], ignore_index=True))
+    t = tasks["cleveland-any_cad-all"]
+    p = LogisticModel(schema=schema).fit(t.X, t.y).to_params()
+    return p.replace(metadata={"provenance": PROV[::-1]}), t
+
+
+def test_table_compares_levels_with_their_reference_and_folds_missing(heart):
+    p, _ = heart
+    ex = explain_params(p, outcome="coronary artery disease")
+    t = ex.table()
+    assert list(t["coef"].abs()) == sorted(t["coef"].abs(), reverse=True)  # most important first
+    row = t.set_index("term").loc["cp[asymptomatic]"]
+    assert (
+        row["comparison"] == "asymptomatic vs typical angina" and row["label"] == "Chest-pain type"
+    )
+    assert row["coef"] == pytest.approx(p["cp[asymptomatic]"] - p["cp[typical angina]"])
+    assert row["std"] == pytest.approx(
+        math.hypot(
+            p.std[p.names.index("cp[asymptomatic]")], p.std[p.names.index("cp[typical angina]")]
+        )
+    )
+    assert row["or_low"] == pytest.approx(math.exp(row["coef"] - 1.959963984540054 * row["std"]))
+    assert "cp[typical angina]" not in set(t["term"])  # the reference level has no row of its own
+    sex = t.set_index("term").loc["sex"]
+    assert sex["comparison"] == "male vs female" and sex["coef"] == pytest.approx(p["sex"])
+    age = t.set_index("term").loc["age"]
+    assert age["comparison"] == f"+1 SD ({p.schema.scales_['age']:.3g} years)"
+    assert not t["term"].str.endswith("__missing").any()
+    n_missing = sum(n.endswith("__missing") for n in p.names)
+    assert t.attrs == {
+        "n_total": len(t),
+        "n_hidden_missing": n_missing,
+        "note": f"all {len(t)} terms shown; {n_missing} missing-value indicator terms not shown",
+    }
+    everything = ex.table(missing=True).set_index("term")
+    assert everything.loc["thal__missing", "comparison"] == "missing vs normal"
+    assert everything.loc["thal__missing", "coef"] == pytest.approx(
+        p["thal__missing"] - p["thal[normal]"]
+    )
+    assert everything.loc["chol__missing", "comparison"].startswith("missing vs recorded")
+    assert everything.loc["chol__missing", "coef"] == pytest.approx(p["chol__missing"])
+    top = ex.table(5)
+    assert len(top) == 5 and top.attrs["note"].startswith(
+        f"5 of {len(t)} terms shown (largest first)"
+    )
+    with pytest.raises(ValidationError, match="top must be a positive integer"):
+        ex.table(0)
+    frame = ex.to_frame().set_index("term")
+    assert frame.loc["exang", "label"] == "Exercise-induced angina = yes"
+    assert frame.loc["thal[fixed defect]", "reference"] == "normal"
+
+
+def test_plots_name_the_terms_the_outcome_and_the_truncation(heart):
+    p, t = heart
+    ex = explain_params(p, outcome="coronary artery disease")
+    fig = ex.plot(kind="odds_ratio", top=6)
+    ax = fig.axes[0]
+    labels = [x.get_text() for x in ax.get_yticklabels()]
+    assert len(labels) == 6 and all(":" in s for s in labels)
+    assert (
+        labels[-1] == f"{ex.table(1)['label'][0]}: {ex.table(1)['comparison'][0]}"
+    )  # the largest at the top
+    assert "coronary artery disease" in ax.get_title(loc="left")
+    assert f"6 of {len(ex.table())} terms shown" in ax.get_title(loc="left")
+    loc = explain_params(p, t.X.iloc[[0]], outcome="coronary artery disease")
+    title = loc.plot(top=5).axes[0].get_title(loc="left")
+    assert f"Predicted risk of coronary artery disease: {loc.probability:.1%}" in title
+    assert "5 of 13 features shown" in title.replace("\n", " ")
+    ticks = [x.get_text() for x in loc.plot(top=5).axes[0].get_yticklabels()]
+    words = [f"{r.label} = {r.value_label}" for r in loc.table(5).itertuples()]
+    assert ticks == [
+        "intercept (baseline)",
+        *words,
+        "8 other features (summed)",
+        "log-odds (total)",
+    ]
+    assert explain_params(p, t.X.iloc[[0]]).outcome == "the outcome"
+    with pytest.raises(ValidationError, match="outcome must be a non-empty text"):
+        explain_params(p, outcome=" ")
+
+
+def test_local_table_in_words(heart):
+    p, t = heart
+    row = t.X.iloc[[0]]
+    loc = explain_params(p, row)
+    tab = loc.table().set_index("feature")
+    sex = "male" if row["sex"].iloc[0] == 1 else "female"
+    assert tab.loc["sex", "value_label"] == sex and tab.loc["sex", "label"] == "Sex"
+    assert tab.loc["age", "value_label"] == f"{row['age'].iloc[0]:.4g} years"
+    assert list(loc.table()["contribution"].abs()) == sorted(
+        loc.table()["contribution"].abs(), reverse=True
+    )
+
+
+def test_provenance_chart_is_sorted_by_weight(heart):
+    p, _ = heart  # PROV reversed: the lighter neighbour (0.4) comes first in the records
+    ax = explain_params(p).provenance.plot().axes[0]
+    ticks = [x.get_text().split("\n")[0] for x in ax.get_yticklabels()]
+    assert ticks[-1] == "cleveland-men"  # barh draws bottom-up: the heaviest (0.6) is on top

@@ -1,7 +1,16 @@
-"""The README's quickstart runs as written, and the README gives the two commands."""
+"""The README's quickstart and its local-validation walk-through run as written, and the
+README gives the two commands."""
 
+import json
 import re
+import shlex
 from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ragim import TaskIndex
+from ragim.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -25,3 +34,45 @@ def test_quickstart_runs_as_written(tmp_path, monkeypatch):
     model, target = namespace["model"], namespace["target"]
     assert model.provenance and target.task_id == "switzerland-any_cad-all"
     assert (tmp_path / "indices" / "heart" / "manifest.json").is_file()
+
+
+@pytest.mark.slow
+def test_validate_locally_runs_as_written(tmp_path, monkeypatch):
+    """The README's "Validate locally" section: its Python block writes the local rows, then every
+    command of its shell block runs (generate -> score -> adapt -> score again -> predict)."""
+    section = README.split("## Validate locally", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    commands = [
+        line
+        for line in re.search(r"```bash\n(.*?)```", section, re.S).group(1).splitlines()
+        if line
+    ]
+    assert [c.split()[1] for c in commands] == [
+        "index",
+        "generate",
+        "score",
+        "adapt",
+        "score",
+        "predict",
+    ]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README validate locally", "exec"), {})
+    scores = []
+    for line in commands:
+        args = shlex.split(line)
+        assert args[0] == "ragim"
+        if args[1] == "score":
+            args.append("--json")
+        result = CliRunner().invoke(app, args[1:], catch_exceptions=False)
+        assert result.exit_code == 0, (line, result.output)
+        if args[1] == "score":
+            scores.append(json.loads(result.stdout)["metrics"])
+    before, after = scores
+    assert before["auroc"]["value"] > 0.5 and after["auroc"]["value"] > 0.5
+    # recalibration keeps the ranking (one common slope > 0 on the log-odds) and changes the risks
+    assert after["auroc"]["value"] == pytest.approx(before["auroc"]["value"])
+    assert after["log_loss"]["value"] != before["log_loss"]["value"]
+    for name in ("calibration.png", "calibration-adapted.png", "risks.csv"):
+        assert (tmp_path / name).stat().st_size > 100
+    index = TaskIndex.load(tmp_path / "indices" / "no-hungary")
+    assert index.config.excluded == {"site": ["Hungary"]}

@@ -72,45 +72,109 @@ OUTCOMES: dict[str, tuple[str, int, str]] = {
     ),
 }
 
+#: Feature meanings, units and value labels follow the UCI documentation of the data set
+#: (``data/SOURCE.md``); the first level of each categorical feature is its reference.
 FEATURES: list[Feature] = [
-    Feature("age", "continuous", "years", "age at examination", allow_missing=False),
-    Feature("sex", "binary", "", "sex (1 = male, 0 = female)", allow_missing=False),
+    Feature("age", "continuous", "years", "age at examination", allow_missing=False, label="Age"),
+    Feature(
+        "sex",
+        "binary",
+        "",
+        "sex (1 = male, 0 = female)",
+        allow_missing=False,
+        label="Sex",
+        levels={0: "female", 1: "male"},
+    ),
     Feature(
         "cp",
         "categorical",
         "",
         "chest-pain type",
         categories=("typical angina", "atypical angina", "non-anginal", "asymptomatic"),
+        label="Chest-pain type",
+        levels={"non-anginal": "non-anginal pain"},
     ),
-    Feature("trestbps", "continuous", "mm Hg", "resting systolic blood pressure on admission"),
-    Feature("chol", "continuous", "mg/dL", "serum cholesterol"),
-    Feature("fbs", "binary", "", "fasting blood sugar > 120 mg/dL (1 = yes)"),
+    Feature(
+        "trestbps",
+        "continuous",
+        "mm Hg",
+        "resting systolic blood pressure on admission",
+        label="Resting systolic blood pressure",
+    ),
+    Feature("chol", "continuous", "mg/dL", "serum cholesterol", label="Serum cholesterol"),
+    Feature(
+        "fbs",
+        "binary",
+        "",
+        "fasting blood sugar > 120 mg/dL (1 = yes)",
+        label="Fasting blood sugar",
+        levels={0: "<= 120 mg/dL", 1: "> 120 mg/dL"},
+    ),
     Feature(
         "restecg",
         "categorical",
         "",
         "resting electrocardiogram",
         categories=("normal", "st-t abnormality", "lv hypertrophy"),
+        label="Resting ECG",
+        levels={
+            "st-t abnormality": "ST-T wave abnormality",
+            "lv hypertrophy": "left ventricular hypertrophy",
+        },
     ),
-    Feature("thalch", "continuous", "bpm", "maximum heart rate achieved on exercise testing"),
-    Feature("exang", "binary", "", "exercise-induced angina (1 = yes)"),
-    Feature("oldpeak", "continuous", "mm", "ST depression induced by exercise relative to rest"),
+    Feature(
+        "thalch",
+        "continuous",
+        "bpm",
+        "maximum heart rate achieved on exercise testing",
+        label="Maximum exercise heart rate",
+    ),
+    Feature(
+        "exang",
+        "binary",
+        "",
+        "exercise-induced angina (1 = yes)",
+        label="Exercise-induced angina",
+        levels={0: "no", 1: "yes"},
+    ),
+    Feature(
+        "oldpeak",
+        "continuous",
+        "mm",
+        "ST depression induced by exercise relative to rest",
+        label="Exercise ST depression",
+    ),
     Feature(
         "slope",
         "categorical",
         "",
         "slope of the peak-exercise ST segment",
         categories=("upsloping", "flat", "downsloping"),
+        label="Peak-exercise ST slope",
     ),
-    Feature("ca", "continuous", "vessels", "number of major vessels (0-3) coloured by fluoroscopy"),
+    Feature(
+        "ca",
+        "continuous",
+        "vessels",
+        "number of major vessels (0-3) coloured by fluoroscopy",
+        label="Major vessels coloured by fluoroscopy",
+    ),
     Feature(
         "thal",
         "categorical",
         "",
         "thallium stress scintigraphy result",
         categories=("normal", "fixed defect", "reversable defect"),
+        label="Thallium scintigraphy",
+        levels={"reversable defect": "reversible defect"},
     ),
 ]
+
+#: outcome key -> a short human name (plots and reports say "predicted risk of ...")
+OUTCOME_LABELS: dict[str, str] = {
+    "any-cad": "coronary artery disease (>50% narrowing)",
+    "multivessel": "multi-vessel coronary artery disease",
+}
 
 _TEMPLATES = (
     "Predict {outcome} in {pop} referred for coronary angiography to {site}.",

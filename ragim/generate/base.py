@@ -49,7 +49,12 @@ class Generator(ABC):
     def _resolve_index(self, index):
         index = index if index is not None else getattr(self, "index_", None)
         if index is None:
-            raise ValidationError("no index: pass index=... or fit the generator on an index first")
+            raise ValidationError(
+                f"{type(self).__name__} has no index to retrieve from: a generator remembers the "
+                "index it was "
+                "fitted on only until it is saved; after load(), pass it: generate(description, "
+                "index=TaskIndex.load(path))"
+            )
         return index
 
     @abstractmethod

@@ -578,7 +578,7 @@ def _stack(candidates: tuple[str, ...], held: list[dict], held_pos: list[np.ndar
     variances = {c: [] for c in names}
     t = 0
     for pred, pos in zip(held, held_pos, strict=True):
-        for j, i in enumerate(pos):
+        for j in range(len(pos)):
             A, y = held_rows[t]
             logits.append(np.stack([A @ (pooled + pred[c][0][j]) for c in names], axis=1))
             ys.append(y)

@@ -268,11 +268,13 @@ class InterpretableModel(ABC):
         model._set_fitted(params, classes, named=True)
         return model
 
-    def explain(self, X_row: Any = None):
-        """An explanation of the model (global) or of one patient's risk (``X_row``)."""
+    def explain(self, X_row: Any = None, *, outcome: str | None = None):
+        """An explanation of the model (global) or of one patient's risk (``X_row``);
+        ``outcome`` names what the model predicts, for titles (see
+        :func:`ragim.explain.explain_params`)."""
         from ragim.explain import explain_params
 
-        return explain_params(self.to_params(), X_row)
+        return explain_params(self.to_params(), X_row, outcome=outcome)
 
     @property
     def provenance(self) -> list:

@@ -21,7 +21,10 @@ from scipy.special import expit
 
 def map_logistic(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, lam: float, intercept_ratio: float = 0.1,
                  max_iter: int = 100, tol: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
-    """Newton's method for the MAP logistic regression above; returns (theta, Hessian).
+    """MAP logistic regression with a ridge prior centred on ``theta0``; returns (theta, Hessian).
+
+    Minimises ``sum_i logloss(y_i, theta) + lam/2 ||theta_terms - theta0_terms||^2 +
+    lam * intercept_ratio/2 (theta_0 - theta0_0)^2`` by Newton's method (:func:`newton_map`).
 
     Examples
     --------
@@ -35,21 +38,6 @@ def map_logistic(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, lam: float, i
     prec = np.full(d + 1, float(lam))
     prec[0] = lam * intercept_ratio
     return newton_map(A, y, theta0.astype(float), prec, max_iter, tol)
-
-
-def newton_map(A, y, mu, prec, max_iter=100, tol=1e-10):
-    """Newton's method for ``sum logloss(y, A w) + 1/2 sum prec (w - mu)^2``; returns (w, Hessian)."""
-    w = mu.copy()
-    for _ in range(max_iter):
-        p = expit(A @ w)
-        grad = A.T @ (p - y) + prec * (w - mu)
-        H = (A * (p * (1 - p))[:, None]).T @ A + np.diag(prec)
-        step = np.linalg.solve(H, grad)
-        w = w - step
-        if np.max(np.abs(step)) < tol:
-            break
-    p = expit(A @ w)
-    return w, (A * (p * (1 - p))[:, None]).T @ A + np.diag(prec)
 
 
 def newton_map(A: np.ndarray, y: np.ndarray, mu: np.ndarray, prec: np.ndarray, max_iter: int = 100,

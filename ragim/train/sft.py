@@ -111,11 +111,21 @@ def trainer_args(config_cls, *, on_cuda: bool, progress: bool, seed: int, output
 
 
 def run_trainer(trainer, progress: bool) -> float:
-    """``trainer.train()`` (without transformers' per-step log prints unless ``progress``); returns wall seconds."""
-    from transformers import PrinterCallback
+    """``trainer.train()``; returns wall seconds. Nothing goes to stdout: without ``progress``
+    transformers' per-step log prints are removed, with it the progress bar (on stderr) stays
+    but its per-step log dicts, which it would write to stdout, are dropped (the logs are
+    still in ``trainer.state.log_history``)."""
+    from transformers import PrinterCallback, ProgressCallback
 
     if not progress:
         trainer.remove_callback(PrinterCallback)
+    elif trainer.pop_callback(ProgressCallback) is not None:
+
+        class BarOnlyProgress(ProgressCallback):
+            def on_log(self, args, state, control, logs=None, **kwargs):  # the dicts, not the bar
+                return None
+
+        trainer.add_callback(BarOnlyProgress())
     t0 = time.perf_counter()
     trainer.train()
     return time.perf_counter() - t0

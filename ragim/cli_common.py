@@ -1,0 +1,390 @@
+"""What every ``ragim`` command shares: output (JSON, tables, one-line warnings and errors),
+progress bars only on a terminal, argument checks and dataset loading.
+
+Tables are drawn with rich: sorted, with headers, wrapped to the terminal's width (80
+columns, or ``$COLUMNS``, when the output is not a terminal).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ragim.errors import ValidationError
+
+DATASETS = ("heart-disease", "synthetic", "procedure")
+
+#: set by ``ragim --quiet`` (and each command's own ``--quiet``)
+QUIET = {"on": False}
+
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or stage messages")]
+AsJson = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
+Outcome = Annotated[
+    str | None,
+    typer.Option("--outcome", help="the 0/1 outcome column of the CSV files (default: y)"),
+]
+PatientId = Annotated[
+    str | None,
+    typer.Option(
+        "--patient-id",
+        help="the patient-id column of the CSV files (default: patient_id, when present)",
+    ),
+]
+Sep = Annotated[
+    str, typer.Option("--sep", help="the CSV field separator, e.g. ';' for European spreadsheets")
+]
+
+
+# ---------------------------------------------------------------------- output
+def json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"cannot serialise {type(o).__name__}")
+
+
+def _finite(obj):
+    """NaN and infinities become null (JSON has no NaN)."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def echo_json(obj) -> None:
+    """Print ``obj`` as indented JSON on stdout (NaN becomes null)."""
+    typer.echo(json.dumps(_finite(obj), indent=2, allow_nan=False, default=json_default))
+
+
+def show_progress(as_json: bool = False, quiet: bool = False) -> bool:
+    """Progress bars only when stderr is a terminal, and never with --json or --quiet."""
+    return not (as_json or quiet or QUIET["on"]) and sys.stderr.isatty()
+
+
+def say(text: str, *, as_json: bool = False, quiet: bool = False) -> None:
+    """A stage message on stdout, unless --json or --quiet."""
+    if not (as_json or quiet or QUIET["on"]):
+        typer.echo(text)
+
+
+def warn(text: str) -> None:
+    """One short warning line on stderr (shown even with --quiet)."""
+    typer.echo(f"warning: {short(text)}", err=True)
+
+
+def short(text: Any, n: int = 200) -> str:
+    """One line of at most ``n`` characters."""
+    s = " ".join(str(text).split())
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def silence_library_progress() -> None:
+    """No Hugging Face progress bars ("Loading weights", dataset maps): call when bars are off."""
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+    except ImportError:  # pragma: no cover - a dependency of transformers
+        return
+    disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+
+def setup(as_json: bool = False, quiet: bool = False) -> bool:
+    """Per command: silence library bars unless they are wanted; returns ``show_progress``."""
+    progress = show_progress(as_json, quiet)
+    if not progress:
+        silence_library_progress()
+    return progress
+
+
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[list[warnings.WarningMessage]]:
+    """Record the warnings of a block; each is printed afterwards as one short line (no source
+    path), the same message once. The caller may empty the list to print its own line."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield caught
+    seen = set()
+    for w in caught:
+        if issubclass(w.category, DeprecationWarning | FutureWarning | ResourceWarning):
+            continue
+        text = short(w.message)
+        if text not in seen:
+            seen.add(text)
+            warn(text)
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as one line: a multi-line message's items are joined with '; '."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    head, items = lines[0], [ln[2:] if ln.startswith("- ") else ln for ln in lines[1:]]
+    return head + (" " + "; ".join(items) if items else "")
+
+
+def console():
+    """A rich console on stdout (the terminal's width, or $COLUMNS / 80 when piped)."""
+    from rich.console import Console
+
+    return Console(file=sys.stdout, highlight=False, soft_wrap=False)
+
+
+def print_table(
+    rows: Sequence[Sequence[Any]],
+    columns: Sequence[str | tuple[str, str]],
+    *,
+    title: str | None = None,
+    caption: str | None = None,
+    no_wrap: Sequence[str] = (),
+) -> None:
+    """A rich table; ``columns`` are names, or (name, "right"/"left") for the alignment; the
+    columns named in ``no_wrap`` are never wrapped (the others wrap to fit the width). The
+    title is a line above the table and the caption a line below, each whole."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for c in columns:
+        name, justify = (c, "left") if isinstance(c, str) else c
+        table.add_column(name, justify=justify, overflow="fold", no_wrap=name in no_wrap)
+    for r in rows:
+        table.add_row(*[str(v) for v in r])
+    if title:
+        typer.echo(title)
+    console().print(table)
+    if caption:
+        typer.echo(caption)
+
+
+def fmt(v: Any, spec: str = ".3g") -> str:
+    """A number for a table cell ("" for NaN or None)."""
+    if v is None:
+        return ""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return "" if not math.isfinite(f) else format(f, spec)
+
+
+def print_provenance(
+    records: Sequence[dict], *, title: str = "Neighbour tasks that shaped the model"
+) -> None:
+    """The neighbours as a table with headers, heaviest weight first."""
+    if not records:
+        typer.echo("provenance: none (a fitted or adapted model without retrieved neighbours)")
+        return
+    recs = sorted(
+        records,
+        key=lambda r: (
+            -(
+                r.get("weight")
+                if isinstance(r.get("weight"), int | float) and math.isfinite(r.get("weight"))
+                else -1.0
+            )
+        ),
+    )
+    print_table(
+        [
+            (
+                fmt(r.get("weight"), ".3f"),
+                fmt(r.get("similarity"), ".3f"),
+                r.get("task_id", ""),
+                short(r.get("description", ""), 90),
+            )
+            for r in recs
+        ],
+        [("weight", "right"), ("similarity", "right"), "task", "description"],
+        title=title,
+        caption="sorted by weight (the neighbour's share in the generated model)",
+        no_wrap=("task",),
+    )
+
+
+def print_global(expl, *, top: int | None = None, missing: bool = False) -> None:
+    """A global explanation as a sorted table (categorical levels against their reference)."""
+    t = expl.table(top, missing=missing)
+    hint = "" if missing or not t.attrs["n_hidden_missing"] else "; --all shows them"
+    if expl.kind == "logistic":
+        rows = [
+            (
+                r.label,
+                r.comparison,
+                fmt(r.odds_ratio),
+                f"{fmt(r.or_low)}-{fmt(r.or_high)}" if math.isfinite(r.or_low) else "",
+                fmt(r.coef, "+.3f"),
+            )
+            for r in t.itertuples()
+        ]
+        cols = [
+            "term",
+            "comparison",
+            ("odds ratio", "right"),
+            ("95% CI", "right"),
+            ("log-odds", "right"),
+        ]
+    else:
+        rows = [
+            (
+                r.label,
+                r.bin_label,
+                fmt(r.score, "+.3f"),
+                f"{fmt(r.ci_low, '+.2f')}..{fmt(r.ci_high, '+.2f')}"
+                if math.isfinite(r.ci_low)
+                else "",
+                fmt(r.odds_ratio),
+            )
+            for r in t.itertuples()
+        ]
+        cols = ["feature", "bin", ("score", "right"), ("95% CI", "right"), ("odds ratio", "right")]
+    sd = (
+        f" (95% CI {expl.intercept - 1.96 * expl.intercept_std:+.3f} to "
+        f"{expl.intercept + 1.96 * expl.intercept_std:+.3f})"
+        if math.isfinite(expl.intercept_std)
+        else ""
+    )
+    print_table(
+        rows,
+        cols,
+        title=f"{expl.kind.upper()} model for {expl.outcome}; intercept {expl.intercept:+.3f}{sd}",
+        caption=t.attrs["note"] + hint,
+    )
+
+
+def print_local(expl, *, top: int | None = None) -> None:
+    """One patient's explanation: the predicted risk, then contributions, largest first."""
+    t = expl.table(top)
+    rows = [
+        (
+            r.label,
+            r.value_label,
+            fmt(r.contribution, "+.3f"),
+            "raises" if r.contribution > 0 else "lowers" if r.contribution < 0 else "",
+        )
+        for r in t.itertuples()
+    ]
+    print_table(
+        rows,
+        ["feature", "value", ("log-odds", "right"), "risk"],
+        title=f"Predicted risk of {expl.outcome}: {expl.probability:.1%} "
+        f"(log-odds {expl.logit:+.3f} = baseline {expl.intercept:+.3f} + the contributions below)",
+        caption=t.attrs["note"],
+    )
+
+
+# ---------------------------------------------------------------------- checks
+def check_k(k: int | None, option: str = "-k") -> None:
+    if k is not None and k < 1:
+        raise typer.BadParameter(f"{option} must be a positive integer, got {k}")
+
+
+def check_positive(**values) -> None:
+    for name, v in values.items():
+        if v is not None and v <= 0:
+            raise typer.BadParameter(f"--{name.replace('_', '-')} must be positive, got {v}")
+
+
+# ---------------------------------------------------------------------- data
+def load_dataset(
+    name: str,
+    *,
+    n_tasks: int | None = None,
+    seed: int = 0,
+    outcome: str | None = None,
+    patient_id: str | None = None,
+):
+    """A TaskCollection from a dataset name, a saved task collection or a task folder
+    (``outcome`` / ``patient_id`` name the folder's columns)."""
+    from ragim import datasets
+    from ragim.tasks import TaskCollection
+
+    if (outcome is not None or patient_id is not None) and name in DATASETS:
+        raise typer.BadParameter(
+            f"--outcome and --patient-id apply to a task folder, not to {name!r}"
+        )
+    if name == "heart-disease":
+        return datasets.heart_disease()
+    if n_tasks is not None and n_tasks < 1:
+        raise typer.BadParameter(f"--n-tasks must be at least 1, got {n_tasks}")
+    if name == "synthetic":
+        return datasets.synthetic_family(n_tasks=300 if n_tasks is None else n_tasks, seed=seed)
+    if name == "procedure":
+        return datasets.procedure_family(n_tasks=1000 if n_tasks is None else n_tasks, seed=seed)
+    path = Path(name)
+    if (path / "manifest.json").is_file():
+        if outcome is not None or patient_id is not None:
+            raise typer.BadParameter(
+                f"--outcome and --patient-id apply to a task folder; {name} is a saved "
+                "task collection"
+            )
+        return TaskCollection.load(path)
+    if path.is_dir():
+        from ragim.datasets.folder import load_task_folder
+
+        kw = {k: v for k, v in (("outcome", outcome), ("patient_id", patient_id)) if v is not None}
+        return load_task_folder(path, **kw)
+    raise typer.BadParameter(
+        f"unknown dataset {name!r}: use one of {list(DATASETS)}, a saved task collection "
+        "or a task folder"
+    )
+
+
+def parse_exclusions(specs: Sequence[str]) -> dict[str, list[str]]:
+    """``["site=Switzerland", "site=Hungary"]`` -> ``{"site": ["Switzerland", "Hungary"]}``."""
+    out: dict[str, list[str]] = {}
+    for spec in specs:
+        key, sep, value = spec.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise typer.BadParameter(
+                f"--exclude must look like KEY=VALUE (a metadata key of the tasks, e.g. "
+                f"site=Switzerland), got {spec!r}"
+            )
+        out.setdefault(key.strip(), [])
+        if value.strip() not in out[key.strip()]:
+            out[key.strip()].append(value.strip())
+    return out
+
+
+def exclude_tasks(tasks, exclusions: dict[str, list[str]]):
+    """``tasks`` without those whose metadata matches any exclusion (values compared as text).
+
+    Raises a ValidationError when a key is no task's metadata or a value matches no task.
+    """
+    metas = tasks.metadata
+    for key, values in exclusions.items():
+        known = sorted({str(m[key]) for m in metas if key in m and m[key] is not None})
+        if not known:
+            keys = sorted({k for m in metas for k in m if k != "patient_ids"})
+            raise ValidationError(
+                f"--exclude {key}=...: no task has the metadata key {key!r}; the tasks have "
+                f"{keys[:15]}"
+            )
+        unknown = [v for v in values if v not in known]
+        if unknown:
+            raise ValidationError(
+                f"--exclude {key}={unknown[0]} matches no task; known values of {key!r}: "
+                f"{known[:20]}"
+            )
+    keep = [
+        i
+        for i, m in enumerate(metas)
+        if not any(key in m and str(m[key]) in values for key, values in exclusions.items())
+    ]
+    if not keep:
+        raise ValidationError(f"--exclude {exclusions} leaves no task to index")
+    return tasks.take(keep), len(metas) - len(keep)

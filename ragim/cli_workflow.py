@@ -1,0 +1,332 @@
+"""``ragim predict | score | adapt | export``: validate a model on local patients.
+
+The README's rule is that a zero-shot model must be validated locally before any use.
+These verbs do it from the command line, on CSV files (one patient per row, the model's
+feature columns, an outcome column where one is needed):
+
+    ragim predict PARAMS --rows patients.csv [--out risks.csv]
+    ragim score   PARAMS --rows labelled.csv --outcome COL [--png calibration.png]
+    ragim adapt   PARAMS --rows labelled.csv --outcome COL --save PARAMS2
+    ragim export  PARAMS [--csv coefficients.csv]
+
+Each takes ``--json``; bad input is one line and exit code 2. :func:`register` adds them
+to the ``ragim`` app.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import pandas as pd
+import typer
+
+from ragim.cli_common import (
+    AsJson,
+    PatientId,
+    Sep,
+    check_positive,
+    echo_json,
+    fmt,
+    print_table,
+    say,
+)
+
+Params = Annotated[
+    Path, typer.Argument(help="saved model parameters (ragim generate --save, ragim adapt --save)")
+]
+Rows = Annotated[
+    Path,
+    typer.Option(
+        "--rows", help="a CSV file, one patient per row, with the model's feature columns"
+    ),
+]
+RequiredOutcome = Annotated[str, typer.Option("--outcome", help="the 0/1 outcome column of --rows")]
+
+_NAMES = {
+    "auroc": "AUROC",
+    "log_loss": "log-loss",
+    "brier": "Brier score",
+    "ece": "ECE (10 bins)",
+    "calibration_slope": "calibration slope",
+    "calibration_intercept": "calibration intercept",
+}
+_IDEAL = {
+    "auroc": "1 (0.5 = chance)",
+    "log_loss": "0 (lower is better)",
+    "brier": "0 (lower is better)",
+    "ece": "0 (lower is better)",
+    "calibration_slope": "1 (<1: too extreme)",
+    "calibration_intercept": "0 (>0: risk under-predicted)",
+}
+
+
+def _load(params_path: Path):
+    from ragim.models import model_from_params
+    from ragim.params import ModelParams
+
+    params = ModelParams.load(params_path)
+    return params, model_from_params(params)
+
+
+def predict(
+    params_path: Params,
+    rows: Rows,
+    out: Annotated[Path | None, typer.Option("--out", help="write the risks here as CSV")] = None,
+    outcome: Annotated[
+        str | None, typer.Option("--outcome", help="an outcome column in --rows to ignore")
+    ] = None,
+    patient_id: PatientId = None,
+    sep: Sep = ",",
+    as_json: AsJson = False,
+):
+    """Predicted risks for a CSV of patients."""
+    from ragim.rows import read_rows
+
+    params, model = _load(params_path)
+    data = read_rows(rows, schema=params.schema, outcome=outcome, patient_id=patient_id, sep=sep)
+    risk = model.predict_proba(data.X)[:, 1]
+    table = pd.DataFrame({"row": np.arange(len(risk))})
+    if data.ids is not None:
+        table["patient_id"] = data.ids.to_numpy()
+    table["risk"] = risk
+    if out is not None:
+        _write_csv(table, out)
+    if as_json:
+        echo_json(
+            {
+                "n": len(risk),
+                "mean_risk": float(risk.mean()),
+                "out": None if out is None else str(out),
+                "risks": table.to_dict("records"),
+            }
+        )
+        return
+    what = params.metadata.get("outcome") or "the outcome"
+    shown = table.head(20)
+    print_table(
+        [
+            [r.row, *([r.patient_id] if "patient_id" in table else []), f"{r.risk:.3f}"]
+            for r in shown.itertuples()
+        ],
+        ["row", *(["patient"] if "patient_id" in table else []), ("risk", "right")],
+        title=f"Predicted risk of {what} for {len(risk)} patients (mean {risk.mean():.3f})",
+        caption=None
+        if len(table) <= 20
+        else f"first 20 of {len(table)} rows"
+        + ("" if out is not None else "; --out FILE.csv writes all of them"),
+    )
+    if out is not None:
+        typer.echo(f"wrote {len(risk)} risks to {out}")
+
+
+def _write_csv(table: pd.DataFrame, path: Path) -> None:
+    import os
+    import uuid
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def score(
+    params_path: Params,
+    rows: Rows,
+    outcome: RequiredOutcome,
+    patient_id: PatientId = None,
+    sep: Sep = ",",
+    png: Annotated[
+        Path | None,
+        typer.Option("--png", help="write a calibration plot (reliability diagram) here"),
+    ] = None,
+    n_boot: Annotated[
+        int, typer.Option("--n-boot", help="bootstrap resamples of the patients for the 95% CIs")
+    ] = 1000,
+    bins: Annotated[
+        int, typer.Option("--bins", help="bins of the ECE and the calibration plot")
+    ] = 10,
+    seed: int = 0,
+    as_json: AsJson = False,
+):
+    """Discrimination and calibration on local outcomes: AUROC, log-loss, Brier score, ECE,
+    calibration slope and intercept, each with a bootstrap 95% CI; and a calibration plot."""
+    from ragim.plots import plot_calibration
+    from ragim.rows import read_rows
+    from ragim.validation import score_predictions
+
+    check_positive(bins=bins)
+    if n_boot < 0:
+        raise typer.BadParameter(f"--n-boot must be >= 0, got {n_boot}")
+    params, model = _load(params_path)
+    data = read_rows(rows, schema=params.schema, outcome=outcome, patient_id=patient_id, sep=sep)
+    risk = model.predict_proba(data.X)[:, 1]
+    result = score_predictions(data.y, risk, n_boot=n_boot, seed=seed, n_bins=bins)
+    result.update(
+        params=str(params_path),
+        rows=str(rows),
+        outcome=outcome,
+        source=params.metadata.get("source"),
+    )
+    if png is not None:
+        name = "adapted model" if params.metadata.get("source") == "adapted" else "model"
+        fig = plot_calibration(
+            data.y,
+            {name: risk},
+            n_bins=bins,
+            title=f"Calibration on {Path(rows).name} ({len(risk)} patients, "
+            f"{int(data.y.sum())} with {outcome} = 1)",
+        )
+        png.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(png, dpi=120, bbox_inches="tight")
+        result["png"] = str(png)
+    if as_json:
+        echo_json(result)
+        return
+    m = result["metrics"]
+    rows_out = [
+        (
+            _NAMES[k],
+            fmt(v["value"], ".3f"),
+            f"{fmt(v['ci_low'], '.3f')} to {fmt(v['ci_high'], '.3f')}"
+            if math.isfinite(v["ci_low"])
+            else "",
+            _IDEAL[k],
+        )
+        for k, v in m.items()
+    ]
+    print_table(
+        rows_out,
+        ["metric", ("value", "right"), ("95% CI", "right"), "ideal"],
+        title=f"{params_path} on {rows}: {result['n']} patients, "
+        f"{result['n_positive']} with {outcome} = 1 "
+        f"(prevalence {result['prevalence']:.3f}, mean predicted risk {result['mean_risk']:.3f})",
+        caption=f"95% CIs: percentile bootstrap over patients, {n_boot} resamples"
+        + (
+            f"; calibration plot: {png}"
+            if png is not None
+            else "; --png FILE draws the calibration plot"
+        ),
+    )
+
+
+def adapt(
+    params_path: Params,
+    rows: Rows,
+    outcome: RequiredOutcome,
+    save: Annotated[Path, typer.Option("--save", help="where to save the adapted parameters")],
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            help="recalibrate (an intercept and one slope) | map (every "
+            "coefficient, with the model as the prior)",
+        ),
+    ] = "recalibrate",
+    patient_id: PatientId = None,
+    sep: Sep = ",",
+    as_json: AsJson = False,
+):
+    """Adapt a model to local labelled patients (ZeroShotClassifier's few-shot adaptation).
+
+    Score the adapted model on other patients than the ones it was adapted on."""
+    from ragim.rows import read_rows
+    from ragim.validation import adapt_params
+
+    if method not in ("recalibrate", "map"):
+        raise typer.BadParameter(f"--method must be recalibrate or map, got {method!r}")
+    params, _ = _load(params_path)
+    data = read_rows(rows, schema=params.schema, outcome=outcome, patient_id=patient_id, sep=sep)
+    adapted = adapt_params(params, data.X, data.y, adaptation=method)
+    adapted = adapted.replace(
+        metadata={
+            "adapted_from": str(params_path),
+            "adapted_on": str(rows),
+            "adapted_outcome": outcome,
+        }
+    )
+    adapted.save(save)
+    change = adapted.intercept - params.intercept
+    summary = {
+        "path": str(save),
+        "method": method,
+        "n_rows": len(data),
+        "n_positive": int(data.y.sum()),
+        "intercept_before": params.intercept,
+        "intercept_after": adapted.intercept,
+        "terms_scale": _terms_scale(params, adapted),
+    }
+    if as_json:
+        echo_json(summary)
+        return
+    scale = summary["terms_scale"]
+    typer.echo(
+        f"adapted {params_path} on {len(data)} patients "
+        f"({summary['n_positive']} with {outcome} = 1) by "
+        f"{'recalibration' if method == 'recalibrate' else 'MAP refit'}; saved to {save}\n"
+        f"  intercept  {params.intercept:+.3f} -> {adapted.intercept:+.3f} ({change:+.3f})"
+        + (
+            f"\n  terms      x {scale:.3f} (median ratio of the adapted to the original terms)"
+            if scale is not None
+            else ""
+        )
+        + f"\nscore it on patients it was not adapted on: ragim score {save} --rows OTHER.csv "
+        f"--outcome {outcome}"
+    )
+
+
+def _terms_scale(before, after) -> float | None:
+    """The median ratio of the adapted terms to the original ones: the recalibration slope when
+    the adaptation recalibrated (every term is scaled by it); None when every term is 0."""
+    b, a = before.terms, after.terms
+    big = np.abs(b) > 1e-12
+    if not big.any():
+        return None
+    return float(np.median(a[big] / b[big]))
+
+
+def export(
+    params_path: Params,
+    csv: Annotated[
+        Path | None,
+        typer.Option("--csv", help="write every coefficient with its 95% interval here"),
+    ] = None,
+    as_json: AsJson = False,
+):
+    """Export a model's coefficients (with 95% intervals and odds ratios) as CSV.
+
+    In Python, ragim.export.to_sklearn_pipeline(params) gives a scikit-learn Pipeline that
+    runs without ragim, and a GAM's .to_interpret() an interpret EBM."""
+    from ragim.export import coefficients_frame, save_coefficients_csv
+
+    params, _ = _load(params_path)
+    frame = coefficients_frame(params)
+    if csv is not None:
+        save_coefficients_csv(params, csv)
+    if as_json:
+        echo_json(
+            {
+                "path": None if csv is None else str(csv),
+                "kind": params.kind,
+                "n_terms": len(frame),
+                "columns": list(frame.columns),
+            }
+        )
+        return
+    if csv is None:
+        typer.echo(frame.to_csv(index=False, float_format="%.6g"), nl=False)
+    else:
+        say(f"wrote {len(frame)} {params.kind} parameters with their 95% intervals to {csv}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``predict``, ``score``, ``adapt`` and ``export`` to the ``ragim`` app."""
+    app.command("predict")(predict)
+    app.command("score")(score)
+    app.command("adapt")(adapt)
+    app.command("export")(export)

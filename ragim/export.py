@@ -1,0 +1,223 @@
+"""Take a model out of ragim: coefficients as CSV, a plain scikit-learn Pipeline.
+
+* :func:`coefficients_frame` / :func:`save_coefficients_csv`: every parameter with its 95%
+  interval (when the parameters carry a ``std``) and odds ratio, plus the human labels
+  of the schema; the intercept is the first row.
+* :func:`to_sklearn_pipeline`: a logistic model as ``Pipeline([("preprocess",
+  ColumnTransformer), ("logistic", LogisticRegression)])`` built from scikit-learn classes
+  only, so it runs where ragim is not installed. It reproduces ragim's preprocessing
+  (median imputation with missing-value indicators, one-hot categories where an unknown
+  category gives zeros) and its predictions; the standardisation is folded into the
+  coefficients, which are therefore per raw unit.
+* A GAM exports to interpret's EBM with :meth:`ragim.models.GAMModel.to_interpret`.
+
+Examples
+--------
+>>> import numpy as np, pandas as pd
+>>> from ragim.models import LogisticModel
+>>> rng = np.random.default_rng(0)
+>>> X = pd.DataFrame({"age": rng.normal(60, 10, 80), "cp": rng.choice(["typical", "atypical"], 80)})
+>>> y = (X["age"] + rng.normal(0, 10, 80) > 60).astype(int)
+>>> model = LogisticModel().fit(X, y)
+>>> pipe = to_sklearn_pipeline(model.to_params())
+>>> bool(np.allclose(pipe.predict_proba(X), model.predict_proba(X)))
+True
+>>> coefficients_frame(model.to_params())["term"].tolist()
+['intercept', 'age', 'cp[atypical]', 'cp[typical]']
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ragim.errors import ValidationError
+from ragim.explain import Z95, explain_params
+from ragim.params import ModelParams
+
+#: what a missing text category becomes inside the exported pipeline (never a real level)
+MISSING_TEXT = "(missing)"
+
+
+def coefficients_frame(params: ModelParams) -> pd.DataFrame:
+    """Every parameter with its interval, one row each, the intercept first.
+
+    Logistic: the columns of ``GlobalExplanation.to_frame()`` (term, feature, label,
+    reference, coef on the standardised scale, std, ci_low, ci_high, coef_per_unit, ...)
+    plus or_ci_low / or_ci_high (the odds-ratio interval, per SD or per 0→1). GAM: one row per
+    bin (feature, label, bin, bin_label, score, std, ci_low, ci_high, odds_ratio) plus
+    or_ci_low / or_ci_high. Intervals are coef ± 1.96 std, NaN when ``params.std`` is None.
+    """
+    if not isinstance(params, ModelParams):
+        raise ValidationError(f"coefficients_frame needs ModelParams, got {type(params).__name__}")
+    frame = explain_params(params).to_frame()
+    value = "coef" if params.kind == "logistic" else "score"
+    sd0 = float(params.std[0]) if params.std is not None else math.nan
+    b0 = params.intercept
+    intercept = {
+        "term": "intercept",
+        "feature": "",
+        "label": "intercept",
+        "role": "intercept",
+        value: b0,
+        "std": sd0,
+        "ci_low": b0 - Z95 * sd0,
+        "ci_high": b0 + Z95 * sd0,
+    }
+    out = pd.concat([pd.DataFrame([intercept]), frame], ignore_index=True)
+    with np.errstate(over="ignore"):
+        out["or_ci_low"] = np.exp(np.clip(out["ci_low"].to_numpy(float), -700, 700))
+        out["or_ci_high"] = np.exp(np.clip(out["ci_high"].to_numpy(float), -700, 700))
+    return out
+
+
+def save_coefficients_csv(params: ModelParams, path: str | Path) -> Path:
+    """Write :func:`coefficients_frame` as a UTF-8 CSV (atomically: a temporary file, then a
+    rename) and return its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        coefficients_frame(params).to_csv(tmp, index=False, float_format="%.6g")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _numeric_levels(levels: list[str]) -> list[float] | None:
+    try:
+        return [float(c) for c in levels]
+    except ValueError:
+        return None
+
+
+def to_sklearn_pipeline(params: ModelParams):
+    """A scikit-learn ``Pipeline`` that predicts exactly as the logistic model ``params``.
+
+    Parameters
+    ----------
+    params : logistic parameters over a fitted schema.
+
+    Returns
+    -------
+    sklearn.pipeline.Pipeline
+        ``preprocess`` (a ``ColumnTransformer`` with one step per feature, by column name)
+        then ``logistic`` (a ``LogisticRegression`` whose ``coef_`` are per raw unit).
+        ``predict_proba`` takes a DataFrame with the schema's columns (others are ignored);
+        missing values are NaN or None. Categories are compared as text, or as numbers
+        when every category of the feature is a number.
+
+    Raises
+    ------
+    ValidationError
+        For GAM parameters (use ``GAMModel.to_interpret()``).
+    """
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import MissingIndicator, SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import FeatureUnion, Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    if not isinstance(params, ModelParams):
+        raise ValidationError(f"to_sklearn_pipeline needs ModelParams, got {type(params).__name__}")
+    if params.kind != "logistic":
+        raise ValidationError(
+            "only a logistic model exports to a scikit-learn Pipeline; export a GAM with "
+            "ragim.models.model_from_params(params).to_interpret() (an interpret EBM)"
+        )
+    schema = params.schema
+    coef = dict(zip(schema.design_names, params.terms, strict=True))
+    steps, fit_cols, raw_coef = [], {}, []
+    intercept = params.intercept
+    for f in schema.features:
+        has_missing = f.name in schema.missing_
+        if f.type == "categorical":
+            cats = list(schema.categories_[f.name])
+            numeric = _numeric_levels(cats)
+            onehot = OneHotEncoder(
+                categories=[numeric if numeric is not None else cats],
+                handle_unknown="ignore",
+                sparse_output=False,
+            )
+            if numeric is not None:
+                enc = (
+                    FeatureUnion(
+                        [("onehot", onehot), ("missing", MissingIndicator(features="all"))]
+                    )
+                    if has_missing
+                    else onehot
+                )
+                fit_cols[f.name] = [numeric[0] if numeric else 0.0, np.nan]
+            else:
+                enc = Pipeline(
+                    [
+                        ("nan", SimpleImputer(strategy="constant", fill_value=MISSING_TEXT)),
+                        (
+                            "none",
+                            SimpleImputer(
+                                missing_values=None, strategy="constant", fill_value=MISSING_TEXT
+                            ),
+                        ),
+                        (
+                            "encode",
+                            FeatureUnion(
+                                [
+                                    ("onehot", onehot),
+                                    (
+                                        "missing",
+                                        MissingIndicator(
+                                            missing_values=MISSING_TEXT, features="all"
+                                        ),
+                                    ),
+                                ]
+                            )
+                            if has_missing
+                            else onehot,
+                        ),
+                    ]
+                )
+                fit_cols[f.name] = pd.Series([cats[0] if cats else "", np.nan], dtype=object)
+            raw_coef += [coef[f"{f.name}[{c}]"] for c in cats]
+        else:
+            med = float(schema.medians_[f.name])
+            enc = SimpleImputer(strategy="constant", fill_value=med, add_indicator=has_missing)
+            fit_cols[f.name] = [med, np.nan]
+            b = coef[f.name]
+            if f.type == "continuous":  # fold the standardisation into the coefficient
+                b_raw = b / schema.scales_[f.name]
+                intercept -= b_raw * schema.means_[f.name]
+                raw_coef.append(b_raw)
+            else:
+                raw_coef.append(b)
+        if has_missing:
+            raw_coef.append(coef[f.name + "__missing"])
+        steps.append((f.name, enc, [f.name]))
+    pre = ColumnTransformer(steps, remainder="drop", verbose_feature_names_out=False)
+    pre.fit(pd.DataFrame(fit_cols))
+    n_out = sum(
+        len(pre.named_transformers_[name].transform(pd.DataFrame(fit_cols).iloc[:1][[name]])[0])
+        for name in schema.names
+    )
+    if n_out != len(raw_coef):  # pragma: no cover - guards the layout against sklearn changes
+        raise ValidationError(
+            f"the exported preprocessing makes {n_out} columns but the model has {len(raw_coef)}"
+        )
+    clf = LogisticRegression()
+    classes = params.metadata.get("classes")
+    clf.classes_ = np.asarray(
+        classes if isinstance(classes, list) and len(classes) == 2 else [0, 1]
+    )
+    clf.coef_ = np.asarray(raw_coef, dtype=np.float64)[None, :]
+    clf.intercept_ = np.array([intercept], dtype=np.float64)
+    clf.n_features_in_ = len(raw_coef)
+    clf.n_iter_ = np.array([0], dtype=np.int32)
+    return Pipeline([("preprocess", pre), ("logistic", clf)])
+
+
+__all__ = ["MISSING_TEXT", "coefficients_frame", "save_coefficients_csv", "to_sklearn_pipeline"]

@@ -1,0 +1,217 @@
+"""Patient rows from a CSV file, checked against a model's features.
+
+:func:`read_rows` is what ``ragim predict``, ``score``, ``adapt`` and ``explain --rows``
+read: one patient per line, the model's feature columns, and optionally an outcome
+column (0/1) and a patient-id column. Every problem is one :class:`ValidationError`
+that names the file and the fix: a missing file, an empty file, a separator that
+made the whole line one column (``--sep``), a missing outcome or id column,
+outcomes other than 0/1, and columns that do not match the model.
+
+Examples
+--------
+>>> import tempfile, pathlib, pandas as pd
+>>> from ragim.schema import FeatureSchema
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "rows.csv"
+>>> _ = path.write_text("id,age,cad\\n7,61,1\\n8,45,0\\n")
+>>> X = pd.DataFrame({"age": [40.0, 70.0]})
+>>> rows = read_rows(path, schema=FeatureSchema.infer(X).fit(X), outcome="cad", patient_id="id")
+>>> rows.X.columns.tolist(), rows.y.tolist(), rows.ids.tolist()
+(['age'], [1, 0], [7, 8])
+>>> _ = path.write_text("age;cad\\n61;1\\n")
+>>> read_rows(path)
+Traceback (most recent call last):
+ragim.errors.ValidationError: ... it looks semicolon-separated: pass --sep ';' ...
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ragim.errors import ValidationError
+from ragim.schema import FeatureSchema
+
+DEFAULT_PATIENT_ID = "patient_id"
+_SEPARATORS = {";": "semicolon", "\t": "tab", ",": "comma", "|": "pipe"}
+
+
+@dataclass
+class PatientRows:
+    """Rows read by :func:`read_rows`.
+
+    Attributes
+    ----------
+    X : the feature columns (in the schema's order when a schema was given).
+    y : the outcome as 0/1 integers, shape (n,), or None without an outcome column.
+    ids : the patient ids (a Series), or None without an id column.
+    path : the file read.
+    """
+
+    X: pd.DataFrame
+    y: np.ndarray | None
+    ids: pd.Series | None
+    path: Path
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+
+def _sep_name(sep: str) -> str:
+    return _SEPARATORS.get(sep, repr(sep))
+
+
+def _header(path: Path, sep: str) -> list[str]:
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+        first = fh.readline()
+    if not first.strip():
+        return []
+    return next(csv.reader([first], delimiter=sep))
+
+
+def read_rows(
+    path: str | Path,
+    *,
+    schema: FeatureSchema | None = None,
+    outcome: str | None = None,
+    patient_id: str | None = None,
+    sep: str = ",",
+    where: str = "--rows",
+) -> PatientRows:
+    """Read patients from a CSV file; see the module docstring.
+
+    Parameters
+    ----------
+    path : the CSV file (UTF-8; a header row, then one patient per row).
+    schema : the model's feature schema; the file's feature columns must be exactly its
+        features (in any order), and their values must fit it.
+    outcome : the outcome column (0/1); it must exist when given.
+    patient_id : the patient-id column; it must exist when given. Without it, a column named
+        ``patient_id`` is used as the ids when present (and not a feature).
+    sep : the field separator (``";"`` for files saved by a European spreadsheet).
+    where : how the caller names the file in messages (``--rows``).
+
+    Returns
+    -------
+    PatientRows
+
+    Raises
+    ------
+    ValidationError
+        One line naming the file, the problem and the fix.
+    """
+    path = Path(path)
+    if not isinstance(sep, str) or len(sep) != 1:
+        raise ValidationError(f"--sep must be one character such as ',' or ';', got {sep!r}")
+    if not path.is_file():
+        raise ValidationError(f"cannot read {where} {path}: no such file")
+    if path.stat().st_size == 0 or not _header(path, sep):
+        raise ValidationError(
+            f"{where} {path} is empty; it needs a header row and one row per patient"
+        )
+    names = [n.strip() for n in _header(path, sep)]
+    if len(names) == 1:
+        hint = [s for s in _SEPARATORS if s != sep and s in names[0]]
+        if hint:
+            raise ValidationError(
+                f"{where} {path} was read as one column ({names[0][:60]!r}); "
+                f"it looks {_sep_name(hint[0])}-separated: "
+                f"pass --sep {hint[0]!r} (or save the file comma-separated)"
+            )
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValidationError(
+            f"{where} {path} has duplicated columns {dupes}; every column needs a unique name"
+        )
+    if any(not n for n in names):
+        raise ValidationError(
+            f"{where} {path}: column(s) {[i + 1 for i, n in enumerate(names) if not n]} have no "
+            "name; name every column in the header row"
+        )
+    try:
+        df = pd.read_csv(path, sep=sep, encoding="utf-8-sig")
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        msg = " ".join(str(exc).split())
+        raise ValidationError(
+            f"cannot read {where} {path} as CSV separated by {sep!r} ({msg[:200]}); check the "
+            "separator (--sep) and the quoting"
+        ) from exc
+    df.columns = [str(c).strip() for c in df.columns]
+    if len(df) == 0:
+        raise ValidationError(f"{where} {path} has a header but no patient rows")
+
+    y = None
+    if outcome is not None:
+        if outcome not in df.columns:
+            raise ValidationError(
+                f"{where} {path} has no outcome column {outcome!r} "
+                f"(columns: {list(df.columns)[:12]}); "
+                "name the 0/1 outcome column with --outcome"
+            )
+        y = _outcome(df[outcome], outcome, path, where)
+    ids = None
+    if patient_id is not None:
+        if patient_id not in df.columns:
+            raise ValidationError(
+                f"{where} {path} has no patient-id column {patient_id!r} "
+                f"(columns: {list(df.columns)[:12]}); name it with --patient-id"
+            )
+        ids = df[patient_id]
+    elif DEFAULT_PATIENT_ID in df.columns and (
+        schema is None or DEFAULT_PATIENT_ID not in schema.names
+    ):
+        patient_id, ids = DEFAULT_PATIENT_ID, df[DEFAULT_PATIENT_ID]
+    if ids is not None and ids.isna().any():
+        rows = (np.where(ids.isna())[0] + 1).tolist()[:5]
+        raise ValidationError(
+            f"{where} {path}: patient-id column {patient_id!r} is empty in data row(s) {rows}"
+        )
+    X = df.drop(columns=[c for c in (outcome, patient_id) if c is not None])
+    if schema is not None:
+        X = _match_schema(X, schema, path, where)
+    return PatientRows(X=X, y=y, ids=None if ids is None else ids.reset_index(drop=True), path=path)
+
+
+def _outcome(s: pd.Series, name: str, path: Path, where: str) -> np.ndarray:
+    if s.isna().any():
+        rows = (np.where(s.isna())[0] + 1).tolist()[:5]
+        raise ValidationError(
+            f"{where} {path}: outcome column {name!r} is empty in data row(s) {rows}; drop those "
+            "patients or fill in their outcome"
+        )
+    num = pd.to_numeric(s, errors="coerce")
+    bad = sorted({str(v) for v, x in zip(s, num, strict=True) if not (x == 0 or x == 1)})
+    if bad:
+        raise ValidationError(
+            f"{where} {path}: outcome column {name!r} must hold 0 or 1, found {bad[:5]}"
+        )
+    return num.to_numpy().astype(np.int64)
+
+
+def _match_schema(X: pd.DataFrame, schema: FeatureSchema, path: Path, where: str) -> pd.DataFrame:
+    cols = list(X.columns)
+    missing = [n for n in schema.names if n not in cols]
+    extra = [c for c in cols if c not in schema.names]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing the model's features {missing[:10]}")
+        if extra:
+            parts.append(f"has columns the model does not use {extra[:10]}")
+        fix = "add the missing columns (empty cells count as missing values)" if missing else ""
+        if extra:
+            fix += (
+                ("; " if fix else "")
+                + "drop the extra columns, or name the outcome and id columns with "
+                "--outcome and --patient-id"
+            )
+        raise ValidationError(f"{where} {path} does not match the model: {'; '.join(parts)}; {fix}")
+    X = X[schema.names]
+    schema.validate_frame(X, where=f"{where} {path}")
+    return X
+
+
+__all__ = ["DEFAULT_PATIENT_ID", "PatientRows", "read_rows"]

@@ -1,0 +1,660 @@
+"""Local validation from the command line: ``index build --exclude``, ``generate``, ``predict``,
+``score``, ``adapt``, ``export``, ``explain``, on real heart-disease rows (hashing embedder), and
+their bad inputs (each one line, exit code 2)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from ragim import TaskIndex, datasets
+from ragim.cli import app
+from ragim.models import model_from_params
+from ragim.params import ModelParams, design_matrix
+
+runner = CliRunner()
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+DESCRIPTION = (
+    "Predict coronary artery disease in adults referred for coronary angiography to the Hungarian "
+    "Institute of Cardiology, Budapest"
+)
+
+
+def _ok(*args) -> str:
+    result = runner.invoke(
+        app, [str(a) for a in args], catch_exceptions=False, env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def _json(*args):
+    return json.loads(_ok(*args, "--json"))
+
+
+def run_main(args, monkeypatch, capsys) -> tuple[int, str, str]:
+    """``ragim ARGS`` as the console script runs it: (exit code, stdout, stderr)."""
+    from ragim import cli
+
+    monkeypatch.setattr(sys, "argv", ["ragim", *map(str, args)])
+    monkeypatch.setenv("COLUMNS", "200")
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """An index without Hungary, a model generated for Hungary, and Hungary's patients split
+    into rows to adapt on and rows to validate on."""
+    root = tmp_path_factory.mktemp("workflow")
+    summary = _json(
+        "index",
+        "build",
+        "--dataset",
+        "heart-disease",
+        "--exclude",
+        "site=Hungary",
+        "--embedder",
+        "hashing",
+        "--out",
+        root / "idx",
+    )
+    params = _json(
+        "generate",
+        DESCRIPTION,
+        "--index",
+        root / "idx",
+        "--outcome-name",
+        "coronary artery disease",
+        "--save",
+        root / "m0",
+    )
+    hungary = datasets.heart_disease()["hungary-any_cad-all"]
+    local, holdout = hungary.split(test_size=0.8, seed=0)
+    for task, name in ((local, "adapt.csv"), (holdout, "validate.csv")):
+        task.X.assign(patient_id=task.metadata["patient_ids"], cad=task.y).to_csv(
+            root / name, index=False
+        )
+    return {"path": root, "build": summary, "generate": params, "local": local, "holdout": holdout}
+
+
+def _frame(root, name):
+    d = pd.read_csv(root / name)
+    return d.drop(columns=["patient_id", "cad"]), d["cad"].to_numpy(), d["patient_id"].to_numpy()
+
+
+# ---------------------------------------------------------------------- index build --exclude
+def test_exclude_leaves_the_site_out_and_records_it(root):
+    n_hungary = sum(m["site"] == "Hungary" for m in datasets.heart_disease().metadata)
+    assert (
+        root["build"]["excluded"] == {"site": ["Hungary"]}
+        and root["build"]["n_excluded"] == n_hungary == 5
+    )
+    index = TaskIndex.load(root["path"] / "idx")
+    assert index.config.excluded == {"site": ["Hungary"]}
+    assert (
+        all(r["metadata"]["site"] != "Hungary" for r in index.records)
+        and len(index) == 28 - n_hungary
+    )
+    config = json.loads((root["path"] / "idx" / "config.json").read_text())
+    assert config["excluded"] == {"site": ["Hungary"]}
+    meta = root["generate"]["metadata"]
+    assert (
+        meta["index_excluded"] == {"site": ["Hungary"]}
+        and meta["outcome"] == "coronary artery disease"
+    )
+    assert meta["description"] == DESCRIPTION
+    assert not any(p["task_id"].startswith("hungary-") for p in meta["provenance"])
+
+
+def test_exclude_any_metadata_key_repeatable(tmp_path):
+    out = _json(
+        "index",
+        "build",
+        "--dataset",
+        "heart-disease",
+        "--exclude",
+        "outcome=multivessel",
+        "--exclude",
+        "site=Switzerland",
+        "--embedder",
+        "hashing",
+        "--out",
+        tmp_path / "i",
+    )
+    tasks = datasets.heart_disease()
+    expected = sum(
+        m["outcome"] == "multivessel" or m["site"] == "Switzerland" for m in tasks.metadata
+    )
+    assert out["n_excluded"] == expected and out["n_tasks"] == len(tasks) - expected
+    assert TaskIndex.load(tmp_path / "i").config.excluded == {
+        "outcome": ["multivessel"],
+        "site": ["Switzerland"],
+    }
+
+
+# ---------------------------------------------------------------------- predict
+def test_predict_writes_the_models_risks(root, tmp_path):
+    d = root["path"]
+    X, _, ids = _frame(d, "validate.csv")
+    expected = model_from_params(ModelParams.load(d / "m0")).predict_proba(X)[:, 1]
+    out = _json(
+        "predict",
+        d / "m0",
+        "--rows",
+        d / "validate.csv",
+        "--outcome",
+        "cad",
+        "--out",
+        tmp_path / "r.csv",
+    )
+    assert out["n"] == len(X) and out["mean_risk"] == pytest.approx(expected.mean())
+    risks = pd.read_csv(tmp_path / "r.csv")
+    assert list(risks.columns) == ["row", "patient_id", "risk"]
+    np.testing.assert_array_equal(risks["patient_id"], ids)
+    np.testing.assert_allclose(
+        risks["risk"], expected, rtol=1e-5
+    )  # written with 6 significant digits
+    np.testing.assert_allclose([r["risk"] for r in out["risks"]], expected)
+    text = _ok("predict", d / "m0", "--rows", d / "validate.csv", "--outcome", "cad")
+    assert f"Predicted risk of coronary artery disease for {len(X)} patients" in text
+    assert f"first 20 of {len(X)} rows" in text and "--out FILE.csv writes all of them" in text
+
+
+def test_predict_reads_a_semicolon_file_with_sep(root, tmp_path):
+    d = root["path"]
+    pd.read_csv(d / "validate.csv").to_csv(tmp_path / "semi.csv", sep=";", index=False)
+    a = _json("predict", d / "m0", "--rows", d / "validate.csv", "--outcome", "cad")
+    b = _json(
+        "predict", d / "m0", "--rows", tmp_path / "semi.csv", "--outcome", "cad", "--sep", ";"
+    )
+    assert [r["risk"] for r in a["risks"]] == [r["risk"] for r in b["risks"]]
+
+
+# ---------------------------------------------------------------------- score
+def test_score_reports_the_right_values_with_intervals(root, tmp_path):
+    from scipy.special import logit
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
+
+    from ragim.metrics import expected_calibration_error
+
+    d = root["path"]
+    X, y, _ = _frame(d, "validate.csv")
+    p = model_from_params(ModelParams.load(d / "m0")).predict_proba(X)[:, 1]
+    out = _json(
+        "score",
+        d / "m0",
+        "--rows",
+        d / "validate.csv",
+        "--outcome",
+        "cad",
+        "--n-boot",
+        300,
+        "--png",
+        tmp_path / "cal.png",
+    )
+    m = out["metrics"]
+    assert out["n"] == len(y) and out["n_positive"] == int(y.sum()) and out["n_boot"] == 300
+    assert m["auroc"]["value"] == pytest.approx(roc_auc_score(y, p))
+    assert m["log_loss"]["value"] == pytest.approx(log_loss(y, p))
+    assert m["brier"]["value"] == pytest.approx(brier_score_loss(y, p))
+    assert m["ece"]["value"] == pytest.approx(expected_calibration_error(y, p))
+    z = logit(p)
+    slope = LogisticRegression(C=np.inf).fit(z[:, None], y).coef_[0, 0]
+    assert m["calibration_slope"]["value"] == pytest.approx(slope, rel=1e-3)
+    a = m["calibration_intercept"]["value"]
+    assert np.sum(y - 1 / (1 + np.exp(-(a + z)))) == pytest.approx(
+        0.0, abs=1e-8
+    )  # the offset model's score
+    for k in ("auroc", "log_loss", "brier", "calibration_slope", "calibration_intercept"):
+        assert m[k]["ci_low"] < m[k]["value"] < m[k]["ci_high"], k
+        assert m[k]["n_boot"] == 300
+    assert (tmp_path / "cal.png").read_bytes()[:8] == PNG_MAGIC
+    text = _ok("score", d / "m0", "--rows", d / "validate.csv", "--outcome", "cad", "--n-boot", 50)
+    for name in (
+        "AUROC",
+        "log-loss",
+        "Brier score",
+        "ECE",
+        "calibration slope",
+        "calibration intercept",
+        "95% CI",
+    ):
+        assert name in text
+    assert f"{m['auroc']['value']:.3f}" in text
+
+
+# ---------------------------------------------------------------------- adapt
+def test_adapt_recalibrates_like_zero_shot_classifier(root):
+    from ragim.estimator import recalibrate
+
+    d = root["path"]
+    out = _json(
+        "adapt", d / "m0", "--rows", d / "adapt.csv", "--outcome", "cad", "--save", d / "m1"
+    )
+    prior, adapted = ModelParams.load(d / "m0"), ModelParams.load(d / "m1")
+    X, y, _ = _frame(d, "adapt.csv")
+    theta, std, _ = recalibrate(
+        design_matrix("logistic", prior.schema, X), y.astype(float), prior.vector
+    )
+    np.testing.assert_allclose(adapted.vector, theta, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(adapted.std, std, rtol=1e-10, atol=1e-12)
+    assert adapted.metadata["source"] == "adapted" and adapted.metadata["k_shot"] == len(y)
+    assert (
+        adapted.metadata["adapted_from"] == str(d / "m0")
+        and adapted.metadata["outcome"] == "coronary artery disease"
+    )
+    assert out["n_rows"] == len(y) and out["n_positive"] == int(y.sum())
+    assert out["intercept_after"] == pytest.approx(theta[0])
+    assert out["terms_scale"] == pytest.approx(float(np.median(theta[1:] / prior.vector[1:])))
+    # then score again on the other patients
+    after = _json(
+        "score", d / "m1", "--rows", d / "validate.csv", "--outcome", "cad", "--n-boot", 0
+    )
+    Xv, yv, _ = _frame(d, "validate.csv")
+    p = model_from_params(adapted).predict_proba(Xv)[:, 1]
+    from sklearn.metrics import log_loss
+
+    assert after["metrics"]["log_loss"]["value"] == pytest.approx(log_loss(yv, p))
+    assert (
+        after["source"] == "adapted" and after["metrics"]["auroc"]["ci_low"] is None
+    )  # --n-boot 0: no CI
+
+
+def test_adapt_map_moves_every_coefficient(root, tmp_path):
+    d = root["path"]
+    out = _json(
+        "adapt",
+        d / "m0",
+        "--rows",
+        d / "adapt.csv",
+        "--outcome",
+        "cad",
+        "--save",
+        tmp_path / "m",
+        "--method",
+        "map",
+    )
+    prior, adapted = ModelParams.load(d / "m0"), ModelParams.load(tmp_path / "m")
+    assert out["method"] == "map" and adapted.metadata["adaptation"] == "map"
+    ratio = adapted.vector[1:] / prior.vector[1:]
+    assert np.ptp(ratio) > 0.05  # not one common slope: each coefficient moved on its own
+
+
+# ---------------------------------------------------------------------- export
+def test_export_csv_holds_every_parameter_with_its_interval(root, tmp_path):
+    d = root["path"]
+    out = _json("export", d / "m1", "--csv", tmp_path / "c.csv")
+    p = ModelParams.load(d / "m1")
+    c = pd.read_csv(tmp_path / "c.csv", keep_default_na=False, na_values=[""])
+    assert out["n_terms"] == len(p) and list(c["term"]) == p.names
+    np.testing.assert_allclose(c["coef"], p.vector, rtol=1e-5)
+    np.testing.assert_allclose(
+        c["ci_low"], p.vector - 1.959963984540054 * p.std, rtol=1e-5, atol=1e-6
+    )
+    assert c.loc[c["term"] == "sex", "label"].item() == "Sex = male"
+    assert c.loc[c["term"] == "sex", "reference"].item() == "female"
+
+
+# ---------------------------------------------------------------------- explain and generate text
+def test_explain_table_is_sorted_with_reference_levels_and_folded_missing(root):
+    d = root["path"]
+    text = _ok("explain", d / "m0")
+    rows = [ln for ln in text.splitlines() if not ln.startswith("LOGISTIC")]
+    logodds = [
+        float(m.group()) for m in re.finditer(r"[-+]\d+\.\d{3}(?=\s*$)", "\n".join(rows), re.M)
+    ]
+    assert len(logodds) == 18 and [abs(v) for v in logodds] == sorted(
+        (abs(v) for v in logodds), reverse=True
+    )
+    assert "vs typical angina" in text and "male vs female" in text and "vs normal" in text
+    assert "__missing" not in text and "missing vs" not in text
+    assert (
+        "all 18 terms shown; 10 missing-value indicator terms not shown; --all shows them" in text
+    )
+    everything = _ok("explain", d / "m0", "--all")
+    assert "missing vs" in everything and "all 28 terms shown" in everything
+    top = _ok("explain", d / "m0", "--top", "5")
+    assert "5 of 18 terms shown (largest first)" in top
+    assert "LOGISTIC model for coronary artery disease" in text
+
+
+def test_explain_one_patient_shows_the_predicted_risk(root, tmp_path):
+    d = root["path"]
+    X, _, ids = _frame(d, "validate.csv")
+    p = model_from_params(ModelParams.load(d / "m0")).predict_proba(X.iloc[[3]])[0, 1]
+    text = _ok(
+        "explain",
+        d / "m0",
+        "--rows",
+        d / "validate.csv",
+        "--outcome",
+        "cad",
+        "--row",
+        3,
+        "--png",
+        tmp_path / "w.png",
+    )
+    assert f"Predicted risk of coronary artery disease: {p:.1%}" in " ".join(text.split())
+    assert (
+        f"(patient {ids[3]})" in text
+        and "Sex" in text
+        and "13 features shown" in " ".join(text.split())
+    )
+    data = _json("explain", d / "m0", "--rows", d / "validate.csv", "--outcome", "cad", "--row", 3)
+    assert data["probability"] == pytest.approx(p) and data["outcome"] == "coronary artery disease"
+    assert (tmp_path / "w.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_search_and_train_attention_print_readable_text(root, tmp_path):
+    d = root["path"]
+    text = _ok("index", "search", d / "idx", DESCRIPTION, "-k", 3)
+    header = [ln for ln in text.splitlines() if ln.split()[:2] == ["score", "task_id"]]
+    assert header and "most similar first" in text
+    summary = _ok(
+        "train", "attention", "--index", d / "idx", "--out", tmp_path / "g", "--max-epochs", 2
+    )
+    assert (
+        "{" not in summary and "epochs       2 of at most 2" in summary and "validation" in summary
+    )
+
+
+# ---------------------------------------------------------------- --version, --quiet, progress
+def test_version(monkeypatch, capsys):
+    import ragim
+
+    code, out, err = run_main(["--version"], monkeypatch, capsys)
+    assert code == 0 and out.strip() == f"ragim {ragim.__version__}" and err == ""
+
+
+def test_progress_bars_only_on_a_terminal_and_quiet_silences_them(tmp_path, monkeypatch, capsys):
+    args = ["index", "build", "--dataset", "synthetic", "--n-tasks", "10", "--embedder", "hashing"]
+    code, out, err = run_main([*args, "--out", tmp_path / "a"], monkeypatch, capsys)
+    assert (
+        code == 0 and err == "" and out.startswith("saved TaskIndex(")
+    )  # stderr is not a terminal here
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)  # now it is
+    code, out, err = run_main([*args, "--out", tmp_path / "b"], monkeypatch, capsys)
+    assert code == 0 and "fitting logistic models: 100%" in err  # a progress bar
+    for quiet in (["--quiet", *args], [*args, "--quiet"], ["-q", *args]):
+        monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+        code, out, err = run_main([*quiet, "--out", tmp_path / "c"], monkeypatch, capsys)
+        assert code == 0 and err == "", quiet
+    from ragim import cli_common
+
+    cli_common.QUIET["on"] = False
+
+
+def test_progress_only_on_a_terminal(monkeypatch):
+    from ragim import cli_common
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    assert cli_common.show_progress() is True
+    assert (
+        cli_common.show_progress(quiet=True) is False
+        and cli_common.show_progress(as_json=True) is False
+    )
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    assert cli_common.show_progress() is False
+
+
+def test_skipped_tasks_are_one_short_warning_line(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "tasks"
+    (folder / "data").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(3):
+        y = (
+            np.r_[np.ones(2, int), np.zeros(28, int)]
+            if i == 2
+            else (rng.random(30) < 0.5).astype(int)
+        )  # t2: too few
+        pd.DataFrame({"lactate": rng.normal(2, 1, 30), "y": y}).to_csv(
+            folder / "data" / f"t{i}.csv", index=False
+        )
+        rows.append({"task_id": f"t{i}", "description": f"Predict sepsis in ward {i}"})
+    pd.DataFrame(rows).to_csv(folder / "descriptions.csv", index=False)
+    code, out, err = run_main(
+        ["index", "build", "--dataset", folder, "--embedder", "hashing", "--out", tmp_path / "i"],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 0, err
+    lines = err.splitlines()
+    assert (
+        len(lines) == 1
+        and lines[0].startswith("warning: 1 task(s) could not be fitted")
+        and "(t2)" in lines[0]
+    )
+    assert ".py" not in err and "UserWarning" not in err and len(lines[0]) < 200
+
+
+# ---------------------------------------------------------------------- bad inputs
+def _bad_files(root, tmp_path):
+    d = root["path"]
+    good = pd.read_csv(d / "validate.csv")
+    good.drop(columns=["thal"]).to_csv(tmp_path / "no_thal.csv", index=False)
+    good.assign(bmi=25.0).to_csv(tmp_path / "extra.csv", index=False)
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "header.csv").write_text(",".join(good.columns) + "\n")
+    good.to_csv(tmp_path / "semi.csv", sep=";", index=False)
+    good.to_csv(tmp_path / "tab.csv", sep="\t", index=False)
+    good.assign(cad=good["cad"] + 1).to_csv(tmp_path / "bad_outcome.csv", index=False)
+    good.assign(chol="high").to_csv(tmp_path / "text.csv", index=False)
+    good[good["cad"] == 0].to_csv(tmp_path / "one_class.csv", index=False)
+
+
+BAD = [
+    (
+        "missing-outcome-column",
+        ["--rows", "{d}/validate.csv", "--outcome", "diagnosis"],
+        "has no outcome column 'diagnosis'",
+    ),
+    (
+        "schema-mismatch-missing",
+        ["--rows", "{t}/no_thal.csv", "--outcome", "cad"],
+        "does not match the model: missing the model's features ['thal']",
+    ),
+    (
+        "schema-mismatch-extra",
+        ["--rows", "{t}/extra.csv", "--outcome", "cad"],
+        "has columns the model does not use ['bmi']",
+    ),
+    (
+        "empty-csv",
+        ["--rows", "{t}/empty.csv", "--outcome", "cad"],
+        "empty.csv is empty; it needs a header row",
+    ),
+    (
+        "header-only",
+        ["--rows", "{t}/header.csv", "--outcome", "cad"],
+        "has a header but no patient rows",
+    ),
+    (
+        "semicolon",
+        ["--rows", "{t}/semi.csv", "--outcome", "cad"],
+        "was read as one column ('age;sex;cp;",
+    ),
+    (
+        "tab",
+        ["--rows", "{t}/tab.csv", "--outcome", "cad"],
+        "it looks tab-separated: pass --sep '\\t'",
+    ),
+    ("no-such-file", ["--rows", "{t}/nope.csv", "--outcome", "cad"], "cannot read --rows"),
+    (
+        "text-in-numbers",
+        ["--rows", "{t}/text.csv", "--outcome", "cad"],
+        "column 'chol' (continuous) has non-numeric",
+    ),
+]
+VERBS = {"predict": [], "score": ["--n-boot", "0"], "adapt": ["--save", "{t}/out"]}
+
+
+@pytest.mark.parametrize("verb", list(VERBS))
+@pytest.mark.parametrize("args, message", [c[1:] for c in BAD], ids=[c[0] for c in BAD])
+def test_bad_inputs_are_one_line_and_exit_2(
+    root, tmp_path, monkeypatch, capsys, verb, args, message
+):
+    _bad_files(root, tmp_path)
+    d = root["path"]
+    full = [verb, d / "m0", *[a.format(d=d, t=tmp_path) for a in [*args, *VERBS[verb]]]]
+    code, out, err = run_main(full, monkeypatch, capsys)
+    assert code == 2, (out, err)
+    assert message in err, err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    if "semicolon" in message or "one column" in message:
+        assert "it looks semicolon-separated: pass --sep ';'" in err
+
+
+@pytest.mark.parametrize(
+    "verb, args, message",
+    [
+        (
+            "score",
+            ["--rows", "{t}/bad_outcome.csv", "--outcome", "cad"],
+            "must hold 0 or 1, found ['2']",
+        ),
+        (
+            "adapt",
+            ["--rows", "{t}/one_class.csv", "--outcome", "cad", "--save", "{t}/o"],
+            "all have outcome 0; adapting on one outcome would only drag every risk towards it",
+        ),
+        (
+            "adapt",
+            ["--rows", "{d}/adapt.csv", "--outcome", "cad", "--save", "{t}/o", "--method", "magic"],
+            "--method must be recalibrate or map",
+        ),
+        ("score", ["--rows", "{d}/validate.csv"], "Missing option '--outcome'"),
+        ("predict", ["--rows", "{d}/validate.csv"], "has columns the model does not use ['cad']"),
+        (
+            "score",
+            ["--rows", "{d}/validate.csv", "--outcome", "cad", "--sep", ";;"],
+            "--sep must be one character",
+        ),
+        (
+            "index",
+            ["build", "--exclude", "Hungary", "--out", "{t}/i"],
+            "--exclude must look like KEY=VALUE",
+        ),
+        (
+            "index",
+            ["build", "--exclude", "hospital=Hungary", "--embedder", "hashing", "--out", "{t}/i"],
+            "no task has the metadata key 'hospital'",
+        ),
+        (
+            "index",
+            ["build", "--exclude", "site=Hungry", "--embedder", "hashing", "--out", "{t}/i"],
+            "--exclude site=Hungry matches no task; known values of 'site': "
+            "['Cleveland', 'Hungary'",
+        ),
+        (
+            "index",
+            ["build", "--outcome", "cad", "--out", "{t}/i"],
+            "--outcome and --patient-id apply to a task folder",
+        ),
+    ],
+)
+def test_more_bad_inputs(root, tmp_path, monkeypatch, capsys, verb, args, message):
+    _bad_files(root, tmp_path)
+    d = root["path"]
+    params = [] if verb == "index" else [d / "m0"]
+    code, out, err = run_main(
+        [verb, *params, *[a.format(d=d, t=tmp_path) for a in args]], monkeypatch, capsys
+    )
+    assert code == 2 and message in err and err.count("\n") == 1, (out, err)
+
+
+def test_a_multi_problem_error_is_one_line(root, tmp_path, monkeypatch, capsys):
+    good = pd.read_csv(root["path"] / "validate.csv")
+    good.assign(chol="high", trestbps="x").to_csv(tmp_path / "two.csv", index=False)
+    code, out, err = run_main(
+        ["predict", root["path"] / "m0", "--rows", tmp_path / "two.csv", "--outcome", "cad"],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 2 and err.count("\n") == 1
+    assert (
+        "'trestbps' (continuous) has non-numeric" in err and "; column 'chol' (continuous)" in err
+    )
+
+
+def test_the_console_script_prints_no_library_progress_off_a_terminal(tmp_path):
+    """No "Loading weights" bar from the embedder when stderr is not a terminal."""
+    import subprocess
+    from pathlib import Path
+
+    prebuilt = Path(__file__).resolve().parents[1] / "indices" / "heart-disease"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ragim.cli",
+            "index",
+            "search",
+            str(prebuilt),
+            "coronary disease in women at a Swiss clinic",
+            "-k",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-1000:]
+    assert "score" in proc.stdout and "task_id" in proc.stdout
+
+
+def test_outcome_and_patient_id_options_name_a_task_folders_columns(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "tasks"
+    (folder / "data").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        pd.DataFrame(
+            {
+                "lactate": rng.normal(2, 1, 40),
+                "dead": (rng.random(40) < 0.4).astype(int),
+                "mrn": np.arange(40) + 100 * i,
+            }
+        ).to_csv(folder / "data" / f"t{i}.csv", index=False)
+    pd.DataFrame(
+        {"task_id": ["t0", "t1", "t2"], "description": ["sepsis a", "sepsis b", "sepsis c"]}
+    ).to_csv(folder / "descriptions.csv", index=False)
+    code, out, err = run_main(
+        ["index", "build", "--dataset", folder, "--embedder", "hashing", "--out", tmp_path / "x"],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 2 and "has no outcome column 'y'" in err
+    out = _json(
+        "index",
+        "build",
+        "--dataset",
+        folder,
+        "--outcome",
+        "dead",
+        "--patient-id",
+        "mrn",
+        "--embedder",
+        "hashing",
+        "--out",
+        tmp_path / "i",
+    )
+    assert out["n_tasks"] == 3
+    index = TaskIndex.load(tmp_path / "i")
+    assert index.schema.names == ["lactate"] and index.tasks["t1"].metadata["patient_ids"][:2] == [
+        100,
+        101,
+    ]

@@ -1,0 +1,145 @@
+"""Exports: a plain scikit-learn Pipeline that predicts exactly as ragim; coefficients as CSV."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ragim import TaskIndex, datasets
+from ragim.errors import ValidationError
+from ragim.estimator import neighbor_mean
+from ragim.export import coefficients_frame, save_coefficients_csv, to_sklearn_pipeline
+from ragim.models import GAMModel, LogisticModel, model_from_params
+from ragim.params import ModelParams
+
+Z95 = 1.959963984540054
+
+
+@pytest.fixture(scope="module")
+def heart():
+    tasks = datasets.heart_disease()
+    train, held_out = tasks.group_split("site", ["Switzerland"])
+    index = TaskIndex.build(train, embedder="hashing", progress=False)
+    params = neighbor_mean(index, held_out["switzerland-any_cad-all"].description, k=8)
+    rows = (
+        pd.concat([t.X for t in tasks], ignore_index=True).drop_duplicates().reset_index(drop=True)
+    )
+    return params, rows
+
+
+def _estimators(obj):
+    """Every estimator inside a (nested) scikit-learn object."""
+    yield obj
+    for name in ("steps", "transformers_", "transformer_list"):
+        for item in getattr(obj, name, None) or []:
+            sub = item[1]
+            if hasattr(sub, "get_params"):
+                yield from _estimators(sub)
+
+
+def test_pipeline_predicts_as_ragim_on_real_rows_with_categories_and_missing_values(heart):
+    params, rows = heart
+    assert sum(v is None for v in rows["thal"]) > 100  # real missing categories (None) ...
+    assert (
+        rows["chol"].isna().sum() > 100 and rows["ca"].isna().sum() > 100
+    )  # ... and missing numbers (NaN)
+    pipe = to_sklearn_pipeline(params)
+    ours = model_from_params(params).predict_proba(rows)
+    theirs = pipe.predict_proba(rows)
+    assert theirs.shape == (len(rows), 2)
+    np.testing.assert_allclose(theirs, ours, rtol=0, atol=1e-12)
+    # a row with every feature missing, and an unseen category, behave as in ragim too
+    odd = rows.iloc[:2].copy()
+    odd.loc[odd.index[0], :] = None
+    odd.loc[odd.index[0], ["age", "sex"]] = [
+        55.0,
+        1.0,
+    ]  # the two features that allow no missing value
+    odd.loc[odd.index[1], "thal"] = "never seen"
+    np.testing.assert_allclose(
+        pipe.predict_proba(odd), model_from_params(params).predict_proba(odd), atol=1e-12
+    )
+
+
+def test_pipeline_is_made_of_scikit_learn_classes_only(heart):
+    params, rows = heart
+    pipe = to_sklearn_pipeline(params)
+    mods = {type(e).__module__ for e in _estimators(pipe)}
+    assert mods and all(m.startswith("sklearn.") for m in mods), mods
+    assert [name for name, _ in pipe.steps] == ["preprocess", "logistic"]
+    # columns are selected by name: order and extra columns do not matter
+    shuffled = rows[rows.columns[::-1]].assign(extra=1)
+    np.testing.assert_allclose(pipe.predict_proba(shuffled), pipe.predict_proba(rows))
+    assert list(pipe.classes_) == [0, 1]
+
+
+def test_pipeline_coefficients_are_per_raw_unit(heart):
+    params, _ = heart
+    lr = to_sklearn_pipeline(params).named_steps["logistic"]
+    schema = params.schema
+    names = list(to_sklearn_pipeline(params).named_steps["preprocess"].get_feature_names_out())
+    age = names.index("age")
+    assert lr.coef_[0, age] == pytest.approx(params["age"] / schema.scales_["age"])
+
+
+def test_numeric_categories_and_a_fitted_model(tmp_path):
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(
+        {"grade": rng.choice([1, 2, 3], 120).astype(float), "lactate": rng.normal(2, 1, 120)}
+    )
+    X.loc[::7, "grade"] = np.nan
+    X.loc[::5, "lactate"] = np.nan
+    from ragim.schema import Feature, FeatureSchema
+
+    schema = FeatureSchema(
+        [Feature("grade", "categorical"), Feature("lactate", unit="mmol/L")]
+    ).fit(X)
+    y = (rng.random(120) < 0.4).astype(int)
+    model = LogisticModel(schema=schema).fit(X, y)
+    pipe = to_sklearn_pipeline(model.to_params())
+    np.testing.assert_allclose(pipe.predict_proba(X), model.predict_proba(X), atol=1e-12)
+
+
+def test_gam_exports_to_interpret_not_sklearn(heart):
+    _, rows = heart
+    X = rows[["age", "chol"]].head(80)
+    y = (X["age"].to_numpy() > 55).astype(int)
+    gam = GAMModel(max_rounds=20).fit(X, y)
+    with pytest.raises(ValidationError, match="to_interpret"):
+        to_sklearn_pipeline(gam.to_params())
+    ebm = gam.to_interpret()  # the existing GAM -> EBM export
+    np.testing.assert_allclose(ebm.predict_proba(X)[:, 1], gam.predict_proba(X)[:, 1], atol=1e-6)
+
+
+def test_coefficients_frame_and_csv(heart, tmp_path):
+    params, _ = heart
+    std = np.full(len(params), 0.1)
+    p = params.replace(std=std)
+    frame = coefficients_frame(p)
+    assert list(frame["term"]) == p.names and frame["label"].iloc[0] == "intercept"
+    np.testing.assert_allclose(frame["coef"], p.vector)
+    np.testing.assert_allclose(frame["ci_low"], p.vector - Z95 * 0.1)
+    np.testing.assert_allclose(frame["or_ci_high"], np.exp(p.vector + Z95 * 0.1))
+    row = frame.set_index("term").loc["cp[asymptomatic]"]
+    assert row["label"] == "Chest-pain type = asymptomatic" and row["reference"] == "typical angina"
+    path = save_coefficients_csv(p, tmp_path / "sub" / "coef.csv")
+    back = pd.read_csv(path)
+    assert list(back["term"]) == p.names and not list(tmp_path.joinpath("sub").glob(".*tmp"))
+    np.testing.assert_allclose(back["coef"], p.vector, rtol=1e-5)
+    no_std = coefficients_frame(params)
+    assert no_std["ci_low"].isna().all()
+    with pytest.raises(ValidationError, match="needs ModelParams"):
+        coefficients_frame("nope")
+
+
+def test_gam_coefficients_frame():
+    X = pd.DataFrame({"age": np.linspace(30, 80, 60)})
+    from ragim.schema import FeatureSchema
+
+    schema = FeatureSchema.infer(X).fit(X)
+    p = ModelParams.zeros("gam", schema)
+    frame = coefficients_frame(p)
+    assert (
+        list(frame["term"]) == p.names and "bin_label" in frame.columns and "score" in frame.columns
+    )

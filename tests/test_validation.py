@@ -1,0 +1,201 @@
+"""Local validation: scores with bootstrap intervals, calibration slope and intercept, adaptation,
+and reading patient rows from CSV."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.special import expit, logit
+
+from ragim.errors import ValidationError
+from ragim.estimator import recalibrate
+from ragim.params import ModelParams, design_matrix
+from ragim.rows import read_rows
+from ragim.schema import Feature, FeatureSchema
+from ragim.validation import (
+    adapt_params,
+    batch_scores,
+    calibration_slope_intercept,
+    score_predictions,
+)
+
+
+def _sample(n, slope=1.0, shift=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, 1.5, n)
+    y = (rng.random(n) < expit(shift + slope * z)).astype(int)
+    return y, expit(z)
+
+
+@pytest.mark.parametrize(
+    "slope, shift", [(1.0, 0.0), (0.5, 0.0), (2.0, 0.0), (1.0, 1.0), (1.0, -0.7)]
+)
+def test_calibration_slope_and_intercept_recover_the_truth(slope, shift):
+    y, p = _sample(40_000, slope, shift)
+    b, a = calibration_slope_intercept(y, p)
+    assert b == pytest.approx(slope, abs=0.05)
+    if slope == 1.0:
+        assert a == pytest.approx(shift, abs=0.05)
+
+
+def test_one_class_gives_nan_and_bad_input_raises():
+    b, a = calibration_slope_intercept([1, 1, 1], [0.2, 0.5, 0.9])
+    assert np.isnan(b) and np.isnan(a)
+    with pytest.raises(ValidationError, match="one predicted risk per outcome"):
+        calibration_slope_intercept([0, 1], [0.5])
+
+
+def test_batch_scores_agree_with_scikit_learn_definitions():
+    from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
+
+    from ragim.metrics import expected_calibration_error
+
+    y, p = _sample(150, 1.3, 0.2, seed=3)
+    p = np.round(p, 2)  # ties, to check the average ranks
+    rng = np.random.default_rng(1)
+    idx = rng.integers(0, y.size, (12, y.size))
+    got = batch_scores(y[idx], p[idx])
+    for i in range(12):
+        yy, pp = y[idx[i]], p[idx[i]]
+        assert got["auroc"][i] == pytest.approx(roc_auc_score(yy, pp), abs=1e-12)
+        assert got["log_loss"][i] == pytest.approx(
+            log_loss(yy, np.clip(pp, 1e-7, 1 - 1e-7)), abs=1e-12
+        )
+        assert got["brier"][i] == pytest.approx(brier_score_loss(yy, pp), abs=1e-12)
+        assert got["ece"][i] == pytest.approx(expected_calibration_error(yy, pp), abs=1e-12)
+        b, a = calibration_slope_intercept(yy, pp)
+        assert got["calibration_slope"][i] == pytest.approx(b, abs=1e-7)
+        assert got["calibration_intercept"][i] == pytest.approx(a, abs=1e-9)
+    one = batch_scores(np.ones((1, 5)), np.full((1, 5), 0.5))
+    assert np.isnan(one["auroc"][0]) and np.isnan(one["calibration_slope"][0])
+
+
+def test_score_predictions_intervals_cover_and_are_reproducible():
+    y, p = _sample(400, 1.0, 0.0, seed=5)
+    s = score_predictions(y, p, n_boot=400, seed=2)
+    assert (
+        s["n"] == 400
+        and s["n_positive"] == int(y.sum())
+        and s["mean_risk"] == pytest.approx(p.mean())
+    )
+    for k, m in s["metrics"].items():
+        assert m["ci_low"] <= m["value"] <= m["ci_high"], k
+        assert m["n_boot"] == 400
+    assert (
+        s["metrics"]["calibration_slope"]["ci_low"]
+        < 1.0
+        < s["metrics"]["calibration_slope"]["ci_high"]
+    )
+    assert score_predictions(y, p, n_boot=400, seed=2) == s
+    narrow = score_predictions(y, p, n_boot=400, seed=2, level=0.5)["metrics"]["auroc"]
+    assert (
+        narrow["ci_high"] - narrow["ci_low"]
+        < s["metrics"]["auroc"]["ci_high"] - s["metrics"]["auroc"]["ci_low"]
+    )
+    none = score_predictions(y, p, n_boot=0)["metrics"]["auroc"]
+    assert np.isnan(none["ci_low"]) and none["n_boot"] == 0
+    with pytest.raises(ValidationError, match="n_boot"):
+        score_predictions(y, p, n_boot=-1)
+    with pytest.raises(ValidationError, match="0/1"):
+        score_predictions(y + 1, p)
+
+
+@pytest.fixture
+def prior():
+    X = pd.DataFrame({"age": np.linspace(40, 80, 60), "sex": np.tile([0.0, 1.0], 30)})
+    schema = FeatureSchema([Feature("age", unit="years"), Feature("sex", "binary")]).fit(X)
+    p = ModelParams.from_dict(
+        "logistic",
+        schema,
+        {"intercept": -1.0, "age": 0.8, "sex": 0.4},
+        metadata={"source": "generated", "provenance": [{"task_id": "a", "weight": 1.0}]},
+    )
+    return p, X
+
+
+def test_adapt_params_recalibrates_with_zero_shot_classifier(prior):
+    p, X = prior
+    rng = np.random.default_rng(0)
+    y = rng.random(60) < expit(
+        0.5 + 1.6 * logit(expit(design_matrix("logistic", p.schema, X) @ p.terms - 1.0))
+    )
+    y = y.astype(int)
+    adapted = adapt_params(p, X, y)
+    theta, std, _ = recalibrate(design_matrix("logistic", p.schema, X), y.astype(float), p.vector)
+    np.testing.assert_allclose(adapted.vector, theta, atol=1e-12)
+    assert (
+        adapted.metadata["source"] == "adapted" and adapted.metadata["adaptation"] == "recalibrate"
+    )
+    assert (
+        adapted.metadata["provenance"] == p.metadata["provenance"]
+    )  # the prior's provenance stays
+    mapped = adapt_params(p, X, y, adaptation="map")
+    assert mapped.metadata["adaptation"] == "map" and not np.allclose(mapped.vector, adapted.vector)
+    with pytest.raises(ValidationError, match="all have outcome 1"):
+        adapt_params(p, X, np.ones(60, int))
+    with pytest.raises(ValidationError, match="'recalibrate' or 'map'"):
+        adapt_params(p, X, y, adaptation="refit")
+    with pytest.raises(ValidationError, match="zero rows"):
+        adapt_params(p, X.head(0), y[:0])
+
+
+# ---------------------------------------------------------------------- read_rows
+@pytest.fixture
+def schema():
+    X = pd.DataFrame({"age": [40.0, 70.0], "cp": ["typical", "atypical"]})
+    return FeatureSchema.infer(X).fit(X)
+
+
+def test_read_rows(tmp_path, schema):
+    f = tmp_path / "r.csv"
+    f.write_text("cp,patient_id,age,dead\ntypical,a1,61,1\n,a2,,0\n")
+    rows = read_rows(f, schema=schema, outcome="dead")
+    assert rows.X.columns.tolist() == ["age", "cp"] and rows.y.tolist() == [1, 0]
+    assert rows.ids.tolist() == ["a1", "a2"] and len(rows) == 2  # the default id column is used
+    assert rows.X["cp"].isna().tolist() == [False, True] and np.isnan(rows.X["age"].iloc[1])
+    f.write_text("\ufeffage;cp\n61;typical\n")  # a BOM and semicolons, as some spreadsheets save
+    assert read_rows(f, schema=schema, sep=";").X["age"].tolist() == [61.0]
+
+
+@pytest.mark.parametrize(
+    "text, kwargs, message",
+    [
+        ("", {}, "is empty; it needs a header row"),
+        ("\n\n", {}, "is empty"),
+        ("age,cp\n", {}, "has a header but no patient rows"),
+        ("age;cp\n1;typical\n", {}, "it looks semicolon-separated: pass --sep ';'"),
+        ("age\tcp\n1\ttypical\n", {}, "it looks tab-separated: pass --sep '\\t'"),
+        ("age,cp\n1,typical\n", {"sep": ";"}, "it looks comma-separated: pass --sep ','"),
+        ("age,age,cp\n1,2,typical\n", {}, "duplicated columns ['age']"),
+        ("age,,cp\n1,2,typical\n", {}, "column(s) [2] have no name"),
+        ("age,cp\n1,typical\n", {"outcome": "dead"}, "has no outcome column 'dead'"),
+        (
+            "age,cp,dead\n1,typical,\n",
+            {"outcome": "dead"},
+            "outcome column 'dead' is empty in data row(s) [1]",
+        ),
+        ("age,cp,dead\n1,typical,yes\n", {"outcome": "dead"}, "must hold 0 or 1, found ['yes']"),
+        ("age,cp\n1,typical\n", {"patient_id": "mrn"}, "has no patient-id column 'mrn'"),
+        ("age,cp,mrn\n1,typical,\n", {"patient_id": "mrn"}, "patient-id column 'mrn' is empty"),
+        (
+            "age,chol\n1,200\n",
+            {},
+            "missing the model's features ['cp']; has columns the model does not use ['chol']",
+        ),
+        ("age,cp\nold,typical\n", {}, "column 'age' (continuous) has non-numeric values"),
+        ('age,cp\n1,"typical\n', {}, "check the separator (--sep) and the quoting"),
+        ("age,cp\n1,typical\n", {"sep": ";;"}, "--sep must be one character"),
+    ],
+)
+def test_read_rows_errors_name_the_fix(tmp_path, schema, text, kwargs, message):
+    f = tmp_path / "r.csv"
+    f.write_text(text)
+    with pytest.raises(ValidationError) as err:
+        read_rows(f, schema=schema, **kwargs)
+    assert message in str(err.value)
+
+
+def test_read_rows_missing_file(tmp_path):
+    with pytest.raises(ValidationError, match="cannot read --rows .*: no such file"):
+        read_rows(tmp_path / "nope.csv")
