@@ -26,6 +26,7 @@ from ragim.cli_common import (
     AsJson,
     Outcome,
     PatientId,
+    PosLabel,
     Quiet,
     check_k,
     check_positive,
@@ -98,6 +99,7 @@ def index_build(
     ] = None,
     outcome: Outcome = None,
     patient_id: PatientId = None,
+    pos_label: PosLabel = None,
     seed: int = 0,
     quiet: Quiet = False,
     as_json: AsJson = False,
@@ -108,7 +110,7 @@ def index_build(
     progress = setup(as_json, quiet)
     exclusions = parse_exclusions(exclude or [])
     tasks = load_dataset(
-        dataset, n_tasks=n_tasks, seed=seed, outcome=outcome, patient_id=patient_id
+        dataset, n_tasks=n_tasks, seed=seed, outcome=outcome, patient_id=patient_id, pos_label=pos_label
     )
     n_excluded = 0
     if exclusions:
@@ -608,6 +610,7 @@ def evaluate_cmd(
     embedder: Annotated[str, typer.Option(help="minilm | hashing")] = "minilm",
     outcome: Outcome = None,
     patient_id: PatientId = None,
+    pos_label: PosLabel = None,
     seed: int = 0,
     quiet: Quiet = False,
     as_json: AsJson = False,
@@ -618,7 +621,7 @@ def evaluate_cmd(
 
     progress = setup(as_json, quiet)
     tasks = load_dataset(dataset, n_tasks=n_tasks, seed=seed, outcome=outcome,
-                         patient_id=patient_id)
+                         patient_id=patient_id, pos_label=pos_label)
     try:
         ks = [int(k) for k in k_shots.split(",") if k.strip()]
     except ValueError:
@@ -679,6 +682,7 @@ def demo(
     target_task: Annotated[str | None, typer.Option(help="which held-out task to generate (default: the largest)")] = None,
     outcome: Outcome = None,
     patient_id: PatientId = None,
+    pos_label: PosLabel = None,
     embedder: Annotated[str, typer.Option(help="minilm (bundled, offline) | hashing (fast)")] = "minilm",
     fast: Annotated[bool, typer.Option(help="short training, for smoke tests")] = False,
     quiet: Quiet = False,
@@ -687,8 +691,8 @@ def demo(
     """Zero-shot model for a hospital the index never saw: build, train, generate, explain, score, report."""
     from ragim.demo import run_demo
 
-    if tasks_dir is None and (outcome is not None or patient_id is not None):
-        raise typer.BadParameter("--outcome and --patient-id apply to --tasks-dir")
+    if tasks_dir is None and (outcome is not None or patient_id is not None or pos_label is not None):
+        raise typer.BadParameter("--outcome, --patient-id and --pos-label apply to --tasks-dir")
     progress = setup(as_json, quiet)
     with one_line_warnings():
         result = run_demo(
@@ -703,6 +707,7 @@ def demo(
             progress=progress,
             outcome=outcome,
             patient_id=patient_id,
+            pos_label=pos_label,
         )
     if as_json:
         echo_json(result)

@@ -38,6 +38,13 @@ PatientId = Annotated[
         help="the patient-id column of the CSV files (default: patient_id, when present)",
     ),
 ]
+PosLabel = Annotated[
+    str | None,
+    typer.Option(
+        "--pos-label",
+        help="the outcome value that marks the event, when outcomes are not 0/1 or true/false (e.g. yes)",
+    ),
+]
 Sep = Annotated[
     str, typer.Option("--sep", help="the CSV field separator, e.g. ';' for European spreadsheets")
 ]
@@ -307,15 +314,16 @@ def load_dataset(
     seed: int = 0,
     outcome: str | None = None,
     patient_id: str | None = None,
+    pos_label: str | None = None,
 ):
     """A TaskCollection from a dataset name, a saved task collection or a task folder
-    (``outcome`` / ``patient_id`` name the folder's columns)."""
+    (``outcome`` / ``patient_id`` name the folder's columns, ``pos_label`` its event value)."""
     from ragim import datasets
     from ragim.tasks import TaskCollection
 
-    if (outcome is not None or patient_id is not None) and name in DATASETS:
+    if (outcome is not None or patient_id is not None or pos_label is not None) and name in DATASETS:
         raise typer.BadParameter(
-            f"--outcome and --patient-id apply to a task folder, not to {name!r}"
+            f"--outcome, --patient-id and --pos-label apply to a task folder, not to {name!r}"
         )
     if name == "heart-disease":
         return datasets.heart_disease()
@@ -336,7 +344,8 @@ def load_dataset(
     if path.is_dir():
         from ragim.datasets.folder import load_task_folder
 
-        kw = {k: v for k, v in (("outcome", outcome), ("patient_id", patient_id)) if v is not None}
+        kw = {k: v for k, v in (("outcome", outcome), ("patient_id", patient_id), ("pos_label", pos_label))
+              if v is not None}
         return load_task_folder(path, **kw)
     raise typer.BadParameter(
         f"unknown dataset {name!r}: use one of {list(DATASETS)}, a saved task collection "

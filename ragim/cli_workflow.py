@@ -26,6 +26,7 @@ import typer
 from ragim.cli_common import (
     AsJson,
     PatientId,
+    PosLabel,
     Sep,
     check_positive,
     echo_json,
@@ -140,6 +141,7 @@ def score(
     rows: Rows,
     outcome: RequiredOutcome,
     patient_id: PatientId = None,
+    pos_label: PosLabel = None,
     sep: Sep = ",",
     png: Annotated[
         Path | None,
@@ -164,7 +166,8 @@ def score(
     if n_boot < 0:
         raise typer.BadParameter(f"--n-boot must be >= 0, got {n_boot}")
     params, model = _load(params_path)
-    data = read_rows(rows, schema=params.schema, outcome=outcome, patient_id=patient_id, sep=sep)
+    data = read_rows(rows, schema=params.schema, outcome=outcome, patient_id=patient_id, sep=sep,
+                     pos_label=pos_label)
     risk = model.predict_proba(data.X)[:, 1]
     result = score_predictions(data.y, risk, n_boot=n_boot, seed=seed, n_bins=bins)
     result.update(
@@ -229,6 +232,7 @@ def adapt(
         ),
     ] = "recalibrate",
     patient_id: PatientId = None,
+    pos_label: PosLabel = None,
     sep: Sep = ",",
     as_json: AsJson = False,
 ):
@@ -241,7 +245,8 @@ def adapt(
     if method not in ("recalibrate", "map"):
         raise typer.BadParameter(f"--method must be recalibrate or map, got {method!r}")
     params, _ = _load(params_path)
-    data = read_rows(rows, schema=params.schema, outcome=outcome, patient_id=patient_id, sep=sep)
+    data = read_rows(rows, schema=params.schema, outcome=outcome, patient_id=patient_id, sep=sep,
+                     pos_label=pos_label)
     adapted = adapt_params(params, data.X, data.y, adaptation=method)
     adapted = adapted.replace(
         metadata={

@@ -57,7 +57,7 @@ def _outcome_name(target) -> str | None:
 def run_demo(*, out: str | Path = "reports/demo", site: str = "Switzerland", tasks_dir: str | Path | None = None,
              group: str = "site", target_task: str | None = None, embedder: str | None = "minilm",
              fast: bool = False, quiet: bool = False, seed: int = 0, progress: bool | None = None,
-             outcome: str | None = None, patient_id: str | None = None) -> dict[str, Any]:
+             outcome: str | None = None, patient_id: str | None = None, pos_label: str | None = None) -> dict[str, Any]:
     """Run the demo and return its scores and report paths (see module docstring).
 
     Parameters
@@ -85,7 +85,8 @@ def run_demo(*, out: str | Path = "reports/demo", site: str = "Switzerland", tas
     out.mkdir(parents=True, exist_ok=True)
     _say(quiet, "[1/6] loading tasks and building the index from the other hospitals")
     if tasks_dir:
-        kw = {k: v for k, v in (("outcome", outcome), ("patient_id", patient_id)) if v is not None}
+        kw = {k: v for k, v in (("outcome", outcome), ("patient_id", patient_id), ("pos_label", pos_label))
+              if v is not None}
         tasks = load_task_folder(tasks_dir, **kw)
     else:
         tasks = datasets.heart_disease()

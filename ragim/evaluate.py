@@ -299,10 +299,13 @@ def _statistical_setup(fctx: FoldContext) -> None:
 
     cfg = {"seed": fctx.seed, **fctx.generator_config.get("statistical", {})}
     gen = fctx.cache["statistical"] = StatisticalGenerator(**cfg).fit(fctx.index, progress=False)
-    weights = ", ".join(f"{c} {w:.2f}" for c, w in gen.stack_["weights"].items())
+    weights = ", ".join(f"{c} {gen.stack_['baseline'][c]:.2f}/{gen.stack_['slopes'][c]:.2f}"
+                        for c in gen.stack_["baseline"])
     held = ", ".join(f"{c} {v:.3f}" for c, v in gen.cv_["candidates"].items())
-    fctx.notes.append(f"ragim-statistical fold {fctx.fold}: stack {weights}, shift {gen.stack_['intercept']:+.2f} "
-                      f"(held-out log-loss in the index: {held}, stack {gen.cv_['stack']:.3f}; "
+    stacked = "none" if gen.cv_["stack"] is None else f"{gen.cv_['stack']:.3f}"
+    fctx.notes.append(f"ragim-statistical fold {fctx.fold}: stack baseline/slopes {weights}, "
+                      f"shift {gen.stack_['shift']:+.2f} "
+                      f"(held-out log-loss in the index: {held or 'none'}, stack {stacked}; "
                       f"{gen.cv_['n_tasks']} tasks); {gen.train_seconds_:.0f} s")
 
 

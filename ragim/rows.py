@@ -16,7 +16,7 @@ Examples
 >>> X = pd.DataFrame({"age": [40.0, 70.0]})
 >>> rows = read_rows(path, schema=FeatureSchema.infer(X).fit(X), outcome="cad", patient_id="id")
 >>> rows.X.columns.tolist(), rows.y.tolist(), rows.ids.tolist()
-(['age'], [1, 0], [7, 8])
+(['age'], [1, 0], ['7', '8'])
 >>> _ = path.write_text("age;cad\\n61;1\\n")
 >>> read_rows(path)
 Traceback (most recent call last):
@@ -32,8 +32,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ragim.canonical import canonical_id, canonical_text
 from ragim.errors import ValidationError
 from ragim.schema import FeatureSchema
+from ragim.tasks import binary_outcome
 
 DEFAULT_PATIENT_ID = "patient_id"
 _SEPARATORS = {";": "semicolon", "\t": "tab", ",": "comma", "|": "pipe"}
@@ -64,12 +66,77 @@ def _sep_name(sep: str) -> str:
     return _SEPARATORS.get(sep, repr(sep))
 
 
-def _header(path: Path, sep: str) -> list[str]:
-    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
-        first = fh.readline()
-    if not first.strip():
-        return []
-    return next(csv.reader([first], delimiter=sep))
+def _check_header(path: Path, names: list[str], where: str) -> None:
+    """Column names must be unique and non-empty (pandas would silently rename them)."""
+    canon = [canonical_text(n) for n in names]
+    dupes = sorted({n for n in canon if canon.count(n) > 1})
+    if dupes:
+        raise ValidationError(f"{where}{path} has duplicated columns {dupes}; every column needs a unique name")
+    empty = [i + 1 for i, n in enumerate(canon) if not n]
+    if empty:
+        raise ValidationError(f"{where}{path}: column(s) {empty} have no name; name every column in the header row")
+
+
+def read_table(path: str | Path, *, sep: str = ",", text_columns: tuple[str, ...] = (), all_text: bool = False,
+               where: str = "") -> pd.DataFrame:
+    """Read one CSV or Parquet table with the checks every ragim reader applies.
+
+    Parameters
+    ----------
+    path : a ``.csv`` (UTF-8, a header row) or ``.parquet`` file.
+    sep : the CSV field separator.
+    text_columns : columns read as text (identifiers): never turned into numbers, so
+        ``0001`` keeps its zeros.
+    all_text : read every column as text (blank cells become None).
+    where : how the caller names the file in messages (e.g. ``"--rows "``).
+
+    Raises
+    ------
+    ValidationError
+        One line: a missing, empty or unreadable file, duplicated or blank column names, or
+        a header read as one column that holds another separator (the message names it and
+        says ``--sep``).
+    """
+    path = Path(path)
+    if not isinstance(sep, str) or len(sep) != 1:
+        raise ValidationError(f"--sep must be one character such as ',' or ';', got {sep!r}")
+    if not path.is_file():
+        raise ValidationError(f"cannot read {where}{path}: no such file")
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            names = [str(n) for n in pq.read_schema(path).names if not str(n).startswith("__index_level_")]
+            _check_header(path, names, where)
+            df = pd.read_parquet(path)
+            return df.astype(object).where(df.notna(), None) if all_text else df
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+            first = fh.readline()
+        if not first.strip():
+            raise ValidationError(f"{where}{path} is empty; it needs a header row and one row per line")
+        names = next(csv.reader([first], delimiter=sep))
+        if len(names) == 1:
+            hint = [x for x in _SEPARATORS if x != sep and x in names[0]]
+            if hint:
+                raise ValidationError(
+                    f"{where}{path} was read as one column ({names[0].strip()[:60]!r}); it looks "
+                    f"{_sep_name(hint[0])}-separated: pass --sep {hint[0]!r} (sep= in Python), or save the "
+                    "file comma-separated"
+                )
+        _check_header(path, [n.strip() for n in names], where)
+        if all_text:
+            df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+            df = df.astype(object).where(df != "", None)
+        else:
+            df = pd.read_csv(path, sep=sep, dtype={c: str for c in text_columns}, encoding="utf-8-sig")
+    except ValidationError:
+        raise
+    except Exception as exc:  # pandas/pyarrow raise many types for unreadable files
+        msg = " ".join(str(exc).split())
+        raise ValidationError(f"cannot read {where}{path}: {msg[:200]}; check the separator (--sep) and the "
+                              "quoting") from exc
+    df.columns = [canonical_text(str(c)) for c in df.columns]
+    return df
 
 
 def read_rows(
@@ -79,6 +146,7 @@ def read_rows(
     outcome: str | None = None,
     patient_id: str | None = None,
     sep: str = ",",
+    pos_label=None,
     where: str = "--rows",
 ) -> PatientRows:
     """Read patients from a CSV file; see the module docstring.
@@ -88,10 +156,12 @@ def read_rows(
     path : the CSV file (UTF-8; a header row, then one patient per row).
     schema : the model's feature schema; the file's feature columns must be exactly its
         features (in any order), and their values must fit it.
-    outcome : the outcome column (0/1); it must exist when given.
-    patient_id : the patient-id column; it must exist when given. Without it, a column named
-        ``patient_id`` is used as the ids when present (and not a feature).
+    outcome : the outcome column (0/1 or true/false, or any two values with ``pos_label``);
+        it must exist when given.
+    patient_id : the patient-id column (read as text); it must exist when given. Without it,
+        a column named ``patient_id`` is used as the ids when present (and not a feature).
     sep : the field separator (``";"`` for files saved by a European spreadsheet).
+    pos_label : the outcome value that marks the event, when outcomes are not 0/1.
     where : how the caller names the file in messages (``--rows``).
 
     Returns
@@ -104,45 +174,10 @@ def read_rows(
         One line naming the file, the problem and the fix.
     """
     path = Path(path)
-    if not isinstance(sep, str) or len(sep) != 1:
-        raise ValidationError(f"--sep must be one character such as ',' or ';', got {sep!r}")
-    if not path.is_file():
-        raise ValidationError(f"cannot read {where} {path}: no such file")
-    if path.stat().st_size == 0 or not _header(path, sep):
-        raise ValidationError(
-            f"{where} {path} is empty; it needs a header row and one row per patient"
-        )
-    names = [n.strip() for n in _header(path, sep)]
-    if len(names) == 1:
-        hint = [s for s in _SEPARATORS if s != sep and s in names[0]]
-        if hint:
-            raise ValidationError(
-                f"{where} {path} was read as one column ({names[0][:60]!r}); "
-                f"it looks {_sep_name(hint[0])}-separated: "
-                f"pass --sep {hint[0]!r} (or save the file comma-separated)"
-            )
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ValidationError(
-            f"{where} {path} has duplicated columns {dupes}; every column needs a unique name"
-        )
-    if any(not n for n in names):
-        raise ValidationError(
-            f"{where} {path}: column(s) {[i + 1 for i, n in enumerate(names) if not n]} have no "
-            "name; name every column in the header row"
-        )
-    try:
-        df = pd.read_csv(path, sep=sep, encoding="utf-8-sig")
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        msg = " ".join(str(exc).split())
-        raise ValidationError(
-            f"cannot read {where} {path} as CSV separated by {sep!r} ({msg[:200]}); check the "
-            "separator (--sep) and the quoting"
-        ) from exc
-    df.columns = [str(c).strip() for c in df.columns]
+    ids_col = patient_id or DEFAULT_PATIENT_ID
+    df = read_table(path, sep=sep, text_columns=(ids_col,), where=f"{where} ")
     if len(df) == 0:
         raise ValidationError(f"{where} {path} has a header but no patient rows")
-
     y = None
     if outcome is not None:
         if outcome not in df.columns:
@@ -151,7 +186,8 @@ def read_rows(
                 f"(columns: {list(df.columns)[:12]}); "
                 "name the 0/1 outcome column with --outcome"
             )
-        y = _outcome(df[outcome], outcome, path, where)
+        y = binary_outcome(df[outcome].to_numpy(dtype=object), pos_label=pos_label,
+                           where=f"{where} {path}: outcome column {outcome!r}")
     ids = None
     if patient_id is not None:
         if patient_id not in df.columns:
@@ -172,23 +208,8 @@ def read_rows(
     X = df.drop(columns=[c for c in (outcome, patient_id) if c is not None])
     if schema is not None:
         X = _match_schema(X, schema, path, where)
-    return PatientRows(X=X, y=y, ids=None if ids is None else ids.reset_index(drop=True), path=path)
-
-
-def _outcome(s: pd.Series, name: str, path: Path, where: str) -> np.ndarray:
-    if s.isna().any():
-        rows = (np.where(s.isna())[0] + 1).tolist()[:5]
-        raise ValidationError(
-            f"{where} {path}: outcome column {name!r} is empty in data row(s) {rows}; drop those "
-            "patients or fill in their outcome"
-        )
-    num = pd.to_numeric(s, errors="coerce")
-    bad = sorted({str(v) for v, x in zip(s, num, strict=True) if not (x == 0 or x == 1)})
-    if bad:
-        raise ValidationError(
-            f"{where} {path}: outcome column {name!r} must hold 0 or 1, found {bad[:5]}"
-        )
-    return num.to_numpy().astype(np.int64)
+    ids = None if ids is None else pd.Series([canonical_id(v, "patient id") for v in ids], name=patient_id)
+    return PatientRows(X=X, y=y, ids=ids, path=path)
 
 
 def _match_schema(X: pd.DataFrame, schema: FeatureSchema, path: Path, where: str) -> pd.DataFrame:
@@ -214,4 +235,4 @@ def _match_schema(X: pd.DataFrame, schema: FeatureSchema, path: Path, where: str
     return X
 
 
-__all__ = ["DEFAULT_PATIENT_ID", "PatientRows", "read_rows"]
+__all__ = ["DEFAULT_PATIENT_ID", "PatientRows", "read_rows", "read_table"]

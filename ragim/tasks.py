@@ -239,8 +239,8 @@ def binary_outcome(values: Any, *, pos_label: Any = None, where: str = "y") -> n
     arr = np.asarray(values, dtype=object).reshape(-1)
     missing = [i for i, v in enumerate(arr) if is_missing(v)]
     if missing:
-        raise ValidationError(f"{where} has {len(missing)} missing outcome(s) (rows {missing[:5]}); drop those "
-                              "rows or fill them")
+        raise ValidationError(f"{where} is empty in {len(missing)} data row(s) {[i + 1 for i in missing[:5]]}; "
+                              "drop those patients or fill in their outcome")
     canon = np.array([canonical_level(v) for v in arr], dtype=object)
     levels = sorted(set(canon.tolist()))
     lower = np.array([c.lower() for c in canon], dtype=object)

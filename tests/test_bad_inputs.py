@@ -344,7 +344,7 @@ FOLDER_CASES = [
     ("outcome-text", lambda r: _folder(r, {"a": GOOD.assign(y=["no", "yes"] * (N // 2))}),
      ["a.csv: outcome column 'y' holds ['no', 'yes']", "pos_label"]),
     ("outcome-nan", lambda r: _folder(r, {"a": GOOD.assign(y=np.r_[np.nan, Y[1:]])}),
-     "outcome column 'y' has 1 missing outcome(s) (rows [0])"),
+     "outcome column 'y' is empty in 1 data row(s) [1]"),
     ("outcome-not-binary", lambda r: _folder(r, {"a": GOOD.assign(y=Y * 2)}),
      "outcome column 'y' holds ['0', '2']; outcomes must be 0/1 or true/false"),
     ("outcome-three-values", lambda r: _folder(r, {"a": GOOD.assign(y=np.arange(N) % 3)}),

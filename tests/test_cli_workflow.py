@@ -524,7 +524,7 @@ def test_bad_inputs_are_one_line_and_exit_2(
         (
             "score",
             ["--rows", "{t}/bad_outcome.csv", "--outcome", "cad"],
-            "must hold 0 or 1, found ['2']",
+            "'2']; outcomes must be 0/1 or true/false",
         ),
         (
             "adapt",
@@ -562,7 +562,7 @@ def test_bad_inputs_are_one_line_and_exit_2(
         (
             "index",
             ["build", "--outcome", "cad", "--out", "{t}/i"],
-            "--outcome and --patient-id apply to a task folder",
+            "--outcome, --patient-id and --pos-label apply to a task folder",
         ),
     ],
 )

@@ -173,9 +173,9 @@ def test_read_rows(tmp_path, schema):
         (
             "age,cp,dead\n1,typical,\n",
             {"outcome": "dead"},
-            "outcome column 'dead' is empty in data row(s) [1]",
+            "outcome column 'dead' is empty in 1 data row(s) [1]",
         ),
-        ("age,cp,dead\n1,typical,yes\n", {"outcome": "dead"}, "must hold 0 or 1, found ['yes']"),
+        ("age,cp,dead\n1,typical,yes\n", {"outcome": "dead"}, "holds ['yes']; outcomes must be 0/1 or true/false"),
         ("age,cp\n1,typical\n", {"patient_id": "mrn"}, "has no patient-id column 'mrn'"),
         ("age,cp,mrn\n1,typical,\n", {"patient_id": "mrn"}, "patient-id column 'mrn' is empty"),
         (

@@ -41,78 +41,9 @@ import pandas as pd
 
 from ragim.canonical import canonical_id, canonical_text
 from ragim.errors import DataWarning, ValidationError
+from ragim.rows import read_table
 from ragim.schema import FeatureSchema, value_kind
 from ragim.tasks import Task, TaskCollection, binary_outcome
-
-_SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
-
-
-def read_table(path: str | Path, *, text_columns: tuple[str, ...] = (), all_text: bool = False) -> pd.DataFrame:
-    """Read one CSV or Parquet table with the checks every ragim reader applies.
-
-    Parameters
-    ----------
-    path : a ``.csv`` or ``.parquet`` file.
-    text_columns : columns read as text (ids): never turned into numbers.
-    all_text : read every column as text (blank cells become None).
-
-    Raises
-    ------
-    ValidationError
-        An unreadable or empty file, duplicated or blank column names, or a CSV that is
-        separated by semicolons, tabs or vertical bars rather than commas (the message
-        names the separator it found).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ValidationError(f"{path} does not exist")
-    try:
-        if path.suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            names = [str(n) for n in pq.read_schema(path).names if not str(n).startswith("__index_level_")]
-            _check_header(path, names)
-            df = pd.read_parquet(path)
-            if all_text:
-                df = df.astype(object).where(df.notna(), None)
-            return df
-        with open(path, encoding="utf-8-sig", errors="replace") as fh:
-            first = fh.readline()
-        if not first.strip():
-            raise ValidationError(f"{path} is empty; a table needs a header line of column names")
-        _check_separator(path, first)
-        header = pd.read_csv(path, nrows=1, header=None, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-        _check_header(path, [str(v).strip() for v in header.iloc[0]] if len(header) else [])
-        if all_text:
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-            return df.astype(object).where(df != "", None)
-        return pd.read_csv(path, dtype={c: str for c in text_columns}, encoding="utf-8-sig")
-    except ValidationError:
-        raise
-    except Exception as exc:  # pandas/pyarrow raise many types for unreadable files
-        raise ValidationError(f"cannot read {path}: {str(exc).splitlines()[0]}") from exc
-
-
-def _check_separator(path: Path, header: str) -> None:
-    if "," in header:
-        return
-    for sep, name in _SEPARATORS.items():
-        if sep in header:
-            raise ValidationError(
-                f"{path} looks separated by {name}, not commas (its header is {header.strip()[:80]!r}); "
-                "save it as comma-separated CSV (decimal points, not commas) or as Parquet"
-            )
-
-
-def _check_header(path: Path, names: list[str]) -> None:
-    """Column names must be unique and non-empty (pandas would silently rename them)."""
-    canon = [canonical_text(n) for n in names]
-    dupes = sorted({n for n in canon if canon.count(n) > 1})
-    if dupes:
-        raise ValidationError(f"{path} has duplicated columns {dupes}; every column needs a unique name")
-    empty = [i + 1 for i, n in enumerate(canon) if not n]
-    if empty:
-        raise ValidationError(f"{path}: column(s) {empty} have an empty name; name every column")
 
 
 def _patient_ids(df: pd.DataFrame, column: str, file: Path) -> list[str]:
@@ -135,7 +66,7 @@ def _patient_ids(df: pd.DataFrame, column: str, file: Path) -> list[str]:
 
 
 def load_task_folder(path: str | Path, *, outcome: str = "y", patient_id: str = "patient_id",
-                     name: str | None = None, pos_label: Any = None) -> TaskCollection:
+                     name: str | None = None, pos_label: Any = None, sep: str = ",") -> TaskCollection:
     """Read a task folder (see module docstring) into a validated :class:`TaskCollection`.
 
     Parameters
@@ -146,6 +77,7 @@ def load_task_folder(path: str | Path, *, outcome: str = "y", patient_id: str = 
     name : the collection's name (default: the folder's name).
     pos_label : the outcome value that marks the event, when outcomes are not 0/1 or
         true/false (e.g. ``"yes"`` or ``2``).
+    sep : the field separator of every CSV file in the folder.
 
     Raises
     ------
@@ -164,7 +96,7 @@ def load_task_folder(path: str | Path, *, outcome: str = "y", patient_id: str = 
     desc_file = root / "descriptions.csv"
     if not desc_file.is_file():
         raise ValidationError(f"{root} has no descriptions.csv (columns: task_id, description, optional metadata)")
-    desc = read_table(desc_file, all_text=True)
+    desc = read_table(desc_file, all_text=True, sep=sep)
     desc.columns = [canonical_text(str(c)) for c in desc.columns]
     missing_cols = [c for c in ("task_id", "description") if c not in desc.columns]
     if missing_cols:
@@ -188,8 +120,7 @@ def load_task_folder(path: str | Path, *, outcome: str = "y", patient_id: str = 
     first_file: Path | None = None
     for (_, row), tid in zip(desc.iterrows(), ids, strict=True):
         file = files[tid]
-        df = read_table(file, text_columns=(patient_id,))
-        df.columns = [canonical_text(str(c)) for c in df.columns]
+        df = read_table(file, text_columns=(patient_id,), sep=sep)
         if outcome not in df.columns:
             raise ValidationError(f"{file} has no outcome column {outcome!r} (columns: {list(df.columns)[:10]})")
         meta = {k: v for k, v in row.items() if k not in ("task_id", "description")}

@@ -13,10 +13,9 @@ a random-effects meta-regression (Raudenbush & Bryk, *Hierarchical Linear Models
 ch. 7; Rasmussen & Williams, *Gaussian Processes for Machine Learning*, 2006, ch. 2) in
 which small tasks count for little (their ``var_jp`` is large) and a description unlike
 any indexed one falls back to the pooled model (``f_p -> 0``). ``K`` is a kernel over
-descriptions: word n-grams weighted by a relevance learned on the index
-(:func:`ngram_relevance`, automatic relevance determination shared across the parameters of
-a group; MacKay, *Bayesian methods for backpropagation networks*, 1994), or embedding
-similarity (:func:`embedding_kernel`).
+descriptions: word n-grams grouped by how many descriptions share them, one scale per group
+(:func:`ngram_buckets`), or embedding similarity (:func:`embedding_kernel`); the scales are
+chosen by type-II maximum likelihood (:func:`fit_kernel_scales`).
 
 Examples
 --------
@@ -54,16 +53,19 @@ class TaskSummaries:
     theta : MAP parameters centred on the pooled model, shape (n, P).
     var : diagonal of each task's Laplace posterior covariance, shape (n, P).
     n_rows : rows per task, shape (n,).
+    fits : optionally, the index's own per-task fits in the same (centred) form, shape (n, P).
     """
 
     ids: list[str]
     theta: np.ndarray
     var: np.ndarray
     n_rows: np.ndarray
+    fits: np.ndarray | None = None
 
     def take(self, rows: Sequence[int] | np.ndarray) -> TaskSummaries:
         rows = np.asarray(rows, dtype=np.int64)
-        return TaskSummaries([self.ids[i] for i in rows], self.theta[rows], self.var[rows], self.n_rows[rows])
+        return TaskSummaries([self.ids[i] for i in rows], self.theta[rows], self.var[rows], self.n_rows[rows],
+                             None if self.fits is None else self.fits[rows])
 
 
 def prior_precisions(n_params: int, prior_sd: float, intercept_prior_sd: float) -> np.ndarray:
@@ -73,15 +75,33 @@ def prior_precisions(n_params: int, prior_sd: float, intercept_prior_sd: float) 
     return prec
 
 
-def task_summaries(tasks, model: str, schema, pooled: np.ndarray, *, prior_sd: float = 1.0,
+def centring(center: np.ndarray) -> np.ndarray:
+    """The matrix ``T`` that maps parameters to their centred form: the intercept becomes the
+    log-odds at the average design row ``center`` (``theta_0 + center @ theta_terms``), the
+    terms stay. Shape (P, P)."""
+    T = np.eye(len(center) + 1)
+    T[0, 1:] = center
+    return T
+
+
+def task_summaries(tasks, model: str, schema, pooled: np.ndarray, *, center: np.ndarray, prior_sd: float = 1.0,
                    intercept_prior_sd: float = 3.0) -> TaskSummaries:
-    """MAP fits of every task, each with the prior ``N(pooled, diag(sd^2))`` (Newton's method).
+    """Each task's departure from the pooled model, with its noise, in centred form.
+
+    * **Baseline risk** (``theta[:, 0]``): the task's log-odds at the average design row
+      ``center`` when its slopes are the pooled ones, fitted as an offset model (one
+      parameter: calibration-in-the-large); its variance is the inverse Fisher information.
+      A raw intercept would not do: with one-hot levels and missing indicators it trades off
+      against the sum of a feature's levels, and only this combination is well determined.
+    * **Slopes** (``theta[:, 1:]``): the MAP fit of all the task's parameters with the prior
+      ``N(pooled, diag(sd^2))`` (Newton's method), and the diagonal of its Laplace covariance.
 
     Parameters
     ----------
     tasks : the tasks (iterable of :class:`~ragim.Task`), all with rows.
     model, schema : the index's model family and fitted schema.
     pooled : the pooled model's parameters, shape (P,).
+    center : the average design row of the pooled rows, shape (P - 1,).
     prior_sd, intercept_prior_sd : prior SDs of the slopes and of the intercept (log-odds).
 
     Returns
@@ -89,80 +109,65 @@ def task_summaries(tasks, model: str, schema, pooled: np.ndarray, *, prior_sd: f
     TaskSummaries
     """
     prec = prior_precisions(len(pooled), prior_sd, intercept_prior_sd)
+    base = float(pooled[0] + center @ pooled[1:])
     ids, thetas, variances, sizes = [], [], [], []
     for t in tasks:
         D = design_matrix(model, schema, t.X)
         A = np.hstack([np.ones((len(D), 1)), D])
-        w, H = newton_map(A, t.y.astype(float), pooled, prec, max_iter=50, tol=1e-8)
+        y = t.y.astype(float)
+        w, H = newton_map(A, y, pooled, prec, max_iter=50, tol=1e-8)
         try:
-            cov_diag = np.diag(np.linalg.inv(H))
+            var = np.diag(np.linalg.inv(H)).copy()
         except np.linalg.LinAlgError:
-            cov_diag = 1.0 / prec
+            var = 1.0 / prec
+        # the baseline risk with the pooled slopes: an offset model with one parameter
+        offset = (D - center) @ pooled[1:]
+        b, Hb = newton_map(np.ones((len(D), 1)), y, np.array([base]), prec[:1], max_iter=50, tol=1e-10,
+                           offset=offset)
+        w = w.copy()
+        w[0], var[0] = b[0], 1.0 / Hb[0, 0]
         ids.append(t.task_id)
         thetas.append(w)
-        variances.append(np.clip(cov_diag, *VAR_BOUNDS))
+        variances.append(np.clip(var, *VAR_BOUNDS))
         sizes.append(t.n_rows)
     if not ids:
         raise ValidationError("no tasks to summarise; the index holds no task rows")
     return TaskSummaries(ids, np.asarray(thetas), np.asarray(variances), np.asarray(sizes, dtype=np.int64))
 
 
-def ngram_relevance(Phi: np.ndarray, Y: np.ndarray, var: np.ndarray, *, iters: int = 40, tol: float = 1e-4,
-                    init: float = 0.05) -> tuple[np.ndarray, float]:
-    """Relevance of each description feature: automatic relevance determination (ARD).
+def ngram_buckets(n_words: np.ndarray, doc_freq: np.ndarray, n_docs: int) -> list[np.ndarray]:
+    """Groups of description features that share one kernel scale: by n-gram length and by
+    how many descriptions hold them (2-3, 4-7, 8-15, ... up to all of them).
 
-    The model is ``Y[:, p] = Phi @ b_p + u + e`` with ``b_fp ~ N(0, tau_f)`` for every
-    column ``p`` (a feature is relevant for all the parameters of a group, or for none),
-    ``u ~ N(0, nugget)`` and ``e ~ N(0, mean(var, axis=1))``. ``tau`` and ``nugget`` maximise
-    the marginal likelihood by MacKay's fixed-point updates; irrelevant features end near 0.
-
-    Parameters
-    ----------
-    Phi : description features (dense), shape (n, F).
-    Y : deviations from the pooled model, shape (n, m).
-    var : their noise variances, shape (n, m).
+    The groups mirror the levels of a task hierarchy: words shared by a few tasks name a
+    narrow group (a disease, a procedure's body part), words shared by many a broad one
+    (an organ system, an outcome), and words in every description are template. The
+    marginal likelihood then weighs each level, with a handful of scales instead of one
+    per word, which stays stable on an index of a few dozen tasks.
 
     Returns
     -------
-    (tau, nugget): feature relevances (F,) and the nugget variance.
+    A list of boolean masks over the features (non-empty ones only).
     """
-    n, F = Phi.shape
-    m = Y.shape[1]
-    noise = var.mean(axis=1)
-    tau = np.full(F, init)
-    nugget = init
-    eye = np.eye(n)
-    for _ in range(iters):
-        S = (Phi * tau) @ Phi.T + np.diag(nugget + noise)
-        c = cho_factor(S, lower=True)
-        A = cho_solve(c, Y)
-        mu = tau[:, None] * (Phi.T @ A)
-        dq = np.einsum("ij,ij->j", Phi, cho_solve(c, Phi))
-        gamma = m * tau * dq  # effective number of well-determined coefficients per feature
-        new_tau = np.clip(np.sum(mu**2, axis=1) / np.maximum(gamma, 1e-12), 0.0, 1e3)
-        si_diag = np.diag(cho_solve(c, eye))
-        new_nugget = float(np.clip(np.sum((nugget * A) ** 2) / max(m * nugget * np.sum(si_diag), 1e-12), 1e-8, 1e3))
-        done = np.max(np.abs(new_tau - tau)) < tol and abs(new_nugget - nugget) < tol
-        tau, nugget = new_tau, new_nugget
-        if done:
-            break
-    return tau, nugget
+    edges = [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
+    edges = [e for e in edges if e < n_docs] + [n_docs + 1]
+    out = []
+    for k in sorted(set(int(v) for v in n_words)):
+        for lo, hi in zip([1, *edges[:-1]], edges, strict=True):
+            m = (n_words == k) & (doc_freq >= lo) & (doc_freq < hi)
+            if m.any():
+                out.append(m)
+    return out
 
 
-def embedding_kernel(E: np.ndarray, F: np.ndarray | None = None, *, sharpness: float = 5.0) -> np.ndarray:
-    """``exp(sharpness * (cos - 1))`` between unit description vectors: 1 for the same text,
-    ``exp(-sharpness)`` for orthogonal ones. Shapes (n, d) and (m, d) give (m, n)."""
-    F = E if F is None else F
-    return np.exp(sharpness * (F @ E.T - 1.0))
-
-
-def fit_kernel_scale(K: np.ndarray, Y: np.ndarray, V: np.ndarray) -> tuple[float, float]:
-    """Kernel scale ``h`` and nugget maximising the marginal likelihood of
-    ``Y[:, p] ~ N(0, h K + diag(nugget + mean(V, axis=1)))`` over the columns of ``Y``.
+def fit_kernel_scales(Ks: Sequence[np.ndarray], Y: np.ndarray, V: np.ndarray) -> tuple[np.ndarray, float]:
+    """Scales ``h`` and a nugget maximising the marginal likelihood of
+    ``Y[:, p] ~ N(0, sum_k h_k K_k + diag(nugget + mean(V, axis=1)))`` over the columns of ``Y``
+    (type-II maximum likelihood, L-BFGS-B on the log scales with exact gradients).
 
     Returns
     -------
-    (h, nugget), both in [1e-8, 1e3].
+    (h, nugget): scales (len(Ks),) and the nugget, each in [1e-8, 1e3].
     """
     from scipy.optimize import minimize
 
@@ -171,20 +176,29 @@ def fit_kernel_scale(K: np.ndarray, Y: np.ndarray, V: np.ndarray) -> tuple[float
     eye = np.eye(n)
 
     def nll(log_h):
-        h, nug = np.exp(log_h)
+        h = np.exp(log_h)
+        S = sum(hk * K for hk, K in zip(h[:-1], Ks, strict=True)) + np.diag(h[-1] + noise)
         try:
-            c = cho_factor(h * K + np.diag(nug + noise), lower=True)
+            c = cho_factor(S, lower=True)
         except np.linalg.LinAlgError:
-            return 1e12, np.zeros(2)
+            return 1e12, np.zeros_like(log_h)
         A = cho_solve(c, Y)
-        Si = cho_solve(c, eye)
+        M = A @ A.T - m * cho_solve(c, eye)
         value = 0.5 * float(np.sum(Y * A)) + m * float(np.sum(np.log(np.diag(c[0]))))
-        M = A @ A.T - m * Si
-        return value, np.array([-0.5 * np.sum(M * K) * h, -0.5 * np.trace(M) * nug])
+        grad = [-0.5 * float(np.sum(M * K)) * hk for hk, K in zip(h[:-1], Ks, strict=True)]
+        return value, np.array([*grad, -0.5 * float(np.trace(M)) * h[-1]])
 
-    res = minimize(nll, np.log([0.05, 0.05]), jac=True, method="L-BFGS-B", bounds=[(-18.4, 6.9)] * 2)
-    h, nug = np.exp(res.x)
-    return float(h), float(nug)
+    x0 = np.log(np.full(len(Ks) + 1, 0.01))
+    res = minimize(nll, x0, jac=True, method="L-BFGS-B", bounds=[(-18.4, 6.9)] * len(x0))
+    h = np.exp(res.x)
+    return h[:-1], float(h[-1])
+
+
+def embedding_kernel(E: np.ndarray, F: np.ndarray | None = None, *, sharpness: float = 5.0) -> np.ndarray:
+    """``exp(sharpness * (cos - 1))`` between unit description vectors: 1 for the same text,
+    ``exp(-sharpness)`` for orthogonal ones. Shapes (n, d) and (m, d) give (m, n)."""
+    F = E if F is None else F
+    return np.exp(sharpness * (F @ E.T - 1.0))
 
 
 class KernelRegression:
@@ -230,5 +244,5 @@ def _chol(S: np.ndarray):
         return cho_factor(S + jitter * np.eye(len(S)), lower=True)
 
 
-__all__ = ["KernelRegression", "TaskSummaries", "embedding_kernel", "fit_kernel_scale", "ngram_relevance",
-           "prior_precisions", "task_summaries"]
+__all__ = ["KernelRegression", "TaskSummaries", "centring", "embedding_kernel", "fit_kernel_scales",
+           "ngram_buckets", "prior_precisions", "task_summaries"]

@@ -13,16 +13,19 @@ predict how a task departs from the pooled model:
    intercept and the slopes separately, with noise-aware Gaussian processes
    (:mod:`ragim.generate.meta_regression`):
 
-   * ``"text"``: word n-grams, each weighted by a relevance learned on the index
-     (automatic relevance determination), so the words that track outcome rates and
-     effects (a site, a sex, a procedure's approach) count and template words do not;
+   * ``"text"``: word n-grams, grouped by how many descriptions share them (a few: a narrow
+     group such as a procedure's body part or a subgroup; many: a broad one such as a site
+     or an outcome; all: template words), with one kernel scale per group chosen by
+     marginal likelihood, so the levels that track outcome rates and effects count;
    * ``"neighbors"``: description-embedding similarity, sharpened towards close neighbours;
    * ``"pooled"``: no deviation.
-4. **Stacking.** The candidates' log-odds are combined as ``a + sum_c w_c * logit_c``
-   (``w_c >= 0``), with ``a`` and ``w`` chosen by leave-task-out cross-validation *inside
-   the index* (tasks that share patients are held out together), on the mean per-task
-   log-loss. Because the combination is linear in the parameters, the result is again one
-   interpretable model, and it can only match or beat the best single candidate in
+4. **Stacking.** Each candidate's baseline risk (its intercept at the average patient) and
+   its slopes enter with separate non-negative weights, plus one shift, chosen by
+   leave-task-out cross-validation *inside the index* on the mean per-task log-loss (a
+   held-out task is predicted without the tasks that share its patients). Separate slope
+   weights let validation shrink the effects when a new task's are less certain than the
+   pooled ones. Because the combination is linear in the parameters, the result is again
+   one interpretable model, and it can only match or beat the best single candidate in
    expectation (a super learner; van der Laan, Polley & Hubbard, 2007).
 5. **Intervals.** Each coefficient gets a standard deviation from the candidates' GP
    posteriors (a new task's own unexplained deviation included), scaled so that the
@@ -58,17 +61,22 @@ from ragim.generate.meta_regression import (
     VAR_BOUNDS,
     KernelRegression,
     TaskSummaries,
+    centring,
     embedding_kernel,
-    fit_kernel_scale,
-    ngram_relevance,
+    fit_kernel_scales,
+    ngram_buckets,
     task_summaries,
 )
 from ragim.params import ModelParams, design_matrix, param_names
 from ragim.tasks import Task
 
 FORMAT = "ragim.statistical-generator"
-CANDIDATES = ("pooled", "text", "neighbors")
+CANDIDATES = ("pooled", "text", "neighbors", "neighbor-mean")
 _TOKENS = r"(?u)\b\w+\b"  # keep one-character words ("stage I", "type 2")
+#: per validation fold, at most this many refits without a held-out task's overlapping tasks
+MAX_REFITS = 64
+#: indices of up to this many tasks are validated leave-one-task-out (every task held out once)
+LOO_MAX_TASKS = 60
 
 
 @dataclass
@@ -82,8 +90,9 @@ class StatisticalConfig:
     ngram_max: int = field(default=2, metadata={"help": "longest word n-gram of the text candidate"})
     min_df: int = field(default=2, metadata={"help": "n-grams must occur in at least this many descriptions"})
     embedding_sharpness: float = field(default=5.0, metadata={"help": "kernel exp(s (cos - 1)) of the neighbors candidate"})
-    cv_folds: int = field(default=3, metadata={"help": "leave-task-out folds that choose the stack weights"})
-    ard_iters: int = field(default=40, metadata={"help": "relevance updates of the text candidate"})
+    neighbor_k: int = field(default=10, metadata={"help": "neighbours averaged by the neighbor-mean candidate"})
+    cv_folds: int = field(default=5, metadata={"help": "leave-task-out folds that choose the stack weights "
+                                                         "(every task is its own fold on indices of up to 60 tasks)"})
     max_rows_per_task: int = field(default=500, metadata={"help": "rows per task in the validation loss"})
     pooled_rows: int = field(default=200_000, metadata={"help": "rows the pooled model is fitted on (subsampled)"})
     seed: int = field(default=0, metadata={"help": "random seed (folds, subsamples)"})
@@ -94,7 +103,7 @@ class StatisticalConfig:
         unknown = [c for c in self.candidates if c not in CANDIDATES]
         if unknown or not self.candidates:
             problems.append(f"candidates must be a non-empty subset of {list(CANDIDATES)}, got {list(self.candidates)}")
-        for name in ("max_tasks", "ngram_max", "min_df", "cv_folds", "ard_iters", "max_rows_per_task", "pooled_rows"):
+        for name in ("max_tasks", "ngram_max", "min_df", "cv_folds", "max_rows_per_task", "pooled_rows", "neighbor_k"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 problems.append(f"{name} must be a positive integer, got {v!r}")
@@ -116,6 +125,7 @@ class _Fitted:
                  vectors: np.ndarray, groups: dict[str, list[int]], *, state: dict | None = None):
         self.cfg, self.groups = cfg, groups
         self.ids = list(summ.ids)
+        self.pooled = pooled
         self.Y = summ.theta - pooled
         self.V = summ.var
         self.descriptions = descriptions
@@ -128,6 +138,8 @@ class _Fitted:
             self._fit_text()
         if "neighbors" in cfg.candidates:
             self._fit_neighbors()
+        if "neighbor-mean" in cfg.candidates and summ.fits is not None:
+            self.parts["neighbor-mean"] = {"Y": summ.fits - pooled}
 
     def _pooled_var(self, cols: list[int]) -> float:
         key = f"pooled_var_{cols[0]}"
@@ -165,7 +177,15 @@ class _Fitted:
         for g, cols in self.groups.items():
             key = f"tau_{g}"
             if key not in self.state:
-                tau, nug = ngram_relevance(Phi, self.Y[:, cols], self.V[:, cols], iters=self.cfg.ard_iters)
+                words = np.array([1] + [len(t.split()) for t in self.vec.get_feature_names_out()])
+                buckets = [np.arange(len(words)) == 0] + ngram_buckets(words[1:], Phi[:, 1:].sum(axis=0),
+                                                                       len(Phi))
+                buckets[1:] = [np.concatenate([[False], b]) for b in buckets[1:]]
+                h, nug = fit_kernel_scales([(Phi[:, b]) @ Phi[:, b].T for b in buckets], self.Y[:, cols],
+                                           self.V[:, cols])
+                tau = np.zeros(Phi.shape[1])
+                for hb, b in zip(h, buckets, strict=True):
+                    tau[b] = hb
                 self.state[key], self.state[f"text_nugget_{g}"] = tau, nug
             tau, nug = self.state[key], self.state[f"text_nugget_{g}"]
             keep = tau > 1e-6 * max(float(tau.max()), 1e-12)
@@ -181,7 +201,8 @@ class _Fitted:
         for g, cols in self.groups.items():
             key = f"emb_scale_{g}"
             if key not in self.state:
-                self.state[key], self.state[f"emb_nugget_{g}"] = fit_kernel_scale(K, self.Y[:, cols], self.V[:, cols])
+                h, nug = fit_kernel_scales([K], self.Y[:, cols], self.V[:, cols])
+                self.state[key], self.state[f"emb_nugget_{g}"] = float(h[0]), nug
             h, nug = self.state[key], self.state[f"emb_nugget_{g}"]
             parts[g] = {"h": h, "gp": KernelRegression(h * K, self.Y[:, cols], self.V[:, cols], nug)}
         self.parts["neighbors"] = parts
@@ -204,17 +225,35 @@ class _Fitted:
                     k = (fq * part["tau"]) @ part["Phi"].T
                     mean[:, cols] = part["gp"].mean(k)
                     var[:, cols] = part["gp"].variance(k, np.einsum("ij,ij->i", fq * part["tau"], fq))[:, None]
-            else:
+            elif name == "neighbors":
                 k_raw = embedding_kernel(self.vectors, vectors, sharpness=self.cfg.embedding_sharpness)
                 for g, cols in self.groups.items():
                     part = parts[g]
                     mean[:, cols] = part["gp"].mean(part["h"] * k_raw)
                     var[:, cols] = part["gp"].variance(part["h"] * k_raw, np.full(q, part["h"]))[:, None]
+            else:  # the neighbour mean of the index's own fits (the baseline, as a candidate)
+                W = self._nearest(vectors)
+                mean = W @ parts["Y"]
+                var = np.maximum(W @ parts["Y"] ** 2 - mean**2, 1e-6)
             out[name] = (mean, var)
         return out
 
+    def _nearest(self, vectors: np.ndarray) -> np.ndarray:
+        """Similarity weights (max(cos, 0), normalised) of the ``neighbor_k`` closest tasks, (q, n)."""
+        sims = vectors @ self.vectors.T
+        k = min(self.cfg.neighbor_k, sims.shape[1])
+        W = np.zeros_like(sims)
+        top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        rows = np.arange(len(sims))[:, None]
+        W[rows, top] = np.maximum(sims[rows, top], 0.0)
+        flat = W.sum(axis=1) <= 0  # no positive similarity: the k closest count equally
+        W[np.flatnonzero(flat)[:, None], top[flat]] = 1.0
+        return W / W.sum(axis=1, keepdims=True)
+
     def weights(self, name: str, texts: list[str], vectors: np.ndarray | None) -> np.ndarray:
         """Each training task's weight in candidate ``name``'s intercept, shape (q, n)."""
+        if name == "neighbor-mean":
+            return self._nearest(vectors)
         part = self.parts[name]["intercept"]
         if name == "text":
             fq = self._text_features(texts)[:, part["keep"]]
@@ -235,7 +274,8 @@ class StatisticalGenerator(Generator):
 
     Attributes (after :meth:`fit`)
     ------------------------------
-    stack_ : ``{"intercept": a, "weights": {candidate: w}}``, chosen by validation inside the index.
+    stack_ : ``{"shift": a, "baseline": {candidate: u}, "slopes": {candidate: w}}``, chosen by
+        validation inside the index.
     cv_ : the validation table: held-out mean log-loss of each candidate and of the stack.
     interval_scale_ : the factor that calibrates the coefficient SDs on held-out tasks.
     """
@@ -265,30 +305,53 @@ class StatisticalGenerator(Generator):
         self.model_kind_, self.schema_ = index.model, index.schema
         self.param_names_ = param_names(index.model, index.schema)
         self.embedder_identity_ = index.embedder.identity
-        self.pooled_ = _pooled_fit(index, tasks, cfg.pooled_rows, rng)
+        self.pooled_, self.center_ = _pooled_fit(index, tasks, cfg.pooled_rows, rng)
+        T = centring(self.center_)
+        pooled_c = T @ self.pooled_
         bar.update()
         if len(tasks) > cfg.max_tasks:  # the largest tasks carry the most information
             order = np.argsort([-t.n_rows for t in tasks], kind="stable")[: cfg.max_tasks]
             tasks = [tasks[i] for i in sorted(order)]
-        summ = task_summaries(tasks, index.model, index.schema, self.pooled_, prior_sd=cfg.prior_sd,
-                              intercept_prior_sd=cfg.intercept_prior_sd)
+        summ = task_summaries(tasks, index.model, index.schema, self.pooled_, center=self.center_,
+                              prior_sd=cfg.prior_sd, intercept_prior_sd=cfg.intercept_prior_sd)
+        summ.fits = index.params_matrix(summ.ids) @ T.T  # the index's own fits, centred
         descriptions = [t.description for t in tasks]
         vectors = index.vectors(summ.ids).astype(np.float64)
         groups = {"intercept": [0], "slopes": list(range(1, len(self.pooled_)))}
         bar.update()
-        folds = _folds([index.record(t) for t in summ.ids], cfg.cv_folds, rng)
-        held: list[dict[str, np.ndarray]] = []
+        plan = _cv_plan([index.record(t) for t in summ.ids], cfg.cv_folds, rng)
+        held: list[dict[str, tuple[np.ndarray, np.ndarray]]] = []
         held_rows, held_pos = [], []
-        for train, test in folds:
-            part = _Fitted(cfg, summ.take(train), self.pooled_, [descriptions[i] for i in train], vectors[train], groups)
-            pred = part.predict([descriptions[i] for i in test], vectors[test])
-            held.append(pred)
-            held_pos.append(test)
-            held_rows.extend(_rows(tasks[i], index, cfg.max_rows_per_task, rng) for i in test)
+
+        def fit_on(rows: np.ndarray) -> _Fitted:
+            # the pooled model is refitted on the training part too: fitted on every index task it
+            # would have seen the held-out task (and the tasks that share its patients)
+            pooled, _ = _pooled_fit(index, [tasks[i] for i in rows], cfg.pooled_rows, rng)
+            return _Fitted(cfg, summ.take(rows), T @ pooled, [descriptions[i] for i in rows], vectors[rows], groups)
+
+        for train, tests in plan:
+            base, refits = fit_on(train), {}
+            for j, overlap in tests:  # predict j without the tasks that share its patients
+                rows = train if not overlap else np.setdiff1d(train, sorted(overlap))
+                if len(rows) < 3 or (overlap and overlap not in refits and len(refits) >= MAX_REFITS):
+                    continue
+                if overlap and overlap not in refits:
+                    refits[overlap] = fit_on(rows)
+                fitted = refits[overlap] if overlap else base
+                pred = fitted.predict([descriptions[j]], vectors[[j]])
+                held.append({c: (fitted.pooled + m, v) for c, (m, v) in pred.items()})
+                held_pos.append(np.array([j]))
+                held_rows.append(_rows(tasks[j], index, cfg.max_rows_per_task, rng))
             bar.update()
-        self.stack_, self.cv_, self.interval_scale_ = _stack(cfg.candidates, held, held_pos, held_rows, summ,
-                                                             self.pooled_)
-        self.fitted_ = _Fitted(cfg, summ, self.pooled_, descriptions, vectors, groups)
+        if held:
+            self.stack_, self.cv_, self.interval_scale_ = _stack(cfg.candidates, held, held_pos, held_rows, summ,
+                                                                 self.center_)
+        else:  # every task shares patients with all the others: nothing can be held out honestly
+            self.stack_ = {"shift": 0.0, "baseline": {"pooled": 1.0}, "slopes": {"pooled": 1.0}}
+            self.cv_ = {"n_tasks": 0, "candidates": {}, "stack": None,
+                        "note": "no task could be held out without its patients; the pooled model is used"}
+            self.interval_scale_ = 1.0
+        self.fitted_ = _Fitted(cfg, summ, pooled_c, descriptions, vectors, groups)
         self.summaries_, self.descriptions_, self.vectors_, self.groups_ = summ, descriptions, vectors, groups
         self.index_ = index
         self.train_seconds_ = time.perf_counter() - t0
@@ -370,27 +433,39 @@ class StatisticalGenerator(Generator):
                 raise ValidationError(f"only {len(keep)} task(s) remain after the exclusions; relax `exclude`")
             if len(cache) > 16:
                 cache.clear()
-            cache[dropped] = _Fitted(self.config, self.summaries_.take(keep), self.pooled_,
+            cache[dropped] = _Fitted(self.config, self.summaries_.take(keep), centring(self.center_) @ self.pooled_,
                                      [self.descriptions_[i] for i in keep], self.vectors_[keep], self.groups_)
         return cache[dropped]
 
     def _combine(self, fitted: _Fitted, texts: list[str], vectors: np.ndarray, uncertainty: bool,
                  k: int) -> list[ModelParams]:
-        weights = {c: w for c, w in self.stack_["weights"].items() if w > 0 and c in fitted.parts}
+        st = self.stack_
+        names = [c for c in st["baseline"] if c in fitted.parts and st["baseline"][c] + st["slopes"][c] > 0]
         pred = fitted.predict(texts, vectors)
-        theta = np.tile(self.pooled_, (len(texts), 1)) * sum(weights.values())
+        T = centring(self.center_)
+        pooled_c = T @ self.pooled_
+        theta = np.zeros((len(texts), len(pooled_c)))
         sd = np.zeros_like(theta)
-        for c, w in weights.items():
-            theta += w * pred[c][0]
-            sd += w * np.sqrt(pred[c][1])
-        theta[:, 0] += self.stack_["intercept"]
-        sd *= math.sqrt(self.interval_scale_)
-        lead = max((c for c in weights if c != "pooled"), key=weights.get, default=None)
+        for c in names:
+            u, w = st["baseline"][c], st["slopes"][c]
+            th, s = pooled_c + pred[c][0], np.sqrt(pred[c][1])
+            theta[:, 0] += u * th[:, 0]
+            theta[:, 1:] += w * th[:, 1:]
+            sd[:, 0] += u * s[:, 0]
+            sd[:, 1:] += w * s[:, 1:]
+        theta[:, 0] += st["shift"]
+        theta = theta @ np.linalg.inv(T).T  # back from the centred intercept to the model's own
+        var = sd**2 * self.interval_scale_
+        var[:, 0] += var[:, 1:] @ self.center_**2
+        sd = np.sqrt(var)
+        share = {c: st["baseline"][c] + st["slopes"][c] for c in names}
+        lead = max((c for c in names if c != "pooled"), key=share.get, default=None)
         prov = fitted.weights(lead, texts, vectors) if lead is not None else None
         out = []
         for qi in range(len(texts)):
             meta = {"source": "generated", "generator": "statistical",
-                    "stack": {c: round(float(w), 4) for c, w in weights.items()},
+                    "stack": {c: {"baseline": round(st["baseline"][c], 4), "slopes": round(st["slopes"][c], 4)}
+                              for c in names},
                     "provenance": self._provenance(fitted, prov[qi] if prov is not None else None, vectors[qi], k)}
             out.append(ModelParams(self.model_kind_, self.schema_, theta[qi], std=sd[qi] if uncertainty else None,
                                    metadata=meta))
@@ -417,7 +492,8 @@ class StatisticalGenerator(Generator):
         if self.fitted_ is None:
             raise ValidationError("cannot save an unfitted StatisticalGenerator")
         st = self.fitted_.state
-        arrays = {"pooled": self.pooled_, "theta": self.summaries_.theta, "var": self.summaries_.var,
+        arrays = {"pooled": self.pooled_, "center": self.center_, "theta": self.summaries_.theta,
+                  "var": self.summaries_.var, "fits": self.summaries_.fits,
                   "n_rows": self.summaries_.n_rows.astype(np.float64), "vectors": self.vectors_}
         scalars = {}
         for key, v in st.items():
@@ -464,22 +540,24 @@ class StatisticalGenerator(Generator):
             gen.groups_ = {g: [int(c) for c in cols] for g, cols in state["groups"].items()}
             gen.stack_, gen.cv_ = state["stack"], state["cv"]
             gen.interval_scale_ = float(state["interval_scale"])
-            gen.pooled_ = arrays["pooled"]
+            gen.pooled_, gen.center_ = arrays["pooled"], arrays["center"]
             n = len(ids)
-            gen.summaries_ = TaskSummaries(ids, arrays["theta"], arrays["var"], arrays["n_rows"].astype(np.int64))
+            gen.summaries_ = TaskSummaries(ids, arrays["theta"], arrays["var"], arrays["n_rows"].astype(np.int64),
+                                           arrays["fits"])
             gen.vectors_ = arrays["vectors"]
             fstate: dict[str, Any] = {k[len("state."):]: v for k, v in arrays.items() if k.startswith("state.")}
             fstate.update(state["scalars"])
             if state.get("vocabulary") is not None:
                 fstate["vocabulary"] = {t: int(i) for t, i in state["vocabulary"].items()}
             P = len(gen.param_names_)
-            shapes_ok = (gen.pooled_.shape == (P,) and gen.summaries_.theta.shape == (n, P)
+            shapes_ok = (gen.pooled_.shape == (P,) and gen.center_.shape == (P - 1,)
+                         and gen.summaries_.theta.shape == (n, P)
                          and gen.summaries_.var.shape == (n, P) and len(gen.descriptions_) == n
                          and gen.vectors_.shape[0] == n and param_names(gen.model_kind_, gen.schema_) == gen.param_names_)
             if not shapes_ok:
                 raise ValueError("the arrays do not match the task list and parameter layout in state.json")
-            gen.fitted_ = _Fitted(gen.config, gen.summaries_, gen.pooled_, gen.descriptions_, gen.vectors_,
-                                  gen.groups_, state=fstate)
+            gen.fitted_ = _Fitted(gen.config, gen.summaries_, centring(gen.center_) @ gen.pooled_,
+                                  gen.descriptions_, gen.vectors_, gen.groups_, state=fstate)
         except (KeyError, TypeError, ValueError, ValidationError, np.linalg.LinAlgError) as exc:
             raise ArtifactError(f"{root}: state.json and arrays.safetensors do not describe one generator ({exc}); "
                                 "the artifact was assembled from different generators") from exc
@@ -490,8 +568,9 @@ class StatisticalGenerator(Generator):
     def __repr__(self) -> str:
         if self.fitted_ is None:
             return "StatisticalGenerator(not fitted)"
-        w = ", ".join(f"{c}={v:.2f}" for c, v in self.stack_["weights"].items())
-        return f"StatisticalGenerator({len(self.summaries_.ids)} tasks, stack: {w})"
+        w = ", ".join(f"{c}={self.stack_['baseline'][c]:.2f}/{self.stack_['slopes'][c]:.2f}"
+                      for c in self.stack_["baseline"])
+        return f"StatisticalGenerator({len(self.summaries_.ids)} tasks, stack baseline/slopes: {w})"
 
 
 # ---------------------------------------------------------------------- helpers
@@ -507,8 +586,9 @@ def _index_tasks(index) -> list[Task]:
     return tasks
 
 
-def _pooled_fit(index, tasks: list[Task], max_rows: int, rng) -> np.ndarray:
-    """The pooled L2 logistic model (C = 1) on the index tasks' rows, subsampled to ``max_rows``."""
+def _pooled_fit(index, tasks: list[Task], max_rows: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """The pooled L2 logistic model (C = 1) on the index tasks' rows, subsampled to ``max_rows``,
+    and the mean design row of those rows (the centre of the centred intercept)."""
     import pandas as pd
 
     from ragim.models import LogisticModel
@@ -518,20 +598,26 @@ def _pooled_fit(index, tasks: list[Task], max_rows: int, rng) -> np.ndarray:
     if len(y) > max_rows:
         keep = np.sort(rng.choice(len(y), max_rows, replace=False))
         X, y = X.iloc[keep].reset_index(drop=True), y[keep]
+    D = design_matrix(index.model, index.schema, X)
+    center = D.mean(axis=0)
     if index.model == "logistic":
-        return LogisticModel(schema=index.schema, C=1.0).fit(X, y).to_params().vector
+        return LogisticModel(schema=index.schema, C=1.0).fit(X, y).to_params().vector, center
     from ragim.models.map import newton_map
 
-    D = design_matrix(index.model, index.schema, X)
     A = np.hstack([np.ones((len(D), 1)), D])
     w, _ = newton_map(A, y.astype(float), np.zeros(A.shape[1]), np.ones(A.shape[1]), max_iter=50, tol=1e-8)
-    return w
+    return w, center
 
 
-def _folds(records: list[dict], n_folds: int, rng) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Leave-task-out folds over the index's tasks, leak-free as the evaluation protocols are:
-    a fold's training part never holds a task that shares patients with one of its held-out
-    tasks. Folds whose training part would hold fewer than 3 tasks are dropped."""
+def _cv_plan(records: list[dict], n_folds: int, rng) -> list[tuple[np.ndarray, list[tuple[int, frozenset]]]]:
+    """Leave-task-out validation folds inside the index, leak-free as the evaluation protocols are.
+
+    Tasks are split at random into ``n_folds`` folds (one per task for up to
+    :data:`LOO_MAX_TASKS` tasks). Each held-out task is predicted from
+    the fold's training tasks *less those that share patients with it* (returned as the
+    frozenset of their positions), so a subgroup task is never predicted from its own
+    whole-site task, while the site's other subgroups still count.
+    """
     from ragim.tasks import patient_id_set
 
     n = len(records)
@@ -540,22 +626,18 @@ def _folds(records: list[dict], n_folds: int, rng) -> list[tuple[np.ndarray, np.
     for i, ps in enumerate(pids):
         for pid in ps:
             owners.setdefault(pid, []).append(i)
-    k = min(n_folds, n)
+    k = n if n <= LOO_MAX_TASKS else min(n_folds, n)
     assign = rng.permutation(np.arange(n) % k)
-    out = []
+    plan = []
     for f in range(k):
-        test = np.flatnonzero(assign == f)
-        gone = set(test.tolist())
-        for i in test:
-            for pid in pids[i]:
-                gone.update(owners[pid])
-        train = np.array([i for i in range(n) if i not in gone], dtype=np.int64)
-        if len(train) >= 3 and len(test):
-            out.append((train, test))
-    if not out:
-        raise ValidationError("validation inside the index needs at least one fold whose training tasks share no "
-                              "patients with its held-out tasks; the index's tasks all overlap")
-    return out
+        train = np.flatnonzero(assign != f)
+        in_train = set(train.tolist())
+        tests = []
+        for j in np.flatnonzero(assign == f):
+            overlap = {o for pid in pids[j] for o in owners[pid]} & in_train
+            tests.append((int(j), frozenset(overlap)))
+        plan.append((train, tests))
+    return plan
 
 
 def _rows(task: Task, index, max_rows: int, rng) -> tuple[np.ndarray, np.ndarray]:
@@ -569,57 +651,85 @@ def _rows(task: Task, index, max_rows: int, rng) -> tuple[np.ndarray, np.ndarray
 
 
 def _stack(candidates: tuple[str, ...], held: list[dict], held_pos: list[np.ndarray], held_rows: list,
-           summ: TaskSummaries, pooled: np.ndarray) -> tuple[dict, dict, float]:
-    """Stack weights and an intercept shift by held-out mean per-task log-loss; the CV table;
-    the interval scale that makes held-out summaries' standardised residuals average 1."""
+           summ: TaskSummaries, center: np.ndarray) -> tuple[dict, dict, float]:
+    """Stack weights by held-out mean per-task log-loss; the CV table; the interval scale.
+
+    ``held`` holds, per held-out task, each candidate's (centred parameters, variances).
+
+    Each candidate ``c`` contributes its baseline risk ``eta_c`` (the centred intercept) and
+    its slope part ``(x - center) @ beta_c`` with separate non-negative weights ``u_c`` and
+    ``w_c``, plus one free shift ``a``: ``logit = a + sum_c u_c eta_c + w_c (x - center) beta_c``.
+    Separate weights let validation shrink the slopes towards zero when a new task's effects
+    are less certain than the pooled ones (heterogeneity attenuates the best single model),
+    while the baseline follows the description. The interval scale makes the held-out tasks'
+    summaries, standardised by the predictive and the summary variances, average 1.
+    """
     names = [c for c in candidates if all(c in h for h in held)]
-    logits, ys, owners = [], [], []
-    devs = {c: [] for c in names}
-    variances = {c: [] for c in names}
+    C = len(names)
+    feats, ys, owners = [], [], []
+    means = {c: [] for c in names}
+    sds = {c: [] for c in names}
     t = 0
     for pred, pos in zip(held, held_pos, strict=True):
         for j in range(len(pos)):
             A, y = held_rows[t]
-            logits.append(np.stack([A @ (pooled + pred[c][0][j]) for c in names], axis=1))
+            Dc = A[:, 1:] - center
+            cols = []
+            for c in names:
+                theta = pred[c][0][j]
+                means[c].append(theta)
+                sds[c].append(np.sqrt(pred[c][1][j]))
+                cols.append((np.full(len(y), theta[0]), Dc @ theta[1:]))
+            feats.append(np.column_stack([b for b, _ in cols] + [s for _, s in cols]))
             ys.append(y)
             owners.append(np.full(len(y), t))
-            for c in names:
-                devs[c].append(pred[c][0][j])
-                variances[c].append(pred[c][1][j])
             t += 1
-    Z, y, owner = np.concatenate(logits), np.concatenate(ys), np.concatenate(owners)
+    Z, y, owner = np.concatenate(feats), np.concatenate(ys), np.concatenate(owners)
     n_tasks = t
     row_w = 1.0 / np.bincount(owner)[owner] / n_tasks  # every held-out task counts once
 
-    def loss(x):
-        a, w = x[0], x[1:]
-        z = a + Z @ w
+    def loss(x, ridge=0.0, at=None):
+        z = x[0] + Z @ x[1:]
         ll = -(y * log_expit(z) + (1 - y) * log_expit(-z))
         r = np.exp(log_expit(z)) - y
         g = np.concatenate([[np.sum(row_w * r)], Z.T @ (row_w * r)])
+        if ridge:  # pulls the weights towards the best single candidate: few held-out tasks, small moves
+            d = x - at
+            return float(np.sum(row_w * ll)) + 0.5 * ridge * float(d @ d), g + ridge * d
         return float(np.sum(row_w * ll)), g
 
-    single = {c: loss(np.concatenate([[0.0], np.eye(len(names))[i]]))[0] for i, c in enumerate(names)}
+    def unit(i):
+        x = np.zeros(1 + 2 * C)
+        x[1 + i] = x[1 + C + i] = 1.0
+        return x
+
+    single = {c: loss(unit(i))[0] for i, c in enumerate(names)}
     best = min(single, key=single.get)
-    x0 = np.concatenate([[0.0], [1.0 if c == best else 0.0 for c in names]])
-    res = minimize(loss, x0, jac=True, method="L-BFGS-B", bounds=[(None, None)] + [(0.0, None)] * len(names))
-    x = res.x if res.fun <= single[best] else x0
-    stack = {"intercept": float(x[0]), "weights": {c: float(w) for c, w in zip(names, x[1:], strict=True)}}
+    x0 = unit(names.index(best))
+    ridge = 1.0 / n_tasks
+    res = minimize(lambda v: loss(v, ridge, x0), x0, jac=True, method="L-BFGS-B",
+                   bounds=[(None, None)] + [(0.0, None)] * (2 * C))
+    x = res.x if loss(res.x)[0] <= single[best] else x0
+    a, u, w = float(x[0]), x[1:1 + C], x[1 + C:]
+    stack = {"shift": a, "baseline": {c: float(v) for c, v in zip(names, u, strict=True)},
+             "slopes": {c: float(v) for c, v in zip(names, w, strict=True)}}
     cv = {"n_tasks": n_tasks, "candidates": {c: round(v, 6) for c, v in single.items()},
           "stack": round(float(loss(x)[0]), 6)}
-    # interval scale: held-out summaries vs the stacked prediction, standardised by both variances
     order = np.concatenate(held_pos)
-    theta_obs = summ.theta[order] - pooled
-    mean = sum(x[1 + i] * np.asarray(devs[c]) for i, c in enumerate(names))
-    mean[:, 0] += x[0]
-    sd = sum(x[1 + i] * np.sqrt(np.asarray(variances[c])) for i, c in enumerate(names))
-    pred_var = np.maximum(sd**2, 1e-12)
-    obs_var = summ.var[order]
+    mean = np.zeros((len(order), summ.theta.shape[1]))
+    sd = np.zeros_like(mean)
+    for i, c in enumerate(names):
+        th, s = np.asarray(means[c]), np.asarray(sds[c])
+        mean[:, 0] += u[i] * th[:, 0]
+        mean[:, 1:] += w[i] * th[:, 1:]
+        sd[:, 0] += u[i] * s[:, 0]
+        sd[:, 1:] += w[i] * s[:, 1:]
+    mean[:, 0] += a
+    obs, obs_var = summ.theta[order], summ.var[order]
     informative = obs_var < 0.5 * VAR_BOUNDS[1]
-    r2 = (theta_obs - mean) ** 2
-    # E[r^2] = s * pred_var + obs_var: solve for s by moments over informative entries
-    num = np.sum((r2 - obs_var)[informative])
-    den = np.sum(pred_var[informative])
+    # E[(obs - mean)^2] = scale * predictive variance + summary variance, by moments
+    num = np.sum(((obs - mean) ** 2 - obs_var)[informative])
+    den = np.sum((sd**2)[informative])
     scale = float(np.clip(num / den, 0.05, 20.0)) if den > 0 else 1.0
     return stack, cv, scale
 

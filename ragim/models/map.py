@@ -41,8 +41,8 @@ def map_logistic(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, lam: float, i
 
 
 def newton_map(A: np.ndarray, y: np.ndarray, mu: np.ndarray, prec: np.ndarray, max_iter: int = 100,
-               tol: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
-    """Newton's method for ``sum_i logloss(y_i, A_i w) + 1/2 sum_k prec_k (w_k - mu_k)^2``.
+               tol: float = 1e-10, offset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Newton's method for ``sum_i logloss(y_i, offset_i + A_i w) + 1/2 sum_k prec_k (w_k - mu_k)^2``.
 
     Parameters
     ----------
@@ -50,6 +50,7 @@ def newton_map(A: np.ndarray, y: np.ndarray, mu: np.ndarray, prec: np.ndarray, m
     y : 0/1 outcomes, shape (n,).
     mu, prec : prior means and precisions, shape (d,); ``prec > 0`` keeps every step defined
         (separable or collinear data included).
+    offset : a fixed part of each row's log-odds, shape (n,) (default 0).
 
     Returns
     -------
@@ -57,16 +58,77 @@ def newton_map(A: np.ndarray, y: np.ndarray, mu: np.ndarray, prec: np.ndarray, m
     inverse is the Laplace approximation of the posterior covariance.
     """
     w = np.asarray(mu, dtype=float).copy()
+    off = 0.0 if offset is None else offset
     for _ in range(max_iter):
-        p = expit(A @ w)
+        p = expit(off + A @ w)
         grad = A.T @ (p - y) + prec * (w - mu)
         H = (A * (p * (1 - p))[:, None]).T @ A + np.diag(prec)
         step = np.linalg.solve(H, grad)
         w = w - step
         if np.max(np.abs(step)) < tol:
             break
-    p = expit(A @ w)
+    p = expit(off + A @ w)
     return w, (A * (p * (1 - p))[:, None]).T @ A + np.diag(prec)
 
 
-__all__ = ["map_logistic", "newton_map"]
+def stratified_logistic(D: np.ndarray, y: np.ndarray, groups: np.ndarray, *, slope_prec: float = 1.0,
+                        intercept_prec: float = 1e-4, max_iter: int = 50,
+                        tol: float = 1e-8) -> tuple[np.ndarray, np.ndarray]:
+    """Logistic regression with one intercept per group (task) and slopes shared by all groups.
+
+    Minimises ``sum_i logloss(y_i, alpha_g(i) + D_i beta) + slope_prec/2 ||beta||^2 +
+    intercept_prec/2 ||alpha||^2`` by Newton's method, eliminating the intercepts through
+    their diagonal block (a Schur complement), so a step costs ``O(n d^2)`` however many
+    groups there are. The slopes are *within-group* effects: unlike a model fitted on
+    the concatenated rows, they do not absorb differences in outcome rate between groups
+    (a site with more of one category and more events). scikit-learn's solvers have no
+    block elimination; with thousands of groups they need hundreds of iterations.
+
+    Parameters
+    ----------
+    D : design without the intercept column, shape (n, d).
+    y : 0/1 outcomes, shape (n,).
+    groups : integer group of each row, ``0 .. G-1``, shape (n,).
+    slope_prec, intercept_prec : ridge precisions of the slopes and of the intercepts.
+
+    Returns
+    -------
+    (beta, alpha): the shared slopes (d,) and the group intercepts (G,).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> g = np.repeat([0, 1], 200); x = rng.normal(size=(400, 1))
+    >>> y = (rng.random(400) < expit(np.where(g == 0, -1.0, 1.0) + x[:, 0])).astype(float)
+    >>> beta, alpha = stratified_logistic(x, y, g, slope_prec=1e-6)
+    >>> bool(0.7 < beta[0] < 1.3), bool(alpha[0] < 0 < alpha[1])
+    (True, True)
+    """
+    from scipy.sparse import csr_matrix
+
+    groups = np.asarray(groups, dtype=np.int64)
+    G = int(groups.max()) + 1
+    n, d = D.shape
+    member = csr_matrix((np.ones(n), (groups, np.arange(n))), shape=(G, n))
+    beta, alpha = np.zeros(d), np.zeros(G)
+    for _ in range(max_iter):
+        z = alpha[groups] + D @ beta
+        p = expit(z)
+        w = p * (1 - p)
+        r = p - y
+        g_b = D.T @ r + slope_prec * beta
+        g_a = np.bincount(groups, weights=r, minlength=G) + intercept_prec * alpha
+        H_bb = (D * w[:, None]).T @ D + slope_prec * np.eye(d)
+        h_aa = np.bincount(groups, weights=w, minlength=G) + intercept_prec
+        H_ab = np.asarray(member @ (D * w[:, None]))
+        S = H_bb - (H_ab / h_aa[:, None]).T @ H_ab
+        rhs = g_b - H_ab.T @ (g_a / h_aa)
+        step_b = np.linalg.solve(S, rhs)
+        step_a = (g_a - H_ab @ step_b) / h_aa
+        beta, alpha = beta - step_b, alpha - step_a
+        if max(np.max(np.abs(step_b)), np.max(np.abs(step_a))) < tol:
+            break
+    return beta, alpha
+
+
+__all__ = ["map_logistic", "newton_map", "stratified_logistic"]
