@@ -24,7 +24,7 @@ train_app = typer.Typer(help="Train generators.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
 app.add_typer(train_app, name="train")
 
-DATASETS = ("heart-disease", "synthetic", "procedure")
+DATASETS = ("heart-disease", "colon-cancer", "synthetic", "procedure")
 
 
 def load_dataset(name: str, *, n_tasks: int | None = None, seed: int = 0):
@@ -34,6 +34,8 @@ def load_dataset(name: str, *, n_tasks: int | None = None, seed: int = 0):
 
     if name == "heart-disease":
         return datasets.heart_disease()
+    if name == "colon-cancer":
+        return datasets.colon_cancer()
     if n_tasks is not None and n_tasks < 1:
         raise typer.BadParameter(f"--n-tasks must be at least 1, got {n_tasks}")
     if name == "synthetic":
@@ -70,7 +72,7 @@ def _json_default(o):
 # ---------------------------------------------------------------------- index
 @index_app.command("build")
 def index_build(
-    dataset: Annotated[str, typer.Option(help="heart-disease | synthetic | procedure | DIR")] = "heart-disease",
+    dataset: Annotated[str, typer.Option(help="heart-disease | colon-cancer | synthetic | procedure | DIR")] = "heart-disease",
     out: Annotated[Path, typer.Option(help="where to save the index")] = Path("indices/heart-disease"),
     model: Annotated[str, typer.Option(help="logistic | gam")] = "logistic",
     embedder: Annotated[str, typer.Option(help="minilm | hashing | a local sentence-transformers folder")] = "minilm",
@@ -114,7 +116,7 @@ def index_search(
 
 
 def _load_generator(path: Path):
-    """Open a saved generator of either kind, by its manifest's format."""
+    """Open a saved generator (attention, LM or rag-im-2024) by its manifest's format."""
     manifest = Path(path) / "manifest.json"
     try:
         fmt = json.loads(manifest.read_bytes()).get("format") if manifest.is_file() else None
@@ -124,6 +126,10 @@ def _load_generator(path: Path):
         from ragim.generate.lm import LMGenerator
 
         return LMGenerator.load(path)
+    if fmt == "ragim.rag-im-2024-generator":
+        from ragim.generate.ragim2024 import RagIm2024Generator
+
+        return RagIm2024Generator.load(path)
     from ragim.generate.attention import AttentionGenerator
 
     return AttentionGenerator.load(path)
@@ -451,7 +457,7 @@ def explain(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    dataset: Annotated[str, typer.Option(help="heart-disease | synthetic | procedure | DIR")] = "heart-disease",
+    dataset: Annotated[str, typer.Option(help="heart-disease | colon-cancer | synthetic | procedure | DIR")] = "heart-disease",
     protocol: Annotated[str, typer.Option(help="leave-task-out | leave-group-out")] = "leave-task-out",
     group: Annotated[str | None, typer.Option(help="metadata key for leave-group-out (site, group)")] = None,
     methods: Annotated[str | None, typer.Option(help="comma-separated method names (default: all)")] = None,
