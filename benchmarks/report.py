@@ -26,6 +26,13 @@ EVALS = [
      "Each of the 28 tasks is a target once; the index holds only tasks from the *other* three hospitals."),
     ("heart-task", "Real heart disease, leave-task-out",
      "Each task is a target once; every task sharing patients with it is excluded from retrieval."),
+    ("colon-arm", "Real colon-cancer trial, leave-arm-out",
+     "Each of the 30 tasks is a target once; the index holds only tasks from the *other* two "
+     "treatment arms."),
+    ("colon-task", "Real colon-cancer trial, leave-one-task-out",
+     "Each of the 30 tasks is a target once, alone in its fold; every task sharing patients with "
+     "it (the whole-arm tasks of its arm and the other outcome of its subgroup) is excluded from "
+     "the index."),
     ("synthetic", "`synthetic_family(n_tasks=300, n_features=10)`, leave-task-out",
      "A hierarchy system → disease → subtype → population: tasks that share more of their path share more "
      "of their wording and of their true coefficients."),

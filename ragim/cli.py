@@ -79,7 +79,7 @@ def root(
 @index_app.command("build")
 def index_build(
     dataset: Annotated[
-        str, typer.Option(help="heart-disease | synthetic | procedure | DIR")
+        str, typer.Option(help="heart-disease | colon-cancer | synthetic | procedure | DIR")
     ] = "heart-disease",
     out: Annotated[Path, typer.Option(help="where to save the index")] = Path(
         "indices/heart-disease"
@@ -161,7 +161,7 @@ def index_search(
 
 
 def _load_generator(path: Path):
-    """Open a saved generator of either kind, by its manifest's format."""
+    """Open a saved generator (attention, LM or rag-im-2024) by its manifest's format."""
     manifest = Path(path) / "manifest.json"
     try:
         fmt = json.loads(manifest.read_bytes()).get("format") if manifest.is_file() else None
@@ -171,6 +171,10 @@ def _load_generator(path: Path):
         from ragim.generate.lm import LMGenerator
 
         return LMGenerator.load(path)
+    if fmt == "ragim.rag-im-2024-generator":
+        from ragim.generate.ragim2024 import RagIm2024Generator
+
+        return RagIm2024Generator.load(path)
     from ragim.generate.attention import AttentionGenerator
 
     return AttentionGenerator.load(path)
@@ -599,7 +603,7 @@ def explain(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    dataset: Annotated[str, typer.Option(help="heart-disease | synthetic | procedure | DIR")] = "heart-disease",
+    dataset: Annotated[str, typer.Option(help="heart-disease | colon-cancer | synthetic | procedure | DIR")] = "heart-disease",
     protocol: Annotated[str, typer.Option(help="leave-task-out | leave-group-out")] = "leave-task-out",
     group: Annotated[str | None, typer.Option(help="metadata key for leave-group-out (site, group)")] = None,
     methods: Annotated[str | None, typer.Option(help="comma-separated method names (default: all)")] = None,

@@ -20,7 +20,7 @@ import typer
 
 from ragim.errors import ValidationError
 
-DATASETS = ("heart-disease", "synthetic", "procedure")
+DATASETS = ("heart-disease", "colon-cancer", "synthetic", "procedure")
 
 #: set by ``ragim --quiet`` (and each command's own ``--quiet``)
 QUIET = {"on": False}
@@ -327,6 +327,8 @@ def load_dataset(
         )
     if name == "heart-disease":
         return datasets.heart_disease()
+    if name == "colon-cancer":
+        return datasets.colon_cancer()
     if n_tasks is not None and n_tasks < 1:
         raise typer.BadParameter(f"--n-tasks must be at least 1, got {n_tasks}")
     if name == "synthetic":

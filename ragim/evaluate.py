@@ -47,6 +47,9 @@ Methods (the names are a contract; see :data:`METHODS`, extend with
 * ``population`` (opt-in): the index's population model, the mean of every leak-free
   index task's parameters weighted by its rows (:meth:`~ragim.TaskIndex.population_params`),
   which the LM generator's prompts show.
+* ``rag-im-2024`` (opt-in): the original RAG-IM architecture
+  (:class:`~ragim.generate.ragim2024.RagIm2024Generator`, the paper's defaults), trained on
+  each fold's leak-free index and used zero-shot.
 * ``contextualized`` (opt-in): contextualized-ml's ContextualizedClassifier with the
   description embedding as context, when that package is importable; otherwise a note.
 * ``ragim-lm`` (opt-in: it fine-tunes a language model per fold): the
@@ -70,6 +73,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import time
 import warnings
@@ -413,23 +417,91 @@ def _oracle_predict(ctx: TargetContext) -> np.ndarray | None:
     return None if op is None else params_proba(op, ctx.X_test)
 
 
+def _ragim2024_setup(fctx: FoldContext) -> None:
+    """Train the paper's architecture on this fold's leak-free index."""
+    from ragim.generate.ragim2024 import RagIm2024Generator
+
+    gen = RagIm2024Generator(k=fctx.k_neighbors, seed=fctx.seed)
+    fctx.cache["rag-im-2024"] = gen.fit(fctx.index, progress=False)
+
+
+def _ragim2024_predict(ctx: TargetContext) -> np.ndarray:
+    gen = ctx.fold.cache["rag-im-2024"]
+    params = gen.generate_params(ctx.task.description, ctx.fold.index, k=ctx.fold.k_neighbors,
+                                 exclude=ctx.exclude)
+    return params_proba(params, ctx.X_test)
+
+
+#: contextualized-ml's fit settings. Its default batch of 1 row made one evaluation take about
+#: 40 minutes. Batch 256 with learning rate 1e-2 had the lowest validation loss (the package's
+#: own 20% row split of the index, no target involved) among batches 32-512 and rates 1e-3-3e-2
+#: on a 60-task synthetic index and on the heart-disease index.
+CONTEXTUALIZED_FIT = {"max_epochs": 50, "learning_rate": 1e-2, "es_patience": 3,
+                      "train_batch_size": 256, "val_batch_size": 1024, "test_batch_size": 1024}
+CONTEXTUALIZED_MAX_ROWS = 20_000  # training rows subsampled per fold
+_LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning")
+
+
+@contextlib.contextmanager
+def _quiet_lightning():
+    """Silence lightning's banners, warnings and prints inside the block, then restore them."""
+    import io
+    import logging
+
+    loggers = [logging.getLogger(n) for n in _LIGHTNING_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 def _contextualized_setup(fctx: FoldContext) -> None:
+    """Fit contextualized-ml on this fold's index rows, the description embedding as context.
+
+    Checkpoints go to a temporary folder that is removed afterwards, nothing is logged to
+    disk, and the random state (numpy's and torch's global ones, which the package uses)
+    is seeded from the fold's seed and restored afterwards.
+    """
     if importlib.util.find_spec("contextualized") is None:
         fctx.notes.append("contextualized: contextualized-ml is not installed; method skipped "
-                          "(pip install contextualized-ml)")
+                          "(pip install --no-deps contextualized-ml, see docs/faq.md)")
         fctx.cache["contextualized"] = None
         return
-    from contextualized.easy import ContextualizedClassifier
+    import functools
+    import tempfile
+
+    import torch
 
     index, rng = fctx.index, np.random.default_rng(fctx.seed)
-    tasks = list(index.tasks)
+    tasks = [t for t in index.tasks if t.task_id in index]
     emb = index.vectors([t.task_id for t in tasks])
     D = [design_matrix(index.model, index.schema, t.X) for t in tasks]
     C = np.concatenate([np.repeat(emb[i:i + 1], len(d), 0) for i, d in enumerate(D)])
-    X, y = np.concatenate(D), np.concatenate([t.y for t in tasks]).astype(float)
-    keep = rng.permutation(len(y))[:20_000]
-    model = ContextualizedClassifier(encoder_type="mlp", num_archetypes=8)
-    model.fit(C[keep], X[keep], y[keep, None], max_epochs=20, learning_rate=1e-3, es_patience=3)
+    C, X = C.astype(np.float32), np.concatenate(D).astype(np.float32)
+    y = np.concatenate([t.y for t in tasks]).astype(np.float32)
+    keep = rng.permutation(len(y))[:CONTEXTUALIZED_MAX_ROWS]
+    with warnings.catch_warnings():  # importing sets lightning's log levels: import, then quiet
+        warnings.simplefilter("ignore")
+        from contextualized.easy import ContextualizedClassifier
+    np_state = np.random.get_state()
+    with _quiet_lightning(), torch.random.fork_rng(), \
+            tempfile.TemporaryDirectory(prefix="ragim-contextualized-") as tmp:
+        torch.manual_seed(fctx.seed)
+        np.random.seed(fctx.seed % 2**32)
+        try:
+            model = ContextualizedClassifier(encoder_type="mlp", num_archetypes=8)
+            model.trainer_constructor = functools.partial(
+                model.trainer_constructor, logger=False, default_root_dir=tmp,
+                enable_model_summary=False)
+            model.fit(C[keep], X[keep], y[keep, None], checkpoint_path=tmp, **CONTEXTUALIZED_FIT)
+        finally:
+            np.random.set_state(np_state)
     fctx.cache["contextualized"] = model
 
 
@@ -440,7 +512,9 @@ def _contextualized_predict(ctx: TargetContext) -> np.ndarray | None:
     index = ctx.fold.index
     c = index.embedder.embed([ctx.task.description])
     X = design_matrix(index.model, index.schema, ctx.X_test)
-    p = np.asarray(model.predict_proba(np.repeat(c, len(X), 0), X))
+    with _quiet_lightning():
+        C = np.repeat(c, len(X), 0).astype(np.float32)
+        p = np.asarray(model.predict_proba(C, X.astype(np.float32)))
     return p.reshape(len(X), -1)[:, -1]
 
 
@@ -456,6 +530,7 @@ register_method("per-task-all", lambda c: _fit_or_constant(c.fold, c.X_pool, c.y
 register_method("true-model", _true_predict, default=True)
 register_method("oracle", _oracle_predict, default=True)
 register_method("population", _population_predict)
+register_method("rag-im-2024", _ragim2024_predict, setup=_ragim2024_setup)
 register_method("contextualized", _contextualized_predict, setup=_contextualized_setup)
 register_method("ragim-lm", _lm_predict, setup=_lm_setup)
 

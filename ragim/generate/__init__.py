@@ -2,7 +2,8 @@
 
 from ragim.generate.base import GENERATORS, Generator, register_generator
 
-__all__ = ["GENERATORS", "Generator", "register_generator", "AttentionGenerator"]
+__all__ = ["GENERATORS", "Generator", "register_generator", "AttentionGenerator",
+           "RagIm2024Generator"]
 
 
 def __getattr__(name):
@@ -14,4 +15,8 @@ def __getattr__(name):
         from ragim.generate.lm import LMGenerator
 
         return LMGenerator
+    if name == "RagIm2024Generator":
+        from ragim.generate.ragim2024 import RagIm2024Generator
+
+        return RagIm2024Generator
     raise AttributeError(name)

@@ -1,0 +1,598 @@
+"""``rag-im-2024``: the original RAG-IM architecture, as a named baseline.
+
+This is the hypernetwork of Mahbub et al., "From One to Zero: RAG-IM Adapts Language
+Models for Interpretable Zero-Shot Predictions on Clinical Tabular Data" (NeurIPS 2024
+TRL workshop), written from the paper's description and kept as the paper has it, so
+that users can reproduce the paper and see what ragim's own generators add:
+
+* the **query** is the target description's embedding;
+* the **keys** are the neighbours' parameters ‖ their description embeddings, and the
+  **values** are the neighbours' parameters (each projected to ``hidden`` by a linear
+  layer);
+* **three attention blocks**: each is a multi-head cross-attention from the query
+  token to the neighbours, followed by a bottleneck feed-forward update
+  ``h <- (h + FFN(a)) / 2`` (ELU, width ``hidden / 2``);
+* a **linear output** maps the last block's attention read-out ``a`` to the model's
+  parameters ``W_out a``;
+* an **own-model gate**: when the task has at least ``gate_rows`` (50) labelled rows
+  and its own fitted model is given (few-shot), the output is
+  ``g * W_out a + (1 - g) * theta_own``. Below 50 rows, and always zero-shot, the
+  own-model slot holds zeros, as in the authors' code, so the output is
+  ``g * W_out a``. ``g`` is one learned scalar, initialised at 0.5 and not
+  constrained, as in the authors' code.
+* **training** minimises the row-level binary cross-entropy of the targets' own rows:
+  each example is one (task, row) pair, every task is visited ``draws_per_task``
+  times per epoch with one random row each (AdamW, learning rate 2e-4, weight decay
+  0.01, batches of 1,024 pairs, 5 epochs, no early stopping). Training is episodic and
+  leak-free: each target's neighbours are retrieved with the target itself and every
+  task sharing its patients excluded (:func:`ragim.index.leak_free`). Training tasks
+  with at least 50 rows see their own indexed fit through the gate, as in the paper.
+
+The paper trained on 4,412 tasks (about 215 steps); on a small index the same epochs
+are only a few steps, so ``min_steps`` (200) sets a floor. Pairs of one task in a batch
+share one forward pass of the network (the same result as one pass per pair, because
+the default dropout is 0). The generator gives no coefficient intervals (``std`` is
+None): the paper's architecture has none.
+
+Examples
+--------
+>>> from ragim import TaskIndex, datasets
+>>> from ragim.generate.ragim2024 import RagIm2024Generator
+>>> tasks = datasets.synthetic_family(n_tasks=30, n_features=3, seed=0)
+>>> index = TaskIndex.build(tasks, embedder="hashing", progress=False)
+>>> gen = RagIm2024Generator(hidden=32, min_steps=20).fit(index, progress=False)
+>>> model = gen.generate(tasks.descriptions[0], exclude=[tasks.ids[0]])
+>>> len(model.provenance), model.to_params().metadata["generator"]
+(10, 'rag-im-2024')
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ragim.errors import ArtifactError, ValidationError
+from ragim.generate.base import Generator, provenance_records, register_generator
+from ragim.params import ModelParams, design_matrix, param_names
+from ragim.tasks import Task
+
+FORMAT = "ragim.rag-im-2024-generator"
+
+
+@dataclass
+class RagIm2024Config:
+    """Hyper-parameters of the paper's architecture and training (defaults: the paper's)."""
+
+    k: int = field(default=10, metadata={"help": "neighbours retrieved per task"})
+    hidden: int = field(default=512, metadata={"help": "width of the attention blocks"})
+    heads: int = field(default=4, metadata={"help": "attention heads"})
+    blocks: int = field(default=3, metadata={"help": "cross-attention blocks"})
+    dropout: float = field(
+        default=0.0, metadata={"help": "dropout in the attention and the bottlenecks"}
+    )
+    gate_rows: int = field(
+        default=50, metadata={"help": "own rows from which the own-model gate is used"}
+    )
+    gate_init: float = field(default=0.5, metadata={"help": "initial value of the gate g"})
+    lr: float = field(default=2e-4, metadata={"help": "AdamW learning rate"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    batch_size: int = field(
+        default=1024, metadata={"help": "(task, row) pairs per optimisation step"}
+    )
+    epochs: int = field(default=5, metadata={"help": "passes over the training tasks"})
+    draws_per_task: int = field(
+        default=10, metadata={"help": "random rows drawn per task and epoch"}
+    )
+    min_steps: int = field(
+        default=200, metadata={"help": "at least this many steps (small indexes)"}
+    )
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    device: str = field(default="auto", metadata={"help": "'auto', 'cpu' or 'cuda'"})
+
+    def __post_init__(self):
+        problems = []
+        for name in (
+            "k",
+            "hidden",
+            "heads",
+            "blocks",
+            "gate_rows",
+            "batch_size",
+            "epochs",
+            "draws_per_task",
+        ):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                problems.append(f"{name} must be a positive integer, got {v!r}")
+        if (
+            isinstance(self.min_steps, bool)
+            or not isinstance(self.min_steps, int)
+            or self.min_steps < 0
+        ):
+            problems.append(f"min_steps must be a non-negative integer, got {self.min_steps!r}")
+        if not problems and self.hidden % self.heads:
+            problems.append(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        if not problems and self.hidden < 2:
+            problems.append(
+                f"hidden must be at least 2 (the bottleneck is hidden / 2), got {self.hidden}"
+            )
+        if not 0 <= self.dropout < 1:
+            problems.append(f"dropout must be in [0, 1), got {self.dropout!r}")
+        for name in ("lr", "weight_decay", "gate_init"):
+            v = getattr(self, name)
+            if not isinstance(v, int | float) or not math.isfinite(v) or (name == "lr" and v <= 0):
+                problems.append(
+                    f"{name} must be a finite number{' > 0' if name == 'lr' else ''}, got {v!r}"
+                )
+        if problems:
+            raise ValidationError("invalid RagIm2024Config:", problems)
+
+
+class RagIm2024Net(nn.Module):
+    """The paper's network: query/key/value projections, attention blocks, linear output, gate.
+
+    Shapes: ``q`` (B, E) description embeddings; ``nb_params`` (B, K, P); ``nb_emb``
+    (B, K, E); ``pad`` (B, K), True where a neighbour slot is empty; ``own`` (B, P) the
+    own-model slot (zeros when unused). Returns the parameters (B, P) and the last
+    block's attention over the neighbours (B, K), averaged over heads.
+    """
+
+    def __init__(self, n_params: int, emb_dim: int, cfg: RagIm2024Config):
+        super().__init__()
+        h = cfg.hidden
+        self.q_in = nn.Linear(emb_dim, h)
+        self.k_in = nn.Linear(n_params + emb_dim, h)
+        self.v_in = nn.Linear(n_params, h)
+        self.attn = nn.ModuleList(
+            nn.MultiheadAttention(h, cfg.heads, dropout=cfg.dropout, batch_first=True)
+            for _ in range(cfg.blocks)
+        )
+        self.bottleneck = nn.ModuleList(
+            nn.Sequential(
+                nn.Linear(h, h // 2),
+                nn.Dropout(cfg.dropout),
+                nn.ELU(),
+                nn.Linear(h // 2, h),
+                nn.Dropout(cfg.dropout),
+                nn.ELU(),
+            )
+            for _ in range(cfg.blocks)
+        )
+        self.out = nn.Linear(h, n_params)
+        self.gate = nn.Parameter(torch.tensor(float(cfg.gate_init)))
+
+    def forward(self, q, nb_params, nb_emb, pad, own):
+        query = self.q_in(q).unsqueeze(1)
+        keys = self.k_in(torch.cat([nb_params, nb_emb], dim=-1))
+        values = self.v_in(nb_params)
+        a = w = None
+        for attn, ffn in zip(self.attn, self.bottleneck, strict=True):
+            a, w = attn(
+                query,
+                keys,
+                values,
+                key_padding_mask=pad,
+                need_weights=True,
+                average_attn_weights=True,
+            )
+            query = (query + ffn(a)) / 2
+        theta = self.gate * self.out(a.squeeze(1)) + (1 - self.gate) * own
+        return theta, w.squeeze(1)
+
+
+@dataclass
+class _Episodes:
+    q: torch.Tensor  # (T, E) target embeddings
+    nb: np.ndarray  # (T, K) neighbour positions in the index arrays, -1 = none
+    own: (
+        torch.Tensor
+    )  # (T, P) own-model slot: the task's indexed fit at >= gate_rows rows, else zeros
+    D: torch.Tensor  # (R, P-1) design rows of all training tasks, concatenated
+    y: torch.Tensor  # (R,)
+    start: np.ndarray  # (T,) first row of each task in D
+    count: np.ndarray  # (T,) rows per task
+
+
+@register_generator("rag-im-2024")
+class RagIm2024Generator(Generator):
+    """The original RAG-IM hypernetwork (Mahbub et al., 2024), opt-in baseline.
+
+    Parameters
+    ----------
+    config : :class:`RagIm2024Config`; keyword overrides are accepted too
+        (``RagIm2024Generator(hidden=64, min_steps=50)``).
+
+    Attributes (after :meth:`fit`): ``history_`` (mean loss per logged step),
+    ``n_steps_``, ``n_train_tasks_``, ``train_neighbors_`` (each training target's
+    leak-free neighbour ids), ``skipped_episodes_`` (tasks without a leak-free
+    neighbour), ``train_seconds_``.
+    """
+
+    def __init__(self, config: RagIm2024Config | None = None, **overrides: Any):
+        cfg = config or RagIm2024Config()
+        self.config = RagIm2024Config(**{**asdict(cfg), **overrides})
+        self.net_: RagIm2024Net | None = None
+        self.history_: list[dict] = []
+
+    # ------------------------------------------------------------------ index arrays
+    def _arrays(self, index):
+        """(id -> position, params (N, P), embeddings (N, E)) of ``index``, cached per index."""
+        cached = getattr(self, "_cache", None)
+        if cached is not None and cached[0] is index and cached[1] == len(index):
+            return cached[2]
+        ids = index.ids
+        arrays = (
+            {t: i for i, t in enumerate(ids)},
+            index.params_matrix(ids).astype(np.float32),
+            index.vectors(ids).astype(np.float32),
+        )
+        self._cache = (index, len(index), arrays)
+        return arrays
+
+    def _neighbours(self, index, vectors: np.ndarray, exclude, k: int):
+        """Neighbour positions (Q, k; -1 = none), similarities and the hits themselves."""
+        pos, _, _ = self._arrays(index)
+        hits = index.search_vectors(vectors, k, exclude=exclude)
+        rows = np.full((len(hits), k), -1, dtype=np.int64)
+        for qi, hs in enumerate(hits):
+            rows[qi, : len(hs)] = [pos[h.task_id] for h in hs]
+        return rows, hits
+
+    def _inputs(self, index, rows: np.ndarray):
+        _, P, E = self._arrays(index)
+        safe = np.where(rows < 0, 0, rows)
+        dev = self._device
+        return (
+            torch.as_tensor(P[safe], device=dev),
+            torch.as_tensor(E[safe], device=dev),
+            torch.as_tensor(rows < 0, device=dev),
+        )
+
+    def _prepare(self, index) -> tuple[list[str], _Episodes]:
+        from ragim.index import leak_free
+
+        if index.tasks is None:
+            raise ValidationError(
+                "the index holds no task rows (it was built with keep_tasks=False, grown with "
+                "add(), or saved without tasks); rebuild it from a TaskCollection to train the "
+                "rag-im-2024 generator"
+            )
+        ids = [t for t in index.tasks.ids if t in index]
+        if len(ids) < 3:
+            raise ValidationError(
+                f"episodic training needs at least 3 indexed tasks with rows, got {len(ids)}"
+            )
+        pos, P, E = self._arrays(index)
+        all_ids = index.ids
+        k = min(self.config.k, len(index) - 1)
+        excludes = [leak_free(index.record(t)) for t in ids]
+        nb, _ = self._neighbours(index, E[[pos[t] for t in ids]], excludes, k)
+        usable = (nb >= 0).any(
+            axis=1
+        )  # a task sharing patients with every other task has no episode
+        if usable.sum() < 3:
+            raise ValidationError(
+                f"only {int(usable.sum())} task(s) have neighbours once the tasks sharing their "
+                "patients are excluded; episodic training needs at least 3"
+            )
+        self.skipped_episodes_ = [t for t, u in zip(ids, usable, strict=True) if not u]
+        ids, nb = [t for t, u in zip(ids, usable, strict=True) if u], nb[usable]
+        self.train_neighbors_ = {
+            t: [all_ids[j] for j in r if j >= 0] for t, r in zip(ids, nb, strict=True)
+        }
+        designs, ys = [], []
+        for t in ids:
+            task = index.tasks[t]
+            designs.append(design_matrix(index.model, index.schema, task.X).astype(np.float32))
+            ys.append(np.asarray(task.y, dtype=np.float32))
+        count = np.array([len(y) for y in ys])
+        own = P[[pos[t] for t in ids]] * (count >= self.config.gate_rows)[:, None]
+        dev = self._device
+        return ids, _Episodes(
+            torch.as_tensor(E[[pos[t] for t in ids]], device=dev),
+            nb,
+            torch.as_tensor(own, device=dev),
+            torch.as_tensor(np.concatenate(designs), device=dev),
+            torch.as_tensor(np.concatenate(ys), device=dev),
+            np.concatenate([[0], np.cumsum(count)[:-1]]),
+            count,
+        )
+
+    # ------------------------------------------------------------------ training
+    def fit(self, index, *, progress: bool = True) -> RagIm2024Generator:
+        """Train on the row-level cross-entropy of the index's tasks (see module docstring)."""
+        from tqdm.auto import tqdm
+
+        from ragim.device import resolve_device
+
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        self._device = resolve_device(cfg.device)
+        self._cache = None
+        ids, ep = self._prepare(index)
+        self.model_kind_, self.schema_ = index.model, index.schema
+        self.param_names_ = param_names(index.model, index.schema)
+        self.embedder_identity_ = index.embedder.identity
+        net = RagIm2024Net(len(self.param_names_), ep.q.shape[1], cfg).to(self._device)
+        opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        n = len(ids)
+        per_epoch = math.ceil(n * cfg.draws_per_task / cfg.batch_size)
+        n_steps = max(cfg.min_steps, cfg.epochs * per_epoch)
+        stream: list[int] = []
+        self.history_, losses = [], []
+        t0 = time.perf_counter()
+        net.train()
+        for step in tqdm(
+            range(n_steps), desc="train rag-im-2024", disable=not progress, leave=False
+        ):
+            while (
+                len(stream) < cfg.batch_size
+            ):  # each epoch: every task draws_per_task times, shuffled
+                stream.extend(rng.permutation(np.repeat(np.arange(n), cfg.draws_per_task)).tolist())
+            b, stream = np.asarray(stream[: cfg.batch_size]), stream[cfg.batch_size :]
+            rows = ep.start[b] + (rng.random(len(b)) * ep.count[b]).astype(np.int64)
+            loss = self._loss(net, index, ep, b, rows)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            if (step + 1) % 10 == 0 or step + 1 == n_steps:
+                self.history_.append({"step": step + 1, "loss": float(np.mean(losses))})
+                losses = []
+        net.eval()
+        self.net_, self.index_ = net, index
+        self.n_steps_, self.n_train_tasks_ = n_steps, n
+        self.train_seconds_ = time.perf_counter() - t0
+        return self
+
+    def _loss(self, net, index, ep: _Episodes, b: np.ndarray, rows: np.ndarray):
+        """Mean binary cross-entropy over the (task, row) pairs; one pass per distinct task."""
+        dev = self._device
+        uniq, inv = np.unique(b, return_inverse=True)
+        nbp, nbe, pad = self._inputs(index, ep.nb[uniq])
+        theta, _ = net(ep.q[uniq], nbp, nbe, pad, ep.own[uniq])
+        th = theta[torch.as_tensor(inv, device=dev)]
+        r = torch.as_tensor(rows, device=dev)
+        logit = th[:, 0] + (ep.D[r] * th[:, 1:]).sum(1)
+        return nn.functional.binary_cross_entropy_with_logits(logit, ep.y[r])
+
+    # ------------------------------------------------------------------ generation
+    def _check_ready(self, index):
+        if self.net_ is None:
+            raise ValidationError(
+                "this RagIm2024Generator is not fitted; call fit(index) or load() first"
+            )
+        if (
+            index.model != self.model_kind_
+            or param_names(index.model, index.schema) != self.param_names_
+        ):
+            raise ValidationError(
+                f"the index ({index.model}, {len(param_names(index.model, index.schema))} params) "
+                f"does not match the generator ({self.model_kind_}, {len(self.param_names_)} "
+                "params); use the index it was trained on"
+            )
+        from ragim.embed import check_identity
+
+        check_identity(self.embedder_identity_, index.embedder)
+
+    def _own_slots(
+        self, own, own_rows, n_queries: int, single: bool
+    ) -> tuple[np.ndarray, list[bool]]:
+        """The own-model slot per query: zeros unless an own model of >= gate_rows rows is given."""
+        P = len(self.param_names_)
+        slots, used = np.zeros((n_queries, P), dtype=np.float32), [False] * n_queries
+        if own is None:
+            if own_rows is not None:
+                raise ValidationError(
+                    "own_rows was given without own=; pass the task's own fitted ModelParams too"
+                )
+            return slots, used
+        owns = [own] if single else list(own) if isinstance(own, list | tuple) else None
+        rows = (
+            [own_rows] if single else list(own_rows) if isinstance(own_rows, list | tuple) else None
+        )
+        if owns is None or rows is None or len(owns) != n_queries or len(rows) != n_queries:
+            raise ValidationError(
+                f"for {n_queries} queries give own= and own_rows= as lists of {n_queries} "
+                "(None where a task has no own model)"
+            )
+        for i, (p, n) in enumerate(zip(owns, rows, strict=True)):
+            if p is None:
+                continue
+            if (
+                not isinstance(p, ModelParams)
+                or p.kind != self.model_kind_
+                or p.names != self.param_names_
+            ):
+                raise ValidationError(
+                    f"own model {i} must be {self.model_kind_} ModelParams over the index's schema "
+                    f"({len(self.param_names_)} parameters)"
+                )
+            if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
+                raise ValidationError(
+                    f"own_rows {i} must be the number of rows the own model was fitted on "
+                    f"(an integer >= 0), got {n!r}"
+                )
+            if n >= self.config.gate_rows:
+                slots[i], used[i] = p.vector, True
+        return slots, used
+
+    def generate_params(
+        self,
+        query: str | Task | Sequence[str | Task],
+        index=None,
+        *,
+        k: int | None = None,
+        exclude=None,
+        own: ModelParams | Sequence[ModelParams | None] | None = None,
+        own_rows: int | Sequence[int | None] | None = None,
+    ) -> ModelParams | list[ModelParams]:
+        """Generated parameters with provenance (the last block's attention weights).
+
+        Parameters
+        ----------
+        query : a description, a Task (its description is used) or a list of either.
+        index : the TaskIndex to retrieve from (default: the one it was fitted on).
+        k : neighbours (default ``config.k``).
+        exclude : task ids or a predicate such as :func:`ragim.index.leak_free`.
+        own, own_rows : few-shot: the task's own fitted ModelParams and the number of rows
+            it was fitted on (lists for a batch). The gate uses it only when
+            ``own_rows >= config.gate_rows`` (50); otherwise the output is the zero-shot one.
+
+        Raises
+        ------
+        ValidationError
+            Unfitted generator, another index's schema or embedder, bad ``k``, bad own
+            model, or no neighbour left after the exclusions.
+        """
+        index = self._resolve_index(index)
+        self._check_ready(index)
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1):
+            raise ValidationError(
+                f"k must be a positive integer (rag-im-2024 needs neighbours), got {k!r}"
+            )
+        k = min(self.config.k if k is None else int(k), len(index))
+        vecs, items, single = index.embed_queries(query)
+        slots, used = self._own_slots(own, own_rows, len(items), single)
+        rows, hits = self._neighbours(index, vecs, exclude, k)
+        empty = [i for i, hs in enumerate(hits) if not hs]
+        if empty:
+            raise ValidationError(
+                f"no neighbours left after exclusions for queries {empty[:5]}; relax `exclude` "
+                "or grow the index"
+            )
+        nbp, nbe, pad = self._inputs(index, rows)
+        with torch.no_grad():
+            theta, w = self.net_(
+                torch.as_tensor(vecs, dtype=torch.float32, device=self._device),
+                nbp,
+                nbe,
+                pad,
+                torch.as_tensor(slots, device=self._device),
+            )
+        theta, w = theta.cpu().numpy().astype(np.float64), w.cpu().numpy()
+        out = []
+        for qi, hs in enumerate(hits):
+            meta = {
+                "source": "generated",
+                "generator": "rag-im-2024",
+                "k": len(hs),
+                "own_model_used": used[qi],
+                "provenance": provenance_records(hs, w[qi, : len(hs)]),
+            }
+            if isinstance(items[qi], Task):
+                meta["task_id"] = items[qi].task_id
+            out.append(ModelParams(self.model_kind_, index.schema, theta[qi], metadata=meta))
+        return out[0] if single else out
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Save atomically: ``config.json``, ``state.json``, ``model.safetensors`` (no pickle)."""
+        from safetensors.torch import save as st_save
+
+        from ragim.io import json_bytes, write_artifact
+
+        if self.net_ is None:
+            raise ValidationError(
+                "cannot save an unfitted RagIm2024Generator; call fit(index) first"
+            )
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
+        state = {
+            "model_kind": self.model_kind_,
+            "param_names": self.param_names_,
+            "schema": self.schema_.to_dict(),
+            "embedder": self.embedder_identity_,
+            "emb_dim": int(self.net_.q_in.in_features),
+            "history": self.history_,
+        }
+        return write_artifact(
+            path,
+            FORMAT,
+            {
+                "config.json": json_bytes(asdict(self.config)),
+                "state.json": json_bytes(state),
+                "model.safetensors": st_save(tensors),
+            },
+        )
+
+    save_pretrained = save
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str | None = None) -> RagIm2024Generator:
+        """Open a saved generator; checksums, format and shapes are verified.
+
+        Raises
+        ------
+        ArtifactError
+            A missing, damaged or foreign file, named with what was expected.
+        """
+        from safetensors import SafetensorError
+        from safetensors.torch import load as st_load
+
+        from ragim.device import resolve_device
+        from ragim.io import read_artifact
+        from ragim.schema import FeatureSchema
+
+        art = read_artifact(path, FORMAT)
+        root = Path(art.path)
+
+        def bad(name: str, exc: BaseException | str) -> ArtifactError:
+            return ArtifactError(f"{root / name}: not a valid rag-im-2024 generator file ({exc})")
+
+        try:
+            cfg = RagIm2024Config(**art.read_json("config.json"))
+        except (TypeError, ValueError, ValidationError) as exc:
+            raise bad("config.json", exc) from exc
+        if device is not None:
+            cfg.device = device
+        try:
+            state = art.read_json("state.json")
+            model_kind, names = state["model_kind"], list(state["param_names"])
+            schema = FeatureSchema.from_dict(state["schema"])
+            emb_dim, embedder, history = (
+                int(state["emb_dim"]),
+                state["embedder"],
+                list(state.get("history", [])),
+            )
+            expected = param_names(model_kind, schema)
+        except (TypeError, KeyError, ValueError, ValidationError) as exc:
+            raise bad("state.json", exc) from exc
+        if names != expected:
+            raise bad(
+                "state.json",
+                f"its {len(names)} param_names are not the {len(expected)} of its schema",
+            )
+        try:
+            tensors = st_load(art.read_bytes("model.safetensors"))
+        except (SafetensorError, ValueError, RuntimeError) as exc:
+            raise bad("model.safetensors", exc) from exc
+        gen = cls(cfg)
+        gen._device = resolve_device(cfg.device)
+        try:
+            net = RagIm2024Net(len(names), emb_dim, cfg)
+            net.load_state_dict(tensors)
+        except (RuntimeError, TypeError, ValueError) as exc:
+            raise ArtifactError(
+                f"{root / 'model.safetensors'}: its weights do not fit {root / 'config.json'} and "
+                f"{root / 'state.json'} ({str(exc)[:300]})"
+            ) from exc
+        gen.model_kind_, gen.param_names_, gen.schema_ = model_kind, names, schema
+        gen.embedder_identity_, gen.history_ = embedder, history
+        gen.net_ = net.to(gen._device).eval()
+        return gen
+
+    from_pretrained = load
+
+    def __repr__(self) -> str:
+        state = "fitted" if self.net_ is not None else "not fitted"
+        c = self.config
+        return f"RagIm2024Generator(k={c.k}, hidden={c.hidden}, blocks={c.blocks}, {state})"
