@@ -76,7 +76,7 @@ _TOKENS = r"(?u)\b\w+\b"  # keep one-character words ("stage I", "type 2")
 #: per validation fold, at most this many refits without a held-out task's overlapping tasks
 MAX_REFITS = 64
 #: indices of up to this many tasks are validated leave-one-task-out (every task held out once)
-LOO_MAX_TASKS = 60
+LOO_MAX_TASKS = 30
 
 
 @dataclass
@@ -92,7 +92,7 @@ class StatisticalConfig:
     embedding_sharpness: float = field(default=5.0, metadata={"help": "kernel exp(s (cos - 1)) of the neighbors candidate"})
     neighbor_k: int = field(default=10, metadata={"help": "neighbours averaged by the neighbor-mean candidate"})
     cv_folds: int = field(default=5, metadata={"help": "leave-task-out folds that choose the stack weights "
-                                                         "(every task is its own fold on indices of up to 60 tasks)"})
+                                                         "(every task is its own fold on indices of up to 30 tasks)"})
     max_rows_per_task: int = field(default=500, metadata={"help": "rows per task in the validation loss"})
     pooled_rows: int = field(default=200_000, metadata={"help": "rows the pooled model is fitted on (subsampled)"})
     seed: int = field(default=0, metadata={"help": "random seed (folds, subsamples)"})
@@ -278,6 +278,9 @@ class StatisticalGenerator(Generator):
         validation inside the index.
     cv_ : the validation table: held-out mean log-loss of each candidate and of the stack.
     interval_scale_ : the factor that calibrates the coefficient SDs on held-out tasks.
+    heldout_params_ : ``{task_id: parameters}`` of the validation: each index task's model as the
+        stack generated it without the task and the tasks sharing its patients (a leak-free
+        base for a generator trained on top, e.g. the AttentionGenerator). Not saved.
     """
 
     def __init__(self, config: StatisticalConfig | None = None, **overrides: Any):
@@ -312,8 +315,8 @@ class StatisticalGenerator(Generator):
         if len(tasks) > cfg.max_tasks:  # the largest tasks carry the most information
             order = np.argsort([-t.n_rows for t in tasks], kind="stable")[: cfg.max_tasks]
             tasks = [tasks[i] for i in sorted(order)]
-        summ = task_summaries(tasks, index.model, index.schema, self.pooled_, center=self.center_,
-                              prior_sd=cfg.prior_sd, intercept_prior_sd=cfg.intercept_prior_sd)
+        summ = task_summaries(tasks, index.model, index.schema, self.pooled_, prior_sd=cfg.prior_sd,
+                              intercept_prior_sd=cfg.intercept_prior_sd)
         summ.fits = index.params_matrix(summ.ids) @ T.T  # the index's own fits, centred
         descriptions = [t.description for t in tasks]
         vectors = index.vectors(summ.ids).astype(np.float64)
@@ -344,13 +347,17 @@ class StatisticalGenerator(Generator):
                 held_rows.append(_rows(tasks[j], index, cfg.max_rows_per_task, rng))
             bar.update()
         if held:
-            self.stack_, self.cv_, self.interval_scale_ = _stack(cfg.candidates, held, held_pos, held_rows, summ,
-                                                                 self.center_)
+            self.stack_, self.cv_, self.interval_scale_, stacked = _stack(cfg.candidates, held, held_pos, held_rows,
+                                                                          summ, self.center_)
+            uncentre = np.linalg.inv(T)
+            self.heldout_params_ = {summ.ids[int(j)]: uncentre @ th
+                                    for j, th in zip(np.concatenate(held_pos), stacked, strict=True)}
         else:  # every task shares patients with all the others: nothing can be held out honestly
             self.stack_ = {"shift": 0.0, "baseline": {"pooled": 1.0}, "slopes": {"pooled": 1.0}}
             self.cv_ = {"n_tasks": 0, "candidates": {}, "stack": None,
                         "note": "no task could be held out without its patients; the pooled model is used"}
             self.interval_scale_ = 1.0
+            self.heldout_params_ = {}
         self.fitted_ = _Fitted(cfg, summ, pooled_c, descriptions, vectors, groups)
         self.summaries_, self.descriptions_, self.vectors_, self.groups_ = summ, descriptions, vectors, groups
         self.index_ = index
@@ -651,8 +658,9 @@ def _rows(task: Task, index, max_rows: int, rng) -> tuple[np.ndarray, np.ndarray
 
 
 def _stack(candidates: tuple[str, ...], held: list[dict], held_pos: list[np.ndarray], held_rows: list,
-           summ: TaskSummaries, center: np.ndarray) -> tuple[dict, dict, float]:
-    """Stack weights by held-out mean per-task log-loss; the CV table; the interval scale.
+           summ: TaskSummaries, center: np.ndarray) -> tuple[dict, dict, float, np.ndarray]:
+    """Stack weights by held-out mean per-task log-loss; the CV table; the interval scale; the
+    stacked (centred) parameters of every held-out task, in ``held_pos`` order.
 
     ``held`` holds, per held-out task, each candidate's (centred parameters, variances).
 
@@ -731,7 +739,7 @@ def _stack(candidates: tuple[str, ...], held: list[dict], held_pos: list[np.ndar
     num = np.sum(((obs - mean) ** 2 - obs_var)[informative])
     den = np.sum((sd**2)[informative])
     scale = float(np.clip(num / den, 0.05, 20.0)) if den > 0 else 1.0
-    return stack, cv, scale
+    return stack, cv, scale, mean
 
 
 __all__ = ["CANDIDATES", "StatisticalConfig", "StatisticalGenerator"]
