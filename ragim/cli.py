@@ -42,6 +42,7 @@ from ragim.cli_common import (
     print_table,
     setup,
     short,
+    show_progress,
     silence_library_progress,
     warn,
 )
@@ -161,7 +162,7 @@ def index_search(
 
 
 def _load_generator(path: Path):
-    """Open a saved generator (attention, LM or rag-im-2024) by its manifest's format."""
+    """Open a saved generator (statistical, attention, LM or rag-im-2024) by its manifest's format."""
     manifest = Path(path) / "manifest.json"
     try:
         fmt = json.loads(manifest.read_bytes()).get("format") if manifest.is_file() else None
@@ -171,6 +172,10 @@ def _load_generator(path: Path):
         from ragim.generate.lm import LMGenerator
 
         return LMGenerator.load(path)
+    if fmt == "ragim.statistical-generator":
+        from ragim.generate.statistical import StatisticalGenerator
+
+        return StatisticalGenerator.load(path)
     if fmt == "ragim.rag-im-2024-generator":
         from ragim.generate.ragim2024 import RagIm2024Generator
 
@@ -520,7 +525,15 @@ def generate(
             raise typer.BadParameter("--rerank, --reward-model and --num-candidates work only with an LM generator")
         params = gen.generate_params(description, index, k=k, **lm_options)
     else:
-        params = neighbor_mean(index, description, k=10 if k is None else k)
+        from ragim.generate.statistical import default_generator
+
+        gen = default_generator(index, progress=show_progress(as_json))
+        if gen is not None:
+            params = gen.generate_params(description, index, k=k)
+        else:
+            warn("the index holds no task rows, so the default (statistical) generator cannot be fitted; "
+                      "using the similarity-weighted neighbour mean")
+            params = neighbor_mean(index, description, k=10 if k is None else k)
     meta = {"description": description}
     if outcome_name is not None:
         if not outcome_name.strip():

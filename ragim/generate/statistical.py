@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -580,6 +581,28 @@ class StatisticalGenerator(Generator):
         return f"StatisticalGenerator({len(self.summaries_.ids)} tasks, stack baseline/slopes: {w})"
 
 
+# ---------------------------------------------------------------------- the default
+_DEFAULTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def default_generator(index, *, progress: bool = False) -> StatisticalGenerator | None:
+    """The default generator, a :class:`StatisticalGenerator` fitted on ``index``.
+
+    Fitted once per index object and kept while the index lives (refitted when tasks are
+    added or removed). ``None`` when the index holds no task rows to learn from (built with
+    ``keep_tasks=False``, grown with ``add()``, or saved without tasks); callers then fall back
+    to the neighbour mean and say so.
+    """
+    if getattr(index, "tasks", None) is None:
+        return None
+    key = (len(index), id(index.tasks))
+    held = _DEFAULTS.get(index)
+    if held is None or held[0] != key:
+        held = (key, StatisticalGenerator().fit(index, progress=progress))
+        _DEFAULTS[index] = held
+    return held[1]
+
+
 # ---------------------------------------------------------------------- helpers
 def _index_tasks(index) -> list[Task]:
     if index.tasks is None:
@@ -742,4 +765,4 @@ def _stack(candidates: tuple[str, ...], held: list[dict], held_pos: list[np.ndar
     return stack, cv, scale, mean
 
 
-__all__ = ["CANDIDATES", "StatisticalConfig", "StatisticalGenerator"]
+__all__ = ["CANDIDATES", "StatisticalConfig", "StatisticalGenerator", "default_generator"]
