@@ -337,6 +337,13 @@ class TaskIndex:
         exclude : task ids, or a predicate over records (``{"task_id", "description",
             "metadata", "stats"}``) such as :func:`leak_free`; for a batch, one per query
             or one for all.
+
+        Returns the ``k`` best tasks that are not excluded whenever ``k`` remain, on every
+        index type and device: when an approximate index (IVF, HNSW) cannot reach enough
+        eligible tasks with its own ``nprobe`` / ``efSearch``, the search is repeated on
+        the eligible tasks only, wider, and exactly as the last resort
+        (:meth:`ragim.vector_store.VectorStore.search`). Fewer than ``k`` come back only
+        when fewer than ``k`` tasks are eligible.
         """
         vecs, items, single = self.embed_queries(query)
         return self.search_vectors(vecs, k, exclude=exclude, single=single)
@@ -344,19 +351,30 @@ class TaskIndex:
     def search_vectors(self, vectors: np.ndarray, k: int = 5, *, exclude=None, single: bool = False):
         """Like :meth:`search` with precomputed query vectors."""
         n = len(vectors)
-        preds = [_as_predicate(e) for e in per_query_excludes(exclude, n)]
+        excludes = per_query_excludes(exclude, n)
         records = self._records
+        preds: list[Callable[[Record], bool] | None] = [None] * n
+        rows: list[np.ndarray | None] = [None] * n
+        for qi, e in enumerate(excludes):
+            if e is None:
+                continue
+            if callable(e):
+                preds[qi] = e
+            else:  # ids: their rows are known, so FAISS can be told them up front
+                ids = [e] if isinstance(e, str) else list(e)
+                rows[qi] = np.array([self._id_to_row[t] for t in ids if t in self._id_to_row], dtype=np.int64)
         skip = None
         if any(p is not None for p in preds):
             def skip(qi: int, row: int) -> bool:
                 p = preds[qi]
                 return p is not None and p(records[row])
+        excluded = rows if any(r is not None for r in rows) else None
         with self._lock:
-            scores, rows = self.store.search(vectors, k, skip=skip)
+            scores, rows_found = self.store.search(vectors, k, skip=skip, excluded=excluded)
         out = []
         for qi in range(n):
             hits = []
-            for s, r in zip(scores[qi], rows[qi], strict=True):
+            for s, r in zip(scores[qi], rows_found[qi], strict=True):
                 if r < 0:
                     continue
                 rec = records[r]
