@@ -111,19 +111,34 @@ def _logloss(y: np.ndarray, p: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
 
 
-def _default_schema(tasks, base: FeatureSchema | None) -> FeatureSchema:
-    """Fit a copy of the tasks' schema on their pooled rows (≤ SCHEMA_MAX_ROWS, deterministic)."""
-    if base is None:
-        base = FeatureSchema.infer(tasks[0].X)
+def fit_schema(tasks: TaskCollection | Sequence[Task], schema: FeatureSchema | None = None) -> FeatureSchema:
+    """The schema :func:`fit_many` uses by default: a copy of ``schema`` (default: the
+    collection's, else inferred from the first task) fitted on the pooled rows of the
+    tasks whose rows match it, up to 200,000 rows taken from tasks in a fixed random
+    order (seed 0), so the same tasks always give the same schema.
+
+    Examples
+    --------
+    >>> from ragim import datasets
+    >>> tasks = datasets.synthetic_family(n_tasks=20, n_features=3, seed=0)
+    >>> fit_schema(tasks).is_fitted
+    True
+    """
+    if schema is None:
+        schema = tasks.schema if isinstance(tasks, TaskCollection) and tasks.schema is not None else None
+    base = FeatureSchema.infer(tasks[0].X) if schema is None else schema
     chosen, total = {}, 0
-    for i in np.random.default_rng(0).permutation(len(tasks)):
-        X = tasks[int(i)].X
-        try:
-            base.validate_frame(X)
-        except ValidationError:
-            continue  # the task gets its own status later
-        chosen[int(i)] = X
-        total += len(X)
+    order = [int(i) for i in np.random.default_rng(0).permutation(len(tasks))]
+    for s in range(0, len(order), 256):
+        block = {i: tasks[i] for i in order[s : s + 256]}
+        good = _matching(base, list(block.values()))
+        for i, t in block.items():
+            if t.task_id not in good:
+                continue  # the task gets its own status later
+            chosen[i] = t.X
+            total += len(t.X)
+            if total >= SCHEMA_MAX_ROWS:
+                break
         if total >= SCHEMA_MAX_ROWS:
             break
     frames = [chosen[i] for i in sorted(chosen)]  # task order: the same rows give the same schema
@@ -133,6 +148,59 @@ def _default_schema(tasks, base: FeatureSchema | None) -> FeatureSchema:
     if len(pooled) > SCHEMA_MAX_ROWS:
         pooled = pooled.sample(n=SCHEMA_MAX_ROWS, random_state=0)
     return base.copy().fit(pooled)
+
+
+def _same_layout_groups(schema: FeatureSchema, tasks: list[Task]) -> list[list[Task]]:
+    """Tasks grouped by column names and order and by the dtypes of their categorical
+    columns: pandas concatenates those without changing a value that the schema reads
+    (mixing an int and a float categorical column would turn level 4 into 4.0; numeric
+    columns are read as floats either way)."""
+    categorical = [f.name for f in schema.features if f.type == "categorical"]
+    groups: dict[tuple, list[Task]] = {}
+    for t in tasks:
+        cols = tuple(str(c) for c in t.X.columns)
+        key = (cols, tuple(str(t.X[c].dtype) if c in cols else "" for c in categorical))
+        groups.setdefault(key, []).append(t)
+    return list(groups.values())
+
+
+def _matching(schema: FeatureSchema, tasks: list[Task]) -> set[str]:
+    """Ids of the tasks whose rows pass ``schema.validate_frame``, checked a group at a time
+    (the checks are row by row, so a group passes exactly when each of its tasks does)."""
+    ok = set()
+    for group in _same_layout_groups(schema, tasks):
+        try:
+            schema.validate_frame(pd.concat([t.X for t in group], ignore_index=True))
+            ok.update(t.task_id for t in group)
+        except ValidationError:
+            for t in group:
+                try:
+                    schema.validate_frame(t.X)
+                    ok.add(t.task_id)
+                except ValidationError:
+                    pass
+    return ok
+
+
+def _design(schema: FeatureSchema, tasks: list[Task]) -> list[np.ndarray]:
+    """``schema.transform`` of every task's rows (all valid), a same-layout group at a time."""
+    out: dict[str, np.ndarray] = {}
+    for group in _same_layout_groups(schema, tasks):
+        Z = schema.transform(pd.concat([t.X for t in group], ignore_index=True))
+        bounds = np.cumsum([0] + [t.n_rows for t in group])
+        out.update((t.task_id, Z[a:b]) for t, a, b in zip(group, bounds[:-1], bounds[1:], strict=True))
+    return [out[t.task_id] for t in tasks]
+
+
+def _prechecks(tasks: list[Task], schema: FeatureSchema, min_rows: int, min_per_class: int) -> list[str]:
+    """``"ok"`` or the reason each task cannot be fitted; rows are validated a group at a
+    time, and a task is validated alone (for its own message) only when its group fails."""
+    status = ["; ".join(t.fit_problems(min_rows=min_rows, min_per_class=min_per_class)) or "ok" for t in tasks]
+    passed = _matching(schema, [t for t, st in zip(tasks, status, strict=True) if st == "ok"])
+    for k, t in enumerate(tasks):
+        if status[k] == "ok" and t.task_id not in passed:
+            status[k] = _precheck(t, schema, min_rows, min_per_class)
+    return status
 
 
 def _precheck(task: Task, schema: FeatureSchema, min_rows: int, min_per_class: int) -> str:
@@ -205,7 +273,7 @@ def _ticking(results, bar):
 
 # ---------------------------------------------------------------------- batched L2 logistic
 def _run_batched(fit_fn, schema: FeatureSchema, tasks: list[Task], C: float, cv: int, seed: int, device):
-    Z = [schema.transform(t.X) for t in tasks]
+    Z = _design(schema, tasks)
     ys = [t.y for t in tasks]
     fit = fit_fn(Z, ys, C=C, device=device)
     folds = [_folds(t.y, cv, seed) for t in tasks]
@@ -319,11 +387,11 @@ def fit_many(tasks: TaskCollection | Sequence[Task], model: str | type | Any = "
                 raise DependencyError(f"the batched solver is unavailable ({exc}); use solver='sklearn'") from exc
 
     if schema is None:
-        schema = _default_schema(tasks, base)
+        schema = fit_schema(tasks, base)
     elif not isinstance(schema, FeatureSchema):
         raise ValidationError(f"schema must be a FeatureSchema, got {type(schema).__name__}")
     elif not schema.is_fitted:
-        schema = _default_schema(tasks, schema)
+        schema = fit_schema(tasks, schema)
 
     bar = None
     if progress:
@@ -338,8 +406,10 @@ def fit_many(tasks: TaskCollection | Sequence[Task], model: str | type | Any = "
             for t in chunk:
                 if t.task_id in status:
                     raise ValidationError(f"duplicate task id {t.task_id!r} in fit_many input")
-                status[t.task_id] = _precheck(t, schema, min_rows, min_per_class)
-                if status[t.task_id] == "ok":
+                status[t.task_id] = "pending"
+            for t, st in zip(chunk, _prechecks(chunk, schema, min_rows, min_per_class), strict=True):
+                status[t.task_id] = st
+                if st == "ok":
                     todo.append(t)
                 else:
                     stats[t.task_id] = _stats(t, "none")
