@@ -45,6 +45,8 @@ import numpy as np
 from ragim.errors import DependencyError, ValidationError
 
 FLAT_MAX = 100_000
+#: vectors an IVF / PQ / SQ index is trained on (a random sample of a larger collection)
+TRAIN_SIZE = 200_000
 STORAGES = ("memory", "ondisk")
 #: the largest k FAISS GPU indices answer in one call
 GPU_MAX_K = 2048
@@ -84,6 +86,22 @@ def auto_factory(n: int, d: int) -> str:
     return f"IVF{nlist},Flat"
 
 
+def needs_training(factory: str, dim: int) -> bool:
+    """Whether a FAISS index built from ``factory`` ("auto" is never passed here) must be
+    trained before vectors are added (IVF, PQ, SQ: yes; Flat, HNSW32: no).
+
+    Examples
+    --------
+    >>> needs_training("Flat", 8), needs_training("IVF16,SQ8", 8)
+    (False, True)
+    """
+    faiss = import_faiss()
+    try:
+        return not faiss.index_factory(int(dim), _canonical(factory), faiss.METRIC_INNER_PRODUCT).is_trained
+    except RuntimeError as exc:
+        raise ValidationError(f"invalid FAISS index string {factory!r}: {str(exc).splitlines()[0]}") from exc
+
+
 def _normalise(v: np.ndarray, where: str = "vectors") -> np.ndarray:
     v = np.ascontiguousarray(np.asarray(v, dtype=np.float32))
     if v.ndim != 2:
@@ -118,7 +136,7 @@ class VectorStore:
     # ------------------------------------------------------------------ build
     @classmethod
     def build(cls, vectors: np.ndarray, index: str = "auto", *, nprobe: int = 32, ef_search: int = 128,
-              device: str | None = "auto", train_size: int = 200_000, seed: int = 0,
+              device: str | None = "auto", train_size: int = TRAIN_SIZE, seed: int = 0,
               storage: str = "memory") -> VectorStore:
         """A store holding ``vectors`` (n, dim), trained on up to ``train_size`` of them."""
         v = _normalise(vectors)
@@ -130,7 +148,7 @@ class VectorStore:
 
     @classmethod
     def create(cls, dim: int, index: str = "auto", *, n_total: int | None = None, train: np.ndarray | None = None,
-               nprobe: int = 32, ef_search: int = 128, device: str | None = "auto", train_size: int = 200_000,
+               nprobe: int = 32, ef_search: int = 128, device: str | None = "auto", train_size: int = TRAIN_SIZE,
                seed: int = 0, storage: str = "memory") -> VectorStore:
         """An empty store, trained when its index needs training, to be filled by :meth:`add`.
 
