@@ -14,6 +14,7 @@ from ragim.models.batched import (
     benchmark_fit,
     fit_logistic_batched,
     fit_logistic_sklearn_loop,
+    sklearn_loop_seconds,
 )
 
 
@@ -175,13 +176,27 @@ def test_float32_and_progress(capsys):
 
 
 def test_benchmark_tiny():
-    r = benchmark_fit(n_tasks=50, baseline_tasks=10, device="cpu")
-    assert set(r) == {"name", "n", "ours", "baseline", "ratio", "max_abs_diff", "device"}
+    r = benchmark_fit(n_tasks=50, baseline_tasks=10, device="cpu", threads=(1, 2))
+    assert set(r) == {"name", "n", "ours", "baseline", "ratio", "max_abs_diff", "device", "threads", "by_threads"}
     assert r["name"] == "fit" and r["n"] == 50 and r["device"] == "cpu"
-    assert set(r["ours"]) == {"tasks_per_s", "seconds", "description"}
-    assert set(r["baseline"]) == {"tasks_per_s", "seconds", "n", "description"}
+    assert set(r["ours"]) == {"tasks_per_s", "tasks_per_s_per_thread", "seconds", "description"}
+    assert set(r["baseline"]) == {"tasks_per_s", "tasks_per_s_per_thread", "seconds", "n", "description"}
     assert r["baseline"]["n"] == 10 and "extrapolated" in r["baseline"]["description"]
     assert r["ratio"] > 0 and r["max_abs_diff"] < 1e-3
+    # every comparison runs both sides on the same number of threads
+    assert r["threads"] == {"ours": 1, "baseline": 1} and set(r["by_threads"]) == {"1", "2"}
+    two = r["by_threads"]["2"]
+    assert two["threads"] == {"ours": 2, "baseline": 2}
+    assert two["ours"]["tasks_per_s_per_thread"] == pytest.approx(two["ours"]["tasks_per_s"] / 2)
+    assert two["ratio"] == pytest.approx(two["ours"]["tasks_per_s"] / two["baseline"]["tasks_per_s"])
+
+
+def test_the_sklearn_loop_gives_the_same_fit_on_any_number_of_processes():
+    X_list, y_list = _tasks(12, 3, seed=8)
+    _, one = sklearn_loop_seconds(X_list, y_list, threads=1)
+    _, two = sklearn_loop_seconds(X_list, y_list, threads=2)
+    np.testing.assert_array_equal(one.coef, two.coef)
+    assert one.status == two.status == ["ok"] * 12
 
 
 def test_ill_conditioned_tasks_reach_the_float64_minimiser():

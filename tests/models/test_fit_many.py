@@ -207,3 +207,24 @@ def test_int_and_float_coded_categories_are_not_mixed_in_one_chunk():
     for t in items:
         alone = fit_many([t], schema=res.schema, progress=False, cv=0)
         np.testing.assert_allclose(res.params[t.task_id].vector, alone.params[t.task_id].vector, atol=1e-12)
+
+
+def test_held_out_folds_are_scikit_learns_stratified_folds():
+    from sklearn.model_selection import StratifiedKFold
+
+    from ragim.models.fit_many import stratified_folds
+
+    rng = np.random.default_rng(3)
+    for trial in range(200):
+        n = int(rng.integers(6, 120))
+        y = (rng.random(n) < rng.uniform(0.1, 0.9)).astype(int)
+        cv, seed = int(rng.integers(2, 5)), int(rng.integers(0, 1000))
+        ours = stratified_folds(y, cv, seed)
+        if min(y.sum(), n - y.sum()) < cv:
+            assert ours is None
+            continue
+        theirs = list(StratifiedKFold(cv, shuffle=True, random_state=seed).split(np.zeros(n), y))
+        assert len(ours) == cv, trial
+        for (a_tr, a_te), (b_tr, b_te) in zip(ours, theirs, strict=True):
+            np.testing.assert_array_equal(a_tr, b_tr)
+            np.testing.assert_array_equal(a_te, b_te)
