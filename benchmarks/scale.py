@@ -86,6 +86,9 @@ def growth(res: dict) -> dict:
 
 
 def main() -> None:
+    import faiss  # noqa: F401  (loaded first, so the environment lists its BLAS and OpenMP)
+    import torch  # noqa: F401
+
     from ragim import bench
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
