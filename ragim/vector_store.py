@@ -326,14 +326,24 @@ class VectorStore:
         return keep
 
     def memory_bytes(self) -> int:
-        """Bytes of the serialised index (codes, ids and trained structures; on-disk lists included)."""
+        """Bytes of the serialised index: codes, ids and trained structures (for an on-disk
+        store, its lists' codes and ids too). Counted as FAISS writes them, never copied."""
         faiss = import_faiss()
         ivf = faiss.try_extract_index_ivf(self._cpu)
         if self.storage == "ondisk" and ivf is not None:
             lists = ivf.invlists
             code_bytes = sum(lists.list_size(i) * (ivf.code_size + 8) for i in range(ivf.nlist))
             return int(code_bytes + ivf.quantizer.ntotal * self.dim * 4)
-        return int(faiss.serialize_index(self._cpu).nbytes)
+        total = [0]
+
+        def count(chunk: bytes) -> int:
+            total[0] += len(chunk)
+            return len(chunk)
+
+        writer = faiss.PyCallbackIOWriter(count)
+        faiss.write_index(self._cpu, writer)
+        del writer
+        return int(total[0])
 
     # ------------------------------------------------------------------ search
     def search(self, queries: np.ndarray, k: int, *, skip: Callable[[int, int], bool] | None = None,
