@@ -76,9 +76,9 @@ def auto_factory(n: int, d: int) -> str:
     """The index chosen by ``index="auto"``: exact Flat up to 100k vectors, then IVF with
     about 4·sqrt(n) lists (searched with ``nprobe=32``).
 
-    Measured on 2 cores (docs/benchmarks.md): at 100k tasks HNSW32 reached only 0.81
-    recall@10 at efSearch=128 and took 14 s to build, while Flat is exact in ~3 ms per
-    query; at 1M, IVF4096,Flat was 40x faster than exact search with recall@10 = 1.0.
+    Measured on 2 cores: at 100k tasks HNSW32 reached only 0.81 recall@10 at
+    efSearch=128 and took 14 s to build, while Flat is exact; at 1M and 2M the IVF index
+    is many times faster than exact search at recall@10 near 1 (docs/benchmarks.md).
     """
     if n <= FLAT_MAX:
         return "Flat"
