@@ -137,11 +137,12 @@ class VectorStore:
     @classmethod
     def build(cls, vectors: np.ndarray, index: str = "auto", *, nprobe: int = 32, ef_search: int = 128,
               device: str | None = "auto", train_size: int = TRAIN_SIZE, seed: int = 0,
-              storage: str = "memory") -> VectorStore:
-        """A store holding ``vectors`` (n, dim), trained on up to ``train_size`` of them."""
+              storage: str = "memory", coarse: VectorStore | None = None) -> VectorStore:
+        """A store holding ``vectors`` (n, dim), trained on up to ``train_size`` of them
+        (``coarse``: see :meth:`create`)."""
         v = _normalise(vectors)
         store = cls.create(v.shape[1], index, n_total=len(v), train=v, nprobe=nprobe, ef_search=ef_search,
-                           device=device, train_size=train_size, seed=seed, storage=storage)
+                           device=device, train_size=train_size, seed=seed, storage=storage, coarse=coarse)
         for s in range(0, len(v), BLOCK_ROWS * 4):
             store.add(v[s : s + BLOCK_ROWS * 4])
         return store
@@ -149,7 +150,7 @@ class VectorStore:
     @classmethod
     def create(cls, dim: int, index: str = "auto", *, n_total: int | None = None, train: np.ndarray | None = None,
                nprobe: int = 32, ef_search: int = 128, device: str | None = "auto", train_size: int = TRAIN_SIZE,
-               seed: int = 0, storage: str = "memory") -> VectorStore:
+               seed: int = 0, storage: str = "memory", coarse: VectorStore | None = None) -> VectorStore:
         """An empty store, trained when its index needs training, to be filled by :meth:`add`.
 
         Parameters
@@ -161,12 +162,15 @@ class VectorStore:
             them are used, picked at random with ``seed``.
         storage : "memory", or "ondisk" (IVF indices only: the inverted lists go to a file,
             FAISS ``OnDiskInvertedLists``, in a temporary folder until the store is saved).
+        coarse : another IVF store of the same dimension and number of lists whose trained
+            coarse quantizer (the k-means centroids) is copied, so only the codec is trained:
+            several codecs over the same vectors run k-means once.
 
         Raises
         ------
         ValidationError
-            For an invalid factory string, too few training vectors, or ``storage="ondisk"``
-            with an index that has no inverted lists.
+            For an invalid factory string, too few training vectors, ``storage="ondisk"``
+            with an index that has no inverted lists, or a ``coarse`` store that does not match.
         """
         if storage not in STORAGES:
             raise ValidationError(f"storage must be one of {list(STORAGES)}, got {storage!r}")
@@ -178,10 +182,10 @@ class VectorStore:
             factory = _canonical(index)
         store = cls(dim, factory, nprobe=nprobe, ef_search=ef_search, device=device, storage=storage)
         sample = np.zeros((0, int(dim)), np.float32) if train is None else _normalise(train, "training vectors")
-        store._create(sample, train_size=train_size, seed=seed)
+        store._create(sample, train_size=train_size, seed=seed, coarse=coarse)
         return store
 
-    def _create(self, sample: np.ndarray, *, train_size: int, seed: int) -> None:
+    def _create(self, sample: np.ndarray, *, train_size: int, seed: int, coarse: VectorStore | None = None) -> None:
         faiss = import_faiss()
         try:
             index = faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
@@ -192,6 +196,15 @@ class VectorStore:
                 f"storage='ondisk' keeps the inverted lists of an IVF index on disk, but {self.factory!r} has none; "
                 "use an IVF index such as 'IVF4096,Flat' or 'IVF4096,SQ8', or storage='memory'"
             )
+        if coarse is not None:
+            ivf, src = faiss.try_extract_index_ivf(index), faiss.try_extract_index_ivf(coarse._cpu)
+            if ivf is None or src is None or ivf.nlist != src.nlist or coarse.dim != self.dim or not src.is_trained:
+                raise ValidationError(f"coarse= needs a trained IVF store with the lists of {self.factory!r} "
+                                      f"(dimension {self.dim}), got {coarse.factory!r} (dimension {coarse.dim})")
+            quantizer = faiss.clone_index(src.quantizer)
+            ivf.quantizer = quantizer  # trained with nlist centroids: IndexIVF.train skips k-means
+            ivf.own_fields = True
+            quantizer.this.disown()
         inner = faiss.downcast_index(index)
         if getattr(inner, "do_polysemous_training", False):
             # Polysemous codes only serve Hamming pre-filtering of L2 searches; ordering them

@@ -75,3 +75,24 @@ def test_bad_streaming_options_are_named():
         TaskIndex.build(tasks, embedder="hashing:384", storage="cloud", progress=False)
     with pytest.raises(ValidationError, match="'Flat' has none; use an IVF index"):
         TaskIndex.build(tasks, embedder="hashing:384", storage="ondisk", progress=False)
+
+
+def test_stores_of_several_codecs_can_share_one_k_means(tmp_path):
+    from ragim.vector_store import VectorStore
+
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(2000, 16)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    flat = VectorStore.build(v, index="IVF32,Flat", device="cpu")
+    sq8 = VectorStore.build(v, index="IVF32,SQ8", device="cpu", coarse=flat)
+    faiss = pytest.importorskip("faiss")
+    centroids = []
+    for name, store in (("flat", flat), ("sq8", sq8)):
+        store.write(tmp_path / name)
+        centroids.append(faiss.extract_index_ivf(faiss.read_index(str(tmp_path / name))).quantizer.reconstruct_n(0, 32))
+    np.testing.assert_array_equal(*centroids)
+    _, a = flat.search(v[:20], 5)
+    _, b = sq8.search(v[:20], 5)
+    assert np.mean([len(set(x) & set(y)) / 5 for x, y in zip(a, b, strict=True)]) >= 0.9
+    with pytest.raises(ValidationError, match="coarse= needs a trained IVF store with the lists of 'IVF64,SQ8'"):
+        VectorStore.build(v, index="IVF64,SQ8", device="cpu", coarse=flat)
