@@ -89,7 +89,8 @@ def test_stores_of_several_codecs_can_share_one_k_means(tmp_path):
     centroids = []
     for name, store in (("flat", flat), ("sq8", sq8)):
         store.write(tmp_path / name)
-        centroids.append(faiss.extract_index_ivf(faiss.read_index(str(tmp_path / name))).quantizer.reconstruct_n(0, 32))
+        read = faiss.read_index(str(tmp_path / name))  # kept alive while its quantizer is read
+        centroids.append(faiss.extract_index_ivf(read).quantizer.reconstruct_n(0, 32))
     np.testing.assert_array_equal(*centroids)
     _, a = flat.search(v[:20], 5)
     _, b = sq8.search(v[:20], 5)
