@@ -121,7 +121,7 @@ def scale_section(res: dict) -> list[str]:
                 "",
                 f"`{next(iter(sb[min(sb)].values()))['description']}`: `VectorStore.create` trains the index on "
                 "the first 200,000 vectors, then each chunk is added and dropped, so no process ever holds every "
-                "vector twice. Peak RSS is the kernel's high-water mark (`ru_maxrss`) of a fresh Python process, "
+                "vector twice. Peak RSS is the kernel's high-water mark (`VmHWM`) of a fresh Python process, "
                 "including the pages of loaded libraries; peak anonymous RSS (sampled every 50 ms) leaves out "
                 "file-backed pages, such as the inverted lists of an on-disk index.", ""]
     ib = _sizes(res, "index_build")

@@ -122,7 +122,7 @@ class PeakMemory:
     """Samples this process's resident memory in a background thread: ``peak_anon_mb`` is
     the largest anonymous RSS seen (heap, arrays), which excludes file pages mapped from
     disk (an on-disk index); ``peak_rss_mb`` is the kernel's high-water mark of the whole
-    RSS (``ru_maxrss``, every page).
+    RSS (``VmHWM``, every page).
 
     Examples
     --------
@@ -163,6 +163,15 @@ class PeakMemory:
 
     @property
     def peak_rss_mb(self) -> float:
+        """The high-water mark of this process image's RSS (``VmHWM``). Not ``ru_maxrss``:
+        Linux carries that over ``fork`` + ``exec``, so a child started by a big parent
+        reports at least the parent's size."""
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
         import resource
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
