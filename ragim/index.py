@@ -219,6 +219,10 @@ class TaskIndex:
         emb = get_embedder(embedder)
         given = dict(params or {})
         ids = tasks.ids
+        if len(set(ids)) != len(ids):  # fit_many sees one chunk at a time, so check the whole collection here
+            seen: set[str] = set()
+            dupes = sorted({t for t in ids if t in seen or seen.add(t)})
+            raise ValidationError(f"duplicate task ids: {dupes[:10]}; every task needs its own id")
         fit = np.array([tid not in given for tid in ids])
         if fit.any():
             if schema is None or not schema.is_fitted:

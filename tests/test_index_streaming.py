@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ragim import TaskIndex, datasets
+from ragim import TaskCollection, TaskIndex, datasets
 from ragim.errors import ValidationError
 
 
@@ -97,3 +97,9 @@ def test_stores_of_several_codecs_can_share_one_k_means(tmp_path):
     assert np.mean([len(set(x) & set(y)) / 5 for x, y in zip(a, b, strict=True)]) >= 0.9
     with pytest.raises(ValidationError, match="coarse= needs a trained IVF store with the lists of 'IVF64,SQ8'"):
         VectorStore.build(v, index="IVF64,SQ8", device="cpu", coarse=flat)
+
+
+def test_duplicate_ids_in_different_chunks_are_refused(family):
+    twice = TaskCollection([family[0], family[1], family[0]], validate=False)
+    with pytest.raises(ValidationError, match=r"duplicate task ids: \['syn-0000000'\]"):
+        TaskIndex.build(twice, embedder="hashing:384", progress=False, chunk_size=2)
