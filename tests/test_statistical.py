@@ -201,3 +201,13 @@ def test_an_index_of_another_layout_is_refused(gen):
                             progress=False)
     with pytest.raises(ValidationError, match="does not match the generator"):
         gen.generate_params("x", other)
+
+
+def test_an_index_too_small_to_validate_gives_the_pooled_model():
+    fam = datasets.synthetic_family(n_tasks=2, n_features=2, seed=3, rows=(80, 120))
+    idx = TaskIndex.build(fam, embedder="hashing", progress=False)
+    g = StatisticalGenerator().fit(idx, progress=False)
+    assert g.stack_ == {"shift": 0.0, "baseline": {"pooled": 1.0}, "slopes": {"pooled": 1.0}}
+    assert "only 2 indexed task(s)" in g.cv_["note"]
+    p = g.generate_params("anything at all")
+    np.testing.assert_allclose(p.vector, g.pooled_, atol=1e-9)

@@ -297,7 +297,8 @@ class StatisticalGenerator(Generator):
         ------
         ValidationError
             When the index holds no task rows (built with ``keep_tasks=False``, grown with
-            ``add()`` or saved without tasks) or fewer than 3 tasks.
+            ``add()`` or saved without tasks). With fewer than 4 tasks nothing can be
+            validated, and the generator gives the pooled model (``cv_["note"]`` says so).
         """
         from tqdm.auto import tqdm
 
@@ -323,7 +324,7 @@ class StatisticalGenerator(Generator):
         vectors = index.vectors(summ.ids).astype(np.float64)
         groups = {"intercept": [0], "slopes": list(range(1, len(self.pooled_)))}
         bar.update()
-        plan = _cv_plan([index.record(t) for t in summ.ids], cfg.cv_folds, rng)
+        plan = _cv_plan([index.record(t) for t in summ.ids], cfg.cv_folds, rng) if len(tasks) >= 4 else []
         held: list[dict[str, tuple[np.ndarray, np.ndarray]]] = []
         held_rows, held_pos = [], []
 
@@ -353,10 +354,12 @@ class StatisticalGenerator(Generator):
             uncentre = np.linalg.inv(T)
             self.heldout_params_ = {summ.ids[int(j)]: uncentre @ th
                                     for j, th in zip(np.concatenate(held_pos), stacked, strict=True)}
-        else:  # every task shares patients with all the others: nothing can be held out honestly
+        else:  # fewer than 4 tasks, or every task shares patients with the others: nothing to validate on
             self.stack_ = {"shift": 0.0, "baseline": {"pooled": 1.0}, "slopes": {"pooled": 1.0}}
+            why = (f"only {len(tasks)} indexed task(s)" if len(tasks) < 4
+                   else "no task could be held out without its patients")
             self.cv_ = {"n_tasks": 0, "candidates": {}, "stack": None,
-                        "note": "no task could be held out without its patients; the pooled model is used"}
+                        "note": f"{why}: nothing can be validated inside the index, so the pooled model is used"}
             self.interval_scale_ = 1.0
             self.heldout_params_ = {}
         self.fitted_ = _Fitted(cfg, summ, pooled_c, descriptions, vectors, groups)
@@ -611,8 +614,6 @@ def _index_tasks(index) -> list[Task]:
             "tasks); rebuild it from a TaskCollection to fit a generator"
         )
     tasks = [t for t in index.tasks if t.task_id in index]
-    if len(tasks) < 3:
-        raise ValidationError(f"the statistical generator needs at least 3 indexed tasks, got {len(tasks)}")
     return tasks
 
 
