@@ -463,6 +463,12 @@ def build() -> str:
                   f"Command: `.venv/bin/python benchmarks/evaluate_all.py --only {name}` "
                   f"(per-task rows: `benchmarks/results/eval_{name}.csv`)", "", _code_block(md), "",
                   *eval_analysis(name)]
+    cov = RESULTS / "interval_coverage.md"
+    if cov.is_file():
+        lines += ["### Coefficient intervals of the default generator (synthetic)", "",
+                  "How often the nominal intervals (estimate ± z·SD) of the generated coefficients hold the "
+                  "held-out task's true coefficients (with the task's own deviation) and its oracle (without it), "
+                  "on the index's standardised scale:", "", cov.read_text().strip(), ""]
     runs = [("lm_training.md", "Tiny model (built in code), the default run"),
             ("lm_training_smollm2.md", "SmolLM2-135M, a very small budget"),
             ("lm_training_smollm2_30steps.md", "SmolLM2-135M, 30 SFT steps")]
