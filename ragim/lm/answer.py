@@ -41,6 +41,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ragim.checks import check_int, check_number
 from ragim.errors import GenerationError, ValidationError
 
 #: the most integer digits a number in an answer can have (so ``max_abs`` < 1000)
@@ -111,20 +112,8 @@ def check_keys(keys: Any) -> list[str]:
 
 
 def check_max_abs(max_abs: Any) -> float:
-    """``max_abs`` as a float after checking it is positive and finite; raises ValidationError."""
-    try:
-        m = float(max_abs)
-    except (TypeError, ValueError):
-        raise ValidationError(f"max_abs must be a positive number, got {max_abs!r}") from None
-    if not math.isfinite(m) or m <= 0:
-        raise ValidationError(f"max_abs must be a positive finite number, got {max_abs!r}")
-    return m
-
-
-def _check_decimals(decimals: Any) -> int:
-    if not isinstance(decimals, int) or isinstance(decimals, bool) or not 0 <= decimals <= MAX_DECIMALS:
-        raise ValidationError(f"decimals must be an int in 0..{MAX_DECIMALS}, got {decimals!r}")
-    return decimals
+    """``max_abs`` as a float after checking it is a positive finite number; raises ValidationError."""
+    return check_number(max_abs, "max_abs", gt=0)
 
 
 # --------------------------------------------------------------------------- numbers
@@ -183,7 +172,7 @@ class AnswerFormat:
 
     def __init__(self, keys: Sequence[str], *, decimals: int = 3, max_abs: float = 20.0):
         self.keys = tuple(check_keys(keys))
-        self.decimals = _check_decimals(decimals)
+        self.decimals = check_int(decimals, "decimals", ge=0, le=MAX_DECIMALS)
         self.max_abs = check_max_abs(max_abs)
 
     # ------------------------------------------------------------------ writing

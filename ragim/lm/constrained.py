@@ -25,13 +25,13 @@ Examples
 from __future__ import annotations
 
 import copy
-import math
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 
+from ragim.checks import check_int, check_number
 from ragim.errors import ValidationError
 from ragim.lm.answer import (
     AnswerFormat,
@@ -350,10 +350,8 @@ def generate_json_numbers(
     """
     keys = check_keys(keys)
     max_abs = check_max_abs(max_abs)
-    if not (isinstance(max_int_digits, int) and 1 <= max_int_digits <= 3):
-        raise ValidationError(f"max_int_digits must be 1..3, got {max_int_digits!r}")
-    if not (isinstance(max_frac_digits, int) and 0 <= max_frac_digits <= 3):
-        raise ValidationError(f"max_frac_digits must be 0..3, got {max_frac_digits!r}")
+    check_int(max_int_digits, "max_int_digits", ge=1, le=3)
+    check_int(max_frac_digits, "max_frac_digits", ge=0, le=3)
     fmt = JSONAnswerFormat(keys, decimals=max_frac_digits, max_abs=max_abs)
     return generate_answers(model, tokenizer, prompt_ids, fmt, max_int_digits=max_int_digits,
                             temperature=temperature, top_p=top_p, num_candidates=num_candidates,
@@ -394,24 +392,15 @@ def generate_answers(
     if not isinstance(answer_format, AnswerFormat):
         raise ValidationError(f"answer_format must be an AnswerFormat (ragim.lm.answer), "
                               f"got {type(answer_format).__name__}")
-    if not (isinstance(max_int_digits, int) and 1 <= max_int_digits <= 3):
-        raise ValidationError(f"max_int_digits must be 1..3, got {max_int_digits!r}")
+    max_int_digits = check_int(max_int_digits, "max_int_digits", ge=1, le=3)
     grammar = answer_format.grammar(max_int_digits=max_int_digits)
     if grammar.value_prefix != " ":
         raise ValidationError(f"this decoder writes values after a space; the grammar of "
                               f"{type(answer_format).__name__} starts them with {grammar.value_prefix!r}")
-    if not (isinstance(num_candidates, int) and num_candidates >= 1):
-        raise ValidationError(f"num_candidates must be a positive int, got {num_candidates!r}")
-    if not (isinstance(max_new_tokens_per_value, int) and max_new_tokens_per_value >= 1):
-        raise ValidationError(
-            f"max_new_tokens_per_value must be a positive int, got {max_new_tokens_per_value!r}"
-        )
-    temperature = float(temperature)
-    top_p = float(top_p)
-    if not (math.isfinite(temperature) and temperature >= 0):
-        raise ValidationError(f"temperature must be >= 0, got {temperature}")
-    if not (0 < top_p <= 1):
-        raise ValidationError(f"top_p must be in (0, 1], got {top_p}")
+    num_candidates = check_int(num_candidates, "num_candidates", ge=1)
+    max_new_tokens_per_value = check_int(max_new_tokens_per_value, "max_new_tokens_per_value", ge=1)
+    temperature = check_number(temperature, "temperature", ge=0)
+    top_p = check_number(top_p, "top_p", gt=0, le=1)
     if not isinstance(prompt_ids, torch.Tensor):
         prompt_ids = torch.as_tensor(prompt_ids, dtype=torch.long)
     if prompt_ids.dim() == 1:
