@@ -135,7 +135,7 @@ def decode_heldout(obj: Any) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(obj, Mapping) or "D" not in obj or "y" not in obj:
         raise ValidationError(
             "heldout must be a dict with keys 'D' (design-matrix rows) and 'y' (0/1 labels); "
-            "build it with ragim.rewards.encode_heldout(kind, schema, X, y)")
+            "build it with ragim.train.rewards.encode_heldout(kind, schema, X, y)")
     try:
         y = np.asarray(obj["y"], dtype=np.float64).reshape(-1)
         rows = list(obj["D"])
