@@ -47,14 +47,27 @@ def _range_text(gt: Bound, ge: Bound, lt: Bound, le: Bound) -> str:
     return ""
 
 
-def _check(value: Any, name: str, kind: type, noun: str, gt: Bound, ge: Bound, lt: Bound, le: Bound,
-           allow_none: bool) -> str | None:
+def _check(
+    value: Any,
+    name: str,
+    kind: type,
+    noun: str,
+    gt: Bound,
+    ge: Bound,
+    lt: Bound,
+    le: Bound,
+    allow_none: bool,
+) -> str | None:
     """The problem with ``value`` as one sentence, or None when it passes."""
     if value is None and allow_none:
         return None
     lo, hi = (gt if ge is None else ge), (lt if le is None else le)
-    closed = {(True, True): "both", (True, False): "left", (False, True): "right",
-              (False, False): "neither"}[(gt is None, lt is None)]
+    closed = {
+        (True, True): "both",
+        (True, False): "left",
+        (False, True): "right",
+        (False, False): "neither",
+    }[(gt is None, lt is None)]
     if (closed == "left" and lo is None) or (closed == "right" and hi is None):
         closed = "neither"  # the side without a bound has nothing to include
     ok = not isinstance(value, bool) and isinstance(value, kind)
@@ -71,8 +84,16 @@ def _check(value: Any, name: str, kind: type, noun: str, gt: Bound, ge: Bound, l
     return f"{name} must be {noun}{_range_text(gt, ge, lt, le)}{none}, got {value!r}"
 
 
-def check_int(value: Any, name: str, *, gt: Bound = None, ge: Bound = None, lt: Bound = None,
-              le: Bound = None, allow_none: bool = False) -> int | None:
+def check_int(
+    value: Any,
+    name: str,
+    *,
+    gt: Bound = None,
+    ge: Bound = None,
+    lt: Bound = None,
+    le: Bound = None,
+    allow_none: bool = False,
+) -> int | None:
     """``value`` as an ``int`` after checking it is an integer within the bounds.
 
     Parameters
@@ -90,8 +111,10 @@ def check_int(value: Any, name: str, *, gt: Bound = None, ge: Bound = None, lt: 
     Examples
     --------
     >>> import numpy as np
-    >>> check_int(np.int64(4), "batch_size", ge=1), check_int(None, "max_tasks", ge=1, allow_none=True)
-    (4, None)
+    >>> check_int(np.int64(4), "batch_size", ge=1)
+    4
+    >>> check_int(None, "max_tasks", ge=1, allow_none=True) is None
+    True
     """
     problem = _check(value, name, numbers.Integral, "an integer", gt, ge, lt, le, allow_none)
     if problem:
@@ -99,8 +122,16 @@ def check_int(value: Any, name: str, *, gt: Bound = None, ge: Bound = None, lt: 
     return None if value is None else int(value)
 
 
-def check_number(value: Any, name: str, *, gt: Bound = None, ge: Bound = None, lt: Bound = None,
-                 le: Bound = None, allow_none: bool = False) -> float | None:
+def check_number(
+    value: Any,
+    name: str,
+    *,
+    gt: Bound = None,
+    ge: Bound = None,
+    lt: Bound = None,
+    le: Bound = None,
+    allow_none: bool = False,
+) -> float | None:
     """``value`` as a ``float`` after checking it is a finite real number within the bounds.
 
     Integers are numbers too (``learning_rate=1`` is 1.0); booleans, text, NaN and infinity
@@ -121,8 +152,12 @@ def check_number(value: Any, name: str, *, gt: Bound = None, ge: Bound = None, l
     return None if value is None else float(value)
 
 
-def check_fields(obj: Any, rules: Mapping[str, Callable[[Any, str], Any]], what: str,
-                 problems: list[str] | None = None) -> None:
+def check_fields(
+    obj: Any,
+    rules: Mapping[str, Callable[[Any, str], Any]],
+    what: str,
+    problems: list[str] | None = None,
+) -> None:
     """Check fields of a config object in place, then raise one error listing every problem.
 
     Parameters

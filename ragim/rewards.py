@@ -25,9 +25,14 @@ __all__ = sorted([*_rewards.__all__, "RewardConfig"])
 def __getattr__(name: str):
     target = "VerifiableRewardConfig" if name == "RewardConfig" else name
     if name.startswith("__") or not hasattr(_rewards, target):
-        raise AttributeError(f"module 'ragim.rewards' has no attribute {name!r} (it moved to ragim.train.rewards)")
-    warnings.warn(f"ragim.rewards is deprecated; use ragim.train.rewards.{target}", DeprecationWarning,
-                  stacklevel=2)
+        raise AttributeError(
+            f"module 'ragim.rewards' has no attribute {name!r} (it moved to ragim.train.rewards)"
+        )
+    warnings.warn(
+        f"ragim.rewards is deprecated; use ragim.train.rewards.{target}",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     return getattr(_rewards, target)
 
 

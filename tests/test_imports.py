@@ -29,13 +29,28 @@ LAYERS = {
     "answer format": ["ragim.lm.answer", "ragim.lm.prompts", "ragim.lm.pairs"],
     "backbone": ["ragim.lm.base_models", "ragim.lm.adapters"],
     "inference": ["ragim.lm", "ragim.lm.constrained", "ragim.lm.reward_model", "ragim.generate.lm"],
-    "training": ["ragim.train", "ragim.train.trainer", "ragim.train.rewards", "ragim.train.sft",
-                 "ragim.train.preferences", "ragim.train.reward", "ragim.train.rl", "ragim.rewards"],
+    "training": [
+        "ragim.train",
+        "ragim.train.trainer",
+        "ragim.train.rewards",
+        "ragim.train.sft",
+        "ragim.train.preferences",
+        "ragim.train.reward",
+        "ragim.train.rl",
+        "ragim.rewards",
+    ],
 }
 RANK = {m: i for i, mods in enumerate(LAYERS.values()) for m in mods}
 #: modules above the generators that may use the LM wing (evaluation, CLI, benchmarks, lazy facades)
-CONSUMERS = {"ragim", "ragim.generate", "ragim.evaluate", "ragim.bench", "ragim.cli", "ragim.cli_common",
-             "ragim.cli_workflow"}
+CONSUMERS = {
+    "ragim",
+    "ragim.generate",
+    "ragim.evaluate",
+    "ragim.bench",
+    "ragim.cli",
+    "ragim.cli_common",
+    "ragim.cli_workflow",
+}
 #: where no private name may cross a module boundary
 SEALED = [m for m in RANK] + ["ragim.cli", "ragim.cli_common", "ragim.cli_workflow"]
 
@@ -51,11 +66,11 @@ MODULES = {module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
 @dataclass(frozen=True)
 class Import:
     source: str
-    target: str          # a module of the package
+    target: str  # a module of the package
     names: tuple[str, ...]  # names imported from it (empty for ``import x``)
     line: int
     top_level: bool
-    commented: bool      # the import's line carries a comment
+    commented: bool  # the import's line carries a comment
 
 
 def _base(module: str, node: ast.ImportFrom) -> str:
@@ -83,8 +98,16 @@ def imports_of(module: str) -> list[Import]:
             continue
         for target, names in pairs:
             if target in MODULES and target != module:
-                out.append(Import(module, target, names, node.lineno, id(node) in top,
-                                  "#" in lines[node.lineno - 1]))
+                out.append(
+                    Import(
+                        module,
+                        target,
+                        names,
+                        node.lineno,
+                        id(node) in top,
+                        "#" in lines[node.lineno - 1],
+                    )
+                )
     return out
 
 
@@ -147,7 +170,11 @@ def test_no_import_cycle_in_the_lm_wing_even_at_call_time():
     edges: dict[str, set[str]] = {}
     for m in RANK:
         for imp in IMPORTS[m]:
-            if imp.target in RANK and not imp.target.startswith(m + ".") and not _allowed_upward(imp):
+            if (
+                imp.target in RANK
+                and not imp.target.startswith(m + ".")
+                and not _allowed_upward(imp)
+            ):
                 edges.setdefault(m, set()).add(imp.target)
     assert _cycles(edges) == []
 
@@ -159,39 +186,65 @@ def test_every_lm_wing_module_has_a_layer():
 
 
 def test_lm_wing_layers_only_point_down():
-    upward = [f"{imp.source} -> {imp.target} (line {imp.line})"
-              for m in RANK for imp in IMPORTS[m]
-              if imp.target in RANK and RANK[imp.target] > RANK[m] and not imp.target.startswith(m + ".")
-              and not _allowed_upward(imp)]
+    upward = [
+        f"{imp.source} -> {imp.target} (line {imp.line})"
+        for m in RANK
+        for imp in IMPORTS[m]
+        if imp.target in RANK
+        and RANK[imp.target] > RANK[m]
+        and not imp.target.startswith(m + ".")
+        and not _allowed_upward(imp)
+    ]
     assert upward == []
 
 
 def test_inference_never_imports_training():
-    bad = [f"{imp.source} -> {imp.target} (line {imp.line})"
-           for m in MODULES if m.startswith(("ragim.generate", "ragim.lm"))
-           for imp in IMPORTS[m] if imp.target.startswith("ragim.train") and not _allowed_upward(imp)]
+    bad = [
+        f"{imp.source} -> {imp.target} (line {imp.line})"
+        for m in MODULES
+        if m.startswith(("ragim.generate", "ragim.lm"))
+        for imp in IMPORTS[m]
+        if imp.target.startswith("ragim.train") and not _allowed_upward(imp)
+    ]
     assert bad == []
 
 
 def test_the_one_call_time_upward_import_is_lmgenerator_fit():
-    lazy_up = [(imp.source, imp.target) for m in RANK for imp in IMPORTS[m]
-               if imp.target in RANK and RANK[imp.target] > RANK[m] and not imp.target.startswith(m + ".")]
+    lazy_up = [
+        (imp.source, imp.target)
+        for m in RANK
+        for imp in IMPORTS[m]
+        if imp.target in RANK and RANK[imp.target] > RANK[m] and not imp.target.startswith(m + ".")
+    ]
     assert lazy_up == [("ragim.generate.lm", "ragim.train.sft")]
 
 
 def test_core_modules_do_not_import_the_lm_wing():
     core = [m for m in MODULES if m not in RANK and m not in CONSUMERS]
-    bad = [f"{imp.source} -> {imp.target} (line {imp.line})"
-           for m in core for imp in IMPORTS[m] if imp.target in RANK]
+    bad = [
+        f"{imp.source} -> {imp.target} (line {imp.line})"
+        for m in core
+        for imp in IMPORTS[m]
+        if imp.target in RANK
+    ]
     assert bad == []
 
 
 @pytest.mark.parametrize("module", SEALED)
 def test_no_private_name_crosses_a_module_boundary(module):
-    imported = [f"line {imp.line}: {n} from {imp.target}" for imp in IMPORTS[module] for n in imp.names
-                if n.startswith("_") and not n.startswith("__")]
+    imported = [
+        f"line {imp.line}: {n} from {imp.target}"
+        for imp in IMPORTS[module]
+        for n in imp.names
+        if n.startswith("_") and not n.startswith("__")
+    ]
     tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
-    reached = [f"line {node.lineno}: .{node.attr}" for node in ast.walk(tree)
-               if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
-               and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))]
+    reached = [
+        f"line {node.lineno}: .{node.attr}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+        and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+    ]
     assert imported + reached == []

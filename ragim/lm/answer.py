@@ -83,8 +83,12 @@ class AnswerGrammar:
     def render(self, numbers: Sequence[str]) -> str:
         """The answer text with these number strings in the value slots."""
         if len(numbers) != len(self.keys):
-            raise ValidationError(f"the grammar has {len(self.keys)} value slots, got {len(numbers)} numbers")
-        body = "".join(p + self.value_prefix + n for p, n in zip(self.pieces, numbers, strict=False))
+            raise ValidationError(
+                f"the grammar has {len(self.keys)} value slots, got {len(numbers)} numbers"
+            )
+        body = "".join(
+            p + self.value_prefix + n for p, n in zip(self.pieces, numbers, strict=False)
+        )
         return body + self.pieces[-1] if self.keys else self.pieces[0]
 
 
@@ -112,7 +116,7 @@ def check_keys(keys: Any) -> list[str]:
 
 
 def check_max_abs(max_abs: Any) -> float:
-    """``max_abs`` as a float after checking it is a positive finite number; raises ValidationError."""
+    """``max_abs`` as a float, checked to be a positive finite number (ValidationError)."""
     return check_number(max_abs, "max_abs", gt=0)
 
 
@@ -186,8 +190,10 @@ class AnswerFormat:
         v = min(max(v, -self.max_abs), self.max_abs)
         s = number_text(v, self.decimals)
         if abs(float(s)) > self.max_abs:  # rounding pushed it past a non-round bound
-            s = number_text(math.copysign(math.floor(self.max_abs * 10**self.decimals) / 10**self.decimals, v),
-                            self.decimals)
+            s = number_text(
+                math.copysign(math.floor(self.max_abs * 10**self.decimals) / 10**self.decimals, v),
+                self.decimals,
+            )
         return s
 
     def write(self, values: Mapping[str, float]) -> str:
@@ -202,8 +208,10 @@ class AnswerFormat:
             Listing missing and unexpected keys and values that are not finite numbers.
         """
         if self.max_abs >= 10**MAX_INT_DIGITS:
-            raise ValidationError(f"max_abs must be below {10**MAX_INT_DIGITS} ({MAX_INT_DIGITS} integer digits), "
-                                  f"got {self.max_abs:g}")
+            raise ValidationError(
+                f"max_abs must be below {10**MAX_INT_DIGITS} ({MAX_INT_DIGITS} integer digits), "
+                f"got {self.max_abs:g}"
+            )
         if not isinstance(values, Mapping):
             raise ValidationError(f"values must be a mapping, got {type(values).__name__}")
         problems = [f"missing value for key {k!r}" for k in self.keys if k not in values]
@@ -231,7 +239,7 @@ class AnswerFormat:
         raise NotImplementedError
 
     def parse_or_none(self, text: Any) -> dict[str, float] | None:
-        """:meth:`parse`, or None when ``text`` is not a valid answer (never raises for bad text)."""
+        """:meth:`parse`, or None when ``text`` is not a valid answer (never raises for it)."""
         if not isinstance(text, str):
             return None
         try:
@@ -246,8 +254,10 @@ class AnswerFormat:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({len(self.keys)} keys, decimals={self.decimals}, "
-                f"max_abs={self.max_abs:g})")
+        return (
+            f"{type(self).__name__}({len(self.keys)} keys, decimals={self.decimals}, "
+            f"max_abs={self.max_abs:g})"
+        )
 
 
 class JSONAnswerFormat(AnswerFormat):
@@ -266,13 +276,21 @@ class JSONAnswerFormat(AnswerFormat):
     name = "json"
 
     def grammar(self, *, max_int_digits: int = MAX_INT_DIGITS) -> AnswerGrammar:
-        return AnswerGrammar(keys=self.keys, pieces=tuple(_skeleton(self.keys)), value_prefix=" ",
-                             max_abs=self.max_abs, max_int_digits=max_int_digits, max_frac_digits=self.decimals)
+        return AnswerGrammar(
+            keys=self.keys,
+            pieces=tuple(_skeleton(self.keys)),
+            value_prefix=" ",
+            max_abs=self.max_abs,
+            max_int_digits=max_int_digits,
+            max_frac_digits=self.decimals,
+        )
 
     @property
     def instruction(self) -> str:
-        return ("Answer with the target task's parameters as one JSON object, with every key above "
-                "(\"intercept\" first, then the terms in the order listed).")
+        return (
+            "Answer with the target task's parameters as one JSON object, with every key above "
+            '("intercept" first, then the terms in the order listed).'
+        )
 
     def parse(self, text: str) -> dict[str, float]:
         """Strictly parse an answer: exact keys in order, finite numbers within range.
@@ -298,9 +316,14 @@ class JSONAnswerFormat(AnswerFormat):
             return _Pairs(pairs)
 
         try:
-            # a 5000-digit integer becomes inf (rejected below by name) instead of tripping Python's int digit limit
-            obj = json.loads(text, object_pairs_hook=pairs_hook, parse_constant=lambda c: float(c),
-                             parse_int=lambda d: int(d) if len(d) <= 300 else float(d))
+            # a 5000-digit integer becomes inf (rejected below by name) instead of tripping
+            # Python's int digit limit
+            obj = json.loads(
+                text,
+                object_pairs_hook=pairs_hook,
+                parse_constant=lambda c: float(c),
+                parse_int=lambda d: int(d) if len(d) <= 300 else float(d),
+            )
         except json.JSONDecodeError as exc:
             snippet = text[max(0, exc.pos - 20) : exc.pos + 20]
             raise GenerationError(
@@ -350,8 +373,9 @@ class JSONAnswerFormat(AnswerFormat):
 ANSWER_FORMATS: dict[str, type[AnswerFormat]] = {"json": JSONAnswerFormat}
 
 
-def answer_format(keys: Sequence[str], *, name: str = "json", decimals: int = 3,
-                  max_abs: float = 20.0) -> AnswerFormat:
+def answer_format(
+    keys: Sequence[str], *, name: str = "json", decimals: int = 3, max_abs: float = 20.0
+) -> AnswerFormat:
     """The codec called ``name`` (a key of :data:`ANSWER_FORMATS`) over ``keys``.
 
     >>> answer_format(["intercept"], max_abs=5).write({"intercept": -7})
@@ -359,13 +383,16 @@ def answer_format(keys: Sequence[str], *, name: str = "json", decimals: int = 3,
     """
     cls = ANSWER_FORMATS.get(name)
     if cls is None:
-        raise ValidationError(f"unknown answer format {name!r}; use one of {sorted(ANSWER_FORMATS)}")
+        raise ValidationError(
+            f"unknown answer format {name!r}; use one of {sorted(ANSWER_FORMATS)}"
+        )
     return cls(keys, decimals=decimals, max_abs=max_abs)
 
 
 # --------------------------------------------------------------------------- JSON functions
-def format_json_numbers(values: Mapping[str, float], keys: Sequence[str], decimals: int = 3, *,
-                        max_abs: float = 20.0) -> str:
+def format_json_numbers(
+    values: Mapping[str, float], keys: Sequence[str], decimals: int = 3, *, max_abs: float = 20.0
+) -> str:
     """The canonical JSON answer for ``values``: :meth:`JSONAnswerFormat.write`.
 
     Values are clipped to ``[-max_abs, max_abs]`` and rounded to ``decimals`` places;
@@ -382,7 +409,9 @@ def format_json_numbers(values: Mapping[str, float], keys: Sequence[str], decima
     return JSONAnswerFormat(keys, decimals=decimals, max_abs=max_abs).write(values)
 
 
-def parse_json_numbers(text: str, keys: Sequence[str], *, max_abs: float = 20.0) -> dict[str, float]:
+def parse_json_numbers(
+    text: str, keys: Sequence[str], *, max_abs: float = 20.0
+) -> dict[str, float]:
     """Strictly parse a JSON answer: :meth:`JSONAnswerFormat.parse`.
 
     Raises
@@ -421,7 +450,11 @@ def completion_text(completion: Any) -> str | None:
         if isinstance(content, str):
             return content
         if isinstance(content, Sequence):  # multimodal parts: [{"type": "text", "text": ...}]
-            texts = [p.get("text") for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str)]
+            texts = [
+                p.get("text")
+                for p in content
+                if isinstance(p, Mapping) and isinstance(p.get("text"), str)
+            ]
             return "".join(texts) if texts else None
     return None
 
@@ -449,13 +482,17 @@ def answer_values(obj: Any) -> dict[str, float]:
         try:
             obj = json.loads(obj)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"the model JSON does not parse ({exc.msg} at character {exc.pos})") from None
+            raise ValueError(
+                f"the model JSON does not parse ({exc.msg} at character {exc.pos})"
+            ) from None
     if not isinstance(obj, Mapping) or not obj:
         raise ValueError("the model must be a non-empty JSON object of parameter name -> number")
     values = {}
     for k, v in obj.items():
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(float(v)):
-            raise ValueError(f"parameter {k!r} has value {v!r}; every value must be a finite number")
+            raise ValueError(
+                f"parameter {k!r} has value {v!r}; every value must be a finite number"
+            )
         values[str(k)] = float(v)
     return values
 

@@ -53,11 +53,19 @@ def _prompt_messages(obj: Any) -> list[dict[str, str]]:
         raise ValueError("the prompt must be text or a non-empty list of {role, content} messages")
     out = []
     for i, msg in enumerate(obj):
-        if not isinstance(msg, Mapping) or msg.get("role") not in _ROLES or not isinstance(msg.get("content"), str):
-            raise ValueError(f"prompt message {i} must be {{\"role\": one of {list(_ROLES)}, \"content\": text}}")
+        if (
+            not isinstance(msg, Mapping)
+            or msg.get("role") not in _ROLES
+            or not isinstance(msg.get("content"), str)
+        ):
+            raise ValueError(
+                f'prompt message {i} must be {{"role": one of {list(_ROLES)}, "content": text}}'
+            )
         out.append({"role": msg["role"], "content": msg["content"]})
     if out[-1]["role"] == "assistant":
-        raise ValueError("the prompt's last message is from the assistant; the answer goes in chosen/rejected")
+        raise ValueError(
+            "the prompt's last message is from the assistant; the answer goes in chosen/rejected"
+        )
     return out
 
 
@@ -81,22 +89,32 @@ def _check_line(obj: Any) -> tuple[dict | None, list[str]]:
             problems.append(f"field {side!r}: {exc}")
     if len(values) == 2:
         if list(values["chosen"]) != list(values["rejected"]):
-            problems.append(f"chosen and rejected have different parameters ({list(values['chosen'])} vs "
-                            f"{list(values['rejected'])}); both must use the same names in the same order")
+            problems.append(
+                f"chosen and rejected have different parameters ({list(values['chosen'])} vs "
+                f"{list(values['rejected'])}); both must use the same names in the same order"
+            )
         elif values["chosen"] == values["rejected"]:
-            problems.append("chosen and rejected are the same model; a preference needs two different models")
+            problems.append(
+                "chosen and rejected are the same model; a preference needs two different models"
+            )
     tid = obj.get("task_id")
     if tid is not None and (not isinstance(tid, str) or not tid):
         problems.append(f"field 'task_id' must be a non-empty string, got {tid!r}")
     out["task_id"] = tid
     margin = obj.get("margin")
-    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, int | float)
-                               or not math.isfinite(margin) or margin < 0):
+    if margin is not None and (
+        isinstance(margin, bool)
+        or not isinstance(margin, int | float)
+        or not math.isfinite(margin)
+        or margin < 0
+    ):
         problems.append(f"field 'margin' must be a finite number >= 0, got {margin!r}")
     out["margin"] = None if margin is None else float(margin)
     for f in ("chosen_reward", "rejected_reward"):
         v = obj.get(f)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)):
+        if v is not None and (
+            isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)
+        ):
             problems.append(f"field {f!r} must be a finite number, got {v!r}")
         out[f] = None if v is None else float(v)
     nb = obj.get("neighbor_ids")
@@ -137,7 +155,9 @@ def load_preferences(path: str | os.PathLike):
 
     p = Path(path)
     if not p.is_file():
-        raise ValidationError(f"preference file {str(p)!r} does not exist; give a .jsonl file with one pair per line")
+        raise ValidationError(
+            f"preference file {str(p)!r} does not exist; give a .jsonl file with one pair per line"
+        )
     rows, problems = [], []
     with open(p, encoding="utf-8-sig") as fh:
         for lineno, line in enumerate(fh, start=1):
@@ -153,9 +173,14 @@ def load_preferences(path: str | os.PathLike):
             if row is not None:
                 rows.append(row)
     if problems:
-        shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
-        raise ValidationError(f"preference file {str(p)!r} has {len(problems)} problem(s) "
-                              "(see docs/training.md for the format):", shown)
+        shown = problems[:20] + (
+            [f"... and {len(problems) - 20} more"] if len(problems) > 20 else []
+        )
+        raise ValidationError(
+            f"preference file {str(p)!r} has {len(problems)} problem(s) "
+            "(see docs/training.md for the format):",
+            shown,
+        )
     if not rows:
         raise ValidationError(f"preference file {str(p)!r} holds no preference pairs")
     for col in OPTIONAL_COLUMNS:
@@ -165,11 +190,15 @@ def load_preferences(path: str | os.PathLike):
     return Dataset.from_list(rows)
 
 
-def _records(pairs, accepted: str = "a datasets.Dataset or a list of dicts") -> Iterable[Mapping[str, Any]]:
+def _records(
+    pairs, accepted: str = "a datasets.Dataset or a list of dicts"
+) -> Iterable[Mapping[str, Any]]:
     if hasattr(pairs, "column_names"):
         missing = [c for c in ("prompt", "chosen", "rejected") if c not in pairs.column_names]
         if missing:
-            raise ValidationError(f"the preference dataset lacks column(s) {missing}; see build_preference_pairs")
+            raise ValidationError(
+                f"the preference dataset lacks column(s) {missing}; see build_preference_pairs"
+            )
         return iter(pairs)
     if isinstance(pairs, Sequence) and not isinstance(pairs, str):
         return iter(pairs)
@@ -213,15 +242,19 @@ def check_pair_names(pairs, names: Sequence[str], *, where: str = "the preferenc
             if unknown or missing:
                 found.append(f"unknown parameters {unknown[:8]}; missing {missing[:8]}")
             elif keys != names:
-                found.append("parameters in another order than the generator writes them "
-                             f"(expected {names[:4]}...)")
+                found.append(
+                    "parameters in another order than the generator writes them "
+                    f"(expected {names[:4]}...)"
+                )
         problems.extend(f"pair {i}: {m}" for m in dict.fromkeys(found))
         if len(problems) >= 20:
             break
     if problems:
         raise ValidationError(
             f"{where} do not match the parameter layout of the index/generator ({len(names)} parameters: "
-            f"{names[:5]}{' ...' if len(names) > 5 else ''}); they were written for another schema:", problems)
+            f"{names[:5]}{' ...' if len(names) > 5 else ''}); they were written for another schema:",
+            problems,
+        )
 
 
 def save_preferences(pairs, path: str | os.PathLike) -> Path:
@@ -277,8 +310,9 @@ def pairs_dataset(rows: list[dict]):
     (what TRL's ``RewardTrainer`` and ``DPOTrainer`` train on)."""
     from datasets import Dataset
 
-    return Dataset.from_list([{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}
-                              for r in rows])
+    return Dataset.from_list(
+        [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
+    )
 
 
 def empty_pairs():
@@ -286,11 +320,30 @@ def empty_pairs():
     from datasets import Dataset, Features, List, Value
 
     msg = {"role": Value("string"), "content": Value("string")}
-    return Dataset.from_dict({c: [] for c in (*PREFERENCE_COLUMNS, *OPTIONAL_COLUMNS)}, features=Features({
-        "prompt": List(msg), "chosen": List(msg), "rejected": List(msg), "task_id": Value("string"),
-        "margin": Value("float64"), "chosen_reward": Value("float64"), "rejected_reward": Value("float64"),
-        "neighbor_ids": List(Value("string"))}))
+    return Dataset.from_dict(
+        {c: [] for c in (*PREFERENCE_COLUMNS, *OPTIONAL_COLUMNS)},
+        features=Features(
+            {
+                "prompt": List(msg),
+                "chosen": List(msg),
+                "rejected": List(msg),
+                "task_id": Value("string"),
+                "margin": Value("float64"),
+                "chosen_reward": Value("float64"),
+                "rejected_reward": Value("float64"),
+                "neighbor_ids": List(Value("string")),
+            }
+        ),
+    )
 
 
-__all__ = ["OPTIONAL_COLUMNS", "PREFERENCE_COLUMNS", "check_pair_names", "empty_pairs", "load_preferences",
-           "pair_rows", "pairs_dataset", "save_preferences"]
+__all__ = [
+    "OPTIONAL_COLUMNS",
+    "PREFERENCE_COLUMNS",
+    "check_pair_names",
+    "empty_pairs",
+    "load_preferences",
+    "pair_rows",
+    "pairs_dataset",
+    "save_preferences",
+]

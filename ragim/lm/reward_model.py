@@ -53,15 +53,30 @@ FORMAT = "ragim.reward-model"
 class RewardModelConfig:
     """Base model, LoRA and device settings of a :class:`RewardModel`."""
 
-    base_model: str = field(default="smollm2-135m", metadata={
-        "help": "'smollm2-135m', 'tiny', a local model directory or a hub id (use the generator's)"})
+    base_model: str = field(
+        default="smollm2-135m",
+        metadata={
+            "help": "'smollm2-135m', 'tiny', a local model directory or a hub id (use the generator's)"
+        },
+    )
     lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha"})
-    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input during training"})
-    target_modules: tuple[str, ...] = field(default=("q_proj", "k_proj", "v_proj", "o_proj"), metadata={
-        "help": "modules that get LoRA adapters (Llama attention projections by default)"})
-    device: str = field(default="auto", metadata={"help": "'auto', 'cpu' or 'cuda[:N]' (resolved when loading)"})
-    seed: int = field(default=0, metadata={"help": "seed of the head initialisation (and of the 'tiny' base model)"})
+    lora_dropout: float = field(
+        default=0.05, metadata={"help": "dropout on the LoRA input during training"}
+    )
+    target_modules: tuple[str, ...] = field(
+        default=("q_proj", "k_proj", "v_proj", "o_proj"),
+        metadata={
+            "help": "modules that get LoRA adapters (Llama attention projections by default)"
+        },
+    )
+    device: str = field(
+        default="auto", metadata={"help": "'auto', 'cpu' or 'cuda[:N]' (resolved when loading)"}
+    )
+    seed: int = field(
+        default=0,
+        metadata={"help": "seed of the head initialisation (and of the 'tiny' base model)"},
+    )
 
     def __post_init__(self):
         problems = adapter_config_problems(self)
@@ -138,28 +153,43 @@ class RewardModel:
         from peft import LoraConfig
 
         c = self.config
-        return LoraConfig(task_type="SEQ_CLS", r=c.lora_r, lora_alpha=c.lora_alpha, lora_dropout=c.lora_dropout,
-                          target_modules=list(c.target_modules), modules_to_save=["score"], bias="none")
+        return LoraConfig(
+            task_type="SEQ_CLS",
+            r=c.lora_r,
+            lora_alpha=c.lora_alpha,
+            lora_dropout=c.lora_dropout,
+            target_modules=list(c.target_modules),
+            modules_to_save=["score"],
+            bias="none",
+        )
 
     def _check_fitted(self):
         if self.model_ is None or self.tokenizer_ is None:
-            raise ValidationError("this RewardModel is not trained; use ragim.train.train_reward_model(...) "
-                                  "or RewardModel.load")
+            raise ValidationError(
+                "this RewardModel is not trained; use ragim.train.train_reward_model(...) "
+                "or RewardModel.load"
+            )
 
     # ------------------------------------------------------------------ scoring
     def _encode(self, prompt, completion) -> list[int]:
         tok = self.tokenizer_
         p, c = _as_messages(prompt, "prompt"), _as_messages(completion, "completion")
         if isinstance(p, list) != isinstance(c, list):
-            raise ValidationError("prompt and completion must both be text or both be message lists")
+            raise ValidationError(
+                "prompt and completion must both be text or both be message lists"
+            )
         if isinstance(p, list):  # as TRL's RewardTrainer tokenizes conversational pairs
-            return list(tok.apply_chat_template(p + c, tokenize=True, return_dict=True)["input_ids"])
+            return list(
+                tok.apply_chat_template(p + c, tokenize=True, return_dict=True)["input_ids"]
+            )
         text = p + c
         if not text.endswith(tok.eos_token):
             text += tok.eos_token
         return list(tok(text=text)["input_ids"])
 
-    def score(self, prompts: Sequence[Any], completions: Sequence[Any], *, batch_size: int = 8) -> np.ndarray:
+    def score(
+        self, prompts: Sequence[Any], completions: Sequence[Any], *, batch_size: int = 8
+    ) -> np.ndarray:
         """Reward-model scores, one per (prompt, completion).
 
         Prompts are message lists (or text); completions are one assistant message (or
@@ -169,7 +199,9 @@ class RewardModel:
 
         self._check_fitted()
         if len(prompts) != len(completions):
-            raise ValidationError(f"got {len(prompts)} prompts for {len(completions)} completions; pass one each")
+            raise ValidationError(
+                f"got {len(prompts)} prompts for {len(completions)} completions; pass one each"
+            )
         ids = [self._encode(p, c) for p, c in zip(prompts, completions, strict=True)]
         model, pad = self.model_, self.tokenizer_.pad_token_id
         device = next(model.parameters()).device
@@ -179,15 +211,18 @@ class RewardModel:
         try:
             with torch.no_grad():
                 for i in range(0, len(ids), batch_size):
-                    chunk = ids[i:i + batch_size]
+                    chunk = ids[i : i + batch_size]
                     width = max(len(x) for x in chunk)
                     input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
                     mask = torch.zeros((len(chunk), width), dtype=torch.long)
                     for j, x in enumerate(chunk):
-                        input_ids[j, :len(x)] = torch.tensor(x)
-                        mask[j, :len(x)] = 1
-                    logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                                   use_cache=False).logits
+                        input_ids[j, : len(x)] = torch.tensor(x)
+                        mask[j, : len(x)] = 1
+                    logits = model(
+                        input_ids=input_ids.to(device),
+                        attention_mask=mask.to(device),
+                        use_cache=False,
+                    ).logits
                     out.extend(logits[:, 0].float().cpu().tolist())
         finally:
             model.train(was_training)
@@ -210,10 +245,15 @@ class RewardModel:
         from ragim.lm.adapters import save_adapter_artifact
 
         self._check_fitted()
-        state = {"history": json_safe(self.history_), "training": json_safe(self.training_),
-                 "val_accuracy": None if math.isnan(self.val_accuracy_) else float(self.val_accuracy_),
-                 "n_trainable_params": int(self.n_trainable_params_), "train_seconds": float(self.train_seconds_),
-                 "train_task_ids": list(self.train_task_ids_), "val_task_ids": list(self.val_task_ids_)}
+        state = {
+            "history": json_safe(self.history_),
+            "training": json_safe(self.training_),
+            "val_accuracy": None if math.isnan(self.val_accuracy_) else float(self.val_accuracy_),
+            "n_trainable_params": int(self.n_trainable_params_),
+            "train_seconds": float(self.train_seconds_),
+            "train_task_ids": list(self.train_task_ids_),
+            "val_task_ids": list(self.val_task_ids_),
+        }
         return save_adapter_artifact(path, FORMAT, self.config, state, self.model_)
 
     save_pretrained = save
@@ -287,18 +327,27 @@ def best_of_n(generator, reward_model, query, index, *, n=8, temperature=0.8, k=
 
     n = check_int(n, "n", ge=1)
     if not isinstance(query, str | Task):
-        raise ValidationError("best_of_n takes one query (a description or a Task); loop over a batch")
-    cands = generator.generate_candidates(query, index, k=k, exclude=exclude, num_candidates=n,
-                                          temperature=temperature)
+        raise ValidationError(
+            "best_of_n takes one query (a description or a Task); loop over a batch"
+        )
+    cands = generator.generate_candidates(
+        query, index, k=k, exclude=exclude, num_candidates=n, temperature=temperature
+    )
     prompt, shown = generator.prompt(query, index, k=k, exclude=exclude)
     if shown != [p["task_id"] for p in cands[0].metadata.get("provenance", [])]:
-        raise GenerationError("the reward model's prompt would show other neighbours than the generator's; "
-                              "the generator and index disagree on retrieval")
+        raise GenerationError(
+            "the reward model's prompt would show other neighbours than the generator's; "
+            "the generator and index disagree on retrieval"
+        )
     fmt = generator.answer_format(cands[0].names)
     texts = [[{"role": "assistant", "content": fmt.write(p.as_dict())}] for p in cands]
-    scores = [float(s) for s in np.asarray(reward_model.score([prompt] * len(cands), texts), dtype=float)]
+    scores = [
+        float(s) for s in np.asarray(reward_model.score([prompt] * len(cands), texts), dtype=float)
+    ]
     if len(scores) != len(cands):
-        raise ValidationError(f"the reward model returned {len(scores)} scores for {len(cands)} candidates")
+        raise ValidationError(
+            f"the reward model returned {len(scores)} scores for {len(cands)} candidates"
+        )
     best = int(np.argmax(scores))
     return cands[best].replace(metadata={"rerank": "reward_model", "n": n, "reward_scores": scores})
 

@@ -14,8 +14,8 @@ keyword arguments are accepted and ignored.
 Completions are either plain strings or conversational message lists
 (``[{"role": "assistant", "content": "..."}]``; the last message's content is used).
 The text must be exactly an answer of the answer codec (:mod:`ragim.lm.answer`: the JSON
-object of :func:`~ragim.lm.answer.parse_json_numbers`; whitespace around it is allowed): the keys of ``param_names`` in order, finite numbers
-within ``[-max_abs, max_abs]``. Anything else is *malformed*: it never raises, it gets a
+object of :func:`~ragim.lm.answer.parse_json_numbers`; whitespace around it is allowed):
+the keys of ``param_names`` in order, finite numbers within ``[-max_abs, max_abs]``. Anything else is *malformed*: it never raises, it gets a
 fixed low reward (``DEFAULT_FLOOR`` for the log-likelihood, 0.5 for AUROC, 0 otherwise).
 
 Dataset columns
@@ -82,8 +82,9 @@ RewardFunc = Callable[..., list]
 
 
 # --------------------------------------------------------------------------- completions
-def parse_completion(completion: Any, param_names: Sequence[str], *, max_abs: float | None = None
-                     ) -> dict[str, float] | None:
+def parse_completion(
+    completion: Any, param_names: Sequence[str], *, max_abs: float | None = None
+) -> dict[str, float] | None:
     """The values of a completion (keys in order), or ``None`` when it is malformed.
 
     >>> parse_completion('{"intercept": 0.5, "x": -1}', ["intercept", "x"])
@@ -135,20 +136,26 @@ def decode_heldout(obj: Any) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(obj, Mapping) or "D" not in obj or "y" not in obj:
         raise ValidationError(
             "heldout must be a dict with keys 'D' (design-matrix rows) and 'y' (0/1 labels); "
-            "build it with ragim.train.rewards.encode_heldout(kind, schema, X, y)")
+            "build it with ragim.train.rewards.encode_heldout(kind, schema, X, y)"
+        )
     try:
         y = np.asarray(obj["y"], dtype=np.float64).reshape(-1)
         rows = list(obj["D"])
         D = np.asarray(rows, dtype=np.float64).reshape(len(rows), -1) if rows else np.zeros((0, 0))
     except (TypeError, ValueError) as exc:
-        raise ValidationError(f"heldout 'D' must be a rectangular list of number rows and 'y' a list of 0/1 ({exc})"
-                              ) from None
+        raise ValidationError(
+            f"heldout 'D' must be a rectangular list of number rows and 'y' a list of 0/1 ({exc})"
+        ) from None
     if y.size == 0:
         raise ValidationError("heldout has no rows; a task needs held-out rows to be rewarded")
     if D.shape[0] != y.size:
-        raise ValidationError(f"heldout 'D' has {D.shape[0]} rows but 'y' has {y.size} labels; they must match")
+        raise ValidationError(
+            f"heldout 'D' has {D.shape[0]} rows but 'y' has {y.size} labels; they must match"
+        )
     if not np.all(np.isfinite(D)):
-        raise ValidationError("heldout 'D' contains non-finite values; encode rows with encode_heldout")
+        raise ValidationError(
+            "heldout 'D' contains non-finite values; encode rows with encode_heldout"
+        )
     if not np.isin(y, (0.0, 1.0)).all():
         raise ValidationError("heldout 'y' must contain only 0/1 labels")
     return D, y
@@ -184,7 +191,11 @@ def score_params(params: ModelParams, X, y) -> dict[str, float]:
     """
     z = params.log_odds(X)
     yy = np.asarray(y, dtype=float).reshape(-1)
-    return {"log_likelihood": _mean_log_likelihood(yy, z), "auroc": auroc(yy, z), "n_rows": int(yy.size)}
+    return {
+        "log_likelihood": _mean_log_likelihood(yy, z),
+        "auroc": auroc(yy, z),
+        "n_rows": int(yy.size),
+    }
 
 
 # --------------------------------------------------------------------------- columns
@@ -196,34 +207,52 @@ def _per_completion(value: Any, n: int, name: str, single: Callable[[Any], bool]
     if single(value):
         return [value] * n
     if isinstance(value, str) or not isinstance(value, Sequence):
-        raise ValidationError(f"{name} must be one value or a list with one value per completion, "
-                              f"got {type(value).__name__}")
+        raise ValidationError(
+            f"{name} must be one value or a list with one value per completion, "
+            f"got {type(value).__name__}"
+        )
     if len(value) != n:
-        raise ValidationError(f"{name} has {len(value)} values for {n} completions; pass one per completion")
+        raise ValidationError(
+            f"{name} has {len(value)} values for {n} completions; pass one per completion"
+        )
     return list(value)
 
 
-def _parse_all(completions, param_names, max_abs) -> tuple[list[list[str]], list[np.ndarray | None]]:
+def _parse_all(
+    completions, param_names, max_abs
+) -> tuple[list[list[str]], list[np.ndarray | None]]:
     if isinstance(completions, str) or not isinstance(completions, Sequence):
-        raise ValidationError("completions must be a list (one string or message list per completion)")
+        raise ValidationError(
+            "completions must be a list (one string or message list per completion)"
+        )
     n = len(completions)
     if param_names is None:
-        raise ValidationError("these rewards need a 'param_names' dataset column (the JSON keys in order)")
+        raise ValidationError(
+            "these rewards need a 'param_names' dataset column (the JSON keys in order)"
+        )
     names = _per_completion(param_names, n, "param_names", _is_names)
-    limits = _per_completion(max_abs, n, "max_abs", lambda v: v is None or isinstance(v, int | float))
+    limits = _per_completion(
+        max_abs, n, "max_abs", lambda v: v is None or isinstance(v, int | float)
+    )
     values = []
     for c, keys, m in zip(completions, names, limits, strict=True):
         if not _is_names(keys) or not keys:
             raise ValidationError(f"param_names must be a non-empty list of strings, got {keys!r}")
         parsed = parse_completion(c, keys, max_abs=m)
-        values.append(None if parsed is None else np.fromiter(parsed.values(), dtype=np.float64, count=len(keys)))
+        values.append(
+            None
+            if parsed is None
+            else np.fromiter(parsed.values(), dtype=np.float64, count=len(keys))
+        )
     return [list(k) for k in names], values
 
 
 def _scores(completions, param_names, heldout, max_abs, score, malformed: float) -> list[float]:
     names, values = _parse_all(completions, param_names, max_abs)
     if heldout is None:
-        raise ValidationError("this reward needs a 'heldout' dataset column; build it with encode_heldout")
+        raise ValidationError(
+            "this reward needs a 'heldout' dataset column; build it with encode_heldout"
+        )
     rows = _per_completion(heldout, len(names), "heldout", lambda v: isinstance(v, Mapping | str))
     cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     out = []
@@ -234,14 +263,23 @@ def _scores(completions, param_names, heldout, max_abs, score, malformed: float)
         if keys[0] != "intercept" or D.shape[1] != len(keys) - 1:
             raise ValidationError(
                 f"param_names ({len(keys)} names, first {keys[0]!r}) do not fit heldout 'D' with {D.shape[1]} "
-                "columns; expected ['intercept', one name per column] from param_names(kind, schema)")
+                "columns; expected ['intercept', one name per column] from param_names(kind, schema)"
+            )
         out.append(malformed if vec is None else score(y, vec[0] + D @ vec[1:]))
     return out
 
 
 # --------------------------------------------------------------------------- rewards
-def held_out_log_likelihood(prompts, completions, *, param_names=None, heldout=None, max_abs=None,
-                            floor: float = DEFAULT_FLOOR, **kwargs) -> list[float]:
+def held_out_log_likelihood(
+    prompts,
+    completions,
+    *,
+    param_names=None,
+    heldout=None,
+    max_abs=None,
+    floor: float = DEFAULT_FLOOR,
+    **kwargs,
+) -> list[float]:
     """Mean per-row log-likelihood of the generated model on the task's held-out rows.
 
     ``(1/n) Σ y log p + (1 - y) log(1 - p)`` with ``p = σ(intercept + D @ terms)``
@@ -257,7 +295,9 @@ def held_out_log_likelihood(prompts, completions, *, param_names=None, heldout=N
     return _scores(completions, param_names, heldout, max_abs, _mean_log_likelihood, float(floor))
 
 
-def auroc_reward(prompts, completions, *, param_names=None, heldout=None, max_abs=None, **kwargs) -> list[float]:
+def auroc_reward(
+    prompts, completions, *, param_names=None, heldout=None, max_abs=None, **kwargs
+) -> list[float]:
     """Held-out AUROC of the generated model; 0.5 when malformed or when the rows hold one class.
 
     >>> h = {"D": [[-1.0], [0.0], [1.0]], "y": [0, 1, 1]}
@@ -268,7 +308,9 @@ def auroc_reward(prompts, completions, *, param_names=None, heldout=None, max_ab
     return _scores(completions, param_names, heldout, max_abs, _auroc, 0.5)
 
 
-def parse_validity(prompts, completions, *, param_names=None, max_abs=None, **kwargs) -> list[float]:
+def parse_validity(
+    prompts, completions, *, param_names=None, max_abs=None, **kwargs
+) -> list[float]:
     """1.0 if the completion parses with exactly the keys of ``param_names`` (in order) and
     every value finite within ``[-max_abs, max_abs]``, else 0.0.
 
@@ -281,8 +323,15 @@ def parse_validity(prompts, completions, *, param_names=None, max_abs=None, **kw
     return [0.0 if v is None else 1.0 for v in values]
 
 
-def sparsity_reward(prompts, completions, *, param_names=None, max_abs=None,
-                    sparsity_threshold: float = DEFAULT_SPARSITY_THRESHOLD, **kwargs) -> list[float]:
+def sparsity_reward(
+    prompts,
+    completions,
+    *,
+    param_names=None,
+    max_abs=None,
+    sparsity_threshold: float = DEFAULT_SPARSITY_THRESHOLD,
+    **kwargs,
+) -> list[float]:
     """Fraction of coefficients (all but the intercept) with ``|coef| < sparsity_threshold``;
     0 for malformed completions, 1 for an intercept-only model.
 
@@ -290,7 +339,9 @@ def sparsity_reward(prompts, completions, *, param_names=None, max_abs=None,
     [0.5, 0.0]
     """
     names, values = _parse_all(completions, param_names, max_abs)
-    thr = _per_completion(sparsity_threshold, len(names), "sparsity_threshold", lambda v: isinstance(v, int | float))
+    thr = _per_completion(
+        sparsity_threshold, len(names), "sparsity_threshold", lambda v: isinstance(v, int | float)
+    )
     out = []
     for keys, vec, t in zip(names, values, thr, strict=True):
         if vec is None:
@@ -307,8 +358,10 @@ _SIGN_TEXT = {"1": 1, "+1": 1, "+": 1, "1.0": 1, "+1.0": 1, "-1": -1, "-": -1, "
 
 def _check_sign_constraints(mapping: Any, source: str = "sign constraints") -> dict[str, int]:
     if not isinstance(mapping, Mapping):
-        raise ValidationError(f"{source} must map term -> sign (+1 or -1), got {type(mapping).__name__}; "
-                              'for example {"age": 1, "thalch": -1}')
+        raise ValidationError(
+            f"{source} must map term -> sign (+1 or -1), got {type(mapping).__name__}; "
+            'for example {"age": 1, "thalch": -1}'
+        )
     out, problems = {}, []
     for term, sign in mapping.items():
         if sign is None:  # datasets fills keys absent from a row with None
@@ -342,22 +395,28 @@ def load_sign_constraints(path: str | Path) -> dict[str, int]:
     """
     p = Path(path)
     if not p.is_file():
-        raise ValidationError(f"sign constraints file {str(p)!r} does not exist; pass a .json or .csv file")
+        raise ValidationError(
+            f"sign constraints file {str(p)!r} does not exist; pass a .json or .csv file"
+        )
     suffix = p.suffix.lower()
     text = p.read_text(encoding="utf-8-sig")
     if suffix == ".json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ValidationError(f"sign constraints file {str(p)!r} is not valid JSON ({exc}); "
-                                  'write an object like {"age": 1, "thalch": -1}') from None
+            raise ValidationError(
+                f"sign constraints file {str(p)!r} is not valid JSON ({exc}); "
+                'write an object like {"age": 1, "thalch": -1}'
+            ) from None
         return _check_sign_constraints(data, f"sign constraints in {str(p)!r}")
     if suffix == ".csv":
         reader = csv.DictReader(text.splitlines())
         cols = [c.strip() for c in (reader.fieldnames or [])]
         if not {"term", "sign"} <= set(cols):
-            raise ValidationError(f"sign constraints file {str(p)!r} needs a header with columns 'term,sign', "
-                                  f"got {cols}")
+            raise ValidationError(
+                f"sign constraints file {str(p)!r} needs a header with columns 'term,sign', "
+                f"got {cols}"
+            )
         data, dups = {}, []
         for row in reader:
             row = {(k or "").strip(): v for k, v in row.items()}
@@ -366,7 +425,9 @@ def load_sign_constraints(path: str | Path) -> dict[str, int]:
                 dups.append(term)
             data[term] = row.get("sign") or ""
         if dups:
-            raise ValidationError(f"sign constraints file {str(p)!r} lists terms more than once: {dups}")
+            raise ValidationError(
+                f"sign constraints file {str(p)!r} lists terms more than once: {dups}"
+            )
         return _check_sign_constraints(data, f"sign constraints in {str(p)!r}")
     raise ValidationError(f"sign constraints file {str(p)!r} must end in .json or .csv")
 
@@ -379,8 +440,11 @@ def _sign_scores(names, values, constraints_per_row, strict: bool, warned: set[s
         missing = sorted(set(cons) - set(index) - warned)
         if missing:
             warned.update(missing)
-            warnings.warn(f"sign constraints on terms not among the parameters are ignored: {missing}",
-                          UserWarning, stacklevel=3)
+            warnings.warn(
+                f"sign constraints on terms not among the parameters are ignored: {missing}",
+                UserWarning,
+                stacklevel=3,
+            )
         if vec is None:
             out.append(0.0)
             continue
@@ -393,8 +457,16 @@ def _sign_scores(names, values, constraints_per_row, strict: bool, warned: set[s
     return out
 
 
-def sign_agreement(prompts, completions, *, param_names=None, sign_constraints=None, max_abs=None,
-                   strict: bool = False, **kwargs) -> list[float]:
+def sign_agreement(
+    prompts,
+    completions,
+    *,
+    param_names=None,
+    sign_constraints=None,
+    max_abs=None,
+    strict: bool = False,
+    **kwargs,
+) -> list[float]:
     """Fraction of sign-constrained terms whose generated coefficient agrees with the expected sign.
 
     ``sign_constraints`` (term -> +1/-1) is a dataset column or one dict for all completions;
@@ -408,12 +480,18 @@ def sign_agreement(prompts, completions, *, param_names=None, sign_constraints=N
     [0.5, 0.0]
     """
     if sign_constraints is None:
-        raise ValidationError("sign_agreement needs a 'sign_constraints' dataset column or keyword (term -> +1/-1); "
-                              "or use make_sign_agreement(constraints) / "
-                              "VerifiableRewardConfig(sign_constraints=path)")
+        raise ValidationError(
+            "sign_agreement needs a 'sign_constraints' dataset column or keyword (term -> +1/-1); "
+            "or use make_sign_agreement(constraints) / "
+            "VerifiableRewardConfig(sign_constraints=path)"
+        )
     names, values = _parse_all(completions, param_names, max_abs)
-    cons = _per_completion(sign_constraints, len(names), "sign_constraints",
-                           lambda v: v is None or isinstance(v, Mapping))
+    cons = _per_completion(
+        sign_constraints,
+        len(names),
+        "sign_constraints",
+        lambda v: v is None or isinstance(v, Mapping),
+    )
     return _sign_scores(names, values, cons, strict, set())
 
 
@@ -426,15 +504,21 @@ class SignAgreement:
         self.__name__ = "sign_agreement"
         self._warned: set[str] = set()
 
-    def __call__(self, prompts, completions, *, param_names=None, max_abs=None, **kwargs) -> list[float]:
+    def __call__(
+        self, prompts, completions, *, param_names=None, max_abs=None, **kwargs
+    ) -> list[float]:
         names, values = _parse_all(completions, param_names, max_abs)
-        return _sign_scores(names, values, [self.constraints] * len(names), self.strict, self._warned)
+        return _sign_scores(
+            names, values, [self.constraints] * len(names), self.strict, self._warned
+        )
 
     def __repr__(self) -> str:
         return f"SignAgreement({self.constraints!r}, strict={self.strict})"
 
 
-def make_sign_agreement(constraints: Mapping[str, Any] | str | Path, *, strict: bool = False) -> SignAgreement:
+def make_sign_agreement(
+    constraints: Mapping[str, Any] | str | Path, *, strict: bool = False
+) -> SignAgreement:
     """A reward function (TRL signature, ``__name__ == "sign_agreement"``) with fixed sign constraints,
     given as a mapping or a path for :func:`load_sign_constraints`.
 
@@ -467,7 +551,9 @@ def resolve_reward(name_or_func: str | RewardFunc) -> RewardFunc:
         for f in REWARDS.values():
             if f.__name__ == name_or_func:
                 return f
-    raise ValidationError(f"unknown reward {name_or_func!r}; use a callable or one of {sorted(REWARDS)}")
+    raise ValidationError(
+        f"unknown reward {name_or_func!r}; use a callable or one of {sorted(REWARDS)}"
+    )
 
 
 class BoundReward:
@@ -498,21 +584,29 @@ class CombinedReward:
                 continue
             values = func(prompts=prompts, completions=completions, **kwargs)
             if len(values) != len(completions):
-                raise ValidationError(f"reward {getattr(func, '__name__', func)!r} returned {len(values)} values "
-                                      f"for {len(completions)} completions")
+                raise ValidationError(
+                    f"reward {getattr(func, '__name__', func)!r} returned {len(values)} values "
+                    f"for {len(completions)} completions"
+                )
             for i, v in enumerate(values):
                 if v is not None and not (isinstance(v, float) and math.isnan(v)):
                     total[i] = (total[i] or 0.0) + w * float(v)
         return total
 
     def __repr__(self) -> str:
-        return "CombinedReward(" + ", ".join(f"{w:g}*{getattr(f, '__name__', f)}" for f, w in self.parts) + ")"
+        return (
+            "CombinedReward("
+            + ", ".join(f"{w:g}*{getattr(f, '__name__', f)}" for f, w in self.parts)
+            + ")"
+        )
 
 
 def _check_weights(weights: Mapping) -> list[tuple[Any, float]]:
     if not isinstance(weights, Mapping) or not weights:
-        raise ValidationError('reward weights must be a non-empty dict such as {"log_likelihood": 1.0, '
-                              '"validity": 0.5}')
+        raise ValidationError(
+            'reward weights must be a non-empty dict such as {"log_likelihood": 1.0, '
+            '"validity": 0.5}'
+        )
     out, problems = [], []
     for key, w in weights.items():
         try:
@@ -553,37 +647,57 @@ class VerifiableRewardConfig:
     (['held_out_log_likelihood', 'parse_validity'], [1.0, 0.5])
     """
 
-    weights: dict[str, float] = field(default_factory=lambda: {"log_likelihood": 1.0}, metadata={
-        "help": f"reward name -> weight; names: {sorted(REWARDS)}"})
-    sparsity_threshold: float = field(default=DEFAULT_SPARSITY_THRESHOLD, metadata={
-        "help": "|coef| below this counts as zero in the sparsity reward"})
-    sign_constraints: str | None = field(default=None, metadata={
-        "help": "JSON/CSV file of term -> expected sign; without it 'sign' reads a sign_constraints column"})
-    floor: float = field(default=DEFAULT_FLOOR, metadata={
-        "help": f"log-likelihood reward of malformed completions; must be below log(1e-7) = "
-                f"{MIN_VALID_LOG_LIKELIHOOD:.2f}"})
-    max_abs: float | None = field(default=None, metadata={
-        "help": "allowed |value| when the dataset has no max_abs column (default 20)"})
+    weights: dict[str, float] = field(
+        default_factory=lambda: {"log_likelihood": 1.0},
+        metadata={"help": f"reward name -> weight; names: {sorted(REWARDS)}"},
+    )
+    sparsity_threshold: float = field(
+        default=DEFAULT_SPARSITY_THRESHOLD,
+        metadata={"help": "|coef| below this counts as zero in the sparsity reward"},
+    )
+    sign_constraints: str | None = field(
+        default=None,
+        metadata={
+            "help": "JSON/CSV file of term -> expected sign; without it 'sign' reads a sign_constraints column"
+        },
+    )
+    floor: float = field(
+        default=DEFAULT_FLOOR,
+        metadata={
+            "help": f"log-likelihood reward of malformed completions; must be below log(1e-7) = "
+            f"{MIN_VALID_LOG_LIKELIHOOD:.2f}"
+        },
+    )
+    max_abs: float | None = field(
+        default=None,
+        metadata={"help": "allowed |value| when the dataset has no max_abs column (default 20)"},
+    )
 
     def __post_init__(self):
         pairs = _check_weights(self.weights)
         for name, _ in pairs:
             if not isinstance(name, str) or name not in REWARDS:
-                raise ValidationError(f"unknown reward {name!r} in VerifiableRewardConfig.weights; "
-                                      f"use {sorted(REWARDS)}")
+                raise ValidationError(
+                    f"unknown reward {name!r} in VerifiableRewardConfig.weights; "
+                    f"use {sorted(REWARDS)}"
+                )
         self.weights = dict(pairs)
         self.sparsity_threshold = check_number(self.sparsity_threshold, "sparsity_threshold", gt=0)
         self.max_abs = check_number(self.max_abs, "max_abs", gt=0, allow_none=True)
         if not (isinstance(self.floor, int | float) and self.floor < MIN_VALID_LOG_LIKELIHOOD):
-            raise ValidationError(f"floor must be below {MIN_VALID_LOG_LIKELIHOOD:.3f} (the lowest valid "
-                                  f"log-likelihood), got {self.floor!r}; otherwise garbage can beat a valid answer")
+            raise ValidationError(
+                f"floor must be below {MIN_VALID_LOG_LIKELIHOOD:.3f} (the lowest valid "
+                f"log-likelihood), got {self.floor!r}; otherwise garbage can beat a valid answer"
+            )
 
     def _func(self, name: str) -> RewardFunc:
         common = {} if self.max_abs is None else {"max_abs": self.max_abs}
         if name == "sign" and self.sign_constraints is not None:
             return BoundReward(make_sign_agreement(self.sign_constraints), **common)
-        extra = {"log_likelihood": {"floor": self.floor},
-                 "sparsity": {"sparsity_threshold": self.sparsity_threshold}}.get(name, {})
+        extra = {
+            "log_likelihood": {"floor": self.floor},
+            "sparsity": {"sparsity_threshold": self.sparsity_threshold},
+        }.get(name, {})
         return BoundReward(REWARDS[name], **common, **extra)
 
     def build(self) -> tuple[list[RewardFunc], list[float]]:
@@ -599,8 +713,14 @@ class VerifiableRewardConfig:
 
 
 # --------------------------------------------------------------------------- ranking
-def rank_candidates(completions: Sequence[Any], *, param_names: Sequence[str], heldout: Any,
-                    reward: RewardFunc = held_out_log_likelihood, **kwargs) -> list[int]:
+def rank_candidates(
+    completions: Sequence[Any],
+    *,
+    param_names: Sequence[str],
+    heldout: Any,
+    reward: RewardFunc = held_out_log_likelihood,
+    **kwargs,
+) -> list[int]:
     """Indices of the candidates of one prompt, best first (ties keep their order).
 
     Used for best-of-n selection and for building preference pairs.
@@ -610,24 +730,52 @@ def rank_candidates(completions: Sequence[Any], *, param_names: Sequence[str], h
     [2, 0, 1]
     """
     n = len(completions)
-    scores = resolve_reward(reward)(prompts=[None] * n, completions=list(completions),
-                                    param_names=[list(param_names)] * n, heldout=[heldout] * n, **kwargs)
+    scores = resolve_reward(reward)(
+        prompts=[None] * n,
+        completions=list(completions),
+        param_names=[list(param_names)] * n,
+        heldout=[heldout] * n,
+        **kwargs,
+    )
     keyed = [-math.inf if s is None or math.isnan(s) else float(s) for s in scores]
     return sorted(range(n), key=lambda i: -keyed[i])
 
 
 def __getattr__(name: str):
     if name == "RewardConfig":
-        warnings.warn("ragim.train.rewards.RewardConfig is deprecated; use VerifiableRewardConfig "
-                      "(the same class; TRL's RewardConfig is another thing)", DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            "ragim.train.rewards.RewardConfig is deprecated; use VerifiableRewardConfig "
+            "(the same class; TRL's RewardConfig is another thing)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return VerifiableRewardConfig
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
-    "DEFAULT_FLOOR", "DEFAULT_MAX_ABS", "DEFAULT_SPARSITY_THRESHOLD", "MIN_VALID_LOG_LIKELIHOOD", "REWARDS",
-    "BoundReward", "CombinedReward", "VerifiableRewardConfig", "SignAgreement", "auroc_reward", "combine_rewards", "completion_text", "decode_heldout",
-    "encode_heldout", "held_out_log_likelihood", "load_sign_constraints", "make_sign_agreement",
-    "parse_completion", "parse_validity", "rank_candidates", "resolve_reward", "score_params", "sign_agreement",
+    "DEFAULT_FLOOR",
+    "DEFAULT_MAX_ABS",
+    "DEFAULT_SPARSITY_THRESHOLD",
+    "MIN_VALID_LOG_LIKELIHOOD",
+    "REWARDS",
+    "BoundReward",
+    "CombinedReward",
+    "VerifiableRewardConfig",
+    "SignAgreement",
+    "auroc_reward",
+    "combine_rewards",
+    "completion_text",
+    "decode_heldout",
+    "encode_heldout",
+    "held_out_log_likelihood",
+    "load_sign_constraints",
+    "make_sign_agreement",
+    "parse_completion",
+    "parse_validity",
+    "rank_candidates",
+    "resolve_reward",
+    "score_params",
+    "sign_agreement",
     "sparsity_reward",
 ]

@@ -46,43 +46,69 @@ def run_config(cls: type, config: Any, **overrides: Any) -> Any:
     elif isinstance(config, dict):
         unknown = sorted(set(config) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
-            raise ValidationError(f"unknown {cls.__name__} field(s) {unknown}; "
-                                  f"fields: {[f.name for f in dataclasses.fields(cls)]}")
+            raise ValidationError(
+                f"unknown {cls.__name__} field(s) {unknown}; "
+                f"fields: {[f.name for f in dataclasses.fields(cls)]}"
+            )
         config = cls(**config)
     elif not isinstance(config, cls):
-        raise ValidationError(f"config must be a {cls.__name__} (or a dict of its fields), "
-                              f"got {type(config).__name__}")
+        raise ValidationError(
+            f"config must be a {cls.__name__} (or a dict of its fields), "
+            f"got {type(config).__name__}"
+        )
     changes = {k: v for k, v in overrides.items() if v is not None}
     return dataclasses.replace(config, **changes) if changes else config
 
 
 def training_record(stage: str, config: Any) -> dict[str, Any]:
-    """``{"stage": stage, "config": <the config's fields>}``, JSON-safe (nested configs as dicts)."""
+    """``{"stage": stage, "config": <the config's fields>}``, JSON-safe (nested configs: dicts)."""
     from ragim.io import json_safe
 
     return {"stage": stage, "config": json_safe(dataclasses.asdict(config))}
 
 
 def _no_checkpointing(config_cls) -> dict[str, bool]:
-    """TRL turns activation checkpointing on by default; for LoRA on small models it only costs time."""
+    """TRL turns activation checkpointing on by default; for LoRA on small models it only costs
+    time."""
     fields = getattr(config_cls, "__dataclass_fields__", {})
     if "activation_checkpointing" in fields:
         return {"activation_checkpointing": False}
     return {"gradient_checkpointing": False}
 
 
-def trainer_args(config_cls, *, on_cuda: bool, progress: bool, seed: int, output_dir: str, max_steps: int,
-                 learning_rate: float) -> dict[str, Any]:
+def trainer_args(
+    config_cls,
+    *,
+    on_cuda: bool,
+    progress: bool,
+    seed: int,
+    output_dir: str,
+    max_steps: int,
+    learning_rate: float,
+) -> dict[str, Any]:
     """The settings every ragim trainer shares (log each step, save and report nothing, bf16 on
     GPUs that support it, no activation checkpointing) as keyword arguments of ``config_cls``."""
     import torch
 
-    return dict(output_dir=output_dir, max_steps=max_steps, learning_rate=learning_rate,
-                logging_strategy="steps", logging_steps=1, save_strategy="no", report_to="none",
-                use_cpu=not on_cuda, disable_tqdm=not progress,
-                bf16=on_cuda and torch.cuda.is_bf16_supported(), fp16=False, seed=seed, data_seed=seed,
-                dataloader_pin_memory=on_cuda, push_to_hub=False, warmup_steps=0,
-                **_no_checkpointing(config_cls))
+    return dict(
+        output_dir=output_dir,
+        max_steps=max_steps,
+        learning_rate=learning_rate,
+        logging_strategy="steps",
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=not on_cuda,
+        disable_tqdm=not progress,
+        bf16=on_cuda and torch.cuda.is_bf16_supported(),
+        fp16=False,
+        seed=seed,
+        data_seed=seed,
+        dataloader_pin_memory=on_cuda,
+        push_to_hub=False,
+        warmup_steps=0,
+        **_no_checkpointing(config_cls),
+    )
 
 
 def run_trainer(trainer, progress: bool) -> float:
@@ -128,4 +154,11 @@ def on_cuda(model) -> bool:
     return str(next(model.parameters()).device).startswith("cuda")
 
 
-__all__ = ["on_cuda", "quiet_training", "run_config", "run_trainer", "trainer_args", "training_record"]
+__all__ = [
+    "on_cuda",
+    "quiet_training",
+    "run_config",
+    "run_trainer",
+    "trainer_args",
+    "training_record",
+]

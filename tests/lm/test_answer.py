@@ -37,7 +37,12 @@ def test_write_follows_the_grammar_and_parse_inverts_it():
     text = fmt.write({"intercept": -1.234, "age": 7.0, "sex[male]": 0.5})
     assert text == '{"intercept": -1.23, "age": 5, "sex[male]": 0.5}'
     grammar = fmt.grammar()
-    assert grammar.keys == tuple(KEYS) and grammar.pieces == ('{"intercept":', ', "age":', ', "sex[male]":', "}")
+    assert grammar.keys == tuple(KEYS) and grammar.pieces == (
+        '{"intercept":',
+        ', "age":',
+        ', "sex[male]":',
+        "}",
+    )
     assert grammar.render(["-1.23", "5", "0.5"]) == text
     assert (grammar.max_abs, grammar.max_frac_digits, grammar.max_int_digits) == (5.0, 2, 3)
     assert fmt.parse(text) == {"intercept": -1.23, "age": 5.0, "sex[male]": 0.5}
@@ -46,8 +51,11 @@ def test_write_follows_the_grammar_and_parse_inverts_it():
 
 def test_the_json_shorthands_are_the_codec():
     values = {"intercept": 0.12345, "age": -30.0, "sex[male]": 2.0}
-    assert format_json_numbers(values, KEYS, 3) == JSONAnswerFormat(KEYS).write(values) == (
-        '{"intercept": 0.123, "age": -20, "sex[male]": 2}')
+    assert (
+        format_json_numbers(values, KEYS, 3)
+        == JSONAnswerFormat(KEYS).write(values)
+        == ('{"intercept": 0.123, "age": -20, "sex[male]": 2}')
+    )
     with pytest.raises(GenerationError, match="keys out of order") as a:
         parse_json_numbers('{"age": 1, "intercept": 0, "sex[male]": 0}', KEYS)
     with pytest.raises(GenerationError) as b:
@@ -60,11 +68,20 @@ def test_prompts_pairs_and_rewards_use_the_same_text():
     schema = FeatureSchema.infer(X).fit(X)
     p = ModelParams.from_dict("logistic", schema, {"intercept": -1.23456, "age": 0.5})
     text = answer_text(p, 2)
-    assert text == answer_format(p.names, decimals=2).write(p.as_dict()) == '{"intercept": -1.23, "age": 0.5}'
+    assert (
+        text
+        == answer_format(p.names, decimals=2).write(p.as_dict())
+        == '{"intercept": -1.23, "age": 0.5}'
+    )
     # the reward parser and the pair checker read exactly what the writer wrote
-    assert parse_completion([{"role": "assistant", "content": text}], p.names) == {"intercept": -1.23, "age": 0.5}
-    check_pair_names([{"prompt": "p", "chosen": text, "rejected": model_text({"intercept": 0, "age": 1})}],
-                     p.names)
+    assert parse_completion([{"role": "assistant", "content": text}], p.names) == {
+        "intercept": -1.23,
+        "age": 0.5,
+    }
+    check_pair_names(
+        [{"prompt": "p", "chosen": text, "rejected": model_text({"intercept": 0, "age": 1})}],
+        p.names,
+    )
     _, tok = load_base_model("tiny", device="cpu")
     _, rendered, _ = build_prompt("Predict stroke.", [], schema, "logistic", tok, decimals=2)
     assert JSONAnswerFormat(p.names).instruction in rendered
@@ -76,14 +93,20 @@ def test_model_text_is_lossless_and_answer_values_reads_every_form():
     assert text == '{"intercept": -1, "é": 0.1234567, "age": 25}'
     assert answer_values(text) == values == answer_values(values)
     assert answer_values([{"role": "assistant", "content": text}]) == values
-    for bad, message in [("{", "does not parse"), ({"a": math.nan}, "finite"), ([], "exactly one"),
-                         ({}, "non-empty")]:
+    for bad, message in [
+        ("{", "does not parse"),
+        ({"a": math.nan}, "finite"),
+        ([], "exactly one"),
+        ({}, "non-empty"),
+    ]:
         with pytest.raises(ValueError, match=message):
             answer_values(bad)
 
 
 def test_unknown_format_and_bad_settings_are_one_line_errors():
-    with pytest.raises(ValidationError, match=r"unknown answer format 'compact'; use one of \['json'\]"):
+    with pytest.raises(
+        ValidationError, match=r"unknown answer format 'compact'; use one of \['json'\]"
+    ):
         answer_format(KEYS, name="compact")
     with pytest.raises(ValidationError, match=r"decimals must be an integer in \[0, 3\], got 4"):
         answer_format(KEYS, decimals=4)
@@ -102,8 +125,13 @@ class ListAnswerFormat(AnswerFormat):
 
     def grammar(self, *, max_int_digits: int = 3) -> AnswerGrammar:
         pieces = ("[", *([","] * (len(self.keys) - 1)), "]")
-        return AnswerGrammar(keys=self.keys, pieces=pieces, max_abs=self.max_abs, max_int_digits=max_int_digits,
-                             max_frac_digits=self.decimals)
+        return AnswerGrammar(
+            keys=self.keys,
+            pieces=pieces,
+            max_abs=self.max_abs,
+            max_int_digits=max_int_digits,
+            max_frac_digits=self.decimals,
+        )
 
     @property
     def instruction(self) -> str:
@@ -124,8 +152,15 @@ def test_a_new_format_is_one_class_and_the_decoder_follows_its_grammar(monkeypat
     assert fmt.write({"intercept": 1.26, "age": -9.0, "sex[male]": 0.0}) == "[ 1.3, -3, 0]"
     model, tok = load_base_model("tiny", device="cpu")
     ids = tok("coefficients?", return_tensors="pt")["input_ids"]
-    results = generate_answers(model, tok, ids, fmt, temperature=1.5, num_candidates=3,
-                               generator=torch.Generator().manual_seed(0))
+    results = generate_answers(
+        model,
+        tok,
+        ids,
+        fmt,
+        temperature=1.5,
+        num_candidates=3,
+        generator=torch.Generator().manual_seed(0),
+    )
     for r in results:
         assert r.text.startswith("[ ") and r.text.endswith("]")
         assert fmt.parse(r.text) == r.values and set(r.values) == set(KEYS)
@@ -137,6 +172,8 @@ def test_json_decoding_is_the_json_format_through_the_codec():
     ids = tok("coefficients?", return_tensors="pt")["input_ids"]
     a = generate_json_numbers(model, tok, ids, KEYS, max_abs=4.0, max_frac_digits=2)
     b = generate_answers(model, tok, ids, answer_format(KEYS, decimals=2, max_abs=4.0))
-    assert a[0].text == b[0].text and a[0].values == parse_json_numbers(b[0].text, KEYS, max_abs=4.0)
+    assert a[0].text == b[0].text and a[0].values == parse_json_numbers(
+        b[0].text, KEYS, max_abs=4.0
+    )
     with pytest.raises(ValidationError, match="answer_format must be an AnswerFormat"):
         generate_answers(model, tok, ids, KEYS)
