@@ -9,6 +9,9 @@
   same rule, and the core modules below the generators never import the LM wing.
 * No private (underscore) name crosses a module boundary in the LM wing and the CLI: not by
   ``from m import _name`` and not by ``obj._name`` on anything but ``self``/``cls``.
+* Anywhere in ``ragim/``, no private name crosses a module boundary: ``from m import _name``,
+  or ``obj._name`` where the module does not define ``_name`` itself (generators use
+  ``TaskIndex``'s public row view: ``row``, ``row_params``, ``row_records``).
 """
 
 from __future__ import annotations
@@ -248,3 +251,51 @@ def test_no_private_name_crosses_a_module_boundary(module):
         and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
     ]
     assert imported + reached == []
+
+
+def _own_private_names(tree: ast.AST) -> set[str]:
+    """Underscore names a module defines itself: functions, classes, assignments, attributes."""
+    own = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            own.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            own.add(node.id)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            own.add(node.attr)
+    return {n for n in own if n.startswith("_")}
+
+
+def private_crossings(module: str) -> list[str]:
+    """Private names ``module`` takes from another module: ``from m import _x``, or ``obj._x``
+    where ``_x`` is not defined in ``module`` itself. ``self._x`` and ``cls._x`` (a subclass
+    using its base class) and IPython's ``_repr_*_`` hooks are not crossings."""
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    own = _own_private_names(tree)
+    imported = [
+        f"line {imp.line}: {n} from {imp.target}"
+        for imp in IMPORTS[module]
+        for n in imp.names
+        if n.startswith("_") and not n.startswith("__")
+    ]
+    reached = [
+        f"line {node.lineno}: .{node.attr}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+        and not (node.attr.startswith("_repr_") and node.attr.endswith("_"))
+        and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+        and node.attr not in own
+    ]
+    return imported + reached
+
+
+def test_the_crossing_finder_tells_own_names_from_foreign_ones():
+    tree = ast.parse("class A:\n    def f(self, o):\n        self._x = 1\n        return o._x, o._y\n")
+    assert _own_private_names(tree) == {"_x"}
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_private_name_crosses_a_module_boundary_anywhere(module):
+    assert private_crossings(module) == []

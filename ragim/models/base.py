@@ -238,6 +238,25 @@ class InterpretableModel:
         positive = self.decision_function(X) > 0
         return self.classes_[positive.astype(int)]
 
+    def check_params(self) -> None:
+        """Check the constructor arguments against the family's ``_parameter_constraints``
+        without fitting (``fit`` runs the same check first).
+
+        Raises
+        ------
+        ValueError or TypeError
+            scikit-learn's ``InvalidParameterError`` naming the bad argument.
+
+        Examples
+        --------
+        >>> from ragim.models import LogisticModel
+        >>> LogisticModel(C=-1.0).check_params()
+        Traceback (most recent call last):
+        ...
+        sklearn.utils._param_validation.InvalidParameterError: The 'C' parameter of LogisticModel must be a float in the range (0.0, inf). Got -1.0 instead.
+        """
+        self._validate_params()
+
     # ------------------------------------------------------------------ parameters
     def to_params(self) -> ModelParams:
         """The fitted parameters (a copy), with metadata, std and provenance."""
