@@ -665,8 +665,9 @@ def evaluate_cmd(
 
 @app.command("bench")
 def bench(
-    name: Annotated[str, typer.Argument(help="fit | retrieval | generate | lm | all")],
-    n_tasks: Annotated[int | None, typer.Option(help="tasks (fit: 10000, retrieval: 100000, generate: 300, lm: 3 queries)")] = None,
+    name: Annotated[str, typer.Argument(help="fit | retrieval | generate | generate-statistical | lm | all")],
+    n_tasks: Annotated[int | None, typer.Option(help="tasks (fit: 10000, retrieval: 100000, generate: 300, "
+                                                   "generate-statistical: 10000, lm: 3 queries)")] = None,
     threads: Annotated[str | None, typer.Option(help="comma-separated thread counts, each used by both sides of "
                                                      "every ratio (default: 1 and all CPUs; lm: 1)")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -688,6 +689,8 @@ def bench(
         "fit": lambda: b.bench_fit(n_tasks if n_tasks is not None else 10_000, threads=counts),
         "retrieval": lambda: b.bench_retrieval(n_tasks if n_tasks is not None else 100_000, threads=counts),
         "generate": lambda: b.bench_generate(n_tasks if n_tasks is not None else 300, threads=counts),
+        "generate-statistical": lambda: b.bench_generate_statistical(
+            n_tasks if n_tasks is not None else 10_000, threads=counts),
         "lm": lambda: b.bench_generate_lm(n_tasks if n_tasks is not None else 3, threads=(counts or [1])[0]),
     }
     if name not in (*runners, "all"):
