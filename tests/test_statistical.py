@@ -5,10 +5,11 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.stats import norm
 
-from ragim import TaskIndex, datasets
+from ragim import Task, TaskCollection, TaskIndex, datasets
 from ragim.errors import ArtifactError, ValidationError
 from ragim.generate import GENERATORS
 from ragim.generate.meta_regression import (
@@ -211,3 +212,21 @@ def test_an_index_too_small_to_validate_gives_the_pooled_model():
     assert "only 2 indexed task(s)" in g.cv_["note"]
     p = g.generate_params("anything at all")
     np.testing.assert_allclose(p.vector, g.pooled_, atol=1e-9)
+
+
+def test_intervals_never_narrower_than_the_pooled_models_own_sampling_error():
+    """Tasks that agree leave no between-task variance, but the pooled estimate still has its
+    sampling error (an outside user saw 95% CIs of +-0.0005 from five 150-row tasks)."""
+    rng = np.random.default_rng(4)
+    tasks = []
+    for i in range(5):
+        X = pd.DataFrame({"age": rng.normal(60, 10, 150), "lactate": rng.gamma(2, 1, 150)})
+        logit = -0.5 + 0.04 * (X["age"] - 60) + 0.5 * (X["lactate"] - 2)
+        y = (rng.random(150) < 1 / (1 + np.exp(-logit))).astype(int)
+        tasks.append(Task(f"t{i}", f"Predict ICU transfer in ward {i} of one hospital", X, y))
+    idx = TaskIndex.build(TaskCollection(tasks), embedder="hashing", progress=False)
+    g = StatisticalGenerator().fit(idx, progress=False)
+    p = g.generate_params("Predict ICU transfer in a new ward of the same hospital")
+    assert np.all(g.pooled_var_ > 0)
+    assert np.all(p.std[1:] >= np.sqrt(g.pooled_var_[1:]) - 1e-12)
+    assert np.all(p.std > 0.02)  # 750 rows cannot pin a log-odds coefficient to +-0.0005

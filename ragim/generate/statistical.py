@@ -331,7 +331,7 @@ class StatisticalGenerator(Generator):
         self.model_kind_, self.schema_ = index.model, index.schema
         self.param_names_ = param_names(index.model, index.schema)
         self.embedder_identity_ = index.embedder.identity
-        self.pooled_, self.center_ = _pooled_fit(index, tasks, cfg.pooled_rows, rng)
+        self.pooled_, self.center_, self.pooled_var_ = _pooled_fit_with_variance(index, tasks, cfg.pooled_rows, rng)
         T = centring(self.center_)
         pooled_c = T @ self.pooled_
         bar.update()
@@ -489,7 +489,9 @@ class StatisticalGenerator(Generator):
             sd[:, 1:] += w * s[:, 1:]
         theta[:, 0] += st["shift"]
         theta = theta @ np.linalg.inv(T).T  # back from the centred intercept to the model's own
-        var = sd**2 * self.interval_scale_
+        # what the stack does not know about a new task, plus what the pooled model itself is
+        # unsure of: tasks that all agree still leave the pooled estimate's sampling error
+        var = sd**2 * self.interval_scale_ + self.pooled_var_
         var[:, 0] += var[:, 1:] @ self.center_**2
         sd = np.sqrt(var)
         share = {c: st["baseline"][c] + st["slopes"][c] for c in names}
@@ -526,7 +528,8 @@ class StatisticalGenerator(Generator):
         if self.fitted_ is None:
             raise ValidationError("cannot save an unfitted StatisticalGenerator")
         st = self.fitted_.state
-        arrays = {"pooled": self.pooled_, "center": self.center_, "theta": self.summaries_.theta,
+        arrays = {"pooled": self.pooled_, "pooled_var": self.pooled_var_, "center": self.center_,
+                  "theta": self.summaries_.theta,
                   "var": self.summaries_.var, "fits": self.summaries_.fits,
                   "n_rows": self.summaries_.n_rows.astype(np.float64), "vectors": self.vectors_}
         scalars = {}
@@ -575,6 +578,7 @@ class StatisticalGenerator(Generator):
             gen.stack_, gen.cv_ = state["stack"], state["cv"]
             gen.interval_scale_ = float(state["interval_scale"])
             gen.pooled_, gen.center_ = arrays["pooled"], arrays["center"]
+            gen.pooled_var_ = arrays.get("pooled_var", np.zeros_like(gen.pooled_))  # absent before 0.1.0 final
             n = len(ids)
             gen.summaries_ = TaskSummaries(ids, arrays["theta"], arrays["var"], arrays["n_rows"].astype(np.int64),
                                            arrays["fits"])
@@ -584,7 +588,7 @@ class StatisticalGenerator(Generator):
             if state.get("vocabulary") is not None:
                 fstate["vocabulary"] = {t: int(i) for t, i in state["vocabulary"].items()}
             P = len(gen.param_names_)
-            shapes_ok = (gen.pooled_.shape == (P,) and gen.center_.shape == (P - 1,)
+            shapes_ok = (gen.pooled_.shape == (P,) and gen.pooled_var_.shape == (P,) and gen.center_.shape == (P - 1,)
                          and gen.summaries_.theta.shape == (n, P)
                          and gen.summaries_.var.shape == (n, P) and len(gen.descriptions_) == n
                          and gen.vectors_.shape[0] == n and param_names(gen.model_kind_, gen.schema_) == gen.param_names_)
@@ -643,6 +647,14 @@ def _index_tasks(index) -> list[Task]:
 def _pooled_fit(index, tasks: list[Task], max_rows: int, rng) -> tuple[np.ndarray, np.ndarray]:
     """The pooled L2 logistic model (C = 1) on the index tasks' rows, subsampled to ``max_rows``,
     and the mean design row of those rows (the centre of the centred intercept)."""
+    w, center, _ = _pooled_fit_with_variance(index, tasks, max_rows, rng)
+    return w, center
+
+
+def _pooled_fit_with_variance(index, tasks: list[Task], max_rows: int,
+                              rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_pooled_fit` and the sampling variances of the pooled model's centred parameters
+    (the diagonal of the inverse Hessian of its penalised log-likelihood at the fit)."""
     import pandas as pd
 
     from ragim.models import LogisticModel
@@ -655,12 +667,20 @@ def _pooled_fit(index, tasks: list[Task], max_rows: int, rng) -> tuple[np.ndarra
     D = design_matrix(index.model, index.schema, X)
     center = D.mean(axis=0)
     if index.model == "logistic":
-        return LogisticModel(schema=index.schema, C=1.0).fit(X, y).to_params().vector, center
-    from ragim.models.map import newton_map
+        w = LogisticModel(schema=index.schema, C=1.0).fit(X, y).to_params().vector
+    else:
+        from ragim.models.map import newton_map
 
-    A = np.hstack([np.ones((len(D), 1)), D])
-    w, _ = newton_map(A, y.astype(float), np.zeros(A.shape[1]), np.ones(A.shape[1]), max_iter=50, tol=1e-8)
-    return w, center
+        A = np.hstack([np.ones((len(D), 1)), D])
+        w, _ = newton_map(A, y.astype(float), np.zeros(A.shape[1]), np.ones(A.shape[1]), max_iter=50, tol=1e-8)
+    Ac = np.hstack([np.ones((len(D), 1)), D - center])
+    p = np.exp(log_expit(Ac @ (centring(center) @ w)))
+    H = (Ac * (p * (1 - p))[:, None]).T @ Ac + np.diag([0.0] + [1.0] * (len(w) - 1))
+    try:
+        var = np.diag(np.linalg.inv(H + 1e-9 * np.eye(len(w))))
+    except np.linalg.LinAlgError:
+        var = np.zeros(len(w))
+    return w, center, np.maximum(var, 0.0)
 
 
 def _cv_plan(records: list[dict], n_folds: int, rng) -> list[tuple[np.ndarray, list[tuple[int, frozenset]]]]:
