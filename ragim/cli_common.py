@@ -259,16 +259,17 @@ def print_global(expl, *, top: int | None = None, missing: bool = False) -> None
             for r in t.itertuples()
         ]
         cols = ["feature", "bin", ("score", "right"), ("95% CI", "right"), ("odds ratio", "right")]
+    base, base_sd, refs = expl.reference_intercept()
     sd = (
-        f" (95% CI {expl.intercept - 1.96 * expl.intercept_std:+.3f} to "
-        f"{expl.intercept + 1.96 * expl.intercept_std:+.3f})"
-        if math.isfinite(expl.intercept_std)
+        f" (95% CI {base - 1.96 * base_sd:+.3f} to {base + 1.96 * base_sd:+.3f})"
+        if math.isfinite(base_sd)
         else ""
     )
+    at = f" at {', '.join(refs)}" if refs else ""
     print_table(
         rows,
         cols,
-        title=f"{expl.kind.upper()} model for {expl.outcome}; intercept {expl.intercept:+.3f}{sd}",
+        title=f"{expl.kind.upper()} model for {expl.outcome}; intercept{at} {base:+.3f}{sd}",
         caption=t.attrs["note"] + hint,
     )
 

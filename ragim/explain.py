@@ -465,6 +465,45 @@ class GlobalExplanation(_Explanation):
         self.provenance = Provenance.from_params(params)
         self._frame = _logistic_frame(params) if self.kind == "logistic" else _gam_frame(params)
 
+    def reference_intercept(self) -> tuple[float, float, list[str]]:
+        """The log-odds of the reference patient of :meth:`table` (logistic models).
+
+        :meth:`table` compares each categorical level with its feature's reference level, so
+        the intercept that goes with it is the model's intercept plus each reference level's
+        own coefficient. Returns (log-odds, SD combining the parts as independent, NaN when
+        unknown, and the reference levels in words, e.g. ``["Ward = medical"]``). For a GAM,
+        or a model without categorical features, the model's intercept.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> from ragim.schema import Feature, FeatureSchema
+        >>> X = pd.DataFrame({"cp": ["typical", "atypical", "typical", None]})
+        >>> schema = FeatureSchema([Feature("cp", "categorical", label="Chest pain")]).fit(X)
+        >>> p = ModelParams.from_dict("logistic", schema, {"intercept": -1.0, "cp[atypical]": 0.3,
+        ...     "cp[typical]": 1.0, "cp__missing": 0.1})
+        >>> value, _, refs = explain_params(p).reference_intercept()
+        >>> round(value, 2), refs
+        (-0.7, ['Chest pain = atypical'])
+        """
+        value, var, refs = self.intercept, self.intercept_std**2, []
+        if self.kind != "logistic":
+            return value, math.sqrt(var), refs
+        schema = self.params.schema
+        std = self.params.std[1:] if self.params.std is not None else np.full(len(self.params) - 1, np.nan)
+        coef = dict(zip(schema.design_names, self.params.terms, strict=True))
+        sd = dict(zip(schema.design_names, std, strict=True))
+        for f in schema.features:
+            if f.type != "categorical" or not schema.categories_[f.name]:
+                continue
+            ref = schema.categories_[f.name][0]
+            term = f"{f.name}[{ref}]"
+            if term in coef:
+                value += float(coef[term])
+                var += float(sd[term]) ** 2
+                refs.append(f"{f.display_name} = {f.level_label(ref)}")
+        return value, math.sqrt(var), refs
+
     def to_frame(self) -> pd.DataFrame:
         """The tidy table described in the class docstring (a copy)."""
         return self._frame.copy()
