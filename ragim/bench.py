@@ -2,22 +2,32 @@
 
 Each benchmark returns one JSON-safe dict with at least ``name``, ``n``, ``ours``,
 ``baseline`` (each with a ``description``), and ``ratio`` = how many times faster
-ours is than the baseline, measured in the same process.
+ours is than the baseline, measured in the same process. Both sides of a ratio run
+with the same number of threads: ``threads`` says how many (``{"ours": t,
+"baseline": t}``), ``by_threads`` repeats the comparison for every thread count asked
+for (a multi-thread figure always beside its single-thread twin), and ``environment``
+names the BLAS / OpenMP libraries, their versions, the CPU and the device
+(:func:`environment`, from threadpoolctl).
 
 Examples
 --------
->>> r = bench_retrieval(n_tasks=2000, n_queries=50, dim=32, factories=("Flat",))
->>> {"name", "n", "ours", "baseline", "ratio", "recall_at_10"} <= set(r)
+>>> r = bench_retrieval(n_tasks=2000, n_queries=50, dim=32, factories=("Flat",), threads=(1,))
+>>> {"name", "n", "ours", "baseline", "ratio", "recall_at_10", "threads", "environment"} <= set(r)
 True
->>> r["recall_at_10"]  # an exact index finds the true neighbours
-1.0
+>>> r["recall_at_10"], r["threads"]  # an exact index finds the true neighbours
+(1.0, {'ours': 1, 'baseline': 1})
 """
 
 from __future__ import annotations
 
 import gc
+import os
+import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,30 +35,197 @@ import numpy as np
 from ragim.errors import ValidationError
 
 
+# ---------------------------------------------------------------------- threads and environment
+def default_threads() -> tuple[int, ...]:
+    """``(1, cpus)``: every ratio once on one thread and once on all the CPUs this process may use."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return (1,) if cpus <= 1 else (1, cpus)
+
+
+def _check_threads(threads: Sequence[int] | None) -> list[int]:
+    out = list(default_threads() if threads is None else threads)
+    if not out or any(isinstance(t, bool) or not isinstance(t, int | np.integer) or t < 1 for t in out):
+        raise ValidationError(f"threads must be a list of positive integers, got {threads!r}")
+    return [int(t) for t in out]
+
+
+@contextmanager
+def limit_threads(n: int) -> Iterator[None]:
+    """Limit BLAS and OpenMP (numpy, scipy, FAISS: threadpoolctl) and torch to ``n`` threads."""
+    from threadpoolctl import threadpool_limits
+
+    torch = sys.modules.get("torch")
+    old = torch.get_num_threads() if torch is not None else None
+    with threadpool_limits(int(n)):
+        if torch is not None:
+            torch.set_num_threads(int(n))
+        try:
+            yield
+        finally:
+            if torch is not None:
+                torch.set_num_threads(old)
+
+
+def environment(device: str = "cpu") -> dict[str, Any]:
+    """The CPU, device, library versions and the BLAS / OpenMP libraries loaded in this
+    process with their default thread counts (threadpoolctl), for a benchmark's JSON.
+
+    Examples
+    --------
+    >>> env = environment()
+    >>> env["device"], {"api", "version", "threads", "package"} <= set(env["libraries"][0])
+    ('cpu', True)
+    """
+    from threadpoolctl import threadpool_info
+
+    libs = []
+    for info in threadpool_info():
+        parts = Path(info.get("filepath", "")).parts
+        site = [i for i, p in enumerate(parts) if p in ("site-packages", "dist-packages")]
+        owner = parts[site[-1] + 1].split(".")[0].split("_")[0] if site and len(parts) > site[-1] + 2 else "system"
+        libs.append({"api": info.get("internal_api"), "version": info.get("version"),
+                     "threads": info.get("num_threads"), "package": owner})
+    cpu = ""
+    try:
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), "")
+    except OSError:
+        pass
+    versions = {"numpy": np.__version__}
+    for mod in ("faiss", "torch", "sklearn"):
+        if mod in sys.modules:
+            versions[mod] = getattr(sys.modules[mod], "__version__", "?")
+    return {"cpus": default_threads()[-1], "cpu": cpu, "device": device, "libraries": libs, "versions": versions}
+
+
+def resources_line(result: dict[str, Any], threads: int | None = None) -> str:
+    """One line naming the threads on each side, the BLAS / OpenMP libraries and the
+    device of a benchmark result (for the docs, beside each figure).
+
+    Examples
+    --------
+    >>> resources_line({"threads": {"ours": 1, "baseline": 1}, "environment": {"device": "cpu",
+    ...     "cpus": 2, "cpu": "", "libraries": [{"api": "openblas", "version": "0.3", "package": "numpy"}]}})
+    'threads: 1 (ours) = 1 (baseline); BLAS/OpenMP: openblas 0.3 (numpy); device: cpu, 2 CPU cores'
+    """
+    env = result.get("environment", {})
+    t = result.get("threads", {})
+    ours, base = (threads, threads) if threads is not None else (t.get("ours", "?"), t.get("baseline", "?"))
+    libs = ", ".join(f"{lib['api']}{' ' + lib['version'] if lib.get('version') else ''} ({lib['package']})"
+                     for lib in env.get("libraries", []))
+    where = env.get("device", "?")
+    cpu = f", {env['cpus']} CPU cores" + (f" ({env['cpu']})" if env.get("cpu") else "") if env.get("cpus") else ""
+    return f"threads: {ours} (ours) = {base} (baseline); BLAS/OpenMP: {libs or 'none'}; device: {where}{cpu}"
+
+
+class PeakMemory:
+    """Samples this process's resident memory in a background thread: ``peak_anon_mb`` is
+    the largest anonymous RSS seen (heap, arrays), which excludes file pages mapped from
+    disk (an on-disk index); ``peak_rss_mb`` is the kernel's high-water mark of the whole
+    RSS (``VmHWM``, every page).
+
+    Examples
+    --------
+    >>> with PeakMemory() as peak:
+    ...     _ = np.ones(1_000_000)
+    >>> peak.peak_rss_mb > 0
+    True
+    """
+
+    def __init__(self, every: float = 0.05):
+        self.every, self.peak_anon_mb = every, 0.0
+        self._stop = threading.Event()
+
+    @staticmethod
+    def _anon_mb() -> float:
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return 0.0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_anon_mb = max(self.peak_anon_mb, self._anon_mb())
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_anon_mb = max(self.peak_anon_mb, self._anon_mb())
+
+    @property
+    def peak_rss_mb(self) -> float:
+        """The high-water mark of this process image's RSS (``VmHWM``). Not ``ru_maxrss``:
+        Linux carries that over ``fork`` + ``exec``, so a child started by a big parent
+        reports at least the parent's size."""
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---------------------------------------------------------------------- retrieval
+def clustered_unit_vector_chunks(n: int, dim: int = 384, *, n_clusters: int | None = None, spread: float = 0.35,
+                                 seed: int = 0, chunk: int = 100_000) -> Iterator[np.ndarray]:
+    """:func:`clustered_unit_vectors` made ``chunk`` rows at a time (the same rows), so
+    a collection larger than memory can be streamed into an index."""
+    rng = np.random.default_rng(seed)
+    n_clusters = n_clusters or max(8, int(np.sqrt(n)))
+    centres = rng.standard_normal((n_clusters, dim)).astype(np.float32)
+    step = 100_000
+    for s in range(0, n, chunk):
+        out = np.empty((min(chunk, n - s), dim), dtype=np.float32)
+        for a in range(0, len(out), step):
+            m = min(step, len(out) - a)
+            v = centres[rng.integers(0, n_clusters, m)] + spread * rng.standard_normal((m, dim)).astype(np.float32)
+            out[a : a + m] = v / np.linalg.norm(v, axis=1, keepdims=True)
+        yield out
+
+
 def clustered_unit_vectors(n: int, dim: int = 384, *, n_clusters: int | None = None, spread: float = 0.35,
                            seed: int = 0) -> np.ndarray:
     """Unit vectors around random cluster centres, like description embeddings of task
     families (uniformly random vectors in 384-d have no neighbours worth finding)."""
-    rng = np.random.default_rng(seed)
-    n_clusters = n_clusters or max(8, int(np.sqrt(n)))
-    centres = rng.standard_normal((n_clusters, dim)).astype(np.float32)
     out = np.empty((n, dim), dtype=np.float32)
-    step = 100_000
-    for s in range(0, n, step):
-        m = min(step, n - s)
-        v = centres[rng.integers(0, n_clusters, m)] + spread * rng.standard_normal((m, dim)).astype(np.float32)
-        out[s : s + m] = v / np.linalg.norm(v, axis=1, keepdims=True)
+    s = 0
+    for part in clustered_unit_vector_chunks(n, dim, n_clusters=n_clusters, spread=spread, seed=seed):
+        out[s : s + len(part)] = part
+        s += len(part)
     return out
 
 
-def numpy_topk(db: np.ndarray, queries: np.ndarray, k: int, *, block: int = 256) -> np.ndarray:
-    """Exact top-k by inner product with a blocked matrix product (the baseline)."""
+def numpy_topk(db: np.ndarray, queries: np.ndarray, k: int, *, block: int = 256,
+               db_block: int = 65_536) -> np.ndarray:
+    """Exact top-k by inner product (the baseline): a matrix product blocked over queries
+    and database rows, an argpartition per block, and a merge of the blocks' candidates
+    (memory stays at ``block * db_block`` scores however large ``db`` is)."""
     out = np.empty((len(queries), k), dtype=np.int64)
     for s in range(0, len(queries), block):
-        sims = queries[s : s + block] @ db.T
+        q = queries[s : s + block]
+        cand_s, cand_i = [], []
+        for d in range(0, len(db), db_block):
+            sims = q @ db[d : d + db_block].T
+            kk = min(k, sims.shape[1])
+            part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+            cand_s.append(np.take_along_axis(sims, part, 1))
+            cand_i.append(part + d)
+        sims, idx = np.concatenate(cand_s, axis=1), np.concatenate(cand_i, axis=1)
         part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(sims, part, 1), axis=1)
-        out[s : s + block] = np.take_along_axis(part, order, 1)
+        out[s : s + block] = np.take_along_axis(np.take_along_axis(idx, part, 1), order, 1)
     return out
 
 
@@ -56,127 +233,279 @@ def _recall(got: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(got, truth, strict=True)]))
 
 
+def default_factories(n: int, dim: int) -> list[str]:
+    """The indices :func:`bench_retrieval` compares: exact Flat up to 100k vectors; beyond,
+    the ``"auto"`` IVF index with float32, 8-bit (SQ8) and product-quantised (PQ) codes."""
+    from ragim.vector_store import FLAT_MAX, auto_factory
+
+    if n <= FLAT_MAX:
+        return ["Flat"]
+    ivf = auto_factory(n, dim).split(",")[0]
+    m = next(m for m in (32, 16, 8, 4, 2, 1) if dim % m == 0)
+    return [f"{ivf},Flat", f"{ivf},SQ8", f"{ivf},PQ{m}"]
+
+
 def bench_retrieval(n_tasks: int = 100_000, *, dim: int = 384, n_queries: int = 1000, k: int = 10,
                     factories: Sequence[str] | None = None, nprobe: int = 32, ef_search: int = 128,
-                    seed: int = 0, device: str = "cpu", repeats: int = 3) -> dict[str, Any]:
-    """Build time, query throughput, recall@10 and memory per task for FAISS indices against
-    an exact numpy top-k on the same precomputed unit vectors.
+                    seed: int = 0, device: str = "cpu", repeats: int = 3,
+                    threads: Sequence[int] | None = None) -> dict[str, Any]:
+    """Build time, query throughput, recall@10 and memory per task of FAISS indices against
+    an exact numpy top-k on the same precomputed unit vectors, with equal threads.
 
-    Query times are the best of ``repeats`` rounds; each round times numpy and then every
-    index back to back, so a busy machine slows both sides of a ratio alike.
+    For every thread count in ``threads`` (default ``(1, cpus)``) numpy's BLAS and FAISS's
+    OpenMP are limited to that many threads. Query times are the best of ``repeats``
+    rounds; each round times numpy and then every index back to back, so a busy machine
+    slows both sides of a ratio alike. The top-level figures are those of the fastest
+    index with recall@10 >= 0.95 at the first thread count. IVF indices with the same
+    number of lists share the first one's k-means (``coarse_quantizer_from``; their
+    ``build_seconds`` leave it out).
     """
-    from ragim.vector_store import VectorStore, auto_factory
+    from ragim.vector_store import VectorStore
 
     if n_tasks < k:
         raise ValidationError(f"n_tasks must be at least k={k}")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValidationError(f"repeats must be a positive integer, got {repeats!r}")
+    threads = _check_threads(threads)
     db = clustered_unit_vectors(n_tasks, dim, seed=seed)
     rng = np.random.default_rng(seed + 1)
     q = db[rng.integers(0, n_tasks, n_queries)] + 0.05 * rng.standard_normal((n_queries, dim)).astype(np.float32)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
-    factories = list(factories) if factories else sorted({"Flat", auto_factory(n_tasks, dim)})
-    stores, build = {}, {}
+    factories = list(factories) if factories else default_factories(n_tasks, dim)
+    stores, build, shared = {}, {}, {}
     for f in factories:
         gc.collect()
+        lists = f.split(",")[0] if f.startswith("IVF") else None
+        coarse = next((s for g, s in stores.items() if lists and g.split(",")[0] == lists), None)
         t = time.perf_counter()
-        stores[f] = VectorStore.build(db, index=f, nprobe=nprobe, ef_search=ef_search, device=device)
+        stores[f] = VectorStore.build(db, index=f, nprobe=nprobe, ef_search=ef_search, device=device, coarse=coarse)
         build[f] = time.perf_counter() - t
-    base_s, search_s, got = float("inf"), dict.fromkeys(factories, float("inf")), {}
+        if coarse is not None:
+            shared[f] = coarse.factory
+    base_s = dict.fromkeys(threads, float("inf"))
+    search_s = {(f, t): float("inf") for f in factories for t in threads}
+    got, truth = {}, None
     for _ in range(repeats):
-        t = time.perf_counter()
-        truth = numpy_topk(db, q, k)
-        base_s = min(base_s, time.perf_counter() - t)
-        for f, store in stores.items():
-            t = time.perf_counter()
-            _, got[f] = store.search(q, k)
-            search_s[f] = min(search_s[f], time.perf_counter() - t)
+        for t in threads:
+            with limit_threads(t):
+                t0 = time.perf_counter()
+                truth = numpy_topk(db, q, k)
+                base_s[t] = min(base_s[t], time.perf_counter() - t0)
+                for f, store in stores.items():
+                    t0 = time.perf_counter()
+                    _, got[f] = store.search(q, k)
+                    search_s[f, t] = min(search_s[f, t], time.perf_counter() - t0)
+    t1 = threads[0]
     results = {}
     for f in factories:
-        results[f] = {"build_seconds": round(build[f], 3), "query_seconds": round(search_s[f], 4),
-                      "queries_per_s": round(n_queries / search_s[f], 1),
+        by = {str(t): {"query_seconds": round(search_s[f, t], 4), "queries_per_s": round(n_queries / search_s[f, t], 1),
+                       "speedup_vs_numpy": round(base_s[t] / search_s[f, t], 2)} for t in threads}
+        results[f] = {"build_seconds": round(build[f], 3), "coarse_quantizer_from": shared.get(f), **by[str(t1)],
                       "recall_at_10": round(_recall(got[f], truth), 4),
-                      "speedup_vs_numpy": round(base_s / search_s[f], 2),
-                      "bytes_per_task": round(_index_bytes(stores[f]) / n_tasks, 1)}
+                      "bytes_per_task": round(stores[f].memory_bytes() / n_tasks, 1), "by_threads": by}
     del stores
     best = max((f for f in factories if results[f]["recall_at_10"] >= 0.95),
                key=lambda f: results[f]["speedup_vs_numpy"], default=factories[0])
+    by_threads = {str(t): {"baseline": {"seconds": round(base_s[t], 4), "queries_per_s": round(n_queries / base_s[t], 1)},
+                           "ours": {"seconds": results[best]["by_threads"][str(t)]["query_seconds"],
+                                    "queries_per_s": results[best]["by_threads"][str(t)]["queries_per_s"]},
+                           "ratio": results[best]["by_threads"][str(t)]["speedup_vs_numpy"],
+                           "threads": {"ours": t, "baseline": t}} for t in threads}
     return {
         "name": "retrieval", "n": n_tasks, "dim": dim, "n_queries": n_queries,
         "ours": {"index": best, "queries_per_s": results[best]["queries_per_s"], "seconds": results[best]["query_seconds"],
-                 "description": f"FAISS {best} inner-product search ({device}), k={k}, best of {repeats}"},
-        "baseline": {"queries_per_s": round(n_queries / base_s, 1), "seconds": round(base_s, 4),
-                     "description": f"exact numpy blocked matrix product + argpartition top-{k}, best of {repeats}"},
+                 "description": f"FAISS {best} inner-product search ({device}, nprobe {nprobe}), k={k}, "
+                                f"{t1} thread(s), best of {repeats}"},
+        "baseline": {"queries_per_s": round(n_queries / base_s[t1], 1), "seconds": round(base_s[t1], 4),
+                     "description": f"exact numpy blocked matrix product + argpartition top-{k}, {t1} BLAS "
+                                    f"thread(s), best of {repeats}"},
         "ratio": results[best]["speedup_vs_numpy"], "recall_at_10": results[best]["recall_at_10"],
+        "threads": {"ours": t1, "baseline": t1}, "by_threads": by_threads,
         "indices": results, "build": {f: r["build_seconds"] for f, r in results.items()},
-        "memory_bytes_per_task": results[best]["bytes_per_task"],
+        "memory_bytes_per_task": results[best]["bytes_per_task"], "device": device,
+        "environment": environment(device),
     }
 
 
-def _index_bytes(store) -> int:
-    import faiss
+# ---------------------------------------------------------------------- builds and their memory
+def bench_store_build(n_tasks: int, *, index: str = "auto", storage: str = "memory", dim: int = 384,
+                      chunk: int = 100_000, seed: int = 0) -> dict[str, Any]:
+    """Stream ``n_tasks`` clustered unit vectors into a :class:`~ragim.vector_store.VectorStore`
+    ``chunk`` rows at a time (trained on the first 200,000, which are a random sample:
+    the vectors are drawn independently), in this process; seconds and peak memory.
 
-    return int(faiss.serialize_index(store._cpu).nbytes)
+    Run it in a fresh process for a clean peak (``benchmarks/scale.py`` does).
+    """
+    from ragim.vector_store import TRAIN_SIZE, VectorStore
+
+    with PeakMemory() as peak:
+        t0 = time.perf_counter()
+        chunks = clustered_unit_vector_chunks(n_tasks, dim, seed=seed, chunk=chunk)
+        head, held = [], 0
+        for part in chunks:
+            head.append(part)
+            held += len(part)
+            if held >= TRAIN_SIZE:
+                break
+        first = np.concatenate(head) if len(head) > 1 else head[0]
+        del head
+        store = VectorStore.create(dim, index, n_total=n_tasks, train=first[:TRAIN_SIZE], device="cpu",
+                                   storage=storage)
+        store.add(first)
+        del first
+        for part in chunks:
+            store.add(part)
+        seconds = time.perf_counter() - t0
+    return {"name": "store-build", "n": n_tasks, "index": store.factory, "storage": storage, "seconds": round(seconds, 2),
+            "peak_rss_mb": round(peak.peak_rss_mb, 1), "peak_anon_mb": round(peak.peak_anon_mb, 1),
+            "index_bytes_per_task": round(store.memory_bytes() / n_tasks, 1), "chunk": chunk,
+            "description": f"VectorStore.create + add, {chunk:,} synthetic clustered {dim}-d unit vectors at a time"}
 
 
-def bench_fit(n_tasks: int = 10_000, *, n_features: int = 20, baseline_tasks: int = 1000, seed: int = 0,
-              device: str = "auto", C: float = 1.0) -> dict[str, Any]:
-    """Batched logistic solver vs a scikit-learn loop on ``synthetic_family`` tasks."""
+def bench_index_build(n_tasks: int, *, index: str = "auto", storage: str = "memory", chunk_size: int | None = None,
+                      n_features: int = 20, embedder: str = "hashing:384", seed: int = 0) -> dict[str, Any]:
+    """The full streaming :meth:`TaskIndex.build <ragim.index.TaskIndex.build>` of
+    ``synthetic_family(n_tasks, n_features)`` (fit, embed, add), in this process; seconds
+    and peak memory. The embedder defaults to the hashing embedder: MiniLM on 2 CPU cores
+    embeds about 100 descriptions a second, weeks for millions of tasks.
+    """
+    from ragim import TaskIndex
     from ragim.datasets import synthetic_family
-    from ragim.models.batched import compare_solvers
+    from ragim.index import CHUNK_TASKS
+
+    chunk_size = CHUNK_TASKS if chunk_size is None else int(chunk_size)
+    fam = synthetic_family(n_tasks=n_tasks, n_features=n_features, seed=seed)
+    with PeakMemory() as peak:
+        t0 = time.perf_counter()
+        idx = TaskIndex.build(fam, embedder=embedder, index=index, storage=storage, chunk_size=chunk_size,
+                              progress=False, keep_tasks=False)
+        seconds = time.perf_counter() - t0
+    sample = idx.records[:: max(1, len(idx) // 1000)]
+    return {"name": "index-build", "n": n_tasks, "indexed": len(idx), "index": idx.config.factory, "storage": storage,
+            "seconds": round(seconds, 1), "tasks_per_s": round(n_tasks / seconds, 1),
+            "peak_rss_mb": round(peak.peak_rss_mb, 1), "peak_anon_mb": round(peak.peak_anon_mb, 1),
+            "index_bytes_per_task": round(idx.store.memory_bytes() / len(idx), 1),
+            "params_bytes_per_task": round(idx.params_matrix(idx.ids[:1]).nbytes, 1),
+            "record_bytes_per_task": round(sum(deep_sizeof(r) for r in sample) / len(sample), 1),
+            "chunk_size": chunk_size,
+            "description": f"TaskIndex.build(synthetic_family({n_tasks}, n_features={n_features}), "
+                           f"embedder={embedder!r}, index={index!r}, storage={storage!r}, chunk_size={chunk_size})"}
+
+
+def deep_sizeof(obj: Any, _seen: set | None = None) -> int:
+    """Bytes of a JSON-like Python object and everything it holds (``sys.getsizeof``, each
+    object counted once), e.g. an index record.
+
+    Examples
+    --------
+    >>> deep_sizeof({"a": [1, 2]}) > deep_sizeof({})
+    True
+    """
+    seen = set() if _seen is None else _seen
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    size = sys.getsizeof(obj)
+    if isinstance(obj, dict):
+        size += sum(deep_sizeof(k, seen) + deep_sizeof(v, seen) for k, v in obj.items())
+    elif isinstance(obj, list | tuple | set | frozenset):
+        size += sum(deep_sizeof(v, seen) for v in obj)
+    return size
+
+
+# ---------------------------------------------------------------------- fitting
+def synthetic_fit_chunks(n_tasks: int, *, n_features: int = 20, seed: int = 0,
+                         chunk: int = 50_000) -> Iterator[tuple[list, list]]:
+    """``(X_list, y_list)`` of ``synthetic_family`` tasks, ``chunk`` tasks at a time, as
+    standardised design matrices (the collection's own fitted schema)."""
+    import pandas as pd
+
+    from ragim.datasets import synthetic_family
 
     fam = synthetic_family(n_tasks=n_tasks, n_features=n_features, seed=seed)
     schema = fam.schema
-    X, y = [], []
-    for t in fam:
-        X.append(schema.transform(t.X))
-        y.append(t.y)
-    out = compare_solvers(X, y, C=C, device=device, baseline_tasks=baseline_tasks,
+    for s in range(0, n_tasks, chunk):
+        tasks = [fam[i] for i in range(s, min(n_tasks, s + chunk))]
+        Z = schema.transform(pd.concat([t.X for t in tasks], ignore_index=True))  # same columns and dtypes
+        bounds = np.cumsum([0] + [t.n_rows for t in tasks])
+        yield [Z[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)], [t.y for t in tasks]
+
+
+def bench_fit(n_tasks: int = 10_000, *, n_features: int = 20, baseline_tasks: int = 1000, seed: int = 0,
+              device: str = "auto", C: float = 1.0, threads: Sequence[int] | None = None,
+              chunk: int = 50_000) -> dict[str, Any]:
+    """Batched logistic solver vs a scikit-learn loop on ``synthetic_family`` tasks, with
+    equal threads (:func:`ragim.models.batched.compare_solvers`); the tasks are made
+    ``chunk`` at a time, so a million of them fit in memory, and only solver time counts."""
+    from ragim.device import resolve_device
+    from ragim.models.batched import compare_solvers
+
+    threads = _check_threads(threads)
+    out = compare_solvers(synthetic_fit_chunks(n_tasks, n_features=n_features, seed=seed, chunk=chunk),
+                          C=C, device=device, baseline_tasks=baseline_tasks, threads=threads,
                           data=f"synthetic_family(n_tasks={n_tasks}, n_features={n_features}, seed={seed})")
     out["n_features"] = n_features
+    out["environment"] = environment(resolve_device(device))
     return out
 
 
-def bench_generate(n_tasks: int = 300, *, batch_sizes: Sequence[int] = (1, 1024), seed: int = 0) -> dict[str, Any]:
-    """AttentionGenerator throughput (tasks/s) at batch 1 and a large batch, vs neighbour-mean."""
+# ---------------------------------------------------------------------- generation
+def bench_generate(n_tasks: int = 300, *, batch_sizes: Sequence[int] = (1, 1024), seed: int = 0,
+                   threads: Sequence[int] | None = None) -> dict[str, Any]:
+    """AttentionGenerator throughput (tasks/s) at batch 1 and a large batch, vs neighbour-mean,
+    both on the same number of torch / BLAS threads (each of ``threads``)."""
     from ragim import AttentionGenerator, TaskIndex
     from ragim.datasets import synthetic_family
     from ragim.estimator import neighbor_mean
 
+    threads = _check_threads(threads)
     fam = synthetic_family(n_tasks=n_tasks, n_features=10, seed=seed)
     index = TaskIndex.build(fam, embedder="hashing:384", progress=False)
     gen = AttentionGenerator(max_epochs=5, seed=seed).fit(index, progress=False)
     descs = fam.descriptions
-    rates = {}
-    for b in batch_sizes:
-        queries = [descs[i % len(descs)] for i in range(b)]
-        t = time.perf_counter()
-        if b == 1:
-            reps = 50
-            for i in range(reps):
-                gen.generate_params(descs[i % len(descs)], index, uncertainty=False)
-            rates[b] = reps / (time.perf_counter() - t)
-        else:
-            gen.generate_params(queries, index, uncertainty=False)
-            rates[b] = b / (time.perf_counter() - t)
-    t = time.perf_counter()
-    for i in range(50):
-        neighbor_mean(index, descs[i % len(descs)], k=gen.config.k)
-    base = 50 / (time.perf_counter() - t)
-    big = max(batch_sizes)
+    by_threads = {}
+    for th in threads:
+        rates = {}
+        with limit_threads(th):
+            for b in batch_sizes:
+                queries = [descs[i % len(descs)] for i in range(b)]
+                t = time.perf_counter()
+                if b == 1:
+                    reps = 50
+                    for i in range(reps):
+                        gen.generate_params(descs[i % len(descs)], index, uncertainty=False)
+                    rates[b] = reps / (time.perf_counter() - t)
+                else:
+                    gen.generate_params(queries, index, uncertainty=False)
+                    rates[b] = b / (time.perf_counter() - t)
+            t = time.perf_counter()
+            for i in range(50):
+                neighbor_mean(index, descs[i % len(descs)], k=gen.config.k)
+            base = 50 / (time.perf_counter() - t)
+        by_threads[str(th)] = {"rates": rates, "base": base}
+    big, t1 = max(batch_sizes), threads[0]
+    first = by_threads[str(t1)]
     return {
         "name": "generate", "n": n_tasks,
-        "ours": {"tasks_per_s": round(rates[big], 1), "batch": big,
-                 "description": f"AttentionGenerator.generate_params, batch {big} (hashing embedder, CPU)"},
-        "baseline": {"tasks_per_s": round(base, 1), "description": "neighbour-mean, one query at a time"},
-        "ratio": round(rates[big] / base, 2),
-        "tasks_per_s_by_batch": {str(b): round(r, 1) for b, r in rates.items()},
+        "ours": {"tasks_per_s": round(first["rates"][big], 1), "batch": big,
+                 "description": f"AttentionGenerator.generate_params, batch {big} (hashing embedder, CPU, "
+                                f"{t1} thread(s))"},
+        "baseline": {"tasks_per_s": round(first["base"], 1),
+                     "description": f"neighbour-mean, one query at a time ({t1} thread(s))"},
+        "ratio": round(first["rates"][big] / first["base"], 2),
+        "tasks_per_s_by_batch": {str(b): round(r, 1) for b, r in first["rates"].items()},
+        "threads": {"ours": t1, "baseline": t1},
+        "by_threads": {th: {"tasks_per_s_by_batch": {str(b): round(r, 1) for b, r in v["rates"].items()},
+                            "baseline_tasks_per_s": round(v["base"], 1), "ratio": round(v["rates"][big] / v["base"], 2),
+                            "threads": {"ours": int(th), "baseline": int(th)}} for th, v in by_threads.items()},
+        "device": "cpu", "environment": environment("cpu"),
     }
 
 
 def bench_generate_lm(n_queries: int = 3, *, base_model: str = "smollm2-135m", n_features: int = 10, k: int = 3,
-                      seed: int = 0, device: str = "auto") -> dict[str, Any]:
-    """LMGenerator seconds per generated model (constrained JSON decoding) vs neighbour-mean.
+                      seed: int = 0, device: str = "auto", threads: int = 1) -> dict[str, Any]:
+    """LMGenerator seconds per generated model (constrained JSON decoding) vs neighbour-mean,
+    both on ``threads`` torch / BLAS threads.
 
     The base model is not fine-tuned: the cost of a generation does not depend on the adapter's
     weights, only on the prompt (``k`` neighbours) and the answer length (``n_features + 1`` numbers).
@@ -184,36 +513,40 @@ def bench_generate_lm(n_queries: int = 3, *, base_model: str = "smollm2-135m", n
     """
     from ragim import TaskIndex
     from ragim.datasets import synthetic_family
+    from ragim.device import resolve_device
     from ragim.estimator import neighbor_mean
     from ragim.generate.lm import LMGenerator
 
     if isinstance(n_queries, bool) or not isinstance(n_queries, int) or n_queries < 1:
         raise ValidationError(f"n_queries must be a positive integer, got {n_queries!r}")
+    threads = _check_threads([threads])[0]
     fam = synthetic_family(n_tasks=max(2 * n_queries, 20), n_features=n_features, seed=seed)
     index = TaskIndex.build(fam, embedder="hashing:384", progress=False)
     gen = LMGenerator(base_model=base_model, k=k, device=device, seed=seed)
     descs = fam.descriptions
-    t = time.perf_counter()
-    gen.generate_params(descs[-1], index)  # warm-up: load (and convert) the model
-    load_s = time.perf_counter() - t
-    t = time.perf_counter()
-    params = [gen.generate_params(descs[i], index) for i in range(n_queries)]
-    per_task = (time.perf_counter() - t) / n_queries
-    t = time.perf_counter()
-    for i in range(n_queries):
-        neighbor_mean(index, descs[i], k=k)
-    base = (time.perf_counter() - t) / n_queries
+    with limit_threads(threads):
+        t = time.perf_counter()
+        gen.generate_params(descs[-1], index)  # warm-up: load (and convert) the model
+        load_s = time.perf_counter() - t
+        t = time.perf_counter()
+        params = [gen.generate_params(descs[i], index) for i in range(n_queries)]
+        per_task = (time.perf_counter() - t) / n_queries
+        t = time.perf_counter()
+        for i in range(n_queries):
+            neighbor_mean(index, descs[i], k=k)
+        base = (time.perf_counter() - t) / n_queries
     answer_tokens = float(np.mean([p.metadata["answer_tokens"] for p in params]))
     prompt_tokens = float(np.mean([p.metadata["prompt_tokens"] for p in params]))
+    dev = resolve_device(device)
     return {
         "name": "generate-lm", "n": n_queries,
         "ours": {"seconds_per_task": round(per_task, 3), "tasks_per_s": round(1 / per_task, 4),
                  "first_call_seconds": round(load_s, 2), "prompt_tokens": round(prompt_tokens, 1),
                  "answer_tokens": round(answer_tokens, 1),
                  "description": f"LMGenerator({base_model}, k={k}).generate_params, one query at a time, "
-                                f"{n_features + 1} parameters, constrained JSON decoding"},
+                                f"{n_features + 1} parameters, constrained JSON decoding, {threads} thread(s)"},
         "baseline": {"seconds_per_task": round(base, 5), "tasks_per_s": round(1 / base, 1),
-                     "description": "neighbour-mean, one query at a time"},
+                     "description": f"neighbour-mean, one query at a time, {threads} thread(s)"},
         "ratio": round(base / per_task, 6),
+        "threads": {"ours": threads, "baseline": threads}, "device": dev, "environment": environment(dev),
     }
-

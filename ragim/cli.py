@@ -42,6 +42,7 @@ from ragim.cli_common import (
     print_table,
     setup,
     short,
+    show_progress,
     silence_library_progress,
     warn,
 )
@@ -161,7 +162,7 @@ def index_search(
 
 
 def _load_generator(path: Path):
-    """Open a saved generator (attention, LM or rag-im-2024) by its manifest's format."""
+    """Open a saved generator (statistical, attention, LM or rag-im-2024) by its manifest's format."""
     manifest = Path(path) / "manifest.json"
     try:
         fmt = json.loads(manifest.read_bytes()).get("format") if manifest.is_file() else None
@@ -171,6 +172,10 @@ def _load_generator(path: Path):
         from ragim.generate.lm import LMGenerator
 
         return LMGenerator.load(path)
+    if fmt == "ragim.statistical-generator":
+        from ragim.generate.statistical import StatisticalGenerator
+
+        return StatisticalGenerator.load(path)
     if fmt == "ragim.rag-im-2024-generator":
         from ragim.generate.ragim2024 import RagIm2024Generator
 
@@ -532,7 +537,15 @@ def generate(
             raise typer.BadParameter("--rerank, --reward-model and --num-candidates work only with an LM generator")
         params = gen.generate_params(description, index, k=k, **lm_options)
     else:
-        params = neighbor_mean(index, description, k=10 if k is None else k)
+        from ragim.generate.statistical import default_generator
+
+        gen = default_generator(index, progress=show_progress(as_json))
+        if gen is not None:
+            params = gen.generate_params(description, index, k=k)
+        else:
+            warn("the index holds no task rows, so the default (statistical) generator cannot be fitted; "
+                      "using the similarity-weighted neighbour mean")
+            params = neighbor_mean(index, description, k=10 if k is None else k)
     meta = {"description": description}
     if outcome_name is not None:
         if not outcome_name.strip():
@@ -676,18 +689,28 @@ def evaluate_cmd(
 def bench(
     name: Annotated[str, typer.Argument(help="fit | retrieval | generate | lm | all")],
     n_tasks: Annotated[int | None, typer.Option(help="tasks (fit: 10000, retrieval: 100000, generate: 300, lm: 3 queries)")] = None,
+    threads: Annotated[str | None, typer.Option(help="comma-separated thread counts, each used by both sides of "
+                                                     "every ratio (default: 1 and all CPUs; lm: 1)")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ):
-    """Speed benchmarks; each reports ours vs a baseline measured in the same run."""
+    """Speed benchmarks; each reports ours vs a baseline measured in the same run, on equal threads."""
     from ragim import bench as b
 
     if n_tasks is not None and n_tasks < 1:
         raise typer.BadParameter(f"--n-tasks must be at least 1, got {n_tasks}")
+    counts = None
+    if threads is not None:
+        try:
+            counts = [int(t) for t in threads.split(",")]
+        except ValueError:
+            counts = []
+        if not counts or min(counts) < 1:
+            raise typer.BadParameter(f"--threads must be positive integers separated by commas, got {threads!r}")
     runners = {
-        "fit": lambda: b.bench_fit(n_tasks if n_tasks is not None else 10_000),
-        "retrieval": lambda: b.bench_retrieval(n_tasks if n_tasks is not None else 100_000),
-        "generate": lambda: b.bench_generate(n_tasks if n_tasks is not None else 300),
-        "lm": lambda: b.bench_generate_lm(n_tasks if n_tasks is not None else 3),
+        "fit": lambda: b.bench_fit(n_tasks if n_tasks is not None else 10_000, threads=counts),
+        "retrieval": lambda: b.bench_retrieval(n_tasks if n_tasks is not None else 100_000, threads=counts),
+        "generate": lambda: b.bench_generate(n_tasks if n_tasks is not None else 300, threads=counts),
+        "lm": lambda: b.bench_generate_lm(n_tasks if n_tasks is not None else 3, threads=(counts or [1])[0]),
     }
     if name not in (*runners, "all"):
         raise typer.BadParameter(f"unknown benchmark {name!r}; use one of {[*runners, 'all']}")
@@ -698,6 +721,7 @@ def bench(
     else:
         for r in results:
             typer.echo(f"{r['name']}: ours {r['ours']} | baseline {r['baseline']} | ratio {r['ratio']}x")
+            typer.echo(f"  {b.resources_line(r)}")
 
 
 @app.command("demo")

@@ -3,7 +3,7 @@
 ``ragim demo`` (and ``make demo``) runs, with progress for each stage:
 
 1. build the heart-disease index from three hospitals;
-2. train the AttentionGenerator on it;
+2. fit the default (statistical) generator on it: stack weights validated inside the index;
 3. generate a model for a task at the fourth hospital from its description alone;
 4. print the model (odds ratios with intervals) and the neighbours that shaped it;
 5. score it on that hospital's real outcomes, beside the pooled and neighbour-mean baselines;
@@ -13,7 +13,7 @@ Examples
 --------
 >>> from ragim.demo import run_demo
 >>> result = run_demo(out="reports/demo", fast=True, quiet=True)   # doctest: +SKIP
->>> result["scores"]["ragim-attention"]["auroc"]                    # doctest: +SKIP
+>>> result["scores"]["ragim"]["auroc"]                              # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -73,9 +73,10 @@ def run_demo(*, out: str | Path = "reports/demo", site: str = "Switzerland", tas
     quiet : no stage messages.
     progress : progress bars (default: not ``quiet``).
     """
-    from ragim import AttentionGenerator, TaskIndex, datasets
+    from ragim import TaskIndex, datasets
     from ragim.datasets.folder import load_task_folder
     from ragim.estimator import neighbor_mean
+    from ragim.generate.statistical import StatisticalGenerator
     from ragim.metrics import task_metrics
     from ragim.models import LogisticModel, model_from_params
 
@@ -95,11 +96,10 @@ def run_demo(*, out: str | Path = "reports/demo", site: str = "Switzerland", tas
     index = TaskIndex.build(train, model="logistic", embedder=embedder, progress=progress)
     _say(quiet, f"      {len(index)} tasks indexed; held out: {len(targets)} task(s) at {site}")
 
-    _say(quiet, "[2/6] training the AttentionGenerator (episodic, leave-one-task-out)")
-    overrides = {"max_epochs": 30, "patience": 30, "n_bootstrap": 16} if fast else {}
-    gen = AttentionGenerator(seed=seed, **overrides).fit(index, progress=progress)
-    _say(quiet, f"      {len(gen.history_)} epochs in {gen.train_seconds_:.1f}s; validation loss "
-                f"{gen.initial_val_loss_:.4f} -> {gen.best_val_loss_:.4f}")
+    _say(quiet, "[2/6] fitting the statistical generator (its stack is validated on held-out index tasks)")
+    overrides = {"cv_folds": 3} if fast else {}
+    gen = StatisticalGenerator(seed=seed, **overrides).fit(index, progress=progress)
+    _say(quiet, f"      {gen.train_seconds_:.1f}s; {_stack_text(gen)}")
 
     target = _choose_target(targets, target_task)
     _say(quiet, f"[3/6] generating a model from the description alone:\n      \"{target.description}\"")
@@ -127,9 +127,9 @@ def run_demo(*, out: str | Path = "reports/demo", site: str = "Switzerland", tas
     pooled = LogisticModel(schema=index.schema).fit(
         pd.concat([t.X for t in index.tasks], ignore_index=True), np.concatenate([t.y for t in index.tasks]))
     probs = {
-        "ragim-attention": model.predict_proba(target.X)[:, 1],
+        "ragim": model.predict_proba(target.X)[:, 1],
         "pooled": pooled.predict_proba(target.X)[:, 1],
-        "neighbor-mean": model_from_params(neighbor_mean(index, target.description, k=gen.config.k)).predict_proba(target.X)[:, 1],
+        "neighbor-mean": model_from_params(neighbor_mean(index, target.description, k=10)).predict_proba(target.X)[:, 1],
     }
     scores = {m: task_metrics(target.y, p) for m, p in probs.items()}
     score_table = pd.DataFrame(scores).T[["auroc", "log_loss", "brier", "ece", "accuracy"]]
@@ -299,6 +299,15 @@ def _coverage_line(coverage: dict) -> str:
         "would be borrowed from unrelated tasks)")
 
 
+def _stack_text(gen) -> str:
+    """The generator's stack weights and its held-out log-loss inside the index, in words."""
+    st, cv = gen.stack_, gen.cv_
+    parts = [f"{c} {st['baseline'][c]:.2f}/{st['slopes'][c]:.2f}" for c in st["baseline"]
+             if st["baseline"][c] + st["slopes"][c] > 0]
+    held = "" if cv.get("stack") is None else f"; held-out log-loss in the index {cv['stack']:.3f} on {cv['n_tasks']} tasks"
+    return "stack weights baseline/slopes: " + ", ".join(parts) + held
+
+
 def _write_report(out: Path, target, model, expl, table, probs, score_table, prov, gen, index,
                   site) -> dict[str, Path]:
     from ragim.plots import plot_calibration
@@ -312,7 +321,7 @@ def _write_report(out: Path, target, model, expl, table, probs, score_table, pro
     expl.save_png(files["coefficients"], kind="odds_ratio", top=15)
     expl.provenance.plot().savefig(files["provenance"], dpi=120, bbox_inches="tight")
     plot_calibration(target.y, probs, n_bins=8).savefig(files["calibration"], dpi=120, bbox_inches="tight")
-    p = probs["ragim-attention"]
+    p = probs["ragim"]
     patient = int(np.argmax(p))
     local = model.explain(target.X.iloc[[patient]])
     local.save_png(files["waterfall"])
@@ -349,9 +358,8 @@ def _write_report(out: Path, target, model, expl, table, probs, score_table, pro
         (
             "p",
             f"The index holds {len(index)} tasks from the other hospitals; no row from {site} was "
-            f"used to build, train or preprocess anything. Generator: RAG-IM attention, "
-            f"{len(gen.history_)} epochs. The model "
-            f"predicts {expl.outcome}.",
+            f"used to build, train or preprocess anything. Generator: the statistical generator "
+            f"({_stack_text(gen)}). The model predicts {expl.outcome}.",
         ),
         ("h2", "Scores on the real outcomes"),
         ("table", scores),

@@ -354,8 +354,9 @@ def neighbor_mean(index, description: str, *, k: int = 10, exclude=None) -> Mode
     from ragim.domain import attach
 
     hits = index.search(description, k, exclude=exclude)
-    if not hits:
-        raise ValidationError("no neighbours found; the index is empty after exclusions")
+    if not hits:  # search returns every eligible task up to k, so none are left
+        raise ValidationError(f"no neighbours found: all {len(index)} indexed tasks are excluded"
+                              if len(index) else "no neighbours found: the index holds no tasks")
     sims = np.array([max(h.score, 0.0) for h in hits])
     w = sims / sims.sum() if sims.sum() > 0 else np.full(len(hits), 1 / len(hits))
     vec = np.sum([wi * h.params.vector for wi, h in zip(w, hits, strict=True)], axis=0)

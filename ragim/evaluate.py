@@ -351,7 +351,8 @@ def _attention_setup(fctx: FoldContext) -> None:
 
     own = {k: v for k, v in fctx.generator_config.items() if k != "statistical"}
     cfg = {"k": fctx.k_neighbors, "seed": fctx.seed, **own}
-    fctx.cache["attention"] = AttentionGenerator(**cfg).fit(fctx.index, progress=False)
+    fctx.cache["attention"] = AttentionGenerator(**cfg).fit(fctx.index, progress=False,
+                                                            base_generator=fctx.cache.get("statistical"))
 
 
 def _statistical_setup(fctx: FoldContext) -> None:

@@ -18,6 +18,7 @@ Examples
 
 from __future__ import annotations
 
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -33,9 +34,11 @@ from ragim.errors import ArtifactError, DataWarning, ValidationError
 from ragim.params import ModelParams, param_names
 from ragim.schema import FeatureSchema
 from ragim.tasks import Task, TaskCollection, canonical_metadata, patient_id_set
-from ragim.vector_store import VectorStore
+from ragim.vector_store import STORAGES, TRAIN_SIZE, VectorStore, auto_factory, needs_training
 
 FORMAT = "ragim.task-index"
+#: tasks fitted, embedded and added at a time by :meth:`TaskIndex.build`
+CHUNK_TASKS = 65_536
 Record = dict[str, Any]
 Exclude = Iterable[str] | Callable[[Record], bool] | None
 
@@ -56,6 +59,7 @@ class IndexConfig:
                     "(ragim index build --exclude)"
         },
     )
+    storage: str = field(default="memory", metadata={"help": "'memory', or 'ondisk' (IVF lists in index.ivfdata)"})
 
     def __post_init__(self):
         if self.model not in ("logistic", "gam"):
@@ -66,6 +70,8 @@ class IndexConfig:
         ):
             raise ValidationError(
                 f"excluded must map metadata keys to lists of values, got {self.excluded!r}")
+        if self.storage not in STORAGES:
+            raise ValidationError(f"storage must be one of {list(STORAGES)}, got {self.storage!r}")
 
 
 @dataclass
@@ -182,71 +188,140 @@ class TaskIndex:
         n_jobs: int = 1,
         progress: bool = True,
         keep_tasks: bool = True,
+        chunk_size: int = CHUNK_TASKS,
+        storage: str = "memory",
         **fit_kwargs: Any,
     ) -> TaskIndex:
         """Fit (or accept) each task's model, embed each description and index them.
 
         Parameters
         ----------
-        tasks : the prior tasks.
+        tasks : the prior tasks (a lazy collection is read chunk by chunk).
         model : "logistic" or "gam".
         embedder : an :class:`~ragim.embed.Embedder`, a spec for :func:`~ragim.embed.get_embedder`
             ("minilm", "hashing", a local sentence-transformers folder) or None (MiniLM).
-        index : "auto" (exact Flat when small), or a FAISS factory string.
+        index : "auto" (exact Flat up to 100k tasks, else IVF), or a FAISS factory string:
+            ``"IVF4096,SQ8"`` (8-bit codes, 384 bytes per 384-d vector) or ``"IVF4096,PQ32"``
+            (32 bytes) compress the vectors (recall in docs/scaling.md).
         device : where FAISS searches: "auto" uses every GPU when FAISS sees one.
-        schema : a fitted schema; default: fitted on the rows of ``tasks`` only.
+        schema : a fitted schema; default: :func:`ragim.models.fit_schema` on the rows of ``tasks``.
         params : precomputed parameters by task id (skips fitting those tasks).
         keep_tasks : keep a reference to ``tasks`` (generators train on their rows).
-        fit_kwargs : passed to :func:`ragim.models.fit_many` (``C``, ``backend``, ...).
+        chunk_size : tasks fitted, embedded and added at a time. Peak memory grows with the
+            chunk, not with the collection: what stays per task is its parameters, its
+            record and its (possibly compressed) vector.
+        storage : "memory", or "ondisk" (IVF indices: the inverted lists live in a file, FAISS
+            ``OnDiskInvertedLists``; saved as ``index.ivfdata`` beside ``index.faiss``).
+        fit_kwargs : passed to :func:`ragim.models.fit_many` (``C``, ``backend``, ``cv``...).
 
         Tasks that cannot be fitted (too few rows, one class) are left out with a
         warning naming them; ``index.skipped`` lists them with the reason.
+
+        An IVF / PQ / SQ index is first trained on the vectors of up to 200,000 tasks
+        drawn at random (seed 0); those vectors are kept until their chunk is added, so
+        no description is embedded twice.
+
+        Raises
+        ------
+        ValidationError
+            For zero tasks, no fittable task, parameters that do not match the index
+            layout, a bad ``chunk_size`` or ``storage``, or an invalid FAISS factory string.
         """
-        from ragim.models import fit_many
+        from ragim.models import fit_many, fit_schema
 
         if not isinstance(tasks, TaskCollection):
             tasks = TaskCollection(list(tasks))
-        if len(tasks) == 0:
+        n = len(tasks)
+        if n == 0:
             raise ValidationError("cannot build an index from zero tasks")
-        config = IndexConfig(model=model, index=index)
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int | np.integer) or chunk_size < 1:
+            raise ValidationError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        config = IndexConfig(model=model, index=index, storage=storage)
         emb = get_embedder(embedder)
         given = dict(params or {})
-        to_fit = [i for i, tid in enumerate(tasks.ids) if tid not in given]
-        skipped: dict[str, str] = {}
-        stats: dict[str, dict] = {}
-        if to_fit:
-            result = fit_many(tasks.take(to_fit), model=model, schema=schema, n_jobs=n_jobs,
-                              progress=progress, device=device, **fit_kwargs)
-            schema = result.schema
-            given.update(result.params)
-            stats.update(result.stats)
-            skipped = {t: s for t, s in result.status.items() if s != "ok"}
-        if schema is None:
+        ids = tasks.ids
+        if len(set(ids)) != len(ids):  # fit_many sees one chunk at a time, so check the whole collection here
+            seen: set[str] = set()
+            dupes = sorted({t for t in ids if t in seen or seen.add(t)})
+            raise ValidationError(f"duplicate task ids: {dupes[:10]}; every task needs its own id")
+        fit = np.array([tid not in given for tid in ids])
+        if fit.any():
+            if schema is None or not schema.is_fitted:
+                schema = fit_schema(tasks.take(np.flatnonzero(fit)), schema)
+        elif schema is None:
             schema = next(iter(given.values())).schema
-        keep = [i for i, tid in enumerate(tasks.ids) if tid in given]
-        if not keep:
-            raise ValidationError("no task could be fitted:", [f"{t}: {s}" for t, s in skipped.items()])
+        names = param_names(model, schema)
+
+        factory = auto_factory(n, emb.dim) if index == "auto" else index
+        sample_pos, sample_vecs = np.zeros(0, np.int64), np.zeros((0, emb.dim), np.float32)
+        if needs_training(factory, emb.dim):
+            rng = np.random.default_rng(0)
+            sample_pos = np.arange(n) if n <= TRAIN_SIZE else np.sort(rng.choice(n, TRAIN_SIZE, replace=False))
+            sample_vecs = emb.embed([tasks.info(int(i))["description"] for i in sample_pos], progress=progress)
+        store = VectorStore.create(emb.dim, factory, train=sample_vecs, nprobe=config.nprobe,
+                                   ef_search=config.ef_search, device=device, storage=storage)
+        config.factory = store.factory
+
+        mat = np.empty((n, len(names)))
+        records: list[Record | None] = []
+        kept: list[int] = []
+        skipped: dict[str, str] = {}
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=n, desc="building index", unit="task")
+        try:
+            for start in range(0, n, int(chunk_size)):
+                pos = np.arange(start, min(n, start + int(chunk_size)))
+                stats: dict[str, dict] = {}
+                chunk_params = {ids[i]: given[ids[i]] for i in pos if not fit[i]}
+                todo = pos[fit[pos]]
+                if len(todo):
+                    result = fit_many(tasks.take(todo), model=model, schema=schema, n_jobs=n_jobs,
+                                      progress=False, device=device, **fit_kwargs)
+                    chunk_params.update(result.params)
+                    stats = result.stats
+                    skipped.update((t, st) for t, st in result.status.items() if st != "ok")
+                keep = [int(i) for i in pos if ids[i] in chunk_params]
+                infos = [tasks.info(i) for i in keep]
+                row0 = len(kept)
+                for j, inf in enumerate(infos):
+                    p = chunk_params[inf["task_id"]]
+                    if p.kind != model or p.names != names:
+                        raise ValidationError(f"parameters of task {inf['task_id']!r} do not match the {model} "
+                                              "layout of the index schema")
+                    mat[row0 + j] = p.vector
+                del chunk_params
+                vectors = np.empty((len(keep), emb.dim), np.float32)
+                where = np.searchsorted(sample_pos, keep)
+                cached = (where < len(sample_pos)) & (sample_pos[np.minimum(where, len(sample_pos) - 1)] == keep) \
+                    if len(sample_pos) else np.zeros(len(keep), bool)
+                if cached.any():
+                    vectors[cached] = sample_vecs[where[cached]]
+                if not cached.all():
+                    vectors[~cached] = emb.embed([infos[j]["description"] for j in np.flatnonzero(~cached)])
+                store.add(vectors)
+                del vectors
+                records.extend({"task_id": inf["task_id"], "description": inf["description"],
+                                "metadata": _shared_strings(canonical_metadata(inf["metadata"],
+                                                                               where=f"task {inf['task_id']!r}")),
+                                "stats": _json_safe(stats.get(inf["task_id"], {}))}
+                               for inf in infos)
+                kept.extend(keep)
+                if bar is not None:
+                    bar.update(len(pos))
+        finally:
+            if bar is not None:
+                bar.close()
+        del sample_vecs
+        if not kept:
+            raise ValidationError("no task could be fitted:", [f"{t}: {st}" for t, st in skipped.items()])
         if skipped:
             warnings.warn(f"{len(skipped)} task(s) left out of the index: "
-                          + "; ".join(f"{t}: {s}" for t, s in list(skipped.items())[:5]), stacklevel=2)
-        infos = [tasks.info(i) for i in keep]
-        names = param_names(model, schema)
-        mat = np.empty((len(keep), len(names)))
-        for j, inf in enumerate(infos):
-            p = given[inf["task_id"]]
-            if p.kind != model or p.names != names:
-                raise ValidationError(f"parameters of task {inf['task_id']!r} do not match the {model} layout of the index schema")
-            mat[j] = p.vector
-        vectors = emb.embed([inf["description"] for inf in infos], progress=progress)
-        store = VectorStore.build(vectors, index=index, nprobe=config.nprobe, ef_search=config.ef_search, device=device)
-        config.factory = store.factory
-        records = [
-            {"task_id": inf["task_id"], "description": inf["description"],
-             "metadata": canonical_metadata(inf["metadata"], where=f"task {inf['task_id']!r}"),
-             "stats": _json_safe(stats.get(inf["task_id"], {}))}
-            for inf in infos
-        ]
-        obj = cls(config, schema, emb, store, records, mat, tasks.take(keep) if keep_tasks else None)
+                          + "; ".join(f"{t}: {st}" for t, st in list(skipped.items())[:5]), stacklevel=2)
+        mat = mat[: len(kept)] if len(kept) < n else mat
+        obj = cls(config, schema, emb, store, records, mat, tasks.take(kept) if keep_tasks else None)
         obj.skipped = skipped
         return obj
 
@@ -361,6 +436,13 @@ class TaskIndex:
         exclude : task ids, or a predicate over records (``{"task_id", "description",
             "metadata", "stats"}``) such as :func:`leak_free`; for a batch, one per query
             or one for all.
+
+        Returns the ``k`` best tasks that are not excluded whenever ``k`` remain, on every
+        index type and device: when an approximate index (IVF, HNSW) cannot reach enough
+        eligible tasks with its own ``nprobe`` / ``efSearch``, the search is repeated on
+        the eligible tasks only, wider, and exactly as the last resort
+        (:meth:`ragim.vector_store.VectorStore.search`). Fewer than ``k`` come back only
+        when fewer than ``k`` tasks are eligible.
         """
         vecs, items, single = self.embed_queries(query)
         return self.search_vectors(vecs, k, exclude=exclude, single=single)
@@ -368,19 +450,30 @@ class TaskIndex:
     def search_vectors(self, vectors: np.ndarray, k: int = 5, *, exclude=None, single: bool = False):
         """Like :meth:`search` with precomputed query vectors."""
         n = len(vectors)
-        preds = [as_predicate(e) for e in per_query_excludes(exclude, n)]
+        excludes = per_query_excludes(exclude, n)
         records = self._records
+        preds: list[Callable[[Record], bool] | None] = [None] * n
+        rows: list[np.ndarray | None] = [None] * n
+        for qi, e in enumerate(excludes):
+            if e is None:
+                continue
+            if callable(e):
+                preds[qi] = e
+            else:  # ids: their rows are known, so FAISS can be told them up front
+                ids = [e] if isinstance(e, str) else list(e)
+                rows[qi] = np.array([self._id_to_row[t] for t in ids if t in self._id_to_row], dtype=np.int64)
         skip = None
         if any(p is not None for p in preds):
             def skip(qi: int, row: int) -> bool:
                 p = preds[qi]
                 return p is not None and p(records[row])
+        excluded = rows if any(r is not None for r in rows) else None
         with self._lock:
-            scores, rows = self.store.search(vectors, k, skip=skip)
+            scores, rows_found = self.store.search(vectors, k, skip=skip, excluded=excluded)
         out = []
         for qi in range(n):
             hits = []
-            for s, r in zip(scores[qi], rows[qi], strict=True):
+            for s, r in zip(scores[qi], rows_found[qi], strict=True):
                 if r < 0:
                     continue
                 rec = records[r]
@@ -422,7 +515,8 @@ class TaskIndex:
             rows = self.store.add(vecs)
             for r, inf in zip(rows, infos, strict=True):
                 self._records.append({"task_id": inf["task_id"], "description": inf["description"],
-                                      "metadata": canonical_metadata(inf["metadata"], where=f"task {inf['task_id']!r}"),
+                                      "metadata": _shared_strings(
+                                          canonical_metadata(inf["metadata"], where=f"task {inf['task_id']!r}")),
                                       "stats": _json_safe(stats.get(inf["task_id"], {}))})
                 self._id_to_row[inf["task_id"]] = int(r)
             self._params = np.concatenate([self._params, mat])
@@ -532,7 +626,7 @@ class TaskIndex:
             raise ArtifactError(f"{art.path / 'records.jsonl'}: not valid index records:\n  - " + "\n  - ".join(problems))
         try:  # indices saved before ids were canonical may hold integer patient ids
             for rec in records:
-                rec["metadata"] = canonical_metadata(rec["metadata"], where=f"task {rec['task_id']!r}")
+                rec["metadata"] = _shared_strings(canonical_metadata(rec["metadata"], where=f"task {rec['task_id']!r}"))
         except ValidationError as exc:
             raise ArtifactError(f"{art.path / 'records.jsonl'}: {exc}") from exc
         if ids_digest is not None and ids_digest != _ids_digest(r["task_id"] for r in records):
@@ -559,7 +653,7 @@ class TaskIndex:
                 "different indices"
             )
         store = VectorStore.read(art.file("index.faiss"), factory=config.factory, nprobe=config.nprobe,
-                                 ef_search=config.ef_search, device=device)
+                                 ef_search=config.ef_search, device=device, storage=config.storage)
         art.check_unchanged("index.faiss")
         emb_dim = identity.get("dim")
         if store.ntotal != len(records) or (isinstance(emb_dim, int) and store.dim != emb_dim):
@@ -616,6 +710,12 @@ def _record_problems(records: list) -> list[str]:
         if len(problems) >= 5:
             break
     return problems
+
+
+def _shared_strings(meta: dict) -> dict:
+    """``meta`` with its text values interned: the site, group or path of thousands of tasks
+    is then one string in memory (about 300 bytes less per synthetic_family record)."""
+    return {k: sys.intern(v) if isinstance(v, str) else v for k, v in meta.items()}
 
 
 def _json_safe(d: dict) -> dict:

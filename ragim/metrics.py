@@ -280,8 +280,9 @@ def skill(summary: pd.DataFrame, *, baselines: Sequence[str] = ("pooled", "neigh
     --------
     >>> s = pd.DataFrame({"dataset": "d", "protocol": "p", "k_shot": 0, "metric": "log_loss",
     ...                   "method": ["pooled", "neighbor-mean", "oracle", "new"], "mean": [0.6, 0.55, 0.45, 0.5]})
-    >>> round(float(skill(s, metrics=["log_loss"])["skill"][0]), 3)
-    0.5
+    >>> r = skill(s, metrics=["log_loss"]).set_index("method")["skill"]
+    >>> round(float(r["new"]), 3), round(float(r["neighbor-mean"]), 3)
+    (0.5, 0.0)
     """
     rows = []
     s = summary[summary["k_shot"] == k_shot]

@@ -2,10 +2,21 @@
 
 :class:`VectorStore` holds unit vectors under inner-product search. Its FAISS
 index is chosen by a factory string (``"Flat"``, ``"HNSW32"``, ``"IVF1024,Flat"``,
-``"IVF4096,PQ32"``...) or ``"auto"`` by collection size, and it is moved to every
-visible GPU when ``faiss.get_num_gpus() > 0`` and the device resolves to CUDA.
-Rows are numbered in insertion order; removing rows leaves tombstones that
+``"IVF4096,SQ8"``, ``"IVF4096,PQ32"``...) or ``"auto"`` by collection size, and it is
+moved to every visible GPU when ``faiss.get_num_gpus() > 0`` and the device resolves
+to CUDA. Rows are numbered in insertion order; removing rows leaves tombstones that
 searches skip, and :meth:`compact` rebuilds without them.
+
+A store can be filled in chunks (:meth:`create`, then :meth:`add` per chunk), so
+building it never needs every vector in memory at once. With ``storage="ondisk"`` the
+inverted lists of an IVF index live in a file (FAISS ``OnDiskInvertedLists``) instead
+of in memory.
+
+Searches with exclusions return the ``k`` best rows that are not excluded whenever at
+least ``k`` exist, on every index type: a cheap filtered search first, then, for the
+queries it leaves short, a FAISS search restricted to the eligible rows by an
+``IDSelectorBitmap`` with a widened ``nprobe`` / ``efSearch``, and as the last resort an
+exact scan of the eligible rows.
 
 Examples
 --------
@@ -15,11 +26,18 @@ Examples
 >>> scores, rows = store.search(v[:1], k=2)
 >>> int(rows[0, 0])
 0
+>>> _, rows = store.search(v[:1], k=2, excluded=[np.array([0, 1])])
+>>> sorted(rows[0].tolist())
+[2, 3]
 """
 
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
+import weakref
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +45,19 @@ import numpy as np
 from ragim.errors import DependencyError, ValidationError
 
 FLAT_MAX = 100_000
+#: vectors an IVF / PQ / SQ index is trained on (a random sample of a larger collection)
+TRAIN_SIZE = 200_000
+STORAGES = ("memory", "ondisk")
+#: the largest k FAISS GPU indices answer in one call
+GPU_MAX_K = 2048
+#: candidates the first, unrestricted pass of a filtered search may fetch per query
+FILTER_FETCH_MAX = 4096
+#: an approximate index's k-th eligible hit is trusted only within its first TRUSTED_RANKS * k
+#: candidates; deeper than that (most of its candidates were excluded) the search is widened
+TRUSTED_RANKS = 4
+#: rows reconstructed at a time by exact scans and :meth:`VectorStore.reconstruct_all`
+BLOCK_ROWS = 65_536
+ONDISK_FILE = "index.ivfdata"
 
 
 def import_faiss():
@@ -45,14 +76,30 @@ def auto_factory(n: int, d: int) -> str:
     """The index chosen by ``index="auto"``: exact Flat up to 100k vectors, then IVF with
     about 4·sqrt(n) lists (searched with ``nprobe=32``).
 
-    Measured on 2 cores (docs/benchmarks.md): at 100k tasks HNSW32 reached only 0.81
-    recall@10 at efSearch=128 and took 14 s to build, while Flat is exact in ~3 ms per
-    query; at 1M, IVF4096,Flat was 40x faster than exact search with recall@10 = 1.0.
+    Measured on 2 cores: at 100k tasks HNSW32 reached only 0.81 recall@10 at
+    efSearch=128 and took 14 s to build, while Flat is exact; at 1M and 2M the IVF index
+    is many times faster than exact search at recall@10 near 1 (docs/benchmarks.md).
     """
     if n <= FLAT_MAX:
         return "Flat"
     nlist = int(2 ** round(math.log2(4 * math.sqrt(n))))
     return f"IVF{nlist},Flat"
+
+
+def needs_training(factory: str, dim: int) -> bool:
+    """Whether a FAISS index built from ``factory`` ("auto" is never passed here) must be
+    trained before vectors are added (IVF, PQ, SQ: yes; Flat, HNSW32: no).
+
+    Examples
+    --------
+    >>> needs_training("Flat", 8), needs_training("IVF16,SQ8", 8)
+    (False, True)
+    """
+    faiss = import_faiss()
+    try:
+        return not faiss.index_factory(int(dim), _canonical(factory), faiss.METRIC_INNER_PRODUCT).is_trained
+    except RuntimeError as exc:
+        raise ValidationError(f"invalid FAISS index string {factory!r}: {str(exc).splitlines()[0]}") from exc
 
 
 def _normalise(v: np.ndarray, where: str = "vectors") -> np.ndarray:
@@ -65,36 +112,104 @@ def _normalise(v: np.ndarray, where: str = "vectors") -> np.ndarray:
 
 
 class VectorStore:
-    """Inner-product search over unit vectors with a FAISS index (CPU or GPU)."""
+    """Inner-product search over unit vectors with a FAISS index (CPU or GPU).
+
+    Build with :meth:`build` (all vectors at once) or :meth:`create` + :meth:`add`
+    (chunk by chunk); open a saved one with :meth:`read`.
+    """
 
     def __init__(self, dim: int, factory: str = "Flat", *, nprobe: int = 32, ef_search: int = 128,
-                 device: str | None = "auto"):
+                 device: str | None = "auto", storage: str = "memory"):
+        if storage not in STORAGES:
+            raise ValidationError(f"storage must be one of {list(STORAGES)}, got {storage!r}")
         self.dim = int(dim)
         self.factory = factory
         self.nprobe = int(nprobe)
         self.ef_search = int(ef_search)
         self.device = device
+        self.storage = storage
         self._cpu = None
         self._search_index = None
+        self._lists_writable = False  # on-disk lists that may be added to
         self.deleted: set[int] = set()
 
     # ------------------------------------------------------------------ build
     @classmethod
     def build(cls, vectors: np.ndarray, index: str = "auto", *, nprobe: int = 32, ef_search: int = 128,
-              device: str | None = "auto", train_size: int = 200_000, seed: int = 0) -> VectorStore:
+              device: str | None = "auto", train_size: int = TRAIN_SIZE, seed: int = 0,
+              storage: str = "memory", coarse: VectorStore | None = None) -> VectorStore:
+        """A store holding ``vectors`` (n, dim), trained on up to ``train_size`` of them
+        (``coarse``: see :meth:`create`)."""
         v = _normalise(vectors)
-        factory = auto_factory(len(v), v.shape[1]) if index == "auto" else _canonical(index)
-        store = cls(v.shape[1], factory, nprobe=nprobe, ef_search=ef_search, device=device)
-        store._create(v, train_size=train_size, seed=seed)
-        store.add(v)
+        store = cls.create(v.shape[1], index, n_total=len(v), train=v, nprobe=nprobe, ef_search=ef_search,
+                           device=device, train_size=train_size, seed=seed, storage=storage, coarse=coarse)
+        for s in range(0, len(v), BLOCK_ROWS * 4):
+            store.add(v[s : s + BLOCK_ROWS * 4])
         return store
 
-    def _create(self, sample: np.ndarray, *, train_size: int, seed: int) -> None:
+    @classmethod
+    def create(cls, dim: int, index: str = "auto", *, n_total: int | None = None, train: np.ndarray | None = None,
+               nprobe: int = 32, ef_search: int = 128, device: str | None = "auto", train_size: int = TRAIN_SIZE,
+               seed: int = 0, storage: str = "memory", coarse: VectorStore | None = None) -> VectorStore:
+        """An empty store, trained when its index needs training, to be filled by :meth:`add`.
+
+        Parameters
+        ----------
+        dim : vector length.
+        index : "auto" (by ``n_total``) or a FAISS factory string (``"IVF4096,SQ8"``, ``"IVF4096,PQ32"``...).
+        n_total : how many vectors will be added (needed by ``index="auto"``).
+        train : training vectors (n, dim) for IVF / PQ / SQ indices; at most ``train_size`` of
+            them are used, picked at random with ``seed``.
+        storage : "memory", or "ondisk" (IVF indices only: the inverted lists go to a file,
+            FAISS ``OnDiskInvertedLists``, in a temporary folder until the store is saved).
+        coarse : another IVF store of the same dimension and number of lists whose trained
+            coarse quantizer (the k-means centroids) is copied, so only the codec is trained:
+            several codecs over the same vectors run k-means once.
+
+        Raises
+        ------
+        ValidationError
+            For an invalid factory string, too few training vectors, ``storage="ondisk"``
+            with an index that has no inverted lists, or a ``coarse`` store that does not match.
+        """
+        if storage not in STORAGES:
+            raise ValidationError(f"storage must be one of {list(STORAGES)}, got {storage!r}")
+        if index == "auto":
+            if n_total is None:
+                raise ValidationError("index='auto' needs n_total, the number of vectors the store will hold")
+            factory = auto_factory(int(n_total), int(dim))
+        else:
+            factory = _canonical(index)
+        store = cls(dim, factory, nprobe=nprobe, ef_search=ef_search, device=device, storage=storage)
+        sample = np.zeros((0, int(dim)), np.float32) if train is None else _normalise(train, "training vectors")
+        store._create(sample, train_size=train_size, seed=seed, coarse=coarse)
+        return store
+
+    def _create(self, sample: np.ndarray, *, train_size: int, seed: int, coarse: VectorStore | None = None) -> None:
         faiss = import_faiss()
         try:
             index = faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
             raise ValidationError(f"invalid FAISS index string {self.factory!r}: {str(exc).splitlines()[0]}") from exc
+        if self.storage == "ondisk" and faiss.try_extract_index_ivf(index) is None:
+            raise ValidationError(
+                f"storage='ondisk' keeps the inverted lists of an IVF index on disk, but {self.factory!r} has none; "
+                "use an IVF index such as 'IVF4096,Flat' or 'IVF4096,SQ8', or storage='memory'"
+            )
+        if coarse is not None:
+            ivf, src = faiss.try_extract_index_ivf(index), faiss.try_extract_index_ivf(coarse._cpu)
+            if ivf is None or src is None or ivf.nlist != src.nlist or coarse.dim != self.dim or not src.is_trained:
+                raise ValidationError(f"coarse= needs a trained IVF store with the lists of {self.factory!r} "
+                                      f"(dimension {self.dim}), got {coarse.factory!r} (dimension {coarse.dim})")
+            quantizer = faiss.clone_index(src.quantizer)
+            ivf.quantizer = quantizer  # trained with nlist centroids: IndexIVF.train skips k-means
+            ivf.own_fields = True
+            quantizer.this.disown()
+        inner = faiss.downcast_index(index)
+        if getattr(inner, "do_polysemous_training", False):
+            # Polysemous codes only serve Hamming pre-filtering of L2 searches; ordering them
+            # took a minute for 3,000 vectors. Inner-product search never uses them.
+            inner.do_polysemous_training = False
         if not index.is_trained:
             if len(sample) < _min_train(self.factory):
                 raise ValidationError(
@@ -105,6 +220,8 @@ class VectorStore:
             pick = sample if len(sample) <= train_size else sample[np.sort(rng.choice(len(sample), train_size, replace=False))]
             index.train(pick)
         self._cpu = index
+        if self.storage == "ondisk":
+            self._use_new_lists()
         self._apply_params()
         self._search_index = None
 
@@ -113,10 +230,36 @@ class VectorStore:
         ivf = faiss.try_extract_index_ivf(self._cpu)
         if ivf is not None:
             ivf.nprobe = self.nprobe
-        if "HNSW" in self.factory:
-            hnsw = faiss.downcast_index(self._cpu)
-            if hasattr(hnsw, "hnsw"):
-                hnsw.hnsw.efSearch = self.ef_search
+        hnsw = self._hnsw()
+        if hnsw is not None:
+            hnsw.hnsw.efSearch = self.ef_search
+
+    def _hnsw(self):
+        if "HNSW" not in self.factory or "IVF" in self.factory:
+            return None
+        idx = import_faiss().downcast_index(self._cpu)
+        return idx if hasattr(idx, "hnsw") else None
+
+    # ------------------------------------------------------------------ on-disk inverted lists
+    def _use_new_lists(self) -> None:
+        """Move the IVF index's inverted lists into a new file in a temporary folder (FAISS
+        ``OnDiskInvertedLists``, owned by the index; the folder goes with this store)."""
+        faiss = import_faiss()
+        ivf = faiss.extract_index_ivf(self._cpu)
+        folder = Path(tempfile.mkdtemp(prefix="ragim-ondisk-"))
+        weakref.finalize(self, shutil.rmtree, str(folder), True)
+        lists = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(folder / ONDISK_FILE))
+        if ivf.ntotal:
+            _merge_lists(lists, ivf.invlists)
+        ivf.replace_invlists(lists, True)  # frees the previous lists if the index owned them
+        lists.this.disown()
+        self._lists_writable = True
+
+    def _writable(self) -> None:
+        """Before an add: a loaded on-disk store maps its artifact's lists read-only, so they
+        are first copied to a temporary file."""
+        if self.storage == "ondisk" and not self._lists_writable:
+            self._use_new_lists()
 
     # ------------------------------------------------------------------ device
     @property
@@ -158,12 +301,13 @@ class VectorStore:
         return self.ntotal - len(self.deleted)
 
     def add(self, vectors: np.ndarray) -> np.ndarray:
-        """Append vectors; returns their row numbers."""
+        """Append vectors (n, dim); returns their row numbers."""
         v = _normalise(vectors)
         if v.shape[1] != self.dim:
             raise ValidationError(f"vectors have dimension {v.shape[1]}, the index has {self.dim}")
         start = self.ntotal
         if len(v):
+            self._writable()
             self._cpu.add(v)
         self._search_index = None
         return np.arange(start, start + len(v))
@@ -171,15 +315,19 @@ class VectorStore:
     def remove(self, rows) -> None:
         self.deleted.update(int(r) for r in rows)
 
-    def reconstruct_all(self) -> np.ndarray:
+    def _reconstruct(self, start: int, stop: int) -> np.ndarray:
         faiss = import_faiss()
+        ivf = faiss.try_extract_index_ivf(self._cpu)
+        if ivf is not None and ivf.direct_map.no():
+            ivf.make_direct_map()
+        return self._cpu.reconstruct_n(start, stop - start)
+
+    def reconstruct_all(self) -> np.ndarray:
+        """Every stored vector, (ntotal, dim) float32 (decoded, for compressed indices)."""
         n = self.ntotal
         if n == 0:
             return np.zeros((0, self.dim), np.float32)
-        ivf = faiss.try_extract_index_ivf(self._cpu)
-        if ivf is not None:
-            ivf.make_direct_map()
-        return self._cpu.reconstruct_n(0, n)
+        return np.concatenate([self._reconstruct(s, min(n, s + BLOCK_ROWS)) for s in range(0, n, BLOCK_ROWS)])
 
     def compact(self) -> np.ndarray:
         """Rebuild without tombstones; returns the old row number of each kept row."""
@@ -190,61 +338,251 @@ class VectorStore:
         self.deleted = set()
         return keep
 
+    def memory_bytes(self) -> int:
+        """Bytes of the serialised index: codes, ids and trained structures (for an on-disk
+        store, its lists' codes and ids too). Counted as FAISS writes them, never copied."""
+        faiss = import_faiss()
+        ivf = faiss.try_extract_index_ivf(self._cpu)
+        if self.storage == "ondisk" and ivf is not None:
+            lists = ivf.invlists
+            code_bytes = sum(lists.list_size(i) * (ivf.code_size + 8) for i in range(ivf.nlist))
+            return int(code_bytes + ivf.quantizer.ntotal * self.dim * 4)
+        total = [0]
+
+        def count(chunk: bytes) -> int:
+            total[0] += len(chunk)
+            return len(chunk)
+
+        writer = faiss.PyCallbackIOWriter(count)
+        faiss.write_index(self._cpu, writer)
+        del writer
+        return int(total[0])
+
     # ------------------------------------------------------------------ search
-    def search(self, queries: np.ndarray, k: int, *, skip=None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` rows per query by inner product, skipping tombstones and rows for which
-        ``skip(query_index, row)`` is true. Missing results are ``-1`` with score ``-inf``."""
+    def search(self, queries: np.ndarray, k: int, *, skip: Callable[[int, int], bool] | None = None,
+               excluded: Sequence[np.ndarray | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` rows per query by inner product among the rows that are not excluded.
+
+        Parameters
+        ----------
+        queries : (m, dim) vectors.
+        k : rows per query.
+        skip : ``skip(query_index, row) -> bool``: rows to leave out of that query's
+            results, tested lazily on candidates.
+        excluded : one array of row numbers per query (or None) to leave out.
+
+        Returns
+        -------
+        scores, rows : (m, k) arrays; missing results (fewer than ``k`` eligible rows) are
+            row ``-1`` with score ``-inf``.
+
+        Tombstones and excluded rows never appear, and whenever ``k`` eligible rows exist
+        ``k`` are returned: an approximate index that cannot reach them with its own
+        ``nprobe`` / ``efSearch`` is searched again on its CPU copy, restricted to the
+        eligible rows (``faiss.IDSelectorBitmap``) with a wider search, and exactly as the
+        last resort.
+        """
         q = _normalise(queries, "queries")
         if q.shape[1] != self.dim:
             raise ValidationError(f"queries have dimension {q.shape[1]}, the index has {self.dim}")
-        if not isinstance(k, int | np.integer) or k < 1:
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise ValidationError(f"k must be a positive integer, got {k!r}")
+        if excluded is not None and len(excluded) != len(q):
+            raise ValidationError(f"got {len(excluded)} exclusion lists for {len(q)} queries")
+        k = int(k)
         n = self.ntotal
         out_s = np.full((len(q), k), -np.inf, dtype=np.float32)
         out_r = np.full((len(q), k), -1, dtype=np.int64)
         if n == 0 or len(q) == 0:
             return out_s, out_r
+        sets = None if excluded is None else [frozenset() if e is None else frozenset(np.asarray(e).tolist())
+                                               for e in excluded]
         index = self._index_for_search()
-        if skip is None and not self.deleted:  # fast path: one FAISS call
-            scores, rows = index.search(q, min(k, n))
+        exhaustive = self._exhaustive()
+        cap = min(n, GPU_MAX_K if index is not self._cpu else max(FILTER_FETCH_MAX, k))
+        if skip is None and sets is None and not self.deleted:  # one FAISS call for every query
+            scores, rows = index.search(q, min(k, cap))
             out_s[:, : rows.shape[1]], out_r[:, : rows.shape[1]] = scores, rows
             out_s[out_r < 0] = -np.inf
-            return out_s, out_r
-        pending = np.arange(len(q))
-        fetch = min(n, k + len(self.deleted) + (k if skip is not None else 0))
+            short = np.flatnonzero((out_r >= 0).sum(axis=1) < min(k, n)).tolist()  # an IVF probe came up short
+            pending = np.zeros(0, np.int64)
+        else:
+            most = max((len(s) for s in sets), default=0) if sets is not None else 0
+            fetch = min(cap, k + len(self.deleted) + most + (k if skip is not None else 0))
+            pending, short = np.arange(len(q)), []
+        hnsw = self._hnsw()
         while len(pending):
-            scores, rows = index.search(q[pending], min(fetch, n) if not self.on_gpu else min(fetch, n, 2048))
-            still = []
+            if hnsw is not None:  # an HNSW search returns at most efSearch rows
+                params = import_faiss().SearchParametersHNSW(efSearch=max(self.ef_search, fetch))
+                scores, rows = index.search(q[pending], fetch, params=params)
+            else:
+                scores, rows = index.search(q[pending], fetch)
+            again = []
             for j, qi in enumerate(pending):
-                got = [(s, r) for s, r in zip(scores[j], rows[j], strict=True)
-                       if r >= 0 and r not in self.deleted and (skip is None or not skip(int(qi), int(r)))]
-                if len(got) >= k or fetch >= n or (self.on_gpu and fetch >= 2048):
-                    got = got[:k]
-                    out_s[qi, : len(got)] = [s for s, _ in got]
-                    out_r[qi, : len(got)] = [r for _, r in got]
+                got, rank_k = [], 0
+                for rank, (s, r) in enumerate(zip(scores[j], rows[j], strict=True)):
+                    if r >= 0 and self._eligible(int(qi), int(r), skip, sets):
+                        got.append((s, r))
+                        if len(got) == k:
+                            rank_k = rank
+                            break
+                reached_all = fetch >= n or bool((rows[j] < 0).any())  # nothing more this index can return
+                if exhaustive and (len(got) >= k or reached_all):
+                    self._fill(out_s, out_r, qi, got)
+                elif len(got) >= k and rank_k < TRUSTED_RANKS * k:
+                    self._fill(out_s, out_r, qi, got)
+                elif reached_all or fetch >= cap or len(got) >= k:
+                    short.append(int(qi))
                 else:
-                    still.append(qi)
-            pending = np.array(still, dtype=np.int64)
-            fetch = min(n, fetch * 4)
+                    again.append(qi)
+            pending = np.array(again, dtype=np.int64)
+            fetch = min(cap, fetch * 4)
+        for qi in short:
+            allowed = self._allowed(qi, skip, sets)
+            got = self._search_allowed(q[qi], min(k, int(allowed.sum())), allowed)
+            self._fill(out_s, out_r, qi, got)
         return out_s, out_r
+
+    def _eligible(self, qi: int, row: int, skip, sets) -> bool:
+        return (row not in self.deleted and (sets is None or row not in sets[qi])
+                and (skip is None or not skip(qi, row)))
+
+    @staticmethod
+    def _fill(out_s, out_r, qi, got) -> None:
+        out_s[qi], out_r[qi] = -np.inf, -1
+        out_s[qi, : len(got)] = [s for s, _ in got]
+        out_r[qi, : len(got)] = [r for _, r in got]
+
+    def _exhaustive(self) -> bool:
+        """True when one search scores every row (no inverted lists, no graph)."""
+        return import_faiss().try_extract_index_ivf(self._cpu) is None and "HNSW" not in self.factory
+
+    def _allowed(self, qi: int, skip, sets) -> np.ndarray:
+        """Boolean mask of the rows query ``qi`` may return."""
+        allowed = np.ones(self.ntotal, dtype=bool)
+        if self.deleted:
+            allowed[np.fromiter(self.deleted, np.int64)] = False
+        if sets is not None and sets[qi]:
+            rows = np.fromiter(sets[qi], np.int64)
+            allowed[rows[(rows >= 0) & (rows < self.ntotal)]] = False
+        if skip is not None:
+            for r in np.flatnonzero(allowed):
+                if skip(qi, int(r)):
+                    allowed[r] = False
+        return allowed
+
+    def _search_allowed(self, query: np.ndarray, want: int, allowed: np.ndarray) -> list[tuple[float, int]]:
+        """The ``want`` best allowed rows for one query, on the CPU index: FAISS restricted to
+        the allowed rows with a widening nprobe / efSearch, then an exact scan if still short."""
+        if want <= 0:
+            return []
+        faiss = import_faiss()
+        bits = np.packbits(allowed, bitorder="little")
+        sel = faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits))
+        ivf = faiss.try_extract_index_ivf(self._cpu)
+        hnsw = self._hnsw()
+        x = query[None, :]
+        try:
+            if isinstance(faiss.downcast_index(self._cpu), faiss.IndexIVF):
+                got = _widen(lambda p: _hits(*self._cpu.search(
+                    x, want, params=faiss.SearchParametersIVF(sel=sel, nprobe=p))), self.nprobe, ivf.nlist, want)
+            elif hnsw is not None:
+                got = _widen(lambda ef: _hits(*self._cpu.search(
+                    x, want, params=faiss.SearchParametersHNSW(sel=sel, efSearch=ef))),
+                    max(self.ef_search, want), self.ntotal, want)
+            elif ivf is None and self._exhaustive():
+                got = _hits(*self._cpu.search(x, want, params=faiss.SearchParameters(sel=sel)))
+            else:
+                got = []
+        except RuntimeError:  # this index type takes no selector (IndexPQ, pre-transforms, refinement)
+            got = []
+        if len(got) >= want:
+            return got[:want]
+        return self._exact_scan(query, want, allowed)
+
+    def _exact_scan(self, query: np.ndarray, want: int, allowed: np.ndarray) -> list[tuple[float, int]]:
+        """Exact top-``want`` over the allowed rows' stored (decoded) vectors, block by block."""
+        best_s, best_r = np.zeros(0, np.float32), np.zeros(0, np.int64)
+        n = self.ntotal
+        for s in range(0, n, BLOCK_ROWS):
+            rows = s + np.flatnonzero(allowed[s : s + BLOCK_ROWS])
+            if not len(rows):
+                continue
+            vecs = self._reconstruct(s, min(n, s + BLOCK_ROWS))[rows - s]
+            best_s = np.concatenate([best_s, vecs @ query])
+            best_r = np.concatenate([best_r, rows])
+            if len(best_s) > want:
+                top = np.argpartition(-best_s, want - 1)[:want]
+                best_s, best_r = best_s[top], best_r[top]
+        order = np.lexsort((best_r, -best_s))[:want]
+        return [(float(best_s[i]), int(best_r[i])) for i in order]
 
     # ------------------------------------------------------------------ persistence
     def write(self, path: Path) -> None:
-        import_faiss().write_index(self._cpu, str(path))
+        """Write the index to ``path``; an on-disk store also writes its lists to
+        ``index.ivfdata`` beside it (and ``index.faiss`` refers to that file)."""
+        faiss = import_faiss()
+        path = Path(path)
+        if self.storage != "ondisk":
+            faiss.write_index(self._cpu, str(path))
+            return
+        ivf = faiss.extract_index_ivf(self._cpu)
+        current = ivf.invlists
+        lists = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(path.parent / ONDISK_FILE))
+        if ivf.ntotal:
+            _merge_lists(lists, current)
+        own = ivf.own_invlists
+        ivf.own_invlists = False
+        ivf.replace_invlists(lists, False)
+        try:
+            faiss.write_index(self._cpu, str(path))
+        finally:
+            ivf.replace_invlists(current, False)
+            ivf.own_invlists = own
+            del lists
 
     @classmethod
-    def read(cls, path: Path, *, factory: str, nprobe: int, ef_search: int, device="auto") -> VectorStore:
+    def read(cls, path: Path, *, factory: str, nprobe: int, ef_search: int, device="auto",
+             storage: str = "memory") -> VectorStore:
+        """Open an index written by :meth:`write` (an on-disk one maps its lists read-only)."""
         faiss = import_faiss()
+        flags = faiss.IO_FLAG_ONDISK_SAME_DIR if storage == "ondisk" else 0
         try:
-            index = faiss.read_index(str(path))
+            index = faiss.read_index(str(path), flags)
         except (RuntimeError, MemoryError, OSError, TypeError, ValueError) as exc:
             from ragim.errors import ArtifactError
 
             raise ArtifactError(f"{path}: not a readable FAISS index ({str(exc).splitlines()[0]})") from exc
-        store = cls(index.d, factory, nprobe=nprobe, ef_search=ef_search, device=device)
+        store = cls(index.d, factory, nprobe=nprobe, ef_search=ef_search, device=device, storage=storage)
         store._cpu = index
+        store._lists_writable = storage != "ondisk"
         store._apply_params()
         return store
+
+
+def _widen(search: Callable[[int], list], start: int, most: int, want: int) -> list[tuple[float, int]]:
+    """Search with a breadth (nprobe, efSearch) growing 4x from ``start`` until ``want`` hits
+    come back and one more widening no longer changes them, or the breadth reaches ``most``."""
+    breadth, previous = start, None
+    while True:
+        got = search(breadth)
+        if len(got) >= want and previous is not None and {r for _, r in got} == {r for _, r in previous}:
+            return got
+        if breadth >= most:
+            return got
+        previous, breadth = got, min(most, breadth * 4)
+
+
+def _hits(scores: np.ndarray, rows: np.ndarray) -> list[tuple[float, int]]:
+    return [(float(s), int(r)) for s, r in zip(scores[0], rows[0], strict=True) if r >= 0]
+
+
+def _merge_lists(target, source) -> None:
+    """Copy every inverted list of ``source`` into the (empty) on-disk lists ``target``."""
+    faiss = import_faiss()
+    vec = faiss.InvertedListsPtrVector()
+    vec.push_back(source)
+    target.merge_from_multiple(vec.data(), vec.size())
 
 
 def _canonical(index: str) -> str:

@@ -24,13 +24,31 @@ def generator(index):
 
 
 def test_episodic_training_reduces_validation_loss(family):
-    """Neighbours fitted with a strong penalty are shrunk; the generator learns to undo it."""
+    """Neighbours fitted with a strong penalty are shrunk; the paper-style mixture learns to undo it."""
     shrunk = TaskIndex.build(family, embedder="hashing:128", progress=False, C=0.05)
-    gen = AttentionGenerator(max_epochs=40, patience=40, seed=0).fit(shrunk, progress=False)
+    gen = AttentionGenerator(max_epochs=40, patience=40, seed=0, base="none").fit(shrunk, progress=False)
     assert len(gen.history_) == 40
     assert gen.best_val_loss_ < gen.initial_val_loss_
     assert gen.history_[-1]["train_loss"] < gen.history_[0]["train_loss"]
     assert gen.n_val_tasks_ == 12 and gen.n_train_tasks_ == 48
+
+
+def test_with_a_base_training_starts_from_the_base_and_never_ends_worse(index, family):
+    """With base="statistical" the untrained network is the statistical generator's model, and
+    early stopping on validation tasks keeps it unless moving away helps."""
+    from ragim.generate.statistical import StatisticalGenerator
+
+    stat = StatisticalGenerator(seed=0).fit(index, progress=False)
+    gen = AttentionGenerator(max_epochs=6, patience=6, seed=0).fit(index, progress=False, base_generator=stat)
+    assert gen.base_ is stat and gen.best_val_loss_ <= gen.initial_val_loss_
+    fresh = AttentionGenerator(max_epochs=1, patience=1, seed=0, lr=1e-12).fit(index, progress=False,
+                                                                                 base_generator=stat)
+    target = family.descriptions[5]
+    base = stat.generate_params(target)
+    near = fresh.generate_params(target, uncertainty=False)
+    # sigmoid(-4) of the way from the base to the mixture, plus a zero-initialised correction
+    moved = np.abs(near.vector - base.vector) / (np.abs(base.vector) + 1.0)
+    assert float(np.max(moved)) < 0.1 and near.metadata["base"]["generator"] == "statistical"
 
 
 def test_generation_returns_valid_model_with_provenance(generator, index, family):

@@ -38,3 +38,10 @@ def test_readme_results_block_is_generated_from_the_results():
     readme = (ROOT / "README.md").read_text()
     assert readme == report.render_readme(readme), "README results are stale: run .venv/bin/python benchmarks/report.py"
     assert "| Real heart disease, leave-site-out |" in readme
+
+
+def test_scaling_doc_block_is_generated_from_the_results():
+    report = _report()
+    text = (ROOT / "docs" / "scaling.md").read_text()
+    assert text == report.render_scaling(text), "docs/scaling.md is stale: run .venv/bin/python benchmarks/report.py"
+    assert "benchmarks/scale.py" in text.split("<!-- scale:start")[1]

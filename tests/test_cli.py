@@ -83,20 +83,44 @@ def test_main_turns_ragim_errors_into_exit_code_2(tmp_path, monkeypatch, capsys)
     assert "error: no artifact at" in capsys.readouterr().err
 
 
+def _equal_resources(out: dict) -> None:
+    """A bench result names its threads (the same on both sides), libraries and device."""
+    assert out["threads"]["ours"] == out["threads"]["baseline"] >= 1
+    for t, row in out["by_threads"].items():
+        assert row["threads"] == {"ours": int(t), "baseline": int(t)}
+    env = out["environment"]
+    assert env["device"] == out["device"] and env["cpus"] >= 1
+    assert env["libraries"] and all({"api", "version", "threads", "package"} <= set(lib) for lib in env["libraries"])
+    assert "numpy" in env["versions"]
+
+
 def test_bench_fit_json_contract():
-    out = json.loads(_ok(["bench", "fit", "--n-tasks", "60", "--json"]))
-    for key in ("name", "n", "ours", "baseline", "ratio", "max_abs_diff"):
+    out = json.loads(_ok(["bench", "fit", "--n-tasks", "60", "--threads", "1,2", "--json"]))
+    for key in ("name", "n", "ours", "baseline", "ratio", "max_abs_diff", "threads", "by_threads", "device",
+                "environment"):
         assert key in out
     assert out["name"] == "fit" and out["n"] == 60 and "description" in out["ours"] and out["ratio"] > 0
     assert out["max_abs_diff"] < 1e-3
+    _equal_resources(out)
+    assert set(out["by_threads"]) == {"1", "2"} and out["threads"] == {"ours": 1, "baseline": 1}
+    assert out["by_threads"]["1"]["ratio"] == out["ratio"]
 
 
 def test_bench_retrieval_json_contract():
-    from ragim.bench import bench_retrieval
+    from ragim.bench import bench_retrieval, resources_line
 
-    out = bench_retrieval(n_tasks=3000, n_queries=50, dim=32)
+    out = bench_retrieval(n_tasks=3000, n_queries=50, dim=32, threads=(1, 2))
     assert out["name"] == "retrieval" and out["n"] == 3000 and out["recall_at_10"] == 1.0
     assert out["baseline"]["description"] and out["ratio"] > 0
+    _equal_resources(out)
+    assert out["indices"]["Flat"]["by_threads"]["2"]["speedup_vs_numpy"] == out["by_threads"]["2"]["ratio"]
+    line = resources_line(out)
+    assert line.startswith("threads: 1 (ours) = 1 (baseline); BLAS/OpenMP: ") and "device: cpu" in line
+
+
+def test_bench_rejects_bad_thread_counts():
+    result = runner.invoke(app, ["bench", "fit", "--threads", "0,x"])
+    assert result.exit_code == 2 and "--threads must be positive integers" in result.output
 
 
 def test_evaluate_json_records_contract():

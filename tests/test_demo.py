@@ -64,7 +64,7 @@ def test_demo_writes_report_with_finite_scores(tmp_path):
                  "report.html", "result.json"):
         assert (out / name).is_file() and (out / name).stat().st_size > 200, name
     assert res["target"]["site"] == "Switzerland"
-    for method in ("ragim-attention", "pooled", "neighbor-mean"):
+    for method in ("ragim", "pooled", "neighbor-mean"):
         assert all(math.isfinite(v) for v in res["scores"][method].values())
     assert len(res["provenance"]) > 0
     assert "coefficients.png" in (out / "report.md").read_text()

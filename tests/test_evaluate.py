@@ -144,8 +144,10 @@ def test_all_default_methods_with_finite_metrics(run):
     df, preds = run
     assert list(df.columns) == evaluate.COLUMNS
     got = set(zip(df["method"], df["k_shot"], strict=True))
-    zero = {"ragim-attention", "pooled", "nearest-neighbor", "neighbor-mean", "per-task-all", "true-model", "oracle"}
-    assert got == {(m, 0) for m in zero} | {("ragim-attention", 8), ("per-task-k", 8)}
+    zero = {"ragim-statistical", "ragim-attention", "pooled", "nearest-neighbor", "neighbor-mean", "per-task-all",
+            "true-model", "oracle"}
+    few = {("ragim-statistical", 8), ("ragim-attention", 8), ("per-task-k", 8)}
+    assert got == {(m, 0) for m in zero} | few
     assert df["task_id"].nunique() == 10
     assert df.groupby(["method", "k_shot"]).size().eq(10).all()
     for metric in ("log_loss", "brier", "ece", "accuracy"):

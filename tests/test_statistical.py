@@ -11,7 +11,12 @@ from scipy.stats import norm
 from ragim import TaskIndex, datasets
 from ragim.errors import ArtifactError, ValidationError
 from ragim.generate import GENERATORS
-from ragim.generate.meta_regression import KernelRegression, ngram_relevance
+from ragim.generate.meta_regression import (
+    KernelRegression,
+    centring,
+    fit_kernel_scales,
+    ngram_buckets,
+)
 from ragim.generate.statistical import StatisticalConfig, StatisticalGenerator
 
 
@@ -72,21 +77,35 @@ def test_generator_falls_back_to_pooled_when_tasks_say_nothing(index, monkeypatc
     monkeypatch.setattr(st, "task_summaries", noisy)
     g = StatisticalGenerator(candidates=("text", "neighbors")).fit(index, progress=False)
     p = g.generate_params("Predict a fatal outcome within 28 days in adults with chronic endocarditis.")
-    # every candidate is the pooled model; the stack may only recalibrate it (a shift and a scale)
-    a, w = g.stack_["intercept"], sum(g.stack_["weights"].values())
-    np.testing.assert_allclose(p.vector[1:], w * g.pooled_[1:], atol=1e-6)
-    assert p.vector[0] == pytest.approx(a + w * g.pooled_[0], abs=1e-6)
+    # every candidate is the pooled model; the stack may only recalibrate it: a shift of the
+    # baseline risk and one scale for the slopes (in the centred coordinates it works in)
+    T = centring(g.center_)
+    pooled_c, p_c = T @ g.pooled_, T @ p.vector
+    u, w = sum(g.stack_["baseline"].values()), sum(g.stack_["slopes"].values())
+    np.testing.assert_allclose(p_c[1:], w * pooled_c[1:], atol=1e-5)
+    assert p_c[0] == pytest.approx(g.stack_["shift"] + u * pooled_c[0], abs=1e-5)
 
 
-def test_ngram_relevance_finds_the_words_that_carry_the_effect():
+def test_kernel_scales_weigh_the_word_groups_that_carry_the_effect():
     rng = np.random.default_rng(3)
     n = 120
     Phi = (rng.random((n, 6)) < 0.3).astype(float)
     effect = np.array([2.0, 0, 0, -1.5, 0, 0])
     Y = (Phi @ effect)[:, None] + rng.normal(0, 0.1, (n, 1))
-    tau, nugget = ngram_relevance(Phi, Y, np.full((n, 1), 0.01))
-    assert tau[0] > 1.0 and tau[3] > 0.5
-    assert max(tau[[1, 2, 4, 5]]) < 0.05 and nugget < 0.05
+    groups = [np.array([1, 0, 0, 1, 0, 0], bool), np.array([0, 1, 1, 0, 1, 1], bool)]
+    Ks = [Phi[:, g] @ Phi[:, g].T for g in groups]
+    h, nugget = fit_kernel_scales(Ks, Y, np.full((n, 1), 0.01))
+    assert h[0] > 1.0 and h[1] < 0.05 and nugget < 0.05
+
+
+def test_ngram_buckets_split_by_length_and_document_frequency():
+    n_words = np.array([1, 1, 1, 2, 2])
+    doc_freq = np.array([2, 3, 50, 2, 100])
+    masks = ngram_buckets(n_words, doc_freq, n_docs=100)
+    assert sum(m.sum() for m in masks) == 5 and all(m.any() for m in masks)
+    by_feature = {int(np.flatnonzero(m)[0]): m for m in masks}
+    assert by_feature[0][1] and not by_feature[0][2]  # 2 and 3 documents share a bucket, 50 not
+    assert not any(m[0] and m[3] for m in masks)  # unigrams and bigrams never share a scale
 
 
 # ------------------------------------------------------------------ the generator
@@ -98,7 +117,7 @@ def test_registered_and_generates_with_provenance_and_intervals(gen, split):
     prov = p.metadata["provenance"]
     assert 0 < len(prov) <= 10 and sum(r["weight"] for r in prov) <= 1 + 1e-9
     assert all(r["task_id"] in gen.index_ for r in prov)
-    assert set(p.metadata["stack"]) <= {"pooled", "text", "neighbors"}
+    assert set(p.metadata["stack"]) <= {"pooled", "text", "neighbors", "neighbor-mean"}
     model = gen.generate(target.description)
     assert model.predict_proba(target.X).shape == (target.n_rows, 2)
     batch = gen.generate_params([target.description, split[1][1].description])
@@ -108,7 +127,8 @@ def test_registered_and_generates_with_provenance_and_intervals(gen, split):
 def test_stack_weights_come_from_validation_inside_the_index(gen, index):
     assert gen.cv_["n_tasks"] == len(index)
     assert gen.cv_["stack"] <= min(gen.cv_["candidates"].values()) + 1e-9
-    assert all(w >= 0 for w in gen.stack_["weights"].values())
+    assert all(w >= 0 for part in ("baseline", "slopes") for w in gen.stack_[part].values())
+    assert set(gen.stack_["baseline"]) == set(gen.stack_["slopes"]) == set(gen.cv_["candidates"])
 
 
 def test_targets_outside_the_index_cannot_move_the_stack(index, split):
@@ -181,3 +201,13 @@ def test_an_index_of_another_layout_is_refused(gen):
                             progress=False)
     with pytest.raises(ValidationError, match="does not match the generator"):
         gen.generate_params("x", other)
+
+
+def test_an_index_too_small_to_validate_gives_the_pooled_model():
+    fam = datasets.synthetic_family(n_tasks=2, n_features=2, seed=3, rows=(80, 120))
+    idx = TaskIndex.build(fam, embedder="hashing", progress=False)
+    g = StatisticalGenerator().fit(idx, progress=False)
+    assert g.stack_ == {"shift": 0.0, "baseline": {"pooled": 1.0}, "slopes": {"pooled": 1.0}}
+    assert "only 2 indexed task(s)" in g.cv_["note"]
+    p = g.generate_params("anything at all")
+    np.testing.assert_allclose(p.vector, g.pooled_, atol=1e-9)

@@ -47,7 +47,7 @@ from ragim.params import ModelParams, design_matrix, param_names
 from ragim.tasks import Task
 
 FORMAT = "ragim.attention-generator"
-N_NEIGHBOR_FEATURES = 2  # similarity and log(rows) of each neighbour
+BASES = ("statistical", "none")
 
 
 @dataclass
@@ -61,7 +61,13 @@ class AttentionConfig:
     bottleneck: int = field(default=16, metadata={"help": "width of the residual bottleneck"})
     dropout: float = field(default=0.1, metadata={"help": "dropout in the blocks"})
     query_dropout: float = field(default=0.5, metadata={"help": "dropout on the query embedding (against memorising tasks)"})
-    residual: bool = field(default=False, metadata={"help": "add a learned per-task correction W_out h to the pooled parameters"})
+    residual: bool = field(default=False, metadata={"help": "add a learned per-task correction W_out h to the output"})
+    base: str = field(default="statistical", metadata={
+        "help": "'statistical': start from the StatisticalGenerator's model and learn a gated move towards the "
+                "attention mixture plus a correction (it can leave the neighbours' hull); 'none': the paper-style "
+                "mixture of neighbours"})
+    precision_key: bool = field(default=True, metadata={
+        "help": "add each neighbour's fit precision (log of its effective sample size n p (1 - p)) to its key"})
     lr: float = field(default=3e-3, metadata={"help": "AdamW learning rate"})
     weight_decay: float = field(default=1e-3, metadata={"help": "AdamW weight decay"})
     max_epochs: int = field(default=300, metadata={"help": "upper bound on training epochs"})
@@ -79,6 +85,8 @@ class AttentionConfig:
         for name in ("k", "hidden", "heads", "blocks", "bottleneck", "max_epochs", "batch_tasks", "max_rows"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 problems.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.base not in BASES:
+            problems.append(f"base must be one of {list(BASES)}, got {self.base!r}")
         if self.hidden % self.heads:
             problems.append(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
         for name in ("dropout", "query_dropout", "val_fraction", "neighbor_dropout"):
@@ -109,7 +117,8 @@ class RagimHypernetwork(nn.Module):
         super().__init__()
         h = cfg.hidden
         self.q_in = nn.Linear(emb_dim, h)
-        self.k_in = nn.Linear(n_params + emb_dim + N_NEIGHBOR_FEATURES, h)
+        self.n_features = 3 if cfg.precision_key else 2
+        self.k_in = nn.Linear(n_params + emb_dim + self.n_features, h)
         self.v_in = nn.Linear(n_params, h)
         self.blocks = nn.ModuleList(_Block(h, cfg.heads, cfg.bottleneck, cfg.dropout) for _ in range(cfg.blocks))
         self.read_q = nn.Linear(h, h)
@@ -125,10 +134,14 @@ class RagimHypernetwork(nn.Module):
         nn.init.zeros_(self.out.bias)
         self.gate = nn.Linear(h + 1, 1)
         self.residual = cfg.residual
+        # how far each parameter moves from the base model towards the attention mixture:
+        # sigmoid(-4) = 0.02, so training starts at the base
+        self.base_gate = nn.Parameter(torch.full((n_params,), -4.0))
 
-    def forward(self, q, nb_params, nb_emb, nb_feat, pad_mask, own=None, own_n=None):
-        """Shapes: q (B,E); nb_params (B,K,P); nb_emb (B,K,E); nb_feat (B,K,2) = [similarity,
-        log rows / 5]; pad_mask (B,K) True = absent."""
+    def forward(self, q, nb_params, nb_emb, nb_feat, pad_mask, own=None, own_n=None, base=None):
+        """Shapes: q (B,E); nb_params (B,K,P); nb_emb (B,K,E); nb_feat (B,K,F) = [similarity,
+        log rows / 5, (log effective rows / 5)]; pad_mask (B,K) True = absent; base (B,P), the
+        base model in the same standardised parameter space, or None."""
         keys = self.k_in(torch.cat([nb_params, nb_emb, nb_feat], dim=-1))
         values = self.v_in(nb_params)
         x = self.q_in(self.q_drop(q)).unsqueeze(1)
@@ -142,6 +155,8 @@ class RagimHypernetwork(nn.Module):
         alpha = torch.softmax(logits, dim=-1)
         pooled = (alpha.unsqueeze(-1) * nb_params).sum(1)
         theta = pooled * (1 + self.shrink) + self.shift
+        if base is not None:
+            theta = base + torch.sigmoid(self.base_gate) * (theta - base)
         if self.residual:
             theta = theta + self.out(self.out_drop(x))
         if own is not None:
@@ -159,6 +174,7 @@ class _Episodes:
     y: torch.Tensor  # (R,)
     start: np.ndarray  # (T,) first row of each task in D
     count: np.ndarray  # (T,) rows per task
+    base: torch.Tensor | None = None  # (T, P) each target's base model (standardised), leak-free
 
     def rows(self, b: np.ndarray, max_rows: int, rng) -> tuple[np.ndarray, np.ndarray]:
         """Row numbers for the tasks ``b`` (subsampled to ``max_rows`` when ``rng``) and
@@ -187,6 +203,7 @@ class AttentionGenerator(Generator):
         cfg = config or AttentionConfig()
         self.config = AttentionConfig(**{**asdict(cfg), **overrides})
         self.net_: RagimHypernetwork | None = None
+        self.base_ = None
         self.history_: list[dict] = []
 
     # ------------------------------------------------------------------ data
@@ -208,7 +225,8 @@ class AttentionGenerator(Generator):
         pad = torch.as_tensor(nb_rows < 0, device=dev)
         nbp = torch.as_tensor(P[safe], dtype=torch.float32, device=dev)
         nbe = torch.as_tensor(E[safe], dtype=torch.float32, device=dev)
-        feat = np.stack([nb_sim, self._log_rows[safe]], axis=-1)
+        cols = [nb_sim, self._log_rows[safe]] + ([self._log_info[safe]] if self.config.precision_key else [])
+        feat = np.stack(cols, axis=-1)
         return nbp, nbe, torch.as_tensor(feat, dtype=torch.float32, device=dev), pad
 
     def _prepare(self, index):
@@ -244,9 +262,18 @@ class AttentionGenerator(Generator):
         count = np.array([len(y) for y in ys])
         start = np.concatenate([[0], np.cumsum(count)[:-1]])
         dev = self._device
+        base = None
+        if self.base_ is not None:  # each target's base model, as the base generator makes it without the target
+            held = self.base_.heldout_params_
+            rows = [held[t] if t in held else
+                    self.base_.generate_params(index.record(t)["description"], index, uncertainty=False,
+                                               exclude=leak_free(index.record(t))).vector
+                    for t in ids]
+            base = torch.as_tensor((np.asarray(rows) - self.param_mean_) / self.param_scale_, dtype=torch.float32,
+                                   device=dev)
         return ids, _Episodes(torch.as_tensor(vecs, dtype=torch.float32, device=dev), nb_rows, nb_sim,
                               torch.as_tensor(np.concatenate(designs), device=dev),
-                              torch.as_tensor(np.concatenate(ys), device=dev), start, count)
+                              torch.as_tensor(np.concatenate(ys), device=dev), start, count, base)
 
     def _stack_index(self, index):
         from ragim.device import resolve_device
@@ -258,18 +285,36 @@ class AttentionGenerator(Generator):
             self.param_scale_ = np.maximum(raw.std(0), 0.05).astype(np.float32)
         self._norm_params = (raw - self.param_mean_) / self.param_scale_
         self._embeddings = index.store.reconstruct_all().astype(np.float32)
-        n_rows = [(r or {}).get("stats", {}).get("n_rows") or 0 for r in index._records]
-        self._log_rows = (np.log1p(np.asarray(n_rows, dtype=np.float32)) / 5.0).astype(np.float32)
+        stats = [(r or {}).get("stats", {}) for r in index._records]
+        n_rows = np.asarray([st.get("n_rows") or 0 for st in stats], dtype=np.float32)
+        n_pos = np.asarray([st.get("n_positive") or 0 for st in stats], dtype=np.float32)
+        self._log_rows = (np.log1p(n_rows) / 5.0).astype(np.float32)
+        # the fit's precision: the effective sample size of a logistic fit, n p (1 - p)
+        info = n_pos * (n_rows - n_pos) / np.maximum(n_rows, 1.0)
+        self._log_info = (np.log1p(info) / 5.0).astype(np.float32)
 
     # ------------------------------------------------------------------ training
-    def fit(self, index, *, progress: bool = True) -> AttentionGenerator:
-        """Train episodically on the tasks of ``index`` (see module docstring)."""
+    def fit(self, index, *, progress: bool = True, base_generator=None) -> AttentionGenerator:
+        """Train episodically on the tasks of ``index`` (see module docstring).
+
+        With ``config.base == "statistical"`` a :class:`~ragim.generate.statistical.StatisticalGenerator`
+        is fitted on the index first (or ``base_generator``, one already fitted on it, is used);
+        every episode starts from its leak-free validation model of the target, and the network
+        learns how far to move from it (early stopping keeps the base when moving does not help).
+        """
         from tqdm.auto import tqdm
 
         cfg = self.config
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         self.net_ = None
+        self.base_ = None
+        if cfg.base == "statistical":
+            if base_generator is None or getattr(base_generator, "index_", None) is not index:
+                from ragim.generate.statistical import StatisticalGenerator
+
+                base_generator = StatisticalGenerator(seed=cfg.seed).fit(index, progress=False)
+            self.base_ = base_generator
         ids, ep = self._prepare(index)
         n = len(ids)
         n_val = max(1, int(round(cfg.val_fraction * n))) if n >= 5 else 0
@@ -333,7 +378,7 @@ class AttentionGenerator(Generator):
         """Mean over the tasks ``b`` of each task's mean binary cross-entropy on its own rows."""
         dev = self._device
         nbp, nbe, sim, pad = self._batch_inputs(nb_rows, ep.nb_sim[b])
-        theta_n, _, _ = net(ep.q[b], nbp, nbe, sim, pad)
+        theta_n, _, _ = net(ep.q[b], nbp, nbe, sim, pad, base=None if ep.base is None else ep.base[b])
         theta = theta_n * scale + mean
         rows, owner = ep.rows(b, self.config.max_rows, rng)
         rows_t, owner_t = torch.as_tensor(rows, device=dev), torch.as_tensor(owner, device=dev)
@@ -378,30 +423,42 @@ class AttentionGenerator(Generator):
         for qi, hs in enumerate(hits):
             rows[qi, : len(hs)] = [index._row(h.task_id) for h in hs]
             sims[qi, : len(hs)] = [h.score for h in hs]
-        theta, alpha = self._forward(vecs, rows, sims)
+        base = None
+        if self.base_ is not None:
+            made = self.base_.generate_params(list(items), index, exclude=exclude, uncertainty=False)
+            base = (np.stack([p.vector for p in made]) - self.param_mean_) / self.param_scale_
+        theta, alpha = self._forward(vecs, rows, sims, base)
         out = []
         for qi, hs in enumerate(hits):
             n = len(hs)
-            std = self._bootstrap_std(vecs[qi], rows[qi, :n], sims[qi, :n]) if uncertainty and n > 1 else None
+            std = (self._bootstrap_std(vecs[qi], rows[qi, :n], sims[qi, :n], None if base is None else base[qi])
+                   if uncertainty and n > 1 else None)
             meta = {"source": "generated", "generator": "attention", "k": n,
                     "provenance": provenance_records(hs, alpha[qi, :n])}
+            if base is not None:
+                meta["base"] = {"generator": "statistical",
+                                "move": round(float(torch.sigmoid(self.net_.base_gate).mean()), 4)}
             if isinstance(items[qi], Task):
                 meta["task_id"] = items[qi].task_id
             out.append(ModelParams(self.model_kind_, index.schema, theta[qi], std=std, metadata=meta))
         return out[0] if single else out
 
-    def _forward(self, q: np.ndarray, rows: np.ndarray, sims: np.ndarray):
+    def _forward(self, q: np.ndarray, rows: np.ndarray, sims: np.ndarray, base: np.ndarray | None = None):
         with torch.no_grad():
             nbp, nbe, sim, pad = self._batch_inputs(rows, sims)
-            theta_n, alpha, _ = self.net_(torch.as_tensor(q, dtype=torch.float32, device=self._device), nbp, nbe, sim, pad)
+            b = None if base is None else torch.as_tensor(base, dtype=torch.float32, device=self._device)
+            theta_n, alpha, _ = self.net_(torch.as_tensor(q, dtype=torch.float32, device=self._device), nbp, nbe, sim,
+                                          pad, base=b)
         theta = theta_n.cpu().numpy() * self.param_scale_ + self.param_mean_
         return theta.astype(np.float64), alpha.cpu().numpy()
 
-    def _bootstrap_std(self, q: np.ndarray, rows: np.ndarray, sims: np.ndarray) -> np.ndarray:
+    def _bootstrap_std(self, q: np.ndarray, rows: np.ndarray, sims: np.ndarray,
+                       base: np.ndarray | None = None) -> np.ndarray:
         B, K = self.config.n_bootstrap, len(rows)
         rng = np.random.default_rng(self.config.seed)
         pick = rng.integers(0, K, size=(B, K))
-        theta, _ = self._forward(np.repeat(q[None], B, 0), rows[pick], sims[pick])
+        theta, _ = self._forward(np.repeat(q[None], B, 0), rows[pick], sims[pick],
+                                 None if base is None else np.repeat(base[None], B, 0))
         return theta.std(0)
 
     # ------------------------------------------------------------------ persistence
@@ -419,9 +476,12 @@ class AttentionGenerator(Generator):
         state = {"model_kind": self.model_kind_, "param_names": self.param_names_, "schema": self.schema_.to_dict(),
                  "embedder": self.embedder_identity_, "emb_dim": int(self.net_.q_in.in_features),
                  "history": self.history_}
-        return write_artifact(path, FORMAT, {"config.json": json_bytes(asdict(self.config)),
-                                             "state.json": json_bytes(state),
-                                             "model.safetensors": st_save(tensors)})
+        files = {"config.json": json_bytes(asdict(self.config)), "state.json": json_bytes(state),
+                 "model.safetensors": st_save(tensors)}
+        if self.base_ is not None:
+            base = self.base_
+            files["base"] = lambda target: base.save(target)
+        return write_artifact(path, FORMAT, files)
 
     save_pretrained = save
 
@@ -440,9 +500,15 @@ class AttentionGenerator(Generator):
             return ArtifactError(f"{root / name}: not a valid attention generator file ({exc})")
 
         try:
-            cfg = AttentionConfig(**art.read_json("config.json"))
+            raw = art.read_json("config.json")
+            if isinstance(raw, dict) and "base" not in raw:  # saved before the base option: the mixture model
+                raw = {**raw, "base": "none", "precision_key": False}
+            cfg = AttentionConfig(**raw)
         except (TypeError, ValueError, ValidationError) as exc:
             raise bad("config.json", exc) from exc
+        if (cfg.base != "none") != ("base/manifest.json" in art.files):
+            raise bad("config.json", f"base={cfg.base!r} but the artifact {'lacks' if cfg.base != 'none' else 'has'} "
+                                     "a base/ generator")
         if device is not None:
             cfg.device = device
         state = art.read_json("state.json")
@@ -471,7 +537,10 @@ class AttentionGenerator(Generator):
         gen._device = resolve_device(cfg.device)
         try:
             net = RagimHypernetwork(len(names), emb_dim, cfg)
-            net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+            weights = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
+            if cfg.base == "none":  # saved before the base option: the gate is unused
+                weights.setdefault("base_gate", net.base_gate.detach().clone())
+            net.load_state_dict(weights)
             gen.param_mean_ = tensors["param_mean"].numpy()
             gen.param_scale_ = tensors["param_scale"].numpy()
         except (KeyError, RuntimeError, TypeError, ValueError) as exc:
@@ -484,6 +553,12 @@ class AttentionGenerator(Generator):
                 raise ArtifactError(f"{root / 'model.safetensors'}: {name} has shape {arr.shape} or non-finite "
                                     f"values; {root / 'state.json'} lists {len(names)} parameters")
         gen.net_ = net.to(gen._device).eval()
+        if cfg.base == "statistical":
+            from ragim.generate.statistical import StatisticalGenerator
+
+            gen.base_ = StatisticalGenerator.load(root / "base")
+            if gen.base_.param_names_ != names:
+                raise bad("base", "its parameter layout differs from the attention generator's")
         return gen
 
     from_pretrained = load

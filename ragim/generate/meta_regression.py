@@ -84,24 +84,23 @@ def centring(center: np.ndarray) -> np.ndarray:
     return T
 
 
-def task_summaries(tasks, model: str, schema, pooled: np.ndarray, *, center: np.ndarray, prior_sd: float = 1.0,
+def task_summaries(tasks, model: str, schema, pooled: np.ndarray, *, prior_sd: float = 1.0,
                    intercept_prior_sd: float = 3.0) -> TaskSummaries:
     """Each task's departure from the pooled model, with its noise, in centred form.
 
-    * **Baseline risk** (``theta[:, 0]``): the task's log-odds at the average design row
-      ``center`` when its slopes are the pooled ones, fitted as an offset model (one
-      parameter: calibration-in-the-large); its variance is the inverse Fisher information.
-      A raw intercept would not do: with one-hot levels and missing indicators it trades off
-      against the sum of a feature's levels, and only this combination is well determined.
-    * **Slopes** (``theta[:, 1:]``): the MAP fit of all the task's parameters with the prior
-      ``N(pooled, diag(sd^2))`` (Newton's method), and the diagonal of its Laplace covariance.
+    Every task is fitted by MAP with the prior ``N(pooled, diag(sd^2))`` (Newton's method).
+
+    * **Baseline risk** (``theta[:, 0]``): the fitted log-odds at the task's own average
+      patient (its mean design row), with its Laplace variance. A raw intercept would not
+      do: with one-hot levels and missing indicators it trades off against the sum of a
+      feature's levels, and only such a combination is well determined.
+    * **Slopes** (``theta[:, 1:]``): the MAP slopes and the diagonal of their Laplace covariance.
 
     Parameters
     ----------
     tasks : the tasks (iterable of :class:`~ragim.Task`), all with rows.
     model, schema : the index's model family and fitted schema.
     pooled : the pooled model's parameters, shape (P,).
-    center : the average design row of the pooled rows, shape (P - 1,).
     prior_sd, intercept_prior_sd : prior SDs of the slopes and of the intercept (log-odds).
 
     Returns
@@ -109,7 +108,6 @@ def task_summaries(tasks, model: str, schema, pooled: np.ndarray, *, center: np.
     TaskSummaries
     """
     prec = prior_precisions(len(pooled), prior_sd, intercept_prior_sd)
-    base = float(pooled[0] + center @ pooled[1:])
     ids, thetas, variances, sizes = [], [], [], []
     for t in tasks:
         D = design_matrix(model, schema, t.X)
@@ -117,15 +115,16 @@ def task_summaries(tasks, model: str, schema, pooled: np.ndarray, *, center: np.
         y = t.y.astype(float)
         w, H = newton_map(A, y, pooled, prec, max_iter=50, tol=1e-8)
         try:
-            var = np.diag(np.linalg.inv(H)).copy()
+            cov = np.linalg.inv(H)
         except np.linalg.LinAlgError:
-            var = 1.0 / prec
-        # the baseline risk with the pooled slopes: an offset model with one parameter
-        offset = (D - center) @ pooled[1:]
-        b, Hb = newton_map(np.ones((len(D), 1)), y, np.array([base]), prec[:1], max_iter=50, tol=1e-10,
-                           offset=offset)
+            cov = np.diag(1.0 / prec)
+        var = np.diag(cov).copy()
+        # the baseline risk: log-odds at the task's own average patient, which its rows determine
+        # well (a raw intercept trades off against the levels of one-hot features and missing
+        # indicators; the log-odds at another population would be an extrapolation)
+        e = np.concatenate([[1.0], D.mean(axis=0)])
         w = w.copy()
-        w[0], var[0] = b[0], 1.0 / Hb[0, 0]
+        w[0], var[0] = float(e @ w), float(e @ cov @ e)
         ids.append(t.task_id)
         thetas.append(w)
         variances.append(np.clip(var, *VAR_BOUNDS))

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -76,7 +77,7 @@ _TOKENS = r"(?u)\b\w+\b"  # keep one-character words ("stage I", "type 2")
 #: per validation fold, at most this many refits without a held-out task's overlapping tasks
 MAX_REFITS = 64
 #: indices of up to this many tasks are validated leave-one-task-out (every task held out once)
-LOO_MAX_TASKS = 60
+LOO_MAX_TASKS = 30
 
 
 @dataclass
@@ -92,7 +93,7 @@ class StatisticalConfig:
     embedding_sharpness: float = field(default=5.0, metadata={"help": "kernel exp(s (cos - 1)) of the neighbors candidate"})
     neighbor_k: int = field(default=10, metadata={"help": "neighbours averaged by the neighbor-mean candidate"})
     cv_folds: int = field(default=5, metadata={"help": "leave-task-out folds that choose the stack weights "
-                                                         "(every task is its own fold on indices of up to 60 tasks)"})
+                                                         "(every task is its own fold on indices of up to 30 tasks)"})
     max_rows_per_task: int = field(default=500, metadata={"help": "rows per task in the validation loss"})
     pooled_rows: int = field(default=200_000, metadata={"help": "rows the pooled model is fitted on (subsampled)"})
     seed: int = field(default=0, metadata={"help": "random seed (folds, subsamples)"})
@@ -278,6 +279,9 @@ class StatisticalGenerator(Generator):
         validation inside the index.
     cv_ : the validation table: held-out mean log-loss of each candidate and of the stack.
     interval_scale_ : the factor that calibrates the coefficient SDs on held-out tasks.
+    heldout_params_ : ``{task_id: parameters}`` of the validation: each index task's model as the
+        stack generated it without the task and the tasks sharing its patients (a leak-free
+        base for a generator trained on top, e.g. the AttentionGenerator). Not saved.
     """
 
     def __init__(self, config: StatisticalConfig | None = None, **overrides: Any):
@@ -293,7 +297,8 @@ class StatisticalGenerator(Generator):
         ------
         ValidationError
             When the index holds no task rows (built with ``keep_tasks=False``, grown with
-            ``add()`` or saved without tasks) or fewer than 3 tasks.
+            ``add()`` or saved without tasks). With fewer than 4 tasks nothing can be
+            validated, and the generator gives the pooled model (``cv_["note"]`` says so).
         """
         from tqdm.auto import tqdm
 
@@ -312,14 +317,14 @@ class StatisticalGenerator(Generator):
         if len(tasks) > cfg.max_tasks:  # the largest tasks carry the most information
             order = np.argsort([-t.n_rows for t in tasks], kind="stable")[: cfg.max_tasks]
             tasks = [tasks[i] for i in sorted(order)]
-        summ = task_summaries(tasks, index.model, index.schema, self.pooled_, center=self.center_,
-                              prior_sd=cfg.prior_sd, intercept_prior_sd=cfg.intercept_prior_sd)
+        summ = task_summaries(tasks, index.model, index.schema, self.pooled_, prior_sd=cfg.prior_sd,
+                              intercept_prior_sd=cfg.intercept_prior_sd)
         summ.fits = index.params_matrix(summ.ids) @ T.T  # the index's own fits, centred
         descriptions = [t.description for t in tasks]
         vectors = index.vectors(summ.ids).astype(np.float64)
         groups = {"intercept": [0], "slopes": list(range(1, len(self.pooled_)))}
         bar.update()
-        plan = _cv_plan([index.record(t) for t in summ.ids], cfg.cv_folds, rng)
+        plan = _cv_plan([index.record(t) for t in summ.ids], cfg.cv_folds, rng) if len(tasks) >= 4 else []
         held: list[dict[str, tuple[np.ndarray, np.ndarray]]] = []
         held_rows, held_pos = [], []
 
@@ -344,13 +349,19 @@ class StatisticalGenerator(Generator):
                 held_rows.append(_rows(tasks[j], index, cfg.max_rows_per_task, rng))
             bar.update()
         if held:
-            self.stack_, self.cv_, self.interval_scale_ = _stack(cfg.candidates, held, held_pos, held_rows, summ,
-                                                                 self.center_)
-        else:  # every task shares patients with all the others: nothing can be held out honestly
+            self.stack_, self.cv_, self.interval_scale_, stacked = _stack(cfg.candidates, held, held_pos, held_rows,
+                                                                          summ, self.center_)
+            uncentre = np.linalg.inv(T)
+            self.heldout_params_ = {summ.ids[int(j)]: uncentre @ th
+                                    for j, th in zip(np.concatenate(held_pos), stacked, strict=True)}
+        else:  # fewer than 4 tasks, or every task shares patients with the others: nothing to validate on
             self.stack_ = {"shift": 0.0, "baseline": {"pooled": 1.0}, "slopes": {"pooled": 1.0}}
+            why = (f"only {len(tasks)} indexed task(s)" if len(tasks) < 4
+                   else "no task could be held out without its patients")
             self.cv_ = {"n_tasks": 0, "candidates": {}, "stack": None,
-                        "note": "no task could be held out without its patients; the pooled model is used"}
+                        "note": f"{why}: nothing can be validated inside the index, so the pooled model is used"}
             self.interval_scale_ = 1.0
+            self.heldout_params_ = {}
         self.fitted_ = _Fitted(cfg, summ, pooled_c, descriptions, vectors, groups)
         self.summaries_, self.descriptions_, self.vectors_, self.groups_ = summ, descriptions, vectors, groups
         self.index_ = index
@@ -573,6 +584,28 @@ class StatisticalGenerator(Generator):
         return f"StatisticalGenerator({len(self.summaries_.ids)} tasks, stack baseline/slopes: {w})"
 
 
+# ---------------------------------------------------------------------- the default
+_DEFAULTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def default_generator(index, *, progress: bool = False) -> StatisticalGenerator | None:
+    """The default generator, a :class:`StatisticalGenerator` fitted on ``index``.
+
+    Fitted once per index object and kept while the index lives (refitted when tasks are
+    added or removed). ``None`` when the index holds no task rows to learn from (built with
+    ``keep_tasks=False``, grown with ``add()``, or saved without tasks); callers then fall back
+    to the neighbour mean and say so.
+    """
+    if getattr(index, "tasks", None) is None:
+        return None
+    key = (len(index), id(index.tasks))
+    held = _DEFAULTS.get(index)
+    if held is None or held[0] != key:
+        held = (key, StatisticalGenerator().fit(index, progress=progress))
+        _DEFAULTS[index] = held
+    return held[1]
+
+
 # ---------------------------------------------------------------------- helpers
 def _index_tasks(index) -> list[Task]:
     if index.tasks is None:
@@ -581,8 +614,6 @@ def _index_tasks(index) -> list[Task]:
             "tasks); rebuild it from a TaskCollection to fit a generator"
         )
     tasks = [t for t in index.tasks if t.task_id in index]
-    if len(tasks) < 3:
-        raise ValidationError(f"the statistical generator needs at least 3 indexed tasks, got {len(tasks)}")
     return tasks
 
 
@@ -651,8 +682,9 @@ def _rows(task: Task, index, max_rows: int, rng) -> tuple[np.ndarray, np.ndarray
 
 
 def _stack(candidates: tuple[str, ...], held: list[dict], held_pos: list[np.ndarray], held_rows: list,
-           summ: TaskSummaries, center: np.ndarray) -> tuple[dict, dict, float]:
-    """Stack weights by held-out mean per-task log-loss; the CV table; the interval scale.
+           summ: TaskSummaries, center: np.ndarray) -> tuple[dict, dict, float, np.ndarray]:
+    """Stack weights by held-out mean per-task log-loss; the CV table; the interval scale; the
+    stacked (centred) parameters of every held-out task, in ``held_pos`` order.
 
     ``held`` holds, per held-out task, each candidate's (centred parameters, variances).
 
@@ -731,7 +763,7 @@ def _stack(candidates: tuple[str, ...], held: list[dict], held_pos: list[np.ndar
     num = np.sum(((obs - mean) ** 2 - obs_var)[informative])
     den = np.sum((sd**2)[informative])
     scale = float(np.clip(num / den, 0.05, 20.0)) if den > 0 else 1.0
-    return stack, cv, scale
+    return stack, cv, scale, mean
 
 
-__all__ = ["CANDIDATES", "StatisticalConfig", "StatisticalGenerator"]
+__all__ = ["CANDIDATES", "StatisticalConfig", "StatisticalGenerator", "default_generator"]

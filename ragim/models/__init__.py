@@ -3,6 +3,7 @@
 * :class:`LogisticModel` — penalised logistic regression on the standardised design;
 * :class:`GAMModel` — an explainable boosting GAM on the schema's shared bins;
 * :func:`fit_many` — one model per task for many tasks (batched or joblib);
+* :func:`fit_schema` — the shared schema :func:`fit_many` fits by default;
 * :func:`model_from_params` — a ready model from any :class:`~ragim.params.ModelParams`;
 * :func:`register_model_family` / ``MODEL_FAMILIES`` — the family registry (name -> class).
 
@@ -20,7 +21,7 @@ from ragim.models.base import (
     model_from_params,
     register_model_family,
 )
-from ragim.models.fit_many import FitResult, fit_many
+from ragim.models.fit_many import FitResult, fit_many, fit_schema
 from ragim.models.gam import GAMModel
 from ragim.models.logistic import LogisticModel
 
@@ -31,6 +32,7 @@ __all__ = [
     "InterpretableModel",
     "LogisticModel",
     "fit_many",
+    "fit_schema",
     "get_model_family",
     "model_from_params",
     "register_model_family",

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
@@ -44,6 +45,8 @@ __all__ = [
     "fit_logistic_batched",
     "fit_logistic_sklearn_loop",
     "benchmark_fit",
+    "compare_solvers",
+    "sklearn_loop_seconds",
 ]
 
 _MAX_PROBLEMS_SHOWN = 20
@@ -235,9 +238,10 @@ def _prepare_tasks(X_list, y_list, sample_weight_list=None) -> _Tasks:
 
     nonfinite_X = np.zeros(T, np.int64)
     if d and X.shape[0]:
-        nonfinite_X = np.bincount(
-            np.repeat(tid, d), weights=(~np.isfinite(X)).ravel().astype(np.float64), minlength=T
-        ).astype(np.int64)
+        bad_rows = np.flatnonzero(~np.isfinite(X.sum(axis=1)))  # a sum is finite iff every entry is
+        if len(bad_rows):
+            per_row = (~np.isfinite(X[bad_rows])).sum(axis=1)
+            nonfinite_X = np.bincount(tid[bad_rows], weights=per_row, minlength=T).astype(np.int64)
     nonfinite_y = per_task(~np.isfinite(y))
     nonfinite_w = per_task(~np.isfinite(sw)) if sw is not None else np.zeros(T, np.int64)
     used = np.ones(len(y), dtype=bool) if sw is None else (sw > 0)
@@ -290,32 +294,55 @@ def _gradient(Xa, z, y, s, theta, pen):
     return g, sig
 
 
-def _newton_direction(Xa, XT, s, sig, g, pen):
-    """Newton direction and Cholesky factor of the (damped) Hessian per task."""
-    h = s * sig * (1.0 - sig)
-    H = torch.bmm(XT * h.unsqueeze(1), Xa)
+def _hessian(X, XT, h, pen):
+    """Per-task Hessian ``X^T diag(h) X + diag(pen)`` (in the dtype of ``X``), jittered."""
+    H = torch.bmm(XT * h.to(X.dtype).unsqueeze(1), X)
     diag = H.diagonal(dim1=1, dim2=2)
-    diag += pen
+    diag += pen.to(X.dtype)
     # A relative jitter keeps the Cholesky factorisation alive when the
     # (unpenalised) intercept direction is nearly flat; it only changes the
     # search direction, never the minimiser, because the gradient is exact.
     diag += 1e-12 * (1.0 + diag.abs())
-    L, info = torch.linalg.cholesky_ex(H)
-    step = -torch.cholesky_solve(g.unsqueeze(-1), L).squeeze(-1)
+    return H
+
+
+def _newton_direction(X, XT, Xf, XfT, s, sig, g, pen):
+    """Newton direction and Cholesky factor of the (damped) Hessian per task.
+
+    The Hessian is formed and factorised from ``Xf`` / ``XfT`` (float32 copies when
+    the solver runs in float64, else the same tensors): an inexact Newton step with
+    an exact gradient still converges to the exact minimiser, at the same rate while
+    ``cond(H) * eps32`` is small. Tasks whose factorisation fails or gives a
+    non-finite step are redone from ``X`` in full precision.
+    """
+    dt = X.dtype
+    h = s * sig * (1.0 - sig)
+    L, info = torch.linalg.cholesky_ex(_hessian(Xf, XfT, h, pen))
+    step = -torch.cholesky_solve(g.to(L.dtype).unsqueeze(-1), L).squeeze(-1).to(dt)
     bad = (info != 0) | ~torch.isfinite(step).all(-1)
     if bool(bad.any()):
-        Hb = H[bad]
-        scale = Hb.diagonal(dim1=1, dim2=2).abs().amax(-1).clamp(min=1.0)
-        eye = torch.eye(H.shape[-1], dtype=H.dtype, device=H.device)
-        Lb, infob = torch.linalg.cholesky_ex(Hb + (1e-6 * scale)[:, None, None] * eye)
+        Hb = _hessian(X[bad], XT[bad], h[bad], pen)
+        Lb, infob = torch.linalg.cholesky_ex(Hb)
         sb = -torch.cholesky_solve(g[bad].unsqueeze(-1), Lb).squeeze(-1)
-        # Last resort: a scaled gradient step (its factor is a scaled identity).
-        fallback = (infob != 0) | ~torch.isfinite(sb).all(-1)
-        sb = torch.where(fallback[:, None], -g[bad] / scale[:, None], sb)
-        Lb = torch.where(fallback[:, None, None], scale.sqrt()[:, None, None] * eye, Lb)
+        redo = (infob != 0) | ~torch.isfinite(sb).all(-1)
+        if bool(redo.any()):
+            Hr = Hb[redo]
+            scale = Hr.diagonal(dim1=1, dim2=2).abs().amax(-1).clamp(min=1.0)
+            eye = torch.eye(Hb.shape[-1], dtype=dt, device=Hb.device)
+            Lr, infor = torch.linalg.cholesky_ex(Hr + (1e-6 * scale)[:, None, None] * eye)
+            sr = -torch.cholesky_solve(g[bad][redo].unsqueeze(-1), Lr).squeeze(-1)
+            # Last resort: a scaled gradient step (its factor is a scaled identity).
+            fallback = (infor != 0) | ~torch.isfinite(sr).all(-1)
+            sb[redo] = torch.where(fallback[:, None], -g[bad][redo] / scale[:, None], sr)
+            Lb[redo] = torch.where(fallback[:, None, None], scale.sqrt()[:, None, None] * eye, Lr)
         step[bad] = sb
-        L[bad] = Lb
+        L[bad] = Lb.to(L.dtype)
     return step, L
+
+
+# After this many iterations the tasks still running are ill-conditioned enough for the
+# float32 Hessian to slow them down: they continue with the full-precision Hessian.
+_LOW_PRECISION_ITERS = 12
 
 
 def _newton_chunk(Xa, y, s, pen, *, max_iter: int, tol: float):
@@ -326,6 +353,9 @@ def _newton_chunk(Xa, y, s, pen, *, max_iter: int, tol: float):
     Returns theta (B, p), converged (B,) bool, n_iter (B,) int64.
 
     Newton with Armijo step halving; converged tasks leave the working set.
+    Gradients, objectives and the line search run in the dtype of ``Xa``; in
+    float64 the Hessian is built and factorised in float32 (see
+    :func:`_newton_direction`), which halves the cost of an iteration.
     """
     B, _, p = Xa.shape
     dev, dt = Xa.device, Xa.dtype
@@ -337,6 +367,8 @@ def _newton_chunk(Xa, y, s, pen, *, max_iter: int, tol: float):
     slack = 64 * eps
 
     XT = Xa.transpose(1, 2).contiguous()  # both layouts keep every bmm on its fast path
+    low = dt == torch.float64
+    Xf, XfT = (Xa.float(), XT.float()) if low else (Xa, XT)
     idx = torch.arange(B, device=dev)  # chunk positions of the tasks in the working set
     theta = theta_all.clone()
     z = torch.zeros(y.shape, dtype=dt, device=dev)
@@ -348,9 +380,11 @@ def _newton_chunk(Xa, y, s, pen, *, max_iter: int, tol: float):
     L = None  # Cholesky factors of the previous iteration's Hessians
     for it in range(1, max_iter + 1):
         iters_all[idx] = it
+        if low and it > _LOW_PRECISION_ITERS:
+            low, Xf, XfT = False, Xa, XT
         g, sig = _gradient(Xa, z, y, s, theta, pen)
         if L is not None:
-            chord = -torch.cholesky_solve(g.unsqueeze(-1), L).squeeze(-1)
+            chord = -torch.cholesky_solve(g.to(L.dtype).unsqueeze(-1), L).squeeze(-1).to(dt)
             # A chord step below tol is the Newton step to second order: the
             # task is finished without building another Hessian.
             small = chord.abs().amax(-1) <= tol * (1.0 + theta.abs().amax(-1))
@@ -363,7 +397,8 @@ def _newton_chunk(Xa, y, s, pen, *, max_iter: int, tol: float):
                     break
                 theta, z, f, g, sig = theta[keep], z[keep], f[keep], g[keep], sig[keep]
                 Xa, XT, y, s = Xa[keep], XT[keep], y[keep], s[keep]
-        step, L = _newton_direction(Xa, XT, s, sig, g, pen)
+                Xf, XfT = (Xf[keep], XfT[keep]) if low else (Xa, XT)
+        step, L = _newton_direction(Xa, XT, Xf, XfT, s, sig, g, pen)
         gd = (g * step).sum(-1)
         dz = torch.bmm(step.unsqueeze(1), XT).squeeze(1)
         t = torch.ones(len(idx), dtype=dt, device=dev)
@@ -396,6 +431,7 @@ def _newton_chunk(Xa, y, s, pen, *, max_iter: int, tol: float):
                 break
             theta, z, f, L = theta[keep], z[keep], f[keep], L[keep]
             Xa, XT, y, s = Xa[keep], XT[keep], y[keep], s[keep]
+            Xf, XfT = (Xf[keep], XfT[keep]) if low else (Xa, XT)
     if len(idx):
         theta_all[idx] = theta
     return theta_all, conv_all, iters_all
@@ -697,9 +733,9 @@ def benchmark_fit(
     device: str | None = "auto",
     baseline_tasks: int | None = None,
     baseline_tol: float = 1e-6,
-    num_threads: int | None = None,
+    threads: Sequence[int] = (1,),
 ) -> dict:
-    """Time :func:`fit_logistic_batched` against a scikit-learn loop.
+    """Time :func:`fit_logistic_batched` against a scikit-learn loop, with equal threads.
 
     The batched solver fits all ``n_tasks`` synthetic tasks; the sklearn loop
     fits the first ``baseline_tasks`` of them (default ``min(n_tasks, 1000)``)
@@ -707,89 +743,161 @@ def benchmark_fit(
     largest absolute difference of coefficients and intercepts over the tasks
     both fitted with status ``"ok"``.
 
+    Each entry of ``threads`` is one equal-resources comparison: the batched
+    solver on that many CPU threads (``num_threads``, with BLAS/OpenMP limited
+    alike) against the sklearn loop split over that many processes, each limited
+    to one BLAS/OpenMP thread (threadpoolctl). The top-level ``ours``,
+    ``baseline`` and ``ratio`` are those of the first entry; ``by_threads`` has
+    them all.
+
     scikit-learn runs at ``tol=baseline_tol`` (default 1e-6 rather than its own
     1e-4 default): at 1e-4 lbfgs stops with coefficients up to ~3e-3 away from
-    the optimum, while at 1e-6 both solvers agree to ~1e-5. The tighter
-    tolerance costs the loop roughly 15% in speed (its time per task is mostly
-    fixed overhead). The loop runs with OpenMP/BLAS limited to one thread
-    (threadpoolctl): for tiny fits extra threads are pure overhead, and on a
-    busy machine sklearn's default threading made it 10-30x slower, which
-    would inflate the ratio. ``num_threads`` is passed to
-    :func:`fit_logistic_batched`.
+    the optimum, while at 1e-6 both solvers agree to ~1e-5.
 
     Examples
     --------
     >>> r = benchmark_fit(n_tasks=20, n_features=3, baseline_tasks=5, device="cpu")
-    >>> sorted(r), r["n"], r["baseline"]["n"]
-    (['baseline', 'device', 'max_abs_diff', 'n', 'name', 'ours', 'ratio'], 20, 5)
+    >>> sorted(r)
+    ['baseline', 'by_threads', 'device', 'max_abs_diff', 'n', 'name', 'ours', 'ratio', 'threads']
+    >>> r["n"], r["baseline"]["n"], r["threads"]
+    (20, 5, {'ours': 1, 'baseline': 1})
     """
     X_list, y_list = _random_tasks(n_tasks, n_features, seed)
-    return compare_solvers(X_list, y_list, C=C, device=device, baseline_tasks=baseline_tasks,
-                           baseline_tol=baseline_tol, num_threads=num_threads,
-                           data=f"d={n_features}, 20-200 rows")
+    return compare_solvers([(X_list, y_list)], C=C, device=device, baseline_tasks=baseline_tasks,
+                           baseline_tol=baseline_tol, threads=threads, data=f"d={n_features}, 20-200 rows")
 
 
-def compare_solvers(X_list, y_list, *, C: float = 1.0, device: str | None = "auto", baseline_tasks: int | None = None,
-                    baseline_tol: float = 1e-6, num_threads: int | None = None, data: str = "") -> dict:
-    """Time the batched solver on all tasks against the scikit-learn loop on the first
-    ``baseline_tasks`` (see :func:`benchmark_fit`); returns the benchmark dict."""
-    n_tasks = len(X_list)
-    n_features = X_list[0].shape[1] if n_tasks else 0
-    dev = resolve_device(device)
-    n_base = min(n_tasks, 1000) if baseline_tasks is None else min(int(baseline_tasks), n_tasks)
-
-    # Warm-up (lazy torch initialisation, kernels) on a few tasks, not timed.
-    fit_logistic_batched(X_list[:8], y_list[:8], C=C, device=dev, num_threads=num_threads)
-    if dev.startswith("cuda"):
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    ours = fit_logistic_batched(X_list, y_list, C=C, device=dev, num_threads=num_threads)
-    if dev.startswith("cuda"):
-        torch.cuda.synchronize()
-    t_ours = time.perf_counter() - t0
-
+def _sklearn_loop_one_thread(X_list, y_list, C: float, tol: float) -> BatchedFit:
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):
-        t0 = time.perf_counter()
-        base = fit_logistic_sklearn_loop(X_list[:n_base], y_list[:n_base], C=C, tol=baseline_tol)
-        t_base = time.perf_counter() - t0
+        return fit_logistic_sklearn_loop(X_list, y_list, C=C, tol=tol)
 
-    both = ours.ok[:n_base] & base.ok
-    if both.any():
-        diff = max(
-            float(np.max(np.abs(ours.coef[:n_base][both] - base.coef[both]))),
-            float(np.max(np.abs(ours.intercept[:n_base][both] - base.intercept[both]))),
-        )
-    else:
-        diff = float("nan")
-    ours_tps = n_tasks / t_ours if t_ours > 0 else float("inf")
-    base_tps = n_base / t_base if t_base > 0 else float("inf")
-    threads = torch.get_num_threads() if num_threads is None else int(num_threads)
+
+def sklearn_loop_seconds(X_list, y_list, *, C: float = 1.0, tol: float = 1e-6, threads: int = 1
+                         ) -> tuple[float, BatchedFit]:
+    """Wall seconds of :func:`fit_logistic_sklearn_loop` over the tasks on ``threads``
+    processes (joblib loky, started before the clock), each limited to one BLAS/OpenMP
+    thread, and the fit.
+
+    Examples
+    --------
+    >>> X, y = _random_tasks(4, 2, seed=0)
+    >>> seconds, fit = sklearn_loop_seconds(X, y)
+    >>> seconds > 0, fit.status
+    (True, ['ok', 'ok', 'ok', 'ok'])
+    """
+    threads = max(1, min(int(threads), len(X_list)))
+    if threads == 1:
+        t0 = time.perf_counter()
+        fit = _sklearn_loop_one_thread(X_list, y_list, C, tol)
+        return time.perf_counter() - t0, fit
+    from joblib import Parallel, delayed
+
+    parts = np.array_split(np.arange(len(X_list)), threads)
+    with Parallel(n_jobs=threads, backend="loky") as pool:
+        pool(delayed(_sklearn_loop_one_thread)(X_list[:1], y_list[:1], C, tol) for _ in range(threads))  # start
+        t0 = time.perf_counter()
+        fits = pool(delayed(_sklearn_loop_one_thread)([X_list[i] for i in part], [y_list[i] for i in part], C, tol)
+                    for part in parts)
+        seconds = time.perf_counter() - t0
+    return seconds, BatchedFit(coef=np.concatenate([f.coef for f in fits]),
+                               intercept=np.concatenate([f.intercept for f in fits]),
+                               converged=np.concatenate([f.converged for f in fits]),
+                               n_iter=np.concatenate([f.n_iter for f in fits]),
+                               status=[st for f in fits for st in f.status])
+
+
+def compare_solvers(chunks: Iterable[tuple[list, list]], *, C: float = 1.0, device: str | None = "auto",
+                    baseline_tasks: int | None = None, baseline_tol: float = 1e-6, threads: Sequence[int] = (1,),
+                    data: str = "") -> dict:
+    """Time the batched solver on every task of ``chunks`` (an iterable of ``(X_list,
+    y_list)`` pairs, so a million tasks need never be in memory at once) against the
+    scikit-learn loop on the first ``baseline_tasks``, once per thread count in
+    ``threads`` (see :func:`benchmark_fit`); returns the benchmark dict. Only solver
+    time is counted, never the making of the chunks.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threads = [int(t) for t in threads]
+    if not threads or min(threads) < 1:
+        raise ValidationError(f"threads must be positive thread counts, got {threads!r}")
+    dev = resolve_device(device)
+    ours_s = dict.fromkeys(threads, 0.0)
+    n_tasks = n_ok = n_features = 0
+    base_X: list = []
+    base_y: list = []
+    ours_coef, ours_int, ours_ok = [], [], []
+    want = 1000 if baseline_tasks is None else int(baseline_tasks)
+    warm = False
+    for X_list, y_list in chunks:
+        if not warm and len(X_list):
+            for t in threads:  # lazy torch initialisation and thread pools, not timed
+                fit_logistic_batched(X_list[:8], y_list[:8], C=C, device=dev, num_threads=t)
+            warm = True
+            n_features = np.asarray(X_list[0]).shape[1]
+        for k, t in enumerate(threads):
+            with threadpool_limits(t):
+                if dev.startswith("cuda"):
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                fit = fit_logistic_batched(X_list, y_list, C=C, device=dev, num_threads=t)
+                if dev.startswith("cuda"):
+                    torch.cuda.synchronize()
+                ours_s[t] += time.perf_counter() - t0
+            if k == 0:
+                n_ok += int(fit.ok.sum())
+                take = min(len(X_list), want - len(base_X))
+                if take > 0:
+                    base_X += list(X_list[:take])
+                    base_y += list(y_list[:take])
+                    ours_coef.append(fit.coef[:take])
+                    ours_int.append(fit.intercept[:take])
+                    ours_ok.append(fit.ok[:take])
+        n_tasks += len(X_list)
+    n_base = len(base_X)
+    by_threads, diff = {}, float("nan")
+    for k, t in enumerate(threads):
+        t_base, base = sklearn_loop_seconds(base_X, base_y, C=C, tol=baseline_tol, threads=t)
+        if k == 0:
+            both = np.concatenate(ours_ok) & base.ok if n_base else np.zeros(0, bool)
+            if both.any():
+                diff = max(float(np.max(np.abs(np.concatenate(ours_coef)[both] - base.coef[both]))),
+                           float(np.max(np.abs(np.concatenate(ours_int)[both] - base.intercept[both]))))
+        ours_tps = n_tasks / ours_s[t] if ours_s[t] > 0 else float("inf")
+        base_tps = n_base / t_base if t_base > 0 else float("inf")
+        by_threads[str(t)] = {
+            "ours": {"tasks_per_s": ours_tps, "tasks_per_s_per_thread": ours_tps / t, "seconds": ours_s[t]},
+            "baseline": {"tasks_per_s": base_tps, "tasks_per_s_per_thread": base_tps / t, "seconds": t_base},
+            "ratio": ours_tps / base_tps, "threads": {"ours": t, "baseline": t},
+        }
+    t0 = threads[0]
+    first = by_threads[str(t0)]
+    where = "the CPU" if dev == "cpu" else dev
     return {
         "name": "fit",
         "n": n_tasks,
         "ours": {
-            "tasks_per_s": ours_tps,
-            "seconds": t_ours,
+            **first["ours"],
             "description": (
-                f"fit_logistic_batched (batched Newton, float64, {dev}, {threads} CPU threads) "
-                f"on all {n_tasks} tasks ({data or f'd={n_features}'}), C={C}, tol=1e-8; "
-                f"{int(ours.ok.sum())} ok"
+                f"fit_logistic_batched (batched Newton, float64 with a float32 Hessian, on {where}, "
+                f"{t0} CPU thread(s), BLAS/OpenMP limited alike) on all {n_tasks} tasks "
+                f"({data or f'd={n_features}'}), C={C}, tol=1e-8; {n_ok} ok"
             ),
         },
         "baseline": {
-            "tasks_per_s": base_tps,
-            "seconds": t_base,
+            **first["baseline"],
             "n": n_base,
             "description": (
-                f"loop of sklearn LogisticRegression(lbfgs, C={C}, tol={baseline_tol:g}), "
-                "OpenMP/BLAS limited to 1 thread, timed on "
+                f"loop of sklearn LogisticRegression(lbfgs, C={C}, tol={baseline_tol:g}) on {t0} process(es) "
+                "with one BLAS/OpenMP thread each (threadpoolctl), timed on "
                 f"the first {n_base} of {n_tasks} tasks; tasks_per_s is extrapolated from "
                 "that subset and seconds is the subset's time"
             ),
         },
-        "ratio": ours_tps / base_tps,
+        "ratio": first["ratio"],
+        "threads": first["threads"],
+        "by_threads": by_threads,
         "max_abs_diff": diff,
         "device": dev,
     }

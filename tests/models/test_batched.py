@@ -14,6 +14,7 @@ from ragim.models.batched import (
     benchmark_fit,
     fit_logistic_batched,
     fit_logistic_sklearn_loop,
+    sklearn_loop_seconds,
 )
 
 
@@ -175,10 +176,45 @@ def test_float32_and_progress(capsys):
 
 
 def test_benchmark_tiny():
-    r = benchmark_fit(n_tasks=50, baseline_tasks=10, device="cpu")
-    assert set(r) == {"name", "n", "ours", "baseline", "ratio", "max_abs_diff", "device"}
+    r = benchmark_fit(n_tasks=50, baseline_tasks=10, device="cpu", threads=(1, 2))
+    assert set(r) == {"name", "n", "ours", "baseline", "ratio", "max_abs_diff", "device", "threads", "by_threads"}
     assert r["name"] == "fit" and r["n"] == 50 and r["device"] == "cpu"
-    assert set(r["ours"]) == {"tasks_per_s", "seconds", "description"}
-    assert set(r["baseline"]) == {"tasks_per_s", "seconds", "n", "description"}
+    assert set(r["ours"]) == {"tasks_per_s", "tasks_per_s_per_thread", "seconds", "description"}
+    assert set(r["baseline"]) == {"tasks_per_s", "tasks_per_s_per_thread", "seconds", "n", "description"}
     assert r["baseline"]["n"] == 10 and "extrapolated" in r["baseline"]["description"]
     assert r["ratio"] > 0 and r["max_abs_diff"] < 1e-3
+    # every comparison runs both sides on the same number of threads
+    assert r["threads"] == {"ours": 1, "baseline": 1} and set(r["by_threads"]) == {"1", "2"}
+    two = r["by_threads"]["2"]
+    assert two["threads"] == {"ours": 2, "baseline": 2}
+    assert two["ours"]["tasks_per_s_per_thread"] == pytest.approx(two["ours"]["tasks_per_s"] / 2)
+    assert two["ratio"] == pytest.approx(two["ours"]["tasks_per_s"] / two["baseline"]["tasks_per_s"])
+
+
+def test_the_sklearn_loop_gives_the_same_fit_on_any_number_of_processes():
+    X_list, y_list = _tasks(12, 3, seed=8)
+    _, one = sklearn_loop_seconds(X_list, y_list, threads=1)
+    _, two = sklearn_loop_seconds(X_list, y_list, threads=2)
+    np.testing.assert_array_equal(one.coef, two.coef)
+    assert one.status == two.status == ["ok"] * 12
+
+
+def test_ill_conditioned_tasks_reach_the_float64_minimiser():
+    # The Hessian is built in float32 for speed; raw units (values near 1e4) and two
+    # nearly collinear columns make cond(H) far beyond float32's reach. Those tasks must
+    # still converge to scikit-learn's float64 solution.
+    rng = np.random.default_rng(5)
+    X_list, y_list = [], []
+    for n in (40, 90, 150):
+        a = rng.normal(size=n)
+        X = np.column_stack([2000 + 300 * a, 2000 + 300 * a + rng.normal(scale=0.5, size=n),
+                             rng.normal(size=n)])
+        y = (rng.random(n) < 1 / (1 + np.exp(-(a + X[:, 2])))).astype(int)
+        X_list.append(X)
+        y_list.append(y)
+    fit = fit_logistic_batched(X_list, y_list, C=1000.0, device="cpu")
+    assert fit.converged.all(), fit.status
+    for t in range(len(X_list)):
+        coef, b = _sk(X_list[t], y_list[t], 1000.0, True)
+        np.testing.assert_allclose(fit.coef[t], coef, rtol=1e-3, atol=1e-6)
+        assert abs(fit.intercept[t] - b) <= 1e-3 * max(1.0, abs(b))

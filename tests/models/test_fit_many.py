@@ -8,7 +8,7 @@ import pytest
 
 from ragim.errors import ValidationError
 from ragim.models import FitResult, GAMModel, LogisticModel, fit_many
-from ragim.schema import FeatureSchema
+from ragim.schema import Feature, FeatureSchema
 from ragim.tasks import Task, TaskCollection
 
 FAST_GAM = {"outer_bags": 2, "max_rounds": 200, "learning_rate": 0.1, "early_stopping_rounds": 20}
@@ -169,3 +169,62 @@ def test_heart_disease_both_families():
     gam = fit_many(sub, "gam", schema=lr.schema, progress=False, cv=0, **FAST_GAM)
     assert sorted(gam.params) == sorted(sub.ids)
     assert all(p.names == ["intercept", *lr.schema.gam_names] for p in gam.params.values())
+
+
+def test_tasks_checked_a_chunk_at_a_time_fit_as_they_would_one_by_one():
+    # Rows are validated and transformed a chunk at a time; a bad task must still get its own
+    # message, and the others exactly the parameters a fit of that task alone gives.
+    good = [_task(f"g{i}", 60 + 10 * i, 20 + i) for i in range(5)]
+    bad = _task("text-in-age", 50, 40)
+    bad.X["age"] = bad.X["age"].astype(object)
+    bad.X.loc[3, "age"] = "n/a"
+    items = [*good[:2], bad, *good[2:]]
+    res = fit_many(items, progress=False, cv=0)
+    assert res.status["text-in-age"].startswith("task 'text-in-age' has invalid values")
+    assert "'age'" in res.status["text-in-age"] and "n/a" in res.status["text-in-age"]
+    for t in good:
+        alone = fit_many([t], schema=res.schema, progress=False, cv=0)
+        np.testing.assert_allclose(res.params[t.task_id].vector, alone.params[t.task_id].vector, atol=1e-12)
+
+
+def test_int_and_float_coded_categories_are_not_mixed_in_one_chunk():
+    # pandas turns an int column into floats when it meets a float one (level 4 becomes 4.0);
+    # tasks whose categorical columns differ in dtype are therefore transformed apart, and
+    # each task fits as it would alone.
+    rng = np.random.default_rng(0)
+
+    def graded(tid, n, dtype):
+        X = pd.DataFrame({"age": rng.normal(55, 10, n), "grade": rng.choice([1, 2, 4], n)})
+        X["grade"] = X["grade"].astype(dtype)
+        y = (rng.random(n) < 1 / (1 + np.exp(-(X["grade"].astype(float) - 2)))).astype(int)
+        return Task(tid, f"task {tid}", X, y)
+
+    items = [graded("ints", 80, "int64"), graded("floats", 80, "float64")]
+    schema = FeatureSchema([Feature("age", "continuous"), Feature("grade", "categorical")]).fit(items[0].X)
+    assert schema.categories_["grade"] == ["1", "2", "4"]
+    res = fit_many(items, schema=schema, progress=False, cv=0)
+    assert res.status == {"ints": "ok", "floats": "ok"}
+    for t in items:
+        alone = fit_many([t], schema=res.schema, progress=False, cv=0)
+        np.testing.assert_allclose(res.params[t.task_id].vector, alone.params[t.task_id].vector, atol=1e-12)
+
+
+def test_held_out_folds_are_scikit_learns_stratified_folds():
+    from sklearn.model_selection import StratifiedKFold
+
+    from ragim.models.fit_many import stratified_folds
+
+    rng = np.random.default_rng(3)
+    for trial in range(200):
+        n = int(rng.integers(6, 120))
+        y = (rng.random(n) < rng.uniform(0.1, 0.9)).astype(int)
+        cv, seed = int(rng.integers(2, 5)), int(rng.integers(0, 1000))
+        ours = stratified_folds(y, cv, seed)
+        if min(y.sum(), n - y.sum()) < cv:
+            assert ours is None
+            continue
+        theirs = list(StratifiedKFold(cv, shuffle=True, random_state=seed).split(np.zeros(n), y))
+        assert len(ours) == cv, trial
+        for (a_tr, a_te), (b_tr, b_te) in zip(ours, theirs, strict=True):
+            np.testing.assert_array_equal(a_tr, b_tr)
+            np.testing.assert_array_equal(a_te, b_te)

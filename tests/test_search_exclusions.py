@@ -1,0 +1,176 @@
+"""Search with exclusions returns the k best eligible tasks on every index type.
+
+An approximate index (IVF, HNSW) only looks at part of the collection. When the tasks
+it looks at are excluded (the target's site, its overlapping subgroups), search must
+still return the k best of the tasks that remain, not fewer, and never an excluded one.
+Every check compares against a numpy brute force over the eligible rows.
+"""
+
+import numpy as np
+import pytest
+
+from ragim import TaskIndex, datasets
+from ragim.errors import ValidationError
+from ragim.estimator import neighbor_mean
+from ragim.vector_store import FILTER_FETCH_MAX, VectorStore
+
+K = 10
+
+
+def _clustered(n: int, dim: int = 32, clusters: int = 30, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    v = centres[rng.integers(0, clusters, n)] + 0.4 * rng.normal(size=(n, dim))
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _brute_force(db: np.ndarray, query: np.ndarray, excluded, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k rows (and scores) over the rows not in ``excluded``."""
+    scores = db @ query
+    scores[np.asarray(list(excluded), dtype=np.int64)] = -np.inf
+    top = np.argsort(-scores, kind="stable")[:k]
+    top = top[np.isfinite(scores[top])]
+    return top, scores[top]
+
+
+# Exhaustive indices score every row: their results must be the brute-force top-k over the
+# stored (for SQ and PQ: decoded) vectors. IVF and HNSW are approximate by design; with
+# large excluded groups they must still return k eligible rows, close to the brute force.
+EXHAUSTIVE = ["Flat", "SQ8", "PQ8"]
+APPROXIMATE = ["IVF64,Flat", "IVF64,SQ8", "IVF64,PQ8", "HNSW16"]
+
+
+@pytest.fixture(scope="module")
+def db():
+    return _clustered(3000)
+
+
+@pytest.fixture(scope="module")
+def queries(db):
+    rng = np.random.default_rng(1)
+    q = db[rng.integers(0, len(db), 12)] + 0.05 * rng.normal(size=(12, db.shape[1])).astype(np.float32)
+    return q / np.linalg.norm(q, axis=1, keepdims=True)
+
+
+def _store(db, factory, storage="memory"):
+    return VectorStore.build(db, index=factory, nprobe=4, ef_search=16, device="cpu", storage=storage)
+
+
+def _excluded_groups(db, queries, n_excluded):
+    """Per query: its n_excluded nearest rows, i.e. everything a narrow search would see."""
+    return [np.argsort(-(db @ q))[:n_excluded] for q in queries]
+
+
+@pytest.mark.parametrize("factory", EXHAUSTIVE + APPROXIMATE + ["IVF64,Flat@ondisk"])
+def test_large_excluded_groups_leave_k_eligible_neighbours(db, queries, factory):
+    factory, _, storage = factory.partition("@")
+    store = _store(db, factory, storage or "memory")
+    decoded = store.reconstruct_all()
+    excluded = _excluded_groups(db, queries, 400)  # far more than nprobe=4 of 64 lists hold
+    scores, rows = store.search(queries, K, excluded=excluded)
+    recalls = []
+    for qi, q in enumerate(queries):
+        assert (rows[qi] >= 0).all(), f"{factory}: only {(rows[qi] >= 0).sum()} of {K} neighbours"
+        assert not set(rows[qi].tolist()) & set(excluded[qi].tolist())
+        truth, truth_scores = _brute_force(decoded, q, excluded[qi], K)
+        if factory in EXHAUSTIVE:  # the same scores as brute force (ties may swap rows)
+            np.testing.assert_allclose(np.sort(decoded[rows[qi]] @ q)[::-1], truth_scores, atol=1e-4)
+        recalls.append(len(set(rows[qi].tolist()) & set(truth.tolist())) / K)
+    assert np.mean(recalls) >= (1.0 if factory in EXHAUSTIVE + ["IVF64,Flat"] else 0.9), (factory, recalls)
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF64,Flat", "HNSW16"])
+def test_a_predicate_gives_the_same_neighbours_as_the_ids_it_names(db, queries, factory):
+    store = _store(db, factory)
+    excluded = _excluded_groups(db, queries, 400)
+    sets = [set(e.tolist()) for e in excluded]
+    by_rows = store.search(queries, K, excluded=excluded)[1]
+    by_pred = store.search(queries, K, skip=lambda qi, row: row in sets[qi])[1]
+    np.testing.assert_array_equal(by_rows, by_pred)
+
+
+@pytest.mark.parametrize("factory", ["IVF64,Flat", "HNSW16"])
+def test_almost_everything_excluded_still_finds_the_best_of_the_rest(db, queries, factory):
+    # All but 200 scattered rows excluded: the probed lists / graph neighbourhood hold few of them.
+    store = _store(db, factory)
+    keep = np.random.default_rng(2).choice(len(db), 200, replace=False)
+    excluded = np.setdiff1d(np.arange(len(db)), keep)
+    _, rows = store.search(queries, K, excluded=[excluded] * len(queries))
+    for qi, q in enumerate(queries):
+        truth, _ = _brute_force(db, q, excluded, K)
+        assert set(rows[qi].tolist()) <= set(keep.tolist())
+        assert set(rows[qi].tolist()) == set(truth.tolist())
+
+
+@pytest.mark.parametrize("factory", ["Flat", "HNSW16"])
+def test_more_exclusions_than_the_first_pass_fetches(factory):
+    db = _clustered(FILTER_FETCH_MAX + 2000, dim=16, seed=3)
+    q = db[:3]
+    excluded = [np.argsort(-(db @ v))[: FILTER_FETCH_MAX + 100] for v in q]
+    _, rows = VectorStore.build(db, index=factory, device="cpu").search(q, K, excluded=excluded)
+    for qi in range(len(q)):
+        truth, _ = _brute_force(db, q[qi], excluded[qi], K)
+        assert set(rows[qi].tolist()) == set(truth.tolist())
+
+
+def test_fewer_eligible_rows_than_k_returns_exactly_those(db, queries):
+    store = _store(db, "IVF64,Flat")
+    left = np.array([5, 900, 2999])
+    excluded = np.setdiff1d(np.arange(len(db)), left)
+    scores, rows = store.search(queries[:2], K, excluded=[excluded, np.arange(len(db))])
+    assert sorted(rows[0][rows[0] >= 0].tolist()) == left.tolist()
+    assert (rows[0][3:] == -1).all() and np.isneginf(scores[0][3:]).all()
+    assert (rows[1] == -1).all()
+
+
+def test_tombstones_and_exclusions_together_still_fill_k(db, queries):
+    store = _store(db, "IVF64,Flat")
+    excluded = _excluded_groups(db, queries, 200)
+    removed = np.argsort(-(db @ queries[0]))[200:500]
+    store.remove(removed)
+    _, rows = store.search(queries[:1], K, excluded=excluded[:1])
+    truth, _ = _brute_force(db, queries[0], set(excluded[0].tolist()) | set(removed.tolist()), K)
+    assert set(rows[0].tolist()) == set(truth.tolist())
+
+
+def test_an_ivf_probe_that_holds_fewer_than_k_rows_is_widened(db, queries):
+    # 512 lists over 3000 rows with nprobe=1: the probed list holds about 6 rows.
+    store = VectorStore.build(db, index="IVF512,Flat", nprobe=1, device="cpu")
+    _, rows = store.search(queries, K)
+    assert (rows >= 0).all()
+
+
+# --------------------------------------------------------------------- the task index
+@pytest.fixture(scope="module")
+def ivf_index():
+    """The reported case: 600 synthetic tasks in IVF512 lists, 32 of them probed."""
+    family = datasets.synthetic_family(n_tasks=600, n_features=2, seed=0)
+    return TaskIndex.build(family, embedder="hashing", index="IVF512,Flat", progress=False)
+
+
+def test_the_reported_ivf_case_returns_the_brute_force_neighbours(ivf_index):
+    query = ivf_index.records[0]["description"]
+    qv = ivf_index.embedder.embed([query])[0]
+    db = ivf_index.vectors()
+    ids = np.array(ivf_index.ids)
+    ranked = ids[np.argsort(-(db @ qv), kind="stable")]
+    for n_excluded in (0, 38, 200, 590):
+        excluded = list(ranked[:n_excluded])
+        hits = ivf_index.search(query, k=K, exclude=excluded)
+        truth, _ = _brute_force(db, qv, [ivf_index.ids.index(t) for t in excluded], K)
+        assert len(hits) == K, n_excluded
+        assert {h.task_id for h in hits} == set(ids[truth]), n_excluded
+        by_pred = ivf_index.search(query, k=K, exclude=lambda rec, ex=set(excluded): rec["task_id"] in ex)
+        assert [h.task_id for h in by_pred] == [h.task_id for h in hits]
+    last = ivf_index.search(query, k=K, exclude=list(ranked[:597]))
+    assert sorted(h.task_id for h in last) == sorted(ranked[597:])
+
+
+def test_neighbor_mean_says_all_tasks_are_excluded_only_when_they_are(ivf_index):
+    query = ivf_index.records[0]["description"]
+    ids = ivf_index.ids
+    p = neighbor_mean(ivf_index, query, k=K, exclude=ids[:590])
+    assert len(p.metadata["provenance"]) == K
+    assert {r["task_id"] for r in p.metadata["provenance"]} == set(ids[590:])
+    with pytest.raises(ValidationError, match="all 600 indexed tasks are excluded"):
+        neighbor_mean(ivf_index, query, k=K, exclude=lambda rec: True)
