@@ -21,7 +21,13 @@ integrated out under a uniform prior over their grid, so a candidate's evidence 
 its flexibility (Occam's factor; MacKay 1992, "The evidence framework applied to
 classification networks"). :func:`choose` keeps the *simplest* candidate whose log
 evidence is within :data:`EVIDENCE_MARGIN` of the best: when the rows cannot tell the
-candidates apart, the zero-shot model stays. Rows of one class say nothing about which
+candidates apart, the zero-shot model stays. A candidate that *reverses* the generated
+model (its terms point against the generated ones: :func:`log_odds_scale` < 0, possible only
+for ``"map"``) is eligible only with overwhelming evidence: a log Bayes factor of at least
+:data:`REVERSAL_MARGIN` (ln 1000, prior odds of 1000 to 1 that the generated model is not
+anti-predictive at the site) over the best candidate that keeps its direction. A handful of
+unlucky or selected rows cannot reach that; hundreds of rows from a site where the model is
+really wrong can. Rows of one class say nothing about which
 patients are at higher risk, so only ``"zero-shot"`` and ``"intercept"`` compete then.
 
 :func:`adapt` runs the whole choice and returns the adapted parameters with a report:
@@ -62,6 +68,9 @@ LAMBDA_GRID = np.logspace(-2, 3, 21)
 #: a richer candidate must beat a simpler one by this log Bayes factor (1 nat: "positive"
 #: evidence on Kass & Raftery's 1995 scale, 2 ln BF > 2)
 EVIDENCE_MARGIN = 1.0
+#: a candidate that reverses the generated model must beat every candidate that keeps its
+#: direction by this log Bayes factor (ln 1000; "decisive" on Jeffreys' scale starts at ln 100)
+REVERSAL_MARGIN = float(np.log(1000.0))
 #: a log-odds scale outside ``[1/f, f]`` of the generated model's is reported
 SCALE_WARN_FACTOR = 2.0
 #: coefficients smaller than this (log-odds per design unit) count as zero when looking for
@@ -246,20 +255,40 @@ def candidates(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, *, names=ORDER,
         out["recalibrate"] = recalibration(D, y, theta0)
     if "map" in names:
         out["map"] = map_candidate(D, y, theta0, prior_strength=prior_strength, intercept_ratio=intercept_ratio)
+    for c in out.values():
+        scale = log_odds_scale(np.asarray(theta0, float), c.theta)
+        c.detail["reverses"] = scale is not None and scale < 0
     return out
 
 
-def choose(cands: dict[str, Candidate], margin: float = EVIDENCE_MARGIN) -> str:
-    """The simplest candidate (in :data:`ORDER`) whose log evidence is within ``margin`` of the best.
+def choose(cands: dict[str, Candidate], margin: float = EVIDENCE_MARGIN,
+           reversal_margin: float = REVERSAL_MARGIN) -> str:
+    """The simplest candidate (in :data:`ORDER`) whose log evidence is within ``margin`` of the
+    best eligible one. A candidate marked ``detail["reverses"]`` is eligible only when its log
+    evidence beats every candidate that keeps the generated direction by ``reversal_margin``.
 
     Examples
     --------
     >>> c = {n: Candidate(n, np.zeros(1), None, ev) for n, ev in [("zero-shot", -5.0), ("map", -4.5)]}
     >>> choose(c), choose(c, margin=0.1)
     ('zero-shot', 'map')
+    >>> c["map"].detail["reverses"] = True
+    >>> choose(c, margin=0.1), choose(c, margin=0.1, reversal_margin=0.2)
+    ('zero-shot', 'map')
     """
-    best = max(c.log_evidence for c in cands.values())
-    return next(n for n in ORDER if n in cands and cands[n].log_evidence >= best - margin)
+    keep = [c.log_evidence for c in cands.values() if not c.detail.get("reverses")]
+    floor = (max(keep) if keep else -np.inf) + reversal_margin
+    eligible = {n: c for n, c in cands.items() if not c.detail.get("reverses") or c.log_evidence >= floor}
+    best = max(c.log_evidence for c in eligible.values())
+    return next(n for n in ORDER if n in eligible and eligible[n].log_evidence >= best - margin)
+
+
+def reversals_refused(cands: dict[str, Candidate], chosen: str) -> list[str]:
+    """The candidates that reverse the generated model, had more evidence than ``chosen``, and
+    were refused because they lacked :data:`REVERSAL_MARGIN` over the best candidate that
+    keeps the generated direction."""
+    ev = cands[chosen].log_evidence
+    return [n for n in ORDER if n in cands and cands[n].detail.get("reverses") and cands[n].log_evidence > ev]
 
 
 def log_odds_scale(theta0: np.ndarray, theta: np.ndarray) -> float | None:
@@ -301,7 +330,8 @@ def adapt(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, names: list[str], *,
     (candidate, report). The report (JSON-safe) holds ``adaptation`` (what was asked),
     ``chosen``, ``k``, ``n_events``, ``log_evidence`` (per candidate), ``intercept_shift``,
     ``log_odds_scale``, ``sign_changes``, ``single_class`` (None, or what was done with rows
-    of one class) and ``warnings``.
+    of one class), ``reversal_refused`` (None, or the reversing candidates the evidence
+    favoured but not by :data:`REVERSAL_MARGIN`, with their log Bayes factor) and ``warnings``.
 
     Raises
     ------
@@ -343,7 +373,7 @@ def adapt(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, names: list[str], *,
         "log_evidence": {n: round(c.log_evidence, 4) for n, c in cands.items()},
         "intercept_shift": float(cand.theta[0] - theta0[0]), "log_odds_scale": scale,
         "sign_changes": sign_changes(names, theta0, cand.theta),
-        "single_class": None, "warnings": [],
+        "single_class": None, "reversal_refused": None, "warnings": [],
     }
     if "prior_strength" in cand.detail:
         report["prior_strength"] = cand.detail["prior_strength"]
@@ -361,6 +391,16 @@ def adapt(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, names: list[str], *,
             f"the {len(y)} labelled rows are all {lab}: they cannot show which patients are at higher risk, "
             f"so the coefficients were kept and {did}; if these rows were chosen for their outcome, they say "
             "nothing about the event rate either: fit without them")
+    refused = reversals_refused(cands, chosen) if adaptation == "auto" else []
+    if refused:
+        keep = max(c.log_evidence for c in cands.values() if not c.detail.get("reverses"))
+        gap = max(cands[n].log_evidence for n in refused) - keep
+        report["reversal_refused"] = {"candidates": refused, "log_bayes_factor": round(float(gap), 4),
+                                      "needed": round(REVERSAL_MARGIN, 4)}
+        report["warnings"].append(
+            f"the {len(y)} labelled rows favour reversing the generated model ('{refused[0]}', log Bayes factor "
+            f"{gap:.1f} over the best model that keeps its direction), short of the {REVERSAL_MARGIN:.1f} needed to reverse it, so '{chosen}' "
+            "was kept: check how these rows were chosen and how their outcome was coded")
     if report["sign_changes"]:
         flipped = report["sign_changes"]
         report["warnings"].append(
@@ -369,8 +409,10 @@ def adapt(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, names: list[str], *,
     if scale is not None and not (1 / SCALE_WARN_FACTOR <= scale <= SCALE_WARN_FACTOR):
         report["warnings"].append(
             f"adaptation '{chosen}' (chosen {how} on {len(y)} rows) scaled the generated log-odds by "
-            f"{scale:.2f}, beyond the factor {SCALE_WARN_FACTOR:g} either way: the generated model "
-            f"{'overstated' if scale < 1 else 'understated'} how much the features matter here")
+            f"{scale:.2f}, beyond the factor {SCALE_WARN_FACTOR:g} either way: "
+            + ("the adapted model points against the generated one" if scale < 0 else
+               f"the generated model {'overstated' if scale < 1 else 'understated'} how much the features "
+               "matter here"))
     if warn:
         for msg in report["warnings"]:
             warnings.warn(msg + " (see adaptation_report_)", AdaptationWarning, stacklevel=3)
@@ -378,8 +420,7 @@ def adapt(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, names: list[str], *,
 
 
 __all__ = [
-    "EVIDENCE_MARGIN", "LAMBDA_GRID", "ORDER", "RECAL_SCALES", "SCALE_WARN_FACTOR", "SIGN_TOLERANCE", "Candidate",
+    "EVIDENCE_MARGIN", "LAMBDA_GRID", "ORDER", "RECAL_SCALES", "REVERSAL_MARGIN", "SCALE_WARN_FACTOR", "SIGN_TOLERANCE", "Candidate",
     "adapt", "candidates", "choose", "cv_loss", "log_odds_scale", "map_candidate", "map_evidence", "map_with_prior",
-    "recalibration",
-    "sign_changes",
+    "recalibration", "reversals_refused", "sign_changes",
 ]

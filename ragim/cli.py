@@ -531,6 +531,10 @@ def generate(
                                         ("num_candidates", num_candidates)) if v is not None}
     if lm_options and generator_path is None:
         raise typer.BadParameter("--rerank, --reward-model and --num-candidates need --generator (an LM generator)")
+    if strict:  # refuse before fitting or loading anything: coverage needs only the index
+        from ragim.domain import coverage
+
+        check(coverage(index, description), description=description, strict=True)
     if generator_path is not None:
         gen = _load_generator(generator_path)
         if lm_options and getattr(gen, "generator_name", None) != "lm":

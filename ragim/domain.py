@@ -47,7 +47,7 @@ Examples
 >>> cov = coverage(index, tasks.descriptions[0], exclude=[tasks.ids[0]])
 >>> cov.in_domain, 0 < cov.top_similarity <= 1
 (True, True)
->>> coverage(index, "Predict 30-day readmission after hip replacement in elderly men").in_domain
+>>> coverage(index, "Vorhersage der Sterblichkeit nach Herzinfarkt bei Frauen").in_domain
 False
 """
 

@@ -51,12 +51,13 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ragim.adaptation import ORDER, adapt, recalibration
 from ragim.canonical import canonical_level
-from ragim.errors import AdaptationWarning, ValidationError
+from ragim.errors import AdaptationWarning, DataWarning, ValidationError
 from ragim.models.base import check_binary_targets, json_label
 from ragim.models.map import map_logistic  # noqa: F401  (re-exported: ragim.estimator.map_logistic)
 from ragim.params import ModelParams, design_matrix
 from ragim.schema import FeatureSchema
 from ragim.tasks import binary_outcome
+
 
 def recalibrate(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, *, intercept_sd: float | None = None,
                 slope_sd: float | None = None) -> tuple[np.ndarray, np.ndarray, float]:
@@ -149,7 +150,9 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     ----------
     index : a :class:`~ragim.TaskIndex`, or None (prior centred at zero).
     generator : a fitted generator (``StatisticalGenerator``, ``AttentionGenerator``,
-        ``LMGenerator``); None uses the similarity-weighted mean of the neighbours' parameters.
+        ``LMGenerator``); None uses the default, a :class:`~ragim.generate.statistical.StatisticalGenerator`
+        fitted on the index once (or, for an index without task rows, the similarity-weighted
+        neighbour mean, with a warning).
     description : the target task's clinical description (needed with an index).
     k : neighbours to retrieve (None: the generator's default, else 10).
     adaptation : "auto" (the evidence chooses among "zero-shot", "intercept", "recalibrate"
@@ -225,8 +228,15 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
             return ModelParams.zeros("logistic", schema, metadata={"source": "zero-prior"})
         if not self.description or not str(self.description).strip():
             raise ValidationError("ZeroShotClassifier needs a task description when an index is given")
-        if self.generator is not None:
-            return self.generator.generate_params(self.description, self.index, k=self.k, exclude=self.exclude)
+        generator = self.generator
+        if generator is None:
+            from ragim.generate.statistical import default_generator
+
+            generator = default_generator(self.index)
+        if generator is not None:
+            return generator.generate_params(self.description, self.index, k=self.k, exclude=self.exclude)
+        warnings.warn("the index holds no task rows, so the default (statistical) generator cannot be fitted; "
+                      "using the similarity-weighted neighbour mean", DataWarning, stacklevel=3)
         return neighbor_mean(self.index, self.description, k=self.k or 10, exclude=self.exclude)
 
     # ------------------------------------------------------------------ sklearn API
@@ -349,9 +359,8 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
 def neighbor_mean(index, description: str, *, k: int = 10, exclude=None) -> ModelParams:
     """The similarity-weighted mean of the top-k neighbours' parameters (weights ∝ max(sim, 0)),
     with ``metadata["coverage"]`` (:mod:`ragim.domain`)."""
-    from ragim.generate.base import provenance_records
-
     from ragim.domain import attach
+    from ragim.generate.base import provenance_records
 
     hits = index.search(description, k, exclude=exclude)
     if not hits:  # search returns every eligible task up to k, so none are left

@@ -10,8 +10,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from ragim import TaskIndex, ZeroShotClassifier, datasets
-from ragim.adaptation import adapt, candidates, choose, recalibration
-from ragim.errors import AdaptationWarning
+from ragim.adaptation import REVERSAL_MARGIN, adapt, candidates, choose, recalibration
+from ragim.errors import AdaptationWarning, DomainWarning
+from ragim.generate.statistical import default_generator
 from ragim.estimator import adapt_prior, neighbor_mean
 from ragim.index import leak_free
 
@@ -39,7 +40,7 @@ def test_planted_anti_predictive_rows_do_not_flip_the_model(family):
     """8 real rows chosen to contradict the generated model (its 4 riskiest patients are
     non-events, its 4 safest are events): the adapted model keeps the generated ranking."""
     fam, index = family
-    flipped_somewhere = 0
+    flipped_somewhere = refused = 0
     for t in [t for t in fam if t.n_positive >= 20 and t.n_rows - t.n_positive >= 20][:6]:
         excl = leak_free(index.record(t.task_id))
         zero = ZeroShotClassifier(index=index, description=t.description, exclude=excl).fit()
@@ -61,7 +62,13 @@ def test_planted_anti_predictive_rows_do_not_flip_the_model(family):
         assert report["chosen"] in ("zero-shot", "intercept", "recalibrate"), report
         assert report["log_odds_scale"] > 0 and report["sign_changes"] == []
         assert auc_few == pytest.approx(auc_zero, abs=1e-12)  # a positive rescaling keeps the ranking
-    assert flipped_somewhere >= 3
+        # the rows do favour a reversing MAP fit: it was refused, and the report says so
+        refused += report["reversal_refused"] is not None
+        if report["reversal_refused"] is not None:
+            assert report["reversal_refused"]["candidates"] == ["map"]
+            assert 0 < report["reversal_refused"]["log_bayes_factor"] < REVERSAL_MARGIN
+            assert any("favour reversing" in w for w in report["warnings"])
+    assert flipped_somewhere >= 3 and refused >= 3
 
 
 def test_recalibration_slope_stays_positive_however_contrary_the_rows():
@@ -186,3 +193,13 @@ def test_adapt_rejects_unknown_adaptation():
         adapt(np.zeros((3, 3)), np.array([0.0, 1.0, 0.0]), np.zeros(4), NAMES, adaptation="refit")
     with pytest.raises(ValidationError, match="do not match"):
         adapt(np.zeros((3, 2)), np.array([0.0, 1.0, 0.0]), np.zeros(4), NAMES)
+
+
+def test_the_default_generator_attaches_coverage_and_warns_outside_the_domain(family):
+    fam, index = family
+    gen = default_generator(index)  # fitted once for this index by the tests above
+    p = gen.generate_params(fam.descriptions[0], exclude=[fam.ids[0]])
+    assert p.metadata["coverage"]["in_domain"] is True and p.metadata["coverage"]["k"] == 10
+    with pytest.warns(DomainWarning, match="outside what the index covers"):
+        model = gen.generate("Vorhersage der Sterblichkeit nach Herzinfarkt bei Frauen")
+    assert model.params_.metadata["coverage"]["in_domain"] is False
