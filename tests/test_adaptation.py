@@ -12,8 +12,8 @@ from sklearn.metrics import roc_auc_score
 from ragim import TaskIndex, ZeroShotClassifier, datasets
 from ragim.adaptation import REVERSAL_MARGIN, adapt, candidates, choose, recalibration
 from ragim.errors import AdaptationWarning, DomainWarning
-from ragim.generate.statistical import default_generator
 from ragim.estimator import adapt_prior, neighbor_mean
+from ragim.generate.statistical import default_generator
 from ragim.index import leak_free
 
 NAMES = ["intercept", "a", "b", "c"]

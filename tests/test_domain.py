@@ -11,7 +11,15 @@ from typer.testing import CliRunner
 
 from ragim import TaskIndex, ZeroShotClassifier, datasets
 from ragim.cli import app
-from ragim.domain import RANK, Coverage, DomainCalibration, calibrate, check, coverage, coverage_from_scores
+from ragim.domain import (
+    RANK,
+    Coverage,
+    DomainCalibration,
+    calibrate,
+    check,
+    coverage,
+    coverage_from_scores,
+)
 from ragim.errors import DataWarning, DomainWarning, ValidationError
 from ragim.explain import explain_params as explain
 from ragim.index import leak_free
