@@ -109,7 +109,9 @@ def _recal_fit(z0t: np.ndarray, y: np.ndarray, base: float, a_sd: float, beta_sd
         f = float(np.sum(np.logaddexp(0.0, z) - y * z)) + 0.5 * float(np.sum(prec * x**2))
         g = np.array([r.sum()] + ([np.sum(r * u)] if slope else [])) + prec * x
         if slope:
-            h = np.array([[w.sum(), np.sum(w * u)], [np.sum(w * u), np.sum(w * u * u) + np.sum(r * u)]])
+            h = np.array(
+                [[w.sum(), np.sum(w * u)], [np.sum(w * u), np.sum(w * u * u) + np.sum(r * u)]]
+            )
         else:
             h = np.array([[w.sum()]])
         return f, g, h + np.diag(prec)
@@ -118,7 +120,11 @@ def _recal_fit(z0t: np.ndarray, y: np.ndarray, base: float, a_sd: float, beta_sd
     f, g, H = parts(x)
     for _ in range(100):  # Newton with a step halving (and a gradient step where H is not definite)
         try:
-            step = np.linalg.solve(H, g) if np.all(np.linalg.eigvalsh(H) > 1e-12) else g / np.max(np.diag(H))
+            step = (
+                np.linalg.solve(H, g)
+                if np.all(np.linalg.eigvalsh(H) > 1e-12)
+                else g / np.max(np.diag(H))
+            )
         except np.linalg.LinAlgError:
             step = g / np.max(np.diag(H))
         t = 1.0
@@ -136,8 +142,15 @@ def _recal_fit(z0t: np.ndarray, y: np.ndarray, base: float, a_sd: float, beta_sd
     return x, H, ev
 
 
-def recalibration(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, *, slope: bool = True,
-                  scales=RECAL_SCALES, slope_ratio: float = 0.5) -> Candidate:
+def recalibration(
+    D: np.ndarray,
+    y: np.ndarray,
+    theta0: np.ndarray,
+    *,
+    slope: bool = True,
+    scales=RECAL_SCALES,
+    slope_ratio: float = 0.5,
+) -> Candidate:
     """The ``"recalibrate"`` candidate (``slope=False``: ``"intercept"``): ``a ~ N(0, s^2)``,
     ``log b ~ N(0, (slope_ratio * s)^2)``, the prior scale ``s`` integrated out over ``scales``;
     the parameters are those at the most probable scale.
@@ -153,27 +166,44 @@ def recalibration(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, *, slope: bo
     (True, True)
     """
     z0t = D @ theta0[1:]
-    fits = [(s, *_recal_fit(z0t, y, float(theta0[0]), s, slope_ratio * s if slope else None)) for s in scales]
+    fits = [
+        (s, *_recal_fit(z0t, y, float(theta0[0]), s, slope_ratio * s if slope else None))
+        for s in scales
+    ]
     evs = np.array([f[3] for f in fits])
     s, x, H, _ = fits[int(np.argmax(evs))]
     cov = np.linalg.inv(H)
     b = float(np.exp(x[1])) if slope else 1.0
     theta = np.concatenate([[theta0[0] + x[0]], b * theta0[1:]])
-    std = np.concatenate([[np.sqrt(cov[0, 0])],
-                          np.abs(theta[1:]) * np.sqrt(cov[1, 1]) if slope else np.zeros(len(theta) - 1)])
-    return Candidate("recalibrate" if slope else "intercept", theta, std,
-                     float(logsumexp(evs) - np.log(len(evs))),
-                     {"intercept_shift": float(x[0]), "scale": b, "prior_scale": float(s)})
+    std = np.concatenate(
+        [
+            [np.sqrt(cov[0, 0])],
+            np.abs(theta[1:]) * np.sqrt(cov[1, 1]) if slope else np.zeros(len(theta) - 1),
+        ]
+    )
+    return Candidate(
+        "recalibrate" if slope else "intercept",
+        theta,
+        std,
+        float(logsumexp(evs) - np.log(len(evs))),
+        {"intercept_shift": float(x[0]), "scale": b, "prior_scale": float(s)},
+    )
 
 
-def map_evidence(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, lam: float, ratio: float) -> float:
+def map_evidence(
+    D: np.ndarray, y: np.ndarray, theta0: np.ndarray, lam: float, ratio: float
+) -> float:
     """Laplace log evidence of the MAP model at prior precision ``lam`` (intercept ``lam * ratio``)."""
     theta, H = map_logistic(D, y, theta0, lam, ratio)
     z = theta[0] + D @ theta[1:]
     prec = np.full(len(theta), float(lam))
     prec[0] = lam * ratio
-    return (_loglik(z, y) - 0.5 * float(np.sum(prec * (theta - theta0) ** 2))
-            + 0.5 * float(np.sum(np.log(prec))) - 0.5 * float(np.linalg.slogdet(H)[1]))
+    return (
+        _loglik(z, y)
+        - 0.5 * float(np.sum(prec * (theta - theta0) ** 2))
+        + 0.5 * float(np.sum(np.log(prec)))
+        - 0.5 * float(np.linalg.slogdet(H)[1])
+    )
 
 
 def cv_loss(D, y, theta0, lam, ratio, folds: int, seed: int) -> float:
@@ -195,8 +225,15 @@ def cv_loss(D, y, theta0, lam, ratio, folds: int, seed: int) -> float:
     return loss
 
 
-def map_candidate(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, *, prior_strength="evidence",
-                  intercept_ratio: float = 0.1, lambdas=LAMBDA_GRID) -> Candidate:
+def map_candidate(
+    D: np.ndarray,
+    y: np.ndarray,
+    theta0: np.ndarray,
+    *,
+    prior_strength="evidence",
+    intercept_ratio: float = 0.1,
+    lambdas=LAMBDA_GRID,
+) -> Candidate:
     """The ``"map"`` candidate. ``prior_strength``: ``"evidence"`` (``lambda`` integrated out
     over ``lambdas``; the fit uses the most probable one), ``"cv"`` (``lambda`` by
     cross-validated log-loss on the rows) or a positive number (``lambda`` itself)."""
@@ -216,8 +253,9 @@ def map_candidate(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, *, prior_str
     return Candidate("map", theta, std, ev, {"prior_strength": lam})
 
 
-def map_with_prior(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, std: np.ndarray, *,
-                   min_std: float = 1e-3) -> Candidate:
+def map_with_prior(
+    D: np.ndarray, y: np.ndarray, theta0: np.ndarray, std: np.ndarray, *, min_std: float = 1e-3
+) -> Candidate:
     """MAP logistic regression with an independent Gaussian prior per parameter,
     ``theta_j ~ N(theta0_j, std_j^2)`` (``std`` floored at ``min_std``): the elicited-prior
     method of AutoElicit (Capstick et al., ICML 2025), with a generator's mean and SD as the
@@ -237,32 +275,55 @@ def map_with_prior(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, std: np.nda
     A = np.hstack([np.ones((len(D), 1)), D])
     theta, H = newton_map(A, np.asarray(y, dtype=float), theta0, prec)
     z = A @ theta
-    ev = (_loglik(z, y) - 0.5 * float(np.sum(prec * (theta - theta0) ** 2)) + 0.5 * float(np.sum(np.log(prec)))
-          - 0.5 * float(np.linalg.slogdet(H)[1]))
-    return Candidate("map-prior", theta, np.sqrt(np.clip(np.diag(np.linalg.inv(H)), 0, None)), ev, {})
+    ev = (
+        _loglik(z, y)
+        - 0.5 * float(np.sum(prec * (theta - theta0) ** 2))
+        + 0.5 * float(np.sum(np.log(prec)))
+        - 0.5 * float(np.linalg.slogdet(H)[1])
+    )
+    return Candidate(
+        "map-prior", theta, np.sqrt(np.clip(np.diag(np.linalg.inv(H)), 0, None)), ev, {}
+    )
 
 
-def candidates(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, *, names=ORDER, prior_strength="evidence",
-               intercept_ratio: float = 0.1) -> dict[str, Candidate]:
+def candidates(
+    D: np.ndarray,
+    y: np.ndarray,
+    theta0: np.ndarray,
+    *,
+    names=ORDER,
+    prior_strength="evidence",
+    intercept_ratio: float = 0.1,
+) -> dict[str, Candidate]:
     """Every candidate in ``names`` fitted to the rows ``(D, y)`` (0/1 ``y``) around ``theta0``."""
     out: dict[str, Candidate] = {}
     if "zero-shot" in names:
-        out["zero-shot"] = Candidate("zero-shot", np.asarray(theta0, float).copy(), None,
-                                     _loglik(theta0[0] + D @ theta0[1:], y), {})
+        out["zero-shot"] = Candidate(
+            "zero-shot",
+            np.asarray(theta0, float).copy(),
+            None,
+            _loglik(theta0[0] + D @ theta0[1:], y),
+            {},
+        )
     if "intercept" in names:
         out["intercept"] = recalibration(D, y, theta0, slope=False)
     if "recalibrate" in names:
         out["recalibrate"] = recalibration(D, y, theta0)
     if "map" in names:
-        out["map"] = map_candidate(D, y, theta0, prior_strength=prior_strength, intercept_ratio=intercept_ratio)
+        out["map"] = map_candidate(
+            D, y, theta0, prior_strength=prior_strength, intercept_ratio=intercept_ratio
+        )
     for c in out.values():
         scale = log_odds_scale(np.asarray(theta0, float), c.theta)
         c.detail["reverses"] = scale is not None and scale < 0
     return out
 
 
-def choose(cands: dict[str, Candidate], margin: float = EVIDENCE_MARGIN,
-           reversal_margin: float = REVERSAL_MARGIN) -> str:
+def choose(
+    cands: dict[str, Candidate],
+    margin: float = EVIDENCE_MARGIN,
+    reversal_margin: float = REVERSAL_MARGIN,
+) -> str:
     """The simplest candidate (in :data:`ORDER`) whose log evidence is within ``margin`` of the
     best eligible one. A candidate marked ``detail["reverses"]`` is eligible only when its log
     evidence beats every candidate that keeps the generated direction by ``reversal_margin``.
@@ -278,7 +339,9 @@ def choose(cands: dict[str, Candidate], margin: float = EVIDENCE_MARGIN,
     """
     keep = [c.log_evidence for c in cands.values() if not c.detail.get("reverses")]
     floor = (max(keep) if keep else -np.inf) + reversal_margin
-    eligible = {n: c for n, c in cands.items() if not c.detail.get("reverses") or c.log_evidence >= floor}
+    eligible = {
+        n: c for n, c in cands.items() if not c.detail.get("reverses") or c.log_evidence >= floor
+    }
     best = max(c.log_evidence for c in eligible.values())
     return next(n for n in ORDER if n in eligible and eligible[n].log_evidence >= best - margin)
 
@@ -288,7 +351,11 @@ def reversals_refused(cands: dict[str, Candidate], chosen: str) -> list[str]:
     were refused because they lacked :data:`REVERSAL_MARGIN` over the best candidate that
     keeps the generated direction."""
     ev = cands[chosen].log_evidence
-    return [n for n in ORDER if n in cands and cands[n].detail.get("reverses") and cands[n].log_evidence > ev]
+    return [
+        n
+        for n in ORDER
+        if n in cands and cands[n].detail.get("reverses") and cands[n].log_evidence > ev
+    ]
 
 
 def log_odds_scale(theta0: np.ndarray, theta: np.ndarray) -> float | None:
@@ -299,16 +366,28 @@ def log_odds_scale(theta0: np.ndarray, theta: np.ndarray) -> float | None:
     return None if den <= 0 else float(t0 @ t) / den
 
 
-def sign_changes(names: list[str], theta0: np.ndarray, theta: np.ndarray, tol: float = SIGN_TOLERANCE) -> list[str]:
+def sign_changes(
+    names: list[str], theta0: np.ndarray, theta: np.ndarray, tol: float = SIGN_TOLERANCE
+) -> list[str]:
     """Names of the terms whose sign differs between ``theta0`` and ``theta`` (both beyond ``tol``)."""
     t0, t = theta0[1:], theta[1:]
     flip = (np.abs(t0) > tol) & (np.abs(t) > tol) & (np.sign(t0) != np.sign(t))
     return [n for n, f in zip(names[1:], flip, strict=True) if f]
 
 
-def adapt(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, names: list[str], *, adaptation: str = "auto",
-          prior_strength="evidence", intercept_ratio: float = 0.1, margin: float = EVIDENCE_MARGIN,
-          labels: tuple | None = None, warn: bool = True) -> tuple[Candidate, dict[str, Any]]:
+def adapt(
+    D: np.ndarray,
+    y: np.ndarray,
+    theta0: np.ndarray,
+    names: list[str],
+    *,
+    adaptation: str = "auto",
+    prior_strength="evidence",
+    intercept_ratio: float = 0.1,
+    margin: float = EVIDENCE_MARGIN,
+    labels: tuple | None = None,
+    warn: bool = True,
+) -> tuple[Candidate, dict[str, Any]]:
     """Adapt ``theta0`` to the rows ``(D, y)``; returns the chosen :class:`Candidate` and a report.
 
     Parameters
@@ -351,8 +430,10 @@ def adapt(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, names: list[str], *,
     y = np.asarray(y, dtype=float)
     theta0 = np.asarray(theta0, dtype=float)
     if D.shape != (len(y), len(theta0) - 1) or len(names) != len(theta0):
-        raise ValidationError(f"adapt: D {D.shape}, y {y.shape}, theta0 {theta0.shape} and {len(names)} names "
-                              "do not match")
+        raise ValidationError(
+            f"adapt: D {D.shape}, y {y.shape}, theta0 {theta0.shape} and {len(names)} names "
+            "do not match"
+        )
     n_events = int(y.sum())
     single = n_events in (0, len(y))
     if single:
@@ -361,7 +442,9 @@ def adapt(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, names: list[str], *,
         names_c = ORDER
     else:
         names_c = ("zero-shot", adaptation)
-    cands = candidates(D, y, theta0, names=names_c, prior_strength=prior_strength, intercept_ratio=intercept_ratio)
+    cands = candidates(
+        D, y, theta0, names=names_c, prior_strength=prior_strength, intercept_ratio=intercept_ratio
+    )
     if adaptation == "auto" or (single and adaptation != "zero-shot"):
         chosen = choose(cands, margin)
     else:
@@ -369,11 +452,17 @@ def adapt(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, names: list[str], *,
     cand = cands[chosen]
     scale = log_odds_scale(theta0, cand.theta)
     report: dict[str, Any] = {
-        "adaptation": adaptation, "chosen": chosen, "k": int(len(y)), "n_events": n_events,
+        "adaptation": adaptation,
+        "chosen": chosen,
+        "k": int(len(y)),
+        "n_events": n_events,
         "log_evidence": {n: round(c.log_evidence, 4) for n, c in cands.items()},
-        "intercept_shift": float(cand.theta[0] - theta0[0]), "log_odds_scale": scale,
+        "intercept_shift": float(cand.theta[0] - theta0[0]),
+        "log_odds_scale": scale,
         "sign_changes": sign_changes(names, theta0, cand.theta),
-        "single_class": None, "reversal_refused": None, "warnings": [],
+        "single_class": None,
+        "reversal_refused": None,
+        "warnings": [],
     }
     if "prior_strength" in cand.detail:
         report["prior_strength"] = cand.detail["prior_strength"]
@@ -384,35 +473,48 @@ def adapt(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, names: list[str], *,
         if written is not None:
             lab += f" (label {written!r})"
         report["single_class"] = {"n": int(len(y)), "class": int(n_events > 0), "action": chosen}
-        did = ("kept the zero-shot model" if chosen == "zero-shot" else
-               f"shifted only the intercept by {report['intercept_shift']:+.2f} "
-               f"(every risk {'rises' if report['intercept_shift'] > 0 else 'falls'})")
+        did = (
+            "kept the zero-shot model"
+            if chosen == "zero-shot"
+            else f"shifted only the intercept by {report['intercept_shift']:+.2f} "
+            f"(every risk {'rises' if report['intercept_shift'] > 0 else 'falls'})"
+        )
         report["warnings"].append(
             f"the {len(y)} labelled rows are all {lab}: they cannot show which patients are at higher risk, "
             f"so the coefficients were kept and {did}; if these rows were chosen for their outcome, they say "
-            "nothing about the event rate either: fit without them")
+            "nothing about the event rate either: fit without them"
+        )
     refused = reversals_refused(cands, chosen) if adaptation == "auto" else []
     if refused:
         keep = max(c.log_evidence for c in cands.values() if not c.detail.get("reverses"))
         gap = max(cands[n].log_evidence for n in refused) - keep
-        report["reversal_refused"] = {"candidates": refused, "log_bayes_factor": round(float(gap), 4),
-                                      "needed": round(REVERSAL_MARGIN, 4)}
+        report["reversal_refused"] = {
+            "candidates": refused,
+            "log_bayes_factor": round(float(gap), 4),
+            "needed": round(REVERSAL_MARGIN, 4),
+        }
         report["warnings"].append(
             f"the {len(y)} labelled rows favour reversing the generated model ('{refused[0]}', log Bayes factor "
             f"{gap:.1f} over the best model that keeps its direction), short of the {REVERSAL_MARGIN:.1f} needed to reverse it, so '{chosen}' "
-            "was kept: check how these rows were chosen and how their outcome was coded")
+            "was kept: check how these rows were chosen and how their outcome was coded"
+        )
     if report["sign_changes"]:
         flipped = report["sign_changes"]
         report["warnings"].append(
             f"adaptation '{chosen}' (chosen {how} on {len(y)} rows) moved {len(flipped)} coefficient(s) across "
-            f"zero: {', '.join(flipped[:8])}{' ...' if len(flipped) > 8 else ''}")
+            f"zero: {', '.join(flipped[:8])}{' ...' if len(flipped) > 8 else ''}"
+        )
     if scale is not None and not (1 / SCALE_WARN_FACTOR <= scale <= SCALE_WARN_FACTOR):
         report["warnings"].append(
             f"adaptation '{chosen}' (chosen {how} on {len(y)} rows) scaled the generated log-odds by "
             f"{scale:.2f}, beyond the factor {SCALE_WARN_FACTOR:g} either way: "
-            + ("the adapted model points against the generated one" if scale < 0 else
-               f"the generated model {'overstated' if scale < 1 else 'understated'} how much the features "
-               "matter here"))
+            + (
+                "the adapted model points against the generated one"
+                if scale < 0
+                else f"the generated model {'overstated' if scale < 1 else 'understated'} how much the features "
+                "matter here"
+            )
+        )
     if warn:
         for msg in report["warnings"]:
             warnings.warn(msg + " (see adaptation_report_)", AdaptationWarning, stacklevel=3)
@@ -420,7 +522,23 @@ def adapt(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, names: list[str], *,
 
 
 __all__ = [
-    "EVIDENCE_MARGIN", "LAMBDA_GRID", "ORDER", "RECAL_SCALES", "REVERSAL_MARGIN", "SCALE_WARN_FACTOR", "SIGN_TOLERANCE", "Candidate",
-    "adapt", "candidates", "choose", "cv_loss", "log_odds_scale", "map_candidate", "map_evidence", "map_with_prior",
-    "recalibration", "reversals_refused", "sign_changes",
+    "EVIDENCE_MARGIN",
+    "LAMBDA_GRID",
+    "ORDER",
+    "RECAL_SCALES",
+    "REVERSAL_MARGIN",
+    "SCALE_WARN_FACTOR",
+    "SIGN_TOLERANCE",
+    "Candidate",
+    "adapt",
+    "candidates",
+    "choose",
+    "cv_loss",
+    "log_odds_scale",
+    "map_candidate",
+    "map_evidence",
+    "map_with_prior",
+    "recalibration",
+    "reversals_refused",
+    "sign_changes",
 ]

@@ -130,10 +130,14 @@ class Coverage:
     def from_data(cls, d: dict[str, Any]) -> Coverage:
         """The inverse of :meth:`data` (``in_domain`` is recomputed)."""
         try:
-            return cls(float(d["top_similarity"]), float(d["effective_similarity"]),
-                       None if d.get("effective_neighbors") is None else float(d["effective_neighbors"]),
-                       int(d["k"]), None if d.get("threshold") is None else float(d["threshold"]),
-                       None if d.get("typical") is None else float(d["typical"]))
+            return cls(
+                float(d["top_similarity"]),
+                float(d["effective_similarity"]),
+                None if d.get("effective_neighbors") is None else float(d["effective_neighbors"]),
+                int(d["k"]),
+                None if d.get("threshold") is None else float(d["threshold"]),
+                None if d.get("typical") is None else float(d["typical"]),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValidationError(f"not a coverage record: {d!r} ({exc})") from None
 
@@ -150,8 +154,14 @@ def _fingerprint(index: TaskIndex) -> tuple:
     return (len(ids), ids[0] if ids else None, ids[-1] if ids else None, ident)
 
 
-def calibrate(index: TaskIndex, *, percentile: float = PERCENTILE, rank: int = RANK,
-              max_tasks: int = MAX_CALIBRATION_TASKS, seed: int = 0) -> DomainCalibration:
+def calibrate(
+    index: TaskIndex,
+    *,
+    percentile: float = PERCENTILE,
+    rank: int = RANK,
+    max_tasks: int = MAX_CALIBRATION_TASKS,
+    seed: int = 0,
+) -> DomainCalibration:
     """The index's domain threshold, from leave-one-out neighbour similarities (cached).
 
     Parameters
@@ -205,8 +215,14 @@ def calibrate(index: TaskIndex, *, percentile: float = PERCENTILE, rank: int = R
         sims = [float(h[-1].score) for h in hits if h]
         tops = [float(h[0].score) for h in hits if h]
     if len(sims) >= 3:
-        cal = DomainCalibration(float(np.percentile(np.asarray(sims), percentile, method="lower")),
-                                float(np.median(tops)), len(sims), float(percentile), int(rank), tuple(sims))
+        cal = DomainCalibration(
+            float(np.percentile(np.asarray(sims), percentile, method="lower")),
+            float(np.median(tops)),
+            len(sims),
+            float(percentile),
+            int(rank),
+            tuple(sims),
+        )
     else:
         cal = DomainCalibration(None, None, len(sims), float(percentile), int(rank), tuple(sims))
     with _LOCK:
@@ -226,20 +242,36 @@ def coverage_from_scores(scores, cal: DomainCalibration) -> Coverage:
     """
     s = np.asarray(scores, dtype=float)
     if s.size == 0:
-        return Coverage(float("nan"), float("nan"), 0.0 if cal.threshold is not None else None, 0,
-                        cal.threshold, cal.typical)
+        return Coverage(
+            float("nan"),
+            float("nan"),
+            0.0 if cal.threshold is not None else None,
+            0,
+            cal.threshold,
+            cal.typical,
+        )
     w = np.clip(s, 0, None)
     eff_sim = float(w @ s / w.sum()) if w.sum() > 0 else float(s.mean())
     n_eff = None
     if cal.threshold is not None:
         span = cal.typical - cal.threshold
-        u = (s >= cal.threshold).astype(float) if span <= 0 else np.clip((s - cal.threshold) / span, 0, 1)
+        u = (
+            (s >= cal.threshold).astype(float)
+            if span <= 0
+            else np.clip((s - cal.threshold) / span, 0, 1)
+        )
         n_eff = float(u.sum())
     return Coverage(float(s[0]), eff_sim, n_eff, int(s.size), cal.threshold, cal.typical)
 
 
-def coverage(index: TaskIndex, query, *, exclude: Exclude | list = None, k: int = DEFAULT_K,
-             vectors: np.ndarray | None = None) -> Coverage | list[Coverage]:
+def coverage(
+    index: TaskIndex,
+    query,
+    *,
+    exclude: Exclude | list = None,
+    k: int = DEFAULT_K,
+    vectors: np.ndarray | None = None,
+) -> Coverage | list[Coverage]:
     """How well ``index`` covers a description (or a list of them: a list is returned).
 
     Parameters
@@ -265,7 +297,9 @@ def coverage(index: TaskIndex, query, *, exclude: Exclude | list = None, k: int 
     if vectors is None:
         vectors, _, single = index.embed_queries(query)
     cal = calibrate(index)
-    hits = index.search_vectors(np.asarray(vectors), min(int(k), max(len(index), 1)), exclude=exclude)
+    hits = index.search_vectors(
+        np.asarray(vectors), min(int(k), max(len(index), 1)), exclude=exclude
+    )
     out = [coverage_from_scores([h.score for h in hs], cal) for hs in hits]
     return out[0] if single else out
 
@@ -290,15 +324,22 @@ def attach(params, query, index: TaskIndex, *, exclude=None):
 def out_of_domain_message(cov: Coverage, description: str | None = None) -> str:
     """The one-line message of an out-of-domain description."""
     what = f"the description {description[:60]!r}" if description else "the description"
-    eff = "" if cov.effective_neighbors is None else f", {cov.effective_neighbors:.1f} effective neighbour(s)"
-    return (f"{what} is outside what the index covers: its nearest indexed task has similarity "
-            f"{cov.top_similarity:.2f}, below {cov.threshold:.2f}, the similarity {100 - PERCENTILE:g}% of the "
-            f"index's own tasks reach even to their {RANK}th neighbour{eff}; the model is borrowed from unrelated "
-            "tasks: validate it on local patients before any use, or use an index that covers this task")
+    eff = (
+        ""
+        if cov.effective_neighbors is None
+        else f", {cov.effective_neighbors:.1f} effective neighbour(s)"
+    )
+    return (
+        f"{what} is outside what the index covers: its nearest indexed task has similarity "
+        f"{cov.top_similarity:.2f}, below {cov.threshold:.2f}, the similarity {100 - PERCENTILE:g}% of the "
+        f"index's own tasks reach even to their {RANK}th neighbour{eff}; the model is borrowed from unrelated "
+        "tasks: validate it on local patients before any use, or use an index that covers this task"
+    )
 
 
-def check(params_or_coverage, *, description: str | None = None, strict: bool = False,
-          stacklevel: int = 2) -> Coverage | None:
+def check(
+    params_or_coverage, *, description: str | None = None, strict: bool = False, stacklevel: int = 2
+) -> Coverage | None:
     """Warn (:class:`~ragim.errors.DomainWarning`) when a generated model's description is out
     of the index's domain; with ``strict``, raise :class:`~ragim.errors.ValidationError`
     instead. Takes a :class:`Coverage` or parameters with ``metadata["coverage"]``; returns
@@ -320,6 +361,16 @@ def check(params_or_coverage, *, description: str | None = None, strict: bool = 
 
 
 __all__ = [
-    "DEFAULT_K", "MAX_CALIBRATION_TASKS", "PERCENTILE", "RANK", "Coverage", "DomainCalibration", "attach", "calibrate",
-    "check", "coverage", "coverage_from_scores", "out_of_domain_message",
+    "DEFAULT_K",
+    "MAX_CALIBRATION_TASKS",
+    "PERCENTILE",
+    "RANK",
+    "Coverage",
+    "DomainCalibration",
+    "attach",
+    "calibrate",
+    "check",
+    "coverage",
+    "coverage_from_scores",
+    "out_of_domain_message",
 ]

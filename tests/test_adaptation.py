@@ -54,14 +54,18 @@ def test_planted_anti_predictive_rows_do_not_flip_the_model(family):
         flipped_somewhere += int(free.coef_[0, 0] < 0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AdaptationWarning)
-            few = ZeroShotClassifier(index=index, description=t.description, exclude=excl).fit(X8, y8)
+            few = ZeroShotClassifier(index=index, description=t.description, exclude=excl).fit(
+                X8, y8
+            )
         rest = np.setdiff1d(np.arange(t.n_rows), planted)
         auc_zero = roc_auc_score(t.y[rest], z0[rest])
         auc_few = roc_auc_score(t.y[rest], few.decision_function(t.X.iloc[rest]))
         report = few.adaptation_report_
         assert report["chosen"] in ("zero-shot", "intercept", "recalibrate"), report
         assert report["log_odds_scale"] > 0 and report["sign_changes"] == []
-        assert auc_few == pytest.approx(auc_zero, abs=1e-12)  # a positive rescaling keeps the ranking
+        assert auc_few == pytest.approx(
+            auc_zero, abs=1e-12
+        )  # a positive rescaling keeps the ranking
         # the rows do favour a reversing MAP fit: it was refused, and the report says so
         refused += report["reversal_refused"] is not None
         if report["reversal_refused"] is not None:
@@ -127,7 +131,9 @@ def test_large_changes_warn_and_are_recorded(family):
     fam, index = family
     t = max(fam, key=lambda t: t.n_rows)
     prior = neighbor_mean(index, t.description, exclude=[t.task_id])
-    flipped = prior.replace(vector=np.concatenate([[prior.intercept], -prior.terms]))  # a wrong-signed prior
+    flipped = prior.replace(
+        vector=np.concatenate([[prior.intercept], -prior.terms])
+    )  # a wrong-signed prior
     with pytest.warns(AdaptationWarning, match="across zero"):
         params, report = adapt_prior(flipped, t.X, t.y.astype(float))
     assert report["chosen"] == "map" and report["sign_changes"]
@@ -144,7 +150,9 @@ def test_rows_of_one_class_are_used_only_for_the_intercept_and_said_so(family):
     t = fam[3]
     events = t.X.iloc[np.flatnonzero(t.y == 1)[:4]]
     clf = ZeroShotClassifier(index=index, description=t.description, pos_label="yes")
-    with pytest.warns(AdaptationWarning, match=r"all events \(label 'yes'\).*coefficients were kept"):
+    with pytest.warns(
+        AdaptationWarning, match=r"all events \(label 'yes'\).*coefficients were kept"
+    ):
         clf.fit(events, ["yes"] * 4)
     report = clf.adaptation_report_
     assert report["single_class"] == {"n": 4, "class": 1, "action": report["chosen"]}
@@ -153,7 +161,9 @@ def test_rows_of_one_class_are_used_only_for_the_intercept_and_said_so(family):
     assert clf.params_.intercept >= clf.prior_params_.intercept  # events can only raise the risk
     # one class with an explicit "map" still keeps the coefficients
     with pytest.warns(AdaptationWarning, match="all non-events"):
-        m = ZeroShotClassifier(index=index, description=t.description, adaptation="map").fit(events, [0] * 4)
+        m = ZeroShotClassifier(index=index, description=t.description, adaptation="map").fit(
+            events, [0] * 4
+        )
     np.testing.assert_allclose(m.params_.terms, m.prior_params_.terms)
 
 
@@ -165,13 +175,20 @@ def test_explicit_adaptations_and_the_report_fields(family):
     for name in ("zero-shot", "intercept", "recalibrate", "map"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AdaptationWarning)
-            clf = ZeroShotClassifier(index=index, description=t.description, adaptation=name).fit(X, y)
+            clf = ZeroShotClassifier(index=index, description=t.description, adaptation=name).fit(
+                X, y
+            )
         rep = clf.adaptation_report_
         assert rep["chosen"] == name and clf.params_.metadata["adaptation"] == name
         assert set(rep["log_evidence"]) == {"zero-shot", name} and rep["k"] == 24
         assert rep["n_events"] == int(y.sum())
     auto = ZeroShotClassifier(index=index, description=t.description).fit(X, y)
-    assert set(auto.adaptation_report_["log_evidence"]) == {"zero-shot", "intercept", "recalibrate", "map"}
+    assert set(auto.adaptation_report_["log_evidence"]) == {
+        "zero-shot",
+        "intercept",
+        "recalibrate",
+        "map",
+    }
     zero = ZeroShotClassifier(index=index, description=t.description).fit()
     assert zero.adaptation_report_ is None and zero.params_.metadata["coverage"]["k"] == 10
 

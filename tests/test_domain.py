@@ -75,7 +75,9 @@ def test_threshold_is_the_percentile_of_leave_one_out_neighbour_similarities(hea
 def test_leave_one_out_targets_are_never_out_of_domain_and_other_specialties_are(heart):
     tasks, index = heart
     cal = calibrate(index)
-    loo = coverage(index, list(tasks.descriptions), exclude=[leak_free(index.record(t)) for t in tasks.ids])
+    loo = coverage(
+        index, list(tasks.descriptions), exclude=[leak_free(index.record(t)) for t in tasks.ids]
+    )
     flagged = sum(c.in_domain is False for c in loo)
     assert flagged <= math.floor(len(loo) * cal.percentile / 100)  # its calibrated rate: 0 of 28
     for c in loo:
@@ -97,8 +99,9 @@ def test_coverage_measures():
     assert coverage_from_scores([0.4], cal).in_domain is False
     uncal = coverage_from_scores([0.1], DomainCalibration(None, None, 2, 1.0))
     assert uncal.in_domain is None and uncal.effective_neighbors is None
-    assert Coverage.from_data(cov.data()) == Coverage(**{k: (round(v, 4) if isinstance(v, float) else v)
-                                                         for k, v in cov.__dict__.items()})
+    assert Coverage.from_data(cov.data()) == Coverage(
+        **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in cov.__dict__.items()}
+    )
     with pytest.raises(ValidationError, match="not a coverage record"):
         Coverage.from_data({"top_similarity": 0.3})
 
@@ -110,12 +113,17 @@ def test_estimator_warns_outside_the_domain_and_carries_coverage(heart):
         clf = ZeroShotClassifier(index=index, description=OTHER_SPECIALTIES[0]).fit()
     assert clf.coverage_.in_domain is False
     cov = clf.params_.metadata["coverage"]
-    assert cov["in_domain"] is False and cov["threshold"] == pytest.approx(calibrate(index).threshold, abs=1e-4)
+    assert cov["in_domain"] is False and cov["threshold"] == pytest.approx(
+        calibrate(index).threshold, abs=1e-4
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)
         warnings.simplefilter("error", DomainWarning)
         inside = ZeroShotClassifier(index=index, description=IN_DOMAIN).fit()
-    assert inside.coverage_.in_domain is True and inside.params_.metadata["coverage"]["in_domain"] is True
+    assert (
+        inside.coverage_.in_domain is True
+        and inside.params_.metadata["coverage"]["in_domain"] is True
+    )
     # the report and explain() show it beside the model
     expl = explain(clf.params_)
     assert expl.coverage == cov and "OUTSIDE the index's domain" in repr(expl)
@@ -132,9 +140,15 @@ def test_cli_generate_warns_and_strict_refuses(heart, tmp_path):
     assert r.exit_code == 0, r.output
     assert "outside what the index covers" in r.output
     assert "index coverage: top similarity" in r.stdout and "OUTSIDE the index's domain" in r.stdout
-    r = runner.invoke(app, ["generate", OTHER_SPECIALTIES[1], "--index", str(tmp_path / "idx"), "--strict"])
-    assert isinstance(r.exception, ValidationError) and "outside what the index covers" in str(r.exception)
-    r = runner.invoke(app, ["generate", IN_DOMAIN, "--index", str(tmp_path / "idx"), "--strict", "--json"])
+    r = runner.invoke(
+        app, ["generate", OTHER_SPECIALTIES[1], "--index", str(tmp_path / "idx"), "--strict"]
+    )
+    assert isinstance(r.exception, ValidationError) and "outside what the index covers" in str(
+        r.exception
+    )
+    r = runner.invoke(
+        app, ["generate", IN_DOMAIN, "--index", str(tmp_path / "idx"), "--strict", "--json"]
+    )
     assert r.exit_code == 0, r.output
-    params = json.loads(r.stdout[r.stdout.index("{"):])
+    params = json.loads(r.stdout[r.stdout.index("{") :])
     assert params["metadata"]["coverage"]["in_domain"] is True
