@@ -11,7 +11,7 @@ by any stage before scoring):
   (``rerank="reward_model"``).
 
 Metrics per method (macro mean over held-out tasks): the verifiable reward
-(``ragim.rewards.held_out_log_likelihood`` of the chosen answer on the task's rows, nats per
+(``ragim.train.rewards.held_out_log_likelihood`` of the chosen answer on the task's rows, nats per
 row), AUROC and log-loss (``ragim.metrics.task_metrics``), constrained parse validity (the
 answer that was scored; 1 by construction), and *unconstrained* parse validity and reward of
 plain samples (temperature 0.8, as GRPO samples). Also the reward model's pairwise accuracy on
@@ -81,14 +81,13 @@ def heldout_pairs(gen, index, tasks, *, n, temperature, min_margin=0.05):
     """Preference pairs of held-out tasks: SFT candidates ranked by log-likelihood on the task's rows."""
     from ragim.lm.prompts import answer_text
     from ragim.params import param_names
-    from ragim.rewards import encode_heldout, held_out_log_likelihood
-    from ragim.train.reward import _prompt_messages
+    from ragim.train.rewards import encode_heldout, held_out_log_likelihood
 
     cfg = gen.config
     names = param_names(index.model, index.schema)
     rows = []
     for t in tasks:
-        prompt, shown = _prompt_messages(gen, t.description, index, None, None)
+        prompt, shown = gen.prompt(t.description, index)
         cands = gen.generate_candidates(t.description, index, num_candidates=n, temperature=temperature)
         texts = [answer_text(c, cfg.decimals, max_abs=cfg.max_abs) for c in cands]
         heldout = encode_heldout(index.model, index.schema, t.X, t.y)
@@ -106,10 +105,9 @@ def unconstrained(gen, index, task, *, m, temperature, seed):
     """``m`` plain samples (no constrained decoding, as GRPO samples): texts."""
     from ragim.lm.prompts import answer_room
     from ragim.params import param_names
-    from ragim.train.reward import _prompt_messages
 
     model, tok = gen.load_model()
-    prompt, _ = _prompt_messages(gen, task.description, index, None, None)
+    prompt, _ = gen.prompt(task.description, index)
     ids = tok.apply_chat_template(prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     room = answer_room(param_names(index.model, index.schema), tok, decimals=gen.config.decimals,
                        max_abs=gen.config.max_abs)
@@ -127,7 +125,7 @@ def score_method(gen, index, tasks, args, **gen_kwargs):
     from ragim.lm.prompts import answer_text
     from ragim.metrics import task_metrics
     from ragim.params import param_names
-    from ragim.rewards import encode_heldout, held_out_log_likelihood, parse_validity
+    from ragim.train.rewards import encode_heldout, held_out_log_likelihood, parse_validity
 
     cfg = gen.config
     names = param_names(index.model, index.schema)
@@ -152,7 +150,6 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     from ragim import TaskIndex, datasets
     from ragim.generate.lm import LMConfig
-    from ragim.rewards import RewardConfig
     from ragim.train import (
         build_preference_pairs,
         train_dpo,
@@ -160,6 +157,7 @@ def main(argv=None):
         train_reward_model,
         train_sft,
     )
+    from ragim.train.rewards import VerifiableRewardConfig
 
     t_all = time.perf_counter()
     timings: dict[str, float] = {}
@@ -204,7 +202,7 @@ def main(argv=None):
                     batch_size=args.batch_size, progress=False, seed=args.seed)
     done("dpo")
     stage("grpo")
-    grpo = train_grpo(sft, index, reward_config=RewardConfig(weights={"log_likelihood": 1.0, "validity": 1.0}),
+    grpo = train_grpo(sft, index, reward_config=VerifiableRewardConfig(weights={"log_likelihood": 1.0, "validity": 1.0}),
                       num_generations=args.grpo_generations, batch_size=1, max_steps=args.grpo_steps,
                       learning_rate=args.grpo_lr, temperature=args.temperature, progress=False, seed=args.seed)
     done("grpo")

@@ -316,7 +316,66 @@ def eval_rows(name: str) -> dict[str, tuple[float, float]]:
     return rows
 
 
-README_METHODS = ["ragim-attention", "pooled", "neighbor-mean", "nearest-neighbor", "per-task-all", "true-model"]
+README_METHODS = ["ragim-statistical", "ragim-attention", "pooled", "neighbor-mean", "per-task-all", "oracle"]
+#: the default generator's evaluation method, and what it is compared with in the paired tables
+DEFAULT_METHOD = "ragim-statistical"
+COMPARED = ["pooled", "neighbor-mean", "ragim-attention", "rag-im-2024", "contextualized"]
+BY_SIZE = ["ragim-statistical", "ragim-attention", "pooled", "neighbor-mean", "per-task-all", "oracle"]
+
+
+def eval_analysis(name: str) -> list[str]:
+    """Paired differences, skill and the by-size table of one evaluation, from its per-task CSV."""
+    import pandas as pd
+
+    from ragim.metrics import paired_differences, skill, summarize
+
+    f = RESULTS / f"eval_{name}.csv"
+    if not f.is_file():
+        return []
+    df = pd.read_csv(f, dtype={"task_id": str})
+    zero = df[df["k_shot"] == 0]
+    methods = set(zero["method"])
+    if DEFAULT_METHOD not in methods:
+        return []
+    out = []
+    base = [m for m in COMPARED if m in methods]
+    pdiff = paired_differences(df, [DEFAULT_METHOD], base, metrics=["log_loss", "auroc", "ece"])
+    if len(pdiff):
+        out += [f"Paired differences, `{DEFAULT_METHOD}` minus each method on the same targets and rows "
+                "(zero-shot; 95% bootstrap CI over targets; log-loss and ECE: below 0 is better, AUROC: above 0):",
+                "", "| compared with | metric | mean difference | 95% CI | wins / losses |", "|---|---|---:|---|---:|"]
+        for r in pdiff.itertuples():
+            out.append(f"| `{r.baseline}` | {r.metric} | {r.mean_diff:+.4f} | [{r.ci_low:+.4f}, {r.ci_high:+.4f}] | "
+                       f"{r.wins} / {r.losses} |")
+        out.append("")
+    summ = summarize(zero, metrics=["log_loss", "auroc"], n_boot=200)
+    if "oracle" in methods:
+        sk = skill(summ)
+        sk = sk[sk["method"].isin([DEFAULT_METHOD, *base])]
+        if len(sk):
+            out += ["Skill: the share of the gap from the best of `pooled` and `neighbor-mean` to the `oracle` "
+                    "(the noise-free truth the description determines) that a method closes; 0 is that baseline, "
+                    "1 the oracle:", "", "| method | log-loss skill | AUROC skill |", "|---|---:|---:|"]
+            for m in [DEFAULT_METHOD, *base]:
+                vals = sk[sk["method"] == m].set_index("metric")["skill"]
+                if len(vals):
+                    out.append(f"| `{m}` | {vals.get('log_loss', float('nan')):+.3f} | "
+                               f"{vals.get('auroc', float('nan')):+.3f} |")
+            out.append("")
+    by = summarize(zero, by_size=True, metrics=["log_loss"], n_boot=50)
+    cols = [m for m in BY_SIZE if m in methods]
+    groups = [g for g in by["size_group"].dropna().unique()]
+    if len(groups) > 1:
+        out += ["Mean zero-shot log-loss by target size (rows in the task):", "",
+                "| rows | targets | " + " | ".join(f"`{m}`" for m in cols) + " |",
+                "|---|---:|" + "---:|" * len(cols)]
+        for g in groups:
+            sub = by[by["size_group"] == g].set_index("method")
+            n = int(sub["n_tasks"].max())
+            out.append(f"| {g} | {n} | " + " | ".join(f"{sub.loc[m, 'mean']:.3f}" if m in sub.index else "—"
+                                                      for m in cols) + " |")
+        out.append("")
+    return out
 
 
 def readme_results() -> str:
@@ -402,8 +461,13 @@ def build() -> str:
              "Every number below was produced on this project's 2-core, GPU-less machine by the command printed "
              "beside it. Rerun a command and then `.venv/bin/python benchmarks/report.py` to refresh this page.", "",
              "## Zero- and few-shot accuracy (issue: the RAG-IM generator)", "",
-             "Methods: `ragim-attention` (zero-shot AttentionGenerator; `k=N` rows: few-shot adaptation with N "
-             "labelled rows of the target, recalibration by default), `pooled` (one logistic model on all indexed "
+             "Methods: `ragim-statistical` (the default generator, StatisticalGenerator: a noise-aware "
+             "random-effects meta-regression of the index's task models on their descriptions, stacked with "
+             "the pooled model by validation inside the index; `k=N` rows: few-shot adaptation with N "
+             "labelled rows of the target), `ragim-attention` (AttentionGenerator, starting from the "
+             "statistical generator's model), `oracle` (synthetic and procedure families: the true "
+             "coefficients without the task's own noise, the best any method can do from the description), "
+             "`pooled` (one logistic model on all indexed "
              "rows), `nearest-neighbor` (the single most similar task's model), `neighbor-mean` (similarity-"
              "weighted mean of the k=10 retrieved models), `per-task-all` (a logistic model fitted on "
              "the target's own support half: it sees labels, a reference ceiling), `per-task-k` (fitted on the same N rows the "
@@ -417,7 +481,14 @@ def build() -> str:
         md = f.read_text()
         lines += [f"### {title}", "", what, "", _header_line(md), "",
                   f"Command: `.venv/bin/python benchmarks/evaluate_all.py --only {name}` "
-                  f"(per-task rows: `benchmarks/results/eval_{name}.csv`)", "", _code_block(md), ""]
+                  f"(per-task rows: `benchmarks/results/eval_{name}.csv`)", "", _code_block(md), "",
+                  *eval_analysis(name)]
+    cov = RESULTS / "interval_coverage.md"
+    if cov.is_file():
+        lines += ["### Coefficient intervals of the default generator (synthetic)", "",
+                  "How often the nominal intervals (estimate ± z·SD) of the generated coefficients hold the "
+                  "held-out task's true coefficients (with the task's own deviation) and its oracle (without it), "
+                  "on the index's standardised scale:", "", cov.read_text().strip(), ""]
     runs = [("lm_training.md", "Tiny model (built in code), the default run"),
             ("lm_training_smollm2.md", "SmolLM2-135M, a very small budget"),
             ("lm_training_smollm2_30steps.md", "SmolLM2-135M, 30 SFT steps")]

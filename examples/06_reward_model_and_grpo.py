@@ -13,7 +13,6 @@ from _common import parse_args
 from ragim import TaskIndex, datasets
 from ragim.metrics import task_metrics
 from ragim.models import model_from_params
-from ragim.rewards import RewardConfig
 from ragim.train import (
     build_preference_pairs,
     train_dpo,
@@ -22,6 +21,7 @@ from ragim.train import (
     train_sft,
 )
 from ragim.train.preferences import save_preferences
+from ragim.train.rewards import VerifiableRewardConfig
 
 args = parse_args(__doc__)
 fast = args.fast
@@ -59,7 +59,7 @@ for name, params in (("greedy SFT", greedy), ("best-of-n", best)):
 print("reward-model scores of the candidates:", [round(s, 3) for s in best.metadata["reward_scores"]])
 
 # 5. GRPO on verifiable rewards, continuing the SFT adapter
-rl = train_grpo(sft, index, reward_config=RewardConfig(weights={"log_likelihood": 1.0, "validity": 1.0}),
+rl = train_grpo(sft, index, reward_config=VerifiableRewardConfig(weights={"log_likelihood": 1.0, "validity": 1.0}),
                 num_generations=2 if fast else 4, max_steps=2 if fast else 30, batch_size=1, progress=not fast)
 grpo_logs = [h for h in rl.history_ if h.get("stage") == "grpo" and "reward" in h]
 print("GRPO mean reward per step:", [round(h["reward"], 2) for h in grpo_logs])

@@ -20,6 +20,7 @@ from ragim.tasks import Task, TaskCollection  # noqa: E402
 _LAZY = {
     "TaskIndex": ("ragim.index", "TaskIndex"),
     "Neighbor": ("ragim.index", "Neighbor"),
+    "StatisticalGenerator": ("ragim.generate.statistical", "StatisticalGenerator"),
     "AttentionGenerator": ("ragim.generate.attention", "AttentionGenerator"),
     "LMGenerator": ("ragim.generate.lm", "LMGenerator"),
     "ZeroShotClassifier": ("ragim.estimator", "ZeroShotClassifier"),

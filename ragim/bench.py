@@ -502,6 +502,60 @@ def bench_generate(n_tasks: int = 300, *, batch_sizes: Sequence[int] = (1, 1024)
     }
 
 
+def bench_generate_statistical(n_tasks: int = 10_000, *, n_queries: int = 1000, seed: int = 0,
+                               threads: Sequence[int] | None = None) -> dict[str, Any]:
+    """The default generator's throughput: :class:`~ragim.generate.statistical.StatisticalGenerator`
+    generating ``n_queries`` models (with intervals) in one batch from an index of ``n_tasks``
+    ``synthetic_family`` tasks, against the neighbour mean generating the same models one query at
+    a time, both on each of ``threads`` BLAS threads. Fitting the generator is timed apart
+    (``fit_seconds``, all threads). Hashing embedder, CPU.
+    """
+    from ragim import TaskIndex
+    from ragim.datasets import synthetic_family
+    from ragim.estimator import neighbor_mean
+    from ragim.generate.statistical import StatisticalGenerator
+
+    for name, v in (("n_tasks", n_tasks), ("n_queries", n_queries)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValidationError(f"{name} must be a positive integer, got {v!r}")
+    threads = _check_threads(threads)
+    fam = synthetic_family(n_tasks=n_tasks, n_features=10, seed=seed)
+    index = TaskIndex.build(fam, embedder="hashing:384", progress=False)
+    t = time.perf_counter()
+    gen = StatisticalGenerator(seed=seed).fit(index, progress=False)
+    fit_s = time.perf_counter() - t
+    descs = fam.descriptions
+    queries = [descs[(7 * i) % len(descs)] for i in range(n_queries)]
+    n_base = min(n_queries, 200)
+    by_threads = {}
+    for th in threads:
+        with limit_threads(th):
+            t = time.perf_counter()
+            gen.generate_params(queries, index)
+            ours = time.perf_counter() - t
+            t = time.perf_counter()
+            for q in queries[:n_base]:
+                neighbor_mean(index, q, k=10)
+            base = (time.perf_counter() - t) / n_base * n_queries
+        by_threads[str(th)] = {"seconds": round(ours, 3), "baseline_seconds": round(base, 3),
+                               "ratio": round(base / ours, 2), "threads": {"ours": th, "baseline": th}}
+    t1 = str(threads[0])
+    first = by_threads[t1]
+    return {
+        "name": "generate-statistical", "n": n_tasks,
+        "ours": {"seconds": first["seconds"], "n_queries": n_queries,
+                 "tasks_per_s": round(n_queries / first["seconds"], 1),
+                 "description": f"StatisticalGenerator.generate_params, {n_queries} queries in one batch, with "
+                                f"coefficient intervals, index of {n_tasks:,} tasks (hashing embedder, CPU, "
+                                f"{t1} thread(s))"},
+        "baseline": {"seconds": first["baseline_seconds"],
+                     "description": f"neighbour-mean (k=10), one query at a time, timed on {n_base} queries and "
+                                    f"scaled to {n_queries} ({t1} thread(s))"},
+        "ratio": first["ratio"], "fit_seconds": round(fit_s, 2), "threads": {"ours": int(t1), "baseline": int(t1)},
+        "by_threads": by_threads, "device": "cpu", "environment": environment("cpu"),
+    }
+
+
 def bench_generate_lm(n_queries: int = 3, *, base_model: str = "smollm2-135m", n_features: int = 10, k: int = 3,
                       seed: int = 0, device: str = "auto", threads: int = 1) -> dict[str, Any]:
     """LMGenerator seconds per generated model (constrained JSON decoding) vs neighbour-mean,

@@ -231,9 +231,9 @@ def _history_last(history: list[dict], key: str, stage: str | None = None):
 
 
 def _summary_out(summary: dict, as_json: bool, text: str) -> None:
-    from ragim.generate.lm import _json_safe
+    from ragim.io import json_safe
 
-    summary = _json_safe(summary)
+    summary = json_safe(summary)
     if as_json:
         echo_json(summary)
         return
@@ -261,8 +261,9 @@ def _load_lm(path: Path):
 def _pairs_for(generator, index, pairs_file: Path | None, n_candidates: int, min_margin: float, pairs: str,
                seed: int, progress: bool):
     """Preference pairs: a clinician's JSONL file, or built from the generator's samples on the index."""
+    from ragim.lm.pairs import check_pair_names, load_preferences
     from ragim.params import param_names
-    from ragim.train.preferences import build_preference_pairs, check_pair_names, load_preferences
+    from ragim.train.preferences import build_preference_pairs
 
     if pairs_file is not None:
         data = load_preferences(pairs_file)
@@ -351,14 +352,14 @@ def train_reward_cmd(
     import time
 
     from ragim.index import TaskIndex
+    from ragim.lm.pairs import save_preferences
     from ragim.params import param_names
-    from ragim.train.preferences import save_preferences
     from ragim.train.reward import train_reward_model
 
     check_positive(n_candidates=n_candidates, max_steps=max_steps, batch_size=batch_size,
                     learning_rate=learning_rate, lora_r=lora_r)
     gen, index = _load_lm(generator_path), TaskIndex.load(index_path)
-    gen._check_index(index)
+    gen.check_index(index)
     t0 = time.perf_counter()
     data = _pairs_for(gen, index, pairs_file, n_candidates, min_margin, pairs, seed, progress)
     if save_pairs is not None:
@@ -403,7 +404,7 @@ def train_dpo_cmd(
     check_positive(n_candidates=n_candidates, beta=beta, max_steps=max_steps, batch_size=batch_size,
                     learning_rate=learning_rate)
     gen, index = _load_lm(generator_path), TaskIndex.load(index_path)
-    gen._check_index(index)
+    gen.check_index(index)
     t0 = time.perf_counter()
     data = _pairs_for(gen, index, pairs_file, n_candidates, min_margin, pairs, seed, progress)
     dpo = train_dpo(gen, data, beta=beta, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
@@ -450,12 +451,12 @@ def train_grpo_cmd(
     import time
 
     from ragim.index import TaskIndex
-    from ragim.rewards import RewardConfig
+    from ragim.train.rewards import VerifiableRewardConfig
     from ragim.train.rl import train_grpo
 
     check_positive(max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
                    temperature=temperature)
-    config = RewardConfig(weights=_reward_weights(rewards))
+    config = VerifiableRewardConfig(weights=_reward_weights(rewards))
     gen, index = _load_lm(generator_path), TaskIndex.load(index_path)
     t0 = time.perf_counter()
     rl = train_grpo(gen, index, reward_config=config, num_generations=num_generations, max_steps=max_steps,
@@ -691,8 +692,9 @@ def evaluate_cmd(
 
 @app.command("bench")
 def bench(
-    name: Annotated[str, typer.Argument(help="fit | retrieval | generate | lm | all")],
-    n_tasks: Annotated[int | None, typer.Option(help="tasks (fit: 10000, retrieval: 100000, generate: 300, lm: 3 queries)")] = None,
+    name: Annotated[str, typer.Argument(help="fit | retrieval | generate | generate-statistical | lm | all")],
+    n_tasks: Annotated[int | None, typer.Option(help="tasks (fit: 10000, retrieval: 100000, generate: 300, "
+                                                   "generate-statistical: 10000, lm: 3 queries)")] = None,
     threads: Annotated[str | None, typer.Option(help="comma-separated thread counts, each used by both sides of "
                                                      "every ratio (default: 1 and all CPUs; lm: 1)")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -714,6 +716,8 @@ def bench(
         "fit": lambda: b.bench_fit(n_tasks if n_tasks is not None else 10_000, threads=counts),
         "retrieval": lambda: b.bench_retrieval(n_tasks if n_tasks is not None else 100_000, threads=counts),
         "generate": lambda: b.bench_generate(n_tasks if n_tasks is not None else 300, threads=counts),
+        "generate-statistical": lambda: b.bench_generate_statistical(
+            n_tasks if n_tasks is not None else 10_000, threads=counts),
         "lm": lambda: b.bench_generate_lm(n_tasks if n_tasks is not None else 3, threads=(counts or [1])[0]),
     }
     if name not in (*runners, "all"):

@@ -322,8 +322,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     def decision_function(self, X):
         check_is_fitted(self, "params_")
         frame = self._as_frame(X, self.schema_, reset=False)
-        D = design_matrix(self.params_.kind, self.schema_, frame)
-        return self.params_.intercept + D @ self.params_.terms
+        return self.params_.log_odds(frame)
 
     def predict_proba(self, X):
         p1 = expit(self.decision_function(X))

@@ -207,8 +207,7 @@ def register_method(name: str, predict: Callable[[TargetContext], np.ndarray | N
 # ---------------------------------------------------------------------- helpers
 def params_proba(params: ModelParams, X: pd.DataFrame) -> np.ndarray:
     """P(y=1) of the rows of ``X`` under a logistic or GAM parameter vector."""
-    D = design_matrix(params.kind, params.schema, X)
-    return expit(params.intercept + D @ params.terms)
+    return expit(params.log_odds(X))
 
 
 def _estimator(ctx: FoldContext, C: float = 1.0):

@@ -345,17 +345,41 @@ class TaskIndex:
         return [r for r in self._records if r is not None]
 
     def record(self, task_id: str) -> Record:
-        return self._records[self._row(task_id)]
+        return self._records[self.row(task_id)]
 
-    def _row(self, task_id: str) -> int:
+    def row(self, task_id: str) -> int:
+        """The vector-store row of a task: its position in :attr:`row_params`,
+        :attr:`row_records` and ``store.reconstruct_all()``.
+
+        Raises
+        ------
+        KeyError
+            When the task is not in the index.
+        """
         try:
             return self._id_to_row[task_id]
         except KeyError:
             raise KeyError(f"task {task_id!r} is not in the index") from None
 
+    @property
+    def row_params(self) -> np.ndarray:
+        """Every stored parameter vector by vector-store row, shape (n_rows, n_params), read-only.
+
+        A task removed since the last save keeps its row until then (its record is ``None`` in
+        :attr:`row_records`); :meth:`row` maps a task id to its row.
+        """
+        view = self._params.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def row_records(self) -> list[Record | None]:
+        """The records by vector-store row (``None`` for a task removed since the last save)."""
+        return list(self._records)
+
     def params(self, task_id: str) -> ModelParams:
         """The stored parameters of one task."""
-        row = self._row(task_id)
+        row = self.row(task_id)
         return self._params_at(row)
 
     def _params_at(self, row: int) -> ModelParams:
@@ -365,7 +389,7 @@ class TaskIndex:
 
     def params_matrix(self, ids: Sequence[str] | None = None) -> np.ndarray:
         """Stacked parameter vectors (rows in ``ids`` order, or index order)."""
-        rows = [self._row(t) for t in (ids if ids is not None else self.ids)]
+        rows = [self.row(t) for t in (ids if ids is not None else self.ids)]
         return self._params[rows]
 
     def population_params(self, exclude: Exclude = None) -> ModelParams | None:
@@ -404,7 +428,7 @@ class TaskIndex:
     def vectors(self, ids: Sequence[str] | None = None) -> np.ndarray:
         """The stored description embeddings."""
         allv = self.store.reconstruct_all()
-        rows = [self._row(t) for t in (ids if ids is not None else self.ids)]
+        rows = [self.row(t) for t in (ids if ids is not None else self.ids)]
         return allv[rows]
 
     # ------------------------------------------------------------------ search
@@ -527,7 +551,7 @@ class TaskIndex:
     def remove(self, ids: str | Iterable[str]) -> None:
         """Remove tasks by id (tombstoned now, dropped at the next save)."""
         ids = [ids] if isinstance(ids, str) else list(ids)
-        rows = [self._row(t) for t in ids]
+        rows = [self.row(t) for t in ids]
         with self._lock:
             self.store.remove(rows)
             for t, r in zip(ids, rows, strict=True):

@@ -30,6 +30,7 @@ import errno
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -75,6 +76,22 @@ def json_bytes(obj: Any) -> bytes:
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"cannot save: a value is not JSON-safe ({exc}); metadata must hold only "
                               "strings, finite numbers, booleans, None, lists and dicts") from exc
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with non-finite floats (NaN grad norms, ...) replaced by None, tuples as lists and
+    dict keys as text, so that it saves as strict JSON (training logs, CLI summaries).
+
+    >>> json_safe({"loss": float("nan"), "steps": (1, 2)})
+    {'loss': None, 'steps': [1, 2]}
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def jsonl_bytes(records: list[Mapping[str, Any]]) -> bytes:

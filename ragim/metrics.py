@@ -83,6 +83,39 @@ def expected_calibration_error(y_true, y_prob, n_bins: int = 10) -> float:
     return float(np.sum(cnt[ok] * np.abs(mean_y - mean_p)) / y.size)
 
 
+def clipped_log_loss(y_true, y_prob) -> float:
+    """Mean log-loss (nats per row) with probabilities clipped to ``[EPS, 1 - EPS]``
+    (:func:`sklearn.metrics.log_loss`); ``-clipped_log_loss`` is the mean log-likelihood.
+
+    Examples
+    --------
+    >>> round(clipped_log_loss([0, 1], [0.0, 1.0]), 12)
+    1e-07
+    """
+    y, p = _check_inputs(y_true, y_prob)
+    return float(log_loss(y, np.clip(p, EPS, 1 - EPS), labels=[0, 1]))
+
+
+def auroc(y_true, y_score) -> float:
+    """Area under the ROC curve (:func:`sklearn.metrics.roc_auc_score`; ties count half) of
+    any real-valued scores (probabilities or log-odds); NaN when ``y_true`` holds one class.
+
+    Examples
+    --------
+    >>> auroc([0, 1, 1], [-2.0, 0.5, 0.5]), math.isnan(auroc([1, 1], [0.2, 0.3]))
+    (1.0, True)
+    """
+    y = np.asarray(y_true, dtype=float).reshape(-1)
+    s = np.asarray(y_score, dtype=float).reshape(-1)
+    if y.shape != s.shape or y.size == 0:
+        raise ValidationError(f"y_true has {y.size} values but y_score has {s.size}; they must match and be non-empty")
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValidationError("y_true must contain only 0/1 labels")
+    if not np.all(np.isfinite(s)):
+        raise ValidationError("y_score must be finite")
+    return float(roc_auc_score(y, s)) if 0 < y.sum() < y.size else math.nan
+
+
 def task_metrics(y_true, y_prob) -> dict[str, float]:
     """AUROC, log-loss, Brier score, ECE and accuracy of one task's predictions.
 
@@ -93,10 +126,9 @@ def task_metrics(y_true, y_prob) -> dict[str, float]:
     (True, 0.047)
     """
     y, p = _check_inputs(y_true, y_prob)
-    two_classes = 0 < y.sum() < y.size
     return {
-        "auroc": float(roc_auc_score(y, p)) if two_classes else math.nan,
-        "log_loss": float(log_loss(y, np.clip(p, EPS, 1 - EPS), labels=[0, 1])),
+        "auroc": auroc(y, p),
+        "log_loss": clipped_log_loss(y, p),
         "brier": float(brier_score_loss(y, p, labels=[0, 1])),
         "ece": expected_calibration_error(y, p),
         "accuracy": float(accuracy_score(y, (p >= 0.5).astype(float))),

@@ -137,6 +137,29 @@ class ModelParams:
         start = 1 + int(self.schema.gam_offsets[k])
         return self.vector[start : start + len(self.schema.bin_labels(feature))]
 
+    def log_odds(self, X) -> np.ndarray:
+        """Log-odds ``intercept + D @ terms`` of the rows of ``X``, shape (n_rows,).
+
+        ``X`` is a DataFrame with the schema's features (``D`` is :func:`design_matrix`: the
+        standardised design for logistic parameters; for a GAM each feature adds the score of
+        the row's bin, 0 when the value has no bin). This is the one place predictions are
+        computed from parameters; ``sigmoid(log_odds(X))`` is P(y=1).
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> X = pd.DataFrame({"age": [40.0, 60.0, 80.0]})
+        >>> p = ModelParams.from_dict("logistic", FeatureSchema.infer(X).fit(X), {"intercept": -1.0, "age": 0.5})
+        >>> p.log_odds(X).round(3).tolist()
+        [-1.612, -1.0, -0.388]
+        """
+        if self.kind == "gam":
+            B = self.schema.bin_indices(X)
+            idx = B + self.schema.gam_offsets[None, :]
+            contrib = np.where(B >= 0, self.terms[np.where(B >= 0, idx, 0)], 0.0)
+            return self.intercept + contrib.sum(axis=1)
+        return self.schema.transform(X) @ self.terms + self.intercept
+
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_dict(

@@ -14,7 +14,10 @@ from ragim import AttentionGenerator, TaskIndex, datasets
 from ragim.datasets.folder import load_task_folder
 from ragim.errors import ValidationError
 from ragim.estimator import neighbor_mean
+from ragim.generate.statistical import default_generator
+from ragim.metrics import paired_differences
 from ragim.models.base import InterpretableModel
+from ragim.models.map import newton_map
 from ragim.rows import read_rows
 from ragim.validation import adapt_params, calibration_slope_intercept, score_predictions
 
@@ -52,6 +55,9 @@ def signature(fn, *, method: bool = False) -> str:
         ("ragim.validation.calibration_slope_intercept", calibration_slope_intercept, False),
         ("ragim.validation.adapt_params", adapt_params, False),
         ("model.explain", InterpretableModel.explain, True),
+        ("ragim.generate.statistical.default_generator", default_generator, False),
+        ("ragim.metrics.paired_differences", paired_differences, False),
+        ("ragim.models.map.newton_map", newton_map, False),
     ],
 )
 def test_documented_signatures_are_the_real_ones(name, fn, method):

@@ -389,7 +389,7 @@ def test_progress_bars_only_on_a_terminal_and_quiet_silences_them(tmp_path, monk
     )  # stderr is not a terminal here
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)  # now it is
     code, out, err = run_main([*args, "--out", tmp_path / "b"], monkeypatch, capsys)
-    assert code == 0 and "fitting logistic models: 100%" in err  # a progress bar
+    assert code == 0 and "building index: 100%" in err  # a progress bar
     for quiet in (["--quiet", *args], [*args, "--quiet"], ["-q", *args]):
         monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
         code, out, err = run_main([*quiet, "--out", tmp_path / "c"], monkeypatch, capsys)
@@ -656,7 +656,8 @@ def test_outcome_and_patient_id_options_name_a_task_folders_columns(tmp_path, mo
     )
     assert out["n_tasks"] == 3
     index = TaskIndex.load(tmp_path / "i")
+    # patient ids are kept as canonical id strings (ragim.tasks.canonical_metadata)
     assert index.schema.names == ["lactate"] and index.tasks["t1"].metadata["patient_ids"][:2] == [
-        100,
-        101,
+        "100",
+        "101",
     ]

@@ -103,6 +103,24 @@ def test_add_and_remove_without_rebuild(tmp_path):
     assert again.ids == idx.ids and len(again.store.deleted) == 0
 
 
+def test_rows_line_up_parameters_records_and_vectors():
+    tc = _tasks()
+    idx = TaskIndex.build(tc.take(range(6)), embedder=HashingEmbedder(dim=128), progress=False)
+    vectors = idx.store.reconstruct_all()
+    for t in idx.ids:
+        r = idx.row(t)
+        assert np.array_equal(idx.row_params[r], idx.params(t).vector)
+        assert idx.row_records[r]["task_id"] == t
+        assert np.allclose(vectors[r], idx.embed_queries(idx.record(t)["description"])[0][0], atol=1e-5)
+    with pytest.raises(ValueError, match="read-only"):
+        idx.row_params[0, 0] = 1.0
+    removed = idx.row("zurich-1")
+    idx.remove(["zurich-1"])
+    assert idx.row_records[removed] is None and idx.row_params.shape[0] == 6  # its row stays until saved
+    with pytest.raises(KeyError, match="zurich-1"):
+        idx.row("zurich-1")
+
+
 def test_save_load_round_trip(index, tmp_path):
     path = index.save(tmp_path / "idx")
     files = json.loads((path / "manifest.json").read_text())["files"]

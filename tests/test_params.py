@@ -84,3 +84,21 @@ def test_stack(schema):
     assert stack_params([a, b]).shape == (2, len(a))
     with pytest.raises(ValidationError, match="differ in kind or schema"):
         stack_params([a, ModelParams.zeros("gam", schema)])
+
+
+@pytest.mark.parametrize("kind", ["logistic", "gam"])
+def test_log_odds_is_intercept_plus_design_times_terms(schema, frame, kind):
+    from scipy.special import expit
+
+    from ragim.evaluate import params_proba
+    from ragim.models import model_from_params
+    from ragim.params import design_matrix
+
+    rng = np.random.default_rng(1)
+    p = ModelParams(kind, schema, rng.normal(size=len(param_names(kind, schema))))
+    z = p.log_odds(frame)
+    assert z.shape == (len(frame),)
+    np.testing.assert_allclose(z, p.intercept + design_matrix(kind, schema, frame) @ p.terms, rtol=1e-12, atol=1e-12)
+    # every consumer predicts from the same log-odds
+    np.testing.assert_array_equal(model_from_params(p).decision_function(frame), z)
+    np.testing.assert_array_equal(params_proba(p, frame), expit(z))

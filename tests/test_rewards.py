@@ -1,4 +1,4 @@
-"""Tests of ragim.rewards: TRL-signature verifiable rewards (fast, offline)."""
+"""Tests of ragim.train.rewards: TRL-signature verifiable rewards (fast, offline)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import pytest
 
 from ragim.errors import ValidationError
 from ragim.params import ModelParams, param_names
-from ragim.rewards import (
+from ragim.schema import FeatureSchema
+from ragim.train.rewards import (
     DEFAULT_FLOOR,
     REWARDS,
-    RewardConfig,
     auroc_reward,
     combine_rewards,
     decode_heldout,
@@ -30,7 +30,7 @@ from ragim.rewards import (
     sign_agreement,
     sparsity_reward,
 )
-from ragim.schema import FeatureSchema
+from ragim.train.rewards import VerifiableRewardConfig as RewardConfig
 
 NAMES = ["intercept", "age", "chol"]
 HELDOUT = {"kind": "logistic", "D": [[-1.0, 0.5], [0.0, -1.0], [1.0, 0.0], [2.0, 1.0]], "y": [0, 0, 1, 1]}
@@ -293,3 +293,27 @@ def test_rank_candidates_is_stable():
     c = ["bad", VALID, "worse", VALID]
     assert rank_candidates(c, param_names=NAMES, heldout=HELDOUT) == [1, 3, 0, 2]
     assert rank_candidates(c, param_names=NAMES, heldout=HELDOUT, reward="validity") == [1, 3, 0, 2]
+
+
+def test_old_module_and_config_name_work_with_a_deprecation_warning():
+    import ragim
+    import ragim.train.rewards as new
+
+    with pytest.warns(DeprecationWarning, match=r"use ragim.train.rewards.VerifiableRewardConfig"):
+        from ragim.rewards import RewardConfig as Old
+    assert Old is new.VerifiableRewardConfig
+    with pytest.warns(DeprecationWarning, match=r"use ragim.train.rewards.held_out_log_likelihood"):
+        assert ragim.rewards.held_out_log_likelihood is held_out_log_likelihood
+    with pytest.warns(DeprecationWarning, match="use VerifiableRewardConfig"):
+        assert new.RewardConfig is new.VerifiableRewardConfig
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        assert "RewardConfig" in dir(ragim.rewards) and "auroc_reward" in ragim.rewards.__all__
+    with pytest.raises(AttributeError, match="moved to ragim.train.rewards"):
+        ragim.rewards.no_such_reward  # noqa: B018
+    # the new name does not clash with TRL's reward-model config
+    from trl import RewardConfig as TRLRewardConfig
+
+    assert new.VerifiableRewardConfig is not TRLRewardConfig
+    with pytest.raises(ValidationError, match="max_abs must be a number > 0"):
+        new.VerifiableRewardConfig(max_abs=0)

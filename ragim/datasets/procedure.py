@@ -37,8 +37,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
-from ragim.datasets.synthetic import _sigmoid, check_float, check_int, draw_labels, hash_uniform
+from ragim.datasets.synthetic import check_float, check_int, draw_labels, hash_uniform
 from ragim.errors import DependencyError, ValidationError
 from ragim.params import ModelParams
 from ragim.schema import Feature, FeatureSchema
@@ -226,7 +227,7 @@ def simulate_patients(rng: np.random.Generator, n: int, *, severity_shift: float
         if p >= 1.0:
             continue
         logit = np.log(p / (1 - p)) + 0.6 * s
-        drawn[name] = rng.random(n) < _sigmoid(logit)
+        drawn[name] = rng.random(n) < expit(logit)
     for j, lab in enumerate(LAB_PANEL):
         if lab.panel in drawn:
             out[~drawn[lab.panel], j] = np.nan
@@ -333,7 +334,7 @@ class _ProcedureFamily:
         sev, age = 0.35 * rng.standard_normal(), 6.0 * rng.standard_normal()
         n = int(self.sizes[i])
         raw = simulate_patients(rng, n, severity_shift=sev, age_shift=age, p_male=p_male)[:, : self.nf]
-        y = draw_labels(rng, _sigmoid(coef[0] + self.design(raw) @ coef[1:]))
+        y = draw_labels(rng, expit(coef[0] + self.design(raw) @ coef[1:]))
         tp = ModelParams("logistic", self.ref_schema, coef,
                          metadata={"source": "true", "task_id": tid, "code": meta["code"]})
         op = ModelParams("logistic", self.ref_schema, self.coefficients(i, task_noise=False),

@@ -2,11 +2,15 @@
 
 from ragim.generate.base import GENERATORS, Generator, register_generator
 
-__all__ = ["GENERATORS", "Generator", "register_generator", "AttentionGenerator",
+__all__ = ["GENERATORS", "Generator", "register_generator", "StatisticalGenerator", "AttentionGenerator",
            "RagIm2024Generator"]
 
 
 def __getattr__(name):
+    if name == "StatisticalGenerator":
+        from ragim.generate.statistical import StatisticalGenerator
+
+        return StatisticalGenerator
     if name == "AttentionGenerator":
         from ragim.generate.attention import AttentionGenerator
 

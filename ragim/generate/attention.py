@@ -211,7 +211,7 @@ class AttentionGenerator(Generator):
         scores, rows = [], []
         hits = index.search_vectors(vectors, k, exclude=excludes)
         for hs in hits:
-            r = [index._row(h.task_id) for h in hs] + [-1] * (k - len(hs))
+            r = [index.row(h.task_id) for h in hs] + [-1] * (k - len(hs))
             s = [h.score for h in hs] + [0.0] * (k - len(hs))
             rows.append(r)
             scores.append(s)
@@ -244,7 +244,7 @@ class AttentionGenerator(Generator):
         self._stack_index(index)
         k = min(self.config.k, len(index) - 1)
         records = [index.record(t) for t in ids]
-        vecs = self._embeddings[[index._row(t) for t in ids]]
+        vecs = self._embeddings[[index.row(t) for t in ids]]
         nb_rows, nb_sim = self._neighbors(index, vecs, [leak_free(r) for r in records], k)
         usable = (nb_rows >= 0).any(axis=1)  # a task overlapping every other task has no episode
         if usable.sum() < 3:
@@ -279,13 +279,13 @@ class AttentionGenerator(Generator):
         from ragim.device import resolve_device
 
         self._device = resolve_device(self.config.device)
-        raw = index._params.astype(np.float32)
+        raw = index.row_params.astype(np.float32)
         if self.net_ is None or not hasattr(self, "param_mean_"):
             self.param_mean_ = raw.mean(0)
             self.param_scale_ = np.maximum(raw.std(0), 0.05).astype(np.float32)
         self._norm_params = (raw - self.param_mean_) / self.param_scale_
         self._embeddings = index.store.reconstruct_all().astype(np.float32)
-        stats = [(r or {}).get("stats", {}) for r in index._records]
+        stats = [(r or {}).get("stats", {}) for r in index.row_records]
         n_rows = np.asarray([st.get("n_rows") or 0 for st in stats], dtype=np.float32)
         n_pos = np.asarray([st.get("n_positive") or 0 for st in stats], dtype=np.float32)
         self._log_rows = (np.log1p(n_rows) / 5.0).astype(np.float32)
@@ -407,7 +407,7 @@ class AttentionGenerator(Generator):
         """Generated parameters with provenance (and bootstrap ``std`` when ``uncertainty``)."""
         index = self._resolve_index(index)
         self._check_ready(index)
-        if getattr(self, "_stacked_for", None) is not index or len(self._norm_params) != len(index._params):
+        if getattr(self, "_stacked_for", None) is not index or len(self._norm_params) != len(index.row_params):
             self._stack_index(index)
             self._stacked_for = index
         if k is not None and (isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1):
@@ -421,7 +421,7 @@ class AttentionGenerator(Generator):
         rows = np.full((len(hits), k), -1, dtype=np.int64)
         sims = np.zeros((len(hits), k), dtype=np.float32)
         for qi, hs in enumerate(hits):
-            rows[qi, : len(hs)] = [index._row(h.task_id) for h in hs]
+            rows[qi, : len(hs)] = [index.row(h.task_id) for h in hs]
             sims[qi, : len(hs)] = [h.score for h in hs]
         base = None
         if self.base_ is not None:

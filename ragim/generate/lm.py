@@ -36,18 +36,19 @@ Examples
 
 from __future__ import annotations
 
-import contextlib
-import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ragim.checks import check_fields, check_int, check_number
 from ragim.errors import ArtifactError, GenerationError, ValidationError
 from ragim.generate.base import Generator, provenance_records, register_generator
+from ragim.io import json_safe
+from ragim.lm.adapters import adapter_config_problems, quiet_checkpointing_rename
 from ragim.params import ModelParams, param_names
 from ragim.tasks import Task
 
@@ -86,54 +87,16 @@ class LMConfig:
     )
 
     def __post_init__(self):
-        self.target_modules = tuple(self.target_modules)
-        problems = []
-        if not isinstance(self.base_model, str) or not self.base_model.strip():
-            problems.append(f"base_model must be a non-empty string, got {self.base_model!r}")
-        for name in ("k", "lora_r", "lora_alpha", "num_candidates", "seed"):
-            v = getattr(self, name)
-            lo = 1 if name in ("lora_r", "lora_alpha", "num_candidates") else 0
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                problems.append(f"{name} must be an integer >= {lo}, got {v!r}")
-        if isinstance(self.decimals, bool) or not isinstance(self.decimals, int) or not 0 <= self.decimals <= 3:
-            problems.append(f"decimals must be an integer in 0..3, got {self.decimals!r}")
-        if not (isinstance(self.max_abs, int | float) and math.isfinite(self.max_abs) and 0 < self.max_abs < 1000):
-            problems.append(f"max_abs must be a number in (0, 1000), got {self.max_abs!r}")
-        if not (isinstance(self.temperature, int | float) and math.isfinite(self.temperature) and self.temperature >= 0):
-            problems.append(f"temperature must be >= 0, got {self.temperature!r}")
-        if not (isinstance(self.top_p, int | float) and 0 < self.top_p <= 1):
-            problems.append(f"top_p must be in (0, 1], got {self.top_p!r}")
-        if not (isinstance(self.lora_dropout, int | float) and 0 <= self.lora_dropout < 1):
-            problems.append(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
-        if not self.target_modules or not all(isinstance(m, str) and m for m in self.target_modules):
-            problems.append(f"target_modules must be non-empty module names, got {self.target_modules!r}")
-        if self.max_prompt_tokens is not None and (not isinstance(self.max_prompt_tokens, int) or self.max_prompt_tokens < 16):
-            problems.append(f"max_prompt_tokens must be None or an integer >= 16, got {self.max_prompt_tokens!r}")
+        problems = adapter_config_problems(self)
         if not isinstance(self.population, bool):
             problems.append(f"population must be True or False, got {self.population!r}")
         if self.provenance_weights not in _WEIGHTINGS:
             problems.append(f"provenance_weights must be one of {list(_WEIGHTINGS)}, got {self.provenance_weights!r}")
-        if problems:
-            raise ValidationError("invalid LMConfig:", problems)
-
-
-@contextlib.contextmanager
-def quiet_checkpointing_rename():
-    """peft/TRL still call transformers' renamed ``*gradient_checkpointing*`` API; hide that FutureWarning."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
-        yield
-
-
-def _json_safe(obj: Any) -> Any:
-    """Replace non-finite floats (NaN grad norms, ...) by None so the history saves as JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    return obj
+        rules = {"k": partial(check_int, ge=0), "num_candidates": partial(check_int, ge=1),
+                 "decimals": partial(check_int, ge=0, le=3), "max_abs": partial(check_number, gt=0, lt=1000),
+                 "temperature": partial(check_number, ge=0), "top_p": partial(check_number, gt=0, le=1),
+                 "max_prompt_tokens": partial(check_int, ge=16, allow_none=True)}
+        check_fields(self, rules, "LMConfig", problems)
 
 
 @register_generator("lm")
@@ -150,6 +113,8 @@ class LMGenerator(Generator):
     model_, tokenizer_ : the causal LM (a ``peft.PeftModel`` once fine-tuned or loaded) and
         its tokenizer; None until first use.
     history_ : the trainer's log history (train ``loss`` and ``eval_loss`` entries).
+    training_ : how it was trained, one ``{"stage", "config"}`` record per training run
+        (SFT, then GRPO or DPO), saved in ``state.json`` beside the adapter.
     parse_failures_ : answers that did not parse (expected: always 0).
     n_trainable_params_, train_seconds_ : LoRA parameter count and SFT wall time.
     """
@@ -161,6 +126,7 @@ class LMGenerator(Generator):
         self.tokenizer_ = None
         self.index_ = None
         self.history_: list[dict] = []
+        self.training_: list[dict] = []
         self.parse_failures_ = 0
         self.fine_tuned_ = False
         self.model_kind_: str | None = None
@@ -202,9 +168,18 @@ class LMGenerator(Generator):
             limit = min(limit, self.config.max_prompt_tokens + room)
         return limit
 
+    def answer_format(self, names: Sequence[str]):
+        """The answer codec (:mod:`ragim.lm.answer`) of this generator over ``names``: what it
+        writes, parses and constrains its decoding to (decimals and range from the config)."""
+        from ragim.lm.answer import answer_format
+
+        return answer_format(names, decimals=self.config.decimals, max_abs=self.config.max_abs)
+
     def fit(self, index, **sft_kwargs: Any) -> LMGenerator:
         """Fine-tune with LoRA on ``index`` (:func:`ragim.train.train_sft` with this config); returns self."""
-        from ragim.train.sft import train_sft
+        # Training sits above inference: imported at call time so that ragim.generate.lm never
+        # loads ragim.train (a convenience for Generator.fit; train_sft is the real entry point).
+        from ragim.train.sft import train_sft  # lazy on purpose: inference must not import training
 
         if self.fine_tuned_:
             raise ValidationError("this LMGenerator is already fine-tuned; create a new one to train again")
@@ -213,7 +188,10 @@ class LMGenerator(Generator):
         return self
 
     # ------------------------------------------------------------------ generation
-    def _check_index(self, index) -> None:
+    def check_index(self, index) -> None:
+        """Raise :class:`~ragim.errors.ValidationError` unless ``index`` has the model family,
+        parameter layout and embedder this generator was trained on (an untrained base model
+        works with any index)."""
         if self.param_names_ is None:
             return  # the untrained base model works with any index
         names = param_names(index.model, index.schema)
@@ -226,6 +204,39 @@ class LMGenerator(Generator):
             from ragim.embed import check_identity
 
             check_identity(self.embedder_identity_, index.embedder)
+
+    def prompt(self, query: str | Task, index=None, *, k: int | None = None,
+               exclude=None) -> tuple[list[dict[str, str]], list[str]]:
+        """The chat prompt :meth:`generate_candidates` builds for one query, and the ids of the
+        neighbours shown in it (most similar first).
+
+        This is what a reward model scores candidates against (:func:`~ragim.lm.reward_model.best_of_n`)
+        and what preference pairs store as ``prompt``.
+
+        Examples
+        --------
+        >>> from ragim import TaskIndex, datasets
+        >>> tasks = datasets.synthetic_family(n_tasks=6, n_features=2, seed=0)
+        >>> index = TaskIndex.build(tasks, embedder="hashing", progress=False)
+        >>> messages, shown = LMGenerator(base_model="tiny", k=2, device="cpu").prompt(
+        ...     tasks.descriptions[0], index, exclude=[tasks.ids[0]])
+        >>> [m["role"] for m in messages], len(shown)
+        (['system', 'user'], 2)
+        """
+        from ragim.lm.prompts import index_prompt
+
+        if not isinstance(query, str | Task):
+            raise ValidationError("prompt() takes one description or Task")
+        index = self._resolve_index(index)
+        cfg = self.config
+        k = check_int(cfg.k if k is None else k, "k", ge=0)
+        _, tok = self.load_model()
+        desc = query.description if isinstance(query, Task) else query
+        hits = index.search(desc, k=min(k, len(index)), exclude=exclude) if k > 0 else []
+        hits = sorted(hits, key=lambda h: -float(h.score))
+        limit = self.prompt_limit(param_names(index.model, index.schema))
+        messages, _, kept, _ = index_prompt(index, desc, hits, tok, cfg, exclude=exclude, max_tokens=limit)
+        return messages, [h.task_id for h in hits[:kept]]
 
     def _weights(self, hits) -> list[float]:
         if not hits:
@@ -250,11 +261,9 @@ class LMGenerator(Generator):
         from ragim.lm.prompts import index_prompt
 
         index = self._resolve_index(index)
-        self._check_index(index)
+        self.check_index(index)
         cfg = self.config
-        k = cfg.k if k is None else k
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise ValidationError(f"k must be an integer >= 0, got {k!r}")
+        k = check_int(cfg.k if k is None else k, "k", ge=0)
         n = cfg.num_candidates if num_candidates is None else num_candidates
         temp = cfg.temperature if temperature is None else temperature
         top_p = cfg.top_p if top_p is None else top_p
@@ -284,9 +293,10 @@ class LMGenerator(Generator):
         return out[0] if single else out
 
     def _decode(self, model, tok, messages, names, index, desc, meta, n, temp, top_p, rng) -> list[ModelParams]:
-        from ragim.lm.constrained import generate_json_numbers, parse_json_numbers
+        from ragim.lm.constrained import generate_json_numbers
 
         cfg = self.config
+        fmt = self.answer_format(names)
         ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
                                       return_dict=True)["input_ids"]
         try:
@@ -299,7 +309,7 @@ class LMGenerator(Generator):
         out = []
         for i, r in enumerate(results):
             try:
-                values = parse_json_numbers(r.text, names, max_abs=cfg.max_abs)
+                values = fmt.parse(r.text)
                 p = ModelParams.from_dict(index.model, index.schema, values, metadata={
                     **meta, "candidate": i, "logprob": round(float(r.logprob), 6),
                     "prompt_tokens": int(ids.shape[1]), "answer_tokens": int(r.n_tokens)})
@@ -330,8 +340,8 @@ class LMGenerator(Generator):
             identical).
         rerank : ``None`` or ``"logprob"`` (the candidate with the highest model
             log-probability) or ``"reward_model"`` (best-of-n:
-            :func:`ragim.train.reward.best_of_n` with ``reward_model``).
-        reward_model : a :class:`~ragim.train.reward.RewardModel` (or any object with
+            :func:`ragim.lm.reward_model.best_of_n` with ``reward_model``).
+        reward_model : a :class:`~ragim.lm.reward_model.RewardModel` (or any object with
             ``score(prompts, completions)``), or the path of a saved one; needed for
             ``rerank="reward_model"``.
 
@@ -360,7 +370,7 @@ class LMGenerator(Generator):
         num_candidates = n if n is not None else num_candidates
         single = isinstance(query, str | Task)
         if rerank == "reward_model":
-            from ragim.train.reward import best_of_n
+            from ragim.lm.reward_model import best_of_n
 
             if reward_model is None:
                 raise ValidationError('rerank="reward_model" needs reward_model=... (a RewardModel or the path of '
@@ -385,7 +395,7 @@ class LMGenerator(Generator):
     @staticmethod
     def _resolve_reward_model(reward_model):
         if isinstance(reward_model, str | Path):
-            from ragim.train.reward import RewardModel
+            from ragim.lm.reward_model import RewardModel
 
             return RewardModel.load(reward_model)
         if not callable(getattr(reward_model, "score", None)):
@@ -427,7 +437,8 @@ class LMGenerator(Generator):
         state = {
             "model_kind": self.model_kind_, "param_names": self.param_names_,
             "schema": None if self.schema_ is None else self.schema_.to_dict(),
-            "embedder": self.embedder_identity_, "history": _json_safe(self.history_),
+            "embedder": self.embedder_identity_, "history": json_safe(self.history_),
+            "training": json_safe(self.training_),
             "fine_tuned": self.fine_tuned_, "n_trainable_params": int(self.n_trainable_params_),
             "train_seconds": float(self.train_seconds_), "train_task_ids": list(self.train_task_ids_),
             "val_task_ids": list(self.val_task_ids_),
@@ -457,6 +468,7 @@ class LMGenerator(Generator):
             gen.model_kind_, gen.param_names_ = state["model_kind"], state["param_names"]
             gen.schema_ = None if state["schema"] is None else FeatureSchema.from_dict(state["schema"])
             gen.embedder_identity_, gen.history_ = state["embedder"], state.get("history", [])
+            gen.training_ = list(state.get("training", []))
             gen.fine_tuned_ = bool(state.get("fine_tuned", False))
             gen.n_trainable_params_ = int(state.get("n_trainable_params", 0))
             gen.train_seconds_ = float(state.get("train_seconds", 0.0))
@@ -477,4 +489,4 @@ class LMGenerator(Generator):
         return f"LMGenerator(base_model={self.config.base_model!r}, k={self.config.k}, {state})"
 
 
-__all__ = ["FORMAT", "RERANKS", "LMConfig", "LMGenerator"]
+__all__ = ["FORMAT", "RERANKS", "LMConfig", "LMGenerator", "quiet_checkpointing_rename"]

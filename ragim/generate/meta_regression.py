@@ -168,11 +168,11 @@ def fit_kernel_scales(Ks: Sequence[np.ndarray], Y: np.ndarray, V: np.ndarray) ->
     -------
     (h, nugget): scales (len(Ks),) and the nugget, each in [1e-8, 1e3].
     """
+    from scipy.linalg.lapack import dpotri
     from scipy.optimize import minimize
 
     n, m = Y.shape
     noise = V.mean(axis=1)
-    eye = np.eye(n)
 
     def nll(log_h):
         h = np.exp(log_h)
@@ -182,7 +182,11 @@ def fit_kernel_scales(Ks: Sequence[np.ndarray], Y: np.ndarray, V: np.ndarray) ->
         except np.linalg.LinAlgError:
             return 1e12, np.zeros_like(log_h)
         A = cho_solve(c, Y)
-        M = A @ A.T - m * cho_solve(c, eye)
+        inv, info = dpotri(c[0], lower=1)  # S^-1 from the factor: half the work of solving for I
+        if info != 0:
+            return 1e12, np.zeros_like(log_h)
+        inv = np.tril(inv) + np.tril(inv, -1).T
+        M = A @ A.T - m * inv
         value = 0.5 * float(np.sum(Y * A)) + m * float(np.sum(np.log(np.diag(c[0]))))
         grad = [-0.5 * float(np.sum(M * K)) * hk for hk, K in zip(h[:-1], Ks, strict=True)]
         return value, np.array([*grad, -0.5 * float(np.trace(M)) * h[-1]])

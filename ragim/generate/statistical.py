@@ -86,6 +86,8 @@ class StatisticalConfig:
 
     candidates: tuple[str, ...] = field(default=CANDIDATES, metadata={"help": "candidate models the stack combines"})
     max_tasks: int = field(default=1000, metadata={"help": "tasks the meta-regression learns from (the largest)"})
+    hyper_tasks: int = field(default=300, metadata={"help": "tasks the kernel scales are fitted on (a random subset "
+                                                            "beyond this; each marginal-likelihood step costs n^3)"})
     prior_sd: float = field(default=1.0, metadata={"help": "prior SD of a task's slopes around the pooled model"})
     intercept_prior_sd: float = field(default=3.0, metadata={"help": "prior SD of a task's intercept (log-odds)"})
     ngram_max: int = field(default=2, metadata={"help": "longest word n-gram of the text candidate"})
@@ -104,7 +106,7 @@ class StatisticalConfig:
         unknown = [c for c in self.candidates if c not in CANDIDATES]
         if unknown or not self.candidates:
             problems.append(f"candidates must be a non-empty subset of {list(CANDIDATES)}, got {list(self.candidates)}")
-        for name in ("max_tasks", "ngram_max", "min_df", "cv_folds", "max_rows_per_task", "pooled_rows", "neighbor_k"):
+        for name in ("max_tasks", "hyper_tasks", "ngram_max", "min_df", "cv_folds", "max_rows_per_task", "pooled_rows", "neighbor_k"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 problems.append(f"{name} must be a positive integer, got {v!r}")
@@ -148,6 +150,13 @@ class _Fitted:
             self.state[key] = float(max(np.mean(self.Y[:, cols] ** 2) - np.mean(self.V[:, cols]), 1e-4))
         return self.state[key]
 
+    def _hyper_rows(self) -> np.ndarray:
+        """The tasks the kernel scales are fitted on: all, or a fixed random ``hyper_tasks`` of them."""
+        n = len(self.ids)
+        if n <= self.cfg.hyper_tasks:
+            return np.arange(n)
+        return np.sort(np.random.default_rng(self.cfg.seed).choice(n, self.cfg.hyper_tasks, replace=False))
+
     # -- text: n-grams with learned relevance
     def _vectorizer(self):
         from sklearn.feature_extraction.text import CountVectorizer
@@ -182,8 +191,9 @@ class _Fitted:
                 buckets = [np.arange(len(words)) == 0] + ngram_buckets(words[1:], Phi[:, 1:].sum(axis=0),
                                                                        len(Phi))
                 buckets[1:] = [np.concatenate([[False], b]) for b in buckets[1:]]
-                h, nug = fit_kernel_scales([(Phi[:, b]) @ Phi[:, b].T for b in buckets], self.Y[:, cols],
-                                           self.V[:, cols])
+                sub = self._hyper_rows()
+                h, nug = fit_kernel_scales([Phi[np.ix_(sub, b)] @ Phi[np.ix_(sub, b)].T for b in buckets],
+                                           self.Y[np.ix_(sub, cols)], self.V[np.ix_(sub, cols)])
                 tau = np.zeros(Phi.shape[1])
                 for hb, b in zip(h, buckets, strict=True):
                     tau[b] = hb
@@ -202,7 +212,8 @@ class _Fitted:
         for g, cols in self.groups.items():
             key = f"emb_scale_{g}"
             if key not in self.state:
-                h, nug = fit_kernel_scales([K], self.Y[:, cols], self.V[:, cols])
+                sub = self._hyper_rows()
+                h, nug = fit_kernel_scales([K[np.ix_(sub, sub)]], self.Y[np.ix_(sub, cols)], self.V[np.ix_(sub, cols)])
                 self.state[key], self.state[f"emb_nugget_{g}"] = float(h[0]), nug
             h, nug = self.state[key], self.state[f"emb_nugget_{g}"]
             parts[g] = {"h": h, "gp": KernelRegression(h * K, self.Y[:, cols], self.V[:, cols], nug)}

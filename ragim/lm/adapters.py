@@ -1,7 +1,7 @@
 """Artifacts that hold a peft LoRA adapter over a referenced (never copied) base model.
 
 The LM generator (:class:`~ragim.generate.lm.LMGenerator`) and the reward model
-(:class:`~ragim.train.reward.RewardModel`) save the same way: ``config.json`` (their
+(:class:`~ragim.lm.reward_model.RewardModel`) save the same way: ``config.json`` (their
 config dataclass plus the base model's identity), ``state.json`` and peft's ``adapter/``
 folder. Loading verifies, in order: the base model still resolves to the weights the
 adapter was trained on, the LoRA settings of ``config.json`` agree with
@@ -11,11 +11,44 @@ adapter was trained on, the LoRA settings of ``config.json`` agree with
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ragim.errors import ArtifactError
+from ragim.errors import ArtifactError, ValidationError
+
+
+def adapter_config_problems(config: Any) -> list[str]:
+    """Check the settings every adapter config shares (``base_model``, ``target_modules``,
+    ``lora_r``, ``lora_alpha``, ``lora_dropout``, ``seed``): fixes their types in place
+    (``target_modules`` as a tuple, numbers as plain ints and floats) and returns the
+    problems, one line each, for the config's own error."""
+    from ragim.checks import check_int, check_number
+
+    config.target_modules = tuple(config.target_modules)
+    problems = []
+    if not isinstance(config.base_model, str) or not config.base_model.strip():
+        problems.append(f"base_model must be a non-empty string, got {config.base_model!r}")
+    if not config.target_modules or not all(isinstance(m, str) and m for m in config.target_modules):
+        problems.append(f"target_modules must be non-empty module names, got {config.target_modules!r}")
+    rules = {"lora_r": (check_int, {"ge": 1}), "lora_alpha": (check_int, {"ge": 1}), "seed": (check_int, {"ge": 0}),
+             "lora_dropout": (check_number, {"ge": 0, "lt": 1})}
+    for name, (check, bounds) in rules.items():
+        try:
+            setattr(config, name, check(getattr(config, name), name, **bounds))
+        except ValidationError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+@contextlib.contextmanager
+def quiet_checkpointing_rename():
+    """peft/TRL still call transformers' renamed ``*gradient_checkpointing*`` API; hide that FutureWarning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def _safetensors_errors() -> tuple[type[BaseException], ...]:
@@ -98,8 +131,6 @@ def apply_adapter(path, adapter_dir: Path, base, base_model: str):
     ArtifactError naming the adapter."""
     from peft import PeftModel
 
-    from ragim.generate.lm import quiet_checkpointing_rename
-
     try:
         with quiet_checkpointing_rename():
             model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
@@ -111,4 +142,5 @@ def apply_adapter(path, adapter_dir: Path, base, base_model: str):
     return model
 
 
-__all__ = ["apply_adapter", "check_base_model", "check_lora_settings", "checked_adapter_dir", "save_adapter_artifact"]
+__all__ = ["adapter_config_problems", "apply_adapter", "check_base_model", "check_lora_settings", "checked_adapter_dir",
+           "quiet_checkpointing_rename", "save_adapter_artifact"]

@@ -1,13 +1,17 @@
-"""Constrained decoding of a name-keyed JSON object of numbers.
+"""Constrained decoding: the model chooses only the numbers of an answer.
 
-The answer always has the form ``{"k1": v1, "k2": v2, ...}`` with the keys fixed
-and in a given order, ``", "`` between items, ``": "`` after each key, and
-every value a decimal matching ``-?(0|[1-9]\\d{0,2})(\\.\\d{1,3})?`` whose value
-lies in ``[-max_abs, max_abs]``. Everything except the numbers is forced; the
-model only chooses the numbers, token by token, among tokens that keep the
-number a valid prefix of that grammar, plus a "stop" decision. The output of
-:func:`generate_json_numbers` therefore always parses with
-:func:`parse_json_numbers`, whatever the model's weights.
+The decoder follows an :class:`~ragim.lm.answer.AnswerGrammar` (from the answer codec,
+:mod:`ragim.lm.answer`): literal pieces are forced, and between them the model writes one
+decimal per key, matching ``-?(0|[1-9]\\d{0,2})(\\.\\d{1,3})?`` with its value in
+``[-max_abs, max_abs]``. For the JSON format the answer is
+``{"k1": v1, "k2": v2, ...}`` with the keys fixed and in order. The model chooses the
+numbers token by token, among tokens that keep the number a valid prefix of that grammar,
+plus a "stop" decision. Every output therefore parses with the codec's
+:meth:`~ragim.lm.answer.AnswerFormat.parse`, whatever the model's weights.
+
+:func:`generate_answers` decodes any answer format; :func:`generate_json_numbers` is the
+JSON format with its keys given directly. The codec's JSON functions
+:func:`format_json_numbers` and :func:`parse_json_numbers` are importable from here too.
 
 Examples
 --------
@@ -21,15 +25,22 @@ Examples
 from __future__ import annotations
 
 import copy
-import json
-import math
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 
-from ragim.errors import GenerationError, ValidationError
+from ragim.checks import check_int, check_number
+from ragim.errors import ValidationError
+from ragim.lm.answer import (
+    AnswerFormat,
+    JSONAnswerFormat,
+    check_keys,
+    check_max_abs,
+    format_json_numbers,
+    parse_json_numbers,
+)
 
 _NUM_CHARS = frozenset("0123456789.-")
 _SEGMENT_CHARS = _NUM_CHARS | {" "}
@@ -43,7 +54,8 @@ class ConstrainedResult:
     Attributes
     ----------
     text : str
-        The JSON text; always accepted by :func:`parse_json_numbers`.
+        The answer text; always accepted by its format's ``parse`` (for JSON,
+        :func:`parse_json_numbers`).
     values : dict[str, float]
         The parsed numbers, in key order.
     n_tokens : int
@@ -125,199 +137,6 @@ def _min_completion(seg: str) -> str:
     if body.endswith("."):
         return "0"
     return ""
-
-
-def _format_number(v: float, decimals: int) -> str:
-    s = f"{v:.{decimals}f}"
-    if "." in s:
-        s = s.rstrip("0").rstrip(".")
-    if s in ("-0", ""):
-        s = "0"
-    return s
-
-
-def _check_keys(keys) -> list[str]:
-    if isinstance(keys, str) or not isinstance(keys, Sequence):
-        raise ValidationError(f"keys must be a list of strings, got {type(keys).__name__}")
-    keys = list(keys)
-    bad = [k for k in keys if not isinstance(k, str)]
-    if bad:
-        raise ValidationError("keys must be strings", [f"{k!r} is {type(k).__name__}" for k in bad])
-    seen, dups = set(), []
-    for k in keys:
-        if k in seen and k not in dups:
-            dups.append(k)
-        seen.add(k)
-    if dups:
-        raise ValidationError("keys must be unique", [f"duplicate key {k!r}" for k in dups])
-    return keys
-
-
-def _check_max_abs(max_abs) -> float:
-    try:
-        m = float(max_abs)
-    except (TypeError, ValueError):
-        raise ValidationError(f"max_abs must be a positive number, got {max_abs!r}") from None
-    if not math.isfinite(m) or m <= 0:
-        raise ValidationError(f"max_abs must be a positive finite number, got {max_abs!r}")
-    return m
-
-
-def _key_text(k: str) -> str:
-    return json.dumps(k, ensure_ascii=False)
-
-
-def _skeleton(keys: list[str]) -> list[str]:
-    """Forced text pieces: piece[i] precedes value i; the last piece closes the object."""
-    if not keys:
-        return ["{}"]
-    pieces = [("{" if i == 0 else ", ") + _key_text(k) + ":" for i, k in enumerate(keys)]
-    return pieces + ["}"]
-
-
-# --------------------------------------------------------------------------- public helpers
-
-
-class _Pairs(list):
-    """A decoded JSON object as its ordered (key, value) pairs."""
-
-
-def format_json_numbers(
-    values: Mapping[str, float],
-    keys: Sequence[str],
-    decimals: int = 3,
-    *,
-    max_abs: float = 20.0,
-) -> str:
-    """The canonical answer text for ``values`` (used as SFT target).
-
-    Values are clipped to ``[-max_abs, max_abs]`` and rounded to ``decimals``
-    places; trailing zeros are dropped (``1.50`` -> ``1.5``, ``2.0`` -> ``2``).
-    The text is exactly what :func:`generate_json_numbers` can emit, so
-    ``parse_json_numbers(format_json_numbers(v, keys), keys)`` returns the
-    clipped, rounded values.
-
-    Examples
-    --------
-    >>> format_json_numbers({"b": 30, "a[1]": -0.0004}, ["a[1]", "b"])
-    '{"a[1]": 0, "b": 20}'
-    """
-    keys = _check_keys(keys)
-    max_abs = _check_max_abs(max_abs)
-    if not isinstance(decimals, int) or isinstance(decimals, bool) or not 0 <= decimals <= 3:
-        raise ValidationError(f"decimals must be an int in 0..3, got {decimals!r}")
-    if max_abs >= 1000:
-        raise ValidationError(f"max_abs must be below 1000 (three integer digits), got {max_abs}")
-    if not isinstance(values, Mapping):
-        raise ValidationError(f"values must be a mapping, got {type(values).__name__}")
-    problems = [f"missing value for key {k!r}" for k in keys if k not in values]
-    problems += [f"unexpected key {k!r}" for k in values if k not in set(keys)]
-    parts = []
-    for k in keys:
-        if k not in values:
-            continue
-        try:
-            v = float(values[k])
-        except (TypeError, ValueError):
-            problems.append(f"value for key {k!r} is not a number: {values[k]!r}")
-            continue
-        if not math.isfinite(v):
-            problems.append(f"value for key {k!r} is not finite: {v}")
-            continue
-        v = min(max(v, -max_abs), max_abs)
-        s = _format_number(v, decimals)
-        if abs(float(s)) > max_abs:  # rounding pushed it past a non-round bound
-            s = _format_number(
-                math.copysign(math.floor(max_abs * 10**decimals) / 10**decimals, v), decimals
-            )
-        parts.append(f"{_key_text(k)}: {s}")
-    if problems:
-        raise ValidationError("cannot format the answer", problems)
-    return "{" + ", ".join(parts) + "}"
-
-
-def parse_json_numbers(
-    text: str, keys: Sequence[str], *, max_abs: float = 20.0
-) -> dict[str, float]:
-    """Strictly parse an answer: exact keys in order, finite numbers within range.
-
-    Raises
-    ------
-    GenerationError
-        Naming the problem: invalid JSON (with its position), not an object,
-        missing / extra / duplicated / reordered keys, non-numeric, non-finite
-        or out-of-range values (with key and value).
-
-    Examples
-    --------
-    >>> parse_json_numbers('{"x": 1.5, "y": -2}', ["x", "y"])
-    {'x': 1.5, 'y': -2.0}
-    >>> parse_json_numbers('{"x": 25}', ["x"])
-    Traceback (most recent call last):
-    ...
-    ragim.errors.GenerationError: invalid answer: value for key 'x' is 25.0, outside [-20, 20]
-    """
-    keys = _check_keys(keys)
-    max_abs = _check_max_abs(max_abs)
-    if not isinstance(text, str):
-        raise GenerationError(f"invalid answer: expected text, got {type(text).__name__}")
-    dups: list[str] = []
-
-    def pairs_hook(pairs):
-        seen = set()
-        for k, _ in pairs:
-            if k in seen:
-                dups.append(k)
-            seen.add(k)
-        return _Pairs(pairs)
-
-    try:
-        # a 5000-digit integer becomes inf (rejected below by name) instead of tripping Python's int digit limit
-        obj = json.loads(text, object_pairs_hook=pairs_hook, parse_constant=lambda c: float(c),
-                         parse_int=lambda d: int(d) if len(d) <= 300 else float(d))
-    except json.JSONDecodeError as exc:
-        snippet = text[max(0, exc.pos - 20) : exc.pos + 20]
-        raise GenerationError(
-            f"invalid answer: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}, "
-            f"char {exc.pos}, near {snippet!r})"
-        ) from None
-    except RecursionError:
-        raise GenerationError("invalid answer: not valid JSON (nested too deeply)") from None
-    if not isinstance(obj, _Pairs):
-        kind = "array" if isinstance(obj, list) else type(obj).__name__
-        raise GenerationError(f"invalid answer: expected a JSON object, got {kind}")
-    got_keys = [k for k, _ in obj]
-    problems: list[str] = []
-    if dups:
-        problems.append("duplicated keys: " + ", ".join(repr(k) for k in dict.fromkeys(dups)))
-    key_set, got_set = set(keys), set(got_keys)
-    missing = [k for k in keys if k not in got_set]
-    extra = [k for k in dict.fromkeys(got_keys) if k not in key_set]
-    if missing:
-        problems.append("missing keys: " + ", ".join(repr(k) for k in missing))
-    if extra:
-        problems.append("extra keys: " + ", ".join(repr(k) for k in extra))
-    if not problems and got_keys != keys:
-        problems.append("keys out of order: expected " + ", ".join(repr(k) for k in keys))
-    out: dict[str, float] = {}
-    for k, v in obj:
-        if k not in key_set:
-            continue
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            kind = "object" if isinstance(v, _Pairs) else type(v).__name__
-            problems.append(f"value for key {k!r} is not a number but {kind}")
-            continue
-        fv = float(v)
-        if not math.isfinite(fv):
-            problems.append(f"value for key {k!r} is not finite: {fv}")
-            continue
-        if abs(fv) > max_abs:
-            problems.append(f"value for key {k!r} is {fv}, outside [-{max_abs:g}, {max_abs:g}]")
-            continue
-        out[k] = fv
-    if problems:
-        raise GenerationError("invalid answer: " + "; ".join(problems))
-    return {k: out[k] for k in keys}
 
 
 # --------------------------------------------------------------------------- vocabulary tables
@@ -529,24 +348,59 @@ def generate_json_numbers(
     >>> sorted(res[0].values) == ["age", "intercept"]
     True
     """
-    keys = _check_keys(keys)
-    max_abs = _check_max_abs(max_abs)
-    if not (isinstance(max_int_digits, int) and 1 <= max_int_digits <= 3):
-        raise ValidationError(f"max_int_digits must be 1..3, got {max_int_digits!r}")
-    if not (isinstance(max_frac_digits, int) and 0 <= max_frac_digits <= 3):
-        raise ValidationError(f"max_frac_digits must be 0..3, got {max_frac_digits!r}")
-    if not (isinstance(num_candidates, int) and num_candidates >= 1):
-        raise ValidationError(f"num_candidates must be a positive int, got {num_candidates!r}")
-    if not (isinstance(max_new_tokens_per_value, int) and max_new_tokens_per_value >= 1):
-        raise ValidationError(
-            f"max_new_tokens_per_value must be a positive int, got {max_new_tokens_per_value!r}"
-        )
-    temperature = float(temperature)
-    top_p = float(top_p)
-    if not (math.isfinite(temperature) and temperature >= 0):
-        raise ValidationError(f"temperature must be >= 0, got {temperature}")
-    if not (0 < top_p <= 1):
-        raise ValidationError(f"top_p must be in (0, 1], got {top_p}")
+    keys = check_keys(keys)
+    max_abs = check_max_abs(max_abs)
+    check_int(max_int_digits, "max_int_digits", ge=1, le=3)
+    check_int(max_frac_digits, "max_frac_digits", ge=0, le=3)
+    fmt = JSONAnswerFormat(keys, decimals=max_frac_digits, max_abs=max_abs)
+    return generate_answers(model, tokenizer, prompt_ids, fmt, max_int_digits=max_int_digits,
+                            temperature=temperature, top_p=top_p, num_candidates=num_candidates,
+                            generator=generator, max_new_tokens_per_value=max_new_tokens_per_value)
+
+
+@torch.inference_mode()
+def generate_answers(
+    model,
+    tokenizer,
+    prompt_ids: torch.Tensor,
+    answer_format: AnswerFormat,
+    *,
+    max_int_digits: int = 3,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    num_candidates: int = 1,
+    generator: torch.Generator | None = None,
+    max_new_tokens_per_value: int = 12,
+) -> list[ConstrainedResult]:
+    """Generate ``num_candidates`` answers in ``answer_format`` whose numbers the model chooses.
+
+    The decoder follows ``answer_format.grammar(max_int_digits=...)`` (see
+    :func:`generate_json_numbers` for how), and every result's ``values`` come from
+    ``answer_format.parse``. Parameters other than the format are those of
+    :func:`generate_json_numbers`; decimals and range are the format's.
+
+    Examples
+    --------
+    >>> from ragim.lm.answer import answer_format
+    >>> from ragim.lm.base_models import load_base_model
+    >>> model, tok = load_base_model("tiny", device="cpu")
+    >>> ids = tok("coefs?", return_tensors="pt")["input_ids"]
+    >>> res = generate_answers(model, tok, ids, answer_format(["intercept"], decimals=1, max_abs=2))
+    >>> abs(res[0].values["intercept"]) <= 2
+    True
+    """
+    if not isinstance(answer_format, AnswerFormat):
+        raise ValidationError(f"answer_format must be an AnswerFormat (ragim.lm.answer), "
+                              f"got {type(answer_format).__name__}")
+    max_int_digits = check_int(max_int_digits, "max_int_digits", ge=1, le=3)
+    grammar = answer_format.grammar(max_int_digits=max_int_digits)
+    if grammar.value_prefix != " ":
+        raise ValidationError(f"this decoder writes values after a space; the grammar of "
+                              f"{type(answer_format).__name__} starts them with {grammar.value_prefix!r}")
+    num_candidates = check_int(num_candidates, "num_candidates", ge=1)
+    max_new_tokens_per_value = check_int(max_new_tokens_per_value, "max_new_tokens_per_value", ge=1)
+    temperature = check_number(temperature, "temperature", ge=0)
+    top_p = check_number(top_p, "top_p", gt=0, le=1)
     if not isinstance(prompt_ids, torch.Tensor):
         prompt_ids = torch.as_tensor(prompt_ids, dtype=torch.long)
     if prompt_ids.dim() == 1:
@@ -565,7 +419,6 @@ def generate_json_numbers(
             enc_cache[text] = list(tokenizer.encode(text, add_special_tokens=False))
         return enc_cache[text]
 
-    pieces = _skeleton(keys)
     runner = _Runner(model)
     base_logits, base_cache = runner.feed(prompt_ids.long(), None)
     results = []
@@ -574,8 +427,7 @@ def generate_json_numbers(
         cache = base_cache if c == num_candidates - 1 else copy.deepcopy(base_cache)
         results.append(
             _decode_one(
-                runner, cache, base_logits, pieces, keys, enc, tables,
-                max_abs=max_abs, max_int=max_int_digits, max_frac=max_frac_digits,
+                runner, cache, base_logits, grammar, answer_format, enc, tables,
                 temperature=temperature, top_p=top_p, generator=generator,
                 budget=max_new_tokens_per_value,
             )
@@ -584,9 +436,10 @@ def generate_json_numbers(
 
 
 def _decode_one(
-    runner, cache, logits, pieces, keys, enc, tables, *, max_abs, max_int, max_frac,
-    temperature, top_p, generator, budget,
+    runner, cache, logits, grammar, answer_format, enc, tables, *, temperature, top_p, generator, budget,
 ) -> ConstrainedResult:  # fmt: skip
+    pieces, keys = grammar.pieces, grammar.keys
+    max_abs, max_int, max_frac = grammar.max_abs, grammar.max_int_digits, grammar.max_frac_digits
     text_parts: list[str] = []
     token_ids: list[int] = []
     logprob = 0.0
@@ -652,7 +505,7 @@ def _decode_one(
     text_parts.append(final)
     token_ids += enc(final)
     text = "".join(text_parts)
-    values = parse_json_numbers(text, keys, max_abs=max_abs)
+    values = answer_format.parse(text)
     return ConstrainedResult(
         text=text, values=values, n_tokens=len(token_ids), logprob=logprob, token_ids=token_ids
     )
@@ -661,6 +514,7 @@ def _decode_one(
 __all__ = [
     "ConstrainedResult",
     "format_json_numbers",
+    "generate_answers",
     "generate_json_numbers",
     "parse_json_numbers",
 ]

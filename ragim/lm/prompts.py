@@ -11,13 +11,14 @@ this order:
    missing)``); for a GAM one line per feature listing its bins;
 3. the retrieved neighbours, most similar first, each with its description, its
    similarity and its fitted parameters as name-keyed JSON
-   (:func:`~ragim.lm.constrained.format_json_numbers`, ``decimals`` places);
+   (the answer codec, :mod:`ragim.lm.answer`, ``decimals`` places);
 4. optionally the population model (:meth:`~ragim.index.TaskIndex.population_params`:
    the row-weighted mean of the other indexed tasks' parameters) as the same JSON;
-5. the instruction to answer with one JSON object, keys in schema order.
+5. the answer format's instruction (one JSON object, keys in schema order).
 
-The answer (the SFT target, and what constrained decoding emits) is exactly
-``format_json_numbers(params.as_dict(), params.names, decimals)``: the keys are
+The answer (the SFT target, and what constrained decoding emits) is written by the answer
+codec of :mod:`ragim.lm.answer`, exactly
+``answer_format(params.names, decimals=decimals).write(params.as_dict())``: the keys are
 ``["intercept", *schema.design_names]`` (logistic) or
 ``["intercept", *schema.gam_names]`` (GAM), in that order.
 
@@ -50,7 +51,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ragim.errors import ValidationError
-from ragim.lm.constrained import format_json_numbers
+from ragim.lm.answer import AnswerFormat, answer_format
 from ragim.params import ModelParams, param_names
 from ragim.schema import FeatureSchema
 
@@ -105,7 +106,7 @@ def answer_room(names: Sequence[str], tokenizer=None, *, decimals: int = 3, max_
     if tokenizer is None:
         return ANSWER_TOKENS_PER_KEY * len(names) + ANSWER_MARGIN
     worst = -(float(max_abs) - 10.0 ** -decimals)
-    text = format_json_numbers(dict.fromkeys(names, worst), names, decimals=decimals, max_abs=max_abs)
+    text = answer_format(names, decimals=decimals, max_abs=max_abs).write(dict.fromkeys(names, worst))
     return len(tokenizer.encode(text, add_special_tokens=False)) + ANSWER_MARGIN
 
 
@@ -124,7 +125,7 @@ def answer_text(params: ModelParams, decimals: int = 3, *, max_abs: float = 20.0
     """
     if not isinstance(params, ModelParams):
         raise ValidationError(f"answer_text needs ModelParams, got {type(params).__name__}")
-    return format_json_numbers(params.as_dict(), params.names, decimals=decimals, max_abs=max_abs)
+    return answer_format(params.names, decimals=decimals, max_abs=max_abs).write(params.as_dict())
 
 
 def _unit_hint(unit: str, *parts: str) -> str:
@@ -186,29 +187,28 @@ def _layout_text(schema: FeatureSchema, kind: str) -> str:
     return head + "\nDesign terms:\n" + "\n".join(schema_lines(schema, kind))
 
 
-def _neighbor_block(i: int, nb: Any, names: list[str], decimals: int, max_abs: float) -> str:
-    values = nb.params.as_dict()
+def _neighbor_block(i: int, nb: Any, fmt: AnswerFormat) -> str:
+    values, names = nb.params.as_dict(), list(fmt.keys)
     if list(values) != names:
         raise ValidationError(
             f"neighbour {nb.task_id!r} has {len(values)} parameters whose names do not match the "
             f"prompt's layout ({len(names)} names); neighbours must come from the same index"
         )
-    js = format_json_numbers(values, names, decimals=decimals, max_abs=max_abs)
-    return f"{i}. {nb.description} (similarity {float(nb.score):.3f})\n{js}"
+    return f"{i}. {nb.description} (similarity {float(nb.score):.3f})\n{fmt.write(values)}"
 
 
-def _population_block(population: ModelParams | None, names: list[str], decimals: int, max_abs: float) -> str:
+def _population_block(population: ModelParams | None, fmt: AnswerFormat) -> str:
     if population is None:
         return ""
-    if not isinstance(population, ModelParams) or population.names != names:
+    if not isinstance(population, ModelParams) or population.names != list(fmt.keys):
         raise ValidationError("the population model must be ModelParams over the prompt's layout (same index)")
     n = population.metadata.get("n_tasks")
     what = f"{n} indexed tasks" if isinstance(n, int) else "the indexed tasks"
-    js = format_json_numbers(population.as_dict(), names, decimals=decimals, max_abs=max_abs)
+    js = fmt.write(population.as_dict())
     return f"Population model (average over {what}, weighted by their patients):\n{js}"
 
 
-def _user_content(description: str, layout: str, blocks: list[str], population: str = "") -> str:
+def _user_content(description: str, layout: str, blocks: list[str], population: str, instruction: str) -> str:
     parts = [f"Target task: {description.strip()}", layout]
     if blocks:
         parts.append("Similar tasks and their fitted models (most similar first):\n" + "\n".join(blocks))
@@ -216,17 +216,15 @@ def _user_content(description: str, layout: str, blocks: list[str], population: 
         parts.append("No similar tasks are available.")
     if population:
         parts.append(population)
-    parts.append(
-        "Answer with the target task's parameters as one JSON object, with every key above "
-        "(\"intercept\" first, then the terms in the order listed)."
-    )
+    parts.append(instruction)
     return "\n\n".join(parts)
 
 
-def _messages(description: str, layout: str, blocks: list[str], population: str = "") -> list[dict[str, str]]:
+def _messages(description: str, layout: str, blocks: list[str], population: str,
+              instruction: str) -> list[dict[str, str]]:
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": _user_content(description, layout, blocks, population)},
+        {"role": "user", "content": _user_content(description, layout, blocks, population, instruction)},
     ]
 
 
@@ -280,14 +278,15 @@ def build_prompt(
     if getattr(tokenizer, "chat_template", None) is None:
         raise ValidationError("the tokenizer has no chat template; set tokenizer.chat_template first")
     names = param_names(kind, schema)
+    fmt = answer_format(names, decimals=decimals, max_abs=max_abs)
     layout = _layout_text(schema, kind)
-    pop = _population_block(population, names, decimals, max_abs)
+    pop = _population_block(population, fmt)
     ordered = sorted(neighbors, key=lambda nb: -float(nb.score))
-    blocks = [_neighbor_block(i + 1, nb, names, decimals, max_abs) for i, nb in enumerate(ordered)]
+    blocks = [_neighbor_block(i + 1, nb, fmt) for i, nb in enumerate(ordered)]
     limit = int(max_tokens) if max_tokens is not None else context_length(tokenizer)
     room = answer_room(names, tokenizer, decimals=decimals, max_abs=max_abs)
     budget = limit - room
-    base = _n_tokens(tokenizer, _messages(description, layout, [], pop))
+    base = _n_tokens(tokenizer, _messages(description, layout, [], pop, fmt.instruction))
     if base > budget:
         raise ValidationError(
             f"the prompt without neighbours needs {base} tokens, but only {budget} of the "
@@ -303,9 +302,10 @@ def build_prompt(
             break
         used += cost
         keep += 1
-    while keep > 0 and _n_tokens(tokenizer, _messages(description, layout, blocks[:keep], pop)) > budget:
+    while keep > 0 and _n_tokens(tokenizer, _messages(description, layout, blocks[:keep], pop,
+                                                      fmt.instruction)) > budget:
         keep -= 1
-    messages = _messages(description, layout, blocks[:keep], pop)
+    messages = _messages(description, layout, blocks[:keep], pop, fmt.instruction)
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     return messages, text, keep
 

@@ -20,7 +20,6 @@ Examples
 from __future__ import annotations
 
 import numbers
-from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -137,11 +136,11 @@ def check_binary_targets(y: Any, n_rows: int, name: str, *, allow_single_class: 
     return y, classes
 
 
-class InterpretableModel(ABC):
+class InterpretableModel:
     """Mixin: a binary classifier whose fitted state is ``params_`` (a ModelParams).
 
-    Subclasses set ``_kind`` ("logistic" or "gam") and implement
-    ``_decision_from_frame(X)`` (log-odds from a validated DataFrame).
+    Subclasses set ``_kind`` ("logistic" or "gam") and fit ``params_``; predictions are the
+    parameters' log-odds (:meth:`ragim.params.ModelParams.log_odds`).
     """
 
     _kind: ClassVar[str] = ""
@@ -216,9 +215,9 @@ class InterpretableModel(ABC):
         }
 
     # ------------------------------------------------------------------ predictions
-    @abstractmethod
     def _decision_from_frame(self, X: pd.DataFrame) -> np.ndarray:
         """Log-odds of the second class for a validated frame, shape (n_rows,)."""
+        return self.params_.log_odds(X)
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Log-odds of the second class (``classes_[1]``), shape (n_rows,)."""
@@ -238,6 +237,25 @@ class InterpretableModel(ABC):
         """Predicted labels (``classes_[1]`` where the log-odds are positive)."""
         positive = self.decision_function(X) > 0
         return self.classes_[positive.astype(int)]
+
+    def check_params(self) -> None:
+        """Check the constructor arguments against the family's ``_parameter_constraints``
+        without fitting (``fit`` runs the same check first).
+
+        Raises
+        ------
+        ValueError or TypeError
+            scikit-learn's ``InvalidParameterError`` naming the bad argument.
+
+        Examples
+        --------
+        >>> from ragim.models import LogisticModel
+        >>> LogisticModel(C=-1.0).check_params()
+        Traceback (most recent call last):
+        ...
+        sklearn.utils._param_validation.InvalidParameterError: The 'C' parameter of LogisticModel must be a float in the range (0.0, inf). Got -1.0 instead.
+        """
+        self._validate_params()
 
     # ------------------------------------------------------------------ parameters
     def to_params(self) -> ModelParams:

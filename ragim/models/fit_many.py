@@ -426,7 +426,8 @@ def fit_many(tasks: TaskCollection | Sequence[Task], model: str | type | Any = "
     C = kwargs.get("C", C)
     try:
         template = cls(**kwargs)
-        template._validate_params()
+        if hasattr(template, "check_params"):  # a registered family need not be a ragim model
+            template.check_params()
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"invalid parameters for {cls.__name__}: {exc}") from exc
 

@@ -248,13 +248,6 @@ class GAMModel(InterpretableModel, ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "params_")
         return [self.params_.feature_terms(n).copy() for n in self.schema_.names]
 
-    def _decision_from_frame(self, X: pd.DataFrame) -> np.ndarray:
-        p = self.params_
-        B = p.schema.bin_indices(X)
-        idx = B + p.schema.gam_offsets[None, :]
-        contrib = np.where(B >= 0, p.terms[np.where(B >= 0, idx, 0)], 0.0)
-        return p.intercept + contrib.sum(axis=1)
-
     # ------------------------------------------------------------------ tables and interpret
     def shape_functions(self) -> pd.DataFrame:
         """Tidy shape functions: one row per (feature, bin).

@@ -191,10 +191,6 @@ class LogisticModel(InterpretableModel, ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "params_")
         return np.array([self.params_.intercept])
 
-    def _decision_from_frame(self, X: pd.DataFrame) -> np.ndarray:
-        p = self.params_
-        return p.schema.transform(X) @ p.terms + p.intercept
-
     # ------------------------------------------------------------------ tables
     def coefficients(self, scale: str = "standardised") -> pd.DataFrame:
         """Coefficient table, one row per term (intercept first).

@@ -6,9 +6,9 @@ returned, whose ``save()`` writes an adapter that ``LMGenerator.load`` accepts.
 
 * :func:`train_grpo` — TRL ``GRPOTrainer``. Prompts are the leave-one-task-out prompts of
   the training tasks (:func:`ragim.train.build_sft_dataset`); each prompt carries the
-  columns ``param_names``, ``heldout`` (:func:`ragim.rewards.encode_heldout` of held-out
+  columns ``param_names``, ``heldout`` (:func:`ragim.train.rewards.encode_heldout` of held-out
   rows of *that* task, ``Task.split(heldout_fraction, seed=seed)``) and ``max_abs`` that
-  the reward functions of :class:`ragim.rewards.RewardConfig` read. GRPO samples
+  the reward functions of :class:`ragim.train.rewards.VerifiableRewardConfig` read. GRPO samples
   ``num_generations`` answers per prompt with plain sampling — *not* constrained decoding —
   so early on many answers are malformed and get the reward floor; that is the
   parse-validity signal. When every answer of a group gets the same reward the group's
@@ -20,7 +20,8 @@ returned, whose ``save()`` writes an adapter that ``LMGenerator.load`` accepts.
   peft adapter named ``"ref"`` and it is removed after training).
 
 ``history_`` of the returned generator holds the earlier (SFT) log entries tagged
-``stage="sft"`` followed by this run's, tagged ``"grpo"`` or ``"dpo"``.
+``stage="sft"`` followed by this run's, tagged ``"grpo"`` or ``"dpo"``; ``training_`` gets
+the run's :class:`GRPOTrainingConfig` or :class:`DPOTrainingConfig` appended.
 
 Examples
 --------
@@ -39,17 +40,89 @@ from __future__ import annotations
 import copy
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from ragim.checks import check_fields, check_int, check_number
 from ragim.errors import ValidationError
 from ragim.generate.lm import LMGenerator
-from ragim.train.preferences import _check_int, check_pair_names
+from ragim.lm.pairs import check_pair_names, pair_rows, pairs_dataset
+from ragim.train.rewards import VerifiableRewardConfig, encode_heldout
+from ragim.train.sft import build_sft_dataset
+from ragim.train.trainer import (
+    on_cuda,
+    quiet_training,
+    run_config,
+    run_trainer,
+    trainer_args,
+    training_record,
+)
 
 
-def _check_lr(v: Any) -> None:
-    if isinstance(v, bool) or not (isinstance(v, int | float) and v > 0):
-        raise ValidationError(f"learning_rate must be positive, got {v!r}")
+@dataclass
+class GRPOTrainingConfig:
+    """How :func:`train_grpo` trains (TRL ``GRPOConfig``'s role for ragim), including the
+    verifiable rewards; saved with the generator (``training_``).
+
+    >>> GRPOTrainingConfig(max_steps=20).rewards.weights
+    {'log_likelihood': 1.0}
+    """
+
+    rewards: VerifiableRewardConfig = field(default_factory=VerifiableRewardConfig, metadata={
+        "help": "rewards and weights (default: held-out log-likelihood alone)"})
+    num_generations: int = field(default=4, metadata={
+        "help": "answers sampled per prompt (the GRPO group, >= 2: GRPO compares answers within a group)"})
+    max_steps: int = field(default=50, metadata={"help": "optimiser steps"})
+    learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate of the LoRA weights"})
+    batch_size: int = field(default=1, metadata={"help": "prompts per step (each with num_generations answers)"})
+    max_completion_length: int | None = field(default=None, metadata={
+        "help": "token budget per answer (default: the longest possible answer plus a margin)"})
+    temperature: float = field(default=0.8, metadata={"help": "sampling temperature of the answers"})
+    seed: int = field(default=0, metadata={"help": "seed of the held-out row split, data order and sampling"})
+    beta: float = field(default=0.0, metadata={"help": "KL coefficient towards the starting adapter (0: none)"})
+    heldout_fraction: float = field(default=0.5, metadata={"help": "share of each task's rows the rewards use"})
+    task_ids: list[str] | None = field(default=None, metadata={
+        "help": "training tasks (default: the generator's SFT training tasks)"})
+
+    def __post_init__(self):
+        if isinstance(self.rewards, dict) and set(self.rewards) <= {f.name for f in fields(VerifiableRewardConfig)}:
+            self.rewards = VerifiableRewardConfig(**self.rewards)  # a saved config's fields
+        problems = []
+        if not isinstance(self.rewards, VerifiableRewardConfig):
+            problems.append(f"rewards (reward_config) must be a ragim.train.rewards.VerifiableRewardConfig "
+                            f"(formerly RewardConfig), got {type(self.rewards).__name__}")
+        if self.task_ids is not None:
+            self.task_ids = list(self.task_ids)
+        check_fields(self, {
+            "num_generations": partial(check_int, ge=2), "max_steps": partial(check_int, ge=1),
+            "batch_size": partial(check_int, ge=1), "seed": partial(check_int, ge=0),
+            "max_completion_length": partial(check_int, ge=1, allow_none=True),
+            "learning_rate": partial(check_number, gt=0), "temperature": partial(check_number, gt=0),
+            "beta": partial(check_number, ge=0), "heldout_fraction": partial(check_number, gt=0, lt=1),
+        }, "GRPOTrainingConfig", problems)
+
+
+@dataclass
+class DPOTrainingConfig:
+    """How :func:`train_dpo` trains (TRL ``DPOConfig``'s role for ragim); saved with the
+    generator (``training_``).
+
+    >>> DPOTrainingConfig().beta
+    0.1
+    """
+
+    beta: float = field(default=0.1, metadata={"help": "DPO temperature: how far the policy may move"})
+    max_steps: int = field(default=50, metadata={"help": "optimiser steps"})
+    learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate of the LoRA weights"})
+    batch_size: int = field(default=4, metadata={"help": "pairs per step"})
+    seed: int = field(default=0, metadata={"help": "seed of the data order"})
+
+    def __post_init__(self):
+        check_fields(self, {"beta": partial(check_number, gt=0), "max_steps": partial(check_int, ge=1),
+                            "learning_rate": partial(check_number, gt=0), "batch_size": partial(check_int, ge=1),
+                            "seed": partial(check_int, ge=0)}, "DPOTrainingConfig")
 
 
 def _strip_trl_patches(model) -> None:
@@ -88,7 +161,7 @@ def policy_copy(generator_or_path, *, device: str | None = None) -> LMGenerator:
     return gen
 
 
-def _finish(gen: LMGenerator, trainer, stage: str, seconds: float) -> LMGenerator:
+def _finish(gen: LMGenerator, trainer, stage: str, seconds: float, run) -> LMGenerator:
     model = trainer.model
     if "ref" in getattr(model, "peft_config", {}):
         model.delete_adapter("ref")
@@ -101,6 +174,7 @@ def _finish(gen: LMGenerator, trainer, stage: str, seconds: float) -> LMGenerato
     gen.model_ = model
     gen.fine_tuned_ = True
     gen.train_seconds_ = float(gen.train_seconds_) + seconds
+    gen.training_ = [*gen.training_, training_record(stage, run)]
     return gen
 
 
@@ -109,8 +183,6 @@ def build_grpo_dataset(index, tokenizer, config, *, task_ids: Sequence[str], hid
     """GRPO prompts with the reward columns: ``prompt``, ``task_id``, ``neighbor_ids``,
     ``param_names``, ``heldout`` and ``max_abs`` (see the module docstring)."""
     from ragim.params import param_names
-    from ragim.rewards import encode_heldout
-    from ragim.train.sft import build_sft_dataset
 
     if index.tasks is None:
         raise ValidationError("the index keeps no task rows; rebuild it with TaskIndex.build(..., keep_tasks=True) "
@@ -135,18 +207,19 @@ def build_grpo_dataset(index, tokenizer, config, *, task_ids: Sequence[str], hid
 def train_grpo(
     generator_or_path,
     index,
+    config: GRPOTrainingConfig | dict | None = None,
     *,
     reward_config=None,
-    num_generations: int = 4,
-    max_steps: int = 50,
-    learning_rate: float = 5e-5,
-    batch_size: int = 1,
+    num_generations: int | None = None,
+    max_steps: int | None = None,
+    learning_rate: float | None = None,
+    batch_size: int | None = None,
     max_completion_length: int | None = None,
-    temperature: float = 0.8,
-    seed: int = 0,
+    temperature: float | None = None,
+    seed: int | None = None,
     progress: bool = True,
-    beta: float = 0.0,
-    heldout_fraction: float = 0.5,
+    beta: float | None = None,
+    heldout_fraction: float | None = None,
     task_ids: Sequence[str] | None = None,
     extra_rewards: Mapping[Callable[..., list], float] | None = None,
     device: str | None = None,
@@ -161,18 +234,21 @@ def train_grpo(
         The starting policy (usually SFT'd); it is copied, not modified.
     index : TaskIndex
         Training tasks, with rows (``keep_tasks=True``); the generator's index.
-    reward_config : ragim.rewards.RewardConfig, optional
-        Rewards and weights (default: held-out log-likelihood alone).
+    config : GRPOTrainingConfig or dict, optional
+        The run's settings; each of the keywords below that is given overrides its field
+        (defaults are the config's).
+    reward_config : ragim.train.rewards.VerifiableRewardConfig, optional
+        Rewards and weights (default: held-out log-likelihood alone); the config's ``rewards``.
     num_generations : int
-        Answers sampled per prompt (the GRPO group, >= 2).
-    max_steps, learning_rate : optimiser steps and AdamW rate of the LoRA weights.
+        Answers sampled per prompt (the GRPO group, >= 2; default 4).
+    max_steps, learning_rate : optimiser steps and AdamW rate of the LoRA weights (50, 5e-5).
     batch_size : int
-        Prompts per step (each with ``num_generations`` answers).
+        Prompts per step (each with ``num_generations`` answers; default 1).
     max_completion_length : int, optional
         Token budget per answer; default: the longest possible answer over the index's keys
         plus a margin (:func:`ragim.lm.prompts.answer_room`).
     temperature : float
-        Sampling temperature of the answers.
+        Sampling temperature of the answers (default 0.8).
     seed : int
         Seed of the held-out row split, data order and sampling.
     progress : bool
@@ -180,7 +256,7 @@ def train_grpo(
     beta : float
         KL coefficient towards the starting adapter (0: no reference model, TRL's default).
     heldout_fraction : float
-        Share of each task's rows the rewards are evaluated on.
+        Share of each task's rows the rewards are evaluated on (default 0.5).
     task_ids : list of str, optional
         Training tasks; default: the generator's SFT training tasks (all tasks if none),
         with its validation tasks never shown as neighbours.
@@ -196,35 +272,21 @@ def train_grpo(
     -------
     LMGenerator
         The trained policy; ``history_`` has the GRPO log (``loss``, ``reward``,
-        ``rewards/<name>/mean``, ``frac_reward_zero_std``, ...) tagged ``stage="grpo"``.
+        ``rewards/<name>/mean``, ``frac_reward_zero_std``, ...) tagged ``stage="grpo"``;
+        ``training_`` ends with this run's config.
     """
     from transformers import set_seed
     from trl import GRPOConfig, GRPOTrainer
 
     from ragim.lm.prompts import answer_room
     from ragim.params import param_names
-    from ragim.rewards import RewardConfig
-    from ragim.train.sft import _quiet, run_trainer, trainer_args
 
-    for name, v in (("max_steps", max_steps), ("batch_size", batch_size)):
-        _check_int(name, v, 1)
-    if isinstance(num_generations, bool) or not isinstance(num_generations, int) or num_generations < 2:
-        raise ValidationError(f"num_generations must be an integer >= 2 (GRPO compares answers within a group), "
-                              f"got {num_generations!r}")
-    _check_lr(learning_rate)
-    if max_completion_length is not None:
-        _check_int("max_completion_length", max_completion_length, 1)
-    if not (isinstance(temperature, int | float) and temperature > 0):
-        raise ValidationError(f"temperature must be > 0, got {temperature!r}")
-    if not (isinstance(beta, int | float) and beta >= 0):
-        raise ValidationError(f"beta must be >= 0, got {beta!r}")
-    if not (isinstance(heldout_fraction, int | float) and 0 < heldout_fraction < 1):
-        raise ValidationError(f"heldout_fraction must be in (0, 1), got {heldout_fraction!r}")
-    if reward_config is None:
-        reward_config = RewardConfig()
-    if not isinstance(reward_config, RewardConfig):
-        raise ValidationError(f"reward_config must be a ragim.rewards.RewardConfig, got {type(reward_config).__name__}")
-    reward_funcs, reward_weights = reward_config.build()
+    run = run_config(GRPOTrainingConfig, config, rewards=reward_config, num_generations=num_generations,
+                     max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
+                     max_completion_length=max_completion_length, temperature=temperature, seed=seed,
+                     beta=beta, heldout_fraction=heldout_fraction,
+                     task_ids=None if task_ids is None else list(task_ids))
+    reward_funcs, reward_weights = run.rewards.build()
     for func, w in (extra_rewards or {}).items():
         if not callable(func):
             raise ValidationError(f"extra_rewards keys must be reward functions, got {func!r}")
@@ -232,33 +294,37 @@ def train_grpo(
         reward_weights.append(float(w))
 
     gen = policy_copy(generator_or_path, device=device)
-    gen._check_index(index)
+    gen.check_index(index)
     model, tok = gen.model_, gen.tokenizer_
     cfg = gen.config
     names = param_names(index.model, index.schema)
-    if task_ids is None:
-        task_ids = [t for t in (gen.train_task_ids_ or index.ids) if t in index]
-    hide = [t for t in gen.val_task_ids_ if t not in set(task_ids)]
-    train_ds = build_grpo_dataset(index, tok, cfg, task_ids=list(task_ids), hide=hide,
-                                  heldout_fraction=heldout_fraction, seed=seed, max_tokens=gen.prompt_limit(names))
-    if max_completion_length is None:
-        max_completion_length = answer_room(names, tok, decimals=cfg.decimals, max_abs=cfg.max_abs)
+    train_ids = run.task_ids
+    if train_ids is None:
+        train_ids = [t for t in (gen.train_task_ids_ or index.ids) if t in index]
+    hide = [t for t in gen.val_task_ids_ if t not in set(train_ids)]
+    train_ds = build_grpo_dataset(index, tok, cfg, task_ids=list(train_ids), hide=hide,
+                                  heldout_fraction=run.heldout_fraction, seed=run.seed,
+                                  max_tokens=gen.prompt_limit(names))
+    completion_length = run.max_completion_length
+    if completion_length is None:
+        completion_length = answer_room(names, tok, decimals=cfg.decimals, max_abs=cfg.max_abs)
 
-    on_cuda = str(next(model.parameters()).device).startswith("cuda")
-    set_seed(seed)
+    set_seed(run.seed)
     with tempfile.TemporaryDirectory(prefix="ragim-grpo-") as scratch:
         args = GRPOConfig(
-            **trainer_args(GRPOConfig, on_cuda=on_cuda, progress=progress, seed=seed, output_dir=output_dir or scratch,
-                           max_steps=max_steps, learning_rate=learning_rate),
-            per_device_train_batch_size=batch_size * num_generations, num_generations=num_generations,
-            max_completion_length=max_completion_length, temperature=float(temperature), top_p=1.0,
-            beta=float(beta), reward_weights=reward_weights, log_completions=False,
+            **trainer_args(GRPOConfig, on_cuda=on_cuda(model), progress=progress, seed=run.seed,
+                           output_dir=output_dir or scratch, max_steps=run.max_steps,
+                           learning_rate=run.learning_rate),
+            per_device_train_batch_size=run.batch_size * run.num_generations,
+            num_generations=run.num_generations, max_completion_length=completion_length,
+            temperature=run.temperature, top_p=1.0, beta=run.beta, reward_weights=reward_weights,
+            log_completions=False,
         )
-        with _quiet(progress):
+        with quiet_training(progress):
             trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_ds,
                                   processing_class=tok, callbacks=list(callbacks or []) or None)
             seconds = run_trainer(trainer, progress)
-        gen = _finish(gen, trainer, "grpo", seconds)
+        gen = _finish(gen, trainer, "grpo", seconds, run)
         del trainer
     gen.index_ = index
     gen.model_kind_, gen.schema_, gen.param_names_ = index.model, index.schema, names
@@ -266,27 +332,16 @@ def train_grpo(
     return gen
 
 
-def _preference_dataset(pairs):
-    from ragim.train.reward import _rows
-
-    rows = _rows(pairs)
-    if not rows:
-        raise ValidationError("no preference pairs to train on")
-    from datasets import Dataset
-
-    return Dataset.from_list([{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}
-                              for r in rows])
-
-
 def train_dpo(
     generator_or_path,
     pairs,
+    config: DPOTrainingConfig | dict | None = None,
     *,
-    beta: float = 0.1,
-    max_steps: int = 50,
-    learning_rate: float = 5e-5,
-    batch_size: int = 4,
-    seed: int = 0,
+    beta: float | None = None,
+    max_steps: int | None = None,
+    learning_rate: float | None = None,
+    batch_size: int | None = None,
+    seed: int | None = None,
     progress: bool = True,
     device: str | None = None,
     output_dir: str | None = None,
@@ -302,9 +357,13 @@ def train_dpo(
     pairs : datasets.Dataset, list of dicts or JSONL path
         Preference pairs with ``prompt``, ``chosen`` and ``rejected`` in the generator's
         prompt/answer format (:func:`~ragim.train.build_preference_pairs`).
+    config : DPOTrainingConfig or dict, optional
+        The run's settings; ``beta``, ``max_steps``, ``learning_rate``, ``batch_size`` and
+        ``seed`` given as keywords override its fields.
     beta : float
-        DPO temperature: how far the policy may move from the reference.
-    max_steps, learning_rate, batch_size : optimiser steps, AdamW rate, pairs per step.
+        DPO temperature: how far the policy may move from the reference (default 0.1).
+    max_steps, learning_rate, batch_size : optimiser steps, AdamW rate, pairs per step
+        (defaults 50, 5e-5, 4).
     seed : int
     progress : bool
         Show TRL's progress bar.
@@ -318,37 +377,37 @@ def train_dpo(
     -------
     LMGenerator
         The trained policy; ``history_`` has the DPO log (``loss``, ``rewards/chosen``,
-        ``rewards/margins``, ``rewards/accuracies``, ...) tagged ``stage="dpo"``.
+        ``rewards/margins``, ``rewards/accuracies``, ...) tagged ``stage="dpo"``; ``training_``
+        ends with this run's config.
     """
     from transformers import set_seed
     from trl import DPOConfig, DPOTrainer
 
-    from ragim.train.sft import _quiet, run_trainer, trainer_args
-
-    for name, v in (("max_steps", max_steps), ("batch_size", batch_size)):
-        _check_int(name, v, 1)
-    _check_lr(learning_rate)
-    if not (isinstance(beta, int | float) and beta > 0):
-        raise ValidationError(f"beta must be > 0, got {beta!r}")
-    train_ds = _preference_dataset(pairs)
+    run = run_config(DPOTrainingConfig, config, beta=beta, max_steps=max_steps, learning_rate=learning_rate,
+                     batch_size=batch_size, seed=seed)
+    rows = pair_rows(pairs)
+    if not rows:
+        raise ValidationError("no preference pairs to train on")
+    train_ds = pairs_dataset(rows)
     gen = policy_copy(generator_or_path, device=device)
     check_pair_names(train_ds, gen.param_names_, where="the DPO preference pairs")
     model, tok = gen.model_, gen.tokenizer_
-    on_cuda = str(next(model.parameters()).device).startswith("cuda")
-    set_seed(seed)
+    set_seed(run.seed)
     with tempfile.TemporaryDirectory(prefix="ragim-dpo-") as scratch:
         args = DPOConfig(
-            **trainer_args(DPOConfig, on_cuda=on_cuda, progress=progress, seed=seed, output_dir=output_dir or scratch,
-                           max_steps=max_steps, learning_rate=learning_rate),
-            per_device_train_batch_size=batch_size, beta=float(beta), max_length=None,
+            **trainer_args(DPOConfig, on_cuda=on_cuda(model), progress=progress, seed=run.seed,
+                           output_dir=output_dir or scratch, max_steps=run.max_steps,
+                           learning_rate=run.learning_rate),
+            per_device_train_batch_size=run.batch_size, beta=run.beta, max_length=None,
         )
-        with _quiet(progress):
+        with quiet_training(progress):
             trainer = DPOTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tok,
                                  callbacks=list(callbacks or []) or None)
             seconds = run_trainer(trainer, progress)
-        gen = _finish(gen, trainer, "dpo", seconds)
+        gen = _finish(gen, trainer, "dpo", seconds, run)
         del trainer
     return gen
 
 
-__all__ = ["build_grpo_dataset", "policy_copy", "train_dpo", "train_grpo"]
+__all__ = ["DPOTrainingConfig", "GRPOTrainingConfig", "build_grpo_dataset", "policy_copy", "train_dpo",
+           "train_grpo"]

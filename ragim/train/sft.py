@@ -27,18 +27,56 @@ Examples
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
-import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 
+from ragim.checks import check_fields, check_int, check_number
 from ragim.errors import ValidationError
-from ragim.generate.lm import LMConfig, LMGenerator, quiet_checkpointing_rename
+from ragim.generate.lm import LMConfig, LMGenerator
 from ragim.params import param_names
+from ragim.train.trainer import (
+    on_cuda,
+    quiet_training,
+    run_config,
+    run_trainer,
+    trainer_args,
+    training_record,
+)
+
+
+@dataclass
+class SFTTrainingConfig:
+    """How :func:`train_sft` trains (TRL ``SFTConfig``'s role for ragim); the generator's own
+    settings (base model, ``k``, LoRA rank, ...) are its :class:`~ragim.generate.lm.LMConfig`.
+
+    Saved with the generator (``training_`` in ``state.json``).
+
+    >>> SFTTrainingConfig(max_steps=100, batch_size=8).learning_rate
+    0.0002
+    """
+
+    max_steps: int = field(default=30, metadata={"help": "optimiser steps"})
+    learning_rate: float = field(default=2e-4, metadata={"help": "AdamW learning rate of the LoRA weights"})
+    batch_size: int = field(default=4, metadata={"help": "examples per device and step (also for evaluation)"})
+    grad_accum: int = field(default=1, metadata={"help": "gradient-accumulation steps"})
+    val_fraction: float = field(default=0.2, metadata={"help": "share of tasks held out for the validation loss"})
+    eval_steps: int | None = field(default=None, metadata={
+        "help": "evaluate every this many steps (default: once, at the last step)"})
+    seed: int = field(default=0, metadata={"help": "seed of the task split, data order and LoRA init"})
+    max_tasks: int | None = field(default=None, metadata={"help": "train on a random subset of this many tasks"})
+
+    def __post_init__(self):
+        check_fields(self, {"max_steps": partial(check_int, ge=1), "batch_size": partial(check_int, ge=1),
+                            "grad_accum": partial(check_int, ge=1), "seed": partial(check_int, ge=0),
+                            "eval_steps": partial(check_int, ge=1, allow_none=True),
+                            "max_tasks": partial(check_int, ge=1, allow_none=True),
+                            "val_fraction": partial(check_number, ge=0, lt=1),
+                            "learning_rate": partial(check_number, gt=0)}, "SFTTrainingConfig")
 
 
 def _without(pred, ids: frozenset):
@@ -92,67 +130,9 @@ def build_sft_dataset(index, tokenizer, config: LMConfig | None = None, *, task_
     return Dataset.from_list(rows)
 
 
-def _no_checkpointing(config_cls) -> dict[str, bool]:
-    """TRL turns activation checkpointing on by default; for LoRA on small models it only costs time."""
-    fields = getattr(config_cls, "__dataclass_fields__", {})
-    return {"activation_checkpointing": False} if "activation_checkpointing" in fields else {"gradient_checkpointing": False}
-
-
-def trainer_args(config_cls, *, on_cuda: bool, progress: bool, seed: int, output_dir: str, max_steps: int,
-                 learning_rate: float) -> dict[str, Any]:
-    """The settings every ragim trainer shares (log each step, save and report nothing, bf16 on
-    GPUs that support it, no activation checkpointing) as keyword arguments of ``config_cls``."""
-    import torch
-
-    return dict(output_dir=output_dir, max_steps=max_steps, learning_rate=learning_rate, logging_strategy="steps",
-                logging_steps=1, save_strategy="no", report_to="none", use_cpu=not on_cuda, disable_tqdm=not progress,
-                bf16=on_cuda and torch.cuda.is_bf16_supported(), fp16=False, seed=seed, data_seed=seed,
-                dataloader_pin_memory=on_cuda, push_to_hub=False, warmup_steps=0, **_no_checkpointing(config_cls))
-
-
-def run_trainer(trainer, progress: bool) -> float:
-    """``trainer.train()``; returns wall seconds. Nothing goes to stdout: without ``progress``
-    transformers' per-step log prints are removed, with it the progress bar (on stderr) stays
-    but its per-step log dicts, which it would write to stdout, are dropped (the logs are
-    still in ``trainer.state.log_history``)."""
-    from transformers import PrinterCallback, ProgressCallback
-
-    if not progress:
-        trainer.remove_callback(PrinterCallback)
-    elif trainer.pop_callback(ProgressCallback) is not None:
-
-        class BarOnlyProgress(ProgressCallback):
-            def on_log(self, args, state, control, logs=None, **kwargs):  # the dicts, not the bar
-                return None
-
-        trainer.add_callback(BarOnlyProgress())
-    t0 = time.perf_counter()
-    trainer.train()
-    return time.perf_counter() - t0
-
-
-@contextlib.contextmanager
-def _quiet(progress: bool):
-    """Silence transformers' checkpointing-rename FutureWarnings and, without ``progress``,
-    the datasets map bars (restoring their previous state)."""
-    import datasets
-
-    was_enabled = not datasets.are_progress_bars_disabled()
-    if not progress:
-        datasets.disable_progress_bars()
-    try:
-        with quiet_checkpointing_rename():
-            yield
-    finally:
-        if was_enabled and not progress:
-            datasets.enable_progress_bars()
-
-
 def _split(ids: list[str], val_fraction: float, max_tasks: int | None, seed: int):
     rng = np.random.default_rng(seed)
     if max_tasks is not None:
-        if isinstance(max_tasks, bool) or not isinstance(max_tasks, int) or max_tasks < 1:
-            raise ValidationError(f"max_tasks must be a positive integer or None, got {max_tasks!r}")
         if max_tasks < len(ids):
             keep = set(rng.choice(len(ids), max_tasks, replace=False).tolist())
             ids = [t for i, t in enumerate(ids) if i in keep]
@@ -164,18 +144,19 @@ def _split(ids: list[str], val_fraction: float, max_tasks: int | None, seed: int
 
 def train_sft(
     index,
+    config: SFTTrainingConfig | dict | None = None,
     *,
     base_model: str | None = None,
     generator_config: LMConfig | dict | None = None,
-    max_steps: int = 30,
-    learning_rate: float = 2e-4,
-    batch_size: int = 4,
-    grad_accum: int = 1,
-    val_fraction: float = 0.2,
+    max_steps: int | None = None,
+    learning_rate: float | None = None,
+    batch_size: int | None = None,
+    grad_accum: int | None = None,
+    val_fraction: float | None = None,
     eval_steps: int | None = None,
     output_dir: str | None = None,
     progress: bool = True,
-    seed: int = 0,
+    seed: int | None = None,
     max_tasks: int | None = None,
     k: int | None = None,
     device: str | None = None,
@@ -183,27 +164,34 @@ def train_sft(
 ) -> LMGenerator:
     """Fine-tune an LM generator with LoRA on the tasks of ``index`` (see the module docstring).
 
+    The run is described by ``config`` (an :class:`SFTTrainingConfig`); each training keyword
+    (``max_steps`` ... ``max_tasks``) that is given overrides its field, so
+    ``train_sft(index, max_steps=50)`` and ``train_sft(index, SFTTrainingConfig(max_steps=50))``
+    are the same run. Defaults are the config's.
+
     Parameters
     ----------
     index : TaskIndex
         The prior tasks; every indexed task is an example (the task rows are not needed).
+    config : SFTTrainingConfig or dict, optional
+        The training settings; default ``SFTTrainingConfig()``.
     base_model : str, optional
         ``"smollm2-135m"``, ``"tiny"``, a local model directory or a hub id; default: the
-        config's (``"smollm2-135m"``).
+        generator config's (``"smollm2-135m"``).
     generator_config : LMConfig or dict, optional
         Retrieval, prompt and LoRA settings (``k``, ``decimals``, ``lora_r``, ``lora_alpha``,
         ``lora_dropout``, ``target_modules``, ...); ``base_model``, ``k`` and ``device``
         given here override it.
     max_steps : int
-        Optimiser steps.
+        Optimiser steps (default 30).
     learning_rate : float
-        AdamW learning rate of the LoRA weights (linear decay).
+        AdamW learning rate of the LoRA weights (linear decay; default 2e-4).
     batch_size : int
-        Examples per device and step (also the evaluation batch size).
+        Examples per device and step (also the evaluation batch size; default 4).
     grad_accum : int
         Gradient-accumulation steps (effective batch = batch_size * grad_accum * devices).
     val_fraction : float
-        Share of tasks held out for the validation loss (0: none).
+        Share of tasks held out for the validation loss (0: none; default 0.2).
     eval_steps : int, optional
         Evaluate every this many steps; default: once, at the last step.
     output_dir : str, optional
@@ -211,13 +199,13 @@ def train_sft(
     progress : bool
         Show TRL's tqdm progress bar.
     seed : int
-        Seed of the task split, data order and LoRA initialisation.
+        Seed of the task split, data order and LoRA initialisation (default 0).
     max_tasks : int, optional
         Use a random subset of this many tasks (for quick runs).
     k : int, optional
-        Neighbours per prompt (overrides the config).
+        Neighbours per prompt (overrides the generator config).
     device : str, optional
-        ``"cpu"``, ``"cuda"``, ... (overrides the config; default ``"auto"``).
+        ``"cpu"``, ``"cuda"``, ... (overrides the generator config; default ``"auto"``).
     callbacks : list of transformers.TrainerCallback, optional
         Extra trainer callbacks (early stopping, custom logging, ...).
 
@@ -225,47 +213,46 @@ def train_sft(
     -------
     LMGenerator
         Fine-tuned: ``model_`` is the peft model, ``history_`` the trainer's log history
-        (``loss`` per step, ``eval_loss`` per evaluation), ``n_trainable_params_``,
-        ``train_seconds_``, ``train_task_ids_`` and ``val_task_ids_``.
+        (``loss`` per step, ``eval_loss`` per evaluation), ``training_`` the run's config,
+        ``n_trainable_params_``, ``train_seconds_``, ``train_task_ids_`` and ``val_task_ids_``.
+
+    Raises
+    ------
+    ValidationError
+        A setting out of range (named), or fewer than 2 indexed tasks.
     """
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
+    run = run_config(SFTTrainingConfig, config, max_steps=max_steps, learning_rate=learning_rate,
+                     batch_size=batch_size, grad_accum=grad_accum, val_fraction=val_fraction,
+                     eval_steps=eval_steps, seed=seed, max_tasks=max_tasks)
     if isinstance(generator_config, dict):
         generator_config = LMConfig(**generator_config)
     overrides = {key: v for key, v in (("base_model", base_model), ("k", k), ("device", device)) if v is not None}
     cfg = LMConfig(**{**asdict(generator_config or LMConfig()), **overrides})
-    for name, v in (("max_steps", max_steps), ("batch_size", batch_size), ("grad_accum", grad_accum)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValidationError(f"{name} must be a positive integer, got {v!r}")
-    if eval_steps is not None and (isinstance(eval_steps, bool) or not isinstance(eval_steps, int) or eval_steps < 1):
-        raise ValidationError(f"eval_steps must be a positive integer or None, got {eval_steps!r}")
-    if not 0 <= val_fraction < 1:
-        raise ValidationError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
-    if not (isinstance(learning_rate, int | float) and learning_rate > 0):
-        raise ValidationError(f"learning_rate must be positive, got {learning_rate!r}")
     if len(index) < 2:
         raise ValidationError(f"SFT needs at least 2 indexed tasks, got {len(index)}")
 
     gen = LMGenerator(cfg)
     model, tok = gen.load_model()
-    train_ids, val_ids = _split(index.ids, val_fraction, max_tasks, seed)
+    train_ids, val_ids = _split(index.ids, run.val_fraction, run.max_tasks, run.seed)
     limit = gen.prompt_limit(param_names(index.model, index.schema))
     train_ds = build_sft_dataset(index, tok, cfg, task_ids=train_ids, hide=val_ids, max_tokens=limit)
     val_ds = build_sft_dataset(index, tok, cfg, task_ids=val_ids, max_tokens=limit) if val_ids else None
 
-    on_cuda = str(next(model.parameters()).device).startswith("cuda")
-    set_seed(seed)
+    set_seed(run.seed)
     with tempfile.TemporaryDirectory(prefix="ragim-sft-") as scratch:
         args = SFTConfig(
-            **trainer_args(SFTConfig, on_cuda=on_cuda, progress=progress, seed=seed, output_dir=output_dir or scratch,
-                           max_steps=max_steps, learning_rate=learning_rate),
-            per_device_train_batch_size=batch_size, per_device_eval_batch_size=batch_size,
-            gradient_accumulation_steps=grad_accum,
-            eval_strategy="steps" if val_ds is not None else "no", eval_steps=eval_steps or max_steps,
+            **trainer_args(SFTConfig, on_cuda=on_cuda(model), progress=progress, seed=run.seed,
+                           output_dir=output_dir or scratch, max_steps=run.max_steps,
+                           learning_rate=run.learning_rate),
+            per_device_train_batch_size=run.batch_size, per_device_eval_batch_size=run.batch_size,
+            gradient_accumulation_steps=run.grad_accum,
+            eval_strategy="steps" if val_ds is not None else "no", eval_steps=run.eval_steps or run.max_steps,
             completion_only_loss=True, max_length=None,
         )
-        with _quiet(progress):
+        with quiet_training(progress):
             trainer = SFTTrainer(
                 model=model, args=args, train_dataset=train_ds.select_columns(["prompt", "completion"]),
                 eval_dataset=None if val_ds is None else val_ds.select_columns(["prompt", "completion"]),
@@ -279,6 +266,7 @@ def train_sft(
     gen.model_ = peft_model
     gen.n_trainable_params_ = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     gen.fine_tuned_ = True
+    gen.training_ = [training_record("sft", run)]
     gen.index_ = index
     gen.model_kind_ = index.model
     gen.schema_ = index.schema
@@ -288,4 +276,4 @@ def train_sft(
     return gen
 
 
-__all__ = ["build_sft_dataset", "train_sft", "LMConfig"]
+__all__ = ["LMConfig", "SFTTrainingConfig", "build_sft_dataset", "train_sft"]

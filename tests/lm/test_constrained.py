@@ -17,7 +17,8 @@ from ragim.lm import (
     load_base_model,
     parse_json_numbers,
 )
-from ragim.lm.constrained import _segment_state, _skeleton
+from ragim.lm.answer import _skeleton
+from ragim.lm.constrained import _segment_state
 
 ODD_KEYS = [
     "intercept",

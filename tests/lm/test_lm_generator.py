@@ -100,15 +100,14 @@ def test_max_prompt_tokens_drops_neighbours(family, index):
 
 def test_population_model_in_prompts_leaves_out_the_excluded_tasks(gen, family, index):
     from ragim.lm.prompts import answer_text
-    from ragim.train.reward import _prompt_messages
 
     off = LMGenerator(base_model="tiny", k=2, device="cpu", population=False)
     ex = family.ids[:3]
     pop = index.population_params(ex)
     assert pop.metadata["n_tasks"] == len(index) - 3
-    user = _prompt_messages(gen, family.descriptions[0], index, None, ex)[0][1]["content"]
+    user = gen.prompt(family.descriptions[0], index, exclude=ex)[0][1]["content"]
     assert f"average over {len(index) - 3} indexed tasks" in user and answer_text(pop, gen.config.decimals) in user
-    assert "Population model" not in _prompt_messages(off, family.descriptions[0], index, None, ex)[0][1]["content"]
+    assert "Population model" not in off.prompt(family.descriptions[0], index, exclude=ex)[0][1]["content"]
     with_pop = gen.generate_params(family.descriptions[0], index, exclude=ex)
     assert with_pop.metadata["population"] == {k: pop.metadata[k] for k in ("n_tasks", "n_rows")}
     assert with_pop.metadata["prompt_tokens"] > off.generate_params(family.descriptions[0], index,

@@ -156,3 +156,20 @@ def test_fit_method_and_input_validation(index):
         train_sft(index, base_model="tiny", max_steps=0)
     with pytest.raises(ValidationError, match="val_fraction"):
         train_sft(index, base_model="tiny", val_fraction=1.0)
+
+
+def test_the_run_is_one_config_saved_beside_the_adapter(trained, tmp_path):
+    from ragim.train import SFTTrainingConfig
+
+    gen, _ = trained
+    expected = SFTTrainingConfig(max_steps=3, batch_size=2, learning_rate=5e-3)
+    assert gen.training_ == [{"stage": "sft", "config": {
+        "max_steps": 3, "learning_rate": 5e-3, "batch_size": 2, "grad_accum": 1, "val_fraction": 0.2,
+        "eval_steps": None, "seed": 0, "max_tasks": None}}]
+    assert SFTTrainingConfig(**gen.training_[0]["config"]) == expected
+    state = json.loads((gen.save(tmp_path / "lm") / "state.json").read_text())
+    assert state["training"] == gen.training_
+    with pytest.raises(ValidationError, match=r"invalid SFTTrainingConfig:\n  - batch_size must be an integer >= 1"):
+        SFTTrainingConfig(batch_size=0)
+    with pytest.raises(ValidationError, match="config must be a SFTTrainingConfig"):
+        train_sft(trained[0].index_, LMConfig())

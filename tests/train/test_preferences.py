@@ -11,9 +11,9 @@ from ragim.errors import ValidationError
 from ragim.generate.lm import LMGenerator
 from ragim.index import leak_free
 from ragim.params import param_names
-from ragim.rewards import encode_heldout, held_out_log_likelihood
 from ragim.train import build_preference_pairs, load_preferences
 from ragim.train.preferences import save_preferences
+from ragim.train.rewards import encode_heldout, held_out_log_likelihood
 
 
 @pytest.fixture(scope="module")

@@ -173,3 +173,13 @@ def test_best_of_n_returns_the_highest_scored_candidate():
     assert user.count(desc) == 1 and all(p["description"] in user for p in cands[0].metadata["provenance"])
     with pytest.raises(ValidationError, match="n must be"):
         best_of_n(gen, fake, desc, index, n=0)
+
+
+def test_the_training_run_is_saved_with_the_model(trained, tmp_path):
+    from ragim.train.reward import RewardModelTrainingConfig
+
+    rm, _ = trained
+    assert rm.training_ == [{"stage": "reward", "config": {"max_steps": 30, "learning_rate": 3e-3,
+                                                           "batch_size": 4, "val_fraction": 0.2, "seed": 0}}]
+    assert RewardModelTrainingConfig(**rm.training_[0]["config"]).max_steps == 30
+    assert RewardModel.load(rm.save(tmp_path / "rm"), device="cpu").training_ == rm.training_

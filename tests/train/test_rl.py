@@ -16,8 +16,9 @@ from ragim.errors import ValidationError
 from ragim.generate.lm import LMConfig, LMGenerator
 from ragim.index import leak_free
 from ragim.params import param_names
-from ragim.rewards import RewardConfig, completion_text, decode_heldout
 from ragim.train import build_preference_pairs, train_dpo, train_grpo, train_sft
+from ragim.train.rewards import VerifiableRewardConfig as RewardConfig
+from ragim.train.rewards import completion_text, decode_heldout
 from ragim.train.rl import build_grpo_dataset
 
 
@@ -167,3 +168,36 @@ def test_bad_arguments(sft, index):
         train_dpo(sft, [], beta=0)
     with pytest.raises(ValidationError, match="no preference pairs"):
         train_dpo(sft, [])
+
+
+def test_every_training_run_is_recorded_and_saved_beside_the_adapter(grpo, sft, index, tmp_path):
+    from ragim.train import GRPOTrainingConfig
+
+    gen, _, _ = grpo
+    assert [r["stage"] for r in sft.training_] == ["sft"]
+    assert [r["stage"] for r in gen.training_] == ["sft", "grpo"]
+    assert gen.training_[0] == sft.training_[0]
+    run = gen.training_[1]["config"]
+    assert run["rewards"]["weights"] == {"log_likelihood": 1.0, "validity": 0.5}
+    assert (run["num_generations"], run["max_steps"], run["batch_size"], run["learning_rate"]) == (4, 2, 1, 1e-3)
+    # the record is a complete config: it rebuilds the run's settings
+    assert GRPOTrainingConfig(**run) == GRPOTrainingConfig(
+        rewards=RewardConfig(weights={"log_likelihood": 1.0, "validity": 0.5}), max_steps=2, learning_rate=1e-3)
+    loaded = LMGenerator.load(gen.save(tmp_path / "grpo"), device="cpu")
+    assert loaded.training_ == gen.training_
+
+
+def test_a_config_object_and_keywords_describe_the_same_run():
+    from ragim.train import DPOTrainingConfig, GRPOTrainingConfig
+    from ragim.train.trainer import run_config
+
+    cfg = GRPOTrainingConfig(max_steps=7, temperature=1.2)
+    run = run_config(GRPOTrainingConfig, cfg, max_steps=3, beta=None)
+    assert (run.max_steps, run.temperature, run.beta) == (3, 1.2, 0.0) and cfg.max_steps == 7
+    assert run_config(DPOTrainingConfig, {"beta": 0.5}).beta == 0.5
+    with pytest.raises(ValidationError, match=r"unknown DPOTrainingConfig field\(s\) \['betta'\]"):
+        run_config(DPOTrainingConfig, {"betta": 0.5})
+    with pytest.raises(ValidationError, match="config must be a DPOTrainingConfig"):
+        run_config(DPOTrainingConfig, cfg)
+    with pytest.raises(ValidationError, match="temperature must be a number > 0, got 0"):
+        GRPOTrainingConfig(temperature=0)

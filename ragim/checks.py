@@ -1,0 +1,204 @@
+"""Argument checks of configs and trainers: scikit-learn's ``check_scalar`` with ragim's errors.
+
+:func:`check_int` and :func:`check_number` test one value with
+:func:`sklearn.utils.check_scalar` and raise a one-line
+:class:`~ragim.errors.ValidationError` that names the argument, the range it must lie in and
+the value it got. Booleans are never numbers here, and numbers must be finite. Both return
+the value as a plain ``int`` or ``float`` (numpy scalars included), so that a config that
+stores it stays JSON-safe.
+
+:func:`check_fields` applies such checks to the fields of a config dataclass and raises one
+error listing every problem (the way ``LMConfig(...)`` reports all its bad fields at once).
+
+Examples
+--------
+>>> check_int(3, "max_steps", ge=1)
+3
+>>> check_number(0.2, "val_fraction", ge=0, lt=1)
+0.2
+>>> check_int(0, "max_steps", ge=1)
+Traceback (most recent call last):
+...
+ragim.errors.ValidationError: max_steps must be an integer >= 1, got 0
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sklearn.utils import check_scalar
+
+from ragim.errors import ValidationError
+
+Bound = int | float | None
+
+
+def _range_text(gt: Bound, ge: Bound, lt: Bound, le: Bound) -> str:
+    lo, hi = (gt if ge is None else ge), (lt if le is None else le)
+    if lo is not None and hi is not None:
+        return f" in {'(' if ge is None else '['}{lo:g}, {hi:g}{')' if le is None else ']'}"
+    if lo is not None:
+        return f" {'>' if ge is None else '>='} {lo:g}"
+    if hi is not None:
+        return f" {'<' if le is None else '<='} {hi:g}"
+    return ""
+
+
+def _check(
+    value: Any,
+    name: str,
+    kind: type,
+    noun: str,
+    gt: Bound,
+    ge: Bound,
+    lt: Bound,
+    le: Bound,
+    allow_none: bool,
+) -> str | None:
+    """The problem with ``value`` as one sentence, or None when it passes."""
+    if value is None and allow_none:
+        return None
+    lo, hi = (gt if ge is None else ge), (lt if le is None else le)
+    closed = {
+        (True, True): "both",
+        (True, False): "left",
+        (False, True): "right",
+        (False, False): "neither",
+    }[(gt is None, lt is None)]
+    if (closed == "left" and lo is None) or (closed == "right" and hi is None):
+        closed = "neither"  # the side without a bound has nothing to include
+    ok = not isinstance(value, bool) and isinstance(value, kind)
+    if ok and isinstance(value, numbers.Real) and not math.isfinite(float(value)):
+        ok = False
+    if ok:
+        try:
+            check_scalar(value, name, kind, min_val=lo, max_val=hi, include_boundaries=closed)
+        except (TypeError, ValueError):
+            ok = False
+    if ok:
+        return None
+    none = " or None" if allow_none else ""
+    return f"{name} must be {noun}{_range_text(gt, ge, lt, le)}{none}, got {value!r}"
+
+
+def check_int(
+    value: Any,
+    name: str,
+    *,
+    gt: Bound = None,
+    ge: Bound = None,
+    lt: Bound = None,
+    le: Bound = None,
+    allow_none: bool = False,
+) -> int | None:
+    """``value`` as an ``int`` after checking it is an integer within the bounds.
+
+    Parameters
+    ----------
+    value : the argument.
+    name : its name, as the user wrote it (``"max_steps"``, ``"--k"``).
+    gt, ge, lt, le : strict and inclusive lower and upper bounds (None: unbounded).
+    allow_none : None passes (and is returned).
+
+    Raises
+    ------
+    ValidationError
+        One line: ``"<name> must be an integer >= 1, got 0"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> check_int(np.int64(4), "batch_size", ge=1)
+    4
+    >>> check_int(None, "max_tasks", ge=1, allow_none=True) is None
+    True
+    """
+    problem = _check(value, name, numbers.Integral, "an integer", gt, ge, lt, le, allow_none)
+    if problem:
+        raise ValidationError(problem)
+    return None if value is None else int(value)
+
+
+def check_number(
+    value: Any,
+    name: str,
+    *,
+    gt: Bound = None,
+    ge: Bound = None,
+    lt: Bound = None,
+    le: Bound = None,
+    allow_none: bool = False,
+) -> float | None:
+    """``value`` as a ``float`` after checking it is a finite real number within the bounds.
+
+    Integers are numbers too (``learning_rate=1`` is 1.0); booleans, text, NaN and infinity
+    are not. Parameters and errors as :func:`check_int`.
+
+    Examples
+    --------
+    >>> check_number(1, "learning_rate", gt=0)
+    1.0
+    >>> check_number(float("nan"), "temperature", ge=0)
+    Traceback (most recent call last):
+    ...
+    ragim.errors.ValidationError: temperature must be a number >= 0, got nan
+    """
+    problem = _check(value, name, numbers.Real, "a number", gt, ge, lt, le, allow_none)
+    if problem:
+        raise ValidationError(problem)
+    return None if value is None else float(value)
+
+
+def check_fields(
+    obj: Any,
+    rules: Mapping[str, Callable[[Any, str], Any]],
+    what: str,
+    problems: list[str] | None = None,
+) -> None:
+    """Check fields of a config object in place, then raise one error listing every problem.
+
+    Parameters
+    ----------
+    obj : the config (a dataclass instance); every checked field is replaced by the
+        value its rule returns (a plain ``int`` or ``float``).
+    rules : field name -> ``rule(value, name)``, e.g.
+        ``functools.partial(check_int, ge=1)``.
+    what : the config's name in the error message.
+    problems : problems found by other checks, reported in the same error.
+
+    Raises
+    ------
+    ValidationError
+        ``"invalid <what>:"`` followed by one line per problem.
+
+    Examples
+    --------
+    >>> from dataclasses import dataclass
+    >>> from functools import partial
+    >>> @dataclass
+    ... class Run:
+    ...     steps: int = 1
+    ...     rate: float = 0.1
+    >>> check_fields(Run(steps=0, rate=-1), {"steps": partial(check_int, ge=1),
+    ...                                       "rate": partial(check_number, gt=0)}, "Run")
+    Traceback (most recent call last):
+    ...
+    ragim.errors.ValidationError: invalid Run:
+      - steps must be an integer >= 1, got 0
+      - rate must be a number > 0, got -1
+    """
+    found = []
+    for name, rule in rules.items():
+        try:
+            setattr(obj, name, rule(getattr(obj, name), name))
+        except ValidationError as exc:
+            found.append(str(exc))
+    found += list(problems or [])
+    if found:
+        raise ValidationError(f"invalid {what}:", found)
+
+
+__all__ = ["check_fields", "check_int", "check_number"]

@@ -1,0 +1,349 @@
+"""Preference pairs as data: the columns, the JSONL file format and the checks.
+
+A preference pair says "for this prompt, model A is better than model B". The dataset uses
+TRL's *explicit-prompt conversational* preference format, which both ``RewardTrainer`` and
+``DPOTrainer`` accept: ``prompt`` is the system and user messages, ``chosen`` and
+``rejected`` are one assistant message each, whose content is the model's answer text
+(:mod:`ragim.lm.answer`). Extra columns: ``task_id``, ``margin`` (reward of chosen minus
+rejected), ``chosen_reward``, ``rejected_reward`` and ``neighbor_ids`` (the neighbours shown
+in the prompt).
+
+This module reads, writes and checks pairs (:func:`load_preferences`,
+:func:`save_preferences`, :func:`check_pair_names`, :func:`pair_rows`); building pairs from
+verifiable rewards is training (:func:`ragim.train.build_preference_pairs`), and the
+reward model (:mod:`ragim.lm.reward_model`) scores them. See ``docs/training.md`` for the
+file format.
+
+Examples
+--------
+>>> pairs = [{"prompt": "Predict stroke.", "chosen": {"intercept": -2, "age": 0.8},
+...           "rejected": {"intercept": 1, "age": -3}}]
+>>> check_pair_names(pairs, ["intercept", "age"])
+>>> pair_rows(pairs)[0]["prompt"]
+'Predict stroke.'
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ragim.errors import ValidationError
+from ragim.lm.answer import answer_values, model_text
+
+#: columns every preference dataset has, in this order
+PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected", "task_id", "margin")
+#: optional columns kept by save/load
+OPTIONAL_COLUMNS = ("chosen_reward", "rejected_reward", "neighbor_ids")
+_ROLES = ("system", "user", "assistant")
+
+
+def _prompt_messages(obj: Any) -> list[dict[str, str]]:
+    """Normalise a prompt (text or messages) to a message list; raises ValueError."""
+    if isinstance(obj, str):
+        if not obj.strip():
+            raise ValueError("the prompt is empty")
+        return [{"role": "user", "content": obj}]
+    if not isinstance(obj, list) or not obj:
+        raise ValueError("the prompt must be text or a non-empty list of {role, content} messages")
+    out = []
+    for i, msg in enumerate(obj):
+        if (
+            not isinstance(msg, Mapping)
+            or msg.get("role") not in _ROLES
+            or not isinstance(msg.get("content"), str)
+        ):
+            raise ValueError(
+                f'prompt message {i} must be {{"role": one of {list(_ROLES)}, "content": text}}'
+            )
+        out.append({"role": msg["role"], "content": msg["content"]})
+    if out[-1]["role"] == "assistant":
+        raise ValueError(
+            "the prompt's last message is from the assistant; the answer goes in chosen/rejected"
+        )
+    return out
+
+
+def _check_line(obj: Any) -> tuple[dict | None, list[str]]:
+    if not isinstance(obj, Mapping):
+        return None, [f"expected a JSON object, got {type(obj).__name__}"]
+    problems = [f"missing field {f!r}" for f in ("prompt", "chosen", "rejected") if f not in obj]
+    if problems:
+        return None, problems
+    out: dict[str, Any] = {}
+    try:
+        out["prompt"] = _prompt_messages(obj["prompt"])
+    except ValueError as exc:
+        problems.append(f"field 'prompt': {exc}")
+    values = {}
+    for side in ("chosen", "rejected"):
+        try:
+            values[side] = answer_values(obj[side])
+            out[side] = [{"role": "assistant", "content": model_text(values[side])}]
+        except ValueError as exc:
+            problems.append(f"field {side!r}: {exc}")
+    if len(values) == 2:
+        if list(values["chosen"]) != list(values["rejected"]):
+            problems.append(
+                f"chosen and rejected have different parameters ({list(values['chosen'])} vs "
+                f"{list(values['rejected'])}); both must use the same names in the same order"
+            )
+        elif values["chosen"] == values["rejected"]:
+            problems.append(
+                "chosen and rejected are the same model; a preference needs two different models"
+            )
+    tid = obj.get("task_id")
+    if tid is not None and (not isinstance(tid, str) or not tid):
+        problems.append(f"field 'task_id' must be a non-empty string, got {tid!r}")
+    out["task_id"] = tid
+    margin = obj.get("margin")
+    if margin is not None and (
+        isinstance(margin, bool)
+        or not isinstance(margin, int | float)
+        or not math.isfinite(margin)
+        or margin < 0
+    ):
+        problems.append(f"field 'margin' must be a finite number >= 0, got {margin!r}")
+    out["margin"] = None if margin is None else float(margin)
+    for f in ("chosen_reward", "rejected_reward"):
+        v = obj.get(f)
+        if v is not None and (
+            isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)
+        ):
+            problems.append(f"field {f!r} must be a finite number, got {v!r}")
+        out[f] = None if v is None else float(v)
+    nb = obj.get("neighbor_ids")
+    if nb is not None and (not isinstance(nb, list) or not all(isinstance(s, str) for s in nb)):
+        problems.append(f"field 'neighbor_ids' must be a list of task ids, got {nb!r}")
+    out["neighbor_ids"] = nb
+    return (None if problems else out), problems
+
+
+def load_preferences(path: str | os.PathLike):
+    """Read preference pairs (e.g. a clinician's rankings) from a JSONL file.
+
+    Every line is one JSON object with ``prompt`` (text, or a list of ``{"role", "content"}``
+    messages), ``chosen`` and ``rejected`` (each a model: JSON text, a JSON object of
+    parameter -> number, or one assistant message whose content is that JSON), and optionally
+    ``task_id``, ``margin`` (>= 0), ``chosen_reward``, ``rejected_reward`` and ``neighbor_ids``.
+    Blank lines are skipped. Models are rewritten in the canonical answer text; a text prompt
+    becomes one user message.
+
+    Raises
+    ------
+    ValidationError
+        Listing every bad line by number: invalid JSON, a missing field, an unparseable model
+        JSON, different parameter names in chosen and rejected, ...
+
+    Examples
+    --------
+    >>> import json, os, tempfile
+    >>> f = os.path.join(tempfile.mkdtemp(), "prefs.jsonl")
+    >>> line = {"prompt": "Predict stroke.", "chosen": {"intercept": -2, "age": 0.8},
+    ...         "rejected": '{"intercept": 1, "age": -3}', "task_id": "stroke"}
+    >>> _ = open(f, "w").write(json.dumps(line) + "\\n")
+    >>> ds = load_preferences(f)
+    >>> ds[0]["chosen"], ds[0]["prompt"][0]["role"]
+    ([{'role': 'assistant', 'content': '{"intercept": -2, "age": 0.8}'}], 'user')
+    """
+    from datasets import Dataset
+
+    p = Path(path)
+    if not p.is_file():
+        raise ValidationError(
+            f"preference file {str(p)!r} does not exist; give a .jsonl file with one pair per line"
+        )
+    rows, problems = [], []
+    with open(p, encoding="utf-8-sig") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                problems.append(f"line {lineno}: not valid JSON ({exc.msg} at character {exc.pos})")
+                continue
+            row, errs = _check_line(obj)
+            problems.extend(f"line {lineno}: {e}" for e in errs)
+            if row is not None:
+                rows.append(row)
+    if problems:
+        shown = problems[:20] + (
+            [f"... and {len(problems) - 20} more"] if len(problems) > 20 else []
+        )
+        raise ValidationError(
+            f"preference file {str(p)!r} has {len(problems)} problem(s) "
+            "(see docs/training.md for the format):",
+            shown,
+        )
+    if not rows:
+        raise ValidationError(f"preference file {str(p)!r} holds no preference pairs")
+    for col in OPTIONAL_COLUMNS:
+        if all(r[col] is None for r in rows):
+            for r in rows:
+                del r[col]
+    return Dataset.from_list(rows)
+
+
+def _records(
+    pairs, accepted: str = "a datasets.Dataset or a list of dicts"
+) -> Iterable[Mapping[str, Any]]:
+    if hasattr(pairs, "column_names"):
+        missing = [c for c in ("prompt", "chosen", "rejected") if c not in pairs.column_names]
+        if missing:
+            raise ValidationError(
+                f"the preference dataset lacks column(s) {missing}; see build_preference_pairs"
+            )
+        return iter(pairs)
+    if isinstance(pairs, Sequence) and not isinstance(pairs, str):
+        return iter(pairs)
+    raise ValidationError(f"pairs must be {accepted}, got {type(pairs).__name__}")
+
+
+def check_pair_names(pairs, names: Sequence[str], *, where: str = "the preference pairs") -> None:
+    """Raise unless every pair's chosen and rejected models use exactly ``names``, in order.
+
+    Training on pairs written for another schema (parameters the index does not have, or
+    in another order than the generator writes them) would teach the model a foreign
+    answer; this check runs before any training step.
+
+    Raises
+    ------
+    ValidationError
+        Listing each offending pair (1-based) with its unknown and missing parameters.
+
+    Examples
+    --------
+    >>> pairs = [{"prompt": "p", "chosen": {"intercept": 0, "bnp": 1}, "rejected": {"intercept": 1, "bnp": 0}}]
+    >>> try:
+    ...     check_pair_names(pairs, ["intercept", "x01"])
+    ... except ValidationError as exc:
+    ...     print(exc.problems[0])
+    pair 1: unknown parameters ['bnp']; missing ['x01']
+    """
+    names = list(names)
+    known = set(names)
+    problems = []
+    for i, r in enumerate(_records(pairs), start=1):
+        found = []
+        for side in ("chosen", "rejected"):
+            try:
+                keys = list(answer_values(r[side]))
+            except (ValueError, KeyError) as exc:
+                problems.append(f"pair {i}: {side} is not a model ({exc})")
+                continue
+            unknown = [k for k in keys if k not in known]
+            missing = [n for n in names if n not in set(keys)]
+            if unknown or missing:
+                found.append(f"unknown parameters {unknown[:8]}; missing {missing[:8]}")
+            elif keys != names:
+                found.append(
+                    "parameters in another order than the generator writes them "
+                    f"(expected {names[:4]}...)"
+                )
+        problems.extend(f"pair {i}: {m}" for m in dict.fromkeys(found))
+        if len(problems) >= 20:
+            break
+    if problems:
+        raise ValidationError(
+            f"{where} do not match the parameter layout of the index/generator ({len(names)} parameters: "
+            f"{names[:5]}{' ...' if len(names) > 5 else ''}); they were written for another schema:",
+            problems,
+        )
+
+
+def save_preferences(pairs, path: str | os.PathLike) -> Path:
+    """Write preference pairs as JSONL in :func:`load_preferences`'s format (atomically).
+
+    The columns ``prompt``, ``chosen``, ``rejected``, ``task_id``, ``margin`` and, when
+    present, ``chosen_reward``, ``rejected_reward`` and ``neighbor_ids`` are written.
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, r in enumerate(_records(pairs)):
+        rec = {k: r.get(k) for k in (*PREFERENCE_COLUMNS, *OPTIONAL_COLUMNS) if k in r}
+        row, errs = _check_line(rec)
+        if row is None:
+            raise ValidationError(f"pair {i} cannot be saved:", errs)
+        try:
+            lines.append(json.dumps(rec, ensure_ascii=False, allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(f"pair {i} is not JSON-safe ({exc})") from exc
+    tmp = p.parent / f".{p.name}.{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write("".join(line + "\n" for line in lines))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return p
+
+
+def pair_rows(pairs) -> list[dict]:
+    """Preference pairs as a list of dicts, from a ``datasets.Dataset``, a list of dicts or a
+    JSONL path (:func:`load_preferences`); raises ValidationError when a pair lacks ``prompt``,
+    ``chosen`` or ``rejected``.
+
+    >>> pair_rows([{"prompt": "p", "chosen": "{}", "rejected": "{}", "task_id": "t"}])[0]["task_id"]
+    't'
+    """
+    if isinstance(pairs, str | Path):
+        pairs = load_preferences(pairs)
+    rows = [dict(r) for r in _records(pairs, "a datasets.Dataset, a list of dicts or a JSONL path")]
+    bad = [i for i, r in enumerate(rows) if not {"prompt", "chosen", "rejected"} <= set(r)]
+    if bad:
+        raise ValidationError(f"pairs {bad[:5]} lack 'prompt', 'chosen' or 'rejected'")
+    return rows
+
+
+def pairs_dataset(rows: list[dict]):
+    """A ``datasets.Dataset`` of the ``prompt``, ``chosen`` and ``rejected`` columns of ``rows``
+    (what TRL's ``RewardTrainer`` and ``DPOTrainer`` train on)."""
+    from datasets import Dataset
+
+    return Dataset.from_list(
+        [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
+    )
+
+
+def empty_pairs():
+    """An empty preference dataset with every column and its type."""
+    from datasets import Dataset, Features, List, Value
+
+    msg = {"role": Value("string"), "content": Value("string")}
+    return Dataset.from_dict(
+        {c: [] for c in (*PREFERENCE_COLUMNS, *OPTIONAL_COLUMNS)},
+        features=Features(
+            {
+                "prompt": List(msg),
+                "chosen": List(msg),
+                "rejected": List(msg),
+                "task_id": Value("string"),
+                "margin": Value("float64"),
+                "chosen_reward": Value("float64"),
+                "rejected_reward": Value("float64"),
+                "neighbor_ids": List(Value("string")),
+            }
+        ),
+    )
+
+
+__all__ = [
+    "OPTIONAL_COLUMNS",
+    "PREFERENCE_COLUMNS",
+    "check_pair_names",
+    "empty_pairs",
+    "load_preferences",
+    "pair_rows",
+    "pairs_dataset",
+    "save_preferences",
+]

@@ -1,0 +1,355 @@
+"""The learned reward model at inference time, and best-of-n reranking.
+
+:class:`RewardModel` reads the generator's prompt plus one candidate answer (the model's
+answer text, :mod:`ragim.lm.answer`) and returns a scalar score ``s``; higher is better.
+It is trained by :func:`ragim.train.train_reward_model` (Bradley–Terry,
+``-log σ(s_chosen − s_rejected)``, TRL's ``RewardTrainer``); this module only builds,
+loads, saves and runs it, so inference never needs the training stack.
+
+The network is the generator's base LM as a sequence classifier with one output
+(``AutoModelForSequenceClassification`` with ``num_labels=1``, built from the causal LM's
+config and transformer weights; the scalar head ``score`` is new and randomly initialised).
+Only LoRA adapters (``task_type="SEQ_CLS"``) and the head train; the head is saved inside
+the adapter (``modules_to_save=["score"]``).
+
+Saved reward models are artifact directories (``ragim.reward-model``): ``config.json``
+(:class:`RewardModelConfig` plus the base model's identity), ``state.json`` (training log,
+training config, validation accuracy) and ``adapter/`` (peft format, LoRA plus the head;
+the base model is referenced, never copied).
+
+:func:`best_of_n` samples ``n`` candidates from a generator and returns the one the reward
+model scores highest.
+
+Examples
+--------
+>>> rm = RewardModel(base_model="tiny", device="cpu")
+>>> rm.model_, rm.tokenizer_ = rm.build_model()      # untrained head: scores are arbitrary
+>>> prompt = [{"role": "user", "content": "Predict stroke."}]
+>>> rm.score([prompt, prompt], [[{"role": "assistant", "content": '{"intercept": 1}'}],
+...                             [{"role": "assistant", "content": '{"intercept": -1}'}]]).shape
+(2,)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragim.checks import check_int
+from ragim.errors import ArtifactError, GenerationError, ValidationError
+from ragim.lm.adapters import adapter_config_problems
+from ragim.lm.pairs import pair_rows
+
+FORMAT = "ragim.reward-model"
+
+
+@dataclass
+class RewardModelConfig:
+    """Base model, LoRA and device settings of a :class:`RewardModel`."""
+
+    base_model: str = field(
+        default="smollm2-135m",
+        metadata={
+            "help": "'smollm2-135m', 'tiny', a local model directory or a hub id (use the generator's)"
+        },
+    )
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha"})
+    lora_dropout: float = field(
+        default=0.05, metadata={"help": "dropout on the LoRA input during training"}
+    )
+    target_modules: tuple[str, ...] = field(
+        default=("q_proj", "k_proj", "v_proj", "o_proj"),
+        metadata={
+            "help": "modules that get LoRA adapters (Llama attention projections by default)"
+        },
+    )
+    device: str = field(
+        default="auto", metadata={"help": "'auto', 'cpu' or 'cuda[:N]' (resolved when loading)"}
+    )
+    seed: int = field(
+        default=0,
+        metadata={"help": "seed of the head initialisation (and of the 'tiny' base model)"},
+    )
+
+    def __post_init__(self):
+        problems = adapter_config_problems(self)
+        if problems:
+            raise ValidationError("invalid RewardModelConfig:", problems)
+
+
+def _as_messages(x: Any, role: str) -> list[dict] | str:
+    """A prompt or completion as TRL sees it: a message list, or text."""
+    if isinstance(x, dict):
+        return [x]
+    if isinstance(x, str | list):
+        return x
+    raise ValidationError(f"a {role} must be text or a list of messages, got {type(x).__name__}")
+
+
+class RewardModel:
+    """A scalar reward over (prompt, generated model) pairs; see the module docstring.
+
+    Parameters
+    ----------
+    config : :class:`RewardModelConfig`; keyword overrides are accepted too.
+
+    Attributes
+    ----------
+    model_, tokenizer_ : the peft sequence classifier and its tokenizer (None until built).
+    history_ : the trainer's log history (``loss``, ``accuracy``, ``margin`` per step).
+    training_ : how it was trained: ``[{"stage": "reward", "config": {...}}]`` (the
+        :class:`~ragim.train.reward.RewardModelTrainingConfig`), saved in ``state.json``.
+    val_accuracy_ : pairwise accuracy on the validation pairs (NaN without them).
+    n_trainable_params_, train_seconds_ : LoRA + head parameter count and training time.
+    train_task_ids_, val_task_ids_ : tasks of the training and validation pairs.
+    """
+
+    def __init__(self, config: RewardModelConfig | None = None, **overrides: Any):
+        cfg = config or RewardModelConfig()
+        self.config = RewardModelConfig(**{**asdict(cfg), **overrides})
+        self.model_ = None
+        self.tokenizer_ = None
+        self.history_: list[dict] = []
+        self.training_: list[dict] = []
+        self.val_accuracy_ = math.nan
+        self.n_trainable_params_ = 0
+        self.train_seconds_ = 0.0
+        self.train_task_ids_: list[str] = []
+        self.val_task_ids_: list[str] = []
+
+    # ------------------------------------------------------------------ model
+    def build_model(self):
+        """A fresh (untrained) sequence classifier from the base LM: ``(model, tokenizer)``."""
+        import torch
+        from transformers import AutoModelForSequenceClassification
+
+        from ragim.device import resolve_device
+        from ragim.lm.base_models import load_base_model
+
+        c = self.config
+        causal, tok = load_base_model(c.base_model, device="cpu", seed=c.seed)
+        cfg = copy.deepcopy(causal.config)
+        cfg.num_labels = 1
+        cfg.pad_token_id = tok.pad_token_id
+        cfg.architectures = None
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(c.seed)
+            model = AutoModelForSequenceClassification.from_config(cfg, dtype=torch.float32)
+        model.base_model.load_state_dict(causal.base_model.state_dict(), strict=True)
+        del causal
+        model.to(resolve_device(c.device))
+        model.eval()
+        return model, tok
+
+    def lora_config(self):
+        """The ``peft.LoraConfig`` (task type SEQ_CLS, head ``score`` trained and saved)."""
+        from peft import LoraConfig
+
+        c = self.config
+        return LoraConfig(
+            task_type="SEQ_CLS",
+            r=c.lora_r,
+            lora_alpha=c.lora_alpha,
+            lora_dropout=c.lora_dropout,
+            target_modules=list(c.target_modules),
+            modules_to_save=["score"],
+            bias="none",
+        )
+
+    def _check_fitted(self):
+        if self.model_ is None or self.tokenizer_ is None:
+            raise ValidationError(
+                "this RewardModel is not trained; use ragim.train.train_reward_model(...) "
+                "or RewardModel.load"
+            )
+
+    # ------------------------------------------------------------------ scoring
+    def _encode(self, prompt, completion) -> list[int]:
+        tok = self.tokenizer_
+        p, c = _as_messages(prompt, "prompt"), _as_messages(completion, "completion")
+        if isinstance(p, list) != isinstance(c, list):
+            raise ValidationError(
+                "prompt and completion must both be text or both be message lists"
+            )
+        if isinstance(p, list):  # as TRL's RewardTrainer tokenizes conversational pairs
+            return list(
+                tok.apply_chat_template(p + c, tokenize=True, return_dict=True)["input_ids"]
+            )
+        text = p + c
+        if not text.endswith(tok.eos_token):
+            text += tok.eos_token
+        return list(tok(text=text)["input_ids"])
+
+    def score(
+        self, prompts: Sequence[Any], completions: Sequence[Any], *, batch_size: int = 8
+    ) -> np.ndarray:
+        """Reward-model scores, one per (prompt, completion).
+
+        Prompts are message lists (or text); completions are one assistant message (or
+        text), as in the preference pairs.
+        """
+        import torch
+
+        self._check_fitted()
+        if len(prompts) != len(completions):
+            raise ValidationError(
+                f"got {len(prompts)} prompts for {len(completions)} completions; pass one each"
+            )
+        ids = [self._encode(p, c) for p, c in zip(prompts, completions, strict=True)]
+        model, pad = self.model_, self.tokenizer_.pad_token_id
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        out = []
+        try:
+            with torch.no_grad():
+                for i in range(0, len(ids), batch_size):
+                    chunk = ids[i : i + batch_size]
+                    width = max(len(x) for x in chunk)
+                    input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+                    mask = torch.zeros((len(chunk), width), dtype=torch.long)
+                    for j, x in enumerate(chunk):
+                        input_ids[j, : len(x)] = torch.tensor(x)
+                        mask[j, : len(x)] = 1
+                    logits = model(
+                        input_ids=input_ids.to(device),
+                        attention_mask=mask.to(device),
+                        use_cache=False,
+                    ).logits
+                    out.extend(logits[:, 0].float().cpu().tolist())
+        finally:
+            model.train(was_training)
+        return np.asarray(out, dtype=np.float64)
+
+    def pairwise_accuracy(self, pairs) -> float:
+        """Share of pairs whose chosen answer scores above the rejected one (ties count half)."""
+        rows = pair_rows(pairs)
+        if not rows:
+            raise ValidationError("no pairs to evaluate")
+        prompts = [r["prompt"] for r in rows]
+        s_w = self.score(prompts, [r["chosen"] for r in rows])
+        s_l = self.score(prompts, [r["rejected"] for r in rows])
+        return float(np.mean((s_w > s_l) + 0.5 * (s_w == s_l)))
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Save as an artifact: ``config.json``, ``state.json`` and ``adapter/`` (LoRA plus the head)."""
+        from ragim.io import json_safe
+        from ragim.lm.adapters import save_adapter_artifact
+
+        self._check_fitted()
+        state = {
+            "history": json_safe(self.history_),
+            "training": json_safe(self.training_),
+            "val_accuracy": None if math.isnan(self.val_accuracy_) else float(self.val_accuracy_),
+            "n_trainable_params": int(self.n_trainable_params_),
+            "train_seconds": float(self.train_seconds_),
+            "train_task_ids": list(self.train_task_ids_),
+            "val_task_ids": list(self.val_task_ids_),
+        }
+        return save_adapter_artifact(path, FORMAT, self.config, state, self.model_)
+
+    save_pretrained = save
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str | None = None) -> RewardModel:
+        """Open a saved reward model: checksums verified, base model rebuilt, adapter and head applied."""
+        from ragim.io import read_artifact
+        from ragim.lm.adapters import apply_adapter, check_base_model, checked_adapter_dir
+
+        art = read_artifact(path, FORMAT)
+        try:
+            raw = dict(art.read_json("config.json"))
+            stored = raw.pop("base_model_identity", None) or {}
+            cfg = RewardModelConfig(**raw)
+            if device is not None:
+                cfg.device = device
+            state = art.read_json("state.json")
+            rm = cls(cfg)
+            rm.history_ = list(state.get("history", []))
+            rm.training_ = list(state.get("training", []))
+            va = state.get("val_accuracy")
+            rm.val_accuracy_ = math.nan if va is None else float(va)
+            rm.n_trainable_params_ = int(state.get("n_trainable_params", 0))
+            rm.train_seconds_ = float(state.get("train_seconds", 0.0))
+            rm.train_task_ids_ = list(state.get("train_task_ids", []))
+            rm.val_task_ids_ = list(state.get("val_task_ids", []))
+        except (TypeError, KeyError, AttributeError, ValidationError) as exc:
+            raise ArtifactError(f"{path}: not a valid reward model ({exc})") from exc
+        check_base_model(path, stored, cfg, "reward model")
+        adapter_dir = checked_adapter_dir(path, art, cfg)
+        base, tok = rm.build_model()
+        rm.model_, rm.tokenizer_ = apply_adapter(path, adapter_dir, base, cfg.base_model), tok
+        return rm
+
+    from_pretrained = load
+
+    def __repr__(self) -> str:
+        state = "trained" if self.model_ is not None else "untrained"
+        acc = "" if math.isnan(self.val_accuracy_) else f", val_accuracy={self.val_accuracy_:.3f}"
+        return f"RewardModel(base_model={self.config.base_model!r}, {state}{acc})"
+
+
+# --------------------------------------------------------------------------- best-of-n
+def best_of_n(generator, reward_model, query, index, *, n=8, temperature=0.8, k=None, exclude=None):
+    """Sample ``n`` candidate models and return the one the reward model scores highest.
+
+    Parameters
+    ----------
+    generator : LMGenerator
+    reward_model : RewardModel (anything with ``score(prompts, completions) -> array``).
+    query : str or Task
+        One target description.
+    index : TaskIndex
+    n : int
+        Candidates sampled (>= 1).
+    temperature : float
+        Sampling temperature of the candidates.
+    k : int, optional
+        Neighbours in the prompt (default: the generator's).
+    exclude : optional
+        Task ids or a predicate (e.g. :func:`ragim.index.leak_free`) kept out of retrieval.
+
+    Returns
+    -------
+    ModelParams
+        The best candidate; ``metadata`` adds ``rerank="reward_model"``, ``n`` and
+        ``reward_scores`` (every candidate's score, in sampling order).
+    """
+    from ragim.tasks import Task
+
+    n = check_int(n, "n", ge=1)
+    if not isinstance(query, str | Task):
+        raise ValidationError(
+            "best_of_n takes one query (a description or a Task); loop over a batch"
+        )
+    cands = generator.generate_candidates(
+        query, index, k=k, exclude=exclude, num_candidates=n, temperature=temperature
+    )
+    prompt, shown = generator.prompt(query, index, k=k, exclude=exclude)
+    if shown != [p["task_id"] for p in cands[0].metadata.get("provenance", [])]:
+        raise GenerationError(
+            "the reward model's prompt would show other neighbours than the generator's; "
+            "the generator and index disagree on retrieval"
+        )
+    fmt = generator.answer_format(cands[0].names)
+    texts = [[{"role": "assistant", "content": fmt.write(p.as_dict())}] for p in cands]
+    scores = [
+        float(s) for s in np.asarray(reward_model.score([prompt] * len(cands), texts), dtype=float)
+    ]
+    if len(scores) != len(cands):
+        raise ValidationError(
+            f"the reward model returned {len(scores)} scores for {len(cands)} candidates"
+        )
+    best = int(np.argmax(scores))
+    return cands[best].replace(metadata={"rerank": "reward_model", "n": n, "reward_scores": scores})
+
+
+__all__ = ["FORMAT", "RewardModel", "RewardModelConfig", "best_of_n"]

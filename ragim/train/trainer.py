@@ -1,0 +1,164 @@
+"""What every ragim trainer shares: TRL settings, quiet runs and run configs.
+
+* :func:`trainer_args` — the TRL ``*Config`` settings common to SFT, reward-model, GRPO and
+  DPO training (log every step, save and report nothing, bf16 on GPUs that support it, no
+  activation checkpointing).
+* :func:`run_trainer` — ``trainer.train()`` with nothing written to stdout.
+* :func:`quiet_training` — silences transformers' checkpointing-rename warnings and, without
+  ``progress``, the ``datasets`` progress bars.
+* :func:`run_config` and :func:`training_record` — a trainer's settings as one config
+  dataclass, the way TRL's ``SFTConfig`` describes a run: built from a config object and
+  keyword overrides, and recorded (``{"stage", "config"}``) in the trained model's
+  ``training_`` list, which its ``save()`` writes to ``state.json`` beside the adapter.
+
+Examples
+--------
+>>> from ragim.train.sft import SFTTrainingConfig
+>>> cfg = run_config(SFTTrainingConfig, None, max_steps=5, batch_size=None)
+>>> cfg.max_steps, cfg.batch_size
+(5, 4)
+>>> training_record("sft", cfg)["config"]["max_steps"]
+5
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from typing import Any
+
+from ragim.errors import ValidationError
+from ragim.lm.adapters import quiet_checkpointing_rename
+
+
+def run_config(cls: type, config: Any, **overrides: Any) -> Any:
+    """``config`` (an instance of the dataclass ``cls``, a dict of its fields, or None for the
+    defaults) with every override that is not None applied; the dataclass checks the result.
+
+    Raises
+    ------
+    ValidationError
+        When ``config`` is of another type, has unknown fields, or a value is out of range.
+    """
+    if config is None:
+        config = cls()
+    elif isinstance(config, dict):
+        unknown = sorted(set(config) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValidationError(
+                f"unknown {cls.__name__} field(s) {unknown}; "
+                f"fields: {[f.name for f in dataclasses.fields(cls)]}"
+            )
+        config = cls(**config)
+    elif not isinstance(config, cls):
+        raise ValidationError(
+            f"config must be a {cls.__name__} (or a dict of its fields), "
+            f"got {type(config).__name__}"
+        )
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+def training_record(stage: str, config: Any) -> dict[str, Any]:
+    """``{"stage": stage, "config": <the config's fields>}``, JSON-safe (nested configs: dicts)."""
+    from ragim.io import json_safe
+
+    return {"stage": stage, "config": json_safe(dataclasses.asdict(config))}
+
+
+def _no_checkpointing(config_cls) -> dict[str, bool]:
+    """TRL turns activation checkpointing on by default; for LoRA on small models it only costs
+    time."""
+    fields = getattr(config_cls, "__dataclass_fields__", {})
+    if "activation_checkpointing" in fields:
+        return {"activation_checkpointing": False}
+    return {"gradient_checkpointing": False}
+
+
+def trainer_args(
+    config_cls,
+    *,
+    on_cuda: bool,
+    progress: bool,
+    seed: int,
+    output_dir: str,
+    max_steps: int,
+    learning_rate: float,
+) -> dict[str, Any]:
+    """The settings every ragim trainer shares (log each step, save and report nothing, bf16 on
+    GPUs that support it, no activation checkpointing) as keyword arguments of ``config_cls``."""
+    import torch
+
+    return dict(
+        output_dir=output_dir,
+        max_steps=max_steps,
+        learning_rate=learning_rate,
+        logging_strategy="steps",
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=not on_cuda,
+        disable_tqdm=not progress,
+        bf16=on_cuda and torch.cuda.is_bf16_supported(),
+        fp16=False,
+        seed=seed,
+        data_seed=seed,
+        dataloader_pin_memory=on_cuda,
+        push_to_hub=False,
+        warmup_steps=0,
+        **_no_checkpointing(config_cls),
+    )
+
+
+def run_trainer(trainer, progress: bool) -> float:
+    """``trainer.train()``; returns wall seconds. Nothing goes to stdout: without ``progress``
+    transformers' per-step log prints are removed, with it the progress bar (on stderr) stays
+    but its per-step log dicts, which it would write to stdout, are dropped (the logs are
+    still in ``trainer.state.log_history``)."""
+    from transformers import PrinterCallback, ProgressCallback
+
+    if not progress:
+        trainer.remove_callback(PrinterCallback)
+    elif trainer.pop_callback(ProgressCallback) is not None:
+
+        class BarOnlyProgress(ProgressCallback):
+            def on_log(self, args, state, control, logs=None, **kwargs):  # the dicts, not the bar
+                return None
+
+        trainer.add_callback(BarOnlyProgress())
+    t0 = time.perf_counter()
+    trainer.train()
+    return time.perf_counter() - t0
+
+
+@contextlib.contextmanager
+def quiet_training(progress: bool):
+    """Silence transformers' checkpointing-rename FutureWarnings and, without ``progress``,
+    the datasets map bars (restoring their previous state)."""
+    import datasets
+
+    was_enabled = not datasets.are_progress_bars_disabled()
+    if not progress:
+        datasets.disable_progress_bars()
+    try:
+        with quiet_checkpointing_rename():
+            yield
+    finally:
+        if was_enabled and not progress:
+            datasets.enable_progress_bars()
+
+
+def on_cuda(model) -> bool:
+    """Whether ``model``'s weights are on a CUDA device."""
+    return str(next(model.parameters()).device).startswith("cuda")
+
+
+__all__ = [
+    "on_cuda",
+    "quiet_training",
+    "run_config",
+    "run_trainer",
+    "trainer_args",
+    "training_record",
+]
