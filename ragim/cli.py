@@ -506,9 +506,21 @@ def generate(
             "-n", "--num-candidates", help="candidates to rerank (default 8 with a reward model)"
         ),
     ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="refuse (exit 2) when the description is outside the index's domain, instead of "
+            "warning",
+        ),
+    ] = False,
     as_json: AsJson = False,
 ):
-    """Generate an interpretable model for a task description (zero-shot)."""
+    """Generate an interpretable model for a task description (zero-shot).
+
+    Warns when the description is outside what the index covers (its nearest indexed task is
+    less similar than 99% of the index's own tasks are to theirs); --strict refuses then."""
+    from ragim.domain import check
     from ragim.estimator import neighbor_mean
     from ragim.index import TaskIndex
 
@@ -520,6 +532,10 @@ def generate(
                                         ("num_candidates", num_candidates)) if v is not None}
     if lm_options and generator_path is None:
         raise typer.BadParameter("--rerank, --reward-model and --num-candidates need --generator (an LM generator)")
+    if strict:  # refuse before fitting or loading anything: coverage needs only the index
+        from ragim.domain import coverage
+
+        check(coverage(index, description), description=description, strict=True)
     if generator_path is not None:
         gen = _load_generator(generator_path)
         if lm_options and getattr(gen, "generator_name", None) != "lm":
@@ -543,6 +559,8 @@ def generate(
     if index.config.excluded:
         meta["index_excluded"] = index.config.excluded
     params = params.replace(metadata=meta)
+    with one_line_warnings():
+        check(params, description=description, strict=strict)
     if save is not None:
         params.save(save)
     if as_json:
@@ -554,6 +572,10 @@ def generate(
     print_global(expl, top=top)
     typer.echo("")
     print_provenance(list(expl.provenance))
+    if expl.coverage:
+        from ragim.explain import coverage_summary
+
+        typer.echo(coverage_summary(expl.coverage))
     if save is not None:
         typer.echo(f"\nsaved to {save}; validate it on your own patients before any use: "
                    f"ragim score {save} --rows FILE.csv --outcome COLUMN")
@@ -607,12 +629,17 @@ def explain(
         expl.save_png(png, top=top if rows is None else (top or 12))
     if as_json:
         echo_json(expl.data())
-    elif rows is not None:
-        pid = f" (patient {data.ids.iloc[row]})" if data.ids is not None else ""
-        typer.echo(f"row {row} of {rows}{pid}")
-        print_local(expl, top=top)
     else:
-        print_global(expl, top=top, missing=show_all)
+        if rows is not None:
+            pid = f" (patient {data.ids.iloc[row]})" if data.ids is not None else ""
+            typer.echo(f"row {row} of {rows}{pid}")
+            print_local(expl, top=top)
+        else:
+            print_global(expl, top=top, missing=show_all)
+        if expl.coverage:
+            from ragim.explain import coverage_summary
+
+            typer.echo(coverage_summary(expl.coverage))
 
 
 @app.command("evaluate")

@@ -31,6 +31,7 @@ from ragim.cli_common import (
     check_positive,
     echo_json,
     fmt,
+    one_line_warnings,
     print_table,
     say,
 )
@@ -227,10 +228,11 @@ def adapt(
         str,
         typer.Option(
             "--method",
-            help="recalibrate (an intercept and one slope) | map (every "
+            help="auto (the evidence on the rows chooses; keeps the model when they cannot "
+            "tell) | intercept | recalibrate (an intercept and one positive slope) | map (every "
             "coefficient, with the model as the prior)",
         ),
-    ] = "recalibrate",
+    ] = "auto",
     patient_id: PatientId = None,
     pos_label: PosLabel = None,
     sep: Sep = ",",
@@ -242,12 +244,14 @@ def adapt(
     from ragim.rows import read_rows
     from ragim.validation import adapt_params
 
-    if method not in ("recalibrate", "map"):
-        raise typer.BadParameter(f"--method must be recalibrate or map, got {method!r}")
+    if method not in ("auto", "intercept", "recalibrate", "map"):
+        raise typer.BadParameter(f"--method must be auto, intercept, recalibrate or map, got {method!r}")
     params, _ = _load(params_path)
     data = read_rows(rows, schema=params.schema, outcome=outcome, patient_id=patient_id, sep=sep,
                      pos_label=pos_label)
-    adapted = adapt_params(params, data.X, data.y, adaptation=method)
+    with one_line_warnings():
+        adapted = adapt_params(params, data.X, data.y, adaptation=method)
+    chosen = adapted.metadata["adaptation"]
     adapted = adapted.replace(
         metadata={
             "adapted_from": str(params_path),
@@ -259,7 +263,9 @@ def adapt(
     change = adapted.intercept - params.intercept
     summary = {
         "path": str(save),
-        "method": method,
+        "method": chosen,
+        "asked": method,
+        "log_evidence": adapted.metadata["adaptation_report"]["log_evidence"],
         "n_rows": len(data),
         "n_positive": int(data.y.sum()),
         "intercept_before": params.intercept,
@@ -273,7 +279,8 @@ def adapt(
     typer.echo(
         f"adapted {params_path} on {len(data)} patients "
         f"({summary['n_positive']} with {outcome} = 1) by "
-        f"{'recalibration' if method == 'recalibrate' else 'MAP refit'}; saved to {save}\n"
+        f"{_ADAPTATION_WORDS[chosen]}"
+        f"{' (chosen by the evidence on these rows)' if method == 'auto' else ''}; saved to {save}\n"
         f"  intercept  {params.intercept:+.3f} -> {adapted.intercept:+.3f} ({change:+.3f})"
         + (
             f"\n  terms      x {scale:.3f} (median ratio of the adapted to the original terms)"
@@ -283,6 +290,10 @@ def adapt(
         + f"\nscore it on patients it was not adapted on: ragim score {save} --rows OTHER.csv "
         f"--outcome {outcome}"
     )
+
+
+_ADAPTATION_WORDS = {"zero-shot": "keeping the model as it was (the rows could not tell a change apart)",
+                     "intercept": "an intercept shift", "recalibrate": "recalibration", "map": "MAP refit"}
 
 
 def _terms_scale(before, after) -> float | None:

@@ -120,6 +120,8 @@ def run_demo(*, out: str | Path = "reports/demo", site: str = "Switzerland", tas
         _say(quiet, "[4/6] the generated model")
         print_global(expl, top=15)
         print_provenance(list(expl.provenance))
+        if expl.coverage:
+            _say(quiet, _coverage_line(expl.coverage))
 
     _say(quiet, f"[5/6] scoring on {target.n_rows} real outcomes at {site} (no label was used to build the model)")
     pooled = LogisticModel(schema=index.schema).fit(
@@ -289,6 +291,14 @@ _SCORE_NAMES = {
 }
 
 
+def _coverage_line(coverage: dict) -> str:
+    from ragim.explain import coverage_summary
+
+    return coverage_summary(coverage)[0].upper() + coverage_summary(coverage)[1:] + (
+        " (how close the index's tasks are to this description: below the threshold, the model "
+        "would be borrowed from unrelated tasks)")
+
+
 def _stack_text(gen) -> str:
     """The generator's stack weights and its held-out log-loss inside the index, in words."""
     st, cv = gen.stack_, gen.cv_
@@ -365,6 +375,7 @@ def _write_report(out: Path, target, model, expl, table, probs, score_table, pro
             f"levels against the feature's reference level; {table.attrs['note']}.",
         ),
         ("table", coef),
+        *([("note", _coverage_line(expl.coverage))] if expl.coverage else []),
         ("img", ("coefficients.png", "odds ratios of the generated model with 95% intervals")),
         ("h2", "The neighbours that shaped it"),
         ("p", "The indexed tasks the generator drew on, heaviest weight first."),

@@ -50,4 +50,17 @@ class DataWarning(UserWarning):
     text beyond what the embedder reads. The message counts what was affected."""
 
 
-__all__ = ["RagimError", "ValidationError", "ArtifactError", "GenerationError", "DependencyError", "DataWarning"]
+class AdaptationWarning(UserWarning):
+    """Few-shot adaptation changed the model a lot, or worked from rows that can say little:
+    a coefficient crossed zero, the log-odds scale moved by more than a set factor, or the
+    labelled rows hold one class only. The fitted estimator's ``adaptation_report_`` records
+    the same."""
+
+
+class DomainWarning(UserWarning):
+    """A description lies outside what the index covers: its nearest indexed task is less
+    similar than the index's own tasks are to each other (see :mod:`ragim.domain`)."""
+
+
+__all__ = ["RagimError", "ValidationError", "ArtifactError", "GenerationError", "DependencyError", "DataWarning",
+           "AdaptationWarning", "DomainWarning"]

@@ -1,28 +1,30 @@
 """ZeroShotClassifier: a scikit-learn classifier built from an index, a generator and a description.
 
-With no labels, ``fit()`` generates the task's model zero-shot. With k labelled
-rows it adapts with a MAP logistic regression whose Gaussian prior is centred on
-the generated parameters ``theta0``. Two adaptations are available:
+With no labels, ``fit()`` generates the task's model zero-shot. With k labelled rows it
+adapts the generated model ``theta0`` to them (:mod:`ragim.adaptation`). The default,
+``adaptation="auto"``, fits four nested candidates and keeps the simplest one whose
+Laplace evidence on the k rows is within one nat of the best:
 
-* ``adaptation="recalibrate"`` (the default): ``theta = [theta0_0 + a, b * theta0_terms]``
-  with priors ``a ~ N(0, 1)`` and ``b ~ N(1, 0.5^2)``: the k rows correct the
-  intercept (prevalence differs a lot between hospitals) and the overall strength of
-  the generated model, but not the direction it learned from hundreds of patients.
-* ``adaptation="map"``: every coefficient moves,
+* ``"zero-shot"``: ``theta0`` unchanged (kept whenever the rows cannot tell the others apart);
+* ``"intercept"``: ``theta0`` with its intercept shifted (the event rate differs between hospitals);
+* ``"recalibrate"``: an intercept shift and one *positive* scale ``b = exp(beta)`` on the
+  generated log-odds, so a few unlucky rows can weaken the generated model but never reverse it;
+* ``"map"``: every coefficient moves, a MAP logistic regression whose Gaussian prior is centred
+  on ``theta0`` (precision ``lambda``, the intercept's ``lambda * intercept_prior_ratio``),
+  ``lambda`` integrated out by the evidence (``prior_strength="evidence"``), chosen by
+  cross-validation (``"cv"``) or given. With many rows it tends to the per-task fit.
 
-      minimise  sum_i logloss(y_i, theta)  +  lambda/2 ||theta_terms - theta0_terms||^2
-                                            +  lambda * r/2 (theta_0 - theta0_0)^2,
+``adaptation="recalibrate"`` (or any other candidate's name) forces that candidate.
+Rows of one class cannot show which patients are at higher risk: then only
+``"zero-shot"`` and ``"intercept"`` compete, whatever ``adaptation`` says. What the
+adaptation did is in ``adaptation_report_``; an :class:`~ragim.errors.AdaptationWarning`
+says when it moved a coefficient across zero, scaled the log-odds by more than
+:data:`~ragim.adaptation.SCALE_WARN_FACTOR` either way, or worked from rows of one class.
 
-  where ``r`` (``intercept_prior_ratio``) lets the intercept move more freely, and the
-  prior strength ``lambda`` is chosen by the Laplace-approximated evidence
-  (``prior_strength="evidence"``), by cross-validation (``"cv"``), or given.
-
-With 4–32 rows, recalibration gave the lowest held-out log-loss on the heart-disease
-and synthetic families (docs/benchmarks.md, "few-shot adaptation"); with many rows,
-``"map"`` lets the data reshape the model.
-
-Without an index the prior is centred at zero, which makes the estimator a
-penalised logistic regression with an evidence-chosen penalty.
+Without an index the prior is centred at zero, which makes the estimator a penalised
+logistic regression with an evidence-chosen penalty (``"map"``, whatever ``adaptation``
+says). With an index, a description outside the index's domain
+(:func:`ragim.domain.check`) raises a :class:`~ragim.errors.DomainWarning` at ``fit``.
 
 Examples
 --------
@@ -37,6 +39,7 @@ Examples
 
 from __future__ import annotations
 
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -46,25 +49,25 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ragim.adaptation import ORDER, adapt, recalibration
 from ragim.canonical import canonical_level
-from ragim.errors import ValidationError
+from ragim.errors import AdaptationWarning, DataWarning, ValidationError
 from ragim.models.base import check_binary_targets, json_label
-from ragim.models.map import map_logistic, newton_map
+from ragim.models.map import map_logistic  # noqa: F401  (re-exported: ragim.estimator.map_logistic)
 from ragim.params import ModelParams, design_matrix
 from ragim.schema import FeatureSchema
 from ragim.tasks import binary_outcome
 
-LAMBDA_GRID = np.logspace(-2, 3, 21)
-RECAL_SCALES = (0.1, 0.25, 0.5, 1.0, 2.0)
-
 
 def recalibrate(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, *, intercept_sd: float | None = None,
                 slope_sd: float | None = None) -> tuple[np.ndarray, np.ndarray, float]:
-    """MAP recalibration of a generated model: ``theta = [theta0_0 + a, b * theta0_terms]``
-    with ``a ~ N(0, intercept_sd^2)``, ``b ~ N(1, slope_sd^2)``.
+    """MAP recalibration of a generated model: ``theta = [theta0_0 + a, b * theta0_terms]`` with
+    ``a ~ N(0, intercept_sd^2)`` and ``log b ~ N(0, slope_sd^2)`` (so ``b > 0``).
 
     When the prior widths are not given, ``(intercept_sd, slope_sd) = s * (1, 0.5)`` with the
-    scale ``s`` chosen by the Laplace evidence over ``RECAL_SCALES``. Returns (theta, std, s).
+    scale ``s`` integrated out over :data:`ragim.adaptation.RECAL_SCALES`; the parameters are
+    those at the most probable ``s``. Returns (theta, std, intercept_sd used). This is the
+    ``"recalibrate"`` candidate of :func:`ragim.adaptation.adapt`.
 
     Examples
     --------
@@ -73,56 +76,71 @@ def recalibrate(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, *, intercept_s
     >>> bool(theta[0] > -1.0)   # more positives than the generated intercept expects
     True
     """
-    z0 = D @ theta0[1:]
-    A = np.column_stack([np.ones(len(D)), z0])
-    mu = np.array([theta0[0], 1.0])
-    if intercept_sd is not None and slope_sd is not None:
-        scales = [(intercept_sd, slope_sd)]
+    if (intercept_sd is None) != (slope_sd is None):
+        raise ValidationError("give both intercept_sd and slope_sd, or neither")
+    y = np.asarray(y, dtype=float)
+    theta0 = np.asarray(theta0, dtype=float)
+    if intercept_sd is None:
+        c = recalibration(D, y, theta0)
     else:
-        scales = [(s, 0.5 * s) for s in RECAL_SCALES]
-    best = None
-    for a_sd, b_sd in scales:
-        prec = np.array([1 / a_sd**2, 1 / b_sd**2])
-        w, H = newton_map(A, y, mu, prec)
-        z = A @ w
-        ev = (float(np.sum(y * z - np.logaddexp(0, z))) - 0.5 * float(np.sum(prec * (w - mu) ** 2))
-              + 0.5 * float(np.sum(np.log(prec))) - 0.5 * np.linalg.slogdet(H)[1])
-        if best is None or ev > best[0]:
-            best = (ev, w, H, a_sd)
-    _, (a, b), H, a_sd = best
-    cov = np.linalg.inv(H)
-    theta = np.concatenate([[a], b * theta0[1:]])
-    std = np.concatenate([[np.sqrt(cov[0, 0])], np.abs(theta0[1:]) * np.sqrt(cov[1, 1])])
-    return theta, std, float(a_sd)
+        c = recalibration(D, y, theta0, scales=(float(intercept_sd),), slope_ratio=float(slope_sd) / intercept_sd)
+    return c.theta, c.std, float(c.detail["prior_scale"])
 
 
-def _log_evidence(D, y, theta0, lam, ratio) -> float:
-    theta, H = map_logistic(D, y, theta0, lam, ratio)
-    z = np.hstack([np.ones((len(D), 1)), D]) @ theta
-    loglik = float(np.sum(y * z - np.logaddexp(0, z)))
-    prec = np.full(len(theta), lam)
-    prec[0] = lam * ratio
-    prior = -0.5 * float(np.sum(prec * (theta - theta0) ** 2)) + 0.5 * float(np.sum(np.log(prec)))
-    _, logdet = np.linalg.slogdet(H)
-    return loglik + prior - 0.5 * logdet
+def adapt_prior(prior: ModelParams, X: pd.DataFrame, y01, *, adaptation: str = "auto", prior_strength="evidence",
+                intercept_prior_ratio: float = 0.1, labels: tuple | None = None,
+                warn: bool = True) -> tuple[ModelParams, dict]:
+    """Adapt generated parameters to labelled rows: :func:`ragim.adaptation.adapt` on a model.
 
+    Parameters
+    ----------
+    prior : the generated (or any) parameters, the prior.
+    X : the labelled rows, the schema's feature columns.
+    y01 : 1 for an event, 0 otherwise, shape (len(X),).
+    adaptation, prior_strength, intercept_prior_ratio : as :class:`ZeroShotClassifier`.
+    labels : the user's (non-event, event) labels, for messages.
+    warn : raise :class:`~ragim.errors.AdaptationWarning` for what the report flags.
 
-def _cv_loss(D, y, theta0, lam, ratio, folds: int, seed: int) -> float:
-    rng = np.random.default_rng(seed)
-    fold_of = np.empty(len(y), int)
-    for cls in (0, 1):
-        idx = np.where(y == cls)[0]
-        rng.shuffle(idx)
-        fold_of[idx] = np.arange(len(idx)) % folds
-    loss = 0.0
-    for f in range(folds):
-        tr, te = fold_of != f, fold_of == f
-        if not te.any() or not tr.any():
-            continue
-        theta, _ = map_logistic(D[tr], y[tr], theta0, lam, ratio)
-        z = theta[0] + D[te] @ theta[1:]
-        loss += float(np.sum(np.logaddexp(0, z) - y[te] * z))
-    return loss
+    Returns
+    -------
+    (params, report): the adapted parameters (``metadata``: ``source`` "adapted" unless the
+    zero-shot model was kept, ``adaptation`` (the candidate used), ``k_shot``,
+    ``prior_strength``, ``prior_source``; the prior's provenance and coverage) and the report
+    of :func:`ragim.adaptation.adapt`. ``std``: the candidate's posterior SDs (the prior's
+    where the candidate left a parameter as generated).
+
+    Raises
+    ------
+    ValidationError
+        When the rows give non-finite features or ``adaptation`` is unknown.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> X = pd.DataFrame({"age": np.linspace(40, 80, 30)})
+    >>> schema = FeatureSchema.infer(X).fit(X)
+    >>> prior = ModelParams.from_dict("logistic", schema, {"intercept": -2.0, "age": 1.0})
+    >>> params, report = adapt_prior(prior, X, (np.arange(30) % 3 != 0).astype(float))
+    >>> report["chosen"], bool(params.intercept > -2.0)   # far more events than the prior expects
+    ('intercept', True)
+    """
+    D = design_matrix(prior.kind, prior.schema, X)
+    if not np.all(np.isfinite(D)):
+        raise ValidationError("X contains values that could not be turned into finite features")
+    cand, report = adapt(D, np.asarray(y01, dtype=float), prior.vector, prior.names, adaptation=adaptation,
+                         prior_strength=prior_strength, intercept_ratio=intercept_prior_ratio, labels=labels,
+                         warn=False)
+    if warn:
+        for msg in report["warnings"]:
+            warnings.warn(msg, AdaptationWarning, stacklevel=2)
+    std = cand.std if cand.std is not None else prior.std
+    if cand.name == "intercept" and prior.std is not None:
+        std = np.concatenate([cand.std[:1], prior.std[1:]])
+    params = prior.replace(vector=cand.theta, std=std, metadata={
+        "source": "adapted" if cand.name != "zero-shot" else prior.metadata.get("source", "generated"),
+        "adaptation": cand.name, "k_shot": int(len(D)), "prior_strength": cand.detail.get("prior_strength"),
+        "prior_source": prior.metadata.get("source")})
+    return params, report
 
 
 class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
@@ -131,18 +149,34 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     Parameters
     ----------
     index : a :class:`~ragim.TaskIndex`, or None (prior centred at zero).
-    generator : a fitted generator (``AttentionGenerator``, ``LMGenerator``); None uses the
-        similarity-weighted mean of the neighbours' parameters.
+    generator : a fitted generator (``StatisticalGenerator``, ``AttentionGenerator``,
+        ``LMGenerator``); None uses the default, a :class:`~ragim.generate.statistical.StatisticalGenerator`
+        fitted on the index once (or, for an index without task rows, the similarity-weighted
+        neighbour mean, with a warning).
     description : the target task's clinical description (needed with an index).
     k : neighbours to retrieve (None: the generator's default, else 10).
-    adaptation : "recalibrate" (intercept and overall strength) or "map" (every coefficient).
+    adaptation : "auto" (the evidence chooses among "zero-shot", "intercept", "recalibrate"
+        and "map"; the zero-shot model when it cannot tell them apart) or one of those names.
     prior_strength : for "map": "evidence", "cv", or a positive number (lambda).
-    intercept_prior_ratio : the intercept's prior precision relative to the coefficients'.
+    intercept_prior_ratio : the intercept's prior precision relative to the coefficients' ("map").
     exclude : task ids or a predicate excluded from retrieval (see :meth:`TaskIndex.search`).
     pos_label : the label that marks the event. With an index it is needed whenever the
         labels are not 0/1 or true/false (``"yes"``/``"no"``, ``1``/``2``), because the
         generated model predicts the event: a ward that labels only its events ``"yes"``
         must say so, or :meth:`fit` raises. ``classes_`` is ``[non-event, event]``.
+
+    Attributes
+    ----------
+    params_ : the fitted :class:`~ragim.ModelParams` (``metadata["coverage"]``: the index's
+        coverage of the description; ``metadata["adaptation"]``: the candidate used).
+    prior_params_ : the generated (zero-shot) parameters.
+    adaptation_report_ : None after a zero-shot fit; otherwise what the adaptation did
+        (:func:`ragim.adaptation.adapt`): the candidate chosen, each candidate's log evidence,
+        the intercept shift, the log-odds scale, the coefficients moved across zero, what was
+        done with rows of one class, and the warnings raised.
+    coverage_ : the index's coverage of the description (:class:`ragim.domain.Coverage`), or
+        None without an index.
+    prior_strength_ : the MAP prior precision used, or None.
     """
 
     _parameter_constraints = {
@@ -152,12 +186,12 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         "k": [None, Interval(Integral, 1, None, closed="left")],
         "prior_strength": [StrOptions({"evidence", "cv"}), Interval(Real, 0, None, closed="neither")],
         "intercept_prior_ratio": [Interval(Real, 0, None, closed="neither")],
-        "adaptation": [StrOptions({"recalibrate", "map"})],
+        "adaptation": [StrOptions({"auto", *ORDER})],
         "exclude": "no_validation",
         "pos_label": "no_validation",
     }
 
-    def __init__(self, index=None, generator=None, description=None, k=None, adaptation="recalibrate",
+    def __init__(self, index=None, generator=None, description=None, k=None, adaptation="auto",
                  prior_strength="evidence", intercept_prior_ratio=0.1, exclude=None, pos_label=None):
         self.index = index
         self.generator = generator
@@ -194,19 +228,39 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
             return ModelParams.zeros("logistic", schema, metadata={"source": "zero-prior"})
         if not self.description or not str(self.description).strip():
             raise ValidationError("ZeroShotClassifier needs a task description when an index is given")
-        if self.generator is not None:
-            return self.generator.generate_params(self.description, self.index, k=self.k, exclude=self.exclude)
+        generator = self.generator
+        if generator is None:
+            from ragim.generate.statistical import default_generator
+
+            generator = default_generator(self.index)
+        if generator is not None:
+            return generator.generate_params(self.description, self.index, k=self.k, exclude=self.exclude)
+        warnings.warn("the index holds no task rows, so the default (statistical) generator cannot be fitted; "
+                      "using the similarity-weighted neighbour mean", DataWarning, stacklevel=3)
         return neighbor_mean(self.index, self.description, k=self.k or 10, exclude=self.exclude)
 
     # ------------------------------------------------------------------ sklearn API
     def fit(self, X=None, y=None):
-        """Generate the prior model; with labelled rows, adapt it (MAP)."""
+        """Generate the prior model; with labelled rows, adapt it (see the module docstring).
+
+        Warns
+        -----
+        DomainWarning
+            When the description is outside the index's domain.
+        AdaptationWarning
+            When the adaptation moved a coefficient across zero, scaled the log-odds by more
+            than a factor 2 either way, or the rows hold one class only.
+        """
+        from ragim.domain import check
+
         self._validate_params()
         schema = None if self.index is None else self.index.schema
         frame = None if X is None else self._as_frame(X, schema, reset=True)
         prior = self._prior(frame)
         self.prior_params_ = prior
         self.schema_ = prior.schema
+        self.coverage_ = check(prior, description=self.description)
+        self.adaptation_report_ = None
         if y is None:
             if X is not None and self.index is None:
                 raise ValidationError(f"{type(self).__name__} requires y to be passed, but the target y is None "
@@ -221,21 +275,18 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         y, classes = check_binary_targets(y, len(frame), type(self).__name__,
                                           allow_single_class=self.index is not None)
         y01 = self._event_indicator(y, classes)
-        D = design_matrix(prior.kind, prior.schema, frame)
-        if not np.all(np.isfinite(D)):
-            raise ValidationError("X contains values that could not be turned into finite features")
-        if self.adaptation == "recalibrate" and self.index is not None:
-            theta, std, scale = recalibrate(D, y01, prior.vector)
-            lam = None
-            self.recalibration_scale_ = scale
-        else:  # "map", and always without an index (the zero prior has nothing to recalibrate)
-            lam = self._choose_lambda(D, y01, prior.vector)
-            theta, H = map_logistic(D, y01, prior.vector, lam, self.intercept_prior_ratio)
-            std = np.sqrt(np.clip(np.diag(np.linalg.inv(H)), 0, None))
-        self.prior_strength_ = lam
-        self.params_ = prior.replace(vector=theta, std=std, metadata={
-            "source": "adapted", "adaptation": self.adaptation if lam is None else "map", "k_shot": int(len(y)),
-            "prior_strength": lam, "prior_source": prior.metadata.get("source")})
+        asked = self.adaptation if self.index is not None else "map"  # a zero prior has nothing to recalibrate
+        if len(classes) == 2:
+            labels = tuple(json_label(c) for c in self.classes_)
+        else:  # one class: the user's label of it, on the side it was read as
+            labels = (None, json_label(classes[0])) if y01[0] == 1 else (json_label(classes[0]), None)
+        self.params_, report = adapt_prior(prior, frame, y01, adaptation=asked, prior_strength=self.prior_strength,
+                                           intercept_prior_ratio=self.intercept_prior_ratio, labels=labels,
+                                           warn=False)
+        for msg in report["warnings"]:
+            warnings.warn(msg + " (see adaptation_report_)", AdaptationWarning, stacklevel=2)
+        self.adaptation_report_ = report
+        self.prior_strength_ = report.get("prior_strength")
         self._set_features(frame)
         return self
 
@@ -267,17 +318,6 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
 
     def _set_features(self, frame):
         self.n_features_in_ = len(self.schema_.names)
-
-    def _choose_lambda(self, D, y, theta0) -> float:
-        ps, ratio = self.prior_strength, self.intercept_prior_ratio
-        if not isinstance(ps, str):
-            return float(ps)
-        if ps == "evidence":
-            scores = [_log_evidence(D, y, theta0, lam, ratio) for lam in LAMBDA_GRID]
-            return float(LAMBDA_GRID[int(np.argmax(scores))])
-        folds = int(min(5, max(2, min(np.sum(y), np.sum(1 - y)))))
-        losses = [_cv_loss(D, y, theta0, lam, ratio, folds, 0) for lam in LAMBDA_GRID]
-        return float(LAMBDA_GRID[int(np.argmin(losses))])
 
     def decision_function(self, X):
         check_is_fitted(self, "params_")
@@ -316,7 +356,9 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
 
 
 def neighbor_mean(index, description: str, *, k: int = 10, exclude=None) -> ModelParams:
-    """The similarity-weighted mean of the top-k neighbours' parameters (weights ∝ max(sim, 0))."""
+    """The similarity-weighted mean of the top-k neighbours' parameters (weights ∝ max(sim, 0)),
+    with ``metadata["coverage"]`` (:mod:`ragim.domain`)."""
+    from ragim.domain import attach
     from ragim.generate.base import provenance_records
 
     hits = index.search(description, k, exclude=exclude)
@@ -326,5 +368,6 @@ def neighbor_mean(index, description: str, *, k: int = 10, exclude=None) -> Mode
     sims = np.array([max(h.score, 0.0) for h in hits])
     w = sims / sims.sum() if sims.sum() > 0 else np.full(len(hits), 1 / len(hits))
     vec = np.sum([wi * h.params.vector for wi, h in zip(w, hits, strict=True)], axis=0)
-    return ModelParams(index.model, index.schema, vec, metadata={
+    params = ModelParams(index.model, index.schema, vec, metadata={
         "source": "neighbor-mean", "provenance": provenance_records(hits, w)})
+    return attach(params, description, index, exclude=exclude)

@@ -104,7 +104,7 @@ from ragim.tasks import Task, TaskCollection, patient_id_set
 PROTOCOLS = ("leave-task-out", "leave-group-out")
 DEFAULT_METHODS = ("ragim-statistical", "ragim-attention", "pooled", "nearest-neighbor", "neighbor-mean",
                    "per-task-k", "per-task-all", "true-model", "oracle")
-COLUMNS = ["dataset", "protocol", "fold", "task_id", "n_rows", "size_group", "method", "k_shot",
+COLUMNS = ["dataset", "protocol", "fold", "task_id", "n_rows", "size_group", "method", "k_shot", "draw",
            *METRICS, "n_support", "n_test", "n_index", "status"]
 #: errors that mark one method as failed on a fold or target (metrics NaN, ``status`` says why)
 #: instead of stopping the whole evaluation
@@ -144,7 +144,29 @@ class TargetContext:
     k_shot: int
     X_k: pd.DataFrame | None = None
     y_k: np.ndarray | None = None
-    cache: dict = field(default_factory=dict)  # per-target state shared across k
+    cache: dict = field(default_factory=dict)  # per-target state shared across k and draws
+    draw: int = 0  # which random draw of the k rows (0: the support pool's own order)
+    k_rows: np.ndarray | None = None  # positions of the k rows in task.X
+    test_rows: np.ndarray | None = None  # positions of the test rows in task.X
+
+
+def design_rows(ctx: TargetContext, rows: np.ndarray) -> np.ndarray:
+    """The fold index's design matrix of some of the target's rows (``ctx.test_rows``,
+    ``ctx.k_rows``), computed once per target: a method that scores many draws or k values
+    need not turn the same patients into features again."""
+    index = ctx.fold.index
+    key = ("design", index.model)
+    if key not in ctx.cache:
+        ctx.cache[key] = design_matrix(index.model, index.schema, ctx.task.X)
+    return ctx.cache[key][rows]
+
+
+def _proba(ctx: TargetContext, params: ModelParams) -> np.ndarray:
+    """P(y=1) of the test rows under parameters over the fold index's schema."""
+    same = params.schema is ctx.fold.index.schema or params.schema == ctx.fold.index.schema
+    if not same or params.kind != ctx.fold.index.model or ctx.test_rows is None:
+        return params_proba(params, ctx.X_test)
+    return expit(params.intercept + design_rows(ctx, ctx.test_rows) @ params.terms)
 
 
 @dataclass(frozen=True)
@@ -203,6 +225,20 @@ def _fit_or_constant(fctx: FoldContext, X: pd.DataFrame | None, y: np.ndarray | 
     return _estimator(fctx).fit(X, y).predict_proba(X_test)[:, 1]
 
 
+def _per_task_k(ctx: TargetContext) -> np.ndarray:
+    """per-task-k: LogisticModel(C=1) on the k rows (the same solver on the cached design
+    matrix for logistic models); the smoothed rate when the k rows hold one class."""
+    y = ctx.y_k
+    n, n1 = len(y), int(np.sum(y))
+    if ctx.fold.model != "logistic" or ctx.k_rows is None or n1 in (0, n):
+        return _fit_or_constant(ctx.fold, ctx.X_k, y, ctx.X_test)
+    from sklearn.linear_model import LogisticRegression
+
+    lr = LogisticRegression(C=1.0, max_iter=1000, tol=1e-6, random_state=0)
+    lr.fit(design_rows(ctx, ctx.k_rows), np.asarray(y).astype(int))
+    return lr.predict_proba(design_rows(ctx, ctx.test_rows))[:, 1]
+
+
 def _task_seed(task_id: str, seed: int) -> int:
     return (zlib.crc32(task_id.encode()) + 1_000_003 * int(seed)) % (2**32)
 
@@ -231,6 +267,26 @@ def support_test_split(y: np.ndarray, seed: int, test_fraction: float = 0.5) -> 
         head = rng.permutation(pool[firsts])
         pool = np.concatenate([head, np.delete(pool, firsts)])
     return pool, np.sort(np.asarray(test, dtype=np.int64))
+
+
+def draw_order(y_pool: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded random order of the support pool's positions whose first two rows hold one of
+    each class (when the pool has both), so that every k >= 2 draw holds both classes.
+
+    Examples
+    --------
+    >>> y = np.array([0, 0, 0, 1, 0, 0])
+    >>> order = draw_order(y, seed=3)
+    >>> sorted(order.tolist()) == list(range(6)), sorted(y[order[:2]].tolist())
+    (True, [0, 1])
+    """
+    rng = np.random.default_rng(seed)
+    y_pool = np.asarray(y_pool)
+    order = rng.permutation(len(y_pool))
+    firsts = [int(np.flatnonzero(y_pool[order] == c)[0]) for c in (0, 1) if np.any(y_pool[order] == c)]
+    if len(firsts) == 2:
+        order = np.concatenate([rng.permutation(order[firsts]), np.delete(order, firsts)])
+    return order
 
 
 def _patient_ids(info: dict) -> frozenset:
@@ -301,6 +357,8 @@ def _attention_setup(fctx: FoldContext) -> None:
 def _statistical_setup(fctx: FoldContext) -> None:
     from ragim.generate.statistical import StatisticalGenerator
 
+    if "statistical" in fctx.cache:  # shared by ragim-statistical and map-prior
+        return
     cfg = {"seed": fctx.seed, **fctx.generator_config.get("statistical", {})}
     gen = fctx.cache["statistical"] = StatisticalGenerator(**cfg).fit(fctx.index, progress=False)
     weights = ", ".join(f"{c} {gen.stack_['baseline'][c]:.2f}/{gen.stack_['slopes'][c]:.2f}"
@@ -313,30 +371,52 @@ def _statistical_setup(fctx: FoldContext) -> None:
                       f"{gen.cv_['n_tasks']} tasks); {gen.train_seconds_:.0f} s")
 
 
-def _generator_predict(ctx: TargetContext, name: str) -> np.ndarray:
-    from ragim.estimator import ZeroShotClassifier
+def _prior(ctx: TargetContext, name: str, *, uncertainty: bool = False):
+    """The generator's zero-shot parameters for this target (generated once, shared across k and draws)."""
+    key = ("prior", name, uncertainty)
+    if key not in ctx.cache:
+        ctx.cache[key] = ctx.fold.cache[name].generate_params(ctx.task.description, ctx.fold.index,
+                                                              k=ctx.fold.k_neighbors, exclude=ctx.exclude,
+                                                              uncertainty=uncertainty)
+    return ctx.cache[key]
 
-    gen, index = ctx.fold.cache[name], ctx.fold.index
+
+def _generator_predict(ctx: TargetContext, name: str) -> np.ndarray:
+    """Zero-shot, or with k rows :class:`~ragim.ZeroShotClassifier`'s default adaptation
+    (:func:`ragim.estimator.adapt_prior`, the same function its ``fit`` runs)."""
+    from ragim.errors import AdaptationWarning
+    from ragim.estimator import adapt_prior
+
+    prior = _prior(ctx, name)
     if ctx.k_shot == 0:
-        params = gen.generate_params(ctx.task.description, index, k=ctx.fold.k_neighbors, exclude=ctx.exclude,
-                                     uncertainty=False)
-        return params_proba(params, ctx.X_test)
-    clf = ZeroShotClassifier(index=index, generator=gen, description=ctx.task.description, k=ctx.fold.k_neighbors,
-                             exclude=ctx.exclude).fit(ctx.X_k, ctx.y_k)
-    return clf.predict_proba(ctx.X_test)[:, 1]
+        return _proba(ctx, prior)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AdaptationWarning)
+        params, _ = adapt_prior(prior, ctx.X_k, np.asarray(ctx.y_k, dtype=float), warn=False)
+    return _proba(ctx, params)
 
 
 def _attention_predict(ctx: TargetContext) -> np.ndarray:
-    from ragim.estimator import ZeroShotClassifier
+    return _generator_predict(ctx, "attention")
 
-    gen, index = ctx.fold.cache["attention"], ctx.fold.index
-    if ctx.k_shot == 0:
-        params = gen.generate_params(ctx.task.description, index, k=ctx.fold.k_neighbors, exclude=ctx.exclude,
-                                     uncertainty=False)
-        return params_proba(params, ctx.X_test)
-    clf = ZeroShotClassifier(index=index, generator=gen, description=ctx.task.description, k=ctx.fold.k_neighbors,
-                             exclude=ctx.exclude).fit(ctx.X_k, ctx.y_k)
-    return clf.predict_proba(ctx.X_test)[:, 1]
+
+def _map_prior_setup(fctx: FoldContext) -> None:
+    if "statistical" not in fctx.cache:
+        _statistical_setup(fctx)
+
+
+def _map_prior_predict(ctx: TargetContext) -> np.ndarray | None:
+    """MAP logistic regression with the statistical generator's Gaussian prior: mean = the
+    generated parameters, SD = their generated SDs (the elicited-prior method of AutoElicit,
+    Capstick et al., ICML 2025, with ragim's generator as the elicitor)."""
+    from ragim.adaptation import map_with_prior
+
+    prior = _prior(ctx, "statistical", uncertainty=True)
+    if prior.std is None:
+        return None
+    D = design_rows(ctx, ctx.k_rows) if ctx.k_rows is not None else design_matrix(prior.kind, prior.schema, ctx.X_k)
+    cand = map_with_prior(D, np.asarray(ctx.y_k, dtype=float), prior.vector, prior.std)
+    return _proba(ctx, prior.replace(vector=cand.theta, std=cand.std))
 
 
 _LM_GENERATE_KEYS = ("rerank", "reward_model", "num_candidates", "n", "temperature")
@@ -525,11 +605,12 @@ register_method("pooled", lambda c: c.fold.cache["pooled"].predict_proba(c.X_tes
                 default=True)
 register_method("nearest-neighbor", _nearest_predict, default=True)
 register_method("neighbor-mean", _neighbor_mean_predict, default=True)
-register_method("per-task-k", lambda c: _fit_or_constant(c.fold, c.X_k, c.y_k, c.X_test), shots="few", default=True)
+register_method("per-task-k", lambda c: _per_task_k(c), shots="few", default=True)
 register_method("per-task-all", lambda c: _fit_or_constant(c.fold, c.X_pool, c.y_pool, c.X_test), default=True)
 register_method("true-model", _true_predict, default=True)
 register_method("oracle", _oracle_predict, default=True)
 register_method("population", _population_predict)
+register_method("map-prior", _map_prior_predict, shots="few", setup=_map_prior_setup)
 register_method("rag-im-2024", _ragim2024_predict, setup=_ragim2024_setup)
 register_method("contextualized", _contextualized_predict, setup=_contextualized_setup)
 register_method("ragim-lm", _lm_predict, setup=_lm_setup)
@@ -537,11 +618,21 @@ register_method("ragim-lm", _lm_predict, setup=_lm_setup)
 
 # ---------------------------------------------------------------------- folds
 def _folds(tasks: TaskCollection, protocol: str, group: str | None, groups: Sequence | None, folds: int,
-           seed: int, max_targets: int | None) -> list[tuple[list[int], list[int]]]:
+           seed: int, max_targets: int | None, targets: Sequence[str] | None = None) -> list[tuple[list[int], list[int]]]:
     """(target positions, positions removed from the index) per fold."""
     n = len(tasks)
     rng = np.random.default_rng(seed)
-    chosen = np.arange(n) if max_targets is None or max_targets >= n else np.sort(rng.choice(n, max_targets, replace=False))
+    if targets is not None:
+        pos_of = {tid: i for i, tid in enumerate(tasks.ids)}
+        unknown = [t for t in targets if t not in pos_of]
+        if unknown:
+            raise ValidationError(f"targets {unknown[:5]} are not tasks of {tasks.name!r}")
+        chosen = np.sort(np.array([pos_of[t] for t in dict.fromkeys(targets)], dtype=np.int64))
+        if max_targets is not None and max_targets < len(chosen):
+            chosen = np.sort(rng.choice(chosen, max_targets, replace=False))
+    else:
+        chosen = (np.arange(n) if max_targets is None or max_targets >= n
+                  else np.sort(rng.choice(n, max_targets, replace=False)))
     if protocol == "leave-task-out":
         if folds < 2:
             raise ValidationError(f"leave-task-out needs folds >= 2, got {folds}")
@@ -582,9 +673,16 @@ def evaluate(tasks: TaskCollection, *, k_shots: Sequence[int] = (0,), protocol: 
              model: str = "logistic", k_neighbors: int = 10, folds: int = 5, embedder=None,
              generator_config: dict | None = None, seed: int = 0, progress: bool = True,
              max_targets: int | None = None, size_edges: Sequence[int] = DEFAULT_SIZE_EDGES,
-             return_predictions: bool = False, lm_config: dict | None = None):
+             return_predictions: bool = False, lm_config: dict | None = None, draws: int = 1,
+             targets: Sequence[str] | None = None):
     """Run a protocol at the given k values; see :func:`zero_shot` (the frame's ``attrs``
-    hold ``folds``: per fold the target ids, removed ids and index ids, and ``notes``)."""
+    hold ``folds``: per fold the target ids, removed ids and index ids, and ``notes``).
+
+    ``draws``: at each k > 0, score the few-shot methods on this many random draws of the k
+    rows from the support pool (draw 0 is the pool's own order; draw d > 0 is
+    :func:`draw_order` seeded by the task and d), each a row with its ``draw`` number; the
+    test rows stay the same. ``targets``: the ids of the tasks to score (default: every
+    task, or ``max_targets`` of them); the folds are made over them."""
     from tqdm.auto import tqdm
 
     from ragim.embed import get_embedder
@@ -599,6 +697,8 @@ def evaluate(tasks: TaskCollection, *, k_shots: Sequence[int] = (0,), protocol: 
     if unknown:
         raise ValidationError(f"unknown evaluation method(s) {unknown}; registered: {sorted(METHODS)} "
                               "(add one with ragim.evaluate.register_method)")
+    if isinstance(draws, bool) or not isinstance(draws, int | np.integer) or draws < 1:
+        raise ValidationError(f"draws must be a positive integer, got {draws!r}")
     k_shots = sorted({int(k) for k in k_shots})
     if not k_shots or k_shots[0] < 0:
         raise ValidationError(f"k_shots must be non-negative integers, got {k_shots}")
@@ -607,7 +707,7 @@ def evaluate(tasks: TaskCollection, *, k_shots: Sequence[int] = (0,), protocol: 
     emb = get_embedder(embedder)
     gen_cfg = dict(generator_config or {})
     rows, preds, fold_log, notes = [], [], [], []
-    plan = _folds(tasks, protocol, group, groups, folds, seed, max_targets)
+    plan = _folds(tasks, protocol, group, groups, folds, seed, max_targets, targets)
     for f, (target_pos, removed_pos) in enumerate(plan):
         removed = set(removed_pos)
         train = tasks.take([i for i in range(len(tasks)) if i not in removed])
@@ -634,7 +734,7 @@ def evaluate(tasks: TaskCollection, *, k_shots: Sequence[int] = (0,), protocol: 
         fold_log.append({"fold": f, "targets": [t.task_id for t in targets], "removed": fctx.removed,
                          "index_ids": index.ids, "generator_ids": [] if gen is None else gen.index_.tasks.ids})
         for task in tqdm(targets, desc=f"{tasks.name} {protocol} fold {f + 1}/{len(plan)}", disable=not progress):
-            rows_t, preds_t = _score_target(fctx, task, methods, k_shots, held)
+            rows_t, preds_t = _score_target(fctx, task, methods, k_shots, held, int(draws))
             for r in rows_t:
                 r.update(dataset=tasks.name, protocol=protocol, fold=f, n_rows=task.n_rows,
                          size_group=size_group(task.n_rows, size_edges), n_index=len(index))
@@ -655,7 +755,7 @@ def evaluate(tasks: TaskCollection, *, k_shots: Sequence[int] = (0,), protocol: 
     for n in notes:
         warnings.warn(n, stacklevel=2)
     if return_predictions:
-        return df, pd.DataFrame(preds, columns=["task_id", "method", "k_shot", "row", "y", "p"])
+        return df, pd.DataFrame(preds, columns=["task_id", "method", "k_shot", "draw", "row", "y", "p"])
     return df
 
 
@@ -675,35 +775,40 @@ def _predict(fctx: FoldContext, name: str, ctx: TargetContext) -> tuple[np.ndarr
     return np.clip(p, 0.0, 1.0), "ok"
 
 
-def _score_target(fctx: FoldContext, task: Task, methods: list[str], k_shots: list[int], group: str | None):
+def _score_target(fctx: FoldContext, task: Task, methods: list[str], k_shots: list[int], group: str | None,
+                  draws: int = 1):
     from ragim.index import leak_free
 
-    pool, test = support_test_split(task.y, _task_seed(task.task_id, fctx.seed))
+    seed = _task_seed(task.task_id, fctx.seed)
+    pool, test = support_test_split(task.y, seed)
     X_test, y_test = task.X.iloc[test].reset_index(drop=True), task.y[test]
     base = dict(fold=fctx, task=task, exclude=leak_free(task, group=group), X_test=X_test, y_test=y_test,
                 X_pool=task.X.iloc[pool].reset_index(drop=True), y_pool=task.y[pool])
+    orders = [pool] + [pool[draw_order(task.y[pool], seed + 7919 * d)] for d in range(1, draws)]
     cache: dict = {}
     rows, preds = [], []
     for k in k_shots:
-        rows_k = pool[:k]
-        ctx = TargetContext(**base, k_shot=k, cache=cache,
-                            X_k=task.X.iloc[rows_k].reset_index(drop=True) if k else None,
-                            y_k=task.y[rows_k] if k else None)
-        for name in methods:
-            shots = METHODS[name].shots
-            if (k == 0 and shots == "few") or (k > 0 and shots == "zero"):
-                continue
-            p, status = _predict(fctx, name, ctx)
-            if p is None and status == "ok":
-                continue
-            n_support = len(rows_k) if shots != "zero" else (len(pool) if name == "per-task-all" else 0)
-            metrics = task_metrics(y_test, p) if p is not None else dict.fromkeys(METRICS, np.nan)
-            rows.append({"task_id": task.task_id, "method": name, "k_shot": k, **metrics,
-                         "n_support": n_support, "n_test": len(test), "status": status})
-            if p is None:
-                continue
-            preds.extend({"task_id": task.task_id, "method": name, "k_shot": k, "row": int(r), "y": int(yy),
-                          "p": float(pp)} for r, yy, pp in zip(test, y_test, p, strict=True))
+        for d in range(draws if k > 0 else 1):
+            rows_k = orders[d][:k]
+            ctx = TargetContext(**base, k_shot=k, cache=cache, draw=d,
+                                X_k=task.X.iloc[rows_k].reset_index(drop=True) if k else None,
+                                y_k=task.y[rows_k] if k else None, k_rows=rows_k if k else None,
+                                test_rows=test)
+            for name in methods:
+                shots = METHODS[name].shots
+                if (k == 0 and shots == "few") or (k > 0 and shots == "zero"):
+                    continue
+                p, status = _predict(fctx, name, ctx)
+                if p is None and status == "ok":
+                    continue
+                n_support = len(rows_k) if shots != "zero" else (len(pool) if name == "per-task-all" else 0)
+                metrics = task_metrics(y_test, p) if p is not None else dict.fromkeys(METRICS, np.nan)
+                rows.append({"task_id": task.task_id, "method": name, "k_shot": k, "draw": d, **metrics,
+                             "n_support": n_support, "n_test": len(test), "status": status})
+                if p is None:
+                    continue
+                preds.extend({"task_id": task.task_id, "method": name, "k_shot": k, "draw": d, "row": int(r),
+                              "y": int(yy), "p": float(pp)} for r, yy, pp in zip(test, y_test, p, strict=True))
     return rows, preds
 
 
@@ -745,11 +850,12 @@ def zero_shot(tasks: TaskCollection, *, protocol: str = "leave-task-out", group:
 
 
 def few_shot(tasks: TaskCollection, *, k_shots: Sequence[int] = (4, 8, 16, 32), reference: bool = True, **kwargs):
-    """Few-shot evaluation at each k in ``k_shots`` (other arguments as :func:`zero_shot`).
+    """Few-shot evaluation at each k in ``k_shots`` (other arguments as :func:`zero_shot`,
+    plus ``draws`` and ``targets`` of :func:`evaluate`).
 
-    Methods that use the k rows (ragim-attention adapted, per-task-k) get one row per k;
-    with ``reference`` the k-independent methods (and zero-shot ragim-attention) are
-    scored once at k_shot = 0 in the same frame, on the same test rows.
+    Methods that use the k rows (the generators adapted, per-task-k, map-prior) get one row
+    per k (per draw with ``draws``); with ``reference`` the k-independent methods (and the
+    generators zero-shot) are scored once at k_shot = 0 in the same frame, on the same test rows.
     """
     ks = [int(k) for k in k_shots]
     if any(k < 1 for k in ks):
@@ -758,7 +864,8 @@ def few_shot(tasks: TaskCollection, *, k_shots: Sequence[int] = (4, 8, 16, 32), 
 
 
 __all__ = [
-    "DEFAULT_METHODS", "METHODS", "Method", "FoldContext", "TargetContext", "assert_leak_free", "evaluate",
+    "DEFAULT_METHODS", "METHODS", "Method", "FoldContext", "TargetContext", "assert_leak_free", "design_rows",
+    "draw_order", "evaluate",
     "few_shot", "format_table", "params_proba", "plot_by_group", "plot_calibration", "register_method",
     "summarize", "support_test_split", "to_records", "zero_shot",
 ]

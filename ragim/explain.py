@@ -10,7 +10,9 @@
 As in interpret, an explanation is data: ``to_frame()`` (tidy pandas) and ``data()``
 (a JSON-safe dict) come first; ``plot()`` (a matplotlib Figure), ``save_png()`` and
 ``_repr_html_()`` are built on them. Both explanations carry ``.provenance``: the
-retrieved neighbour tasks a generated model was made from (empty for a fitted model).
+retrieved neighbour tasks a generated model was made from (empty for a fitted model),
+and ``.coverage``: how well the index covered the model's description (top and effective
+similarity, effective neighbours, the index's threshold; :mod:`ragim.domain`), or None.
 
 Examples
 --------
@@ -193,6 +195,38 @@ class _Explanation:
         self.plot(**plot_kw).savefig(buf, format="png", dpi=80, bbox_inches="tight")
         b64 = base64.b64encode(buf.getvalue()).decode("ascii")
         return f'<div><img alt="plot" style="max-width:720px" src="data:image/png;base64,{b64}"/></div>'
+
+
+# ---------------------------------------------------------------------- coverage
+def coverage_summary(coverage: Mapping[str, Any] | None) -> str | None:
+    """One line on how well the index covered a generated model's description, from
+    ``params.metadata["coverage"]`` (:meth:`ragim.domain.Coverage.data`); None without one.
+
+    Examples
+    --------
+    >>> coverage_summary({"top_similarity": 0.31, "effective_similarity": 0.25, "effective_neighbors": 0.0,
+    ...                   "k": 10, "threshold": 0.62, "typical": 0.8})
+    "index coverage: top similarity 0.31, effective similarity 0.25, 0.0 effective neighbour(s) of 10; threshold 0.62: OUTSIDE the index's domain"
+    """
+    if not coverage:
+        return None
+    try:
+        top, eff_sim = float(coverage["top_similarity"]), float(coverage["effective_similarity"])
+        n_eff, k, thr = coverage.get("effective_neighbors"), int(coverage["k"]), coverage.get("threshold")
+    except (KeyError, TypeError, ValueError):
+        raise ValidationError(f"params.metadata['coverage'] is not a coverage record: {coverage!r}") from None
+    eff = "n/a" if n_eff is None else f"{float(n_eff):.1f}"
+    line = (f"index coverage: top similarity {top:.2f}, effective similarity {eff_sim:.2f}, "
+            f"{eff} effective neighbour(s) of {k}")
+    if thr is None:
+        return line + " (the index is too small to calibrate a threshold)"
+    verdict = "in the index's domain" if top >= float(thr) else "OUTSIDE the index's domain"
+    return line + f"; threshold {float(thr):.2f}: {verdict}"
+
+
+def _coverage_html(coverage: Mapping[str, Any] | None) -> str:
+    line = coverage_summary(coverage)
+    return "" if line is None else f"<p><i>{html.escape(line)}</i></p>"
 
 
 # ---------------------------------------------------------------------- provenance
@@ -453,7 +487,8 @@ class GlobalExplanation(_Explanation):
     missing-value indicators folded, largest first); :meth:`plot` and the CLI draw from it.
 
     Attributes: ``kind``, ``intercept``, ``intercept_std`` (NaN if unknown), ``source``,
-    ``outcome`` (in words), ``provenance``, ``params``.
+    ``outcome`` (in words), ``provenance``, ``coverage`` (the index's coverage of the
+    description, a dict, or None), ``params``.
     """
 
     def __init__(self, params: ModelParams, outcome: str | None = None):
@@ -463,6 +498,8 @@ class GlobalExplanation(_Explanation):
         self.source = params.metadata.get("source")
         self.outcome = _outcome_name(params, outcome)
         self.provenance = Provenance.from_params(params)
+        self.coverage = params.metadata.get("coverage")
+        coverage_summary(self.coverage)  # a damaged record fails here, not when shown
         self._frame = _logistic_frame(params) if self.kind == "logistic" else _gam_frame(params)
 
     def reference_intercept(self) -> tuple[float, float, list[str]]:
@@ -606,12 +643,13 @@ class GlobalExplanation(_Explanation):
 
     def data(self) -> dict:
         """JSON-safe dict: kind, source, outcome, intercept, intercept_std, terms, importance,
-        provenance."""
+        provenance, coverage."""
         return _jsonable({
             "kind": self.kind, "source": self.source, "outcome": self.outcome,
             "intercept": self.intercept,
             "intercept_std": self.intercept_std, "terms": _records(self._frame),
             "importance": _records(self.importance()), "provenance": self.provenance.data(),
+            "coverage": self.coverage,
         })
 
     def plot(self, ax=None, top: int | None = None, kind: str = "coef", *, missing: bool = False):
@@ -681,7 +719,8 @@ class GlobalExplanation(_Explanation):
             cols = [c for c in cols if c not in ("ci_low", "ci_high", "or_low", "or_high")]
         body = _table_html(df[cols].head(40))
         more = f"<p><i>… {len(df) - 40} more rows in table()</i></p>" if len(df) > 40 else ""
-        return head + body + more + self._img_html(top=12) + self.provenance._repr_html_()
+        return (head + _coverage_html(self.coverage) + body + more + self._img_html(top=12)
+                + self.provenance._repr_html_())
 
     def __repr__(self) -> str:
         src = f", source={self.source}" if self.source else ""
@@ -700,7 +739,8 @@ class GlobalExplanation(_Explanation):
             labels = {f.name: f.display_name for f in self.params.schema.features}
             lines += [f"  {labels[r.feature]:<24} importance {r.importance:.3f}"
                       for r in self.importance().head(5).itertuples()]
-        return "\n".join([*lines, f"  {self.provenance!r}"])
+        cov = coverage_summary(self.coverage)
+        return "\n".join([*lines, *([f"  {cov}"] if cov else []), f"  {self.provenance!r}"])
 
 
 _IMPORTANCE_LABEL = {"gam": "mean |score| over bins (log-odds)", "logistic": "max |coef| (log-odds per SD or 0→1)"}
@@ -738,6 +778,8 @@ class LocalExplanation(_Explanation):
         self.params, self.kind, self.source = params, params.kind, params.metadata.get("source")
         self.outcome = _outcome_name(params, outcome)
         self.provenance = Provenance.from_params(params)
+        self.coverage = params.metadata.get("coverage")
+        coverage_summary(self.coverage)
         self.intercept = params.intercept
         self.index = X.index[0]
         values = [None if pd.isna(v) else (v.item() if isinstance(v, np.generic) else v) for v in X.iloc[0]]
@@ -789,7 +831,7 @@ class LocalExplanation(_Explanation):
 
     def data(self) -> dict:
         """JSON-safe dict: kind, source, outcome, intercept, contributions, logit, probability,
-        provenance."""
+        provenance, coverage."""
         return _jsonable(
             {
                 "kind": self.kind,
@@ -800,6 +842,7 @@ class LocalExplanation(_Explanation):
                 "logit": self.logit,
                 "probability": self.probability,
                 "provenance": self.provenance.data(),
+                "coverage": self.coverage,
             }
         )
 
@@ -864,7 +907,7 @@ class LocalExplanation(_Explanation):
             f"logit {self.logit:+.3f} = "
             f"intercept {self.intercept:+.3f} + contributions</p>"
         )
-        return head + _table_html(df) + self._img_html() + self.provenance._repr_html_()
+        return head + _coverage_html(self.coverage) + _table_html(df) + self._img_html() + self.provenance._repr_html_()
 
     def __repr__(self) -> str:
         df = _by_abs(self._frame, "contribution")

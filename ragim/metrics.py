@@ -181,9 +181,31 @@ def size_group(n_rows: int, edges: Sequence[int] = DEFAULT_SIZE_EDGES) -> str:
 
 
 # ---------------------------------------------------------------------- aggregation
+def mean_over_draws(per_task: pd.DataFrame) -> pd.DataFrame:
+    """One row per target, method and k: the metrics averaged over the random draws of the k
+    rows (the ``draw`` column of :func:`ragim.evaluate.evaluate` with ``draws > 1``); a frame
+    without draws is returned as it is.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"dataset": "d", "protocol": "p", "method": "m", "k_shot": 4, "task_id": "a",
+    ...                    "draw": [0, 1], "log_loss": [0.5, 0.7]})
+    >>> mean_over_draws(df)[["task_id", "log_loss"]].to_dict("records")
+    [{'task_id': 'a', 'log_loss': 0.6}]
+    """
+    if "draw" not in per_task.columns or not (per_task["draw"].fillna(0) > 0).any():
+        return per_task
+    keys = [c for c in ["dataset", "protocol", "method", "k_shot", "task_id"] if c in per_task.columns]
+    metric_cols = [c for c in METRICS if c in per_task.columns]
+    agg = {c: "mean" for c in metric_cols}
+    agg.update({c: "first" for c in per_task.columns if c not in keys and c not in agg and c != "draw"})
+    return per_task.groupby(keys, sort=False, dropna=False).agg(agg).reset_index()
+
+
 def summarize(per_task: pd.DataFrame, *, by_size: bool = False, metrics: Sequence[str] = METRICS,
               n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
-    """Macro mean over tasks with a bootstrap CI, per dataset, protocol, method and k.
+    """Macro mean over tasks with a bootstrap CI, per dataset, protocol, method and k (a
+    target's draws of the k rows are averaged first: :func:`mean_over_draws`).
 
     Parameters
     ----------
@@ -208,6 +230,7 @@ def summarize(per_task: pd.DataFrame, *, by_size: bool = False, metrics: Sequenc
     missing = [c for c in [*_KEYS, *metrics] if c not in per_task.columns]
     if missing:
         raise ValidationError(f"per-task frame lacks columns {missing}; pass the output of zero_shot/few_shot")
+    per_task = mean_over_draws(per_task)
     keys = [*_KEYS, "size_group"] if by_size else list(_KEYS)
     rows = []
     for key, grp in per_task.groupby(keys, sort=False, dropna=False):
@@ -252,7 +275,7 @@ def paired_differences(per_task: pd.DataFrame, methods: Sequence[str], baselines
     missing = [c for c in need if c not in per_task.columns]
     if missing:
         raise ValidationError(f"per-task frame lacks columns {missing}; pass the output of zero_shot/few_shot")
-    df = per_task[per_task["k_shot"] == k_shot]
+    df = mean_over_draws(per_task[per_task["k_shot"] == k_shot])
     rows = []
     for (dataset, protocol), grp in df.groupby(["dataset", "protocol"], sort=False):
         for method in methods:
@@ -435,6 +458,7 @@ def plot_by_group(summary: pd.DataFrame, *, metric: str = "auroc", k_shot: int =
 
 __all__ = [
     "LOWER_IS_BETTER", "METRICS", "SUMMARY_FIELDS", "bootstrap_ci", "expected_calibration_error", "format_table",
+    "mean_over_draws",
     "paired_differences", "plot_by_group", "plot_calibration", "size_group", "size_labels", "skill", "summarize",
     "task_metrics", "to_records",
 ]

@@ -8,8 +8,9 @@ module is what ``ragim score`` and ``ragim adapt`` run:
   AUROC, log-loss, Brier score and ECE (:func:`ragim.metrics.task_metrics`), and the
   calibration slope and intercept (:func:`calibration_slope_intercept`).
 * :func:`adapt_params`: the generated model adapted to the local rows with
-  :class:`ragim.ZeroShotClassifier`'s few-shot adaptation (recalibration by default, or
-  a MAP refit), with the given parameters as its prior.
+  :class:`ragim.ZeroShotClassifier`'s few-shot adaptation (by default the evidence chooses
+  between keeping it, an intercept shift, a recalibration and a MAP refit), with the given
+  parameters as its prior.
 
 Always score on patients the model was not adapted on: :func:`adapt_params` then
 :func:`score_predictions` on the same rows measures the fit, not the validity.
@@ -230,45 +231,37 @@ def score_predictions(
     }
 
 
-class _GivenParams:
-    """Stands in for a generator: always returns the model being adapted (the prior)."""
-
-    def __init__(self, params: ModelParams):
-        self.params = params
-
-    def generate_params(self, query, index=None, *, k=None, exclude=None) -> ModelParams:
-        return self.params
-
-
-class _SchemaOnly:
-    """Stands in for an index: ZeroShotClassifier reads only the schema from it here."""
-
-    def __init__(self, schema):
-        self.schema = schema
-
-
 def adapt_params(
-    params: ModelParams, X: pd.DataFrame, y, *, adaptation: str = "recalibrate"
+    params: ModelParams, X: pd.DataFrame, y, *, adaptation: str = "auto"
 ) -> ModelParams:
-    """Adapt a model to a few local labelled rows with :class:`ragim.ZeroShotClassifier`.
+    """Adapt a model to a few local labelled rows, as :class:`ragim.ZeroShotClassifier` does.
 
-    The given parameters are the prior: ``adaptation="recalibrate"`` (default) refits only
-    an intercept shift and one slope on the model's log-odds; ``"map"`` refits every
-    coefficient with a Gaussian prior centred on them (prior strength by the evidence). See
-    :mod:`ragim.estimator`.
+    The given parameters are the prior. ``adaptation="auto"`` (default) lets the evidence on
+    the rows choose between keeping the model, shifting its intercept, recalibrating it (an
+    intercept shift and one positive scale on its log-odds) and a MAP refit of every
+    coefficient centred on it, and keeps the model when the rows cannot tell them apart;
+    ``"recalibrate"``, ``"map"`` (or ``"intercept"``, ``"zero-shot"``) force one. See
+    :mod:`ragim.adaptation`.
 
     Parameters
     ----------
     params : the model to adapt (logistic or GAM).
     X : the local patients, the model's feature columns.
     y : their 0/1 outcomes.
-    adaptation : "recalibrate" or "map".
+    adaptation : "auto", "recalibrate", "map", "intercept" or "zero-shot".
 
     Returns
     -------
     ModelParams
-        Metadata: ``source="adapted"``, ``adaptation``, ``k_shot`` (rows used),
-        ``prior_source``, and the prior's provenance.
+        Metadata: ``source`` ("adapted" unless the model was kept), ``adaptation`` (the
+        candidate used), ``k_shot`` (rows used), ``prior_source``, ``adaptation_report``
+        (:func:`ragim.adaptation.adapt`'s report) and the prior's provenance.
+
+    Warns
+    -----
+    AdaptationWarning
+        When the adaptation moved a coefficient across zero or scaled the log-odds by more
+        than :data:`ragim.adaptation.SCALE_WARN_FACTOR` either way.
 
     Examples
     --------
@@ -281,12 +274,14 @@ def adapt_params(
     >>> bool(adapt_params(prior, X, y).intercept > -2.0)
     True
     """
-    from ragim.estimator import ZeroShotClassifier
+    from ragim.adaptation import ORDER
+    from ragim.estimator import adapt_prior
+    from ragim.tasks import binary_outcome
 
     if not isinstance(params, ModelParams):
         raise ValidationError(f"adapt_params needs ModelParams, got {type(params).__name__}")
-    if adaptation not in ("recalibrate", "map"):
-        raise ValidationError(f"adaptation must be 'recalibrate' or 'map', got {adaptation!r}")
+    if adaptation not in ("auto", *ORDER):
+        raise ValidationError(f"adaptation must be one of {['auto', *ORDER]}, got {adaptation!r}")
     if len(X) == 0:
         raise ValidationError("cannot adapt on zero rows")
     y = np.asarray(y)
@@ -297,14 +292,9 @@ def adapt_params(
             f"the {len(y)} rows to adapt on all have outcome {only}; adapting on one outcome "
             "would only drag every risk towards it; add patients with the other outcome"
         )
-    clf = ZeroShotClassifier(
-        index=_SchemaOnly(params.schema),
-        generator=_GivenParams(params),
-        description=str(params.metadata.get("description") or "the given model"),
-        adaptation=adaptation,
-    )
-    clf.fit(X, y)
-    return clf.params_
+    y01 = binary_outcome(y, where="the outcome to adapt on").astype(float)
+    adapted, report = adapt_prior(params, X, y01, adaptation=adaptation, warn=True)
+    return adapted.replace(metadata={"adaptation_report": report})
 
 
 __all__ = [

@@ -242,8 +242,10 @@ def test_adapt_recalibrates_like_zero_shot_classifier(root):
 
     d = root["path"]
     out = _json(
-        "adapt", d / "m0", "--rows", d / "adapt.csv", "--outcome", "cad", "--save", d / "m1"
+        "adapt", d / "m0", "--rows", d / "adapt.csv", "--outcome", "cad", "--save", d / "m1",
+        "--method", "recalibrate",
     )
+    assert out["method"] == out["asked"] == "recalibrate"
     prior, adapted = ModelParams.load(d / "m0"), ModelParams.load(d / "m1")
     X, y, _ = _frame(d, "adapt.csv")
     theta, std, _ = recalibrate(
@@ -534,7 +536,7 @@ def test_bad_inputs_are_one_line_and_exit_2(
         (
             "adapt",
             ["--rows", "{d}/adapt.csv", "--outcome", "cad", "--save", "{t}/o", "--method", "magic"],
-            "--method must be recalibrate or map",
+            "--method must be auto, intercept, recalibrate or map",
         ),
         ("score", ["--rows", "{d}/validate.csv"], "Missing option '--outcome'"),
         ("predict", ["--rows", "{d}/validate.csv"], "has columns the model does not use ['cad']"),

@@ -5,10 +5,17 @@ A generator maps a task description (plus retrieved neighbours) to
 do not depend on how the parameters are produced: turning queries into
 neighbours, attaching provenance, and wrapping the parameters in a ready
 :class:`~ragim.models.LogisticModel` or :class:`~ragim.models.GAMModel`.
+
+Every subclass's ``generate_params`` is wrapped (in ``__init_subclass__``) so that each
+generated model carries ``metadata["coverage"]``: how well the index covers its description
+(:mod:`ragim.domain`), whatever the generator. ``generate`` (and a subclass's own
+``generate``) warns with :class:`~ragim.errors.DomainWarning` when the description lies
+outside the index's domain.
 """
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -40,11 +47,55 @@ def provenance_records(neighbors, weights) -> list[dict[str, Any]]:
     ]
 
 
+def _with_coverage(generate_params):
+    """``generate_params`` that also attaches the index's coverage of each query."""
+
+    @functools.wraps(generate_params)
+    def wrapper(self, query, index=None, *args, exclude=None, **kwargs):
+        from ragim.domain import attach
+
+        out = generate_params(self, query, index, *args, exclude=exclude, **kwargs)
+        target = index if index is not None else getattr(self, "index_", None)
+        if target is None or not hasattr(target, "search_vectors"):
+            return out  # no index to measure coverage against (e.g. a fixed model)
+        queries = list(query) if isinstance(out, list) else query
+        return attach(out, queries, target, exclude=exclude)
+
+    wrapper.__wrapped_for_coverage__ = True
+    return wrapper
+
+
+def _warn_out_of_domain(generate):
+    """``generate`` that warns when the model's description is outside the index's domain."""
+
+    @functools.wraps(generate)
+    def wrapper(self, query, *args, **kwargs):
+        from ragim.domain import check
+
+        model = generate(self, query, *args, **kwargs)
+        text = query.description if isinstance(query, Task) else query
+        check(model.params_, description=text, stacklevel=2)
+        return model
+
+    wrapper.__wrapped_for_coverage__ = True
+    return wrapper
+
+
 class Generator(ABC):
     """Base class: subclasses implement :meth:`generate_params`."""
 
     generator_name = "base"
     index_ = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("generate_params")
+        if own is not None and not getattr(own, "__isabstractmethod__", False) \
+                and not getattr(own, "__wrapped_for_coverage__", False):
+            cls.generate_params = _with_coverage(own)
+        gen = cls.__dict__.get("generate")
+        if gen is not None and not getattr(gen, "__wrapped_for_coverage__", False):
+            cls.generate = _warn_out_of_domain(gen)
 
     def _resolve_index(self, index):
         index = index if index is not None else getattr(self, "index_", None)
@@ -66,10 +117,19 @@ class Generator(ABC):
         """A ready interpretable model for a new task description (zero-shot).
 
         Returns a :class:`~ragim.models.LogisticModel` or :class:`~ragim.models.GAMModel`
-        whose ``provenance`` lists the neighbours that shaped it.
+        whose ``provenance`` lists the neighbours that shaped it and whose
+        ``params_.metadata["coverage"]`` says how well the index covers the description.
+
+        Warns
+        -----
+        DomainWarning
+            When the description is outside the index's domain (:func:`ragim.domain.check`).
         """
+        from ragim.domain import check
         from ragim.models import model_from_params
 
         if not isinstance(query, str | Task):
             raise ValidationError("generate() takes one description or Task; use generate_params() for a batch")
-        return model_from_params(self.generate_params(query, index, k=k, exclude=exclude))
+        model = model_from_params(self.generate_params(query, index, k=k, exclude=exclude))
+        check(model.params_, description=query.description if isinstance(query, Task) else query)
+        return model

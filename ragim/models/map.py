@@ -42,7 +42,7 @@ def map_logistic(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, lam: float, i
 
 def newton_map(A: np.ndarray, y: np.ndarray, mu: np.ndarray, prec: np.ndarray, max_iter: int = 100,
                tol: float = 1e-10, offset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Newton's method for ``sum_i logloss(y_i, offset_i + A_i w) + 1/2 sum_k prec_k (w_k - mu_k)^2``.
+    """Newton's method, with step halving, for ``sum_i logloss(y_i, offset_i + A_i w) + 1/2 sum_k prec_k (w_k - mu_k)^2``.
 
     Parameters
     ----------
@@ -59,13 +59,26 @@ def newton_map(A: np.ndarray, y: np.ndarray, mu: np.ndarray, prec: np.ndarray, m
     """
     w = np.asarray(mu, dtype=float).copy()
     off = 0.0 if offset is None else offset
+
+    def objective(v):
+        z = off + A @ v
+        return float(np.sum(np.logaddexp(0.0, z) - y * z)) + 0.5 * float(np.sum(prec * (v - mu) ** 2))
+
+    f = objective(w)
     for _ in range(max_iter):
         p = expit(off + A @ w)
         grad = A.T @ (p - y) + prec * (w - mu)
         H = (A * (p * (1 - p))[:, None]).T @ A + np.diag(prec)
         step = np.linalg.solve(H, grad)
-        w = w - step
-        if np.max(np.abs(step)) < tol:
+        # step halving: a full Newton step from a distant start can overshoot and diverge
+        t = 1.0
+        while True:
+            f_new = objective(w - t * step)
+            if f_new <= f + 1e-12 * max(1.0, abs(f)) or t < 1e-10:
+                break
+            t /= 2
+        w, f = w - t * step, f_new
+        if np.max(np.abs(t * step)) < tol:
             break
     p = expit(off + A @ w)
     return w, (A * (p * (1 - p))[:, None]).T @ A + np.diag(prec)

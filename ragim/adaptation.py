@@ -1,0 +1,544 @@
+"""Few-shot adaptation of a generated model to k labelled rows, chosen by the evidence.
+
+A generated model ``theta0`` (intercept + terms, log-odds ``z0 = theta0_0 + D theta0_terms``)
+is the prior; the k rows may change it in one of four nested ways, each a Bayesian
+logistic model whose Laplace-approximated marginal likelihood (the *evidence*) the rows
+score:
+
+* ``"zero-shot"``: keep ``theta0`` (no free parameter; its evidence is the rows' log-likelihood).
+* ``"intercept"``: ``z = z0 + a``, ``a ~ N(0, s^2)`` (the event rate differs between hospitals).
+* ``"recalibrate"``: ``z = z0 + a + (b - 1)(z0 - theta0_0)`` with ``b = exp(beta)``,
+  ``beta ~ N(0, (s/2)^2)``: one intercept shift and one positive scale on the generated
+  log-odds. ``b > 0`` by construction, so a handful of unlucky rows can weaken the
+  generated model, never reverse it.
+* ``"map"``: every coefficient moves, ``theta ~ N(theta0, diag(1/lambda, ..))`` with the
+  intercept's precision ``lambda * intercept_ratio``. With many rows the data dominate,
+  so it tends to the per-task maximum-likelihood fit; a coefficient crosses zero only
+  when the rows outweigh the prior.
+
+The prior scales ``s`` (:data:`RECAL_SCALES`) and ``lambda`` (:data:`LAMBDA_GRID`) are
+integrated out under a uniform prior over their grid, so a candidate's evidence pays for
+its flexibility (Occam's factor; MacKay 1992, "The evidence framework applied to
+classification networks"). :func:`choose` keeps the *simplest* candidate whose log
+evidence is within :data:`EVIDENCE_MARGIN` of the best: when the rows cannot tell the
+candidates apart, the zero-shot model stays. A candidate that *reverses* the generated
+model (its terms point against the generated ones: :func:`log_odds_scale` < 0, possible only
+for ``"map"``) is eligible only with overwhelming evidence: a log Bayes factor of at least
+:data:`REVERSAL_MARGIN` (ln 1000, prior odds of 1000 to 1 that the generated model is not
+anti-predictive at the site) over the best candidate that keeps its direction. A handful of
+unlucky or selected rows cannot reach that; hundreds of rows from a site where the model is
+really wrong can. Rows of one class say nothing about which
+patients are at higher risk, so only ``"zero-shot"`` and ``"intercept"`` compete then.
+
+:func:`adapt` runs the whole choice and returns the adapted parameters with a report:
+which candidate won, every candidate's evidence, the intercept shift, the log-odds scale,
+the coefficients that crossed zero, and the warnings it raised
+(:class:`~ragim.errors.AdaptationWarning`).
+
+Examples
+--------
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> D = rng.normal(size=(8, 2)); theta0 = np.array([0.0, 1.5, -1.0])
+>>> y = (rng.random(8) < 1 / (1 + np.exp(-(D @ theta0[1:])))).astype(float)
+>>> cands = candidates(D, y, theta0)
+>>> sorted(cands)
+['intercept', 'map', 'recalibrate', 'zero-shot']
+>>> choose(cands) in cands
+True
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.special import expit, logsumexp
+
+from ragim.errors import AdaptationWarning, ValidationError
+from ragim.models.map import map_logistic, newton_map
+
+#: scales ``s`` of the recalibration prior: intercept shift ``a ~ N(0, s^2)``, log-slope
+#: ``log b ~ N(0, (s/2)^2)``; integrated out with equal prior weight
+RECAL_SCALES = (0.25, 0.5, 1.0, 2.0)
+#: prior precisions ``lambda`` of the MAP candidate; integrated out with equal prior weight
+LAMBDA_GRID = np.logspace(-2, 3, 21)
+#: a richer candidate must beat a simpler one by this log Bayes factor (1 nat: "positive"
+#: evidence on Kass & Raftery's 1995 scale, 2 ln BF > 2)
+EVIDENCE_MARGIN = 1.0
+#: a candidate that reverses the generated model must beat every candidate that keeps its
+#: direction by this log Bayes factor (ln 1000; "decisive" on Jeffreys' scale starts at ln 100)
+REVERSAL_MARGIN = float(np.log(1000.0))
+#: a log-odds scale outside ``[1/f, f]`` of the generated model's is reported
+SCALE_WARN_FACTOR = 2.0
+#: coefficients smaller than this (log-odds per design unit) count as zero when looking for
+#: coefficients that crossed zero
+SIGN_TOLERANCE = 0.01
+#: candidates from the simplest to the richest
+ORDER = ("zero-shot", "intercept", "recalibrate", "map")
+
+
+@dataclass
+class Candidate:
+    """One way of adapting: its parameters, their posterior SDs and its log evidence."""
+
+    name: str
+    theta: np.ndarray
+    std: np.ndarray | None
+    log_evidence: float
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def _loglik(z: np.ndarray, y: np.ndarray) -> float:
+    return float(np.sum(y * z - np.logaddexp(0.0, z)))
+
+
+def _recal_fit(z0t: np.ndarray, y: np.ndarray, base: float, a_sd: float, beta_sd: float | None):
+    """MAP of (a[, beta]) and the Hessian of the negative log posterior at it."""
+    slope = beta_sd is not None
+    prec = np.array([1 / a_sd**2] + ([1 / beta_sd**2] if slope else []))
+
+    def parts(x):
+        b = np.exp(x[1]) if slope else 1.0
+        u = b * z0t
+        z = base + x[0] + u
+        p = expit(z)
+        r, w = p - y, p * (1 - p)
+        f = float(np.sum(np.logaddexp(0.0, z) - y * z)) + 0.5 * float(np.sum(prec * x**2))
+        g = np.array([r.sum()] + ([np.sum(r * u)] if slope else [])) + prec * x
+        if slope:
+            h = np.array(
+                [[w.sum(), np.sum(w * u)], [np.sum(w * u), np.sum(w * u * u) + np.sum(r * u)]]
+            )
+        else:
+            h = np.array([[w.sum()]])
+        return f, g, h + np.diag(prec)
+
+    x = np.zeros(len(prec))
+    f, g, H = parts(x)
+    for _ in range(100):  # Newton with a step halving (and a gradient step where H is not definite)
+        try:
+            step = (
+                np.linalg.solve(H, g)
+                if np.all(np.linalg.eigvalsh(H) > 1e-12)
+                else g / np.max(np.diag(H))
+            )
+        except np.linalg.LinAlgError:
+            step = g / np.max(np.diag(H))
+        t = 1.0
+        while True:
+            x_new = x - t * step
+            f_new, g_new, H_new = parts(x_new)
+            if f_new <= f + 1e-12 or t < 1e-8:
+                break
+            t /= 2
+        converged = np.max(np.abs(x_new - x)) < 1e-10
+        x, f, g, H = x_new, f_new, g_new, H_new
+        if converged or np.max(np.abs(g)) < 1e-9:
+            break
+    ev = -f + 0.5 * float(np.sum(np.log(prec))) - 0.5 * float(np.linalg.slogdet(H)[1])
+    return x, H, ev
+
+
+def recalibration(
+    D: np.ndarray,
+    y: np.ndarray,
+    theta0: np.ndarray,
+    *,
+    slope: bool = True,
+    scales=RECAL_SCALES,
+    slope_ratio: float = 0.5,
+) -> Candidate:
+    """The ``"recalibrate"`` candidate (``slope=False``: ``"intercept"``): ``a ~ N(0, s^2)``,
+    ``log b ~ N(0, (slope_ratio * s)^2)``, the prior scale ``s`` integrated out over ``scales``;
+    the parameters are those at the most probable scale.
+
+    Returns a :class:`Candidate` whose ``detail`` holds ``intercept_shift``, ``scale`` (the
+    slope ``b`` on the generated log-odds) and ``prior_scale`` (``s``).
+
+    Examples
+    --------
+    >>> D = np.array([[-1.0], [0.0], [1.0], [2.0]]); y = np.array([0.0, 1.0, 1.0, 1.0])
+    >>> c = recalibration(D, y, np.array([-1.0, 1.0]))
+    >>> bool(c.theta[0] > -1.0), bool(c.detail["scale"] > 0)
+    (True, True)
+    """
+    z0t = D @ theta0[1:]
+    fits = [
+        (s, *_recal_fit(z0t, y, float(theta0[0]), s, slope_ratio * s if slope else None))
+        for s in scales
+    ]
+    evs = np.array([f[3] for f in fits])
+    s, x, H, _ = fits[int(np.argmax(evs))]
+    cov = np.linalg.inv(H)
+    b = float(np.exp(x[1])) if slope else 1.0
+    theta = np.concatenate([[theta0[0] + x[0]], b * theta0[1:]])
+    std = np.concatenate(
+        [
+            [np.sqrt(cov[0, 0])],
+            np.abs(theta[1:]) * np.sqrt(cov[1, 1]) if slope else np.zeros(len(theta) - 1),
+        ]
+    )
+    return Candidate(
+        "recalibrate" if slope else "intercept",
+        theta,
+        std,
+        float(logsumexp(evs) - np.log(len(evs))),
+        {"intercept_shift": float(x[0]), "scale": b, "prior_scale": float(s)},
+    )
+
+
+def map_evidence(
+    D: np.ndarray, y: np.ndarray, theta0: np.ndarray, lam: float, ratio: float
+) -> float:
+    """Laplace log evidence of the MAP model at prior precision ``lam`` (intercept ``lam * ratio``)."""
+    theta, H = map_logistic(D, y, theta0, lam, ratio)
+    z = theta[0] + D @ theta[1:]
+    prec = np.full(len(theta), float(lam))
+    prec[0] = lam * ratio
+    return (
+        _loglik(z, y)
+        - 0.5 * float(np.sum(prec * (theta - theta0) ** 2))
+        + 0.5 * float(np.sum(np.log(prec)))
+        - 0.5 * float(np.linalg.slogdet(H)[1])
+    )
+
+
+def cv_loss(D, y, theta0, lam, ratio, folds: int, seed: int) -> float:
+    """Stratified ``folds``-fold cross-validated log-loss (summed) of the MAP model at ``lam``."""
+    rng = np.random.default_rng(seed)
+    fold_of = np.empty(len(y), int)
+    for cls in (0, 1):
+        idx = np.where(y == cls)[0]
+        rng.shuffle(idx)
+        fold_of[idx] = np.arange(len(idx)) % folds
+    loss = 0.0
+    for f in range(folds):
+        tr, te = fold_of != f, fold_of == f
+        if not te.any() or not tr.any():
+            continue
+        theta, _ = map_logistic(D[tr], y[tr], theta0, lam, ratio)
+        z = theta[0] + D[te] @ theta[1:]
+        loss += float(np.sum(np.logaddexp(0, z) - y[te] * z))
+    return loss
+
+
+def map_candidate(
+    D: np.ndarray,
+    y: np.ndarray,
+    theta0: np.ndarray,
+    *,
+    prior_strength="evidence",
+    intercept_ratio: float = 0.1,
+    lambdas=LAMBDA_GRID,
+) -> Candidate:
+    """The ``"map"`` candidate. ``prior_strength``: ``"evidence"`` (``lambda`` integrated out
+    over ``lambdas``; the fit uses the most probable one), ``"cv"`` (``lambda`` by
+    cross-validated log-loss on the rows) or a positive number (``lambda`` itself)."""
+    if isinstance(prior_strength, str) and prior_strength == "evidence":
+        evs = np.array([map_evidence(D, y, theta0, lam, intercept_ratio) for lam in lambdas])
+        lam, ev = float(lambdas[int(np.argmax(evs))]), float(logsumexp(evs) - np.log(len(evs)))
+    elif isinstance(prior_strength, str) and prior_strength == "cv":
+        folds = int(min(5, max(2, min(np.sum(y), np.sum(1 - y)))))
+        losses = [cv_loss(D, y, theta0, lam, intercept_ratio, folds, 0) for lam in lambdas]
+        lam = float(lambdas[int(np.argmin(losses))])
+        ev = map_evidence(D, y, theta0, lam, intercept_ratio)
+    else:
+        lam = float(prior_strength)
+        ev = map_evidence(D, y, theta0, lam, intercept_ratio)
+    theta, H = map_logistic(D, y, theta0, lam, intercept_ratio)
+    std = np.sqrt(np.clip(np.diag(np.linalg.inv(H)), 0, None))
+    return Candidate("map", theta, std, ev, {"prior_strength": lam})
+
+
+def map_with_prior(
+    D: np.ndarray, y: np.ndarray, theta0: np.ndarray, std: np.ndarray, *, min_std: float = 1e-3
+) -> Candidate:
+    """MAP logistic regression with an independent Gaussian prior per parameter,
+    ``theta_j ~ N(theta0_j, std_j^2)`` (``std`` floored at ``min_std``): the elicited-prior
+    method of AutoElicit (Capstick et al., ICML 2025), with a generator's mean and SD as the
+    elicited prior. A baseline of the label-efficiency benchmark, not one of :func:`adapt`'s
+    candidates.
+
+    Examples
+    --------
+    >>> D = np.array([[-1.0], [0.0], [1.0], [2.0]]); y = np.array([0.0, 0.0, 1.0, 1.0])
+    >>> tight = map_with_prior(D, y, np.array([0.0, -1.0]), np.array([1e-3, 1e-3]))
+    >>> loose = map_with_prior(D, y, np.array([0.0, -1.0]), np.array([10.0, 10.0]))
+    >>> round(float(tight.theta[1]), 3), bool(loose.theta[1] > 0)
+    (-1.0, True)
+    """
+    theta0 = np.asarray(theta0, dtype=float)
+    prec = 1.0 / np.maximum(np.asarray(std, dtype=float), min_std) ** 2
+    A = np.hstack([np.ones((len(D), 1)), D])
+    theta, H = newton_map(A, np.asarray(y, dtype=float), theta0, prec)
+    z = A @ theta
+    ev = (
+        _loglik(z, y)
+        - 0.5 * float(np.sum(prec * (theta - theta0) ** 2))
+        + 0.5 * float(np.sum(np.log(prec)))
+        - 0.5 * float(np.linalg.slogdet(H)[1])
+    )
+    return Candidate(
+        "map-prior", theta, np.sqrt(np.clip(np.diag(np.linalg.inv(H)), 0, None)), ev, {}
+    )
+
+
+def candidates(
+    D: np.ndarray,
+    y: np.ndarray,
+    theta0: np.ndarray,
+    *,
+    names=ORDER,
+    prior_strength="evidence",
+    intercept_ratio: float = 0.1,
+) -> dict[str, Candidate]:
+    """Every candidate in ``names`` fitted to the rows ``(D, y)`` (0/1 ``y``) around ``theta0``."""
+    out: dict[str, Candidate] = {}
+    if "zero-shot" in names:
+        out["zero-shot"] = Candidate(
+            "zero-shot",
+            np.asarray(theta0, float).copy(),
+            None,
+            _loglik(theta0[0] + D @ theta0[1:], y),
+            {},
+        )
+    if "intercept" in names:
+        out["intercept"] = recalibration(D, y, theta0, slope=False)
+    if "recalibrate" in names:
+        out["recalibrate"] = recalibration(D, y, theta0)
+    if "map" in names:
+        out["map"] = map_candidate(
+            D, y, theta0, prior_strength=prior_strength, intercept_ratio=intercept_ratio
+        )
+    for c in out.values():
+        scale = log_odds_scale(np.asarray(theta0, float), c.theta)
+        c.detail["reverses"] = scale is not None and scale < 0
+    return out
+
+
+def choose(
+    cands: dict[str, Candidate],
+    margin: float = EVIDENCE_MARGIN,
+    reversal_margin: float = REVERSAL_MARGIN,
+) -> str:
+    """The simplest candidate (in :data:`ORDER`) whose log evidence is within ``margin`` of the
+    best eligible one. A candidate marked ``detail["reverses"]`` is eligible only when its log
+    evidence beats every candidate that keeps the generated direction by ``reversal_margin``.
+
+    Examples
+    --------
+    >>> c = {n: Candidate(n, np.zeros(1), None, ev) for n, ev in [("zero-shot", -5.0), ("map", -4.5)]}
+    >>> choose(c), choose(c, margin=0.1)
+    ('zero-shot', 'map')
+    >>> c["map"].detail["reverses"] = True
+    >>> choose(c, margin=0.1), choose(c, margin=0.1, reversal_margin=0.2)
+    ('zero-shot', 'map')
+    """
+    keep = [c.log_evidence for c in cands.values() if not c.detail.get("reverses")]
+    floor = (max(keep) if keep else -np.inf) + reversal_margin
+    eligible = {
+        n: c for n, c in cands.items() if not c.detail.get("reverses") or c.log_evidence >= floor
+    }
+    best = max(c.log_evidence for c in eligible.values())
+    return next(n for n in ORDER if n in eligible and eligible[n].log_evidence >= best - margin)
+
+
+def reversals_refused(cands: dict[str, Candidate], chosen: str) -> list[str]:
+    """The candidates that reverse the generated model, had more evidence than ``chosen``, and
+    were refused because they lacked :data:`REVERSAL_MARGIN` over the best candidate that
+    keeps the generated direction."""
+    ev = cands[chosen].log_evidence
+    return [
+        n
+        for n in ORDER
+        if n in cands and cands[n].detail.get("reverses") and cands[n].log_evidence > ev
+    ]
+
+
+def log_odds_scale(theta0: np.ndarray, theta: np.ndarray) -> float | None:
+    """The least-squares factor ``c`` in ``theta_terms ~ c * theta0_terms``: the recalibration
+    slope when only the scale changed; None when the generated terms are all zero."""
+    t0, t = theta0[1:], theta[1:]
+    den = float(t0 @ t0)
+    return None if den <= 0 else float(t0 @ t) / den
+
+
+def sign_changes(
+    names: list[str], theta0: np.ndarray, theta: np.ndarray, tol: float = SIGN_TOLERANCE
+) -> list[str]:
+    """Names of the terms whose sign differs between ``theta0`` and ``theta`` (both beyond ``tol``)."""
+    t0, t = theta0[1:], theta[1:]
+    flip = (np.abs(t0) > tol) & (np.abs(t) > tol) & (np.sign(t0) != np.sign(t))
+    return [n for n, f in zip(names[1:], flip, strict=True) if f]
+
+
+def adapt(
+    D: np.ndarray,
+    y: np.ndarray,
+    theta0: np.ndarray,
+    names: list[str],
+    *,
+    adaptation: str = "auto",
+    prior_strength="evidence",
+    intercept_ratio: float = 0.1,
+    margin: float = EVIDENCE_MARGIN,
+    labels: tuple | None = None,
+    warn: bool = True,
+) -> tuple[Candidate, dict[str, Any]]:
+    """Adapt ``theta0`` to the rows ``(D, y)``; returns the chosen :class:`Candidate` and a report.
+
+    Parameters
+    ----------
+    D : design matrix without the intercept column, shape (k, p).
+    y : 0/1 event indicators, shape (k,).
+    theta0 : the generated parameters (intercept first), shape (p + 1,).
+    names : the parameter names (for the report).
+    adaptation : ``"auto"`` (the evidence chooses among every candidate), or one of
+        ``"zero-shot"``, ``"intercept"``, ``"recalibrate"``, ``"map"`` (that one, whatever
+        the evidence says).
+    prior_strength, intercept_ratio : of the MAP candidate (:func:`map_candidate`).
+    margin : see :func:`choose`.
+    labels : ``(non-event, event)`` labels as the user wrote them, for messages.
+    warn : raise :class:`~ragim.errors.AdaptationWarning` for what the report flags.
+
+    Returns
+    -------
+    (candidate, report). The report (JSON-safe) holds ``adaptation`` (what was asked),
+    ``chosen``, ``k``, ``n_events``, ``log_evidence`` (per candidate), ``intercept_shift``,
+    ``log_odds_scale``, ``sign_changes``, ``single_class`` (None, or what was done with rows
+    of one class), ``reversal_refused`` (None, or the reversing candidates the evidence
+    favoured but not by :data:`REVERSAL_MARGIN`, with their log Bayes factor) and ``warnings``.
+
+    Raises
+    ------
+    ValidationError
+        When ``adaptation`` is not one of the names above or the shapes disagree.
+
+    Examples
+    --------
+    >>> D = np.array([[-1.0], [0.0], [1.0], [2.0]]); y = np.array([1.0, 1.0, 1.0, 1.0])
+    >>> cand, report = adapt(D, y, np.array([-1.0, 1.0]), ["intercept", "x"], warn=False)
+    >>> report["single_class"]["action"] in ("intercept", "zero-shot"), report["log_odds_scale"]
+    (True, 1.0)
+    """
+    allowed = ("auto", *ORDER)
+    if adaptation not in allowed:
+        raise ValidationError(f"adaptation must be one of {list(allowed)}, got {adaptation!r}")
+    y = np.asarray(y, dtype=float)
+    theta0 = np.asarray(theta0, dtype=float)
+    if D.shape != (len(y), len(theta0) - 1) or len(names) != len(theta0):
+        raise ValidationError(
+            f"adapt: D {D.shape}, y {y.shape}, theta0 {theta0.shape} and {len(names)} names "
+            "do not match"
+        )
+    n_events = int(y.sum())
+    single = n_events in (0, len(y))
+    if single:
+        names_c = ("zero-shot", "intercept")
+    elif adaptation == "auto":
+        names_c = ORDER
+    else:
+        names_c = ("zero-shot", adaptation)
+    cands = candidates(
+        D, y, theta0, names=names_c, prior_strength=prior_strength, intercept_ratio=intercept_ratio
+    )
+    if adaptation == "auto" or (single and adaptation != "zero-shot"):
+        chosen = choose(cands, margin)
+    else:
+        chosen = adaptation
+    cand = cands[chosen]
+    scale = log_odds_scale(theta0, cand.theta)
+    report: dict[str, Any] = {
+        "adaptation": adaptation,
+        "chosen": chosen,
+        "k": int(len(y)),
+        "n_events": n_events,
+        "log_evidence": {n: round(c.log_evidence, 4) for n, c in cands.items()},
+        "intercept_shift": float(cand.theta[0] - theta0[0]),
+        "log_odds_scale": scale,
+        "sign_changes": sign_changes(names, theta0, cand.theta),
+        "single_class": None,
+        "reversal_refused": None,
+        "warnings": [],
+    }
+    if "prior_strength" in cand.detail:
+        report["prior_strength"] = cand.detail["prior_strength"]
+    how = "by the evidence" if adaptation == "auto" else "as asked"
+    if single:
+        lab = "events" if n_events else "non-events"
+        written = None if labels is None else labels[1 if n_events else 0]
+        if written is not None:
+            lab += f" (label {written!r})"
+        report["single_class"] = {"n": int(len(y)), "class": int(n_events > 0), "action": chosen}
+        did = (
+            "kept the zero-shot model"
+            if chosen == "zero-shot"
+            else f"shifted only the intercept by {report['intercept_shift']:+.2f} "
+            f"(every risk {'rises' if report['intercept_shift'] > 0 else 'falls'})"
+        )
+        report["warnings"].append(
+            f"the {len(y)} labelled rows are all {lab}: they cannot show which patients are at higher risk, "
+            f"so the coefficients were kept and {did}; if these rows were chosen for their outcome, they say "
+            "nothing about the event rate either: fit without them"
+        )
+    refused = reversals_refused(cands, chosen) if adaptation == "auto" else []
+    if refused:
+        keep = max(c.log_evidence for c in cands.values() if not c.detail.get("reverses"))
+        gap = max(cands[n].log_evidence for n in refused) - keep
+        report["reversal_refused"] = {
+            "candidates": refused,
+            "log_bayes_factor": round(float(gap), 4),
+            "needed": round(REVERSAL_MARGIN, 4),
+        }
+        report["warnings"].append(
+            f"the {len(y)} labelled rows favour reversing the generated model ('{refused[0]}', log Bayes factor "
+            f"{gap:.1f} over the best model that keeps its direction), short of the {REVERSAL_MARGIN:.1f} needed to reverse it, so '{chosen}' "
+            "was kept: check how these rows were chosen and how their outcome was coded"
+        )
+    if report["sign_changes"]:
+        flipped = report["sign_changes"]
+        report["warnings"].append(
+            f"adaptation '{chosen}' (chosen {how} on {len(y)} rows) moved {len(flipped)} coefficient(s) across "
+            f"zero: {', '.join(flipped[:8])}{' ...' if len(flipped) > 8 else ''}"
+        )
+    if scale is not None and not (1 / SCALE_WARN_FACTOR <= scale <= SCALE_WARN_FACTOR):
+        report["warnings"].append(
+            f"adaptation '{chosen}' (chosen {how} on {len(y)} rows) scaled the generated log-odds by "
+            f"{scale:.2f}, beyond the factor {SCALE_WARN_FACTOR:g} either way: "
+            + (
+                "the adapted model points against the generated one"
+                if scale < 0
+                else f"the generated model {'overstated' if scale < 1 else 'understated'} how much the features "
+                "matter here"
+            )
+        )
+    if warn:
+        for msg in report["warnings"]:
+            warnings.warn(msg + " (see adaptation_report_)", AdaptationWarning, stacklevel=3)
+    return cand, report
+
+
+__all__ = [
+    "EVIDENCE_MARGIN",
+    "LAMBDA_GRID",
+    "ORDER",
+    "RECAL_SCALES",
+    "REVERSAL_MARGIN",
+    "SCALE_WARN_FACTOR",
+    "SIGN_TOLERANCE",
+    "Candidate",
+    "adapt",
+    "candidates",
+    "choose",
+    "cv_loss",
+    "log_odds_scale",
+    "map_candidate",
+    "map_evidence",
+    "map_with_prior",
+    "recalibration",
+    "reversals_refused",
+    "sign_changes",
+]

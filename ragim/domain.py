@@ -1,0 +1,376 @@
+"""How well an index covers a task description, and when a description lies outside it.
+
+An index knows how close its own tasks are to each other. :func:`calibrate` asks, for each
+indexed task, how similar its neighbours are (leaving out the task itself and every task that
+shares patients with it, as a zero-shot target would be left out), and takes as the index's
+threshold the 1st percentile of the similarity of each task's ``rank``-th neighbour
+(:data:`RANK`, 10: the neighbours a generator draws on). A new description whose *nearest*
+indexed task is less similar than that is further from the index than 99% of the index's own
+tasks are from their 10th neighbour: the generated model is then borrowed from unrelated
+tasks, and :func:`check` warns (:class:`~ragim.errors.DomainWarning`). Leave-one-out index
+tasks never reach the warning more often than the percentile says (their nearest task is at
+least as similar as their 10th).
+
+Why the 10th neighbour and not the nearest: an index built from templated descriptions
+(site × outcome × subgroup) holds near-copies of every task, so its tasks' nearest-neighbour
+similarities say how alike the template's sentences are, not how far a user's own wording may
+be. On the bundled heart-disease index (MiniLM) the nearest other task of every task has
+similarity ≥ 0.78, while the README's own query, "Predict coronary artery disease in women
+at a Swiss clinic", reaches 0.75; descriptions from other specialties reach 0.14–0.33. Its
+10th neighbours give 0.60, which separates the two.
+
+:func:`coverage` describes one description against an index (a :class:`Coverage`):
+
+* ``top_similarity``: the cosine similarity of the nearest eligible indexed task;
+* ``effective_similarity``: the mean similarity of the ``k`` nearest, each weighted by
+  ``max(similarity, 0)`` (the weights of the neighbour-mean model);
+* ``effective_neighbors``: how many of the ``k`` nearest are as close as the index's tasks
+  typically are to their nearest neighbour: each counts ``(s - threshold) / (typical -
+  threshold)`` clipped to [0, 1], where ``typical`` is the median of the calibration
+  similarities. 0 means no indexed task is even as close as the threshold.
+
+Every generator attaches it to what it generates, as ``params.metadata["coverage"]``
+(:meth:`Coverage.data`); ``ZeroShotClassifier``, ``Generator.generate`` and ``ragim
+generate`` warn below the threshold (``ragim generate --strict`` refuses).
+
+The calibration is computed once per index object (at most :data:`MAX_CALIBRATION_TASKS`
+seeded tasks) and cached until the index gains or loses tasks.
+
+Examples
+--------
+>>> from ragim import TaskIndex, datasets
+>>> tasks = datasets.synthetic_family(n_tasks=40, n_features=3, seed=0)
+>>> index = TaskIndex.build(tasks, embedder="hashing", progress=False)
+>>> cal = calibrate(index)
+>>> cal.n_tasks, cal.threshold <= cal.typical
+(40, True)
+>>> cov = coverage(index, tasks.descriptions[0], exclude=[tasks.ids[0]])
+>>> cov.in_domain, 0 < cov.top_similarity <= 1
+(True, True)
+>>> coverage(index, "Vorhersage der Sterblichkeit nach Herzinfarkt bei Frauen").in_domain
+False
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+import weakref
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from ragim.errors import DomainWarning, ValidationError
+from ragim.index import Exclude, TaskIndex, as_predicate, leak_free, per_query_excludes
+
+#: the percentile of the leave-one-out neighbour similarities below which a description is
+#: out of the index's domain
+PERCENTILE = 1.0
+#: which neighbour of each index task calibrates the threshold (1 = the nearest)
+RANK = 10
+#: neighbours that :func:`coverage` looks at
+DEFAULT_K = 10
+#: at most this many (seeded) indexed tasks calibrate the threshold
+MAX_CALIBRATION_TASKS = 2000
+
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class DomainCalibration:
+    """An index's own spread: the threshold below which a description is out of its domain.
+
+    ``threshold``: the ``percentile``-th percentile (lower value, so that at most that share
+    of the index's own tasks falls strictly below it) of ``similarities``, the similarity of
+    each calibration task's ``rank``-th neighbour among the tasks that share none of its
+    patients (its last one when it has fewer); ``typical``: the median similarity of their
+    *nearest* neighbours; ``n_tasks``: how many tasks reached a neighbour. ``threshold`` and
+    ``typical`` are None when fewer than 3 tasks could be calibrated.
+    """
+
+    threshold: float | None
+    typical: float | None
+    n_tasks: int
+    percentile: float
+    rank: int = RANK
+    similarities: tuple[float, ...] = ()
+
+    def data(self) -> dict[str, Any]:
+        """JSON-safe summary (without the similarities)."""
+        d = asdict(self)
+        d.pop("similarities")
+        return d
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How well an index covers one description; see the module docstring."""
+
+    top_similarity: float
+    effective_similarity: float
+    effective_neighbors: float | None
+    k: int
+    threshold: float | None
+    typical: float | None
+
+    @property
+    def in_domain(self) -> bool | None:
+        """False when the nearest task is less similar than the threshold; None when uncalibrated."""
+        return None if self.threshold is None else bool(self.top_similarity >= self.threshold)
+
+    def data(self) -> dict[str, Any]:
+        """JSON-safe: the fields rounded to 4 decimals, plus ``in_domain``."""
+        d = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        d["in_domain"] = self.in_domain
+        return d
+
+    @classmethod
+    def from_data(cls, d: dict[str, Any]) -> Coverage:
+        """The inverse of :meth:`data` (``in_domain`` is recomputed)."""
+        try:
+            return cls(
+                float(d["top_similarity"]),
+                float(d["effective_similarity"]),
+                None if d.get("effective_neighbors") is None else float(d["effective_neighbors"]),
+                int(d["k"]),
+                None if d.get("threshold") is None else float(d["threshold"]),
+                None if d.get("typical") is None else float(d["typical"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValidationError(f"not a coverage record: {d!r} ({exc})") from None
+
+    def summary(self) -> str:
+        """One line: the three measures and the verdict (:func:`ragim.explain.coverage_summary`)."""
+        from ragim.explain import coverage_summary
+
+        return coverage_summary(self.data())
+
+
+def _fingerprint(index: TaskIndex) -> tuple:
+    ids = index.ids
+    ident = tuple(sorted((k, str(v)) for k, v in index.embedder.identity.items()))
+    return (len(ids), ids[0] if ids else None, ids[-1] if ids else None, ident)
+
+
+def calibrate(
+    index: TaskIndex,
+    *,
+    percentile: float = PERCENTILE,
+    rank: int = RANK,
+    max_tasks: int = MAX_CALIBRATION_TASKS,
+    seed: int = 0,
+) -> DomainCalibration:
+    """The index's domain threshold, from leave-one-out neighbour similarities (cached).
+
+    Parameters
+    ----------
+    index : a :class:`~ragim.TaskIndex`.
+    percentile : in (0, 100); at most this share of the index's own tasks has its
+        ``rank``-th neighbour below the threshold.
+    rank : which neighbour calibrates (1: the nearest; the default 10, see the module docstring).
+    max_tasks : calibrate on at most this many tasks (a seeded sample); larger indices cost
+        one search per sampled task.
+    seed : the sample's seed.
+
+    Returns
+    -------
+    DomainCalibration
+
+    Raises
+    ------
+    ValidationError
+        When ``percentile`` is not in (0, 100) or ``max_tasks`` < 3.
+
+    Examples
+    --------
+    >>> from ragim import TaskIndex, datasets
+    >>> index = TaskIndex.build(datasets.synthetic_family(n_tasks=20, n_features=2, seed=0),
+    ...                         embedder="hashing", progress=False)
+    >>> calibrate(index) is calibrate(index)   # computed once per index
+    True
+    """
+    if not 0 < percentile < 100:
+        raise ValidationError(f"percentile must be in (0, 100), got {percentile!r}")
+    if max_tasks < 3:
+        raise ValidationError(f"max_tasks must be at least 3, got {max_tasks!r}")
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValidationError(f"rank must be a positive integer, got {rank!r}")
+    key = (_fingerprint(index), float(percentile), int(rank), int(max_tasks), int(seed))
+    with _LOCK:
+        hit = _CACHE.get(index)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+    ids = index.ids
+    if len(ids) > max_tasks:
+        rng = np.random.default_rng(seed)
+        ids = [ids[i] for i in np.sort(rng.choice(len(ids), max_tasks, replace=False))]
+    sims: list[float] = []
+    tops: list[float] = []
+    if len(ids) >= 2:
+        vecs = index.vectors(ids)
+        excludes = [leak_free(index.record(t)) for t in ids]
+        hits = index.search_vectors(vecs, min(rank, len(index)), exclude=excludes)
+        sims = [float(h[-1].score) for h in hits if h]
+        tops = [float(h[0].score) for h in hits if h]
+    if len(sims) >= 3:
+        cal = DomainCalibration(
+            float(np.percentile(np.asarray(sims), percentile, method="lower")),
+            float(np.median(tops)),
+            len(sims),
+            float(percentile),
+            int(rank),
+            tuple(sims),
+        )
+    else:
+        cal = DomainCalibration(None, None, len(sims), float(percentile), int(rank), tuple(sims))
+    with _LOCK:
+        _CACHE[index] = (key, cal)
+    return cal
+
+
+def coverage_from_scores(scores, cal: DomainCalibration) -> Coverage:
+    """A :class:`Coverage` from the similarities of the ``k`` nearest eligible tasks (best first).
+
+    Examples
+    --------
+    >>> cal = DomainCalibration(0.5, 0.8, 100, 1.0)
+    >>> cov = coverage_from_scores([0.9, 0.65, 0.3], cal)
+    >>> cov.top_similarity, cov.effective_neighbors, cov.in_domain
+    (0.9, 1.5, True)
+    """
+    s = np.asarray(scores, dtype=float)
+    if s.size == 0:
+        return Coverage(
+            float("nan"),
+            float("nan"),
+            0.0 if cal.threshold is not None else None,
+            0,
+            cal.threshold,
+            cal.typical,
+        )
+    w = np.clip(s, 0, None)
+    eff_sim = float(w @ s / w.sum()) if w.sum() > 0 else float(s.mean())
+    n_eff = None
+    if cal.threshold is not None:
+        span = cal.typical - cal.threshold
+        u = (
+            (s >= cal.threshold).astype(float)
+            if span <= 0
+            else np.clip((s - cal.threshold) / span, 0, 1)
+        )
+        n_eff = float(u.sum())
+    return Coverage(float(s[0]), eff_sim, n_eff, int(s.size), cal.threshold, cal.typical)
+
+
+def coverage(
+    index: TaskIndex,
+    query,
+    *,
+    exclude: Exclude | list = None,
+    k: int = DEFAULT_K,
+    vectors: np.ndarray | None = None,
+) -> Coverage | list[Coverage]:
+    """How well ``index`` covers a description (or a list of them: a list is returned).
+
+    Parameters
+    ----------
+    index : a :class:`~ragim.TaskIndex`.
+    query : a description, a :class:`~ragim.Task`, or a list of either.
+    exclude : as in :meth:`TaskIndex.search` (one per query for a batch, or one for all):
+        coverage counts only the tasks a generator may use.
+    k : neighbours looked at.
+    vectors : the queries' embeddings, when already computed.
+
+    Examples
+    --------
+    >>> from ragim import TaskIndex, datasets
+    >>> tasks = datasets.synthetic_family(n_tasks=20, n_features=2, seed=0)
+    >>> index = TaskIndex.build(tasks, embedder="hashing", progress=False)
+    >>> [c.k for c in coverage(index, tasks.descriptions[:2], k=3)]
+    [3, 3]
+    """
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise ValidationError(f"k must be a positive integer, got {k!r}")
+    single = not isinstance(query, list | tuple)
+    if vectors is None:
+        vectors, _, single = index.embed_queries(query)
+    cal = calibrate(index)
+    hits = index.search_vectors(
+        np.asarray(vectors), min(int(k), max(len(index), 1)), exclude=exclude
+    )
+    out = [coverage_from_scores([h.score for h in hs], cal) for hs in hits]
+    return out[0] if single else out
+
+
+def attach(params, query, index: TaskIndex, *, exclude=None):
+    """Add ``metadata["coverage"]`` to generated parameters (one ModelParams or a list for a
+    batch of queries); returns them. Generators call it through :class:`~ragim.generate.base.Generator`."""
+    batch = isinstance(params, list)
+    items = params if batch else [params]
+    queries = list(query) if batch else [query]
+    if len(queries) != len(items):
+        raise ValidationError(f"{len(items)} generated models for {len(queries)} queries")
+    excludes = per_query_excludes(exclude, len(queries))
+    if all(as_predicate(e) is None for e in excludes):
+        excludes = None
+    covs = coverage(index, queries, exclude=excludes)
+    for p, cov in zip(items, covs, strict=True):
+        p.metadata["coverage"] = cov.data()
+    return params
+
+
+def out_of_domain_message(cov: Coverage, description: str | None = None) -> str:
+    """The one-line message of an out-of-domain description."""
+    what = f"the description {description[:60]!r}" if description else "the description"
+    eff = (
+        ""
+        if cov.effective_neighbors is None
+        else f", {cov.effective_neighbors:.1f} effective neighbour(s)"
+    )
+    return (
+        f"{what} is outside what the index covers: its nearest indexed task has similarity "
+        f"{cov.top_similarity:.2f}, below {cov.threshold:.2f}, the similarity {100 - PERCENTILE:g}% of the "
+        f"index's own tasks reach even to their {RANK}th neighbour{eff}; the model is borrowed from unrelated "
+        "tasks: validate it on local patients before any use, or use an index that covers this task"
+    )
+
+
+def check(
+    params_or_coverage, *, description: str | None = None, strict: bool = False, stacklevel: int = 2
+) -> Coverage | None:
+    """Warn (:class:`~ragim.errors.DomainWarning`) when a generated model's description is out
+    of the index's domain; with ``strict``, raise :class:`~ragim.errors.ValidationError`
+    instead. Takes a :class:`Coverage` or parameters with ``metadata["coverage"]``; returns
+    the coverage (None when the parameters carry none)."""
+    if isinstance(params_or_coverage, Coverage):
+        cov = params_or_coverage
+    else:
+        raw = getattr(params_or_coverage, "metadata", {}).get("coverage")
+        if raw is None:
+            return None
+        cov = Coverage.from_data(raw)
+        description = description or params_or_coverage.metadata.get("description")
+    if cov.in_domain is False:
+        msg = out_of_domain_message(cov, description)
+        if strict:
+            raise ValidationError(msg)
+        warnings.warn(msg, DomainWarning, stacklevel=stacklevel + 1)
+    return cov
+
+
+__all__ = [
+    "DEFAULT_K",
+    "MAX_CALIBRATION_TASKS",
+    "PERCENTILE",
+    "RANK",
+    "Coverage",
+    "DomainCalibration",
+    "attach",
+    "calibrate",
+    "check",
+    "coverage",
+    "coverage_from_scores",
+    "out_of_domain_message",
+]

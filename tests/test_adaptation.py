@@ -1,0 +1,222 @@
+"""Few-shot adaptation that cannot do harm by chance: the evidence chooses, zero-shot is the
+default, the recalibration slope stays positive, and many rows lead to the per-task fit."""
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy.special import expit
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+
+from ragim import TaskIndex, ZeroShotClassifier, datasets
+from ragim.adaptation import REVERSAL_MARGIN, adapt, candidates, choose, recalibration
+from ragim.errors import AdaptationWarning, DomainWarning
+from ragim.estimator import adapt_prior, neighbor_mean
+from ragim.generate.statistical import default_generator
+from ragim.index import leak_free
+
+NAMES = ["intercept", "a", "b", "c"]
+THETA0 = np.array([-0.5, 1.2, -0.8, 0.5])
+
+
+def _rows(n, seed, theta=THETA0):
+    rng = np.random.default_rng(seed)
+    D = rng.normal(size=(n, len(theta) - 1))
+    y = (rng.random(n) < expit(theta[0] + D @ theta[1:])).astype(float)
+    return D, y
+
+
+@pytest.fixture(scope="module")
+def family():
+    fam = datasets.synthetic_family(n_tasks=60, n_features=4, seed=5, rows=(150, 400))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        index = TaskIndex.build(fam, embedder="hashing:256", progress=False)
+    return fam, index
+
+
+def test_planted_anti_predictive_rows_do_not_flip_the_model(family):
+    """8 real rows chosen to contradict the generated model (its 4 riskiest patients are
+    non-events, its 4 safest are events): the adapted model keeps the generated ranking."""
+    fam, index = family
+    flipped_somewhere = refused = 0
+    for t in [t for t in fam if t.n_positive >= 20 and t.n_rows - t.n_positive >= 20][:6]:
+        excl = leak_free(index.record(t.task_id))
+        zero = ZeroShotClassifier(index=index, description=t.description, exclude=excl).fit()
+        z0 = zero.decision_function(t.X)
+        neg, pos = np.flatnonzero(t.y == 0), np.flatnonzero(t.y == 1)
+        planted = np.concatenate([neg[np.argsort(-z0[neg])[:4]], pos[np.argsort(z0[pos])[:4]]])
+        X8, y8 = t.X.iloc[planted], t.y[planted]
+        # the 8 rows really are anti-predictive: a free calibration slope on them is negative
+        free = LogisticRegression(C=1e6).fit(z0[planted].reshape(-1, 1), y8)
+        assert free.coef_[0, 0] < 0
+        flipped_somewhere += int(free.coef_[0, 0] < 0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AdaptationWarning)
+            few = ZeroShotClassifier(index=index, description=t.description, exclude=excl).fit(
+                X8, y8
+            )
+        rest = np.setdiff1d(np.arange(t.n_rows), planted)
+        auc_zero = roc_auc_score(t.y[rest], z0[rest])
+        auc_few = roc_auc_score(t.y[rest], few.decision_function(t.X.iloc[rest]))
+        report = few.adaptation_report_
+        assert report["chosen"] in ("zero-shot", "intercept", "recalibrate"), report
+        assert report["log_odds_scale"] > 0 and report["sign_changes"] == []
+        assert auc_few == pytest.approx(
+            auc_zero, abs=1e-12
+        )  # a positive rescaling keeps the ranking
+        # the rows do favour a reversing MAP fit: it was refused, and the report says so
+        refused += report["reversal_refused"] is not None
+        if report["reversal_refused"] is not None:
+            assert report["reversal_refused"]["candidates"] == ["map"]
+            assert 0 < report["reversal_refused"]["log_bayes_factor"] < REVERSAL_MARGIN
+            assert any("favour reversing" in w for w in report["warnings"])
+    assert flipped_somewhere >= 3 and refused >= 3
+
+
+def test_recalibration_slope_stays_positive_however_contrary_the_rows():
+    D, _ = _rows(40, 0)
+    z = D @ THETA0[1:]
+    y = (z < np.median(z)).astype(float)  # perfectly anti-predictive
+    c = recalibration(D, y, THETA0)
+    assert c.detail["scale"] > 0 and np.all(np.sign(c.theta[1:]) == np.sign(THETA0[1:]))
+    assert c.detail["scale"] < 0.5  # the model is weakened, not reversed
+
+
+def test_rows_without_information_keep_the_zero_shot_model():
+    """Rows drawn from the generated model itself carry no evidence for any change: the
+    choice falls back to zero-shot in nearly every draw."""
+    for k in (8, 16, 32):
+        chosen = [choose(candidates(*_rows(k, seed), THETA0)) for seed in range(40)]
+        assert chosen.count("zero-shot") >= 34, (k, chosen)
+    # identical patients whose outcomes match the predicted risk: nothing to learn at all
+    D = np.zeros((12, 3))
+    y = np.array([1.0] * 6 + [0.0] * 6)
+    cand, report = adapt(D, y, np.zeros(4), NAMES, warn=False)
+    assert report["chosen"] == "zero-shot" and np.array_equal(cand.theta, np.zeros(4))
+
+
+def test_informative_rows_move_the_model():
+    """A hospital whose event rate is far higher than generated: the intercept moves."""
+    theta = THETA0 + np.array([2.0, 0, 0, 0])
+    shifts = []
+    for seed in range(10):
+        D, y = _rows(32, seed, theta)
+        cand, report = adapt(D, y, THETA0, NAMES, warn=False)
+        assert report["chosen"] != "zero-shot"
+        shifts.append(report["intercept_shift"])
+    assert 1.0 < np.mean(shifts) < 3.0
+
+
+def test_adaptation_converges_to_the_per_task_fit():
+    """The generated model is wrong (one coefficient has the wrong sign): as k grows the
+    adapted model reaches the per-task maximum-likelihood fit."""
+    truth = np.array([0.3, 0.4, 0.9, -0.7])  # 'b' and 'c' have the opposite sign of THETA0
+    dist = []
+    for k in (30, 300, 3000, 20000):
+        D, y = _rows(k, 1, truth)
+        mle = LogisticRegression(C=np.inf, tol=1e-10, max_iter=10_000).fit(D, y)
+        mle_theta = np.concatenate([mle.intercept_, mle.coef_[0]])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AdaptationWarning)
+            cand, report = adapt(D, y, THETA0, NAMES)
+        dist.append(float(np.max(np.abs(cand.theta - mle_theta))))
+        if k >= 300:
+            assert report["chosen"] == "map" and set(report["sign_changes"]) == {"b", "c"}
+    assert dist == sorted(dist, reverse=True) and dist[-1] < 0.01, dist
+
+
+def test_large_changes_warn_and_are_recorded(family):
+    fam, index = family
+    t = max(fam, key=lambda t: t.n_rows)
+    prior = neighbor_mean(index, t.description, exclude=[t.task_id])
+    flipped = prior.replace(
+        vector=np.concatenate([[prior.intercept], -prior.terms])
+    )  # a wrong-signed prior
+    with pytest.warns(AdaptationWarning, match="across zero"):
+        params, report = adapt_prior(flipped, t.X, t.y.astype(float))
+    assert report["chosen"] == "map" and report["sign_changes"]
+    assert params.metadata["adaptation"] == "map" and params.metadata["source"] == "adapted"
+    # a model 4x too strong: the scale drops below 1/2 and says so
+    strong = prior.replace(vector=np.concatenate([[prior.intercept], 4 * prior.terms]))
+    with pytest.warns(AdaptationWarning, match="scaled the generated log-odds"):
+        _, report = adapt_prior(strong, t.X, t.y.astype(float), adaptation="recalibrate")
+    assert report["log_odds_scale"] < 0.5
+
+
+def test_rows_of_one_class_are_used_only_for_the_intercept_and_said_so(family):
+    fam, index = family
+    t = fam[3]
+    events = t.X.iloc[np.flatnonzero(t.y == 1)[:4]]
+    clf = ZeroShotClassifier(index=index, description=t.description, pos_label="yes")
+    with pytest.warns(
+        AdaptationWarning, match=r"all events \(label 'yes'\).*coefficients were kept"
+    ):
+        clf.fit(events, ["yes"] * 4)
+    report = clf.adaptation_report_
+    assert report["single_class"] == {"n": 4, "class": 1, "action": report["chosen"]}
+    assert report["chosen"] in ("zero-shot", "intercept")
+    np.testing.assert_allclose(clf.params_.terms, clf.prior_params_.terms)
+    assert clf.params_.intercept >= clf.prior_params_.intercept  # events can only raise the risk
+    # one class with an explicit "map" still keeps the coefficients
+    with pytest.warns(AdaptationWarning, match="all non-events"):
+        m = ZeroShotClassifier(index=index, description=t.description, adaptation="map").fit(
+            events, [0] * 4
+        )
+    np.testing.assert_allclose(m.params_.terms, m.prior_params_.terms)
+
+
+def test_explicit_adaptations_and_the_report_fields(family):
+    fam, index = family
+    t = fam[7]
+    rows = np.random.default_rng(0).permutation(t.n_rows)[:24]
+    X, y = t.X.iloc[rows], t.y[rows]
+    for name in ("zero-shot", "intercept", "recalibrate", "map"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AdaptationWarning)
+            clf = ZeroShotClassifier(index=index, description=t.description, adaptation=name).fit(
+                X, y
+            )
+        rep = clf.adaptation_report_
+        assert rep["chosen"] == name and clf.params_.metadata["adaptation"] == name
+        assert set(rep["log_evidence"]) == {"zero-shot", name} and rep["k"] == 24
+        assert rep["n_events"] == int(y.sum())
+    auto = ZeroShotClassifier(index=index, description=t.description).fit(X, y)
+    assert set(auto.adaptation_report_["log_evidence"]) == {
+        "zero-shot",
+        "intercept",
+        "recalibrate",
+        "map",
+    }
+    zero = ZeroShotClassifier(index=index, description=t.description).fit()
+    assert zero.adaptation_report_ is None and zero.params_.metadata["coverage"]["k"] == 10
+
+
+def test_adapt_prior_matches_the_estimator(family):
+    fam, index = family
+    t = fam[9]
+    X, y = t.X.iloc[:30], t.y[:30]
+    clf = ZeroShotClassifier(index=index, description=t.description).fit(X, y)
+    params, report = adapt_prior(clf.prior_params_, X, y.astype(float), warn=False)
+    np.testing.assert_allclose(params.vector, clf.params_.vector)
+    assert report == clf.adaptation_report_
+
+
+def test_adapt_rejects_unknown_adaptation():
+    from ragim.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="adaptation must be one of"):
+        adapt(np.zeros((3, 3)), np.array([0.0, 1.0, 0.0]), np.zeros(4), NAMES, adaptation="refit")
+    with pytest.raises(ValidationError, match="do not match"):
+        adapt(np.zeros((3, 2)), np.array([0.0, 1.0, 0.0]), np.zeros(4), NAMES)
+
+
+def test_the_default_generator_attaches_coverage_and_warns_outside_the_domain(family):
+    fam, index = family
+    gen = default_generator(index)  # fitted once for this index by the tests above
+    p = gen.generate_params(fam.descriptions[0], exclude=[fam.ids[0]])
+    assert p.metadata["coverage"]["in_domain"] is True and p.metadata["coverage"]["k"] == 10
+    with pytest.warns(DomainWarning, match="outside what the index covers"):
+        model = gen.generate("Vorhersage der Sterblichkeit nach Herzinfarkt bei Frauen")
+    assert model.params_.metadata["coverage"]["in_domain"] is False
