@@ -28,6 +28,7 @@ from ragim.cli_common import (
     PatientId,
     PosLabel,
     Quiet,
+    Sep,
     check_k,
     check_positive,
     echo_json,
@@ -101,6 +102,7 @@ def index_build(
     outcome: Outcome = None,
     patient_id: PatientId = None,
     pos_label: PosLabel = None,
+    sep: Sep = ",",
     seed: int = 0,
     quiet: Quiet = False,
     as_json: AsJson = False,
@@ -111,7 +113,7 @@ def index_build(
     progress = setup(as_json, quiet)
     exclusions = parse_exclusions(exclude or [])
     tasks = load_dataset(
-        dataset, n_tasks=n_tasks, seed=seed, outcome=outcome, patient_id=patient_id, pos_label=pos_label
+        dataset, n_tasks=n_tasks, seed=seed, outcome=outcome, patient_id=patient_id, pos_label=pos_label, sep=sep
     )
     n_excluded = 0
     if exclusions:

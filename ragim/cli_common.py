@@ -316,9 +316,11 @@ def load_dataset(
     outcome: str | None = None,
     patient_id: str | None = None,
     pos_label: str | None = None,
+    sep: str = ",",
 ):
     """A TaskCollection from a dataset name, a saved task collection or a task folder
-    (``outcome`` / ``patient_id`` name the folder's columns, ``pos_label`` its event value)."""
+    (``outcome`` / ``patient_id`` name the folder's columns, ``pos_label`` its event value,
+    ``sep`` its CSV separator)."""
     from ragim import datasets
     from ragim.tasks import TaskCollection
 
@@ -349,7 +351,7 @@ def load_dataset(
 
         kw = {k: v for k, v in (("outcome", outcome), ("patient_id", patient_id), ("pos_label", pos_label))
               if v is not None}
-        return load_task_folder(path, **kw)
+        return load_task_folder(path, sep=sep, **kw)
     raise typer.BadParameter(
         f"unknown dataset {name!r}: use one of {list(DATASETS)}, a saved task collection "
         "or a task folder"

@@ -946,8 +946,9 @@ def get_embedder(
 
     ``None``, ``"default"`` or ``"minilm"``: the bundled all-MiniLM-L6-v2;
     ``"hashing"`` or ``"hashing:DIM"``: :class:`HashingEmbedder`; an
-    :class:`Embedder`: itself; any other string or path: a
-    :class:`SentenceTransformerEmbedder` for that folder (or Hub id).
+    :class:`Embedder`: itself; an existing folder or a Hub id (``"org/name"``): a
+    :class:`SentenceTransformerEmbedder` for it. Any other string raises ValidationError
+    (one line listing the choices) instead of trying the network.
     ``device`` and ``cache_dir`` apply to sentence-transformers embedders.
 
     Examples
@@ -973,6 +974,11 @@ def get_embedder(
                 raise ValidationError(
                     f"bad embedder spec {spec!r}; use 'hashing' or 'hashing:DIM' with an integer DIM"
                 ) from None
+        if not os.path.exists(s) and "/" not in s:  # neither a folder nor a Hub id ("org/name")
+            raise ValidationError(
+                f"unknown embedder {spec!r}; use 'minilm' (bundled), 'hashing' or 'hashing:DIM', "
+                "or the path of a sentence-transformers model folder"
+            )
         return SentenceTransformerEmbedder(s, device=device, cache_dir=cache_dir)
     if isinstance(spec, os.PathLike):
         return SentenceTransformerEmbedder(Path(spec), device=device, cache_dir=cache_dir)

@@ -130,3 +130,23 @@ def test_evaluate_json_records_contract():
                     "n_tasks"} <= set(out[0])
     assert {r["method"] for r in out} == {"neighbor-mean", "pooled", "true-model"}
     assert {r["dataset"] for r in out} == {"synthetic"}
+
+
+def test_index_build_reads_a_semicolon_separated_task_folder_with_sep(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    root = tmp_path / "tasks"
+    (root / "data").mkdir(parents=True)
+    (root / "descriptions.csv").write_text("task_id;description\na;sepsis in adults\nb;sepsis in children\n")
+    rng = np.random.default_rng(0)
+    for t in "ab":
+        x = rng.normal(size=60)
+        y = (rng.random(60) < 1 / (1 + np.exp(-x))).astype(int)
+        pd.DataFrame({"lactate": x.round(2), "y": y}).to_csv(root / "data" / f"{t}.csv", sep=";", index=False)
+    args = ["index", "build", "--dataset", str(root), "--embedder", "hashing", "-q"]
+    refused = runner.invoke(app, [*args, "--out", str(tmp_path / "i1")])
+    assert refused.exit_code != 0 and "pass --sep ';'" in refused.output + str(refused.exception)
+    built = runner.invoke(app, [*args, "--out", str(tmp_path / "i2"), "--sep", ";"])
+    assert built.exit_code == 0, built.output
+    assert json.loads((tmp_path / "i2" / "config.json").read_text())["n_tasks"] == 2

@@ -418,3 +418,11 @@ def test_import_is_light():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
     assert out[0] == "False"
+
+
+def test_an_unknown_embedder_name_is_refused_without_the_network():
+    from ragim.embed import get_embedder
+    from ragim.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="unknown embedder 'nope'; use 'minilm'"):
+        get_embedder("nope")
