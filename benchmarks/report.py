@@ -356,12 +356,15 @@ def eval_analysis(name: str) -> list[str]:
             out += ["Skill: the share of the gap from the best of `pooled` and `neighbor-mean` to the `oracle` "
                     "(the noise-free truth the description determines) that a method closes; 0 is that baseline, "
                     "1 the oracle:", "", "| method | log-loss skill | AUROC skill |", "|---|---:|---:|"]
+            def cell(v) -> str:
+                return "—" if v is None or not math.isfinite(v) else f"{v:+.3f}"
+
             for m in [DEFAULT_METHOD, *base]:
                 vals = sk[sk["method"] == m].set_index("metric")["skill"]
                 if len(vals):
-                    out.append(f"| `{m}` | {vals.get('log_loss', float('nan')):+.3f} | "
-                               f"{vals.get('auroc', float('nan')):+.3f} |")
-            out.append("")
+                    out.append(f"| `{m}` | {cell(vals.get('log_loss'))} | {cell(vals.get('auroc'))} |")
+            out += ["", "— : the oracle is not better than the best baseline on that metric, so there is no gap "
+                    "to close.", ""]
     by = summarize(zero, by_size=True, metrics=["log_loss"], n_boot=50)
     cols = [m for m in BY_SIZE if m in methods]
     groups = [g for g in by["size_group"].dropna().unique()]

@@ -375,10 +375,16 @@ def parse_exclusions(specs: Sequence[str]) -> dict[str, list[str]]:
 
 
 def exclude_tasks(tasks, exclusions: dict[str, list[str]]):
-    """``tasks`` without those whose metadata matches any exclusion (values compared as text).
+    """``tasks`` without those whose metadata matches any exclusion.
+
+    Values compare in canonical form, as :meth:`~ragim.tasks.TaskCollection.group_split` does:
+    ``site=1`` matches a site written ``01`` or ``1.0``, and composed and decomposed accents
+    are one letter.
 
     Raises a ValidationError when a key is no task's metadata or a value matches no task.
     """
+    from ragim.canonical import canonical_level
+
     metas = tasks.metadata
     for key, values in exclusions.items():
         known = sorted({str(m[key]) for m in metas if key in m and m[key] is not None})
@@ -388,16 +394,18 @@ def exclude_tasks(tasks, exclusions: dict[str, list[str]]):
                 f"--exclude {key}=...: no task has the metadata key {key!r}; the tasks have "
                 f"{keys[:15]}"
             )
-        unknown = [v for v in values if v not in known]
+        codes = {canonical_level(v) for v in known}
+        unknown = [v for v in values if canonical_level(v) not in codes]
         if unknown:
             raise ValidationError(
                 f"--exclude {key}={unknown[0]} matches no task; known values of {key!r}: "
                 f"{known[:20]}"
             )
+    wanted = {key: {canonical_level(v) for v in values} for key, values in exclusions.items()}
     keep = [
         i
         for i, m in enumerate(metas)
-        if not any(key in m and str(m[key]) in values for key, values in exclusions.items())
+        if not any(key in m and canonical_level(m[key]) in codes for key, codes in wanted.items())
     ]
     if not keep:
         raise ValidationError(f"--exclude {exclusions} leaves no task to index")

@@ -680,6 +680,10 @@ class FeatureSchema:
 
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?")
+#: day-first or month-first dates as spreadsheets write them: 31/12/2024, 31.12.24, 12-31-2024,
+#: 2024/12/31, optionally with a time
+_WRITTEN_DATE = re.compile(r"(\d{1,2}[./-]\d{1,2}[./-](\d{4}|\d{2})|\d{4}[./]\d{1,2}[./]\d{1,2})"
+                           r"([ T]\d{1,2}:\d{2}(:\d{2})?)?")
 _TEMPORAL_OBJECTS = (datetime.date, datetime.timedelta, datetime.time, np.datetime64, np.timedelta64)
 
 
@@ -715,7 +719,8 @@ def value_kind(s: pd.Series) -> str:
     if all(isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool | np.bool_)
            for v in objs):
         return "numeric"
-    if all(isinstance(v, str) and _ISO_DATE.fullmatch(v.strip()) for v in objs):
+    if all(isinstance(v, str) and (_ISO_DATE.fullmatch(v.strip()) or _WRITTEN_DATE.fullmatch(v.strip()))
+           for v in objs):
         return "datetime"
     return "text"
 

@@ -395,3 +395,27 @@ def test_canonical_forms_are_stable():
     assert canonical_id("007") == "007" and canonical_id(7.0) == "7"
     with pytest.raises(ValidationError, match="patient id 1.5 is not an integer"):
         canonical_id(1.5, "patient id")
+
+
+def test_cli_exclusions_compare_site_codes_in_canonical_form():
+    import unicodedata
+
+    from ragim.cli_common import exclude_tasks
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"age": rng.normal(60, 10, 40)})
+    y = np.arange(40) % 2
+    sites = ["01", "02", unicodedata.normalize("NFC", "Zürich")]
+    tasks = TaskCollection([Task(f"t{i}", f"task {i}", X, y, metadata={"site": s}) for i, s in enumerate(sites)])
+    kept, n = exclude_tasks(tasks, {"site": ["1"]})
+    assert n == 1 and kept.ids == ["t1", "t2"]
+    kept, n = exclude_tasks(tasks, {"site": [unicodedata.normalize("NFD", "Zürich")]})
+    assert n == 1 and kept.ids == ["t0", "t1"]
+
+
+@pytest.mark.parametrize("dates", [["01/03/2024", "06/03/2024", "11/03/2024"], ["1.3.24", "6.3.24", "11.3.24"],
+                                   ["2024/03/01", "2024/03/06", "2024/03/11"]])
+def test_dates_written_the_spreadsheet_way_are_refused_like_iso_dates(dates):
+    X = pd.DataFrame({"age": [60.0, 70.0, 65.0], "admitted": dates})
+    with pytest.raises(ValidationError, match="column 'admitted' holds dates"):
+        FeatureSchema.infer(X)
