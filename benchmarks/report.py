@@ -492,6 +492,17 @@ def build() -> str:
                   "How often the nominal intervals (estimate ± z·SD) of the generated coefficients hold the "
                   "held-out task's true coefficients (with the task's own deviation) and its oracle (without it), "
                   "on the index's standardised scale:", "", cov.read_text().strip(), ""]
+    gen = RESULTS / "generate_statistical.json"
+    if gen.is_file():
+        g = json.loads(gen.read_text())
+        lines += ["### Generation speed of the default generator", "",
+                  f"Command: `{g['command']}`", "",
+                  f"- ours: {g['ours']['description']}: **{g['ours']['seconds']:.2f} s** for "
+                  f"{g['ours']['n_queries']:,} models ({g['ours']['tasks_per_s']:,.0f} models/s);",
+                  f"- baseline: {g['baseline']['description']}: {g['baseline']['seconds']:.2f} s "
+                  f"({g['ratio']:.2f}× slower than ours);",
+                  f"- fitting the generator on the {g['n']:,}-task index (not in the ratio): {g['fit_seconds']:.0f} s;",
+                  f"- threads: {g['threads']['ours']} on both sides; device: {g['device']}; 2 shared CPU cores.", ""]
     runs = [("lm_training.md", "Tiny model (built in code), the default run"),
             ("lm_training_smollm2.md", "SmolLM2-135M, a very small budget"),
             ("lm_training_smollm2_30steps.md", "SmolLM2-135M, 30 SFT steps")]
