@@ -480,7 +480,7 @@ def generate(
     description: Annotated[str, typer.Argument(help="the new task's clinical description")],
     index_path: Annotated[Path, typer.Option("--index", help="a saved index")],
     generator_path: Annotated[
-        Path | None, typer.Option("--generator", help="a saved generator (default: neighbour mean)")
+        Path | None, typer.Option("--generator", help="a saved generator (default: the statistical generator, fitted on the index)")
     ] = None,
     k: Annotated[int | None, typer.Option("-k", help="neighbours")] = None,
     save: Annotated[
