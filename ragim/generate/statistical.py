@@ -802,10 +802,13 @@ def _stack(candidates: tuple[str, ...], held: list[dict], held_pos: list[np.ndar
     mean[:, 0] += a
     obs, obs_var = summ.theta[order], summ.var[order]
     informative = obs_var < 0.5 * VAR_BOUNDS[1]
-    # E[(obs - mean)^2] = scale * predictive variance + summary variance, by moments
+    # E[(obs - mean)^2] = scale * predictive variance + summary variance, by moments. It may widen
+    # the meta-regression's own posterior, never narrow it: the summaries are MAP fits shrunk
+    # towards the pooled model, so their spread understates the tasks' true deviations (with a
+    # floor of 0.05 the 90% intervals held 57% of true synthetic slopes)
     num = np.sum(((obs - mean) ** 2 - obs_var)[informative])
     den = np.sum((sd**2)[informative])
-    scale = float(np.clip(num / den, 0.05, 20.0)) if den > 0 else 1.0
+    scale = float(np.clip(num / den, 1.0, 20.0)) if den > 0 else 1.0
     return stack, cv, scale, mean
 
 
