@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -159,7 +160,7 @@ class _Pairs(list):
 
 
 # --------------------------------------------------------------------------- codecs
-class AnswerFormat:
+class AnswerFormat(ABC):
     """An answer codec over fixed keys (base class; see the module docstring).
 
     Parameters
@@ -180,9 +181,9 @@ class AnswerFormat:
         self.max_abs = check_max_abs(max_abs)
 
     # ------------------------------------------------------------------ writing
+    @abstractmethod
     def grammar(self, *, max_int_digits: int = MAX_INT_DIGITS) -> AnswerGrammar:
         """The constraint that decoding must follow (every written answer satisfies it)."""
-        raise NotImplementedError
 
     def number(self, v: float) -> str:
         """One value as it is written: clipped to ``[-max_abs, max_abs]`` and rounded to
@@ -234,9 +235,9 @@ class AnswerFormat:
         return self.grammar().render(numbers)
 
     # ------------------------------------------------------------------ reading
+    @abstractmethod
     def parse(self, text: str) -> dict[str, float]:
         """The values of an answer, keys in order; raises :class:`~ragim.errors.GenerationError`."""
-        raise NotImplementedError
 
     def parse_or_none(self, text: Any) -> dict[str, float] | None:
         """:meth:`parse`, or None when ``text`` is not a valid answer (never raises for it)."""
@@ -249,9 +250,9 @@ class AnswerFormat:
 
     # ------------------------------------------------------------------ prompting
     @property
+    @abstractmethod
     def instruction(self) -> str:
         """The prompt's last sentence: how to write the answer."""
-        raise NotImplementedError
 
     def __repr__(self) -> str:
         return (
