@@ -121,7 +121,7 @@ def test_adapt_params_recalibrates_with_zero_shot_classifier(prior):
         0.5 + 1.6 * logit(expit(design_matrix("logistic", p.schema, X) @ p.terms - 1.0))
     )
     y = y.astype(int)
-    adapted = adapt_params(p, X, y)
+    adapted = adapt_params(p, X, y, adaptation="recalibrate")
     theta, std, _ = recalibrate(design_matrix("logistic", p.schema, X), y.astype(float), p.vector)
     np.testing.assert_allclose(adapted.vector, theta, atol=1e-12)
     assert (
@@ -134,7 +134,7 @@ def test_adapt_params_recalibrates_with_zero_shot_classifier(prior):
     assert mapped.metadata["adaptation"] == "map" and not np.allclose(mapped.vector, adapted.vector)
     with pytest.raises(ValidationError, match="all have outcome 1"):
         adapt_params(p, X, np.ones(60, int))
-    with pytest.raises(ValidationError, match="'recalibrate' or 'map'"):
+    with pytest.raises(ValidationError, match="adaptation must be one of .*'recalibrate'.*'map'"):
         adapt_params(p, X, y, adaptation="refit")
     with pytest.raises(ValidationError, match="zero rows"):
         adapt_params(p, X.head(0), y[:0])
