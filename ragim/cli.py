@@ -23,6 +23,7 @@ import typer
 from ragim import cli_workflow
 from ragim.cli_common import (
     QUIET,
+    WARNING_CHARS,
     AsJson,
     Outcome,
     PatientId,
@@ -811,7 +812,7 @@ def main() -> None:
     import warnings
 
     warnings.formatwarning = lambda message, category, filename, lineno, line=None: (
-        f"warning: {short(message)}\n")
+        f"warning: {short(message, WARNING_CHARS)}\n")
     try:
         code = _run_app()
     except RagimError as exc:

@@ -88,7 +88,11 @@ def say(text: str, *, as_json: bool = False, quiet: bool = False) -> None:
 
 def warn(text: str) -> None:
     """One short warning line on stderr (shown even with --quiet)."""
-    typer.echo(f"warning: {short(text)}", err=True)
+    typer.echo(f"warning: {short(text, WARNING_CHARS)}", err=True)
+
+
+#: a warning is one line, long enough to end with its fix (the shared-patient warning is ~330)
+WARNING_CHARS = 500
 
 
 def short(text: Any, n: int = 200) -> str:
@@ -129,7 +133,7 @@ def one_line_warnings() -> Iterator[list[warnings.WarningMessage]]:
     for w in caught:
         if issubclass(w.category, DeprecationWarning | FutureWarning | ResourceWarning):
             continue
-        text = short(w.message)
+        text = short(w.message, WARNING_CHARS)
         if text not in seen:
             seen.add(text)
             warn(text)

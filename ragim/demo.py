@@ -21,13 +21,14 @@ from __future__ import annotations
 import html
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ragim.errors import ValidationError
+from ragim.errors import DataWarning, ValidationError
 
 
 def _say(quiet: bool, msg: str) -> None:
@@ -79,6 +80,7 @@ def run_demo(*, out: str | Path = "reports/demo", site: str = "Switzerland", tas
     from ragim.generate.statistical import StatisticalGenerator
     from ragim.metrics import task_metrics
     from ragim.models import LogisticModel, model_from_params
+    from ragim.tasks import patient_id_set
 
     t0 = time.perf_counter()
     progress = not quiet if progress is None else progress
@@ -93,6 +95,15 @@ def run_demo(*, out: str | Path = "reports/demo", site: str = "Switzerland", tas
         tasks = datasets.heart_disease()
     train, targets = tasks.group_split(group, [site])
     site = targets.metadata[0].get(group, site)  # as the data spell it ("--site 1" finds site "01")
+    held_patients = frozenset().union(*(patient_id_set(m) for m in targets.metadata))
+    sharing = [i for i, m in enumerate(train.metadata) if not held_patients.isdisjoint(patient_id_set(m))]
+    if sharing:  # the same patient id is the same patient (docs/own_tasks.md): keep them out
+        if len(sharing) == len(train):
+            raise ValidationError(f"every task outside {site} shares patient ids with {site}; nothing is left "
+                                  "to index without using that site's patients")
+        warnings.warn(f"{len(sharing)} task(s) outside {site} share patient ids with it and are left out of the "
+                      f"index: {[train.ids[i] for i in sharing][:5]}", DataWarning, stacklevel=2)
+        train = train.take([i for i in range(len(train)) if i not in set(sharing)])
     index = TaskIndex.build(train, model="logistic", embedder=embedder, progress=progress)
     _say(quiet, f"      {len(index)} tasks indexed; held out: {len(targets)} task(s) at {site}")
 
@@ -154,6 +165,7 @@ def run_demo(*, out: str | Path = "reports/demo", site: str = "Switzerland", tas
                    "prevalence": target.prevalence, "site": site},
         "scores": {m: {k: float(v) for k, v in s.items()} for m, s in scores.items()},
         "provenance": model.provenance,
+        "indexed": list(index.ids),
         "params": params.as_dict(decimals=4),
         "report": {k: str(v) for k, v in files.items()},
         "seconds": round(time.perf_counter() - t0, 1),

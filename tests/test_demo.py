@@ -110,3 +110,33 @@ def test_demo_writes_report_with_finite_scores(tmp_path):
 def test_demo_help_explains_how_to_use_own_data():
     result = CliRunner().invoke(app, ["demo", "--help"])
     assert "--tasks-dir" in result.output and "--site" in result.output
+
+
+def test_demo_keeps_tasks_sharing_the_held_out_sites_patients_out_of_the_index(tmp_path):
+    """The same patient id is the same patient: a task at another site that reuses the held-out
+    site's patients would leak their outcomes into a model the demo calls zero-shot."""
+    import warnings
+
+    import numpy as np
+    import pandas as pd
+
+    from ragim.demo import run_demo
+    from ragim.errors import DataWarning
+
+    root = tmp_path / "tasks"
+    (root / "data").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for tid, site, ids in [("a1", "A", range(0, 80)), ("b1", "B", range(100, 180)), ("c1", "C", range(200, 280)),
+                           ("d1", "D", range(0, 80))]:  # d1 reuses a1's patients
+        x = rng.normal(size=80)
+        y = (rng.random(80) < 1 / (1 + np.exp(-x))).astype(int)
+        pd.DataFrame({"patient_id": [f"p{i}" for i in ids], "lactate": x.round(3), "y": y}).to_csv(
+            root / "data" / f"{tid}.csv", index=False)
+        rows.append({"task_id": tid, "description": f"Predict ICU transfer at hospital {site}", "site": site})
+    pd.DataFrame(rows).to_csv(root / "descriptions.csv", index=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = run_demo(out=tmp_path / "out", site="A", tasks_dir=root, embedder="hashing", fast=True, quiet=True)
+    assert any(issubclass(w.category, DataWarning) and "['d1']" in str(w.message) for w in caught)
+    assert sorted(res["indexed"]) == ["b1", "c1"]
