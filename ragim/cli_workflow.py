@@ -78,7 +78,7 @@ def predict(
     rows: Rows,
     out: Annotated[Path | None, typer.Option("--out", help="write the risks here as CSV")] = None,
     outcome: Annotated[
-        str | None, typer.Option("--outcome", help="an outcome column in --rows to ignore")
+        str | None, typer.Option("--outcome", help="an outcome column in --rows to ignore (its values are not read)")
     ] = None,
     patient_id: PatientId = None,
     sep: Sep = ",",
@@ -88,7 +88,8 @@ def predict(
     from ragim.rows import read_rows
 
     params, model = _load(params_path)
-    data = read_rows(rows, schema=params.schema, outcome=outcome, patient_id=patient_id, sep=sep)
+    data = read_rows(rows, schema=params.schema, ignore_outcome=outcome,
+                     patient_id=patient_id, sep=sep)
     risk = model.predict_proba(data.X)[:, 1]
     table = pd.DataFrame({"row": np.arange(len(risk))})
     if data.ids is not None:

@@ -322,6 +322,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     def decision_function(self, X):
         check_is_fitted(self, "params_")
         frame = self._as_frame(X, self.schema_, reset=False)
+        self.schema_.warn_far_values(frame)
         return self.params_.log_odds(frame)
 
     def predict_proba(self, X):

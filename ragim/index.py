@@ -440,8 +440,9 @@ class TaskIndex:
         texts = []
         for i, q in enumerate(items):
             text = q.description if isinstance(q, Task) else q
-            if not isinstance(text, str) or not text.strip():
-                raise ValidationError(f"query {i} is empty; give a task description or a Task")
+            if not isinstance(text, str) or not strip_invisible(text).strip():
+                held = " (it holds only invisible characters)" if isinstance(text, str) and text.strip() else ""
+                raise ValidationError(f"query {i} is empty{held}; give a task description or a Task")
             hidden = invisible_characters(text)
             if hidden:
                 warnings.warn(f"query {i}: removed {len(hidden)} invisible character(s) {sorted(set(hidden))[:3]}",

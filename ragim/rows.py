@@ -93,7 +93,7 @@ def read_table(path: str | Path, *, sep: str = ",", text_columns: tuple[str, ...
     Raises
     ------
     ValidationError
-        One line: a missing, empty or unreadable file, duplicated or blank column names, or
+        One line: a missing, empty, unreadable or non-UTF-8 file, duplicated or blank column names, or
         a header read as one column that holds another separator (the message names it and
         says ``--sep``).
     """
@@ -131,6 +131,13 @@ def read_table(path: str | Path, *, sep: str = ",", text_columns: tuple[str, ...
             df = pd.read_csv(path, sep=sep, dtype={c: str for c in text_columns}, encoding="utf-8-sig")
     except ValidationError:
         raise
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start : exc.start + 1].hex()
+        raise ValidationError(
+            f"cannot read {where}{path}: it is not UTF-8 text (byte 0x{byte} at position {exc.start}, as "
+            "written by Excel's plain 'CSV' or Windows-1252); save it as 'CSV UTF-8', or convert it, "
+            f"e.g. iconv -f cp1252 -t utf-8 {path.name} > utf8.csv"
+        ) from exc
     except Exception as exc:  # pandas/pyarrow raise many types for unreadable files
         msg = " ".join(str(exc).split())
         raise ValidationError(f"cannot read {where}{path}: {msg[:200]}; check the separator (--sep) and the "
@@ -147,6 +154,7 @@ def read_rows(
     patient_id: str | None = None,
     sep: str = ",",
     pos_label=None,
+    ignore_outcome: str | None = None,
     where: str = "--rows",
 ) -> PatientRows:
     """Read patients from a CSV file; see the module docstring.
@@ -162,6 +170,8 @@ def read_rows(
         a column named ``patient_id`` is used as the ids when present (and not a feature).
     sep : the field separator (``";"`` for files saved by a European spreadsheet).
     pos_label : the outcome value that marks the event, when outcomes are not 0/1.
+    ignore_outcome : an outcome column dropped unread, when only risks are wanted (its values
+        may be coded any way); it must exist when given.
     where : how the caller names the file in messages (``--rows``).
 
     Returns
@@ -178,6 +188,13 @@ def read_rows(
     df = read_table(path, sep=sep, text_columns=(ids_col,), where=f"{where} ")
     if len(df) == 0:
         raise ValidationError(f"{where} {path} has a header but no patient rows")
+    if ignore_outcome is not None:
+        if ignore_outcome not in df.columns:
+            raise ValidationError(
+                f"{where} {path} has no outcome column {ignore_outcome!r} "
+                f"(columns: {list(df.columns)[:12]}); name it with --outcome, or leave --outcome out"
+            )
+        df = df.drop(columns=[ignore_outcome])
     y = None
     if outcome is not None:
         if outcome not in df.columns:

@@ -46,6 +46,10 @@ _TYPES = ("continuous", "binary", "categorical")
 MISSING_SUFFIX = "__missing"
 
 
+FAR_SD = 8.0
+"""How many standard deviations from the fitted mean make a value "far" (:meth:`FeatureSchema.far_values`):
+rare for real measurements (under 0.2% of a log-normal with sigma 1), common for a wrong unit."""
+
 @dataclass(frozen=True)
 class Feature:
     """One named input feature.
@@ -217,12 +221,24 @@ class FeatureSchema:
         unknown = sorted((set(units) | set(types)) - set(cols))
         if unknown:
             raise ValidationError(f"units/types given for columns that are not in X: {unknown}")
-        feats = []
+        feats, coded = [], []
         for name in cols:
             t = types.get(name)
             if t is None:
-                t = _infer_type(name, [table[name] for table in tables], labels, max_categories)
+                column = [table[name] for table in tables]
+                t = _infer_type(name, column, labels, max_categories)
+                codes = integer_codes(column, max_categories) if t == "continuous" else None
+                if codes:
+                    coded.append(f"{name!r} {codes}")
             feats.append(Feature(name=name, type=t, unit=units.get(name, ""), description=descriptions.get(name, "")))
+        if coded:
+            import warnings
+
+            warnings.warn(
+                f"columns holding only a few whole numbers are taken as continuous (a trend across the "
+                f"values): {'; '.join(coded)}. If a number is a code (ward 1/2/4, a hospital, a type), "
+                "declare the column categorical (types= here, or \"type\" in schema.json); declare it "
+                "continuous to keep the trend and silence this", DataWarning, stacklevel=2)
         return cls(feats, n_bins=n_bins)
 
     @property
@@ -450,6 +466,46 @@ class FeatureSchema:
                      for name, (n, ex) in unseen.items()]
             warnings.warn(f"categorical values in {where} match no level the model knows and contribute 0: "
                           + "; ".join(parts), DataWarning, stacklevel=3)
+
+    def far_values(self, X: pd.DataFrame, *, sd: float = FAR_SD) -> dict[str, tuple[int, list[float]]]:
+        """Per continuous column: (rows more than ``sd`` standard deviations from the fitted
+        mean, up to 3 such values). Such values are extrapolated by a logistic model and often
+        mean another unit (lactate in mg/dL against mmol/L is a factor of 9).
+
+        >>> fit = pd.DataFrame({"lactate": [1.0, 2.0, 3.0, 2.0]})
+        >>> schema = FeatureSchema.infer(fit).fit(fit)
+        >>> schema.far_values(pd.DataFrame({"lactate": [2.5, 18.0]}))
+        {'lactate': (1, [18.0])}
+        """
+        self._check_fitted()
+        X = self.validate_frame(X)
+        out = {}
+        for f in self.features:
+            if f.type != "continuous" or f.name not in self.means_:
+                continue
+            arr = X[f.name].to_numpy(dtype=float)
+            with np.errstate(invalid="ignore"):
+                far = np.abs(arr - self.means_[f.name]) > sd * self.scales_[f.name]
+            if far.any():
+                out[f.name] = (int(far.sum()), [float(v) for v in dict.fromkeys(arr[far].tolist())][:3])
+        return out
+
+    def warn_far_values(self, X: pd.DataFrame, *, where: str = "X") -> None:
+        """Warn (:class:`~ragim.errors.DataWarning`) when continuous values in ``X`` lie more
+        than ``FAR_SD`` standard deviations from the means the schema was fitted on, naming
+        each column with its fitted mean, standard deviation and unit (see :meth:`far_values`)."""
+        far = self.far_values(X)
+        if far:
+            import warnings
+
+            parts = []
+            for name, (n, ex) in far.items():
+                unit = f" {self[name].unit}" if self[name].unit else ""
+                parts.append(f"{name!r}: {n} row(s), e.g. {[_fmt(v) for v in ex]} (fitted on mean "
+                             f"{_fmt(self.means_[name])}{unit}, SD {_fmt(self.scales_[name])})")
+            warnings.warn(f"values in {where} lie more than {FAR_SD:g} SDs from those the model was fitted on, so "
+                          f"their risks are extrapolated; check the units: " + "; ".join(parts),
+                          DataWarning, stacklevel=3)
 
     def transform(self, X: pd.DataFrame) -> np.ndarray:
         """The standardised design matrix, shape (n_rows, n_design), float64.
@@ -734,6 +790,35 @@ def temporal_problem(name: str, kind: str, where: str = "") -> str:
     return (f"column {name!r} holds dates{at}; a model cannot use a calendar date (a new date would match "
             "nothing): derive a number such as days from admission to the index date, or the age at "
             "admission, and drop the date column")
+
+
+def integer_codes(series: Sequence[pd.Series], max_categories: int = 12) -> list[int] | None:
+    """The sorted values of a numeric column when they are 3 to ``max_categories`` distinct
+    whole numbers over every table, each seen twice on average (values that may be codes rather
+    than amounts), else None.
+
+    >>> integer_codes([pd.Series([1, 2, 4, 2]), pd.Series([4.0, 1.0])])
+    [1, 2, 4]
+    >>> integer_codes([pd.Series([40, 48, 56, 64])]) is None  # as many values as rows
+    True
+    >>> integer_codes([pd.Series([0.5, 1, 2, 0.5, 1, 2])]) is None
+    True
+    """
+    values: set = set()
+    n_obs = 0
+    for s in series:
+        num = pd.to_numeric(s.dropna().astype(object), errors="coerce")
+        if num.isna().any():
+            return None
+        n_obs += len(num)
+        values.update(num.unique().tolist())
+        if len(values) > max_categories:
+            return None
+    if len(values) < 3 or n_obs < 2 * len(values):
+        return None
+    if not all(math.isfinite(v) and float(v).is_integer() for v in values):
+        return None
+    return sorted(int(v) for v in values)
 
 
 def _infer_type(name: str, series: list[pd.Series], labels: list[str], max_categories: int) -> FeatureType:

@@ -372,6 +372,12 @@ FOLDER_CASES = [
      "b.csv does not have the columns of a.csv: it lacks ['lactate']; it adds ['lac']"),
     ("drift-column-type", lambda r: _folder(r, {"a": GOOD, "b": GOOD.assign(lactate=["lo", "hi"] * (N // 2))}),
      "'lactate' is text in b.csv but numeric in a.csv"),
+    ("drift-column-type-many-files",
+     lambda r: _folder(r, {"a": GOOD.assign(lactate=["1,5", "2,0"] * (N // 2)), **{k: GOOD for k in "bcde"}}),
+     "'lactate' is text in a.csv but numeric in 4 files (b.csv, c.csv, d.csv, ...) (e.g. '1,5'); those look like "
+     "numbers with a decimal comma: write them with a decimal point"),
+    ("windows-1252-csv", lambda r: _folder(r, {"a": "lactate,y,ward\n1,0,Zürich\n2,1,Genève\n".encode("cp1252")}),
+     "a.csv: it is not UTF-8 text (byte 0xfc at position"),
     ("duplicate-task-ids", lambda r: _folder(r, {"a": GOOD}, {"task_id": ["a", "a"], "description": ["x", "y"]}),
      "task id(s) ['a'] are listed more than once"),
     ("schema-json-invalid", lambda r: _folder(r, {"a": GOOD}, schema_json="{nope"), "schema.json is not valid JSON"),

@@ -182,6 +182,18 @@ def test_predict_reads_a_semicolon_file_with_sep(root, tmp_path):
     assert [r["risk"] for r in a["risks"]] == [r["risk"] for r in b["risks"]]
 
 
+def test_predict_ignores_an_outcome_written_yes_no_without_reading_it(root, tmp_path, monkeypatch, capsys):
+    d = root["path"]
+    a = _json("predict", d / "m0", "--rows", d / "validate.csv", "--outcome", "cad")
+    frame = pd.read_csv(d / "validate.csv")
+    frame.assign(cad=np.where(frame["cad"] == 1, "yes", "no")).to_csv(tmp_path / "yn.csv", index=False)
+    b = _json("predict", d / "m0", "--rows", tmp_path / "yn.csv", "--outcome", "cad")
+    assert [r["risk"] for r in a["risks"]] == [r["risk"] for r in b["risks"]]
+    code, _, err = run_main(["predict", d / "m0", "--rows", tmp_path / "yn.csv", "--outcome", "death"],
+                            monkeypatch, capsys)
+    assert code == 2 and "has no outcome column 'death'" in err
+
+
 # ---------------------------------------------------------------------- score
 def test_score_reports_the_right_values_with_intervals(root, tmp_path):
     from scipy.special import logit

@@ -313,6 +313,8 @@ def test_invisible_characters_are_removed_from_descriptions_and_queries_with_a_w
     with pytest.warns(DataWarning, match="query 0: removed 1 invisible"):
         hits = index.search(tasks.descriptions[0] + "\u200b", k=1)
     assert hits[0].task_id == tasks.ids[0] and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ValidationError, match=r"^query 0 is empty \(it holds only invisible characters\)"):
+        index.search("\u200b \ufeff", k=1)
 
 
 # ------------------------------------------------------------------ kind 9: frictions
@@ -419,3 +421,43 @@ def test_dates_written_the_spreadsheet_way_are_refused_like_iso_dates(dates):
     X = pd.DataFrame({"age": [60.0, 70.0, 65.0], "admitted": dates})
     with pytest.raises(ValidationError, match="column 'admitted' holds dates"):
         FeatureSchema.infer(X)
+
+
+# ------------------------------------------------------------------ kind 9: codes and units that look like numbers
+def test_integer_codes_inferred_continuous_are_named_in_a_warning():
+    X = pd.DataFrame({"ward": [1, 2, 4, 2, 1, 4], "age": np.linspace(40, 80, 6), "smoker": [0, 1] * 3})
+    with pytest.warns(DataWarning, match=r"'ward' \[1, 2, 4\]\. If a number is a code") as record:
+        schema = FeatureSchema.infer(X)
+    assert schema["ward"].type == "continuous" and schema["smoker"].type == "binary"
+    assert not any("'age'" in str(w.message) or "'smoker'" in str(w.message) for w in record)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        assert FeatureSchema.infer(X, types={"ward": "categorical"})["ward"].type == "categorical"
+        FeatureSchema.infer(X, types={"ward": "continuous"})  # declared: the trend is wanted
+
+
+def test_a_folder_with_a_numeric_code_column_warns_once_naming_it(tmp_path):
+    root = write_folder(tmp_path / "f", {"a": pain_cohort(40, gap=False), "b": pain_cohort(40, gap=True, seed=1)})
+    with pytest.warns(DataWarning, match=r"'pain_type' \[1, 2, 3, 4\]") as record:
+        load_task_folder(root, outcome="y")
+    assert sum("pain_type" in str(w.message) for w in record) == 1
+
+
+def test_values_far_outside_the_fitted_range_warn_with_the_unit():
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame({"lactate": rng.lognormal(0.6, 0.4, 300), "age": rng.normal(60, 10, 300)})
+    y = (rng.random(300) < 0.3).astype(int)
+    schema = FeatureSchema([{"name": "lactate", "type": "continuous", "unit": "mmol/L"},
+                            {"name": "age", "type": "continuous", "unit": "years"}])
+    model = LogisticModel(schema=schema).fit(X, y)
+    fine = X.iloc[:20]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        model.predict_proba(fine)
+    in_mg_dl = fine.assign(lactate=fine["lactate"] * 9.01)  # lactate 1 mmol/L = 9.01 mg/dL
+    fitted = model.schema_
+    n_far = int((np.abs(in_mg_dl["lactate"] - fitted.means_["lactate"]) > 8 * fitted.scales_["lactate"]).sum())
+    assert n_far > 0
+    with pytest.warns(DataWarning, match=rf"'lactate': {n_far} row\(s\).*mmol/L") as record:
+        model.predict_proba(in_mg_dl)
+    assert not any("'age'" in str(w.message) for w in record)

@@ -32,6 +32,7 @@ Examples
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -162,9 +163,10 @@ def load_task_folder(path: str | Path, *, outcome: str = "y", patient_id: str = 
 
 
 def _check_kinds(frames: list[pd.DataFrame], labels: list[str]) -> None:
-    """Catch columns whose files disagree (numbers in one, text in another) and name both files."""
-    first: dict[str, tuple[str, str]] = {}
-    drift = []
+    """Catch columns whose files disagree (numbers in some, text in others): one clause per
+    column, naming the files on each side, an example value, and a decimal-comma hint."""
+    kinds: dict[str, dict[str, list[str]]] = {}
+    examples: dict[str, str] = {}
     for X, label in zip(frames, labels, strict=True):
         for c in X.columns:
             kind = value_kind(X[c])
@@ -173,12 +175,31 @@ def _check_kinds(frames: list[pd.DataFrame], labels: list[str]) -> None:
                 kind = "numeric"  # numerals typed as text agree with numbers
             if kind == "empty":
                 continue
-            if c not in first:
-                first[c] = (kind, label)
-            elif first[c][0] != kind:
-                drift.append(f"{c!r} is {kind} in {label} but {first[c][0]} in {first[c][1]}")
+            if kind == "text" and c not in examples:
+                numbers = pd.to_numeric(X[c].dropna(), errors="coerce")
+                examples[c] = str(next(iter(X[c].dropna()[numbers.isna()])))
+            kinds.setdefault(c, {}).setdefault(kind, []).append(label)
+    drift = []
+    for c, by_kind in kinds.items():
+        if len(by_kind) < 2:
+            continue
+        sides = [f"{kind} in {_files(files)}" for kind, files in sorted(by_kind.items(), key=lambda kv: kv[0] != "text")]
+        clause = f"{c!r} is {' but '.join(sides)} (e.g. {examples.get(c, '')!r})"
+        if _DECIMAL_COMMA.fullmatch(examples.get(c, "").strip()):
+            clause += "; those look like numbers with a decimal comma: write them with a decimal point"
+        drift.append(clause)
     if drift:
         raise ValidationError("column types differ between task files:", drift[:10])
+
+
+_DECIMAL_COMMA = re.compile(r"[-+]?\d+,\d+")
+
+
+def _files(files: list[str]) -> str:
+    """'a.csv', or '3 files (a.csv, b.csv, c.csv)', or '7 files (a.csv, b.csv, c.csv, ...)'."""
+    if len(files) == 1:
+        return files[0]
+    return f"{len(files)} files ({', '.join(files[:3])}{', ...' if len(files) > 3 else ''})"
 
 
 def _warn_shared_patients_across_sites(tasks: list[Task]) -> None:

@@ -220,8 +220,13 @@ class InterpretableModel:
         return self.params_.log_odds(X)
 
     def decision_function(self, X: Any) -> np.ndarray:
-        """Log-odds of the second class (``classes_[1]``), shape (n_rows,)."""
-        return self._decision_from_frame(self._predict_frame(X))
+        """Log-odds of the second class (``classes_[1]``), shape (n_rows,).
+
+        Warns (:class:`~ragim.errors.DataWarning`) about categorical levels the model does not
+        know and about continuous values far from those it was fitted on (a wrong unit)."""
+        frame = self._predict_frame(X)
+        self.schema_.warn_far_values(frame)
+        return self._decision_from_frame(frame)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, shape (n_rows, 2), columns in ``classes_`` order."""
