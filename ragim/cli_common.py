@@ -231,38 +231,7 @@ def print_global(expl, *, top: int | None = None, missing: bool = False) -> None
     """A global explanation as a sorted table (categorical levels against their reference)."""
     t = expl.table(top, missing=missing)
     hint = "" if missing or not t.attrs["n_hidden_missing"] else "; --all shows them"
-    if expl.kind == "logistic":
-        rows = [
-            (
-                r.label,
-                r.comparison,
-                fmt(r.odds_ratio),
-                f"{fmt(r.or_low)}-{fmt(r.or_high)}" if math.isfinite(r.or_low) else "",
-                fmt(r.coef, "+.3f"),
-            )
-            for r in t.itertuples()
-        ]
-        cols = [
-            "term",
-            "comparison",
-            ("odds ratio", "right"),
-            ("95% CI", "right"),
-            ("log-odds", "right"),
-        ]
-    else:
-        rows = [
-            (
-                r.label,
-                r.bin_label,
-                fmt(r.score, "+.3f"),
-                f"{fmt(r.ci_low, '+.2f')}..{fmt(r.ci_high, '+.2f')}"
-                if math.isfinite(r.ci_low)
-                else "",
-                fmt(r.odds_ratio),
-            )
-            for r in t.itertuples()
-        ]
-        cols = ["feature", "bin", ("score", "right"), ("95% CI", "right"), ("odds ratio", "right")]
+    rows, cols = expl.family.text_table(t)
     base, base_sd, refs = expl.reference_intercept()
     sd = (
         f" (95% CI {base - 1.96 * base_sd:+.3f} to {base + 1.96 * base_sd:+.3f})"

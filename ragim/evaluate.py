@@ -98,7 +98,7 @@ from ragim.metrics import (
     task_metrics,
     to_records,
 )
-from ragim.params import ModelParams, design_matrix
+from ragim.params import ModelParams, design_matrix, model_family
 from ragim.tasks import Task, TaskCollection, patient_id_set
 
 PROTOCOLS = ("leave-task-out", "leave-group-out")
@@ -211,10 +211,7 @@ def params_proba(params: ModelParams, X: pd.DataFrame) -> np.ndarray:
 
 
 def _estimator(ctx: FoldContext, C: float = 1.0):
-    from ragim.models import GAMModel, LogisticModel
-
-    schema = ctx.index.schema
-    return GAMModel(schema=schema) if ctx.model == "gam" else LogisticModel(schema=schema, C=C)
+    return model_family(ctx.model).estimator(ctx.index.schema, C=C)
 
 
 def _fit_or_constant(fctx: FoldContext, X: pd.DataFrame | None, y: np.ndarray | None, X_test: pd.DataFrame) -> np.ndarray:
@@ -230,7 +227,7 @@ def _per_task_k(ctx: TargetContext) -> np.ndarray:
     matrix for logistic models); the smoothed rate when the k rows hold one class."""
     y = ctx.y_k
     n, n1 = len(y), int(np.sum(y))
-    if ctx.fold.model != "logistic" or ctx.k_rows is None or n1 in (0, n):
+    if not model_family(ctx.fold.model).fits_on_design or ctx.k_rows is None or n1 in (0, n):
         return _fit_or_constant(ctx.fold, ctx.X_k, y, ctx.X_test)
     from sklearn.linear_model import LogisticRegression
 

@@ -46,9 +46,8 @@ import pandas as pd
 
 from ragim import plots
 from ragim.errors import ValidationError
-from ragim.params import ModelParams
-
-Z95 = 1.959963984540054  # two-sided 95% normal quantile
+from ragim.models.family import Z95, by_abs, check_top, reference_level, truncation_note
+from ragim.params import ModelParams, model_family
 
 
 def explain_params(params: ModelParams, X_row: pd.DataFrame | pd.Series | Mapping | None = None, *,
@@ -103,11 +102,6 @@ def _records(df: pd.DataFrame) -> list[dict]:
     return _jsonable(df.to_dict("records"))
 
 
-def _by_abs(df: pd.DataFrame, col: str) -> pd.DataFrame:
-    """Rows sorted by |df[col]|, largest first."""
-    return df.reindex(df[col].abs().sort_values(ascending=False, kind="stable").index)
-
-
 def _num(v: Any, what: str) -> float:
     try:
         return math.nan if v is None else float(v)
@@ -125,47 +119,6 @@ def _outcome_name(params: ModelParams, outcome: str | None) -> str:
     """The outcome in words: the given one, ``metadata["outcome"]``, or "the outcome"."""
     name = outcome if outcome is not None else params.metadata.get("outcome")
     return " ".join(str(name).split()) if isinstance(name, str) and name.strip() else "the outcome"
-
-
-def _num_text(v: float) -> str:
-    return f"{v:.3g}"
-
-
-def reference_level(schema, feature: str) -> str | None:
-    """The level a binary or categorical feature's effects are compared with, as a label:
-    0 for binary features, the first category for categorical ones; None for continuous.
-
-    Examples
-    --------
-    >>> from ragim.datasets.heart import heart_schema, load_heart_csv
-    >>> s = heart_schema().fit(load_heart_csv()[heart_schema().names])
-    >>> reference_level(s, "sex"), reference_level(s, "cp"), reference_level(s, "age")
-    ('female', 'typical angina', None)
-    """
-    f = schema[feature]
-    if f.type == "binary":
-        return f.level_label(0)
-    if f.type == "categorical":
-        cats = schema.categories_[feature]
-        return f.level_label(cats[0]) if cats else None
-    return None
-
-
-def truncation_note(shown: int, total: int, what: str = "terms", hidden_missing: int = 0) -> str:
-    """A sentence that says how much of a table or plot is shown.
-
-    >>> truncation_note(15, 18, hidden_missing=10)
-    '15 of 18 terms shown (largest first); 10 missing-value indicator terms not shown'
-    """
-    text = (
-        f"{shown} of {total} {what} shown (largest first)"
-        if shown < total
-        else f"all {total} {what} shown"
-    )
-    if hidden_missing:
-        plural = "s" if hidden_missing != 1 else ""
-        text += f"; {hidden_missing} missing-value indicator term{plural} not shown"
-    return text
 
 
 def _table_html(df: pd.DataFrame) -> str:
@@ -300,173 +253,6 @@ class Provenance(Sequence):
 
 
 # ---------------------------------------------------------------------- global
-def _logistic_frame(p: ModelParams) -> pd.DataFrame:
-    schema = p.schema
-    std = p.std[1:] if p.std is not None else np.full(len(p) - 1, np.nan)
-    rows = []
-    for c, b, s in zip(schema.design_columns, p.terms, std, strict=True):
-        f = schema[c.feature]
-        cont = c.role == "value" and f.type == "continuous"
-        unit = f.unit if cont else ""
-        rows.append(
-            {
-                "term": c.name,
-                "feature": c.feature,
-                "label": _term_label(f, c),
-                "reference": _term_reference(schema, f, c),
-                "type": f.type,
-                "role": c.role,
-                "category": c.category,
-                "coef": b,
-                "std": s,
-                "ci_low": b - Z95 * s,
-                "ci_high": b + Z95 * s,
-                "odds_ratio_per_sd": math.exp(min(b, 700.0)),  # clipped: stays finite for JSON
-                "change": f"+1 SD = {c.scale:.3g} {unit}".strip() if cont else "0→1",
-                "coef_per_unit": b / c.scale,
-                "odds_ratio_per_unit": math.exp(min(b / c.scale, 700.0)),
-                "unit": unit,
-                "scale": c.scale,
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def _term_label(f, c) -> str:
-    """A design term in words: "Chest-pain type = asymptomatic", "Age (years)", "Sex = male"."""
-    if c.role == "missing":
-        return f"{f.display_name} = missing"
-    if c.role == "category":
-        return f"{f.display_name} = {f.level_label(c.category)}"
-    if f.type == "binary":
-        return f"{f.display_name} = {f.level_label(1)}"
-    return f"{f.display_name} ({f.unit})" if f.unit else f.display_name
-
-
-def _term_reference(schema, f, c) -> str:
-    """What a term's effect is compared with ("" for continuous values: per SD)."""
-    if c.role == "missing":
-        return (
-            reference_level(schema, f.name) if f.type == "categorical" else "recorded at the median"
-        )
-    return reference_level(schema, f.name) or ""
-
-
-def _logistic_table(p: ModelParams, missing: bool) -> tuple[pd.DataFrame, int]:
-    """Display rows of a logistic model (see :meth:`GlobalExplanation.table`) and the number of
-    missing-indicator terms left out."""
-    schema = p.schema
-    std = p.std[1:] if p.std is not None else np.full(len(p) - 1, np.nan)
-    coef = dict(zip(schema.design_names, p.terms, strict=True))
-    sd = dict(zip(schema.design_names, std, strict=True))
-    rows, hidden = [], 0
-    for c in schema.design_columns:
-        f = schema[c.feature]
-        b, s = float(coef[c.name]), float(sd[c.name])
-        ref = (
-            schema.categories_[f.name][0]
-            if f.type == "categorical" and schema.categories_[f.name]
-            else None
-        )
-        ref_term = f"{f.name}[{ref}]" if ref is not None else None
-        if c.role == "category" and c.category == ref:
-            continue  # the reference level: every other level is compared with it
-        if c.role == "missing" and not missing:
-            hidden += 1
-            continue
-        if c.role == "value" and f.type == "continuous":
-            comparison = f"+1 SD ({_num_text(c.scale)} {f.unit})".replace(" )", ")")
-        elif c.role == "value":
-            comparison = f"{f.level_label(1)} vs {f.level_label(0)}"
-        elif c.role == "category":
-            comparison = f"{f.level_label(c.category)} vs {f.level_label(ref)}"
-            b, s = b - float(coef[ref_term]), math.hypot(s, float(sd[ref_term]))
-        elif f.type == "categorical" and ref_term is not None:
-            comparison = f"missing vs {f.level_label(ref)}"
-            b, s = b - float(coef[ref_term]), math.hypot(s, float(sd[ref_term]))
-        else:
-            med = schema.medians_[f.name]
-            shown = (
-                f.level_label(med) if f.type == "binary" else f"{_num_text(med)} {f.unit}".strip()
-            )
-            comparison = f"missing vs recorded {shown} (the median)"
-        rows.append(
-            {
-                "term": c.name,
-                "feature": f.name,
-                "label": f.display_name,
-                "comparison": comparison,
-                "coef": b,
-                "std": s,
-                "ci_low": b - Z95 * s,
-                "ci_high": b + Z95 * s,
-                "odds_ratio": math.exp(min(b, 700.0)),
-                "or_low": math.exp(min(b - Z95 * s, 700.0)),
-                "or_high": math.exp(min(b + Z95 * s, 700.0)),
-            }
-        )
-    cols = [
-        "term",
-        "feature",
-        "label",
-        "comparison",
-        "coef",
-        "std",
-        "ci_low",
-        "ci_high",
-        "odds_ratio",
-        "or_low",
-        "or_high",
-    ]
-    return _by_abs(pd.DataFrame(rows, columns=cols), "coef").reset_index(drop=True), hidden
-
-
-def _continuous_bounds(schema, name: str) -> np.ndarray:
-    """Bin boundaries for plotting; the open outer bins are cut one half-bin past their midpoint."""
-    e = np.asarray(schema.bin_edges_[name], float)
-    mids = schema.bin_midpoints(name)
-    if e.size == 0:
-        w = max(abs(float(mids[0])) * 0.1, 1.0)
-        return np.array([mids[0] - w, mids[0] + w])
-    return np.concatenate([[2 * mids[0] - e[0]], e, [2 * mids[-1] - e[-1]]])
-
-
-def _gam_frame(p: ModelParams) -> pd.DataFrame:
-    schema = p.schema
-    rows = []
-    for k, f in enumerate(schema.features):
-        labels = schema.bin_labels(f.name)
-        start = 1 + int(schema.gam_offsets[k])
-        scores = p.vector[start : start + len(labels)]
-        stds = p.std[start : start + len(labels)] if p.std is not None else np.full(len(labels), np.nan)
-        n_obs = len(labels) - (f.name in schema.missing_)
-        mids = schema.bin_midpoints(f.name)
-        bounds = _continuous_bounds(schema, f.name) if f.type == "continuous" else None
-        for i, (lab, s, sd) in enumerate(zip(labels, scores, stds, strict=True)):
-            obs = i < n_obs
-            rows.append(
-                {
-                    "feature": f.name,
-                    "label": f.display_name,
-                    "type": f.type,
-                    "term": f"{f.name}[{lab}]",
-                    "bin": lab,
-                    "bin_label": f.level_label(lab) if obs and f.type != "continuous" else lab,
-                    "is_missing_bin": not obs,
-                    "bin_low": bounds[i] if obs and bounds is not None else np.nan,
-                    "bin_high": bounds[i + 1] if obs and bounds is not None else np.nan,
-                    "midpoint": mids[i] if obs and f.type != "categorical" else np.nan,
-                    "score": s,
-                    "std": sd,
-                    "ci_low": s - Z95 * sd,
-                    "ci_high": s + Z95 * sd,
-                    "odds_ratio": math.exp(min(s, 700.0)),
-                    "unit": f.unit,
-                }
-            )
-    return pd.DataFrame(rows)
-
-
 class GlobalExplanation(_Explanation):
     """What a model says overall; build with :func:`explain_params`.
 
@@ -486,13 +272,18 @@ class GlobalExplanation(_Explanation):
     :meth:`table` gives the rows a reader needs (categorical levels against their reference,
     missing-value indicators folded, largest first); :meth:`plot` and the CLI draw from it.
 
-    Attributes: ``kind``, ``intercept``, ``intercept_std`` (NaN if unknown), ``source``,
+    Rows, table, importance, plot and text come from the parameters' model family
+    (``family``, a :class:`~ragim.models.ModelFamily`); another registered family explains
+    its own way.
+
+    Attributes: ``kind``, ``family``, ``intercept``, ``intercept_std`` (NaN if unknown), ``source``,
     ``outcome`` (in words), ``provenance``, ``coverage`` (the index's coverage of the
     description, a dict, or None), ``params``.
     """
 
     def __init__(self, params: ModelParams, outcome: str | None = None):
         self.params, self.kind = params, params.kind
+        self.family = model_family(params.kind)
         self.intercept = params.intercept
         self.intercept_std = float(params.std[0]) if params.std is not None else math.nan
         self.source = params.metadata.get("source")
@@ -500,7 +291,7 @@ class GlobalExplanation(_Explanation):
         self.provenance = Provenance.from_params(params)
         self.coverage = params.metadata.get("coverage")
         coverage_summary(self.coverage)  # a damaged record fails here, not when shown
-        self._frame = _logistic_frame(params) if self.kind == "logistic" else _gam_frame(params)
+        self._frame = self.family.explanation_frame(params)
 
     def reference_intercept(self) -> tuple[float, float, list[str]]:
         """The log-odds of the reference patient of :meth:`table` (logistic models).
@@ -523,23 +314,7 @@ class GlobalExplanation(_Explanation):
         >>> round(value, 2), refs
         (-0.7, ['Chest pain = atypical'])
         """
-        value, var, refs = self.intercept, self.intercept_std**2, []
-        if self.kind != "logistic":
-            return value, math.sqrt(var), refs
-        schema = self.params.schema
-        std = self.params.std[1:] if self.params.std is not None else np.full(len(self.params) - 1, np.nan)
-        coef = dict(zip(schema.design_names, self.params.terms, strict=True))
-        sd = dict(zip(schema.design_names, std, strict=True))
-        for f in schema.features:
-            if f.type != "categorical" or not schema.categories_[f.name]:
-                continue
-            ref = schema.categories_[f.name][0]
-            term = f"{f.name}[{ref}]"
-            if term in coef:
-                value += float(coef[term])
-                var += float(sd[term]) ** 2
-                refs.append(f"{f.display_name} = {f.level_label(ref)}")
-        return value, math.sqrt(var), refs
+        return self.family.reference_intercept(self.params)
 
     def to_frame(self) -> pd.DataFrame:
         """The tidy table described in the class docstring (a copy)."""
@@ -580,48 +355,8 @@ class GlobalExplanation(_Explanation):
         >>> t.attrs["note"]
         'all 2 terms shown; 1 missing-value indicator term not shown'
         """
-        if top is not None and (
-            isinstance(top, bool) or not isinstance(top, int | np.integer) or top < 1
-        ):
-            raise ValidationError(f"top must be a positive integer or None, got {top!r}")
-        if self.kind == "logistic":
-            df, hidden = _logistic_table(self.params, missing)
-            total, what = len(df), "terms"
-            df = df.head(top) if top is not None else df
-            shown = len(df)
-        else:
-            feats = list(self.importance()["feature"])
-            total, what = len(feats), "features"
-            feats = feats[:top] if top is not None else feats
-            shown = len(feats)
-            order = {f: i for i, f in enumerate(feats)}
-            df = self._frame[self._frame["feature"].isin(feats)]
-            hidden = int(df["is_missing_bin"].sum()) if not missing else 0
-            if not missing:
-                df = df[~df["is_missing_bin"]]
-            df = df.sort_values("feature", key=lambda c: c.map(order), kind="stable")
-            df = df[
-                [
-                    "term",
-                    "feature",
-                    "label",
-                    "bin",
-                    "bin_label",
-                    "score",
-                    "std",
-                    "ci_low",
-                    "ci_high",
-                    "odds_ratio",
-                ]
-            ].reset_index(drop=True)
-        df.attrs.update(
-            n_total=total,
-            n_hidden_missing=hidden,
-            note=truncation_note(shown, total, what, hidden if self.kind == "logistic" else 0)
-            + (f"; {hidden} missing-value bin{'s' if hidden != 1 else ''} not shown"
-               if self.kind == "gam" and hidden else ""),
-        )
-        return df
+        check_top(top)
+        return self.family.explanation_table(self, top, missing)
 
     def importance(self) -> pd.DataFrame:
         """Per-feature importance, largest first.
@@ -632,11 +367,7 @@ class GlobalExplanation(_Explanation):
         Logistic: the largest |coef| among the feature's non-missing-indicator terms
         (per SD, or per 0→1 for indicators).
         """
-        df = self._frame
-        if self.kind == "gam":
-            imp = df[~df["is_missing_bin"]].groupby("feature", sort=False)["score"].apply(lambda s: s.abs().mean())
-        else:
-            imp = df[df["role"] != "missing"].groupby("feature", sort=False)["coef"].apply(lambda s: s.abs().max())
+        imp = self.family.importance(self.params, self._frame)
         imp = imp.reindex(self.params.schema.names).fillna(0.0)
         out = pd.DataFrame({"feature": imp.index, "importance": imp.to_numpy(float)})
         return out.sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)
@@ -670,32 +401,8 @@ class GlobalExplanation(_Explanation):
             labels = {f.name: f.display_name for f in self.params.schema.features}
             imp = imp.assign(feature=imp["feature"].map(labels))
             return plots.plot_importance(imp, top=top, ax=ax,
-                                         xlabel=_IMPORTANCE_LABEL[self.kind])
-        t = self.table(top, missing=missing)
-        if self.kind == "logistic":
-            df = t.assign(
-                label=[
-                    f"{lab}: {cmp}" for lab, cmp in zip(t["label"], t["comparison"], strict=True)
-                ]
-            )
-            return plots.plot_coefficients(
-                df,
-                kind=kind,
-                ax=ax,
-                title=(
-                    f"Logistic model for {self.outcome} (intercept {self.intercept:+.3g})\n"
-                    f"{t.attrs['note']}"
-                ),
-            )
-        feats = list(dict.fromkeys(t["feature"]))
-        frame = self._frame.assign(bin=self._frame["bin_label"])
-        return plots.plot_shape_functions(
-            frame,
-            feats,
-            kind=kind,
-            ax=ax,
-            title=f"GAM shape functions for {self.outcome}\n{t.attrs['note']}",
-        )
+                                         xlabel=self.family.importance_label)
+        return self.family.plot_global(self, self.table(top, missing=missing), kind, ax=ax)
 
     def _repr_html_(self) -> str:
         head = (
@@ -710,11 +417,7 @@ class GlobalExplanation(_Explanation):
             + f" &middot; source: {html.escape(str(self.source))}</p>"
         )
         df = self.table(missing=True)
-        if self.kind == "logistic":
-            cols = ["label", "comparison", "odds_ratio", "or_low", "or_high", "coef", "ci_low",
-                    "ci_high", "term"]
-        else:
-            cols = ["label", "bin_label", "score", "ci_low", "ci_high", "odds_ratio", "term"]
+        cols = [c for c in self.family.html_columns() if c in df.columns]
         if self.params.std is None:
             cols = [c for c in cols if c not in ("ci_low", "ci_high", "or_low", "or_high")]
         body = _table_html(df[cols].head(40))
@@ -726,24 +429,10 @@ class GlobalExplanation(_Explanation):
         src = f", source={self.source}" if self.source else ""
         lines = [f"GlobalExplanation({self.kind} model for {self.outcome}, "
                  f"intercept={self.intercept:+.3g}{src}, "
-                 f"{len(self._frame)} {'terms' if self.kind == 'logistic' else 'bins'})"]
-        if self.kind == "logistic":
-            t = self.table(5)
-            lines += [
-                f"  {r.label + ': ' + r.comparison:<64} OR {r.odds_ratio:.3g}"
-                + (f" (95% CI {r.or_low:.3g}-{r.or_high:.3g})" if math.isfinite(r.or_low) else "")
-                for r in t.itertuples()
-            ]
-            lines.append(f"  ({t.attrs['note']})")
-        else:
-            labels = {f.name: f.display_name for f in self.params.schema.features}
-            lines += [f"  {labels[r.feature]:<24} importance {r.importance:.3f}"
-                      for r in self.importance().head(5).itertuples()]
+                 f"{len(self._frame)} {self.family.term_noun})"]
+        lines += self.family.summary_lines(self)
         cov = coverage_summary(self.coverage)
         return "\n".join([*lines, *([f"  {cov}"] if cov else []), f"  {self.provenance!r}"])
-
-
-_IMPORTANCE_LABEL = {"gam": "mean |score| over bins (log-odds)", "logistic": "max |coef| (log-odds per SD or 0→1)"}
 
 
 # ---------------------------------------------------------------------- local
@@ -783,36 +472,14 @@ class LocalExplanation(_Explanation):
         self.intercept = params.intercept
         self.index = X.index[0]
         values = [None if pd.isna(v) else (v.item() if isinstance(v, np.generic) else v) for v in X.iloc[0]]
+        contributions, self._terms = model_family(params.kind).local_contributions(params, X)
         rows = []
-        if self.kind == "logistic":
-            z = schema.transform(X)[0]
-            per = params.terms * z
-            self._terms = pd.DataFrame({"term": schema.design_names,
-                                        "feature": [c.feature for c in schema.design_columns],
-                                        "design_value": z, "coef": params.terms, "contribution": per})
-            folded = dict.fromkeys(schema.names, 0.0)
-            for c, v in zip(schema.design_columns, per, strict=True):
-                folded[c.feature] += float(v)
-            for f, v in zip(schema.features, values, strict=True):
-                rows.append(
-                    {
-                        "feature": f.name,
-                        "label": f.display_name,
-                        "value": v,
-                        "value_label": _value_label(f, v),
-                        "unit": f.unit,
-                        "contribution": folded[f.name],
-                    }
-                )
-        else:
-            idx = schema.bin_indices(X)[0]
-            self._terms = None
-            for f, v, i in zip(schema.features, values, idx, strict=True):
-                labels = schema.bin_labels(f.name)
-                c = float(params.feature_terms(f.name)[i]) if i >= 0 else 0.0
-                rows.append({"feature": f.name, "label": f.display_name, "value": v,
-                             "value_label": _value_label(f, v), "unit": f.unit,
-                             "bin": labels[i] if i >= 0 else "(unknown category)", "contribution": c})
+        for f, v in zip(schema.features, values, strict=True):
+            extra = dict(contributions[f.name])
+            rows.append({"feature": f.name, "label": f.display_name, "value": v,
+                         "value_label": _value_label(f, v), "unit": f.unit,
+                         **{k: c for k, c in extra.items() if k != "contribution"},
+                         "contribution": extra["contribution"]})
         self._frame = pd.DataFrame(rows)
         self.logit = math.fsum([self.intercept, *self._frame["contribution"]])
         self.probability = 1.0 / (1.0 + math.exp(-self.logit)) if self.logit >= 0 else (
@@ -823,7 +490,8 @@ class LocalExplanation(_Explanation):
         (term, feature, design_value, coef, contribution)."""
         if by == "term":
             if self._terms is None:
-                raise ValidationError("by='term' is only defined for logistic models; GAM terms are the bins")
+                raise ValidationError(f"by='term' is only defined for models with design terms, "
+                                      f"not for {self.kind} models; GAM terms are the bins")
             return self._terms.copy()
         if by != "feature":
             raise ValidationError(f"by must be 'feature' or 'term', got {by!r}")
@@ -862,11 +530,8 @@ class LocalExplanation(_Explanation):
         >>> explain_params(p, X.iloc[[1]]).table()[["label", "value_label"]].values.tolist()
         [['Sex', 'male'], ['Age', '60 years']]
         """
-        if top is not None and (
-            isinstance(top, bool) or not isinstance(top, int | np.integer) or top < 1
-        ):
-            raise ValidationError(f"top must be a positive integer or None, got {top!r}")
-        df = _by_abs(self._frame, "contribution")[
+        check_top(top)
+        df = by_abs(self._frame, "contribution")[
             ["label", "value_label", "contribution", "feature"]
         ]
         df = df.reset_index(drop=True)
@@ -910,7 +575,7 @@ class LocalExplanation(_Explanation):
         return head + _coverage_html(self.coverage) + _table_html(df) + self._img_html() + self.provenance._repr_html_()
 
     def __repr__(self) -> str:
-        df = _by_abs(self._frame, "contribution")
+        df = by_abs(self._frame, "contribution")
         parts = " ".join(f"{r.feature} {r.contribution:+.2f}" for r in df.head(5).itertuples())
         return (f"LocalExplanation({self.kind}, P={self.probability:.3f}, logit={self.logit:+.3f} = "
                 f"intercept {self.intercept:+.2f} {parts}{' ...' if len(df) > 5 else ''})")

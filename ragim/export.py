@@ -38,7 +38,7 @@ import pandas as pd
 
 from ragim.errors import ValidationError
 from ragim.explain import Z95, explain_params
-from ragim.params import ModelParams
+from ragim.params import ModelParams, model_family
 
 #: what a missing text category becomes inside the exported pipeline (never a real level)
 MISSING_TEXT = "(missing)"
@@ -56,7 +56,7 @@ def coefficients_frame(params: ModelParams) -> pd.DataFrame:
     if not isinstance(params, ModelParams):
         raise ValidationError(f"coefficients_frame needs ModelParams, got {type(params).__name__}")
     frame = explain_params(params).to_frame()
-    value = "coef" if params.kind == "logistic" else "score"
+    value = model_family(params.kind).value_column
     sd0 = float(params.std[0]) if params.std is not None else math.nan
     b0 = params.intercept
     intercept = {
@@ -126,11 +126,9 @@ def to_sklearn_pipeline(params: ModelParams):
 
     if not isinstance(params, ModelParams):
         raise ValidationError(f"to_sklearn_pipeline needs ModelParams, got {type(params).__name__}")
-    if params.kind != "logistic":
-        raise ValidationError(
-            "only a logistic model exports to a scikit-learn Pipeline; export a GAM with "
-            "ragim.models.model_from_params(params).to_interpret() (an interpret EBM)"
-        )
+    problem = model_family(params.kind).sklearn_export_problem()
+    if problem is not None:
+        raise ValidationError(problem)
     schema = params.schema
     coef = dict(zip(schema.design_names, params.terms, strict=True))
     steps, fit_cols, raw_coef = [], {}, []

@@ -47,7 +47,8 @@ Exclude = Iterable[str] | Callable[[Record], bool] | None
 class IndexConfig:
     """Configuration of a :class:`TaskIndex` (saved as ``config.json``)."""
 
-    model: str = field(default="logistic", metadata={"help": "model family: 'logistic' or 'gam'"})
+    model: str = field(default="logistic",
+                       metadata={"help": "model family: 'logistic', 'gam' or another registered one"})
     index: str = field(default="auto", metadata={"help": "'auto', 'Flat' or a FAISS factory string"})
     nprobe: int = field(default=32, metadata={"help": "IVF lists visited per query"})
     ef_search: int = field(default=128, metadata={"help": "HNSW search breadth"})
@@ -62,8 +63,12 @@ class IndexConfig:
     storage: str = field(default="memory", metadata={"help": "'memory', or 'ondisk' (IVF lists in index.ivfdata)"})
 
     def __post_init__(self):
-        if self.model not in ("logistic", "gam"):
-            raise ValidationError(f"model must be 'logistic' or 'gam', got {self.model!r}")
+        from ragim.models.family import FAMILIES  # the registry; ragim.models loads on first use
+
+        if self.model not in FAMILIES:
+            names = [repr(k) for k in FAMILIES]
+            choices = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+            raise ValidationError(f"model must be {choices}, got {self.model!r}")
         if not isinstance(self.excluded, dict) or not all(
             isinstance(k, str) and isinstance(v, list) and all(isinstance(x, str) for x in v)
             for k, v in self.excluded.items()

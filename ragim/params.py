@@ -8,6 +8,9 @@ A ``ModelParams`` is a name-keyed parameter vector over a fitted
 * ``kind="gam"``: ``["intercept", *schema.gam_names]`` — one score (log-odds) per shared
   bin of every feature.
 
+``kind`` names a registered model family (:func:`model_family`): the family object owns the
+layout, the design matrix and the log-odds, so another registered family works here too.
+
 It is what gets fitted, indexed, put in prompts, generated, rewarded and saved.
 ``std`` optionally carries a per-parameter uncertainty; ``metadata`` says where the
 parameters came from (``source``: "fit", "generated", "true", ...) and, for generated
@@ -39,17 +42,32 @@ import numpy as np
 from ragim.errors import ValidationError
 from ragim.schema import FeatureSchema
 
+#: the built-in model families (any registered family is a valid kind, see :func:`model_family`)
 KINDS = ("logistic", "gam")
 FORMAT = "ragim.model-params"
 
 
+def model_family(kind: str):
+    """The registered :class:`~ragim.models.family.ModelFamily` of a kind ("logistic", ...).
+
+    Raises
+    ------
+    ValidationError
+        For a kind no family is registered under.
+
+    Examples
+    --------
+    >>> model_family("gam").term_noun
+    'bins'
+    """
+    from ragim.models.family import family_of  # at call time: models (the registry) import params
+
+    return family_of(kind)
+
+
 def param_names(kind: str, schema: FeatureSchema) -> list[str]:
     """The ordered parameter names of a model family over a fitted schema."""
-    if kind == "logistic":
-        return ["intercept", *schema.design_names]
-    if kind == "gam":
-        return ["intercept", *schema.gam_names]
-    raise ValidationError(f"unknown model kind {kind!r}; use one of {list(KINDS)}")
+    return model_family(kind).param_names(schema)
 
 
 class ModelParams:
@@ -57,7 +75,7 @@ class ModelParams:
 
     Parameters
     ----------
-    kind : "logistic" or "gam".
+    kind : a registered model family: "logistic", "gam", ...
     schema : the fitted schema the parameters are defined over.
     vector : values in the order of :func:`param_names`.
     std : optional per-parameter uncertainty (same shape, non-negative).
@@ -127,15 +145,8 @@ class ModelParams:
         return {n: float(v) for n, v in zip(self.names, vals, strict=True)}
 
     def feature_terms(self, feature: str) -> np.ndarray:
-        """The GAM scores of one feature's bins (GAM only)."""
-        if self.kind != "gam":
-            raise ValidationError("feature_terms is only defined for GAM parameters")
-        names = self.schema.names
-        if feature not in names:
-            raise KeyError(feature)
-        k = names.index(feature)
-        start = 1 + int(self.schema.gam_offsets[k])
-        return self.vector[start : start + len(self.schema.bin_labels(feature))]
+        """The GAM scores of one feature's bins (families with bins only)."""
+        return model_family(self.kind).feature_terms(self, feature)
 
     def log_odds(self, X) -> np.ndarray:
         """Log-odds ``intercept + D @ terms`` of the rows of ``X``, shape (n_rows,).
@@ -153,12 +164,7 @@ class ModelParams:
         >>> p.log_odds(X).round(3).tolist()
         [-1.612, -1.0, -0.388]
         """
-        if self.kind == "gam":
-            B = self.schema.bin_indices(X)
-            idx = B + self.schema.gam_offsets[None, :]
-            contrib = np.where(B >= 0, self.terms[np.where(B >= 0, idx, 0)], 0.0)
-            return self.intercept + contrib.sum(axis=1)
-        return self.schema.transform(X) @ self.terms + self.intercept
+        return model_family(self.kind).log_odds(self, X)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -235,7 +241,9 @@ class ModelParams:
         if d.get("metadata") is not None and not isinstance(d["metadata"], Mapping):
             raise ValidationError("'metadata' must be an object")
         if not isinstance(d["kind"], str):
-            raise ValidationError(f"'kind' must be one of {list(KINDS)}, got {d['kind']!r}")
+            from ragim.models.family import FAMILIES  # at call time: models import params
+
+            raise ValidationError(f"'kind' must be one of {list(FAMILIES)}, got {d['kind']!r}")
         return cls.from_dict(
             d["kind"], schema, d["values"], std=d.get("std"), metadata=d.get("metadata") or {}
         )
@@ -341,7 +349,8 @@ def design_matrix(kind: str, schema: FeatureSchema, X) -> np.ndarray:
     """The matrix ``D`` with ``logit = intercept + D @ terms`` for a model family.
 
     Logistic: the standardised design matrix. GAM: one-hot indicators of each
-    feature's shared bin (a value with no bin gives a zero row block).
+    feature's shared bin (a value with no bin gives a zero row block). Any other registered
+    family: its :meth:`~ragim.models.family.ModelFamily.design_matrix`.
 
     Examples
     --------
@@ -351,15 +360,4 @@ def design_matrix(kind: str, schema: FeatureSchema, X) -> np.ndarray:
     >>> design_matrix("gam", s, X).sum(axis=1).tolist()
     [1.0, 1.0, 1.0]
     """
-    if kind == "logistic":
-        return schema.transform(X)
-    if kind != "gam":
-        raise ValidationError(f"unknown model kind {kind!r}; use one of {list(KINDS)}")
-    idx = schema.bin_indices(X)
-    offsets = schema.gam_offsets
-    out = np.zeros((idx.shape[0], len(schema.gam_names)))
-    rows = np.arange(idx.shape[0])
-    for k in range(idx.shape[1]):
-        ok = idx[:, k] >= 0
-        out[rows[ok], offsets[k] + idx[ok, k]] = 1.0
-    return out
+    return model_family(kind).design_matrix(schema, X)

@@ -69,7 +69,7 @@ from ragim.generate.meta_regression import (
     ngram_buckets,
     task_summaries,
 )
-from ragim.params import ModelParams, design_matrix, param_names
+from ragim.params import ModelParams, design_matrix, model_family, param_names
 from ragim.tasks import Task
 
 FORMAT = "ragim.statistical-generator"
@@ -657,8 +657,6 @@ def _pooled_fit_with_variance(index, tasks: list[Task], max_rows: int,
     (the diagonal of the inverse Hessian of its penalised log-likelihood at the fit)."""
     import pandas as pd
 
-    from ragim.models import LogisticModel
-
     X = pd.concat([t.X for t in tasks], ignore_index=True)
     y = np.concatenate([t.y for t in tasks])
     if len(y) > max_rows:
@@ -666,13 +664,7 @@ def _pooled_fit_with_variance(index, tasks: list[Task], max_rows: int,
         X, y = X.iloc[keep].reset_index(drop=True), y[keep]
     D = design_matrix(index.model, index.schema, X)
     center = D.mean(axis=0)
-    if index.model == "logistic":
-        w = LogisticModel(schema=index.schema, C=1.0).fit(X, y).to_params().vector
-    else:
-        from ragim.models.map import newton_map
-
-        A = np.hstack([np.ones((len(D), 1)), D])
-        w, _ = newton_map(A, y.astype(float), np.zeros(A.shape[1]), np.ones(A.shape[1]), max_iter=50, tol=1e-8)
+    w = model_family(index.model).pooled_fit(index.schema, X, y, D)
     Ac = np.hstack([np.ones((len(D), 1)), D - center])
     p = np.exp(log_expit(Ac @ (centring(center) @ w)))
     H = (Ac * (p * (1 - p))[:, None]).T @ Ac + np.diag([0.0] + [1.0] * (len(w) - 1))

@@ -5,7 +5,8 @@ chat template and ``add_generation_prompt=True``. The user message holds, in
 this order:
 
 1. the target task's description;
-2. the model family and its parameter layout: for logistic regression one line
+2. the model family and its parameter layout, as the family object writes it
+   (:meth:`~ragim.models.ModelFamily.prompt_head`, ``schema_lines``): for logistic regression one line
    per design term with its unit (``age (years, per SD): age at examination``,
    ``cp[asymptomatic] (0/1): chest-pain type``, ``chol__missing (0/1, 1 = chol
    missing)``); for a GAM one line per feature listing its bins;
@@ -52,7 +53,7 @@ from typing import Any
 
 from ragim.errors import ValidationError
 from ragim.lm.answer import AnswerFormat, answer_format
-from ragim.params import ModelParams, param_names
+from ragim.params import ModelParams, model_family, param_names
 from ragim.schema import FeatureSchema
 
 SYSTEM_PROMPT = (
@@ -128,13 +129,9 @@ def answer_text(params: ModelParams, decimals: int = 3, *, max_abs: float = 20.0
     return answer_format(params.names, decimals=decimals, max_abs=max_abs).write(params.as_dict())
 
 
-def _unit_hint(unit: str, *parts: str) -> str:
-    bits = [b for b in (unit, *parts) if b]
-    return f" ({', '.join(bits)})" if bits else ""
-
-
 def schema_lines(schema: FeatureSchema, kind: str) -> list[str]:
-    """One line per design term (logistic) or per feature (GAM), with units and descriptions.
+    """One line per design term (logistic) or per feature (GAM), with units and descriptions
+    (the model family's :meth:`~ragim.models.ModelFamily.schema_lines`).
 
     Examples
     --------
@@ -146,44 +143,11 @@ def schema_lines(schema: FeatureSchema, kind: str) -> list[str]:
     """
     if not isinstance(schema, FeatureSchema) or not schema.is_fitted:
         raise ValidationError("build_prompt needs a fitted FeatureSchema")
-    param_names(kind, schema)  # validates kind
-    lines = []
-    if kind == "logistic":
-        described: set[str] = set()
-        for col in schema.design_columns:
-            f = schema[col.feature]
-            if col.role == "missing":
-                lines.append(f"- {col.name} (0/1, 1 = {f.name} missing)")
-                continue
-            if col.role == "category":
-                hint = " (0/1)"
-            elif f.type == "continuous":
-                hint = _unit_hint(f.unit, "per SD")
-            else:
-                hint = _unit_hint(f.unit, "0/1")
-            desc = f": {f.description}" if f.description and f.name not in described else ""
-            described.add(f.name)
-            lines.append(f"- {col.name}{hint}{desc}")
-    else:
-        for f in schema.features:
-            desc = f": {f.description}" if f.description else ""
-            names = ", ".join(f"{f.name}[{lab}]" for lab in schema.bin_labels(f.name))
-            lines.append(f"- {f.name}{_unit_hint(f.unit)}{desc}; one score per bin: {names}")
-    return lines
+    return model_family(kind).schema_lines(schema)
 
 
 def _layout_text(schema: FeatureSchema, kind: str) -> str:
-    if kind == "logistic":
-        head = (
-            "Model: logistic regression. Parameters: \"intercept\" and one coefficient (log-odds) per "
-            "design term below. Continuous features are standardised (a coefficient is per SD); "
-            "indicators are 0/1."
-        )
-    else:
-        head = (
-            "Model: generalised additive model. Parameters: \"intercept\" and one log-odds score per "
-            "bin of each feature below."
-        )
+    head = model_family(kind).prompt_head()
     return head + "\nDesign terms:\n" + "\n".join(schema_lines(schema, kind))
 
 

@@ -6,9 +6,11 @@ input validation against the fitted :class:`~ragim.schema.FeatureSchema`,
 ``decision_function`` / ``predict_proba`` / ``predict`` computed from the
 parameters, ``to_params`` / ``from_params``, ``explain`` and ``provenance``.
 
-Model families register themselves by name, as peft registers its methods::
+Model families register themselves by name, as peft registers its methods: the estimator
+class, and the :class:`~ragim.models.family.ModelFamily` object that owns the family's
+parameter layout, design, explanations and prompt text::
 
-    register_model_family("logistic", LogisticModel)
+    register_model_family("logistic", LogisticModel, family=LogisticFamily())
 
 Examples
 --------
@@ -30,16 +32,27 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from ragim.errors import ValidationError
+from ragim.models.family import FAMILIES, ModelFamily, register_family
 from ragim.params import ModelParams
 from ragim.schema import FeatureSchema
 
 MODEL_FAMILIES: dict[str, type] = {}
 
 
-def register_model_family(name: str, model_cls: type | None = None, *, overwrite: bool = False):
+def register_model_family(name: str, model_cls: type | None = None, *,
+                          family: ModelFamily | None = None, overwrite: bool = False):
     """Register an estimator class under a family name (usable as a decorator).
 
     The class must provide ``fit``, ``to_params`` and a ``from_params`` classmethod.
+    ``family`` (a :class:`~ragim.models.family.ModelFamily` whose ``name`` is ``name``) is
+    registered with it and learns the class as its ``model_cls``; without one, a family
+    already registered under ``name`` keeps its behaviour and takes the new class.
+
+    Raises
+    ------
+    ValidationError
+        For an empty name, a class without those methods, a family of another name, or a
+        name already taken by another class or family (unless ``overwrite=True``).
 
     Examples
     --------
@@ -49,6 +62,9 @@ def register_model_family(name: str, model_cls: type | None = None, *, overwrite
     """
     if not isinstance(name, str) or not name.strip():
         raise ValidationError(f"a model family needs a non-empty name, got {name!r}")
+    if family is not None and (not isinstance(family, ModelFamily) or family.name != name):
+        raise ValidationError(
+            f"family= must be a ModelFamily named {name!r}, got {family!r}")
 
     def _register(cls: type) -> type:
         missing = [m for m in ("fit", "to_params", "from_params") if not callable(getattr(cls, m, None))]
@@ -59,6 +75,10 @@ def register_model_family(name: str, model_cls: type | None = None, *, overwrite
                 f"model family {name!r} is already registered to {MODEL_FAMILIES[name].__name__}; "
                 "pass overwrite=True to replace it"
             )
+        if family is not None:
+            register_family(family, overwrite=overwrite)
+        if name in FAMILIES:
+            FAMILIES[name].model_cls = cls
         MODEL_FAMILIES[name] = cls
         return cls
 
@@ -139,7 +159,7 @@ def check_binary_targets(y: Any, n_rows: int, name: str, *, allow_single_class: 
 class InterpretableModel:
     """Mixin: a binary classifier whose fitted state is ``params_`` (a ModelParams).
 
-    Subclasses set ``_kind`` ("logistic" or "gam") and fit ``params_``; predictions are the
+    Subclasses set ``_kind`` (their family's name) and fit ``params_``; predictions are the
     parameters' log-odds (:meth:`ragim.params.ModelParams.log_odds`).
     """
 

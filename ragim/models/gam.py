@@ -46,6 +46,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ragim.errors import ValidationError
 from ragim.models.base import InterpretableModel, register_model_family
+from ragim.models.gam_family import GAMFamily
 from ragim.params import ModelParams
 from ragim.schema import FeatureSchema
 
@@ -335,4 +336,4 @@ class GAMModel(InterpretableModel, ClassifierMixin, BaseEstimator):
         return ebm
 
 
-register_model_family("gam", GAMModel)
+register_model_family("gam", GAMModel, family=GAMFamily())

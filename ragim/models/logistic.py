@@ -36,6 +36,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ragim.errors import ValidationError
 from ragim.models.base import InterpretableModel, json_label, register_model_family
+from ragim.models.logistic_family import LogisticFamily
 from ragim.params import ModelParams
 from ragim.schema import FeatureSchema
 
@@ -249,4 +250,4 @@ class LogisticModel(InterpretableModel, ClassifierMixin, BaseEstimator):
         return table
 
 
-register_model_family("logistic", LogisticModel)
+register_model_family("logistic", LogisticModel, family=LogisticFamily())

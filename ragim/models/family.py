@@ -1,0 +1,340 @@
+"""Model families as objects: what a family knows, and the registry of families by name.
+
+A :class:`ModelFamily` owns everything that differs between model families: the parameter
+layout over a schema, the design matrix (``log-odds = intercept + D @ terms``), the
+explanation rows, tables, plots and text, the prompt layout an LM reads, and what export
+and evaluation need. ``ModelParams.kind`` is a family's name; code that depends on the family
+asks :func:`family_of` instead of comparing names, so adding a family (a Poisson GLM for
+counts, say) touches one new file and a registration
+(:func:`ragim.models.register_model_family` with ``family=``).
+
+Only :meth:`ModelFamily.param_names` and :meth:`ModelFamily.design_matrix` are required;
+every other method has a default that treats the parameters as additive log-odds terms,
+one explanation row per term (the logistic and GAM families override them).
+
+Examples
+--------
+>>> from ragim.models import family_of
+>>> family_of("gam").term_noun, family_of("logistic").value_column
+('bins', 'coef')
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from ragim.errors import ValidationError
+from ragim.schema import FeatureSchema
+
+if TYPE_CHECKING:
+    from ragim.params import ModelParams
+
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+
+#: family name -> family object, in registration order
+FAMILIES: dict[str, ModelFamily] = {}
+
+
+def register_family(family: ModelFamily, *, overwrite: bool = False) -> ModelFamily:
+    """Add a family object to the registry under ``family.name`` and return it.
+
+    Usually called through :func:`ragim.models.register_model_family`, which also records
+    the family's estimator class.
+
+    Raises
+    ------
+    ValidationError
+        When ``family`` is not a :class:`ModelFamily`, has no name, or its name is taken by
+        another family and ``overwrite`` is False.
+    """
+    if not isinstance(family, ModelFamily):
+        raise ValidationError(f"a model family must be a ModelFamily instance, got {family!r}")
+    name = family.name
+    if not isinstance(name, str) or not name.strip():
+        raise ValidationError(f"{type(family).__name__} needs a non-empty class attribute 'name'")
+    old = FAMILIES.get(name)
+    if old is not None and old is not family and not overwrite:
+        raise ValidationError(
+            f"model family {name!r} is already registered to {type(old).__name__}; "
+            "pass overwrite=True to replace it"
+        )
+    FAMILIES[name] = family
+    return family
+
+
+def family_of(kind: str) -> ModelFamily:
+    """The registered family of a ``ModelParams.kind`` ("logistic", "gam", ...).
+
+    Raises
+    ------
+    ValidationError
+        For a name no family is registered under (the message lists the registered ones).
+
+    Examples
+    --------
+    >>> type(family_of("logistic")).__name__
+    'LogisticFamily'
+    """
+    family = FAMILIES.get(kind) if isinstance(kind, str) else None
+    if family is None:
+        raise ValidationError(f"unknown model kind {kind!r}; use one of {list(FAMILIES)}")
+    return family
+
+
+# ---------------------------------------------------------------------- shared helpers
+def truncation_note(shown: int, total: int, what: str = "terms", hidden_missing: int = 0) -> str:
+    """A sentence that says how much of a table or plot is shown.
+
+    >>> truncation_note(15, 18, hidden_missing=10)
+    '15 of 18 terms shown (largest first); 10 missing-value indicator terms not shown'
+    """
+    text = (
+        f"{shown} of {total} {what} shown (largest first)"
+        if shown < total
+        else f"all {total} {what} shown"
+    )
+    if hidden_missing:
+        plural = "s" if hidden_missing != 1 else ""
+        text += f"; {hidden_missing} missing-value indicator term{plural} not shown"
+    return text
+
+
+def reference_level(schema: FeatureSchema, feature: str) -> str | None:
+    """The level a binary or categorical feature's effects are compared with, as a label:
+    0 for binary features, the first category for categorical ones; None for continuous.
+
+    Examples
+    --------
+    >>> from ragim.datasets.heart import heart_schema, load_heart_csv
+    >>> s = heart_schema().fit(load_heart_csv()[heart_schema().names])
+    >>> reference_level(s, "sex"), reference_level(s, "cp"), reference_level(s, "age")
+    ('female', 'typical angina', None)
+    """
+    f = schema[feature]
+    if f.type == "binary":
+        return f.level_label(0)
+    if f.type == "categorical":
+        cats = schema.categories_[feature]
+        return f.level_label(cats[0]) if cats else None
+    return None
+
+
+def by_abs(df: pd.DataFrame, col: str) -> pd.DataFrame:
+    """Rows sorted by |df[col]|, largest first (stable)."""
+    return df.reindex(df[col].abs().sort_values(ascending=False, kind="stable").index)
+
+
+def clipped_exp(v: float) -> float:
+    """exp(v), clipped at exp(700) so it stays finite for JSON."""
+    return math.exp(min(v, 700.0))
+
+
+def std_terms(params: ModelParams) -> np.ndarray:
+    """The terms' standard deviations, NaN when the parameters carry none."""
+    return params.std[1:] if params.std is not None else np.full(len(params) - 1, np.nan)
+
+
+def check_top(top: Any) -> None:
+    """Raise unless ``top`` is None or a positive integer."""
+    if top is not None and (
+        isinstance(top, bool) or not isinstance(top, int | np.integer) or top < 1
+    ):
+        raise ValidationError(f"top must be a positive integer or None, got {top!r}")
+
+
+def format_number(v: Any, spec: str = ".3g") -> str:
+    """A number for a text table cell ("" for NaN or None)."""
+    if v is None:
+        return ""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return "" if not math.isfinite(f) else format(f, spec)
+
+
+# ---------------------------------------------------------------------- the base class
+class ModelFamily(ABC):
+    """One model family's behaviour; subclass it, then register an instance.
+
+    Class attributes: ``name`` (the registry name and ``ModelParams.kind``), ``title`` (the
+    model in words, for prompts and plot titles), ``value_column`` (the explanation frame's
+    log-odds column), ``term_noun`` (what one explanation row is), ``importance_label``
+    (the x label of importance bars) and ``fits_on_design`` (True when a scikit-learn
+    ``LogisticRegression(C=1)`` on :meth:`design_matrix` is the family's own C=1 fit, so
+    evaluation may reuse a cached design). ``model_cls`` is the family's estimator class,
+    set at registration.
+    """
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = "additive log-odds model"
+    value_column: ClassVar[str] = "coef"
+    term_noun: ClassVar[str] = "terms"
+    importance_label: ClassVar[str] = "max |coef| (log-odds)"
+    fits_on_design: ClassVar[bool] = False
+
+    def __init__(self, model_cls: type | None = None):
+        self.model_cls = model_cls
+
+    def __repr__(self) -> str:
+        cls = getattr(self.model_cls, "__name__", None)
+        return f"{type(self).__name__}(name={self.name!r}, model_cls={cls})"
+
+    # ------------------------------------------------------------------ layout and design
+    @abstractmethod
+    def param_names(self, schema: FeatureSchema) -> list[str]:
+        """The ordered parameter names over a fitted schema, ``"intercept"`` first."""
+
+    @abstractmethod
+    def design_matrix(self, schema: FeatureSchema, X: pd.DataFrame) -> np.ndarray:
+        """``D`` (n_rows, n_params - 1) with ``log-odds = intercept + D @ terms``."""
+
+    def log_odds(self, params: ModelParams, X: pd.DataFrame) -> np.ndarray:
+        """Log-odds of the rows of ``X``, shape (n_rows,)."""
+        return self.design_matrix(params.schema, X) @ params.terms + params.intercept
+
+    def term_features(self, schema: FeatureSchema) -> list[str]:
+        """The schema feature each term belongs to ("" when none), in term order.
+
+        Default: a term named after a feature, or ``feature[...]`` / ``feature__...``.
+
+        Raises
+        ------
+        ValidationError
+            For a term that names no feature (override this method to map it).
+        """
+        names = set(schema.names)
+        out = []
+        for term in self.param_names(schema)[1:]:
+            stem = term.split("[", 1)[0].split("__", 1)[0]
+            if term not in names and stem not in names:
+                raise ValidationError(f"{self.name} term {term!r} names no feature of the "
+                                      "schema; override term_features to map it")
+            out.append(term if term in names else stem)
+        return out
+
+    def feature_terms(self, params: ModelParams, feature: str) -> np.ndarray:
+        """The parameters of one feature's bins (families with bins only)."""
+        raise ValidationError(
+            f"feature_terms is only defined for GAM parameters, not {self.name} parameters"
+        )
+
+    # ------------------------------------------------------------------ fitting
+    def estimator(self, schema: FeatureSchema, C: float = 1.0):
+        """A new, unfitted estimator of the family over ``schema`` (per-task baselines)."""
+        if self.model_cls is None:
+            raise ValidationError(f"model family {self.name!r} has no estimator class registered")
+        return self.model_cls(schema=schema)
+
+    def pooled_fit(self, schema: FeatureSchema, X: pd.DataFrame, y: np.ndarray,
+                   D: np.ndarray) -> np.ndarray:
+        """One parameter vector fitted to pooled rows (``D`` is :meth:`design_matrix` of
+        ``X``): the MAP under a unit Gaussian prior on every parameter (Newton)."""
+        from ragim.models.map import newton_map
+
+        A = np.hstack([np.ones((len(D), 1)), D])
+        w, _ = newton_map(A, y.astype(float), np.zeros(A.shape[1]), np.ones(A.shape[1]),
+                          max_iter=50, tol=1e-8)
+        return w
+
+    # ------------------------------------------------------------------ export
+    def sklearn_export_problem(self) -> str | None:
+        """None when :func:`ragim.export.to_sklearn_pipeline` can export the family, else
+        the one-line reason and the alternative."""
+        return (f"only a logistic model exports to a scikit-learn Pipeline; {self.name!r} "
+                "parameters do not (use ragim.export.coefficients_frame for a table)")
+
+    # ------------------------------------------------------------------ explanations
+    def explanation_frame(self, params: ModelParams) -> pd.DataFrame:
+        """One row per term: term, feature, label, coef (log-odds), std, ci_low, ci_high,
+        odds_ratio (``GlobalExplanation.to_frame()``)."""
+        schema = params.schema
+        labels = {f.name: f.display_name for f in schema.features}
+        rows = []
+        for term, feat, b, s in zip(params.names[1:], self.term_features(schema), params.terms,
+                                    std_terms(params), strict=True):
+            rows.append({"term": term, "feature": feat, "label": labels.get(feat, term),
+                         "coef": b, "std": s, "ci_low": b - Z95 * s, "ci_high": b + Z95 * s,
+                         "odds_ratio": clipped_exp(b)})
+        return pd.DataFrame(rows, columns=["term", "feature", "label", "coef", "std", "ci_low",
+                                           "ci_high", "odds_ratio"])
+
+    def importance(self, params: ModelParams, frame: pd.DataFrame) -> pd.Series:
+        """Per-feature importance (index: feature names; any order, missing ones count 0)."""
+        return frame.groupby("feature", sort=False)[self.value_column].apply(
+            lambda s: s.abs().max())
+
+    def explanation_table(self, expl, top: int | None, missing: bool) -> pd.DataFrame:
+        """The rows of ``GlobalExplanation.table(top, missing=missing)``, with ``attrs``
+        ``n_total``, ``n_hidden_missing`` and ``note``. Default: the frame's rows, largest
+        |value| first."""
+        df = by_abs(expl.to_frame(), self.value_column).reset_index(drop=True)
+        total = len(df)
+        df = df.head(top) if top is not None else df
+        df.attrs.update(n_total=total, n_hidden_missing=0,
+                        note=truncation_note(len(df), total, self.term_noun))
+        return df
+
+    def reference_intercept(self, params: ModelParams) -> tuple[float, float, list[str]]:
+        """(log-odds of the reference patient of the table, its SD or NaN, the reference
+        levels in words). Default: the intercept."""
+        sd = float(params.std[0]) if params.std is not None else math.nan
+        return params.intercept, sd, []
+
+    def local_contributions(self, params: ModelParams, X: pd.DataFrame
+                            ) -> tuple[dict[str, dict], pd.DataFrame | None]:
+        """One patient (a validated one-row frame): feature -> its columns (``contribution``
+        in log-odds, plus any extra ones, e.g. ``bin``) for every schema feature, and the
+        per-term frame (term, feature, design_value, coef, contribution) or None. Default:
+        each term's ``D * coef`` summed by feature."""
+        schema = params.schema
+        z = self.design_matrix(schema, X)[0]
+        per = params.terms * z
+        feats = self.term_features(schema)
+        terms = pd.DataFrame({"term": params.names[1:], "feature": feats, "design_value": z,
+                              "coef": params.terms, "contribution": per})
+        folded = dict.fromkeys(schema.names, 0.0)
+        for f, v in zip(feats, per, strict=True):
+            folded[f] += float(v)
+        return {f: {"contribution": c} for f, c in folded.items()}, terms
+
+    def plot_global(self, expl, table: pd.DataFrame, kind: str, ax=None):
+        """The global explanation's figure from its :meth:`explanation_table` rows."""
+        from ragim import plots
+
+        return plots.plot_coefficients(
+            table, kind=kind, ax=ax,
+            title=(f"{self.title[:1].upper()}{self.title[1:]} for {expl.outcome} "
+                   f"(intercept {expl.intercept:+.3g})\n{table.attrs['note']}"))
+
+    def html_columns(self) -> list[str]:
+        """The columns of the table in a notebook's HTML view (those present are shown)."""
+        return ["label", "term", self.value_column, "ci_low", "ci_high", "odds_ratio"]
+
+    def summary_lines(self, expl) -> list[str]:
+        """Lines after the first of ``repr(GlobalExplanation)``."""
+        t = self.explanation_table(expl, 5, False)
+        v = self.value_column
+        return [f"  {r['term']:<40} {v} {r[v]:+.3g}" for r in t.to_dict("records")]
+
+    def text_table(self, table: pd.DataFrame) -> tuple[list[tuple], list]:
+        """(rows, columns) of the command line's table of a global explanation."""
+        v = self.value_column
+        rows = [(r["label"], r["term"], format_number(r[v], "+.3f"),
+                 format_number(r.get("odds_ratio"))) for r in table.to_dict("records")]
+        return rows, ["feature", "term", (v, "right"), ("odds ratio", "right")]
+
+    # ------------------------------------------------------------------ prompts
+    def schema_lines(self, schema: FeatureSchema) -> list[str]:
+        """One prompt line per parameter group, with units and descriptions."""
+        return [f"- {t}" for t in self.param_names(schema)[1:]]
+
+    def prompt_head(self) -> str:
+        """The prompt's paragraph that says what model the parameters describe."""
+        return (f"Model: {self.title}. Parameters: \"intercept\" and one log-odds term per name "
+                "below.")

@@ -1,0 +1,191 @@
+"""The GAM family: one log-odds score per shared bin of every feature.
+
+Parameters are ``["intercept", *schema.gam_names]``; a row's log-odds are the intercept plus
+the score of its bin in each feature (0 for a value with no bin). Explanations have one row
+per bin; the table groups the bins of the most important features.
+
+Examples
+--------
+>>> import pandas as pd
+>>> from ragim.schema import FeatureSchema
+>>> X = pd.DataFrame({"smoker": [0, 1, 1]})
+>>> GAMFamily().param_names(FeatureSchema.infer(X).fit(X))
+['intercept', 'smoker[0]', 'smoker[1]']
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ragim.models.family import Z95, ModelFamily, clipped_exp, format_number, truncation_note
+from ragim.params import ModelParams
+from ragim.schema import FeatureSchema
+
+
+def _continuous_bounds(schema, name: str) -> np.ndarray:
+    """Bin boundaries for plotting; the open outer bins are cut one half-bin past their midpoint."""
+    e = np.asarray(schema.bin_edges_[name], float)
+    mids = schema.bin_midpoints(name)
+    if e.size == 0:
+        w = max(abs(float(mids[0])) * 0.1, 1.0)
+        return np.array([mids[0] - w, mids[0] + w])
+    return np.concatenate([[2 * mids[0] - e[0]], e, [2 * mids[-1] - e[-1]]])
+
+
+def _unit_hint(unit: str) -> str:
+    return f" ({unit})" if unit else ""
+
+
+class GAMFamily(ModelFamily):
+    """A GAM on the schema's shared bins (:class:`~ragim.models.GAMModel`)."""
+
+    name = "gam"
+    title = "generalised additive model"
+    value_column = "score"
+    term_noun = "bins"
+    importance_label = "mean |score| over bins (log-odds)"
+
+    def param_names(self, schema: FeatureSchema) -> list[str]:
+        return ["intercept", *schema.gam_names]
+
+    def design_matrix(self, schema: FeatureSchema, X: pd.DataFrame) -> np.ndarray:
+        """One-hot indicators of each feature's bin (a value with no bin gives a zero block)."""
+        idx = schema.bin_indices(X)
+        offsets = schema.gam_offsets
+        out = np.zeros((idx.shape[0], len(schema.gam_names)))
+        rows = np.arange(idx.shape[0])
+        for k in range(idx.shape[1]):
+            ok = idx[:, k] >= 0
+            out[rows[ok], offsets[k] + idx[ok, k]] = 1.0
+        return out
+
+    def log_odds(self, params: ModelParams, X: pd.DataFrame) -> np.ndarray:
+        """The intercept plus each feature's bin score, without building the one-hot design."""
+        B = params.schema.bin_indices(X)
+        idx = B + params.schema.gam_offsets[None, :]
+        contrib = np.where(B >= 0, params.terms[np.where(B >= 0, idx, 0)], 0.0)
+        return params.intercept + contrib.sum(axis=1)
+
+    def term_features(self, schema: FeatureSchema) -> list[str]:
+        return [f.name for f in schema.features for _ in schema.bin_labels(f.name)]
+
+    def feature_terms(self, params: ModelParams, feature: str) -> np.ndarray:
+        names = params.schema.names
+        if feature not in names:
+            raise KeyError(feature)
+        k = names.index(feature)
+        start = 1 + int(params.schema.gam_offsets[k])
+        return params.vector[start : start + len(params.schema.bin_labels(feature))]
+
+    def sklearn_export_problem(self) -> str | None:
+        return ("only a logistic model exports to a scikit-learn Pipeline; export a GAM with "
+                "ragim.models.model_from_params(params).to_interpret() (an interpret EBM)")
+
+    # ------------------------------------------------------------------ explanations
+    def explanation_frame(self, params: ModelParams) -> pd.DataFrame:
+        """One row per feature × bin (see ``GlobalExplanation``)."""
+        schema = params.schema
+        rows = []
+        for k, f in enumerate(schema.features):
+            labels = schema.bin_labels(f.name)
+            start = 1 + int(schema.gam_offsets[k])
+            scores = params.vector[start : start + len(labels)]
+            stds = (params.std[start : start + len(labels)] if params.std is not None
+                    else np.full(len(labels), np.nan))
+            n_obs = len(labels) - (f.name in schema.missing_)
+            mids = schema.bin_midpoints(f.name)
+            bounds = _continuous_bounds(schema, f.name) if f.type == "continuous" else None
+            for i, (lab, s, sd) in enumerate(zip(labels, scores, stds, strict=True)):
+                obs = i < n_obs
+                rows.append({
+                    "feature": f.name, "label": f.display_name, "type": f.type,
+                    "term": f"{f.name}[{lab}]", "bin": lab,
+                    "bin_label": f.level_label(lab) if obs and f.type != "continuous" else lab,
+                    "is_missing_bin": not obs,
+                    "bin_low": bounds[i] if obs and bounds is not None else np.nan,
+                    "bin_high": bounds[i + 1] if obs and bounds is not None else np.nan,
+                    "midpoint": mids[i] if obs and f.type != "categorical" else np.nan,
+                    "score": s, "std": sd, "ci_low": s - Z95 * sd, "ci_high": s + Z95 * sd,
+                    "odds_ratio": clipped_exp(s), "unit": f.unit,
+                })
+        return pd.DataFrame(rows)
+
+    def importance(self, params: ModelParams, frame: pd.DataFrame) -> pd.Series:
+        """The plain mean |score| over the feature's non-missing bins."""
+        return frame[~frame["is_missing_bin"]].groupby("feature", sort=False)["score"].apply(
+            lambda s: s.abs().mean())
+
+    def explanation_table(self, expl, top: int | None, missing: bool) -> pd.DataFrame:
+        """The bins of the ``top`` most important features, most important first."""
+        feats = list(expl.importance()["feature"])
+        total = len(feats)
+        feats = feats[:top] if top is not None else feats
+        order = {f: i for i, f in enumerate(feats)}
+        frame = expl.to_frame()
+        df = frame[frame["feature"].isin(feats)]
+        hidden = int(df["is_missing_bin"].sum()) if not missing else 0
+        if not missing:
+            df = df[~df["is_missing_bin"]]
+        df = df.sort_values("feature", key=lambda c: c.map(order), kind="stable")
+        df = df[["term", "feature", "label", "bin", "bin_label", "score", "std", "ci_low",
+                 "ci_high", "odds_ratio"]].reset_index(drop=True)
+        note = truncation_note(len(feats), total, "features") + (
+            f"; {hidden} missing-value bin{'s' if hidden != 1 else ''} not shown" if hidden else "")
+        df.attrs.update(n_total=total, n_hidden_missing=hidden, note=note)
+        return df
+
+    def local_contributions(self, params: ModelParams, X: pd.DataFrame
+                            ) -> tuple[dict[str, dict], None]:
+        """Each feature's contribution is the score of the patient's bin (and the bin)."""
+        schema = params.schema
+        out = {}
+        for f, i in zip(schema.features, schema.bin_indices(X)[0], strict=True):
+            labels = schema.bin_labels(f.name)
+            c = float(self.feature_terms(params, f.name)[i]) if i >= 0 else 0.0
+            out[f.name] = {"bin": labels[i] if i >= 0 else "(unknown category)",
+                           "contribution": c}
+        return out, None
+
+    def plot_global(self, expl, table: pd.DataFrame, kind: str, ax=None):
+        """A grid of shape functions of the table's features."""
+        from ragim import plots
+
+        feats = list(dict.fromkeys(table["feature"]))
+        frame = expl.to_frame()
+        return plots.plot_shape_functions(
+            frame.assign(bin=frame["bin_label"]), feats, kind=kind, ax=ax,
+            title=f"GAM shape functions for {expl.outcome}\n{table.attrs['note']}")
+
+    def html_columns(self) -> list[str]:
+        return ["label", "bin_label", "score", "ci_low", "ci_high", "odds_ratio", "term"]
+
+    def summary_lines(self, expl) -> list[str]:
+        labels = {f.name: f.display_name for f in expl.params.schema.features}
+        return [f"  {labels[r.feature]:<24} importance {r.importance:.3f}"
+                for r in expl.importance().head(5).itertuples()]
+
+    def text_table(self, table: pd.DataFrame) -> tuple[list[tuple], list]:
+        fmt = format_number
+        rows = [
+            (r.label, r.bin_label, fmt(r.score, "+.3f"),
+             f"{fmt(r.ci_low, '+.2f')}..{fmt(r.ci_high, '+.2f')}" if np.isfinite(r.ci_low) else "",
+             fmt(r.odds_ratio))
+            for r in table.itertuples()
+        ]
+        cols = ["feature", "bin", ("score", "right"), ("95% CI", "right"), ("odds ratio", "right")]
+        return rows, cols
+
+    # ------------------------------------------------------------------ prompts
+    def schema_lines(self, schema: FeatureSchema) -> list[str]:
+        """One line per feature, naming its bins."""
+        lines = []
+        for f in schema.features:
+            desc = f": {f.description}" if f.description else ""
+            names = ", ".join(f"{f.name}[{lab}]" for lab in schema.bin_labels(f.name))
+            lines.append(f"- {f.name}{_unit_hint(f.unit)}{desc}; one score per bin: {names}")
+        return lines
+
+    def prompt_head(self) -> str:
+        return ("Model: generalised additive model. Parameters: \"intercept\" and one log-odds "
+                "score per bin of each feature below.")
