@@ -143,7 +143,7 @@ def test_errors(index, family):
         RagIm2024Generator().generate("x", index=index)
     with pytest.raises(ValidationError, match=r"hidden \(30\) must be divisible by heads \(4\)"):
         RagIm2024Config(hidden=30)
-    with pytest.raises(ValidationError, match="blocks must be a positive integer"):
+    with pytest.raises(ValidationError, match="blocks must be an integer >= 1"):
         RagIm2024Config(blocks=0)
     no_rows = TaskIndex.build(
         family.head(10), embedder="hashing:64", keep_tasks=False, progress=False
@@ -154,7 +154,7 @@ def test_errors(index, family):
 
 @pytest.mark.parametrize("k", [0, -1, 2.5, True])
 def test_bad_k_is_refused(generator, index, k):
-    with pytest.raises(ValidationError, match=f"k must be a positive integer .*got {k!r}"):
+    with pytest.raises(ValidationError, match=f"k must be an integer >= 1 or None .*got {k!r}"):
         generator.generate_params("Predict readmission", index, k=k)
 
 
