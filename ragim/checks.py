@@ -36,14 +36,18 @@ from ragim.errors import ValidationError
 Bound = int | float | None
 
 
+def _num(v: int | float) -> str:
+    return str(int(v)) if isinstance(v, numbers.Integral) else f"{v:g}"
+
+
 def _range_text(gt: Bound, ge: Bound, lt: Bound, le: Bound) -> str:
     lo, hi = (gt if ge is None else ge), (lt if le is None else le)
     if lo is not None and hi is not None:
-        return f" in {'(' if ge is None else '['}{lo:g}, {hi:g}{')' if le is None else ']'}"
+        return f" in {'(' if ge is None else '['}{_num(lo)}, {_num(hi)}{')' if le is None else ']'}"
     if lo is not None:
-        return f" {'>' if ge is None else '>='} {lo:g}"
+        return f" {'>' if ge is None else '>='} {_num(lo)}"
     if hi is not None:
-        return f" {'<' if le is None else '<='} {hi:g}"
+        return f" {'<' if le is None else '<='} {_num(hi)}"
     return ""
 
 
