@@ -95,7 +95,8 @@ def test_own_model_gate_is_used_only_from_50_rows(generator, index, family):
     assert np.allclose(at.vector - zero, (1 - g) * own.vector, atol=1e-5)
     with pytest.raises(ValidationError, match="own_rows was given without own="):
         generator.generate_params(d, index, own_rows=60)
-    with pytest.raises(ValidationError, match="own_rows 0 must be the number of rows"):
+    message = r"own_rows 0 must be an integer >= 0 \(rows the own model was fitted on\), got -1"
+    with pytest.raises(ValidationError, match=message):
         generator.generate_params(d, index, own=own, own_rows=-1)
 
 

@@ -386,11 +386,7 @@ class RagIm2024Generator(Generator):
                     f"own model {i} must be {self.model_kind_} ModelParams over the index's schema "
                     f"({len(self.param_names_)} parameters)"
                 )
-            if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
-                raise ValidationError(
-                    f"own_rows {i} must be the number of rows the own model was fitted on "
-                    f"(an integer >= 0), got {n!r}"
-                )
+            n = check_int(n, f"own_rows {i}", ge=0, note="rows the own model was fitted on")
             if n >= self.config.gate_rows:
                 slots[i], used[i] = p.vector, True
         return slots, used
