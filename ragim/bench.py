@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ragim.checks import check_int
 from ragim.errors import ValidationError
 
 
@@ -44,9 +45,9 @@ def default_threads() -> tuple[int, ...]:
 
 def _check_threads(threads: Sequence[int] | None) -> list[int]:
     out = list(default_threads() if threads is None else threads)
-    if not out or any(isinstance(t, bool) or not isinstance(t, int | np.integer) or t < 1 for t in out):
-        raise ValidationError(f"threads must be a list of positive integers, got {threads!r}")
-    return [int(t) for t in out]
+    if not out:
+        raise ValidationError(f"threads must list at least one thread count, got {threads!r}")
+    return [check_int(t, "each thread count in threads", ge=1) for t in out]
 
 
 @contextmanager
@@ -137,14 +138,19 @@ class PeakMemory:
         self._stop = threading.Event()
 
     @staticmethod
-    def _anon_mb() -> float:
+    def _status_mb(key: str) -> float | None:
+        """The ``key:`` line of ``/proc/self/status`` in MB, or None where there is none."""
         try:
             for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("RssAnon:"):
+                if line.startswith(f"{key}:"):
                     return int(line.split()[1]) / 1024
         except OSError:
             pass
-        return 0.0
+        return None
+
+    @classmethod
+    def _anon_mb(cls) -> float:
+        return cls._status_mb("RssAnon") or 0.0
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -166,12 +172,9 @@ class PeakMemory:
         """The high-water mark of this process image's RSS (``VmHWM``). Not ``ru_maxrss``:
         Linux carries that over ``fork`` + ``exec``, so a child started by a big parent
         reports at least the parent's size."""
-        try:
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            pass
+        hwm = self._status_mb("VmHWM")
+        if hwm is not None:
+            return hwm
         import resource
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -264,8 +267,7 @@ def bench_retrieval(n_tasks: int = 100_000, *, dim: int = 384, n_queries: int = 
 
     if n_tasks < k:
         raise ValidationError(f"n_tasks must be at least k={k}")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValidationError(f"repeats must be a positive integer, got {repeats!r}")
+    repeats = check_int(repeats, "repeats", ge=1)
     threads = _check_threads(threads)
     db = clustered_unit_vectors(n_tasks, dim, seed=seed)
     rng = np.random.default_rng(seed + 1)
@@ -515,9 +517,7 @@ def bench_generate_statistical(n_tasks: int = 10_000, *, n_queries: int = 1000, 
     from ragim.estimator import neighbor_mean
     from ragim.generate.statistical import StatisticalGenerator
 
-    for name, v in (("n_tasks", n_tasks), ("n_queries", n_queries)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValidationError(f"{name} must be a positive integer, got {v!r}")
+    n_tasks, n_queries = check_int(n_tasks, "n_tasks", ge=1), check_int(n_queries, "n_queries", ge=1)
     threads = _check_threads(threads)
     fam = synthetic_family(n_tasks=n_tasks, n_features=10, seed=seed)
     index = TaskIndex.build(fam, embedder="hashing:384", progress=False)
@@ -571,8 +571,7 @@ def bench_generate_lm(n_queries: int = 3, *, base_model: str = "smollm2-135m", n
     from ragim.estimator import neighbor_mean
     from ragim.generate.lm import LMGenerator
 
-    if isinstance(n_queries, bool) or not isinstance(n_queries, int) or n_queries < 1:
-        raise ValidationError(f"n_queries must be a positive integer, got {n_queries!r}")
+    n_queries = check_int(n_queries, "n_queries", ge=1)
     threads = _check_threads([threads])[0]
     fam = synthetic_family(n_tasks=max(2 * n_queries, 20), n_features=n_features, seed=seed)
     index = TaskIndex.build(fam, embedder="hashing:384", progress=False)

@@ -36,29 +36,25 @@ from ragim.errors import ValidationError
 Bound = int | float | None
 
 
+def _num(v: int | float) -> str:
+    return str(int(v)) if isinstance(v, numbers.Integral) else f"{v:g}"
+
+
 def _range_text(gt: Bound, ge: Bound, lt: Bound, le: Bound) -> str:
     lo, hi = (gt if ge is None else ge), (lt if le is None else le)
     if lo is not None and hi is not None:
-        return f" in {'(' if ge is None else '['}{lo:g}, {hi:g}{')' if le is None else ']'}"
+        return f" in {'(' if ge is None else '['}{_num(lo)}, {_num(hi)}{')' if le is None else ']'}"
     if lo is not None:
-        return f" {'>' if ge is None else '>='} {lo:g}"
+        return f" {'>' if ge is None else '>='} {_num(lo)}"
     if hi is not None:
-        return f" {'<' if le is None else '<='} {hi:g}"
+        return f" {'<' if le is None else '<='} {_num(hi)}"
     return ""
 
 
-def _check(
-    value: Any,
-    name: str,
-    kind: type,
-    noun: str,
-    gt: Bound,
-    ge: Bound,
-    lt: Bound,
-    le: Bound,
-    allow_none: bool,
-) -> str | None:
-    """The problem with ``value`` as one sentence, or None when it passes."""
+def _checked(value: Any, name: str, kind: type, noun: str, cast: Callable[[Any], Any],
+             bounds: tuple[Bound, Bound, Bound, Bound], allow_none: bool, note: str) -> Any:
+    """``cast(value)`` (None stays None when allowed), or a ValidationError naming the range."""
+    gt, ge, lt, le = bounds
     if value is None and allow_none:
         return None
     lo, hi = (gt if ge is None else ge), (lt if le is None else le)
@@ -79,21 +75,16 @@ def _check(
         except (TypeError, ValueError):
             ok = False
     if ok:
-        return None
+        return cast(value)
     none = " or None" if allow_none else ""
-    return f"{name} must be {noun}{_range_text(gt, ge, lt, le)}{none}, got {value!r}"
+    why = f" ({note})" if note else ""
+    raise ValidationError(
+        f"{name} must be {noun}{_range_text(gt, ge, lt, le)}{none}{why}, got {value!r}"
+    )
 
 
-def check_int(
-    value: Any,
-    name: str,
-    *,
-    gt: Bound = None,
-    ge: Bound = None,
-    lt: Bound = None,
-    le: Bound = None,
-    allow_none: bool = False,
-) -> int | None:
+def check_int(value: Any, name: str, *, gt: Bound = None, ge: Bound = None, lt: Bound = None,
+              le: Bound = None, allow_none: bool = False, note: str = "") -> int | None:
     """``value`` as an ``int`` after checking it is an integer within the bounds.
 
     Parameters
@@ -102,6 +93,7 @@ def check_int(
     name : its name, as the user wrote it (``"max_steps"``, ``"--k"``).
     gt, ge, lt, le : strict and inclusive lower and upper bounds (None: unbounded).
     allow_none : None passes (and is returned).
+    note : why the range is what it is, said in the error (``"rag-im-2024 needs neighbours"``).
 
     Raises
     ------
@@ -116,22 +108,13 @@ def check_int(
     >>> check_int(None, "max_tasks", ge=1, allow_none=True) is None
     True
     """
-    problem = _check(value, name, numbers.Integral, "an integer", gt, ge, lt, le, allow_none)
-    if problem:
-        raise ValidationError(problem)
-    return None if value is None else int(value)
+    return _checked(value, name, numbers.Integral, "an integer", int, (gt, ge, lt, le), allow_none,
+                    note)
 
 
-def check_number(
-    value: Any,
-    name: str,
-    *,
-    gt: Bound = None,
-    ge: Bound = None,
-    lt: Bound = None,
-    le: Bound = None,
-    allow_none: bool = False,
-) -> float | None:
+def check_number(value: Any, name: str, *, gt: Bound = None, ge: Bound = None,
+                 lt: Bound = None, le: Bound = None, allow_none: bool = False,
+                 note: str = "") -> float | None:
     """``value`` as a ``float`` after checking it is a finite real number within the bounds.
 
     Integers are numbers too (``learning_rate=1`` is 1.0); booleans, text, NaN and infinity
@@ -146,10 +129,8 @@ def check_number(
     ...
     ragim.errors.ValidationError: temperature must be a number >= 0, got nan
     """
-    problem = _check(value, name, numbers.Real, "a number", gt, ge, lt, le, allow_none)
-    if problem:
-        raise ValidationError(problem)
-    return None if value is None else float(value)
+    return _checked(value, name, numbers.Real, "a number", float, (gt, ge, lt, le), allow_none,
+                    note)
 
 
 def check_fields(

@@ -61,6 +61,7 @@ from typing import Any
 
 import numpy as np
 
+from ragim.checks import check_int, check_number
 from ragim.errors import DomainWarning, ValidationError
 from ragim.index import Exclude, TaskIndex, as_predicate, leak_free, per_query_excludes
 
@@ -191,12 +192,9 @@ def calibrate(
     >>> calibrate(index) is calibrate(index)   # computed once per index
     True
     """
-    if not 0 < percentile < 100:
-        raise ValidationError(f"percentile must be in (0, 100), got {percentile!r}")
-    if max_tasks < 3:
-        raise ValidationError(f"max_tasks must be at least 3, got {max_tasks!r}")
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise ValidationError(f"rank must be a positive integer, got {rank!r}")
+    percentile = check_number(percentile, "percentile", gt=0, lt=100)
+    max_tasks = check_int(max_tasks, "max_tasks", ge=3)
+    rank = check_int(rank, "rank", ge=1)
     key = (_fingerprint(index), float(percentile), int(rank), int(max_tasks), int(seed))
     with _LOCK:
         hit = _CACHE.get(index)
@@ -291,8 +289,7 @@ def coverage(
     >>> [c.k for c in coverage(index, tasks.descriptions[:2], k=3)]
     [3, 3]
     """
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        raise ValidationError(f"k must be a positive integer, got {k!r}")
+    k = check_int(k, "k", ge=1)
     single = not isinstance(query, list | tuple)
     if vectors is None:
         vectors, _, single = index.embed_queries(query)

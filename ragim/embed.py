@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from ragim.checks import check_int
 from ragim.device import resolve_device
 from ragim.errors import DataWarning, DependencyError, ValidationError
 
@@ -96,9 +97,7 @@ def _validate_texts(texts: Any) -> list[str]:
 
 
 def _check_batch_size(batch_size: Any) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValidationError(f"batch_size must be a positive integer, got {batch_size!r}")
-    return batch_size
+    return check_int(batch_size, "batch_size", ge=1)
 
 
 def _normalize_rows(X: np.ndarray) -> np.ndarray:
@@ -710,8 +709,7 @@ class PrecomputedEmbedder(Embedder):
                 f"vectors must be a mapping text -> vector, got {type(vectors).__name__}; "
                 "use PrecomputedEmbedder.from_arrays(texts, matrix) for parallel arrays"
             )
-        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
-            raise ValidationError(f"dim must be a positive integer, got {dim!r}")
+        dim = check_int(dim, "dim", ge=1, allow_none=True)
         if not isinstance(name, str) or not name:
             raise ValidationError(f"name must be a non-empty string, got {name!r}")
         self.name = name
@@ -877,10 +875,8 @@ class HashingEmbedder(Embedder):
     """
 
     def __init__(self, dim: int = 64, seed: int = 0):
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
-            raise ValidationError(f"HashingEmbedder dim must be an integer >= 2, got {dim!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
-            raise ValidationError(f"HashingEmbedder seed must be an integer >= 0, got {seed!r}")
+        dim = check_int(dim, "HashingEmbedder dim", ge=2)
+        seed = check_int(seed, "HashingEmbedder seed", ge=0, lt=2**64)
         self._dim = dim
         self.seed = seed
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ragim.canonical import canonical_level, invisible_characters, strip_invisible
+from ragim.checks import check_int
 from ragim.embed import Embedder, check_identity, embedder_from_identity, get_embedder
 from ragim.errors import ArtifactError, DataWarning, ValidationError
 from ragim.params import ModelParams, param_names
@@ -239,8 +240,7 @@ class TaskIndex:
         n = len(tasks)
         if n == 0:
             raise ValidationError("cannot build an index from zero tasks")
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int | np.integer) or chunk_size < 1:
-            raise ValidationError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        chunk_size = check_int(chunk_size, "chunk_size", ge=1)
         config = IndexConfig(model=model, index=index, storage=storage)
         emb = get_embedder(embedder)
         given = dict(params or {})

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from ragim.canonical import canonical_level, canonical_text, level_key
+from ragim.checks import check_int
 from ragim.errors import DataWarning, ValidationError
 
 FeatureType = Literal["continuous", "binary", "categorical"]
@@ -157,8 +158,7 @@ class FeatureSchema:
             raise ValidationError(f"duplicate feature names in schema: {dupes}")
         if not self.features:
             raise ValidationError("a schema needs at least one feature")
-        if not isinstance(self.n_bins, int) or self.n_bins < 2:
-            raise ValidationError(f"n_bins must be an integer >= 2, got {self.n_bins!r}")
+        self.n_bins = check_int(self.n_bins, "n_bins", ge=2)
 
     # ------------------------------------------------------------------ construction
     @classmethod

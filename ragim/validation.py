@@ -35,6 +35,7 @@ import pandas as pd
 from scipy.optimize import brentq
 from scipy.special import expit, logit
 
+from ragim.checks import check_int, check_number
 from ragim.errors import ValidationError
 from ragim.metrics import EPS, expected_calibration_error, task_metrics
 from ragim.params import ModelParams
@@ -194,10 +195,8 @@ def score_predictions(
     """
     y = np.asarray(y_true, dtype=float).reshape(-1)
     p = np.asarray(y_prob, dtype=float).reshape(-1)
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int | np.integer) or n_boot < 0:
-        raise ValidationError(f"n_boot must be an integer >= 0, got {n_boot!r}")
-    if not 0 < level < 1:
-        raise ValidationError(f"level must be between 0 and 1, got {level!r}")
+    n_boot = check_int(n_boot, "n_boot", ge=0)
+    level = check_number(level, "level", gt=0, lt=1)
     point = _all_scores(y, p, n_bins)  # validates y and p
     rng = np.random.default_rng(seed)
     draws: dict[str, list] = {k: [] for k in SCORES}

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ragim.checks import check_int
 from ragim.errors import DependencyError, ValidationError
 
 FLAT_MAX = 100_000
@@ -385,8 +386,7 @@ class VectorStore:
         q = _normalise(queries, "queries")
         if q.shape[1] != self.dim:
             raise ValidationError(f"queries have dimension {q.shape[1]}, the index has {self.dim}")
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-            raise ValidationError(f"k must be a positive integer, got {k!r}")
+        k = check_int(k, "k", ge=1)
         if excluded is not None and len(excluded) != len(q):
             raise ValidationError(f"got {len(excluded)} exclusion lists for {len(q)} queries")
         k = int(k)

@@ -116,5 +116,5 @@ def test_errors(index, family):
 
 @pytest.mark.parametrize("k", [0, -2, 1.5, True])
 def test_bad_k_is_refused_not_replaced_by_the_default(generator, index, k):
-    with pytest.raises(ValidationError, match=f"k must be a positive integer .*got {k!r}"):
+    with pytest.raises(ValidationError, match=f"k must be an integer >= 1 or None .*got {k!r}"):
         generator.generate_params("Predict readmission", index, k=k)

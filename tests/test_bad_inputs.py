@@ -460,7 +460,7 @@ CLI_CASES = [
     ("n-tasks-zero", ["index", "build", "--dataset", "synthetic", "--n-tasks", "0", "--out", "{d}/o"],
      "--n-tasks must be at least 1, got 0"),
     ("negative-seed", ["index", "build", "--dataset", "synthetic", "--n-tasks", "5", "--seed", "-1", "--embedder",
-                       "hashing", "--out", "{d}/o"], "seed must be >= 0, got -1"),
+                       "hashing", "--out", "{d}/o"], "seed must be an integer >= 0, got -1"),
     ("unknown-model", ["index", "build", "--dataset", "synthetic", "--n-tasks", "5", "--model", "tree", "--embedder",
                        "hashing", "--out", "{d}/o"], "model must be 'logistic' or 'gam', got 'tree'"),
     ("bad-faiss-string", ["index", "build", "--dataset", "synthetic", "--n-tasks", "5", "--index", "Bogus99",
@@ -478,7 +478,7 @@ CLI_CASES = [
     ("unknown-bench", ["bench", "nonsense"], "unknown benchmark 'nonsense'"),
     ("bench-n-zero", ["bench", "fit", "--n-tasks", "0"], "--n-tasks must be at least 1, got 0"),
     ("train-zero-epochs", ["train", "attention", "--index", "{d}/idx", "--max-epochs", "0", "--out", "{d}/g"],
-     "max_epochs must be a positive integer, got 0"),
+     "max_epochs must be an integer >= 1, got 0"),
     ("unknown-command", ["nonsense"], "No such command 'nonsense'"),
 ]
 

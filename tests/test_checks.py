@@ -56,6 +56,15 @@ def test_good_values_come_back_as_plain_python_numbers():
         check_int(0, "max_tasks", ge=1, allow_none=True)
 
 
+def test_a_note_says_why_the_range_is_what_it_is():
+    message = r"^k must be an integer >= 1 \(the generator needs neighbours\), got 0$"
+    with pytest.raises(ValidationError, match=message):
+        check_int(0, "k", ge=1, note="the generator needs neighbours")
+    message = r"^h must be a number in \(0, 9\] \(follow-up ends\), got 10$"
+    with pytest.raises(ValidationError, match=message):
+        check_number(10, "h", gt=0, le=9, note="follow-up ends")
+
+
 def test_check_fields_reports_every_problem_at_once_and_coerces_the_rest():
     @dataclass
     class Run:

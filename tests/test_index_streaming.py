@@ -69,7 +69,7 @@ def test_ondisk_lists_are_saved_beside_the_index_and_load_read_only(family, whol
 
 def test_bad_streaming_options_are_named():
     tasks = datasets.synthetic_family(n_tasks=20, n_features=2, seed=0)
-    with pytest.raises(ValidationError, match="chunk_size must be a positive integer, got 0"):
+    with pytest.raises(ValidationError, match="chunk_size must be an integer >= 1, got 0"):
         TaskIndex.build(tasks, embedder="hashing:384", chunk_size=0, progress=False)
     with pytest.raises(ValidationError, match="storage must be one of"):
         TaskIndex.build(tasks, embedder="hashing:384", storage="cloud", progress=False)

@@ -95,7 +95,8 @@ def test_own_model_gate_is_used_only_from_50_rows(generator, index, family):
     assert np.allclose(at.vector - zero, (1 - g) * own.vector, atol=1e-5)
     with pytest.raises(ValidationError, match="own_rows was given without own="):
         generator.generate_params(d, index, own_rows=60)
-    with pytest.raises(ValidationError, match="own_rows 0 must be the number of rows"):
+    message = r"own_rows 0 must be an integer >= 0 \(rows the own model was fitted on\), got -1"
+    with pytest.raises(ValidationError, match=message):
         generator.generate_params(d, index, own=own, own_rows=-1)
 
 
@@ -143,7 +144,7 @@ def test_errors(index, family):
         RagIm2024Generator().generate("x", index=index)
     with pytest.raises(ValidationError, match=r"hidden \(30\) must be divisible by heads \(4\)"):
         RagIm2024Config(hidden=30)
-    with pytest.raises(ValidationError, match="blocks must be a positive integer"):
+    with pytest.raises(ValidationError, match="blocks must be an integer >= 1"):
         RagIm2024Config(blocks=0)
     no_rows = TaskIndex.build(
         family.head(10), embedder="hashing:64", keep_tasks=False, progress=False
@@ -154,7 +155,7 @@ def test_errors(index, family):
 
 @pytest.mark.parametrize("k", [0, -1, 2.5, True])
 def test_bad_k_is_refused(generator, index, k):
-    with pytest.raises(ValidationError, match=f"k must be a positive integer .*got {k!r}"):
+    with pytest.raises(ValidationError, match=f"k must be an integer >= 1 or None .*got {k!r}"):
         generator.generate_params("Predict readmission", index, k=k)
 
 

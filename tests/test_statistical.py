@@ -185,9 +185,9 @@ def test_save_load_round_trip_and_damage(gen, index, tmp_path, split):
 def test_bad_configuration_and_misuse(index):
     with pytest.raises(ValidationError, match="candidates must be a non-empty subset"):
         StatisticalConfig(candidates=("magic",))
-    with pytest.raises(ValidationError, match="cv_folds must be at least 2"):
+    with pytest.raises(ValidationError, match="cv_folds must be an integer >= 2, got 1"):
         StatisticalConfig(cv_folds=1)
-    with pytest.raises(ValidationError, match="prior_sd must be a positive number"):
+    with pytest.raises(ValidationError, match="prior_sd must be a number > 0, got 0"):
         StatisticalConfig(prior_sd=0)
     with pytest.raises(ValidationError, match="not fitted"):
         StatisticalGenerator().generate_params("x", index)

@@ -20,13 +20,21 @@ Examples
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from importlib import resources
 
 import numpy as np
 import pandas as pd
 
+from ragim.checks import check_number
+from ragim.datasets.subgroups import (
+    check_age_cuts,
+    check_sizes,
+    describe,
+    enough_of_each,
+    group_metadata,
+    sex_age_groups,
+)
 from ragim.errors import ValidationError
 from ragim.schema import Feature, FeatureSchema
 from ragim.tasks import Task, TaskCollection
@@ -160,22 +168,6 @@ def load_colon_csv() -> pd.DataFrame:
     return df
 
 
-def _bands(edges: Sequence[float]) -> list[tuple[str, str, str, float, float]]:
-    """(label, id slug, phrase, lo, hi) for age bands split at ``edges``."""
-    bounds = [-np.inf, *edges, np.inf]
-    out = []
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-        if lo == -np.inf:
-            out.append((f"<{hi:g}", f"lt{hi:g}", f"under {hi:g}", lo, hi))
-        elif hi == np.inf:
-            out.append((f">={lo:g}", f"ge{lo:g}", f"aged {lo:g} and over", lo, hi))
-        else:
-            out.append(
-                (f"{lo:g}-{hi - 1:g}", f"{lo:g}to{hi - 1:g}", f"aged {lo:g} to {hi - 1:g}", lo, hi)
-            )
-    return out
-
-
 def _labels(df: pd.DataFrame, outcome: str, horizon_days: float) -> pd.Series:
     """1 = event by the horizon, 0 = followed past it event-free, NaN = censored before it."""
     event, days = df[f"{outcome}_event"].to_numpy(), df[f"{outcome}_days"].to_numpy()
@@ -230,72 +222,37 @@ def colon_cancer(
     >>> tc.overlapping("lev-death-men_ge60")
     ['lev-death-all', 'lev-recurrence-all', 'lev-recurrence-men_ge60']
     """
-    for name, v in (("min_rows", min_rows), ("min_per_class", min_per_class)):
-        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
-            raise ValidationError(f"{name} must be an integer >= 1, got {v!r}")
-    edges = list(age_bands)
-    if not all(
-        isinstance(e, int | float | np.integer | np.floating) and np.isfinite(e) for e in edges
-    ) or any(b <= a for a, b in zip(edges[:-1], edges[1:], strict=False)):
-        raise ValidationError(f"age_bands must be increasing finite numbers, got {age_bands!r}")
-    if (
-        isinstance(horizon_years, bool)
-        or not isinstance(horizon_years, int | float)
-        or not 0 < horizon_years <= 9
-    ):
-        raise ValidationError(
-            f"horizon_years must be a number in (0, 9] (follow-up ends near 9 years), "
-            f"got {horizon_years!r}"
-        )
+    min_rows, min_per_class = check_sizes(min_rows, min_per_class)
+    edges = check_age_cuts(age_bands)
+    horizon_years = check_number(horizon_years, "horizon_years", gt=0, le=9,
+                                 note="follow-up ends near 9 years")
 
     df = load_colon_csv()
     schema = colon_schema()
     cols = schema.names
     horizon_days = horizon_years * DAYS_PER_YEAR
     years = f"{horizon_years:g}"
-    sexes = (("female", "women", 0.0), ("male", "men", 1.0))
     tasks: list[Task] = []
     for arm, (arm_name, arm_phrase, arm_slug) in ARMS.items():
-        adf = df[df["arm"] == arm]
-        groups = []
-        if include_whole_arm:
-            groups.append(("all", "all", "all", "all", "patients", adf))
-        for sex, noun, code in sexes:
-            for label, slug, phrase, lo, hi in _bands(edges):
-                sub = adf[(adf["sex"] == code) & (adf["age"] >= lo) & (adf["age"] < hi)]
-                groups.append(
-                    (f"{noun} {label}", f"{noun}_{slug}", sex, label, f"{noun} {phrase}", sub)
-                )
+        whole = "patients" if include_whole_arm else None
+        groups = sex_age_groups(df[df["arm"] == arm], edges, whole)
         for outcome, (_, out_phrase) in OUTCOMES.items():
-            for subgroup, sub_slug, sex, band, pop, sub in groups:
+            for group in groups:
+                sub = group[5]
                 y_all = _labels(sub, outcome, horizon_days)
                 known = sub[y_all.notna()]
                 y = y_all.dropna().to_numpy().astype(np.int64)
-                n1 = int(y.sum())
-                if len(y) < min_rows or min(n1, len(y) - n1) < min_per_class:
+                if not enough_of_each(y, min_rows, min_per_class):
                     continue
-                tid = f"{arm_slug}-{outcome}-{sub_slug}"
+                tid = f"{arm_slug}-{outcome}-{group[1]}"
                 meta = {
                     "arm": arm,
                     "arm_name": arm_name,
                     "outcome": outcome,
                     "horizon_years": float(horizon_years),
-                    "subgroup": subgroup,
-                    "sex": sex,
-                    "age_band": band,
-                    "group": arm,
-                    "source": SOURCE,
-                    "patient_ids": [str(int(i)) for i in known["id"]],
-                    "n_rows": int(len(y)),
-                    "prevalence": round(n1 / len(y), 4),
+                    **group_metadata(group, arm, SOURCE, known["id"], y),
                 }
-                X = known[cols].reset_index(drop=True)
-                k = zlib.crc32(tid.encode()) % len(_TEMPLATES)
-                desc = _TEMPLATES[k].format(
-                    outcome=out_phrase.format(years=years),
-                    pop=pop,
-                    Pop=pop[0].upper() + pop[1:],
-                    arm=arm_phrase,
-                )
-                tasks.append(Task(tid, desc, X, y, meta))
+                outcome_text = out_phrase.format(years=years)
+                desc = describe(_TEMPLATES, tid, group[4], outcome=outcome_text, arm=arm_phrase)
+                tasks.append(Task(tid, desc, known[cols].reset_index(drop=True), y, meta))
     return TaskCollection(tasks, schema=schema, name="colon-cancer")

@@ -18,13 +18,20 @@ True
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from importlib import resources
 
 import numpy as np
 import pandas as pd
 
+from ragim.datasets.subgroups import (
+    check_age_cuts,
+    check_sizes,
+    describe,
+    enough_of_each,
+    group_metadata,
+    sex_age_groups,
+)
 from ragim.errors import ValidationError
 from ragim.schema import Feature, FeatureSchema
 from ragim.tasks import Task, TaskCollection
@@ -234,25 +241,6 @@ def _as_binary(v) -> float:
     return float(bool(v))
 
 
-def _bands(edges: Sequence[int]) -> list[tuple[str, str, str, float, float]]:
-    """(label, id slug, phrase, lo, hi) for age bands split at ``edges``."""
-    bounds = [-np.inf, *edges, np.inf]
-    out = []
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-        if lo == -np.inf:
-            out.append((f"<{hi:g}", f"lt{hi:g}", f"under {hi:g}", lo, hi))
-        elif hi == np.inf:
-            out.append((f">={lo:g}", f"ge{lo:g}", f"aged {lo:g} and over", lo, hi))
-        else:
-            out.append((f"{lo:g}-{hi - 1:g}", f"{lo:g}to{hi - 1:g}", f"aged {lo:g} to {hi - 1:g}", lo, hi))
-    return out
-
-
-def _description(task_id: str, outcome: str, pop: str, site_phrase: str) -> str:
-    k = zlib.crc32(task_id.encode()) % len(_TEMPLATES)
-    return _TEMPLATES[k].format(outcome=outcome, pop=pop, Pop=pop[0].upper() + pop[1:], site=site_phrase)
-
-
 def heart_disease(
     *,
     min_rows: int = 20,
@@ -284,50 +272,29 @@ def heart_disease(
     >>> tc.overlapping("cleveland-any_cad-men_ge60")
     ['cleveland-any_cad-all', 'cleveland-multivessel-all', 'cleveland-multivessel-men_ge60']
     """
-    for name, v in (("min_rows", min_rows), ("min_per_class", min_per_class)):
-        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
-            raise ValidationError(f"{name} must be an integer >= 1, got {v!r}")
-    edges = list(age_bands)
-    if (
-        not all(isinstance(e, int | float | np.integer | np.floating) and np.isfinite(e) for e in edges)
-        or any(b <= a for a, b in zip(edges[:-1], edges[1:], strict=False))
-    ):
-        raise ValidationError(f"age_bands must be increasing finite numbers, got {age_bands!r}")
+    min_rows, min_per_class = check_sizes(min_rows, min_per_class)
+    edges = check_age_cuts(age_bands)
 
     df = load_heart_csv()
     schema = heart_schema()
     cols = schema.names
-    sexes = (("female", "women", 0.0), ("male", "men", 1.0))
     tasks: list[Task] = []
     for site, (site_name, site_phrase, site_slug) in SITES.items():
-        sdf = df[df["site"] == site]
-        groups = []
-        if include_whole_site:
-            groups.append(("all", "all", "all", "all", "adult patients", sdf))
-        for sex, noun, code in sexes:
-            for label, slug, phrase, lo, hi in _bands(edges):
-                sub = sdf[(sdf["sex"] == code) & (sdf["age"] >= lo) & (sdf["age"] < hi)]
-                groups.append((f"{noun} {label}", f"{noun}_{slug}", sex, label, f"{noun} {phrase}", sub))
+        whole = "adult patients" if include_whole_site else None
+        groups = sex_age_groups(df[df["site"] == site], edges, whole)
         for outcome, (out_slug, threshold, out_phrase) in OUTCOMES.items():
-            for subgroup, sub_slug, sex, band, pop, sub in groups:
+            for group in groups:
+                sub = group[5]
                 y = (sub["num"].to_numpy() >= threshold).astype(np.int64)
-                n1 = int(y.sum())
-                if len(y) < min_rows or min(n1, len(y) - n1) < min_per_class:
+                if not enough_of_each(y, min_rows, min_per_class):
                     continue
-                tid = f"{site_slug}-{out_slug}-{sub_slug}"
+                tid = f"{site_slug}-{out_slug}-{group[1]}"
                 meta = {
                     "site": site,
                     "site_name": site_name,
                     "outcome": outcome,
-                    "subgroup": subgroup,
-                    "sex": sex,
-                    "age_band": band,
-                    "group": site,
-                    "source": SOURCE,
-                    "patient_ids": [str(int(i)) for i in sub["id"]],
-                    "n_rows": int(len(y)),
-                    "prevalence": round(n1 / len(y), 4),
+                    **group_metadata(group, site, SOURCE, sub["id"], y),
                 }
-                X = sub[cols].reset_index(drop=True)
-                tasks.append(Task(tid, _description(tid, out_phrase, pop, site_phrase), X, y, meta))
+                desc = describe(_TEMPLATES, tid, group[4], outcome=out_phrase, site=site_phrase)
+                tasks.append(Task(tid, desc, sub[cols].reset_index(drop=True), y, meta))
     return TaskCollection(tasks, schema=schema, name="heart-disease")

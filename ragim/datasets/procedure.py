@@ -39,7 +39,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from ragim.datasets.synthetic import check_float, check_int, draw_labels, hash_uniform
+from ragim.checks import check_int, check_number
+from ragim.datasets.synthetic import draw_labels, hash_uniform
 from ragim.errors import DependencyError, ValidationError
 from ragim.params import ModelParams
 from ragim.schema import Feature, FeatureSchema
@@ -387,14 +388,14 @@ def procedure_family(
     >>> tc.info(0)["task_id"].startswith("pcs-")
     True
     """
-    n_tasks = check_int("n_tasks", n_tasks, 1)
-    seed = check_int("seed", seed, 0)
-    n_features = check_int("n_features", n_features, 1, len(LAB_PANEL))
-    min_rows = check_int("min_rows", min_rows, 1)
-    max_rows = check_int("max_rows", max_rows, min_rows)
-    size_alpha = check_float("size_alpha", size_alpha, 0.0, strict_lo=True)
-    size_scale = check_float("size_scale", size_scale, 0.0, strict_lo=True)
-    noise = check_float("noise", noise, 0.0)
+    n_tasks = check_int(n_tasks, "n_tasks", ge=1)
+    seed = check_int(seed, "seed", ge=0)
+    n_features = check_int(n_features, "n_features", ge=1, le=len(LAB_PANEL))
+    min_rows = check_int(min_rows, "min_rows", ge=1)
+    max_rows = check_int(max_rows, "max_rows", ge=min_rows)
+    size_alpha = check_number(size_alpha, "size_alpha", gt=0)
+    size_scale = check_number(size_scale, "size_scale", gt=0)
+    noise = check_number(noise, "noise", ge=0)
     codes = load_pcs_codes(None if db_path is None else str(db_path))
     if n_tasks > len(codes):
         raise ValidationError(f"n_tasks={n_tasks} exceeds the {len(codes)} billable ICD-10-PCS codes available")

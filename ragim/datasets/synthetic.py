@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ragim.checks import check_int, check_number
 from ragim.errors import ValidationError
 from ragim.params import ModelParams
 from ragim.schema import FeatureSchema
@@ -159,30 +160,6 @@ def hash_uniform(seed: int, keys: np.ndarray, stream: int) -> np.ndarray:
     return (h >> np.uint64(11)).astype(np.float64) * (2.0**-53)
 
 
-def check_int(name: str, v: Any, lo: int | None = None, hi: int | None = None) -> int:
-    """Validate an integer argument (bools rejected) and return it as ``int``."""
-    if isinstance(v, bool) or not isinstance(v, int | np.integer):
-        raise ValidationError(f"{name} must be an integer, got {v!r}")
-    v = int(v)
-    if lo is not None and v < lo:
-        raise ValidationError(f"{name} must be >= {lo}, got {v}")
-    if hi is not None and v > hi:
-        raise ValidationError(f"{name} must be <= {hi}, got {v}")
-    return v
-
-
-def check_float(name: str, v: Any, lo: float | None = None, hi: float | None = None, *, strict_lo: bool = False) -> float:
-    """Validate a finite real argument and return it as ``float``."""
-    if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating) or not np.isfinite(v):
-        raise ValidationError(f"{name} must be a finite number, got {v!r}")
-    v = float(v)
-    if lo is not None and (v <= lo if strict_lo else v < lo):
-        raise ValidationError(f"{name} must be {'>' if strict_lo else '>='} {lo}, got {v}")
-    if hi is not None and v > hi:
-        raise ValidationError(f"{name} must be <= {hi}, got {v}")
-    return v
-
-
 def identity_schema(names: Sequence[str], *, missing: bool = False, n_bins: int = 8,
                     unit: str = "SD", descriptions: Sequence[str] | None = None) -> FeatureSchema:
     """A schema *already fitted* to standard-normal continuous features (identity transform).
@@ -218,9 +195,10 @@ def sizes_from_spec(rows: Any, u: np.ndarray) -> np.ndarray:
     if isinstance(rows, tuple | list):
         if len(rows) not in (2, 3):
             raise ValidationError(f"rows must be (min, max) or (min, max, alpha), got {rows!r}")
-        lo = check_int("rows[0] (minimum task size)", rows[0], 1)
-        hi = check_int("rows[1] (maximum task size)", rows[1], lo)
-        alpha = check_float("rows[2] (Pareto tail index)", rows[2], 0.0, strict_lo=True) if len(rows) == 3 else 1.0
+        lo = check_int(rows[0], "rows[0] (minimum task size)", ge=1)
+        hi = check_int(rows[1], "rows[1] (maximum task size)", ge=lo)
+        tail = rows[2] if len(rows) == 3 else 1.0
+        alpha = check_number(tail, "rows[2] (Pareto tail index)", gt=0)
         sizes = np.floor(lo * (1.0 - u) ** (-1.0 / alpha))
         return np.clip(sizes, lo, hi).astype(np.int64)
     if hasattr(rows, "ppf"):
@@ -447,11 +425,11 @@ def synthetic_family(
     >>> sorted(k for k in t.metadata if k in LEVELS)
     ['disease', 'population', 'subtype', 'system']
     """
-    n_tasks = check_int("n_tasks", n_tasks, 1)
-    n_features = check_int("n_features", n_features, 1)
-    seed = check_int("seed", seed, 0)
-    noise = check_float("noise", noise, 0.0)
-    missing_rate = check_float("missing_rate", missing_rate, 0.0, 0.99)
+    n_tasks = check_int(n_tasks, "n_tasks", ge=1)
+    n_features = check_int(n_features, "n_features", ge=1)
+    seed = check_int(seed, "seed", ge=0)
+    noise = check_number(noise, "noise", ge=0)
+    missing_rate = check_number(missing_rate, "missing_rate", ge=0, le=0.99)
     levels = tuple(levels) if not isinstance(levels, str) else (levels,)
     if not levels or any(lv not in LEVELS for lv in levels) or list(levels) != sorted(set(levels), key=LEVELS.index):
         raise ValidationError(f"levels must be a non-empty ordered subset of {LEVELS}, got {levels!r}")
@@ -464,7 +442,7 @@ def synthetic_family(
         if len(branching) != len(levels):
             raise ValidationError(f"branching needs one entry per level {levels}, got {branching!r}")
         branching = tuple(
-            check_int(f"branching for {lv!r}", b, 1, caps[lv]) for lv, b in zip(levels, branching, strict=True)
+            check_int(b, f"branching for {lv!r}", ge=1, le=caps[lv]) for lv, b in zip(levels, branching, strict=True)
         )
     level_scale = tuple(level_scale)
     if len(level_scale) != len(levels):
@@ -472,9 +450,9 @@ def synthetic_family(
             level_scale = tuple(DEFAULT_LEVEL_SCALE[LEVELS.index(lv)] for lv in levels)
         else:
             raise ValidationError(f"level_scale needs one entry per level {levels}, got {level_scale!r}")
-    level_scale = tuple(check_float("level_scale entries", s, 0.0) for s in level_scale)
+    level_scale = tuple(check_number(s, "level_scale entries", ge=0) for s in level_scale)
     if n_rows is not None:
-        n_rows = check_int("n_rows", n_rows, 1)
+        n_rows = check_int(n_rows, "n_rows", ge=1)
     fam = _SyntheticFamily(n_tasks, n_features, seed, levels, branching, noise, rows, n_rows,
                            level_scale, missing_rate)
     return TaskCollection.lazy(n_tasks, fam.info, fam.make, fam.schema, name="synthetic")

@@ -34,6 +34,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from ragim.checks import check_fields, check_int, check_number
 from ragim.errors import ArtifactError, ValidationError
-from ragim.generate.base import Generator, provenance_records, register_generator
+from ragim.generate.base import (
+    Generator,
+    heads_problems,
+    provenance_records,
+    register_generator,
+)
 from ragim.params import ModelParams, design_matrix, param_names
 from ragim.tasks import Task
 
@@ -81,19 +88,16 @@ class AttentionConfig:
     device: str = field(default="auto", metadata={"help": "'auto', 'cpu' or 'cuda'"})
 
     def __post_init__(self):
-        problems = []
-        for name in ("k", "hidden", "heads", "blocks", "bottleneck", "max_epochs", "batch_tasks", "max_rows"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                problems.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        ints = ("k", "hidden", "heads", "blocks", "bottleneck", "max_epochs", "batch_tasks", "max_rows")
+        fractions = ("dropout", "query_dropout", "val_fraction", "neighbor_dropout")
+        problems = heads_problems(self.hidden, self.heads)
         if self.base not in BASES:
             problems.append(f"base must be one of {list(BASES)}, got {self.base!r}")
-        if self.hidden % self.heads:
-            problems.append(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
-        for name in ("dropout", "query_dropout", "val_fraction", "neighbor_dropout"):
-            if not 0 <= getattr(self, name) < 1:
-                problems.append(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
-        if problems:
-            raise ValidationError("invalid AttentionConfig:", problems)
+        rules = {
+            **dict.fromkeys(ints, partial(check_int, ge=1)),
+            **dict.fromkeys(fractions, partial(check_number, ge=0, lt=1)),
+        }
+        check_fields(self, rules, "AttentionConfig", problems)
 
 
 class _Block(nn.Module):
@@ -391,16 +395,7 @@ class AttentionGenerator(Generator):
 
     # ------------------------------------------------------------------ generation
     def _check_ready(self, index):
-        if self.net_ is None:
-            raise ValidationError("this AttentionGenerator is not fitted; call fit(index) or load() first")
-        if index.model != self.model_kind_ or param_names(index.model, index.schema) != self.param_names_:
-            raise ValidationError(
-                f"the index ({index.model}, {len(param_names(index.model, index.schema))} params) does not match the "
-                f"generator ({self.model_kind_}, {len(self.param_names_)} params); use the index it was trained on"
-            )
-        from ragim.embed import check_identity
-
-        check_identity(self.embedder_identity_, index.embedder)
+        self._check_fitted_on(index, self.net_ is not None)
 
     def generate_params(self, query: str | Task | Sequence[str | Task], index=None, *, k: int | None = None,
                         exclude=None, uncertainty: bool = True) -> ModelParams | list[ModelParams]:
@@ -410,8 +405,7 @@ class AttentionGenerator(Generator):
         if getattr(self, "_stacked_for", None) is not index or len(self._norm_params) != len(index.row_params):
             self._stack_index(index)
             self._stacked_for = index
-        if k is not None and (isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1):
-            raise ValidationError(f"k must be a positive integer (the attention generator needs neighbours), got {k!r}")
+        k = check_int(k, "k", ge=1, allow_none=True, note="the attention generator needs neighbours")
         k = min(self.config.k if k is None else int(k), len(index))
         vecs, items, single = index.embed_queries(query)
         hits = index.search_vectors(vecs, k, exclude=exclude)

@@ -16,6 +16,7 @@ outside the index's domain.
 from __future__ import annotations
 
 import functools
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -45,6 +46,19 @@ def provenance_records(neighbors, weights) -> list[dict[str, Any]]:
          "weight": round(float(w), 6)}
         for nb, w in zip(neighbors, weights, strict=True)
     ]
+
+
+def heads_problems(hidden: Any, heads: Any) -> list[str]:
+    """Why an attention width ``hidden`` cannot be split over ``heads`` heads: ``[]`` when it
+    can, or when either is not a positive integer (the field checks report that).
+
+    >>> heads_problems(64, 5), heads_problems(64, 4), heads_problems(64, 0)
+    (['hidden (64) must be divisible by heads (5)'], [], [])
+    """
+    sizes = (hidden, heads)
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in sizes):
+        return []
+    return [f"hidden ({hidden}) must be divisible by heads ({heads})"] if hidden % heads else []
 
 
 def _with_coverage(generate_params):
@@ -107,6 +121,25 @@ class Generator(ABC):
                 "index=TaskIndex.load(path))"
             )
         return index
+
+    def _check_fitted_on(self, index, fitted: bool) -> None:
+        """Raise unless the generator is fitted and ``index`` has the model family, parameters
+        and embedder it was fitted with (``model_kind_``, ``param_names_``,
+        ``embedder_identity_``)."""
+        from ragim.embed import check_identity
+        from ragim.params import param_names
+
+        name = type(self).__name__
+        if not fitted:
+            raise ValidationError(f"this {name} is not fitted; call fit(index) or load() first")
+        names = param_names(index.model, index.schema)
+        if index.model != self.model_kind_ or names != self.param_names_:
+            raise ValidationError(
+                f"the index ({index.model}, {len(names)} params) does not match the generator "
+                f"({self.model_kind_}, {len(self.param_names_)} params); use the index it was "
+                "fitted on"
+            )
+        check_identity(self.embedder_identity_, index.embedder)
 
     @abstractmethod
     def generate_params(self, query: str | Task | Sequence[str | Task], index=None, *, k: int | None = None,

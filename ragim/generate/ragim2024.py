@@ -52,6 +52,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +60,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from ragim.checks import check_fields, check_int, check_number
 from ragim.errors import ArtifactError, ValidationError
-from ragim.generate.base import Generator, provenance_records, register_generator
+from ragim.generate.base import (
+    Generator,
+    heads_problems,
+    provenance_records,
+    register_generator,
+)
 from ragim.params import ModelParams, design_matrix, param_names
 from ragim.tasks import Task
 
@@ -98,42 +105,19 @@ class RagIm2024Config:
     device: str = field(default="auto", metadata={"help": "'auto', 'cpu' or 'cuda'"})
 
     def __post_init__(self):
-        problems = []
-        for name in (
-            "k",
-            "hidden",
-            "heads",
-            "blocks",
-            "gate_rows",
-            "batch_size",
-            "epochs",
-            "draws_per_task",
-        ):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                problems.append(f"{name} must be a positive integer, got {v!r}")
-        if (
-            isinstance(self.min_steps, bool)
-            or not isinstance(self.min_steps, int)
-            or self.min_steps < 0
-        ):
-            problems.append(f"min_steps must be a non-negative integer, got {self.min_steps!r}")
-        if not problems and self.hidden % self.heads:
-            problems.append(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
-        if not problems and self.hidden < 2:
-            problems.append(
-                f"hidden must be at least 2 (the bottleneck is hidden / 2), got {self.hidden}"
-            )
-        if not 0 <= self.dropout < 1:
-            problems.append(f"dropout must be in [0, 1), got {self.dropout!r}")
-        for name in ("lr", "weight_decay", "gate_init"):
-            v = getattr(self, name)
-            if not isinstance(v, int | float) or not math.isfinite(v) or (name == "lr" and v <= 0):
-                problems.append(
-                    f"{name} must be a finite number{' > 0' if name == 'lr' else ''}, got {v!r}"
-                )
-        if problems:
-            raise ValidationError("invalid RagIm2024Config:", problems)
+        ints = ("k", "hidden", "heads", "blocks", "gate_rows", "batch_size", "epochs", "draws_per_task")
+        problems = heads_problems(self.hidden, self.heads)
+        if not problems and self.hidden == 1:
+            problems.append("hidden must be at least 2 (the bottleneck is hidden / 2), got 1")
+        rules = {
+            **dict.fromkeys(ints, partial(check_int, ge=1)),
+            "min_steps": partial(check_int, ge=0),
+            "dropout": partial(check_number, ge=0, lt=1),
+            "lr": partial(check_number, gt=0),
+            "weight_decay": check_number,
+            "gate_init": check_number,
+        }
+        check_fields(self, rules, "RagIm2024Config", problems)
 
 
 class RagIm2024Net(nn.Module):
@@ -367,22 +351,7 @@ class RagIm2024Generator(Generator):
 
     # ------------------------------------------------------------------ generation
     def _check_ready(self, index):
-        if self.net_ is None:
-            raise ValidationError(
-                "this RagIm2024Generator is not fitted; call fit(index) or load() first"
-            )
-        if (
-            index.model != self.model_kind_
-            or param_names(index.model, index.schema) != self.param_names_
-        ):
-            raise ValidationError(
-                f"the index ({index.model}, {len(param_names(index.model, index.schema))} params) "
-                f"does not match the generator ({self.model_kind_}, {len(self.param_names_)} "
-                "params); use the index it was trained on"
-            )
-        from ragim.embed import check_identity
-
-        check_identity(self.embedder_identity_, index.embedder)
+        self._check_fitted_on(index, self.net_ is not None)
 
     def _own_slots(
         self, own, own_rows, n_queries: int, single: bool
@@ -417,11 +386,7 @@ class RagIm2024Generator(Generator):
                     f"own model {i} must be {self.model_kind_} ModelParams over the index's schema "
                     f"({len(self.param_names_)} parameters)"
                 )
-            if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
-                raise ValidationError(
-                    f"own_rows {i} must be the number of rows the own model was fitted on "
-                    f"(an integer >= 0), got {n!r}"
-                )
+            n = check_int(n, f"own_rows {i}", ge=0, note="rows the own model was fitted on")
             if n >= self.config.gate_rows:
                 slots[i], used[i] = p.vector, True
         return slots, used
@@ -456,10 +421,7 @@ class RagIm2024Generator(Generator):
         """
         index = self._resolve_index(index)
         self._check_ready(index)
-        if k is not None and (isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1):
-            raise ValidationError(
-                f"k must be a positive integer (rag-im-2024 needs neighbours), got {k!r}"
-            )
+        k = check_int(k, "k", ge=1, allow_none=True, note="rag-im-2024 needs neighbours")
         k = min(self.config.k if k is None else int(k), len(index))
         vecs, items, single = index.embed_queries(query)
         slots, used = self._own_slots(own, own_rows, len(items), single)

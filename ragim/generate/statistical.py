@@ -44,11 +44,11 @@ Examples
 
 from __future__ import annotations
 
-import math
 import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ from scipy.optimize import minimize
 from scipy.special import log_expit
 from threadpoolctl import threadpool_limits
 
+from ragim.checks import check_fields, check_int, check_number
 from ragim.errors import ArtifactError, ValidationError
 from ragim.generate.base import Generator, register_generator
 from ragim.generate.meta_regression import (
@@ -112,18 +113,15 @@ class StatisticalConfig:
         unknown = [c for c in self.candidates if c not in CANDIDATES]
         if unknown or not self.candidates:
             problems.append(f"candidates must be a non-empty subset of {list(CANDIDATES)}, got {list(self.candidates)}")
-        for name in ("max_tasks", "hyper_tasks", "ngram_max", "min_df", "cv_folds", "max_rows_per_task", "pooled_rows", "neighbor_k"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                problems.append(f"{name} must be a positive integer, got {v!r}")
-        if isinstance(self.cv_folds, int) and self.cv_folds < 2:
-            problems.append(f"cv_folds must be at least 2, got {self.cv_folds}")
-        for name in ("prior_sd", "intercept_prior_sd", "embedding_sharpness"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
-                problems.append(f"{name} must be a positive number, got {v!r}")
-        if problems:
-            raise ValidationError("invalid StatisticalConfig:", problems)
+        counts = ("max_tasks", "hyper_tasks", "ngram_max", "min_df", "max_rows_per_task", "pooled_rows",
+                  "neighbor_k")
+        rules = {
+            **dict.fromkeys(counts, partial(check_int, ge=1)),
+            "cv_folds": partial(check_int, ge=2),
+            **dict.fromkeys(("prior_sd", "intercept_prior_sd", "embedding_sharpness"),
+                            partial(check_number, gt=0)),
+        }
+        check_fields(self, rules, "StatisticalConfig", problems)
 
 
 # ---------------------------------------------------------------------- candidates
@@ -393,16 +391,7 @@ class StatisticalGenerator(Generator):
 
     # ------------------------------------------------------------------ generation
     def _check_ready(self, index) -> None:
-        from ragim.embed import check_identity
-
-        if self.fitted_ is None:
-            raise ValidationError("this StatisticalGenerator is not fitted; call fit(index) or load() first")
-        if index.model != self.model_kind_ or param_names(index.model, index.schema) != self.param_names_:
-            raise ValidationError(
-                f"the index ({index.model}, {len(param_names(index.model, index.schema))} params) does not match the "
-                f"generator ({self.model_kind_}, {len(self.param_names_)} params); use the index it was fitted on"
-            )
-        check_identity(self.embedder_identity_, index.embedder)
+        self._check_fitted_on(index, self.fitted_ is not None)
 
     def generate_params(self, query: str | Task | Sequence[str | Task], index=None, *, k: int | None = None,
                         exclude=None, uncertainty: bool = True) -> ModelParams | list[ModelParams]:
@@ -426,9 +415,8 @@ class StatisticalGenerator(Generator):
 
         index = self._resolve_index(index)
         self._check_ready(index)
-        if k is not None and (isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1):
-            raise ValidationError(f"k must be a positive integer (tasks listed in the provenance), got {k!r}")
-        k = 10 if k is None else int(k)
+        k = check_int(k, "k", ge=1, allow_none=True, note="tasks listed in the provenance")
+        k = 10 if k is None else k
         vecs, items, single = index.embed_queries(query)
         texts = [q.description if isinstance(q, Task) else q for q in items]
         excludes = per_query_excludes(exclude, len(items))

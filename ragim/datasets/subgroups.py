@@ -1,0 +1,157 @@
+"""Sex x age-band subgroup tasks of a real cohort: the pieces the bundled families share.
+
+:func:`heart_disease` and :func:`colon_cancer` both cut one cohort (a site, a trial arm)
+into disjoint subgroups of sex x age band, keep a subgroup when it has enough patients of
+each class, and describe it with one of a few sentence templates chosen by a hash of the
+task id (so a task's text never changes between runs).
+
+Examples
+--------
+>>> [band[0] for band in age_bands([50, 60])]
+['<50', '50-59', '>=60']
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ragim.checks import check_int
+from ragim.errors import ValidationError
+
+#: (sex name in metadata, plural noun, code in the ``sex`` column)
+SEXES = (("female", "women", 0.0), ("male", "men", 1.0))
+
+
+def check_sizes(min_rows: Any, min_per_class: Any) -> tuple[int, int]:
+    """``(min_rows, min_per_class)`` as ints after checking each is an integer >= 1.
+
+    >>> check_sizes(20, 5)
+    (20, 5)
+    """
+    return check_int(min_rows, "min_rows", ge=1), check_int(min_per_class, "min_per_class", ge=1)
+
+
+def check_age_cuts(cuts: Sequence[float]) -> list[float]:
+    """The age-band cut points as a list, after checking they are increasing finite numbers.
+
+    Raises
+    ------
+    ValidationError
+        ``"age_bands must be increasing finite numbers, got (60, 50)"``.
+
+    >>> check_age_cuts((50, 60))
+    [50, 60]
+    """
+    edges = list(cuts)
+    finite = all(isinstance(e, int | float | np.integer | np.floating) and np.isfinite(e) for e in edges)
+    if not finite or any(b <= a for a, b in zip(edges[:-1], edges[1:], strict=False)):
+        raise ValidationError(f"age_bands must be increasing finite numbers, got {cuts!r}")
+    return edges
+
+
+def age_bands(edges: Sequence[float]) -> list[tuple[str, str, str, float, float]]:
+    """(label, id slug, phrase, lo, hi) of the age bands split at ``edges`` (lo <= age < hi).
+
+    >>> age_bands([60])[1]
+    ('>=60', 'ge60', 'aged 60 and over', 60, inf)
+    """
+    bounds = [-np.inf, *edges, np.inf]
+    out = []
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        if lo == -np.inf:
+            out.append((f"<{hi:g}", f"lt{hi:g}", f"under {hi:g}", lo, hi))
+        elif hi == np.inf:
+            out.append((f">={lo:g}", f"ge{lo:g}", f"aged {lo:g} and over", lo, hi))
+        else:
+            label, slug = f"{lo:g}-{hi - 1:g}", f"{lo:g}to{hi - 1:g}"
+            out.append((label, slug, f"aged {lo:g} to {hi - 1:g}", lo, hi))
+    return out
+
+
+def sex_age_groups(
+    df: pd.DataFrame, edges: Sequence[float], whole: str | None
+) -> list[tuple[str, str, str, str, str, pd.DataFrame]]:
+    """The disjoint sex x age-band subgroups of ``df`` (columns ``sex`` 0/1 and ``age``).
+
+    Each is ``(subgroup, id slug, sex, age band, population phrase, rows)``; ``whole``, when
+    given, is the phrase of one more group with every row (``"all"`` subgroup, sex and band).
+
+    >>> df = pd.DataFrame({"sex": [0.0, 1.0, 1.0], "age": [40, 45, 70]})
+    >>> [(g[1], len(g[5])) for g in sex_age_groups(df, [60], "patients")]
+    [('all', 3), ('women_lt60', 1), ('women_ge60', 0), ('men_lt60', 1), ('men_ge60', 1)]
+    """
+    groups = [] if whole is None else [("all", "all", "all", "all", whole, df)]
+    for sex, noun, code in SEXES:
+        for label, slug, phrase, lo, hi in age_bands(edges):
+            sub = df[(df["sex"] == code) & (df["age"] >= lo) & (df["age"] < hi)]
+            pop = f"{noun} {phrase}"
+            groups.append((f"{noun} {label}", f"{noun}_{slug}", sex, label, pop, sub))
+    return groups
+
+
+def enough_of_each(y: np.ndarray, min_rows: int, min_per_class: int) -> bool:
+    """Whether 0/1 labels ``y`` have ``min_rows`` rows and ``min_per_class`` of each class.
+
+    >>> enough_of_each(np.array([0, 1, 1]), 3, 1), enough_of_each(np.array([1, 1, 1]), 3, 1)
+    (True, False)
+    """
+    n1 = int(np.sum(y))
+    return len(y) >= min_rows and min(n1, len(y) - n1) >= min_per_class
+
+
+def group_metadata(
+    group: tuple[str, str, str, str, str, pd.DataFrame],
+    cohort: str,
+    source: str,
+    ids: pd.Series,
+    y: np.ndarray,
+) -> dict[str, Any]:
+    """The metadata every subgroup task carries, from a :func:`sex_age_groups` entry.
+
+    ``cohort`` is the task's ``group`` (its site or arm), ``ids`` the patients' ids and ``y``
+    their 0/1 labels.
+
+    >>> g = ("women <60", "women_lt60", "female", "<60", "women under 60", None)
+    >>> group_metadata(g, "Obs", "trial", pd.Series([3, 7]), np.array([0, 1]))["prevalence"]
+    0.5
+    """
+    subgroup, _, sex, band, _, _ = group
+    return {
+        "subgroup": subgroup,
+        "sex": sex,
+        "age_band": band,
+        "group": cohort,
+        "source": source,
+        "patient_ids": [str(int(i)) for i in ids],
+        "n_rows": int(len(y)),
+        "prevalence": round(int(np.sum(y)) / len(y), 4),
+    }
+
+
+def describe(templates: Sequence[str], task_id: str, pop: str, **fields: str) -> str:
+    """One of ``templates`` (chosen by a CRC-32 hash of ``task_id``) filled with ``fields``.
+
+    ``{pop}`` is the population phrase and ``{Pop}`` the same with a capital letter.
+
+    >>> describe(["{Pop} at {site}."], "t1", "women under 50", site="Cleveland")
+    'Women under 50 at Cleveland.'
+    """
+    k = zlib.crc32(task_id.encode()) % len(templates)
+    return templates[k].format(pop=pop, Pop=pop[0].upper() + pop[1:], **fields)
+
+
+__all__ = [
+    "SEXES",
+    "age_bands",
+    "check_age_cuts",
+    "check_sizes",
+    "describe",
+    "enough_of_each",
+    "group_metadata",
+    "sex_age_groups",
+]
