@@ -183,14 +183,12 @@ def print_table(
 
 
 def fmt(v: Any, spec: str = ".3g") -> str:
-    """A number for a table cell ("" for NaN or None)."""
-    if v is None:
-        return ""
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return str(v)
-    return "" if not math.isfinite(f) else format(f, spec)
+    """A number for a table cell ("" for NaN or None):
+    :func:`ragim.models.family.format_number`, imported when first used (the CLI starts
+    without pandas)."""
+    from ragim.models.family import format_number
+
+    return format_number(v, spec)
 
 
 def print_provenance(

@@ -22,6 +22,7 @@ import html
 import json
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -209,26 +210,7 @@ def _cell(v) -> str:
 
 def render_markdown(blocks: list[tuple[str, Any]]) -> str:
     """The report blocks as Markdown."""
-    out = []
-    for kind, x in blocks:
-        if kind == "h1":
-            out.append(f"# {x}")
-        elif kind == "h2":
-            out.append(f"## {x}")
-        elif kind == "p":
-            out.append(x)
-        elif kind == "quote":
-            out.append(f"> {x}")
-        elif kind == "note":
-            out.append(f"_{x}_")
-        elif kind == "table":
-            out.append(_md_table(x))
-        elif kind == "img":
-            out.append(f"![{x[1]}]({x[0]})")
-        else:  # pragma: no cover - a programming error
-            raise ValueError(kind)
-        out.append("")
-    return "\n".join(out)
+    return "\n".join(f"{_BLOCKS[kind][0](x)}\n" for kind, x in blocks)
 
 
 _CSS = """
@@ -261,36 +243,35 @@ def _html_table(df: pd.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def render_html(blocks: list[tuple[str, Any]], title: str) -> str:
-    """The report blocks as a standalone HTML5 page (UTF-8; images linked relative)."""
-    out = []
-    for kind, x in blocks:
-        if kind in ("h1", "h2"):
-            out.append(f"<{kind}>{html.escape(x)}</{kind}>")
-        elif kind == "p":
-            out.append(f"<p>{_inline(x)}</p>")
-        elif kind == "quote":
-            out.append(f"<blockquote>{html.escape(x)}</blockquote>")
-        elif kind == "note":
-            out.append(f'<p class="note">{html.escape(x)}</p>')
-        elif kind == "table":
-            out.append(_html_table(x))
-        elif kind == "img":
-            out.append(f'<p><img src="{html.escape(x[0])}" alt="{html.escape(x[1])}"></p>')
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-        + "\n".join(out)
-        + "\n</body>\n</html>\n"
-    )
-
-
 def _inline(text: str) -> str:
     """Markdown **bold** in a paragraph, as HTML (everything else escaped)."""
     parts = text.split("**")
     return "".join(
         f"<b>{html.escape(p)}</b>" if i % 2 else html.escape(p) for i, p in enumerate(parts)
+    )
+
+
+#: block kind -> (its Markdown, its HTML)
+_BLOCKS: dict[str, tuple[Callable[[Any], str], Callable[[Any], str]]] = {
+    "h1": (lambda x: f"# {x}", lambda x: f"<h1>{html.escape(x)}</h1>"),
+    "h2": (lambda x: f"## {x}", lambda x: f"<h2>{html.escape(x)}</h2>"),
+    "p": (lambda x: x, lambda x: f"<p>{_inline(x)}</p>"),
+    "quote": (lambda x: f"> {x}", lambda x: f"<blockquote>{html.escape(x)}</blockquote>"),
+    "note": (lambda x: f"_{x}_", lambda x: f'<p class="note">{html.escape(x)}</p>'),
+    "table": (_md_table, _html_table),
+    "img": (lambda x: f"![{x[1]}]({x[0]})",
+            lambda x: f'<p><img src="{html.escape(x[0])}" alt="{html.escape(x[1])}"></p>'),
+}
+
+
+def render_html(blocks: list[tuple[str, Any]], title: str) -> str:
+    """The report blocks as a standalone HTML5 page (UTF-8; images linked relative)."""
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        + "\n".join(_BLOCKS[kind][1](x) for kind, x in blocks)
+        + "\n</body>\n</html>\n"
     )
 
 

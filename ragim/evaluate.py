@@ -86,6 +86,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
+from ragim.checks import check_int
 from ragim.errors import RagimError, ValidationError
 from ragim.metrics import (
     DEFAULT_SIZE_EDGES,
@@ -694,11 +695,10 @@ def evaluate(tasks: TaskCollection, *, k_shots: Sequence[int] = (0,), protocol: 
     if unknown:
         raise ValidationError(f"unknown evaluation method(s) {unknown}; registered: {sorted(METHODS)} "
                               "(add one with ragim.evaluate.register_method)")
-    if isinstance(draws, bool) or not isinstance(draws, int | np.integer) or draws < 1:
-        raise ValidationError(f"draws must be a positive integer, got {draws!r}")
-    k_shots = sorted({int(k) for k in k_shots})
-    if not k_shots or k_shots[0] < 0:
-        raise ValidationError(f"k_shots must be non-negative integers, got {k_shots}")
+    draws = check_int(draws, "draws", ge=1)
+    k_shots = sorted({check_int(k, "every k_shots entry", ge=0) for k in k_shots})
+    if not k_shots:
+        raise ValidationError("k_shots is empty; give at least one number of shots, e.g. (0, 8)")
     if protocol == "leave-group-out":
         group = group or _default_group(tasks)
     emb = get_embedder(embedder)

@@ -62,11 +62,8 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def json_bytes(obj: Any) -> bytes:
@@ -306,6 +303,17 @@ def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+def _read_signed(path: Path, hint: str = "") -> tuple[bytes, tuple[int, int, int, int]]:
+    """``path``'s bytes and the :func:`_signature` of the file they were read from; an unreadable
+    file is an ArtifactChanged error (``hint`` ends its message)."""
+    try:
+        with open(path, "rb") as fh:
+            sig = _signature(os.fstat(fh.fileno()))
+            return fh.read(), sig
+    except OSError as exc:
+        raise ArtifactChanged(f"{path}: cannot be read ({exc}){hint}") from exc
+
+
 @dataclass
 class Artifact:
     """A verified artifact directory opened for reading.
@@ -333,12 +341,7 @@ class Artifact:
 
     def read_bytes(self, name: str) -> bytes:
         f = self.file(name)
-        try:
-            with open(f, "rb") as fh:
-                sig = _signature(os.fstat(fh.fileno()))
-                data = fh.read()
-        except OSError as exc:
-            raise ArtifactChanged(f"{f}: cannot be read ({exc}); was the artifact moved or replaced meanwhile?") from exc
+        data, sig = _read_signed(f, "; was the artifact moved or replaced meanwhile?")
         expected = self.verified.get(name)
         if expected is not None and sig != expected:
             entry = self.files[name]
@@ -445,12 +448,7 @@ def _read_artifact_once(path: Path, kind: str, supported_versions: tuple[int, ..
     mpath = path / MANIFEST
     if not mpath.is_file():
         raise ArtifactError(f"{path} is not a ragim artifact: {MANIFEST} is missing")
-    try:
-        with open(mpath, "rb") as fh:
-            msig = _signature(os.fstat(fh.fileno()))
-            raw = fh.read()
-    except OSError as exc:
-        raise ArtifactChanged(f"{mpath}: cannot be read ({exc})") from exc
+    raw, msig = _read_signed(mpath)
     try:
         manifest = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as exc:
@@ -483,10 +481,7 @@ def _read_artifact_once(path: Path, kind: str, supported_versions: tuple[int, ..
                     st = os.fstat(fh.fileno())
                     ok = st.st_size == entry["bytes"]
                     if ok:
-                        h = hashlib.sha256()
-                        for chunk in iter(lambda: fh.read(1 << 20), b""):
-                            h.update(chunk)
-                        ok = h.hexdigest() == entry["sha256"]
+                        ok = hashlib.file_digest(fh, "sha256").hexdigest() == entry["sha256"]
                 if not ok:
                     problem = (f"{path}: checksum mismatch for {name!r}; the file is truncated, damaged or was "
                                "replaced. Re-create or re-download the artifact.")

@@ -146,6 +146,14 @@ def read_table(path: str | Path, *, sep: str = ",", text_columns: tuple[str, ...
     return df
 
 
+def _need_column(df: pd.DataFrame, name: str, place: str, what: str, fix: str) -> None:
+    """Raise, naming the first columns and ``fix``, unless ``df`` has the ``what`` column ``name``."""
+    if name not in df.columns:
+        raise ValidationError(
+            f"{place} has no {what} column {name!r} (columns: {list(df.columns)[:12]}); {fix}"
+        )
+
+
 def read_rows(
     path: str | Path,
     *,
@@ -189,29 +197,18 @@ def read_rows(
     if len(df) == 0:
         raise ValidationError(f"{where} {path} has a header but no patient rows")
     if ignore_outcome is not None:
-        if ignore_outcome not in df.columns:
-            raise ValidationError(
-                f"{where} {path} has no outcome column {ignore_outcome!r} "
-                f"(columns: {list(df.columns)[:12]}); name it with --outcome, or leave --outcome out"
-            )
+        _need_column(df, ignore_outcome, f"{where} {path}", "outcome",
+                     "name it with --outcome, or leave --outcome out")
         df = df.drop(columns=[ignore_outcome])
     y = None
     if outcome is not None:
-        if outcome not in df.columns:
-            raise ValidationError(
-                f"{where} {path} has no outcome column {outcome!r} "
-                f"(columns: {list(df.columns)[:12]}); "
-                "name the 0/1 outcome column with --outcome"
-            )
+        _need_column(df, outcome, f"{where} {path}", "outcome",
+                     "name the 0/1 outcome column with --outcome")
         y = binary_outcome(df[outcome].to_numpy(dtype=object), pos_label=pos_label,
                            where=f"{where} {path}: outcome column {outcome!r}")
     ids = None
     if patient_id is not None:
-        if patient_id not in df.columns:
-            raise ValidationError(
-                f"{where} {path} has no patient-id column {patient_id!r} "
-                f"(columns: {list(df.columns)[:12]}); name it with --patient-id"
-            )
+        _need_column(df, patient_id, f"{where} {path}", "patient-id", "name it with --patient-id")
         ids = df[patient_id]
     elif DEFAULT_PATIENT_ID in df.columns and (
         schema is None or DEFAULT_PATIENT_ID not in schema.names

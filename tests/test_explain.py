@@ -319,7 +319,7 @@ def test_table_compares_levels_with_their_reference_and_folds_missing(heart):
     assert len(top) == 5 and top.attrs["note"].startswith(
         f"5 of {len(t)} terms shown (largest first)"
     )
-    with pytest.raises(ValidationError, match="top must be a positive integer"):
+    with pytest.raises(ValidationError, match=r"top must be an integer >= 1 or None, got 0"):
         ex.table(0)
     frame = ex.to_frame().set_index("term")
     assert frame.loc["exang", "label"] == "Exercise-induced angina = yes"

@@ -47,7 +47,6 @@ import torch
 from ragim.checks import check_fields, check_int, check_number
 from ragim.errors import ArtifactError, GenerationError, ValidationError
 from ragim.generate.base import Generator, provenance_records, register_generator
-from ragim.io import json_safe
 from ragim.lm.adapters import adapter_config_problems, quiet_checkpointing_rename
 from ragim.params import ModelParams, param_names
 from ragim.tasks import Task
@@ -431,17 +430,14 @@ class LMGenerator(Generator):
 
     def save(self, path: str | Path) -> Path:
         """Save as an artifact: ``config.json``, ``state.json`` and the LoRA ``adapter/`` (peft format)."""
-        from ragim.lm.adapters import save_adapter_artifact
+        from ragim.lm.adapters import save_adapter_artifact, training_state
 
         model = self._ensure_adapter()
         state = {
             "model_kind": self.model_kind_, "param_names": self.param_names_,
             "schema": None if self.schema_ is None else self.schema_.to_dict(),
-            "embedder": self.embedder_identity_, "history": json_safe(self.history_),
-            "training": json_safe(self.training_),
-            "fine_tuned": self.fine_tuned_, "n_trainable_params": int(self.n_trainable_params_),
-            "train_seconds": float(self.train_seconds_), "train_task_ids": list(self.train_task_ids_),
-            "val_task_ids": list(self.val_task_ids_),
+            "embedder": self.embedder_identity_, "fine_tuned": self.fine_tuned_,
+            **training_state(self),
         }
         return save_adapter_artifact(path, FORMAT, self.config, state, model)
 
@@ -451,35 +447,30 @@ class LMGenerator(Generator):
     def load(cls, path: str | Path, *, device: str | None = None) -> LMGenerator:
         """Open a saved generator: checksums are verified, then the base model is loaded and the adapter applied."""
         from ragim.io import read_artifact
-        from ragim.lm.adapters import apply_adapter, check_base_model, checked_adapter_dir
+        from ragim.lm.adapters import (
+            load_adapter_model,
+            read_adapter_config,
+            restore_training_state,
+        )
         from ragim.lm.base_models import load_base_model
         from ragim.schema import FeatureSchema
 
         art = read_artifact(path, FORMAT)
         try:
-            raw = dict(art.read_json("config.json"))
-            stored_ident = raw.pop("base_model_identity", None) or {}
-            raw.setdefault("population", False)  # saved before prompts could show it
-            cfg = LMConfig(**raw)
-            if device is not None:
-                cfg.device = device
+            # population: saved before prompts could show it
+            cfg, stored = read_adapter_config(art, LMConfig, device=device, defaults={"population": False})
             state = art.read_json("state.json")
             gen = cls(cfg)
             gen.model_kind_, gen.param_names_ = state["model_kind"], state["param_names"]
             gen.schema_ = None if state["schema"] is None else FeatureSchema.from_dict(state["schema"])
-            gen.embedder_identity_, gen.history_ = state["embedder"], state.get("history", [])
-            gen.training_ = list(state.get("training", []))
+            gen.embedder_identity_ = state["embedder"]
             gen.fine_tuned_ = bool(state.get("fine_tuned", False))
-            gen.n_trainable_params_ = int(state.get("n_trainable_params", 0))
-            gen.train_seconds_ = float(state.get("train_seconds", 0.0))
-            gen.train_task_ids_ = list(state.get("train_task_ids", []))
-            gen.val_task_ids_ = list(state.get("val_task_ids", []))
+            restore_training_state(gen, state)
         except (TypeError, KeyError, AttributeError, ValidationError) as exc:
             raise ArtifactError(f"{path}: not a valid LM generator ({exc})") from exc
-        check_base_model(path, stored_ident, cfg, "adapter")
-        adapter_dir = checked_adapter_dir(path, art, cfg)
-        base, tok = load_base_model(cfg.base_model, device=cfg.device, seed=cfg.seed)
-        gen.model_, gen.tokenizer_ = apply_adapter(path, adapter_dir, base, cfg.base_model), tok
+        gen.model_, gen.tokenizer_ = load_adapter_model(
+            path, art, cfg, stored, "adapter",
+            lambda: load_base_model(cfg.base_model, device=cfg.device, seed=cfg.seed))
         return gen
 
     from_pretrained = load

@@ -78,6 +78,60 @@ def save_adapter_artifact(path: str | Path, fmt: str, config: Any, state: dict, 
                                       "adapter": write_adapter})
 
 
+def training_state(model: Any) -> dict[str, Any]:
+    """The training record both adapter artifacts keep in ``state.json``: ``model``'s
+    ``history_``, ``training_``, ``n_trainable_params_``, ``train_seconds_``,
+    ``train_task_ids_`` and ``val_task_ids_``, JSON-safe (:func:`restore_training_state`
+    reads it back)."""
+    from ragim.io import json_safe
+
+    return {
+        "history": json_safe(model.history_),
+        "training": json_safe(model.training_),
+        "n_trainable_params": int(model.n_trainable_params_),
+        "train_seconds": float(model.train_seconds_),
+        "train_task_ids": list(model.train_task_ids_),
+        "val_task_ids": list(model.val_task_ids_),
+    }
+
+
+def restore_training_state(model: Any, state: dict) -> None:
+    """Set ``model``'s training attributes from a :func:`training_state` record (a missing key:
+    the untrained value)."""
+    model.history_ = list(state.get("history", []))
+    model.training_ = list(state.get("training", []))
+    model.n_trainable_params_ = int(state.get("n_trainable_params", 0))
+    model.train_seconds_ = float(state.get("train_seconds", 0.0))
+    model.train_task_ids_ = list(state.get("train_task_ids", []))
+    model.val_task_ids_ = list(state.get("val_task_ids", []))
+
+
+def read_adapter_config(art, config_cls: type, *, device: str | None = None,
+                        defaults: dict[str, Any] | None = None) -> tuple[Any, dict]:
+    """An opened adapter artifact's ``config.json`` as ``config_cls`` and the base-model identity
+    stored beside it. ``defaults`` fill fields that older artifacts lack; ``device``, when given,
+    replaces the saved one. A wrong field raises ``config_cls``'s TypeError or ValidationError
+    (the caller reports it as an ArtifactError)."""
+    raw = dict(art.read_json("config.json"))
+    stored = raw.pop("base_model_identity", None) or {}
+    config = config_cls(**{**(defaults or {}), **raw})
+    if device is not None:
+        config.device = device
+    return config, stored
+
+
+def load_adapter_model(path, art, config: Any, stored: dict, what: str, load_base):
+    """``(model, tokenizer)`` of an opened adapter artifact, verified in the order the module
+    docstring gives: the base model is still the one of the ``stored`` identity
+    (:func:`check_base_model`), the LoRA settings match (:func:`checked_adapter_dir`), then
+    ``load_base()`` (returning ``(base, tokenizer)``) runs and the adapter is applied
+    (:func:`apply_adapter`). Each failure is an ArtifactError naming ``path``."""
+    check_base_model(path, stored, config, what)
+    adapter_dir = checked_adapter_dir(path, art, config)
+    base, tokenizer = load_base()
+    return apply_adapter(path, adapter_dir, base, config.base_model), tokenizer
+
+
 def check_base_model(path, stored: dict, config: Any, what: str) -> None:
     """Refuse an adapter whose base model (``config.base_model``) now resolves to other weights
     than the ``stored`` identity it was trained on."""
@@ -143,4 +197,5 @@ def apply_adapter(path, adapter_dir: Path, base, base_model: str):
 
 
 __all__ = ["adapter_config_problems", "apply_adapter", "check_base_model", "check_lora_settings", "checked_adapter_dir",
-           "quiet_checkpointing_rename", "save_adapter_artifact"]
+           "load_adapter_model", "quiet_checkpointing_rename", "read_adapter_config",
+           "restore_training_state", "save_adapter_artifact", "training_state"]

@@ -356,11 +356,8 @@ def _dist_version() -> str:
 
 @functools.lru_cache(maxsize=8)
 def _file_sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _file_sha256(path: str) -> str:

@@ -241,18 +241,12 @@ class RewardModel:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
         """Save as an artifact: ``config.json``, ``state.json`` and ``adapter/`` (LoRA plus the head)."""
-        from ragim.io import json_safe
-        from ragim.lm.adapters import save_adapter_artifact
+        from ragim.lm.adapters import save_adapter_artifact, training_state
 
         self._check_fitted()
         state = {
-            "history": json_safe(self.history_),
-            "training": json_safe(self.training_),
             "val_accuracy": None if math.isnan(self.val_accuracy_) else float(self.val_accuracy_),
-            "n_trainable_params": int(self.n_trainable_params_),
-            "train_seconds": float(self.train_seconds_),
-            "train_task_ids": list(self.train_task_ids_),
-            "val_task_ids": list(self.val_task_ids_),
+            **training_state(self),
         }
         return save_adapter_artifact(path, FORMAT, self.config, state, self.model_)
 
@@ -262,31 +256,23 @@ class RewardModel:
     def load(cls, path: str | Path, *, device: str | None = None) -> RewardModel:
         """Open a saved reward model: checksums verified, base model rebuilt, adapter and head applied."""
         from ragim.io import read_artifact
-        from ragim.lm.adapters import apply_adapter, check_base_model, checked_adapter_dir
+        from ragim.lm.adapters import (
+            load_adapter_model,
+            read_adapter_config,
+            restore_training_state,
+        )
 
         art = read_artifact(path, FORMAT)
         try:
-            raw = dict(art.read_json("config.json"))
-            stored = raw.pop("base_model_identity", None) or {}
-            cfg = RewardModelConfig(**raw)
-            if device is not None:
-                cfg.device = device
+            cfg, stored = read_adapter_config(art, RewardModelConfig, device=device)
             state = art.read_json("state.json")
             rm = cls(cfg)
-            rm.history_ = list(state.get("history", []))
-            rm.training_ = list(state.get("training", []))
             va = state.get("val_accuracy")
             rm.val_accuracy_ = math.nan if va is None else float(va)
-            rm.n_trainable_params_ = int(state.get("n_trainable_params", 0))
-            rm.train_seconds_ = float(state.get("train_seconds", 0.0))
-            rm.train_task_ids_ = list(state.get("train_task_ids", []))
-            rm.val_task_ids_ = list(state.get("val_task_ids", []))
+            restore_training_state(rm, state)
         except (TypeError, KeyError, AttributeError, ValidationError) as exc:
             raise ArtifactError(f"{path}: not a valid reward model ({exc})") from exc
-        check_base_model(path, stored, cfg, "reward model")
-        adapter_dir = checked_adapter_dir(path, art, cfg)
-        base, tok = rm.build_model()
-        rm.model_, rm.tokenizer_ = apply_adapter(path, adapter_dir, base, cfg.base_model), tok
+        rm.model_, rm.tokenizer_ = load_adapter_model(path, art, cfg, stored, "reward model", rm.build_model)
         return rm
 
     from_pretrained = load

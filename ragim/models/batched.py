@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ragim.checks import check_int, check_number
 from ragim.device import resolve_device
 from ragim.errors import ValidationError
 
@@ -130,6 +131,17 @@ def _raise_problems(what: str, problems: list[str]) -> None:
     raise ValidationError(what, shown)
 
 
+def _row_vector(v, n_rows: int, name: str, kind: str = "numeric") -> np.ndarray | str:
+    """``v`` as a float vector with one entry per row, or the problem with it (a sentence)."""
+    try:
+        a = np.asarray(v, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        return f"{name} is not {kind} ({exc})"
+    if a.ndim != 1 or a.shape[0] != n_rows:
+        return f"{name} must be 1-D with one entry per row of X ({n_rows}), got shape {a.shape}"
+    return a
+
+
 def _to_list(obj, name: str) -> list:
     if isinstance(obj, np.ndarray):
         if obj.ndim == 0:
@@ -181,28 +193,14 @@ def _prepare_tasks(X_list, y_list, sample_weight_list=None) -> _Tasks:
                 "all tasks must share the same features"
             )
             continue
-        try:
-            yy = np.asarray(ys[t], dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            problems.append(f"task {t}: y is not numeric 0/1 ({exc})")
-            continue
-        if yy.ndim != 1 or yy.shape[0] != x.shape[0]:
-            problems.append(
-                f"task {t}: y must be 1-D with one entry per row of X ({x.shape[0]}), "
-                f"got shape {yy.shape}"
-            )
+        yy = _row_vector(ys[t], x.shape[0], "y", "numeric 0/1")
+        if isinstance(yy, str):
+            problems.append(f"task {t}: {yy}")
             continue
         if sws is not None:
-            try:
-                ww = np.asarray(sws[t], dtype=np.float64)
-            except (TypeError, ValueError) as exc:
-                problems.append(f"task {t}: sample_weight is not numeric ({exc})")
-                continue
-            if ww.ndim != 1 or ww.shape[0] != x.shape[0]:
-                problems.append(
-                    f"task {t}: sample_weight must be 1-D with one entry per row of X "
-                    f"({x.shape[0]}), got shape {ww.shape}"
-                )
+            ww = _row_vector(sws[t], x.shape[0], "sample_weight")
+            if isinstance(ww, str):
+                problems.append(f"task {t}: {ww}")
                 continue
             if np.any(ww < 0):
                 problems.append(f"task {t}: sample_weight has negative entries")
@@ -531,16 +529,12 @@ def fit_logistic_batched(
     >>> bool(fit.converged[0]), bool(np.isnan(fit.coef[1]).all())
     (True, True)
     """
-    if not (np.isfinite(C) and C > 0):
-        raise ValidationError(f"C must be a positive finite number, got {C!r}")
-    if int(max_iter) < 1:
-        raise ValidationError(f"max_iter must be >= 1, got {max_iter!r}")
-    if int(batch_size) < 1:
-        raise ValidationError(f"batch_size must be >= 1, got {batch_size!r}")
+    C = check_number(C, "C", gt=0)
+    max_iter = check_int(max_iter, "max_iter", ge=1)
+    batch_size = check_int(batch_size, "batch_size", ge=1)
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValidationError(f"dtype must be a torch floating dtype, got {dtype!r}")
-    if num_threads is not None and int(num_threads) < 1:
-        raise ValidationError(f"num_threads must be >= 1 or None, got {num_threads!r}")
+    num_threads = check_int(num_threads, "num_threads", ge=1, allow_none=True)
     dev = resolve_device(device)
     tasks = _prepare_tasks(X_list, y_list, sample_weight_list)
     T, d = tasks.n_tasks, tasks.d
@@ -669,8 +663,8 @@ def fit_logistic_sklearn_loop(
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
-    if not (np.isfinite(C) and C > 0):
-        raise ValidationError(f"C must be a positive finite number, got {C!r}")
+    C = check_number(C, "C", gt=0)
+    max_iter = check_int(max_iter, "max_iter", ge=1)
     tasks = _prepare_tasks(X_list, y_list)
     T, d = tasks.n_tasks, tasks.d
     coef = np.full((T, d), np.nan)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from ragim.checks import check_int
 from ragim.errors import ValidationError
 from ragim.schema import FeatureSchema
 
@@ -140,11 +141,8 @@ def std_terms(params: ModelParams) -> np.ndarray:
 
 
 def check_top(top: Any) -> None:
-    """Raise unless ``top`` is None or a positive integer."""
-    if top is not None and (
-        isinstance(top, bool) or not isinstance(top, int | np.integer) or top < 1
-    ):
-        raise ValidationError(f"top must be a positive integer or None, got {top!r}")
+    """Raise unless ``top`` is None or a positive integer (:func:`ragim.checks.check_int`)."""
+    check_int(top, "top", ge=1, allow_none=True)
 
 
 def format_number(v: Any, spec: str = ".3g") -> str:

@@ -42,6 +42,7 @@ from scipy.special import expit
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 
+from ragim.checks import check_int
 from ragim.errors import DependencyError, ValidationError
 from ragim.models.base import MODEL_FAMILIES, get_model_family
 from ragim.models.logistic import LogisticModel, laplace_std
@@ -409,9 +410,9 @@ def fit_many(tasks: TaskCollection | Sequence[Task], model: str | type | Any = "
         raise ValidationError("fit_many got zero tasks")
     if solver not in ("auto", "batched", "sklearn"):
         raise ValidationError(f"solver must be 'auto', 'batched' or 'sklearn', got {solver!r}")
-    for name, v in (("min_rows", min_rows), ("min_per_class", min_per_class), ("cv", cv)):
-        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 0:
-            raise ValidationError(f"{name} must be a non-negative integer, got {v!r}")
+    min_rows = check_int(min_rows, "min_rows", ge=0)
+    min_per_class = check_int(min_per_class, "min_per_class", ge=0)
+    cv = check_int(cv, "cv", ge=0)
 
     if isinstance(model, str | type):
         cls, defaults = get_model_family(model), {}

@@ -26,7 +26,6 @@ Examples
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -38,14 +37,7 @@ from ragim.checks import check_fields, check_int, check_number
 from ragim.errors import ValidationError
 from ragim.lm.pairs import check_pair_names, pair_rows, pairs_dataset
 from ragim.lm.reward_model import FORMAT, RewardModel, RewardModelConfig, best_of_n
-from ragim.train.trainer import (
-    on_cuda,
-    quiet_training,
-    run_config,
-    run_trainer,
-    trainer_args,
-    training_record,
-)
+from ragim.train.trainer import run_config, train_with, training_record
 
 
 @dataclass
@@ -173,23 +165,16 @@ def train_reward_model(
                                        device=device or "auto", seed=run.seed))
     set_seed(run.seed)
     model, tok = rm.build_model()
-    with tempfile.TemporaryDirectory(prefix="ragim-reward-") as scratch:
-        args = TRLRewardConfig(
-            **trainer_args(TRLRewardConfig, on_cuda=on_cuda(model), progress=progress, seed=run.seed,
-                           output_dir=output_dir or scratch, max_steps=run.max_steps,
-                           learning_rate=run.learning_rate),
-            per_device_train_batch_size=run.batch_size, per_device_eval_batch_size=run.batch_size,
-            eval_strategy="steps" if val_rows else "no", eval_steps=run.max_steps, max_length=None,
-        )
-        with quiet_training(progress):
-            trainer = RewardTrainer(model=model, args=args, train_dataset=pairs_dataset(train_rows),
-                                    eval_dataset=pairs_dataset(val_rows) if val_rows else None,
-                                    processing_class=tok, peft_config=rm.lora_config(),
-                                    callbacks=list(callbacks or []) or None)
-            rm.train_seconds_ = run_trainer(trainer, progress)
-        peft_model = trainer.model
-        rm.history_ = [dict(h) for h in trainer.state.log_history]
-        del trainer
+    done = train_with(
+        RewardTrainer, TRLRewardConfig, run, stage="reward", model=model, tokenizer=tok,
+        progress=progress, output_dir=output_dir, callbacks=callbacks,
+        args=dict(per_device_train_batch_size=run.batch_size, per_device_eval_batch_size=run.batch_size,
+                  eval_strategy="steps" if val_rows else "no", eval_steps=run.max_steps, max_length=None),
+        train_dataset=pairs_dataset(train_rows),
+        eval_dataset=pairs_dataset(val_rows) if val_rows else None, peft_config=rm.lora_config(),
+    )
+    peft_model = done.model
+    rm.train_seconds_, rm.history_ = done.seconds, done.history
     peft_model.eval()
     rm.model_, rm.tokenizer_ = peft_model, tok
     rm.n_trainable_params_ = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)

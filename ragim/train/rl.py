@@ -51,14 +51,7 @@ from ragim.generate.lm import LMGenerator
 from ragim.lm.pairs import check_pair_names, pair_rows, pairs_dataset
 from ragim.train.rewards import VerifiableRewardConfig, encode_heldout
 from ragim.train.sft import build_sft_dataset
-from ragim.train.trainer import (
-    on_cuda,
-    quiet_training,
-    run_config,
-    run_trainer,
-    trainer_args,
-    training_record,
-)
+from ragim.train.trainer import run_config, train_with, training_record
 
 
 @dataclass
@@ -161,8 +154,8 @@ def policy_copy(generator_or_path, *, device: str | None = None) -> LMGenerator:
     return gen
 
 
-def _finish(gen: LMGenerator, trainer, stage: str, seconds: float, run) -> LMGenerator:
-    model = trainer.model
+def _finish(gen: LMGenerator, done, stage: str, run) -> LMGenerator:
+    model = done.model
     if "ref" in getattr(model, "peft_config", {}):
         model.delete_adapter("ref")
     _strip_trl_patches(model)
@@ -170,10 +163,10 @@ def _finish(gen: LMGenerator, trainer, stage: str, seconds: float, run) -> LMGen
     for p in model.parameters():
         p.requires_grad_(False)
     old = [{**h, "stage": h.get("stage", "sft")} for h in gen.history_]
-    gen.history_ = old + [{**dict(h), "stage": stage} for h in trainer.state.log_history]
+    gen.history_ = old + [{**h, "stage": stage} for h in done.history]
     gen.model_ = model
     gen.fine_tuned_ = True
-    gen.train_seconds_ = float(gen.train_seconds_) + seconds
+    gen.train_seconds_ = float(gen.train_seconds_) + done.seconds
     gen.training_ = [*gen.training_, training_record(stage, run)]
     return gen
 
@@ -310,22 +303,16 @@ def train_grpo(
         completion_length = answer_room(names, tok, decimals=cfg.decimals, max_abs=cfg.max_abs)
 
     set_seed(run.seed)
-    with tempfile.TemporaryDirectory(prefix="ragim-grpo-") as scratch:
-        args = GRPOConfig(
-            **trainer_args(GRPOConfig, on_cuda=on_cuda(model), progress=progress, seed=run.seed,
-                           output_dir=output_dir or scratch, max_steps=run.max_steps,
-                           learning_rate=run.learning_rate),
-            per_device_train_batch_size=run.batch_size * run.num_generations,
-            num_generations=run.num_generations, max_completion_length=completion_length,
-            temperature=run.temperature, top_p=1.0, beta=run.beta, reward_weights=reward_weights,
-            log_completions=False,
-        )
-        with quiet_training(progress):
-            trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_ds,
-                                  processing_class=tok, callbacks=list(callbacks or []) or None)
-            seconds = run_trainer(trainer, progress)
-        gen = _finish(gen, trainer, "grpo", seconds, run)
-        del trainer
+    done = train_with(
+        GRPOTrainer, GRPOConfig, run, stage="grpo", model=model, tokenizer=tok, progress=progress,
+        output_dir=output_dir, callbacks=callbacks,
+        args=dict(per_device_train_batch_size=run.batch_size * run.num_generations,
+                  num_generations=run.num_generations, max_completion_length=completion_length,
+                  temperature=run.temperature, top_p=1.0, beta=run.beta, reward_weights=reward_weights,
+                  log_completions=False),
+        reward_funcs=reward_funcs, train_dataset=train_ds,
+    )
+    gen = _finish(gen, done, "grpo", run)
     gen.index_ = index
     gen.model_kind_, gen.schema_, gen.param_names_ = index.model, index.schema, names
     gen.embedder_identity_ = index.embedder.identity
@@ -393,20 +380,13 @@ def train_dpo(
     check_pair_names(train_ds, gen.param_names_, where="the DPO preference pairs")
     model, tok = gen.model_, gen.tokenizer_
     set_seed(run.seed)
-    with tempfile.TemporaryDirectory(prefix="ragim-dpo-") as scratch:
-        args = DPOConfig(
-            **trainer_args(DPOConfig, on_cuda=on_cuda(model), progress=progress, seed=run.seed,
-                           output_dir=output_dir or scratch, max_steps=run.max_steps,
-                           learning_rate=run.learning_rate),
-            per_device_train_batch_size=run.batch_size, beta=run.beta, max_length=None,
-        )
-        with quiet_training(progress):
-            trainer = DPOTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tok,
-                                 callbacks=list(callbacks or []) or None)
-            seconds = run_trainer(trainer, progress)
-        gen = _finish(gen, trainer, "dpo", seconds, run)
-        del trainer
-    return gen
+    done = train_with(
+        DPOTrainer, DPOConfig, run, stage="dpo", model=model, tokenizer=tok, progress=progress,
+        output_dir=output_dir, callbacks=callbacks,
+        args=dict(per_device_train_batch_size=run.batch_size, beta=run.beta, max_length=None),
+        train_dataset=train_ds,
+    )
+    return _finish(gen, done, "dpo", run)
 
 
 __all__ = ["DPOTrainingConfig", "GRPOTrainingConfig", "build_grpo_dataset", "policy_copy", "train_dpo",

@@ -27,7 +27,6 @@ Examples
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -39,14 +38,7 @@ from ragim.checks import check_fields, check_int, check_number
 from ragim.errors import ValidationError
 from ragim.generate.lm import LMConfig, LMGenerator
 from ragim.params import param_names
-from ragim.train.trainer import (
-    on_cuda,
-    quiet_training,
-    run_config,
-    run_trainer,
-    trainer_args,
-    training_record,
-)
+from ragim.train.trainer import run_config, train_with, training_record
 
 
 @dataclass
@@ -242,26 +234,19 @@ def train_sft(
     val_ds = build_sft_dataset(index, tok, cfg, task_ids=val_ids, max_tokens=limit) if val_ids else None
 
     set_seed(run.seed)
-    with tempfile.TemporaryDirectory(prefix="ragim-sft-") as scratch:
-        args = SFTConfig(
-            **trainer_args(SFTConfig, on_cuda=on_cuda(model), progress=progress, seed=run.seed,
-                           output_dir=output_dir or scratch, max_steps=run.max_steps,
-                           learning_rate=run.learning_rate),
-            per_device_train_batch_size=run.batch_size, per_device_eval_batch_size=run.batch_size,
-            gradient_accumulation_steps=run.grad_accum,
-            eval_strategy="steps" if val_ds is not None else "no", eval_steps=run.eval_steps or run.max_steps,
-            completion_only_loss=True, max_length=None,
-        )
-        with quiet_training(progress):
-            trainer = SFTTrainer(
-                model=model, args=args, train_dataset=train_ds.select_columns(["prompt", "completion"]),
-                eval_dataset=None if val_ds is None else val_ds.select_columns(["prompt", "completion"]),
-                processing_class=tok, peft_config=gen.lora_config(), callbacks=list(callbacks or []) or None,
-            )
-            gen.train_seconds_ = run_trainer(trainer, progress)
-        peft_model = trainer.model
-        gen.history_ = [dict(h) for h in trainer.state.log_history]
-        del trainer
+    done = train_with(
+        SFTTrainer, SFTConfig, run, stage="sft", model=model, tokenizer=tok, progress=progress,
+        output_dir=output_dir, callbacks=callbacks,
+        args=dict(per_device_train_batch_size=run.batch_size, per_device_eval_batch_size=run.batch_size,
+                  gradient_accumulation_steps=run.grad_accum,
+                  eval_strategy="steps" if val_ds is not None else "no",
+                  eval_steps=run.eval_steps or run.max_steps, completion_only_loss=True, max_length=None),
+        train_dataset=train_ds.select_columns(["prompt", "completion"]),
+        eval_dataset=None if val_ds is None else val_ds.select_columns(["prompt", "completion"]),
+        peft_config=gen.lora_config(),
+    )
+    peft_model = done.model
+    gen.train_seconds_, gen.history_ = done.seconds, done.history
     peft_model.eval()
     gen.model_ = peft_model
     gen.n_trainable_params_ = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)

@@ -6,6 +6,8 @@
 * :func:`run_trainer` — ``trainer.train()`` with nothing written to stdout.
 * :func:`quiet_training` — silences transformers' checkpointing-rename warnings and, without
   ``progress``, the ``datasets`` progress bars.
+* :func:`train_with` — all of the above in one call: builds the TRL ``*Config`` and trainer in
+  a scratch directory, trains quietly and returns the trained model, log and wall time.
 * :func:`run_config` and :func:`training_record` — a trainer's settings as one config
   dataclass, the way TRL's ``SFTConfig`` describes a run: built from a config object and
   keyword overrides, and recorded (``{"stage", "config"}``) in the trained model's
@@ -25,7 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ragim.errors import ValidationError
@@ -154,11 +158,63 @@ def on_cuda(model) -> bool:
     return str(next(model.parameters()).device).startswith("cuda")
 
 
+@dataclasses.dataclass
+class TrainedRun:
+    """What :func:`train_with` returns: the trained ``model`` (the trainer's, e.g. a peft
+    model), the trainer's log ``history`` (one dict per logged step) and wall ``seconds``."""
+
+    model: Any
+    history: list[dict[str, Any]]
+    seconds: float
+
+
+def train_with(
+    trainer_cls: type,
+    args_cls: type,
+    run: Any,
+    *,
+    stage: str,
+    model: Any,
+    tokenizer: Any,
+    progress: bool,
+    output_dir: str | None = None,
+    callbacks: Sequence[Any] | None = None,
+    args: Mapping[str, Any] | None = None,
+    **trainer_kwargs: Any,
+) -> TrainedRun:
+    """Train ``model`` with a TRL trainer the way every ragim trainer does.
+
+    ``args_cls`` (e.g. ``SFTConfig``) gets :func:`trainer_args` with ``run``'s ``seed``,
+    ``max_steps`` and ``learning_rate`` plus the trainer's own ``args``; ``trainer_cls`` (e.g.
+    ``SFTTrainer``) gets ``model``, those args, ``tokenizer`` as ``processing_class``,
+    ``callbacks`` and ``trainer_kwargs`` (datasets, ``peft_config``, ...). Training runs
+    under :func:`quiet_training` and :func:`run_trainer`, with ``output_dir`` (default: a
+    temporary ``ragim-<stage>-`` directory, removed afterwards) as scratch; the trainer is
+    dropped before returning. Seeding the RNGs before the model is built is the caller's.
+    """
+    with tempfile.TemporaryDirectory(prefix=f"ragim-{stage}-") as scratch:
+        trl_args = args_cls(
+            **trainer_args(args_cls, on_cuda=on_cuda(model), progress=progress, seed=run.seed,
+                           output_dir=output_dir or scratch, max_steps=run.max_steps,
+                           learning_rate=run.learning_rate),
+            **(args or {}),
+        )
+        with quiet_training(progress):
+            trainer = trainer_cls(model=model, args=trl_args, processing_class=tokenizer,
+                                  callbacks=list(callbacks or []) or None, **trainer_kwargs)
+            seconds = run_trainer(trainer, progress)
+        done = TrainedRun(trainer.model, [dict(h) for h in trainer.state.log_history], seconds)
+        del trainer
+    return done
+
+
 __all__ = [
+    "TrainedRun",
     "on_cuda",
     "quiet_training",
     "run_config",
     "run_trainer",
+    "train_with",
     "trainer_args",
     "training_record",
 ]
