@@ -25,7 +25,19 @@ _LAZY = {
     "LMGenerator": ("ragim.generate.lm", "LMGenerator"),
     "ZeroShotClassifier": ("ragim.estimator", "ZeroShotClassifier"),
 }
-_SUBMODULES = {"datasets", "evaluate", "rewards", "train", "models", "explain", "embed", "io", "schema", "tasks", "params"}
+_SUBMODULES = {
+    "datasets",
+    "evaluate",
+    "rewards",
+    "train",
+    "models",
+    "explain",
+    "embed",
+    "io",
+    "schema",
+    "tasks",
+    "params",
+}
 
 
 def __getattr__(name: str):

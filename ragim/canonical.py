@@ -78,12 +78,16 @@ def invisible_characters(s: str) -> list[str]:
     >>> invisible_characters("sepsis\\u200b in adults")
     ['U+200B']
     """
-    return [f"U+{ord(c):04X}" for c in s if c not in "\t\n\r" and unicodedata.category(c) in _INVISIBLE]
+    return [
+        f"U+{ord(c):04X}" for c in s if c not in "\t\n\r" and unicodedata.category(c) in _INVISIBLE
+    ]
 
 
 def strip_invisible(s: str) -> str:
     """``s`` without the characters :func:`invisible_characters` lists, NFC-normalised."""
-    return canonical_text("".join(c for c in s if c in "\t\n\r" or unicodedata.category(c) not in _INVISIBLE))
+    return canonical_text(
+        "".join(c for c in s if c in "\t\n\r" or unicodedata.category(c) not in _INVISIBLE)
+    )
 
 
 def _number_text(x: Decimal) -> str:
@@ -116,12 +120,16 @@ def canonical_level(v: Any) -> str | None:
         return str(int(v))
     if isinstance(v, float | np.floating):
         if not math.isfinite(v):
-            raise ValidationError(f"{v!r} cannot be a category level; levels must be finite numbers or text")
+            raise ValidationError(
+                f"{v!r} cannot be a category level; levels must be finite numbers or text"
+            )
         return _number_text(Decimal(repr(float(v))))
     if isinstance(v, bytes):
         v = v.decode("utf-8", "replace")
     if isinstance(v, list | dict | set | tuple | np.ndarray):
-        raise ValidationError(f"a {type(v).__name__} cannot be a category level; levels must be numbers or text")
+        raise ValidationError(
+            f"a {type(v).__name__} cannot be a category level; levels must be numbers or text"
+        )
     text = canonical_text(str(v))
     if _NUMERAL.fullmatch(text):
         try:
@@ -155,7 +163,9 @@ def canonical_id(v: Any, what: str = "id") -> str:
         return str(int(v))
     if isinstance(v, float | np.floating):
         if not (math.isfinite(v) and float(v).is_integer()):
-            raise ValidationError(f"{what} {v!r} is not an integer; read ids as text (e.g. dtype=str)")
+            raise ValidationError(
+                f"{what} {v!r} is not an integer; read ids as text (e.g. dtype=str)"
+            )
         return str(int(v))
     if isinstance(v, bytes):
         v = v.decode("utf-8", "replace")
@@ -186,5 +196,13 @@ def level_key(v: Any) -> tuple:
     return (1, 0.0, c or "")
 
 
-__all__ = ["canonical_id", "canonical_level", "canonical_text", "invisible_characters", "is_missing",
-           "level_key", "same_level", "strip_invisible"]
+__all__ = [
+    "canonical_id",
+    "canonical_level",
+    "canonical_text",
+    "invisible_characters",
+    "is_missing",
+    "level_key",
+    "same_level",
+    "strip_invisible",
+]

@@ -51,8 +51,16 @@ def _range_text(gt: Bound, ge: Bound, lt: Bound, le: Bound) -> str:
     return ""
 
 
-def _checked(value: Any, name: str, kind: type, noun: str, cast: Callable[[Any], Any],
-             bounds: tuple[Bound, Bound, Bound, Bound], allow_none: bool, note: str) -> Any:
+def _checked(
+    value: Any,
+    name: str,
+    kind: type,
+    noun: str,
+    cast: Callable[[Any], Any],
+    bounds: tuple[Bound, Bound, Bound, Bound],
+    allow_none: bool,
+    note: str,
+) -> Any:
     """``cast(value)`` (None stays None when allowed), or a ValidationError naming the range."""
     gt, ge, lt, le = bounds
     if value is None and allow_none:
@@ -83,8 +91,17 @@ def _checked(value: Any, name: str, kind: type, noun: str, cast: Callable[[Any],
     )
 
 
-def check_int(value: Any, name: str, *, gt: Bound = None, ge: Bound = None, lt: Bound = None,
-              le: Bound = None, allow_none: bool = False, note: str = "") -> int | None:
+def check_int(
+    value: Any,
+    name: str,
+    *,
+    gt: Bound = None,
+    ge: Bound = None,
+    lt: Bound = None,
+    le: Bound = None,
+    allow_none: bool = False,
+    note: str = "",
+) -> int | None:
     """``value`` as an ``int`` after checking it is an integer within the bounds.
 
     Parameters
@@ -108,13 +125,22 @@ def check_int(value: Any, name: str, *, gt: Bound = None, ge: Bound = None, lt: 
     >>> check_int(None, "max_tasks", ge=1, allow_none=True) is None
     True
     """
-    return _checked(value, name, numbers.Integral, "an integer", int, (gt, ge, lt, le), allow_none,
-                    note)
+    return _checked(
+        value, name, numbers.Integral, "an integer", int, (gt, ge, lt, le), allow_none, note
+    )
 
 
-def check_number(value: Any, name: str, *, gt: Bound = None, ge: Bound = None,
-                 lt: Bound = None, le: Bound = None, allow_none: bool = False,
-                 note: str = "") -> float | None:
+def check_number(
+    value: Any,
+    name: str,
+    *,
+    gt: Bound = None,
+    ge: Bound = None,
+    lt: Bound = None,
+    le: Bound = None,
+    allow_none: bool = False,
+    note: str = "",
+) -> float | None:
     """``value`` as a ``float`` after checking it is a finite real number within the bounds.
 
     Integers are numbers too (``learning_rate=1`` is 1.0); booleans, text, NaN and infinity
@@ -129,8 +155,9 @@ def check_number(value: Any, name: str, *, gt: Bound = None, ge: Bound = None,
     ...
     ragim.errors.ValidationError: temperature must be a number >= 0, got nan
     """
-    return _checked(value, name, numbers.Real, "a number", float, (gt, ge, lt, le), allow_none,
-                    note)
+    return _checked(
+        value, name, numbers.Real, "a number", float, (gt, ge, lt, le), allow_none, note
+    )
 
 
 def check_fields(

@@ -295,7 +295,9 @@ def load_dataset(
     from ragim import datasets
     from ragim.tasks import TaskCollection
 
-    if (outcome is not None or patient_id is not None or pos_label is not None) and name in DATASETS:
+    if (
+        outcome is not None or patient_id is not None or pos_label is not None
+    ) and name in DATASETS:
         raise typer.BadParameter(
             f"--outcome, --patient-id and --pos-label apply to a task folder, not to {name!r}"
         )
@@ -320,8 +322,11 @@ def load_dataset(
     if path.is_dir():
         from ragim.datasets.folder import load_task_folder
 
-        kw = {k: v for k, v in (("outcome", outcome), ("patient_id", patient_id), ("pos_label", pos_label))
-              if v is not None}
+        kw = {
+            k: v
+            for k, v in (("outcome", outcome), ("patient_id", patient_id), ("pos_label", pos_label))
+            if v is not None
+        }
         return load_task_folder(path, sep=sep, **kw)
     raise typer.BadParameter(
         f"unknown dataset {name!r}: use one of {list(DATASETS)}, a saved task collection "

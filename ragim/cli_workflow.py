@@ -78,7 +78,10 @@ def predict(
     rows: Rows,
     out: Annotated[Path | None, typer.Option("--out", help="write the risks here as CSV")] = None,
     outcome: Annotated[
-        str | None, typer.Option("--outcome", help="an outcome column in --rows to ignore (its values are not read)")
+        str | None,
+        typer.Option(
+            "--outcome", help="an outcome column in --rows to ignore (its values are not read)"
+        ),
     ] = None,
     patient_id: PatientId = None,
     sep: Sep = ",",
@@ -88,8 +91,9 @@ def predict(
     from ragim.rows import read_rows
 
     params, model = _load(params_path)
-    data = read_rows(rows, schema=params.schema, ignore_outcome=outcome,
-                     patient_id=patient_id, sep=sep)
+    data = read_rows(
+        rows, schema=params.schema, ignore_outcome=outcome, patient_id=patient_id, sep=sep
+    )
     risk = model.predict_proba(data.X)[:, 1]
     table = pd.DataFrame({"row": np.arange(len(risk))})
     if data.ids is not None:
@@ -168,8 +172,14 @@ def score(
     if n_boot < 0:
         raise typer.BadParameter(f"--n-boot must be >= 0, got {n_boot}")
     params, model = _load(params_path)
-    data = read_rows(rows, schema=params.schema, outcome=outcome, patient_id=patient_id, sep=sep,
-                     pos_label=pos_label)
+    data = read_rows(
+        rows,
+        schema=params.schema,
+        outcome=outcome,
+        patient_id=patient_id,
+        sep=sep,
+        pos_label=pos_label,
+    )
     risk = model.predict_proba(data.X)[:, 1]
     result = score_predictions(data.y, risk, n_boot=n_boot, seed=seed, n_bins=bins)
     result.update(
@@ -246,10 +256,18 @@ def adapt(
     from ragim.validation import adapt_params
 
     if method not in ("auto", "intercept", "recalibrate", "map"):
-        raise typer.BadParameter(f"--method must be auto, intercept, recalibrate or map, got {method!r}")
+        raise typer.BadParameter(
+            f"--method must be auto, intercept, recalibrate or map, got {method!r}"
+        )
     params, _ = _load(params_path)
-    data = read_rows(rows, schema=params.schema, outcome=outcome, patient_id=patient_id, sep=sep,
-                     pos_label=pos_label)
+    data = read_rows(
+        rows,
+        schema=params.schema,
+        outcome=outcome,
+        patient_id=patient_id,
+        sep=sep,
+        pos_label=pos_label,
+    )
     with one_line_warnings():
         adapted = adapt_params(params, data.X, data.y, adaptation=method)
     chosen = adapted.metadata["adaptation"]
@@ -293,8 +311,12 @@ def adapt(
     )
 
 
-_ADAPTATION_WORDS = {"zero-shot": "keeping the model as it was (the rows could not tell a change apart)",
-                     "intercept": "an intercept shift", "recalibrate": "recalibration", "map": "MAP refit"}
+_ADAPTATION_WORDS = {
+    "zero-shot": "keeping the model as it was (the rows could not tell a change apart)",
+    "intercept": "an intercept shift",
+    "recalibrate": "recalibration",
+    "map": "MAP refit",
+}
 
 
 def _terms_scale(before, after) -> float | None:

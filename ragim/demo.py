@@ -40,7 +40,9 @@ def _say(quiet: bool, msg: str) -> None:
 def _choose_target(targets, target_task: str | None):
     if target_task is not None:
         if target_task not in targets:
-            raise ValidationError(f"no task {target_task!r} at the held-out group; choose one of {targets.ids}")
+            raise ValidationError(
+                f"no task {target_task!r} at the held-out group; choose one of {targets.ids}"
+            )
         return targets[target_task]
     # the largest task of the held-out group: the most reliable score
     return max(targets, key=lambda t: t.n_rows)
@@ -56,10 +58,22 @@ def _outcome_name(target) -> str | None:
     return OUTCOME_LABELS.get(value, str(value))
 
 
-def run_demo(*, out: str | Path = "reports/demo", site: str = "Switzerland", tasks_dir: str | Path | None = None,
-             group: str = "site", target_task: str | None = None, embedder: str | None = "minilm",
-             fast: bool = False, quiet: bool = False, seed: int = 0, progress: bool | None = None,
-             outcome: str | None = None, patient_id: str | None = None, pos_label: str | None = None) -> dict[str, Any]:
+def run_demo(
+    *,
+    out: str | Path = "reports/demo",
+    site: str = "Switzerland",
+    tasks_dir: str | Path | None = None,
+    group: str = "site",
+    target_task: str | None = None,
+    embedder: str | None = "minilm",
+    fast: bool = False,
+    quiet: bool = False,
+    seed: int = 0,
+    progress: bool | None = None,
+    outcome: str | None = None,
+    patient_id: str | None = None,
+    pos_label: str | None = None,
+) -> dict[str, Any]:
     """Run the demo and return its scores and report paths (see module docstring).
 
     Parameters
@@ -89,32 +103,48 @@ def run_demo(*, out: str | Path = "reports/demo", site: str = "Switzerland", tas
     out.mkdir(parents=True, exist_ok=True)
     _say(quiet, "[1/6] loading tasks and building the index from the other hospitals")
     if tasks_dir:
-        kw = {k: v for k, v in (("outcome", outcome), ("patient_id", patient_id), ("pos_label", pos_label))
-              if v is not None}
+        kw = {
+            k: v
+            for k, v in (("outcome", outcome), ("patient_id", patient_id), ("pos_label", pos_label))
+            if v is not None
+        }
         tasks = load_task_folder(tasks_dir, **kw)
     else:
         tasks = datasets.heart_disease()
     train, targets = tasks.group_split(group, [site])
     site = targets.metadata[0].get(group, site)  # as the data spell it ("--site 1" finds site "01")
     held_patients = frozenset().union(*(patient_id_set(m) for m in targets.metadata))
-    sharing = [i for i, m in enumerate(train.metadata) if not held_patients.isdisjoint(patient_id_set(m))]
+    sharing = [
+        i for i, m in enumerate(train.metadata) if not held_patients.isdisjoint(patient_id_set(m))
+    ]
     if sharing:  # the same patient id is the same patient (docs/own_tasks.md): keep them out
         if len(sharing) == len(train):
-            raise ValidationError(f"every task outside {site} shares patient ids with {site}; nothing is left "
-                                  "to index without using that site's patients")
-        warnings.warn(f"{len(sharing)} task(s) outside {site} share patient ids with it and are left out of the "
-                      f"index: {[train.ids[i] for i in sharing][:5]}", DataWarning, stacklevel=2)
+            raise ValidationError(
+                f"every task outside {site} shares patient ids with {site}; nothing is left "
+                "to index without using that site's patients"
+            )
+        warnings.warn(
+            f"{len(sharing)} task(s) outside {site} share patient ids with it and are left out of the "
+            f"index: {[train.ids[i] for i in sharing][:5]}",
+            DataWarning,
+            stacklevel=2,
+        )
         train = train.take([i for i in range(len(train)) if i not in set(sharing)])
     index = TaskIndex.build(train, model="logistic", embedder=embedder, progress=progress)
     _say(quiet, f"      {len(index)} tasks indexed; held out: {len(targets)} task(s) at {site}")
 
-    _say(quiet, "[2/6] fitting the statistical generator (its stack is validated on held-out index tasks)")
+    _say(
+        quiet,
+        "[2/6] fitting the statistical generator (its stack is validated on held-out index tasks)",
+    )
     overrides = {"cv_folds": 3} if fast else {}
     gen = StatisticalGenerator(seed=seed, **overrides).fit(index, progress=progress)
     _say(quiet, f"      {gen.train_seconds_:.1f}s; {_stack_text(gen)}")
 
     target = _choose_target(targets, target_task)
-    _say(quiet, f"[3/6] generating a model from the description alone:\n      \"{target.description}\"")
+    _say(
+        quiet, f'[3/6] generating a model from the description alone:\n      "{target.description}"'
+    )
     params = gen.generate_params(target.description)
     meta = {"description": target.description}
     if _outcome_name(target):
@@ -135,13 +165,20 @@ def run_demo(*, out: str | Path = "reports/demo", site: str = "Switzerland", tas
         if expl.coverage:
             _say(quiet, _coverage_line(expl.coverage))
 
-    _say(quiet, f"[5/6] scoring on {target.n_rows} real outcomes at {site} (no label was used to build the model)")
+    _say(
+        quiet,
+        f"[5/6] scoring on {target.n_rows} real outcomes at {site} (no label was used to build the model)",
+    )
     pooled = LogisticModel(schema=index.schema).fit(
-        pd.concat([t.X for t in index.tasks], ignore_index=True), np.concatenate([t.y for t in index.tasks]))
+        pd.concat([t.X for t in index.tasks], ignore_index=True),
+        np.concatenate([t.y for t in index.tasks]),
+    )
     probs = {
         "ragim": model.predict_proba(target.X)[:, 1],
         "pooled": pooled.predict_proba(target.X)[:, 1],
-        "neighbor-mean": model_from_params(neighbor_mean(index, target.description, k=10)).predict_proba(target.X)[:, 1],
+        "neighbor-mean": model_from_params(
+            neighbor_mean(index, target.description, k=10)
+        ).predict_proba(target.X)[:, 1],
     }
     scores = {m: task_metrics(target.y, p) for m, p in probs.items()}
     score_table = pd.DataFrame(scores).T[["auroc", "log_loss", "brier", "ece", "accuracy"]]
@@ -159,11 +196,17 @@ def run_demo(*, out: str | Path = "reports/demo", site: str = "Switzerland", tas
         )
 
     _say(quiet, f"[6/6] writing the report to {out}/")
-    files = _write_report(out, target, model, expl, table, probs, score_table, prov, gen, index,
-                          site)
+    files = _write_report(
+        out, target, model, expl, table, probs, score_table, prov, gen, index, site
+    )
     result = {
-        "target": {"task_id": target.task_id, "description": target.description, "n_rows": target.n_rows,
-                   "prevalence": target.prevalence, "site": site},
+        "target": {
+            "task_id": target.task_id,
+            "description": target.description,
+            "n_rows": target.n_rows,
+            "prevalence": target.prevalence,
+            "site": site,
+        },
         "scores": {m: {k: float(v) for k, v in s.items()} for m, s in scores.items()},
         "provenance": model.provenance,
         "indexed": list(index.ids),
@@ -259,8 +302,10 @@ _BLOCKS: dict[str, tuple[Callable[[Any], str], Callable[[Any], str]]] = {
     "quote": (lambda x: f"> {x}", lambda x: f"<blockquote>{html.escape(x)}</blockquote>"),
     "note": (lambda x: f"_{x}_", lambda x: f'<p class="note">{html.escape(x)}</p>'),
     "table": (_md_table, _html_table),
-    "img": (lambda x: f"![{x[1]}]({x[0]})",
-            lambda x: f'<p><img src="{html.escape(x[0])}" alt="{html.escape(x[1])}"></p>'),
+    "img": (
+        lambda x: f"![{x[1]}]({x[0]})",
+        lambda x: f'<p><img src="{html.escape(x[0])}" alt="{html.escape(x[1])}"></p>',
+    ),
 }
 
 
@@ -287,22 +332,35 @@ _SCORE_NAMES = {
 def _coverage_line(coverage: dict) -> str:
     from ragim.explain import coverage_summary
 
-    return coverage_summary(coverage)[0].upper() + coverage_summary(coverage)[1:] + (
-        " (how close the index's tasks are to this description: below the threshold, the model "
-        "would be borrowed from unrelated tasks)")
+    return (
+        coverage_summary(coverage)[0].upper()
+        + coverage_summary(coverage)[1:]
+        + (
+            " (how close the index's tasks are to this description: below the threshold, the model "
+            "would be borrowed from unrelated tasks)"
+        )
+    )
 
 
 def _stack_text(gen) -> str:
     """The generator's stack weights and its held-out log-loss inside the index, in words."""
     st, cv = gen.stack_, gen.cv_
-    parts = [f"{c} {st['baseline'][c]:.2f}/{st['slopes'][c]:.2f}" for c in st["baseline"]
-             if st["baseline"][c] + st["slopes"][c] > 0]
-    held = "" if cv.get("stack") is None else f"; held-out log-loss in the index {cv['stack']:.3f} on {cv['n_tasks']} tasks"
+    parts = [
+        f"{c} {st['baseline'][c]:.2f}/{st['slopes'][c]:.2f}"
+        for c in st["baseline"]
+        if st["baseline"][c] + st["slopes"][c] > 0
+    ]
+    held = (
+        ""
+        if cv.get("stack") is None
+        else f"; held-out log-loss in the index {cv['stack']:.3f} on {cv['n_tasks']} tasks"
+    )
     return "stack weights baseline/slopes: " + ", ".join(parts) + held
 
 
-def _write_report(out: Path, target, model, expl, table, probs, score_table, prov, gen, index,
-                  site) -> dict[str, Path]:
+def _write_report(
+    out: Path, target, model, expl, table, probs, score_table, prov, gen, index, site
+) -> dict[str, Path]:
     from ragim.plots import plot_calibration
 
     files = {
@@ -313,7 +371,9 @@ def _write_report(out: Path, target, model, expl, table, probs, score_table, pro
     }
     expl.save_png(files["coefficients"], kind="odds_ratio", top=15)
     expl.provenance.plot().savefig(files["provenance"], dpi=120, bbox_inches="tight")
-    plot_calibration(target.y, probs, n_bins=8).savefig(files["calibration"], dpi=120, bbox_inches="tight")
+    plot_calibration(target.y, probs, n_bins=8).savefig(
+        files["calibration"], dpi=120, bbox_inches="tight"
+    )
     p = probs["ragim"]
     patient = int(np.argmax(p))
     local = model.explain(target.X.iloc[[patient]])

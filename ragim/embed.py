@@ -535,7 +535,9 @@ class SentenceTransformerEmbedder(Embedder):
         tok = getattr(model, "tokenizer", None)
         if not limit or tok is None:
             return
-        long = [t for t in texts if len(t) > limit - 2]  # a word piece covers at least one character
+        long = [
+            t for t in texts if len(t) > limit - 2
+        ]  # a word piece covers at least one character
         if not long:
             return
         lengths = [len(ids) for ids in tok(long, add_special_tokens=True)["input_ids"]]
@@ -545,7 +547,9 @@ class SentenceTransformerEmbedder(Embedder):
             warnings.warn(
                 f"{len(over)} text(s) are longer than the embedder reads ({limit} word pieces); the rest is "
                 f"ignored in retrieval (e.g. {n} pieces: {t[:60]!r}...): put what identifies the task first",
-                DataWarning, stacklevel=5)
+                DataWarning,
+                stacklevel=5,
+            )
 
     def _encode_batch(self, model, texts: list[str]) -> np.ndarray:
         """One model call; kept separate so tests can count calls."""

@@ -62,5 +62,13 @@ class DomainWarning(UserWarning):
     similar than the index's own tasks are to each other (see :mod:`ragim.domain`)."""
 
 
-__all__ = ["RagimError", "ValidationError", "ArtifactError", "GenerationError", "DependencyError", "DataWarning",
-           "AdaptationWarning", "DomainWarning"]
+__all__ = [
+    "RagimError",
+    "ValidationError",
+    "ArtifactError",
+    "GenerationError",
+    "DependencyError",
+    "DataWarning",
+    "AdaptationWarning",
+    "DomainWarning",
+]

@@ -59,8 +59,14 @@ from ragim.schema import FeatureSchema
 from ragim.tasks import binary_outcome
 
 
-def recalibrate(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, *, intercept_sd: float | None = None,
-                slope_sd: float | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+def recalibrate(
+    D: np.ndarray,
+    y: np.ndarray,
+    theta0: np.ndarray,
+    *,
+    intercept_sd: float | None = None,
+    slope_sd: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, float]:
     """MAP recalibration of a generated model: ``theta = [theta0_0 + a, b * theta0_terms]`` with
     ``a ~ N(0, intercept_sd^2)`` and ``log b ~ N(0, slope_sd^2)`` (so ``b > 0``).
 
@@ -83,13 +89,23 @@ def recalibrate(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, *, intercept_s
     if intercept_sd is None:
         c = recalibration(D, y, theta0)
     else:
-        c = recalibration(D, y, theta0, scales=(float(intercept_sd),), slope_ratio=float(slope_sd) / intercept_sd)
+        c = recalibration(
+            D, y, theta0, scales=(float(intercept_sd),), slope_ratio=float(slope_sd) / intercept_sd
+        )
     return c.theta, c.std, float(c.detail["prior_scale"])
 
 
-def adapt_prior(prior: ModelParams, X: pd.DataFrame, y01, *, adaptation: str = "auto", prior_strength="evidence",
-                intercept_prior_ratio: float = 0.1, labels: tuple | None = None,
-                warn: bool = True) -> tuple[ModelParams, dict]:
+def adapt_prior(
+    prior: ModelParams,
+    X: pd.DataFrame,
+    y01,
+    *,
+    adaptation: str = "auto",
+    prior_strength="evidence",
+    intercept_prior_ratio: float = 0.1,
+    labels: tuple | None = None,
+    warn: bool = True,
+) -> tuple[ModelParams, dict]:
     """Adapt generated parameters to labelled rows: :func:`ragim.adaptation.adapt` on a model.
 
     Parameters
@@ -127,19 +143,36 @@ def adapt_prior(prior: ModelParams, X: pd.DataFrame, y01, *, adaptation: str = "
     D = design_matrix(prior.kind, prior.schema, X)
     if not np.all(np.isfinite(D)):
         raise ValidationError("X contains values that could not be turned into finite features")
-    cand, report = adapt(D, np.asarray(y01, dtype=float), prior.vector, prior.names, adaptation=adaptation,
-                         prior_strength=prior_strength, intercept_ratio=intercept_prior_ratio, labels=labels,
-                         warn=False)
+    cand, report = adapt(
+        D,
+        np.asarray(y01, dtype=float),
+        prior.vector,
+        prior.names,
+        adaptation=adaptation,
+        prior_strength=prior_strength,
+        intercept_ratio=intercept_prior_ratio,
+        labels=labels,
+        warn=False,
+    )
     if warn:
         for msg in report["warnings"]:
             warnings.warn(msg, AdaptationWarning, stacklevel=2)
     std = cand.std if cand.std is not None else prior.std
     if cand.name == "intercept" and prior.std is not None:
         std = np.concatenate([cand.std[:1], prior.std[1:]])
-    params = prior.replace(vector=cand.theta, std=std, metadata={
-        "source": "adapted" if cand.name != "zero-shot" else prior.metadata.get("source", "generated"),
-        "adaptation": cand.name, "k_shot": int(len(D)), "prior_strength": cand.detail.get("prior_strength"),
-        "prior_source": prior.metadata.get("source")})
+    params = prior.replace(
+        vector=cand.theta,
+        std=std,
+        metadata={
+            "source": "adapted"
+            if cand.name != "zero-shot"
+            else prior.metadata.get("source", "generated"),
+            "adaptation": cand.name,
+            "k_shot": int(len(D)),
+            "prior_strength": cand.detail.get("prior_strength"),
+            "prior_source": prior.metadata.get("source"),
+        },
+    )
     return params, report
 
 
@@ -184,15 +217,28 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         "generator": "no_validation",
         "description": [None, str],
         "k": [None, Interval(Integral, 1, None, closed="left")],
-        "prior_strength": [StrOptions({"evidence", "cv"}), Interval(Real, 0, None, closed="neither")],
+        "prior_strength": [
+            StrOptions({"evidence", "cv"}),
+            Interval(Real, 0, None, closed="neither"),
+        ],
         "intercept_prior_ratio": [Interval(Real, 0, None, closed="neither")],
         "adaptation": [StrOptions({"auto", *ORDER})],
         "exclude": "no_validation",
         "pos_label": "no_validation",
     }
 
-    def __init__(self, index=None, generator=None, description=None, k=None, adaptation="auto",
-                 prior_strength="evidence", intercept_prior_ratio=0.1, exclude=None, pos_label=None):
+    def __init__(
+        self,
+        index=None,
+        generator=None,
+        description=None,
+        k=None,
+        adaptation="auto",
+        prior_strength="evidence",
+        intercept_prior_ratio=0.1,
+        exclude=None,
+        pos_label=None,
+    ):
         self.index = index
         self.generator = generator
         self.description = description
@@ -217,7 +263,9 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
             raise ValidationError(str(exc)) from exc
         names = schema.names if schema is not None else [f"x{j}" for j in range(arr.shape[1])]
         if len(names) != arr.shape[1]:
-            raise ValidationError(f"X has {arr.shape[1]} columns but the schema has {len(names)} features: {names}")
+            raise ValidationError(
+                f"X has {arr.shape[1]} columns but the schema has {len(names)} features: {names}"
+            )
         return pd.DataFrame(arr, columns=names)
 
     def _prior(self, X_frame: pd.DataFrame | None) -> ModelParams:
@@ -227,16 +275,24 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
             schema = FeatureSchema.infer(X_frame).fit(X_frame)
             return ModelParams.zeros("logistic", schema, metadata={"source": "zero-prior"})
         if not self.description or not str(self.description).strip():
-            raise ValidationError("ZeroShotClassifier needs a task description when an index is given")
+            raise ValidationError(
+                "ZeroShotClassifier needs a task description when an index is given"
+            )
         generator = self.generator
         if generator is None:
             from ragim.generate.statistical import default_generator
 
             generator = default_generator(self.index)
         if generator is not None:
-            return generator.generate_params(self.description, self.index, k=self.k, exclude=self.exclude)
-        warnings.warn("the index holds no task rows, so the default (statistical) generator cannot be fitted; "
-                      "using the similarity-weighted neighbour mean", DataWarning, stacklevel=3)
+            return generator.generate_params(
+                self.description, self.index, k=self.k, exclude=self.exclude
+            )
+        warnings.warn(
+            "the index holds no task rows, so the default (statistical) generator cannot be fitted; "
+            "using the similarity-weighted neighbour mean",
+            DataWarning,
+            stacklevel=3,
+        )
         return neighbor_mean(self.index, self.description, k=self.k or 10, exclude=self.exclude)
 
     # ------------------------------------------------------------------ sklearn API
@@ -263,26 +319,42 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         self.adaptation_report_ = None
         if y is None:
             if X is not None and self.index is None:
-                raise ValidationError(f"{type(self).__name__} requires y to be passed, but the target y is None "
-                                      "(without an index, fit() needs labelled rows)")
+                raise ValidationError(
+                    f"{type(self).__name__} requires y to be passed, but the target y is None "
+                    "(without an index, fit() needs labelled rows)"
+                )
             self.classes_ = np.array([0, 1])
             self.params_ = prior
             self.prior_strength_ = None
             self._set_features(frame)
             return self
         if frame is None:
-            raise ValidationError("y was given without X; pass the labelled rows X with their labels y")
-        y, classes = check_binary_targets(y, len(frame), type(self).__name__,
-                                          allow_single_class=self.index is not None)
+            raise ValidationError(
+                "y was given without X; pass the labelled rows X with their labels y"
+            )
+        y, classes = check_binary_targets(
+            y, len(frame), type(self).__name__, allow_single_class=self.index is not None
+        )
         y01 = self._event_indicator(y, classes)
-        asked = self.adaptation if self.index is not None else "map"  # a zero prior has nothing to recalibrate
+        asked = (
+            self.adaptation if self.index is not None else "map"
+        )  # a zero prior has nothing to recalibrate
         if len(classes) == 2:
             labels = tuple(json_label(c) for c in self.classes_)
         else:  # one class: the user's label of it, on the side it was read as
-            labels = (None, json_label(classes[0])) if y01[0] == 1 else (json_label(classes[0]), None)
-        self.params_, report = adapt_prior(prior, frame, y01, adaptation=asked, prior_strength=self.prior_strength,
-                                           intercept_prior_ratio=self.intercept_prior_ratio, labels=labels,
-                                           warn=False)
+            labels = (
+                (None, json_label(classes[0])) if y01[0] == 1 else (json_label(classes[0]), None)
+            )
+        self.params_, report = adapt_prior(
+            prior,
+            frame,
+            y01,
+            adaptation=asked,
+            prior_strength=self.prior_strength,
+            intercept_prior_ratio=self.intercept_prior_ratio,
+            labels=labels,
+            warn=False,
+        )
         for msg in report["warnings"]:
             warnings.warn(msg + " (see adaptation_report_)", AdaptationWarning, stacklevel=2)
         self.adaptation_report_ = report
@@ -301,8 +373,10 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
             pos = canonical_level(self.pos_label)
             canon = np.array([canonical_level(c) for c in classes], dtype=object)
             if len(classes) == 2 and pos not in canon:
-                raise ValidationError(f"pos_label {self.pos_label!r} is not one of the labels "
-                                      f"{[json_label(c) for c in classes]}")
+                raise ValidationError(
+                    f"pos_label {self.pos_label!r} is not one of the labels "
+                    f"{[json_label(c) for c in classes]}"
+                )
             if len(classes) == 2:
                 self.classes_ = classes[np.argsort(canon == pos, kind="stable")]
             else:
@@ -311,9 +385,12 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         if self.index is None:
             self.classes_ = classes
             return (y == classes[1]).astype(float)
-        y01 = binary_outcome(y, where="y (the generated model predicts the event, so the event label must be "
-                                      "clear)").astype(float)
-        self.classes_ = classes if len(classes) == 2 else np.array([0, 1])  # sorted: the event is last
+        y01 = binary_outcome(
+            y, where="y (the generated model predicts the event, so the event label must be clear)"
+        ).astype(float)
+        self.classes_ = (
+            classes if len(classes) == 2 else np.array([0, 1])
+        )  # sorted: the event is last
         return y01
 
     def _set_features(self, frame):
@@ -364,11 +441,18 @@ def neighbor_mean(index, description: str, *, k: int = 10, exclude=None) -> Mode
 
     hits = index.search(description, k, exclude=exclude)
     if not hits:  # search returns every eligible task up to k, so none are left
-        raise ValidationError(f"no neighbours found: all {len(index)} indexed tasks are excluded"
-                              if len(index) else "no neighbours found: the index holds no tasks")
+        raise ValidationError(
+            f"no neighbours found: all {len(index)} indexed tasks are excluded"
+            if len(index)
+            else "no neighbours found: the index holds no tasks"
+        )
     sims = np.array([max(h.score, 0.0) for h in hits])
     w = sims / sims.sum() if sims.sum() > 0 else np.full(len(hits), 1 / len(hits))
     vec = np.sum([wi * h.params.vector for wi, h in zip(w, hits, strict=True)], axis=0)
-    params = ModelParams(index.model, index.schema, vec, metadata={
-        "source": "neighbor-mean", "provenance": provenance_records(hits, w)})
+    params = ModelParams(
+        index.model,
+        index.schema,
+        vec,
+        metadata={"source": "neighbor-mean", "provenance": provenance_records(hits, w)},
+    )
     return attach(params, description, index, exclude=exclude)

@@ -103,10 +103,33 @@ from ragim.params import ModelParams, design_matrix, model_family
 from ragim.tasks import Task, TaskCollection, patient_id_set
 
 PROTOCOLS = ("leave-task-out", "leave-group-out")
-DEFAULT_METHODS = ("ragim-statistical", "ragim-attention", "pooled", "nearest-neighbor", "neighbor-mean",
-                   "per-task-k", "per-task-all", "true-model", "oracle")
-COLUMNS = ["dataset", "protocol", "fold", "task_id", "n_rows", "size_group", "method", "k_shot", "draw",
-           *METRICS, "n_support", "n_test", "n_index", "status"]
+DEFAULT_METHODS = (
+    "ragim-statistical",
+    "ragim-attention",
+    "pooled",
+    "nearest-neighbor",
+    "neighbor-mean",
+    "per-task-k",
+    "per-task-all",
+    "true-model",
+    "oracle",
+)
+COLUMNS = [
+    "dataset",
+    "protocol",
+    "fold",
+    "task_id",
+    "n_rows",
+    "size_group",
+    "method",
+    "k_shot",
+    "draw",
+    *METRICS,
+    "n_support",
+    "n_test",
+    "n_index",
+    "status",
+]
 #: errors that mark one method as failed on a fold or target (metrics NaN, ``status`` says why)
 #: instead of stopping the whole evaluation
 _METHOD_ERRORS = (RagimError, ValueError, RuntimeError, FloatingPointError)
@@ -126,9 +149,13 @@ class FoldContext:
     seed: int
     generator_config: dict = field(default_factory=dict)
     lm_config: dict = field(default_factory=dict)  # train_sft + generation options of "ragim-lm"
-    cache: dict = field(default_factory=dict)  # per-fold state (trained generators, pooled model, ...)
+    cache: dict = field(
+        default_factory=dict
+    )  # per-fold state (trained generators, pooled model, ...)
     notes: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)  # method -> why its setup failed in this fold
+    failed: dict[str, str] = field(
+        default_factory=dict
+    )  # method -> why its setup failed in this fold
 
 
 @dataclass
@@ -188,8 +215,14 @@ class Method:
 METHODS: dict[str, Method] = {}
 
 
-def register_method(name: str, predict: Callable[[TargetContext], np.ndarray | None], *, shots: str = "zero",
-                    setup: Callable[[FoldContext], None] | None = None, default: bool = False) -> Method:
+def register_method(
+    name: str,
+    predict: Callable[[TargetContext], np.ndarray | None],
+    *,
+    shots: str = "zero",
+    setup: Callable[[FoldContext], None] | None = None,
+    default: bool = False,
+) -> Method:
     """Add (or replace) an evaluation method, e.g. ``"ragim-lm"`` from the LM generator module.
 
     Examples
@@ -215,7 +248,9 @@ def _estimator(ctx: FoldContext, C: float = 1.0):
     return model_family(ctx.model).estimator(ctx.index.schema, C=C)
 
 
-def _fit_or_constant(fctx: FoldContext, X: pd.DataFrame | None, y: np.ndarray | None, X_test: pd.DataFrame) -> np.ndarray:
+def _fit_or_constant(
+    fctx: FoldContext, X: pd.DataFrame | None, y: np.ndarray | None, X_test: pd.DataFrame
+) -> np.ndarray:
     n = 0 if y is None else len(y)
     n1 = 0 if y is None else int(np.sum(y))
     if n == 0 or n1 in (0, n):
@@ -241,7 +276,9 @@ def _task_seed(task_id: str, seed: int) -> int:
     return (zlib.crc32(task_id.encode()) + 1_000_003 * int(seed)) % (2**32)
 
 
-def support_test_split(y: np.ndarray, seed: int, test_fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+def support_test_split(
+    y: np.ndarray, seed: int, test_fraction: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
     """Stratified (support pool, test) row positions; the support pool is ordered so that
     its first two rows hold one of each class (when it has both), the rest shuffled.
 
@@ -281,7 +318,9 @@ def draw_order(y_pool: np.ndarray, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     y_pool = np.asarray(y_pool)
     order = rng.permutation(len(y_pool))
-    firsts = [int(np.flatnonzero(y_pool[order] == c)[0]) for c in (0, 1) if np.any(y_pool[order] == c)]
+    firsts = [
+        int(np.flatnonzero(y_pool[order] == c)[0]) for c in (0, 1) if np.any(y_pool[order] == c)
+    ]
     if len(firsts) == 2:
         order = np.concatenate([rng.permutation(order[firsts]), np.delete(order, firsts)])
     return order
@@ -291,8 +330,9 @@ def _patient_ids(info: dict) -> frozenset:
     return patient_id_set(info.get("metadata"))
 
 
-def assert_leak_free(index, targets: TaskCollection | Sequence[Task], *, group: str | None = None,
-                     generator=None) -> None:
+def assert_leak_free(
+    index, targets: TaskCollection | Sequence[Task], *, group: str | None = None, generator=None
+) -> None:
     """Raise :class:`~ragim.errors.ValidationError` naming every leaked task when ``index``
     (or the tasks a ``generator`` was trained on) contains a target, a task sharing patients
     with a target or, with ``group``, a task of a target's group.
@@ -320,8 +360,10 @@ def assert_leak_free(index, targets: TaskCollection | Sequence[Task], *, group: 
     if trained is not None and trained is not index:
         pools["generator training set"] = trained.records
     if getattr(index, "tasks", None) is not None:
-        pools["index.tasks"] = [{"task_id": i["task_id"], "metadata": i["metadata"]}
-                                for i in (index.tasks.info(j) for j in range(len(index.tasks)))]
+        pools["index.tasks"] = [
+            {"task_id": i["task_id"], "metadata": i["metadata"]}
+            for i in (index.tasks.info(j) for j in range(len(index.tasks)))
+        ]
     leaks: dict[str, tuple[str, list[str]]] = {}
     for where, records in pools.items():
         for rec in records:
@@ -339,7 +381,11 @@ def assert_leak_free(index, targets: TaskCollection | Sequence[Task], *, group: 
         raise ValidationError(
             f"the index used for evaluation leaks {len(leaks)} task(s) into zero-shot targets "
             f"{sorted(target_ids)[:5]}{' ...' if len(target_ids) > 5 else ''}; rebuild it without them:",
-            [f"{tid!r} {why} but is in the {' and the '.join(where)}" for tid, (why, where) in leaks.items()])
+            [
+                f"{tid!r} {why} but is in the {' and the '.join(where)}"
+                for tid, (why, where) in leaks.items()
+            ],
+        )
 
 
 # ---------------------------------------------------------------------- built-in methods
@@ -348,8 +394,9 @@ def _attention_setup(fctx: FoldContext) -> None:
 
     own = {k: v for k, v in fctx.generator_config.items() if k != "statistical"}
     cfg = {"k": fctx.k_neighbors, "seed": fctx.seed, **own}
-    fctx.cache["attention"] = AttentionGenerator(**cfg).fit(fctx.index, progress=False,
-                                                            base_generator=fctx.cache.get("statistical"))
+    fctx.cache["attention"] = AttentionGenerator(**cfg).fit(
+        fctx.index, progress=False, base_generator=fctx.cache.get("statistical")
+    )
 
 
 def _statistical_setup(fctx: FoldContext) -> None:
@@ -359,23 +406,31 @@ def _statistical_setup(fctx: FoldContext) -> None:
         return
     cfg = {"seed": fctx.seed, **fctx.generator_config.get("statistical", {})}
     gen = fctx.cache["statistical"] = StatisticalGenerator(**cfg).fit(fctx.index, progress=False)
-    weights = ", ".join(f"{c} {gen.stack_['baseline'][c]:.2f}/{gen.stack_['slopes'][c]:.2f}"
-                        for c in gen.stack_["baseline"])
+    weights = ", ".join(
+        f"{c} {gen.stack_['baseline'][c]:.2f}/{gen.stack_['slopes'][c]:.2f}"
+        for c in gen.stack_["baseline"]
+    )
     held = ", ".join(f"{c} {v:.3f}" for c, v in gen.cv_["candidates"].items())
     stacked = "none" if gen.cv_["stack"] is None else f"{gen.cv_['stack']:.3f}"
-    fctx.notes.append(f"ragim-statistical fold {fctx.fold}: stack baseline/slopes {weights}, "
-                      f"shift {gen.stack_['shift']:+.2f} "
-                      f"(held-out log-loss in the index: {held or 'none'}, stack {stacked}; "
-                      f"{gen.cv_['n_tasks']} tasks); {gen.train_seconds_:.0f} s")
+    fctx.notes.append(
+        f"ragim-statistical fold {fctx.fold}: stack baseline/slopes {weights}, "
+        f"shift {gen.stack_['shift']:+.2f} "
+        f"(held-out log-loss in the index: {held or 'none'}, stack {stacked}; "
+        f"{gen.cv_['n_tasks']} tasks); {gen.train_seconds_:.0f} s"
+    )
 
 
 def _prior(ctx: TargetContext, name: str, *, uncertainty: bool = False):
     """The generator's zero-shot parameters for this target (generated once, shared across k and draws)."""
     key = ("prior", name, uncertainty)
     if key not in ctx.cache:
-        ctx.cache[key] = ctx.fold.cache[name].generate_params(ctx.task.description, ctx.fold.index,
-                                                              k=ctx.fold.k_neighbors, exclude=ctx.exclude,
-                                                              uncertainty=uncertainty)
+        ctx.cache[key] = ctx.fold.cache[name].generate_params(
+            ctx.task.description,
+            ctx.fold.index,
+            k=ctx.fold.k_neighbors,
+            exclude=ctx.exclude,
+            uncertainty=uncertainty,
+        )
     return ctx.cache[key]
 
 
@@ -412,7 +467,11 @@ def _map_prior_predict(ctx: TargetContext) -> np.ndarray | None:
     prior = _prior(ctx, "statistical", uncertainty=True)
     if prior.std is None:
         return None
-    D = design_rows(ctx, ctx.k_rows) if ctx.k_rows is not None else design_matrix(prior.kind, prior.schema, ctx.X_k)
+    D = (
+        design_rows(ctx, ctx.k_rows)
+        if ctx.k_rows is not None
+        else design_matrix(prior.kind, prior.schema, ctx.X_k)
+    )
     cand = map_with_prior(D, np.asarray(ctx.y_k, dtype=float), prior.vector, prior.std)
     return _proba(ctx, prior.replace(vector=cand.theta, std=cand.std))
 
@@ -438,8 +497,10 @@ def _lm_note(fctx: FoldContext) -> str:
     losses = [h["loss"] for h in gen.history_ if "loss" in h]
     evals = [h["eval_loss"] for h in gen.history_ if "eval_loss" in h]
     steps = max((h.get("step", 0) for h in gen.history_), default=0)
-    text = (f"ragim-lm fold {fctx.fold}: SFT {steps} steps in {gen.train_seconds_:.0f} s, "
-            f"{gen.n_trainable_params_:,} trainable LoRA parameters")
+    text = (
+        f"ragim-lm fold {fctx.fold}: SFT {steps} steps in {gen.train_seconds_:.0f} s, "
+        f"{gen.n_trainable_params_:,} trainable LoRA parameters"
+    )
     if losses:
         text += f", train loss {losses[0]:.3f} -> {losses[-1]:.3f}"
     if evals:
@@ -476,8 +537,12 @@ def _nearest_predict(ctx: TargetContext) -> np.ndarray:
 def _neighbor_mean_predict(ctx: TargetContext) -> np.ndarray:
     from ragim.estimator import neighbor_mean
 
-    return params_proba(neighbor_mean(ctx.fold.index, ctx.task.description, k=ctx.fold.k_neighbors,
-                                      exclude=ctx.exclude), ctx.X_test)
+    return params_proba(
+        neighbor_mean(
+            ctx.fold.index, ctx.task.description, k=ctx.fold.k_neighbors, exclude=ctx.exclude
+        ),
+        ctx.X_test,
+    )
 
 
 def _population_predict(ctx: TargetContext) -> np.ndarray | None:
@@ -505,8 +570,9 @@ def _ragim2024_setup(fctx: FoldContext) -> None:
 
 def _ragim2024_predict(ctx: TargetContext) -> np.ndarray:
     gen = ctx.fold.cache["rag-im-2024"]
-    params = gen.generate_params(ctx.task.description, ctx.fold.index, k=ctx.fold.k_neighbors,
-                                 exclude=ctx.exclude)
+    params = gen.generate_params(
+        ctx.task.description, ctx.fold.index, k=ctx.fold.k_neighbors, exclude=ctx.exclude
+    )
     return params_proba(params, ctx.X_test)
 
 
@@ -514,8 +580,14 @@ def _ragim2024_predict(ctx: TargetContext) -> np.ndarray:
 #: 40 minutes. Batch 256 with learning rate 1e-2 had the lowest validation loss (the package's
 #: own 20% row split of the index, no target involved) among batches 32-512 and rates 1e-3-3e-2
 #: on a 60-task synthetic index and on the heart-disease index.
-CONTEXTUALIZED_FIT = {"max_epochs": 50, "learning_rate": 1e-2, "es_patience": 3,
-                      "train_batch_size": 256, "val_batch_size": 1024, "test_batch_size": 1024}
+CONTEXTUALIZED_FIT = {
+    "max_epochs": 50,
+    "learning_rate": 1e-2,
+    "es_patience": 3,
+    "train_batch_size": 256,
+    "val_batch_size": 1024,
+    "test_batch_size": 1024,
+}
 CONTEXTUALIZED_MAX_ROWS = 20_000  # training rows subsampled per fold
 _LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning")
 
@@ -547,8 +619,10 @@ def _contextualized_setup(fctx: FoldContext) -> None:
     is seeded from the fold's seed and restored afterwards.
     """
     if importlib.util.find_spec("contextualized") is None:
-        fctx.notes.append("contextualized: contextualized-ml is not installed; method skipped "
-                          "(pip install --no-deps contextualized-ml, see docs/faq.md)")
+        fctx.notes.append(
+            "contextualized: contextualized-ml is not installed; method skipped "
+            "(pip install --no-deps contextualized-ml, see docs/faq.md)"
+        )
         fctx.cache["contextualized"] = None
         return
     import functools
@@ -560,7 +634,7 @@ def _contextualized_setup(fctx: FoldContext) -> None:
     tasks = [t for t in index.tasks if t.task_id in index]
     emb = index.vectors([t.task_id for t in tasks])
     D = [design_matrix(index.model, index.schema, t.X) for t in tasks]
-    C = np.concatenate([np.repeat(emb[i:i + 1], len(d), 0) for i, d in enumerate(D)])
+    C = np.concatenate([np.repeat(emb[i : i + 1], len(d), 0) for i, d in enumerate(D)])
     C, X = C.astype(np.float32), np.concatenate(D).astype(np.float32)
     y = np.concatenate([t.y for t in tasks]).astype(np.float32)
     keep = rng.permutation(len(y))[:CONTEXTUALIZED_MAX_ROWS]
@@ -568,15 +642,21 @@ def _contextualized_setup(fctx: FoldContext) -> None:
         warnings.simplefilter("ignore")
         from contextualized.easy import ContextualizedClassifier
     np_state = np.random.get_state()
-    with _quiet_lightning(), torch.random.fork_rng(), \
-            tempfile.TemporaryDirectory(prefix="ragim-contextualized-") as tmp:
+    with (
+        _quiet_lightning(),
+        torch.random.fork_rng(),
+        tempfile.TemporaryDirectory(prefix="ragim-contextualized-") as tmp,
+    ):
         torch.manual_seed(fctx.seed)
         np.random.seed(fctx.seed % 2**32)
         try:
             model = ContextualizedClassifier(encoder_type="mlp", num_archetypes=8)
             model.trainer_constructor = functools.partial(
-                model.trainer_constructor, logger=False, default_root_dir=tmp,
-                enable_model_summary=False)
+                model.trainer_constructor,
+                logger=False,
+                default_root_dir=tmp,
+                enable_model_summary=False,
+            )
             model.fit(C[keep], X[keep], y[keep, None], checkpoint_path=tmp, **CONTEXTUALIZED_FIT)
         finally:
             np.random.set_state(np_state)
@@ -596,15 +676,28 @@ def _contextualized_predict(ctx: TargetContext) -> np.ndarray | None:
     return p.reshape(len(X), -1)[:, -1]
 
 
-register_method("ragim-statistical", lambda c: _generator_predict(c, "statistical"), shots="both",
-                setup=_statistical_setup, default=True)
-register_method("ragim-attention", _attention_predict, shots="both", setup=_attention_setup, default=True)
-register_method("pooled", lambda c: c.fold.cache["pooled"].predict_proba(c.X_test)[:, 1], setup=_pooled_setup,
-                default=True)
+register_method(
+    "ragim-statistical",
+    lambda c: _generator_predict(c, "statistical"),
+    shots="both",
+    setup=_statistical_setup,
+    default=True,
+)
+register_method(
+    "ragim-attention", _attention_predict, shots="both", setup=_attention_setup, default=True
+)
+register_method(
+    "pooled",
+    lambda c: c.fold.cache["pooled"].predict_proba(c.X_test)[:, 1],
+    setup=_pooled_setup,
+    default=True,
+)
 register_method("nearest-neighbor", _nearest_predict, default=True)
 register_method("neighbor-mean", _neighbor_mean_predict, default=True)
 register_method("per-task-k", lambda c: _per_task_k(c), shots="few", default=True)
-register_method("per-task-all", lambda c: _fit_or_constant(c.fold, c.X_pool, c.y_pool, c.X_test), default=True)
+register_method(
+    "per-task-all", lambda c: _fit_or_constant(c.fold, c.X_pool, c.y_pool, c.X_test), default=True
+)
 register_method("true-model", _true_predict, default=True)
 register_method("oracle", _oracle_predict, default=True)
 register_method("population", _population_predict)
@@ -615,8 +708,16 @@ register_method("ragim-lm", _lm_predict, setup=_lm_setup)
 
 
 # ---------------------------------------------------------------------- folds
-def _folds(tasks: TaskCollection, protocol: str, group: str | None, groups: Sequence | None, folds: int,
-           seed: int, max_targets: int | None, targets: Sequence[str] | None = None) -> list[tuple[list[int], list[int]]]:
+def _folds(
+    tasks: TaskCollection,
+    protocol: str,
+    group: str | None,
+    groups: Sequence | None,
+    folds: int,
+    seed: int,
+    max_targets: int | None,
+    targets: Sequence[str] | None = None,
+) -> list[tuple[list[int], list[int]]]:
     """(target positions, positions removed from the index) per fold."""
     n = len(tasks)
     rng = np.random.default_rng(seed)
@@ -629,21 +730,34 @@ def _folds(tasks: TaskCollection, protocol: str, group: str | None, groups: Sequ
         if max_targets is not None and max_targets < len(chosen):
             chosen = np.sort(rng.choice(chosen, max_targets, replace=False))
     else:
-        chosen = (np.arange(n) if max_targets is None or max_targets >= n
-                  else np.sort(rng.choice(n, max_targets, replace=False)))
+        chosen = (
+            np.arange(n)
+            if max_targets is None or max_targets >= n
+            else np.sort(rng.choice(n, max_targets, replace=False))
+        )
     if protocol == "leave-task-out":
         if folds < 2:
             raise ValidationError(f"leave-task-out needs folds >= 2, got {folds}")
-        parts = [np.sort(p) for p in np.array_split(rng.permutation(chosen), min(folds, len(chosen)))]
+        parts = [
+            np.sort(p) for p in np.array_split(rng.permutation(chosen), min(folds, len(chosen)))
+        ]
         plan = [(p.tolist(), p.tolist()) for p in parts if len(p)]
     else:
         values = [m.get(group) for m in tasks.metadata]
         if all(v is None for v in values):
-            raise ValidationError(f"no task has metadata {group!r}; pass group= one of the metadata keys")
-        held = list(dict.fromkeys(v for v in values if v is not None)) if groups is None else list(groups)
+            raise ValidationError(
+                f"no task has metadata {group!r}; pass group= one of the metadata keys"
+            )
+        held = (
+            list(dict.fromkeys(v for v in values if v is not None))
+            if groups is None
+            else list(groups)
+        )
         unknown = [g for g in held if g not in set(values)]
         if unknown:
-            raise ValidationError(f"no tasks with {group} in {unknown}; known values: {sorted(map(str, set(values)))}")
+            raise ValidationError(
+                f"no tasks with {group} in {unknown}; known values: {sorted(map(str, set(values)))}"
+            )
         chosen_set = set(chosen.tolist())
         plan = []
         for g in held:
@@ -666,13 +780,28 @@ def _default_group(tasks: TaskCollection) -> str:
 
 
 # ---------------------------------------------------------------------- the runner
-def evaluate(tasks: TaskCollection, *, k_shots: Sequence[int] = (0,), protocol: str = "leave-task-out",
-             group: str | None = None, groups: Sequence | None = None, methods: Sequence[str] | None = None,
-             model: str = "logistic", k_neighbors: int = 10, folds: int = 5, embedder=None,
-             generator_config: dict | None = None, seed: int = 0, progress: bool = True,
-             max_targets: int | None = None, size_edges: Sequence[int] = DEFAULT_SIZE_EDGES,
-             return_predictions: bool = False, lm_config: dict | None = None, draws: int = 1,
-             targets: Sequence[str] | None = None):
+def evaluate(
+    tasks: TaskCollection,
+    *,
+    k_shots: Sequence[int] = (0,),
+    protocol: str = "leave-task-out",
+    group: str | None = None,
+    groups: Sequence | None = None,
+    methods: Sequence[str] | None = None,
+    model: str = "logistic",
+    k_neighbors: int = 10,
+    folds: int = 5,
+    embedder=None,
+    generator_config: dict | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    max_targets: int | None = None,
+    size_edges: Sequence[int] = DEFAULT_SIZE_EDGES,
+    return_predictions: bool = False,
+    lm_config: dict | None = None,
+    draws: int = 1,
+    targets: Sequence[str] | None = None,
+):
     """Run a protocol at the given k values; see :func:`zero_shot` (the frame's ``attrs``
     hold ``folds``: per fold the target ids, removed ids and index ids, and ``notes``).
 
@@ -693,8 +822,10 @@ def evaluate(tasks: TaskCollection, *, k_shots: Sequence[int] = (0,), protocol: 
     methods = list(methods) if methods is not None else [m for m in DEFAULT_METHODS if m in METHODS]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise ValidationError(f"unknown evaluation method(s) {unknown}; registered: {sorted(METHODS)} "
-                              "(add one with ragim.evaluate.register_method)")
+        raise ValidationError(
+            f"unknown evaluation method(s) {unknown}; registered: {sorted(METHODS)} "
+            "(add one with ragim.evaluate.register_method)"
+        )
     draws = check_int(draws, "draws", ge=1)
     k_shots = sorted({check_int(k, "every k_shots entry", ge=0) for k in k_shots})
     if not k_shots:
@@ -709,14 +840,27 @@ def evaluate(tasks: TaskCollection, *, k_shots: Sequence[int] = (0,), protocol: 
         removed = set(removed_pos)
         train = tasks.take([i for i in range(len(tasks)) if i not in removed])
         if len(train) < 3:
-            raise ValidationError(f"fold {f}: only {len(train)} task(s) remain after removing the targets and "
-                                  "the tasks sharing their patients; use more folds or another protocol")
+            raise ValidationError(
+                f"fold {f}: only {len(train)} task(s) remain after removing the targets and "
+                "the tasks sharing their patients; use more folds or another protocol"
+            )
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # tasks that cannot be fitted are listed in index.skipped
+            warnings.simplefilter(
+                "ignore", UserWarning
+            )  # tasks that cannot be fitted are listed in index.skipped
             index = TaskIndex.build(train, model=model, embedder=emb, progress=False)
         targets = [tasks[i] for i in target_pos]
-        fctx = FoldContext(f, index, targets, [tasks.ids[i] for i in removed_pos], k_neighbors, model, seed, gen_cfg,
-                           dict(lm_config or {}))
+        fctx = FoldContext(
+            f,
+            index,
+            targets,
+            [tasks.ids[i] for i in removed_pos],
+            k_neighbors,
+            model,
+            seed,
+            gen_cfg,
+            dict(lm_config or {}),
+        )
         held = group if protocol == "leave-group-out" else None
         assert_leak_free(index, targets, group=held)
         for name in methods:
@@ -728,31 +872,52 @@ def evaluate(tasks: TaskCollection, *, k_shots: Sequence[int] = (0,), protocol: 
         gen = fctx.cache.get("attention")
         for trained in (gen, fctx.cache.get("lm")):  # what the generators trained on, too
             assert_leak_free(index, targets, group=held, generator=trained)
-        fold_log.append({"fold": f, "targets": [t.task_id for t in targets], "removed": fctx.removed,
-                         "index_ids": index.ids, "generator_ids": [] if gen is None else gen.index_.tasks.ids})
-        for task in tqdm(targets, desc=f"{tasks.name} {protocol} fold {f + 1}/{len(plan)}", disable=not progress):
+        fold_log.append(
+            {
+                "fold": f,
+                "targets": [t.task_id for t in targets],
+                "removed": fctx.removed,
+                "index_ids": index.ids,
+                "generator_ids": [] if gen is None else gen.index_.tasks.ids,
+            }
+        )
+        for task in tqdm(
+            targets, desc=f"{tasks.name} {protocol} fold {f + 1}/{len(plan)}", disable=not progress
+        ):
             rows_t, preds_t = _score_target(fctx, task, methods, k_shots, held, int(draws))
             for r in rows_t:
-                r.update(dataset=tasks.name, protocol=protocol, fold=f, n_rows=task.n_rows,
-                         size_group=size_group(task.n_rows, size_edges), n_index=len(index))
+                r.update(
+                    dataset=tasks.name,
+                    protocol=protocol,
+                    fold=f,
+                    n_rows=task.n_rows,
+                    size_group=size_group(task.n_rows, size_edges),
+                    n_index=len(index),
+                )
             rows.extend(rows_t)
             preds.extend(preds_t)
         notes.extend(n for n in fctx.notes if n not in notes)
     for name in ("true-model", "oracle"):
         if name in methods and not any(r["method"] == name for r in rows):
-            notes.append(f"{name}: no target has known {'true' if name == 'true-model' else 'oracle'} parameters; "
-                         "method skipped")
+            notes.append(
+                f"{name}: no target has known {'true' if name == 'true-model' else 'oracle'} parameters; "
+                "method skipped"
+            )
     bad = [r for r in rows if r["status"] != "ok"]
     for name in dict.fromkeys(r["method"] for r in bad):
         mine = [r for r in bad if r["method"] == name]
-        notes.append(f"{name}: failed on {len(mine)} target x k row(s), scored NaN (first: {mine[0]['task_id']}: "
-                     f"{mine[0]['status']})")
+        notes.append(
+            f"{name}: failed on {len(mine)} target x k row(s), scored NaN (first: {mine[0]['task_id']}: "
+            f"{mine[0]['status']})"
+        )
     df = pd.DataFrame(rows, columns=COLUMNS)
     df.attrs = {"folds": fold_log, "notes": notes}
     for n in notes:
         warnings.warn(n, stacklevel=2)
     if return_predictions:
-        return df, pd.DataFrame(preds, columns=["task_id", "method", "k_shot", "draw", "row", "y", "p"])
+        return df, pd.DataFrame(
+            preds, columns=["task_id", "method", "k_shot", "draw", "row", "y", "p"]
+        )
     return df
 
 
@@ -772,25 +937,44 @@ def _predict(fctx: FoldContext, name: str, ctx: TargetContext) -> tuple[np.ndarr
     return np.clip(p, 0.0, 1.0), "ok"
 
 
-def _score_target(fctx: FoldContext, task: Task, methods: list[str], k_shots: list[int], group: str | None,
-                  draws: int = 1):
+def _score_target(
+    fctx: FoldContext,
+    task: Task,
+    methods: list[str],
+    k_shots: list[int],
+    group: str | None,
+    draws: int = 1,
+):
     from ragim.index import leak_free
 
     seed = _task_seed(task.task_id, fctx.seed)
     pool, test = support_test_split(task.y, seed)
     X_test, y_test = task.X.iloc[test].reset_index(drop=True), task.y[test]
-    base = dict(fold=fctx, task=task, exclude=leak_free(task, group=group), X_test=X_test, y_test=y_test,
-                X_pool=task.X.iloc[pool].reset_index(drop=True), y_pool=task.y[pool])
+    base = dict(
+        fold=fctx,
+        task=task,
+        exclude=leak_free(task, group=group),
+        X_test=X_test,
+        y_test=y_test,
+        X_pool=task.X.iloc[pool].reset_index(drop=True),
+        y_pool=task.y[pool],
+    )
     orders = [pool] + [pool[draw_order(task.y[pool], seed + 7919 * d)] for d in range(1, draws)]
     cache: dict = {}
     rows, preds = [], []
     for k in k_shots:
         for d in range(draws if k > 0 else 1):
             rows_k = orders[d][:k]
-            ctx = TargetContext(**base, k_shot=k, cache=cache, draw=d,
-                                X_k=task.X.iloc[rows_k].reset_index(drop=True) if k else None,
-                                y_k=task.y[rows_k] if k else None, k_rows=rows_k if k else None,
-                                test_rows=test)
+            ctx = TargetContext(
+                **base,
+                k_shot=k,
+                cache=cache,
+                draw=d,
+                X_k=task.X.iloc[rows_k].reset_index(drop=True) if k else None,
+                y_k=task.y[rows_k] if k else None,
+                k_rows=rows_k if k else None,
+                test_rows=test,
+            )
             for name in methods:
                 shots = METHODS[name].shots
                 if (k == 0 and shots == "few") or (k > 0 and shots == "zero"):
@@ -798,21 +982,58 @@ def _score_target(fctx: FoldContext, task: Task, methods: list[str], k_shots: li
                 p, status = _predict(fctx, name, ctx)
                 if p is None and status == "ok":
                     continue
-                n_support = len(rows_k) if shots != "zero" else (len(pool) if name == "per-task-all" else 0)
-                metrics = task_metrics(y_test, p) if p is not None else dict.fromkeys(METRICS, np.nan)
-                rows.append({"task_id": task.task_id, "method": name, "k_shot": k, "draw": d, **metrics,
-                             "n_support": n_support, "n_test": len(test), "status": status})
+                n_support = (
+                    len(rows_k) if shots != "zero" else (len(pool) if name == "per-task-all" else 0)
+                )
+                metrics = (
+                    task_metrics(y_test, p) if p is not None else dict.fromkeys(METRICS, np.nan)
+                )
+                rows.append(
+                    {
+                        "task_id": task.task_id,
+                        "method": name,
+                        "k_shot": k,
+                        "draw": d,
+                        **metrics,
+                        "n_support": n_support,
+                        "n_test": len(test),
+                        "status": status,
+                    }
+                )
                 if p is None:
                     continue
-                preds.extend({"task_id": task.task_id, "method": name, "k_shot": k, "draw": d, "row": int(r),
-                              "y": int(yy), "p": float(pp)} for r, yy, pp in zip(test, y_test, p, strict=True))
+                preds.extend(
+                    {
+                        "task_id": task.task_id,
+                        "method": name,
+                        "k_shot": k,
+                        "draw": d,
+                        "row": int(r),
+                        "y": int(yy),
+                        "p": float(pp),
+                    }
+                    for r, yy, pp in zip(test, y_test, p, strict=True)
+                )
     return rows, preds
 
 
-def zero_shot(tasks: TaskCollection, *, protocol: str = "leave-task-out", group: str | None = None,
-              methods: Sequence[str] | None = None, model: str = "logistic", k_neighbors: int = 10, folds: int = 5,
-              embedder=None, generator_config: dict | None = None, seed: int = 0, progress: bool = True,
-              max_targets: int | None = None, return_predictions: bool = False, **kwargs):
+def zero_shot(
+    tasks: TaskCollection,
+    *,
+    protocol: str = "leave-task-out",
+    group: str | None = None,
+    methods: Sequence[str] | None = None,
+    model: str = "logistic",
+    k_neighbors: int = 10,
+    folds: int = 5,
+    embedder=None,
+    generator_config: dict | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    max_targets: int | None = None,
+    return_predictions: bool = False,
+    **kwargs,
+):
     """Zero-shot evaluation: one row per target task and method (k_shot = 0).
 
     Parameters
@@ -840,13 +1061,32 @@ def zero_shot(tasks: TaskCollection, *, protocol: str = "leave-task-out", group:
     A frame with columns ``dataset, protocol, fold, task_id, n_rows, size_group, method,
     k_shot, auroc, log_loss, brier, ece, accuracy, n_support, n_test, n_index``.
     """
-    return evaluate(tasks, k_shots=(0,), protocol=protocol, group=group, methods=methods, model=model,
-                    k_neighbors=k_neighbors, folds=folds, embedder=embedder, generator_config=generator_config,
-                    seed=seed, progress=progress, max_targets=max_targets, return_predictions=return_predictions,
-                    **kwargs)
+    return evaluate(
+        tasks,
+        k_shots=(0,),
+        protocol=protocol,
+        group=group,
+        methods=methods,
+        model=model,
+        k_neighbors=k_neighbors,
+        folds=folds,
+        embedder=embedder,
+        generator_config=generator_config,
+        seed=seed,
+        progress=progress,
+        max_targets=max_targets,
+        return_predictions=return_predictions,
+        **kwargs,
+    )
 
 
-def few_shot(tasks: TaskCollection, *, k_shots: Sequence[int] = (4, 8, 16, 32), reference: bool = True, **kwargs):
+def few_shot(
+    tasks: TaskCollection,
+    *,
+    k_shots: Sequence[int] = (4, 8, 16, 32),
+    reference: bool = True,
+    **kwargs,
+):
     """Few-shot evaluation at each k in ``k_shots`` (other arguments as :func:`zero_shot`,
     plus ``draws`` and ``targets`` of :func:`evaluate`).
 
@@ -861,8 +1101,23 @@ def few_shot(tasks: TaskCollection, *, k_shots: Sequence[int] = (4, 8, 16, 32), 
 
 
 __all__ = [
-    "DEFAULT_METHODS", "METHODS", "Method", "FoldContext", "TargetContext", "assert_leak_free", "design_rows",
-    "draw_order", "evaluate",
-    "few_shot", "format_table", "params_proba", "plot_by_group", "plot_calibration", "register_method",
-    "summarize", "support_test_split", "to_records", "zero_shot",
+    "DEFAULT_METHODS",
+    "METHODS",
+    "Method",
+    "FoldContext",
+    "TargetContext",
+    "assert_leak_free",
+    "design_rows",
+    "draw_order",
+    "evaluate",
+    "few_shot",
+    "format_table",
+    "params_proba",
+    "plot_by_group",
+    "plot_calibration",
+    "register_method",
+    "summarize",
+    "support_test_split",
+    "to_records",
+    "zero_shot",
 ]

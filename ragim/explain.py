@@ -50,8 +50,12 @@ from ragim.models.family import Z95, by_abs, check_top, reference_level, truncat
 from ragim.params import ModelParams, model_family
 
 
-def explain_params(params: ModelParams, X_row: pd.DataFrame | pd.Series | Mapping | None = None, *,
-                   outcome: str | None = None) -> GlobalExplanation | LocalExplanation:
+def explain_params(
+    params: ModelParams,
+    X_row: pd.DataFrame | pd.Series | Mapping | None = None,
+    *,
+    outcome: str | None = None,
+) -> GlobalExplanation | LocalExplanation:
     """Explain a model: globally, or for one patient when ``X_row`` is given.
 
     Parameters
@@ -71,8 +75,10 @@ def explain_params(params: ModelParams, X_row: pd.DataFrame | pd.Series | Mappin
     ('GlobalExplanation', 'LocalExplanation')
     """
     if not isinstance(params, ModelParams):
-        raise ValidationError(f"explain_params needs ModelParams, got {type(params).__name__}; "
-                              "for a model use model.explain()")
+        raise ValidationError(
+            f"explain_params needs ModelParams, got {type(params).__name__}; "
+            "for a model use model.explain()"
+        )
     if outcome is not None and (not isinstance(outcome, str) or not outcome.strip()):
         raise ValidationError(
             f"outcome must be a non-empty text naming what the model predicts, got {outcome!r}"
@@ -122,14 +128,22 @@ def _outcome_name(params: ModelParams, outcome: str | None) -> str:
 
 
 def _table_html(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, border=0, na_rep="", float_format=lambda v: f"{v:.3g}",
-                      classes="ragim-table", escape=True)
+    return df.to_html(
+        index=False,
+        border=0,
+        na_rep="",
+        float_format=lambda v: f"{v:.3g}",
+        classes="ragim-table",
+        escape=True,
+    )
 
 
 class _Explanation:
     """Shared PNG / JSON / HTML plumbing."""
 
-    inline_plot: bool = True  # embed a PNG of plot() in _repr_html_ (set False on the class to skip)
+    inline_plot: bool = (
+        True  # embed a PNG of plot() in _repr_html_ (set False on the class to skip)
+    )
 
     def to_json(self, indent: int | None = None) -> str:
         """``data()`` as JSON text."""
@@ -165,12 +179,20 @@ def coverage_summary(coverage: Mapping[str, Any] | None) -> str | None:
         return None
     try:
         top, eff_sim = float(coverage["top_similarity"]), float(coverage["effective_similarity"])
-        n_eff, k, thr = coverage.get("effective_neighbors"), int(coverage["k"]), coverage.get("threshold")
+        n_eff, k, thr = (
+            coverage.get("effective_neighbors"),
+            int(coverage["k"]),
+            coverage.get("threshold"),
+        )
     except (KeyError, TypeError, ValueError):
-        raise ValidationError(f"params.metadata['coverage'] is not a coverage record: {coverage!r}") from None
+        raise ValidationError(
+            f"params.metadata['coverage'] is not a coverage record: {coverage!r}"
+        ) from None
     eff = "n/a" if n_eff is None else f"{float(n_eff):.1f}"
-    line = (f"index coverage: top similarity {top:.2f}, effective similarity {eff_sim:.2f}, "
-            f"{eff} effective neighbour(s) of {k}")
+    line = (
+        f"index coverage: top similarity {top:.2f}, effective similarity {eff_sim:.2f}, "
+        f"{eff} effective neighbour(s) of {k}"
+    )
     if thr is None:
         return line + " (the index is too small to calibrate a threshold)"
     verdict = "in the index's domain" if top >= float(thr) else "OUTSIDE the index's domain"
@@ -204,20 +226,26 @@ class Provenance(Sequence):
         self._records: list[dict] = []
         for i, r in enumerate(records):
             if not isinstance(r, Mapping) or "task_id" not in r:
-                raise ValidationError(f"provenance record #{i} must be a mapping with a 'task_id', got {r!r}")
-            self._records.append({
-                "task_id": str(r["task_id"]),
-                "description": str(r.get("description") or ""),
-                "similarity": _num(r.get("similarity"), "similarity"),
-                "weight": _num(r.get("weight"), "weight"),
-                **{k: v for k, v in r.items() if k not in self.FIELDS},
-            })
+                raise ValidationError(
+                    f"provenance record #{i} must be a mapping with a 'task_id', got {r!r}"
+                )
+            self._records.append(
+                {
+                    "task_id": str(r["task_id"]),
+                    "description": str(r.get("description") or ""),
+                    "similarity": _num(r.get("similarity"), "similarity"),
+                    "weight": _num(r.get("weight"), "weight"),
+                    **{k: v for k, v in r.items() if k not in self.FIELDS},
+                }
+            )
 
     @classmethod
     def from_params(cls, params: ModelParams) -> Provenance:
         raw = params.metadata.get("provenance") or []
         if isinstance(raw, str | bytes | Mapping) or not isinstance(raw, Sequence):
-            raise ValidationError("params.metadata['provenance'] must be a list of neighbour records")
+            raise ValidationError(
+                "params.metadata['provenance'] must be a list of neighbour records"
+            )
         return cls(raw)
 
     def __getitem__(self, i):
@@ -243,7 +271,8 @@ class Provenance(Sequence):
         if not self._records:
             return "<p><i>Provenance: none (a fitted model, not generated from neighbours).</i></p>"
         return f"<p><b>Provenance</b>: {len(self)} retrieved neighbour tasks</p>" + _table_html(
-            self.to_frame()[list(self.FIELDS)])
+            self.to_frame()[list(self.FIELDS)]
+        )
 
     def __repr__(self) -> str:
         if not self._records:
@@ -375,13 +404,19 @@ class GlobalExplanation(_Explanation):
     def data(self) -> dict:
         """JSON-safe dict: kind, source, outcome, intercept, intercept_std, terms, importance,
         provenance, coverage."""
-        return _jsonable({
-            "kind": self.kind, "source": self.source, "outcome": self.outcome,
-            "intercept": self.intercept,
-            "intercept_std": self.intercept_std, "terms": _records(self._frame),
-            "importance": _records(self.importance()), "provenance": self.provenance.data(),
-            "coverage": self.coverage,
-        })
+        return _jsonable(
+            {
+                "kind": self.kind,
+                "source": self.source,
+                "outcome": self.outcome,
+                "intercept": self.intercept,
+                "intercept_std": self.intercept_std,
+                "terms": _records(self._frame),
+                "importance": _records(self.importance()),
+                "provenance": self.provenance.data(),
+                "coverage": self.coverage,
+            }
+        )
 
     def plot(self, ax=None, top: int | None = None, kind: str = "coef", *, missing: bool = False):
         """Plot the model; returns a matplotlib Figure.
@@ -395,13 +430,14 @@ class GlobalExplanation(_Explanation):
         importance bars.
         """
         if kind not in ("coef", "odds_ratio", "importance"):
-            raise ValidationError(f"kind must be 'coef', 'odds_ratio' or 'importance', got {kind!r}")
+            raise ValidationError(
+                f"kind must be 'coef', 'odds_ratio' or 'importance', got {kind!r}"
+            )
         if kind == "importance":
             imp = self.importance()
             labels = {f.name: f.display_name for f in self.params.schema.features}
             imp = imp.assign(feature=imp["feature"].map(labels))
-            return plots.plot_importance(imp, top=top, ax=ax,
-                                         xlabel=self.family.importance_label)
+            return plots.plot_importance(imp, top=top, ax=ax, xlabel=self.family.importance_label)
         return self.family.plot_global(self, self.table(top, missing=missing), kind, ax=ax)
 
     def _repr_html_(self) -> str:
@@ -422,14 +458,22 @@ class GlobalExplanation(_Explanation):
             cols = [c for c in cols if c not in ("ci_low", "ci_high", "or_low", "or_high")]
         body = _table_html(df[cols].head(40))
         more = f"<p><i>… {len(df) - 40} more rows in table()</i></p>" if len(df) > 40 else ""
-        return (head + _coverage_html(self.coverage) + body + more + self._img_html(top=12)
-                + self.provenance._repr_html_())
+        return (
+            head
+            + _coverage_html(self.coverage)
+            + body
+            + more
+            + self._img_html(top=12)
+            + self.provenance._repr_html_()
+        )
 
     def __repr__(self) -> str:
         src = f", source={self.source}" if self.source else ""
-        lines = [f"GlobalExplanation({self.kind} model for {self.outcome}, "
-                 f"intercept={self.intercept:+.3g}{src}, "
-                 f"{len(self._frame)} {self.family.term_noun})"]
+        lines = [
+            f"GlobalExplanation({self.kind} model for {self.outcome}, "
+            f"intercept={self.intercept:+.3g}{src}, "
+            f"{len(self._frame)} {self.family.term_noun})"
+        ]
         lines += self.family.summary_lines(self)
         cov = coverage_summary(self.coverage)
         return "\n".join([*lines, *([f"  {cov}"] if cov else []), f"  {self.provenance!r}"])
@@ -442,9 +486,13 @@ def _one_row(X_row: Any, schema) -> pd.DataFrame:
     elif isinstance(X_row, Mapping):
         X_row = pd.DataFrame([dict(X_row)])
     if not isinstance(X_row, pd.DataFrame):
-        raise ValidationError(f"X_row must be a one-row pandas DataFrame, a Series or a dict, got {type(X_row).__name__}")
+        raise ValidationError(
+            f"X_row must be a one-row pandas DataFrame, a Series or a dict, got {type(X_row).__name__}"
+        )
     if len(X_row) != 1:
-        raise ValidationError(f"explain one patient at a time; got {len(X_row)} rows (select one with X.iloc[[i]])")
+        raise ValidationError(
+            f"explain one patient at a time; got {len(X_row)} rows (select one with X.iloc[[i]])"
+        )
     return schema.validate_frame(X_row, where="X_row")
 
 
@@ -471,27 +519,42 @@ class LocalExplanation(_Explanation):
         coverage_summary(self.coverage)
         self.intercept = params.intercept
         self.index = X.index[0]
-        values = [None if pd.isna(v) else (v.item() if isinstance(v, np.generic) else v) for v in X.iloc[0]]
+        values = [
+            None if pd.isna(v) else (v.item() if isinstance(v, np.generic) else v)
+            for v in X.iloc[0]
+        ]
         contributions, self._terms = model_family(params.kind).local_contributions(params, X)
         rows = []
         for f, v in zip(schema.features, values, strict=True):
             extra = dict(contributions[f.name])
-            rows.append({"feature": f.name, "label": f.display_name, "value": v,
-                         "value_label": _value_label(f, v), "unit": f.unit,
-                         **{k: c for k, c in extra.items() if k != "contribution"},
-                         "contribution": extra["contribution"]})
+            rows.append(
+                {
+                    "feature": f.name,
+                    "label": f.display_name,
+                    "value": v,
+                    "value_label": _value_label(f, v),
+                    "unit": f.unit,
+                    **{k: c for k, c in extra.items() if k != "contribution"},
+                    "contribution": extra["contribution"],
+                }
+            )
         self._frame = pd.DataFrame(rows)
         self.logit = math.fsum([self.intercept, *self._frame["contribution"]])
-        self.probability = 1.0 / (1.0 + math.exp(-self.logit)) if self.logit >= 0 else (
-            math.exp(self.logit) / (1.0 + math.exp(self.logit)))
+        self.probability = (
+            1.0 / (1.0 + math.exp(-self.logit))
+            if self.logit >= 0
+            else (math.exp(self.logit) / (1.0 + math.exp(self.logit)))
+        )
 
     def to_frame(self, by: str = "feature") -> pd.DataFrame:
         """Per-feature contributions; ``by="term"`` gives the unfolded logistic design terms
         (term, feature, design_value, coef, contribution)."""
         if by == "term":
             if self._terms is None:
-                raise ValidationError(f"by='term' is only defined for models with design terms, "
-                                      f"not for {self.kind} models; GAM terms are the bins")
+                raise ValidationError(
+                    f"by='term' is only defined for models with design terms, "
+                    f"not for {self.kind} models; GAM terms are the bins"
+                )
             return self._terms.copy()
         if by != "feature":
             raise ValidationError(f"by must be 'feature' or 'term', got {by!r}")
@@ -561,8 +624,15 @@ class LocalExplanation(_Explanation):
                 *textwrap.wrap(note, 80),
             ]
         )
-        return plots.plot_waterfall(self._frame.assign(label=self._labels()), self.intercept, self.logit,
-                                    self.probability, top=top, ax=ax, title=title)
+        return plots.plot_waterfall(
+            self._frame.assign(label=self._labels()),
+            self.intercept,
+            self.logit,
+            self.probability,
+            top=top,
+            ax=ax,
+            title=title,
+        )
 
     def _repr_html_(self) -> str:
         df = self.table()
@@ -572,13 +642,21 @@ class LocalExplanation(_Explanation):
             f"logit {self.logit:+.3f} = "
             f"intercept {self.intercept:+.3f} + contributions</p>"
         )
-        return head + _coverage_html(self.coverage) + _table_html(df) + self._img_html() + self.provenance._repr_html_()
+        return (
+            head
+            + _coverage_html(self.coverage)
+            + _table_html(df)
+            + self._img_html()
+            + self.provenance._repr_html_()
+        )
 
     def __repr__(self) -> str:
         df = by_abs(self._frame, "contribution")
         parts = " ".join(f"{r.feature} {r.contribution:+.2f}" for r in df.head(5).itertuples())
-        return (f"LocalExplanation({self.kind}, P={self.probability:.3f}, logit={self.logit:+.3f} = "
-                f"intercept {self.intercept:+.2f} {parts}{' ...' if len(df) > 5 else ''})")
+        return (
+            f"LocalExplanation({self.kind}, P={self.probability:.3f}, logit={self.logit:+.3f} = "
+            f"intercept {self.intercept:+.2f} {parts}{' ...' if len(df) > 5 else ''})"
+        )
 
 
 def _value_label(f, v: Any) -> str:

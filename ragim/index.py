@@ -48,20 +48,28 @@ Exclude = Iterable[str] | Callable[[Record], bool] | None
 class IndexConfig:
     """Configuration of a :class:`TaskIndex` (saved as ``config.json``)."""
 
-    model: str = field(default="logistic",
-                       metadata={"help": "model family: 'logistic', 'gam' or another registered one"})
-    index: str = field(default="auto", metadata={"help": "'auto', 'Flat' or a FAISS factory string"})
+    model: str = field(
+        default="logistic",
+        metadata={"help": "model family: 'logistic', 'gam' or another registered one"},
+    )
+    index: str = field(
+        default="auto", metadata={"help": "'auto', 'Flat' or a FAISS factory string"}
+    )
     nprobe: int = field(default=32, metadata={"help": "IVF lists visited per query"})
     ef_search: int = field(default=128, metadata={"help": "HNSW search breadth"})
-    factory: str = field(default="", metadata={"help": "the FAISS index actually built (set at build)"})
+    factory: str = field(
+        default="", metadata={"help": "the FAISS index actually built (set at build)"}
+    )
     excluded: dict[str, list[str]] = field(
         default_factory=dict,
         metadata={
             "help": "tasks deliberately left out of the index: metadata key -> values "
-                    "(ragim index build --exclude)"
+            "(ragim index build --exclude)"
         },
     )
-    storage: str = field(default="memory", metadata={"help": "'memory', or 'ondisk' (IVF lists in index.ivfdata)"})
+    storage: str = field(
+        default="memory", metadata={"help": "'memory', or 'ondisk' (IVF lists in index.ivfdata)"}
+    )
 
     def __post_init__(self):
         from ragim.models.family import FAMILIES  # the registry; ragim.models loads on first use
@@ -75,7 +83,8 @@ class IndexConfig:
             for k, v in self.excluded.items()
         ):
             raise ValidationError(
-                f"excluded must map metadata keys to lists of values, got {self.excluded!r}")
+                f"excluded must map metadata keys to lists of values, got {self.excluded!r}"
+            )
         if self.storage not in STORAGES:
             raise ValidationError(f"storage must be one of {list(STORAGES)}, got {self.storage!r}")
 
@@ -92,9 +101,14 @@ class Neighbor:
     stats: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"task_id": self.task_id, "score": self.score, "description": self.description,
-                "metadata": {k: v for k, v in self.metadata.items() if k != "patient_ids"},
-                "stats": self.stats, "params": self.params.as_dict(decimals=4)}
+        return {
+            "task_id": self.task_id,
+            "score": self.score,
+            "description": self.description,
+            "metadata": {k: v for k, v in self.metadata.items() if k != "patient_ids"},
+            "stats": self.stats,
+            "params": self.params.as_dict(decimals=4),
+        }
 
 
 # ---------------------------------------------------------------------- exclusion predicates
@@ -122,7 +136,10 @@ def shares_patients(target: Task | Record) -> Callable[[Record], bool]:
     """
     tid, meta = _target_info(target)
     pids = patient_id_set(meta)
-    return lambda rec: rec["task_id"] == tid or (bool(pids) and not pids.isdisjoint(rec["metadata"].get("patient_ids") or ()))
+    return lambda rec: (
+        rec["task_id"] == tid
+        or (bool(pids) and not pids.isdisjoint(rec["metadata"].get("patient_ids") or ()))
+    )
 
 
 def leak_free(target: Task | Record, *, group: str | None = None) -> Callable[[Record], bool]:
@@ -167,8 +184,16 @@ class TaskIndex:
     Build with :meth:`build`, open with :meth:`load`.
     """
 
-    def __init__(self, config: IndexConfig, schema: FeatureSchema, embedder: Embedder, store: VectorStore,
-                 records: list[Record | None], params: np.ndarray, tasks: TaskCollection | None = None):
+    def __init__(
+        self,
+        config: IndexConfig,
+        schema: FeatureSchema,
+        embedder: Embedder,
+        store: VectorStore,
+        records: list[Record | None],
+        params: np.ndarray,
+        tasks: TaskCollection | None = None,
+    ):
         self.config = config
         self.schema = schema
         self.embedder = embedder
@@ -245,7 +270,9 @@ class TaskIndex:
         emb = get_embedder(embedder)
         given = dict(params or {})
         ids = tasks.ids
-        if len(set(ids)) != len(ids):  # fit_many sees one chunk at a time, so check the whole collection here
+        if len(set(ids)) != len(
+            ids
+        ):  # fit_many sees one chunk at a time, so check the whole collection here
             seen: set[str] = set()
             dupes = sorted({t for t in ids if t in seen or seen.add(t)})
             raise ValidationError(f"duplicate task ids: {dupes[:10]}; every task needs its own id")
@@ -261,10 +288,23 @@ class TaskIndex:
         sample_pos, sample_vecs = np.zeros(0, np.int64), np.zeros((0, emb.dim), np.float32)
         if needs_training(factory, emb.dim):
             rng = np.random.default_rng(0)
-            sample_pos = np.arange(n) if n <= TRAIN_SIZE else np.sort(rng.choice(n, TRAIN_SIZE, replace=False))
-            sample_vecs = emb.embed([tasks.info(int(i))["description"] for i in sample_pos], progress=progress)
-        store = VectorStore.create(emb.dim, factory, train=sample_vecs, nprobe=config.nprobe,
-                                   ef_search=config.ef_search, device=device, storage=storage)
+            sample_pos = (
+                np.arange(n)
+                if n <= TRAIN_SIZE
+                else np.sort(rng.choice(n, TRAIN_SIZE, replace=False))
+            )
+            sample_vecs = emb.embed(
+                [tasks.info(int(i))["description"] for i in sample_pos], progress=progress
+            )
+        store = VectorStore.create(
+            emb.dim,
+            factory,
+            train=sample_vecs,
+            nprobe=config.nprobe,
+            ef_search=config.ef_search,
+            device=device,
+            storage=storage,
+        )
         config.factory = store.factory
 
         mat = np.empty((n, len(names)))
@@ -283,8 +323,15 @@ class TaskIndex:
                 chunk_params = {ids[i]: given[ids[i]] for i in pos if not fit[i]}
                 todo = pos[fit[pos]]
                 if len(todo):
-                    result = fit_many(tasks.take(todo), model=model, schema=schema, n_jobs=n_jobs,
-                                      progress=False, device=device, **fit_kwargs)
+                    result = fit_many(
+                        tasks.take(todo),
+                        model=model,
+                        schema=schema,
+                        n_jobs=n_jobs,
+                        progress=False,
+                        device=device,
+                        **fit_kwargs,
+                    )
                     chunk_params.update(result.params)
                     stats = result.stats
                     skipped.update((t, st) for t, st in result.status.items() if st != "ok")
@@ -294,25 +341,39 @@ class TaskIndex:
                 for j, inf in enumerate(infos):
                     p = chunk_params[inf["task_id"]]
                     if p.kind != model or p.names != names:
-                        raise ValidationError(f"parameters of task {inf['task_id']!r} do not match the {model} "
-                                              "layout of the index schema")
+                        raise ValidationError(
+                            f"parameters of task {inf['task_id']!r} do not match the {model} "
+                            "layout of the index schema"
+                        )
                     mat[row0 + j] = p.vector
                 del chunk_params
                 vectors = np.empty((len(keep), emb.dim), np.float32)
                 where = np.searchsorted(sample_pos, keep)
-                cached = (where < len(sample_pos)) & (sample_pos[np.minimum(where, len(sample_pos) - 1)] == keep) \
-                    if len(sample_pos) else np.zeros(len(keep), bool)
+                cached = (
+                    (where < len(sample_pos))
+                    & (sample_pos[np.minimum(where, len(sample_pos) - 1)] == keep)
+                    if len(sample_pos)
+                    else np.zeros(len(keep), bool)
+                )
                 if cached.any():
                     vectors[cached] = sample_vecs[where[cached]]
                 if not cached.all():
-                    vectors[~cached] = emb.embed([infos[j]["description"] for j in np.flatnonzero(~cached)])
+                    vectors[~cached] = emb.embed(
+                        [infos[j]["description"] for j in np.flatnonzero(~cached)]
+                    )
                 store.add(vectors)
                 del vectors
-                records.extend({"task_id": inf["task_id"], "description": inf["description"],
-                                "metadata": _shared_strings(canonical_metadata(inf["metadata"],
-                                                                               where=f"task {inf['task_id']!r}")),
-                                "stats": _json_safe(stats.get(inf["task_id"], {}))}
-                               for inf in infos)
+                records.extend(
+                    {
+                        "task_id": inf["task_id"],
+                        "description": inf["description"],
+                        "metadata": _shared_strings(
+                            canonical_metadata(inf["metadata"], where=f"task {inf['task_id']!r}")
+                        ),
+                        "stats": _json_safe(stats.get(inf["task_id"], {})),
+                    }
+                    for inf in infos
+                )
                 kept.extend(keep)
                 if bar is not None:
                     bar.update(len(pos))
@@ -321,12 +382,19 @@ class TaskIndex:
                 bar.close()
         del sample_vecs
         if not kept:
-            raise ValidationError("no task could be fitted:", [f"{t}: {st}" for t, st in skipped.items()])
+            raise ValidationError(
+                "no task could be fitted:", [f"{t}: {st}" for t, st in skipped.items()]
+            )
         if skipped:
-            warnings.warn(f"{len(skipped)} task(s) left out of the index: "
-                          + "; ".join(f"{t}: {st}" for t, st in list(skipped.items())[:5]), stacklevel=2)
+            warnings.warn(
+                f"{len(skipped)} task(s) left out of the index: "
+                + "; ".join(f"{t}: {st}" for t, st in list(skipped.items())[:5]),
+                stacklevel=2,
+            )
         mat = mat[: len(kept)] if len(kept) < n else mat
-        obj = cls(config, schema, emb, store, records, mat, tasks.take(kept) if keep_tasks else None)
+        obj = cls(
+            config, schema, emb, store, records, mat, tasks.take(kept) if keep_tasks else None
+        )
         obj.skipped = skipped
         return obj
 
@@ -389,8 +457,12 @@ class TaskIndex:
 
     def _params_at(self, row: int) -> ModelParams:
         rec = self._records[row]
-        return ModelParams(self.model, self.schema, self._params[row],
-                           metadata={"source": "fit", "task_id": rec["task_id"]})
+        return ModelParams(
+            self.model,
+            self.schema,
+            self._params[row],
+            metadata={"source": "fit", "task_id": rec["task_id"]},
+        )
 
     def params_matrix(self, ids: Sequence[str] | None = None) -> np.ndarray:
         """Stacked parameter vectors (rows in ``ids`` order, or index order)."""
@@ -427,8 +499,12 @@ class TaskIndex:
             return None
         w = np.asarray(weights) / np.sum(weights)
         values = w @ self._params[rows].astype(np.float64)
-        return ModelParams(self.model, self.schema, values,
-                           metadata={"source": "population", "n_tasks": len(rows), "n_rows": int(sum(weights))})
+        return ModelParams(
+            self.model,
+            self.schema,
+            values,
+            metadata={"source": "population", "n_tasks": len(rows), "n_rows": int(sum(weights))},
+        )
 
     def vectors(self, ids: Sequence[str] | None = None) -> np.ndarray:
         """The stored description embeddings."""
@@ -437,7 +513,9 @@ class TaskIndex:
         return allv[rows]
 
     # ------------------------------------------------------------------ search
-    def embed_queries(self, queries: str | Task | Sequence[str | Task]) -> tuple[np.ndarray, list, bool]:
+    def embed_queries(
+        self, queries: str | Task | Sequence[str | Task]
+    ) -> tuple[np.ndarray, list, bool]:
         single = isinstance(queries, str | Task)
         items = [queries] if single else list(queries)
         if not items:
@@ -446,17 +524,31 @@ class TaskIndex:
         for i, q in enumerate(items):
             text = q.description if isinstance(q, Task) else q
             if not isinstance(text, str) or not strip_invisible(text).strip():
-                held = " (it holds only invisible characters)" if isinstance(text, str) and text.strip() else ""
-                raise ValidationError(f"query {i} is empty{held}; give a task description or a Task")
+                held = (
+                    " (it holds only invisible characters)"
+                    if isinstance(text, str) and text.strip()
+                    else ""
+                )
+                raise ValidationError(
+                    f"query {i} is empty{held}; give a task description or a Task"
+                )
             hidden = invisible_characters(text)
             if hidden:
-                warnings.warn(f"query {i}: removed {len(hidden)} invisible character(s) {sorted(set(hidden))[:3]}",
-                              DataWarning, stacklevel=3)
+                warnings.warn(
+                    f"query {i}: removed {len(hidden)} invisible character(s) {sorted(set(hidden))[:3]}",
+                    DataWarning,
+                    stacklevel=3,
+                )
             texts.append(strip_invisible(text))
         return self.embedder.embed(texts), items, single
 
-    def search(self, query: str | Task | Sequence[str | Task], k: int = 5, *,
-               exclude: Exclude | Sequence[Exclude] = None) -> list[Neighbor] | list[list[Neighbor]]:
+    def search(
+        self,
+        query: str | Task | Sequence[str | Task],
+        k: int = 5,
+        *,
+        exclude: Exclude | Sequence[Exclude] = None,
+    ) -> list[Neighbor] | list[list[Neighbor]]:
         """The ``k`` most similar indexed tasks.
 
         Parameters
@@ -477,7 +569,9 @@ class TaskIndex:
         vecs, items, single = self.embed_queries(query)
         return self.search_vectors(vecs, k, exclude=exclude, single=single)
 
-    def search_vectors(self, vectors: np.ndarray, k: int = 5, *, exclude=None, single: bool = False):
+    def search_vectors(
+        self, vectors: np.ndarray, k: int = 5, *, exclude=None, single: bool = False
+    ):
         """Like :meth:`search` with precomputed query vectors."""
         n = len(vectors)
         excludes = per_query_excludes(exclude, n)
@@ -491,12 +585,16 @@ class TaskIndex:
                 preds[qi] = e
             else:  # ids: their rows are known, so FAISS can be told them up front
                 ids = [e] if isinstance(e, str) else list(e)
-                rows[qi] = np.array([self._id_to_row[t] for t in ids if t in self._id_to_row], dtype=np.int64)
+                rows[qi] = np.array(
+                    [self._id_to_row[t] for t in ids if t in self._id_to_row], dtype=np.int64
+                )
         skip = None
         if any(p is not None for p in preds):
+
             def skip(qi: int, row: int) -> bool:
                 p = preds[qi]
                 return p is not None and p(records[row])
+
         excluded = rows if any(r is not None for r in rows) else None
         with self._lock:
             scores, rows_found = self.store.search(vectors, k, skip=skip, excluded=excluded)
@@ -507,14 +605,28 @@ class TaskIndex:
                 if r < 0:
                     continue
                 rec = records[r]
-                hits.append(Neighbor(rec["task_id"], float(s), rec["description"], self._params_at(int(r)),
-                                     rec["metadata"], rec.get("stats", {})))
+                hits.append(
+                    Neighbor(
+                        rec["task_id"],
+                        float(s),
+                        rec["description"],
+                        self._params_at(int(r)),
+                        rec["metadata"],
+                        rec.get("stats", {}),
+                    )
+                )
             out.append(hits)
         return out[0] if single else out
 
     # ------------------------------------------------------------------ updates
-    def add(self, tasks: TaskCollection | Sequence[Task], *, params: dict[str, ModelParams] | None = None,
-            progress: bool = False, **fit_kwargs) -> list[str]:
+    def add(
+        self,
+        tasks: TaskCollection | Sequence[Task],
+        *,
+        params: dict[str, ModelParams] | None = None,
+        progress: bool = False,
+        **fit_kwargs,
+    ) -> list[str]:
         """Fit (or accept) and add new tasks without a rebuild; the schema is kept fixed.
         Returns the ids added."""
         from ragim.models import fit_many
@@ -528,26 +640,42 @@ class TaskIndex:
         todo = [i for i, t in enumerate(tasks.ids) if t not in given]
         stats = {}
         if todo:
-            res = fit_many(tasks.take(todo), model=self.model, schema=self.schema, progress=progress, **fit_kwargs)
+            res = fit_many(
+                tasks.take(todo),
+                model=self.model,
+                schema=self.schema,
+                progress=progress,
+                **fit_kwargs,
+            )
             given.update(res.params)
             stats = res.stats
             bad = {t: s for t, s in res.status.items() if s != "ok"}
             if bad:
-                raise ValidationError("some tasks could not be fitted:", [f"{t}: {s}" for t, s in bad.items()])
+                raise ValidationError(
+                    "some tasks could not be fitted:", [f"{t}: {s}" for t, s in bad.items()]
+                )
         infos = [tasks.info(i) for i in range(len(tasks))]
         names = param_names(self.model, self.schema)
         mat = np.stack([given[i["task_id"]].vector for i in infos])
         for inf in infos:
             if given[inf["task_id"]].names != names:
-                raise ValidationError(f"parameters of {inf['task_id']!r} do not match the index layout")
+                raise ValidationError(
+                    f"parameters of {inf['task_id']!r} do not match the index layout"
+                )
         vecs = self.embedder.embed([i["description"] for i in infos], progress=progress)
         with self._lock:
             rows = self.store.add(vecs)
             for r, inf in zip(rows, infos, strict=True):
-                self._records.append({"task_id": inf["task_id"], "description": inf["description"],
-                                      "metadata": _shared_strings(
-                                          canonical_metadata(inf["metadata"], where=f"task {inf['task_id']!r}")),
-                                      "stats": _json_safe(stats.get(inf["task_id"], {}))})
+                self._records.append(
+                    {
+                        "task_id": inf["task_id"],
+                        "description": inf["description"],
+                        "metadata": _shared_strings(
+                            canonical_metadata(inf["metadata"], where=f"task {inf['task_id']!r}")
+                        ),
+                        "stats": _json_safe(stats.get(inf["task_id"], {})),
+                    }
+                )
                 self._id_to_row[inf["task_id"]] = int(r)
             self._params = np.concatenate([self._params, mat])
         if self.tasks is not None:
@@ -584,9 +712,15 @@ class TaskIndex:
                 self._params = self._params[keep]
                 self._id_to_row = {r["task_id"]: i for i, r in enumerate(self._records)}
             files: dict[str, Any] = {
-                "config.json": json_bytes({**asdict(self.config), "embedder": self.embedder.identity,
-                                           "n_tasks": len(self), "param_names": param_names(self.model, self.schema),
-                                           "ids_sha256": _ids_digest(r["task_id"] for r in self._records)}),
+                "config.json": json_bytes(
+                    {
+                        **asdict(self.config),
+                        "embedder": self.embedder.identity,
+                        "n_tasks": len(self),
+                        "param_names": param_names(self.model, self.schema),
+                        "ids_sha256": _ids_digest(r["task_id"] for r in self._records),
+                    }
+                ),
                 "schema.json": json_bytes(self.schema.to_dict()),
                 "records.jsonl": jsonl_bytes(self._records),
                 "params.safetensors": st_save({"params": np.ascontiguousarray(self._params)}),
@@ -602,7 +736,13 @@ class TaskIndex:
     save_pretrained = save
 
     @classmethod
-    def load(cls, path: str | Path, *, embedder: Embedder | str | None = None, device: str | None = "auto") -> TaskIndex:
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        embedder: Embedder | str | None = None,
+        device: str | None = "auto",
+    ) -> TaskIndex:
         """Open a saved index, verifying checksums; ``embedder`` (default: the one recorded
         in the artifact) must match the embedder the index was built with. If a concurrent
         save replaces the artifact while it is read, the load starts again (up to 3 times)."""
@@ -617,7 +757,9 @@ class TaskIndex:
         raise AssertionError("unreachable")  # pragma: no cover
 
     @classmethod
-    def _load(cls, path: str | Path, *, embedder: Embedder | str | None, device: str | None) -> TaskIndex:
+    def _load(
+        cls, path: str | Path, *, embedder: Embedder | str | None, device: str | None
+    ) -> TaskIndex:
         from safetensors import SafetensorError
         from safetensors.numpy import load as st_load
 
@@ -641,7 +783,9 @@ class TaskIndex:
             try:
                 emb = embedder_from_identity(identity)
             except (ValidationError, KeyError, TypeError, ValueError, OSError) as exc:
-                raise ArtifactError(f"{cfg_file}: the recorded embedder cannot be re-created ({exc})") from exc
+                raise ArtifactError(
+                    f"{cfg_file}: the recorded embedder cannot be re-created ({exc})"
+                ) from exc
         else:
             emb = get_embedder(embedder)
         check_identity(identity, emb)
@@ -653,10 +797,15 @@ class TaskIndex:
         records = art.read_jsonl("records.jsonl")
         problems = _record_problems(records)
         if problems:
-            raise ArtifactError(f"{art.path / 'records.jsonl'}: not valid index records:\n  - " + "\n  - ".join(problems))
+            raise ArtifactError(
+                f"{art.path / 'records.jsonl'}: not valid index records:\n  - "
+                + "\n  - ".join(problems)
+            )
         try:  # indices saved before ids were canonical may hold integer patient ids
             for rec in records:
-                rec["metadata"] = _shared_strings(canonical_metadata(rec["metadata"], where=f"task {rec['task_id']!r}"))
+                rec["metadata"] = _shared_strings(
+                    canonical_metadata(rec["metadata"], where=f"task {rec['task_id']!r}")
+                )
         except ValidationError as exc:
             raise ArtifactError(f"{art.path / 'records.jsonl'}: {exc}") from exc
         if ids_digest is not None and ids_digest != _ids_digest(r["task_id"] for r in records):
@@ -667,10 +816,14 @@ class TaskIndex:
         try:
             params = st_load(art.read_bytes("params.safetensors"))["params"]
         except (SafetensorError, KeyError, ValueError, TypeError) as exc:
-            raise ArtifactError(f"{art.path / 'params.safetensors'}: not a valid parameter file ({exc})") from exc
+            raise ArtifactError(
+                f"{art.path / 'params.safetensors'}: not a valid parameter file ({exc})"
+            ) from exc
         if params.ndim != 2 or params.dtype.kind != "f" or not np.all(np.isfinite(params)):
-            raise ArtifactError(f"{art.path / 'params.safetensors'}: parameters must be a finite 2-D float array, "
-                                f"got {params.dtype} {params.shape}")
+            raise ArtifactError(
+                f"{art.path / 'params.safetensors'}: parameters must be a finite 2-D float array, "
+                f"got {params.dtype} {params.shape}"
+            )
         if names != expected_names:
             raise ArtifactError(
                 f"{art.path / 'schema.json'}: its {config.model} parameter layout ({len(names)} names) differs from "
@@ -682,8 +835,14 @@ class TaskIndex:
                 f"({len(records)} tasks) and the schema ({len(names)} parameters); the artifact was assembled from "
                 "different indices"
             )
-        store = VectorStore.read(art.file("index.faiss"), factory=config.factory, nprobe=config.nprobe,
-                                 ef_search=config.ef_search, device=device, storage=config.storage)
+        store = VectorStore.read(
+            art.file("index.faiss"),
+            factory=config.factory,
+            nprobe=config.nprobe,
+            ef_search=config.ef_search,
+            device=device,
+            storage=config.storage,
+        )
         art.check_unchanged("index.faiss")
         emb_dim = identity.get("dim")
         if store.ntotal != len(records) or (isinstance(emb_dim, int) and store.dim != emb_dim):
@@ -712,9 +871,11 @@ class TaskIndex:
     from_pretrained = load
 
     def __repr__(self) -> str:
-        return (f"TaskIndex({len(self)} tasks, model={self.model!r}, faiss={self.config.factory!r}, "
-                f"embedder={self.embedder.identity.get('name', self.embedder.identity.get('kind'))!r}, "
-                f"gpu={self.store.on_gpu if self.store.ntotal else False})")
+        return (
+            f"TaskIndex({len(self)} tasks, model={self.model!r}, faiss={self.config.factory!r}, "
+            f"embedder={self.embedder.identity.get('name', self.embedder.identity.get('kind'))!r}, "
+            f"gpu={self.store.on_gpu if self.store.ntotal else False})"
+        )
 
 
 def _ids_digest(ids: Iterable[str]) -> str:
@@ -731,7 +892,11 @@ def _record_problems(records: list) -> list[str]:
     problems, seen = [], set()
     for i, r in enumerate(records):
         tid = r.get("task_id")
-        if not isinstance(tid, str) or not isinstance(r.get("description"), str) or not isinstance(r.get("metadata"), dict):
+        if (
+            not isinstance(tid, str)
+            or not isinstance(r.get("description"), str)
+            or not isinstance(r.get("metadata"), dict)
+        ):
             problems.append(f"line {i + 1} lacks a task_id, description or metadata object")
         elif tid in seen:
             problems.append(f"line {i + 1}: duplicate task id {tid!r}")

@@ -69,10 +69,14 @@ def _sha256_file(path: Path) -> str:
 def json_bytes(obj: Any) -> bytes:
     """Deterministic, human-readable JSON encoding used for every JSON file."""
     try:
-        return (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=False) + "\n").encode()
+        return (
+            json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=False) + "\n"
+        ).encode()
     except (TypeError, ValueError) as exc:
-        raise ValidationError(f"cannot save: a value is not JSON-safe ({exc}); metadata must hold only "
-                              "strings, finite numbers, booleans, None, lists and dicts") from exc
+        raise ValidationError(
+            f"cannot save: a value is not JSON-safe ({exc}); metadata must hold only "
+            "strings, finite numbers, booleans, None, lists and dicts"
+        ) from exc
 
 
 def json_safe(obj: Any) -> Any:
@@ -94,11 +98,14 @@ def json_safe(obj: Any) -> Any:
 def jsonl_bytes(records: list[Mapping[str, Any]]) -> bytes:
     try:
         return "".join(
-            json.dumps(r, sort_keys=True, allow_nan=False, ensure_ascii=False) + "\n" for r in records
+            json.dumps(r, sort_keys=True, allow_nan=False, ensure_ascii=False) + "\n"
+            for r in records
         ).encode()
     except (TypeError, ValueError) as exc:
-        raise ValidationError(f"cannot save: a record is not JSON-safe ({exc}); metadata must hold only "
-                              "strings, finite numbers, booleans, None, lists and dicts") from exc
+        raise ValidationError(
+            f"cannot save: a record is not JSON-safe ({exc}); metadata must hold only "
+            "strings, finite numbers, booleans, None, lists and dicts"
+        ) from exc
 
 
 def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
@@ -145,7 +152,12 @@ def write_artifact(
     tmp.mkdir()
     try:
         for name, source in files.items():
-            if not isinstance(name, str) or name == MANIFEST or ".." in Path(name).parts or Path(name).is_absolute():
+            if (
+                not isinstance(name, str)
+                or name == MANIFEST
+                or ".." in Path(name).parts
+                or Path(name).is_absolute()
+            ):
                 raise ArtifactError(f"invalid artifact file name {name!r}")
             target = tmp / name
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -231,7 +243,9 @@ def _swap_into_place(tmp: Path, path: Path) -> None:
             except OSError:
                 pass
         if isinstance(exc, OSError) and not isinstance(exc, ArtifactError):
-            raise ArtifactError(f"could not move the new artifact into place at {path}: {exc}") from exc
+            raise ArtifactError(
+                f"could not move the new artifact into place at {path}: {exc}"
+            ) from exc
         raise
     for aside in asides:
         _remove_dir(aside)
@@ -275,8 +289,11 @@ def _recover(path: Path) -> Path:
         if path.exists():
             return path
         own = re.compile(re.escape(f"{_ASIDE}{path.name}-") + r"[^-]+")  # not those of "name-2"
-        candidates = sorted((c for c in path.parent.glob(f"{_ASIDE}{path.name}-*") if own.fullmatch(c.name)),
-                            key=_mtime, reverse=True)
+        candidates = sorted(
+            (c for c in path.parent.glob(f"{_ASIDE}{path.name}-*") if own.fullmatch(c.name)),
+            key=_mtime,
+            reverse=True,
+        )
         for c in candidates:
             if _looks_complete(c):
                 return c
@@ -385,7 +402,9 @@ class Artifact:
             try:
                 rec = json.loads(line)
             except (json.JSONDecodeError, RecursionError, ValueError) as exc:
-                raise ArtifactError(f"{self.path / name}: line {i + 1} is not valid JSON ({exc})") from exc
+                raise ArtifactError(
+                    f"{self.path / name}: line {i + 1} is not valid JSON ({exc})"
+                ) from exc
             if not isinstance(rec, dict):
                 raise ArtifactError(f"{self.path / name}: line {i + 1} is not a JSON object")
             out.append(rec)
@@ -400,8 +419,14 @@ class Artifact:
                 return {k: z[k] for k in z.files}
         except ArtifactError:
             raise
-        except Exception as exc:  # zipfile, numpy and OS errors: never unpickle, never a bare traceback
-            reason = "it holds Python objects, which are never unpickled" if "pickle" in str(exc).lower() else str(exc)
+        except (
+            Exception
+        ) as exc:  # zipfile, numpy and OS errors: never unpickle, never a bare traceback
+            reason = (
+                "it holds Python objects, which are never unpickled"
+                if "pickle" in str(exc).lower()
+                else str(exc)
+            )
             raise ArtifactError(f"{self.path / name}: not a valid array file ({reason})") from exc
 
 
@@ -428,8 +453,10 @@ def read_artifact(
             return _read_artifact_once(Path(path), kind, supported_versions, verify)
         except ArtifactChanged as exc:
             last = exc
-    raise ArtifactError(f"{path}: the artifact kept changing while it was read ({last}); other processes are "
-                        "saving to it, load it again later") from last
+    raise ArtifactError(
+        f"{path}: the artifact kept changing while it was read ({last}); other processes are "
+        "saving to it, load it again later"
+    ) from last
 
 
 def _manifest_changed(mpath: Path, sig: tuple) -> bool:
@@ -439,7 +466,9 @@ def _manifest_changed(mpath: Path, sig: tuple) -> bool:
         return True
 
 
-def _read_artifact_once(path: Path, kind: str, supported_versions: tuple[int, ...], verify: bool) -> Artifact:
+def _read_artifact_once(
+    path: Path, kind: str, supported_versions: tuple[int, ...], verify: bool
+) -> Artifact:
     path = _recover(path)
     if not path.is_dir():
         if not path.exists():
@@ -457,20 +486,37 @@ def _read_artifact_once(path: Path, kind: str, supported_versions: tuple[int, ..
         raise ArtifactError(f"{mpath}: the manifest has no 'files' table; the artifact is damaged")
     found = manifest.get("format")
     if found != kind:
-        raise ArtifactError(f"{path} holds a {found!r} artifact, but a {kind!r} artifact was expected")
+        raise ArtifactError(
+            f"{path} holds a {found!r} artifact, but a {kind!r} artifact was expected"
+        )
     version = manifest.get("format_version")
-    if isinstance(version, bool) or not isinstance(version, int) or version not in supported_versions:
+    if (
+        isinstance(version, bool)
+        or not isinstance(version, int)
+        or version not in supported_versions
+    ):
         raise ArtifactError(
             f"{path}: {kind} format_version {version!r} is not supported by ragim "
             f"{ragim_version()} (supported: {list(supported_versions)}); upgrade ragim or re-save the artifact"
         )
     for name, entry in manifest["files"].items():
-        if (not name or name == MANIFEST or ".." in Path(name).parts or Path(name).is_absolute()
-                or "\x00" in name):
+        if (
+            not name
+            or name == MANIFEST
+            or ".." in Path(name).parts
+            or Path(name).is_absolute()
+            or "\x00" in name
+        ):
             raise ArtifactError(f"{mpath}: invalid file name {name!r}")
-        if (not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str)
-                or isinstance(entry.get("bytes"), bool) or not isinstance(entry.get("bytes"), int)):
-            raise ArtifactError(f"{mpath}: the entry for {name!r} has no valid sha256/bytes; the manifest is damaged")
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("sha256"), str)
+            or isinstance(entry.get("bytes"), bool)
+            or not isinstance(entry.get("bytes"), int)
+        ):
+            raise ArtifactError(
+                f"{mpath}: the entry for {name!r} has no valid sha256/bytes; the manifest is damaged"
+            )
     verified: dict[str, tuple] = {}
     if verify:
         for name, entry in manifest["files"].items():
@@ -483,8 +529,10 @@ def _read_artifact_once(path: Path, kind: str, supported_versions: tuple[int, ..
                     if ok:
                         ok = hashlib.file_digest(fh, "sha256").hexdigest() == entry["sha256"]
                 if not ok:
-                    problem = (f"{path}: checksum mismatch for {name!r}; the file is truncated, damaged or was "
-                               "replaced. Re-create or re-download the artifact.")
+                    problem = (
+                        f"{path}: checksum mismatch for {name!r}; the file is truncated, damaged or was "
+                        "replaced. Re-create or re-download the artifact."
+                    )
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
                 problem = f"{path}: file {name!r} listed in the manifest is missing"
             except OSError as exc:

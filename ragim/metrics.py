@@ -42,10 +42,26 @@ from sklearn.metrics import accuracy_score, brier_score_loss, log_loss, roc_auc_
 from ragim.errors import ValidationError
 
 METRICS = ("auroc", "log_loss", "brier", "ece", "accuracy")
-HIGHER_IS_BETTER = {"auroc": True, "log_loss": False, "brier": False, "ece": False, "accuracy": True}
+HIGHER_IS_BETTER = {
+    "auroc": True,
+    "log_loss": False,
+    "brier": False,
+    "ece": False,
+    "accuracy": True,
+}
 EPS = 1e-7
 DEFAULT_SIZE_EDGES = (50, 200, 1000)
-SUMMARY_FIELDS = ["dataset", "protocol", "method", "k_shot", "metric", "mean", "ci_low", "ci_high", "n_tasks"]
+SUMMARY_FIELDS = [
+    "dataset",
+    "protocol",
+    "method",
+    "k_shot",
+    "metric",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "n_tasks",
+]
 _KEYS = ["dataset", "protocol", "method", "k_shot"]
 
 
@@ -53,7 +69,9 @@ def _check_inputs(y_true, y_prob) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y_true, dtype=float).reshape(-1)
     p = np.asarray(y_prob, dtype=float).reshape(-1)
     if y.shape != p.shape:
-        raise ValidationError(f"y_true has {y.shape[0]} values but y_prob has {p.shape[0]}; they must match")
+        raise ValidationError(
+            f"y_true has {y.shape[0]} values but y_prob has {p.shape[0]}; they must match"
+        )
     if y.size == 0:
         raise ValidationError("cannot score zero rows")
     if not np.isin(y, (0.0, 1.0)).all():
@@ -108,7 +126,9 @@ def auroc(y_true, y_score) -> float:
     y = np.asarray(y_true, dtype=float).reshape(-1)
     s = np.asarray(y_score, dtype=float).reshape(-1)
     if y.shape != s.shape or y.size == 0:
-        raise ValidationError(f"y_true has {y.size} values but y_score has {s.size}; they must match and be non-empty")
+        raise ValidationError(
+            f"y_true has {y.size} values but y_score has {s.size}; they must match and be non-empty"
+        )
     if not np.isin(y, (0.0, 1.0)).all():
         raise ValidationError("y_true must contain only 0/1 labels")
     if not np.all(np.isfinite(s)):
@@ -135,7 +155,9 @@ def task_metrics(y_true, y_prob) -> dict[str, float]:
     }
 
 
-def bootstrap_ci(values, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float, int]:
+def bootstrap_ci(
+    values, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float, int]:
     """Mean of the finite ``values`` and a percentile bootstrap CI, resampling values (tasks).
 
     Returns ``(mean, ci_low, ci_high, n)`` where ``n`` counts the finite values.
@@ -195,15 +217,26 @@ def mean_over_draws(per_task: pd.DataFrame) -> pd.DataFrame:
     """
     if "draw" not in per_task.columns or not (per_task["draw"].fillna(0) > 0).any():
         return per_task
-    keys = [c for c in ["dataset", "protocol", "method", "k_shot", "task_id"] if c in per_task.columns]
+    keys = [
+        c for c in ["dataset", "protocol", "method", "k_shot", "task_id"] if c in per_task.columns
+    ]
     metric_cols = [c for c in METRICS if c in per_task.columns]
     agg = {c: "mean" for c in metric_cols}
-    agg.update({c: "first" for c in per_task.columns if c not in keys and c not in agg and c != "draw"})
+    agg.update(
+        {c: "first" for c in per_task.columns if c not in keys and c not in agg and c != "draw"}
+    )
     return per_task.groupby(keys, sort=False, dropna=False).agg(agg).reset_index()
 
 
-def summarize(per_task: pd.DataFrame, *, by_size: bool = False, metrics: Sequence[str] = METRICS,
-              n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+def summarize(
+    per_task: pd.DataFrame,
+    *,
+    by_size: bool = False,
+    metrics: Sequence[str] = METRICS,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Macro mean over tasks with a bootstrap CI, per dataset, protocol, method and k (a
     target's draws of the k rows are averaged first: :func:`mean_over_draws`).
 
@@ -229,15 +262,27 @@ def summarize(per_task: pd.DataFrame, *, by_size: bool = False, metrics: Sequenc
     """
     missing = [c for c in [*_KEYS, *metrics] if c not in per_task.columns]
     if missing:
-        raise ValidationError(f"per-task frame lacks columns {missing}; pass the output of zero_shot/few_shot")
+        raise ValidationError(
+            f"per-task frame lacks columns {missing}; pass the output of zero_shot/few_shot"
+        )
     per_task = mean_over_draws(per_task)
     keys = [*_KEYS, "size_group"] if by_size else list(_KEYS)
     rows = []
     for key, grp in per_task.groupby(keys, sort=False, dropna=False):
         for metric in metrics:
-            mean, lo, hi, n = bootstrap_ci(grp[metric].to_numpy(dtype=float), n_boot=n_boot, level=level, seed=seed)
-            rows.append({**dict(zip(keys, key, strict=True)), "metric": metric, "mean": mean,
-                         "ci_low": lo, "ci_high": hi, "n_tasks": n})
+            mean, lo, hi, n = bootstrap_ci(
+                grp[metric].to_numpy(dtype=float), n_boot=n_boot, level=level, seed=seed
+            )
+            rows.append(
+                {
+                    **dict(zip(keys, key, strict=True)),
+                    "metric": metric,
+                    "mean": mean,
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "n_tasks": n,
+                }
+            )
     cols = SUMMARY_FIELDS + (["size_group"] if by_size else [])
     out = pd.DataFrame(rows, columns=cols)
     out["k_shot"] = out["k_shot"].astype(int)
@@ -249,9 +294,17 @@ def summarize(per_task: pd.DataFrame, *, by_size: bool = False, metrics: Sequenc
 LOWER_IS_BETTER = frozenset({"log_loss", "brier", "ece"})
 
 
-def paired_differences(per_task: pd.DataFrame, methods: Sequence[str], baselines: Sequence[str], *,
-                       metrics: Sequence[str] = ("log_loss", "auroc"), k_shot: int = 0, n_boot: int = 2000,
-                       level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+def paired_differences(
+    per_task: pd.DataFrame,
+    methods: Sequence[str],
+    baselines: Sequence[str],
+    *,
+    metrics: Sequence[str] = ("log_loss", "auroc"),
+    k_shot: int = 0,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Paired differences ``method - baseline`` over the same targets, with a bootstrap CI.
 
     Each target contributes one difference (the same test rows scored by both methods);
@@ -274,7 +327,9 @@ def paired_differences(per_task: pd.DataFrame, methods: Sequence[str], baselines
     need = ["dataset", "protocol", "method", "k_shot", "task_id", *metrics]
     missing = [c for c in need if c not in per_task.columns]
     if missing:
-        raise ValidationError(f"per-task frame lacks columns {missing}; pass the output of zero_shot/few_shot")
+        raise ValidationError(
+            f"per-task frame lacks columns {missing}; pass the output of zero_shot/few_shot"
+        )
     df = mean_over_draws(per_task[per_task["k_shot"] == k_shot])
     rows = []
     for (dataset, protocol), grp in df.groupby(["dataset", "protocol"], sort=False):
@@ -291,15 +346,49 @@ def paired_differences(per_task: pd.DataFrame, methods: Sequence[str], baselines
                     mean, lo, hi, n = bootstrap_ci(d, n_boot=n_boot, level=level, seed=seed)
                     better = d < 0 if metric in LOWER_IS_BETTER else d > 0
                     worse = d > 0 if metric in LOWER_IS_BETTER else d < 0
-                    rows.append({"dataset": dataset, "protocol": protocol, "method": method, "baseline": base,
-                                 "k_shot": k_shot, "metric": metric, "mean_diff": mean, "ci_low": lo, "ci_high": hi,
-                                 "n_tasks": n, "wins": int(better.sum()), "losses": int(worse.sum())})
-    return pd.DataFrame(rows, columns=["dataset", "protocol", "method", "baseline", "k_shot", "metric", "mean_diff",
-                                       "ci_low", "ci_high", "n_tasks", "wins", "losses"])
+                    rows.append(
+                        {
+                            "dataset": dataset,
+                            "protocol": protocol,
+                            "method": method,
+                            "baseline": base,
+                            "k_shot": k_shot,
+                            "metric": metric,
+                            "mean_diff": mean,
+                            "ci_low": lo,
+                            "ci_high": hi,
+                            "n_tasks": n,
+                            "wins": int(better.sum()),
+                            "losses": int(worse.sum()),
+                        }
+                    )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "dataset",
+            "protocol",
+            "method",
+            "baseline",
+            "k_shot",
+            "metric",
+            "mean_diff",
+            "ci_low",
+            "ci_high",
+            "n_tasks",
+            "wins",
+            "losses",
+        ],
+    )
 
 
-def skill(summary: pd.DataFrame, *, baselines: Sequence[str] = ("pooled", "neighbor-mean"), oracle: str = "oracle",
-          metrics: Sequence[str] = ("log_loss", "auroc"), k_shot: int = 0) -> pd.DataFrame:
+def skill(
+    summary: pd.DataFrame,
+    *,
+    baselines: Sequence[str] = ("pooled", "neighbor-mean"),
+    oracle: str = "oracle",
+    metrics: Sequence[str] = ("log_loss", "auroc"),
+    k_shot: int = 0,
+) -> pd.DataFrame:
     """Each method's *skill*: the share of the gap from the best baseline to the oracle it closes.
 
     ``skill = (baseline - method) / (baseline - oracle)`` for log-loss (lower is better) and
@@ -318,7 +407,9 @@ def skill(summary: pd.DataFrame, *, baselines: Sequence[str] = ("pooled", "neigh
     """
     rows = []
     s = summary[summary["k_shot"] == k_shot]
-    for (dataset, protocol, metric), grp in s.groupby(["dataset", "protocol", "metric"], sort=False):
+    for (dataset, protocol, metric), grp in s.groupby(
+        ["dataset", "protocol", "metric"], sort=False
+    ):
         if metric not in metrics:
             continue
         means = grp.set_index("method")["mean"]
@@ -327,14 +418,28 @@ def skill(summary: pd.DataFrame, *, baselines: Sequence[str] = ("pooled", "neigh
         lower = metric in LOWER_IS_BETTER
         base_vals = {b: float(means[b]) for b in baselines if b in means}
         best = (min if lower else max)(base_vals, key=base_vals.get)
-        gap = (base_vals[best] - float(means[oracle])) if lower else (float(means[oracle]) - base_vals[best])
+        gap = (
+            (base_vals[best] - float(means[oracle]))
+            if lower
+            else (float(means[oracle]) - base_vals[best])
+        )
         for method, value in means.items():
             if method == oracle:
                 continue
             gain = (base_vals[best] - float(value)) if lower else (float(value) - base_vals[best])
-            rows.append({"dataset": dataset, "protocol": protocol, "metric": metric, "method": method,
-                         "baseline": best, "skill": gain / gap if gap > 0 else math.nan})
-    return pd.DataFrame(rows, columns=["dataset", "protocol", "metric", "method", "baseline", "skill"])
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "protocol": protocol,
+                    "metric": metric,
+                    "method": method,
+                    "baseline": best,
+                    "skill": gain / gap if gap > 0 else math.nan,
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=["dataset", "protocol", "metric", "method", "baseline", "skill"]
+    )
 
 
 def _json_value(v: Any) -> Any:
@@ -386,8 +491,12 @@ def format_table(summary: pd.DataFrame, *, metrics: Sequence[str] | None = None)
     """
     if summary.empty:
         return "(no results)"
-    metrics = list(metrics) if metrics is not None else [m for m in METRICS if m in set(summary["metric"])] or \
-        list(dict.fromkeys(summary["metric"]))
+    metrics = (
+        list(metrics)
+        if metrics is not None
+        else [m for m in METRICS if m in set(summary["metric"])]
+        or list(dict.fromkeys(summary["metric"]))
+    )
     blocks = ["dataset", "protocol"] + (["size_group"] if "size_group" in summary.columns else [])
     out = []
     for key, grp in summary.groupby(blocks, sort=False):
@@ -401,14 +510,22 @@ def format_table(summary: pd.DataFrame, *, metrics: Sequence[str] | None = None)
             lines.append([label, *[_fmt_cell(cells.get(m)) for m in metrics], str(n_row)])
         widths = [max(len(r[i]) for r in lines) for i in range(len(lines[0]))]
         lines.insert(1, ["-" * w for w in widths])
-        out.extend("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in lines)
+        out.extend(
+            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in lines
+        )
         out.append("")
     return "\n".join(out).rstrip()
 
 
 # ---------------------------------------------------------------------- figures
-def plot_calibration(predictions: pd.DataFrame, *, methods: Sequence[str] | None = None, k_shot: int = 0,
-                     n_bins: int = 10, title: str | None = None):
+def plot_calibration(
+    predictions: pd.DataFrame,
+    *,
+    methods: Sequence[str] | None = None,
+    k_shot: int = 0,
+    n_bins: int = 10,
+    title: str | None = None,
+):
     """Reliability diagram of the pooled test-row predictions of each method at one k
     (``predictions`` from ``zero_shot(..., return_predictions=True)``)."""
     from ragim.plots import plot_calibration as _plot
@@ -421,11 +538,17 @@ def plot_calibration(predictions: pd.DataFrame, *, methods: Sequence[str] | None
         s = sel[sel["method"] == m].set_index(["task_id", "row"])["p"]
         probs[m] = s.reindex(pd.MultiIndex.from_frame(ref[["task_id", "row"]])).to_numpy()
         if np.isnan(probs[m]).any():
-            raise ValidationError(f"method {m!r} lacks predictions for some test rows of {methods[0]!r}")
-    return _plot(ref["y"].to_numpy(), probs, n_bins=n_bins, title=title or f"Calibration, k = {k_shot}")
+            raise ValidationError(
+                f"method {m!r} lacks predictions for some test rows of {methods[0]!r}"
+            )
+    return _plot(
+        ref["y"].to_numpy(), probs, n_bins=n_bins, title=title or f"Calibration, k = {k_shot}"
+    )
 
 
-def plot_by_group(summary: pd.DataFrame, *, metric: str = "auroc", k_shot: int = 0, title: str | None = None):
+def plot_by_group(
+    summary: pd.DataFrame, *, metric: str = "auroc", k_shot: int = 0, title: str | None = None
+):
     """Bars of one metric per method with CI whiskers, grouped by task size when the summary
     has a ``size_group`` column (``summarize(..., by_size=True)``)."""
     from ragim.plots import new_figure
@@ -446,8 +569,15 @@ def plot_by_group(summary: pd.DataFrame, *, metric: str = "auroc", k_shot: int =
                 continue
             r = r.iloc[0]
             err = [[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]]
-            ax.bar(gi + (j - (len(methods) - 1) / 2) * width, r["mean"], width, yerr=err, capsize=2,
-                   color=f"C{j}", label=m if gi == 0 else None)
+            ax.bar(
+                gi + (j - (len(methods) - 1) / 2) * width,
+                r["mean"],
+                width,
+                yerr=err,
+                capsize=2,
+                color=f"C{j}",
+                label=m if gi == 0 else None,
+            )
     ax.set_xticks(range(len(groups)), [f"{g}" for g in groups])
     ax.set(ylabel=metric, xlabel="task size (rows)" if len(groups) > 1 else "")
     ax.grid(axis="y", alpha=0.3)
@@ -457,8 +587,20 @@ def plot_by_group(summary: pd.DataFrame, *, metric: str = "auroc", k_shot: int =
 
 
 __all__ = [
-    "LOWER_IS_BETTER", "METRICS", "SUMMARY_FIELDS", "bootstrap_ci", "expected_calibration_error", "format_table",
+    "LOWER_IS_BETTER",
+    "METRICS",
+    "SUMMARY_FIELDS",
+    "bootstrap_ci",
+    "expected_calibration_error",
+    "format_table",
     "mean_over_draws",
-    "paired_differences", "plot_by_group", "plot_calibration", "size_group", "size_labels", "skill", "summarize",
-    "task_metrics", "to_records",
+    "paired_differences",
+    "plot_by_group",
+    "plot_calibration",
+    "size_group",
+    "size_labels",
+    "skill",
+    "summarize",
+    "task_metrics",
+    "to_records",
 ]

@@ -110,7 +110,9 @@ class ModelParams:
         if std is not None:
             std = _as_vector(std, "std")
             if std.shape != vec.shape or not np.all(np.isfinite(std)) or np.any(std < 0):
-                raise ValidationError("std must be finite, non-negative and the same length as the parameters")
+                raise ValidationError(
+                    "std must be finite, non-negative and the same length as the parameters"
+                )
         self.kind = kind
         self.schema = schema
         self.vector = vec
@@ -185,17 +187,23 @@ class ModelParams:
         extra = [k for k in values if k not in set(names)]
         problems = []
         if missing and fill_missing is None:
-            problems.append(f"missing parameters: {missing[:20]}{' ...' if len(missing) > 20 else ''}")
+            problems.append(
+                f"missing parameters: {missing[:20]}{' ...' if len(missing) > 20 else ''}"
+            )
         if extra:
             problems.append(f"unknown parameters (not in the schema): {extra[:20]}")
         if problems:
-            raise ValidationError(f"parameters do not match the {kind} layout of this schema:", problems)
+            raise ValidationError(
+                f"parameters do not match the {kind} layout of this schema:", problems
+            )
         vec = [_as_float(values.get(n, fill_missing), n) for n in names]
         sd = None if std is None else [_as_float(std.get(n, 0.0), n) for n in names]
         return cls(kind, schema, vec, std=sd, metadata=metadata)
 
     @classmethod
-    def zeros(cls, kind: str, schema: FeatureSchema, *, intercept: float = 0.0, metadata=None) -> ModelParams:
+    def zeros(
+        cls, kind: str, schema: FeatureSchema, *, intercept: float = 0.0, metadata=None
+    ) -> ModelParams:
         vec = np.zeros(len(param_names(kind, schema)))
         vec[0] = intercept
         return cls(kind, schema, vec, metadata=metadata)
@@ -250,16 +258,26 @@ class ModelParams:
 
     def to_json(self, *, include_schema: bool = True, indent: int | None = None) -> str:
         try:
-            return json.dumps(self.to_dict(include_schema=include_schema), indent=indent, allow_nan=False)
+            return json.dumps(
+                self.to_dict(include_schema=include_schema), indent=indent, allow_nan=False
+            )
         except (TypeError, ValueError) as exc:
-            raise ValidationError(f"metadata is not JSON-safe ({exc}); use strings, finite numbers, "
-                                  "booleans, None, lists and dicts") from exc
+            raise ValidationError(
+                f"metadata is not JSON-safe ({exc}); use strings, finite numbers, "
+                "booleans, None, lists and dicts"
+            ) from exc
 
     @classmethod
     def from_json(cls, text: str, schema: FeatureSchema | None = None) -> ModelParams:
         try:
             d = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError, RecursionError) as exc:
+        except (
+            json.JSONDecodeError,
+            UnicodeDecodeError,
+            TypeError,
+            ValueError,
+            RecursionError,
+        ) as exc:
             raise ValidationError(f"model parameters are not valid JSON: {exc}") from exc
         return cls.from_payload(d, schema)
 
@@ -270,8 +288,15 @@ class ModelParams:
         arrays = {"vector": self.vector}
         if self.std is not None:
             arrays["std"] = self.std
-        config = {"kind": self.kind, "names": self.names, "schema": self.schema.to_dict(), "metadata": self.metadata}
-        return write_artifact(path, FORMAT, {"config.json": json_bytes(config), "params.npz": npz_bytes(arrays)})
+        config = {
+            "kind": self.kind,
+            "names": self.names,
+            "schema": self.schema.to_dict(),
+            "metadata": self.metadata,
+        }
+        return write_artifact(
+            path, FORMAT, {"config.json": json_bytes(config), "params.npz": npz_bytes(arrays)}
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> ModelParams:
@@ -283,11 +308,21 @@ class ModelParams:
         arrays = art.read_npz("params.npz")
         try:
             schema = FeatureSchema.from_dict(config["schema"])
-            p = cls(config["kind"], schema, arrays["vector"], std=arrays.get("std"), metadata=config.get("metadata"))
+            p = cls(
+                config["kind"],
+                schema,
+                arrays["vector"],
+                std=arrays.get("std"),
+                metadata=config.get("metadata"),
+            )
         except (KeyError, ValidationError) as exc:
-            raise ArtifactError(f"{path}: config.json/params.npz do not describe valid parameters ({exc})") from exc
+            raise ArtifactError(
+                f"{path}: config.json/params.npz do not describe valid parameters ({exc})"
+            ) from exc
         if p.names != config.get("names"):
-            raise ArtifactError(f"{path}: parameter names in config.json do not match the schema layout")
+            raise ArtifactError(
+                f"{path}: parameter names in config.json do not match the schema layout"
+            )
         return p
 
     # ------------------------------------------------------------------ misc
@@ -297,7 +332,14 @@ class ModelParams:
             and self.kind == other.kind
             and self.schema == other.schema
             and np.array_equal(self.vector, other.vector)
-            and ((self.std is None and other.std is None) or (self.std is not None and other.std is not None and np.array_equal(self.std, other.std)))
+            and (
+                (self.std is None and other.std is None)
+                or (
+                    self.std is not None
+                    and other.std is not None
+                    and np.array_equal(self.std, other.std)
+                )
+            )
             and self.metadata == other.metadata
         )
 
@@ -323,7 +365,9 @@ def _as_float(v: Any, name: str) -> float:
     try:
         f = float(v)
     except (TypeError, ValueError, OverflowError):
-        raise ValidationError(f"parameter {name!r} must be a finite number, got {_short(v)}") from None
+        raise ValidationError(
+            f"parameter {name!r} must be a finite number, got {_short(v)}"
+        ) from None
     if not math.isfinite(f):
         raise ValidationError(f"parameter {name!r} must be finite, got {_short(v)}")
     return f

@@ -68,8 +68,14 @@ def _fig_ax(ax, width, height):
 
 
 # ---------------------------------------------------------------------- coefficients
-def plot_coefficients(frame: pd.DataFrame, *, kind: str = "coef", top: int | None = None, ax=None,
-                      title: str | None = None) -> Figure:
+def plot_coefficients(
+    frame: pd.DataFrame,
+    *,
+    kind: str = "coef",
+    top: int | None = None,
+    ax=None,
+    title: str | None = None,
+) -> Figure:
     """Dot chart of logistic terms (``coef`` or ``odds_ratio``) with 95% CI whiskers.
 
     ``frame`` needs columns term (or label), coef, ci_low, ci_high; rows are sorted by |coef|.
@@ -88,7 +94,9 @@ def plot_coefficients(frame: pd.DataFrame, *, kind: str = "coef", top: int | Non
     lo, hi = tr(df["ci_low"].to_numpy(float)), tr(df["ci_high"].to_numpy(float))
     has_ci = np.isfinite(lo) & np.isfinite(hi)
     if has_ci.any():
-        ax.hlines(y[has_ci], lo[has_ci], hi[has_ci], color=np.array(colors)[has_ci], lw=2, alpha=0.55)
+        ax.hlines(
+            y[has_ci], lo[has_ci], hi[has_ci], color=np.array(colors)[has_ci], lw=2, alpha=0.55
+        )
     ax.scatter(val, y, c=colors, s=36, zorder=3)
     ax.axvline(1.0 if kind == "odds_ratio" else 0.0, color=DARK, lw=0.8, ls="--")
     labels = [_txt(t) for t in (df["label"] if "label" in df else df["term"])]
@@ -99,15 +107,24 @@ def plot_coefficients(frame: pd.DataFrame, *, kind: str = "coef", top: int | Non
         _log_axis(ax.xaxis)
         ax.set_xlabel("odds ratio (log scale)" + (", 95% CI" if has_ci.any() else ""))
     else:
-        ax.set_xlabel("coefficient (log-odds per SD or per 0→1)" + (", 95% CI" if has_ci.any() else ""))
+        ax.set_xlabel(
+            "coefficient (log-odds per SD or per 0→1)" + (", 95% CI" if has_ci.any() else "")
+        )
     ax.grid(axis="x", alpha=0.3)
     ax.set_title(_txt(title or "Model terms"), fontsize=11, loc="left")
     return fig
 
 
 # ---------------------------------------------------------------------- GAM shapes
-def plot_shape_functions(frame: pd.DataFrame, features: Sequence[str], *, kind: str = "coef",
-                         ax=None, ncols: int = 3, title: str | None = None) -> Figure:
+def plot_shape_functions(
+    frame: pd.DataFrame,
+    features: Sequence[str],
+    *,
+    kind: str = "coef",
+    ax=None,
+    ncols: int = 3,
+    title: str | None = None,
+) -> Figure:
     """A grid of GAM shape functions, one panel per feature (continuous: steps with CI band;
     binary/categorical: bars). ``frame`` is ``GlobalExplanation.to_frame()`` of a GAM."""
     if kind not in ("coef", "odds_ratio"):
@@ -118,7 +135,7 @@ def plot_shape_functions(frame: pd.DataFrame, features: Sequence[str], *, kind: 
         nr = math.ceil(len(features) / nc)
         fig = new_figure(3.4 * nc, 2.7 * nr + 0.3)
         axes = list(np.atleast_1d(fig.subplots(nr, nc, squeeze=False).ravel()))
-        for extra in axes[len(features):]:
+        for extra in axes[len(features) :]:
             extra.set_visible(False)
     else:
         axes = [ax] if not isinstance(ax, Sequence | np.ndarray) else list(np.ravel(ax))
@@ -174,31 +191,61 @@ def _shape_panel(ax, d: pd.DataFrame, tr, ref: float) -> None:
         if len(miss):
             m = float(tr(miss["score"].to_numpy(float))[0])
             ax.axhline(m, color=POS, ls=":", lw=1.5)
-            ax.annotate(f"missing {m:+.3g}" if ref == 0 else f"missing {m:.3g}",
-                        (1, m), xycoords=("axes fraction", "data"), ha="right", va="bottom",
-                        fontsize=7, color=POS)
+            ax.annotate(
+                f"missing {m:+.3g}" if ref == 0 else f"missing {m:.3g}",
+                (1, m),
+                xycoords=("axes fraction", "data"),
+                ha="right",
+                va="bottom",
+                fontsize=7,
+                color=POS,
+            )
     else:
         bars = pd.concat([body, miss])
         vals, blo, bhi = (tr(bars[c].to_numpy(float)) for c in ("score", "ci_low", "ci_high"))
         x = np.arange(len(bars))
         bottom = ref
-        colors = [GREY if m else (POS if v > ref else NEG) for v, m in zip(vals, bars["is_missing_bin"], strict=True)]
+        colors = [
+            GREY if m else (POS if v > ref else NEG)
+            for v, m in zip(vals, bars["is_missing_bin"], strict=True)
+        ]
         yerr = None
         if np.isfinite(blo).all() and np.isfinite(bhi).all():
             yerr = np.vstack([vals - blo, bhi - vals])
-        ax.bar(x, vals - bottom, bottom=bottom, color=colors, alpha=0.8, yerr=yerr,
-               error_kw={"lw": 1, "capsize": 2, "ecolor": DARK})
-        labels = [_txt("(missing)" if m else _short(b, 14)) for b, m in zip(bars["bin"], bars["is_missing_bin"], strict=True)]
-        ax.set_xticks(x, labels, fontsize=8, rotation=30 if max(map(len, labels), default=0) > 4 else 0,
-                      ha="right" if max(map(len, labels), default=0) > 4 else "center")
+        ax.bar(
+            x,
+            vals - bottom,
+            bottom=bottom,
+            color=colors,
+            alpha=0.8,
+            yerr=yerr,
+            error_kw={"lw": 1, "capsize": 2, "ecolor": DARK},
+        )
+        labels = [
+            _txt("(missing)" if m else _short(b, 14))
+            for b, m in zip(bars["bin"], bars["is_missing_bin"], strict=True)
+        ]
+        ax.set_xticks(
+            x,
+            labels,
+            fontsize=8,
+            rotation=30 if max(map(len, labels), default=0) > 4 else 0,
+            ha="right" if max(map(len, labels), default=0) > 4 else "center",
+        )
         ax.set_xlabel(_txt(name), fontsize=9)
     ax.axhline(ref, color=DARK, lw=0.6, ls="--")
     ax.tick_params(labelsize=8)
     ax.grid(alpha=0.25)
 
 
-def plot_importance(frame: pd.DataFrame, *, top: int | None = None, ax=None, title: str | None = None,
-                    xlabel: str = "importance") -> Figure:
+def plot_importance(
+    frame: pd.DataFrame,
+    *,
+    top: int | None = None,
+    ax=None,
+    title: str | None = None,
+    xlabel: str = "importance",
+) -> Figure:
     """Horizontal bars of per-feature importance (columns feature, importance)."""
     df = frame.sort_values("importance", ascending=False)
     df = (df.head(int(top)) if top else df).iloc[::-1]
@@ -212,8 +259,16 @@ def plot_importance(frame: pd.DataFrame, *, top: int | None = None, ax=None, tit
 
 
 # ---------------------------------------------------------------------- local
-def plot_waterfall(frame: pd.DataFrame, intercept: float, logit: float, probability: float, *,
-                   top: int | None = 12, ax=None, title: str | None = None) -> Figure:
+def plot_waterfall(
+    frame: pd.DataFrame,
+    intercept: float,
+    logit: float,
+    probability: float,
+    *,
+    top: int | None = 12,
+    ax=None,
+    title: str | None = None,
+) -> Figure:
     """Waterfall from the intercept through each feature's contribution to the logit.
 
     ``frame`` needs columns label, contribution; bars are sorted by |contribution| and
@@ -233,18 +288,43 @@ def plot_waterfall(frame: pd.DataFrame, intercept: float, logit: float, probabil
     ends = [intercept]
     for i, c in enumerate(contrib, start=1):
         ax.barh(y[i], c, left=cum, color=POS if c > 0 else NEG, height=0.6)
-        ax.text(cum + c, y[i], f" {c:+.2f} " if c >= 0 else f" {c:+.2f} ", va="center",
-                ha="left" if c >= 0 else "right", fontsize=8, color=DARK)
+        ax.text(
+            cum + c,
+            y[i],
+            f" {c:+.2f} " if c >= 0 else f" {c:+.2f} ",
+            va="center",
+            ha="left" if c >= 0 else "right",
+            fontsize=8,
+            color=DARK,
+        )
         cum += c
         ends.append(cum)
     ax.barh(y[-1], logit, color=DARK, height=0.6)
     for i in range(n - 1):  # connectors
-        ax.plot([ends[i]] * 2 if i < len(ends) else [logit] * 2, [y[i] - 0.3, y[i + 1] + 0.3],
-                color=DARK, lw=0.6, ls=":")
-    ax.text(logit, y[-1], f" {logit:+.2f} " if logit >= 0 else f" {logit:+.2f} ", va="center",
-            ha="left" if logit >= 0 else "right", fontsize=8, fontweight="bold")
-    ax.text(intercept, y[0], f" {intercept:+.2f} " if intercept >= 0 else f" {intercept:+.2f} ",
-            va="center", ha="left" if intercept >= 0 else "right", fontsize=8)
+        ax.plot(
+            [ends[i]] * 2 if i < len(ends) else [logit] * 2,
+            [y[i] - 0.3, y[i + 1] + 0.3],
+            color=DARK,
+            lw=0.6,
+            ls=":",
+        )
+    ax.text(
+        logit,
+        y[-1],
+        f" {logit:+.2f} " if logit >= 0 else f" {logit:+.2f} ",
+        va="center",
+        ha="left" if logit >= 0 else "right",
+        fontsize=8,
+        fontweight="bold",
+    )
+    ax.text(
+        intercept,
+        y[0],
+        f" {intercept:+.2f} " if intercept >= 0 else f" {intercept:+.2f} ",
+        va="center",
+        ha="left" if intercept >= 0 else "right",
+        fontsize=8,
+    )
     ax.set_yticks(
         y,
         [_txt(_short(s, 56)) for s in ["intercept (baseline)", *labels, "log-odds (total)"]],
@@ -270,8 +350,15 @@ def plot_provenance(frame: pd.DataFrame, *, ax=None, title: str | None = None) -
     description; each bar notes the neighbour's similarity."""
     fig, ax = _fig_ax(ax, 7.5, 1.2 + 0.5 * max(len(frame), 1))
     if len(frame) == 0:
-        ax.text(0.5, 0.5, "no retrieved neighbours\n(a fitted model has no provenance)",
-                ha="center", va="center", transform=ax.transAxes, color=DARK)
+        ax.text(
+            0.5,
+            0.5,
+            "no retrieved neighbours\n(a fitted model has no provenance)",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            color=DARK,
+        )
         ax.set_axis_off()
         return fig
     w_all = pd.to_numeric(frame["weight"], errors="coerce").fillna(0.0)
@@ -283,20 +370,30 @@ def plot_provenance(frame: pd.DataFrame, *, ax=None, title: str | None = None) -
     for yi, wi, s in zip(y, w, df["similarity"].to_numpy(float), strict=True):
         if np.isfinite(s):
             ax.text(wi, yi, f" sim {s:.2f}", va="center", fontsize=8, color=DARK)
-    labels = [_txt(f"{_short(t, 40)}\n{_short(d, 48)}" if d else _short(t, 40))
-              for t, d in zip(df["task_id"], df["description"], strict=True)]
+    labels = [
+        _txt(f"{_short(t, 40)}\n{_short(d, 48)}" if d else _short(t, 40))
+        for t, d in zip(df["task_id"], df["description"], strict=True)
+    ]
     ax.set_yticks(y, labels, fontsize=9)
     ax.set_xlim(0, (w.max() or 1.0) * 1.25)
     ax.set_xlabel("weight")
     ax.grid(axis="x", alpha=0.3)
-    ax.set_title(_txt(title or "Provenance: retrieved neighbour tasks, by weight"), fontsize=11,
-                 loc="left")
+    ax.set_title(
+        _txt(title or "Provenance: retrieved neighbour tasks, by weight"), fontsize=11, loc="left"
+    )
     return fig
 
 
 # ---------------------------------------------------------------------- calibration
-def plot_calibration(y_true, prob_dict: Mapping[str, object], n_bins: int = 10, ax=None, *,
-                     strategy: str = "uniform", title: str | None = None) -> Figure:
+def plot_calibration(
+    y_true,
+    prob_dict: Mapping[str, object],
+    n_bins: int = 10,
+    ax=None,
+    *,
+    strategy: str = "uniform",
+    title: str | None = None,
+) -> Figure:
     """Reliability diagram of several methods' predicted probabilities.
 
     Parameters
@@ -322,12 +419,16 @@ def plot_calibration(y_true, prob_dict: Mapping[str, object], n_bins: int = 10, 
     if not prob_dict:
         raise ValidationError("prob_dict is empty; pass {method name: predicted probabilities}")
     if strategy not in ("uniform", "quantile") or int(n_bins) < 1:
-        raise ValidationError(f"need n_bins >= 1 and strategy 'uniform' or 'quantile', got {n_bins!r}, {strategy!r}")
+        raise ValidationError(
+            f"need n_bins >= 1 and strategy 'uniform' or 'quantile', got {n_bins!r}, {strategy!r}"
+        )
     probs = {}
     for name, p in prob_dict.items():
         p = np.asarray(p, dtype=float).reshape(-1)
         if p.shape != y.shape or not np.all((p >= 0) & (p <= 1)):
-            raise ValidationError(f"probabilities of {name!r} must be {y.shape[0]} values in [0, 1]")
+            raise ValidationError(
+                f"probabilities of {name!r} must be {y.shape[0]} values in [0, 1]"
+            )
         probs[name] = p
     if ax is None:
         fig = new_figure(5.6, 6.2)
@@ -363,6 +464,11 @@ def plot_calibration(y_true, prob_dict: Mapping[str, object], n_bins: int = 10, 
 
 
 __all__ = [
-    "new_figure", "plot_calibration", "plot_coefficients", "plot_importance", "plot_provenance",
-    "plot_shape_functions", "plot_waterfall",
+    "new_figure",
+    "plot_calibration",
+    "plot_coefficients",
+    "plot_importance",
+    "plot_provenance",
+    "plot_shape_functions",
+    "plot_waterfall",
 ]

@@ -71,14 +71,24 @@ def _check_header(path: Path, names: list[str], where: str) -> None:
     canon = [canonical_text(n) for n in names]
     dupes = sorted({n for n in canon if canon.count(n) > 1})
     if dupes:
-        raise ValidationError(f"{where}{path} has duplicated columns {dupes}; every column needs a unique name")
+        raise ValidationError(
+            f"{where}{path} has duplicated columns {dupes}; every column needs a unique name"
+        )
     empty = [i + 1 for i, n in enumerate(canon) if not n]
     if empty:
-        raise ValidationError(f"{where}{path}: column(s) {empty} have no name; name every column in the header row")
+        raise ValidationError(
+            f"{where}{path}: column(s) {empty} have no name; name every column in the header row"
+        )
 
 
-def read_table(path: str | Path, *, sep: str = ",", text_columns: tuple[str, ...] = (), all_text: bool = False,
-               where: str = "") -> pd.DataFrame:
+def read_table(
+    path: str | Path,
+    *,
+    sep: str = ",",
+    text_columns: tuple[str, ...] = (),
+    all_text: bool = False,
+    where: str = "",
+) -> pd.DataFrame:
     """Read one CSV or Parquet table with the checks every ragim reader applies.
 
     Parameters
@@ -106,14 +116,20 @@ def read_table(path: str | Path, *, sep: str = ",", text_columns: tuple[str, ...
         if path.suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            names = [str(n) for n in pq.read_schema(path).names if not str(n).startswith("__index_level_")]
+            names = [
+                str(n)
+                for n in pq.read_schema(path).names
+                if not str(n).startswith("__index_level_")
+            ]
             _check_header(path, names, where)
             df = pd.read_parquet(path)
             return df.astype(object).where(df.notna(), None) if all_text else df
         with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
             first = fh.readline()
         if not first.strip():
-            raise ValidationError(f"{where}{path} is empty; it needs a header row and one row per line")
+            raise ValidationError(
+                f"{where}{path} is empty; it needs a header row and one row per line"
+            )
         names = next(csv.reader([first], delimiter=sep))
         if len(names) == 1:
             hint = [x for x in _SEPARATORS if x != sep and x in names[0]]
@@ -128,7 +144,9 @@ def read_table(path: str | Path, *, sep: str = ",", text_columns: tuple[str, ...
             df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig")
             df = df.astype(object).where(df != "", None)
         else:
-            df = pd.read_csv(path, sep=sep, dtype={c: str for c in text_columns}, encoding="utf-8-sig")
+            df = pd.read_csv(
+                path, sep=sep, dtype={c: str for c in text_columns}, encoding="utf-8-sig"
+            )
     except ValidationError:
         raise
     except UnicodeDecodeError as exc:
@@ -140,8 +158,9 @@ def read_table(path: str | Path, *, sep: str = ",", text_columns: tuple[str, ...
         ) from exc
     except Exception as exc:  # pandas/pyarrow raise many types for unreadable files
         msg = " ".join(str(exc).split())
-        raise ValidationError(f"cannot read {where}{path}: {msg[:200]}; check the separator (--sep) and the "
-                              "quoting") from exc
+        raise ValidationError(
+            f"cannot read {where}{path}: {msg[:200]}; check the separator (--sep) and the quoting"
+        ) from exc
     df.columns = [canonical_text(str(c)) for c in df.columns]
     return df
 
@@ -197,15 +216,24 @@ def read_rows(
     if len(df) == 0:
         raise ValidationError(f"{where} {path} has a header but no patient rows")
     if ignore_outcome is not None:
-        _need_column(df, ignore_outcome, f"{where} {path}", "outcome",
-                     "name it with --outcome, or leave --outcome out")
+        _need_column(
+            df,
+            ignore_outcome,
+            f"{where} {path}",
+            "outcome",
+            "name it with --outcome, or leave --outcome out",
+        )
         df = df.drop(columns=[ignore_outcome])
     y = None
     if outcome is not None:
-        _need_column(df, outcome, f"{where} {path}", "outcome",
-                     "name the 0/1 outcome column with --outcome")
-        y = binary_outcome(df[outcome].to_numpy(dtype=object), pos_label=pos_label,
-                           where=f"{where} {path}: outcome column {outcome!r}")
+        _need_column(
+            df, outcome, f"{where} {path}", "outcome", "name the 0/1 outcome column with --outcome"
+        )
+        y = binary_outcome(
+            df[outcome].to_numpy(dtype=object),
+            pos_label=pos_label,
+            where=f"{where} {path}: outcome column {outcome!r}",
+        )
     ids = None
     if patient_id is not None:
         _need_column(df, patient_id, f"{where} {path}", "patient-id", "name it with --patient-id")
@@ -222,7 +250,11 @@ def read_rows(
     X = df.drop(columns=[c for c in (outcome, patient_id) if c is not None])
     if schema is not None:
         X = _match_schema(X, schema, path, where)
-    ids = None if ids is None else pd.Series([canonical_id(v, "patient id") for v in ids], name=patient_id)
+    ids = (
+        None
+        if ids is None
+        else pd.Series([canonical_id(v, "patient id") for v in ids], name=patient_id)
+    )
     return PatientRows(X=X, y=y, ids=ids, path=path)
 
 

@@ -51,6 +51,7 @@ FAR_SD = 8.0
 """How many standard deviations from the fitted mean make a value "far" (:meth:`FeatureSchema.far_values`):
 rare for real measurements (under 0.2% of a log-normal with sigma 1), common for a wrong unit."""
 
+
 @dataclass(frozen=True)
 class Feature:
     """One named input feature.
@@ -86,8 +87,10 @@ class Feature:
                 f"feature {self.name!r} has unknown type {self.type!r}; use one of {list(_TYPES)}"
             )
         if isinstance(self.categories, str | bytes):
-            raise ValidationError(f"feature {self.name!r}: categories must be a list of levels, "
-                                  f"got the text {self.categories!r}")
+            raise ValidationError(
+                f"feature {self.name!r}: categories must be a list of levels, "
+                f"got the text {self.categories!r}"
+            )
         cats = [canonical_level(c) for c in self.categories]
         if any(c is None or c == "" for c in cats):
             raise ValidationError(f"feature {self.name!r}: a declared category is blank or missing")
@@ -196,8 +199,14 @@ class FeatureSchema:
             text with too many levels, complex numbers, or tables with different columns.
         """
         frames = [X] if isinstance(X, pd.DataFrame) else list(X) if isinstance(X, Sequence) else X
-        if not isinstance(frames, list) or not frames or not all(isinstance(f, pd.DataFrame) for f in frames):
-            raise ValidationError(f"X must be a pandas DataFrame or a list of them, got {type(X).__name__}")
+        if (
+            not isinstance(frames, list)
+            or not frames
+            or not all(isinstance(f, pd.DataFrame) for f in frames)
+        ):
+            raise ValidationError(
+                f"X must be a pandas DataFrame or a list of them, got {type(X).__name__}"
+            )
         if labels is None:
             labels = ["X"] if len(frames) == 1 else [f"table {i}" for i in range(len(frames))]
         labels = list(labels)
@@ -208,8 +217,12 @@ class FeatureSchema:
             cols = [canonical_text(str(c)) for c in frame.columns]
             dupes = sorted({c for c in cols if cols.count(c) > 1})
             if dupes:
-                raise ValidationError(f"{label} has duplicated columns {dupes}; every feature needs a unique name")
-            tables.append(dict(zip(cols, (frame.iloc[:, j] for j in range(frame.shape[1])), strict=True)))
+                raise ValidationError(
+                    f"{label} has duplicated columns {dupes}; every feature needs a unique name"
+                )
+            tables.append(
+                dict(zip(cols, (frame.iloc[:, j] for j in range(frame.shape[1])), strict=True))
+            )
         cols = list(tables[0])
         for table, label in zip(tables[1:], labels[1:], strict=True):
             if set(table) != set(cols):
@@ -230,15 +243,25 @@ class FeatureSchema:
                 codes = integer_codes(column, max_categories) if t == "continuous" else None
                 if codes:
                     coded.append(f"{name!r} {codes}")
-            feats.append(Feature(name=name, type=t, unit=units.get(name, ""), description=descriptions.get(name, "")))
+            feats.append(
+                Feature(
+                    name=name,
+                    type=t,
+                    unit=units.get(name, ""),
+                    description=descriptions.get(name, ""),
+                )
+            )
         if coded:
             import warnings
 
             warnings.warn(
                 f"columns holding only a few whole numbers are taken as continuous (a trend across the "
                 f"values): {'; '.join(coded)}. If a number is a code (ward 1/2/4, a hospital, a type), "
-                "declare the column categorical (types= here, or \"type\" in schema.json); declare it "
-                "continuous to keep the trend and silence this", DataWarning, stacklevel=2)
+                'declare the column categorical (types= here, or "type" in schema.json); declare it '
+                "continuous to keep the trend and silence this",
+                DataWarning,
+                stacklevel=2,
+            )
         return cls(feats, n_bins=n_bins)
 
     @property
@@ -282,7 +305,9 @@ class FeatureSchema:
         if missing:
             problems.append(f"columns required by the schema are missing: {missing}")
         if extra:
-            problems.append(f"columns not in the schema: {extra} (drop them or add them to the schema)")
+            problems.append(
+                f"columns not in the schema: {extra} (drop them or add them to the schema)"
+            )
         if problems:
             raise ValidationError(f"{where} does not match the feature schema:", problems)
         if cols != [c for c in X.columns]:
@@ -299,7 +324,10 @@ class FeatureSchema:
                 continue
             if f.type == "categorical":
                 s = s.astype(object).where(s.notna(), None)
-                if s.dtype == object and pd.api.types.infer_dtype(s, skipna=True) in ("mixed", "unknown-array"):
+                if s.dtype == object and pd.api.types.infer_dtype(s, skipna=True) in (
+                    "mixed",
+                    "unknown-array",
+                ):
                     odd = [v for v in s if isinstance(v, list | dict | set | tuple | np.ndarray)]
                     if odd:
                         problems.append(
@@ -325,11 +353,15 @@ class FeatureSchema:
                     continue
                 arr = num.to_numpy(dtype=float)
                 if np.isinf(arr).any():
-                    problems.append(f"column {f.name!r} has infinite values at rows {np.where(np.isinf(arr))[0][:5].tolist()}")
+                    problems.append(
+                        f"column {f.name!r} has infinite values at rows {np.where(np.isinf(arr))[0][:5].tolist()}"
+                    )
                 if f.type == "binary":
                     vals = set(np.unique(arr[np.isfinite(arr)]).tolist())
                     if not vals <= {0.0, 1.0}:
-                        problems.append(f"binary column {f.name!r} has values other than 0/1: {sorted(vals)[:5]}")
+                        problems.append(
+                            f"binary column {f.name!r} has values other than 0/1: {sorted(vals)[:5]}"
+                        )
                 nan_mask = np.isnan(arr)
                 out[f.name] = arr
             if not f.allow_missing and nan_mask.any():
@@ -352,8 +384,10 @@ class FeatureSchema:
             if s.isna().any():
                 missing.append(f.name)
             if f.type == "categorical":
-                learned = sorted({canonical_level(v) for v in pd.unique(s.dropna().to_numpy(dtype=object))},
-                                 key=level_key)
+                learned = sorted(
+                    {canonical_level(v) for v in pd.unique(s.dropna().to_numpy(dtype=object))},
+                    key=level_key,
+                )
                 cats[f.name] = list(f.categories) if f.categories else learned
                 continue
             arr = s.to_numpy(dtype=float)
@@ -380,7 +414,9 @@ class FeatureSchema:
         self.medians_, self.means_, self.scales_ = medians, means, scales
         self.missing_, self.categories_, self.bin_edges_ = missing, cats, edges
         self._cache.clear()
-        self.warn_unseen_levels(X, where="the rows the schema is fitted on (levels not declared in the schema)")
+        self.warn_unseen_levels(
+            X, where="the rows the schema is fitted on (levels not declared in the schema)"
+        )
         return self
 
     # ------------------------------------------------------------------ design layout
@@ -391,7 +427,11 @@ class FeatureSchema:
             cols = []
             for f in self.features:
                 if f.type == "continuous":
-                    cols.append(DesignColumn(f.name, f.name, "value", self.means_[f.name], self.scales_[f.name]))
+                    cols.append(
+                        DesignColumn(
+                            f.name, f.name, "value", self.means_[f.name], self.scales_[f.name]
+                        )
+                    )
                 elif f.type == "binary":
                     cols.append(DesignColumn(f.name, f.name, "value"))
                 else:
@@ -451,7 +491,9 @@ class FeatureSchema:
             codes, isna = self._level_codes(f.name, X[f.name])
             bad = (codes < 0) & ~isna
             if bad.any():
-                examples = list(dict.fromkeys(canonical_level(v) for v in X[f.name].to_numpy(dtype=object)[bad]))
+                examples = list(
+                    dict.fromkeys(canonical_level(v) for v in X[f.name].to_numpy(dtype=object)[bad])
+                )
                 out[f.name] = (int(bad.sum()), examples[:3])
         return out
 
@@ -462,12 +504,20 @@ class FeatureSchema:
         if unseen:
             import warnings
 
-            parts = [f"{name!r}: {n} row(s), e.g. {ex} (known: {self.categories_[name][:8]})"
-                     for name, (n, ex) in unseen.items()]
-            warnings.warn(f"categorical values in {where} match no level the model knows and contribute 0: "
-                          + "; ".join(parts), DataWarning, stacklevel=3)
+            parts = [
+                f"{name!r}: {n} row(s), e.g. {ex} (known: {self.categories_[name][:8]})"
+                for name, (n, ex) in unseen.items()
+            ]
+            warnings.warn(
+                f"categorical values in {where} match no level the model knows and contribute 0: "
+                + "; ".join(parts),
+                DataWarning,
+                stacklevel=3,
+            )
 
-    def far_values(self, X: pd.DataFrame, *, sd: float = FAR_SD) -> dict[str, tuple[int, list[float]]]:
+    def far_values(
+        self, X: pd.DataFrame, *, sd: float = FAR_SD
+    ) -> dict[str, tuple[int, list[float]]]:
         """Per continuous column: (rows more than ``sd`` standard deviations from the fitted
         mean, up to 3 such values). Such values are extrapolated by a logistic model and often
         mean another unit (lactate in mg/dL against mmol/L is a factor of 9).
@@ -487,7 +537,10 @@ class FeatureSchema:
             with np.errstate(invalid="ignore"):
                 far = np.abs(arr - self.means_[f.name]) > sd * self.scales_[f.name]
             if far.any():
-                out[f.name] = (int(far.sum()), [float(v) for v in dict.fromkeys(arr[far].tolist())][:3])
+                out[f.name] = (
+                    int(far.sum()),
+                    [float(v) for v in dict.fromkeys(arr[far].tolist())][:3],
+                )
         return out
 
     def warn_far_values(self, X: pd.DataFrame, *, where: str = "X") -> None:
@@ -501,11 +554,16 @@ class FeatureSchema:
             parts = []
             for name, (n, ex) in far.items():
                 unit = f" {self[name].unit}" if self[name].unit else ""
-                parts.append(f"{name!r}: {n} row(s), e.g. {[_fmt(v) for v in ex]} (fitted on mean "
-                             f"{_fmt(self.means_[name])}{unit}, SD {_fmt(self.scales_[name])})")
-            warnings.warn(f"values in {where} lie more than {FAR_SD:g} SDs from those the model was fitted on, so "
-                          f"their risks are extrapolated; check the units: " + "; ".join(parts),
-                          DataWarning, stacklevel=3)
+                parts.append(
+                    f"{name!r}: {n} row(s), e.g. {[_fmt(v) for v in ex]} (fitted on mean "
+                    f"{_fmt(self.means_[name])}{unit}, SD {_fmt(self.scales_[name])})"
+                )
+            warnings.warn(
+                f"values in {where} lie more than {FAR_SD:g} SDs from those the model was fitted on, so "
+                f"their risks are extrapolated; check the units: " + "; ".join(parts),
+                DataWarning,
+                stacklevel=3,
+            )
 
     def transform(self, X: pd.DataFrame) -> np.ndarray:
         """The standardised design matrix, shape (n_rows, n_design), float64.
@@ -549,7 +607,9 @@ class FeatureSchema:
         if f.type == "continuous":
             e = self.bin_edges_[name]
             bounds = [-math.inf, *e, math.inf]
-            labels = [f"{_fmt(lo)}..{_fmt(hi)}" for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+            labels = [
+                f"{_fmt(lo)}..{_fmt(hi)}" for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
+            ]
         elif f.type == "binary":
             labels = ["0", "1"]
         else:
@@ -640,25 +700,42 @@ class FeatureSchema:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FeatureSchema:
         if not isinstance(d, Mapping):
-            raise ValidationError(f"not a valid FeatureSchema description: expected an object, got {type(d).__name__}")
-        if not isinstance(d.get("features"), list) or not all(isinstance(f, Mapping) for f in d["features"]):
-            raise ValidationError("not a valid FeatureSchema description: 'features' must be a list of objects")
+            raise ValidationError(
+                f"not a valid FeatureSchema description: expected an object, got {type(d).__name__}"
+            )
+        if not isinstance(d.get("features"), list) or not all(
+            isinstance(f, Mapping) for f in d["features"]
+        ):
+            raise ValidationError(
+                "not a valid FeatureSchema description: 'features' must be a list of objects"
+            )
         try:
-            schema = cls([Feature(**{**f, "categories": tuple(f.get("categories", ()))}) for f in d["features"]],
-                         n_bins=int(d.get("n_bins", 8)))
+            schema = cls(
+                [
+                    Feature(**{**f, "categories": tuple(f.get("categories", ()))})
+                    for f in d["features"]
+                ],
+                n_bins=int(d.get("n_bins", 8)),
+            )
             fitted = d.get("fitted")
             if fitted:
                 schema.medians_ = {k: float(v) for k, v in fitted["medians"].items()}
                 schema.means_ = {k: float(v) for k, v in fitted["means"].items()}
                 schema.scales_ = {k: float(v) for k, v in fitted["scales"].items()}
                 schema.missing_ = list(fitted["missing"])
-                schema.categories_ = {k: [str(c) for c in v] for k, v in fitted["categories"].items()}
-                schema.bin_edges_ = {k: [float(x) for x in v] for k, v in fitted["bin_edges"].items()}
+                schema.categories_ = {
+                    k: [str(c) for c in v] for k, v in fitted["categories"].items()
+                }
+                schema.bin_edges_ = {
+                    k: [float(x) for x in v] for k, v in fitted["bin_edges"].items()
+                }
                 schema._check_consistent()
         except (KeyError, TypeError, AttributeError, ValueError, OverflowError) as exc:
             if isinstance(exc, ValidationError):
                 raise
-            raise ValidationError(f"not a valid FeatureSchema description: missing or malformed {exc}") from exc
+            raise ValidationError(
+                f"not a valid FeatureSchema description: missing or malformed {exc}"
+            ) from exc
         return schema
 
     def _check_consistent(self):
@@ -670,7 +747,9 @@ class FeatureSchema:
             else:
                 if f.name not in self.medians_:
                     problems.append(f"feature {f.name!r} has no fitted median")
-                if f.type == "continuous" and any(f.name not in d for d in (self.means_, self.scales_, self.bin_edges_)):
+                if f.type == "continuous" and any(
+                    f.name not in d for d in (self.means_, self.scales_, self.bin_edges_)
+                ):
                     problems.append(f"continuous feature {f.name!r} has no fitted mean/scale/bins")
         for stats in (self.medians_, self.means_, self.scales_):
             for name, v in (stats or {}).items():
@@ -683,10 +762,14 @@ class FeatureSchema:
             canon = [canonical_level(c) for c in cats]
             same = sorted({c for c in canon if canon.count(c) > 1}, key=level_key)
             if same:
-                problems.append(f"categorical feature {name!r} lists one level in several forms {same} "
-                                "(4, 4.0 and '04' are one level)")
+                problems.append(
+                    f"categorical feature {name!r} lists one level in several forms {same} "
+                    "(4, 4.0 and '04' are one level)"
+                )
         for name, e in (self.bin_edges_ or {}).items():
-            if not all(math.isfinite(x) for x in e) or any(b <= a for a, b in zip(e, e[1:], strict=False)):
+            if not all(math.isfinite(x) for x in e) or any(
+                b <= a for a, b in zip(e, e[1:], strict=False)
+            ):
                 problems.append(f"bin edges of {name!r} must be finite and increasing")
         if problems:
             raise ValidationError("fitted schema state is inconsistent:", problems)
@@ -698,7 +781,13 @@ class FeatureSchema:
     def from_json(cls, text: str) -> FeatureSchema:
         try:
             d = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, RecursionError, ValueError) as exc:
+        except (
+            json.JSONDecodeError,
+            UnicodeDecodeError,
+            TypeError,
+            RecursionError,
+            ValueError,
+        ) as exc:
             raise ValidationError(f"schema JSON is not valid JSON: {exc}") from exc
         if not isinstance(d, dict):
             raise ValidationError("schema JSON must be an object")
@@ -726,8 +815,13 @@ class FeatureSchema:
         """One row per feature: type, unit, missing indicator, categories or bins."""
         rows = []
         for f in self.features:
-            row = {"feature": f.name, "type": f.type, "unit": f.unit, "description": f.description,
-                   "label": f.display_name}
+            row = {
+                "feature": f.name,
+                "type": f.type,
+                "unit": f.unit,
+                "description": f.description,
+                "label": f.display_name,
+            }
             if self.is_fitted:
                 row["missing_indicator"] = f.name in self.missing_
                 row["n_bins"] = len(self.bin_labels(f.name))
@@ -738,9 +832,17 @@ class FeatureSchema:
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?")
 #: day-first or month-first dates as spreadsheets write them: 31/12/2024, 31.12.24, 12-31-2024,
 #: 2024/12/31, optionally with a time
-_WRITTEN_DATE = re.compile(r"(\d{1,2}[./-]\d{1,2}[./-](\d{4}|\d{2})|\d{4}[./]\d{1,2}[./]\d{1,2})"
-                           r"([ T]\d{1,2}:\d{2}(:\d{2})?)?")
-_TEMPORAL_OBJECTS = (datetime.date, datetime.timedelta, datetime.time, np.datetime64, np.timedelta64)
+_WRITTEN_DATE = re.compile(
+    r"(\d{1,2}[./-]\d{1,2}[./-](\d{4}|\d{2})|\d{4}[./]\d{1,2}[./]\d{1,2})"
+    r"([ T]\d{1,2}:\d{2}(:\d{2})?)?"
+)
+_TEMPORAL_OBJECTS = (
+    datetime.date,
+    datetime.timedelta,
+    datetime.time,
+    np.datetime64,
+    np.timedelta64,
+)
 
 
 def value_kind(s: pd.Series) -> str:
@@ -772,11 +874,16 @@ def value_kind(s: pd.Series) -> str:
         return "datetime"
     if all(isinstance(v, bool | np.bool_) for v in objs):
         return "bool"
-    if all(isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool | np.bool_)
-           for v in objs):
+    if all(
+        isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool | np.bool_)
+        for v in objs
+    ):
         return "numeric"
-    if all(isinstance(v, str) and (_ISO_DATE.fullmatch(v.strip()) or _WRITTEN_DATE.fullmatch(v.strip()))
-           for v in objs):
+    if all(
+        isinstance(v, str)
+        and (_ISO_DATE.fullmatch(v.strip()) or _WRITTEN_DATE.fullmatch(v.strip()))
+        for v in objs
+    ):
         return "datetime"
     return "text"
 
@@ -785,11 +892,15 @@ def temporal_problem(name: str, kind: str, where: str = "") -> str:
     """The message for a date, duration or period column: models cannot use it as is."""
     at = f" in {where}" if where else ""
     if kind == "timedelta":
-        return (f"column {name!r} holds durations{at}; models need a number in a stated unit: convert it, "
-                f"e.g. X[{name!r}].dt.total_seconds() / 86400 for days, and give its unit in the schema")
-    return (f"column {name!r} holds dates{at}; a model cannot use a calendar date (a new date would match "
-            "nothing): derive a number such as days from admission to the index date, or the age at "
-            "admission, and drop the date column")
+        return (
+            f"column {name!r} holds durations{at}; models need a number in a stated unit: convert it, "
+            f"e.g. X[{name!r}].dt.total_seconds() / 86400 for days, and give its unit in the schema"
+        )
+    return (
+        f"column {name!r} holds dates{at}; a model cannot use a calendar date (a new date would match "
+        "nothing): derive a number such as days from admission to the index date, or the age at "
+        "admission, and drop the date column"
+    )
 
 
 def integer_codes(series: Sequence[pd.Series], max_categories: int = 12) -> list[int] | None:
@@ -821,14 +932,18 @@ def integer_codes(series: Sequence[pd.Series], max_categories: int = 12) -> list
     return sorted(int(v) for v in values)
 
 
-def _infer_type(name: str, series: list[pd.Series], labels: list[str], max_categories: int) -> FeatureType:
+def _infer_type(
+    name: str, series: list[pd.Series], labels: list[str], max_categories: int
+) -> FeatureType:
     kinds = [(value_kind(s), s, label) for s, label in zip(series, labels, strict=True)]
     seen = [k for k in kinds if k[0] != "empty"]
     for kind, _, label in seen:
         if kind in ("datetime", "timedelta", "period"):
             raise ValidationError(temporal_problem(name, kind, label if len(labels) > 1 else ""))
         if kind == "complex":
-            raise ValidationError(f"column {name!r} holds complex numbers; features must be real numbers or text")
+            raise ValidationError(
+                f"column {name!r} holds complex numbers; features must be real numbers or text"
+            )
     if not seen:
         return "continuous"
     text = [k for k in seen if k[0] == "text"]
@@ -842,14 +957,16 @@ def _infer_type(name: str, series: list[pd.Series], labels: list[str], max_categ
         example = next(str(v) for v in ts.dropna() if isinstance(v, str))
         raise ValidationError(
             f"column {name!r} holds numbers in {numeric[0][2]} but text in {tlabel} (e.g. {example!r}); "
-            "fix the values or declare its type (types= here, or \"type\" in schema.json)"
+            'fix the values or declare its type (types= here, or "type" in schema.json)'
         )
     if numeric:
         if all(k[0] == "bool" for k in numeric):
             return "binary"
         vals = set()
         for _, s, _ in numeric:
-            vals.update(pd.unique(pd.to_numeric(s.dropna().astype(object), errors="coerce")).tolist())
+            vals.update(
+                pd.unique(pd.to_numeric(s.dropna().astype(object), errors="coerce")).tolist()
+            )
         return "binary" if vals <= {0, 1} else "continuous"
     levels = set()
     for _, s, label in text:
@@ -909,16 +1026,22 @@ def _check_text_column(name: str, s: pd.Series, where: str = "") -> None:
     vals = s.dropna()
     odd = [v for v in vals if isinstance(v, list | dict | set | tuple | np.ndarray)]
     if odd:
-        raise ValidationError(f"column {name!r}{at} holds {type(odd[0]).__name__} values; features must be "
-                              "numbers or text")
-    as_num = pd.to_numeric(vals.map(lambda v: v if isinstance(v, str | int | float | np.number) else None),
-                           errors="coerce")
+        raise ValidationError(
+            f"column {name!r}{at} holds {type(odd[0]).__name__} values; features must be "
+            "numbers or text"
+        )
+    as_num = pd.to_numeric(
+        vals.map(lambda v: v if isinstance(v, str | int | float | np.number) else None),
+        errors="coerce",
+    )
     n_num = int(as_num.notna().sum())
     if 0 < n_num < len(vals):
-        text = list(dict.fromkeys(str(v) for v, x in zip(vals, as_num, strict=True) if pd.isna(x)))[:3]
+        text = list(dict.fromkeys(str(v) for v, x in zip(vals, as_num, strict=True) if pd.isna(x)))[
+            :3
+        ]
         raise ValidationError(
             f"column {name!r}{at} mixes numbers with text (e.g. {text}); fix the values or declare its type "
-            "(types= here, or \"type\" in schema.json)"
+            '(types= here, or "type" in schema.json)'
         )
 
 

@@ -81,12 +81,17 @@ class Task:
             hidden = invisible_characters(self.description)
             self.description = strip_invisible(self.description)
             if hidden:
-                warnings.warn(f"task {self.task_id!r}: removed {len(hidden)} invisible character(s) "
-                              f"{sorted(set(hidden))[:3]} from the description", DataWarning, stacklevel=3)
+                warnings.warn(
+                    f"task {self.task_id!r}: removed {len(hidden)} invisible character(s) "
+                    f"{sorted(set(hidden))[:3]} from the description",
+                    DataWarning,
+                    stacklevel=3,
+                )
         self.y = _labels_as_numbers(self.y)
         problems = self.structural_problems()
         if self.oracle_params is not None and (
-                self.true_params is None or self.oracle_params.names != self.true_params.names):
+            self.true_params is None or self.oracle_params.names != self.true_params.names
+        ):
             problems.append("oracle_params need true_params of the same kind and layout")
         if problems:
             raise ValidationError(f"invalid task {self.task_id!r}:", problems)
@@ -116,8 +121,10 @@ class Task:
                 p.append(f"y has {int(np.isinf(y).sum())} infinite values")
         if y.dtype.kind in "USO":
             levels = sorted({str(v) for v in y.tolist()})[:5]
-            p.append(f"y holds text labels {levels}; outcomes must be 0/1 or True/False: convert them, e.g. "
-                     "(y == 'yes').astype(int), or pass pos_label= to the folder loader")
+            p.append(
+                f"y holds text labels {levels}; outcomes must be 0/1 or True/False: convert them, e.g. "
+                "(y == 'yes').astype(int), or pass pos_label= to the folder loader"
+            )
         elif y.dtype.kind not in "biuf":
             p.append(f"y must be numeric 0/1, got dtype {y.dtype}")
         else:
@@ -145,11 +152,15 @@ class Task:
         """The task's patient ids in canonical text form (see :func:`ragim.canonical.canonical_id`)."""
         return frozenset(self.metadata.get("patient_ids") or ())
 
-    def fit_problems(self, *, min_rows: int = DEFAULT_MIN_ROWS, min_per_class: int = DEFAULT_MIN_PER_CLASS) -> list[str]:
+    def fit_problems(
+        self, *, min_rows: int = DEFAULT_MIN_ROWS, min_per_class: int = DEFAULT_MIN_PER_CLASS
+    ) -> list[str]:
         """Reasons this task cannot be fitted (too few rows, a single class, ...)."""
         p = []
         if self.n_rows < min_rows:
-            p.append(f"task {self.task_id!r} has {self.n_rows} rows; at least {min_rows} are needed")
+            p.append(
+                f"task {self.task_id!r} has {self.n_rows} rows; at least {min_rows} are needed"
+            )
         n1 = self.n_positive
         n0 = self.n_rows - n1
         if self.n_rows and (n0 == 0 or n1 == 0):
@@ -206,8 +217,14 @@ def _labels_as_numbers(y: Any) -> Any:
     arr = np.asarray(y)
     if arr.dtype == bool:
         return arr.astype(np.int64)
-    if arr.dtype == object and arr.size and all(
-            isinstance(v, bool | int | float | np.bool_ | np.integer | np.floating) for v in arr.reshape(-1)):
+    if (
+        arr.dtype == object
+        and arr.size
+        and all(
+            isinstance(v, bool | int | float | np.bool_ | np.integer | np.floating)
+            for v in arr.reshape(-1)
+        )
+    ):
         return arr.astype(float)
     return y
 
@@ -239,8 +256,10 @@ def binary_outcome(values: Any, *, pos_label: Any = None, where: str = "y") -> n
     arr = np.asarray(values, dtype=object).reshape(-1)
     missing = [i for i, v in enumerate(arr) if is_missing(v)]
     if missing:
-        raise ValidationError(f"{where} is empty in {len(missing)} data row(s) {[i + 1 for i in missing[:5]]}; "
-                              "drop those patients or fill in their outcome")
+        raise ValidationError(
+            f"{where} is empty in {len(missing)} data row(s) {[i + 1 for i in missing[:5]]}; "
+            "drop those patients or fill in their outcome"
+        )
     canon = np.array([canonical_level(v) for v in arr], dtype=object)
     levels = sorted(set(canon.tolist()))
     lower = np.array([c.lower() for c in canon], dtype=object)
@@ -254,9 +273,13 @@ def binary_outcome(values: Any, *, pos_label: Any = None, where: str = "y") -> n
         return np.isin(lower, list(_TRUE)).astype(np.int64)
     pos = canonical_level(pos_label)
     if len(levels) > 2:
-        raise ValidationError(f"{where} holds {len(levels)} distinct values {levels[:5]}; a binary outcome has two")
+        raise ValidationError(
+            f"{where} holds {len(levels)} distinct values {levels[:5]}; a binary outcome has two"
+        )
     if len(levels) == 2 and pos not in levels:
-        raise ValidationError(f"pos_label {pos_label!r} is not one of the outcome values {levels} in {where}")
+        raise ValidationError(
+            f"pos_label {pos_label!r} is not one of the outcome values {levels} in {where}"
+        )
     return (canon == pos).astype(np.int64)
 
 
@@ -286,7 +309,9 @@ def canonical_metadata(metadata: Any, *, where: str = "task") -> dict[str, Any]:
     for k, v in metadata.items():
         if k == "patient_ids" and v is not None:
             if isinstance(v, str | bytes) or not isinstance(v, Iterable):
-                raise ValidationError(f"{where}: patient_ids must be a list of ids, got {type(v).__name__}")
+                raise ValidationError(
+                    f"{where}: patient_ids must be a list of ids, got {type(v).__name__}"
+                )
             v = [canonical_id(i, "patient id") for i in v]
         elif isinstance(v, str):
             v = canonical_text(v)
@@ -311,7 +336,9 @@ class _ListSource:
 
 
 class _LazySource:
-    def __init__(self, n: int, info: Callable[[int], tuple[str, str, dict]], make: Callable[[int], Task]):
+    def __init__(
+        self, n: int, info: Callable[[int], tuple[str, str, dict]], make: Callable[[int], Task]
+    ):
         self.n, self._info, self._make = int(n), info, make
 
     def __len__(self):
@@ -347,9 +374,13 @@ class TaskCollection:
         tasks = list(tasks)
         bad = [i for i, t in enumerate(tasks) if not isinstance(t, Task)]
         if bad:
-            raise ValidationError(f"TaskCollection items must be Task objects; items {bad[:10]} are not")
+            raise ValidationError(
+                f"TaskCollection items must be Task objects; items {bad[:10]} are not"
+            )
         if schema is None and tasks:
-            schema = FeatureSchema.infer([t.X for t in tasks], labels=[f"task {t.task_id!r}" for t in tasks])
+            schema = FeatureSchema.infer(
+                [t.X for t in tasks], labels=[f"task {t.task_id!r}" for t in tasks]
+            )
         self.schema = schema
         self.name = name
         self._source: _ListSource | _LazySource = _ListSource(tasks)
@@ -432,7 +463,9 @@ class TaskCollection:
     def metadata(self) -> list[dict]:
         return [self._source.info(int(r))[2] for r in self._rows]
 
-    def take(self, positions: Sequence[int] | np.ndarray, name: str | None = None) -> TaskCollection:
+    def take(
+        self, positions: Sequence[int] | np.ndarray, name: str | None = None
+    ) -> TaskCollection:
         """A sub-collection by positions."""
         return self._view(self._rows[np.asarray(positions, dtype=np.int64)], name)
 
@@ -440,7 +473,9 @@ class TaskCollection:
         return self._view(self._rows[:n])
 
     # ------------------------------------------------------------------ selection
-    def filter(self, predicate: Callable[[dict], bool] | None = None, **equals: Any) -> TaskCollection:
+    def filter(
+        self, predicate: Callable[[dict], bool] | None = None, **equals: Any
+    ) -> TaskCollection:
         """Tasks whose metadata match: ``tc.filter(site="Cleveland")`` or
         ``tc.filter(lambda info: info["metadata"]["n"] > 50)`` (``info`` as in :meth:`info`).
 
@@ -453,7 +488,8 @@ class TaskCollection:
             inf = self.info(i)
             meta = inf["metadata"]
             if all(canonical_level(meta.get(k)) == v for k, v in want.items()) and (
-                    predicate is None or predicate(inf)):
+                predicate is None or predicate(inf)
+            ):
                 keep.append(i)
         return self.take(keep)
 
@@ -467,7 +503,9 @@ class TaskCollection:
             out.setdefault(first.setdefault(canonical_level(v), v), []).append(i)
         return {k: self.take(v) for k, v in out.items()}
 
-    def group_split(self, by: str, test_groups: Sequence[Any]) -> tuple[TaskCollection, TaskCollection]:
+    def group_split(
+        self, by: str, test_groups: Sequence[Any]
+    ) -> tuple[TaskCollection, TaskCollection]:
         """(train, test): tasks whose ``metadata[by]`` is in ``test_groups`` go to test.
 
         Group codes compare in canonical form, so ``"01"``, ``1`` and ``1.0`` are one site.
@@ -504,7 +542,10 @@ class TaskCollection:
 
     # ------------------------------------------------------------------ validation
     def validate(
-        self, *, min_rows: int = DEFAULT_MIN_ROWS, min_per_class: int = DEFAULT_MIN_PER_CLASS,
+        self,
+        *,
+        min_rows: int = DEFAULT_MIN_ROWS,
+        min_per_class: int = DEFAULT_MIN_PER_CLASS,
         check_fit: bool = True,
     ) -> TaskCollection:
         """Raise one :class:`ValidationError` listing every offending task.
@@ -527,11 +568,15 @@ class TaskCollection:
                 try:
                     self.schema.validate_frame(t.X, where=f"task {t.task_id!r}")
                 except ValidationError as exc:
-                    problems.extend(f"task {t.task_id!r}: {p}" for p in (exc.problems or [str(exc)]))
+                    problems.extend(
+                        f"task {t.task_id!r}: {p}" for p in (exc.problems or [str(exc)])
+                    )
             if check_fit:
                 problems.extend(t.fit_problems(min_rows=min_rows, min_per_class=min_per_class))
         if problems:
-            raise ValidationError(f"{len(problems)} problem(s) in task collection {self.name!r}:", problems)
+            raise ValidationError(
+                f"{len(problems)} problem(s) in task collection {self.name!r}:", problems
+            )
         return self
 
     # ------------------------------------------------------------------ summaries
@@ -539,10 +584,19 @@ class TaskCollection:
         """One row per task: id, description, n, prevalence and scalar metadata."""
         rows = []
         for t in self:
-            meta = {k: v for k, v in t.metadata.items() if isinstance(v, str | int | float | bool) or v is None}
+            meta = {
+                k: v
+                for k, v in t.metadata.items()
+                if isinstance(v, str | int | float | bool) or v is None
+            }
             rows.append(
-                {"task_id": t.task_id, "n": t.n_rows, "prevalence": round(t.prevalence, 3), **meta,
-                 "description": t.description}
+                {
+                    "task_id": t.task_id,
+                    "n": t.n_rows,
+                    "prevalence": round(t.prevalence, 3),
+                    **meta,
+                    "description": t.description,
+                }
             )
         return pd.DataFrame(rows)
 
@@ -568,13 +622,23 @@ class TaskCollection:
             cols = list(X.columns)
             bad = sorted({c for c in cols if cols.count(c) > 1 or c in ("__task__", "__y__")})
             if bad:
-                raise ValidationError(f"cannot save task {t.task_id!r}: duplicated or reserved column names {bad}")
+                raise ValidationError(
+                    f"cannot save task {t.task_id!r}: duplicated or reserved column names {bad}"
+                )
             X["__task__"] = t.task_id
             X["__y__"] = t.y
             frames.append(X)
-            rec = {"task_id": t.task_id, "description": t.description, "metadata": t.metadata, "n_rows": t.n_rows}
+            rec = {
+                "task_id": t.task_id,
+                "description": t.description,
+                "metadata": t.metadata,
+                "n_rows": t.n_rows,
+            }
             if t.true_params is not None:
-                rec["true_params"] = {"kind": t.true_params.kind, "metadata": t.true_params.metadata}
+                rec["true_params"] = {
+                    "kind": t.true_params.kind,
+                    "metadata": t.true_params.metadata,
+                }
                 true_vecs[t.task_id] = t.true_params.vector
                 fp = t.true_params.schema.fingerprint()
                 true_schemas.setdefault(fp, t.true_params.schema.to_dict())
@@ -583,30 +647,47 @@ class TaskCollection:
                     rec["oracle_params"] = {"metadata": t.oracle_params.metadata}
                     oracle_vecs[t.task_id] = t.oracle_params.vector
             records.append(rec)
-        data = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"__task__": [], "__y__": []})
+        data = (
+            pd.concat(frames, ignore_index=True)
+            if frames
+            else pd.DataFrame({"__task__": [], "__y__": []})
+        )
         buf = io.BytesIO()
         try:
             data.to_parquet(buf, index=False)
-        except (TypeError, ValueError) as exc:  # pyarrow's ArrowTypeError/ArrowInvalid derive from these
+        except (
+            TypeError,
+            ValueError,
+        ) as exc:  # pyarrow's ArrowTypeError/ArrowInvalid derive from these
             data = _text_for_mixed_columns(data)
             buf = io.BytesIO()
             try:
                 data.to_parquet(buf, index=False)
             except (TypeError, ValueError):
-                raise ValidationError(f"cannot save task collection {self.name!r}: the rows cannot be written "
-                                      f"as Parquet ({exc})") from exc
+                raise ValidationError(
+                    f"cannot save task collection {self.name!r}: the rows cannot be written "
+                    f"as Parquet ({exc})"
+                ) from exc
         files = {
-            "collection.json": json_bytes({"name": self.name, "schema": None if self.schema is None else self.schema.to_dict(),
-                                           "true_schemas": true_schemas}),
+            "collection.json": json_bytes(
+                {
+                    "name": self.name,
+                    "schema": None if self.schema is None else self.schema.to_dict(),
+                    "true_schemas": true_schemas,
+                }
+            ),
             "tasks.jsonl": jsonl_bytes(records),
             "data.parquet": buf.getvalue(),
         }
         if true_vecs:
-            files["true_params.npz"] = npz_bytes({f"t{i}": v for i, v in enumerate(true_vecs.values())})
+            files["true_params.npz"] = npz_bytes(
+                {f"t{i}": v for i, v in enumerate(true_vecs.values())}
+            )
             files["true_params_ids.json"] = json_bytes(list(true_vecs))
         if oracle_vecs:
-            files["oracle_params.npz"] = npz_bytes({f"t{i}": oracle_vecs[tid] for i, tid in enumerate(true_vecs)
-                                                    if tid in oracle_vecs})
+            files["oracle_params.npz"] = npz_bytes(
+                {f"t{i}": oracle_vecs[tid] for i, tid in enumerate(true_vecs) if tid in oracle_vecs}
+            )
         return write_artifact(path, FORMAT, files)
 
     @classmethod
@@ -625,12 +706,18 @@ class TaskCollection:
         except Exception as exc:  # pyarrow raises several types
             raise ArtifactError(f"{art.path / 'data.parquet'}: cannot be read ({exc})") from exc
         if "__task__" not in data.columns or "__y__" not in data.columns:
-            raise ArtifactError(f"{art.path / 'data.parquet'}: lacks the __task__/__y__ columns of a task collection")
+            raise ArtifactError(
+                f"{art.path / 'data.parquet'}: lacks the __task__/__y__ columns of a task collection"
+            )
         true = {}
         if "true_params.npz" in art.files:
             ids = art.read_json("true_params_ids.json")
             arrs = art.read_npz("true_params.npz")
-            if not isinstance(ids, list) or len(ids) != len(arrs) or any(f"t{i}" not in arrs for i in range(len(ids))):
+            if (
+                not isinstance(ids, list)
+                or len(ids) != len(arrs)
+                or any(f"t{i}" not in arrs for i in range(len(ids)))
+            ):
                 raise ArtifactError(
                     f"{art.path / 'true_params_ids.json'}: does not match true_params.npz ({len(arrs)} arrays); "
                     "the artifact was assembled from different collections"
@@ -645,7 +732,11 @@ class TaskCollection:
         except ValidationError as exc:
             raise ArtifactError(f"{art.path / 'collection.json'}: {exc}") from exc
         feature_cols = set(data.columns) - {"__task__", "__y__"}
-        absent = [n for n in schema.names if n not in feature_cols] if schema is not None and records else []
+        absent = (
+            [n for n in schema.names if n not in feature_cols]
+            if schema is not None and records
+            else []
+        )
         if absent:
             raise ArtifactError(
                 f"{art.path / 'data.parquet'}: lacks the columns {absent[:10]} of the schema in collection.json; "
@@ -654,15 +745,27 @@ class TaskCollection:
         try:
             groups = dict(tuple(data.groupby("__task__", sort=False)))
             rec_ids = [rec["task_id"] for rec in records]
-            problems = [f"{tid!r} has rows in data.parquet but no record" for tid in groups if tid not in set(rec_ids)]
+            problems = [
+                f"{tid!r} has rows in data.parquet but no record"
+                for tid in groups
+                if tid not in set(rec_ids)
+            ]
             for rec in records:
                 n = len(groups[rec["task_id"]]) if rec["task_id"] in groups else 0
                 if "n_rows" in rec and n != rec["n_rows"]:
-                    problems.append(f"task {rec['task_id']!r}: tasks.jsonl says {rec['n_rows']} rows, data.parquet has {n}")
-            missing_true = [rec["task_id"] for rec in records if ("true_params" in rec and rec["task_id"] not in true)
-                            or ("oracle_params" in rec and rec["task_id"] not in oracle)]
+                    problems.append(
+                        f"task {rec['task_id']!r}: tasks.jsonl says {rec['n_rows']} rows, data.parquet has {n}"
+                    )
+            missing_true = [
+                rec["task_id"]
+                for rec in records
+                if ("true_params" in rec and rec["task_id"] not in true)
+                or ("oracle_params" in rec and rec["task_id"] not in oracle)
+            ]
             if missing_true or set(true) - set(rec_ids):
-                problems.append(f"true_params_ids.json does not list the tasks with true parameters: {missing_true[:5]}")
+                problems.append(
+                    f"true_params_ids.json does not list the tasks with true parameters: {missing_true[:5]}"
+                )
             if problems:
                 raise ArtifactError(
                     f"{art.path}: tasks.jsonl and data.parquet do not agree; the artifact was assembled from different "
@@ -680,14 +783,27 @@ class TaskCollection:
                     if fp not in schemas:
                         schemas[fp] = FeatureSchema.from_dict(meta["true_schemas"][fp])
                     tschema = schemas[fp]
-                    tp = ModelParams(rec["true_params"]["kind"], tschema, true[tid], metadata=rec["true_params"]["metadata"])
+                    tp = ModelParams(
+                        rec["true_params"]["kind"],
+                        tschema,
+                        true[tid],
+                        metadata=rec["true_params"]["metadata"],
+                    )
                     if tid in oracle:
-                        op = ModelParams(tp.kind, tschema, oracle[tid], metadata=rec["oracle_params"]["metadata"])
-                tasks.append(Task(tid, rec["description"], X, df["__y__"].to_numpy(), rec["metadata"], tp, op))
+                        op = ModelParams(
+                            tp.kind, tschema, oracle[tid], metadata=rec["oracle_params"]["metadata"]
+                        )
+                tasks.append(
+                    Task(
+                        tid, rec["description"], X, df["__y__"].to_numpy(), rec["metadata"], tp, op
+                    )
+                )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, ArtifactError):
                 raise
-            raise ArtifactError(f"{art.path}: task records are inconsistent with data.parquet ({exc})") from exc
+            raise ArtifactError(
+                f"{art.path}: task records are inconsistent with data.parquet ({exc})"
+            ) from exc
         return cls(tasks, schema=schema, name=meta.get("name", "tasks"), validate=False)
 
 
@@ -697,5 +813,7 @@ def _text_for_mixed_columns(data: pd.DataFrame) -> pd.DataFrame:
     data = data.copy()
     for c in data.columns:
         if data[c].dtype == object and len({type(v) for v in data[c].dropna()}) > 1:
-            data[c] = data[c].map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+            data[c] = data[c].map(
+                lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+            )
     return data

@@ -98,9 +98,13 @@ def needs_training(factory: str, dim: int) -> bool:
     """
     faiss = import_faiss()
     try:
-        return not faiss.index_factory(int(dim), _canonical(factory), faiss.METRIC_INNER_PRODUCT).is_trained
+        return not faiss.index_factory(
+            int(dim), _canonical(factory), faiss.METRIC_INNER_PRODUCT
+        ).is_trained
     except RuntimeError as exc:
-        raise ValidationError(f"invalid FAISS index string {factory!r}: {str(exc).splitlines()[0]}") from exc
+        raise ValidationError(
+            f"invalid FAISS index string {factory!r}: {str(exc).splitlines()[0]}"
+        ) from exc
 
 
 def _normalise(v: np.ndarray, where: str = "vectors") -> np.ndarray:
@@ -119,8 +123,16 @@ class VectorStore:
     (chunk by chunk); open a saved one with :meth:`read`.
     """
 
-    def __init__(self, dim: int, factory: str = "Flat", *, nprobe: int = 32, ef_search: int = 128,
-                 device: str | None = "auto", storage: str = "memory"):
+    def __init__(
+        self,
+        dim: int,
+        factory: str = "Flat",
+        *,
+        nprobe: int = 32,
+        ef_search: int = 128,
+        device: str | None = "auto",
+        storage: str = "memory",
+    ):
         if storage not in STORAGES:
             raise ValidationError(f"storage must be one of {list(STORAGES)}, got {storage!r}")
         self.dim = int(dim)
@@ -136,22 +148,55 @@ class VectorStore:
 
     # ------------------------------------------------------------------ build
     @classmethod
-    def build(cls, vectors: np.ndarray, index: str = "auto", *, nprobe: int = 32, ef_search: int = 128,
-              device: str | None = "auto", train_size: int = TRAIN_SIZE, seed: int = 0,
-              storage: str = "memory", coarse: VectorStore | None = None) -> VectorStore:
+    def build(
+        cls,
+        vectors: np.ndarray,
+        index: str = "auto",
+        *,
+        nprobe: int = 32,
+        ef_search: int = 128,
+        device: str | None = "auto",
+        train_size: int = TRAIN_SIZE,
+        seed: int = 0,
+        storage: str = "memory",
+        coarse: VectorStore | None = None,
+    ) -> VectorStore:
         """A store holding ``vectors`` (n, dim), trained on up to ``train_size`` of them
         (``coarse``: see :meth:`create`)."""
         v = _normalise(vectors)
-        store = cls.create(v.shape[1], index, n_total=len(v), train=v, nprobe=nprobe, ef_search=ef_search,
-                           device=device, train_size=train_size, seed=seed, storage=storage, coarse=coarse)
+        store = cls.create(
+            v.shape[1],
+            index,
+            n_total=len(v),
+            train=v,
+            nprobe=nprobe,
+            ef_search=ef_search,
+            device=device,
+            train_size=train_size,
+            seed=seed,
+            storage=storage,
+            coarse=coarse,
+        )
         for s in range(0, len(v), BLOCK_ROWS * 4):
             store.add(v[s : s + BLOCK_ROWS * 4])
         return store
 
     @classmethod
-    def create(cls, dim: int, index: str = "auto", *, n_total: int | None = None, train: np.ndarray | None = None,
-               nprobe: int = 32, ef_search: int = 128, device: str | None = "auto", train_size: int = TRAIN_SIZE,
-               seed: int = 0, storage: str = "memory", coarse: VectorStore | None = None) -> VectorStore:
+    def create(
+        cls,
+        dim: int,
+        index: str = "auto",
+        *,
+        n_total: int | None = None,
+        train: np.ndarray | None = None,
+        nprobe: int = 32,
+        ef_search: int = 128,
+        device: str | None = "auto",
+        train_size: int = TRAIN_SIZE,
+        seed: int = 0,
+        storage: str = "memory",
+        coarse: VectorStore | None = None,
+    ) -> VectorStore:
         """An empty store, trained when its index needs training, to be filled by :meth:`add`.
 
         Parameters
@@ -177,21 +222,33 @@ class VectorStore:
             raise ValidationError(f"storage must be one of {list(STORAGES)}, got {storage!r}")
         if index == "auto":
             if n_total is None:
-                raise ValidationError("index='auto' needs n_total, the number of vectors the store will hold")
+                raise ValidationError(
+                    "index='auto' needs n_total, the number of vectors the store will hold"
+                )
             factory = auto_factory(int(n_total), int(dim))
         else:
             factory = _canonical(index)
-        store = cls(dim, factory, nprobe=nprobe, ef_search=ef_search, device=device, storage=storage)
-        sample = np.zeros((0, int(dim)), np.float32) if train is None else _normalise(train, "training vectors")
+        store = cls(
+            dim, factory, nprobe=nprobe, ef_search=ef_search, device=device, storage=storage
+        )
+        sample = (
+            np.zeros((0, int(dim)), np.float32)
+            if train is None
+            else _normalise(train, "training vectors")
+        )
         store._create(sample, train_size=train_size, seed=seed, coarse=coarse)
         return store
 
-    def _create(self, sample: np.ndarray, *, train_size: int, seed: int, coarse: VectorStore | None = None) -> None:
+    def _create(
+        self, sample: np.ndarray, *, train_size: int, seed: int, coarse: VectorStore | None = None
+    ) -> None:
         faiss = import_faiss()
         try:
             index = faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
-            raise ValidationError(f"invalid FAISS index string {self.factory!r}: {str(exc).splitlines()[0]}") from exc
+            raise ValidationError(
+                f"invalid FAISS index string {self.factory!r}: {str(exc).splitlines()[0]}"
+            ) from exc
         if self.storage == "ondisk" and faiss.try_extract_index_ivf(index) is None:
             raise ValidationError(
                 f"storage='ondisk' keeps the inverted lists of an IVF index on disk, but {self.factory!r} has none; "
@@ -199,9 +256,17 @@ class VectorStore:
             )
         if coarse is not None:
             ivf, src = faiss.try_extract_index_ivf(index), faiss.try_extract_index_ivf(coarse._cpu)
-            if ivf is None or src is None or ivf.nlist != src.nlist or coarse.dim != self.dim or not src.is_trained:
-                raise ValidationError(f"coarse= needs a trained IVF store with the lists of {self.factory!r} "
-                                      f"(dimension {self.dim}), got {coarse.factory!r} (dimension {coarse.dim})")
+            if (
+                ivf is None
+                or src is None
+                or ivf.nlist != src.nlist
+                or coarse.dim != self.dim
+                or not src.is_trained
+            ):
+                raise ValidationError(
+                    f"coarse= needs a trained IVF store with the lists of {self.factory!r} "
+                    f"(dimension {self.dim}), got {coarse.factory!r} (dimension {coarse.dim})"
+                )
             quantizer = faiss.clone_index(src.quantizer)
             ivf.quantizer = quantizer  # trained with nlist centroids: IndexIVF.train skips k-means
             ivf.own_fields = True
@@ -218,7 +283,11 @@ class VectorStore:
                     f"got {len(sample)}; use index='Flat' or 'auto' for small collections"
                 )
             rng = np.random.default_rng(seed)
-            pick = sample if len(sample) <= train_size else sample[np.sort(rng.choice(len(sample), train_size, replace=False))]
+            pick = (
+                sample
+                if len(sample) <= train_size
+                else sample[np.sort(rng.choice(len(sample), train_size, replace=False))]
+            )
             index.train(pick)
         self._cpu = index
         if self.storage == "ondisk":
@@ -286,7 +355,9 @@ class VectorStore:
                 if ivf is not None:
                     ivf.nprobe = self.nprobe
                 try:
-                    faiss.GpuParameterSpace().set_index_parameter(self._search_index, "nprobe", self.nprobe)
+                    faiss.GpuParameterSpace().set_index_parameter(
+                        self._search_index, "nprobe", self.nprobe
+                    )
                 except Exception:  # Flat has no nprobe
                     pass
             else:
@@ -328,13 +399,19 @@ class VectorStore:
         n = self.ntotal
         if n == 0:
             return np.zeros((0, self.dim), np.float32)
-        return np.concatenate([self._reconstruct(s, min(n, s + BLOCK_ROWS)) for s in range(0, n, BLOCK_ROWS)])
+        return np.concatenate(
+            [self._reconstruct(s, min(n, s + BLOCK_ROWS)) for s in range(0, n, BLOCK_ROWS)]
+        )
 
     def compact(self) -> np.ndarray:
         """Rebuild without tombstones; returns the old row number of each kept row."""
         keep = np.array([r for r in range(self.ntotal) if r not in self.deleted], dtype=np.int64)
         vectors = self.reconstruct_all()[keep]
-        self._create(vectors if len(vectors) else np.zeros((1, self.dim), np.float32), train_size=200_000, seed=0)
+        self._create(
+            vectors if len(vectors) else np.zeros((1, self.dim), np.float32),
+            train_size=200_000,
+            seed=0,
+        )
         self.add(vectors)
         self.deleted = set()
         return keep
@@ -360,8 +437,14 @@ class VectorStore:
         return int(total[0])
 
     # ------------------------------------------------------------------ search
-    def search(self, queries: np.ndarray, k: int, *, skip: Callable[[int, int], bool] | None = None,
-               excluded: Sequence[np.ndarray | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        skip: Callable[[int, int], bool] | None = None,
+        excluded: Sequence[np.ndarray | None] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` rows per query by inner product among the rows that are not excluded.
 
         Parameters
@@ -395,8 +478,11 @@ class VectorStore:
         out_r = np.full((len(q), k), -1, dtype=np.int64)
         if n == 0 or len(q) == 0:
             return out_s, out_r
-        sets = None if excluded is None else [frozenset() if e is None else frozenset(np.asarray(e).tolist())
-                                               for e in excluded]
+        sets = (
+            None
+            if excluded is None
+            else [frozenset() if e is None else frozenset(np.asarray(e).tolist()) for e in excluded]
+        )
         index = self._index_for_search()
         exhaustive = self._exhaustive()
         cap = min(n, GPU_MAX_K if index is not self._cpu else max(FILTER_FETCH_MAX, k))
@@ -404,7 +490,9 @@ class VectorStore:
             scores, rows = index.search(q, min(k, cap))
             out_s[:, : rows.shape[1]], out_r[:, : rows.shape[1]] = scores, rows
             out_s[out_r < 0] = -np.inf
-            short = np.flatnonzero((out_r >= 0).sum(axis=1) < min(k, n)).tolist()  # an IVF probe came up short
+            short = np.flatnonzero(
+                (out_r >= 0).sum(axis=1) < min(k, n)
+            ).tolist()  # an IVF probe came up short
             pending = np.zeros(0, np.int64)
         else:
             most = max((len(s) for s in sets), default=0) if sets is not None else 0
@@ -426,7 +514,9 @@ class VectorStore:
                         if len(got) == k:
                             rank_k = rank
                             break
-                reached_all = fetch >= n or bool((rows[j] < 0).any())  # nothing more this index can return
+                reached_all = fetch >= n or bool(
+                    (rows[j] < 0).any()
+                )  # nothing more this index can return
                 if exhaustive and (len(got) >= k or reached_all):
                     self._fill(out_s, out_r, qi, got)
                 elif len(got) >= k and rank_k < TRUSTED_RANKS * k:
@@ -444,8 +534,11 @@ class VectorStore:
         return out_s, out_r
 
     def _eligible(self, qi: int, row: int, skip, sets) -> bool:
-        return (row not in self.deleted and (sets is None or row not in sets[qi])
-                and (skip is None or not skip(qi, row)))
+        return (
+            row not in self.deleted
+            and (sets is None or row not in sets[qi])
+            and (skip is None or not skip(qi, row))
+        )
 
     @staticmethod
     def _fill(out_s, out_r, qi, got) -> None:
@@ -455,7 +548,9 @@ class VectorStore:
 
     def _exhaustive(self) -> bool:
         """True when one search scores every row (no inverted lists, no graph)."""
-        return import_faiss().try_extract_index_ivf(self._cpu) is None and "HNSW" not in self.factory
+        return (
+            import_faiss().try_extract_index_ivf(self._cpu) is None and "HNSW" not in self.factory
+        )
 
     def _allowed(self, qi: int, skip, sets) -> np.ndarray:
         """Boolean mask of the rows query ``qi`` may return."""
@@ -471,7 +566,9 @@ class VectorStore:
                     allowed[r] = False
         return allowed
 
-    def _search_allowed(self, query: np.ndarray, want: int, allowed: np.ndarray) -> list[tuple[float, int]]:
+    def _search_allowed(
+        self, query: np.ndarray, want: int, allowed: np.ndarray
+    ) -> list[tuple[float, int]]:
         """The ``want`` best allowed rows for one query, on the CPU index: FAISS restricted to
         the allowed rows with a widening nprobe / efSearch, then an exact scan if still short."""
         if want <= 0:
@@ -484,23 +581,42 @@ class VectorStore:
         x = query[None, :]
         try:
             if isinstance(faiss.downcast_index(self._cpu), faiss.IndexIVF):
-                got = _widen(lambda p: _hits(*self._cpu.search(
-                    x, want, params=faiss.SearchParametersIVF(sel=sel, nprobe=p))), self.nprobe, ivf.nlist, want)
+                got = _widen(
+                    lambda p: _hits(
+                        *self._cpu.search(
+                            x, want, params=faiss.SearchParametersIVF(sel=sel, nprobe=p)
+                        )
+                    ),
+                    self.nprobe,
+                    ivf.nlist,
+                    want,
+                )
             elif hnsw is not None:
-                got = _widen(lambda ef: _hits(*self._cpu.search(
-                    x, want, params=faiss.SearchParametersHNSW(sel=sel, efSearch=ef))),
-                    max(self.ef_search, want), self.ntotal, want)
+                got = _widen(
+                    lambda ef: _hits(
+                        *self._cpu.search(
+                            x, want, params=faiss.SearchParametersHNSW(sel=sel, efSearch=ef)
+                        )
+                    ),
+                    max(self.ef_search, want),
+                    self.ntotal,
+                    want,
+                )
             elif ivf is None and self._exhaustive():
                 got = _hits(*self._cpu.search(x, want, params=faiss.SearchParameters(sel=sel)))
             else:
                 got = []
-        except RuntimeError:  # this index type takes no selector (IndexPQ, pre-transforms, refinement)
+        except (
+            RuntimeError
+        ):  # this index type takes no selector (IndexPQ, pre-transforms, refinement)
             got = []
         if len(got) >= want:
             return got[:want]
         return self._exact_scan(query, want, allowed)
 
-    def _exact_scan(self, query: np.ndarray, want: int, allowed: np.ndarray) -> list[tuple[float, int]]:
+    def _exact_scan(
+        self, query: np.ndarray, want: int, allowed: np.ndarray
+    ) -> list[tuple[float, int]]:
         """Exact top-``want`` over the allowed rows' stored (decoded) vectors, block by block."""
         best_s, best_r = np.zeros(0, np.float32), np.zeros(0, np.int64)
         n = self.ntotal
@@ -542,8 +658,16 @@ class VectorStore:
             del lists
 
     @classmethod
-    def read(cls, path: Path, *, factory: str, nprobe: int, ef_search: int, device="auto",
-             storage: str = "memory") -> VectorStore:
+    def read(
+        cls,
+        path: Path,
+        *,
+        factory: str,
+        nprobe: int,
+        ef_search: int,
+        device="auto",
+        storage: str = "memory",
+    ) -> VectorStore:
         """Open an index written by :meth:`write` (an on-disk one maps its lists read-only)."""
         faiss = import_faiss()
         flags = faiss.IO_FLAG_ONDISK_SAME_DIR if storage == "ondisk" else 0
@@ -552,21 +676,31 @@ class VectorStore:
         except (RuntimeError, MemoryError, OSError, TypeError, ValueError) as exc:
             from ragim.errors import ArtifactError
 
-            raise ArtifactError(f"{path}: not a readable FAISS index ({str(exc).splitlines()[0]})") from exc
-        store = cls(index.d, factory, nprobe=nprobe, ef_search=ef_search, device=device, storage=storage)
+            raise ArtifactError(
+                f"{path}: not a readable FAISS index ({str(exc).splitlines()[0]})"
+            ) from exc
+        store = cls(
+            index.d, factory, nprobe=nprobe, ef_search=ef_search, device=device, storage=storage
+        )
         store._cpu = index
         store._lists_writable = storage != "ondisk"
         store._apply_params()
         return store
 
 
-def _widen(search: Callable[[int], list], start: int, most: int, want: int) -> list[tuple[float, int]]:
+def _widen(
+    search: Callable[[int], list], start: int, most: int, want: int
+) -> list[tuple[float, int]]:
     """Search with a breadth (nprobe, efSearch) growing 4x from ``start`` until ``want`` hits
     come back and one more widening no longer changes them, or the breadth reaches ``most``."""
     breadth, previous = start, None
     while True:
         got = search(breadth)
-        if len(got) >= want and previous is not None and {r for _, r in got} == {r for _, r in previous}:
+        if (
+            len(got) >= want
+            and previous is not None
+            and {r for _, r in got} == {r for _, r in previous}
+        ):
             return got
         if breadth >= most:
             return got

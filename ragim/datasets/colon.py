@@ -224,8 +224,9 @@ def colon_cancer(
     """
     min_rows, min_per_class = check_sizes(min_rows, min_per_class)
     edges = check_age_cuts(age_bands)
-    horizon_years = check_number(horizon_years, "horizon_years", gt=0, le=9,
-                                 note="follow-up ends near 9 years")
+    horizon_years = check_number(
+        horizon_years, "horizon_years", gt=0, le=9, note="follow-up ends near 9 years"
+    )
 
     df = load_colon_csv()
     schema = colon_schema()

@@ -51,9 +51,16 @@ def _patient_ids(df: pd.DataFrame, column: str, file: Path) -> list[str]:
     try:
         ids = [canonical_id(v, "patient id") for v in df[column]]
     except ValidationError as exc:
-        blank = [i + 2 for i, v in enumerate(df[column]) if v is None or (isinstance(v, float) and np.isnan(v))
-                 or (isinstance(v, str) and not v.strip())]
-        raise ValidationError(f"{file}: column {column!r} has blank ids (lines {blank[:5]}): {exc}") from None
+        blank = [
+            i + 2
+            for i, v in enumerate(df[column])
+            if v is None
+            or (isinstance(v, float) and np.isnan(v))
+            or (isinstance(v, str) and not v.strip())
+        ]
+        raise ValidationError(
+            f"{file}: column {column!r} has blank ids (lines {blank[:5]}): {exc}"
+        ) from None
     seen: dict[str, int] = {}
     dupes = []
     for i, pid in enumerate(ids):
@@ -61,13 +68,22 @@ def _patient_ids(df: pd.DataFrame, column: str, file: Path) -> list[str]:
             dupes.append(pid)
         seen[pid] = i
     if dupes:
-        raise ValidationError(f"{file}: patient id(s) {sorted(set(dupes))[:5]} appear on more than one row; each "
-                              "row of a task must be a different patient")
+        raise ValidationError(
+            f"{file}: patient id(s) {sorted(set(dupes))[:5]} appear on more than one row; each "
+            "row of a task must be a different patient"
+        )
     return ids
 
 
-def load_task_folder(path: str | Path, *, outcome: str = "y", patient_id: str = "patient_id",
-                     name: str | None = None, pos_label: Any = None, sep: str = ",") -> TaskCollection:
+def load_task_folder(
+    path: str | Path,
+    *,
+    outcome: str = "y",
+    patient_id: str = "patient_id",
+    name: str | None = None,
+    pos_label: Any = None,
+    sep: str = ",",
+) -> TaskCollection:
     """Read a task folder (see module docstring) into a validated :class:`TaskCollection`.
 
     Parameters
@@ -96,15 +112,26 @@ def load_task_folder(path: str | Path, *, outcome: str = "y", patient_id: str = 
         raise ValidationError(f"task folder {root} does not exist")
     desc_file = root / "descriptions.csv"
     if not desc_file.is_file():
-        raise ValidationError(f"{root} has no descriptions.csv (columns: task_id, description, optional metadata)")
+        raise ValidationError(
+            f"{root} has no descriptions.csv (columns: task_id, description, optional metadata)"
+        )
     desc = read_table(desc_file, all_text=True, sep=sep)
     desc.columns = [canonical_text(str(c)) for c in desc.columns]
     missing_cols = [c for c in ("task_id", "description") if c not in desc.columns]
     if missing_cols:
-        raise ValidationError(f"{desc_file} lacks the columns {missing_cols} (it has {list(desc.columns)[:10]})")
+        raise ValidationError(
+            f"{desc_file} lacks the columns {missing_cols} (it has {list(desc.columns)[:10]})"
+        )
     data_dir = root / "data"
-    files = ({canonical_text(p.stem): p for p in sorted(data_dir.glob("*")) if p.suffix in (".csv", ".parquet")}
-             if data_dir.is_dir() else {})
+    files = (
+        {
+            canonical_text(p.stem): p
+            for p in sorted(data_dir.glob("*"))
+            if p.suffix in (".csv", ".parquet")
+        }
+        if data_dir.is_dir()
+        else {}
+    )
     blank = [i + 2 for i, t in enumerate(desc["task_id"]) if t is None or not str(t).strip()]
     if blank:
         raise ValidationError(f"{desc_file}: line(s) {blank[:10]} have no task_id")
@@ -112,8 +139,14 @@ def load_task_folder(path: str | Path, *, outcome: str = "y", patient_id: str = 
     dupes = sorted({t for t in ids if ids.count(t) > 1})
     if dupes:
         raise ValidationError(f"{desc_file}: task id(s) {dupes[:10]} are listed more than once")
-    problems = [f"task {t!r} is listed in descriptions.csv but has no data/{t}.csv or .parquet" for t in ids if t not in files]
-    problems += [f"data/{files[t].name} has no row in descriptions.csv" for t in files if t not in set(ids)]
+    problems = [
+        f"task {t!r} is listed in descriptions.csv but has no data/{t}.csv or .parquet"
+        for t in ids
+        if t not in files
+    ]
+    problems += [
+        f"data/{files[t].name} has no row in descriptions.csv" for t in files if t not in set(ids)
+    ]
     if problems:
         raise ValidationError(f"task folder {root} is inconsistent:", problems)
     tasks, frames, labels = [], [], []
@@ -123,7 +156,9 @@ def load_task_folder(path: str | Path, *, outcome: str = "y", patient_id: str = 
         file = files[tid]
         df = read_table(file, text_columns=(patient_id,), sep=sep)
         if outcome not in df.columns:
-            raise ValidationError(f"{file} has no outcome column {outcome!r} (columns: {list(df.columns)[:10]})")
+            raise ValidationError(
+                f"{file} has no outcome column {outcome!r} (columns: {list(df.columns)[:10]})"
+            )
         meta = {k: v for k, v in row.items() if k not in ("task_id", "description")}
         if patient_id in df.columns:
             meta["patient_ids"] = _patient_ids(df, patient_id, file)
@@ -135,12 +170,22 @@ def load_task_folder(path: str | Path, *, outcome: str = "y", patient_id: str = 
             extra = [c for c in X.columns if c not in columns]
             raise ValidationError(
                 f"{file} does not have the columns of {first_file.name}: "
-                + "; ".join(p for p in (f"it lacks {lacks}" if lacks else "", f"it adds {extra}" if extra else "") if p)
+                + "; ".join(
+                    p
+                    for p in (
+                        f"it lacks {lacks}" if lacks else "",
+                        f"it adds {extra}" if extra else "",
+                    )
+                    if p
+                )
                 + "; every task must share one set of features (the order may differ)"
             )
         X = X[columns]
-        y = binary_outcome(df[outcome].to_numpy(dtype=object), pos_label=pos_label,
-                           where=f"{file}: outcome column {outcome!r}")
+        y = binary_outcome(
+            df[outcome].to_numpy(dtype=object),
+            pos_label=pos_label,
+            where=f"{file}: outcome column {outcome!r}",
+        )
         desc_text = row["description"] if isinstance(row["description"], str) else ""
         tasks.append(Task(tid, desc_text, X, y, meta))
         frames.append(X)
@@ -183,10 +228,15 @@ def _check_kinds(frames: list[pd.DataFrame], labels: list[str]) -> None:
     for c, by_kind in kinds.items():
         if len(by_kind) < 2:
             continue
-        sides = [f"{kind} in {_files(files)}" for kind, files in sorted(by_kind.items(), key=lambda kv: kv[0] != "text")]
+        sides = [
+            f"{kind} in {_files(files)}"
+            for kind, files in sorted(by_kind.items(), key=lambda kv: kv[0] != "text")
+        ]
         clause = f"{c!r} is {' but '.join(sides)} (e.g. {examples.get(c, '')!r})"
         if _DECIMAL_COMMA.fullmatch(examples.get(c, "").strip()):
-            clause += "; those look like numbers with a decimal comma: write them with a decimal point"
+            clause += (
+                "; those look like numbers with a decimal comma: write them with a decimal point"
+            )
         drift.append(clause)
     if drift:
         raise ValidationError("column types differ between task files:", drift[:10])
@@ -218,4 +268,7 @@ def _warn_shared_patients_across_sites(tasks: list[Task]) -> None:
         warnings.warn(
             f"sites {a!r} and {b!r} share {len(pids)} patient id(s) (e.g. {sorted(pids)[:3]}); ids are global in a "
             "task folder, so these are treated as the same patients: if the sites number patients independently, "
-            "prefix the ids with the site (e.g. 'A-0001')", DataWarning, stacklevel=3)
+            "prefix the ids with the site (e.g. 'A-0001')",
+            DataWarning,
+            stacklevel=3,
+        )

@@ -185,11 +185,9 @@ OUTCOME_LABELS: dict[str, str] = {
 
 _TEMPLATES = (
     "Predict {outcome} in {pop} referred for coronary angiography to {site}.",
-    "Among {pop} undergoing coronary angiography at {site}, estimate the probability of "
-    "{outcome}.",
+    "Among {pop} undergoing coronary angiography at {site}, estimate the probability of {outcome}.",
     "{Pop} evaluated for suspected heart disease at {site}: predict {outcome}.",
-    "Risk of {outcome} for {pop} seen at {site}, from routine clinical and exercise-test "
-    "findings.",
+    "Risk of {outcome} for {pop} seen at {site}, from routine clinical and exercise-test findings.",
     "Estimate whether {pop} referred to {site} have {outcome}.",
 )
 

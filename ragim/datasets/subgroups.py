@@ -48,7 +48,9 @@ def check_age_cuts(cuts: Sequence[float]) -> list[float]:
     [50, 60]
     """
     edges = list(cuts)
-    finite = all(isinstance(e, int | float | np.integer | np.floating) and np.isfinite(e) for e in edges)
+    finite = all(
+        isinstance(e, int | float | np.integer | np.floating) and np.isfinite(e) for e in edges
+    )
     if not finite or any(b <= a for a, b in zip(edges[:-1], edges[1:], strict=False)):
         raise ValidationError(f"age_bands must be increasing finite numbers, got {cuts!r}")
     return edges

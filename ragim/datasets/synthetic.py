@@ -49,76 +49,173 @@ MAX_LABEL_RESAMPLES = 8
 # organ system -> (disease heads, outcome phrase); heads are unique across systems
 SYSTEMS: dict[str, tuple[tuple[str, ...], str]] = {
     "cardiovascular": (
-        ("heart failure", "cardiomyopathy", "atrial fibrillation", "coronary artery disease",
-         "valvular heart disease", "hypertension"),
+        (
+            "heart failure",
+            "cardiomyopathy",
+            "atrial fibrillation",
+            "coronary artery disease",
+            "valvular heart disease",
+            "hypertension",
+        ),
         "a major adverse cardiovascular event within one year",
     ),
     "renal": (
-        ("nephropathy", "glomerulonephritis", "nephrotic syndrome", "renal tubular acidosis",
-         "kidney injury", "polycystic kidney disease"),
+        (
+            "nephropathy",
+            "glomerulonephritis",
+            "nephrotic syndrome",
+            "renal tubular acidosis",
+            "kidney injury",
+            "polycystic kidney disease",
+        ),
         "a 40% decline in kidney function within two years",
     ),
     "respiratory": (
-        ("asthma", "bronchiectasis", "interstitial lung disease", "pneumonitis",
-         "pulmonary hypertension", "obstructive airway disease"),
+        (
+            "asthma",
+            "bronchiectasis",
+            "interstitial lung disease",
+            "pneumonitis",
+            "pulmonary hypertension",
+            "obstructive airway disease",
+        ),
         "hospitalisation for a respiratory exacerbation within one year",
     ),
     "hepatic": (
-        ("hepatitis", "cirrhosis", "steatohepatitis", "cholestasis", "liver fibrosis",
-         "portal hypertension"),
+        (
+            "hepatitis",
+            "cirrhosis",
+            "steatohepatitis",
+            "cholestasis",
+            "liver fibrosis",
+            "portal hypertension",
+        ),
         "hepatic decompensation within one year",
     ),
     "endocrine": (
-        ("diabetes", "thyroiditis", "adrenal insufficiency", "hyperparathyroidism",
-         "pituitary dysfunction", "metabolic syndrome"),
+        (
+            "diabetes",
+            "thyroiditis",
+            "adrenal insufficiency",
+            "hyperparathyroidism",
+            "pituitary dysfunction",
+            "metabolic syndrome",
+        ),
         "an emergency admission for a metabolic crisis within one year",
     ),
     "neurological": (
-        ("epilepsy", "peripheral neuropathy", "migraine", "cerebral small-vessel disease",
-         "myasthenia", "movement disorder"),
+        (
+            "epilepsy",
+            "peripheral neuropathy",
+            "migraine",
+            "cerebral small-vessel disease",
+            "myasthenia",
+            "movement disorder",
+        ),
         "disability progression within one year",
     ),
     "gastrointestinal": (
-        ("colitis", "pancreatitis", "gastroparesis", "peptic ulcer disease", "enteropathy",
-         "diverticular disease"),
+        (
+            "colitis",
+            "pancreatitis",
+            "gastroparesis",
+            "peptic ulcer disease",
+            "enteropathy",
+            "diverticular disease",
+        ),
         "an unplanned admission within 90 days",
     ),
     "haematological": (
-        ("anaemia", "thrombocytopenia", "coagulopathy", "neutropenia", "myelodysplasia",
-         "haemolytic disease"),
+        (
+            "anaemia",
+            "thrombocytopenia",
+            "coagulopathy",
+            "neutropenia",
+            "myelodysplasia",
+            "haemolytic disease",
+        ),
         "a transfusion-requiring event within 90 days",
     ),
     "infectious": (
-        ("sepsis", "pneumonia", "endocarditis", "osteomyelitis", "urinary tract infection",
-         "cellulitis"),
+        (
+            "sepsis",
+            "pneumonia",
+            "endocarditis",
+            "osteomyelitis",
+            "urinary tract infection",
+            "cellulitis",
+        ),
         "a fatal outcome within 28 days",
     ),
     "oncological": (
-        ("lymphoma", "leukaemia", "colorectal carcinoma", "lung carcinoma", "breast carcinoma",
-         "melanoma"),
+        (
+            "lymphoma",
+            "leukaemia",
+            "colorectal carcinoma",
+            "lung carcinoma",
+            "breast carcinoma",
+            "melanoma",
+        ),
         "treatment-related toxicity requiring admission",
     ),
     "musculoskeletal": (
-        ("osteoarthritis", "osteoporosis", "tendinopathy", "spondyloarthritis", "myositis",
-         "gout"),
+        ("osteoarthritis", "osteoporosis", "tendinopathy", "spondyloarthritis", "myositis", "gout"),
         "a fragility fracture or joint replacement within two years",
     ),
     "immunological": (
-        ("lupus", "vasculitis", "sarcoidosis", "rheumatoid arthritis", "immunodeficiency",
-         "amyloidosis"),
+        (
+            "lupus",
+            "vasculitis",
+            "sarcoidosis",
+            "rheumatoid arthritis",
+            "immunodeficiency",
+            "amyloidosis",
+        ),
         "a disease flare requiring hospitalisation within one year",
     ),
 }
-MODIFIERS = ("acute", "chronic", "recurrent", "idiopathic", "hereditary", "secondary",
-             "progressive", "late-onset")
-SUBTYPES = ("mild", "moderate", "severe", "stage I", "stage II", "stage III", "refractory",
-            "treatment-naive", "post-operative", "with comorbid diabetes",
-            "with chronic kidney disease", "with frailty")
-DEMOGRAPHICS = ("adults over 65", "adults aged 18 to 40", "middle-aged adults",
-                "women of reproductive age", "older men", "children under 12", "adolescents",
-                "nursing-home residents")
-SETTINGS = ("in rural clinics", "in urban emergency departments", "in tertiary referral centres",
-            "in primary care", "in intensive care units", "at community hospitals")
+MODIFIERS = (
+    "acute",
+    "chronic",
+    "recurrent",
+    "idiopathic",
+    "hereditary",
+    "secondary",
+    "progressive",
+    "late-onset",
+)
+SUBTYPES = (
+    "mild",
+    "moderate",
+    "severe",
+    "stage I",
+    "stage II",
+    "stage III",
+    "refractory",
+    "treatment-naive",
+    "post-operative",
+    "with comorbid diabetes",
+    "with chronic kidney disease",
+    "with frailty",
+)
+DEMOGRAPHICS = (
+    "adults over 65",
+    "adults aged 18 to 40",
+    "middle-aged adults",
+    "women of reproductive age",
+    "older men",
+    "children under 12",
+    "adolescents",
+    "nursing-home residents",
+)
+SETTINGS = (
+    "in rural clinics",
+    "in urban emergency departments",
+    "in tertiary referral centres",
+    "in primary care",
+    "in intensive care units",
+    "at community hospitals",
+)
 POPULATIONS = tuple(f"{d} {s}" for d in DEMOGRAPHICS for s in SETTINGS)
 GENERIC_OUTCOME = "an adverse outcome within one year"
 
@@ -160,8 +257,14 @@ def hash_uniform(seed: int, keys: np.ndarray, stream: int) -> np.ndarray:
     return (h >> np.uint64(11)).astype(np.float64) * (2.0**-53)
 
 
-def identity_schema(names: Sequence[str], *, missing: bool = False, n_bins: int = 8,
-                    unit: str = "SD", descriptions: Sequence[str] | None = None) -> FeatureSchema:
+def identity_schema(
+    names: Sequence[str],
+    *,
+    missing: bool = False,
+    n_bins: int = 8,
+    unit: str = "SD",
+    descriptions: Sequence[str] | None = None,
+) -> FeatureSchema:
     """A schema *already fitted* to standard-normal continuous features (identity transform).
 
     Medians and means 0, scales 1, bin edges at standard-normal quantiles, and a missing
@@ -173,21 +276,23 @@ def identity_schema(names: Sequence[str], *, missing: bool = False, n_bins: int 
     """
     edges = [NormalDist().inv_cdf(q) for q in np.linspace(0, 1, n_bins + 1)[1:-1]]
     descriptions = list(descriptions) if descriptions is not None else [""] * len(names)
-    return FeatureSchema.from_dict({
-        "features": [
-            {"name": n, "type": "continuous", "unit": unit, "description": d}
-            for n, d in zip(names, descriptions, strict=True)
-        ],
-        "n_bins": n_bins,
-        "fitted": {
-            "medians": {n: 0.0 for n in names},
-            "means": {n: 0.0 for n in names},
-            "scales": {n: 1.0 for n in names},
-            "missing": list(names) if missing else [],
-            "categories": {},
-            "bin_edges": {n: list(edges) for n in names},
-        },
-    })
+    return FeatureSchema.from_dict(
+        {
+            "features": [
+                {"name": n, "type": "continuous", "unit": unit, "description": d}
+                for n, d in zip(names, descriptions, strict=True)
+            ],
+            "n_bins": n_bins,
+            "fitted": {
+                "medians": {n: 0.0 for n in names},
+                "means": {n: 0.0 for n in names},
+                "scales": {n: 1.0 for n in names},
+                "missing": list(names) if missing else [],
+                "categories": {},
+                "bin_edges": {n: list(edges) for n in names},
+            },
+        }
+    )
 
 
 def sizes_from_spec(rows: Any, u: np.ndarray) -> np.ndarray:
@@ -211,7 +316,9 @@ def sizes_from_spec(rows: Any, u: np.ndarray) -> np.ndarray:
             f"mapping uniforms in [0, 1) to sizes; got {rows!r}"
         )
     if out.shape != u.shape or not np.all(np.isfinite(out)) or np.any(np.round(out) < 1):
-        raise ValidationError("the rows distribution must give one finite size >= 1 per uniform draw")
+        raise ValidationError(
+            "the rows distribution must give one finite size >= 1 per uniform draw"
+        )
     return np.round(out).astype(np.int64)
 
 
@@ -235,28 +342,49 @@ def draw_labels(rng: np.random.Generator, p: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------- the family
 class _SyntheticFamily:
-    def __init__(self, n_tasks, n_features, seed, levels, branching, noise, rows, n_rows,
-                 level_scale, missing_rate):
+    def __init__(
+        self,
+        n_tasks,
+        n_features,
+        seed,
+        levels,
+        branching,
+        noise,
+        rows,
+        n_rows,
+        level_scale,
+        missing_rate,
+    ):
         self.n, self.nf, self.seed = n_tasks, n_features, seed
         self.levels, self.branching = levels, branching
-        self.noise, self.level_scale, self.missing_rate = noise, np.asarray(level_scale), missing_rate
+        self.noise, self.level_scale, self.missing_rate = (
+            noise,
+            np.asarray(level_scale),
+            missing_rate,
+        )
         width = max(2, len(str(n_features)))
         self.names = [f"x{k + 1:0{width}d}" for k in range(n_features)]
         self.schema = identity_schema(
-            self.names, missing=missing_rate > 0,
+            self.names,
+            missing=missing_rate > 0,
             descriptions=[f"synthetic standardised measurement {k + 1}" for k in range(n_features)],
         )
         idx = np.arange(n_tasks, dtype=np.uint64)
         dtype = np.int16 if max(branching) < 2**15 else np.int32
         self.paths = np.stack(
-            [np.floor(hash_uniform(seed, idx, lvl) * b).astype(dtype) for lvl, b in enumerate(branching)],
+            [
+                np.floor(hash_uniform(seed, idx, lvl) * b).astype(dtype)
+                for lvl, b in enumerate(branching)
+            ],
             axis=1,
         )
         if n_rows is not None:
             self.sizes = np.full(n_tasks, n_rows, dtype=np.int64)
         else:
             self.sizes = sizes_from_spec(rows, hash_uniform(seed, idx, _STREAM_SIZE))
-        self.templates = np.floor(hash_uniform(seed, idx, _STREAM_TEMPLATE) * len(_TEMPLATES)).astype(np.int8)
+        self.templates = np.floor(
+            hash_uniform(seed, idx, _STREAM_TEMPLATE) * len(_TEMPLATES)
+        ).astype(np.int8)
         self.children = lru_cache(maxsize=None)(self._children)
         self.effect = lru_cache(maxsize=262_144)(self._effect)
         self.leaf = lru_cache(maxsize=262_144)(self._leaf)
@@ -269,7 +397,9 @@ class _SyntheticFamily:
             return tuple(SYSTEMS)
         if level == "disease":
             system = self.ancestor(parent, "system")
-            heads = SYSTEMS[system][0] if system else tuple(h for hs, _ in SYSTEMS.values() for h in hs)
+            heads = (
+                SYSTEMS[system][0] if system else tuple(h for hs, _ in SYSTEMS.values() for h in hs)
+            )
             return tuple(f"{m} {h}" for h in heads for m in MODIFIERS)
         if level == "subtype":
             return SUBTYPES
@@ -301,7 +431,9 @@ class _SyntheticFamily:
         path = tuple(int(v) for v in self.paths[i])
         z = sum(self.level_scale[d] * self.effect(path[: d + 1]) for d in range(len(path)))
         if task_noise:
-            z = z + self.noise * np.random.default_rng([self.seed, _TAG_TASK, i, 1]).standard_normal(self.nf + 1)
+            z = z + self.noise * np.random.default_rng(
+                [self.seed, _TAG_TASK, i, 1]
+            ).standard_normal(self.nf + 1)
         out = self.coef_scale * z
         out[0] = INTERCEPT_BASE + INTERCEPT_SCALE * z[0]
         return out
@@ -334,14 +466,17 @@ class _SyntheticFamily:
             disease = f"{system} disease" if system else "a chronic condition"
         if subtype is not None:
             if subtype.startswith("with "):
-                cond = f"{disease} and {subtype[len('with '):]}"
+                cond = f"{disease} and {subtype[len('with ') :]}"
             else:
                 cond = f"{subtype} {disease}"
         else:
             cond = disease
         pop = population or "adult patients"
         return _TEMPLATES[k].format(
-            outcome=outcome, pop=pop, Pop=pop[0].upper() + pop[1:], cond=cond,
+            outcome=outcome,
+            pop=pop,
+            Pop=pop[0].upper() + pop[1:],
+            cond=cond,
             sys_care=f", followed in {system} care" if system else "",
             sys_paren=f" ({system} medicine)" if system else "",
         )
@@ -353,8 +488,12 @@ class _SyntheticFamily:
             vec[0], vec[1::2] = c[0], c[1:]
         else:
             vec = c
-        return ModelParams("logistic", self.schema, vec,
-                           metadata={"source": "oracle" if oracle else "true", "task_id": task_id})
+        return ModelParams(
+            "logistic",
+            self.schema,
+            vec,
+            metadata={"source": "oracle" if oracle else "true", "task_id": task_id},
+        )
 
     def make(self, i: int) -> Task:
         tid, desc, meta = self.info(i)
@@ -364,10 +503,19 @@ class _SyntheticFamily:
         X = rng.standard_normal((n, self.nf))
         if self.missing_rate > 0:
             X[rng.random((n, self.nf)) < self.missing_rate] = np.nan
-        design = np.where(np.isnan(X), 0.0, X)  # median imputation in design space; indicator coef 0
+        design = np.where(
+            np.isnan(X), 0.0, X
+        )  # median imputation in design space; indicator coef 0
         y = draw_labels(rng, _sigmoid(c[0] + design @ c[1:]))
-        return Task(tid, desc, pd.DataFrame(X, columns=self.names), y, meta, self.true_params(i, tid),
-                    self.true_params(i, tid, oracle=True))
+        return Task(
+            tid,
+            desc,
+            pd.DataFrame(X, columns=self.names),
+            y,
+            meta,
+            self.true_params(i, tid),
+            self.true_params(i, tid, oracle=True),
+        )
 
 
 def synthetic_family(
@@ -431,28 +579,44 @@ def synthetic_family(
     noise = check_number(noise, "noise", ge=0)
     missing_rate = check_number(missing_rate, "missing_rate", ge=0, le=0.99)
     levels = tuple(levels) if not isinstance(levels, str) else (levels,)
-    if not levels or any(lv not in LEVELS for lv in levels) or list(levels) != sorted(set(levels), key=LEVELS.index):
-        raise ValidationError(f"levels must be a non-empty ordered subset of {LEVELS}, got {levels!r}")
-    caps = {"system": len(SYSTEMS), "disease": len(MODIFIERS) * 6, "subtype": len(SUBTYPES),
-            "population": len(POPULATIONS)}
+    if (
+        not levels
+        or any(lv not in LEVELS for lv in levels)
+        or list(levels) != sorted(set(levels), key=LEVELS.index)
+    ):
+        raise ValidationError(
+            f"levels must be a non-empty ordered subset of {LEVELS}, got {levels!r}"
+        )
+    caps = {
+        "system": len(SYSTEMS),
+        "disease": len(MODIFIERS) * 6,
+        "subtype": len(SUBTYPES),
+        "population": len(POPULATIONS),
+    }
     if branching is None:
         branching = tuple(DEFAULT_BRANCHING[lv] for lv in levels)
     else:
         branching = tuple(branching)
         if len(branching) != len(levels):
-            raise ValidationError(f"branching needs one entry per level {levels}, got {branching!r}")
+            raise ValidationError(
+                f"branching needs one entry per level {levels}, got {branching!r}"
+            )
         branching = tuple(
-            check_int(b, f"branching for {lv!r}", ge=1, le=caps[lv]) for lv, b in zip(levels, branching, strict=True)
+            check_int(b, f"branching for {lv!r}", ge=1, le=caps[lv])
+            for lv, b in zip(levels, branching, strict=True)
         )
     level_scale = tuple(level_scale)
     if len(level_scale) != len(levels):
         if level_scale == DEFAULT_LEVEL_SCALE and len(levels) < len(LEVELS):
             level_scale = tuple(DEFAULT_LEVEL_SCALE[LEVELS.index(lv)] for lv in levels)
         else:
-            raise ValidationError(f"level_scale needs one entry per level {levels}, got {level_scale!r}")
+            raise ValidationError(
+                f"level_scale needs one entry per level {levels}, got {level_scale!r}"
+            )
     level_scale = tuple(check_number(s, "level_scale entries", ge=0) for s in level_scale)
     if n_rows is not None:
         n_rows = check_int(n_rows, "n_rows", ge=1)
-    fam = _SyntheticFamily(n_tasks, n_features, seed, levels, branching, noise, rows, n_rows,
-                           level_scale, missing_rate)
+    fam = _SyntheticFamily(
+        n_tasks, n_features, seed, levels, branching, noise, rows, n_rows, level_scale, missing_rate
+    )
     return TaskCollection.lazy(n_tasks, fam.info, fam.make, fam.schema, name="synthetic")

@@ -2,8 +2,14 @@
 
 from ragim.generate.base import GENERATORS, Generator, register_generator
 
-__all__ = ["GENERATORS", "Generator", "register_generator", "StatisticalGenerator", "AttentionGenerator",
-           "RagIm2024Generator"]
+__all__ = [
+    "GENERATORS",
+    "Generator",
+    "register_generator",
+    "StatisticalGenerator",
+    "AttentionGenerator",
+    "RagIm2024Generator",
+]
 
 
 def __getattr__(name):

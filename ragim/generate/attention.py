@@ -67,28 +67,59 @@ class AttentionConfig:
     blocks: int = field(default=2, metadata={"help": "cross-attention blocks"})
     bottleneck: int = field(default=16, metadata={"help": "width of the residual bottleneck"})
     dropout: float = field(default=0.1, metadata={"help": "dropout in the blocks"})
-    query_dropout: float = field(default=0.5, metadata={"help": "dropout on the query embedding (against memorising tasks)"})
-    residual: bool = field(default=False, metadata={"help": "add a learned per-task correction W_out h to the output"})
-    base: str = field(default="statistical", metadata={
-        "help": "'statistical': start from the StatisticalGenerator's model and learn a gated move towards the "
-                "attention mixture plus a correction (it can leave the neighbours' hull); 'none': the paper-style "
-                "mixture of neighbours"})
-    precision_key: bool = field(default=True, metadata={
-        "help": "add each neighbour's fit precision (log of its effective sample size n p (1 - p)) to its key"})
+    query_dropout: float = field(
+        default=0.5, metadata={"help": "dropout on the query embedding (against memorising tasks)"}
+    )
+    residual: bool = field(
+        default=False, metadata={"help": "add a learned per-task correction W_out h to the output"}
+    )
+    base: str = field(
+        default="statistical",
+        metadata={
+            "help": "'statistical': start from the StatisticalGenerator's model and learn a gated move towards the "
+            "attention mixture plus a correction (it can leave the neighbours' hull); 'none': the paper-style "
+            "mixture of neighbours"
+        },
+    )
+    precision_key: bool = field(
+        default=True,
+        metadata={
+            "help": "add each neighbour's fit precision (log of its effective sample size n p (1 - p)) to its key"
+        },
+    )
     lr: float = field(default=3e-3, metadata={"help": "AdamW learning rate"})
     weight_decay: float = field(default=1e-3, metadata={"help": "AdamW weight decay"})
     max_epochs: int = field(default=300, metadata={"help": "upper bound on training epochs"})
-    patience: int = field(default=30, metadata={"help": "epochs without validation improvement before stopping"})
+    patience: int = field(
+        default=30, metadata={"help": "epochs without validation improvement before stopping"}
+    )
     batch_tasks: int = field(default=64, metadata={"help": "target tasks per optimisation step"})
-    max_rows: int = field(default=512, metadata={"help": "rows per target task and step (subsampled)"})
-    val_fraction: float = field(default=0.2, metadata={"help": "share of tasks held out for early stopping"})
-    neighbor_dropout: float = field(default=0.1, metadata={"help": "share of neighbours hidden per episode"})
-    n_bootstrap: int = field(default=32, metadata={"help": "neighbour bootstrap draws for uncertainty"})
+    max_rows: int = field(
+        default=512, metadata={"help": "rows per target task and step (subsampled)"}
+    )
+    val_fraction: float = field(
+        default=0.2, metadata={"help": "share of tasks held out for early stopping"}
+    )
+    neighbor_dropout: float = field(
+        default=0.1, metadata={"help": "share of neighbours hidden per episode"}
+    )
+    n_bootstrap: int = field(
+        default=32, metadata={"help": "neighbour bootstrap draws for uncertainty"}
+    )
     seed: int = field(default=0, metadata={"help": "random seed"})
     device: str = field(default="auto", metadata={"help": "'auto', 'cpu' or 'cuda'"})
 
     def __post_init__(self):
-        ints = ("k", "hidden", "heads", "blocks", "bottleneck", "max_epochs", "batch_tasks", "max_rows")
+        ints = (
+            "k",
+            "hidden",
+            "heads",
+            "blocks",
+            "bottleneck",
+            "max_epochs",
+            "batch_tasks",
+            "max_rows",
+        )
         fractions = ("dropout", "query_dropout", "val_fraction", "neighbor_dropout")
         problems = heads_problems(self.hidden, self.heads)
         if self.base not in BASES:
@@ -105,11 +136,23 @@ class _Block(nn.Module):
         super().__init__()
         self.attn = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
         self.norm1 = nn.LayerNorm(hidden)
-        self.ff = nn.Sequential(nn.Linear(hidden, bottleneck), nn.GELU(), nn.Dropout(dropout), nn.Linear(bottleneck, hidden))
+        self.ff = nn.Sequential(
+            nn.Linear(hidden, bottleneck),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(bottleneck, hidden),
+        )
         self.norm2 = nn.LayerNorm(hidden)
 
     def forward(self, h, keys, values, pad_mask):
-        a, w = self.attn(h, keys, values, key_padding_mask=pad_mask, need_weights=True, average_attn_weights=False)
+        a, w = self.attn(
+            h,
+            keys,
+            values,
+            key_padding_mask=pad_mask,
+            need_weights=True,
+            average_attn_weights=False,
+        )
         h = self.norm1(h + a)
         return self.norm2(h + self.ff(h)), w
 
@@ -124,7 +167,9 @@ class RagimHypernetwork(nn.Module):
         self.n_features = 3 if cfg.precision_key else 2
         self.k_in = nn.Linear(n_params + emb_dim + self.n_features, h)
         self.v_in = nn.Linear(n_params, h)
-        self.blocks = nn.ModuleList(_Block(h, cfg.heads, cfg.bottleneck, cfg.dropout) for _ in range(cfg.blocks))
+        self.blocks = nn.ModuleList(
+            _Block(h, cfg.heads, cfg.bottleneck, cfg.dropout) for _ in range(cfg.blocks)
+        )
         self.read_q = nn.Linear(h, h)
         self.read_k = nn.Linear(h, h)
         self.sim_scale = nn.Parameter(torch.tensor(5.0))
@@ -153,7 +198,9 @@ class RagimHypernetwork(nn.Module):
         for blk in self.blocks:
             x, head_w = blk(x, keys, values, pad_mask)
         x = x.squeeze(1)
-        logits = (self.read_k(keys) @ self.read_q(x).unsqueeze(-1)).squeeze(-1) / math.sqrt(x.shape[-1])
+        logits = (self.read_k(keys) @ self.read_q(x).unsqueeze(-1)).squeeze(-1) / math.sqrt(
+            x.shape[-1]
+        )
         logits = logits + self.sim_scale * nb_feat[..., 0] + self.size_weight * nb_feat[..., 1]
         logits = logits.masked_fill(pad_mask, float("-inf"))
         alpha = torch.softmax(logits, dim=-1)
@@ -229,7 +276,9 @@ class AttentionGenerator(Generator):
         pad = torch.as_tensor(nb_rows < 0, device=dev)
         nbp = torch.as_tensor(P[safe], dtype=torch.float32, device=dev)
         nbe = torch.as_tensor(E[safe], dtype=torch.float32, device=dev)
-        cols = [nb_sim, self._log_rows[safe]] + ([self._log_info[safe]] if self.config.precision_key else [])
+        cols = [nb_sim, self._log_rows[safe]] + (
+            [self._log_info[safe]] if self.config.precision_key else []
+        )
         feat = np.stack(cols, axis=-1)
         return nbp, nbe, torch.as_tensor(feat, dtype=torch.float32, device=dev), pad
 
@@ -244,7 +293,9 @@ class AttentionGenerator(Generator):
         tasks = index.tasks
         ids = [t for t in tasks.ids if t in index]
         if len(ids) < 3:
-            raise ValidationError(f"episodic training needs at least 3 indexed tasks, got {len(ids)}")
+            raise ValidationError(
+                f"episodic training needs at least 3 indexed tasks, got {len(ids)}"
+            )
         self._stack_index(index)
         k = min(self.config.k, len(index) - 1)
         records = [index.record(t) for t in ids]
@@ -257,7 +308,12 @@ class AttentionGenerator(Generator):
                 "episodic training needs at least 3"
             )
         self.skipped_episodes_ = [t for t, u in zip(ids, usable, strict=True) if not u]
-        ids, vecs, nb_rows, nb_sim = [t for t, u in zip(ids, usable, strict=True) if u], vecs[usable], nb_rows[usable], nb_sim[usable]
+        ids, vecs, nb_rows, nb_sim = (
+            [t for t, u in zip(ids, usable, strict=True) if u],
+            vecs[usable],
+            nb_rows[usable],
+            nb_sim[usable],
+        )
         designs, ys = [], []
         for t in ids:
             task = tasks[t]
@@ -267,17 +323,36 @@ class AttentionGenerator(Generator):
         start = np.concatenate([[0], np.cumsum(count)[:-1]])
         dev = self._device
         base = None
-        if self.base_ is not None:  # each target's base model, as the base generator makes it without the target
+        if (
+            self.base_ is not None
+        ):  # each target's base model, as the base generator makes it without the target
             held = self.base_.heldout_params_
-            rows = [held[t] if t in held else
-                    self.base_.generate_params(index.record(t)["description"], index, uncertainty=False,
-                                               exclude=leak_free(index.record(t))).vector
-                    for t in ids]
-            base = torch.as_tensor((np.asarray(rows) - self.param_mean_) / self.param_scale_, dtype=torch.float32,
-                                   device=dev)
-        return ids, _Episodes(torch.as_tensor(vecs, dtype=torch.float32, device=dev), nb_rows, nb_sim,
-                              torch.as_tensor(np.concatenate(designs), device=dev),
-                              torch.as_tensor(np.concatenate(ys), device=dev), start, count, base)
+            rows = [
+                held[t]
+                if t in held
+                else self.base_.generate_params(
+                    index.record(t)["description"],
+                    index,
+                    uncertainty=False,
+                    exclude=leak_free(index.record(t)),
+                ).vector
+                for t in ids
+            ]
+            base = torch.as_tensor(
+                (np.asarray(rows) - self.param_mean_) / self.param_scale_,
+                dtype=torch.float32,
+                device=dev,
+            )
+        return ids, _Episodes(
+            torch.as_tensor(vecs, dtype=torch.float32, device=dev),
+            nb_rows,
+            nb_sim,
+            torch.as_tensor(np.concatenate(designs), device=dev),
+            torch.as_tensor(np.concatenate(ys), device=dev),
+            start,
+            count,
+            base,
+        )
 
     def _stack_index(self, index):
         from ragim.device import resolve_device
@@ -335,11 +410,20 @@ class AttentionGenerator(Generator):
         self.history_ = []
         net.eval()
         with torch.no_grad():  # the untrained network: a similarity-weighted neighbour mean
-            best = float(self._episode_loss(net, ep, val, ep.nb_rows[val], mean, scale, None)) if len(val) else math.inf
+            best = (
+                float(self._episode_loss(net, ep, val, ep.nb_rows[val], mean, scale, None))
+                if len(val)
+                else math.inf
+            )
         self.initial_val_loss_ = best
         best_state, bad_epochs = copy.deepcopy(net.state_dict()), 0
         t0 = time.perf_counter()
-        bar = tqdm(range(cfg.max_epochs), desc="train attention generator", disable=not progress, leave=False)
+        bar = tqdm(
+            range(cfg.max_epochs),
+            desc="train attention generator",
+            disable=not progress,
+            leave=False,
+        )
         for epoch in bar:
             net.train()
             perm = rng.permutation(train)
@@ -359,8 +443,14 @@ class AttentionGenerator(Generator):
                 losses.append(loss.item())
             net.eval()
             with torch.no_grad():
-                vloss = float(self._episode_loss(net, ep, val, ep.nb_rows[val], mean, scale, None)) if len(val) else float(np.mean(losses))
-            self.history_.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": vloss})
+                vloss = (
+                    float(self._episode_loss(net, ep, val, ep.nb_rows[val], mean, scale, None))
+                    if len(val)
+                    else float(np.mean(losses))
+                )
+            self.history_.append(
+                {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": vloss}
+            )
             bar.set_postfix(train=f"{np.mean(losses):.4f}", val=f"{vloss:.4f}")
             if vloss < best - 1e-5:
                 best, best_state, bad_epochs = vloss, copy.deepcopy(net.state_dict()), 0
@@ -382,7 +472,9 @@ class AttentionGenerator(Generator):
         """Mean over the tasks ``b`` of each task's mean binary cross-entropy on its own rows."""
         dev = self._device
         nbp, nbe, sim, pad = self._batch_inputs(nb_rows, ep.nb_sim[b])
-        theta_n, _, _ = net(ep.q[b], nbp, nbe, sim, pad, base=None if ep.base is None else ep.base[b])
+        theta_n, _, _ = net(
+            ep.q[b], nbp, nbe, sim, pad, base=None if ep.base is None else ep.base[b]
+        )
         theta = theta_n * scale + mean
         rows, owner = ep.rows(b, self.config.max_rows, rng)
         rows_t, owner_t = torch.as_tensor(rows, device=dev), torch.as_tensor(owner, device=dev)
@@ -397,21 +489,34 @@ class AttentionGenerator(Generator):
     def _check_ready(self, index):
         self._check_fitted_on(index, self.net_ is not None)
 
-    def generate_params(self, query: str | Task | Sequence[str | Task], index=None, *, k: int | None = None,
-                        exclude=None, uncertainty: bool = True) -> ModelParams | list[ModelParams]:
+    def generate_params(
+        self,
+        query: str | Task | Sequence[str | Task],
+        index=None,
+        *,
+        k: int | None = None,
+        exclude=None,
+        uncertainty: bool = True,
+    ) -> ModelParams | list[ModelParams]:
         """Generated parameters with provenance (and bootstrap ``std`` when ``uncertainty``)."""
         index = self._resolve_index(index)
         self._check_ready(index)
-        if getattr(self, "_stacked_for", None) is not index or len(self._norm_params) != len(index.row_params):
+        if getattr(self, "_stacked_for", None) is not index or len(self._norm_params) != len(
+            index.row_params
+        ):
             self._stack_index(index)
             self._stacked_for = index
-        k = check_int(k, "k", ge=1, allow_none=True, note="the attention generator needs neighbours")
+        k = check_int(
+            k, "k", ge=1, allow_none=True, note="the attention generator needs neighbours"
+        )
         k = min(self.config.k if k is None else int(k), len(index))
         vecs, items, single = index.embed_queries(query)
         hits = index.search_vectors(vecs, k, exclude=exclude)
         empty = [i for i, hs in enumerate(hits) if not hs]
         if empty:
-            raise ValidationError(f"no neighbours left after exclusions for queries {empty[:5]}; relax `exclude` or grow the index")
+            raise ValidationError(
+                f"no neighbours left after exclusions for queries {empty[:5]}; relax `exclude` or grow the index"
+            )
         rows = np.full((len(hits), k), -1, dtype=np.int64)
         sims = np.zeros((len(hits), k), dtype=np.float32)
         for qi, hs in enumerate(hits):
@@ -419,40 +524,72 @@ class AttentionGenerator(Generator):
             sims[qi, : len(hs)] = [h.score for h in hs]
         base = None
         if self.base_ is not None:
-            made = self.base_.generate_params(list(items), index, exclude=exclude, uncertainty=False)
+            made = self.base_.generate_params(
+                list(items), index, exclude=exclude, uncertainty=False
+            )
             base = (np.stack([p.vector for p in made]) - self.param_mean_) / self.param_scale_
         theta, alpha = self._forward(vecs, rows, sims, base)
         out = []
         for qi, hs in enumerate(hits):
             n = len(hs)
-            std = (self._bootstrap_std(vecs[qi], rows[qi, :n], sims[qi, :n], None if base is None else base[qi])
-                   if uncertainty and n > 1 else None)
-            meta = {"source": "generated", "generator": "attention", "k": n,
-                    "provenance": provenance_records(hs, alpha[qi, :n])}
+            std = (
+                self._bootstrap_std(
+                    vecs[qi], rows[qi, :n], sims[qi, :n], None if base is None else base[qi]
+                )
+                if uncertainty and n > 1
+                else None
+            )
+            meta = {
+                "source": "generated",
+                "generator": "attention",
+                "k": n,
+                "provenance": provenance_records(hs, alpha[qi, :n]),
+            }
             if base is not None:
-                meta["base"] = {"generator": "statistical",
-                                "move": round(float(torch.sigmoid(self.net_.base_gate).mean()), 4)}
+                meta["base"] = {
+                    "generator": "statistical",
+                    "move": round(float(torch.sigmoid(self.net_.base_gate).mean()), 4),
+                }
             if isinstance(items[qi], Task):
                 meta["task_id"] = items[qi].task_id
-            out.append(ModelParams(self.model_kind_, index.schema, theta[qi], std=std, metadata=meta))
+            out.append(
+                ModelParams(self.model_kind_, index.schema, theta[qi], std=std, metadata=meta)
+            )
         return out[0] if single else out
 
-    def _forward(self, q: np.ndarray, rows: np.ndarray, sims: np.ndarray, base: np.ndarray | None = None):
+    def _forward(
+        self, q: np.ndarray, rows: np.ndarray, sims: np.ndarray, base: np.ndarray | None = None
+    ):
         with torch.no_grad():
             nbp, nbe, sim, pad = self._batch_inputs(rows, sims)
-            b = None if base is None else torch.as_tensor(base, dtype=torch.float32, device=self._device)
-            theta_n, alpha, _ = self.net_(torch.as_tensor(q, dtype=torch.float32, device=self._device), nbp, nbe, sim,
-                                          pad, base=b)
+            b = (
+                None
+                if base is None
+                else torch.as_tensor(base, dtype=torch.float32, device=self._device)
+            )
+            theta_n, alpha, _ = self.net_(
+                torch.as_tensor(q, dtype=torch.float32, device=self._device),
+                nbp,
+                nbe,
+                sim,
+                pad,
+                base=b,
+            )
         theta = theta_n.cpu().numpy() * self.param_scale_ + self.param_mean_
         return theta.astype(np.float64), alpha.cpu().numpy()
 
-    def _bootstrap_std(self, q: np.ndarray, rows: np.ndarray, sims: np.ndarray,
-                       base: np.ndarray | None = None) -> np.ndarray:
+    def _bootstrap_std(
+        self, q: np.ndarray, rows: np.ndarray, sims: np.ndarray, base: np.ndarray | None = None
+    ) -> np.ndarray:
         B, K = self.config.n_bootstrap, len(rows)
         rng = np.random.default_rng(self.config.seed)
         pick = rng.integers(0, K, size=(B, K))
-        theta, _ = self._forward(np.repeat(q[None], B, 0), rows[pick], sims[pick],
-                                 None if base is None else np.repeat(base[None], B, 0))
+        theta, _ = self._forward(
+            np.repeat(q[None], B, 0),
+            rows[pick],
+            sims[pick],
+            None if base is None else np.repeat(base[None], B, 0),
+        )
         return theta.std(0)
 
     # ------------------------------------------------------------------ persistence
@@ -464,14 +601,24 @@ class AttentionGenerator(Generator):
 
         if self.net_ is None:
             raise ValidationError("cannot save an unfitted AttentionGenerator")
-        tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
+        tensors = {
+            f"net.{k}": v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()
+        }
         tensors["param_mean"] = torch.as_tensor(self.param_mean_)
         tensors["param_scale"] = torch.as_tensor(self.param_scale_)
-        state = {"model_kind": self.model_kind_, "param_names": self.param_names_, "schema": self.schema_.to_dict(),
-                 "embedder": self.embedder_identity_, "emb_dim": int(self.net_.q_in.in_features),
-                 "history": self.history_}
-        files = {"config.json": json_bytes(asdict(self.config)), "state.json": json_bytes(state),
-                 "model.safetensors": st_save(tensors)}
+        state = {
+            "model_kind": self.model_kind_,
+            "param_names": self.param_names_,
+            "schema": self.schema_.to_dict(),
+            "embedder": self.embedder_identity_,
+            "emb_dim": int(self.net_.q_in.in_features),
+            "history": self.history_,
+        }
+        files = {
+            "config.json": json_bytes(asdict(self.config)),
+            "state.json": json_bytes(state),
+            "model.safetensors": st_save(tensors),
+        }
         if self.base_ is not None:
             base = self.base_
             files["base"] = lambda target: base.save(target)
@@ -495,14 +642,19 @@ class AttentionGenerator(Generator):
 
         try:
             raw = art.read_json("config.json")
-            if isinstance(raw, dict) and "base" not in raw:  # saved before the base option: the mixture model
+            if (
+                isinstance(raw, dict) and "base" not in raw
+            ):  # saved before the base option: the mixture model
                 raw = {**raw, "base": "none", "precision_key": False}
             cfg = AttentionConfig(**raw)
         except (TypeError, ValueError, ValidationError) as exc:
             raise bad("config.json", exc) from exc
         if (cfg.base != "none") != ("base/manifest.json" in art.files):
-            raise bad("config.json", f"base={cfg.base!r} but the artifact {'lacks' if cfg.base != 'none' else 'has'} "
-                                     "a base/ generator")
+            raise bad(
+                "config.json",
+                f"base={cfg.base!r} but the artifact {'lacks' if cfg.base != 'none' else 'has'} "
+                "a base/ generator",
+            )
         if device is not None:
             cfg.device = device
         state = art.read_json("state.json")
@@ -518,7 +670,10 @@ class AttentionGenerator(Generator):
         except (TypeError, ValueError, ValidationError) as exc:
             raise bad("state.json", exc) from exc
         if names != expected:
-            raise bad("state.json", f"its {len(names)} param_names are not the {len(expected)} of its schema")
+            raise bad(
+                "state.json",
+                f"its {len(names)} param_names are not the {len(expected)} of its schema",
+            )
         try:
             tensors = st_load(art.read_bytes("model.safetensors"))
         except (SafetensorError, ValueError, RuntimeError) as exc:
@@ -544,8 +699,10 @@ class AttentionGenerator(Generator):
             ) from exc
         for name, arr in (("param_mean", gen.param_mean_), ("param_scale", gen.param_scale_)):
             if arr.shape != (len(names),) or not np.isfinite(arr).all():
-                raise ArtifactError(f"{root / 'model.safetensors'}: {name} has shape {arr.shape} or non-finite "
-                                    f"values; {root / 'state.json'} lists {len(names)} parameters")
+                raise ArtifactError(
+                    f"{root / 'model.safetensors'}: {name} has shape {arr.shape} or non-finite "
+                    f"values; {root / 'state.json'} lists {len(names)} parameters"
+                )
         gen.net_ = net.to(gen._device).eval()
         if cfg.base == "statistical":
             from ragim.generate.statistical import StatisticalGenerator

@@ -42,8 +42,12 @@ def register_generator(name: str):
 def provenance_records(neighbors, weights) -> list[dict[str, Any]]:
     """JSON-safe provenance: which neighbours shaped a generated model, and how much."""
     return [
-        {"task_id": nb.task_id, "description": nb.description, "similarity": round(float(nb.score), 6),
-         "weight": round(float(w), 6)}
+        {
+            "task_id": nb.task_id,
+            "description": nb.description,
+            "similarity": round(float(nb.score), 6),
+            "weight": round(float(w), 6),
+        }
         for nb, w in zip(neighbors, weights, strict=True)
     ]
 
@@ -56,7 +60,9 @@ def heads_problems(hidden: Any, heads: Any) -> list[str]:
     (['hidden (64) must be divisible by heads (5)'], [], [])
     """
     sizes = (hidden, heads)
-    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in sizes):
+    if not all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in sizes
+    ):
         return []
     return [f"hidden ({hidden}) must be divisible by heads ({heads})"] if hidden % heads else []
 
@@ -104,8 +110,11 @@ class Generator(ABC):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         own = cls.__dict__.get("generate_params")
-        if own is not None and not getattr(own, "__isabstractmethod__", False) \
-                and not getattr(own, "__wrapped_for_coverage__", False):
+        if (
+            own is not None
+            and not getattr(own, "__isabstractmethod__", False)
+            and not getattr(own, "__wrapped_for_coverage__", False)
+        ):
             cls.generate_params = _with_coverage(own)
         gen = cls.__dict__.get("generate")
         if gen is not None and not getattr(gen, "__wrapped_for_coverage__", False):
@@ -142,8 +151,14 @@ class Generator(ABC):
         check_identity(self.embedder_identity_, index.embedder)
 
     @abstractmethod
-    def generate_params(self, query: str | Task | Sequence[str | Task], index=None, *, k: int | None = None,
-                        exclude=None) -> ModelParams | list[ModelParams]:
+    def generate_params(
+        self,
+        query: str | Task | Sequence[str | Task],
+        index=None,
+        *,
+        k: int | None = None,
+        exclude=None,
+    ) -> ModelParams | list[ModelParams]:
         """Generated parameters for one query, or a list for a batch of queries."""
 
     def generate(self, query: str | Task, index=None, *, k: int | None = None, exclude=None):
@@ -162,7 +177,9 @@ class Generator(ABC):
         from ragim.models import model_from_params
 
         if not isinstance(query, str | Task):
-            raise ValidationError("generate() takes one description or Task; use generate_params() for a batch")
+            raise ValidationError(
+                "generate() takes one description or Task; use generate_params() for a batch"
+            )
         model = model_from_params(self.generate_params(query, index, k=k, exclude=exclude))
         check(model.params_, description=query.description if isinstance(query, Task) else query)
         return model

@@ -64,8 +64,13 @@ class TaskSummaries:
 
     def take(self, rows: Sequence[int] | np.ndarray) -> TaskSummaries:
         rows = np.asarray(rows, dtype=np.int64)
-        return TaskSummaries([self.ids[i] for i in rows], self.theta[rows], self.var[rows], self.n_rows[rows],
-                             None if self.fits is None else self.fits[rows])
+        return TaskSummaries(
+            [self.ids[i] for i in rows],
+            self.theta[rows],
+            self.var[rows],
+            self.n_rows[rows],
+            None if self.fits is None else self.fits[rows],
+        )
 
 
 def prior_precisions(n_params: int, prior_sd: float, intercept_prior_sd: float) -> np.ndarray:
@@ -84,8 +89,15 @@ def centring(center: np.ndarray) -> np.ndarray:
     return T
 
 
-def task_summaries(tasks, model: str, schema, pooled: np.ndarray, *, prior_sd: float = 1.0,
-                   intercept_prior_sd: float = 3.0) -> TaskSummaries:
+def task_summaries(
+    tasks,
+    model: str,
+    schema,
+    pooled: np.ndarray,
+    *,
+    prior_sd: float = 1.0,
+    intercept_prior_sd: float = 3.0,
+) -> TaskSummaries:
     """Each task's departure from the pooled model, with its noise, in centred form.
 
     Every task is fitted by MAP with the prior ``N(pooled, diag(sd^2))`` (Newton's method).
@@ -131,7 +143,9 @@ def task_summaries(tasks, model: str, schema, pooled: np.ndarray, *, prior_sd: f
         sizes.append(t.n_rows)
     if not ids:
         raise ValidationError("no tasks to summarise; the index holds no task rows")
-    return TaskSummaries(ids, np.asarray(thetas), np.asarray(variances), np.asarray(sizes, dtype=np.int64))
+    return TaskSummaries(
+        ids, np.asarray(thetas), np.asarray(variances), np.asarray(sizes, dtype=np.int64)
+    )
 
 
 def ngram_buckets(n_words: np.ndarray, doc_freq: np.ndarray, n_docs: int) -> list[np.ndarray]:
@@ -159,7 +173,9 @@ def ngram_buckets(n_words: np.ndarray, doc_freq: np.ndarray, n_docs: int) -> lis
     return out
 
 
-def fit_kernel_scales(Ks: Sequence[np.ndarray], Y: np.ndarray, V: np.ndarray) -> tuple[np.ndarray, float]:
+def fit_kernel_scales(
+    Ks: Sequence[np.ndarray], Y: np.ndarray, V: np.ndarray
+) -> tuple[np.ndarray, float]:
     """Scales ``h`` and a nugget maximising the marginal likelihood of
     ``Y[:, p] ~ N(0, sum_k h_k K_k + diag(nugget + mean(V, axis=1)))`` over the columns of ``Y``
     (type-II maximum likelihood, L-BFGS-B on the log scales with exact gradients).
@@ -197,7 +213,9 @@ def fit_kernel_scales(Ks: Sequence[np.ndarray], Y: np.ndarray, V: np.ndarray) ->
     return h[:-1], float(h[-1])
 
 
-def embedding_kernel(E: np.ndarray, F: np.ndarray | None = None, *, sharpness: float = 5.0) -> np.ndarray:
+def embedding_kernel(
+    E: np.ndarray, F: np.ndarray | None = None, *, sharpness: float = 5.0
+) -> np.ndarray:
     """``exp(sharpness * (cos - 1))`` between unit description vectors: 1 for the same text,
     ``exp(-sharpness)`` for orthogonal ones. Shapes (n, d) and (m, d) give (m, n)."""
     F = E if F is None else F
@@ -247,5 +265,13 @@ def _chol(S: np.ndarray):
         return cho_factor(S + jitter * np.eye(len(S)), lower=True)
 
 
-__all__ = ["KernelRegression", "TaskSummaries", "centring", "embedding_kernel", "fit_kernel_scales",
-           "ngram_buckets", "prior_precisions", "task_summaries"]
+__all__ = [
+    "KernelRegression",
+    "TaskSummaries",
+    "centring",
+    "embedding_kernel",
+    "fit_kernel_scales",
+    "ngram_buckets",
+    "prior_precisions",
+    "task_summaries",
+]

@@ -105,7 +105,16 @@ class RagIm2024Config:
     device: str = field(default="auto", metadata={"help": "'auto', 'cpu' or 'cuda'"})
 
     def __post_init__(self):
-        ints = ("k", "hidden", "heads", "blocks", "gate_rows", "batch_size", "epochs", "draws_per_task")
+        ints = (
+            "k",
+            "hidden",
+            "heads",
+            "blocks",
+            "gate_rows",
+            "batch_size",
+            "epochs",
+            "draws_per_task",
+        )
         problems = heads_problems(self.hidden, self.heads)
         if not problems and self.hidden == 1:
             problems.append("hidden must be at least 2 (the bottleneck is hidden / 2), got 1")

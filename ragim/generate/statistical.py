@@ -91,20 +91,50 @@ BLAS_THREADS = 1
 class StatisticalConfig:
     """Settings of the :class:`StatisticalGenerator` (saved as ``config.json``)."""
 
-    candidates: tuple[str, ...] = field(default=CANDIDATES, metadata={"help": "candidate models the stack combines"})
-    max_tasks: int = field(default=1000, metadata={"help": "tasks the meta-regression learns from (the largest)"})
-    hyper_tasks: int = field(default=300, metadata={"help": "tasks the kernel scales are fitted on (a random subset "
-                                                            "beyond this; each marginal-likelihood step costs n^3)"})
-    prior_sd: float = field(default=1.0, metadata={"help": "prior SD of a task's slopes around the pooled model"})
-    intercept_prior_sd: float = field(default=3.0, metadata={"help": "prior SD of a task's intercept (log-odds)"})
-    ngram_max: int = field(default=2, metadata={"help": "longest word n-gram of the text candidate"})
-    min_df: int = field(default=2, metadata={"help": "n-grams must occur in at least this many descriptions"})
-    embedding_sharpness: float = field(default=5.0, metadata={"help": "kernel exp(s (cos - 1)) of the neighbors candidate"})
-    neighbor_k: int = field(default=10, metadata={"help": "neighbours averaged by the neighbor-mean candidate"})
-    cv_folds: int = field(default=5, metadata={"help": "leave-task-out folds that choose the stack weights "
-                                                         "(every task is its own fold on indices of up to 30 tasks)"})
-    max_rows_per_task: int = field(default=500, metadata={"help": "rows per task in the validation loss"})
-    pooled_rows: int = field(default=200_000, metadata={"help": "rows the pooled model is fitted on (subsampled)"})
+    candidates: tuple[str, ...] = field(
+        default=CANDIDATES, metadata={"help": "candidate models the stack combines"}
+    )
+    max_tasks: int = field(
+        default=1000, metadata={"help": "tasks the meta-regression learns from (the largest)"}
+    )
+    hyper_tasks: int = field(
+        default=300,
+        metadata={
+            "help": "tasks the kernel scales are fitted on (a random subset "
+            "beyond this; each marginal-likelihood step costs n^3)"
+        },
+    )
+    prior_sd: float = field(
+        default=1.0, metadata={"help": "prior SD of a task's slopes around the pooled model"}
+    )
+    intercept_prior_sd: float = field(
+        default=3.0, metadata={"help": "prior SD of a task's intercept (log-odds)"}
+    )
+    ngram_max: int = field(
+        default=2, metadata={"help": "longest word n-gram of the text candidate"}
+    )
+    min_df: int = field(
+        default=2, metadata={"help": "n-grams must occur in at least this many descriptions"}
+    )
+    embedding_sharpness: float = field(
+        default=5.0, metadata={"help": "kernel exp(s (cos - 1)) of the neighbors candidate"}
+    )
+    neighbor_k: int = field(
+        default=10, metadata={"help": "neighbours averaged by the neighbor-mean candidate"}
+    )
+    cv_folds: int = field(
+        default=5,
+        metadata={
+            "help": "leave-task-out folds that choose the stack weights "
+            "(every task is its own fold on indices of up to 30 tasks)"
+        },
+    )
+    max_rows_per_task: int = field(
+        default=500, metadata={"help": "rows per task in the validation loss"}
+    )
+    pooled_rows: int = field(
+        default=200_000, metadata={"help": "rows the pooled model is fitted on (subsampled)"}
+    )
     seed: int = field(default=0, metadata={"help": "random seed (folds, subsamples)"})
 
     def __post_init__(self):
@@ -112,14 +142,25 @@ class StatisticalConfig:
         problems = []
         unknown = [c for c in self.candidates if c not in CANDIDATES]
         if unknown or not self.candidates:
-            problems.append(f"candidates must be a non-empty subset of {list(CANDIDATES)}, got {list(self.candidates)}")
-        counts = ("max_tasks", "hyper_tasks", "ngram_max", "min_df", "max_rows_per_task", "pooled_rows",
-                  "neighbor_k")
+            problems.append(
+                f"candidates must be a non-empty subset of {list(CANDIDATES)}, got {list(self.candidates)}"
+            )
+        counts = (
+            "max_tasks",
+            "hyper_tasks",
+            "ngram_max",
+            "min_df",
+            "max_rows_per_task",
+            "pooled_rows",
+            "neighbor_k",
+        )
         rules = {
             **dict.fromkeys(counts, partial(check_int, ge=1)),
             "cv_folds": partial(check_int, ge=2),
-            **dict.fromkeys(("prior_sd", "intercept_prior_sd", "embedding_sharpness"),
-                            partial(check_number, gt=0)),
+            **dict.fromkeys(
+                ("prior_sd", "intercept_prior_sd", "embedding_sharpness"),
+                partial(check_number, gt=0),
+            ),
         }
         check_fields(self, rules, "StatisticalConfig", problems)
 
@@ -128,8 +169,17 @@ class StatisticalConfig:
 class _Fitted:
     """The candidates fitted on one set of task summaries (all of them, or a CV fold's)."""
 
-    def __init__(self, cfg: StatisticalConfig, summ: TaskSummaries, pooled: np.ndarray, descriptions: list[str],
-                 vectors: np.ndarray, groups: dict[str, list[int]], *, state: dict | None = None):
+    def __init__(
+        self,
+        cfg: StatisticalConfig,
+        summ: TaskSummaries,
+        pooled: np.ndarray,
+        descriptions: list[str],
+        vectors: np.ndarray,
+        groups: dict[str, list[int]],
+        *,
+        state: dict | None = None,
+    ):
         self.cfg, self.groups = cfg, groups
         self.ids = list(summ.ids)
         self.pooled = pooled
@@ -151,7 +201,9 @@ class _Fitted:
     def _pooled_var(self, cols: list[int]) -> float:
         key = f"pooled_var_{cols[0]}"
         if key not in self.state:
-            self.state[key] = float(max(np.mean(self.Y[:, cols] ** 2) - np.mean(self.V[:, cols]), 1e-4))
+            self.state[key] = float(
+                max(np.mean(self.Y[:, cols] ** 2) - np.mean(self.V[:, cols]), 1e-4)
+            )
         return self.state[key]
 
     def _hyper_rows(self) -> np.ndarray:
@@ -159,7 +211,9 @@ class _Fitted:
         n = len(self.ids)
         if n <= self.cfg.hyper_tasks:
             return np.arange(n)
-        return np.sort(np.random.default_rng(self.cfg.seed).choice(n, self.cfg.hyper_tasks, replace=False))
+        return np.sort(
+            np.random.default_rng(self.cfg.seed).choice(n, self.cfg.hyper_tasks, replace=False)
+        )
 
     # -- text: n-grams with learned relevance
     def _vectorizer(self):
@@ -167,10 +221,18 @@ class _Fitted:
 
         vocab = self.state.get("vocabulary")
         if vocab is not None:
-            return CountVectorizer(ngram_range=(1, self.cfg.ngram_max), token_pattern=_TOKENS, binary=True,
-                                   vocabulary=vocab)
-        vec = CountVectorizer(ngram_range=(1, self.cfg.ngram_max), token_pattern=_TOKENS, binary=True,
-                              min_df=min(self.cfg.min_df, len(self.descriptions)))
+            return CountVectorizer(
+                ngram_range=(1, self.cfg.ngram_max),
+                token_pattern=_TOKENS,
+                binary=True,
+                vocabulary=vocab,
+            )
+        vec = CountVectorizer(
+            ngram_range=(1, self.cfg.ngram_max),
+            token_pattern=_TOKENS,
+            binary=True,
+            min_df=min(self.cfg.min_df, len(self.descriptions)),
+        )
         try:
             vec.fit(self.descriptions)
         except ValueError:  # no n-gram is shared by min_df descriptions
@@ -180,7 +242,9 @@ class _Fitted:
 
     def _text_features(self, texts: list[str]) -> np.ndarray:
         X = self.vec.transform(texts).toarray().astype(float)
-        return np.hstack([np.ones((len(texts), 1)), X])  # a constant: a shared offset from the pooled model
+        return np.hstack(
+            [np.ones((len(texts), 1)), X]
+        )  # a constant: a shared offset from the pooled model
 
     def _fit_text(self):
         self.vec = self._vectorizer()
@@ -192,12 +256,16 @@ class _Fitted:
             key = f"tau_{g}"
             if key not in self.state:
                 words = np.array([1] + [len(t.split()) for t in self.vec.get_feature_names_out()])
-                buckets = [np.arange(len(words)) == 0] + ngram_buckets(words[1:], Phi[:, 1:].sum(axis=0),
-                                                                       len(Phi))
+                buckets = [np.arange(len(words)) == 0] + ngram_buckets(
+                    words[1:], Phi[:, 1:].sum(axis=0), len(Phi)
+                )
                 buckets[1:] = [np.concatenate([[False], b]) for b in buckets[1:]]
                 sub = self._hyper_rows()
-                h, nug = fit_kernel_scales([Phi[np.ix_(sub, b)] @ Phi[np.ix_(sub, b)].T for b in buckets],
-                                           self.Y[np.ix_(sub, cols)], self.V[np.ix_(sub, cols)])
+                h, nug = fit_kernel_scales(
+                    [Phi[np.ix_(sub, b)] @ Phi[np.ix_(sub, b)].T for b in buckets],
+                    self.Y[np.ix_(sub, cols)],
+                    self.V[np.ix_(sub, cols)],
+                )
                 tau = np.zeros(Phi.shape[1])
                 for hb, b in zip(h, buckets, strict=True):
                     tau[b] = hb
@@ -205,8 +273,14 @@ class _Fitted:
             tau, nug = self.state[key], self.state[f"text_nugget_{g}"]
             keep = tau > 1e-6 * max(float(tau.max()), 1e-12)
             Pk = Phi[:, keep]
-            parts[g] = {"keep": keep, "tau": tau[keep], "Phi": Pk,
-                        "gp": KernelRegression((Pk * tau[keep]) @ Pk.T, self.Y[:, cols], self.V[:, cols], nug)}
+            parts[g] = {
+                "keep": keep,
+                "tau": tau[keep],
+                "Phi": Pk,
+                "gp": KernelRegression(
+                    (Pk * tau[keep]) @ Pk.T, self.Y[:, cols], self.V[:, cols], nug
+                ),
+            }
         self.parts["text"] = parts
 
     # -- neighbors: embedding similarity
@@ -217,14 +291,21 @@ class _Fitted:
             key = f"emb_scale_{g}"
             if key not in self.state:
                 sub = self._hyper_rows()
-                h, nug = fit_kernel_scales([K[np.ix_(sub, sub)]], self.Y[np.ix_(sub, cols)], self.V[np.ix_(sub, cols)])
+                h, nug = fit_kernel_scales(
+                    [K[np.ix_(sub, sub)]], self.Y[np.ix_(sub, cols)], self.V[np.ix_(sub, cols)]
+                )
                 self.state[key], self.state[f"emb_nugget_{g}"] = float(h[0]), nug
             h, nug = self.state[key], self.state[f"emb_nugget_{g}"]
-            parts[g] = {"h": h, "gp": KernelRegression(h * K, self.Y[:, cols], self.V[:, cols], nug)}
+            parts[g] = {
+                "h": h,
+                "gp": KernelRegression(h * K, self.Y[:, cols], self.V[:, cols], nug),
+            }
         self.parts["neighbors"] = parts
 
     # -- prediction
-    def predict(self, texts: list[str], vectors: np.ndarray | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def predict(
+        self, texts: list[str], vectors: np.ndarray | None
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per candidate: (deviations (q, P), variances (q, P)) for new descriptions."""
         q, P = len(texts), self.Y.shape[1]
         out = {}
@@ -240,13 +321,19 @@ class _Fitted:
                     fq = Phi_q[:, part["keep"]]
                     k = (fq * part["tau"]) @ part["Phi"].T
                     mean[:, cols] = part["gp"].mean(k)
-                    var[:, cols] = part["gp"].variance(k, np.einsum("ij,ij->i", fq * part["tau"], fq))[:, None]
+                    var[:, cols] = part["gp"].variance(
+                        k, np.einsum("ij,ij->i", fq * part["tau"], fq)
+                    )[:, None]
             elif name == "neighbors":
-                k_raw = embedding_kernel(self.vectors, vectors, sharpness=self.cfg.embedding_sharpness)
+                k_raw = embedding_kernel(
+                    self.vectors, vectors, sharpness=self.cfg.embedding_sharpness
+                )
                 for g, cols in self.groups.items():
                     part = parts[g]
                     mean[:, cols] = part["gp"].mean(part["h"] * k_raw)
-                    var[:, cols] = part["gp"].variance(part["h"] * k_raw, np.full(q, part["h"]))[:, None]
+                    var[:, cols] = part["gp"].variance(part["h"] * k_raw, np.full(q, part["h"]))[
+                        :, None
+                    ]
             else:  # the neighbour mean of the index's own fits (the baseline, as a candidate)
                 W = self._nearest(vectors)
                 mean = W @ parts["Y"]
@@ -274,7 +361,9 @@ class _Fitted:
         if name == "text":
             fq = self._text_features(texts)[:, part["keep"]]
             return part["gp"].weights((fq * part["tau"]) @ part["Phi"].T)
-        k = part["h"] * embedding_kernel(self.vectors, vectors, sharpness=self.cfg.embedding_sharpness)
+        k = part["h"] * embedding_kernel(
+            self.vectors, vectors, sharpness=self.cfg.embedding_sharpness
+        )
         return part["gp"].weights(k)
 
 
@@ -325,25 +414,39 @@ class StatisticalGenerator(Generator):
         t0 = time.perf_counter()
         tasks = _index_tasks(index)
         rng = np.random.default_rng(cfg.seed)
-        bar = tqdm(total=3 + cfg.cv_folds, desc="statistical generator", disable=not progress, leave=False)
+        bar = tqdm(
+            total=3 + cfg.cv_folds, desc="statistical generator", disable=not progress, leave=False
+        )
         self.model_kind_, self.schema_ = index.model, index.schema
         self.param_names_ = param_names(index.model, index.schema)
         self.embedder_identity_ = index.embedder.identity
-        self.pooled_, self.center_, self.pooled_var_ = _pooled_fit_with_variance(index, tasks, cfg.pooled_rows, rng)
+        self.pooled_, self.center_, self.pooled_var_ = _pooled_fit_with_variance(
+            index, tasks, cfg.pooled_rows, rng
+        )
         T = centring(self.center_)
         pooled_c = T @ self.pooled_
         bar.update()
         if len(tasks) > cfg.max_tasks:  # the largest tasks carry the most information
             order = np.argsort([-t.n_rows for t in tasks], kind="stable")[: cfg.max_tasks]
             tasks = [tasks[i] for i in sorted(order)]
-        summ = task_summaries(tasks, index.model, index.schema, self.pooled_, prior_sd=cfg.prior_sd,
-                              intercept_prior_sd=cfg.intercept_prior_sd)
+        summ = task_summaries(
+            tasks,
+            index.model,
+            index.schema,
+            self.pooled_,
+            prior_sd=cfg.prior_sd,
+            intercept_prior_sd=cfg.intercept_prior_sd,
+        )
         summ.fits = index.params_matrix(summ.ids) @ T.T  # the index's own fits, centred
         descriptions = [t.description for t in tasks]
         vectors = index.vectors(summ.ids).astype(np.float64)
         groups = {"intercept": [0], "slopes": list(range(1, len(self.pooled_)))}
         bar.update()
-        plan = _cv_plan([index.record(t) for t in summ.ids], cfg.cv_folds, rng) if len(tasks) >= 4 else []
+        plan = (
+            _cv_plan([index.record(t) for t in summ.ids], cfg.cv_folds, rng)
+            if len(tasks) >= 4
+            else []
+        )
         held: list[dict[str, tuple[np.ndarray, np.ndarray]]] = []
         held_rows, held_pos = [], []
 
@@ -351,13 +454,22 @@ class StatisticalGenerator(Generator):
             # the pooled model is refitted on the training part too: fitted on every index task it
             # would have seen the held-out task (and the tasks that share its patients)
             pooled, _ = _pooled_fit(index, [tasks[i] for i in rows], cfg.pooled_rows, rng)
-            return _Fitted(cfg, summ.take(rows), T @ pooled, [descriptions[i] for i in rows], vectors[rows], groups)
+            return _Fitted(
+                cfg,
+                summ.take(rows),
+                T @ pooled,
+                [descriptions[i] for i in rows],
+                vectors[rows],
+                groups,
+            )
 
         for train, tests in plan:
             base, refits = fit_on(train), {}
             for j, overlap in tests:  # predict j without the tasks that share its patients
                 rows = train if not overlap else np.setdiff1d(train, sorted(overlap))
-                if len(rows) < 3 or (overlap and overlap not in refits and len(refits) >= MAX_REFITS):
+                if len(rows) < 3 or (
+                    overlap and overlap not in refits and len(refits) >= MAX_REFITS
+                ):
                     continue
                 if overlap and overlap not in refits:
                     refits[overlap] = fit_on(rows)
@@ -368,21 +480,36 @@ class StatisticalGenerator(Generator):
                 held_rows.append(_rows(tasks[j], index, cfg.max_rows_per_task, rng))
             bar.update()
         if held:
-            self.stack_, self.cv_, self.interval_scale_, stacked = _stack(cfg.candidates, held, held_pos, held_rows,
-                                                                          summ, self.center_)
+            self.stack_, self.cv_, self.interval_scale_, stacked = _stack(
+                cfg.candidates, held, held_pos, held_rows, summ, self.center_
+            )
             uncentre = np.linalg.inv(T)
-            self.heldout_params_ = {summ.ids[int(j)]: uncentre @ th
-                                    for j, th in zip(np.concatenate(held_pos), stacked, strict=True)}
+            self.heldout_params_ = {
+                summ.ids[int(j)]: uncentre @ th
+                for j, th in zip(np.concatenate(held_pos), stacked, strict=True)
+            }
         else:  # fewer than 4 tasks, or every task shares patients with the others: nothing to validate on
             self.stack_ = {"shift": 0.0, "baseline": {"pooled": 1.0}, "slopes": {"pooled": 1.0}}
-            why = (f"only {len(tasks)} indexed task(s)" if len(tasks) < 4
-                   else "no task could be held out without its patients")
-            self.cv_ = {"n_tasks": 0, "candidates": {}, "stack": None,
-                        "note": f"{why}: nothing can be validated inside the index, so the pooled model is used"}
+            why = (
+                f"only {len(tasks)} indexed task(s)"
+                if len(tasks) < 4
+                else "no task could be held out without its patients"
+            )
+            self.cv_ = {
+                "n_tasks": 0,
+                "candidates": {},
+                "stack": None,
+                "note": f"{why}: nothing can be validated inside the index, so the pooled model is used",
+            }
             self.interval_scale_ = 1.0
             self.heldout_params_ = {}
         self.fitted_ = _Fitted(cfg, summ, pooled_c, descriptions, vectors, groups)
-        self.summaries_, self.descriptions_, self.vectors_, self.groups_ = summ, descriptions, vectors, groups
+        self.summaries_, self.descriptions_, self.vectors_, self.groups_ = (
+            summ,
+            descriptions,
+            vectors,
+            groups,
+        )
         self.index_ = index
         self.train_seconds_ = time.perf_counter() - t0
         bar.update()
@@ -393,8 +520,15 @@ class StatisticalGenerator(Generator):
     def _check_ready(self, index) -> None:
         self._check_fitted_on(index, self.fitted_ is not None)
 
-    def generate_params(self, query: str | Task | Sequence[str | Task], index=None, *, k: int | None = None,
-                        exclude=None, uncertainty: bool = True) -> ModelParams | list[ModelParams]:
+    def generate_params(
+        self,
+        query: str | Task | Sequence[str | Task],
+        index=None,
+        *,
+        k: int | None = None,
+        exclude=None,
+        uncertainty: bool = True,
+    ) -> ModelParams | list[ModelParams]:
         """Generated parameters with provenance and, with ``uncertainty``, a SD per coefficient.
 
         Parameters
@@ -427,8 +561,9 @@ class StatisticalGenerator(Generator):
         for dropped, qis in by_fit.items():
             with threadpool_limits(BLAS_THREADS, user_api="blas"):
                 fitted = self._fitted_without(dropped)
-                params = self._combine(fitted, [texts[i] for i in qis], vecs[qis].astype(np.float64), uncertainty,
-                                       k)
+                params = self._combine(
+                    fitted, [texts[i] for i in qis], vecs[qis].astype(np.float64), uncertainty, k
+                )
             for qi, p in zip(qis, params, strict=True):
                 if isinstance(items[qi], Task):
                     p.metadata["task_id"] = items[qi].task_id
@@ -452,17 +587,30 @@ class StatisticalGenerator(Generator):
         if dropped not in cache:
             keep = [i for i, t in enumerate(self.summaries_.ids) if t not in dropped]
             if len(keep) < 2:
-                raise ValidationError(f"only {len(keep)} task(s) remain after the exclusions; relax `exclude`")
+                raise ValidationError(
+                    f"only {len(keep)} task(s) remain after the exclusions; relax `exclude`"
+                )
             if len(cache) > 16:
                 cache.clear()
-            cache[dropped] = _Fitted(self.config, self.summaries_.take(keep), centring(self.center_) @ self.pooled_,
-                                     [self.descriptions_[i] for i in keep], self.vectors_[keep], self.groups_)
+            cache[dropped] = _Fitted(
+                self.config,
+                self.summaries_.take(keep),
+                centring(self.center_) @ self.pooled_,
+                [self.descriptions_[i] for i in keep],
+                self.vectors_[keep],
+                self.groups_,
+            )
         return cache[dropped]
 
-    def _combine(self, fitted: _Fitted, texts: list[str], vectors: np.ndarray, uncertainty: bool,
-                 k: int) -> list[ModelParams]:
+    def _combine(
+        self, fitted: _Fitted, texts: list[str], vectors: np.ndarray, uncertainty: bool, k: int
+    ) -> list[ModelParams]:
         st = self.stack_
-        names = [c for c in st["baseline"] if c in fitted.parts and st["baseline"][c] + st["slopes"][c] > 0]
+        names = [
+            c
+            for c in st["baseline"]
+            if c in fitted.parts and st["baseline"][c] + st["slopes"][c] > 0
+        ]
         pred = fitted.predict(texts, vectors)
         T = centring(self.center_)
         pooled_c = T @ self.pooled_
@@ -487,24 +635,50 @@ class StatisticalGenerator(Generator):
         prov = fitted.weights(lead, texts, vectors) if lead is not None else None
         out = []
         for qi in range(len(texts)):
-            meta = {"source": "generated", "generator": "statistical",
-                    "stack": {c: {"baseline": round(st["baseline"][c], 4), "slopes": round(st["slopes"][c], 4)}
-                              for c in names},
-                    "provenance": self._provenance(fitted, prov[qi] if prov is not None else None, vectors[qi], k)}
-            out.append(ModelParams(self.model_kind_, self.schema_, theta[qi], std=sd[qi] if uncertainty else None,
-                                   metadata=meta))
+            meta = {
+                "source": "generated",
+                "generator": "statistical",
+                "stack": {
+                    c: {
+                        "baseline": round(st["baseline"][c], 4),
+                        "slopes": round(st["slopes"][c], 4),
+                    }
+                    for c in names
+                },
+                "provenance": self._provenance(
+                    fitted, prov[qi] if prov is not None else None, vectors[qi], k
+                ),
+            }
+            out.append(
+                ModelParams(
+                    self.model_kind_,
+                    self.schema_,
+                    theta[qi],
+                    std=sd[qi] if uncertainty else None,
+                    metadata=meta,
+                )
+            )
         return out
 
     @staticmethod
-    def _provenance(fitted: _Fitted, w: np.ndarray | None, vector: np.ndarray, k: int) -> list[dict]:
+    def _provenance(
+        fitted: _Fitted, w: np.ndarray | None, vector: np.ndarray, k: int
+    ) -> list[dict]:
         """The ``k`` tasks with the largest share of the leading candidate's intercept weights."""
         if w is None:
             return []
         share = np.abs(w) / max(float(np.abs(w).sum()), 1e-12)
         top = np.argsort(-share, kind="stable")[:k]
-        return [{"task_id": fitted.ids[j], "description": fitted.descriptions[j],
-                 "similarity": round(float(fitted.vectors[j] @ vector), 6), "weight": round(float(share[j]), 6)}
-                for j in top if share[j] > 0]
+        return [
+            {
+                "task_id": fitted.ids[j],
+                "description": fitted.descriptions[j],
+                "similarity": round(float(fitted.vectors[j] @ vector), 6),
+                "weight": round(float(share[j]), 6),
+            }
+            for j in top
+            if share[j] > 0
+        ]
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
@@ -516,22 +690,41 @@ class StatisticalGenerator(Generator):
         if self.fitted_ is None:
             raise ValidationError("cannot save an unfitted StatisticalGenerator")
         st = self.fitted_.state
-        arrays = {"pooled": self.pooled_, "pooled_var": self.pooled_var_, "center": self.center_,
-                  "theta": self.summaries_.theta,
-                  "var": self.summaries_.var, "fits": self.summaries_.fits,
-                  "n_rows": self.summaries_.n_rows.astype(np.float64), "vectors": self.vectors_}
+        arrays = {
+            "pooled": self.pooled_,
+            "pooled_var": self.pooled_var_,
+            "center": self.center_,
+            "theta": self.summaries_.theta,
+            "var": self.summaries_.var,
+            "fits": self.summaries_.fits,
+            "n_rows": self.summaries_.n_rows.astype(np.float64),
+            "vectors": self.vectors_,
+        }
         scalars = {}
         for key, v in st.items():
             if isinstance(v, np.ndarray):
                 arrays[f"state.{key}"] = v.astype(np.float64)
             elif key != "vocabulary":
                 scalars[key] = float(v)
-        state = {"model_kind": self.model_kind_, "param_names": self.param_names_, "schema": self.schema_.to_dict(),
-                 "embedder": self.embedder_identity_, "ids": self.summaries_.ids, "descriptions": self.descriptions_,
-                 "groups": self.groups_, "vocabulary": st.get("vocabulary"), "scalars": scalars, "stack": self.stack_,
-                 "cv": self.cv_, "interval_scale": self.interval_scale_}
-        files = {"config.json": json_bytes(asdict(self.config)), "state.json": json_bytes(state),
-                 "arrays.safetensors": st_save({k: np.ascontiguousarray(v) for k, v in arrays.items()})}
+        state = {
+            "model_kind": self.model_kind_,
+            "param_names": self.param_names_,
+            "schema": self.schema_.to_dict(),
+            "embedder": self.embedder_identity_,
+            "ids": self.summaries_.ids,
+            "descriptions": self.descriptions_,
+            "groups": self.groups_,
+            "vocabulary": st.get("vocabulary"),
+            "scalars": scalars,
+            "stack": self.stack_,
+            "cv": self.cv_,
+            "interval_scale": self.interval_scale_,
+        }
+        files = {
+            "config.json": json_bytes(asdict(self.config)),
+            "state.json": json_bytes(state),
+            "arrays.safetensors": st_save({k: np.ascontiguousarray(v) for k, v in arrays.items()}),
+        }
         return write_artifact(path, FORMAT, files)
 
     save_pretrained = save
@@ -551,11 +744,15 @@ class StatisticalGenerator(Generator):
             cfg = art.read_json("config.json")
             gen = cls(StatisticalConfig(**{**cfg, "candidates": tuple(cfg["candidates"])}))
         except (TypeError, KeyError, ValueError, ValidationError) as exc:
-            raise ArtifactError(f"{root / 'config.json'}: not a valid statistical generator config ({exc})") from exc
+            raise ArtifactError(
+                f"{root / 'config.json'}: not a valid statistical generator config ({exc})"
+            ) from exc
         try:
             arrays = st_load(art.read_bytes("arrays.safetensors"))
         except (SafetensorError, ValueError) as exc:
-            raise ArtifactError(f"{root / 'arrays.safetensors'}: not a valid array file ({exc})") from exc
+            raise ArtifactError(
+                f"{root / 'arrays.safetensors'}: not a valid array file ({exc})"
+            ) from exc
         state = art.read_json("state.json")
         try:
             gen.model_kind_, gen.param_names_ = state["model_kind"], list(state["param_names"])
@@ -566,27 +763,53 @@ class StatisticalGenerator(Generator):
             gen.stack_, gen.cv_ = state["stack"], state["cv"]
             gen.interval_scale_ = float(state["interval_scale"])
             gen.pooled_, gen.center_ = arrays["pooled"], arrays["center"]
-            gen.pooled_var_ = arrays.get("pooled_var", np.zeros_like(gen.pooled_))  # absent before 0.1.0 final
+            gen.pooled_var_ = arrays.get(
+                "pooled_var", np.zeros_like(gen.pooled_)
+            )  # absent before 0.1.0 final
             n = len(ids)
-            gen.summaries_ = TaskSummaries(ids, arrays["theta"], arrays["var"], arrays["n_rows"].astype(np.int64),
-                                           arrays["fits"])
+            gen.summaries_ = TaskSummaries(
+                ids,
+                arrays["theta"],
+                arrays["var"],
+                arrays["n_rows"].astype(np.int64),
+                arrays["fits"],
+            )
             gen.vectors_ = arrays["vectors"]
-            fstate: dict[str, Any] = {k[len("state."):]: v for k, v in arrays.items() if k.startswith("state.")}
+            fstate: dict[str, Any] = {
+                k[len("state.") :]: v for k, v in arrays.items() if k.startswith("state.")
+            }
             fstate.update(state["scalars"])
             if state.get("vocabulary") is not None:
                 fstate["vocabulary"] = {t: int(i) for t, i in state["vocabulary"].items()}
             P = len(gen.param_names_)
-            shapes_ok = (gen.pooled_.shape == (P,) and gen.pooled_var_.shape == (P,) and gen.center_.shape == (P - 1,)
-                         and gen.summaries_.theta.shape == (n, P)
-                         and gen.summaries_.var.shape == (n, P) and len(gen.descriptions_) == n
-                         and gen.vectors_.shape[0] == n and param_names(gen.model_kind_, gen.schema_) == gen.param_names_)
+            shapes_ok = (
+                gen.pooled_.shape == (P,)
+                and gen.pooled_var_.shape == (P,)
+                and gen.center_.shape == (P - 1,)
+                and gen.summaries_.theta.shape == (n, P)
+                and gen.summaries_.var.shape == (n, P)
+                and len(gen.descriptions_) == n
+                and gen.vectors_.shape[0] == n
+                and param_names(gen.model_kind_, gen.schema_) == gen.param_names_
+            )
             if not shapes_ok:
-                raise ValueError("the arrays do not match the task list and parameter layout in state.json")
-            gen.fitted_ = _Fitted(gen.config, gen.summaries_, centring(gen.center_) @ gen.pooled_,
-                                  gen.descriptions_, gen.vectors_, gen.groups_, state=fstate)
+                raise ValueError(
+                    "the arrays do not match the task list and parameter layout in state.json"
+                )
+            gen.fitted_ = _Fitted(
+                gen.config,
+                gen.summaries_,
+                centring(gen.center_) @ gen.pooled_,
+                gen.descriptions_,
+                gen.vectors_,
+                gen.groups_,
+                state=fstate,
+            )
         except (KeyError, TypeError, ValueError, ValidationError, np.linalg.LinAlgError) as exc:
-            raise ArtifactError(f"{root}: state.json and arrays.safetensors do not describe one generator ({exc}); "
-                                "the artifact was assembled from different generators") from exc
+            raise ArtifactError(
+                f"{root}: state.json and arrays.safetensors do not describe one generator ({exc}); "
+                "the artifact was assembled from different generators"
+            ) from exc
         return gen
 
     from_pretrained = load
@@ -594,8 +817,10 @@ class StatisticalGenerator(Generator):
     def __repr__(self) -> str:
         if self.fitted_ is None:
             return "StatisticalGenerator(not fitted)"
-        w = ", ".join(f"{c}={self.stack_['baseline'][c]:.2f}/{self.stack_['slopes'][c]:.2f}"
-                      for c in self.stack_["baseline"])
+        w = ", ".join(
+            f"{c}={self.stack_['baseline'][c]:.2f}/{self.stack_['slopes'][c]:.2f}"
+            for c in self.stack_["baseline"]
+        )
         return f"StatisticalGenerator({len(self.summaries_.ids)} tasks, stack baseline/slopes: {w})"
 
 
@@ -639,8 +864,9 @@ def _pooled_fit(index, tasks: list[Task], max_rows: int, rng) -> tuple[np.ndarra
     return w, center
 
 
-def _pooled_fit_with_variance(index, tasks: list[Task], max_rows: int,
-                              rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _pooled_fit_with_variance(
+    index, tasks: list[Task], max_rows: int, rng
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`_pooled_fit` and the sampling variances of the pooled model's centred parameters
     (the diagonal of the inverse Hessian of its penalised log-likelihood at the fit)."""
     import pandas as pd
@@ -663,7 +889,9 @@ def _pooled_fit_with_variance(index, tasks: list[Task], max_rows: int,
     return w, center, np.maximum(var, 0.0)
 
 
-def _cv_plan(records: list[dict], n_folds: int, rng) -> list[tuple[np.ndarray, list[tuple[int, frozenset]]]]:
+def _cv_plan(
+    records: list[dict], n_folds: int, rng
+) -> list[tuple[np.ndarray, list[tuple[int, frozenset]]]]:
     """Leave-task-out validation folds inside the index, leak-free as the evaluation protocols are.
 
     Tasks are split at random into ``n_folds`` folds (one per task for up to
@@ -704,8 +932,14 @@ def _rows(task: Task, index, max_rows: int, rng) -> tuple[np.ndarray, np.ndarray
     return np.hstack([np.ones((len(D), 1)), D]), y
 
 
-def _stack(candidates: tuple[str, ...], held: list[dict], held_pos: list[np.ndarray], held_rows: list,
-           summ: TaskSummaries, center: np.ndarray) -> tuple[dict, dict, float, np.ndarray]:
+def _stack(
+    candidates: tuple[str, ...],
+    held: list[dict],
+    held_pos: list[np.ndarray],
+    held_rows: list,
+    summ: TaskSummaries,
+    center: np.ndarray,
+) -> tuple[dict, dict, float, np.ndarray]:
     """Stack weights by held-out mean per-task log-loss; the CV table; the interval scale; the
     stacked (centred) parameters of every held-out task, in ``held_pos`` order.
 
@@ -748,7 +982,9 @@ def _stack(candidates: tuple[str, ...], held: list[dict], held_pos: list[np.ndar
         ll = -(y * log_expit(z) + (1 - y) * log_expit(-z))
         r = np.exp(log_expit(z)) - y
         g = np.concatenate([[np.sum(row_w * r)], Z.T @ (row_w * r)])
-        if ridge:  # pulls the weights towards the best single candidate: few held-out tasks, small moves
+        if (
+            ridge
+        ):  # pulls the weights towards the best single candidate: few held-out tasks, small moves
             d = x - at
             return float(np.sum(row_w * ll)) + 0.5 * ridge * float(d @ d), g + ridge * d
         return float(np.sum(row_w * ll)), g
@@ -762,14 +998,25 @@ def _stack(candidates: tuple[str, ...], held: list[dict], held_pos: list[np.ndar
     best = min(single, key=single.get)
     x0 = unit(names.index(best))
     ridge = 1.0 / n_tasks
-    res = minimize(lambda v: loss(v, ridge, x0), x0, jac=True, method="L-BFGS-B",
-                   bounds=[(None, None)] + [(0.0, None)] * (2 * C))
+    res = minimize(
+        lambda v: loss(v, ridge, x0),
+        x0,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=[(None, None)] + [(0.0, None)] * (2 * C),
+    )
     x = res.x if loss(res.x)[0] <= single[best] else x0
-    a, u, w = float(x[0]), x[1:1 + C], x[1 + C:]
-    stack = {"shift": a, "baseline": {c: float(v) for c, v in zip(names, u, strict=True)},
-             "slopes": {c: float(v) for c, v in zip(names, w, strict=True)}}
-    cv = {"n_tasks": n_tasks, "candidates": {c: round(v, 6) for c, v in single.items()},
-          "stack": round(float(loss(x)[0]), 6)}
+    a, u, w = float(x[0]), x[1 : 1 + C], x[1 + C :]
+    stack = {
+        "shift": a,
+        "baseline": {c: float(v) for c, v in zip(names, u, strict=True)},
+        "slopes": {c: float(v) for c, v in zip(names, w, strict=True)},
+    }
+    cv = {
+        "n_tasks": n_tasks,
+        "candidates": {c: round(v, 6) for c, v in single.items()},
+        "stack": round(float(loss(x)[0]), 6),
+    }
     order = np.concatenate(held_pos)
     mean = np.zeros((len(order), summ.theta.shape[1]))
     sd = np.zeros_like(mean)

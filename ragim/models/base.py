@@ -39,8 +39,13 @@ from ragim.schema import FeatureSchema
 MODEL_FAMILIES: dict[str, type] = {}
 
 
-def register_model_family(name: str, model_cls: type | None = None, *,
-                          family: ModelFamily | None = None, overwrite: bool = False):
+def register_model_family(
+    name: str,
+    model_cls: type | None = None,
+    *,
+    family: ModelFamily | None = None,
+    overwrite: bool = False,
+):
     """Register an estimator class under a family name (usable as a decorator).
 
     The class must provide ``fit``, ``to_params`` and a ``from_params`` classmethod.
@@ -63,13 +68,16 @@ def register_model_family(name: str, model_cls: type | None = None, *,
     if not isinstance(name, str) or not name.strip():
         raise ValidationError(f"a model family needs a non-empty name, got {name!r}")
     if family is not None and (not isinstance(family, ModelFamily) or family.name != name):
-        raise ValidationError(
-            f"family= must be a ModelFamily named {name!r}, got {family!r}")
+        raise ValidationError(f"family= must be a ModelFamily named {name!r}, got {family!r}")
 
     def _register(cls: type) -> type:
-        missing = [m for m in ("fit", "to_params", "from_params") if not callable(getattr(cls, m, None))]
+        missing = [
+            m for m in ("fit", "to_params", "from_params") if not callable(getattr(cls, m, None))
+        ]
         if missing:
-            raise ValidationError(f"cannot register {cls!r} as model family {name!r}: it has no {missing}")
+            raise ValidationError(
+                f"cannot register {cls!r} as model family {name!r}: it has no {missing}"
+            )
         if name in MODEL_FAMILIES and MODEL_FAMILIES[name] is not cls and not overwrite:
             raise ValidationError(
                 f"model family {name!r} is already registered to {MODEL_FAMILIES[name].__name__}; "
@@ -90,7 +98,9 @@ def get_model_family(model: str | type) -> type:
     if isinstance(model, type):
         return model
     if model not in MODEL_FAMILIES:
-        raise ValidationError(f"unknown model family {model!r}; registered: {sorted(MODEL_FAMILIES)}")
+        raise ValidationError(
+            f"unknown model family {model!r}; registered: {sorted(MODEL_FAMILIES)}"
+        )
     return MODEL_FAMILIES[model]
 
 
@@ -109,7 +119,9 @@ def model_from_params(params: ModelParams) -> InterpretableModel:
         raise ValidationError(f"model_from_params needs ModelParams, got {type(params).__name__}")
     cls = MODEL_FAMILIES.get(params.kind)
     if cls is None:
-        cls = next((c for c in MODEL_FAMILIES.values() if getattr(c, "_kind", None) == params.kind), None)
+        cls = next(
+            (c for c in MODEL_FAMILIES.values() if getattr(c, "_kind", None) == params.kind), None
+        )
     if cls is None:
         raise ValidationError(f"no registered model family handles {params.kind!r} parameters")
     return cls.from_params(params)
@@ -122,8 +134,9 @@ def json_label(c: Any) -> Any:
     return c if isinstance(c, str | bool | numbers.Integral | float) else str(c)
 
 
-def check_binary_targets(y: Any, n_rows: int, name: str, *, allow_single_class: bool = False
-                         ) -> tuple[np.ndarray, np.ndarray]:
+def check_binary_targets(
+    y: Any, n_rows: int, name: str, *, allow_single_class: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Validate binary labels for an estimator called ``name``; returns (y, classes).
 
     Messages follow scikit-learn's wording where its estimator checks expect it.
@@ -136,7 +149,9 @@ def check_binary_targets(y: Any, n_rows: int, name: str, *, allow_single_class: 
         raise ValidationError(f"X has {n_rows} rows but y has {y.shape[0]} labels; they must match")
     n_nan = int(pd.isna(y).sum()) if y.dtype.kind in "fcO" else 0
     if n_nan:
-        raise ValidationError(f"y has {n_nan} missing (NaN) labels; drop those rows or fill the labels")
+        raise ValidationError(
+            f"y has {n_nan} missing (NaN) labels; drop those rows or fill the labels"
+        )
     try:
         check_classification_targets(y)
     except ValueError as exc:
@@ -169,7 +184,9 @@ class InterpretableModel:
     def _fit_frame(self, X: Any, y: Any) -> tuple[pd.DataFrame, bool, np.ndarray, np.ndarray]:
         """Validate fit input: (X as a DataFrame, had column names, y, classes)."""
         if y is None:
-            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None"
+            )
         if isinstance(X, pd.DataFrame):
             Xdf = X.set_axis([str(c) for c in X.columns], axis=1)
             named = True
@@ -179,8 +196,11 @@ class InterpretableModel:
             except ValueError as exc:
                 raise ValidationError(str(exc)) from exc
             given = getattr(self, "schema", None)
-            cols = (given.names if given is not None and len(given.names) == arr.shape[1]
-                    else [f"x{j}" for j in range(arr.shape[1])])
+            cols = (
+                given.names
+                if given is not None and len(given.names) == arr.shape[1]
+                else [f"x{j}" for j in range(arr.shape[1])]
+            )
             Xdf, named = pd.DataFrame(arr, columns=cols), False
         if len(Xdf) == 0:
             raise ValidationError(f"{type(self).__name__} cannot be fitted on zero rows")
@@ -298,14 +318,18 @@ class InterpretableModel:
         if isinstance(params, Mapping):
             params = ModelParams.from_payload(params)
         if not isinstance(params, ModelParams):
-            raise ValidationError(f"{cls.__name__}.from_params needs ModelParams, got {type(params).__name__}")
+            raise ValidationError(
+                f"{cls.__name__}.from_params needs ModelParams, got {type(params).__name__}"
+            )
         if params.kind != cls._kind:
             raise ValidationError(
                 f"{cls.__name__}.from_params needs {cls._kind!r} parameters, got {params.kind!r}; "
                 "use ragim.models.model_from_params(params) to pick the family"
             )
         classes = params.metadata.get("classes")
-        if not (isinstance(classes, list | tuple) and len(classes) == 2 and classes[0] != classes[1]):
+        if not (
+            isinstance(classes, list | tuple) and len(classes) == 2 and classes[0] != classes[1]
+        ):
             classes = [0, 1]
         model = cls(schema=params.schema)
         model._set_fitted(params, classes, named=True)

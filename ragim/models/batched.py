@@ -757,8 +757,15 @@ def benchmark_fit(
     (20, 5, {'ours': 1, 'baseline': 1})
     """
     X_list, y_list = _random_tasks(n_tasks, n_features, seed)
-    return compare_solvers([(X_list, y_list)], C=C, device=device, baseline_tasks=baseline_tasks,
-                           baseline_tol=baseline_tol, threads=threads, data=f"d={n_features}, 20-200 rows")
+    return compare_solvers(
+        [(X_list, y_list)],
+        C=C,
+        device=device,
+        baseline_tasks=baseline_tasks,
+        baseline_tol=baseline_tol,
+        threads=threads,
+        data=f"d={n_features}, 20-200 rows",
+    )
 
 
 def _sklearn_loop_one_thread(X_list, y_list, C: float, tol: float) -> BatchedFit:
@@ -768,8 +775,9 @@ def _sklearn_loop_one_thread(X_list, y_list, C: float, tol: float) -> BatchedFit
         return fit_logistic_sklearn_loop(X_list, y_list, C=C, tol=tol)
 
 
-def sklearn_loop_seconds(X_list, y_list, *, C: float = 1.0, tol: float = 1e-6, threads: int = 1
-                         ) -> tuple[float, BatchedFit]:
+def sklearn_loop_seconds(
+    X_list, y_list, *, C: float = 1.0, tol: float = 1e-6, threads: int = 1
+) -> tuple[float, BatchedFit]:
     """Wall seconds of :func:`fit_logistic_sklearn_loop` over the tasks on ``threads``
     processes (joblib loky, started before the clock), each limited to one BLAS/OpenMP
     thread, and the fit.
@@ -790,21 +798,37 @@ def sklearn_loop_seconds(X_list, y_list, *, C: float = 1.0, tol: float = 1e-6, t
 
     parts = np.array_split(np.arange(len(X_list)), threads)
     with Parallel(n_jobs=threads, backend="loky") as pool:
-        pool(delayed(_sklearn_loop_one_thread)(X_list[:1], y_list[:1], C, tol) for _ in range(threads))  # start
+        pool(
+            delayed(_sklearn_loop_one_thread)(X_list[:1], y_list[:1], C, tol)
+            for _ in range(threads)
+        )  # start
         t0 = time.perf_counter()
-        fits = pool(delayed(_sklearn_loop_one_thread)([X_list[i] for i in part], [y_list[i] for i in part], C, tol)
-                    for part in parts)
+        fits = pool(
+            delayed(_sklearn_loop_one_thread)(
+                [X_list[i] for i in part], [y_list[i] for i in part], C, tol
+            )
+            for part in parts
+        )
         seconds = time.perf_counter() - t0
-    return seconds, BatchedFit(coef=np.concatenate([f.coef for f in fits]),
-                               intercept=np.concatenate([f.intercept for f in fits]),
-                               converged=np.concatenate([f.converged for f in fits]),
-                               n_iter=np.concatenate([f.n_iter for f in fits]),
-                               status=[st for f in fits for st in f.status])
+    return seconds, BatchedFit(
+        coef=np.concatenate([f.coef for f in fits]),
+        intercept=np.concatenate([f.intercept for f in fits]),
+        converged=np.concatenate([f.converged for f in fits]),
+        n_iter=np.concatenate([f.n_iter for f in fits]),
+        status=[st for f in fits for st in f.status],
+    )
 
 
-def compare_solvers(chunks: Iterable[tuple[list, list]], *, C: float = 1.0, device: str | None = "auto",
-                    baseline_tasks: int | None = None, baseline_tol: float = 1e-6, threads: Sequence[int] = (1,),
-                    data: str = "") -> dict:
+def compare_solvers(
+    chunks: Iterable[tuple[list, list]],
+    *,
+    C: float = 1.0,
+    device: str | None = "auto",
+    baseline_tasks: int | None = None,
+    baseline_tol: float = 1e-6,
+    threads: Sequence[int] = (1,),
+    data: str = "",
+) -> dict:
     """Time the batched solver on every task of ``chunks`` (an iterable of ``(X_list,
     y_list)`` pairs, so a million tasks need never be in memory at once) against the
     scikit-learn loop on the first ``baseline_tasks``, once per thread count in
@@ -856,14 +880,25 @@ def compare_solvers(chunks: Iterable[tuple[list, list]], *, C: float = 1.0, devi
         if k == 0:
             both = np.concatenate(ours_ok) & base.ok if n_base else np.zeros(0, bool)
             if both.any():
-                diff = max(float(np.max(np.abs(np.concatenate(ours_coef)[both] - base.coef[both]))),
-                           float(np.max(np.abs(np.concatenate(ours_int)[both] - base.intercept[both]))))
+                diff = max(
+                    float(np.max(np.abs(np.concatenate(ours_coef)[both] - base.coef[both]))),
+                    float(np.max(np.abs(np.concatenate(ours_int)[both] - base.intercept[both]))),
+                )
         ours_tps = n_tasks / ours_s[t] if ours_s[t] > 0 else float("inf")
         base_tps = n_base / t_base if t_base > 0 else float("inf")
         by_threads[str(t)] = {
-            "ours": {"tasks_per_s": ours_tps, "tasks_per_s_per_thread": ours_tps / t, "seconds": ours_s[t]},
-            "baseline": {"tasks_per_s": base_tps, "tasks_per_s_per_thread": base_tps / t, "seconds": t_base},
-            "ratio": ours_tps / base_tps, "threads": {"ours": t, "baseline": t},
+            "ours": {
+                "tasks_per_s": ours_tps,
+                "tasks_per_s_per_thread": ours_tps / t,
+                "seconds": ours_s[t],
+            },
+            "baseline": {
+                "tasks_per_s": base_tps,
+                "tasks_per_s_per_thread": base_tps / t,
+                "seconds": t_base,
+            },
+            "ratio": ours_tps / base_tps,
+            "threads": {"ours": t, "baseline": t},
         }
     t0 = threads[0]
     first = by_threads[str(t0)]

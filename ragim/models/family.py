@@ -211,8 +211,10 @@ class ModelFamily(ABC):
         for term in self.param_names(schema)[1:]:
             stem = term.split("[", 1)[0].split("__", 1)[0]
             if term not in names and stem not in names:
-                raise ValidationError(f"{self.name} term {term!r} names no feature of the "
-                                      "schema; override term_features to map it")
+                raise ValidationError(
+                    f"{self.name} term {term!r} names no feature of the "
+                    "schema; override term_features to map it"
+                )
             out.append(term if term in names else stem)
         return out
 
@@ -229,23 +231,27 @@ class ModelFamily(ABC):
             raise ValidationError(f"model family {self.name!r} has no estimator class registered")
         return self.model_cls(schema=schema)
 
-    def pooled_fit(self, schema: FeatureSchema, X: pd.DataFrame, y: np.ndarray,
-                   D: np.ndarray) -> np.ndarray:
+    def pooled_fit(
+        self, schema: FeatureSchema, X: pd.DataFrame, y: np.ndarray, D: np.ndarray
+    ) -> np.ndarray:
         """One parameter vector fitted to pooled rows (``D`` is :meth:`design_matrix` of
         ``X``): the MAP under a unit Gaussian prior on every parameter (Newton)."""
         from ragim.models.map import newton_map
 
         A = np.hstack([np.ones((len(D), 1)), D])
-        w, _ = newton_map(A, y.astype(float), np.zeros(A.shape[1]), np.ones(A.shape[1]),
-                          max_iter=50, tol=1e-8)
+        w, _ = newton_map(
+            A, y.astype(float), np.zeros(A.shape[1]), np.ones(A.shape[1]), max_iter=50, tol=1e-8
+        )
         return w
 
     # ------------------------------------------------------------------ export
     def sklearn_export_problem(self) -> str | None:
         """None when :func:`ragim.export.to_sklearn_pipeline` can export the family, else
         the one-line reason and the alternative."""
-        return (f"only a logistic model exports to a scikit-learn Pipeline; {self.name!r} "
-                "parameters do not (use ragim.export.coefficients_frame for a table)")
+        return (
+            f"only a logistic model exports to a scikit-learn Pipeline; {self.name!r} "
+            "parameters do not (use ragim.export.coefficients_frame for a table)"
+        )
 
     # ------------------------------------------------------------------ explanations
     def explanation_frame(self, params: ModelParams) -> pd.DataFrame:
@@ -254,18 +260,35 @@ class ModelFamily(ABC):
         schema = params.schema
         labels = {f.name: f.display_name for f in schema.features}
         rows = []
-        for term, feat, b, s in zip(params.names[1:], self.term_features(schema), params.terms,
-                                    std_terms(params), strict=True):
-            rows.append({"term": term, "feature": feat, "label": labels.get(feat, term),
-                         "coef": b, "std": s, "ci_low": b - Z95 * s, "ci_high": b + Z95 * s,
-                         "odds_ratio": clipped_exp(b)})
-        return pd.DataFrame(rows, columns=["term", "feature", "label", "coef", "std", "ci_low",
-                                           "ci_high", "odds_ratio"])
+        for term, feat, b, s in zip(
+            params.names[1:],
+            self.term_features(schema),
+            params.terms,
+            std_terms(params),
+            strict=True,
+        ):
+            rows.append(
+                {
+                    "term": term,
+                    "feature": feat,
+                    "label": labels.get(feat, term),
+                    "coef": b,
+                    "std": s,
+                    "ci_low": b - Z95 * s,
+                    "ci_high": b + Z95 * s,
+                    "odds_ratio": clipped_exp(b),
+                }
+            )
+        return pd.DataFrame(
+            rows,
+            columns=["term", "feature", "label", "coef", "std", "ci_low", "ci_high", "odds_ratio"],
+        )
 
     def importance(self, params: ModelParams, frame: pd.DataFrame) -> pd.Series:
         """Per-feature importance (index: feature names; any order, missing ones count 0)."""
         return frame.groupby("feature", sort=False)[self.value_column].apply(
-            lambda s: s.abs().max())
+            lambda s: s.abs().max()
+        )
 
     def explanation_table(self, expl, top: int | None, missing: bool) -> pd.DataFrame:
         """The rows of ``GlobalExplanation.table(top, missing=missing)``, with ``attrs``
@@ -274,8 +297,9 @@ class ModelFamily(ABC):
         df = by_abs(expl.to_frame(), self.value_column).reset_index(drop=True)
         total = len(df)
         df = df.head(top) if top is not None else df
-        df.attrs.update(n_total=total, n_hidden_missing=0,
-                        note=truncation_note(len(df), total, self.term_noun))
+        df.attrs.update(
+            n_total=total, n_hidden_missing=0, note=truncation_note(len(df), total, self.term_noun)
+        )
         return df
 
     def reference_intercept(self, params: ModelParams) -> tuple[float, float, list[str]]:
@@ -284,8 +308,9 @@ class ModelFamily(ABC):
         sd = float(params.std[0]) if params.std is not None else math.nan
         return params.intercept, sd, []
 
-    def local_contributions(self, params: ModelParams, X: pd.DataFrame
-                            ) -> tuple[dict[str, dict], pd.DataFrame | None]:
+    def local_contributions(
+        self, params: ModelParams, X: pd.DataFrame
+    ) -> tuple[dict[str, dict], pd.DataFrame | None]:
         """One patient (a validated one-row frame): feature -> its columns (``contribution``
         in log-odds, plus any extra ones, e.g. ``bin``) for every schema feature, and the
         per-term frame (term, feature, design_value, coef, contribution) or None. Default:
@@ -294,8 +319,15 @@ class ModelFamily(ABC):
         z = self.design_matrix(schema, X)[0]
         per = params.terms * z
         feats = self.term_features(schema)
-        terms = pd.DataFrame({"term": params.names[1:], "feature": feats, "design_value": z,
-                              "coef": params.terms, "contribution": per})
+        terms = pd.DataFrame(
+            {
+                "term": params.names[1:],
+                "feature": feats,
+                "design_value": z,
+                "coef": params.terms,
+                "contribution": per,
+            }
+        )
         folded = dict.fromkeys(schema.names, 0.0)
         for f, v in zip(feats, per, strict=True):
             folded[f] += float(v)
@@ -306,9 +338,14 @@ class ModelFamily(ABC):
         from ragim import plots
 
         return plots.plot_coefficients(
-            table, kind=kind, ax=ax,
-            title=(f"{self.title[:1].upper()}{self.title[1:]} for {expl.outcome} "
-                   f"(intercept {expl.intercept:+.3g})\n{table.attrs['note']}"))
+            table,
+            kind=kind,
+            ax=ax,
+            title=(
+                f"{self.title[:1].upper()}{self.title[1:]} for {expl.outcome} "
+                f"(intercept {expl.intercept:+.3g})\n{table.attrs['note']}"
+            ),
+        )
 
     def html_columns(self) -> list[str]:
         """The columns of the table in a notebook's HTML view (those present are shown)."""
@@ -323,8 +360,10 @@ class ModelFamily(ABC):
     def text_table(self, table: pd.DataFrame) -> tuple[list[tuple], list]:
         """(rows, columns) of the command line's table of a global explanation."""
         v = self.value_column
-        rows = [(r["label"], r["term"], format_number(r[v], "+.3f"),
-                 format_number(r.get("odds_ratio"))) for r in table.to_dict("records")]
+        rows = [
+            (r["label"], r["term"], format_number(r[v], "+.3f"), format_number(r.get("odds_ratio")))
+            for r in table.to_dict("records")
+        ]
         return rows, ["feature", "term", (v, "right"), ("odds ratio", "right")]
 
     # ------------------------------------------------------------------ prompts
@@ -334,5 +373,4 @@ class ModelFamily(ABC):
 
     def prompt_head(self) -> str:
         """The prompt's paragraph that says what model the parameters describe."""
-        return (f"Model: {self.title}. Parameters: \"intercept\" and one log-odds term per name "
-                "below.")
+        return f'Model: {self.title}. Parameters: "intercept" and one log-odds term per name below.'

@@ -91,19 +91,36 @@ class FitResult:
         rows = []
         for tid, st in self.status.items():
             s = self.stats.get(tid, {})
-            rows.append({"task_id": tid, "status": st, "n_rows": s.get("n_rows"),
-                         "prevalence": s.get("prevalence", math.nan),
-                         "train_logloss": s.get("train_logloss", math.nan),
-                         "heldout_logloss": s.get("heldout_logloss", math.nan)})
-        return pd.DataFrame(rows, columns=["task_id", "status", "n_rows", "prevalence", "train_logloss",
-                                           "heldout_logloss"])
+            rows.append(
+                {
+                    "task_id": tid,
+                    "status": st,
+                    "n_rows": s.get("n_rows"),
+                    "prevalence": s.get("prevalence", math.nan),
+                    "train_logloss": s.get("train_logloss", math.nan),
+                    "heldout_logloss": s.get("heldout_logloss", math.nan),
+                }
+            )
+        return pd.DataFrame(
+            rows,
+            columns=[
+                "task_id",
+                "status",
+                "n_rows",
+                "prevalence",
+                "train_logloss",
+                "heldout_logloss",
+            ],
+        )
 
     def __len__(self) -> int:
         return len(self.status)
 
     def __repr__(self) -> str:
-        return (f"FitResult({self.model}, {len(self.params)} fitted, {len(self.failed)} failed, "
-                f"solver={self.solver})")
+        return (
+            f"FitResult({self.model}, {len(self.params)} fitted, {len(self.failed)} failed, "
+            f"solver={self.solver})"
+        )
 
 
 def _logloss(y: np.ndarray, p: np.ndarray) -> float:
@@ -111,7 +128,9 @@ def _logloss(y: np.ndarray, p: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
 
 
-def fit_schema(tasks: TaskCollection | Sequence[Task], schema: FeatureSchema | None = None) -> FeatureSchema:
+def fit_schema(
+    tasks: TaskCollection | Sequence[Task], schema: FeatureSchema | None = None
+) -> FeatureSchema:
     """The schema :func:`fit_many` uses by default: a copy of ``schema`` (default: the
     collection's, else inferred from the rows of every sampled task, so a column that is all
     0 in one task is not "binary" for the rest) fitted on the pooled rows of the tasks whose
@@ -132,7 +151,9 @@ def fit_schema(tasks: TaskCollection | Sequence[Task], schema: FeatureSchema | N
     True
     """
     if schema is None:
-        schema = tasks.schema if isinstance(tasks, TaskCollection) and tasks.schema is not None else None
+        schema = (
+            tasks.schema if isinstance(tasks, TaskCollection) and tasks.schema is not None else None
+        )
     order = [int(i) for i in np.random.default_rng(0).permutation(len(tasks))]
     if schema is None:  # types from the rows of every task that the schema is fitted on
         picked, rows = [], 0
@@ -143,14 +164,18 @@ def fit_schema(tasks: TaskCollection | Sequence[Task], schema: FeatureSchema | N
                 break
         sample = [tasks[i] for i in sorted(picked)]  # in task order, as the user listed them
         try:
-            base = FeatureSchema.infer([t.X for t in sample], labels=[f"task {t.task_id!r}" for t in sample])
+            base = FeatureSchema.infer(
+                [t.X for t in sample], labels=[f"task {t.task_id!r}" for t in sample]
+            )
         except ValidationError:
             # a few tasks with text where most hold numbers ('n/a' in age) get their own status
             # later; the others keep their types. Any other disagreement stands.
             kept = _without_text_minorities(sample)
             if len(kept) == len(sample) or not kept:
                 raise
-            base = FeatureSchema.infer([t.X for t in kept], labels=[f"task {t.task_id!r}" for t in kept])
+            base = FeatureSchema.infer(
+                [t.X for t in kept], labels=[f"task {t.task_id!r}" for t in kept]
+            )
     else:
         base = schema
     chosen, total = {}, 0
@@ -179,7 +204,9 @@ def _without_text_minorities(tasks: list[Task]) -> list[Task]:
     """``tasks`` less those holding text in a column that most of the tasks hold as numbers."""
     drop: set[str] = set()
     for col in {c for t in tasks for c in t.X.columns}:
-        numeric = {t.task_id: pd.api.types.is_numeric_dtype(t.X[col]) for t in tasks if col in t.X.columns}
+        numeric = {
+            t.task_id: pd.api.types.is_numeric_dtype(t.X[col]) for t in tasks if col in t.X.columns
+        }
         if 2 * sum(numeric.values()) > len(numeric):
             drop.update(tid for tid, is_num in numeric.items() if not is_num)
     return [t for t in tasks if t.task_id not in drop]
@@ -223,14 +250,21 @@ def _design(schema: FeatureSchema, tasks: list[Task]) -> list[np.ndarray]:
     for group in _same_layout_groups(schema, tasks):
         Z = schema.transform(pd.concat([t.X for t in group], ignore_index=True))
         bounds = np.cumsum([0] + [t.n_rows for t in group])
-        out.update((t.task_id, Z[a:b]) for t, a, b in zip(group, bounds[:-1], bounds[1:], strict=True))
+        out.update(
+            (t.task_id, Z[a:b]) for t, a, b in zip(group, bounds[:-1], bounds[1:], strict=True)
+        )
     return [out[t.task_id] for t in tasks]
 
 
-def _prechecks(tasks: list[Task], schema: FeatureSchema, min_rows: int, min_per_class: int) -> list[str]:
+def _prechecks(
+    tasks: list[Task], schema: FeatureSchema, min_rows: int, min_per_class: int
+) -> list[str]:
     """``"ok"`` or the reason each task cannot be fitted; rows are validated a group at a
     time, and a task is validated alone (for its own message) only when its group fails."""
-    status = ["; ".join(t.fit_problems(min_rows=min_rows, min_per_class=min_per_class)) or "ok" for t in tasks]
+    status = [
+        "; ".join(t.fit_problems(min_rows=min_rows, min_per_class=min_per_class)) or "ok"
+        for t in tasks
+    ]
     passed = _matching(schema, [t for t, st in zip(tasks, status, strict=True) if st == "ok"])
     for k, t in enumerate(tasks):
         if status[k] == "ok" and t.task_id not in passed:
@@ -249,7 +283,9 @@ def _precheck(task: Task, schema: FeatureSchema, min_rows: int, min_per_class: i
     return "ok"
 
 
-def stratified_folds(y: np.ndarray, cv: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
+def stratified_folds(
+    y: np.ndarray, cv: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]] | None:
     """The (train, test) rows of ``StratifiedKFold(cv, shuffle=True, random_state=seed)``
     for binary ``y``, or None when a class has fewer than ``cv`` rows (or ``cv < 2``).
 
@@ -267,7 +303,9 @@ def stratified_folds(y: np.ndarray, cv: int, seed: int) -> list[tuple[np.ndarray
         return None
     _, first, inverse = np.unique(y, return_index=True, return_inverse=True)
     encoded = np.argsort(np.argsort(first))[inverse]  # classes numbered by first appearance
-    allocation = np.array([np.bincount(np.sort(encoded)[i::cv], minlength=len(first)) for i in range(cv)])
+    allocation = np.array(
+        [np.bincount(np.sort(encoded)[i::cv], minlength=len(first)) for i in range(cv)]
+    )
     rng = np.random.RandomState(seed)
     test_folds = np.empty(len(y), dtype=np.int64)
     for k in range(len(first)):
@@ -279,8 +317,14 @@ def stratified_folds(y: np.ndarray, cv: int, seed: int) -> list[tuple[np.ndarray
 
 
 def _stats(task: Task, solver: str) -> dict[str, Any]:
-    return {"n_rows": task.n_rows, "n_positive": task.n_positive, "prevalence": task.prevalence,
-            "solver": solver, "train_logloss": math.nan, "heldout_logloss": math.nan}
+    return {
+        "n_rows": task.n_rows,
+        "n_positive": task.n_positive,
+        "prevalence": task.prevalence,
+        "solver": solver,
+        "train_logloss": math.nan,
+        "heldout_logloss": math.nan,
+    }
 
 
 # ---------------------------------------------------------------------- one task, any estimator
@@ -292,7 +336,12 @@ def _fit_one(template, schema: FeatureSchema, task: Task, cv: int, seed: int):
         try:
             est.fit(task.X, task.y)
         except Exception as exc:  # one bad task must not stop a million-task run
-            return task.task_id, None, f"fit failed ({type(exc).__name__}): {exc}".replace("\n", " "), stats
+            return (
+                task.task_id,
+                None,
+                f"fit failed ({type(exc).__name__}): {exc}".replace("\n", " "),
+                stats,
+            )
         if any(issubclass(w.category, ConvergenceWarning) for w in caught):
             stats["converged"] = False
         stats["train_logloss"] = _logloss(task.y, est.predict_proba(task.X)[:, 1])
@@ -330,7 +379,9 @@ def _ticking(results, bar):
 
 
 # ---------------------------------------------------------------------- batched L2 logistic
-def _run_batched(fit_fn, schema: FeatureSchema, tasks: list[Task], C: float, cv: int, seed: int, device):
+def _run_batched(
+    fit_fn, schema: FeatureSchema, tasks: list[Task], C: float, cv: int, seed: int, device
+):
     Z = _design(schema, tasks)
     ys = [t.y for t in tasks]
     fit = fit_fn(Z, ys, C=C, device=device)
@@ -357,22 +408,50 @@ def _run_batched(fit_fn, schema: FeatureSchema, tasks: list[Task], C: float, cv:
         if folds[k] is not None and not np.isnan(oof[k]).any():
             stats["heldout_logloss"] = _logloss(t.y, oof[k])
         std = laplace_std(Z[k], t.y, w, b, C)
-        meta = {"source": "fit", "model": "LogisticModel", "task_id": t.task_id, "n_rows": t.n_rows,
-                "n_positive": t.n_positive, "prevalence": t.prevalence, "classes": [0, 1], "penalty": "l2",
-                "C": float(C), "solver": "batched", "n_iter": int(fit.n_iter[k])}
+        meta = {
+            "source": "fit",
+            "model": "LogisticModel",
+            "task_id": t.task_id,
+            "n_rows": t.n_rows,
+            "n_positive": t.n_positive,
+            "prevalence": t.prevalence,
+            "classes": [0, 1],
+            "penalty": "l2",
+            "C": float(C),
+            "solver": "batched",
+            "n_iter": int(fit.n_iter[k]),
+        }
         if std is not None:
             meta["std_method"] = "laplace"
-        out.append((t.task_id, ModelParams("logistic", schema, np.concatenate([[b], w]), std=std, metadata=meta),
-                    "ok", stats))
+        out.append(
+            (
+                t.task_id,
+                ModelParams("logistic", schema, np.concatenate([[b], w]), std=std, metadata=meta),
+                "ok",
+                stats,
+            )
+        )
     return out
 
 
 # ---------------------------------------------------------------------- public entry point
-def fit_many(tasks: TaskCollection | Sequence[Task], model: str | type | Any = "logistic", *,
-             schema: FeatureSchema | None = None, n_jobs: int | None = 1, backend: str | None = None,
-             solver: str = "auto", C: float = 1.0, progress: bool = True, min_rows: int = 10,
-             min_per_class: int = 3, cv: int = 3, device: str | None = "auto", random_state: int = 0,
-             **model_kwargs) -> FitResult:
+def fit_many(
+    tasks: TaskCollection | Sequence[Task],
+    model: str | type | Any = "logistic",
+    *,
+    schema: FeatureSchema | None = None,
+    n_jobs: int | None = 1,
+    backend: str | None = None,
+    solver: str = "auto",
+    C: float = 1.0,
+    progress: bool = True,
+    min_rows: int = 10,
+    min_per_class: int = 3,
+    cv: int = 3,
+    device: str | None = "auto",
+    random_state: int = 0,
+    **model_kwargs,
+) -> FitResult:
     """Fit one model per task over one shared schema.
 
     Parameters
@@ -417,9 +496,14 @@ def fit_many(tasks: TaskCollection | Sequence[Task], model: str | type | Any = "
     if isinstance(model, str | type):
         cls, defaults = get_model_family(model), {}
     elif hasattr(model, "get_params") and hasattr(model, "to_params"):
-        cls, defaults = type(model), {k: v for k, v in model.get_params(deep=False).items() if k != "schema"}
+        cls, defaults = (
+            type(model),
+            {k: v for k, v in model.get_params(deep=False).items() if k != "schema"},
+        )
     else:
-        raise ValidationError(f"model must be a family name, an estimator class or instance; got {model!r}")
+        raise ValidationError(
+            f"model must be a family name, an estimator class or instance; got {model!r}"
+        )
     family = next((k for k, v in MODEL_FAMILIES.items() if v is cls), cls.__name__)
     kwargs = defaults | dict(model_kwargs)
     if "C" in cls().get_params():
@@ -432,18 +516,25 @@ def fit_many(tasks: TaskCollection | Sequence[Task], model: str | type | Any = "
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"invalid parameters for {cls.__name__}: {exc}") from exc
 
-    batchable = (cls is LogisticModel and kwargs.get("penalty", "l2") == "l2"
-                 and kwargs.get("class_weight") is None)
+    batchable = (
+        cls is LogisticModel
+        and kwargs.get("penalty", "l2") == "l2"
+        and kwargs.get("class_weight") is None
+    )
     if solver == "batched" and not batchable:
-        raise ValidationError("solver='batched' fits only L2 logistic models without class_weight; "
-                              "use solver='sklearn' or 'auto'")
+        raise ValidationError(
+            "solver='batched' fits only L2 logistic models without class_weight; "
+            "use solver='sklearn' or 'auto'"
+        )
     fit_fn = None
     if batchable and solver in ("auto", "batched"):
         try:
             from ragim.models.batched import fit_logistic_batched as fit_fn
         except ImportError as exc:
             if solver == "batched":
-                raise DependencyError(f"the batched solver is unavailable ({exc}); use solver='sklearn'") from exc
+                raise DependencyError(
+                    f"the batched solver is unavailable ({exc}); use solver='sklearn'"
+                ) from exc
 
     if schema is None:
         schema = fit_schema(tasks, base)
@@ -466,20 +557,26 @@ def fit_many(tasks: TaskCollection | Sequence[Task], model: str | type | Any = "
                 if t.task_id in status:
                     raise ValidationError(f"duplicate task id {t.task_id!r} in fit_many input")
                 status[t.task_id] = "pending"
-            for t, st in zip(chunk, _prechecks(chunk, schema, min_rows, min_per_class), strict=True):
+            for t, st in zip(
+                chunk, _prechecks(chunk, schema, min_rows, min_per_class), strict=True
+            ):
                 status[t.task_id] = st
                 if st == "ok":
                     todo.append(t)
                 else:
                     stats[t.task_id] = _stats(t, "none")
             if fit_fn is not None:
-                results = _run_batched(fit_fn, schema, todo, C, cv, random_state, device) if todo else []
+                results = (
+                    _run_batched(fit_fn, schema, todo, C, cv, random_state, device) if todo else []
+                )
                 if bar is not None:
                     bar.update(len(chunk))
             else:
                 if bar is not None:
                     bar.update(len(chunk) - len(todo))
-                results = _run_parallel(template, schema, todo, cv, random_state, n_jobs, backend, bar)
+                results = _run_parallel(
+                    template, schema, todo, cv, random_state, n_jobs, backend, bar
+                )
             for tid, p, st, s in results:
                 status[tid], stats[tid] = st, s
                 if p is not None:
@@ -487,5 +584,11 @@ def fit_many(tasks: TaskCollection | Sequence[Task], model: str | type | Any = "
     finally:
         if bar is not None:
             bar.close()
-    return FitResult(params, status, stats, schema, model=family,
-                     solver="batched" if fit_fn is not None else "sklearn")
+    return FitResult(
+        params,
+        status,
+        stats,
+        schema,
+        model=family,
+        solver="batched" if fit_fn is not None else "sklearn",
+    )

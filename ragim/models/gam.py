@@ -125,10 +125,24 @@ class GAMModel(InterpretableModel, ClassifierMixin, BaseEstimator):
         "random_state": ["random_state"],
     }
 
-    def __init__(self, schema=None, max_bins=None, interactions=0, learning_rate=0.05, max_rounds=1500,
-                 outer_bags=8, inner_bags=0, early_stopping_rounds=25, smoothing_rounds=25,
-                 validation_size=0.15, min_samples_leaf=10, reg_lambda=5.0, max_delta_step=0.0, n_jobs=1,
-                 random_state=0):
+    def __init__(
+        self,
+        schema=None,
+        max_bins=None,
+        interactions=0,
+        learning_rate=0.05,
+        max_rounds=1500,
+        outer_bags=8,
+        inner_bags=0,
+        early_stopping_rounds=25,
+        smoothing_rounds=25,
+        validation_size=0.15,
+        min_samples_leaf=10,
+        reg_lambda=5.0,
+        max_delta_step=0.0,
+        n_jobs=1,
+        random_state=0,
+    ):
         self.schema = schema
         self.max_bins = max_bins
         self.interactions = interactions
@@ -185,16 +199,22 @@ class GAMModel(InterpretableModel, ClassifierMixin, BaseEstimator):
         B = schema.bin_indices(Xdf)
         D, types = _ebm_inputs(schema, B)
         settings = self._ebm_settings()
-        ebm = ExplainableBoostingClassifier(feature_names=schema.names, feature_types=types, **settings)
+        ebm = ExplainableBoostingClassifier(
+            feature_names=schema.names, feature_types=types, **settings
+        )
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Missing values detected", category=UserWarning)
+            warnings.filterwarnings(
+                "ignore", message="Missing values detected", category=UserWarning
+            )
             ebm.fit(D, (y == classes[1]).astype(np.int64))
         vector, std = self._scores_from_ebm(ebm, schema, B)
         settings.pop("n_jobs")
         meta = self._base_metadata(y, classes) | {"ebm": settings}
         if std is not None:
             meta["std_method"] = "outer_bags"
-        self._set_fitted(ModelParams("gam", schema, vector, std=std, metadata=meta), classes, named=named)
+        self._set_fitted(
+            ModelParams("gam", schema, vector, std=std, metadata=meta), classes, named=named
+        )
         return self
 
     def _scores_from_ebm(self, ebm, schema: FeatureSchema, B: np.ndarray):
@@ -263,10 +283,20 @@ class GAMModel(InterpretableModel, ClassifierMixin, BaseEstimator):
         for f in schema.features:
             labels = schema.bin_labels(f.name)
             n_val = len(labels) - (f.name in schema.missing_)
-            mids = schema.bin_midpoints(f.name) if f.type == "continuous" else np.full(n_val, np.nan)
+            mids = (
+                schema.bin_midpoints(f.name) if f.type == "continuous" else np.full(n_val, np.nan)
+            )
             for i, lab in enumerate(labels):
-                rows.append({"feature": f.name, "type": f.type, "bin": i, "label": lab,
-                             "midpoint": float(mids[i]) if i < n_val else np.nan, "is_missing": i >= n_val})
+                rows.append(
+                    {
+                        "feature": f.name,
+                        "type": f.type,
+                        "bin": i,
+                        "label": lab,
+                        "midpoint": float(mids[i]) if i < n_val else np.nan,
+                        "is_missing": i >= n_val,
+                    }
+                )
         table = pd.DataFrame(rows)
         table.insert(5, "score", p.terms)
         if p.std is not None:
@@ -298,14 +328,26 @@ class GAMModel(InterpretableModel, ClassifierMixin, BaseEstimator):
                 vals = np.resize(np.array(schema.categories_[f.name] or ["?"], dtype=object), n)
             frame[f.name] = vals
             types.append("continuous" if f.type == "continuous" else "nominal")
-        ebm = ExplainableBoostingClassifier(feature_names=schema.names, feature_types=types, interactions=0,
-                                            outer_bags=1, max_rounds=1, validation_size=0,
-                                            early_stopping_rounds=0, smoothing_rounds=0, n_jobs=1)
+        ebm = ExplainableBoostingClassifier(
+            feature_names=schema.names,
+            feature_types=types,
+            interactions=0,
+            outer_bags=1,
+            max_rounds=1,
+            validation_size=0,
+            early_stopping_rounds=0,
+            smoothing_rounds=0,
+            n_jobs=1,
+        )
         ebm.fit(pd.DataFrame(frame), np.arange(n) % 2)
         bounds = np.full((len(schema.features), 2), np.nan)
         for k, f in enumerate(schema.features):
             scores = p.feature_terms(f.name)
-            sd = np.zeros_like(scores) if p.std is None else p.std[1 + schema.gam_offsets[k]:][:len(scores)]
+            sd = (
+                np.zeros_like(scores)
+                if p.std is None
+                else p.std[1 + schema.gam_offsets[k] :][: len(scores)]
+            )
             has_missing = f.name in schema.missing_
             n_val = len(scores) - has_missing
             if f.type == "continuous":

@@ -79,8 +79,10 @@ class GAMFamily(ModelFamily):
         return params.vector[start : start + len(params.schema.bin_labels(feature))]
 
     def sklearn_export_problem(self) -> str | None:
-        return ("only a logistic model exports to a scikit-learn Pipeline; export a GAM with "
-                "ragim.models.model_from_params(params).to_interpret() (an interpret EBM)")
+        return (
+            "only a logistic model exports to a scikit-learn Pipeline; export a GAM with "
+            "ragim.models.model_from_params(params).to_interpret() (an interpret EBM)"
+        )
 
     # ------------------------------------------------------------------ explanations
     def explanation_frame(self, params: ModelParams) -> pd.DataFrame:
@@ -91,30 +93,45 @@ class GAMFamily(ModelFamily):
             labels = schema.bin_labels(f.name)
             start = 1 + int(schema.gam_offsets[k])
             scores = params.vector[start : start + len(labels)]
-            stds = (params.std[start : start + len(labels)] if params.std is not None
-                    else np.full(len(labels), np.nan))
+            stds = (
+                params.std[start : start + len(labels)]
+                if params.std is not None
+                else np.full(len(labels), np.nan)
+            )
             n_obs = len(labels) - (f.name in schema.missing_)
             mids = schema.bin_midpoints(f.name)
             bounds = _continuous_bounds(schema, f.name) if f.type == "continuous" else None
             for i, (lab, s, sd) in enumerate(zip(labels, scores, stds, strict=True)):
                 obs = i < n_obs
-                rows.append({
-                    "feature": f.name, "label": f.display_name, "type": f.type,
-                    "term": f"{f.name}[{lab}]", "bin": lab,
-                    "bin_label": f.level_label(lab) if obs and f.type != "continuous" else lab,
-                    "is_missing_bin": not obs,
-                    "bin_low": bounds[i] if obs and bounds is not None else np.nan,
-                    "bin_high": bounds[i + 1] if obs and bounds is not None else np.nan,
-                    "midpoint": mids[i] if obs and f.type != "categorical" else np.nan,
-                    "score": s, "std": sd, "ci_low": s - Z95 * sd, "ci_high": s + Z95 * sd,
-                    "odds_ratio": clipped_exp(s), "unit": f.unit,
-                })
+                rows.append(
+                    {
+                        "feature": f.name,
+                        "label": f.display_name,
+                        "type": f.type,
+                        "term": f"{f.name}[{lab}]",
+                        "bin": lab,
+                        "bin_label": f.level_label(lab) if obs and f.type != "continuous" else lab,
+                        "is_missing_bin": not obs,
+                        "bin_low": bounds[i] if obs and bounds is not None else np.nan,
+                        "bin_high": bounds[i + 1] if obs and bounds is not None else np.nan,
+                        "midpoint": mids[i] if obs and f.type != "categorical" else np.nan,
+                        "score": s,
+                        "std": sd,
+                        "ci_low": s - Z95 * sd,
+                        "ci_high": s + Z95 * sd,
+                        "odds_ratio": clipped_exp(s),
+                        "unit": f.unit,
+                    }
+                )
         return pd.DataFrame(rows)
 
     def importance(self, params: ModelParams, frame: pd.DataFrame) -> pd.Series:
         """The plain mean |score| over the feature's non-missing bins."""
-        return frame[~frame["is_missing_bin"]].groupby("feature", sort=False)["score"].apply(
-            lambda s: s.abs().mean())
+        return (
+            frame[~frame["is_missing_bin"]]
+            .groupby("feature", sort=False)["score"]
+            .apply(lambda s: s.abs().mean())
+        )
 
     def explanation_table(self, expl, top: int | None, missing: bool) -> pd.DataFrame:
         """The bins of the ``top`` most important features, most important first."""
@@ -128,23 +145,36 @@ class GAMFamily(ModelFamily):
         if not missing:
             df = df[~df["is_missing_bin"]]
         df = df.sort_values("feature", key=lambda c: c.map(order), kind="stable")
-        df = df[["term", "feature", "label", "bin", "bin_label", "score", "std", "ci_low",
-                 "ci_high", "odds_ratio"]].reset_index(drop=True)
+        df = df[
+            [
+                "term",
+                "feature",
+                "label",
+                "bin",
+                "bin_label",
+                "score",
+                "std",
+                "ci_low",
+                "ci_high",
+                "odds_ratio",
+            ]
+        ].reset_index(drop=True)
         note = truncation_note(len(feats), total, "features") + (
-            f"; {hidden} missing-value bin{'s' if hidden != 1 else ''} not shown" if hidden else "")
+            f"; {hidden} missing-value bin{'s' if hidden != 1 else ''} not shown" if hidden else ""
+        )
         df.attrs.update(n_total=total, n_hidden_missing=hidden, note=note)
         return df
 
-    def local_contributions(self, params: ModelParams, X: pd.DataFrame
-                            ) -> tuple[dict[str, dict], None]:
+    def local_contributions(
+        self, params: ModelParams, X: pd.DataFrame
+    ) -> tuple[dict[str, dict], None]:
         """Each feature's contribution is the score of the patient's bin (and the bin)."""
         schema = params.schema
         out = {}
         for f, i in zip(schema.features, schema.bin_indices(X)[0], strict=True):
             labels = schema.bin_labels(f.name)
             c = float(self.feature_terms(params, f.name)[i]) if i >= 0 else 0.0
-            out[f.name] = {"bin": labels[i] if i >= 0 else "(unknown category)",
-                           "contribution": c}
+            out[f.name] = {"bin": labels[i] if i >= 0 else "(unknown category)", "contribution": c}
         return out, None
 
     def plot_global(self, expl, table: pd.DataFrame, kind: str, ax=None):
@@ -154,23 +184,35 @@ class GAMFamily(ModelFamily):
         feats = list(dict.fromkeys(table["feature"]))
         frame = expl.to_frame()
         return plots.plot_shape_functions(
-            frame.assign(bin=frame["bin_label"]), feats, kind=kind, ax=ax,
-            title=f"GAM shape functions for {expl.outcome}\n{table.attrs['note']}")
+            frame.assign(bin=frame["bin_label"]),
+            feats,
+            kind=kind,
+            ax=ax,
+            title=f"GAM shape functions for {expl.outcome}\n{table.attrs['note']}",
+        )
 
     def html_columns(self) -> list[str]:
         return ["label", "bin_label", "score", "ci_low", "ci_high", "odds_ratio", "term"]
 
     def summary_lines(self, expl) -> list[str]:
         labels = {f.name: f.display_name for f in expl.params.schema.features}
-        return [f"  {labels[r.feature]:<24} importance {r.importance:.3f}"
-                for r in expl.importance().head(5).itertuples()]
+        return [
+            f"  {labels[r.feature]:<24} importance {r.importance:.3f}"
+            for r in expl.importance().head(5).itertuples()
+        ]
 
     def text_table(self, table: pd.DataFrame) -> tuple[list[tuple], list]:
         fmt = format_number
         rows = [
-            (r.label, r.bin_label, fmt(r.score, "+.3f"),
-             f"{fmt(r.ci_low, '+.2f')}..{fmt(r.ci_high, '+.2f')}" if np.isfinite(r.ci_low) else "",
-             fmt(r.odds_ratio))
+            (
+                r.label,
+                r.bin_label,
+                fmt(r.score, "+.3f"),
+                f"{fmt(r.ci_low, '+.2f')}..{fmt(r.ci_high, '+.2f')}"
+                if np.isfinite(r.ci_low)
+                else "",
+                fmt(r.odds_ratio),
+            )
             for r in table.itertuples()
         ]
         cols = ["feature", "bin", ("score", "right"), ("95% CI", "right"), ("odds ratio", "right")]
@@ -187,5 +229,7 @@ class GAMFamily(ModelFamily):
         return lines
 
     def prompt_head(self) -> str:
-        return ("Model: generalised additive model. Parameters: \"intercept\" and one log-odds "
-                "score per bin of each feature below.")
+        return (
+            'Model: generalised additive model. Parameters: "intercept" and one log-odds '
+            "score per bin of each feature below."
+        )

@@ -43,8 +43,14 @@ from ragim.schema import FeatureSchema
 Z95 = 1.959963984540054
 
 
-def laplace_std(Z: np.ndarray, y01: np.ndarray, coef: np.ndarray, intercept: float, C: float,
-                sample_weight: np.ndarray | None = None) -> np.ndarray | None:
+def laplace_std(
+    Z: np.ndarray,
+    y01: np.ndarray,
+    coef: np.ndarray,
+    intercept: float,
+    C: float,
+    sample_weight: np.ndarray | None = None,
+) -> np.ndarray | None:
     """Approximate posterior SDs of ``[intercept, *coef]`` for the L2 objective
     ``0.5 ||w||^2 + C sum_i s_i logloss_i`` (inverse Hessian at the optimum).
 
@@ -121,8 +127,16 @@ class LogisticModel(InterpretableModel, ClassifierMixin, BaseEstimator):
         "class_weight": [dict, StrOptions({"balanced"}), None],
     }
 
-    def __init__(self, schema=None, penalty="l2", C=1.0, l1_ratio=0.5, max_iter=1000, tol=1e-6,
-                 class_weight=None):
+    def __init__(
+        self,
+        schema=None,
+        penalty="l2",
+        C=1.0,
+        l1_ratio=0.5,
+        max_iter=1000,
+        tol=1e-6,
+        class_weight=None,
+    ):
         self.schema = schema
         self.penalty = penalty
         self.C = C
@@ -133,7 +147,12 @@ class LogisticModel(InterpretableModel, ClassifierMixin, BaseEstimator):
 
     def _solver_kwargs(self) -> dict[str, Any]:
         """scikit-learn >= 1.8 spelling: the penalty is set by ``l1_ratio`` and ``C``."""
-        kw = {"max_iter": self.max_iter, "tol": self.tol, "class_weight": self.class_weight, "random_state": 0}
+        kw = {
+            "max_iter": self.max_iter,
+            "tol": self.tol,
+            "class_weight": self.class_weight,
+            "random_state": 0,
+        }
         if self.penalty is None:
             return kw | {"C": np.inf, "l1_ratio": 0.0, "solver": "lbfgs"}
         if self.penalty == "l2":
@@ -172,11 +191,16 @@ class LogisticModel(InterpretableModel, ClassifierMixin, BaseEstimator):
         if self.penalty == "elasticnet":
             meta["l1_ratio"] = float(self.l1_ratio)
         if self.class_weight is not None:
-            meta["class_weight"] = (self.class_weight if isinstance(self.class_weight, str)
-                                    else {str(json_label(k)): float(v) for k, v in self.class_weight.items()})
+            meta["class_weight"] = (
+                self.class_weight
+                if isinstance(self.class_weight, str)
+                else {str(json_label(k)): float(v) for k, v in self.class_weight.items()}
+            )
         if std is not None:
             meta["std_method"] = "laplace"
-        params = ModelParams("logistic", schema, np.concatenate([[b], coef]), std=std, metadata=meta)
+        params = ModelParams(
+            "logistic", schema, np.concatenate([[b], coef]), std=std, metadata=meta
+        )
         self._set_fitted(params, classes, named=named)
         self.n_iter_ = np.asarray(lr.n_iter_)
         return self
@@ -227,18 +251,25 @@ class LogisticModel(InterpretableModel, ClassifierMixin, BaseEstimator):
         coef = p.terms.copy()
         std = None if p.std is None else p.std.copy()
         rows = [{"term": "intercept", "feature": "", "role": "intercept", "unit": ""}]
-        rows += [{"term": c.name, "feature": c.feature, "role": c.role, "unit": schema[c.feature].unit} for c in cols]
+        rows += [
+            {"term": c.name, "feature": c.feature, "role": c.role, "unit": schema[c.feature].unit}
+            for c in cols
+        ]
         table = pd.DataFrame(rows)
         values = np.concatenate([[p.intercept], coef])
         if scale == "original":
-            is_cont = np.array([c.role == "value" and schema[c.feature].type == "continuous" for c in cols])
+            is_cont = np.array(
+                [c.role == "value" and schema[c.feature].type == "continuous" for c in cols]
+            )
             sd = np.array([c.scale for c in cols])
             center = np.array([c.center for c in cols])
             per_unit = np.where(is_cont, coef / sd, coef)
             b0 = p.intercept - float(np.sum(np.where(is_cont, coef * center / sd, 0.0)))
             values = np.concatenate([[b0], per_unit])
             table["sd"] = np.concatenate([[np.nan], np.where(is_cont, sd, np.nan)])
-            table["odds_ratio_per_sd"] = np.concatenate([[np.nan], np.where(is_cont, np.exp(coef), np.nan)])
+            table["odds_ratio_per_sd"] = np.concatenate(
+                [[np.nan], np.where(is_cont, np.exp(coef), np.nan)]
+            )
             if std is not None:
                 std = np.concatenate([[np.nan], np.where(is_cont, std[1:] / sd, std[1:])])
         table.insert(4, "coef", values)

@@ -100,14 +100,34 @@ def _comparison_rows(p: ModelParams, missing: bool) -> tuple[pd.DataFrame, int]:
                 f.level_label(med) if f.type == "binary" else f"{_num_text(med)} {f.unit}".strip()
             )
             comparison = f"missing vs recorded {shown} (the median)"
-        rows.append({
-            "term": c.name, "feature": f.name, "label": f.display_name, "comparison": comparison,
-            "coef": b, "std": s, "ci_low": b - Z95 * s, "ci_high": b + Z95 * s,
-            "odds_ratio": clipped_exp(b), "or_low": clipped_exp(b - Z95 * s),
-            "or_high": clipped_exp(b + Z95 * s),
-        })
-    cols = ["term", "feature", "label", "comparison", "coef", "std", "ci_low", "ci_high",
-            "odds_ratio", "or_low", "or_high"]
+        rows.append(
+            {
+                "term": c.name,
+                "feature": f.name,
+                "label": f.display_name,
+                "comparison": comparison,
+                "coef": b,
+                "std": s,
+                "ci_low": b - Z95 * s,
+                "ci_high": b + Z95 * s,
+                "odds_ratio": clipped_exp(b),
+                "or_low": clipped_exp(b - Z95 * s),
+                "or_high": clipped_exp(b + Z95 * s),
+            }
+        )
+    cols = [
+        "term",
+        "feature",
+        "label",
+        "comparison",
+        "coef",
+        "std",
+        "ci_low",
+        "ci_high",
+        "odds_ratio",
+        "or_low",
+        "or_high",
+    ]
     return by_abs(pd.DataFrame(rows, columns=cols), "coef").reset_index(drop=True), hidden
 
 
@@ -153,28 +173,46 @@ class LogisticFamily(ModelFamily):
             f = schema[c.feature]
             cont = c.role == "value" and f.type == "continuous"
             unit = f.unit if cont else ""
-            rows.append({
-                "term": c.name, "feature": c.feature, "label": _term_label(f, c),
-                "reference": _term_reference(schema, f, c), "type": f.type, "role": c.role,
-                "category": c.category, "coef": b, "std": s, "ci_low": b - Z95 * s,
-                "ci_high": b + Z95 * s, "odds_ratio_per_sd": clipped_exp(b),
-                "change": f"+1 SD = {c.scale:.3g} {unit}".strip() if cont else "0→1",
-                "coef_per_unit": b / c.scale, "odds_ratio_per_unit": clipped_exp(b / c.scale),
-                "unit": unit, "scale": c.scale,
-            })
+            rows.append(
+                {
+                    "term": c.name,
+                    "feature": c.feature,
+                    "label": _term_label(f, c),
+                    "reference": _term_reference(schema, f, c),
+                    "type": f.type,
+                    "role": c.role,
+                    "category": c.category,
+                    "coef": b,
+                    "std": s,
+                    "ci_low": b - Z95 * s,
+                    "ci_high": b + Z95 * s,
+                    "odds_ratio_per_sd": clipped_exp(b),
+                    "change": f"+1 SD = {c.scale:.3g} {unit}".strip() if cont else "0→1",
+                    "coef_per_unit": b / c.scale,
+                    "odds_ratio_per_unit": clipped_exp(b / c.scale),
+                    "unit": unit,
+                    "scale": c.scale,
+                }
+            )
         return pd.DataFrame(rows)
 
     def importance(self, params: ModelParams, frame: pd.DataFrame) -> pd.Series:
         """The largest |coef| among the feature's non-missing-indicator terms."""
-        return frame[frame["role"] != "missing"].groupby("feature", sort=False)["coef"].apply(
-            lambda s: s.abs().max())
+        return (
+            frame[frame["role"] != "missing"]
+            .groupby("feature", sort=False)["coef"]
+            .apply(lambda s: s.abs().max())
+        )
 
     def explanation_table(self, expl, top: int | None, missing: bool) -> pd.DataFrame:
         df, hidden = _comparison_rows(expl.params, missing)
         total = len(df)
         df = df.head(top) if top is not None else df
-        df.attrs.update(n_total=total, n_hidden_missing=hidden,
-                        note=truncation_note(len(df), total, "terms", hidden))
+        df.attrs.update(
+            n_total=total,
+            n_hidden_missing=hidden,
+            note=truncation_note(len(df), total, "terms", hidden),
+        )
         return df
 
     def reference_intercept(self, params: ModelParams) -> tuple[float, float, list[str]]:
@@ -198,16 +236,34 @@ class LogisticFamily(ModelFamily):
     def plot_global(self, expl, table: pd.DataFrame, kind: str, ax=None):
         from ragim import plots
 
-        df = table.assign(label=[f"{lab}: {cmp}" for lab, cmp in
-                                 zip(table["label"], table["comparison"], strict=True)])
+        df = table.assign(
+            label=[
+                f"{lab}: {cmp}"
+                for lab, cmp in zip(table["label"], table["comparison"], strict=True)
+            ]
+        )
         return plots.plot_coefficients(
-            df, kind=kind, ax=ax,
-            title=(f"Logistic model for {expl.outcome} (intercept {expl.intercept:+.3g})\n"
-                   f"{table.attrs['note']}"))
+            df,
+            kind=kind,
+            ax=ax,
+            title=(
+                f"Logistic model for {expl.outcome} (intercept {expl.intercept:+.3g})\n"
+                f"{table.attrs['note']}"
+            ),
+        )
 
     def html_columns(self) -> list[str]:
-        return ["label", "comparison", "odds_ratio", "or_low", "or_high", "coef", "ci_low",
-                "ci_high", "term"]
+        return [
+            "label",
+            "comparison",
+            "odds_ratio",
+            "or_low",
+            "or_high",
+            "coef",
+            "ci_low",
+            "ci_high",
+            "term",
+        ]
 
     def summary_lines(self, expl) -> list[str]:
         t = expl.table(5)
@@ -221,13 +277,22 @@ class LogisticFamily(ModelFamily):
     def text_table(self, table: pd.DataFrame) -> tuple[list[tuple], list]:
         fmt = format_number
         rows = [
-            (r.label, r.comparison, fmt(r.odds_ratio),
-             f"{fmt(r.or_low)}-{fmt(r.or_high)}" if math.isfinite(r.or_low) else "",
-             fmt(r.coef, "+.3f"))
+            (
+                r.label,
+                r.comparison,
+                fmt(r.odds_ratio),
+                f"{fmt(r.or_low)}-{fmt(r.or_high)}" if math.isfinite(r.or_low) else "",
+                fmt(r.coef, "+.3f"),
+            )
             for r in table.itertuples()
         ]
-        cols = ["term", "comparison", ("odds ratio", "right"), ("95% CI", "right"),
-                ("log-odds", "right")]
+        cols = [
+            "term",
+            "comparison",
+            ("odds ratio", "right"),
+            ("95% CI", "right"),
+            ("log-odds", "right"),
+        ]
         return rows, cols
 
     # ------------------------------------------------------------------ prompts
@@ -253,7 +318,7 @@ class LogisticFamily(ModelFamily):
 
     def prompt_head(self) -> str:
         return (
-            "Model: logistic regression. Parameters: \"intercept\" and one coefficient (log-odds) "
+            'Model: logistic regression. Parameters: "intercept" and one coefficient (log-odds) '
             "per design term below. Continuous features are standardised (a coefficient is per "
             "SD); indicators are 0/1."
         )

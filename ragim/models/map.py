@@ -19,8 +19,15 @@ import numpy as np
 from scipy.special import expit
 
 
-def map_logistic(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, lam: float, intercept_ratio: float = 0.1,
-                 max_iter: int = 100, tol: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
+def map_logistic(
+    D: np.ndarray,
+    y: np.ndarray,
+    theta0: np.ndarray,
+    lam: float,
+    intercept_ratio: float = 0.1,
+    max_iter: int = 100,
+    tol: float = 1e-10,
+) -> tuple[np.ndarray, np.ndarray]:
     """MAP logistic regression with a ridge prior centred on ``theta0``; returns (theta, Hessian).
 
     Minimises ``sum_i logloss(y_i, theta) + lam/2 ||theta_terms - theta0_terms||^2 +
@@ -40,8 +47,15 @@ def map_logistic(D: np.ndarray, y: np.ndarray, theta0: np.ndarray, lam: float, i
     return newton_map(A, y, theta0.astype(float), prec, max_iter, tol)
 
 
-def newton_map(A: np.ndarray, y: np.ndarray, mu: np.ndarray, prec: np.ndarray, max_iter: int = 100,
-               tol: float = 1e-10, offset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def newton_map(
+    A: np.ndarray,
+    y: np.ndarray,
+    mu: np.ndarray,
+    prec: np.ndarray,
+    max_iter: int = 100,
+    tol: float = 1e-10,
+    offset: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Newton's method, with step halving, for ``sum_i logloss(y_i, offset_i + A_i w) + 1/2 sum_k prec_k (w_k - mu_k)^2``.
 
     Parameters
@@ -62,7 +76,9 @@ def newton_map(A: np.ndarray, y: np.ndarray, mu: np.ndarray, prec: np.ndarray, m
 
     def objective(v):
         z = off + A @ v
-        return float(np.sum(np.logaddexp(0.0, z) - y * z)) + 0.5 * float(np.sum(prec * (v - mu) ** 2))
+        return float(np.sum(np.logaddexp(0.0, z) - y * z)) + 0.5 * float(
+            np.sum(prec * (v - mu) ** 2)
+        )
 
     f = objective(w)
     for _ in range(max_iter):
@@ -84,9 +100,16 @@ def newton_map(A: np.ndarray, y: np.ndarray, mu: np.ndarray, prec: np.ndarray, m
     return w, (A * (p * (1 - p))[:, None]).T @ A + np.diag(prec)
 
 
-def stratified_logistic(D: np.ndarray, y: np.ndarray, groups: np.ndarray, *, slope_prec: float = 1.0,
-                        intercept_prec: float = 1e-4, max_iter: int = 50,
-                        tol: float = 1e-8) -> tuple[np.ndarray, np.ndarray]:
+def stratified_logistic(
+    D: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    *,
+    slope_prec: float = 1.0,
+    intercept_prec: float = 1e-4,
+    max_iter: int = 50,
+    tol: float = 1e-8,
+) -> tuple[np.ndarray, np.ndarray]:
     """Logistic regression with one intercept per group (task) and slopes shared by all groups.
 
     Minimises ``sum_i logloss(y_i, alpha_g(i) + D_i beta) + slope_prec/2 ||beta||^2 +

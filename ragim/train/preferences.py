@@ -134,12 +134,16 @@ def build_preference_pairs(
     check_int(max_tasks, "max_tasks", ge=1, allow_none=True)
     reward_fn = resolve_reward(reward)
     if index.tasks is None:
-        raise ValidationError("the index keeps no task rows; rebuild it with TaskIndex.build(..., keep_tasks=True) "
-                              "so that rewards can be evaluated on held-out rows")
+        raise ValidationError(
+            "the index keeps no task rows; rebuild it with TaskIndex.build(..., keep_tasks=True) "
+            "so that rewards can be evaluated on held-out rows"
+        )
     ids = list(index.ids if task_ids is None else task_ids)
     unknown = [t for t in ids if t not in index or t not in index.tasks]
     if unknown:
-        raise ValidationError(f"{len(unknown)} task id(s) are not in the index (with rows): {unknown[:5]}")
+        raise ValidationError(
+            f"{len(unknown)} task id(s) are not in the index (with rows): {unknown[:5]}"
+        )
     if max_tasks is not None and max_tasks < len(ids):
         keep = set(np.random.default_rng(seed).choice(len(ids), max_tasks, replace=False).tolist())
         ids = [t for i, t in enumerate(ids) if i in keep]
@@ -149,46 +153,94 @@ def build_preference_pairs(
     cfg = generator.config
     _, tok = generator.load_model()
     names = param_names(index.model, index.schema)
-    prompts = build_sft_dataset(index, tok, cfg, task_ids=ids, max_tokens=generator.prompt_limit(names))
+    prompts = build_sft_dataset(
+        index, tok, cfg, task_ids=ids, max_tokens=generator.prompt_limit(names)
+    )
     rows: list[dict] = []
-    for row in tqdm(prompts, total=len(prompts), desc="preference pairs", unit="task", disable=not progress):
+    for row in tqdm(
+        prompts, total=len(prompts), desc="preference pairs", unit="task", disable=not progress
+    ):
         tid = row["task_id"]
         rec = index.record(tid)
         _, test = index.tasks[tid].split(heldout_fraction, seed=seed)
         if test.n_rows == 0:
-            warnings.warn(f"task {tid!r} has no held-out rows at heldout_fraction={heldout_fraction}; skipped",
-                          stacklevel=2)
+            warnings.warn(
+                f"task {tid!r} has no held-out rows at heldout_fraction={heldout_fraction}; skipped",
+                stacklevel=2,
+            )
             continue
         heldout = encode_heldout(index.model, index.schema, test.X, test.y)
-        cands = generator.generate_candidates(rec["description"], index, exclude=leak_free(rec),
-                                              num_candidates=n_candidates, temperature=temperature)
+        cands = generator.generate_candidates(
+            rec["description"],
+            index,
+            exclude=leak_free(rec),
+            num_candidates=n_candidates,
+            temperature=temperature,
+        )
         shown = [p["task_id"] for p in cands[0].metadata["provenance"]]
         if shown != list(row["neighbor_ids"]):
-            raise GenerationError(f"task {tid!r}: the generator retrieved {shown} but the training prompt shows "
-                                  f"{list(row['neighbor_ids'])}; the generator and index disagree on retrieval")
+            raise GenerationError(
+                f"task {tid!r}: the generator retrieved {shown} but the training prompt shows "
+                f"{list(row['neighbor_ids'])}; the generator and index disagree on retrieval"
+            )
         fmt = generator.answer_format(names)
         texts = list(dict.fromkeys(fmt.write(p.as_dict()) for p in cands))
         n = len(texts)
-        scores = reward_fn(prompts=[row["prompt"]] * n, completions=texts, param_names=[names] * n,
-                           heldout=[heldout] * n, max_abs=[cfg.max_abs] * n)
-        scored = [(float(s), t) for s, t in zip(scores, texts, strict=True) if s is not None and math.isfinite(s)]
+        scores = reward_fn(
+            prompts=[row["prompt"]] * n,
+            completions=texts,
+            param_names=[names] * n,
+            heldout=[heldout] * n,
+            max_abs=[cfg.max_abs] * n,
+        )
+        scored = [
+            (float(s), t)
+            for s, t in zip(scores, texts, strict=True)
+            if s is not None and math.isfinite(s)
+        ]
         scored.sort(key=lambda st: -st[0])
         if len(scored) < 2:
             continue
-        candidates = [(scored[0], scored[-1])] if pairs == "best_worst" else [
-            (scored[i], scored[j]) for i in range(len(scored)) for j in range(i + 1, len(scored))]
+        candidates = (
+            [(scored[0], scored[-1])]
+            if pairs == "best_worst"
+            else [
+                (scored[i], scored[j])
+                for i in range(len(scored))
+                for j in range(i + 1, len(scored))
+            ]
+        )
         for (s_w, t_w), (s_l, t_l) in candidates:
             if s_w - s_l >= min_margin:
-                rows.append({"prompt": row["prompt"], "chosen": [{"role": "assistant", "content": t_w}],
-                             "rejected": [{"role": "assistant", "content": t_l}], "task_id": tid,
-                             "margin": s_w - s_l, "chosen_reward": s_w, "rejected_reward": s_l,
-                             "neighbor_ids": list(row["neighbor_ids"])})
+                rows.append(
+                    {
+                        "prompt": row["prompt"],
+                        "chosen": [{"role": "assistant", "content": t_w}],
+                        "rejected": [{"role": "assistant", "content": t_l}],
+                        "task_id": tid,
+                        "margin": s_w - s_l,
+                        "chosen_reward": s_w,
+                        "rejected_reward": s_l,
+                        "neighbor_ids": list(row["neighbor_ids"]),
+                    }
+                )
     if not rows:
-        warnings.warn(f"no candidate pair over {len(prompts)} task(s) differed by min_margin={min_margin}; "
-                      "lower min_margin, raise temperature or n_candidates", UserWarning, stacklevel=2)
+        warnings.warn(
+            f"no candidate pair over {len(prompts)} task(s) differed by min_margin={min_margin}; "
+            "lower min_margin, raise temperature or n_candidates",
+            UserWarning,
+            stacklevel=2,
+        )
         return empty_pairs()
     return Dataset.from_list(rows)
 
 
-__all__ = ["OPTIONAL_COLUMNS", "PREFERENCE_COLUMNS", "build_preference_pairs", "check_pair_names", "load_preferences",
-           "model_text", "save_preferences"]
+__all__ = [
+    "OPTIONAL_COLUMNS",
+    "PREFERENCE_COLUMNS",
+    "build_preference_pairs",
+    "check_pair_names",
+    "load_preferences",
+    "model_text",
+    "save_preferences",
+]

@@ -52,17 +52,31 @@ class RewardModelTrainingConfig:
     max_steps: int = field(default=50, metadata={"help": "optimiser steps"})
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate"})
     batch_size: int = field(default=4, metadata={"help": "pairs per step (also for evaluation)"})
-    val_fraction: float = field(default=0.2, metadata={
-        "help": "share of tasks whose pairs are held out when no val_pairs are given"})
-    seed: int = field(default=0, metadata={"help": "seed of the split, data order, head and LoRA init"})
+    val_fraction: float = field(
+        default=0.2,
+        metadata={"help": "share of tasks whose pairs are held out when no val_pairs are given"},
+    )
+    seed: int = field(
+        default=0, metadata={"help": "seed of the split, data order, head and LoRA init"}
+    )
 
     def __post_init__(self):
-        check_fields(self, {"max_steps": partial(check_int, ge=1), "batch_size": partial(check_int, ge=1),
-                            "seed": partial(check_int, ge=0), "val_fraction": partial(check_number, ge=0, lt=1),
-                            "learning_rate": partial(check_number, gt=0)}, "RewardModelTrainingConfig")
+        check_fields(
+            self,
+            {
+                "max_steps": partial(check_int, ge=1),
+                "batch_size": partial(check_int, ge=1),
+                "seed": partial(check_int, ge=0),
+                "val_fraction": partial(check_number, ge=0, lt=1),
+                "learning_rate": partial(check_number, gt=0),
+            },
+            "RewardModelTrainingConfig",
+        )
 
 
-def split_pairs_by_task(rows: list[dict], val_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+def split_pairs_by_task(
+    rows: list[dict], val_fraction: float, seed: int
+) -> tuple[list[dict], list[dict]]:
     """Hold out whole tasks (by ``task_id``) for validation; rows without task ids are split by row."""
     if val_fraction <= 0 or len(rows) < 2:
         return rows, []
@@ -72,10 +86,14 @@ def split_pairs_by_task(rows: list[dict], val_fraction: float, seed: int) -> tup
         groups = list(dict.fromkeys(tids))
         n_val = min(len(groups) - 1, max(1, int(round(val_fraction * len(groups)))))
         val = {groups[i] for i in rng.permutation(len(groups))[:n_val]}
-        return [r for r in rows if r["task_id"] not in val], [r for r in rows if r["task_id"] in val]
+        return [r for r in rows if r["task_id"] not in val], [
+            r for r in rows if r["task_id"] in val
+        ]
     n_val = min(len(rows) - 1, max(1, int(round(val_fraction * len(rows)))))
     val_idx = set(rng.permutation(len(rows))[:n_val].tolist())
-    return [r for i, r in enumerate(rows) if i not in val_idx], [r for i, r in enumerate(rows) if i in val_idx]
+    return [r for i, r in enumerate(rows) if i not in val_idx], [
+        r for i, r in enumerate(rows) if i in val_idx
+    ]
 
 
 # --------------------------------------------------------------------------- training
@@ -147,31 +165,62 @@ def train_reward_model(
     from trl import RewardConfig as TRLRewardConfig
     from trl import RewardTrainer
 
-    run = run_config(RewardModelTrainingConfig, config, max_steps=max_steps, learning_rate=learning_rate,
-                     batch_size=batch_size, val_fraction=val_fraction, seed=seed)
+    run = run_config(
+        RewardModelTrainingConfig,
+        config,
+        max_steps=max_steps,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        val_fraction=val_fraction,
+        seed=seed,
+    )
     lora_r = check_int(lora_r, "lora_r", ge=1)
     rows = pair_rows(pairs)
     if not rows:
-        raise ValidationError("no preference pairs to train on; build_preference_pairs returned none "
-                              "(lower min_margin) or the file is empty")
+        raise ValidationError(
+            "no preference pairs to train on; build_preference_pairs returned none "
+            "(lower min_margin) or the file is empty"
+        )
     if val_pairs is not None:
         train_rows, val_rows = rows, pair_rows(val_pairs)
     else:
         train_rows, val_rows = split_pairs_by_task(rows, run.val_fraction, run.seed)
     if param_names is not None:
-        check_pair_names(train_rows + val_rows, param_names, where="the reward model's preference pairs")
+        check_pair_names(
+            train_rows + val_rows, param_names, where="the reward model's preference pairs"
+        )
 
-    rm = RewardModel(RewardModelConfig(base_model=base_model, lora_r=lora_r, lora_alpha=2 * lora_r,
-                                       device=device or "auto", seed=run.seed))
+    rm = RewardModel(
+        RewardModelConfig(
+            base_model=base_model,
+            lora_r=lora_r,
+            lora_alpha=2 * lora_r,
+            device=device or "auto",
+            seed=run.seed,
+        )
+    )
     set_seed(run.seed)
     model, tok = rm.build_model()
     done = train_with(
-        RewardTrainer, TRLRewardConfig, run, stage="reward", model=model, tokenizer=tok,
-        progress=progress, output_dir=output_dir, callbacks=callbacks,
-        args=dict(per_device_train_batch_size=run.batch_size, per_device_eval_batch_size=run.batch_size,
-                  eval_strategy="steps" if val_rows else "no", eval_steps=run.max_steps, max_length=None),
+        RewardTrainer,
+        TRLRewardConfig,
+        run,
+        stage="reward",
+        model=model,
+        tokenizer=tok,
+        progress=progress,
+        output_dir=output_dir,
+        callbacks=callbacks,
+        args=dict(
+            per_device_train_batch_size=run.batch_size,
+            per_device_eval_batch_size=run.batch_size,
+            eval_strategy="steps" if val_rows else "no",
+            eval_steps=run.max_steps,
+            max_length=None,
+        ),
         train_dataset=pairs_dataset(train_rows),
-        eval_dataset=pairs_dataset(val_rows) if val_rows else None, peft_config=rm.lora_config(),
+        eval_dataset=pairs_dataset(val_rows) if val_rows else None,
+        peft_config=rm.lora_config(),
     )
     peft_model = done.model
     rm.train_seconds_, rm.history_ = done.seconds, done.history
@@ -179,12 +228,21 @@ def train_reward_model(
     rm.model_, rm.tokenizer_ = peft_model, tok
     rm.n_trainable_params_ = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     rm.training_ = [training_record("reward", run)]
-    rm.train_task_ids_ = sorted({r["task_id"] for r in train_rows if isinstance(r.get("task_id"), str)})
+    rm.train_task_ids_ = sorted(
+        {r["task_id"] for r in train_rows if isinstance(r.get("task_id"), str)}
+    )
     rm.val_task_ids_ = sorted({r["task_id"] for r in val_rows if isinstance(r.get("task_id"), str)})
     if val_rows:
         rm.val_accuracy_ = rm.pairwise_accuracy(val_rows)
     return rm
 
 
-__all__ = ["FORMAT", "RewardModel", "RewardModelConfig", "RewardModelTrainingConfig", "best_of_n",
-           "split_pairs_by_task", "train_reward_model"]
+__all__ = [
+    "FORMAT",
+    "RewardModel",
+    "RewardModelConfig",
+    "RewardModelTrainingConfig",
+    "best_of_n",
+    "split_pairs_by_task",
+    "train_reward_model",
+]

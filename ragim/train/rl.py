@@ -63,38 +63,75 @@ class GRPOTrainingConfig:
     {'log_likelihood': 1.0}
     """
 
-    rewards: VerifiableRewardConfig = field(default_factory=VerifiableRewardConfig, metadata={
-        "help": "rewards and weights (default: held-out log-likelihood alone)"})
-    num_generations: int = field(default=4, metadata={
-        "help": "answers sampled per prompt (the GRPO group, >= 2: GRPO compares answers within a group)"})
+    rewards: VerifiableRewardConfig = field(
+        default_factory=VerifiableRewardConfig,
+        metadata={"help": "rewards and weights (default: held-out log-likelihood alone)"},
+    )
+    num_generations: int = field(
+        default=4,
+        metadata={
+            "help": "answers sampled per prompt (the GRPO group, >= 2: GRPO compares answers within a group)"
+        },
+    )
     max_steps: int = field(default=50, metadata={"help": "optimiser steps"})
-    learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate of the LoRA weights"})
-    batch_size: int = field(default=1, metadata={"help": "prompts per step (each with num_generations answers)"})
-    max_completion_length: int | None = field(default=None, metadata={
-        "help": "token budget per answer (default: the longest possible answer plus a margin)"})
-    temperature: float = field(default=0.8, metadata={"help": "sampling temperature of the answers"})
-    seed: int = field(default=0, metadata={"help": "seed of the held-out row split, data order and sampling"})
-    beta: float = field(default=0.0, metadata={"help": "KL coefficient towards the starting adapter (0: none)"})
-    heldout_fraction: float = field(default=0.5, metadata={"help": "share of each task's rows the rewards use"})
-    task_ids: list[str] | None = field(default=None, metadata={
-        "help": "training tasks (default: the generator's SFT training tasks)"})
+    learning_rate: float = field(
+        default=5e-5, metadata={"help": "AdamW learning rate of the LoRA weights"}
+    )
+    batch_size: int = field(
+        default=1, metadata={"help": "prompts per step (each with num_generations answers)"}
+    )
+    max_completion_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "token budget per answer (default: the longest possible answer plus a margin)"
+        },
+    )
+    temperature: float = field(
+        default=0.8, metadata={"help": "sampling temperature of the answers"}
+    )
+    seed: int = field(
+        default=0, metadata={"help": "seed of the held-out row split, data order and sampling"}
+    )
+    beta: float = field(
+        default=0.0, metadata={"help": "KL coefficient towards the starting adapter (0: none)"}
+    )
+    heldout_fraction: float = field(
+        default=0.5, metadata={"help": "share of each task's rows the rewards use"}
+    )
+    task_ids: list[str] | None = field(
+        default=None,
+        metadata={"help": "training tasks (default: the generator's SFT training tasks)"},
+    )
 
     def __post_init__(self):
-        if isinstance(self.rewards, dict) and set(self.rewards) <= {f.name for f in fields(VerifiableRewardConfig)}:
+        if isinstance(self.rewards, dict) and set(self.rewards) <= {
+            f.name for f in fields(VerifiableRewardConfig)
+        }:
             self.rewards = VerifiableRewardConfig(**self.rewards)  # a saved config's fields
         problems = []
         if not isinstance(self.rewards, VerifiableRewardConfig):
-            problems.append(f"rewards (reward_config) must be a ragim.train.rewards.VerifiableRewardConfig "
-                            f"(formerly RewardConfig), got {type(self.rewards).__name__}")
+            problems.append(
+                f"rewards (reward_config) must be a ragim.train.rewards.VerifiableRewardConfig "
+                f"(formerly RewardConfig), got {type(self.rewards).__name__}"
+            )
         if self.task_ids is not None:
             self.task_ids = list(self.task_ids)
-        check_fields(self, {
-            "num_generations": partial(check_int, ge=2), "max_steps": partial(check_int, ge=1),
-            "batch_size": partial(check_int, ge=1), "seed": partial(check_int, ge=0),
-            "max_completion_length": partial(check_int, ge=1, allow_none=True),
-            "learning_rate": partial(check_number, gt=0), "temperature": partial(check_number, gt=0),
-            "beta": partial(check_number, ge=0), "heldout_fraction": partial(check_number, gt=0, lt=1),
-        }, "GRPOTrainingConfig", problems)
+        check_fields(
+            self,
+            {
+                "num_generations": partial(check_int, ge=2),
+                "max_steps": partial(check_int, ge=1),
+                "batch_size": partial(check_int, ge=1),
+                "seed": partial(check_int, ge=0),
+                "max_completion_length": partial(check_int, ge=1, allow_none=True),
+                "learning_rate": partial(check_number, gt=0),
+                "temperature": partial(check_number, gt=0),
+                "beta": partial(check_number, ge=0),
+                "heldout_fraction": partial(check_number, gt=0, lt=1),
+            },
+            "GRPOTrainingConfig",
+            problems,
+        )
 
 
 @dataclass
@@ -106,16 +143,28 @@ class DPOTrainingConfig:
     0.1
     """
 
-    beta: float = field(default=0.1, metadata={"help": "DPO temperature: how far the policy may move"})
+    beta: float = field(
+        default=0.1, metadata={"help": "DPO temperature: how far the policy may move"}
+    )
     max_steps: int = field(default=50, metadata={"help": "optimiser steps"})
-    learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate of the LoRA weights"})
+    learning_rate: float = field(
+        default=5e-5, metadata={"help": "AdamW learning rate of the LoRA weights"}
+    )
     batch_size: int = field(default=4, metadata={"help": "pairs per step"})
     seed: int = field(default=0, metadata={"help": "seed of the data order"})
 
     def __post_init__(self):
-        check_fields(self, {"beta": partial(check_number, gt=0), "max_steps": partial(check_int, ge=1),
-                            "learning_rate": partial(check_number, gt=0), "batch_size": partial(check_int, ge=1),
-                            "seed": partial(check_int, ge=0)}, "DPOTrainingConfig")
+        check_fields(
+            self,
+            {
+                "beta": partial(check_number, gt=0),
+                "max_steps": partial(check_int, ge=1),
+                "learning_rate": partial(check_number, gt=0),
+                "batch_size": partial(check_int, ge=1),
+                "seed": partial(check_int, ge=0),
+            },
+            "DPOTrainingConfig",
+        )
 
 
 def _strip_trl_patches(model) -> None:
@@ -142,12 +191,18 @@ def policy_copy(generator_or_path, *, device: str | None = None) -> LMGenerator:
     elif isinstance(generator_or_path, LMGenerator):
         src = generator_or_path
         with tempfile.TemporaryDirectory(prefix="ragim-policy-") as tmp:
-            gen = LMGenerator.load(src.save(Path(tmp) / "generator"), device=device or src.config.device)
-        for name, value in vars(src).items():  # keep in-memory state the artifact does not hold (index_, ...)
+            gen = LMGenerator.load(
+                src.save(Path(tmp) / "generator"), device=device or src.config.device
+            )
+        for name, value in vars(
+            src
+        ).items():  # keep in-memory state the artifact does not hold (index_, ...)
             if name not in ("config", "model_", "tokenizer_"):
                 setattr(gen, name, copy.copy(value))
     else:
-        raise ValidationError(f"expected an LMGenerator or the path of a saved one, got {type(generator_or_path).__name__}")
+        raise ValidationError(
+            f"expected an LMGenerator or the path of a saved one, got {type(generator_or_path).__name__}"
+        )
     active = gen.model_.active_adapter
     for name, p in gen.model_.named_parameters():
         p.requires_grad_("lora_" in name and f".{active}." in name)
@@ -171,25 +226,40 @@ def _finish(gen: LMGenerator, done, stage: str, run) -> LMGenerator:
     return gen
 
 
-def build_grpo_dataset(index, tokenizer, config, *, task_ids: Sequence[str], hide: Sequence[str] = (),
-                       heldout_fraction: float = 0.5, seed: int = 0, max_tokens: int | None = None):
+def build_grpo_dataset(
+    index,
+    tokenizer,
+    config,
+    *,
+    task_ids: Sequence[str],
+    hide: Sequence[str] = (),
+    heldout_fraction: float = 0.5,
+    seed: int = 0,
+    max_tokens: int | None = None,
+):
     """GRPO prompts with the reward columns: ``prompt``, ``task_id``, ``neighbor_ids``,
     ``param_names``, ``heldout`` and ``max_abs`` (see the module docstring)."""
     from ragim.params import param_names
 
     if index.tasks is None:
-        raise ValidationError("the index keeps no task rows; rebuild it with TaskIndex.build(..., keep_tasks=True) "
-                              "so that rewards can be evaluated on held-out rows")
+        raise ValidationError(
+            "the index keeps no task rows; rebuild it with TaskIndex.build(..., keep_tasks=True) "
+            "so that rewards can be evaluated on held-out rows"
+        )
     missing = [t for t in task_ids if t not in index.tasks]
     if missing:
         raise ValidationError(f"{len(missing)} task(s) have no rows in the index: {missing[:5]}")
-    ds = build_sft_dataset(index, tokenizer, config, task_ids=task_ids, hide=hide, max_tokens=max_tokens)
+    ds = build_sft_dataset(
+        index, tokenizer, config, task_ids=task_ids, hide=hide, max_tokens=max_tokens
+    )
     names = param_names(index.model, index.schema)
     heldouts = []
     for tid in ds["task_id"]:
         _, test = index.tasks[tid].split(heldout_fraction, seed=seed)
         if test.n_rows == 0:
-            raise ValidationError(f"task {tid!r} has no held-out rows at heldout_fraction={heldout_fraction}")
+            raise ValidationError(
+                f"task {tid!r} has no held-out rows at heldout_fraction={heldout_fraction}"
+            )
         heldouts.append(encode_heldout(index.model, index.schema, test.X, test.y))
     ds = ds.remove_columns(["completion"])
     ds = ds.add_column("param_names", [names] * len(ds))
@@ -274,11 +344,21 @@ def train_grpo(
     from ragim.lm.prompts import answer_room
     from ragim.params import param_names
 
-    run = run_config(GRPOTrainingConfig, config, rewards=reward_config, num_generations=num_generations,
-                     max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
-                     max_completion_length=max_completion_length, temperature=temperature, seed=seed,
-                     beta=beta, heldout_fraction=heldout_fraction,
-                     task_ids=None if task_ids is None else list(task_ids))
+    run = run_config(
+        GRPOTrainingConfig,
+        config,
+        rewards=reward_config,
+        num_generations=num_generations,
+        max_steps=max_steps,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        max_completion_length=max_completion_length,
+        temperature=temperature,
+        seed=seed,
+        beta=beta,
+        heldout_fraction=heldout_fraction,
+        task_ids=None if task_ids is None else list(task_ids),
+    )
     reward_funcs, reward_weights = run.rewards.build()
     for func, w in (extra_rewards or {}).items():
         if not callable(func):
@@ -295,22 +375,43 @@ def train_grpo(
     if train_ids is None:
         train_ids = [t for t in (gen.train_task_ids_ or index.ids) if t in index]
     hide = [t for t in gen.val_task_ids_ if t not in set(train_ids)]
-    train_ds = build_grpo_dataset(index, tok, cfg, task_ids=list(train_ids), hide=hide,
-                                  heldout_fraction=run.heldout_fraction, seed=run.seed,
-                                  max_tokens=gen.prompt_limit(names))
+    train_ds = build_grpo_dataset(
+        index,
+        tok,
+        cfg,
+        task_ids=list(train_ids),
+        hide=hide,
+        heldout_fraction=run.heldout_fraction,
+        seed=run.seed,
+        max_tokens=gen.prompt_limit(names),
+    )
     completion_length = run.max_completion_length
     if completion_length is None:
         completion_length = answer_room(names, tok, decimals=cfg.decimals, max_abs=cfg.max_abs)
 
     set_seed(run.seed)
     done = train_with(
-        GRPOTrainer, GRPOConfig, run, stage="grpo", model=model, tokenizer=tok, progress=progress,
-        output_dir=output_dir, callbacks=callbacks,
-        args=dict(per_device_train_batch_size=run.batch_size * run.num_generations,
-                  num_generations=run.num_generations, max_completion_length=completion_length,
-                  temperature=run.temperature, top_p=1.0, beta=run.beta, reward_weights=reward_weights,
-                  log_completions=False),
-        reward_funcs=reward_funcs, train_dataset=train_ds,
+        GRPOTrainer,
+        GRPOConfig,
+        run,
+        stage="grpo",
+        model=model,
+        tokenizer=tok,
+        progress=progress,
+        output_dir=output_dir,
+        callbacks=callbacks,
+        args=dict(
+            per_device_train_batch_size=run.batch_size * run.num_generations,
+            num_generations=run.num_generations,
+            max_completion_length=completion_length,
+            temperature=run.temperature,
+            top_p=1.0,
+            beta=run.beta,
+            reward_weights=reward_weights,
+            log_completions=False,
+        ),
+        reward_funcs=reward_funcs,
+        train_dataset=train_ds,
     )
     gen = _finish(gen, done, "grpo", run)
     gen.index_ = index
@@ -370,8 +471,15 @@ def train_dpo(
     from transformers import set_seed
     from trl import DPOConfig, DPOTrainer
 
-    run = run_config(DPOTrainingConfig, config, beta=beta, max_steps=max_steps, learning_rate=learning_rate,
-                     batch_size=batch_size, seed=seed)
+    run = run_config(
+        DPOTrainingConfig,
+        config,
+        beta=beta,
+        max_steps=max_steps,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        seed=seed,
+    )
     rows = pair_rows(pairs)
     if not rows:
         raise ValidationError("no preference pairs to train on")
@@ -381,13 +489,26 @@ def train_dpo(
     model, tok = gen.model_, gen.tokenizer_
     set_seed(run.seed)
     done = train_with(
-        DPOTrainer, DPOConfig, run, stage="dpo", model=model, tokenizer=tok, progress=progress,
-        output_dir=output_dir, callbacks=callbacks,
+        DPOTrainer,
+        DPOConfig,
+        run,
+        stage="dpo",
+        model=model,
+        tokenizer=tok,
+        progress=progress,
+        output_dir=output_dir,
+        callbacks=callbacks,
         args=dict(per_device_train_batch_size=run.batch_size, beta=run.beta, max_length=None),
         train_dataset=train_ds,
     )
     return _finish(gen, done, "dpo", run)
 
 
-__all__ = ["DPOTrainingConfig", "GRPOTrainingConfig", "build_grpo_dataset", "policy_copy", "train_dpo",
-           "train_grpo"]
+__all__ = [
+    "DPOTrainingConfig",
+    "GRPOTrainingConfig",
+    "build_grpo_dataset",
+    "policy_copy",
+    "train_dpo",
+    "train_grpo",
+]

@@ -53,30 +53,57 @@ class SFTTrainingConfig:
     """
 
     max_steps: int = field(default=30, metadata={"help": "optimiser steps"})
-    learning_rate: float = field(default=2e-4, metadata={"help": "AdamW learning rate of the LoRA weights"})
-    batch_size: int = field(default=4, metadata={"help": "examples per device and step (also for evaluation)"})
+    learning_rate: float = field(
+        default=2e-4, metadata={"help": "AdamW learning rate of the LoRA weights"}
+    )
+    batch_size: int = field(
+        default=4, metadata={"help": "examples per device and step (also for evaluation)"}
+    )
     grad_accum: int = field(default=1, metadata={"help": "gradient-accumulation steps"})
-    val_fraction: float = field(default=0.2, metadata={"help": "share of tasks held out for the validation loss"})
-    eval_steps: int | None = field(default=None, metadata={
-        "help": "evaluate every this many steps (default: once, at the last step)"})
-    seed: int = field(default=0, metadata={"help": "seed of the task split, data order and LoRA init"})
-    max_tasks: int | None = field(default=None, metadata={"help": "train on a random subset of this many tasks"})
+    val_fraction: float = field(
+        default=0.2, metadata={"help": "share of tasks held out for the validation loss"}
+    )
+    eval_steps: int | None = field(
+        default=None,
+        metadata={"help": "evaluate every this many steps (default: once, at the last step)"},
+    )
+    seed: int = field(
+        default=0, metadata={"help": "seed of the task split, data order and LoRA init"}
+    )
+    max_tasks: int | None = field(
+        default=None, metadata={"help": "train on a random subset of this many tasks"}
+    )
 
     def __post_init__(self):
-        check_fields(self, {"max_steps": partial(check_int, ge=1), "batch_size": partial(check_int, ge=1),
-                            "grad_accum": partial(check_int, ge=1), "seed": partial(check_int, ge=0),
-                            "eval_steps": partial(check_int, ge=1, allow_none=True),
-                            "max_tasks": partial(check_int, ge=1, allow_none=True),
-                            "val_fraction": partial(check_number, ge=0, lt=1),
-                            "learning_rate": partial(check_number, gt=0)}, "SFTTrainingConfig")
+        check_fields(
+            self,
+            {
+                "max_steps": partial(check_int, ge=1),
+                "batch_size": partial(check_int, ge=1),
+                "grad_accum": partial(check_int, ge=1),
+                "seed": partial(check_int, ge=0),
+                "eval_steps": partial(check_int, ge=1, allow_none=True),
+                "max_tasks": partial(check_int, ge=1, allow_none=True),
+                "val_fraction": partial(check_number, ge=0, lt=1),
+                "learning_rate": partial(check_number, gt=0),
+            },
+            "SFTTrainingConfig",
+        )
 
 
 def _without(pred, ids: frozenset):
     return lambda rec: pred(rec) or rec["task_id"] in ids
 
 
-def build_sft_dataset(index, tokenizer, config: LMConfig | None = None, *, task_ids: Sequence[str] | None = None,
-                      hide: Sequence[str] = (), max_tokens: int | None = None):
+def build_sft_dataset(
+    index,
+    tokenizer,
+    config: LMConfig | None = None,
+    *,
+    task_ids: Sequence[str] | None = None,
+    hide: Sequence[str] = (),
+    max_tokens: int | None = None,
+):
     """Leave-one-task-out prompt/completion examples for the tasks of ``index``.
 
     Parameters
@@ -110,15 +137,26 @@ def build_sft_dataset(index, tokenizer, config: LMConfig | None = None, *, task_
     k = min(cfg.k, max(len(index) - 1, 0))
     records = [index.record(t) for t in ids]
     excludes = [_without(leak_free(r), hidden) for r in records]
-    hits = index.search_vectors(index.vectors(ids), k, exclude=excludes) if k > 0 else [[] for _ in ids]
+    hits = (
+        index.search_vectors(index.vectors(ids), k, exclude=excludes)
+        if k > 0
+        else [[] for _ in ids]
+    )
     rows = []
     for tid, rec, hs, ex in zip(ids, records, hits, excludes, strict=True):
         hs = sorted(hs, key=lambda h: -float(h.score))
-        messages, _, kept, _ = index_prompt(index, rec["description"], hs, tokenizer, cfg, exclude=ex,
-                                         max_tokens=max_tokens)
+        messages, _, kept, _ = index_prompt(
+            index, rec["description"], hs, tokenizer, cfg, exclude=ex, max_tokens=max_tokens
+        )
         answer = answer_text(index.params(tid), cfg.decimals, max_abs=cfg.max_abs)
-        rows.append({"prompt": messages, "completion": [{"role": "assistant", "content": answer}],
-                     "task_id": tid, "neighbor_ids": [h.task_id for h in hs[:kept]]})
+        rows.append(
+            {
+                "prompt": messages,
+                "completion": [{"role": "assistant", "content": answer}],
+                "task_id": tid,
+                "neighbor_ids": [h.task_id for h in hs[:kept]],
+            }
+        )
     return Dataset.from_list(rows)
 
 
@@ -131,7 +169,9 @@ def _split(ids: list[str], val_fraction: float, max_tasks: int | None, seed: int
     n = len(ids)
     n_val = min(n - 1, max(1, int(round(val_fraction * n)))) if val_fraction > 0 and n >= 2 else 0
     val = set(rng.permutation(n)[:n_val].tolist())
-    return [t for i, t in enumerate(ids) if i not in val], [t for i, t in enumerate(ids) if i in val]
+    return [t for i, t in enumerate(ids) if i not in val], [
+        t for i, t in enumerate(ids) if i in val
+    ]
 
 
 def train_sft(
@@ -216,12 +256,25 @@ def train_sft(
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
-    run = run_config(SFTTrainingConfig, config, max_steps=max_steps, learning_rate=learning_rate,
-                     batch_size=batch_size, grad_accum=grad_accum, val_fraction=val_fraction,
-                     eval_steps=eval_steps, seed=seed, max_tasks=max_tasks)
+    run = run_config(
+        SFTTrainingConfig,
+        config,
+        max_steps=max_steps,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        val_fraction=val_fraction,
+        eval_steps=eval_steps,
+        seed=seed,
+        max_tasks=max_tasks,
+    )
     if isinstance(generator_config, dict):
         generator_config = LMConfig(**generator_config)
-    overrides = {key: v for key, v in (("base_model", base_model), ("k", k), ("device", device)) if v is not None}
+    overrides = {
+        key: v
+        for key, v in (("base_model", base_model), ("k", k), ("device", device))
+        if v is not None
+    }
     cfg = LMConfig(**{**asdict(generator_config or LMConfig()), **overrides})
     if len(index) < 2:
         raise ValidationError(f"SFT needs at least 2 indexed tasks, got {len(index)}")
@@ -230,17 +283,33 @@ def train_sft(
     model, tok = gen.load_model()
     train_ids, val_ids = _split(index.ids, run.val_fraction, run.max_tasks, run.seed)
     limit = gen.prompt_limit(param_names(index.model, index.schema))
-    train_ds = build_sft_dataset(index, tok, cfg, task_ids=train_ids, hide=val_ids, max_tokens=limit)
-    val_ds = build_sft_dataset(index, tok, cfg, task_ids=val_ids, max_tokens=limit) if val_ids else None
+    train_ds = build_sft_dataset(
+        index, tok, cfg, task_ids=train_ids, hide=val_ids, max_tokens=limit
+    )
+    val_ds = (
+        build_sft_dataset(index, tok, cfg, task_ids=val_ids, max_tokens=limit) if val_ids else None
+    )
 
     set_seed(run.seed)
     done = train_with(
-        SFTTrainer, SFTConfig, run, stage="sft", model=model, tokenizer=tok, progress=progress,
-        output_dir=output_dir, callbacks=callbacks,
-        args=dict(per_device_train_batch_size=run.batch_size, per_device_eval_batch_size=run.batch_size,
-                  gradient_accumulation_steps=run.grad_accum,
-                  eval_strategy="steps" if val_ds is not None else "no",
-                  eval_steps=run.eval_steps or run.max_steps, completion_only_loss=True, max_length=None),
+        SFTTrainer,
+        SFTConfig,
+        run,
+        stage="sft",
+        model=model,
+        tokenizer=tok,
+        progress=progress,
+        output_dir=output_dir,
+        callbacks=callbacks,
+        args=dict(
+            per_device_train_batch_size=run.batch_size,
+            per_device_eval_batch_size=run.batch_size,
+            gradient_accumulation_steps=run.grad_accum,
+            eval_strategy="steps" if val_ds is not None else "no",
+            eval_steps=run.eval_steps or run.max_steps,
+            completion_only_loss=True,
+            max_length=None,
+        ),
         train_dataset=train_ds.select_columns(["prompt", "completion"]),
         eval_dataset=None if val_ds is None else val_ds.select_columns(["prompt", "completion"]),
         peft_config=gen.lora_config(),

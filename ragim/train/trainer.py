@@ -194,14 +194,25 @@ def train_with(
     """
     with tempfile.TemporaryDirectory(prefix=f"ragim-{stage}-") as scratch:
         trl_args = args_cls(
-            **trainer_args(args_cls, on_cuda=on_cuda(model), progress=progress, seed=run.seed,
-                           output_dir=output_dir or scratch, max_steps=run.max_steps,
-                           learning_rate=run.learning_rate),
+            **trainer_args(
+                args_cls,
+                on_cuda=on_cuda(model),
+                progress=progress,
+                seed=run.seed,
+                output_dir=output_dir or scratch,
+                max_steps=run.max_steps,
+                learning_rate=run.learning_rate,
+            ),
             **(args or {}),
         )
         with quiet_training(progress):
-            trainer = trainer_cls(model=model, args=trl_args, processing_class=tokenizer,
-                                  callbacks=list(callbacks or []) or None, **trainer_kwargs)
+            trainer = trainer_cls(
+                model=model,
+                args=trl_args,
+                processing_class=tokenizer,
+                callbacks=list(callbacks or []) or None,
+                **trainer_kwargs,
+            )
             seconds = run_trainer(trainer, progress)
         done = TrainedRun(trainer.model, [dict(h) for h in trainer.state.log_history], seconds)
         del trainer
