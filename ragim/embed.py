@@ -659,7 +659,7 @@ class SentenceTransformerEmbedder(Embedder):
         if progress:
             from tqdm.auto import tqdm
 
-            batches = tqdm(batches, desc="embedding", unit="batch")
+            batches = tqdm(batches, desc="embedding", unit="batch", disable=None)
         for idx in batches:
             vecs = _normalize_rows(self._encode_batch(model, [texts[i] for i in idx]))
             if vecs.shape != (len(idx), dim):
@@ -923,7 +923,7 @@ class HashingEmbedder(Embedder):
         if progress:
             from tqdm.auto import tqdm
 
-            it = tqdm(texts, desc="hashing", unit="text")
+            it = tqdm(texts, desc="hashing", unit="text", disable=None)
         return (
             np.stack([self._vector(t) for t in it])
             if texts

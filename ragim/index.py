@@ -315,7 +315,7 @@ class TaskIndex:
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=n, desc="building index", unit="task")
+            bar = tqdm(total=n, desc="building index", unit="task", disable=None)
         try:
             for start in range(0, n, int(chunk_size)):
                 pos = np.arange(start, min(n, start + int(chunk_size)))

@@ -421,7 +421,7 @@ class AttentionGenerator(Generator):
         bar = tqdm(
             range(cfg.max_epochs),
             desc="train attention generator",
-            disable=not progress,
+            disable=None if progress else True,
             leave=False,
         )
         for epoch in bar:

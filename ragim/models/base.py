@@ -32,7 +32,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from ragim.errors import ValidationError
-from ragim.models.family import FAMILIES, ModelFamily, register_family
+from ragim.models.family import FAMILIES, ModelFamily, load_plugin_families, register_family
 from ragim.params import ModelParams
 from ragim.schema import FeatureSchema
 
@@ -50,14 +50,17 @@ def register_model_family(
 
     The class must provide ``fit``, ``to_params`` and a ``from_params`` classmethod.
     ``family`` (a :class:`~ragim.models.family.ModelFamily` whose ``name`` is ``name``) is
-    registered with it and learns the class as its ``model_cls``; without one, a family
-    already registered under ``name`` keeps its behaviour and takes the new class.
+    registered at once and learns the class as its ``model_cls``; without one, a family
+    already registered under ``name`` keeps its behaviour and takes the new class. An
+    :class:`InterpretableModel` subclass that names no family (``_kind``) takes ``name``.
 
     Raises
     ------
     ValidationError
-        For an empty name, a class without those methods, a family of another name, or a
-        name already taken by another class or family (unless ``overwrite=True``).
+        For an empty name, an instance instead of a class, a class without those methods or
+        that writes another family's parameters, a family of another name, a non-boolean
+        ``overwrite``, or a name already taken by another class or family (unless
+        ``overwrite=True``).
 
     Examples
     --------
@@ -70,7 +73,27 @@ def register_model_family(
     if family is not None and (not isinstance(family, ModelFamily) or family.name != name):
         raise ValidationError(f"family= must be a ModelFamily named {name!r}, got {family!r}")
 
+    if not isinstance(overwrite, bool):
+        raise ValidationError(f"overwrite must be True or False, got {overwrite!r}")
+    if (
+        family is not None and model_cls is None
+    ):  # known at once when the decorator gives the class later
+        register_family(family, overwrite=overwrite)
+
     def _register(cls: type) -> type:
+        if not isinstance(cls, type):
+            raise ValidationError(
+                f"register_model_family({name!r}, ...) needs the estimator class, got an instance "
+                f"of {type(cls).__name__}"
+            )
+        if issubclass(cls, InterpretableModel):
+            if not cls._kind:
+                cls._kind = name  # the parameters it writes and reads are of this family
+            elif cls._kind != name:
+                raise ValidationError(
+                    f"{cls.__name__} writes {cls._kind!r} parameters; it cannot be registered as "
+                    f"model family {name!r}"
+                )
         missing = [
             m for m in ("fit", "to_params", "from_params") if not callable(getattr(cls, m, None))
         ]
@@ -97,9 +120,17 @@ def get_model_family(model: str | type) -> type:
     """The estimator class for a family name (or the class itself)."""
     if isinstance(model, type):
         return model
+    if model not in MODEL_FAMILIES and isinstance(model, str):
+        load_plugin_families()
     if model not in MODEL_FAMILIES:
+        if model in FAMILIES:
+            raise ValidationError(
+                f"model family {model!r} has no estimator class; register one with "
+                f"register_model_family({model!r}, YourModel, family=...)"
+            )
         raise ValidationError(
-            f"unknown model family {model!r}; registered: {sorted(MODEL_FAMILIES)}"
+            f"unknown model family {model!r}; registered: {sorted(MODEL_FAMILIES)} (import the "
+            "module that registers a custom family first)"
         )
     return MODEL_FAMILIES[model]
 

@@ -569,7 +569,7 @@ def fit_logistic_batched(
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(order), desc="logistic fits", unit="task")
+            bar = tqdm(total=len(order), desc="logistic fits", unit="task", disable=None)
 
         def solve(a: int, b: int) -> int:
             B, nmax = b - a, int(lens[b - 1])

@@ -50,11 +50,15 @@ def register_family(family: ModelFamily, *, overwrite: bool = False) -> ModelFam
     Raises
     ------
     ValidationError
-        When ``family`` is not a :class:`ModelFamily`, has no name, or its name is taken by
-        another family and ``overwrite`` is False.
+        When ``family`` is not a :class:`ModelFamily`, has no name, has a ``log_odds`` that
+        is not ``intercept + design_matrix @ terms`` (:func:`check_linear_log_odds`), or its
+        name is taken by another family and ``overwrite`` is False.
     """
     if not isinstance(family, ModelFamily):
         raise ValidationError(f"a model family must be a ModelFamily instance, got {family!r}")
+    if not isinstance(overwrite, bool):
+        raise ValidationError(f"overwrite must be True or False, got {overwrite!r}")
+
     name = family.name
     if not isinstance(name, str) or not name.strip():
         raise ValidationError(f"{type(family).__name__} needs a non-empty class attribute 'name'")
@@ -65,7 +69,59 @@ def register_family(family: ModelFamily, *, overwrite: bool = False) -> ModelFam
             "pass overwrite=True to replace it"
         )
     FAMILIES[name] = family
+    if type(family).log_odds is not ModelFamily.log_odds:
+        try:
+            check_linear_log_odds(family)
+        except Exception:
+            if old is None:
+                FAMILIES.pop(name)
+            else:
+                FAMILIES[name] = old
+            raise
     return family
+
+
+def check_linear_log_odds(family: ModelFamily) -> None:
+    """Check that a family's own ``log_odds`` (a faster route, as the GAM's bin lookup) equals
+    ``intercept + design_matrix @ terms`` on a probe table with a continuous, a binary and a
+    categorical feature and random parameters.
+
+    Raises
+    ------
+    ValidationError
+        When they differ: the family is not a logit-link model linear in its parameters (a
+        probit link, say), which the generators, few-shot adaptation and explanations assume.
+    """
+    from ragim.params import ModelParams
+    from ragim.schema import Feature
+
+    full = pd.DataFrame(
+        {"a": np.linspace(-2.0, 3.0, 24), "b": [0.0, 1.0] * 12, "c": ["x", "y", "z"] * 8}
+    )
+    feats = [Feature("a", "continuous"), Feature("b", "binary"), Feature("c", "categorical")]
+    for n in (3, 2):  # with a categorical feature, then numeric ones only
+        X = full.iloc[:, :n]
+        schema = FeatureSchema(feats[:n]).fit(X)
+        try:
+            names = family.param_names(schema)
+            D = family.design_matrix(schema, X)
+            break
+        except Exception:
+            continue
+    else:  # a family for special schemas; its own tests must cover it
+        return
+    vector = np.random.default_rng(0).normal(size=len(names))
+    params = ModelParams(family.name, schema, vector)
+    own = np.asarray(family.log_odds(params, X), dtype=float)
+    linear = D @ vector[1:] + vector[0]
+    if own.shape != linear.shape or not np.allclose(own, linear, atol=1e-8, rtol=1e-6):
+        gap = float(np.max(np.abs(own - linear))) if own.shape == linear.shape else float("nan")
+        raise ValidationError(
+            f"{type(family).__name__}.log_odds differs from intercept + design_matrix @ terms "
+            f"(by up to {gap:.3g} on a probe table); a family must be a logit-link model linear "
+            "in its parameters, which the generators, few-shot adaptation and explanations rely "
+            "on: express it through design_matrix"
+        )
 
 
 def family_of(kind: str) -> ModelFamily:
@@ -82,9 +138,51 @@ def family_of(kind: str) -> ModelFamily:
     'LogisticFamily'
     """
     family = FAMILIES.get(kind) if isinstance(kind, str) else None
+    if family is None and isinstance(kind, str) and load_plugin_families():
+        family = FAMILIES.get(kind)
     if family is None:
-        raise ValidationError(f"unknown model kind {kind!r}; use one of {list(FAMILIES)}")
+        raise ValidationError(
+            f"unknown model kind {kind!r}; use one of {list(FAMILIES)} (a custom family is known "
+            "only once registered: import the module that calls register_model_family, or install "
+            f"a package that declares it under the {PLUGIN_GROUP!r} entry-point group)"
+        )
     return family
+
+
+PLUGIN_GROUP = "ragim.model_families"
+_plugins_loaded = False
+
+
+def load_plugin_families() -> bool:
+    """Import, once per process, every module that installed packages declare under the
+    ``ragim.model_families`` entry-point group (importing such a module registers its family,
+    so saved parameters and indices of that family load in any process, the CLI included).
+    Returns True when this call imported at least one.
+
+    A package declares its family in its ``pyproject.toml``::
+
+        [project.entry-points."ragim.model_families"]
+        probit = "my_package.probit_family"
+    """
+    global _plugins_loaded
+    if _plugins_loaded:
+        return False
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+
+    loaded = False
+    for ep in entry_points(group=PLUGIN_GROUP):
+        try:
+            ep.load()
+        except Exception as exc:  # a broken plugin must not hide the built-in families
+            import warnings
+
+            warnings.warn(
+                f"model-family plugin {ep.name!r} ({ep.value}) failed to load: {exc}", stacklevel=2
+            )
+            continue
+        loaded = True
+    return loaded
 
 
 # ---------------------------------------------------------------------- shared helpers
@@ -159,6 +257,15 @@ def format_number(v: Any, spec: str = ".3g") -> str:
 # ---------------------------------------------------------------------- the base class
 class ModelFamily(ABC):
     """One model family's behaviour; subclass it, then register an instance.
+
+    **The contract.** Every family is a logistic (logit-link) model that is linear in its
+    parameters: ``log-odds = intercept + design_matrix(schema, X) @ terms``, P(event) =
+    sigmoid(log-odds). A family chooses its terms (standardised features, bins, splines,
+    interactions) through :meth:`param_names` and :meth:`design_matrix`; the generators,
+    few-shot adaptation, the per-patient explanation (contributions that sum to the log-odds)
+    and the odds ratios all rely on this. :meth:`log_odds` may be overridden only by a faster
+    route to the same numbers; registration checks that on a probe table. Another link (probit) or outcome (counts) would need those to
+    become link-aware; it is not supported.
 
     Class attributes: ``name`` (the registry name and ``ModelParams.kind``), ``title`` (the
     model in words, for prompts and plot titles), ``value_column`` (the explanation frame's

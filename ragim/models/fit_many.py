@@ -547,7 +547,7 @@ def fit_many(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n, desc=f"fitting {family} models", unit="task")
+        bar = tqdm(total=n, desc=f"fitting {family} models", unit="task", disable=None)
     params, status, stats = {}, {}, {}
     try:
         for start in range(0, n, CHUNK_TASKS):

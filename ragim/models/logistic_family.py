@@ -148,9 +148,6 @@ class LogisticFamily(ModelFamily):
         """The standardised design matrix ``schema.transform(X)``."""
         return schema.transform(X)
 
-    def log_odds(self, params: ModelParams, X: pd.DataFrame) -> np.ndarray:
-        return params.schema.transform(X) @ params.terms + params.intercept
-
     def term_features(self, schema: FeatureSchema) -> list[str]:
         return [c.feature for c in schema.design_columns]
 

@@ -158,7 +158,7 @@ def build_preference_pairs(
     )
     rows: list[dict] = []
     for row in tqdm(
-        prompts, total=len(prompts), desc="preference pairs", unit="task", disable=not progress
+        prompts, total=len(prompts), desc="preference pairs", unit="task", disable=None if progress else True
     ):
         tid = row["task_id"]
         rec = index.record(tid)

@@ -214,3 +214,73 @@ def test_no_family_name_switch_outside_the_family_modules():
         if SWITCH.search(line)
     ]
     assert found == []
+
+
+def test_registration_refuses_what_would_give_wrong_answers_later(data):
+    """Found by an outside user writing a probit family: each of these used to register and
+    fail (or mislead) only later."""
+
+    class Probit(RawLinearFamily):
+        name = "probit"
+
+        def log_odds(self, params, X):  # another link: every generator would misread it
+            return super().log_odds(params, X) * 1.7
+
+    with pytest.raises(ValidationError, match=r"Probit.log_odds differs from intercept \+ design_matrix @ terms"):
+        ragim.models.register_family(Probit())
+    with pytest.raises(ValidationError, match="needs the estimator class, got an instance of RawLinearModel"):
+        register_model_family(KIND, RawLinearModel())
+    with pytest.raises(ValidationError, match="overwrite must be True or False, got 'no'"):
+        register_model_family("logistic", LogisticModel, overwrite="no")
+    with pytest.raises(ValidationError, match="RawLinearModel writes 'raw-linear' parameters; it cannot "
+                                              "be registered as model family 'other-name'"):
+        register_model_family("other-name", RawLinearModel)
+    assert not {"probit", KIND, "other-name"} & (set(FAMILIES) | set(MODEL_FAMILIES))
+
+
+def test_a_family_registered_for_a_decorator_is_known_at_once_and_names_its_missing_class():
+    from ragim.models.base import get_model_family
+
+    class Late(RawLinearFamily):
+        name = "late"
+
+    decorate = register_model_family("late", family=Late())
+    try:
+        assert isinstance(family_of("late"), Late)
+        with pytest.raises(ValidationError, match="model family 'late' has no estimator class; register one"):
+            get_model_family("late")
+
+        class LateModel(RawLinearModel):
+            _kind = ""
+
+        assert decorate(LateModel) is LateModel and LateModel._kind == "late"
+        assert get_model_family("late") is LateModel and family_of("late").model_cls is LateModel
+    finally:
+        FAMILIES.pop("late", None)
+        MODEL_FAMILIES.pop("late", None)
+
+
+def test_families_declared_by_installed_packages_load_on_first_use(monkeypatch, tmp_path):
+    """A package's ``ragim.model_families`` entry point is imported when its kind is first
+    asked for, so saved parameters of that family load in a fresh process (the CLI too)."""
+    import importlib.metadata
+
+    from ragim.models import family as family_module
+
+    (tmp_path / "plugin_fam.py").write_text(
+        "from ragim.models import register_family\n"
+        "from tests.models.test_families import RawLinearFamily\n"
+        "class PluginFamily(RawLinearFamily):\n    name = 'plugin-kind'\n"
+        "register_family(PluginFamily())\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ep = importlib.metadata.EntryPoint("plugin", "plugin_fam", family_module.PLUGIN_GROUP)
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group=None: [ep] if group == family_module.PLUGIN_GROUP else [])
+    monkeypatch.setattr(family_module, "_plugins_loaded", False)
+    try:
+        assert family_of("plugin-kind").name == "plugin-kind"
+        with pytest.raises(ValidationError, match="import the module that calls register_model_family"):
+            family_of("still-unknown")
+    finally:
+        FAMILIES.pop("plugin-kind", None)
