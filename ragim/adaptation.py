@@ -480,9 +480,9 @@ def adapt(
             f"(every risk {'rises' if report['intercept_shift'] > 0 else 'falls'})"
         )
         report["warnings"].append(
-            f"the {len(y)} labelled rows are all {lab}: they cannot show which patients are at higher risk, "
-            f"so the coefficients were kept and {did}; if these rows were chosen for their outcome, they say "
-            "nothing about the event rate either: fit without them"
+            f"the {len(y)} labelled rows are all {lab}: they cannot show which patients are at "
+            f"higher risk, so the coefficients were kept and {did}; if these rows were chosen "
+            "for their outcome, they say nothing about the event rate either: fit without them"
         )
     refused = reversals_refused(cands, chosen) if adaptation == "auto" else []
     if refused:
@@ -494,25 +494,27 @@ def adapt(
             "needed": round(REVERSAL_MARGIN, 4),
         }
         report["warnings"].append(
-            f"the {len(y)} labelled rows favour reversing the generated model ('{refused[0]}', log Bayes factor "
-            f"{gap:.1f} over the best model that keeps its direction), short of the {REVERSAL_MARGIN:.1f} needed to reverse it, so '{chosen}' "
-            "was kept: check how these rows were chosen and how their outcome was coded"
+            f"the {len(y)} labelled rows favour reversing the generated model "
+            f"('{refused[0]}', log Bayes factor {gap:.1f} over the best model that keeps its "
+            f"direction), short of the {REVERSAL_MARGIN:.1f} needed to reverse it, so "
+            f"'{chosen}' was kept: check how these rows were chosen and how their outcome was coded"
         )
     if report["sign_changes"]:
         flipped = report["sign_changes"]
         report["warnings"].append(
-            f"adaptation '{chosen}' (chosen {how} on {len(y)} rows) moved {len(flipped)} coefficient(s) across "
-            f"zero: {', '.join(flipped[:8])}{' ...' if len(flipped) > 8 else ''}"
+            f"adaptation '{chosen}' (chosen {how} on {len(y)} rows) moved {len(flipped)} "
+            "coefficient(s) across zero: "
+            f"{', '.join(flipped[:8])}{' ...' if len(flipped) > 8 else ''}"
         )
     if scale is not None and not (1 / SCALE_WARN_FACTOR <= scale <= SCALE_WARN_FACTOR):
         report["warnings"].append(
-            f"adaptation '{chosen}' (chosen {how} on {len(y)} rows) scaled the generated log-odds by "
-            f"{scale:.2f}, beyond the factor {SCALE_WARN_FACTOR:g} either way: "
+            f"adaptation '{chosen}' (chosen {how} on {len(y)} rows) scaled the generated "
+            f"log-odds by {scale:.2f}, beyond the factor {SCALE_WARN_FACTOR:g} either way: "
             + (
                 "the adapted model points against the generated one"
                 if scale < 0
-                else f"the generated model {'overstated' if scale < 1 else 'understated'} how much the features "
-                "matter here"
+                else f"the generated model {'overstated' if scale < 1 else 'understated'} "
+                "how much the features matter here"
             )
         )
     if warn:

@@ -328,9 +328,10 @@ def out_of_domain_message(cov: Coverage, description: str | None = None) -> str:
     )
     return (
         f"{what} is outside what the index covers: its nearest indexed task has similarity "
-        f"{cov.top_similarity:.2f}, below {cov.threshold:.2f}, the similarity {100 - PERCENTILE:g}% of the "
-        f"index's own tasks reach even to their {RANK}th neighbour{eff}; the model is borrowed from unrelated "
-        "tasks: validate it on local patients before any use, or use an index that covers this task"
+        f"{cov.top_similarity:.2f}, below {cov.threshold:.2f}, the similarity "
+        f"{100 - PERCENTILE:g}% of the index's own tasks reach even to their "
+        f"{RANK}th neighbour{eff}; the model is borrowed from unrelated tasks: "
+        "validate it on local patients before any use, or use an index that covers this task"
     )
 
 

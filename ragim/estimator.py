@@ -288,8 +288,8 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
                 self.description, self.index, k=self.k, exclude=self.exclude
             )
         warnings.warn(
-            "the index holds no task rows, so the default (statistical) generator cannot be fitted; "
-            "using the similarity-weighted neighbour mean",
+            "the index holds no task rows, so the default (statistical) "
+            "generator cannot be fitted; using the similarity-weighted neighbour mean",
             DataWarning,
             stacklevel=3,
         )

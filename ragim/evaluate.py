@@ -380,7 +380,8 @@ def assert_leak_free(
     if leaks:
         raise ValidationError(
             f"the index used for evaluation leaks {len(leaks)} task(s) into zero-shot targets "
-            f"{sorted(target_ids)[:5]}{' ...' if len(target_ids) > 5 else ''}; rebuild it without them:",
+            f"{sorted(target_ids)[:5]}{' ...' if len(target_ids) > 5 else ''}; "
+            "rebuild it without them:",
             [
                 f"{tid!r} {why} but is in the {' and the '.join(where)}"
                 for tid, (why, where) in leaks.items()
@@ -900,15 +901,15 @@ def evaluate(
     for name in ("true-model", "oracle"):
         if name in methods and not any(r["method"] == name for r in rows):
             notes.append(
-                f"{name}: no target has known {'true' if name == 'true-model' else 'oracle'} parameters; "
-                "method skipped"
+                f"{name}: no target has known "
+                f"{'true' if name == 'true-model' else 'oracle'} parameters; method skipped"
             )
     bad = [r for r in rows if r["status"] != "ok"]
     for name in dict.fromkeys(r["method"] for r in bad):
         mine = [r for r in bad if r["method"] == name]
         notes.append(
-            f"{name}: failed on {len(mine)} target x k row(s), scored NaN (first: {mine[0]['task_id']}: "
-            f"{mine[0]['status']})"
+            f"{name}: failed on {len(mine)} target x k row(s), scored NaN "
+            f"(first: {mine[0]['task_id']}: {mine[0]['status']})"
         )
     df = pd.DataFrame(rows, columns=COLUMNS)
     df.attrs = {"folds": fold_log, "notes": notes}

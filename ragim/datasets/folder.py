@@ -266,9 +266,9 @@ def _warn_shared_patients_across_sites(tasks: list[Task]) -> None:
                 clashes.setdefault(tuple(sorted((str(other), str(site)))), []).append(pid)
     for (a, b), pids in clashes.items():
         warnings.warn(
-            f"sites {a!r} and {b!r} share {len(pids)} patient id(s) (e.g. {sorted(pids)[:3]}); ids are global in a "
-            "task folder, so these are treated as the same patients: if the sites number patients independently, "
-            "prefix the ids with the site (e.g. 'A-0001')",
+            f"sites {a!r} and {b!r} share {len(pids)} patient id(s) (e.g. {sorted(pids)[:3]}); "
+            "ids are global in a task folder, so these are treated as the same patients: if the "
+            "sites number patients independently, prefix the ids with the site (e.g. 'A-0001')",
             DataWarning,
             stacklevel=3,
         )

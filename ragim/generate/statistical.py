@@ -143,7 +143,8 @@ class StatisticalConfig:
         unknown = [c for c in self.candidates if c not in CANDIDATES]
         if unknown or not self.candidates:
             problems.append(
-                f"candidates must be a non-empty subset of {list(CANDIDATES)}, got {list(self.candidates)}"
+                f"candidates must be a non-empty subset of {list(CANDIDATES)}, "
+                f"got {list(self.candidates)}"
             )
         counts = (
             "max_tasks",
@@ -499,7 +500,9 @@ class StatisticalGenerator(Generator):
                 "n_tasks": 0,
                 "candidates": {},
                 "stack": None,
-                "note": f"{why}: nothing can be validated inside the index, so the pooled model is used",
+                "note": (
+                    f"{why}: nothing can be validated inside the index, so the pooled model is used"
+                ),
             }
             self.interval_scale_ = 1.0
             self.heldout_params_ = {}
@@ -850,8 +853,8 @@ def default_generator(index, *, progress: bool = False) -> StatisticalGenerator 
 def _index_tasks(index) -> list[Task]:
     if index.tasks is None:
         raise ValidationError(
-            "the index holds no task rows (it was built with keep_tasks=False, grown with add(), or saved without "
-            "tasks); rebuild it from a TaskCollection to fit a generator"
+            "the index holds no task rows (it was built with keep_tasks=False, grown with "
+            "add(), or saved without tasks); rebuild it from a TaskCollection to fit a generator"
         )
     tasks = [t for t in index.tasks if t.task_id in index]
     return tasks

@@ -165,8 +165,9 @@ def check_binary_targets(
     if len(classes) > 2:
         raise ValidationError(
             f"Only binary classification is supported. The type of the target is "
-            f"{type_of_target(y)} ({len(classes)} classes: {[json_label(c) for c in classes[:5]]}); "
-            f"{name} predicts one binary outcome, so fit one model per outcome"
+            f"{type_of_target(y)} ({len(classes)} classes: "
+            f"{[json_label(c) for c in classes[:5]]}); {name} predicts one "
+            "binary outcome, so fit one model per outcome"
         )
     return y, classes
 

@@ -262,8 +262,9 @@ def _scores(completions, param_names, heldout, max_abs, score, malformed: float)
         D, y = cache[id(h)]
         if keys[0] != "intercept" or D.shape[1] != len(keys) - 1:
             raise ValidationError(
-                f"param_names ({len(keys)} names, first {keys[0]!r}) do not fit heldout 'D' with {D.shape[1]} "
-                "columns; expected ['intercept', one name per column] from param_names(kind, schema)"
+                f"param_names ({len(keys)} names, first {keys[0]!r}) do not fit "
+                f"heldout 'D' with {D.shape[1]} columns; expected ['intercept', "
+                "one name per column] from param_names(kind, schema)"
             )
         out.append(malformed if vec is None else score(y, vec[0] + D @ vec[1:]))
     return out
@@ -658,7 +659,10 @@ class VerifiableRewardConfig:
     sign_constraints: str | None = field(
         default=None,
         metadata={
-            "help": "JSON/CSV file of term -> expected sign; without it 'sign' reads a sign_constraints column"
+            "help": (
+                "JSON/CSV file of term -> expected sign; without it 'sign' "
+                "reads a sign_constraints column"
+            )
         },
     )
     floor: float = field(

@@ -70,7 +70,10 @@ class GRPOTrainingConfig:
     num_generations: int = field(
         default=4,
         metadata={
-            "help": "answers sampled per prompt (the GRPO group, >= 2: GRPO compares answers within a group)"
+            "help": (
+                "answers sampled per prompt (the GRPO group, >= 2: GRPO "
+                "compares answers within a group)"
+            )
         },
     )
     max_steps: int = field(default=50, metadata={"help": "optimiser steps"})
@@ -201,7 +204,8 @@ def policy_copy(generator_or_path, *, device: str | None = None) -> LMGenerator:
                 setattr(gen, name, copy.copy(value))
     else:
         raise ValidationError(
-            f"expected an LMGenerator or the path of a saved one, got {type(generator_or_path).__name__}"
+            "expected an LMGenerator or the path of a saved one, got "
+            f"{type(generator_or_path).__name__}"
         )
     active = gen.model_.active_adapter
     for name, p in gen.model_.named_parameters():
