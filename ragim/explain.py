@@ -161,7 +161,10 @@ class _Explanation:
         buf = io.BytesIO()
         self.plot(**plot_kw).savefig(buf, format="png", dpi=80, bbox_inches="tight")
         b64 = base64.b64encode(buf.getvalue()).decode("ascii")
-        return f'<div><img alt="plot" style="max-width:720px" src="data:image/png;base64,{b64}"/></div>'
+        return (
+            '<div><img alt="plot" style="max-width:720px" '
+            f'src="data:image/png;base64,{b64}"/></div>'
+        )
 
 
 # ---------------------------------------------------------------------- coverage
@@ -487,7 +490,8 @@ def _one_row(X_row: Any, schema) -> pd.DataFrame:
         X_row = pd.DataFrame([dict(X_row)])
     if not isinstance(X_row, pd.DataFrame):
         raise ValidationError(
-            f"X_row must be a one-row pandas DataFrame, a Series or a dict, got {type(X_row).__name__}"
+            "X_row must be a one-row pandas DataFrame, a Series or a dict, got "
+            f"{type(X_row).__name__}"
         )
     if len(X_row) != 1:
         raise ValidationError(

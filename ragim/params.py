@@ -347,7 +347,10 @@ class ModelParams:
         src = self.metadata.get("source", "?")
         top = sorted(zip(self.names[1:], self.terms, strict=True), key=lambda t: -abs(t[1]))[:3]
         tops = ", ".join(f"{n}={v:+.3g}" for n, v in top)
-        return f"ModelParams({self.kind}, {len(self)} params, source={src}, intercept={self.intercept:+.3g}; {tops})"
+        return (
+            f"ModelParams({self.kind}, {len(self)} params, source={src}, "
+            f"intercept={self.intercept:+.3g}; {tops})"
+        )
 
 
 def _as_vector(v: Any, what: str) -> np.ndarray:

@@ -165,7 +165,8 @@ def build_preference_pairs(
         _, test = index.tasks[tid].split(heldout_fraction, seed=seed)
         if test.n_rows == 0:
             warnings.warn(
-                f"task {tid!r} has no held-out rows at heldout_fraction={heldout_fraction}; skipped",
+                f"task {tid!r} has no held-out rows at "
+                f"heldout_fraction={heldout_fraction}; skipped",
                 stacklevel=2,
             )
             continue
