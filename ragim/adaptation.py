@@ -193,7 +193,8 @@ def recalibration(
 def map_evidence(
     D: np.ndarray, y: np.ndarray, theta0: np.ndarray, lam: float, ratio: float
 ) -> float:
-    """Laplace log evidence of the MAP model at prior precision ``lam`` (intercept ``lam * ratio``)."""
+    """Laplace log evidence of the MAP model at prior precision ``lam`` (intercept
+    ``lam * ratio``)."""
     theta, H = map_logistic(D, y, theta0, lam, ratio)
     z = theta[0] + D @ theta[1:]
     prec = np.full(len(theta), float(lam))
@@ -330,7 +331,8 @@ def choose(
 
     Examples
     --------
-    >>> c = {n: Candidate(n, np.zeros(1), None, ev) for n, ev in [("zero-shot", -5.0), ("map", -4.5)]}
+    >>> c = {n: Candidate(n, np.zeros(1), None, ev)
+    ...      for n, ev in [("zero-shot", -5.0), ("map", -4.5)]}
     >>> choose(c), choose(c, margin=0.1)
     ('zero-shot', 'map')
     >>> c["map"].detail["reverses"] = True
@@ -369,7 +371,8 @@ def log_odds_scale(theta0: np.ndarray, theta: np.ndarray) -> float | None:
 def sign_changes(
     names: list[str], theta0: np.ndarray, theta: np.ndarray, tol: float = SIGN_TOLERANCE
 ) -> list[str]:
-    """Names of the terms whose sign differs between ``theta0`` and ``theta`` (both beyond ``tol``)."""
+    """Names of the terms whose sign differs between ``theta0`` and ``theta`` (both beyond
+    ``tol``)."""
     t0, t = theta0[1:], theta[1:]
     flip = (np.abs(t0) > tol) & (np.abs(t) > tol) & (np.sign(t0) != np.sign(t))
     return [n for n, f in zip(names[1:], flip, strict=True) if f]

@@ -118,7 +118,8 @@ class Coverage:
 
     @property
     def in_domain(self) -> bool | None:
-        """False when the nearest task is less similar than the threshold; None when uncalibrated."""
+        """False when the nearest task is less similar than the threshold; None when
+        uncalibrated."""
         return None if self.threshold is None else bool(self.top_similarity >= self.threshold)
 
     def data(self) -> dict[str, Any]:
@@ -303,7 +304,8 @@ def coverage(
 
 def attach(params, query, index: TaskIndex, *, exclude=None):
     """Add ``metadata["coverage"]`` to generated parameters (one ModelParams or a list for a
-    batch of queries); returns them. Generators call it through :class:`~ragim.generate.base.Generator`."""
+    batch of queries); returns them. Generators call it through
+    :class:`~ragim.generate.base.Generator`."""
     batch = isinstance(params, list)
     items = params if batch else [params]
     queries = list(query) if batch else [query]

@@ -1068,9 +1068,11 @@ def check_identity(stored: Mapping[str, Any], embedder: Embedder | Mapping[str, 
     Examples
     --------
     >>> check_identity(HashingEmbedder(dim=64).identity, HashingEmbedder(dim=32))
+    ... # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    ragim.errors.ValidationError: index was built with embedder hashing (dim=64, seed=0) but hashing (dim=32, seed=0) was given
+    ragim.errors.ValidationError: index was built with embedder hashing (dim=64, seed=0) but
+    hashing (dim=32, seed=0) was given
       - dim: stored 64, given 32
     """
     if not isinstance(stored, Mapping):

@@ -58,8 +58,8 @@ Methods (the names are a contract; see :data:`METHODS`, extend with
   arguments (``base_model``, ``max_steps``, ``learning_rate``, ``batch_size``, ``k``,
   ``generator_config``, ``device``, ...) plus the generation options ``rerank``,
   ``reward_model``, ``num_candidates`` and ``temperature`` of
-  :meth:`~ragim.LMGenerator.generate_params`. Example:
-  ``zero_shot(tasks, methods=["ragim-lm", "pooled"], lm_config={"base_model": "tiny", "max_steps": 20})``.
+  :meth:`~ragim.LMGenerator.generate_params`. Example: ``zero_shot(tasks,
+  methods=["ragim-lm", "pooled"], lm_config={"base_model": "tiny", "max_steps": 20})``.
 
 Examples
 --------
@@ -422,7 +422,8 @@ def _statistical_setup(fctx: FoldContext) -> None:
 
 
 def _prior(ctx: TargetContext, name: str, *, uncertainty: bool = False):
-    """The generator's zero-shot parameters for this target (generated once, shared across k and draws)."""
+    """The generator's zero-shot parameters for this target (generated once, shared across k
+    and draws)."""
     key = ("prior", name, uncertainty)
     if key not in ctx.cache:
         ctx.cache[key] = ctx.fold.cache[name].generate_params(
@@ -1048,8 +1049,8 @@ def zero_shot(
     k_neighbors : neighbours for the generator and for neighbor-mean.
     embedder : description embedder (None: MiniLM, as :meth:`TaskIndex.build`; "hashing" for tests).
     generator_config : AttentionGenerator overrides, e.g. ``{"max_epochs": 20}``.
-    lm_config : "ragim-lm" settings (passed through ``kwargs``): :func:`ragim.train.train_sft` arguments plus
-        ``rerank``, ``reward_model``, ``num_candidates``, ``temperature``; e.g.
+    lm_config : "ragim-lm" settings (passed through ``kwargs``): :func:`ragim.train.train_sft`
+        arguments plus ``rerank``, ``reward_model``, ``num_candidates``, ``temperature``; e.g.
         ``{"base_model": "tiny", "max_steps": 20, "k": 3}``.
     max_targets : score only this many (seeded) targets; the index still excludes the whole fold.
     return_predictions : also return a long frame of test-row predictions

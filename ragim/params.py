@@ -162,7 +162,8 @@ class ModelParams:
         --------
         >>> import pandas as pd
         >>> X = pd.DataFrame({"age": [40.0, 60.0, 80.0]})
-        >>> p = ModelParams.from_dict("logistic", FeatureSchema.infer(X).fit(X), {"intercept": -1.0, "age": 0.5})
+        >>> p = ModelParams.from_dict("logistic", FeatureSchema.infer(X).fit(X),
+        ...                           {"intercept": -1.0, "age": 0.5})
         >>> p.log_odds(X).round(3).tolist()
         [-1.612, -1.0, -0.388]
         """

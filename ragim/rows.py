@@ -103,9 +103,9 @@ def read_table(
     Raises
     ------
     ValidationError
-        One line: a missing, empty, unreadable or non-UTF-8 file, duplicated or blank column names, or
-        a header read as one column that holds another separator (the message names it and
-        says ``--sep``).
+        One line: a missing, empty, unreadable or non-UTF-8 file, duplicated or blank column
+        names, or a header read as one column that holds another separator (the message names it
+        and says ``--sep``).
     """
     path = Path(path)
     if not isinstance(sep, str) or len(sep) != 1:
@@ -166,7 +166,8 @@ def read_table(
 
 
 def _need_column(df: pd.DataFrame, name: str, place: str, what: str, fix: str) -> None:
-    """Raise, naming the first columns and ``fix``, unless ``df`` has the ``what`` column ``name``."""
+    """Raise, naming the first columns and ``fix``, unless ``df`` has the ``what`` column
+    ``name``."""
     if name not in df.columns:
         raise ValidationError(
             f"{place} has no {what} column {name!r} (columns: {list(df.columns)[:12]}); {fix}"

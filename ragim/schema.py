@@ -48,8 +48,9 @@ MISSING_SUFFIX = "__missing"
 
 
 FAR_SD = 8.0
-"""How many standard deviations from the fitted mean make a value "far" (:meth:`FeatureSchema.far_values`):
-rare for real measurements (under 0.2% of a log-normal with sigma 1), common for a wrong unit."""
+"""How many standard deviations from the fitted mean make a value "far"
+(:meth:`FeatureSchema.far_values`): rare for real measurements (under 0.2% of a log-normal with
+sigma 1), common for a wrong unit."""
 
 
 @dataclass(frozen=True)
@@ -466,8 +467,8 @@ class FeatureSchema:
         return self._cache[key]
 
     def _level_codes(self, name: str, s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-        """(position of each value among the feature's levels, -1 when it matches none; missing mask),
-        matching canonical forms (``4 == 4.0 == "4"``)."""
+        """(position of each value among the feature's levels, -1 when it matches none; missing
+        mask), matching canonical forms (``4 == 4.0 == "4"``)."""
         lookup = self._level_lookup(name)
         vals = pd.Series(s.to_numpy(dtype=object), dtype=object)
         isna = vals.isna().to_numpy()

@@ -149,7 +149,8 @@ class Task:
 
     @property
     def patient_ids(self) -> frozenset:
-        """The task's patient ids in canonical text form (see :func:`ragim.canonical.canonical_id`)."""
+        """The task's patient ids in canonical text form (see
+        :func:`ragim.canonical.canonical_id`)."""
         return frozenset(self.metadata.get("patient_ids") or ())
 
     def fit_problems(
@@ -213,7 +214,8 @@ class Task:
 
 
 def _labels_as_numbers(y: Any) -> Any:
-    """Booleans, and object arrays holding only booleans and numbers, as floats (0/1 checks follow)."""
+    """Booleans, and object arrays holding only booleans and numbers, as floats (0/1 checks
+    follow)."""
     arr = np.asarray(y)
     if arr.dtype == bool:
         return arr.astype(np.int64)

@@ -202,7 +202,8 @@ class VectorStore:
         Parameters
         ----------
         dim : vector length.
-        index : "auto" (by ``n_total``) or a FAISS factory string (``"IVF4096,SQ8"``, ``"IVF4096,PQ32"``...).
+        index : "auto" (by ``n_total``) or a FAISS factory string (``"IVF4096,SQ8"``,
+            ``"IVF4096,PQ32"``...).
         n_total : how many vectors will be added (needed by ``index="auto"``).
         train : training vectors (n, dim) for IVF / PQ / SQ indices; at most ``train_size`` of
             them are used, picked at random with ``seed``.

@@ -382,10 +382,11 @@ class AttentionGenerator(Generator):
     def fit(self, index, *, progress: bool = True, base_generator=None) -> AttentionGenerator:
         """Train episodically on the tasks of ``index`` (see module docstring).
 
-        With ``config.base == "statistical"`` a :class:`~ragim.generate.statistical.StatisticalGenerator`
-        is fitted on the index first (or ``base_generator``, one already fitted on it, is used);
-        every episode starts from its leak-free validation model of the target, and the network
-        learns how far to move from it (early stopping keeps the base when moving does not help).
+        With ``config.base == "statistical"`` a
+        :class:`~ragim.generate.statistical.StatisticalGenerator` is fitted on the index first (or
+        ``base_generator``, one already fitted on it, is used); every episode starts from its
+        leak-free validation model of the target, and the network learns how far to move from it
+        (early stopping keeps the base when moving does not help).
         """
         from tqdm.auto import tqdm
 

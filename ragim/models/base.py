@@ -111,7 +111,8 @@ def model_from_params(params: ModelParams) -> InterpretableModel:
     --------
     >>> import pandas as pd
     >>> X = pd.DataFrame({"age": [40.0, 60.0, 80.0]})
-    >>> p = ModelParams.from_dict("logistic", FeatureSchema.infer(X).fit(X), {"intercept": 0.0, "age": 1.0})
+    >>> p = ModelParams.from_dict("logistic", FeatureSchema.infer(X).fit(X),
+    ...                           {"intercept": 0.0, "age": 1.0})
     >>> type(model_from_params(p)).__name__
     'LogisticModel'
     """
@@ -296,10 +297,11 @@ class InterpretableModel:
         Examples
         --------
         >>> from ragim.models import LogisticModel
-        >>> LogisticModel(C=-1.0).check_params()
+        >>> LogisticModel(C=-1.0).check_params()  # doctest: +NORMALIZE_WHITESPACE
         Traceback (most recent call last):
         ...
-        sklearn.utils._param_validation.InvalidParameterError: The 'C' parameter of LogisticModel must be a float in the range (0.0, inf). Got -1.0 instead.
+        sklearn.utils._param_validation.InvalidParameterError: The 'C' parameter of LogisticModel
+        must be a float in the range (0.0, inf). Got -1.0 instead.
         """
         self._validate_params()
 

@@ -81,7 +81,8 @@ def build_preference_pairs(
     task_ids: Sequence[str] | None = None,
     pairs: str = "best_worst",
 ):
-    """Preference pairs of generated models, ranked by a verifiable reward (see the module docstring).
+    """Preference pairs of generated models, ranked by a verifiable reward (see the module
+    docstring).
 
     Parameters
     ----------

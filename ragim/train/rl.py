@@ -1,8 +1,9 @@
 """Policy optimisation of the LM generator: GRPO with verifiable rewards, and DPO.
 
 Both continue the generator's (SFT) LoRA adapter; the generator passed in is left
-untouched (its adapter is saved and loaded onto a fresh base model) and a new :class:`~ragim.generate.lm.LMGenerator` is
-returned, whose ``save()`` writes an adapter that ``LMGenerator.load`` accepts.
+untouched (its adapter is saved and loaded onto a fresh base model) and a new
+:class:`~ragim.generate.lm.LMGenerator` is returned, whose ``save()`` writes an adapter that
+``LMGenerator.load`` accepts.
 
 * :func:`train_grpo` — TRL ``GRPOTrainer``. Prompts are the leave-one-task-out prompts of
   the training tasks (:func:`ragim.train.build_sft_dataset`); each prompt carries the
@@ -183,7 +184,8 @@ def _strip_trl_patches(model) -> None:
 
 
 def policy_copy(generator_or_path, *, device: str | None = None) -> LMGenerator:
-    """A new generator with the given one's adapter on a freshly loaded base model, adapter trainable.
+    """A new generator with the given one's adapter on a freshly loaded base model, adapter
+    trainable.
 
     A generator object is saved to a temporary artifact and loaded again (``LMGenerator.load``),
     so training never touches its weights; a path is loaded directly. A generator without an
