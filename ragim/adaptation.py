@@ -193,7 +193,8 @@ def recalibration(
 def map_evidence(
     D: np.ndarray, y: np.ndarray, theta0: np.ndarray, lam: float, ratio: float
 ) -> float:
-    """Laplace log evidence of the MAP model at prior precision ``lam`` (intercept ``lam * ratio``)."""
+    """Laplace log evidence of the MAP model at prior precision ``lam`` (intercept
+    ``lam * ratio``)."""
     theta, H = map_logistic(D, y, theta0, lam, ratio)
     z = theta[0] + D @ theta[1:]
     prec = np.full(len(theta), float(lam))
@@ -330,7 +331,8 @@ def choose(
 
     Examples
     --------
-    >>> c = {n: Candidate(n, np.zeros(1), None, ev) for n, ev in [("zero-shot", -5.0), ("map", -4.5)]}
+    >>> c = {n: Candidate(n, np.zeros(1), None, ev)
+    ...      for n, ev in [("zero-shot", -5.0), ("map", -4.5)]}
     >>> choose(c), choose(c, margin=0.1)
     ('zero-shot', 'map')
     >>> c["map"].detail["reverses"] = True
@@ -369,7 +371,8 @@ def log_odds_scale(theta0: np.ndarray, theta: np.ndarray) -> float | None:
 def sign_changes(
     names: list[str], theta0: np.ndarray, theta: np.ndarray, tol: float = SIGN_TOLERANCE
 ) -> list[str]:
-    """Names of the terms whose sign differs between ``theta0`` and ``theta`` (both beyond ``tol``)."""
+    """Names of the terms whose sign differs between ``theta0`` and ``theta`` (both beyond
+    ``tol``)."""
     t0, t = theta0[1:], theta[1:]
     flip = (np.abs(t0) > tol) & (np.abs(t) > tol) & (np.sign(t0) != np.sign(t))
     return [n for n, f in zip(names[1:], flip, strict=True) if f]
@@ -480,9 +483,9 @@ def adapt(
             f"(every risk {'rises' if report['intercept_shift'] > 0 else 'falls'})"
         )
         report["warnings"].append(
-            f"the {len(y)} labelled rows are all {lab}: they cannot show which patients are at higher risk, "
-            f"so the coefficients were kept and {did}; if these rows were chosen for their outcome, they say "
-            "nothing about the event rate either: fit without them"
+            f"the {len(y)} labelled rows are all {lab}: they cannot show which patients are at "
+            f"higher risk, so the coefficients were kept and {did}; if these rows were chosen "
+            "for their outcome, they say nothing about the event rate either: fit without them"
         )
     refused = reversals_refused(cands, chosen) if adaptation == "auto" else []
     if refused:
@@ -494,25 +497,27 @@ def adapt(
             "needed": round(REVERSAL_MARGIN, 4),
         }
         report["warnings"].append(
-            f"the {len(y)} labelled rows favour reversing the generated model ('{refused[0]}', log Bayes factor "
-            f"{gap:.1f} over the best model that keeps its direction), short of the {REVERSAL_MARGIN:.1f} needed to reverse it, so '{chosen}' "
-            "was kept: check how these rows were chosen and how their outcome was coded"
+            f"the {len(y)} labelled rows favour reversing the generated model "
+            f"('{refused[0]}', log Bayes factor {gap:.1f} over the best model that keeps its "
+            f"direction), short of the {REVERSAL_MARGIN:.1f} needed to reverse it, so "
+            f"'{chosen}' was kept: check how these rows were chosen and how their outcome was coded"
         )
     if report["sign_changes"]:
         flipped = report["sign_changes"]
         report["warnings"].append(
-            f"adaptation '{chosen}' (chosen {how} on {len(y)} rows) moved {len(flipped)} coefficient(s) across "
-            f"zero: {', '.join(flipped[:8])}{' ...' if len(flipped) > 8 else ''}"
+            f"adaptation '{chosen}' (chosen {how} on {len(y)} rows) moved {len(flipped)} "
+            "coefficient(s) across zero: "
+            f"{', '.join(flipped[:8])}{' ...' if len(flipped) > 8 else ''}"
         )
     if scale is not None and not (1 / SCALE_WARN_FACTOR <= scale <= SCALE_WARN_FACTOR):
         report["warnings"].append(
-            f"adaptation '{chosen}' (chosen {how} on {len(y)} rows) scaled the generated log-odds by "
-            f"{scale:.2f}, beyond the factor {SCALE_WARN_FACTOR:g} either way: "
+            f"adaptation '{chosen}' (chosen {how} on {len(y)} rows) scaled the generated "
+            f"log-odds by {scale:.2f}, beyond the factor {SCALE_WARN_FACTOR:g} either way: "
             + (
                 "the adapted model points against the generated one"
                 if scale < 0
-                else f"the generated model {'overstated' if scale < 1 else 'understated'} how much the features "
-                "matter here"
+                else f"the generated model {'overstated' if scale < 1 else 'understated'} "
+                "how much the features matter here"
             )
         )
     if warn:

@@ -42,7 +42,10 @@ PosLabel = Annotated[
     str | None,
     typer.Option(
         "--pos-label",
-        help="the outcome value that marks the event, when outcomes are not 0/1 or true/false (e.g. yes)",
+        help=(
+            "the outcome value that marks the event, when outcomes are not 0/1 or true/false "
+            "(e.g. yes)"
+        ),
     ),
 ]
 Sep = Annotated[

@@ -299,7 +299,8 @@ def adapt(
         f"adapted {params_path} on {len(data)} patients "
         f"({summary['n_positive']} with {outcome} = 1) by "
         f"{_ADAPTATION_WORDS[chosen]}"
-        f"{' (chosen by the evidence on these rows)' if method == 'auto' else ''}; saved to {save}\n"
+        f"{' (chosen by the evidence on these rows)' if method == 'auto' else ''}; "
+        f"saved to {save}\n"
         f"  intercept  {params.intercept:+.3f} -> {adapted.intercept:+.3f} ({change:+.3f})"
         + (
             f"\n  terms      x {scale:.3f} (median ratio of the adapted to the original terms)"

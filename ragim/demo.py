@@ -124,8 +124,8 @@ def run_demo(
                 "to index without using that site's patients"
             )
         warnings.warn(
-            f"{len(sharing)} task(s) outside {site} share patient ids with it and are left out of the "
-            f"index: {[train.ids[i] for i in sharing][:5]}",
+            f"{len(sharing)} task(s) outside {site} share patient ids with it "
+            f"and are left out of the index: {[train.ids[i] for i in sharing][:5]}",
             DataWarning,
             stacklevel=2,
         )
@@ -167,7 +167,8 @@ def run_demo(
 
     _say(
         quiet,
-        f"[5/6] scoring on {target.n_rows} real outcomes at {site} (no label was used to build the model)",
+        f"[5/6] scoring on {target.n_rows} real outcomes at {site} (no label "
+        "was used to build the model)",
     )
     pooled = LogisticModel(schema=index.schema).fit(
         pd.concat([t.X for t in index.tasks], ignore_index=True),

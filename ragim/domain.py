@@ -118,7 +118,8 @@ class Coverage:
 
     @property
     def in_domain(self) -> bool | None:
-        """False when the nearest task is less similar than the threshold; None when uncalibrated."""
+        """False when the nearest task is less similar than the threshold; None when
+        uncalibrated."""
         return None if self.threshold is None else bool(self.top_similarity >= self.threshold)
 
     def data(self) -> dict[str, Any]:
@@ -303,7 +304,8 @@ def coverage(
 
 def attach(params, query, index: TaskIndex, *, exclude=None):
     """Add ``metadata["coverage"]`` to generated parameters (one ModelParams or a list for a
-    batch of queries); returns them. Generators call it through :class:`~ragim.generate.base.Generator`."""
+    batch of queries); returns them. Generators call it through
+    :class:`~ragim.generate.base.Generator`."""
     batch = isinstance(params, list)
     items = params if batch else [params]
     queries = list(query) if batch else [query]
@@ -328,9 +330,10 @@ def out_of_domain_message(cov: Coverage, description: str | None = None) -> str:
     )
     return (
         f"{what} is outside what the index covers: its nearest indexed task has similarity "
-        f"{cov.top_similarity:.2f}, below {cov.threshold:.2f}, the similarity {100 - PERCENTILE:g}% of the "
-        f"index's own tasks reach even to their {RANK}th neighbour{eff}; the model is borrowed from unrelated "
-        "tasks: validate it on local patients before any use, or use an index that covers this task"
+        f"{cov.top_similarity:.2f}, below {cov.threshold:.2f}, the similarity "
+        f"{100 - PERCENTILE:g}% of the index's own tasks reach even to their "
+        f"{RANK}th neighbour{eff}; the model is borrowed from unrelated tasks: "
+        "validate it on local patients before any use, or use an index that covers this task"
     )
 
 

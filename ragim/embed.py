@@ -545,8 +545,9 @@ class SentenceTransformerEmbedder(Embedder):
         if over:
             t, n = over[0]
             warnings.warn(
-                f"{len(over)} text(s) are longer than the embedder reads ({limit} word pieces); the rest is "
-                f"ignored in retrieval (e.g. {n} pieces: {t[:60]!r}...): put what identifies the task first",
+                f"{len(over)} text(s) are longer than the embedder reads "
+                f"({limit} word pieces); the rest is ignored in retrieval (e.g. "
+                f"{n} pieces: {t[:60]!r}...): put what identifies the task first",
                 DataWarning,
                 stacklevel=5,
             )
@@ -972,7 +973,8 @@ def get_embedder(
                 return HashingEmbedder(dim=int(m.group(1)))
             except ValueError:
                 raise ValidationError(
-                    f"bad embedder spec {spec!r}; use 'hashing' or 'hashing:DIM' with an integer DIM"
+                    f"bad embedder spec {spec!r}; use 'hashing' or "
+                    "'hashing:DIM' with an integer DIM"
                 ) from None
         if not os.path.exists(s) and "/" not in s:  # neither a folder nor a Hub id ("org/name")
             raise ValidationError(
@@ -1066,9 +1068,11 @@ def check_identity(stored: Mapping[str, Any], embedder: Embedder | Mapping[str, 
     Examples
     --------
     >>> check_identity(HashingEmbedder(dim=64).identity, HashingEmbedder(dim=32))
+    ... # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    ragim.errors.ValidationError: index was built with embedder hashing (dim=64, seed=0) but hashing (dim=32, seed=0) was given
+    ragim.errors.ValidationError: index was built with embedder hashing (dim=64, seed=0) but
+    hashing (dim=32, seed=0) was given
       - dim: stored 64, given 32
     """
     if not isinstance(stored, Mapping):

@@ -183,9 +183,9 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     ----------
     index : a :class:`~ragim.TaskIndex`, or None (prior centred at zero).
     generator : a fitted generator (``StatisticalGenerator``, ``AttentionGenerator``,
-        ``LMGenerator``); None uses the default, a :class:`~ragim.generate.statistical.StatisticalGenerator`
-        fitted on the index once (or, for an index without task rows, the similarity-weighted
-        neighbour mean, with a warning).
+        ``LMGenerator``); None uses the default, a
+        :class:`~ragim.generate.statistical.StatisticalGenerator` fitted on the index once (or,
+        for an index without task rows, the similarity-weighted neighbour mean, with a warning).
     description : the target task's clinical description (needed with an index).
     k : neighbours to retrieve (None: the generator's default, else 10).
     adaptation : "auto" (the evidence chooses among "zero-shot", "intercept", "recalibrate"
@@ -288,8 +288,8 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
                 self.description, self.index, k=self.k, exclude=self.exclude
             )
         warnings.warn(
-            "the index holds no task rows, so the default (statistical) generator cannot be fitted; "
-            "using the similarity-weighted neighbour mean",
+            "the index holds no task rows, so the default (statistical) "
+            "generator cannot be fitted; using the similarity-weighted neighbour mean",
             DataWarning,
             stacklevel=3,
         )

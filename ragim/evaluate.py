@@ -58,8 +58,8 @@ Methods (the names are a contract; see :data:`METHODS`, extend with
   arguments (``base_model``, ``max_steps``, ``learning_rate``, ``batch_size``, ``k``,
   ``generator_config``, ``device``, ...) plus the generation options ``rerank``,
   ``reward_model``, ``num_candidates`` and ``temperature`` of
-  :meth:`~ragim.LMGenerator.generate_params`. Example:
-  ``zero_shot(tasks, methods=["ragim-lm", "pooled"], lm_config={"base_model": "tiny", "max_steps": 20})``.
+  :meth:`~ragim.LMGenerator.generate_params`. Example: ``zero_shot(tasks,
+  methods=["ragim-lm", "pooled"], lm_config={"base_model": "tiny", "max_steps": 20})``.
 
 Examples
 --------
@@ -380,7 +380,8 @@ def assert_leak_free(
     if leaks:
         raise ValidationError(
             f"the index used for evaluation leaks {len(leaks)} task(s) into zero-shot targets "
-            f"{sorted(target_ids)[:5]}{' ...' if len(target_ids) > 5 else ''}; rebuild it without them:",
+            f"{sorted(target_ids)[:5]}{' ...' if len(target_ids) > 5 else ''}; "
+            "rebuild it without them:",
             [
                 f"{tid!r} {why} but is in the {' and the '.join(where)}"
                 for tid, (why, where) in leaks.items()
@@ -421,7 +422,8 @@ def _statistical_setup(fctx: FoldContext) -> None:
 
 
 def _prior(ctx: TargetContext, name: str, *, uncertainty: bool = False):
-    """The generator's zero-shot parameters for this target (generated once, shared across k and draws)."""
+    """The generator's zero-shot parameters for this target (generated once, shared across k
+    and draws)."""
     key = ("prior", name, uncertainty)
     if key not in ctx.cache:
         ctx.cache[key] = ctx.fold.cache[name].generate_params(
@@ -900,15 +902,15 @@ def evaluate(
     for name in ("true-model", "oracle"):
         if name in methods and not any(r["method"] == name for r in rows):
             notes.append(
-                f"{name}: no target has known {'true' if name == 'true-model' else 'oracle'} parameters; "
-                "method skipped"
+                f"{name}: no target has known "
+                f"{'true' if name == 'true-model' else 'oracle'} parameters; method skipped"
             )
     bad = [r for r in rows if r["status"] != "ok"]
     for name in dict.fromkeys(r["method"] for r in bad):
         mine = [r for r in bad if r["method"] == name]
         notes.append(
-            f"{name}: failed on {len(mine)} target x k row(s), scored NaN (first: {mine[0]['task_id']}: "
-            f"{mine[0]['status']})"
+            f"{name}: failed on {len(mine)} target x k row(s), scored NaN "
+            f"(first: {mine[0]['task_id']}: {mine[0]['status']})"
         )
     df = pd.DataFrame(rows, columns=COLUMNS)
     df.attrs = {"folds": fold_log, "notes": notes}
@@ -1047,8 +1049,8 @@ def zero_shot(
     k_neighbors : neighbours for the generator and for neighbor-mean.
     embedder : description embedder (None: MiniLM, as :meth:`TaskIndex.build`; "hashing" for tests).
     generator_config : AttentionGenerator overrides, e.g. ``{"max_epochs": 20}``.
-    lm_config : "ragim-lm" settings (passed through ``kwargs``): :func:`ragim.train.train_sft` arguments plus
-        ``rerank``, ``reward_model``, ``num_candidates``, ``temperature``; e.g.
+    lm_config : "ragim-lm" settings (passed through ``kwargs``): :func:`ragim.train.train_sft`
+        arguments plus ``rerank``, ``reward_model``, ``num_candidates``, ``temperature``; e.g.
         ``{"base_model": "tiny", "max_steps": 20, "k": 3}``.
     max_targets : score only this many (seeded) targets; the index still excludes the whole fold.
     return_predictions : also return a long frame of test-row predictions

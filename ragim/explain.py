@@ -70,7 +70,8 @@ def explain_params(
     >>> import pandas as pd
     >>> from ragim.schema import FeatureSchema
     >>> X = pd.DataFrame({"age": [40.0, 60.0, 80.0]})
-    >>> p = ModelParams.from_dict("logistic", FeatureSchema.infer(X).fit(X), {"intercept": 0.0, "age": 1.0})
+    >>> p = ModelParams.from_dict("logistic", FeatureSchema.infer(X).fit(X),
+    ...                           {"intercept": 0.0, "age": 1.0})
     >>> type(explain_params(p)).__name__, type(explain_params(p, X.iloc[0])).__name__
     ('GlobalExplanation', 'LocalExplanation')
     """
@@ -161,7 +162,10 @@ class _Explanation:
         buf = io.BytesIO()
         self.plot(**plot_kw).savefig(buf, format="png", dpi=80, bbox_inches="tight")
         b64 = base64.b64encode(buf.getvalue()).decode("ascii")
-        return f'<div><img alt="plot" style="max-width:720px" src="data:image/png;base64,{b64}"/></div>'
+        return (
+            '<div><img alt="plot" style="max-width:720px" '
+            f'src="data:image/png;base64,{b64}"/></div>'
+        )
 
 
 # ---------------------------------------------------------------------- coverage
@@ -171,9 +175,11 @@ def coverage_summary(coverage: Mapping[str, Any] | None) -> str | None:
 
     Examples
     --------
-    >>> coverage_summary({"top_similarity": 0.31, "effective_similarity": 0.25, "effective_neighbors": 0.0,
-    ...                   "k": 10, "threshold": 0.62, "typical": 0.8})
-    "index coverage: top similarity 0.31, effective similarity 0.25, 0.0 effective neighbour(s) of 10; threshold 0.62: OUTSIDE the index's domain"
+    >>> coverage_summary({"top_similarity": 0.31, "effective_similarity": 0.25,
+    ...                   "effective_neighbors": 0.0, "k": 10, "threshold": 0.62, "typical": 0.8})
+    ... # doctest: +NORMALIZE_WHITESPACE
+    "index coverage: top similarity 0.31, effective similarity 0.25, 0.0 effective neighbour(s)
+    of 10; threshold 0.62: OUTSIDE the index's domain"
     """
     if not coverage:
         return None
@@ -487,7 +493,8 @@ def _one_row(X_row: Any, schema) -> pd.DataFrame:
         X_row = pd.DataFrame([dict(X_row)])
     if not isinstance(X_row, pd.DataFrame):
         raise ValidationError(
-            f"X_row must be a one-row pandas DataFrame, a Series or a dict, got {type(X_row).__name__}"
+            "X_row must be a one-row pandas DataFrame, a Series or a dict, got "
+            f"{type(X_row).__name__}"
         )
     if len(X_row) != 1:
         raise ValidationError(

@@ -535,7 +535,8 @@ class TaskIndex:
             hidden = invisible_characters(text)
             if hidden:
                 warnings.warn(
-                    f"query {i}: removed {len(hidden)} invisible character(s) {sorted(set(hidden))[:3]}",
+                    f"query {i}: removed {len(hidden)} invisible character(s) "
+                    f"{sorted(set(hidden))[:3]}",
                     DataWarning,
                     stacklevel=3,
                 )
@@ -810,8 +811,8 @@ class TaskIndex:
             raise ArtifactError(f"{art.path / 'records.jsonl'}: {exc}") from exc
         if ids_digest is not None and ids_digest != _ids_digest(r["task_id"] for r in records):
             raise ArtifactError(
-                f"{art.path / 'records.jsonl'}: its task ids are not the ones config.json was saved with; the "
-                "artifact was assembled from different indices"
+                f"{art.path / 'records.jsonl'}: its task ids are not the ones "
+                "config.json was saved with; the artifact was assembled from different indices"
             )
         try:
             params = st_load(art.read_bytes("params.safetensors"))["params"]
@@ -826,14 +827,15 @@ class TaskIndex:
             )
         if names != expected_names:
             raise ArtifactError(
-                f"{art.path / 'schema.json'}: its {config.model} parameter layout ({len(names)} names) differs from "
-                f"the param_names in config.json ({len(expected_names)}); the artifact was assembled from different indices"
+                f"{art.path / 'schema.json'}: its {config.model} parameter layout "
+                f"({len(names)} names) differs from the param_names in config.json "
+                f"({len(expected_names)}); the artifact was assembled from different indices"
             )
         if params.shape != (len(records), len(names)):
             raise ArtifactError(
-                f"{art.path / 'params.safetensors'}: shape {params.shape} does not match records.jsonl "
-                f"({len(records)} tasks) and the schema ({len(names)} parameters); the artifact was assembled from "
-                "different indices"
+                f"{art.path / 'params.safetensors'}: shape {params.shape} does not "
+                f"match records.jsonl ({len(records)} tasks) and the schema "
+                f"({len(names)} parameters); the artifact was assembled from different indices"
             )
         store = VectorStore.read(
             art.file("index.faiss"),
@@ -847,9 +849,9 @@ class TaskIndex:
         emb_dim = identity.get("dim")
         if store.ntotal != len(records) or (isinstance(emb_dim, int) and store.dim != emb_dim):
             raise ArtifactError(
-                f"{art.path / 'index.faiss'}: holds {store.ntotal} vectors of dimension {store.dim}, but "
-                f"records.jsonl has {len(records)} tasks and the embedder makes {emb_dim}-dimensional vectors; the "
-                "artifact was assembled from different indices"
+                f"{art.path / 'index.faiss'}: holds {store.ntotal} vectors of dimension "
+                f"{store.dim}, but records.jsonl has {len(records)} tasks and the embedder makes "
+                f"{emb_dim}-dimensional vectors; the artifact was assembled from different indices"
             )
         tasks = None
         if "tasks/manifest.json" in art.files:
@@ -863,8 +865,8 @@ class TaskIndex:
             art.check_unchanged("tasks/manifest.json")
             if tasks.ids != [r["task_id"] for r in records]:
                 raise ArtifactError(
-                    f"{art.path / 'tasks'}: its task ids differ from records.jsonl; the artifact was assembled from "
-                    "different indices"
+                    f"{art.path / 'tasks'}: its task ids differ from "
+                    "records.jsonl; the artifact was assembled from different indices"
                 )
         return cls(config, schema, emb, store, records, params, tasks)
 

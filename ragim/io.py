@@ -233,8 +233,8 @@ def _swap_into_place(tmp: Path, path: Path) -> None:
                 time.sleep(0.001 * (attempt + 1))
         else:
             raise ArtifactError(
-                f"could not move the new artifact into place at {path}: other processes kept replacing it "
-                f"({last}); try the save again"
+                f"could not move the new artifact into place at {path}: other "
+                f"processes kept replacing it ({last}); try the save again"
             )
     except BaseException as exc:
         if asides and not path.exists():
@@ -380,8 +380,8 @@ class Artifact:
             raise ArtifactChanged(f"{self.path / name}: vanished while loading ({exc})") from exc
         if sig != expected:
             raise ArtifactChanged(
-                f"{self.path / name}: the file changed while loading (a concurrent save to {self.path}?); "
-                "load the artifact again"
+                f"{self.path / name}: the file changed while loading (a "
+                f"concurrent save to {self.path}?); load the artifact again"
             )
 
     def read_json(self, name: str) -> Any:
@@ -497,7 +497,8 @@ def _read_artifact_once(
     ):
         raise ArtifactError(
             f"{path}: {kind} format_version {version!r} is not supported by ragim "
-            f"{ragim_version()} (supported: {list(supported_versions)}); upgrade ragim or re-save the artifact"
+            f"{ragim_version()} (supported: {list(supported_versions)}); "
+            "upgrade ragim or re-save the artifact"
         )
     for name, entry in manifest["files"].items():
         if (
@@ -515,7 +516,8 @@ def _read_artifact_once(
             or not isinstance(entry.get("bytes"), int)
         ):
             raise ArtifactError(
-                f"{mpath}: the entry for {name!r} has no valid sha256/bytes; the manifest is damaged"
+                f"{mpath}: the entry for {name!r} has no valid sha256/bytes; "
+                "the manifest is damaged"
             )
     verified: dict[str, tuple] = {}
     if verify:
@@ -530,8 +532,8 @@ def _read_artifact_once(
                         ok = hashlib.file_digest(fh, "sha256").hexdigest() == entry["sha256"]
                 if not ok:
                     problem = (
-                        f"{path}: checksum mismatch for {name!r}; the file is truncated, damaged or was "
-                        "replaced. Re-create or re-download the artifact."
+                        f"{path}: checksum mismatch for {name!r}; the file is truncated, "
+                        "damaged or was replaced. Re-create or re-download the artifact."
                     )
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
                 problem = f"{path}: file {name!r} listed in the manifest is missing"

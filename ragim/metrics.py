@@ -185,7 +185,8 @@ def bootstrap_ci(
 
 
 def size_labels(edges: Sequence[int] = DEFAULT_SIZE_EDGES) -> list[str]:
-    """Labels of the task-size groups: ``(50, 200, 1000)`` gives "<50", "50-200", "200-1000", ">=1000"."""
+    """Labels of the task-size groups: ``(50, 200, 1000)`` gives "<50", "50-200", "200-1000",
+    ">=1000"."""
     e = [int(x) for x in edges]
     if not e or any(b <= a for a, b in zip(e, e[1:], strict=False)):
         raise ValidationError(f"size edges must be increasing integers, got {list(edges)!r}")
@@ -210,8 +211,8 @@ def mean_over_draws(per_task: pd.DataFrame) -> pd.DataFrame:
 
     Examples
     --------
-    >>> df = pd.DataFrame({"dataset": "d", "protocol": "p", "method": "m", "k_shot": 4, "task_id": "a",
-    ...                    "draw": [0, 1], "log_loss": [0.5, 0.7]})
+    >>> df = pd.DataFrame({"dataset": "d", "protocol": "p", "method": "m", "k_shot": 4,
+    ...                    "task_id": "a", "draw": [0, 1], "log_loss": [0.5, 0.7]})
     >>> mean_over_draws(df)[["task_id", "log_loss"]].to_dict("records")
     [{'task_id': 'a', 'log_loss': 0.6}]
     """
@@ -257,8 +258,9 @@ def summarize(
     ...                    "task_id": ["a", "b"], "n_rows": [10, 20], "size_group": "<50",
     ...                    "auroc": [0.6, float("nan")], "log_loss": [0.5, 0.7]})
     >>> s = summarize(df, metrics=["auroc", "log_loss"])
-    >>> s[["metric", "mean", "n_tasks"]].to_dict("records")
-    [{'metric': 'auroc', 'mean': 0.6, 'n_tasks': 1}, {'metric': 'log_loss', 'mean': 0.6, 'n_tasks': 2}]
+    >>> s[["metric", "mean", "n_tasks"]].to_dict("records")  # doctest: +NORMALIZE_WHITESPACE
+    [{'metric': 'auroc', 'mean': 0.6, 'n_tasks': 1},
+     {'metric': 'log_loss', 'mean': 0.6, 'n_tasks': 2}]
     """
     missing = [c for c in [*_KEYS, *metrics] if c not in per_task.columns]
     if missing:
@@ -318,8 +320,9 @@ def paired_differences(
 
     Examples
     --------
-    >>> df = pd.DataFrame({"dataset": "d", "protocol": "p", "k_shot": 0, "task_id": ["a", "b", "a", "b"],
-    ...                    "method": ["new", "new", "old", "old"], "log_loss": [0.4, 0.5, 0.5, 0.6]})
+    >>> df = pd.DataFrame({"dataset": "d", "protocol": "p", "k_shot": 0,
+    ...                    "task_id": ["a", "b", "a", "b"], "method": ["new", "new", "old", "old"],
+    ...                    "log_loss": [0.4, 0.5, 0.5, 0.6]})
     >>> r = paired_differences(df, ["new"], ["old"], metrics=["log_loss"])
     >>> round(float(r["mean_diff"][0]), 3), int(r["wins"][0])
     (-0.1, 2)
@@ -400,7 +403,8 @@ def skill(
     Examples
     --------
     >>> s = pd.DataFrame({"dataset": "d", "protocol": "p", "k_shot": 0, "metric": "log_loss",
-    ...                   "method": ["pooled", "neighbor-mean", "oracle", "new"], "mean": [0.6, 0.55, 0.45, 0.5]})
+    ...                   "method": ["pooled", "neighbor-mean", "oracle", "new"],
+    ...                   "mean": [0.6, 0.55, 0.45, 0.5]})
     >>> r = skill(s, metrics=["log_loss"]).set_index("method")["skill"]
     >>> round(float(r["new"]), 3), round(float(r["neighbor-mean"]), 3)
     (0.5, 0.0)
@@ -456,7 +460,8 @@ def to_records(summary: pd.DataFrame) -> list[dict[str, Any]]:
     Examples
     --------
     >>> s = pd.DataFrame([{"dataset": "d", "protocol": "p", "method": "m", "k_shot": 0,
-    ...                    "metric": "auroc", "mean": float("nan"), "ci_low": None, "ci_high": None, "n_tasks": 0}])
+    ...                    "metric": "auroc", "mean": float("nan"), "ci_low": None, "ci_high": None,
+    ...                    "n_tasks": 0}])
     >>> to_records(s)[0]["mean"] is None
     True
     """
@@ -481,8 +486,9 @@ def format_table(summary: pd.DataFrame, *, metrics: Sequence[str] | None = None)
 
     Examples
     --------
-    >>> s = pd.DataFrame([{"dataset": "d", "protocol": "p", "method": "m", "k_shot": 0, "metric": "auroc",
-    ...                    "mean": 0.8, "ci_low": 0.7, "ci_high": 0.9, "n_tasks": 4}])
+    >>> s = pd.DataFrame([{"dataset": "d", "protocol": "p", "method": "m", "k_shot": 0,
+    ...                    "metric": "auroc", "mean": 0.8, "ci_low": 0.7, "ci_high": 0.9,
+    ...                    "n_tasks": 4}])
     >>> print(format_table(s))
     d / p (4 tasks)
     method  auroc                 n

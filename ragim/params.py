@@ -162,7 +162,8 @@ class ModelParams:
         --------
         >>> import pandas as pd
         >>> X = pd.DataFrame({"age": [40.0, 60.0, 80.0]})
-        >>> p = ModelParams.from_dict("logistic", FeatureSchema.infer(X).fit(X), {"intercept": -1.0, "age": 0.5})
+        >>> p = ModelParams.from_dict("logistic", FeatureSchema.infer(X).fit(X),
+        ...                           {"intercept": -1.0, "age": 0.5})
         >>> p.log_odds(X).round(3).tolist()
         [-1.612, -1.0, -0.388]
         """
@@ -347,7 +348,10 @@ class ModelParams:
         src = self.metadata.get("source", "?")
         top = sorted(zip(self.names[1:], self.terms, strict=True), key=lambda t: -abs(t[1]))[:3]
         tops = ", ".join(f"{n}={v:+.3g}" for n, v in top)
-        return f"ModelParams({self.kind}, {len(self)} params, source={src}, intercept={self.intercept:+.3g}; {tops})"
+        return (
+            f"ModelParams({self.kind}, {len(self)} params, source={src}, "
+            f"intercept={self.intercept:+.3g}; {tops})"
+        )
 
 
 def _as_vector(v: Any, what: str) -> np.ndarray:

@@ -141,8 +141,8 @@ def plot_shape_functions(
         axes = [ax] if not isinstance(ax, Sequence | np.ndarray) else list(np.ravel(ax))
         if len(axes) < len(features):
             raise ValidationError(
-                f"{len(features)} shape-function panels need {len(features)} axes, got {len(axes)}; "
-                "pass ax=None for a new figure or top=1 for a single panel"
+                f"{len(features)} shape-function panels need {len(features)} "
+                f"axes, got {len(axes)}; pass ax=None for a new figure or top=1 for a single panel"
             )
         fig = axes[0].figure
     tr = _exp if kind == "odds_ratio" else (lambda v: v)

@@ -103,9 +103,9 @@ def read_table(
     Raises
     ------
     ValidationError
-        One line: a missing, empty, unreadable or non-UTF-8 file, duplicated or blank column names, or
-        a header read as one column that holds another separator (the message names it and
-        says ``--sep``).
+        One line: a missing, empty, unreadable or non-UTF-8 file, duplicated or blank column
+        names, or a header read as one column that holds another separator (the message names it
+        and says ``--sep``).
     """
     path = Path(path)
     if not isinstance(sep, str) or len(sep) != 1:
@@ -136,8 +136,8 @@ def read_table(
             if hint:
                 raise ValidationError(
                     f"{where}{path} was read as one column ({names[0].strip()[:60]!r}); it looks "
-                    f"{_sep_name(hint[0])}-separated: pass --sep {hint[0]!r} (sep= in Python), or save the "
-                    "file comma-separated"
+                    f"{_sep_name(hint[0])}-separated: pass --sep {hint[0]!r} "
+                    "(sep= in Python), or save the file comma-separated"
                 )
         _check_header(path, [n.strip() for n in names], where)
         if all_text:
@@ -152,9 +152,9 @@ def read_table(
     except UnicodeDecodeError as exc:
         byte = exc.object[exc.start : exc.start + 1].hex()
         raise ValidationError(
-            f"cannot read {where}{path}: it is not UTF-8 text (byte 0x{byte} at position {exc.start}, as "
-            "written by Excel's plain 'CSV' or Windows-1252); save it as 'CSV UTF-8', or convert it, "
-            f"e.g. iconv -f cp1252 -t utf-8 {path.name} > utf8.csv"
+            f"cannot read {where}{path}: it is not UTF-8 text (byte 0x{byte} at position "
+            f"{exc.start}, as written by Excel's plain 'CSV' or Windows-1252); save it "
+            f"as 'CSV UTF-8', or convert it, e.g. iconv -f cp1252 -t utf-8 {path.name} > utf8.csv"
         ) from exc
     except Exception as exc:  # pandas/pyarrow raise many types for unreadable files
         msg = " ".join(str(exc).split())
@@ -166,7 +166,8 @@ def read_table(
 
 
 def _need_column(df: pd.DataFrame, name: str, place: str, what: str, fix: str) -> None:
-    """Raise, naming the first columns and ``fix``, unless ``df`` has the ``what`` column ``name``."""
+    """Raise, naming the first columns and ``fix``, unless ``df`` has the ``what`` column
+    ``name``."""
     if name not in df.columns:
         raise ValidationError(
             f"{place} has no {what} column {name!r} (columns: {list(df.columns)[:12]}); {fix}"

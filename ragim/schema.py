@@ -48,8 +48,9 @@ MISSING_SUFFIX = "__missing"
 
 
 FAR_SD = 8.0
-"""How many standard deviations from the fitted mean make a value "far" (:meth:`FeatureSchema.far_values`):
-rare for real measurements (under 0.2% of a log-normal with sigma 1), common for a wrong unit."""
+"""How many standard deviations from the fitted mean make a value "far"
+(:meth:`FeatureSchema.far_values`): rare for real measurements (under 0.2% of a log-normal with
+sigma 1), common for a wrong unit."""
 
 
 @dataclass(frozen=True)
@@ -255,9 +256,11 @@ class FeatureSchema:
             import warnings
 
             warnings.warn(
-                f"columns holding only a few whole numbers are taken as continuous (a trend across the "
-                f"values): {'; '.join(coded)}. If a number is a code (ward 1/2/4, a hospital, a type), "
-                'declare the column categorical (types= here, or "type" in schema.json); declare it '
+                "columns holding only a few whole numbers are taken as "
+                f"continuous (a trend across the values): {'; '.join(coded)}. "
+                "If a number is a code (ward 1/2/4, a hospital, a type), "
+                'declare the column categorical (types= here, or "type" in '
+                "schema.json); declare it "
                 "continuous to keep the trend and silence this",
                 DataWarning,
                 stacklevel=2,
@@ -331,8 +334,8 @@ class FeatureSchema:
                     odd = [v for v in s if isinstance(v, list | dict | set | tuple | np.ndarray)]
                     if odd:
                         problems.append(
-                            f"column {f.name!r} (categorical) holds {type(odd[0]).__name__} values; "
-                            "categories must be text or numbers"
+                            f"column {f.name!r} (categorical) holds "
+                            f"{type(odd[0]).__name__} values; categories must be text or numbers"
                         )
                         continue
                 out[f.name] = s
@@ -354,19 +357,22 @@ class FeatureSchema:
                 arr = num.to_numpy(dtype=float)
                 if np.isinf(arr).any():
                     problems.append(
-                        f"column {f.name!r} has infinite values at rows {np.where(np.isinf(arr))[0][:5].tolist()}"
+                        f"column {f.name!r} has infinite values at rows "
+                        f"{np.where(np.isinf(arr))[0][:5].tolist()}"
                     )
                 if f.type == "binary":
                     vals = set(np.unique(arr[np.isfinite(arr)]).tolist())
                     if not vals <= {0.0, 1.0}:
                         problems.append(
-                            f"binary column {f.name!r} has values other than 0/1: {sorted(vals)[:5]}"
+                            f"binary column {f.name!r} has values other than "
+                            f"0/1: {sorted(vals)[:5]}"
                         )
                 nan_mask = np.isnan(arr)
                 out[f.name] = arr
             if not f.allow_missing and nan_mask.any():
                 problems.append(
-                    f"column {f.name!r} has {int(nan_mask.sum())} missing values but the schema allows none"
+                    f"column {f.name!r} has {int(nan_mask.sum())} missing "
+                    "values but the schema allows none"
                 )
         if problems:
             raise ValidationError(f"{where} has invalid values:", problems)
@@ -408,8 +414,8 @@ class FeatureSchema:
         huge = sorted(n for n, v in {**medians, **means, **scales}.items() if not math.isfinite(v))
         if huge:
             raise ValidationError(
-                f"columns {huge} have values too large to standardise (their mean or spread overflows); "
-                "rescale them (for example to other units) first"
+                f"columns {huge} have values too large to standardise (their "
+                "mean or spread overflows); rescale them (for example to other units) first"
             )
         self.medians_, self.means_, self.scales_ = medians, means, scales
         self.missing_, self.categories_, self.bin_edges_ = missing, cats, edges
@@ -461,8 +467,8 @@ class FeatureSchema:
         return self._cache[key]
 
     def _level_codes(self, name: str, s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-        """(position of each value among the feature's levels, -1 when it matches none; missing mask),
-        matching canonical forms (``4 == 4.0 == "4"``)."""
+        """(position of each value among the feature's levels, -1 when it matches none; missing
+        mask), matching canonical forms (``4 == 4.0 == "4"``)."""
         lookup = self._level_lookup(name)
         vals = pd.Series(s.to_numpy(dtype=object), dtype=object)
         isna = vals.isna().to_numpy()
@@ -559,7 +565,8 @@ class FeatureSchema:
                     f"{_fmt(self.means_[name])}{unit}, SD {_fmt(self.scales_[name])})"
                 )
             warnings.warn(
-                f"values in {where} lie more than {FAR_SD:g} SDs from those the model was fitted on, so "
+                f"values in {where} lie more than {FAR_SD:g} SDs from those the "
+                "model was fitted on, so "
                 f"their risks are extrapolated; check the units: " + "; ".join(parts),
                 DataWarning,
                 stacklevel=3,
@@ -893,13 +900,14 @@ def temporal_problem(name: str, kind: str, where: str = "") -> str:
     at = f" in {where}" if where else ""
     if kind == "timedelta":
         return (
-            f"column {name!r} holds durations{at}; models need a number in a stated unit: convert it, "
-            f"e.g. X[{name!r}].dt.total_seconds() / 86400 for days, and give its unit in the schema"
+            f"column {name!r} holds durations{at}; models need a number in a "
+            f"stated unit: convert it, e.g. X[{name!r}].dt.total_seconds() / "
+            "86400 for days, and give its unit in the schema"
         )
     return (
-        f"column {name!r} holds dates{at}; a model cannot use a calendar date (a new date would match "
-        "nothing): derive a number such as days from admission to the index date, or the age at "
-        "admission, and drop the date column"
+        f"column {name!r} holds dates{at}; a model cannot use a calendar date (a "
+        "new date would match nothing): derive a number such as days from "
+        "admission to the index date, or the age at admission, and drop the date column"
     )
 
 
@@ -956,7 +964,8 @@ def _infer_type(
         _, ts, tlabel = text[0]
         example = next(str(v) for v in ts.dropna() if isinstance(v, str))
         raise ValidationError(
-            f"column {name!r} holds numbers in {numeric[0][2]} but text in {tlabel} (e.g. {example!r}); "
+            f"column {name!r} holds numbers in {numeric[0][2]} but text in "
+            f"{tlabel} (e.g. {example!r}); "
             'fix the values or declare its type (types= here, or "type" in schema.json)'
         )
     if numeric:
@@ -975,7 +984,8 @@ def _infer_type(
     if len(levels) > max_categories:
         raise ValidationError(
             f"column {name!r} is text with {len(levels)} distinct values (more than max_categories="
-            f"{max_categories}); encode it as numbers, or declare it categorical with its categories"
+            f"{max_categories}); encode it as numbers, or declare it "
+            "categorical with its categories"
         )
     return "categorical"
 
@@ -1040,7 +1050,8 @@ def _check_text_column(name: str, s: pd.Series, where: str = "") -> None:
             :3
         ]
         raise ValidationError(
-            f"column {name!r}{at} mixes numbers with text (e.g. {text}); fix the values or declare its type "
+            f"column {name!r}{at} mixes numbers with text (e.g. {text}); fix "
+            "the values or declare its type "
             '(types= here, or "type" in schema.json)'
         )
 

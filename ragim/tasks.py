@@ -122,8 +122,8 @@ class Task:
         if y.dtype.kind in "USO":
             levels = sorted({str(v) for v in y.tolist()})[:5]
             p.append(
-                f"y holds text labels {levels}; outcomes must be 0/1 or True/False: convert them, e.g. "
-                "(y == 'yes').astype(int), or pass pos_label= to the folder loader"
+                f"y holds text labels {levels}; outcomes must be 0/1 or True/False: convert "
+                "them, e.g. (y == 'yes').astype(int), or pass pos_label= to the folder loader"
             )
         elif y.dtype.kind not in "biuf":
             p.append(f"y must be numeric 0/1, got dtype {y.dtype}")
@@ -149,7 +149,8 @@ class Task:
 
     @property
     def patient_ids(self) -> frozenset:
-        """The task's patient ids in canonical text form (see :func:`ragim.canonical.canonical_id`)."""
+        """The task's patient ids in canonical text form (see
+        :func:`ragim.canonical.canonical_id`)."""
         return frozenset(self.metadata.get("patient_ids") or ())
 
     def fit_problems(
@@ -213,7 +214,8 @@ class Task:
 
 
 def _labels_as_numbers(y: Any) -> Any:
-    """Booleans, and object arrays holding only booleans and numbers, as floats (0/1 checks follow)."""
+    """Booleans, and object arrays holding only booleans and numbers, as floats (0/1 checks
+    follow)."""
     arr = np.asarray(y)
     if arr.dtype == bool:
         return arr.astype(np.int64)
@@ -267,8 +269,8 @@ def binary_outcome(values: Any, *, pos_label: Any = None, where: str = "y") -> n
         bad = sorted({str(v) for v, c in zip(arr, lower, strict=True) if c not in _TRUE | _FALSE})
         if bad:
             raise ValidationError(
-                f"{where} holds {levels[:5]}; outcomes must be 0/1 or true/false, or name the value that marks "
-                "the event with pos_label= (CLI: --pos-label)"
+                f"{where} holds {levels[:5]}; outcomes must be 0/1 or true/false, "
+                "or name the value that marks the event with pos_label= (CLI: --pos-label)"
             )
         return np.isin(lower, list(_TRUE)).astype(np.int64)
     pos = canonical_level(pos_label)
@@ -707,7 +709,8 @@ class TaskCollection:
             raise ArtifactError(f"{art.path / 'data.parquet'}: cannot be read ({exc})") from exc
         if "__task__" not in data.columns or "__y__" not in data.columns:
             raise ArtifactError(
-                f"{art.path / 'data.parquet'}: lacks the __task__/__y__ columns of a task collection"
+                f"{art.path / 'data.parquet'}: lacks the __task__/__y__ columns "
+                "of a task collection"
             )
         true = {}
         if "true_params.npz" in art.files:
@@ -719,8 +722,8 @@ class TaskCollection:
                 or any(f"t{i}" not in arrs for i in range(len(ids)))
             ):
                 raise ArtifactError(
-                    f"{art.path / 'true_params_ids.json'}: does not match true_params.npz ({len(arrs)} arrays); "
-                    "the artifact was assembled from different collections"
+                    f"{art.path / 'true_params_ids.json'}: does not match true_params.npz "
+                    f"({len(arrs)} arrays); the artifact was assembled from different collections"
                 )
             true = {tid: arrs[f"t{i}"] for i, tid in enumerate(ids)}
         oracle = {}
@@ -739,8 +742,8 @@ class TaskCollection:
         )
         if absent:
             raise ArtifactError(
-                f"{art.path / 'data.parquet'}: lacks the columns {absent[:10]} of the schema in collection.json; "
-                "the artifact was assembled from different collections"
+                f"{art.path / 'data.parquet'}: lacks the columns {absent[:10]} of the "
+                "schema in collection.json; the artifact was assembled from different collections"
             )
         try:
             groups = dict(tuple(data.groupby("__task__", sort=False)))
@@ -754,7 +757,8 @@ class TaskCollection:
                 n = len(groups[rec["task_id"]]) if rec["task_id"] in groups else 0
                 if "n_rows" in rec and n != rec["n_rows"]:
                     problems.append(
-                        f"task {rec['task_id']!r}: tasks.jsonl says {rec['n_rows']} rows, data.parquet has {n}"
+                        f"task {rec['task_id']!r}: tasks.jsonl says "
+                        f"{rec['n_rows']} rows, data.parquet has {n}"
                     )
             missing_true = [
                 rec["task_id"]
@@ -764,11 +768,13 @@ class TaskCollection:
             ]
             if missing_true or set(true) - set(rec_ids):
                 problems.append(
-                    f"true_params_ids.json does not list the tasks with true parameters: {missing_true[:5]}"
+                    "true_params_ids.json does not list the tasks with true "
+                    f"parameters: {missing_true[:5]}"
                 )
             if problems:
                 raise ArtifactError(
-                    f"{art.path}: tasks.jsonl and data.parquet do not agree; the artifact was assembled from different "
+                    f"{art.path}: tasks.jsonl and data.parquet do not agree; "
+                    "the artifact was assembled from different "
                     "collections:\n  - " + "\n  - ".join(problems[:10])
                 )
             schemas: dict[str, FeatureSchema] = {}

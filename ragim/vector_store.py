@@ -202,7 +202,8 @@ class VectorStore:
         Parameters
         ----------
         dim : vector length.
-        index : "auto" (by ``n_total``) or a FAISS factory string (``"IVF4096,SQ8"``, ``"IVF4096,PQ32"``...).
+        index : "auto" (by ``n_total``) or a FAISS factory string (``"IVF4096,SQ8"``,
+            ``"IVF4096,PQ32"``...).
         n_total : how many vectors will be added (needed by ``index="auto"``).
         train : training vectors (n, dim) for IVF / PQ / SQ indices; at most ``train_size`` of
             them are used, picked at random with ``seed``.
@@ -251,8 +252,9 @@ class VectorStore:
             ) from exc
         if self.storage == "ondisk" and faiss.try_extract_index_ivf(index) is None:
             raise ValidationError(
-                f"storage='ondisk' keeps the inverted lists of an IVF index on disk, but {self.factory!r} has none; "
-                "use an IVF index such as 'IVF4096,Flat' or 'IVF4096,SQ8', or storage='memory'"
+                "storage='ondisk' keeps the inverted lists of an IVF index on disk, "
+                f"but {self.factory!r} has none; use an IVF index such as "
+                "'IVF4096,Flat' or 'IVF4096,SQ8', or storage='memory'"
             )
         if coarse is not None:
             ivf, src = faiss.try_extract_index_ivf(index), faiss.try_extract_index_ivf(coarse._cpu)
@@ -279,8 +281,8 @@ class VectorStore:
         if not index.is_trained:
             if len(sample) < _min_train(self.factory):
                 raise ValidationError(
-                    f"index {self.factory!r} needs at least {_min_train(self.factory)} vectors to train, "
-                    f"got {len(sample)}; use index='Flat' or 'auto' for small collections"
+                    f"index {self.factory!r} needs at least {_min_train(self.factory)} vectors "
+                    f"to train, got {len(sample)}; use index='Flat' or 'auto' for small collections"
                 )
             rng = np.random.default_rng(seed)
             pick = (

@@ -23,8 +23,10 @@ Examples
 --------
 >>> import tempfile, pathlib, pandas as pd, numpy as np
 >>> d = pathlib.Path(tempfile.mkdtemp()); (d / "data").mkdir()
->>> pd.DataFrame({"task_id": ["a"], "description": ["Predict sepsis in adults"]}).to_csv(d / "descriptions.csv", index=False)
->>> pd.DataFrame({"lactate": np.linspace(1, 4, 10), "y": [0, 1] * 5}).to_csv(d / "data" / "a.csv", index=False)
+>>> pd.DataFrame({"task_id": ["a"], "description": ["Predict sepsis in adults"]}).to_csv(
+...     d / "descriptions.csv", index=False)
+>>> pd.DataFrame({"lactate": np.linspace(1, 4, 10), "y": [0, 1] * 5}).to_csv(
+...     d / "data" / "a.csv", index=False)
 >>> load_task_folder(d)["a"].n_rows
 10
 """
@@ -253,7 +255,8 @@ def _files(files: list[str]) -> str:
 
 
 def _warn_shared_patients_across_sites(tasks: list[Task]) -> None:
-    """Patient ids are global in a folder; ids shared by two sites are probably two numbering schemes."""
+    """Patient ids are global in a folder; ids shared by two sites are probably two numbering
+    schemes."""
     owner: dict[str, Any] = {}
     clashes: dict[tuple, list[str]] = {}
     for t in tasks:
@@ -266,9 +269,9 @@ def _warn_shared_patients_across_sites(tasks: list[Task]) -> None:
                 clashes.setdefault(tuple(sorted((str(other), str(site)))), []).append(pid)
     for (a, b), pids in clashes.items():
         warnings.warn(
-            f"sites {a!r} and {b!r} share {len(pids)} patient id(s) (e.g. {sorted(pids)[:3]}); ids are global in a "
-            "task folder, so these are treated as the same patients: if the sites number patients independently, "
-            "prefix the ids with the site (e.g. 'A-0001')",
+            f"sites {a!r} and {b!r} share {len(pids)} patient id(s) (e.g. {sorted(pids)[:3]}); "
+            "ids are global in a task folder, so these are treated as the same patients: if the "
+            "sites number patients independently, prefix the ids with the site (e.g. 'A-0001')",
             DataWarning,
             stacklevel=3,
         )

@@ -76,15 +76,20 @@ class AttentionConfig:
     base: str = field(
         default="statistical",
         metadata={
-            "help": "'statistical': start from the StatisticalGenerator's model and learn a gated move towards the "
-            "attention mixture plus a correction (it can leave the neighbours' hull); 'none': the paper-style "
-            "mixture of neighbours"
+            "help": (
+                "'statistical': start from the StatisticalGenerator's model and learn a gated move "
+                "towards the attention mixture plus a correction (it can leave the neighbours' "
+                "hull); 'none': the paper-style mixture of neighbours"
+            )
         },
     )
     precision_key: bool = field(
         default=True,
         metadata={
-            "help": "add each neighbour's fit precision (log of its effective sample size n p (1 - p)) to its key"
+            "help": (
+                "add each neighbour's fit precision (log of its effective sample size n p (1 - p)) "
+                "to its key"
+            )
         },
     )
     lr: float = field(default=3e-3, metadata={"help": "AdamW learning rate"})
@@ -287,8 +292,9 @@ class AttentionGenerator(Generator):
 
         if index.tasks is None:
             raise ValidationError(
-                "the index holds no task rows (it was built with keep_tasks=False, grown with add(), or saved "
-                "without tasks); rebuild it from a TaskCollection to train a generator"
+                "the index holds no task rows (it was built with "
+                "keep_tasks=False, grown with add(), or saved without tasks); "
+                "rebuild it from a TaskCollection to train a generator"
             )
         tasks = index.tasks
         ids = [t for t in tasks.ids if t in index]
@@ -304,8 +310,8 @@ class AttentionGenerator(Generator):
         usable = (nb_rows >= 0).any(axis=1)  # a task overlapping every other task has no episode
         if usable.sum() < 3:
             raise ValidationError(
-                f"only {int(usable.sum())} task(s) have neighbours once overlapping tasks are excluded; "
-                "episodic training needs at least 3"
+                f"only {int(usable.sum())} task(s) have neighbours once "
+                "overlapping tasks are excluded; episodic training needs at least 3"
             )
         self.skipped_episodes_ = [t for t, u in zip(ids, usable, strict=True) if not u]
         ids, vecs, nb_rows, nb_sim = (
@@ -376,10 +382,11 @@ class AttentionGenerator(Generator):
     def fit(self, index, *, progress: bool = True, base_generator=None) -> AttentionGenerator:
         """Train episodically on the tasks of ``index`` (see module docstring).
 
-        With ``config.base == "statistical"`` a :class:`~ragim.generate.statistical.StatisticalGenerator`
-        is fitted on the index first (or ``base_generator``, one already fitted on it, is used);
-        every episode starts from its leak-free validation model of the target, and the network
-        learns how far to move from it (early stopping keeps the base when moving does not help).
+        With ``config.base == "statistical"`` a
+        :class:`~ragim.generate.statistical.StatisticalGenerator` is fitted on the index first (or
+        ``base_generator``, one already fitted on it, is used); every episode starts from its
+        leak-free validation model of the target, and the network learns how far to move from it
+        (early stopping keeps the base when moving does not help).
         """
         from tqdm.auto import tqdm
 
@@ -515,7 +522,8 @@ class AttentionGenerator(Generator):
         empty = [i for i, hs in enumerate(hits) if not hs]
         if empty:
             raise ValidationError(
-                f"no neighbours left after exclusions for queries {empty[:5]}; relax `exclude` or grow the index"
+                f"no neighbours left after exclusions for queries {empty[:5]}; "
+                "relax `exclude` or grow the index"
             )
         rows = np.full((len(hits), k), -1, dtype=np.int64)
         sims = np.zeros((len(hits), k), dtype=np.float32)
@@ -716,4 +724,7 @@ class AttentionGenerator(Generator):
 
     def __repr__(self) -> str:
         state = "fitted" if self.net_ is not None else "not fitted"
-        return f"AttentionGenerator(k={self.config.k}, hidden={self.config.hidden}, blocks={self.config.blocks}, {state})"
+        return (
+            f"AttentionGenerator(k={self.config.k}, "
+            f"hidden={self.config.hidden}, blocks={self.config.blocks}, {state})"
+        )

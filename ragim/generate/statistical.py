@@ -1,4 +1,5 @@
-"""StatisticalGenerator: noise-aware random-effects meta-regression, stacked by validation in the index.
+"""StatisticalGenerator: noise-aware random-effects meta-regression, stacked by validation in the
+index.
 
 The default generator of ragim. It treats every indexed fit as a *noisy observation* of
 its task's true parameters, and learns from the index which parts of a description
@@ -81,9 +82,9 @@ MAX_REFITS = 64
 #: indices of up to this many tasks are validated leave-one-task-out (every task held out once)
 LOO_MAX_TASKS = 30
 #: BLAS threads while fitting and generating. The meta-regression works on many small matrices
-#: (a few hundred tasks square); multi-threaded BLAS only adds synchronisation there. Measured on 2 busy cores: a 240x240 Cholesky and product
-#: took 188 ms with OpenBLAS's default threads and 3 ms with one, so fitting and generating run
-#: under ``threadpool_limits(1, user_api="blas")``.
+#: (a few hundred tasks square); multi-threaded BLAS only adds synchronisation there. Measured on
+#: 2 busy cores: a 240x240 Cholesky and product took 188 ms with OpenBLAS's default threads and
+#: 3 ms with one, so fitting and generating run under ``threadpool_limits(1, user_api="blas")``.
 BLAS_THREADS = 1
 
 
@@ -143,7 +144,8 @@ class StatisticalConfig:
         unknown = [c for c in self.candidates if c not in CANDIDATES]
         if unknown or not self.candidates:
             problems.append(
-                f"candidates must be a non-empty subset of {list(CANDIDATES)}, got {list(self.candidates)}"
+                f"candidates must be a non-empty subset of {list(CANDIDATES)}, "
+                f"got {list(self.candidates)}"
             )
         counts = (
             "max_tasks",
@@ -207,7 +209,8 @@ class _Fitted:
         return self.state[key]
 
     def _hyper_rows(self) -> np.ndarray:
-        """The tasks the kernel scales are fitted on: all, or a fixed random ``hyper_tasks`` of them."""
+        """The tasks the kernel scales are fitted on: all, or a fixed random ``hyper_tasks`` of
+        them."""
         n = len(self.ids)
         if n <= self.cfg.hyper_tasks:
             return np.arange(n)
@@ -342,7 +345,8 @@ class _Fitted:
         return out
 
     def _nearest(self, vectors: np.ndarray) -> np.ndarray:
-        """Similarity weights (max(cos, 0), normalised) of the ``neighbor_k`` closest tasks, (q, n)."""
+        """Similarity weights (max(cos, 0), normalised) of the ``neighbor_k`` closest tasks,
+        (q, n)."""
         sims = vectors @ self.vectors.T
         k = min(self.cfg.neighbor_k, sims.shape[1])
         W = np.zeros_like(sims)
@@ -488,7 +492,9 @@ class StatisticalGenerator(Generator):
                 summ.ids[int(j)]: uncentre @ th
                 for j, th in zip(np.concatenate(held_pos), stacked, strict=True)
             }
-        else:  # fewer than 4 tasks, or every task shares patients with the others: nothing to validate on
+        else:
+            # fewer than 4 tasks, or every task shares patients with the others: nothing to
+            # validate on
             self.stack_ = {"shift": 0.0, "baseline": {"pooled": 1.0}, "slopes": {"pooled": 1.0}}
             why = (
                 f"only {len(tasks)} indexed task(s)"
@@ -499,7 +505,9 @@ class StatisticalGenerator(Generator):
                 "n_tasks": 0,
                 "candidates": {},
                 "stack": None,
-                "note": f"{why}: nothing can be validated inside the index, so the pooled model is used",
+                "note": (
+                    f"{why}: nothing can be validated inside the index, so the pooled model is used"
+                ),
             }
             self.interval_scale_ = 1.0
             self.heldout_params_ = {}
@@ -850,8 +858,8 @@ def default_generator(index, *, progress: bool = False) -> StatisticalGenerator 
 def _index_tasks(index) -> list[Task]:
     if index.tasks is None:
         raise ValidationError(
-            "the index holds no task rows (it was built with keep_tasks=False, grown with add(), or saved without "
-            "tasks); rebuild it from a TaskCollection to fit a generator"
+            "the index holds no task rows (it was built with keep_tasks=False, grown with "
+            "add(), or saved without tasks); rebuild it from a TaskCollection to fit a generator"
         )
     tasks = [t for t in index.tasks if t.task_id in index]
     return tasks

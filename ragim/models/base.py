@@ -142,7 +142,8 @@ def model_from_params(params: ModelParams) -> InterpretableModel:
     --------
     >>> import pandas as pd
     >>> X = pd.DataFrame({"age": [40.0, 60.0, 80.0]})
-    >>> p = ModelParams.from_dict("logistic", FeatureSchema.infer(X).fit(X), {"intercept": 0.0, "age": 1.0})
+    >>> p = ModelParams.from_dict("logistic", FeatureSchema.infer(X).fit(X),
+    ...                           {"intercept": 0.0, "age": 1.0})
     >>> type(model_from_params(p)).__name__
     'LogisticModel'
     """
@@ -196,8 +197,9 @@ def check_binary_targets(
     if len(classes) > 2:
         raise ValidationError(
             f"Only binary classification is supported. The type of the target is "
-            f"{type_of_target(y)} ({len(classes)} classes: {[json_label(c) for c in classes[:5]]}); "
-            f"{name} predicts one binary outcome, so fit one model per outcome"
+            f"{type_of_target(y)} ({len(classes)} classes: "
+            f"{[json_label(c) for c in classes[:5]]}); {name} predicts one "
+            "binary outcome, so fit one model per outcome"
         )
     return y, classes
 
@@ -326,10 +328,11 @@ class InterpretableModel:
         Examples
         --------
         >>> from ragim.models import LogisticModel
-        >>> LogisticModel(C=-1.0).check_params()
+        >>> LogisticModel(C=-1.0).check_params()  # doctest: +NORMALIZE_WHITESPACE
         Traceback (most recent call last):
         ...
-        sklearn.utils._param_validation.InvalidParameterError: The 'C' parameter of LogisticModel must be a float in the range (0.0, inf). Got -1.0 instead.
+        sklearn.utils._param_validation.InvalidParameterError: The 'C' parameter of LogisticModel
+        must be a float in the range (0.0, inf). Got -1.0 instead.
         """
         self._validate_params()
 

@@ -909,19 +909,19 @@ def compare_solvers(
         "ours": {
             **first["ours"],
             "description": (
-                f"fit_logistic_batched (batched Newton, float64 with a float32 Hessian, on {where}, "
-                f"{t0} CPU thread(s), BLAS/OpenMP limited alike) on all {n_tasks} tasks "
-                f"({data or f'd={n_features}'}), C={C}, tol=1e-8; {n_ok} ok"
+                "fit_logistic_batched (batched Newton, float64 with a float32 "
+                f"Hessian, on {where}, {t0} CPU thread(s), BLAS/OpenMP limited alike) "
+                f"on all {n_tasks} tasks ({data or f'd={n_features}'}), C={C}, tol=1e-8; {n_ok} ok"
             ),
         },
         "baseline": {
             **first["baseline"],
             "n": n_base,
             "description": (
-                f"loop of sklearn LogisticRegression(lbfgs, C={C}, tol={baseline_tol:g}) on {t0} process(es) "
-                "with one BLAS/OpenMP thread each (threadpoolctl), timed on "
-                f"the first {n_base} of {n_tasks} tasks; tasks_per_s is extrapolated from "
-                "that subset and seconds is the subset's time"
+                f"loop of sklearn LogisticRegression(lbfgs, C={C}, "
+                f"tol={baseline_tol:g}) on {t0} process(es) with one BLAS/OpenMP thread "
+                f"each (threadpoolctl), timed on the first {n_base} of {n_tasks} tasks; "
+                "tasks_per_s is extrapolated from that subset and seconds is the subset's time"
             ),
         },
         "ratio": first["ratio"],

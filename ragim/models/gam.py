@@ -191,8 +191,9 @@ class GAMModel(InterpretableModel, ClassifierMixin, BaseEstimator):
 
         if self.interactions:
             raise ValidationError(
-                f"GAMModel(interactions={self.interactions}) is not supported: the shared-bin layout "
-                "stores one score per bin of each feature, with no pairwise terms; use interactions=0"
+                f"GAMModel(interactions={self.interactions}) is not supported: "
+                "the shared-bin layout stores one score per bin of each "
+                "feature, with no pairwise terms; use interactions=0"
             )
         Xdf, named, y, classes = self._fit_frame(X, y)
         schema = self._fitted_schema(Xdf, self.max_bins)

@@ -56,7 +56,8 @@ def newton_map(
     tol: float = 1e-10,
     offset: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Newton's method, with step halving, for ``sum_i logloss(y_i, offset_i + A_i w) + 1/2 sum_k prec_k (w_k - mu_k)^2``.
+    """Newton's method, with step halving, for
+    ``sum_i logloss(y_i, offset_i + A_i w) + 1/2 sum_k prec_k (w_k - mu_k)^2``.
 
     Parameters
     ----------

@@ -81,7 +81,8 @@ def build_preference_pairs(
     task_ids: Sequence[str] | None = None,
     pairs: str = "best_worst",
 ):
-    """Preference pairs of generated models, ranked by a verifiable reward (see the module docstring).
+    """Preference pairs of generated models, ranked by a verifiable reward (see the module
+    docstring).
 
     Parameters
     ----------
@@ -165,7 +166,8 @@ def build_preference_pairs(
         _, test = index.tasks[tid].split(heldout_fraction, seed=seed)
         if test.n_rows == 0:
             warnings.warn(
-                f"task {tid!r} has no held-out rows at heldout_fraction={heldout_fraction}; skipped",
+                f"task {tid!r} has no held-out rows at "
+                f"heldout_fraction={heldout_fraction}; skipped",
                 stacklevel=2,
             )
             continue

@@ -77,7 +77,8 @@ class RewardModelTrainingConfig:
 def split_pairs_by_task(
     rows: list[dict], val_fraction: float, seed: int
 ) -> tuple[list[dict], list[dict]]:
-    """Hold out whole tasks (by ``task_id``) for validation; rows without task ids are split by row."""
+    """Hold out whole tasks (by ``task_id``) for validation; rows without task ids are split by
+    row."""
     if val_fraction <= 0 or len(rows) < 2:
         return rows, []
     rng = np.random.default_rng(seed)

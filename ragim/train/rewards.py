@@ -15,8 +15,9 @@ Completions are either plain strings or conversational message lists
 (``[{"role": "assistant", "content": "..."}]``; the last message's content is used).
 The text must be exactly an answer of the answer codec (:mod:`ragim.lm.answer`: the JSON
 object of :func:`~ragim.lm.answer.parse_json_numbers`; whitespace around it is allowed):
-the keys of ``param_names`` in order, finite numbers within ``[-max_abs, max_abs]``. Anything else is *malformed*: it never raises, it gets a
-fixed low reward (``DEFAULT_FLOOR`` for the log-likelihood, 0.5 for AUROC, 0 otherwise).
+the keys of ``param_names`` in order, finite numbers within ``[-max_abs, max_abs]``. Anything
+else is *malformed*: it never raises, it gets a fixed low reward (``DEFAULT_FLOOR`` for the
+log-likelihood, 0.5 for AUROC, 0 otherwise).
 
 Dataset columns
 ---------------
@@ -41,7 +42,8 @@ Examples
 >>> names = ["intercept", "x"]
 >>> heldout = {"kind": "logistic", "D": [[-1.0], [1.0]], "y": [0, 1]}
 >>> good, bad = '{"intercept": 0, "x": 2}', '{"x": 2}'
->>> [round(r, 3) for r in held_out_log_likelihood(None, [good, bad], param_names=names, heldout=heldout)]
+>>> [round(r, 3)
+...  for r in held_out_log_likelihood(None, [good, bad], param_names=names, heldout=heldout)]
 [-0.127, -20.0]
 >>> parse_validity(None, [good, bad], param_names=names)
 [1.0, 0.0]
@@ -184,7 +186,8 @@ def score_params(params: ModelParams, X, y) -> dict[str, float]:
     >>> import pandas as pd
     >>> from ragim.schema import FeatureSchema
     >>> X = pd.DataFrame({"x": [-1.0, 1.0]})
-    >>> p = ModelParams.from_dict("logistic", FeatureSchema.infer(X).fit(X), {"intercept": 0.0, "x": 2.0})
+    >>> p = ModelParams.from_dict("logistic", FeatureSchema.infer(X).fit(X),
+    ...                           {"intercept": 0.0, "x": 2.0})
     >>> s = score_params(p, X, [0, 1])
     >>> round(s["log_likelihood"], 3), s["auroc"], s["n_rows"]
     (-0.127, 1.0, 2)
@@ -262,8 +265,9 @@ def _scores(completions, param_names, heldout, max_abs, score, malformed: float)
         D, y = cache[id(h)]
         if keys[0] != "intercept" or D.shape[1] != len(keys) - 1:
             raise ValidationError(
-                f"param_names ({len(keys)} names, first {keys[0]!r}) do not fit heldout 'D' with {D.shape[1]} "
-                "columns; expected ['intercept', one name per column] from param_names(kind, schema)"
+                f"param_names ({len(keys)} names, first {keys[0]!r}) do not fit "
+                f"heldout 'D' with {D.shape[1]} columns; expected ['intercept', "
+                "one name per column] from param_names(kind, schema)"
             )
         out.append(malformed if vec is None else score(y, vec[0] + D @ vec[1:]))
     return out
@@ -287,8 +291,9 @@ def held_out_log_likelihood(
     Malformed completions get ``floor`` (default -20, below every valid score).
 
     >>> h = {"D": [[-1.0], [1.0]], "y": [0, 1]}
-    >>> r = held_out_log_likelihood(None, ['{"intercept": 0, "x": 0}', '{"intercept": 0, "x": 3}', "oops"],
-    ...                             param_names=["intercept", "x"], heldout=h)
+    >>> r = held_out_log_likelihood(
+    ...     None, ['{"intercept": 0, "x": 0}', '{"intercept": 0, "x": 3}', "oops"],
+    ...     param_names=["intercept", "x"], heldout=h)
     >>> [round(v, 3) for v in r]
     [-0.693, -0.049, -20.0]
     """
@@ -335,7 +340,8 @@ def sparsity_reward(
     """Fraction of coefficients (all but the intercept) with ``|coef| < sparsity_threshold``;
     0 for malformed completions, 1 for an intercept-only model.
 
-    >>> sparsity_reward(None, ['{"intercept": 3, "a": 0.01, "b": -2}', "[]"], param_names=["intercept", "a", "b"])
+    >>> sparsity_reward(None, ['{"intercept": 3, "a": 0.01, "b": -2}', "[]"],
+    ...                 param_names=["intercept", "a", "b"])
     [0.5, 0.0]
     """
     names, values = _parse_all(completions, param_names, max_abs)
@@ -476,7 +482,8 @@ def sign_agreement(
     warning; with no applicable constraint the reward is 1. Malformed completions get 0.
 
     >>> sign_agreement(None, ['{"intercept": 0, "age": 0.8, "thalch": 0.3}', "nope"],
-    ...                param_names=["intercept", "age", "thalch"], sign_constraints={"age": 1, "thalch": -1})
+    ...                param_names=["intercept", "age", "thalch"],
+    ...                sign_constraints={"age": 1, "thalch": -1})
     [0.5, 0.0]
     """
     if sign_constraints is None:
@@ -496,7 +503,8 @@ def sign_agreement(
 
 
 class SignAgreement:
-    """:func:`sign_agreement` with fixed constraints (see :func:`make_sign_agreement`); picklable."""
+    """:func:`sign_agreement` with fixed constraints (see :func:`make_sign_agreement`);
+    picklable."""
 
     def __init__(self, constraints: Mapping[str, Any], *, strict: bool = False):
         self.constraints = _check_sign_constraints(constraints)
@@ -519,11 +527,12 @@ class SignAgreement:
 def make_sign_agreement(
     constraints: Mapping[str, Any] | str | Path, *, strict: bool = False
 ) -> SignAgreement:
-    """A reward function (TRL signature, ``__name__ == "sign_agreement"``) with fixed sign constraints,
-    given as a mapping or a path for :func:`load_sign_constraints`.
+    """A reward function (TRL signature, ``__name__ == "sign_agreement"``) with fixed sign
+    constraints, given as a mapping or a path for :func:`load_sign_constraints`.
 
     >>> reward = make_sign_agreement({"age": 1})
-    >>> reward(prompts=None, completions=['{"intercept": 0, "age": -0.4}'], param_names=[["intercept", "age"]])
+    >>> reward(prompts=None, completions=['{"intercept": 0, "age": -0.4}'],
+    ...        param_names=[["intercept", "age"]])
     [0.0]
     """
     if isinstance(constraints, str | Path):
@@ -557,7 +566,8 @@ def resolve_reward(name_or_func: str | RewardFunc) -> RewardFunc:
 
 
 class BoundReward:
-    """A reward with some keyword arguments fixed (dataset columns of the same name win); picklable."""
+    """A reward with some keyword arguments fixed (dataset columns of the same name win);
+    picklable."""
 
     def __init__(self, func: RewardFunc, name: str | None = None, **fixed: Any):
         self.func, self.fixed = func, fixed
@@ -642,7 +652,8 @@ class VerifiableRewardConfig:
     Formerly ``RewardConfig`` (still importable, with a ``DeprecationWarning``; renamed because
     TRL's ``RewardConfig`` configures reward-*model* training).
 
-    >>> funcs, weights = VerifiableRewardConfig(weights={"log_likelihood": 1.0, "validity": 0.5}).build()
+    >>> funcs, weights = VerifiableRewardConfig(
+    ...     weights={"log_likelihood": 1.0, "validity": 0.5}).build()
     >>> [f.__name__ for f in funcs], weights
     (['held_out_log_likelihood', 'parse_validity'], [1.0, 0.5])
     """
@@ -658,7 +669,10 @@ class VerifiableRewardConfig:
     sign_constraints: str | None = field(
         default=None,
         metadata={
-            "help": "JSON/CSV file of term -> expected sign; without it 'sign' reads a sign_constraints column"
+            "help": (
+                "JSON/CSV file of term -> expected sign; without it 'sign' "
+                "reads a sign_constraints column"
+            )
         },
     )
     floor: float = field(

@@ -1,8 +1,9 @@
 """Policy optimisation of the LM generator: GRPO with verifiable rewards, and DPO.
 
 Both continue the generator's (SFT) LoRA adapter; the generator passed in is left
-untouched (its adapter is saved and loaded onto a fresh base model) and a new :class:`~ragim.generate.lm.LMGenerator` is
-returned, whose ``save()`` writes an adapter that ``LMGenerator.load`` accepts.
+untouched (its adapter is saved and loaded onto a fresh base model) and a new
+:class:`~ragim.generate.lm.LMGenerator` is returned, whose ``save()`` writes an adapter that
+``LMGenerator.load`` accepts.
 
 * :func:`train_grpo` — TRL ``GRPOTrainer``. Prompts are the leave-one-task-out prompts of
   the training tasks (:func:`ragim.train.build_sft_dataset`); each prompt carries the
@@ -70,7 +71,10 @@ class GRPOTrainingConfig:
     num_generations: int = field(
         default=4,
         metadata={
-            "help": "answers sampled per prompt (the GRPO group, >= 2: GRPO compares answers within a group)"
+            "help": (
+                "answers sampled per prompt (the GRPO group, >= 2: GRPO "
+                "compares answers within a group)"
+            )
         },
     )
     max_steps: int = field(default=50, metadata={"help": "optimiser steps"})
@@ -180,7 +184,8 @@ def _strip_trl_patches(model) -> None:
 
 
 def policy_copy(generator_or_path, *, device: str | None = None) -> LMGenerator:
-    """A new generator with the given one's adapter on a freshly loaded base model, adapter trainable.
+    """A new generator with the given one's adapter on a freshly loaded base model, adapter
+    trainable.
 
     A generator object is saved to a temporary artifact and loaded again (``LMGenerator.load``),
     so training never touches its weights; a path is loaded directly. A generator without an
@@ -201,7 +206,8 @@ def policy_copy(generator_or_path, *, device: str | None = None) -> LMGenerator:
                 setattr(gen, name, copy.copy(value))
     else:
         raise ValidationError(
-            f"expected an LMGenerator or the path of a saved one, got {type(generator_or_path).__name__}"
+            "expected an LMGenerator or the path of a saved one, got "
+            f"{type(generator_or_path).__name__}"
         )
     active = gen.model_.active_adapter
     for name, p in gen.model_.named_parameters():

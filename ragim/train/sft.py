@@ -111,7 +111,8 @@ def build_sft_dataset(
     index : a :class:`~ragim.index.TaskIndex` (its stored parameters are the targets; task
         rows are not needed).
     tokenizer : the generator's tokenizer (for the chat template and token budget).
-    config : an :class:`~ragim.generate.lm.LMConfig` (``k``, ``decimals``, ``max_abs``, ``population``).
+    config : an :class:`~ragim.generate.lm.LMConfig` (``k``, ``decimals``, ``max_abs``,
+        ``population``).
     task_ids : the target tasks (default: every indexed task).
     hide : task ids never shown as a neighbour or counted in the population model (e.g. the
         validation tasks).
