@@ -884,7 +884,9 @@ def evaluate(
             }
         )
         for task in tqdm(
-            targets, desc=f"{tasks.name} {protocol} fold {f + 1}/{len(plan)}", disable=None if progress else True
+            targets,
+            desc=f"{tasks.name} {protocol} fold {f + 1}/{len(plan)}",
+            disable=None if progress else True,
         ):
             rows_t, preds_t = _score_target(fctx, task, methods, k_shots, held, int(draws))
             for r in rows_t:

@@ -325,7 +325,10 @@ class RagIm2024Generator(Generator):
         t0 = time.perf_counter()
         net.train()
         for step in tqdm(
-            range(n_steps), desc="train rag-im-2024", disable=None if progress else True, leave=False
+            range(n_steps),
+            desc="train rag-im-2024",
+            disable=None if progress else True,
+            leave=False,
         ):
             while (
                 len(stream) < cfg.batch_size

@@ -419,7 +419,10 @@ class StatisticalGenerator(Generator):
         tasks = _index_tasks(index)
         rng = np.random.default_rng(cfg.seed)
         bar = tqdm(
-            total=3 + cfg.cv_folds, desc="statistical generator", disable=None if progress else True, leave=False
+            total=3 + cfg.cv_folds,
+            desc="statistical generator",
+            disable=None if progress else True,
+            leave=False,
         )
         self.model_kind_, self.schema_ = index.model, index.schema
         self.param_names_ = param_names(index.model, index.schema)

@@ -264,8 +264,8 @@ class ModelFamily(ABC):
     interactions) through :meth:`param_names` and :meth:`design_matrix`; the generators,
     few-shot adaptation, the per-patient explanation (contributions that sum to the log-odds)
     and the odds ratios all rely on this. :meth:`log_odds` may be overridden only by a faster
-    route to the same numbers; registration checks that on a probe table. Another link (probit) or outcome (counts) would need those to
-    become link-aware; it is not supported.
+    route to the same numbers; registration checks that on a probe table. Another link
+    (probit) or outcome (counts) would need those to become link-aware; it is not supported.
 
     Class attributes: ``name`` (the registry name and ``ModelParams.kind``), ``title`` (the
     model in words, for prompts and plot titles), ``value_column`` (the explanation frame's

@@ -159,7 +159,11 @@ def build_preference_pairs(
     )
     rows: list[dict] = []
     for row in tqdm(
-        prompts, total=len(prompts), desc="preference pairs", unit="task", disable=None if progress else True
+        prompts,
+        total=len(prompts),
+        desc="preference pairs",
+        unit="task",
+        disable=None if progress else True,
     ):
         tid = row["task_id"]
         rec = index.record(tid)
