@@ -51,7 +51,8 @@ def register_family(family: ModelFamily, *, overwrite: bool = False) -> ModelFam
     ------
     ValidationError
         When ``family`` is not a :class:`ModelFamily`, has no name, has a ``log_odds`` that
-        is not ``intercept + design_matrix @ terms`` (:func:`check_linear_log_odds`), or its
+        is not ``intercept + design_matrix @ terms`` or a layout that does not fit
+        (:func:`check_family`), or its
         name is taken by another family and ``overwrite`` is False.
     """
     if not isinstance(family, ModelFamily):
@@ -69,28 +70,30 @@ def register_family(family: ModelFamily, *, overwrite: bool = False) -> ModelFam
             "pass overwrite=True to replace it"
         )
     FAMILIES[name] = family
-    if type(family).log_odds is not ModelFamily.log_odds:
-        try:
-            check_linear_log_odds(family)
-        except Exception:
-            if old is None:
-                FAMILIES.pop(name)
-            else:
-                FAMILIES[name] = old
-            raise
+    try:  # checked on a probe table; a failing family is not left registered
+        check_family(family)
+    except Exception:
+        if old is None:
+            FAMILIES.pop(name)
+        else:
+            FAMILIES[name] = old
+        raise
     return family
 
 
-def check_linear_log_odds(family: ModelFamily) -> None:
-    """Check that a family's own ``log_odds`` (a faster route, as the GAM's bin lookup) equals
-    ``intercept + design_matrix @ terms`` on a probe table with a continuous, a binary and a
-    categorical feature and random parameters.
+def check_family(family: ModelFamily) -> None:
+    """Check a family on a probe table (a continuous, a binary and a categorical feature, or
+    the numeric ones alone when the family refuses categories) with random parameters: its
+    parameter names start with ``"intercept"``, its design matrix has one column per other
+    parameter and one row per table row, and its ``log_odds`` (which a family may override
+    with a faster route, as the GAM's bin lookup) equals ``intercept + design_matrix @ terms``.
 
     Raises
     ------
     ValidationError
-        When they differ: the family is not a logit-link model linear in its parameters (a
-        probit link, say), which the generators, few-shot adaptation and explanations assume.
+        On a layout mismatch, or when ``log_odds`` differs: the family is not a logit-link
+        model linear in its parameters (a probit link, say), which the generators, few-shot
+        adaptation and explanations assume.
     """
     from ragim.params import ModelParams
     from ragim.schema import Feature
@@ -110,6 +113,15 @@ def check_linear_log_odds(family: ModelFamily) -> None:
             continue
     else:  # a family for special schemas; its own tests must cover it
         return
+    label = type(family).__name__
+    if not names or names[0] != "intercept":
+        raise ValidationError(f"{label}.param_names must start with 'intercept', got {names[:3]}")
+    D = np.asarray(D, dtype=float)
+    if D.shape != (len(X), len(names) - 1):
+        raise ValidationError(
+            f"{label}.design_matrix gave shape {D.shape} for {len(X)} rows and "
+            f"{len(names) - 1} non-intercept parameters; it must be (n_rows, n_params - 1)"
+        )
     vector = np.random.default_rng(0).normal(size=len(names))
     params = ModelParams(family.name, schema, vector)
     own = np.asarray(family.log_odds(params, X), dtype=float)
@@ -117,7 +129,7 @@ def check_linear_log_odds(family: ModelFamily) -> None:
     if own.shape != linear.shape or not np.allclose(own, linear, atol=1e-8, rtol=1e-6):
         gap = float(np.max(np.abs(own - linear))) if own.shape == linear.shape else float("nan")
         raise ValidationError(
-            f"{type(family).__name__}.log_odds differs from intercept + design_matrix @ terms "
+            f"{label}.log_odds differs from intercept + design_matrix @ terms "
             f"(by up to {gap:.3g} on a probe table); a family must be a logit-link model linear "
             "in its parameters, which the generators, few-shot adaptation and explanations rely "
             "on: express it through design_matrix"

@@ -138,19 +138,23 @@ def test_the_family_fits_and_rebuilds_its_own_model(family, data):
 
 def test_explanations_use_the_family_defaults(family, data):
     X, schema = data
-    p = ModelParams.from_dict(KIND, schema, {"intercept": -8.0, "age": 0.05, "bp": -0.03},
-                              std={"intercept": 0.5, "age": 0.01, "bp": 0.02})
+    p = ModelParams.from_dict(
+        KIND,
+        schema,
+        {"intercept": -8.0, "age": 0.05, "bp": -0.03},
+        std={"intercept": 0.5, "age": 0.01, "bp": 0.02},
+    )
     ex = explain_params(p)
     assert ex.family is family
     frame = ex.to_frame()
     assert frame["term"].tolist() == ["age", "bp"]
     assert frame["coef"].tolist() == [0.05, -0.03]
-    assert frame["ci_low"].tolist() == pytest.approx([0.05 - 1.96 * 0.01, -0.03 - 1.96 * 0.02],
-                                                     abs=1e-4)
+    assert frame["ci_low"].tolist() == pytest.approx(
+        [0.05 - 1.96 * 0.01, -0.03 - 1.96 * 0.02], abs=1e-4
+    )
     assert ex.table()["term"].tolist() == ["age", "bp"]  # largest |coef| first
     assert ex.table(1).attrs["note"] == "1 of 2 terms shown (largest first)"
-    assert ex.importance().set_index("feature")["importance"].to_dict() == {"age": 0.05,
-                                                                             "bp": 0.03}
+    assert ex.importance().set_index("feature")["importance"].to_dict() == {"age": 0.05, "bp": 0.03}
     assert f"GlobalExplanation({KIND} model" in repr(ex)
     assert ex.reference_intercept() == (-8.0, 0.5, [])
     assert len(ex.plot().axes) == 1
@@ -193,8 +197,12 @@ SWITCH = re.compile(
     r"""|\bin\s*[(\[{]\s*["'](?:logistic|gam)["']\s*,"""
 )
 #: where a family's own name may appear in code: the family modules and the registry
-FAMILY_MODULES = {"models/family.py", "models/logistic_family.py", "models/gam_family.py",
-                  "models/base.py"}
+FAMILY_MODULES = {
+    "models/family.py",
+    "models/logistic_family.py",
+    "models/gam_family.py",
+    "models/base.py",
+}
 
 
 def test_the_switch_pattern_finds_switches():
@@ -226,16 +234,48 @@ def test_registration_refuses_what_would_give_wrong_answers_later(data):
         def log_odds(self, params, X):  # another link: every generator would misread it
             return super().log_odds(params, X) * 1.7
 
-    with pytest.raises(ValidationError, match=r"Probit.log_odds differs from intercept \+ design_matrix @ terms"):
+    with pytest.raises(
+        ValidationError, match=r"Probit.log_odds differs from intercept \+ design_matrix @ terms"
+    ):
         ragim.models.register_family(Probit())
-    with pytest.raises(ValidationError, match="needs the estimator class, got an instance of RawLinearModel"):
+
+    class NoIntercept(RawLinearFamily):
+        name = "no-intercept"
+
+        def param_names(self, schema):
+            return [*schema.names, "intercept"]
+
+    class Narrow(RawLinearFamily):
+        name = "narrow"
+
+        def design_matrix(self, schema, X):
+            return super().design_matrix(schema, X)[:, :1]
+
+    with pytest.raises(
+        ValidationError,
+        match=r"NoIntercept.param_names must start with 'intercept', got \['a', 'b', 'intercept'\]",
+    ):
+        ragim.models.register_family(NoIntercept())
+    with pytest.raises(
+        ValidationError,
+        match=r"Narrow.design_matrix gave shape \(24, 1\) for 24 rows and 2 non-intercept",
+    ):
+        ragim.models.register_family(Narrow())
+    with pytest.raises(
+        ValidationError, match="needs the estimator class, got an instance of RawLinearModel"
+    ):
         register_model_family(KIND, RawLinearModel())
     with pytest.raises(ValidationError, match="overwrite must be True or False, got 'no'"):
         register_model_family("logistic", LogisticModel, overwrite="no")
-    with pytest.raises(ValidationError, match="RawLinearModel writes 'raw-linear' parameters; it cannot "
-                                              "be registered as model family 'other-name'"):
+    with pytest.raises(
+        ValidationError,
+        match="RawLinearModel writes 'raw-linear' parameters; it cannot "
+        "be registered as model family 'other-name'",
+    ):
         register_model_family("other-name", RawLinearModel)
-    assert not {"probit", KIND, "other-name"} & (set(FAMILIES) | set(MODEL_FAMILIES))
+    assert not {"probit", "no-intercept", "narrow", KIND, "other-name"} & (
+        set(FAMILIES) | set(MODEL_FAMILIES)
+    )
 
 
 def test_a_family_registered_for_a_decorator_is_known_at_once_and_names_its_missing_class():
@@ -247,7 +287,9 @@ def test_a_family_registered_for_a_decorator_is_known_at_once_and_names_its_miss
     decorate = register_model_family("late", family=Late())
     try:
         assert isinstance(family_of("late"), Late)
-        with pytest.raises(ValidationError, match="model family 'late' has no estimator class; register one"):
+        with pytest.raises(
+            ValidationError, match="model family 'late' has no estimator class; register one"
+        ):
             get_model_family("late")
 
         class LateModel(RawLinearModel):
@@ -275,12 +317,17 @@ def test_families_declared_by_installed_packages_load_on_first_use(monkeypatch, 
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     ep = importlib.metadata.EntryPoint("plugin", "plugin_fam", family_module.PLUGIN_GROUP)
-    monkeypatch.setattr(importlib.metadata, "entry_points",
-                        lambda group=None: [ep] if group == family_module.PLUGIN_GROUP else [])
+    monkeypatch.setattr(
+        importlib.metadata,
+        "entry_points",
+        lambda group=None: [ep] if group == family_module.PLUGIN_GROUP else [],
+    )
     monkeypatch.setattr(family_module, "_plugins_loaded", False)
     try:
         assert family_of("plugin-kind").name == "plugin-kind"
-        with pytest.raises(ValidationError, match="import the module that calls register_model_family"):
+        with pytest.raises(
+            ValidationError, match="import the module that calls register_model_family"
+        ):
             family_of("still-unknown")
     finally:
         FAMILIES.pop("plugin-kind", None)
