@@ -75,10 +75,8 @@ def register_model_family(
 
     if not isinstance(overwrite, bool):
         raise ValidationError(f"overwrite must be True or False, got {overwrite!r}")
-    if (
-        family is not None and model_cls is None
-    ):  # known at once when the decorator gives the class later
-        register_family(family, overwrite=overwrite)
+    if family is not None and model_cls is None:
+        register_family(family, overwrite=overwrite)  # known before the decorator gets the class
 
     def _register(cls: type) -> type:
         if not isinstance(cls, type):
@@ -86,14 +84,6 @@ def register_model_family(
                 f"register_model_family({name!r}, ...) needs the estimator class, got an instance "
                 f"of {type(cls).__name__}"
             )
-        if issubclass(cls, InterpretableModel):
-            if not cls._kind:
-                cls._kind = name  # the parameters it writes and reads are of this family
-            elif cls._kind != name:
-                raise ValidationError(
-                    f"{cls.__name__} writes {cls._kind!r} parameters; it cannot be registered as "
-                    f"model family {name!r}"
-                )
         missing = [
             m for m in ("fit", "to_params", "from_params") if not callable(getattr(cls, m, None))
         ]
@@ -106,6 +96,14 @@ def register_model_family(
                 f"model family {name!r} is already registered to {MODEL_FAMILIES[name].__name__}; "
                 "pass overwrite=True to replace it"
             )
+        if issubclass(cls, InterpretableModel):
+            if not cls._kind:
+                cls._kind = name  # the parameters it writes and reads are of this family
+            elif cls._kind != name:
+                raise ValidationError(
+                    f"{cls.__name__} writes {cls._kind!r} parameters; it cannot be registered as "
+                    f"model family {name!r}"
+                )
         if family is not None:
             register_family(family, overwrite=overwrite)
         if name in FAMILIES:

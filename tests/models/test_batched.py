@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -162,7 +164,8 @@ def test_validation_errors_name_the_task():
         fit_logistic_batched(X_list, y_list, sample_weight_list=w, device="cpu")
 
 
-def test_float32_and_progress(capsys):
+def test_float32_and_progress(capsys, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # bars are drawn on a terminal only
     X_list, y_list = _tasks(10, 3, seed=9)
     f64 = fit_logistic_batched(X_list, y_list, device="cpu")
     f32 = fit_logistic_batched(X_list, y_list, device="cpu", dtype=torch.float32, progress=True)

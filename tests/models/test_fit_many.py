@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -135,7 +137,8 @@ def test_any_registered_joblib_backend_is_used(tasks):
         assert np.allclose(p.vector, par.params[tid].vector)
 
 
-def test_lazy_collection_and_progress(tasks, capsys):
+def test_lazy_collection_and_progress(tasks, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # bars are drawn on a terminal only
     items = list(tasks)
     lazy = TaskCollection.lazy(len(items), lambda i: (items[i].task_id, items[i].description, {}),
                                lambda i: items[i], tasks.schema)
@@ -228,3 +231,10 @@ def test_held_out_folds_are_scikit_learns_stratified_folds():
         for (a_tr, a_te), (b_tr, b_te) in zip(ours, theirs, strict=True):
             np.testing.assert_array_equal(a_tr, b_tr)
             np.testing.assert_array_equal(a_te, b_te)
+
+
+def test_progress_bars_stay_out_of_pipes_and_logs(tasks, capsys):
+    """progress=True draws a bar on a terminal only (found by an outside user piping output)."""
+    res = fit_many(tasks, progress=True, cv=0)
+    assert len(res.params) > 0
+    assert "fitting logistic models" not in capsys.readouterr().err

@@ -205,9 +205,14 @@ def test_registry():
     with pytest.raises(ValidationError, match="has no"):
         register_model_family("broken", object)
 
+    with pytest.raises(ValidationError, match="GAMModel writes 'gam' parameters"):
+        register_model_family("logistic", GAMModel, overwrite=True)
+
     @register_model_family("logistic-copy")
     class Copy(LogisticModel):
-        pass
+        _kind = ""  # no family of its own yet: registration gives it this name
+
+    assert Copy._kind == "logistic-copy"
 
     try:
         assert MODEL_FAMILIES["logistic-copy"] is Copy
