@@ -350,8 +350,15 @@ class FeatureSchema:
                 bad = num.isna() & s.notna()
                 if bad.any():
                     examples = [v for v in s[bad]][:3]
+                    hint = (
+                        "; they look like numbers with a decimal comma: write them with a "
+                        "decimal point"
+                        if decimal_comma_values(s[bad])
+                        else ""
+                    )
                     problems.append(
                         f"column {f.name!r} ({f.type}) has non-numeric values, e.g. {examples}"
+                        + hint
                     )
                     continue
                 arr = num.to_numpy(dtype=float)
@@ -911,6 +918,27 @@ def temporal_problem(name: str, kind: str, where: str = "") -> str:
     )
 
 
+DECIMAL_COMMA = re.compile(r"[-+]?\d+,\d+")
+
+
+def decimal_comma_values(values: Iterable[Any]) -> list[str]:
+    """Up to 3 text values written as numbers with a decimal comma (``'1,5'``), when every
+    text value among ``values`` is such a number or a plain integer; else an empty list.
+
+    >>> decimal_comma_values(["1,5", "2", "0,75", None])
+    ['1,5', '0,75']
+    >>> decimal_comma_values(["1,5", "high"])
+    []
+    """
+    texts = [v.strip() for v in values if isinstance(v, str) and v.strip()]
+    commas = [t for t in texts if DECIMAL_COMMA.fullmatch(t)]
+    if not commas or any(
+        not (DECIMAL_COMMA.fullmatch(t) or t.lstrip("+-").isdigit()) for t in texts
+    ):
+        return []
+    return commas[:3]
+
+
 def integer_codes(series: Sequence[pd.Series], max_categories: int = 12) -> list[int] | None:
     """The sorted values of a numeric column when they are 3 to ``max_categories`` distinct
     whole numbers over every table, each seen twice on average (values that may be codes rather
@@ -977,6 +1005,12 @@ def _infer_type(
                 pd.unique(pd.to_numeric(s.dropna().astype(object), errors="coerce")).tolist()
             )
         return "binary" if vals <= {0, 1} else "continuous"
+    commas = decimal_comma_values(v for _, s, _ in text for v in s.dropna().to_numpy(dtype=object))
+    if commas:
+        raise ValidationError(
+            f"column {name!r} holds numbers written with a decimal comma (e.g. {commas}); write "
+            "them with a decimal point (pandas: pd.read_csv(..., decimal=','))"
+        )
     levels = set()
     for _, s, label in text:
         _check_text_column(name, s, label if len(labels) > 1 and len(text) > 1 else "")

@@ -376,6 +376,10 @@ FOLDER_CASES = [
      lambda r: _folder(r, {"a": GOOD.assign(lactate=["1,5", "2,0"] * (N // 2)), **{k: GOOD for k in "bcde"}}),
      "'lactate' is text in a.csv but numeric in 4 files (b.csv, c.csv, d.csv, ...) (e.g. '1,5'); those look like "
      "numbers with a decimal comma: write them with a decimal point"),
+    ("decimal-commas-in-every-file",
+     lambda r: _folder(r, {k: GOOD.assign(lactate=["1,5", "2,0", "0,75", "3"] * (N // 4)) for k in "ab"}),
+     "column 'lactate' holds numbers written with a decimal comma (e.g. ['1,5', '2,0', '0,75']); write them "
+     "with a decimal point"),
     ("windows-1252-csv", lambda r: _folder(r, {"a": "lactate,y,ward\n1,0,Zürich\n2,1,Genève\n".encode("cp1252")}),
      "a.csv: it is not UTF-8 text (byte 0xfc at position"),
     ("duplicate-task-ids", lambda r: _folder(r, {"a": GOOD}, {"task_id": ["a", "a"], "description": ["x", "y"]}),

@@ -461,3 +461,13 @@ def test_values_far_outside_the_fitted_range_warn_with_the_unit():
     with pytest.warns(DataWarning, match=rf"'lactate': {n_far} row\(s\).*mmol/L") as record:
         model.predict_proba(in_mg_dl)
     assert not any("'age'" in str(w.message) for w in record)
+
+
+def test_rows_with_decimal_commas_are_refused_with_the_fix():
+    X = pd.DataFrame({"lactate": [1.5, 2.0, 0.8, 3.1], "age": [50.0, 60.0, 70.0, 80.0]})
+    schema = FeatureSchema.infer(X).fit(X)
+    with pytest.raises(ValidationError, match="has non-numeric values, e.g. \\['1,5', '2,0', '0,8'\\]; they look like "
+                                              "numbers with a decimal comma"):
+        schema.validate_frame(X.assign(lactate=["1,5", "2,0", "0,8", "3,1"]))
+    with pytest.raises(ValidationError, match=r"has non-numeric values, e.g. \['high'\]$"):
+        schema.validate_frame(X.assign(lactate=["high", 2.0, 0.8, 3.1]))

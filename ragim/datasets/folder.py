@@ -34,7 +34,6 @@ Examples
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,7 @@ import pandas as pd
 from ragim.canonical import canonical_id, canonical_text
 from ragim.errors import DataWarning, ValidationError
 from ragim.rows import read_table
-from ragim.schema import FeatureSchema, value_kind
+from ragim.schema import DECIMAL_COMMA, FeatureSchema, value_kind
 from ragim.tasks import Task, TaskCollection, binary_outcome
 
 
@@ -235,16 +234,13 @@ def _check_kinds(frames: list[pd.DataFrame], labels: list[str]) -> None:
             for kind, files in sorted(by_kind.items(), key=lambda kv: kv[0] != "text")
         ]
         clause = f"{c!r} is {' but '.join(sides)} (e.g. {examples.get(c, '')!r})"
-        if _DECIMAL_COMMA.fullmatch(examples.get(c, "").strip()):
+        if DECIMAL_COMMA.fullmatch(examples.get(c, "").strip()):
             clause += (
                 "; those look like numbers with a decimal comma: write them with a decimal point"
             )
         drift.append(clause)
     if drift:
         raise ValidationError("column types differ between task files:", drift[:10])
-
-
-_DECIMAL_COMMA = re.compile(r"[-+]?\d+,\d+")
 
 
 def _files(files: list[str]) -> str:
