@@ -42,6 +42,9 @@ _NUMERAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 #: Unicode categories that carry no visible content: controls (other than tab and newline)
 #: and format characters such as the zero-width space, the BOM and direction marks.
 _INVISIBLE = {"Cc", "Cf"}
+# In ASCII the only invisible characters are the controls (no format characters there); a
+# regex finds them 20x faster than a per-character category lookup.
+_ASCII_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def is_missing(v: Any) -> bool:
@@ -78,6 +81,8 @@ def invisible_characters(s: str) -> list[str]:
     >>> invisible_characters("sepsis\\u200b in adults")
     ['U+200B']
     """
+    if s.isascii():
+        return [f"U+{ord(c):04X}" for c in _ASCII_CONTROLS.findall(s)]
     return [
         f"U+{ord(c):04X}" for c in s if c not in "\t\n\r" and unicodedata.category(c) in _INVISIBLE
     ]
@@ -85,6 +90,8 @@ def invisible_characters(s: str) -> list[str]:
 
 def strip_invisible(s: str) -> str:
     """``s`` without the characters :func:`invisible_characters` lists, NFC-normalised."""
+    if s.isascii():
+        return _ASCII_CONTROLS.sub("", s).strip()
     return canonical_text(
         "".join(c for c in s if c in "\t\n\r" or unicodedata.category(c) not in _INVISIBLE)
     )
