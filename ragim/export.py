@@ -52,6 +52,8 @@ def coefficients_frame(params: ModelParams) -> pd.DataFrame:
     plus or_ci_low / or_ci_high (the odds-ratio interval, per SD or per 0→1). GAM: one row per
     bin (feature, label, bin, bin_label, score, std, ci_low, ci_high, odds_ratio) plus
     or_ci_low / or_ci_high. Intervals are coef ± 1.96 std, NaN when ``params.std`` is None.
+    The intercept row has no odds ratio (its exponential is the baseline odds, not a ratio), so
+    its odds-ratio columns are NaN.
     """
     if not isinstance(params, ModelParams):
         raise ValidationError(f"coefficients_frame needs ModelParams, got {type(params).__name__}")
@@ -73,6 +75,7 @@ def coefficients_frame(params: ModelParams) -> pd.DataFrame:
     with np.errstate(over="ignore"):
         out["or_ci_low"] = np.exp(np.clip(out["ci_low"].to_numpy(float), -700, 700))
         out["or_ci_high"] = np.exp(np.clip(out["ci_high"].to_numpy(float), -700, 700))
+    out.loc[0, ["or_ci_low", "or_ci_high"]] = math.nan  # the intercept: baseline odds, no ratio
     return out
 
 

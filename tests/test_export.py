@@ -120,7 +120,9 @@ def test_coefficients_frame_and_csv(heart, tmp_path):
     assert list(frame["term"]) == p.names and frame["label"].iloc[0] == "intercept"
     np.testing.assert_allclose(frame["coef"], p.vector)
     np.testing.assert_allclose(frame["ci_low"], p.vector - Z95 * 0.1)
-    np.testing.assert_allclose(frame["or_ci_high"], np.exp(p.vector + Z95 * 0.1))
+    np.testing.assert_allclose(frame["or_ci_high"][1:], np.exp(p.vector[1:] + Z95 * 0.1))
+    # the intercept has no odds ratio: no odds-ratio interval beside a NaN odds ratio
+    assert frame.loc[0, ["odds_ratio_per_sd", "or_ci_low", "or_ci_high"]].isna().all()
     row = frame.set_index("term").loc["cp[asymptomatic]"]
     assert row["label"] == "Chest-pain type = asymptomatic" and row["reference"] == "typical angina"
     path = save_coefficients_csv(p, tmp_path / "sub" / "coef.csv")
