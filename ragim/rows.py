@@ -26,6 +26,7 @@ ragim.errors.ValidationError: ... it looks semicolon-separated: pass --sep ';' .
 from __future__ import annotations
 
 import csv
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,8 +170,12 @@ def _need_column(df: pd.DataFrame, name: str, place: str, what: str, fix: str) -
     """Raise, naming the first columns and ``fix``, unless ``df`` has the ``what`` column
     ``name``."""
     if name not in df.columns:
+        cols = [str(c) for c in df.columns]
+        folded = [c for c in cols if c.strip().casefold() == str(name).strip().casefold()]
+        near = folded or difflib.get_close_matches(str(name), cols, n=1, cutoff=0.75)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
         raise ValidationError(
-            f"{place} has no {what} column {name!r} (columns: {list(df.columns)[:12]}); {fix}"
+            f"{place} has no {what} column {name!r}{hint} (columns: {cols[:12]}); {fix}"
         )
 
 

@@ -169,7 +169,10 @@ def test_read_rows(tmp_path, schema):
         ("age,cp\n1,typical\n", {"sep": ";"}, "it looks comma-separated: pass --sep ','"),
         ("age,age,cp\n1,2,typical\n", {}, "duplicated columns ['age']"),
         ("age,,cp\n1,2,typical\n", {}, "column(s) [2] have no name"),
-        ("age,cp\n1,typical\n", {"outcome": "dead"}, "has no outcome column 'dead'"),
+        ("age,cp\n1,typical\n", {"outcome": "dead"}, "has no outcome column 'dead' (columns"),
+        ("age,cp,Dead\n1,typical,0\n", {"outcome": "dead"}, "column 'dead'; did you mean 'Dead'?"),
+        ("age,cp,death\n1,typical,0\n", {"outcome": "deaht"}, "did you mean 'death'?"),
+        ("age,cp,CAD\n1,typical,0\n", {"ignore_outcome": "cad"}, "did you mean 'CAD'?"),
         (
             "age,cp,dead\n1,typical,\n",
             {"outcome": "dead"},
