@@ -29,6 +29,24 @@ CONFIGS = {
 }
 
 
+def load_benchmark(name: str):
+    """``(dataset name, tasks, evaluation keyword arguments)`` of benchmark ``name``."""
+    from ragim import datasets
+
+    cfg = dict(CONFIGS[name])
+    ds = cfg.pop("dataset")
+    n = cfg.pop("n_tasks", None)
+    if ds == "heart-disease":
+        tasks = datasets.heart_disease()
+    elif ds == "colon-cancer":
+        tasks = datasets.colon_cancer()
+    elif ds == "synthetic":
+        tasks = datasets.synthetic_family(n_tasks=n, n_features=10, seed=0)
+    else:
+        tasks = datasets.procedure_family(n_tasks=n, seed=0)
+    return ds, tasks, cfg
+
+
 def _options(args) -> str:
     """The non-default options of this run, as they are written on the command line."""
     out = ""
@@ -42,7 +60,6 @@ def _options(args) -> str:
 
 
 def main() -> None:
-    from ragim import datasets
     from ragim import evaluate as ev
     from ragim.metrics import format_table, summarize
 
@@ -58,17 +75,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)  # tiny networks: one thread is fastest on a shared 2-core machine
     for name in args.only:
-        cfg = dict(CONFIGS[name])
-        ds = cfg.pop("dataset")
-        n = cfg.pop("n_tasks", None)
-        if ds == "heart-disease":
-            tasks = datasets.heart_disease()
-        elif ds == "colon-cancer":
-            tasks = datasets.colon_cancer()
-        elif ds == "synthetic":
-            tasks = datasets.synthetic_family(n_tasks=n, n_features=10, seed=0)
-        else:
-            tasks = datasets.procedure_family(n_tasks=n, seed=0)
+        ds, tasks, cfg = load_benchmark(name)
         t = time.perf_counter()
         df = ev.few_shot(tasks, k_shots=tuple(args.k_shots), embedder=args.embedder,
                          methods=args.methods, progress=True, **cfg)
