@@ -500,7 +500,6 @@ class RagIm2024Generator(Generator):
         ArtifactError
             A missing, damaged or foreign file, named with what was expected.
         """
-
         from ragim.device import resolve_device
         from ragim.io import read_artifact
 
