@@ -287,6 +287,10 @@ _PairsFile = Annotated[
 _NCandidates = Annotated[int, typer.Option(help="candidates sampled per task for the pairs")]
 _PairsMode = Annotated[str, typer.Option(help="best_worst | all")]
 _MinMargin = Annotated[float, typer.Option(help="smallest reward gap that makes a pair (nats/row)")]
+# ... and by `ragim train sft` (whose learning-rate help is its own).
+_MaxSteps = Annotated[int, typer.Option(help="optimiser steps")]
+_LearningRate = Annotated[float, typer.Option(help="AdamW rate")]
+_JsonSummary = Annotated[bool, typer.Option("--json", help="print a JSON summary")]
 
 
 @train_app.command("sft")
@@ -294,7 +298,7 @@ def train_sft_cmd(
     index_path: Annotated[Path, typer.Option("--index", help="a saved index")],
     out: Annotated[Path, typer.Option(help="where to save the LM generator")] = Path("generators/lm-sft"),
     base_model: Annotated[str, typer.Option(help="tiny | smollm2-135m | a local model directory")] = "smollm2-135m",
-    max_steps: Annotated[int, typer.Option(help="optimiser steps")] = 30,
+    max_steps: _MaxSteps = 30,
     batch_size: Annotated[int, typer.Option(help="examples per step")] = 4,
     learning_rate: Annotated[float, typer.Option(help="AdamW rate of the LoRA weights")] = 2e-4,
     k: Annotated[int, typer.Option("-k", "--k", help="neighbours per prompt")] = 5,
@@ -304,7 +308,7 @@ def train_sft_cmd(
                                                   "tasks' parameters) in every prompt")] = True,
     seed: int = 0,
     quiet: Quiet = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary")] = False,
+    as_json: _JsonSummary = False,
 ):
     """Supervised fine-tuning (behaviour cloning) of the LM generator with LoRA: train_sft."""
     progress = setup(as_json, quiet)
@@ -341,14 +345,14 @@ def train_reward_cmd(
     pairs: _PairsMode = "best_worst",
     min_margin: _MinMargin = 0.05,
     save_pairs: Annotated[Path | None, typer.Option(help="also write the pairs as JSONL here")] = None,
-    max_steps: Annotated[int, typer.Option(help="optimiser steps")] = 50,
+    max_steps: _MaxSteps = 50,
     batch_size: Annotated[int, typer.Option(help="pairs per step")] = 4,
-    learning_rate: Annotated[float, typer.Option(help="AdamW rate")] = 1e-4,
+    learning_rate: _LearningRate = 1e-4,
     lora_r: Annotated[int, typer.Option(help="LoRA rank (alpha = 2 x rank)")] = 8,
     val_fraction: Annotated[float, typer.Option(help="share of tasks whose pairs are held out")] = 0.2,
     seed: int = 0,
     quiet: Quiet = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary")] = False,
+    as_json: _JsonSummary = False,
 ):
     """Preference pairs from the generator, then a Bradley-Terry reward model; prints held-out pairwise accuracy."""
     progress = setup(as_json, quiet)
@@ -390,12 +394,12 @@ def train_dpo_cmd(
     pairs: _PairsMode = "best_worst",
     min_margin: _MinMargin = 0.05,
     beta: Annotated[float, typer.Option(help="DPO temperature")] = 0.1,
-    max_steps: Annotated[int, typer.Option(help="optimiser steps")] = 50,
+    max_steps: _MaxSteps = 50,
     batch_size: Annotated[int, typer.Option(help="pairs per step")] = 4,
-    learning_rate: Annotated[float, typer.Option(help="AdamW rate")] = 5e-5,
+    learning_rate: _LearningRate = 5e-5,
     seed: int = 0,
     quiet: Quiet = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary")] = False,
+    as_json: _JsonSummary = False,
 ):
     """Preference pairs from the generator, then DPO on its LoRA adapter."""
     progress = setup(as_json, quiet)
@@ -440,14 +444,14 @@ def train_grpo_cmd(
     out: Annotated[Path, typer.Option(help="where to save the GRPO'd generator")] = Path("generators/lm-grpo"),
     rewards: Annotated[str, typer.Option(help="name=weight,... (log_likelihood, auroc, validity, sparsity, sign)")] = "log_likelihood=1",
     num_generations: Annotated[int, typer.Option(help="answers sampled per prompt (>= 2)")] = 4,
-    max_steps: Annotated[int, typer.Option(help="optimiser steps")] = 50,
+    max_steps: _MaxSteps = 50,
     batch_size: Annotated[int, typer.Option(help="prompts per step")] = 1,
-    learning_rate: Annotated[float, typer.Option(help="AdamW rate")] = 5e-5,
+    learning_rate: _LearningRate = 5e-5,
     temperature: Annotated[float, typer.Option(help="sampling temperature")] = 0.8,
     beta: Annotated[float, typer.Option(help="KL coefficient towards the starting adapter (0: none)")] = 0.0,
     seed: int = 0,
     quiet: Quiet = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary")] = False,
+    as_json: _JsonSummary = False,
 ):
     """GRPO with verifiable rewards (held-out log-likelihood by default) on the generator's LoRA adapter."""
     progress = setup(as_json, quiet)

@@ -73,6 +73,22 @@ def _load(params_path: Path):
     return params, model_from_params(params)
 
 
+def _load_labelled(params_path: Path, rows: Path, outcome: str, patient_id, sep: str, pos_label):
+    """The saved model and its local patients with their outcome (``score`` and ``adapt``)."""
+    from ragim.rows import read_rows
+
+    params, model = _load(params_path)
+    data = read_rows(
+        rows,
+        schema=params.schema,
+        outcome=outcome,
+        patient_id=patient_id,
+        sep=sep,
+        pos_label=pos_label,
+    )
+    return params, model, data
+
+
 def predict(
     params_path: Params,
     rows: Rows,
@@ -165,21 +181,12 @@ def score(
     """Discrimination and calibration on local outcomes: AUROC, log-loss, Brier score, ECE,
     calibration slope and intercept, each with a bootstrap 95% CI; and a calibration plot."""
     from ragim.plots import plot_calibration
-    from ragim.rows import read_rows
     from ragim.validation import score_predictions
 
     check_positive(bins=bins)
     if n_boot < 0:
         raise typer.BadParameter(f"--n-boot must be >= 0, got {n_boot}")
-    params, model = _load(params_path)
-    data = read_rows(
-        rows,
-        schema=params.schema,
-        outcome=outcome,
-        patient_id=patient_id,
-        sep=sep,
-        pos_label=pos_label,
-    )
+    params, model, data = _load_labelled(params_path, rows, outcome, patient_id, sep, pos_label)
     risk = model.predict_proba(data.X)[:, 1]
     result = score_predictions(data.y, risk, n_boot=n_boot, seed=seed, n_bins=bins)
     result.update(
@@ -252,22 +259,13 @@ def adapt(
     """Adapt a model to local labelled patients (ZeroShotClassifier's few-shot adaptation).
 
     Score the adapted model on other patients than the ones it was adapted on."""
-    from ragim.rows import read_rows
     from ragim.validation import adapt_params
 
     if method not in ("auto", "intercept", "recalibrate", "map"):
         raise typer.BadParameter(
             f"--method must be auto, intercept, recalibrate or map, got {method!r}"
         )
-    params, _ = _load(params_path)
-    data = read_rows(
-        rows,
-        schema=params.schema,
-        outcome=outcome,
-        patient_id=patient_id,
-        sep=sep,
-        pos_label=pos_label,
-    )
+    params, _, data = _load_labelled(params_path, rows, outcome, patient_id, sep, pos_label)
     with one_line_warnings():
         adapted = adapt_params(params, data.X, data.y, adaptation=method)
     chosen = adapted.metadata["adaptation"]

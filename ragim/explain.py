@@ -150,6 +150,21 @@ class _Explanation:
         """``data()`` as JSON text."""
         return json.dumps(self.data(), indent=indent, allow_nan=False)
 
+    def _data(self, **fields: Any) -> dict:
+        """``data()``: kind, source, outcome and intercept, then the kind's own ``fields``, then
+        provenance and coverage, JSON-safe."""
+        return _jsonable(
+            {
+                "kind": self.kind,
+                "source": self.source,
+                "outcome": self.outcome,
+                "intercept": self.intercept,
+                **fields,
+                "provenance": self.provenance.data(),
+                "coverage": self.coverage,
+            }
+        )
+
     def save_png(self, path: str | Path, *, dpi: int = 150, **plot_kw) -> Path:
         """Render ``plot(**plot_kw)`` to a PNG file and return its path."""
         (path := Path(path)).parent.mkdir(parents=True, exist_ok=True)
@@ -410,18 +425,10 @@ class GlobalExplanation(_Explanation):
     def data(self) -> dict:
         """JSON-safe dict: kind, source, outcome, intercept, intercept_std, terms, importance,
         provenance, coverage."""
-        return _jsonable(
-            {
-                "kind": self.kind,
-                "source": self.source,
-                "outcome": self.outcome,
-                "intercept": self.intercept,
-                "intercept_std": self.intercept_std,
-                "terms": _records(self._frame),
-                "importance": _records(self.importance()),
-                "provenance": self.provenance.data(),
-                "coverage": self.coverage,
-            }
+        return self._data(
+            intercept_std=self.intercept_std,
+            terms=_records(self._frame),
+            importance=_records(self.importance()),
         )
 
     def plot(self, ax=None, top: int | None = None, kind: str = "coef", *, missing: bool = False):
@@ -570,18 +577,10 @@ class LocalExplanation(_Explanation):
     def data(self) -> dict:
         """JSON-safe dict: kind, source, outcome, intercept, contributions, logit, probability,
         provenance, coverage."""
-        return _jsonable(
-            {
-                "kind": self.kind,
-                "source": self.source,
-                "outcome": self.outcome,
-                "intercept": self.intercept,
-                "contributions": _records(self._frame),
-                "logit": self.logit,
-                "probability": self.probability,
-                "provenance": self.provenance.data(),
-                "coverage": self.coverage,
-            }
+        return self._data(
+            contributions=_records(self._frame),
+            logit=self.logit,
+            probability=self.probability,
         )
 
     def table(self, top: int | None = None) -> pd.DataFrame:

@@ -95,6 +95,23 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
+def parse_json(text: str | bytes, problem: str) -> Any:
+    """``json.loads(text)``; text that is not JSON (bad syntax, bad UTF-8, nested too deeply, not
+    text at all) raises a one-line ``ValidationError`` ``"<problem>: <why>"``.
+
+    >>> parse_json('{"a": 1}', "schema JSON is not valid JSON")
+    {'a': 1}
+    >>> parse_json("{", "schema JSON is not valid JSON")
+    Traceback (most recent call last):
+    ...
+    ragim.errors.ValidationError: schema JSON is not valid JSON: Expecting property name ...
+    """
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError, RecursionError) as exc:
+        raise ValidationError(f"{problem}: {exc}") from exc
+
+
 def jsonl_bytes(records: list[Mapping[str, Any]]) -> bytes:
     try:
         return "".join(

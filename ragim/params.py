@@ -270,17 +270,9 @@ class ModelParams:
 
     @classmethod
     def from_json(cls, text: str, schema: FeatureSchema | None = None) -> ModelParams:
-        try:
-            d = json.loads(text)
-        except (
-            json.JSONDecodeError,
-            UnicodeDecodeError,
-            TypeError,
-            ValueError,
-            RecursionError,
-        ) as exc:
-            raise ValidationError(f"model parameters are not valid JSON: {exc}") from exc
-        return cls.from_payload(d, schema)
+        from ragim.io import parse_json
+
+        return cls.from_payload(parse_json(text, "model parameters are not valid JSON"), schema)
 
     def save(self, path: str | Path) -> Path:
         """Save as an artifact directory (``config.json`` + ``params.npz``)."""

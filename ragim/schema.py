@@ -41,6 +41,7 @@ import pandas as pd
 from ragim.canonical import canonical_level, canonical_text, level_key
 from ragim.checks import check_int
 from ragim.errors import DataWarning, ValidationError
+from ragim.io import parse_json
 
 FeatureType = Literal["continuous", "binary", "categorical"]
 _TYPES = ("continuous", "binary", "categorical")
@@ -793,16 +794,7 @@ class FeatureSchema:
 
     @classmethod
     def from_json(cls, text: str) -> FeatureSchema:
-        try:
-            d = json.loads(text)
-        except (
-            json.JSONDecodeError,
-            UnicodeDecodeError,
-            TypeError,
-            RecursionError,
-            ValueError,
-        ) as exc:
-            raise ValidationError(f"schema JSON is not valid JSON: {exc}") from exc
+        d = parse_json(text, "schema JSON is not valid JSON")
         if not isinstance(d, dict):
             raise ValidationError("schema JSON must be an object")
         return cls.from_dict(d)

@@ -46,8 +46,11 @@ from ragim.checks import check_fields, check_int, check_number
 from ragim.errors import ArtifactError, ValidationError
 from ragim.generate.base import (
     Generator,
-    heads_problems,
+    config_with,
+    fit_state,
+    network_checks,
     provenance_records,
+    read_saved_net,
     register_generator,
 )
 from ragim.params import ModelParams, design_matrix, param_names
@@ -115,24 +118,13 @@ class AttentionConfig:
     device: str = field(default="auto", metadata={"help": "'auto', 'cpu' or 'cuda'"})
 
     def __post_init__(self):
-        ints = (
-            "k",
-            "hidden",
-            "heads",
-            "blocks",
-            "bottleneck",
-            "max_epochs",
-            "batch_tasks",
-            "max_rows",
-        )
-        fractions = ("dropout", "query_dropout", "val_fraction", "neighbor_dropout")
-        problems = heads_problems(self.hidden, self.heads)
+        rules, problems = network_checks(self)
         if self.base not in BASES:
             problems.append(f"base must be one of {list(BASES)}, got {self.base!r}")
-        rules = {
-            **dict.fromkeys(ints, partial(check_int, ge=1)),
-            **dict.fromkeys(fractions, partial(check_number, ge=0, lt=1)),
-        }
+        ints = ("bottleneck", "max_epochs", "batch_tasks", "max_rows")
+        fractions = ("dropout", "query_dropout", "val_fraction", "neighbor_dropout")
+        rules.update(dict.fromkeys(ints, partial(check_int, ge=1)))
+        rules.update(dict.fromkeys(fractions, partial(check_number, ge=0, lt=1)))
         check_fields(self, rules, "AttentionConfig", problems)
 
 
@@ -256,8 +248,7 @@ class AttentionGenerator(Generator):
     """
 
     def __init__(self, config: AttentionConfig | None = None, **overrides: Any):
-        cfg = config or AttentionConfig()
-        self.config = AttentionConfig(**{**asdict(cfg), **overrides})
+        self.config = config_with(AttentionConfig, config, overrides)
         self.net_: RagimHypernetwork | None = None
         self.base_ = None
         self.history_: list[dict] = []
@@ -615,10 +606,7 @@ class AttentionGenerator(Generator):
         tensors["param_mean"] = torch.as_tensor(self.param_mean_)
         tensors["param_scale"] = torch.as_tensor(self.param_scale_)
         state = {
-            "model_kind": self.model_kind_,
-            "param_names": self.param_names_,
-            "schema": self.schema_.to_dict(),
-            "embedder": self.embedder_identity_,
+            **fit_state(self),
             "emb_dim": int(self.net_.q_in.in_features),
             "history": self.history_,
         }
@@ -636,11 +624,8 @@ class AttentionGenerator(Generator):
 
     @classmethod
     def load(cls, path: str | Path, *, device: str | None = None) -> AttentionGenerator:
-        from safetensors import SafetensorError
-        from safetensors.torch import load as st_load
 
         from ragim.io import read_artifact
-        from ragim.schema import FeatureSchema
 
         art = read_artifact(path, FORMAT)
         root = Path(art.path)
@@ -665,35 +650,15 @@ class AttentionGenerator(Generator):
             )
         if device is not None:
             cfg.device = device
-        state = art.read_json("state.json")
-        try:
-            model_kind, names = state["model_kind"], list(state["param_names"])
-            schema = FeatureSchema.from_dict(state["schema"])
-            emb_dim = int(state["emb_dim"])
-            embedder, history = state["embedder"], state.get("history", [])
-        except (TypeError, KeyError, ValueError, ValidationError) as exc:
-            raise bad("state.json", exc) from exc
-        try:
-            expected = param_names(model_kind, schema)
-        except (TypeError, ValueError, ValidationError) as exc:
-            raise bad("state.json", exc) from exc
-        if names != expected:
-            raise bad(
-                "state.json",
-                f"its {len(names)} param_names are not the {len(expected)} of its schema",
-            )
-        try:
-            tensors = st_load(art.read_bytes("model.safetensors"))
-        except (SafetensorError, ValueError, RuntimeError) as exc:
-            raise bad("model.safetensors", exc) from exc
+        saved = read_saved_net(art, bad)
+        names, tensors = saved.param_names, saved.tensors
         gen = cls(cfg)
-        gen.model_kind_, gen.param_names_, gen.schema_ = model_kind, names, schema
-        gen.embedder_identity_, gen.history_ = embedder, history
+        saved.restore(gen)
         from ragim.device import resolve_device
 
         gen._device = resolve_device(cfg.device)
         try:
-            net = RagimHypernetwork(len(names), emb_dim, cfg)
+            net = RagimHypernetwork(len(names), saved.emb_dim, cfg)
             weights = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
             if cfg.base == "none":  # saved before the base option: the gate is unused
                 weights.setdefault("base_gate", net.base_gate.detach().clone())

@@ -18,11 +18,15 @@ from __future__ import annotations
 import functools
 import numbers
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
+from ragim.checks import check_int
 from ragim.errors import ValidationError
-from ragim.params import ModelParams
+from ragim.params import ModelParams, param_names
+from ragim.schema import FeatureSchema
 from ragim.tasks import Task
 
 GENERATORS: dict[str, type] = {}
@@ -52,6 +56,97 @@ def provenance_records(neighbors, weights) -> list[dict[str, Any]]:
     ]
 
 
+def fit_state(gen: Generator) -> dict[str, Any]:
+    """What a fitted generator was fitted on, as its saved ``state.json`` holds it:
+    ``model_kind``, ``param_names``, ``schema`` (:meth:`FeatureSchema.to_dict`) and
+    ``embedder`` (the embedder's identity). :func:`read_fit_state` reads it back."""
+    return {
+        "model_kind": gen.model_kind_,
+        "param_names": gen.param_names_,
+        "schema": gen.schema_.to_dict(),
+        "embedder": gen.embedder_identity_,
+    }
+
+
+def read_fit_state(state: Any) -> tuple[str, list[str], FeatureSchema, Any]:
+    """``(model_kind, param_names, schema, embedder identity)`` from a saved ``state.json``
+    (:func:`fit_state`'s fields).
+
+    Raises
+    ------
+    KeyError, TypeError, ValueError or ValidationError
+        A field is missing or malformed, or the parameter names are not the schema's; the
+        loader names the file.
+
+    >>> import pandas as pd
+    >>> from ragim.schema import Feature
+    >>> schema = FeatureSchema([Feature("age", "continuous")]).fit(pd.DataFrame({"age": [50.0]}))
+    >>> saved = {"model_kind": "logistic", "param_names": ["intercept", "age"],
+    ...          "schema": schema.to_dict(), "embedder": {"kind": "hashing"}}
+    >>> kind, names, _, embedder = read_fit_state(saved)
+    >>> kind, names, embedder
+    ('logistic', ['intercept', 'age'], {'kind': 'hashing'})
+    >>> read_fit_state({**saved, "param_names": ["intercept"]})
+    Traceback (most recent call last):
+    ...
+    ValueError: its 1 param_names are not the 2 of its schema
+    """
+    model_kind, names = state["model_kind"], list(state["param_names"])
+    schema = FeatureSchema.from_dict(state["schema"])
+    expected = param_names(model_kind, schema)
+    if names != expected:
+        raise ValueError(f"its {len(names)} param_names are not the {len(expected)} of its schema")
+    return model_kind, names, schema, state["embedder"]
+
+
+def config_with(cls: type, config: Any, overrides: dict[str, Any]) -> Any:
+    """A generator's config: a new ``cls`` with the fields of ``config`` (default: ``cls()``)
+    and the keyword ``overrides``, checked by ``cls`` (``AttentionGenerator(config, k=5)``)."""
+    return cls(**{**asdict(config or cls()), **overrides})
+
+
+@dataclass
+class SavedNet:
+    """A saved neural generator's (attention, rag-im-2024) ``state.json`` and
+    ``model.safetensors``: what it was fitted on, the query embedding width ``emb_dim``, the
+    training log ``history`` and the network's ``tensors`` (name -> torch tensor)."""
+
+    model_kind: str
+    param_names: list[str]
+    schema: FeatureSchema
+    embedder: Any
+    emb_dim: int
+    history: list
+    tensors: dict[str, Any]
+
+    def restore(self, gen: Generator) -> None:
+        """Set what ``gen`` was fitted on (``model_kind_``, ``param_names_``, ``schema_``,
+        ``embedder_identity_``) and its ``history_``."""
+        gen.model_kind_, gen.param_names_ = self.model_kind, self.param_names
+        gen.schema_, gen.embedder_identity_ = self.schema, self.embedder
+        gen.history_ = self.history
+
+
+def read_saved_net(art: Any, bad: Callable[[str, Any], Exception]) -> SavedNet:
+    """Read ``state.json`` and ``model.safetensors`` of an opened artifact ``art``
+    (:func:`ragim.io.read_artifact`); a malformed file raises ``bad(file name, why)`` (the
+    loader's ArtifactError naming its generator)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load as st_load
+
+    try:
+        state = art.read_json("state.json")
+        model_kind, names, schema, embedder = read_fit_state(state)
+        emb_dim, history = int(state["emb_dim"]), list(state.get("history", []))
+    except (TypeError, KeyError, ValueError, ValidationError) as exc:
+        raise bad("state.json", exc) from exc
+    try:
+        tensors = st_load(art.read_bytes("model.safetensors"))
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise bad("model.safetensors", exc) from exc
+    return SavedNet(model_kind, names, schema, embedder, emb_dim, history, tensors)
+
+
 def heads_problems(hidden: Any, heads: Any) -> list[str]:
     """Why an attention width ``hidden`` cannot be split over ``heads`` heads: ``[]`` when it
     can, or when either is not a positive integer (the field checks report that).
@@ -65,6 +160,22 @@ def heads_problems(hidden: Any, heads: Any) -> list[str]:
     ):
         return []
     return [f"hidden ({hidden}) must be divisible by heads ({heads})"] if hidden % heads else []
+
+
+def network_checks(config: Any) -> tuple[dict[str, Any], list[str]]:
+    """What every attention hypernetwork config (``attention``, ``rag-im-2024``) checks of its
+    network fields: ``k``, ``hidden``, ``heads`` and ``blocks`` are integers >= 1 and
+    ``hidden`` splits over ``heads`` (:func:`heads_problems`). Returns the field rules and the
+    problems found so far, for the config to extend and pass to
+    :func:`ragim.checks.check_fields`.
+
+    >>> from types import SimpleNamespace
+    >>> rules, problems = network_checks(SimpleNamespace(hidden=64, heads=5))
+    >>> sorted(rules), problems
+    (['blocks', 'heads', 'hidden', 'k'], ['hidden (64) must be divisible by heads (5)'])
+    """
+    rules = dict.fromkeys(("k", "hidden", "heads", "blocks"), partial(check_int, ge=1))
+    return rules, heads_problems(config.hidden, config.heads)
 
 
 def _with_coverage(generate_params):

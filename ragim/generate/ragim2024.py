@@ -64,8 +64,11 @@ from ragim.checks import check_fields, check_int, check_number
 from ragim.errors import ArtifactError, ValidationError
 from ragim.generate.base import (
     Generator,
-    heads_problems,
+    config_with,
+    fit_state,
+    network_checks,
     provenance_records,
+    read_saved_net,
     register_generator,
 )
 from ragim.params import ModelParams, design_matrix, param_names
@@ -105,20 +108,12 @@ class RagIm2024Config:
     device: str = field(default="auto", metadata={"help": "'auto', 'cpu' or 'cuda'"})
 
     def __post_init__(self):
-        ints = (
-            "k",
-            "hidden",
-            "heads",
-            "blocks",
-            "gate_rows",
-            "batch_size",
-            "epochs",
-            "draws_per_task",
-        )
-        problems = heads_problems(self.hidden, self.heads)
+        rules, problems = network_checks(self)
         if not problems and self.hidden == 1:
             problems.append("hidden must be at least 2 (the bottleneck is hidden / 2), got 1")
+        ints = ("gate_rows", "batch_size", "epochs", "draws_per_task")
         rules = {
+            **rules,
             **dict.fromkeys(ints, partial(check_int, ge=1)),
             "min_steps": partial(check_int, ge=0),
             "dropout": partial(check_number, ge=0, lt=1),
@@ -210,8 +205,7 @@ class RagIm2024Generator(Generator):
     """
 
     def __init__(self, config: RagIm2024Config | None = None, **overrides: Any):
-        cfg = config or RagIm2024Config()
-        self.config = RagIm2024Config(**{**asdict(cfg), **overrides})
+        self.config = config_with(RagIm2024Config, config, overrides)
         self.net_: RagIm2024Net | None = None
         self.history_: list[dict] = []
 
@@ -481,10 +475,7 @@ class RagIm2024Generator(Generator):
             )
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
         state = {
-            "model_kind": self.model_kind_,
-            "param_names": self.param_names_,
-            "schema": self.schema_.to_dict(),
-            "embedder": self.embedder_identity_,
+            **fit_state(self),
             "emb_dim": int(self.net_.q_in.in_features),
             "history": self.history_,
         }
@@ -509,12 +500,8 @@ class RagIm2024Generator(Generator):
         ArtifactError
             A missing, damaged or foreign file, named with what was expected.
         """
-        from safetensors import SafetensorError
-        from safetensors.torch import load as st_load
-
         from ragim.device import resolve_device
         from ragim.io import read_artifact
-        from ragim.schema import FeatureSchema
 
         art = read_artifact(path, FORMAT)
         root = Path(art.path)
@@ -528,39 +515,18 @@ class RagIm2024Generator(Generator):
             raise bad("config.json", exc) from exc
         if device is not None:
             cfg.device = device
-        try:
-            state = art.read_json("state.json")
-            model_kind, names = state["model_kind"], list(state["param_names"])
-            schema = FeatureSchema.from_dict(state["schema"])
-            emb_dim, embedder, history = (
-                int(state["emb_dim"]),
-                state["embedder"],
-                list(state.get("history", [])),
-            )
-            expected = param_names(model_kind, schema)
-        except (TypeError, KeyError, ValueError, ValidationError) as exc:
-            raise bad("state.json", exc) from exc
-        if names != expected:
-            raise bad(
-                "state.json",
-                f"its {len(names)} param_names are not the {len(expected)} of its schema",
-            )
-        try:
-            tensors = st_load(art.read_bytes("model.safetensors"))
-        except (SafetensorError, ValueError, RuntimeError) as exc:
-            raise bad("model.safetensors", exc) from exc
+        saved = read_saved_net(art, bad)
         gen = cls(cfg)
         gen._device = resolve_device(cfg.device)
         try:
-            net = RagIm2024Net(len(names), emb_dim, cfg)
-            net.load_state_dict(tensors)
+            net = RagIm2024Net(len(saved.param_names), saved.emb_dim, cfg)
+            net.load_state_dict(saved.tensors)
         except (RuntimeError, TypeError, ValueError) as exc:
             raise ArtifactError(
                 f"{root / 'model.safetensors'}: its weights do not fit {root / 'config.json'} and "
                 f"{root / 'state.json'} ({str(exc)[:300]})"
             ) from exc
-        gen.model_kind_, gen.param_names_, gen.schema_ = model_kind, names, schema
-        gen.embedder_identity_, gen.history_ = embedder, history
+        saved.restore(gen)
         gen.net_ = net.to(gen._device).eval()
         return gen
 

@@ -60,7 +60,13 @@ from threadpoolctl import threadpool_limits
 
 from ragim.checks import check_fields, check_int, check_number
 from ragim.errors import ArtifactError, ValidationError
-from ragim.generate.base import Generator, register_generator
+from ragim.generate.base import (
+    Generator,
+    config_with,
+    fit_state,
+    read_fit_state,
+    register_generator,
+)
 from ragim.generate.meta_regression import (
     VAR_BOUNDS,
     KernelRegression,
@@ -393,8 +399,7 @@ class StatisticalGenerator(Generator):
     """
 
     def __init__(self, config: StatisticalConfig | None = None, **overrides: Any):
-        cfg = config or StatisticalConfig()
-        self.config = StatisticalConfig(**{**asdict(cfg), **overrides})
+        self.config = config_with(StatisticalConfig, config, overrides)
         self.fitted_: _Fitted | None = None
 
     # ------------------------------------------------------------------ fit
@@ -718,10 +723,7 @@ class StatisticalGenerator(Generator):
             elif key != "vocabulary":
                 scalars[key] = float(v)
         state = {
-            "model_kind": self.model_kind_,
-            "param_names": self.param_names_,
-            "schema": self.schema_.to_dict(),
-            "embedder": self.embedder_identity_,
+            **fit_state(self),
             "ids": self.summaries_.ids,
             "descriptions": self.descriptions_,
             "groups": self.groups_,
@@ -747,7 +749,6 @@ class StatisticalGenerator(Generator):
         from safetensors.numpy import load as st_load
 
         from ragim.io import read_artifact
-        from ragim.schema import FeatureSchema
 
         art = read_artifact(path, FORMAT)
         root = Path(art.path)
@@ -766,9 +767,8 @@ class StatisticalGenerator(Generator):
             ) from exc
         state = art.read_json("state.json")
         try:
-            gen.model_kind_, gen.param_names_ = state["model_kind"], list(state["param_names"])
-            gen.schema_ = FeatureSchema.from_dict(state["schema"])
-            gen.embedder_identity_ = state["embedder"]
+            fitted_on = read_fit_state(state)
+            gen.model_kind_, gen.param_names_, gen.schema_, gen.embedder_identity_ = fitted_on
             ids, gen.descriptions_ = list(state["ids"]), list(state["descriptions"])
             gen.groups_ = {g: [int(c) for c in cols] for g, cols in state["groups"].items()}
             gen.stack_, gen.cv_ = state["stack"], state["cv"]
@@ -801,7 +801,6 @@ class StatisticalGenerator(Generator):
                 and gen.summaries_.var.shape == (n, P)
                 and len(gen.descriptions_) == n
                 and gen.vectors_.shape[0] == n
-                and param_names(gen.model_kind_, gen.schema_) == gen.param_names_
             )
             if not shapes_ok:
                 raise ValueError(

@@ -280,7 +280,9 @@ class ModelFamily(ABC):
     (probit) or outcome (counts) would need those to become link-aware; it is not supported.
 
     Class attributes: ``name`` (the registry name and ``ModelParams.kind``), ``title`` (the
-    model in words, for prompts and plot titles), ``value_column`` (the explanation frame's
+    model in words, for prompts and plot titles), ``figure_name`` (the model's name in the
+    global explanation's plot title; default: ``title`` capitalised), ``value_column`` (the
+    explanation frame's
     log-odds column), ``term_noun`` (what one explanation row is), ``importance_label``
     (the x label of importance bars) and ``fits_on_design`` (True when a scikit-learn
     ``LogisticRegression(C=1)`` on :meth:`design_matrix` is the family's own C=1 fit, so
@@ -290,6 +292,7 @@ class ModelFamily(ABC):
 
     name: ClassVar[str] = ""
     title: ClassVar[str] = "additive log-odds model"
+    figure_name: ClassVar[str | None] = None
     value_column: ClassVar[str] = "coef"
     term_noun: ClassVar[str] = "terms"
     importance_label: ClassVar[str] = "max |coef| (log-odds)"
@@ -461,8 +464,8 @@ class ModelFamily(ABC):
             kind=kind,
             ax=ax,
             title=(
-                f"{self.title[:1].upper()}{self.title[1:]} for {expl.outcome} "
-                f"(intercept {expl.intercept:+.3g})\n{table.attrs['note']}"
+                f"{self.figure_name or self.title[:1].upper() + self.title[1:]} for "
+                f"{expl.outcome} (intercept {expl.intercept:+.3g})\n{table.attrs['note']}"
             ),
         )
 

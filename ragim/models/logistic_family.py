@@ -136,6 +136,7 @@ class LogisticFamily(ModelFamily):
 
     name = "logistic"
     title = "logistic regression"
+    figure_name = "Logistic model"
     value_column = "coef"
     term_noun = "terms"
     importance_label = "max |coef| (log-odds per SD or 0→1)"
@@ -231,23 +232,14 @@ class LogisticFamily(ModelFamily):
         return value, math.sqrt(var), refs
 
     def plot_global(self, expl, table: pd.DataFrame, kind: str, ax=None):
-        from ragim import plots
-
+        """Each row labelled with its comparison ("sex: male vs female")."""
         df = table.assign(
             label=[
                 f"{lab}: {cmp}"
                 for lab, cmp in zip(table["label"], table["comparison"], strict=True)
             ]
         )
-        return plots.plot_coefficients(
-            df,
-            kind=kind,
-            ax=ax,
-            title=(
-                f"Logistic model for {expl.outcome} (intercept {expl.intercept:+.3g})\n"
-                f"{table.attrs['note']}"
-            ),
-        )
+        return super().plot_global(expl, df, kind, ax)
 
     def html_columns(self) -> list[str]:
         return [

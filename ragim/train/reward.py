@@ -37,7 +37,7 @@ from ragim.checks import check_fields, check_int, check_number
 from ragim.errors import ValidationError
 from ragim.lm.pairs import check_pair_names, pair_rows, pairs_dataset
 from ragim.lm.reward_model import FORMAT, RewardModel, RewardModelConfig, best_of_n
-from ragim.train.trainer import run_config, train_with, training_record
+from ragim.train.trainer import STEP_RULES, run_config, train_with, training_record
 
 
 @dataclass
@@ -63,13 +63,7 @@ class RewardModelTrainingConfig:
     def __post_init__(self):
         check_fields(
             self,
-            {
-                "max_steps": partial(check_int, ge=1),
-                "batch_size": partial(check_int, ge=1),
-                "seed": partial(check_int, ge=0),
-                "val_fraction": partial(check_number, ge=0, lt=1),
-                "learning_rate": partial(check_number, gt=0),
-            },
+            {**STEP_RULES, "val_fraction": partial(check_number, ge=0, lt=1)},
             "RewardModelTrainingConfig",
         )
 

@@ -52,7 +52,7 @@ from ragim.generate.lm import LMGenerator
 from ragim.lm.pairs import check_pair_names, pair_rows, pairs_dataset
 from ragim.train.rewards import VerifiableRewardConfig, encode_heldout
 from ragim.train.sft import build_sft_dataset
-from ragim.train.trainer import run_config, train_with, training_record
+from ragim.train.trainer import STEP_RULES, run_config, train_with, training_record
 
 
 @dataclass
@@ -123,12 +123,9 @@ class GRPOTrainingConfig:
         check_fields(
             self,
             {
+                **STEP_RULES,
                 "num_generations": partial(check_int, ge=2),
-                "max_steps": partial(check_int, ge=1),
-                "batch_size": partial(check_int, ge=1),
-                "seed": partial(check_int, ge=0),
                 "max_completion_length": partial(check_int, ge=1, allow_none=True),
-                "learning_rate": partial(check_number, gt=0),
                 "temperature": partial(check_number, gt=0),
                 "beta": partial(check_number, ge=0),
                 "heldout_fraction": partial(check_number, gt=0, lt=1),
@@ -160,13 +157,7 @@ class DPOTrainingConfig:
     def __post_init__(self):
         check_fields(
             self,
-            {
-                "beta": partial(check_number, gt=0),
-                "max_steps": partial(check_int, ge=1),
-                "learning_rate": partial(check_number, gt=0),
-                "batch_size": partial(check_int, ge=1),
-                "seed": partial(check_int, ge=0),
-            },
+            {**STEP_RULES, "beta": partial(check_number, gt=0)},
             "DPOTrainingConfig",
         )
 

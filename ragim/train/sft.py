@@ -38,7 +38,7 @@ from ragim.checks import check_fields, check_int, check_number
 from ragim.errors import ValidationError
 from ragim.generate.lm import LMConfig, LMGenerator
 from ragim.params import param_names
-from ragim.train.trainer import run_config, train_with, training_record
+from ragim.train.trainer import STEP_RULES, run_config, train_with, training_record
 
 
 @dataclass
@@ -78,14 +78,11 @@ class SFTTrainingConfig:
         check_fields(
             self,
             {
-                "max_steps": partial(check_int, ge=1),
-                "batch_size": partial(check_int, ge=1),
+                **STEP_RULES,
                 "grad_accum": partial(check_int, ge=1),
-                "seed": partial(check_int, ge=0),
                 "eval_steps": partial(check_int, ge=1, allow_none=True),
                 "max_tasks": partial(check_int, ge=1, allow_none=True),
                 "val_fraction": partial(check_number, ge=0, lt=1),
-                "learning_rate": partial(check_number, gt=0),
             },
             "SFTTrainingConfig",
         )

@@ -30,10 +30,21 @@ import dataclasses
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
+from ragim.checks import check_int, check_number
 from ragim.errors import ValidationError
 from ragim.lm.adapters import quiet_checkpointing_rename
+
+#: The rules (:func:`ragim.checks.check_fields`) of the fields every training config has and
+#: :func:`train_with` reads: ``max_steps``, ``learning_rate``, ``batch_size`` and ``seed``.
+STEP_RULES = {
+    "max_steps": partial(check_int, ge=1),
+    "learning_rate": partial(check_number, gt=0),
+    "batch_size": partial(check_int, ge=1),
+    "seed": partial(check_int, ge=0),
+}
 
 
 def run_config(cls: type, config: Any, **overrides: Any) -> Any:
@@ -220,6 +231,7 @@ def train_with(
 
 
 __all__ = [
+    "STEP_RULES",
     "TrainedRun",
     "on_cuda",
     "quiet_training",
