@@ -122,3 +122,26 @@ def test_summary_checks_the_targets_and_interpolates_the_worth():
     assert head["ll_ok"] is True and head["lose_ok"] is False and head["k256"] is None
     # gap 0.4 at k=4, -0.2 at k=16: crosses at log k = log 4 + (2/3) log 4
     assert head["worth"] == pytest.approx(math.exp(math.log(4) * (1 + 2 / 3)))
+
+
+def test_report_states_each_target_met_or_missed_with_the_size_of_the_miss(tmp_path):
+    le = _script()
+    spec = importlib.util.spec_from_file_location("bench_report", ROOT / "benchmarks" / "report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    rows = [("a", le.ADAPTED, 0, 0, 0.8, 0.5, 0, 10, "ok")]
+    for d, (auc, ll) in enumerate([(0.8, 0.52), (0.7, 0.46)]):  # mean 0.49 < 0.5; one bad draw
+        rows.append(("a", le.ADAPTED, 8, d, auc, ll, 8, 10, "ok"))
+        rows.append(("a", le.LR, 8, d, 0.6, 0.9, 8, 10, "ok"))
+    df = pd.DataFrame(rows, columns=le.COLUMNS)
+    (tmp_path / "label_efficiency_toy.md").write_text("# toy\n")
+    le.write_summary(df, tmp_path / "label_efficiency_toy.json", "toy")
+    lines = report.label_efficiency_targets([tmp_path / "label_efficiency_toy.md"])
+    row = next(line for line in lines if line.startswith("| toy |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1:3] == ["1", "2"]
+    assert cells[3] == "more than 8"  # the per-task fit never reaches zero-shot
+    assert cells[4] == "met (closest: -0.0100 at k = 8)"
+    assert cells[5] == "**missed**: 50.0% of draws at k = 8"
+    assert cells[6].startswith("not testable")
+    assert cells[7] == "-0.100 (k = 8)" and cells[8] == "+0.020 (k = 8)"
