@@ -19,7 +19,7 @@ headline is "zero-shot is worth N labelled rows": the k at which the per-task fi
 log-loss reaches the zero-shot model's on the same targets (interpolated in log k).
 
 Run: .venv/bin/python benchmarks/label_efficiency.py
-         [--only heart-task synthetic procedure colon-task] [--draws 20] [--max-targets N]
+         [--only heart-task heart-site synthetic procedure colon-task] [--draws 20] [--max-targets N]
          [--k-shots 4 8 16 32 64 128 256] [--embedder hashing] [--suffix _reduced] [--out DIR]
 
 Writes benchmarks/results/label_efficiency_<name><suffix>.csv (one row per target, method,
@@ -58,6 +58,7 @@ MAX_LOSE_SHARE, LOSE_AUROC, K256_AUROC = 0.05, 0.05, 0.01
 
 CONFIGS = {
     "heart-task": dict(dataset="heart-disease", protocol="leave-task-out", folds=5),
+    "heart-site": dict(dataset="heart-disease", protocol="leave-group-out", group="site"),
     "synthetic": dict(
         dataset="synthetic", protocol="leave-task-out", folds=5, n_tasks=300, n_features=10
     ),
@@ -74,6 +75,7 @@ CONFIGS = {
 }
 TITLES = {
     "heart-task": "Real heart disease, leave-task-out",
+    "heart-site": "Real heart disease, leave-site-out",
     "synthetic": "`synthetic_family(n_tasks=300, n_features=10)`, leave-task-out",
     "procedure": "`procedure_family(n_tasks=1000)`, leave-task-out",
     "colon-task": "Real colon-cancer trial, leave-one-task-out",
@@ -255,6 +257,7 @@ def run(name: str, args) -> tuple[pd.DataFrame, str]:
             targets=targets,
             embedder=args.embedder,
             progress=not args.quiet,
+            k_within_pool=True,  # a k the pool cannot hold is not scored (it would not count)
             **cfg,
         )
     secs = time.perf_counter() - t

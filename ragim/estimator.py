@@ -105,6 +105,7 @@ def adapt_prior(
     intercept_prior_ratio: float = 0.1,
     labels: tuple | None = None,
     warn: bool = True,
+    design: np.ndarray | None = None,
 ) -> tuple[ModelParams, dict]:
     """Adapt generated parameters to labelled rows: :func:`ragim.adaptation.adapt` on a model.
 
@@ -116,6 +117,9 @@ def adapt_prior(
     adaptation, prior_strength, intercept_prior_ratio : as :class:`ZeroShotClassifier`.
     labels : the user's (non-event, event) labels, for messages.
     warn : raise :class:`~ragim.errors.AdaptationWarning` for what the report flags.
+    design : ``design_matrix(prior.kind, prior.schema, X)`` when the caller has it already,
+        shape (len(X), n_params - 1); it is used instead of recomputing it (an evaluation
+        adapting to many draws of one task's rows computes the task's design once).
 
     Returns
     -------
@@ -128,7 +132,8 @@ def adapt_prior(
     Raises
     ------
     ValidationError
-        When the rows give non-finite features or ``adaptation`` is unknown.
+        When the rows give non-finite features, ``design`` has the wrong shape or
+        ``adaptation`` is unknown.
 
     Examples
     --------
@@ -140,7 +145,15 @@ def adapt_prior(
     >>> report["chosen"], bool(params.intercept > -2.0)   # far more events than the prior expects
     ('intercept', True)
     """
-    D = design_matrix(prior.kind, prior.schema, X)
+    if design is None:
+        D = design_matrix(prior.kind, prior.schema, X)
+    else:
+        D = np.asarray(design, dtype=float)
+        if D.shape != (len(X), len(prior.vector) - 1):
+            raise ValidationError(
+                f"design has shape {D.shape} but X has {len(X)} rows and the model "
+                f"{len(prior.vector) - 1} terms; pass design_matrix(prior.kind, prior.schema, X)"
+            )
     if not np.all(np.isfinite(D)):
         raise ValidationError("X contains values that could not be turned into finite features")
     cand, report = adapt(

@@ -447,8 +447,23 @@ def _generator_predict(ctx: TargetContext, name: str) -> np.ndarray:
         return _proba(ctx, prior)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AdaptationWarning)
-        params, _ = adapt_prior(prior, ctx.X_k, np.asarray(ctx.y_k, dtype=float), warn=False)
+        params, _ = adapt_prior(
+            prior,
+            ctx.X_k,
+            np.asarray(ctx.y_k, dtype=float),
+            warn=False,
+            design=_k_design(ctx, prior),
+        )
     return _proba(ctx, params)
+
+
+def _k_design(ctx: TargetContext, params: ModelParams) -> np.ndarray | None:
+    """The design matrix of the k rows from the target's cached design (None when ``params``
+    is not over the fold index's schema and model)."""
+    same = params.schema is ctx.fold.index.schema or params.schema == ctx.fold.index.schema
+    if not same or params.kind != ctx.fold.index.model or ctx.k_rows is None:
+        return None
+    return design_rows(ctx, ctx.k_rows)
 
 
 def _attention_predict(ctx: TargetContext) -> np.ndarray:
@@ -803,6 +818,7 @@ def evaluate(
     lm_config: dict | None = None,
     draws: int = 1,
     targets: Sequence[str] | None = None,
+    k_within_pool: bool = False,
 ):
     """Run a protocol at the given k values; see :func:`zero_shot` (the frame's ``attrs``
     hold ``folds``: per fold the target ids, removed ids and index ids, and ``notes``).
@@ -811,7 +827,9 @@ def evaluate(
     rows from the support pool (draw 0 is the pool's own order; draw d > 0 is
     :func:`draw_order` seeded by the task and d), each a row with its ``draw`` number; the
     test rows stay the same. ``targets``: the ids of the tasks to score (default: every
-    task, or ``max_targets`` of them); the folds are made over them."""
+    task, or ``max_targets`` of them); the folds are made over them. ``k_within_pool``: skip
+    a target's k values larger than its support pool (by default such a k is scored on the
+    whole pool, with ``n_support`` < k)."""
     from tqdm.auto import tqdm
 
     from ragim.embed import get_embedder
@@ -888,7 +906,9 @@ def evaluate(
             desc=f"{tasks.name} {protocol} fold {f + 1}/{len(plan)}",
             disable=None if progress else True,
         ):
-            rows_t, preds_t = _score_target(fctx, task, methods, k_shots, held, int(draws))
+            rows_t, preds_t = _score_target(
+                fctx, task, methods, k_shots, held, int(draws), k_within_pool=k_within_pool
+            )
             for r in rows_t:
                 r.update(
                     dataset=tasks.name,
@@ -948,6 +968,8 @@ def _score_target(
     k_shots: list[int],
     group: str | None,
     draws: int = 1,
+    *,
+    k_within_pool: bool = False,
 ):
     from ragim.index import leak_free
 
@@ -967,6 +989,8 @@ def _score_target(
     cache: dict = {}
     rows, preds = [], []
     for k in k_shots:
+        if k_within_pool and k > len(pool):
+            continue
         for d in range(draws if k > 0 else 1):
             rows_k = orders[d][:k]
             ctx = TargetContext(

@@ -13,6 +13,7 @@ from sklearn.metrics import accuracy_score, brier_score_loss, log_loss, roc_auc_
 from ragim.errors import ValidationError
 from ragim.metrics import (
     SUMMARY_FIELDS,
+    auroc,
     bootstrap_ci,
     expected_calibration_error,
     format_table,
@@ -44,6 +45,15 @@ def test_metrics_agree_with_sklearn_and_first_principles(seed):
     pc = np.clip(p, 1e-7, 1 - 1e-7)
     assert m["log_loss"] == pytest.approx(-np.mean(y * np.log(pc) + (1 - y) * np.log(1 - pc)))
     assert m["brier"] == pytest.approx(np.mean((p - y) ** 2))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_task_metrics_auroc_counts_ties_half_like_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 120)
+    p = np.round(rng.random(120), 1)  # 11 distinct values: many ties across the classes
+    assert task_metrics(y, p)["auroc"] == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    assert task_metrics(y, p)["auroc"] == pytest.approx(auroc(y, p), abs=1e-12)
 
 
 def test_auroc_is_nan_for_single_class_test_rows_but_others_are_finite():
