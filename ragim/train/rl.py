@@ -393,7 +393,8 @@ def train_grpo(
     )
     completion_length = run.max_completion_length
     if completion_length is None:
-        completion_length = answer_room(names, tok, decimals=cfg.decimals, max_abs=cfg.max_abs)
+        completion_length = answer_room(names, tok, decimals=cfg.decimals, max_abs=cfg.max_abs,
+                                        format_name=cfg.answer_format)
 
     set_seed(run.seed)
     done = train_with(

@@ -17,8 +17,7 @@ from ragim.lm import (
     load_base_model,
     parse_json_numbers,
 )
-from ragim.lm.answer import _skeleton
-from ragim.lm.answer import JSONAnswerFormat
+from ragim.lm.answer import JSONAnswerFormat, _skeleton
 from ragim.lm.constrained import answer_regex, number_regex
 
 ODD_KEYS = [

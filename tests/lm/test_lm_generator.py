@@ -122,12 +122,13 @@ def test_population_model_in_prompts_leaves_out_the_excluded_tasks(gen, family, 
 def test_parse_failures_are_counted_and_raised(family, index, monkeypatch):
     import ragim.lm.constrained as constrained
 
-    def broken(model, tok, ids, keys, **kw):
+    def broken(model, tok, prompts, fmt, **kw):
         text = format_json_numbers({"intercept": 1.0}, ["intercept"])
-        return [ConstrainedResult(text=text, values={"intercept": 1.0}, n_tokens=3, logprob=0.0)]
+        return [[ConstrainedResult(text=text, values={"intercept": 1.0}, n_tokens=3, logprob=0.0)]
+                for _ in prompts]
 
     gen = LMGenerator(base_model="tiny", k=1, device="cpu")
-    monkeypatch.setattr(constrained, "generate_json_numbers", broken)
+    monkeypatch.setattr(constrained, "generate_answer_batch", broken)
     with pytest.raises(GenerationError, match="is not a valid logistic model"):
         gen.generate_params(family.descriptions[0], index)
     assert gen.parse_failures_ == 1
