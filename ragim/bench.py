@@ -603,3 +603,131 @@ def bench_generate_lm(n_queries: int = 3, *, base_model: str = "smollm2-135m", n
         "ratio": round(base / per_task, 6),
         "threads": {"ours": threads, "baseline": threads}, "device": dev, "environment": environment(dev),
     }
+
+
+def _handwritten_decoder():
+    """The pre-llguidance hand-written decoder (``benchmarks/baselines/handwritten_decoder.py``
+    of a source checkout), or None when this is not a source checkout."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "baselines" / "handwritten_decoder.py"
+    if not path.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location("ragim_bench_handwritten_decoder", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def bench_lm_throughput(n_queries: int = 4, *, n_params: Sequence[int] = (14, 79),
+                        base_model: str = "smollm2-135m", k: int = 3, seed: int = 0,
+                        device: str = "auto", threads: int = 1,
+                        baseline: bool = True) -> dict[str, Any]:
+    """LM generation throughput: the batched, grammar-engine path against one prompt at a time.
+
+    For each schema width in ``n_params`` (a synthetic logistic family with ``n_params - 1``
+    features; 14 is heart-sized, 79 procedure-sized) the same ``n_queries`` targets are
+    generated (greedy, untrained base model, ``k`` neighbours, population model in the prompt)
+    by up to three paths in this process, on ``threads`` torch threads each:
+
+    * ``handwritten_one_prompt``: the hand-written decoder ragim used before llguidance, one
+      prompt at a time, JSON answers (from a source checkout only; ``baseline=False`` skips it);
+    * ``engine_one_prompt``: llguidance through transformers ``generate``, one prompt per call,
+      JSON answers (``LMConfig(batch_size=1)``);
+    * ``engine_batched_compact``: all targets in one batched call, compact answers
+      (``LMConfig(answer_format="compact", batch_size=n_queries)``).
+
+    Each path reports tasks/s, answer tokens/s, mean prompt and answer tokens and the parse
+    rate; ``ratio`` is batched-compact tasks/s over the baseline path's (the hand-written one
+    when run, else engine one-prompt). The model is loaded (and warmed up) before timing.
+    """
+    from ragim import TaskIndex
+    from ragim.datasets import synthetic_family
+    from ragim.device import resolve_device
+    from ragim.generate.lm import LMGenerator
+
+    n_queries = check_int(n_queries, "n_queries", ge=1)
+    threads = _check_threads([threads])[0]
+    widths = [check_int(p, "each value of n_params", ge=2) for p in n_params]
+    legacy = _handwritten_decoder() if baseline else None
+    first = LMGenerator(base_model=base_model, k=k, device=device, seed=seed)
+    model, tok = first.load_model()
+    model.eval()
+    schemas = []
+    with limit_threads(threads):
+        for width in widths:
+            fam = synthetic_family(n_tasks=max(2 * n_queries, 20), n_features=width - 1, seed=seed)
+            index = TaskIndex.build(fam, embedder="hashing:384", progress=False)
+            descs = fam.descriptions[:n_queries]
+            gens = {}
+            for name, fmt, bs in (("engine_one_prompt", "json", 1),
+                                  ("engine_batched_compact", "compact", n_queries)):
+                g = LMGenerator(base_model=base_model, k=k, device=device, seed=seed,
+                                answer_format=fmt, batch_size=bs)
+                g.model_, g.tokenizer_ = model, tok
+                gens[name] = g
+            gens["engine_one_prompt"].generate_params(fam.descriptions[-1], index)  # warm-up
+            paths = {}
+            if legacy is not None:
+                g = gens["engine_one_prompt"]
+                names = _names(index)
+                t = time.perf_counter()
+                n_ok, n_tok, p_tok = 0, 0, 0
+                for d in descs:
+                    messages, _ = g.prompt(d, index)
+                    ids = tok.apply_chat_template(messages, add_generation_prompt=True,
+                                                  return_tensors="pt", return_dict=True)["input_ids"]
+                    r = legacy.generate_json_numbers(model, tok, ids, names,
+                                                     max_abs=g.config.max_abs,
+                                                     max_frac_digits=g.config.decimals)[0]
+                    n_ok += g.answer_format(names).parse_or_none(r.text) is not None
+                    n_tok += r.n_tokens
+                    p_tok += int(ids.shape[1])
+                paths["handwritten_one_prompt"] = _path_stats(time.perf_counter() - t, n_queries,
+                                                              n_tok, p_tok, n_ok)
+            for name, g in gens.items():
+                t = time.perf_counter()
+                if name == "engine_one_prompt":
+                    params = [g.generate_params(d, index) for d in descs]
+                else:
+                    params = g.generate_params(descs, index)
+                secs = time.perf_counter() - t
+                paths[name] = _path_stats(
+                    secs, n_queries, sum(p.metadata["answer_tokens"] for p in params),
+                    sum(p.metadata["prompt_tokens"] for p in params), len(params))
+            base_name = "handwritten_one_prompt" if legacy is not None else "engine_one_prompt"
+            schemas.append({
+                "n_params": width, "paths": paths, "baseline_path": base_name,
+                "ratio": round(paths["engine_batched_compact"]["tasks_per_s"]
+                               / paths[base_name]["tasks_per_s"], 3),
+                "engine_vs_handwritten_one_prompt": None if legacy is None else round(
+                    paths["engine_one_prompt"]["tasks_per_s"]
+                    / paths["handwritten_one_prompt"]["tasks_per_s"], 3),
+            })
+    dev = resolve_device(device)
+    last = schemas[-1]
+    return {
+        "name": "lm-throughput", "n": n_queries, "schemas": schemas,
+        "ours": {**last["paths"]["engine_batched_compact"],
+                 "description": f"LMGenerator({base_model}, k={k}) batched (batch {n_queries}), compact "
+                                f"answers, llguidance grammar, greedy, {threads} thread(s)"},
+        "baseline": {**last["paths"][last["baseline_path"]],
+                     "description": f"{last['baseline_path']}: one prompt at a time, JSON answers, "
+                                    f"greedy, {threads} thread(s)"},
+        "ratio": last["ratio"],
+        "threads": {"ours": threads, "baseline": threads}, "device": dev, "environment": environment(dev),
+    }
+
+
+def _names(index) -> list[str]:
+    from ragim.params import param_names
+
+    return param_names(index.model, index.schema)
+
+
+def _path_stats(seconds: float, n: int, answer_tokens: int, prompt_tokens: int, n_parsed: int) -> dict:
+    return {"seconds": round(seconds, 3), "tasks_per_s": round(n / seconds, 5),
+            "answer_tokens_per_s": round(answer_tokens / seconds, 3),
+            "mean_prompt_tokens": round(prompt_tokens / n, 1),
+            "mean_answer_tokens": round(answer_tokens / n, 1), "parse_rate": n_parsed / n}
