@@ -7,7 +7,8 @@ Run ``scripts/gpu_check.sh`` (or ``make gpu-check``) on a machine with a CUDA GP
 3. times GRPO steps: a group of answers sampled under the answer grammar, then a
    policy-gradient backward on their log-probabilities (the core compute of one step, not the
    TRL trainer's bookkeeping);
-4. times batched grammar-constrained generation (:func:`ragim.lm.constrained.generate_answer_batch`);
+4. times batched grammar-constrained generation
+   (:func:`ragim.lm.constrained.generate_answer_batch`);
 5. times the batched logistic solver (:func:`ragim.models.batched.fit_logistic_batched`) and a
    FAISS flat search on the GPU;
 
@@ -48,14 +49,31 @@ def _timed(fn, device: str, repeats: int) -> list[float]:
 
 def run_pytest_gpu(root: Path) -> dict:
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider",
-                           "tests"], cwd=root, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
     tail = proc.stdout.strip().splitlines()[-1:] or [""]
-    return {"returncode": proc.returncode, "summary": tail[0], "seconds": round(time.perf_counter() - t, 2)}
+    return {
+        "returncode": proc.returncode,
+        "summary": tail[0],
+        "seconds": round(time.perf_counter() - t, 2),
+    }
 
 
-def lm_steps(base_model: str, device: str, dtype: torch.dtype, *, seq_len: int, batch: int,
-             steps: int, group: int, n_params: int) -> dict:
+def lm_steps(
+    base_model: str,
+    device: str,
+    dtype: torch.dtype,
+    *,
+    seq_len: int,
+    batch: int,
+    steps: int,
+    group: int,
+    n_params: int,
+) -> dict:
     from peft import LoraConfig, get_peft_model
 
     from ragim.lm.answer import answer_format
@@ -63,14 +81,22 @@ def lm_steps(base_model: str, device: str, dtype: torch.dtype, *, seq_len: int, 
     from ragim.lm.constrained import generate_answer_batch
 
     model, tok = load_base_model(base_model, device=device)
-    model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=8, lora_alpha=16,
-                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            task_type="CAUSAL_LM",
+            r=8,
+            lora_alpha=16,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+        ),
+    )
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     vocab = int(model.config.vocab_size)
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(4, vocab, (batch, seq_len), generator=g).to(device)
-    autocast = torch.autocast(device_type=device.split(":")[0], dtype=dtype,
-                              enabled=dtype != torch.float32)
+    autocast = torch.autocast(
+        device_type=device.split(":")[0], dtype=dtype, enabled=dtype != torch.float32
+    )
 
     def sft_step():
         model.train()
@@ -91,21 +117,24 @@ def lm_steps(base_model: str, device: str, dtype: torch.dtype, *, seq_len: int, 
     def grpo_step():
         model.eval()
         with torch.no_grad(), autocast:
-            res = generate_answer_batch(model, tok, [prompt], fmt, temperature=1.0,
-                                        num_candidates=group, seed=len(parsed))[0]
+            res = generate_answer_batch(
+                model, tok, [prompt], fmt, temperature=1.0, num_candidates=group, seed=len(parsed)
+            )[0]
         parsed.extend(fmt.parse_or_none(r.text) is not None for r in res)
         rewards = torch.tensor([-abs(sum(r.values.values())) for r in res])
         adv = (rewards - rewards.mean()) / (rewards.std() + 1e-6)
         model.train()
         full = [torch.cat([prompt, torch.tensor(r.token_ids, dtype=torch.long)]) for r in res]
         width = max(len(f) for f in full)
-        batch_ids = torch.stack([torch.nn.functional.pad(f, (width - len(f), 0)) for f in full]).to(device)
+        batch_ids = torch.stack([torch.nn.functional.pad(f, (width - len(f), 0)) for f in full]).to(
+            device
+        )
         with autocast:
             logits = model(input_ids=batch_ids).logits[:, :-1].float()
         logp = torch.log_softmax(logits, -1).gather(2, batch_ids[:, 1:, None])[..., 0]
         answer = torch.zeros_like(logp, dtype=torch.bool)
         for i, r in enumerate(res):
-            answer[i, width - 1 - len(r.token_ids):] = True
+            answer[i, width - 1 - len(r.token_ids) :] = True
         loss = -(adv.to(device)[:, None] * (logp * answer)).sum() / answer.sum()
         loss.backward()
         opt.step()
@@ -126,17 +155,24 @@ def lm_steps(base_model: str, device: str, dtype: torch.dtype, *, seq_len: int, 
     gen_times = _timed(gen, device, 2)
     n_tok = sum(r.n_tokens for r in answers[-batch:])
     return {
-        "base_model": base_model, "dtype": str(dtype).replace("torch.", ""), "seq_len": seq_len,
-        "batch": batch, "lora_r": 8,
+        "base_model": base_model,
+        "dtype": str(dtype).replace("torch.", ""),
+        "seq_len": seq_len,
+        "batch": batch,
+        "lora_r": 8,
         "sft_step_seconds": round(float(np.median(sft)), 4),
         "sft_tokens_per_s": round(batch * seq_len / float(np.median(sft)), 1),
-        "grpo_step_seconds": round(float(np.median(grpo)), 4), "grpo_group": group,
+        "grpo_step_seconds": round(float(np.median(grpo)), 4),
+        "grpo_group": group,
         "grpo_parse_rate": float(np.mean(parsed)),
-        "generate_batch": batch, "generate_n_params": n_params,
+        "generate_batch": batch,
+        "generate_n_params": n_params,
         "generate_seconds": round(float(np.median(gen_times)), 4),
         "generate_tasks_per_s": round(batch / float(np.median(gen_times)), 3),
         "generate_tokens_per_s": round(n_tok / float(np.median(gen_times)), 1),
-        "generate_parse_rate": float(np.mean([fmt.parse_or_none(r.text) is not None for r in answers])),
+        "generate_parse_rate": float(
+            np.mean([fmt.parse_or_none(r.text) is not None for r in answers])
+        ),
     }
 
 
@@ -149,9 +185,13 @@ def solver(device: str, n_tasks: int, n_features: int) -> dict:
     fit_logistic_batched(X[:8], y[:8], device=device)  # warm-up
     secs = _timed(lambda: fit_logistic_batched(X, y, device=device), device, 2)
     fit = fit_logistic_batched(X, y, device=device)
-    return {"n_tasks": n_tasks, "n_features": n_features, "seconds": round(float(np.median(secs)), 4),
-            "tasks_per_s": round(n_tasks / float(np.median(secs)), 1),
-            "ok_fraction": float(np.mean([s == "ok" for s in fit.status]))}
+    return {
+        "n_tasks": n_tasks,
+        "n_features": n_features,
+        "seconds": round(float(np.median(secs)), 4),
+        "tasks_per_s": round(n_tasks / float(np.median(secs)), 1),
+        "ok_fraction": float(np.mean([s == "ok" for s in fit.status])),
+    }
 
 
 def faiss_search(use_gpu: bool, n: int, dim: int, n_queries: int) -> dict:
@@ -170,9 +210,15 @@ def faiss_search(use_gpu: bool, n: int, dim: int, n_queries: int) -> dict:
     t = time.perf_counter()
     _, ids = index.search(q, 10)
     secs = time.perf_counter() - t
-    return {"n": n, "dim": dim, "n_queries": n_queries, "on_gpu": on_gpu, "seconds": round(secs, 4),
-            "queries_per_s": round(n_queries / secs, 1),
-            "self_hit_rate": float(np.mean(ids[:, 0] == np.arange(n_queries)))}
+    return {
+        "n": n,
+        "dim": dim,
+        "n_queries": n_queries,
+        "on_gpu": on_gpu,
+        "seconds": round(secs, 4),
+        "queries_per_s": round(n_queries / secs, 1),
+        "self_hit_rate": float(np.mean(ids[:, 0] == np.arange(n_queries))),
+    }
 
 
 def main(argv=None) -> int:
@@ -182,19 +228,41 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     root = Path(__file__).resolve().parents[1]
     if args.cpu:
-        device, dtype, cfg = "cpu", torch.float32, {"base_model": "tiny", "seq_len": 64, "batch": 2,
-                                                   "steps": 2, "group": 2, "n_params": 5}
+        device, dtype, cfg = (
+            "cpu",
+            torch.float32,
+            {
+                "base_model": "tiny",
+                "seq_len": 64,
+                "batch": 2,
+                "steps": 2,
+                "group": 2,
+                "n_params": 5,
+            },
+        )
         sizes = {"solver": (64, 5), "faiss": (2000, 32, 50)}
     else:
         if not torch.cuda.is_available():
             print("no CUDA device: run with --cpu for the plumbing check", file=sys.stderr)
             return 2
-        device, dtype, cfg = "cuda", torch.bfloat16, {"base_model": "smollm2-135m", "seq_len": 2048,
-                                                      "batch": 4, "steps": 5, "group": 8, "n_params": 79}
+        device, dtype, cfg = (
+            "cuda",
+            torch.bfloat16,
+            {
+                "base_model": "smollm2-135m",
+                "seq_len": 2048,
+                "batch": 4,
+                "steps": 5,
+                "group": 8,
+                "n_params": 79,
+            },
+        )
         sizes = {"solver": (20_000, 20), "faiss": (1_000_000, 384, 1000)}
     t0 = time.perf_counter()
     result = {
-        "name": "gpu-check", "mode": "cpu" if args.cpu else "cuda", "device": device,
+        "name": "gpu-check",
+        "mode": "cpu" if args.cpu else "cuda",
+        "device": device,
         "device_name": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
         "torch": torch.__version__,
         "pytest_gpu": {"skipped": "cpu mode"} if args.cpu else run_pytest_gpu(root),

@@ -89,15 +89,22 @@ class LMConfig:
         metadata={"help": "'json' (name-keyed object) or 'compact' (values alone in schema order, keys once in the prompt)"},
     )
     batch_size: int = field(default=8, metadata={"help": "prompts decoded together in one batched generate call"})
+    decoder: str = field(
+        default="llguidance",
+        metadata={"help": "constrained decoder: 'llguidance' (grammar engine, batched generate) or 'builtin' "
+                          "(hand-written loop, one prompt at a time); see docs/lm_format.md for their speeds"},
+    )
 
     def __post_init__(self):
         problems = adapter_config_problems(self)
         if not isinstance(self.population, bool):
             problems.append(f"population must be True or False, got {self.population!r}")
-        from ragim.lm.answer import ANSWER_FORMATS
+        from ragim.lm.answer import ANSWER_FORMATS, DECODERS
 
         if self.answer_format not in ANSWER_FORMATS:
             problems.append(f"answer_format must be one of {sorted(ANSWER_FORMATS)}, got {self.answer_format!r}")
+        if self.decoder not in DECODERS:
+            problems.append(f"decoder must be one of {list(DECODERS)}, got {self.decoder!r}")
         if self.provenance_weights not in _WEIGHTINGS:
             problems.append(f"provenance_weights must be one of {list(_WEIGHTINGS)}, got {self.provenance_weights!r}")
         rules = {"k": partial(check_int, ge=0), "num_candidates": partial(check_int, ge=1),
@@ -316,7 +323,7 @@ class LMGenerator(Generator):
         try:
             batch = generate_answer_batch(model, tok, [ids for ids, _, _ in chunk], fmt,
                                           temperature=float(temp), top_p=float(top_p),
-                                          num_candidates=n, seed=seed)
+                                          num_candidates=n, seed=seed, decoder=self.config.decoder)
         except GenerationError as exc:
             self.parse_failures_ += 1
             descs = "; ".join(repr(d[:60]) for _, d, _ in chunk)

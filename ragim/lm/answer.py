@@ -50,6 +50,8 @@ from ragim.errors import GenerationError, ValidationError
 MAX_INT_DIGITS = 3
 #: the most decimal places a number in an answer can have
 MAX_DECIMALS = 3
+#: the constrained decoders of :mod:`ragim.lm.constrained` (``LMConfig.decoder``)
+DECODERS = ("llguidance", "builtin")
 
 
 @dataclass(frozen=True)
@@ -586,6 +588,7 @@ def model_text(values: Mapping[str, float]) -> str:
 
 __all__ = [
     "ANSWER_FORMATS",
+    "DECODERS",
     "MAX_DECIMALS",
     "MAX_INT_DIGITS",
     "AnswerFormat",

@@ -38,13 +38,13 @@ import math
 import warnings
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 
 from ragim.checks import check_int, check_number
 from ragim.errors import GenerationError, ValidationError
 from ragim.lm.answer import (
+    DECODERS,
     MAX_INT_DIGITS,
     AnswerFormat,
     AnswerGrammar,
@@ -54,34 +54,8 @@ from ragim.lm.answer import (
     format_json_numbers,
     parse_json_numbers,
 )
-
-
-@dataclass
-class ConstrainedResult:
-    """One constrained answer.
-
-    Attributes
-    ----------
-    text : str
-        The answer text; always accepted by its format's ``parse``.
-    values : dict[str, float]
-        The parsed numbers, in key order.
-    n_tokens : int
-        Tokens generated after the prompt, end-of-sequence excluded.
-    logprob : float
-        Sum, over the steps where the grammar allowed more than one token (the model's free
-        decisions), of the chosen token's log-probability under the model's *unconstrained*
-        distribution at temperature 1 (not renormalised over the allowed set). Forced steps
-        are not counted.
-    token_ids : list[int]
-        The generated token ids (end-of-sequence excluded).
-    """
-
-    text: str
-    values: dict[str, float]
-    n_tokens: int
-    logprob: float
-    token_ids: list[int] = field(default_factory=list, repr=False)
+from ragim.lm.builtin_decoder import ConstrainedResult
+from ragim.lm.builtin_decoder import generate_answers as builtin_generate_answers
 
 
 # --------------------------------------------------------------------------- regular expressions
@@ -299,6 +273,7 @@ def generate_answer_batch(
     top_p: float = 1.0,
     num_candidates: int = 1,
     seed: int = 0,
+    decoder: str = "llguidance",
 ) -> list[list[ConstrainedResult]]:
     """Decode ``num_candidates`` answers for each prompt in one batched ``generate`` call.
 
@@ -325,6 +300,11 @@ def generate_answer_batch(
         Answers per prompt (greedy ones are identical).
     seed : int
         Seed of the sampling (the global torch RNG is left as it was).
+    decoder : {"llguidance", "builtin"}
+        ``"llguidance"``: the grammar engine inside one batched ``generate`` call, as above.
+        ``"builtin"``: the hand-written loop of :mod:`ragim.lm.builtin_decoder`, one prompt
+        at a time (prompt ``i`` sampled with seed ``seed + i``), forcing each literal piece
+        in one forward call. Both guarantee that every answer parses.
 
     Returns
     -------
@@ -359,6 +339,17 @@ def generate_answer_batch(
     temperature = check_number(temperature, "temperature", ge=0)
     top_p = check_number(top_p, "top_p", gt=0, le=1)
     seed = check_int(seed, "seed", ge=0)
+    if decoder not in DECODERS:
+        raise ValidationError(f"decoder must be one of {list(DECODERS)}, got {decoder!r}")
+    if decoder == "builtin":
+        return [
+            builtin_generate_answers(
+                model, tokenizer, r, f, max_int_digits=max_int_digits, temperature=temperature,
+                top_p=top_p, num_candidates=num_candidates,
+                generator=torch.Generator().manual_seed(seed + i),
+            )
+            for i, (r, f) in enumerate(zip(rows, fmts, strict=True))
+        ]  # fmt: skip
     import llguidance
 
     grammars = [f.grammar(max_int_digits=max_int_digits) for f in fmts]
@@ -449,11 +440,13 @@ def generate_answers(
     num_candidates: int = 1,
     generator: torch.Generator | None = None,
     max_new_tokens_per_value: int | None = None,
+    decoder: str = "llguidance",
 ) -> list[ConstrainedResult]:
     """``num_candidates`` answers in ``answer_format`` for one prompt: one row of
     :func:`generate_answer_batch`.
 
-    ``generator`` (a CPU ``torch.Generator``) draws the sampling seed.
+    ``generator`` (a CPU ``torch.Generator``) draws the sampling seed; ``decoder`` is
+    ``"llguidance"`` or ``"builtin"`` (see :func:`generate_answer_batch`).
     ``max_new_tokens_per_value`` is deprecated and ignored: the grammar bounds every number.
 
     Examples
@@ -476,7 +469,7 @@ def generate_answers(
     return generate_answer_batch(
         model, tokenizer, [prompt], answer_format, max_int_digits=max_int_digits,
         temperature=temperature, top_p=top_p, num_candidates=num_candidates,
-        seed=_seed_from(generator),
+        seed=_seed_from(generator), decoder=decoder,
     )[0]
 
 
@@ -494,6 +487,7 @@ def generate_json_numbers(
     num_candidates: int = 1,
     generator: torch.Generator | None = None,
     max_new_tokens_per_value: int | None = None,
+    decoder: str = "llguidance",
 ) -> list[ConstrainedResult]:
     """``num_candidates`` JSON answers ``{"k1": v1, ...}`` over ``keys`` for one prompt:
     :func:`generate_answers` with :class:`~ragim.lm.answer.JSONAnswerFormat`.
@@ -508,7 +502,7 @@ def generate_json_numbers(
         Keys in answer order; any characters allowed.
     max_abs, max_int_digits, max_frac_digits
         Range and length bounds of each number (``max_int_digits`` <= 3).
-    temperature, top_p, num_candidates, generator, max_new_tokens_per_value
+    temperature, top_p, num_candidates, generator, max_new_tokens_per_value, decoder
         As in :func:`generate_answers`.
 
     Returns
@@ -536,10 +530,11 @@ def generate_json_numbers(
                       DeprecationWarning, stacklevel=2)
     return generate_answers(model, tokenizer, prompt_ids, fmt, max_int_digits=max_int_digits,
                             temperature=temperature, top_p=top_p, num_candidates=num_candidates,
-                            generator=generator)
+                            generator=generator, decoder=decoder)
 
 
 __all__ = [
+    "DECODERS",
     "ConstrainedResult",
     "GrammarLogitsProcessor",
     "answer_regex",

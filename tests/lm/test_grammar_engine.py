@@ -1,7 +1,9 @@
-"""The llguidance-backed decoder: hot sampling always parses, batching changes nothing greedy,
-and the compact answer format round-trips."""
+"""Both constrained decoders (llguidance and the built-in loop): hot sampling always parses in
+both answer formats, batching changes nothing greedy; the compact answer format round-trips."""
 
 from __future__ import annotations
+
+from functools import partial
 
 import pytest
 import torch
@@ -9,11 +11,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ragim.errors import GenerationError
-from ragim.lm.answer import CompactAnswerFormat, answer_format
+from ragim.lm.answer import DECODERS, CompactAnswerFormat, answer_format
 from ragim.lm.base_models import load_base_model
 from ragim.lm.constrained import generate_answer_batch
 
 KEYS = ["intercept", "age", "sex[male]", "bmi"] + [f"f{i}" for i in range(10)]
+
+
+@pytest.fixture(params=DECODERS)
+def decoder(request):
+    """The guarantees hold for both decoders: llguidance and the built-in loop."""
+    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +34,13 @@ def _prompts(tok, texts):
 
 
 @pytest.mark.parametrize("name", ["json", "compact"])
-def test_sampling_at_temperature_5_always_parses(tiny, name):
+def test_sampling_at_temperature_5_always_parses(tiny, name, decoder):
+    decode = partial(generate_answer_batch, decoder=decoder)
     model, tok = tiny
     fmt = answer_format(KEYS, name=name, decimals=2, max_abs=4.0)
     prompts = _prompts(tok, ["coefficients please", "the model:", "x"])
     for seed in range(4):
-        out = generate_answer_batch(model, tok, prompts, fmt, temperature=5.0, top_p=1.0,
+        out = decode(model, tok, prompts, fmt, temperature=5.0, top_p=1.0,
                                     num_candidates=3, seed=seed)
         assert [len(g) for g in out] == [3, 3, 3]
         for group in out:
@@ -44,32 +53,35 @@ def test_sampling_at_temperature_5_always_parses(tiny, name):
     assert len(texts) > 1
 
 
-def test_sampling_is_reproducible_by_seed(tiny):
+def test_sampling_is_reproducible_by_seed(tiny, decoder):
+    decode = partial(generate_answer_batch, decoder=decoder)
     model, tok = tiny
     fmt = answer_format(KEYS[:4], decimals=2)
     prompts = _prompts(tok, ["a", "bb"])
-    a = generate_answer_batch(model, tok, prompts, fmt, temperature=1.5, num_candidates=2, seed=7)
-    b = generate_answer_batch(model, tok, prompts, fmt, temperature=1.5, num_candidates=2, seed=7)
+    a = decode(model, tok, prompts, fmt, temperature=1.5, num_candidates=2, seed=7)
+    b = decode(model, tok, prompts, fmt, temperature=1.5, num_candidates=2, seed=7)
     assert [[r.text for r in g] for g in a] == [[r.text for r in g] for g in b]
 
 
 @pytest.mark.parametrize("name", ["json", "compact"])
-def test_batched_greedy_equals_one_at_a_time(tiny, name):
+def test_batched_greedy_equals_one_at_a_time(tiny, name, decoder):
+    decode = partial(generate_answer_batch, decoder=decoder)
     model, tok = tiny
     fmt = answer_format(KEYS, name=name, decimals=2)
     # prompts of different lengths, so the batch is left-padded
     texts = ["a", "predict the coefficients of a heart model", "x y z w", "the model:"]
-    batch = generate_answer_batch(model, tok, _prompts(tok, texts), fmt)
+    batch = decode(model, tok, _prompts(tok, texts), fmt)
     for text, group in zip(texts, batch, strict=True):
-        alone = generate_answer_batch(model, tok, _prompts(tok, [text]), fmt)[0][0]
+        alone = decode(model, tok, _prompts(tok, [text]), fmt)[0][0]
         assert group[0].text == alone.text
         assert group[0].token_ids == alone.token_ids
         assert group[0].logprob == pytest.approx(alone.logprob, abs=1e-3)
 
 
-def test_greedy_candidates_are_copies(tiny):
+def test_greedy_candidates_are_copies(tiny, decoder):
+    decode = partial(generate_answer_batch, decoder=decoder)
     model, tok = tiny
-    out = generate_answer_batch(model, tok, _prompts(tok, ["q"]), answer_format(["a", "b"]),
+    out = decode(model, tok, _prompts(tok, ["q"]), answer_format(["a", "b"]),
                                 num_candidates=3)[0]
     assert len({r.text for r in out}) == 1 and len(out) == 3
 

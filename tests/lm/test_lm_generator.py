@@ -44,9 +44,14 @@ def test_registered():
     assert GENERATORS["lm"] is LMGenerator
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_sampled_candidates_always_parse(seed, family, index):
-    gen = LMGenerator(base_model="tiny", k=2, device="cpu", seed=seed, temperature=1.0, top_p=1.0)
+@pytest.mark.parametrize("seed, decoder, answer_format", [(0, "llguidance", "json"),
+                                                          (1, "llguidance", "compact"),
+                                                          (2, "llguidance", "json"),
+                                                          (0, "builtin", "json"),
+                                                          (1, "builtin", "compact")])
+def test_sampled_candidates_always_parse(seed, decoder, answer_format, family, index):
+    gen = LMGenerator(base_model="tiny", k=2, device="cpu", seed=seed, temperature=1.0, top_p=1.0,
+                      decoder=decoder, answer_format=answer_format)
     cands = gen.generate_candidates(family.descriptions[seed], index, exclude=[family.ids[seed]], num_candidates=3)
     assert len(cands) == 3
     for i, p in enumerate(cands):
@@ -153,6 +158,9 @@ def test_config_validation():
         LMConfig(provenance_weights="attention")
     with pytest.raises(ValidationError, match="population must be True or False"):
         LMConfig(population="yes")
+    with pytest.raises(ValidationError, match=r"decoder must be one of \['llguidance', 'builtin'\]"):
+        LMConfig(decoder="xgrammar")
+    assert LMConfig().decoder == "llguidance"
     assert LMConfig(target_modules=["q_proj"]).target_modules == ("q_proj",)
     assert LMGenerator(LMConfig(k=3), decimals=3).config.k == 3
 

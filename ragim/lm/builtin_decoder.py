@@ -1,77 +1,68 @@
-"""The hand-written constrained decoder ragim used before llguidance (issue 18), kept as the
-baseline of `ragim bench lm` only; ragim itself decodes with ragim.lm.constrained.
+"""The built-in constrained decoder: a hand-written token loop, one prompt at a time.
 
-The original module docstring follows.
-
-The decoder follows an :class:`~ragim.lm.answer.AnswerGrammar` (from the answer codec,
-:mod:`ragim.lm.answer`): literal pieces are forced, and between them the model writes one
-decimal per key, matching ``-?(0|[1-9]\\d{0,2})(\\.\\d{1,3})?`` with its value in
-``[-max_abs, max_abs]``. For the JSON format the answer is
-``{"k1": v1, "k2": v2, ...}`` with the keys fixed and in order. The model chooses the
-numbers token by token, among tokens that keep the number a valid prefix of that grammar,
-plus a "stop" decision. Every output therefore parses with the codec's
+One of the two decoders of :mod:`ragim.lm.constrained` (``decoder="builtin"``; the other is
+the llguidance grammar engine). It follows an :class:`~ragim.lm.answer.AnswerGrammar`:
+literal pieces are fed to the model as forced tokens (all tokens of a piece in one forward
+call), and between them the model writes one decimal per key, matching
+``-?(0|[1-9]\\d{0,2})(\\.\\d{1,3})?`` with its value in ``[-max_abs, max_abs]``, token by
+token, among tokens that keep the value a valid prefix of that grammar, plus a "stop"
+decision. Every output therefore parses with the codec's
 :meth:`~ragim.lm.answer.AnswerFormat.parse`, whatever the model's weights.
 
-:func:`generate_answers` decodes any answer format; :func:`generate_json_numbers` is the
-JSON format with its keys given directly. The codec's JSON functions
-:func:`format_json_numbers` and :func:`parse_json_numbers` are importable from here too.
+It cannot batch prompts, but forcing each literal piece in one forward call makes it the
+faster decoder for one prompt on a CPU (docs/lm_format.md gives the measured ratio and the
+command). Each number is limited to ``max_new_tokens_per_value`` tokens; at the bound it is
+completed with the fewest characters.
 
 Examples
 --------
->>> text = format_json_numbers({"intercept": -0.1234, "age": 2}, ["intercept", "age"])
->>> text
-'{"intercept": -0.123, "age": 2}'
->>> parse_json_numbers(text, ["intercept", "age"])
-{'intercept': -0.123, 'age': 2.0}
+>>> from ragim.lm.answer import answer_format
+>>> from ragim.lm.base_models import load_base_model
+>>> model, tok = load_base_model("tiny", device="cpu")
+>>> ids = tok("coefs?", return_tensors="pt")["input_ids"]
+>>> res = generate_answers(model, tok, ids, answer_format(["a", "b"], name="compact", max_abs=2))
+>>> res[0].text.startswith("[") and all(abs(v) <= 2 for v in res[0].values.values())
+True
 """
 
 from __future__ import annotations
 
 import copy
 import weakref
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from ragim.checks import check_int, check_number
 from ragim.errors import ValidationError
-from ragim.lm.answer import (
-    AnswerFormat,
-    JSONAnswerFormat,
-    check_keys,
-    check_max_abs,
-    format_json_numbers,
-    parse_json_numbers,
-)
+from ragim.lm.answer import MAX_INT_DIGITS, AnswerFormat
 
 _NUM_CHARS = frozenset("0123456789.-")
-_SEGMENT_CHARS = _NUM_CHARS | {" "}
 _DIGITS = frozenset("0123456789")
 
 
 @dataclass
 class ConstrainedResult:
-    """One constrained answer.
+    """One constrained answer (from either decoder of :mod:`ragim.lm.constrained`).
 
     Attributes
     ----------
     text : str
-        The answer text; always accepted by its format's ``parse`` (for JSON,
-        :func:`parse_json_numbers`).
+        The answer text; always accepted by its format's ``parse``.
     values : dict[str, float]
         The parsed numbers, in key order.
     n_tokens : int
-        Tokens appended after the prompt (forced skeleton plus chosen number
-        tokens; the closing ``}`` is counted although it is never fed back).
+        Tokens generated after the prompt, end-of-sequence excluded (built-in: forced and
+        chosen tokens, the closing piece included).
     logprob : float
-        Sum over the model's free decisions of the log-probability under the
-        model's *unconstrained* distribution at temperature 1 (not renormalised
-        over the allowed set). A "stop" decision scores the total probability
-        of tokens that begin with a non-number character. Forced tokens are not
-        counted.
+        Sum, over the model's free decisions, of the chosen option's log-probability under
+        the model's *unconstrained* distribution at temperature 1 (not renormalised over
+        the allowed set); forced steps are not counted. llguidance: a free decision is a
+        step where the grammar allowed more than one token. Built-in: a choice among number
+        tokens and "stop" (which scores the mass of tokens starting with a non-number
+        character).
     token_ids : list[int]
-        The appended token ids (for inspection / scoring).
+        The generated token ids (end-of-sequence excluded).
     """
 
     text: str
@@ -102,16 +93,17 @@ def _split_number(s: str):
     return neg, int_digits, True, frac
 
 
-def _segment_state(seg: str, max_abs: float, max_int: int, max_frac: int) -> int:
+def _segment_state(seg: str, prefix: str, max_abs: float, max_int: int, max_frac: int) -> int:
     """0: not a valid prefix; 1: valid incomplete prefix; 2: complete number.
 
-    ``seg`` is the text after ``":"``, i.e. ``" "`` followed by the number.
+    ``seg`` is the text after a literal piece: the grammar's ``prefix`` (``" "`` in JSON,
+    ``""`` in the compact format), then the number.
     """
-    if seg == "":
-        return 1
-    if seg[0] != " ":
+    if len(seg) <= len(prefix):
+        return 1 if prefix.startswith(seg) else 0
+    if not seg.startswith(prefix):
         return 0
-    parts = _split_number(seg[1:])
+    parts = _split_number(seg[len(prefix) :])
     if parts is None:
         return 0
     _neg, int_digits, has_dot, frac = parts
@@ -130,14 +122,12 @@ def _segment_state(seg: str, max_abs: float, max_int: int, max_frac: int) -> int
     return 1
 
 
-def _min_completion(seg: str) -> str:
+def _min_completion(seg: str, prefix: str) -> str:
     """Shortest text that turns a valid incomplete segment into a complete number."""
-    if seg == "":
-        return " 0"
-    body = seg[1:]
-    if body in ("", "-"):
-        return "0"
-    if body.endswith("."):
+    if len(seg) < len(prefix):
+        return prefix[len(seg) :] + "0"
+    body = seg[len(prefix) :]
+    if body in ("", "-") or body.endswith("."):
         return "0"
     return ""
 
@@ -157,7 +147,7 @@ class _VocabTables:
         for i, t in enumerate(texts):
             if not t:
                 continue
-            if all(c in _SEGMENT_CHARS for c in t):
+            if all(c in _NUM_CHARS or c == " " for c in t):
                 self.num_ids.append(i)
             if t[0] not in _NUM_CHARS:
                 stop[i] = True
@@ -286,101 +276,58 @@ def _choose(
 
 
 @torch.inference_mode()
-def generate_json_numbers(
-    model,
-    tokenizer,
-    prompt_ids: torch.Tensor,
-    keys: Sequence[str],
-    *,
-    max_abs: float = 20.0,
-    max_int_digits: int = 3,
-    max_frac_digits: int = 3,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    num_candidates: int = 1,
-    generator: torch.Generator | None = None,
-    max_new_tokens_per_value: int = 12,
-) -> list[ConstrainedResult]:
-    """Generate ``num_candidates`` JSON answers whose numbers are chosen by the model.
-
-    The skeleton ``{"k1": ``, ``, "k2": `` ... ``}`` is forced (tokenised with
-    ``add_special_tokens=False``; re-tokenisation boundary effects are
-    accepted). At each number position only tokens made of number characters
-    that keep ``" " + number`` a valid prefix are allowed (the leading space is
-    part of the number segment so merged tokens such as ``" -"`` stay usable),
-    plus, once the number is complete, a *stop* decision whose probability is
-    the model's total mass on tokens starting with a non-number character.
-    Digits that would push ``|value|`` above ``max_abs`` are never allowed, and
-    after ``max_new_tokens_per_value`` tokens the number is completed and
-    stopped, so every result parses with :func:`parse_json_numbers`.
-
-    Parameters
-    ----------
-    model, tokenizer
-        A causal LM (called with ``past_key_values``) and its tokenizer.
-    prompt_ids : torch.Tensor
-        Shape ``(1, L)`` (or ``(L,)``) prompt, e.g. from ``apply_chat_template``.
-    keys : list of str
-        Keys in answer order; any characters allowed.
-    max_abs, max_int_digits, max_frac_digits
-        Range and length bounds of each number (``max_int_digits`` <= 3).
-    temperature : float
-        0 = greedy within the allowed set; > 0 samples.
-    top_p : float
-        Nucleus mass applied to the allowed options when sampling.
-    num_candidates : int
-        Independent answers (greedy ones are identical). The prompt is encoded
-        once and its KV cache reused.
-    generator : torch.Generator, optional
-        CPU generator for reproducible sampling.
-    max_new_tokens_per_value : int
-        Token budget per number; the number is force-completed at the bound.
-
-    Returns
-    -------
-    list of ConstrainedResult
-
-    Examples
-    --------
-    >>> from ragim.lm.base_models import load_base_model
-    >>> model, tok = load_base_model("tiny", device="cpu")
-    >>> ids = tok.apply_chat_template([{"role": "user", "content": "coefs?"}],
-    ...                               add_generation_prompt=True, return_tensors="pt",
-    ...                               return_dict=True)["input_ids"]
-    >>> res = generate_json_numbers(model, tok, ids, ["intercept", "age"])
-    >>> sorted(res[0].values) == ["age", "intercept"]
-    True
-    """
-    keys = check_keys(keys)
-    max_abs = check_max_abs(max_abs)
-    check_int(max_int_digits, "max_int_digits", ge=1, le=3)
-    check_int(max_frac_digits, "max_frac_digits", ge=0, le=3)
-    fmt = JSONAnswerFormat(keys, decimals=max_frac_digits, max_abs=max_abs)
-    return generate_answers(model, tokenizer, prompt_ids, fmt, max_int_digits=max_int_digits,
-                            temperature=temperature, top_p=top_p, num_candidates=num_candidates,
-                            generator=generator, max_new_tokens_per_value=max_new_tokens_per_value)
-
-
-@torch.inference_mode()
 def generate_answers(
     model,
     tokenizer,
     prompt_ids: torch.Tensor,
     answer_format: AnswerFormat,
     *,
-    max_int_digits: int = 3,
+    max_int_digits: int = MAX_INT_DIGITS,
     temperature: float = 0.0,
     top_p: float = 1.0,
     num_candidates: int = 1,
     generator: torch.Generator | None = None,
     max_new_tokens_per_value: int = 12,
 ) -> list[ConstrainedResult]:
-    """Generate ``num_candidates`` answers in ``answer_format`` whose numbers the model chooses.
+    """``num_candidates`` answers in ``answer_format`` for one prompt, decoded by the built-in
+    loop (see the module docstring).
 
-    The decoder follows ``answer_format.grammar(max_int_digits=...)`` (see
-    :func:`generate_json_numbers` for how), and every result's ``values`` come from
-    ``answer_format.parse``. Parameters other than the format are those of
-    :func:`generate_json_numbers`; decimals and range are the format's.
+    The prompt is encoded once and its KV cache reused by every candidate. At a value slot
+    the allowed options are the tokens made of number characters (and spaces) that keep the
+    slot a valid prefix, plus, once the number is complete, *stop*, whose probability is the
+    model's total mass on tokens starting with a non-number character. Greedy picks the
+    likeliest option; sampling applies the temperature, then top-p, to the options.
+
+    Parameters
+    ----------
+    model, tokenizer
+        A causal LM (called with a KV cache) and its tokenizer.
+    prompt_ids : torch.Tensor
+        Shape ``(1, L)`` or ``(L,)``.
+    answer_format : AnswerFormat
+        The codec; decimals and range are its own.
+    max_int_digits : int
+        Integer digits of each number (1-3).
+    temperature, top_p : float
+        0 = greedy; > 0 samples, with nucleus mass ``top_p``.
+    num_candidates : int
+        Answers (greedy ones are identical).
+    generator : torch.Generator, optional
+        CPU generator for reproducible sampling.
+    max_new_tokens_per_value : int
+        Token budget per number; the number is completed at the bound.
+
+    Returns
+    -------
+    list of ConstrainedResult
+        ``logprob`` sums the free decisions' log-probabilities under the unconstrained
+        distribution at temperature 1 (a stop decision scores its mass); ``n_tokens`` counts
+        the forced and chosen tokens, the closing piece included.
+
+    Raises
+    ------
+    ValidationError
+        For bad arguments.
 
     Examples
     --------
@@ -393,13 +340,17 @@ def generate_answers(
     True
     """
     if not isinstance(answer_format, AnswerFormat):
-        raise ValidationError(f"answer_format must be an AnswerFormat (ragim.lm.answer), "
-                              f"got {type(answer_format).__name__}")
+        raise ValidationError(
+            f"answer_format must be an AnswerFormat (ragim.lm.answer), "
+            f"got {type(answer_format).__name__}"
+        )
     max_int_digits = check_int(max_int_digits, "max_int_digits", ge=1, le=3)
     grammar = answer_format.grammar(max_int_digits=max_int_digits)
-    if grammar.value_prefix != " ":
-        raise ValidationError(f"this decoder writes values after a space; the grammar of "
-                              f"{type(answer_format).__name__} starts them with {grammar.value_prefix!r}")
+    if any(c in _NUM_CHARS for c in grammar.value_prefix):
+        raise ValidationError(
+            f"the value prefix of {type(answer_format).__name__} ({grammar.value_prefix!r}) "
+            "must not contain number characters"
+        )
     num_candidates = check_int(num_candidates, "num_candidates", ge=1)
     max_new_tokens_per_value = check_int(max_new_tokens_per_value, "max_new_tokens_per_value", ge=1)
     temperature = check_number(temperature, "temperature", ge=0)
@@ -443,6 +394,7 @@ def _decode_one(
 ) -> ConstrainedResult:  # fmt: skip
     pieces, keys = grammar.pieces, grammar.keys
     max_abs, max_int, max_frac = grammar.max_abs, grammar.max_int_digits, grammar.max_frac_digits
+    prefix = grammar.value_prefix
     text_parts: list[str] = []
     token_ids: list[int] = []
     logprob = 0.0
@@ -457,9 +409,9 @@ def _decode_one(
         seg = ""
         n = 0
         while True:
-            state = _segment_state(seg, max_abs, max_int, max_frac)
+            state = _segment_state(seg, prefix, max_abs, max_int, max_frac)
             if n >= budget:
-                fill = _min_completion(seg)
+                fill = _min_completion(seg, prefix)
                 if fill:
                     fids = enc(fill)
                     logits, cache = runner.feed(fids, cache)
@@ -469,7 +421,7 @@ def _decode_one(
             allowed = [
                 t for t in tables.num_ids
                 if t < logits.shape[0]
-                and _segment_state(seg + texts[t], max_abs, max_int, max_frac) > 0
+                and _segment_state(seg + texts[t], prefix, max_abs, max_int, max_frac) > 0
             ]  # fmt: skip
             can_stop = state == 2
             if not allowed:
@@ -514,10 +466,4 @@ def _decode_one(
     )
 
 
-__all__ = [
-    "ConstrainedResult",
-    "format_json_numbers",
-    "generate_answers",
-    "generate_json_numbers",
-    "parse_json_numbers",
-]
+__all__ = ["ConstrainedResult", "generate_answers"]
