@@ -3,11 +3,15 @@
 For a target description the generator retrieves the ``k`` most similar indexed
 tasks, renders the prompt of :mod:`ragim.lm.prompts` (description, parameter
 layout with units, neighbours with their fitted parameters as JSON) and decodes
-the answers of up to ``batch_size`` targets in one batched call of
-:func:`ragim.lm.constrained.generate_answer_batch` (left padding, KV cache), where a grammar
-engine (llguidance) lets the model write only valid answers in the configured format
-(``answer_format``: name-keyed JSON, or ``"compact"``, the values alone in schema order). The answer is
-parsed into :class:`~ragim.params.ModelParams` over the index's schema.
+the answers of up to ``batch_size`` targets per call of
+:func:`ragim.lm.constrained.generate_answer_batch`, where constrained decoding lets the model
+write only valid answers in the configured format (``answer_format``: name-keyed JSON, or
+``"compact"``, the values alone in schema order). ``decoder`` chooses how: ``"builtin"`` (the
+default; a hand-written loop, one prompt at a time, each literal piece forced in one forward
+call) or ``"llguidance"`` (a grammar engine in one batched ``generate`` call with left padding
+and the KV cache). On SmolLM2-135M on one CPU thread the built-in loop is the faster
+(docs/lm_format.md#decoders gives the ratios and the command). The answer is parsed into
+:class:`~ragim.params.ModelParams` over the index's schema.
 
 * **Zero SFT works.** An unfitted generator loads its base model on first use,
   so the untrained model can be compared with a fine-tuned one.
@@ -88,11 +92,15 @@ class LMConfig:
         default="json",
         metadata={"help": "'json' (name-keyed object) or 'compact' (values alone in schema order, keys once in the prompt)"},
     )
-    batch_size: int = field(default=8, metadata={"help": "prompts decoded together in one batched generate call"})
+    batch_size: int = field(
+        default=8,
+        metadata={"help": "prompts per decoding call (decoded together in one batched generate call by "
+                          "decoder='llguidance'; one at a time by 'builtin')"},
+    )
     decoder: str = field(
-        default="llguidance",
-        metadata={"help": "constrained decoder: 'llguidance' (grammar engine, batched generate) or 'builtin' "
-                          "(hand-written loop, one prompt at a time); see docs/lm_format.md for their speeds"},
+        default="builtin",
+        metadata={"help": "constrained decoder: 'builtin' (hand-written loop, one prompt at a time; faster on "
+                          "CPU) or 'llguidance' (grammar engine in batched generate); docs/lm_format.md#decoders"},
     )
 
     def __post_init__(self):
