@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.ragim-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast install lint bench clean
+.PHONY: demo test test-fast install lint bench gpu-check clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/ragim bench all --json
+
+# On a CUDA machine: gpu-marked tests + SFT/GRPO/generation/solver/FAISS timings in one JSON
+# (benchmarks/results/gpu_check.json). `scripts/gpu_check.sh --cpu` checks the plumbing anywhere.
+gpu-check: $(STAMP)
+	PYTHON=$(PY) scripts/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

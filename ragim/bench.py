@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ragim.checks import check_int
-from ragim.errors import ValidationError
+from ragim.errors import GenerationError, ValidationError
 
 
 # ---------------------------------------------------------------------- threads and environment
@@ -603,3 +603,119 @@ def bench_generate_lm(n_queries: int = 3, *, base_model: str = "smollm2-135m", n
         "ratio": round(base / per_task, 6),
         "threads": {"ours": threads, "baseline": threads}, "device": dev, "environment": environment(dev),
     }
+
+
+#: the paths of :func:`bench_lm_throughput`: (decoder, answer format, batched)
+LM_PATHS = {
+    "builtin_one_prompt_json": ("builtin", "json", False),
+    "engine_one_prompt_json": ("llguidance", "json", False),
+    "engine_batched_json": ("llguidance", "json", True),
+    "builtin_one_prompt_compact": ("builtin", "compact", False),
+    "engine_one_prompt_compact": ("llguidance", "compact", False),
+    "engine_batched_compact": ("llguidance", "compact", True),
+}
+
+
+def bench_lm_throughput(n_queries: int = 4, *, n_params: Sequence[int] = (14, 79),
+                        base_model: str = "smollm2-135m", k: int = 3, seed: int = 0,
+                        device: str = "auto", threads: int = 1,
+                        paths: Sequence[str] = ("builtin_one_prompt_json", "engine_one_prompt_json",
+                                                "engine_batched_json", "engine_batched_compact"),
+                        ) -> dict[str, Any]:
+    """LM generation throughput of the two constrained decoders, one prompt and batched.
+
+    For each schema width in ``n_params`` (a synthetic logistic family with ``n_params - 1``
+    features; 14 is heart-sized, 79 procedure-sized) the same ``n_queries`` targets are
+    generated (greedy, untrained base model, ``k`` neighbours, population model in the prompt)
+    by each path of ``paths`` (keys of :data:`LM_PATHS`) in this process, on ``threads`` torch
+    threads each. A path is ``LMGenerator(decoder=..., answer_format=..., batch_size=...)``:
+    decoder ``"builtin"`` (the hand-written loop, one prompt at a time) or ``"llguidance"``
+    (the grammar engine in transformers ``generate``); ``batched`` paths decode all targets in
+    one call (``batch_size=n_queries``), the others one prompt per call (``batch_size=1``).
+
+    Each path reports wall seconds, process CPU seconds, tasks/s, answer tokens/s (tokens of
+    the answer, forced ones included), mean prompt and answer tokens and the parse rate (the
+    targets whose answer the format's ``parse`` accepted and that gave valid ``ModelParams``;
+    ``generate_params`` raises GenerationError otherwise, which is counted, not raised).
+    ``ratios`` divides every path's tasks/s by the first path's. The model is loaded (and
+    every decoder warmed up) before timing.
+    """
+    from ragim import TaskIndex
+    from ragim.datasets import synthetic_family
+    from ragim.device import resolve_device
+    from ragim.generate.lm import LMGenerator
+
+    n_queries = check_int(n_queries, "n_queries", ge=1)
+    threads = _check_threads([threads])[0]
+    widths = [check_int(p, "each value of n_params", ge=2) for p in n_params]
+    unknown = [p for p in paths if p not in LM_PATHS]
+    if unknown or not paths:
+        raise ValidationError(f"paths must be a non-empty list of {list(LM_PATHS)}, got {list(paths)}")
+    first = LMGenerator(base_model=base_model, k=k, device=device, seed=seed)
+    model, tok = first.load_model()
+    model.eval()
+    schemas = []
+    with limit_threads(threads):
+        for width in widths:
+            fam = synthetic_family(n_tasks=max(2 * n_queries, 20), n_features=width - 1, seed=seed)
+            index = TaskIndex.build(fam, embedder="hashing:384", progress=False)
+            descs = fam.descriptions[:n_queries]
+            gens = {}
+            for name in paths:
+                dec, fmt, batched = LM_PATHS[name]
+                g = LMGenerator(base_model=base_model, k=k, device=device, seed=seed, decoder=dec,
+                                answer_format=fmt, batch_size=n_queries if batched else 1)
+                g.model_, g.tokenizer_ = model, tok
+                gens[name] = g
+            for dec in sorted({LM_PATHS[p][0] for p in paths}):  # warm-up of each decoder
+                g = LMGenerator(base_model=base_model, k=0, device=device, seed=seed, decoder=dec)
+                g.model_, g.tokenizer_ = model, tok
+                g.generate_params(fam.descriptions[-1], index)
+            stats = {}
+            for name, g in gens.items():
+                chunks = [descs] if LM_PATHS[name][2] else [[d] for d in descs]
+                params = []
+                wall, cpu = time.perf_counter(), time.process_time()
+                for chunk in chunks:
+                    try:  # an answer that does not parse raises; the parse rate counts it
+                        params += g.generate_params(chunk, index)
+                    except GenerationError:
+                        pass
+                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                stats[name] = _path_stats(
+                    wall, cpu, n_queries, sum(p.metadata["answer_tokens"] for p in params),
+                    sum(p.metadata["prompt_tokens"] for p in params), len(params))
+            base = paths[0]
+            schemas.append({
+                "n_params": width, "paths": stats, "baseline_path": base,
+                "ratios": {p: round(stats[p]["tasks_per_s"] / stats[base]["tasks_per_s"], 3)
+                           for p in paths},
+                "cpu_ratios": {p: round(stats[base]["cpu_seconds"] / stats[p]["cpu_seconds"], 3)
+                               for p in paths},
+            })
+    dev = resolve_device(device)
+    last = schemas[-1]
+    best = max(paths, key=lambda p: last["paths"][p]["tasks_per_s"])
+    return {
+        "name": "lm-throughput", "n": n_queries, "base_model": base_model, "k": k,
+        "schemas": schemas, "paths": {p: dict(zip(("decoder", "answer_format", "batched"), LM_PATHS[p],
+                                                  strict=True)) for p in paths},
+        "ours": {**last["paths"][best], "description": f"{best} (the fastest path), {threads} thread(s)"},
+        "baseline": {**last["paths"][paths[0]], "description": f"{paths[0]}, {threads} thread(s)"},
+        "ratio": last["ratios"][best],
+        "threads": {"ours": threads, "baseline": threads}, "device": dev, "environment": environment(dev),
+    }
+
+
+def _names(index) -> list[str]:
+    from ragim.params import param_names
+
+    return param_names(index.model, index.schema)
+
+
+def _path_stats(wall: float, cpu: float, n: int, answer_tokens: int, prompt_tokens: int,
+                n_parsed: int) -> dict:
+    return {"seconds": round(wall, 3), "cpu_seconds": round(cpu, 3), "tasks_per_s": round(n / wall, 5),
+            "answer_tokens_per_s": round(answer_tokens / wall, 3),
+            "mean_prompt_tokens": round(prompt_tokens / n, 1),
+            "mean_answer_tokens": round(answer_tokens / n, 1), "parse_rate": n_parsed / n}

@@ -699,9 +699,10 @@ def evaluate_cmd(
 
 @app.command("bench")
 def bench(
-    name: Annotated[str, typer.Argument(help="fit | retrieval | generate | generate-statistical | lm | all")],
+    name: Annotated[str, typer.Argument(help="fit | retrieval | generate | generate-statistical | lm | lm-throughput | all")],
     n_tasks: Annotated[int | None, typer.Option(help="tasks (fit: 10000, retrieval: 100000, generate: 300, "
-                                                   "generate-statistical: 10000, lm: 3 queries)")] = None,
+                                                   "generate-statistical: 10000, lm: 3 queries, "
+                                                   "lm-throughput: 4 queries per schema)")] = None,
     threads: Annotated[str | None, typer.Option(help="comma-separated thread counts, each used by both sides of "
                                                      "every ratio (default: 1 and all CPUs; lm: 1)")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -726,6 +727,8 @@ def bench(
         "generate-statistical": lambda: b.bench_generate_statistical(
             n_tasks if n_tasks is not None else 10_000, threads=counts),
         "lm": lambda: b.bench_generate_lm(n_tasks if n_tasks is not None else 3, threads=(counts or [1])[0]),
+        "lm-throughput": lambda: b.bench_lm_throughput(n_tasks if n_tasks is not None else 4,
+                                                       threads=(counts or [1])[0]),
     }
     if name not in (*runners, "all"):
         raise typer.BadParameter(f"unknown benchmark {name!r}; use one of {[*runners, 'all']}")

@@ -31,7 +31,13 @@ PKG = ROOT.name
 LAYERS = {
     "answer format": ["ragim.lm.answer", "ragim.lm.prompts", "ragim.lm.pairs"],
     "backbone": ["ragim.lm.base_models", "ragim.lm.adapters"],
-    "inference": ["ragim.lm", "ragim.lm.constrained", "ragim.lm.reward_model", "ragim.generate.lm"],
+    "inference": [
+        "ragim.lm",
+        "ragim.lm.builtin_decoder",
+        "ragim.lm.constrained",
+        "ragim.lm.reward_model",
+        "ragim.generate.lm",
+    ],
     "training": [
         "ragim.train",
         "ragim.train.trainer",

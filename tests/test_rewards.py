@@ -289,6 +289,48 @@ def test_rewards_called_the_way_grpo_trainer_calls_them(frame):
         assert out[0] > out[1] or func is REWARDS["sparsity"], (func, out)
 
 
+@pytest.mark.parametrize("values", [{"intercept": -0.5, "age": 1.2, "chol": 0.01},
+                                    {"intercept": 3, "age": -20, "chol": 0},
+                                    {"intercept": 0.04, "age": 0.02, "chol": -7.5}])
+def test_a_compact_completion_gets_the_reward_of_the_same_json_completion(values):
+    """Every reward scores the generator's answer format through the one codec: the compact
+    answer of a model and its JSON answer get the same reward, with the format as a keyword
+    or as a dataset column (one value per completion, as GRPOTrainer passes it)."""
+    from ragim.lm.answer import answer_format
+
+    as_json = answer_format(NAMES, name="json").write(values)
+    as_compact = answer_format(NAMES, name="compact").write(values)
+    assert as_compact.startswith("[") and as_json.startswith("{")
+    cons = {"age": 1, "chol": -1}
+    funcs = [*REWARDS.values(), *RewardConfig(weights=dict.fromkeys(REWARDS, 1.0)).build()[0],
+             RewardConfig(weights={"log_likelihood": 1.0, "sparsity": 0.5}).combined(),
+             make_sign_agreement(cons)]
+    for func in funcs:
+        kw = {"param_names": NAMES, "heldout": HELDOUT, "sign_constraints": cons}
+        ref = func(None, [as_json], **kw)
+        compact = func(None, [as_compact], answer_format="compact", **kw)
+        column = func(None, [as_json, as_compact], answer_format=["json", "compact"],
+                      **{k: [v, v] for k, v in kw.items()})
+        assert compact == ref and column == ref + ref, (func, ref, compact, column)
+    # the JSON text is malformed for the compact codec and the other way round
+    ll = held_out_log_likelihood(None, [as_json, as_compact], param_names=NAMES, heldout=HELDOUT,
+                                 answer_format=["compact", "json"])
+    assert ll == [DEFAULT_FLOOR, DEFAULT_FLOOR]
+    b = np.array([values[n] for n in NAMES], dtype=float)
+    p = 1 / (1 + np.exp(-(b[0] + np.asarray(HELDOUT["D"]) @ b[1:])))
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    y = np.asarray(HELDOUT["y"])
+    expected = float(np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    got = held_out_log_likelihood(None, [as_compact], param_names=NAMES, heldout=HELDOUT,
+                                  answer_format="compact")
+    assert got[0] == pytest.approx(expected, abs=1e-9)
+
+
+def test_an_unknown_answer_format_is_refused_by_name():
+    with pytest.raises(ValidationError, match=r"unknown answer_format 'yaml'.*compact.*json"):
+        parse_validity(None, [VALID], param_names=NAMES, answer_format="yaml")
+
+
 def test_rank_candidates_is_stable():
     c = ["bad", VALID, "worse", VALID]
     assert rank_candidates(c, param_names=NAMES, heldout=HELDOUT) == [1, 3, 0, 2]

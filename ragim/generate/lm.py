@@ -3,9 +3,15 @@
 For a target description the generator retrieves the ``k`` most similar indexed
 tasks, renders the prompt of :mod:`ragim.lm.prompts` (description, parameter
 layout with units, neighbours with their fitted parameters as JSON) and decodes
-the answer with :func:`ragim.lm.constrained.generate_json_numbers`, which forces
-the JSON skeleton and lets the model choose only the numbers. The answer is
-parsed into :class:`~ragim.params.ModelParams` over the index's schema.
+the answers of up to ``batch_size`` targets per call of
+:func:`ragim.lm.constrained.generate_answer_batch`, where constrained decoding lets the model
+write only valid answers in the configured format (``answer_format``: name-keyed JSON, or
+``"compact"``, the values alone in schema order). ``decoder`` chooses how: ``"builtin"`` (the
+default; a hand-written loop, one prompt at a time, each literal piece forced in one forward
+call) or ``"llguidance"`` (a grammar engine in one batched ``generate`` call with left padding
+and the KV cache). On SmolLM2-135M on one CPU thread the built-in loop is the faster
+(docs/lm_format.md#decoders gives the ratios and the command). The answer is parsed into
+:class:`~ragim.params.ModelParams` over the index's schema.
 
 * **Zero SFT works.** An unfitted generator loads its base model on first use,
   so the untrained model can be compared with a fine-tuned one.
@@ -41,8 +47,6 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from ragim.checks import check_fields, check_int, check_number
 from ragim.errors import ArtifactError, GenerationError, ValidationError
@@ -84,14 +88,35 @@ class LMConfig:
         default=True,
         metadata={"help": "show the population model (row-weighted mean of the other indexed tasks' parameters) in prompts"},
     )
+    answer_format: str = field(
+        default="json",
+        metadata={"help": "'json' (name-keyed object) or 'compact' (values alone in schema order, keys once in the prompt)"},
+    )
+    batch_size: int = field(
+        default=8,
+        metadata={"help": "prompts per decoding call (decoded together in one batched generate call by "
+                          "decoder='llguidance'; one at a time by 'builtin')"},
+    )
+    decoder: str = field(
+        default="builtin",
+        metadata={"help": "constrained decoder: 'builtin' (hand-written loop, one prompt at a time; faster on "
+                          "CPU) or 'llguidance' (grammar engine in batched generate); docs/lm_format.md#decoders"},
+    )
 
     def __post_init__(self):
         problems = adapter_config_problems(self)
         if not isinstance(self.population, bool):
             problems.append(f"population must be True or False, got {self.population!r}")
+        from ragim.lm.answer import ANSWER_FORMATS, DECODERS
+
+        if self.answer_format not in ANSWER_FORMATS:
+            problems.append(f"answer_format must be one of {sorted(ANSWER_FORMATS)}, got {self.answer_format!r}")
+        if self.decoder not in DECODERS:
+            problems.append(f"decoder must be one of {list(DECODERS)}, got {self.decoder!r}")
         if self.provenance_weights not in _WEIGHTINGS:
             problems.append(f"provenance_weights must be one of {list(_WEIGHTINGS)}, got {self.provenance_weights!r}")
         rules = {"k": partial(check_int, ge=0), "num_candidates": partial(check_int, ge=1),
+                 "batch_size": partial(check_int, ge=1),
                  "decimals": partial(check_int, ge=0, le=3), "max_abs": partial(check_number, gt=0, lt=1000),
                  "temperature": partial(check_number, ge=0), "top_p": partial(check_number, gt=0, le=1),
                  "max_prompt_tokens": partial(check_int, ge=16, allow_none=True)}
@@ -163,7 +188,8 @@ class LMGenerator(Generator):
         model, tok = self.load_model()
         limit = context_length(tok, model)
         if self.config.max_prompt_tokens is not None:
-            room = answer_room(names, tok, decimals=self.config.decimals, max_abs=self.config.max_abs)
+            room = answer_room(names, tok, decimals=self.config.decimals, max_abs=self.config.max_abs,
+                               format_name=self.config.answer_format)
             limit = min(limit, self.config.max_prompt_tokens + room)
         return limit
 
@@ -172,7 +198,8 @@ class LMGenerator(Generator):
         writes, parses and constrains its decoding to (decimals and range from the config)."""
         from ragim.lm.answer import answer_format
 
-        return answer_format(names, decimals=self.config.decimals, max_abs=self.config.max_abs)
+        c = self.config
+        return answer_format(names, name=c.answer_format, decimals=c.decimals, max_abs=c.max_abs)
 
     def fit(self, index, **sft_kwargs: Any) -> LMGenerator:
         """Fine-tune with LoRA on ``index`` (:func:`ragim.train.train_sft` with this config); returns self."""
@@ -274,8 +301,7 @@ class LMGenerator(Generator):
         model.eval()
         names = param_names(index.model, index.schema)
         limit = self.prompt_limit(names)
-        rng = torch.Generator().manual_seed(cfg.seed)
-        out = []
+        out, prompts = [], []
         excludes = per_query_excludes(exclude, len(items))
         for item, hs, ex in zip(items, hits, excludes, strict=True):
             desc = item.description if isinstance(item, Task) else item
@@ -288,37 +314,45 @@ class LMGenerator(Generator):
                     "base_model": cfg.base_model, "fine_tuned": self.fine_tuned_}
             if isinstance(item, Task):
                 meta["task_id"] = item.task_id
-            out.append(self._decode(model, tok, messages, names, index, desc, meta, n, temp, top_p, rng))
+            ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                          return_dict=True)["input_ids"][0]
+            prompts.append((ids, desc, meta))
+        for start in range(0, len(prompts), cfg.batch_size):
+            chunk = prompts[start:start + cfg.batch_size]
+            out += self._decode(model, tok, chunk, names, index, n, temp, top_p,
+                                seed=cfg.seed + start // cfg.batch_size)
         return out[0] if single else out
 
-    def _decode(self, model, tok, messages, names, index, desc, meta, n, temp, top_p, rng) -> list[ModelParams]:
-        from ragim.lm.constrained import generate_json_numbers
+    def _decode(self, model, tok, chunk, names, index, n, temp, top_p, *, seed) -> list[list[ModelParams]]:
+        """Decode one batch of ``(prompt_ids, description, metadata)`` prompts in one call."""
+        from ragim.lm.constrained import generate_answer_batch
 
-        cfg = self.config
         fmt = self.answer_format(names)
-        ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                      return_dict=True)["input_ids"]
         try:
-            results = generate_json_numbers(model, tok, ids, names, max_abs=cfg.max_abs,
-                                            max_frac_digits=cfg.decimals, temperature=float(temp),
-                                            top_p=float(top_p), num_candidates=n, generator=rng)
+            batch = generate_answer_batch(model, tok, [ids for ids, _, _ in chunk], fmt,
+                                          temperature=float(temp), top_p=float(top_p),
+                                          num_candidates=n, seed=seed, decoder=self.config.decoder)
         except GenerationError as exc:
             self.parse_failures_ += 1
-            raise GenerationError(f"the LM's answer for {desc[:80]!r} did not parse: {exc}") from exc
+            descs = "; ".join(repr(d[:60]) for _, d, _ in chunk)
+            raise GenerationError(f"the LM's answer for {descs} did not parse: {exc}") from exc
         out = []
-        for i, r in enumerate(results):
-            try:
-                values = fmt.parse(r.text)
-                p = ModelParams.from_dict(index.model, index.schema, values, metadata={
-                    **meta, "candidate": i, "logprob": round(float(r.logprob), 6),
-                    "prompt_tokens": int(ids.shape[1]), "answer_tokens": int(r.n_tokens)})
-            except (GenerationError, ValidationError) as exc:
-                self.parse_failures_ += 1
-                raise GenerationError(
-                    f"the LM's answer for {desc[:80]!r} is not a valid {index.model} model: {exc}\n"
-                    f"answer: {r.text[:300]}"
-                ) from exc
-            out.append(p)
+        for (ids, desc, meta), results in zip(chunk, batch, strict=True):
+            group = []
+            for i, r in enumerate(results):
+                try:
+                    values = fmt.parse(r.text)
+                    p = ModelParams.from_dict(index.model, index.schema, values, metadata={
+                        **meta, "candidate": i, "logprob": round(float(r.logprob), 6),
+                        "prompt_tokens": int(ids.shape[0]), "answer_tokens": int(r.n_tokens)})
+                except (GenerationError, ValidationError) as exc:
+                    self.parse_failures_ += 1
+                    raise GenerationError(
+                        f"the LM's answer for {desc[:80]!r} is not a valid {index.model} model: {exc}\n"
+                        f"answer: {r.text[:300]}"
+                    ) from exc
+                group.append(p)
+            out.append(group)
         return out
 
     def generate_params(self, query: str | Task | Sequence[str | Task], index=None, *, k: int | None = None,

@@ -11,10 +11,11 @@ model may emit), preference pairs and the verifiable rewards.
   that names the problem), :meth:`~AnswerFormat.grammar` (what constrained decoding may
   emit) and :attr:`~AnswerFormat.instruction` (how the prompt asks for it).
 * :class:`AnswerGrammar` is the constraint as data: literal pieces with one bounded decimal
-  between consecutive pieces. The decoder of :mod:`ragim.lm.constrained` follows it;
-  another grammar engine can be given the same spec.
-* :class:`JSONAnswerFormat` (``"json"``) is today's format:
-  ``{"intercept": -1.2, "age": 0.5}``. Formats are registered in :data:`ANSWER_FORMATS`
+  between consecutive pieces. The decoder of :mod:`ragim.lm.constrained` compiles it to a
+  regex for the llguidance grammar engine.
+* :class:`JSONAnswerFormat` (``"json"``, the default) writes
+  ``{"intercept": -1.2, "age": 0.5}``; :class:`CompactAnswerFormat` (``"compact"``) writes
+  the values alone in key order, ``[-1.2, 0.5]``, for wide schemas. Formats are registered in :data:`ANSWER_FORMATS`
   by name; :func:`answer_format` builds one.
 
 Lenient readers for data written by people or other tools: :func:`completion_text` (the
@@ -49,6 +50,8 @@ from ragim.errors import GenerationError, ValidationError
 MAX_INT_DIGITS = 3
 #: the most decimal places a number in an answer can have
 MAX_DECIMALS = 3
+#: the constrained decoders of :mod:`ragim.lm.constrained` (``LMConfig.decoder``)
+DECODERS = ("llguidance", "builtin")
 
 
 @dataclass(frozen=True)
@@ -370,8 +373,81 @@ class JSONAnswerFormat(AnswerFormat):
         return {k: out[k] for k in keys}
 
 
+class CompactAnswerFormat(AnswerFormat):
+    """The values alone, in key order, as one JSON array: ``[v1, v2, v3]`` (``", "`` between
+    values). The keys are named once, in the prompt's parameter layout, so a wide schema's
+    answer is a few tokens per value instead of a key and a value.
+
+    Examples
+    --------
+    >>> fmt = CompactAnswerFormat(["intercept", "age"], decimals=1)
+    >>> fmt.write({"intercept": -1.25, "age": 0.5})
+    '[-1.2, 0.5]'
+    >>> fmt.parse("[-1.2, 0.5]")
+    {'intercept': -1.2, 'age': 0.5}
+    >>> fmt.parse("[1]")
+    Traceback (most recent call last):
+    ...
+    ragim.errors.GenerationError: invalid answer: expected 2 values (one per key), got 1
+    """
+
+    name = "compact"
+
+    def grammar(self, *, max_int_digits: int = MAX_INT_DIGITS) -> AnswerGrammar:
+        n = len(self.keys)
+        pieces = ("[]",) if n == 0 else ("[",) + (", ",) * (n - 1) + ("]",)
+        return AnswerGrammar(keys=self.keys, pieces=pieces, value_prefix="", max_abs=self.max_abs,
+                             max_int_digits=max_int_digits, max_frac_digits=self.decimals)
+
+    @property
+    def instruction(self) -> str:
+        return (
+            "Answer with the target task's parameters as one JSON array of numbers, one per "
+            "parameter, without the names, in this order: " + ", ".join(self.keys) + "."
+        )
+
+    def parse(self, text: str) -> dict[str, float]:
+        """Strictly parse an answer: a JSON array of exactly one finite in-range number per key.
+
+        Raises
+        ------
+        GenerationError
+            Naming the problem: invalid JSON, not an array, the wrong count, a value that is
+            not a finite number within range (with its key).
+        """
+        if not isinstance(text, str):
+            raise GenerationError(f"invalid answer: expected text, got {type(text).__name__}")
+        try:
+            obj = json.loads(text, parse_constant=lambda c: float(c),
+                             parse_int=lambda d: int(d) if len(d) <= 300 else float(d))
+        except json.JSONDecodeError as exc:
+            raise GenerationError(f"invalid answer: not valid JSON ({exc.msg} at char {exc.pos})") from None
+        except RecursionError:
+            raise GenerationError("invalid answer: not valid JSON (nested too deeply)") from None
+        if not isinstance(obj, list):
+            raise GenerationError(f"invalid answer: expected a JSON array, got {type(obj).__name__}")
+        if len(obj) != len(self.keys):
+            raise GenerationError(f"invalid answer: expected {len(self.keys)} values (one per key), "
+                                  f"got {len(obj)}")
+        problems, out = [], {}
+        for k, v in zip(self.keys, obj, strict=True):
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                problems.append(f"value for key {k!r} is not a number but {type(v).__name__}")
+            elif not math.isfinite(float(v)):
+                problems.append(f"value for key {k!r} is not finite: {float(v)}")
+            elif abs(float(v)) > self.max_abs:
+                problems.append(f"value for key {k!r} is {float(v)}, outside "
+                                f"[-{self.max_abs:g}, {self.max_abs:g}]")
+            else:
+                out[k] = float(v)
+        if problems:
+            raise GenerationError("invalid answer: " + "; ".join(problems))
+        return out
+
+
 #: answer formats by name (``LMConfig`` and the trainers choose one by name)
-ANSWER_FORMATS: dict[str, type[AnswerFormat]] = {"json": JSONAnswerFormat}
+ANSWER_FORMATS: dict[str, type[AnswerFormat]] = {"json": JSONAnswerFormat,
+                                                 "compact": CompactAnswerFormat}
 
 
 def answer_format(
@@ -512,10 +588,12 @@ def model_text(values: Mapping[str, float]) -> str:
 
 __all__ = [
     "ANSWER_FORMATS",
+    "DECODERS",
     "MAX_DECIMALS",
     "MAX_INT_DIGITS",
     "AnswerFormat",
     "AnswerGrammar",
+    "CompactAnswerFormat",
     "JSONAnswerFormat",
     "answer_format",
     "answer_values",

@@ -1,16 +1,20 @@
-"""Constrained decoding: the model chooses only the numbers of an answer.
+"""Constrained decoding with a maintained grammar engine (llguidance).
 
-The decoder follows an :class:`~ragim.lm.answer.AnswerGrammar` (from the answer codec,
-:mod:`ragim.lm.answer`): literal pieces are forced, and between them the model writes one
-decimal per key, matching ``-?(0|[1-9]\\d{0,2})(\\.\\d{1,3})?`` with its value in
-``[-max_abs, max_abs]``. For the JSON format the answer is
-``{"k1": v1, "k2": v2, ...}`` with the keys fixed and in order. The model chooses the
-numbers token by token, among tokens that keep the number a valid prefix of that grammar,
-plus a "stop" decision. Every output therefore parses with the codec's
-:meth:`~ragim.lm.answer.AnswerFormat.parse`, whatever the model's weights.
+An answer format's :class:`~ragim.lm.answer.AnswerGrammar` (literal pieces, one bounded
+decimal between consecutive pieces) becomes one regular expression
+(:func:`answer_regex`): the pieces literally, and per value a decimal matching
+``-?(0|[1-9]\\d{0,2})(\\.\\d{1,3})?`` with ``|value| <= max_abs`` (the range is part of the
+regex). `llguidance <https://github.com/guidance-ai/llguidance>`_ compiles it against the
+tokenizer and computes, at every step, the set of tokens that keep the text a prefix of an
+answer (any tokenisation of the text, merged tokens included); once the answer is complete
+only end-of-sequence is allowed. :class:`GrammarLogitsProcessor` applies those masks inside
+transformers' ``generate`` (greedy or sampled, batched with left padding and the KV cache),
+so every output parses with the format's :meth:`~ragim.lm.answer.AnswerFormat.parse`,
+whatever the model's weights.
 
-:func:`generate_answers` decodes any answer format; :func:`generate_json_numbers` is the
-JSON format with its keys given directly. The codec's JSON functions
+:func:`generate_answer_batch` decodes many prompts (each with its own format) in one
+``generate`` call; :func:`generate_answers` is one prompt; :func:`generate_json_numbers` is
+the JSON format with its keys given directly. The codec's JSON functions
 :func:`format_json_numbers` and :func:`parse_json_numbers` are importable from here too.
 
 Examples
@@ -20,269 +24,455 @@ Examples
 '{"intercept": -0.123, "age": 2}'
 >>> parse_json_numbers(text, ["intercept", "age"])
 {'intercept': -0.123, 'age': 2.0}
+>>> import re
+>>> bool(re.fullmatch(number_regex(2.5, max_frac_digits=1), "-2.5"))
+True
+>>> bool(re.fullmatch(number_regex(2.5, max_frac_digits=1), "2.6"))
+False
 """
 
 from __future__ import annotations
 
 import copy
+import math
+import warnings
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 
 from ragim.checks import check_int, check_number
-from ragim.errors import ValidationError
+from ragim.errors import GenerationError, ValidationError
 from ragim.lm.answer import (
+    DECODERS,
+    MAX_INT_DIGITS,
     AnswerFormat,
+    AnswerGrammar,
     JSONAnswerFormat,
     check_keys,
     check_max_abs,
     format_json_numbers,
     parse_json_numbers,
 )
-
-_NUM_CHARS = frozenset("0123456789.-")
-_SEGMENT_CHARS = _NUM_CHARS | {" "}
-_DIGITS = frozenset("0123456789")
+from ragim.lm.builtin_decoder import ConstrainedResult
+from ragim.lm.builtin_decoder import generate_answers as builtin_generate_answers
 
 
-@dataclass
-class ConstrainedResult:
-    """One constrained answer.
+# --------------------------------------------------------------------------- regular expressions
+def _lit(text: str) -> str:
+    """``text`` as a regex literal valid in Python's and the engine's (Rust) syntax: every
+    character but letters and digits escaped by its code point."""
+    out = []
+    for c in text:
+        o = ord(c)
+        if c.isalnum():
+            out.append(c)
+        elif o < 0x80:
+            out.append(f"\\x{o:02x}")
+        elif o < 0x10000:
+            out.append(f"\\u{o:04x}")
+        else:
+            out.append(f"\\U{o:08x}")
+    return "".join(out)
+
+
+def _upto(bound: str, *, first_nonzero: bool) -> list[str]:
+    """Alternatives matching the digit strings of ``len(bound)`` digits that are <= ``bound``
+    (leading digit 1-9 when ``first_nonzero``)."""
+    alts = []
+    for i, ch in enumerate(bound):
+        lo = 1 if (i == 0 and first_nonzero) else 0
+        hi = int(ch) - 1
+        if hi >= lo:
+            rest = len(bound) - i - 1
+            alts.append(bound[:i] + (f"[{lo}-{hi}]" if hi > lo else str(lo))
+                        + (f"[0-9]{{{rest}}}" if rest else ""))
+    alts.append(bound)
+    return alts
+
+
+def number_regex(max_abs: float, *, max_int_digits: int = MAX_INT_DIGITS,
+                 max_frac_digits: int = 3) -> str:
+    """Regex (Python and Rust syntax) of the decimals an answer may hold: ``-?`` then an
+    integer part without leading zeros (at most ``max_int_digits`` digits), then optionally
+    ``.`` and 1 to ``max_frac_digits`` digits, with ``|value| <= max_abs``.
+
+    Raises ValidationError for bounds out of range.
+
+    >>> number_regex(20, max_frac_digits=1)
+    '-?(?:(?:[0-9]|1[0-9]{1})(?:\\\\.[0-9]{1,1})?|20(?:\\\\.(?:0))?)'
+    """
+    max_abs = check_max_abs(max_abs)
+    max_int = check_int(max_int_digits, "max_int_digits", ge=1, le=MAX_INT_DIGITS)
+    d = check_int(max_frac_digits, "max_frac_digits", ge=0, le=3)
+    bound = min(math.floor(max_abs * 10**d + 1e-9), 10 ** (max_int + d) - 1)
+    b_int, b_frac = str(bound // 10**d), str(bound % 10**d).zfill(d) if d else ""
+    any_frac = f"(?:\\.[0-9]{{1,{d}}})?" if d else ""
+    # integer parts strictly below b_int (no leading zeros): every fraction allowed
+    below = ["[0-9]" if n == 1 else f"[1-9][0-9]{{{n - 1}}}" for n in range(1, len(b_int))]
+    if len(b_int) > 1:
+        below += _upto(b_int, first_nonzero=True)[:-1]
+    elif int(b_int) >= 1:
+        below.append(f"[0-{int(b_int) - 1}]")
+    parts = []
+    if below:
+        parts.append("(?:" + "|".join(below) + ")" + any_frac)
+    # the integer part equal to b_int: fractions f (1..d digits) with f <= b_frac[:len(f)]
+    fracs = ["|".join(_upto(b_frac[:n], first_nonzero=False)) for n in range(1, d + 1)]
+    tail = "(?:\\.(?:" + "|".join(fracs) + "))?" if d else ""
+    parts.append(b_int + tail)
+    return "-?(?:" + "|".join(parts) + ")"
+
+
+def answer_regex(grammar: AnswerGrammar) -> str:
+    """The whole answer of ``grammar`` as one regex: the pieces literally, the value prefix,
+    and :func:`number_regex` per value.
+
+    >>> from ragim.lm.answer import answer_format
+    >>> import re
+    >>> rx = answer_regex(answer_format(["a", "b"], decimals=1, max_abs=5).grammar())
+    >>> bool(re.fullmatch(rx, '{"a": -5, "b": 0.3}')), bool(re.fullmatch(rx, '{"a": 6, "b": 0}'))
+    (True, False)
+    """
+    if not isinstance(grammar, AnswerGrammar):
+        raise ValidationError(f"grammar must be an AnswerGrammar, got {type(grammar).__name__}")
+    num = number_regex(grammar.max_abs, max_int_digits=grammar.max_int_digits,
+                       max_frac_digits=grammar.max_frac_digits)
+    out = []
+    for piece in grammar.pieces[:-1]:
+        out.append(_lit(piece) + _lit(grammar.value_prefix) + "(?:" + num + ")")
+    out.append(_lit(grammar.pieces[-1]))
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------- the engine
+_LL_TOKENIZERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _ll_tokenizer(tokenizer, n_vocab: int):
+    """The llguidance tokenizer of a Hugging Face fast tokenizer (cached: building it takes
+    about a second for a 50k vocabulary)."""
+    import llguidance.hf
+
+    key = (len(tokenizer), n_vocab, tokenizer.eos_token_id)
+    cached = _LL_TOKENIZERS.get(tokenizer)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    try:
+        ll = llguidance.hf.from_tokenizer(tokenizer, n_vocab=n_vocab)
+    except ValueError as exc:
+        raise ValidationError(f"constrained decoding needs a fast (Rust) tokenizer: {exc}") from None
+    _LL_TOKENIZERS[tokenizer] = (key, ll)
+    return ll
+
+
+class GrammarLogitsProcessor:
+    """A transformers ``LogitsProcessor`` that keeps every row of a batch inside its grammar.
+
+    Row ``i`` follows ``grammars[i]`` (llguidance grammar strings, e.g.
+    ``LLMatcher.grammar_from_regex(answer_regex(...))``). At every call the last token of
+    each row is fed to its matcher, the allowed-token bitmask is computed (in parallel over
+    rows) and disallowed logits are set to ``-inf``. A row whose answer is complete may only
+    end (end-of-sequence); after that its tokens are ignored.
 
     Attributes
     ----------
-    text : str
-        The answer text; always accepted by its format's ``parse`` (for JSON,
-        :func:`parse_json_numbers`).
-    values : dict[str, float]
-        The parsed numbers, in key order.
-    n_tokens : int
-        Tokens appended after the prompt (forced skeleton plus chosen number
-        tokens; the closing ``}`` is counted although it is never fed back).
-    logprob : float
-        Sum over the model's free decisions of the log-probability under the
-        model's *unconstrained* distribution at temperature 1 (not renormalised
-        over the allowed set). A "stop" decision scores the total probability
-        of tokens that begin with a non-number character. Forced tokens are not
-        counted.
-    token_ids : list[int]
-        The appended token ids (for inspection / scoring).
+    free : list of list of bool
+        Per row, per step: whether the grammar allowed more than one token (a free decision).
+    lengths : list of int or None
+        Per row, the tokens of its complete answer (None while it is unfinished).
     """
 
-    text: str
-    values: dict[str, float]
-    n_tokens: int
-    logprob: float
-    token_ids: list[int] = field(default_factory=list, repr=False)
+    def __init__(self, tokenizer, grammars: Sequence[str], *, vocab_size: int, prompt_length: int):
+        import llguidance
 
+        self.ll_tokenizer = _ll_tokenizer(tokenizer, vocab_size)
+        self.vocab_size = int(vocab_size)
+        self.matchers = [llguidance.LLMatcher(self.ll_tokenizer, g) for g in grammars]
+        for m in self.matchers:
+            if m.is_error():
+                raise ValidationError(f"the answer grammar does not compile: {m.get_error()}")
+        self.prompt_length = int(prompt_length)
+        self.done = [False] * len(grammars)
+        self.free: list[list[bool]] = [[] for _ in grammars]
+        self.executor = llguidance.LLExecutor(num_threads=1)
+        words = (self.vocab_size + 31) // 32
+        self.bitmask = torch.zeros((len(grammars), words), dtype=torch.int32)
+        self.eos_id = int(self.ll_tokenizer.eos_token)
+        eos_only = torch.zeros(words, dtype=torch.int64)
+        eos_only[self.eos_id // 32] = 1 << (self.eos_id % 32)
+        self._eos_only = eos_only.to(torch.int32).expand(len(grammars), words)
+        self.lengths: list[int | None] = [None] * len(grammars)
+        self._bits = torch.arange(32, dtype=torch.int32)
 
-# --------------------------------------------------------------------------- grammar
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        from llguidance.torch import fill_next_token_bitmask_par
 
-
-def _split_number(s: str):
-    """Split number text into (neg, int_digits, has_dot, frac_digits) or None if malformed."""
-    neg = s.startswith("-")
-    r = s[1:] if neg else s
-    i = 0
-    while i < len(r) and r[i] in _DIGITS:
-        i += 1
-    int_digits, rest = r[:i], r[i:]
-    if not rest:
-        return neg, int_digits, False, ""
-    if rest[0] != "." or not int_digits:
-        return None
-    frac = rest[1:]
-    if any(c not in _DIGITS for c in frac):
-        return None
-    return neg, int_digits, True, frac
-
-
-def _segment_state(seg: str, max_abs: float, max_int: int, max_frac: int) -> int:
-    """0: not a valid prefix; 1: valid incomplete prefix; 2: complete number.
-
-    ``seg`` is the text after ``":"``, i.e. ``" "`` followed by the number.
-    """
-    if seg == "":
-        return 1
-    if seg[0] != " ":
-        return 0
-    parts = _split_number(seg[1:])
-    if parts is None:
-        return 0
-    _neg, int_digits, has_dot, frac = parts
-    if len(int_digits) > max_int or len(frac) > max_frac:
-        return 0
-    if has_dot and max_frac == 0:
-        return 0
-    if len(int_digits) > 1 and int_digits[0] == "0":
-        return 0
-    # The smallest magnitude any completion can reach: pad with zeros.
-    low = float((int_digits or "0") + "." + (frac or "0"))
-    if low > max_abs:
-        return 0
-    if int_digits and (not has_dot or frac):
-        return 2
-    return 1
-
-
-def _min_completion(seg: str) -> str:
-    """Shortest text that turns a valid incomplete segment into a complete number."""
-    if seg == "":
-        return " 0"
-    body = seg[1:]
-    if body in ("", "-"):
-        return "0"
-    if body.endswith("."):
-        return "0"
-    return ""
-
-
-# --------------------------------------------------------------------------- vocabulary tables
-
-
-class _VocabTables:
-    """Per-tokenizer token texts, number-candidate tokens and the stop mask."""
-
-    def __init__(self, tokenizer, vocab_size: int):
-        n = max(vocab_size, len(tokenizer))
-        texts = _token_texts(tokenizer, n)
-        self.texts = texts
-        self.num_ids: list[int] = []
-        stop = torch.zeros(n, dtype=torch.bool)
-        for i, t in enumerate(texts):
-            if not t:
+        n_rows = len(self.matchers)
+        if input_ids.shape[0] != n_rows:
+            raise ValidationError(f"the processor has {n_rows} grammars but the batch has "
+                                  f"{input_ids.shape[0]} rows")
+        step = input_ids.shape[1] - self.prompt_length
+        live = []
+        for i, m in enumerate(self.matchers):
+            if self.done[i]:
                 continue
-            if all(c in _SEGMENT_CHARS for c in t):
-                self.num_ids.append(i)
-            if t[0] not in _NUM_CHARS:
-                stop[i] = True
-        self.stop_mask = stop
-        self.n = n
-        self._by_device: dict[str, torch.Tensor] = {}
-
-    def stop_mask_on(self, device, size: int) -> torch.Tensor:
-        key = f"{device}:{size}"
-        m = self._by_device.get(key)
-        if m is None:
-            m = self.stop_mask[:size]
-            if size > self.n:
-                m = torch.cat([m, torch.zeros(size - self.n, dtype=torch.bool)])
-            m = m.to(device)
-            self._by_device[key] = m
-        return m
-
-
-def _token_texts(tokenizer, n: int) -> list[str]:
-    """Text each token contributes when it follows other text (no leading-space stripping)."""
-    size = len(tokenizer)
-    ids = list(range(min(n, size)))
-    ref_ids = tokenizer.encode("a", add_special_tokens=False)[:1] or [ids[0]]
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        ref = backend.decode(ref_ids, skip_special_tokens=False)
-        joined = backend.decode_batch([ref_ids + [i] for i in ids], skip_special_tokens=False)
-    else:  # slow tokenizer
-        kw = {"skip_special_tokens": False, "clean_up_tokenization_spaces": False}
-        ref = tokenizer.decode(ref_ids, **kw)
-        joined = [tokenizer.decode(ref_ids + [i], **kw) for i in ids]
-    out = []
-    for i, j in zip(ids, joined, strict=True):
-        if j.startswith(ref):
-            out.append(j[len(ref) :])
-        else:  # a decoder that rewrites the reference text: fall back to the lone token
-            out.append(tokenizer.decode([i], skip_special_tokens=False))
-    out += [""] * (n - len(out))
-    return out
-
-
-_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _tables_for(tokenizer, vocab_size: int) -> _VocabTables:
-    key_len = (len(tokenizer), vocab_size)
-    try:
-        cached = _TABLES.get(tokenizer)
-    except TypeError:  # not weak-referenceable
-        cached = None
-    if cached is not None and cached[0] == key_len:
-        return cached[1]
-    tables = _VocabTables(tokenizer, vocab_size)
-    try:
-        _TABLES[tokenizer] = (key_len, tables)
-    except TypeError:  # pragma: no cover
-        pass
-    return tables
+            if step > 0:
+                tok = int(input_ids[i, -1])
+                if tok == self.eos_id:
+                    self.done[i], self.lengths[i] = True, step - 1
+                    continue
+                if not m.consume_token(tok):
+                    raise GenerationError(f"row {i} left its grammar: {m.get_error()}")
+            if m.is_stopped():  # the answer is complete: only end-of-sequence from here
+                self.done[i], self.lengths[i] = True, step
+                continue
+            live.append((m, i))
+        self.bitmask.copy_(self._eos_only)
+        if live:
+            fill_next_token_bitmask_par(self.executor, live, self.bitmask)
+        allowed = ((self.bitmask.unsqueeze(-1) >> self._bits) & 1).view(n_rows, -1).bool()
+        allowed = allowed[:, : scores.shape[1]]
+        if allowed.shape[1] < scores.shape[1]:  # logits beyond the tokenizer: never allowed
+            pad = torch.zeros(n_rows, scores.shape[1] - allowed.shape[1], dtype=torch.bool)
+            allowed = torch.cat([allowed, pad], dim=1)
+        counts = allowed.sum(dim=1).tolist()
+        for _m, i in live:
+            self.free[i].append(counts[i] > 1)
+        return scores.masked_fill(~allowed.to(scores.device), float("-inf"))
 
 
 # --------------------------------------------------------------------------- decoding
+def _max_answer_bytes(grammar: AnswerGrammar) -> int:
+    """Bytes of the longest possible answer (every token is at least one byte)."""
+    number = 1 + grammar.max_int_digits + (1 + grammar.max_frac_digits if grammar.max_frac_digits else 0)
+    text = sum(len(p.encode()) for p in grammar.pieces)
+    return text + len(grammar.keys) * (len(grammar.value_prefix.encode()) + number)
 
 
-class _Runner:
-    """Feeds tokens through the model with a KV cache and returns next-token logits."""
-
-    def __init__(self, model):
-        import inspect
-
-        self.model = model
-        self.device = next(model.parameters()).device
-        inner = model
-        for _ in range(4):  # unwrap PEFT / wrapper models to read the real signature
-            getter = getattr(inner, "get_base_model", None)
-            if getter is None:
-                break
-            nxt = getter()
-            if nxt is inner:
-                break
-            inner = nxt
-        try:
-            params = inspect.signature(inner.forward).parameters
-        except (TypeError, ValueError):  # pragma: no cover
-            params = {}
-        # transformers >= 5.x renamed ``past_key_values`` to ``cache``.
-        self.cache_kw = "cache" if "cache" in params else "past_key_values"
-        self.keep = "logits_to_keep" in params
-
-    def feed(self, ids: list[int] | torch.Tensor, cache):
-        if not isinstance(ids, torch.Tensor):
-            ids = torch.tensor([ids], dtype=torch.long)
-        ids = ids.to(self.device)
-        kwargs = {"input_ids": ids, self.cache_kw: cache, "use_cache": True}
-        if self.keep:
-            kwargs["logits_to_keep"] = 1
-        out = self.model(**kwargs)
-        new_cache = getattr(out, self.cache_kw, None)
-        for name in ("past_key_values", "cache"):
-            if new_cache is None:
-                new_cache = getattr(out, name, None)
-        return out.logits[0, -1].float(), new_cache
-
-
-def _choose(
-    options_logp: torch.Tensor,
-    temperature: float,
-    top_p: float,
-    generator: torch.Generator | None,
-    options_logits_t: torch.Tensor | None,
-) -> int:
-    """Pick an index among options: greedy when temperature == 0, else top-p sampling."""
-    if temperature <= 0:
-        return int(torch.argmax(options_logp).item())
-    probs = torch.softmax(options_logits_t, dim=0)
-    if top_p < 1.0:
-        sorted_p, order = torch.sort(probs, descending=True)
-        cum = torch.cumsum(sorted_p, dim=0)
-        keep = cum - sorted_p < top_p
-        keep[0] = True
-        mask = torch.zeros_like(probs, dtype=torch.bool)
-        mask[order[keep]] = True
-        probs = torch.where(mask, probs, torch.zeros_like(probs))
-        probs = probs / probs.sum()
-    return int(torch.multinomial(probs, 1, generator=generator).item())
+def _as_prompt(ids, name: str = "each prompt") -> torch.Tensor:
+    if not isinstance(ids, torch.Tensor):
+        ids = torch.as_tensor(ids, dtype=torch.long)
+    if ids.dim() == 2 and ids.shape[0] == 1:
+        ids = ids[0]
+    if ids.dim() != 1 or ids.shape[0] == 0:
+        raise ValidationError(f"{name} must have shape (1, L) or (L,) with L > 0, "
+                              f"got {tuple(ids.shape)}")
+    return ids.long()
 
 
 @torch.inference_mode()
+def generate_answer_batch(
+    model,
+    tokenizer,
+    prompts: Sequence[torch.Tensor],
+    answer_formats: AnswerFormat | Sequence[AnswerFormat],
+    *,
+    max_int_digits: int = MAX_INT_DIGITS,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    num_candidates: int = 1,
+    seed: int = 0,
+    decoder: str = "llguidance",
+) -> list[list[ConstrainedResult]]:
+    """Decode ``num_candidates`` answers for each prompt in one batched ``generate`` call.
+
+    Prompts are left-padded into one batch (with an attention mask) and decoded with the KV
+    cache; row ``i`` follows ``answer_formats[i]`` (or the one format given) through
+    :class:`GrammarLogitsProcessor`. Sampling applies the temperature, then top-p, to the
+    allowed tokens only, so no allowed set is ever emptied.
+
+    Parameters
+    ----------
+    model, tokenizer
+        A causal LM and its fast tokenizer (with a pad or end-of-sequence token).
+    prompts : list of torch.Tensor
+        Token ids, each of shape ``(L_i,)`` or ``(1, L_i)``.
+    answer_formats : AnswerFormat or list of AnswerFormat
+        One per prompt, or one for all.
+    max_int_digits : int
+        Integer digits of each number (1-3).
+    temperature : float
+        0 = greedy; > 0 samples.
+    top_p : float
+        Nucleus mass when sampling.
+    num_candidates : int
+        Answers per prompt (greedy ones are identical).
+    seed : int
+        Seed of the sampling (the global torch RNG is left as it was).
+    decoder : {"llguidance", "builtin"}
+        ``"llguidance"``: the grammar engine inside one batched ``generate`` call, as above.
+        ``"builtin"``: the hand-written loop of :mod:`ragim.lm.builtin_decoder`, one prompt
+        at a time (prompt ``i`` sampled with seed ``seed + i``), forcing each literal piece
+        in one forward call. Both guarantee that every answer parses.
+
+    Returns
+    -------
+    list (per prompt) of list (per candidate) of ConstrainedResult
+
+    Raises
+    ------
+    ValidationError
+        For bad arguments; GenerationError if an answer fails to parse (not expected).
+
+    Examples
+    --------
+    >>> from ragim.lm.answer import answer_format
+    >>> from ragim.lm.base_models import load_base_model
+    >>> model, tok = load_base_model("tiny", device="cpu")
+    >>> prompts = [tok(t, return_tensors="pt")["input_ids"] for t in ("coefs?", "the model:")]
+    >>> out = generate_answer_batch(model, tok, prompts, answer_format(["a", "b"], max_abs=2))
+    >>> [len(c) for c in out], all(abs(v) <= 2 for c in out for v in c[0].values.values())
+    ([1, 1], True)
+    """
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+    if isinstance(prompts, torch.Tensor) or not isinstance(prompts, Sequence) or not prompts:
+        raise ValidationError("prompts must be a non-empty list of token-id tensors")
+    rows = [_as_prompt(p) for p in prompts]
+    fmts = [answer_formats] * len(rows) if isinstance(answer_formats, AnswerFormat) else list(answer_formats)
+    if len(fmts) != len(rows) or not all(isinstance(f, AnswerFormat) for f in fmts):
+        raise ValidationError(f"answer_formats must be one AnswerFormat (ragim.lm.answer) or one per "
+                              f"prompt ({len(rows)}), got {answer_formats!r:.80}")
+    max_int_digits = check_int(max_int_digits, "max_int_digits", ge=1, le=MAX_INT_DIGITS)
+    num_candidates = check_int(num_candidates, "num_candidates", ge=1)
+    temperature = check_number(temperature, "temperature", ge=0)
+    top_p = check_number(top_p, "top_p", gt=0, le=1)
+    seed = check_int(seed, "seed", ge=0)
+    if decoder not in DECODERS:
+        raise ValidationError(f"decoder must be one of {list(DECODERS)}, got {decoder!r}")
+    if decoder == "builtin":
+        return [
+            builtin_generate_answers(
+                model, tokenizer, r, f, max_int_digits=max_int_digits, temperature=temperature,
+                top_p=top_p, num_candidates=num_candidates,
+                generator=torch.Generator().manual_seed(seed + i),
+            )
+            for i, (r, f) in enumerate(zip(rows, fmts, strict=True))
+        ]  # fmt: skip
+    import llguidance
+
+    grammars = [f.grammar(max_int_digits=max_int_digits) for f in fmts]
+    compiled: dict[str, str] = {}
+    for g in grammars:
+        rx = answer_regex(g)
+        if rx not in compiled:
+            compiled[rx] = llguidance.LLMatcher.grammar_from_regex(rx)
+    # greedy candidates are identical: decode one per prompt and repeat it
+    n_rows_each = num_candidates if temperature > 0 else 1
+    ll_grammars = [compiled[answer_regex(g)] for g in grammars for _ in range(n_rows_each)]
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    eos_id = tokenizer.eos_token_id
+    if eos_id is None or pad_id is None:
+        raise ValidationError("the tokenizer needs an end-of-sequence token for constrained decoding")
+    width = max(len(r) for r in rows)
+    device = next(model.parameters()).device
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):  # left padding: every prompt ends at the last column
+        input_ids[i, width - len(r):] = r
+        attention[i, width - len(r):] = 1
+    vocab = int(getattr(model.config, "vocab_size", 0) or len(tokenizer))
+    proc = GrammarLogitsProcessor(tokenizer, ll_grammars, vocab_size=vocab, prompt_length=width)
+    procs = [proc]
+    if temperature > 0:
+        procs += [TemperatureLogitsWarper(temperature)] + ([TopPLogitsWarper(top_p)] if top_p < 1 else [])
+    max_new = max(_max_answer_bytes(g) for g in grammars) + 2
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        out = model.generate(
+            input_ids=input_ids.to(device), attention_mask=attention.to(device),
+            logits_processor=LogitsProcessorList(procs), do_sample=temperature > 0,
+            temperature=None, top_p=None, top_k=None, num_beams=1,
+            num_return_sequences=n_rows_each, max_new_tokens=max_new,
+            pad_token_id=pad_id, eos_token_id=eos_id, return_dict_in_generate=True,
+            output_logits=True,
+        )
+    seqs = out.sequences[:, width:].cpu()
+    logits = torch.stack(out.logits, dim=1) if out.logits else torch.zeros(seqs.shape[0], 0, vocab)
+    results: list[list[ConstrainedResult]] = []
+    for p, fmt in enumerate(fmts):
+        group = []
+        for c in range(num_candidates):
+            if c >= n_rows_each:
+                group.append(copy.deepcopy(group[0]))
+                continue
+            row = p * n_rows_each + c
+            n = proc.lengths[row]
+            tail = seqs[row].tolist()
+            if n is None and eos_id in tail and proc.matchers[row].is_accepting():
+                n = tail.index(eos_id)  # ended on the last step: the processor saw no more
+            if n is None:
+                raise GenerationError(f"answer {row} did not finish within {max_new} tokens")
+            ids = seqs[row, :n].tolist()
+            free = proc.free[row][:n]
+            lp = 0.0
+            if ids:
+                logp = torch.log_softmax(logits[row, :n].float(), dim=-1)
+                chosen = logp.gather(1, torch.tensor(ids, device=logp.device).unsqueeze(1))[:, 0]
+                lp = float(chosen[torch.tensor(free, dtype=torch.bool, device=logp.device)].sum())
+            text = tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+            values = fmt.parse(text)
+            group.append(ConstrainedResult(text=text, values=values, n_tokens=n, logprob=lp,
+                                           token_ids=ids))
+        results.append(group)
+    return results
+
+
+def _seed_from(generator: torch.Generator | None) -> int:
+    if generator is None:
+        return 0
+    if not isinstance(generator, torch.Generator):
+        raise ValidationError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    return int(torch.randint(0, 2**62, (1,), generator=generator))
+
+
+def generate_answers(
+    model,
+    tokenizer,
+    prompt_ids: torch.Tensor,
+    answer_format: AnswerFormat,
+    *,
+    max_int_digits: int = MAX_INT_DIGITS,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    num_candidates: int = 1,
+    generator: torch.Generator | None = None,
+    max_new_tokens_per_value: int | None = None,
+    decoder: str = "llguidance",
+) -> list[ConstrainedResult]:
+    """``num_candidates`` answers in ``answer_format`` for one prompt: one row of
+    :func:`generate_answer_batch`.
+
+    ``generator`` (a CPU ``torch.Generator``) draws the sampling seed; ``decoder`` is
+    ``"llguidance"`` or ``"builtin"`` (see :func:`generate_answer_batch`).
+    ``max_new_tokens_per_value`` is deprecated and ignored: the grammar bounds every number.
+
+    Examples
+    --------
+    >>> from ragim.lm.answer import answer_format
+    >>> from ragim.lm.base_models import load_base_model
+    >>> model, tok = load_base_model("tiny", device="cpu")
+    >>> ids = tok("coefs?", return_tensors="pt")["input_ids"]
+    >>> res = generate_answers(model, tok, ids, answer_format(["intercept"], decimals=1, max_abs=2))
+    >>> abs(res[0].values["intercept"]) <= 2
+    True
+    """
+    if not isinstance(answer_format, AnswerFormat):
+        raise ValidationError(f"answer_format must be an AnswerFormat (ragim.lm.answer), "
+                              f"got {type(answer_format).__name__}")
+    if max_new_tokens_per_value is not None:
+        warnings.warn("max_new_tokens_per_value is ignored: the grammar bounds every number",
+                      DeprecationWarning, stacklevel=2)
+    prompt = _as_prompt(prompt_ids, "prompt_ids")
+    return generate_answer_batch(
+        model, tokenizer, [prompt], answer_format, max_int_digits=max_int_digits,
+        temperature=temperature, top_p=top_p, num_candidates=num_candidates,
+        seed=_seed_from(generator), decoder=decoder,
+    )[0]
+
+
 def generate_json_numbers(
     model,
     tokenizer,
@@ -296,42 +486,24 @@ def generate_json_numbers(
     top_p: float = 1.0,
     num_candidates: int = 1,
     generator: torch.Generator | None = None,
-    max_new_tokens_per_value: int = 12,
+    max_new_tokens_per_value: int | None = None,
+    decoder: str = "llguidance",
 ) -> list[ConstrainedResult]:
-    """Generate ``num_candidates`` JSON answers whose numbers are chosen by the model.
-
-    The skeleton ``{"k1": ``, ``, "k2": `` ... ``}`` is forced (tokenised with
-    ``add_special_tokens=False``; re-tokenisation boundary effects are
-    accepted). At each number position only tokens made of number characters
-    that keep ``" " + number`` a valid prefix are allowed (the leading space is
-    part of the number segment so merged tokens such as ``" -"`` stay usable),
-    plus, once the number is complete, a *stop* decision whose probability is
-    the model's total mass on tokens starting with a non-number character.
-    Digits that would push ``|value|`` above ``max_abs`` are never allowed, and
-    after ``max_new_tokens_per_value`` tokens the number is completed and
-    stopped, so every result parses with :func:`parse_json_numbers`.
+    """``num_candidates`` JSON answers ``{"k1": v1, ...}`` over ``keys`` for one prompt:
+    :func:`generate_answers` with :class:`~ragim.lm.answer.JSONAnswerFormat`.
 
     Parameters
     ----------
     model, tokenizer
-        A causal LM (called with ``past_key_values``) and its tokenizer.
+        A causal LM and its fast tokenizer.
     prompt_ids : torch.Tensor
         Shape ``(1, L)`` (or ``(L,)``) prompt, e.g. from ``apply_chat_template``.
     keys : list of str
         Keys in answer order; any characters allowed.
     max_abs, max_int_digits, max_frac_digits
         Range and length bounds of each number (``max_int_digits`` <= 3).
-    temperature : float
-        0 = greedy within the allowed set; > 0 samples.
-    top_p : float
-        Nucleus mass applied to the allowed options when sampling.
-    num_candidates : int
-        Independent answers (greedy ones are identical). The prompt is encoded
-        once and its KV cache reused.
-    generator : torch.Generator, optional
-        CPU generator for reproducible sampling.
-    max_new_tokens_per_value : int
-        Token budget per number; the number is force-completed at the bound.
+    temperature, top_p, num_candidates, generator, max_new_tokens_per_value, decoder
+        As in :func:`generate_answers`.
 
     Returns
     -------
@@ -353,168 +525,23 @@ def generate_json_numbers(
     check_int(max_int_digits, "max_int_digits", ge=1, le=3)
     check_int(max_frac_digits, "max_frac_digits", ge=0, le=3)
     fmt = JSONAnswerFormat(keys, decimals=max_frac_digits, max_abs=max_abs)
+    if max_new_tokens_per_value is not None:
+        warnings.warn("max_new_tokens_per_value is ignored: the grammar bounds every number",
+                      DeprecationWarning, stacklevel=2)
     return generate_answers(model, tokenizer, prompt_ids, fmt, max_int_digits=max_int_digits,
                             temperature=temperature, top_p=top_p, num_candidates=num_candidates,
-                            generator=generator, max_new_tokens_per_value=max_new_tokens_per_value)
-
-
-@torch.inference_mode()
-def generate_answers(
-    model,
-    tokenizer,
-    prompt_ids: torch.Tensor,
-    answer_format: AnswerFormat,
-    *,
-    max_int_digits: int = 3,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    num_candidates: int = 1,
-    generator: torch.Generator | None = None,
-    max_new_tokens_per_value: int = 12,
-) -> list[ConstrainedResult]:
-    """Generate ``num_candidates`` answers in ``answer_format`` whose numbers the model chooses.
-
-    The decoder follows ``answer_format.grammar(max_int_digits=...)`` (see
-    :func:`generate_json_numbers` for how), and every result's ``values`` come from
-    ``answer_format.parse``. Parameters other than the format are those of
-    :func:`generate_json_numbers`; decimals and range are the format's.
-
-    Examples
-    --------
-    >>> from ragim.lm.answer import answer_format
-    >>> from ragim.lm.base_models import load_base_model
-    >>> model, tok = load_base_model("tiny", device="cpu")
-    >>> ids = tok("coefs?", return_tensors="pt")["input_ids"]
-    >>> res = generate_answers(model, tok, ids, answer_format(["intercept"], decimals=1, max_abs=2))
-    >>> abs(res[0].values["intercept"]) <= 2
-    True
-    """
-    if not isinstance(answer_format, AnswerFormat):
-        raise ValidationError(f"answer_format must be an AnswerFormat (ragim.lm.answer), "
-                              f"got {type(answer_format).__name__}")
-    max_int_digits = check_int(max_int_digits, "max_int_digits", ge=1, le=3)
-    grammar = answer_format.grammar(max_int_digits=max_int_digits)
-    if grammar.value_prefix != " ":
-        raise ValidationError(f"this decoder writes values after a space; the grammar of "
-                              f"{type(answer_format).__name__} starts them with {grammar.value_prefix!r}")
-    num_candidates = check_int(num_candidates, "num_candidates", ge=1)
-    max_new_tokens_per_value = check_int(max_new_tokens_per_value, "max_new_tokens_per_value", ge=1)
-    temperature = check_number(temperature, "temperature", ge=0)
-    top_p = check_number(top_p, "top_p", gt=0, le=1)
-    if not isinstance(prompt_ids, torch.Tensor):
-        prompt_ids = torch.as_tensor(prompt_ids, dtype=torch.long)
-    if prompt_ids.dim() == 1:
-        prompt_ids = prompt_ids.unsqueeze(0)
-    if prompt_ids.dim() != 2 or prompt_ids.shape[0] != 1 or prompt_ids.shape[1] == 0:
-        raise ValidationError(
-            f"prompt_ids must have shape (1, L) with L > 0, got {tuple(prompt_ids.shape)}"
-        )
-
-    vocab_size = int(getattr(model.config, "vocab_size", 0) or len(tokenizer))
-    tables = _tables_for(tokenizer, vocab_size)
-    enc_cache: dict[str, list[int]] = {}
-
-    def enc(text: str) -> list[int]:
-        if text not in enc_cache:
-            enc_cache[text] = list(tokenizer.encode(text, add_special_tokens=False))
-        return enc_cache[text]
-
-    runner = _Runner(model)
-    base_logits, base_cache = runner.feed(prompt_ids.long(), None)
-    results = []
-    for c in range(num_candidates):
-        # The prompt's KV cache is reused; every candidate but the last works on a copy.
-        cache = base_cache if c == num_candidates - 1 else copy.deepcopy(base_cache)
-        results.append(
-            _decode_one(
-                runner, cache, base_logits, grammar, answer_format, enc, tables,
-                temperature=temperature, top_p=top_p, generator=generator,
-                budget=max_new_tokens_per_value,
-            )
-        )  # fmt: skip
-    return results
-
-
-def _decode_one(
-    runner, cache, logits, grammar, answer_format, enc, tables, *, temperature, top_p, generator, budget,
-) -> ConstrainedResult:  # fmt: skip
-    pieces, keys = grammar.pieces, grammar.keys
-    max_abs, max_int, max_frac = grammar.max_abs, grammar.max_int_digits, grammar.max_frac_digits
-    text_parts: list[str] = []
-    token_ids: list[int] = []
-    logprob = 0.0
-    texts = tables.texts
-    for i in range(len(keys)):
-        piece = pieces[i]
-        ids = enc(piece)
-        if ids:
-            logits, cache = runner.feed(ids, cache)
-            token_ids += ids
-        text_parts.append(piece)
-        seg = ""
-        n = 0
-        while True:
-            state = _segment_state(seg, max_abs, max_int, max_frac)
-            if n >= budget:
-                fill = _min_completion(seg)
-                if fill:
-                    fids = enc(fill)
-                    logits, cache = runner.feed(fids, cache)
-                    token_ids += fids
-                    seg += fill
-                break
-            allowed = [
-                t for t in tables.num_ids
-                if t < logits.shape[0]
-                and _segment_state(seg + texts[t], max_abs, max_int, max_frac) > 0
-            ]  # fmt: skip
-            can_stop = state == 2
-            if not allowed:
-                if can_stop:
-                    break
-                n = budget  # no usable token (odd vocab): force the completion
-                continue
-            logp = torch.log_softmax(logits, dim=0)
-            opt_logp = logp[allowed]
-            stop_lp = None
-            if can_stop:
-                mask = tables.stop_mask_on(logits.device, logits.shape[0])
-                stop_lp = torch.logsumexp(logp[mask], dim=0) if bool(mask.any()) else None
-                if stop_lp is None:
-                    stop_lp = torch.tensor(-1e4, device=logits.device)
-                opt_logp = torch.cat([opt_logp, stop_lp.reshape(1)])
-            opt_logp = opt_logp.detach().cpu()
-            opt_logits_t = None
-            if temperature > 0:
-                lt = torch.log_softmax(logits / temperature, dim=0)
-                o = lt[allowed]
-                if can_stop:
-                    o = torch.cat([o, torch.logsumexp(lt[mask], dim=0).reshape(1)])
-                opt_logits_t = o.detach().cpu()
-            k = _choose(opt_logp, temperature, top_p, generator, opt_logits_t)
-            logprob += float(opt_logp[k])
-            if can_stop and k == len(allowed):
-                break
-            tid = allowed[k]
-            logits, cache = runner.feed([tid], cache)
-            token_ids.append(tid)
-            seg += texts[tid]
-            n += 1
-        text_parts.append(seg)
-    final = pieces[-1]
-    text_parts.append(final)
-    token_ids += enc(final)
-    text = "".join(text_parts)
-    values = answer_format.parse(text)
-    return ConstrainedResult(
-        text=text, values=values, n_tokens=len(token_ids), logprob=logprob, token_ids=token_ids
-    )
+                            generator=generator, decoder=decoder)
 
 
 __all__ = [
+    "DECODERS",
     "ConstrainedResult",
+    "GrammarLogitsProcessor",
+    "answer_regex",
     "format_json_numbers",
+    "generate_answer_batch",
     "generate_answers",
     "generate_json_numbers",
+    "number_regex",
     "parse_json_numbers",
 ]

@@ -91,7 +91,8 @@ def context_length(tokenizer, model=None) -> int:
     return min(limits) if limits else DEFAULT_CONTEXT
 
 
-def answer_room(names: Sequence[str], tokenizer=None, *, decimals: int = 3, max_abs: float = 20.0) -> int:
+def answer_room(names: Sequence[str], tokenizer=None, *, decimals: int = 3, max_abs: float = 20.0,
+                format_name: str = "json") -> int:
     """Tokens reserved for the answer over ``names``.
 
     With a tokenizer: the length of the longest-number answer (every value
@@ -107,12 +108,15 @@ def answer_room(names: Sequence[str], tokenizer=None, *, decimals: int = 3, max_
     if tokenizer is None:
         return ANSWER_TOKENS_PER_KEY * len(names) + ANSWER_MARGIN
     worst = -(float(max_abs) - 10.0 ** -decimals)
-    text = answer_format(names, decimals=decimals, max_abs=max_abs).write(dict.fromkeys(names, worst))
+    fmt = answer_format(names, name=format_name, decimals=decimals, max_abs=max_abs)
+    text = fmt.write(dict.fromkeys(names, worst))
     return len(tokenizer.encode(text, add_special_tokens=False)) + ANSWER_MARGIN
 
 
-def answer_text(params: ModelParams, decimals: int = 3, *, max_abs: float = 20.0) -> str:
-    """The canonical answer for ``params``: name-keyed JSON in schema order.
+def answer_text(params: ModelParams, decimals: int = 3, *, max_abs: float = 20.0,
+                format_name: str = "json") -> str:
+    """The canonical answer for ``params`` in the answer format ``format_name`` (``"json"``:
+    name-keyed JSON in schema order; ``"compact"``: the values alone, in schema order).
 
     Values are clipped to ``[-max_abs, max_abs]`` and rounded to ``decimals`` places.
 
@@ -126,7 +130,8 @@ def answer_text(params: ModelParams, decimals: int = 3, *, max_abs: float = 20.0
     """
     if not isinstance(params, ModelParams):
         raise ValidationError(f"answer_text needs ModelParams, got {type(params).__name__}")
-    return answer_format(params.names, decimals=decimals, max_abs=max_abs).write(params.as_dict())
+    fmt = answer_format(params.names, name=format_name, decimals=decimals, max_abs=max_abs)
+    return fmt.write(params.as_dict())
 
 
 def schema_lines(schema: FeatureSchema, kind: str) -> list[str]:
@@ -208,6 +213,7 @@ def build_prompt(
     decimals: int = 3,
     max_abs: float = 20.0,
     population: ModelParams | None = None,
+    format_name: str = "json",
 ) -> tuple[list[dict[str, str]], str, int]:
     """Build the chat prompt for one target task.
 
@@ -223,6 +229,8 @@ def build_prompt(
         :func:`context_length` of the tokenizer. The answer needs
         :func:`answer_room` tokens of it.
     decimals, max_abs : rounding and clipping of the neighbours' parameters.
+    format_name : the answer format (:data:`~ragim.lm.answer.ANSWER_FORMATS`) of the
+        neighbours' parameters and of the answer asked for.
     population : the population model shown after the neighbours
         (:meth:`~ragim.index.TaskIndex.population_params`), or None for none.
 
@@ -242,13 +250,13 @@ def build_prompt(
     if getattr(tokenizer, "chat_template", None) is None:
         raise ValidationError("the tokenizer has no chat template; set tokenizer.chat_template first")
     names = param_names(kind, schema)
-    fmt = answer_format(names, decimals=decimals, max_abs=max_abs)
+    fmt = answer_format(names, name=format_name, decimals=decimals, max_abs=max_abs)
     layout = _layout_text(schema, kind)
     pop = _population_block(population, fmt)
     ordered = sorted(neighbors, key=lambda nb: -float(nb.score))
     blocks = [_neighbor_block(i + 1, nb, fmt) for i, nb in enumerate(ordered)]
     limit = int(max_tokens) if max_tokens is not None else context_length(tokenizer)
-    room = answer_room(names, tokenizer, decimals=decimals, max_abs=max_abs)
+    room = answer_room(names, tokenizer, decimals=decimals, max_abs=max_abs, format_name=format_name)
     budget = limit - room
     base = _n_tokens(tokenizer, _messages(description, layout, [], pop, fmt.instruction))
     if base > budget:
@@ -278,7 +286,7 @@ def index_prompt(index, description: str, neighbors: Sequence[Any], tokenizer, c
                  max_tokens: int | None = None) -> tuple[list[dict[str, str]], str, int, ModelParams | None]:
     """:func:`build_prompt` for a target of ``index`` with the LM generator's settings.
 
-    ``config`` supplies ``decimals``, ``max_abs`` and ``population``; with
+    ``config`` supplies ``decimals``, ``max_abs``, ``answer_format`` and ``population``; with
     ``population`` on, the population model of the index less ``exclude`` (the same
     exclusion the neighbours were retrieved with) is shown. Returns what
     :func:`build_prompt` returns, plus the population model shown (or None).
@@ -286,7 +294,8 @@ def index_prompt(index, description: str, neighbors: Sequence[Any], tokenizer, c
     population = index.population_params(exclude) if getattr(config, "population", False) else None
     messages, text, kept = build_prompt(description, neighbors, index.schema, index.model, tokenizer,
                                         max_tokens=max_tokens, decimals=config.decimals, max_abs=config.max_abs,
-                                        population=population)
+                                        population=population,
+                                        format_name=getattr(config, "answer_format", "json"))
     return messages, text, kept, population
 
 

@@ -198,6 +198,7 @@ def build_preference_pairs(
             param_names=[names] * n,
             heldout=[heldout] * n,
             max_abs=[cfg.max_abs] * n,
+            answer_format=[cfg.answer_format] * n,
         )
         scored = [
             (float(s), t)

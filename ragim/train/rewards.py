@@ -13,11 +13,12 @@ keyword arguments are accepted and ignored.
 
 Completions are either plain strings or conversational message lists
 (``[{"role": "assistant", "content": "..."}]``; the last message's content is used).
-The text must be exactly an answer of the answer codec (:mod:`ragim.lm.answer`: the JSON
-object of :func:`~ragim.lm.answer.parse_json_numbers`; whitespace around it is allowed):
-the keys of ``param_names`` in order, finite numbers within ``[-max_abs, max_abs]``. Anything
-else is *malformed*: it never raises, it gets a fixed low reward (``DEFAULT_FLOOR`` for the
-log-likelihood, 0.5 for AUROC, 0 otherwise).
+The text must be exactly an answer of the answer codec (:mod:`ragim.lm.answer`) in the
+generator's answer format (``answer_format``: ``"json"``, the object of
+:func:`~ragim.lm.answer.parse_json_numbers`, or ``"compact"``, the values alone in key order;
+whitespace around it is allowed): the keys of ``param_names`` in order, finite numbers within
+``[-max_abs, max_abs]``. Anything else is *malformed*: it never raises, it gets a fixed low
+reward (``DEFAULT_FLOOR`` for the log-likelihood, 0.5 for AUROC, 0 otherwise).
 
 Dataset columns
 ---------------
@@ -30,12 +31,15 @@ Dataset columns
     It survives ``datasets.Dataset`` and JSON; a JSON string of it is accepted too.
 ``max_abs`` : float, optional
     The allowed range of every value (default 20, as in constrained decoding).
+``answer_format`` : str, optional
+    The answer format's name, a key of :data:`~ragim.lm.answer.ANSWER_FORMATS` (default
+    ``"json"``); ``LMConfig.answer_format`` of the generator that wrote the completions.
 ``sign_constraints`` : dict, optional
     Term -> expected sign (+1 / -1), read by :func:`sign_agreement`; ``None`` values
     (what ``datasets`` stores for keys absent from a row) mean "no constraint".
 
-Called directly, a single ``param_names`` list, ``heldout`` dict or ``max_abs`` number
-is broadcast to every completion.
+Called directly, a single ``param_names`` list, ``heldout`` dict, ``max_abs`` number or
+``answer_format`` name is broadcast to every completion.
 
 Examples
 --------
@@ -65,7 +69,8 @@ from scipy.special import expit
 
 from ragim.checks import check_number
 from ragim.errors import ValidationError
-from ragim.lm.answer import answer_format, completion_text
+from ragim.lm.answer import ANSWER_FORMATS, completion_text
+from ragim.lm.answer import answer_format as make_answer_format
 from ragim.metrics import EPS, auroc, clipped_log_loss
 from ragim.params import ModelParams, design_matrix
 
@@ -85,20 +90,32 @@ RewardFunc = Callable[..., list]
 
 # --------------------------------------------------------------------------- completions
 def parse_completion(
-    completion: Any, param_names: Sequence[str], *, max_abs: float | None = None
+    completion: Any,
+    param_names: Sequence[str],
+    *,
+    max_abs: float | None = None,
+    answer_format: str | None = None,
 ) -> dict[str, float] | None:
     """The values of a completion (keys in order), or ``None`` when it is malformed.
 
+    ``answer_format`` names the codec (:data:`~ragim.lm.answer.ANSWER_FORMATS`; None means
+    ``"json"``); an unknown name raises ValidationError.
+
     >>> parse_completion('{"intercept": 0.5, "x": -1}', ["intercept", "x"])
+    {'intercept': 0.5, 'x': -1.0}
+    >>> parse_completion("[0.5, -1]", ["intercept", "x"], answer_format="compact")
     {'intercept': 0.5, 'x': -1.0}
     >>> parse_completion('{"intercept": NaN, "x": -1}', ["intercept", "x"]) is None
     True
     """
+    limit = DEFAULT_MAX_ABS if max_abs is None else max_abs
+    codec = make_answer_format(
+        list(param_names), name="json" if answer_format is None else answer_format, max_abs=limit
+    )
     text = completion_text(completion)
     if text is None:
         return None
-    limit = DEFAULT_MAX_ABS if max_abs is None else max_abs
-    return answer_format(list(param_names), max_abs=limit).parse_or_none(text.strip())
+    return codec.parse_or_none(text.strip())
 
 
 # --------------------------------------------------------------------------- held-out rows
@@ -222,7 +239,7 @@ def _per_completion(value: Any, n: int, name: str, single: Callable[[Any], bool]
 
 
 def _parse_all(
-    completions, param_names, max_abs
+    completions, param_names, max_abs, answer_format=None
 ) -> tuple[list[list[str]], list[np.ndarray | None]]:
     if isinstance(completions, str) or not isinstance(completions, Sequence):
         raise ValidationError(
@@ -237,11 +254,20 @@ def _parse_all(
     limits = _per_completion(
         max_abs, n, "max_abs", lambda v: v is None or isinstance(v, int | float)
     )
+    formats = _per_completion(
+        answer_format, n, "answer_format", lambda v: v is None or isinstance(v, str)
+    )
+    bad = sorted({f for f in formats if f is not None and f not in ANSWER_FORMATS}, key=str)
+    if bad:
+        raise ValidationError(
+            f"unknown answer_format {bad[0]!r}; use one of {sorted(ANSWER_FORMATS)} "
+            "(LMConfig.answer_format of the generator that wrote the completions)"
+        )
     values = []
-    for c, keys, m in zip(completions, names, limits, strict=True):
+    for c, keys, m, f in zip(completions, names, limits, formats, strict=True):
         if not _is_names(keys) or not keys:
             raise ValidationError(f"param_names must be a non-empty list of strings, got {keys!r}")
-        parsed = parse_completion(c, keys, max_abs=m)
+        parsed = parse_completion(c, keys, max_abs=m, answer_format=f)
         values.append(
             None
             if parsed is None
@@ -250,8 +276,10 @@ def _parse_all(
     return [list(k) for k in names], values
 
 
-def _scores(completions, param_names, heldout, max_abs, score, malformed: float) -> list[float]:
-    names, values = _parse_all(completions, param_names, max_abs)
+def _scores(
+    completions, param_names, heldout, max_abs, answer_format, score, malformed: float
+) -> list[float]:
+    names, values = _parse_all(completions, param_names, max_abs, answer_format)
     if heldout is None:
         raise ValidationError(
             "this reward needs a 'heldout' dataset column; build it with encode_heldout"
@@ -281,6 +309,7 @@ def held_out_log_likelihood(
     param_names=None,
     heldout=None,
     max_abs=None,
+    answer_format=None,
     floor: float = DEFAULT_FLOOR,
     **kwargs,
 ) -> list[float]:
@@ -297,11 +326,26 @@ def held_out_log_likelihood(
     >>> [round(v, 3) for v in r]
     [-0.693, -0.049, -20.0]
     """
-    return _scores(completions, param_names, heldout, max_abs, _mean_log_likelihood, float(floor))
+    return _scores(
+        completions,
+        param_names,
+        heldout,
+        max_abs,
+        answer_format,
+        _mean_log_likelihood,
+        float(floor),
+    )
 
 
 def auroc_reward(
-    prompts, completions, *, param_names=None, heldout=None, max_abs=None, **kwargs
+    prompts,
+    completions,
+    *,
+    param_names=None,
+    heldout=None,
+    max_abs=None,
+    answer_format=None,
+    **kwargs,
 ) -> list[float]:
     """Held-out AUROC of the generated model; 0.5 when malformed or when the rows hold one class.
 
@@ -310,11 +354,11 @@ def auroc_reward(
     ...              param_names=["intercept", "x"], heldout=h)
     [1.0, 0.0, 0.5]
     """
-    return _scores(completions, param_names, heldout, max_abs, _auroc, 0.5)
+    return _scores(completions, param_names, heldout, max_abs, answer_format, _auroc, 0.5)
 
 
 def parse_validity(
-    prompts, completions, *, param_names=None, max_abs=None, **kwargs
+    prompts, completions, *, param_names=None, max_abs=None, answer_format=None, **kwargs
 ) -> list[float]:
     """1.0 if the completion parses with exactly the keys of ``param_names`` (in order) and
     every value finite within ``[-max_abs, max_abs]``, else 0.0.
@@ -324,7 +368,7 @@ def parse_validity(
     ...                param_names=["intercept", "x"])
     [1.0, 0.0, 1.0]
     """
-    _, values = _parse_all(completions, param_names, max_abs)
+    _, values = _parse_all(completions, param_names, max_abs, answer_format)
     return [0.0 if v is None else 1.0 for v in values]
 
 
@@ -334,6 +378,7 @@ def sparsity_reward(
     *,
     param_names=None,
     max_abs=None,
+    answer_format=None,
     sparsity_threshold: float = DEFAULT_SPARSITY_THRESHOLD,
     **kwargs,
 ) -> list[float]:
@@ -344,7 +389,7 @@ def sparsity_reward(
     ...                 param_names=["intercept", "a", "b"])
     [0.5, 0.0]
     """
-    names, values = _parse_all(completions, param_names, max_abs)
+    names, values = _parse_all(completions, param_names, max_abs, answer_format)
     thr = _per_completion(
         sparsity_threshold, len(names), "sparsity_threshold", lambda v: isinstance(v, int | float)
     )
@@ -470,6 +515,7 @@ def sign_agreement(
     param_names=None,
     sign_constraints=None,
     max_abs=None,
+    answer_format=None,
     strict: bool = False,
     **kwargs,
 ) -> list[float]:
@@ -492,7 +538,7 @@ def sign_agreement(
             "or use make_sign_agreement(constraints) / "
             "VerifiableRewardConfig(sign_constraints=path)"
         )
-    names, values = _parse_all(completions, param_names, max_abs)
+    names, values = _parse_all(completions, param_names, max_abs, answer_format)
     cons = _per_completion(
         sign_constraints,
         len(names),
@@ -513,9 +559,16 @@ class SignAgreement:
         self._warned: set[str] = set()
 
     def __call__(
-        self, prompts, completions, *, param_names=None, max_abs=None, **kwargs
+        self,
+        prompts,
+        completions,
+        *,
+        param_names=None,
+        max_abs=None,
+        answer_format=None,
+        **kwargs,
     ) -> list[float]:
-        names, values = _parse_all(completions, param_names, max_abs)
+        names, values = _parse_all(completions, param_names, max_abs, answer_format)
         return _sign_scores(
             names, values, [self.constraints] * len(names), self.strict, self._warned
         )

@@ -8,8 +8,9 @@ untouched (its adapter is saved and loaded onto a fresh base model) and a new
 * :func:`train_grpo` — TRL ``GRPOTrainer``. Prompts are the leave-one-task-out prompts of
   the training tasks (:func:`ragim.train.build_sft_dataset`); each prompt carries the
   columns ``param_names``, ``heldout`` (:func:`ragim.train.rewards.encode_heldout` of held-out
-  rows of *that* task, ``Task.split(heldout_fraction, seed=seed)``) and ``max_abs`` that
-  the reward functions of :class:`ragim.train.rewards.VerifiableRewardConfig` read. GRPO samples
+  rows of *that* task, ``Task.split(heldout_fraction, seed=seed)``), ``max_abs`` and
+  ``answer_format`` (the generator's, so compact answers are scored as compact) that the
+  reward functions of :class:`ragim.train.rewards.VerifiableRewardConfig` read. GRPO samples
   ``num_generations`` answers per prompt with plain sampling — *not* constrained decoding —
   so early on many answers are malformed and get the reward floor; that is the
   parse-validity signal. When every answer of a group gets the same reward the group's
@@ -235,7 +236,8 @@ def build_grpo_dataset(
     max_tokens: int | None = None,
 ):
     """GRPO prompts with the reward columns: ``prompt``, ``task_id``, ``neighbor_ids``,
-    ``param_names``, ``heldout`` and ``max_abs`` (see the module docstring)."""
+    ``param_names``, ``heldout``, ``max_abs`` and ``answer_format`` (see the module
+    docstring)."""
     from ragim.params import param_names
 
     if index.tasks is None:
@@ -261,7 +263,8 @@ def build_grpo_dataset(
     ds = ds.remove_columns(["completion"])
     ds = ds.add_column("param_names", [names] * len(ds))
     ds = ds.add_column("heldout", heldouts)
-    return ds.add_column("max_abs", [float(config.max_abs)] * len(ds))
+    ds = ds.add_column("max_abs", [float(config.max_abs)] * len(ds))
+    return ds.add_column("answer_format", [config.answer_format] * len(ds))
 
 
 def train_grpo(
@@ -384,7 +387,9 @@ def train_grpo(
     )
     completion_length = run.max_completion_length
     if completion_length is None:
-        completion_length = answer_room(names, tok, decimals=cfg.decimals, max_abs=cfg.max_abs)
+        completion_length = answer_room(
+            names, tok, decimals=cfg.decimals, max_abs=cfg.max_abs, format_name=cfg.answer_format
+        )
 
     set_seed(run.seed)
     done = train_with(

@@ -146,7 +146,9 @@ def build_sft_dataset(
         messages, _, kept, _ = index_prompt(
             index, rec["description"], hs, tokenizer, cfg, exclude=ex, max_tokens=max_tokens
         )
-        answer = answer_text(index.params(tid), cfg.decimals, max_abs=cfg.max_abs)
+        answer = answer_text(
+            index.params(tid), cfg.decimals, max_abs=cfg.max_abs, format_name=cfg.answer_format
+        )
         rows.append(
             {
                 "prompt": messages,

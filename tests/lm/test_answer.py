@@ -105,9 +105,9 @@ def test_model_text_is_lossless_and_answer_values_reads_every_form():
 
 def test_unknown_format_and_bad_settings_are_one_line_errors():
     with pytest.raises(
-        ValidationError, match=r"unknown answer format 'compact'; use one of \['json'\]"
+        ValidationError, match=r"unknown answer format 'yaml'; use one of \['compact', 'json'\]"
     ):
-        answer_format(KEYS, name="compact")
+        answer_format(KEYS, name="yaml")
     with pytest.raises(ValidationError, match=r"decimals must be an integer in \[0, 3\], got 4"):
         answer_format(KEYS, decimals=4)
     with pytest.raises(ValidationError, match="duplicate key 'a'"):

@@ -1,9 +1,11 @@
-"""Constrained JSON-number decoding: always parseable, even for adversarial models."""
+"""Constrained JSON-number decoding: always parseable, even for adversarial models, with
+either decoder (llguidance or the built-in loop)."""
 
 from __future__ import annotations
 
 import math
 import re
+from functools import partial
 
 import pytest
 import torch
@@ -17,8 +19,8 @@ from ragim.lm import (
     load_base_model,
     parse_json_numbers,
 )
-from ragim.lm.answer import _skeleton
-from ragim.lm.constrained import _segment_state
+from ragim.lm.answer import DECODERS, JSONAnswerFormat, _skeleton
+from ragim.lm.constrained import answer_regex, number_regex
 
 ODD_KEYS = [
     "intercept",
@@ -34,6 +36,12 @@ ODD_KEYS = [
 ]
 MANY_KEYS = ODD_KEYS + [f"f{i}" for i in range(55)]
 NUMBER_RE = re.compile(r"-?(0|[1-9]\d{0,2})(\.\d{1,3})?")
+
+
+@pytest.fixture(params=DECODERS)
+def decoder(request):
+    """Every parse-guarantee test runs on both decoders: llguidance and the built-in loop."""
+    return request.param
 
 
 
@@ -87,32 +95,35 @@ def _check(results, keys, max_abs=20.0):
         assert math.isfinite(r.logprob) and r.logprob <= 0
 
 
-def test_greedy_tiny_parses_and_is_deterministic():
+def test_greedy_tiny_parses_and_is_deterministic(decoder):
+    gen = partial(generate_json_numbers, decoder=decoder)
     model, tok = _tiny()
     keys = ["intercept", "age", "sex[male]"]
-    a = generate_json_numbers(model, tok, _prompt(tok), keys)
-    b = generate_json_numbers(model, tok, _prompt(tok)[0], keys)  # 1-D prompt accepted
+    a = gen(model, tok, _prompt(tok), keys)
+    b = gen(model, tok, _prompt(tok)[0], keys)  # 1-D prompt accepted
     assert len(a) == 1 and a[0].text == b[0].text
     assert a[0].text.startswith('{"intercept": ') and a[0].text.endswith("}")
     _check(a, keys)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_adversarial_random_weights_always_parse(seed):
+def test_adversarial_random_weights_always_parse(seed, decoder):
+    gen = partial(generate_json_numbers, decoder=decoder)
     model, tok = _tiny(seed)
     with torch.no_grad():
         model.lm_head.weight.mul_(60.0)  # very peaked, essentially arbitrary preferences
     g = torch.Generator().manual_seed(seed)
     ids = _prompt(tok)
-    greedy = generate_json_numbers(model, tok, ids, MANY_KEYS)
-    sampled = generate_json_numbers(
+    greedy = gen(model, tok, ids, MANY_KEYS)
+    sampled = gen(
         model, tok, ids, MANY_KEYS, temperature=1.5, top_p=0.9, num_candidates=2, generator=g
     )
     _check(greedy + sampled, MANY_KEYS)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_random_token_preferences_always_parse(seed):
+def test_random_token_preferences_always_parse(seed, decoder):
+    gen = partial(generate_json_numbers, decoder=decoder)
     model, tok = _tiny(seed)
     g = torch.Generator().manual_seed(100 + seed)
     bias = torch.randn(len(tok), generator=g) * 25.0
@@ -123,102 +134,106 @@ def test_random_token_preferences_always_parse(seed):
         {"max_abs": 0.5, "max_int_digits": 1, "max_frac_digits": 1},
         {"max_abs": 999.0, "max_frac_digits": 0, "temperature": 1.0, "generator": g},
     ]:
-        res = generate_json_numbers(model, tok, _prompt(tok), ODD_KEYS, **kwargs)
+        res = gen(model, tok, _prompt(tok), ODD_KEYS, **kwargs)
         _check(res, ODD_KEYS, max_abs=kwargs.get("max_abs", 20.0))
 
 
 def _bias_for(tok, favour: dict[str, float], stop: float | None = None) -> torch.Tensor:
-    from ragim.lm.constrained import _NUM_CHARS, _tables_for
-
-    texts = _tables_for(tok, len(tok)).texts
+    texts = [t.replace("\u0120", " ") for t in tok.convert_ids_to_tokens(list(range(len(tok))))]
     bias = torch.zeros(len(tok))
     if stop is not None:
         for i, t in enumerate(texts):
-            if t and t[0] not in _NUM_CHARS:
+            if t and t[0] not in "0123456789.-":
                 bias[i] = stop
     for t, b in favour.items():
         bias[texts.index(t)] = b
     return bias
 
 
-def test_model_that_never_stops_is_cut_by_the_length_bound():
+def test_model_that_never_stops_is_cut_by_the_grammar(decoder):
+    gen = partial(generate_json_numbers, decoder=decoder)
     model, tok = _tiny()
-    bias = _bias_for(tok, {"9": 100.0, ".": 50.0, "0,": 200.0, "1}": 200.0}, stop=-100.0)
+    bias = _bias_for(tok, {"9": 100.0, ".": 50.0}, stop=-100.0)
     model.lm_head = BiasedHead(model.lm_head, bias)
-    res = generate_json_numbers(model, tok, _prompt(tok), ["a", "b", "c"])
+    res = gen(model, tok, _prompt(tok), ["a", "b", "c"])
     _check(res, ["a", "b", "c"])
     for s in _numbers(res[0].text, ["a", "b", "c"]):
         assert s.endswith(".999"), s  # ran to max_frac_digits, then was stopped
-    res = generate_json_numbers(model, tok, _prompt(tok), ["a", "b"], max_new_tokens_per_value=1)
-    _check(res, ["a", "b"])  # budget exhausted after one token: completed with a 0
-    res = generate_json_numbers(model, tok, _prompt(tok), ["a"], max_new_tokens_per_value=2)
-    _check(res, ["a"])
+    with pytest.warns(DeprecationWarning, match="max_new_tokens_per_value is ignored"):
+        again = gen(model, tok, _prompt(tok), ["a", "b", "c"],
+                                      max_new_tokens_per_value=1)
+    assert again[0].text == res[0].text  # the grammar, not a token budget, bounds each number
 
 
-def test_model_that_always_stops_still_writes_a_number():
+def test_model_that_always_stops_still_writes_a_number(decoder):
+    gen = partial(generate_json_numbers, decoder=decoder)
     model, tok = _tiny()
     model.lm_head = BiasedHead(model.lm_head, _bias_for(tok, {}, stop=100.0))
     keys = ["a", "b", "c"]
-    res = generate_json_numbers(model, tok, _prompt(tok), keys, temperature=1.0)
+    res = gen(model, tok, _prompt(tok), keys, temperature=1.0)
     _check(res, keys)
     for s in _numbers(res[0].text, keys):
         assert re.fullmatch(r" -?\d{1,2}(\.\d)?", s), s
 
 
-def test_range_is_respected_by_construction():
+def test_range_is_respected_by_construction(decoder):
+    gen = partial(generate_json_numbers, decoder=decoder)
     model, tok = _tiny()
     model.lm_head = BiasedHead(model.lm_head, _bias_for(tok, {"9": 100.0, " 1": 90.0}))
-    res = generate_json_numbers(model, tok, _prompt(tok), ["a", "b"], max_abs=20.0)
+    res = gen(model, tok, _prompt(tok), ["a", "b"], max_abs=20.0)
     _check(res, ["a", "b"])
     assert all(v <= 20.0 for v in res[0].values.values())
-    res = generate_json_numbers(model, tok, _prompt(tok), ["a"], max_abs=1.5)
+    res = gen(model, tok, _prompt(tok), ["a"], max_abs=1.5)
     _check(res, ["a"], max_abs=1.5)
 
 
-def test_num_candidates_and_sampling():
+def test_num_candidates_and_sampling(decoder):
+    gen = partial(generate_json_numbers, decoder=decoder)
     model, tok = _tiny()
     keys = [f"k{i}" for i in range(8)]
     g = torch.Generator().manual_seed(0)
-    res = generate_json_numbers(
+    res = gen(
         model, tok, _prompt(tok), keys, temperature=1.0, num_candidates=4, generator=g
     )
     assert len(res) == 4
     _check(res, keys)
     assert len({r.text for r in res}) > 1
     g2 = torch.Generator().manual_seed(0)
-    again = generate_json_numbers(
+    again = gen(
         model, tok, _prompt(tok), keys, temperature=1.0, num_candidates=4, generator=g2
     )
     assert [r.text for r in again] == [r.text for r in res]
-    greedy = generate_json_numbers(model, tok, _prompt(tok), keys, num_candidates=3)
+    greedy = gen(model, tok, _prompt(tok), keys, num_candidates=3)
     assert len(greedy) == 3 and len({r.text for r in greedy}) == 1
-    tight = generate_json_numbers(
+    tight = gen(
         model, tok, _prompt(tok), keys, temperature=1.0, top_p=1e-6, num_candidates=2, generator=g
     )
     assert tight[0].text == tight[1].text == greedy[0].text  # top_p -> 0 is greedy
 
 
-def test_empty_keys():
+def test_empty_keys(decoder):
+    gen = partial(generate_json_numbers, decoder=decoder)
     model, tok = _tiny()
-    res = generate_json_numbers(model, tok, _prompt(tok), [])
+    res = gen(model, tok, _prompt(tok), [])
     assert res[0].text == "{}" and res[0].values == {}
 
 
-def test_generate_validates_arguments():
+def test_generate_validates_arguments(decoder):
+    gen = partial(generate_json_numbers, decoder=decoder)
     model, tok = _tiny()
     ids = _prompt(tok)
     with pytest.raises(ValidationError, match="duplicate key 'a'"):
-        generate_json_numbers(model, tok, ids, ["a", "a"])
+        gen(model, tok, ids, ["a", "a"])
     with pytest.raises(ValidationError, match="temperature"):
-        generate_json_numbers(model, tok, ids, ["a"], temperature=-1)
+        gen(model, tok, ids, ["a"], temperature=-1)
     with pytest.raises(ValidationError, match="top_p"):
-        generate_json_numbers(model, tok, ids, ["a"], top_p=0)
+        gen(model, tok, ids, ["a"], top_p=0)
     with pytest.raises(ValidationError, match="prompt_ids"):
-        generate_json_numbers(model, tok, torch.zeros(2, 3, dtype=torch.long), ["a"])
+        gen(model, tok, torch.zeros(2, 3, dtype=torch.long), ["a"])
     with pytest.raises(ValidationError, match="num_candidates"):
-        generate_json_numbers(model, tok, ids, ["a"], num_candidates=0)
+        gen(model, tok, ids, ["a"], num_candidates=0)
     with pytest.raises(ValidationError, match="max_int_digits"):
-        generate_json_numbers(model, tok, ids, ["a"], max_int_digits=4)
+        gen(model, tok, ids, ["a"], max_int_digits=4)
 
 
 # --------------------------------------------------------------------------- parse
@@ -290,7 +305,7 @@ def test_format_rejects_bad_values():
 
 def _decodable(text: str, keys) -> bool:
     """True when ``text`` is a string the constrained decoder can emit for ``keys``."""
-    return all(_segment_state(s, 20.0, 3, 3) == 2 for s in _numbers(text, keys))
+    return re.fullmatch(answer_regex(JSONAnswerFormat(keys).grammar()), text) is not None
 
 
 key_lists = st.lists(st.text(max_size=6), min_size=1, max_size=6, unique=True)
@@ -315,13 +330,14 @@ def test_format_parse_round_trip(data, keys):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(alphabet=" -.0123456789", max_size=10))
-def test_segment_grammar_matches_the_regex(seg):
-    state = _segment_state(seg, 20.0, 3, 3)
-    complete = bool(seg[:1] == " " and NUMBER_RE.fullmatch(seg[1:])) and abs(float(seg[1:])) <= 20
-    assert (state == 2) == complete
-    if state == 2:
-        parse_json_numbers('{"k":' + seg + "}", ["k"])
-    if state == 0:  # no extension of an invalid prefix is ever valid
-        for tail in ["0", "5", ".", "-", "00", ".5"]:
-            assert _segment_state(seg + tail, 20.0, 3, 3) == 0
+@given(st.text(alphabet="-.0123456789", max_size=9), st.integers(0, 3),
+       st.sampled_from([20.0, 2.5, 0.5, 999.0, 13.37]))
+def test_number_regex_matches_the_definition(num, decimals, max_abs):
+    m = NUMBER_RE.fullmatch(num)
+    expected = (m is not None and len((m.group(2) or ".")[1:]) <= decimals
+                and abs(float(num)) <= max_abs)
+    got = re.fullmatch(number_regex(max_abs, max_frac_digits=decimals), num) is not None
+    assert got == expected
+    if got:
+        assert JSONAnswerFormat(["k"], decimals=decimals, max_abs=max_abs).parse(
+            '{"k": ' + num + "}") == {"k": float(num)}

@@ -44,9 +44,14 @@ def test_registered():
     assert GENERATORS["lm"] is LMGenerator
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_sampled_candidates_always_parse(seed, family, index):
-    gen = LMGenerator(base_model="tiny", k=2, device="cpu", seed=seed, temperature=1.0, top_p=1.0)
+@pytest.mark.parametrize("seed, decoder, answer_format", [(0, "llguidance", "json"),
+                                                          (1, "llguidance", "compact"),
+                                                          (2, "llguidance", "json"),
+                                                          (0, "builtin", "json"),
+                                                          (1, "builtin", "compact")])
+def test_sampled_candidates_always_parse(seed, decoder, answer_format, family, index):
+    gen = LMGenerator(base_model="tiny", k=2, device="cpu", seed=seed, temperature=1.0, top_p=1.0,
+                      decoder=decoder, answer_format=answer_format)
     cands = gen.generate_candidates(family.descriptions[seed], index, exclude=[family.ids[seed]], num_candidates=3)
     assert len(cands) == 3
     for i, p in enumerate(cands):
@@ -122,12 +127,13 @@ def test_population_model_in_prompts_leaves_out_the_excluded_tasks(gen, family, 
 def test_parse_failures_are_counted_and_raised(family, index, monkeypatch):
     import ragim.lm.constrained as constrained
 
-    def broken(model, tok, ids, keys, **kw):
+    def broken(model, tok, prompts, fmt, **kw):
         text = format_json_numbers({"intercept": 1.0}, ["intercept"])
-        return [ConstrainedResult(text=text, values={"intercept": 1.0}, n_tokens=3, logprob=0.0)]
+        return [[ConstrainedResult(text=text, values={"intercept": 1.0}, n_tokens=3, logprob=0.0)]
+                for _ in prompts]
 
     gen = LMGenerator(base_model="tiny", k=1, device="cpu")
-    monkeypatch.setattr(constrained, "generate_json_numbers", broken)
+    monkeypatch.setattr(constrained, "generate_answer_batch", broken)
     with pytest.raises(GenerationError, match="is not a valid logistic model"):
         gen.generate_params(family.descriptions[0], index)
     assert gen.parse_failures_ == 1
@@ -152,6 +158,9 @@ def test_config_validation():
         LMConfig(provenance_weights="attention")
     with pytest.raises(ValidationError, match="population must be True or False"):
         LMConfig(population="yes")
+    with pytest.raises(ValidationError, match=r"decoder must be one of \['llguidance', 'builtin'\]"):
+        LMConfig(decoder="xgrammar")
+    assert LMConfig().decoder == "builtin"  # the faster one on CPU (docs/lm_format.md#decoders)
     assert LMConfig(target_modules=["q_proj"]).target_modules == ("q_proj",)
     assert LMGenerator(LMConfig(k=3), decimals=3).config.k == 3
 

@@ -74,11 +74,35 @@ def digit_share(prompts, completions, **kwargs) -> list[float]:
     return [sum(ch.isdigit() for ch in t) / max(len(t), 1) for t in texts]
 
 
+def test_grpo_dataset_tells_the_rewards_the_compact_format(sft, index):
+    """A compact-format generator's GRPO prompts carry answer_format="compact", so the
+    rewards score its completions (compact arrays) instead of flooring them as malformed."""
+    from dataclasses import replace
+
+    from ragim.lm.answer import answer_format
+
+    _, tok = sft.load_model()
+    cfg = replace(sft.config, answer_format="compact")
+    ds = build_grpo_dataset(index, tok, cfg, task_ids=index.ids[:2])
+    assert ds["answer_format"] == ["compact", "compact"]
+    row = ds[0]
+    values = index.params(row["task_id"]).as_dict()
+    texts = [answer_format(row["param_names"], name=f, max_abs=row["max_abs"],
+                           decimals=cfg.decimals).write(values) for f in ("compact", "json")]
+    funcs, _ = RewardConfig(weights={"log_likelihood": 1.0}).build()
+    score = funcs[0](prompts=[row["prompt"]] * 2, completions=texts,
+                     param_names=[row["param_names"]] * 2, heldout=[row["heldout"]] * 2,
+                     max_abs=[row["max_abs"]] * 2, answer_format=[row["answer_format"], "json"])
+    assert texts[0].startswith("[") and score[0] == score[1] > -16.2  # the floor is -20
+
+
 def test_grpo_dataset_has_reward_columns_and_is_leave_one_task_out(sft, index):
     _, tok = sft.load_model()
     ds = build_grpo_dataset(index, tok, sft.config, task_ids=index.ids[:4], hide=[index.ids[5]])
-    assert {"prompt", "task_id", "neighbor_ids", "param_names", "heldout", "max_abs"} <= set(ds.column_names)
+    assert {"prompt", "task_id", "neighbor_ids", "param_names", "heldout", "max_abs",
+            "answer_format"} <= set(ds.column_names)
     assert "completion" not in ds.column_names
+    assert set(ds["answer_format"]) == {"json"}
     names = param_names(index.model, index.schema)
     for row in ds:
         rec = index.record(row["task_id"])

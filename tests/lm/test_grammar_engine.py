@@ -1,0 +1,142 @@
+"""Both constrained decoders (llguidance and the built-in loop): hot sampling always parses in
+both answer formats, batching changes nothing greedy; the compact answer format round-trips."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ragim.errors import GenerationError
+from ragim.lm.answer import DECODERS, CompactAnswerFormat, answer_format
+from ragim.lm.base_models import load_base_model
+from ragim.lm.constrained import generate_answer_batch
+
+KEYS = ["intercept", "age", "sex[male]", "bmi"] + [f"f{i}" for i in range(10)]
+
+
+@pytest.fixture(params=DECODERS)
+def decoder(request):
+    """The guarantees hold for both decoders: llguidance and the built-in loop."""
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_base_model("tiny", device="cpu", seed=0)
+
+
+def _prompts(tok, texts):
+    return [tok(t, return_tensors="pt")["input_ids"] for t in texts]
+
+
+@pytest.mark.parametrize("name", ["json", "compact"])
+def test_sampling_at_temperature_5_always_parses(tiny, name, decoder):
+    decode = partial(generate_answer_batch, decoder=decoder)
+    model, tok = tiny
+    fmt = answer_format(KEYS, name=name, decimals=2, max_abs=4.0)
+    prompts = _prompts(tok, ["coefficients please", "the model:", "x"])
+    for seed in range(4):
+        out = decode(model, tok, prompts, fmt, temperature=5.0, top_p=1.0,
+                                    num_candidates=3, seed=seed)
+        assert [len(g) for g in out] == [3, 3, 3]
+        for group in out:
+            for r in group:
+                assert fmt.parse(r.text) == r.values  # the codec's own parse accepts it
+                assert list(r.values) == KEYS and all(abs(v) <= 4.0 for v in r.values.values())
+                assert r.logprob <= 0.0 and r.n_tokens == len(r.token_ids) > 0
+    # hot sampling explores: the 12 answers of one seed are not all the same
+    texts = {r.text for g in out for r in g}
+    assert len(texts) > 1
+
+
+def test_sampling_is_reproducible_by_seed(tiny, decoder):
+    decode = partial(generate_answer_batch, decoder=decoder)
+    model, tok = tiny
+    fmt = answer_format(KEYS[:4], decimals=2)
+    prompts = _prompts(tok, ["a", "bb"])
+    a = decode(model, tok, prompts, fmt, temperature=1.5, num_candidates=2, seed=7)
+    b = decode(model, tok, prompts, fmt, temperature=1.5, num_candidates=2, seed=7)
+    assert [[r.text for r in g] for g in a] == [[r.text for r in g] for g in b]
+
+
+@pytest.mark.parametrize("name", ["json", "compact"])
+def test_batched_greedy_equals_one_at_a_time(tiny, name, decoder):
+    decode = partial(generate_answer_batch, decoder=decoder)
+    model, tok = tiny
+    fmt = answer_format(KEYS, name=name, decimals=2)
+    # prompts of different lengths, so the batch is left-padded
+    texts = ["a", "predict the coefficients of a heart model", "x y z w", "the model:"]
+    batch = decode(model, tok, _prompts(tok, texts), fmt)
+    for text, group in zip(texts, batch, strict=True):
+        alone = decode(model, tok, _prompts(tok, [text]), fmt)[0][0]
+        assert group[0].text == alone.text
+        assert group[0].token_ids == alone.token_ids
+        assert group[0].logprob == pytest.approx(alone.logprob, abs=1e-3)
+
+
+def test_greedy_candidates_are_copies(tiny, decoder):
+    decode = partial(generate_answer_batch, decoder=decoder)
+    model, tok = tiny
+    out = decode(model, tok, _prompts(tok, ["q"]), answer_format(["a", "b"]),
+                                num_candidates=3)[0]
+    assert len({r.text for r in out}) == 1 and len(out) == 3
+
+
+def test_logprob_sums_the_free_choices(tiny):
+    """With one key and range [-9, 9] in whole numbers, the compact answer is ``[`` + number +
+    ``]``: the logprob is the model's log-probability of the number's tokens (both brackets are
+    forced) and the sign/digit choices, recomputed here with one forward pass."""
+    model, tok = tiny
+    fmt = CompactAnswerFormat(["a"], decimals=0, max_abs=9)
+    ids = _prompts(tok, ["value:"])[0]
+    r = generate_answer_batch(model, tok, [ids], fmt)[0][0]
+    full = torch.cat([ids[0], torch.tensor(r.token_ids)]).unsqueeze(0)
+    with torch.no_grad():
+        logp = torch.log_softmax(model(full).logits[0].float(), dim=-1)
+    start = ids.shape[1]
+    per_token = [float(logp[start - 1 + j, t]) for j, t in enumerate(r.token_ids)]
+    texts = [tok.decode([t]) for t in r.token_ids]
+    free = [lp for lp, t in zip(per_token, texts, strict=True) if t not in ("[", "]")]
+    assert texts[0] == "[" and texts[-1] == "]"  # the tiny vocabulary has lone brackets
+    assert r.logprob == pytest.approx(sum(free), abs=1e-4)
+
+
+# --------------------------------------------------------------------------- compact format
+keys_st = st.lists(st.text(min_size=1, max_size=5), min_size=1, max_size=8, unique=True)
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), keys=keys_st)
+def test_compact_format_round_trips(data, keys):
+    decimals = data.draw(st.integers(0, 3))
+    vals = {k: data.draw(st.floats(-50, 50, allow_nan=False)) for k in keys}
+    fmt = CompactAnswerFormat(keys, decimals=decimals, max_abs=20.0)
+    text = fmt.write(vals)
+    assert text.startswith("[") and text.endswith("]") and not any(k in text for k in keys if k.isalpha())
+    parsed = fmt.parse(text)
+    assert list(parsed) == keys
+    for k in keys:
+        assert parsed[k] == round(min(max(vals[k], -20.0), 20.0), decimals)
+    assert fmt.parse(fmt.write(parsed)) == parsed
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[1, 2", "not valid JSON"),
+    ('{"a": 1}', "expected a JSON array"),
+    ("[1, 2, 3]", "expected 2 values"),
+    ("[1, true]", "'b' is not a number"),
+    ("[1, 21]", "'b' is 21.0, outside"),
+])
+def test_compact_parse_names_the_problem(text, message):
+    with pytest.raises(GenerationError, match=message):
+        CompactAnswerFormat(["a", "b"]).parse(text)
+
+
+def test_compact_prompt_names_the_keys_once():
+    fmt = CompactAnswerFormat(["intercept", "age"])
+    assert fmt.instruction.endswith("in this order: intercept, age.")
+    assert fmt.grammar().render(["1", "-0.5"]) == "[1, -0.5]"
