@@ -38,14 +38,26 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ragim.checks import check_int, check_number
 from ragim.errors import ValidationError
 from ragim.validation import calibration_slope_intercept
 
 PREDICTION_COLUMNS = ("task_id", "method", "k_shot", "y", "p")
+DIFFERENCE_COLUMNS = [
+    "method",
+    "baseline",
+    "ece",
+    "ece_baseline",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "n_targets",
+]
 
 
 def bin_statistics(y, p, n_bins: int = 10) -> np.ndarray:
@@ -83,7 +95,12 @@ def ece_from_bins(stats: np.ndarray) -> np.ndarray:
     return np.abs(sy - sp).sum(axis=-1) / n.sum(axis=-1)
 
 
-def _checked(predictions: pd.DataFrame, k_shot: int) -> pd.DataFrame:
+def _checked(
+    predictions: pd.DataFrame, k_shot: Any, methods: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """The rows at ``k_shot`` (draw 0) of ``methods`` (default: all), checked, with text
+    task ids (so 1 and "1" are one target in every function)."""
+    k_shot = check_int(k_shot, "k_shot", ge=0)
     if not isinstance(predictions, pd.DataFrame):
         raise ValidationError(
             f"predictions must be a pandas DataFrame, got {type(predictions).__name__}; pass the "
@@ -95,15 +112,34 @@ def _checked(predictions: pd.DataFrame, k_shot: int) -> pd.DataFrame:
             f"predictions lack columns {missing}; pass the second frame of "
             "ragim.evaluate.evaluate(..., return_predictions=True)"
         )
-    df = predictions[predictions["k_shot"] == k_shot]
+    ks = pd.to_numeric(predictions["k_shot"], errors="coerce")
+    df = predictions[ks == k_shot]
     if "draw" in df.columns:
         df = df[df["draw"] == 0]
+    if methods is not None:
+        df = df[df["method"].isin(list(methods))]
     if df.empty:
         raise ValidationError(f"no predictions at k_shot={k_shot}")
-    p = df["p"].to_numpy(dtype=float)
+    if df["task_id"].isna().any():
+        raise ValidationError(f"task_id is missing in {int(df['task_id'].isna().sum())} row(s)")
+    p = pd.to_numeric(df["p"], errors="coerce").to_numpy(dtype=float)
     if not np.all(np.isfinite(p)) or p.min() < 0 or p.max() > 1:
         raise ValidationError("predictions hold probabilities outside [0, 1] or non-finite values")
-    return df
+    y = pd.to_numeric(df["y"], errors="coerce").to_numpy(dtype=float)
+    bad = sorted({str(v) for v, ok in zip(df["y"], np.isin(y, (0, 1)), strict=True) if not ok})
+    if bad:
+        raise ValidationError(f"outcomes y must be 0/1, found {bad[:5]}")
+    return df.assign(task_id=df["task_id"].astype(str), y=y, p=p)
+
+
+def _names(value: Any, what: str) -> list[str]:
+    if isinstance(value, str):
+        raise ValidationError(
+            f"{what} must be a list of method names, got the text {value!r}; write [{value!r}]"
+        )
+    if not isinstance(value, Sequence) or not value:
+        raise ValidationError(f"{what} must be a non-empty list of method names, got {value!r}")
+    return list(dict.fromkeys(value))
 
 
 def _target_bins(df: pd.DataFrame, n_bins: int) -> dict[str, np.ndarray]:
@@ -133,9 +169,11 @@ def pooled_calibration(
     Raises
     ------
     ValidationError
-        When columns are missing, no row has ``k_shot`` or a probability is outside [0, 1].
+        When columns are missing, no row has ``k_shot``, a task id is missing, a
+        probability is outside [0, 1] or not finite, an outcome is not 0/1, or ``n_bins`` < 1.
     """
-    df = _checked(predictions, int(k_shot))
+    n_bins = check_int(n_bins, "n_bins", ge=1)
+    df = _checked(predictions, k_shot)
     rows = []
     for method, g in df.groupby("method", sort=False):
         y, p = g["y"].to_numpy(dtype=float), g["p"].to_numpy(dtype=float)
@@ -172,13 +210,17 @@ def pooled_ece_differences(
 
     Returns
     -------
-    One row per (method, baseline): ``method, baseline, ece, ece_baseline, mean_diff,
-    ci_low, ci_high, n_targets``; below 0 is better.
+    One row per (method, baseline), a method never against itself (so possibly no row):
+    ``method, baseline, ece, ece_baseline, mean_diff, ci_low, ci_high, n_targets``; below 0
+    is better. As :func:`ragim.metrics.bootstrap_ci` does, the interval is widened to hold
+    the point estimate when the percentiles miss it.
 
     Raises
     ------
     ValidationError
-        As :func:`pooled_calibration`, or when a method has no predictions.
+        As :func:`pooled_calibration`; when ``methods`` or ``baselines`` is not a list of
+        names, a method has no predictions, two methods share no target, or ``n_boot``,
+        ``level`` or ``n_bins`` is out of range.
 
     Examples
     --------
@@ -190,11 +232,21 @@ def pooled_ece_differences(
     >>> round(float(r["mean_diff"][0]), 3)
     0.15
     """
-    df = _checked(predictions, int(k_shot))
-    bins = {m: _target_bins(g, int(n_bins)) for m, g in df.groupby("method", sort=False)}
+    methods, baselines = _names(methods, "methods"), _names(baselines, "baselines")
+    n_bins = check_int(n_bins, "n_bins", ge=1)
+    n_boot = check_int(n_boot, "n_boot", ge=1)
+    level = check_number(level, "level", gt=0, lt=1)
+    present = set(predictions["method"]) if isinstance(predictions, pd.DataFrame) else set()
+    absent = [m for m in [*methods, *baselines] if present and m not in present]
+    if absent:
+        raise ValidationError(f"no predictions for method(s) {absent}; have {sorted(present)}")
+    df = _checked(predictions, k_shot, [*methods, *baselines])
+    bins = {m: _target_bins(g, n_bins) for m, g in df.groupby("method", sort=False)}
     absent = [m for m in [*methods, *baselines] if m not in bins]
     if absent:
-        raise ValidationError(f"no predictions for method(s) {absent}; have {sorted(bins)}")
+        raise ValidationError(
+            f"no predictions for method(s) {absent} at k_shot={k_shot}; have {sorted(bins)}"
+        )
     rng = np.random.default_rng(seed)
     alpha = (1.0 - level) / 2.0
     rows = []
@@ -203,6 +255,8 @@ def pooled_ece_differences(
             if method == base:
                 continue
             common = sorted(set(bins[method]) & set(bins[base]))
+            if not common:
+                raise ValidationError(f"{method!r} and {base!r} scored no target in common")
             a = np.stack([bins[method][t] for t in common])  # (targets, 3, bins)
             b = np.stack([bins[base][t] for t in common])
             ea, eb = float(ece_from_bins(a.sum(0))), float(ece_from_bins(b.sum(0)))
@@ -224,7 +278,7 @@ def pooled_ece_differences(
                     "n_targets": len(common),
                 }
             )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=DIFFERENCE_COLUMNS)
 
 
 __all__ = ["bin_statistics", "ece_from_bins", "pooled_calibration", "pooled_ece_differences"]

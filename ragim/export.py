@@ -52,8 +52,13 @@ def coefficients_frame(params: ModelParams) -> pd.DataFrame:
     plus or_ci_low / or_ci_high (the odds-ratio interval, per SD or per 0→1). GAM: one row per
     bin (feature, label, bin, bin_label, score, std, ci_low, ci_high, odds_ratio) plus
     or_ci_low / or_ci_high. Intervals are coef ± 1.96 std, NaN when ``params.std`` is None.
-    The intercept row has no odds ratio (its exponential is the baseline odds, not a ratio), so
-    its odds-ratio columns are NaN.
+    The odds ratios of a categorical feature's levels (and of its missing indicator) compare
+    each with the feature's reference level (the ``reference`` column), as
+    :meth:`~ragim.explain.GlobalExplanation.table` does: exp(coef - coef_reference), the SDs
+    combined as if independent; the reference level's is 1. ``coef`` stays the model's own
+    one-hot coefficient, so the frame still rebuilds the model. The intercept row has no odds
+    ratio (its exponential is the odds when every design column is 0, not a ratio), so its
+    odds-ratio columns are NaN.
     """
     if not isinstance(params, ModelParams):
         raise ValidationError(f"coefficients_frame needs ModelParams, got {type(params).__name__}")
@@ -75,8 +80,31 @@ def coefficients_frame(params: ModelParams) -> pd.DataFrame:
     with np.errstate(over="ignore"):
         out["or_ci_low"] = np.exp(np.clip(out["ci_low"].to_numpy(float), -700, 700))
         out["or_ci_high"] = np.exp(np.clip(out["ci_high"].to_numpy(float), -700, 700))
-    out.loc[0, ["or_ci_low", "or_ci_high"]] = math.nan  # the intercept: baseline odds, no ratio
+    out.loc[0, ["or_ci_low", "or_ci_high"]] = math.nan  # the intercept: no ratio
+    if "category" in out.columns:
+        _levels_against_reference(out)
     return out
+
+
+def _levels_against_reference(out: pd.DataFrame) -> None:
+    """Odds ratios of one-hot categorical levels (and their missing indicator) against the
+    feature's reference level, in place, as :meth:`GlobalExplanation.table` compares them:
+    exp(coef - coef_ref), SD combined as if independent; the reference level gets 1."""
+    for _, rows in out[out["type"] == "categorical"].groupby("feature", sort=False):
+        ref = rows[rows["category"] == rows["reference"].iloc[0]]
+        if ref.empty:
+            continue
+        b_ref, sd_ref = float(ref["coef"].iloc[0]), float(ref["std"].iloc[0])
+        diff = rows["coef"].to_numpy(float) - b_ref
+        sd = np.sqrt(rows["std"].to_numpy(float) ** 2 + sd_ref**2)
+        sd[rows.index.to_numpy() == ref.index[0]] = 0.0  # the reference against itself
+        with np.errstate(over="ignore"):
+            ratio = np.exp(np.clip(diff, -700, 700))
+            out.loc[rows.index, "or_ci_low"] = np.exp(np.clip(diff - Z95 * sd, -700, 700))
+            out.loc[rows.index, "or_ci_high"] = np.exp(np.clip(diff + Z95 * sd, -700, 700))
+        for col in ("odds_ratio_per_sd", "odds_ratio_per_unit"):
+            if col in out.columns:
+                out.loc[rows.index, col] = ratio
 
 
 def save_coefficients_csv(params: ModelParams, path: str | Path) -> Path:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,16 +167,21 @@ def read_table(
     return df
 
 
-def _need_column(df: pd.DataFrame, name: str, place: str, what: str, fix: str) -> None:
-    """Raise, naming the first columns and ``fix``, unless ``df`` has the ``what`` column
-    ``name``."""
+def _need_column(
+    df: pd.DataFrame, name: str, place: str, what: str, fix: str, taken: Iterable[str] = ()
+) -> None:
+    """Raise, naming the columns (the first 12, then how many more), the column most likely
+    meant (same name in another case, or a close spelling; never one of ``taken``, such as
+    the model's features) and ``fix``, unless ``df`` has the ``what`` column ``name``."""
     if name not in df.columns:
-        cols = [str(c) for c in df.columns]
-        folded = [c for c in cols if c.strip().casefold() == str(name).strip().casefold()]
-        near = folded or difflib.get_close_matches(str(name), cols, n=1, cutoff=0.75)
+        cols, taken = [str(c) for c in df.columns], {str(t).casefold() for t in taken}
+        free = [c for c in cols if c.casefold() not in taken]
+        folded = [c for c in free if c.strip().casefold() == str(name).strip().casefold()]
+        near = folded or difflib.get_close_matches(str(name), free, n=1, cutoff=0.75)
         hint = f"; did you mean {near[0]!r}?" if near else ""
+        more = f" and {len(cols) - 12} more" if len(cols) > 12 else ""
         raise ValidationError(
-            f"{place} has no {what} column {name!r}{hint} (columns: {cols[:12]}); {fix}"
+            f"{place} has no {what} column {name!r}{hint} (columns: {cols[:12]}{more}); {fix}"
         )
 
 
@@ -221,6 +227,8 @@ def read_rows(
     df = read_table(path, sep=sep, text_columns=(ids_col,), where=f"{where} ")
     if len(df) == 0:
         raise ValidationError(f"{where} {path} has a header but no patient rows")
+    # an outcome is never one of the model's features nor the patient ids
+    taken = [*(schema.names if schema is not None else ()), ids_col]
     if ignore_outcome is not None:
         _need_column(
             df,
@@ -228,12 +236,18 @@ def read_rows(
             f"{where} {path}",
             "outcome",
             "name it with --outcome, or leave --outcome out",
+            taken,
         )
         df = df.drop(columns=[ignore_outcome])
     y = None
     if outcome is not None:
         _need_column(
-            df, outcome, f"{where} {path}", "outcome", "name the 0/1 outcome column with --outcome"
+            df,
+            outcome,
+            f"{where} {path}",
+            "outcome",
+            "name the 0/1 outcome column with --outcome",
+            taken,
         )
         y = binary_outcome(
             df[outcome].to_numpy(dtype=object),

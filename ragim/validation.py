@@ -62,7 +62,7 @@ def calibration_slope_intercept(y_true, y_prob) -> tuple[float, float]:
       fixed at 1. 0 is ideal; above 0 the model under-predicts the risk on average.
 
     Probabilities are clipped to ``[1e-7, 1 - 1e-7]``. Both are NaN when the outcomes hold
-    one class only.
+    one class only; the slope is NaN when every predicted risk is the same.
 
     Examples
     --------
@@ -81,12 +81,14 @@ def calibration_slope_intercept(y_true, y_prob) -> tuple[float, float]:
         )
     if not 0 < y.sum() < y.size:
         return math.nan, math.nan
+    intercept = float(brentq(lambda a: float(np.sum(y - expit(a + z))), -60.0, 60.0, xtol=1e-12))
+    if np.ptp(z) == 0:  # one predicted risk for everyone: no slope to estimate
+        return math.nan, intercept
     slope = float(
         LogisticRegression(C=np.inf, solver="newton-cg", tol=1e-10, max_iter=1000)
         .fit(z[:, None], y)
         .coef_[0, 0]
     )
-    intercept = float(brentq(lambda a: float(np.sum(y - expit(a + z))), -60.0, 60.0, xtol=1e-12))
     return slope, intercept
 
 

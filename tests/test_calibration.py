@@ -79,3 +79,44 @@ def test_bad_prediction_frames_are_refused():
         pooled_calibration(preds.assign(p=preds["p"] * 2))
     with pytest.raises(ValidationError, match="no predictions for method"):
         pooled_ece_differences(preds, ["missing"], ["truth"])
+
+
+@pytest.mark.parametrize(
+    "change, kwargs, message",
+    [
+        (lambda d: d.assign(y=d["y"] * 2), {}, r"outcomes y must be 0/1, found \['2'\]"),
+        (lambda d: d.assign(y=d["y"].astype(float).where(d.index > 0)), {}, "must be 0/1"),
+        (lambda d: d.assign(task_id=d["task_id"].where(d.index > 0)), {}, "task_id is missing"),
+        (lambda d: d, {"n_bins": 0}, "n_bins must be an integer >= 1"),
+        (lambda d: d, {"k_shot": 0.5}, "k_shot must be an integer"),
+    ],
+)
+def test_bad_values_are_refused_in_one_line(change, kwargs, message):
+    preds = change(_predictions(np.random.default_rng(5), n_targets=4))
+    with pytest.raises(ValidationError, match=message):
+        pooled_calibration(preds, **kwargs)
+
+
+def test_differences_check_their_arguments_and_compare_only_what_they_name():
+    preds = _predictions(np.random.default_rng(6), n_targets=6)
+    with pytest.raises(ValidationError, match=r"got the text 'extreme'; write \['extreme'\]"):
+        pooled_ece_differences(preds, "extreme", ["truth"])
+    for kwargs, message in (({"n_boot": 0}, "n_boot"), ({"level": 1.5}, "level")):
+        with pytest.raises(ValidationError, match=message):
+            pooled_ece_differences(preds, ["extreme"], ["truth"], **kwargs)
+    apart = preds[~((preds["method"] == "truth") & (preds["task_id"] < "t3"))]
+    apart = apart[~((apart["method"] == "extreme") & (apart["task_id"] >= "t3"))]
+    with pytest.raises(ValidationError, match="scored no target in common"):
+        pooled_ece_differences(apart, ["extreme"], ["truth"])
+    # a NaN in a method that is not compared does not block the others
+    broken = preds.assign(p=preds["p"].where(preds["method"] != "flat"))
+    assert len(pooled_ece_differences(broken, ["extreme"], ["truth"], n_boot=20)) == 1
+    # a method against itself only: no row, but the columns are there
+    same = pooled_ece_differences(preds, ["truth"], ["truth"], n_boot=20)
+    assert same.empty and "mean_diff" in same.columns
+    # task ids 1 and "1" are one target in both functions
+    mixed = preds.assign(task_id=preds["task_id"].str[1:].astype(int).astype(object))
+    mixed.loc[mixed["method"] == "truth", "task_id"] = mixed["task_id"].astype(str)
+    d = pooled_ece_differences(mixed, ["extreme"], ["truth"], n_boot=20)
+    assert int(d["n_targets"].iloc[0]) == 6
+    assert set(pooled_calibration(mixed)["n_targets"]) == {6}

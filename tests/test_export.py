@@ -9,6 +9,7 @@ import pytest
 from ragim import TaskIndex, datasets
 from ragim.errors import ValidationError
 from ragim.estimator import neighbor_mean
+from ragim.explain import explain_params
 from ragim.export import coefficients_frame, save_coefficients_csv, to_sklearn_pipeline
 from ragim.models import GAMModel, LogisticModel, model_from_params
 from ragim.params import ModelParams
@@ -120,7 +121,19 @@ def test_coefficients_frame_and_csv(heart, tmp_path):
     assert list(frame["term"]) == p.names and frame["label"].iloc[0] == "intercept"
     np.testing.assert_allclose(frame["coef"], p.vector)
     np.testing.assert_allclose(frame["ci_low"], p.vector - Z95 * 0.1)
-    np.testing.assert_allclose(frame["or_ci_high"][1:], np.exp(p.vector[1:] + Z95 * 0.1))
+    plain = (frame["type"] != "categorical").to_numpy() & (frame.index > 0)
+    np.testing.assert_allclose(frame["or_ci_high"][plain], np.exp(p.vector[plain] + Z95 * 0.1))
+    # a categorical level's odds ratio is against the reference level, as explain's table says
+    table = explain_params(p).table(missing=True).set_index("term")
+    levels = frame[(frame["type"] == "categorical") & (frame["category"] != frame["reference"])]
+    assert len(levels) >= 3
+    for _, row in levels.iterrows():
+        want = table.loc[row["term"]]
+        assert row["odds_ratio_per_sd"] == pytest.approx(want["odds_ratio"])
+        assert row["or_ci_low"] == pytest.approx(want["or_low"])
+        assert row["or_ci_high"] == pytest.approx(want["or_high"])
+    refs = frame[(frame["type"] == "categorical") & (frame["category"] == frame["reference"])]
+    assert len(refs) >= 1 and (refs["odds_ratio_per_sd"] == 1.0).all()
     # the intercept has no odds ratio: no odds-ratio interval beside a NaN odds ratio
     assert frame.loc[0, ["odds_ratio_per_sd", "or_ci_low", "or_ci_high"]].isna().all()
     row = frame.set_index("term").loc["cp[asymptomatic]"]

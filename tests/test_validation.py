@@ -46,6 +46,14 @@ def test_one_class_gives_nan_and_bad_input_raises():
         calibration_slope_intercept([0, 1], [0.5])
 
 
+@pytest.mark.parametrize("risk", [0.1, 0.3, 0.5])
+def test_one_risk_for_everyone_has_no_slope_but_a_calibration_in_the_large(risk):
+    y = np.array([0, 0, 0, 1, 1, 0, 1, 0])  # event rate 3/8
+    b, a = calibration_slope_intercept(y, np.full(len(y), risk))
+    assert np.isnan(b)
+    assert a == pytest.approx(np.log(3 / 5) - np.log(risk / (1 - risk)))  # logit(3/8) - logit(p)
+
+
 def test_batch_scores_agree_with_scikit_learn_definitions():
     from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
@@ -173,6 +181,15 @@ def test_read_rows(tmp_path, schema):
         ("age,cp,Dead\n1,typical,0\n", {"outcome": "dead"}, "column 'dead'; did you mean 'Dead'?"),
         ("age,cp,death\n1,typical,0\n", {"outcome": "deaht"}, "did you mean 'death'?"),
         ("age,cp,CAD\n1,typical,0\n", {"ignore_outcome": "cad"}, "did you mean 'CAD'?"),
+        # never a model feature: 'age' is closer to 'agee' but is one of the model's inputs
+        ("age,cp,aged\n1,typical,0\n", {"outcome": "agee"}, "did you mean 'aged'?"),
+        ("age,cp,Patient_ID\n1,typical,7\n", {"outcome": "patient_id"}, "column 'patient_id' (columns"),
+        (
+            "age,cp," + ",".join(f"c{i}" for i in range(12)) + ",dead\n1,typical" + ",0" * 13 + "\n",
+            {"outcome": "Dead"},
+            "did you mean 'dead'? (columns: ['age', 'cp', 'c0', 'c1', 'c2', 'c3', 'c4', 'c5', "
+            "'c6', 'c7', 'c8', 'c9'] and 3 more)",
+        ),
         (
             "age,cp,dead\n1,typical,\n",
             {"outcome": "dead"},
