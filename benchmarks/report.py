@@ -449,11 +449,16 @@ def label_efficiency_section() -> list[str]:
              "a recalibration and a MAP refit), against a per-task logistic regression on the same k rows and MAP "
              "under the generated mean and SD (the elicited-prior method of AutoElicit, ICML 2025). Each table "
              "says which targets and draws it covers; per-draw rows are in the `.csv` beside each `.md`.", ""]
-    lines += label_efficiency_targets(files)
+    return [*lines, *label_efficiency_targets(files), *md_sections(files, "###")]
+
+
+def md_sections(files, heading: str) -> list[str]:
+    """The result pages ``files`` one after the other, each one's "# title" as ``heading``."""
+    lines = []
     for f in files:
         body = f.read_text().strip().splitlines()
         if body and body[0].startswith("# "):
-            lines += [f"### {body[0][2:]}", ""]
+            lines += [f"{heading} {body[0][2:]}", ""]
             body = body[1:]
         lines += [*body, ""]
     return lines
@@ -553,14 +558,7 @@ def calibration_section() -> list[str]:
                      f"{diff['mean_diff']:+.3f} [{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}] | {nm['ece']:.3f} | "
                      f"{ours['calibration_slope']:.2f} | {pooled['calibration_slope']:.2f} | "
                      f"{nm['calibration_slope']:.2f} | {ours['per_target_ece']:.3f} | {pooled['per_target_ece']:.3f} |")
-    lines += [""]
-    for f in files:
-        body = f.with_suffix(".md").read_text().strip().splitlines()
-        if body and body[0].startswith("# "):
-            lines += [f"#### {body[0][2:]}", ""]
-            body = body[1:]
-        lines += [*body, ""]
-    return lines
+    return [*lines, "", *md_sections([f.with_suffix(".md") for f in files], "####")]
 
 
 def lm_throughput_section() -> list[str]:

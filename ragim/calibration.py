@@ -26,12 +26,13 @@ Both read the long prediction frame of :func:`ragim.evaluate.evaluate` with
 
 Examples
 --------
+Two 2-row targets predicted at 0.5: each alone has ECE 0.5 (one bin, event rate 0 or 1);
+pooled, the bin holds one event in two rows and the ECE is 0.
+
 >>> import pandas as pd
->>> preds = pd.DataFrame({"task_id": ["a", "a", "b", "b"] * 2, "k_shot": 0,
-...                       "method": ["m"] * 4 + ["c"] * 4, "y": [0, 1, 0, 1] * 2,
-...                       "p": [0.1, 0.9, 0.2, 0.8, 0.5, 0.5, 0.5, 0.5]})
->>> table = pooled_calibration(preds)
->>> float(table.set_index("method").loc["c", "ece"])
+>>> preds = pd.DataFrame({"task_id": ["a", "a", "b", "b"], "method": "flat", "k_shot": 0,
+...                       "y": [0, 0, 1, 1], "p": 0.5})
+>>> float(pooled_calibration(preds)["ece"].iloc[0])
 0.0
 """
 
