@@ -46,6 +46,7 @@ import pandas as pd
 
 from ragim.checks import check_int, check_number
 from ragim.errors import ValidationError
+from ragim.metrics import bin_statistics, ece_from_bins
 from ragim.validation import calibration_slope_intercept
 
 PREDICTION_COLUMNS = ("task_id", "method", "k_shot", "y", "p")
@@ -59,41 +60,6 @@ DIFFERENCE_COLUMNS = [
     "ci_high",
     "n_targets",
 ]
-
-
-def bin_statistics(y, p, n_bins: int = 10) -> np.ndarray:
-    """Per equal-width bin of [0, 1] (bin ``b`` is ``[b/n_bins, (b+1)/n_bins)``, the last
-    closed, as :func:`ragim.metrics.expected_calibration_error`): rows, sum of ``p`` and sum
-    of ``y``; shape ``(3, n_bins)``.
-
-    Examples
-    --------
-    >>> bin_statistics([0, 1], [0.05, 0.95], n_bins=2).tolist()
-    [[1.0, 1.0], [0.05, 0.95], [0.0, 1.0]]
-    """
-    y, p = np.asarray(y, dtype=float).reshape(-1), np.asarray(p, dtype=float).reshape(-1)
-    edges = np.linspace(0.0, 1.0, int(n_bins) + 1)
-    idx = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, int(n_bins) - 1)
-    return np.stack(
-        [
-            np.bincount(idx, minlength=n_bins).astype(float),
-            np.bincount(idx, p, n_bins),
-            np.bincount(idx, y, n_bins),
-        ]
-    )
-
-
-def ece_from_bins(stats: np.ndarray) -> np.ndarray:
-    """ECE from :func:`bin_statistics` summed over rows; ``stats`` may carry leading
-    dimensions (``(..., 3, n_bins)``, e.g. one per bootstrap draw), reduced the same way.
-
-    Examples
-    --------
-    >>> float(ece_from_bins(bin_statistics([0, 0, 0, 0], [0.9] * 4)))
-    0.9
-    """
-    n, sp, sy = stats[..., 0, :], stats[..., 1, :], stats[..., 2, :]
-    return np.abs(sy - sp).sum(axis=-1) / n.sum(axis=-1)
 
 
 def _checked(
@@ -282,4 +248,4 @@ def pooled_ece_differences(
     return pd.DataFrame(rows, columns=DIFFERENCE_COLUMNS)
 
 
-__all__ = ["bin_statistics", "ece_from_bins", "pooled_calibration", "pooled_ece_differences"]
+__all__ = ["pooled_calibration", "pooled_ece_differences"]

@@ -86,6 +86,42 @@ def _check_inputs(y_true, y_prob) -> tuple[np.ndarray, np.ndarray]:
     return y, p
 
 
+def bin_statistics(y, p, n_bins: int = 10) -> np.ndarray:
+    """Per equal-width bin of [0, 1] (bin ``b`` is ``[b/n_bins, (b+1)/n_bins)``, the last
+    closed): rows, sum of ``p`` and sum of ``y``; shape ``(3, n_bins)``. Bins of several
+    prediction sets add up to the bins of their rows together (:mod:`ragim.calibration`).
+
+    Examples
+    --------
+    >>> bin_statistics([0, 1], [0.05, 0.95], n_bins=2).tolist()
+    [[1.0, 1.0], [0.05, 0.95], [0.0, 1.0]]
+    """
+    y, p = np.asarray(y, dtype=float).reshape(-1), np.asarray(p, dtype=float).reshape(-1)
+    edges = np.linspace(0.0, 1.0, int(n_bins) + 1)
+    idx = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, int(n_bins) - 1)
+    return np.stack(
+        [
+            np.bincount(idx, minlength=n_bins).astype(float),
+            np.bincount(idx, p, n_bins),
+            np.bincount(idx, y, n_bins),
+        ]
+    )
+
+
+def ece_from_bins(stats: np.ndarray) -> np.ndarray:
+    """ECE from :func:`bin_statistics` (summed over any number of prediction sets):
+    ``sum_b |sum(y_b) - sum(p_b)| / n``. ``stats`` may carry leading dimensions
+    (``(..., 3, n_bins)``, e.g. one per bootstrap draw), reduced the same way.
+
+    Examples
+    --------
+    >>> float(ece_from_bins(bin_statistics([0, 0, 0, 0], [0.9] * 4)))
+    0.9
+    """
+    n, sp, sy = stats[..., 0, :], stats[..., 1, :], stats[..., 2, :]
+    return np.abs(sy - sp).sum(axis=-1) / n.sum(axis=-1)
+
+
 def expected_calibration_error(y_true, y_prob, n_bins: int = 10) -> float:
     """Count-weighted ECE over ``n_bins`` equal-width bins of [0, 1] (see module docstring).
 
@@ -97,13 +133,7 @@ def expected_calibration_error(y_true, y_prob, n_bins: int = 10) -> float:
     0.9
     """
     y, p = _check_inputs(y_true, y_prob)
-    edges = np.linspace(0.0, 1.0, int(n_bins) + 1)
-    idx = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, int(n_bins) - 1)
-    cnt = np.bincount(idx, minlength=n_bins)
-    ok = cnt > 0
-    mean_p = np.bincount(idx, p, n_bins)[ok] / cnt[ok]
-    mean_y = np.bincount(idx, y, n_bins)[ok] / cnt[ok]
-    return float(np.sum(cnt[ok] * np.abs(mean_y - mean_p)) / y.size)
+    return float(ece_from_bins(bin_statistics(y, p, n_bins)))
 
 
 def clipped_log_loss(y_true, y_prob) -> float:
@@ -612,7 +642,9 @@ __all__ = [
     "LOWER_IS_BETTER",
     "METRICS",
     "SUMMARY_FIELDS",
+    "bin_statistics",
     "bootstrap_ci",
+    "ece_from_bins",
     "expected_calibration_error",
     "format_table",
     "mean_over_draws",

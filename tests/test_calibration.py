@@ -4,14 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ragim.calibration import (
-    bin_statistics,
-    ece_from_bins,
-    pooled_calibration,
-    pooled_ece_differences,
-)
+from ragim.calibration import pooled_calibration, pooled_ece_differences
 from ragim.errors import ValidationError
-from ragim.metrics import expected_calibration_error
+from ragim.metrics import bin_statistics, ece_from_bins, expected_calibration_error
 
 
 def _predictions(rng, n_targets=60, rows=20):
