@@ -9,20 +9,21 @@ records (the ``ragim evaluate --json`` contract) and a terminal table;
 
 Metric definitions
 ------------------
-* ``auroc``: :func:`sklearn.metrics.roc_auc_score` (:func:`task_metrics` computes the same
-  number as the Mann-Whitney U of :func:`scipy.stats.rankdata` ranks); NaN when the test rows hold
+* ``auroc``: :func:`sklearn.metrics.roc_auc_score`; NaN when the test rows hold
   one class only (the task then does not count towards the AUROC mean).
 * ``log_loss``: :func:`sklearn.metrics.log_loss` with probabilities clipped to
   ``[1e-7, 1 - 1e-7]``.
 * ``brier``: :func:`sklearn.metrics.brier_score_loss` (mean squared error of P(y=1)).
-
-:func:`task_metrics` computes log-loss, Brier and accuracy with the same formulas in numpy:
-sklearn's per-call input checks cost ~28 ms a call, most of a few-shot evaluation's scoring.
 * ``ece``: expected calibration error over 10 equal-width bins of [0, 1]
   (bin ``b`` is ``[b/10, (b+1)/10)``, the last one closed), weighted by the
   number of rows in each bin: ``sum_b n_b / n * |mean(y_b) - mean(p_b)|``.
 * ``accuracy``: :func:`sklearn.metrics.accuracy_score` at threshold 0.5
   (``p >= 0.5`` predicts 1).
+
+The values are sklearn's, computed with the same formulas in numpy (AUROC as the
+Mann-Whitney U of :func:`scipy.stats.rankdata` ranks): sklearn's per-call input checks cost
+~28 ms a call, most of a few-shot evaluation's scoring. tests/test_metrics.py checks the
+match.
 
 Examples
 --------
@@ -42,7 +43,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
-from sklearn.metrics import log_loss, roc_auc_score
 
 from ragim.errors import ValidationError
 
@@ -137,8 +137,8 @@ def expected_calibration_error(y_true, y_prob, n_bins: int = 10) -> float:
 
 
 def clipped_log_loss(y_true, y_prob) -> float:
-    """Mean log-loss (nats per row) with probabilities clipped to ``[EPS, 1 - EPS]``
-    (:func:`sklearn.metrics.log_loss`); ``-clipped_log_loss`` is the mean log-likelihood.
+    """Mean log-loss (nats per row) with probabilities clipped to ``[EPS, 1 - EPS]`` (the value
+    of :func:`sklearn.metrics.log_loss`); ``-clipped_log_loss`` is the mean log-likelihood.
 
     Examples
     --------
@@ -146,12 +146,32 @@ def clipped_log_loss(y_true, y_prob) -> float:
     1e-07
     """
     y, p = _check_inputs(y_true, y_prob)
-    return float(log_loss(y, np.clip(p, EPS, 1 - EPS), labels=[0, 1]))
+    return _log_loss(y, p)
+
+
+def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    """Clipped mean log-loss of checked arrays (equals :func:`sklearn.metrics.log_loss`;
+    tests/test_metrics.py checks it) without sklearn's per-call input checks."""
+    q = np.clip(p, EPS, 1 - EPS)
+    return float(-np.mean(y * np.log(q) + (1 - y) * np.log1p(-q)))
+
+
+def _auroc(y: np.ndarray, s: np.ndarray) -> float:
+    """AUROC of checked arrays as the Mann-Whitney U of average ranks (ties count half;
+    equals :func:`sklearn.metrics.roc_auc_score`, tests/test_metrics.py checks it), NaN with
+    one class. sklearn's per-call input checks took ~28 ms, most of a few-shot evaluation's
+    scoring time."""
+    n1 = int(y.sum())
+    if not 0 < n1 < y.size:
+        return math.nan
+    ranks = rankdata(s)
+    return float((ranks[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * (y.size - n1)))
 
 
 def auroc(y_true, y_score) -> float:
-    """Area under the ROC curve (:func:`sklearn.metrics.roc_auc_score`; ties count half) of
-    any real-valued scores (probabilities or log-odds); NaN when ``y_true`` holds one class.
+    """Area under the ROC curve (the value of :func:`sklearn.metrics.roc_auc_score`; ties
+    count half) of any real-valued scores (probabilities or log-odds); NaN when ``y_true``
+    holds one class.
 
     Examples
     --------
@@ -168,7 +188,7 @@ def auroc(y_true, y_score) -> float:
         raise ValidationError("y_true must contain only 0/1 labels")
     if not np.all(np.isfinite(s)):
         raise ValidationError("y_score must be finite")
-    return float(roc_auc_score(y, s)) if 0 < y.sum() < y.size else math.nan
+    return _auroc(y, s)
 
 
 def task_metrics(y_true, y_prob) -> dict[str, float]:
@@ -181,23 +201,12 @@ def task_metrics(y_true, y_prob) -> dict[str, float]:
     (True, 0.047)
     """
     y, p = _check_inputs(y_true, y_prob)
-    # the same numbers as auroc(), clipped_log_loss(), sklearn's brier_score_loss and
-    # accuracy_score, computed directly on the checked arrays: sklearn's per-call input
-    # validation took ~28 ms of every call, most of a few-shot evaluation's scoring time
-    # (tests/test_metrics.py checks the match)
-    n1 = int(y.sum())
-    if 0 < n1 < y.size:  # Mann-Whitney U of the positives' average ranks (ties count half)
-        ranks = rankdata(p)
-        auc = float((ranks[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * (y.size - n1)))
-    else:
-        auc = math.nan
-    q = np.clip(p, EPS, 1 - EPS)
     return {
-        "auroc": auc,
-        "log_loss": float(-np.mean(y * np.log(q) + (1 - y) * np.log1p(-q))),
-        "brier": float(np.mean((p - y) ** 2)),
-        "ece": expected_calibration_error(y, p),
-        "accuracy": float(np.mean((p >= 0.5) == (y == 1))),
+        "auroc": _auroc(y, p),
+        "log_loss": _log_loss(y, p),
+        "brier": float(np.mean((p - y) ** 2)),  # sklearn's brier_score_loss
+        "ece": float(ece_from_bins(bin_statistics(y, p))),
+        "accuracy": float(np.mean((p >= 0.5) == (y == 1))),  # sklearn's accuracy_score at 0.5
     }
 
 
