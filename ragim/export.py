@@ -62,7 +62,8 @@ def coefficients_frame(params: ModelParams) -> pd.DataFrame:
     """
     if not isinstance(params, ModelParams):
         raise ValidationError(f"coefficients_frame needs ModelParams, got {type(params).__name__}")
-    frame = explain_params(params).to_frame()
+    expl = explain_params(params)
+    frame = expl.to_frame()
     value = model_family(params.kind).value_column
     sd0 = float(params.std[0]) if params.std is not None else math.nan
     b0 = params.intercept
@@ -81,30 +82,26 @@ def coefficients_frame(params: ModelParams) -> pd.DataFrame:
         out["or_ci_low"] = np.exp(np.clip(out["ci_low"].to_numpy(float), -700, 700))
         out["or_ci_high"] = np.exp(np.clip(out["ci_high"].to_numpy(float), -700, 700))
     out.loc[0, ["or_ci_low", "or_ci_high"]] = math.nan  # the intercept: no ratio
-    if "category" in out.columns:
-        _levels_against_reference(out)
+    if "category" in out.columns:  # logistic: levels against their reference, as table() says
+        _levels_against_reference(out, expl.table(missing=True))
     return out
 
 
-def _levels_against_reference(out: pd.DataFrame) -> None:
-    """Odds ratios of one-hot categorical levels (and their missing indicator) against the
-    feature's reference level, in place, as :meth:`GlobalExplanation.table` compares them:
-    exp(coef - coef_ref), SD combined as if independent; the reference level gets 1."""
-    for _, rows in out[out["type"] == "categorical"].groupby("feature", sort=False):
-        ref = rows[rows["category"] == rows["reference"].iloc[0]]
-        if ref.empty:
-            continue
-        b_ref, sd_ref = float(ref["coef"].iloc[0]), float(ref["std"].iloc[0])
-        diff = rows["coef"].to_numpy(float) - b_ref
-        sd = np.sqrt(rows["std"].to_numpy(float) ** 2 + sd_ref**2)
-        sd[rows.index.to_numpy() == ref.index[0]] = 0.0  # the reference against itself
-        with np.errstate(over="ignore"):
-            ratio = np.exp(np.clip(diff, -700, 700))
-            out.loc[rows.index, "or_ci_low"] = np.exp(np.clip(diff - Z95 * sd, -700, 700))
-            out.loc[rows.index, "or_ci_high"] = np.exp(np.clip(diff + Z95 * sd, -700, 700))
-        for col in ("odds_ratio_per_sd", "odds_ratio_per_unit"):
-            if col in out.columns:
-                out.loc[rows.index, col] = ratio
+def _levels_against_reference(out: pd.DataFrame, table: pd.DataFrame) -> None:
+    """The odds ratios of categorical levels (and their missing indicator) in ``out``, in
+    place, taken from the explanation ``table`` (each level against the feature's
+    reference level); the reference level itself gets 1."""
+    cat = out["type"] == "categorical"
+    compared = table.set_index("term")[["odds_ratio", "or_low", "or_high"]]
+    rows = out.index[cat & out["term"].isin(compared.index)]
+    terms = out.loc[rows, "term"]
+    for col in ("odds_ratio_per_sd", "odds_ratio_per_unit"):
+        if col in out.columns:
+            out.loc[rows, col] = compared.loc[terms, "odds_ratio"].to_numpy()
+            out.loc[cat & (out["category"] == out["reference"]), col] = 1.0
+    out.loc[rows, "or_ci_low"] = compared.loc[terms, "or_low"].to_numpy()
+    out.loc[rows, "or_ci_high"] = compared.loc[terms, "or_high"].to_numpy()
+    out.loc[cat & (out["category"] == out["reference"]), ["or_ci_low", "or_ci_high"]] = 1.0
 
 
 def save_coefficients_csv(params: ModelParams, path: str | Path) -> Path:
