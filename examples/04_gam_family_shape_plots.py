@@ -11,7 +11,10 @@ from ragim import AttentionGenerator, TaskIndex, datasets
 args = parse_args(__doc__)
 tasks = datasets.heart_disease()
 train, held_out = tasks.group_split("site", ["Cleveland"])
-index = TaskIndex.build(train, model="gam", embedder="hashing" if args.fast else None, progress=not args.fast)
+# fast mode: fewer bags and boosting rounds per task (the defaults are outer_bags=8, max_rounds=1500)
+quick = {"outer_bags": 2, "max_rounds": 200} if args.fast else {}
+index = TaskIndex.build(train, model="gam", embedder="hashing" if args.fast else None, progress=not args.fast,
+                        **quick)
 gen = AttentionGenerator(max_epochs=10 if args.fast else 300).fit(index, progress=not args.fast)
 target = max(held_out, key=lambda t: t.n_rows)
 gam = gen.generate(target.description)

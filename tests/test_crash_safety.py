@@ -2,7 +2,9 @@
 
 A child process loads two versions of a task index (with its nested task rows, so a save
 writes a nested artifact too) and saves them alternately to one path, writing ``S`` before
-and ``E`` after each save. The test kills it with SIGKILL after a random delay of 0-300 ms,
+and ``E`` after each save (a forked copy per kill, from one process that loaded them once).
+The first saver times one whole save; every later one is killed with SIGKILL after a
+random delay of 0 to 1.1 times that, so kills land in every phase of a save,
 ``RAGIM_CRASH_KILLS`` times (default 20). After every kill the path must load as one
 complete version (same ids, same parameters, same task rows), never a mix and never a
 partial artifact. Leftover ``.ragim-tmp-*`` folders are allowed but must never be taken for
@@ -29,19 +31,30 @@ from ragim.io import read_artifact
 
 KILLS = int(os.environ.get("RAGIM_CRASH_KILLS", "20"))
 
+# A fork server: it imports ragim and loads both versions once, then forks one saver per
+# kill, so each kill costs a fork instead of a fresh interpreter (about 3 s of imports).
+# The saver writes R, then S and E around every save, unbuffered into its own log file,
+# so what it wrote before the kill is on disk. OMP_NUM_THREADS=1 in its environment keeps
+# BLAS single-threaded: no thread pool exists that a fork could leave half-copied.
 CHILD = r"""
 import os, sys
 from ragim.index import TaskIndex
 versions = [TaskIndex.load(sys.argv[1]), TaskIndex.load(sys.argv[2])]
 target = sys.argv[3]
-out = os.fdopen(1, "wb", buffering=0)
-out.write(b"R")
-i = 0
-while True:
-    out.write(b"S")
-    versions[i % 2].save(target)
-    out.write(b"E")
-    i += 1
+print("ready", flush=True)
+for line in sys.stdin:
+    pid = os.fork()
+    if pid == 0:
+        fd = os.open(line.strip(), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.write(fd, b"R")
+        i = 0
+        while True:
+            os.write(fd, b"S")
+            versions[i % 2].save(target)
+            os.write(fd, b"E")
+            i += 1
+    print(pid, flush=True)
+    print(os.waitpid(pid, 0)[1], flush=True)
 """
 
 
@@ -72,6 +85,15 @@ def _check_whole(target: Path, expected: dict[tuple, str]) -> str:
     return expected[fp]
 
 
+def _wait_for(log_path: Path, mark: bytes, timeout: float = 120.0) -> float:
+    """Poll a saver's log until it holds ``mark``; the time it was seen (time.monotonic)."""
+    deadline = time.monotonic() + timeout
+    while not (log_path.is_file() and mark in log_path.read_bytes()):
+        assert time.monotonic() < deadline, f"the saver never wrote {mark!r}"
+        time.sleep(0.002)
+    return time.monotonic()
+
+
 def test_sigkill_during_save_leaves_old_or_new_artifact(versions, tmp_path, record_property):
     a, b = TaskIndex.load(versions / "a"), TaskIndex.load(versions / "b")
     expected = {_fingerprint(a): "a", _fingerprint(b): "b"}
@@ -82,27 +104,34 @@ def test_sigkill_during_save_leaves_old_or_new_artifact(versions, tmp_path, reco
     script.write_text(CHILD)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1"}
     rng = random.Random(int(os.environ.get("RAGIM_CRASH_SEED", "0")))
-    mid_save, saves_done, seen = 0, 0, set()
-    for _ in range(KILLS):
-        proc = subprocess.Popen([sys.executable, str(script), str(versions / "a"), str(versions / "b"), str(target)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        try:
-            ready = proc.stdout.read(1)
-            assert ready == b"R", proc.stderr.read().decode()[-2000:]
-            time.sleep(rng.uniform(0.0, 0.3))
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-            log = proc.stdout.read()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
-            proc.stderr.close()
-        assert proc.returncode == -signal.SIGKILL, f"the saver died on its own (rc={proc.returncode})"
-        mid_save += log.endswith(b"S")
-        saves_done += log.count(b"E")
-        seen.add(_check_whole(target, expected))
+    mid_save, saves_done, seen, save_seconds = 0, 0, set(), None
+    server = subprocess.Popen([sys.executable, str(script), str(versions / "a"), str(versions / "b"), str(target)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                              text=True)
+    try:
+        assert server.stdout.readline().strip() == "ready", server.stderr.read()[-2000:]
+        for kill in range(KILLS):
+            log_path = tmp_path / f"saver-{kill}.log"
+            server.stdin.write(f"{log_path}\n")
+            server.stdin.flush()
+            pid = int(server.stdout.readline())
+            started = _wait_for(log_path, b"R")
+            if save_seconds is None:  # the first saver times one whole save, then is killed
+                save_seconds = _wait_for(log_path, b"E") - started
+            else:  # anywhere in a save, its final renames included, or between two saves
+                time.sleep(rng.uniform(0.0, 1.1 * save_seconds))
+            os.kill(pid, signal.SIGKILL)
+            status = int(server.stdout.readline())
+            assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (
+                f"the saver died on its own (wait status {status}): {server.stderr.read()[-2000:]}")
+            log = log_path.read_bytes()
+            log_path.unlink()
+            mid_save += log.endswith(b"S")
+            saves_done += log.count(b"E")
+            seen.add(_check_whole(target, expected))
+    finally:
+        server.kill()
+        server.communicate()
     leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".ragim-"))
     for name in leftovers:
         if name.startswith(".ragim-tmp-"):  # a temporary folder is either incomplete or fully verified
@@ -112,7 +141,7 @@ def test_sigkill_during_save_leaves_old_or_new_artifact(versions, tmp_path, reco
                 pass
     record_property("kills", KILLS)
     record_property("kills_mid_save", mid_save)
-    print(f"\n{KILLS} kills, {mid_save} landed mid-save, {saves_done} saves completed, versions seen: {sorted(seen)}, "
+    print(f"\n{KILLS} kills (one save took {save_seconds:.2f} s), {mid_save} landed mid-save, {saves_done} saves completed, versions seen: {sorted(seen)}, "
           f"leftover folders: {sum(n.startswith('.ragim-tmp-') for n in leftovers)} temporary, "
           f"{sum(n.startswith('.ragim-old-') for n in leftovers)} moved aside, "
           f"{sum(n.startswith('.ragim-trash-') for n in leftovers)} half-deleted")
