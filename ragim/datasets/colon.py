@@ -21,7 +21,6 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Sequence
-from importlib import resources
 
 import numpy as np
 import pandas as pd
@@ -32,8 +31,9 @@ from ragim.datasets.subgroups import (
     check_sizes,
     describe,
     enough_of_each,
-    group_metadata,
+    read_bundled_csv,
     sex_age_groups,
+    subgroup_task,
 )
 from ragim.errors import ValidationError
 from ragim.schema import Feature, FeatureSchema
@@ -142,9 +142,7 @@ def load_colon_csv() -> pd.DataFrame:
     >>> len(df), sorted(df["arm"].unique())
     (929, ['Lev', 'Lev+5FU', 'Obs'])
     """
-    ref = resources.files("ragim.datasets").joinpath("data", CSV_NAME)
-    with ref.open("rb") as fh:
-        raw = pd.read_csv(fh, na_values=["NA"])
+    raw = read_bundled_csv(CSV_NAME, na_values=["NA"])
     if (
         sorted(raw["etype"].unique()) != [1, 2] or raw.groupby("id").size().ne(2).any()
     ):  # pragma: no cover
@@ -251,9 +249,8 @@ def colon_cancer(
                     "arm_name": arm_name,
                     "outcome": outcome,
                     "horizon_years": float(horizon_years),
-                    **group_metadata(group, arm, SOURCE, known["id"], y),
                 }
                 outcome_text = out_phrase.format(years=years)
                 desc = describe(_TEMPLATES, tid, group[4], outcome=outcome_text, arm=arm_phrase)
-                tasks.append(Task(tid, desc, known[cols].reset_index(drop=True), y, meta))
+                tasks.append(subgroup_task(tid, group, known, y, cols, meta, desc, arm, SOURCE))
     return TaskCollection(tasks, schema=schema, name="colon-cancer")

@@ -19,7 +19,6 @@ True
 from __future__ import annotations
 
 from collections.abc import Sequence
-from importlib import resources
 
 import numpy as np
 import pandas as pd
@@ -29,8 +28,9 @@ from ragim.datasets.subgroups import (
     check_sizes,
     describe,
     enough_of_each,
-    group_metadata,
+    read_bundled_csv,
     sex_age_groups,
+    subgroup_task,
 )
 from ragim.errors import ValidationError
 from ragim.schema import Feature, FeatureSchema
@@ -211,9 +211,7 @@ def load_heart_csv() -> pd.DataFrame:
     >>> len(df), int(df["chol"].eq(0).sum())
     (920, 0)
     """
-    ref = resources.files("ragim.datasets").joinpath("data", CSV_NAME)
-    with ref.open("rb") as fh:
-        raw = pd.read_csv(fh)
+    raw = read_bundled_csv(CSV_NAME)
     df = pd.DataFrame({"id": raw["id"].astype(int), "site": raw["dataset"], "num": raw["num"]})
     df["age"] = raw["age"].astype(float)
     df["sex"] = raw["sex"].map({"Male": 1.0, "Female": 0.0}).astype(float)
@@ -287,12 +285,7 @@ def heart_disease(
                 if not enough_of_each(y, min_rows, min_per_class):
                     continue
                 tid = f"{site_slug}-{out_slug}-{group[1]}"
-                meta = {
-                    "site": site,
-                    "site_name": site_name,
-                    "outcome": outcome,
-                    **group_metadata(group, site, SOURCE, sub["id"], y),
-                }
+                meta = {"site": site, "site_name": site_name, "outcome": outcome}
                 desc = describe(_TEMPLATES, tid, group[4], outcome=out_phrase, site=site_phrase)
-                tasks.append(Task(tid, desc, sub[cols].reset_index(drop=True), y, meta))
+                tasks.append(subgroup_task(tid, group, sub, y, cols, meta, desc, site, SOURCE))
     return TaskCollection(tasks, schema=schema, name="heart-disease")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ import pandas as pd
 
 from ragim.checks import check_int
 from ragim.errors import ValidationError
+from ragim.tasks import Task
 
 #: (sex name in metadata, plural noun, code in the ``sex`` column)
 SEXES = (("female", "women", 0.0), ("male", "men", 1.0))
@@ -135,6 +137,44 @@ def group_metadata(
     }
 
 
+def read_bundled_csv(name: str, **read_csv: Any) -> pd.DataFrame:
+    """The bundled table ``ragim/datasets/data/<name>``, read by :func:`pandas.read_csv` with
+    the keywords ``read_csv``.
+
+    >>> len(read_bundled_csv("heart_disease_uci.csv"))
+    920
+    """
+    ref = resources.files("ragim.datasets").joinpath("data", name)
+    with ref.open("rb") as fh:
+        return pd.read_csv(fh, **read_csv)
+
+
+def subgroup_task(
+    task_id: str,
+    group: tuple[str, str, str, str, str, pd.DataFrame],
+    rows: pd.DataFrame,
+    y: np.ndarray,
+    columns: Sequence[str],
+    metadata: dict[str, Any],
+    description: str,
+    cohort: str,
+    source: str,
+) -> Task:
+    """A subgroup's task: the feature ``columns`` of ``rows`` (the patients with labels ``y``)
+    and ``metadata`` followed by :func:`group_metadata` (``cohort``, ``source``, the ``id``
+    column of ``rows``).
+
+    >>> g = ("women <60", "women_lt60", "female", "<60", "women under 60", None)
+    >>> rows = pd.DataFrame({"id": [3, 7], "age": [41.0, 55.0]})
+    >>> t = subgroup_task("obs-women_lt60", g, rows, np.array([0, 1]), ["age"], {"arm": "Obs"},
+    ...                   "Women under 60.", "Obs", "trial")
+    >>> t.metadata["arm"], t.metadata["patient_ids"], t.n_rows
+    ('Obs', ['3', '7'], 2)
+    """
+    meta = {**metadata, **group_metadata(group, cohort, source, rows["id"], y)}
+    return Task(task_id, description, rows[list(columns)].reset_index(drop=True), y, meta)
+
+
 def describe(templates: Sequence[str], task_id: str, pop: str, **fields: str) -> str:
     """One of ``templates`` (chosen by a CRC-32 hash of ``task_id``) filled with ``fields``.
 
@@ -155,5 +195,7 @@ __all__ = [
     "describe",
     "enough_of_each",
     "group_metadata",
+    "read_bundled_csv",
     "sex_age_groups",
+    "subgroup_task",
 ]

@@ -33,7 +33,7 @@ import copy
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ragim.checks import check_fields, check_int, check_number
+from ragim.checks import check_fields, check_int, check_number, setting
 from ragim.errors import ArtifactError, ValidationError
 from ragim.generate.base import (
     Generator,
@@ -64,58 +64,36 @@ BASES = ("statistical", "none")
 class AttentionConfig:
     """Hyper-parameters of the RAG-IM hypernetwork and its episodic training."""
 
-    k: int = field(default=10, metadata={"help": "neighbours retrieved per task"})
-    hidden: int = field(default=64, metadata={"help": "width of the attention blocks"})
-    heads: int = field(default=4, metadata={"help": "attention heads"})
-    blocks: int = field(default=2, metadata={"help": "cross-attention blocks"})
-    bottleneck: int = field(default=16, metadata={"help": "width of the residual bottleneck"})
-    dropout: float = field(default=0.1, metadata={"help": "dropout in the blocks"})
-    query_dropout: float = field(
-        default=0.5, metadata={"help": "dropout on the query embedding (against memorising tasks)"}
+    k: int = setting(10, "neighbours retrieved per task")
+    hidden: int = setting(64, "width of the attention blocks")
+    heads: int = setting(4, "attention heads")
+    blocks: int = setting(2, "cross-attention blocks")
+    bottleneck: int = setting(16, "width of the residual bottleneck")
+    dropout: float = setting(0.1, "dropout in the blocks")
+    query_dropout: float = setting(0.5, "dropout on the query embedding (against memorising tasks)")
+    residual: bool = setting(False, "add a learned per-task correction W_out h to the output")
+    base: str = setting(
+        "statistical",
+        "'statistical': start from the StatisticalGenerator's model and learn a gated move "
+        "towards the attention mixture plus a correction (it can leave the neighbours' "
+        "hull); 'none': the paper-style mixture of neighbours",
     )
-    residual: bool = field(
-        default=False, metadata={"help": "add a learned per-task correction W_out h to the output"}
+    precision_key: bool = setting(
+        True,
+        "add each neighbour's fit precision (log of its effective sample size n p (1 - p)) "
+        "to its key",
     )
-    base: str = field(
-        default="statistical",
-        metadata={
-            "help": (
-                "'statistical': start from the StatisticalGenerator's model and learn a gated move "
-                "towards the attention mixture plus a correction (it can leave the neighbours' "
-                "hull); 'none': the paper-style mixture of neighbours"
-            )
-        },
-    )
-    precision_key: bool = field(
-        default=True,
-        metadata={
-            "help": (
-                "add each neighbour's fit precision (log of its effective sample size n p (1 - p)) "
-                "to its key"
-            )
-        },
-    )
-    lr: float = field(default=3e-3, metadata={"help": "AdamW learning rate"})
-    weight_decay: float = field(default=1e-3, metadata={"help": "AdamW weight decay"})
-    max_epochs: int = field(default=300, metadata={"help": "upper bound on training epochs"})
-    patience: int = field(
-        default=30, metadata={"help": "epochs without validation improvement before stopping"}
-    )
-    batch_tasks: int = field(default=64, metadata={"help": "target tasks per optimisation step"})
-    max_rows: int = field(
-        default=512, metadata={"help": "rows per target task and step (subsampled)"}
-    )
-    val_fraction: float = field(
-        default=0.2, metadata={"help": "share of tasks held out for early stopping"}
-    )
-    neighbor_dropout: float = field(
-        default=0.1, metadata={"help": "share of neighbours hidden per episode"}
-    )
-    n_bootstrap: int = field(
-        default=32, metadata={"help": "neighbour bootstrap draws for uncertainty"}
-    )
-    seed: int = field(default=0, metadata={"help": "random seed"})
-    device: str = field(default="auto", metadata={"help": "'auto', 'cpu' or 'cuda'"})
+    lr: float = setting(3e-3, "AdamW learning rate")
+    weight_decay: float = setting(1e-3, "AdamW weight decay")
+    max_epochs: int = setting(300, "upper bound on training epochs")
+    patience: int = setting(30, "epochs without validation improvement before stopping")
+    batch_tasks: int = setting(64, "target tasks per optimisation step")
+    max_rows: int = setting(512, "rows per target task and step (subsampled)")
+    val_fraction: float = setting(0.2, "share of tasks held out for early stopping")
+    neighbor_dropout: float = setting(0.1, "share of neighbours hidden per episode")
+    n_bootstrap: int = setting(32, "neighbour bootstrap draws for uncertainty")
+    seed: int = setting(0, "random seed")
+    device: str = setting("auto", "'auto', 'cpu' or 'cuda'")
 
     def __post_init__(self):
         rules, problems = network_checks(self)

@@ -51,7 +51,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ragim.checks import check_fields, check_int, check_number
+from ragim.checks import check_fields, check_int, check_number, setting
 from ragim.errors import ArtifactError, ValidationError
 from ragim.generate.base import (
     Generator,
@@ -81,31 +81,21 @@ FORMAT = "ragim.rag-im-2024-generator"
 class RagIm2024Config:
     """Hyper-parameters of the paper's architecture and training (defaults: the paper's)."""
 
-    k: int = field(default=10, metadata={"help": "neighbours retrieved per task"})
-    hidden: int = field(default=512, metadata={"help": "width of the attention blocks"})
-    heads: int = field(default=4, metadata={"help": "attention heads"})
-    blocks: int = field(default=3, metadata={"help": "cross-attention blocks"})
-    dropout: float = field(
-        default=0.0, metadata={"help": "dropout in the attention and the bottlenecks"}
-    )
-    gate_rows: int = field(
-        default=50, metadata={"help": "own rows from which the own-model gate is used"}
-    )
-    gate_init: float = field(default=0.5, metadata={"help": "initial value of the gate g"})
-    lr: float = field(default=2e-4, metadata={"help": "AdamW learning rate"})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
-    batch_size: int = field(
-        default=1024, metadata={"help": "(task, row) pairs per optimisation step"}
-    )
-    epochs: int = field(default=5, metadata={"help": "passes over the training tasks"})
-    draws_per_task: int = field(
-        default=10, metadata={"help": "random rows drawn per task and epoch"}
-    )
-    min_steps: int = field(
-        default=200, metadata={"help": "at least this many steps (small indexes)"}
-    )
-    seed: int = field(default=0, metadata={"help": "random seed"})
-    device: str = field(default="auto", metadata={"help": "'auto', 'cpu' or 'cuda'"})
+    k: int = setting(10, "neighbours retrieved per task")
+    hidden: int = setting(512, "width of the attention blocks")
+    heads: int = setting(4, "attention heads")
+    blocks: int = setting(3, "cross-attention blocks")
+    dropout: float = setting(0.0, "dropout in the attention and the bottlenecks")
+    gate_rows: int = setting(50, "own rows from which the own-model gate is used")
+    gate_init: float = setting(0.5, "initial value of the gate g")
+    lr: float = setting(2e-4, "AdamW learning rate")
+    weight_decay: float = setting(0.01, "AdamW weight decay")
+    batch_size: int = setting(1024, "(task, row) pairs per optimisation step")
+    epochs: int = setting(5, "passes over the training tasks")
+    draws_per_task: int = setting(10, "random rows drawn per task and epoch")
+    min_steps: int = setting(200, "at least this many steps (small indexes)")
+    seed: int = setting(0, "random seed")
+    device: str = setting("auto", "'auto', 'cpu' or 'cuda'")
 
     def __post_init__(self):
         rules, problems = network_checks(self)

@@ -48,7 +48,7 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,7 @@ from scipy.optimize import minimize
 from scipy.special import log_expit
 from threadpoolctl import threadpool_limits
 
-from ragim.checks import check_fields, check_int, check_number
+from ragim.checks import check_fields, check_int, check_number, setting
 from ragim.errors import ArtifactError, ValidationError
 from ragim.generate.base import (
     Generator,
@@ -98,51 +98,27 @@ BLAS_THREADS = 1
 class StatisticalConfig:
     """Settings of the :class:`StatisticalGenerator` (saved as ``config.json``)."""
 
-    candidates: tuple[str, ...] = field(
-        default=CANDIDATES, metadata={"help": "candidate models the stack combines"}
+    candidates: tuple[str, ...] = setting(CANDIDATES, "candidate models the stack combines")
+    max_tasks: int = setting(1000, "tasks the meta-regression learns from (the largest)")
+    hyper_tasks: int = setting(
+        300,
+        "tasks the kernel scales are fitted on (a random subset "
+        "beyond this; each marginal-likelihood step costs n^3)",
     )
-    max_tasks: int = field(
-        default=1000, metadata={"help": "tasks the meta-regression learns from (the largest)"}
+    prior_sd: float = setting(1.0, "prior SD of a task's slopes around the pooled model")
+    intercept_prior_sd: float = setting(3.0, "prior SD of a task's intercept (log-odds)")
+    ngram_max: int = setting(2, "longest word n-gram of the text candidate")
+    min_df: int = setting(2, "n-grams must occur in at least this many descriptions")
+    embedding_sharpness: float = setting(5.0, "kernel exp(s (cos - 1)) of the neighbors candidate")
+    neighbor_k: int = setting(10, "neighbours averaged by the neighbor-mean candidate")
+    cv_folds: int = setting(
+        5,
+        "leave-task-out folds that choose the stack weights "
+        "(every task is its own fold on indices of up to 30 tasks)",
     )
-    hyper_tasks: int = field(
-        default=300,
-        metadata={
-            "help": "tasks the kernel scales are fitted on (a random subset "
-            "beyond this; each marginal-likelihood step costs n^3)"
-        },
-    )
-    prior_sd: float = field(
-        default=1.0, metadata={"help": "prior SD of a task's slopes around the pooled model"}
-    )
-    intercept_prior_sd: float = field(
-        default=3.0, metadata={"help": "prior SD of a task's intercept (log-odds)"}
-    )
-    ngram_max: int = field(
-        default=2, metadata={"help": "longest word n-gram of the text candidate"}
-    )
-    min_df: int = field(
-        default=2, metadata={"help": "n-grams must occur in at least this many descriptions"}
-    )
-    embedding_sharpness: float = field(
-        default=5.0, metadata={"help": "kernel exp(s (cos - 1)) of the neighbors candidate"}
-    )
-    neighbor_k: int = field(
-        default=10, metadata={"help": "neighbours averaged by the neighbor-mean candidate"}
-    )
-    cv_folds: int = field(
-        default=5,
-        metadata={
-            "help": "leave-task-out folds that choose the stack weights "
-            "(every task is its own fold on indices of up to 30 tasks)"
-        },
-    )
-    max_rows_per_task: int = field(
-        default=500, metadata={"help": "rows per task in the validation loss"}
-    )
-    pooled_rows: int = field(
-        default=200_000, metadata={"help": "rows the pooled model is fitted on (subsampled)"}
-    )
-    seed: int = field(default=0, metadata={"help": "random seed (folds, subsamples)"})
+    max_rows_per_task: int = setting(500, "rows per task in the validation loss")
+    pooled_rows: int = setting(200_000, "rows the pooled model is fitted on (subsampled)")
+    seed: int = setting(0, "random seed (folds, subsamples)")
 
     def __post_init__(self):
         self.candidates = tuple(self.candidates)
