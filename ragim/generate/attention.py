@@ -32,7 +32,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -54,7 +53,6 @@ from ragim.generate.base import (
     register_generator,
 )
 from ragim.params import ModelParams, design_matrix, param_names
-from ragim.tasks import Task
 
 FORMAT = "ragim.attention-generator"
 BASES = ("statistical", "none")
@@ -223,6 +221,9 @@ class AttentionGenerator(Generator):
     ----------
     config : :class:`AttentionConfig`; keyword overrides are accepted too
         (``AttentionGenerator(k=5, max_epochs=100)``).
+
+    :meth:`generate_params` takes ``uncertainty=True``: a neighbour-bootstrap SD per
+    coefficient in ``std``.
     """
 
     def __init__(self, config: AttentionConfig | None = None, **overrides: Any):
@@ -462,21 +463,15 @@ class AttentionGenerator(Generator):
         return (per_task / counts).mean()
 
     # ------------------------------------------------------------------ generation
-    def _check_ready(self, index):
-        self._check_fitted_on(index, self.net_ is not None)
+    def _is_fitted(self) -> bool:
+        return self.net_ is not None
 
-    def generate_params(
-        self,
-        query: str | Task | Sequence[str | Task],
-        index=None,
-        *,
-        k: int | None = None,
-        exclude=None,
-        uncertainty: bool = True,
-    ) -> ModelParams | list[ModelParams]:
-        """Generated parameters with provenance (and bootstrap ``std`` when ``uncertainty``)."""
-        index = self._resolve_index(index)
-        self._check_ready(index)
+    def _generate(
+        self, index, vecs: np.ndarray, items: list, single: bool, *, k, exclude, uncertainty=True
+    ) -> list[ModelParams]:
+        """:meth:`generate_params`: the attention mixture of each query's ``k`` neighbours
+        (default ``config.k``), with a bootstrap ``std`` per coefficient when ``uncertainty``
+        (and more than one neighbour)."""
         if getattr(self, "_stacked_for", None) is not index or len(self._norm_params) != len(
             index.row_params
         ):
@@ -486,14 +481,7 @@ class AttentionGenerator(Generator):
             k, "k", ge=1, allow_none=True, note="the attention generator needs neighbours"
         )
         k = min(self.config.k if k is None else int(k), len(index))
-        vecs, items, single = index.embed_queries(query)
-        hits = index.search_vectors(vecs, k, exclude=exclude)
-        empty = [i for i, hs in enumerate(hits) if not hs]
-        if empty:
-            raise ValidationError(
-                f"no neighbours left after exclusions for queries {empty[:5]}; "
-                "relax `exclude` or grow the index"
-            )
+        hits = self._search(index, vecs, k, exclude)
         rows = np.full((len(hits), k), -1, dtype=np.int64)
         sims = np.zeros((len(hits), k), dtype=np.float32)
         for qi, hs in enumerate(hits):
@@ -527,12 +515,10 @@ class AttentionGenerator(Generator):
                     "generator": "statistical",
                     "move": round(float(torch.sigmoid(self.net_.base_gate).mean()), 4),
                 }
-            if isinstance(items[qi], Task):
-                meta["task_id"] = items[qi].task_id
             out.append(
                 ModelParams(self.model_kind_, index.schema, theta[qi], std=std, metadata=meta)
             )
-        return out[0] if single else out
+        return out
 
     def _forward(
         self, q: np.ndarray, rows: np.ndarray, sims: np.ndarray, base: np.ndarray | None = None

@@ -72,7 +72,6 @@ from ragim.generate.base import (
     register_generator,
 )
 from ragim.params import ModelParams, design_matrix, param_names
-from ragim.tasks import Task
 
 FORMAT = "ragim.rag-im-2024-generator"
 
@@ -188,6 +187,9 @@ class RagIm2024Generator(Generator):
     config : :class:`RagIm2024Config`; keyword overrides are accepted too
         (``RagIm2024Generator(hidden=64, min_steps=50)``).
 
+    :meth:`generate_params` takes ``own=`` and ``own_rows=`` (few-shot): the task's own fitted
+    ModelParams and the rows it was fitted on, used from ``config.gate_rows`` (50) rows.
+
     Attributes (after :meth:`fit`): ``history_`` (mean loss per logged step),
     ``n_steps_``, ``n_train_tasks_``, ``train_neighbors_`` (each training target's
     leak-free neighbour ids), ``skipped_episodes_`` (tasks without a leak-free
@@ -215,13 +217,17 @@ class RagIm2024Generator(Generator):
         return arrays
 
     def _neighbours(self, index, vectors: np.ndarray, exclude, k: int):
-        """Neighbour positions (Q, k; -1 = none), similarities and the hits themselves."""
-        pos, _, _ = self._arrays(index)
+        """Neighbour positions (Q, k; -1 = none) and the hits themselves."""
         hits = index.search_vectors(vectors, k, exclude=exclude)
+        return self._positions(index, hits, k), hits
+
+    def _positions(self, index, hits: list, k: int) -> np.ndarray:
+        """The index positions of each query's neighbours ``hits`` (Q, k; -1 = none)."""
+        pos, _, _ = self._arrays(index)
         rows = np.full((len(hits), k), -1, dtype=np.int64)
         for qi, hs in enumerate(hits):
             rows[qi, : len(hs)] = [pos[h.task_id] for h in hs]
-        return rows, hits
+        return rows
 
     def _inputs(self, index, rows: np.ndarray):
         _, P, E = self._arrays(index)
@@ -346,8 +352,8 @@ class RagIm2024Generator(Generator):
         return nn.functional.binary_cross_entropy_with_logits(logit, ep.y[r])
 
     # ------------------------------------------------------------------ generation
-    def _check_ready(self, index):
-        self._check_fitted_on(index, self.net_ is not None)
+    def _is_fitted(self) -> bool:
+        return self.net_ is not None
 
     def _own_slots(
         self, own, own_rows, n_queries: int, single: bool
@@ -387,47 +393,31 @@ class RagIm2024Generator(Generator):
                 slots[i], used[i] = p.vector, True
         return slots, used
 
-    def generate_params(
+    def _generate(
         self,
-        query: str | Task | Sequence[str | Task],
-        index=None,
+        index,
+        vecs: np.ndarray,
+        items: list,
+        single: bool,
         *,
-        k: int | None = None,
-        exclude=None,
+        k,
+        exclude,
         own: ModelParams | Sequence[ModelParams | None] | None = None,
         own_rows: int | Sequence[int | None] | None = None,
-    ) -> ModelParams | list[ModelParams]:
-        """Generated parameters with provenance (the last block's attention weights).
+    ) -> list[ModelParams]:
+        """:meth:`generate_params` (provenance: the last block's attention weights); ``k``
+        neighbours, default ``config.k``.
 
-        Parameters
-        ----------
-        query : a description, a Task (its description is used) or a list of either.
-        index : the TaskIndex to retrieve from (default: the one it was fitted on).
-        k : neighbours (default ``config.k``).
-        exclude : task ids or a predicate such as :func:`ragim.index.leak_free`.
-        own, own_rows : few-shot: the task's own fitted ModelParams and the number of rows
-            it was fitted on (lists for a batch). The gate uses it only when
-            ``own_rows >= config.gate_rows`` (50); otherwise the output is the zero-shot one.
-
-        Raises
-        ------
-        ValidationError
-            Unfitted generator, another index's schema or embedder, bad ``k``, bad own
-            model, or no neighbour left after the exclusions.
+        ``own``, ``own_rows``: few-shot: the task's own fitted ModelParams and the number of
+        rows it was fitted on (lists for a batch). The gate uses it only when ``own_rows >=
+        config.gate_rows`` (50); otherwise the output is the zero-shot one. A bad own model
+        raises a ValidationError.
         """
-        index = self._resolve_index(index)
-        self._check_ready(index)
         k = check_int(k, "k", ge=1, allow_none=True, note="rag-im-2024 needs neighbours")
         k = min(self.config.k if k is None else int(k), len(index))
-        vecs, items, single = index.embed_queries(query)
         slots, used = self._own_slots(own, own_rows, len(items), single)
-        rows, hits = self._neighbours(index, vecs, exclude, k)
-        empty = [i for i, hs in enumerate(hits) if not hs]
-        if empty:
-            raise ValidationError(
-                f"no neighbours left after exclusions for queries {empty[:5]}; relax `exclude` "
-                "or grow the index"
-            )
+        hits = self._search(index, vecs, k, exclude)
+        rows = self._positions(index, hits, k)
         nbp, nbe, pad = self._inputs(index, rows)
         with torch.no_grad():
             theta, w = self.net_(
@@ -447,10 +437,8 @@ class RagIm2024Generator(Generator):
                 "own_model_used": used[qi],
                 "provenance": provenance_records(hs, w[qi, : len(hs)]),
             }
-            if isinstance(items[qi], Task):
-                meta["task_id"] = items[qi].task_id
             out.append(ModelParams(self.model_kind_, index.schema, theta[qi], metadata=meta))
-        return out[0] if single else out
+        return out
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:

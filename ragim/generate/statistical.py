@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -363,6 +362,10 @@ class StatisticalGenerator(Generator):
     config : :class:`StatisticalConfig`; keyword overrides are accepted too
         (``StatisticalGenerator(candidates=("pooled", "text"))``).
 
+    :meth:`generate_params` takes ``uncertainty=True``: a SD per coefficient in ``std``; its
+    ``k`` is how many of the tasks that shaped the model its provenance lists (default 10),
+    and excluded tasks are removed from what the model learns from.
+
     Attributes (after :meth:`fit`)
     ------------------------------
     stack_ : ``{"shift": a, "baseline": {candidate: u}, "slopes": {candidate: w}}``, chosen by
@@ -509,41 +512,23 @@ class StatisticalGenerator(Generator):
         return self
 
     # ------------------------------------------------------------------ generation
-    def _check_ready(self, index) -> None:
-        self._check_fitted_on(index, self.fitted_ is not None)
+    def _is_fitted(self) -> bool:
+        return self.fitted_ is not None
 
-    def generate_params(
-        self,
-        query: str | Task | Sequence[str | Task],
-        index=None,
-        *,
-        k: int | None = None,
-        exclude=None,
-        uncertainty: bool = True,
-    ) -> ModelParams | list[ModelParams]:
-        """Generated parameters with provenance and, with ``uncertainty``, a SD per coefficient.
+    def _generate(
+        self, index, vecs: np.ndarray, items: list, single: bool, *, k, exclude, uncertainty=True
+    ) -> list[ModelParams]:
+        """:meth:`generate_params`, with a SD per coefficient when ``uncertainty``.
 
-        Parameters
-        ----------
-        query : a description, a Task, or a list of either.
-        index : the index it was fitted on (default: that one).
-        k : how many of the tasks that shaped the model to list in its provenance (default 10).
-        exclude : task ids or a predicate over index records (e.g. :func:`ragim.index.leak_free`);
-            excluded tasks are removed from what the model learns from (the meta-regression is
-            refitted without them for these queries).
-
-        Returns
-        -------
-        ModelParams (a list for a batch), ``metadata["provenance"]`` listing the tasks with
-        the largest weights, ``metadata["stack"]`` the candidates' weights.
+        ``k`` is how many of the tasks that shaped the model to list in its provenance (default
+        10). Excluded tasks are removed from what the model learns from (the meta-regression is
+        refitted without them for these queries). ``metadata["provenance"]`` lists the tasks
+        with the largest weights, ``metadata["stack"]`` the candidates' weights.
         """
         from ragim.index import per_query_excludes
 
-        index = self._resolve_index(index)
-        self._check_ready(index)
         k = check_int(k, "k", ge=1, allow_none=True, note="tasks listed in the provenance")
         k = 10 if k is None else k
-        vecs, items, single = index.embed_queries(query)
         texts = [q.description if isinstance(q, Task) else q for q in items]
         excludes = per_query_excludes(exclude, len(items))
         out: list[ModelParams | None] = [None] * len(items)
@@ -557,12 +542,10 @@ class StatisticalGenerator(Generator):
                     fitted, [texts[i] for i in qis], vecs[qis].astype(np.float64), uncertainty, k
                 )
             for qi, p in zip(qis, params, strict=True):
-                if isinstance(items[qi], Task):
-                    p.metadata["task_id"] = items[qi].task_id
                 if dropped:
                     p.metadata["excluded_from_fit"] = len(dropped)
                 out[qi] = p
-        return out[0] if single else out
+        return out
 
     def _excluded(self, index, exclude) -> frozenset:
         from ragim.index import as_predicate
