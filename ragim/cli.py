@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -298,6 +299,28 @@ def _load_lm(path: Path):
     return LMGenerator.load(path)
 
 
+def _lm_and_index(generator_path: Path, index_path: Path):
+    """The saved LM generator and the saved index, checked to fit each other."""
+    from ragim.index import TaskIndex
+
+    gen, index = _load_lm(generator_path), TaskIndex.load(index_path)
+    gen.check_index(index)
+    return gen, index
+
+
+def _trained_summary(stage: str, out: Path, base_model: str, t0: float, **fields) -> dict:
+    """What a `ragim train` stage reports: the stage, where it saved, the base model, its own
+    ``fields`` and the seconds since ``t0``."""
+    seconds = round(time.perf_counter() - t0, 2)
+    return {
+        "stage": stage,
+        "path": str(out),
+        "base_model": base_model,
+        **fields,
+        "seconds": seconds,
+    }
+
+
 def _pairs_for(
     generator,
     index,
@@ -383,8 +406,6 @@ def train_sft_cmd(
 ):
     """Supervised fine-tuning (behaviour cloning) of the LM generator with LoRA: train_sft."""
     progress = setup(as_json, quiet)
-    import time
-
     from ragim.index import TaskIndex
     from ragim.train.sft import train_sft
 
@@ -412,18 +433,18 @@ def train_sft_cmd(
         },
     )
     gen.save(out)
-    summary = {
-        "stage": "sft",
-        "path": str(out),
-        "base_model": base_model,
-        "max_steps": max_steps,
-        "n_train_tasks": len(gen.train_task_ids_),
-        "n_val_tasks": len(gen.val_task_ids_),
-        "train_loss": _history_last(gen.history_, "loss"),
-        "eval_loss": _history_last(gen.history_, "eval_loss"),
-        "n_trainable_params": int(gen.n_trainable_params_),
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
+    summary = _trained_summary(
+        "sft",
+        out,
+        base_model,
+        t0,
+        max_steps=max_steps,
+        n_train_tasks=len(gen.train_task_ids_),
+        n_val_tasks=len(gen.val_task_ids_),
+        train_loss=_history_last(gen.history_, "loss"),
+        eval_loss=_history_last(gen.history_, "eval_loss"),
+        n_trainable_params=int(gen.n_trainable_params_),
+    )
     _summary_out(summary, as_json, f"saved {gen!r} to {out}")
 
 
@@ -459,9 +480,6 @@ def train_reward_cmd(
     as_json: _JsonSummary = False,
 ):
     progress = setup(as_json, quiet)
-    import time
-
-    from ragim.index import TaskIndex
     from ragim.lm.pairs import save_preferences
     from ragim.params import param_names
     from ragim.train.reward import train_reward_model
@@ -473,8 +491,7 @@ def train_reward_cmd(
         learning_rate=learning_rate,
         lora_r=lora_r,
     )
-    gen, index = _load_lm(generator_path), TaskIndex.load(index_path)
-    gen.check_index(index)
+    gen, index = _lm_and_index(generator_path, index_path)
     t0 = time.perf_counter()
     data = _pairs_for(gen, index, pairs_file, n_candidates, min_margin, pairs, seed, progress)
     if save_pairs is not None:
@@ -493,17 +510,17 @@ def train_reward_cmd(
         param_names=param_names(index.model, index.schema),
     )
     rm.save(out)
-    summary = {
-        "stage": "reward",
-        "path": str(out),
-        "base_model": rm.config.base_model,
-        "n_pairs": len(data),
-        "n_train_tasks": len(rm.train_task_ids_),
-        "n_val_tasks": len(rm.val_task_ids_),
-        "val_pairwise_accuracy": rm.val_accuracy_,
-        "train_loss": _history_last(rm.history_, "loss"),
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
+    summary = _trained_summary(
+        "reward",
+        out,
+        rm.config.base_model,
+        t0,
+        n_pairs=len(data),
+        n_train_tasks=len(rm.train_task_ids_),
+        n_val_tasks=len(rm.val_task_ids_),
+        val_pairwise_accuracy=rm.val_accuracy_,
+        train_loss=_history_last(rm.history_, "loss"),
+    )
     _summary_out(
         summary,
         as_json,
@@ -533,9 +550,6 @@ def train_dpo_cmd(
 ):
     """Preference pairs from the generator, then DPO on its LoRA adapter."""
     progress = setup(as_json, quiet)
-    import time
-
-    from ragim.index import TaskIndex
     from ragim.train.rl import train_dpo
 
     check_positive(
@@ -545,8 +559,7 @@ def train_dpo_cmd(
         batch_size=batch_size,
         learning_rate=learning_rate,
     )
-    gen, index = _load_lm(generator_path), TaskIndex.load(index_path)
-    gen.check_index(index)
+    gen, index = _lm_and_index(generator_path, index_path)
     t0 = time.perf_counter()
     data = _pairs_for(gen, index, pairs_file, n_candidates, min_margin, pairs, seed, progress)
     dpo = train_dpo(
@@ -560,16 +573,16 @@ def train_dpo_cmd(
         progress=progress,
     )
     dpo.save(out)
-    summary = {
-        "stage": "dpo",
-        "path": str(out),
-        "base_model": dpo.config.base_model,
-        "n_pairs": len(data),
-        "max_steps": max_steps,
-        "train_loss": _history_last(dpo.history_, "loss", "dpo"),
-        "reward_accuracy": _history_last(dpo.history_, "rewards/accuracies", "dpo"),
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
+    summary = _trained_summary(
+        "dpo",
+        out,
+        dpo.config.base_model,
+        t0,
+        n_pairs=len(data),
+        max_steps=max_steps,
+        train_loss=_history_last(dpo.history_, "loss", "dpo"),
+        reward_accuracy=_history_last(dpo.history_, "rewards/accuracies", "dpo"),
+    )
     _summary_out(summary, as_json, f"saved {dpo!r} to {out}")
 
 
@@ -617,8 +630,6 @@ def train_grpo_cmd(
     as_json: _JsonSummary = False,
 ):
     progress = setup(as_json, quiet)
-    import time
-
     from ragim.index import TaskIndex
     from ragim.train.rewards import VerifiableRewardConfig
     from ragim.train.rl import train_grpo
@@ -648,17 +659,17 @@ def train_grpo_cmd(
     rl.save(out)
     log = [h for h in rl.history_ if h.get("stage") == "grpo" and "reward" in h]
     zero = [h["frac_reward_zero_std"] for h in log if "frac_reward_zero_std" in h]
-    summary = {
-        "stage": "grpo",
-        "path": str(out),
-        "base_model": rl.config.base_model,
-        "max_steps": max_steps,
-        "rewards": config.weights,
-        "reward_first": log[0]["reward"] if log else None,
-        "reward_last": log[-1]["reward"] if log else None,
-        "mean_frac_reward_zero_std": sum(zero) / len(zero) if zero else None,
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
+    summary = _trained_summary(
+        "grpo",
+        out,
+        rl.config.base_model,
+        t0,
+        max_steps=max_steps,
+        rewards=config.weights,
+        reward_first=log[0]["reward"] if log else None,
+        reward_last=log[-1]["reward"] if log else None,
+        mean_frac_reward_zero_std=sum(zero) / len(zero) if zero else None,
+    )
     _summary_out(summary, as_json, f"saved {rl!r} to {out}")
 
 

@@ -45,6 +45,7 @@ from ragim.checks import check_fields, check_int, check_number, setting
 from ragim.errors import ArtifactError, ValidationError
 from ragim.generate.base import (
     Generator,
+    HypernetworkConfig,
     config_with,
     fit_state,
     network_checks,
@@ -59,13 +60,10 @@ BASES = ("statistical", "none")
 
 
 @dataclass
-class AttentionConfig:
-    """Hyper-parameters of the RAG-IM hypernetwork and its episodic training."""
+class AttentionConfig(HypernetworkConfig):
+    """Hyper-parameters of the RAG-IM hypernetwork and its episodic training (``k``,
+    ``hidden``, ``heads`` and ``blocks`` as :class:`~ragim.generate.base.HypernetworkConfig`)."""
 
-    k: int = setting(10, "neighbours retrieved per task")
-    hidden: int = setting(64, "width of the attention blocks")
-    heads: int = setting(4, "attention heads")
-    blocks: int = setting(2, "cross-attention blocks")
     bottleneck: int = setting(16, "width of the residual bottleneck")
     dropout: float = setting(0.1, "dropout in the blocks")
     query_dropout: float = setting(0.5, "dropout on the query embedding (against memorising tasks)")

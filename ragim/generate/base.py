@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ragim.checks import check_int
+from ragim.checks import check_int, setting
 from ragim.errors import ValidationError
 from ragim.params import ModelParams, param_names
 from ragim.schema import FeatureSchema
@@ -162,6 +162,18 @@ def heads_problems(hidden: Any, heads: Any) -> list[str]:
     ):
         return []
     return [f"hidden ({hidden}) must be divisible by heads ({heads})"] if hidden % heads else []
+
+
+@dataclass
+class HypernetworkConfig:
+    """The network fields every attention hypernetwork config (``attention``,
+    ``rag-im-2024``) starts with; :func:`network_checks` checks them. A config that
+    extends it may give ``hidden`` and ``blocks`` other defaults."""
+
+    k: int = setting(10, "neighbours retrieved per task")
+    hidden: int = setting(64, "width of the attention blocks")
+    heads: int = setting(4, "attention heads")
+    blocks: int = setting(2, "cross-attention blocks")
 
 
 def network_checks(config: Any) -> tuple[dict[str, Any], list[str]]:

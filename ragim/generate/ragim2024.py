@@ -64,6 +64,7 @@ from ragim.checks import check_fields, check_int, check_number, setting
 from ragim.errors import ArtifactError, ValidationError
 from ragim.generate.base import (
     Generator,
+    HypernetworkConfig,
     config_with,
     fit_state,
     network_checks,
@@ -77,12 +78,11 @@ FORMAT = "ragim.rag-im-2024-generator"
 
 
 @dataclass
-class RagIm2024Config:
-    """Hyper-parameters of the paper's architecture and training (defaults: the paper's)."""
+class RagIm2024Config(HypernetworkConfig):
+    """Hyper-parameters of the paper's architecture and training (defaults: the paper's;
+    ``k`` and ``heads`` as :class:`~ragim.generate.base.HypernetworkConfig`)."""
 
-    k: int = setting(10, "neighbours retrieved per task")
     hidden: int = setting(512, "width of the attention blocks")
-    heads: int = setting(4, "attention heads")
     blocks: int = setting(3, "cross-attention blocks")
     dropout: float = setting(0.0, "dropout in the attention and the bottlenecks")
     gate_rows: int = setting(50, "own rows from which the own-model gate is used")
