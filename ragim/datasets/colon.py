@@ -21,6 +21,7 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -30,9 +31,8 @@ from ragim.datasets.subgroups import (
     check_age_cuts,
     check_sizes,
     describe,
-    enough_of_each,
+    labelled_subgroups,
     read_bundled_csv,
-    sex_age_groups,
     subgroup_task,
 )
 from ragim.errors import ValidationError
@@ -231,26 +231,21 @@ def colon_cancer(
     cols = schema.names
     horizon_days = horizon_years * DAYS_PER_YEAR
     years = f"{horizon_years:g}"
+    whole = "patients" if include_whole_arm else None
+    labels = partial(_labels, horizon_days=horizon_days)
     tasks: list[Task] = []
-    for arm, (arm_name, arm_phrase, arm_slug) in ARMS.items():
-        whole = "patients" if include_whole_arm else None
-        groups = sex_age_groups(df[df["arm"] == arm], edges, whole)
-        for outcome, (_, out_phrase) in OUTCOMES.items():
-            for group in groups:
-                sub = group[5]
-                y_all = _labels(sub, outcome, horizon_days)
-                known = sub[y_all.notna()]
-                y = y_all.dropna().to_numpy().astype(np.int64)
-                if not enough_of_each(y, min_rows, min_per_class):
-                    continue
-                tid = f"{arm_slug}-{outcome}-{group[1]}"
-                meta = {
-                    "arm": arm,
-                    "arm_name": arm_name,
-                    "outcome": outcome,
-                    "horizon_years": float(horizon_years),
-                }
-                outcome_text = out_phrase.format(years=years)
-                desc = describe(_TEMPLATES, tid, group[4], outcome=outcome_text, arm=arm_phrase)
-                tasks.append(subgroup_task(tid, group, known, y, cols, meta, desc, arm, SOURCE))
+    for arm, outcome, group, rows, y in labelled_subgroups(
+        df, "arm", ARMS, OUTCOMES, edges, whole, labels, min_rows, min_per_class
+    ):
+        arm_name, arm_phrase, arm_slug = ARMS[arm]
+        tid = f"{arm_slug}-{outcome}-{group[1]}"
+        meta = {
+            "arm": arm,
+            "arm_name": arm_name,
+            "outcome": outcome,
+            "horizon_years": float(horizon_years),
+        }
+        outcome_text = OUTCOMES[outcome][1].format(years=years)
+        desc = describe(_TEMPLATES, tid, group[4], outcome=outcome_text, arm=arm_phrase)
+        tasks.append(subgroup_task(tid, group, rows, y, cols, meta, desc, arm, SOURCE))
     return TaskCollection(tasks, schema=schema, name="colon-cancer")

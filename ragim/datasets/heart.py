@@ -27,9 +27,8 @@ from ragim.datasets.subgroups import (
     check_age_cuts,
     check_sizes,
     describe,
-    enough_of_each,
+    labelled_subgroups,
     read_bundled_csv,
-    sex_age_groups,
     subgroup_task,
 )
 from ragim.errors import ValidationError
@@ -237,6 +236,12 @@ def _as_binary(v) -> float:
     return float(bool(v))
 
 
+def _labels(df: pd.DataFrame, outcome: str) -> pd.Series:
+    """1 = the outcome's narrowing (``num`` at or above its threshold), else 0."""
+    threshold = OUTCOMES[outcome][1]
+    return pd.Series((df["num"].to_numpy() >= threshold).astype(float), index=df.index)
+
+
 def heart_disease(
     *,
     min_rows: int = 20,
@@ -274,18 +279,15 @@ def heart_disease(
     df = load_heart_csv()
     schema = heart_schema()
     cols = schema.names
+    whole = "adult patients" if include_whole_site else None
     tasks: list[Task] = []
-    for site, (site_name, site_phrase, site_slug) in SITES.items():
-        whole = "adult patients" if include_whole_site else None
-        groups = sex_age_groups(df[df["site"] == site], edges, whole)
-        for outcome, (out_slug, threshold, out_phrase) in OUTCOMES.items():
-            for group in groups:
-                sub = group[5]
-                y = (sub["num"].to_numpy() >= threshold).astype(np.int64)
-                if not enough_of_each(y, min_rows, min_per_class):
-                    continue
-                tid = f"{site_slug}-{out_slug}-{group[1]}"
-                meta = {"site": site, "site_name": site_name, "outcome": outcome}
-                desc = describe(_TEMPLATES, tid, group[4], outcome=out_phrase, site=site_phrase)
-                tasks.append(subgroup_task(tid, group, sub, y, cols, meta, desc, site, SOURCE))
+    for site, outcome, group, rows, y in labelled_subgroups(
+        df, "site", SITES, OUTCOMES, edges, whole, _labels, min_rows, min_per_class
+    ):
+        site_name, site_phrase, site_slug = SITES[site]
+        out_slug, _, out_phrase = OUTCOMES[outcome]
+        tid = f"{site_slug}-{out_slug}-{group[1]}"
+        meta = {"site": site, "site_name": site_name, "outcome": outcome}
+        desc = describe(_TEMPLATES, tid, group[4], outcome=out_phrase, site=site_phrase)
+        tasks.append(subgroup_task(tid, group, rows, y, cols, meta, desc, site, SOURCE))
     return TaskCollection(tasks, schema=schema, name="heart-disease")

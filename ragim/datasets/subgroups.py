@@ -14,7 +14,7 @@ Examples
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from typing import Any
 
@@ -108,6 +108,43 @@ def enough_of_each(y: np.ndarray, min_rows: int, min_per_class: int) -> bool:
     return len(y) >= min_rows and min(n1, len(y) - n1) >= min_per_class
 
 
+def labelled_subgroups(
+    df: pd.DataFrame,
+    column: str,
+    cohorts: Sequence[Any],
+    outcomes: Sequence[str],
+    edges: Sequence[float],
+    whole: str | None,
+    labels: Callable[[pd.DataFrame, str], pd.Series],
+    min_rows: int,
+    min_per_class: int,
+) -> Iterator[tuple[Any, str, tuple, pd.DataFrame, np.ndarray]]:
+    """The labelled subgroups of a cohort table, in task order: for each cohort (a value of
+    ``column``), each outcome and each of the cohort's :func:`sex_age_groups` (``edges``,
+    ``whole``), ``(cohort, outcome, group, rows, y)``.
+
+    ``labels(rows, outcome)`` gives each row's 0/1 label, or NaN to leave the row out;
+    ``rows`` are the rows kept and ``y`` their labels. A subgroup without ``min_rows`` rows
+    and ``min_per_class`` of each class (:func:`enough_of_each`) is skipped.
+
+    >>> df = pd.DataFrame({"site": "A", "sex": [0.0, 0.0, 1.0, 1.0], "age": [40, 50, 45, 70],
+    ...                    "event": [0.0, 1.0, 1.0, None]})
+    >>> out = labelled_subgroups(df, "site", ["A"], ["event"], [60], "patients",
+    ...                          lambda rows, outcome: rows[outcome], 2, 1)
+    >>> [(cohort, outcome, g[1], y.tolist()) for cohort, outcome, g, rows, y in out]
+    [('A', 'event', 'all', [0, 1, 1]), ('A', 'event', 'women_lt60', [0, 1])]
+    """
+    for cohort in cohorts:
+        groups = sex_age_groups(df[df[column] == cohort], edges, whole)
+        for outcome in outcomes:
+            for group in groups:
+                y_all = labels(group[5], outcome)
+                rows = group[5][y_all.notna()]
+                y = y_all.dropna().to_numpy().astype(np.int64)
+                if enough_of_each(y, min_rows, min_per_class):
+                    yield cohort, outcome, group, rows, y
+
+
 def group_metadata(
     group: tuple[str, str, str, str, str, pd.DataFrame],
     cohort: str,
@@ -195,6 +232,7 @@ __all__ = [
     "describe",
     "enough_of_each",
     "group_metadata",
+    "labelled_subgroups",
     "read_bundled_csv",
     "sex_age_groups",
     "subgroup_task",
