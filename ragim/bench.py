@@ -38,8 +38,11 @@ from ragim.errors import GenerationError, ValidationError
 
 # ---------------------------------------------------------------------- threads and environment
 def default_threads() -> tuple[int, ...]:
-    """``(1, cpus)``: every ratio once on one thread and once on all the CPUs this process may use."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """``(1, cpus)``: every ratio once on one thread and once on all the CPUs this process may
+    use."""
+    cpus = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )
     return (1,) if cpus <= 1 else (1, cpus)
 
 
@@ -83,20 +86,42 @@ def environment(device: str = "cpu") -> dict[str, Any]:
     for info in threadpool_info():
         parts = Path(info.get("filepath", "")).parts
         site = [i for i, p in enumerate(parts) if p in ("site-packages", "dist-packages")]
-        owner = parts[site[-1] + 1].split(".")[0].split("_")[0] if site and len(parts) > site[-1] + 2 else "system"
-        libs.append({"api": info.get("internal_api"), "version": info.get("version"),
-                     "threads": info.get("num_threads"), "package": owner})
+        owner = (
+            parts[site[-1] + 1].split(".")[0].split("_")[0]
+            if site and len(parts) > site[-1] + 2
+            else "system"
+        )
+        libs.append(
+            {
+                "api": info.get("internal_api"),
+                "version": info.get("version"),
+                "threads": info.get("num_threads"),
+                "package": owner,
+            }
+        )
     cpu = ""
     try:
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), "")
+        cpu = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            "",
+        )
     except OSError:
         pass
     versions = {"numpy": np.__version__}
     for mod in ("faiss", "torch", "sklearn"):
         if mod in sys.modules:
             versions[mod] = getattr(sys.modules[mod], "__version__", "?")
-    return {"cpus": default_threads()[-1], "cpu": cpu, "device": device, "libraries": libs, "versions": versions}
+    return {
+        "cpus": default_threads()[-1],
+        "cpu": cpu,
+        "device": device,
+        "libraries": libs,
+        "versions": versions,
+    }
 
 
 def resources_line(result: dict[str, Any], threads: int | None = None) -> str:
@@ -105,18 +130,30 @@ def resources_line(result: dict[str, Any], threads: int | None = None) -> str:
 
     Examples
     --------
-    >>> resources_line({"threads": {"ours": 1, "baseline": 1}, "environment": {"device": "cpu",
-    ...     "cpus": 2, "cpu": "", "libraries": [{"api": "openblas", "version": "0.3", "package": "numpy"}]}})
+    >>> blas = {"api": "openblas", "version": "0.3", "package": "numpy"}
+    >>> resources_line({"threads": {"ours": 1, "baseline": 1},
+    ...     "environment": {"device": "cpu", "cpus": 2, "cpu": "", "libraries": [blas]}})
     'threads: 1 (ours) = 1 (baseline); BLAS/OpenMP: openblas 0.3 (numpy); device: cpu, 2 CPU cores'
     """
     env = result.get("environment", {})
     t = result.get("threads", {})
-    ours, base = (threads, threads) if threads is not None else (t.get("ours", "?"), t.get("baseline", "?"))
-    libs = ", ".join(f"{lib['api']}{' ' + lib['version'] if lib.get('version') else ''} ({lib['package']})"
-                     for lib in env.get("libraries", []))
+    ours, base = (
+        (threads, threads) if threads is not None else (t.get("ours", "?"), t.get("baseline", "?"))
+    )
+    libs = ", ".join(
+        f"{lib['api']}{' ' + lib['version'] if lib.get('version') else ''} ({lib['package']})"
+        for lib in env.get("libraries", [])
+    )
     where = env.get("device", "?")
-    cpu = f", {env['cpus']} CPU cores" + (f" ({env['cpu']})" if env.get("cpu") else "") if env.get("cpus") else ""
-    return f"threads: {ours} (ours) = {base} (baseline); BLAS/OpenMP: {libs or 'none'}; device: {where}{cpu}"
+    cpu = (
+        f", {env['cpus']} CPU cores" + (f" ({env['cpu']})" if env.get("cpu") else "")
+        if env.get("cpus")
+        else ""
+    )
+    return (
+        f"threads: {ours} (ours) = {base} (baseline); BLAS/OpenMP: {libs or 'none'}; "
+        f"device: {where}{cpu}"
+    )
 
 
 class PeakMemory:
@@ -181,8 +218,15 @@ class PeakMemory:
 
 
 # ---------------------------------------------------------------------- retrieval
-def clustered_unit_vector_chunks(n: int, dim: int = 384, *, n_clusters: int | None = None, spread: float = 0.35,
-                                 seed: int = 0, chunk: int = 100_000) -> Iterator[np.ndarray]:
+def clustered_unit_vector_chunks(
+    n: int,
+    dim: int = 384,
+    *,
+    n_clusters: int | None = None,
+    spread: float = 0.35,
+    seed: int = 0,
+    chunk: int = 100_000,
+) -> Iterator[np.ndarray]:
     """:func:`clustered_unit_vectors` made ``chunk`` rows at a time (the same rows), so
     a collection larger than memory can be streamed into an index."""
     rng = np.random.default_rng(seed)
@@ -193,25 +237,31 @@ def clustered_unit_vector_chunks(n: int, dim: int = 384, *, n_clusters: int | No
         out = np.empty((min(chunk, n - s), dim), dtype=np.float32)
         for a in range(0, len(out), step):
             m = min(step, len(out) - a)
-            v = centres[rng.integers(0, n_clusters, m)] + spread * rng.standard_normal((m, dim)).astype(np.float32)
+            v = centres[rng.integers(0, n_clusters, m)] + spread * rng.standard_normal(
+                (m, dim)
+            ).astype(np.float32)
             out[a : a + m] = v / np.linalg.norm(v, axis=1, keepdims=True)
         yield out
 
 
-def clustered_unit_vectors(n: int, dim: int = 384, *, n_clusters: int | None = None, spread: float = 0.35,
-                           seed: int = 0) -> np.ndarray:
+def clustered_unit_vectors(
+    n: int, dim: int = 384, *, n_clusters: int | None = None, spread: float = 0.35, seed: int = 0
+) -> np.ndarray:
     """Unit vectors around random cluster centres, like description embeddings of task
     families (uniformly random vectors in 384-d have no neighbours worth finding)."""
     out = np.empty((n, dim), dtype=np.float32)
     s = 0
-    for part in clustered_unit_vector_chunks(n, dim, n_clusters=n_clusters, spread=spread, seed=seed):
+    for part in clustered_unit_vector_chunks(
+        n, dim, n_clusters=n_clusters, spread=spread, seed=seed
+    ):
         out[s : s + len(part)] = part
         s += len(part)
     return out
 
 
-def numpy_topk(db: np.ndarray, queries: np.ndarray, k: int, *, block: int = 256,
-               db_block: int = 65_536) -> np.ndarray:
+def numpy_topk(
+    db: np.ndarray, queries: np.ndarray, k: int, *, block: int = 256, db_block: int = 65_536
+) -> np.ndarray:
     """Exact top-k by inner product (the baseline): a matrix product blocked over queries
     and database rows, an argpartition per block, and a merge of the blocks' candidates
     (memory stays at ``block * db_block`` scores however large ``db`` is)."""
@@ -248,10 +298,20 @@ def default_factories(n: int, dim: int) -> list[str]:
     return [f"{ivf},Flat", f"{ivf},SQ8", f"{ivf},PQ{m}"]
 
 
-def bench_retrieval(n_tasks: int = 100_000, *, dim: int = 384, n_queries: int = 1000, k: int = 10,
-                    factories: Sequence[str] | None = None, nprobe: int = 32, ef_search: int = 128,
-                    seed: int = 0, device: str = "cpu", repeats: int = 3,
-                    threads: Sequence[int] | None = None) -> dict[str, Any]:
+def bench_retrieval(
+    n_tasks: int = 100_000,
+    *,
+    dim: int = 384,
+    n_queries: int = 1000,
+    k: int = 10,
+    factories: Sequence[str] | None = None,
+    nprobe: int = 32,
+    ef_search: int = 128,
+    seed: int = 0,
+    device: str = "cpu",
+    repeats: int = 3,
+    threads: Sequence[int] | None = None,
+) -> dict[str, Any]:
     """Build time, query throughput, recall@10 and memory per task of FAISS indices against
     an exact numpy top-k on the same precomputed unit vectors, with equal threads.
 
@@ -271,7 +331,9 @@ def bench_retrieval(n_tasks: int = 100_000, *, dim: int = 384, n_queries: int = 
     threads = _check_threads(threads)
     db = clustered_unit_vectors(n_tasks, dim, seed=seed)
     rng = np.random.default_rng(seed + 1)
-    q = db[rng.integers(0, n_tasks, n_queries)] + 0.05 * rng.standard_normal((n_queries, dim)).astype(np.float32)
+    q = db[rng.integers(0, n_tasks, n_queries)] + 0.05 * rng.standard_normal(
+        (n_queries, dim)
+    ).astype(np.float32)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     factories = list(factories) if factories else default_factories(n_tasks, dim)
     stores, build, shared = {}, {}, {}
@@ -280,7 +342,9 @@ def bench_retrieval(n_tasks: int = 100_000, *, dim: int = 384, n_queries: int = 
         lists = f.split(",")[0] if f.startswith("IVF") else None
         coarse = next((s for g, s in stores.items() if lists and g.split(",")[0] == lists), None)
         t = time.perf_counter()
-        stores[f] = VectorStore.build(db, index=f, nprobe=nprobe, ef_search=ef_search, device=device, coarse=coarse)
+        stores[f] = VectorStore.build(
+            db, index=f, nprobe=nprobe, ef_search=ef_search, device=device, coarse=coarse
+        )
         build[f] = time.perf_counter() - t
         if coarse is not None:
             shared[f] = coarse.factory
@@ -300,38 +364,83 @@ def bench_retrieval(n_tasks: int = 100_000, *, dim: int = 384, n_queries: int = 
     t1 = threads[0]
     results = {}
     for f in factories:
-        by = {str(t): {"query_seconds": round(search_s[f, t], 4), "queries_per_s": round(n_queries / search_s[f, t], 1),
-                       "speedup_vs_numpy": round(base_s[t] / search_s[f, t], 2)} for t in threads}
-        results[f] = {"build_seconds": round(build[f], 3), "coarse_quantizer_from": shared.get(f), **by[str(t1)],
-                      "recall_at_10": round(_recall(got[f], truth), 4),
-                      "bytes_per_task": round(stores[f].memory_bytes() / n_tasks, 1), "by_threads": by}
+        by = {
+            str(t): {
+                "query_seconds": round(search_s[f, t], 4),
+                "queries_per_s": round(n_queries / search_s[f, t], 1),
+                "speedup_vs_numpy": round(base_s[t] / search_s[f, t], 2),
+            }
+            for t in threads
+        }
+        results[f] = {
+            "build_seconds": round(build[f], 3),
+            "coarse_quantizer_from": shared.get(f),
+            **by[str(t1)],
+            "recall_at_10": round(_recall(got[f], truth), 4),
+            "bytes_per_task": round(stores[f].memory_bytes() / n_tasks, 1),
+            "by_threads": by,
+        }
     del stores
-    best = max((f for f in factories if results[f]["recall_at_10"] >= 0.95),
-               key=lambda f: results[f]["speedup_vs_numpy"], default=factories[0])
-    by_threads = {str(t): {"baseline": {"seconds": round(base_s[t], 4), "queries_per_s": round(n_queries / base_s[t], 1)},
-                           "ours": {"seconds": results[best]["by_threads"][str(t)]["query_seconds"],
-                                    "queries_per_s": results[best]["by_threads"][str(t)]["queries_per_s"]},
-                           "ratio": results[best]["by_threads"][str(t)]["speedup_vs_numpy"],
-                           "threads": {"ours": t, "baseline": t}} for t in threads}
+    best = max(
+        (f for f in factories if results[f]["recall_at_10"] >= 0.95),
+        key=lambda f: results[f]["speedup_vs_numpy"],
+        default=factories[0],
+    )
+    by_threads = {
+        str(t): {
+            "baseline": {
+                "seconds": round(base_s[t], 4),
+                "queries_per_s": round(n_queries / base_s[t], 1),
+            },
+            "ours": {
+                "seconds": results[best]["by_threads"][str(t)]["query_seconds"],
+                "queries_per_s": results[best]["by_threads"][str(t)]["queries_per_s"],
+            },
+            "ratio": results[best]["by_threads"][str(t)]["speedup_vs_numpy"],
+            "threads": {"ours": t, "baseline": t},
+        }
+        for t in threads
+    }
     return {
-        "name": "retrieval", "n": n_tasks, "dim": dim, "n_queries": n_queries,
-        "ours": {"index": best, "queries_per_s": results[best]["queries_per_s"], "seconds": results[best]["query_seconds"],
-                 "description": f"FAISS {best} inner-product search ({device}, nprobe {nprobe}), k={k}, "
-                                f"{t1} thread(s), best of {repeats}"},
-        "baseline": {"queries_per_s": round(n_queries / base_s[t1], 1), "seconds": round(base_s[t1], 4),
-                     "description": f"exact numpy blocked matrix product + argpartition top-{k}, {t1} BLAS "
-                                    f"thread(s), best of {repeats}"},
-        "ratio": results[best]["speedup_vs_numpy"], "recall_at_10": results[best]["recall_at_10"],
-        "threads": {"ours": t1, "baseline": t1}, "by_threads": by_threads,
-        "indices": results, "build": {f: r["build_seconds"] for f, r in results.items()},
-        "memory_bytes_per_task": results[best]["bytes_per_task"], "device": device,
+        "name": "retrieval",
+        "n": n_tasks,
+        "dim": dim,
+        "n_queries": n_queries,
+        "ours": {
+            "index": best,
+            "queries_per_s": results[best]["queries_per_s"],
+            "seconds": results[best]["query_seconds"],
+            "description": f"FAISS {best} inner-product search ({device}, nprobe {nprobe}), k={k}, "
+            f"{t1} thread(s), best of {repeats}",
+        },
+        "baseline": {
+            "queries_per_s": round(n_queries / base_s[t1], 1),
+            "seconds": round(base_s[t1], 4),
+            "description": f"exact numpy blocked matrix product + argpartition top-{k}, {t1} BLAS "
+            f"thread(s), best of {repeats}",
+        },
+        "ratio": results[best]["speedup_vs_numpy"],
+        "recall_at_10": results[best]["recall_at_10"],
+        "threads": {"ours": t1, "baseline": t1},
+        "by_threads": by_threads,
+        "indices": results,
+        "build": {f: r["build_seconds"] for f, r in results.items()},
+        "memory_bytes_per_task": results[best]["bytes_per_task"],
+        "device": device,
         "environment": environment(device),
     }
 
 
 # ---------------------------------------------------------------------- builds and their memory
-def bench_store_build(n_tasks: int, *, index: str = "auto", storage: str = "memory", dim: int = 384,
-                      chunk: int = 100_000, seed: int = 0) -> dict[str, Any]:
+def bench_store_build(
+    n_tasks: int,
+    *,
+    index: str = "auto",
+    storage: str = "memory",
+    dim: int = 384,
+    chunk: int = 100_000,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Stream ``n_tasks`` clustered unit vectors into a :class:`~ragim.vector_store.VectorStore`
     ``chunk`` rows at a time (trained on the first 200,000, which are a random sample:
     the vectors are drawn independently), in this process; seconds and peak memory.
@@ -351,21 +460,39 @@ def bench_store_build(n_tasks: int, *, index: str = "auto", storage: str = "memo
                 break
         first = np.concatenate(head) if len(head) > 1 else head[0]
         del head
-        store = VectorStore.create(dim, index, n_total=n_tasks, train=first[:TRAIN_SIZE], device="cpu",
-                                   storage=storage)
+        store = VectorStore.create(
+            dim, index, n_total=n_tasks, train=first[:TRAIN_SIZE], device="cpu", storage=storage
+        )
         store.add(first)
         del first
         for part in chunks:
             store.add(part)
         seconds = time.perf_counter() - t0
-    return {"name": "store-build", "n": n_tasks, "index": store.factory, "storage": storage, "seconds": round(seconds, 2),
-            "peak_rss_mb": round(peak.peak_rss_mb, 1), "peak_anon_mb": round(peak.peak_anon_mb, 1),
-            "index_bytes_per_task": round(store.memory_bytes() / n_tasks, 1), "chunk": chunk,
-            "description": f"VectorStore.create + add, {chunk:,} synthetic clustered {dim}-d unit vectors at a time"}
+    return {
+        "name": "store-build",
+        "n": n_tasks,
+        "index": store.factory,
+        "storage": storage,
+        "seconds": round(seconds, 2),
+        "peak_rss_mb": round(peak.peak_rss_mb, 1),
+        "peak_anon_mb": round(peak.peak_anon_mb, 1),
+        "index_bytes_per_task": round(store.memory_bytes() / n_tasks, 1),
+        "chunk": chunk,
+        "description": f"VectorStore.create + add, {chunk:,} synthetic clustered {dim}-d unit "
+        "vectors at a time",
+    }
 
 
-def bench_index_build(n_tasks: int, *, index: str = "auto", storage: str = "memory", chunk_size: int | None = None,
-                      n_features: int = 20, embedder: str = "hashing:384", seed: int = 0) -> dict[str, Any]:
+def bench_index_build(
+    n_tasks: int,
+    *,
+    index: str = "auto",
+    storage: str = "memory",
+    chunk_size: int | None = None,
+    n_features: int = 20,
+    embedder: str = "hashing:384",
+    seed: int = 0,
+) -> dict[str, Any]:
     """The full streaming :meth:`TaskIndex.build <ragim.index.TaskIndex.build>` of
     ``synthetic_family(n_tasks, n_features)`` (fit, embed, add), in this process; seconds
     and peak memory. The embedder defaults to the hashing embedder: MiniLM on 2 CPU cores
@@ -379,19 +506,34 @@ def bench_index_build(n_tasks: int, *, index: str = "auto", storage: str = "memo
     fam = synthetic_family(n_tasks=n_tasks, n_features=n_features, seed=seed)
     with PeakMemory() as peak:
         t0 = time.perf_counter()
-        idx = TaskIndex.build(fam, embedder=embedder, index=index, storage=storage, chunk_size=chunk_size,
-                              progress=False, keep_tasks=False)
+        idx = TaskIndex.build(
+            fam,
+            embedder=embedder,
+            index=index,
+            storage=storage,
+            chunk_size=chunk_size,
+            progress=False,
+            keep_tasks=False,
+        )
         seconds = time.perf_counter() - t0
     sample = idx.records[:: max(1, len(idx) // 1000)]
-    return {"name": "index-build", "n": n_tasks, "indexed": len(idx), "index": idx.config.factory, "storage": storage,
-            "seconds": round(seconds, 1), "tasks_per_s": round(n_tasks / seconds, 1),
-            "peak_rss_mb": round(peak.peak_rss_mb, 1), "peak_anon_mb": round(peak.peak_anon_mb, 1),
-            "index_bytes_per_task": round(idx.store.memory_bytes() / len(idx), 1),
-            "params_bytes_per_task": round(idx.params_matrix(idx.ids[:1]).nbytes, 1),
-            "record_bytes_per_task": round(sum(deep_sizeof(r) for r in sample) / len(sample), 1),
-            "chunk_size": chunk_size,
-            "description": f"TaskIndex.build(synthetic_family({n_tasks}, n_features={n_features}), "
-                           f"embedder={embedder!r}, index={index!r}, storage={storage!r}, chunk_size={chunk_size})"}
+    return {
+        "name": "index-build",
+        "n": n_tasks,
+        "indexed": len(idx),
+        "index": idx.config.factory,
+        "storage": storage,
+        "seconds": round(seconds, 1),
+        "tasks_per_s": round(n_tasks / seconds, 1),
+        "peak_rss_mb": round(peak.peak_rss_mb, 1),
+        "peak_anon_mb": round(peak.peak_anon_mb, 1),
+        "index_bytes_per_task": round(idx.store.memory_bytes() / len(idx), 1),
+        "params_bytes_per_task": round(idx.params_matrix(idx.ids[:1]).nbytes, 1),
+        "record_bytes_per_task": round(sum(deep_sizeof(r) for r in sample) / len(sample), 1),
+        "chunk_size": chunk_size,
+        "description": f"TaskIndex.build(synthetic_family({n_tasks}, n_features={n_features}), "
+        f"embedder={embedder!r}, index={index!r}, storage={storage!r}, chunk_size={chunk_size})",
+    }
 
 
 def deep_sizeof(obj: Any, _seen: set | None = None) -> int:
@@ -416,8 +558,9 @@ def deep_sizeof(obj: Any, _seen: set | None = None) -> int:
 
 
 # ---------------------------------------------------------------------- fitting
-def synthetic_fit_chunks(n_tasks: int, *, n_features: int = 20, seed: int = 0,
-                         chunk: int = 50_000) -> Iterator[tuple[list, list]]:
+def synthetic_fit_chunks(
+    n_tasks: int, *, n_features: int = 20, seed: int = 0, chunk: int = 50_000
+) -> Iterator[tuple[list, list]]:
     """``(X_list, y_list)`` of ``synthetic_family`` tasks, ``chunk`` tasks at a time, as
     standardised design matrices (the collection's own fitted schema)."""
     import pandas as pd
@@ -428,14 +571,24 @@ def synthetic_fit_chunks(n_tasks: int, *, n_features: int = 20, seed: int = 0,
     schema = fam.schema
     for s in range(0, n_tasks, chunk):
         tasks = [fam[i] for i in range(s, min(n_tasks, s + chunk))]
-        Z = schema.transform(pd.concat([t.X for t in tasks], ignore_index=True))  # same columns and dtypes
+        Z = schema.transform(
+            pd.concat([t.X for t in tasks], ignore_index=True)
+        )  # same columns and dtypes
         bounds = np.cumsum([0] + [t.n_rows for t in tasks])
         yield [Z[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)], [t.y for t in tasks]
 
 
-def bench_fit(n_tasks: int = 10_000, *, n_features: int = 20, baseline_tasks: int = 1000, seed: int = 0,
-              device: str = "auto", C: float = 1.0, threads: Sequence[int] | None = None,
-              chunk: int = 50_000) -> dict[str, Any]:
+def bench_fit(
+    n_tasks: int = 10_000,
+    *,
+    n_features: int = 20,
+    baseline_tasks: int = 1000,
+    seed: int = 0,
+    device: str = "auto",
+    C: float = 1.0,
+    threads: Sequence[int] | None = None,
+    chunk: int = 50_000,
+) -> dict[str, Any]:
     """Batched logistic solver vs a scikit-learn loop on ``synthetic_family`` tasks, with
     equal threads (:func:`ragim.models.batched.compare_solvers`); the tasks are made
     ``chunk`` at a time, so a million of them fit in memory, and only solver time counts."""
@@ -443,17 +596,27 @@ def bench_fit(n_tasks: int = 10_000, *, n_features: int = 20, baseline_tasks: in
     from ragim.models.batched import compare_solvers
 
     threads = _check_threads(threads)
-    out = compare_solvers(synthetic_fit_chunks(n_tasks, n_features=n_features, seed=seed, chunk=chunk),
-                          C=C, device=device, baseline_tasks=baseline_tasks, threads=threads,
-                          data=f"synthetic_family(n_tasks={n_tasks}, n_features={n_features}, seed={seed})")
+    out = compare_solvers(
+        synthetic_fit_chunks(n_tasks, n_features=n_features, seed=seed, chunk=chunk),
+        C=C,
+        device=device,
+        baseline_tasks=baseline_tasks,
+        threads=threads,
+        data=f"synthetic_family(n_tasks={n_tasks}, n_features={n_features}, seed={seed})",
+    )
     out["n_features"] = n_features
     out["environment"] = environment(resolve_device(device))
     return out
 
 
 # ---------------------------------------------------------------------- generation
-def bench_generate(n_tasks: int = 300, *, batch_sizes: Sequence[int] = (1, 1024), seed: int = 0,
-                   threads: Sequence[int] | None = None) -> dict[str, Any]:
+def bench_generate(
+    n_tasks: int = 300,
+    *,
+    batch_sizes: Sequence[int] = (1, 1024),
+    seed: int = 0,
+    threads: Sequence[int] | None = None,
+) -> dict[str, Any]:
     """AttentionGenerator throughput (tasks/s) at batch 1 and a large batch, vs neighbour-mean,
     both on the same number of torch / BLAS threads (each of ``threads``)."""
     from ragim import AttentionGenerator, TaskIndex
@@ -488,24 +651,42 @@ def bench_generate(n_tasks: int = 300, *, batch_sizes: Sequence[int] = (1, 1024)
     big, t1 = max(batch_sizes), threads[0]
     first = by_threads[str(t1)]
     return {
-        "name": "generate", "n": n_tasks,
-        "ours": {"tasks_per_s": round(first["rates"][big], 1), "batch": big,
-                 "description": f"AttentionGenerator.generate_params, batch {big} (hashing embedder, CPU, "
-                                f"{t1} thread(s))"},
-        "baseline": {"tasks_per_s": round(first["base"], 1),
-                     "description": f"neighbour-mean, one query at a time ({t1} thread(s))"},
+        "name": "generate",
+        "n": n_tasks,
+        "ours": {
+            "tasks_per_s": round(first["rates"][big], 1),
+            "batch": big,
+            "description": f"AttentionGenerator.generate_params, batch {big} (hashing embedder, "
+            f"CPU, {t1} thread(s))",
+        },
+        "baseline": {
+            "tasks_per_s": round(first["base"], 1),
+            "description": f"neighbour-mean, one query at a time ({t1} thread(s))",
+        },
         "ratio": round(first["rates"][big] / first["base"], 2),
         "tasks_per_s_by_batch": {str(b): round(r, 1) for b, r in first["rates"].items()},
         "threads": {"ours": t1, "baseline": t1},
-        "by_threads": {th: {"tasks_per_s_by_batch": {str(b): round(r, 1) for b, r in v["rates"].items()},
-                            "baseline_tasks_per_s": round(v["base"], 1), "ratio": round(v["rates"][big] / v["base"], 2),
-                            "threads": {"ours": int(th), "baseline": int(th)}} for th, v in by_threads.items()},
-        "device": "cpu", "environment": environment("cpu"),
+        "by_threads": {
+            th: {
+                "tasks_per_s_by_batch": {str(b): round(r, 1) for b, r in v["rates"].items()},
+                "baseline_tasks_per_s": round(v["base"], 1),
+                "ratio": round(v["rates"][big] / v["base"], 2),
+                "threads": {"ours": int(th), "baseline": int(th)},
+            }
+            for th, v in by_threads.items()
+        },
+        "device": "cpu",
+        "environment": environment("cpu"),
     }
 
 
-def bench_generate_statistical(n_tasks: int = 10_000, *, n_queries: int = 1000, seed: int = 0,
-                               threads: Sequence[int] | None = None) -> dict[str, Any]:
+def bench_generate_statistical(
+    n_tasks: int = 10_000,
+    *,
+    n_queries: int = 1000,
+    seed: int = 0,
+    threads: Sequence[int] | None = None,
+) -> dict[str, Any]:
     """The default generator's throughput: :class:`~ragim.generate.statistical.StatisticalGenerator`
     generating ``n_queries`` models (with intervals) in one batch from an index of ``n_tasks``
     ``synthetic_family`` tasks, against the neighbour mean generating the same models one query at
@@ -517,7 +698,10 @@ def bench_generate_statistical(n_tasks: int = 10_000, *, n_queries: int = 1000, 
     from ragim.estimator import neighbor_mean
     from ragim.generate.statistical import StatisticalGenerator
 
-    n_tasks, n_queries = check_int(n_tasks, "n_tasks", ge=1), check_int(n_queries, "n_queries", ge=1)
+    n_tasks, n_queries = (
+        check_int(n_tasks, "n_tasks", ge=1),
+        check_int(n_queries, "n_queries", ge=1),
+    )
     threads = _check_threads(threads)
     fam = synthetic_family(n_tasks=n_tasks, n_features=10, seed=seed)
     index = TaskIndex.build(fam, embedder="hashing:384", progress=False)
@@ -537,32 +721,55 @@ def bench_generate_statistical(n_tasks: int = 10_000, *, n_queries: int = 1000, 
             for q in queries[:n_base]:
                 neighbor_mean(index, q, k=10)
             base = (time.perf_counter() - t) / n_base * n_queries
-        by_threads[str(th)] = {"seconds": round(ours, 3), "baseline_seconds": round(base, 3),
-                               "ratio": round(base / ours, 2), "threads": {"ours": th, "baseline": th}}
+        by_threads[str(th)] = {
+            "seconds": round(ours, 3),
+            "baseline_seconds": round(base, 3),
+            "ratio": round(base / ours, 2),
+            "threads": {"ours": th, "baseline": th},
+        }
     t1 = str(threads[0])
     first = by_threads[t1]
     return {
-        "name": "generate-statistical", "n": n_tasks,
-        "ours": {"seconds": first["seconds"], "n_queries": n_queries,
-                 "tasks_per_s": round(n_queries / first["seconds"], 1),
-                 "description": f"StatisticalGenerator.generate_params, {n_queries} queries in one batch, with "
-                                f"coefficient intervals, index of {n_tasks:,} tasks (hashing embedder, CPU, "
-                                f"{t1} thread(s))"},
-        "baseline": {"seconds": first["baseline_seconds"],
-                     "description": f"neighbour-mean (k=10), one query at a time, timed on {n_base} queries and "
-                                    f"scaled to {n_queries} ({t1} thread(s))"},
-        "ratio": first["ratio"], "fit_seconds": round(fit_s, 2), "threads": {"ours": int(t1), "baseline": int(t1)},
-        "by_threads": by_threads, "device": "cpu", "environment": environment("cpu"),
+        "name": "generate-statistical",
+        "n": n_tasks,
+        "ours": {
+            "seconds": first["seconds"],
+            "n_queries": n_queries,
+            "tasks_per_s": round(n_queries / first["seconds"], 1),
+            "description": f"StatisticalGenerator.generate_params, {n_queries} queries in one "
+            f"batch, with coefficient intervals, index of {n_tasks:,} tasks (hashing embedder, "
+            f"CPU, {t1} thread(s))",
+        },
+        "baseline": {
+            "seconds": first["baseline_seconds"],
+            "description": f"neighbour-mean (k=10), one query at a time, timed on {n_base} queries "
+            f"and scaled to {n_queries} ({t1} thread(s))",
+        },
+        "ratio": first["ratio"],
+        "fit_seconds": round(fit_s, 2),
+        "threads": {"ours": int(t1), "baseline": int(t1)},
+        "by_threads": by_threads,
+        "device": "cpu",
+        "environment": environment("cpu"),
     }
 
 
-def bench_generate_lm(n_queries: int = 3, *, base_model: str = "smollm2-135m", n_features: int = 10, k: int = 3,
-                      seed: int = 0, device: str = "auto", threads: int = 1) -> dict[str, Any]:
+def bench_generate_lm(
+    n_queries: int = 3,
+    *,
+    base_model: str = "smollm2-135m",
+    n_features: int = 10,
+    k: int = 3,
+    seed: int = 0,
+    device: str = "auto",
+    threads: int = 1,
+) -> dict[str, Any]:
     """LMGenerator seconds per generated model (constrained JSON decoding) vs neighbour-mean,
     both on ``threads`` torch / BLAS threads.
 
     The base model is not fine-tuned: the cost of a generation does not depend on the adapter's
-    weights, only on the prompt (``k`` neighbours) and the answer length (``n_features + 1`` numbers).
+    weights, only on the prompt (``k`` neighbours) and the answer length (``n_features + 1``
+    numbers).
     The first generation (model load, conversion cache) is not timed.
     """
     from ragim import TaskIndex
@@ -592,16 +799,26 @@ def bench_generate_lm(n_queries: int = 3, *, base_model: str = "smollm2-135m", n
     prompt_tokens = float(np.mean([p.metadata["prompt_tokens"] for p in params]))
     dev = resolve_device(device)
     return {
-        "name": "generate-lm", "n": n_queries,
-        "ours": {"seconds_per_task": round(per_task, 3), "tasks_per_s": round(1 / per_task, 4),
-                 "first_call_seconds": round(load_s, 2), "prompt_tokens": round(prompt_tokens, 1),
-                 "answer_tokens": round(answer_tokens, 1),
-                 "description": f"LMGenerator({base_model}, k={k}).generate_params, one query at a time, "
-                                f"{n_features + 1} parameters, constrained JSON decoding, {threads} thread(s)"},
-        "baseline": {"seconds_per_task": round(base, 5), "tasks_per_s": round(1 / base, 1),
-                     "description": f"neighbour-mean, one query at a time, {threads} thread(s)"},
+        "name": "generate-lm",
+        "n": n_queries,
+        "ours": {
+            "seconds_per_task": round(per_task, 3),
+            "tasks_per_s": round(1 / per_task, 4),
+            "first_call_seconds": round(load_s, 2),
+            "prompt_tokens": round(prompt_tokens, 1),
+            "answer_tokens": round(answer_tokens, 1),
+            "description": f"LMGenerator({base_model}, k={k}).generate_params, one query at a "
+            f"time, {n_features + 1} parameters, constrained JSON decoding, {threads} thread(s)",
+        },
+        "baseline": {
+            "seconds_per_task": round(base, 5),
+            "tasks_per_s": round(1 / base, 1),
+            "description": f"neighbour-mean, one query at a time, {threads} thread(s)",
+        },
         "ratio": round(base / per_task, 6),
-        "threads": {"ours": threads, "baseline": threads}, "device": dev, "environment": environment(dev),
+        "threads": {"ours": threads, "baseline": threads},
+        "device": dev,
+        "environment": environment(dev),
     }
 
 
@@ -616,12 +833,22 @@ LM_PATHS = {
 }
 
 
-def bench_lm_throughput(n_queries: int = 4, *, n_params: Sequence[int] = (14, 79),
-                        base_model: str = "smollm2-135m", k: int = 3, seed: int = 0,
-                        device: str = "auto", threads: int = 1,
-                        paths: Sequence[str] = ("builtin_one_prompt_json", "engine_one_prompt_json",
-                                                "engine_batched_json", "engine_batched_compact"),
-                        ) -> dict[str, Any]:
+def bench_lm_throughput(
+    n_queries: int = 4,
+    *,
+    n_params: Sequence[int] = (14, 79),
+    base_model: str = "smollm2-135m",
+    k: int = 3,
+    seed: int = 0,
+    device: str = "auto",
+    threads: int = 1,
+    paths: Sequence[str] = (
+        "builtin_one_prompt_json",
+        "engine_one_prompt_json",
+        "engine_batched_json",
+        "engine_batched_compact",
+    ),
+) -> dict[str, Any]:
     """LM generation throughput of the two constrained decoders, one prompt and batched.
 
     For each schema width in ``n_params`` (a synthetic logistic family with ``n_params - 1``
@@ -650,7 +877,9 @@ def bench_lm_throughput(n_queries: int = 4, *, n_params: Sequence[int] = (14, 79
     widths = [check_int(p, "each value of n_params", ge=2) for p in n_params]
     unknown = [p for p in paths if p not in LM_PATHS]
     if unknown or not paths:
-        raise ValidationError(f"paths must be a non-empty list of {list(LM_PATHS)}, got {list(paths)}")
+        raise ValidationError(
+            f"paths must be a non-empty list of {list(LM_PATHS)}, got {list(paths)}"
+        )
     first = LMGenerator(base_model=base_model, k=k, device=device, seed=seed)
     model, tok = first.load_model()
     model.eval()
@@ -663,8 +892,15 @@ def bench_lm_throughput(n_queries: int = 4, *, n_params: Sequence[int] = (14, 79
             gens = {}
             for name in paths:
                 dec, fmt, batched = LM_PATHS[name]
-                g = LMGenerator(base_model=base_model, k=k, device=device, seed=seed, decoder=dec,
-                                answer_format=fmt, batch_size=n_queries if batched else 1)
+                g = LMGenerator(
+                    base_model=base_model,
+                    k=k,
+                    device=device,
+                    seed=seed,
+                    decoder=dec,
+                    answer_format=fmt,
+                    batch_size=n_queries if batched else 1,
+                )
                 g.model_, g.tokenizer_ = model, tok
                 gens[name] = g
             for dec in sorted({LM_PATHS[p][0] for p in paths}):  # warm-up of each decoder
@@ -683,27 +919,51 @@ def bench_lm_throughput(n_queries: int = 4, *, n_params: Sequence[int] = (14, 79
                         pass
                 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
                 stats[name] = _path_stats(
-                    wall, cpu, n_queries, sum(p.metadata["answer_tokens"] for p in params),
-                    sum(p.metadata["prompt_tokens"] for p in params), len(params))
+                    wall,
+                    cpu,
+                    n_queries,
+                    sum(p.metadata["answer_tokens"] for p in params),
+                    sum(p.metadata["prompt_tokens"] for p in params),
+                    len(params),
+                )
             base = paths[0]
-            schemas.append({
-                "n_params": width, "paths": stats, "baseline_path": base,
-                "ratios": {p: round(stats[p]["tasks_per_s"] / stats[base]["tasks_per_s"], 3)
-                           for p in paths},
-                "cpu_ratios": {p: round(stats[base]["cpu_seconds"] / stats[p]["cpu_seconds"], 3)
-                               for p in paths},
-            })
+            schemas.append(
+                {
+                    "n_params": width,
+                    "paths": stats,
+                    "baseline_path": base,
+                    "ratios": {
+                        p: round(stats[p]["tasks_per_s"] / stats[base]["tasks_per_s"], 3)
+                        for p in paths
+                    },
+                    "cpu_ratios": {
+                        p: round(stats[base]["cpu_seconds"] / stats[p]["cpu_seconds"], 3)
+                        for p in paths
+                    },
+                }
+            )
     dev = resolve_device(device)
     last = schemas[-1]
     best = max(paths, key=lambda p: last["paths"][p]["tasks_per_s"])
     return {
-        "name": "lm-throughput", "n": n_queries, "base_model": base_model, "k": k,
-        "schemas": schemas, "paths": {p: dict(zip(("decoder", "answer_format", "batched"), LM_PATHS[p],
-                                                  strict=True)) for p in paths},
-        "ours": {**last["paths"][best], "description": f"{best} (the fastest path), {threads} thread(s)"},
+        "name": "lm-throughput",
+        "n": n_queries,
+        "base_model": base_model,
+        "k": k,
+        "schemas": schemas,
+        "paths": {
+            p: dict(zip(("decoder", "answer_format", "batched"), LM_PATHS[p], strict=True))
+            for p in paths
+        },
+        "ours": {
+            **last["paths"][best],
+            "description": f"{best} (the fastest path), {threads} thread(s)",
+        },
         "baseline": {**last["paths"][paths[0]], "description": f"{paths[0]}, {threads} thread(s)"},
         "ratio": last["ratios"][best],
-        "threads": {"ours": threads, "baseline": threads}, "device": dev, "environment": environment(dev),
+        "threads": {"ours": threads, "baseline": threads},
+        "device": dev,
+        "environment": environment(dev),
     }
 
 
@@ -713,9 +973,15 @@ def _names(index) -> list[str]:
     return param_names(index.model, index.schema)
 
 
-def _path_stats(wall: float, cpu: float, n: int, answer_tokens: int, prompt_tokens: int,
-                n_parsed: int) -> dict:
-    return {"seconds": round(wall, 3), "cpu_seconds": round(cpu, 3), "tasks_per_s": round(n / wall, 5),
-            "answer_tokens_per_s": round(answer_tokens / wall, 3),
-            "mean_prompt_tokens": round(prompt_tokens / n, 1),
-            "mean_answer_tokens": round(answer_tokens / n, 1), "parse_rate": n_parsed / n}
+def _path_stats(
+    wall: float, cpu: float, n: int, answer_tokens: int, prompt_tokens: int, n_parsed: int
+) -> dict:
+    return {
+        "seconds": round(wall, 3),
+        "cpu_seconds": round(cpu, 3),
+        "tasks_per_s": round(n / wall, 5),
+        "answer_tokens_per_s": round(answer_tokens / wall, 3),
+        "mean_prompt_tokens": round(prompt_tokens / n, 1),
+        "mean_answer_tokens": round(answer_tokens / n, 1),
+        "parse_rate": n_parsed / n,
+    }

@@ -8,7 +8,8 @@ the value as a plain ``int`` or ``float`` (numpy scalars included), so that a co
 stores it stays JSON-safe.
 
 :func:`check_fields` applies such checks to the fields of a config dataclass and raises one
-error listing every problem (the way ``LMConfig(...)`` reports all its bad fields at once).
+error listing every problem (the way ``LMConfig(...)`` reports all its bad fields at once);
+:func:`setting` declares such a field with its help text.
 
 Examples
 --------
@@ -27,6 +28,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Mapping
+from dataclasses import field
 from typing import Any
 
 from sklearn.utils import check_scalar
@@ -57,12 +59,15 @@ def _checked(
     kind: type,
     noun: str,
     cast: Callable[[Any], Any],
-    bounds: tuple[Bound, Bound, Bound, Bound],
-    allow_none: bool,
-    note: str,
+    *,
+    gt: Bound = None,
+    ge: Bound = None,
+    lt: Bound = None,
+    le: Bound = None,
+    allow_none: bool = False,
+    note: str = "",
 ) -> Any:
     """``cast(value)`` (None stays None when allowed), or a ValidationError naming the range."""
-    gt, ge, lt, le = bounds
     if value is None and allow_none:
         return None
     lo, hi = (gt if ge is None else ge), (lt if le is None else le)
@@ -91,26 +96,17 @@ def _checked(
     )
 
 
-def check_int(
-    value: Any,
-    name: str,
-    *,
-    gt: Bound = None,
-    ge: Bound = None,
-    lt: Bound = None,
-    le: Bound = None,
-    allow_none: bool = False,
-    note: str = "",
-) -> int | None:
+def check_int(value: Any, name: str, **bounds: Any) -> int | None:
     """``value`` as an ``int`` after checking it is an integer within the bounds.
 
     Parameters
     ----------
     value : the argument.
     name : its name, as the user wrote it (``"max_steps"``, ``"--k"``).
-    gt, ge, lt, le : strict and inclusive lower and upper bounds (None: unbounded).
-    allow_none : None passes (and is returned).
-    note : why the range is what it is, said in the error (``"rag-im-2024 needs neighbours"``).
+    bounds : keywords ``gt``, ``ge``, ``lt``, ``le``: strict and inclusive lower and upper
+        bounds (None, the default: unbounded); ``allow_none``: None passes (and is
+        returned), default False; ``note``: why the range is what it is, said in the error
+        (``"rag-im-2024 needs neighbours"``).
 
     Raises
     ------
@@ -125,26 +121,14 @@ def check_int(
     >>> check_int(None, "max_tasks", ge=1, allow_none=True) is None
     True
     """
-    return _checked(
-        value, name, numbers.Integral, "an integer", int, (gt, ge, lt, le), allow_none, note
-    )
+    return _checked(value, name, numbers.Integral, "an integer", int, **bounds)
 
 
-def check_number(
-    value: Any,
-    name: str,
-    *,
-    gt: Bound = None,
-    ge: Bound = None,
-    lt: Bound = None,
-    le: Bound = None,
-    allow_none: bool = False,
-    note: str = "",
-) -> float | None:
+def check_number(value: Any, name: str, **bounds: Any) -> float | None:
     """``value`` as a ``float`` after checking it is a finite real number within the bounds.
 
     Integers are numbers too (``learning_rate=1`` is 1.0); booleans, text, NaN and infinity
-    are not. Parameters and errors as :func:`check_int`.
+    are not. Parameters (the same keywords) and errors as :func:`check_int`.
 
     Examples
     --------
@@ -155,9 +139,7 @@ def check_number(
     ...
     ragim.errors.ValidationError: temperature must be a number >= 0, got nan
     """
-    return _checked(
-        value, name, numbers.Real, "a number", float, (gt, ge, lt, le), allow_none, note
-    )
+    return _checked(value, name, numbers.Real, "a number", float, **bounds)
 
 
 def check_fields(
@@ -209,4 +191,20 @@ def check_fields(
         raise ValidationError(f"invalid {what}:", found)
 
 
-__all__ = ["check_fields", "check_int", "check_number"]
+def setting(default: Any, help: str) -> Any:
+    """A config dataclass field: its ``default`` and its ``help`` text, kept in the field's
+    metadata the way peft's configs keep it (``field(default=..., metadata={"help": ...})``).
+
+    Examples
+    --------
+    >>> from dataclasses import dataclass, fields
+    >>> @dataclass
+    ... class Run:
+    ...     steps: int = setting(10, "optimiser steps")
+    >>> Run().steps, fields(Run)[0].metadata["help"]
+    (10, 'optimiser steps')
+    """
+    return field(default=default, metadata={"help": help})
+
+
+__all__ = ["check_fields", "check_int", "check_number", "setting"]

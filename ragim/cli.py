@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -50,8 +51,12 @@ from ragim.cli_common import (
 )
 from ragim.errors import ArtifactError, RagimError
 
-app = typer.Typer(help="RAG-IM: retrieval-augmented generation of interpretable clinical models.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="RAG-IM: retrieval-augmented generation of interpretable clinical models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 index_app = typer.Typer(help="Build and query task indices.", no_args_is_help=True)
 train_app = typer.Typer(help="Train generators.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
@@ -68,8 +73,12 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="print the version and exit")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
     quiet: Quiet = False,
 ):
     """RAG-IM: retrieval-augmented generation of interpretable clinical models."""
@@ -114,7 +123,13 @@ def index_build(
     progress = setup(as_json, quiet)
     exclusions = parse_exclusions(exclude or [])
     tasks = load_dataset(
-        dataset, n_tasks=n_tasks, seed=seed, outcome=outcome, patient_id=patient_id, pos_label=pos_label, sep=sep
+        dataset,
+        n_tasks=n_tasks,
+        seed=seed,
+        outcome=outcome,
+        patient_id=patient_id,
+        pos_label=pos_label,
+        sep=sep,
     )
     n_excluded = 0
     if exclusions:
@@ -131,13 +146,24 @@ def index_build(
         )
     idx.config.excluded = exclusions
     idx.save(out)
-    summary = {"path": str(out), "n_tasks": len(idx), "model": model, "faiss": idx.config.factory,
-               "skipped": skipped, "excluded": exclusions, "n_excluded": n_excluded}
+    summary = {
+        "path": str(out),
+        "n_tasks": len(idx),
+        "model": model,
+        "faiss": idx.config.factory,
+        "skipped": skipped,
+        "excluded": exclusions,
+        "n_excluded": n_excluded,
+    }
     if as_json:
         echo_json(summary)
     else:
-        left = f"; left out {n_excluded} task(s) with " + ", ".join(
-            f"{k}={v}" for k, vals in exclusions.items() for v in vals) if exclusions else ""
+        left = (
+            f"; left out {n_excluded} task(s) with "
+            + ", ".join(f"{k}={v}" for k, vals in exclusions.items() for v in vals)
+            if exclusions
+            else ""
+        )
         typer.echo(f"saved {idx!r} to {out}{left}")
 
 
@@ -165,7 +191,8 @@ def index_search(
 
 
 def _load_generator(path: Path):
-    """Open a saved generator (statistical, attention, LM or rag-im-2024) by its manifest's format."""
+    """Open a saved generator (statistical, attention, LM or rag-im-2024) by its manifest's
+    format."""
     manifest = Path(path) / "manifest.json"
     try:
         fmt = json.loads(manifest.read_bytes()).get("format") if manifest.is_file() else None
@@ -191,8 +218,12 @@ def _load_generator(path: Path):
 @train_app.command("attention")
 def train_attention(
     index_path: Annotated[Path, typer.Option("--index", help="a saved index (with its task rows)")],
-    out: Annotated[Path, typer.Option(help="where to save the generator")] = Path("generators/attention"),
-    max_epochs: Annotated[int, typer.Option(help="upper bound on epochs (early stopping on validation tasks)")] = 300,
+    out: Annotated[Path, typer.Option(help="where to save the generator")] = Path(
+        "generators/attention"
+    ),
+    max_epochs: Annotated[
+        int, typer.Option(help="upper bound on epochs (early stopping on validation tasks)")
+    ] = 300,
     k: Annotated[int, typer.Option("-k", help="neighbours per task")] = 10,
     seed: int = 0,
     quiet: Quiet = False,
@@ -206,8 +237,13 @@ def train_attention(
     index = TaskIndex.load(index_path)
     gen = AttentionGenerator(max_epochs=max_epochs, k=k, seed=seed).fit(index, progress=progress)
     gen.save(out)
-    summary = {"path": str(out), "epochs": len(gen.history_), "seconds": round(gen.train_seconds_, 2),
-               "initial_val_loss": gen.initial_val_loss_, "best_val_loss": gen.best_val_loss_}
+    summary = {
+        "path": str(out),
+        "epochs": len(gen.history_),
+        "seconds": round(gen.train_seconds_, 2),
+        "initial_val_loss": gen.initial_val_loss_,
+        "best_val_loss": gen.best_val_loss_,
+    }
     if as_json:
         echo_json(summary)
         return
@@ -229,7 +265,9 @@ def train_attention(
 
 def _history_last(history: list[dict], key: str, stage: str | None = None):
     """The last logged value of ``key`` (optionally of one training stage), or None."""
-    vals = [h[key] for h in history if key in h and (stage is None or h.get("stage", "sft") == stage)]
+    vals = [
+        h[key] for h in history if key in h and (stage is None or h.get("stage", "sft") == stage)
+    ]
     return vals[-1] if vals else None
 
 
@@ -261,28 +299,73 @@ def _load_lm(path: Path):
     return LMGenerator.load(path)
 
 
-def _pairs_for(generator, index, pairs_file: Path | None, n_candidates: int, min_margin: float, pairs: str,
-               seed: int, progress: bool):
-    """Preference pairs: a clinician's JSONL file, or built from the generator's samples on the index."""
+def _lm_and_index(generator_path: Path, index_path: Path):
+    """The saved LM generator and the saved index, checked to fit each other."""
+    from ragim.index import TaskIndex
+
+    gen, index = _load_lm(generator_path), TaskIndex.load(index_path)
+    gen.check_index(index)
+    return gen, index
+
+
+def _trained_summary(stage: str, out: Path, base_model: str, t0: float, **fields) -> dict:
+    """What a `ragim train` stage reports: the stage, where it saved, the base model, its own
+    ``fields`` and the seconds since ``t0``."""
+    seconds = round(time.perf_counter() - t0, 2)
+    return {
+        "stage": stage,
+        "path": str(out),
+        "base_model": base_model,
+        **fields,
+        "seconds": seconds,
+    }
+
+
+def _pairs_for(
+    generator,
+    index,
+    pairs_file: Path | None,
+    n_candidates: int,
+    min_margin: float,
+    pairs: str,
+    seed: int,
+    progress: bool,
+):
+    """Preference pairs: a clinician's JSONL file, or built from the generator's samples on the
+    index."""
     from ragim.lm.pairs import check_pair_names, load_preferences
     from ragim.params import param_names
     from ragim.train.preferences import build_preference_pairs
 
     if pairs_file is not None:
         data = load_preferences(pairs_file)
-        check_pair_names(data, param_names(index.model, index.schema), where=f"the pairs in {pairs_file}")
+        check_pair_names(
+            data, param_names(index.model, index.schema), where=f"the pairs in {pairs_file}"
+        )
         return data
     if pairs not in ("best_worst", "all"):
         raise typer.BadParameter(f"--pairs must be best_worst or all, got {pairs!r}")
-    return build_preference_pairs(generator, index, n_candidates=n_candidates, min_margin=min_margin,
-                                  pairs=pairs, seed=seed, progress=progress)
+    return build_preference_pairs(
+        generator,
+        index,
+        n_candidates=n_candidates,
+        min_margin=min_margin,
+        pairs=pairs,
+        seed=seed,
+        progress=progress,
+    )
 
 
 # Options shared by `ragim train reward|dpo|grpo`.
-_SavedGenerator = Annotated[Path, typer.Option("--generator", help="a saved LM generator (usually SFT'd)")]
+_SavedGenerator = Annotated[
+    Path, typer.Option("--generator", help="a saved LM generator (usually SFT'd)")
+]
 _IndexWithRows = Annotated[Path, typer.Option("--index", help="a saved index with its task rows")]
 _PairsFile = Annotated[
-    Path | None, typer.Option("--pairs-file", help="preference JSONL (docs/training.md) instead of sampled pairs")
+    Path | None,
+    typer.Option(
+        "--pairs-file", help="preference JSONL (docs/training.md) instead of sampled pairs"
+    ),
 ]
 _NCandidates = Annotated[int, typer.Option(help="candidates sampled per task for the pairs")]
 _PairsMode = Annotated[str, typer.Option(help="best_worst | all")]
@@ -296,99 +379,163 @@ _JsonSummary = Annotated[bool, typer.Option("--json", help="print a JSON summary
 @train_app.command("sft")
 def train_sft_cmd(
     index_path: Annotated[Path, typer.Option("--index", help="a saved index")],
-    out: Annotated[Path, typer.Option(help="where to save the LM generator")] = Path("generators/lm-sft"),
-    base_model: Annotated[str, typer.Option(help="tiny | smollm2-135m | a local model directory")] = "smollm2-135m",
+    out: Annotated[Path, typer.Option(help="where to save the LM generator")] = Path(
+        "generators/lm-sft"
+    ),
+    base_model: Annotated[
+        str, typer.Option(help="tiny | smollm2-135m | a local model directory")
+    ] = "smollm2-135m",
     max_steps: _MaxSteps = 30,
     batch_size: Annotated[int, typer.Option(help="examples per step")] = 4,
     learning_rate: Annotated[float, typer.Option(help="AdamW rate of the LoRA weights")] = 2e-4,
     k: Annotated[int, typer.Option("-k", "--k", help="neighbours per prompt")] = 5,
     lora_r: Annotated[int, typer.Option(help="LoRA rank (alpha = 2 x rank)")] = 8,
-    val_fraction: Annotated[float, typer.Option(help="share of tasks held out for the validation loss")] = 0.2,
-    population: Annotated[bool, typer.Option(help="show the population model (row-weighted mean of the other "
-                                                  "tasks' parameters) in every prompt")] = True,
+    val_fraction: Annotated[
+        float, typer.Option(help="share of tasks held out for the validation loss")
+    ] = 0.2,
+    population: Annotated[
+        bool,
+        typer.Option(
+            help="show the population model (row-weighted mean of the other "
+            "tasks' parameters) in every prompt"
+        ),
+    ] = True,
     seed: int = 0,
     quiet: Quiet = False,
     as_json: _JsonSummary = False,
 ):
     """Supervised fine-tuning (behaviour cloning) of the LM generator with LoRA: train_sft."""
     progress = setup(as_json, quiet)
-    import time
-
     from ragim.index import TaskIndex
     from ragim.train.sft import train_sft
 
     check_k(k, "--k")
-    check_positive(max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
-                   lora_r=lora_r)
+    check_positive(
+        max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate, lora_r=lora_r
+    )
     index = TaskIndex.load(index_path)
     t0 = time.perf_counter()
-    gen = train_sft(index, base_model=base_model, max_steps=max_steps, batch_size=batch_size,
-                    learning_rate=learning_rate, k=k, val_fraction=val_fraction, seed=seed,
-                    progress=progress,
-                    generator_config={"lora_r": lora_r, "lora_alpha": 2 * lora_r, "seed": seed,
-                                      "population": population})
+    gen = train_sft(
+        index,
+        base_model=base_model,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        k=k,
+        val_fraction=val_fraction,
+        seed=seed,
+        progress=progress,
+        generator_config={
+            "lora_r": lora_r,
+            "lora_alpha": 2 * lora_r,
+            "seed": seed,
+            "population": population,
+        },
+    )
     gen.save(out)
-    summary = {"stage": "sft", "path": str(out), "base_model": base_model, "max_steps": max_steps,
-               "n_train_tasks": len(gen.train_task_ids_), "n_val_tasks": len(gen.val_task_ids_),
-               "train_loss": _history_last(gen.history_, "loss"), "eval_loss": _history_last(gen.history_, "eval_loss"),
-               "n_trainable_params": int(gen.n_trainable_params_), "seconds": round(time.perf_counter() - t0, 2)}
+    summary = _trained_summary(
+        "sft",
+        out,
+        base_model,
+        t0,
+        max_steps=max_steps,
+        n_train_tasks=len(gen.train_task_ids_),
+        n_val_tasks=len(gen.val_task_ids_),
+        train_loss=_history_last(gen.history_, "loss"),
+        eval_loss=_history_last(gen.history_, "eval_loss"),
+        n_trainable_params=int(gen.n_trainable_params_),
+    )
     _summary_out(summary, as_json, f"saved {gen!r} to {out}")
 
 
-@train_app.command("reward")
+@train_app.command(
+    "reward",
+    help=(
+        "Preference pairs from the generator, then a Bradley-Terry reward model; prints held-out "
+        "pairwise accuracy."
+    ),
+)
 def train_reward_cmd(
     generator_path: _SavedGenerator,
     index_path: _IndexWithRows,
-    out: Annotated[Path, typer.Option(help="where to save the reward model")] = Path("generators/reward-model"),
+    out: Annotated[Path, typer.Option(help="where to save the reward model")] = Path(
+        "generators/reward-model"
+    ),
     pairs_file: _PairsFile = None,
     n_candidates: _NCandidates = 4,
     pairs: _PairsMode = "best_worst",
     min_margin: _MinMargin = 0.05,
-    save_pairs: Annotated[Path | None, typer.Option(help="also write the pairs as JSONL here")] = None,
+    save_pairs: Annotated[
+        Path | None, typer.Option(help="also write the pairs as JSONL here")
+    ] = None,
     max_steps: _MaxSteps = 50,
     batch_size: Annotated[int, typer.Option(help="pairs per step")] = 4,
     learning_rate: _LearningRate = 1e-4,
     lora_r: Annotated[int, typer.Option(help="LoRA rank (alpha = 2 x rank)")] = 8,
-    val_fraction: Annotated[float, typer.Option(help="share of tasks whose pairs are held out")] = 0.2,
+    val_fraction: Annotated[
+        float, typer.Option(help="share of tasks whose pairs are held out")
+    ] = 0.2,
     seed: int = 0,
     quiet: Quiet = False,
     as_json: _JsonSummary = False,
 ):
-    """Preference pairs from the generator, then a Bradley-Terry reward model; prints held-out pairwise accuracy."""
     progress = setup(as_json, quiet)
-    import time
-
-    from ragim.index import TaskIndex
     from ragim.lm.pairs import save_preferences
     from ragim.params import param_names
     from ragim.train.reward import train_reward_model
 
-    check_positive(n_candidates=n_candidates, max_steps=max_steps, batch_size=batch_size,
-                    learning_rate=learning_rate, lora_r=lora_r)
-    gen, index = _load_lm(generator_path), TaskIndex.load(index_path)
-    gen.check_index(index)
+    check_positive(
+        n_candidates=n_candidates,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        lora_r=lora_r,
+    )
+    gen, index = _lm_and_index(generator_path, index_path)
     t0 = time.perf_counter()
     data = _pairs_for(gen, index, pairs_file, n_candidates, min_margin, pairs, seed, progress)
     if save_pairs is not None:
         save_preferences(data, save_pairs)
-    rm = train_reward_model(data, base_model=gen.config.base_model, lora_r=lora_r, max_steps=max_steps,
-                            learning_rate=learning_rate, batch_size=batch_size, val_fraction=val_fraction, seed=seed,
-                            progress=progress, device=gen.config.device,
-                            param_names=param_names(index.model, index.schema))
+    rm = train_reward_model(
+        data,
+        base_model=gen.config.base_model,
+        lora_r=lora_r,
+        max_steps=max_steps,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        val_fraction=val_fraction,
+        seed=seed,
+        progress=progress,
+        device=gen.config.device,
+        param_names=param_names(index.model, index.schema),
+    )
     rm.save(out)
-    summary = {"stage": "reward", "path": str(out), "base_model": rm.config.base_model, "n_pairs": len(data),
-               "n_train_tasks": len(rm.train_task_ids_), "n_val_tasks": len(rm.val_task_ids_),
-               "val_pairwise_accuracy": rm.val_accuracy_, "train_loss": _history_last(rm.history_, "loss"),
-               "seconds": round(time.perf_counter() - t0, 2)}
-    _summary_out(summary, as_json, f"saved {rm!r} to {out} (pairwise accuracy on held-out tasks' pairs: "
-                                   f"{rm.val_accuracy_:.3f})")
+    summary = _trained_summary(
+        "reward",
+        out,
+        rm.config.base_model,
+        t0,
+        n_pairs=len(data),
+        n_train_tasks=len(rm.train_task_ids_),
+        n_val_tasks=len(rm.val_task_ids_),
+        val_pairwise_accuracy=rm.val_accuracy_,
+        train_loss=_history_last(rm.history_, "loss"),
+    )
+    _summary_out(
+        summary,
+        as_json,
+        f"saved {rm!r} to {out} (pairwise accuracy on held-out tasks' pairs: "
+        f"{rm.val_accuracy_:.3f})",
+    )
 
 
 @train_app.command("dpo")
 def train_dpo_cmd(
     generator_path: _SavedGenerator,
     index_path: _IndexWithRows,
-    out: Annotated[Path, typer.Option(help="where to save the DPO'd generator")] = Path("generators/lm-dpo"),
+    out: Annotated[Path, typer.Option(help="where to save the DPO'd generator")] = Path(
+        "generators/lm-dpo"
+    ),
     pairs_file: _PairsFile = None,
     n_candidates: _NCandidates = 4,
     pairs: _PairsMode = "best_worst",
@@ -403,24 +550,39 @@ def train_dpo_cmd(
 ):
     """Preference pairs from the generator, then DPO on its LoRA adapter."""
     progress = setup(as_json, quiet)
-    import time
-
-    from ragim.index import TaskIndex
     from ragim.train.rl import train_dpo
 
-    check_positive(n_candidates=n_candidates, beta=beta, max_steps=max_steps, batch_size=batch_size,
-                    learning_rate=learning_rate)
-    gen, index = _load_lm(generator_path), TaskIndex.load(index_path)
-    gen.check_index(index)
+    check_positive(
+        n_candidates=n_candidates,
+        beta=beta,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+    )
+    gen, index = _lm_and_index(generator_path, index_path)
     t0 = time.perf_counter()
     data = _pairs_for(gen, index, pairs_file, n_candidates, min_margin, pairs, seed, progress)
-    dpo = train_dpo(gen, data, beta=beta, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
-                    seed=seed, progress=progress)
+    dpo = train_dpo(
+        gen,
+        data,
+        beta=beta,
+        max_steps=max_steps,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
+    )
     dpo.save(out)
-    summary = {"stage": "dpo", "path": str(out), "base_model": dpo.config.base_model, "n_pairs": len(data),
-               "max_steps": max_steps, "train_loss": _history_last(dpo.history_, "loss", "dpo"),
-               "reward_accuracy": _history_last(dpo.history_, "rewards/accuracies", "dpo"),
-               "seconds": round(time.perf_counter() - t0, 2)}
+    summary = _trained_summary(
+        "dpo",
+        out,
+        dpo.config.base_model,
+        t0,
+        n_pairs=len(data),
+        max_steps=max_steps,
+        train_loss=_history_last(dpo.history_, "loss", "dpo"),
+        reward_accuracy=_history_last(dpo.history_, "rewards/accuracies", "dpo"),
+    )
     _summary_out(summary, as_json, f"saved {dpo!r} to {out}")
 
 
@@ -431,52 +593,83 @@ def _reward_weights(text: str) -> dict[str, float]:
         try:
             out[name.strip()] = float(w) if sep else 1.0
         except ValueError:
-            raise typer.BadParameter(f"--rewards must look like 'log_likelihood=1,validity=1', got {text!r}") from None
+            raise typer.BadParameter(
+                f"--rewards must look like 'log_likelihood=1,validity=1', got {text!r}"
+            ) from None
     if not out:
         raise typer.BadParameter("--rewards needs at least one reward name")
     return out
 
 
-@train_app.command("grpo")
+@train_app.command(
+    "grpo",
+    help=(
+        "GRPO with verifiable rewards (held-out log-likelihood by default) on the generator's LoRA "
+        "adapter."
+    ),
+)
 def train_grpo_cmd(
     generator_path: _SavedGenerator,
     index_path: _IndexWithRows,
-    out: Annotated[Path, typer.Option(help="where to save the GRPO'd generator")] = Path("generators/lm-grpo"),
-    rewards: Annotated[str, typer.Option(help="name=weight,... (log_likelihood, auroc, validity, sparsity, sign)")] = "log_likelihood=1",
+    out: Annotated[Path, typer.Option(help="where to save the GRPO'd generator")] = Path(
+        "generators/lm-grpo"
+    ),
+    rewards: Annotated[
+        str, typer.Option(help="name=weight,... (log_likelihood, auroc, validity, sparsity, sign)")
+    ] = "log_likelihood=1",
     num_generations: Annotated[int, typer.Option(help="answers sampled per prompt (>= 2)")] = 4,
     max_steps: _MaxSteps = 50,
     batch_size: Annotated[int, typer.Option(help="prompts per step")] = 1,
     learning_rate: _LearningRate = 5e-5,
     temperature: Annotated[float, typer.Option(help="sampling temperature")] = 0.8,
-    beta: Annotated[float, typer.Option(help="KL coefficient towards the starting adapter (0: none)")] = 0.0,
+    beta: Annotated[
+        float, typer.Option(help="KL coefficient towards the starting adapter (0: none)")
+    ] = 0.0,
     seed: int = 0,
     quiet: Quiet = False,
     as_json: _JsonSummary = False,
 ):
-    """GRPO with verifiable rewards (held-out log-likelihood by default) on the generator's LoRA adapter."""
     progress = setup(as_json, quiet)
-    import time
-
     from ragim.index import TaskIndex
     from ragim.train.rewards import VerifiableRewardConfig
     from ragim.train.rl import train_grpo
 
-    check_positive(max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
-                   temperature=temperature)
+    check_positive(
+        max_steps=max_steps,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        temperature=temperature,
+    )
     config = VerifiableRewardConfig(weights=_reward_weights(rewards))
     gen, index = _load_lm(generator_path), TaskIndex.load(index_path)
     t0 = time.perf_counter()
-    rl = train_grpo(gen, index, reward_config=config, num_generations=num_generations, max_steps=max_steps,
-                    learning_rate=learning_rate, batch_size=batch_size, temperature=temperature, beta=beta, seed=seed,
-                    progress=progress)
+    rl = train_grpo(
+        gen,
+        index,
+        reward_config=config,
+        num_generations=num_generations,
+        max_steps=max_steps,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        temperature=temperature,
+        beta=beta,
+        seed=seed,
+        progress=progress,
+    )
     rl.save(out)
     log = [h for h in rl.history_ if h.get("stage") == "grpo" and "reward" in h]
     zero = [h["frac_reward_zero_std"] for h in log if "frac_reward_zero_std" in h]
-    summary = {"stage": "grpo", "path": str(out), "base_model": rl.config.base_model, "max_steps": max_steps,
-               "rewards": config.weights, "reward_first": log[0]["reward"] if log else None,
-               "reward_last": log[-1]["reward"] if log else None,
-               "mean_frac_reward_zero_std": sum(zero) / len(zero) if zero else None,
-               "seconds": round(time.perf_counter() - t0, 2)}
+    summary = _trained_summary(
+        "grpo",
+        out,
+        rl.config.base_model,
+        t0,
+        max_steps=max_steps,
+        rewards=config.weights,
+        reward_first=log[0]["reward"] if log else None,
+        reward_last=log[-1]["reward"] if log else None,
+        mean_frac_reward_zero_std=sum(zero) / len(zero) if zero else None,
+    )
     _summary_out(summary, as_json, f"saved {rl!r} to {out}")
 
 
@@ -485,7 +678,11 @@ def generate(
     description: Annotated[str, typer.Argument(help="the new task's clinical description")],
     index_path: Annotated[Path, typer.Option("--index", help="a saved index")],
     generator_path: Annotated[
-        Path | None, typer.Option("--generator", help="a saved generator (default: the statistical generator, fitted on the index)")
+        Path | None,
+        typer.Option(
+            "--generator",
+            help="a saved generator (default: the statistical generator, fitted on the index)",
+        ),
     ] = None,
     k: Annotated[int | None, typer.Option("-k", help="neighbours")] = None,
     save: Annotated[
@@ -535,10 +732,19 @@ def generate(
     check_positive(num_candidates=num_candidates, top=top)
     setup(as_json)
     index = TaskIndex.load(index_path)
-    lm_options = {key: v for key, v in (("rerank", rerank), ("reward_model", reward_model),
-                                        ("num_candidates", num_candidates)) if v is not None}
+    lm_options = {
+        key: v
+        for key, v in (
+            ("rerank", rerank),
+            ("reward_model", reward_model),
+            ("num_candidates", num_candidates),
+        )
+        if v is not None
+    }
     if lm_options and generator_path is None:
-        raise typer.BadParameter("--rerank, --reward-model and --num-candidates need --generator (an LM generator)")
+        raise typer.BadParameter(
+            "--rerank, --reward-model and --num-candidates need --generator (an LM generator)"
+        )
     if strict:  # refuse before fitting or loading anything: coverage needs only the index
         from ragim.domain import coverage
 
@@ -546,7 +752,9 @@ def generate(
     if generator_path is not None:
         gen = _load_generator(generator_path)
         if lm_options and getattr(gen, "generator_name", None) != "lm":
-            raise typer.BadParameter("--rerank, --reward-model and --num-candidates work only with an LM generator")
+            raise typer.BadParameter(
+                "--rerank, --reward-model and --num-candidates work only with an LM generator"
+            )
         params = gen.generate_params(description, index, k=k, **lm_options)
     else:
         from ragim.generate.statistical import default_generator
@@ -555,8 +763,11 @@ def generate(
         if gen is not None:
             params = gen.generate_params(description, index, k=k)
         else:
-            warn("the index holds no task rows, so the default (statistical) generator cannot be fitted; "
-                      "using the similarity-weighted neighbour mean")
+            warn(
+                "the index holds no task rows, so the default (statistical) generator cannot be "
+                "fitted; "
+                "using the similarity-weighted neighbour mean"
+            )
             params = neighbor_mean(index, description, k=10 if k is None else k)
     meta = {"description": description}
     if outcome_name is not None:
@@ -584,8 +795,10 @@ def generate(
 
         typer.echo(coverage_summary(expl.coverage))
     if save is not None:
-        typer.echo(f"\nsaved to {save}; validate it on your own patients before any use: "
-                   f"ragim score {save} --rows FILE.csv --outcome COLUMN")
+        typer.echo(
+            f"\nsaved to {save}; validate it on your own patients before any use: "
+            f"ragim score {save} --rows FILE.csv --outcome COLUMN"
+        )
 
 
 @app.command("explain")
@@ -651,13 +864,23 @@ def explain(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    dataset: Annotated[str, typer.Option(help="heart-disease | colon-cancer | synthetic | procedure | DIR")] = "heart-disease",
-    protocol: Annotated[str, typer.Option(help="leave-task-out | leave-group-out")] = "leave-task-out",
-    group: Annotated[str | None, typer.Option(help="metadata key for leave-group-out (site, group)")] = None,
-    methods: Annotated[str | None, typer.Option(help="comma-separated method names (default: all)")] = None,
+    dataset: Annotated[
+        str, typer.Option(help="heart-disease | colon-cancer | synthetic | procedure | DIR")
+    ] = "heart-disease",
+    protocol: Annotated[
+        str, typer.Option(help="leave-task-out | leave-group-out")
+    ] = "leave-task-out",
+    group: Annotated[
+        str | None, typer.Option(help="metadata key for leave-group-out (site, group)")
+    ] = None,
+    methods: Annotated[
+        str | None, typer.Option(help="comma-separated method names (default: all)")
+    ] = None,
     k_shots: Annotated[str, typer.Option(help="comma-separated k (0 = zero-shot)")] = "0",
     n_tasks: Annotated[int | None, typer.Option(help="family size for synthetic/procedure")] = None,
-    max_targets: Annotated[int | None, typer.Option(help="evaluate at most this many targets")] = None,
+    max_targets: Annotated[
+        int | None, typer.Option(help="evaluate at most this many targets")
+    ] = None,
     folds: int = 5,
     embedder: Annotated[str, typer.Option(help="minilm | hashing")] = "minilm",
     outcome: Outcome = None,
@@ -672,19 +895,37 @@ def evaluate_cmd(
     from ragim.metrics import format_table, summarize, to_records
 
     progress = setup(as_json, quiet)
-    tasks = load_dataset(dataset, n_tasks=n_tasks, seed=seed, outcome=outcome,
-                         patient_id=patient_id, pos_label=pos_label)
+    tasks = load_dataset(
+        dataset,
+        n_tasks=n_tasks,
+        seed=seed,
+        outcome=outcome,
+        patient_id=patient_id,
+        pos_label=pos_label,
+    )
     try:
         ks = [int(k) for k in k_shots.split(",") if k.strip()]
     except ValueError:
-        raise typer.BadParameter(f"--k-shots must be comma-separated integers, got {k_shots!r}") from None
+        raise typer.BadParameter(
+            f"--k-shots must be comma-separated integers, got {k_shots!r}"
+        ) from None
     if not ks or any(k < 0 for k in ks):
-        raise typer.BadParameter(f"--k-shots needs at least one k >= 0 (0 = zero-shot), got {k_shots!r}")
+        raise typer.BadParameter(
+            f"--k-shots needs at least one k >= 0 (0 = zero-shot), got {k_shots!r}"
+        )
     meth = [m.strip() for m in methods.split(",")] if methods else None
     if group is None and protocol == "leave-group-out":
         group = "site" if dataset == "heart-disease" else "group"
-    common = dict(protocol=protocol, group=group, methods=meth, folds=folds, embedder=embedder, seed=seed,
-                  progress=progress, max_targets=max_targets)
+    common = dict(
+        protocol=protocol,
+        group=group,
+        methods=meth,
+        folds=folds,
+        embedder=embedder,
+        seed=seed,
+        progress=progress,
+        max_targets=max_targets,
+    )
     few = [k for k in ks if k > 0]
     if few:  # the k-independent methods and zero-shot are scored too, at k_shot = 0
         per_task = ev.few_shot(tasks, k_shots=tuple(few), reference=0 in ks, **common)
@@ -697,17 +938,37 @@ def evaluate_cmd(
         typer.echo(format_table(summary))
 
 
-@app.command("bench")
+@app.command(
+    "bench",
+    help=(
+        "Speed benchmarks; each reports ours vs a baseline measured in the same run, on equal "
+        "threads."
+    ),
+)
 def bench(
-    name: Annotated[str, typer.Argument(help="fit | retrieval | generate | generate-statistical | lm | lm-throughput | all")],
-    n_tasks: Annotated[int | None, typer.Option(help="tasks (fit: 10000, retrieval: 100000, generate: 300, "
-                                                   "generate-statistical: 10000, lm: 3 queries, "
-                                                   "lm-throughput: 4 queries per schema)")] = None,
-    threads: Annotated[str | None, typer.Option(help="comma-separated thread counts, each used by both sides of "
-                                                     "every ratio (default: 1 and all CPUs; lm: 1)")] = None,
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="fit | retrieval | generate | generate-statistical | lm | lm-throughput | all"
+        ),
+    ],
+    n_tasks: Annotated[
+        int | None,
+        typer.Option(
+            help="tasks (fit: 10000, retrieval: 100000, generate: 300, "
+            "generate-statistical: 10000, lm: 3 queries, "
+            "lm-throughput: 4 queries per schema)"
+        ),
+    ] = None,
+    threads: Annotated[
+        str | None,
+        typer.Option(
+            help="comma-separated thread counts, each used by both sides of "
+            "every ratio (default: 1 and all CPUs; lm: 1)"
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ):
-    """Speed benchmarks; each reports ours vs a baseline measured in the same run, on equal threads."""
     from ragim import bench as b
 
     if n_tasks is not None and n_tasks < 1:
@@ -719,16 +980,26 @@ def bench(
         except ValueError:
             counts = []
         if not counts or min(counts) < 1:
-            raise typer.BadParameter(f"--threads must be positive integers separated by commas, got {threads!r}")
+            raise typer.BadParameter(
+                f"--threads must be positive integers separated by commas, got {threads!r}"
+            )
     runners = {
         "fit": lambda: b.bench_fit(n_tasks if n_tasks is not None else 10_000, threads=counts),
-        "retrieval": lambda: b.bench_retrieval(n_tasks if n_tasks is not None else 100_000, threads=counts),
-        "generate": lambda: b.bench_generate(n_tasks if n_tasks is not None else 300, threads=counts),
+        "retrieval": lambda: b.bench_retrieval(
+            n_tasks if n_tasks is not None else 100_000, threads=counts
+        ),
+        "generate": lambda: b.bench_generate(
+            n_tasks if n_tasks is not None else 300, threads=counts
+        ),
         "generate-statistical": lambda: b.bench_generate_statistical(
-            n_tasks if n_tasks is not None else 10_000, threads=counts),
-        "lm": lambda: b.bench_generate_lm(n_tasks if n_tasks is not None else 3, threads=(counts or [1])[0]),
-        "lm-throughput": lambda: b.bench_lm_throughput(n_tasks if n_tasks is not None else 4,
-                                                       threads=(counts or [1])[0]),
+            n_tasks if n_tasks is not None else 10_000, threads=counts
+        ),
+        "lm": lambda: b.bench_generate_lm(
+            n_tasks if n_tasks is not None else 3, threads=(counts or [1])[0]
+        ),
+        "lm-throughput": lambda: b.bench_lm_throughput(
+            n_tasks if n_tasks is not None else 4, threads=(counts or [1])[0]
+        ),
     }
     if name not in (*runners, "all"):
         raise typer.BadParameter(f"unknown benchmark {name!r}; use one of {[*runners, 'all']}")
@@ -738,29 +1009,49 @@ def bench(
         echo_json(out)
     else:
         for r in results:
-            typer.echo(f"{r['name']}: ours {r['ours']} | baseline {r['baseline']} | ratio {r['ratio']}x")
+            typer.echo(
+                f"{r['name']}: ours {r['ours']} | baseline {r['baseline']} | ratio {r['ratio']}x"
+            )
             typer.echo(f"  {b.resources_line(r)}")
 
 
-@app.command("demo")
+@app.command(
+    "demo",
+    help=(
+        "Zero-shot model for a hospital the index never saw: build, train, generate, explain, "
+        "score, report."
+    ),
+)
 def demo(
     out: Annotated[Path, typer.Option(help="report folder")] = Path("reports/demo"),
-    site: Annotated[str, typer.Option(help="the hospital held out of the index (a value of --group)")] = "Switzerland",
-    tasks_dir: Annotated[Path | None, typer.Option(help="your own task folder instead of the heart-disease data (see docs/own_tasks.md)")] = None,
+    site: Annotated[
+        str, typer.Option(help="the hospital held out of the index (a value of --group)")
+    ] = "Switzerland",
+    tasks_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="your own task folder instead of the heart-disease data (see docs/own_tasks.md)"
+        ),
+    ] = None,
     group: Annotated[str, typer.Option(help="metadata key that defines hospitals")] = "site",
-    target_task: Annotated[str | None, typer.Option(help="which held-out task to generate (default: the largest)")] = None,
+    target_task: Annotated[
+        str | None, typer.Option(help="which held-out task to generate (default: the largest)")
+    ] = None,
     outcome: Outcome = None,
     patient_id: PatientId = None,
     pos_label: PosLabel = None,
-    embedder: Annotated[str, typer.Option(help="minilm (bundled, offline) | hashing (fast)")] = "minilm",
+    embedder: Annotated[
+        str, typer.Option(help="minilm (bundled, offline) | hashing (fast)")
+    ] = "minilm",
     fast: Annotated[bool, typer.Option(help="short training, for smoke tests")] = False,
     quiet: Quiet = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ):
-    """Zero-shot model for a hospital the index never saw: build, train, generate, explain, score, report."""
     from ragim.demo import run_demo
 
-    if tasks_dir is None and (outcome is not None or patient_id is not None or pos_label is not None):
+    if tasks_dir is None and (
+        outcome is not None or patient_id is not None or pos_label is not None
+    ):
         raise typer.BadParameter("--outcome, --patient-id and --pos-label apply to --tasks-dir")
     progress = setup(as_json, quiet)
     with one_line_warnings():
@@ -819,7 +1110,8 @@ def main() -> None:
     import warnings
 
     warnings.formatwarning = lambda message, category, filename, lineno, line=None: (
-        f"warning: {short(message, WARNING_CHARS)}\n")
+        f"warning: {short(message, WARNING_CHARS)}\n"
+    )
     try:
         code = _run_app()
     except RagimError as exc:

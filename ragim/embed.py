@@ -85,15 +85,18 @@ def _validate_texts(texts: Any) -> list[str]:
         elif not t.strip():
             problems.append(f"texts[{i}] is empty or whitespace-only ({t!r:.60})")
     if problems:
-        shown = problems[:10]
-        if len(problems) > 10:
-            shown.append(f"... and {len(problems) - 10} more")
         raise ValidationError(
             f"{len(problems)} of {len(texts)} texts cannot be embedded; every text must be a "
             "non-empty string",
-            shown,
+            _first(problems, 10),
         )
     return [str(t) for t in texts]
+
+
+def _first(problems: list[str], limit: int) -> list[str]:
+    """The first ``limit`` problems, then ``"... and N more"`` when there are more."""
+    more = [f"... and {len(problems) - limit} more"] if len(problems) > limit else []
+    return problems[:limit] + more
 
 
 def _check_batch_size(batch_size: Any) -> int:
@@ -819,13 +822,11 @@ class PrecomputedEmbedder(Embedder):
     def _embed_unique(self, texts: list[str], batch_size: int, progress: bool) -> np.ndarray:
         missing = [t for t in texts if t not in self._vectors]
         if missing:
-            shown = [repr(t) if len(t) <= 80 else repr(t[:77] + "...") for t in missing[:5]]
-            if len(missing) > 5:
-                shown.append(f"... and {len(missing) - 5} more")
+            shown = [repr(t) if len(t) <= 80 else repr(t[:77] + "...") for t in missing]
             raise ValidationError(
                 f"{len(missing)} text(s) have no precomputed vector in embedder {self.name!r}; "
                 "add them with update() or from_arrays()",
-                shown,
+                _first(shown, 5),
             )
         return np.stack([self._vectors[t] for t in texts]).astype(np.float32, copy=False)
 

@@ -1045,24 +1045,9 @@ def _score_target(
     return rows, preds
 
 
-def zero_shot(
-    tasks: TaskCollection,
-    *,
-    protocol: str = "leave-task-out",
-    group: str | None = None,
-    methods: Sequence[str] | None = None,
-    model: str = "logistic",
-    k_neighbors: int = 10,
-    folds: int = 5,
-    embedder=None,
-    generator_config: dict | None = None,
-    seed: int = 0,
-    progress: bool = True,
-    max_targets: int | None = None,
-    return_predictions: bool = False,
-    **kwargs,
-):
-    """Zero-shot evaluation: one row per target task and method (k_shot = 0).
+def zero_shot(tasks: TaskCollection, **kwargs):
+    """Zero-shot evaluation: one row per target task and method (k_shot = 0); the keywords
+    are those of :func:`evaluate` (all but ``k_shots``), with its defaults.
 
     Parameters
     ----------
@@ -1081,31 +1066,15 @@ def zero_shot(
     max_targets : score only this many (seeded) targets; the index still excludes the whole fold.
     return_predictions : also return a long frame of test-row predictions
         (``task_id, method, k_shot, row, y, p``) for :func:`plot_calibration`.
-    kwargs : ``groups=`` (leave-group-out values to hold out), ``size_edges=`` (task-size
-        group edges in rows, default ``(50, 200, 1000)``).
+    groups : leave-group-out values to hold out; ``size_edges``: task-size group edges in
+        rows, default ``(50, 200, 1000)``.
 
     Returns
     -------
     A frame with columns ``dataset, protocol, fold, task_id, n_rows, size_group, method,
     k_shot, auroc, log_loss, brier, ece, accuracy, n_support, n_test, n_index``.
     """
-    return evaluate(
-        tasks,
-        k_shots=(0,),
-        protocol=protocol,
-        group=group,
-        methods=methods,
-        model=model,
-        k_neighbors=k_neighbors,
-        folds=folds,
-        embedder=embedder,
-        generator_config=generator_config,
-        seed=seed,
-        progress=progress,
-        max_targets=max_targets,
-        return_predictions=return_predictions,
-        **kwargs,
-    )
+    return evaluate(tasks, k_shots=(0,), **kwargs)
 
 
 def few_shot(

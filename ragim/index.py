@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ragim.canonical import canonical_level, invisible_characters, strip_invisible
-from ragim.checks import check_int
+from ragim.checks import check_int, setting
 from ragim.embed import Embedder, check_identity, embedder_from_identity, get_embedder
 from ragim.errors import ArtifactError, DataWarning, ValidationError
 from ragim.params import ModelParams, param_names
@@ -48,18 +48,11 @@ Exclude = Iterable[str] | Callable[[Record], bool] | None
 class IndexConfig:
     """Configuration of a :class:`TaskIndex` (saved as ``config.json``)."""
 
-    model: str = field(
-        default="logistic",
-        metadata={"help": "model family: 'logistic', 'gam' or another registered one"},
-    )
-    index: str = field(
-        default="auto", metadata={"help": "'auto', 'Flat' or a FAISS factory string"}
-    )
-    nprobe: int = field(default=32, metadata={"help": "IVF lists visited per query"})
-    ef_search: int = field(default=128, metadata={"help": "HNSW search breadth"})
-    factory: str = field(
-        default="", metadata={"help": "the FAISS index actually built (set at build)"}
-    )
+    model: str = setting("logistic", "model family: 'logistic', 'gam' or another registered one")
+    index: str = setting("auto", "'auto', 'Flat' or a FAISS factory string")
+    nprobe: int = setting(32, "IVF lists visited per query")
+    ef_search: int = setting(128, "HNSW search breadth")
+    factory: str = setting("", "the FAISS index actually built (set at build)")
     excluded: dict[str, list[str]] = field(
         default_factory=dict,
         metadata={
@@ -67,9 +60,7 @@ class IndexConfig:
             "(ragim index build --exclude)"
         },
     )
-    storage: str = field(
-        default="memory", metadata={"help": "'memory', or 'ondisk' (IVF lists in index.ivfdata)"}
-    )
+    storage: str = setting("memory", "'memory', or 'ondisk' (IVF lists in index.ivfdata)")
 
     def __post_init__(self):
         from ragim.models.family import FAMILIES  # the registry; ragim.models loads on first use

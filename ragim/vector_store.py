@@ -39,6 +39,7 @@ import tempfile
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -148,35 +149,14 @@ class VectorStore:
 
     # ------------------------------------------------------------------ build
     @classmethod
-    def build(
-        cls,
-        vectors: np.ndarray,
-        index: str = "auto",
-        *,
-        nprobe: int = 32,
-        ef_search: int = 128,
-        device: str | None = "auto",
-        train_size: int = TRAIN_SIZE,
-        seed: int = 0,
-        storage: str = "memory",
-        coarse: VectorStore | None = None,
-    ) -> VectorStore:
-        """A store holding ``vectors`` (n, dim), trained on up to ``train_size`` of them
-        (``coarse``: see :meth:`create`)."""
+    def build(cls, vectors: np.ndarray, index: str = "auto", **options: Any) -> VectorStore:
+        """A store holding ``vectors`` (n, dim), trained on up to ``train_size`` of them.
+
+        ``options`` are the keywords of :meth:`create` but ``n_total`` and ``train`` (``nprobe``,
+        ``ef_search``, ``device``, ``train_size``, ``seed``, ``storage``, ``coarse``), with its
+        defaults."""
         v = _normalise(vectors)
-        store = cls.create(
-            v.shape[1],
-            index,
-            n_total=len(v),
-            train=v,
-            nprobe=nprobe,
-            ef_search=ef_search,
-            device=device,
-            train_size=train_size,
-            seed=seed,
-            storage=storage,
-            coarse=coarse,
-        )
+        store = cls.create(v.shape[1], index, n_total=len(v), train=v, **options)
         for s in range(0, len(v), BLOCK_ROWS * 4):
             store.add(v[s : s + BLOCK_ROWS * 4])
         return store

@@ -21,7 +21,7 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Sequence
-from importlib import resources
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -31,9 +31,9 @@ from ragim.datasets.subgroups import (
     check_age_cuts,
     check_sizes,
     describe,
-    enough_of_each,
-    group_metadata,
-    sex_age_groups,
+    labelled_subgroups,
+    read_bundled_csv,
+    subgroup_task,
 )
 from ragim.errors import ValidationError
 from ragim.schema import Feature, FeatureSchema
@@ -142,9 +142,7 @@ def load_colon_csv() -> pd.DataFrame:
     >>> len(df), sorted(df["arm"].unique())
     (929, ['Lev', 'Lev+5FU', 'Obs'])
     """
-    ref = resources.files("ragim.datasets").joinpath("data", CSV_NAME)
-    with ref.open("rb") as fh:
-        raw = pd.read_csv(fh, na_values=["NA"])
+    raw = read_bundled_csv(CSV_NAME, na_values=["NA"])
     if (
         sorted(raw["etype"].unique()) != [1, 2] or raw.groupby("id").size().ne(2).any()
     ):  # pragma: no cover
@@ -233,27 +231,21 @@ def colon_cancer(
     cols = schema.names
     horizon_days = horizon_years * DAYS_PER_YEAR
     years = f"{horizon_years:g}"
+    whole = "patients" if include_whole_arm else None
+    labels = partial(_labels, horizon_days=horizon_days)
     tasks: list[Task] = []
-    for arm, (arm_name, arm_phrase, arm_slug) in ARMS.items():
-        whole = "patients" if include_whole_arm else None
-        groups = sex_age_groups(df[df["arm"] == arm], edges, whole)
-        for outcome, (_, out_phrase) in OUTCOMES.items():
-            for group in groups:
-                sub = group[5]
-                y_all = _labels(sub, outcome, horizon_days)
-                known = sub[y_all.notna()]
-                y = y_all.dropna().to_numpy().astype(np.int64)
-                if not enough_of_each(y, min_rows, min_per_class):
-                    continue
-                tid = f"{arm_slug}-{outcome}-{group[1]}"
-                meta = {
-                    "arm": arm,
-                    "arm_name": arm_name,
-                    "outcome": outcome,
-                    "horizon_years": float(horizon_years),
-                    **group_metadata(group, arm, SOURCE, known["id"], y),
-                }
-                outcome_text = out_phrase.format(years=years)
-                desc = describe(_TEMPLATES, tid, group[4], outcome=outcome_text, arm=arm_phrase)
-                tasks.append(Task(tid, desc, known[cols].reset_index(drop=True), y, meta))
+    for arm, outcome, group, rows, y in labelled_subgroups(
+        df, "arm", ARMS, OUTCOMES, edges, whole, labels, min_rows, min_per_class
+    ):
+        arm_name, arm_phrase, arm_slug = ARMS[arm]
+        tid = f"{arm_slug}-{outcome}-{group[1]}"
+        meta = {
+            "arm": arm,
+            "arm_name": arm_name,
+            "outcome": outcome,
+            "horizon_years": float(horizon_years),
+        }
+        outcome_text = OUTCOMES[outcome][1].format(years=years)
+        desc = describe(_TEMPLATES, tid, group[4], outcome=outcome_text, arm=arm_phrase)
+        tasks.append(subgroup_task(tid, group, rows, y, cols, meta, desc, arm, SOURCE))
     return TaskCollection(tasks, schema=schema, name="colon-cancer")

@@ -19,7 +19,6 @@ True
 from __future__ import annotations
 
 from collections.abc import Sequence
-from importlib import resources
 
 import numpy as np
 import pandas as pd
@@ -28,9 +27,9 @@ from ragim.datasets.subgroups import (
     check_age_cuts,
     check_sizes,
     describe,
-    enough_of_each,
-    group_metadata,
-    sex_age_groups,
+    labelled_subgroups,
+    read_bundled_csv,
+    subgroup_task,
 )
 from ragim.errors import ValidationError
 from ragim.schema import Feature, FeatureSchema
@@ -211,9 +210,7 @@ def load_heart_csv() -> pd.DataFrame:
     >>> len(df), int(df["chol"].eq(0).sum())
     (920, 0)
     """
-    ref = resources.files("ragim.datasets").joinpath("data", CSV_NAME)
-    with ref.open("rb") as fh:
-        raw = pd.read_csv(fh)
+    raw = read_bundled_csv(CSV_NAME)
     df = pd.DataFrame({"id": raw["id"].astype(int), "site": raw["dataset"], "num": raw["num"]})
     df["age"] = raw["age"].astype(float)
     df["sex"] = raw["sex"].map({"Male": 1.0, "Female": 0.0}).astype(float)
@@ -237,6 +234,12 @@ def _as_binary(v) -> float:
     if v is None or (isinstance(v, float) and np.isnan(v)):
         return np.nan
     return float(bool(v))
+
+
+def _labels(df: pd.DataFrame, outcome: str) -> pd.Series:
+    """1 = the outcome's narrowing (``num`` at or above its threshold), else 0."""
+    threshold = OUTCOMES[outcome][1]
+    return pd.Series((df["num"].to_numpy() >= threshold).astype(float), index=df.index)
 
 
 def heart_disease(
@@ -276,23 +279,15 @@ def heart_disease(
     df = load_heart_csv()
     schema = heart_schema()
     cols = schema.names
+    whole = "adult patients" if include_whole_site else None
     tasks: list[Task] = []
-    for site, (site_name, site_phrase, site_slug) in SITES.items():
-        whole = "adult patients" if include_whole_site else None
-        groups = sex_age_groups(df[df["site"] == site], edges, whole)
-        for outcome, (out_slug, threshold, out_phrase) in OUTCOMES.items():
-            for group in groups:
-                sub = group[5]
-                y = (sub["num"].to_numpy() >= threshold).astype(np.int64)
-                if not enough_of_each(y, min_rows, min_per_class):
-                    continue
-                tid = f"{site_slug}-{out_slug}-{group[1]}"
-                meta = {
-                    "site": site,
-                    "site_name": site_name,
-                    "outcome": outcome,
-                    **group_metadata(group, site, SOURCE, sub["id"], y),
-                }
-                desc = describe(_TEMPLATES, tid, group[4], outcome=out_phrase, site=site_phrase)
-                tasks.append(Task(tid, desc, sub[cols].reset_index(drop=True), y, meta))
+    for site, outcome, group, rows, y in labelled_subgroups(
+        df, "site", SITES, OUTCOMES, edges, whole, _labels, min_rows, min_per_class
+    ):
+        site_name, site_phrase, site_slug = SITES[site]
+        out_slug, _, out_phrase = OUTCOMES[outcome]
+        tid = f"{site_slug}-{out_slug}-{group[1]}"
+        meta = {"site": site, "site_name": site_name, "outcome": outcome}
+        desc = describe(_TEMPLATES, tid, group[4], outcome=out_phrase, site=site_phrase)
+        tasks.append(subgroup_task(tid, group, rows, y, cols, meta, desc, site, SOURCE))
     return TaskCollection(tasks, schema=schema, name="heart-disease")

@@ -14,7 +14,8 @@ Examples
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ import pandas as pd
 
 from ragim.checks import check_int
 from ragim.errors import ValidationError
+from ragim.tasks import Task
 
 #: (sex name in metadata, plural noun, code in the ``sex`` column)
 SEXES = (("female", "women", 0.0), ("male", "men", 1.0))
@@ -106,6 +108,43 @@ def enough_of_each(y: np.ndarray, min_rows: int, min_per_class: int) -> bool:
     return len(y) >= min_rows and min(n1, len(y) - n1) >= min_per_class
 
 
+def labelled_subgroups(
+    df: pd.DataFrame,
+    column: str,
+    cohorts: Sequence[Any],
+    outcomes: Sequence[str],
+    edges: Sequence[float],
+    whole: str | None,
+    labels: Callable[[pd.DataFrame, str], pd.Series],
+    min_rows: int,
+    min_per_class: int,
+) -> Iterator[tuple[Any, str, tuple, pd.DataFrame, np.ndarray]]:
+    """The labelled subgroups of a cohort table, in task order: for each cohort (a value of
+    ``column``), each outcome and each of the cohort's :func:`sex_age_groups` (``edges``,
+    ``whole``), ``(cohort, outcome, group, rows, y)``.
+
+    ``labels(rows, outcome)`` gives each row's 0/1 label, or NaN to leave the row out;
+    ``rows`` are the rows kept and ``y`` their labels. A subgroup without ``min_rows`` rows
+    and ``min_per_class`` of each class (:func:`enough_of_each`) is skipped.
+
+    >>> df = pd.DataFrame({"site": "A", "sex": [0.0, 0.0, 1.0, 1.0], "age": [40, 50, 45, 70],
+    ...                    "event": [0.0, 1.0, 1.0, None]})
+    >>> out = labelled_subgroups(df, "site", ["A"], ["event"], [60], "patients",
+    ...                          lambda rows, outcome: rows[outcome], 2, 1)
+    >>> [(cohort, outcome, g[1], y.tolist()) for cohort, outcome, g, rows, y in out]
+    [('A', 'event', 'all', [0, 1, 1]), ('A', 'event', 'women_lt60', [0, 1])]
+    """
+    for cohort in cohorts:
+        groups = sex_age_groups(df[df[column] == cohort], edges, whole)
+        for outcome in outcomes:
+            for group in groups:
+                y_all = labels(group[5], outcome)
+                rows = group[5][y_all.notna()]
+                y = y_all.dropna().to_numpy().astype(np.int64)
+                if enough_of_each(y, min_rows, min_per_class):
+                    yield cohort, outcome, group, rows, y
+
+
 def group_metadata(
     group: tuple[str, str, str, str, str, pd.DataFrame],
     cohort: str,
@@ -135,6 +174,44 @@ def group_metadata(
     }
 
 
+def read_bundled_csv(name: str, **read_csv: Any) -> pd.DataFrame:
+    """The bundled table ``ragim/datasets/data/<name>``, read by :func:`pandas.read_csv` with
+    the keywords ``read_csv``.
+
+    >>> len(read_bundled_csv("heart_disease_uci.csv"))
+    920
+    """
+    ref = resources.files("ragim.datasets").joinpath("data", name)
+    with ref.open("rb") as fh:
+        return pd.read_csv(fh, **read_csv)
+
+
+def subgroup_task(
+    task_id: str,
+    group: tuple[str, str, str, str, str, pd.DataFrame],
+    rows: pd.DataFrame,
+    y: np.ndarray,
+    columns: Sequence[str],
+    metadata: dict[str, Any],
+    description: str,
+    cohort: str,
+    source: str,
+) -> Task:
+    """A subgroup's task: the feature ``columns`` of ``rows`` (the patients with labels ``y``)
+    and ``metadata`` followed by :func:`group_metadata` (``cohort``, ``source``, the ``id``
+    column of ``rows``).
+
+    >>> g = ("women <60", "women_lt60", "female", "<60", "women under 60", None)
+    >>> rows = pd.DataFrame({"id": [3, 7], "age": [41.0, 55.0]})
+    >>> t = subgroup_task("obs-women_lt60", g, rows, np.array([0, 1]), ["age"], {"arm": "Obs"},
+    ...                   "Women under 60.", "Obs", "trial")
+    >>> t.metadata["arm"], t.metadata["patient_ids"], t.n_rows
+    ('Obs', ['3', '7'], 2)
+    """
+    meta = {**metadata, **group_metadata(group, cohort, source, rows["id"], y)}
+    return Task(task_id, description, rows[list(columns)].reset_index(drop=True), y, meta)
+
+
 def describe(templates: Sequence[str], task_id: str, pop: str, **fields: str) -> str:
     """One of ``templates`` (chosen by a CRC-32 hash of ``task_id``) filled with ``fields``.
 
@@ -155,5 +232,8 @@ __all__ = [
     "describe",
     "enough_of_each",
     "group_metadata",
+    "labelled_subgroups",
+    "read_bundled_csv",
     "sex_age_groups",
+    "subgroup_task",
 ]

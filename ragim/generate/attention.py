@@ -32,8 +32,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -42,10 +41,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ragim.checks import check_fields, check_int, check_number
+from ragim.checks import check_fields, check_int, check_number, setting
 from ragim.errors import ArtifactError, ValidationError
 from ragim.generate.base import (
     Generator,
+    HypernetworkConfig,
     config_with,
     fit_state,
     network_checks,
@@ -54,68 +54,42 @@ from ragim.generate.base import (
     register_generator,
 )
 from ragim.params import ModelParams, design_matrix, param_names
-from ragim.tasks import Task
 
 FORMAT = "ragim.attention-generator"
 BASES = ("statistical", "none")
 
 
 @dataclass
-class AttentionConfig:
-    """Hyper-parameters of the RAG-IM hypernetwork and its episodic training."""
+class AttentionConfig(HypernetworkConfig):
+    """Hyper-parameters of the RAG-IM hypernetwork and its episodic training (``k``,
+    ``hidden``, ``heads`` and ``blocks`` as :class:`~ragim.generate.base.HypernetworkConfig`)."""
 
-    k: int = field(default=10, metadata={"help": "neighbours retrieved per task"})
-    hidden: int = field(default=64, metadata={"help": "width of the attention blocks"})
-    heads: int = field(default=4, metadata={"help": "attention heads"})
-    blocks: int = field(default=2, metadata={"help": "cross-attention blocks"})
-    bottleneck: int = field(default=16, metadata={"help": "width of the residual bottleneck"})
-    dropout: float = field(default=0.1, metadata={"help": "dropout in the blocks"})
-    query_dropout: float = field(
-        default=0.5, metadata={"help": "dropout on the query embedding (against memorising tasks)"}
+    bottleneck: int = setting(16, "width of the residual bottleneck")
+    dropout: float = setting(0.1, "dropout in the blocks")
+    query_dropout: float = setting(0.5, "dropout on the query embedding (against memorising tasks)")
+    residual: bool = setting(False, "add a learned per-task correction W_out h to the output")
+    base: str = setting(
+        "statistical",
+        "'statistical': start from the StatisticalGenerator's model and learn a gated move "
+        "towards the attention mixture plus a correction (it can leave the neighbours' "
+        "hull); 'none': the paper-style mixture of neighbours",
     )
-    residual: bool = field(
-        default=False, metadata={"help": "add a learned per-task correction W_out h to the output"}
+    precision_key: bool = setting(
+        True,
+        "add each neighbour's fit precision (log of its effective sample size n p (1 - p)) "
+        "to its key",
     )
-    base: str = field(
-        default="statistical",
-        metadata={
-            "help": (
-                "'statistical': start from the StatisticalGenerator's model and learn a gated move "
-                "towards the attention mixture plus a correction (it can leave the neighbours' "
-                "hull); 'none': the paper-style mixture of neighbours"
-            )
-        },
-    )
-    precision_key: bool = field(
-        default=True,
-        metadata={
-            "help": (
-                "add each neighbour's fit precision (log of its effective sample size n p (1 - p)) "
-                "to its key"
-            )
-        },
-    )
-    lr: float = field(default=3e-3, metadata={"help": "AdamW learning rate"})
-    weight_decay: float = field(default=1e-3, metadata={"help": "AdamW weight decay"})
-    max_epochs: int = field(default=300, metadata={"help": "upper bound on training epochs"})
-    patience: int = field(
-        default=30, metadata={"help": "epochs without validation improvement before stopping"}
-    )
-    batch_tasks: int = field(default=64, metadata={"help": "target tasks per optimisation step"})
-    max_rows: int = field(
-        default=512, metadata={"help": "rows per target task and step (subsampled)"}
-    )
-    val_fraction: float = field(
-        default=0.2, metadata={"help": "share of tasks held out for early stopping"}
-    )
-    neighbor_dropout: float = field(
-        default=0.1, metadata={"help": "share of neighbours hidden per episode"}
-    )
-    n_bootstrap: int = field(
-        default=32, metadata={"help": "neighbour bootstrap draws for uncertainty"}
-    )
-    seed: int = field(default=0, metadata={"help": "random seed"})
-    device: str = field(default="auto", metadata={"help": "'auto', 'cpu' or 'cuda'"})
+    lr: float = setting(3e-3, "AdamW learning rate")
+    weight_decay: float = setting(1e-3, "AdamW weight decay")
+    max_epochs: int = setting(300, "upper bound on training epochs")
+    patience: int = setting(30, "epochs without validation improvement before stopping")
+    batch_tasks: int = setting(64, "target tasks per optimisation step")
+    max_rows: int = setting(512, "rows per target task and step (subsampled)")
+    val_fraction: float = setting(0.2, "share of tasks held out for early stopping")
+    neighbor_dropout: float = setting(0.1, "share of neighbours hidden per episode")
+    n_bootstrap: int = setting(32, "neighbour bootstrap draws for uncertainty")
+    seed: int = setting(0, "random seed")
+    device: str = setting("auto", "'auto', 'cpu' or 'cuda'")
 
     def __post_init__(self):
         rules, problems = network_checks(self)
@@ -245,6 +219,9 @@ class AttentionGenerator(Generator):
     ----------
     config : :class:`AttentionConfig`; keyword overrides are accepted too
         (``AttentionGenerator(k=5, max_epochs=100)``).
+
+    :meth:`generate_params` takes ``uncertainty=True``: a neighbour-bootstrap SD per
+    coefficient in ``std``.
     """
 
     def __init__(self, config: AttentionConfig | None = None, **overrides: Any):
@@ -484,21 +461,15 @@ class AttentionGenerator(Generator):
         return (per_task / counts).mean()
 
     # ------------------------------------------------------------------ generation
-    def _check_ready(self, index):
-        self._check_fitted_on(index, self.net_ is not None)
+    def _is_fitted(self) -> bool:
+        return self.net_ is not None
 
-    def generate_params(
-        self,
-        query: str | Task | Sequence[str | Task],
-        index=None,
-        *,
-        k: int | None = None,
-        exclude=None,
-        uncertainty: bool = True,
-    ) -> ModelParams | list[ModelParams]:
-        """Generated parameters with provenance (and bootstrap ``std`` when ``uncertainty``)."""
-        index = self._resolve_index(index)
-        self._check_ready(index)
+    def _generate(
+        self, index, vecs: np.ndarray, items: list, single: bool, *, k, exclude, uncertainty=True
+    ) -> list[ModelParams]:
+        """:meth:`generate_params`: the attention mixture of each query's ``k`` neighbours
+        (default ``config.k``), with a bootstrap ``std`` per coefficient when ``uncertainty``
+        (and more than one neighbour)."""
         if getattr(self, "_stacked_for", None) is not index or len(self._norm_params) != len(
             index.row_params
         ):
@@ -508,14 +479,7 @@ class AttentionGenerator(Generator):
             k, "k", ge=1, allow_none=True, note="the attention generator needs neighbours"
         )
         k = min(self.config.k if k is None else int(k), len(index))
-        vecs, items, single = index.embed_queries(query)
-        hits = index.search_vectors(vecs, k, exclude=exclude)
-        empty = [i for i, hs in enumerate(hits) if not hs]
-        if empty:
-            raise ValidationError(
-                f"no neighbours left after exclusions for queries {empty[:5]}; "
-                "relax `exclude` or grow the index"
-            )
+        hits = self._search(index, vecs, k, exclude)
         rows = np.full((len(hits), k), -1, dtype=np.int64)
         sims = np.zeros((len(hits), k), dtype=np.float32)
         for qi, hs in enumerate(hits):
@@ -549,12 +513,10 @@ class AttentionGenerator(Generator):
                     "generator": "statistical",
                     "move": round(float(torch.sigmoid(self.net_.base_gate).mean()), 4),
                 }
-            if isinstance(items[qi], Task):
-                meta["task_id"] = items[qi].task_id
             out.append(
                 ModelParams(self.model_kind_, index.schema, theta[qi], std=std, metadata=meta)
             )
-        return out[0] if single else out
+        return out
 
     def _forward(
         self, q: np.ndarray, rows: np.ndarray, sims: np.ndarray, base: np.ndarray | None = None

@@ -23,7 +23,9 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
 
-from ragim.checks import check_int
+import numpy as np
+
+from ragim.checks import check_int, setting
 from ragim.errors import ValidationError
 from ragim.params import ModelParams, param_names
 from ragim.schema import FeatureSchema
@@ -162,6 +164,18 @@ def heads_problems(hidden: Any, heads: Any) -> list[str]:
     return [f"hidden ({hidden}) must be divisible by heads ({heads})"] if hidden % heads else []
 
 
+@dataclass
+class HypernetworkConfig:
+    """The network fields every attention hypernetwork config (``attention``,
+    ``rag-im-2024``) starts with; :func:`network_checks` checks them. A config that
+    extends it may give ``hidden`` and ``blocks`` other defaults."""
+
+    k: int = setting(10, "neighbours retrieved per task")
+    hidden: int = setting(64, "width of the attention blocks")
+    heads: int = setting(4, "attention heads")
+    blocks: int = setting(2, "cross-attention blocks")
+
+
 def network_checks(config: Any) -> tuple[dict[str, Any], list[str]]:
     """What every attention hypernetwork config (``attention``, ``rag-im-2024``) checks of its
     network fields: ``k``, ``hidden``, ``heads`` and ``blocks`` are integers >= 1 and
@@ -213,7 +227,9 @@ def _warn_out_of_domain(generate):
 
 
 class Generator(ABC):
-    """Base class: subclasses implement :meth:`generate_params`."""
+    """Base class. A subclass implements ``_is_fitted`` and ``_generate`` (the parameters of a
+    batch of embedded queries), which :meth:`generate_params` calls after resolving the index,
+    checking it and embedding the queries; or it overrides :meth:`generate_params`."""
 
     generator_name = "base"
     index_ = None
@@ -261,7 +277,6 @@ class Generator(ABC):
             )
         check_identity(self.embedder_identity_, index.embedder)
 
-    @abstractmethod
     def generate_params(
         self,
         query: str | Task | Sequence[str | Task],
@@ -269,8 +284,73 @@ class Generator(ABC):
         *,
         k: int | None = None,
         exclude=None,
+        **options: Any,
     ) -> ModelParams | list[ModelParams]:
-        """Generated parameters for one query, or a list for a batch of queries."""
+        """Generated parameters with provenance for one query, or a list for a batch of queries.
+
+        Parameters
+        ----------
+        query : a description, a Task (its description is used) or a list of either.
+        index : the TaskIndex to retrieve from (default: the one it was fitted on).
+        k : neighbours (default: the generator's own).
+        exclude : task ids or a predicate over index records (e.g.
+            :func:`ragim.index.leak_free`), or one of these per query.
+        options : the generator's own keywords, listed in its ``_generate`` (``uncertainty``
+            of the attention and statistical generators, ``own`` and ``own_rows`` of
+            rag-im-2024).
+
+        Returns
+        -------
+        ModelParams (a list for a batch) whose ``metadata`` names the generator, the neighbours
+        that shaped it (``provenance``), the query's ``task_id`` when the query is a Task, and
+        how well the index covers the description (``coverage``).
+
+        Raises
+        ------
+        ValidationError
+            An unfitted generator, an index of another model family, schema or embedder, a
+            bad ``k`` or option, or no neighbour left after the exclusions.
+        """
+        index = self._resolve_index(index)
+        self._check_fitted_on(index, self._is_fitted())
+        vectors, items, single = index.embed_queries(query)
+        out = self._generate(index, vectors, items, single, k=k, exclude=exclude, **options)
+        for params, item in zip(out, items, strict=True):
+            if isinstance(item, Task):
+                params.metadata["task_id"] = item.task_id
+        return out[0] if single else out
+
+    generate_params = _with_coverage(generate_params)
+
+    @abstractmethod
+    def save(self, path) -> Any:
+        """Save the fitted generator atomically into the folder ``path`` (no pickle); returns
+        the folder."""
+
+    def _is_fitted(self) -> bool:
+        """Whether :meth:`fit` (or :meth:`load`) has run; a generator that relies on
+        :meth:`generate_params` implements it."""
+        raise NotImplementedError(f"{type(self).__name__} implements its own generate_params")
+
+    def _generate(
+        self, index, vectors: np.ndarray, items: list, single: bool, *, k, exclude, **options
+    ) -> list[ModelParams]:
+        """One ModelParams per query for :meth:`generate_params`: ``vectors`` (Q, E) are the
+        embedded ``items`` (descriptions or Tasks; ``single``: one query was given), ``index``
+        is checked against what the generator was fitted on."""
+        raise NotImplementedError(f"{type(self).__name__} implements its own generate_params")
+
+    def _search(self, index, vectors: np.ndarray, k: int, exclude) -> list:
+        """The neighbours of each query (:meth:`TaskIndex.search_vectors`); a ValidationError
+        when the exclusions leave a query none."""
+        hits = index.search_vectors(vectors, k, exclude=exclude)
+        empty = [i for i, hs in enumerate(hits) if not hs]
+        if empty:
+            raise ValidationError(
+                f"no neighbours left after exclusions for queries {empty[:5]}; relax `exclude` "
+                "or grow the index"
+            )
+        return hits
 
     def generate(self, query: str | Task, index=None, *, k: int | None = None, exclude=None):
         """A ready interpretable model for a new task description (zero-shot).

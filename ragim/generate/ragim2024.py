@@ -51,7 +51,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -60,10 +60,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ragim.checks import check_fields, check_int, check_number
+from ragim.checks import check_fields, check_int, check_number, setting
 from ragim.errors import ArtifactError, ValidationError
 from ragim.generate.base import (
     Generator,
+    HypernetworkConfig,
     config_with,
     fit_state,
     network_checks,
@@ -72,40 +73,28 @@ from ragim.generate.base import (
     register_generator,
 )
 from ragim.params import ModelParams, design_matrix, param_names
-from ragim.tasks import Task
 
 FORMAT = "ragim.rag-im-2024-generator"
 
 
 @dataclass
-class RagIm2024Config:
-    """Hyper-parameters of the paper's architecture and training (defaults: the paper's)."""
+class RagIm2024Config(HypernetworkConfig):
+    """Hyper-parameters of the paper's architecture and training (defaults: the paper's;
+    ``k`` and ``heads`` as :class:`~ragim.generate.base.HypernetworkConfig`)."""
 
-    k: int = field(default=10, metadata={"help": "neighbours retrieved per task"})
-    hidden: int = field(default=512, metadata={"help": "width of the attention blocks"})
-    heads: int = field(default=4, metadata={"help": "attention heads"})
-    blocks: int = field(default=3, metadata={"help": "cross-attention blocks"})
-    dropout: float = field(
-        default=0.0, metadata={"help": "dropout in the attention and the bottlenecks"}
-    )
-    gate_rows: int = field(
-        default=50, metadata={"help": "own rows from which the own-model gate is used"}
-    )
-    gate_init: float = field(default=0.5, metadata={"help": "initial value of the gate g"})
-    lr: float = field(default=2e-4, metadata={"help": "AdamW learning rate"})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
-    batch_size: int = field(
-        default=1024, metadata={"help": "(task, row) pairs per optimisation step"}
-    )
-    epochs: int = field(default=5, metadata={"help": "passes over the training tasks"})
-    draws_per_task: int = field(
-        default=10, metadata={"help": "random rows drawn per task and epoch"}
-    )
-    min_steps: int = field(
-        default=200, metadata={"help": "at least this many steps (small indexes)"}
-    )
-    seed: int = field(default=0, metadata={"help": "random seed"})
-    device: str = field(default="auto", metadata={"help": "'auto', 'cpu' or 'cuda'"})
+    hidden: int = setting(512, "width of the attention blocks")
+    blocks: int = setting(3, "cross-attention blocks")
+    dropout: float = setting(0.0, "dropout in the attention and the bottlenecks")
+    gate_rows: int = setting(50, "own rows from which the own-model gate is used")
+    gate_init: float = setting(0.5, "initial value of the gate g")
+    lr: float = setting(2e-4, "AdamW learning rate")
+    weight_decay: float = setting(0.01, "AdamW weight decay")
+    batch_size: int = setting(1024, "(task, row) pairs per optimisation step")
+    epochs: int = setting(5, "passes over the training tasks")
+    draws_per_task: int = setting(10, "random rows drawn per task and epoch")
+    min_steps: int = setting(200, "at least this many steps (small indexes)")
+    seed: int = setting(0, "random seed")
+    device: str = setting("auto", "'auto', 'cpu' or 'cuda'")
 
     def __post_init__(self):
         rules, problems = network_checks(self)
@@ -198,6 +187,9 @@ class RagIm2024Generator(Generator):
     config : :class:`RagIm2024Config`; keyword overrides are accepted too
         (``RagIm2024Generator(hidden=64, min_steps=50)``).
 
+    :meth:`generate_params` takes ``own=`` and ``own_rows=`` (few-shot): the task's own fitted
+    ModelParams and the rows it was fitted on, used from ``config.gate_rows`` (50) rows.
+
     Attributes (after :meth:`fit`): ``history_`` (mean loss per logged step),
     ``n_steps_``, ``n_train_tasks_``, ``train_neighbors_`` (each training target's
     leak-free neighbour ids), ``skipped_episodes_`` (tasks without a leak-free
@@ -225,13 +217,17 @@ class RagIm2024Generator(Generator):
         return arrays
 
     def _neighbours(self, index, vectors: np.ndarray, exclude, k: int):
-        """Neighbour positions (Q, k; -1 = none), similarities and the hits themselves."""
-        pos, _, _ = self._arrays(index)
+        """Neighbour positions (Q, k; -1 = none) and the hits themselves."""
         hits = index.search_vectors(vectors, k, exclude=exclude)
+        return self._positions(index, hits, k), hits
+
+    def _positions(self, index, hits: list, k: int) -> np.ndarray:
+        """The index positions of each query's neighbours ``hits`` (Q, k; -1 = none)."""
+        pos, _, _ = self._arrays(index)
         rows = np.full((len(hits), k), -1, dtype=np.int64)
         for qi, hs in enumerate(hits):
             rows[qi, : len(hs)] = [pos[h.task_id] for h in hs]
-        return rows, hits
+        return rows
 
     def _inputs(self, index, rows: np.ndarray):
         _, P, E = self._arrays(index)
@@ -356,8 +352,8 @@ class RagIm2024Generator(Generator):
         return nn.functional.binary_cross_entropy_with_logits(logit, ep.y[r])
 
     # ------------------------------------------------------------------ generation
-    def _check_ready(self, index):
-        self._check_fitted_on(index, self.net_ is not None)
+    def _is_fitted(self) -> bool:
+        return self.net_ is not None
 
     def _own_slots(
         self, own, own_rows, n_queries: int, single: bool
@@ -397,47 +393,31 @@ class RagIm2024Generator(Generator):
                 slots[i], used[i] = p.vector, True
         return slots, used
 
-    def generate_params(
+    def _generate(
         self,
-        query: str | Task | Sequence[str | Task],
-        index=None,
+        index,
+        vecs: np.ndarray,
+        items: list,
+        single: bool,
         *,
-        k: int | None = None,
-        exclude=None,
+        k,
+        exclude,
         own: ModelParams | Sequence[ModelParams | None] | None = None,
         own_rows: int | Sequence[int | None] | None = None,
-    ) -> ModelParams | list[ModelParams]:
-        """Generated parameters with provenance (the last block's attention weights).
+    ) -> list[ModelParams]:
+        """:meth:`generate_params` (provenance: the last block's attention weights); ``k``
+        neighbours, default ``config.k``.
 
-        Parameters
-        ----------
-        query : a description, a Task (its description is used) or a list of either.
-        index : the TaskIndex to retrieve from (default: the one it was fitted on).
-        k : neighbours (default ``config.k``).
-        exclude : task ids or a predicate such as :func:`ragim.index.leak_free`.
-        own, own_rows : few-shot: the task's own fitted ModelParams and the number of rows
-            it was fitted on (lists for a batch). The gate uses it only when
-            ``own_rows >= config.gate_rows`` (50); otherwise the output is the zero-shot one.
-
-        Raises
-        ------
-        ValidationError
-            Unfitted generator, another index's schema or embedder, bad ``k``, bad own
-            model, or no neighbour left after the exclusions.
+        ``own``, ``own_rows``: few-shot: the task's own fitted ModelParams and the number of
+        rows it was fitted on (lists for a batch). The gate uses it only when ``own_rows >=
+        config.gate_rows`` (50); otherwise the output is the zero-shot one. A bad own model
+        raises a ValidationError.
         """
-        index = self._resolve_index(index)
-        self._check_ready(index)
         k = check_int(k, "k", ge=1, allow_none=True, note="rag-im-2024 needs neighbours")
         k = min(self.config.k if k is None else int(k), len(index))
-        vecs, items, single = index.embed_queries(query)
         slots, used = self._own_slots(own, own_rows, len(items), single)
-        rows, hits = self._neighbours(index, vecs, exclude, k)
-        empty = [i for i, hs in enumerate(hits) if not hs]
-        if empty:
-            raise ValidationError(
-                f"no neighbours left after exclusions for queries {empty[:5]}; relax `exclude` "
-                "or grow the index"
-            )
+        hits = self._search(index, vecs, k, exclude)
+        rows = self._positions(index, hits, k)
         nbp, nbe, pad = self._inputs(index, rows)
         with torch.no_grad():
             theta, w = self.net_(
@@ -457,10 +437,8 @@ class RagIm2024Generator(Generator):
                 "own_model_used": used[qi],
                 "provenance": provenance_records(hs, w[qi, : len(hs)]),
             }
-            if isinstance(items[qi], Task):
-                meta["task_id"] = items[qi].task_id
             out.append(ModelParams(self.model_kind_, index.schema, theta[qi], metadata=meta))
-        return out[0] if single else out
+        return out
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:

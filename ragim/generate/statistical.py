@@ -47,8 +47,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -58,7 +57,7 @@ from scipy.optimize import minimize
 from scipy.special import log_expit
 from threadpoolctl import threadpool_limits
 
-from ragim.checks import check_fields, check_int, check_number
+from ragim.checks import check_fields, check_int, check_number, setting
 from ragim.errors import ArtifactError, ValidationError
 from ragim.generate.base import (
     Generator,
@@ -98,51 +97,27 @@ BLAS_THREADS = 1
 class StatisticalConfig:
     """Settings of the :class:`StatisticalGenerator` (saved as ``config.json``)."""
 
-    candidates: tuple[str, ...] = field(
-        default=CANDIDATES, metadata={"help": "candidate models the stack combines"}
+    candidates: tuple[str, ...] = setting(CANDIDATES, "candidate models the stack combines")
+    max_tasks: int = setting(1000, "tasks the meta-regression learns from (the largest)")
+    hyper_tasks: int = setting(
+        300,
+        "tasks the kernel scales are fitted on (a random subset "
+        "beyond this; each marginal-likelihood step costs n^3)",
     )
-    max_tasks: int = field(
-        default=1000, metadata={"help": "tasks the meta-regression learns from (the largest)"}
+    prior_sd: float = setting(1.0, "prior SD of a task's slopes around the pooled model")
+    intercept_prior_sd: float = setting(3.0, "prior SD of a task's intercept (log-odds)")
+    ngram_max: int = setting(2, "longest word n-gram of the text candidate")
+    min_df: int = setting(2, "n-grams must occur in at least this many descriptions")
+    embedding_sharpness: float = setting(5.0, "kernel exp(s (cos - 1)) of the neighbors candidate")
+    neighbor_k: int = setting(10, "neighbours averaged by the neighbor-mean candidate")
+    cv_folds: int = setting(
+        5,
+        "leave-task-out folds that choose the stack weights "
+        "(every task is its own fold on indices of up to 30 tasks)",
     )
-    hyper_tasks: int = field(
-        default=300,
-        metadata={
-            "help": "tasks the kernel scales are fitted on (a random subset "
-            "beyond this; each marginal-likelihood step costs n^3)"
-        },
-    )
-    prior_sd: float = field(
-        default=1.0, metadata={"help": "prior SD of a task's slopes around the pooled model"}
-    )
-    intercept_prior_sd: float = field(
-        default=3.0, metadata={"help": "prior SD of a task's intercept (log-odds)"}
-    )
-    ngram_max: int = field(
-        default=2, metadata={"help": "longest word n-gram of the text candidate"}
-    )
-    min_df: int = field(
-        default=2, metadata={"help": "n-grams must occur in at least this many descriptions"}
-    )
-    embedding_sharpness: float = field(
-        default=5.0, metadata={"help": "kernel exp(s (cos - 1)) of the neighbors candidate"}
-    )
-    neighbor_k: int = field(
-        default=10, metadata={"help": "neighbours averaged by the neighbor-mean candidate"}
-    )
-    cv_folds: int = field(
-        default=5,
-        metadata={
-            "help": "leave-task-out folds that choose the stack weights "
-            "(every task is its own fold on indices of up to 30 tasks)"
-        },
-    )
-    max_rows_per_task: int = field(
-        default=500, metadata={"help": "rows per task in the validation loss"}
-    )
-    pooled_rows: int = field(
-        default=200_000, metadata={"help": "rows the pooled model is fitted on (subsampled)"}
-    )
-    seed: int = field(default=0, metadata={"help": "random seed (folds, subsamples)"})
+    max_rows_per_task: int = setting(500, "rows per task in the validation loss")
+    pooled_rows: int = setting(200_000, "rows the pooled model is fitted on (subsampled)")
+    seed: int = setting(0, "random seed (folds, subsamples)")
 
     def __post_init__(self):
         self.candidates = tuple(self.candidates)
@@ -387,6 +362,10 @@ class StatisticalGenerator(Generator):
     config : :class:`StatisticalConfig`; keyword overrides are accepted too
         (``StatisticalGenerator(candidates=("pooled", "text"))``).
 
+    :meth:`generate_params` takes ``uncertainty=True``: a SD per coefficient in ``std``; its
+    ``k`` is how many of the tasks that shaped the model its provenance lists (default 10),
+    and excluded tasks are removed from what the model learns from.
+
     Attributes (after :meth:`fit`)
     ------------------------------
     stack_ : ``{"shift": a, "baseline": {candidate: u}, "slopes": {candidate: w}}``, chosen by
@@ -533,41 +512,23 @@ class StatisticalGenerator(Generator):
         return self
 
     # ------------------------------------------------------------------ generation
-    def _check_ready(self, index) -> None:
-        self._check_fitted_on(index, self.fitted_ is not None)
+    def _is_fitted(self) -> bool:
+        return self.fitted_ is not None
 
-    def generate_params(
-        self,
-        query: str | Task | Sequence[str | Task],
-        index=None,
-        *,
-        k: int | None = None,
-        exclude=None,
-        uncertainty: bool = True,
-    ) -> ModelParams | list[ModelParams]:
-        """Generated parameters with provenance and, with ``uncertainty``, a SD per coefficient.
+    def _generate(
+        self, index, vecs: np.ndarray, items: list, single: bool, *, k, exclude, uncertainty=True
+    ) -> list[ModelParams]:
+        """:meth:`generate_params`, with a SD per coefficient when ``uncertainty``.
 
-        Parameters
-        ----------
-        query : a description, a Task, or a list of either.
-        index : the index it was fitted on (default: that one).
-        k : how many of the tasks that shaped the model to list in its provenance (default 10).
-        exclude : task ids or a predicate over index records (e.g. :func:`ragim.index.leak_free`);
-            excluded tasks are removed from what the model learns from (the meta-regression is
-            refitted without them for these queries).
-
-        Returns
-        -------
-        ModelParams (a list for a batch), ``metadata["provenance"]`` listing the tasks with
-        the largest weights, ``metadata["stack"]`` the candidates' weights.
+        ``k`` is how many of the tasks that shaped the model to list in its provenance (default
+        10). Excluded tasks are removed from what the model learns from (the meta-regression is
+        refitted without them for these queries). ``metadata["provenance"]`` lists the tasks
+        with the largest weights, ``metadata["stack"]`` the candidates' weights.
         """
         from ragim.index import per_query_excludes
 
-        index = self._resolve_index(index)
-        self._check_ready(index)
         k = check_int(k, "k", ge=1, allow_none=True, note="tasks listed in the provenance")
         k = 10 if k is None else k
-        vecs, items, single = index.embed_queries(query)
         texts = [q.description if isinstance(q, Task) else q for q in items]
         excludes = per_query_excludes(exclude, len(items))
         out: list[ModelParams | None] = [None] * len(items)
@@ -581,12 +542,10 @@ class StatisticalGenerator(Generator):
                     fitted, [texts[i] for i in qis], vecs[qis].astype(np.float64), uncertainty, k
                 )
             for qi, p in zip(qis, params, strict=True):
-                if isinstance(items[qi], Task):
-                    p.metadata["task_id"] = items[qi].task_id
                 if dropped:
                     p.metadata["excluded_from_fit"] = len(dropped)
                 out[qi] = p
-        return out[0] if single else out
+        return out
 
     def _excluded(self, index, exclude) -> frozenset:
         from ragim.index import as_predicate
