@@ -390,7 +390,8 @@ def generate_answers(
 
 
 def _decode_one(
-    runner, cache, logits, grammar, answer_format, enc, tables, *, temperature, top_p, generator, budget,
+    runner, cache, logits, grammar, answer_format, enc, tables, *,
+    temperature, top_p, generator, budget,
 ) -> ConstrainedResult:  # fmt: skip
     pieces, keys = grammar.pieces, grammar.keys
     max_abs, max_int, max_frac = grammar.max_abs, grammar.max_int_digits, grammar.max_frac_digits

@@ -85,14 +85,18 @@ def _upto(bound: str, *, first_nonzero: bool) -> list[str]:
         hi = int(ch) - 1
         if hi >= lo:
             rest = len(bound) - i - 1
-            alts.append(bound[:i] + (f"[{lo}-{hi}]" if hi > lo else str(lo))
-                        + (f"[0-9]{{{rest}}}" if rest else ""))
+            alts.append(
+                bound[:i]
+                + (f"[{lo}-{hi}]" if hi > lo else str(lo))
+                + (f"[0-9]{{{rest}}}" if rest else "")
+            )
     alts.append(bound)
     return alts
 
 
-def number_regex(max_abs: float, *, max_int_digits: int = MAX_INT_DIGITS,
-                 max_frac_digits: int = 3) -> str:
+def number_regex(
+    max_abs: float, *, max_int_digits: int = MAX_INT_DIGITS, max_frac_digits: int = 3
+) -> str:
     """Regex (Python and Rust syntax) of the decimals an answer may hold: ``-?`` then an
     integer part without leading zeros (at most ``max_int_digits`` digits), then optionally
     ``.`` and 1 to ``max_frac_digits`` digits, with ``|value| <= max_abs``.
@@ -136,8 +140,11 @@ def answer_regex(grammar: AnswerGrammar) -> str:
     """
     if not isinstance(grammar, AnswerGrammar):
         raise ValidationError(f"grammar must be an AnswerGrammar, got {type(grammar).__name__}")
-    num = number_regex(grammar.max_abs, max_int_digits=grammar.max_int_digits,
-                       max_frac_digits=grammar.max_frac_digits)
+    num = number_regex(
+        grammar.max_abs,
+        max_int_digits=grammar.max_int_digits,
+        max_frac_digits=grammar.max_frac_digits,
+    )
     out = []
     for piece in grammar.pieces[:-1]:
         out.append(_lit(piece) + _lit(grammar.value_prefix) + "(?:" + num + ")")
@@ -161,7 +168,9 @@ def _ll_tokenizer(tokenizer, n_vocab: int):
     try:
         ll = llguidance.hf.from_tokenizer(tokenizer, n_vocab=n_vocab)
     except ValueError as exc:
-        raise ValidationError(f"constrained decoding needs a fast (Rust) tokenizer: {exc}") from None
+        raise ValidationError(
+            f"constrained decoding needs a fast (Rust) tokenizer: {exc}"
+        ) from None
     _LL_TOKENIZERS[tokenizer] = (key, ll)
     return ll
 
@@ -210,8 +219,9 @@ class GrammarLogitsProcessor:
 
         n_rows = len(self.matchers)
         if input_ids.shape[0] != n_rows:
-            raise ValidationError(f"the processor has {n_rows} grammars but the batch has "
-                                  f"{input_ids.shape[0]} rows")
+            raise ValidationError(
+                f"the processor has {n_rows} grammars but the batch has {input_ids.shape[0]} rows"
+            )
         step = input_ids.shape[1] - self.prompt_length
         live = []
         for i, m in enumerate(self.matchers):
@@ -245,7 +255,9 @@ class GrammarLogitsProcessor:
 # --------------------------------------------------------------------------- decoding
 def _max_answer_bytes(grammar: AnswerGrammar) -> int:
     """Bytes of the longest possible answer (every token is at least one byte)."""
-    number = 1 + grammar.max_int_digits + (1 + grammar.max_frac_digits if grammar.max_frac_digits else 0)
+    number = (
+        1 + grammar.max_int_digits + (1 + grammar.max_frac_digits if grammar.max_frac_digits else 0)
+    )
     text = sum(len(p.encode()) for p in grammar.pieces)
     return text + len(grammar.keys) * (len(grammar.value_prefix.encode()) + number)
 
@@ -256,8 +268,9 @@ def _as_prompt(ids, name: str = "each prompt") -> torch.Tensor:
     if ids.dim() == 2 and ids.shape[0] == 1:
         ids = ids[0]
     if ids.dim() != 1 or ids.shape[0] == 0:
-        raise ValidationError(f"{name} must have shape (1, L) or (L,) with L > 0, "
-                              f"got {tuple(ids.shape)}")
+        raise ValidationError(
+            f"{name} must have shape (1, L) or (L,) with L > 0, got {tuple(ids.shape)}"
+        )
     return ids.long()
 
 
@@ -330,10 +343,16 @@ def generate_answer_batch(
     if isinstance(prompts, torch.Tensor) or not isinstance(prompts, Sequence) or not prompts:
         raise ValidationError("prompts must be a non-empty list of token-id tensors")
     rows = [_as_prompt(p) for p in prompts]
-    fmts = [answer_formats] * len(rows) if isinstance(answer_formats, AnswerFormat) else list(answer_formats)
+    fmts = (
+        [answer_formats] * len(rows)
+        if isinstance(answer_formats, AnswerFormat)
+        else list(answer_formats)
+    )
     if len(fmts) != len(rows) or not all(isinstance(f, AnswerFormat) for f in fmts):
-        raise ValidationError(f"answer_formats must be one AnswerFormat (ragim.lm.answer) or one per "
-                              f"prompt ({len(rows)}), got {answer_formats!r:.80}")
+        raise ValidationError(
+            f"answer_formats must be one AnswerFormat (ragim.lm.answer) or one per "
+            f"prompt ({len(rows)}), got {answer_formats!r:.80}"
+        )
     max_int_digits = check_int(max_int_digits, "max_int_digits", ge=1, le=MAX_INT_DIGITS)
     num_candidates = check_int(num_candidates, "num_candidates", ge=1)
     temperature = check_number(temperature, "temperature", ge=0)
@@ -362,31 +381,45 @@ def generate_answer_batch(
     n_rows_each = num_candidates if temperature > 0 else 1
     ll_grammars = [compiled[answer_regex(g)] for g in grammars for _ in range(n_rows_each)]
 
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
     eos_id = tokenizer.eos_token_id
     if eos_id is None or pad_id is None:
-        raise ValidationError("the tokenizer needs an end-of-sequence token for constrained decoding")
+        raise ValidationError(
+            "the tokenizer needs an end-of-sequence token for constrained decoding"
+        )
     width = max(len(r) for r in rows)
     device = next(model.parameters()).device
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):  # left padding: every prompt ends at the last column
-        input_ids[i, width - len(r):] = r
-        attention[i, width - len(r):] = 1
+        input_ids[i, width - len(r) :] = r
+        attention[i, width - len(r) :] = 1
     vocab = int(getattr(model.config, "vocab_size", 0) or len(tokenizer))
     proc = GrammarLogitsProcessor(tokenizer, ll_grammars, vocab_size=vocab, prompt_length=width)
     procs = [proc]
     if temperature > 0:
-        procs += [TemperatureLogitsWarper(temperature)] + ([TopPLogitsWarper(top_p)] if top_p < 1 else [])
+        procs += [TemperatureLogitsWarper(temperature)] + (
+            [TopPLogitsWarper(top_p)] if top_p < 1 else []
+        )
     max_new = max(_max_answer_bytes(g) for g in grammars) + 2
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         out = model.generate(
-            input_ids=input_ids.to(device), attention_mask=attention.to(device),
-            logits_processor=LogitsProcessorList(procs), do_sample=temperature > 0,
-            temperature=None, top_p=None, top_k=None, num_beams=1,
-            num_return_sequences=n_rows_each, max_new_tokens=max_new,
-            pad_token_id=pad_id, eos_token_id=eos_id, return_dict_in_generate=True,
+            input_ids=input_ids.to(device),
+            attention_mask=attention.to(device),
+            logits_processor=LogitsProcessorList(procs),
+            do_sample=temperature > 0,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            num_beams=1,
+            num_return_sequences=n_rows_each,
+            max_new_tokens=max_new,
+            pad_token_id=pad_id,
+            eos_token_id=eos_id,
+            return_dict_in_generate=True,
             output_logits=True,
         )
     seqs = out.sequences[:, width:].cpu()
@@ -412,10 +445,13 @@ def generate_answer_batch(
                 logp = torch.log_softmax(logits[row, :n].float(), dim=-1)
                 chosen = logp.gather(1, torch.tensor(ids, device=logp.device).unsqueeze(1))[:, 0]
                 lp = float(chosen[torch.tensor(free, dtype=torch.bool, device=logp.device)].sum())
-            text = tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+            text = tokenizer.decode(
+                ids, skip_special_tokens=False, clean_up_tokenization_spaces=False
+            )
             values = fmt.parse(text)
-            group.append(ConstrainedResult(text=text, values=values, n_tokens=n, logprob=lp,
-                                           token_ids=ids))
+            group.append(
+                ConstrainedResult(text=text, values=values, n_tokens=n, logprob=lp, token_ids=ids)
+            )
         results.append(group)
     return results
 
@@ -424,7 +460,9 @@ def _seed_from(generator: torch.Generator | None) -> int:
     if generator is None:
         return 0
     if not isinstance(generator, torch.Generator):
-        raise ValidationError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        raise ValidationError(
+            f"generator must be a torch.Generator, got {type(generator).__name__}"
+        )
     return int(torch.randint(0, 2**62, (1,), generator=generator))
 
 
@@ -460,16 +498,28 @@ def generate_answers(
     True
     """
     if not isinstance(answer_format, AnswerFormat):
-        raise ValidationError(f"answer_format must be an AnswerFormat (ragim.lm.answer), "
-                              f"got {type(answer_format).__name__}")
+        raise ValidationError(
+            f"answer_format must be an AnswerFormat (ragim.lm.answer), "
+            f"got {type(answer_format).__name__}"
+        )
     if max_new_tokens_per_value is not None:
-        warnings.warn("max_new_tokens_per_value is ignored: the grammar bounds every number",
-                      DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            "max_new_tokens_per_value is ignored: the grammar bounds every number",
+            DeprecationWarning,
+            stacklevel=2,
+        )
     prompt = _as_prompt(prompt_ids, "prompt_ids")
     return generate_answer_batch(
-        model, tokenizer, [prompt], answer_format, max_int_digits=max_int_digits,
-        temperature=temperature, top_p=top_p, num_candidates=num_candidates,
-        seed=_seed_from(generator), decoder=decoder,
+        model,
+        tokenizer,
+        [prompt],
+        answer_format,
+        max_int_digits=max_int_digits,
+        temperature=temperature,
+        top_p=top_p,
+        num_candidates=num_candidates,
+        seed=_seed_from(generator),
+        decoder=decoder,
     )[0]
 
 
@@ -526,11 +576,23 @@ def generate_json_numbers(
     check_int(max_frac_digits, "max_frac_digits", ge=0, le=3)
     fmt = JSONAnswerFormat(keys, decimals=max_frac_digits, max_abs=max_abs)
     if max_new_tokens_per_value is not None:
-        warnings.warn("max_new_tokens_per_value is ignored: the grammar bounds every number",
-                      DeprecationWarning, stacklevel=2)
-    return generate_answers(model, tokenizer, prompt_ids, fmt, max_int_digits=max_int_digits,
-                            temperature=temperature, top_p=top_p, num_candidates=num_candidates,
-                            generator=generator, decoder=decoder)
+        warnings.warn(
+            "max_new_tokens_per_value is ignored: the grammar bounds every number",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+    return generate_answers(
+        model,
+        tokenizer,
+        prompt_ids,
+        fmt,
+        max_int_digits=max_int_digits,
+        temperature=temperature,
+        top_p=top_p,
+        num_candidates=num_candidates,
+        generator=generator,
+        decoder=decoder,
+    )
 
 
 __all__ = [

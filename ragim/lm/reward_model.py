@@ -56,7 +56,8 @@ class RewardModelConfig:
     base_model: str = field(
         default="smollm2-135m",
         metadata={
-            "help": "'smollm2-135m', 'tiny', a local model directory or a hub id (use the generator's)"
+            "help": "'smollm2-135m', 'tiny', a local model directory or a hub id "
+            "(use the generator's)"
         },
     )
     lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
@@ -240,7 +241,8 @@ class RewardModel:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
-        """Save as an artifact: ``config.json``, ``state.json`` and ``adapter/`` (LoRA plus the head)."""
+        """Save as an artifact: ``config.json``, ``state.json`` and ``adapter/`` (LoRA plus the
+        head)."""
         from ragim.lm.adapters import save_adapter_artifact, training_state
 
         self._check_fitted()
@@ -254,7 +256,8 @@ class RewardModel:
 
     @classmethod
     def load(cls, path: str | Path, *, device: str | None = None) -> RewardModel:
-        """Open a saved reward model: checksums verified, base model rebuilt, adapter and head applied."""
+        """Open a saved reward model: checksums verified, base model rebuilt, adapter and head
+        applied."""
         from ragim.io import read_artifact
         from ragim.lm.adapters import (
             load_adapter_model,
@@ -272,7 +275,9 @@ class RewardModel:
             restore_training_state(rm, state)
         except (TypeError, KeyError, AttributeError, ValidationError) as exc:
             raise ArtifactError(f"{path}: not a valid reward model ({exc})") from exc
-        rm.model_, rm.tokenizer_ = load_adapter_model(path, art, cfg, stored, "reward model", rm.build_model)
+        rm.model_, rm.tokenizer_ = load_adapter_model(
+            path, art, cfg, stored, "reward model", rm.build_model
+        )
         return rm
 
     from_pretrained = load
