@@ -188,6 +188,20 @@ class AnswerFormat(ABC):
     def grammar(self, *, max_int_digits: int = MAX_INT_DIGITS) -> AnswerGrammar:
         """The constraint that decoding must follow (every written answer satisfies it)."""
 
+    def _grammar(
+        self, pieces: Sequence[str], value_prefix: str, max_int_digits: int
+    ) -> AnswerGrammar:
+        """An :class:`AnswerGrammar` over this format's keys, range and decimals with the given
+        literal ``pieces`` and ``value_prefix`` (what a subclass's :meth:`grammar` returns)."""
+        return AnswerGrammar(
+            keys=self.keys,
+            pieces=tuple(pieces),
+            value_prefix=value_prefix,
+            max_abs=self.max_abs,
+            max_int_digits=max_int_digits,
+            max_frac_digits=self.decimals,
+        )
+
     def number(self, v: float) -> str:
         """One value as it is written: clipped to ``[-max_abs, max_abs]`` and rounded to
         ``decimals`` places, never rounded beyond ``max_abs``."""
@@ -280,14 +294,7 @@ class JSONAnswerFormat(AnswerFormat):
     name = "json"
 
     def grammar(self, *, max_int_digits: int = MAX_INT_DIGITS) -> AnswerGrammar:
-        return AnswerGrammar(
-            keys=self.keys,
-            pieces=tuple(_skeleton(self.keys)),
-            value_prefix=" ",
-            max_abs=self.max_abs,
-            max_int_digits=max_int_digits,
-            max_frac_digits=self.decimals,
-        )
+        return self._grammar(_skeleton(self.keys), " ", max_int_digits)
 
     @property
     def instruction(self) -> str:
@@ -396,14 +403,7 @@ class CompactAnswerFormat(AnswerFormat):
     def grammar(self, *, max_int_digits: int = MAX_INT_DIGITS) -> AnswerGrammar:
         n = len(self.keys)
         pieces = ("[]",) if n == 0 else ("[",) + (", ",) * (n - 1) + ("]",)
-        return AnswerGrammar(
-            keys=self.keys,
-            pieces=pieces,
-            value_prefix="",
-            max_abs=self.max_abs,
-            max_int_digits=max_int_digits,
-            max_frac_digits=self.decimals,
-        )
+        return self._grammar(pieces, "", max_int_digits)
 
     @property
     def instruction(self) -> str:
@@ -482,6 +482,26 @@ def answer_format(
             f"unknown answer format {name!r}; use one of {sorted(ANSWER_FORMATS)}"
         )
     return cls(keys, decimals=decimals, max_abs=max_abs)
+
+
+def check_answer_format(fmt: Any) -> AnswerFormat:
+    """``fmt`` after checking it is an :class:`AnswerFormat` (the argument of the decoders).
+
+    Raises
+    ------
+    ValidationError
+        Naming the type that was given instead.
+
+    >>> check_answer_format("json")
+    Traceback (most recent call last):
+    ...
+    ragim.errors.ValidationError: answer_format must be an AnswerFormat (ragim.lm.answer), got str
+    """
+    if not isinstance(fmt, AnswerFormat):
+        raise ValidationError(
+            f"answer_format must be an AnswerFormat (ragim.lm.answer), got {type(fmt).__name__}"
+        )
+    return fmt
 
 
 # --------------------------------------------------------------------------- JSON functions
@@ -615,6 +635,7 @@ __all__ = [
     "JSONAnswerFormat",
     "answer_format",
     "answer_values",
+    "check_answer_format",
     "check_keys",
     "check_max_abs",
     "completion_text",

@@ -38,6 +38,7 @@ import math
 import warnings
 import weakref
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -49,6 +50,7 @@ from ragim.lm.answer import (
     AnswerFormat,
     AnswerGrammar,
     JSONAnswerFormat,
+    check_answer_format,
     check_keys,
     check_max_abs,
     format_json_numbers,
@@ -456,6 +458,16 @@ def generate_answer_batch(
     return results
 
 
+def _ignore_value_budget(max_new_tokens_per_value: int | None) -> None:
+    """Warn (at the public caller's caller) that the deprecated per-value budget is ignored."""
+    if max_new_tokens_per_value is not None:
+        warnings.warn(
+            "max_new_tokens_per_value is ignored: the grammar bounds every number",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+
+
 def _seed_from(generator: torch.Generator | None) -> int:
     if generator is None:
         return 0
@@ -472,55 +484,50 @@ def generate_answers(
     prompt_ids: torch.Tensor,
     answer_format: AnswerFormat,
     *,
-    max_int_digits: int = MAX_INT_DIGITS,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    num_candidates: int = 1,
     generator: torch.Generator | None = None,
-    max_new_tokens_per_value: int | None = None,
-    decoder: str = "llguidance",
+    **options: Any,
 ) -> list[ConstrainedResult]:
     """``num_candidates`` answers in ``answer_format`` for one prompt: one row of
     :func:`generate_answer_batch`.
 
-    ``generator`` (a CPU ``torch.Generator``) draws the sampling seed; ``decoder`` is
-    ``"llguidance"`` or ``"builtin"`` (see :func:`generate_answer_batch`).
-    ``max_new_tokens_per_value`` is deprecated and ignored: the grammar bounds every number.
+    Parameters
+    ----------
+    model, tokenizer
+        A causal LM and its fast tokenizer.
+    prompt_ids : torch.Tensor
+        Shape ``(1, L)`` or ``(L,)``.
+    answer_format : AnswerFormat
+        The codec; decimals and range are its own.
+    generator : torch.Generator, optional
+        CPU generator that draws the sampling seed (default: seed 0).
+    **options
+        ``max_int_digits``, ``temperature``, ``top_p``, ``num_candidates`` and ``decoder``
+        (``"llguidance"`` or ``"builtin"``): as in :func:`generate_answer_batch`, with its
+        defaults. ``max_new_tokens_per_value`` is deprecated and ignored: the grammar bounds
+        every number.
+
+    Returns
+    -------
+    list of ConstrainedResult
+        ``num_candidates`` answers.
 
     Examples
     --------
     >>> from ragim.lm.answer import answer_format
     >>> from ragim.lm.base_models import load_base_model
     >>> model, tok = load_base_model("tiny", device="cpu")
-    >>> ids = tok("coefs?", return_tensors="pt")["input_ids"]
-    >>> res = generate_answers(model, tok, ids, answer_format(["intercept"], decimals=1, max_abs=2))
-    >>> abs(res[0].values["intercept"]) <= 2
-    True
+    >>> msgs = [{"role": "user", "content": "coefs?"}]
+    >>> ids = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt",
+    ...                               return_dict=True)["input_ids"]
+    >>> res = generate_answers(model, tok, ids, answer_format(["intercept"]), num_candidates=3)
+    >>> len(res), len({r.text for r in res})  # greedy candidates are identical
+    (3, 1)
     """
-    if not isinstance(answer_format, AnswerFormat):
-        raise ValidationError(
-            f"answer_format must be an AnswerFormat (ragim.lm.answer), "
-            f"got {type(answer_format).__name__}"
-        )
-    if max_new_tokens_per_value is not None:
-        warnings.warn(
-            "max_new_tokens_per_value is ignored: the grammar bounds every number",
-            DeprecationWarning,
-            stacklevel=2,
-        )
+    answer_format = check_answer_format(answer_format)
+    _ignore_value_budget(options.pop("max_new_tokens_per_value", None))
     prompt = _as_prompt(prompt_ids, "prompt_ids")
-    return generate_answer_batch(
-        model,
-        tokenizer,
-        [prompt],
-        answer_format,
-        max_int_digits=max_int_digits,
-        temperature=temperature,
-        top_p=top_p,
-        num_candidates=num_candidates,
-        seed=_seed_from(generator),
-        decoder=decoder,
-    )[0]
+    seed = _seed_from(generator)
+    return generate_answer_batch(model, tokenizer, [prompt], answer_format, seed=seed, **options)[0]
 
 
 def generate_json_numbers(
@@ -532,12 +539,7 @@ def generate_json_numbers(
     max_abs: float = 20.0,
     max_int_digits: int = 3,
     max_frac_digits: int = 3,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    num_candidates: int = 1,
-    generator: torch.Generator | None = None,
-    max_new_tokens_per_value: int | None = None,
-    decoder: str = "llguidance",
+    **options: Any,
 ) -> list[ConstrainedResult]:
     """``num_candidates`` JSON answers ``{"k1": v1, ...}`` over ``keys`` for one prompt:
     :func:`generate_answers` with :class:`~ragim.lm.answer.JSONAnswerFormat`.
@@ -552,8 +554,10 @@ def generate_json_numbers(
         Keys in answer order; any characters allowed.
     max_abs, max_int_digits, max_frac_digits
         Range and length bounds of each number (``max_int_digits`` <= 3).
-    temperature, top_p, num_candidates, generator, max_new_tokens_per_value, decoder
-        As in :func:`generate_answers`.
+    **options
+        ``temperature``, ``top_p``, ``num_candidates``, ``generator``, ``decoder`` and the
+        deprecated ``max_new_tokens_per_value``: as in :func:`generate_answers` (same
+        defaults).
 
     Returns
     -------
@@ -575,23 +579,9 @@ def generate_json_numbers(
     check_int(max_int_digits, "max_int_digits", ge=1, le=3)
     check_int(max_frac_digits, "max_frac_digits", ge=0, le=3)
     fmt = JSONAnswerFormat(keys, decimals=max_frac_digits, max_abs=max_abs)
-    if max_new_tokens_per_value is not None:
-        warnings.warn(
-            "max_new_tokens_per_value is ignored: the grammar bounds every number",
-            DeprecationWarning,
-            stacklevel=2,
-        )
+    _ignore_value_budget(options.pop("max_new_tokens_per_value", None))
     return generate_answers(
-        model,
-        tokenizer,
-        prompt_ids,
-        fmt,
-        max_int_digits=max_int_digits,
-        temperature=temperature,
-        top_p=top_p,
-        num_candidates=num_candidates,
-        generator=generator,
-        decoder=decoder,
+        model, tokenizer, prompt_ids, fmt, max_int_digits=max_int_digits, **options
     )
 
 
