@@ -51,7 +51,7 @@ from typing import Any
 from ragim.checks import check_fields, check_int, check_number
 from ragim.errors import ArtifactError, GenerationError, ValidationError
 from ragim.generate.base import Generator, provenance_records, register_generator
-from ragim.lm.adapters import adapter_config_problems, quiet_checkpointing_rename
+from ragim.lm.adapters import adapter_config_problems, lora_field, quiet_checkpointing_rename
 from ragim.params import ModelParams, param_names
 from ragim.tasks import Task
 
@@ -83,17 +83,10 @@ class LMConfig:
     num_candidates: int = field(
         default=1, metadata={"help": "answers decoded per query (generate_candidates)"}
     )
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha"})
-    lora_dropout: float = field(
-        default=0.05, metadata={"help": "dropout on the LoRA input during training"}
-    )
-    target_modules: tuple[str, ...] = field(
-        default=("q_proj", "k_proj", "v_proj", "o_proj"),
-        metadata={
-            "help": "modules that get LoRA adapters (Llama attention projections by default)"
-        },
-    )
+    lora_r: int = lora_field("lora_r")
+    lora_alpha: int = lora_field("lora_alpha")
+    lora_dropout: float = lora_field("lora_dropout")
+    target_modules: tuple[str, ...] = lora_field("target_modules")
     device: str = field(
         default="auto",
         metadata={"help": "'auto', 'cpu' or 'cuda[:N]' (resolved when the model loads)"},
@@ -224,17 +217,9 @@ class LMGenerator(Generator):
 
     def lora_config(self):
         """The ``peft.LoraConfig`` this generator trains (task type CAUSAL_LM)."""
-        from peft import LoraConfig
+        from ragim.lm.adapters import peft_lora_config
 
-        c = self.config
-        return LoraConfig(
-            task_type="CAUSAL_LM",
-            r=c.lora_r,
-            lora_alpha=c.lora_alpha,
-            lora_dropout=c.lora_dropout,
-            target_modules=list(c.target_modules),
-            bias="none",
-        )
+        return peft_lora_config(self.config, "CAUSAL_LM")
 
     def prompt_limit(self, names: Sequence[str]) -> int:
         """Tokens available for prompt plus an answer over ``names`` (see

@@ -13,11 +13,58 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, field
 from pathlib import Path
 from typing import Any
 
 from ragim.errors import ArtifactError, ValidationError
+
+#: Default and help text of the LoRA fields every adapter config has (:func:`lora_field`).
+LORA_FIELDS: dict[str, tuple[Any, str]] = {
+    "lora_r": (8, "LoRA rank"),
+    "lora_alpha": (16, "LoRA scaling alpha"),
+    "lora_dropout": (0.05, "dropout on the LoRA input during training"),
+    "target_modules": (
+        ("q_proj", "k_proj", "v_proj", "o_proj"),
+        "modules that get LoRA adapters (Llama attention projections by default)",
+    ),
+}
+
+
+def lora_field(name: str) -> Any:
+    """The dataclass field for the LoRA setting ``name`` (a key of :data:`LORA_FIELDS`), with
+    its default and help text, so that :class:`~ragim.generate.lm.LMConfig` and
+    :class:`~ragim.lm.reward_model.RewardModelConfig` define these settings once.
+
+    >>> lora_field("lora_r").default
+    8
+    """
+    default, help_text = LORA_FIELDS[name]
+    return field(default=default, metadata={"help": help_text})
+
+
+def peft_lora_config(config: Any, task_type: str, **extra: Any):
+    """A ``peft.LoraConfig`` from an adapter config's ``lora_r``, ``lora_alpha``,
+    ``lora_dropout`` and ``target_modules`` for ``task_type`` (``"CAUSAL_LM"``, ``"SEQ_CLS"``,
+    ...), without bias training, plus ``extra`` (e.g. ``modules_to_save``).
+
+    >>> from types import SimpleNamespace
+    >>> settings = SimpleNamespace(**{name: lora_field(name).default for name in LORA_FIELDS})
+    >>> settings.lora_r = 4
+    >>> peft_lora_config(settings, "SEQ_CLS").r
+    4
+    """
+    from peft import LoraConfig
+
+    return LoraConfig(
+        task_type=task_type,
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.target_modules),
+        bias="none",
+        **extra,
+    )
 
 
 def adapter_config_problems(config: Any) -> list[str]:
@@ -235,12 +282,15 @@ def apply_adapter(path, adapter_dir: Path, base, base_model: str):
 
 
 __all__ = [
+    "LORA_FIELDS",
     "adapter_config_problems",
     "apply_adapter",
     "check_base_model",
     "check_lora_settings",
     "checked_adapter_dir",
     "load_adapter_model",
+    "lora_field",
+    "peft_lora_config",
     "quiet_checkpointing_rename",
     "read_adapter_config",
     "restore_training_state",

@@ -43,7 +43,7 @@ import numpy as np
 
 from ragim.checks import check_int
 from ragim.errors import ArtifactError, GenerationError, ValidationError
-from ragim.lm.adapters import adapter_config_problems
+from ragim.lm.adapters import adapter_config_problems, lora_field
 from ragim.lm.pairs import pair_rows
 
 FORMAT = "ragim.reward-model"
@@ -60,17 +60,10 @@ class RewardModelConfig:
             "(use the generator's)"
         },
     )
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha"})
-    lora_dropout: float = field(
-        default=0.05, metadata={"help": "dropout on the LoRA input during training"}
-    )
-    target_modules: tuple[str, ...] = field(
-        default=("q_proj", "k_proj", "v_proj", "o_proj"),
-        metadata={
-            "help": "modules that get LoRA adapters (Llama attention projections by default)"
-        },
-    )
+    lora_r: int = lora_field("lora_r")
+    lora_alpha: int = lora_field("lora_alpha")
+    lora_dropout: float = lora_field("lora_dropout")
+    target_modules: tuple[str, ...] = lora_field("target_modules")
     device: str = field(
         default="auto", metadata={"help": "'auto', 'cpu' or 'cuda[:N]' (resolved when loading)"}
     )
@@ -151,18 +144,9 @@ class RewardModel:
 
     def lora_config(self):
         """The ``peft.LoraConfig`` (task type SEQ_CLS, head ``score`` trained and saved)."""
-        from peft import LoraConfig
+        from ragim.lm.adapters import peft_lora_config
 
-        c = self.config
-        return LoraConfig(
-            task_type="SEQ_CLS",
-            r=c.lora_r,
-            lora_alpha=c.lora_alpha,
-            lora_dropout=c.lora_dropout,
-            target_modules=list(c.target_modules),
-            modules_to_save=["score"],
-            bias="none",
-        )
+        return peft_lora_config(self.config, "SEQ_CLS", modules_to_save=["score"])
 
     def _check_fitted(self):
         if self.model_ is None or self.tokenizer_ is None:
