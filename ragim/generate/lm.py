@@ -50,8 +50,18 @@ from typing import Any
 
 from ragim.checks import check_fields, check_int, check_number
 from ragim.errors import ArtifactError, GenerationError, ValidationError
-from ragim.generate.base import Generator, provenance_records, register_generator
-from ragim.lm.adapters import adapter_config_problems, lora_field, quiet_checkpointing_rename
+from ragim.generate.base import (
+    Generator,
+    config_with,
+    provenance_records,
+    register_generator,
+)
+from ragim.lm.adapters import (
+    adapter_config_problems,
+    lora_field,
+    quiet_checkpointing_rename,
+    restore_training_state,
+)
 from ragim.params import ModelParams, param_names
 from ragim.tasks import Task
 
@@ -185,23 +195,17 @@ class LMGenerator(Generator):
     """
 
     def __init__(self, config: LMConfig | None = None, **overrides: Any):
-        cfg = config or LMConfig()
-        self.config = LMConfig(**{**asdict(cfg), **overrides})
+        self.config = config_with(LMConfig, config, overrides)
         self.model_ = None
         self.tokenizer_ = None
         self.index_ = None
-        self.history_: list[dict] = []
-        self.training_: list[dict] = []
         self.parse_failures_ = 0
         self.fine_tuned_ = False
         self.model_kind_: str | None = None
         self.schema_ = None
         self.param_names_: list[str] | None = None
         self.embedder_identity_: dict | None = None
-        self.n_trainable_params_ = 0
-        self.train_seconds_ = 0.0
-        self.train_task_ids_: list[str] = []
-        self.val_task_ids_: list[str] = []
+        restore_training_state(self)  # history_, training_, ...: untrained
 
     # ------------------------------------------------------------------ model
     def load_model(self):
@@ -629,11 +633,7 @@ class LMGenerator(Generator):
         """Open a saved generator: checksums are verified, then the base model is loaded and the
         adapter applied."""
         from ragim.io import read_artifact
-        from ragim.lm.adapters import (
-            load_adapter_model,
-            read_adapter_config,
-            restore_training_state,
-        )
+        from ragim.lm.adapters import load_adapter_model, read_adapter_config
         from ragim.lm.base_models import load_base_model
         from ragim.schema import FeatureSchema
 

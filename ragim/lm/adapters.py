@@ -157,9 +157,10 @@ def training_state(model: Any) -> dict[str, Any]:
     }
 
 
-def restore_training_state(model: Any, state: dict) -> None:
+def restore_training_state(model: Any, state: dict | None = None) -> None:
     """Set ``model``'s training attributes from a :func:`training_state` record (a missing key:
-    the untrained value)."""
+    the untrained value; no record: all untrained, as a new model starts)."""
+    state = state or {}
     model.history_ = list(state.get("history", []))
     model.training_ = list(state.get("training", []))
     model.n_trainable_params_ = int(state.get("n_trainable_params", 0))

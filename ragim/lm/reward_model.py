@@ -43,7 +43,7 @@ import numpy as np
 
 from ragim.checks import check_int
 from ragim.errors import ArtifactError, GenerationError, ValidationError
-from ragim.lm.adapters import adapter_config_problems, lora_field
+from ragim.lm.adapters import adapter_config_problems, lora_field, restore_training_state
 from ragim.lm.pairs import pair_rows
 
 FORMAT = "ragim.reward-model"
@@ -110,13 +110,8 @@ class RewardModel:
         self.config = RewardModelConfig(**{**asdict(cfg), **overrides})
         self.model_ = None
         self.tokenizer_ = None
-        self.history_: list[dict] = []
-        self.training_: list[dict] = []
         self.val_accuracy_ = math.nan
-        self.n_trainable_params_ = 0
-        self.train_seconds_ = 0.0
-        self.train_task_ids_: list[str] = []
-        self.val_task_ids_: list[str] = []
+        restore_training_state(self)  # history_, training_, ...: untrained
 
     # ------------------------------------------------------------------ model
     def build_model(self):
@@ -243,11 +238,7 @@ class RewardModel:
         """Open a saved reward model: checksums verified, base model rebuilt, adapter and head
         applied."""
         from ragim.io import read_artifact
-        from ragim.lm.adapters import (
-            load_adapter_model,
-            read_adapter_config,
-            restore_training_state,
-        )
+        from ragim.lm.adapters import load_adapter_model, read_adapter_config
 
         art = read_artifact(path, FORMAT)
         try:

@@ -28,7 +28,7 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -36,6 +36,7 @@ import numpy as np
 
 from ragim.checks import check_fields, check_int, check_number
 from ragim.errors import ValidationError
+from ragim.generate.base import config_with
 from ragim.generate.lm import LMConfig, LMGenerator
 from ragim.params import param_names
 from ragim.train.trainer import STEP_RULES, run_config, train_with
@@ -275,7 +276,7 @@ def train_sft(
         for key, v in (("base_model", base_model), ("k", k), ("device", device))
         if v is not None
     }
-    cfg = LMConfig(**{**asdict(generator_config or LMConfig()), **overrides})
+    cfg = config_with(LMConfig, generator_config, overrides)
     if len(index) < 2:
         raise ValidationError(f"SFT needs at least 2 indexed tasks, got {len(index)}")
 
