@@ -50,8 +50,18 @@ from typing import Any
 
 from ragim.checks import check_fields, check_int, check_number
 from ragim.errors import ArtifactError, GenerationError, ValidationError
-from ragim.generate.base import Generator, provenance_records, register_generator
-from ragim.lm.adapters import adapter_config_problems, quiet_checkpointing_rename
+from ragim.generate.base import (
+    Generator,
+    config_with,
+    provenance_records,
+    register_generator,
+)
+from ragim.lm.adapters import (
+    adapter_config_problems,
+    lora_field,
+    quiet_checkpointing_rename,
+    restore_training_state,
+)
 from ragim.params import ModelParams, param_names
 from ragim.tasks import Task
 
@@ -64,43 +74,74 @@ RERANKS = ("logprob", "reward_model")
 class LMConfig:
     """Base model, retrieval, decoding and LoRA settings of an :class:`LMGenerator`."""
 
-    base_model: str = field(default="smollm2-135m", metadata={"help": "'smollm2-135m', 'tiny', a local model directory or a hub id"})
+    base_model: str = field(
+        default="smollm2-135m",
+        metadata={"help": "'smollm2-135m', 'tiny', a local model directory or a hub id"},
+    )
     k: int = field(default=5, metadata={"help": "neighbours retrieved into each prompt"})
-    decimals: int = field(default=2, metadata={"help": "decimal places of numbers in prompts and answers (0-3)"})
-    max_abs: float = field(default=20.0, metadata={"help": "largest |parameter| shown or generated (values are clipped)"})
-    temperature: float = field(default=0.0, metadata={"help": "0 = greedy; > 0 samples the numbers"})
+    decimals: int = field(
+        default=2, metadata={"help": "decimal places of numbers in prompts and answers (0-3)"}
+    )
+    max_abs: float = field(
+        default=20.0,
+        metadata={"help": "largest |parameter| shown or generated (values are clipped)"},
+    )
+    temperature: float = field(
+        default=0.0, metadata={"help": "0 = greedy; > 0 samples the numbers"}
+    )
     top_p: float = field(default=0.95, metadata={"help": "nucleus mass when sampling"})
-    num_candidates: int = field(default=1, metadata={"help": "answers decoded per query (generate_candidates)"})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha"})
-    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input during training"})
-    target_modules: tuple[str, ...] = field(
-        default=("q_proj", "k_proj", "v_proj", "o_proj"),
-        metadata={"help": "modules that get LoRA adapters (Llama attention projections by default)"},
+    num_candidates: int = field(
+        default=1, metadata={"help": "answers decoded per query (generate_candidates)"}
     )
-    device: str = field(default="auto", metadata={"help": "'auto', 'cpu' or 'cuda[:N]' (resolved when the model loads)"})
-    seed: int = field(default=0, metadata={"help": "sampling seed (and the initialisation seed of the 'tiny' model)"})
+    lora_r: int = lora_field("lora_r")
+    lora_alpha: int = lora_field("lora_alpha")
+    lora_dropout: float = lora_field("lora_dropout")
+    target_modules: tuple[str, ...] = lora_field("target_modules")
+    device: str = field(
+        default="auto",
+        metadata={"help": "'auto', 'cpu' or 'cuda[:N]' (resolved when the model loads)"},
+    )
+    seed: int = field(
+        default=0,
+        metadata={"help": "sampling seed (and the initialisation seed of the 'tiny' model)"},
+    )
     max_prompt_tokens: int | None = field(
-        default=None, metadata={"help": "cap on prompt tokens (default: the model's context minus room for the answer)"}
+        default=None,
+        metadata={
+            "help": "cap on prompt tokens (default: the model's context minus room for the answer)"
+        },
     )
-    provenance_weights: str = field(default="similarity", metadata={"help": "'similarity' or 'uniform' provenance weights"})
+    provenance_weights: str = field(
+        default="similarity", metadata={"help": "'similarity' or 'uniform' provenance weights"}
+    )
     population: bool = field(
         default=True,
-        metadata={"help": "show the population model (row-weighted mean of the other indexed tasks' parameters) in prompts"},
+        metadata={
+            "help": "show the population model (row-weighted mean of the other indexed tasks' "
+            "parameters) in prompts"
+        },
     )
     answer_format: str = field(
         default="json",
-        metadata={"help": "'json' (name-keyed object) or 'compact' (values alone in schema order, keys once in the prompt)"},
+        metadata={
+            "help": "'json' (name-keyed object) or 'compact' (values alone in schema order, keys "
+            "once in the prompt)"
+        },
     )
     batch_size: int = field(
         default=8,
-        metadata={"help": "prompts per decoding call (decoded together in one batched generate call by "
-                          "decoder='llguidance'; one at a time by 'builtin')"},
+        metadata={
+            "help": "prompts per decoding call (decoded together in one batched generate call by "
+            "decoder='llguidance'; one at a time by 'builtin')"
+        },
     )
     decoder: str = field(
         default="builtin",
-        metadata={"help": "constrained decoder: 'builtin' (hand-written loop, one prompt at a time; faster on "
-                          "CPU) or 'llguidance' (grammar engine in batched generate); docs/lm_format.md#decoders"},
+        metadata={
+            "help": "constrained decoder: 'builtin' (hand-written loop, one prompt at a time; "
+            "faster on CPU) or 'llguidance' (grammar engine in batched generate); "
+            "docs/lm_format.md#decoders"
+        },
     )
 
     def __post_init__(self):
@@ -110,16 +151,26 @@ class LMConfig:
         from ragim.lm.answer import ANSWER_FORMATS, DECODERS
 
         if self.answer_format not in ANSWER_FORMATS:
-            problems.append(f"answer_format must be one of {sorted(ANSWER_FORMATS)}, got {self.answer_format!r}")
+            problems.append(
+                f"answer_format must be one of {sorted(ANSWER_FORMATS)}, got {self.answer_format!r}"
+            )
         if self.decoder not in DECODERS:
             problems.append(f"decoder must be one of {list(DECODERS)}, got {self.decoder!r}")
         if self.provenance_weights not in _WEIGHTINGS:
-            problems.append(f"provenance_weights must be one of {list(_WEIGHTINGS)}, got {self.provenance_weights!r}")
-        rules = {"k": partial(check_int, ge=0), "num_candidates": partial(check_int, ge=1),
-                 "batch_size": partial(check_int, ge=1),
-                 "decimals": partial(check_int, ge=0, le=3), "max_abs": partial(check_number, gt=0, lt=1000),
-                 "temperature": partial(check_number, ge=0), "top_p": partial(check_number, gt=0, le=1),
-                 "max_prompt_tokens": partial(check_int, ge=16, allow_none=True)}
+            problems.append(
+                f"provenance_weights must be one of {list(_WEIGHTINGS)}, "
+                f"got {self.provenance_weights!r}"
+            )
+        rules = {
+            "k": partial(check_int, ge=0),
+            "num_candidates": partial(check_int, ge=1),
+            "batch_size": partial(check_int, ge=1),
+            "decimals": partial(check_int, ge=0, le=3),
+            "max_abs": partial(check_number, gt=0, lt=1000),
+            "temperature": partial(check_number, ge=0),
+            "top_p": partial(check_number, gt=0, le=1),
+            "max_prompt_tokens": partial(check_int, ge=16, allow_none=True),
+        }
         check_fields(self, rules, "LMConfig", problems)
 
 
@@ -144,27 +195,22 @@ class LMGenerator(Generator):
     """
 
     def __init__(self, config: LMConfig | None = None, **overrides: Any):
-        cfg = config or LMConfig()
-        self.config = LMConfig(**{**asdict(cfg), **overrides})
+        self.config = config_with(LMConfig, config, overrides)
         self.model_ = None
         self.tokenizer_ = None
         self.index_ = None
-        self.history_: list[dict] = []
-        self.training_: list[dict] = []
         self.parse_failures_ = 0
         self.fine_tuned_ = False
         self.model_kind_: str | None = None
         self.schema_ = None
         self.param_names_: list[str] | None = None
         self.embedder_identity_: dict | None = None
-        self.n_trainable_params_ = 0
-        self.train_seconds_ = 0.0
-        self.train_task_ids_: list[str] = []
-        self.val_task_ids_: list[str] = []
+        restore_training_state(self)  # history_, training_, ...: untrained
 
     # ------------------------------------------------------------------ model
     def load_model(self):
-        """Load the base model and tokenizer now (otherwise done on first use); returns ``(model, tokenizer)``."""
+        """Load the base model and tokenizer now (otherwise done on first use); returns
+        ``(model, tokenizer)``."""
         if self.model_ is None or self.tokenizer_ is None:
             from ragim.lm.base_models import load_base_model
 
@@ -175,21 +221,25 @@ class LMGenerator(Generator):
 
     def lora_config(self):
         """The ``peft.LoraConfig`` this generator trains (task type CAUSAL_LM)."""
-        from peft import LoraConfig
+        from ragim.lm.adapters import peft_lora_config
 
-        c = self.config
-        return LoraConfig(task_type="CAUSAL_LM", r=c.lora_r, lora_alpha=c.lora_alpha,
-                          lora_dropout=c.lora_dropout, target_modules=list(c.target_modules), bias="none")
+        return peft_lora_config(self.config, "CAUSAL_LM")
 
     def prompt_limit(self, names: Sequence[str]) -> int:
-        """Tokens available for prompt plus an answer over ``names`` (see :func:`ragim.lm.prompts.build_prompt`)."""
+        """Tokens available for prompt plus an answer over ``names`` (see
+        :func:`ragim.lm.prompts.build_prompt`)."""
         from ragim.lm.prompts import answer_room, context_length
 
         model, tok = self.load_model()
         limit = context_length(tok, model)
         if self.config.max_prompt_tokens is not None:
-            room = answer_room(names, tok, decimals=self.config.decimals, max_abs=self.config.max_abs,
-                               format_name=self.config.answer_format)
+            room = answer_room(
+                names,
+                tok,
+                decimals=self.config.decimals,
+                max_abs=self.config.max_abs,
+                format_name=self.config.answer_format,
+            )
             limit = min(limit, self.config.max_prompt_tokens + room)
         return limit
 
@@ -202,13 +252,16 @@ class LMGenerator(Generator):
         return answer_format(names, name=c.answer_format, decimals=c.decimals, max_abs=c.max_abs)
 
     def fit(self, index, **sft_kwargs: Any) -> LMGenerator:
-        """Fine-tune with LoRA on ``index`` (:func:`ragim.train.train_sft` with this config); returns self."""
+        """Fine-tune with LoRA on ``index`` (:func:`ragim.train.train_sft` with this config);
+        returns self."""
         # Training sits above inference: imported at call time so that ragim.generate.lm never
         # loads ragim.train (a convenience for Generator.fit; train_sft is the real entry point).
         from ragim.train.sft import train_sft  # lazy on purpose: inference must not import training
 
         if self.fine_tuned_:
-            raise ValidationError("this LMGenerator is already fine-tuned; create a new one to train again")
+            raise ValidationError(
+                "this LMGenerator is already fine-tuned; create a new one to train again"
+            )
         fitted = train_sft(index, generator_config=self.config, **sft_kwargs)
         self.__dict__.update(fitted.__dict__)
         return self
@@ -224,20 +277,22 @@ class LMGenerator(Generator):
         if index.model != self.model_kind_ or names != self.param_names_:
             raise ValidationError(
                 f"the index ({index.model}, {len(names)} params) does not match the generator "
-                f"({self.model_kind_}, {len(self.param_names_)} params); use the index it was trained on"
+                f"({self.model_kind_}, {len(self.param_names_)} params); "
+                "use the index it was trained on"
             )
         if self.embedder_identity_ is not None:
             from ragim.embed import check_identity
 
             check_identity(self.embedder_identity_, index.embedder)
 
-    def prompt(self, query: str | Task, index=None, *, k: int | None = None,
-               exclude=None) -> tuple[list[dict[str, str]], list[str]]:
+    def prompt(
+        self, query: str | Task, index=None, *, k: int | None = None, exclude=None
+    ) -> tuple[list[dict[str, str]], list[str]]:
         """The chat prompt :meth:`generate_candidates` builds for one query, and the ids of the
         neighbours shown in it (most similar first).
 
-        This is what a reward model scores candidates against (:func:`~ragim.lm.reward_model.best_of_n`)
-        and what preference pairs store as ``prompt``.
+        This is what a reward model scores candidates against
+        (:func:`~ragim.lm.reward_model.best_of_n`) and what preference pairs store as ``prompt``.
 
         Examples
         --------
@@ -261,7 +316,9 @@ class LMGenerator(Generator):
         hits = index.search(desc, k=min(k, len(index)), exclude=exclude) if k > 0 else []
         hits = sorted(hits, key=lambda h: -float(h.score))
         limit = self.prompt_limit(param_names(index.model, index.schema))
-        messages, _, kept, _ = index_prompt(index, desc, hits, tok, cfg, exclude=exclude, max_tokens=limit)
+        messages, _, kept, _ = index_prompt(
+            index, desc, hits, tok, cfg, exclude=exclude, max_tokens=limit
+        )
         return messages, [h.task_id for h in hits[:kept]]
 
     def _weights(self, hits) -> list[float]:
@@ -272,10 +329,19 @@ class LMGenerator(Generator):
             return [s / sum(sims) for s in sims]
         return [1.0 / len(hits)] * len(hits)
 
-    def generate_candidates(self, query: str | Task | Sequence[str | Task], index=None, *, k: int | None = None,
-                            exclude=None, num_candidates: int | None = None, temperature: float | None = None,
-                            top_p: float | None = None) -> list[ModelParams] | list[list[ModelParams]]:
-        """``num_candidates`` generated parameter sets per query (a list; a list of lists for a batch).
+    def generate_candidates(
+        self,
+        query: str | Task | Sequence[str | Task],
+        index=None,
+        *,
+        k: int | None = None,
+        exclude=None,
+        num_candidates: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+    ) -> list[ModelParams] | list[list[ModelParams]]:
+        """``num_candidates`` generated parameter sets per query (a list; a list of lists for a
+        batch).
 
         Every candidate carries ``metadata``: ``source="generated"``, ``generator="lm"``,
         ``provenance`` (the neighbours in the prompt), ``candidates`` (n), ``candidate``
@@ -293,7 +359,9 @@ class LMGenerator(Generator):
         n = cfg.num_candidates if num_candidates is None else num_candidates
         temp = cfg.temperature if temperature is None else temperature
         top_p = cfg.top_p if top_p is None else top_p
-        LMConfig(**{**asdict(cfg), "num_candidates": n, "temperature": temp, "top_p": top_p})  # validates
+        LMConfig(
+            **{**asdict(cfg), "num_candidates": n, "temperature": temp, "top_p": top_p}
+        )  # validates
         vecs, items, single = index.embed_queries(query)
         k = min(k, len(index))
         hits = index.search_vectors(vecs, k, exclude=exclude) if k > 0 else [[] for _ in items]
@@ -306,32 +374,62 @@ class LMGenerator(Generator):
         for item, hs, ex in zip(items, hits, excludes, strict=True):
             desc = item.description if isinstance(item, Task) else item
             hs = sorted(hs, key=lambda h: -float(h.score))
-            messages, _, kept, pop = index_prompt(index, desc, hs, tok, cfg, exclude=ex, max_tokens=limit)
+            messages, _, kept, pop = index_prompt(
+                index, desc, hs, tok, cfg, exclude=ex, max_tokens=limit
+            )
             used = hs[:kept]
-            meta = {"source": "generated", "generator": "lm", "k": kept,
-                    "provenance": provenance_records(used, self._weights(used)), "candidates": n,
-                    "population": None if pop is None else {key: pop.metadata[key] for key in ("n_tasks", "n_rows")},
-                    "base_model": cfg.base_model, "fine_tuned": self.fine_tuned_}
+            meta = {
+                "source": "generated",
+                "generator": "lm",
+                "k": kept,
+                "provenance": provenance_records(used, self._weights(used)),
+                "candidates": n,
+                "population": None
+                if pop is None
+                else {key: pop.metadata[key] for key in ("n_tasks", "n_rows")},
+                "base_model": cfg.base_model,
+                "fine_tuned": self.fine_tuned_,
+            }
             if isinstance(item, Task):
                 meta["task_id"] = item.task_id
-            ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                          return_dict=True)["input_ids"][0]
+            ids = tok.apply_chat_template(
+                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )["input_ids"][0]
             prompts.append((ids, desc, meta))
         for start in range(0, len(prompts), cfg.batch_size):
-            chunk = prompts[start:start + cfg.batch_size]
-            out += self._decode(model, tok, chunk, names, index, n, temp, top_p,
-                                seed=cfg.seed + start // cfg.batch_size)
+            chunk = prompts[start : start + cfg.batch_size]
+            out += self._decode(
+                model,
+                tok,
+                chunk,
+                names,
+                index,
+                n,
+                temp,
+                top_p,
+                seed=cfg.seed + start // cfg.batch_size,
+            )
         return out[0] if single else out
 
-    def _decode(self, model, tok, chunk, names, index, n, temp, top_p, *, seed) -> list[list[ModelParams]]:
+    def _decode(
+        self, model, tok, chunk, names, index, n, temp, top_p, *, seed
+    ) -> list[list[ModelParams]]:
         """Decode one batch of ``(prompt_ids, description, metadata)`` prompts in one call."""
         from ragim.lm.constrained import generate_answer_batch
 
         fmt = self.answer_format(names)
         try:
-            batch = generate_answer_batch(model, tok, [ids for ids, _, _ in chunk], fmt,
-                                          temperature=float(temp), top_p=float(top_p),
-                                          num_candidates=n, seed=seed, decoder=self.config.decoder)
+            batch = generate_answer_batch(
+                model,
+                tok,
+                [ids for ids, _, _ in chunk],
+                fmt,
+                temperature=float(temp),
+                top_p=float(top_p),
+                num_candidates=n,
+                seed=seed,
+                decoder=self.config.decoder,
+            )
         except GenerationError as exc:
             self.parse_failures_ += 1
             descs = "; ".join(repr(d[:60]) for _, d, _ in chunk)
@@ -342,23 +440,42 @@ class LMGenerator(Generator):
             for i, r in enumerate(results):
                 try:
                     values = fmt.parse(r.text)
-                    p = ModelParams.from_dict(index.model, index.schema, values, metadata={
-                        **meta, "candidate": i, "logprob": round(float(r.logprob), 6),
-                        "prompt_tokens": int(ids.shape[0]), "answer_tokens": int(r.n_tokens)})
+                    p = ModelParams.from_dict(
+                        index.model,
+                        index.schema,
+                        values,
+                        metadata={
+                            **meta,
+                            "candidate": i,
+                            "logprob": round(float(r.logprob), 6),
+                            "prompt_tokens": int(ids.shape[0]),
+                            "answer_tokens": int(r.n_tokens),
+                        },
+                    )
                 except (GenerationError, ValidationError) as exc:
                     self.parse_failures_ += 1
                     raise GenerationError(
-                        f"the LM's answer for {desc[:80]!r} is not a valid {index.model} model: {exc}\n"
+                        f"the LM's answer for {desc[:80]!r} is not a valid {index.model} "
+                        f"model: {exc}\n"
                         f"answer: {r.text[:300]}"
                     ) from exc
                 group.append(p)
             out.append(group)
         return out
 
-    def generate_params(self, query: str | Task | Sequence[str | Task], index=None, *, k: int | None = None,
-                        exclude=None, num_candidates: int | None = None, temperature: float | None = None,
-                        rerank: str | None = None, reward_model=None,
-                        n: int | None = None) -> ModelParams | list[ModelParams]:
+    def generate_params(
+        self,
+        query: str | Task | Sequence[str | Task],
+        index=None,
+        *,
+        k: int | None = None,
+        exclude=None,
+        num_candidates: int | None = None,
+        temperature: float | None = None,
+        rerank: str | None = None,
+        reward_model=None,
+        n: int | None = None,
+    ) -> ModelParams | list[ModelParams]:
         """Generated parameters for one query (a list for a batch).
 
         Parameters
@@ -391,7 +508,8 @@ class LMGenerator(Generator):
         ...     def score(self, prompts, completions):
         ...         return [len(c[0]["content"]) for c in completions]
         >>> gen = LMGenerator(base_model="tiny", k=2, device="cpu")
-        >>> p = gen.generate_params(tasks.descriptions[0], index, rerank="reward_model", reward_model=Longest(), n=3)
+        >>> p = gen.generate_params(tasks.descriptions[0], index, rerank="reward_model",
+        ...                         reward_model=Longest(), n=3)
         >>> p.metadata["rerank"], len(p.metadata["reward_scores"])
         ('reward_model', 3)
         """
@@ -399,30 +517,53 @@ class LMGenerator(Generator):
         if rerank not in RERANKS:
             raise ValidationError(f"rerank must be None or one of {list(RERANKS)}, got {rerank!r}")
         if n is not None and num_candidates is not None and n != num_candidates:
-            raise ValidationError(f"n={n} and num_candidates={num_candidates} disagree; pass one of them")
+            raise ValidationError(
+                f"n={n} and num_candidates={num_candidates} disagree; pass one of them"
+            )
         num_candidates = n if n is not None else num_candidates
         single = isinstance(query, str | Task)
         if rerank == "reward_model":
             from ragim.lm.reward_model import best_of_n
 
             if reward_model is None:
-                raise ValidationError('rerank="reward_model" needs reward_model=... (a RewardModel or the path of '
-                                      "a saved one); train one with ragim.train.train_reward_model")
+                raise ValidationError(
+                    'rerank="reward_model" needs reward_model=... (a RewardModel or the path of '
+                    "a saved one); train one with ragim.train.train_reward_model"
+                )
             rm = self._resolve_reward_model(reward_model)
             index = self._resolve_index(index)
             cfg = self.config
-            count = num_candidates if num_candidates is not None else (
-                cfg.num_candidates if cfg.num_candidates > 1 else 8)
-            temp = temperature if temperature is not None else (cfg.temperature if cfg.temperature > 0 else 0.8)
+            count = (
+                num_candidates
+                if num_candidates is not None
+                else (cfg.num_candidates if cfg.num_candidates > 1 else 8)
+            )
+            temp = (
+                temperature
+                if temperature is not None
+                else (cfg.temperature if cfg.temperature > 0 else 0.8)
+            )
             queries = [query] if single else list(query)
-            best = [best_of_n(self, rm, q, index, n=count, temperature=temp, k=k, exclude=exclude) for q in queries]
+            best = [
+                best_of_n(self, rm, q, index, n=count, temperature=temp, k=k, exclude=exclude)
+                for q in queries
+            ]
             return best[0] if single else best
         if reward_model is not None:
             raise ValidationError('reward_model=... is used only with rerank="reward_model"')
-        cands = self.generate_candidates(query, index, k=k, exclude=exclude, num_candidates=num_candidates,
-                                         temperature=temperature)
+        cands = self.generate_candidates(
+            query,
+            index,
+            k=k,
+            exclude=exclude,
+            num_candidates=num_candidates,
+            temperature=temperature,
+        )
         groups = [cands] if single else cands
-        best = [max(g, key=lambda p: p.metadata["logprob"]).replace(metadata={"rerank": "logprob"}) for g in groups]
+        best = [
+            max(g, key=lambda p: p.metadata["logprob"]).replace(metadata={"rerank": "logprob"})
+            for g in groups
+        ]
         return best[0] if single else best
 
     @staticmethod
@@ -432,11 +573,15 @@ class LMGenerator(Generator):
 
             return RewardModel.load(reward_model)
         if not callable(getattr(reward_model, "score", None)):
-            raise ValidationError(f"reward_model must be a RewardModel (or have a score(prompts, completions) method) "
-                                  f"or the path of a saved one, got {type(reward_model).__name__}")
+            raise ValidationError(
+                "reward_model must be a RewardModel (or have a score(prompts, completions) "
+                f"method) or the path of a saved one, got {type(reward_model).__name__}"
+            )
         return reward_model
 
-    def generate(self, query: str | Task, index=None, *, k: int | None = None, exclude=None, **kwargs: Any):
+    def generate(
+        self, query: str | Task, index=None, *, k: int | None = None, exclude=None, **kwargs: Any
+    ):
         """A ready interpretable model for a new task description (zero-shot).
 
         Keyword arguments of :meth:`generate_params` (``rerank``, ``reward_model``,
@@ -446,12 +591,15 @@ class LMGenerator(Generator):
         from ragim.models import model_from_params
 
         if not isinstance(query, str | Task):
-            raise ValidationError("generate() takes one description or Task; use generate_params() for a batch")
+            raise ValidationError(
+                "generate() takes one description or Task; use generate_params() for a batch"
+            )
         return model_from_params(self.generate_params(query, index, k=k, exclude=exclude, **kwargs))
 
     # ------------------------------------------------------------------ persistence
     def _ensure_adapter(self):
-        """The model as a PeftModel: an untrained generator gets a fresh (zero-effect) LoRA adapter."""
+        """The model as a PeftModel: an untrained generator gets a fresh (zero-effect) LoRA
+        adapter."""
         from peft import PeftModel, get_peft_model
 
         model, _ = self.load_model()
@@ -463,14 +611,17 @@ class LMGenerator(Generator):
         return model
 
     def save(self, path: str | Path) -> Path:
-        """Save as an artifact: ``config.json``, ``state.json`` and the LoRA ``adapter/`` (peft format)."""
+        """Save as an artifact: ``config.json``, ``state.json`` and the LoRA ``adapter/`` (peft
+        format)."""
         from ragim.lm.adapters import save_adapter_artifact, training_state
 
         model = self._ensure_adapter()
         state = {
-            "model_kind": self.model_kind_, "param_names": self.param_names_,
+            "model_kind": self.model_kind_,
+            "param_names": self.param_names_,
             "schema": None if self.schema_ is None else self.schema_.to_dict(),
-            "embedder": self.embedder_identity_, "fine_tuned": self.fine_tuned_,
+            "embedder": self.embedder_identity_,
+            "fine_tuned": self.fine_tuned_,
             **training_state(self),
         }
         return save_adapter_artifact(path, FORMAT, self.config, state, model)
@@ -479,32 +630,38 @@ class LMGenerator(Generator):
 
     @classmethod
     def load(cls, path: str | Path, *, device: str | None = None) -> LMGenerator:
-        """Open a saved generator: checksums are verified, then the base model is loaded and the adapter applied."""
+        """Open a saved generator: checksums are verified, then the base model is loaded and the
+        adapter applied."""
         from ragim.io import read_artifact
-        from ragim.lm.adapters import (
-            load_adapter_model,
-            read_adapter_config,
-            restore_training_state,
-        )
+        from ragim.lm.adapters import load_adapter_model, read_adapter_config
         from ragim.lm.base_models import load_base_model
         from ragim.schema import FeatureSchema
 
         art = read_artifact(path, FORMAT)
         try:
             # population: saved before prompts could show it
-            cfg, stored = read_adapter_config(art, LMConfig, device=device, defaults={"population": False})
+            cfg, stored = read_adapter_config(
+                art, LMConfig, device=device, defaults={"population": False}
+            )
             state = art.read_json("state.json")
             gen = cls(cfg)
             gen.model_kind_, gen.param_names_ = state["model_kind"], state["param_names"]
-            gen.schema_ = None if state["schema"] is None else FeatureSchema.from_dict(state["schema"])
+            gen.schema_ = (
+                None if state["schema"] is None else FeatureSchema.from_dict(state["schema"])
+            )
             gen.embedder_identity_ = state["embedder"]
             gen.fine_tuned_ = bool(state.get("fine_tuned", False))
             restore_training_state(gen, state)
         except (TypeError, KeyError, AttributeError, ValidationError) as exc:
             raise ArtifactError(f"{path}: not a valid LM generator ({exc})") from exc
         gen.model_, gen.tokenizer_ = load_adapter_model(
-            path, art, cfg, stored, "adapter",
-            lambda: load_base_model(cfg.base_model, device=cfg.device, seed=cfg.seed))
+            path,
+            art,
+            cfg,
+            stored,
+            "adapter",
+            lambda: load_base_model(cfg.base_model, device=cfg.device, seed=cfg.seed),
+        )
         return gen
 
     from_pretrained = load

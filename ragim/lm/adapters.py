@@ -13,11 +13,58 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, field
 from pathlib import Path
 from typing import Any
 
 from ragim.errors import ArtifactError, ValidationError
+
+#: Default and help text of the LoRA fields every adapter config has (:func:`lora_field`).
+LORA_FIELDS: dict[str, tuple[Any, str]] = {
+    "lora_r": (8, "LoRA rank"),
+    "lora_alpha": (16, "LoRA scaling alpha"),
+    "lora_dropout": (0.05, "dropout on the LoRA input during training"),
+    "target_modules": (
+        ("q_proj", "k_proj", "v_proj", "o_proj"),
+        "modules that get LoRA adapters (Llama attention projections by default)",
+    ),
+}
+
+
+def lora_field(name: str) -> Any:
+    """The dataclass field for the LoRA setting ``name`` (a key of :data:`LORA_FIELDS`), with
+    its default and help text, so that :class:`~ragim.generate.lm.LMConfig` and
+    :class:`~ragim.lm.reward_model.RewardModelConfig` define these settings once.
+
+    >>> lora_field("lora_r").default
+    8
+    """
+    default, help_text = LORA_FIELDS[name]
+    return field(default=default, metadata={"help": help_text})
+
+
+def peft_lora_config(config: Any, task_type: str, **extra: Any):
+    """A ``peft.LoraConfig`` from an adapter config's ``lora_r``, ``lora_alpha``,
+    ``lora_dropout`` and ``target_modules`` for ``task_type`` (``"CAUSAL_LM"``, ``"SEQ_CLS"``,
+    ...), without bias training, plus ``extra`` (e.g. ``modules_to_save``).
+
+    >>> from types import SimpleNamespace
+    >>> settings = SimpleNamespace(**{name: lora_field(name).default for name in LORA_FIELDS})
+    >>> settings.lora_r = 4
+    >>> peft_lora_config(settings, "SEQ_CLS").r
+    4
+    """
+    from peft import LoraConfig
+
+    return LoraConfig(
+        task_type=task_type,
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.target_modules),
+        bias="none",
+        **extra,
+    )
 
 
 def adapter_config_problems(config: Any) -> list[str]:
@@ -31,10 +78,18 @@ def adapter_config_problems(config: Any) -> list[str]:
     problems = []
     if not isinstance(config.base_model, str) or not config.base_model.strip():
         problems.append(f"base_model must be a non-empty string, got {config.base_model!r}")
-    if not config.target_modules or not all(isinstance(m, str) and m for m in config.target_modules):
-        problems.append(f"target_modules must be non-empty module names, got {config.target_modules!r}")
-    rules = {"lora_r": (check_int, {"ge": 1}), "lora_alpha": (check_int, {"ge": 1}), "seed": (check_int, {"ge": 0}),
-             "lora_dropout": (check_number, {"ge": 0, "lt": 1})}
+    if not config.target_modules or not all(
+        isinstance(m, str) and m for m in config.target_modules
+    ):
+        problems.append(
+            f"target_modules must be non-empty module names, got {config.target_modules!r}"
+        )
+    rules = {
+        "lora_r": (check_int, {"ge": 1}),
+        "lora_alpha": (check_int, {"ge": 1}),
+        "seed": (check_int, {"ge": 0}),
+        "lora_dropout": (check_number, {"ge": 0, "lt": 1}),
+    }
     for name, (check, bounds) in rules.items():
         try:
             setattr(config, name, check(getattr(config, name), name, **bounds))
@@ -45,14 +100,18 @@ def adapter_config_problems(config: Any) -> list[str]:
 
 @contextlib.contextmanager
 def quiet_checkpointing_rename():
-    """peft/TRL still call transformers' renamed ``*gradient_checkpointing*`` API; hide that FutureWarning."""
+    """peft/TRL still call transformers' renamed ``*gradient_checkpointing*`` API; hide that
+    FutureWarning."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
+        warnings.filterwarnings(
+            "ignore", message=".*gradient_checkpointing.*", category=FutureWarning
+        )
         yield
 
 
 def _safetensors_errors() -> tuple[type[BaseException], ...]:
-    """safetensors' own error class (raised for an unreadable ``.safetensors`` file), if installed."""
+    """safetensors' own error class (raised for an unreadable ``.safetensors`` file), if
+    installed."""
     try:
         from safetensors import SafetensorError
     except ImportError:  # pragma: no cover - safetensors comes with transformers
@@ -74,8 +133,11 @@ def save_adapter_artifact(path: str | Path, fmt: str, config: Any, state: dict, 
     def write_adapter(target: Path) -> None:
         model.save_pretrained(str(target), safe_serialization=True, save_embedding_layers=False)
 
-    return write_artifact(path, fmt, {"config.json": json_bytes(cfg), "state.json": json_bytes(state),
-                                      "adapter": write_adapter})
+    return write_artifact(
+        path,
+        fmt,
+        {"config.json": json_bytes(cfg), "state.json": json_bytes(state), "adapter": write_adapter},
+    )
 
 
 def training_state(model: Any) -> dict[str, Any]:
@@ -95,9 +157,10 @@ def training_state(model: Any) -> dict[str, Any]:
     }
 
 
-def restore_training_state(model: Any, state: dict) -> None:
+def restore_training_state(model: Any, state: dict | None = None) -> None:
     """Set ``model``'s training attributes from a :func:`training_state` record (a missing key:
-    the untrained value)."""
+    the untrained value; no record: all untrained, as a new model starts)."""
+    state = state or {}
     model.history_ = list(state.get("history", []))
     model.training_ = list(state.get("training", []))
     model.n_trainable_params_ = int(state.get("n_trainable_params", 0))
@@ -106,8 +169,9 @@ def restore_training_state(model: Any, state: dict) -> None:
     model.val_task_ids_ = list(state.get("val_task_ids", []))
 
 
-def read_adapter_config(art, config_cls: type, *, device: str | None = None,
-                        defaults: dict[str, Any] | None = None) -> tuple[Any, dict]:
+def read_adapter_config(
+    art, config_cls: type, *, device: str | None = None, defaults: dict[str, Any] | None = None
+) -> tuple[Any, dict]:
     """An opened adapter artifact's ``config.json`` as ``config_cls`` and the base-model identity
     stored beside it. ``defaults`` fill fields that older artifacts lack; ``device``, when given,
     replaces the saved one. A wrong field raises ``config_cls``'s TypeError or ValidationError
@@ -140,8 +204,9 @@ def check_base_model(path, stored: dict, config: Any, what: str) -> None:
     now = base_model_identity(config.base_model, seed=config.seed)
     if stored.get("sha256_16") and now.get("sha256_16") and stored["sha256_16"] != now["sha256_16"]:
         raise ArtifactError(
-            f"{path}: the {what} was trained on base model {stored.get('name')!r} (sha256 {stored['sha256_16']}), "
-            f"but {config.base_model!r} now resolves to a different model (sha256 {now['sha256_16']}); "
+            f"{path}: the {what} was trained on base model {stored.get('name')!r} "
+            f"(sha256 {stored['sha256_16']}), but {config.base_model!r} now resolves to a "
+            f"different model (sha256 {now['sha256_16']}); "
             "install the original base model"
         )
 
@@ -153,11 +218,20 @@ def check_lora_settings(path, config: Any, adapter_config: Any, adapter_dir: Pat
     """
     files = f"{Path(path) / 'config.json'} and {Path(adapter_dir) / 'adapter_config.json'}"
     if not isinstance(adapter_config, dict):
-        raise ArtifactError(f"{Path(adapter_dir) / 'adapter_config.json'}: not a peft adapter config "
-                            f"(a JSON {type(adapter_config).__name__}, expected an object)")
-    theirs = {"lora_r": adapter_config.get("r"), "lora_alpha": adapter_config.get("lora_alpha"),
-              "target_modules": adapter_config.get("target_modules")}
-    ours = {"lora_r": config.lora_r, "lora_alpha": config.lora_alpha, "target_modules": config.target_modules}
+        raise ArtifactError(
+            f"{Path(adapter_dir) / 'adapter_config.json'}: not a peft adapter config "
+            f"(a JSON {type(adapter_config).__name__}, expected an object)"
+        )
+    theirs = {
+        "lora_r": adapter_config.get("r"),
+        "lora_alpha": adapter_config.get("lora_alpha"),
+        "target_modules": adapter_config.get("target_modules"),
+    }
+    ours = {
+        "lora_r": config.lora_r,
+        "lora_alpha": config.lora_alpha,
+        "target_modules": config.target_modules,
+    }
     diffs = []
     for key in ("lora_r", "lora_alpha"):
         if theirs[key] != ours[key]:
@@ -167,8 +241,10 @@ def check_lora_settings(path, config: Any, adapter_config: Any, adapter_dir: Pat
     if tm_set != set(ours["target_modules"]):
         diffs.append(f"target_modules: {sorted(ours['target_modules'])} vs {tm!r}")
     if diffs:
-        raise ArtifactError(f"{path}: the LoRA settings of {files} disagree ({'; '.join(diffs)}); "
-                            "one of the files comes from another artifact")
+        raise ArtifactError(
+            f"{path}: the LoRA settings of {files} disagree ({'; '.join(diffs)}); "
+            "one of the files comes from another artifact"
+        )
 
 
 def checked_adapter_dir(path, art, config: Any) -> Path:
@@ -188,14 +264,37 @@ def apply_adapter(path, adapter_dir: Path, base, base_model: str):
     try:
         with quiet_checkpointing_rename():
             model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError, EOFError,
-            *_safetensors_errors()) as exc:
-        raise ArtifactError(f"{path}: the adapter in {adapter_dir} (adapter_model.safetensors) cannot be applied "
-                            f"to {base_model!r} ({type(exc).__name__}: {exc})") from exc
+    except (
+        OSError,
+        ValueError,
+        RuntimeError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        EOFError,
+        *_safetensors_errors(),
+    ) as exc:
+        raise ArtifactError(
+            f"{path}: the adapter in {adapter_dir} (adapter_model.safetensors) cannot be applied "
+            f"to {base_model!r} ({type(exc).__name__}: {exc})"
+        ) from exc
     model.eval()
     return model
 
 
-__all__ = ["adapter_config_problems", "apply_adapter", "check_base_model", "check_lora_settings", "checked_adapter_dir",
-           "load_adapter_model", "quiet_checkpointing_rename", "read_adapter_config",
-           "restore_training_state", "save_adapter_artifact", "training_state"]
+__all__ = [
+    "LORA_FIELDS",
+    "adapter_config_problems",
+    "apply_adapter",
+    "check_base_model",
+    "check_lora_settings",
+    "checked_adapter_dir",
+    "load_adapter_model",
+    "lora_field",
+    "peft_lora_config",
+    "quiet_checkpointing_rename",
+    "read_adapter_config",
+    "restore_training_state",
+    "save_adapter_artifact",
+    "training_state",
+]

@@ -15,8 +15,8 @@ model may emit), preference pairs and the verifiable rewards.
   regex for the llguidance grammar engine.
 * :class:`JSONAnswerFormat` (``"json"``, the default) writes
   ``{"intercept": -1.2, "age": 0.5}``; :class:`CompactAnswerFormat` (``"compact"``) writes
-  the values alone in key order, ``[-1.2, 0.5]``, for wide schemas. Formats are registered in :data:`ANSWER_FORMATS`
-  by name; :func:`answer_format` builds one.
+  the values alone in key order, ``[-1.2, 0.5]``, for wide schemas. Formats are registered in
+  :data:`ANSWER_FORMATS` by name; :func:`answer_format` builds one.
 
 Lenient readers for data written by people or other tools: :func:`completion_text` (the
 text of a TRL completion) and :func:`answer_values` (a model given as JSON text, a mapping
@@ -188,6 +188,20 @@ class AnswerFormat(ABC):
     def grammar(self, *, max_int_digits: int = MAX_INT_DIGITS) -> AnswerGrammar:
         """The constraint that decoding must follow (every written answer satisfies it)."""
 
+    def _grammar(
+        self, pieces: Sequence[str], value_prefix: str, max_int_digits: int
+    ) -> AnswerGrammar:
+        """An :class:`AnswerGrammar` over this format's keys, range and decimals with the given
+        literal ``pieces`` and ``value_prefix`` (what a subclass's :meth:`grammar` returns)."""
+        return AnswerGrammar(
+            keys=self.keys,
+            pieces=tuple(pieces),
+            value_prefix=value_prefix,
+            max_abs=self.max_abs,
+            max_int_digits=max_int_digits,
+            max_frac_digits=self.decimals,
+        )
+
     def number(self, v: float) -> str:
         """One value as it is written: clipped to ``[-max_abs, max_abs]`` and rounded to
         ``decimals`` places, never rounded beyond ``max_abs``."""
@@ -280,14 +294,7 @@ class JSONAnswerFormat(AnswerFormat):
     name = "json"
 
     def grammar(self, *, max_int_digits: int = MAX_INT_DIGITS) -> AnswerGrammar:
-        return AnswerGrammar(
-            keys=self.keys,
-            pieces=tuple(_skeleton(self.keys)),
-            value_prefix=" ",
-            max_abs=self.max_abs,
-            max_int_digits=max_int_digits,
-            max_frac_digits=self.decimals,
-        )
+        return self._grammar(_skeleton(self.keys), " ", max_int_digits)
 
     @property
     def instruction(self) -> str:
@@ -331,8 +338,8 @@ class JSONAnswerFormat(AnswerFormat):
         except json.JSONDecodeError as exc:
             snippet = text[max(0, exc.pos - 20) : exc.pos + 20]
             raise GenerationError(
-                f"invalid answer: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}, "
-                f"char {exc.pos}, near {snippet!r})"
+                f"invalid answer: not valid JSON ({exc.msg} at line {exc.lineno} column "
+                f"{exc.colno}, char {exc.pos}, near {snippet!r})"
             ) from None
         except RecursionError:
             raise GenerationError("invalid answer: not valid JSON (nested too deeply)") from None
@@ -396,8 +403,7 @@ class CompactAnswerFormat(AnswerFormat):
     def grammar(self, *, max_int_digits: int = MAX_INT_DIGITS) -> AnswerGrammar:
         n = len(self.keys)
         pieces = ("[]",) if n == 0 else ("[",) + (", ",) * (n - 1) + ("]",)
-        return AnswerGrammar(keys=self.keys, pieces=pieces, value_prefix="", max_abs=self.max_abs,
-                             max_int_digits=max_int_digits, max_frac_digits=self.decimals)
+        return self._grammar(pieces, "", max_int_digits)
 
     @property
     def instruction(self) -> str:
@@ -418,17 +424,25 @@ class CompactAnswerFormat(AnswerFormat):
         if not isinstance(text, str):
             raise GenerationError(f"invalid answer: expected text, got {type(text).__name__}")
         try:
-            obj = json.loads(text, parse_constant=lambda c: float(c),
-                             parse_int=lambda d: int(d) if len(d) <= 300 else float(d))
+            obj = json.loads(
+                text,
+                parse_constant=lambda c: float(c),
+                parse_int=lambda d: int(d) if len(d) <= 300 else float(d),
+            )
         except json.JSONDecodeError as exc:
-            raise GenerationError(f"invalid answer: not valid JSON ({exc.msg} at char {exc.pos})") from None
+            raise GenerationError(
+                f"invalid answer: not valid JSON ({exc.msg} at char {exc.pos})"
+            ) from None
         except RecursionError:
             raise GenerationError("invalid answer: not valid JSON (nested too deeply)") from None
         if not isinstance(obj, list):
-            raise GenerationError(f"invalid answer: expected a JSON array, got {type(obj).__name__}")
+            raise GenerationError(
+                f"invalid answer: expected a JSON array, got {type(obj).__name__}"
+            )
         if len(obj) != len(self.keys):
-            raise GenerationError(f"invalid answer: expected {len(self.keys)} values (one per key), "
-                                  f"got {len(obj)}")
+            raise GenerationError(
+                f"invalid answer: expected {len(self.keys)} values (one per key), got {len(obj)}"
+            )
         problems, out = [], {}
         for k, v in zip(self.keys, obj, strict=True):
             if isinstance(v, bool) or not isinstance(v, int | float):
@@ -436,8 +450,10 @@ class CompactAnswerFormat(AnswerFormat):
             elif not math.isfinite(float(v)):
                 problems.append(f"value for key {k!r} is not finite: {float(v)}")
             elif abs(float(v)) > self.max_abs:
-                problems.append(f"value for key {k!r} is {float(v)}, outside "
-                                f"[-{self.max_abs:g}, {self.max_abs:g}]")
+                problems.append(
+                    f"value for key {k!r} is {float(v)}, outside "
+                    f"[-{self.max_abs:g}, {self.max_abs:g}]"
+                )
             else:
                 out[k] = float(v)
         if problems:
@@ -446,8 +462,10 @@ class CompactAnswerFormat(AnswerFormat):
 
 
 #: answer formats by name (``LMConfig`` and the trainers choose one by name)
-ANSWER_FORMATS: dict[str, type[AnswerFormat]] = {"json": JSONAnswerFormat,
-                                                 "compact": CompactAnswerFormat}
+ANSWER_FORMATS: dict[str, type[AnswerFormat]] = {
+    "json": JSONAnswerFormat,
+    "compact": CompactAnswerFormat,
+}
 
 
 def answer_format(
@@ -464,6 +482,26 @@ def answer_format(
             f"unknown answer format {name!r}; use one of {sorted(ANSWER_FORMATS)}"
         )
     return cls(keys, decimals=decimals, max_abs=max_abs)
+
+
+def check_answer_format(fmt: Any) -> AnswerFormat:
+    """``fmt`` after checking it is an :class:`AnswerFormat` (the argument of the decoders).
+
+    Raises
+    ------
+    ValidationError
+        Naming the type that was given instead.
+
+    >>> check_answer_format("json")
+    Traceback (most recent call last):
+    ...
+    ragim.errors.ValidationError: answer_format must be an AnswerFormat (ragim.lm.answer), got str
+    """
+    if not isinstance(fmt, AnswerFormat):
+        raise ValidationError(
+            f"answer_format must be an AnswerFormat (ragim.lm.answer), got {type(fmt).__name__}"
+        )
+    return fmt
 
 
 # --------------------------------------------------------------------------- JSON functions
@@ -597,6 +635,7 @@ __all__ = [
     "JSONAnswerFormat",
     "answer_format",
     "answer_values",
+    "check_answer_format",
     "check_keys",
     "check_max_abs",
     "completion_text",

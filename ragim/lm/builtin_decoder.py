@@ -35,7 +35,7 @@ import torch
 
 from ragim.checks import check_int, check_number
 from ragim.errors import ValidationError
-from ragim.lm.answer import MAX_INT_DIGITS, AnswerFormat
+from ragim.lm.answer import MAX_INT_DIGITS, AnswerFormat, check_answer_format
 
 _NUM_CHARS = frozenset("0123456789.-")
 _DIGITS = frozenset("0123456789")
@@ -331,19 +331,19 @@ def generate_answers(
 
     Examples
     --------
-    >>> from ragim.lm.answer import answer_format
+    Two sampled answers for a 1-D prompt, each with the log-probability of its free choices:
+
+    >>> from ragim.lm.answer import JSONAnswerFormat
     >>> from ragim.lm.base_models import load_base_model
     >>> model, tok = load_base_model("tiny", device="cpu")
-    >>> ids = tok("coefs?", return_tensors="pt")["input_ids"]
-    >>> res = generate_answers(model, tok, ids, answer_format(["intercept"], decimals=1, max_abs=2))
-    >>> abs(res[0].values["intercept"]) <= 2
-    True
+    >>> prompt = tok("the model:", return_tensors="pt")["input_ids"][0]
+    >>> res = generate_answers(model, tok, prompt, JSONAnswerFormat(["intercept"], max_abs=2),
+    ...                        temperature=1.0, num_candidates=2,
+    ...                        generator=torch.Generator().manual_seed(0))
+    >>> len(res), all(r.logprob <= 0 and abs(r.values["intercept"]) <= 2 for r in res)
+    (2, True)
     """
-    if not isinstance(answer_format, AnswerFormat):
-        raise ValidationError(
-            f"answer_format must be an AnswerFormat (ragim.lm.answer), "
-            f"got {type(answer_format).__name__}"
-        )
+    answer_format = check_answer_format(answer_format)
     max_int_digits = check_int(max_int_digits, "max_int_digits", ge=1, le=3)
     grammar = answer_format.grammar(max_int_digits=max_int_digits)
     if any(c in _NUM_CHARS for c in grammar.value_prefix):
@@ -390,7 +390,8 @@ def generate_answers(
 
 
 def _decode_one(
-    runner, cache, logits, grammar, answer_format, enc, tables, *, temperature, top_p, generator, budget,
+    runner, cache, logits, grammar, answer_format, enc, tables, *,
+    temperature, top_p, generator, budget,
 ) -> ConstrainedResult:  # fmt: skip
     pieces, keys = grammar.pieces, grammar.keys
     max_abs, max_int, max_frac = grammar.max_abs, grammar.max_int_digits, grammar.max_frac_digits

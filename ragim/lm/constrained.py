@@ -38,6 +38,7 @@ import math
 import warnings
 import weakref
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -49,6 +50,7 @@ from ragim.lm.answer import (
     AnswerFormat,
     AnswerGrammar,
     JSONAnswerFormat,
+    check_answer_format,
     check_keys,
     check_max_abs,
     format_json_numbers,
@@ -85,14 +87,18 @@ def _upto(bound: str, *, first_nonzero: bool) -> list[str]:
         hi = int(ch) - 1
         if hi >= lo:
             rest = len(bound) - i - 1
-            alts.append(bound[:i] + (f"[{lo}-{hi}]" if hi > lo else str(lo))
-                        + (f"[0-9]{{{rest}}}" if rest else ""))
+            alts.append(
+                bound[:i]
+                + (f"[{lo}-{hi}]" if hi > lo else str(lo))
+                + (f"[0-9]{{{rest}}}" if rest else "")
+            )
     alts.append(bound)
     return alts
 
 
-def number_regex(max_abs: float, *, max_int_digits: int = MAX_INT_DIGITS,
-                 max_frac_digits: int = 3) -> str:
+def number_regex(
+    max_abs: float, *, max_int_digits: int = MAX_INT_DIGITS, max_frac_digits: int = 3
+) -> str:
     """Regex (Python and Rust syntax) of the decimals an answer may hold: ``-?`` then an
     integer part without leading zeros (at most ``max_int_digits`` digits), then optionally
     ``.`` and 1 to ``max_frac_digits`` digits, with ``|value| <= max_abs``.
@@ -136,8 +142,11 @@ def answer_regex(grammar: AnswerGrammar) -> str:
     """
     if not isinstance(grammar, AnswerGrammar):
         raise ValidationError(f"grammar must be an AnswerGrammar, got {type(grammar).__name__}")
-    num = number_regex(grammar.max_abs, max_int_digits=grammar.max_int_digits,
-                       max_frac_digits=grammar.max_frac_digits)
+    num = number_regex(
+        grammar.max_abs,
+        max_int_digits=grammar.max_int_digits,
+        max_frac_digits=grammar.max_frac_digits,
+    )
     out = []
     for piece in grammar.pieces[:-1]:
         out.append(_lit(piece) + _lit(grammar.value_prefix) + "(?:" + num + ")")
@@ -161,7 +170,9 @@ def _ll_tokenizer(tokenizer, n_vocab: int):
     try:
         ll = llguidance.hf.from_tokenizer(tokenizer, n_vocab=n_vocab)
     except ValueError as exc:
-        raise ValidationError(f"constrained decoding needs a fast (Rust) tokenizer: {exc}") from None
+        raise ValidationError(
+            f"constrained decoding needs a fast (Rust) tokenizer: {exc}"
+        ) from None
     _LL_TOKENIZERS[tokenizer] = (key, ll)
     return ll
 
@@ -210,8 +221,9 @@ class GrammarLogitsProcessor:
 
         n_rows = len(self.matchers)
         if input_ids.shape[0] != n_rows:
-            raise ValidationError(f"the processor has {n_rows} grammars but the batch has "
-                                  f"{input_ids.shape[0]} rows")
+            raise ValidationError(
+                f"the processor has {n_rows} grammars but the batch has {input_ids.shape[0]} rows"
+            )
         step = input_ids.shape[1] - self.prompt_length
         live = []
         for i, m in enumerate(self.matchers):
@@ -245,7 +257,9 @@ class GrammarLogitsProcessor:
 # --------------------------------------------------------------------------- decoding
 def _max_answer_bytes(grammar: AnswerGrammar) -> int:
     """Bytes of the longest possible answer (every token is at least one byte)."""
-    number = 1 + grammar.max_int_digits + (1 + grammar.max_frac_digits if grammar.max_frac_digits else 0)
+    number = (
+        1 + grammar.max_int_digits + (1 + grammar.max_frac_digits if grammar.max_frac_digits else 0)
+    )
     text = sum(len(p.encode()) for p in grammar.pieces)
     return text + len(grammar.keys) * (len(grammar.value_prefix.encode()) + number)
 
@@ -256,8 +270,9 @@ def _as_prompt(ids, name: str = "each prompt") -> torch.Tensor:
     if ids.dim() == 2 and ids.shape[0] == 1:
         ids = ids[0]
     if ids.dim() != 1 or ids.shape[0] == 0:
-        raise ValidationError(f"{name} must have shape (1, L) or (L,) with L > 0, "
-                              f"got {tuple(ids.shape)}")
+        raise ValidationError(
+            f"{name} must have shape (1, L) or (L,) with L > 0, got {tuple(ids.shape)}"
+        )
     return ids.long()
 
 
@@ -330,10 +345,16 @@ def generate_answer_batch(
     if isinstance(prompts, torch.Tensor) or not isinstance(prompts, Sequence) or not prompts:
         raise ValidationError("prompts must be a non-empty list of token-id tensors")
     rows = [_as_prompt(p) for p in prompts]
-    fmts = [answer_formats] * len(rows) if isinstance(answer_formats, AnswerFormat) else list(answer_formats)
+    fmts = (
+        [answer_formats] * len(rows)
+        if isinstance(answer_formats, AnswerFormat)
+        else list(answer_formats)
+    )
     if len(fmts) != len(rows) or not all(isinstance(f, AnswerFormat) for f in fmts):
-        raise ValidationError(f"answer_formats must be one AnswerFormat (ragim.lm.answer) or one per "
-                              f"prompt ({len(rows)}), got {answer_formats!r:.80}")
+        raise ValidationError(
+            f"answer_formats must be one AnswerFormat (ragim.lm.answer) or one per "
+            f"prompt ({len(rows)}), got {answer_formats!r:.80}"
+        )
     max_int_digits = check_int(max_int_digits, "max_int_digits", ge=1, le=MAX_INT_DIGITS)
     num_candidates = check_int(num_candidates, "num_candidates", ge=1)
     temperature = check_number(temperature, "temperature", ge=0)
@@ -362,31 +383,45 @@ def generate_answer_batch(
     n_rows_each = num_candidates if temperature > 0 else 1
     ll_grammars = [compiled[answer_regex(g)] for g in grammars for _ in range(n_rows_each)]
 
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
     eos_id = tokenizer.eos_token_id
     if eos_id is None or pad_id is None:
-        raise ValidationError("the tokenizer needs an end-of-sequence token for constrained decoding")
+        raise ValidationError(
+            "the tokenizer needs an end-of-sequence token for constrained decoding"
+        )
     width = max(len(r) for r in rows)
     device = next(model.parameters()).device
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):  # left padding: every prompt ends at the last column
-        input_ids[i, width - len(r):] = r
-        attention[i, width - len(r):] = 1
+        input_ids[i, width - len(r) :] = r
+        attention[i, width - len(r) :] = 1
     vocab = int(getattr(model.config, "vocab_size", 0) or len(tokenizer))
     proc = GrammarLogitsProcessor(tokenizer, ll_grammars, vocab_size=vocab, prompt_length=width)
     procs = [proc]
     if temperature > 0:
-        procs += [TemperatureLogitsWarper(temperature)] + ([TopPLogitsWarper(top_p)] if top_p < 1 else [])
+        procs += [TemperatureLogitsWarper(temperature)] + (
+            [TopPLogitsWarper(top_p)] if top_p < 1 else []
+        )
     max_new = max(_max_answer_bytes(g) for g in grammars) + 2
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         out = model.generate(
-            input_ids=input_ids.to(device), attention_mask=attention.to(device),
-            logits_processor=LogitsProcessorList(procs), do_sample=temperature > 0,
-            temperature=None, top_p=None, top_k=None, num_beams=1,
-            num_return_sequences=n_rows_each, max_new_tokens=max_new,
-            pad_token_id=pad_id, eos_token_id=eos_id, return_dict_in_generate=True,
+            input_ids=input_ids.to(device),
+            attention_mask=attention.to(device),
+            logits_processor=LogitsProcessorList(procs),
+            do_sample=temperature > 0,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            num_beams=1,
+            num_return_sequences=n_rows_each,
+            max_new_tokens=max_new,
+            pad_token_id=pad_id,
+            eos_token_id=eos_id,
+            return_dict_in_generate=True,
             output_logits=True,
         )
     seqs = out.sequences[:, width:].cpu()
@@ -412,19 +447,34 @@ def generate_answer_batch(
                 logp = torch.log_softmax(logits[row, :n].float(), dim=-1)
                 chosen = logp.gather(1, torch.tensor(ids, device=logp.device).unsqueeze(1))[:, 0]
                 lp = float(chosen[torch.tensor(free, dtype=torch.bool, device=logp.device)].sum())
-            text = tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+            text = tokenizer.decode(
+                ids, skip_special_tokens=False, clean_up_tokenization_spaces=False
+            )
             values = fmt.parse(text)
-            group.append(ConstrainedResult(text=text, values=values, n_tokens=n, logprob=lp,
-                                           token_ids=ids))
+            group.append(
+                ConstrainedResult(text=text, values=values, n_tokens=n, logprob=lp, token_ids=ids)
+            )
         results.append(group)
     return results
+
+
+def _ignore_value_budget(max_new_tokens_per_value: int | None) -> None:
+    """Warn (at the public caller's caller) that the deprecated per-value budget is ignored."""
+    if max_new_tokens_per_value is not None:
+        warnings.warn(
+            "max_new_tokens_per_value is ignored: the grammar bounds every number",
+            DeprecationWarning,
+            stacklevel=3,
+        )
 
 
 def _seed_from(generator: torch.Generator | None) -> int:
     if generator is None:
         return 0
     if not isinstance(generator, torch.Generator):
-        raise ValidationError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        raise ValidationError(
+            f"generator must be a torch.Generator, got {type(generator).__name__}"
+        )
     return int(torch.randint(0, 2**62, (1,), generator=generator))
 
 
@@ -434,43 +484,50 @@ def generate_answers(
     prompt_ids: torch.Tensor,
     answer_format: AnswerFormat,
     *,
-    max_int_digits: int = MAX_INT_DIGITS,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    num_candidates: int = 1,
     generator: torch.Generator | None = None,
-    max_new_tokens_per_value: int | None = None,
-    decoder: str = "llguidance",
+    **options: Any,
 ) -> list[ConstrainedResult]:
     """``num_candidates`` answers in ``answer_format`` for one prompt: one row of
     :func:`generate_answer_batch`.
 
-    ``generator`` (a CPU ``torch.Generator``) draws the sampling seed; ``decoder`` is
-    ``"llguidance"`` or ``"builtin"`` (see :func:`generate_answer_batch`).
-    ``max_new_tokens_per_value`` is deprecated and ignored: the grammar bounds every number.
+    Parameters
+    ----------
+    model, tokenizer
+        A causal LM and its fast tokenizer.
+    prompt_ids : torch.Tensor
+        Shape ``(1, L)`` or ``(L,)``.
+    answer_format : AnswerFormat
+        The codec; decimals and range are its own.
+    generator : torch.Generator, optional
+        CPU generator that draws the sampling seed (default: seed 0).
+    **options
+        ``max_int_digits``, ``temperature``, ``top_p``, ``num_candidates`` and ``decoder``
+        (``"llguidance"`` or ``"builtin"``): as in :func:`generate_answer_batch`, with its
+        defaults. ``max_new_tokens_per_value`` is deprecated and ignored: the grammar bounds
+        every number.
+
+    Returns
+    -------
+    list of ConstrainedResult
+        ``num_candidates`` answers.
 
     Examples
     --------
     >>> from ragim.lm.answer import answer_format
     >>> from ragim.lm.base_models import load_base_model
     >>> model, tok = load_base_model("tiny", device="cpu")
-    >>> ids = tok("coefs?", return_tensors="pt")["input_ids"]
-    >>> res = generate_answers(model, tok, ids, answer_format(["intercept"], decimals=1, max_abs=2))
-    >>> abs(res[0].values["intercept"]) <= 2
-    True
+    >>> msgs = [{"role": "user", "content": "coefs?"}]
+    >>> ids = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt",
+    ...                               return_dict=True)["input_ids"]
+    >>> res = generate_answers(model, tok, ids, answer_format(["intercept"]), num_candidates=3)
+    >>> len(res), len({r.text for r in res})  # greedy candidates are identical
+    (3, 1)
     """
-    if not isinstance(answer_format, AnswerFormat):
-        raise ValidationError(f"answer_format must be an AnswerFormat (ragim.lm.answer), "
-                              f"got {type(answer_format).__name__}")
-    if max_new_tokens_per_value is not None:
-        warnings.warn("max_new_tokens_per_value is ignored: the grammar bounds every number",
-                      DeprecationWarning, stacklevel=2)
+    answer_format = check_answer_format(answer_format)
+    _ignore_value_budget(options.pop("max_new_tokens_per_value", None))
     prompt = _as_prompt(prompt_ids, "prompt_ids")
-    return generate_answer_batch(
-        model, tokenizer, [prompt], answer_format, max_int_digits=max_int_digits,
-        temperature=temperature, top_p=top_p, num_candidates=num_candidates,
-        seed=_seed_from(generator), decoder=decoder,
-    )[0]
+    seed = _seed_from(generator)
+    return generate_answer_batch(model, tokenizer, [prompt], answer_format, seed=seed, **options)[0]
 
 
 def generate_json_numbers(
@@ -482,12 +539,7 @@ def generate_json_numbers(
     max_abs: float = 20.0,
     max_int_digits: int = 3,
     max_frac_digits: int = 3,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    num_candidates: int = 1,
-    generator: torch.Generator | None = None,
-    max_new_tokens_per_value: int | None = None,
-    decoder: str = "llguidance",
+    **options: Any,
 ) -> list[ConstrainedResult]:
     """``num_candidates`` JSON answers ``{"k1": v1, ...}`` over ``keys`` for one prompt:
     :func:`generate_answers` with :class:`~ragim.lm.answer.JSONAnswerFormat`.
@@ -502,8 +554,10 @@ def generate_json_numbers(
         Keys in answer order; any characters allowed.
     max_abs, max_int_digits, max_frac_digits
         Range and length bounds of each number (``max_int_digits`` <= 3).
-    temperature, top_p, num_candidates, generator, max_new_tokens_per_value, decoder
-        As in :func:`generate_answers`.
+    **options
+        ``temperature``, ``top_p``, ``num_candidates``, ``generator``, ``decoder`` and the
+        deprecated ``max_new_tokens_per_value``: as in :func:`generate_answers` (same
+        defaults).
 
     Returns
     -------
@@ -525,12 +579,10 @@ def generate_json_numbers(
     check_int(max_int_digits, "max_int_digits", ge=1, le=3)
     check_int(max_frac_digits, "max_frac_digits", ge=0, le=3)
     fmt = JSONAnswerFormat(keys, decimals=max_frac_digits, max_abs=max_abs)
-    if max_new_tokens_per_value is not None:
-        warnings.warn("max_new_tokens_per_value is ignored: the grammar bounds every number",
-                      DeprecationWarning, stacklevel=2)
-    return generate_answers(model, tokenizer, prompt_ids, fmt, max_int_digits=max_int_digits,
-                            temperature=temperature, top_p=top_p, num_candidates=num_candidates,
-                            generator=generator, decoder=decoder)
+    _ignore_value_budget(options.pop("max_new_tokens_per_value", None))
+    return generate_answers(
+        model, tokenizer, prompt_ids, fmt, max_int_digits=max_int_digits, **options
+    )
 
 
 __all__ = [

@@ -219,7 +219,8 @@ def check_pair_names(pairs, names: Sequence[str], *, where: str = "the preferenc
 
     Examples
     --------
-    >>> pairs = [{"prompt": "p", "chosen": {"intercept": 0, "bnp": 1}, "rejected": {"intercept": 1, "bnp": 0}}]
+    >>> pairs = [{"prompt": "p", "chosen": {"intercept": 0, "bnp": 1},
+    ...           "rejected": {"intercept": 1, "bnp": 0}}]
     >>> try:
     ...     check_pair_names(pairs, ["intercept", "x01"])
     ... except ValidationError as exc:
@@ -251,8 +252,9 @@ def check_pair_names(pairs, names: Sequence[str], *, where: str = "the preferenc
             break
     if problems:
         raise ValidationError(
-            f"{where} do not match the parameter layout of the index/generator ({len(names)} parameters: "
-            f"{names[:5]}{' ...' if len(names) > 5 else ''}); they were written for another schema:",
+            f"{where} do not match the parameter layout of the index/generator "
+            f"({len(names)} parameters: {names[:5]}{' ...' if len(names) > 5 else ''}); "
+            "they were written for another schema:",
             problems,
         )
 

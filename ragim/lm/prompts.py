@@ -6,8 +6,8 @@ this order:
 
 1. the target task's description;
 2. the model family and its parameter layout, as the family object writes it
-   (:meth:`~ragim.models.ModelFamily.prompt_head`, ``schema_lines``): for logistic regression one line
-   per design term with its unit (``age (years, per SD): age at examination``,
+   (:meth:`~ragim.models.ModelFamily.prompt_head`, ``schema_lines``): for logistic regression
+   one line per design term with its unit (``age (years, per SD): age at examination``,
    ``cp[asymptomatic] (0/1): chest-pain type``, ``chol__missing (0/1, 1 = chol
    missing)``); for a GAM one line per feature listing its bins;
 3. the retrieved neighbours, most similar first, each with its description, its
@@ -91,8 +91,14 @@ def context_length(tokenizer, model=None) -> int:
     return min(limits) if limits else DEFAULT_CONTEXT
 
 
-def answer_room(names: Sequence[str], tokenizer=None, *, decimals: int = 3, max_abs: float = 20.0,
-                format_name: str = "json") -> int:
+def answer_room(
+    names: Sequence[str],
+    tokenizer=None,
+    *,
+    decimals: int = 3,
+    max_abs: float = 20.0,
+    format_name: str = "json",
+) -> int:
     """Tokens reserved for the answer over ``names``.
 
     With a tokenizer: the length of the longest-number answer (every value
@@ -107,14 +113,15 @@ def answer_room(names: Sequence[str], tokenizer=None, *, decimals: int = 3, max_
     names = list(names)
     if tokenizer is None:
         return ANSWER_TOKENS_PER_KEY * len(names) + ANSWER_MARGIN
-    worst = -(float(max_abs) - 10.0 ** -decimals)
+    worst = -(float(max_abs) - 10.0**-decimals)
     fmt = answer_format(names, name=format_name, decimals=decimals, max_abs=max_abs)
     text = fmt.write(dict.fromkeys(names, worst))
     return len(tokenizer.encode(text, add_special_tokens=False)) + ANSWER_MARGIN
 
 
-def answer_text(params: ModelParams, decimals: int = 3, *, max_abs: float = 20.0,
-                format_name: str = "json") -> str:
+def answer_text(
+    params: ModelParams, decimals: int = 3, *, max_abs: float = 20.0, format_name: str = "json"
+) -> str:
     """The canonical answer for ``params`` in the answer format ``format_name`` (``"json"``:
     name-keyed JSON in schema order; ``"compact"``: the values alone, in schema order).
 
@@ -170,17 +177,23 @@ def _population_block(population: ModelParams | None, fmt: AnswerFormat) -> str:
     if population is None:
         return ""
     if not isinstance(population, ModelParams) or population.names != list(fmt.keys):
-        raise ValidationError("the population model must be ModelParams over the prompt's layout (same index)")
+        raise ValidationError(
+            "the population model must be ModelParams over the prompt's layout (same index)"
+        )
     n = population.metadata.get("n_tasks")
     what = f"{n} indexed tasks" if isinstance(n, int) else "the indexed tasks"
     js = fmt.write(population.as_dict())
     return f"Population model (average over {what}, weighted by their patients):\n{js}"
 
 
-def _user_content(description: str, layout: str, blocks: list[str], population: str, instruction: str) -> str:
+def _user_content(
+    description: str, layout: str, blocks: list[str], population: str, instruction: str
+) -> str:
     parts = [f"Target task: {description.strip()}", layout]
     if blocks:
-        parts.append("Similar tasks and their fitted models (most similar first):\n" + "\n".join(blocks))
+        parts.append(
+            "Similar tasks and their fitted models (most similar first):\n" + "\n".join(blocks)
+        )
     else:
         parts.append("No similar tasks are available.")
     if population:
@@ -189,16 +202,22 @@ def _user_content(description: str, layout: str, blocks: list[str], population: 
     return "\n\n".join(parts)
 
 
-def _messages(description: str, layout: str, blocks: list[str], population: str,
-              instruction: str) -> list[dict[str, str]]:
+def _messages(
+    description: str, layout: str, blocks: list[str], population: str, instruction: str
+) -> list[dict[str, str]]:
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": _user_content(description, layout, blocks, population, instruction)},
+        {
+            "role": "user",
+            "content": _user_content(description, layout, blocks, population, instruction),
+        },
     ]
 
 
 def _n_tokens(tokenizer, messages) -> int:
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+    ids = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=True, return_dict=True
+    )
     return len(ids["input_ids"])
 
 
@@ -248,7 +267,9 @@ def build_prompt(
     if not isinstance(description, str) or not description.strip():
         raise ValidationError("the target description is empty; give a task description")
     if getattr(tokenizer, "chat_template", None) is None:
-        raise ValidationError("the tokenizer has no chat template; set tokenizer.chat_template first")
+        raise ValidationError(
+            "the tokenizer has no chat template; set tokenizer.chat_template first"
+        )
     names = param_names(kind, schema)
     fmt = answer_format(names, name=format_name, decimals=decimals, max_abs=max_abs)
     layout = _layout_text(schema, kind)
@@ -256,7 +277,9 @@ def build_prompt(
     ordered = sorted(neighbors, key=lambda nb: -float(nb.score))
     blocks = [_neighbor_block(i + 1, nb, fmt) for i, nb in enumerate(ordered)]
     limit = int(max_tokens) if max_tokens is not None else context_length(tokenizer)
-    room = answer_room(names, tokenizer, decimals=decimals, max_abs=max_abs, format_name=format_name)
+    room = answer_room(
+        names, tokenizer, decimals=decimals, max_abs=max_abs, format_name=format_name
+    )
     budget = limit - room
     base = _n_tokens(tokenizer, _messages(description, layout, [], pop, fmt.instruction))
     if base > budget:
@@ -274,16 +297,29 @@ def build_prompt(
             break
         used += cost
         keep += 1
-    while keep > 0 and _n_tokens(tokenizer, _messages(description, layout, blocks[:keep], pop,
-                                                      fmt.instruction)) > budget:
+    while (
+        keep > 0
+        and _n_tokens(
+            tokenizer, _messages(description, layout, blocks[:keep], pop, fmt.instruction)
+        )
+        > budget
+    ):
         keep -= 1
     messages = _messages(description, layout, blocks[:keep], pop, fmt.instruction)
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     return messages, text, keep
 
 
-def index_prompt(index, description: str, neighbors: Sequence[Any], tokenizer, config, *, exclude=None,
-                 max_tokens: int | None = None) -> tuple[list[dict[str, str]], str, int, ModelParams | None]:
+def index_prompt(
+    index,
+    description: str,
+    neighbors: Sequence[Any],
+    tokenizer,
+    config,
+    *,
+    exclude=None,
+    max_tokens: int | None = None,
+) -> tuple[list[dict[str, str]], str, int, ModelParams | None]:
     """:func:`build_prompt` for a target of ``index`` with the LM generator's settings.
 
     ``config`` supplies ``decimals``, ``max_abs``, ``answer_format`` and ``population``; with
@@ -292,10 +328,18 @@ def index_prompt(index, description: str, neighbors: Sequence[Any], tokenizer, c
     :func:`build_prompt` returns, plus the population model shown (or None).
     """
     population = index.population_params(exclude) if getattr(config, "population", False) else None
-    messages, text, kept = build_prompt(description, neighbors, index.schema, index.model, tokenizer,
-                                        max_tokens=max_tokens, decimals=config.decimals, max_abs=config.max_abs,
-                                        population=population,
-                                        format_name=getattr(config, "answer_format", "json"))
+    messages, text, kept = build_prompt(
+        description,
+        neighbors,
+        index.schema,
+        index.model,
+        tokenizer,
+        max_tokens=max_tokens,
+        decimals=config.decimals,
+        max_abs=config.max_abs,
+        population=population,
+        format_name=getattr(config, "answer_format", "json"),
+    )
     return messages, text, kept, population
 
 

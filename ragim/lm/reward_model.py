@@ -43,7 +43,7 @@ import numpy as np
 
 from ragim.checks import check_int
 from ragim.errors import ArtifactError, GenerationError, ValidationError
-from ragim.lm.adapters import adapter_config_problems
+from ragim.lm.adapters import adapter_config_problems, lora_field, restore_training_state
 from ragim.lm.pairs import pair_rows
 
 FORMAT = "ragim.reward-model"
@@ -56,20 +56,14 @@ class RewardModelConfig:
     base_model: str = field(
         default="smollm2-135m",
         metadata={
-            "help": "'smollm2-135m', 'tiny', a local model directory or a hub id (use the generator's)"
+            "help": "'smollm2-135m', 'tiny', a local model directory or a hub id "
+            "(use the generator's)"
         },
     )
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha"})
-    lora_dropout: float = field(
-        default=0.05, metadata={"help": "dropout on the LoRA input during training"}
-    )
-    target_modules: tuple[str, ...] = field(
-        default=("q_proj", "k_proj", "v_proj", "o_proj"),
-        metadata={
-            "help": "modules that get LoRA adapters (Llama attention projections by default)"
-        },
-    )
+    lora_r: int = lora_field("lora_r")
+    lora_alpha: int = lora_field("lora_alpha")
+    lora_dropout: float = lora_field("lora_dropout")
+    target_modules: tuple[str, ...] = lora_field("target_modules")
     device: str = field(
         default="auto", metadata={"help": "'auto', 'cpu' or 'cuda[:N]' (resolved when loading)"}
     )
@@ -116,13 +110,8 @@ class RewardModel:
         self.config = RewardModelConfig(**{**asdict(cfg), **overrides})
         self.model_ = None
         self.tokenizer_ = None
-        self.history_: list[dict] = []
-        self.training_: list[dict] = []
         self.val_accuracy_ = math.nan
-        self.n_trainable_params_ = 0
-        self.train_seconds_ = 0.0
-        self.train_task_ids_: list[str] = []
-        self.val_task_ids_: list[str] = []
+        restore_training_state(self)  # history_, training_, ...: untrained
 
     # ------------------------------------------------------------------ model
     def build_model(self):
@@ -150,18 +139,9 @@ class RewardModel:
 
     def lora_config(self):
         """The ``peft.LoraConfig`` (task type SEQ_CLS, head ``score`` trained and saved)."""
-        from peft import LoraConfig
+        from ragim.lm.adapters import peft_lora_config
 
-        c = self.config
-        return LoraConfig(
-            task_type="SEQ_CLS",
-            r=c.lora_r,
-            lora_alpha=c.lora_alpha,
-            lora_dropout=c.lora_dropout,
-            target_modules=list(c.target_modules),
-            modules_to_save=["score"],
-            bias="none",
-        )
+        return peft_lora_config(self.config, "SEQ_CLS", modules_to_save=["score"])
 
     def _check_fitted(self):
         if self.model_ is None or self.tokenizer_ is None:
@@ -240,7 +220,8 @@ class RewardModel:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
-        """Save as an artifact: ``config.json``, ``state.json`` and ``adapter/`` (LoRA plus the head)."""
+        """Save as an artifact: ``config.json``, ``state.json`` and ``adapter/`` (LoRA plus the
+        head)."""
         from ragim.lm.adapters import save_adapter_artifact, training_state
 
         self._check_fitted()
@@ -254,13 +235,10 @@ class RewardModel:
 
     @classmethod
     def load(cls, path: str | Path, *, device: str | None = None) -> RewardModel:
-        """Open a saved reward model: checksums verified, base model rebuilt, adapter and head applied."""
+        """Open a saved reward model: checksums verified, base model rebuilt, adapter and head
+        applied."""
         from ragim.io import read_artifact
-        from ragim.lm.adapters import (
-            load_adapter_model,
-            read_adapter_config,
-            restore_training_state,
-        )
+        from ragim.lm.adapters import load_adapter_model, read_adapter_config
 
         art = read_artifact(path, FORMAT)
         try:
@@ -272,7 +250,9 @@ class RewardModel:
             restore_training_state(rm, state)
         except (TypeError, KeyError, AttributeError, ValidationError) as exc:
             raise ArtifactError(f"{path}: not a valid reward model ({exc})") from exc
-        rm.model_, rm.tokenizer_ = load_adapter_model(path, art, cfg, stored, "reward model", rm.build_model)
+        rm.model_, rm.tokenizer_ = load_adapter_model(
+            path, art, cfg, stored, "reward model", rm.build_model
+        )
         return rm
 
     from_pretrained = load

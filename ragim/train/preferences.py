@@ -30,14 +30,13 @@ close to the stored fit. It never uses rows of a zero-shot target task.
 
 Examples
 --------
->>> from ragim import TaskIndex, datasets
->>> from ragim.generate.lm import LMGenerator
+>>> from ragim import LMGenerator, TaskIndex, datasets
 >>> tasks = datasets.synthetic_family(n_tasks=6, n_features=2, seed=0)
 >>> index = TaskIndex.build(tasks, embedder="hashing", progress=False)
 >>> gen = LMGenerator(base_model="tiny", k=2, device="cpu")
 >>> pairs = build_preference_pairs(gen, index, n_candidates=3, max_tasks=2, progress=False)
->>> pairs.column_names[:5]
-['prompt', 'chosen', 'rejected', 'task_id', 'margin']
+>>> pairs.column_names[:5], set(pairs["task_id"]) <= set(tasks.ids)
+(['prompt', 'chosen', 'rejected', 'task_id', 'margin'], True)
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ from ragim.checks import check_fields, check_int, check_number
 from ragim.errors import ValidationError
 from ragim.lm.pairs import check_pair_names, pair_rows, pairs_dataset
 from ragim.lm.reward_model import FORMAT, RewardModel, RewardModelConfig, best_of_n
-from ragim.train.trainer import STEP_RULES, run_config, train_with, training_record
+from ragim.train.trainer import STEP_RULES, run_config, train_with
 
 
 @dataclass
@@ -206,23 +206,13 @@ def train_reward_model(
         progress=progress,
         output_dir=output_dir,
         callbacks=callbacks,
-        args=dict(
-            per_device_train_batch_size=run.batch_size,
-            per_device_eval_batch_size=run.batch_size,
-            eval_strategy="steps" if val_rows else "no",
-            eval_steps=run.max_steps,
-            max_length=None,
-        ),
+        args=dict(max_length=None),
         train_dataset=pairs_dataset(train_rows),
         eval_dataset=pairs_dataset(val_rows) if val_rows else None,
         peft_config=rm.lora_config(),
     )
-    peft_model = done.model
-    rm.train_seconds_, rm.history_ = done.seconds, done.history
-    peft_model.eval()
-    rm.model_, rm.tokenizer_ = peft_model, tok
-    rm.n_trainable_params_ = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
-    rm.training_ = [training_record("reward", run)]
+    done.install(rm, "reward", run)
+    rm.tokenizer_ = tok
     rm.train_task_ids_ = sorted(
         {r["task_id"] for r in train_rows if isinstance(r.get("task_id"), str)}
     )

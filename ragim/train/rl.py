@@ -27,10 +27,9 @@ the run's :class:`GRPOTrainingConfig` or :class:`DPOTrainingConfig` appended.
 
 Examples
 --------
->>> from ragim import TaskIndex, datasets
->>> from ragim.generate.lm import LMGenerator
->>> tasks = datasets.synthetic_family(n_tasks=6, n_features=2, seed=0)
->>> index = TaskIndex.build(tasks, embedder="hashing", progress=False)
+>>> from ragim import LMGenerator, TaskIndex, datasets
+>>> index = TaskIndex.build(datasets.synthetic_family(n_tasks=6, n_features=2, seed=0),
+...                         embedder="hashing", progress=False)
 >>> gen = LMGenerator(base_model="tiny", k=1, device="cpu")
 >>> rl = train_grpo(gen, index, max_steps=1, num_generations=2, batch_size=1, progress=False)
 >>> any("loss" in h and h["stage"] == "grpo" for h in rl.history_)
@@ -455,13 +454,9 @@ def train_dpo(
     max_steps, learning_rate, batch_size : optimiser steps, AdamW rate, pairs per step
         (defaults 50, 5e-5, 4).
     seed : int
-    progress : bool
-        Show TRL's progress bar.
-    device : str, optional
-        Used when ``generator_or_path`` is a path.
-    output_dir : str, optional
-        Trainer scratch directory (nothing is saved there).
-    callbacks : list of transformers.TrainerCallback, optional
+        Seed of the data order.
+    progress, device, output_dir, callbacks
+        As in :func:`train_grpo`.
 
     Returns
     -------
@@ -500,7 +495,7 @@ def train_dpo(
         progress=progress,
         output_dir=output_dir,
         callbacks=callbacks,
-        args=dict(per_device_train_batch_size=run.batch_size, beta=run.beta, max_length=None),
+        args=dict(beta=run.beta, max_length=None),
         train_dataset=train_ds,
     )
     return _finish(gen, done, "dpo", run)

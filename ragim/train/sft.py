@@ -28,7 +28,7 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -36,9 +36,10 @@ import numpy as np
 
 from ragim.checks import check_fields, check_int, check_number
 from ragim.errors import ValidationError
+from ragim.generate.base import config_with
 from ragim.generate.lm import LMConfig, LMGenerator
 from ragim.params import param_names
-from ragim.train.trainer import STEP_RULES, run_config, train_with, training_record
+from ragim.train.trainer import STEP_RULES, run_config, train_with
 
 
 @dataclass
@@ -275,7 +276,7 @@ def train_sft(
         for key, v in (("base_model", base_model), ("k", k), ("device", device))
         if v is not None
     }
-    cfg = LMConfig(**{**asdict(generator_config or LMConfig()), **overrides})
+    cfg = config_with(LMConfig, generator_config, overrides)
     if len(index) < 2:
         raise ValidationError(f"SFT needs at least 2 indexed tasks, got {len(index)}")
 
@@ -302,25 +303,14 @@ def train_sft(
         output_dir=output_dir,
         callbacks=callbacks,
         args=dict(
-            per_device_train_batch_size=run.batch_size,
-            per_device_eval_batch_size=run.batch_size,
-            gradient_accumulation_steps=run.grad_accum,
-            eval_strategy="steps" if val_ds is not None else "no",
-            eval_steps=run.eval_steps or run.max_steps,
-            completion_only_loss=True,
-            max_length=None,
+            gradient_accumulation_steps=run.grad_accum, completion_only_loss=True, max_length=None
         ),
         train_dataset=train_ds.select_columns(["prompt", "completion"]),
         eval_dataset=None if val_ds is None else val_ds.select_columns(["prompt", "completion"]),
         peft_config=gen.lora_config(),
     )
-    peft_model = done.model
-    gen.train_seconds_, gen.history_ = done.seconds, done.history
-    peft_model.eval()
-    gen.model_ = peft_model
-    gen.n_trainable_params_ = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    done.install(gen, "sft", run)
     gen.fine_tuned_ = True
-    gen.training_ = [training_record("sft", run)]
     gen.index_ = index
     gen.model_kind_ = index.model
     gen.schema_ = index.schema

@@ -178,6 +178,20 @@ class TrainedRun:
     history: list[dict[str, Any]]
     seconds: float
 
+    def install(self, owner: Any, stage: str, run: Any) -> Any:
+        """Make this run the training of ``owner`` (a generator or reward model trained from
+        scratch) and return it: ``model_`` is the trained model in eval mode, ``history_``,
+        ``train_seconds_`` and ``n_trainable_params_`` describe the run, and ``training_`` is
+        ``[training_record(stage, run)]``."""
+        self.model.eval()
+        owner.model_ = self.model
+        owner.history_, owner.train_seconds_ = self.history, self.seconds
+        owner.n_trainable_params_ = sum(
+            p.numel() for p in self.model.parameters() if p.requires_grad
+        )
+        owner.training_ = [training_record(stage, run)]
+        return owner
+
 
 def train_with(
     trainer_cls: type,
@@ -196,26 +210,34 @@ def train_with(
     """Train ``model`` with a TRL trainer the way every ragim trainer does.
 
     ``args_cls`` (e.g. ``SFTConfig``) gets :func:`trainer_args` with ``run``'s ``seed``,
-    ``max_steps`` and ``learning_rate`` plus the trainer's own ``args``; ``trainer_cls`` (e.g.
+    ``max_steps`` and ``learning_rate``, ``run.batch_size`` examples per device and step and,
+    when an ``eval_dataset`` is given, an evaluation every ``run.eval_steps`` steps (if the
+    config has that field and it is set; else once, at the last step) with the same batch
+    size, then the trainer's own ``args``, which override all of these; ``trainer_cls`` (e.g.
     ``SFTTrainer``) gets ``model``, those args, ``tokenizer`` as ``processing_class``,
     ``callbacks`` and ``trainer_kwargs`` (datasets, ``peft_config``, ...). Training runs
     under :func:`quiet_training` and :func:`run_trainer`, with ``output_dir`` (default: a
     temporary ``ragim-<stage>-`` directory, removed afterwards) as scratch; the trainer is
     dropped before returning. Seeding the RNGs before the model is built is the caller's.
     """
-    with tempfile.TemporaryDirectory(prefix=f"ragim-{stage}-") as scratch:
-        trl_args = args_cls(
-            **trainer_args(
-                args_cls,
-                on_cuda=on_cuda(model),
-                progress=progress,
-                seed=run.seed,
-                output_dir=output_dir or scratch,
-                max_steps=run.max_steps,
-                learning_rate=run.learning_rate,
-            ),
-            **(args or {}),
+    batches: dict[str, Any] = {"per_device_train_batch_size": run.batch_size}
+    if trainer_kwargs.get("eval_dataset") is not None:
+        batches.update(
+            per_device_eval_batch_size=run.batch_size,
+            eval_strategy="steps",
+            eval_steps=getattr(run, "eval_steps", None) or run.max_steps,
         )
+    with tempfile.TemporaryDirectory(prefix=f"ragim-{stage}-") as scratch:
+        shared = trainer_args(
+            args_cls,
+            on_cuda=on_cuda(model),
+            progress=progress,
+            seed=run.seed,
+            output_dir=output_dir or scratch,
+            max_steps=run.max_steps,
+            learning_rate=run.learning_rate,
+        )
+        trl_args = args_cls(**{**shared, **batches, **(args or {})})
         with quiet_training(progress):
             trainer = trainer_cls(
                 model=model,
