@@ -24,7 +24,7 @@ import typer
 from ragim import cli_workflow
 from ragim.cli_common import (
     QUIET,
-    WARNING_CHARS,
+    SHOWN_WARNINGS,
     AsJson,
     Outcome,
     PatientId,
@@ -83,6 +83,7 @@ def root(
 ):
     """RAG-IM: retrieval-augmented generation of interpretable clinical models."""
     QUIET["on"] = quiet
+    SHOWN_WARNINGS.clear()
     if quiet or not sys.stderr.isatty():
         silence_library_progress()
 
@@ -781,8 +782,11 @@ def generate(
         check(params, description=description, strict=strict)
     if save is not None:
         params.save(save)
-    if as_json:
-        echo_json(params.to_dict(include_schema=False))
+    if as_json:  # the model's own JSON: its warnings go in its metadata
+        payload = params.to_dict(include_schema=False)
+        if SHOWN_WARNINGS:
+            payload["metadata"] = {**payload.get("metadata", {}), "warnings": list(SHOWN_WARNINGS)}
+        echo_json(payload, with_warnings=False)
         return
     from ragim.models import model_from_params
 
@@ -1109,8 +1113,9 @@ def main() -> None:
     line without a source path."""
     import warnings
 
-    warnings.formatwarning = lambda message, category, filename, lineno, line=None: (
-        f"warning: {short(message, WARNING_CHARS)}\n"
+    # every Python warning is one line (no source path) and is kept for --json output
+    warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: warn(
+        str(message)
     )
     try:
         code = _run_app()

@@ -73,8 +73,20 @@ def _finite(obj):
     return obj
 
 
-def echo_json(obj) -> None:
-    """Print ``obj`` as indented JSON on stdout (NaN becomes null)."""
+#: the warning lines this command printed (:func:`warn`, in order, each once), so that
+#: ``--json`` output carries them too; emptied when a command starts (the app's callback)
+SHOWN_WARNINGS: list[str] = []
+
+
+def echo_json(obj, *, with_warnings: bool = True) -> None:
+    """Print ``obj`` as indented JSON on stdout (NaN becomes null).
+
+    A dict gets a ``"warnings"`` list when the command printed warnings (on stderr as well),
+    so that a script reading the JSON sees them; ``with_warnings=False`` for a payload that
+    places them itself.
+    """
+    if with_warnings and isinstance(obj, dict) and SHOWN_WARNINGS:
+        obj = {**obj, "warnings": list(SHOWN_WARNINGS)}
     typer.echo(json.dumps(_finite(obj), indent=2, allow_nan=False, default=json_default))
 
 
@@ -90,8 +102,12 @@ def say(text: str, *, as_json: bool = False, quiet: bool = False) -> None:
 
 
 def warn(text: str) -> None:
-    """One short warning line on stderr (shown even with --quiet)."""
-    typer.echo(f"warning: {short(text, WARNING_CHARS)}", err=True)
+    """One short warning line on stderr (shown even with --quiet), kept in
+    :data:`SHOWN_WARNINGS` for the command's ``--json`` output."""
+    line = short(text, WARNING_CHARS)
+    if line not in SHOWN_WARNINGS:
+        SHOWN_WARNINGS.append(line)
+    typer.echo(f"warning: {line}", err=True)
 
 
 #: a warning is one line, long enough to end with its fix (the shared-patient warning is ~330)

@@ -673,3 +673,36 @@ def test_outcome_and_patient_id_options_name_a_task_folders_columns(tmp_path, mo
         "100",
         "101",
     ]
+
+
+def test_json_output_carries_the_warnings_printed_on_stderr(tmp_path, monkeypatch, capsys):
+    """A script that reads --json sees what a person reads on stderr: the library's Python
+    warnings (here: a description far outside the index) and the CLI's own warning lines."""
+    folder = tmp_path / "tasks"
+    (folder / "data").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(6):
+        n = 4 if i == 5 else 40  # t5: too few rows to fit
+        pd.DataFrame({"lactate": rng.normal(2, 1, n), "y": np.arange(n) % 2}).to_csv(
+            folder / "data" / f"t{i}.csv", index=False
+        )
+        rows.append({"task_id": f"t{i}", "description": f"Predict sepsis in surgical ward {i}"})
+    pd.DataFrame(rows).to_csv(folder / "descriptions.csv", index=False)
+    build = ["index", "build", "--dataset", folder, "--embedder", "hashing", "--out", tmp_path / "i"]
+    code, out, err = run_main([*build, "--json"], monkeypatch, capsys)
+    assert code == 0, err
+    shown = [line.removeprefix("warning: ") for line in err.splitlines()]
+    summary = json.loads(out)
+    assert summary["warnings"] == shown and shown[0].startswith("1 task(s) could not be fitted")
+
+    query = "Wie hoch ist das Risiko einer Hüftfraktur bei älteren Frauen?"
+    code, out, err = run_main(["generate", "--index", tmp_path / "i", query, "--json"], monkeypatch, capsys)
+    assert code == 0, err
+    shown = [line.removeprefix("warning: ") for line in err.splitlines()]
+    assert any("is outside what the index covers" in line for line in shown), err
+    assert json.loads(out)["metadata"]["warnings"] == shown
+
+    code, out, err = run_main([*build, "--json"], monkeypatch, capsys)  # a new command starts clean
+    assert json.loads(out)["warnings"] == [line.removeprefix("warning: ") for line in err.splitlines()]
+    assert len(err.splitlines()) == 1
