@@ -516,7 +516,7 @@ def bench_index_build(
             keep_tasks=False,
         )
         seconds = time.perf_counter() - t0
-    sample = idx.records[:: max(1, len(idx) // 1000)]
+    memory = idx.memory_bytes()
     return {
         "name": "index-build",
         "n": n_tasks,
@@ -527,34 +527,13 @@ def bench_index_build(
         "tasks_per_s": round(n_tasks / seconds, 1),
         "peak_rss_mb": round(peak.peak_rss_mb, 1),
         "peak_anon_mb": round(peak.peak_anon_mb, 1),
-        "index_bytes_per_task": round(idx.store.memory_bytes() / len(idx), 1),
-        "params_bytes_per_task": round(idx.params_matrix(idx.ids[:1]).nbytes, 1),
-        "record_bytes_per_task": round(sum(deep_sizeof(r) for r in sample) / len(sample), 1),
+        "index_bytes_per_task": round(memory["vectors"] / len(idx), 1),
+        "params_bytes_per_task": round(memory["params"] / len(idx), 1),
+        "record_bytes_per_task": round(memory["records"] / len(idx), 1),
         "chunk_size": chunk_size,
         "description": f"TaskIndex.build(synthetic_family({n_tasks}, n_features={n_features}), "
         f"embedder={embedder!r}, index={index!r}, storage={storage!r}, chunk_size={chunk_size})",
     }
-
-
-def deep_sizeof(obj: Any, _seen: set | None = None) -> int:
-    """Bytes of a JSON-like Python object and everything it holds (``sys.getsizeof``, each
-    object counted once), e.g. an index record.
-
-    Examples
-    --------
-    >>> deep_sizeof({"a": [1, 2]}) > deep_sizeof({})
-    True
-    """
-    seen = set() if _seen is None else _seen
-    if id(obj) in seen:
-        return 0
-    seen.add(id(obj))
-    size = sys.getsizeof(obj)
-    if isinstance(obj, dict):
-        size += sum(deep_sizeof(k, seen) + deep_sizeof(v, seen) for k, v in obj.items())
-    elif isinstance(obj, list | tuple | set | frozenset):
-        size += sum(deep_sizeof(v, seen) for v in obj)
-    return size
 
 
 # ---------------------------------------------------------------------- fitting

@@ -18,10 +18,9 @@ Examples
 
 from __future__ import annotations
 
-import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from ragim.canonical import canonical_level, invisible_characters, strip_invisib
 from ragim.checks import check_int, setting
 from ragim.embed import Embedder, check_identity, embedder_from_identity, get_embedder
 from ragim.errors import ArtifactError, DataWarning, ValidationError
+from ragim.index_records import Record, RecordStore
 from ragim.params import ModelParams, param_names
 from ragim.schema import FeatureSchema
 from ragim.tasks import Task, TaskCollection, canonical_metadata, patient_id_set
@@ -40,7 +40,6 @@ from ragim.vector_store import STORAGES, TRAIN_SIZE, VectorStore, auto_factory, 
 FORMAT = "ragim.task-index"
 #: tasks fitted, embedded and added at a time by :meth:`TaskIndex.build`
 CHUNK_TASKS = 65_536
-Record = dict[str, Any]
 Exclude = Iterable[str] | Callable[[Record], bool] | None
 
 
@@ -181,7 +180,7 @@ class TaskIndex:
         schema: FeatureSchema,
         embedder: Embedder,
         store: VectorStore,
-        records: list[Record | None],
+        records: RecordStore | Sequence[Record | None],
         params: np.ndarray,
         tasks: TaskCollection | None = None,
     ):
@@ -189,11 +188,14 @@ class TaskIndex:
         self.schema = schema
         self.embedder = embedder
         self.store = store
-        self._records = records  # slot per FAISS row; None once removed
+        # one per FAISS row (None once removed), kept as compact JSON
+        self._records = (
+            records if isinstance(records, RecordStore) else RecordStore.from_records(records)
+        )
         self._params = params
         self.tasks = tasks
         self._lock = threading.Lock()
-        self._id_to_row = {r["task_id"]: i for i, r in enumerate(records) if r is not None}
+        self._id_to_row = self._rows_by_id()
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -299,7 +301,7 @@ class TaskIndex:
         config.factory = store.factory
 
         mat = np.empty((n, len(names)))
-        records: list[Record | None] = []
+        records = RecordStore()
         kept: list[int] = []
         skipped: dict[str, str] = {}
         bar = None
@@ -354,17 +356,7 @@ class TaskIndex:
                     )
                 store.add(vectors)
                 del vectors
-                records.extend(
-                    {
-                        "task_id": inf["task_id"],
-                        "description": inf["description"],
-                        "metadata": _shared_strings(
-                            canonical_metadata(inf["metadata"], where=f"task {inf['task_id']!r}")
-                        ),
-                        "stats": _json_safe(stats.get(inf["task_id"], {})),
-                    }
-                    for inf in infos
-                )
+                records.extend(_task_record(inf, stats) for inf in infos)
                 kept.extend(keep)
                 if bar is not None:
                     bar.update(len(pos))
@@ -402,14 +394,14 @@ class TaskIndex:
 
     @property
     def ids(self) -> list[str]:
-        return [r["task_id"] for r in self._records if r is not None]
+        return list(self._id_to_row)  # row order: rows are only appended, or compacted in order
 
     @property
     def records(self) -> list[Record]:
-        return [r for r in self._records if r is not None]
+        return [r for _, r in self._records.live()]
 
     def record(self, task_id: str) -> Record:
-        return self._records[self.row(task_id)]
+        return self._records.get(self.row(task_id))
 
     def row(self, task_id: str) -> int:
         """The vector-store row of a task: its position in :attr:`row_params`,
@@ -439,7 +431,7 @@ class TaskIndex:
     @property
     def row_records(self) -> list[Record | None]:
         """The records by vector-store row (``None`` for a task removed since the last save)."""
-        return list(self._records)
+        return self._records.rows()
 
     def params(self, task_id: str) -> ModelParams:
         """The stored parameters of one task."""
@@ -447,12 +439,11 @@ class TaskIndex:
         return self._params_at(row)
 
     def _params_at(self, row: int) -> ModelParams:
-        rec = self._records[row]
         return ModelParams(
             self.model,
             self.schema,
             self._params[row],
-            metadata={"source": "fit", "task_id": rec["task_id"]},
+            metadata={"source": "fit", "task_id": self._records.task_id(row)},
         )
 
     def params_matrix(self, ids: Sequence[str] | None = None) -> np.ndarray:
@@ -480,8 +471,8 @@ class TaskIndex:
         """
         pred = as_predicate(exclude)
         rows, weights = [], []
-        for row, rec in enumerate(self._records):
-            if rec is None or (pred is not None and pred(rec)):
+        for row, rec in self._records.live():
+            if pred is not None and pred(rec):
                 continue
             n = rec.get("stats", {}).get("n_rows", 1)
             rows.append(row)
@@ -585,7 +576,7 @@ class TaskIndex:
 
             def skip(qi: int, row: int) -> bool:
                 p = preds[qi]
-                return p is not None and p(records[row])
+                return p is not None and p(records.get(row))
 
         excluded = rows if any(r is not None for r in rows) else None
         with self._lock:
@@ -596,7 +587,7 @@ class TaskIndex:
             for s, r in zip(scores[qi], rows_found[qi], strict=True):
                 if r < 0:
                     continue
-                rec = records[r]
+                rec = records.get(r)
                 hits.append(
                     Neighbor(
                         rec["task_id"],
@@ -609,6 +600,29 @@ class TaskIndex:
                 )
             out.append(hits)
         return out[0] if single else out
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Bytes of memory the index holds, by part: ``vectors`` (the FAISS index in RAM; an
+        on-disk index's lists are not counted), ``params`` (the parameter matrix) and
+        ``records`` (ids, descriptions, metadata and fit statistics, kept as compact JSON).
+        The rows of a kept task collection (``keep_tasks``) are not counted.
+
+        Examples
+        --------
+        >>> from ragim import TaskIndex, datasets
+        >>> index = TaskIndex.build(datasets.synthetic_family(n_tasks=20, n_features=3, seed=0),
+        ...                         embedder="hashing", progress=False)
+        >>> sorted(index.memory_bytes()), index.memory_bytes()["params"] == 20 * 4 * 8
+        (['params', 'records', 'vectors'], True)
+        """
+        return {
+            "vectors": int(self.store.memory_bytes()),
+            "params": int(self._params.nbytes),
+            "records": self._records.memory_bytes(),
+        }
+
+    def _rows_by_id(self) -> dict[str, int]:
+        return {t: row for row, t in enumerate(self._records.task_ids_by_row()) if t is not None}
 
     # ------------------------------------------------------------------ updates
     def add(
@@ -658,16 +672,7 @@ class TaskIndex:
         with self._lock:
             rows = self.store.add(vecs)
             for r, inf in zip(rows, infos, strict=True):
-                self._records.append(
-                    {
-                        "task_id": inf["task_id"],
-                        "description": inf["description"],
-                        "metadata": _shared_strings(
-                            canonical_metadata(inf["metadata"], where=f"task {inf['task_id']!r}")
-                        ),
-                        "stats": _json_safe(stats.get(inf["task_id"], {})),
-                    }
-                )
+                self._records.append(_task_record(inf, stats))
                 self._id_to_row[inf["task_id"]] = int(r)
             self._params = np.concatenate([self._params, mat])
         if self.tasks is not None:
@@ -681,7 +686,7 @@ class TaskIndex:
         with self._lock:
             self.store.remove(rows)
             for t, r in zip(ids, rows, strict=True):
-                self._records[r] = None
+                self._records.remove(r)
                 del self._id_to_row[t]
         if self.tasks is not None:
             keep = [i for i, t in enumerate(self.tasks.ids) if t in self._id_to_row]
@@ -695,14 +700,14 @@ class TaskIndex:
         the tasks' rows under ``tasks/``."""
         from safetensors.numpy import save as st_save
 
-        from ragim.io import json_bytes, jsonl_bytes, write_artifact
+        from ragim.io import json_bytes, write_artifact
 
         with self._lock:
             if self.store.deleted:
                 keep = self.store.compact()
-                self._records = [self._records[r] for r in keep]
+                self._records = self._records.take(keep)
                 self._params = self._params[keep]
-                self._id_to_row = {r["task_id"]: i for i, r in enumerate(self._records)}
+                self._id_to_row = self._rows_by_id()
             files: dict[str, Any] = {
                 "config.json": json_bytes(
                     {
@@ -710,11 +715,11 @@ class TaskIndex:
                         "embedder": self.embedder.identity,
                         "n_tasks": len(self),
                         "param_names": param_names(self.model, self.schema),
-                        "ids_sha256": _ids_digest(r["task_id"] for r in self._records),
+                        "ids_sha256": _ids_digest(self._records.ids()),
                     }
                 ),
                 "schema.json": json_bytes(self.schema.to_dict()),
-                "records.jsonl": jsonl_bytes(self._records),
+                "records.jsonl": self._records.jsonl(),
                 "params.safetensors": st_save({"params": np.ascontiguousarray(self._params)}),
                 "index.faiss": self.store.write,
             }
@@ -795,8 +800,8 @@ class TaskIndex:
             )
         try:  # indices saved before ids were canonical may hold integer patient ids
             for rec in records:
-                rec["metadata"] = _shared_strings(
-                    canonical_metadata(rec["metadata"], where=f"task {rec['task_id']!r}")
+                rec["metadata"] = canonical_metadata(
+                    rec["metadata"], where=f"task {rec['task_id']!r}"
                 )
         except ValidationError as exc:
             raise ArtifactError(f"{art.path / 'records.jsonl'}: {exc}") from exc
@@ -859,7 +864,7 @@ class TaskIndex:
                     f"{art.path / 'tasks'}: its task ids differ from "
                     "records.jsonl; the artifact was assembled from different indices"
                 )
-        return cls(config, schema, emb, store, records, params, tasks)
+        return cls(config, schema, emb, store, RecordStore.from_records(records), params, tasks)
 
     from_pretrained = load
 
@@ -900,10 +905,15 @@ def _record_problems(records: list) -> list[str]:
     return problems
 
 
-def _shared_strings(meta: dict) -> dict:
-    """``meta`` with its text values interned: the site, group or path of thousands of tasks
-    is then one string in memory (about 300 bytes less per synthetic_family record)."""
-    return {k: sys.intern(v) if isinstance(v, str) else v for k, v in meta.items()}
+def _task_record(info: Mapping[str, Any], stats: Mapping[str, dict]) -> Record:
+    """The index record of a task: ``TaskCollection.info`` plus its fit statistics."""
+    tid = info["task_id"]
+    return {
+        "task_id": tid,
+        "description": info["description"],
+        "metadata": canonical_metadata(info["metadata"], where=f"task {tid!r}"),
+        "stats": _json_safe(stats.get(tid, {})),
+    }
 
 
 def _json_safe(d: dict) -> dict:

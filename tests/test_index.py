@@ -223,3 +223,35 @@ def test_population_params_is_the_row_weighted_mean_of_the_tasks_left():
     assert index.population_params(exclude=lambda rec: True) is None
     index.remove(index.ids[:2])
     np.testing.assert_array_equal(index.population_params().vector, by_id.vector)
+
+
+def test_records_are_compact_json_copies_and_the_saved_file_is_unchanged(tmp_path):
+    """Records live as their records.jsonl lines (a third of the memory of dicts); a returned
+    record is a copy, and records.jsonl is written exactly as before (sorted keys, one line
+    per task)."""
+    import tracemalloc
+
+    from ragim.index_records import RecordStore
+    from ragim.io import jsonl_bytes
+
+    tasks = datasets.synthetic_family(n_tasks=300, n_features=4, seed=1)
+    index = TaskIndex.build(tasks, embedder="hashing", progress=False)
+    before = index.record(index.ids[0])
+    rec = index.record(index.ids[0])
+    rec["metadata"]["system"] = "changed"
+    assert index.record(index.ids[0]) == before != rec
+    index.remove(index.ids[:2])
+    assert index.row_records[:2] == [None, None] and index.ids == tasks.ids[2:]
+    path = index.save(tmp_path / "i")
+    assert (path / "records.jsonl").read_bytes() == jsonl_bytes(index.records)
+    assert TaskIndex.load(path).records == index.records
+
+    records = index.records
+    tracemalloc.start()
+    as_dicts = json.loads(json.dumps(records))
+    dict_bytes = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    del as_dicts
+    store = RecordStore.from_records(records)
+    assert store.memory_bytes() < dict_bytes / 2
+    assert index.memory_bytes()["records"] == store.memory_bytes()
