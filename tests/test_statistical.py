@@ -230,3 +230,29 @@ def test_intervals_never_narrower_than_the_pooled_models_own_sampling_error():
     assert np.all(g.pooled_var_ > 0)
     assert np.all(p.std[1:] >= np.sqrt(g.pooled_var_[1:]) - 1e-12)
     assert np.all(p.std > 0.02)  # 750 rows cannot pin a log-odds coefficient to +-0.0005
+
+
+def test_exclude_refits_the_pooled_model_without_the_excluded_tasks():
+    """Excluded tasks leave the pooled model too: it was fitted on every index task's rows, so
+    keeping it would let `exclude=leak_free(target)` leak the target's own patients. Half the
+    wards have a strong positive lactate effect, half a negative one; excluding the positive
+    half must turn the generated (pooled-only) effect negative."""
+    rng = np.random.default_rng(0)
+    tasks = []
+    for i in range(12):
+        X = pd.DataFrame({"lactate": rng.normal(size=300)})
+        beta = 2.0 if i < 6 else -2.0
+        y = (rng.random(300) < 1 / (1 + np.exp(-beta * X["lactate"].to_numpy()))).astype(int)
+        tasks.append(Task(f"t{i}", f"Predict ICU transfer in ward {i} of one hospital", X, y))
+    index = TaskIndex.build(TaskCollection(tasks), embedder="hashing", progress=False)
+    gen = StatisticalGenerator(candidates=("pooled",)).fit(index, progress=False)
+    query = "Predict ICU transfer in a new ward"
+    everyone = gen.generate_params(query).as_dict()["lactate"]
+    without = gen.generate_params(query, exclude=[f"t{i}" for i in range(6)]).as_dict()["lactate"]
+    assert abs(everyone) < 0.3 and without < -0.8, (everyone, without)
+    assert gen.generate_params(query).as_dict()["lactate"] == everyone  # the cache is per set
+
+    bare = TaskIndex.build(TaskCollection(tasks), embedder="hashing", progress=False,
+                           keep_tasks=False)
+    with pytest.raises(ValidationError, match="exclude= refits the pooled model"):
+        gen.generate_params(query, bare, exclude=["t0"])

@@ -537,7 +537,7 @@ class StatisticalGenerator(Generator):
             by_fit.setdefault(self._excluded(index, ex), []).append(qi)
         for dropped, qis in by_fit.items():
             with threadpool_limits(BLAS_THREADS, user_api="blas"):
-                fitted = self._fitted_without(dropped)
+                fitted = self._fitted_without(dropped, index)
                 params = self._combine(
                     fitted, [texts[i] for i in qis], vecs[qis].astype(np.float64), uncertainty, k
                 )
@@ -553,9 +553,12 @@ class StatisticalGenerator(Generator):
         pred = as_predicate(exclude)
         if pred is None:
             return frozenset()
-        return frozenset(t for t in self.summaries_.ids if t in index and pred(index.record(t)))
+        # every index task counts: the pooled model was fitted on all of them
+        return frozenset(t for t, rec in zip(index.ids, index.records, strict=True) if pred(rec))
 
-    def _fitted_without(self, dropped: frozenset) -> _Fitted:
+    def _fitted_without(self, dropped: frozenset, index) -> _Fitted:
+        """The candidates refitted without the ``dropped`` tasks, the pooled model included
+        (fitted on every index task, it would otherwise carry the excluded tasks' rows)."""
         if not dropped:
             return self.fitted_
         cache = self.__dict__.setdefault("_refits", {})
@@ -565,12 +568,21 @@ class StatisticalGenerator(Generator):
                 raise ValidationError(
                     f"only {len(keep)} task(s) remain after the exclusions; relax `exclude`"
                 )
+            try:
+                rest = [t for t in _index_tasks(index) if t.task_id not in dropped]
+            except ValidationError as exc:
+                raise ValidationError(
+                    "exclude= refits the pooled model without the excluded tasks, which needs "
+                    f"the index's task rows: {exc}"
+                ) from None
+            rng = np.random.default_rng(self.config.seed)
+            pooled, _ = _pooled_fit(index, rest, self.config.pooled_rows, rng)
             if len(cache) > 16:
                 cache.clear()
             cache[dropped] = _Fitted(
                 self.config,
                 self.summaries_.take(keep),
-                centring(self.center_) @ self.pooled_,
+                centring(self.center_) @ pooled,
                 [self.descriptions_[i] for i in keep],
                 self.vectors_[keep],
                 self.groups_,
@@ -588,7 +600,7 @@ class StatisticalGenerator(Generator):
         ]
         pred = fitted.predict(texts, vectors)
         T = centring(self.center_)
-        pooled_c = T @ self.pooled_
+        pooled_c = fitted.pooled  # refitted without any excluded tasks
         theta = np.zeros((len(texts), len(pooled_c)))
         sd = np.zeros_like(theta)
         for c in names:
