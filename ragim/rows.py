@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from ragim.canonical import canonical_id, canonical_text
-from ragim.errors import ValidationError
+from ragim.errors import DataWarning, ValidationError
 from ragim.schema import FeatureSchema
 from ragim.tasks import binary_outcome
 
@@ -275,6 +276,22 @@ def read_rows(
         if ids is None
         else pd.Series([canonical_id(v, "patient id") for v in ids], name=patient_id)
     )
+    if ids is not None and ids.duplicated().any():
+        repeated = list(dict.fromkeys(ids[ids.duplicated()]))
+        raise ValidationError(
+            f"{where} {path}: patient id(s) {repeated[:5]} appear on more than one row "
+            f"({int(ids.duplicated(keep=False).sum())} rows); each row must be a different "
+            "patient, or the same patients count twice in every figure: drop the repeats"
+        )
+    empty = [c for c in X.columns if len(X) > 1 and X[c].isna().all()]
+    if empty:
+        warnings.warn(
+            f"{where} {path}: column(s) {empty[:10]} are empty in all {len(X)} rows; the model "
+            "fills in its usual value for every patient, so these features tell it nothing "
+            "here (fill them in if the data exist)",
+            DataWarning,
+            stacklevel=2,
+        )
     return PatientRows(X=X, y=y, ids=ids, path=path)
 
 

@@ -166,6 +166,27 @@ def test_read_rows(tmp_path, schema):
     assert read_rows(f, schema=schema, sep=";").X["age"].tolist() == [61.0]
 
 
+def test_read_rows_refuses_repeated_patients_and_warns_about_empty_features(tmp_path, schema):
+    """The same patient twice would count twice in every figure (and narrow its CI); a feature
+    left blank in every row is filled in for everyone, which a user must be told."""
+    import warnings
+
+    from ragim.errors import DataWarning
+
+    f = tmp_path / "r.csv"
+    f.write_text("patient_id,age,cp,dead\n007,61,typical,1\n008,50,atypical,0\n007,61,typical,1\n")
+    with pytest.raises(ValidationError, match=r"patient id\(s\) \['007'\] appear on more than one row \(2 rows\)"):
+        read_rows(f, schema=schema, outcome="dead")
+    f.write_text("patient_id,age,cp,dead\n1,,typical,1\n2,,atypical,0\n")
+    with pytest.warns(DataWarning, match=r"column\(s\) \['age'\] are empty in all 2 rows"):
+        rows = read_rows(f, schema=schema, outcome="dead")
+    assert rows.X["age"].isna().all()
+    f.write_text("patient_id,age,cp,dead\n1,70,typical,1\n2,,atypical,0\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)  # a partly filled column is ordinary
+        read_rows(f, schema=schema, outcome="dead")
+
+
 @pytest.mark.parametrize(
     "text, kwargs, message",
     [
