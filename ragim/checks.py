@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import field
 from typing import Any
 
+import numpy as np
 from sklearn.utils import check_scalar
 
 from ragim.errors import ValidationError
@@ -191,6 +192,24 @@ def check_fields(
         raise ValidationError(f"invalid {what}:", found)
 
 
+def check_bool(value: Any, name: str) -> bool:
+    """``value`` as a bool; a :class:`ValidationError` for anything but True or False (a
+    string such as "no" is truthy, so it would silently mean True).
+
+    Examples
+    --------
+    >>> check_bool(True, "uncertainty")
+    True
+    >>> check_bool("no", "uncertainty")
+    Traceback (most recent call last):
+    ...
+    ragim.errors.ValidationError: uncertainty must be True or False, got 'no'
+    """
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    raise ValidationError(f"{name} must be True or False, got {value!r}")
+
+
 def setting(default: Any, help: str) -> Any:
     """A config dataclass field: its ``default`` and its ``help`` text, kept in the field's
     metadata the way peft's configs keep it (``field(default=..., metadata={"help": ...})``).
@@ -207,4 +226,4 @@ def setting(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
-__all__ = ["check_fields", "check_int", "check_number", "setting"]
+__all__ = ["check_bool", "check_fields", "check_int", "check_number", "setting"]

@@ -685,7 +685,14 @@ def generate(
             help="a saved generator (default: the statistical generator, fitted on the index)",
         ),
     ] = None,
-    k: Annotated[int | None, typer.Option("-k", help="neighbours")] = None,
+    k: Annotated[
+        int | None,
+        typer.Option(
+            "-k",
+            help="neighbours (the statistical generator learns from every task and lists the "
+            "k that weigh most in its provenance)",
+        ),
+    ] = None,
     save: Annotated[
         Path | None, typer.Option(help="save the generated parameters as an artifact")
     ] = None,

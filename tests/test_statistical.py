@@ -256,3 +256,14 @@ def test_exclude_refits_the_pooled_model_without_the_excluded_tasks():
                            keep_tasks=False)
     with pytest.raises(ValidationError, match="exclude= refits the pooled model"):
         gen.generate_params(query, bare, exclude=["t0"])
+
+
+@pytest.mark.parametrize("bad", ["no", 0, None])
+def test_uncertainty_must_be_a_bool(bad):
+    """"no" is truthy: it would silently mean True."""
+    tasks = datasets.synthetic_family(n_tasks=8, n_features=2, seed=0)
+    index = TaskIndex.build(tasks, embedder="hashing", progress=False)
+    gen = StatisticalGenerator().fit(index, progress=False)
+    with pytest.raises(ValidationError, match="uncertainty must be True or False, got"):
+        gen.generate_params(tasks.descriptions[0], uncertainty=bad)
+    assert gen.generate_params(tasks.descriptions[0], uncertainty=False).std is None

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ragim.checks import check_fields, check_int, check_number, setting
+from ragim.checks import check_bool, check_fields, check_int, check_number, setting
 from ragim.errors import ArtifactError, ValidationError
 from ragim.generate.base import (
     Generator,
@@ -478,6 +478,7 @@ class AttentionGenerator(Generator):
         k = check_int(
             k, "k", ge=1, allow_none=True, note="the attention generator needs neighbours"
         )
+        uncertainty = check_bool(uncertainty, "uncertainty")
         k = min(self.config.k if k is None else int(k), len(index))
         hits = self._search(index, vecs, k, exclude)
         rows = np.full((len(hits), k), -1, dtype=np.int64)
@@ -511,7 +512,7 @@ class AttentionGenerator(Generator):
             if base is not None:
                 meta["base"] = {
                     "generator": "statistical",
-                    "move": round(float(torch.sigmoid(self.net_.base_gate).mean()), 4),
+                    "move": round(float(torch.sigmoid(self.net_.base_gate.detach()).mean()), 4),
                 }
             out.append(
                 ModelParams(self.model_kind_, index.schema, theta[qi], std=std, metadata=meta)

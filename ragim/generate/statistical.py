@@ -57,7 +57,7 @@ from scipy.optimize import minimize
 from scipy.special import log_expit
 from threadpoolctl import threadpool_limits
 
-from ragim.checks import check_fields, check_int, check_number, setting
+from ragim.checks import check_bool, check_fields, check_int, check_number, setting
 from ragim.errors import ArtifactError, ValidationError
 from ragim.generate.base import (
     Generator,
@@ -528,6 +528,7 @@ class StatisticalGenerator(Generator):
         from ragim.index import per_query_excludes
 
         k = check_int(k, "k", ge=1, allow_none=True, note="tasks listed in the provenance")
+        uncertainty = check_bool(uncertainty, "uncertainty")
         k = 10 if k is None else k
         texts = [q.description if isinstance(q, Task) else q for q in items]
         excludes = per_query_excludes(exclude, len(items))
