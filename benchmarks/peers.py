@@ -11,10 +11,14 @@ Paired differences ragim-statistical minus each other method over the same targe
 :func:`ragim.metrics.paired_differences` (percentile bootstrap over targets).
 
 Run: .venv/bin/python benchmarks/peers.py [--only synthetic procedure] [--embedder hashing]
-         [--max-targets N]
+         [--main-folds F ...] [--max-targets N]
 
-``--max-targets N`` scores a seeded subset of N of the benchmark's targets (the folds are then
-made over that subset, so the indexes differ from the main evaluation's; the output says so).
+``--main-folds F ...`` scores only the targets of those folds of the main evaluation (the
+``fold`` column of eval_<name>.csv), each against that fold's own index: the fold's targets
+are held out together as a group (metadata key ``main_fold``), which leaves the same index as
+the main evaluation's leave-task-out fold, so the scores of the shared methods must equal
+eval_<name>.csv's (the output checks it). ``--max-targets N`` instead scores a seeded subset
+of N of the main evaluation's targets with new folds over that subset (other indexes).
 Writes benchmarks/results/peers_<name>.json, .md and .csv (per-target rows), which
 benchmarks/report.py puts in docs/benchmarks.md.
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.metadata
 import json
 import sys
@@ -42,6 +47,7 @@ OURS = "ragim-statistical"
 PEERS = ["rag-im-2024", "contextualized"]
 METHODS = [OURS, "pooled", "neighbor-mean", *PEERS]
 RESULTS = ROOT / "benchmarks" / "results"
+FOLD_KEY = "main_fold"  # metadata key holding a target's fold of the main evaluation
 
 
 @contextlib.contextmanager
@@ -86,6 +92,18 @@ def timed_methods(names):
         yield log
     finally:
         ev.METHODS.update(saved)
+
+
+def with_main_folds(tasks, fold_of: dict):
+    """``tasks`` where each task in ``fold_of`` (task id -> fold of the main evaluation) carries
+    its fold in ``metadata["main_fold"]``; the other tasks are unchanged. Holding one such fold
+    out as a group removes exactly the tasks that fold of the leave-task-out evaluation removed.
+    """
+    from ragim import TaskCollection
+
+    out = [dataclasses.replace(t, metadata={**t.metadata, FOLD_KEY: int(fold_of[t.task_id])})
+           if t.task_id in fold_of else t for t in tasks]
+    return TaskCollection(out, schema=tasks.schema, name=tasks.name)
 
 
 def agreement(df: pd.DataFrame, main: pd.DataFrame, methods, metrics=("log_loss", "auroc")):
@@ -228,7 +246,7 @@ def _settings(cfg: dict, embedder: str | None) -> dict:
 
 
 def run(name: str, embedder: str | None, max_targets: int | None, out: Path, *,
-        methods=tuple(METHODS), peers=tuple(PEERS)) -> dict:
+        methods=tuple(METHODS), peers=tuple(PEERS), main_folds=None) -> dict:
     """Evaluate ``methods`` zero-shot on benchmark ``name``, write peers_<name>.csv/.json/.md
     under ``out`` and return the JSON record."""
     from ragim import evaluate as ev
@@ -240,10 +258,21 @@ def run(name: str, embedder: str | None, max_targets: int | None, out: Path, *,
     kw = dict(cfg)
     note = (f"all {cfg['max_targets']} targets of the main evaluation (seeded choice of "
             f"{len(tasks)} tasks)" if cfg.get("max_targets") else f"all {len(tasks)} tasks")
-    if max_targets is not None:
-        if main is None:
-            raise SystemExit(f"--max-targets needs {main_csv} (the main evaluation's targets)")
-        pool = sorted(main.loc[main["k_shot"] == 0, "task_id"].unique())
+    if (max_targets is not None or main_folds) and main is None:
+        raise SystemExit(f"--max-targets and --main-folds need {main_csv} (its targets)")
+    zero = None if main is None else main[main["k_shot"] == 0].drop_duplicates("task_id")
+    if main_folds:
+        groups = sorted({int(f) for f in main_folds})
+        fold_of = {t: int(f) for t, f in zip(zero["task_id"], zero["fold"], strict=True)
+                   if int(f) in groups}
+        tasks = with_main_folds(tasks, fold_of)
+        kw = dict(protocol="leave-group-out", group=FOLD_KEY, groups=groups)
+        note = (f"the targets of fold(s) {', '.join(map(str, groups))} of the main evaluation's "
+                f"{zero['fold'].nunique()} folds ({len(fold_of)} of its {len(zero)} targets), each "
+                "scored against that fold's own index (the fold's targets held out together, "
+                "which removes what the main evaluation's fold removed)")
+    elif max_targets is not None:
+        pool = sorted(zero["task_id"])
         chosen = sorted(np.random.default_rng(0).choice(pool, min(max_targets, len(pool)),
                                                         replace=False).tolist())
         kw.pop("max_targets", None)
@@ -258,6 +287,9 @@ def run(name: str, embedder: str | None, max_targets: int | None, out: Path, *,
         warnings.simplefilter("always")
         df = ev.zero_shot(tasks, methods=methods, embedder=embedder, progress=True, **kw)
     wall = time.perf_counter() - t
+    if main_folds:  # report it as the main evaluation's protocol and fold numbers
+        df["protocol"] = cfg["protocol"]
+        df["fold"] = df["fold"].map(dict(enumerate(groups)))
     n_targets = int(df["task_id"].nunique())
     summary = summarize(df, metrics=["auroc", "log_loss"])
     diffs = paired_differences(df, [OURS], baselines)
@@ -265,7 +297,9 @@ def run(name: str, embedder: str | None, max_targets: int | None, out: Path, *,
     command = f".venv/bin/python benchmarks/peers.py --only {name}"
     if embedder:
         command += f" --embedder {embedder}"
-    if max_targets is not None:
+    if main_folds:
+        command += " --main-folds " + " ".join(map(str, groups))
+    elif max_targets is not None:
         command += f" --max-targets {max_targets}"
     res = {
         "name": name, "dataset": ds, "protocol": cfg["protocol"], "n_targets": n_targets,
@@ -279,7 +313,7 @@ def run(name: str, embedder: str | None, max_targets: int | None, out: Path, *,
         "target": {p: verdict(diff_records, p) for p in peers},
         "failures": failures(df, methods, n_targets),
         # the main evaluation's rows are comparable only with its embedder and its targets
-        "agreement": [] if main is None or embedder or max_targets is not None
+        "agreement": [] if main is None or embedder or (max_targets is not None and not main_folds)
         else agreement(df, main, [m for m in methods if m in set(main["method"])]),
         "notes": list(df.attrs.get("notes", [])),
         "warnings": sorted({str(w.message).splitlines()[0][:300] for w in caught}
@@ -297,13 +331,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--only", nargs="+", default=["synthetic", "procedure"], choices=list(CONFIGS))
     ap.add_argument("--embedder", default=None, help="description embedder (default: MiniLM)")
+    ap.add_argument("--main-folds", type=int, nargs="+", default=None,
+                    help="score only the targets of these folds of the main evaluation")
     ap.add_argument("--max-targets", type=int, default=None,
                     help="score a seeded subset of this many of the main evaluation's targets")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     torch.set_num_threads(1)  # as benchmarks/evaluate_all.py
     for name in args.only:
-        res = run(name, args.embedder, args.max_targets, args.out)
+        res = run(name, args.embedder, args.max_targets, args.out, main_folds=args.main_folds)
         print(markdown(res), flush=True)
 
 

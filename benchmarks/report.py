@@ -584,7 +584,8 @@ def peers_section() -> list[str]:
              "the paper's architecture and training settings, trained on each fold's index) and "
              "contextualized-ml's `ContextualizedClassifier` (`contextualized`, the description embedding as "
              "context, fitted on each fold's index rows), on the same folds, targets and test rows as the tables "
-             "above. The issue's target: ragim-statistical's log-loss below both peers' (met: the 95% CI of the "
+             "above (where a run covers only some of their folds, the targets column says which: each such fold "
+             "is scored against the same index as above). The issue's target: ragim-statistical's log-loss below both peers' (met: the 95% CI of the "
              "paired difference over targets lies below 0).", "",
              "| benchmark | targets | log-loss: ragim-statistical | rag-im-2024 | contextualized | "
              "difference vs rag-im-2024 [95% CI] | difference vs contextualized [95% CI] | "
@@ -594,7 +595,9 @@ def peers_section() -> list[str]:
         res = json.loads(f.read_text())
         value, delta = partial(_peer_mean, res), partial(_peer_difference, res)
         target = ", ".join(f"{p}: {v}" for p, v in res["target"].items())
-        lines.append(f"| {res['name']} | {res['n_targets']} | {value(DEFAULT_METHOD, 'log_loss')} | "
+        folds = res["command"].split("--main-folds ")[1].split(" --")[0] if "--main-folds" in res["command"] else ""
+        targets = f"{res['n_targets']}" + (f" (folds {folds.replace(' ', ', ')})" if folds else "")
+        lines.append(f"| {res['name']} | {targets} | {value(DEFAULT_METHOD, 'log_loss')} | "
                      f"{value('rag-im-2024', 'log_loss')} | {value('contextualized', 'log_loss')} | "
                      f"{delta('rag-im-2024')} | {delta('contextualized')} | {value(DEFAULT_METHOD, 'auroc')} | "
                      f"{value('rag-im-2024', 'auroc')} | {value('contextualized', 'auroc')} | {target} |")

@@ -135,3 +135,21 @@ def test_run_writes_the_paired_differences_of_its_own_rows(peers, family, tmp_pa
               if r["baseline"] == "neighbor-mean" and r["metric"] == "log_loss")
     assert f"| neighbor-mean | {ll['mean_diff']:+.4f} [" in md
     assert "--only synthetic --embedder hashing`" in md
+
+
+def test_a_main_fold_held_out_as_a_group_scores_exactly_as_in_the_main_evaluation(peers, family):
+    methods = ["ragim-statistical", "pooled", "neighbor-mean"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        main = ev.zero_shot(family, methods=methods, folds=3, embedder="hashing", progress=False)
+        fold_of = dict(zip(main["task_id"], main["fold"], strict=False))
+        tasks = peers.with_main_folds(family, {t: f for t, f in fold_of.items() if f == 1})
+        one = ev.zero_shot(tasks, methods=methods, protocol="leave-group-out",
+                           group="main_fold", groups=[1], embedder="hashing", progress=False)
+    assert [t.metadata.get("main_fold") for t in tasks] == [
+        1 if fold_of[t] == 1 else None for t in family.ids]
+    assert one.attrs["folds"][0]["index_ids"] == main.attrs["folds"][1]["index_ids"]
+    mine = one.set_index(["task_id", "method"])["log_loss"]
+    theirs = main[main["fold"] == 1].set_index(["task_id", "method"])["log_loss"]
+    assert len(mine) == len(theirs) == 3 * sum(f == 1 for f in fold_of.values())
+    assert np.allclose(mine.sort_index(), theirs.sort_index(), rtol=0, atol=1e-12)
