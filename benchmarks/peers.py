@@ -210,6 +210,16 @@ def markdown(res: dict) -> str:
                   "per-target difference of "
                   + "; ".join(f"{a['method']} {a['max_abs_diff_log_loss']:.1e} log-loss over "
                               f"{a['n_common']} common targets" for a in agree) + "."]
+        same = [a["method"] for a in agree if (a["max_abs_diff_log_loss"] or 0) < 1e-9]
+        other = [a["method"] for a in agree if a["method"] not in same]
+        if same and other:
+            verb = "differs" if len(other) == 1 else "differ"
+            lines[-1] += (f" {' and '.join(same)} use only the index and the test rows, so the "
+                          f"indexes and test rows are the main evaluation's; {', '.join(other)} "
+                          f"{verb}, so `eval_{res['name']}"
+                          ".csv` was made by other code of "
+                          f"{'that method' if len(other) == 1 else 'those methods'} (refresh it "
+                          f"with `benchmarks/evaluate_all.py --only {res['name']}`).")
     s = res["settings"]
     lines += ["", f"Settings: {s['folds']} folds, seed {s['seed']}, k = {s['k_neighbors']} neighbours, "
               f"embedder {s['embedder']}, torch {s['torch']} with {s['torch_threads']} thread; "
