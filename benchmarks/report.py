@@ -17,6 +17,7 @@ import json
 import math
 import re
 import sys
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -561,6 +562,48 @@ def calibration_section() -> list[str]:
     return [*lines, "", *md_sections([f.with_suffix(".md") for f in files], "####")]
 
 
+def _peer_mean(res: dict, method: str, metric: str) -> str:
+    v = next((r["mean"] for r in res["summary"] if r["method"] == method and r["metric"] == metric), None)
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def _peer_difference(res: dict, peer: str) -> str:
+    d = next((r for r in res["differences"] if r["baseline"] == peer and r["metric"] == "log_loss"), None)
+    if d is None or d["mean_diff"] is None:
+        return "n/a"
+    return f"{d['mean_diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
+
+
+def peers_section() -> list[str]:
+    """Every benchmarks/results/peers_*.json and .md (benchmarks/peers.py)."""
+    files = sorted(RESULTS.glob("peers_*.json"))
+    if not files:
+        return []
+    lines = ["### Against the published peers: rag-im-2024 and contextualized-ml", "",
+             "Zero-shot, the default generator against the original RAG-IM hypernetwork (`rag-im-2024`, "
+             "the paper's architecture and training settings, trained on each fold's index) and "
+             "contextualized-ml's `ContextualizedClassifier` (`contextualized`, the description embedding as "
+             "context, fitted on each fold's index rows), on the same folds, targets and test rows as the tables "
+             "above (where a run covers only some of their folds, the targets column says which: each such fold "
+             "is scored against the same index as above). The issue's target: ragim-statistical's log-loss below both peers' (met: the 95% CI of the "
+             "paired difference over targets lies below 0).", "",
+             "| benchmark | targets | log-loss: ragim-statistical | rag-im-2024 | contextualized | "
+             "difference vs rag-im-2024 [95% CI] | difference vs contextualized [95% CI] | "
+             "AUROC: ragim-statistical | rag-im-2024 | contextualized | target |",
+             "|---|---:|---:|---:|---:|---|---|---:|---:|---:|---|"]
+    for f in files:
+        res = json.loads(f.read_text())
+        value, delta = partial(_peer_mean, res), partial(_peer_difference, res)
+        target = ", ".join(f"{p}: {v}" for p, v in res["target"].items())
+        folds = res["command"].split("--main-folds ")[1].split(" --")[0] if "--main-folds" in res["command"] else ""
+        targets = f"{res['n_targets']}" + (f" (folds {folds.replace(' ', ', ')})" if folds else "")
+        lines.append(f"| {res['name']} | {targets} | {value(DEFAULT_METHOD, 'log_loss')} | "
+                     f"{value('rag-im-2024', 'log_loss')} | {value('contextualized', 'log_loss')} | "
+                     f"{delta('rag-im-2024')} | {delta('contextualized')} | {value(DEFAULT_METHOD, 'auroc')} | "
+                     f"{value('rag-im-2024', 'auroc')} | {value('contextualized', 'auroc')} | {target} |")
+    return [*lines, "", *md_sections([f.with_suffix(".md") for f in files], "####")]
+
+
 def lm_throughput_section() -> list[str]:
     """Every benchmarks/results/lm_throughput_*.json (benchmarks/lm_throughput.py)."""
     files = sorted(RESULTS.glob("lm_throughput_*.json"))
@@ -625,6 +668,7 @@ def build() -> str:
                   "held-out task's true coefficients (with the task's own deviation) and its oracle (without it), "
                   "on the index's standardised scale:", "", cov.read_text().strip(), ""]
     lines += calibration_section()
+    lines += peers_section()
     gen = RESULTS / "generate_statistical.json"
     if gen.is_file():
         g = json.loads(gen.read_text())
