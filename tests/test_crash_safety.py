@@ -33,9 +33,10 @@ KILLS = int(os.environ.get("RAGIM_CRASH_KILLS", "20"))
 
 # A fork server: it imports ragim and loads both versions once, then forks one saver per
 # kill, so each kill costs a fork instead of a fresh interpreter (about 3 s of imports).
-# The saver writes R, then S and E around every save, unbuffered into its own log file,
-# so what it wrote before the kill is on disk. OMP_NUM_THREADS=1 in its environment keeps
-# BLAS single-threaded: no thread pool exists that a fork could leave half-copied.
+# The saver (starting with version a or b in turn) writes R, then S and E around every save,
+# unbuffered into its own log file, so what it wrote before the kill is on disk.
+# OMP_NUM_THREADS=1 in its environment keeps BLAS single-threaded: no thread pool exists that
+# a fork could leave half-copied.
 CHILD = r"""
 import os, sys
 from ragim.index import TaskIndex
@@ -43,11 +44,12 @@ versions = [TaskIndex.load(sys.argv[1]), TaskIndex.load(sys.argv[2])]
 target = sys.argv[3]
 print("ready", flush=True)
 for line in sys.stdin:
+    log, first = line.split()
     pid = os.fork()
     if pid == 0:
-        fd = os.open(line.strip(), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         os.write(fd, b"R")
-        i = 0
+        i = int(first)
         while True:
             os.write(fd, b"S")
             versions[i % 2].save(target)
@@ -112,7 +114,7 @@ def test_sigkill_during_save_leaves_old_or_new_artifact(versions, tmp_path, reco
         assert server.stdout.readline().strip() == "ready", server.stderr.read()[-2000:]
         for kill in range(KILLS):
             log_path = tmp_path / f"saver-{kill}.log"
-            server.stdin.write(f"{log_path}\n")
+            server.stdin.write(f"{log_path} {kill % 2}\n")  # savers start with a, then b, ...
             server.stdin.flush()
             pid = int(server.stdout.readline())
             started = _wait_for(log_path, b"R")
