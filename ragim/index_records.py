@@ -37,13 +37,11 @@ class RecordStore:
 
     __slots__ = ("_ids", "_rows")
 
-    def __init__(self, rows: Iterable[bytes | None] = (), ids: Iterable[str | None] | None = None):
+    def __init__(self, rows: Iterable[bytes | None] = (), ids: Iterable[str | None] = ()):
         self._rows: list[bytes | None] = list(rows)
-        self._ids: list[str | None] = (
-            [None if raw is None else json.loads(raw)["task_id"] for raw in self._rows]
-            if ids is None
-            else list(ids)
-        )
+        self._ids: list[str | None] = list(ids)  # beside the JSON, so ids need no decoding
+        if len(self._ids) != len(self._rows):
+            raise ValueError(f"{len(self._ids)} task ids for {len(self._rows)} record rows")
 
     @staticmethod
     def encode(record: Mapping[str, Any]) -> bytes:
