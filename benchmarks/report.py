@@ -114,8 +114,9 @@ def scale_section(res: dict) -> list[str]:
                 "Ours: FAISS inner-product search, CPU, nprobe 32 for IVF indices; baseline: exact numpy top-10 "
                 "(a matrix product blocked over queries and rows, then argpartition). Times are the best of 3 rounds; "
                 "each round times numpy and every index back to back at each thread count. The chosen index is the "
-                "fastest with recall@10 >= 0.95. `index=\"auto\"` picks exact Flat up to 100k tasks and IVF with "
-                "about 4·√n lists beyond; `SQ8` stores 8-bit codes, `PQ32` 32-byte product-quantised codes. † This index "
+                "fastest with recall@10 >= 0.95. `index=\"auto\"` picks exact Flat up to 100k tasks and, beyond, "
+                "IVF with about 4·√n lists over 8-bit codes (`SQ8`, the store-build rows named `auto` at 1M and 2M "
+                "were built before that default and are `IVF…,Flat`); `SQ8` stores 8-bit codes, `PQ32` 32-byte product-quantised codes. † This index "
                 "reused the k-means centroids of the `IVF…,Flat` row (`VectorStore.build(coarse=...)`), so its build time "
                 "leaves out the k-means; the store-build table below times every index from scratch.", ""]
     sb = _sizes(res, "store_build")
@@ -229,17 +230,24 @@ def scaling_block(res: dict) -> str:
                          f"{_gb(r['peak_rss_mb'])} (anonymous {_gb(r['peak_anon_mb'])}).")
         lines.append("")
     if ib:
-        n = max(ib)
-        r = ib[n]
-        lines += [f"**Largest full `TaskIndex.build` here: {n:,} tasks** (fit, embed, add; {r['indexed']:,} indexed, "
-                  f"`{r['index']}`): {r['seconds']:,.0f} s ({r['tasks_per_s']:,.0f} tasks/s), peak RSS "
-                  f"{_gb(r['peak_rss_mb'])} (anonymous {_gb(r['peak_anon_mb'])}).", ""]
+        big = [n for n in ib if n >= 1_000_000] or [max(ib)]
+        lines += [f"**Largest full `TaskIndex.build` here: {max(ib):,} tasks** (fit, embed, add; the `index` each "
+                  "build chose with `\"auto\"` at the time):", ""]
+        for n in sorted(big):
+            r = ib[n]
+            lines.append(f"- {n:,} tasks ({r['indexed']:,} indexed, `{r['index']}`): {r['seconds']:,.0f} s "
+                         f"({r['tasks_per_s']:,.0f} tasks/s), peak RSS {_gb(r['peak_rss_mb'])} "
+                         f"(anonymous {_gb(r['peak_anon_mb'])}).")
+        lines.append("")
     per = {}
     if ib:
         r = ib[max(ib)]
         per = {"params": r.get("params_bytes_per_task"), "record": r.get("record_bytes_per_task")}
     opts = []  # (storage option, RAM bytes/task of the vectors, disk bytes/task, recall@10 or None)
     if ret:
+        from ragim.vector_store import auto_factory
+
+        auto_big = auto_factory(max(ret), 384)
         small = [n for n in ret if "Flat" in ret[n]["indices"]]
         if small:
             ix = ret[max(small)]["indices"]["Flat"]
@@ -249,6 +257,7 @@ def scaling_block(res: dict) -> str:
             if name != "Flat":
                 kind = {"Flat": "float32", "SQ8": "8-bit scalar codes", "PQ32": "32-byte PQ codes"}.get(
                     name.split(",")[1], name.split(",")[1])
+                kind += "; `auto` beyond 100k" if name == auto_big else ""
                 opts.append((f"`{name}` ({kind})", ix["bytes_per_task"], 0, ix["recall_at_10"]))
     disk = [r for v in sb.values() for r in v.values() if r["storage"] == "ondisk"]
     if disk:
@@ -258,8 +267,8 @@ def scaling_block(res: dict) -> str:
         pr, rec = per["params"], per["record"]
         lines += ["**Memory per task, by storage option.** The vectors' bytes are measured (serialised index size "
                   "over tasks, at the largest size measured); every option adds the task's parameters "
-                  f"({pr:,.0f} bytes: 21 float64 values for 20 features) and its record ({rec:,.0f} bytes of Python "
-                  "objects for a `synthetic_family` record with its fit statistics).", "",
+                  f"({pr:,.0f} bytes: 21 float64 values for 20 features) and its record ({rec:,.0f} bytes of compact "
+                  "JSON for a `synthetic_family` record with its fit statistics, `TaskIndex.memory_bytes()`).", "",
                   "| storage | recall@10 | vector bytes in RAM | on disk | RAM per task, all in | RAM for 1M tasks | "
                   "RAM for 10M tasks |", "|---|---:|---:|---:|---:|---:|---:|"]
         for name, ram, on_disk, recall in opts:

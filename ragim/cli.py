@@ -789,10 +789,9 @@ def generate(
         check(params, description=description, strict=strict)
     if save is not None:
         params.save(save)
-    if as_json:  # the model's own JSON: its warnings go in its metadata
-        payload = params.to_dict(include_schema=False)
-        if SHOWN_WARNINGS:
-            payload["metadata"] = {**payload.get("metadata", {}), "warnings": list(SHOWN_WARNINGS)}
+    if as_json:  # the model's own JSON (with its schema: ModelParams.from_json reads it back)
+        payload = params.to_dict()  # its warnings go in its metadata
+        payload["metadata"] = {**payload.get("metadata", {}), "warnings": list(SHOWN_WARNINGS)}
         echo_json(payload, with_warnings=False)
         return
     from ragim.models import model_from_params
@@ -818,7 +817,9 @@ def explain(
     rows: Annotated[
         Path | None, typer.Option(help="a CSV of patients; explains one of them")
     ] = None,
-    row: Annotated[int, typer.Option(help="which row of --rows (0 = the first patient)")] = 0,
+    row: Annotated[
+        int | None, typer.Option(help="which row of --rows (0 = the first patient; default 0)")
+    ] = None,
     outcome: Annotated[
         str | None, typer.Option(help="the outcome column of --rows, if it has one (ignored)")
     ] = None,
@@ -846,6 +847,17 @@ def explain(
     check_positive(top=top)
     if outcome_name is not None and not outcome_name.strip():
         raise typer.BadParameter("--outcome-name must not be empty")
+    if rows is None:
+        given = [
+            o
+            for o, v in (("--row", row), ("--outcome", outcome), ("--patient-id", patient_id))
+            if v is not None
+        ]
+        if given:
+            raise typer.BadParameter(
+                f"{', '.join(given)} need(s) --rows FILE: the patients to explain"
+            )
+    row = 0 if row is None else row
     model = model_from_params(ModelParams.load(params_path))
     if rows is not None:
         data = read_rows(

@@ -81,11 +81,11 @@ SHOWN_WARNINGS: list[str] = []
 def echo_json(obj, *, with_warnings: bool = True) -> None:
     """Print ``obj`` as indented JSON on stdout (NaN becomes null).
 
-    A dict gets a ``"warnings"`` list when the command printed warnings (on stderr as well),
-    so that a script reading the JSON sees them; ``with_warnings=False`` for a payload that
-    places them itself.
+    A dict gets a ``"warnings"`` list: the warnings the command printed (on stderr as well),
+    empty when there were none, so that a script reading the JSON can rely on the key;
+    ``with_warnings=False`` for a payload that places them itself.
     """
-    if with_warnings and isinstance(obj, dict) and SHOWN_WARNINGS:
+    if with_warnings and isinstance(obj, dict):
         obj = {**obj, "warnings": list(SHOWN_WARNINGS)}
     typer.echo(json.dumps(_finite(obj), indent=2, allow_nan=False, default=json_default))
 

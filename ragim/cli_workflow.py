@@ -34,6 +34,7 @@ from ragim.cli_common import (
     one_line_warnings,
     print_table,
     say,
+    warn,
 )
 
 Params = Annotated[
@@ -180,6 +181,7 @@ def score(
 ):
     """Discrimination and calibration on local outcomes: AUROC, log-loss, Brier score, ECE,
     calibration slope and intercept, each with a bootstrap 95% CI; and a calibration plot."""
+    from ragim.io import sha256_file
     from ragim.plots import plot_calibration
     from ragim.validation import score_predictions
 
@@ -187,6 +189,12 @@ def score(
     if n_boot < 0:
         raise typer.BadParameter(f"--n-boot must be >= 0, got {n_boot}")
     params, model, data = _load_labelled(params_path, rows, outcome, patient_id, sep, pos_label)
+    if params.metadata.get("adapted_on_sha256") == sha256_file(rows):
+        warn(
+            f"{rows} holds the rows this model was adapted on "
+            f"({params.metadata.get('adapted_on')}): scores on them are optimistic; score it on "
+            "other patients"
+        )
     risk = model.predict_proba(data.X)[:, 1]
     result = score_predictions(data.y, risk, n_boot=n_boot, seed=seed, n_bins=bins)
     result.update(
@@ -259,6 +267,7 @@ def adapt(
     """Adapt a model to local labelled patients (ZeroShotClassifier's few-shot adaptation).
 
     Score the adapted model on other patients than the ones it was adapted on."""
+    from ragim.io import sha256_file
     from ragim.validation import adapt_params
 
     if method not in ("auto", "intercept", "recalibrate", "map"):
@@ -273,6 +282,7 @@ def adapt(
         metadata={
             "adapted_from": str(params_path),
             "adapted_on": str(rows),
+            "adapted_on_sha256": sha256_file(rows),
             "adapted_outcome": outcome,
         }
     )

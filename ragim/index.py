@@ -145,10 +145,32 @@ def as_predicate(exclude: Exclude) -> Callable[[Record], bool] | None:
         return None
     if callable(exclude):
         return exclude
-    if isinstance(exclude, str):
-        exclude = [exclude]
-    ids = frozenset(exclude)
+    ids = frozenset(exclude_ids(exclude))
     return lambda rec: rec["task_id"] in ids
+
+
+def exclude_ids(exclude: str | Iterable[str]) -> list[str]:
+    """``exclude`` given as task ids (one id, or a collection of ids) as a list of ids.
+
+    Raises
+    ------
+    ValidationError
+        When ``exclude`` is neither a string nor a collection of strings (e.g. ``5``).
+    """
+    if isinstance(exclude, str):
+        return [exclude]
+    if isinstance(exclude, bytes | dict) or not isinstance(exclude, Iterable):
+        raise ValidationError(
+            "exclude must be task ids (a string or a list of strings) or a predicate over "
+            f"index records, got {type(exclude).__name__}"
+        )
+    ids = list(exclude)
+    bad = [t for t in ids if not isinstance(t, str)]
+    if bad:
+        raise ValidationError(
+            f"exclude must hold task ids as strings, got {bad[0]!r} ({type(bad[0]).__name__})"
+        )
+    return ids
 
 
 def per_query_excludes(exclude, n: int) -> list:
@@ -224,9 +246,10 @@ class TaskIndex:
         model : "logistic" or "gam".
         embedder : an :class:`~ragim.embed.Embedder`, a spec for :func:`~ragim.embed.get_embedder`
             ("minilm", "hashing", a local sentence-transformers folder) or None (MiniLM).
-        index : "auto" (exact Flat up to 100k tasks, else IVF), or a FAISS factory string:
-            ``"IVF4096,SQ8"`` (8-bit codes, 384 bytes per 384-d vector) or ``"IVF4096,PQ32"``
-            (32 bytes) compress the vectors (recall in docs/scaling.md).
+        index : "auto" (exact Flat up to 100k tasks, else IVF over 8-bit codes, e.g.
+            ``"IVF4096,SQ8"``: 384 bytes per 384-d vector), or a FAISS factory string:
+            ``"IVF4096,Flat"`` keeps full vectors, ``"IVF4096,PQ32"`` (32 bytes) compresses
+            them further (recall in docs/scaling.md).
         device : where FAISS searches: "auto" uses every GPU when FAISS sees one.
         schema : a fitted schema; default: :func:`ragim.models.fit_schema` on the rows of ``tasks``.
         params : precomputed parameters by task id (skips fitting those tasks).
@@ -350,6 +373,9 @@ class TaskIndex:
                 )
                 if cached.any():
                     vectors[cached] = sample_vecs[where[cached]]
+                if len(sample_pos):  # chunks come in order: free this chunk's sample rows
+                    used = int(np.searchsorted(sample_pos, pos[-1], side="right"))
+                    sample_pos, sample_vecs = sample_pos[used:], sample_vecs[used:].copy()
                 if not cached.all():
                     vectors[~cached] = emb.embed(
                         [infos[j]["description"] for j in np.flatnonzero(~cached)]
@@ -417,6 +443,27 @@ class TaskIndex:
         except KeyError:
             raise KeyError(f"task {task_id!r} is not in the index") from None
 
+    def known_ids(self, exclude: str | Iterable[str]) -> list[str]:
+        """Task ids given to ``exclude``, checked against the index.
+
+        Raises
+        ------
+        ValidationError
+            When ``exclude`` is not task ids, or names an id the index does not hold: a
+            misspelt id would otherwise exclude nothing, and a zero-shot evaluation would
+            silently see its own target.
+        """
+        ids = exclude_ids(exclude)
+        unknown = [t for t in ids if t not in self._id_to_row]
+        if unknown:
+            some = ", ".join(repr(t) for t in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+            example = next(iter(self._id_to_row), None)
+            raise ValidationError(
+                f"exclude names {len(unknown)} task id(s) the index does not hold: {some}"
+                + (f" (ids compare exactly; e.g. {example!r} is indexed)" if example else "")
+            )
+        return ids
+
     @property
     def row_params(self) -> np.ndarray:
         """Every stored parameter vector by vector-store row, shape (n_rows, n_params), read-only.
@@ -469,6 +516,8 @@ class TaskIndex:
         >>> p.metadata["source"], p.metadata["n_tasks"]
         ('population', 5)
         """
+        if exclude is not None and not callable(exclude):
+            exclude = self.known_ids(exclude)
         pred = as_predicate(exclude)
         rows, weights = [], []
         for row, rec in self._records.live():
@@ -499,18 +548,25 @@ class TaskIndex:
         self, queries: str | Task | Sequence[str | Task]
     ) -> tuple[np.ndarray, list, bool]:
         single = isinstance(queries, str | Task)
+        if not single and (
+            isinstance(queries, bytes | Mapping) or not isinstance(queries, Iterable)
+        ):
+            raise ValidationError(
+                "query must be a description (str), a Task, or a list of them, "
+                f"got {type(queries).__name__}"
+            )
         items = [queries] if single else list(queries)
         if not items:
             raise ValidationError("no queries given")
         texts = []
         for i, q in enumerate(items):
             text = q.description if isinstance(q, Task) else q
-            if not isinstance(text, str) or not strip_invisible(text).strip():
-                held = (
-                    " (it holds only invisible characters)"
-                    if isinstance(text, str) and text.strip()
-                    else ""
+            if not isinstance(text, str):
+                raise ValidationError(
+                    f"query {i} must be a description (str) or a Task, got {type(q).__name__}"
                 )
+            if not strip_invisible(text).strip():
+                held = " (it holds only invisible characters)" if text.strip() else ""
                 raise ValidationError(
                     f"query {i} is empty{held}; give a task description or a Task"
                 )
@@ -567,10 +623,7 @@ class TaskIndex:
             if callable(e):
                 preds[qi] = e
             else:  # ids: their rows are known, so FAISS can be told them up front
-                ids = [e] if isinstance(e, str) else list(e)
-                rows[qi] = np.array(
-                    [self._id_to_row[t] for t in ids if t in self._id_to_row], dtype=np.int64
-                )
+                rows[qi] = np.array([self._id_to_row[t] for t in self.known_ids(e)], dtype=np.int64)
         skip = None
         if any(p is not None for p in preds):
 

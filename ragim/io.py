@@ -61,7 +61,8 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: str | Path) -> str:
+    """The hex SHA-256 of a file's bytes, read in blocks."""
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
@@ -188,7 +189,7 @@ def write_artifact(
         entries = {}
         for f in sorted(p for p in tmp.rglob("*") if p.is_file()):
             rel = f.relative_to(tmp).as_posix()
-            entries[rel] = {"sha256": _sha256_file(f), "bytes": f.stat().st_size}
+            entries[rel] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
         manifest = {
             "format": kind,
             "format_version": int(format_version),

@@ -245,6 +245,18 @@ class FeatureSchema:
                 codes = integer_codes(column, max_categories) if t == "continuous" else None
                 if codes:
                     coded.append(f"{name!r} {codes}")
+                dates = number_dates(column) if t == "continuous" else None
+                if dates:
+                    import warnings
+
+                    warnings.warn(
+                        f"column {name!r} holds whole numbers that all read as dates "
+                        f"(YYYYMMDD, e.g. {dates[0]}); as a feature it would be taken as an "
+                        "amount: derive a number such as days from admission to the index "
+                        "date and drop the column, or declare it continuous to keep it",
+                        DataWarning,
+                        stacklevel=2,
+                    )
             feats.append(
                 Feature(
                     name=name,
@@ -929,6 +941,35 @@ def decimal_comma_values(values: Iterable[Any]) -> list[str]:
     ):
         return []
     return commas[:3]
+
+
+def number_dates(series: Sequence[pd.Series]) -> list[int] | None:
+    """Up to 3 values of a numeric column when every value, over every table, is a whole
+    number that reads as a calendar date written YYYYMMDD (years 1900–2099), else None.
+
+    >>> number_dates([pd.Series([20240101, 20231231.0]), pd.Series([19991015])])
+    [20240101, 20231231, 19991015]
+    >>> number_dates([pd.Series([20241301])]) is None  # month 13
+    True
+    >>> number_dates([pd.Series([12, 20240101])]) is None
+    True
+    """
+    found: list[int] = []
+    for s in series:
+        num = pd.to_numeric(s.dropna().astype(object), errors="coerce")
+        if num.isna().any():
+            return None
+        for v in num.unique().tolist():
+            if not (math.isfinite(v) and float(v).is_integer() and 19000101 <= v <= 20991231):
+                return None
+            v = int(v)
+            try:
+                datetime.date(v // 10000, v // 100 % 100, v % 100)
+            except ValueError:
+                return None
+            if len(found) < 3:
+                found.append(v)
+    return found or None
 
 
 def integer_codes(series: Sequence[pd.Series], max_categories: int = 12) -> list[int] | None:

@@ -648,3 +648,46 @@ def test_read_artifact_rejects_paths_outside_the_artifact(tmp_path):
         m["files"] = {bad: {"sha256": sha256_bytes(hosts), "bytes": len(hosts)}}
         (p / MANIFEST).write_text(json.dumps(m))
         check(lambda: read_artifact(p, "ragim.example"), ArtifactError, "invalid file name")
+
+
+# ---------------------------------------------------------------- generator and query types
+@pytest.fixture(scope="module")
+def small_index():
+    from ragim import TaskIndex, datasets
+
+    tasks = datasets.synthetic_family(n_tasks=12, n_features=2, seed=0)
+    return TaskIndex.build(tasks, embedder="hashing", progress=False)
+
+
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        (None, "query must be a description .* got NoneType"),
+        (5, "query must be a description .* got int"),
+        (b"sepsis", "query must be a description .* got bytes"),
+        (["sepsis", 7], r"query 1 must be a description \(str\) or a Task, got int"),
+    ],
+)
+def test_generate_params_names_a_query_of_the_wrong_type(small_index, query, message):
+    from ragim.generate import StatisticalGenerator
+
+    gen = StatisticalGenerator().fit(small_index, progress=False)
+    with pytest.raises(ValidationError, match=message):
+        gen.generate_params(query)
+    with pytest.raises(ValidationError, match=message):
+        small_index.search(query, k=2)
+
+
+def test_generators_name_a_path_or_an_unfitted_state_not_a_missing_index(small_index, tmp_path):
+    from ragim.generate import AttentionGenerator, RagIm2024Generator, StatisticalGenerator
+
+    for cls in (StatisticalGenerator, AttentionGenerator, RagIm2024Generator):
+        with pytest.raises(ValidationError, match=r"index must be a TaskIndex, got PosixPath; load the saved one"):
+            cls().fit(tmp_path / "index")
+        with pytest.raises(ValidationError, match="index must be a TaskIndex, got int$"):
+            cls().fit(5)
+        with pytest.raises(ValidationError, match=f"this {cls.__name__} is not fitted; call fit"):
+            cls().generate_params("sepsis after surgery")
+    fitted = StatisticalGenerator().fit(small_index, progress=False)
+    with pytest.raises(ValidationError, match="index must be a TaskIndex, got str; load the saved one"):
+        fitted.generate_params("sepsis after surgery", str(tmp_path))

@@ -3,9 +3,11 @@
 import json
 import re
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from ragim import ModelParams
 from ragim.cli import app
 
 runner = CliRunner()
@@ -42,6 +44,8 @@ def test_train_generate_explain(built):
                              "--index", str(built / "idx"), "--generator", str(built / "gen"),
                              "--save", str(built / "p"), "--json"]))
     assert params["kind"] == "logistic" and params["metadata"]["provenance"]
+    again = ModelParams.from_json(json.dumps(params))  # the printed model is a loadable model
+    np.testing.assert_allclose(again.vector, ModelParams.load(built / "p").vector, atol=1e-6)
     expl = json.loads(_ok(["explain", str(built / "p"), "--json", "--png", str(built / "coef.png")]))
     assert expl["kind"] == "logistic" and (built / "coef.png").stat().st_size > 1000
     text = _ok(["generate", "renal disease in adolescents", "--index", str(built / "idx")])

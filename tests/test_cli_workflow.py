@@ -285,6 +285,12 @@ def test_adapt_recalibrates_like_zero_shot_classifier(root):
     assert (
         after["source"] == "adapted" and after["metrics"]["auroc"]["ci_low"] is None
     )  # --n-boot 0: no CI
+    assert after["warnings"] == []
+    # scoring on the very rows it was adapted on (even a renamed copy) is flagged as optimistic
+    copy = d / "adapt_copy.csv"
+    copy.write_bytes((d / "adapt.csv").read_bytes())
+    same = _json("score", d / "m1", "--rows", copy, "--outcome", "cad", "--n-boot", 0)
+    assert len(same["warnings"]) == 1 and "holds the rows this model was adapted on" in same["warnings"][0]
 
 
 def test_adapt_map_moves_every_coefficient(root, tmp_path):
@@ -370,6 +376,9 @@ def test_explain_one_patient_shows_the_predicted_risk(root, tmp_path):
     data = _json("explain", d / "m0", "--rows", d / "validate.csv", "--outcome", "cad", "--row", 3)
     assert data["probability"] == pytest.approx(p) and data["outcome"] == "coronary artery disease"
     assert (tmp_path / "w.png").read_bytes()[:8] == PNG_MAGIC
+    for given in (["--row", "3"], ["--outcome", "cad"], ["--patient-id", "pid"]):
+        result = runner.invoke(app, ["explain", str(d / "m0"), *given])  # without --rows: refused
+        assert result.exit_code == 2 and f"{given[0]} need(s) --rows FILE" in result.output
 
 
 def test_search_and_train_attention_print_readable_text(root, tmp_path):

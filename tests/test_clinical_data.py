@@ -177,6 +177,20 @@ def test_patients_shared_between_sites_are_flagged(tmp_path):
         load_task_folder(root)
 
 
+def test_shared_patient_warning_counts_distinct_ids_for_every_pair_of_sites(tmp_path):
+    """Two tasks per site used to count each id twice, and sites B and C were never compared."""
+    a = pd.DataFrame({"patient_id": ["1", "2", "3", "4"], "age": [1.0, 2, 3, 4], "y": [0, 1, 0, 1]})
+    tables = {f"{site}{i}": a.copy() for site in "ABC" for i in (1, 2)}
+    root = write_folder(tmp_path / "s", tables, descriptions={
+        "task_id": list(tables), "description": [f"Predict x, task {t}" for t in tables],
+        "site": [t[0] for t in tables]})
+    with pytest.warns(DataWarning) as record:
+        load_task_folder(root)
+    shared = sorted(str(w.message).split(";")[0] for w in record if "share" in str(w.message))
+    assert shared == [f"sites '{a}' and '{b}' share 4 patient id(s) (e.g. ['1', '2', '3'])"
+                      for a, b in (("A", "B"), ("A", "C"), ("B", "C"))]
+
+
 def test_index_records_from_older_artifacts_get_canonical_patient_ids(tmp_path):
     tasks = datasets.synthetic_family(n_tasks=6, n_features=2, seed=0)
     meta_tasks = [Task(t.task_id, t.description, t.X, t.y, {**t.metadata, "patient_ids": list(range(i * 5, i * 5 + 5))})
@@ -434,6 +448,21 @@ def test_integer_codes_inferred_continuous_are_named_in_a_warning():
         warnings.simplefilter("error", DataWarning)
         assert FeatureSchema.infer(X, types={"ward": "categorical"})["ward"].type == "categorical"
         FeatureSchema.infer(X, types={"ward": "continuous"})  # declared: the trend is wanted
+
+
+def test_dates_written_as_whole_numbers_warn_naming_the_column():
+    rng = np.random.default_rng(4)
+    days = pd.Timestamp("2023-01-01") + pd.to_timedelta(rng.integers(0, 700, 40), unit="D")
+    X = pd.DataFrame({"admitted": days.strftime("%Y%m%d").astype(int), "age": rng.normal(60, 9, 40)})
+    with pytest.warns(DataWarning, match=r"column 'admitted' holds whole numbers that all read as dates") as rec:
+        schema = FeatureSchema.infer(X)
+    assert schema["admitted"].type == "continuous"
+    assert not any("'age'" in str(w.message) for w in rec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        FeatureSchema.infer(X, types={"admitted": "continuous"})  # declared: kept, silently
+        # amounts that merely fall in the same range are not dates (month 13, day 32)
+        FeatureSchema.infer(pd.DataFrame({"count": [20241301, 20240132, 20240101]}))
 
 
 def test_a_folder_with_a_numeric_code_column_warns_once_naming_it(tmp_path):

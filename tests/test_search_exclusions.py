@@ -174,3 +174,24 @@ def test_neighbor_mean_says_all_tasks_are_excluded_only_when_they_are(ivf_index)
     assert {r["task_id"] for r in p.metadata["provenance"]} == set(ids[590:])
     with pytest.raises(ValidationError, match="all 600 indexed tasks are excluded"):
         neighbor_mean(ivf_index, query, k=K, exclude=lambda rec: True)
+
+
+def test_an_excluded_id_the_index_does_not_hold_is_refused_not_ignored(ivf_index):
+    """A misspelt id used to exclude nothing, so a 'zero-shot' model could see its target."""
+    query = ivf_index.records[0]["description"]
+    target = ivf_index.ids[0]
+    typo = target.upper()
+    assert typo not in ivf_index
+    for call in (
+        lambda ex: ivf_index.search(query, k=K, exclude=ex),
+        lambda ex: ivf_index.population_params(exclude=ex),
+        lambda ex: neighbor_mean(ivf_index, query, k=K, exclude=ex),
+    ):
+        with pytest.raises(ValidationError, match=rf"1 task id\(s\) the index does not hold: '{typo}'"):
+            call([typo])
+        with pytest.raises(ValidationError, match="exclude must be task ids .* got int"):
+            call(5)
+        with pytest.raises(ValidationError, match=r"task ids as strings, got 5 \(int\)"):
+            call([target, 5])
+    hits = ivf_index.search(query, k=K, exclude=target)  # one id, known: fine
+    assert target not in {h.task_id for h in hits}

@@ -33,6 +33,7 @@ Examples
 
 from __future__ import annotations
 
+import itertools
 import json
 import warnings
 from pathlib import Path
@@ -252,18 +253,19 @@ def _files(files: list[str]) -> str:
 
 def _warn_shared_patients_across_sites(tasks: list[Task]) -> None:
     """Patient ids are global in a folder; ids shared by two sites are probably two numbering
-    schemes."""
-    owner: dict[str, Any] = {}
-    clashes: dict[tuple, list[str]] = {}
+    schemes. One warning per pair of sites, counting distinct patient ids."""
+    sites_of: dict[str, set] = {}
     for t in tasks:
         site = t.metadata.get("site")
         if site is None:
             return
         for pid in t.patient_ids:
-            other = owner.setdefault(pid, site)
-            if other != site:
-                clashes.setdefault(tuple(sorted((str(other), str(site)))), []).append(pid)
-    for (a, b), pids in clashes.items():
+            sites_of.setdefault(pid, set()).add(str(site))
+    clashes: dict[tuple, set[str]] = {}
+    for pid, sites in sites_of.items():
+        for pair in itertools.combinations(sorted(sites), 2):
+            clashes.setdefault(pair, set()).add(pid)
+    for (a, b), pids in sorted(clashes.items()):
         warnings.warn(
             f"sites {a!r} and {b!r} share {len(pids)} patient id(s) (e.g. {sorted(pids)[:3]}); "
             "ids are global in a task folder, so these are treated as the same patients: if the "

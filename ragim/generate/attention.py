@@ -46,6 +46,7 @@ from ragim.errors import ArtifactError, ValidationError
 from ragim.generate.base import (
     Generator,
     HypernetworkConfig,
+    check_task_index,
     config_with,
     fit_state,
     network_checks,
@@ -358,6 +359,7 @@ class AttentionGenerator(Generator):
         """
         from tqdm.auto import tqdm
 
+        check_task_index(index)
         cfg = self.config
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)

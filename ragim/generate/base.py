@@ -226,6 +226,23 @@ def _warn_out_of_domain(generate):
     return wrapper
 
 
+def check_task_index(index: Any, what: str = "index") -> None:
+    """Raise a :class:`~ragim.errors.ValidationError` naming the fix unless ``index`` is a
+    :class:`~ragim.index.TaskIndex` (a saved index's folder must be loaded first)."""
+    from pathlib import Path
+
+    from ragim.index import TaskIndex
+
+    if isinstance(index, TaskIndex):
+        return
+    hint = (
+        f"; load the saved one first: TaskIndex.load({str(index)!r})"
+        if isinstance(index, str | Path)
+        else ""
+    )
+    raise ValidationError(f"{what} must be a TaskIndex, got {type(index).__name__}{hint}")
+
+
 class Generator(ABC):
     """Base class. A subclass implements ``_is_fitted`` and ``_generate`` (the parameters of a
     batch of embedded queries), which :meth:`generate_params` calls after resolving the index,
@@ -256,6 +273,7 @@ class Generator(ABC):
                 "fitted on only until it is saved; after load(), pass it: generate(description, "
                 "index=TaskIndex.load(path))"
             )
+        check_task_index(index)
         return index
 
     def _check_fitted_on(self, index, fitted: bool) -> None:
@@ -311,8 +329,11 @@ class Generator(ABC):
             An unfitted generator, an index of another model family, schema or embedder, a
             bad ``k`` or option, or no neighbour left after the exclusions.
         """
+        fitted = self._is_fitted()
+        if not fitted:  # before the index: an unfitted generator has none to blame
+            self._check_fitted_on(index, fitted)
         index = self._resolve_index(index)
-        self._check_fitted_on(index, self._is_fitted())
+        self._check_fitted_on(index, fitted)
         vectors, items, single = index.embed_queries(query)
         out = self._generate(index, vectors, items, single, k=k, exclude=exclude, **options)
         for params, item in zip(out, items, strict=True):

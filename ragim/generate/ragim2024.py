@@ -65,6 +65,7 @@ from ragim.errors import ArtifactError, ValidationError
 from ragim.generate.base import (
     Generator,
     HypernetworkConfig,
+    check_task_index,
     config_with,
     fit_state,
     network_checks,
@@ -296,6 +297,7 @@ class RagIm2024Generator(Generator):
 
         from ragim.device import resolve_device
 
+        check_task_index(index)
         cfg = self.config
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)

@@ -61,6 +61,7 @@ from ragim.checks import check_bool, check_fields, check_int, check_number, sett
 from ragim.errors import ArtifactError, ValidationError
 from ragim.generate.base import (
     Generator,
+    check_task_index,
     config_with,
     fit_state,
     read_fit_state,
@@ -392,6 +393,7 @@ class StatisticalGenerator(Generator):
             ``add()`` or saved without tasks). With fewer than 4 tasks nothing can be
             validated, and the generator gives the pooled model (``cv_["note"]`` says so).
         """
+        check_task_index(index)
         with threadpool_limits(BLAS_THREADS, user_api="blas"):
             return self._fit(index, progress)
 
