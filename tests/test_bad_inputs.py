@@ -691,3 +691,21 @@ def test_generators_name_a_path_or_an_unfitted_state_not_a_missing_index(small_i
     fitted = StatisticalGenerator().fit(small_index, progress=False)
     with pytest.raises(ValidationError, match="index must be a TaskIndex, got str; load the saved one"):
         fitted.generate_params("sepsis after surgery", str(tmp_path))
+
+
+
+def test_every_generator_refuses_an_excluded_id_the_index_does_not_hold(small_index):
+    from ragim import ZeroShotClassifier
+    from ragim.generate import AttentionGenerator, StatisticalGenerator
+
+    typo = small_index.ids[0] + "x"
+    gens = [StatisticalGenerator().fit(small_index, progress=False),
+            AttentionGenerator(max_epochs=1).fit(small_index, progress=False)]
+    for gen in gens:
+        with pytest.raises(ValidationError, match=f"the index does not hold: '{typo}'"):
+            gen.generate_params("sepsis after surgery", exclude=[typo])
+        known = gen.generate_params("sepsis after surgery", exclude=[small_index.ids[0]])
+        assert small_index.ids[0] not in {r["task_id"] for r in known.metadata["provenance"]}
+    clf = ZeroShotClassifier(small_index, gens[0], "sepsis after surgery", exclude=[typo])
+    with pytest.raises(ValidationError, match=f"the index does not hold: '{typo}'"):
+        clf.fit()

@@ -553,6 +553,8 @@ class StatisticalGenerator(Generator):
     def _excluded(self, index, exclude) -> frozenset:
         from ragim.index import as_predicate
 
+        if exclude is not None and not callable(exclude):
+            exclude = index.known_ids(exclude)  # a misspelt id must not exclude nothing
         pred = as_predicate(exclude)
         if pred is None:
             return frozenset()
