@@ -855,7 +855,8 @@ def explain(
         ]
         if given:
             raise typer.BadParameter(
-                f"{', '.join(given)} need(s) --rows FILE: the patients to explain"
+                f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --rows FILE: "
+                "the patients to explain"
             )
     row = 0 if row is None else row
     model = model_from_params(ModelParams.load(params_path))

@@ -189,11 +189,10 @@ def score(
     if n_boot < 0:
         raise typer.BadParameter(f"--n-boot must be >= 0, got {n_boot}")
     params, model, data = _load_labelled(params_path, rows, outcome, patient_id, sep, pos_label)
-    if params.metadata.get("adapted_on_sha256") == sha256_file(rows):
+    if sha256_file(rows) in _adapted_on(params):
         warn(
-            f"{rows} holds the rows this model was adapted on "
-            f"({params.metadata.get('adapted_on')}): scores on them are optimistic; score it on "
-            "other patients"
+            f"{rows} holds the same bytes as a file this model was adapted on: scores on the "
+            "rows it was adapted on are optimistic; score it on other patients"
         )
     risk = model.predict_proba(data.X)[:, 1]
     result = score_predictions(data.y, risk, n_boot=n_boot, seed=seed, n_bins=bins)
@@ -245,6 +244,12 @@ def score(
     )
 
 
+def _adapted_on(params) -> list[str]:
+    """The SHA-256 of every rows file the model was adapted on (``ragim adapt``)."""
+    seen = params.metadata.get("adapted_on_sha256") or []
+    return [seen] if isinstance(seen, str) else [str(h) for h in seen]
+
+
 def adapt(
     params_path: Params,
     rows: Rows,
@@ -282,7 +287,8 @@ def adapt(
         metadata={
             "adapted_from": str(params_path),
             "adapted_on": str(rows),
-            "adapted_on_sha256": sha256_file(rows),
+            # every adaptation's rows file: scoring on any of them is optimistic
+            "adapted_on_sha256": [*_adapted_on(params), sha256_file(rows)],
             "adapted_outcome": outcome,
         }
     )

@@ -321,10 +321,23 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
             than a factor 2 either way, or the rows hold one class only.
         """
         from ragim.domain import check
+        from ragim.generate.base import Generator, check_task_index
 
         self._validate_params()
+        if self.index is not None:
+            check_task_index(self.index)
+        if self.generator is not None and not isinstance(self.generator, Generator):
+            raise ValidationError(
+                "generator must be a ragim Generator (e.g. StatisticalGenerator(), or a saved "
+                f"one loaded with StatisticalGenerator.load(path)), got "
+                f"{type(self.generator).__name__}"
+            )
         schema = None if self.index is None else self.index.schema
         frame = None if X is None else self._as_frame(X, schema, reset=True)
+        if frame is not None and len(frame) == 0:
+            raise ValidationError(
+                "X has no rows; pass labelled rows, or call fit() without X for the zero-shot model"
+            )
         prior = self._prior(frame)
         self.prior_params_ = prior
         self.schema_ = prior.schema
@@ -451,7 +464,9 @@ def neighbor_mean(index, description: str, *, k: int = 10, exclude=None) -> Mode
     with ``metadata["coverage"]`` (:mod:`ragim.domain`)."""
     from ragim.domain import attach
     from ragim.generate.base import provenance_records
+    from ragim.index import normalize_exclude
 
+    exclude = normalize_exclude(exclude)  # read twice: by the search and by attach()
     hits = index.search(description, k, exclude=exclude)
     if not hits:  # search returns every eligible task up to k, so none are left
         raise ValidationError(

@@ -159,7 +159,9 @@ def exclude_ids(exclude: str | Iterable[str]) -> list[str]:
     """
     if isinstance(exclude, str):
         return [exclude]
-    if isinstance(exclude, bytes | dict) or not isinstance(exclude, Iterable):
+    if isinstance(exclude, np.ndarray):
+        exclude = exclude.tolist()
+    if isinstance(exclude, bytes | bytearray | Mapping) or not isinstance(exclude, Iterable):
         raise ValidationError(
             "exclude must be task ids (a string or a list of strings) or a predicate over "
             f"index records, got {type(exclude).__name__}"
@@ -168,20 +170,55 @@ def exclude_ids(exclude: str | Iterable[str]) -> list[str]:
     bad = [t for t in ids if not isinstance(t, str)]
     if bad:
         raise ValidationError(
-            f"exclude must hold task ids as strings, got {bad[0]!r} ({type(bad[0]).__name__})"
+            f"exclude must hold task ids as strings, got {bad[0]!r} ({type(bad[0]).__name__}); "
+            "one exclusion per query is a list of lists (or of predicates)"
         )
     return ids
+
+
+def is_query_exclusion(e: Any) -> bool:
+    """Whether an item of a list given to ``exclude`` is a whole exclusion (None, a predicate
+    or a collection of ids), which makes the list one exclusion per query."""
+    return e is None or callable(e) or (isinstance(e, Iterable) and not isinstance(e, str))
+
+
+def normalize_exclude(exclude: Any) -> Any:
+    """``exclude`` in a form that can be read more than once: None, a predicate, a list of
+    task ids, or a list of those (one per query). A generator or an array of ids would
+    otherwise be used up, or misread, by the first of the searches that share it.
+
+    Raises
+    ------
+    ValidationError
+        When ``exclude`` is not task ids, a predicate, or a list of those.
+
+    Examples
+    --------
+    >>> normalize_exclude(t for t in ("a", "b")), normalize_exclude(np.array(["a"]))
+    (['a', 'b'], ['a'])
+    >>> normalize_exclude([["a"], None, ("b", "c")])
+    [['a'], None, ['b', 'c']]
+    """
+    if exclude is None or callable(exclude) or isinstance(exclude, str):
+        return exclude if not isinstance(exclude, str) else [exclude]
+    if isinstance(exclude, np.ndarray):
+        exclude = exclude.tolist()
+    if isinstance(exclude, bytes | bytearray | Mapping) or not isinstance(exclude, Iterable):
+        return exclude_ids(exclude)  # raises, naming the type
+    items = list(exclude)
+    if any(is_query_exclusion(e) for e in items):
+        return [normalize_exclude(e) for e in items]
+    return exclude_ids(items)
 
 
 def per_query_excludes(exclude, n: int) -> list:
     """``exclude`` for a batch of ``n`` queries as one exclusion per query.
 
     A list or tuple whose items are exclusions themselves (None, predicates or id
-    collections) is one per query; anything else applies to every query.
+    collections) is one per query; anything else (a list of ids included) applies to every
+    query.
     """
-    per_query = isinstance(exclude, list | tuple) and any(
-        e is None or callable(e) or isinstance(e, list | tuple | set | frozenset) for e in exclude
-    )
+    per_query = isinstance(exclude, list | tuple) and any(is_query_exclusion(e) for e in exclude)
     if not per_query:
         return [exclude] * n
     if len(exclude) != n:
@@ -218,6 +255,7 @@ class TaskIndex:
         self.tasks = tasks
         self._lock = threading.Lock()
         self._id_to_row = self._rows_by_id()
+        self._removed: set[str] = set()  # ids removed from this object (exclusions accept them)
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -282,6 +320,7 @@ class TaskIndex:
         if n == 0:
             raise ValidationError("cannot build an index from zero tasks")
         chunk_size = check_int(chunk_size, "chunk_size", ge=1)
+        index = index.strip() if isinstance(index, str) else index  # " IVF16,SQ8 " from a config
         config = IndexConfig(model=model, index=index, storage=storage)
         emb = get_embedder(embedder)
         given = dict(params or {})
@@ -444,25 +483,37 @@ class TaskIndex:
             raise KeyError(f"task {task_id!r} is not in the index") from None
 
     def known_ids(self, exclude: str | Iterable[str]) -> list[str]:
-        """Task ids given to ``exclude``, checked against the index.
+        """Task ids given to ``exclude`` that the index holds, with a
+        :class:`~ragim.errors.DataWarning` naming the others.
+
+        An id the index never held excludes nothing: a misspelt target id would leave the
+        target among its own neighbours, so it is named. Tasks this index left out at build
+        (``skipped``) or removed since are known, and pass silently.
 
         Raises
         ------
         ValidationError
-            When ``exclude`` is not task ids, or names an id the index does not hold: a
-            misspelt id would otherwise exclude nothing, and a zero-shot evaluation would
-            silently see its own target.
+            When ``exclude`` is not task ids.
         """
         ids = exclude_ids(exclude)
-        unknown = [t for t in ids if t not in self._id_to_row]
+        known = self._id_to_row
+        unknown = [
+            t
+            for t in ids
+            if t not in known and t not in self._removed and t not in getattr(self, "skipped", {})
+        ]
         if unknown:
             some = ", ".join(repr(t) for t in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
-            example = next(iter(self._id_to_row), None)
-            raise ValidationError(
-                f"exclude names {len(unknown)} task id(s) the index does not hold: {some}"
-                + (f" (ids compare exactly; e.g. {example!r} is indexed)" if example else "")
+            example = next(iter(known), None)
+            warnings.warn(
+                f"exclude names {len(unknown)} task id(s) the index does not hold: {some}; "
+                "they exclude nothing (a task the index never held needs no exclusion; "
+                "otherwise check the spelling: ids compare exactly"
+                + (f", e.g. {example!r} is indexed)" if example else ")"),
+                DataWarning,
+                stacklevel=3,
             )
-        return ids
+        return [t for t in ids if t in known]
 
     @property
     def row_params(self) -> np.ndarray:
@@ -516,6 +567,7 @@ class TaskIndex:
         >>> p.metadata["source"], p.metadata["n_tasks"]
         ('population', 5)
         """
+        exclude = normalize_exclude(exclude)
         if exclude is not None and not callable(exclude):
             exclude = self.known_ids(exclude)
         pred = as_predicate(exclude)
@@ -547,9 +599,12 @@ class TaskIndex:
     def embed_queries(
         self, queries: str | Task | Sequence[str | Task]
     ) -> tuple[np.ndarray, list, bool]:
+        if isinstance(queries, np.ndarray) and queries.ndim == 0:
+            queries = queries.item()  # np.array("text"): one query
         single = isinstance(queries, str | Task)
         if not single and (
-            isinstance(queries, bytes | Mapping) or not isinstance(queries, Iterable)
+            isinstance(queries, bytes | bytearray | memoryview | Mapping)
+            or not isinstance(queries, Iterable)
         ):
             raise ValidationError(
                 "query must be a description (str), a Task, or a list of them, "
@@ -613,7 +668,7 @@ class TaskIndex:
     ):
         """Like :meth:`search` with precomputed query vectors."""
         n = len(vectors)
-        excludes = per_query_excludes(exclude, n)
+        excludes = per_query_excludes(normalize_exclude(exclude), n)
         records = self._records
         preds: list[Callable[[Record], bool] | None] = [None] * n
         rows: list[np.ndarray | None] = [None] * n
@@ -741,6 +796,7 @@ class TaskIndex:
             for t, r in zip(ids, rows, strict=True):
                 self._records.remove(r)
                 del self._id_to_row[t]
+                self._removed.add(t)
         if self.tasks is not None:
             keep = [i for i, t in enumerate(self.tasks.ids) if t in self._id_to_row]
             self.tasks = self.tasks.take(keep)

@@ -250,7 +250,7 @@ class FeatureSchema:
                     import warnings
 
                     warnings.warn(
-                        f"column {name!r} holds whole numbers that all read as dates "
+                        f"column {name!r} holds whole numbers that read as dates "
                         f"(YYYYMMDD, e.g. {dates[0]}); as a feature it would be taken as an "
                         "amount: derive a number such as days from admission to the index "
                         "date and drop the column, or declare it continuous to keep it",
@@ -943,33 +943,36 @@ def decimal_comma_values(values: Iterable[Any]) -> list[str]:
     return commas[:3]
 
 
-def number_dates(series: Sequence[pd.Series]) -> list[int] | None:
-    """Up to 3 values of a numeric column when every value, over every table, is a whole
-    number that reads as a calendar date written YYYYMMDD (years 1900–2099), else None.
+def number_dates(series: Sequence[pd.Series], share: float = 0.95) -> list[int] | None:
+    """Up to 3 values of a numeric column when at least ``share`` of its values, over every
+    table, are whole numbers that read as calendar dates written YYYYMMDD (years 1900–2099);
+    else None. The rest may be sentinels for a missing date (``0``, ``99999999``).
 
     >>> number_dates([pd.Series([20240101, 20231231.0]), pd.Series([19991015])])
     [20240101, 20231231, 19991015]
-    >>> number_dates([pd.Series([20241301])]) is None  # month 13
-    True
-    >>> number_dates([pd.Series([12, 20240101])]) is None
+    >>> number_dates([pd.Series([20240101] * 19 + [99999999])])  # one sentinel in 20
+    [20240101]
+    >>> number_dates([pd.Series([20241301, 20240132, 20240101])]) is None  # month 13, day 32
     True
     """
-    found: list[int] = []
+    values = []
     for s in series:
         num = pd.to_numeric(s.dropna().astype(object), errors="coerce")
         if num.isna().any():
             return None
-        for v in num.unique().tolist():
-            if not (math.isfinite(v) and float(v).is_integer() and 19000101 <= v <= 20991231):
-                return None
-            v = int(v)
-            try:
-                datetime.date(v // 10000, v // 100 % 100, v % 100)
-            except ValueError:
-                return None
-            if len(found) < 3:
-                found.append(v)
-    return found or None
+        values.append(num.to_numpy(dtype=float))
+    v = np.concatenate(values) if values else np.zeros(0)
+    if not len(v):
+        return None
+    whole = np.isfinite(v) & (v >= 19000101) & (v <= 20991231) & (v == np.round(v))
+    if whole.mean() < share:
+        return None
+    candidates = v[whole].astype(np.int64)
+    parsed = pd.to_datetime(pd.Series(candidates.astype(str)), format="%Y%m%d", errors="coerce")
+    dates = candidates[parsed.notna().to_numpy()]
+    if len(dates) < share * len(v):
+        return None
+    return [int(d) for d in pd.unique(dates)[:3]]
 
 
 def integer_codes(series: Sequence[pd.Series], max_categories: int = 12) -> list[int] | None:

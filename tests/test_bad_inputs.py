@@ -694,18 +694,29 @@ def test_generators_name_a_path_or_an_unfitted_state_not_a_missing_index(small_i
 
 
 
-def test_every_generator_refuses_an_excluded_id_the_index_does_not_hold(small_index):
+def test_every_generator_names_an_excluded_id_the_index_does_not_hold(small_index):
     from ragim import ZeroShotClassifier
+    from ragim.errors import DataWarning
     from ragim.generate import AttentionGenerator, StatisticalGenerator
 
     typo = small_index.ids[0] + "x"
     gens = [StatisticalGenerator().fit(small_index, progress=False),
             AttentionGenerator(max_epochs=1).fit(small_index, progress=False)]
     for gen in gens:
-        with pytest.raises(ValidationError, match=f"the index does not hold: '{typo}'"):
+        with pytest.warns(DataWarning, match=f"the index does not hold: '{typo}'"):
             gen.generate_params("sepsis after surgery", exclude=[typo])
-        known = gen.generate_params("sepsis after surgery", exclude=[small_index.ids[0]])
+        known = gen.generate_params("sepsis after surgery", exclude=np.array([small_index.ids[0]]))
         assert small_index.ids[0] not in {r["task_id"] for r in known.metadata["provenance"]}
     clf = ZeroShotClassifier(small_index, gens[0], "sepsis after surgery", exclude=[typo])
-    with pytest.raises(ValidationError, match=f"the index does not hold: '{typo}'"):
+    with pytest.warns(DataWarning, match=f"the index does not hold: '{typo}'"):
         clf.fit()
+    for bad, message in (("/some/index", "index must be a TaskIndex, got str"),):
+        with pytest.raises(ValidationError, match=message):
+            ZeroShotClassifier(bad, None, "sepsis after surgery").fit()
+    with pytest.raises(ValidationError, match="generator must be a ragim Generator .* got str"):
+        ZeroShotClassifier(small_index, "/some/generator", "sepsis after surgery").fit()
+    X = small_index.tasks[small_index.ids[0]].X
+    with pytest.raises(ValidationError, match="X has no rows"):
+        ZeroShotClassifier(small_index, gens[0], "sepsis after surgery").fit(X.iloc[:0], np.zeros(0))
+    assert small_index.search(np.array("sepsis after surgery"), k=2)  # a 0-d array is one query
+    assert len(gens[0].generate_params((q for q in ["sepsis", "stroke"]), small_index)) == 2

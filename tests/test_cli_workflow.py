@@ -290,7 +290,11 @@ def test_adapt_recalibrates_like_zero_shot_classifier(root):
     copy = d / "adapt_copy.csv"
     copy.write_bytes((d / "adapt.csv").read_bytes())
     same = _json("score", d / "m1", "--rows", copy, "--outcome", "cad", "--n-boot", 0)
-    assert len(same["warnings"]) == 1 and "holds the rows this model was adapted on" in same["warnings"][0]
+    assert len(same["warnings"]) == 1 and "same bytes as a file this model was adapted on" in same["warnings"][0]
+    # adapted again on other rows, it still remembers the first file
+    _json("adapt", d / "m1", "--rows", d / "validate.csv", "--outcome", "cad", "--save", d / "m1b")
+    again = _json("score", d / "m1b", "--rows", copy, "--outcome", "cad", "--n-boot", 0)
+    assert len(again["warnings"]) == 1 and "adapted on" in again["warnings"][0]
 
 
 def test_adapt_map_moves_every_coefficient(root, tmp_path):
@@ -378,7 +382,7 @@ def test_explain_one_patient_shows_the_predicted_risk(root, tmp_path):
     assert (tmp_path / "w.png").read_bytes()[:8] == PNG_MAGIC
     for given in (["--row", "3"], ["--outcome", "cad"], ["--patient-id", "pid"]):
         result = runner.invoke(app, ["explain", str(d / "m0"), *given])  # without --rows: refused
-        assert result.exit_code == 2 and f"{given[0]} need(s) --rows FILE" in result.output
+        assert result.exit_code == 2 and f"{given[0]} needs --rows FILE" in result.output
 
 
 def test_search_and_train_attention_print_readable_text(root, tmp_path):

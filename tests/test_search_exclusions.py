@@ -6,11 +6,13 @@ still return the k best of the tasks that remain, not fewer, and never an exclud
 Every check compares against a numpy brute force over the eligible rows.
 """
 
+import warnings
+
 import numpy as np
 import pytest
 
 from ragim import TaskIndex, datasets
-from ragim.errors import ValidationError
+from ragim.errors import DataWarning, ValidationError
 from ragim.estimator import neighbor_mean
 from ragim.vector_store import FILTER_FETCH_MAX, VectorStore
 
@@ -176,18 +178,20 @@ def test_neighbor_mean_says_all_tasks_are_excluded_only_when_they_are(ivf_index)
         neighbor_mean(ivf_index, query, k=K, exclude=lambda rec: True)
 
 
-def test_an_excluded_id_the_index_does_not_hold_is_refused_not_ignored(ivf_index):
-    """A misspelt id used to exclude nothing, so a 'zero-shot' model could see its target."""
+def test_an_excluded_id_the_index_does_not_hold_is_named_not_silently_ignored(ivf_index):
+    """A misspelt id used to exclude nothing without a word, so a 'zero-shot' model could see
+    its target; ids of the wrong type are refused."""
     query = ivf_index.records[0]["description"]
     target = ivf_index.ids[0]
     typo = target.upper()
     assert typo not in ivf_index
-    for call in (
+    calls = (
         lambda ex: ivf_index.search(query, k=K, exclude=ex),
         lambda ex: ivf_index.population_params(exclude=ex),
         lambda ex: neighbor_mean(ivf_index, query, k=K, exclude=ex),
-    ):
-        with pytest.raises(ValidationError, match=rf"1 task id\(s\) the index does not hold: '{typo}'"):
+    )
+    for call in calls:
+        with pytest.warns(DataWarning, match=rf"1 task id\(s\) the index does not hold: '{typo}'; they exclude"):
             call([typo])
         with pytest.raises(ValidationError, match="exclude must be task ids .* got int"):
             call(5)
@@ -195,3 +199,31 @@ def test_an_excluded_id_the_index_does_not_hold_is_refused_not_ignored(ivf_index
             call([target, 5])
     hits = ivf_index.search(query, k=K, exclude=target)  # one id, known: fine
     assert target not in {h.task_id for h in hits}
+
+
+@pytest.mark.parametrize("make", [list, tuple, set, np.array, lambda ids: (t for t in ids),
+                                  lambda ids: dict.fromkeys(ids).keys()])
+def test_any_collection_of_ids_excludes_the_same_tasks_everywhere(ivf_index, make):
+    """A generator used to be read up by the search, so the population model and the coverage
+    saw nothing excluded; an array used to be misread as one exclusion per query."""
+    query = ivf_index.records[0]["description"]
+    ids = ivf_index.ids[:40]
+    want = neighbor_mean(ivf_index, query, k=K, exclude=list(ids))
+    got = neighbor_mean(ivf_index, query, k=K, exclude=make(ids))
+    assert [r["task_id"] for r in got.metadata["provenance"]] == [r["task_id"] for r in want.metadata["provenance"]]
+    assert got.metadata["coverage"] == want.metadata["coverage"]
+    assert ivf_index.population_params(exclude=make(ids)).metadata["n_tasks"] == 600 - 40
+
+
+def test_removed_and_skipped_ids_may_be_excluded_silently():
+    family = datasets.synthetic_family(n_tasks=40, n_features=2, seed=0)
+    with pytest.warns(UserWarning):  # a few tiny tasks are skipped at build
+        index = TaskIndex.build(family, embedder="hashing", progress=False, min_per_class=12)
+    assert index.skipped
+    skipped = next(iter(index.skipped))
+    removed = index.ids[1]
+    index.remove([removed])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        hits = index.search(index.records[0]["description"], k=3, exclude=[skipped, removed])
+    assert len(hits) == 3 and not {skipped, removed} & {h.task_id for h in hits}

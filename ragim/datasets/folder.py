@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ragim.canonical import canonical_id, canonical_text
+from ragim.canonical import canonical_id, canonical_level, canonical_text
 from ragim.errors import DataWarning, ValidationError
 from ragim.rows import read_table
 from ragim.schema import DECIMAL_COMMA, FeatureSchema, value_kind
@@ -253,23 +253,31 @@ def _files(files: list[str]) -> str:
 
 def _warn_shared_patients_across_sites(tasks: list[Task]) -> None:
     """Patient ids are global in a folder; ids shared by two sites are probably two numbering
-    schemes. One warning per pair of sites, counting distinct patient ids."""
+    schemes. One warning naming the pairs of sites (site codes in canonical form: ``"01"``
+    and ``1`` are one site) and how many distinct ids each pair shares."""
     sites_of: dict[str, set] = {}
     for t in tasks:
         site = t.metadata.get("site")
         if site is None:
             return
         for pid in t.patient_ids:
-            sites_of.setdefault(pid, set()).add(str(site))
+            sites_of.setdefault(pid, set()).add(canonical_level(site))
     clashes: dict[tuple, set[str]] = {}
     for pid, sites in sites_of.items():
-        for pair in itertools.combinations(sorted(sites), 2):
+        for pair in itertools.combinations(sorted(sites, key=str), 2):
             clashes.setdefault(pair, set()).add(pid)
-    for (a, b), pids in sorted(clashes.items()):
-        warnings.warn(
-            f"sites {a!r} and {b!r} share {len(pids)} patient id(s) (e.g. {sorted(pids)[:3]}); "
-            "ids are global in a task folder, so these are treated as the same patients: if the "
-            "sites number patients independently, prefix the ids with the site (e.g. 'A-0001')",
-            DataWarning,
-            stacklevel=3,
-        )
+    if not clashes:
+        return
+    pairs = sorted(clashes.items(), key=lambda kv: (-len(kv[1]), str(kv[0])))
+    shown = "; ".join(
+        f"sites {a!r} and {b!r} share {len(p)} patient id(s) (e.g. {sorted(p)[:3]})"
+        for (a, b), p in pairs[:3]
+    )
+    more = f" and {len(pairs) - 3} more pair(s) of sites" if len(pairs) > 3 else ""
+    warnings.warn(
+        f"{shown}{more}; ids are global in a task folder, so these are treated as the same "
+        "patients: if the sites number patients independently, prefix the ids with the site "
+        "(e.g. 'A-0001')",
+        DataWarning,
+        stacklevel=3,
+    )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import numbers
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
@@ -198,7 +198,11 @@ def _with_coverage(generate_params):
     @functools.wraps(generate_params)
     def wrapper(self, query, index=None, *args, exclude=None, **kwargs):
         from ragim.domain import attach
+        from ragim.index import normalize_exclude
 
+        exclude = normalize_exclude(exclude)  # read more than once: by the search and here
+        if not isinstance(query, str | Task | bytes | bytearray) and isinstance(query, Iterable):
+            query = list(query)  # a generator of queries is read twice too
         out = generate_params(self, query, index, *args, exclude=exclude, **kwargs)
         target = index if index is not None else getattr(self, "index_", None)
         if target is None or not hasattr(target, "search_vectors"):

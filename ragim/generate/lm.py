@@ -52,6 +52,7 @@ from ragim.checks import check_fields, check_int, check_number
 from ragim.errors import ArtifactError, GenerationError, ValidationError
 from ragim.generate.base import (
     Generator,
+    check_task_index,
     config_with,
     provenance_records,
     register_generator,
@@ -258,6 +259,7 @@ class LMGenerator(Generator):
         # loads ragim.train (a convenience for Generator.fit; train_sft is the real entry point).
         from ragim.train.sft import train_sft  # lazy on purpose: inference must not import training
 
+        check_task_index(index)
         if self.fine_tuned_:
             raise ValidationError(
                 "this LMGenerator is already fine-tuned; create a new one to train again"
@@ -313,6 +315,9 @@ class LMGenerator(Generator):
         k = check_int(cfg.k if k is None else k, "k", ge=0)
         _, tok = self.load_model()
         desc = query.description if isinstance(query, Task) else query
+        from ragim.index import normalize_exclude
+
+        exclude = normalize_exclude(exclude)  # read twice: by the search and the population model
         hits = index.search(desc, k=min(k, len(index)), exclude=exclude) if k > 0 else []
         hits = sorted(hits, key=lambda h: -float(h.score))
         limit = self.prompt_limit(param_names(index.model, index.schema))

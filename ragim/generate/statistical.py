@@ -553,8 +553,11 @@ class StatisticalGenerator(Generator):
     def _excluded(self, index, exclude) -> frozenset:
         from ragim.index import as_predicate
 
-        if exclude is not None and not callable(exclude):
-            exclude = index.known_ids(exclude)  # a misspelt id must not exclude nothing
+        if exclude is not None and not callable(exclude):  # ids: a misspelt one is named
+            fitted_on = set(self.summaries_.ids)  # tasks removed from the index since fit too
+            exclude = [t for t in exclude if t in fitted_on] + index.known_ids(
+                [t for t in exclude if t not in fitted_on]
+            )
         pred = as_predicate(exclude)
         if pred is None:
             return frozenset()
