@@ -206,7 +206,8 @@ def scale_section(res: dict) -> list[str]:
                 "Slope of log(cost) against log(tasks), fitted over every size measured: 1 is linear. The chosen "
                 "index switches from Flat to IVF above 100k tasks, which is why query time grows far slower than "
                 "linearly; peak memory starts from the ~0.2–0.9 GB a Python process with numpy, FAISS and torch "
-                "holds before any task, so its exponent is below 1 at small sizes.", "",
+                "holds before any task, so its exponent is below 1 at small sizes. The index behind each size is named "
+                "in its table above: the memory exponents span index types (exact Flat up to 100k, then IVF).", "",
                 "| cost | sizes | exponent |", "|---|---|---:|"]
         for k, v in exps.items():
             label, src = names.get(k, (k, {}))
