@@ -21,6 +21,7 @@ log-loss reaches the zero-shot model's on the same targets (interpolated in log 
 Run: .venv/bin/python benchmarks/label_efficiency.py
          [--only heart-task heart-site synthetic procedure colon-task] [--draws 20] [--max-targets N]
          [--k-shots 4 8 16 32 64 128 256] [--embedder hashing] [--suffix _reduced] [--out DIR]
+         [--data-seed 1]
 
 Writes benchmarks/results/label_efficiency_<name><suffix>.csv (one row per target, method,
 k and draw), .json (the per-k summary and headline) and .md (the summary), which benchmarks/report.py puts in docs/benchmarks.md.
@@ -82,16 +83,21 @@ TITLES = {
 }
 
 
-def load_tasks(dataset: str, n_tasks: int | None, n_features: int = 10):
+def load_tasks(dataset: str, n_tasks: int | None, n_features: int = 10, seed: int = 0):
+    """The benchmark's tasks; ``seed`` draws another family of the same design (synthetic and
+    procedure only), for choosing a design on other tasks than the evaluation's."""
     from ragim import datasets
+
+    if seed and dataset not in ("synthetic", "procedure"):
+        raise SystemExit(f"--data-seed applies to the synthetic and procedure benchmarks, not {dataset}")
 
     if dataset == "heart-disease":
         return datasets.heart_disease()
     if dataset == "colon-cancer":
         return datasets.colon_cancer()
     if dataset == "synthetic":
-        return datasets.synthetic_family(n_tasks=n_tasks, n_features=n_features, seed=0)
-    return datasets.procedure_family(n_tasks=n_tasks, seed=0)
+        return datasets.synthetic_family(n_tasks=n_tasks, n_features=n_features, seed=seed)
+    return datasets.procedure_family(n_tasks=n_tasks, seed=seed)
 
 
 def choose_targets(
@@ -241,7 +247,9 @@ def run(name: str, args) -> tuple[pd.DataFrame, str]:
     from ragim import evaluate as ev
 
     cfg = dict(CONFIGS[name])
-    tasks = load_tasks(cfg.pop("dataset"), cfg.pop("n_tasks", None), cfg.pop("n_features", 10))
+    tasks = load_tasks(
+        cfg.pop("dataset"), cfg.pop("n_tasks", None), cfg.pop("n_features", 10), args.data_seed
+    )
     min_rows = cfg.pop("min_rows", 0)
     max_targets = args.max_targets if args.max_targets is not None else cfg.pop("max_targets", None)
     cfg.pop("max_targets", None)
@@ -271,6 +279,8 @@ def run(name: str, args) -> tuple[pd.DataFrame, str]:
         opts += " --k-shots " + " ".join(map(str, args.k_shots))
     if args.embedder:
         opts += f" --embedder {args.embedder}"
+    if args.data_seed:
+        opts += f" --data-seed {args.data_seed}"
     if args.suffix:
         opts += f" --suffix {args.suffix}"
     command = f".venv/bin/python benchmarks/label_efficiency.py --only {name}{opts}"
@@ -299,6 +309,13 @@ def main(argv=None) -> None:
     )
     ap.add_argument(
         "--suffix", default="", help="appended to the result file names (e.g. _reduced)"
+    )
+    ap.add_argument(
+        "--data-seed",
+        type=int,
+        default=0,
+        help="another family of the same design (synthetic, procedure): a development set for "
+        "design choices, never the evaluation's tasks (seed 0)",
     )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
