@@ -48,6 +48,7 @@ from typing import Any
 
 from ragim.checks import check_fields, check_int, check_number
 from ragim.errors import ValidationError
+from ragim.generate.base import record_fit_state
 from ragim.generate.lm import LMGenerator
 from ragim.lm.pairs import check_pair_names, pair_rows, pairs_dataset
 from ragim.train.rewards import VerifiableRewardConfig, encode_heldout
@@ -416,8 +417,7 @@ def train_grpo(
     )
     gen = _finish(gen, done, "grpo", run)
     gen.index_ = index
-    gen.model_kind_, gen.schema_, gen.param_names_ = index.model, index.schema, names
-    gen.embedder_identity_ = index.embedder.identity
+    record_fit_state(gen, index)
     return gen
 
 
