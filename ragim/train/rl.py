@@ -213,17 +213,14 @@ def _continue_policy(
     args_cls: type,
     run,
     stage: str,
-    *,
-    progress: bool,
-    output_dir: str | None,
-    callbacks: Sequence[Any] | None,
     **train_kwargs: Any,
 ) -> LMGenerator:
     """Train ``gen``'s adapter further with ``trainer_cls`` (:func:`train_with`, seeded with
-    ``run.seed``; ``train_kwargs`` are the trainer's ``args`` and datasets) and return ``gen``
-    with the result: the adapter frozen in eval mode (TRL's ``"ref"`` adapter and patches
-    removed), its ``history_`` the earlier entries followed by this run's, tagged ``stage``,
-    and the run appended to ``training_``."""
+    ``run.seed``; ``train_kwargs`` are its other keywords: ``progress``, ``output_dir``,
+    ``callbacks``, the trainer's ``args`` and datasets) and return ``gen`` with the result: the
+    adapter frozen in eval mode (TRL's ``"ref"`` adapter and patches removed), its ``history_``
+    the earlier entries followed by this run's, tagged ``stage``, and the run appended to
+    ``training_``."""
     from transformers import set_seed
 
     set_seed(run.seed)
@@ -234,9 +231,6 @@ def _continue_policy(
         stage=stage,
         model=gen.model_,
         tokenizer=gen.tokenizer_,
-        progress=progress,
-        output_dir=output_dir,
-        callbacks=callbacks,
         **train_kwargs,
     )
     model = done.model
