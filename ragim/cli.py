@@ -62,6 +62,14 @@ train_app = typer.Typer(help="Train generators.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
 app.add_typer(train_app, name="train")
 
+# Options shared by `ragim index build` and `ragim evaluate`.
+_DatasetName = Annotated[
+    str, typer.Option(help="heart-disease | colon-cancer | synthetic | procedure | DIR")
+]
+_NTasks = Annotated[int | None, typer.Option(help="family size for synthetic/procedure")]
+# ... by `ragim train sft` and `ragim generate`.
+_SavedIndex = Annotated[Path, typer.Option("--index", help="a saved index")]
+
 
 def _version(value: bool) -> None:
     if value:
@@ -91,9 +99,7 @@ def root(
 # ---------------------------------------------------------------------- index
 @index_app.command("build")
 def index_build(
-    dataset: Annotated[
-        str, typer.Option(help="heart-disease | colon-cancer | synthetic | procedure | DIR")
-    ] = "heart-disease",
+    dataset: _DatasetName = "heart-disease",
     out: Annotated[Path, typer.Option(help="where to save the index")] = Path(
         "indices/heart-disease"
     ),
@@ -102,7 +108,7 @@ def index_build(
         str, typer.Option(help="minilm | hashing | a local sentence-transformers folder")
     ] = "minilm",
     index: Annotated[str, typer.Option(help="auto | Flat | a FAISS factory string")] = "auto",
-    n_tasks: Annotated[int | None, typer.Option(help="family size for synthetic/procedure")] = None,
+    n_tasks: _NTasks = None,
     exclude: Annotated[
         list[str] | None,
         typer.Option(
@@ -300,15 +306,6 @@ def _load_lm(path: Path):
     return LMGenerator.load(path)
 
 
-def _lm_and_index(generator_path: Path, index_path: Path):
-    """The saved LM generator and the saved index, checked to fit each other."""
-    from ragim.index import TaskIndex
-
-    gen, index = _load_lm(generator_path), TaskIndex.load(index_path)
-    gen.check_index(index)
-    return gen, index
-
-
 def _trained_summary(stage: str, out: Path, base_model: str, t0: float, **fields) -> dict:
     """What a `ragim train` stage reports: the stage, where it saved, the base model, its own
     ``fields`` and the seconds since ``t0``."""
@@ -322,9 +319,9 @@ def _trained_summary(stage: str, out: Path, base_model: str, t0: float, **fields
     }
 
 
-def _pairs_for(
-    generator,
-    index,
+def _generator_and_pairs(
+    generator_path: Path,
+    index_path: Path,
     pairs_file: Path | None,
     n_candidates: int,
     min_margin: float,
@@ -332,22 +329,27 @@ def _pairs_for(
     seed: int,
     progress: bool,
 ):
-    """Preference pairs: a clinician's JSONL file, or built from the generator's samples on the
-    index."""
+    """The saved LM generator and the saved index, checked to fit each other; the preference
+    pairs (a clinician's JSONL file, or built from the generator's samples on the index); and
+    the ``time.perf_counter()`` taken before the pairs, as ``(generator, index, pairs, t0)``."""
+    from ragim.index import TaskIndex
     from ragim.lm.pairs import check_pair_names, load_preferences
     from ragim.params import param_names
     from ragim.train.preferences import build_preference_pairs
 
+    gen, index = _load_lm(generator_path), TaskIndex.load(index_path)
+    gen.check_index(index)
+    t0 = time.perf_counter()
     if pairs_file is not None:
         data = load_preferences(pairs_file)
         check_pair_names(
             data, param_names(index.model, index.schema), where=f"the pairs in {pairs_file}"
         )
-        return data
+        return gen, index, data, t0
     if pairs not in ("best_worst", "all"):
         raise typer.BadParameter(f"--pairs must be best_worst or all, got {pairs!r}")
-    return build_preference_pairs(
-        generator,
+    data = build_preference_pairs(
+        gen,
         index,
         n_candidates=n_candidates,
         min_margin=min_margin,
@@ -355,6 +357,7 @@ def _pairs_for(
         seed=seed,
         progress=progress,
     )
+    return gen, index, data, t0
 
 
 # Options shared by `ragim train reward|dpo|grpo`.
@@ -362,6 +365,7 @@ _SavedGenerator = Annotated[
     Path, typer.Option("--generator", help="a saved LM generator (usually SFT'd)")
 ]
 _IndexWithRows = Annotated[Path, typer.Option("--index", help="a saved index with its task rows")]
+# ... by `ragim train reward|dpo` (the preference pairs).
 _PairsFile = Annotated[
     Path | None,
     typer.Option(
@@ -371,15 +375,17 @@ _PairsFile = Annotated[
 _NCandidates = Annotated[int, typer.Option(help="candidates sampled per task for the pairs")]
 _PairsMode = Annotated[str, typer.Option(help="best_worst | all")]
 _MinMargin = Annotated[float, typer.Option(help="smallest reward gap that makes a pair (nats/row)")]
-# ... and by `ragim train sft` (whose learning-rate help is its own).
+_PairsPerStep = Annotated[int, typer.Option(help="pairs per step")]
+# ... and by `ragim train sft` (whose learning-rate help is its own; LoRA rank: sft, reward).
 _MaxSteps = Annotated[int, typer.Option(help="optimiser steps")]
 _LearningRate = Annotated[float, typer.Option(help="AdamW rate")]
+_LoraRank = Annotated[int, typer.Option(help="LoRA rank (alpha = 2 x rank)")]
 _JsonSummary = Annotated[bool, typer.Option("--json", help="print a JSON summary")]
 
 
 @train_app.command("sft")
 def train_sft_cmd(
-    index_path: Annotated[Path, typer.Option("--index", help="a saved index")],
+    index_path: _SavedIndex,
     out: Annotated[Path, typer.Option(help="where to save the LM generator")] = Path(
         "generators/lm-sft"
     ),
@@ -390,7 +396,7 @@ def train_sft_cmd(
     batch_size: Annotated[int, typer.Option(help="examples per step")] = 4,
     learning_rate: Annotated[float, typer.Option(help="AdamW rate of the LoRA weights")] = 2e-4,
     k: Annotated[int, typer.Option("-k", "--k", help="neighbours per prompt")] = 5,
-    lora_r: Annotated[int, typer.Option(help="LoRA rank (alpha = 2 x rank)")] = 8,
+    lora_r: _LoraRank = 8,
     val_fraction: Annotated[
         float, typer.Option(help="share of tasks held out for the validation loss")
     ] = 0.2,
@@ -470,9 +476,9 @@ def train_reward_cmd(
         Path | None, typer.Option(help="also write the pairs as JSONL here")
     ] = None,
     max_steps: _MaxSteps = 50,
-    batch_size: Annotated[int, typer.Option(help="pairs per step")] = 4,
+    batch_size: _PairsPerStep = 4,
     learning_rate: _LearningRate = 1e-4,
-    lora_r: Annotated[int, typer.Option(help="LoRA rank (alpha = 2 x rank)")] = 8,
+    lora_r: _LoraRank = 8,
     val_fraction: Annotated[
         float, typer.Option(help="share of tasks whose pairs are held out")
     ] = 0.2,
@@ -492,9 +498,9 @@ def train_reward_cmd(
         learning_rate=learning_rate,
         lora_r=lora_r,
     )
-    gen, index = _lm_and_index(generator_path, index_path)
-    t0 = time.perf_counter()
-    data = _pairs_for(gen, index, pairs_file, n_candidates, min_margin, pairs, seed, progress)
+    gen, index, data, t0 = _generator_and_pairs(
+        generator_path, index_path, pairs_file, n_candidates, min_margin, pairs, seed, progress
+    )
     if save_pairs is not None:
         save_preferences(data, save_pairs)
     rm = train_reward_model(
@@ -543,7 +549,7 @@ def train_dpo_cmd(
     min_margin: _MinMargin = 0.05,
     beta: Annotated[float, typer.Option(help="DPO temperature")] = 0.1,
     max_steps: _MaxSteps = 50,
-    batch_size: Annotated[int, typer.Option(help="pairs per step")] = 4,
+    batch_size: _PairsPerStep = 4,
     learning_rate: _LearningRate = 5e-5,
     seed: int = 0,
     quiet: Quiet = False,
@@ -560,9 +566,9 @@ def train_dpo_cmd(
         batch_size=batch_size,
         learning_rate=learning_rate,
     )
-    gen, index = _lm_and_index(generator_path, index_path)
-    t0 = time.perf_counter()
-    data = _pairs_for(gen, index, pairs_file, n_candidates, min_margin, pairs, seed, progress)
+    gen, index, data, t0 = _generator_and_pairs(
+        generator_path, index_path, pairs_file, n_candidates, min_margin, pairs, seed, progress
+    )
     dpo = train_dpo(
         gen,
         data,
@@ -677,7 +683,7 @@ def train_grpo_cmd(
 @app.command("generate")
 def generate(
     description: Annotated[str, typer.Argument(help="the new task's clinical description")],
-    index_path: Annotated[Path, typer.Option("--index", help="a saved index")],
+    index_path: _SavedIndex,
     generator_path: Annotated[
         Path | None,
         typer.Option(
@@ -888,9 +894,7 @@ def explain(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    dataset: Annotated[
-        str, typer.Option(help="heart-disease | colon-cancer | synthetic | procedure | DIR")
-    ] = "heart-disease",
+    dataset: _DatasetName = "heart-disease",
     protocol: Annotated[
         str, typer.Option(help="leave-task-out | leave-group-out")
     ] = "leave-task-out",
@@ -901,7 +905,7 @@ def evaluate_cmd(
         str | None, typer.Option(help="comma-separated method names (default: all)")
     ] = None,
     k_shots: Annotated[str, typer.Option(help="comma-separated k (0 = zero-shot)")] = "0",
-    n_tasks: Annotated[int | None, typer.Option(help="family size for synthetic/procedure")] = None,
+    n_tasks: _NTasks = None,
     max_targets: Annotated[
         int | None, typer.Option(help="evaluate at most this many targets")
     ] = None,

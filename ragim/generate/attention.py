@@ -52,9 +52,10 @@ from ragim.generate.base import (
     network_checks,
     provenance_records,
     read_saved_net,
+    record_fit_state,
     register_generator,
 )
-from ragim.params import ModelParams, design_matrix, param_names
+from ragim.params import ModelParams, design_matrix
 
 FORMAT = "ragim.attention-generator"
 BASES = ("statistical", "none")
@@ -376,10 +377,7 @@ class AttentionGenerator(Generator):
         n_val = max(1, int(round(cfg.val_fraction * n))) if n >= 5 else 0
         order = rng.permutation(n)
         val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
-        self.model_kind_ = index.model
-        self.schema_ = index.schema
-        self.param_names_ = param_names(index.model, index.schema)
-        self.embedder_identity_ = index.embedder.identity
+        record_fit_state(self, index)
         net = RagimHypernetwork(len(self.param_names_), ep.q.shape[1], cfg).to(self._device)
         opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         scale = torch.as_tensor(self.param_scale_, device=self._device)

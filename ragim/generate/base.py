@@ -70,6 +70,25 @@ def fit_state(gen: Generator) -> dict[str, Any]:
     }
 
 
+def record_fit_state(gen: Generator, index: Any) -> None:
+    """Make ``index`` what ``gen`` was fitted on: its ``model_kind_``, ``schema_``,
+    ``param_names_`` and ``embedder_identity_`` (the fields :func:`fit_state` saves) become the
+    index's; every generator's training calls it.
+
+    >>> from types import SimpleNamespace
+    >>> from ragim import TaskIndex, datasets
+    >>> index = TaskIndex.build(datasets.synthetic_family(n_tasks=4, n_features=2, seed=0),
+    ...                         embedder="hashing", progress=False)
+    >>> gen = SimpleNamespace()
+    >>> record_fit_state(gen, index)
+    >>> gen.model_kind_, gen.param_names_, gen.embedder_identity_["kind"]
+    ('logistic', ['intercept', 'x01', 'x02'], 'hashing')
+    """
+    gen.model_kind_, gen.schema_ = index.model, index.schema
+    gen.param_names_ = param_names(index.model, index.schema)
+    gen.embedder_identity_ = index.embedder.identity
+
+
 def read_fit_state(state: Any) -> tuple[str, list[str], FeatureSchema, Any]:
     """``(model_kind, param_names, schema, embedder identity)`` from a saved ``state.json``
     (:func:`fit_state`'s fields).
@@ -280,23 +299,27 @@ class Generator(ABC):
         check_task_index(index)
         return index
 
-    def _check_fitted_on(self, index, fitted: bool) -> None:
-        """Raise unless the generator is fitted and ``index`` has the model family, parameters
-        and embedder it was fitted with (``model_kind_``, ``param_names_``,
-        ``embedder_identity_``)."""
-        from ragim.embed import check_identity
-        from ragim.params import param_names
-
-        name = type(self).__name__
-        if not fitted:
-            raise ValidationError(f"this {name} is not fitted; call fit(index) or load() first")
+    def _check_layout(self, index, trained: str = "fitted") -> None:
+        """Raise unless ``index`` has the model family and parameters the generator was
+        ``trained`` ("fitted", "trained") on (``model_kind_``, ``param_names_``)."""
         names = param_names(index.model, index.schema)
         if index.model != self.model_kind_ or names != self.param_names_:
             raise ValidationError(
                 f"the index ({index.model}, {len(names)} params) does not match the generator "
                 f"({self.model_kind_}, {len(self.param_names_)} params); use the index it was "
-                "fitted on"
+                f"{trained} on"
             )
+
+    def _check_fitted_on(self, index, fitted: bool) -> None:
+        """Raise unless the generator is fitted and ``index`` has the model family, parameters
+        and embedder it was fitted with (``model_kind_``, ``param_names_``,
+        ``embedder_identity_``)."""
+        from ragim.embed import check_identity
+
+        name = type(self).__name__
+        if not fitted:
+            raise ValidationError(f"this {name} is not fitted; call fit(index) or load() first")
+        self._check_layout(index)
         check_identity(self.embedder_identity_, index.embedder)
 
     def generate_params(

@@ -275,13 +275,7 @@ class LMGenerator(Generator):
         works with any index)."""
         if self.param_names_ is None:
             return  # the untrained base model works with any index
-        names = param_names(index.model, index.schema)
-        if index.model != self.model_kind_ or names != self.param_names_:
-            raise ValidationError(
-                f"the index ({index.model}, {len(names)} params) does not match the generator "
-                f"({self.model_kind_}, {len(self.param_names_)} params); "
-                "use the index it was trained on"
-            )
+        self._check_layout(index, "trained")
         if self.embedder_identity_ is not None:
             from ragim.embed import check_identity
 

@@ -71,9 +71,10 @@ from ragim.generate.base import (
     network_checks,
     provenance_records,
     read_saved_net,
+    record_fit_state,
     register_generator,
 )
-from ragim.params import ModelParams, design_matrix, param_names
+from ragim.params import ModelParams, design_matrix
 
 FORMAT = "ragim.rag-im-2024-generator"
 
@@ -304,9 +305,7 @@ class RagIm2024Generator(Generator):
         self._device = resolve_device(cfg.device)
         self._cache = None
         ids, ep = self._prepare(index)
-        self.model_kind_, self.schema_ = index.model, index.schema
-        self.param_names_ = param_names(index.model, index.schema)
-        self.embedder_identity_ = index.embedder.identity
+        record_fit_state(self, index)
         net = RagIm2024Net(len(self.param_names_), ep.q.shape[1], cfg).to(self._device)
         opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         n = len(ids)

@@ -65,6 +65,7 @@ from ragim.generate.base import (
     config_with,
     fit_state,
     read_fit_state,
+    record_fit_state,
     register_generator,
 )
 from ragim.generate.meta_regression import (
@@ -77,7 +78,7 @@ from ragim.generate.meta_regression import (
     ngram_buckets,
     task_summaries,
 )
-from ragim.params import ModelParams, design_matrix, model_family, param_names
+from ragim.params import ModelParams, design_matrix, model_family
 from ragim.tasks import Task
 
 FORMAT = "ragim.statistical-generator"
@@ -410,9 +411,7 @@ class StatisticalGenerator(Generator):
             disable=None if progress else True,
             leave=False,
         )
-        self.model_kind_, self.schema_ = index.model, index.schema
-        self.param_names_ = param_names(index.model, index.schema)
-        self.embedder_identity_ = index.embedder.identity
+        record_fit_state(self, index)
         self.pooled_, self.center_, self.pooled_var_ = _pooled_fit_with_variance(
             index, tasks, cfg.pooled_rows, rng
         )

@@ -48,6 +48,7 @@ from typing import Any
 
 from ragim.checks import check_fields, check_int, check_number
 from ragim.errors import ValidationError
+from ragim.generate.base import record_fit_state
 from ragim.generate.lm import LMGenerator
 from ragim.lm.pairs import check_pair_names, pair_rows, pairs_dataset
 from ragim.train.rewards import VerifiableRewardConfig, encode_heldout
@@ -206,7 +207,32 @@ def policy_copy(generator_or_path, *, device: str | None = None) -> LMGenerator:
     return gen
 
 
-def _finish(gen: LMGenerator, done, stage: str, run) -> LMGenerator:
+def _continue_policy(
+    gen: LMGenerator,
+    trainer_cls: type,
+    args_cls: type,
+    run,
+    stage: str,
+    **train_kwargs: Any,
+) -> LMGenerator:
+    """Train ``gen``'s adapter further with ``trainer_cls`` (:func:`train_with`, seeded with
+    ``run.seed``; ``train_kwargs`` are its other keywords: ``progress``, ``output_dir``,
+    ``callbacks``, the trainer's ``args`` and datasets) and return ``gen`` with the result: the
+    adapter frozen in eval mode (TRL's ``"ref"`` adapter and patches removed), its ``history_``
+    the earlier entries followed by this run's, tagged ``stage``, and the run appended to
+    ``training_``."""
+    from transformers import set_seed
+
+    set_seed(run.seed)
+    done = train_with(
+        trainer_cls,
+        args_cls,
+        run,
+        stage=stage,
+        model=gen.model_,
+        tokenizer=gen.tokenizer_,
+        **train_kwargs,
+    )
     model = done.model
     if "ref" in getattr(model, "peft_config", {}):
         model.delete_adapter("ref")
@@ -337,7 +363,6 @@ def train_grpo(
         ``rewards/<name>/mean``, ``frac_reward_zero_std``, ...) tagged ``stage="grpo"``;
         ``training_`` ends with this run's config.
     """
-    from transformers import set_seed
     from trl import GRPOConfig, GRPOTrainer
 
     from ragim.lm.prompts import answer_room
@@ -367,8 +392,7 @@ def train_grpo(
 
     gen = policy_copy(generator_or_path, device=device)
     gen.check_index(index)
-    model, tok = gen.model_, gen.tokenizer_
-    cfg = gen.config
+    tok, cfg = gen.tokenizer_, gen.config
     names = param_names(index.model, index.schema)
     train_ids = run.task_ids
     if train_ids is None:
@@ -390,14 +414,12 @@ def train_grpo(
             names, tok, decimals=cfg.decimals, max_abs=cfg.max_abs, format_name=cfg.answer_format
         )
 
-    set_seed(run.seed)
-    done = train_with(
+    gen = _continue_policy(
+        gen,
         GRPOTrainer,
         GRPOConfig,
         run,
-        stage="grpo",
-        model=model,
-        tokenizer=tok,
+        "grpo",
         progress=progress,
         output_dir=output_dir,
         callbacks=callbacks,
@@ -414,10 +436,8 @@ def train_grpo(
         reward_funcs=reward_funcs,
         train_dataset=train_ds,
     )
-    gen = _finish(gen, done, "grpo", run)
     gen.index_ = index
-    gen.model_kind_, gen.schema_, gen.param_names_ = index.model, index.schema, names
-    gen.embedder_identity_ = index.embedder.identity
+    record_fit_state(gen, index)
     return gen
 
 
@@ -465,7 +485,6 @@ def train_dpo(
         ``rewards/margins``, ``rewards/accuracies``, ...) tagged ``stage="dpo"``; ``training_``
         ends with this run's config.
     """
-    from transformers import set_seed
     from trl import DPOConfig, DPOTrainer
 
     run = run_config(
@@ -483,22 +502,18 @@ def train_dpo(
     train_ds = pairs_dataset(rows)
     gen = policy_copy(generator_or_path, device=device)
     check_pair_names(train_ds, gen.param_names_, where="the DPO preference pairs")
-    model, tok = gen.model_, gen.tokenizer_
-    set_seed(run.seed)
-    done = train_with(
+    return _continue_policy(
+        gen,
         DPOTrainer,
         DPOConfig,
         run,
-        stage="dpo",
-        model=model,
-        tokenizer=tok,
+        "dpo",
         progress=progress,
         output_dir=output_dir,
         callbacks=callbacks,
         args=dict(beta=run.beta, max_length=None),
         train_dataset=train_ds,
     )
-    return _finish(gen, done, "dpo", run)
 
 
 __all__ = [

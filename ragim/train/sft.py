@@ -36,7 +36,7 @@ import numpy as np
 
 from ragim.checks import check_fields, check_int, check_number
 from ragim.errors import ValidationError
-from ragim.generate.base import config_with
+from ragim.generate.base import config_with, record_fit_state
 from ragim.generate.lm import LMConfig, LMGenerator
 from ragim.params import param_names
 from ragim.train.trainer import STEP_RULES, run_config, train_with
@@ -312,10 +312,7 @@ def train_sft(
     done.install(gen, "sft", run)
     gen.fine_tuned_ = True
     gen.index_ = index
-    gen.model_kind_ = index.model
-    gen.schema_ = index.schema
-    gen.param_names_ = param_names(index.model, index.schema)
-    gen.embedder_identity_ = index.embedder.identity
+    record_fit_state(gen, index)
     gen.train_task_ids_, gen.val_task_ids_ = list(train_ids), list(val_ids)
     return gen
 
