@@ -21,7 +21,7 @@ log-loss reaches the zero-shot model's on the same targets (interpolated in log 
 Run: .venv/bin/python benchmarks/label_efficiency.py
          [--only heart-task heart-site synthetic procedure colon-task] [--draws 20] [--max-targets N]
          [--k-shots 4 8 16 32 64 128 256] [--embedder hashing] [--suffix _reduced] [--out DIR]
-         [--data-seed 1]
+         [--data-seed 1] [--random-draws]
 
 Writes benchmarks/results/label_efficiency_<name><suffix>.csv (one row per target, method,
 k and draw), .json (the per-k summary and headline) and .md (the summary), which benchmarks/report.py puts in docs/benchmarks.md.
@@ -266,6 +266,7 @@ def run(name: str, args) -> tuple[pd.DataFrame, str]:
             embedder=args.embedder,
             progress=not args.quiet,
             k_within_pool=True,  # a k the pool cannot hold is not scored (it would not count)
+            random_draws=args.random_draws,
             **cfg,
         )
     secs = time.perf_counter() - t
@@ -281,6 +282,8 @@ def run(name: str, args) -> tuple[pd.DataFrame, str]:
         opts += f" --embedder {args.embedder}"
     if args.data_seed:
         opts += f" --data-seed {args.data_seed}"
+    if args.random_draws:
+        opts += " --random-draws"
     if args.suffix:
         opts += f" --suffix {args.suffix}"
     command = f".venv/bin/python benchmarks/label_efficiency.py --only {name}{opts}"
@@ -316,6 +319,12 @@ def main(argv=None) -> None:
         default=0,
         help="another family of the same design (synthetic, procedure): a development set for "
         "design choices, never the evaluation's tasks (seed 0)",
+    )
+    ap.add_argument(
+        "--random-draws",
+        action="store_true",
+        help="each draw a simple random sample of the pool (a small draw may hold one class); "
+        "default: every draw starts with one row of each class",
     )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -11,6 +11,11 @@ score:
   ``beta ~ N(0, (s/2)^2)``: one intercept shift and one positive scale on the generated
   log-odds. ``b > 0`` by construction, so a handful of unlucky rows can weaken the
   generated model, never reverse it.
+* ``"prior"``: every coefficient moves under the generator's own prior,
+  ``theta_j ~ N(theta0_j, std_j^2)`` with the SDs the generator reports (a Bayesian update of
+  the generated model; only when those SDs are given, and only when asked for by name: it is
+  not one of the :data:`AUTO` candidates). A coefficient the generator is sure of barely
+  moves; an uncertain one follows the rows.
 * ``"map"``: every coefficient moves, ``theta ~ N(theta0, diag(1/lambda, ..))`` with the
   intercept's precision ``lambda * intercept_ratio``. With many rows the data dominate,
   so it tends to the per-task maximum-likelihood fit; a coefficient crosses zero only
@@ -23,12 +28,12 @@ classification networks"). :func:`choose` keeps the *simplest* candidate whose l
 evidence is within :data:`EVIDENCE_MARGIN` of the best: when the rows cannot tell the
 candidates apart, the zero-shot model stays. A candidate that *reverses* the generated
 model (its terms point against the generated ones: :func:`log_odds_scale` < 0, possible only
-for ``"map"``) is eligible only with overwhelming evidence: a log Bayes factor of at least
-:data:`REVERSAL_MARGIN` (ln 1000, prior odds of 1000 to 1 that the generated model is not
-anti-predictive at the site) over the best candidate that keeps its direction. A handful of
-unlucky or selected rows cannot reach that; hundreds of rows from a site where the model is
-really wrong can. Rows of one class say nothing about which
-patients are at higher risk, so only ``"zero-shot"`` and ``"intercept"`` compete then.
+for ``"prior"`` and ``"map"``) is eligible only with overwhelming evidence: a log Bayes factor
+of at least :data:`REVERSAL_MARGIN` (ln 1000, prior odds of 1000 to 1 that the generated
+model is not anti-predictive at the site) over the best candidate that keeps its direction. A
+handful of unlucky or selected rows cannot reach that; hundreds of rows from a site where the
+model is really wrong can. Rows of one class say nothing about which patients are at higher
+risk, so only ``"zero-shot"`` and ``"intercept"`` compete then.
 
 :func:`adapt` runs the whole choice and returns the adapted parameters with a report:
 which candidate won, every candidate's evidence, the intercept shift, the log-odds scale,
@@ -77,7 +82,10 @@ SCALE_WARN_FACTOR = 2.0
 #: coefficients that crossed zero
 SIGN_TOLERANCE = 0.01
 #: candidates from the simplest to the richest
-ORDER = ("zero-shot", "intercept", "recalibrate", "map")
+ORDER = ("zero-shot", "intercept", "recalibrate", "prior", "map")
+#: the candidates ``adaptation="auto"`` chooses among (``"prior"`` is asked for by name: with
+#: a handful of rows it can do worse than the generated model; docs/benchmarks.md, MAP-prior)
+AUTO = ("zero-shot", "intercept", "recalibrate", "map")
 
 
 @dataclass
@@ -260,8 +268,8 @@ def map_with_prior(
     """MAP logistic regression with an independent Gaussian prior per parameter,
     ``theta_j ~ N(theta0_j, std_j^2)`` (``std`` floored at ``min_std``): the elicited-prior
     method of AutoElicit (Capstick et al., ICML 2025), with a generator's mean and SD as the
-    elicited prior. A baseline of the label-efficiency benchmark, not one of :func:`adapt`'s
-    candidates.
+    elicited prior. :func:`adapt`'s ``"prior"`` candidate; its log evidence is the Laplace
+    approximation of the rows' marginal likelihood under that prior.
 
     Examples
     --------
@@ -282,9 +290,7 @@ def map_with_prior(
         + 0.5 * float(np.sum(np.log(prec)))
         - 0.5 * float(np.linalg.slogdet(H)[1])
     )
-    return Candidate(
-        "map-prior", theta, np.sqrt(np.clip(np.diag(np.linalg.inv(H)), 0, None)), ev, {}
-    )
+    return Candidate("prior", theta, np.sqrt(np.clip(np.diag(np.linalg.inv(H)), 0, None)), ev, {})
 
 
 def candidates(
@@ -292,11 +298,13 @@ def candidates(
     y: np.ndarray,
     theta0: np.ndarray,
     *,
-    names=ORDER,
+    names=AUTO,
     prior_strength="evidence",
     intercept_ratio: float = 0.1,
+    prior_std: np.ndarray | None = None,
 ) -> dict[str, Candidate]:
-    """Every candidate in ``names`` fitted to the rows ``(D, y)`` (0/1 ``y``) around ``theta0``."""
+    """Every candidate in ``names`` fitted to the rows ``(D, y)`` (0/1 ``y``) around ``theta0``;
+    ``"prior"`` only when ``prior_std`` (the generator's SDs, shape of ``theta0``) is given."""
     out: dict[str, Candidate] = {}
     if "zero-shot" in names:
         out["zero-shot"] = Candidate(
@@ -310,6 +318,8 @@ def candidates(
         out["intercept"] = recalibration(D, y, theta0, slope=False)
     if "recalibrate" in names:
         out["recalibrate"] = recalibration(D, y, theta0)
+    if "prior" in names and prior_std is not None:
+        out["prior"] = map_with_prior(D, y, np.asarray(theta0, float), prior_std)
     if "map" in names:
         out["map"] = map_candidate(
             D, y, theta0, prior_strength=prior_strength, intercept_ratio=intercept_ratio
@@ -390,6 +400,7 @@ def adapt(
     margin: float = EVIDENCE_MARGIN,
     labels: tuple | None = None,
     warn: bool = True,
+    prior_std: np.ndarray | None = None,
 ) -> tuple[Candidate, dict[str, Any]]:
     """Adapt ``theta0`` to the rows ``(D, y)``; returns the chosen :class:`Candidate` and a report.
 
@@ -399,13 +410,15 @@ def adapt(
     y : 0/1 event indicators, shape (k,).
     theta0 : the generated parameters (intercept first), shape (p + 1,).
     names : the parameter names (for the report).
-    adaptation : ``"auto"`` (the evidence chooses among every candidate), or one of
-        ``"zero-shot"``, ``"intercept"``, ``"recalibrate"``, ``"map"`` (that one, whatever
-        the evidence says).
+    adaptation : ``"auto"`` (the evidence chooses among the :data:`AUTO` candidates), or one of
+        ``"zero-shot"``, ``"intercept"``, ``"recalibrate"``, ``"prior"``, ``"map"`` (that one,
+        whatever the evidence says).
     prior_strength, intercept_ratio : of the MAP candidate (:func:`map_candidate`).
     margin : see :func:`choose`.
     labels : ``(non-event, event)`` labels as the user wrote them, for messages.
     warn : raise :class:`~ragim.errors.AdaptationWarning` for what the report flags.
+    prior_std : the generator's SD of each parameter, shape (p + 1,), >= 0 (floored at 1e-3
+        in the fit); needed by ``adaptation="prior"`` (an error without it).
 
     Returns
     -------
@@ -437,16 +450,34 @@ def adapt(
             f"adapt: D {D.shape}, y {y.shape}, theta0 {theta0.shape} and {len(names)} names "
             "do not match"
         )
+    if prior_std is not None:
+        prior_std = np.asarray(prior_std, dtype=float)
+        if prior_std.shape != theta0.shape or not np.all(np.isfinite(prior_std) & (prior_std >= 0)):
+            raise ValidationError(
+                f"prior_std must hold one finite SD >= 0 per parameter ({len(theta0)}), "
+                f"got shape {prior_std.shape}"
+            )
+    elif adaptation == "prior":
+        raise ValidationError(
+            "adaptation='prior' needs the generator's SDs of the parameters (prior_std); "
+            "generate with uncertainty=True, or use 'map'"
+        )
     n_events = int(y.sum())
     single = n_events in (0, len(y))
     if single:
         names_c = ("zero-shot", "intercept")
     elif adaptation == "auto":
-        names_c = ORDER
+        names_c = AUTO
     else:
         names_c = ("zero-shot", adaptation)
     cands = candidates(
-        D, y, theta0, names=names_c, prior_strength=prior_strength, intercept_ratio=intercept_ratio
+        D,
+        y,
+        theta0,
+        names=names_c,
+        prior_strength=prior_strength,
+        intercept_ratio=intercept_ratio,
+        prior_std=prior_std,
     )
     if adaptation == "auto" or (single and adaptation != "zero-shot"):
         chosen = choose(cands, margin)
@@ -529,6 +560,7 @@ def adapt(
 __all__ = [
     "EVIDENCE_MARGIN",
     "LAMBDA_GRID",
+    "AUTO",
     "ORDER",
     "RECAL_SCALES",
     "REVERSAL_MARGIN",

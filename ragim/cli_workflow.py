@@ -260,8 +260,9 @@ def adapt(
         typer.Option(
             "--method",
             help="auto (the evidence on the rows chooses; keeps the model when they cannot "
-            "tell) | intercept | recalibrate (an intercept and one positive slope) | map (every "
-            "coefficient, with the model as the prior)",
+            "tell) | intercept | recalibrate (an intercept and one positive slope) | prior (every "
+            "coefficient, under the model's own SDs) | map (every coefficient, with the model as "
+            "the prior)",
         ),
     ] = "auto",
     patient_id: PatientId = None,
@@ -275,9 +276,9 @@ def adapt(
     from ragim.io import sha256_file
     from ragim.validation import adapt_params
 
-    if method not in ("auto", "intercept", "recalibrate", "map"):
+    if method not in ("auto", "intercept", "recalibrate", "prior", "map"):
         raise typer.BadParameter(
-            f"--method must be auto, intercept, recalibrate or map, got {method!r}"
+            f"--method must be auto, intercept, recalibrate, prior or map, got {method!r}"
         )
     params, _, data = _load_labelled(params_path, rows, outcome, patient_id, sep, pos_label)
     with one_line_warnings():
@@ -330,6 +331,7 @@ _ADAPTATION_WORDS = {
     "zero-shot": "keeping the model as it was (the rows could not tell a change apart)",
     "intercept": "an intercept shift",
     "recalibrate": "recalibration",
+    "prior": "an update of every coefficient under the model's own SDs",
     "map": "MAP refit",
 }
 

@@ -15,6 +15,10 @@ Laplace evidence on the k rows is within one nat of the best:
   cross-validation (``"cv"``) or given. With many rows it tends to the per-task fit.
 
 ``adaptation="recalibrate"`` (or any other candidate's name) forces that candidate.
+``adaptation="prior"`` is a fifth, asked for by name only: every coefficient moves under the
+generator's own prior, ``N(theta0_j, std_j^2)`` with the SDs it generated (a Bayesian update;
+a coefficient the index pins down barely moves; it needs a generator that reports SDs, as the
+default one does).
 Rows of one class cannot show which patients are at higher risk: then only
 ``"zero-shot"`` and ``"intercept"`` compete, whatever ``adaptation`` says. What the
 adaptation did is in ``adaptation_report_``; an :class:`~ragim.errors.AdaptationWarning`
@@ -166,6 +170,7 @@ def adapt_prior(
         intercept_ratio=intercept_prior_ratio,
         labels=labels,
         warn=False,
+        prior_std=prior.std,
     )
     if warn:
         for msg in report["warnings"]:
@@ -202,7 +207,8 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     description : the target task's clinical description (needed with an index).
     k : neighbours to retrieve (None: the generator's default, else 10).
     adaptation : "auto" (the evidence chooses among "zero-shot", "intercept", "recalibrate"
-        and "map"; the zero-shot model when it cannot tell them apart) or one of those names.
+        and "map"; the zero-shot model when it cannot tell them apart), one of those names, or
+        "prior" (every coefficient under the generator's own SDs).
     prior_strength : for "map": "evidence", "cv", or a positive number (lambda).
     intercept_prior_ratio : the intercept's prior precision relative to the coefficients' ("map").
     exclude : task ids or a predicate excluded from retrieval (see :meth:`TaskIndex.search`).

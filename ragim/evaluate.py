@@ -20,15 +20,15 @@ task id) into a support pool (50%) and test rows (50%; the larger half of each c
 when it is odd); every method is scored on the same test rows. A k-shot method sees the
 first ``k`` rows of one seeded ordering of the pool that starts with one row of each
 class, so the k rows hold both classes whenever the pool does (and k = 4 rows are a
-subset of k = 8 rows).
+subset of k = 8 rows); with ``random_draws=True`` the ordering is a plain random one.
 
 Methods (the names are a contract; see :data:`METHODS`, extend with
 :func:`register_method`):
 
 * ``ragim-attention``: the :class:`~ragim.AttentionGenerator` (zero-shot); with k > 0
   rows, :class:`~ragim.ZeroShotClassifier` adapted on them with its default adaptation
-  (``"recalibrate"``: a calibration slope and intercept on the generated log-odds, the
-  prior scale chosen by evidence; a single-class draw still adapts, the prior keeps it sane).
+  (``"auto"``: the evidence on the rows chooses, see :mod:`ragim.adaptation`; a single-class
+  draw only moves the intercept).
 * ``pooled``: one LogisticModel on the rows of every index task.
 * ``nearest-neighbor``: the top-1 neighbour's parameters.
 * ``neighbor-mean``: the similarity-weighted mean of the top-k neighbours' parameters,
@@ -324,6 +324,19 @@ def draw_order(y_pool: np.ndarray, seed: int) -> np.ndarray:
     if len(firsts) == 2:
         order = np.concatenate([rng.permutation(order[firsts]), np.delete(order, firsts)])
     return order
+
+
+def random_draw_order(n_pool: int, seed: int) -> np.ndarray:
+    """A seeded random order of ``n_pool`` support-pool positions: its first k are a simple
+    random sample of k rows (either class may be missing from a small draw).
+
+    Examples
+    --------
+    >>> order = random_draw_order(6, seed=3)
+    >>> sorted(order.tolist()) == list(range(6)), bool((order == random_draw_order(6, 3)).all())
+    (True, True)
+    """
+    return np.random.default_rng(seed).permutation(int(n_pool))
 
 
 def _patient_ids(info: dict) -> frozenset:
@@ -819,6 +832,7 @@ def evaluate(
     draws: int = 1,
     targets: Sequence[str] | None = None,
     k_within_pool: bool = False,
+    random_draws: bool = False,
 ):
     """Run a protocol at the given k values; see :func:`zero_shot` (the frame's ``attrs``
     hold ``folds``: per fold the target ids, removed ids and index ids, and ``notes``).
@@ -829,7 +843,11 @@ def evaluate(
     test rows stay the same. ``targets``: the ids of the tasks to score (default: every
     task, or ``max_targets`` of them); the folds are made over them. ``k_within_pool``: skip
     a target's k values larger than its support pool (by default such a k is scored on the
-    whole pool, with ``n_support`` < k)."""
+    whole pool, with ``n_support`` < k). ``random_draws``: every draw is a simple random
+    sample of the pool (:func:`random_draw_order`), so a small draw may hold one class, as a
+    ward's k random patients may; by default every draw starts with one row of each class,
+    which over-represents the rarer class at small k (at k = 4 and a 10% event rate about
+    30% of the rows are events)."""
     from tqdm.auto import tqdm
 
     from ragim.embed import get_embedder
@@ -907,7 +925,14 @@ def evaluate(
             disable=None if progress else True,
         ):
             rows_t, preds_t = _score_target(
-                fctx, task, methods, k_shots, held, int(draws), k_within_pool=k_within_pool
+                fctx,
+                task,
+                methods,
+                k_shots,
+                held,
+                int(draws),
+                k_within_pool=k_within_pool,
+                random_draws=random_draws,
             )
             for r in rows_t:
                 r.update(
@@ -970,6 +995,7 @@ def _score_target(
     draws: int = 1,
     *,
     k_within_pool: bool = False,
+    random_draws: bool = False,
 ):
     from ragim.index import leak_free
 
@@ -985,7 +1011,10 @@ def _score_target(
         X_pool=task.X.iloc[pool].reset_index(drop=True),
         y_pool=task.y[pool],
     )
-    orders = [pool] + [pool[draw_order(task.y[pool], seed + 7919 * d)] for d in range(1, draws)]
+    if random_draws:
+        orders = [pool[random_draw_order(len(pool), seed + 7919 * d)] for d in range(draws)]
+    else:
+        orders = [pool] + [pool[draw_order(task.y[pool], seed + 7919 * d)] for d in range(1, draws)]
     cache: dict = {}
     rows, preds = [], []
     for k in k_shots:
@@ -1106,6 +1135,7 @@ __all__ = [
     "assert_leak_free",
     "design_rows",
     "draw_order",
+    "random_draw_order",
     "evaluate",
     "few_shot",
     "format_table",

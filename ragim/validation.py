@@ -241,7 +241,8 @@ def adapt_params(
     the rows choose between keeping the model, shifting its intercept, recalibrating it (an
     intercept shift and one positive scale on its log-odds) and a MAP refit of every
     coefficient centred on it, and keeps the model when the rows cannot tell them apart;
-    ``"recalibrate"``, ``"map"`` (or ``"intercept"``, ``"zero-shot"``) force one. See
+    ``"recalibrate"``, ``"map"`` (or ``"intercept"``, ``"zero-shot"``) force one, and
+    ``"prior"`` updates every coefficient under the model's own SDs (``params.std``). See
     :mod:`ragim.adaptation`.
 
     Parameters
@@ -249,7 +250,7 @@ def adapt_params(
     params : the model to adapt (logistic or GAM).
     X : the local patients, the model's feature columns.
     y : their 0/1 outcomes.
-    adaptation : "auto", "recalibrate", "map", "intercept" or "zero-shot".
+    adaptation : "auto", "recalibrate", "prior", "map", "intercept" or "zero-shot".
 
     Returns
     -------

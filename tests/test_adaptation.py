@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from ragim import TaskIndex, ZeroShotClassifier, datasets
-from ragim.adaptation import REVERSAL_MARGIN, adapt, candidates, choose, recalibration
+from ragim.adaptation import ORDER, REVERSAL_MARGIN, adapt, candidates, choose, recalibration
 from ragim.errors import AdaptationWarning, DomainWarning
 from ragim.estimator import adapt_prior, neighbor_mean
 from ragim.generate.statistical import default_generator
@@ -172,7 +172,7 @@ def test_explicit_adaptations_and_the_report_fields(family):
     t = fam[7]
     rows = np.random.default_rng(0).permutation(t.n_rows)[:24]
     X, y = t.X.iloc[rows], t.y[rows]
-    for name in ("zero-shot", "intercept", "recalibrate", "map"):
+    for name in ("zero-shot", "intercept", "recalibrate", "prior", "map"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AdaptationWarning)
             clf = ZeroShotClassifier(index=index, description=t.description, adaptation=name).fit(
@@ -188,7 +188,7 @@ def test_explicit_adaptations_and_the_report_fields(family):
         "intercept",
         "recalibrate",
         "map",
-    }
+    }  # "prior" is asked for by name
     zero = ZeroShotClassifier(index=index, description=t.description).fit()
     assert zero.adaptation_report_ is None and zero.params_.metadata["coverage"]["k"] == 10
 
@@ -201,6 +201,42 @@ def test_adapt_prior_matches_the_estimator(family):
     params, report = adapt_prior(clf.prior_params_, X, y.astype(float), warn=False)
     np.testing.assert_allclose(params.vector, clf.params_.vector)
     assert report == clf.adaptation_report_
+
+
+def test_the_prior_candidate_moves_each_coefficient_by_its_generated_uncertainty():
+    """Under the generator's own prior a coefficient it is sure of stays, an uncertain one
+    follows the rows; with every SD huge it is the maximum-likelihood fit."""
+    truth = np.array([0.3, 0.4, 0.9, -0.7])
+    D, y = _rows(400, 2, truth)
+    sure_a = np.array([1e-3, 1e-3, 10.0, 10.0])  # intercept and 'a' certain, 'b' and 'c' not
+    cand, report = adapt(D, y, THETA0, NAMES, adaptation="prior", prior_std=sure_a, warn=False)
+    assert report["chosen"] == "prior"
+    np.testing.assert_allclose(cand.theta[:2], THETA0[:2], atol=1e-3)
+    assert cand.theta[2] > 0.5 and cand.theta[3] < -0.3  # 'b' and 'c' crossed zero
+    assert set(report["sign_changes"]) == {"b", "c"}
+    mle = LogisticRegression(C=np.inf, tol=1e-10, max_iter=10_000).fit(D, y)
+    free, _ = adapt(D, y, THETA0, NAMES, adaptation="prior", prior_std=np.full(4, 1e4), warn=False)
+    np.testing.assert_allclose(free.theta[1:], mle.coef_[0], atol=1e-3)
+    # the evidence of "prior" pays for its SDs: rows from theta0 itself prefer zero-shot
+    D0, y0 = _rows(32, 3)
+    c = candidates(D0, y0, THETA0, names=ORDER, prior_std=np.full(4, 3.0))
+    assert c["zero-shot"].log_evidence > c["prior"].log_evidence
+
+
+def test_the_prior_candidate_needs_valid_sds_and_is_asked_for_by_name():
+    from ragim.errors import ValidationError
+
+    D, y = _rows(20, 0)
+    with pytest.raises(ValidationError, match="needs the generator's SDs"):
+        adapt(D, y, THETA0, NAMES, adaptation="prior")
+    with pytest.raises(ValidationError, match="one finite SD >= 0 per parameter"):
+        adapt(D, y, THETA0, NAMES, prior_std=np.array([1.0, np.nan, 1.0, 1.0]))
+    with pytest.raises(ValidationError, match="one finite SD >= 0 per parameter"):
+        adapt(D, y, THETA0, NAMES, prior_std=np.ones(3))
+    # "auto" leaves it out, with or without SDs
+    for std in (None, np.ones(4)):
+        _, report = adapt(D, y, THETA0, NAMES, warn=False, prior_std=std)
+        assert "prior" not in report["log_evidence"]
 
 
 def test_adapt_rejects_unknown_adaptation():

@@ -317,6 +317,25 @@ def test_adapt_map_moves_every_coefficient(root, tmp_path):
     assert np.ptp(ratio) > 0.05  # not one common slope: each coefficient moved on its own
 
 
+def test_adapt_prior_updates_under_the_models_own_sds(root, tmp_path):
+    from ragim.adaptation import map_with_prior
+
+    d = root["path"]
+    prior = ModelParams.load(d / "m0")
+    assert prior.std is not None  # the generated model carries its SDs
+    out = _json(
+        "adapt", d / "m0", "--rows", d / "adapt.csv", "--outcome", "cad",
+        "--save", tmp_path / "m", "--method", "prior",
+    )
+    adapted = ModelParams.load(tmp_path / "m")
+    assert out["method"] == out["asked"] == "prior" and adapted.metadata["adaptation"] == "prior"
+    X, y, _ = _frame(d, "adapt.csv")
+    want = map_with_prior(
+        design_matrix("logistic", prior.schema, X), y.astype(float), prior.vector, prior.std
+    )
+    np.testing.assert_allclose(adapted.vector, want.theta, rtol=1e-10, atol=1e-12)
+
+
 # ---------------------------------------------------------------------- export
 def test_export_csv_holds_every_parameter_with_its_interval(root, tmp_path):
     d = root["path"]
@@ -561,7 +580,7 @@ def test_bad_inputs_are_one_line_and_exit_2(
         (
             "adapt",
             ["--rows", "{d}/adapt.csv", "--outcome", "cad", "--save", "{t}/o", "--method", "magic"],
-            "--method must be auto, intercept, recalibrate or map",
+            "--method must be auto, intercept, recalibrate, prior or map",
         ),
         ("score", ["--rows", "{d}/validate.csv"], "Missing option '--outcome'"),
         ("predict", ["--rows", "{d}/validate.csv"], "has columns the model does not use ['cad']"),

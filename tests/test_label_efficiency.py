@@ -89,6 +89,25 @@ def test_draws_are_different_rows_scored_on_the_same_test_rows(both, family):
         assert not set(fold["targets"]) & set(fold["index_ids"])
 
 
+def test_random_draws_are_simple_random_samples_of_the_pool(family):
+    """With ``random_draws`` a draw is a plain random sample: over many draws of 4 rows the
+    share of events matches the pool's, and some draws hold one class; the default ordering
+    puts one row of each class first, which over-represents the rarer class."""
+    y = np.array([1] * 10 + [0] * 90)
+    seeds = range(2000)
+    rand = np.array([y[evaluate.random_draw_order(len(y), s)[:4]].mean() for s in seeds])
+    both = np.array([y[evaluate.draw_order(y, s)[:4]].mean() for s in seeds])
+    assert abs(rand.mean() - 0.10) < 0.01 and (rand == 0).mean() > 0.5
+    assert both.min() >= 0.25 and both.mean() > 0.25  # at least 1 event in 4: 2.5x the rate
+    df = _run(family, k_within_pool=True, random_draws=True)
+    lr = df[(df["method"] == "per-task-k") & (df["k_shot"] == 4)]
+    assert sorted(lr["draw"].unique()) == [0, 1, 2]
+    default = _run(family, k_within_pool=True)
+    key = ["task_id", "method", "k_shot", "draw"]
+    zero = lambda d: d[d["k_shot"] == 0].sort_values(key).reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(zero(df), zero(default))  # the same test rows and zero-shot
+
+
 def test_adapt_prior_with_a_given_design_matches_and_checks_its_shape(family):
     t = family[0]
     schema = family.schema
