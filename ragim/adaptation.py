@@ -450,18 +450,33 @@ def adapt(
             f"adapt: D {D.shape}, y {y.shape}, theta0 {theta0.shape} and {len(names)} names "
             "do not match"
         )
-    if prior_std is not None:
+    if len(y) == 0 or not np.all((y == 0) | (y == 1)):
+        raise ValidationError(
+            f"adapt needs at least one row and 0/1 outcomes y, got {len(y)} rows"
+            + (f" with the value {y[~((y == 0) | (y == 1))][0]}" if len(y) else "")
+        )
+    if not (np.all(np.isfinite(D)) and np.all(np.isfinite(theta0))):
+        raise ValidationError("adapt: the design matrix D and theta0 must be finite (no NaN, inf)")
+    if adaptation != "prior":
+        prior_std = None  # only "prior" uses the SDs
+    elif prior_std is None:
+        raise ValidationError(
+            "adaptation 'prior' needs the SD of every parameter of the model, and this one has "
+            "none: use a model from a generator that reports SDs (the statistical and attention "
+            "generators do), or adaptation 'map'"
+        )
+    else:
         prior_std = np.asarray(prior_std, dtype=float)
-        if prior_std.shape != theta0.shape or not np.all(np.isfinite(prior_std) & (prior_std >= 0)):
+        if prior_std.shape != theta0.shape:
             raise ValidationError(
-                f"prior_std must hold one finite SD >= 0 per parameter ({len(theta0)}), "
+                f"prior_std must hold one SD per parameter ({len(theta0)}), "
                 f"got shape {prior_std.shape}"
             )
-    elif adaptation == "prior":
-        raise ValidationError(
-            "adaptation='prior' needs the generator's SDs of the parameters (prior_std); "
-            "generate with uncertainty=True, or use 'map'"
-        )
+        bad = np.flatnonzero(~(np.isfinite(prior_std) & (prior_std >= 0)))
+        if len(bad):
+            raise ValidationError(
+                f"prior_std must be finite and >= 0, got {prior_std[bad[0]]} for {names[bad[0]]!r}"
+            )
     n_events = int(y.sum())
     single = n_events in (0, len(y))
     if single:

@@ -304,7 +304,10 @@ def adapt(
         "n_positive": int(data.y.sum()),
         "intercept_before": params.intercept,
         "intercept_after": adapted.intercept,
-        "terms_scale": _terms_scale(params, adapted),
+        # the least-squares factor of the adapted terms on the original ones (the recalibration
+        # slope when only the scale changed); a median ratio hid large moves of a few terms
+        "terms_scale": adapted.metadata["adaptation_report"]["log_odds_scale"],
+        "sign_changes": adapted.metadata["adaptation_report"]["sign_changes"],
     }
     if as_json:
         echo_json(summary)
@@ -318,8 +321,13 @@ def adapt(
         f"saved to {save}\n"
         f"  intercept  {params.intercept:+.3f} -> {adapted.intercept:+.3f} ({change:+.3f})"
         + (
-            f"\n  terms      x {scale:.3f} (median ratio of the adapted to the original terms)"
+            f"\n  terms      x {scale:.3f} (least-squares scale, adapted on original terms)"
             if scale is not None
+            else ""
+        )
+        + (
+            f"\n  crossed zero: {', '.join(summary['sign_changes'])}"
+            if summary["sign_changes"]
             else ""
         )
         + f"\nscore it on patients it was not adapted on: ragim score {save} --rows OTHER.csv "
@@ -334,16 +342,6 @@ _ADAPTATION_WORDS = {
     "prior": "an update of every coefficient under the model's own SDs",
     "map": "MAP refit",
 }
-
-
-def _terms_scale(before, after) -> float | None:
-    """The median ratio of the adapted terms to the original ones: the recalibration slope when
-    the adaptation recalibrated (every term is scaled by it); None when every term is 0."""
-    b, a = before.terms, after.terms
-    big = np.abs(b) > 1e-12
-    if not big.any():
-        return None
-    return float(np.median(a[big] / b[big]))
 
 
 def export(

@@ -368,6 +368,11 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
             y, len(frame), type(self).__name__, allow_single_class=self.index is not None
         )
         y01 = self._event_indicator(y, classes)
+        if self.index is None and self.adaptation not in ("auto", "map"):
+            raise ValidationError(
+                f"adaptation {self.adaptation!r} needs a generated model; without an index the "
+                "prior is centred at zero and only 'map' (or 'auto') applies"
+            )
         asked = (
             self.adaptation if self.index is not None else "map"
         )  # a zero prior has nothing to recalibrate

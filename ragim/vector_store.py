@@ -33,8 +33,11 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import shutil
+import sys
 import tempfile
 import weakref
 from collections.abc import Callable, Sequence
@@ -369,8 +372,9 @@ class VectorStore:
             raise ValidationError(f"vectors have dimension {v.shape[1]}, the index has {self.dim}")
         start = self.ntotal
         if len(v):
-            self._writable()
-            self._cpu.add(v)
+            with faiss_notices_to_stderr(self.storage == "ondisk"):
+                self._writable()
+                self._cpu.add(v)
         self._search_index = None
         return np.arange(start, start + len(v))
 
@@ -394,17 +398,41 @@ class VectorStore:
         )
 
     def compact(self) -> np.ndarray:
-        """Rebuild without tombstones; returns the old row number of each kept row."""
+        """Rebuild without tombstones; returns the old row number of each kept row.
+
+        The trained structures (coarse centroids, scalar or product quantisers) are kept and
+        only the kept vectors are stored again, so a removal neither retrains the index nor
+        needs enough vectors to train one (FAISS ``reset`` on a copy of the trained index)."""
         keep = np.array([r for r in range(self.ntotal) if r not in self.deleted], dtype=np.int64)
         vectors = self.reconstruct_all()[keep]
-        self._create(
-            vectors if len(vectors) else np.zeros((1, self.dim), np.float32),
-            train_size=200_000,
-            seed=0,
-        )
+        self._cpu = self._trained_copy()
+        if self.storage == "ondisk":
+            self._use_new_lists()
+        self._apply_params()
+        self._search_index = None
         self.add(vectors)
         self.deleted = set()
         return keep
+
+    def _trained_copy(self):
+        """An empty copy of the index with its training (its inverted lists are not copied)."""
+        faiss = import_faiss()
+        ivf = faiss.try_extract_index_ivf(self._cpu)
+        if ivf is None:
+            fresh = faiss.clone_index(self._cpu)
+        else:  # clone it over empty in-memory lists: on-disk lists cannot be cloned
+            current, own = ivf.invlists, ivf.own_invlists
+            empty = faiss.ArrayInvertedLists(ivf.nlist, ivf.code_size)
+            ivf.own_invlists = False
+            ivf.replace_invlists(empty, False)
+            try:
+                fresh = faiss.clone_index(self._cpu)
+            finally:
+                ivf.replace_invlists(current, False)
+                ivf.own_invlists = own
+                del empty
+        fresh.reset()
+        return fresh
 
     def memory_bytes(self) -> int:
         """Bytes of the serialised index: codes, ids and trained structures (for an on-disk
@@ -632,6 +660,10 @@ class VectorStore:
         if self.storage != "ondisk":
             faiss.write_index(self._cpu, str(path))
             return
+        with faiss_notices_to_stderr():
+            self._write_ondisk(faiss, path)
+
+    def _write_ondisk(self, faiss, path: Path) -> None:
         ivf = faiss.extract_index_ivf(self._cpu)
         current = ivf.invlists
         lists = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(path.parent / ONDISK_FILE))
@@ -662,7 +694,8 @@ class VectorStore:
         faiss = import_faiss()
         flags = faiss.IO_FLAG_ONDISK_SAME_DIR if storage == "ondisk" else 0
         try:
-            index = faiss.read_index(str(path), flags)
+            with faiss_notices_to_stderr(storage == "ondisk"):
+                index = faiss.read_index(str(path), flags)
         except (RuntimeError, MemoryError, OSError, TypeError, ValueError) as exc:
             from ragim.errors import ArtifactError
 
@@ -701,12 +734,46 @@ def _hits(scores: np.ndarray, rows: np.ndarray) -> list[tuple[float, int]]:
     return [(float(s), int(r)) for s, r in zip(scores[0], rows[0], strict=True) if r >= 0]
 
 
+@contextlib.contextmanager
+def faiss_notices_to_stderr(active: bool = True):
+    """Send what FAISS's C++ code prints to standard output (its on-disk lists print
+    "resizing ..." and "IO_FLAG_ONDISK_SAME_DIR: updating ..." with printf) to standard error
+    instead, so that a ``--json`` answer on standard output stays one JSON document."""
+    if not active:
+        yield
+        return
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError, AttributeError):  # no file descriptor 1 (an embedded Python)
+        yield
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        libc.fflush(None)  # C's buffer, before standard output is given back
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _merge_lists(target, source) -> None:
-    """Copy every inverted list of ``source`` into the (empty) on-disk lists ``target``."""
-    faiss = import_faiss()
-    vec = faiss.InvertedListsPtrVector()
-    vec.push_back(source)
-    target.merge_from_multiple(vec.data(), vec.size())
+    """Copy every inverted list of ``source`` into the (empty) on-disk lists ``target``, list
+    by list with ``add_entries``: FAISS's ``merge_from_multiple`` leaves the copied area marked
+    free, so a later add overwrote other tasks' vectors (tests/test_vector_store.py)."""
+    for no in range(source.nlist):
+        n = source.list_size(no)
+        if not n:
+            continue
+        codes, ids = source.get_codes(no), source.get_ids(no)
+        try:
+            target.add_entries(no, n, ids, codes)
+        finally:
+            source.release_codes(no, codes)
+            source.release_ids(no, ids)
 
 
 def _canonical(index: str) -> str:

@@ -227,12 +227,15 @@ def test_the_prior_candidate_needs_valid_sds_and_is_asked_for_by_name():
     from ragim.errors import ValidationError
 
     D, y = _rows(20, 0)
-    with pytest.raises(ValidationError, match="needs the generator's SDs"):
+    with pytest.raises(ValidationError, match="needs the SD of every parameter"):
         adapt(D, y, THETA0, NAMES, adaptation="prior")
-    with pytest.raises(ValidationError, match="one finite SD >= 0 per parameter"):
-        adapt(D, y, THETA0, NAMES, prior_std=np.array([1.0, np.nan, 1.0, 1.0]))
-    with pytest.raises(ValidationError, match="one finite SD >= 0 per parameter"):
-        adapt(D, y, THETA0, NAMES, prior_std=np.ones(3))
+    with pytest.raises(ValidationError, match="finite and >= 0, got nan for 'a'"):
+        adapt(D, y, THETA0, NAMES, adaptation="prior", prior_std=np.array([1.0, np.nan, 1.0, 1.0]))
+    with pytest.raises(ValidationError, match="one SD per parameter"):
+        adapt(D, y, THETA0, NAMES, adaptation="prior", prior_std=np.ones(3))
+    # the other adaptations do not use the SDs, so they do not check them
+    _, report = adapt(D, y, THETA0, NAMES, adaptation="map", prior_std=np.ones(3), warn=False)
+    assert report["chosen"] == "map"
     # "auto" leaves it out, with or without SDs
     for std in (None, np.ones(4)):
         _, report = adapt(D, y, THETA0, NAMES, warn=False, prior_std=std)
@@ -246,6 +249,12 @@ def test_adapt_rejects_unknown_adaptation():
         adapt(np.zeros((3, 3)), np.array([0.0, 1.0, 0.0]), np.zeros(4), NAMES, adaptation="refit")
     with pytest.raises(ValidationError, match="do not match"):
         adapt(np.zeros((3, 2)), np.array([0.0, 1.0, 0.0]), np.zeros(4), NAMES)
+    with pytest.raises(ValidationError, match="0/1 outcomes y, got 4 rows with the value 2"):
+        adapt(np.zeros((4, 3)), np.array([0.0, 0.0, 2.0, 2.0]), np.zeros(4), NAMES)
+    with pytest.raises(ValidationError, match="at least one row"):
+        adapt(np.zeros((0, 3)), np.zeros(0), np.zeros(4), NAMES)
+    with pytest.raises(ValidationError, match="must be finite"):
+        adapt(np.full((3, 3), np.nan), np.array([0.0, 1.0, 0.0]), np.zeros(4), NAMES)
 
 
 def test_the_default_generator_attaches_coverage_and_warns_outside_the_domain(family):
@@ -256,3 +265,13 @@ def test_the_default_generator_attaches_coverage_and_warns_outside_the_domain(fa
     with pytest.warns(DomainWarning, match="outside what the index covers"):
         model = gen.generate("Vorhersage der Sterblichkeit nach Herzinfarkt bei Frauen")
     assert model.params_.metadata["coverage"]["in_domain"] is False
+
+
+def test_without_an_index_only_map_applies_and_asking_otherwise_is_refused():
+    from ragim.errors import ValidationError
+
+    D, y = _rows(30, 4)
+    with pytest.raises(ValidationError, match="without an index the prior is centred at zero"):
+        ZeroShotClassifier(adaptation="prior").fit(D, y)
+    clf = ZeroShotClassifier().fit(D, y)
+    assert clf.adaptation_report_["chosen"] == "map"

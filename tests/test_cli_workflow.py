@@ -273,6 +273,7 @@ def test_adapt_recalibrates_like_zero_shot_classifier(root):
     assert out["n_rows"] == len(y) and out["n_positive"] == int(y.sum())
     assert out["intercept_after"] == pytest.approx(theta[0])
     assert out["terms_scale"] == pytest.approx(float(np.median(theta[1:] / prior.vector[1:])))
+    assert out["sign_changes"] == []  # a positive recalibration moves no term across zero
     # then score again on the other patients
     after = _json(
         "score", d / "m1", "--rows", d / "validate.csv", "--outcome", "cad", "--n-boot", 0

@@ -48,7 +48,7 @@ def test_compressed_vectors_find_the_exact_neighbours(family, whole, factory):
         assert small.store.memory_bytes() < whole.store.memory_bytes() / 3
 
 
-def test_ondisk_lists_are_saved_beside_the_index_and_load_read_only(family, whole, tmp_path):
+def test_ondisk_lists_are_saved_beside_the_index_and_load_read_only(family, whole, tmp_path, capfd):
     disk = TaskIndex.build(family, embedder="hashing:384", index="IVF16,Flat", storage="ondisk", progress=False,
                            chunk_size=200)
     ram = TaskIndex.build(family, embedder="hashing:384", index="IVF16,Flat", progress=False, chunk_size=200)
@@ -62,9 +62,21 @@ def test_ondisk_lists_are_saved_beside_the_index_and_load_read_only(family, whol
     assert [[h.task_id for h in hs] for hs in again.search(q, k=8, exclude=[family.ids[0]])] == hits
     # adding to a loaded on-disk index copies its lists first: the artifact stays intact
     extra = datasets.synthetic_family(n_tasks=320, n_features=3, seed=4).take(range(300, 320))
+    capfd.readouterr()
     again.add(extra)
     assert len(again) == 320 and again.search(extra[0].description, k=1)[0].task_id == extra.ids[0]
-    assert len(TaskIndex.load(path)) == 300
+    # ... and leaves every task it held where it was (FAISS's merge_from_multiple marked the
+    # copied lists free, so the add overwrote other tasks' vectors)
+    ram.add(extra)
+    every = family.descriptions + extra.descriptions
+    assert [[h.task_id for h in hs] for hs in again.search(every, k=5)] == [
+        [h.task_id for h in hs] for hs in ram.search(every, k=5)
+    ]
+    np.testing.assert_allclose(again.store.reconstruct_all(), ram.store.reconstruct_all(), atol=1e-6)
+    resaved = TaskIndex.load(again.save(tmp_path / "disk2"))
+    assert len(resaved) == 320 and len(TaskIndex.load(path)) == 300
+    # FAISS's on-disk notices go to stderr, never into a --json answer on stdout
+    assert capfd.readouterr().out == ""
 
 
 def test_bad_streaming_options_are_named():
@@ -103,3 +115,20 @@ def test_duplicate_ids_in_different_chunks_are_refused(family):
     twice = TaskCollection([family[0], family[1], family[0]], validate=False)
     with pytest.raises(ValidationError, match=r"duplicate task ids: \['syn-0000000'\]"):
         TaskIndex.build(twice, embedder="hashing:384", progress=False, chunk_size=2)
+
+
+@pytest.mark.parametrize("factory", ["IVF16,SQ8", "IVF16,Flat@ondisk"])
+def test_a_removal_keeps_the_trained_index_and_saves_below_its_training_size(tmp_path, factory):
+    """Saving after remove() used to decode every vector, retrain the index on them (losing
+    quality with each cycle) and fail when fewer vectors than the index trains on were left."""
+    fac, _, storage = factory.partition("@")
+    tasks = datasets.synthetic_family(n_tasks=400, n_features=3, seed=1)
+    ix = TaskIndex.build(tasks, embedder="hashing:384", index=fac, storage=storage or "memory", progress=False)
+    before = ix.store.reconstruct_all()
+    for cycle in range(2):
+        ix.remove([ix.ids[-1]])
+        ix = TaskIndex.load(ix.save(tmp_path / f"c{cycle}"))
+    np.testing.assert_array_equal(ix.store.reconstruct_all(), before[: len(ix)])  # codes unchanged
+    ix.remove(ix.ids[5:])  # 5 left: fewer than the 16 lists the index was trained with
+    again = TaskIndex.load(ix.save(tmp_path / "few"))
+    assert again.ids == ix.ids and again.search(tasks[0].description, k=1)[0].task_id == tasks.ids[0]
