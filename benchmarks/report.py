@@ -169,6 +169,7 @@ def scale_section(res: dict) -> list[str]:
                            f"{row['baseline']['tasks_per_s_per_thread']:,.1f} | {strong}{row['ratio']:.1f}×{strong} | "
                            f"{r['max_abs_diff']:.1e} |")
         first = fit[min(fit)]
+        out += [""] + [f"Note on {n:,}: {fit[n]['note']}." for n in sorted(fit) if fit[n].get("note")]
         out += ["", _resources(res, threads, first), "", f"Ours: {first['ours']['description']}.", "",
                 f"Baseline: {first['baseline']['description']}. With more than one thread the loop runs on that many "
                 "processes (joblib loky, started before the clock). Only solver time counts on both sides; the tasks "

@@ -94,9 +94,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--max-tasks", type=int, default=2_000_000, help="largest size of every section")
     ap.add_argument("--sizes", type=int, nargs="+", default=SIZES, help="retrieval and store-build sizes")
-    ap.add_argument("--build-sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000],
+    ap.add_argument("--build-sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000, 2_000_000],
                     help="sizes of the full TaskIndex.build (fit, embed, add)")
-    ap.add_argument("--fit-sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    ap.add_argument("--fit-sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000, 2_000_000])
     ap.add_argument("--threads", type=int, nargs="+", default=list(bench.default_threads()))
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--lm-queries", type=int, default=3, help="LM generations timed (0: skip the LM benchmark)")
