@@ -724,7 +724,7 @@ class TaskIndex:
         (['params', 'records', 'vectors'], True)
         """
         return {
-            "vectors": int(self.store.memory_bytes()),
+            "vectors": int(self.store.memory_bytes(in_ram=True)),
             "params": int(self._params.nbytes),
             "records": self._records.memory_bytes(),
         }
@@ -746,7 +746,12 @@ class TaskIndex:
         from ragim.models import fit_many
 
         if not isinstance(tasks, TaskCollection):
-            tasks = TaskCollection(list(tasks), schema=self.schema, validate=False)
+            tasks = list(tasks)
+            if not tasks:
+                raise ValidationError("add() needs at least one task, got none")
+            tasks = TaskCollection(tasks, schema=self.schema, validate=False)
+        if len(tasks) == 0:
+            raise ValidationError("add() needs at least one task, got none")
         dupes = [t for t in tasks.ids if t in self._id_to_row]
         if dupes:
             raise ValidationError(f"tasks already in the index: {dupes[:10]}; remove them first")
@@ -788,8 +793,24 @@ class TaskIndex:
         return [i["task_id"] for i in infos]
 
     def remove(self, ids: str | Iterable[str]) -> None:
-        """Remove tasks by id (tombstoned now, dropped at the next save)."""
+        """Remove tasks by id (tombstoned now, dropped at the next save).
+
+        Raises
+        ------
+        ValidationError
+            When an id is not in the index (never added, or removed already); nothing is
+            removed then.
+        """
         ids = [ids] if isinstance(ids, str) else list(ids)
+        missing = [t for t in ids if t not in self._id_to_row]
+        if missing:
+            gone = [t for t in missing if t in self._removed]
+            raise ValidationError(
+                f"cannot remove {len(missing)} task id(s) the index does not hold: "
+                f"{missing[:5]}" + (f" ({len(gone)} removed already)" if gone else "")
+            )
+        if len(set(ids)) != len(ids):
+            ids = list(dict.fromkeys(ids))
         rows = [self.row(t) for t in ids]
         with self._lock:
             self.store.remove(rows)

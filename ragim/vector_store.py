@@ -434,11 +434,14 @@ class VectorStore:
         fresh.reset()
         return fresh
 
-    def memory_bytes(self) -> int:
+    def memory_bytes(self, *, in_ram: bool = False) -> int:
         """Bytes of the serialised index: codes, ids and trained structures (for an on-disk
-        store, its lists' codes and ids too). Counted as FAISS writes them, never copied."""
+        store, its lists' codes and ids too, unless ``in_ram``: then only what stays in memory,
+        the coarse centroids). Counted as FAISS writes them, never copied."""
         faiss = import_faiss()
         ivf = faiss.try_extract_index_ivf(self._cpu)
+        if self.storage == "ondisk" and ivf is not None and in_ram:
+            return int(ivf.quantizer.ntotal * self.dim * 4)
         if self.storage == "ondisk" and ivf is not None:
             lists = ivf.invlists
             code_bytes = sum(lists.list_size(i) * (ivf.code_size + 8) for i in range(ivf.nlist))
@@ -780,6 +783,13 @@ def _canonical(index: str) -> str:
     if not isinstance(index, str) or not index.strip():
         raise ValidationError(f"index must be 'auto' or a FAISS factory string, got {index!r}")
     index = index.strip()  # " IVF16,SQ8 " from a config file or a shell variable
+    import re
+
+    if re.search(r"IVF0*(?:,|_|$)", index) or "IDMap" in index:
+        raise ValidationError(
+            f"index {index!r} is not supported: an IVF index needs at least 1 list, and ragim "
+            "numbers the rows itself (no IDMap); e.g. 'IVF4096,SQ8'"
+        )
     return "Flat" if index.lower() == "flat" else index
 
 

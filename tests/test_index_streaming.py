@@ -55,6 +55,9 @@ def test_ondisk_lists_are_saved_beside_the_index_and_load_read_only(family, whol
     q = family.descriptions[:5]
     hits = [[h.task_id for h in hs] for hs in disk.search(q, k=8, exclude=[family.ids[0]])]
     assert hits == [[h.task_id for h in hs] for hs in ram.search(q, k=8, exclude=[family.ids[0]])]
+    # in RAM an on-disk index holds only its 16 coarse centroids; the lists are on disk
+    assert disk.memory_bytes()["vectors"] == 16 * disk.store.dim * 4
+    assert disk.store.memory_bytes() >= 300 * disk.store.dim * 4 > ram.memory_bytes()["vectors"] / 2
     path = disk.save(tmp_path / "disk")
     assert (path / "index.ivfdata").stat().st_size >= 300 * 4 * disk.store.dim
     again = TaskIndex.load(path)
@@ -132,3 +135,18 @@ def test_a_removal_keeps_the_trained_index_and_saves_below_its_training_size(tmp
     ix.remove(ix.ids[5:])  # 5 left: fewer than the 16 lists the index was trained with
     again = TaskIndex.load(ix.save(tmp_path / "few"))
     assert again.ids == ix.ids and again.search(tasks[0].description, k=1)[0].task_id == tasks.ids[0]
+
+
+def test_unusable_index_strings_and_empty_or_repeated_updates_are_named():
+    tasks = datasets.synthetic_family(n_tasks=40, n_features=2, seed=0)
+    for bad in ("IVF0,Flat", "IDMap,Flat"):
+        with pytest.raises(ValidationError, match="is not supported"):
+            TaskIndex.build(tasks, embedder="hashing:384", index=bad, progress=False)
+    ix = TaskIndex.build(tasks, embedder="hashing:384", progress=False)
+    with pytest.raises(ValidationError, match="at least one task"):
+        ix.add([])
+    ix.remove(ix.ids[0])
+    with pytest.raises(ValidationError, match=r"does not hold: .*\(1 removed already\)"):
+        ix.remove(tasks.ids[0])
+    with pytest.raises(ValidationError, match="does not hold"):
+        ix.remove("no-such-task")
