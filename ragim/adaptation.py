@@ -523,7 +523,7 @@ def adapt(
             lab += f" (label {written!r})"
         report["single_class"] = {"n": int(len(y)), "class": int(n_events > 0), "action": chosen}
         did = (
-            "kept the zero-shot model"
+            "the intercept too"
             if chosen == "zero-shot"
             else f"shifted only the intercept by {report['intercept_shift']:+.2f} "
             f"(every risk {'rises' if report['intercept_shift'] > 0 else 'falls'})"

@@ -705,6 +705,14 @@ class VectorStore:
             raise ArtifactError(
                 f"{path}: not a readable FAISS index ({str(exc).splitlines()[0]})"
             ) from exc
+        has_lists = faiss.try_extract_index_ivf(index) is not None
+        if has_lists != ("IVF" in factory):
+            from ragim.errors import ArtifactError
+
+            raise ArtifactError(
+                f"{path}: the index {'has' if has_lists else 'has no'} inverted lists, but the "
+                f"configuration says {factory!r}; the artifact was assembled from different indices"
+            )
         store = cls(
             index.d, factory, nprobe=nprobe, ef_search=ef_search, device=device, storage=storage
         )

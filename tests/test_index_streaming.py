@@ -150,3 +150,37 @@ def test_unusable_index_strings_and_empty_or_repeated_updates_are_named():
         ix.remove(tasks.ids[0])
     with pytest.raises(ValidationError, match="does not hold"):
         ix.remove("no-such-task")
+
+
+def _reseal(path):
+    """Rewrite the manifest's checksums, as an editor who knows the format would."""
+    import json
+
+    from ragim.io import sha256_file
+
+    m = json.loads((path / "manifest.json").read_text())
+    for name, entry in m["files"].items():
+        entry.update(sha256=sha256_file(path / name), bytes=(path / name).stat().st_size)
+    (path / "manifest.json").write_text(json.dumps(m))
+
+
+def test_a_resealed_configuration_that_contradicts_the_index_is_refused(tmp_path):
+    import json
+    import shutil
+
+    from ragim.errors import ArtifactError
+
+    tasks = datasets.synthetic_family(n_tasks=60, n_features=2, seed=0)
+    path = TaskIndex.build(tasks, embedder="hashing:384", index="IVF4,Flat", progress=False).save(
+        tmp_path / "ix"
+    )
+    for change, message in (({"nprobe": -3}, "nprobe must be an integer >= 1"),
+                            ({"factory": "Flat"}, "has inverted lists, but the configuration")):
+        cfg = json.loads((path / "config.json").read_text())
+        cfg.update(change)
+        bad = tmp_path / f"bad{len(message)}"
+        shutil.copytree(path, bad)
+        (bad / "config.json").write_text(json.dumps(cfg))
+        _reseal(bad)
+        with pytest.raises(ArtifactError, match=message):
+            TaskIndex.load(bad)
