@@ -774,7 +774,7 @@ def faiss_notices_to_stderr(active: bool = True):
 def _merge_lists(target, source) -> None:
     """Copy every inverted list of ``source`` into the (empty) on-disk lists ``target``, list
     by list with ``add_entries``: FAISS's ``merge_from_multiple`` leaves the copied area marked
-    free, so a later add overwrote other tasks' vectors (tests/test_vector_store.py)."""
+    free, so a later add overwrote other tasks' vectors (tests/test_index_streaming.py)."""
     for no in range(source.nlist):
         n = source.list_size(no)
         if not n:
