@@ -78,9 +78,7 @@ class IndexConfig:
         if self.storage not in STORAGES:
             raise ValidationError(f"storage must be one of {list(STORAGES)}, got {self.storage!r}")
         for name in ("nprobe", "ef_search"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValidationError(f"{name} must be an integer >= 1, got {value!r}")
+            check_int(getattr(self, name), name, ge=1)
 
 
 @dataclass
