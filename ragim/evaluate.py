@@ -304,9 +304,11 @@ def support_test_split(
     return pool, np.sort(np.asarray(test, dtype=np.int64))
 
 
-def draw_order(y_pool: np.ndarray, seed: int) -> np.ndarray:
-    """A seeded random order of the support pool's positions whose first two rows hold one of
-    each class (when the pool has both), so that every k >= 2 draw holds both classes.
+def draw_order(y_pool: np.ndarray, seed: int, *, both_classes: bool = True) -> np.ndarray:
+    """A seeded random order of the support pool's positions. With ``both_classes`` its first
+    two rows hold one of each class (when the pool has both), so that every k >= 2 draw holds
+    both classes; without, its first k rows are a simple random sample of k rows (either class
+    may be missing from a small draw).
 
     Examples
     --------
@@ -314,29 +316,21 @@ def draw_order(y_pool: np.ndarray, seed: int) -> np.ndarray:
     >>> order = draw_order(y, seed=3)
     >>> sorted(order.tolist()) == list(range(6)), sorted(y[order[:2]].tolist())
     (True, [0, 1])
+    >>> plain = draw_order(y, seed=3, both_classes=False)
+    >>> plain.tolist() == np.random.default_rng(3).permutation(6).tolist()
+    True
     """
     rng = np.random.default_rng(seed)
     y_pool = np.asarray(y_pool)
     order = rng.permutation(len(y_pool))
+    if not both_classes:
+        return order
     firsts = [
         int(np.flatnonzero(y_pool[order] == c)[0]) for c in (0, 1) if np.any(y_pool[order] == c)
     ]
     if len(firsts) == 2:
         order = np.concatenate([rng.permutation(order[firsts]), np.delete(order, firsts)])
     return order
-
-
-def random_draw_order(n_pool: int, seed: int) -> np.ndarray:
-    """A seeded random order of ``n_pool`` support-pool positions: its first k are a simple
-    random sample of k rows (either class may be missing from a small draw).
-
-    Examples
-    --------
-    >>> order = random_draw_order(6, seed=3)
-    >>> sorted(order.tolist()) == list(range(6)), bool((order == random_draw_order(6, 3)).all())
-    (True, True)
-    """
-    return np.random.default_rng(seed).permutation(int(n_pool))
 
 
 def _patient_ids(info: dict) -> frozenset:
@@ -844,7 +838,8 @@ def evaluate(
     task, or ``max_targets`` of them); the folds are made over them. ``k_within_pool``: skip
     a target's k values larger than its support pool (by default such a k is scored on the
     whole pool, with ``n_support`` < k). ``random_draws``: every draw is a simple random
-    sample of the pool (:func:`random_draw_order`), so a small draw may hold one class, as a
+    sample of the pool (:func:`draw_order` with ``both_classes=False``), so a small draw may
+    hold one class, as a
     ward's k random patients may; by default every draw starts with one row of each class,
     which over-represents the rarer class at small k (at k = 4 and a 10% event rate about
     30% of the rows are events)."""
@@ -1012,7 +1007,10 @@ def _score_target(
         y_pool=task.y[pool],
     )
     if random_draws:
-        orders = [pool[random_draw_order(len(pool), seed + 7919 * d)] for d in range(draws)]
+        orders = [
+            pool[draw_order(task.y[pool], seed + 7919 * d, both_classes=False)]
+            for d in range(draws)
+        ]
     else:
         orders = [pool] + [pool[draw_order(task.y[pool], seed + 7919 * d)] for d in range(1, draws)]
     cache: dict = {}
@@ -1135,7 +1133,6 @@ __all__ = [
     "assert_leak_free",
     "design_rows",
     "draw_order",
-    "random_draw_order",
     "evaluate",
     "few_shot",
     "format_table",

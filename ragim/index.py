@@ -748,10 +748,7 @@ class TaskIndex:
         from ragim.models import fit_many
 
         if not isinstance(tasks, TaskCollection):
-            tasks = list(tasks)
-            if not tasks:
-                raise ValidationError("add() needs at least one task, got none")
-            tasks = TaskCollection(tasks, schema=self.schema, validate=False)
+            tasks = TaskCollection(list(tasks), schema=self.schema, validate=False)
         if len(tasks) == 0:
             raise ValidationError("add() needs at least one task, got none")
         dupes = [t for t in tasks.ids if t in self._id_to_row]
@@ -811,8 +808,7 @@ class TaskIndex:
                 f"cannot remove {len(missing)} task id(s) the index does not hold: "
                 f"{missing[:5]}" + (f" ({len(gone)} removed already)" if gone else "")
             )
-        if len(set(ids)) != len(ids):
-            ids = list(dict.fromkeys(ids))
+        ids = list(dict.fromkeys(ids))  # each once
         rows = [self.row(t) for t in ids]
         with self._lock:
             self.store.remove(rows)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -791,8 +792,6 @@ def _canonical(index: str) -> str:
     if not isinstance(index, str) or not index.strip():
         raise ValidationError(f"index must be 'auto' or a FAISS factory string, got {index!r}")
     index = index.strip()  # " IVF16,SQ8 " from a config file or a shell variable
-    import re
-
     if re.search(r"IVF0*(?:,|_|$)", index) or "IDMap" in index:
         raise ValidationError(
             f"index {index!r} is not supported: an IVF index needs at least 1 list, and ragim "
@@ -802,8 +801,6 @@ def _canonical(index: str) -> str:
 
 
 def _min_train(factory: str) -> int:
-    import re
-
     m = re.search(r"IVF(\d+)", factory)
     nlist = int(m.group(1)) if m else 1
     return max(nlist, 256 if "PQ" in factory else 1)
