@@ -278,20 +278,6 @@ def _history_last(history: list[dict], key: str, stage: str | None = None):
     return vals[-1] if vals else None
 
 
-def _summary_out(summary: dict, as_json: bool, text: str) -> None:
-    from ragim.io import json_safe
-
-    summary = json_safe(summary)
-    if as_json:
-        echo_json(summary)
-        return
-    width = max(len(k) for k in summary)
-    typer.echo(
-        f"{text}\n"
-        + "\n".join(f"  {k.replace('_', ' '):<{width}}  {_plain(v)}" for k, v in summary.items())
-    )
-
-
 def _plain(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -306,17 +292,35 @@ def _load_lm(path: Path):
     return LMGenerator.load(path)
 
 
-def _trained_summary(stage: str, out: Path, base_model: str, t0: float, **fields) -> dict:
-    """What a `ragim train` stage reports: the stage, where it saved, the base model, its own
-    ``fields`` and the seconds since ``t0``."""
+def _save_trained(
+    model,
+    stage: str,
+    out: Path,
+    base_model: str,
+    t0: float,
+    as_json: bool,
+    *,
+    note: str = "",
+    **fields,
+) -> None:
+    """Save ``model``, trained by the `ragim train` ``stage``, to ``out`` and report it: the
+    stage, where it saved, the base model, the stage's own ``fields`` and the seconds since
+    ``t0`` (the save included), as JSON or as ``saved <model> to <out><note>`` over a table."""
+    from ragim.io import json_safe
+
+    model.save(out)
     seconds = round(time.perf_counter() - t0, 2)
-    return {
-        "stage": stage,
-        "path": str(out),
-        "base_model": base_model,
-        **fields,
-        "seconds": seconds,
-    }
+    summary = json_safe(
+        {"stage": stage, "path": str(out), "base_model": base_model, **fields, "seconds": seconds}
+    )
+    if as_json:
+        echo_json(summary)
+        return
+    width = max(len(k) for k in summary)
+    typer.echo(
+        f"saved {model!r} to {out}{note}\n"
+        + "\n".join(f"  {k.replace('_', ' '):<{width}}  {_plain(v)}" for k, v in summary.items())
+    )
 
 
 def _generator_and_pairs(
@@ -439,12 +443,13 @@ def train_sft_cmd(
             "population": population,
         },
     )
-    gen.save(out)
-    summary = _trained_summary(
+    _save_trained(
+        gen,
         "sft",
         out,
         base_model,
         t0,
+        as_json,
         max_steps=max_steps,
         n_train_tasks=len(gen.train_task_ids_),
         n_val_tasks=len(gen.val_task_ids_),
@@ -452,7 +457,6 @@ def train_sft_cmd(
         eval_loss=_history_last(gen.history_, "eval_loss"),
         n_trainable_params=int(gen.n_trainable_params_),
     )
-    _summary_out(summary, as_json, f"saved {gen!r} to {out}")
 
 
 @train_app.command(
@@ -516,23 +520,19 @@ def train_reward_cmd(
         device=gen.config.device,
         param_names=param_names(index.model, index.schema),
     )
-    rm.save(out)
-    summary = _trained_summary(
+    _save_trained(
+        rm,
         "reward",
         out,
         rm.config.base_model,
         t0,
+        as_json,
+        note=f" (pairwise accuracy on held-out tasks' pairs: {rm.val_accuracy_:.3f})",
         n_pairs=len(data),
         n_train_tasks=len(rm.train_task_ids_),
         n_val_tasks=len(rm.val_task_ids_),
         val_pairwise_accuracy=rm.val_accuracy_,
         train_loss=_history_last(rm.history_, "loss"),
-    )
-    _summary_out(
-        summary,
-        as_json,
-        f"saved {rm!r} to {out} (pairwise accuracy on held-out tasks' pairs: "
-        f"{rm.val_accuracy_:.3f})",
     )
 
 
@@ -579,18 +579,18 @@ def train_dpo_cmd(
         seed=seed,
         progress=progress,
     )
-    dpo.save(out)
-    summary = _trained_summary(
+    _save_trained(
+        dpo,
         "dpo",
         out,
         dpo.config.base_model,
         t0,
+        as_json,
         n_pairs=len(data),
         max_steps=max_steps,
         train_loss=_history_last(dpo.history_, "loss", "dpo"),
         reward_accuracy=_history_last(dpo.history_, "rewards/accuracies", "dpo"),
     )
-    _summary_out(summary, as_json, f"saved {dpo!r} to {out}")
 
 
 def _reward_weights(text: str) -> dict[str, float]:
@@ -663,21 +663,21 @@ def train_grpo_cmd(
         seed=seed,
         progress=progress,
     )
-    rl.save(out)
     log = [h for h in rl.history_ if h.get("stage") == "grpo" and "reward" in h]
     zero = [h["frac_reward_zero_std"] for h in log if "frac_reward_zero_std" in h]
-    summary = _trained_summary(
+    _save_trained(
+        rl,
         "grpo",
         out,
         rl.config.base_model,
         t0,
+        as_json,
         max_steps=max_steps,
         rewards=config.weights,
         reward_first=log[0]["reward"] if log else None,
         reward_last=log[-1]["reward"] if log else None,
         mean_frac_reward_zero_std=sum(zero) / len(zero) if zero else None,
     )
-    _summary_out(summary, as_json, f"saved {rl!r} to {out}")
 
 
 @app.command("generate")
