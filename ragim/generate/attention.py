@@ -54,6 +54,7 @@ from ragim.generate.base import (
     read_saved_net,
     record_fit_state,
     register_generator,
+    weights_mismatch_error,
 )
 from ragim.params import ModelParams, design_matrix
 
@@ -629,10 +630,7 @@ class AttentionGenerator(Generator):
             gen.param_mean_ = tensors["param_mean"].numpy()
             gen.param_scale_ = tensors["param_scale"].numpy()
         except (KeyError, RuntimeError, TypeError, ValueError) as exc:
-            raise ArtifactError(
-                f"{root / 'model.safetensors'}: its weights do not fit {root / 'config.json'} and "
-                f"{root / 'state.json'} ({str(exc)[:300]})"
-            ) from exc
+            raise weights_mismatch_error(root, exc) from exc
         for name, arr in (("param_mean", gen.param_mean_), ("param_scale", gen.param_scale_)):
             if arr.shape != (len(names),) or not np.isfinite(arr).all():
                 raise ArtifactError(

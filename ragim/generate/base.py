@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ragim.checks import check_int, setting
-from ragim.errors import ValidationError
+from ragim.errors import ArtifactError, ValidationError
 from ragim.params import ModelParams, param_names
 from ragim.schema import FeatureSchema
 from ragim.tasks import Task
@@ -166,6 +166,16 @@ def read_saved_net(art: Any, bad: Callable[[str, Any], Exception]) -> SavedNet:
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise bad("model.safetensors", exc) from exc
     return SavedNet(model_kind, names, schema, embedder, emb_dim, history, tensors)
+
+
+def weights_mismatch_error(root: Any, exc: BaseException) -> ArtifactError:
+    """The error of a saved neural generator at ``root`` whose ``model.safetensors`` does not
+    fit its ``config.json`` and ``state.json``; ``exc`` says why building or loading the
+    network failed."""
+    return ArtifactError(
+        f"{root / 'model.safetensors'}: its weights do not fit {root / 'config.json'} and "
+        f"{root / 'state.json'} ({str(exc)[:300]})"
+    )
 
 
 def heads_problems(hidden: Any, heads: Any) -> list[str]:

@@ -73,6 +73,7 @@ from ragim.generate.base import (
     read_saved_net,
     record_fit_state,
     register_generator,
+    weights_mismatch_error,
 )
 from ragim.params import ModelParams, design_matrix
 
@@ -501,10 +502,7 @@ class RagIm2024Generator(Generator):
             net = RagIm2024Net(len(saved.param_names), saved.emb_dim, cfg)
             net.load_state_dict(saved.tensors)
         except (RuntimeError, TypeError, ValueError) as exc:
-            raise ArtifactError(
-                f"{root / 'model.safetensors'}: its weights do not fit {root / 'config.json'} and "
-                f"{root / 'state.json'} ({str(exc)[:300]})"
-            ) from exc
+            raise weights_mismatch_error(root, exc) from exc
         saved.restore(gen)
         gen.net_ = net.to(gen._device).eval()
         return gen
