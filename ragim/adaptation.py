@@ -99,7 +99,9 @@ class Candidate:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-def _loglik(z: np.ndarray, y: np.ndarray) -> float:
+def log_likelihood(z: np.ndarray, y: np.ndarray) -> float:
+    """Bernoulli log-likelihood (summed) of 0/1 outcomes ``y`` under log-odds ``z``, computed
+    stably (``log(1 + e^z)`` by ``logaddexp``)."""
     return float(np.sum(y * z - np.logaddexp(0.0, z)))
 
 
@@ -208,7 +210,7 @@ def map_evidence(
     prec = np.full(len(theta), float(lam))
     prec[0] = lam * ratio
     return (
-        _loglik(z, y)
+        log_likelihood(z, y)
         - 0.5 * float(np.sum(prec * (theta - theta0) ** 2))
         + 0.5 * float(np.sum(np.log(prec)))
         - 0.5 * float(np.linalg.slogdet(H)[1])
@@ -285,7 +287,7 @@ def map_with_prior(
     theta, H = newton_map(A, np.asarray(y, dtype=float), theta0, prec)
     z = A @ theta
     ev = (
-        _loglik(z, y)
+        log_likelihood(z, y)
         - 0.5 * float(np.sum(prec * (theta - theta0) ** 2))
         + 0.5 * float(np.sum(np.log(prec)))
         - 0.5 * float(np.linalg.slogdet(H)[1])
@@ -311,7 +313,7 @@ def candidates(
             "zero-shot",
             np.asarray(theta0, float).copy(),
             None,
-            _loglik(theta0[0] + D @ theta0[1:], y),
+            log_likelihood(theta0[0] + D @ theta0[1:], y),
             {},
         )
     if "intercept" in names:
@@ -334,10 +336,14 @@ def choose(
     cands: dict[str, Candidate],
     margin: float = EVIDENCE_MARGIN,
     reversal_margin: float = REVERSAL_MARGIN,
+    *,
+    prefer: str | None = None,
 ) -> str:
     """The simplest candidate (in :data:`ORDER`) whose log evidence is within ``margin`` of the
     best eligible one. A candidate marked ``detail["reverses"]`` is eligible only when its log
     evidence beats every candidate that keeps the generated direction by ``reversal_margin``.
+    ``prefer``: that candidate whenever it is eligible, whatever the evidence (an
+    :class:`AdaptationPolicy` that validation chose); the rule above otherwise.
 
     Examples
     --------
@@ -354,6 +360,8 @@ def choose(
     eligible = {
         n: c for n, c in cands.items() if not c.detail.get("reverses") or c.log_evidence >= floor
     }
+    if prefer is not None and prefer in eligible:
+        return prefer
     best = max(c.log_evidence for c in eligible.values())
     return next(n for n in ORDER if n in eligible and eligible[n].log_evidence >= best - margin)
 
@@ -401,6 +409,7 @@ def adapt(
     labels: tuple | None = None,
     warn: bool = True,
     prior_std: np.ndarray | None = None,
+    prefer: str | None = None,
 ) -> tuple[Candidate, dict[str, Any]]:
     """Adapt ``theta0`` to the rows ``(D, y)``; returns the chosen :class:`Candidate` and a report.
 
@@ -414,7 +423,10 @@ def adapt(
         ``"zero-shot"``, ``"intercept"``, ``"recalibrate"``, ``"prior"``, ``"map"`` (that one,
         whatever the evidence says).
     prior_strength, intercept_ratio : of the MAP candidate (:func:`map_candidate`).
-    margin : see :func:`choose`.
+    margin, prefer : see :func:`choose`; only with ``adaptation="auto"``. ``prefer`` may name
+        any candidate of :data:`ORDER` (``"prior"`` joins the candidates then; without
+        ``prior_std`` it is ignored). :class:`ragim.adaptation_policy.AdaptationPolicy` gives
+        both, validated inside the index for the number of rows.
     labels : ``(non-event, event)`` labels as the user wrote them, for messages.
     warn : raise :class:`~ragim.errors.AdaptationWarning` for what the report flags.
     prior_std : the generator's SD of each parameter, shape (p + 1,), >= 0 (floored at 1e-3
@@ -423,7 +435,8 @@ def adapt(
     Returns
     -------
     (candidate, report). The report (JSON-safe) holds ``adaptation`` (what was asked),
-    ``chosen``, ``k``, ``n_events``, ``log_evidence`` (per candidate), ``intercept_shift``,
+    ``chosen``, ``k``, ``n_events``, ``margin``, ``prefer``, ``log_evidence`` (per candidate),
+    ``intercept_shift``,
     ``log_odds_scale``, ``sign_changes``, ``single_class`` (None, or what was done with rows
     of one class), ``reversal_refused`` (None, or the reversing candidates the evidence
     favoured but not by :data:`REVERSAL_MARGIN`, with their log Bayes factor) and ``warnings``.
@@ -431,7 +444,8 @@ def adapt(
     Raises
     ------
     ValidationError
-        When ``adaptation`` is not one of the names above or the shapes disagree.
+        When ``adaptation`` or ``prefer`` is not one of the names above, ``prefer`` is given
+        with an ``adaptation`` other than ``"auto"``, or the shapes disagree.
 
     Examples
     --------
@@ -457,7 +471,14 @@ def adapt(
         )
     if not (np.all(np.isfinite(D)) and np.all(np.isfinite(theta0))):
         raise ValidationError("adapt: the design matrix D and theta0 must be finite (no NaN, inf)")
-    if adaptation != "prior":
+    if prefer is not None and (prefer not in ORDER or adaptation != "auto"):
+        raise ValidationError(
+            f"prefer must be one of {list(ORDER)} and needs adaptation 'auto', got "
+            f"prefer={prefer!r} with adaptation {adaptation!r}"
+        )
+    if prefer == "prior" and prior_std is None:
+        prefer = None  # nothing to centre the prior's SDs on: the evidence chooses
+    if adaptation != "prior" and prefer != "prior":
         prior_std = None  # only "prior" uses the SDs
     elif prior_std is None:
         raise ValidationError(
@@ -482,7 +503,7 @@ def adapt(
     if single:
         names_c = ("zero-shot", "intercept")
     elif adaptation == "auto":
-        names_c = AUTO
+        names_c = AUTO if prefer in (None, *AUTO) else (*AUTO, prefer)
     else:
         names_c = ("zero-shot", adaptation)
     cands = candidates(
@@ -495,7 +516,7 @@ def adapt(
         prior_std=prior_std,
     )
     if adaptation == "auto" or (single and adaptation != "zero-shot"):
-        chosen = choose(cands, margin)
+        chosen = choose(cands, margin, prefer=prefer if prefer in cands else None)
     else:
         chosen = adaptation
     cand = cands[chosen]
@@ -505,6 +526,8 @@ def adapt(
         "chosen": chosen,
         "k": int(len(y)),
         "n_events": n_events,
+        "margin": float(margin),
+        "prefer": prefer,
         "log_evidence": {n: round(c.log_evidence, 4) for n, c in cands.items()},
         "intercept_shift": float(cand.theta[0] - theta0[0]),
         "log_odds_scale": scale,
@@ -515,7 +538,13 @@ def adapt(
     }
     if "prior_strength" in cand.detail:
         report["prior_strength"] = cand.detail["prior_strength"]
-    how = "by the evidence" if adaptation == "auto" else "as asked"
+    how = (
+        "as asked"
+        if adaptation != "auto"
+        else "by the policy validated in the index"
+        if prefer is not None
+        else "by the evidence"
+    )
     if single:
         lab = "events" if n_events else "non-events"
         written = None if labels is None else labels[1 if n_events else 0]
@@ -584,6 +613,7 @@ __all__ = [
     "Candidate",
     "adapt",
     "candidates",
+    "log_likelihood",
     "choose",
     "cv_loss",
     "log_odds_scale",

@@ -100,7 +100,13 @@ from ragim.metrics import (
     to_records,
 )
 from ragim.params import ModelParams, design_matrix, model_family
-from ragim.tasks import Task, TaskCollection, patient_id_set
+from ragim.tasks import (  # noqa: F401  (the split helpers: ragim.evaluate names too)
+    Task,
+    TaskCollection,
+    draw_order,
+    patient_id_set,
+    support_test_split,
+)
 
 PROTOCOLS = ("leave-task-out", "leave-group-out")
 DEFAULT_METHODS = (
@@ -276,63 +282,6 @@ def _task_seed(task_id: str, seed: int) -> int:
     return (zlib.crc32(task_id.encode()) + 1_000_003 * int(seed)) % (2**32)
 
 
-def support_test_split(
-    y: np.ndarray, seed: int, test_fraction: float = 0.5
-) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified (support pool, test) row positions; the support pool is ordered so that
-    its first two rows hold one of each class (when it has both), the rest shuffled.
-
-    Examples
-    --------
-    >>> pool, test = support_test_split(np.array([0, 1] * 10), seed=0)
-    >>> len(pool), len(test), sorted(np.array([0, 1] * 10)[pool[:2]].tolist())
-    (10, 10, [0, 1])
-    """
-    rng = np.random.default_rng(seed)
-    y = np.asarray(y)
-    pool, test = [], []
-    for cls in (0, 1):
-        idx = rng.permutation(np.flatnonzero(y == cls))
-        n_test = int(np.ceil(len(idx) * test_fraction))
-        test.extend(idx[:n_test])
-        pool.extend(idx[n_test:])
-    pool = rng.permutation(np.asarray(pool, dtype=np.int64))
-    firsts = [int(np.flatnonzero(y[pool] == c)[0]) for c in (0, 1) if np.any(y[pool] == c)]
-    if len(firsts) == 2:
-        head = rng.permutation(pool[firsts])
-        pool = np.concatenate([head, np.delete(pool, firsts)])
-    return pool, np.sort(np.asarray(test, dtype=np.int64))
-
-
-def draw_order(y_pool: np.ndarray, seed: int, *, both_classes: bool = True) -> np.ndarray:
-    """A seeded random order of the support pool's positions. With ``both_classes`` its first
-    two rows hold one of each class (when the pool has both), so that every k >= 2 draw holds
-    both classes; without, its first k rows are a simple random sample of k rows (either class
-    may be missing from a small draw).
-
-    Examples
-    --------
-    >>> y = np.array([0, 0, 0, 1, 0, 0])
-    >>> order = draw_order(y, seed=3)
-    >>> sorted(order.tolist()) == list(range(6)), sorted(y[order[:2]].tolist())
-    (True, [0, 1])
-    >>> plain = draw_order(y, seed=3, both_classes=False)
-    >>> plain.tolist() == np.random.default_rng(3).permutation(6).tolist()
-    True
-    """
-    rng = np.random.default_rng(seed)
-    y_pool = np.asarray(y_pool)
-    order = rng.permutation(len(y_pool))
-    if not both_classes:
-        return order
-    firsts = [
-        int(np.flatnonzero(y_pool[order] == c)[0]) for c in (0, 1) if np.any(y_pool[order] == c)
-    ]
-    if len(firsts) == 2:
-        order = np.concatenate([rng.permutation(order[firsts]), np.delete(order, firsts)])
-    return order
-
-
 def _patient_ids(info: dict) -> frozenset:
     return patient_id_set(info.get("metadata"))
 
@@ -428,17 +377,18 @@ def _statistical_setup(fctx: FoldContext) -> None:
     )
 
 
-def _prior(ctx: TargetContext, name: str, *, uncertainty: bool = False):
+def _prior(ctx: TargetContext, name: str, **options):
     """The generator's zero-shot parameters for this target (generated once, shared across k
-    and draws)."""
-    key = ("prior", name, uncertainty)
+    and draws); ``options``: the generator's own keywords (none: its defaults, as
+    :class:`~ragim.ZeroShotClassifier` generates)."""
+    key = ("prior", name, tuple(sorted(options.items())))
     if key not in ctx.cache:
         ctx.cache[key] = ctx.fold.cache[name].generate_params(
             ctx.task.description,
             ctx.fold.index,
             k=ctx.fold.k_neighbors,
             exclude=ctx.exclude,
-            uncertainty=uncertainty,
+            **options,
         )
     return ctx.cache[key]
 
@@ -488,7 +438,7 @@ def _map_prior_predict(ctx: TargetContext) -> np.ndarray | None:
     Capstick et al., ICML 2025, with ragim's generator as the elicitor)."""
     from ragim.adaptation import map_with_prior
 
-    prior = _prior(ctx, "statistical", uncertainty=True)
+    prior = _prior(ctx, "statistical")  # with its SDs (the default)
     if prior.std is None:
         return None
     D = (

@@ -823,3 +823,60 @@ def _text_for_mixed_columns(data: pd.DataFrame) -> pd.DataFrame:
                 lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
             )
     return data
+
+
+def support_test_split(
+    y: np.ndarray, seed: int, test_fraction: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified (support pool, test) row positions; the support pool is ordered so that
+    its first two rows hold one of each class (when it has both), the rest shuffled.
+
+    Examples
+    --------
+    >>> pool, test = support_test_split(np.array([0, 1] * 10), seed=0)
+    >>> len(pool), len(test), sorted(np.array([0, 1] * 10)[pool[:2]].tolist())
+    (10, 10, [0, 1])
+    """
+    rng = np.random.default_rng(seed)
+    y = np.asarray(y)
+    pool, test = [], []
+    for cls in (0, 1):
+        idx = rng.permutation(np.flatnonzero(y == cls))
+        n_test = int(np.ceil(len(idx) * test_fraction))
+        test.extend(idx[:n_test])
+        pool.extend(idx[n_test:])
+    pool = rng.permutation(np.asarray(pool, dtype=np.int64))
+    firsts = [int(np.flatnonzero(y[pool] == c)[0]) for c in (0, 1) if np.any(y[pool] == c)]
+    if len(firsts) == 2:
+        head = rng.permutation(pool[firsts])
+        pool = np.concatenate([head, np.delete(pool, firsts)])
+    return pool, np.sort(np.asarray(test, dtype=np.int64))
+
+
+def draw_order(y_pool: np.ndarray, seed: int, *, both_classes: bool = True) -> np.ndarray:
+    """A seeded random order of the support pool's positions. With ``both_classes`` its first
+    two rows hold one of each class (when the pool has both), so that every k >= 2 draw holds
+    both classes; without, its first k rows are a simple random sample of k rows (either class
+    may be missing from a small draw).
+
+    Examples
+    --------
+    >>> y = np.array([0, 0, 0, 1, 0, 0])
+    >>> order = draw_order(y, seed=3)
+    >>> sorted(order.tolist()) == list(range(6)), sorted(y[order[:2]].tolist())
+    (True, [0, 1])
+    >>> plain = draw_order(y, seed=3, both_classes=False)
+    >>> plain.tolist() == np.random.default_rng(3).permutation(6).tolist()
+    True
+    """
+    rng = np.random.default_rng(seed)
+    y_pool = np.asarray(y_pool)
+    order = rng.permutation(len(y_pool))
+    if not both_classes:
+        return order
+    firsts = [
+        int(np.flatnonzero(y_pool[order] == c)[0]) for c in (0, 1) if np.any(y_pool[order] == c)
+    ]
+    if len(firsts) == 2:
+        order = np.concatenate([rng.permutation(order[firsts]), np.delete(order, firsts)])
+    return order

@@ -13,7 +13,7 @@ from ragim import TaskIndex, ZeroShotClassifier, datasets
 from ragim.adaptation import ORDER, REVERSAL_MARGIN, adapt, candidates, choose, recalibration
 from ragim.errors import AdaptationWarning, DomainWarning
 from ragim.estimator import adapt_prior, neighbor_mean
-from ragim.generate.statistical import default_generator
+from ragim.generate.statistical import StatisticalGenerator, default_generator
 from ragim.index import leak_free
 
 NAMES = ["intercept", "a", "b", "c"]
@@ -69,7 +69,9 @@ def test_planted_anti_predictive_rows_do_not_flip_the_model(family):
         # the rows do favour a reversing MAP fit: it was refused, and the report says so
         refused += report["reversal_refused"] is not None
         if report["reversal_refused"] is not None:
-            assert report["reversal_refused"]["candidates"] == ["map"]
+            # "map", and "prior" where the index's validated policy brought it in
+            assert "map" in report["reversal_refused"]["candidates"]
+            assert set(report["reversal_refused"]["candidates"]) <= {"prior", "map"}
             assert 0 < report["reversal_refused"]["log_bayes_factor"] < REVERSAL_MARGIN
             assert any("favour reversing" in w for w in report["warnings"])
     assert flipped_somewhere >= 3 and refused >= 3
@@ -183,12 +185,19 @@ def test_explicit_adaptations_and_the_report_fields(family):
         assert set(rep["log_evidence"]) == {"zero-shot", name} and rep["k"] == 24
         assert rep["n_events"] == int(y.sum())
     auto = ZeroShotClassifier(index=index, description=t.description).fit(X, y)
-    assert set(auto.adaptation_report_["log_evidence"]) == {
-        "zero-shot",
-        "intercept",
-        "recalibrate",
-        "map",
-    }  # "prior" is asked for by name
+    rep = auto.adaptation_report_
+    # "prior" competes only where the index's validated policy prefers it at this k
+    extra = {"prior"} if rep["prefer"] == "prior" else set()
+    assert set(rep["log_evidence"]) == {"zero-shot", "intercept", "recalibrate", "map"} | extra
+    assert rep["policy"] is not None and rep["policy"]["prefer"] == rep["prefer"]
+    plain = ZeroShotClassifier(
+        index=index,
+        generator=StatisticalGenerator(adaptation_tasks=0).fit(index, progress=False),
+        description=t.description,
+    )
+    rep = plain.fit(X, y).adaptation_report_
+    assert rep["policy"] is None and rep["prefer"] is None and rep["margin"] == 1.0
+    assert set(rep["log_evidence"]) == {"zero-shot", "intercept", "recalibrate", "map"}
     zero = ZeroShotClassifier(index=index, description=t.description).fit()
     assert zero.adaptation_report_ is None and zero.params_.metadata["coverage"]["k"] == 10
 

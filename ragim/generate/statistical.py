@@ -57,6 +57,7 @@ from scipy.optimize import minimize
 from scipy.special import log_expit
 from threadpoolctl import threadpool_limits
 
+from ragim.adaptation_policy import AdaptationPolicy, ValidationCase, calibrate
 from ragim.checks import check_bool, check_fields, check_int, check_number, setting
 from ragim.errors import ArtifactError, ValidationError
 from ragim.generate.base import (
@@ -118,6 +119,12 @@ class StatisticalConfig:
         "(every task is its own fold on indices of up to 30 tasks)",
     )
     max_rows_per_task: int = setting(500, "rows per task in the validation loss")
+    adaptation_tasks: int = setting(
+        40,
+        "held-out index tasks per k on which the few-shot adaptation policy is validated "
+        "(ragim.adaptation_policy; 0: none, the evidence alone chooses)",
+    )
+    adaptation_draws: int = setting(4, "draws of k rows per task when validating adaptation")
     pooled_rows: int = setting(200_000, "rows the pooled model is fitted on (subsampled)")
     seed: int = setting(0, "random seed (folds, subsamples)")
 
@@ -142,6 +149,8 @@ class StatisticalConfig:
         rules = {
             **dict.fromkeys(counts, partial(check_int, ge=1)),
             "cv_folds": partial(check_int, ge=2),
+            "adaptation_tasks": partial(check_int, ge=0),
+            "adaptation_draws": partial(check_int, ge=1),
             **dict.fromkeys(
                 ("prior_sd", "intercept_prior_sd", "embedding_sharpness"),
                 partial(check_number, gt=0),
@@ -377,6 +386,10 @@ class StatisticalGenerator(Generator):
     heldout_params_ : ``{task_id: parameters}`` of the validation: each index task's model as the
         stack generated it without the task and the tasks sharing its patients (a leak-free
         base for a generator trained on top, e.g. the AttentionGenerator). Not saved.
+    adaptation_policy_ : :class:`~ragim.adaptation_policy.AdaptationPolicy`, the few-shot
+        adaptation validated on those held-out tasks, by number of labelled rows. Every
+        generated model carries its entries in ``metadata["adaptation_policy"]``, and
+        :func:`ragim.estimator.adapt_prior` (``adaptation="auto"``) follows them.
     """
 
     def __init__(self, config: StatisticalConfig | None = None, **overrides: Any):
@@ -472,7 +485,7 @@ class StatisticalGenerator(Generator):
                 held_rows.append(_rows(tasks[j], index, cfg.max_rows_per_task, rng))
             bar.update()
         if held:
-            self.stack_, self.cv_, self.interval_scale_, stacked = _stack(
+            self.stack_, self.cv_, self.interval_scale_, stacked, stacked_sd = _stack(
                 cfg.candidates, held, held_pos, held_rows, summ, self.center_
             )
             uncentre = np.linalg.inv(T)
@@ -480,6 +493,22 @@ class StatisticalGenerator(Generator):
                 summ.ids[int(j)]: uncentre @ th
                 for j, th in zip(np.concatenate(held_pos), stacked, strict=True)
             }
+            heldout_sd = _predictive_sd(
+                stacked_sd, self.interval_scale_, self.pooled_var_, self.center_
+            )
+            self.adaptation_policy_ = (
+                calibrate(
+                    [
+                        ValidationCase(A[:, 1:], y, uncentre @ th, s)
+                        for (A, y), th, s in zip(held_rows, stacked, heldout_sd, strict=True)
+                    ],
+                    draws=cfg.adaptation_draws,
+                    max_tasks=cfg.adaptation_tasks,
+                    seed=cfg.seed,
+                )
+                if cfg.adaptation_tasks
+                else AdaptationPolicy([], "adaptation_tasks=0: the evidence alone chooses")
+            )
         else:
             # fewer than 4 tasks, or every task shares patients with the others: nothing to
             # validate on
@@ -499,6 +528,7 @@ class StatisticalGenerator(Generator):
             }
             self.interval_scale_ = 1.0
             self.heldout_params_ = {}
+            self.adaptation_policy_ = AdaptationPolicy([], f"{why}: the evidence alone chooses")
         self.fitted_ = _Fitted(cfg, summ, pooled_c, descriptions, vectors, groups)
         self.summaries_, self.descriptions_, self.vectors_, self.groups_ = (
             summ,
@@ -619,14 +649,14 @@ class StatisticalGenerator(Generator):
             sd[:, 1:] += w * s[:, 1:]
         theta[:, 0] += st["shift"]
         theta = theta @ np.linalg.inv(T).T  # back from the centred intercept to the model's own
-        # what the stack does not know about a new task, plus what the pooled model itself is
-        # unsure of: tasks that all agree still leave the pooled estimate's sampling error
-        var = sd**2 * self.interval_scale_ + self.pooled_var_
-        var[:, 0] += var[:, 1:] @ self.center_**2
-        sd = np.sqrt(var)
+        sd = _predictive_sd(sd, self.interval_scale_, self.pooled_var_, self.center_)
         share = {c: st["baseline"][c] + st["slopes"][c] for c in names}
         lead = max((c for c in names if c != "pooled"), key=share.get, default=None)
         prov = fitted.weights(lead, texts, vectors) if lead is not None else None
+        policy = [  # what few-shot adaptation of these models should do, by k (validated)
+            {key: e[key] for key in ("k", "option", "prefer", "margin")}
+            for e in self.adaptation_policy_.entries
+        ]
         out = []
         for qi in range(len(texts)):
             meta = {
@@ -642,6 +672,7 @@ class StatisticalGenerator(Generator):
                 "provenance": self._provenance(
                     fitted, prov[qi] if prov is not None else None, vectors[qi], k
                 ),
+                "adaptation_policy": policy,
             }
             out.append(
                 ModelParams(
@@ -710,6 +741,7 @@ class StatisticalGenerator(Generator):
             "stack": self.stack_,
             "cv": self.cv_,
             "interval_scale": self.interval_scale_,
+            "adaptation_policy": self.adaptation_policy_.to_dict(),
         }
         files = {
             "config.json": json_bytes(asdict(self.config)),
@@ -751,6 +783,9 @@ class StatisticalGenerator(Generator):
             gen.groups_ = {g: [int(c) for c in cols] for g, cols in state["groups"].items()}
             gen.stack_, gen.cv_ = state["stack"], state["cv"]
             gen.interval_scale_ = float(state["interval_scale"])
+            gen.adaptation_policy_ = AdaptationPolicy.from_dict(
+                state.get("adaptation_policy", {"note": "saved before adaptation was validated"})
+            )
             gen.pooled_, gen.center_ = arrays["pooled"], arrays["center"]
             gen.pooled_var_ = arrays.get(
                 "pooled_var", np.zeros_like(gen.pooled_)
@@ -929,7 +964,8 @@ def _stack(
     center: np.ndarray,
 ) -> tuple[dict, dict, float, np.ndarray]:
     """Stack weights by held-out mean per-task log-loss; the CV table; the interval scale; the
-    stacked (centred) parameters of every held-out task, in ``held_pos`` order.
+    stacked (centred) parameters of every held-out task and their stacked SDs (before
+    :func:`_predictive_sd`), in ``held_pos`` order.
 
     ``held`` holds, per held-out task, each candidate's (centred parameters, variances).
 
@@ -1024,7 +1060,18 @@ def _stack(
     num = np.sum(((obs - mean) ** 2 - obs_var)[informative])
     den = np.sum((sd**2)[informative])
     scale = float(np.clip(num / den, 1.0, 20.0)) if den > 0 else 1.0
-    return stack, cv, scale, mean
+    return stack, cv, scale, mean, sd
+
+
+def _predictive_sd(
+    sd: np.ndarray, scale: float, pooled_var: np.ndarray, center: np.ndarray
+) -> np.ndarray:
+    """SDs of generated parameters (model's own intercept) from the stack's centred SDs: what the
+    stack does not know about a new task, scaled to cover held-out tasks, plus what the pooled
+    model itself is unsure of (tasks that all agree still leave its sampling error)."""
+    var = sd**2 * scale + pooled_var
+    var[:, 0] += var[:, 1:] @ center**2
+    return np.sqrt(var)
 
 
 __all__ = ["CANDIDATES", "StatisticalConfig", "StatisticalGenerator", "default_generator"]
