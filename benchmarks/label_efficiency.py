@@ -270,6 +270,7 @@ def run(name: str, args) -> tuple[pd.DataFrame, str]:
             **cfg,
         )
     secs = time.perf_counter() - t
+    notes = list(df.attrs.get("notes", []))
     df = df[[c for c in COLUMNS if c in df.columns]]
     opts = ""
     if args.draws != 20:
@@ -288,11 +289,40 @@ def run(name: str, args) -> tuple[pd.DataFrame, str]:
         opts += f" --suffix {args.suffix}"
     command = f".venv/bin/python benchmarks/label_efficiency.py --only {name}{opts}"
     s, head = summarise(df)
+    policy = policy_line(notes)
     header = (
         f"{TITLES.get(name, name)}: {df['task_id'].nunique()} targets, {args.draws} draws per k, {secs:.0f} s"
         + (f", embedder {args.embedder}" if args.embedder else "")
     )
-    return df, markdown(name, s, head, header, command)
+    md = markdown(name, s, head, header, command)
+    return df, md + (f"\n{policy}\n" if policy else "")
+
+
+def policy_line(notes: list[str]) -> str:
+    """What the adaptation policy validated in each fold's index chose, per k, from the
+    evaluation's notes ("... adaptation policy: 4=zero-shot 8=intercept ...")."""
+    counts: dict[int, dict[str, int]] = {}
+    folds = 0
+    for n in notes:
+        if not n.startswith("ragim-statistical fold") or "adaptation policy: " not in n:
+            continue
+        folds += 1
+        for item in n.split("adaptation policy: ", 1)[1].split():
+            if "=" in item:
+                k, option = item.split("=", 1)
+                counts.setdefault(int(k), {}).setdefault(option, 0)
+                counts[int(k)][option] += 1
+    if not folds:
+        return ""
+    parts = [
+        f"k = {k}: " + ", ".join(f"{o} {c}" for o, c in sorted(v.items(), key=lambda x: -x[1]))
+        for k, v in sorted(counts.items())
+    ]
+    return (
+        f"Adaptation policy validated in each of the {folds} folds' index (option: folds; "
+        "`ragim.adaptation_policy`; a k beyond twice the largest validated one follows the "
+        "evidence alone): " + ("; ".join(parts) if parts else "nothing validated") + "."
+    )
 
 
 def main(argv=None) -> None:

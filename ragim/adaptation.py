@@ -13,8 +13,9 @@ score:
   generated model, never reverse it.
 * ``"prior"``: every coefficient moves under the generator's own prior,
   ``theta_j ~ N(theta0_j, std_j^2)`` with the SDs the generator reports (a Bayesian update of
-  the generated model; only when those SDs are given, and only when asked for by name: it is
-  not one of the :data:`AUTO` candidates). A coefficient the generator is sure of barely
+  the generated model; only when those SDs are given, and only when asked for by name or
+  preferred by a policy validated in the index, ``prefer``: it is not one of the :data:`AUTO`
+  candidates). A coefficient the generator is sure of barely
   moves; an uncertain one follows the rows.
 * ``"map"``: every coefficient moves, ``theta ~ N(theta0, diag(1/lambda, ..))`` with the
   intercept's precision ``lambda * intercept_ratio``. With many rows the data dominate,
@@ -435,11 +436,14 @@ def adapt(
     Returns
     -------
     (candidate, report). The report (JSON-safe) holds ``adaptation`` (what was asked),
-    ``chosen``, ``k``, ``n_events``, ``margin``, ``prefer``, ``log_evidence`` (per candidate),
-    ``intercept_shift``,
-    ``log_odds_scale``, ``sign_changes``, ``single_class`` (None, or what was done with rows
-    of one class), ``reversal_refused`` (None, or the reversing candidates the evidence
-    favoured but not by :data:`REVERSAL_MARGIN`, with their log Bayes factor) and ``warnings``.
+    ``chosen``, ``k``, ``n_events``, ``margin``, ``prefer`` (the candidate preferred, None when
+    none was), ``prefer_ignored`` (None, or why a ``prefer`` given was not used: rows of one
+    class, no SDs), ``evidence_choice`` (what the evidence alone, with margin
+    :data:`EVIDENCE_MARGIN`, would have chosen among the fitted candidates), ``log_evidence``
+    (per candidate), ``intercept_shift``, ``log_odds_scale``, ``sign_changes``,
+    ``single_class`` (None, or what was done with rows of one class), ``reversal_refused``
+    (None, or the reversing candidates the evidence favoured but not by
+    :data:`REVERSAL_MARGIN`, with their log Bayes factor) and ``warnings``.
 
     Raises
     ------
@@ -476,8 +480,13 @@ def adapt(
             f"prefer must be one of {list(ORDER)} and needs adaptation 'auto', got "
             f"prefer={prefer!r} with adaptation {adaptation!r}"
         )
-    if prefer == "prior" and prior_std is None:
-        prefer = None  # nothing to centre the prior's SDs on: the evidence chooses
+    asked_prefer = prefer
+    n_events = int(y.sum())
+    single = n_events in (0, len(y))
+    if single or (prefer == "prior" and prior_std is None):
+        # rows of one class: the policy was validated on draws of both classes; no SDs: nothing
+        # to centre the prior on. The evidence chooses (the report says why)
+        prefer = None
     if adaptation != "prior" and prefer != "prior":
         prior_std = None  # only "prior" uses the SDs
     elif prior_std is None:
@@ -498,8 +507,6 @@ def adapt(
             raise ValidationError(
                 f"prior_std must be finite and >= 0, got {prior_std[bad[0]]} for {names[bad[0]]!r}"
             )
-    n_events = int(y.sum())
-    single = n_events in (0, len(y))
     if single:
         names_c = ("zero-shot", "intercept")
     elif adaptation == "auto":
@@ -528,6 +535,14 @@ def adapt(
         "n_events": n_events,
         "margin": float(margin),
         "prefer": prefer,
+        "prefer_ignored": None
+        if asked_prefer == prefer
+        else (
+            "the rows are of one class (the policy was validated on rows of both)"
+            if single
+            else "the model has no SDs to centre the 'prior' update on"
+        ),
+        "evidence_choice": choose({n: c for n, c in cands.items() if n in AUTO}, EVIDENCE_MARGIN),
         "log_evidence": {n: round(c.log_evidence, 4) for n, c in cands.items()},
         "intercept_shift": float(cand.theta[0] - theta0[0]),
         "log_odds_scale": scale,

@@ -259,8 +259,9 @@ def adapt(
         str,
         typer.Option(
             "--method",
-            help="auto (the evidence on the rows chooses; keeps the model when they cannot "
-            "tell) | intercept | recalibrate (an intercept and one positive slope) | prior (every "
+            help="auto (the evidence on the rows chooses, following the adaptation policy the "
+            "generator validated in its index; keeps the model when they cannot tell) | "
+            "intercept | recalibrate (an intercept and one positive slope) | prior (every "
             "coefficient, under the model's own SDs) | map (every coefficient, with the model as "
             "the prior)",
         ),
@@ -281,9 +282,15 @@ def adapt(
             f"--method must be auto, intercept, recalibrate, prior or map, got {method!r}"
         )
     params, _, data = _load_labelled(params_path, rows, outcome, patient_id, sep, pos_label)
+    if sha256_file(rows) in _adapted_on(params):
+        warn(
+            f"{params_path} was already adapted on {rows} (same file contents): adapting again "
+            "counts these patients twice"
+        )
     with one_line_warnings():
         adapted = adapt_params(params, data.X, data.y, adaptation=method)
     chosen = adapted.metadata["adaptation"]
+    report = adapted.metadata["adaptation_report"]
     adapted = adapted.replace(
         metadata={
             "adapted_from": str(params_path),
@@ -308,6 +315,9 @@ def adapt(
         # slope when only the scale changed); a median ratio hid large moves of a few terms
         "terms_scale": adapted.metadata["adaptation_report"]["log_odds_scale"],
         "sign_changes": adapted.metadata["adaptation_report"]["sign_changes"],
+        "policy": report.get("policy"),
+        "policy_note": report.get("policy_note"),
+        "evidence_choice": report.get("evidence_choice"),
     }
     if as_json:
         echo_json(summary)
@@ -316,8 +326,7 @@ def adapt(
     typer.echo(
         f"adapted {params_path} on {len(data)} patients "
         f"({summary['n_positive']} with {outcome} = 1) by "
-        f"{_ADAPTATION_WORDS[chosen]}"
-        f"{' (chosen by the evidence on these rows)' if method == 'auto' else ''}; "
+        f"{_ADAPTATION_WORDS[chosen]}{_why_chosen(method, chosen, report)}; "
         f"saved to {save}\n"
         f"  intercept  {params.intercept:+.3f} -> {adapted.intercept:+.3f} ({change:+.3f})"
         + (
@@ -335,8 +344,21 @@ def adapt(
     )
 
 
+def _why_chosen(method: str, chosen: str, report: dict) -> str:
+    """Who chose the adaptation: the user, the validated policy or the evidence."""
+    if method != "auto":
+        return ""
+    if report.get("prefer") is not None:
+        alone = report.get("evidence_choice")
+        return f" (as {report['policy_note']}" + (
+            f"; the evidence alone would have chosen '{alone}')" if alone != chosen else ")"
+        )
+    note = report.get("policy_note")
+    return " (chosen by the evidence on these rows" + (f": {note})" if note else ")")
+
+
 _ADAPTATION_WORDS = {
-    "zero-shot": "keeping the model as it was (the rows could not tell a change apart)",
+    "zero-shot": "keeping the model as it was",
     "intercept": "an intercept shift",
     "recalibrate": "recalibration",
     "prior": "an update of every coefficient under the model's own SDs",

@@ -18,10 +18,10 @@ The default generator also validates, on its index's own tasks held out one fold
 which adaptation actually helps with k labelled rows (:mod:`ragim.adaptation_policy`): for
 each k it keeps zero-shot, the evidence choice above (with margin 1, 3 or 10 nats), the
 intercept shift or ``"prior"`` (below), whichever lowers held-out log-loss against zero-shot
-with an upper 95% bound below zero, and zero-shot when none does. ``"auto"`` follows that
-policy, carried in the generated model's ``metadata["adaptation_policy"]``; its entry is in
-``adaptation_report_["policy"]``. Beyond twice the largest validated k, and for models without
-a policy, the evidence alone chooses.
+with an upper bound (mean + one standard error over the held-out tasks) below zero, and
+zero-shot when none does. ``"auto"`` follows that policy, carried in the generated model's
+``metadata["adaptation_policy"]``; its entry is in ``adaptation_report_["policy"]``. Beyond
+twice the largest validated k, and for models without a policy, the evidence alone chooses.
 
 ``adaptation="recalibrate"`` (or any other candidate's name) forces that candidate.
 ``adaptation="prior"`` is a fifth, asked for by name or by the validated policy: every
@@ -144,7 +144,10 @@ def adapt_prior(
     of :func:`ragim.adaptation.adapt`, plus ``policy``: with ``adaptation="auto"``, the entry of
     the prior's ``metadata["adaptation_policy"]`` (validated in the index by the generator,
     :mod:`ragim.adaptation_policy`) that set the candidate to prefer and the evidence margin for
-    this many rows, or None (the evidence alone chose). ``std``: the candidate's posterior SDs
+    this many rows, or None (the evidence alone chose), and ``policy_note``: why there was no
+    entry, or what it said and whether it was followed. An adapted model carries no policy
+    (it was validated for the generated one): adapting it again, the evidence alone chooses.
+    ``std``: the candidate's posterior SDs
     (the prior's where the candidate left a parameter as generated).
 
     Raises
@@ -174,10 +177,19 @@ def adapt_prior(
             )
     if not np.all(np.isfinite(D)):
         raise ValidationError("X contains values that could not be turned into finite features")
-    entry = None
-    if adaptation == "auto" and prior.metadata.get("adaptation_policy"):
-        entry = AdaptationPolicy.from_dict({"entries": prior.metadata["adaptation_policy"]}).for_k(
-            len(D)
+    entry, why = None, "adaptation was asked for by name"
+    if adaptation == "auto":
+        policy = AdaptationPolicy.from_dict(
+            {"entries": prior.metadata.get("adaptation_policy", [])}
+        )
+        entry = policy.for_k(len(D))
+        why = (
+            "the model carries no adaptation policy validated in an index"
+            if not policy.entries
+            else f"{len(D)} rows is beyond twice the largest k the policy was validated at "
+            f"({policy.entries[-1]['k']})"
+            if entry is None
+            else ""
         )
     cand, report = adapt(
         D,
@@ -194,6 +206,12 @@ def adapt_prior(
         prefer=None if entry is None else entry["prefer"],
     )
     report["policy"] = entry
+    report["policy_note"] = (
+        why
+        if entry is None
+        else f"the policy validated in the index for k = {entry['k']} says {entry['option']!r}"
+        + (f", not followed: {report['prefer_ignored']}" if report["prefer_ignored"] else "")
+    )
     if warn:
         for msg in report["warnings"]:
             warnings.warn(msg, AdaptationWarning, stacklevel=2)
@@ -211,6 +229,8 @@ def adapt_prior(
             "k_shot": int(len(D)),
             "prior_strength": cand.detail.get("prior_strength"),
             "prior_source": prior.metadata.get("source"),
+            # the policy was validated for the generated model, not for one adapted already
+            **({} if cand.name == "zero-shot" else {"adaptation_policy": []}),
         },
     )
     return params, report

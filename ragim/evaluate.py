@@ -373,7 +373,8 @@ def _statistical_setup(fctx: FoldContext) -> None:
         f"ragim-statistical fold {fctx.fold}: stack baseline/slopes {weights}, "
         f"shift {gen.stack_['shift']:+.2f} "
         f"(held-out log-loss in the index: {held or 'none'}, stack {stacked}; "
-        f"{gen.cv_['n_tasks']} tasks); {gen.train_seconds_:.0f} s"
+        f"{gen.cv_['n_tasks']} tasks); {gen.train_seconds_:.0f} s; adaptation policy: "
+        + (" ".join(f"{e['k']}={e['option']}" for e in gen.adaptation_policy_.entries) or "none")
     )
 
 

@@ -233,7 +233,7 @@ def score_predictions(
 
 
 def adapt_params(
-    params: ModelParams, X: pd.DataFrame, y, *, adaptation: str = "auto"
+    params: ModelParams, X: pd.DataFrame, y, *, adaptation: str = "auto", pos_label=None
 ) -> ModelParams:
     """Adapt a model to a few local labelled rows, as :class:`ragim.ZeroShotClassifier` does.
 
@@ -249,8 +249,11 @@ def adapt_params(
     ----------
     params : the model to adapt (logistic or GAM).
     X : the local patients, the model's feature columns.
-    y : their 0/1 outcomes.
+    y : their outcomes, shape (len(X),): 0/1 in any form (1, 1.0, "1", True), or any two
+        labels with ``pos_label``.
     adaptation : "auto", "recalibrate", "prior", "map", "intercept" or "zero-shot".
+    pos_label : the label of ``y`` that marks the event (needed for labels such as
+        "yes"/"no").
 
     Returns
     -------
@@ -287,6 +290,10 @@ def adapt_params(
     if len(X) == 0:
         raise ValidationError("cannot adapt on zero rows")
     y = np.asarray(y)
+    if y.shape != (len(X),):
+        raise ValidationError(
+            f"X has {len(X)} rows but y has shape {y.shape}; give one outcome per row"
+        )
     classes = np.unique(y[pd.notna(y)]) if y.dtype == object else np.unique(y)
     if len(classes) < 2:
         only = classes[0] if len(classes) else "none"
@@ -294,7 +301,7 @@ def adapt_params(
             f"the {len(y)} rows to adapt on all have outcome {only}; adapting on one outcome "
             "would only drag every risk towards it; add patients with the other outcome"
         )
-    y01 = binary_outcome(y, where="the outcome to adapt on").astype(float)
+    y01 = binary_outcome(y, pos_label=pos_label, where="the outcome to adapt on").astype(float)
     adapted, report = adapt_prior(params, X, y01, adaptation=adaptation, warn=True)
     return adapted.replace(metadata={"adaptation_report": report})
 

@@ -49,7 +49,11 @@ def test_too_few_tasks_for_a_k_leave_it_to_the_evidence():
     cases = _cases(10, 12, truth, truth) + _cases(2, 200, truth, truth, seed=1)
     policy = calibrate(cases, k_grid=(4, 64), draws=1, min_tasks=5)
     assert [e["k"] for e in policy.entries] == [4]
-    assert "k = 64" in policy.note and "evidence alone" in policy.note
+    # the note says what for_k does: k = 4's entry up to 8, the evidence beyond
+    assert "k = 64" in policy.note and "up to k = 8 the entry for k = 4" in policy.note
+    assert policy.for_k(8)["k"] == 4 and policy.for_k(9) is None
+    with pytest.raises(ValidationError, match="max_tasks must be"):
+        calibrate(cases, max_tasks=3, min_tasks=5)
 
 
 def test_for_k_uses_the_validated_k_below_and_nothing_far_beyond():
@@ -67,8 +71,21 @@ def test_for_k_uses_the_validated_k_below_and_nothing_far_beyond():
     ]
     assert policy.for_k(33) is None
     assert AdaptationPolicy([]).for_k(8) is None
-    with pytest.raises(ValidationError, match="not an adaptation policy entry"):
+    with pytest.raises(ValidationError, match="unknown option 'magic'"):
         AdaptationPolicy.from_dict({"entries": [{"k": 4, "option": "magic"}]})
+    with pytest.raises(ValidationError, match="k must be"):
+        AdaptationPolicy.from_dict({"entries": [{"k": "8", "option": "prior"}]})
+    with pytest.raises(ValidationError, match="not a mapping"):
+        AdaptationPolicy.from_dict({"entries": [["k", 8]]})
+    with pytest.raises(ValidationError, match="lacks option"):
+        AdaptationPolicy.from_dict({"entries": [{"k": 8}]})
+    with pytest.raises(ValidationError, match="two entries for one k"):
+        AdaptationPolicy.from_dict({"entries": [{"k": 8, "option": "prior"}] * 2})
+    # an edited margin or prefer cannot change what an option means
+    edited = AdaptationPolicy.from_dict(
+        {"entries": [{"k": 8, "option": "zero-shot", "prefer": "map", "margin": -5}]}
+    )
+    assert edited.for_k(8)["prefer"] == "zero-shot" and edited.for_k(8)["margin"] == 1.0
 
 
 def test_prefer_still_cannot_reverse_the_generated_model_on_a_few_rows():
@@ -133,3 +150,55 @@ def test_the_default_generator_validates_its_policy_and_every_model_carries_it(t
     off = StatisticalGenerator(adaptation_tasks=0).fit(index, progress=False)
     assert off.adaptation_policy_.entries == [] and "evidence alone" in off.adaptation_policy_.note
     assert off.generate_params(tasks.descriptions[0]).metadata["adaptation_policy"] == []
+
+
+def test_rows_of_one_class_ignore_the_policy_and_the_report_says_so():
+    D = np.linspace(-1, 1, 6)[:, None]
+    cand, report = adapt(
+        D, np.ones(6), np.array([-1.0, 1.0]), ["intercept", "x"], prefer="intercept", warn=False
+    )
+    assert report["prefer"] is None and "one class" in report["prefer_ignored"]
+    assert cand.name == report["evidence_choice"]  # the evidence chose, as without a policy
+
+
+def test_adapt_params_takes_pos_label_and_checks_lengths():
+    import pandas as pd
+
+    from ragim.params import ModelParams
+    from ragim.schema import FeatureSchema
+    from ragim.validation import adapt_params
+
+    X = pd.DataFrame({"age": np.linspace(40, 80, 30)})
+    prior = ModelParams.from_dict(
+        "logistic", FeatureSchema.infer(X).fit(X), {"intercept": -2.0, "age": 1.0}
+    )
+    y = np.where(np.arange(30) % 3 != 0, "yes", "no")
+    with pytest.raises(ValidationError, match="pos_label"):
+        adapt_params(prior, X, y)
+    adapted = adapt_params(prior, X, y, pos_label="yes")
+    assert adapted.intercept > -2.0  # "yes" is the event, and far more common than the prior says
+    with pytest.raises(ValidationError, match="X has 30 rows but y has shape"):
+        adapt_params(prior, X, y[:29], pos_label="yes")
+
+
+def test_a_damaged_saved_policy_is_named_as_such(tmp_path):
+    import json
+
+    from ragim import TaskIndex, datasets
+    from ragim.errors import ArtifactError
+    from ragim.generate.statistical import StatisticalGenerator
+    from ragim.io import read_artifact, write_artifact
+
+    tasks = datasets.synthetic_family(n_tasks=12, n_features=2, seed=4)
+    index = TaskIndex.build(tasks, embedder="hashing", progress=False)
+    path = StatisticalGenerator(adaptation_tasks=8, adaptation_draws=1).fit(
+        index, progress=False
+    ).save(tmp_path / "gen")
+    art = read_artifact(path, "ragim.statistical-generator")
+    files = {n: art.read_bytes(n) for n in ("config.json", "arrays.safetensors")}
+    state = json.loads(art.read_bytes("state.json"))
+    state["adaptation_policy"] = {"entries": [{"k": 4, "option": "magic"}]}
+    files["state.json"] = json.dumps(state).encode()
+    write_artifact(tmp_path / "bad", "ragim.statistical-generator", files)
+    with pytest.raises(ArtifactError, match="state.json: adaptation_policy: .*unknown option"):
+        StatisticalGenerator.load(tmp_path / "bad")

@@ -296,6 +296,28 @@ def test_adapt_recalibrates_like_zero_shot_classifier(root):
     _json("adapt", d / "m1", "--rows", d / "validate.csv", "--outcome", "cad", "--save", d / "m1b")
     again = _json("score", d / "m1b", "--rows", copy, "--outcome", "cad", "--n-boot", 0)
     assert len(again["warnings"]) == 1 and "adapted on" in again["warnings"][0]
+    # adapting again on rows it was adapted on counts those patients twice: said
+    twice = _json("adapt", d / "m1", "--rows", copy, "--outcome", "cad", "--save", d / "m1c")
+    assert any("counts these patients twice" in w for w in twice["warnings"])
+
+
+def test_adapt_says_who_chose_the_adaptation(root):
+    d = root["path"]
+    out = _json("adapt", d / "m0", "--rows", d / "adapt.csv", "--outcome", "cad", "--save", d / "mp")
+    # the generated model carries the policy its generator validated in the index
+    assert out["policy_note"] and out["evidence_choice"] in ("zero-shot", "intercept", "recalibrate", "map")
+    text = _ok("adapt", d / "m0", "--rows", d / "adapt.csv", "--outcome", "cad", "--save", d / "mq")
+    if out["policy"] is not None and out["policy"]["prefer"] is not None:
+        assert f"policy validated in the index for k = {out['policy']['k']}" in text
+        if out["evidence_choice"] != out["method"]:
+            assert f"the evidence alone would have chosen '{out['evidence_choice']}'" in text
+    else:
+        assert "chosen by the evidence on these rows" in text
+    # an adapted model carries no policy: adapting it again, the evidence alone chooses
+    adapted = ModelParams.load(d / "mp")
+    if adapted.metadata["adaptation"] != "zero-shot":
+        again = _json("adapt", d / "mp", "--rows", d / "validate.csv", "--outcome", "cad", "--save", d / "mr")
+        assert again["policy"] is None and "no adaptation policy" in again["policy_note"]
 
 
 def test_adapt_map_moves_every_coefficient(root, tmp_path):

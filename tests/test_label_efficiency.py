@@ -164,3 +164,17 @@ def test_report_states_each_target_met_or_missed_with_the_size_of_the_miss(tmp_p
     assert cells[5] == "**missed**: 50.0% of draws at k = 8"
     assert cells[6].startswith("not testable")
     assert cells[7] == "-0.100 (k = 8)" and cells[8] == "+0.020 (k = 8)"
+
+
+def test_policy_line_counts_what_each_fold_chose():
+    notes = [
+        "ragim-statistical fold 0: stack ...; 3 s; adaptation policy: 4=zero-shot 8=prior",
+        "ragim-statistical fold 1: stack ...; 3 s; adaptation policy: 4=zero-shot 8=intercept",
+        "ragim-statistical fold 2: stack ...; 3 s; adaptation policy: none",
+        "per-task-k: failed on 1 target x k row(s)",
+    ]
+    line = _script().policy_line(notes)
+    assert "each of the 3 folds" in line
+    assert "k = 4: zero-shot 2" in line and "k = 8: " in line
+    assert "prior 1" in line and "intercept 1" in line
+    assert _script().policy_line(["per-task-k: failed"]) == ""

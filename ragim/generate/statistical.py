@@ -57,7 +57,7 @@ from scipy.optimize import minimize
 from scipy.special import log_expit
 from threadpoolctl import threadpool_limits
 
-from ragim.adaptation_policy import AdaptationPolicy, ValidationCase, calibrate
+from ragim.adaptation_policy import MIN_TASKS, AdaptationPolicy, ValidationCase, calibrate
 from ragim.checks import check_bool, check_fields, check_int, check_number, setting
 from ragim.errors import ArtifactError, ValidationError
 from ragim.generate.base import (
@@ -122,7 +122,7 @@ class StatisticalConfig:
     adaptation_tasks: int = setting(
         40,
         "held-out index tasks per k on which the few-shot adaptation policy is validated "
-        "(ragim.adaptation_policy; 0: none, the evidence alone chooses)",
+        "(ragim.adaptation_policy; at least 8, or 0: none, the evidence alone chooses)",
     )
     adaptation_draws: int = setting(4, "draws of k rows per task when validating adaptation")
     pooled_rows: int = setting(200_000, "rows the pooled model is fitted on (subsampled)")
@@ -149,7 +149,7 @@ class StatisticalConfig:
         rules = {
             **dict.fromkeys(counts, partial(check_int, ge=1)),
             "cv_folds": partial(check_int, ge=2),
-            "adaptation_tasks": partial(check_int, ge=0),
+            "adaptation_tasks": _check_adaptation_tasks,
             "adaptation_draws": partial(check_int, ge=1),
             **dict.fromkeys(
                 ("prior_sd", "intercept_prior_sd", "embedding_sharpness"),
@@ -157,6 +157,15 @@ class StatisticalConfig:
             ),
         }
         check_fields(self, rules, "StatisticalConfig", problems)
+
+
+def _check_adaptation_tasks(value, name: str) -> int:
+    """0 (validate no adaptation policy) or at least :data:`~ragim.adaptation_policy.MIN_TASKS`
+    held-out tasks per k (fewer cannot give an option's mean change a standard error)."""
+    value = check_int(value, name, ge=0)
+    if value == 0:
+        return value
+    return check_int(value, name, ge=MIN_TASKS, note="or 0 to validate no adaptation policy")
 
 
 # ---------------------------------------------------------------------- candidates
@@ -777,15 +786,18 @@ class StatisticalGenerator(Generator):
             ) from exc
         state = art.read_json("state.json")
         try:
+            gen.adaptation_policy_ = AdaptationPolicy.from_dict(
+                state.get("adaptation_policy", {"note": "saved before adaptation was validated"})
+            )
+        except ValidationError as exc:
+            raise ArtifactError(f"{root / 'state.json'}: adaptation_policy: {exc}") from exc
+        try:
             fitted_on = read_fit_state(state)
             gen.model_kind_, gen.param_names_, gen.schema_, gen.embedder_identity_ = fitted_on
             ids, gen.descriptions_ = list(state["ids"]), list(state["descriptions"])
             gen.groups_ = {g: [int(c) for c in cols] for g, cols in state["groups"].items()}
             gen.stack_, gen.cv_ = state["stack"], state["cv"]
             gen.interval_scale_ = float(state["interval_scale"])
-            gen.adaptation_policy_ = AdaptationPolicy.from_dict(
-                state.get("adaptation_policy", {"note": "saved before adaptation was validated"})
-            )
             gen.pooled_, gen.center_ = arrays["pooled"], arrays["center"]
             gen.pooled_var_ = arrays.get(
                 "pooled_var", np.zeros_like(gen.pooled_)
@@ -962,7 +974,7 @@ def _stack(
     held_rows: list,
     summ: TaskSummaries,
     center: np.ndarray,
-) -> tuple[dict, dict, float, np.ndarray]:
+) -> tuple[dict, dict, float, np.ndarray, np.ndarray]:
     """Stack weights by held-out mean per-task log-loss; the CV table; the interval scale; the
     stacked (centred) parameters of every held-out task and their stacked SDs (before
     :func:`_predictive_sd`), in ``held_pos`` order.
