@@ -284,3 +284,14 @@ def test_without_an_index_only_map_applies_and_asking_otherwise_is_refused():
         ZeroShotClassifier(adaptation="prior").fit(D, y)
     clf = ZeroShotClassifier().fit(D, y)
     assert clf.adaptation_report_["chosen"] == "map"
+
+
+def test_map_evidence_is_the_same_whatever_newton_starts_from():
+    from scipy.special import logsumexp
+
+    from ragim.adaptation import LAMBDA_GRID, map_candidate, map_evidence
+
+    D, y = _rows(12, 3)
+    cold = np.array([map_evidence(D, y, THETA0, lam, 0.1) for lam in LAMBDA_GRID])
+    warm = map_candidate(D, y, THETA0)  # each lambda's fit starts from the previous one
+    assert warm.log_evidence == pytest.approx(logsumexp(cold) - np.log(len(cold)), abs=1e-10)

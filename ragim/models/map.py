@@ -27,8 +27,10 @@ def map_logistic(
     intercept_ratio: float = 0.1,
     max_iter: int = 100,
     tol: float = 1e-10,
+    init: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """MAP logistic regression with a ridge prior centred on ``theta0``; returns (theta, Hessian).
+    ``init``: where Newton starts (default ``theta0``), e.g. the fit at a nearby ``lam``.
 
     Minimises ``sum_i logloss(y_i, theta) + lam/2 ||theta_terms - theta0_terms||^2 +
     lam * intercept_ratio/2 (theta_0 - theta0_0)^2`` by Newton's method (:func:`newton_map`).
@@ -44,7 +46,7 @@ def map_logistic(
     A = np.hstack([np.ones((n, 1)), D])
     prec = np.full(d + 1, float(lam))
     prec[0] = lam * intercept_ratio
-    return newton_map(A, y, theta0.astype(float), prec, max_iter, tol)
+    return newton_map(A, y, theta0.astype(float), prec, max_iter, tol, init=init)
 
 
 def newton_map(
@@ -55,6 +57,7 @@ def newton_map(
     max_iter: int = 100,
     tol: float = 1e-10,
     offset: np.ndarray | None = None,
+    init: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Newton's method, with step halving, for
     ``sum_i logloss(y_i, offset_i + A_i w) + 1/2 sum_k prec_k (w_k - mu_k)^2``.
@@ -66,13 +69,15 @@ def newton_map(
     mu, prec : prior means and precisions, shape (d,); ``prec > 0`` keeps every step defined
         (separable or collinear data included).
     offset : a fixed part of each row's log-odds, shape (n,) (default 0).
+    init : the starting point, shape (d,) (default ``mu``); the objective is strictly convex,
+        so the optimum does not depend on it, only the number of steps does.
 
     Returns
     -------
     (w, H): the MAP estimate (d,) and the Hessian of the objective at it (d, d), whose
     inverse is the Laplace approximation of the posterior covariance.
     """
-    w = np.asarray(mu, dtype=float).copy()
+    w = np.asarray(mu if init is None else init, dtype=float).copy()
     off = 0.0 if offset is None else offset
 
     def objective(v):
