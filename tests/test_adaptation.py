@@ -286,12 +286,20 @@ def test_without_an_index_only_map_applies_and_asking_otherwise_is_refused():
     assert clf.adaptation_report_["chosen"] == "map"
 
 
-def test_map_evidence_is_the_same_whatever_newton_starts_from():
+def test_the_batched_lambda_path_equals_one_fit_per_lambda():
     from scipy.special import logsumexp
 
     from ragim.adaptation import LAMBDA_GRID, map_candidate, map_evidence
+    from ragim.models.map import map_logistic
 
-    D, y = _rows(12, 3)
-    cold = np.array([map_evidence(D, y, THETA0, lam, 0.1) for lam in LAMBDA_GRID])
-    warm = map_candidate(D, y, THETA0)  # each lambda's fit starts from the previous one
-    assert warm.log_evidence == pytest.approx(logsumexp(cold) - np.log(len(cold)), abs=1e-10)
+    for k, seed in ((4, 1), (12, 3), (60, 5)):
+        D, y = _rows(k, seed)
+        y[:2] = [0.0, 1.0]
+        one = np.array([map_evidence(D, y, THETA0, lam, 0.1) for lam in LAMBDA_GRID])
+        cand = map_candidate(D, y, THETA0)  # map_evidence_path: every lambda at once
+        assert cand.log_evidence == pytest.approx(logsumexp(one) - np.log(len(one)), abs=1e-8)
+        lam = cand.detail["prior_strength"]
+        assert lam == LAMBDA_GRID[int(np.argmax(one))]
+        theta, H = map_logistic(D, y, THETA0, lam, 0.1)
+        np.testing.assert_allclose(cand.theta, theta, atol=1e-8)
+        np.testing.assert_allclose(cand.std, np.sqrt(np.diag(np.linalg.inv(H))), rtol=1e-6)
