@@ -401,7 +401,7 @@ def _generator_predict(ctx: TargetContext, name: str) -> np.ndarray:
     from ragim.estimator import adapt_prior
 
     prior = _prior(ctx, name)
-    if ctx.k_shot == 0:
+    if ctx.k_shot == 0 or len(ctx.y_k) == 0:  # no labelled rows (an empty support pool)
         return _proba(ctx, prior)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AdaptationWarning)
@@ -442,6 +442,8 @@ def _map_prior_predict(ctx: TargetContext) -> np.ndarray | None:
     prior = _prior(ctx, "statistical")  # with its SDs (the default)
     if prior.std is None:
         return None
+    if len(ctx.y_k) == 0:  # no labelled rows (an empty support pool): the prior's mean
+        return _proba(ctx, prior)
     D = (
         design_rows(ctx, ctx.k_rows)
         if ctx.k_rows is not None

@@ -287,3 +287,19 @@ def test_population_method_scores_the_fold_indexs_population_model():
             mine = preds[preds["task_id"] == tid]
             expected = evaluate.params_proba(index.population_params([tid]), task.X.iloc[mine["row"].to_numpy()])
             np.testing.assert_allclose(mine["p"].to_numpy(), expected, rtol=1e-5)
+
+
+def test_an_empty_support_pool_leaves_the_generated_model_zero_shot():
+    # a 1-row target: its row goes to the test half, so there is nothing to adapt on at any k
+    tasks = datasets.synthetic_family(n_tasks=10, n_features=3, seed=1, n_rows=40)
+    t = tasks[0]
+    tiny = Task("tiny", t.description, t.X.iloc[:1], t.y[:1], t.metadata, t.true_params)
+    coll = TaskCollection([tiny, *list(tasks)[1:]], schema=tasks.schema, name="synthetic")
+    df = evaluate.few_shot(coll, k_shots=(8,), methods=["ragim-statistical", "map-prior"],
+                           targets=["tiny"], folds=2, embedder="hashing", progress=False)
+    rows = df[df.task_id == "tiny"]
+    assert (rows["status"] == "ok").all(), rows["status"].tolist()
+    zero = rows[(rows.method == "ragim-statistical") & (rows.k_shot == 0)]["log_loss"].item()
+    for method in ("ragim-statistical", "map-prior"):
+        k8 = rows[(rows.method == method) & (rows.k_shot == 8)]
+        assert k8["n_support"].item() == 0 and k8["log_loss"].item() == pytest.approx(zero)
