@@ -464,7 +464,8 @@ def label_efficiency_section() -> list[str]:
              "a recalibration and a MAP refit, following the policy the generator validated on its own index's "
              "held-out tasks: per k, the option (keep zero-shot, the evidence with a margin of 1, 3 or 10 nats, "
              "always the intercept shift, always the Bayesian update under the generated SDs) whose upper bound "
-             "(mean + one standard error over tasks) on the change in held-out log-loss against zero-shot is lowest and below zero; "
+             "(mean + one standard error over tasks) on the change in held-out log-loss against zero-shot is lowest and below zero, "
+             "among those that lose more than 0.05 AUROC in at most 5% of draws; "
              "`ragim.adaptation_policy`), against a per-task logistic regression on the same k rows and MAP "
              "under the generated mean and SD (the elicited-prior method of AutoElicit, ICML 2025). Each table "
              "says which targets and draws it covers; per-draw rows are in the `.csv` beside each `.md`.", ""]
