@@ -19,9 +19,10 @@ which adaptation actually helps with k labelled rows (:mod:`ragim.adaptation_pol
 each k it keeps zero-shot, the evidence choice above (with margin 1, 3 or 10 nats), the
 intercept shift or ``"prior"`` (below), whichever lowers held-out log-loss against zero-shot
 with an upper bound (mean + one standard error over the held-out tasks) below zero, losing
-more than 0.05 AUROC in at most 5% of draws, and zero-shot when none does. ``"auto"`` follows that policy, carried in the generated model's
-``metadata["adaptation_policy"]``; its entry is in ``adaptation_report_["policy"]``. Beyond
-twice the largest validated k, and for models without a policy, the evidence alone chooses.
+more than 0.05 AUROC in at most 5% of draws, and zero-shot when none does. ``"auto"``
+follows that policy, carried in the generated model's ``metadata["adaptation_policy"]``; its
+entry is in ``adaptation_report_["policy"]``. Beyond twice the largest validated k, and for
+models without a policy, the evidence alone chooses.
 
 ``adaptation="recalibrate"`` (or any other candidate's name) forces that candidate.
 ``adaptation="prior"`` is a fifth, asked for by name or by the validated policy: every
