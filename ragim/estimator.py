@@ -358,8 +358,20 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         return neighbor_mean(self.index, self.description, k=self.k or 10, exclude=self.exclude)
 
     # ------------------------------------------------------------------ sklearn API
-    def fit(self, X=None, y=None):
+    def fit(self, X=None, y=None, classes=None):
         """Generate the prior model; with labelled rows, adapt it (see the module docstring).
+
+        ``classes``: both labels the outcome can take, as scikit-learn's ``partial_fit`` takes
+        them. Needed only when the rows hold one class and their labels are not 0/1 (say a
+        ward labelled only its "yes" events): ``classes_`` then holds both labels, so
+        ``predict`` and ``score`` speak the user's labels.
+
+        Raises
+        ------
+        ValidationError
+            Bad rows or labels (one line naming the problem); rows of one class with labels
+            other than 0/1 and no ``classes``; ``classes`` that are not two labels holding
+            every label of ``y``.
 
         Warns
         -----
@@ -407,9 +419,12 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
             raise ValidationError(
                 "y was given without X; pass the labelled rows X with their labels y"
             )
+        stated = classes  # the fit argument: every label the outcome can take
         y, classes = check_binary_targets(
             y, len(frame), type(self).__name__, allow_single_class=self.index is not None
         )
+        if stated is not None:
+            classes = self._stated_classes(stated, classes)
         y01 = self._event_indicator(y, classes)
         if self.index is None and self.adaptation not in ("auto", "map"):
             raise ValidationError(
@@ -442,6 +457,23 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         self._set_features(frame)
         return self
 
+    @staticmethod
+    def _stated_classes(stated, present: np.ndarray) -> np.ndarray:
+        """``fit``'s ``classes``, checked: two distinct labels holding every label of y."""
+        stated = np.asarray(stated).reshape(-1)
+        canon = [canonical_level(c) for c in stated]
+        if len(stated) != 2 or canon[0] == canon[1]:
+            raise ValidationError(
+                f"classes must be the outcome's two labels, got {[json_label(c) for c in stated]}"
+            )
+        missing = [c for c in present if canonical_level(c) not in canon]
+        if missing:
+            raise ValidationError(
+                f"y holds the label {json_label(missing[0])!r}, which is not among classes "
+                f"{[json_label(c) for c in stated]}"
+            )
+        return np.sort(stated) if stated.dtype.kind in "biuf" else stated
+
     def _event_indicator(self, y: np.ndarray, classes: np.ndarray) -> np.ndarray:
         """1.0 where a label is the event; sets ``classes_`` to ``[non-event, event]``.
 
@@ -459,7 +491,18 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
                 )
             if len(classes) == 2:
                 self.classes_ = classes[np.argsort(canon == pos, kind="stable")]
-            else:
+            else:  # one class, and the other label unknown: predictions speak 0/1
+                try:
+                    as01 = bool(binary_outcome(classes)[0])
+                except ValidationError:
+                    as01 = None
+                if as01 is None or as01 != (canon[0] == pos):
+                    raise ValidationError(
+                        f"y holds only the label {json_label(classes[0])!r}, so the other label "
+                        "is unknown and predictions could not speak your labels; pass both to "
+                        f"fit(X, y, classes=[<the other label>, {json_label(classes[0])!r}]), or "
+                        "give y as 0/1 (1 = the event)"
+                    )
                 self.classes_ = np.array([0, 1])
             return np.array([canonical_level(v) == pos for v in y], dtype=float)
         if self.index is None:

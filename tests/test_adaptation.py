@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from ragim import TaskIndex, ZeroShotClassifier, datasets
 from ragim.adaptation import ORDER, REVERSAL_MARGIN, adapt, candidates, choose, recalibration
-from ragim.errors import AdaptationWarning, DomainWarning
+from ragim.errors import AdaptationWarning, DomainWarning, ValidationError
 from ragim.estimator import adapt_prior, neighbor_mean
 from ragim.generate.statistical import StatisticalGenerator, default_generator
 from ragim.index import leak_free
@@ -152,10 +152,23 @@ def test_rows_of_one_class_are_used_only_for_the_intercept_and_said_so(family):
     t = fam[3]
     events = t.X.iloc[np.flatnonzero(t.y == 1)[:4]]
     clf = ZeroShotClassifier(index=index, description=t.description, pos_label="yes")
+    # the other label is unknown: predictions could not speak the user's labels
+    with pytest.raises(ValidationError, match=r"only the label 'yes'.*classes="):
+        clf.fit(events, ["yes"] * 4)
     with pytest.warns(
         AdaptationWarning, match=r"all events \(label 'yes'\).*coefficients were kept"
     ):
-        clf.fit(events, ["yes"] * 4)
+        clf.fit(events, ["yes"] * 4, classes=["no", "yes"])
+    assert clf.classes_.tolist() == ["no", "yes"]
+    assert set(clf.predict(t.X)) <= {"no", "yes"}
+    assert 0 <= clf.score(events, ["yes"] * 4) <= 1
+    with pytest.raises(ValidationError, match="not among classes"):
+        clf.fit(events, ["yes"] * 4, classes=["no", "maybe"])
+    with pytest.raises(ValidationError, match="two labels"):
+        clf.fit(events, ["yes"] * 4, classes=["yes"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AdaptationWarning)
+        clf.fit(events, ["yes"] * 4, classes=["no", "yes"])
     report = clf.adaptation_report_
     assert report["single_class"] == {"n": 4, "class": 1, "action": report["chosen"]}
     assert report["chosen"] in ("zero-shot", "intercept")
