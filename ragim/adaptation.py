@@ -123,6 +123,10 @@ def _recal_fit(
     prec = np.column_stack([1 / a_sd**2] + ([1 / beta_sd**2] if slope else []))
 
     def parts(X, rows):
+        with np.errstate(over="ignore", invalid="ignore"):  # a trial step may overflow: halved
+            return _parts(X, rows)
+
+    def _parts(X, rows):
         U = (np.exp(X[:, 1:2]) if slope else np.ones((len(X), 1))) * z0t
         Z = base + X[:, :1] + U
         P = expit(Z)
@@ -157,7 +161,8 @@ def _recal_fit(
         t = np.ones(len(active))
         while True:
             f_new, g_new, H_new = parts(Xa - t[:, None] * step, active)
-            worse = (f_new > f[active] + 1e-12) & (t >= 1e-8)
+            # not "<=": a step that overflows (NaN) is halved too, as the scalar loop did
+            worse = ~(f_new <= f[active] + 1e-12) & (t >= 1e-8)
             if not worse.any():
                 break
             t[worse] /= 2

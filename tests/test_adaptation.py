@@ -316,3 +316,22 @@ def test_the_batched_lambda_path_equals_one_fit_per_lambda():
         theta, H = map_logistic(D, y, THETA0, lam, 0.1)
         np.testing.assert_allclose(cand.theta, theta, atol=1e-8)
         np.testing.assert_allclose(cand.std, np.sqrt(np.diag(np.linalg.inv(H))), rtol=1e-6)
+
+
+def test_a_newton_step_that_overflows_is_halved_not_taken():
+    """8 rows on which the recalibration's widest prior scale takes a first Newton step whose
+    slope overflows exp(): the batched fit must halve it (as a scalar loop does), not accept
+    NaN (found by the generator's policy validation on a 40-task synthetic index)."""
+    D = np.array(
+        [[-0.149995, 0.054793, -0.446968], [-0.741898, -0.761432, 0.487154],
+         [-0.8306, -0.058328, -1.635078], [-0.600237, -1.405936, 0.014802],
+         [-0.672936, -0.52288, 0.279914], [0.796612, -0.445975, 0.504554],
+         [-2.142072, -2.025401, 3.435423], [-0.717797, -0.188373, 1.233097]]
+    )  # fmt: skip
+    y = np.array([0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0])
+    theta0 = np.array([-1.34721156, -0.03589038, -0.7796076, -0.08629709])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no overflow reaches the result
+        c = recalibration(D, y, theta0)
+    assert np.isfinite(c.log_evidence) and np.all(np.isfinite(c.theta))
+    assert c.detail["scale"] > 0

@@ -265,9 +265,16 @@ def test_events_labelled_yes_need_a_pos_label_and_then_raise_the_risk(synthetic_
         ZeroShotClassifier(index=index, description=target.description).fit(rows, np.array(["yes"] * 6))
     with pytest.raises(ValidationError, match=r"holds \['2'\]"):
         ZeroShotClassifier(index=index, description=target.description).fit(rows, np.full(6, 2))
-    for labels, pos in ((np.array(["yes"] * 6), "yes"), (np.full(6, 2), 2), (np.full(6, 2.0), "2")):
-        clf = ZeroShotClassifier(index=index, description=target.description, pos_label=pos).fit(rows, labels)
+    cases = ((np.array(["yes"] * 6), "yes", ["no", "yes"]), (np.full(6, 2), 2, [1, 2]),
+             (np.full(6, 2.0), "2", [1.0, 2.0]))
+    for labels, pos, classes in cases:
+        clf = ZeroShotClassifier(index=index, description=target.description, pos_label=pos)
+        # rows of one class whose label is not 0/1: the other label must be named for predict
+        with pytest.raises(ValidationError, match="classes="):
+            clf.fit(rows, labels)
+        clf.fit(rows, labels, classes=classes)
         np.testing.assert_allclose(clf.predict_proba(rows), ones.predict_proba(rows))
+        assert clf.classes_.tolist() == classes and set(clf.predict(rows)) <= set(classes)
     assert (ones.predict_proba(rows)[:, 1] > zero).all()
     as_bool = ZeroShotClassifier(index=index, description=target.description).fit(rows, np.ones(6, bool))
     np.testing.assert_allclose(as_bool.predict_proba(rows), ones.predict_proba(rows))

@@ -156,7 +156,9 @@ def map_logistic_path(
         t = np.ones(len(active))
         while True:  # step halving, per precision, as newton_map does
             f_new = objective(V - t[:, None] * step, active)
-            worse = (f_new > f[active] + 1e-12 * np.maximum(1.0, np.abs(f[active]))) & (t >= 1e-10)
+            # not "<=" fails for NaN too: a step that overflows is halved, as newton_map does
+            bound = f[active] + 1e-12 * np.maximum(1.0, np.abs(f[active]))
+            worse = ~(f_new <= bound) & (t >= 1e-10)
             if not worse.any():
                 break
             t[worse] /= 2
