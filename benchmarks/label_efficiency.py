@@ -320,7 +320,7 @@ def policy_line(notes: list[str]) -> str:
     ]
     return (
         f"Adaptation policy validated in each of the {folds} folds' index (option: folds; "
-        "`ragim.adaptation_policy`; a k beyond twice the largest validated one follows the "
+        "`ragim.adaptation_policy`; a k beyond the largest validated one follows the "
         "evidence alone): " + ("; ".join(parts) if parts else "nothing validated") + "."
     )
 

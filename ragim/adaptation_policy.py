@@ -37,9 +37,11 @@ one-sided: when the index cannot tell an option from zero-shot by a standard err
 wins. (Two standard errors were tried first: on an index of 28 real heart-disease tasks they
 kept zero-shot at every k even where the mean change was -0.05 nats per patient at k = 32.)
 
-A k between two validated values uses the smaller one's entry; a k beyond twice the largest
-validated k has no entry, and the evidence alone chooses (with hundreds of rows it is
-decisive, and the adapted model tends to the per-task fit).
+A k between two validated values uses the smaller one's entry (a k below the grid, the
+smallest's); a k beyond the largest validated k has no entry, and the evidence alone chooses:
+nothing was validated there, and with many rows the evidence is decisive and the adapted model
+tends to the per-task fit. (Extending the largest entry to twice its k kept a validated
+intercept shift at k = 256 on the procedure family, 0.015 AUROC below a per-task fit.)
 
 Examples
 --------
@@ -112,11 +114,11 @@ class AdaptationPolicy:
 
     def for_k(self, k: int) -> dict[str, Any] | None:
         """The entry for ``k`` labelled rows: the largest validated k not above it (the
-        smallest one below the grid), None beyond twice the largest validated k."""
+        smallest one below the grid), None beyond the largest validated k."""
         if not self.entries:
             return None
         ks = [e["k"] for e in self.entries]
-        if k > 2 * ks[-1]:
+        if k > ks[-1]:
             return None
         i = max((j for j, v in enumerate(ks) if v <= k), default=0)
         return self.entries[i]
@@ -297,11 +299,10 @@ def calibrate(
     elif skipped:
         note = (
             f"k = {', '.join(map(str, skipped))}: fewer than {min_tasks} index tasks hold that "
-            f"many support rows; up to k = {2 * top} the entry for k = {top} applies, beyond "
-            "it the evidence alone chooses"
+            f"many support rows, so beyond k = {top} the evidence alone chooses"
         )
     else:
-        note = f"beyond k = {2 * top} the evidence alone chooses"
+        note = f"beyond k = {top} the evidence alone chooses"
     return AdaptationPolicy(entries, note)
 
 

@@ -21,7 +21,7 @@ intercept shift or ``"prior"`` (below), whichever lowers held-out log-loss again
 with an upper bound (mean + one standard error over the held-out tasks) below zero, losing
 more than 0.05 AUROC in at most 5% of draws, and zero-shot when none does. ``"auto"``
 follows that policy, carried in the generated model's ``metadata["adaptation_policy"]``; its
-entry is in ``adaptation_report_["policy"]``. Beyond twice the largest validated k, and for
+entry is in ``adaptation_report_["policy"]``. Beyond the largest validated k, and for
 models without a policy, the evidence alone chooses.
 
 ``adaptation="recalibrate"`` (or any other candidate's name) forces that candidate.
@@ -187,7 +187,7 @@ def adapt_prior(
         why = (
             "the model carries no adaptation policy validated in an index"
             if not policy.entries
-            else f"{len(D)} rows is beyond twice the largest k the policy was validated at "
+            else f"{len(D)} rows is beyond the largest k the policy was validated at "
             f"({policy.entries[-1]['k']})"
             if entry is None
             else ""

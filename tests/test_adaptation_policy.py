@@ -58,27 +58,26 @@ def test_too_few_tasks_for_a_k_leave_it_to_the_evidence():
     cases = _cases(10, 12, truth, truth) + _cases(2, 200, truth, truth, seed=1)
     policy = calibrate(cases, k_grid=(4, 64), draws=1, min_tasks=5)
     assert [e["k"] for e in policy.entries] == [4]
-    # the note says what for_k does: k = 4's entry up to 8, the evidence beyond
-    assert "k = 64" in policy.note and "up to k = 8 the entry for k = 4" in policy.note
-    assert policy.for_k(8)["k"] == 4 and policy.for_k(9) is None
+    # the note says what for_k does: k = 4's entry up to 4, the evidence beyond
+    assert "k = 64" in policy.note and "beyond k = 4 the evidence alone" in policy.note
+    assert policy.for_k(4)["k"] == 4 and policy.for_k(5) is None
     with pytest.raises(ValidationError, match="max_tasks must be"):
         calibrate(cases, max_tasks=3, min_tasks=5)
 
 
-def test_for_k_uses_the_validated_k_below_and_nothing_far_beyond():
+def test_for_k_uses_the_validated_k_below_and_nothing_beyond():
     entries = [
         {"k": k, "option": o, "prefer": OPTIONS[o][0], "margin": OPTIONS[o][1]}
         for k, o in ((4, "zero-shot"), (16, "prior"))
     ]
     policy = AdaptationPolicy.from_dict({"entries": entries[::-1]})
-    assert [policy.for_k(k)["option"] for k in (1, 4, 15, 16, 32)] == [
+    assert [policy.for_k(k)["option"] for k in (1, 4, 15, 16)] == [
         "zero-shot",
         "zero-shot",
         "zero-shot",
-        "prior",
         "prior",
     ]
-    assert policy.for_k(33) is None
+    assert policy.for_k(17) is None  # nothing was validated there: the evidence decides
     assert AdaptationPolicy([]).for_k(8) is None
     with pytest.raises(ValidationError, match="unknown option 'magic'"):
         AdaptationPolicy.from_dict({"entries": [{"k": 4, "option": "magic"}]})
