@@ -123,10 +123,6 @@ def _recal_fit(
     prec = np.column_stack([1 / a_sd**2] + ([1 / beta_sd**2] if slope else []))
 
     def parts(X, rows):
-        with np.errstate(over="ignore", invalid="ignore"):  # a trial step may overflow: halved
-            return _parts(X, rows)
-
-    def _parts(X, rows):
         U = (np.exp(X[:, 1:2]) if slope else np.ones((len(X), 1))) * z0t
         Z = base + X[:, :1] + U
         P = expit(Z)
@@ -150,26 +146,29 @@ def _recal_fit(
     every = np.arange(len(X))
     f, g, H = parts(X, every)
     active = every
-    for _ in range(100):  # Newton with a step halving (and a gradient step where H is not definite)
-        if not len(active):
-            break
-        Xa, ga, Ha = X[active], g[active], H[active]
-        definite = np.all(np.linalg.eigvalsh(Ha) > 1e-12, axis=1)
-        step = ga / np.max(np.diagonal(Ha, axis1=1, axis2=2), axis=1)[:, None]
-        if definite.any():
-            step[definite] = np.linalg.solve(Ha[definite], ga[definite][:, :, None])[:, :, 0]
-        t = np.ones(len(active))
-        while True:
-            f_new, g_new, H_new = parts(Xa - t[:, None] * step, active)
-            # not "<=": a step that overflows (NaN) is halved too, as the scalar loop did
-            worse = ~(f_new <= f[active] + 1e-12) & (t >= 1e-8)
-            if not worse.any():
+    # Newton with a step halving (and a gradient step where H is not definite); a trial step
+    # may overflow exp(): it is halved, so the overflow warnings are silenced
+    with np.errstate(over="ignore", invalid="ignore"):
+        for _ in range(100):
+            if not len(active):
                 break
-            t[worse] /= 2
-        moved = t[:, None] * step
-        X[active], f[active], g[active], H[active] = Xa - moved, f_new, g_new, H_new
-        done = (np.max(np.abs(moved), axis=1) < 1e-10) | (np.max(np.abs(g_new), axis=1) < 1e-9)
-        active = active[~done]
+            Xa, ga, Ha = X[active], g[active], H[active]
+            definite = np.all(np.linalg.eigvalsh(Ha) > 1e-12, axis=1)
+            step = ga / np.max(np.diagonal(Ha, axis1=1, axis2=2), axis=1)[:, None]
+            if definite.any():
+                step[definite] = np.linalg.solve(Ha[definite], ga[definite][:, :, None])[:, :, 0]
+            t = np.ones(len(active))
+            while True:
+                f_new, g_new, H_new = parts(Xa - t[:, None] * step, active)
+                # not "<=": a step that overflows (NaN) is halved too, as the scalar loop did
+                worse = ~(f_new <= f[active] + 1e-12) & (t >= 1e-8)
+                if not worse.any():
+                    break
+                t[worse] /= 2
+            moved = t[:, None] * step
+            X[active], f[active], g[active], H[active] = Xa - moved, f_new, g_new, H_new
+            done = (np.max(np.abs(moved), axis=1) < 1e-10) | (np.max(np.abs(g_new), axis=1) < 1e-9)
+            active = active[~done]
     ev = -f + 0.5 * np.sum(np.log(prec), axis=1) - 0.5 * np.linalg.slogdet(H)[1]
     return X, H, ev
 
@@ -221,24 +220,11 @@ def recalibration(
 
 
 def map_evidence(
-    D: np.ndarray,
-    y: np.ndarray,
-    theta0: np.ndarray,
-    lam: float,
-    ratio: float,
+    D: np.ndarray, y: np.ndarray, theta0: np.ndarray, lam: float, ratio: float
 ) -> float:
     """Laplace log evidence of the MAP model at prior precision ``lam`` (intercept
-    ``lam * ratio``)."""
-    theta, H = map_logistic(D, y, theta0, lam, ratio)
-    z = theta[0] + D @ theta[1:]
-    prec = np.full(len(theta), float(lam))
-    prec[0] = lam * ratio
-    return (
-        log_likelihood(z, y)
-        - 0.5 * float(np.sum(prec * (theta - theta0) ** 2))
-        + 0.5 * float(np.sum(np.log(prec)))
-        - 0.5 * float(np.linalg.slogdet(H)[1])
-    )
+    ``lam * ratio``): :func:`map_evidence_path` at one precision."""
+    return float(map_evidence_path(D, y, theta0, [lam], ratio)[0][0])
 
 
 def map_evidence_path(

@@ -313,8 +313,8 @@ def adapt(
         "intercept_after": adapted.intercept,
         # the least-squares factor of the adapted terms on the original ones (the recalibration
         # slope when only the scale changed); a median ratio hid large moves of a few terms
-        "terms_scale": adapted.metadata["adaptation_report"]["log_odds_scale"],
-        "sign_changes": adapted.metadata["adaptation_report"]["sign_changes"],
+        "terms_scale": report["log_odds_scale"],
+        "sign_changes": report["sign_changes"],
         "policy": report.get("policy"),
         "policy_note": report.get("policy_note"),
         "evidence_choice": report.get("evidence_choice"),

@@ -184,14 +184,13 @@ def adapt_prior(
             {"entries": prior.metadata.get("adaptation_policy", [])}
         )
         entry = policy.for_k(len(D))
-        why = (
-            "the model carries no adaptation policy validated in an index"
-            if not policy.entries
-            else f"{len(D)} rows is beyond the largest k the policy was validated at "
-            f"({policy.entries[-1]['k']})"
-            if entry is None
-            else ""
-        )
+        if not policy.entries:
+            why = "the model carries no adaptation policy validated in an index"
+        elif entry is None:
+            why = (
+                f"{len(D)} rows is beyond the largest k the policy was validated at "
+                f"({policy.entries[-1]['k']})"
+            )
     cand, report = adapt(
         D,
         np.asarray(y01, dtype=float),

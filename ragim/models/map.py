@@ -72,33 +72,63 @@ def newton_map(
     (w, H): the MAP estimate (d,) and the Hessian of the objective at it (d, d), whose
     inverse is the Laplace approximation of the posterior covariance.
     """
-    w = np.asarray(mu, dtype=float).copy()
-    off = 0.0 if offset is None else offset
+    w, H = newton_map_batch(A, y, mu, np.asarray(prec, dtype=float)[None, :], max_iter, tol, offset)
+    return w[0], H[0]
 
-    def objective(v):
-        z = off + A @ v
-        return float(np.sum(np.logaddexp(0.0, z) - y * z)) + 0.5 * float(
-            np.sum(prec * (v - mu) ** 2)
+
+def newton_map_batch(
+    A: np.ndarray,
+    y: np.ndarray,
+    mu: np.ndarray,
+    prec: np.ndarray,
+    max_iter: int = 100,
+    tol: float = 1e-10,
+    offset: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`newton_map` under L priors at once (``prec``: shape (L, d), one row of
+    precisions per prior; ``mu``: shape (d,), shared): one stacked solve per Newton step, each
+    prior with its own step halving and stopping rule. Returns (W, H) of shapes (L, d) and
+    (L, d, d)."""
+    y = np.asarray(y, dtype=float)
+    mu = np.asarray(mu, dtype=float)
+    off = 0.0 if offset is None else offset
+    W = np.repeat(mu[None, :], len(prec), axis=0)
+
+    def objective(V, rows):
+        Z = off + V @ A.T
+        return np.sum(np.logaddexp(0.0, Z) - y * Z, axis=1) + 0.5 * np.sum(
+            prec[rows] * (V - mu) ** 2, axis=1
         )
 
-    f = objective(w)
+    def hessian(V, rows):
+        P = expit(off + V @ A.T)
+        H = np.matmul((A[None] * (P * (1 - P))[:, :, None]).transpose(0, 2, 1), A)
+        return P, H + prec[rows][:, :, None] * np.eye(A.shape[1])
+
+    every = np.arange(len(W))
+    f = objective(W, every)
+    active = every
     for _ in range(max_iter):
-        p = expit(off + A @ w)
-        grad = A.T @ (p - y) + prec * (w - mu)
-        H = (A * (p * (1 - p))[:, None]).T @ A + np.diag(prec)
-        step = np.linalg.solve(H, grad)
-        # step halving: a full Newton step from a distant start can overshoot and diverge
-        t = 1.0
-        while True:
-            f_new = objective(w - t * step)
-            if f_new <= f + 1e-12 * max(1.0, abs(f)) or t < 1e-10:
-                break
-            t /= 2
-        w, f = w - t * step, f_new
-        if np.max(np.abs(t * step)) < tol:
+        if not len(active):
             break
-    p = expit(off + A @ w)
-    return w, (A * (p * (1 - p))[:, None]).T @ A + np.diag(prec)
+        V = W[active]
+        P, H = hessian(V, active)
+        grad = (P - y) @ A + prec[active] * (V - mu)
+        step = np.linalg.solve(H, grad[:, :, None])[:, :, 0]
+        # step halving: a full Newton step from a distant start can overshoot and diverge
+        t = np.ones(len(active))
+        while True:
+            f_new = objective(V - t[:, None] * step, active)
+            # not "<=" fails for NaN too: a step that overflows is halved
+            bound = f[active] + 1e-12 * np.maximum(1.0, np.abs(f[active]))
+            worse = ~(f_new <= bound) & (t >= 1e-10)
+            if not worse.any():
+                break
+            t[worse] /= 2
+        moved = t[:, None] * step
+        W[active], f[active] = V - moved, f_new
+        active = active[np.max(np.abs(moved), axis=1) >= tol]
+    return W, hessian(W, every)[1]
 
 
 def map_logistic_path(
@@ -110,12 +140,11 @@ def map_logistic_path(
     max_iter: int = 100,
     tol: float = 1e-10,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`map_logistic` at every prior precision in ``lambdas`` at once: Newton's method
-    with step halving, batched over the precisions (one stacked solve per step instead of a
-    Python loop over fits; the few-shot evidence integrates over a grid of 21).
+    """:func:`map_logistic` at every prior precision in ``lambdas`` at once
+    (:func:`newton_map_batch`; the few-shot evidence integrates over a grid of 21).
 
     Returns (thetas, hessians) of shapes (L, p + 1) and (L, p + 1, p + 1), in ``lambdas``
-    order, each equal to :func:`map_logistic`'s at that precision (the same stopping rule).
+    order, each equal to :func:`map_logistic`'s at that precision.
 
     Examples
     --------
@@ -126,46 +155,10 @@ def map_logistic_path(
     True
     """
     A = np.hstack([np.ones((len(D), 1)), D])
-    y = np.asarray(y, dtype=float)
-    mu = np.asarray(theta0, dtype=float)
     lambdas = np.asarray(lambdas, dtype=float)
     prec = np.repeat(lambdas[:, None], A.shape[1], axis=1)
     prec[:, 0] *= intercept_ratio
-    W = np.repeat(mu[None, :], len(lambdas), axis=0)
-
-    def objective(V, rows):
-        Z = V @ A.T
-        return np.sum(np.logaddexp(0.0, Z) - y * Z, axis=1) + 0.5 * np.sum(
-            prec[rows] * (V - mu) ** 2, axis=1
-        )
-
-    def hessian(V, rows):
-        P = expit(V @ A.T)
-        H = np.einsum("mn,ni,nj->mij", P * (1 - P), A, A)
-        return P, H + prec[rows][:, :, None] * np.eye(A.shape[1])
-
-    f = objective(W, np.arange(len(W)))
-    active = np.arange(len(W))
-    for _ in range(max_iter):
-        if not len(active):
-            break
-        V = W[active]
-        P, H = hessian(V, active)
-        grad = (P - y) @ A + prec[active] * (V - mu)
-        step = np.linalg.solve(H, grad[:, :, None])[:, :, 0]
-        t = np.ones(len(active))
-        while True:  # step halving, per precision, as newton_map does
-            f_new = objective(V - t[:, None] * step, active)
-            # not "<=" fails for NaN too: a step that overflows is halved, as newton_map does
-            bound = f[active] + 1e-12 * np.maximum(1.0, np.abs(f[active]))
-            worse = ~(f_new <= bound) & (t >= 1e-10)
-            if not worse.any():
-                break
-            t[worse] /= 2
-        moved = t[:, None] * step
-        W[active], f[active] = V - moved, f_new
-        active = active[np.max(np.abs(moved), axis=1) >= tol]
-    return W, hessian(W, np.arange(len(W)))[1]
+    return newton_map_batch(A, y, theta0, prec, max_iter, tol)
 
 
 def stratified_logistic(
@@ -235,4 +228,10 @@ def stratified_logistic(
     return beta, alpha
 
 
-__all__ = ["map_logistic", "newton_map", "stratified_logistic"]
+__all__ = [
+    "map_logistic",
+    "map_logistic_path",
+    "newton_map",
+    "newton_map_batch",
+    "stratified_logistic",
+]
