@@ -172,7 +172,9 @@ def option_losses(
 ) -> dict[str, tuple[float, float]]:
     """(mean test log-loss, test AUROC) of every option of :data:`OPTIONS` adapted to
     ``(D_k, y_k)``, chosen as :func:`ragim.adaptation.adapt` with that ``prefer`` and ``margin``
-    would choose (AUROC NaN when the test rows hold one class)."""
+    would choose (AUROC NaN when the test rows hold one class). Rows of one class ignore
+    ``prefer``, as :func:`~ragim.adaptation.adapt` does: the evidence chooses between
+    zero-shot and the intercept shift with the option's margin."""
     single = float(y_k.sum()) in (0.0, float(len(y_k)))
     names = ("zero-shot", "intercept") if single else (*AUTO, "prior")
     cands = candidates(D_k, y_k, theta0, names=names, prior_std=std)
@@ -184,7 +186,8 @@ def option_losses(
     for name, (prefer, margin) in OPTIONS.items():
         if prefer == "prior" and "prior" not in cands and not single:
             continue  # no SDs to centre the prior on
-        out[name] = loss[choose(cands, margin, prefer=prefer if prefer in cands else None)]
+        use = None if single or prefer not in cands else prefer
+        out[name] = loss[choose(cands, margin, prefer=use)]
     return out
 
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ragim.adaptation import adapt
+from ragim.adaptation import adapt, log_likelihood
 from ragim.adaptation_policy import (
     MAX_LOSE_SHARE,
     OPTIONS,
     AdaptationPolicy,
     ValidationCase,
     calibrate,
+    option_losses,
 )
 from ragim.errors import ValidationError
 
@@ -212,3 +213,30 @@ def test_a_damaged_saved_policy_is_named_as_such(tmp_path):
     write_artifact(tmp_path / "bad", "ragim.statistical-generator", files)
     with pytest.raises(ArtifactError, match="state.json: adaptation_policy: .*unknown option"):
         StatisticalGenerator.load(tmp_path / "bad")
+
+
+@pytest.mark.parametrize("events", [0, 3, 6], ids=["no-events", "both-classes", "all-events"])
+def test_option_losses_score_what_adapt_would_choose_for_every_option(events):
+    # the validation must replay the adaptation users get: rows of one class ignore the
+    # preferred candidate in adapt, so they must in the validation too
+    rng = np.random.default_rng(4)
+    D, D_test = rng.normal(size=(6, 2)), rng.normal(size=(200, 2))
+    y = np.zeros(6)
+    y[:events] = 1.0
+    theta0, std = np.array([-2.0, 0.8, -0.5]), np.array([1.0, 0.5, 0.5])
+    y_test = (rng.random(200) < 0.4).astype(float)
+    losses = option_losses(D, y, theta0, std, D_test, y_test)
+    assert set(losses) == set(OPTIONS)
+    for name, (prefer, margin) in OPTIONS.items():
+        cand, _ = adapt(
+            D,
+            y,
+            theta0,
+            ["intercept", "a", "b"],
+            prefer=prefer,
+            margin=margin,
+            prior_std=std,
+            warn=False,
+        )
+        z = cand.theta[0] + D_test @ cand.theta[1:]
+        assert losses[name][0] == pytest.approx(-log_likelihood(z, y_test) / 200), name
