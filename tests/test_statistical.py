@@ -267,3 +267,58 @@ def test_uncertainty_must_be_a_bool(bad):
     with pytest.raises(ValidationError, match="uncertainty must be True or False, got"):
         gen.generate_params(tasks.descriptions[0], uncertainty=bad)
     assert gen.generate_params(tasks.descriptions[0], uncertainty=False).std is None
+
+
+def test_one_cohort_index_is_validated_on_held_out_patients_and_follows_the_outcome():
+    """One cohort's subgroups and two outcomes: every task shares patients with another, so
+    no task can be held out leak-free. The generator used to give the pooled model, which
+    mixes the two outcomes, for every description. It now holds out patients: the stack is
+    validated, no held-out patient shaped its own prediction, and a rare outcome's model
+    predicts a lower risk than a common one's."""
+    from ragim.generate.statistical import patient_halves
+
+    rng = np.random.default_rng(7)
+    n = 1600
+    X = pd.DataFrame({"age": rng.normal(size=n), "male": rng.integers(0, 2, n).astype(float)})
+    ids = [f"{i:05d}" for i in range(n)]  # ids with leading zeros, as hospitals write them
+    z = 0.8 * X["age"].to_numpy() + 0.5 * X["male"].to_numpy()
+    outcomes = {
+        "any coronary disease": (rng.random(n) < 1 / (1 + np.exp(-(0.6 + z)))).astype(int),
+        "multivessel disease": (rng.random(n) < 1 / (1 + np.exp(-(-2.2 + z)))).astype(int),
+    }
+    groups = {
+        "all patients": np.ones(n, bool),
+        "men": X["male"].to_numpy() == 1,
+        "women": X["male"].to_numpy() == 0,
+        "older patients": X["age"].to_numpy() > 0,
+        "younger patients": X["age"].to_numpy() <= 0,
+    }
+    tasks = []
+    for o, y in outcomes.items():
+        for g, m in groups.items():
+            rows = np.flatnonzero(m)
+            tasks.append(
+                Task(
+                    f"{o[:3]}-{g[:5]}",
+                    f"Risk of {o} at angiography in {g} of one hospital",
+                    X.iloc[rows].reset_index(drop=True),
+                    y[rows],
+                    {"patient_ids": [ids[i] for i in rows]},
+                )
+            )
+    index = TaskIndex.build(TaskCollection(tasks), embedder="hashing", progress=False)
+    gen = StatisticalGenerator().fit(index, progress=False)
+    assert gen.cv_["protocol"] == "leave-patients-out" and gen.cv_["n_tasks"] == 10
+    assert gen.heldout_params_ == {}  # not leak-free on the tasks' own rows
+    # a patient's half is the same in every task that holds it: no held-out patient is in
+    # any task's training half
+    a_ids = set().union(*({t.metadata["patient_ids"][i] for i in patient_halves(t, 0)[0]}
+                          for t in tasks))
+    b_ids = set().union(*({t.metadata["patient_ids"][i] for i in patient_halves(t, 0)[1]}
+                          for t in tasks))
+    assert a_ids.isdisjoint(b_ids) and len(a_ids | b_ids) == n
+    common = gen.generate_params("Risk of any coronary disease at angiography in men")
+    rare = gen.generate_params("Risk of multivessel disease at angiography in men")
+    assert common.intercept - rare.intercept > 1.0, (common.intercept, rare.intercept)
+    # the stack beats the pooled model on the held-out patients
+    assert gen.cv_["stack"] < gen.cv_["candidates"]["pooled"]

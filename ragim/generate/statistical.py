@@ -27,7 +27,10 @@ predict how a task departs from the pooled model:
    weights let validation shrink the effects when a new task's are less certain than the
    pooled ones. Because the combination is linear in the parameters, the result is again
    one interpretable model, and it can only match or beat the best single candidate in
-   expectation (a super learner; van der Laan, Polley & Hubbard, 2007).
+   expectation (a super learner; van der Laan, Polley & Hubbard, 2007). When every task
+   shares patients with another (one cohort's subgroups and outcomes), patients are held
+   out instead of tasks (:func:`patient_halves`); with fewer than 4 tasks nothing is
+   validated and the pooled model is used.
 5. **Intervals.** Each coefficient gets a standard deviation from the candidates' GP
    posteriors (a new task's own unexplained deviation included), scaled so that the
    held-out tasks' estimates are covered at their nominal rate.
@@ -58,6 +61,7 @@ from scipy.special import log_expit
 from threadpoolctl import threadpool_limits
 
 from ragim.adaptation_policy import MIN_TASKS, AdaptationPolicy, ValidationCase, calibrate
+from ragim.canonical import canonical_id
 from ragim.checks import check_bool, check_fields, check_int, check_number, setting
 from ragim.errors import ArtifactError, ValidationError
 from ragim.generate.base import (
@@ -79,6 +83,7 @@ from ragim.generate.meta_regression import (
     ngram_buckets,
     task_summaries,
 )
+from ragim.models.fit_many import fit_many
 from ragim.params import ModelParams, design_matrix, model_family
 from ragim.tasks import Task
 
@@ -493,15 +498,33 @@ class StatisticalGenerator(Generator):
                 held_pos.append(np.array([j]))
                 held_rows.append(_rows(tasks[j], index, cfg.max_rows_per_task, rng))
             bar.update()
+        observed, by_patients = summ, not held and len(tasks) >= 4
+        if by_patients:  # every task shares patients with the others: hold out patients instead
+            held, held_pos, held_rows, observed = self._validate_by_patients(
+                index, tasks, summ, descriptions, vectors, groups, rng
+            )
         if held:
             self.stack_, self.cv_, self.interval_scale_, stacked, stacked_sd = _stack(
-                cfg.candidates, held, held_pos, held_rows, summ, self.center_
+                cfg.candidates, held, held_pos, held_rows, observed, self.center_
             )
             uncentre = np.linalg.inv(T)
-            self.heldout_params_ = {
-                summ.ids[int(j)]: uncentre @ th
-                for j, th in zip(np.concatenate(held_pos), stacked, strict=True)
-            }
+            # a task's patients were held out, not the task: its other patients shaped its
+            # held-out model, so it is no leak-free base for a generator trained on its rows
+            self.heldout_params_ = (
+                {}
+                if by_patients
+                else {
+                    summ.ids[int(j)]: uncentre @ th
+                    for j, th in zip(np.concatenate(held_pos), stacked, strict=True)
+                }
+            )
+            if by_patients:
+                self.cv_["protocol"] = "leave-patients-out"
+                self.cv_["note"] = (
+                    "every task shares patients with the others, so the stack was validated "
+                    "on held-out patients: each task's held-out half of its patients is "
+                    "predicted from the other tasks' other half"
+                )
             heldout_sd = _predictive_sd(
                 stacked_sd, self.interval_scale_, self.pooled_var_, self.center_
             )
@@ -519,13 +542,12 @@ class StatisticalGenerator(Generator):
                 else AdaptationPolicy([], "adaptation_tasks=0: the evidence alone chooses")
             )
         else:
-            # fewer than 4 tasks, or every task shares patients with the others: nothing to
-            # validate on
+            # fewer than 4 tasks, or too few rows to hold out patients: nothing to validate on
             self.stack_ = {"shift": 0.0, "baseline": {"pooled": 1.0}, "slopes": {"pooled": 1.0}}
             why = (
                 f"only {len(tasks)} indexed task(s)"
                 if len(tasks) < 4
-                else "no task could be held out without its patients"
+                else "no task could be held out without its patients, nor enough of its patients"
             )
             self.cv_ = {
                 "n_tasks": 0,
@@ -550,6 +572,66 @@ class StatisticalGenerator(Generator):
         bar.update()
         bar.close()
         return self
+
+    def _validate_by_patients(
+        self, index, tasks: list[Task], summ: TaskSummaries, descriptions, vectors, groups, rng
+    ) -> tuple[list, list, list, TaskSummaries]:
+        """Validation folds for an index whose every task shares patients with another (one
+        cohort's subgroups and outcomes), where no task can be held out leak-free.
+
+        Each patient falls in half A or half B, the same half in every task
+        (:func:`patient_halves`). A held-out task's B half is predicted from the other
+        tasks' A halves (their summaries, their own fits and the pooled model refitted on
+        them), so no held-out patient shaped its prediction. Tasks are held out one by one (up
+        to :data:`LOO_MAX_TASKS`) or in ``cv_folds`` folds.
+
+        Returns ``(held, held_pos, held_rows, observed)`` as the leave-task-out loop builds
+        them, ``observed`` being the B halves' summaries (what the interval scale compares
+        the held-out predictions with). All empty when fewer than 4 tasks hold 2 rows in
+        each half.
+        """
+        cfg = self.config
+        halves = [patient_halves(t, cfg.seed) for t in tasks]
+        usable = [i for i, (a, b) in enumerate(halves) if len(a) >= 2 and len(b) >= 2]
+        if len(usable) < 4:
+            return [], [], [], summ
+        part_a = [tasks[i].subset(halves[i][0]) for i in usable]
+        part_b = [tasks[i].subset(halves[i][1]) for i in usable]
+        pooled_a, _ = _pooled_fit(index, part_a, cfg.pooled_rows, rng)
+        kw = dict(prior_sd=cfg.prior_sd, intercept_prior_sd=cfg.intercept_prior_sd)
+        summ_a = task_summaries(part_a, index.model, index.schema, pooled_a, **kw)
+        observed = task_summaries(part_b, index.model, index.schema, pooled_a, **kw)
+        T = centring(self.center_)
+        # the neighbour-mean candidate averages the tasks' own fits, as the index stores them;
+        # a half too small to fit keeps its summary
+        own = fit_many(part_a, index.model, schema=index.schema, progress=False, cv=0)
+        summ_a.fits = np.asarray(
+            [
+                T @ own.params[t.task_id].vector if t.task_id in own.params else summ_a.theta[j]
+                for j, t in enumerate(part_a)
+            ]
+        )
+        n = len(usable)
+        k = n if n <= LOO_MAX_TASKS else min(cfg.cv_folds, n)
+        assign = rng.permutation(np.arange(n) % k)
+        held, held_pos, held_rows = [], [], []
+        for f in range(k):
+            train = np.flatnonzero(assign != f)
+            pooled, _ = _pooled_fit(index, [part_a[i] for i in train], cfg.pooled_rows, rng)
+            fitted = _Fitted(
+                cfg,
+                summ_a.take(train),
+                T @ pooled,
+                [descriptions[usable[i]] for i in train],
+                vectors[[usable[i] for i in train]],
+                groups,
+            )
+            for j in np.flatnonzero(assign == f):
+                pred = fitted.predict([descriptions[usable[j]]], vectors[[usable[j]]])
+                held.append({c: (fitted.pooled + m, v) for c, (m, v) in pred.items()})
+                held_pos.append(np.array([j]))
+                held_rows.append(_rows(part_b[j], index, cfg.max_rows_per_task, rng))
+        return held, held_pos, held_rows, observed
 
     # ------------------------------------------------------------------ generation
     def _is_fitted(self) -> bool:
@@ -957,6 +1039,37 @@ def _cv_plan(
     return plan
 
 
+def patient_halves(task: Task, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions of ``task`` in half A and half B of the patients, shape (n_a,), (n_b,).
+
+    A patient's half is a seeded hash of its canonical id (CRC-32), so a patient falls in the
+    same half in every task that holds it. Rows of a task without patient ids are split at
+    random (seeded by ``seed`` and the task id).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> X = pd.DataFrame({"x": range(6)})
+    >>> one = Task("a", "d", X, np.array([0, 1] * 3), {"patient_ids": [1, 2, 3, 4, 5, 6]})
+    >>> two = Task("b", "d", X, np.array([1, 0] * 3), {"patient_ids": [6, 5, 4, 3, 2, 1]})
+    >>> a1, _ = patient_halves(one, 0); a2, _ = patient_halves(two, 0)
+    >>> sorted(6 - a2) == sorted(a1 + 1)   # the same patients, whichever task holds them
+    True
+    """
+    import zlib
+
+    ids = task.metadata.get("patient_ids")
+    if ids:
+        in_b = np.array(
+            [zlib.crc32(f"{seed}:{canonical_id(p, 'patient id')}".encode()) & 1 for p in ids],
+            dtype=bool,
+        )
+    else:
+        rng = np.random.default_rng([seed, zlib.crc32(task.task_id.encode())])
+        in_b = rng.permutation(task.n_rows) < task.n_rows // 2
+    return np.flatnonzero(~in_b), np.flatnonzero(in_b)
+
+
 def _rows(task: Task, index, max_rows: int, rng) -> tuple[np.ndarray, np.ndarray]:
     """(design with intercept column, y) of a task, subsampled to ``max_rows`` rows."""
     D = design_matrix(index.model, index.schema, task.X)
@@ -1086,4 +1199,10 @@ def _predictive_sd(
     return np.sqrt(var)
 
 
-__all__ = ["CANDIDATES", "StatisticalConfig", "StatisticalGenerator", "default_generator"]
+__all__ = [
+    "CANDIDATES",
+    "StatisticalConfig",
+    "StatisticalGenerator",
+    "default_generator",
+    "patient_halves",
+]
