@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import warnings
 from numbers import Integral, Real
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -360,17 +361,19 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, X=None, y=None, classes=None):
         """Generate the prior model; with labelled rows, adapt it (see the module docstring).
 
-        ``classes``: both labels the outcome can take, as scikit-learn's ``partial_fit`` takes
-        them. Needed only when the rows hold one class and their labels are not 0/1 (say a
-        ward labelled only its "yes" events): ``classes_`` then holds both labels, so
-        ``predict`` and ``score`` speak the user's labels.
+        ``classes``: both labels the outcome can take, ``[non-event, event]`` (as
+        scikit-learn's ``partial_fit`` takes them; for 0/1 and true/false labels 1 is the
+        event, so they must be stated ``[0, 1]``). It names the event without ``pos_label``,
+        and is needed when the rows hold one class and their labels are not 0/1 (say a ward
+        labelled only its "yes" events): ``classes_`` then holds both labels, so ``predict``
+        and ``score`` speak the user's labels.
 
         Raises
         ------
         ValidationError
             Bad rows or labels (one line naming the problem); rows of one class with labels
             other than 0/1 and no ``classes``; ``classes`` that are not two labels holding
-            every label of ``y``.
+            every label of ``y``, or that name another event than ``pos_label`` or than 1.
 
         Warns
         -----
@@ -418,13 +421,14 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
             raise ValidationError(
                 "y was given without X; pass the labelled rows X with their labels y"
             )
-        stated = classes  # the fit argument: every label the outcome can take
+        stated = classes  # the fit argument: [non-event, event]
         y, classes = check_binary_targets(
             y, len(frame), type(self).__name__, allow_single_class=self.index is not None
         )
+        pos_label = self.pos_label
         if stated is not None:
-            classes = self._stated_classes(stated, classes)
-        y01 = self._event_indicator(y, classes)
+            classes, pos_label = self._stated_classes(stated, classes, pos_label)
+        y01 = self._event_indicator(y, classes, pos_label)
         if self.index is None and self.adaptation not in ("auto", "map"):
             raise ValidationError(
                 f"adaptation {self.adaptation!r} needs a generated model; without an index the "
@@ -457,35 +461,50 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     @staticmethod
-    def _stated_classes(stated, present: np.ndarray) -> np.ndarray:
-        """``fit``'s ``classes``, checked: two distinct labels holding every label of y."""
-        stated = np.asarray(stated).reshape(-1)
+    def _stated_classes(stated, present: np.ndarray, pos_label) -> tuple[np.ndarray, Any]:
+        """``fit``'s ``classes``, checked: ``[non-event, event]``, two distinct labels holding
+        every label of y. Returns them and the event label: ``classes[1]``, or for 0/1 and
+        true/false labels the one that reads as 1 (stated in the other order, or against
+        ``pos_label``, it is refused in one line)."""
+        stated = np.asarray(stated, dtype=object).reshape(-1)
         canon = [canonical_level(c) for c in stated]
+        shown = [json_label(c) for c in stated]
         if len(stated) != 2 or canon[0] == canon[1]:
-            raise ValidationError(
-                f"classes must be the outcome's two labels, got {[json_label(c) for c in stated]}"
-            )
+            raise ValidationError(f"classes must be the outcome's two labels, got {shown}")
         missing = [c for c in present if canonical_level(c) not in canon]
         if missing:
             raise ValidationError(
-                f"y holds the label {json_label(missing[0])!r}, which is not among classes "
-                f"{[json_label(c) for c in stated]}"
+                f"y holds the label {json_label(missing[0])!r}, which is not among classes {shown}"
             )
-        return np.sort(stated) if stated.dtype.kind in "biuf" else stated
+        try:
+            as01 = binary_outcome(stated)
+        except ValidationError:
+            as01 = None
+        if as01 is not None and as01.tolist() != [0, 1]:
+            raise ValidationError(
+                f"classes {shown} name {shown[1]!r} the event, but 0/1 and true/false labels mean "
+                f"1 (true) is the event; pass classes={shown[::-1]}"
+            )
+        if pos_label is not None and canonical_level(pos_label) != canon[1]:
+            raise ValidationError(
+                f"classes {shown} are [non-event, event], so the event is {shown[1]!r}, but "
+                f"pos_label is {json_label(pos_label)!r}"
+            )
+        return stated, stated[1]
 
-    def _event_indicator(self, y: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    def _event_indicator(self, y: np.ndarray, classes: np.ndarray, pos_label) -> np.ndarray:
         """1.0 where a label is the event; sets ``classes_`` to ``[non-event, event]``.
 
         With an index the generated prior predicts the *event*, so which label is the event
-        must be unambiguous: 0/1 or true/false labels, or ``pos_label``. Without an index
-        (and without ``pos_label``) scikit-learn's convention holds: ``classes_[1]``.
+        must be unambiguous: 0/1 or true/false labels, ``pos_label`` or ``fit``'s ``classes``.
+        Without an index (and without either) scikit-learn's convention holds: ``classes_[1]``.
         """
-        if self.pos_label is not None:
-            pos = canonical_level(self.pos_label)
+        if pos_label is not None:
+            pos = canonical_level(pos_label)
             canon = np.array([canonical_level(c) for c in classes], dtype=object)
             if len(classes) == 2 and pos not in canon:
                 raise ValidationError(
-                    f"pos_label {self.pos_label!r} is not one of the labels "
+                    f"pos_label {pos_label!r} is not one of the labels "
                     f"{[json_label(c) for c in classes]}"
                 )
             if len(classes) == 2:
@@ -496,11 +515,16 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
                 except ValidationError:
                     as01 = None
                 if as01 is None or as01 != (canon[0] == pos):
+                    only = json_label(classes[0])
+                    both = (
+                        f"['<the non-event label>', {only!r}]"
+                        if canon[0] == pos
+                        else f"[{only!r}, {json_label(pos_label)!r}]"
+                    )
                     raise ValidationError(
-                        f"y holds only the label {json_label(classes[0])!r}, so the other label "
-                        "is unknown and predictions could not speak your labels; pass both to "
-                        f"fit(X, y, classes=[<the other label>, {json_label(classes[0])!r}]), or "
-                        "give y as 0/1 (1 = the event)"
+                        f"y holds only the label {only!r}, so the other label is unknown and "
+                        "predictions could not speak your labels; pass both, non-event first, "
+                        f"to fit(X, y, classes={both}), or give y as 0/1 (1 = the event)"
                     )
                 self.classes_ = np.array([0, 1])
             return np.array([canonical_level(v) == pos for v in y], dtype=float)

@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import norm
 
 from ragim import Task, TaskCollection, TaskIndex, datasets
-from ragim.errors import ArtifactError, ValidationError
+from ragim.errors import ArtifactError, DataWarning, ValidationError
 from ragim.generate import GENERATORS
 from ragim.generate.meta_regression import (
     KernelRegression,
@@ -207,7 +207,9 @@ def test_an_index_of_another_layout_is_refused(gen):
 def test_an_index_too_small_to_validate_gives_the_pooled_model():
     fam = datasets.synthetic_family(n_tasks=2, n_features=2, seed=3, rows=(80, 120))
     idx = TaskIndex.build(fam, embedder="hashing", progress=False)
-    g = StatisticalGenerator().fit(idx, progress=False)
+    # a user is told, not only cv_: every description will get the same model
+    with pytest.warns(DataWarning, match="every description gets the pooled model of the 2 task"):
+        g = StatisticalGenerator().fit(idx, progress=False)
     assert g.stack_ == {"shift": 0.0, "baseline": {"pooled": 1.0}, "slopes": {"pooled": 1.0}}
     assert "only 2 indexed task(s)" in g.cv_["note"]
     p = g.generate_params("anything at all")
@@ -269,12 +271,18 @@ def test_uncertainty_must_be_a_bool(bad):
     assert gen.generate_params(tasks.descriptions[0], uncertainty=False).std is None
 
 
-def test_one_cohort_index_is_validated_on_held_out_patients_and_follows_the_outcome():
+@pytest.mark.parametrize("other_hospital", [False, True], ids=["one-cohort", "plus-one-task"])
+def test_one_cohort_index_is_validated_on_held_out_patients_and_follows_the_outcome(
+    other_hospital,
+):
     """One cohort's subgroups and two outcomes: every task shares patients with another, so
     no task can be held out leak-free. The generator used to give the pooled model, which
     mixes the two outcomes, for every description. It now holds out patients: the stack is
     validated, no held-out patient shaped its own prediction, and a rare outcome's model
-    predicts a lower risk than a common one's."""
+    predicts a lower risk than a common one's. One unrelated task more (another hospital)
+    must not switch back to leave-task-out, where each task would be validated against the
+    3 tasks that share none of its patients: an outside user saw the rare outcome's risk
+    generated 4 times too high that way."""
     from ragim.generate.statistical import patient_halves
 
     rng = np.random.default_rng(7)
@@ -306,16 +314,21 @@ def test_one_cohort_index_is_validated_on_held_out_patients_and_follows_the_outc
                     {"patient_ids": [ids[i] for i in rows]},
                 )
             )
+    n_tasks = len(tasks)
+    if other_hospital:
+        Xo = pd.DataFrame({"age": rng.normal(size=400), "male": rng.integers(0, 2, 400) * 1.0})
+        yo = (rng.random(400) < 1 / (1 + np.exp(-(0.6 + 0.8 * Xo["age"].to_numpy())))).astype(int)
+        tasks.append(Task("other", "Risk of any coronary disease at another hospital", Xo, yo))
     index = TaskIndex.build(TaskCollection(tasks), embedder="hashing", progress=False)
     gen = StatisticalGenerator().fit(index, progress=False)
-    assert gen.cv_["protocol"] == "leave-patients-out" and gen.cv_["n_tasks"] == 10
+    assert gen.cv_["protocol"] == "leave-patients-out" and gen.cv_["n_tasks"] == len(tasks)
     assert gen.heldout_params_ == {}  # not leak-free on the tasks' own rows
     # a patient's half is the same in every task that holds it: no held-out patient is in
     # any task's training half
     a_ids = set().union(*({t.metadata["patient_ids"][i] for i in patient_halves(t, 0)[0]}
-                          for t in tasks))
+                          for t in tasks[:n_tasks]))
     b_ids = set().union(*({t.metadata["patient_ids"][i] for i in patient_halves(t, 0)[1]}
-                          for t in tasks))
+                          for t in tasks[:n_tasks]))
     assert a_ids.isdisjoint(b_ids) and len(a_ids | b_ids) == n
     common = gen.generate_params("Risk of any coronary disease at angiography in men")
     rare = gen.generate_params("Risk of multivessel disease at angiography in men")

@@ -27,10 +27,11 @@ predict how a task departs from the pooled model:
    weights let validation shrink the effects when a new task's are less certain than the
    pooled ones. Because the combination is linear in the parameters, the result is again
    one interpretable model, and it can only match or beat the best single candidate in
-   expectation (a super learner; van der Laan, Polley & Hubbard, 2007). When every task
-   shares patients with another (one cohort's subgroups and outcomes), patients are held
-   out instead of tasks (:func:`patient_halves`); with fewer than 4 tasks nothing is
-   validated and the pooled model is used.
+   expectation (a super learner; van der Laan, Polley & Hubbard, 2007). When most tasks
+   share patients with most others (one cohort's subgroups and outcomes; see
+   :data:`MIN_KEPT_SHARE`), patients are held out instead of tasks (:func:`patient_halves`);
+   with fewer than 4 tasks nothing is validated, and the pooled model is used (with a
+   :class:`~ragim.errors.DataWarning`).
 5. **Intervals.** Each coefficient gets a standard deviation from the candidates' GP
    posteriors (a new task's own unexplained deviation included), scaled so that the
    held-out tasks' estimates are covered at their nominal rate.
@@ -49,6 +50,7 @@ Examples
 from __future__ import annotations
 
 import time
+import warnings
 import weakref
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -63,7 +65,7 @@ from threadpoolctl import threadpool_limits
 from ragim.adaptation_policy import MIN_TASKS, AdaptationPolicy, ValidationCase, calibrate
 from ragim.canonical import canonical_id
 from ragim.checks import check_bool, check_fields, check_int, check_number, setting
-from ragim.errors import ArtifactError, ValidationError
+from ragim.errors import ArtifactError, DataWarning, ValidationError
 from ragim.generate.base import (
     Generator,
     check_task_index,
@@ -94,6 +96,12 @@ _TOKENS = r"(?u)\b\w+\b"  # keep one-character words ("stage I", "type 2")
 MAX_REFITS = 64
 #: indices of up to this many tasks are validated leave-one-task-out (every task held out once)
 LOO_MAX_TASKS = 30
+#: leave-task-out validation needs the median held-out task to keep at least this share of its
+#: fold's training tasks (those that share none of its patients). Below it the index is mostly
+#: one cohort's subgroups and outcomes: held-out tasks would be predicted from a small remnant,
+#: unlike the whole index a new task is generated from (a neighbour mean of 3 tasks is not one
+#: of 10), so patients are held out instead (:func:`patient_halves`)
+MIN_KEPT_SHARE = 0.5
 #: BLAS threads while fitting and generating. The meta-regression works on many small matrices
 #: (a few hundred tasks square); multi-threaded BLAS only adds synchronisation there. Measured on
 #: 2 busy cores: a 240x240 Cholesky and product took 188 ms with OpenBLAS's default threads and
@@ -418,8 +426,14 @@ class StatisticalGenerator(Generator):
         ------
         ValidationError
             When the index holds no task rows (built with ``keep_tasks=False``, grown with
-            ``add()`` or saved without tasks). With fewer than 4 tasks nothing can be
-            validated, and the generator gives the pooled model (``cv_["note"]`` says so).
+            ``add()`` or saved without tasks).
+
+        Warns
+        -----
+        DataWarning
+            When nothing can be validated (fewer than 4 tasks, or too few rows to hold out
+            patients): the generator then gives every description the pooled model
+            (``cv_["note"]`` says why).
         """
         check_task_index(index)
         with threadpool_limits(BLAS_THREADS, user_api="blas"):
@@ -482,7 +496,11 @@ class StatisticalGenerator(Generator):
                 groups,
             )
 
-        for train, tests in plan:
+        # the share of its fold's training tasks each held-out task keeps (those sharing none of
+        # its patients); below MIN_KEPT_SHARE at the median the index is mostly one cohort
+        kept = [1 - len(ov) / max(len(train), 1) for train, tests in plan for _, ov in tests]
+        by_patients = len(tasks) >= 4 and (not kept or float(np.median(kept)) < MIN_KEPT_SHARE)
+        for train, tests in [] if by_patients else plan:
             base, refits = fit_on(train), {}
             for j, overlap in tests:  # predict j without the tasks that share its patients
                 rows = train if not overlap else np.setdiff1d(train, sorted(overlap))
@@ -498,8 +516,9 @@ class StatisticalGenerator(Generator):
                 held_pos.append(np.array([j]))
                 held_rows.append(_rows(tasks[j], index, cfg.max_rows_per_task, rng))
             bar.update()
-        observed, by_patients = summ, not held and len(tasks) >= 4
-        if by_patients:  # every task shares patients with the others: hold out patients instead
+        observed = summ
+        by_patients = by_patients or (not held and len(tasks) >= 4)
+        if by_patients:  # the tasks share patients: hold out patients instead
             held, held_pos, held_rows, observed = self._validate_by_patients(
                 index, tasks, summ, descriptions, vectors, groups, rng
             )
@@ -518,12 +537,12 @@ class StatisticalGenerator(Generator):
                     for j, th in zip(np.concatenate(held_pos), stacked, strict=True)
                 }
             )
+            self.cv_["protocol"] = "leave-patients-out" if by_patients else "leave-task-out"
             if by_patients:
-                self.cv_["protocol"] = "leave-patients-out"
                 self.cv_["note"] = (
-                    "every task shares patients with the others, so the stack was validated "
-                    "on held-out patients: each task's held-out half of its patients is "
-                    "predicted from the other tasks' other half"
+                    "most tasks share patients with most others (one cohort's subgroups and "
+                    "outcomes), so the stack was validated on held-out patients: each task's "
+                    "held-out half of its patients is predicted from the other tasks' other half"
                 )
             heldout_sd = _predictive_sd(
                 stacked_sd, self.interval_scale_, self.pooled_var_, self.center_
@@ -553,10 +572,17 @@ class StatisticalGenerator(Generator):
                 "n_tasks": 0,
                 "candidates": {},
                 "stack": None,
+                "protocol": None,
                 "note": (
                     f"{why}: nothing can be validated inside the index, so the pooled model is used"
                 ),
             }
+            warnings.warn(
+                f"{why}: nothing can be validated inside the index, so every description gets "
+                f"the pooled model of the {len(tasks)} task(s), whatever its outcome or group",
+                DataWarning,
+                stacklevel=3,
+            )
             self.interval_scale_ = 1.0
             self.heldout_params_ = {}
             self.adaptation_policy_ = AdaptationPolicy([], f"{why}: the evidence alone chooses")
@@ -576,8 +602,9 @@ class StatisticalGenerator(Generator):
     def _validate_by_patients(
         self, index, tasks: list[Task], summ: TaskSummaries, descriptions, vectors, groups, rng
     ) -> tuple[list, list, list, TaskSummaries]:
-        """Validation folds for an index whose every task shares patients with another (one
-        cohort's subgroups and outcomes), where no task can be held out leak-free.
+        """Validation folds for an index whose tasks mostly share patients (one cohort's
+        subgroups and outcomes), where a task held out leak-free leaves a small remnant of the
+        index (:data:`MIN_KEPT_SHARE`).
 
         Each patient falls in half A or half B, the same half in every task
         (:func:`patient_halves`). A held-out task's B half is predicted from the other
