@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +98,12 @@ class Task:
             raise ValidationError(f"invalid task {self.task_id!r}:", problems)
         self.y = np.asarray(self.y, dtype=np.int64).reshape(-1)
         self.metadata = canonical_metadata(self.metadata, where=f"task {self.task_id!r}")
+        ids = self.metadata.get("patient_ids")
+        if ids is not None and len(ids) != len(self.y):
+            raise ValidationError(
+                f"task {self.task_id!r}: metadata patient_ids holds {len(ids)} ids but the task "
+                f"has {len(self.y)} rows; give one id per row, in row order"
+            )
 
     def structural_problems(self) -> list[str]:
         """Problems that make the object unusable as a task at all."""
@@ -302,8 +309,8 @@ def canonical_metadata(metadata: Any, *, where: str = "task") -> dict[str, Any]:
     Raises
     ------
     ValidationError
-        When ``metadata`` is not a dict, or a patient id is blank, missing or a non-integral
-        number.
+        When ``metadata`` is not a dict, or a patient id is blank, missing, a non-integral
+        number or on more than one row.
     """
     if not isinstance(metadata, Mapping):
         raise ValidationError(f"{where}: metadata must be a dict, got {type(metadata).__name__}")
@@ -315,6 +322,12 @@ def canonical_metadata(metadata: Any, *, where: str = "task") -> dict[str, Any]:
                     f"{where}: patient_ids must be a list of ids, got {type(v).__name__}"
                 )
             v = [canonical_id(i, "patient id") for i in v]
+            repeated = sorted({i for i, c in Counter(v).items() if c > 1})
+            if repeated:
+                raise ValidationError(
+                    f"{where}: patient id(s) {repeated[:5]} appear on more than one row; each "
+                    "row of a task must be a different patient"
+                )
         elif isinstance(v, str):
             v = canonical_text(v)
         out[canonical_text(k) if isinstance(k, str) else k] = v

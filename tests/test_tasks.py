@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from conftest import make_frame
 
-from ragim import datasets
+from ragim import TaskIndex, datasets
 from ragim.errors import ArtifactError, ValidationError
 from ragim.params import ModelParams
 from ragim.schema import FeatureSchema
@@ -146,3 +146,23 @@ def test_collection_validation_lists_every_problem():
         TaskCollection([ok]).validate(min_rows=50)
     with pytest.raises(ValidationError, match="must be Task objects"):
         TaskCollection([ok, "nope"])
+
+
+def test_patient_ids_are_one_per_row_and_never_repeated_in_a_task():
+    """Patient ids say which rows are which patients (leak-free exclusions, leave-patients-out
+    validation), so a repeated id or a list of another length is refused in one line, also
+    when the metadata was changed after the task was made (an outside user's repeated id
+    passed ``validate()``, the index and the generator silently)."""
+    X = pd.DataFrame({"x": [1.0, 2.0, 3.0]})
+    y = np.array([0, 1, 0])
+    with pytest.raises(ValidationError, match=r"patient id\(s\) \['0001'\] appear on more than one"):
+        Task("a", "one ward", X, y, {"patient_ids": ["0001", "0001", "0002"]})
+    with pytest.raises(ValidationError, match="holds 2 ids but the task has 3 rows"):
+        Task("a", "one ward", X, y, {"patient_ids": [1, 2]})
+    assert Task("a", "one ward", X, y, {"patient_ids": ["007", 7, 8]}).n_rows == 3  # '007' != '7'
+    X12, y12 = pd.DataFrame({"x": np.arange(12.0)}), np.array([0, 1] * 6)
+    changed = Task("a", "one ward", X12, y12, {"patient_ids": list(range(12))})
+    changed.metadata["patient_ids"] = ["1"] * 12
+    other = Task("b", "another ward", X12, y12)
+    with pytest.raises(ValidationError, match="appear on more than one row"):
+        TaskIndex.build(TaskCollection([changed, other]), embedder="hashing", progress=False)
