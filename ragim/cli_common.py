@@ -213,7 +213,7 @@ def fmt(v: Any, spec: str = ".3g") -> str:
 def print_provenance(
     records: Sequence[dict], *, title: str = "Neighbour tasks that shaped the model"
 ) -> None:
-    """The neighbours as a table with headers, heaviest weight first."""
+    """The neighbours as a table with headers, largest weight (in size) first."""
     if not records:
         typer.echo("provenance: none (a fitted or adapted model without retrieved neighbours)")
         return
@@ -221,7 +221,7 @@ def print_provenance(
         records,
         key=lambda r: (
             -(
-                r.get("weight")
+                abs(r.get("weight"))
                 if isinstance(r.get("weight"), int | float) and math.isfinite(r.get("weight"))
                 else -1.0
             )
@@ -239,7 +239,8 @@ def print_provenance(
         ],
         [("weight", "right"), ("similarity", "right"), "task", "description"],
         title=title,
-        caption="sorted by weight (the neighbour's share in the generated model)",
+        caption="sorted by the size of the weight, the neighbour's share in the generated "
+        "baseline risk (negative: a contrast, the model moves away from that neighbour)",
         no_wrap=("task",),
     )
 

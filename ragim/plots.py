@@ -346,8 +346,9 @@ def plot_waterfall(
 
 # ---------------------------------------------------------------------- provenance
 def plot_provenance(frame: pd.DataFrame, *, ax=None, title: str | None = None) -> Figure:
-    """Bars of neighbour weights, heaviest at the top, labelled by task id and a short
-    description; each bar notes the neighbour's similarity."""
+    """Bars of neighbour weights, largest in size at the top (a negative weight, a contrast,
+    in grey), labelled by task id and a short description; each bar notes the neighbour's
+    similarity."""
     fig, ax = _fig_ax(ax, 7.5, 1.2 + 0.5 * max(len(frame), 1))
     if len(frame) == 0:
         ax.text(
@@ -362,11 +363,11 @@ def plot_provenance(frame: pd.DataFrame, *, ax=None, title: str | None = None) -
         ax.set_axis_off()
         return fig
     w_all = pd.to_numeric(frame["weight"], errors="coerce").fillna(0.0)
-    df = frame.loc[w_all.sort_values(ascending=True, kind="stable").index]  # barh draws bottom-up
+    df = frame.loc[w_all.abs().sort_values(ascending=True, kind="stable").index]  # bottom-up
     w = df["weight"].to_numpy(float)
     w = np.where(np.isfinite(w), w, 0.0)
     y = np.arange(len(df))
-    ax.barh(y, w, color=NEG, alpha=0.8)
+    ax.barh(y, w, color=[NEG if v >= 0 else GREY for v in w], alpha=0.8)
     for yi, wi, s in zip(y, w, df["similarity"].to_numpy(float), strict=True):
         if np.isfinite(s):
             ax.text(wi, yi, f" sim {s:.2f}", va="center", fontsize=8, color=DARK)
@@ -375,8 +376,10 @@ def plot_provenance(frame: pd.DataFrame, *, ax=None, title: str | None = None) -
         for t, d in zip(df["task_id"], df["description"], strict=True)
     ]
     ax.set_yticks(y, labels, fontsize=9)
-    ax.set_xlim(0, (w.max() or 1.0) * 1.25)
-    ax.set_xlabel("weight")
+    lo, hi = min(float(w.min()), 0.0), max(float(w.max()), 0.0)
+    ax.set_xlim(1.25 * lo, 1.25 * hi if hi > 0 else 0.05)
+    ax.axvline(0, color=DARK, lw=0.6)
+    ax.set_xlabel("weight (grey, negative: a contrast the model moves away from)")
     ax.grid(axis="x", alpha=0.3)
     ax.set_title(
         _txt(title or "Provenance: retrieved neighbour tasks, by weight"), fontsize=11, loc="left"

@@ -58,11 +58,13 @@ def test_train_generate_explain(built):
         float(parts[0])
         for parts in map(str.split, rows)
         if len(parts) > 2
-        and re.fullmatch(r"\d\.\d{3}", parts[0])
+        and re.fullmatch(r"-?\d\.\d{3}", parts[0])
         and re.fullmatch(r"-?\d\.\d{3}", parts[1])
     ]
     assert len(weights) == 10
-    assert weights == sorted(weights, reverse=True)  # heaviest neighbour first
+    # largest weight in size first; a negative weight is a contrast, shown with its sign
+    assert [abs(w) for w in weights] == sorted(map(abs, weights), reverse=True)
+    assert "negative: a contrast" in text
 
 
 def test_errors_are_one_clear_line(built, tmp_path):

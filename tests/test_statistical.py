@@ -333,5 +333,11 @@ def test_one_cohort_index_is_validated_on_held_out_patients_and_follows_the_outc
     common = gen.generate_params("Risk of any coronary disease at angiography in men")
     rare = gen.generate_params("Risk of multivessel disease at angiography in men")
     assert common.intercept - rare.intercept > 1.0, (common.intercept, rare.intercept)
+    # provenance weights are signed shares (a negative one is a contrast): the rare outcome's
+    # own tasks carry the weight, the common outcome's pull away or barely count
+    prov = rare.metadata["provenance"]
+    assert sum(abs(r["weight"]) for r in prov) <= 1 + 1e-6
+    by_outcome = {o: sum(r["weight"] for r in prov if r["task_id"].startswith(o)) for o in ("mul", "any")}
+    assert by_outcome["mul"] > max(by_outcome["any"], 0), by_outcome
     # the stack beats the pooled model on the held-out patients
     assert gen.cv_["stack"] < gen.cv_["candidates"]["pooled"]

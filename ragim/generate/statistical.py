@@ -807,11 +807,16 @@ class StatisticalGenerator(Generator):
     def _provenance(
         fitted: _Fitted, w: np.ndarray | None, vector: np.ndarray, k: int
     ) -> list[dict]:
-        """The ``k`` tasks with the largest share of the leading candidate's intercept weights."""
+        """The ``k`` tasks with the largest share of the leading candidate's intercept weights.
+
+        ``weight`` is signed: a GP's weights may be negative, a *contrast* (the generated
+        baseline moves away from that task's), so a task's share is ``w / sum |w|`` and the
+        tasks are ranked by its size (an outside user saw a sepsis task listed as the main
+        source of a bleeding model it pulled away from)."""
         if w is None:
             return []
-        share = np.abs(w) / max(float(np.abs(w).sum()), 1e-12)
-        top = np.argsort(-share, kind="stable")[:k]
+        share = w / max(float(np.abs(w).sum()), 1e-12)
+        top = np.argsort(-np.abs(share), kind="stable")[:k]
         return [
             {
                 "task_id": fitted.ids[j],
@@ -820,7 +825,7 @@ class StatisticalGenerator(Generator):
                 "weight": round(float(share[j]), 6),
             }
             for j in top
-            if share[j] > 0
+            if share[j] != 0
         ]
 
     # ------------------------------------------------------------------ persistence
