@@ -318,6 +318,10 @@ def adapt(
         "policy": report.get("policy"),
         "policy_note": report.get("policy_note"),
         "evidence_choice": report.get("evidence_choice"),
+        "prefer": report.get("prefer"),
+        "prefer_ignored": report.get("prefer_ignored"),
+        "single_class": report.get("single_class"),
+        "reversal_refused": report.get("reversal_refused"),
     }
     if as_json:
         echo_json(summary)

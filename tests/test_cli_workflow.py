@@ -306,6 +306,9 @@ def test_adapt_says_who_chose_the_adaptation(root):
     out = _json("adapt", d / "m0", "--rows", d / "adapt.csv", "--outcome", "cad", "--save", d / "mp")
     # the generated model carries the policy its generator validated in the index
     assert out["policy_note"] and out["evidence_choice"] in ("zero-shot", "intercept", "recalibrate", "map")
+    # --json carries what the Python report says about the choice
+    assert {"prefer", "prefer_ignored", "single_class", "reversal_refused"} <= set(out)
+    assert out["prefer"] == (None if out["policy"] is None else out["policy"]["prefer"])
     text = _ok("adapt", d / "m0", "--rows", d / "adapt.csv", "--outcome", "cad", "--save", d / "mq")
     if out["policy"] is not None and out["policy"]["prefer"] is not None:
         assert f"policy validated in the index for k = {out['policy']['k']}" in text
