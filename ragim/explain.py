@@ -217,7 +217,7 @@ def coverage_summary(coverage: Mapping[str, Any] | None) -> str | None:
     if thr is None:
         return line + " (the index is too small to calibrate a threshold)"
     verdict = "in the index's domain" if top >= float(thr) else "OUTSIDE the index's domain"
-    return line + f"; threshold {float(thr):.2f}: {verdict}"
+    return line + f"; top similarity against the threshold {float(thr):.2f}: {verdict}"
 
 
 def _coverage_html(coverage: Mapping[str, Any] | None) -> str:
