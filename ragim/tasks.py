@@ -60,7 +60,8 @@ class Task:
     X : patient table, one row per patient.
     y : binary outcomes (0/1), one per row.
     metadata : JSON-safe dict, e.g. ``site``, ``subgroup``, ``outcome``, ``source`` and
-        ``patient_ids`` (a list; tasks sharing patient ids overlap).
+        ``patient_ids`` (one id per row, in row order, none repeated; tasks sharing
+        patient ids overlap).
     true_params : the known generating model, for synthetic families.
     oracle_params : the part of the true model that the task's description determines
         (the true model without the task's own noise), for synthetic families: the limit of

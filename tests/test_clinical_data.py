@@ -195,11 +195,13 @@ def test_shared_patient_warning_counts_distinct_ids_for_every_pair_of_sites(tmp_
 
 def test_index_records_from_older_artifacts_get_canonical_patient_ids(tmp_path):
     tasks = datasets.synthetic_family(n_tasks=6, n_features=2, seed=0)
-    meta_tasks = [Task(t.task_id, t.description, t.X, t.y, {**t.metadata, "patient_ids": list(range(i * 5, i * 5 + 5))})
+    # one id per row, given as numbers: the records hold them as canonical text
+    meta_tasks = [Task(t.task_id, t.description, t.X, t.y,
+                       {**t.metadata, "patient_ids": list(range(i * 1000, i * 1000 + t.n_rows))})
                   for i, t in enumerate(tasks)]
     index = TaskIndex.build(TaskCollection(meta_tasks), embedder="hashing", progress=False)
-    assert index.records[1]["metadata"]["patient_ids"] == ["5", "6", "7", "8", "9"]
-    target = Task("new", "Predict", tasks[0].X, tasks[0].y, {"patient_ids": ["7"]})
+    assert index.records[1]["metadata"]["patient_ids"][:3] == ["1000", "1001", "1002"]
+    target = Task("new", "Predict", tasks[0].X.iloc[:1], tasks[0].y[:1], {"patient_ids": ["1002"]})
     hits = index.search("Predict", k=6, exclude=leak_free(target))
     assert meta_tasks[1].task_id not in [h.task_id for h in hits] and len(hits) == 5
 
