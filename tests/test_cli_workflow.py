@@ -299,6 +299,15 @@ def test_adapt_recalibrates_like_zero_shot_classifier(root):
     # adapting again on rows it was adapted on counts those patients twice: said
     twice = _json("adapt", d / "m1", "--rows", copy, "--outcome", "cad", "--save", d / "m1c")
     assert any("counts these patients twice" in w for w in twice["warnings"])
+    # saving over the model being adapted would lose it: refused, and the model is untouched
+    def contents(path):
+        return {p.name: p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+    before = contents(d / "m1")
+    result = runner.invoke(app, ["adapt", str(d / "m1"), "--rows", str(copy), "--outcome", "cad",
+                                 "--save", str(d / "m1")], env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "is the model being adapted" in result.output
+    assert before and contents(d / "m1") == before
 
 
 def test_adapt_says_who_chose_the_adaptation(root):
