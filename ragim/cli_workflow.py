@@ -281,10 +281,11 @@ def adapt(
         raise typer.BadParameter(
             f"--method must be auto, intercept, recalibrate, prior or map, got {method!r}"
         )
-    if Path(save).resolve() == Path(params_path).resolve():
+    target, source = Path(save).resolve(), Path(params_path).resolve()
+    if target == source or target.is_relative_to(source) or source.is_relative_to(target):
         raise typer.BadParameter(
-            f"--save {save} is the model being adapted: saving there would replace it (and its "
-            "zero-shot parameters) with the adapted one; choose another path"
+            f"--save {save} is the model being adapted, or inside it, or holds it: saving there "
+            "would replace it (and its zero-shot parameters); choose another path"
         )
     params, _, data = _load_labelled(params_path, rows, outcome, patient_id, sep, pos_label)
     if sha256_file(rows) in _adapted_on(params):

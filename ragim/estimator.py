@@ -490,6 +490,14 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
                 f"classes {shown} are [non-event, event], so the event is {shown[1]!r}, but "
                 f"pos_label is {json_label(pos_label)!r}"
             )
+        # the labels as y holds them (0/1 ints stay ints: scikit-learn's metrics refuse a mix
+        # of object and int labels), in the stated order
+        kinds = {type(v) for v in present}
+        if len(kinds) == 1 and kinds <= {int, float, bool, np.int64, np.float64, np.bool_, str}:
+            as_y = {canonical_level(v): v for v in present}
+            natural = np.asarray([as_y.get(c, s) for c, s in zip(canon, stated, strict=True)])
+            if {canonical_level(v) for v in natural.tolist()} == set(canon):
+                stated = natural
         return stated, stated[1]
 
     def _event_indicator(self, y: np.ndarray, classes: np.ndarray, pos_label) -> np.ndarray:
@@ -531,9 +539,17 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         if self.index is None:
             self.classes_ = classes
             return (y == classes[1]).astype(float)
-        y01 = binary_outcome(
-            y, where="y (the generated model predicts the event, so the event label must be clear)"
-        ).astype(float)
+        try:
+            y01 = binary_outcome(
+                y,
+                where="y (the generated model predicts the event, so its label must be clear)",
+            ).astype(float)
+        except ValidationError as exc:
+            if len(classes) != 1:
+                raise
+            raise ValidationError(  # one class: pos_label alone cannot name the other label
+                f"{exc}; rows of one class need both labels: fit(X, y, classes=[non-event, event])"
+            ) from None
         self.classes_ = (
             classes if len(classes) == 2 else np.array([0, 1])
         )  # sorted: the event is last

@@ -1036,10 +1036,18 @@ def _record_problems(records: list) -> list[str]:
 def _task_record(info: Mapping[str, Any], stats: Mapping[str, dict]) -> Record:
     """The index record of a task: ``TaskCollection.info`` plus its fit statistics."""
     tid = info["task_id"]
+    meta = canonical_metadata(info["metadata"], where=f"task {tid!r}")
+    n_rows = stats.get(tid, {}).get("n_rows")
+    ids = meta.get("patient_ids")
+    if ids is not None and n_rows is not None and len(ids) != int(n_rows):
+        raise ValidationError(  # metadata changed after the task was made
+            f"task {tid!r}: metadata patient_ids holds {len(ids)} ids but the task has "
+            f"{int(n_rows)} rows; give one id per row, in row order"
+        )
     return {
         "task_id": tid,
         "description": info["description"],
-        "metadata": canonical_metadata(info["metadata"], where=f"task {tid!r}"),
+        "metadata": meta,
         "stats": _json_safe(stats.get(tid, {})),
     }
 

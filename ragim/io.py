@@ -166,6 +166,12 @@ def write_artifact(
         raise ArtifactError(
             f"refusing to overwrite {path}: it exists but is not a ragim artifact (no {MANIFEST})"
         )
+    other = _existing_format(path)
+    if other is not None and other != kind:
+        raise ArtifactError(
+            f"refusing to overwrite {path}: it holds another kind of ragim artifact ({other}), "
+            f"not a {kind}; save elsewhere or remove it first"
+        )
     tmp = parent / f"{_TMP}{path.name}-{uuid.uuid4().hex[:12]}"
     tmp.mkdir()
     try:
@@ -206,6 +212,15 @@ def write_artifact(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def _existing_format(path: Path) -> str | None:
+    """The ``format`` of the artifact at ``path`` (None: nothing there, or a manifest that
+    cannot be read, which the loader reports)."""
+    try:
+        return str(json.loads((path / MANIFEST).read_text(encoding="utf-8"))["format"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _is_foreign_dir(path: Path) -> bool:

@@ -318,9 +318,12 @@ def canonical_metadata(metadata: Any, *, where: str = "task") -> dict[str, Any]:
     out = {}
     for k, v in metadata.items():
         if k == "patient_ids" and v is not None:
-            if isinstance(v, str | bytes) or not isinstance(v, Iterable):
+            if isinstance(v, str | bytes | set | frozenset | Mapping) or not isinstance(
+                v, Iterable
+            ):
                 raise ValidationError(
-                    f"{where}: patient_ids must be a list of ids, got {type(v).__name__}"
+                    f"{where}: patient_ids must be a list of ids, one per row in row order, got "
+                    f"{type(v).__name__}"
                 )
             v = [canonical_id(i, "patient id") for i in v]
             repeated = sorted({i for i, c in Counter(v).items() if c > 1})

@@ -335,3 +335,41 @@ def test_a_newton_step_that_overflows_is_halved_not_taken():
         c = recalibration(D, y, theta0)
     assert np.isfinite(c.log_evidence) and np.all(np.isfinite(c.theta))
     assert c.detail["scale"] > 0
+
+
+def test_classes_name_the_event_on_their_own(family):
+    """``fit(X, y, classes=[non-event, event])`` identifies the event without ``pos_label``,
+    as docs/api.md says (an outside user got "outcomes must be 0/1" for all-"yes" rows); a
+    contradiction is refused in one line; stated 0/1 classes keep y's own label type."""
+    fam, index = family
+    t = fam[3]
+    rows = t.X.iloc[np.flatnonzero(t.y == 1)[:4]]
+    clf = ZeroShotClassifier(index=index, description=t.description)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AdaptationWarning)
+        clf.fit(rows, ["yes"] * 4, classes=["no", "yes"])
+        assert clf.classes_.tolist() == ["no", "yes"]
+        assert clf.adaptation_report_["single_class"]["class"] == 1  # read as events
+        clf.fit(rows, ["no"] * 4, classes=["no", "yes"])
+        assert clf.adaptation_report_["single_class"]["class"] == 0
+        clf.fit(rows, [2] * 4, classes=[1, 2])  # numeric labels keep the stated order
+        assert clf.classes_.tolist() == [1, 2] and clf.adaptation_report_["n_events"] == 4
+        clf.fit(rows, [2] * 4, classes=[2, 1])
+        assert clf.classes_.tolist() == [2, 1] and clf.adaptation_report_["n_events"] == 0
+        # 0/1 stay ints: scikit-learn's metrics refuse a mix of object and int labels
+        both = t.X.iloc[:40]
+        clf.fit(both, t.y[:40], classes=[0, 1])
+        assert clf.classes_.dtype.kind == "i" and clf.predict(t.X).dtype.kind == "i"
+        assert 0 <= clf.score(both, t.y[:40]) <= 1
+    with pytest.raises(ValidationError, match=r"0/1 and true/false labels mean 1 \(true\)"):
+        clf.fit(rows, [1] * 4, classes=[1, 0])
+    contradicting = ZeroShotClassifier(index=index, description=t.description, pos_label="no")
+    with pytest.raises(ValidationError, match="so the event is 'yes', but pos_label is 'no'"):
+        contradicting.fit(rows, ["yes"] * 4, classes=["no", "yes"])
+    # the hint names the labels in the right order when the event label is known
+    asks = ZeroShotClassifier(index=index, description=t.description, pos_label="yes")
+    with pytest.raises(ValidationError, match=r"classes=\['no', 'yes'\]"):
+        asks.fit(rows, ["no"] * 4)
+    # without either, the first error already says what rows of one class need
+    with pytest.raises(ValidationError, match=r"need both labels: fit\(X, y, classes="):
+        clf.fit(rows, ["no"] * 4)

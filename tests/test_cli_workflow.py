@@ -308,6 +308,12 @@ def test_adapt_recalibrates_like_zero_shot_classifier(root):
                                  "--save", str(d / "m1")], env={"COLUMNS": "200"})
     assert result.exit_code == 2 and "is the model being adapted" in result.output
     assert before and contents(d / "m1") == before
+    # nor inside it, nor onto a folder that holds it
+    for where in (d / "m1" / "adapted", d):
+        result = runner.invoke(app, ["adapt", str(d / "m1"), "--rows", str(copy), "--outcome",
+                                     "cad", "--save", str(where)], env={"COLUMNS": "200"})
+        assert result.exit_code == 2 and "is the model being adapted" in result.output
+    assert contents(d / "m1") == before
 
 
 def test_adapt_says_who_chose_the_adaptation(root):

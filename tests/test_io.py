@@ -84,3 +84,14 @@ def test_refuses_to_overwrite_a_non_artifact(tmp_path):
 def test_missing_directory(tmp_path):
     with pytest.raises(ArtifactError, match="does not exist"):
         read_artifact(tmp_path / "nope", "ragim.example")
+
+
+def test_an_artifact_of_another_kind_is_never_overwritten(tmp_path):
+    """``ragim adapt MODEL --save INDEX_DIR`` replaced a whole index with a 3-file model (an
+    outside user): overwrite=True replaces an artifact of the same kind only."""
+    p = tmp_path / "idx"
+    write_artifact(p, "ragim.task-index", {"config.json": b"{}"})
+    with pytest.raises(ArtifactError, match=r"another kind of ragim artifact \(ragim.task-index\)"):
+        write_artifact(p, "ragim.model-params", {"config.json": b"{}"}, overwrite=True)
+    assert read_artifact(p, "ragim.task-index").manifest["format"] == "ragim.task-index"
+    write_artifact(p, "ragim.task-index", {"config.json": b'{"a": 1}'}, overwrite=True)

@@ -160,9 +160,14 @@ def test_patient_ids_are_one_per_row_and_never_repeated_in_a_task():
     with pytest.raises(ValidationError, match="holds 2 ids but the task has 3 rows"):
         Task("a", "one ward", X, y, {"patient_ids": [1, 2]})
     assert Task("a", "one ward", X, y, {"patient_ids": ["007", 7, 8]}).n_rows == 3  # '007' != '7'
+    with pytest.raises(ValidationError, match="one per row in row order, got set"):
+        Task("a", "one ward", X, y, {"patient_ids": {1, 2, 3}})  # a set has no row order
     X12, y12 = pd.DataFrame({"x": np.linspace(0.05, 1.0, 12)}), np.array([0, 1] * 6)
     changed = Task("a", "one ward", X12, y12, {"patient_ids": list(range(12))})
     changed.metadata["patient_ids"] = ["1"] * 12
     other = Task("b", "another ward", X12, y12)
     with pytest.raises(ValidationError, match="appear on more than one row"):
+        TaskIndex.build(TaskCollection([changed, other]), embedder="hashing", progress=False)
+    changed.metadata["patient_ids"] = [str(i) for i in range(5)]
+    with pytest.raises(ValidationError, match="holds 5 ids but the task has 12 rows"):
         TaskIndex.build(TaskCollection([changed, other]), embedder="hashing", progress=False)
