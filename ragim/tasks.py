@@ -186,8 +186,15 @@ class Task:
         return p
 
     def subset(self, rows: Any, *, task_id: str | None = None) -> Task:
-        """A task restricted to some rows (positions)."""
+        """A task restricted to some rows (positions, or a boolean mask over the rows)."""
         rows = np.asarray(rows)
+        if rows.dtype == bool:
+            if len(rows) != self.n_rows:
+                raise ValidationError(
+                    f"task {self.task_id!r}: a row mask of {len(rows)} values, "
+                    f"for {self.n_rows} rows"
+                )
+            rows = np.flatnonzero(rows)
         meta = dict(self.metadata)
         if meta.get("patient_ids") is not None:
             ids = list(meta["patient_ids"])
@@ -325,7 +332,10 @@ def canonical_metadata(metadata: Any, *, where: str = "task") -> dict[str, Any]:
                     f"{where}: patient_ids must be a list of ids, one per row in row order, got "
                     f"{type(v).__name__}"
                 )
-            v = [canonical_id(i, "patient id") for i in v]
+            try:
+                v = [canonical_id(i, "patient id") for i in v]
+            except ValidationError as exc:
+                raise ValidationError(f"{where}: {exc}") from None
             repeated = sorted({i for i, c in Counter(v).items() if c > 1})
             if repeated:
                 raise ValidationError(

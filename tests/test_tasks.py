@@ -171,3 +171,14 @@ def test_patient_ids_are_one_per_row_and_never_repeated_in_a_task():
     changed.metadata["patient_ids"] = [str(i) for i in range(5)]
     with pytest.raises(ValidationError, match="holds 5 ids but the task has 12 rows"):
         TaskIndex.build(TaskCollection([changed, other]), embedder="hashing", progress=False)
+
+
+def test_subset_takes_a_row_mask_and_id_errors_name_the_task():
+    X = pd.DataFrame({"x": np.linspace(0.05, 1.0, 6)})
+    t = Task("a", "one ward", X, np.array([0, 1] * 3), {"patient_ids": list(range(6))})
+    events = t.subset(t.y == 1)
+    assert events.n_rows == 3 and events.metadata["patient_ids"] == ["1", "3", "5"]
+    with pytest.raises(ValidationError, match="a row mask of 2 values, for 6 rows"):
+        t.subset(np.array([True, False]))
+    with pytest.raises(ValidationError, match="task 'b': a patient id is missing"):
+        Task("b", "one ward", X, np.array([0, 1] * 3), {"patient_ids": [None, 1, 2, 3, 4, 5]})
