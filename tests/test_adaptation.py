@@ -373,3 +373,11 @@ def test_classes_name_the_event_on_their_own(family):
     # without either, the first error already says what rows of one class need
     with pytest.raises(ValidationError, match=r"need both labels: fit\(X, y, classes="):
         clf.fit(rows, ["no"] * 4)
+
+
+def test_labels_mixing_text_and_numbers_are_refused_in_one_line(family):
+    fam, index = family
+    t = fam[3]
+    y = np.array(["no"] * (t.n_rows - 1) + [1], dtype=object)
+    with pytest.raises(ValidationError, match=r"y mixes text and number labels \(\[1, 'no'\]\)"):
+        ZeroShotClassifier(index=index, description=t.description).fit(t.X, y, classes=["no", 1])

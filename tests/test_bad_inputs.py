@@ -356,7 +356,7 @@ FOLDER_CASES = [
     ("blank-patient-id", lambda r: _folder(r, {"a": GOOD.assign(patient_id=[None] + [f"p{i}" for i in range(N - 1)])}),
      "column 'patient_id' has blank ids (lines [2])"),
     ("repeated-patient-id", lambda r: _folder(r, {"a": GOOD.assign(patient_id=["0001", "0001"] + [f"p{i}" for i in range(N - 2)])}),
-     "patient id(s) ['0001'] appear on more than one row"),
+     "patient id(s) ['0001'] appear on more than one row ('0001' on lines [2, 3])"),
     ("dates-among-features", lambda r: _folder(r, {"a": GOOD.assign(admitted=["2024-03-01", "2024-03-02"] * (N // 2))}),
      "column 'admitted' holds dates"),
     ("inf-text-in-csv", lambda r: _folder(r, {"a": b"lactate,y\ninf,0\n1,1\n2,0\n"}), "column 'lactate' has infinite values at rows [0]"),

@@ -63,16 +63,15 @@ def _patient_ids(df: pd.DataFrame, column: str, file: Path) -> list[str]:
         raise ValidationError(
             f"{file}: column {column!r} has blank ids (lines {blank[:5]}): {exc}"
         ) from None
-    seen: dict[str, int] = {}
-    dupes = []
+    lines: dict[str, list[int]] = {}
     for i, pid in enumerate(ids):
-        if pid in seen:
-            dupes.append(pid)
-        seen[pid] = i
+        lines.setdefault(pid, []).append(i + 2)  # line 1 is the header
+    dupes = {pid: at for pid, at in lines.items() if len(at) > 1}
     if dupes:
+        shown = "; ".join(f"{pid!r} on lines {at[:5]}" for pid, at in sorted(dupes.items())[:3])
         raise ValidationError(
-            f"{file}: patient id(s) {sorted(set(dupes))[:5]} appear on more than one row; each "
-            "row of a task must be a different patient"
+            f"{file}: patient id(s) {sorted(dupes)[:5]} appear on more than one row ({shown}); "
+            "each row of a task must be a different patient"
         )
     return ids
 

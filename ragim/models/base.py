@@ -182,6 +182,13 @@ def check_binary_targets(
         raise ValidationError(
             f"y has {n_nan} missing (NaN) labels; drop those rows or fill the labels"
         )
+    if y.dtype.kind == "O":
+        kinds = {"text" if isinstance(v, str) else "number" for v in y.tolist()}
+        if len(kinds) > 1:  # numpy cannot sort them; scikit-learn's metrics refuse them
+            seen = sorted({json_label(v) for v in y.tolist()}, key=str)[:5]
+            raise ValidationError(
+                f"y mixes text and number labels ({seen}); write every label the same way"
+            )
     try:
         check_classification_targets(y)
     except ValueError as exc:
