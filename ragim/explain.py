@@ -194,7 +194,7 @@ def coverage_summary(coverage: Mapping[str, Any] | None) -> str | None:
     ...                   "effective_neighbors": 0.0, "k": 10, "threshold": 0.62, "typical": 0.8})
     ... # doctest: +NORMALIZE_WHITESPACE
     "index coverage: top similarity 0.31, effective similarity 0.25, 0.0 effective neighbour(s)
-    of 10; threshold 0.62: OUTSIDE the index's domain"
+    of 10; top similarity against the threshold 0.62: OUTSIDE the index's domain"
     """
     if not coverage:
         return None
