@@ -362,7 +362,8 @@ def plot_provenance(frame: pd.DataFrame, *, ax=None, title: str | None = None) -
         )
         ax.set_axis_off()
         return fig
-    w_all = pd.to_numeric(frame["weight"], errors="coerce").fillna(0.0)
+    w_all = pd.to_numeric(frame["weight"], errors="coerce")
+    w_all = w_all.where(np.isfinite(w_all), 0.0)  # ranked as drawn: a non-finite weight as 0
     df = frame.loc[w_all.abs().sort_values(ascending=True, kind="stable").index]  # bottom-up
     w = df["weight"].to_numpy(float)
     w = np.where(np.isfinite(w), w, 0.0)

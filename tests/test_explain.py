@@ -373,3 +373,14 @@ def test_provenance_chart_is_sorted_by_weight(heart):
     ax = explain_params(p).provenance.plot().axes[0]
     ticks = [x.get_text().split("\n")[0] for x in ax.get_yticklabels()]
     assert ticks[-1] == "cleveland-men"  # barh draws bottom-up: the heaviest (0.6) is on top
+
+
+def test_provenance_plot_ranks_weights_by_size_as_drawn():
+    """Signed weights (a negative one is a contrast) are ranked by size, largest at the top;
+    a non-finite weight is drawn, and ranked, as 0 (it was ranked first and drawn empty)."""
+    prov = Provenance([{"task_id": "a", "weight": float("inf")}, {"task_id": "b", "weight": 0.5},
+                       {"task_id": "c", "weight": -0.3}])
+    ax = prov.plot().axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "c", "b"]  # bottom-up
+    assert [round(float(r.get_width()), 2) for r in ax.patches] == [0.0, -0.3, 0.5]
+    assert ax.get_xlim()[0] < -0.3
