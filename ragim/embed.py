@@ -441,6 +441,15 @@ class SentenceTransformerEmbedder(Embedder):
         self._lock = threading.RLock()
         self._cache_warned = False
 
+    # travels to other processes (joblib workers) without its lock and its loaded model, which
+    # the worker loads again from the same folder when it first embeds
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_model")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock, self._model = threading.RLock(), None
+
     # -- identity -----------------------------------------------------------
 
     @property

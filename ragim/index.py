@@ -259,6 +259,16 @@ class TaskIndex:
         self._id_to_row = self._rows_by_id()
         self._removed: set[str] = set()  # ids removed from this object (exclusions accept them)
 
+    # an index travels to other processes (joblib workers, e.g. cross_val_score(n_jobs=2) on
+    # a ZeroShotClassifier) without its lock, made anew there. This is for processes of one
+    # session; artifacts are saved with save(), never pickled
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     # ------------------------------------------------------------------ build
     @classmethod
     def build(

@@ -112,3 +112,23 @@ def test_bad_inputs(setup):
     with pytest.raises(ValidationError, match="columns not in the schema"):
         clf.predict_proba(fam[0].X.assign(extra=1.0))
     assert isinstance(clf.predict(pd.DataFrame(fam[0].X)), np.ndarray)
+
+
+def test_a_fitted_classifier_travels_to_joblib_workers():
+    """scikit-learn runs ``cross_val_score(n_jobs=2)`` by sending the estimator, its index
+    included, to worker processes; the index's lock (and a lazy family's caches) made that
+    fail. Artifacts are still saved with save(), never pickled (docs/artifacts.md)."""
+    import pickle
+
+    from sklearn.model_selection import cross_val_score
+
+    fam = datasets.synthetic_family(n_tasks=12, n_features=2, seed=0)
+    index = TaskIndex.build(fam, embedder="hashing", progress=False)
+    t = fam[0]
+    clf = ZeroShotClassifier(index=index, description=t.description).fit(t.X.iloc[:30], t.y[:30])
+    back = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_allclose(back.predict_proba(t.X), clf.predict_proba(t.X))
+    assert back.index.search(t.description, k=1)[0].task_id == t.task_id
+    scores = cross_val_score(ZeroShotClassifier(index=index, description=t.description), t.X, t.y,
+                             cv=3, n_jobs=2, scoring="roc_auc")
+    assert scores.shape == (3,) and np.all((scores >= 0) & (scores <= 1))

@@ -406,6 +406,14 @@ class _ProcedureFamily:
         self.axis_effect = lru_cache(maxsize=65_536)(self._axis_effect)
         self.records = self.codes.to_dict("records")
 
+    # a family travels to other processes (joblib workers) without its cache, rebuilt there
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "axis_effect"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.axis_effect = lru_cache(maxsize=65_536)(self._axis_effect)
+
     def _design_plan(self):
         s = self.ref_schema
         names = s.names

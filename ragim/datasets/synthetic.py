@@ -386,9 +386,7 @@ class _SyntheticFamily:
         self.templates = np.floor(
             hash_uniform(seed, idx, _STREAM_TEMPLATE) * len(_TEMPLATES)
         ).astype(np.int8)
-        self.children = lru_cache(maxsize=None)(self._children)
-        self.effect = lru_cache(maxsize=262_144)(self._effect)
-        self.leaf = lru_cache(maxsize=262_144)(self._leaf)
+        self._caches()
         self.coef_scale = SIGNAL / np.sqrt(n_features)
 
     # -- names -----------------------------------------------------------------
@@ -405,6 +403,19 @@ class _SyntheticFamily:
         if level == "subtype":
             return SUBTYPES
         return POPULATIONS
+
+    def _caches(self) -> None:
+        self.children = lru_cache(maxsize=None)(self._children)
+        self.effect = lru_cache(maxsize=262_144)(self._effect)
+        self.leaf = lru_cache(maxsize=262_144)(self._leaf)
+
+    # a family travels to other processes (joblib workers) without its caches, rebuilt there
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in ("children", "effect", "leaf")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._caches()
 
     def _children(self, depth: int, parent: tuple[int, ...]) -> tuple[str, ...]:
         vocab = self._vocab(depth, parent)
