@@ -484,16 +484,8 @@ class StatisticalGenerator(Generator):
         held_rows, held_pos = [], []
 
         def fit_on(rows: np.ndarray) -> _Fitted:
-            # the pooled model is refitted on the training part too: fitted on every index task it
-            # would have seen the held-out task (and the tasks that share its patients)
-            pooled, _ = _pooled_fit(index, [tasks[i] for i in rows], cfg.pooled_rows, rng)
-            return _Fitted(
-                cfg,
-                summ.take(rows),
-                T @ pooled,
-                [descriptions[i] for i in rows],
-                vectors[rows],
-                groups,
+            return _fit_candidates(
+                cfg, index, tasks, summ, rows, T, descriptions, vectors, groups, rng
             )
 
         # the share of its fold's training tasks each held-out task keeps (those sharing none of
@@ -638,23 +630,13 @@ class StatisticalGenerator(Generator):
                 for j, t in enumerate(part_a)
             ]
         )
-        n = len(usable)
-        k = n if n <= LOO_MAX_TASKS else min(cfg.cv_folds, n)
-        assign = rng.permutation(np.arange(n) % k)
+        texts, vecs = [descriptions[i] for i in usable], vectors[usable]
         held, held_pos, held_rows = [], [], []
-        for f in range(k):
-            train = np.flatnonzero(assign != f)
-            pooled, _ = _pooled_fit(index, [part_a[i] for i in train], cfg.pooled_rows, rng)
-            fitted = _Fitted(
-                cfg,
-                summ_a.take(train),
-                T @ pooled,
-                [descriptions[usable[i]] for i in train],
-                vectors[[usable[i] for i in train]],
-                groups,
-            )
-            for j in np.flatnonzero(assign == f):
-                pred = fitted.predict([descriptions[usable[j]]], vectors[[usable[j]]])
+        # the halves share no patients: folds as for tasks that share none
+        for train, tests in _cv_plan([{}] * len(usable), cfg.cv_folds, rng):
+            fitted = _fit_candidates(cfg, index, part_a, summ_a, train, T, texts, vecs, groups, rng)
+            for j, _ in tests:
+                pred = fitted.predict([texts[j]], vecs[[j]])
                 held.append({c: (fitted.pooled + m, v) for c, (m, v) in pred.items()})
                 held_pos.append(np.array([j]))
                 held_rows.append(_rows(part_b[j], index, cfg.max_rows_per_task, rng))
@@ -1100,6 +1082,27 @@ def patient_halves(task: Task, seed: int) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng([seed, zlib.crc32(task.task_id.encode())])
         in_b = rng.permutation(task.n_rows) < task.n_rows // 2
     return np.flatnonzero(~in_b), np.flatnonzero(in_b)
+
+
+def _fit_candidates(
+    cfg: StatisticalConfig,
+    index,
+    tasks: list[Task],
+    summ: TaskSummaries,
+    rows: np.ndarray,
+    T: np.ndarray,
+    descriptions: list[str],
+    vectors: np.ndarray,
+    groups: dict[str, list[int]],
+    rng,
+) -> _Fitted:
+    """The candidates fitted on the tasks at positions ``rows``. The pooled model is refitted
+    on their rows too: fitted on every index task it would have seen a held-out task (and the
+    tasks that share its patients)."""
+    pooled, _ = _pooled_fit(index, [tasks[i] for i in rows], cfg.pooled_rows, rng)
+    return _Fitted(
+        cfg, summ.take(rows), T @ pooled, [descriptions[i] for i in rows], vectors[rows], groups
+    )
 
 
 def _rows(task: Task, index, max_rows: int, rng) -> tuple[np.ndarray, np.ndarray]:
