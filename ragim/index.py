@@ -34,7 +34,13 @@ from ragim.errors import ArtifactError, DataWarning, ValidationError
 from ragim.index_records import Record, RecordStore
 from ragim.params import ModelParams, param_names
 from ragim.schema import FeatureSchema
-from ragim.tasks import Task, TaskCollection, canonical_metadata, patient_id_set
+from ragim.tasks import (
+    Task,
+    TaskCollection,
+    canonical_metadata,
+    check_patient_id_rows,
+    patient_id_set,
+)
 from ragim.vector_store import STORAGES, TRAIN_SIZE, VectorStore, auto_factory, needs_training
 
 FORMAT = "ragim.task-index"
@@ -1048,12 +1054,8 @@ def _task_record(info: Mapping[str, Any], stats: Mapping[str, dict]) -> Record:
     tid = info["task_id"]
     meta = canonical_metadata(info["metadata"], where=f"task {tid!r}")
     n_rows = stats.get(tid, {}).get("n_rows")
-    ids = meta.get("patient_ids")
-    if ids is not None and n_rows is not None and len(ids) != int(n_rows):
-        raise ValidationError(  # metadata changed after the task was made
-            f"task {tid!r}: metadata patient_ids holds {len(ids)} ids but the task has "
-            f"{int(n_rows)} rows; give one id per row, in row order"
-        )
+    if n_rows is not None:  # the metadata may have changed after the task was made
+        check_patient_id_rows(meta, int(n_rows), f"task {tid!r}")
     return {
         "task_id": tid,
         "description": info["description"],

@@ -99,12 +99,7 @@ class Task:
             raise ValidationError(f"invalid task {self.task_id!r}:", problems)
         self.y = np.asarray(self.y, dtype=np.int64).reshape(-1)
         self.metadata = canonical_metadata(self.metadata, where=f"task {self.task_id!r}")
-        ids = self.metadata.get("patient_ids")
-        if ids is not None and len(ids) != len(self.y):
-            raise ValidationError(
-                f"task {self.task_id!r}: metadata patient_ids holds {len(ids)} ids but the task "
-                f"has {len(self.y)} rows; give one id per row, in row order"
-            )
+        check_patient_id_rows(self.metadata, len(self.y), f"task {self.task_id!r}")
 
     def structural_problems(self) -> list[str]:
         """Problems that make the object unusable as a task at all."""
@@ -308,6 +303,23 @@ def patient_id_set(metadata: Mapping[str, Any] | None) -> frozenset[str]:
     """
     ids = (metadata or {}).get("patient_ids") or ()
     return frozenset(canonical_id(p, "patient id") for p in ids)
+
+
+def check_patient_id_rows(metadata: Mapping[str, Any], n_rows: int, where: str) -> None:
+    """Refuse ``patient_ids`` that are not one per row (:func:`canonical_metadata` checks the
+    ids themselves).
+
+    Raises
+    ------
+    ValidationError
+        When ``metadata["patient_ids"]`` is given and its length is not ``n_rows``.
+    """
+    ids = metadata.get("patient_ids")
+    if ids is not None and len(ids) != n_rows:
+        raise ValidationError(
+            f"{where}: metadata patient_ids holds {len(ids)} ids but the task has {n_rows} rows; "
+            "give one id per row, in row order"
+        )
 
 
 def canonical_metadata(metadata: Any, *, where: str = "task") -> dict[str, Any]:
