@@ -37,7 +37,7 @@ from ragim.checks import check_fields, check_int, check_number
 from ragim.errors import ValidationError
 from ragim.lm.pairs import check_pair_names, pair_rows, pairs_dataset
 from ragim.lm.reward_model import FORMAT, RewardModel, RewardModelConfig, best_of_n
-from ragim.train.trainer import STEP_RULES, run_config, train_with
+from ragim.train.trainer import STEP_RULES, run_config, train_from_scratch
 
 
 @dataclass
@@ -196,11 +196,12 @@ def train_reward_model(
     )
     set_seed(run.seed)
     model, tok = rm.build_model()
-    done = train_with(
+    train_from_scratch(
+        rm,
+        "reward",
+        run,
         RewardTrainer,
         TRLRewardConfig,
-        run,
-        stage="reward",
         model=model,
         tokenizer=tok,
         progress=progress,
@@ -209,10 +210,7 @@ def train_reward_model(
         args=dict(max_length=None),
         train_dataset=pairs_dataset(train_rows),
         eval_dataset=pairs_dataset(val_rows) if val_rows else None,
-        peft_config=rm.lora_config(),
     )
-    done.install(rm, "reward", run)
-    rm.tokenizer_ = tok
     rm.train_task_ids_ = sorted(
         {r["task_id"] for r in train_rows if isinstance(r.get("task_id"), str)}
     )

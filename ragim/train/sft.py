@@ -39,7 +39,7 @@ from ragim.errors import ValidationError
 from ragim.generate.base import config_with, record_fit_state
 from ragim.generate.lm import LMConfig, LMGenerator
 from ragim.params import param_names
-from ragim.train.trainer import STEP_RULES, run_config, train_with
+from ragim.train.trainer import STEP_RULES, run_config, train_from_scratch
 
 
 @dataclass
@@ -292,11 +292,12 @@ def train_sft(
     )
 
     set_seed(run.seed)
-    done = train_with(
+    train_from_scratch(
+        gen,
+        "sft",
+        run,
         SFTTrainer,
         SFTConfig,
-        run,
-        stage="sft",
         model=model,
         tokenizer=tok,
         progress=progress,
@@ -307,9 +308,7 @@ def train_sft(
         ),
         train_dataset=train_ds.select_columns(["prompt", "completion"]),
         eval_dataset=None if val_ds is None else val_ds.select_columns(["prompt", "completion"]),
-        peft_config=gen.lora_config(),
     )
-    done.install(gen, "sft", run)
     gen.fine_tuned_ = True
     gen.index_ = index
     record_fit_state(gen, index)

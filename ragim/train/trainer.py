@@ -8,6 +8,8 @@
   ``progress``, the ``datasets`` progress bars.
 * :func:`train_with` — all of the above in one call: builds the TRL ``*Config`` and trainer in
   a scratch directory, trains quietly and returns the trained model, log and wall time.
+* :func:`train_from_scratch` — :func:`train_with` for a new LoRA adapter of a generator or
+  reward model (its ``lora_config()``), the run installed on it (:meth:`TrainedRun.install`).
 * :func:`run_config` and :func:`training_record` — a trainer's settings as one config
   dataclass, the way TRL's ``SFTConfig`` describes a run: built from a config object and
   keyword overrides, and recorded (``{"stage", "config"}``) in the trained model's
@@ -252,6 +254,37 @@ def train_with(
     return done
 
 
+def train_from_scratch(
+    owner: Any,
+    stage: str,
+    run: Any,
+    trainer_cls: type,
+    args_cls: type,
+    *,
+    model: Any,
+    tokenizer: Any,
+    **train_kwargs: Any,
+) -> Any:
+    """Train ``model`` with a new LoRA adapter, ``owner.lora_config()`` (``owner``: a generator
+    or reward model trained from scratch), by :func:`train_with` (``train_kwargs`` are its other
+    keywords: ``progress``, ``output_dir``, ``callbacks``, the trainer's ``args`` and datasets),
+    and make the run ``owner``'s: :meth:`TrainedRun.install` with ``stage`` and ``run``, and
+    ``tokenizer_`` the tokenizer. Returns ``owner``. Seeding the RNGs is the caller's."""
+    done = train_with(
+        trainer_cls,
+        args_cls,
+        run,
+        stage=stage,
+        model=model,
+        tokenizer=tokenizer,
+        peft_config=owner.lora_config(),
+        **train_kwargs,
+    )
+    done.install(owner, stage, run)
+    owner.tokenizer_ = tokenizer
+    return owner
+
+
 __all__ = [
     "STEP_RULES",
     "TrainedRun",
@@ -259,6 +292,7 @@ __all__ = [
     "quiet_training",
     "run_config",
     "run_trainer",
+    "train_from_scratch",
     "train_with",
     "trainer_args",
     "training_record",
