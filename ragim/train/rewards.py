@@ -239,8 +239,13 @@ def _per_completion(value: Any, n: int, name: str, single: Callable[[Any], bool]
 
 
 def _parse_all(
-    completions, param_names, max_abs, answer_format=None
+    completions, columns: Mapping[str, Any]
 ) -> tuple[list[list[str]], list[np.ndarray | None]]:
+    """The keys and values (None: malformed) of every completion, read with the dataset
+    ``columns`` every reward reads: ``param_names``, ``max_abs`` and ``answer_format``."""
+    param_names, max_abs, answer_format = (
+        columns.get(name) for name in ("param_names", "max_abs", "answer_format")
+    )
     if isinstance(completions, str) or not isinstance(completions, Sequence):
         raise ValidationError(
             "completions must be a list (one string or message list per completion)"
@@ -276,10 +281,11 @@ def _parse_all(
     return [list(k) for k in names], values
 
 
-def _scores(
-    completions, param_names, heldout, max_abs, answer_format, score, malformed: float
-) -> list[float]:
-    names, values = _parse_all(completions, param_names, max_abs, answer_format)
+def _scores(completions, columns: Mapping[str, Any], score, malformed: float) -> list[float]:
+    """``score(y, logits)`` of every completion on its ``heldout`` rows (a column, as are those
+    of :func:`_parse_all`); ``malformed`` for a malformed one."""
+    names, values = _parse_all(completions, columns)
+    heldout = columns.get("heldout")
     if heldout is None:
         raise ValidationError(
             "this reward needs a 'heldout' dataset column; build it with encode_heldout"
@@ -303,21 +309,14 @@ def _scores(
 
 # --------------------------------------------------------------------------- rewards
 def held_out_log_likelihood(
-    prompts,
-    completions,
-    *,
-    param_names=None,
-    heldout=None,
-    max_abs=None,
-    answer_format=None,
-    floor: float = DEFAULT_FLOOR,
-    **kwargs,
+    prompts, completions, *, floor: float = DEFAULT_FLOOR, **columns
 ) -> list[float]:
     """Mean per-row log-likelihood of the generated model on the task's held-out rows.
 
     ``(1/n) Σ y log p + (1 - y) log(1 - p)`` with ``p = σ(intercept + D @ terms)``
     clipped to ``[1e-7, 1 - 1e-7]``: a strictly proper scoring rule in ``[-16.12, 0)``.
-    Malformed completions get ``floor`` (default -20, below every valid score).
+    Malformed completions get ``floor`` (default -20, below every valid score). Reads the
+    columns ``param_names``, ``heldout``, ``max_abs`` and ``answer_format``.
 
     >>> h = {"D": [[-1.0], [1.0]], "y": [0, 1]}
     >>> r = held_out_log_likelihood(
@@ -326,70 +325,50 @@ def held_out_log_likelihood(
     >>> [round(v, 3) for v in r]
     [-0.693, -0.049, -20.0]
     """
-    return _scores(
-        completions,
-        param_names,
-        heldout,
-        max_abs,
-        answer_format,
-        _mean_log_likelihood,
-        float(floor),
-    )
+    return _scores(completions, columns, _mean_log_likelihood, float(floor))
 
 
-def auroc_reward(
-    prompts,
-    completions,
-    *,
-    param_names=None,
-    heldout=None,
-    max_abs=None,
-    answer_format=None,
-    **kwargs,
-) -> list[float]:
+def auroc_reward(prompts, completions, **columns) -> list[float]:
     """Held-out AUROC of the generated model; 0.5 when malformed or when the rows hold one class.
+
+    Reads the columns ``param_names``, ``heldout``, ``max_abs`` and ``answer_format``.
 
     >>> h = {"D": [[-1.0], [0.0], [1.0]], "y": [0, 1, 1]}
     >>> auroc_reward(None, ['{"intercept": 0, "x": 1}', '{"intercept": 0, "x": -1}', "{}"],
     ...              param_names=["intercept", "x"], heldout=h)
     [1.0, 0.0, 0.5]
     """
-    return _scores(completions, param_names, heldout, max_abs, answer_format, _auroc, 0.5)
+    return _scores(completions, columns, _auroc, 0.5)
 
 
-def parse_validity(
-    prompts, completions, *, param_names=None, max_abs=None, answer_format=None, **kwargs
-) -> list[float]:
+def parse_validity(prompts, completions, **columns) -> list[float]:
     """1.0 if the completion parses with exactly the keys of ``param_names`` (in order) and
     every value finite within ``[-max_abs, max_abs]``, else 0.0.
+
+    Reads the columns ``param_names``, ``max_abs`` and ``answer_format``.
 
     >>> parse_validity(None, ['{"intercept": 1, "x": 2}', '{"intercept": 1, "x": 99}',
     ...                       [{"role": "assistant", "content": '{"intercept": 1, "x": 2}'}]],
     ...                param_names=["intercept", "x"])
     [1.0, 0.0, 1.0]
     """
-    _, values = _parse_all(completions, param_names, max_abs, answer_format)
+    _, values = _parse_all(completions, columns)
     return [0.0 if v is None else 1.0 for v in values]
 
 
 def sparsity_reward(
-    prompts,
-    completions,
-    *,
-    param_names=None,
-    max_abs=None,
-    answer_format=None,
-    sparsity_threshold: float = DEFAULT_SPARSITY_THRESHOLD,
-    **kwargs,
+    prompts, completions, *, sparsity_threshold: float = DEFAULT_SPARSITY_THRESHOLD, **columns
 ) -> list[float]:
     """Fraction of coefficients (all but the intercept) with ``|coef| < sparsity_threshold``;
     0 for malformed completions, 1 for an intercept-only model.
+
+    Reads the columns ``param_names``, ``max_abs`` and ``answer_format``.
 
     >>> sparsity_reward(None, ['{"intercept": 3, "a": 0.01, "b": -2}', "[]"],
     ...                 param_names=["intercept", "a", "b"])
     [0.5, 0.0]
     """
-    names, values = _parse_all(completions, param_names, max_abs, answer_format)
+    names, values = _parse_all(completions, columns)
     thr = _per_completion(
         sparsity_threshold, len(names), "sparsity_threshold", lambda v: isinstance(v, int | float)
     )
@@ -509,15 +488,7 @@ def _sign_scores(names, values, constraints_per_row, strict: bool, warned: set[s
 
 
 def sign_agreement(
-    prompts,
-    completions,
-    *,
-    param_names=None,
-    sign_constraints=None,
-    max_abs=None,
-    answer_format=None,
-    strict: bool = False,
-    **kwargs,
+    prompts, completions, *, sign_constraints=None, strict: bool = False, **columns
 ) -> list[float]:
     """Fraction of sign-constrained terms whose generated coefficient agrees with the expected sign.
 
@@ -525,7 +496,8 @@ def sign_agreement(
     :func:`make_sign_agreement` fixes it instead. A coefficient agrees when ``coef * sign >= 0``
     (a zero does not contradict the constraint, as in monotone constraints); with
     ``strict=True`` it must be ``> 0``. Terms not among ``param_names`` are ignored with a
-    warning; with no applicable constraint the reward is 1. Malformed completions get 0.
+    warning; with no applicable constraint the reward is 1. Malformed completions get 0. Reads
+    the columns ``param_names``, ``max_abs`` and ``answer_format`` too.
 
     >>> sign_agreement(None, ['{"intercept": 0, "age": 0.8, "thalch": 0.3}', "nope"],
     ...                param_names=["intercept", "age", "thalch"],
@@ -538,7 +510,7 @@ def sign_agreement(
             "or use make_sign_agreement(constraints) / "
             "VerifiableRewardConfig(sign_constraints=path)"
         )
-    names, values = _parse_all(completions, param_names, max_abs, answer_format)
+    names, values = _parse_all(completions, columns)
     cons = _per_completion(
         sign_constraints,
         len(names),
@@ -558,17 +530,8 @@ class SignAgreement:
         self.__name__ = "sign_agreement"
         self._warned: set[str] = set()
 
-    def __call__(
-        self,
-        prompts,
-        completions,
-        *,
-        param_names=None,
-        max_abs=None,
-        answer_format=None,
-        **kwargs,
-    ) -> list[float]:
-        names, values = _parse_all(completions, param_names, max_abs, answer_format)
+    def __call__(self, prompts, completions, **columns) -> list[float]:
+        names, values = _parse_all(completions, columns)
         return _sign_scores(
             names, values, [self.constraints] * len(names), self.strict, self._warned
         )
