@@ -33,7 +33,9 @@ False
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import math
 import warnings
 import weakref
@@ -175,6 +177,14 @@ def _ll_tokenizer(tokenizer, n_vocab: int):
         ) from None
     _LL_TOKENIZERS[tokenizer] = (key, ll)
     return ll
+
+
+@functools.lru_cache(maxsize=64)
+def _engine_grammar(regex: str) -> str:
+    """The llguidance grammar of an answer regex (compiled once per regex)."""
+    import llguidance
+
+    return llguidance.LLMatcher.grammar_from_regex(regex)
 
 
 class GrammarLogitsProcessor:
@@ -371,17 +381,10 @@ def generate_answer_batch(
             )
             for i, (r, f) in enumerate(zip(rows, fmts, strict=True))
         ]  # fmt: skip
-    import llguidance
-
     grammars = [f.grammar(max_int_digits=max_int_digits) for f in fmts]
-    compiled: dict[str, str] = {}
-    for g in grammars:
-        rx = answer_regex(g)
-        if rx not in compiled:
-            compiled[rx] = llguidance.LLMatcher.grammar_from_regex(rx)
     # greedy candidates are identical: decode one per prompt and repeat it
     n_rows_each = num_candidates if temperature > 0 else 1
-    ll_grammars = [compiled[answer_regex(g)] for g in grammars for _ in range(n_rows_each)]
+    ll_grammars = [_engine_grammar(answer_regex(g)) for g in grammars for _ in range(n_rows_each)]
 
     pad_id = (
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -585,6 +588,94 @@ def generate_json_numbers(
     )
 
 
+@contextlib.contextmanager
+def sample_under_grammar(
+    model, tokenizer, answer_format: AnswerFormat, *, max_int_digits: int = MAX_INT_DIGITS
+):
+    """Within the block, every ``model.generate(...)`` call decodes under ``answer_format``'s
+    grammar, whoever calls it (TRL's ``GRPOTrainer`` samples its groups this way).
+
+    Each call gets a fresh :class:`GrammarLogitsProcessor` (one matcher per row of its
+    ``input_ids``, the prompt ending at their last column, as with left padding), ahead of any
+    ``logits_processor`` the caller passes; transformers applies the caller's temperature,
+    top-k and top-p after it, to the allowed tokens only. So every sampled completion is an
+    answer that ``answer_format.parse`` accepts, followed by end-of-sequence, provided the
+    caller's ``max_new_tokens`` leaves room for the longest answer
+    (:func:`ragim.lm.prompts.answer_room`). The model's own ``generate`` is restored on exit.
+
+    Parameters
+    ----------
+    model
+        A transformers causal LM or peft model (the object whose ``generate`` is called).
+    tokenizer
+        Its fast tokenizer (with an end-of-sequence token).
+    answer_format : AnswerFormat
+        The codec whose grammar the completions follow (the same for every row).
+    max_int_digits : int
+        Integer digits of each number (1-3).
+
+    Yields
+    ------
+    list of GrammarLogitsProcessor
+        The processors of the calls made so far (``lengths`` and ``free`` per row).
+
+    Raises
+    ------
+    ValidationError
+        For a bad format or ``max_int_digits``, a tokenizer without end-of-sequence, or a
+        ``generate`` call without ``input_ids``.
+
+    Examples
+    --------
+    >>> from ragim.lm.answer import answer_format
+    >>> from ragim.lm.base_models import load_base_model
+    >>> model, tok = load_base_model("tiny", device="cpu")
+    >>> fmt = answer_format(["intercept", "age"], max_abs=2)
+    >>> ids = tok("coefs?", return_tensors="pt")["input_ids"].repeat(3, 1)
+    >>> with sample_under_grammar(model, tok, fmt):
+    ...     out = model.generate(input_ids=ids, do_sample=True, temperature=5.0, max_new_tokens=40,
+    ...                          pad_token_id=tok.eos_token_id)
+    >>> texts = tok.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
+    >>> all(abs(v) <= 2 for t in texts for v in fmt.parse(t).values())
+    True
+    """
+    from transformers import LogitsProcessorList
+
+    answer_format = check_answer_format(answer_format)
+    max_int_digits = check_int(max_int_digits, "max_int_digits", ge=1, le=MAX_INT_DIGITS)
+    if tokenizer.eos_token_id is None:
+        raise ValidationError(
+            "the tokenizer needs an end-of-sequence token for constrained decoding"
+        )
+    grammar = _engine_grammar(answer_regex(answer_format.grammar(max_int_digits=max_int_digits)))
+    vocab = int(getattr(model.config, "vocab_size", 0) or len(tokenizer))
+    original = model.__dict__.get("generate")  # an instance attribute to put back, if any
+    call = original or functools.partial(type(model).generate, model)
+    processors: list[GrammarLogitsProcessor] = []
+
+    def generate(*args, **kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if not isinstance(ids, torch.Tensor) or ids.ndim != 2:
+            raise ValidationError("constrained generate needs input_ids of shape (batch, length)")
+        proc = GrammarLogitsProcessor(
+            tokenizer, [grammar] * ids.shape[0], vocab_size=vocab, prompt_length=ids.shape[1]
+        )
+        processors.append(proc)
+        kwargs["logits_processor"] = LogitsProcessorList(
+            [proc, *(kwargs.get("logits_processor") or [])]
+        )
+        return call(*args, **kwargs)
+
+    model.generate = generate
+    try:
+        yield processors
+    finally:
+        if original is None:
+            del model.generate
+        else:
+            model.generate = original
+
+
 __all__ = [
     "DECODERS",
     "ConstrainedResult",
@@ -596,4 +687,5 @@ __all__ = [
     "generate_json_numbers",
     "number_regex",
     "parse_json_numbers",
+    "sample_under_grammar",
 ]

@@ -11,11 +11,14 @@ untouched (its adapter is saved and loaded onto a fresh base model) and a new
   rows of *that* task, ``Task.split(heldout_fraction, seed=seed)``), ``max_abs`` and
   ``answer_format`` (the generator's, so compact answers are scored as compact) that the
   reward functions of :class:`ragim.train.rewards.VerifiableRewardConfig` read. GRPO samples
-  ``num_generations`` answers per prompt with plain sampling — *not* constrained decoding —
-  so early on many answers are malformed and get the reward floor; that is the
-  parse-validity signal. When every answer of a group gets the same reward the group's
-  advantage is zero and nothing is learned from it (TRL logs ``frac_reward_zero_std``):
-  train SFT until the generator writes valid JSON unconstrained before GRPO.
+  ``num_generations`` answers per prompt under the answer grammar
+  (:func:`ragim.lm.constrained.sample_under_grammar`, as ``LMGenerator`` decodes), so every
+  answer parses and gets a real score, and a group's rewards differ whenever its answers do.
+  The loss still uses the policy's unconstrained log-probabilities, so forced tokens are
+  learned too. With ``constrained=False`` it samples plainly: early on most answers are
+  malformed and get the reward floor, every answer of a group gets the same reward, the
+  group's advantage is zero and nothing is learned from it (TRL logs
+  ``frac_reward_zero_std``).
 * :func:`train_dpo` — TRL ``DPOTrainer`` on preference pairs
   (:func:`ragim.train.build_preference_pairs` or :func:`ragim.train.load_preferences`).
   The reference policy is a frozen copy of the starting adapter (TRL adds it as a second
@@ -38,6 +41,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -46,7 +50,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ragim.checks import check_fields, check_int, check_number
+from ragim.checks import check_bool, check_fields, check_int, check_number
 from ragim.errors import ValidationError
 from ragim.generate.base import record_fit_state
 from ragim.generate.lm import LMGenerator
@@ -94,6 +98,15 @@ class GRPOTrainingConfig:
     temperature: float = field(
         default=0.8, metadata={"help": "sampling temperature of the answers"}
     )
+    constrained: bool = field(
+        default=True,
+        metadata={
+            "help": (
+                "sample the answers under the answer grammar, so every one parses and scores "
+                "(False: plain sampling, where malformed answers get the reward floor)"
+            )
+        },
+    )
     seed: int = field(
         default=0, metadata={"help": "seed of the held-out row split, data order and sampling"}
     )
@@ -130,6 +143,7 @@ class GRPOTrainingConfig:
                 "temperature": partial(check_number, gt=0),
                 "beta": partial(check_number, ge=0),
                 "heldout_fraction": partial(check_number, gt=0, lt=1),
+                "constrained": check_bool,
             },
             "GRPOTrainingConfig",
             problems,
@@ -304,6 +318,7 @@ def train_grpo(
     batch_size: int | None = None,
     max_completion_length: int | None = None,
     temperature: float | None = None,
+    constrained: bool | None = None,
     seed: int | None = None,
     progress: bool = True,
     beta: float | None = None,
@@ -337,6 +352,8 @@ def train_grpo(
         plus a margin (:func:`ragim.lm.prompts.answer_room`).
     temperature : float
         Sampling temperature of the answers (default 0.8).
+    constrained : bool
+        Sample under the answer grammar (default True; see the module docstring).
     seed : int
         Seed of the held-out row split, data order and sampling.
     progress : bool
@@ -365,6 +382,7 @@ def train_grpo(
     """
     from trl import GRPOConfig, GRPOTrainer
 
+    from ragim.lm.constrained import sample_under_grammar
     from ragim.lm.prompts import answer_room
     from ragim.params import param_names
 
@@ -378,6 +396,7 @@ def train_grpo(
         batch_size=batch_size,
         max_completion_length=max_completion_length,
         temperature=temperature,
+        constrained=constrained,
         seed=seed,
         beta=beta,
         heldout_fraction=heldout_fraction,
@@ -414,28 +433,34 @@ def train_grpo(
             names, tok, decimals=cfg.decimals, max_abs=cfg.max_abs, format_name=cfg.answer_format
         )
 
-    gen = _continue_policy(
-        gen,
-        GRPOTrainer,
-        GRPOConfig,
-        run,
-        "grpo",
-        progress=progress,
-        output_dir=output_dir,
-        callbacks=callbacks,
-        args=dict(
-            per_device_train_batch_size=run.batch_size * run.num_generations,
-            num_generations=run.num_generations,
-            max_completion_length=completion_length,
-            temperature=run.temperature,
-            top_p=1.0,
-            beta=run.beta,
-            reward_weights=reward_weights,
-            log_completions=False,
-        ),
-        reward_funcs=reward_funcs,
-        train_dataset=train_ds,
+    sampling = (
+        sample_under_grammar(gen.model_, tok, gen.answer_format(names))
+        if run.constrained
+        else contextlib.nullcontext()
     )
+    with sampling:
+        gen = _continue_policy(
+            gen,
+            GRPOTrainer,
+            GRPOConfig,
+            run,
+            "grpo",
+            progress=progress,
+            output_dir=output_dir,
+            callbacks=callbacks,
+            args=dict(
+                per_device_train_batch_size=run.batch_size * run.num_generations,
+                num_generations=run.num_generations,
+                max_completion_length=completion_length,
+                temperature=run.temperature,
+                top_p=1.0,
+                beta=run.beta,
+                reward_weights=reward_weights,
+                log_completions=False,
+            ),
+            reward_funcs=reward_funcs,
+            train_dataset=train_ds,
+        )
     gen.index_ = index
     record_fit_state(gen, index)
     return gen

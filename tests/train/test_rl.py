@@ -139,6 +139,43 @@ def test_grpo_smoke(grpo, sft, index):
     assert not any(p.requires_grad for p in gen.model_.parameters())
 
 
+def test_grpo_samples_under_the_grammar_so_every_answer_scores(sft, index):
+    """GRPO's groups are sampled under the answer grammar (hot sampling, a barely trained tiny
+    model): every completion parses, none gets the reward floor, and no group has zero reward
+    variance, so the advantage is never identically zero."""
+    seen: list[str] = []
+
+    def record(prompts, completions, **kwargs):
+        seen.extend(completion_text(c) for c in completions)
+        return [0.0] * len(completions)
+
+    gen = train_grpo(sft, index, extra_rewards={record: 0.0}, num_generations=4, batch_size=1,
+                     max_steps=2, temperature=3.0, progress=False)
+    fmt = gen.answer_format(param_names(index.model, index.schema))
+    assert len(seen) == 8 and all(set(fmt.parse(t)) == set(fmt.keys) for t in seen)
+    assert len(set(seen)) > 1  # sampled, not greedy
+    logs = [h for h in gen.history_ if h.get("stage") == "grpo" and "loss" in h]
+    assert len(logs) == 2
+    assert all(h["frac_reward_zero_std"] == 0 for h in logs)
+    assert all(h["rewards/held_out_log_likelihood/mean"] > RewardConfig().floor for h in logs)
+    assert gen.training_[-1]["config"]["constrained"] is True
+
+
+def test_grpo_can_sample_without_the_grammar(sft, index):
+    seen: list[str] = []
+
+    def record(prompts, completions, **kwargs):
+        seen.extend(completion_text(c) for c in completions)
+        return [0.0] * len(completions)
+
+    gen = train_grpo(sft, index, extra_rewards={record: 0.0}, num_generations=2, max_steps=1,
+                     temperature=3.0, constrained=False, progress=False)
+    fmt = gen.answer_format(param_names(index.model, index.schema))
+    assert len(seen) == 2 and not gen.training_[-1]["config"]["constrained"]
+    # a hot, barely trained tiny model writes no valid answer on its own
+    assert all(fmt.parse_or_none(t) is None for t in seen)
+
+
 def test_grpo_adapter_round_trip(grpo, family, index, tmp_path):
     gen, _, _ = grpo
     desc = family.descriptions[2]
