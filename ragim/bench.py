@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -859,9 +860,17 @@ def bench_lm_throughput(
         raise ValidationError(
             f"paths must be a non-empty list of {list(LM_PATHS)}, got {list(paths)}"
         )
-    first = LMGenerator(base_model=base_model, k=k, device=device, seed=seed)
-    model, tok = first.load_model()
+    make = partial(LMGenerator, base_model=base_model, k=k, device=device, seed=seed)
+    model, tok = make().load_model()
     model.eval()
+
+    def on_model(**options: Any) -> LMGenerator:
+        """A generator of this run (``options`` beside or over ``make``'s) on the model loaded
+        once above."""
+        g = make(**options)
+        g.model_, g.tokenizer_ = model, tok
+        return g
+
     schemas = []
     with limit_threads(threads):
         for width in widths:
@@ -871,21 +880,11 @@ def bench_lm_throughput(
             gens = {}
             for name in paths:
                 dec, fmt, batched = LM_PATHS[name]
-                g = LMGenerator(
-                    base_model=base_model,
-                    k=k,
-                    device=device,
-                    seed=seed,
-                    decoder=dec,
-                    answer_format=fmt,
-                    batch_size=n_queries if batched else 1,
+                gens[name] = on_model(
+                    decoder=dec, answer_format=fmt, batch_size=n_queries if batched else 1
                 )
-                g.model_, g.tokenizer_ = model, tok
-                gens[name] = g
             for dec in sorted({LM_PATHS[p][0] for p in paths}):  # warm-up of each decoder
-                g = LMGenerator(base_model=base_model, k=0, device=device, seed=seed, decoder=dec)
-                g.model_, g.tokenizer_ = model, tok
-                g.generate_params(fam.descriptions[-1], index)
+                on_model(k=0, decoder=dec).generate_params(fam.descriptions[-1], index)
             stats = {}
             for name, g in gens.items():
                 chunks = [descs] if LM_PATHS[name][2] else [[d] for d in descs]

@@ -17,7 +17,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -323,6 +323,12 @@ def _save_trained(
     )
 
 
+def _optimiser(max_steps: int, batch_size: int, learning_rate: float) -> dict[str, Any]:
+    """The optimiser options of every `ragim train` LM stage, as its trainer's keywords (in the
+    order its check_positive names them)."""
+    return {"max_steps": max_steps, "batch_size": batch_size, "learning_rate": learning_rate}
+
+
 def _generator_and_pairs(
     generator_path: Path,
     index_path: Path,
@@ -421,17 +427,14 @@ def train_sft_cmd(
     from ragim.train.sft import train_sft
 
     check_k(k, "--k")
-    check_positive(
-        max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate, lora_r=lora_r
-    )
+    steps = _optimiser(max_steps, batch_size, learning_rate)
+    check_positive(**steps, lora_r=lora_r)
     index = TaskIndex.load(index_path)
     t0 = time.perf_counter()
     gen = train_sft(
         index,
         base_model=base_model,
-        max_steps=max_steps,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
+        **steps,
         k=k,
         val_fraction=val_fraction,
         seed=seed,
@@ -495,13 +498,8 @@ def train_reward_cmd(
     from ragim.params import param_names
     from ragim.train.reward import train_reward_model
 
-    check_positive(
-        n_candidates=n_candidates,
-        max_steps=max_steps,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        lora_r=lora_r,
-    )
+    steps = _optimiser(max_steps, batch_size, learning_rate)
+    check_positive(n_candidates=n_candidates, **steps, lora_r=lora_r)
     gen, index, data, t0 = _generator_and_pairs(
         generator_path, index_path, pairs_file, n_candidates, min_margin, pairs, seed, progress
     )
@@ -511,9 +509,7 @@ def train_reward_cmd(
         data,
         base_model=gen.config.base_model,
         lora_r=lora_r,
-        max_steps=max_steps,
-        learning_rate=learning_rate,
-        batch_size=batch_size,
+        **steps,
         val_fraction=val_fraction,
         seed=seed,
         progress=progress,
@@ -559,26 +555,12 @@ def train_dpo_cmd(
     progress = setup(as_json, quiet)
     from ragim.train.rl import train_dpo
 
-    check_positive(
-        n_candidates=n_candidates,
-        beta=beta,
-        max_steps=max_steps,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-    )
+    steps = _optimiser(max_steps, batch_size, learning_rate)
+    check_positive(n_candidates=n_candidates, beta=beta, **steps)
     gen, index, data, t0 = _generator_and_pairs(
         generator_path, index_path, pairs_file, n_candidates, min_margin, pairs, seed, progress
     )
-    dpo = train_dpo(
-        gen,
-        data,
-        beta=beta,
-        max_steps=max_steps,
-        learning_rate=learning_rate,
-        batch_size=batch_size,
-        seed=seed,
-        progress=progress,
-    )
+    dpo = train_dpo(gen, data, beta=beta, **steps, seed=seed, progress=progress)
     _save_trained(
         dpo,
         "dpo",
@@ -641,12 +623,8 @@ def train_grpo_cmd(
     from ragim.train.rewards import VerifiableRewardConfig
     from ragim.train.rl import train_grpo
 
-    check_positive(
-        max_steps=max_steps,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        temperature=temperature,
-    )
+    steps = _optimiser(max_steps, batch_size, learning_rate)
+    check_positive(**steps, temperature=temperature)
     config = VerifiableRewardConfig(weights=_reward_weights(rewards))
     gen, index = _load_lm(generator_path), TaskIndex.load(index_path)
     t0 = time.perf_counter()
@@ -655,9 +633,7 @@ def train_grpo_cmd(
         index,
         reward_config=config,
         num_generations=num_generations,
-        max_steps=max_steps,
-        learning_rate=learning_rate,
-        batch_size=batch_size,
+        **steps,
         temperature=temperature,
         beta=beta,
         seed=seed,
@@ -941,13 +917,12 @@ def evaluate_cmd(
         raise typer.BadParameter(
             f"--k-shots needs at least one k >= 0 (0 = zero-shot), got {k_shots!r}"
         )
-    meth = [m.strip() for m in methods.split(",")] if methods else None
     if group is None and protocol == "leave-group-out":
         group = "site" if dataset == "heart-disease" else "group"
     common = dict(
         protocol=protocol,
         group=group,
-        methods=meth,
+        methods=[m.strip() for m in methods.split(",")] if methods else None,
         folds=folds,
         embedder=embedder,
         seed=seed,

@@ -120,6 +120,12 @@ def _identity_key(identity: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def _named_identity(kind: str, name: str, *, dim: int, normalize: bool, **extra: Any) -> dict:
+    """The identity of an embedder known by a name (a model's, or the label of the user's own
+    vectors): ``{"kind", "name", **extra, "dim", "normalize"}``, in that order."""
+    return {"kind": kind, "name": name, **extra, "dim": dim, "normalize": normalize}
+
+
 def _describe(identity: Mapping[str, Any]) -> str:
     kind = identity.get("kind", "?")
     parts = [f"dim={identity.get('dim')}"]
@@ -482,13 +488,13 @@ class SentenceTransformerEmbedder(Embedder):
     @property
     def identity(self) -> dict:
         """``{"kind": "sentence-transformers", "name", "weights_sha256", "dim", "normalize"}``."""
-        return {
-            "kind": "sentence-transformers",
-            "name": self.name,
-            "weights_sha256": self.weights_sha256,
-            "dim": self.dim,
-            "normalize": True,
-        }
+        return _named_identity(
+            "sentence-transformers",
+            self.name,
+            weights_sha256=self.weights_sha256,
+            dim=self.dim,
+            normalize=True,
+        )
 
     @property
     def cache_dir(self) -> Path | None:
@@ -767,6 +773,16 @@ class PrecomputedEmbedder(Embedder):
         emb._add(texts, M)
         return emb
 
+    @property
+    def dim(self) -> int:
+        """Vector length."""
+        return self._dim
+
+    @property
+    def identity(self) -> dict:
+        """``{"kind": "precomputed", "name", "dim", "normalize"}``."""
+        return _named_identity("precomputed", self.name, dim=self._dim, normalize=self.normalize)
+
     def update(self, vectors: Mapping[str, Any]) -> None:
         """Add or replace vectors.
 
@@ -812,21 +828,6 @@ class PrecomputedEmbedder(Embedder):
 
     def __contains__(self, text: object) -> bool:
         return text in self._vectors
-
-    @property
-    def dim(self) -> int:
-        """Vector length."""
-        return self._dim
-
-    @property
-    def identity(self) -> dict:
-        """``{"kind": "precomputed", "name", "dim", "normalize"}``."""
-        return {
-            "kind": "precomputed",
-            "name": self.name,
-            "dim": self._dim,
-            "normalize": self.normalize,
-        }
 
     def _embed_unique(self, texts: list[str], batch_size: int, progress: bool) -> np.ndarray:
         missing = [t for t in texts if t not in self._vectors]

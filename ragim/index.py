@@ -86,6 +86,13 @@ class IndexConfig:
         for name in ("nprobe", "ef_search"):
             check_int(getattr(self, name), name, ge=1)
 
+    def _store_options(self, device: str | None) -> dict[str, Any]:
+        """The :class:`VectorStore` keywords this configuration sets (its search breadths and
+        storage), with ``device``: the same when the index is built and when it is loaded."""
+        return dict(
+            nprobe=self.nprobe, ef_search=self.ef_search, device=device, storage=self.storage
+        )
+
 
 @dataclass
 class Neighbor:
@@ -370,13 +377,7 @@ class TaskIndex:
                 [tasks.info(int(i))["description"] for i in sample_pos], progress=progress
             )
         store = VectorStore.create(
-            emb.dim,
-            factory,
-            train=sample_vecs,
-            nprobe=config.nprobe,
-            ef_search=config.ef_search,
-            device=device,
-            storage=storage,
+            emb.dim, factory, train=sample_vecs, **config._store_options(device)
         )
         config.factory = store.factory
 
@@ -978,12 +979,7 @@ class TaskIndex:
                 f"({len(names)} parameters); the artifact was assembled from different indices"
             )
         store = VectorStore.read(
-            art.file("index.faiss"),
-            factory=config.factory,
-            nprobe=config.nprobe,
-            ef_search=config.ef_search,
-            device=device,
-            storage=config.storage,
+            art.file("index.faiss"), factory=config.factory, **config._store_options(device)
         )
         art.check_unchanged("index.faiss")
         emb_dim = identity.get("dim")
