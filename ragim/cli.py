@@ -611,6 +611,14 @@ def train_grpo_cmd(
     batch_size: Annotated[int, typer.Option(help="prompts per step")] = 1,
     learning_rate: _LearningRate = 5e-5,
     temperature: Annotated[float, typer.Option(help="sampling temperature")] = 0.8,
+    constrained: Annotated[
+        bool,
+        typer.Option(
+            "--constrained/--unconstrained",
+            help="sample the answers under the answer grammar (every one parses and scores) "
+            "or plainly (malformed answers get the reward floor)",
+        ),
+    ] = True,
     beta: Annotated[
         float, typer.Option(help="KL coefficient towards the starting adapter (0: none)")
     ] = 0.0,
@@ -635,6 +643,7 @@ def train_grpo_cmd(
         num_generations=num_generations,
         **steps,
         temperature=temperature,
+        constrained=constrained,
         beta=beta,
         seed=seed,
         progress=progress,
