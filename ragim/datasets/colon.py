@@ -30,14 +30,13 @@ from ragim.checks import check_number
 from ragim.datasets.subgroups import (
     check_age_cuts,
     check_sizes,
-    describe,
     labelled_subgroups,
     read_bundled_csv,
-    subgroup_task,
+    subgroup_tasks,
 )
 from ragim.errors import ValidationError
 from ragim.schema import Feature, FeatureSchema
-from ragim.tasks import Task, TaskCollection
+from ragim.tasks import TaskCollection
 
 CSV_NAME = "colon_cancer_trial.csv"
 SOURCE = "Colon cancer adjuvant trial (R survival::colon)"
@@ -108,6 +107,7 @@ FEATURES: list[Feature] = [
         allow_missing=False,
     ),
 ]
+
 
 _TEMPLATES = (
     "Predict {outcome} in {pop} with resected stage B/C colon cancer randomised to {arm}.",
@@ -193,8 +193,7 @@ def colon_cancer(
 
     Parameters
     ----------
-    min_rows : keep a task only with at least this many patients.
-    min_per_class : ... and at least this many patients of each class.
+    min_rows, min_per_class : the fewest patients a task may have, in all and of each class.
     include_whole_arm : also add one task per arm and outcome with all its patients
         (these overlap the subgroup tasks; see :meth:`TaskCollection.overlapping`).
     age_bands : increasing cut points in years; the default gives <60 and >=60.
@@ -226,26 +225,14 @@ def colon_cancer(
         horizon_years, "horizon_years", gt=0, le=9, note="follow-up ends near 9 years"
     )
 
-    df = load_colon_csv()
     schema = colon_schema()
-    cols = schema.names
-    horizon_days = horizon_years * DAYS_PER_YEAR
-    years = f"{horizon_years:g}"
     whole = "patients" if include_whole_arm else None
-    labels = partial(_labels, horizon_days=horizon_days)
-    tasks: list[Task] = []
-    for arm, outcome, group, rows, y in labelled_subgroups(
-        df, "arm", ARMS, OUTCOMES, edges, whole, labels, min_rows, min_per_class
-    ):
-        arm_name, arm_phrase, arm_slug = ARMS[arm]
-        tid = f"{arm_slug}-{outcome}-{group[1]}"
-        meta = {
-            "arm": arm,
-            "arm_name": arm_name,
-            "outcome": outcome,
-            "horizon_years": float(horizon_years),
-        }
-        outcome_text = OUTCOMES[outcome][1].format(years=years)
-        desc = describe(_TEMPLATES, tid, group[4], outcome=outcome_text, arm=arm_phrase)
-        tasks.append(subgroup_task(tid, group, rows, y, cols, meta, desc, arm, SOURCE))
+    labels = partial(_labels, horizon_days=horizon_years * DAYS_PER_YEAR)
+    years = f"{horizon_years:g}"
+    outcomes = {key: (key, phrase.format(years=years)) for key, (_, phrase) in OUTCOMES.items()}
+    groups = labelled_subgroups(
+        load_colon_csv(), "arm", ARMS, outcomes, edges, whole, labels, min_rows, min_per_class
+    )
+    meta = {"horizon_years": float(horizon_years)}
+    tasks = subgroup_tasks(groups, "arm", ARMS, outcomes, _TEMPLATES, schema.names, SOURCE, meta)
     return TaskCollection(tasks, schema=schema, name="colon-cancer")

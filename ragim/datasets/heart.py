@@ -26,14 +26,13 @@ import pandas as pd
 from ragim.datasets.subgroups import (
     check_age_cuts,
     check_sizes,
-    describe,
     labelled_subgroups,
     read_bundled_csv,
-    subgroup_task,
+    subgroup_tasks,
 )
 from ragim.errors import ValidationError
 from ragim.schema import Feature, FeatureSchema
-from ragim.tasks import Task, TaskCollection
+from ragim.tasks import TaskCollection
 
 CSV_NAME = "heart_disease_uci.csv"
 SOURCE = "UCI Heart Disease"
@@ -78,102 +77,75 @@ OUTCOMES: dict[str, tuple[str, int, str]] = {
     ),
 }
 
-#: Feature meanings, units and value labels follow the UCI documentation of the data set
-#: (``data/SOURCE.md``); the first level of each categorical feature is its reference.
-FEATURES: list[Feature] = [
-    Feature("age", "continuous", "years", "age at examination", allow_missing=False, label="Age"),
-    Feature(
-        "sex",
-        "binary",
-        "",
-        "sex (1 = male, 0 = female)",
-        allow_missing=False,
-        label="Sex",
-        levels={0: "female", 1: "male"},
-    ),
-    Feature(
-        "cp",
-        "categorical",
-        "",
-        "chest-pain type",
-        categories=("typical angina", "atypical angina", "non-anginal", "asymptomatic"),
-        label="Chest-pain type",
-        levels={"non-anginal": "non-anginal pain"},
-    ),
-    Feature(
-        "trestbps",
-        "continuous",
-        "mm Hg",
-        "resting systolic blood pressure on admission",
-        label="Resting systolic blood pressure",
-    ),
-    Feature("chol", "continuous", "mg/dL", "serum cholesterol", label="Serum cholesterol"),
-    Feature(
-        "fbs",
-        "binary",
-        "",
-        "fasting blood sugar > 120 mg/dL (1 = yes)",
-        label="Fasting blood sugar",
-        levels={0: "<= 120 mg/dL", 1: "> 120 mg/dL"},
-    ),
-    Feature(
-        "restecg",
-        "categorical",
-        "",
-        "resting electrocardiogram",
-        categories=("normal", "st-t abnormality", "lv hypertrophy"),
-        label="Resting ECG",
-        levels={
+#: the levels of the categorical features, as coded in the data; the first is the reference
+_CATEGORIES: dict[str, tuple[str, ...]] = {
+    "cp": ("typical angina", "atypical angina", "non-anginal", "asymptomatic"),
+    "restecg": ("normal", "st-t abnormality", "lv hypertrophy"),
+    "slope": ("upsloping", "flat", "downsloping"),
+    "thal": ("normal", "fixed defect", "reversable defect"),
+}
+#: feature -> (its name, value -> name) in tables, plots and reports; values without a name
+#: show as coded
+_SHOWN: dict[str, tuple[str, dict]] = {
+    "age": ("Age", {}),
+    "sex": ("Sex", {0: "female", 1: "male"}),
+    "cp": ("Chest-pain type", {"non-anginal": "non-anginal pain"}),
+    "trestbps": ("Resting systolic blood pressure", {}),
+    "chol": ("Serum cholesterol", {}),
+    "fbs": ("Fasting blood sugar", {0: "<= 120 mg/dL", 1: "> 120 mg/dL"}),
+    "restecg": (
+        "Resting ECG",
+        {
             "st-t abnormality": "ST-T wave abnormality",
             "lv hypertrophy": "left ventricular hypertrophy",
         },
     ),
-    Feature(
-        "thalch",
-        "continuous",
-        "bpm",
-        "maximum heart rate achieved on exercise testing",
-        label="Maximum exercise heart rate",
+    "thalch": ("Maximum exercise heart rate", {}),
+    "exang": ("Exercise-induced angina", {0: "no", 1: "yes"}),
+    "oldpeak": ("Exercise ST depression", {}),
+    "slope": ("Peak-exercise ST slope", {}),
+    "ca": ("Major vessels coloured by fluoroscopy", {}),
+    "thal": ("Thallium scintigraphy", {"reversable defect": "reversible defect"}),
+}
+#: features recorded for every patient
+_COMPLETE = ("age", "sex")
+
+
+def _feature(name: str, kind: str, meaning: str, unit: str = "") -> Feature:
+    """The feature ``name`` of type ``kind``, with its meaning and unit as the UCI
+    documentation gives them, its categories (:data:`_CATEGORIES`), label and level names
+    (:data:`_SHOWN`); only the features of :data:`_COMPLETE` are never missing."""
+    label, levels = _SHOWN[name]
+    return Feature(
+        name,
+        kind,
+        unit,
+        meaning,
+        categories=_CATEGORIES.get(name, ()),
+        allow_missing=name not in _COMPLETE,
+        label=label,
+        levels=levels,
+    )
+
+
+#: Feature meanings, units and value labels follow the UCI documentation of the data set
+#: (``data/SOURCE.md``); the first level of each categorical feature is its reference.
+FEATURES: list[Feature] = [
+    _feature("age", "continuous", "age at examination", "years"),
+    _feature("sex", "binary", "sex (1 = male, 0 = female)"),
+    _feature("cp", "categorical", "chest-pain type"),
+    _feature("trestbps", "continuous", "resting systolic blood pressure on admission", "mm Hg"),
+    _feature("chol", "continuous", "serum cholesterol", "mg/dL"),
+    _feature("fbs", "binary", "fasting blood sugar > 120 mg/dL (1 = yes)"),
+    _feature("restecg", "categorical", "resting electrocardiogram"),
+    _feature("thalch", "continuous", "maximum heart rate achieved on exercise testing", "bpm"),
+    _feature("exang", "binary", "exercise-induced angina (1 = yes)"),
+    _feature("oldpeak", "continuous", "ST depression induced by exercise relative to rest", "mm"),
+    _feature("slope", "categorical", "slope of the peak-exercise ST segment"),
+    _feature(
+        "ca", "continuous", "number of major vessels (0-3) coloured by fluoroscopy", "vessels"
     ),
-    Feature(
-        "exang",
-        "binary",
-        "",
-        "exercise-induced angina (1 = yes)",
-        label="Exercise-induced angina",
-        levels={0: "no", 1: "yes"},
-    ),
-    Feature(
-        "oldpeak",
-        "continuous",
-        "mm",
-        "ST depression induced by exercise relative to rest",
-        label="Exercise ST depression",
-    ),
-    Feature(
-        "slope",
-        "categorical",
-        "",
-        "slope of the peak-exercise ST segment",
-        categories=("upsloping", "flat", "downsloping"),
-        label="Peak-exercise ST slope",
-    ),
-    Feature(
-        "ca",
-        "continuous",
-        "vessels",
-        "number of major vessels (0-3) coloured by fluoroscopy",
-        label="Major vessels coloured by fluoroscopy",
-    ),
-    Feature(
-        "thal",
-        "categorical",
-        "",
-        "thallium stress scintigraphy result",
-        categories=("normal", "fixed defect", "reversable defect"),
-        label="Thallium scintigraphy",
-        levels={"reversable defect": "reversible defect"},
-    ),
+    _feature("thal", "categorical", "thallium stress scintigraphy result"),
 ]
 
 #: outcome key -> a short human name (plots and reports say "predicted risk of ...")
@@ -192,7 +164,8 @@ _TEMPLATES = (
 
 
 def heart_schema() -> FeatureSchema:
-    """The (unfitted) schema shared by every heart-disease task.
+    """The (unfitted) schema shared by every heart-disease task; its features carry the labels
+    and level names of the UCI documentation.
 
     >>> heart_schema().names[:4]
     ['age', 'sex', 'cp', 'trestbps']
@@ -253,8 +226,7 @@ def heart_disease(
 
     Parameters
     ----------
-    min_rows : keep a task only with at least this many patients.
-    min_per_class : ... and at least this many patients of each class.
+    min_rows, min_per_class : the fewest patients a task may have, in all and of each class.
     include_whole_site : also add one task per site and outcome with all its patients
         (these overlap the subgroup tasks; see :meth:`TaskCollection.overlapping`).
     age_bands : increasing cut points in years; the default gives <50, 50-59, >=60.
@@ -276,18 +248,11 @@ def heart_disease(
     min_rows, min_per_class = check_sizes(min_rows, min_per_class)
     edges = check_age_cuts(age_bands)
 
-    df = load_heart_csv()
     schema = heart_schema()
-    cols = schema.names
     whole = "adult patients" if include_whole_site else None
-    tasks: list[Task] = []
-    for site, outcome, group, rows, y in labelled_subgroups(
-        df, "site", SITES, OUTCOMES, edges, whole, _labels, min_rows, min_per_class
-    ):
-        site_name, site_phrase, site_slug = SITES[site]
-        out_slug, _, out_phrase = OUTCOMES[outcome]
-        tid = f"{site_slug}-{out_slug}-{group[1]}"
-        meta = {"site": site, "site_name": site_name, "outcome": outcome}
-        desc = describe(_TEMPLATES, tid, group[4], outcome=out_phrase, site=site_phrase)
-        tasks.append(subgroup_task(tid, group, rows, y, cols, meta, desc, site, SOURCE))
+    outcomes = {key: (slug, phrase) for key, (slug, _, phrase) in OUTCOMES.items()}
+    groups = labelled_subgroups(
+        load_heart_csv(), "site", SITES, outcomes, edges, whole, _labels, min_rows, min_per_class
+    )
+    tasks = subgroup_tasks(groups, "site", SITES, outcomes, _TEMPLATES, schema.names, SOURCE)
     return TaskCollection(tasks, schema=schema, name="heart-disease")

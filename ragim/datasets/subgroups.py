@@ -14,7 +14,7 @@ Examples
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -212,6 +212,50 @@ def subgroup_task(
     return Task(task_id, description, rows[list(columns)].reset_index(drop=True), y, meta)
 
 
+def subgroup_tasks(
+    groups: Iterable[tuple[Any, str, tuple, pd.DataFrame, np.ndarray]],
+    column: str,
+    cohorts: Mapping[Any, tuple[str, str, str]],
+    outcomes: Mapping[str, tuple[str, str]],
+    templates: Sequence[str],
+    columns: Sequence[str],
+    source: str,
+    metadata: Mapping[str, Any] | None = None,
+) -> list[Task]:
+    """The tasks of a family: one :func:`subgroup_task` per labelled subgroup in ``groups``
+    (what :func:`labelled_subgroups` yields for the cohorts in ``column``).
+
+    ``cohorts`` gives each cohort's (long name, description phrase, id slug) and ``outcomes``
+    each outcome's (id slug, description phrase). A task's id is
+    ``<cohort slug>-<outcome slug>-<group slug>``; its metadata starts with ``column`` (the
+    cohort), ``<column>_name`` (its long name), ``outcome`` and ``metadata``; its description is
+    one of ``templates`` (:func:`describe`) with the fields ``pop``, ``outcome`` and ``column``
+    (the cohort's phrase). ``columns`` are the feature columns, ``source`` the data set.
+
+    >>> df = pd.DataFrame({"id": [1, 2, 3], "arm": "A", "sex": [0.0, 0.0, 1.0],
+    ...                    "age": [40, 50, 45], "event": [0.0, 1.0, 1.0]})
+    >>> groups = labelled_subgroups(df, "arm", ["A"], ["event"], [60], "patients",
+    ...                             lambda rows, outcome: rows[outcome], 3, 1)
+    >>> [t] = subgroup_tasks(groups, "arm", {"A": ("arm A", "arm A", "a")},
+    ...                      {"event": ("ev", "the event")}, ["{Pop} in {arm}: {outcome}."],
+    ...                      ["age"], "trial")
+    >>> t.task_id, t.description, t.metadata["arm_name"]
+    ('a-ev-all', 'Patients in arm A: the event.', 'arm A')
+    """
+    tasks = []
+    for cohort, outcome, group, rows, y in groups:
+        name, phrase, slug = cohorts[cohort]
+        outcome_slug, outcome_phrase = outcomes[outcome]
+        task_id = f"{slug}-{outcome_slug}-{group[1]}"
+        meta = {column: cohort, f"{column}_name": name, "outcome": outcome, **(metadata or {})}
+        fields = {"outcome": outcome_phrase, column: phrase}
+        description = describe(templates, task_id, group[4], **fields)
+        tasks.append(
+            subgroup_task(task_id, group, rows, y, columns, meta, description, cohort, source)
+        )
+    return tasks
+
+
 def describe(templates: Sequence[str], task_id: str, pop: str, **fields: str) -> str:
     """One of ``templates`` (chosen by a CRC-32 hash of ``task_id``) filled with ``fields``.
 
@@ -236,4 +280,5 @@ __all__ = [
     "read_bundled_csv",
     "sex_age_groups",
     "subgroup_task",
+    "subgroup_tasks",
 ]

@@ -41,6 +41,14 @@ from ragim.params import design_matrix
 #: variances are clipped into this range (a task that says nothing about a parameter has a
 #: huge variance, not an infinite one)
 VAR_BOUNDS = (1e-8, 1e6)
+#: prior SDs of a task's slopes and of its intercept (log-odds) around the pooled model: the
+#: defaults of :func:`task_summaries` and of the statistical generator's ``prior_sd`` and
+#: ``intercept_prior_sd``
+PRIOR_SD = 1.0
+INTERCEPT_PRIOR_SD = 3.0
+#: how sharply :func:`embedding_kernel` falls with cosine distance by default (the statistical
+#: generator's ``embedding_sharpness``)
+SHARPNESS = 5.0
 
 
 @dataclass
@@ -95,8 +103,8 @@ def task_summaries(
     schema,
     pooled: np.ndarray,
     *,
-    prior_sd: float = 1.0,
-    intercept_prior_sd: float = 3.0,
+    prior_sd: float = PRIOR_SD,
+    intercept_prior_sd: float = INTERCEPT_PRIOR_SD,
 ) -> TaskSummaries:
     """Each task's departure from the pooled model, with its noise, in centred form.
 
@@ -214,7 +222,7 @@ def fit_kernel_scales(
 
 
 def embedding_kernel(
-    E: np.ndarray, F: np.ndarray | None = None, *, sharpness: float = 5.0
+    E: np.ndarray, F: np.ndarray | None = None, *, sharpness: float = SHARPNESS
 ) -> np.ndarray:
     """``exp(sharpness * (cos - 1))`` between unit description vectors: 1 for the same text,
     ``exp(-sharpness)`` for orthogonal ones. Shapes (n, d) and (m, d) give (m, n)."""
@@ -266,6 +274,9 @@ def _chol(S: np.ndarray):
 
 
 __all__ = [
+    "INTERCEPT_PRIOR_SD",
+    "PRIOR_SD",
+    "SHARPNESS",
     "KernelRegression",
     "TaskSummaries",
     "centring",

@@ -76,6 +76,9 @@ from ragim.generate.base import (
     register_generator,
 )
 from ragim.generate.meta_regression import (
+    INTERCEPT_PRIOR_SD,
+    PRIOR_SD,
+    SHARPNESS,
     VAR_BOUNDS,
     KernelRegression,
     TaskSummaries,
@@ -120,11 +123,15 @@ class StatisticalConfig:
         "tasks the kernel scales are fitted on (a random subset "
         "beyond this; each marginal-likelihood step costs n^3)",
     )
-    prior_sd: float = setting(1.0, "prior SD of a task's slopes around the pooled model")
-    intercept_prior_sd: float = setting(3.0, "prior SD of a task's intercept (log-odds)")
+    prior_sd: float = setting(PRIOR_SD, "prior SD of a task's slopes around the pooled model")
+    intercept_prior_sd: float = setting(
+        INTERCEPT_PRIOR_SD, "prior SD of a task's intercept (log-odds)"
+    )
     ngram_max: int = setting(2, "longest word n-gram of the text candidate")
     min_df: int = setting(2, "n-grams must occur in at least this many descriptions")
-    embedding_sharpness: float = setting(5.0, "kernel exp(s (cos - 1)) of the neighbors candidate")
+    embedding_sharpness: float = setting(
+        SHARPNESS, "kernel exp(s (cos - 1)) of the neighbors candidate"
+    )
     neighbor_k: int = setting(10, "neighbours averaged by the neighbor-mean candidate")
     cv_folds: int = setting(
         5,

@@ -51,6 +51,18 @@ from ragim.params import ModelParams
 from ragim.schema import FeatureSchema
 
 Z95 = 1.959963984540054
+#: settings of the EBM :meth:`GAMModel.to_interpret` fits on a few dummy rows only to get an
+#: EBM object whose bins and term scores it then overwrites: one boosting round, no
+#: interactions, bagging, validation, early stopping or smoothing, one process
+_SHELL_SETTINGS = dict(
+    interactions=0,
+    outer_bags=1,
+    max_rounds=1,
+    validation_size=0,
+    early_stopping_rounds=0,
+    smoothing_rounds=0,
+    n_jobs=1,
+)
 
 
 def _ebm_inputs(schema: FeatureSchema, B: np.ndarray) -> tuple[pd.DataFrame, list]:
@@ -330,15 +342,7 @@ class GAMModel(InterpretableModel, ClassifierMixin, BaseEstimator):
             frame[f.name] = vals
             types.append("continuous" if f.type == "continuous" else "nominal")
         ebm = ExplainableBoostingClassifier(
-            feature_names=schema.names,
-            feature_types=types,
-            interactions=0,
-            outer_bags=1,
-            max_rounds=1,
-            validation_size=0,
-            early_stopping_rounds=0,
-            smoothing_rounds=0,
-            n_jobs=1,
+            feature_names=schema.names, feature_types=types, **_SHELL_SETTINGS
         )
         ebm.fit(pd.DataFrame(frame), np.arange(n) % 2)
         bounds = np.full((len(schema.features), 2), np.nan)

@@ -16,6 +16,7 @@ Examples
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.special import expit
 
 
@@ -51,7 +52,7 @@ def newton_map(
     A: np.ndarray,
     y: np.ndarray,
     mu: np.ndarray,
-    prec: np.ndarray,
+    prec: ArrayLike,
     max_iter: int = 100,
     tol: float = 1e-10,
     offset: np.ndarray | None = None,
@@ -63,8 +64,8 @@ def newton_map(
     ----------
     A : design with the intercept column, shape (n, d).
     y : 0/1 outcomes, shape (n,).
-    mu, prec : prior means and precisions, shape (d,); ``prec > 0`` keeps every step defined
-        (separable or collinear data included).
+    mu, prec : prior means and precisions, shape (d,) (``prec`` as any array-like);
+        ``prec > 0`` keeps every step defined (separable or collinear data included).
     offset : a fixed part of each row's log-odds, shape (n,) (default 0).
 
     Returns
