@@ -659,6 +659,7 @@ def train_grpo_cmd(
         as_json,
         max_steps=max_steps,
         rewards=config.weights,
+        constrained=constrained,
         reward_first=log[0]["reward"] if log else None,
         reward_last=log[-1]["reward"] if log else None,
         mean_frac_reward_zero_std=sum(zero) / len(zero) if zero else None,

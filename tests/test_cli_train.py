@@ -96,7 +96,7 @@ def test_train_grpo(root, sft):
     assert s["reward_first"] is not None and s["mean_frac_reward_zero_std"] is not None
     gen = LMGenerator.load(root / "grpo", device="cpu")
     assert {h["stage"] for h in gen.history_} == {"sft", "grpo"}
-    assert gen.training_[-1]["config"]["constrained"] is True  # sampled under the grammar
+    assert gen.training_[-1]["config"]["constrained"] is True and s["constrained"] is True
     s = _run("train", "grpo", "--generator", root / "sft", "--index", root / "index", "--out", root / "grpo-plain",
              "--num-generations", 2, "--max-steps", 1, "--unconstrained")
     assert LMGenerator.load(root / "grpo-plain", device="cpu").training_[-1]["config"]["constrained"] is False

@@ -187,6 +187,14 @@ def _engine_grammar(regex: str) -> str:
     return llguidance.LLMatcher.grammar_from_regex(regex)
 
 
+@functools.lru_cache(maxsize=1)
+def _executor():
+    """One llguidance executor (and its worker thread) for every processor of the process."""
+    import llguidance
+
+    return llguidance.LLExecutor(num_threads=1)
+
+
 class GrammarLogitsProcessor:
     """A transformers ``LogitsProcessor`` that keeps every row of a batch inside its grammar.
 
@@ -216,7 +224,7 @@ class GrammarLogitsProcessor:
         self.prompt_length = int(prompt_length)
         self.done = [False] * len(grammars)
         self.free: list[list[bool]] = [[] for _ in grammars]
-        self.executor = llguidance.LLExecutor(num_threads=1)
+        self.executor = _executor()
         words = (self.vocab_size + 31) // 32
         self.bitmask = torch.zeros((len(grammars), words), dtype=torch.int32)
         self.eos_id = int(self.ll_tokenizer.eos_token)
@@ -595,13 +603,15 @@ def sample_under_grammar(
     """Within the block, every ``model.generate(...)`` call decodes under ``answer_format``'s
     grammar, whoever calls it (TRL's ``GRPOTrainer`` samples its groups this way).
 
-    Each call gets a fresh :class:`GrammarLogitsProcessor` (one matcher per row of its
-    ``input_ids``, the prompt ending at their last column, as with left padding), ahead of any
-    ``logits_processor`` the caller passes; transformers applies the caller's temperature,
-    top-k and top-p after it, to the allowed tokens only. So every sampled completion is an
-    answer that ``answer_format.parse`` accepts, followed by end-of-sequence, provided the
-    caller's ``max_new_tokens`` leaves room for the longest answer
-    (:func:`ragim.lm.prompts.answer_room`). The model's own ``generate`` is restored on exit.
+    Each call gets a fresh :class:`GrammarLogitsProcessor` (one matcher per output row: each
+    row of ``input_ids`` times ``num_return_sequences``, the prompt ending at their last
+    column, as with left padding), ahead of any ``logits_processor`` the caller passes;
+    transformers applies the caller's temperature, top-k and top-p after it, to the allowed
+    tokens only. So every completion, greedy or sampled, is an answer that
+    ``answer_format.parse`` accepts, followed by end-of-sequence, provided the caller's
+    ``max_new_tokens`` leaves room for the longest answer
+    (:func:`ragim.lm.prompts.answer_room`). Beam search is refused. The model's own
+    ``generate`` is restored on exit, also after an error.
 
     Parameters
     ----------
@@ -614,16 +624,12 @@ def sample_under_grammar(
     max_int_digits : int
         Integer digits of each number (1-3).
 
-    Yields
-    ------
-    list of GrammarLogitsProcessor
-        The processors of the calls made so far (``lengths`` and ``free`` per row).
-
     Raises
     ------
     ValidationError
-        For a bad format or ``max_int_digits``, a tokenizer without end-of-sequence, or a
-        ``generate`` call without ``input_ids``.
+        For a bad format or ``max_int_digits`` or a tokenizer without end-of-sequence (on
+        entry); inside the block, for a ``generate`` call without ``input_ids`` (or
+        ``inputs``) of shape ``(batch, length)`` or with ``num_beams > 1``.
 
     Examples
     --------
@@ -651,16 +657,26 @@ def sample_under_grammar(
     vocab = int(getattr(model.config, "vocab_size", 0) or len(tokenizer))
     original = model.__dict__.get("generate")  # an instance attribute to put back, if any
     call = original or functools.partial(type(model).generate, model)
-    processors: list[GrammarLogitsProcessor] = []
+
+    def setting(kwargs: dict, name: str) -> int:
+        value = kwargs.get(name, getattr(kwargs.get("generation_config"), name, None))
+        return int(value or 1)
 
     def generate(*args, **kwargs):
-        ids = kwargs.get("input_ids", args[0] if args else None)
+        ids = kwargs.get("input_ids", kwargs.get("inputs", args[0] if args else None))
         if not isinstance(ids, torch.Tensor) or ids.ndim != 2:
-            raise ValidationError("constrained generate needs input_ids of shape (batch, length)")
+            raise ValidationError(
+                "constrained generate needs input_ids of shape (batch, length), got "
+                f"{type(ids).__name__}"
+            )
+        if setting(kwargs, "num_beams") > 1:
+            raise ValidationError(
+                "constrained decoding samples or decodes greedily; beam search is not supported"
+            )
+        rows = ids.shape[0] * setting(kwargs, "num_return_sequences")
         proc = GrammarLogitsProcessor(
-            tokenizer, [grammar] * ids.shape[0], vocab_size=vocab, prompt_length=ids.shape[1]
+            tokenizer, [grammar] * rows, vocab_size=vocab, prompt_length=ids.shape[1]
         )
-        processors.append(proc)
         kwargs["logits_processor"] = LogitsProcessorList(
             [proc, *(kwargs.get("logits_processor") or [])]
         )
@@ -668,7 +684,7 @@ def sample_under_grammar(
 
     model.generate = generate
     try:
-        yield processors
+        yield
     finally:
         if original is None:
             del model.generate

@@ -44,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from functools import partial
@@ -51,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from ragim.checks import check_bool, check_fields, check_int, check_number
-from ragim.errors import ValidationError
+from ragim.errors import DataWarning, ValidationError
 from ragim.generate.base import record_fit_state
 from ragim.generate.lm import LMGenerator
 from ragim.lm.pairs import check_pair_names, pair_rows, pairs_dataset
@@ -383,7 +384,7 @@ def train_grpo(
     from trl import GRPOConfig, GRPOTrainer
 
     from ragim.lm.constrained import sample_under_grammar
-    from ragim.lm.prompts import answer_room
+    from ragim.lm.prompts import ANSWER_MARGIN, answer_room
     from ragim.params import param_names
 
     run = run_config(
@@ -427,10 +428,16 @@ def train_grpo(
         seed=run.seed,
         max_tokens=gen.prompt_limit(names),
     )
-    completion_length = run.max_completion_length
-    if completion_length is None:
-        completion_length = answer_room(
-            names, tok, decimals=cfg.decimals, max_abs=cfg.max_abs, format_name=cfg.answer_format
+    room = answer_room(
+        names, tok, decimals=cfg.decimals, max_abs=cfg.max_abs, format_name=cfg.answer_format
+    )
+    longest = room - ANSWER_MARGIN + 1  # the longest answer in its usual tokens, then its end
+    completion_length = room if run.max_completion_length is None else run.max_completion_length
+    if completion_length < longest:
+        raise ValidationError(
+            f"max_completion_length={completion_length} cannot hold the longest answer over "
+            f"these {len(names)} parameters ({longest} tokens with its end); cut answers would "
+            f"score the reward floor. Give at least {longest}, or leave it unset ({room})"
         )
 
     sampling = (
@@ -438,6 +445,7 @@ def train_grpo(
         if run.constrained
         else contextlib.nullcontext()
     )
+    n_before = len(gen.history_)
     with sampling:
         gen = _continue_policy(
             gen,
@@ -460,6 +468,21 @@ def train_grpo(
             ),
             reward_funcs=reward_funcs,
             train_dataset=train_ds,
+        )
+    steps = gen.history_[n_before:]
+    spread = [h["frac_reward_zero_std"] for h in steps if "frac_reward_zero_std" in h]
+    if spread and min(spread) == 1:
+        if not run.constrained:
+            why = "; unconstrained answers that never parse all get the reward floor"
+        elif set(run.rewards.weights) == {"validity"}:
+            why = "; under constrained sampling every answer is valid, so validity is always 1"
+        else:
+            why = ""
+        warnings.warn(
+            "every GRPO group gave all its answers the same reward, so the advantage was zero "
+            f"and the adapter did not learn{why}",
+            DataWarning,
+            stacklevel=2,
         )
     gen.index_ = index
     record_fit_state(gen, index)

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ragim.errors import GenerationError
+from ragim.errors import GenerationError, ValidationError
 from ragim.lm.answer import DECODERS, CompactAnswerFormat, answer_format
 from ragim.lm.base_models import load_base_model
 from ragim.lm.constrained import generate_answer_batch
@@ -140,3 +140,40 @@ def test_compact_prompt_names_the_keys_once():
     fmt = CompactAnswerFormat(["intercept", "age"])
     assert fmt.instruction.endswith("in this order: intercept, age.")
     assert fmt.grammar().render(["1", "-0.5"]) == "[1, -0.5]"
+
+
+def _threads() -> int:
+    with open("/proc/self/status", encoding="ascii") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
+
+
+@pytest.mark.parametrize("name", ["json", "compact"])
+def test_any_generate_call_inside_sample_under_grammar_parses(tiny, name):
+    """What GRPO's sampling relies on: plain ``model.generate`` calls (left-padded batches,
+    several return sequences, ``inputs=``) are constrained inside the block, beam search is
+    refused, ``generate`` is restored on exit, also after an error, and calls leave no thread
+    behind."""
+    from ragim.lm.constrained import sample_under_grammar
+
+    model, tok = tiny
+    fmt = answer_format(KEYS, name=name, decimals=2, max_abs=4.0)
+    ids = torch.tensor([[tok.eos_token_id, 5, 6, 7], [8, 9, 10, 11]])
+    mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
+    common = dict(attention_mask=mask, do_sample=True, temperature=5.0, max_new_tokens=200,
+                  pad_token_id=tok.eos_token_id)
+    with sample_under_grammar(model, tok, fmt):
+        out = model.generate(input_ids=ids, num_return_sequences=3, **common)
+        again = model.generate(inputs=ids, **common)
+        threads = _threads()
+        for _ in range(5):
+            model.generate(input_ids=ids, **common)
+        assert _threads() <= threads  # one shared llguidance executor, not one per call
+        with pytest.raises(ValidationError, match="beam search"):
+            model.generate(input_ids=ids, num_beams=2, **{**common, "do_sample": False})
+    texts = [t for o in (out, again) for t in tok.batch_decode(o[:, ids.shape[1]:], skip_special_tokens=True)]
+    assert len(texts) == 8 and len(set(texts)) > 1
+    assert all(list(fmt.parse(t)) == KEYS for t in texts)
+    assert "generate" not in model.__dict__
+    with pytest.raises(RuntimeError), sample_under_grammar(model, tok, fmt):
+        raise RuntimeError("inside the block")
+    assert "generate" not in model.__dict__

@@ -12,7 +12,7 @@ import torch
 from transformers import TrainerCallback
 
 from ragim import TaskIndex, datasets
-from ragim.errors import ValidationError
+from ragim.errors import DataWarning, ValidationError
 from ragim.generate.lm import LMConfig, LMGenerator
 from ragim.index import leak_free
 from ragim.params import param_names
@@ -174,6 +174,15 @@ def test_grpo_can_sample_without_the_grammar(sft, index):
     assert len(seen) == 2 and not gen.training_[-1]["config"]["constrained"]
     # a hot, barely trained tiny model writes no valid answer on its own
     assert all(fmt.parse_or_none(t) is None for t in seen)
+
+
+def test_grpo_refuses_a_budget_that_cuts_answers_and_warns_when_nothing_is_learned(sft, index):
+    with pytest.raises(ValidationError, match="max_completion_length=10 cannot hold the longest answer"):
+        train_grpo(sft, index, num_generations=2, max_steps=1, max_completion_length=10, progress=False)
+    # under the grammar every answer is valid: validity alone gives every group zero spread
+    with pytest.warns(DataWarning, match="validity is always 1"):
+        train_grpo(sft, index, reward_config=RewardConfig(weights={"validity": 1.0}), num_generations=2,
+                   max_steps=1, progress=False)
 
 
 def test_grpo_adapter_round_trip(grpo, family, index, tmp_path):
