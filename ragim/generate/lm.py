@@ -136,6 +136,14 @@ class LMConfig:
             "decoder='llguidance'; one at a time by 'builtin')"
         },
     )
+    prompt_order: str = field(
+        default="shared-first",
+        metadata={
+            "help": "'shared-first' (layout and population model before the target, computed "
+            "once per batch) or 'target-first' (the order of generators saved before this "
+            "choice)"
+        },
+    )
     decoder: str = field(
         default="builtin",
         metadata={
@@ -154,6 +162,12 @@ class LMConfig:
         if self.answer_format not in ANSWER_FORMATS:
             problems.append(
                 f"answer_format must be one of {sorted(ANSWER_FORMATS)}, got {self.answer_format!r}"
+            )
+        from ragim.lm.prompts import PROMPT_ORDERS
+
+        if self.prompt_order not in PROMPT_ORDERS:
+            problems.append(
+                f"prompt_order must be one of {list(PROMPT_ORDERS)}, got {self.prompt_order!r}"
             )
         if self.decoder not in DECODERS:
             problems.append(f"decoder must be one of {list(DECODERS)}, got {self.decoder!r}")
@@ -638,9 +652,12 @@ class LMGenerator(Generator):
 
         art = read_artifact(path, FORMAT)
         try:
-            # population: saved before prompts could show it
+            # population, prompt_order: saved before prompts could show it / choose it
             cfg, stored = read_adapter_config(
-                art, LMConfig, device=device, defaults={"population": False}
+                art,
+                LMConfig,
+                device=device,
+                defaults={"population": False, "prompt_order": "target-first"},
             )
             state = art.read_json("state.json")
             gen = cls(cfg)

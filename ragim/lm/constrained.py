@@ -294,6 +294,60 @@ def _as_prompt(ids, name: str = "each prompt") -> torch.Tensor:
     return ids.long()
 
 
+#: the fewest prompt tokens all rows of a batch must share before their key/value cache is
+#: computed once for all of them
+MIN_SHARED_PREFIX = 32
+
+
+def shared_prefix_length(rows: Sequence[torch.Tensor], *, minimum: int | None = None) -> int:
+    """How many leading tokens all ``rows`` (1-D token-id tensors) share, if at least
+    ``minimum`` (default :data:`MIN_SHARED_PREFIX`) and the batch has two rows or more; else 0.
+    Every row keeps at least its last token outside the shared part (``generate`` needs one
+    new token per row).
+
+    >>> shared_prefix_length([torch.tensor([1, 2, 3, 4]), torch.tensor([1, 2, 3, 5, 6])], minimum=2)
+    3
+    >>> shared_prefix_length([torch.tensor([1, 2, 3])] * 2, minimum=2)
+    2
+    >>> shared_prefix_length([torch.tensor([1, 2, 3])], minimum=2)
+    0
+    """
+    minimum = MIN_SHARED_PREFIX if minimum is None else minimum
+    if len(rows) < 2:
+        return 0
+    n = min(len(r) for r in rows) - 1
+    first = rows[0][:n]
+    for r in rows[1:]:
+        differ = (r[:n] != first[:n]).nonzero()
+        n = int(differ[0, 0]) if len(differ) else n
+    return n if n >= minimum else 0
+
+
+def _left_padded(
+    rows: Sequence[torch.Tensor], pad_id: int, shared: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input ids and attention mask of a batch: the ``shared`` first tokens of every row, then
+    each row's rest, left-padded so that every prompt ends at the last column. With a shared
+    part the padding sits between it and the rest (masked out; positions follow the mask)."""
+    width = shared + max(len(r) - shared for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        input_ids[i, :shared], attention[i, :shared] = r[:shared], 1
+        input_ids[i, width - (len(r) - shared) :] = r[shared:]
+        attention[i, width - (len(r) - shared) :] = 1
+    return input_ids, attention
+
+
+def _prefix_cache(model, prefix: torch.Tensor, n_rows: int, device):
+    """The key/value cache of ``prefix`` (computed once), repeated for ``n_rows`` rows."""
+    with torch.no_grad():
+        out = model(input_ids=prefix.unsqueeze(0).to(device), use_cache=True)
+    cache = out.past_key_values
+    cache.batch_repeat_interleave(n_rows)
+    return cache
+
+
 @torch.inference_mode()
 def generate_answer_batch(
     model,
@@ -402,13 +456,14 @@ def generate_answer_batch(
         raise ValidationError(
             "the tokenizer needs an end-of-sequence token for constrained decoding"
         )
-    width = max(len(r) for r in rows)
     device = next(model.parameters()).device
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):  # left padding: every prompt ends at the last column
-        input_ids[i, width - len(r) :] = r
-        attention[i, width - len(r) :] = 1
+    # every output row gets its own input row (candidates are repeated here, not by generate,
+    # so that a cached shared prefix has the same rows)
+    rows = [r for r in rows for _ in range(n_rows_each)]
+    shared = shared_prefix_length(rows)
+    input_ids, attention = _left_padded(rows, pad_id, shared)
+    width = input_ids.shape[1]
+    cache = _prefix_cache(model, rows[0][:shared], len(rows), device) if shared else None
     vocab = int(getattr(model.config, "vocab_size", 0) or len(tokenizer))
     proc = GrammarLogitsProcessor(tokenizer, ll_grammars, vocab_size=vocab, prompt_length=width)
     procs = [proc]
@@ -428,8 +483,8 @@ def generate_answer_batch(
             top_p=None,
             top_k=None,
             num_beams=1,
-            num_return_sequences=n_rows_each,
             max_new_tokens=max_new,
+            **({} if cache is None else {"cache": cache}),
             pad_token_id=pad_id,
             eos_token_id=eos_id,
             return_dict_in_generate=True,

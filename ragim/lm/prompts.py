@@ -2,20 +2,26 @@
 
 A prompt is a chat (``system`` + ``user``) rendered with the tokenizer's own
 chat template and ``add_generation_prompt=True``. The user message holds, in
-this order:
+this order (``order="shared-first"``, the default):
 
-1. the target task's description;
-2. the model family and its parameter layout, as the family object writes it
+1. the model family and its parameter layout, as the family object writes it
    (:meth:`~ragim.models.ModelFamily.prompt_head`, ``schema_lines``): for logistic regression
    one line per design term with its unit (``age (years, per SD): age at examination``,
    ``cp[asymptomatic] (0/1): chest-pain type``, ``chol__missing (0/1, 1 = chol
    missing)``); for a GAM one line per feature listing its bins;
-3. the retrieved neighbours, most similar first, each with its description, its
-   similarity and its fitted parameters as name-keyed JSON
+2. optionally the population model (:meth:`~ragim.index.TaskIndex.population_params`:
+   the row-weighted mean of the other indexed tasks' parameters) in the answer format;
+3. the target task's description;
+4. the retrieved neighbours, most similar first, each with its description, its
+   similarity and its fitted parameters in the answer format
    (the answer codec, :mod:`ragim.lm.answer`, ``decimals`` places);
-4. optionally the population model (:meth:`~ragim.index.TaskIndex.population_params`:
-   the row-weighted mean of the other indexed tasks' parameters) as the same JSON;
-5. the answer format's instruction (one JSON object, keys in schema order).
+5. the answer format's instruction (e.g. one JSON object, keys in schema order).
+
+Parts 1 and 2 are the same for every target of one index, so the prompts of a batch share
+them as a token prefix whose key/value cache is computed once
+(:func:`ragim.lm.constrained.shared_prefix_length`). ``order="target-first"`` (target,
+layout, neighbours, population model, instruction) is the order generators saved before
+this choice were trained on; ``LMGenerator.load`` keeps it for them.
 
 The answer (the SFT target, and what constrained decoding emits) is written by the answer
 codec of :mod:`ragim.lm.answer`, exactly
@@ -186,31 +192,38 @@ def _population_block(population: ModelParams | None, fmt: AnswerFormat) -> str:
     return f"Population model (average over {what}, weighted by their patients):\n{js}"
 
 
+#: orders of the user message: ``"shared-first"`` puts what every target of one index shares
+#: (layout, population model) before the target and its neighbours, so that batched decoding
+#: computes it once (:func:`ragim.lm.constrained.shared_prefix_length`); ``"target-first"`` is
+#: the order of generators saved before the choice existed
+PROMPT_ORDERS = ("shared-first", "target-first")
+
+
 def _user_content(
-    description: str, layout: str, blocks: list[str], population: str, instruction: str
+    description: str,
+    layout: str,
+    blocks: list[str],
+    population: str,
+    instruction: str,
+    order: str = "shared-first",
 ) -> str:
-    parts = [f"Target task: {description.strip()}", layout]
-    if blocks:
-        parts.append(
-            "Similar tasks and their fitted models (most similar first):\n" + "\n".join(blocks)
-        )
+    target = f"Target task: {description.strip()}"
+    similar = (
+        "Similar tasks and their fitted models (most similar first):\n" + "\n".join(blocks)
+        if blocks
+        else "No similar tasks are available."
+    )
+    if order == "shared-first":
+        parts = [layout, population, target, similar, instruction]
     else:
-        parts.append("No similar tasks are available.")
-    if population:
-        parts.append(population)
-    parts.append(instruction)
-    return "\n\n".join(parts)
+        parts = [target, layout, similar, population, instruction]
+    return "\n\n".join(p for p in parts if p)
 
 
-def _messages(
-    description: str, layout: str, blocks: list[str], population: str, instruction: str
-) -> list[dict[str, str]]:
+def _messages(*content: Any, order: str) -> list[dict[str, str]]:
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
-        {
-            "role": "user",
-            "content": _user_content(description, layout, blocks, population, instruction),
-        },
+        {"role": "user", "content": _user_content(*content, order=order)},
     ]
 
 
@@ -233,6 +246,7 @@ def build_prompt(
     max_abs: float = 20.0,
     population: ModelParams | None = None,
     format_name: str = "json",
+    order: str = "shared-first",
 ) -> tuple[list[dict[str, str]], str, int]:
     """Build the chat prompt for one target task.
 
@@ -250,8 +264,11 @@ def build_prompt(
     decimals, max_abs : rounding and clipping of the neighbours' parameters.
     format_name : the answer format (:data:`~ragim.lm.answer.ANSWER_FORMATS`) of the
         neighbours' parameters and of the answer asked for.
-    population : the population model shown after the neighbours
+    population : the population model shown
         (:meth:`~ragim.index.TaskIndex.population_params`), or None for none.
+    order : the order of the user message, one of :data:`PROMPT_ORDERS`: ``"shared-first"``
+        (layout, population model, target, neighbours, instruction) or ``"target-first"``
+        (target, layout, neighbours, population model, instruction).
 
     Returns
     -------
@@ -270,6 +287,8 @@ def build_prompt(
         raise ValidationError(
             "the tokenizer has no chat template; set tokenizer.chat_template first"
         )
+    if order not in PROMPT_ORDERS:
+        raise ValidationError(f"order must be one of {list(PROMPT_ORDERS)}, got {order!r}")
     names = param_names(kind, schema)
     fmt = answer_format(names, name=format_name, decimals=decimals, max_abs=max_abs)
     layout = _layout_text(schema, kind)
@@ -281,7 +300,8 @@ def build_prompt(
         names, tokenizer, decimals=decimals, max_abs=max_abs, format_name=format_name
     )
     budget = limit - room
-    base = _n_tokens(tokenizer, _messages(description, layout, [], pop, fmt.instruction))
+    empty = _messages(description, layout, [], pop, fmt.instruction, order=order)
+    base = _n_tokens(tokenizer, empty)
     if base > budget:
         raise ValidationError(
             f"the prompt without neighbours needs {base} tokens, but only {budget} of the "
@@ -300,12 +320,13 @@ def build_prompt(
     while (
         keep > 0
         and _n_tokens(
-            tokenizer, _messages(description, layout, blocks[:keep], pop, fmt.instruction)
+            tokenizer,
+            _messages(description, layout, blocks[:keep], pop, fmt.instruction, order=order),
         )
         > budget
     ):
         keep -= 1
-    messages = _messages(description, layout, blocks[:keep], pop, fmt.instruction)
+    messages = _messages(description, layout, blocks[:keep], pop, fmt.instruction, order=order)
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     return messages, text, keep
 
@@ -322,10 +343,11 @@ def index_prompt(
 ) -> tuple[list[dict[str, str]], str, int, ModelParams | None]:
     """:func:`build_prompt` for a target of ``index`` with the LM generator's settings.
 
-    ``config`` supplies ``decimals``, ``max_abs``, ``answer_format`` and ``population``; with
-    ``population`` on, the population model of the index less ``exclude`` (the same
-    exclusion the neighbours were retrieved with) is shown. Returns what
-    :func:`build_prompt` returns, plus the population model shown (or None).
+    ``config`` supplies ``decimals``, ``max_abs``, ``answer_format``, ``population`` and
+    ``prompt_order`` (``"target-first"`` when it has none); with ``population`` on, the
+    population model of the index less ``exclude`` (the same exclusion the neighbours were
+    retrieved with) is shown. Returns what :func:`build_prompt` returns, plus the population
+    model shown (or None).
     """
     population = index.population_params(exclude) if getattr(config, "population", False) else None
     messages, text, kept = build_prompt(
@@ -339,11 +361,13 @@ def index_prompt(
         max_abs=config.max_abs,
         population=population,
         format_name=getattr(config, "answer_format", "json"),
+        order=getattr(config, "prompt_order", "target-first"),
     )
     return messages, text, kept, population
 
 
 __all__ = [
+    "PROMPT_ORDERS",
     "SYSTEM_PROMPT",
     "answer_room",
     "answer_text",

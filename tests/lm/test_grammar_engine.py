@@ -177,3 +177,31 @@ def test_any_generate_call_inside_sample_under_grammar_parses(tiny, name):
     with pytest.raises(RuntimeError), sample_under_grammar(model, tok, fmt):
         raise RuntimeError("inside the block")
     assert "generate" not in model.__dict__
+
+
+@pytest.mark.parametrize("name", ["json", "compact"])
+def test_a_shared_prompt_prefix_is_computed_once_and_changes_nothing(tiny, name, monkeypatch):
+    """Prompts that share their first tokens (the instructions, layout and population model of
+    one index) get that prefix's key/value cache computed once: greedy answers equal those of
+    each prompt alone, and sampled ones those of the same batch without the shared cache."""
+    import ragim.lm.constrained as constrained
+
+    model, tok = tiny
+    fmt = answer_format(KEYS, name=name, decimals=2, max_abs=4.0)
+    head = "You write models. Design terms: " + ", ".join(KEYS) + ". Population: 0.1, 0.2. "
+    texts = [head + t for t in ("Target: stroke.", "Target: death within 30 days of surgery", "x")]
+    prompts = [p[0] for p in _prompts(tok, texts)]
+    assert constrained.shared_prefix_length(prompts) >= constrained.MIN_SHARED_PREFIX
+    calls = []
+    real = constrained._prefix_cache
+    monkeypatch.setattr(constrained, "_prefix_cache", lambda *a: calls.append(a) or real(*a))
+    batched = generate_answer_batch(model, tok, prompts, fmt)
+    alone = [generate_answer_batch(model, tok, [p], fmt)[0] for p in prompts]
+    assert len(calls) == 1 and len(calls[0][1]) == constrained.shared_prefix_length(prompts)
+    assert [g[0].text for g in batched] == [g[0].text for g in alone]
+    sampled = generate_answer_batch(model, tok, prompts, fmt, temperature=3.0, num_candidates=2, seed=1)
+    monkeypatch.setattr(constrained, "MIN_SHARED_PREFIX", 10**6)  # no shared cache
+    plain = generate_answer_batch(model, tok, prompts, fmt, temperature=3.0, num_candidates=2, seed=1)
+    assert len(calls) == 2
+    assert [[r.text for r in g] for g in sampled] == [[r.text for r in g] for g in plain]
+    assert all(list(fmt.parse(r.text)) == KEYS for g in sampled for r in g)

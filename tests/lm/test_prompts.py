@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from ragim import TaskIndex, datasets
 from ragim.errors import ValidationError
@@ -57,7 +58,8 @@ def test_prompt_shows_description_schema_with_units_and_neighbours_by_similarity
     assert text == tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     assert text.endswith("<s>assistant\n")
     user = messages[1]["content"]
-    assert user.startswith(f"Target task: {target['description']}")
+    assert user.startswith("Model: ") and "\n\nTarget task: " + target["description"] in user
+    assert user.index("Design terms:") < user.index("Target task:") < user.index("Similar tasks")
     for name in heart_index.schema.design_names:
         assert f"\n- {name} (" in user, name
     for unit_line in ("- age (years, per SD): age at examination", "- cp[asymptomatic] (0/1)",
@@ -72,6 +74,37 @@ def test_prompt_shows_description_schema_with_units_and_neighbours_by_similarity
         js = format_json_numbers(h.params.as_dict(), h.params.names, decimals=2)
         assert js in user
     assert user.count(target["description"]) == 1  # only as the target
+
+
+def test_prompt_orders_and_the_shared_prefix(heart_index, tok):
+    """shared-first: layout, population model, target, neighbours, instruction, so two targets
+    of one index share everything before the target as a token prefix; target-first is the order
+    of generators saved before the choice existed."""
+    from ragim.lm.constrained import shared_prefix_length
+
+    pop = heart_index.population_params()
+    users, ids = {}, []
+    for order in ("shared-first", "target-first"):
+        for t in heart_index.ids[:2]:
+            rec = heart_index.record(t)
+            hits = heart_index.search(rec["description"], k=2, exclude=leak_free(rec))
+            messages, text, _ = build_prompt(rec["description"], hits, heart_index.schema, "logistic", tok,
+                                             max_tokens=BIG, population=pop, order=order)
+            users.setdefault(order, []).append(messages[1]["content"])
+            if order == "shared-first":
+                ids.append(torch.tensor(tok(text, add_special_tokens=False)["input_ids"]))
+    first = users["shared-first"][0]
+    marks = ["Design terms:", "Population model", "Target task:", "Similar tasks", "Answer with"]
+    assert [first.index(m) for m in marks] == sorted(first.index(m) for m in marks)
+    old = users["target-first"][0]
+    marks = ["Target task:", "Design terms:", "Similar tasks", "Population model", "Answer with"]
+    assert [old.index(m) for m in marks] == sorted(old.index(m) for m in marks)
+    shared = first[: first.index("Target task:")]
+    assert users["shared-first"][1].startswith(shared)
+    n_shared = len(tok(shared, add_special_tokens=False)["input_ids"])
+    assert shared_prefix_length(ids, minimum=1) >= n_shared - 2  # the split may merge a token
+    with pytest.raises(ValidationError, match="order must be one of"):
+        build_prompt("x", [], heart_index.schema, "logistic", tok, order="random")
 
 
 def test_answer_text_is_the_rounded_params_in_schema_order(heart_index):
@@ -111,7 +144,7 @@ def test_truncation_drops_least_similar_neighbours_first(heart_index, target, to
     assert kept == 0 and "No similar tasks are available." in text
 
 
-def test_population_model_follows_the_neighbours_and_is_never_dropped(heart_index, target, tok):
+def test_population_model_is_shown_before_the_target_and_never_dropped(heart_index, target, tok):
     hits = heart_index.search(target["description"], k=3, exclude=leak_free(target))
     schema, desc = heart_index.schema, target["description"]
     pop = heart_index.population_params(leak_free(target))
@@ -120,7 +153,10 @@ def test_population_model_follows_the_neighbours_and_is_never_dropped(heart_inde
     user = messages[1]["content"]
     head = f"Population model (average over {pop.metadata['n_tasks']} indexed tasks, weighted by their patients):"
     assert kept == 3 and f"{head}\n{answer_text(pop, 2)}" in user
-    assert user.index(hits[-1].description) < user.index(head) < user.index("Answer with")
+    assert user.index(head) < user.index("Target task:") < user.index(hits[-1].description)
+    old = build_prompt(desc, hits, schema, "logistic", tok, max_tokens=BIG, decimals=2, population=pop,
+                       order="target-first")[0][1]["content"]
+    assert old.index(hits[-1].description) < old.index(head) < old.index("Answer with")
     alone = build_prompt(desc, [], schema, "logistic", tok, max_tokens=BIG, decimals=2, population=pop)[1]
     _, text, kept = build_prompt(desc, hits, schema, "logistic", tok, max_tokens=_n_tokens(tok, alone) + room,
                                  decimals=2, population=pop)
