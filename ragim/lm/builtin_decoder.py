@@ -212,30 +212,35 @@ def _tables_for(tokenizer, vocab_size: int) -> _VocabTables:
 # --------------------------------------------------------------------------- decoding
 
 
+def forward_keywords(model) -> tuple[str, bool]:
+    """What the model's ``forward`` calls its key/value cache (``"cache"`` from transformers
+    5, ``"past_key_values"`` before) and whether it takes ``logits_to_keep``; peft and other
+    wrappers are unwrapped to read the real signature."""
+    import inspect
+
+    inner = model
+    for _ in range(4):
+        getter = getattr(inner, "get_base_model", None)
+        if getter is None:
+            break
+        nxt = getter()
+        if nxt is inner:
+            break
+        inner = nxt
+    try:
+        params = inspect.signature(inner.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        params = {}
+    return ("cache" if "cache" in params else "past_key_values"), "logits_to_keep" in params
+
+
 class _Runner:
     """Feeds tokens through the model with a KV cache and returns next-token logits."""
 
     def __init__(self, model):
-        import inspect
-
         self.model = model
         self.device = next(model.parameters()).device
-        inner = model
-        for _ in range(4):  # unwrap PEFT / wrapper models to read the real signature
-            getter = getattr(inner, "get_base_model", None)
-            if getter is None:
-                break
-            nxt = getter()
-            if nxt is inner:
-                break
-            inner = nxt
-        try:
-            params = inspect.signature(inner.forward).parameters
-        except (TypeError, ValueError):  # pragma: no cover
-            params = {}
-        # transformers >= 5.x renamed ``past_key_values`` to ``cache``.
-        self.cache_kw = "cache" if "cache" in params else "past_key_values"
-        self.keep = "logits_to_keep" in params
+        self.cache_kw, self.keep = forward_keywords(model)
 
     def feed(self, ids: list[int] | torch.Tensor, cache):
         if not isinstance(ids, torch.Tensor):
@@ -467,4 +472,4 @@ def _decode_one(
     )
 
 
-__all__ = ["ConstrainedResult", "generate_answers"]
+__all__ = ["ConstrainedResult", "forward_keywords", "generate_answers"]

@@ -58,7 +58,7 @@ from ragim.lm.answer import (
     format_json_numbers,
     parse_json_numbers,
 )
-from ragim.lm.builtin_decoder import ConstrainedResult
+from ragim.lm.builtin_decoder import ConstrainedResult, forward_keywords
 from ragim.lm.builtin_decoder import generate_answers as builtin_generate_answers
 
 
@@ -339,13 +339,14 @@ def _left_padded(
     return input_ids, attention
 
 
-def _prefix_cache(model, prefix: torch.Tensor, n_rows: int, device):
-    """The key/value cache of ``prefix`` (computed once), repeated for ``n_rows`` rows."""
+def _prefix_cache(model, prefix: torch.Tensor, n_rows: int, device) -> dict[str, Any]:
+    """The key/value cache of ``prefix`` (computed once), repeated for ``n_rows`` rows, as the
+    keyword ``generate`` takes it."""
+    name, _ = forward_keywords(model)
     with torch.no_grad():
-        out = model(input_ids=prefix.unsqueeze(0).to(device), use_cache=True)
-    cache = out.past_key_values
+        cache = model(input_ids=prefix.unsqueeze(0).to(device), use_cache=True)[name]
     cache.batch_repeat_interleave(n_rows)
-    return cache
+    return {name: cache}
 
 
 @torch.inference_mode()
@@ -484,7 +485,7 @@ def generate_answer_batch(
             top_k=None,
             num_beams=1,
             max_new_tokens=max_new,
-            **({} if cache is None else {"cache": cache}),
+            **(cache or {}),
             pad_token_id=pad_id,
             eos_token_id=eos_id,
             return_dict_in_generate=True,
