@@ -417,6 +417,13 @@ def train_sft_cmd(
             "tasks' parameters) in every prompt"
         ),
     ] = True,
+    statistical_prior: Annotated[
+        bool,
+        typer.Option(
+            help="show the statistical generator's model for the target (and its SDs) in "
+            "every prompt, for the LM to correct"
+        ),
+    ] = False,
     seed: int = 0,
     quiet: Quiet = False,
     as_json: _JsonSummary = False,
@@ -444,6 +451,7 @@ def train_sft_cmd(
             "lora_alpha": 2 * lora_r,
             "seed": seed,
             "population": population,
+            "statistical_prior": statistical_prior,
         },
     )
     _save_trained(

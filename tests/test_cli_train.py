@@ -64,6 +64,13 @@ def test_train_sft_without_the_population_model(root, tmp_path):
     assert LMGenerator.load(tmp_path / "sft", device="cpu").config.population is False
 
 
+def test_train_sft_with_the_statistical_prior(root, tmp_path):
+    _run("train", "sft", "--index", root / "index", "--out", tmp_path / "sft", "--base-model", "tiny",
+         "--max-steps", 1, "--batch-size", 2, "--k", 1, "--val-fraction", 0, "--statistical-prior")
+    gen = LMGenerator.load(tmp_path / "sft", device="cpu")
+    assert gen.config.statistical_prior is True and gen.prior_generator_ is not None
+
+
 def test_train_reward_and_generate_with_rerank(root, sft):
     s = _run("train", "reward", "--generator", root / "sft", "--index", root / "index", "--out", root / "rm",
              "--n-candidates", 3, "--pairs", "all", "--max-steps", 2, "--batch-size", 2, "--val-fraction", 0.3,

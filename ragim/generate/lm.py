@@ -136,6 +136,14 @@ class LMConfig:
             "decoder='llguidance'; one at a time by 'builtin')"
         },
     )
+    statistical_prior: bool = field(
+        default=False,
+        metadata={
+            "help": "show the StatisticalGenerator's model for the target (estimates and their "
+            "SDs) in the prompt, for the LM to correct; fitted on the training index and saved "
+            "with the generator"
+        },
+    )
     prompt_order: str = field(
         default="shared-first",
         metadata={
@@ -155,8 +163,9 @@ class LMConfig:
 
     def __post_init__(self):
         problems = adapter_config_problems(self)
-        if not isinstance(self.population, bool):
-            problems.append(f"population must be True or False, got {self.population!r}")
+        for flag in ("population", "statistical_prior"):
+            if not isinstance(getattr(self, flag), bool):
+                problems.append(f"{flag} must be True or False, got {getattr(self, flag)!r}")
         from ragim.lm.answer import ANSWER_FORMATS, DECODERS
 
         if self.answer_format not in ANSWER_FORMATS:
@@ -190,6 +199,15 @@ class LMConfig:
 
 
 @register_generator("lm")
+def fit_prior_generator(index, *, progress: bool = False):
+    """The :class:`~ragim.generate.statistical.StatisticalGenerator` whose model for each
+    target an LM generator with ``statistical_prior`` shows in its prompts, fitted on
+    ``index`` (its generation with ``exclude`` needs the index's task rows)."""
+    from ragim.generate.statistical import StatisticalGenerator
+
+    return StatisticalGenerator().fit(index, progress=progress)
+
+
 class LMGenerator(Generator):
     """Language-model generator (see the module docstring).
 
@@ -220,6 +238,7 @@ class LMGenerator(Generator):
         self.schema_ = None
         self.param_names_: list[str] | None = None
         self.embedder_identity_: dict | None = None
+        self.prior_generator_ = None
         restore_training_state(self)  # history_, training_, ...: untrained
 
     # ------------------------------------------------------------------ model
@@ -257,6 +276,20 @@ class LMGenerator(Generator):
             )
             limit = min(limit, self.config.max_prompt_tokens + room)
         return limit
+
+    def statistical_priors(self, queries: Sequence[str | Task], index, excludes: Sequence) -> list:
+        """The statistical prior of each query for its prompt (``config.statistical_prior``;
+        a list of None when it is off): :class:`~ragim.generate.statistical.StatisticalGenerator`
+        parameters with their SDs, each generated without what ``excludes`` (one exclusion per
+        query) names. The prior generator is ``prior_generator_``, fitted on the training index
+        by :func:`ragim.train.train_sft`, or on ``index`` at first use by an untrained
+        generator."""
+        if not self.config.statistical_prior:
+            return [None] * len(queries)
+        if self.prior_generator_ is None:
+            self.prior_generator_ = fit_prior_generator(index)
+        out = self.prior_generator_.generate_params(list(queries), index, exclude=list(excludes))
+        return list(out)
 
     def answer_format(self, names: Sequence[str]):
         """The answer codec (:mod:`ragim.lm.answer`) of this generator over ``names``: what it
@@ -329,8 +362,9 @@ class LMGenerator(Generator):
         hits = index.search(desc, k=min(k, len(index)), exclude=exclude) if k > 0 else []
         hits = sorted(hits, key=lambda h: -float(h.score))
         limit = self.prompt_limit(param_names(index.model, index.schema))
+        [prior] = self.statistical_priors([desc], index, [exclude])
         messages, _, kept, _ = index_prompt(
-            index, desc, hits, tok, cfg, exclude=exclude, max_tokens=limit
+            index, desc, hits, tok, cfg, exclude=exclude, max_tokens=limit, prior=prior
         )
         return messages, [h.task_id for h in hits[:kept]]
 
@@ -384,11 +418,12 @@ class LMGenerator(Generator):
         limit = self.prompt_limit(names)
         out, prompts = [], []
         excludes = per_query_excludes(exclude, len(items))
-        for item, hs, ex in zip(items, hits, excludes, strict=True):
+        priors = self.statistical_priors(items, index, excludes)
+        for item, hs, ex, prior in zip(items, hits, excludes, priors, strict=True):
             desc = item.description if isinstance(item, Task) else item
             hs = sorted(hs, key=lambda h: -float(h.score))
             messages, _, kept, pop = index_prompt(
-                index, desc, hs, tok, cfg, exclude=ex, max_tokens=limit
+                index, desc, hs, tok, cfg, exclude=ex, max_tokens=limit, prior=prior
             )
             used = hs[:kept]
             meta = {
@@ -402,6 +437,7 @@ class LMGenerator(Generator):
                 else {key: pop.metadata[key] for key in ("n_tasks", "n_rows")},
                 "base_model": cfg.base_model,
                 "fine_tuned": self.fine_tuned_,
+                "statistical_prior": prior is not None,
             }
             if isinstance(item, Task):
                 meta["task_id"] = item.task_id
@@ -637,7 +673,9 @@ class LMGenerator(Generator):
             "fine_tuned": self.fine_tuned_,
             **training_state(self),
         }
-        return save_adapter_artifact(path, FORMAT, self.config, state, model)
+        prior = self.prior_generator_
+        extra = {} if prior is None else {"prior": lambda target: prior.save(target)}
+        return save_adapter_artifact(path, FORMAT, self.config, state, model, extra)
 
     save_pretrained = save
 
@@ -668,6 +706,10 @@ class LMGenerator(Generator):
             gen.embedder_identity_ = state["embedder"]
             gen.fine_tuned_ = bool(state.get("fine_tuned", False))
             restore_training_state(gen, state)
+            if (art.path / "prior").is_dir():
+                from ragim.generate.statistical import StatisticalGenerator
+
+                gen.prior_generator_ = StatisticalGenerator.load(art.path / "prior")
         except (TypeError, KeyError, AttributeError, ValidationError) as exc:
             raise ArtifactError(f"{path}: not a valid LM generator ({exc})") from exc
         gen.model_, gen.tokenizer_ = load_adapter_model(

@@ -119,10 +119,13 @@ def _safetensors_errors() -> tuple[type[BaseException], ...]:
     return (SafetensorError,)
 
 
-def save_adapter_artifact(path: str | Path, fmt: str, config: Any, state: dict, model) -> Path:
+def save_adapter_artifact(
+    path: str | Path, fmt: str, config: Any, state: dict, model, extra: dict | None = None
+) -> Path:
     """Write ``config.json`` (``config``, a dataclass with ``base_model``, ``seed`` and
-    ``target_modules``, plus the base model's identity), ``state.json`` and ``model``'s peft
-    ``adapter/`` as one atomic artifact of format ``fmt``."""
+    ``target_modules``, plus the base model's identity), ``state.json``, ``model``'s peft
+    ``adapter/`` and the ``extra`` files (name -> bytes or writer, as
+    :func:`ragim.io.write_artifact` takes them) as one atomic artifact of format ``fmt``."""
     from ragim.io import json_bytes, write_artifact
     from ragim.lm.base_models import base_model_identity
 
@@ -136,7 +139,12 @@ def save_adapter_artifact(path: str | Path, fmt: str, config: Any, state: dict, 
     return write_artifact(
         path,
         fmt,
-        {"config.json": json_bytes(cfg), "state.json": json_bytes(state), "adapter": write_adapter},
+        {
+            "config.json": json_bytes(cfg),
+            "state.json": json_bytes(state),
+            "adapter": write_adapter,
+            **(extra or {}),
+        },
     )
 
 

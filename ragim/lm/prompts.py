@@ -62,6 +62,12 @@ from ragim.lm.answer import AnswerFormat, answer_format
 from ragim.params import ModelParams, model_family, param_names
 from ragim.schema import FeatureSchema
 
+#: the heading of the statistical prior's block (``LMConfig.statistical_prior``)
+PRIOR_HEAD = (
+    "Statistical estimate for the target (a random-effects meta-regression of the indexed "
+    "tasks' models on their descriptions):"
+)
+
 SYSTEM_PROMPT = (
     "You write interpretable clinical prediction models. Given a target prediction task and "
     "similar tasks with their fitted models, you answer with the parameters (log-odds) of the "
@@ -199,6 +205,20 @@ def _population_block(population: ModelParams | None, fmt: AnswerFormat) -> str:
 PROMPT_ORDERS = ("shared-first", "target-first")
 
 
+def _prior_block(prior: ModelParams | None, fmt: AnswerFormat) -> str:
+    if prior is None:
+        return ""
+    if not isinstance(prior, ModelParams) or prior.names != list(fmt.keys):
+        raise ValidationError(
+            "the statistical prior must be ModelParams over the prompt's layout (same index)"
+        )
+    text = f"{PRIOR_HEAD}\n{fmt.write(prior.as_dict())}"
+    if prior.std is not None:
+        sds = dict(zip(prior.names, (float(v) for v in prior.std), strict=True))
+        text += f"\nIts standard deviations:\n{fmt.write(sds)}"
+    return text
+
+
 def _user_content(
     description: str,
     layout: str,
@@ -206,6 +226,7 @@ def _user_content(
     population: str,
     instruction: str,
     order: str = "shared-first",
+    prior: str = "",
 ) -> str:
     target = f"Target task: {description.strip()}"
     similar = (
@@ -214,16 +235,16 @@ def _user_content(
         else "No similar tasks are available."
     )
     if order == "shared-first":
-        parts = [layout, population, target, similar, instruction]
+        parts = [layout, population, target, prior, similar, instruction]
     else:
-        parts = [target, layout, similar, population, instruction]
+        parts = [target, layout, similar, population, prior, instruction]
     return "\n\n".join(p for p in parts if p)
 
 
-def _messages(*content: Any, order: str) -> list[dict[str, str]]:
+def _messages(*content: Any, order: str, prior: str) -> list[dict[str, str]]:
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": _user_content(*content, order=order)},
+        {"role": "user", "content": _user_content(*content, order=order, prior=prior)},
     ]
 
 
@@ -247,6 +268,7 @@ def build_prompt(
     population: ModelParams | None = None,
     format_name: str = "json",
     order: str = "shared-first",
+    prior: ModelParams | None = None,
 ) -> tuple[list[dict[str, str]], str, int]:
     """Build the chat prompt for one target task.
 
@@ -266,6 +288,9 @@ def build_prompt(
         neighbours' parameters and of the answer asked for.
     population : the population model shown
         (:meth:`~ragim.index.TaskIndex.population_params`), or None for none.
+    prior : the statistical generator's model for the target (estimates, and their standard
+        deviations when it has ``std``), shown after the target description
+        (``LMConfig.statistical_prior``), or None for none; never dropped for room.
     order : the order of the user message, one of :data:`PROMPT_ORDERS`: ``"shared-first"``
         (layout, population model, target, neighbours, instruction) or ``"target-first"``
         (target, layout, neighbours, population model, instruction).
@@ -293,6 +318,7 @@ def build_prompt(
     fmt = answer_format(names, name=format_name, decimals=decimals, max_abs=max_abs)
     layout = _layout_text(schema, kind)
     pop = _population_block(population, fmt)
+    prior_text = _prior_block(prior, fmt)
     ordered = sorted(neighbors, key=lambda nb: -float(nb.score))
     blocks = [_neighbor_block(i + 1, nb, fmt) for i, nb in enumerate(ordered)]
     limit = int(max_tokens) if max_tokens is not None else context_length(tokenizer)
@@ -300,14 +326,24 @@ def build_prompt(
         names, tokenizer, decimals=decimals, max_abs=max_abs, format_name=format_name
     )
     budget = limit - room
-    empty = _messages(description, layout, [], pop, fmt.instruction, order=order)
-    base = _n_tokens(tokenizer, empty)
+
+    def render(shown: list[str]) -> list[dict[str, str]]:
+        return _messages(
+            description, layout, shown, pop, fmt.instruction, order=order, prior=prior_text
+        )
+
+    base = _n_tokens(tokenizer, render([]))
     if base > budget:
         raise ValidationError(
             f"the prompt without neighbours needs {base} tokens, but only {budget} of the "
             f"{limit}-token context are left after reserving {room} for the answer "
             f"({len(names)} parameters); use a model with a longer context or fewer features"
             + (", or leave out the population model (LMConfig(population=False))" if pop else "")
+            + (
+                ", or leave out the statistical prior (LMConfig(statistical_prior=False))"
+                if prior_text
+                else ""
+            )
         )
     # Estimate each block's cost once, then confirm the estimate on the rendered prompt.
     keep, used = 0, base
@@ -317,16 +353,9 @@ def build_prompt(
             break
         used += cost
         keep += 1
-    while (
-        keep > 0
-        and _n_tokens(
-            tokenizer,
-            _messages(description, layout, blocks[:keep], pop, fmt.instruction, order=order),
-        )
-        > budget
-    ):
+    while keep > 0 and _n_tokens(tokenizer, render(blocks[:keep])) > budget:
         keep -= 1
-    messages = _messages(description, layout, blocks[:keep], pop, fmt.instruction, order=order)
+    messages = render(blocks[:keep])
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     return messages, text, keep
 
@@ -340,14 +369,15 @@ def index_prompt(
     *,
     exclude=None,
     max_tokens: int | None = None,
+    prior: ModelParams | None = None,
 ) -> tuple[list[dict[str, str]], str, int, ModelParams | None]:
     """:func:`build_prompt` for a target of ``index`` with the LM generator's settings.
 
     ``config`` supplies ``decimals``, ``max_abs``, ``answer_format``, ``population`` and
     ``prompt_order`` (``"target-first"`` when it has none); with ``population`` on, the
     population model of the index less ``exclude`` (the same exclusion the neighbours were
-    retrieved with) is shown. Returns what :func:`build_prompt` returns, plus the population
-    model shown (or None).
+    retrieved with) is shown; ``prior`` is passed on. Returns what :func:`build_prompt`
+    returns, plus the population model shown (or None).
     """
     population = index.population_params(exclude) if getattr(config, "population", False) else None
     messages, text, kept = build_prompt(
@@ -362,11 +392,13 @@ def index_prompt(
         population=population,
         format_name=getattr(config, "answer_format", "json"),
         order=getattr(config, "prompt_order", "target-first"),
+        prior=prior,
     )
     return messages, text, kept, population
 
 
 __all__ = [
+    "PRIOR_HEAD",
     "PROMPT_ORDERS",
     "SYSTEM_PROMPT",
     "answer_room",

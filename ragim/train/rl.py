@@ -274,10 +274,12 @@ def build_grpo_dataset(
     heldout_fraction: float = 0.5,
     seed: int = 0,
     max_tokens: int | None = None,
+    prior_generator=None,
 ):
     """GRPO prompts with the reward columns: ``prompt``, ``task_id``, ``neighbor_ids``,
     ``param_names``, ``heldout``, ``max_abs`` and ``answer_format`` (see the module
-    docstring)."""
+    docstring). The prompts are :func:`ragim.train.build_sft_dataset`'s (``prior_generator``
+    is passed on to it)."""
     from ragim.params import param_names
 
     if index.tasks is None:
@@ -289,7 +291,13 @@ def build_grpo_dataset(
     if missing:
         raise ValidationError(f"{len(missing)} task(s) have no rows in the index: {missing[:5]}")
     ds = build_sft_dataset(
-        index, tokenizer, config, task_ids=task_ids, hide=hide, max_tokens=max_tokens
+        index,
+        tokenizer,
+        config,
+        task_ids=task_ids,
+        hide=hide,
+        max_tokens=max_tokens,
+        prior_generator=prior_generator,
     )
     names = param_names(index.model, index.schema)
     heldouts = []
@@ -427,6 +435,7 @@ def train_grpo(
         heldout_fraction=run.heldout_fraction,
         seed=run.seed,
         max_tokens=gen.prompt_limit(names),
+        prior_generator=gen.prior_generator_,
     )
     room = answer_room(
         names, tok, decimals=cfg.decimals, max_abs=cfg.max_abs, format_name=cfg.answer_format

@@ -37,7 +37,7 @@ import numpy as np
 from ragim.checks import check_fields, check_int, check_number
 from ragim.errors import ValidationError
 from ragim.generate.base import config_with, record_fit_state
-from ragim.generate.lm import LMConfig, LMGenerator
+from ragim.generate.lm import LMConfig, LMGenerator, fit_prior_generator
 from ragim.params import param_names
 from ragim.train.trainer import STEP_RULES, run_config, train_from_scratch
 
@@ -101,6 +101,7 @@ def build_sft_dataset(
     task_ids: Sequence[str] | None = None,
     hide: Sequence[str] = (),
     max_tokens: int | None = None,
+    prior_generator=None,
 ):
     """Leave-one-task-out prompt/completion examples for the tasks of ``index``.
 
@@ -115,6 +116,10 @@ def build_sft_dataset(
     hide : task ids never shown as a neighbour or counted in the population model (e.g. the
         validation tasks).
     max_tokens : context for prompt plus answer (default: the tokenizer's).
+    prior_generator : with ``config.statistical_prior``, the fitted
+        :class:`~ragim.generate.statistical.StatisticalGenerator` whose model for each target,
+        generated without the target, the tasks sharing its patients and ``hide``, the prompt
+        shows (default: one fitted on ``index``; the exclusions need its task rows).
 
     Returns
     -------
@@ -141,11 +146,24 @@ def build_sft_dataset(
         if k > 0
         else [[] for _ in ids]
     )
+    priors = [None] * len(ids)
+    if cfg.statistical_prior:
+        prior_generator = prior_generator or fit_prior_generator(index)
+        priors = prior_generator.generate_params(
+            [r["description"] for r in records], index, exclude=excludes
+        )
     rows = []
-    for tid, rec, hs, ex in zip(ids, records, hits, excludes, strict=True):
+    for tid, rec, hs, ex, prior in zip(ids, records, hits, excludes, priors, strict=True):
         hs = sorted(hs, key=lambda h: -float(h.score))
         messages, _, kept, _ = index_prompt(
-            index, rec["description"], hs, tokenizer, cfg, exclude=ex, max_tokens=max_tokens
+            index,
+            rec["description"],
+            hs,
+            tokenizer,
+            cfg,
+            exclude=ex,
+            max_tokens=max_tokens,
+            prior=prior,
         )
         answer = answer_text(
             index.params(tid), cfg.decimals, max_abs=cfg.max_abs, format_name=cfg.answer_format
@@ -284,12 +302,13 @@ def train_sft(
     model, tok = gen.load_model()
     train_ids, val_ids = _split(index.ids, run.val_fraction, run.max_tasks, run.seed)
     limit = gen.prompt_limit(param_names(index.model, index.schema))
-    train_ds = build_sft_dataset(
-        index, tok, cfg, task_ids=train_ids, hide=val_ids, max_tokens=limit
+    if cfg.statistical_prior:
+        gen.prior_generator_ = fit_prior_generator(index, progress=progress)
+    examples = partial(
+        build_sft_dataset, index, tok, cfg, max_tokens=limit, prior_generator=gen.prior_generator_
     )
-    val_ds = (
-        build_sft_dataset(index, tok, cfg, task_ids=val_ids, max_tokens=limit) if val_ids else None
-    )
+    train_ds = examples(task_ids=train_ids, hide=val_ids)
+    val_ds = examples(task_ids=val_ids) if val_ids else None
 
     set_seed(run.seed)
     train_from_scratch(

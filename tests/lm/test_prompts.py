@@ -105,6 +105,10 @@ def test_prompt_orders_and_the_shared_prefix(heart_index, tok):
     assert shared_prefix_length(ids, minimum=1) >= n_shared - 2  # the split may merge a token
     with pytest.raises(ValidationError, match="order must be one of"):
         build_prompt("x", [], heart_index.schema, "logistic", tok, order="random")
+    other = datasets.synthetic_family(n_tasks=2, n_features=2, seed=0)
+    foreign = TaskIndex.build(other, embedder="hashing", progress=False).population_params()
+    with pytest.raises(ValidationError, match="statistical prior must be ModelParams over the prompt's layout"):
+        build_prompt("x", [], heart_index.schema, "logistic", tok, prior=foreign)
 
 
 def test_answer_text_is_the_rounded_params_in_schema_order(heart_index):

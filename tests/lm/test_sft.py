@@ -173,3 +173,40 @@ def test_the_run_is_one_config_saved_beside_the_adapter(trained, tmp_path):
         SFTTrainingConfig(batch_size=0)
     with pytest.raises(ValidationError, match="config must be a SFTTrainingConfig"):
         train_sft(trained[0].index_, LMConfig())
+
+
+def test_statistical_prior_is_shown_leak_free_trained_on_and_saved(index, family, tmp_path):
+    """LMConfig(statistical_prior=True): every SFT prompt shows the StatisticalGenerator's model
+    for its target generated without the target (and the hidden validation tasks), the
+    generator keeps that prior generator, uses it when generating and saves it."""
+    from ragim.lm.answer import answer_format
+    from ragim.lm.prompts import PRIOR_HEAD
+
+    cfg = LMConfig(k=2, device="cpu", statistical_prior=True)
+    gen = train_sft(index, base_model="tiny", generator_config=cfg, max_steps=1, batch_size=2,
+                    val_fraction=0.2, progress=False)
+    prior = gen.prior_generator_
+    assert prior is not None and set(prior.summaries_.ids) == set(index.ids)
+    _, tok = gen.load_model()
+    fmt = answer_format(gen.param_names_, decimals=cfg.decimals, max_abs=cfg.max_abs)
+    ds = build_sft_dataset(index, tok, cfg, task_ids=gen.train_task_ids_, hide=gen.val_task_ids_,
+                           prior_generator=prior)
+    hidden = set(gen.val_task_ids_)
+    for row in ds:
+        user = row["prompt"][1]["content"]
+        rec = index.record(row["task_id"])
+        fair = prior.generate_params(rec["description"], index,
+                                     exclude=lambda r, rec=rec: leak_free(rec)(r) or r["task_id"] in hidden)
+        assert f"{PRIOR_HEAD}\n{fmt.write(fair.as_dict())}\nIts standard deviations:" in user
+        seen = prior.generate_params(rec["description"], index)  # fitted with the target
+        if fmt.write(seen.as_dict()) != fmt.write(fair.as_dict()):
+            assert fmt.write(seen.as_dict()) not in user
+        assert user.index("Target task:") < user.index(PRIOR_HEAD) < user.index("Similar tasks")
+    p = gen.generate_params(family.descriptions[0], index)
+    assert p.metadata["statistical_prior"] is True
+    loaded = LMGenerator.load(gen.save(tmp_path / "with-prior"), device="cpu")
+    assert loaded.config.statistical_prior and loaded.prior_generator_ is not None
+    assert loaded.generate_params(family.descriptions[0], index).as_dict() == p.as_dict()
+    assert loaded.prompt(family.descriptions[1], index)[0] == gen.prompt(family.descriptions[1], index)[0]
+    with pytest.raises(ValidationError, match="statistical_prior must be True or False"):
+        LMConfig(statistical_prior="yes")
