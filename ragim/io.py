@@ -318,6 +318,7 @@ def _mtime(p: Path) -> float:
 
 def _recover(path: Path) -> Path:
     """If a save crashed after moving the old artifact aside, return the moved-aside copy."""
+    seen_aside = False
     for _ in range(3):  # a concurrent save may finish (and delete its moved-aside copy) meanwhile
         if path.exists():
             return path
@@ -332,6 +333,9 @@ def _recover(path: Path) -> Path:
                 return c
         if not candidates and not path.exists():
             break
+        seen_aside = seen_aside or bool(candidates)
+    if seen_aside:  # moved aside and deleted by a save that has not put its own in place yet
+        raise ArtifactChanged(f"{path} vanished while a concurrent save was replacing it")
     raise ArtifactError(f"no artifact at {path}: the directory does not exist")
 
 
@@ -502,6 +506,7 @@ def _manifest_changed(mpath: Path, sig: tuple) -> bool:
 def _read_artifact_once(
     path: Path, kind: str, supported_versions: tuple[int, ...], verify: bool
 ) -> Artifact:
+    asked = path
     path = _recover(path)
     if not path.is_dir():
         if not path.exists():
@@ -509,6 +514,9 @@ def _read_artifact_once(
         raise ArtifactError(f"{path} is not a ragim artifact: it is a file, not a directory")
     mpath = path / MANIFEST
     if not mpath.is_file():
+        if path != asked or not path.exists():
+            # a moved-aside copy that the save which replaced it is deleting right now
+            raise ArtifactChanged(f"{path} vanished while loading {asked} (a concurrent save)")
         raise ArtifactError(f"{path} is not a ragim artifact: {MANIFEST} is missing")
     raw, msig = _read_signed(mpath)
     try:
