@@ -68,6 +68,10 @@ def parse_args(argv=None):
     ap.add_argument("--best-of", type=int, default=8)
     ap.add_argument("--samples", type=int, default=4, help="unconstrained samples per held-out task (validity)")
     ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--grpo-unconstrained", action="store_true",
+                    help="GRPO samples plainly, not under the answer grammar (as before it could)")
+    ap.add_argument("--prompt-order", choices=["shared-first", "target-first"], default="shared-first",
+                    help="LMConfig.prompt_order (target-first: the order before the choice existed)")
     ap.add_argument("--no-population", action="store_true",
                     help="prompts without the population model (as before LMConfig.population existed)")
     ap.add_argument("--seed", type=int, default=0)
@@ -182,7 +186,8 @@ def main(argv=None):
                     generator_config=LMConfig(k=args.k, device="cpu", lora_r=args.lora_r,
                                               lora_alpha=2 * args.lora_r, seed=args.seed,
                                               target_modules=tuple(args.target_modules.split(",")),
-                                              population=not args.no_population))
+                                              population=not args.no_population,
+                                              prompt_order=args.prompt_order))
     done("sft")
     stage("pairs")
     pairs = build_preference_pairs(sft, index, n_candidates=args.pair_candidates, min_margin=0.05,
@@ -204,7 +209,8 @@ def main(argv=None):
     stage("grpo")
     grpo = train_grpo(sft, index, reward_config=VerifiableRewardConfig(weights={"log_likelihood": 1.0, "validity": 1.0}),
                       num_generations=args.grpo_generations, batch_size=1, max_steps=args.grpo_steps,
-                      learning_rate=args.grpo_lr, temperature=args.temperature, progress=False, seed=args.seed)
+                      learning_rate=args.grpo_lr, temperature=args.temperature, progress=False, seed=args.seed,
+                      constrained=not args.grpo_unconstrained)
     done("grpo")
     grpo_log = [h for h in grpo.history_ if h.get("stage") == "grpo" and "reward" in h]
 

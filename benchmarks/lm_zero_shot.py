@@ -54,6 +54,8 @@ def main() -> None:
     ap.add_argument("--val-fraction", type=float, default=0.05,
                     help="SFT validation share (its loss is computed once, after training)")
     ap.add_argument("--no-population", action="store_true", help="leave the population model out of the prompts")
+    ap.add_argument("--prompt-order", choices=["shared-first", "target-first"], default="shared-first",
+                    help="LMConfig.prompt_order (target-first: the order before the choice existed)")
     ap.add_argument("--max-targets", type=int, default=None,
                     help="heart: evaluate this many seeded-random targets (spread over the 5 folds)")
     ap.add_argument("--threads", type=int, default=1)
@@ -62,7 +64,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     lm_config = {"base_model": args.base_model, "max_steps": args.max_steps, "batch_size": args.batch_size,
                  "learning_rate": args.learning_rate, "k": args.k, "val_fraction": args.val_fraction,
-                 "generator_config": {"population": not args.no_population}}
+                 "generator_config": {"population": not args.no_population, "prompt_order": args.prompt_order}}
     methods = ["ragim-lm", "ragim-attention", "neighbor-mean", "population", "pooled", "nearest-neighbor"]
     if args.dataset == "procedure":
         tasks = datasets.procedure_family(n_tasks=args.n_tasks, seed=0)
