@@ -185,13 +185,16 @@ def _neighbor_block(i: int, nb: Any, fmt: AnswerFormat) -> str:
     return f"{i}. {nb.description} (similarity {float(nb.score):.3f})\n{fmt.write(values)}"
 
 
+def _check_layout(params: Any, fmt: AnswerFormat, what: str) -> ModelParams:
+    if not isinstance(params, ModelParams) or params.names != list(fmt.keys):
+        raise ValidationError(f"{what} must be ModelParams over the prompt's layout (same index)")
+    return params
+
+
 def _population_block(population: ModelParams | None, fmt: AnswerFormat) -> str:
     if population is None:
         return ""
-    if not isinstance(population, ModelParams) or population.names != list(fmt.keys):
-        raise ValidationError(
-            "the population model must be ModelParams over the prompt's layout (same index)"
-        )
+    _check_layout(population, fmt, "the population model")
     n = population.metadata.get("n_tasks")
     what = f"{n} indexed tasks" if isinstance(n, int) else "the indexed tasks"
     js = fmt.write(population.as_dict())
@@ -208,10 +211,7 @@ PROMPT_ORDERS = ("shared-first", "target-first")
 def _prior_block(prior: ModelParams | None, fmt: AnswerFormat) -> str:
     if prior is None:
         return ""
-    if not isinstance(prior, ModelParams) or prior.names != list(fmt.keys):
-        raise ValidationError(
-            "the statistical prior must be ModelParams over the prompt's layout (same index)"
-        )
+    _check_layout(prior, fmt, "the statistical prior")
     text = f"{PRIOR_HEAD}\n{fmt.write(prior.as_dict())}"
     if prior.std is not None:
         sds = dict(zip(prior.names, (float(v) for v in prior.std), strict=True))
