@@ -198,16 +198,41 @@ class LMConfig:
         check_fields(self, rules, "LMConfig", problems)
 
 
-@register_generator("lm")
+_PRIOR_OFF = "; or turn it off (LMConfig(statistical_prior=False))"
+
+
 def fit_prior_generator(index, *, progress: bool = False):
     """The :class:`~ragim.generate.statistical.StatisticalGenerator` whose model for each
     target an LM generator with ``statistical_prior`` shows in its prompts, fitted on
-    ``index`` (its generation with ``exclude`` needs the index's task rows)."""
+    ``index`` (its generation with ``exclude`` needs the index's task rows).
+
+    Raises
+    ------
+    ValidationError
+        When it cannot be fitted on ``index``, saying that the statistical prior needs it.
+    """
     from ragim.generate.statistical import StatisticalGenerator
 
-    return StatisticalGenerator().fit(index, progress=progress)
+    try:
+        return StatisticalGenerator().fit(index, progress=progress)
+    except ValidationError as exc:
+        raise ValidationError(f"the statistical prior cannot be fitted: {exc}{_PRIOR_OFF}") from exc
 
 
+def prior_params(prior_generator, queries: Sequence, index, excludes: Sequence) -> list:
+    """``prior_generator``'s parameters (with SDs) for each of ``queries`` on ``index``, each
+    generated without what its entry of ``excludes`` names; a ValidationError says that the
+    statistical prior needs what is missing."""
+    try:
+        out = prior_generator.generate_params(list(queries), index, exclude=list(excludes))
+    except ValidationError as exc:
+        raise ValidationError(
+            f"the statistical prior cannot be generated: {exc}{_PRIOR_OFF}"
+        ) from exc
+    return list(out)
+
+
+@register_generator("lm")
 class LMGenerator(Generator):
     """Language-model generator (see the module docstring).
 
@@ -284,12 +309,22 @@ class LMGenerator(Generator):
         query) names. The prior generator is ``prior_generator_``, fitted on the training index
         by :func:`ragim.train.train_sft`, or on ``index`` at first use by an untrained
         generator."""
-        if not self.config.statistical_prior:
+        prior = self.fitted_prior(index)
+        if prior is None:
             return [None] * len(queries)
-        if self.prior_generator_ is None:
+        return prior_params(prior, queries, index, excludes)
+
+    def fitted_prior(self, index):
+        """The prior generator the prompts over ``index`` use (None when
+        ``config.statistical_prior`` is off): ``prior_generator_``, kept from training; an
+        untrained generator fits one on ``index`` and refits it for any other index."""
+        if not self.config.statistical_prior:
+            return None
+        lazy = self.__dict__.get("_prior_fitted_on")
+        if self.prior_generator_ is None or (lazy is not None and lazy is not index):
             self.prior_generator_ = fit_prior_generator(index)
-        out = self.prior_generator_.generate_params(list(queries), index, exclude=list(excludes))
-        return list(out)
+            self._prior_fitted_on = index
+        return self.prior_generator_
 
     def answer_format(self, names: Sequence[str]):
         """The answer codec (:mod:`ragim.lm.answer`) of this generator over ``names``: what it
@@ -710,6 +745,14 @@ class LMGenerator(Generator):
                 from ragim.generate.statistical import StatisticalGenerator
 
                 gen.prior_generator_ = StatisticalGenerator.load(art.path / "prior")
+                if gen.prior_generator_.param_names_ != gen.param_names_:
+                    raise ValidationError(
+                        "its prior/ generator has another parameter layout than the LM"
+                    )
+            elif cfg.statistical_prior and gen.fine_tuned_:
+                raise ValidationError(
+                    "it was trained with statistical_prior but its prior/ folder is missing"
+                )
         except (TypeError, KeyError, AttributeError, ValidationError) as exc:
             raise ArtifactError(f"{path}: not a valid LM generator ({exc})") from exc
         gen.model_, gen.tokenizer_ = load_adapter_model(
@@ -729,4 +772,12 @@ class LMGenerator(Generator):
         return f"LMGenerator(base_model={self.config.base_model!r}, k={self.config.k}, {state})"
 
 
-__all__ = ["FORMAT", "RERANKS", "LMConfig", "LMGenerator", "quiet_checkpointing_rename"]
+__all__ = [
+    "FORMAT",
+    "RERANKS",
+    "LMConfig",
+    "LMGenerator",
+    "fit_prior_generator",
+    "prior_params",
+    "quiet_checkpointing_rename",
+]

@@ -154,7 +154,12 @@ def build_preference_pairs(
     _, tok = generator.load_model()
     names = param_names(index.model, index.schema)
     prompts = build_sft_dataset(
-        index, tok, cfg, task_ids=ids, max_tokens=generator.prompt_limit(names)
+        index,
+        tok,
+        cfg,
+        task_ids=ids,
+        max_tokens=generator.prompt_limit(names),
+        prior_generator=generator.fitted_prior(index),  # the prior its candidates are shown
     )
     rows: list[dict] = []
     for row in tqdm(

@@ -37,7 +37,7 @@ import numpy as np
 from ragim.checks import check_fields, check_int, check_number
 from ragim.errors import ValidationError
 from ragim.generate.base import config_with, record_fit_state
-from ragim.generate.lm import LMConfig, LMGenerator, fit_prior_generator
+from ragim.generate.lm import LMConfig, LMGenerator, fit_prior_generator, prior_params
 from ragim.params import param_names
 from ragim.train.trainer import STEP_RULES, run_config, train_from_scratch
 
@@ -149,9 +149,7 @@ def build_sft_dataset(
     priors = [None] * len(ids)
     if cfg.statistical_prior:
         prior_generator = prior_generator or fit_prior_generator(index)
-        priors = prior_generator.generate_params(
-            [r["description"] for r in records], index, exclude=excludes
-        )
+        priors = prior_params(prior_generator, [r["description"] for r in records], index, excludes)
     rows = []
     for tid, rec, hs, ex, prior in zip(ids, records, hits, excludes, priors, strict=True):
         hs = sorted(hs, key=lambda h: -float(h.score))

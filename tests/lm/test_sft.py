@@ -210,3 +210,37 @@ def test_statistical_prior_is_shown_leak_free_trained_on_and_saved(index, family
     assert loaded.prompt(family.descriptions[1], index)[0] == gen.prompt(family.descriptions[1], index)[0]
     with pytest.raises(ValidationError, match="statistical_prior must be True or False"):
         LMConfig(statistical_prior="yes")
+
+
+def test_statistical_prior_follows_the_index_and_its_errors_name_it(index, family, tmp_path):
+    """An untrained generator fits its prior on the index it is given and refits it for
+    another one; what the prior cannot do is said as the prior's problem; a trained artifact
+    without its prior/ folder is refused."""
+    import shutil
+
+    from ragim.io import read_artifact
+
+    gen = LMGenerator(base_model="tiny", k=1, device="cpu", statistical_prior=True)
+    first = gen.fitted_prior(index)
+    assert gen.fitted_prior(index) is first
+    other = TaskIndex.build(datasets.synthetic_family(n_tasks=10, n_features=3, seed=1), embedder="hashing",
+                            progress=False)
+    assert gen.fitted_prior(other) is not first  # same ids and layout, other data: refitted
+    rowless = TaskIndex.build(family, embedder="hashing", progress=False, keep_tasks=False)
+    with pytest.raises(ValidationError, match=r"statistical prior cannot be fitted.*statistical_prior=False"):
+        LMGenerator(base_model="tiny", k=1, device="cpu", statistical_prior=True).prompt(family.descriptions[0],
+                                                                                         rowless)
+    with pytest.raises(ValidationError, match=r"statistical prior cannot be generated.*statistical_prior=False"):
+        gen.generate_params(family.descriptions[0], other, exclude=other.ids[1:])
+    trained = train_sft(index, base_model="tiny", generator_config=LMConfig(k=1, device="cpu", statistical_prior=True),
+                        max_steps=1, batch_size=2, val_fraction=0, progress=False)
+    path = trained.save(tmp_path / "g")
+    broken = tmp_path / "broken"
+    shutil.copytree(path, broken)
+    shutil.rmtree(broken / "prior")
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["files"] = {k: v for k, v in manifest["files"].items() if not k.startswith("prior/")}
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    read_artifact(broken, "ragim.lm-generator")  # a consistent artifact, but without its prior
+    with pytest.raises(ArtifactError, match="prior/ folder is missing"):
+        LMGenerator.load(broken, device="cpu")
