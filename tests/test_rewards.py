@@ -289,6 +289,26 @@ def test_rewards_called_the_way_grpo_trainer_calls_them(frame):
         assert out[0] > out[1] or func is REWARDS["sparsity"], (func, out)
 
 
+def test_a_misspelt_column_or_option_is_warned_not_silently_defaulted(frame):
+    """TRL passes every dataset column, so unknown keywords are ignored; one close to a column
+    or option the rewards read (and absent) is most likely a typo of it."""
+    import warnings
+
+    from ragim.errors import DataWarning
+
+    schema = FeatureSchema.infer(frame).fit(frame)
+    names = param_names("logistic", schema)
+    text = json.dumps(dict.fromkeys(names, 0.5))
+    for typo, meant in (("answerformat", "answer_format"), ("maxabs", "max_abs"),
+                        ("sparsity_treshold", "sparsity_threshold")):
+        with pytest.warns(DataWarning, match=f"do not read '{typo}'; did you mean '{meant}'"):
+            REWARDS["validity"](None, [text], param_names=[names], **{typo: [0.1]})
+    with warnings.catch_warnings():  # TRL's own and the dataset's other columns are not typos
+        warnings.simplefilter("error", DataWarning)
+        REWARDS["validity"](None, [text], param_names=[names], task_id=["t"], neighbor_ids=[["a"]],
+                            trainer_state=object(), completion_ids=[[1]], max_abs=[20.0])
+
+
 @pytest.mark.parametrize("values", [{"intercept": -0.5, "age": 1.2, "chol": 0.01},
                                     {"intercept": 3, "age": -20, "chol": 0},
                                     {"intercept": 0.04, "age": 0.02, "chol": -7.5}])

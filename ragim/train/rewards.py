@@ -68,7 +68,7 @@ import numpy as np
 from scipy.special import expit
 
 from ragim.checks import check_number
-from ragim.errors import ValidationError
+from ragim.errors import DataWarning, ValidationError
 from ragim.lm.answer import ANSWER_FORMATS, completion_text
 from ragim.lm.answer import answer_format as make_answer_format
 from ragim.metrics import EPS, auroc, clipped_log_loss
@@ -238,11 +238,43 @@ def _per_completion(value: Any, n: int, name: str, single: Callable[[Any], bool]
     return list(value)
 
 
+#: the dataset columns and options some reward reads; an unknown keyword close to one of them
+#: that is absent is most likely a misspelling of it (warned once per call site)
+READ_COLUMNS = (
+    "param_names",
+    "max_abs",
+    "answer_format",
+    "heldout",
+    "sign_constraints",
+    "sparsity_threshold",
+    "floor",
+    "strict",
+)
+
+
+def _warn_near_misses(columns: Mapping[str, Any]) -> None:
+    import difflib
+
+    for key in columns:
+        if key in READ_COLUMNS:
+            continue
+        close = difflib.get_close_matches(str(key), READ_COLUMNS, n=1, cutoff=0.8)
+        if close and close[0] not in columns:
+            warnings.warn(
+                f"the rewards do not read {key!r}; did you mean {close[0]!r}? (unknown "
+                "columns are ignored, so its default is used)",
+                DataWarning,
+                stacklevel=4,
+            )
+
+
 def _parse_all(
     completions, columns: Mapping[str, Any]
 ) -> tuple[list[list[str]], list[np.ndarray | None]]:
     """The keys and values (None: malformed) of every completion, read with the dataset
-    ``columns`` every reward reads: ``param_names``, ``max_abs`` and ``answer_format``."""
+    ``columns`` every reward reads: ``param_names``, ``max_abs`` and ``answer_format``
+    (a misspelt column or option is warned about)."""
+    _warn_near_misses(columns)
     param_names, max_abs, answer_format = (
         columns.get(name) for name in ("param_names", "max_abs", "answer_format")
     )
