@@ -6,10 +6,12 @@ Runs :func:`ragim.bench.bench_lm_throughput` (one process, the same model, the s
 decoder (one prompt at a time) and the llguidance grammar engine (one prompt per call, or
 all ``--n`` targets in one batched call), with JSON or compact answers.
 
-Run (heart-sized schema, 14 parameters; about 6 CPU-minutes on one thread):
+Run (heart- and procedure-sized schemas, 14 and 79 parameters; about 40 CPU-minutes on one
+thread, most of them the one-prompt procedure paths):
 
-    nice -n 10 .venv/bin/python benchmarks/lm_throughput.py --n-params 14 --n 3 \\
-        --out benchmarks/results/lm_throughput_heart.json
+    nice -n 5 .venv/bin/python benchmarks/lm_throughput.py --n-params 14 79 --n 6 \\
+        --paths builtin_one_prompt_json builtin_one_prompt_compact engine_batched_json \\
+        engine_batched_compact --out benchmarks/results/lm_throughput_heart_procedure.json
 """
 
 from __future__ import annotations
