@@ -64,6 +64,19 @@ def test_train_sft_without_the_population_model(root, tmp_path):
     assert LMGenerator.load(tmp_path / "sft", device="cpu").config.population is False
 
 
+def test_train_sft_compact_answers_and_the_batched_decoder(root, tmp_path):
+    _run("train", "sft", "--index", root / "index", "--out", tmp_path / "sft", "--base-model", "tiny",
+         "--max-steps", 1, "--batch-size", 2, "--k", 1, "--val-fraction", 0, "--answer-format", "compact",
+         "--decoder", "llguidance")
+    gen = LMGenerator.load(tmp_path / "sft", device="cpu")
+    assert (gen.config.answer_format, gen.config.decoder) == ("compact", "llguidance")
+    index = TaskIndex.load(root / "index")
+    assert len(gen.generate_params([index.record(t)["description"] for t in index.ids[:3]], index)) == 3
+    r = runner.invoke(app, ["train", "sft", "--index", str(root / "index"), "--out", str(tmp_path / "x"),
+                            "--base-model", "tiny", "--answer-format", "xml"])
+    assert isinstance(r.exception, ValidationError) and "answer_format must be one of" in str(r.exception)
+
+
 def test_train_sft_with_the_statistical_prior(root, tmp_path):
     _run("train", "sft", "--index", root / "index", "--out", tmp_path / "sft", "--base-model", "tiny",
          "--max-steps", 1, "--batch-size", 2, "--k", 1, "--val-fraction", 0, "--statistical-prior")
