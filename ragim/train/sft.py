@@ -215,6 +215,7 @@ def train_sft(
     progress: bool = True,
     seed: int | None = None,
     max_tasks: int | None = None,
+    activation_checkpointing: bool | None = None,
     k: int | None = None,
     device: str | None = None,
     callbacks: Sequence[Any] | None = None,
@@ -222,7 +223,7 @@ def train_sft(
     """Fine-tune an LM generator with LoRA on the tasks of ``index`` (see the module docstring).
 
     The run is described by ``config`` (an :class:`SFTTrainingConfig`); each training keyword
-    (``max_steps`` ... ``max_tasks``) that is given overrides its field, so
+    (``max_steps`` ... ``activation_checkpointing``) that is given overrides its field, so
     ``train_sft(index, max_steps=50)`` and ``train_sft(index, SFTTrainingConfig(max_steps=50))``
     are the same run. Defaults are the config's.
 
@@ -259,6 +260,9 @@ def train_sft(
         Seed of the task split, data order and LoRA initialisation (default 0).
     max_tasks : int, optional
         Use a random subset of this many tasks (for quick runs).
+    activation_checkpointing : bool
+        Recompute activations in the backward pass instead of keeping them (default False):
+        far less memory for long, procedure-sized prompts, about a third more time.
     k : int, optional
         Neighbours per prompt (overrides the generator config).
     device : str, optional
@@ -292,6 +296,7 @@ def train_sft(
         eval_steps=eval_steps,
         seed=seed,
         max_tasks=max_tasks,
+        activation_checkpointing=activation_checkpointing,
     )
     if isinstance(generator_config, dict):
         generator_config = LMConfig(**generator_config)

@@ -244,3 +244,18 @@ def test_statistical_prior_follows_the_index_and_its_errors_name_it(index, famil
     read_artifact(broken, "ragim.lm-generator")  # a consistent artifact, but without its prior
     with pytest.raises(ArtifactError, match="prior/ folder is missing"):
         LMGenerator.load(broken, device="cpu")
+
+
+def test_activation_checkpointing_trains_the_same_adapter(index):
+    """Recomputing activations changes memory and time, not the result: the same losses and
+    LoRA weights as without it; the run records the setting."""
+    runs = [train_sft(index, base_model="tiny", generator_config=LMConfig(k=1, device="cpu"), max_steps=2,
+                      batch_size=2, val_fraction=0, progress=False, activation_checkpointing=on)
+            for on in (False, True)]
+    losses = [[h["loss"] for h in g.history_ if "loss" in h] for g in runs]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+    a, b = ({n: p for n, p in g.model_.named_parameters() if "lora_" in n} for g in runs)
+    assert a.keys() == b.keys() and all(torch.allclose(a[n], b[n], atol=1e-5) for n in a)
+    assert runs[1].training_[-1]["config"]["activation_checkpointing"] is True
+    with pytest.raises(ValidationError, match="activation_checkpointing must be True or False"):
+        train_sft(index, base_model="tiny", activation_checkpointing="yes", progress=False)
