@@ -56,7 +56,8 @@ def main() -> None:
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB on Linux
     _, tok = gen.load_model()
     ds = build_sft_dataset(index, tok, cfg, task_ids=index.ids[: 2 * args.batch_size])
-    lengths = [len(tok.apply_chat_template(r["prompt"], add_generation_prompt=True)) for r in ds]
+    lengths = [len(tok.apply_chat_template(r["prompt"], add_generation_prompt=True, return_dict=True)["input_ids"])
+               for r in ds]
     row = {
         "n_params": len(gen.param_names_),
         "batch_size": args.batch_size,
