@@ -701,7 +701,9 @@ def build() -> str:
                   f"- threads: {g['threads']['ours']} on both sides; device: {g['device']}; 2 shared CPU cores.", ""]
     runs = [("lm_training.md", "Tiny model (built in code), the default run"),
             ("lm_training_smollm2.md", "SmolLM2-135M, a very small budget"),
-            ("lm_training_smollm2_30steps.md", "SmolLM2-135M, 30 SFT steps")]
+            ("lm_training_smollm2_30steps.md", "SmolLM2-135M, 30 SFT steps (GRPO sampled plainly)"),
+            ("lm_training_smollm2_30steps_constrained.md",
+             "SmolLM2-135M, 30 SFT steps, GRPO sampled under the answer grammar")]
     runs = [(RESULTS / f, title) for f, title in runs if (RESULTS / f).is_file()]
     if runs:
         lines += ["## LM generator training: SFT, DPO, GRPO, best-of-n (issue: reward modelling and RL)", "",
