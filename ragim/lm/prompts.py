@@ -224,9 +224,9 @@ def _user_content(
     layout: str,
     blocks: list[str],
     population: str,
+    prior: str,
     instruction: str,
-    order: str = "shared-first",
-    prior: str = "",
+    order: str,
 ) -> str:
     target = f"Target task: {description.strip()}"
     similar = (
@@ -241,11 +241,8 @@ def _user_content(
     return "\n\n".join(p for p in parts if p)
 
 
-def _messages(*content: Any, order: str, prior: str) -> list[dict[str, str]]:
-    return [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": _user_content(*content, order=order, prior=prior)},
-    ]
+def _messages(user: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
 def _n_tokens(tokenizer, messages) -> int:
@@ -329,7 +326,7 @@ def build_prompt(
 
     def render(shown: list[str]) -> list[dict[str, str]]:
         return _messages(
-            description, layout, shown, pop, fmt.instruction, order=order, prior=prior_text
+            _user_content(description, layout, shown, pop, prior_text, fmt.instruction, order)
         )
 
     base = _n_tokens(tokenizer, render([]))

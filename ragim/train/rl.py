@@ -435,7 +435,7 @@ def train_grpo(
         heldout_fraction=run.heldout_fraction,
         seed=run.seed,
         max_tokens=gen.prompt_limit(names),
-        prior_generator=gen.prior_generator_,
+        prior_generator=gen.fitted_prior(index),  # the prior its samples are shown
     )
     room = answer_room(
         names, tok, decimals=cfg.decimals, max_abs=cfg.max_abs, format_name=cfg.answer_format

@@ -156,7 +156,8 @@ def build_sft_dataset(
     )
     priors = [None] * len(ids)
     if cfg.statistical_prior:
-        prior_generator = prior_generator or fit_prior_generator(index)
+        if prior_generator is None:
+            prior_generator = fit_prior_generator(index)
         priors = prior_params(prior_generator, [r["description"] for r in records], index, excludes)
     rows = []
     for tid, rec, hs, ex, prior in zip(ids, records, hits, excludes, priors, strict=True):
