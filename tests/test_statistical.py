@@ -16,9 +16,10 @@ from ragim.generate.meta_regression import (
     KernelRegression,
     centring,
     fit_kernel_scales,
+    glmm_map,
     ngram_buckets,
 )
-from ragim.generate.statistical import StatisticalConfig, StatisticalGenerator
+from ragim.generate.statistical import CANDIDATES, StatisticalConfig, StatisticalGenerator
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +78,9 @@ def test_generator_falls_back_to_pooled_when_tasks_say_nothing(index, monkeypatc
 
     monkeypatch.setattr(st, "task_summaries", noisy)
     g = StatisticalGenerator(candidates=("text", "neighbors")).fit(index, progress=False)
-    p = g.generate_params("Predict a fatal outcome within 28 days in adults with chronic endocarditis.")
+    p = g.generate_params(
+        "Predict a fatal outcome within 28 days in adults with chronic endocarditis."
+    )
     # every candidate is the pooled model; the stack may only recalibrate it: a shift of the
     # baseline risk and one scale for the slopes (in the centred coordinates it works in)
     T = centring(g.center_)
@@ -109,6 +112,60 @@ def test_ngram_buckets_split_by_length_and_document_frequency():
     assert not any(m[0] and m[3] for m in masks)  # unigrams and bigrams never share a scale
 
 
+def _bernoulli_rows(rng, theta, n, p):
+    X = rng.normal(size=(n, p - 1))
+    A = np.hstack([np.ones((n, 1)), X])
+    return A, (rng.random(n) < 1 / (1 + np.exp(-A @ theta))).astype(float)
+
+
+def test_glmm_with_vanishing_scales_is_the_pooled_model():
+    rng = np.random.default_rng(4)
+    base = np.array([-0.5, 1.0, -1.0])
+    rows = [_bernoulli_rows(rng, base + rng.normal(0, 1, 3), 80, 3) for _ in range(12)]
+    Phi = (rng.random((12, 5)) < 0.5).astype(float)
+    W = glmm_map([Phi, Phi], [np.full(5, 1e-12)] * 2, [[0], [1, 2]], [1e-12, 1e-12], base, rows)
+    assert np.abs(W[0]).max() < 1e-5 and np.abs(W[1]).max() < 1e-5
+
+
+def test_glmm_recovers_a_word_effect_from_rows_and_ignores_a_noise_word():
+    rng = np.random.default_rng(5)
+    base = np.array([-1.0, 0.5])
+    Phi = np.column_stack([np.arange(40) % 2, rng.random(40) < 0.5]).astype(float)
+    shift = np.array([[1.5, -1.0], [0.0, 0.0]])  # word 0 moves the intercept and the slope
+    rows = [_bernoulli_rows(rng, base + Phi[t] @ shift, 400, 2) for t in range(40)]
+    W = glmm_map(
+        [Phi[:, :1], Phi[:, 1:]],
+        [np.full(1, 4.0), np.full(1, 4.0)],
+        [[0], [1]],
+        [1e-4, 1e-4],
+        base,
+        rows,
+    )
+    assert W[0][0, 0] == pytest.approx(1.5, abs=0.2)
+    W_all = glmm_map([Phi, Phi], [np.full(2, 4.0)] * 2, [[0], [1]], [1e-4, 1e-4], base, rows)
+    assert W_all[0][0, 0] == pytest.approx(1.5, abs=0.2)
+    assert W_all[1][0, 0] == pytest.approx(-1.0, abs=0.2)
+    assert abs(W_all[0][1, 0]) < 0.2 and abs(W_all[1][1, 0]) < 0.2  # the noise word
+
+
+def test_glmm_reproduces_one_exact_task_that_owns_its_word():
+    rng = np.random.default_rng(6)
+    base, own = np.array([0.0, 0.0, 0.0]), np.array([1.0, -2.0, 0.5])
+    rows = [_bernoulli_rows(rng, own, 20_000, 3)]
+    W = glmm_map([np.ones((1, 1))], [np.full(1, 100.0)], [[0, 1, 2]], [0.0], base, rows)
+    np.testing.assert_allclose(W[0][0], own, atol=0.08)
+
+
+def test_glmm_refuses_shapes_that_disagree():
+    rows = [(np.ones((3, 2)), np.array([0.0, 1.0, 1.0]))]
+    with pytest.raises(ValidationError, match="partition"):
+        glmm_map([np.ones((1, 1))], [np.ones(1)], [[0]], [0.1], np.zeros(2), rows)
+    with pytest.raises(ValidationError, match="tasks, len"):
+        glmm_map([np.ones((2, 1))], [np.ones(1)], [[0, 1]], [0.1], np.zeros(2), rows)
+    with pytest.raises(ValidationError, match="columns"):
+        glmm_map([np.ones((1, 1))], [np.ones(1)], [[0, 1, 2]], [0.1], np.zeros(3), rows)
+
+
 # ------------------------------------------------------------------ the generator
 def test_registered_and_generates_with_provenance_and_intervals(gen, split):
     assert GENERATORS["statistical"] is StatisticalGenerator
@@ -118,7 +175,8 @@ def test_registered_and_generates_with_provenance_and_intervals(gen, split):
     prov = p.metadata["provenance"]
     assert 0 < len(prov) <= 10 and sum(r["weight"] for r in prov) <= 1 + 1e-9
     assert all(r["task_id"] in gen.index_ for r in prov)
-    assert set(p.metadata["stack"]) <= {"pooled", "text", "neighbors", "neighbor-mean"}
+    assert set(p.metadata["stack"]) <= set(CANDIDATES)
+    assert "text-glmm" in gen.cv_["candidates"]  # the row fit is validated like the others
     model = gen.generate(target.description)
     assert model.predict_proba(target.X).shape == (target.n_rows, 2)
     batch = gen.generate_params([target.description, split[1][1].description])
@@ -191,15 +249,22 @@ def test_bad_configuration_and_misuse(index):
         StatisticalConfig(prior_sd=0)
     with pytest.raises(ValidationError, match="not fitted"):
         StatisticalGenerator().generate_params("x", index)
-    bare = TaskIndex.build(datasets.synthetic_family(n_tasks=6, n_features=2, seed=0), embedder="hashing",
-                           progress=False, keep_tasks=False)
+    bare = TaskIndex.build(
+        datasets.synthetic_family(n_tasks=6, n_features=2, seed=0),
+        embedder="hashing",
+        progress=False,
+        keep_tasks=False,
+    )
     with pytest.raises(ValidationError, match="holds no task rows"):
         StatisticalGenerator().fit(bare, progress=False)
 
 
 def test_an_index_of_another_layout_is_refused(gen):
-    other = TaskIndex.build(datasets.synthetic_family(n_tasks=8, n_features=2, seed=0), embedder="hashing",
-                            progress=False)
+    other = TaskIndex.build(
+        datasets.synthetic_family(n_tasks=8, n_features=2, seed=0),
+        embedder="hashing",
+        progress=False,
+    )
     with pytest.raises(ValidationError, match="does not match the generator"):
         gen.generate_params("x", other)
 
@@ -254,15 +319,16 @@ def test_exclude_refits_the_pooled_model_without_the_excluded_tasks():
     assert abs(everyone) < 0.3 and without < -0.8, (everyone, without)
     assert gen.generate_params(query).as_dict()["lactate"] == everyone  # the cache is per set
 
-    bare = TaskIndex.build(TaskCollection(tasks), embedder="hashing", progress=False,
-                           keep_tasks=False)
+    bare = TaskIndex.build(
+        TaskCollection(tasks), embedder="hashing", progress=False, keep_tasks=False
+    )
     with pytest.raises(ValidationError, match="exclude= refits the pooled model"):
         gen.generate_params(query, bare, exclude=["t0"])
 
 
 @pytest.mark.parametrize("bad", ["no", 0, None])
 def test_uncertainty_must_be_a_bool(bad):
-    """"no" is truthy: it would silently mean True."""
+    """ "no" is truthy: it would silently mean True."""
     tasks = datasets.synthetic_family(n_tasks=8, n_features=2, seed=0)
     index = TaskIndex.build(tasks, embedder="hashing", progress=False)
     gen = StatisticalGenerator().fit(index, progress=False)
@@ -325,10 +391,12 @@ def test_one_cohort_index_is_validated_on_held_out_patients_and_follows_the_outc
     assert gen.heldout_params_ == {}  # not leak-free on the tasks' own rows
     # a patient's half is the same in every task that holds it: no held-out patient is in
     # any task's training half
-    a_ids = set().union(*({t.metadata["patient_ids"][i] for i in patient_halves(t, 0)[0]}
-                          for t in tasks[:n_tasks]))
-    b_ids = set().union(*({t.metadata["patient_ids"][i] for i in patient_halves(t, 0)[1]}
-                          for t in tasks[:n_tasks]))
+    a_ids = set().union(
+        *({t.metadata["patient_ids"][i] for i in patient_halves(t, 0)[0]} for t in tasks[:n_tasks])
+    )
+    b_ids = set().union(
+        *({t.metadata["patient_ids"][i] for i in patient_halves(t, 0)[1]} for t in tasks[:n_tasks])
+    )
     assert a_ids.isdisjoint(b_ids) and len(a_ids | b_ids) == n
     common = gen.generate_params("Risk of any coronary disease at angiography in men")
     rare = gen.generate_params("Risk of multivessel disease at angiography in men")
@@ -337,7 +405,9 @@ def test_one_cohort_index_is_validated_on_held_out_patients_and_follows_the_outc
     # own tasks carry the weight, the common outcome's pull away or barely count
     prov = rare.metadata["provenance"]
     assert sum(abs(r["weight"]) for r in prov) <= 1 + 1e-6
-    by_outcome = {o: sum(r["weight"] for r in prov if r["task_id"].startswith(o)) for o in ("mul", "any")}
+    by_outcome = {
+        o: sum(r["weight"] for r in prov if r["task_id"].startswith(o)) for o in ("mul", "any")
+    }
     assert by_outcome["mul"] > max(by_outcome["any"], 0), by_outcome
     # the stack beats the pooled model on the held-out patients
     assert gen.cv_["stack"] < gen.cv_["candidates"]["pooled"]

@@ -221,6 +221,109 @@ def fit_kernel_scales(
     return h[:-1], float(h[-1])
 
 
+def glmm_map(
+    features: Sequence[np.ndarray],
+    scales: Sequence[np.ndarray],
+    columns: Sequence[Sequence[int]],
+    nuggets: Sequence[float],
+    base: np.ndarray,
+    rows: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    max_iter: int = 2000,
+) -> list[np.ndarray]:
+    """The text meta-regression fitted on the tasks' rows instead of their summaries: the MAP
+    of a logistic mixed model whose random effects are the description's features.
+
+    Task ``t``'s parameters (centred form, shape (P,)) are
+
+        theta_t = base + sum_g phi_gt W_g + u_t,
+        W_g[v, :] ~ N(0, scales[g][v]),  u_t[cols_g] ~ N(0, nuggets[g]),
+
+    and its rows ``(A_t, y_t)`` are Bernoulli with log-odds ``A_t @ theta_t``. With the kernel
+    scales and nuggets of the summary fit (type-II maximum likelihood on the task summaries,
+    :func:`fit_kernel_scales`), this is that Gaussian process with the exact Bernoulli
+    likelihood of every row instead of a Gaussian approximation of each task's fit: a small
+    task's rows count as the rows they are, and a MAP fit shrunk towards the pooled model is
+    never mistaken for an unbiased observation. The estimate is the penalised likelihood's mode
+    (Breslow & Clayton, *J. Am. Stat. Assoc.* 88, 1993, penalised quasi-likelihood), found by
+    scipy's L-BFGS-B with exact gradients on whitened effects.
+
+    Parameters
+    ----------
+    features : per group ``g``, the tasks' description features ``phi_g``, shape (n, V_g).
+    scales : per group, the prior variance of each feature's effect, shape (V_g,).
+    columns : per group, the parameter columns it holds (the groups partition ``range(P)``).
+    nuggets : per group, the variance of a task's own deviation no description explains.
+    base : the pooled model in centred form, shape (P,).
+    rows : per task, ``(A, y)``: its centred design with the intercept column, shape (n_t, P),
+        and its 0/1 labels, shape (n_t,).
+    max_iter : L-BFGS-B iterations at most.
+
+    Returns
+    -------
+    Per group, the feature effects ``W_g``, shape (V_g, len(columns[g])): a new description's
+    centred parameters are ``base + sum_g phi_g W_g``.
+
+    Raises
+    ------
+    ValidationError
+        If the shapes disagree or no task has rows.
+    """
+    from scipy.optimize import minimize
+    from scipy.sparse import csr_matrix
+    from scipy.special import expit, log_expit
+
+    n, P = len(rows), len(base)
+    cols = [np.asarray(c, dtype=np.int64) for c in columns]
+    if not (len(features) == len(scales) == len(cols) == len(nuggets)) or sorted(
+        np.concatenate(cols).tolist()
+    ) != list(range(P)):
+        raise ValidationError(
+            "glmm_map needs one feature matrix, scale vector and nugget per "
+            "group, and groups that partition the parameters"
+        )
+    if any(F.shape[0] != n or F.shape[1] != len(s) for F, s in zip(features, scales, strict=True)):
+        raise ValidationError("glmm_map: each feature matrix must be (tasks, len(scales))")
+    sizes = [len(y) for _, y in rows]
+    if n == 0 or sum(sizes) == 0:
+        raise ValidationError("glmm_map needs at least one task with rows")
+    A = np.vstack([a for a, _ in rows])
+    y = np.concatenate([v for _, v in rows]).astype(float)
+    if A.shape[1] != P:
+        raise ValidationError(f"glmm_map: designs have {A.shape[1]} columns, base has {P}")
+    owner = np.repeat(np.arange(n), sizes)
+    by_task = csr_matrix((np.ones(len(y)), (owner, np.arange(len(y)))), shape=(n, len(y)))
+    roots = [np.sqrt(np.asarray(s, dtype=float))[:, None] for s in scales]
+    nug = np.zeros(P)
+    for c, v in zip(cols, nuggets, strict=True):
+        nug[c] = np.sqrt(max(float(v), 0.0))
+    splits = np.cumsum([F.shape[1] * len(c) for F, c in zip(features, cols, strict=True)])
+
+    def unpack(x):
+        parts = np.split(x[: splits[-1]], splits[:-1])
+        Z = [p.reshape(F.shape[1], len(c)) for p, F, c in zip(parts, features, cols, strict=True)]
+        return Z, x[splits[-1] :].reshape(n, P)
+
+    def objective(x):
+        Z, E = unpack(x)
+        theta = base + E * nug
+        for F, r, c, z in zip(features, roots, cols, Z, strict=True):
+            theta[:, c] += F @ (r * z)
+        eta = np.einsum("ij,ij->i", A, theta[owner])
+        value = -float(np.sum(y * log_expit(eta) + (1 - y) * log_expit(-eta)))
+        grad_theta = by_task @ (A * (expit(eta) - y)[:, None])
+        grads = [
+            (r * (F.T @ grad_theta[:, c]) + z).ravel()
+            for F, r, c, z in zip(features, roots, cols, Z, strict=True)
+        ]
+        return value + 0.5 * float(x @ x), np.concatenate([*grads, (grad_theta * nug + E).ravel()])
+
+    x0 = np.zeros(splits[-1] + n * P)
+    res = minimize(objective, x0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
+    Z, _ = unpack(res.x)
+    return [r * z for r, z in zip(roots, Z, strict=True)]
+
+
 def embedding_kernel(
     E: np.ndarray, F: np.ndarray | None = None, *, sharpness: float = SHARPNESS
 ) -> np.ndarray:
@@ -282,6 +385,7 @@ __all__ = [
     "centring",
     "embedding_kernel",
     "fit_kernel_scales",
+    "glmm_map",
     "ngram_buckets",
     "prior_precisions",
     "task_summaries",

@@ -18,7 +18,14 @@ predict how a task departs from the pooled model:
      group such as a procedure's body part or a subgroup; many: a broad one such as a site
      or an outcome; all: template words), with one kernel scale per group chosen by
      marginal likelihood, so the levels that track outcome rates and effects count;
+   * ``"text-glmm"``: the same regression fitted on the tasks' rows rather than on their
+     summaries, a logistic mixed model whose random effects are the n-grams (the text
+     kernel's scales as their prior variances; :func:`~ragim.generate.meta_regression.glmm_map`).
+     Every row counts as the Bernoulli outcome it is, so small tasks neither pass for
+     unbiased observations nor import the bias of the tasks that happen to be fittable;
    * ``"neighbors"``: description-embedding similarity, sharpened towards close neighbours;
+   * ``"neighbor-mean"``: the similarity-weighted mean of the ``neighbor_k`` closest tasks'
+     own fits (the baseline of that name, as a candidate);
    * ``"pooled"``: no deviation.
 4. **Stacking.** Each candidate's baseline risk (its intercept at the average patient) and
    its slopes enter with separate non-negative weights, plus one shift, chosen by
@@ -85,6 +92,7 @@ from ragim.generate.meta_regression import (
     centring,
     embedding_kernel,
     fit_kernel_scales,
+    glmm_map,
     ngram_buckets,
     task_summaries,
 )
@@ -93,7 +101,7 @@ from ragim.params import ModelParams, design_matrix, model_family
 from ragim.tasks import Task
 
 FORMAT = "ragim.statistical-generator"
-CANDIDATES = ("pooled", "text", "neighbors", "neighbor-mean")
+CANDIDATES = ("pooled", "text", "text-glmm", "neighbors", "neighbor-mean")
 _TOKENS = r"(?u)\b\w+\b"  # keep one-character words ("stage I", "type 2")
 #: per validation fold, at most this many refits without a held-out task's overlapping tasks
 MAX_REFITS = 64
@@ -202,6 +210,7 @@ class _Fitted:
         groups: dict[str, list[int]],
         *,
         state: dict | None = None,
+        rows: list[tuple[np.ndarray, np.ndarray]] | None = None,
     ):
         self.cfg, self.groups = cfg, groups
         self.ids = list(summ.ids)
@@ -214,8 +223,12 @@ class _Fitted:
         self.parts: dict[str, dict[str, Any]] = {}
         if "pooled" in cfg.candidates:
             self.parts["pooled"] = {g: self._pooled_var(cols) for g, cols in groups.items()}
-        if "text" in cfg.candidates:
+        if "text" in cfg.candidates or "text-glmm" in cfg.candidates:
             self._fit_text()
+        if "text-glmm" in cfg.candidates and "text" in self.parts:
+            self._fit_text_glmm(rows)
+        if "text" not in cfg.candidates:
+            self.parts.pop("text", None)
         if "neighbors" in cfg.candidates:
             self._fit_neighbors()
         if "neighbor-mean" in cfg.candidates and summ.fits is not None:
@@ -307,6 +320,28 @@ class _Fitted:
             }
         self.parts["text"] = parts
 
+    def _fit_text_glmm(self, rows: list[tuple[np.ndarray, np.ndarray]] | None):
+        """The text candidate refitted on the tasks' rows (:func:`glmm_map`), with the text
+        kernel's scales and nuggets. Its effects are kept in ``state`` (a loaded generator has
+        no rows); without them or rows the candidate is left out."""
+        text = self.parts["text"]
+        keys = [f"glmm_{g}" for g in self.groups]
+        if not all(k in self.state for k in keys):
+            if rows is None:
+                return
+            effects = glmm_map(
+                [text[g]["Phi"] for g in self.groups],
+                [text[g]["tau"] for g in self.groups],
+                list(self.groups.values()),
+                [self.state[f"text_nugget_{g}"] for g in self.groups],
+                self.pooled,
+                rows,
+            )
+            self.state.update(zip(keys, effects, strict=True))
+        self.parts["text-glmm"] = {
+            g: {**text[g], "W": self.state[k]} for g, k in zip(self.groups, keys, strict=True)
+        }
+
     # -- neighbors: embedding similarity
     def _fit_neighbors(self):
         K = embedding_kernel(self.vectors, sharpness=self.cfg.embedding_sharpness)
@@ -338,13 +373,14 @@ class _Fitted:
             if name == "pooled":
                 for g, cols in self.groups.items():
                     var[:, cols] = parts[g]
-            elif name == "text":
+            elif name in ("text", "text-glmm"):
+                # text-glmm: the row fit's effects, with the summary GP's variance
                 Phi_q = self._text_features(texts)
                 for g, cols in self.groups.items():
                     part = parts[g]
                     fq = Phi_q[:, part["keep"]]
                     k = (fq * part["tau"]) @ part["Phi"].T
-                    mean[:, cols] = part["gp"].mean(k)
+                    mean[:, cols] = fq @ part["W"] if "W" in part else part["gp"].mean(k)
                     var[:, cols] = part["gp"].variance(
                         k, np.einsum("ij,ij->i", fq * part["tau"], fq)
                     )[:, None]
@@ -383,7 +419,7 @@ class _Fitted:
         if name == "neighbor-mean":
             return self._nearest(vectors)
         part = self.parts[name]["intercept"]
-        if name == "text":
+        if name in ("text", "text-glmm"):  # text-glmm: the summary GP's weights, as a guide
             fq = self._text_features(texts)[:, part["keep"]]
             return part["gp"].weights((fq * part["tau"]) @ part["Phi"].T)
         k = part["h"] * embedding_kernel(
@@ -481,6 +517,7 @@ class StatisticalGenerator(Generator):
         descriptions = [t.description for t in tasks]
         vectors = index.vectors(summ.ids).astype(np.float64)
         groups = {"intercept": [0], "slopes": list(range(1, len(self.pooled_)))}
+        task_rows = _glmm_rows(cfg, index, tasks, self.center_)
         bar.update()
         plan = (
             _cv_plan([index.record(t) for t in summ.ids], cfg.cv_folds, rng)
@@ -492,7 +529,7 @@ class StatisticalGenerator(Generator):
 
         def fit_on(rows: np.ndarray) -> _Fitted:
             return _fit_candidates(
-                cfg, index, tasks, summ, rows, T, descriptions, vectors, groups, rng
+                cfg, index, tasks, summ, rows, T, descriptions, vectors, groups, rng, task_rows
             )
 
         # the share of its fold's training tasks each held-out task keeps (those sharing none of
@@ -585,7 +622,7 @@ class StatisticalGenerator(Generator):
             self.interval_scale_ = 1.0
             self.heldout_params_ = {}
             self.adaptation_policy_ = AdaptationPolicy([], f"{why}: the evidence alone chooses")
-        self.fitted_ = _Fitted(cfg, summ, pooled_c, descriptions, vectors, groups)
+        self.fitted_ = _Fitted(cfg, summ, pooled_c, descriptions, vectors, groups, rows=task_rows)
         self.summaries_, self.descriptions_, self.vectors_, self.groups_ = (
             summ,
             descriptions,
@@ -638,10 +675,13 @@ class StatisticalGenerator(Generator):
             ]
         )
         texts, vecs = [descriptions[i] for i in usable], vectors[usable]
+        rows_a = _glmm_rows(cfg, index, part_a, self.center_)
         held, held_pos, held_rows = [], [], []
         # the halves share no patients: folds as for tasks that share none
         for train, tests in _cv_plan([{}] * len(usable), cfg.cv_folds, rng):
-            fitted = _fit_candidates(cfg, index, part_a, summ_a, train, T, texts, vecs, groups, rng)
+            fitted = _fit_candidates(
+                cfg, index, part_a, summ_a, train, T, texts, vecs, groups, rng, rows_a
+            )
             for j, _ in tests:
                 pred = fitted.predict([texts[j]], vecs[[j]])
                 held.append({c: (fitted.pooled + m, v) for c, (m, v) in pred.items()})
@@ -721,6 +761,9 @@ class StatisticalGenerator(Generator):
                 ) from None
             rng = np.random.default_rng(self.config.seed)
             pooled, _ = _pooled_fit(index, rest, self.config.pooled_rows, rng)
+            kept = [self.summaries_.ids[i] for i in keep]
+            by_id = {t.task_id: t for t in rest}
+            rows = _glmm_rows(self.config, index, [by_id[t] for t in kept], self.center_)
             if len(cache) > 16:
                 cache.clear()
             cache[dropped] = _Fitted(
@@ -730,6 +773,7 @@ class StatisticalGenerator(Generator):
                 [self.descriptions_[i] for i in keep],
                 self.vectors_[keep],
                 self.groups_,
+                rows=rows,
             )
         return cache[dropped]
 
@@ -1102,14 +1146,37 @@ def _fit_candidates(
     vectors: np.ndarray,
     groups: dict[str, list[int]],
     rng,
+    task_rows: list[tuple[np.ndarray, np.ndarray]] | None,
 ) -> _Fitted:
     """The candidates fitted on the tasks at positions ``rows``. The pooled model is refitted
     on their rows too: fitted on every index task it would have seen a held-out task (and the
-    tasks that share its patients)."""
+    tasks that share its patients). ``task_rows``: every task's :func:`_glmm_rows`."""
     pooled, _ = _pooled_fit(index, [tasks[i] for i in rows], cfg.pooled_rows, rng)
     return _Fitted(
-        cfg, summ.take(rows), T @ pooled, [descriptions[i] for i in rows], vectors[rows], groups
+        cfg,
+        summ.take(rows),
+        T @ pooled,
+        [descriptions[i] for i in rows],
+        vectors[rows],
+        groups,
+        rows=None if task_rows is None else [task_rows[i] for i in rows],
     )
+
+
+def _glmm_rows(
+    cfg: StatisticalConfig, index, tasks: list[Task], center: np.ndarray
+) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """Per task, its centred design with the intercept column and its labels, at most
+    ``max_rows_per_task`` rows (a seeded subsample per task): what the ``text-glmm`` candidate
+    is fitted on. None when that candidate is not used."""
+    if "text-glmm" not in cfg.candidates:
+        return None
+    out = []
+    for i, t in enumerate(tasks):
+        A, y = _rows(t, index, cfg.max_rows_per_task, np.random.default_rng([cfg.seed, i]))
+        A[:, 1:] -= center
+        out.append((A, y))
+    return out
 
 
 def _rows(task: Task, index, max_rows: int, rng) -> tuple[np.ndarray, np.ndarray]:
