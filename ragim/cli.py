@@ -539,6 +539,7 @@ def train_reward_cmd(
         progress=progress,
         device=gen.config.device,
         param_names=param_names(index.model, index.schema),
+        answer_format=gen.answer_format(param_names(index.model, index.schema)),
     )
     _save_trained(
         rm,

@@ -574,9 +574,12 @@ def completion_text(completion: Any) -> str | None:
     return None
 
 
-def answer_values(obj: Any) -> dict[str, float]:
+def answer_values(obj: Any, *, answer_format: AnswerFormat | None = None) -> dict[str, float]:
     """A model given as JSON text, a name -> number mapping or one assistant message, as a
     dict in its own key order (any keys; values must be finite numbers).
+
+    With ``answer_format``, text in that format is read too (a compact answer's values have
+    their names only there).
 
     Raises
     ------
@@ -593,6 +596,11 @@ def answer_values(obj: Any) -> dict[str, float]:
         if msg.get("role") != "assistant" or not isinstance(msg.get("content"), str):
             raise ValueError('the message must be {"role": "assistant", "content": "<model JSON>"}')
         obj = msg["content"]
+    if isinstance(obj, str) and answer_format is not None and not obj.lstrip().startswith("{"):
+        try:
+            return answer_format.parse(obj)
+        except GenerationError as exc:
+            raise ValueError(f"not a {answer_format.name} answer: {exc}") from None
     if isinstance(obj, str):
         try:
             obj = json.loads(obj)

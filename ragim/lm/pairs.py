@@ -8,8 +8,14 @@ TRL's *explicit-prompt conversational* preference format, which both ``RewardTra
 rejected), ``chosen_reward``, ``rejected_reward`` and ``neighbor_ids`` (the neighbours shown
 in the prompt).
 
+Pairs hold their models as JSON objects, whatever answer format a generator writes: that is
+the file format, and what :func:`~ragim.train.build_preference_pairs` returns. A trainer
+writes them in its generator's own format (:func:`in_answer_format`) before training, so a
+generator with compact answers is trained, and its reward model scores, on compact answers.
+
 This module reads, writes and checks pairs (:func:`load_preferences`,
-:func:`save_preferences`, :func:`check_pair_names`, :func:`pair_rows`); building pairs from
+:func:`save_preferences`, :func:`check_pair_names`, :func:`pair_rows`,
+:func:`in_answer_format`); building pairs from
 verifiable rewards is training (:func:`ragim.train.build_preference_pairs`), and the
 reward model (:mod:`ragim.lm.reward_model`) scores them. See ``docs/training.md`` for the
 file format.
@@ -307,6 +313,54 @@ def pair_rows(pairs) -> list[dict]:
     return rows
 
 
+def in_answer_format(pairs, answer_format) -> list[dict]:
+    """The pairs as dicts whose ``chosen`` and ``rejected`` answers are written in
+    ``answer_format`` (a :class:`~ragim.lm.answer.AnswerFormat`, e.g. a generator's
+    ``answer_format(param_names)``), the other columns unchanged.
+
+    Values are read from JSON objects (the pairs' own format) or from text already in
+    ``answer_format``, then written by it: rounded to its decimals and clipped to its range, as
+    the generator would write them.
+
+    Raises
+    ------
+    ValidationError
+        Naming each pair (1-based) whose answer cannot be read or uses other parameters than
+        the format's keys, or whose two answers become the same once written.
+
+    >>> from ragim.lm.answer import answer_format
+    >>> pairs = [{"prompt": "p", "chosen": {"intercept": -2, "age": 0.8},
+    ...           "rejected": {"intercept": 1, "age": -3}}]
+    >>> in_answer_format(pairs, answer_format(["intercept", "age"], name="compact"))[0]["chosen"]
+    [{'role': 'assistant', 'content': '[-2, 0.8]'}]
+    """
+    from ragim.lm.answer import check_answer_format
+
+    fmt = check_answer_format(answer_format)
+    out, problems = [], []
+    for i, r in enumerate(pair_rows(pairs), start=1):
+        row = dict(r)
+        for side in ("chosen", "rejected"):
+            try:
+                values = answer_values(r[side], answer_format=fmt)
+                row[side] = [{"role": "assistant", "content": fmt.write(values)}]
+            except (ValueError, ValidationError) as exc:
+                problems.append(f"pair {i}: {side}: {exc}")
+        if row["chosen"] == row["rejected"] and not problems:
+            problems.append(
+                f"pair {i}: chosen and rejected are the same model once written in the "
+                f"{fmt.name!r} format ({fmt.decimals} decimals)"
+            )
+        out.append(row)
+        if len(problems) >= 20:
+            break
+    if problems:
+        raise ValidationError(
+            f"the pairs cannot be written in the {fmt.name!r} answer format:", problems
+        )
+    return out
+
+
 def pairs_dataset(rows: list[dict]):
     """A ``datasets.Dataset`` of the ``prompt``, ``chosen`` and ``rejected`` columns of ``rows``
     (what TRL's ``RewardTrainer`` and ``DPOTrainer`` train on)."""
@@ -344,6 +398,7 @@ __all__ = [
     "PREFERENCE_COLUMNS",
     "check_pair_names",
     "empty_pairs",
+    "in_answer_format",
     "load_preferences",
     "pair_rows",
     "pairs_dataset",

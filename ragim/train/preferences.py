@@ -17,7 +17,9 @@ reward model (:func:`ragim.train.train_reward_model`) or the generator directly
 The dataset uses TRL's *explicit-prompt conversational* preference format, which both
 ``RewardTrainer`` and ``DPOTrainer`` (TRL 1.16) accept: ``prompt`` is the system and user
 messages, ``chosen`` and ``rejected`` are one assistant message each, whose content is the
-model's answer text (the generator's answer codec, :mod:`ragim.lm.answer`). Extra columns:
+model as a JSON object (the pairs' own format, whatever the generator's answer codec; the
+trainers write the answers in the generator's codec, :func:`ragim.lm.pairs.in_answer_format`,
+so pairs from a compact-answer generator are saved, loaded and trained on alike). Extra columns:
 ``task_id``, ``margin`` (reward of chosen minus rejected), ``chosen_reward``,
 ``rejected_reward`` and ``neighbor_ids`` (the neighbours shown in the prompt). The file
 format and its checks (:func:`load_preferences`, :func:`save_preferences`,
@@ -226,8 +228,8 @@ def build_preference_pairs(
                 rows.append(
                     {
                         "prompt": row["prompt"],
-                        "chosen": [{"role": "assistant", "content": t_w}],
-                        "rejected": [{"role": "assistant", "content": t_l}],
+                        "chosen": [{"role": "assistant", "content": model_text(fmt.parse(t_w))}],
+                        "rejected": [{"role": "assistant", "content": model_text(fmt.parse(t_l))}],
                         "task_id": tid,
                         "margin": s_w - s_l,
                         "chosen_reward": s_w,

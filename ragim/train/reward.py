@@ -35,7 +35,8 @@ import numpy as np
 
 from ragim.checks import check_fields, check_int, check_number
 from ragim.errors import ValidationError
-from ragim.lm.pairs import check_pair_names, pair_rows, pairs_dataset
+from ragim.lm.answer import AnswerFormat
+from ragim.lm.pairs import check_pair_names, in_answer_format, pair_rows, pairs_dataset
 from ragim.lm.reward_model import FORMAT, RewardModel, RewardModelConfig, best_of_n
 from ragim.train.trainer import STEP_RULES, run_config, train_from_scratch
 
@@ -109,6 +110,7 @@ def train_reward_model(
     output_dir: str | None = None,
     callbacks: Sequence[Any] | None = None,
     param_names: Sequence[str] | None = None,
+    answer_format: AnswerFormat | None = None,
 ) -> RewardModel:
     """Train a Bradley–Terry reward model with LoRA (TRL ``RewardTrainer``).
 
@@ -148,6 +150,13 @@ def train_reward_model(
         generator's ``param_names_``). When given, every pair's models must use exactly
         these names in this order (:func:`~ragim.train.preferences.check_pair_names`),
         checked before any step.
+    answer_format : AnswerFormat, optional
+        The answer codec of the generator whose candidates the reward model will rank
+        (``gen.answer_format(gen.param_names_)``; :func:`~ragim.lm.reward_model.best_of_n`
+        shows it the generator's answers as written). The pairs' answers are written in it
+        before training and validation (:func:`~ragim.lm.pairs.in_answer_format`); default:
+        as given (JSON objects). Score other pairs with
+        ``rm.pairwise_accuracy(in_answer_format(pairs, answer_format))``.
 
     Returns
     -------
@@ -184,6 +193,9 @@ def train_reward_model(
         check_pair_names(
             train_rows + val_rows, param_names, where="the reward model's preference pairs"
         )
+    if answer_format is not None:
+        train_rows = in_answer_format(train_rows, answer_format)
+        val_rows = in_answer_format(val_rows, answer_format) if val_rows else val_rows
 
     rm = RewardModel(
         RewardModelConfig(

@@ -55,7 +55,7 @@ from ragim.checks import check_bool, check_fields, check_int, check_number
 from ragim.errors import DataWarning, ValidationError
 from ragim.generate.base import record_fit_state
 from ragim.generate.lm import LMGenerator
-from ragim.lm.pairs import check_pair_names, pair_rows, pairs_dataset
+from ragim.lm.pairs import check_pair_names, in_answer_format, pair_rows, pairs_dataset
 from ragim.train.rewards import VerifiableRewardConfig, encode_heldout
 from ragim.train.sft import build_sft_dataset
 from ragim.train.trainer import STEP_RULES, run_config, train_with, training_record
@@ -556,9 +556,10 @@ def train_dpo(
     rows = pair_rows(pairs)
     if not rows:
         raise ValidationError("no preference pairs to train on")
-    train_ds = pairs_dataset(rows)
     gen = policy_copy(generator_or_path, device=device)
-    check_pair_names(train_ds, gen.param_names_, where="the DPO preference pairs")
+    check_pair_names(rows, gen.param_names_, where="the DPO preference pairs")
+    # the policy is trained on answers as it writes them (compact ones for a compact generator)
+    train_ds = pairs_dataset(in_answer_format(rows, gen.answer_format(gen.param_names_)))
     return _continue_policy(
         gen,
         DPOTrainer,

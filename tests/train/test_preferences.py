@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from ragim import TaskIndex, datasets
@@ -155,3 +156,41 @@ def test_load_missing_and_empty_files(tmp_path):
         load_preferences(tmp_path / "nope.jsonl")
     with pytest.raises(ValidationError, match="holds no preference pairs"):
         load_preferences(_write(tmp_path, [""]))
+
+
+def test_pairs_of_a_compact_answer_generator_are_json_and_train_in_its_format(synthetic_index, tmp_path,
+                                                                               monkeypatch):
+    """Pairs hold JSON models whatever the generator writes; DPO and the reward model train on the
+    generator's own (compact) answers, so save/load and both trainers work for compact generators."""
+    import ragim.train.reward as reward_mod
+    import ragim.train.rl as rl_mod
+    from ragim.lm.pairs import in_answer_format
+    from ragim.train import train_sft
+    from ragim.train.reward import train_reward_model
+    from ragim.train.rl import train_dpo
+
+    gen = train_sft(synthetic_index, base_model="tiny", max_steps=1, progress=False,
+                    generator_config=dict(k=2, device="cpu", answer_format="compact"))
+    pairs = build_preference_pairs(gen, synthetic_index, n_candidates=4, min_margin=0.0, max_tasks=3,
+                                   progress=False)
+    assert len(pairs) > 0
+    names = gen.param_names_
+    fmt = gen.answer_format(names)
+    for row in pairs:  # JSON objects with every parameter, in the generator's order
+        assert list(json.loads(row["chosen"][0]["content"])) == names
+    back = load_preferences(save_preferences(pairs, tmp_path / "pairs.jsonl"))
+    compact = in_answer_format(back, fmt)
+    for a, b in zip(back, compact, strict=True):
+        text = b["chosen"][0]["content"]
+        assert text.startswith("[") and fmt.parse(text) == pytest.approx(json.loads(a["chosen"][0]["content"]))
+    seen = []
+    for mod in (reward_mod, rl_mod):
+        real = mod.pairs_dataset
+        monkeypatch.setattr(mod, "pairs_dataset", lambda rows, real=real: seen.append(rows) or real(rows))
+    rm = train_reward_model(back, base_model="tiny", max_steps=1, progress=False, device="cpu",
+                            param_names=names, answer_format=fmt)
+    assert 0.0 <= rm.val_accuracy_ <= 1.0 or np.isnan(rm.val_accuracy_)
+    train_dpo(gen, back, max_steps=1, progress=False)
+    assert seen and all(r["chosen"][0]["content"].startswith("[") for rows in seen for r in rows)
+    with pytest.raises(ValidationError, match="compact"):
+        in_answer_format([{"prompt": "p", "chosen": "[1, 2]", "rejected": "[1, 2, 3]"}], fmt)
