@@ -659,8 +659,9 @@ def build() -> str:
              "beside it. Rerun a command and then `.venv/bin/python benchmarks/report.py` to refresh this page.", "",
              "## Zero- and few-shot accuracy (issue: the RAG-IM generator)", "",
              "Methods: `ragim-statistical` (the default generator, StatisticalGenerator: a noise-aware "
-             "random-effects meta-regression of the index's task models on their descriptions, stacked with "
-             "the pooled model by validation inside the index; `k=N` rows: few-shot adaptation with N "
+             "random-effects meta-regression of the index's task models on their descriptions, also fitted "
+             "on the tasks' rows as a logistic mixed model with the descriptions' words as random effects, "
+             "stacked with the pooled model by validation inside the index; `k=N` rows: few-shot adaptation with N "
              "labelled rows of the target), `ragim-attention` (AttentionGenerator, starting from the "
              "statistical generator's model), `oracle` (synthetic and procedure families: the true "
              "coefficients without the task's own noise, the best any method can do from the description), "
