@@ -162,8 +162,39 @@ def test_glmm_refuses_shapes_that_disagree():
         glmm_map([np.ones((1, 1))], [np.ones(1)], [[0]], [0.1], np.zeros(2), rows)
     with pytest.raises(ValidationError, match="tasks, len"):
         glmm_map([np.ones((2, 1))], [np.ones(1)], [[0, 1]], [0.1], np.zeros(2), rows)
-    with pytest.raises(ValidationError, match="columns"):
+    with pytest.raises(ValidationError, match="design must be"):
         glmm_map([np.ones((1, 1))], [np.ones(1)], [[0, 1, 2]], [0.1], np.zeros(3), rows)
+    with pytest.raises(ValidationError, match=r"rows\[0\]: the design must be"):  # 3 rows, 2 labels
+        glmm_map([np.ones((1, 1))], [np.ones(1)], [[0, 1]], [0.1], np.zeros(2), [(np.ones((3, 2)), np.ones(2))])
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    (lambda a: a["rows"][0][0].__setitem__((0, 1), np.nan), "design holds NaN"),
+    (lambda a: a["rows"][0][1].__setitem__(0, 2.0), "labels must be 0 or 1"),
+    (lambda a: a["scales"][0].__setitem__(0, -1.0), "scales must be finite and >= 0"),
+    (lambda a: a["scales"][0].__setitem__(0, np.nan), "scales must be finite and >= 0"),
+    (lambda a: a["features"][0].__setitem__((0, 0), np.inf), "features hold NaN"),
+    (lambda a: a.__setitem__("nuggets", [-5.0, 0.1]), "nuggets must be finite"),
+    (lambda a: a.__setitem__("base", np.array([0.0, np.nan, 0.0])), "base must be a finite"),
+    (lambda a: a.__setitem__("max_iter", 0), "max_iter"),
+])
+def test_glmm_refuses_values_that_would_give_a_wrong_fit(change, match):
+    rng = np.random.default_rng(7)
+    args = dict(features=[np.ones((4, 2)), np.ones((4, 2))], scales=[np.ones(2), np.ones(2)],
+                columns=[[0], [1, 2]], nuggets=[0.1, 0.1], base=np.zeros(3),
+                rows=[_bernoulli_rows(rng, np.zeros(3), 20, 3) for _ in range(4)], max_iter=100)
+    change(args)
+    with pytest.raises(ValidationError, match=match):
+        glmm_map(**args)
+
+
+def test_glmm_warns_when_the_optimiser_stops_early():
+    from sklearn.exceptions import ConvergenceWarning
+
+    rng = np.random.default_rng(8)
+    rows = [_bernoulli_rows(rng, np.array([0.5, 1.0]), 50, 2) for _ in range(6)]
+    with pytest.warns(ConvergenceWarning, match="max_iter=1"):
+        glmm_map([np.eye(6)[:, :3]], [np.ones(3)], [[0, 1]], [0.1], np.zeros(2), rows, max_iter=1)
 
 
 # ------------------------------------------------------------------ the generator
@@ -243,6 +274,8 @@ def test_save_load_round_trip_and_damage(gen, index, tmp_path, split):
 def test_bad_configuration_and_misuse(index):
     with pytest.raises(ValidationError, match="candidates must be a non-empty subset"):
         StatisticalConfig(candidates=("magic",))
+    with pytest.raises(ValidationError, match="each named once"):
+        StatisticalConfig(candidates=("text-glmm", "text-glmm"))
     with pytest.raises(ValidationError, match="cv_folds must be an integer >= 2, got 1"):
         StatisticalConfig(cv_folds=1)
     with pytest.raises(ValidationError, match="prior_sd must be a number > 0, got 0"):
@@ -411,3 +444,41 @@ def test_one_cohort_index_is_validated_on_held_out_patients_and_follows_the_outc
     assert by_outcome["mul"] > max(by_outcome["any"], 0), by_outcome
     # the stack beats the pooled model on the held-out patients
     assert gen.cv_["stack"] < gen.cv_["candidates"]["pooled"]
+
+
+def _unshared_index(n_tasks: int, shared_word_in: int = 0):
+    """Tasks whose descriptions share no word, except ``shared_word_in`` of them that share one."""
+    fam = datasets.synthetic_family(n_tasks=n_tasks, n_features=2, seed=9, rows=(60, 100))
+    tasks = [Task(t.task_id, f"zz{i}a qq{i}b" + (" shared" if i < shared_word_in else ""), t.X, t.y)
+             for i, t in enumerate(fam)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return TaskIndex.build(TaskCollection(tasks), embedder="hashing", progress=False)
+
+
+def test_candidates_that_cannot_be_fitted_are_named_never_a_silent_zero_model():
+    idx = _unshared_index(12)
+    with pytest.raises(ValidationError, match="none of the candidates"):
+        StatisticalGenerator(candidates=("text-glmm",)).fit(idx, progress=False)
+    with pytest.warns(DataWarning, match=r"\['text-glmm'\] could not be fitted"):
+        g = StatisticalGenerator(candidates=("pooled", "text-glmm")).fit(idx, progress=False)
+    assert "text-glmm" not in g.cv_["candidates"]
+    small = _unshared_index(3, shared_word_in=3)  # too few tasks to validate: the pooled model
+    with pytest.warns(DataWarning, match="pooled model"):
+        g = StatisticalGenerator(candidates=("text-glmm",)).fit(small, progress=False)
+    np.testing.assert_allclose(g.generate_params("zz0a shared").vector, g.pooled_, atol=1e-9)
+
+
+def test_a_stacked_candidate_lost_to_exclusions_counts_as_the_pooled_model():
+    idx = _unshared_index(12, shared_word_in=6)  # only tasks 0-5 share an n-gram
+    g = StatisticalGenerator(candidates=("text-glmm",)).fit(idx, progress=False)
+    assert set(g.stack_["baseline"]) == {"text-glmm"}
+    ids = list(idx.ids)
+    p = g.generate_params("zz0a shared", exclude=ids[:6])  # no shared n-gram is left
+    assert p.metadata["unavailable"] == ["text-glmm"]
+    T = centring(g.center_)
+    w, u = g.stack_["slopes"]["text-glmm"], g.stack_["baseline"]["text-glmm"]
+    pooled_c = g._fitted_without(frozenset(ids[:6]), idx).pooled  # centred already
+    p_c = T @ p.vector
+    np.testing.assert_allclose(p_c[1:], w * pooled_c[1:], atol=1e-8)  # the pooled slopes, as stacked
+    assert p_c[0] == pytest.approx(g.stack_["shift"] + u * pooled_c[0], abs=1e-8)

@@ -28,12 +28,14 @@ Examples
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
+from ragim.checks import check_int
 from ragim.errors import ValidationError
 from ragim.models.map import newton_map
 from ragim.params import design_matrix
@@ -267,36 +269,32 @@ def glmm_map(
     Raises
     ------
     ValidationError
-        If the shapes disagree or no task has rows.
+        If the shapes disagree, a value is NaN or infinite, a label is not 0 or 1, a scale or
+        nugget is negative, ``max_iter`` is below 1, or no task has rows.
+
+    Warns
+    -----
+    sklearn.exceptions.ConvergenceWarning
+        When L-BFGS-B stops before converging (its last estimate is returned).
     """
     from scipy.optimize import minimize
     from scipy.sparse import csr_matrix
     from scipy.special import expit, log_expit
 
+    features, scales, cols, nuggets, base, rows = _glmm_inputs(
+        features, scales, columns, nuggets, base, rows
+    )
+    max_iter = check_int(max_iter, "max_iter", ge=1)
     n, P = len(rows), len(base)
-    cols = [np.asarray(c, dtype=np.int64) for c in columns]
-    if not (len(features) == len(scales) == len(cols) == len(nuggets)) or sorted(
-        np.concatenate(cols).tolist()
-    ) != list(range(P)):
-        raise ValidationError(
-            "glmm_map needs one feature matrix, scale vector and nugget per "
-            "group, and groups that partition the parameters"
-        )
-    if any(F.shape[0] != n or F.shape[1] != len(s) for F, s in zip(features, scales, strict=True)):
-        raise ValidationError("glmm_map: each feature matrix must be (tasks, len(scales))")
     sizes = [len(y) for _, y in rows]
-    if n == 0 or sum(sizes) == 0:
-        raise ValidationError("glmm_map needs at least one task with rows")
     A = np.vstack([a for a, _ in rows])
-    y = np.concatenate([v for _, v in rows]).astype(float)
-    if A.shape[1] != P:
-        raise ValidationError(f"glmm_map: designs have {A.shape[1]} columns, base has {P}")
+    y = np.concatenate([v for _, v in rows])
     owner = np.repeat(np.arange(n), sizes)
     by_task = csr_matrix((np.ones(len(y)), (owner, np.arange(len(y)))), shape=(n, len(y)))
-    roots = [np.sqrt(np.asarray(s, dtype=float))[:, None] for s in scales]
+    roots = [np.sqrt(s)[:, None] for s in scales]
     nug = np.zeros(P)
     for c, v in zip(cols, nuggets, strict=True):
-        nug[c] = np.sqrt(max(float(v), 0.0))
+        nug[c] = np.sqrt(v)
     splits = np.cumsum([F.shape[1] * len(c) for F, c in zip(features, cols, strict=True)])
 
     def unpack(x):
@@ -320,8 +318,66 @@ def glmm_map(
 
     x0 = np.zeros(splits[-1] + n * P)
     res = minimize(objective, x0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
+    if not res.success:
+        from sklearn.exceptions import ConvergenceWarning
+
+        warnings.warn(
+            f"glmm_map: L-BFGS-B stopped before converging ({res.message}) after {res.nit} "
+            f"iterations; the effects are its last estimate (raise max_iter={max_iter})",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
     Z, _ = unpack(res.x)
     return [r * z for r, z in zip(roots, Z, strict=True)]
+
+
+def _glmm_inputs(features, scales, columns, nuggets, base, rows):
+    """:func:`glmm_map`'s arguments as float arrays, or a :class:`ValidationError` naming the
+    first problem of each kind (shapes, non-finite values, labels other than 0/1)."""
+    base = np.asarray(base, dtype=float)
+    if base.ndim != 1 or not np.all(np.isfinite(base)):
+        raise ValidationError("glmm_map: base must be a finite vector of the P parameters")
+    P = len(base)
+    features = [np.asarray(F, dtype=float) for F in features]
+    scales = [np.asarray(v, dtype=float) for v in scales]
+    cols = [np.asarray(c, dtype=np.int64).reshape(-1) for c in columns]
+    nuggets = [float(v) for v in nuggets]
+    if not (len(features) == len(scales) == len(cols) == len(nuggets)) or sorted(
+        np.concatenate(cols).tolist() if cols else []
+    ) != list(range(P)):
+        raise ValidationError(
+            "glmm_map needs one feature matrix, scale vector and nugget per group, and groups "
+            "that partition the parameters"
+        )
+    rows = list(rows)
+    for g, (F, v) in enumerate(zip(features, scales, strict=True)):
+        if F.ndim != 2 or v.ndim != 1 or F.shape != (len(rows), len(v)):
+            raise ValidationError(
+                f"glmm_map: group {g}: each feature matrix must be (tasks, len(scales)) = "
+                f"({len(rows)}, {v.size}), got {F.shape}"
+            )
+        if not np.all(np.isfinite(F)):
+            raise ValidationError(f"glmm_map: group {g}: the features hold NaN or infinity")
+        if not np.all(np.isfinite(v)) or np.any(v < 0):
+            raise ValidationError(f"glmm_map: group {g}: scales must be finite and >= 0")
+    if any(not np.isfinite(v) or v < 0 for v in nuggets):
+        raise ValidationError(f"glmm_map: nuggets must be finite and >= 0, got {nuggets}")
+    out = []
+    for t, (A, y) in enumerate(rows):
+        A, y = np.asarray(A, dtype=float), np.asarray(y, dtype=float)
+        if A.ndim != 2 or A.shape[1] != P or y.ndim != 1 or len(y) != len(A):
+            raise ValidationError(
+                f"glmm_map: rows[{t}]: the design must be (n_t, {P}) and the labels (n_t,), got "
+                f"{A.shape} and {y.shape}"
+            )
+        if not np.all(np.isfinite(A)):
+            raise ValidationError(f"glmm_map: rows[{t}]: the design holds NaN or infinity")
+        if not np.all((y == 0) | (y == 1)):
+            raise ValidationError(f"glmm_map: rows[{t}]: labels must be 0 or 1")
+        out.append((A, y))
+    if not out or sum(len(y) for _, y in out) == 0:
+        raise ValidationError("glmm_map needs at least one task with rows")
+    return features, scales, cols, nuggets, base, out
 
 
 def embedding_kernel(

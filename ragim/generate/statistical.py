@@ -146,7 +146,9 @@ class StatisticalConfig:
         "leave-task-out folds that choose the stack weights "
         "(every task is its own fold on indices of up to 30 tasks)",
     )
-    max_rows_per_task: int = setting(500, "rows per task in the validation loss")
+    max_rows_per_task: int = setting(
+        500, "rows per task in the validation loss and in the text-glmm candidate's fit"
+    )
     adaptation_tasks: int = setting(
         40,
         "held-out index tasks per k on which the few-shot adaptation policy is validated "
@@ -160,9 +162,9 @@ class StatisticalConfig:
         self.candidates = tuple(self.candidates)
         problems = []
         unknown = [c for c in self.candidates if c not in CANDIDATES]
-        if unknown or not self.candidates:
+        if unknown or not self.candidates or len(set(self.candidates)) < len(self.candidates):
             problems.append(
-                f"candidates must be a non-empty subset of {list(CANDIDATES)}, "
+                f"candidates must be a non-empty subset of {list(CANDIDATES)}, each named once, "
                 f"got {list(self.candidates)}"
             )
         counts = (
@@ -221,8 +223,8 @@ class _Fitted:
         self.vectors = vectors
         self.state = state if state is not None else {}
         self.parts: dict[str, dict[str, Any]] = {}
-        if "pooled" in cfg.candidates:
-            self.parts["pooled"] = {g: self._pooled_var(cols) for g, cols in groups.items()}
+        # always: the fallback of a stacked candidate that cannot be fitted here (no deviation)
+        self.parts["pooled"] = {g: self._pooled_var(cols) for g, cols in groups.items()}
         if "text" in cfg.candidates or "text-glmm" in cfg.candidates:
             self._fit_text()
         if "text-glmm" in cfg.candidates and "text" in self.parts:
@@ -623,6 +625,14 @@ class StatisticalGenerator(Generator):
             self.heldout_params_ = {}
             self.adaptation_policy_ = AdaptationPolicy([], f"{why}: the evidence alone chooses")
         self.fitted_ = _Fitted(cfg, summ, pooled_c, descriptions, vectors, groups, rows=task_rows)
+        missing = [c for c in cfg.candidates if c not in self.fitted_.parts]
+        if missing:
+            warnings.warn(
+                f"candidate(s) {missing} could not be fitted on this index (no word n-gram is "
+                f"shared by min_df={cfg.min_df} of its descriptions) and are left out",
+                DataWarning,
+                stacklevel=3,
+            )
         self.summaries_, self.descriptions_, self.vectors_, self.groups_ = (
             summ,
             descriptions,
@@ -781,12 +791,13 @@ class StatisticalGenerator(Generator):
         self, fitted: _Fitted, texts: list[str], vectors: np.ndarray, uncertainty: bool, k: int
     ) -> list[ModelParams]:
         st = self.stack_
-        names = [
-            c
-            for c in st["baseline"]
-            if c in fitted.parts and st["baseline"][c] + st["slopes"][c] > 0
-        ]
+        names = [c for c in st["baseline"] if st["baseline"][c] + st["slopes"][c] > 0]
         pred = fitted.predict(texts, vectors)
+        # a stacked candidate that cannot be fitted without the excluded tasks (their
+        # descriptions held the only shared n-grams) predicts no deviation: the pooled model
+        unavailable = [c for c in names if c not in pred]
+        for c in unavailable:
+            pred[c] = pred["pooled"]
         T = centring(self.center_)
         pooled_c = fitted.pooled  # refitted without any excluded tasks
         theta = np.zeros((len(texts), len(pooled_c)))
@@ -802,7 +813,11 @@ class StatisticalGenerator(Generator):
         theta = theta @ np.linalg.inv(T).T  # back from the centred intercept to the model's own
         sd = _predictive_sd(sd, self.interval_scale_, self.pooled_var_, self.center_)
         share = {c: st["baseline"][c] + st["slopes"][c] for c in names}
-        lead = max((c for c in names if c != "pooled"), key=share.get, default=None)
+        lead = max(
+            (c for c in names if c != "pooled" and c not in unavailable),
+            key=share.get,
+            default=None,
+        )
         prov = fitted.weights(lead, texts, vectors) if lead is not None else None
         policy = [  # what few-shot adaptation of these models should do, by k (validated)
             {key: e[key] for key in ("k", "option", "prefer", "margin")}
@@ -823,6 +838,7 @@ class StatisticalGenerator(Generator):
                 "provenance": self._provenance(
                     fitted, prov[qi] if prov is not None else None, vectors[qi], k
                 ),
+                **({"unavailable": unavailable} if unavailable else {}),
                 "adaptation_policy": policy,
             }
             out.append(
@@ -1212,6 +1228,11 @@ def _stack(
     summaries, standardised by the predictive and the summary variances, average 1.
     """
     names = [c for c in candidates if all(c in h for h in held)]
+    if not names:
+        raise ValidationError(
+            f"none of the candidates {list(candidates)} could be fitted on this index (the "
+            "descriptions share no n-gram in at least min_df of them); add 'pooled' to candidates"
+        )
     C = len(names)
     feats, ys, owners = [], [], []
     means = {c: [] for c in names}

@@ -576,20 +576,26 @@ def completion_text(completion: Any) -> str | None:
 
 def answer_values(obj: Any, *, answer_format: AnswerFormat | None = None) -> dict[str, float]:
     """A model given as JSON text, a name -> number mapping or one assistant message, as a
-    dict in its own key order (any keys; values must be finite numbers).
+    dict in its own key order (any keys, each once; values must be finite numbers).
 
     With ``answer_format``, text in that format is read too (a compact answer's values have
-    their names only there).
+    their names only there), and every value must lie within its range.
 
     Raises
     ------
     ValueError
         Saying what is wrong (a caller adds where: a file line, a pair number).
+    ValidationError
+        If ``answer_format`` is not an :class:`AnswerFormat`.
 
     >>> answer_values([{"role": "assistant", "content": '{"intercept": -1, "age": 0.5}'}])
     {'intercept': -1.0, 'age': 0.5}
     """
+    if answer_format is not None:
+        check_answer_format(answer_format)
     if isinstance(obj, list):
+        if obj and all(isinstance(v, int | float) and not isinstance(v, bool) for v in obj):
+            raise ValueError(_NAMELESS)
         if len(obj) != 1 or not isinstance(obj[0], Mapping):
             raise ValueError("as a message list it must hold exactly one assistant message")
         msg = obj[0]
@@ -603,11 +609,19 @@ def answer_values(obj: Any, *, answer_format: AnswerFormat | None = None) -> dic
             raise ValueError(f"not a {answer_format.name} answer: {exc}") from None
     if isinstance(obj, str):
         try:
-            obj = json.loads(obj)
+            obj = json.loads(obj, object_pairs_hook=_Pairs)
         except json.JSONDecodeError as exc:
             raise ValueError(
                 f"the model JSON does not parse ({exc.msg} at character {exc.pos})"
             ) from None
+        if isinstance(obj, list) and not isinstance(obj, _Pairs):
+            raise ValueError(_NAMELESS)
+        if isinstance(obj, _Pairs):
+            keys = [k for k, _ in obj]
+            twice = sorted({k for k in keys if keys.count(k) > 1})
+            if twice:
+                raise ValueError(f"parameter(s) {twice} are given more than once")
+            obj = dict(obj)
     if not isinstance(obj, Mapping) or not obj:
         raise ValueError("the model must be a non-empty JSON object of parameter name -> number")
     values = {}
@@ -616,8 +630,20 @@ def answer_values(obj: Any, *, answer_format: AnswerFormat | None = None) -> dic
             raise ValueError(
                 f"parameter {k!r} has value {v!r}; every value must be a finite number"
             )
+        if answer_format is not None and abs(float(v)) > answer_format.max_abs:
+            raise ValueError(
+                f"parameter {k!r} is {float(v):g}, outside [-{answer_format.max_abs:g}, "
+                f"{answer_format.max_abs:g}], the range the generator writes"
+            )
         values[str(k)] = float(v)
     return values
+
+
+_NAMELESS = (
+    "a list of values has no parameter names (a compact answer); pairs and models are JSON "
+    "objects of parameter name -> number (ragim.lm.pairs.in_answer_format writes a generator's "
+    "compact form for training)"
+)
 
 
 def model_text(values: Mapping[str, float]) -> str:

@@ -211,8 +211,13 @@ def _records(
     raise ValidationError(f"pairs must be {accepted}, got {type(pairs).__name__}")
 
 
-def check_pair_names(pairs, names: Sequence[str], *, where: str = "the preference pairs") -> None:
+def check_pair_names(
+    pairs, names: Sequence[str], *, where: str = "the preference pairs", answer_format=None
+) -> None:
     """Raise unless every pair's chosen and rejected models use exactly ``names``, in order.
+
+    Answers are JSON objects; with ``answer_format`` (a generator's codec), answers written in
+    it (compact ones) are read too, and values outside its range are refused.
 
     Training on pairs written for another schema (parameters the index does not have, or
     in another order than the generator writes them) would teach the model a foreign
@@ -240,7 +245,7 @@ def check_pair_names(pairs, names: Sequence[str], *, where: str = "the preferenc
         found = []
         for side in ("chosen", "rejected"):
             try:
-                keys = list(answer_values(r[side]))
+                keys = list(answer_values(r[side], answer_format=answer_format))
             except (ValueError, KeyError) as exc:
                 problems.append(f"pair {i}: {side} is not a model ({exc})")
                 continue
@@ -319,14 +324,15 @@ def in_answer_format(pairs, answer_format) -> list[dict]:
     ``answer_format(param_names)``), the other columns unchanged.
 
     Values are read from JSON objects (the pairs' own format) or from text already in
-    ``answer_format``, then written by it: rounded to its decimals and clipped to its range, as
-    the generator would write them.
+    ``answer_format``, then written by it: rounded to its decimals, as the generator would
+    write them. A value outside its range is refused, not clipped.
 
     Raises
     ------
     ValidationError
-        Naming each pair (1-based) whose answer cannot be read or uses other parameters than
-        the format's keys, or whose two answers become the same once written.
+        Naming each pair (1-based) whose answer cannot be read, uses other parameters than
+        the format's keys or a value outside its range, or whose two answers become the same
+        once written.
 
     >>> from ragim.lm.answer import answer_format
     >>> pairs = [{"prompt": "p", "chosen": {"intercept": -2, "age": 0.8},
@@ -339,18 +345,22 @@ def in_answer_format(pairs, answer_format) -> list[dict]:
     fmt = check_answer_format(answer_format)
     out, problems = [], []
     for i, r in enumerate(pair_rows(pairs), start=1):
-        row = dict(r)
+        row, found = dict(r), []
         for side in ("chosen", "rejected"):
             try:
                 values = answer_values(r[side], answer_format=fmt)
                 row[side] = [{"role": "assistant", "content": fmt.write(values)}]
-            except (ValueError, ValidationError) as exc:
-                problems.append(f"pair {i}: {side}: {exc}")
-        if row["chosen"] == row["rejected"] and not problems:
-            problems.append(
+            except ValidationError as exc:  # fmt.write: keys that are not the format's
+                found.append(f"pair {i}: {side}: {'; '.join(exc.problems) or exc}")
+            except ValueError as exc:
+                found.append(f"pair {i}: {side}: {exc}")
+        if not found and row["chosen"] == row["rejected"]:
+            places = "decimal place" if fmt.decimals == 1 else "decimal places"
+            found.append(
                 f"pair {i}: chosen and rejected are the same model once written in the "
-                f"{fmt.name!r} format ({fmt.decimals} decimals)"
+                f"{fmt.name!r} format ({fmt.decimals} {places})"
             )
+        problems += found
         out.append(row)
         if len(problems) >= 20:
             break

@@ -44,7 +44,8 @@ import numpy as np
 from ragim.checks import check_int
 from ragim.errors import ArtifactError, GenerationError, ValidationError
 from ragim.lm.adapters import adapter_config_problems, lora_field, restore_training_state
-from ragim.lm.pairs import pair_rows
+from ragim.lm.answer import answer_format
+from ragim.lm.pairs import in_answer_format, pair_rows
 
 FORMAT = "ragim.reward-model"
 
@@ -103,6 +104,10 @@ class RewardModel:
     val_accuracy_ : pairwise accuracy on the validation pairs (NaN without them).
     n_trainable_params_, train_seconds_ : LoRA + head parameter count and training time.
     train_task_ids_, val_task_ids_ : tasks of the training and validation pairs.
+    answer_format_ : the answer codec (:mod:`ragim.lm.answer`) the pairs were written in for
+        training (``train_reward_model(..., answer_format=...)``), saved with the model; None:
+        as given (JSON objects). :meth:`pairwise_accuracy` writes pairs in it, and
+        :func:`best_of_n` refuses a generator that writes another.
     """
 
     def __init__(self, config: RewardModelConfig | None = None, **overrides: Any):
@@ -111,6 +116,7 @@ class RewardModel:
         self.model_ = None
         self.tokenizer_ = None
         self.val_accuracy_ = math.nan
+        self.answer_format_ = None
         restore_training_state(self)  # history_, training_, ...: untrained
 
     # ------------------------------------------------------------------ model
@@ -209,8 +215,11 @@ class RewardModel:
         return np.asarray(out, dtype=np.float64)
 
     def pairwise_accuracy(self, pairs) -> float:
-        """Share of pairs whose chosen answer scores above the rejected one (ties count half)."""
+        """Share of pairs whose chosen answer scores above the rejected one (ties count half);
+        the answers are first written in :attr:`answer_format_` when the model has one."""
         rows = pair_rows(pairs)
+        if self.answer_format_ is not None and rows:
+            rows = in_answer_format(rows, self.answer_format_)
         if not rows:
             raise ValidationError("no pairs to evaluate")
         prompts = [r["prompt"] for r in rows]
@@ -225,8 +234,17 @@ class RewardModel:
         from ragim.lm.adapters import save_adapter_artifact, training_state
 
         self._check_fitted()
+        fmt = self.answer_format_
         state = {
             "val_accuracy": None if math.isnan(self.val_accuracy_) else float(self.val_accuracy_),
+            "answer_format": None
+            if fmt is None
+            else {
+                "name": fmt.name,
+                "keys": list(fmt.keys),
+                "decimals": fmt.decimals,
+                "max_abs": fmt.max_abs,
+            },
             **training_state(self),
         }
         return save_adapter_artifact(path, FORMAT, self.config, state, self.model_)
@@ -247,6 +265,14 @@ class RewardModel:
             rm = cls(cfg)
             va = state.get("val_accuracy")
             rm.val_accuracy_ = math.nan if va is None else float(va)
+            fmt = state.get("answer_format")  # absent before the reward model kept its format
+            rm.answer_format_ = (
+                None
+                if fmt is None
+                else answer_format(
+                    fmt["keys"], name=fmt["name"], decimals=fmt["decimals"], max_abs=fmt["max_abs"]
+                )
+            )
             restore_training_state(rm, state)
         except (TypeError, KeyError, AttributeError, ValidationError) as exc:
             raise ArtifactError(f"{path}: not a valid reward model ({exc})") from exc
@@ -289,12 +315,21 @@ def best_of_n(generator, reward_model, query, index, *, n=8, temperature=0.8, k=
         The best candidate; ``metadata`` adds ``rerank="reward_model"``, ``n`` and
         ``reward_scores`` (every candidate's score, in sampling order).
     """
+    from ragim.params import param_names
     from ragim.tasks import Task
 
     n = check_int(n, "n", ge=1)
     if not isinstance(query, str | Task):
         raise ValidationError(
             "best_of_n takes one query (a description or a Task); loop over a batch"
+        )
+    fmt = generator.answer_format(param_names(index.model, index.schema))
+    trained = reward_model.answer_format_
+    if trained is not None and (trained.name, trained.keys) != (fmt.name, fmt.keys):
+        raise ValidationError(
+            f"the reward model was trained on {trained.name!r} answers over "
+            f"{len(trained.keys)} parameters, but the generator writes {fmt.name!r} answers over "
+            f"{len(fmt.keys)}; train it on this generator's pairs (answer_format=...)"
         )
     cands = generator.generate_candidates(
         query, index, k=k, exclude=exclude, num_candidates=n, temperature=temperature

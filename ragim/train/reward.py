@@ -155,8 +155,9 @@ def train_reward_model(
         (``gen.answer_format(gen.param_names_)``; :func:`~ragim.lm.reward_model.best_of_n`
         shows it the generator's answers as written). The pairs' answers are written in it
         before training and validation (:func:`~ragim.lm.pairs.in_answer_format`); default:
-        as given (JSON objects). Score other pairs with
-        ``rm.pairwise_accuracy(in_answer_format(pairs, answer_format))``.
+        as given (JSON objects). The model keeps it (``answer_format_``, saved):
+        ``pairwise_accuracy`` writes other pairs in it, and ``best_of_n`` refuses a generator
+        that writes another.
 
     Returns
     -------
@@ -191,7 +192,10 @@ def train_reward_model(
         train_rows, val_rows = split_pairs_by_task(rows, run.val_fraction, run.seed)
     if param_names is not None:
         check_pair_names(
-            train_rows + val_rows, param_names, where="the reward model's preference pairs"
+            train_rows + val_rows,
+            param_names,
+            where="the reward model's preference pairs",
+            answer_format=answer_format,
         )
     if answer_format is not None:
         train_rows = in_answer_format(train_rows, answer_format)
@@ -227,6 +231,7 @@ def train_reward_model(
         {r["task_id"] for r in train_rows if isinstance(r.get("task_id"), str)}
     )
     rm.val_task_ids_ = sorted({r["task_id"] for r in val_rows if isinstance(r.get("task_id"), str)})
+    rm.answer_format_ = answer_format
     if val_rows:
         rm.val_accuracy_ = rm.pairwise_accuracy(val_rows)
     return rm

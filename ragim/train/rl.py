@@ -557,9 +557,10 @@ def train_dpo(
     if not rows:
         raise ValidationError("no preference pairs to train on")
     gen = policy_copy(generator_or_path, device=device)
-    check_pair_names(rows, gen.param_names_, where="the DPO preference pairs")
+    fmt = gen.answer_format(gen.param_names_)
+    check_pair_names(rows, gen.param_names_, where="the DPO preference pairs", answer_format=fmt)
     # the policy is trained on answers as it writes them (compact ones for a compact generator)
-    train_ds = pairs_dataset(in_answer_format(rows, gen.answer_format(gen.param_names_)))
+    train_ds = pairs_dataset(in_answer_format(rows, fmt))
     return _continue_policy(
         gen,
         DPOTrainer,

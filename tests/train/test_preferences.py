@@ -166,6 +166,7 @@ def test_pairs_of_a_compact_answer_generator_are_json_and_train_in_its_format(sy
     import ragim.train.rl as rl_mod
     from ragim.lm.pairs import in_answer_format
     from ragim.train import train_sft
+    from ragim.lm.reward_model import RewardModel, best_of_n
     from ragim.train.reward import train_reward_model
     from ragim.train.rl import train_dpo
 
@@ -191,6 +192,47 @@ def test_pairs_of_a_compact_answer_generator_are_json_and_train_in_its_format(sy
                             param_names=names, answer_format=fmt)
     assert 0.0 <= rm.val_accuracy_ <= 1.0 or np.isnan(rm.val_accuracy_)
     train_dpo(gen, back, max_steps=1, progress=False)
+    train_dpo(gen, compact, max_steps=1, progress=False)  # pairs already in its own format too
     assert seen and all(r["chosen"][0]["content"].startswith("[") for rows in seen for r in rows)
+    # the reward model keeps the format it was trained on: saved, used to score JSON pairs, and
+    # checked against the generator best-of-n reranks
+    assert rm.answer_format_ is fmt
+    loaded = RewardModel.load(rm.save(tmp_path / "rm"))
+    assert (loaded.answer_format_.name, loaded.answer_format_.keys) == ("compact", tuple(names))
+    assert loaded.pairwise_accuracy(back) == loaded.pairwise_accuracy(compact)
+    json_gen = LMGenerator(base_model="tiny", k=2, device="cpu")
+    with pytest.raises(ValidationError, match="trained on 'compact' answers"):
+        best_of_n(json_gen, loaded, "Predict a fatal outcome in adults.", synthetic_index, n=2)
     with pytest.raises(ValidationError, match="compact"):
         in_answer_format([{"prompt": "p", "chosen": "[1, 2]", "rejected": "[1, 2, 3]"}], fmt)
+
+
+def test_answers_that_would_train_on_a_wrong_model_are_refused_pair_by_pair():
+    from ragim.lm.answer import answer_format, answer_values
+    from ragim.lm.pairs import check_pair_names, in_answer_format
+
+    fmt = answer_format(["intercept", "age"], name="compact", decimals=1)
+    pairs = [
+        {"prompt": "p", "chosen": '{"intercept": 1, "intercept": 5, "age": 0.8}', "rejected": {"intercept": 0, "age": 0}},
+        {"prompt": "p", "chosen": {"intercept": 1.01, "age": 0.5}, "rejected": {"intercept": 1.02, "age": 0.5}},
+        {"prompt": "p", "chosen": {"intercept": -25, "age": 0.5}, "rejected": {"intercept": 1, "age": 0.5}},
+        {"prompt": "p", "chosen": {"intercept": 1, "bmi": 0.5}, "rejected": {"intercept": 1, "age": 0.5}},
+    ]
+    with pytest.raises(ValidationError) as err:
+        in_answer_format(pairs, fmt)
+    found = err.value.problems
+    assert any(p.startswith("pair 1: chosen:") and "more than once" in p for p in found)
+    assert any(p.startswith("pair 2:") and "same model" in p and "1 decimal place)" in p for p in found)
+    assert any(p.startswith("pair 3: chosen:") and "outside [-20, 20]" in p for p in found)
+    assert any(p.startswith("pair 4: chosen:") and "unexpected key 'bmi'" in p and "\n" not in p for p in found)
+    with pytest.raises(ValueError, match="no parameter names"):
+        answer_values([-2, 0.8])
+    with pytest.raises(ValueError, match="no parameter names"):
+        answer_values("[-2, 0.8]")
+    with pytest.raises(ValidationError, match="must be an AnswerFormat"):
+        answer_values("[1, 2]", answer_format="compact")
+    # compact answers are read with the generator's format, and only with it
+    check_pair_names([{"prompt": "p", "chosen": "[1, 2]", "rejected": "[0, 2]"}], ["intercept", "age"],
+                     answer_format=fmt)
+    with pytest.raises(ValidationError, match="no parameter names"):
+        check_pair_names([{"prompt": "p", "chosen": "[1, 2]", "rejected": "[0, 2]"}], ["intercept", "age"])
