@@ -324,7 +324,7 @@ def best_of_n(generator, reward_model, query, index, *, n=8, temperature=0.8, k=
             "best_of_n takes one query (a description or a Task); loop over a batch"
         )
     fmt = generator.answer_format(param_names(index.model, index.schema))
-    trained = reward_model.answer_format_
+    trained = getattr(reward_model, "answer_format_", None)  # any object with .score() will do
     if trained is not None and (trained.name, trained.keys) != (fmt.name, fmt.keys):
         raise ValidationError(
             f"the reward model was trained on {trained.name!r} answers over "
