@@ -165,8 +165,8 @@ def test_pairs_of_a_compact_answer_generator_are_json_and_train_in_its_format(sy
     import ragim.train.reward as reward_mod
     import ragim.train.rl as rl_mod
     from ragim.lm.pairs import in_answer_format
-    from ragim.train import train_sft
     from ragim.lm.reward_model import RewardModel, best_of_n
+    from ragim.train import train_sft
     from ragim.train.reward import train_reward_model
     from ragim.train.rl import train_dpo
 
