@@ -97,6 +97,16 @@ class AnswerGrammar:
 
 
 # --------------------------------------------------------------------------- argument checks
+def _repeated(keys: Sequence[str]) -> list[str]:
+    """The keys that occur more than once, each once, in the order they first repeat."""
+    seen, dups = set(), []
+    for k in keys:
+        if k in seen and k not in dups:
+            dups.append(k)
+        seen.add(k)
+    return dups
+
+
 def check_keys(keys: Any) -> list[str]:
     """``keys`` as a list after checking they are unique strings; raises ValidationError.
 
@@ -109,11 +119,7 @@ def check_keys(keys: Any) -> list[str]:
     bad = [k for k in keys if not isinstance(k, str)]
     if bad:
         raise ValidationError("keys must be strings", [f"{k!r} is {type(k).__name__}" for k in bad])
-    seen, dups = set(), []
-    for k in keys:
-        if k in seen and k not in dups:
-            dups.append(k)
-        seen.add(k)
+    dups = _repeated(keys)
     if dups:
         raise ValidationError("keys must be unique", [f"duplicate key {k!r}" for k in dups])
     return keys
@@ -319,11 +325,7 @@ class JSONAnswerFormat(AnswerFormat):
         dups: list[str] = []
 
         def pairs_hook(pairs):
-            seen = set()
-            for k, _ in pairs:
-                if k in seen:
-                    dups.append(k)
-                seen.add(k)
+            dups.extend(_repeated([k for k, _ in pairs]))
             return _Pairs(pairs)
 
         try:
@@ -617,8 +619,7 @@ def answer_values(obj: Any, *, answer_format: AnswerFormat | None = None) -> dic
         if isinstance(obj, list) and not isinstance(obj, _Pairs):
             raise ValueError(_NAMELESS)
         if isinstance(obj, _Pairs):
-            keys = [k for k, _ in obj]
-            twice = sorted({k for k in keys if keys.count(k) > 1})
+            twice = _repeated([k for k, _ in obj])
             if twice:
                 raise ValueError(f"parameter(s) {twice} are given more than once")
             obj = dict(obj)
