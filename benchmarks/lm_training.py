@@ -27,6 +27,21 @@ Run (defaults take about 15 minutes on 2 CPU cores with the tiny model):
     python benchmarks/lm_training.py
     python benchmarks/lm_training.py --base-model smollm2-135m --sft-steps 10 ...   # slow on CPU
 
+With ``--statistical-prior`` every prompt shows the default statistical generator's model for
+its target (``LMConfig(statistical_prior=True)``), that prior is scored as a method of its own,
+and the table adds paired differences over the held-out tasks (95% bootstrap CI): each LM
+method minus the prior it was shown, and SFT + GRPO minus SFT. ``--family heart-task`` uses
+the UCI heart-disease tasks instead (``--n-folds 2 --fold 0`` and ``--fold 1`` hold out each
+half once). ``--stages`` picks the stages after SFT.
+
+Long runs (issue 18's 300 SFT + 100 GRPO steps on SmolLM2 take hours on CPU) keep every
+finished stage in ``--run-dir`` (adapters, pairs, per-task scores, the GRPO log and the wall
+time per stage); rerun the same command with ``--resume`` to reuse them after an interruption:
+
+    python benchmarks/lm_training.py --base-model smollm2-135m --answer-format compact \
+        --statistical-prior --n-tasks 80 --n-heldout 20 --sft-steps 300 --grpo-steps 100 \
+        --stages grpo,reward --samples 0 --run-dir runs/lm-synthetic --resume
+
 It prints a markdown table and writes it, with the command and settings, to ``--out``.
 """
 
@@ -47,8 +62,23 @@ import torch
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base-model", default="tiny", help="tiny | smollm2-135m | a local model directory")
+    ap.add_argument("--family", choices=["synthetic", "heart-task"], default="synthetic",
+                    help="synthetic_family, or heart_disease split by task (leave-task-out)")
     ap.add_argument("--n-tasks", type=int, default=60, help="tasks in the synthetic family")
-    ap.add_argument("--n-heldout", type=int, default=12, help="tasks held out for scoring")
+    ap.add_argument("--n-heldout", type=int, default=12, help="tasks held out for scoring (without --n-folds)")
+    ap.add_argument("--n-folds", type=int, default=None,
+                    help="split the tasks into this many seeded folds and hold out fold --fold")
+    ap.add_argument("--fold", type=int, default=0, help="the held-out fold (with --n-folds)")
+    ap.add_argument("--answer-format", choices=["json", "compact"], default="json",
+                    help="LMConfig.answer_format of the generator")
+    ap.add_argument("--statistical-prior", action="store_true",
+                    help="LMConfig(statistical_prior=True): the default generator's model is in every prompt, "
+                         "and that prior is scored as a method")
+    ap.add_argument("--stages", default="sft,pairs,reward,dpo,grpo,best-of",
+                    help="comma-separated stages after SFT (pairs is implied by reward, dpo and best-of)")
+    ap.add_argument("--run-dir", type=Path, default=None,
+                    help="keep each finished stage here (adapters, pairs, scores); with --resume, reuse them")
+    ap.add_argument("--resume", action="store_true", help="reuse the finished stages found in --run-dir")
     ap.add_argument("--n-features", type=int, default=3)
     ap.add_argument("--k", type=int, default=3, help="neighbours per prompt")
     ap.add_argument("--sft-steps", type=int, default=300)
@@ -123,8 +153,11 @@ def unconstrained(gen, index, task, *, m, temperature, seed):
     return tok.batch_decode(out[:, ids["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
-def score_method(gen, index, tasks, args, **gen_kwargs):
-    """Macro means over held-out tasks of the metrics in the module docstring."""
+def score_method(gen, index, tasks, args, *, params_of=None, **gen_kwargs):
+    """Per held-out task, the metrics in the module docstring, and their macro means.
+
+    ``params_of(task)`` gives the parameters to score (default: ``gen.generate_params``);
+    unconstrained samples of ``gen`` are drawn only when ``args.samples > 0``."""
     from ragim.evaluate import params_proba
     from ragim.lm.prompts import answer_text
     from ragim.metrics import task_metrics
@@ -135,25 +168,119 @@ def score_method(gen, index, tasks, args, **gen_kwargs):
     names = param_names(index.model, index.schema)
     per = []
     for i, t in enumerate(tasks):
-        params = gen.generate_params(t.description, index, **gen_kwargs)  # index holds no held-out task
+        if params_of is None:
+            params = gen.generate_params(t.description, index, **gen_kwargs)  # index holds no held-out task
+        else:
+            params = params_of(t)
         heldout = encode_heldout(index.model, index.schema, t.X, t.y)
         text = answer_text(params, cfg.decimals, max_abs=cfg.max_abs)
         reward = held_out_log_likelihood(None, [text], param_names=names, heldout=heldout, max_abs=cfg.max_abs)[0]
         m = task_metrics(t.y, params_proba(params, t.X))
-        samples = unconstrained(gen, index, t, m=args.samples, temperature=args.temperature, seed=args.seed + i)
-        valid = parse_validity(None, samples, param_names=names, max_abs=cfg.max_abs)
-        s_reward = held_out_log_likelihood(None, samples, param_names=names, heldout=heldout, max_abs=cfg.max_abs)
-        per.append({"reward": reward, "auroc": m["auroc"], "log_loss": m["log_loss"],
-                    "valid_constrained": parse_validity(None, [text], param_names=names)[0],
-                    "valid_unconstrained": float(np.mean(valid)), "sample_reward": float(np.mean(s_reward))})
-    return {key: float(np.nanmean([p[key] for p in per])) for key in per[0]}, per
+        row = {"task_id": t.task_id, "reward": reward, "auroc": m["auroc"], "log_loss": m["log_loss"],
+               "valid_constrained": parse_validity(None, [text], param_names=names)[0]}
+        if args.samples > 0:
+            samples = unconstrained(gen, index, t, m=args.samples, temperature=args.temperature, seed=args.seed + i)
+            valid = parse_validity(None, samples, param_names=names, max_abs=cfg.max_abs)
+            s_reward = held_out_log_likelihood(None, samples, param_names=names, heldout=heldout,
+                                               max_abs=cfg.max_abs)
+            row.update(valid_unconstrained=float(np.mean(valid)), sample_reward=float(np.mean(s_reward)))
+        per.append(row)
+    keys = [k for k in per[0] if k != "task_id"]
+    return {key: float(np.nanmean([p[key] for p in per])) for key in keys}, per
+
+
+def split_tasks(args):
+    """(training TaskSet, held-out tasks, data description) for ``args.family``."""
+    from ragim import datasets
+
+    if args.family == "synthetic":
+        tasks = datasets.synthetic_family(n_tasks=args.n_tasks, n_features=args.n_features, seed=args.seed)
+        what = f"`ragim.datasets.synthetic_family(n_tasks={args.n_tasks}, n_features={args.n_features}, seed={args.seed})`"
+    else:
+        tasks = datasets.heart_disease()
+        what = "`ragim.datasets.heart_disease()` (UCI Heart Disease, CC BY 4.0), leave-task-out"
+    perm = np.random.default_rng(args.seed).permutation(len(tasks))
+    if args.n_folds is None:
+        held_pos = perm[:args.n_heldout]
+    else:
+        if not 0 <= args.fold < args.n_folds:
+            raise SystemExit(f"--fold must be in [0, {args.n_folds}), got {args.fold}")
+        held_pos = perm[args.fold::args.n_folds]
+        what += f", fold {args.fold} of {args.n_folds}"
+    held_pos = sorted(held_pos.tolist())
+    train_pos = [i for i in range(len(tasks)) if i not in set(held_pos)]
+    return tasks.take(train_pos), [tasks[i] for i in held_pos], what
+
+
+class Stages:
+    """Run-directory bookkeeping: each finished stage is kept, and ``--resume`` reuses it."""
+
+    def __init__(self, args):
+        self.dir, self.resume = args.run_dir, args.resume
+        self.timings: dict[str, float] = {}
+        if self.dir is not None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            f = self.dir / "timings.json"
+            if self.resume and f.exists():
+                self.timings = json.loads(f.read_text())
+
+    def path(self, name):
+        return None if self.dir is None else self.dir / name
+
+    def have(self, name):
+        p = self.path(name)
+        return self.resume and p is not None and p.exists()
+
+    def run(self, name, compute, *, save=None, load=None):
+        """The stage's result: loaded from the run directory when resuming, else computed (and kept)."""
+        p = self.path(name)
+        if self.have(name) and load is not None:
+            print(f"[{name}] reused {p}", flush=True)
+            return load(p)
+        t0 = time.perf_counter()
+        out = compute()
+        self.timings[name] = round(time.perf_counter() - t0, 1)
+        print(f"[{name}] {self.timings[name]} s", flush=True)
+        if p is not None and save is not None:
+            save(out, p)
+        if self.dir is not None:
+            (self.dir / "timings.json").write_text(json.dumps(self.timings, indent=2))
+        return out
+
+
+def save_json(obj, p):
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=float))
+    tmp.replace(p)
+
+
+def load_json(p):
+    return json.loads(p.read_text())
+
+
+def paired(per_task, method, baseline, metric="log_loss", seed=0):
+    """Mean of ``method - baseline`` over the held-out tasks, with a 95% bootstrap CI."""
+    from ragim.metrics import bootstrap_ci
+
+    a = {r["task_id"]: r[metric] for r in per_task[method]}
+    b = {r["task_id"]: r[metric] for r in per_task[baseline]}
+    diffs = [a[t] - b[t] for t in a if t in b]
+    mean, lo, hi, n = bootstrap_ci(diffs, n_boot=2000, seed=seed)
+    wins = sum(d < 0 for d in diffs) if metric == "log_loss" else sum(d > 0 for d in diffs)
+    return {"method": method, "baseline": baseline, "metric": metric, "mean_diff": mean, "ci_low": lo,
+            "ci_high": hi, "n_tasks": n, "wins": int(wins)}
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.resume and args.run_dir is None:
+        raise SystemExit("--resume needs --run-dir")
     torch.set_num_threads(args.threads)
-    from ragim import TaskIndex, datasets
-    from ragim.generate.lm import LMConfig
+    from ragim import TaskIndex
+    from ragim.generate.lm import LMConfig, LMGenerator
+    from ragim.lm.pairs import load_preferences, save_preferences
+    from ragim.lm.reward_model import RewardModel
+    from ragim.params import param_names
     from ragim.train import (
         build_preference_pairs,
         train_dpo,
@@ -163,90 +290,123 @@ def main(argv=None):
     )
     from ragim.train.rewards import VerifiableRewardConfig
 
+    stages = set(args.stages.split(","))
+    unknown = stages - {"sft", "pairs", "reward", "dpo", "grpo", "best-of"}
+    if unknown:
+        raise SystemExit(f"unknown --stages {sorted(unknown)}")
+    if stages & {"reward", "dpo", "best-of"}:
+        stages.add("pairs")
+    if "best-of" in stages:
+        stages.add("reward")
     t_all = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def stage(name):
-        timings[name] = time.perf_counter()
-
-    def done(name):
-        timings[name] = round(time.perf_counter() - timings[name], 1)
-        print(f"[{name}] {timings[name]} s", flush=True)
-
-    tasks = datasets.synthetic_family(n_tasks=args.n_tasks, n_features=args.n_features, seed=args.seed)
-    perm = np.random.default_rng(args.seed).permutation(len(tasks))
-    held_pos, train_pos = sorted(perm[:args.n_heldout].tolist()), sorted(perm[args.n_heldout:].tolist())
-    train, held = tasks.take(train_pos), [tasks[i] for i in held_pos]
+    st = Stages(args)
+    train, held, data_what = split_tasks(args)
     index = TaskIndex.build(train, embedder="hashing", progress=False)
     assert not set(index.ids) & {t.task_id for t in held}
 
-    stage("sft")
-    sft = train_sft(index, base_model=args.base_model, max_steps=args.sft_steps, learning_rate=args.sft_lr,
-                    batch_size=args.batch_size, progress=False, seed=args.seed,
-                    generator_config=LMConfig(k=args.k, device="cpu", lora_r=args.lora_r,
-                                              lora_alpha=2 * args.lora_r, seed=args.seed,
-                                              target_modules=tuple(args.target_modules.split(",")),
-                                              population=not args.no_population,
-                                              prompt_order=args.prompt_order))
-    done("sft")
-    stage("pairs")
-    pairs = build_preference_pairs(sft, index, n_candidates=args.pair_candidates, min_margin=0.05,
-                                   temperature=args.temperature, pairs="all", progress=False, seed=args.seed)
-    done("pairs")
-    stage("reward model")
-    rm = train_reward_model(pairs, base_model=args.base_model, lora_r=args.lora_r, max_steps=args.rm_steps,
-                            learning_rate=args.rm_lr, batch_size=args.batch_size, val_fraction=0.2,
-                            progress=False, device="cpu", seed=args.seed)
-    done("reward model")
-    stage("held-out pairs")
-    hpairs = heldout_pairs(sft, index, held, n=args.pair_candidates, temperature=args.temperature)
-    rm_acc_heldout = rm.pairwise_accuracy(hpairs) if hpairs else float("nan")
-    done("held-out pairs")
-    stage("dpo")
-    dpo = train_dpo(sft, pairs, beta=0.1, max_steps=args.dpo_steps, learning_rate=args.dpo_lr,
-                    batch_size=args.batch_size, progress=False, seed=args.seed)
-    done("dpo")
-    stage("grpo")
-    grpo = train_grpo(sft, index, reward_config=VerifiableRewardConfig(weights={"log_likelihood": 1.0, "validity": 1.0}),
-                      num_generations=args.grpo_generations, batch_size=1, max_steps=args.grpo_steps,
-                      learning_rate=args.grpo_lr, temperature=args.temperature, progress=False, seed=args.seed,
-                      constrained=not args.grpo_unconstrained)
-    done("grpo")
-    grpo_log = [h for h in grpo.history_ if h.get("stage") == "grpo" and "reward" in h]
+    def save_gen(g, p):
+        g.save(p)
+
+    def load_gen(p):
+        return LMGenerator.load(p, device="cpu")
+
+    sft = st.run("sft", lambda: train_sft(
+        index, base_model=args.base_model, max_steps=args.sft_steps, learning_rate=args.sft_lr,
+        batch_size=args.batch_size, progress=False, seed=args.seed,
+        generator_config=LMConfig(k=args.k, device="cpu", lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
+                                  seed=args.seed, target_modules=tuple(args.target_modules.split(",")),
+                                  population=not args.no_population, prompt_order=args.prompt_order,
+                                  answer_format=args.answer_format,
+                                  statistical_prior=args.statistical_prior)),
+        save=save_gen, load=load_gen)
 
     results, per_task = {}, {}
-    for name, gen, kw in (
-        ("SFT (greedy)", sft, {}),
-        ("SFT + DPO", dpo, {}),
-        ("SFT + GRPO", grpo, {}),
-        (f"SFT + best-of-{args.best_of} (reward model)", sft,
-         {"rerank": "reward_model", "reward_model": rm, "n": args.best_of, "temperature": args.temperature}),
-    ):
-        stage(f"score {name}")
-        results[name], per_task[name] = score_method(gen, index, held, args, **kw)
-        done(f"score {name}")
+
+    def score(name, gen, **kw):
+        key = "score-" + "".join(c if c.isalnum() else "-" for c in name.lower())
+        r = st.run(key, lambda: dict(zip(("mean", "per"), score_method(gen, index, held, args, **kw), strict=True)),
+                   save=save_json, load=load_json)
+        results[name], per_task[name] = r["mean"], r["per"]
+
+    if args.statistical_prior:
+        prior = sft.fitted_prior(index)
+        score("statistical prior (in the prompt)", sft,
+              params_of=lambda t: prior.generate_params(t.description, index))
+    score("SFT (greedy)", sft)
+
+    grpo_log = []
+    if "grpo" in stages:
+        grpo = st.run("grpo", lambda: train_grpo(
+            sft, index, reward_config=VerifiableRewardConfig(weights={"log_likelihood": 1.0, "validity": 1.0}),
+            num_generations=args.grpo_generations, batch_size=1, max_steps=args.grpo_steps,
+            learning_rate=args.grpo_lr, temperature=args.temperature, progress=False, seed=args.seed,
+            constrained=not args.grpo_unconstrained), save=save_gen, load=load_gen)
+        grpo_log = st.run("grpo_log.json", lambda: [h for h in grpo.history_
+                                                    if h.get("stage") == "grpo" and "reward" in h],
+                          save=save_json, load=load_json)
+        score("SFT + GRPO", grpo)
+
+    pairs = hpairs = rm = None
+    if "pairs" in stages:
+        pairs = st.run("pairs.jsonl", lambda: build_preference_pairs(
+            sft, index, n_candidates=args.pair_candidates, min_margin=0.05, temperature=args.temperature,
+            pairs="all", progress=False, seed=args.seed), save=save_preferences, load=load_preferences)
+    if "reward" in stages:
+        rm = st.run("reward-model", lambda: train_reward_model(
+            pairs, base_model=args.base_model, lora_r=args.lora_r, max_steps=args.rm_steps,
+            learning_rate=args.rm_lr, batch_size=args.batch_size, val_fraction=0.2, progress=False,
+            device="cpu", seed=args.seed,
+            answer_format=sft.answer_format(param_names(index.model, index.schema))),
+            save=lambda m, p: m.save(p), load=lambda p: RewardModel.load(p, device="cpu"))
+        hpairs = st.run("heldout-pairs.json", lambda: heldout_pairs(
+            sft, index, held, n=args.pair_candidates, temperature=args.temperature),
+            save=save_json, load=load_json)
+    rm_acc_heldout = rm.pairwise_accuracy(hpairs) if hpairs else float("nan")
+    if "dpo" in stages:
+        dpo = st.run("dpo", lambda: train_dpo(sft, pairs, beta=0.1, max_steps=args.dpo_steps,
+                                              learning_rate=args.dpo_lr, batch_size=args.batch_size,
+                                              progress=False, seed=args.seed), save=save_gen, load=load_gen)
+        score("SFT + DPO", dpo)
+    if "best-of" in stages:
+        score(f"SFT + best-of-{args.best_of} (reward model)", sft, rerank="reward_model", reward_model=rm,
+              n=args.best_of, temperature=args.temperature)
     wall = round(time.perf_counter() - t_all, 1)
 
+    comparisons = []
+    base = "statistical prior (in the prompt)" if args.statistical_prior else None
+    for method, baseline in ((m, base) for m in results if base and m != base):
+        comparisons += [paired(per_task, method, baseline, metric) for metric in ("log_loss", "auroc")]
+    if "SFT + GRPO" in results:
+        comparisons += [paired(per_task, "SFT + GRPO", "SFT (greedy)", metric) for metric in ("log_loss", "auroc")]
+
     cmd = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/lm_training.py", *(argv or sys.argv[1:])])
-    lines = [
-        "| method | mean verifiable reward (held-out LL, nats/row) ↑ | AUROC ↑ | log-loss ↓ "
-        "| parse validity (constrained) | parse validity (unconstrained samples) | mean reward of unconstrained samples |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    sampled = args.samples > 0
+    head = "| method | mean verifiable reward (held-out LL, nats/row) ↑ | AUROC ↑ | log-loss ↓ | parse validity (constrained)"
+    lines = [head + (" | parse validity (unconstrained samples) | mean reward of unconstrained samples |"
+                     if sampled else " |"),
+             "|---|---|---|---|---" + ("|---|---|" if sampled else "|")]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['reward']:.4f} | {r['auroc']:.4f} | {r['log_loss']:.4f} | "
-                     f"{r['valid_constrained']:.2f} | {r['valid_unconstrained']:.2f} | {r['sample_reward']:.2f} |")
-    table = "\n".join(lines)
-    n_train_pairs = len(pairs)
-    extra = [
-        f"Reward model: pairwise accuracy on {len(hpairs)} pairs of the {len(held)} held-out tasks = "
-        f"**{rm_acc_heldout:.3f}**; on its validation pairs (20% of the training tasks) = {rm.val_accuracy_:.3f}; "
-        f"trained on {n_train_pairs} pairs minus the validation tasks' pairs.",
-        f"GRPO reward per step (training prompts, first → last 5): "
-        f"{[round(h['reward'], 2) for h in grpo_log[:5]]} → {[round(h['reward'], 2) for h in grpo_log[-5:]]}; "
-        f"mean frac_reward_zero_std = "
-        f"{np.mean([h.get('frac_reward_zero_std', np.nan) for h in grpo_log]):.2f}.",
-    ]
+        row = f"| {name} | {r['reward']:.4f} | {r['auroc']:.4f} | {r['log_loss']:.4f} | {r['valid_constrained']:.2f} |"
+        if sampled:
+            row += f" {r['valid_unconstrained']:.2f} | {r['sample_reward']:.2f} |"
+        lines.append(row)
+    if comparisons:
+        lines += ["", "| paired difference (same held-out tasks) | metric | mean | 95% bootstrap CI | wins / tasks |",
+                  "|---|---|---:|---|---|"]
+        lines += [f"| {c['method']} − {c['baseline']} | {c['metric']} | {c['mean_diff']:+.4f} | "
+                  f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] | {c['wins']} / {c['n_tasks']} |" for c in comparisons]
+    extra = []
+    if rm is not None:
+        extra.append(f"Reward model: pairwise accuracy on {len(hpairs)} pairs of the {len(held)} held-out tasks = "
+                     f"**{rm_acc_heldout:.3f}**; on its validation pairs (20% of the training tasks) = "
+                     f"{rm.val_accuracy_:.3f}; trained on {len(pairs)} pairs minus the validation tasks' pairs.")
+    if grpo_log:
+        curve = [round(h["reward"], 3) for h in grpo_log]
+        tenth = max(1, len(curve) // 10)
+        means = [round(float(np.mean(curve[i:i + tenth])), 3) for i in range(0, len(curve), tenth)]
+        extra.append(f"GRPO learning curve (training prompts): mean reward per block of {tenth} steps "
+                     f"{means}; mean frac_reward_zero_std = "
+                     f"{np.mean([h.get('frac_reward_zero_std', np.nan) for h in grpo_log]):.2f}.")
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     md = "\n".join([
         "# LM generator training: SFT vs DPO vs GRPO vs best-of-n",
@@ -254,17 +414,16 @@ def main(argv=None):
         f"Command: `{cmd}`",
         "",
         f"Machine: {platform.machine()}, {torch.get_num_threads()} torch thread(s), CPU; torch {torch.__version__}. "
-        f"Total wall time {wall} s.",
+        f"Wall time of this invocation {wall} s (stages reused from --run-dir are not counted).",
         "",
-        f"Data: `ragim.datasets.synthetic_family(n_tasks={args.n_tasks}, n_features={args.n_features}, "
-        f"seed={args.seed})`, split by task: {len(train)} training tasks (the index; SFT, pairs, reward model, "
-        f"DPO and GRPO use only these), {len(held)} held-out tasks (scored on all their rows, zero-shot).",
+        f"Data: {data_what}, split by task: {len(train)} training tasks (the index; every training stage "
+        f"uses only these), {len(held)} held-out tasks (scored on all their rows, zero-shot).",
         "",
         f"Base model: `{args.base_model}`. Settings: `{json.dumps(settings)}`",
         "",
-        "Wall time per stage (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()),
+        "Wall time per stage (s): " + ", ".join(f"{k} {v}" for k, v in st.timings.items()),
         "",
-        table,
+        *lines,
         "",
         *[f"- {e}" for e in extra],
         "",
@@ -274,9 +433,11 @@ def main(argv=None):
     args.out.write_text(md)
     if args.json_out is not None:
         args.json_out.write_text(json.dumps({"settings": settings, "results": results, "per_task": per_task,
+                                             "comparisons": comparisons, "grpo_log": grpo_log,
                                              "rm_pairwise_accuracy_heldout": rm_acc_heldout,
-                                             "rm_val_accuracy": rm.val_accuracy_, "n_heldout_pairs": len(hpairs),
-                                             "timings": timings, "wall_s": wall}, indent=2, default=float))
+                                             "rm_val_accuracy": None if rm is None else rm.val_accuracy_,
+                                             "n_heldout_pairs": None if hpairs is None else len(hpairs),
+                                             "timings": st.timings, "wall_s": wall}, indent=2, default=float))
     return results
 
 
