@@ -248,6 +248,20 @@ class Stages:
         return out
 
 
+def step_printer(stage, every=10):
+    """A transformers callback that prints the step and the last logged values every ``every`` steps
+    (a background run's log shows how far it got)."""
+    from transformers import TrainerCallback
+
+    class Printer(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.global_step % every == 0 and logs and {"loss", "reward", "eval_loss"} & logs.keys():
+                shown = {k: round(v, 4) for k, v in logs.items() if k in ("loss", "reward", "eval_loss")}
+                print(f"[{stage}] step {state.global_step}/{state.max_steps} {shown}", flush=True)
+
+    return [Printer()]
+
+
 def save_json(obj, p):
     tmp = p.with_suffix(".tmp")
     tmp.write_text(json.dumps(obj, indent=2, default=float))
@@ -312,7 +326,7 @@ def main(argv=None):
 
     sft = st.run("sft", lambda: train_sft(
         index, base_model=args.base_model, max_steps=args.sft_steps, learning_rate=args.sft_lr,
-        batch_size=args.batch_size, progress=False, seed=args.seed,
+        batch_size=args.batch_size, progress=False, seed=args.seed, callbacks=step_printer("sft"),
         generator_config=LMConfig(k=args.k, device="cpu", lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
                                   seed=args.seed, target_modules=tuple(args.target_modules.split(",")),
                                   population=not args.no_population, prompt_order=args.prompt_order,
@@ -340,7 +354,7 @@ def main(argv=None):
             sft, index, reward_config=VerifiableRewardConfig(weights={"log_likelihood": 1.0, "validity": 1.0}),
             num_generations=args.grpo_generations, batch_size=1, max_steps=args.grpo_steps,
             learning_rate=args.grpo_lr, temperature=args.temperature, progress=False, seed=args.seed,
-            constrained=not args.grpo_unconstrained), save=save_gen, load=load_gen)
+            constrained=not args.grpo_unconstrained, callbacks=step_printer("grpo")), save=save_gen, load=load_gen)
         grpo_log = st.run("grpo_log.json", lambda: [h for h in grpo.history_
                                                     if h.get("stage") == "grpo" and "reward" in h],
                           save=save_json, load=load_json)
