@@ -32,7 +32,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -41,22 +41,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ragim.checks import check_bool, check_fields, check_int, check_number, setting
-from ragim.errors import ArtifactError, ValidationError
+from ragim.checks import check_bool, check_int, check_number, setting
 from ragim.generate.base import (
-    Generator,
-    HypernetworkConfig,
     check_task_index,
-    config_with,
-    fit_state,
-    network_checks,
     provenance_records,
-    read_saved_net,
     record_fit_state,
     register_generator,
-    weights_mismatch_error,
 )
-from ragim.params import ModelParams, design_matrix
+from ragim.generate.hypernetwork import HypernetworkConfig, HypernetworkGenerator
+from ragim.params import ModelParams
 
 FORMAT = "ragim.attention-generator"
 BASES = ("statistical", "none")
@@ -65,7 +58,8 @@ BASES = ("statistical", "none")
 @dataclass
 class AttentionConfig(HypernetworkConfig):
     """Hyper-parameters of the RAG-IM hypernetwork and its episodic training (``k``,
-    ``hidden``, ``heads`` and ``blocks`` as :class:`~ragim.generate.base.HypernetworkConfig`)."""
+    ``hidden``, ``heads``, ``blocks``, ``seed`` and ``device`` as
+    :class:`~ragim.generate.hypernetwork.HypernetworkConfig`)."""
 
     bottleneck: int = setting(16, "width of the residual bottleneck")
     dropout: float = setting(0.1, "dropout in the blocks")
@@ -91,18 +85,20 @@ class AttentionConfig(HypernetworkConfig):
     val_fraction: float = setting(0.2, "share of tasks held out for early stopping")
     neighbor_dropout: float = setting(0.1, "share of neighbours hidden per episode")
     n_bootstrap: int = setting(32, "neighbour bootstrap draws for uncertainty")
-    seed: int = setting(0, "random seed")
-    device: str = setting("auto", "'auto', 'cpu' or 'cuda'")
 
-    def __post_init__(self):
-        rules, problems = network_checks(self)
+    def field_rules(self, problems: list[str]) -> dict[str, Any]:
         if self.base not in BASES:
             problems.append(f"base must be one of {list(BASES)}, got {self.base!r}")
-        ints = ("bottleneck", "max_epochs", "batch_tasks", "max_rows")
+        ints = ("bottleneck", "max_epochs", "patience", "batch_tasks", "max_rows", "n_bootstrap")
         fractions = ("dropout", "query_dropout", "val_fraction", "neighbor_dropout")
-        rules.update(dict.fromkeys(ints, partial(check_int, ge=1)))
-        rules.update(dict.fromkeys(fractions, partial(check_number, ge=0, lt=1)))
-        check_fields(self, rules, "AttentionConfig", problems)
+        return {
+            **dict.fromkeys(ints, partial(check_int, ge=1)),
+            **dict.fromkeys(fractions, partial(check_number, ge=0, lt=1)),
+            "lr": partial(check_number, gt=0),
+            "weight_decay": partial(check_number, ge=0),
+            "precision_key": check_bool,
+            "residual": check_bool,
+        }
 
 
 class _Block(nn.Module):
@@ -215,7 +211,7 @@ class _Episodes:
 
 
 @register_generator("attention")
-class AttentionGenerator(Generator):
+class AttentionGenerator(HypernetworkGenerator):
     """RAG-IM hypernetwork generator.
 
     Parameters
@@ -224,14 +220,18 @@ class AttentionGenerator(Generator):
         (``AttentionGenerator(k=5, max_epochs=100)``).
 
     :meth:`generate_params` takes ``uncertainty=True``: a neighbour-bootstrap SD per
-    coefficient in ``std``.
+    coefficient in ``std``. Saving and loading:
+    :class:`~ragim.generate.hypernetwork.HypernetworkGenerator`
+    (the artifact also holds the statistical base generator under ``base/``).
     """
 
+    FORMAT = FORMAT
+    config_class = AttentionConfig
+    label = "attention"
+
     def __init__(self, config: AttentionConfig | None = None, **overrides: Any):
-        self.config = config_with(AttentionConfig, config, overrides)
-        self.net_: RagimHypernetwork | None = None
+        super().__init__(config, **overrides)
         self.base_ = None
-        self.history_: list[dict] = []
 
     # ------------------------------------------------------------------ data
     def _neighbors(self, index, vectors: np.ndarray, excludes, k: int):
@@ -261,42 +261,20 @@ class AttentionGenerator(Generator):
     def _prepare(self, index):
         from ragim.index import leak_free
 
-        if index.tasks is None:
-            raise ValidationError(
-                "the index holds no task rows (it was built with "
-                "keep_tasks=False, grown with add(), or saved without tasks); "
-                "rebuild it from a TaskCollection to train a generator"
-            )
-        tasks = index.tasks
-        ids = [t for t in tasks.ids if t in index]
-        if len(ids) < 3:
-            raise ValidationError(
-                f"episodic training needs at least 3 indexed tasks, got {len(ids)}"
-            )
+        ids = self.episode_ids(index)
         self._stack_index(index)
         k = min(self.config.k, len(index) - 1)
         records = [index.record(t) for t in ids]
         vecs = self._embeddings[[index.row(t) for t in ids]]
         nb_rows, nb_sim = self._neighbors(index, vecs, [leak_free(r) for r in records], k)
-        usable = (nb_rows >= 0).any(axis=1)  # a task overlapping every other task has no episode
-        if usable.sum() < 3:
-            raise ValidationError(
-                f"only {int(usable.sum())} task(s) have neighbours once "
-                "overlapping tasks are excluded; episodic training needs at least 3"
-            )
-        self.skipped_episodes_ = [t for t, u in zip(ids, usable, strict=True) if not u]
+        usable = self.usable_episodes(ids, nb_rows)
         ids, vecs, nb_rows, nb_sim = (
             [t for t, u in zip(ids, usable, strict=True) if u],
             vecs[usable],
             nb_rows[usable],
             nb_sim[usable],
         )
-        designs, ys = [], []
-        for t in ids:
-            task = tasks[t]
-            designs.append(design_matrix(index.model, index.schema, task.X).astype(np.float32))
-            ys.append(task.y.astype(np.float32))
-        count = np.array([len(y) for y in ys])
+        D, y, count = self.episode_rows(index, ids)
         start = np.concatenate([[0], np.cumsum(count)[:-1]])
         dev = self._device
         base = None
@@ -324,8 +302,8 @@ class AttentionGenerator(Generator):
             torch.as_tensor(vecs, dtype=torch.float32, device=dev),
             nb_rows,
             nb_sim,
-            torch.as_tensor(np.concatenate(designs), device=dev),
-            torch.as_tensor(np.concatenate(ys), device=dev),
+            D,
+            y,
             start,
             count,
             base,
@@ -556,101 +534,53 @@ class AttentionGenerator(Generator):
         return theta.std(0)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | Path) -> Path:
-        """Save as an artifact: ``config.json``, ``model.safetensors``, ``state.json``."""
-        from safetensors.torch import save as st_save
-
-        from ragim.io import json_bytes, write_artifact
-
-        if self.net_ is None:
-            raise ValidationError("cannot save an unfitted AttentionGenerator")
+    def saved_tensors(self) -> dict[str, Any]:
         tensors = {
             f"net.{k}": v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()
         }
         tensors["param_mean"] = torch.as_tensor(self.param_mean_)
         tensors["param_scale"] = torch.as_tensor(self.param_scale_)
-        state = {
-            **fit_state(self),
-            "emb_dim": int(self.net_.q_in.in_features),
-            "history": self.history_,
-        }
-        files = {
-            "config.json": json_bytes(asdict(self.config)),
-            "state.json": json_bytes(state),
-            "model.safetensors": st_save(tensors),
-        }
-        if self.base_ is not None:
-            base = self.base_
-            files["base"] = lambda target: base.save(target)
-        return write_artifact(path, FORMAT, files)
+        return tensors
 
-    save_pretrained = save
+    def extra_files(self) -> dict[str, Any]:
+        base = self.base_
+        return {} if base is None else {"base": lambda target: base.save(target)}
 
     @classmethod
-    def load(cls, path: str | Path, *, device: str | None = None) -> AttentionGenerator:
+    def upgrade_config(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and "base" not in raw:  # saved before the base option: a mixture
+            return {**raw, "base": "none", "precision_key": False}
+        return raw
 
-        from ragim.io import read_artifact
+    def restore_net(self, saved) -> RagimHypernetwork:
+        net = RagimHypernetwork(len(saved.param_names), saved.emb_dim, self.config)
+        weights = {k[4:]: v for k, v in saved.tensors.items() if k.startswith("net.")}
+        if self.config.base == "none":  # saved before the base option: the gate is unused
+            weights.setdefault("base_gate", net.base_gate.detach().clone())
+        net.load_state_dict(weights)
+        self.param_mean_ = saved.tensors["param_mean"].numpy()
+        self.param_scale_ = saved.tensors["param_scale"].numpy()
+        return net
 
-        art = read_artifact(path, FORMAT)
-        root = Path(art.path)
-
-        def bad(name: str, exc: BaseException | str) -> ArtifactError:
-            return ArtifactError(f"{root / name}: not a valid attention generator file ({exc})")
-
-        try:
-            raw = art.read_json("config.json")
-            if (
-                isinstance(raw, dict) and "base" not in raw
-            ):  # saved before the base option: the mixture model
-                raw = {**raw, "base": "none", "precision_key": False}
-            cfg = AttentionConfig(**raw)
-        except (TypeError, ValueError, ValidationError) as exc:
-            raise bad("config.json", exc) from exc
-        if (cfg.base != "none") != ("base/manifest.json" in art.files):
+    def check_artifact(self, art, bad) -> None:
+        n = len(self.param_names_)
+        for name, arr in (("param_mean", self.param_mean_), ("param_scale", self.param_scale_)):
+            if arr.shape != (n,) or not np.isfinite(arr).all():
+                raise bad(
+                    "model.safetensors",
+                    f"{name} has shape {arr.shape} or non-finite values; state.json lists {n} "
+                    "parameters",
+                )
+        base = self.config.base
+        if (base != "none") != ("base/manifest.json" in art.files):
             raise bad(
                 "config.json",
-                f"base={cfg.base!r} but the artifact {'lacks' if cfg.base != 'none' else 'has'} "
+                f"base={base!r} but the artifact {'lacks' if base != 'none' else 'has'} "
                 "a base/ generator",
             )
-        if device is not None:
-            cfg.device = device
-        saved = read_saved_net(art, bad)
-        names, tensors = saved.param_names, saved.tensors
-        gen = cls(cfg)
-        saved.restore(gen)
-        from ragim.device import resolve_device
-
-        gen._device = resolve_device(cfg.device)
-        try:
-            net = RagimHypernetwork(len(names), saved.emb_dim, cfg)
-            weights = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
-            if cfg.base == "none":  # saved before the base option: the gate is unused
-                weights.setdefault("base_gate", net.base_gate.detach().clone())
-            net.load_state_dict(weights)
-            gen.param_mean_ = tensors["param_mean"].numpy()
-            gen.param_scale_ = tensors["param_scale"].numpy()
-        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
-            raise weights_mismatch_error(root, exc) from exc
-        for name, arr in (("param_mean", gen.param_mean_), ("param_scale", gen.param_scale_)):
-            if arr.shape != (len(names),) or not np.isfinite(arr).all():
-                raise ArtifactError(
-                    f"{root / 'model.safetensors'}: {name} has shape {arr.shape} or non-finite "
-                    f"values; {root / 'state.json'} lists {len(names)} parameters"
-                )
-        gen.net_ = net.to(gen._device).eval()
-        if cfg.base == "statistical":
+        if base == "statistical":
             from ragim.generate.statistical import StatisticalGenerator
 
-            gen.base_ = StatisticalGenerator.load(root / "base")
-            if gen.base_.param_names_ != names:
+            self.base_ = StatisticalGenerator.load(Path(art.path) / "base")
+            if self.base_.param_names_ != self.param_names_:
                 raise bad("base", "its parameter layout differs from the attention generator's")
-        return gen
-
-    from_pretrained = load
-
-    def __repr__(self) -> str:
-        state = "fitted" if self.net_ is not None else "not fitted"
-        return (
-            f"AttentionGenerator(k={self.config.k}, "
-            f"hidden={self.config.hidden}, blocks={self.config.blocks}, {state})"
-        )

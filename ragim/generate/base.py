@@ -16,17 +16,14 @@ outside the index's domain.
 from __future__ import annotations
 
 import functools
-import numbers
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
-from functools import partial
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
-from ragim.checks import check_int, setting
-from ragim.errors import ArtifactError, ValidationError
+from ragim.errors import ValidationError
 from ragim.params import ModelParams, param_names
 from ragim.schema import FeatureSchema
 from ragim.tasks import Task
@@ -124,101 +121,6 @@ def config_with(cls: type, config: Any, overrides: dict[str, Any]) -> Any:
     """A generator's config: a new ``cls`` with the fields of ``config`` (default: ``cls()``)
     and the keyword ``overrides``, checked by ``cls`` (``AttentionGenerator(config, k=5)``)."""
     return cls(**{**asdict(config or cls()), **overrides})
-
-
-@dataclass
-class SavedNet:
-    """A saved neural generator's (attention, rag-im-2024) ``state.json`` and
-    ``model.safetensors``: what it was fitted on, the query embedding width ``emb_dim``, the
-    training log ``history`` and the network's ``tensors`` (name -> torch tensor)."""
-
-    model_kind: str
-    param_names: list[str]
-    schema: FeatureSchema
-    embedder: Any
-    emb_dim: int
-    history: list
-    tensors: dict[str, Any]
-
-    def restore(self, gen: Generator) -> None:
-        """Set what ``gen`` was fitted on (``model_kind_``, ``param_names_``, ``schema_``,
-        ``embedder_identity_``) and its ``history_``."""
-        gen.model_kind_, gen.param_names_ = self.model_kind, self.param_names
-        gen.schema_, gen.embedder_identity_ = self.schema, self.embedder
-        gen.history_ = self.history
-
-
-def read_saved_net(art: Any, bad: Callable[[str, Any], Exception]) -> SavedNet:
-    """Read ``state.json`` and ``model.safetensors`` of an opened artifact ``art``
-    (:func:`ragim.io.read_artifact`); a malformed file raises ``bad(file name, why)`` (the
-    loader's ArtifactError naming its generator)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load as st_load
-
-    try:
-        state = art.read_json("state.json")
-        model_kind, names, schema, embedder = read_fit_state(state)
-        emb_dim, history = int(state["emb_dim"]), list(state.get("history", []))
-    except (TypeError, KeyError, ValueError, ValidationError) as exc:
-        raise bad("state.json", exc) from exc
-    try:
-        tensors = st_load(art.read_bytes("model.safetensors"))
-    except (SafetensorError, ValueError, RuntimeError) as exc:
-        raise bad("model.safetensors", exc) from exc
-    return SavedNet(model_kind, names, schema, embedder, emb_dim, history, tensors)
-
-
-def weights_mismatch_error(root: Any, exc: BaseException) -> ArtifactError:
-    """The error of a saved neural generator at ``root`` whose ``model.safetensors`` does not
-    fit its ``config.json`` and ``state.json``; ``exc`` says why building or loading the
-    network failed."""
-    return ArtifactError(
-        f"{root / 'model.safetensors'}: its weights do not fit {root / 'config.json'} and "
-        f"{root / 'state.json'} ({str(exc)[:300]})"
-    )
-
-
-def heads_problems(hidden: Any, heads: Any) -> list[str]:
-    """Why an attention width ``hidden`` cannot be split over ``heads`` heads: ``[]`` when it
-    can, or when either is not a positive integer (the field checks report that).
-
-    >>> heads_problems(64, 5), heads_problems(64, 4), heads_problems(64, 0)
-    (['hidden (64) must be divisible by heads (5)'], [], [])
-    """
-    sizes = (hidden, heads)
-    if not all(
-        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in sizes
-    ):
-        return []
-    return [f"hidden ({hidden}) must be divisible by heads ({heads})"] if hidden % heads else []
-
-
-@dataclass
-class HypernetworkConfig:
-    """The network fields every attention hypernetwork config (``attention``,
-    ``rag-im-2024``) starts with; :func:`network_checks` checks them. A config that
-    extends it may give ``hidden`` and ``blocks`` other defaults."""
-
-    k: int = setting(10, "neighbours retrieved per task")
-    hidden: int = setting(64, "width of the attention blocks")
-    heads: int = setting(4, "attention heads")
-    blocks: int = setting(2, "cross-attention blocks")
-
-
-def network_checks(config: Any) -> tuple[dict[str, Any], list[str]]:
-    """What every attention hypernetwork config (``attention``, ``rag-im-2024``) checks of its
-    network fields: ``k``, ``hidden``, ``heads`` and ``blocks`` are integers >= 1 and
-    ``hidden`` splits over ``heads`` (:func:`heads_problems`). Returns the field rules and the
-    problems found so far, for the config to extend and pass to
-    :func:`ragim.checks.check_fields`.
-
-    >>> from types import SimpleNamespace
-    >>> rules, problems = network_checks(SimpleNamespace(hidden=64, heads=5))
-    >>> sorted(rules), problems
-    (['blocks', 'heads', 'hidden', 'k'], ['hidden (64) must be divisible by heads (5)'])
-    """
-    rules = dict.fromkeys(("k", "hidden", "heads", "blocks"), partial(check_int, ge=1))
-    return rules, heads_problems(config.hidden, config.heads)
 
 
 def _with_coverage(generate_params):

@@ -51,31 +51,24 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ragim.checks import check_fields, check_int, check_number, setting
-from ragim.errors import ArtifactError, ValidationError
+from ragim.checks import check_int, check_number, setting
+from ragim.errors import ValidationError
 from ragim.generate.base import (
-    Generator,
-    HypernetworkConfig,
     check_task_index,
-    config_with,
-    fit_state,
-    network_checks,
     provenance_records,
-    read_saved_net,
     record_fit_state,
     register_generator,
-    weights_mismatch_error,
 )
-from ragim.params import ModelParams, design_matrix
+from ragim.generate.hypernetwork import HypernetworkConfig, HypernetworkGenerator
+from ragim.params import ModelParams
 
 FORMAT = "ragim.rag-im-2024-generator"
 
@@ -83,7 +76,8 @@ FORMAT = "ragim.rag-im-2024-generator"
 @dataclass
 class RagIm2024Config(HypernetworkConfig):
     """Hyper-parameters of the paper's architecture and training (defaults: the paper's;
-    ``k`` and ``heads`` as :class:`~ragim.generate.base.HypernetworkConfig`)."""
+    ``k``, ``heads``, ``seed`` and ``device`` as
+    :class:`~ragim.generate.hypernetwork.HypernetworkConfig`)."""
 
     hidden: int = setting(512, "width of the attention blocks")
     blocks: int = setting(3, "cross-attention blocks")
@@ -96,16 +90,12 @@ class RagIm2024Config(HypernetworkConfig):
     epochs: int = setting(5, "passes over the training tasks")
     draws_per_task: int = setting(10, "random rows drawn per task and epoch")
     min_steps: int = setting(200, "at least this many steps (small indexes)")
-    seed: int = setting(0, "random seed")
-    device: str = setting("auto", "'auto', 'cpu' or 'cuda'")
 
-    def __post_init__(self):
-        rules, problems = network_checks(self)
+    def field_rules(self, problems: list[str]) -> dict[str, Any]:
         if not problems and self.hidden == 1:
             problems.append("hidden must be at least 2 (the bottleneck is hidden / 2), got 1")
         ints = ("gate_rows", "batch_size", "epochs", "draws_per_task")
-        rules = {
-            **rules,
+        return {
             **dict.fromkeys(ints, partial(check_int, ge=1)),
             "min_steps": partial(check_int, ge=0),
             "dropout": partial(check_number, ge=0, lt=1),
@@ -113,7 +103,6 @@ class RagIm2024Config(HypernetworkConfig):
             "weight_decay": check_number,
             "gate_init": check_number,
         }
-        check_fields(self, rules, "RagIm2024Config", problems)
 
 
 class RagIm2024Net(nn.Module):
@@ -182,7 +171,7 @@ class _Episodes:
 
 
 @register_generator("rag-im-2024")
-class RagIm2024Generator(Generator):
+class RagIm2024Generator(HypernetworkGenerator):
     """The original RAG-IM hypernetwork (Mahbub et al., 2024), opt-in baseline.
 
     Parameters
@@ -196,13 +185,13 @@ class RagIm2024Generator(Generator):
     Attributes (after :meth:`fit`): ``history_`` (mean loss per logged step),
     ``n_steps_``, ``n_train_tasks_``, ``train_neighbors_`` (each training target's
     leak-free neighbour ids), ``skipped_episodes_`` (tasks without a leak-free
-    neighbour), ``train_seconds_``.
+    neighbour), ``train_seconds_``. Saving and loading:
+    :class:`~ragim.generate.hypernetwork.HypernetworkGenerator`.
     """
 
-    def __init__(self, config: RagIm2024Config | None = None, **overrides: Any):
-        self.config = config_with(RagIm2024Config, config, overrides)
-        self.net_: RagIm2024Net | None = None
-        self.history_: list[dict] = []
+    FORMAT = FORMAT
+    config_class = RagIm2024Config
+    label = "rag-im-2024"
 
     # ------------------------------------------------------------------ index arrays
     def _arrays(self, index):
@@ -245,49 +234,26 @@ class RagIm2024Generator(Generator):
     def _prepare(self, index) -> tuple[list[str], _Episodes]:
         from ragim.index import leak_free
 
-        if index.tasks is None:
-            raise ValidationError(
-                "the index holds no task rows (it was built with keep_tasks=False, grown with "
-                "add(), or saved without tasks); rebuild it from a TaskCollection to train the "
-                "rag-im-2024 generator"
-            )
-        ids = [t for t in index.tasks.ids if t in index]
-        if len(ids) < 3:
-            raise ValidationError(
-                f"episodic training needs at least 3 indexed tasks with rows, got {len(ids)}"
-            )
+        ids = self.episode_ids(index)
         pos, P, E = self._arrays(index)
         all_ids = index.ids
         k = min(self.config.k, len(index) - 1)
         excludes = [leak_free(index.record(t)) for t in ids]
         nb, _ = self._neighbours(index, E[[pos[t] for t in ids]], excludes, k)
-        usable = (nb >= 0).any(
-            axis=1
-        )  # a task sharing patients with every other task has no episode
-        if usable.sum() < 3:
-            raise ValidationError(
-                f"only {int(usable.sum())} task(s) have neighbours once the tasks sharing their "
-                "patients are excluded; episodic training needs at least 3"
-            )
-        self.skipped_episodes_ = [t for t, u in zip(ids, usable, strict=True) if not u]
+        usable = self.usable_episodes(ids, nb)
         ids, nb = [t for t, u in zip(ids, usable, strict=True) if u], nb[usable]
         self.train_neighbors_ = {
             t: [all_ids[j] for j in r if j >= 0] for t, r in zip(ids, nb, strict=True)
         }
-        designs, ys = [], []
-        for t in ids:
-            task = index.tasks[t]
-            designs.append(design_matrix(index.model, index.schema, task.X).astype(np.float32))
-            ys.append(np.asarray(task.y, dtype=np.float32))
-        count = np.array([len(y) for y in ys])
+        D, y, count = self.episode_rows(index, ids)
         own = P[[pos[t] for t in ids]] * (count >= self.config.gate_rows)[:, None]
         dev = self._device
         return ids, _Episodes(
             torch.as_tensor(E[[pos[t] for t in ids]], device=dev),
             nb,
             torch.as_tensor(own, device=dev),
-            torch.as_tensor(np.concatenate(designs), device=dev),
-            torch.as_tensor(np.concatenate(ys), device=dev),
+            D,
+            y,
             np.concatenate([[0], np.cumsum(count)[:-1]]),
             count,
         )
@@ -443,73 +409,10 @@ class RagIm2024Generator(Generator):
         return out
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | Path) -> Path:
-        """Save atomically: ``config.json``, ``state.json``, ``model.safetensors`` (no pickle)."""
-        from safetensors.torch import save as st_save
+    def saved_tensors(self) -> dict[str, Any]:
+        return {k: v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
 
-        from ragim.io import json_bytes, write_artifact
-
-        if self.net_ is None:
-            raise ValidationError(
-                "cannot save an unfitted RagIm2024Generator; call fit(index) first"
-            )
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
-        state = {
-            **fit_state(self),
-            "emb_dim": int(self.net_.q_in.in_features),
-            "history": self.history_,
-        }
-        return write_artifact(
-            path,
-            FORMAT,
-            {
-                "config.json": json_bytes(asdict(self.config)),
-                "state.json": json_bytes(state),
-                "model.safetensors": st_save(tensors),
-            },
-        )
-
-    save_pretrained = save
-
-    @classmethod
-    def load(cls, path: str | Path, *, device: str | None = None) -> RagIm2024Generator:
-        """Open a saved generator; checksums, format and shapes are verified.
-
-        Raises
-        ------
-        ArtifactError
-            A missing, damaged or foreign file, named with what was expected.
-        """
-        from ragim.device import resolve_device
-        from ragim.io import read_artifact
-
-        art = read_artifact(path, FORMAT)
-        root = Path(art.path)
-
-        def bad(name: str, exc: BaseException | str) -> ArtifactError:
-            return ArtifactError(f"{root / name}: not a valid rag-im-2024 generator file ({exc})")
-
-        try:
-            cfg = RagIm2024Config(**art.read_json("config.json"))
-        except (TypeError, ValueError, ValidationError) as exc:
-            raise bad("config.json", exc) from exc
-        if device is not None:
-            cfg.device = device
-        saved = read_saved_net(art, bad)
-        gen = cls(cfg)
-        gen._device = resolve_device(cfg.device)
-        try:
-            net = RagIm2024Net(len(saved.param_names), saved.emb_dim, cfg)
-            net.load_state_dict(saved.tensors)
-        except (RuntimeError, TypeError, ValueError) as exc:
-            raise weights_mismatch_error(root, exc) from exc
-        saved.restore(gen)
-        gen.net_ = net.to(gen._device).eval()
-        return gen
-
-    from_pretrained = load
-
-    def __repr__(self) -> str:
-        state = "fitted" if self.net_ is not None else "not fitted"
-        c = self.config
-        return f"RagIm2024Generator(k={c.k}, hidden={c.hidden}, blocks={c.blocks}, {state})"
+    def restore_net(self, saved) -> RagIm2024Net:
+        net = RagIm2024Net(len(saved.param_names), saved.emb_dim, self.config)
+        net.load_state_dict(saved.tensors)
+        return net
