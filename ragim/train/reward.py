@@ -38,7 +38,7 @@ from ragim.errors import ValidationError
 from ragim.lm.answer import AnswerFormat
 from ragim.lm.pairs import check_pair_names, in_answer_format, pair_rows, pairs_dataset
 from ragim.lm.reward_model import FORMAT, RewardModel, RewardModelConfig, best_of_n
-from ragim.train.trainer import STEP_RULES, run_config, train_from_scratch
+from ragim.train.trainer import STEP_RULES, output_dir_field, run_config, train_from_scratch
 
 
 @dataclass
@@ -60,6 +60,7 @@ class RewardModelTrainingConfig:
     seed: int = field(
         default=0, metadata={"help": "seed of the split, data order, head and LoRA init"}
     )
+    output_dir: str | None = output_dir_field()
 
     def __post_init__(self):
         check_fields(
@@ -99,18 +100,13 @@ def train_reward_model(
     *,
     base_model: str = "smollm2-135m",
     lora_r: int = 8,
-    max_steps: int | None = None,
-    learning_rate: float | None = None,
-    batch_size: int | None = None,
     val_pairs=None,
-    val_fraction: float | None = None,
-    seed: int | None = None,
-    progress: bool = True,
-    device: str | None = None,
-    output_dir: str | None = None,
-    callbacks: Sequence[Any] | None = None,
     param_names: Sequence[str] | None = None,
     answer_format: AnswerFormat | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    callbacks: Sequence[Any] | None = None,
+    **overrides: Any,
 ) -> RewardModel:
     """Train a Bradley–Terry reward model with LoRA (TRL ``RewardTrainer``).
 
@@ -123,28 +119,15 @@ def train_reward_model(
         as a loss margin: it is in reward units, not score units); ``task_id`` drives the
         validation split.
     config : RewardModelTrainingConfig or dict, optional
-        The training settings; ``max_steps``, ``learning_rate``, ``batch_size``,
-        ``val_fraction`` and ``seed`` given as keywords override its fields.
+        The training settings; each of its fields given as a keyword (``**overrides``)
+        replaces the config's.
     base_model : str
         ``"smollm2-135m"``, ``"tiny"``, a local model directory or a hub id; use the
         generator's base model.
     lora_r : int
         LoRA rank (alpha = 2 * rank).
-    max_steps, learning_rate, batch_size : optimiser steps, AdamW rate, pairs per step
-        (defaults 50, 1e-4, 4).
     val_pairs : optional
         Validation pairs; default: ``val_fraction`` of the *tasks* of ``pairs`` are held out.
-    val_fraction : float
-        Share of tasks held out when ``val_pairs`` is not given (0: none; default 0.2).
-    seed : int
-        Seed of the split, data order, head and LoRA initialisation.
-    progress : bool
-        Show TRL's progress bar.
-    device : str, optional
-        ``"cpu"``, ``"cuda"``, ... (default ``"auto"``).
-    output_dir : str, optional
-        Trainer scratch directory (nothing is saved there).
-    callbacks : list of transformers.TrainerCallback, optional
     param_names : sequence of str, optional
         The parameter layout of the index the reward model will score (e.g. the
         generator's ``param_names_``). When given, every pair's models must use exactly
@@ -158,6 +141,17 @@ def train_reward_model(
         as given (JSON objects). The model keeps it (``answer_format_``, saved):
         ``pairwise_accuracy`` writes other pairs in it, and ``best_of_n`` refuses a generator
         that writes another.
+    device : str, optional
+        ``"cpu"``, ``"cuda"``, ... (default ``"auto"``).
+    progress : bool
+        Show TRL's progress bar.
+    callbacks : list of transformers.TrainerCallback, optional
+    **overrides
+        Fields of :class:`RewardModelTrainingConfig`: ``max_steps``, ``learning_rate`` and
+        ``batch_size`` (optimiser steps, AdamW rate, pairs per step; 50, 1e-4, 4),
+        ``val_fraction`` (share of tasks held out when ``val_pairs`` is not given, 0: none;
+        0.2), ``seed`` (split, data order, head and LoRA initialisation) and ``output_dir``
+        (trainer scratch directory).
 
     Returns
     -------
@@ -170,15 +164,7 @@ def train_reward_model(
     from trl import RewardConfig as TRLRewardConfig
     from trl import RewardTrainer
 
-    run = run_config(
-        RewardModelTrainingConfig,
-        config,
-        max_steps=max_steps,
-        learning_rate=learning_rate,
-        batch_size=batch_size,
-        val_fraction=val_fraction,
-        seed=seed,
-    )
+    run = run_config(RewardModelTrainingConfig, config, **overrides)
     lora_r = check_int(lora_r, "lora_r", ge=1)
     rows = pair_rows(pairs)
     if not rows:
@@ -221,7 +207,6 @@ def train_reward_model(
         model=model,
         tokenizer=tok,
         progress=progress,
-        output_dir=output_dir,
         callbacks=callbacks,
         args=dict(max_length=None),
         train_dataset=pairs_dataset(train_rows),

@@ -58,7 +58,13 @@ from ragim.generate.lm import LMGenerator
 from ragim.lm.pairs import check_pair_names, in_answer_format, pair_rows, pairs_dataset
 from ragim.train.rewards import VerifiableRewardConfig, encode_heldout
 from ragim.train.sft import build_sft_dataset
-from ragim.train.trainer import STEP_RULES, run_config, train_with, training_record
+from ragim.train.trainer import (
+    STEP_RULES,
+    output_dir_field,
+    run_config,
+    train_with,
+    training_record,
+)
 
 
 @dataclass
@@ -121,6 +127,7 @@ class GRPOTrainingConfig:
         default=None,
         metadata={"help": "training tasks (default: the generator's SFT training tasks)"},
     )
+    output_dir: str | None = output_dir_field()
 
     def __post_init__(self):
         if isinstance(self.rewards, dict) and set(self.rewards) <= {
@@ -169,6 +176,7 @@ class DPOTrainingConfig:
     )
     batch_size: int = field(default=4, metadata={"help": "pairs per step"})
     seed: int = field(default=0, metadata={"help": "seed of the data order"})
+    output_dir: str | None = output_dir_field()
 
     def __post_init__(self):
         check_fields(
@@ -231,7 +239,7 @@ def _continue_policy(
     **train_kwargs: Any,
 ) -> LMGenerator:
     """Train ``gen``'s adapter further with ``trainer_cls`` (:func:`train_with`, seeded with
-    ``run.seed``; ``train_kwargs`` are its other keywords: ``progress``, ``output_dir``,
+    ``run.seed``; ``train_kwargs`` are its other keywords: ``progress``,
     ``callbacks``, the trainer's ``args`` and datasets) and return ``gen`` with the result: the
     adapter frozen in eval mode (TRL's ``"ref"`` adapter and patches removed), its ``history_``
     the earlier entries followed by this run's, tagged ``stage``, and the run appended to
@@ -321,22 +329,11 @@ def train_grpo(
     config: GRPOTrainingConfig | dict | None = None,
     *,
     reward_config=None,
-    num_generations: int | None = None,
-    max_steps: int | None = None,
-    learning_rate: float | None = None,
-    batch_size: int | None = None,
-    max_completion_length: int | None = None,
-    temperature: float | None = None,
-    constrained: bool | None = None,
-    seed: int | None = None,
-    progress: bool = True,
-    beta: float | None = None,
-    heldout_fraction: float | None = None,
-    task_ids: Sequence[str] | None = None,
     extra_rewards: Mapping[Callable[..., list], float] | None = None,
     device: str | None = None,
-    output_dir: str | None = None,
+    progress: bool = True,
     callbacks: Sequence[Any] | None = None,
+    **overrides: Any,
 ) -> LMGenerator:
     """Continue the generator's LoRA adapter with GRPO on verifiable rewards.
 
@@ -347,40 +344,31 @@ def train_grpo(
     index : TaskIndex
         Training tasks, with rows (``keep_tasks=True``); the generator's index.
     config : GRPOTrainingConfig or dict, optional
-        The run's settings; each of the keywords below that is given overrides its field
-        (defaults are the config's).
+        The run's settings; each of its fields given as a keyword (``**overrides``)
+        replaces the config's (defaults are the config's).
     reward_config : ragim.train.rewards.VerifiableRewardConfig, optional
         Rewards and weights (default: held-out log-likelihood alone); the config's ``rewards``.
-    num_generations : int
-        Answers sampled per prompt (the GRPO group, >= 2; default 4).
-    max_steps, learning_rate : optimiser steps and AdamW rate of the LoRA weights (50, 5e-5).
-    batch_size : int
-        Prompts per step (each with ``num_generations`` answers; default 1).
-    max_completion_length : int, optional
-        Token budget per answer; default: the longest possible answer over the index's keys
-        plus a margin (:func:`ragim.lm.prompts.answer_room`).
-    temperature : float
-        Sampling temperature of the answers (default 0.8).
-    constrained : bool
-        Sample under the answer grammar (default True; see the module docstring).
-    seed : int
-        Seed of the held-out row split, data order and sampling.
-    progress : bool
-        Show TRL's progress bar.
-    beta : float
-        KL coefficient towards the starting adapter (0: no reference model, TRL's default).
-    heldout_fraction : float
-        Share of each task's rows the rewards are evaluated on (default 0.5).
-    task_ids : list of str, optional
-        Training tasks; default: the generator's SFT training tasks (all tasks if none),
-        with its validation tasks never shown as neighbours.
     extra_rewards : dict callable -> weight, optional
         More reward functions (TRL signature) added to ``reward_config``'s.
     device : str, optional
         Used when ``generator_or_path`` is a path.
-    output_dir : str, optional
-        Trainer scratch directory (nothing is saved there).
+    progress : bool
+        Show TRL's progress bar.
     callbacks : list of transformers.TrainerCallback, optional
+    **overrides
+        Fields of :class:`GRPOTrainingConfig`: ``num_generations`` (answers sampled per
+        prompt, the GRPO group, >= 2; default 4), ``max_steps`` and ``learning_rate``
+        (optimiser steps and AdamW rate of the LoRA weights; 50, 5e-5), ``batch_size``
+        (prompts per step, each with ``num_generations`` answers; 1),
+        ``max_completion_length`` (token budget per answer; default the longest possible
+        answer over the index's keys plus a margin, :func:`ragim.lm.prompts.answer_room`),
+        ``temperature`` (of the sampled answers; 0.8), ``constrained`` (sample under the
+        answer grammar; True, see the module docstring), ``seed`` (held-out row split, data
+        order and sampling), ``beta`` (KL coefficient towards the starting adapter; 0: no
+        reference model, TRL's default), ``heldout_fraction`` (share of each task's rows the
+        rewards are evaluated on; 0.5), ``task_ids`` (training tasks; default the generator's
+        SFT training tasks, all tasks if none, with its validation tasks never shown as
+        neighbours) and ``output_dir`` (trainer scratch directory).
 
     Returns
     -------
@@ -395,22 +383,7 @@ def train_grpo(
     from ragim.lm.prompts import ANSWER_MARGIN, answer_room
     from ragim.params import param_names
 
-    run = run_config(
-        GRPOTrainingConfig,
-        config,
-        rewards=reward_config,
-        num_generations=num_generations,
-        max_steps=max_steps,
-        learning_rate=learning_rate,
-        batch_size=batch_size,
-        max_completion_length=max_completion_length,
-        temperature=temperature,
-        constrained=constrained,
-        seed=seed,
-        beta=beta,
-        heldout_fraction=heldout_fraction,
-        task_ids=None if task_ids is None else list(task_ids),
-    )
+    run = run_config(GRPOTrainingConfig, config, rewards=reward_config, **overrides)
     reward_funcs, reward_weights = run.rewards.build()
     for func, w in (extra_rewards or {}).items():
         if not callable(func):
@@ -463,7 +436,6 @@ def train_grpo(
             run,
             "grpo",
             progress=progress,
-            output_dir=output_dir,
             callbacks=callbacks,
             args=dict(
                 per_device_train_batch_size=run.batch_size * run.num_generations,
@@ -503,15 +475,10 @@ def train_dpo(
     pairs,
     config: DPOTrainingConfig | dict | None = None,
     *,
-    beta: float | None = None,
-    max_steps: int | None = None,
-    learning_rate: float | None = None,
-    batch_size: int | None = None,
-    seed: int | None = None,
-    progress: bool = True,
     device: str | None = None,
-    output_dir: str | None = None,
+    progress: bool = True,
     callbacks: Sequence[Any] | None = None,
+    **overrides: Any,
 ) -> LMGenerator:
     """Continue the generator's LoRA adapter with DPO on preference pairs.
 
@@ -524,16 +491,14 @@ def train_dpo(
         Preference pairs with ``prompt``, ``chosen`` and ``rejected`` in the generator's
         prompt/answer format (:func:`~ragim.train.build_preference_pairs`).
     config : DPOTrainingConfig or dict, optional
-        The run's settings; ``beta``, ``max_steps``, ``learning_rate``, ``batch_size`` and
-        ``seed`` given as keywords override its fields.
-    beta : float
-        DPO temperature: how far the policy may move from the reference (default 0.1).
-    max_steps, learning_rate, batch_size : optimiser steps, AdamW rate, pairs per step
-        (defaults 50, 5e-5, 4).
-    seed : int
-        Seed of the data order.
-    progress, device, output_dir, callbacks
+        The run's settings; each of its fields given as a keyword replaces the config's.
+    device, progress, callbacks
         As in :func:`train_grpo`.
+    **overrides
+        Fields of :class:`DPOTrainingConfig`: ``beta`` (DPO temperature: how far the policy
+        may move from the reference; default 0.1), ``max_steps``, ``learning_rate`` and
+        ``batch_size`` (optimiser steps, AdamW rate, pairs per step; 50, 5e-5, 4), ``seed``
+        (data order) and ``output_dir`` (trainer scratch directory).
 
     Returns
     -------
@@ -544,15 +509,7 @@ def train_dpo(
     """
     from trl import DPOConfig, DPOTrainer
 
-    run = run_config(
-        DPOTrainingConfig,
-        config,
-        beta=beta,
-        max_steps=max_steps,
-        learning_rate=learning_rate,
-        batch_size=batch_size,
-        seed=seed,
-    )
+    run = run_config(DPOTrainingConfig, config, **overrides)
     rows = pair_rows(pairs)
     if not rows:
         raise ValidationError("no preference pairs to train on")
@@ -568,7 +525,6 @@ def train_dpo(
         run,
         "dpo",
         progress=progress,
-        output_dir=output_dir,
         callbacks=callbacks,
         args=dict(beta=run.beta, max_length=None),
         train_dataset=train_ds,

@@ -39,7 +39,13 @@ from ragim.errors import ValidationError
 from ragim.generate.base import config_with, record_fit_state
 from ragim.generate.lm import LMConfig, LMGenerator, fit_prior_generator, prior_params
 from ragim.params import param_names
-from ragim.train.trainer import STEP_RULES, checkpointing_args, run_config, train_from_scratch
+from ragim.train.trainer import (
+    STEP_RULES,
+    checkpointing_args,
+    output_dir_field,
+    run_config,
+    train_from_scratch,
+)
 
 
 @dataclass
@@ -81,6 +87,7 @@ class SFTTrainingConfig:
             "(procedure-sized) prompts, about a third more time"
         },
     )
+    output_dir: str | None = output_dir_field()
 
     def __post_init__(self):
         check_fields(
@@ -206,25 +213,16 @@ def train_sft(
     *,
     base_model: str | None = None,
     generator_config: LMConfig | dict | None = None,
-    max_steps: int | None = None,
-    learning_rate: float | None = None,
-    batch_size: int | None = None,
-    grad_accum: int | None = None,
-    val_fraction: float | None = None,
-    eval_steps: int | None = None,
-    output_dir: str | None = None,
-    progress: bool = True,
-    seed: int | None = None,
-    max_tasks: int | None = None,
-    activation_checkpointing: bool | None = None,
     k: int | None = None,
     device: str | None = None,
+    progress: bool = True,
     callbacks: Sequence[Any] | None = None,
+    **overrides: Any,
 ) -> LMGenerator:
     """Fine-tune an LM generator with LoRA on the tasks of ``index`` (see the module docstring).
 
-    The run is described by ``config`` (an :class:`SFTTrainingConfig`); each training keyword
-    (``max_steps`` ... ``activation_checkpointing``) that is given overrides its field, so
+    The run is described by ``config`` (an :class:`SFTTrainingConfig`); each of its fields
+    given as a keyword (``**overrides``) replaces the config's, so
     ``train_sft(index, max_steps=50)`` and ``train_sft(index, SFTTrainingConfig(max_steps=50))``
     are the same run. Defaults are the config's.
 
@@ -241,35 +239,25 @@ def train_sft(
         Retrieval, prompt and LoRA settings (``k``, ``decimals``, ``lora_r``, ``lora_alpha``,
         ``lora_dropout``, ``target_modules``, ...); ``base_model``, ``k`` and ``device``
         given here override it.
-    max_steps : int
-        Optimiser steps (default 30).
-    learning_rate : float
-        AdamW learning rate of the LoRA weights (linear decay; default 2e-4).
-    batch_size : int
-        Examples per device and step (also the evaluation batch size; default 4).
-    grad_accum : int
-        Gradient-accumulation steps (effective batch = batch_size * grad_accum * devices).
-    val_fraction : float
-        Share of tasks held out for the validation loss (0: none; default 0.2).
-    eval_steps : int, optional
-        Evaluate every this many steps; default: once, at the last step.
-    output_dir : str, optional
-        Trainer scratch directory (nothing is saved there); default: a temporary one.
-    progress : bool
-        Show TRL's tqdm progress bar.
-    seed : int
-        Seed of the task split, data order and LoRA initialisation (default 0).
-    max_tasks : int, optional
-        Use a random subset of this many tasks (for quick runs).
-    activation_checkpointing : bool
-        Recompute activations in the backward pass instead of keeping them (default False):
-        far less memory for long, procedure-sized prompts, about a third more time.
     k : int, optional
         Neighbours per prompt (overrides the generator config).
     device : str, optional
         ``"cpu"``, ``"cuda"``, ... (overrides the generator config; default ``"auto"``).
+    progress : bool
+        Show TRL's tqdm progress bar.
     callbacks : list of transformers.TrainerCallback, optional
         Extra trainer callbacks (early stopping, custom logging, ...).
+    **overrides
+        Fields of :class:`SFTTrainingConfig`: ``max_steps`` (optimiser steps, default 30),
+        ``learning_rate`` (AdamW rate of the LoRA weights, linear decay; 2e-4),
+        ``batch_size`` (examples per device and step, also for evaluation; 4), ``grad_accum``
+        (gradient-accumulation steps; 1), ``val_fraction`` (share of tasks held out for the
+        validation loss, 0: none; 0.2), ``eval_steps`` (evaluate every this many steps;
+        default once, at the last step), ``seed`` (task split, data order and LoRA
+        initialisation; 0), ``max_tasks`` (a random subset of this many tasks),
+        ``activation_checkpointing`` (recompute activations in the backward pass: far less
+        memory for long, procedure-sized prompts, about a third more time; False) and
+        ``output_dir`` (trainer scratch directory; default a temporary one).
 
     Returns
     -------
@@ -282,23 +270,13 @@ def train_sft(
     ------
     ValidationError
         A setting out of range (named), or fewer than 2 indexed tasks.
+    TypeError
+        A keyword that is not a field of :class:`SFTTrainingConfig`.
     """
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
-    run = run_config(
-        SFTTrainingConfig,
-        config,
-        max_steps=max_steps,
-        learning_rate=learning_rate,
-        batch_size=batch_size,
-        grad_accum=grad_accum,
-        val_fraction=val_fraction,
-        eval_steps=eval_steps,
-        seed=seed,
-        max_tasks=max_tasks,
-        activation_checkpointing=activation_checkpointing,
-    )
+    run = run_config(SFTTrainingConfig, config, **overrides)
     if isinstance(generator_config, dict):
         generator_config = LMConfig(**generator_config)
     overrides = {
@@ -332,7 +310,6 @@ def train_sft(
         model=model,
         tokenizer=tok,
         progress=progress,
-        output_dir=output_dir,
         callbacks=callbacks,
         args=dict(
             gradient_accumulation_steps=run.grad_accum,

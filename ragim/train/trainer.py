@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import field
 from functools import partial
 from typing import Any
 
@@ -39,24 +41,48 @@ from ragim.checks import check_int, check_number
 from ragim.errors import ValidationError
 from ragim.lm.adapters import quiet_checkpointing_rename
 
+
+def check_output_dir(value: Any, name: str) -> str | None:
+    """``value`` as a directory name (a str or path-like; None: a temporary directory)."""
+    if value is None:
+        return None
+    if not isinstance(value, str | os.PathLike):
+        raise ValidationError(f"{name} must be a directory path or None, got {value!r}")
+    return os.fspath(value)
+
+
+def output_dir_field() -> Any:
+    """The ``output_dir`` field every training config has (TRL's ``output_dir``)."""
+    return field(
+        default=None,
+        metadata={"help": "trainer scratch directory (nothing kept; default: a temporary one)"},
+    )
+
+
 #: The rules (:func:`ragim.checks.check_fields`) of the fields every training config has and
-#: :func:`train_with` reads: ``max_steps``, ``learning_rate``, ``batch_size`` and ``seed``.
+#: :func:`train_with` reads: ``max_steps``, ``learning_rate``, ``batch_size``, ``seed`` and
+#: ``output_dir``.
 STEP_RULES = {
     "max_steps": partial(check_int, ge=1),
     "learning_rate": partial(check_number, gt=0),
     "batch_size": partial(check_int, ge=1),
     "seed": partial(check_int, ge=0),
+    "output_dir": check_output_dir,
 }
 
 
 def run_config(cls: type, config: Any, **overrides: Any) -> Any:
     """``config`` (an instance of the dataclass ``cls``, a dict of its fields, or None for the
     defaults) with every override that is not None applied; the dataclass checks the result.
+    Each trainer passes its keyword arguments here, so ``train_sft(index, max_steps=50)`` is
+    ``train_sft(index, SFTTrainingConfig(max_steps=50))``.
 
     Raises
     ------
     ValidationError
         When ``config`` is of another type, has unknown fields, or a value is out of range.
+    TypeError
+        When an override is not a field of ``cls`` (as for an unexpected keyword argument).
     """
     if config is None:
         config = cls()
@@ -72,6 +98,12 @@ def run_config(cls: type, config: Any, **overrides: Any) -> Any:
         raise ValidationError(
             f"config must be a {cls.__name__} (or a dict of its fields), "
             f"got {type(config).__name__}"
+        )
+    fields = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        raise TypeError(
+            f"unexpected keyword argument(s) {unknown}: not {cls.__name__} fields {fields}"
         )
     changes = {k: v for k, v in overrides.items() if v is not None}
     return dataclasses.replace(config, **changes) if changes else config
@@ -206,7 +238,6 @@ def train_with(
     model: Any,
     tokenizer: Any,
     progress: bool,
-    output_dir: str | None = None,
     callbacks: Sequence[Any] | None = None,
     args: Mapping[str, Any] | None = None,
     **trainer_kwargs: Any,
@@ -220,7 +251,7 @@ def train_with(
     size, then the trainer's own ``args``, which override all of these; ``trainer_cls`` (e.g.
     ``SFTTrainer``) gets ``model``, those args, ``tokenizer`` as ``processing_class``,
     ``callbacks`` and ``trainer_kwargs`` (datasets, ``peft_config``, ...). Training runs
-    under :func:`quiet_training` and :func:`run_trainer`, with ``output_dir`` (default: a
+    under :func:`quiet_training` and :func:`run_trainer`, with ``run.output_dir`` (default: a
     temporary ``ragim-<stage>-`` directory, removed afterwards) as scratch; the trainer is
     dropped before returning. Seeding the RNGs before the model is built is the caller's.
     """
@@ -237,7 +268,7 @@ def train_with(
             on_cuda=on_cuda(model),
             progress=progress,
             seed=run.seed,
-            output_dir=output_dir or scratch,
+            output_dir=run.output_dir or scratch,
             max_steps=run.max_steps,
             learning_rate=run.learning_rate,
         )
@@ -269,7 +300,7 @@ def train_from_scratch(
 ) -> Any:
     """Train ``model`` with a new LoRA adapter, ``owner.lora_config()`` (``owner``: a generator
     or reward model trained from scratch), by :func:`train_with` (``train_kwargs`` are its other
-    keywords: ``progress``, ``output_dir``, ``callbacks``, the trainer's ``args`` and datasets),
+    keywords: ``progress``, ``callbacks``, the trainer's ``args`` and datasets),
     and make the run ``owner``'s: :meth:`TrainedRun.install` with ``stage`` and ``run``, and
     ``tokenizer_`` the tokenizer. Returns ``owner``. Seeding the RNGs is the caller's."""
     done = train_with(

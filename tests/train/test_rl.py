@@ -271,3 +271,22 @@ def test_a_config_object_and_keywords_describe_the_same_run():
         run_config(DPOTrainingConfig, cfg)
     with pytest.raises(ValidationError, match="temperature must be a number > 0, got 0"):
         GRPOTrainingConfig(temperature=0)
+
+
+def test_a_keyword_that_is_no_config_field_is_refused_by_name():
+    """Trainers take their config's fields as keywords; a misspelt one raises TypeError naming the
+    config's fields, before any model is loaded."""
+    from ragim.train import train_dpo, train_grpo, train_reward_model, train_sft
+
+    for call in (lambda: train_sft(None, max_step=3), lambda: train_grpo(None, None, max_step=3),
+                 lambda: train_dpo(None, [], max_step=3), lambda: train_reward_model([], max_step=3)):
+        with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['max_step'\].*max_steps"):
+            call()
+
+
+def test_output_dir_is_a_config_field(tmp_path):
+    from ragim.train import DPOTrainingConfig
+
+    assert DPOTrainingConfig(output_dir=tmp_path).output_dir == str(tmp_path)
+    with pytest.raises(ValidationError, match="output_dir must be a directory path or None, got 3"):
+        DPOTrainingConfig(output_dir=3)
