@@ -221,6 +221,24 @@ def test_stack_weights_come_from_validation_inside_the_index(gen, index):
     assert set(gen.stack_["baseline"]) == set(gen.stack_["slopes"]) == set(gen.cv_["candidates"])
 
 
+def test_the_stack_anchor_averages_when_few_tasks_validate_and_chooses_when_many_do(
+    gen, family
+):
+    """The stack is pulled towards how often each candidate wins under the Bayesian bootstrap of
+    the held-out tasks: with 8 tasks several candidates share it; with 120, a candidate that
+    validates clearly worse (pooled, 0.10 nats behind) gets none of it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        small = TaskIndex.build(family.take(range(8)), embedder="hashing", progress=False)
+        few = StatisticalGenerator().fit(small, progress=False).cv_["anchor"]
+    many = gen.cv_["anchor"]
+    for anchor in (few, many):
+        assert set(anchor) == set(CANDIDATES) and abs(sum(anchor.values()) - 1) < 1e-9
+    assert sum(w > 0.1 for w in few.values()) >= 2 and max(few.values()) < 0.9
+    assert gen.cv_["candidates"]["pooled"] > min(gen.cv_["candidates"].values()) + 0.05
+    assert many["pooled"] == 0.0
+
+
 def test_targets_outside_the_index_cannot_move_the_stack(index, split):
     """Fitting sees only the index: the held-out tasks' labels change nothing."""
     a = StatisticalGenerator(cv_folds=3).fit(index, progress=False)

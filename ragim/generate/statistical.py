@@ -34,7 +34,12 @@ predict how a task departs from the pooled model:
    weights let validation shrink the effects when a new task's are less certain than the
    pooled ones. Because the combination is linear in the parameters, the result is again
    one interpretable model, and it can only match or beat the best single candidate in
-   expectation (a super learner; van der Laan, Polley & Hubbard, 2007). When most tasks
+   expectation (a super learner; van der Laan, Polley & Hubbard, 2007). The weights are
+   regularised towards an anchor: how often each candidate is the best one when the held-out
+   tasks are reweighted by the Bayesian bootstrap (pseudo-BMA+; Yao, Vehtari, Simpson &
+   Gelman, 2018). With many validation tasks that is the best candidate; with a handful (a
+   small index) it averages close candidates rather than trusting a noisy choice
+   (``cv_["anchor"]``). When most tasks
    share patients with most others (one cohort's subgroups and outcomes; see
    :data:`MIN_KEPT_SHARE`), patients are held out instead of tasks (:func:`patient_halves`);
    with fewer than 4 tasks nothing is validated, and the pooled model is used (with a
@@ -1261,9 +1266,7 @@ def _stack(
         ll = -(y * log_expit(z) + (1 - y) * log_expit(-z))
         r = np.exp(log_expit(z)) - y
         g = np.concatenate([[np.sum(row_w * r)], Z.T @ (row_w * r)])
-        if (
-            ridge
-        ):  # pulls the weights towards the best single candidate: few held-out tasks, small moves
+        if ridge:  # pulls the weights towards the anchor: few held-out tasks, small moves
             d = x - at
             return float(np.sum(row_w * ll)) + 0.5 * ridge * float(d @ d), g + ridge * d
         return float(np.sum(row_w * ll)), g
@@ -1273,9 +1276,20 @@ def _stack(
         x[1 + i] = x[1 + C + i] = 1.0
         return x
 
-    single = {c: loss(unit(i))[0] for i, c in enumerate(names)}
-    best = min(single, key=single.get)
-    x0 = unit(names.index(best))
+    def task_losses(x):  # (n_tasks,) each held-out task's mean log-loss
+        z = x[0] + Z @ x[1:]
+        ll = -(y * log_expit(z) + (1 - y) * log_expit(-z))
+        return np.bincount(owner, weights=ll, minlength=n_tasks) / np.bincount(owner)
+
+    per_task = np.column_stack([task_losses(unit(i)) for i in range(C)])  # (n_tasks, C)
+    single = dict(zip(names, per_task.mean(axis=0).tolist(), strict=True))
+    # the anchor: how often each candidate is best when the held-out tasks are reweighted by
+    # the Bayesian bootstrap (Rubin 1981), the large-sample form of pseudo-BMA+ weights (Yao,
+    # Vehtari, Simpson & Gelman 2018). With many held-out tasks it is the best candidate; with
+    # few, and candidates close, it averages them instead of trusting a noisy choice
+    draws = np.random.default_rng(0).dirichlet(np.ones(n_tasks), size=2000) @ per_task
+    anchor = np.bincount(draws.argmin(axis=1), minlength=C) / len(draws)
+    x0 = np.concatenate([[0.0], anchor, anchor])
     ridge = 1.0 / n_tasks
     res = minimize(
         lambda v: loss(v, ridge, x0),
@@ -1284,7 +1298,7 @@ def _stack(
         method="L-BFGS-B",
         bounds=[(None, None)] + [(0.0, None)] * (2 * C),
     )
-    x = res.x if loss(res.x)[0] <= single[best] else x0
+    x = res.x if loss(res.x)[0] <= loss(x0)[0] else x0
     a, u, w = float(x[0]), x[1 : 1 + C], x[1 + C :]
     stack = {
         "shift": a,
@@ -1294,6 +1308,7 @@ def _stack(
     cv = {
         "n_tasks": n_tasks,
         "candidates": {c: round(v, 6) for c, v in single.items()},
+        "anchor": {c: round(float(v), 4) for c, v in zip(names, anchor, strict=True)},
         "stack": round(float(loss(x)[0]), 6),
     }
     order = np.concatenate(held_pos)
