@@ -226,4 +226,59 @@ def setting(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
-__all__ = ["check_bool", "check_fields", "check_int", "check_number", "setting"]
+def config_from(
+    cls: type, config: Any, overrides: Mapping[str, Any], *, skip_none: bool = False
+) -> Any:
+    """A new, checked instance of the config dataclass ``cls``: the fields of ``config`` (an
+    instance of ``cls``, a dict of its fields, or None for the defaults) with ``overrides``
+    (keyword arguments naming fields) applied. ``cls`` checks the result, so a config changed
+    after it was built is checked again. With ``skip_none``, an override that is None leaves
+    the field as it is (a trainer's keyword that was not set).
+
+    Raises
+    ------
+    ValidationError
+        ``config`` is of another type, or a dict with unknown fields; or a value is bad.
+    TypeError
+        An override that is not a field of ``cls`` (as for an unexpected keyword argument).
+
+    Examples
+    --------
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class Run:
+    ...     steps: int = 1
+    >>> config_from(Run, {"steps": 2}, {"steps": 3}).steps
+    3
+    >>> config_from(Run, None, {"step": 3})
+    Traceback (most recent call last):
+    ...
+    TypeError: unexpected keyword argument(s) ['step']: not Run fields ['steps']
+    """
+    import dataclasses
+
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    if config is None:
+        base: dict[str, Any] = {}
+    elif isinstance(config, dict):
+        unknown = sorted(set(config) - set(names))
+        if unknown:
+            raise ValidationError(f"unknown {cls.__name__} field(s) {unknown}; fields: {names}")
+        base = dict(config)
+    elif isinstance(config, cls):
+        base = {n: getattr(config, n) for n in names}
+    else:
+        raise ValidationError(
+            f"config must be a {cls.__name__} (or a dict of its fields), "
+            f"got {type(config).__name__}"
+        )
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise TypeError(
+            f"unexpected keyword argument(s) {unknown}: not {cls.__name__} fields {names}"
+        )
+    changes = {k: v for k, v in overrides.items() if not (skip_none and v is None)}
+    return cls(**{**base, **changes})
+
+
+__all__ = ["check_bool", "check_fields", "check_int", "check_number", "config_from", "setting"]

@@ -171,3 +171,16 @@ def test_evaluation_method_is_opt_in_and_zero_shot():
     mine = df[df["method"] == "rag-im-2024"]
     assert len(mine) == 16 and set(mine["status"]) == {"ok"} and set(mine["k_shot"]) == {0}
     assert mine["log_loss"].notna().all() and mine["auroc"].between(0, 1).all()
+
+
+def test_configs_from_dicts_and_bad_keywords_name_the_fields():
+    from ragim.generate.attention import AttentionGenerator
+
+    assert AttentionGenerator({"k": 3}).config.k == 3
+    assert RagIm2024Generator({"hidden": 32}, k=4).config.hidden == 32
+    with pytest.raises(TypeError, match=r"\['max_epoch'\]: not AttentionConfig fields .*'max_epochs'"):
+        AttentionGenerator(max_epoch=3)
+    with pytest.raises(ValidationError, match=r"unknown RagIm2024Config field\(s\) \['patience'\]"):
+        RagIm2024Generator({"patience": 3})
+    with pytest.raises(ValidationError, match="weight_decay must be a number >= 0, got -1"):
+        RagIm2024Config(weight_decay=-1)

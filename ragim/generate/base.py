@@ -18,11 +18,11 @@ from __future__ import annotations
 import functools
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
+from ragim.checks import config_from
 from ragim.errors import ValidationError
 from ragim.params import ModelParams, param_names
 from ragim.schema import FeatureSchema
@@ -118,9 +118,10 @@ def read_fit_state(state: Any) -> tuple[str, list[str], FeatureSchema, Any]:
 
 
 def config_with(cls: type, config: Any, overrides: dict[str, Any]) -> Any:
-    """A generator's config: a new ``cls`` with the fields of ``config`` (default: ``cls()``)
-    and the keyword ``overrides``, checked by ``cls`` (``AttentionGenerator(config, k=5)``)."""
-    return cls(**{**asdict(config or cls()), **overrides})
+    """A generator's config: a new ``cls`` with the fields of ``config`` (a ``cls``, a dict of
+    its fields, or None for the defaults) and the keyword ``overrides``, checked by ``cls``
+    (``AttentionGenerator(config, k=5)``); :func:`ragim.checks.config_from`."""
+    return config_from(cls, config, overrides)
 
 
 def _with_coverage(generate_params):

@@ -120,7 +120,9 @@ def read_saved_net(art: Any, bad: Callable[[str, Any], Exception]) -> SavedNet:
         state = art.read_json("state.json")
         model_kind, names, schema, embedder = read_fit_state(state)
         emb_dim, history = int(state["emb_dim"]), list(state.get("history", []))
-    except (TypeError, KeyError, ValueError, ValidationError) as exc:
+    except KeyError as exc:
+        raise bad("state.json", f"it lacks the field {exc}") from exc
+    except (TypeError, ValueError, ValidationError) as exc:
         raise bad("state.json", exc) from exc
     try:
         tensors = st_load(art.read_bytes("model.safetensors"))
@@ -133,9 +135,12 @@ def weights_mismatch_error(root: Any, exc: BaseException) -> ArtifactError:
     """The error of a saved hypernetwork at ``root`` whose ``model.safetensors`` does not
     fit its ``config.json`` and ``state.json``; ``exc`` says why building or loading the
     network failed."""
+    why = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    if len(why) > 300:
+        why = why[:300].rsplit(" ", 1)[0] + " ..."
     return ArtifactError(
         f"{root / 'model.safetensors'}: its weights do not fit {root / 'config.json'} and "
-        f"{root / 'state.json'} ({str(exc)[:300]})"
+        f"{root / 'state.json'} ({why})"
     )
 
 

@@ -92,7 +92,7 @@ class RagIm2024Config(HypernetworkConfig):
     min_steps: int = setting(200, "at least this many steps (small indexes)")
 
     def field_rules(self, problems: list[str]) -> dict[str, Any]:
-        if not problems and self.hidden == 1:
+        if not problems and type(self.hidden) is int and self.hidden == 1:
             problems.append("hidden must be at least 2 (the bottleneck is hidden / 2), got 1")
         ints = ("gate_rows", "batch_size", "epochs", "draws_per_task")
         return {
@@ -100,7 +100,7 @@ class RagIm2024Config(HypernetworkConfig):
             "min_steps": partial(check_int, ge=0),
             "dropout": partial(check_number, ge=0, lt=1),
             "lr": partial(check_number, gt=0),
-            "weight_decay": check_number,
+            "weight_decay": partial(check_number, ge=0),
             "gate_init": check_number,
         }
 

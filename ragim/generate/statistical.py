@@ -36,10 +36,10 @@ predict how a task departs from the pooled model:
    one interpretable model, and it can only match or beat the best single candidate in
    expectation (a super learner; van der Laan, Polley & Hubbard, 2007). The weights are
    regularised towards an anchor: how often each candidate is the best one when the held-out
-   tasks are reweighted by the Bayesian bootstrap (pseudo-BMA+; Yao, Vehtari, Simpson &
-   Gelman, 2018). With many validation tasks that is the best candidate; with a handful (a
-   small index) it averages close candidates rather than trusting a noisy choice
-   (``cv_["anchor"]``). When most tasks
+   tasks are reweighted by the Bayesian bootstrap (the win-count form of pseudo-BMA+; Yao,
+   Vehtari, Simpson & Gelman, 2018). With many validation tasks that is the best candidate;
+   with a handful (a small index) it averages close candidates rather than trusting a noisy
+   choice (``cv_["anchor"]``). When most tasks
    share patients with most others (one cohort's subgroups and outcomes; see
    :data:`MIN_KEPT_SHARE`), patients are held out instead of tasks (:func:`patient_halves`);
    with fewer than 4 tasks nothing is validated, and the pooled model is used (with a
@@ -1284,9 +1284,11 @@ def _stack(
     per_task = np.column_stack([task_losses(unit(i)) for i in range(C)])  # (n_tasks, C)
     single = dict(zip(names, per_task.mean(axis=0).tolist(), strict=True))
     # the anchor: how often each candidate is best when the held-out tasks are reweighted by
-    # the Bayesian bootstrap (Rubin 1981), the large-sample form of pseudo-BMA+ weights (Yao,
-    # Vehtari, Simpson & Gelman 2018). With many held-out tasks it is the best candidate; with
-    # few, and candidates close, it averages them instead of trusting a noisy choice
+    # the Bayesian bootstrap (Rubin 1981), as pseudo-BMA+ (Yao, Vehtari, Simpson & Gelman 2018)
+    # reweights them; pseudo-BMA+ averages softmax weights over the draws where this counts
+    # wins, which is its limit when each draw's scores differ by many nats. With many held-out
+    # tasks it is the best candidate; with few, and candidates close, it averages them instead
+    # of trusting a noisy choice
     draws = np.random.default_rng(0).dirichlet(np.ones(n_tasks), size=2000) @ per_task
     anchor = np.bincount(draws.argmin(axis=1), minlength=C) / len(draws)
     x0 = np.concatenate([[0.0], anchor, anchor])

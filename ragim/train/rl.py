@@ -130,17 +130,23 @@ class GRPOTrainingConfig:
     output_dir: str | None = output_dir_field()
 
     def __post_init__(self):
-        if isinstance(self.rewards, dict) and set(self.rewards) <= {
-            f.name for f in fields(VerifiableRewardConfig)
-        }:
-            self.rewards = VerifiableRewardConfig(**self.rewards)  # a saved config's fields
         problems = []
-        if not isinstance(self.rewards, VerifiableRewardConfig):
+        known = [f.name for f in fields(VerifiableRewardConfig)]
+        if isinstance(self.rewards, dict) and set(self.rewards) <= set(known):
+            self.rewards = VerifiableRewardConfig(**self.rewards)  # a saved config's fields
+        elif isinstance(self.rewards, dict):
+            unknown = sorted(set(self.rewards) - set(known))
+            problems.append(f"rewards has unknown VerifiableRewardConfig field(s) {unknown}")
+        elif not isinstance(self.rewards, VerifiableRewardConfig):
             problems.append(
                 f"rewards (reward_config) must be a ragim.train.rewards.VerifiableRewardConfig "
                 f"(formerly RewardConfig), got {type(self.rewards).__name__}"
             )
-        if self.task_ids is not None:
+        if isinstance(self.task_ids, str | bytes):
+            problems.append(
+                f"task_ids must be a list of task ids, got one string {self.task_ids!r}"
+            )
+        elif self.task_ids is not None:
             self.task_ids = list(self.task_ids)
         check_fields(
             self,
@@ -383,7 +389,10 @@ def train_grpo(
     from ragim.lm.prompts import ANSWER_MARGIN, answer_room
     from ragim.params import param_names
 
-    run = run_config(GRPOTrainingConfig, config, rewards=reward_config, **overrides)
+    if reward_config is not None and overrides.get("rewards") is not None:
+        raise TypeError("give the rewards once: reward_config= or rewards=, not both")
+    overrides.setdefault("rewards", reward_config)
+    run = run_config(GRPOTrainingConfig, config, **overrides)
     reward_funcs, reward_weights = run.rewards.build()
     for func, w in (extra_rewards or {}).items():
         if not callable(func):

@@ -37,17 +37,20 @@ from dataclasses import field
 from functools import partial
 from typing import Any
 
-from ragim.checks import check_int, check_number
+from ragim.checks import check_int, check_number, config_from
 from ragim.errors import ValidationError
 from ragim.lm.adapters import quiet_checkpointing_rename
 
 
 def check_output_dir(value: Any, name: str) -> str | None:
-    """``value`` as a directory name (a str or path-like; None: a temporary directory)."""
+    """``value`` as a directory name (a non-empty str or path-like that is not an existing
+    file; None: a temporary directory)."""
     if value is None:
         return None
-    if not isinstance(value, str | os.PathLike):
+    if not isinstance(value, str | os.PathLike) or not os.fspath(value):
         raise ValidationError(f"{name} must be a directory path or None, got {value!r}")
+    if os.path.exists(value) and not os.path.isdir(value):
+        raise ValidationError(f"{name} {os.fspath(value)!r} is a file, not a directory")
     return os.fspath(value)
 
 
@@ -73,7 +76,9 @@ STEP_RULES = {
 
 def run_config(cls: type, config: Any, **overrides: Any) -> Any:
     """``config`` (an instance of the dataclass ``cls``, a dict of its fields, or None for the
-    defaults) with every override that is not None applied; the dataclass checks the result.
+    defaults) with every override that is not None applied (a keyword set to None keeps the
+    config's value; clear a field on the config itself); the dataclass checks the result, also
+    when ``config`` was changed after it was built (:func:`ragim.checks.config_from`).
     Each trainer passes its keyword arguments here, so ``train_sft(index, max_steps=50)`` is
     ``train_sft(index, SFTTrainingConfig(max_steps=50))``.
 
@@ -84,29 +89,7 @@ def run_config(cls: type, config: Any, **overrides: Any) -> Any:
     TypeError
         When an override is not a field of ``cls`` (as for an unexpected keyword argument).
     """
-    if config is None:
-        config = cls()
-    elif isinstance(config, dict):
-        unknown = sorted(set(config) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValidationError(
-                f"unknown {cls.__name__} field(s) {unknown}; "
-                f"fields: {[f.name for f in dataclasses.fields(cls)]}"
-            )
-        config = cls(**config)
-    elif not isinstance(config, cls):
-        raise ValidationError(
-            f"config must be a {cls.__name__} (or a dict of its fields), "
-            f"got {type(config).__name__}"
-        )
-    fields = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(overrides) - set(fields))
-    if unknown:
-        raise TypeError(
-            f"unexpected keyword argument(s) {unknown}: not {cls.__name__} fields {fields}"
-        )
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    return dataclasses.replace(config, **changes) if changes else config
+    return config_from(cls, config, overrides, skip_none=True)
 
 
 def training_record(stage: str, config: Any) -> dict[str, Any]:

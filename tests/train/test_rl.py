@@ -290,3 +290,30 @@ def test_output_dir_is_a_config_field(tmp_path):
     assert DPOTrainingConfig(output_dir=tmp_path).output_dir == str(tmp_path)
     with pytest.raises(ValidationError, match="output_dir must be a directory path or None, got 3"):
         DPOTrainingConfig(output_dir=3)
+
+
+def test_config_problems_the_stranger_test_found_are_refused_by_name(tmp_path):
+    from ragim.train import GRPOTrainingConfig, SFTTrainingConfig
+    from ragim.train.trainer import run_config
+
+    cfg = SFTTrainingConfig()
+    cfg.max_steps = 0  # changed after it was checked: the run checks it again
+    with pytest.raises(ValidationError, match="max_steps must be an integer >= 1, got 0"):
+        run_config(SFTTrainingConfig, cfg)
+    with pytest.raises(ValidationError, match="task_ids must be a list of task ids, got one string"):
+        GRPOTrainingConfig(task_ids="syn-0000000")
+    with pytest.raises(ValidationError, match=r"unknown VerifiableRewardConfig field\(s\) \['foo'\]"):
+        GRPOTrainingConfig(rewards={"foo": 1.0})
+    (tmp_path / "afile").write_text("x")
+    for bad, match in ((tmp_path / "afile", "is a file, not a directory"), ("", "must be a directory path")):
+        with pytest.raises(ValidationError, match=match):
+            SFTTrainingConfig(output_dir=bad)
+    with pytest.raises(TypeError, match="give the rewards once"):
+        train_grpo(None, None, reward_config=RewardConfig(), rewards=RewardConfig())
+
+
+def test_rewards_may_be_given_as_the_config_field_name(sft, index):
+    weights = {"log_likelihood": 1.0, "validity": 0.25}
+    gen = train_grpo(sft, index, rewards=RewardConfig(weights=weights), num_generations=2, max_steps=1,
+                     progress=False)
+    assert gen.training_[-1]["config"]["rewards"]["weights"] == weights
