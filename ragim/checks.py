@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Mapping
-from dataclasses import field
+from dataclasses import field, fields
 from typing import Any
 
 import numpy as np
@@ -255,9 +255,7 @@ def config_from(
     ...
     TypeError: unexpected keyword argument(s) ['step']: not Run fields ['steps']
     """
-    import dataclasses
-
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    names = [f.name for f in fields(cls) if f.init]
     if config is None:
         base: dict[str, Any] = {}
     elif isinstance(config, dict):

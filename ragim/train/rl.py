@@ -391,7 +391,8 @@ def train_grpo(
 
     if reward_config is not None and overrides.get("rewards") is not None:
         raise TypeError("give the rewards once: reward_config= or rewards=, not both")
-    overrides.setdefault("rewards", reward_config)
+    if overrides.get("rewards") is None:
+        overrides["rewards"] = reward_config
     run = run_config(GRPOTrainingConfig, config, **overrides)
     reward_funcs, reward_weights = run.rewards.build()
     for func, w in (extra_rewards or {}).items():
