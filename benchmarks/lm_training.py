@@ -36,7 +36,9 @@ half once). ``--stages`` picks the stages after SFT.
 
 Long runs (issue 18's 300 SFT + 100 GRPO steps on SmolLM2 take hours on CPU) keep every
 finished stage in ``--run-dir`` (adapters, pairs, per-task scores, the GRPO log and the wall
-time per stage); rerun the same command with ``--resume`` to reuse them after an interruption:
+time per stage), and SFT and GRPO keep a resumable checkpoint there every ``--save-steps``
+steps; rerun the same command with ``--resume`` to reuse the finished stages and continue an
+interrupted one from its last checkpoint:
 
     python benchmarks/lm_training.py --base-model smollm2-135m --answer-format compact \
         --statistical-prior --n-tasks 80 --n-heldout 20 --sft-steps 300 --grpo-steps 100 \
@@ -78,7 +80,11 @@ def parse_args(argv=None):
                     help="comma-separated stages after SFT (pairs is implied by reward, dpo and best-of)")
     ap.add_argument("--run-dir", type=Path, default=None,
                     help="keep each finished stage here (adapters, pairs, scores); with --resume, reuse them")
-    ap.add_argument("--resume", action="store_true", help="reuse the finished stages found in --run-dir")
+    ap.add_argument("--resume", action="store_true",
+                    help="reuse the finished stages found in --run-dir, and continue SFT and GRPO from their "
+                         "last checkpoint there")
+    ap.add_argument("--save-steps", type=int, default=10,
+                    help="with --run-dir, keep a resumable SFT/GRPO checkpoint every this many steps")
     ap.add_argument("--n-features", type=int, default=3)
     ap.add_argument("--k", type=int, default=3, help="neighbours per prompt")
     ap.add_argument("--sft-steps", type=int, default=300)
@@ -318,6 +324,13 @@ def main(argv=None):
     index = TaskIndex.build(train, embedder="hashing", progress=False)
     assert not set(index.ids) & {t.task_id for t in held}
 
+    def checkpoints(stage):
+        """Trainer keywords that keep resumable checkpoints of ``stage`` in the run directory."""
+        if args.run_dir is None:
+            return {}
+        return {"output_dir": str(args.run_dir / f"{stage}-checkpoints"), "save_steps": args.save_steps,
+                "resume_from_checkpoint": args.resume}
+
     def save_gen(g, p):
         g.save(p)
 
@@ -326,7 +339,7 @@ def main(argv=None):
 
     sft = st.run("sft", lambda: train_sft(
         index, base_model=args.base_model, max_steps=args.sft_steps, learning_rate=args.sft_lr,
-        batch_size=args.batch_size, progress=False, seed=args.seed, callbacks=step_printer("sft"),
+        batch_size=args.batch_size, progress=False, seed=args.seed, callbacks=step_printer("sft"), **checkpoints("sft"),
         generator_config=LMConfig(k=args.k, device="cpu", lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
                                   seed=args.seed, target_modules=tuple(args.target_modules.split(",")),
                                   population=not args.no_population, prompt_order=args.prompt_order,
@@ -354,7 +367,8 @@ def main(argv=None):
             sft, index, reward_config=VerifiableRewardConfig(weights={"log_likelihood": 1.0, "validity": 1.0}),
             num_generations=args.grpo_generations, batch_size=1, max_steps=args.grpo_steps,
             learning_rate=args.grpo_lr, temperature=args.temperature, progress=False, seed=args.seed,
-            constrained=not args.grpo_unconstrained, callbacks=step_printer("grpo")), save=save_gen, load=load_gen)
+            constrained=not args.grpo_unconstrained, callbacks=step_printer("grpo"), **checkpoints("grpo")),
+        save=save_gen, load=load_gen)
         grpo_log = st.run("grpo_log.json", lambda: [h for h in grpo.history_
                                                     if h.get("stage") == "grpo" and "reward" in h],
                           save=save_json, load=load_json)

@@ -38,11 +38,16 @@ from ragim.errors import ValidationError
 from ragim.lm.answer import AnswerFormat
 from ragim.lm.pairs import check_pair_names, in_answer_format, pair_rows, pairs_dataset
 from ragim.lm.reward_model import FORMAT, RewardModel, RewardModelConfig, best_of_n
-from ragim.train.trainer import STEP_RULES, output_dir_field, run_config, train_from_scratch
+from ragim.train.trainer import (
+    STEP_RULES,
+    CheckpointConfig,
+    run_config,
+    train_from_scratch,
+)
 
 
 @dataclass
-class RewardModelTrainingConfig:
+class RewardModelTrainingConfig(CheckpointConfig):
     """How :func:`train_reward_model` trains; the network's settings are
     :class:`~ragim.lm.reward_model.RewardModelConfig`.
 
@@ -60,7 +65,6 @@ class RewardModelTrainingConfig:
     seed: int = field(
         default=0, metadata={"help": "seed of the split, data order, head and LoRA init"}
     )
-    output_dir: str | None = output_dir_field()
 
     def __post_init__(self):
         check_fields(

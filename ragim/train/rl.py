@@ -60,7 +60,7 @@ from ragim.train.rewards import VerifiableRewardConfig, encode_heldout
 from ragim.train.sft import build_sft_dataset
 from ragim.train.trainer import (
     STEP_RULES,
-    output_dir_field,
+    CheckpointConfig,
     run_config,
     train_with,
     training_record,
@@ -68,7 +68,7 @@ from ragim.train.trainer import (
 
 
 @dataclass
-class GRPOTrainingConfig:
+class GRPOTrainingConfig(CheckpointConfig):
     """How :func:`train_grpo` trains (TRL ``GRPOConfig``'s role for ragim), including the
     verifiable rewards; saved with the generator (``training_``).
 
@@ -127,7 +127,6 @@ class GRPOTrainingConfig:
         default=None,
         metadata={"help": "training tasks (default: the generator's SFT training tasks)"},
     )
-    output_dir: str | None = output_dir_field()
 
     def __post_init__(self):
         problems = []
@@ -165,7 +164,7 @@ class GRPOTrainingConfig:
 
 
 @dataclass
-class DPOTrainingConfig:
+class DPOTrainingConfig(CheckpointConfig):
     """How :func:`train_dpo` trains (TRL ``DPOConfig``'s role for ragim); saved with the
     generator (``training_``).
 
@@ -182,7 +181,6 @@ class DPOTrainingConfig:
     )
     batch_size: int = field(default=4, metadata={"help": "pairs per step"})
     seed: int = field(default=0, metadata={"help": "seed of the data order"})
-    output_dir: str | None = output_dir_field()
 
     def __post_init__(self):
         check_fields(

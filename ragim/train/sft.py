@@ -41,15 +41,15 @@ from ragim.generate.lm import LMConfig, LMGenerator, fit_prior_generator, prior_
 from ragim.params import param_names
 from ragim.train.trainer import (
     STEP_RULES,
+    CheckpointConfig,
     checkpointing_args,
-    output_dir_field,
     run_config,
     train_from_scratch,
 )
 
 
 @dataclass
-class SFTTrainingConfig:
+class SFTTrainingConfig(CheckpointConfig):
     """How :func:`train_sft` trains (TRL ``SFTConfig``'s role for ragim); the generator's own
     settings (base model, ``k``, LoRA rank, ...) are its :class:`~ragim.generate.lm.LMConfig`.
 
@@ -87,7 +87,6 @@ class SFTTrainingConfig:
             "(procedure-sized) prompts, about a third more time"
         },
     )
-    output_dir: str | None = output_dir_field()
 
     def __post_init__(self):
         check_fields(

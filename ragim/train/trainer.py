@@ -37,7 +37,7 @@ from dataclasses import field
 from functools import partial
 from typing import Any
 
-from ragim.checks import check_int, check_number, config_from
+from ragim.checks import check_bool, check_int, check_number, config_from
 from ragim.errors import ValidationError
 from ragim.lm.adapters import quiet_checkpointing_rename
 
@@ -54,11 +54,26 @@ def check_output_dir(value: Any, name: str) -> str | None:
     return os.fspath(value)
 
 
-def output_dir_field() -> Any:
-    """The ``output_dir`` field every training config has (TRL's ``output_dir``)."""
-    return field(
+@dataclasses.dataclass
+class CheckpointConfig:
+    """Where a trainer works and whether it keeps resumable checkpoints: the fields every
+    training config inherits (TRL's ``output_dir`` and ``save_steps``, and HF's
+    ``resume_from_checkpoint``). With ``save_steps``, a checkpoint (the LoRA adapter, optimiser,
+    scheduler and RNG states) is kept in ``output_dir`` every that many steps; with
+    ``resume_from_checkpoint``, training continues from the last one there, if there is one,
+    so a long CPU run that was stopped loses at most ``save_steps`` steps."""
+
+    output_dir: str | None = field(
         default=None,
-        metadata={"help": "trainer scratch directory (nothing kept; default: a temporary one)"},
+        metadata={"help": "trainer directory (checkpoints with save_steps; default: temporary)"},
+    )
+    save_steps: int | None = field(
+        default=None,
+        metadata={"help": "keep a resumable checkpoint in output_dir every this many steps"},
+    )
+    resume_from_checkpoint: bool = field(
+        default=False,
+        metadata={"help": "continue from the last checkpoint in output_dir, if there is one"},
     )
 
 
@@ -71,6 +86,8 @@ STEP_RULES = {
     "batch_size": partial(check_int, ge=1),
     "seed": partial(check_int, ge=0),
     "output_dir": check_output_dir,
+    "save_steps": partial(check_int, ge=1, allow_none=True),
+    "resume_from_checkpoint": check_bool,
 }
 
 
@@ -89,7 +106,13 @@ def run_config(cls: type, config: Any, **overrides: Any) -> Any:
     TypeError
         When an override is not a field of ``cls`` (as for an unexpected keyword argument).
     """
-    return config_from(cls, config, overrides, skip_none=True)
+    run = config_from(cls, config, overrides, skip_none=True)
+    if (run.save_steps or run.resume_from_checkpoint) and not run.output_dir:
+        raise ValidationError(
+            f"invalid {cls.__name__}: save_steps and resume_from_checkpoint keep checkpoints in "
+            "output_dir; give an output_dir"
+        )
+    return run
 
 
 def training_record(stage: str, config: Any) -> dict[str, Any]:
@@ -145,8 +168,9 @@ def trainer_args(
     )
 
 
-def run_trainer(trainer, progress: bool) -> float:
-    """``trainer.train()``; returns wall seconds. Nothing goes to stdout: without ``progress``
+def run_trainer(trainer, progress: bool, resume: bool = False) -> float:
+    """``trainer.train()``, from the last checkpoint in its ``output_dir`` when ``resume`` and
+    there is one; returns wall seconds. Nothing goes to stdout: without ``progress``
     transformers' per-step log prints are removed, with it the progress bar (on stderr) stays
     but its per-step log dicts, which it would write to stdout, are dropped (the logs are
     still in ``trainer.state.log_history``)."""
@@ -161,8 +185,13 @@ def run_trainer(trainer, progress: bool) -> float:
                 return None
 
         trainer.add_callback(BarOnlyProgress())
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = None
+    if resume and os.path.isdir(trainer.args.output_dir):
+        last = get_last_checkpoint(trainer.args.output_dir)
     t0 = time.perf_counter()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=last)
     return time.perf_counter() - t0
 
 
@@ -239,6 +268,8 @@ def train_with(
     dropped before returning. Seeding the RNGs before the model is built is the caller's.
     """
     batches: dict[str, Any] = {"per_device_train_batch_size": run.batch_size}
+    if run.save_steps:  # resumable checkpoints (adapter, optimiser, scheduler, RNG states)
+        batches.update(save_strategy="steps", save_steps=run.save_steps)
     if trainer_kwargs.get("eval_dataset") is not None:
         batches.update(
             per_device_eval_batch_size=run.batch_size,
@@ -264,7 +295,7 @@ def train_with(
                 callbacks=list(callbacks or []) or None,
                 **trainer_kwargs,
             )
-            seconds = run_trainer(trainer, progress)
+            seconds = run_trainer(trainer, progress, run.resume_from_checkpoint)
         done = TrainedRun(trainer.model, [dict(h) for h in trainer.state.log_history], seconds)
         del trainer
     return done
@@ -302,6 +333,7 @@ def train_from_scratch(
 
 
 __all__ = [
+    "CheckpointConfig",
     "STEP_RULES",
     "TrainedRun",
     "checkpointing_args",

@@ -166,7 +166,7 @@ def test_the_run_is_one_config_saved_beside_the_adapter(trained, tmp_path):
     assert gen.training_ == [{"stage": "sft", "config": {
         "max_steps": 3, "learning_rate": 5e-3, "batch_size": 2, "grad_accum": 1, "val_fraction": 0.2,
         "eval_steps": None, "seed": 0, "max_tasks": None, "activation_checkpointing": False,
-        "output_dir": None}}]
+        "output_dir": None, "save_steps": None, "resume_from_checkpoint": False}}]
     assert SFTTrainingConfig(**gen.training_[0]["config"]) == expected
     state = json.loads((gen.save(tmp_path / "lm") / "state.json").read_text())
     assert state["training"] == gen.training_

@@ -317,3 +317,21 @@ def test_rewards_may_be_given_as_the_config_field_name(sft, index):
     gen = train_grpo(sft, index, rewards=RewardConfig(weights=weights), num_generations=2, max_steps=1,
                      progress=False)
     assert gen.training_[-1]["config"]["rewards"]["weights"] == weights
+
+
+def test_a_stopped_run_resumes_from_its_last_checkpoint(sft, index, tmp_path):
+    """save_steps keeps resumable checkpoints in output_dir; resume_from_checkpoint continues from
+    the last one: the resumed run's log holds the first run's steps unchanged, then the new one."""
+    out = tmp_path / "grpo"
+    first = train_grpo(sft, index, num_generations=2, max_steps=2, progress=False, output_dir=out,
+                       save_steps=1)
+    assert {"checkpoint-1", "checkpoint-2"} <= {p.name for p in out.iterdir()}
+    again = train_grpo(sft, index, num_generations=2, max_steps=3, progress=False, output_dir=out,
+                       save_steps=1, resume_from_checkpoint=True)
+
+    def rewards(gen):
+        return [(h["step"], h["reward"]) for h in gen.history_ if h.get("stage") == "grpo" and "reward" in h]
+
+    assert rewards(again)[:2] == rewards(first) and [s for s, _ in rewards(again)] == [1, 2, 3]
+    with pytest.raises(ValidationError, match="give an output_dir"):
+        train_sft(index, save_steps=5)
