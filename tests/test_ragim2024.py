@@ -184,3 +184,13 @@ def test_configs_from_dicts_and_bad_keywords_name_the_fields():
         RagIm2024Generator({"patience": 3})
     with pytest.raises(ValidationError, match="weight_decay must be a number >= 0, got -1"):
         RagIm2024Config(weight_decay=-1)
+
+
+def test_names_moved_to_the_hypernetwork_module_still_import_with_a_warning():
+    import ragim.generate.base as base
+    from ragim.generate import hypernetwork
+
+    with pytest.warns(DeprecationWarning, match="moved to ragim.generate.hypernetwork.SavedNet"):
+        assert base.SavedNet is hypernetwork.SavedNet
+    with pytest.raises(AttributeError):
+        base.no_such_name  # noqa: B018

@@ -335,3 +335,29 @@ class Generator(ABC):
         model = model_from_params(self.generate_params(query, index, k=k, exclude=exclude))
         check(model.params_, description=query.description if isinstance(query, Task) else query)
         return model
+
+
+#: Names that moved to :mod:`ragim.generate.hypernetwork` (0.2); importing them from here still
+#: works, with a DeprecationWarning.
+MOVED_TO_HYPERNETWORK = (
+    "HypernetworkConfig",
+    "SavedNet",
+    "heads_problems",
+    "read_saved_net",
+    "weights_mismatch_error",
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in MOVED_TO_HYPERNETWORK:
+        import warnings
+
+        from ragim.generate import hypernetwork  # imported late: it imports this module
+
+        warnings.warn(
+            f"ragim.generate.base.{name} moved to ragim.generate.hypernetwork.{name}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(hypernetwork, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
