@@ -278,17 +278,19 @@ def load_json(p):
     return json.loads(p.read_text())
 
 
-def paired(per_task, method, baseline, metric="log_loss", seed=0):
-    """Mean of ``method - baseline`` over the held-out tasks, with a 95% bootstrap CI."""
-    from ragim.metrics import bootstrap_ci
+def paired(per_task, pairs):
+    """Paired differences ``method - baseline`` over the held-out tasks, for each ``(method,
+    baseline)`` of ``pairs``, in log-loss and AUROC (:func:`ragim.metrics.paired_differences`)."""
+    import pandas as pd
 
-    a = {r["task_id"]: r[metric] for r in per_task[method]}
-    b = {r["task_id"]: r[metric] for r in per_task[baseline]}
-    diffs = [a[t] - b[t] for t in a if t in b]
-    mean, lo, hi, n = bootstrap_ci(diffs, n_boot=2000, seed=seed)
-    wins = sum(d < 0 for d in diffs) if metric == "log_loss" else sum(d > 0 for d in diffs)
-    return {"method": method, "baseline": baseline, "metric": metric, "mean_diff": mean, "ci_low": lo,
-            "ci_high": hi, "n_tasks": n, "wins": int(wins)}
+    from ragim.metrics import paired_differences
+
+    rows = pd.DataFrame([{**r, "method": m, "dataset": "lm", "protocol": "held-out", "k_shot": 0}
+                         for m, per in per_task.items() for r in per])
+    out = []
+    for method, baseline in pairs:
+        out += paired_differences(rows, [method], [baseline]).to_dict("records")
+    return out
 
 
 def main(argv=None):
@@ -400,12 +402,11 @@ def main(argv=None):
               n=args.best_of, temperature=args.temperature)
     wall = round(time.perf_counter() - t_all, 1)
 
-    comparisons = []
     base = "statistical prior (in the prompt)" if args.statistical_prior else None
-    for method, baseline in ((m, base) for m in results if base and m != base):
-        comparisons += [paired(per_task, method, baseline, metric) for metric in ("log_loss", "auroc")]
+    pairs = [(m, base) for m in results if base and m != base]
     if "SFT + GRPO" in results:
-        comparisons += [paired(per_task, "SFT + GRPO", "SFT (greedy)", metric) for metric in ("log_loss", "auroc")]
+        pairs.append(("SFT + GRPO", "SFT (greedy)"))
+    comparisons = paired(per_task, pairs)
 
     cmd = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/lm_training.py", *(argv or sys.argv[1:])])
     sampled = args.samples > 0

@@ -274,8 +274,7 @@ class AttentionGenerator(HypernetworkGenerator):
             nb_rows[usable],
             nb_sim[usable],
         )
-        D, y, count = self.episode_rows(index, ids)
-        start = np.concatenate([[0], np.cumsum(count)[:-1]])
+        D, y, start, count = self.episode_rows(index, ids)
         dev = self._device
         base = None
         if (

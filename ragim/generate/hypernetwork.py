@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ragim.checks import check_fields, check_int, setting
+from ragim.checks import check_fields, check_int, config_from, setting
 from ragim.errors import ArtifactError, ValidationError
 from ragim.generate.base import Generator, config_with, fit_state, read_fit_state
 from ragim.params import design_matrix
@@ -204,9 +204,12 @@ class HypernetworkGenerator(Generator):
         self.skipped_episodes_ = [t for t, u in zip(ids, usable, strict=True) if not u]
         return usable
 
-    def episode_rows(self, index, ids: list[str]) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    def episode_rows(
+        self, index, ids: list[str]
+    ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
         """Every target's rows, stacked: the design ``D`` (R, P - 1) and labels ``y`` (R,) as
-        float32 tensors on the generator's device, and the rows per target ``count`` (T,)."""
+        float32 tensors on the generator's device, each target's first row ``start`` (T,) and
+        its number of rows ``count`` (T,)."""
         designs, ys = [], []
         for t in ids:
             task = index.tasks[t]
@@ -215,7 +218,8 @@ class HypernetworkGenerator(Generator):
         count = np.array([len(y) for y in ys])
         dev = self._device
         D = torch.as_tensor(np.concatenate(designs), device=dev)
-        return D, torch.as_tensor(np.concatenate(ys), device=dev), count
+        start = np.concatenate([[0], np.cumsum(count)[:-1]])
+        return D, torch.as_tensor(np.concatenate(ys), device=dev), start, count
 
     @abstractmethod
     def saved_tensors(self) -> dict[str, Any]:
@@ -297,7 +301,9 @@ class HypernetworkGenerator(Generator):
             return ArtifactError(f"{root / name}: not a valid {cls.label} generator file ({exc})")
 
         try:
-            cfg = cls.config_class(**cls.upgrade_config(art.read_json("config.json")))
+            cfg = config_from(
+                cls.config_class, cls.upgrade_config(art.read_json("config.json")), {}
+            )
         except (TypeError, ValueError, ValidationError) as exc:
             raise bad("config.json", exc) from exc
         if device is not None:

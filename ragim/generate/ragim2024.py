@@ -245,7 +245,7 @@ class RagIm2024Generator(HypernetworkGenerator):
         self.train_neighbors_ = {
             t: [all_ids[j] for j in r if j >= 0] for t, r in zip(ids, nb, strict=True)
         }
-        D, y, count = self.episode_rows(index, ids)
+        D, y, start, count = self.episode_rows(index, ids)
         own = P[[pos[t] for t in ids]] * (count >= self.config.gate_rows)[:, None]
         dev = self._device
         return ids, _Episodes(
@@ -254,7 +254,7 @@ class RagIm2024Generator(HypernetworkGenerator):
             torch.as_tensor(own, device=dev),
             D,
             y,
-            np.concatenate([[0], np.cumsum(count)[:-1]]),
+            start,
             count,
         )
 

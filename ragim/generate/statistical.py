@@ -1261,9 +1261,12 @@ def _stack(
     n_tasks = t
     row_w = 1.0 / np.bincount(owner)[owner] / n_tasks  # every held-out task counts once
 
-    def loss(x, ridge=0.0, at=None):
+    def row_losses(x):  # (linear predictor, log-loss) of every held-out row
         z = x[0] + Z @ x[1:]
-        ll = -(y * log_expit(z) + (1 - y) * log_expit(-z))
+        return z, -(y * log_expit(z) + (1 - y) * log_expit(-z))
+
+    def loss(x, ridge=0.0, at=None):
+        z, ll = row_losses(x)
         r = np.exp(log_expit(z)) - y
         g = np.concatenate([[np.sum(row_w * r)], Z.T @ (row_w * r)])
         if ridge:  # pulls the weights towards the anchor: few held-out tasks, small moves
@@ -1277,8 +1280,7 @@ def _stack(
         return x
 
     def task_losses(x):  # (n_tasks,) each held-out task's mean log-loss
-        z = x[0] + Z @ x[1:]
-        ll = -(y * log_expit(z) + (1 - y) * log_expit(-z))
+        ll = row_losses(x)[1]
         return np.bincount(owner, weights=ll, minlength=n_tasks) / np.bincount(owner)
 
     per_task = np.column_stack([task_losses(unit(i)) for i in range(C)])  # (n_tasks, C)
