@@ -89,6 +89,9 @@ def parse_args(argv=None):
     ap.add_argument("--k", type=int, default=3, help="neighbours per prompt")
     ap.add_argument("--sft-steps", type=int, default=300)
     ap.add_argument("--sft-lr", type=float, default=1e-2)
+    ap.add_argument("--sft-targets", choices=["fit", "posterior"], default="fit",
+                    help="SFT completions: each task's stored fit, or its posterior mode under the prompt's "
+                         "prior without GRPO's reward rows (SFTTrainingConfig.targets)")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--lora-r", type=int, default=16)
     ap.add_argument("--target-modules", default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
@@ -218,8 +221,16 @@ def split_tasks(args):
     return tasks.take(train_pos), [tasks[i] for i in held_pos], what
 
 
+#: options that do not change what a stage computes (a run directory may be resumed with others)
+VOLATILE = {"stages", "resume", "out", "json_out", "threads", "run_dir", "save_steps", "samples"}
+
+
 class Stages:
-    """Run-directory bookkeeping: each finished stage is kept, and ``--resume`` reuses it."""
+    """Run-directory bookkeeping: each finished stage is kept, and ``--resume`` reuses it.
+
+    ``settings.json`` in the run directory keeps the options the stages were computed with;
+    resuming with other values of any of them (a different SFT target, learning rate, ...)
+    stops with the options named, instead of mixing stages of two runs."""
 
     def __init__(self, args):
         self.dir, self.resume = args.run_dir, args.resume
@@ -229,6 +240,16 @@ class Stages:
             f = self.dir / "timings.json"
             if self.resume and f.exists():
                 self.timings = json.loads(f.read_text())
+            mine = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in VOLATILE}
+            kept = self.dir / "settings.json"
+            if self.resume and kept.exists():
+                theirs = json.loads(kept.read_text())
+                differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+                if differ:
+                    raise SystemExit(f"--resume: {self.dir} was run with other settings: "
+                                     + ", ".join(f"{k}={theirs.get(k)!r} (now {mine.get(k)!r})" for k in differ)
+                                     + "; use a new --run-dir")
+            kept.write_text(json.dumps(mine, indent=2))
 
     def path(self, name):
         return None if self.dir is None else self.dir / name
@@ -342,6 +363,7 @@ def main(argv=None):
     sft = st.run("sft", lambda: train_sft(
         index, base_model=args.base_model, max_steps=args.sft_steps, learning_rate=args.sft_lr,
         batch_size=args.batch_size, progress=False, seed=args.seed, callbacks=step_printer("sft"), **checkpoints("sft"),
+        targets=args.sft_targets,
         generator_config=LMConfig(k=args.k, device="cpu", lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
                                   seed=args.seed, target_modules=tuple(args.target_modules.split(",")),
                                   population=not args.no_population, prompt_order=args.prompt_order,

@@ -3,9 +3,19 @@
 Every indexed task becomes one example, leave-one-task-out: its prompt
 (:func:`ragim.lm.prompts.build_prompt`) shows neighbours retrieved with the task
 itself and every task sharing its patients excluded (:func:`ragim.index.leak_free`),
-and its completion is the task's own fitted parameters as answer text
+and its completion is the task's parameters as answer text
 (:func:`ragim.lm.prompts.answer_text`). A share of the tasks is held out, by task,
 for validation; training prompts never show a validation task as a neighbour.
+
+The completion (``targets``) is either the task's own fit stored in the index (``"fit"``,
+the default) or its **posterior mode** (``"posterior"``): the task's rows, less the share
+``heldout_fraction`` that GRPO's rewards score (``Task.split(heldout_fraction, seed=seed)``),
+fitted by MAP under the prior the prompt shows, ``N(prior, diag(prior SD^2))`` (the
+statistical prior and its predictive SDs; without one, the population model with ragim's
+default prior SDs, 3 for the intercept and 1 for each slope). A small task's own fit is
+mostly sampling noise, and cloning it teaches the LM that noise; its posterior mode moves
+away from the prior only as far as the task's rows support, so the LM learns to correct
+the prior, and GRPO's reward rows stay unseen by SFT.
 
 Training uses TRL's ``SFTTrainer`` on a conversational prompt/completion dataset
 with ``completion_only_loss=True`` (the loss covers only the answer and the end
@@ -38,7 +48,9 @@ from ragim.checks import check_bool, check_fields, check_int, check_number
 from ragim.errors import ValidationError
 from ragim.generate.base import config_with, record_fit_state
 from ragim.generate.lm import LMConfig, LMGenerator, fit_prior_generator, prior_params
-from ragim.params import param_names
+from ragim.generate.meta_regression import INTERCEPT_PRIOR_SD, PRIOR_SD, prior_precisions
+from ragim.models.map import newton_map
+from ragim.params import ModelParams, design_matrix, param_names
 from ragim.train.trainer import (
     STEP_RULES,
     CheckpointConfig,
@@ -46,6 +58,9 @@ from ragim.train.trainer import (
     run_config,
     train_from_scratch,
 )
+
+#: what an SFT example's completion is (:class:`SFTTrainingConfig` ``targets``)
+TARGETS = ("fit", "posterior")
 
 
 @dataclass
@@ -87,12 +102,31 @@ class SFTTrainingConfig(CheckpointConfig):
             "(procedure-sized) prompts, about a third more time"
         },
     )
+    targets: str = field(
+        default="fit",
+        metadata={
+            "help": "completions: 'fit' (the task's stored fit) or 'posterior' (its MAP fit "
+            "under the prompt's prior, without GRPO's reward rows)"
+        },
+    )
+    heldout_fraction: float = field(
+        default=0.5,
+        metadata={
+            "help": "with targets='posterior', share of each task's rows kept out of its "
+            "target (GRPO's reward rows at the same seed)"
+        },
+    )
 
     def __post_init__(self):
+        if self.targets not in TARGETS:
+            raise ValidationError(
+                f"SFTTrainingConfig.targets must be one of {list(TARGETS)}, got {self.targets!r}"
+            )
         check_fields(
             self,
             {
                 **STEP_RULES,
+                "heldout_fraction": partial(check_number, gt=0, lt=1),
                 "grad_accum": partial(check_int, ge=1),
                 "eval_steps": partial(check_int, ge=1, allow_none=True),
                 "max_tasks": partial(check_int, ge=1, allow_none=True),
@@ -116,13 +150,16 @@ def build_sft_dataset(
     hide: Sequence[str] = (),
     max_tokens: int | None = None,
     prior_generator=None,
+    targets: str = "fit",
+    heldout_fraction: float = 0.5,
+    seed: int = 0,
 ):
     """Leave-one-task-out prompt/completion examples for the tasks of ``index``.
 
     Parameters
     ----------
     index : a :class:`~ragim.index.TaskIndex` (its stored parameters are the targets; task
-        rows are not needed).
+        rows are needed only for the statistical prior and ``targets="posterior"``).
     tokenizer : the generator's tokenizer (for the chat template and token budget).
     config : an :class:`~ragim.generate.lm.LMConfig` (``k``, ``decimals``, ``max_abs``,
         ``population``).
@@ -134,6 +171,10 @@ def build_sft_dataset(
         :class:`~ragim.generate.statistical.StatisticalGenerator` whose model for each target,
         generated without the target, the tasks sharing its patients and ``hide``, the prompt
         shows (default: one fitted on ``index``; the exclusions need its task rows).
+    targets : ``"fit"`` (the stored parameters) or ``"posterior"`` (the posterior mode under
+        the prompt's prior of the rows ``Task.split(heldout_fraction, seed=seed)`` trains on;
+        see the module docstring).
+    heldout_fraction, seed : with ``targets="posterior"``, the rows kept out of the targets.
 
     Returns
     -------
@@ -151,6 +192,13 @@ def build_sft_dataset(
     ids = list(index.ids if task_ids is None else task_ids)
     if not ids:
         raise ValidationError("no tasks to build SFT examples from")
+    if targets not in TARGETS:
+        raise ValidationError(f"targets must be one of {list(TARGETS)}, got {targets!r}")
+    if targets == "posterior" and index.tasks is None:
+        raise ValidationError(
+            "targets='posterior' fits each task's rows, but the index keeps none; rebuild it "
+            "with TaskIndex.build(..., keep_tasks=True)"
+        )
     hidden = frozenset(hide)
     k = min(cfg.k, max(len(index) - 1, 0))
     records = [index.record(t) for t in ids]
@@ -178,8 +226,15 @@ def build_sft_dataset(
             max_tokens=max_tokens,
             prior=prior,
         )
+        target = index.params(tid)
+        if targets == "posterior":
+            center = prior if prior is not None else index.population_params(exclude=ex)
+            if center is None:
+                raise ValidationError(f"task {tid!r} has no population model to centre its target")
+            train_rows, _ = index.tasks[tid].split(heldout_fraction, seed=seed)
+            target = posterior_mode(center, train_rows.X, train_rows.y)
         answer = answer_text(
-            index.params(tid), cfg.decimals, max_abs=cfg.max_abs, format_name=cfg.answer_format
+            target, cfg.decimals, max_abs=cfg.max_abs, format_name=cfg.answer_format
         )
         rows.append(
             {
@@ -190,6 +245,25 @@ def build_sft_dataset(
             }
         )
     return Dataset.from_list(rows)
+
+
+def posterior_mode(prior: ModelParams, X, y) -> ModelParams:
+    """The MAP parameters of rows ``(X, y)`` under ``N(prior.vector, diag(prior.std^2))``.
+
+    Without ``prior.std`` (or where it is 0) the SDs are ragim's default prior SDs of a
+    task around the pooled model (3 for the intercept, 1 for each other parameter; also used
+    by :func:`ragim.generate.meta_regression.task_summaries`). Newton's method
+    (:func:`ragim.models.map.newton_map`). Shapes: ``X`` (n, features) as the schema reads
+    it, ``y`` (n,) of 0/1.
+    """
+    prec = prior_precisions(len(prior.vector), PRIOR_SD, INTERCEPT_PRIOR_SD)
+    if prior.std is not None:
+        sd = np.asarray(prior.std, dtype=float)
+        prec = np.where(sd > 0, 1.0 / np.maximum(sd, 1e-12) ** 2, prec)
+    D = design_matrix(prior.kind, prior.schema, X)
+    A = np.hstack([np.ones((len(D), 1)), D])
+    w, _ = newton_map(A, np.asarray(y, dtype=float), prior.vector, prec, max_iter=50, tol=1e-8)
+    return ModelParams(prior.kind, prior.schema, w, metadata={"source": "posterior"})
 
 
 def _split(ids: list[str], val_fraction: float, max_tasks: int | None, seed: int):
@@ -255,8 +329,12 @@ def train_sft(
         default once, at the last step), ``seed`` (task split, data order and LoRA
         initialisation; 0), ``max_tasks`` (a random subset of this many tasks),
         ``activation_checkpointing`` (recompute activations in the backward pass: far less
-        memory for long, procedure-sized prompts, about a third more time; False) and
-        ``output_dir`` (trainer scratch directory; default a temporary one).
+        memory for long, procedure-sized prompts, about a third more time; False),
+        ``targets`` (``"fit"``: the stored fits; ``"posterior"``: each task's posterior mode
+        under its prompt's prior, without GRPO's reward rows; see the module docstring),
+        ``heldout_fraction`` (with ``"posterior"``, the share of rows kept out of the
+        targets; 0.5, GRPO's default) and ``output_dir`` (trainer scratch directory; default a
+        temporary one).
 
     Returns
     -------
@@ -268,7 +346,8 @@ def train_sft(
     Raises
     ------
     ValidationError
-        A setting out of range (named), or fewer than 2 indexed tasks.
+        A setting out of range (named), fewer than 2 indexed tasks, or
+        ``targets="posterior"`` on an index without task rows.
     TypeError
         A keyword that is not a field of :class:`SFTTrainingConfig`.
     """
@@ -294,7 +373,15 @@ def train_sft(
     if cfg.statistical_prior:
         gen.prior_generator_ = fit_prior_generator(index, progress=progress)
     examples = partial(
-        build_sft_dataset, index, tok, cfg, max_tokens=limit, prior_generator=gen.prior_generator_
+        build_sft_dataset,
+        index,
+        tok,
+        cfg,
+        max_tokens=limit,
+        prior_generator=gen.prior_generator_,
+        targets=run.targets,
+        heldout_fraction=run.heldout_fraction,
+        seed=run.seed,
     )
     train_ds = examples(task_ids=train_ids, hide=val_ids)
     val_ds = examples(task_ids=val_ids) if val_ids else None
@@ -326,4 +413,4 @@ def train_sft(
     return gen
 
 
-__all__ = ["LMConfig", "SFTTrainingConfig", "build_sft_dataset", "train_sft"]
+__all__ = ["LMConfig", "SFTTrainingConfig", "build_sft_dataset", "posterior_mode", "train_sft"]

@@ -260,3 +260,61 @@ def test_activation_checkpointing_trains_the_same_adapter(index):
     assert runs[1].training_[-1]["config"]["activation_checkpointing"] is True
     with pytest.raises(ValidationError, match="activation_checkpointing must be True or False"):
         train_sft(index, base_model="tiny", activation_checkpointing="yes", progress=False)
+
+
+def test_posterior_mode_moves_from_the_prior_only_as_far_as_the_rows_support(index, family):
+    """A confident prior keeps its values; a vague one gives way to the rows' own maximum
+    likelihood fit (scikit-learn's unpenalised logistic regression on the same design)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from ragim.params import ModelParams, design_matrix
+    from ragim.train.sft import posterior_mode
+
+    task = family[0]
+    prior = index.population_params()
+    sure = ModelParams(prior.kind, prior.schema, prior.vector, std=np.full(len(prior.vector), 1e-6))
+    np.testing.assert_allclose(posterior_mode(sure, task.X, task.y).vector, prior.vector, atol=1e-6)
+    vague = ModelParams(prior.kind, prior.schema, prior.vector, std=np.full(len(prior.vector), 1e4))
+    D = design_matrix(prior.kind, prior.schema, task.X)
+    mle = LogisticRegression(C=np.inf, tol=1e-10, max_iter=10_000).fit(D, task.y)
+    np.testing.assert_allclose(posterior_mode(vague, task.X, task.y).vector,
+                               np.r_[mle.intercept_, mle.coef_[0]], atol=1e-3)
+    # without SDs the default prior SDs shrink towards the prior: between the prior and the MLE
+    default = posterior_mode(ModelParams(prior.kind, prior.schema, prior.vector), task.X, task.y).vector
+    full = np.r_[mle.intercept_, mle.coef_[0]]
+    assert np.linalg.norm(default - prior.vector) < np.linalg.norm(full - prior.vector)
+    assert np.linalg.norm(default - full) < np.linalg.norm(full - prior.vector)
+
+
+def test_posterior_targets_leave_out_the_grpo_reward_rows(index):
+    """targets='posterior': each completion is the task's posterior mode, under the prior its
+    prompt shows (here the leak-free population model), of exactly the rows GRPO's rewards do
+    not score (Task.split(heldout_fraction, seed))."""
+    from ragim.train.sft import posterior_mode
+
+    tok = build_tiny_tokenizer()
+    cfg = LMConfig(k=2, decimals=3)
+    ids = index.ids[:3]
+    ds = build_sft_dataset(index, tok, cfg, task_ids=ids, targets="posterior", heldout_fraction=0.4, seed=3)
+    fits = build_sft_dataset(index, tok, cfg, task_ids=ids)
+    for row, fit in zip(ds, fits, strict=True):
+        tid = row["task_id"]
+        train_rows, reward_rows = index.tasks[tid].split(0.4, seed=3)
+        assert reward_rows.n_rows > 0 and train_rows.n_rows + reward_rows.n_rows == index.tasks[tid].n_rows
+        center = index.population_params(exclude=leak_free(index.record(tid)))
+        want = answer_text(posterior_mode(center, train_rows.X, train_rows.y), 3)
+        assert row["completion"] == [{"role": "assistant", "content": want}]
+        assert want != fit["completion"][0]["content"]  # not the stored fit on every row
+        assert row["prompt"] == fit["prompt"]  # only the completion changes
+
+
+def test_posterior_targets_are_checked(index, family):
+    tok = build_tiny_tokenizer()
+    with pytest.raises(ValidationError, match="targets must be one of"):
+        train_sft(index, base_model="tiny", max_steps=1, targets="denoised", progress=False)
+    with pytest.raises(ValidationError, match="heldout_fraction"):
+        train_sft(index, base_model="tiny", max_steps=1, targets="posterior", heldout_fraction=1.0,
+                  progress=False)
+    bare = TaskIndex.build(family, embedder="hashing", progress=False, keep_tasks=False)
+    with pytest.raises(ValidationError, match="keep_tasks=True"):
+        build_sft_dataset(bare, tok, LMConfig(k=2), targets="posterior")

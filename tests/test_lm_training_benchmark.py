@@ -1,0 +1,33 @@
+"""The LM training benchmark's run directory (benchmarks/lm_training.py): finished stages are
+reused on --resume, and a run directory is never resumed with other settings."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_lm_training", ROOT / "benchmarks" / "lm_training.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_resume_reuses_stages_and_refuses_other_settings(bench, tmp_path):
+    run = ["--run-dir", str(tmp_path / "run"), "--sft-targets", "posterior"]
+    first = bench.Stages(bench.parse_args(run))
+    calls = []
+    assert first.run("pairs.json", lambda: calls.append(1) or [1, 2], save=bench.save_json, load=bench.load_json) == [1, 2]
+    again = bench.Stages(bench.parse_args([*run, "--resume", "--threads", "2", "--stages", "grpo"]))
+    assert again.run("pairs.json", lambda: calls.append(1) or [3], save=bench.save_json, load=bench.load_json) == [1, 2]
+    assert calls == [1] and "pairs.json" in again.timings
+    assert json.loads((tmp_path / "run" / "settings.json").read_text())["sft_targets"] == "posterior"
+    with pytest.raises(SystemExit, match=r"sft_lr=0\.01 \(now 0\.5\).*sft_targets='posterior' \(now 'fit'\)"):
+        bench.Stages(bench.parse_args(["--run-dir", str(tmp_path / "run"), "--resume", "--sft-lr", "0.5"]))
