@@ -438,6 +438,14 @@ def train_sft_cmd(
             "llguidance (batches of targets, the shared prompt prefix computed once)"
         ),
     ] = "builtin",
+    targets: Annotated[
+        str,
+        typer.Option(
+            help="what each answer imitates: fit (the task's stored fit on all its rows) or "
+            "posterior (its MAP fit under the prompt's prior, leaving out the rows GRPO's "
+            "rewards score at the same seed)"
+        ),
+    ] = "fit",
     seed: int = 0,
     quiet: Quiet = False,
     as_json: _JsonSummary = False,
@@ -458,6 +466,7 @@ def train_sft_cmd(
         **steps,
         k=k,
         val_fraction=val_fraction,
+        targets=targets,
         seed=seed,
         progress=progress,
         generator_config={

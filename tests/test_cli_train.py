@@ -84,6 +84,16 @@ def test_train_sft_with_the_statistical_prior(root, tmp_path):
     assert gen.config.statistical_prior is True and gen.prior_generator_ is not None
 
 
+def test_train_sft_on_posterior_targets(root, tmp_path):
+    _run("train", "sft", "--index", root / "index", "--out", tmp_path / "sft", "--base-model", "tiny",
+         "--max-steps", 1, "--batch-size", 2, "--k", 1, "--val-fraction", 0, "--targets", "posterior")
+    gen = LMGenerator.load(tmp_path / "sft", device="cpu")
+    assert gen.training_[0]["config"]["targets"] == "posterior"
+    r = runner.invoke(app, ["train", "sft", "--index", str(root / "index"), "--out", str(tmp_path / "x"),
+                            "--base-model", "tiny", "--targets", "denoised"])
+    assert isinstance(r.exception, ValidationError) and "targets must be one of" in str(r.exception)
+
+
 def test_train_reward_and_generate_with_rerank(root, sft):
     s = _run("train", "reward", "--generator", root / "sft", "--index", root / "index", "--out", root / "rm",
              "--n-candidates", 3, "--pairs", "all", "--max-steps", 2, "--batch-size", 2, "--val-fraction", 0.3,
