@@ -25,10 +25,13 @@ so pairs from a compact-answer generator are saved, loaded and trained on alike)
 format and its checks (:func:`load_preferences`, :func:`save_preferences`,
 :func:`check_pair_names`) live in :mod:`ragim.lm.pairs` and are importable from here.
 
-Honesty note: the index stores parameters fitted on *all* rows of each task, and the SFT
-generator imitates them; the held-out rows used for the reward were part of that fit. The
-reward therefore measures fit to the task's own data, slightly optimistically for candidates
-close to the stored fit. It never uses rows of a zero-shot target task.
+Honesty note: the index stores parameters fitted on *all* rows of each task, and an SFT
+generator trained on them (``targets="fit"``, the default) imitates them; the held-out rows
+used for the reward were part of that fit. The reward therefore measures fit to the task's own
+data, slightly optimistically for candidates close to the stored fit. A generator trained with
+``targets="posterior"`` never saw those rows when ``heldout_fraction`` and ``seed`` match its
+SFT run's (a :class:`~ragim.errors.DataWarning` says when they do not). It never uses rows of a
+zero-shot target task.
 
 Examples
 --------
@@ -61,7 +64,7 @@ from ragim.lm.pairs import (
     save_preferences,
 )
 from ragim.train.rewards import encode_heldout, held_out_log_likelihood, resolve_reward
-from ragim.train.sft import build_sft_dataset
+from ragim.train.sft import build_sft_dataset, warn_if_rewards_overlap_targets
 
 _PAIRINGS = ("best_worst", "all")
 
@@ -135,6 +138,7 @@ def build_preference_pairs(
         raise ValidationError(f"pairs must be one of {list(_PAIRINGS)}, got {pairs!r}")
     check_int(max_tasks, "max_tasks", ge=1, allow_none=True)
     reward_fn = resolve_reward(reward)
+    warn_if_rewards_overlap_targets(generator, heldout_fraction, seed, "build_preference_pairs")
     if index.tasks is None:
         raise ValidationError(
             "the index keeps no task rows; rebuild it with TaskIndex.build(..., keep_tasks=True) "

@@ -57,7 +57,7 @@ from ragim.generate.base import record_fit_state
 from ragim.generate.lm import LMGenerator
 from ragim.lm.pairs import check_pair_names, in_answer_format, pair_rows, pairs_dataset
 from ragim.train.rewards import VerifiableRewardConfig, encode_heldout
-from ragim.train.sft import build_sft_dataset
+from ragim.train.sft import build_sft_dataset, warn_if_rewards_overlap_targets
 from ragim.train.trainer import (
     STEP_RULES,
     CheckpointConfig,
@@ -401,6 +401,7 @@ def train_grpo(
 
     gen = policy_copy(generator_or_path, device=device)
     gen.check_index(index)
+    warn_if_rewards_overlap_targets(gen, run.heldout_fraction, run.seed, "GRPO")
     tok, cfg = gen.tokenizer_, gen.config
     names = param_names(index.model, index.schema)
     train_ids = run.task_ids

@@ -37,6 +37,7 @@ Examples
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -45,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from ragim.checks import check_bool, check_fields, check_int, check_number
-from ragim.errors import ValidationError
+from ragim.errors import DataWarning, ValidationError
 from ragim.generate.base import config_with, record_fit_state
 from ragim.generate.lm import LMConfig, LMGenerator, fit_prior_generator, prior_params
 from ragim.generate.meta_regression import INTERCEPT_PRIOR_SD, PRIOR_SD, prior_precisions
@@ -266,6 +267,30 @@ def posterior_mode(prior: ModelParams, X, y) -> ModelParams:
     return ModelParams(prior.kind, prior.schema, w, metadata={"source": "posterior"})
 
 
+def warn_if_rewards_overlap_targets(
+    generator, heldout_fraction: float, seed: int, where: str
+) -> bool:
+    """Warn (:class:`~ragim.errors.DataWarning`) when ``generator`` was fine-tuned on
+    ``targets="posterior"`` with another row split than the one ``where`` scores its rewards
+    on (``Task.split(heldout_fraction, seed=seed)``): some reward rows then shaped the SFT
+    targets, and the rewards are optimistic for answers close to them. Returns whether it
+    warned."""
+    sft = [r["config"] for r in getattr(generator, "training_", []) if r.get("stage") == "sft"]
+    if not sft or sft[-1].get("targets") != "posterior":
+        return False
+    made = (float(sft[-1]["heldout_fraction"]), int(sft[-1]["seed"]))
+    if made == (float(heldout_fraction), int(seed)):
+        return False
+    warnings.warn(
+        f"{where} scores rewards on Task.split({heldout_fraction}, seed={seed})[1], but the "
+        f"SFT targets were fitted on Task.split({made[0]}, seed={made[1]})[0]: some reward "
+        f"rows shaped them; use heldout_fraction={made[0]} and seed={made[1]}",
+        DataWarning,
+        stacklevel=3,
+    )
+    return True
+
+
 def _split(ids: list[str], val_fraction: float, max_tasks: int | None, seed: int):
     rng = np.random.default_rng(seed)
     if max_tasks is not None:
@@ -413,4 +438,11 @@ def train_sft(
     return gen
 
 
-__all__ = ["LMConfig", "SFTTrainingConfig", "build_sft_dataset", "posterior_mode", "train_sft"]
+__all__ = [
+    "LMConfig",
+    "SFTTrainingConfig",
+    "build_sft_dataset",
+    "posterior_mode",
+    "train_sft",
+    "warn_if_rewards_overlap_targets",
+]

@@ -318,3 +318,24 @@ def test_posterior_targets_are_checked(index, family):
     bare = TaskIndex.build(family, embedder="hashing", progress=False, keep_tasks=False)
     with pytest.raises(ValidationError, match="keep_tasks=True"):
         build_sft_dataset(bare, tok, LMConfig(k=2), targets="posterior")
+
+
+def test_rewards_on_rows_that_shaped_posterior_targets_are_flagged(index):
+    """GRPO and the preference pairs score rewards on Task.split(heldout_fraction, seed)[1];
+    after SFT on posterior targets with another split, some of those rows shaped the targets."""
+    import warnings
+
+    from ragim.errors import DataWarning
+    from ragim.train.sft import warn_if_rewards_overlap_targets
+
+    gen = LMGenerator(base_model="tiny", k=2, device="cpu")
+    gen.training_ = [{"stage": "sft", "config": {"targets": "posterior", "heldout_fraction": 0.5, "seed": 0}}]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert warn_if_rewards_overlap_targets(gen, 0.5, 0, "GRPO") is False
+    with pytest.warns(DataWarning, match=r"GRPO scores rewards on Task.split\(0.3, seed=0\)\[1\].*heldout_fraction=0.5"):
+        assert warn_if_rewards_overlap_targets(gen, 0.3, 0, "GRPO") is True
+    with pytest.warns(DataWarning, match="seed=0"):
+        warn_if_rewards_overlap_targets(gen, 0.5, 4, "build_preference_pairs")
+    gen.training_[0]["config"]["targets"] = "fit"  # the stored fits saw every row anyway
+    assert warn_if_rewards_overlap_targets(gen, 0.3, 4, "GRPO") is False

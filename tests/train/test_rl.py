@@ -185,6 +185,13 @@ def test_grpo_refuses_a_budget_that_cuts_answers_and_warns_when_nothing_is_learn
                    max_steps=1, progress=False)
 
 
+def test_grpo_after_posterior_sft_flags_reward_rows_that_shaped_the_targets(index):
+    post = train_sft(index, base_model="tiny", generator_config=LMConfig(k=2, device="cpu"), max_steps=1,
+                     batch_size=2, targets="posterior", progress=False)
+    with pytest.warns(DataWarning, match=r"GRPO scores rewards on Task.split\(0.3, seed=0\)"):
+        train_grpo(post, index, num_generations=2, max_steps=1, heldout_fraction=0.3, progress=False)
+
+
 def test_grpo_adapter_round_trip(grpo, family, index, tmp_path):
     gen, _, _ = grpo
     desc = family.descriptions[2]
