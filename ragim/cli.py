@@ -391,6 +391,13 @@ _MaxSteps = Annotated[int, typer.Option(help="optimiser steps")]
 _LearningRate = Annotated[float, typer.Option(help="AdamW rate")]
 _LoraRank = Annotated[int, typer.Option(help="LoRA rank (alpha = 2 x rank)")]
 _JsonSummary = Annotated[bool, typer.Option("--json", help="print a JSON summary")]
+_HeldoutFraction = Annotated[
+    float,
+    typer.Option(
+        help="share of each task's rows the rewards score; SFT with --targets posterior leaves "
+        "them out of its targets (give SFT and GRPO the same value and --seed)"
+    ),
+]
 
 
 @train_app.command("sft")
@@ -446,6 +453,7 @@ def train_sft_cmd(
             "rewards score at the same seed)"
         ),
     ] = "fit",
+    heldout_fraction: _HeldoutFraction = 0.5,
     seed: int = 0,
     quiet: Quiet = False,
     as_json: _JsonSummary = False,
@@ -467,6 +475,7 @@ def train_sft_cmd(
         k=k,
         val_fraction=val_fraction,
         targets=targets,
+        heldout_fraction=heldout_fraction,
         seed=seed,
         progress=progress,
         generator_config={
@@ -487,6 +496,7 @@ def train_sft_cmd(
         t0,
         as_json,
         max_steps=max_steps,
+        targets=targets,
         n_train_tasks=len(gen.train_task_ids_),
         n_val_tasks=len(gen.val_task_ids_),
         train_loss=_history_last(gen.history_, "loss"),
@@ -656,6 +666,7 @@ def train_grpo_cmd(
     beta: Annotated[
         float, typer.Option(help="KL coefficient towards the starting adapter (0: none)")
     ] = 0.0,
+    heldout_fraction: _HeldoutFraction = 0.5,
     seed: int = 0,
     quiet: Quiet = False,
     as_json: _JsonSummary = False,
@@ -679,6 +690,7 @@ def train_grpo_cmd(
         temperature=temperature,
         constrained=constrained,
         beta=beta,
+        heldout_fraction=heldout_fraction,
         seed=seed,
         progress=progress,
     )

@@ -39,6 +39,7 @@ from ragim.canonical import (
     is_missing,
     strip_invisible,
 )
+from ragim.checks import check_number
 from ragim.errors import ArtifactError, DataWarning, ValidationError
 from ragim.params import ModelParams
 from ragim.schema import FeatureSchema
@@ -183,6 +184,8 @@ class Task:
     def subset(self, rows: Any, *, task_id: str | None = None) -> Task:
         """A task restricted to some rows (positions, or a boolean mask over the rows)."""
         rows = np.asarray(rows)
+        if rows.size == 0 and rows.dtype != bool:
+            rows = rows.astype(np.intp)  # no rows: an empty task (np.asarray([]) is float)
         if rows.dtype == bool:
             if len(rows) != self.n_rows:
                 raise ValidationError(
@@ -206,6 +209,7 @@ class Task:
 
     def split(self, test_size: float = 0.3, *, seed: int = 0) -> tuple[Task, Task]:
         """A stratified train/test split of the rows."""
+        test_size = check_number(test_size, "test_size", ge=0, le=1)
         rng = np.random.default_rng(seed)
         train, test = [], []
         for cls in (0, 1):
@@ -214,7 +218,10 @@ class Task:
             k = int(round(len(idx) * test_size))
             test.extend(idx[:k])
             train.extend(idx[k:])
-        return self.subset(np.sort(train)), self.subset(np.sort(test))
+        # integer positions even when a side is empty (np.sort([]) is a float array)
+        return self.subset(np.sort(np.asarray(train, dtype=np.intp))), self.subset(
+            np.sort(np.asarray(test, dtype=np.intp))
+        )
 
     def __repr__(self) -> str:
         return (

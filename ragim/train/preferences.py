@@ -28,10 +28,11 @@ format and its checks (:func:`load_preferences`, :func:`save_preferences`,
 Honesty note: the index stores parameters fitted on *all* rows of each task, and an SFT
 generator trained on them (``targets="fit"``, the default) imitates them; the held-out rows
 used for the reward were part of that fit. The reward therefore measures fit to the task's own
-data, slightly optimistically for candidates close to the stored fit. A generator trained with
-``targets="posterior"`` never saw those rows when ``heldout_fraction`` and ``seed`` match its
-SFT run's (a :class:`~ragim.errors.DataWarning` says when they do not). It never uses rows of a
-zero-shot target task.
+data, slightly optimistically for candidates close to the stored fit. For a generator trained
+with ``targets="posterior"``, no task's own SFT target used those rows when ``heldout_fraction``
+and ``seed`` match its SFT run's (a :class:`~ragim.errors.DataWarning` says when they do not);
+its prompts still showed other tasks' stored fits. It never uses rows of a zero-shot target
+task.
 
 Examples
 --------

@@ -15,7 +15,8 @@ statistical prior and its predictive SDs; without one, the population model with
 default prior SDs, 3 for the intercept and 1 for each slope). A small task's own fit is
 mostly sampling noise, and cloning it teaches the LM that noise; its posterior mode moves
 away from the prior only as far as the task's rows support, so the LM learns to correct
-the prior, and GRPO's reward rows stay unseen by SFT.
+the prior, and no task's own target uses the rows GRPO scores its rewards on (the prompts
+still show the neighbours' stored fits, which used all of their rows).
 
 Training uses TRL's ``SFTTrainer`` on a conversational prompt/completion dataset
 with ``completion_only_loss=True`` (the loss covers only the answer and the end
@@ -37,6 +38,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,6 +46,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from ragim.checks import check_bool, check_fields, check_int, check_number
 from ragim.errors import DataWarning, ValidationError
@@ -107,7 +110,7 @@ class SFTTrainingConfig(CheckpointConfig):
         default="fit",
         metadata={
             "help": "completions: 'fit' (the task's stored fit) or 'posterior' (its MAP fit "
-            "under the prompt's prior, without GRPO's reward rows)"
+            "under the prompt's prior, without the task's GRPO reward rows)"
         },
     )
     heldout_fraction: float = field(
@@ -119,14 +122,11 @@ class SFTTrainingConfig(CheckpointConfig):
     )
 
     def __post_init__(self):
-        if self.targets not in TARGETS:
-            raise ValidationError(
-                f"SFTTrainingConfig.targets must be one of {list(TARGETS)}, got {self.targets!r}"
-            )
         check_fields(
             self,
             {
                 **STEP_RULES,
+                "targets": check_targets,
                 "heldout_fraction": partial(check_number, gt=0, lt=1),
                 "grad_accum": partial(check_int, ge=1),
                 "eval_steps": partial(check_int, ge=1, allow_none=True),
@@ -193,8 +193,12 @@ def build_sft_dataset(
     ids = list(index.ids if task_ids is None else task_ids)
     if not ids:
         raise ValidationError("no tasks to build SFT examples from")
-    if targets not in TARGETS:
-        raise ValidationError(f"targets must be one of {list(TARGETS)}, got {targets!r}")
+    targets = check_targets(targets)
+    if targets == "posterior" and not (cfg.population or cfg.statistical_prior):
+        raise ValidationError(
+            "targets='posterior' centres each target on the prior its prompt shows, but with "
+            "population=False and statistical_prior=False the prompt shows none; turn one on"
+        )
     if targets == "posterior" and index.tasks is None:
         raise ValidationError(
             "targets='posterior' fits each task's rows, but the index keeps none; rebuild it "
@@ -248,23 +252,63 @@ def build_sft_dataset(
     return Dataset.from_list(rows)
 
 
+def check_targets(value, name: str = "targets") -> str:
+    """``value`` if it names an SFT target (:data:`TARGETS`), as a plain ``str``."""
+    if not isinstance(value, str) or value not in TARGETS:
+        raise ValidationError(f"{name} must be one of {list(TARGETS)}, got {value!r}")
+    return str(value)
+
+
+#: a prior SD of 0 fixes the parameter at the prior's value, to within this SD
+FIXED_SD = 1e-6
+
+
 def posterior_mode(prior: ModelParams, X, y) -> ModelParams:
     """The MAP parameters of rows ``(X, y)`` under ``N(prior.vector, diag(prior.std^2))``.
 
-    Without ``prior.std`` (or where it is 0) the SDs are ragim's default prior SDs of a
-    task around the pooled model (3 for the intercept, 1 for each other parameter; also used
-    by :func:`ragim.generate.meta_regression.task_summaries`). Newton's method
-    (:func:`ragim.models.map.newton_map`). Shapes: ``X`` (n, features) as the schema reads
-    it, ``y`` (n,) of 0/1.
+    Parameters
+    ----------
+    prior : ModelParams
+        The prior means (``vector``) and SDs (``std``, log-odds units). Without ``std`` the
+        SDs are ragim's default prior SDs of a task around the pooled model (3 for the
+        intercept, 1 for each other parameter; also used by
+        :func:`ragim.generate.meta_regression.task_summaries`); an SD of 0 fixes that
+        parameter at the prior's value.
+    X : pandas.DataFrame, shape (n, features), the columns ``prior.schema`` reads.
+    y : array of 0/1 (or booleans), shape (n,). With no rows the result is the prior.
+
+    Returns
+    -------
+    ModelParams
+        The posterior mode (Newton's method, :func:`ragim.models.map.newton_map`), with
+        ``metadata`` ``{"source": "posterior", "n_rows": n, "prior": prior's source}``.
+
+    Raises
+    ------
+    ValidationError
+        ``prior`` not a ModelParams, ``y`` not 0/1 or not one value per row of ``X``, or
+        ``X`` without the schema's columns.
     """
+    if not isinstance(prior, ModelParams):
+        raise ValidationError(f"prior must be a ModelParams, got {type(prior).__name__}")
+    D = design_matrix(prior.kind, prior.schema, X)
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != len(D):
+        raise ValidationError(
+            f"y must hold one outcome per row of X ({len(D)}), got shape {y.shape}"
+        )
+    labels = set(pd.unique(y).tolist())
+    if not labels <= {0, 1}:
+        raise ValidationError(
+            f"y must be 0/1 (1: the event), got values {sorted(labels, key=str)[:5]}"
+        )
     prec = prior_precisions(len(prior.vector), PRIOR_SD, INTERCEPT_PRIOR_SD)
     if prior.std is not None:
-        sd = np.asarray(prior.std, dtype=float)
-        prec = np.where(sd > 0, 1.0 / np.maximum(sd, 1e-12) ** 2, prec)
-    D = design_matrix(prior.kind, prior.schema, X)
+        prec = 1.0 / np.maximum(np.asarray(prior.std, dtype=float), FIXED_SD) ** 2
     A = np.hstack([np.ones((len(D), 1)), D])
-    w, _ = newton_map(A, np.asarray(y, dtype=float), prior.vector, prec, max_iter=50, tol=1e-8)
-    return ModelParams(prior.kind, prior.schema, w, metadata={"source": "posterior"})
+    w, _ = newton_map(A, y.astype(float), prior.vector, prec, max_iter=50, tol=1e-8)
+    meta = {"source": "posterior", "n_rows": int(len(y)), "prior": prior.metadata.get("source")}
+    return ModelParams(prior.kind, prior.schema, w, metadata=meta)
 
 
 def warn_if_rewards_overlap_targets(
@@ -279,7 +323,7 @@ def warn_if_rewards_overlap_targets(
     if not sft or sft[-1].get("targets") != "posterior":
         return False
     made = (float(sft[-1]["heldout_fraction"]), int(sft[-1]["seed"]))
-    if made == (float(heldout_fraction), int(seed)):
+    if math.isclose(made[0], float(heldout_fraction), rel_tol=1e-6) and made[1] == int(seed):
         return False
     warnings.warn(
         f"{where} scores rewards on Task.split({heldout_fraction}, seed={seed})[1], but the "
@@ -356,7 +400,8 @@ def train_sft(
         ``activation_checkpointing`` (recompute activations in the backward pass: far less
         memory for long, procedure-sized prompts, about a third more time; False),
         ``targets`` (``"fit"``: the stored fits; ``"posterior"``: each task's posterior mode
-        under its prompt's prior, without GRPO's reward rows; see the module docstring),
+        under its prompt's prior, without the task's own GRPO reward rows; see the module
+        docstring),
         ``heldout_fraction`` (with ``"posterior"``, the share of rows kept out of the
         targets; 0.5, GRPO's default) and ``output_dir`` (trainer scratch directory; default a
         temporary one).

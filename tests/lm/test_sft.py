@@ -309,15 +309,53 @@ def test_posterior_targets_leave_out_the_grpo_reward_rows(index):
 
 
 def test_posterior_targets_are_checked(index, family):
+    from ragim.params import ModelParams
+    from ragim.train.sft import SFTTrainingConfig, posterior_mode
+
     tok = build_tiny_tokenizer()
     with pytest.raises(ValidationError, match="targets must be one of"):
         train_sft(index, base_model="tiny", max_steps=1, targets="denoised", progress=False)
     with pytest.raises(ValidationError, match="heldout_fraction"):
         train_sft(index, base_model="tiny", max_steps=1, targets="posterior", heldout_fraction=1.0,
                   progress=False)
+    with pytest.raises(ValidationError, match=r"(?s)targets must be one of.*heldout_fraction must be"):
+        SFTTrainingConfig(targets="x", heldout_fraction=2)  # every problem, in one error
+    assert type(SFTTrainingConfig(targets=np.str_("posterior")).targets) is str
     bare = TaskIndex.build(family, embedder="hashing", progress=False, keep_tasks=False)
     with pytest.raises(ValidationError, match="keep_tasks=True"):
         build_sft_dataset(bare, tok, LMConfig(k=2), targets="posterior")
+    with pytest.raises(ValidationError, match="the prompt shows none"):  # no prior to centre on
+        build_sft_dataset(index, tok, LMConfig(k=2, population=False), targets="posterior")
+    prior, task = index.population_params(), family[0]
+    with pytest.raises(ValidationError, match=r"y must be 0/1 \(1: the event\), got values \[1, 2\]"):
+        posterior_mode(prior, task.X, task.y + 1)  # outcomes coded 1/2
+    with pytest.raises(ValidationError, match="one outcome per row"):
+        posterior_mode(prior, task.X, task.y[:-1])
+    with pytest.raises(ValidationError, match="prior must be a ModelParams"):
+        posterior_mode(prior.vector, task.X, task.y)
+    # an SD of 0 fixes the parameter at the prior's value; no rows leave the prior as it is
+    sd = np.ones(len(prior.vector))
+    sd[0] = 0.0
+    fixed = posterior_mode(ModelParams(prior.kind, prior.schema, prior.vector, std=sd), task.X, task.y)
+    assert fixed.vector[0] == pytest.approx(prior.vector[0], abs=1e-6)
+    assert not np.allclose(fixed.vector[1:], prior.vector[1:], atol=1e-3)
+    empty = posterior_mode(prior, task.X.iloc[:0], task.y[:0])
+    np.testing.assert_allclose(empty.vector, prior.vector)
+    assert empty.metadata == {"source": "posterior", "n_rows": 0, "prior": "population"}
+
+
+def test_a_split_that_leaves_a_side_empty_gives_an_empty_task(family):
+    """Task.split at a fraction that rounds one side to no rows: an empty task, not an
+    IndexError (np.sort([]) is a float array); posterior targets of a task with no training
+    rows are the prior."""
+    task = family[0]
+    train, test = task.split(0.001, seed=0)
+    assert (train.n_rows, test.n_rows) == (task.n_rows, 0)
+    train, test = task.split(0.999, seed=0)
+    assert (train.n_rows, test.n_rows) == (0, task.n_rows)
+    assert task.subset([]).n_rows == 0
+    with pytest.raises(ValidationError, match=r"test_size must be a number in \[0, 1\]"):
+        task.split(1.5)
 
 
 def test_rewards_on_rows_that_shaped_posterior_targets_are_flagged(index):
@@ -337,5 +375,10 @@ def test_rewards_on_rows_that_shaped_posterior_targets_are_flagged(index):
         assert warn_if_rewards_overlap_targets(gen, 0.3, 0, "GRPO") is True
     with pytest.warns(DataWarning, match="seed=0"):
         warn_if_rewards_overlap_targets(gen, 0.5, 4, "build_preference_pairs")
+    gen.training_[0]["config"]["heldout_fraction"] = 0.4
+    with warnings.catch_warnings():  # the same split, given as numpy scalars (0.4 is inexact in float32)
+        warnings.simplefilter("error")
+        assert warn_if_rewards_overlap_targets(gen, np.float32(0.4), np.int64(0), "GRPO") is False
+    gen.training_[0]["config"]["heldout_fraction"] = 0.5
     gen.training_[0]["config"]["targets"] = "fit"  # the stored fits saw every row anyway
     assert warn_if_rewards_overlap_targets(gen, 0.3, 4, "GRPO") is False
