@@ -31,3 +31,14 @@ def test_resume_reuses_stages_and_refuses_other_settings(bench, tmp_path):
     assert json.loads((tmp_path / "run" / "settings.json").read_text())["sft_targets"] == "posterior"
     with pytest.raises(SystemExit, match=r"sft_lr=0\.01 \(now 0\.5\).*sft_targets='posterior' \(now 'fit'\)"):
         bench.Stages(bench.parse_args(["--run-dir", str(tmp_path / "run"), "--resume", "--sft-lr", "0.5"]))
+
+
+def test_sft_targets_benchmark_runs_on_a_small_family(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_sft_targets", ROOT / "benchmarks" / "sft_targets.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = mod.main(["--n-tasks", "14", "--n-heldout", "4", "--json-out", str(tmp_path / "t.json")])
+    mse = out["mean_squared_error"]
+    assert out["n_train_tasks"] == 10 and len(mse) == 5
+    assert all(v["true"] >= 0 and v["oracle"] >= 0 for v in mse.values())
+    assert json.loads((tmp_path / "t.json").read_text())["mean_squared_error"] == mse
