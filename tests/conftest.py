@@ -57,6 +57,19 @@ def frame() -> pd.DataFrame:
     return make_frame()
 
 
+def load_benchmark(name: str):
+    """The script ``benchmarks/<name>.py`` as a module (the benchmarks are scripts, not a
+    package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def reseal(root, keep=None) -> None:
     """Recompute every artifact checksum under ``root``, deepest manifest first, so that only a
     loader's own consistency checks can catch a changed file. ``keep``: a (swapped-in)

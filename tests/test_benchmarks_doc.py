@@ -1,16 +1,14 @@
 """docs/benchmarks.md is generated from the committed result files, so its numbers cannot drift."""
 
-import importlib.util
 from pathlib import Path
+
+from conftest import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _report():
-    spec = importlib.util.spec_from_file_location("bench_report", ROOT / "benchmarks" / "report.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("report")
 
 
 def test_benchmarks_doc_is_generated_from_the_results():
@@ -24,9 +22,7 @@ def test_every_evaluation_table_has_its_command():
     """Each evaluation with a committed result is in the doc with its command; each listed
     evaluation is one that benchmarks/evaluate_all.py can run."""
     text = (ROOT / "docs" / "benchmarks.md").read_text()
-    spec = importlib.util.spec_from_file_location("bench_eval", ROOT / "benchmarks" / "evaluate_all.py")
-    evaluate_all = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(evaluate_all)
+    evaluate_all = load_benchmark("evaluate_all")
     for name, _, _ in _report().EVALS:
         assert name in evaluate_all.CONFIGS
         if (ROOT / "benchmarks" / "results" / f"eval_{name}.md").is_file():

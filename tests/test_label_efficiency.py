@@ -3,31 +3,24 @@ uses: random draws of the k rows, ``k_within_pool`` and ``adapt_prior(design=...
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import load_benchmark
 
 from ragim import datasets, evaluate
 from ragim.errors import ValidationError
 from ragim.estimator import adapt_prior
 from ragim.params import ModelParams, design_matrix
 
-ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["neighbor-mean", "per-task-k"]  # fast; the generator's adaptation is tested below
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location(
-        "bench_label_eff", ROOT / "benchmarks" / "label_efficiency.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("label_efficiency")
 
 
 @pytest.fixture(scope="module")
@@ -145,9 +138,7 @@ def test_summary_checks_the_targets_and_interpolates_the_worth():
 
 def test_report_states_each_target_met_or_missed_with_the_size_of_the_miss(tmp_path):
     le = _script()
-    spec = importlib.util.spec_from_file_location("bench_report", ROOT / "benchmarks" / "report.py")
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+    report = load_benchmark("report")
     rows = [("a", le.ADAPTED, 0, 0, 0.8, 0.5, 0, 10, "ok")]
     for d, (auc, ll) in enumerate([(0.8, 0.52), (0.7, 0.46)]):  # mean 0.49 < 0.5; one bad draw
         rows.append(("a", le.ADAPTED, 8, d, auc, ll, 8, 10, "ok"))

@@ -3,21 +3,15 @@ reused on --resume, and a run directory is never resumed with other settings."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_lm_training", ROOT / "benchmarks" / "lm_training.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("lm_training")
 
 
 def test_resume_reuses_stages_and_refuses_other_settings(bench, tmp_path):
@@ -34,10 +28,7 @@ def test_resume_reuses_stages_and_refuses_other_settings(bench, tmp_path):
 
 
 def test_sft_targets_benchmark_runs_on_a_small_family(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_sft_targets", ROOT / "benchmarks" / "sft_targets.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    out = mod.main(["--n-tasks", "14", "--n-heldout", "4", "--json-out", str(tmp_path / "t.json")])
+    out = load_benchmark("sft_targets").main(["--n-tasks", "14", "--n-heldout", "4", "--json-out", str(tmp_path / "t.json")])
     mse = out["mean_squared_error"]
     assert out["n_train_tasks"] == 10 and len(mse) == 5
     assert all(v["true"] >= 0 and v["oracle"] >= 0 for v in mse.values())

@@ -3,29 +3,23 @@ evaluation's rows, its failure count and verdict, and one tiny end-to-end run.""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import load_benchmark
 
 from ragim import datasets
 from ragim import evaluate as ev
 from ragim.metrics import paired_differences
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def peers():
-    spec = importlib.util.spec_from_file_location("bench_peers", ROOT / "benchmarks" / "peers.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("peers")
 
 
 @pytest.fixture(scope="module")
