@@ -264,6 +264,8 @@ class LMGenerator(Generator):
         self.param_names_: list[str] | None = None
         self.embedder_identity_: dict | None = None
         self.prior_generator_ = None
+        self.prior_correction_: float | None = None
+        self.prior_correction_cv_: list[tuple[float, float]] = []
         restore_training_state(self)  # history_, training_, ...: untrained
 
     # ------------------------------------------------------------------ model
@@ -632,6 +634,7 @@ class LMGenerator(Generator):
                 best_of_n(self, rm, q, index, n=count, temperature=temp, k=k, exclude=exclude)
                 for q in queries
             ]
+            best = self.toward_prior(queries, best, index, exclude)
             return best[0] if single else best
         if reward_model is not None:
             raise ValidationError('reward_model=... is used only with rerank="reward_model"')
@@ -648,7 +651,31 @@ class LMGenerator(Generator):
             max(g, key=lambda p: p.metadata["logprob"]).replace(metadata={"rerank": "logprob"})
             for g in groups
         ]
+        best = self.toward_prior([query] if single else list(query), best, index, exclude)
         return best[0] if single else best
+
+    def toward_prior(self, queries: Sequence, answers: list, index, exclude=None) -> list:
+        """``answers`` (one ModelParams per query) moved towards the statistical prior of their
+        prompts: ``prior + w * (answer - prior)`` with ``w = prior_correction_``, the weight of
+        the LM's correction that validation on held-out training tasks chose
+        (:func:`ragim.train.validate_prior_correction`; 1 keeps the answer, 0 gives the prior).
+        Unchanged when ``prior_correction_`` is None or ``config.statistical_prior`` is off.
+        ``metadata["prior_correction"]`` records ``w``."""
+        w = self.prior_correction_
+        if w is None or not self.config.statistical_prior:
+            return answers
+        from ragim.index import per_query_excludes
+
+        index = self._resolve_index(index)
+        queries = list(queries)
+        priors = self.statistical_priors(queries, index, per_query_excludes(exclude, len(queries)))
+        return [
+            a.replace(
+                vector=p.vector + w * (a.vector - p.vector),
+                metadata={"prior_correction": float(w)},
+            )
+            for a, p in zip(answers, priors, strict=True)
+        ]
 
     @staticmethod
     def _resolve_reward_model(reward_model):
@@ -706,6 +733,8 @@ class LMGenerator(Generator):
             "schema": None if self.schema_ is None else self.schema_.to_dict(),
             "embedder": self.embedder_identity_,
             "fine_tuned": self.fine_tuned_,
+            "prior_correction": self.prior_correction_,
+            "prior_correction_cv": [list(r) for r in self.prior_correction_cv_],
             **training_state(self),
         }
         prior = self.prior_generator_
@@ -740,6 +769,13 @@ class LMGenerator(Generator):
             )
             gen.embedder_identity_ = state["embedder"]
             gen.fine_tuned_ = bool(state.get("fine_tuned", False))
+            w = state.get("prior_correction")  # saved before it existed: None
+            gen.prior_correction_ = (
+                None if w is None else check_number(w, "prior_correction", ge=0, le=1)
+            )
+            gen.prior_correction_cv_ = [
+                (float(a), float(b)) for a, b in state.get("prior_correction_cv", [])
+            ]
             restore_training_state(gen, state)
             if (art.path / "prior").is_dir():
                 from ragim.generate.statistical import StatisticalGenerator

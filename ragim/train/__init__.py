@@ -27,6 +27,7 @@ _FUNCTIONS = {
     "train_sft": "ragim.train.sft",
     "build_sft_dataset": "ragim.train.sft",
     "SFTTrainingConfig": "ragim.train.sft",
+    "validate_prior_correction": "ragim.train.sft",
     "train_reward_model": "ragim.train.reward",
     "RewardModelTrainingConfig": "ragim.train.reward",
     "train_grpo": "ragim.train.rl",

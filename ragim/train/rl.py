@@ -57,7 +57,11 @@ from ragim.generate.base import record_fit_state
 from ragim.generate.lm import LMGenerator
 from ragim.lm.pairs import check_pair_names, in_answer_format, pair_rows, pairs_dataset
 from ragim.train.rewards import VerifiableRewardConfig, encode_heldout
-from ragim.train.sft import build_sft_dataset, warn_if_rewards_overlap_targets
+from ragim.train.sft import (
+    build_sft_dataset,
+    validate_prior_correction,
+    warn_if_rewards_overlap_targets,
+)
 from ragim.train.trainer import (
     STEP_RULES,
     CheckpointConfig,
@@ -476,6 +480,7 @@ def train_grpo(
         )
     gen.index_ = index
     record_fit_state(gen, index)
+    validate_prior_correction(gen, index)  # the SFT adapter's weight does not hold for this one
     return gen
 
 
@@ -527,7 +532,7 @@ def train_dpo(
     check_pair_names(rows, gen.param_names_, where="the DPO preference pairs", answer_format=fmt)
     # the policy is trained on answers as it writes them (compact ones for a compact generator)
     train_ds = pairs_dataset(in_answer_format(rows, fmt))
-    return _continue_policy(
+    gen = _continue_policy(
         gen,
         DPOTrainer,
         DPOConfig,
@@ -538,6 +543,11 @@ def train_dpo(
         args=dict(beta=run.beta, max_length=None),
         train_dataset=train_ds,
     )
+    if gen.index_ is not None:  # the SFT adapter's weight does not hold for this one
+        validate_prior_correction(gen, gen.index_)
+    else:  # loaded from a path: no index to validate on, so the answers are the LM's own
+        gen.prior_correction_, gen.prior_correction_cv_ = None, []
+    return gen
 
 
 __all__ = [

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import reseal
 from safetensors import safe_open
 from transformers import TrainerCallback
 
@@ -166,7 +167,8 @@ def test_the_run_is_one_config_saved_beside_the_adapter(trained, tmp_path):
     assert gen.training_ == [{"stage": "sft", "config": {
         "max_steps": 3, "learning_rate": 5e-3, "batch_size": 2, "grad_accum": 1, "val_fraction": 0.2,
         "eval_steps": None, "seed": 0, "max_tasks": None, "activation_checkpointing": False,
-        "output_dir": None, "save_steps": None, "resume_from_checkpoint": False}}]
+        "output_dir": None, "save_steps": None, "resume_from_checkpoint": False, "targets": "fit",
+        "heldout_fraction": 0.5}}]
     assert SFTTrainingConfig(**gen.training_[0]["config"]) == expected
     state = json.loads((gen.save(tmp_path / "lm") / "state.json").read_text())
     assert state["training"] == gen.training_
@@ -207,7 +209,10 @@ def test_statistical_prior_is_shown_leak_free_trained_on_and_saved(index, family
     assert p.metadata["statistical_prior"] is True
     loaded = LMGenerator.load(gen.save(tmp_path / "with-prior"), device="cpu")
     assert loaded.config.statistical_prior and loaded.prior_generator_ is not None
-    assert loaded.generate_params(family.descriptions[0], index).as_dict() == p.as_dict()
+    # the answer moves towards the prior by prior_correction_; the loaded prior generator agrees
+    # with the saved one to rounding (~1e-16)
+    np.testing.assert_allclose(loaded.generate_params(family.descriptions[0], index).vector, p.vector,
+                               rtol=0, atol=1e-12)
     assert loaded.prompt(family.descriptions[1], index)[0] == gen.prompt(family.descriptions[1], index)[0]
     with pytest.raises(ValidationError, match="statistical_prior must be True or False"):
         LMConfig(statistical_prior="yes")
@@ -382,3 +387,67 @@ def test_rewards_on_rows_that_shaped_posterior_targets_are_flagged(index):
     gen.training_[0]["config"]["heldout_fraction"] = 0.5
     gen.training_[0]["config"]["targets"] = "fit"  # the stored fits saw every row anyway
     assert warn_if_rewards_overlap_targets(gen, 0.3, 4, "GRPO") is False
+
+
+class _FakeLM:
+    """Stands in for a fine-tuned LM generator: its 'answers' are given, its prior is the
+    population model (what validate_prior_correction reads of a generator)."""
+
+    def __init__(self, index, answer):
+        self.config = LMConfig(statistical_prior=True)
+        self.val_task_ids_ = list(index.ids[:6])
+        self.answer, self.index = answer, index
+
+    def generate_params(self, queries, index, exclude):
+        assert len(queries) == len(exclude) == len(self.val_task_ids_)
+        return [self.answer(t) for t in self.val_task_ids_]
+
+    def statistical_priors(self, queries, index, excludes):
+        return [index.population_params(exclude=ex) for ex in excludes]
+
+
+def test_prior_correction_is_chosen_on_validation_tasks(index):
+    """The weight of the LM's correction is the one whose blend with the prior scores best on
+    the validation tasks' rows: an LM that writes each task's own fit is trusted fully, one
+    that writes noise is not trusted at all."""
+    from ragim.train import validate_prior_correction
+    from ragim.train.sft import CORRECTION_GRID
+
+    good = _FakeLM(index, index.params)
+    assert validate_prior_correction(good, index) == 1.0
+    assert [w for w, _ in good.prior_correction_cv_] == list(CORRECTION_GRID)
+    losses = [v for _, v in good.prior_correction_cv_]
+    assert losses[-1] == min(losses) < losses[0]
+    rng = np.random.default_rng(0)
+    noisy = _FakeLM(index, lambda t: index.params(t).replace(vector=rng.normal(0, 8, len(index.params(t).vector))))
+    assert validate_prior_correction(noisy, index) <= 0.1
+    off = _FakeLM(index, index.params)
+    off.config = LMConfig(statistical_prior=False)
+    assert validate_prior_correction(off, index) is None and off.prior_correction_ is None
+
+
+def test_answers_move_towards_the_prior_by_the_validated_weight(index, family, tmp_path):
+    cfg = LMConfig(k=1, device="cpu", statistical_prior=True)
+    gen = train_sft(index, base_model="tiny", generator_config=cfg, max_steps=1, batch_size=2,
+                    val_fraction=0.3, progress=False)
+    assert gen.prior_correction_ is not None and len(gen.prior_correction_cv_) == 21
+    desc = family.descriptions[0]
+    chosen = gen.generate_params(desc, index)
+    w = gen.prior_correction_
+    gen.prior_correction_ = None
+    raw = gen.generate_params(desc, index)
+    [prior] = gen.statistical_priors([desc], index, [None])
+    np.testing.assert_allclose(chosen.vector, prior.vector + w * (raw.vector - prior.vector))
+    assert chosen.metadata["prior_correction"] == w and "prior_correction" not in raw.metadata
+    gen.prior_correction_ = 0.0
+    np.testing.assert_allclose(gen.generate_params(desc, index).vector, prior.vector)
+    gen.prior_correction_ = w
+    loaded = LMGenerator.load(gen.save(tmp_path / "g"), device="cpu")
+    assert loaded.prior_correction_ == w and loaded.prior_correction_cv_ == gen.prior_correction_cv_
+    state = tmp_path / "g" / "state.json"
+    data = json.loads(state.read_text())
+    data["prior_correction"] = 1.5
+    state.write_text(json.dumps(data))
+    reseal(tmp_path / "g")
+    with pytest.raises(ArtifactError, match="prior_correction must be a number in"):
+        LMGenerator.load(tmp_path / "g", device="cpu")
