@@ -330,6 +330,7 @@ def main(argv=None):
         train_grpo,
         train_reward_model,
         train_sft,
+        validate_prior_correction,
     )
     from ragim.train.rewards import VerifiableRewardConfig
 
@@ -379,11 +380,33 @@ def main(argv=None):
                    save=save_json, load=load_json)
         results[name], per_task[name] = r["mean"], r["per"]
 
+    weights = {}
+
+    def score_raw_and_corrected(name, gen, stage):
+        """Score ``gen``'s own answers as ``name``; with the statistical prior, also its answers
+        moved towards the prior by the correction weight validated on its validation tasks
+        (``validate_prior_correction``; the weight is kept in the run directory)."""
+        if not args.statistical_prior:
+            score(name, gen)
+            return
+        def validated():  # trainers validate it; a generator trained before they did is validated here
+            if not gen.prior_correction_cv_:
+                validate_prior_correction(gen, index)
+            return gen.prior_correction_cv_  # [] when it has no validation tasks
+
+        cv = st.run(f"prior-correction-{stage}.json", validated, save=save_json, load=load_json)
+        w = weights[stage] = min(cv, key=lambda r: r[1])[0] if cv else None  # the first: the smallest
+        gen.prior_correction_ = None
+        score(name, gen)
+        if w is not None:
+            gen.prior_correction_ = w
+            score(f"{name}, correction validated", gen)
+
     if args.statistical_prior:
         prior = sft.fitted_prior(index)
         score("statistical prior (in the prompt)", sft,
               params_of=lambda t: prior.generate_params(t.description, index))
-    score("SFT (greedy)", sft)
+    score_raw_and_corrected("SFT (greedy)", sft, "sft")
 
     grpo_log = []
     if "grpo" in stages:
@@ -396,7 +419,7 @@ def main(argv=None):
         grpo_log = st.run("grpo_log.json", lambda: [h for h in grpo.history_
                                                     if h.get("stage") == "grpo" and "reward" in h],
                           save=save_json, load=load_json)
-        score("SFT + GRPO", grpo)
+        score_raw_and_corrected("SFT + GRPO", grpo, "grpo")
 
     pairs = hpairs = rm = None
     if "pairs" in stages:
@@ -428,6 +451,8 @@ def main(argv=None):
     pairs = [(m, base) for m in results if base and m != base]
     if "SFT + GRPO" in results:
         pairs.append(("SFT + GRPO", "SFT (greedy)"))
+    if "SFT + GRPO, correction validated" in results:
+        pairs.append(("SFT + GRPO, correction validated", "SFT (greedy), correction validated"))
     comparisons = paired(per_task, pairs)
 
     cmd = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/lm_training.py", *(argv or sys.argv[1:])])
@@ -451,6 +476,11 @@ def main(argv=None):
         extra.append(f"Reward model: pairwise accuracy on {len(hpairs)} pairs of the {len(held)} held-out tasks = "
                      f"**{rm_acc_heldout:.3f}**; on its validation pairs (20% of the training tasks) = "
                      f"{rm.val_accuracy_:.3f}; trained on {len(pairs)} pairs minus the validation tasks' pairs.")
+    if weights:
+        extra.append("Validated correction weights (`LMGenerator.prior_correction_`, chosen by "
+                     "`validate_prior_correction` on each generator's validation tasks, 20% of the "
+                     "training tasks; 0: the prior, 1: the LM's own answer): "
+                     + ", ".join(f"{k} {v}" for k, v in weights.items()) + ".")
     if grpo_log:
         curve = [round(h["reward"], 3) for h in grpo_log]
         tenth = max(1, len(curve) // 10)
