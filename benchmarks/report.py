@@ -735,8 +735,11 @@ def build() -> str:
             ("lm_training_smollm2_30steps_constrained.md",
              "SmolLM2-135M, 30 SFT steps, GRPO sampled under the answer grammar"),
             ("lm_training_smollm2_long_synthetic.md",
-             "SmolLM2-135M, issue 18's budget: 300 SFT steps, compact answers, the statistical prior in "
-             "every prompt, 20 held-out synthetic tasks (the stages run so far; `--resume` adds the rest)")]
+             "SmolLM2-135M, issue 18's budget: 300 SFT steps on the stored fits, compact answers, the "
+             "statistical prior in every prompt, 20 held-out synthetic tasks"),
+            ("lm_training_smollm2_posterior_synthetic.md",
+             "SmolLM2-135M, the same budget, SFT on posterior-mode targets (`--sft-targets posterior`), "
+             "20 held-out synthetic tasks")]
     runs = [(RESULTS / f, title) for f, title in runs if (RESULTS / f).is_file()]
     if runs:
         lines += ["## LM generator training: SFT, DPO, GRPO, best-of-n (issue: reward modelling and RL)", "",
