@@ -604,7 +604,7 @@ def train_dpo_cmd(
     gen, index, data, t0 = _generator_and_pairs(
         generator_path, index_path, pairs_file, n_candidates, min_margin, pairs, seed, progress
     )
-    dpo = train_dpo(gen, data, beta=beta, **steps, seed=seed, progress=progress)
+    dpo = train_dpo(gen, data, index=index, beta=beta, **steps, seed=seed, progress=progress)
     _save_trained(
         dpo,
         "dpo",

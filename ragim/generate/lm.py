@@ -232,6 +232,21 @@ def prior_params(prior_generator, queries: Sequence, index, excludes: Sequence) 
     return list(out)
 
 
+def correction_state(weight, table) -> dict[str, Any]:
+    """``prior_correction_`` and ``prior_correction_cv_`` as ``state.json`` keeps them, checked:
+    the weight None or a number in [0, 1], the table ``(w, mean log-loss)`` pairs of finite
+    numbers. Raises ValidationError naming the bad value."""
+    weight = None if weight is None else check_number(weight, "prior_correction", ge=0, le=1)
+    rows = []
+    for row in table if isinstance(table, list | tuple) else [table]:
+        if not isinstance(row, list | tuple) or len(row) != 2:
+            raise ValidationError(
+                f"prior_correction_cv rows must be (w, log-loss) pairs, got {row!r}"
+            )
+        rows.append([check_number(v, "prior_correction_cv values") for v in row])
+    return {"prior_correction": weight, "prior_correction_cv": rows}
+
+
 @register_generator("lm")
 class LMGenerator(Generator):
     """Language-model generator (see the module docstring).
@@ -629,10 +644,13 @@ class LMGenerator(Generator):
                 if temperature is not None
                 else (cfg.temperature if cfg.temperature > 0 else 0.8)
             )
+            from ragim.index import per_query_excludes
+
             queries = [query] if single else list(query)
+            excludes = per_query_excludes(exclude, len(queries))  # one per query, as below
             best = [
-                best_of_n(self, rm, q, index, n=count, temperature=temp, k=k, exclude=exclude)
-                for q in queries
+                best_of_n(self, rm, q, index, n=count, temperature=temp, k=k, exclude=ex)
+                for q, ex in zip(queries, excludes, strict=True)
             ]
             best = self.toward_prior(queries, best, index, exclude)
             return best[0] if single else best
@@ -664,6 +682,7 @@ class LMGenerator(Generator):
         w = self.prior_correction_
         if w is None or not self.config.statistical_prior:
             return answers
+        w = check_number(w, "prior_correction_", ge=0, le=1)
         from ragim.index import per_query_excludes
 
         index = self._resolve_index(index)
@@ -733,8 +752,7 @@ class LMGenerator(Generator):
             "schema": None if self.schema_ is None else self.schema_.to_dict(),
             "embedder": self.embedder_identity_,
             "fine_tuned": self.fine_tuned_,
-            "prior_correction": self.prior_correction_,
-            "prior_correction_cv": [list(r) for r in self.prior_correction_cv_],
+            **correction_state(self.prior_correction_, self.prior_correction_cv_),
             **training_state(self),
         }
         prior = self.prior_generator_
@@ -769,13 +787,12 @@ class LMGenerator(Generator):
             )
             gen.embedder_identity_ = state["embedder"]
             gen.fine_tuned_ = bool(state.get("fine_tuned", False))
-            w = state.get("prior_correction")  # saved before it existed: None
-            gen.prior_correction_ = (
-                None if w is None else check_number(w, "prior_correction", ge=0, le=1)
+            # saved before it existed: None and []
+            saved = correction_state(
+                state.get("prior_correction"), state.get("prior_correction_cv", [])
             )
-            gen.prior_correction_cv_ = [
-                (float(a), float(b)) for a, b in state.get("prior_correction_cv", [])
-            ]
+            gen.prior_correction_ = saved["prior_correction"]
+            gen.prior_correction_cv_ = [tuple(r) for r in saved["prior_correction_cv"]]
             restore_training_state(gen, state)
             if (art.path / "prior").is_dir():
                 from ragim.generate.statistical import StatisticalGenerator

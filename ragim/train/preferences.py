@@ -114,7 +114,9 @@ def build_preference_pairs(
     progress : bool
         Show a progress bar over tasks.
     task_ids : list of str, optional
-        The tasks to build pairs for (default: every indexed task).
+        The tasks to build pairs for (default: every indexed task except the generator's
+        validation tasks, ``val_task_ids_``, which are also never shown as neighbours, so that
+        its correction weight is still validated on unseen tasks).
     pairs : {"best_worst", "all"}
         One pair per task (best vs worst), or every pair of distinct candidates.
 
@@ -145,7 +147,11 @@ def build_preference_pairs(
             "the index keeps no task rows; rebuild it with TaskIndex.build(..., keep_tasks=True) "
             "so that rewards can be evaluated on held-out rows"
         )
-    ids = list(index.ids if task_ids is None else task_ids)
+    val = [t for t in getattr(generator, "val_task_ids_", []) if t in index]
+    if task_ids is None:  # the generator's validation tasks stay unseen (prior_correction_)
+        ids = [t for t in index.ids if t not in set(val)]
+    else:
+        ids = list(task_ids)
     unknown = [t for t in ids if t not in index or t not in index.tasks]
     if unknown:
         raise ValidationError(
@@ -160,11 +166,13 @@ def build_preference_pairs(
     cfg = generator.config
     _, tok = generator.load_model()
     names = param_names(index.model, index.schema)
+    hidden = frozenset(t for t in val if t not in set(ids))
     prompts = build_sft_dataset(
         index,
         tok,
         cfg,
         task_ids=ids,
+        hide=hidden,  # never a neighbour, as in SFT
         max_tokens=generator.prompt_limit(names),
         prior_generator=generator.fitted_prior(index),  # the prior its candidates are shown
     )
@@ -190,7 +198,7 @@ def build_preference_pairs(
         cands = generator.generate_candidates(
             rec["description"],
             index,
-            exclude=leak_free(rec),
+            exclude=lambda r, rec=rec: leak_free(rec)(r) or r["task_id"] in hidden,
             num_candidates=n_candidates,
             temperature=temperature,
         )

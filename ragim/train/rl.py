@@ -480,7 +480,8 @@ def train_grpo(
         )
     gen.index_ = index
     record_fit_state(gen, index)
-    validate_prior_correction(gen, index)  # the SFT adapter's weight does not hold for this one
+    # the SFT adapter's weight does not hold for this one
+    validate_prior_correction(gen, index, trained_on=train_ids)
     return gen
 
 
@@ -489,6 +490,7 @@ def train_dpo(
     pairs,
     config: DPOTrainingConfig | dict | None = None,
     *,
+    index=None,
     device: str | None = None,
     progress: bool = True,
     callbacks: Sequence[Any] | None = None,
@@ -506,6 +508,12 @@ def train_dpo(
         prompt/answer format (:func:`~ragim.train.build_preference_pairs`).
     config : DPOTrainingConfig or dict, optional
         The run's settings; each of its fields given as a keyword replaces the config's.
+    index : TaskIndex, optional
+        The training index, on whose validation tasks the correction weight of a generator
+        with the statistical prior is validated again after DPO
+        (:func:`~ragim.train.validate_prior_correction`; tasks of the pairs are left out).
+        Default: the generator's own ``index_`` (None for one loaded from disk: the earlier
+        weight is then kept, with a DataWarning).
     device, progress, callbacks
         As in :func:`train_grpo`.
     **overrides
@@ -543,10 +551,17 @@ def train_dpo(
         args=dict(beta=run.beta, max_length=None),
         train_dataset=train_ds,
     )
-    if gen.index_ is not None:  # the SFT adapter's weight does not hold for this one
-        validate_prior_correction(gen, gen.index_)
-    else:  # loaded from a path: no index to validate on, so the answers are the LM's own
-        gen.prior_correction_, gen.prior_correction_cv_ = None, []
+    index = index if index is not None else gen.index_
+    trained = sorted({r["task_id"] for r in rows if r.get("task_id") is not None})
+    if index is not None:  # the SFT adapter's weight does not hold for this one
+        validate_prior_correction(gen, index, trained_on=trained)
+    elif gen.prior_correction_ is not None:
+        warnings.warn(
+            f"train_dpo has no index to validate the correction weight on, so the weight "
+            f"{gen.prior_correction_} of the adapter before DPO is kept; pass index=",
+            DataWarning,
+            stacklevel=2,
+        )
     return gen
 
 

@@ -315,41 +315,64 @@ def posterior_mode(prior: ModelParams, X, y) -> ModelParams:
 CORRECTION_GRID = tuple(round(0.05 * i, 2) for i in range(21))
 
 
-def validate_prior_correction(generator, index) -> float | None:
+def validate_prior_correction(generator, index, *, trained_on: Sequence[str] = ()) -> float | None:
     """Choose how far ``generator``'s answers may move from the statistical prior in their
     prompts, on its validation tasks, and set ``prior_correction_``.
 
-    Each validation task (``val_task_ids_``: held out of training by task, never shown as a
+    Each validation task (``val_task_ids_``: held out of SFT by task, never shown as a
     neighbour) gets the LM's answer and its prior, each generated without the task and the
     tasks sharing its patients. For each weight ``w`` in :data:`CORRECTION_GRID` the model
     ``prior + w * (answer - prior)`` is scored by its mean log-loss over every row of each
     validation task, and the best ``w`` is kept (the smallest among equals). This is stacking
     of two models, validated on tasks the LM did not train on: an LM whose corrections do not
     generalise gets ``w`` near 0 and answers with its prior. ``prior_correction_cv_`` keeps
-    ``(w, mean log-loss)`` for every ``w``.
+    ``(w, mean log-loss)`` for every ``w``. Tasks are matched by id, so ``index`` should be
+    the index the generator was trained on.
 
     Parameters
     ----------
     generator : a fine-tuned :class:`~ragim.generate.lm.LMGenerator`.
     index : the TaskIndex it was trained on (with its task rows).
+    trained_on : tasks a later training run (GRPO, DPO) used; they no longer count as unseen
+        and are left out of the validation (a :class:`~ragim.errors.DataWarning` says so).
 
     Returns
     -------
-    The chosen weight, or None (``prior_correction_`` left None, the answers unchanged) when
-    the generator shows no statistical prior or has no validation tasks with rows.
+    The chosen weight, or None when the generator shows no statistical prior (its answers are
+    its own). When no validation task with rows is left, the earlier weight is kept, with a
+    :class:`~ragim.errors.DataWarning` (it was validated for the adapter before this run).
     """
     from scipy.special import expit
 
     from ragim.index import leak_free
     from ragim.metrics import clipped_log_loss
 
-    generator.prior_correction_, generator.prior_correction_cv_ = None, []
-    val = [t for t in generator.val_task_ids_ if index.tasks is not None and t in index.tasks]
-    if not (generator.config.statistical_prior and val):
+    if not generator.config.statistical_prior:
+        generator.prior_correction_, generator.prior_correction_cv_ = None, []
         return None
+    used = set(trained_on)
+    val = [t for t in generator.val_task_ids_ if t not in used]
+    if len(val) < len(generator.val_task_ids_):
+        warnings.warn(
+            f"{len(generator.val_task_ids_) - len(val)} validation task(s) were trained on, so "
+            "the correction weight is validated without them",
+            DataWarning,
+            stacklevel=2,
+        )
+    val = [t for t in val if index.tasks is not None and t in index.tasks]
+    if not val:
+        if generator.prior_correction_ is not None:
+            warnings.warn(
+                "no unseen validation task with rows in this index: the correction weight "
+                f"{generator.prior_correction_} validated before is kept",
+                DataWarning,
+                stacklevel=2,
+            )
+        return generator.prior_correction_
     recs = [index.record(t) for t in val]
     queries = [r["description"] for r in recs]
     excludes = [leak_free(r) for r in recs]
+    generator.prior_correction_ = None  # score the LM's own answers
     answers = generator.generate_params(queries, index, exclude=excludes)
     priors = generator.statistical_priors(queries, index, excludes)
     grid = np.asarray(CORRECTION_GRID)

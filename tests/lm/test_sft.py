@@ -399,8 +399,9 @@ class _FakeLM:
         self.answer, self.index = answer, index
 
     def generate_params(self, queries, index, exclude):
-        assert len(queries) == len(exclude) == len(self.val_task_ids_)
-        return [self.answer(t) for t in self.val_task_ids_]
+        assert len(queries) == len(exclude)
+        by_text = {index.record(t)["description"]: t for t in index.ids}
+        return [self.answer(by_text[q]) for q in queries]
 
     def statistical_priors(self, queries, index, excludes):
         return [index.population_params(exclude=ex) for ex in excludes]
@@ -451,3 +452,45 @@ def test_answers_move_towards_the_prior_by_the_validated_weight(index, family, t
     reseal(tmp_path / "g")
     with pytest.raises(ArtifactError, match="prior_correction must be a number in"):
         LMGenerator.load(tmp_path / "g", device="cpu")
+
+
+def test_tasks_training_used_are_not_validation_tasks_and_an_unvalidated_weight_is_kept(index):
+    import warnings
+
+    from ragim.errors import DataWarning
+    from ragim.train import validate_prior_correction
+
+    gen = _FakeLM(index, index.params)
+    with pytest.warns(DataWarning, match="2 validation task\\(s\\) were trained on"):
+        assert validate_prior_correction(gen, index, trained_on=gen.val_task_ids_[:2]) == 1.0
+    gen.prior_correction_ = 0.3
+    with pytest.warns(DataWarning, match="correction weight 0.3 validated before is kept"):
+        assert validate_prior_correction(gen, index, trained_on=gen.val_task_ids_) == 0.3
+    assert gen.prior_correction_ == 0.3
+    bare = _FakeLM(index, index.params)  # nothing validated yet and nothing to validate on
+    bare.prior_correction_, bare.val_task_ids_ = None, []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert validate_prior_correction(bare, index) is None
+
+
+def test_a_correction_weight_out_of_range_is_refused_on_save_and_load(index, family, tmp_path):
+    cfg = LMConfig(k=1, device="cpu", statistical_prior=True)
+    gen = train_sft(index, base_model="tiny", generator_config=cfg, max_steps=1, batch_size=2,
+                    val_fraction=0.3, progress=False)
+    gen.prior_correction_ = 1.5
+    with pytest.raises(ValidationError, match=r"prior_correction must be a number in \[0, 1\]"):
+        gen.save(tmp_path / "bad")
+    with pytest.raises(ValidationError, match=r"prior_correction_ must be a number in \[0, 1\]"):
+        gen.generate_params(family.descriptions[0], index)
+    gen.prior_correction_ = 0.5
+    path = gen.save(tmp_path / "g")
+    bad_tables = [([["abc", 1]], "prior_correction_cv values"), ([[0, 1, 2]], "pairs"),
+                  ([[float("nan"), 1.0]], "prior_correction_cv values")]
+    for table, message in bad_tables:
+        data = json.loads((path / "state.json").read_text())
+        data["prior_correction_cv"] = table
+        (path / "state.json").write_text(json.dumps(data))
+        reseal(path)
+        with pytest.raises(ArtifactError, match=message):
+            LMGenerator.load(path, device="cpu")

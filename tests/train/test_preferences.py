@@ -236,3 +236,18 @@ def test_answers_that_would_train_on_a_wrong_model_are_refused_pair_by_pair():
                      answer_format=fmt)
     with pytest.raises(ValidationError, match="no parameter names"):
         check_pair_names([{"prompt": "p", "chosen": "[1, 2]", "rejected": "[0, 2]"}], ["intercept", "age"])
+
+
+def test_pairs_leave_the_generators_validation_tasks_unseen(synthetic_index):
+    """By default no pair is built for a validation task of the generator, and none is shown as
+    a neighbour, so its correction weight is still validated on unseen tasks."""
+    gen = LMGenerator(base_model="tiny", k=3, device="cpu")
+    gen.val_task_ids_ = list(synthetic_index.ids[:2])
+    pairs = build_preference_pairs(gen, synthetic_index, n_candidates=3, min_margin=0.0, pairs="all",
+                                   progress=False)
+    assert len(pairs) > 0
+    assert not set(pairs["task_id"]) & set(gen.val_task_ids_)
+    assert not {nb for row in pairs["neighbor_ids"] for nb in row} & set(gen.val_task_ids_)
+    chosen = build_preference_pairs(gen, synthetic_index, n_candidates=3, min_margin=0.0,
+                                    task_ids=gen.val_task_ids_, progress=False)
+    assert set(chosen["task_id"]) <= set(gen.val_task_ids_)  # named tasks are used as asked

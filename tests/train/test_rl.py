@@ -203,6 +203,35 @@ def test_grpo_adapter_round_trip(grpo, family, index, tmp_path):
     assert loaded.fine_tuned_ and any(h.get("stage") == "grpo" for h in loaded.history_)
 
 
+def test_policy_training_validates_the_correction_weight_again(index, family, tmp_path):
+    """With the statistical prior, GRPO and DPO choose the correction weight again for the new
+    adapter, on the validation tasks they did not train on; DPO from a saved generator needs
+    the index for that (without it the earlier weight is kept, with a warning)."""
+    post = train_sft(index, base_model="tiny", generator_config=LMConfig(k=2, device="cpu", statistical_prior=True),
+                     max_steps=1, batch_size=2, val_fraction=0.3, progress=False)
+    assert post.prior_correction_ is not None and post.val_task_ids_
+    grpo = train_grpo(post, index, num_generations=2, max_steps=1, progress=False)
+    assert grpo.prior_correction_ is not None and len(grpo.prior_correction_cv_) == 21
+    pairs = build_preference_pairs(post, index, n_candidates=3, min_margin=0.0, progress=False)
+    assert not set(pairs["task_id"]) & set(post.val_task_ids_)
+    path = post.save(tmp_path / "sft")
+    with pytest.warns(DataWarning, match="train_dpo has no index to validate the correction weight on"):
+        kept = train_dpo(path, pairs, max_steps=1, batch_size=2, progress=False)
+    assert kept.prior_correction_ == post.prior_correction_
+    again = train_dpo(path, pairs, index=index, max_steps=1, batch_size=2, progress=False)
+    assert again.prior_correction_ is not None and len(again.prior_correction_cv_) == 21
+    # best-of-n answers of a batch, each query with its own exclusion, move towards the prior too
+
+    class Longest:
+        def score(self, prompts, completions):
+            return [len(c[0]["content"]) for c in completions]
+
+    descs = family.descriptions[:2]
+    best = again.generate_params(descs, index, rerank="reward_model", reward_model=Longest(), n=2,
+                                 exclude=[[family.ids[0]], [family.ids[1]]])
+    assert [b.metadata["prior_correction"] for b in best] == [again.prior_correction_] * 2
+
+
 def test_dpo_smoke_and_round_trip(sft, family, index, tmp_path):
     pairs = build_preference_pairs(sft, index, n_candidates=3, min_margin=0.0, progress=False)
     assert len(pairs) >= 4
