@@ -218,10 +218,7 @@ class Task:
             k = int(round(len(idx) * test_size))
             test.extend(idx[:k])
             train.extend(idx[k:])
-        # integer positions even when a side is empty (np.sort([]) is a float array)
-        return self.subset(np.sort(np.asarray(train, dtype=np.intp))), self.subset(
-            np.sort(np.asarray(test, dtype=np.intp))
-        )
+        return self.subset(np.sort(train)), self.subset(np.sort(test))  # subset takes [] too
 
     def __repr__(self) -> str:
         return (

@@ -65,7 +65,7 @@ from ragim.lm.pairs import (
     save_preferences,
 )
 from ragim.train.rewards import encode_heldout, held_out_log_likelihood, resolve_reward
-from ragim.train.sft import build_sft_dataset, warn_if_rewards_overlap_targets
+from ragim.train.sft import build_sft_dataset, excluding, warn_if_rewards_overlap_targets
 
 _PAIRINGS = ("best_worst", "all")
 
@@ -147,9 +147,9 @@ def build_preference_pairs(
             "the index keeps no task rows; rebuild it with TaskIndex.build(..., keep_tasks=True) "
             "so that rewards can be evaluated on held-out rows"
         )
-    val = [t for t in getattr(generator, "val_task_ids_", []) if t in index]
+    val = {t for t in getattr(generator, "val_task_ids_", []) if t in index}
     if task_ids is None:  # the generator's validation tasks stay unseen (prior_correction_)
-        ids = [t for t in index.ids if t not in set(val)]
+        ids = [t for t in index.ids if t not in val]
     else:
         ids = list(task_ids)
     unknown = [t for t in ids if t not in index or t not in index.tasks]
@@ -166,7 +166,7 @@ def build_preference_pairs(
     cfg = generator.config
     _, tok = generator.load_model()
     names = param_names(index.model, index.schema)
-    hidden = frozenset(t for t in val if t not in set(ids))
+    hidden = frozenset(val - set(ids))
     prompts = build_sft_dataset(
         index,
         tok,
@@ -198,7 +198,7 @@ def build_preference_pairs(
         cands = generator.generate_candidates(
             rec["description"],
             index,
-            exclude=lambda r, rec=rec: leak_free(rec)(r) or r["task_id"] in hidden,
+            exclude=excluding(leak_free(rec), hidden),  # as the prompt's neighbours were chosen
             num_candidates=n_candidates,
             temperature=temperature,
         )

@@ -138,7 +138,9 @@ class SFTTrainingConfig(CheckpointConfig):
         )
 
 
-def _without(pred, ids: frozenset):
+def excluding(pred, ids: frozenset):
+    """The exclusion ``pred`` (a predicate over index records) widened to the tasks ``ids``:
+    what an SFT prompt leaves out when ``ids`` are hidden (e.g. the validation tasks)."""
     return lambda rec: pred(rec) or rec["task_id"] in ids
 
 
@@ -207,7 +209,7 @@ def build_sft_dataset(
     hidden = frozenset(hide)
     k = min(cfg.k, max(len(index) - 1, 0))
     records = [index.record(t) for t in ids]
-    excludes = [_without(leak_free(r), hidden) for r in records]
+    excludes = [excluding(leak_free(r), hidden) for r in records]
     hits = (
         index.search_vectors(index.vectors(ids), k, exclude=excludes)
         if k > 0
@@ -379,7 +381,8 @@ def validate_prior_correction(generator, index, *, trained_on: Sequence[str] = (
     losses = np.zeros((len(val), len(grid)))
     for i, (tid, a, p) in enumerate(zip(val, answers, priors, strict=True)):
         task = index.tasks[tid]
-        base, step = p.log_odds(task.X), a.log_odds(task.X) - p.log_odds(task.X)
+        base = p.log_odds(task.X)
+        step = a.log_odds(task.X) - base
         losses[i] = [clipped_log_loss(task.y, expit(base + w * step)) for w in grid]
     mean = losses.mean(axis=0)
     generator.prior_correction_ = float(grid[int(np.argmin(mean))])
@@ -564,6 +567,7 @@ __all__ = [
     "LMConfig",
     "SFTTrainingConfig",
     "build_sft_dataset",
+    "excluding",
     "posterior_mode",
     "train_sft",
     "validate_prior_correction",
