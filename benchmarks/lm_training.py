@@ -31,8 +31,9 @@ With ``--statistical-prior`` every prompt shows the default statistical generato
 its target (``LMConfig(statistical_prior=True)``), that prior is scored as a method of its own,
 and the table adds paired differences over the held-out tasks (95% bootstrap CI): each LM
 method minus the prior it was shown, and SFT + GRPO minus SFT. ``--family heart-task`` uses
-the UCI heart-disease tasks instead (``--n-folds 2 --fold 0`` and ``--fold 1`` hold out each
-half once). ``--stages`` picks the stages after SFT.
+the UCI heart-disease tasks instead (``--n-folds 4 --fold 0`` to ``--fold 3`` hold out each
+quarter once; as in :mod:`ragim.evaluate`, every task sharing patients with a held-out task is
+left out of training too). ``--stages`` picks the stages after SFT.
 
 Long runs (issue 18's 300 SFT + 100 GRPO steps on SmolLM2 take hours on CPU) keep every
 finished stage in ``--run-dir`` (adapters, pairs, per-task scores, the GRPO log and the wall
@@ -93,6 +94,9 @@ def parse_args(argv=None):
                     help="SFT completions: each task's stored fit, or its posterior mode under the prompt's "
                          "prior without GRPO's reward rows (SFTTrainingConfig.targets)")
     ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--activation-checkpointing", action="store_true",
+                    help="recompute SFT activations in the backward pass (far less memory for long "
+                         "prompts, about a third slower; SFTTrainingConfig.activation_checkpointing)")
     ap.add_argument("--lora-r", type=int, default=16)
     ap.add_argument("--target-modules", default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
                     help="LoRA target modules of the generator (comma-separated)")
@@ -142,6 +146,29 @@ def heldout_pairs(gen, index, tasks, *, n, temperature, min_margin=0.05):
                                  "rejected": [{"role": "assistant", "content": texts[j]}], "task_id": t.task_id,
                                  "margin": r[i] - r[j], "neighbor_ids": shown})
     return rows
+
+
+def prior_density_accuracy(gen, index, tasks, hpairs):
+    """Pairwise accuracy on ``hpairs`` of a reference that needs no LM: of two answers, the one more
+    probable under the statistical prior in the prompt (independent normals with the prior's SDs) is
+    preferred; nan when ``gen`` shows no statistical prior."""
+    from ragim.lm.answer import answer_values
+    from ragim.params import param_names
+
+    if not gen.config.statistical_prior:
+        return float("nan")
+    fmt = gen.answer_format(param_names(index.model, index.schema))
+    by_id = {t.task_id: t for t in tasks}
+    ids = list(dict.fromkeys(p["task_id"] for p in hpairs))
+    priors = dict(zip(ids, gen.statistical_priors([by_id[i].description for i in ids], index, [None] * len(ids)),
+                      strict=True))
+
+    def log_density(answer, prior):  # answers in JSON (heldout_pairs) or in the generator's own format
+        v = np.array(list(answer_values(answer, answer_format=fmt).values()))
+        return -0.5 * float(np.sum(((v - prior.vector) / np.maximum(prior.std, 1e-9)) ** 2))
+
+    return float(np.mean([log_density(p["chosen"], priors[p["task_id"]])
+                          > log_density(p["rejected"], priors[p["task_id"]]) for p in hpairs]))
 
 
 def unconstrained(gen, index, task, *, m, temperature, seed):
@@ -217,12 +244,23 @@ def split_tasks(args):
         held_pos = perm[args.fold::args.n_folds]
         what += f", fold {args.fold} of {args.n_folds}"
     held_pos = sorted(held_pos.tolist())
-    train_pos = [i for i in range(len(tasks)) if i not in set(held_pos)]
+    # ragim.evaluate's leave-task-out: a task that shares patients with a held-out task (a site's
+    # "all adults" task and its subgroups, one cohort's two outcomes) leaves training too, or its
+    # rows (in SFT targets, neighbours and the prior) would include the held-out task's rows
+    shared = {o for i in held_pos for o in tasks.overlapping(tasks[i])}
+    train_pos = [i for i in range(len(tasks)) if i not in set(held_pos) and tasks.ids[i] not in shared]
+    if len(train_pos) < 4:
+        raise SystemExit(f"only {len(train_pos)} training tasks share no patient with the held-out ones; "
+                         "hold out fewer tasks (more --n-folds, or a smaller --n-heldout)")
+    if shared:
+        what += (f"; the {len(tasks) - len(held_pos) - len(train_pos)} other tasks that share patients with "
+                 f"a held-out task are left out too, so {len(train_pos)} tasks train")
     return tasks.take(train_pos), [tasks[i] for i in held_pos], what
 
 
 #: options that do not change what a stage computes (a run directory may be resumed with others)
-VOLATILE = {"stages", "resume", "out", "json_out", "threads", "run_dir", "save_steps", "samples"}
+VOLATILE = {"stages", "resume", "out", "json_out", "threads", "run_dir", "save_steps", "samples",
+            "activation_checkpointing"}
 
 
 class Stages:
@@ -364,7 +402,7 @@ def main(argv=None):
     sft = st.run("sft", lambda: train_sft(
         index, base_model=args.base_model, max_steps=args.sft_steps, learning_rate=args.sft_lr,
         batch_size=args.batch_size, progress=False, seed=args.seed, callbacks=step_printer("sft"), **checkpoints("sft"),
-        targets=args.sft_targets,
+        targets=args.sft_targets, activation_checkpointing=args.activation_checkpointing,
         generator_config=LMConfig(k=args.k, device="cpu", lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
                                   seed=args.seed, target_modules=tuple(args.target_modules.split(",")),
                                   population=not args.no_population, prompt_order=args.prompt_order,
@@ -437,6 +475,7 @@ def main(argv=None):
             sft, index, held, n=args.pair_candidates, temperature=args.temperature),
             save=save_json, load=load_json)
     rm_acc_heldout = rm.pairwise_accuracy(hpairs) if hpairs else float("nan")
+    prior_acc_heldout = prior_density_accuracy(sft, index, held, hpairs) if hpairs else float("nan")
     if "dpo" in stages:
         dpo = st.run("dpo", lambda: train_dpo(sft, pairs, beta=0.1, max_steps=args.dpo_steps,
                                               learning_rate=args.dpo_lr, batch_size=args.batch_size,
@@ -448,12 +487,12 @@ def main(argv=None):
     wall = round(time.perf_counter() - t_all, 1)
 
     base = "statistical prior (in the prompt)" if args.statistical_prior else None
-    pairs = [(m, base) for m in results if base and m != base]
+    versus = [(m, base) for m in results if base and m != base]
     if "SFT + GRPO" in results:
-        pairs.append(("SFT + GRPO", "SFT (greedy)"))
+        versus.append(("SFT + GRPO", "SFT (greedy)"))
     if "SFT + GRPO, correction validated" in results:
-        pairs.append(("SFT + GRPO, correction validated", "SFT (greedy), correction validated"))
-    comparisons = paired(per_task, pairs)
+        versus.append(("SFT + GRPO, correction validated", "SFT (greedy), correction validated"))
+    comparisons = paired(per_task, versus)
 
     cmd = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/lm_training.py", *(argv or sys.argv[1:])])
     sampled = args.samples > 0
@@ -476,6 +515,9 @@ def main(argv=None):
         extra.append(f"Reward model: pairwise accuracy on {len(hpairs)} pairs of the {len(held)} held-out tasks = "
                      f"**{rm_acc_heldout:.3f}**; on its validation pairs (20% of the training tasks) = "
                      f"{rm.val_accuracy_:.3f}; trained on {len(pairs)} pairs minus the validation tasks' pairs.")
+        if not np.isnan(prior_acc_heldout):
+            extra.append("A reference that needs no LM, preferring the answer more probable under the statistical "
+                         f"prior in the prompt, is right on **{prior_acc_heldout:.3f}** of the same held-out pairs.")
     if weights:
         extra.append("Validated correction weights (`LMGenerator.prior_correction_`, chosen by "
                      "`validate_prior_correction` on each generator's validation tasks, 20% of the "
@@ -517,6 +559,7 @@ def main(argv=None):
                                              "comparisons": comparisons, "grpo_log": grpo_log,
                                              "rm_pairwise_accuracy_heldout": rm_acc_heldout,
                                              "rm_val_accuracy": None if rm is None else rm.val_accuracy_,
+                                             "prior_density_pairwise_accuracy_heldout": prior_acc_heldout,
                                              "n_heldout_pairs": None if hpairs is None else len(hpairs),
                                              "timings": st.timings, "wall_s": wall}, indent=2, default=float))
     return results

@@ -33,3 +33,35 @@ def test_sft_targets_benchmark_runs_on_a_small_family(tmp_path):
     assert out["n_train_tasks"] == 10 and len(mse) == 5
     assert all(v["true"] >= 0 and v["oracle"] >= 0 for v in mse.values())
     assert json.loads((tmp_path / "t.json").read_text())["mean_squared_error"] == mse
+
+
+def test_heart_folds_leave_out_every_task_sharing_patients_with_a_held_out_one(bench):
+    train, held, what = bench.split_tasks(bench.parse_args(["--family", "heart-task", "--n-folds", "4"]))
+    shared = {o for t in held for o in train.overlapping(t)}
+    assert len(held) == 7 and len(train) >= 4 and not shared
+    assert not {t.task_id for t in held} & set(train.ids)
+    assert f"so {len(train)} tasks train" in what
+    with pytest.raises(SystemExit, match="training tasks share no patient"):
+        bench.split_tasks(bench.parse_args(["--family", "heart-task", "--n-folds", "2", "--fold", "1"]))
+
+
+def test_prior_density_reference_prefers_the_answer_nearer_the_prior(bench):
+    from ragim import TaskIndex, datasets
+    from ragim.generate.lm import LMGenerator
+    from ragim.lm.prompts import answer_text
+
+    tasks = datasets.synthetic_family(n_tasks=12, n_features=2, seed=1)
+    index = TaskIndex.build(tasks.take(range(9)), embedder="hashing", keep_tasks=True, progress=False)
+    gen = LMGenerator(base_model="tiny", k=2, device="cpu", statistical_prior=True, answer_format="compact")
+    held = [tasks[i] for i in range(9, 12)]
+    pairs = []
+    for t in held:
+        [prior] = gen.statistical_priors([t.description], index, [None])
+        near, far = prior.replace(vector=prior.vector + 0.1), prior.replace(vector=prior.vector - 3.0)
+        # heldout_pairs writes JSON; the generator's compact format is read as well
+        text = [answer_text(near, gen.config.decimals), gen.answer_format(prior.names).write(far.as_dict())]
+        pairs.append({"task_id": t.task_id, "chosen": [{"role": "assistant", "content": text[0]}],
+                      "rejected": [{"role": "assistant", "content": text[1]}]})
+    assert bench.prior_density_accuracy(gen, index, held, pairs) == 1.0
+    swapped = [{**p, "chosen": p["rejected"], "rejected": p["chosen"]} for p in pairs]
+    assert bench.prior_density_accuracy(gen, index, held, swapped) == 0.0
