@@ -18,6 +18,7 @@ from ragim.generate.meta_regression import (
     fit_kernel_scales,
     glmm_map,
     ngram_buckets,
+    split_by_score,
 )
 from ragim.generate.statistical import CANDIDATES, StatisticalConfig, StatisticalGenerator
 
@@ -110,6 +111,39 @@ def test_ngram_buckets_split_by_length_and_document_frequency():
     by_feature = {int(np.flatnonzero(m)[0]): m for m in masks}
     assert by_feature[0][1] and not by_feature[0][2]  # 2 and 3 documents share a bucket, 50 not
     assert not any(m[0] and m[3] for m in masks)  # unigrams and bigrams never share a scale
+
+
+def test_score_split_separates_the_words_that_carry_an_effect_from_those_that_do_not():
+    # one bucket of 8 words; words 0-2 move 10 parameters, the other five do nothing
+    rng = np.random.default_rng(5)
+    n, m = 150, 10
+    Phi = (rng.random((n, 8)) < 0.3).astype(float)
+    W = np.zeros((8, m))
+    W[:3] = rng.normal(0, 1.0, (3, m))
+    Y, V = Phi @ W + rng.normal(0, 0.1, (n, m)), np.full((n, m), 0.01)
+    one = [np.ones(8, bool)]
+    h, nugget = fit_kernel_scales([Phi @ Phi.T], Y, V)
+    up, down = split_by_score(Phi, one, Y, V, h, nugget)
+    assert up[:3].all() and not down[:3].any() and down.sum() >= 3  # the noise words mostly go down
+    h2, _ = fit_kernel_scales([Phi[:, b] @ Phi[:, b].T for b in (up, down)], Y, V)
+    assert h2[0] > 10 * h2[1]  # the words with an effect get their own, larger scale
+    # a bucket under min_features, or whose words all agree, is kept whole
+    assert len(split_by_score(Phi, one, Y, V, h, nugget, min_features=9)) == 1
+    assert len(split_by_score(Phi[:, :3], [np.ones(3, bool)], Y, V, h, nugget, min_features=2)) == 1
+    with pytest.raises(ValidationError, match="one n"):
+        split_by_score(Phi[:-1], one, Y, V, h, nugget)
+    with pytest.raises(ValidationError, match="one scale per bucket"):
+        split_by_score(Phi, one * 2, Y, V, h, nugget)
+
+
+def test_score_split_is_a_checked_setting_that_leaves_one_parameter_groups_whole(index):
+    with pytest.raises(ValidationError, match="split_buckets must be"):
+        StatisticalConfig(split_buckets="yes")
+    on = StatisticalGenerator(StatisticalConfig(split_buckets=True, candidates=("pooled", "text")))
+    off = StatisticalGenerator(StatisticalConfig(split_buckets=False, candidates=("pooled", "text")))
+    on.fit(index, progress=False), off.fit(index, progress=False)
+    # the intercept is one parameter (below MIN_SCORE_COLUMNS): its scales are never split
+    assert np.array_equal(on.fitted_.state["tau_intercept"], off.fitted_.state["tau_intercept"])
 
 
 def _bernoulli_rows(rng, theta, n, p):

@@ -223,6 +223,77 @@ def fit_kernel_scales(
     return h[:-1], float(h[-1])
 
 
+#: a bucket is split by :func:`split_by_score` only when the score pools at least this many
+#: parameters (columns of ``Y``): one column's score is a single chi-square(1) draw, too noisy
+#: to sort features by (on the intercept alone, splitting lost held-out log-loss on procedure
+#: families outside the benchmarks; ``benchmarks/design_validation.py``)
+MIN_SCORE_COLUMNS = 5
+
+
+def split_by_score(
+    Phi: np.ndarray,
+    buckets: Sequence[np.ndarray],
+    Y: np.ndarray,
+    V: np.ndarray,
+    scales: np.ndarray,
+    nugget: float,
+    *,
+    min_features: int = 4,
+) -> list[np.ndarray]:
+    """Each bucket of features split in two by a score test of each feature's own effect.
+
+    Under the model that :func:`fit_kernel_scales` fitted, ``S = sum_k h_k Phi_k Phi_k' +
+    diag(nugget + mean(V, axis=1))``, and for a feature column ``phi`` the projection
+    ``phi' S^-1 y`` of each column ``y`` of ``Y`` is ``N(0, q)`` with ``q = phi' S^-1 phi``.
+    The standardised score ``z = (sum_p (phi' S^-1 y_p)^2 / q - m) / sqrt(2 m)`` (``m``
+    columns; the score test of a variance component, Lin, *Biometrika* 1997) is above 0 when
+    the feature's direction holds more between-task variation than its bucket's shared scale
+    gives it. A bucket with at least ``min_features`` features and both signs is replaced by
+    its ``z > 0`` and ``z <= 0`` parts, so that features that track the parameters stop
+    sharing one scale with those that do not (a one-step, two-level form of automatic
+    relevance determination). The scales are then refitted on the new buckets.
+
+    Parameters
+    ----------
+    Phi : (n, F) features of the ``n`` tasks.
+    buckets : boolean masks over the ``F`` features (:func:`ngram_buckets`).
+    Y, V : (n, m) deviations and their sampling variances, as for :func:`fit_kernel_scales`.
+    scales, nugget : the fitted scales (one per bucket) and nugget.
+
+    Returns
+    -------
+    The new list of boolean masks (the order of ``buckets``, a split bucket's two parts in
+    its place).
+
+    Raises
+    ------
+    ValidationError
+        If the shapes disagree.
+    """
+    Phi, Y, V = (np.asarray(a, dtype=float) for a in (Phi, Y, V))
+    if Y.ndim != 2 or V.shape != Y.shape or Phi.ndim != 2 or len(Phi) != len(Y):
+        raise ValidationError(
+            f"split_by_score needs Phi (n, F), Y and V (n, m) of one n; got {Phi.shape}, "
+            f"{Y.shape} and {V.shape}"
+        )
+    if len(scales) != len(buckets) or any(len(b) != Phi.shape[1] for b in buckets):
+        raise ValidationError(
+            f"split_by_score needs one scale per bucket and masks over the {Phi.shape[1]} "
+            f"features; got {len(scales)} scales and {len(buckets)} buckets"
+        )
+    m = Y.shape[1]
+    K = sum(h * (Phi[:, b] @ Phi[:, b].T) for h, b in zip(scales, buckets, strict=True))
+    c = cho_factor(K + np.diag(nugget + V.mean(axis=1)), lower=True)
+    q = np.maximum(np.sum(Phi * cho_solve(c, Phi), axis=0), 1e-12)
+    z = (np.sum((cho_solve(c, Y).T @ Phi) ** 2, axis=0) / q - m) / np.sqrt(2 * m)
+    out = []
+    for b in buckets:
+        b = np.asarray(b, dtype=bool)
+        up, down = b & (z > 0), b & (z <= 0)
+        out += [up, down] if b.sum() >= min_features and up.any() and down.any() else [b]
+    return out
+
+
 def glmm_map(
     features: Sequence[np.ndarray],
     scales: Sequence[np.ndarray],
@@ -436,6 +507,7 @@ __all__ = [
     "INTERCEPT_PRIOR_SD",
     "PRIOR_SD",
     "SHARPNESS",
+    "MIN_SCORE_COLUMNS",
     "KernelRegression",
     "TaskSummaries",
     "centring",
@@ -444,5 +516,6 @@ __all__ = [
     "glmm_map",
     "ngram_buckets",
     "prior_precisions",
+    "split_by_score",
     "task_summaries",
 ]

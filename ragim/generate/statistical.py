@@ -17,7 +17,10 @@ predict how a task departs from the pooled model:
    * ``"text"``: word n-grams, grouped by how many descriptions share them (a few: a narrow
      group such as a procedure's body part or a subgroup; many: a broad one such as a site
      or an outcome; all: template words), with one kernel scale per group chosen by
-     marginal likelihood, so the levels that track outcome rates and effects count;
+     marginal likelihood, so the levels that track outcome rates and effects count; for the
+     slopes each group is split by a score test into the words with and without evidence of
+     an effect, each with its own scale (``split_buckets``;
+     :func:`~ragim.generate.meta_regression.split_by_score`);
    * ``"text-glmm"``: the same regression fitted on the tasks' rows rather than on their
      summaries, a logistic mixed model whose random effects are the n-grams (the text
      kernel's scales as their prior variances; :func:`~ragim.generate.meta_regression.glmm_map`).
@@ -89,6 +92,7 @@ from ragim.generate.base import (
 )
 from ragim.generate.meta_regression import (
     INTERCEPT_PRIOR_SD,
+    MIN_SCORE_COLUMNS,
     PRIOR_SD,
     SHARPNESS,
     VAR_BOUNDS,
@@ -99,6 +103,7 @@ from ragim.generate.meta_regression import (
     fit_kernel_scales,
     glmm_map,
     ngram_buckets,
+    split_by_score,
     task_summaries,
 )
 from ragim.models.fit_many import fit_many
@@ -141,6 +146,12 @@ class StatisticalConfig:
         INTERCEPT_PRIOR_SD, "prior SD of a task's intercept (log-odds)"
     )
     ngram_max: int = setting(2, "longest word n-gram of the text candidate")
+    split_buckets: bool = setting(
+        True,
+        "split each n-gram bucket of a parameter group with at least MIN_SCORE_COLUMNS "
+        "parameters (the slopes) by a score test, so that words with and without evidence of "
+        "an effect get separate kernel scales (meta_regression.split_by_score)",
+    )
     min_df: int = setting(2, "n-grams must occur in at least this many descriptions")
     embedding_sharpness: float = setting(
         SHARPNESS, "kernel exp(s (cos - 1)) of the neighbors candidate"
@@ -184,6 +195,7 @@ class StatisticalConfig:
         rules = {
             **dict.fromkeys(counts, partial(check_int, ge=1)),
             "cv_folds": partial(check_int, ge=2),
+            "split_buckets": check_bool,
             "adaptation_tasks": _check_adaptation_tasks,
             "adaptation_draws": partial(check_int, ge=1),
             **dict.fromkeys(
@@ -305,11 +317,11 @@ class _Fitted:
                 )
                 buckets[1:] = [np.concatenate([[False], b]) for b in buckets[1:]]
                 sub = self._hyper_rows()
-                h, nug = fit_kernel_scales(
-                    [Phi[np.ix_(sub, b)] @ Phi[np.ix_(sub, b)].T for b in buckets],
-                    self.Y[np.ix_(sub, cols)],
-                    self.V[np.ix_(sub, cols)],
-                )
+                P, Y, V = Phi[sub], self.Y[np.ix_(sub, cols)], self.V[np.ix_(sub, cols)]
+                h, nug = fit_kernel_scales([P[:, b] @ P[:, b].T for b in buckets], Y, V)
+                if self.cfg.split_buckets and len(cols) >= MIN_SCORE_COLUMNS:
+                    buckets = split_by_score(P, buckets, Y, V, h, nug)
+                    h, nug = fit_kernel_scales([P[:, b] @ P[:, b].T for b in buckets], Y, V)
                 tau = np.zeros(Phi.shape[1])
                 for hb, b in zip(h, buckets, strict=True):
                     tau[b] = hb
