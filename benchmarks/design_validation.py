@@ -4,15 +4,14 @@ A design choice of the default generator is made here, never on the benchmarks' 
 design family (``synthetic:SEED[:N_TASKS]``, ``procedure:SEED[:N_TASKS]``) is a seed of
 ``synthetic_family(n_tasks=300, n_features=10)`` or of ``procedure_family(n_tasks=1000)`` that no
 benchmark uses (the benchmarks use seed 0); a smaller ``N_TASKS`` stands for the small indexes of
-the real cohorts (a few dozen tasks). The
-StatisticalGenerator is fitted on an index of the whole family, once per value of the setting,
-and its own leave-task-out validation inside the index (the ``cv_`` table) gives the mean
+the real cohorts (a few dozen tasks). The StatisticalGenerator is fitted on an index of the
+whole family, once per value of the setting, and its own leave-task-out validation inside the index (the ``cv_`` table) gives the mean
 held-out log-loss of every candidate and of the stack. Lower is better; the ``difference``
 column is the stack's change from the first value.
 
 Run: .venv/bin/python benchmarks/design_validation.py --setting split_buckets --values false true
      [--families synthetic:11 synthetic:12 synthetic:13 procedure:7 procedure:8 synthetic:11:30 ...]
-     [--embedder minilm] [--json-out benchmarks/results/design_validation.json]
+     [--embedder minilm] [--json-out benchmarks/results/design_validation_split_buckets.json]
 """
 
 from __future__ import annotations

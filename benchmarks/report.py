@@ -739,7 +739,10 @@ def build() -> str:
              "statistical prior in every prompt, 20 held-out synthetic tasks"),
             ("lm_training_smollm2_posterior_synthetic.md",
              "SmolLM2-135M, the same budget, SFT on posterior-mode targets (`--sft-targets posterior`), "
-             "20 held-out synthetic tasks")]
+             "20 held-out synthetic tasks"),
+            ("lm_training_smollm2_posterior_synthetic_rm.md",
+             "SmolLM2-135M, the reward model on the posterior-target SFT's preference pairs, against a "
+             "reference that needs no LM")]
     runs = [(RESULTS / f, title) for f, title in runs if (RESULTS / f).is_file()]
     if runs:
         lines += ["## LM generator training: SFT, DPO, GRPO, best-of-n (issue: reward modelling and RL)", "",
