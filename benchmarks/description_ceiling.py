@@ -9,8 +9,14 @@ twice on indexes of the same tasks and validated the same way (leave-task-out in
   (system, system/disease, system/disease/subtype, and so on), so the text candidates see the
   hierarchy exactly, with unigrams (``ngram_max=1``).
 
-The difference between the two rows is what recovering the structure from the wording could
-gain at most through these candidates; the distance from the ``true path`` row to the oracle
+* ``fields, unnested``: one token per level's own value (the system, the disease, the subtype
+  and the population each on its own, not as the node of a path);
+* ``system and disease``: the true path's first two tokens only.
+
+The difference between the first two rows is what recovering the structure from the wording could
+gain at most through these candidates; the last two say where that gain lies (a subtype's or a
+population's effect is specific to its disease, so their words alone carry no effect of their
+own); the distance from the ``true path`` row to the oracle
 (the noise-free truth, ``--oracle``) is what it cannot: per-task fit noise and path nodes that
 no indexed task holds (300 tasks over 12 x 8 x 4 x 12 = 4,608 leaves). Uses the synthetic
 family's metadata (``system``, ``disease``, ``subtype``, ``population``) only to build the
@@ -38,6 +44,12 @@ def path_tokens(task) -> str:
     return " ".join(f"L{i}x" + "_".join(names[: i + 1]) for i in range(len(LEVELS)))
 
 
+def field_tokens(task) -> str:
+    """One token per level's own value (the disease as a node of its system, which names it)."""
+    names = ["".join(ch for ch in task.metadata[lv] if ch.isalnum()) for lv in LEVELS]
+    return f"Sx{names[0]} Dx{names[0]}_{names[1]} Tx{names[2]} Px{names[3]}"
+
+
 def oracle_log_loss(tasks) -> float:
     """Mean per-task log-loss of the oracle (true coefficients without the task's own noise)
     on each task's own rows: the scale the validation numbers are compared with."""
@@ -63,6 +75,12 @@ def main() -> None:
     variants = (
         ("descriptions", tasks, 2),
         ("true path", [replace(t, description=path_tokens(t)) for t in tasks], 1),
+        ("fields, unnested", [replace(t, description=field_tokens(t)) for t in tasks], 1),
+        (
+            "system and disease",
+            [replace(t, description=" ".join(path_tokens(t).split()[:2])) for t in tasks],
+            1,
+        ),
     )
     rows = {}
     for name, family, ngram_max in variants:

@@ -575,7 +575,16 @@ def description_ceiling_section() -> list[str]:
         out.append(f"| {name} | " + " | ".join(f"{r[c]:.4f}" for c in cols) + f" | {skill[name]:+.2f} |")
     out += ["", f"With the hierarchy exact the stack closes {skill['true path']:.0%} of the gap, with the "
             f"free text {skill['descriptions']:.0%}: the wording costs the difference, and the rest is per-task "
-            "fit noise and path nodes no indexed task holds (300 tasks over 4,608 leaves).", ""]
+            "fit noise and path nodes no indexed task holds (300 tasks over 4,608 leaves)."]
+    if "fields, unnested" in skill and "system and disease" in skill:
+        out += ["", "The last two rows say where the wording's cost lies. `fields, unnested` gives each level's value "
+                "its own token, as a description's words do; `system and disease` keeps only the first two nodes "
+                f"of the path. Leaving the subtype and the population out closes {skill['system and disease']:.0%}, "
+                f"naming them as plain fields {skill['fields, unnested']:.0%}: their effects are specific to "
+                "each disease, so words that name them carry no effect of their own, and the cost is the weight "
+                "such words take from the words that do (the per-word scales, `StatisticalConfig.ard`, "
+                "answer this)."]
+    out.append("")
     return out
 
 

@@ -15,6 +15,7 @@ from ragim.generate import GENERATORS
 from ragim.generate.meta_regression import (
     KernelRegression,
     centring,
+    fit_feature_scales,
     fit_kernel_scales,
     glmm_map,
     ngram_buckets,
@@ -134,6 +135,57 @@ def test_score_split_separates_the_words_that_carry_an_effect_from_those_that_do
         split_by_score(Phi[:-1], one, Y, V, h, nugget)
     with pytest.raises(ValidationError, match="one scale per bucket"):
         split_by_score(Phi, one * 2, Y, V, h, nugget)
+
+
+def test_feature_scales_tell_apart_the_words_of_one_bucket_and_stay_near_it_under_a_tight_prior():
+    # one bucket of 8 words; words 0-2 move 10 parameters, the other five do nothing
+    rng = np.random.default_rng(6)
+    n, m = 150, 10
+    Phi = (rng.random((n, 8)) < 0.3).astype(float)
+    W = np.zeros((8, m))
+    W[:3] = rng.normal(0, 1.0, (3, m))
+    Y, V = Phi @ W + rng.normal(0, 0.1, (n, m)), np.full((n, m), 0.01)
+    h, nugget = fit_kernel_scales([Phi @ Phi.T], Y, V)
+    start = np.full(8, h[0])
+    tau, _ = fit_feature_scales(Phi, Y, V, start, nugget)
+    assert tau[:3].min() > 10 * tau[3:].max()  # each word its own relevance
+    # the hyperprior keeps the scales near their bucket's when it is tight
+    tight, _ = fit_feature_scales(Phi, Y, V, start, nugget, prior_sd=1e-3)
+    np.testing.assert_allclose(np.log(tight), np.log(start), atol=0.01)
+    # a word left out of the start (scale 0) stays out
+    assert fit_feature_scales(Phi, Y, V, np.where(np.arange(8) == 0, 0.0, h[0]), nugget)[0][0] == 0
+    with pytest.raises(ValidationError, match="one n"):
+        fit_feature_scales(Phi[:-1], Y, V, start, nugget)
+    with pytest.raises(ValidationError, match="one starting scale per feature"):
+        fit_feature_scales(Phi, Y, V, start[:-1], nugget)
+    with pytest.raises(ValidationError, match="scales >= 0"):
+        fit_feature_scales(Phi, Y, V, -start, nugget)
+    with pytest.raises(ValidationError, match="prior_sd must be a number > 0"):
+        fit_feature_scales(Phi, Y, V, start, nugget, prior_sd=0)
+
+
+def test_relevance_per_word_is_a_checked_setting_and_older_artifacts_keep_their_fit(
+    gen, tmp_path
+):
+    import json
+
+    from conftest import reseal
+
+    with pytest.raises(ValidationError, match="ard must be"):
+        StatisticalConfig(ard="yes")
+    with pytest.raises(ValidationError, match="ard_prior_sd must be a number > 0"):
+        StatisticalConfig(ard_prior_sd=0)
+    assert gen.config.ard and gen.config.split_buckets  # the defaults
+    # an artifact saved before these settings existed was fitted without them, and a refit
+    # (exclude=) must not change how: its config loads with both off
+    path = gen.save(tmp_path / "old")
+    cfg = json.loads((path / "config.json").read_text())
+    del cfg["ard"], cfg["ard_prior_sd"], cfg["split_buckets"]
+    (path / "config.json").write_text(json.dumps(cfg))
+    reseal(path)
+    back = StatisticalGenerator.load(path)
+    assert not back.config.ard and not back.config.split_buckets
+    assert StatisticalGenerator.load(gen.save(tmp_path / "new")).config.ard
 
 
 def test_score_split_is_a_checked_setting_that_leaves_one_parameter_groups_whole(index):

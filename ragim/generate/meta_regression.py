@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
-from ragim.checks import check_int
+from ragim.checks import check_int, check_number
 from ragim.errors import ValidationError
 from ragim.models.map import newton_map
 from ragim.params import design_matrix
@@ -221,6 +221,118 @@ def fit_kernel_scales(
     res = minimize(nll, x0, jac=True, method="L-BFGS-B", bounds=[(-18.4, 6.9)] * len(x0))
     h = np.exp(res.x)
     return h[:-1], float(h[-1])
+
+
+#: SD of a feature's log kernel scale around its bucket's in :func:`fit_feature_scales` (the
+#: statistical generator's ``ard_prior_sd``; chosen among 0.5, 1 and 2 by validation inside the
+#: index of a design family, ``benchmarks/design_validation.py``)
+ARD_PRIOR_SD = 2.0
+
+
+def fit_feature_scales(
+    Phi: np.ndarray,
+    Y: np.ndarray,
+    V: np.ndarray,
+    scales: np.ndarray,
+    nugget: float,
+    *,
+    prior_sd: float = ARD_PRIOR_SD,
+    max_iter: int = 200,
+) -> tuple[np.ndarray, float]:
+    """One kernel scale per feature (automatic relevance determination), each shrunk towards
+    the scale of its bucket.
+
+    The model is :func:`fit_kernel_scales`'s with the linear kernel ``sum_v h_v phi_v phi_v'``
+    of the feature columns ``phi_v``: ``Y[:, p] ~ N(0, sum_v h_v phi_v phi_v' + diag(nugget +
+    mean(V, axis=1)))``. A scale per feature lets the marginal likelihood tell apart words of
+    one bucket (similar document frequency) that name a level with an effect (an organ system)
+    from those that do not (a population, whose effect is specific to each disease); this is
+    automatic relevance determination (MacKay, *ASHRAE Transactions* 100, 1994; Rasmussen &
+    Williams, *Gaussian Processes for Machine Learning*, 2006, sec. 5.1). With hundreds of
+    words and a few hundred tasks, plain ARD overfits, so each log scale has a normal
+    hyperprior centred on the log of its starting value (its bucket's scale) with SD
+    ``prior_sd``: the estimate is the hyperparameters' posterior mode (type-II MAP), found by
+    L-BFGS-B on the log scales with exact gradients.
+
+    Parameters
+    ----------
+    Phi : (n, F) features of the ``n`` tasks.
+    Y, V : (n, m) deviations and their sampling variances, as for :func:`fit_kernel_scales`.
+    scales : (F,) starting scales and prior centres (each feature's bucket scale); a feature
+        whose scale is below 1e-8 is left out (kept at 0).
+    nugget : the starting nugget (it has no hyperprior).
+    prior_sd : SD of each log scale around its centre (> 0).
+    max_iter : L-BFGS-B iterations at most (>= 1).
+
+    Returns
+    -------
+    (scales, nugget): scales (F,), 0 where left out, the others in [1e-8, 1e3].
+
+    Raises
+    ------
+    ValidationError
+        If the shapes disagree, a value is NaN, infinite or negative, or ``prior_sd`` or
+        ``max_iter`` is out of range.
+    """
+    from scipy.linalg.lapack import dpotri
+    from scipy.optimize import minimize
+
+    Phi, Y, V = (np.asarray(a, dtype=float) for a in (Phi, Y, V))
+    scales = np.asarray(scales, dtype=float)
+    if Y.ndim != 2 or V.shape != Y.shape or Phi.ndim != 2 or len(Phi) != len(Y):
+        raise ValidationError(
+            f"fit_feature_scales needs Phi (n, F), Y and V (n, m) of one n; got {Phi.shape}, "
+            f"{Y.shape} and {V.shape}"
+        )
+    if scales.shape != (Phi.shape[1],):
+        raise ValidationError(
+            f"fit_feature_scales needs one starting scale per feature ({Phi.shape[1]}), got "
+            f"shape {scales.shape}"
+        )
+    if not all(np.all(np.isfinite(a)) for a in (Phi, Y, V, scales)) or np.any(scales < 0):
+        raise ValidationError("fit_feature_scales: inputs must be finite and scales >= 0")
+    prior_sd = check_number(prior_sd, "prior_sd", gt=0)
+    max_iter = check_int(max_iter, "max_iter", ge=1)
+    n, m = Y.shape
+    noise = V.mean(axis=1)
+    on = scales >= 1e-8
+    F = Phi[:, on]
+    centre = np.log(np.clip(scales[on], 1e-8, 1e3))
+
+    def nll(x):
+        h = np.exp(x)
+        S = (F * h[:-1]) @ F.T + np.diag(h[-1] + noise)
+        try:
+            c = cho_factor(S, lower=True)
+        except np.linalg.LinAlgError:
+            return 1e12, np.zeros_like(x)
+        A = cho_solve(c, Y)
+        inv, info = dpotri(c[0], lower=1)
+        if info != 0:
+            return 1e12, np.zeros_like(x)
+        inv = np.tril(inv) + np.tril(inv, -1).T
+        M = A @ A.T - m * inv
+        d = x[:-1] - centre
+        value = (
+            0.5 * float(np.sum(Y * A))
+            + m * float(np.sum(np.log(np.diag(c[0]))))
+            + 0.5 * float(d @ d) / prior_sd**2
+        )
+        grad = -0.5 * np.einsum("ij,ij->j", F, M @ F) * h[:-1] + d / prior_sd**2
+        return value, np.concatenate([grad, [-0.5 * float(np.trace(M)) * h[-1]]])
+
+    x0 = np.concatenate([centre, [np.log(np.clip(nugget, 1e-8, 1e3))]])
+    res = minimize(
+        nll,
+        x0,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=[(-18.4, 6.9)] * len(x0),
+        options={"maxiter": max_iter},
+    )
+    out = np.zeros(len(scales))
+    out[on] = np.exp(res.x[:-1])
+    return out, float(np.exp(res.x[-1]))
 
 
 #: a bucket is split by :func:`split_by_score` only when the score pools at least this many
@@ -504,6 +616,7 @@ def _chol(S: np.ndarray):
 
 
 __all__ = [
+    "ARD_PRIOR_SD",
     "INTERCEPT_PRIOR_SD",
     "PRIOR_SD",
     "SHARPNESS",
@@ -512,6 +625,7 @@ __all__ = [
     "TaskSummaries",
     "centring",
     "embedding_kernel",
+    "fit_feature_scales",
     "fit_kernel_scales",
     "glmm_map",
     "ngram_buckets",

@@ -20,7 +20,9 @@ predict how a task departs from the pooled model:
      marginal likelihood, so the levels that track outcome rates and effects count; for the
      slopes each group is split by a score test into the words with and without evidence of
      an effect, each with its own scale (``split_buckets``;
-     :func:`~ragim.generate.meta_regression.split_by_score`);
+     :func:`~ragim.generate.meta_regression.split_by_score`); last, every n-gram gets its own
+     scale, shrunk towards its group's (automatic relevance determination with a hyperprior;
+     ``ard``; :func:`~ragim.generate.meta_regression.fit_feature_scales`);
    * ``"text-glmm"``: the same regression fitted on the tasks' rows rather than on their
      summaries, a logistic mixed model whose random effects are the n-grams (the text
      kernel's scales as their prior variances; :func:`~ragim.generate.meta_regression.glmm_map`).
@@ -91,6 +93,7 @@ from ragim.generate.base import (
     register_generator,
 )
 from ragim.generate.meta_regression import (
+    ARD_PRIOR_SD,
     INTERCEPT_PRIOR_SD,
     MIN_SCORE_COLUMNS,
     PRIOR_SD,
@@ -100,6 +103,7 @@ from ragim.generate.meta_regression import (
     TaskSummaries,
     centring,
     embedding_kernel,
+    fit_feature_scales,
     fit_kernel_scales,
     glmm_map,
     ngram_buckets,
@@ -152,6 +156,15 @@ class StatisticalConfig:
         "parameters (the slopes) by a score test, so that words with and without evidence of "
         "an effect get separate kernel scales (meta_regression.split_by_score)",
     )
+    ard: bool = setting(
+        True,
+        "then give every n-gram its own kernel scale (automatic relevance determination), "
+        "with a log-normal hyperprior centred on its bucket's scale "
+        "(meta_regression.fit_feature_scales)",
+    )
+    ard_prior_sd: float = setting(
+        ARD_PRIOR_SD, "SD of an n-gram's log kernel scale around its bucket's (ard)"
+    )
     min_df: int = setting(2, "n-grams must occur in at least this many descriptions")
     embedding_sharpness: float = setting(
         SHARPNESS, "kernel exp(s (cos - 1)) of the neighbors candidate"
@@ -196,10 +209,11 @@ class StatisticalConfig:
             **dict.fromkeys(counts, partial(check_int, ge=1)),
             "cv_folds": partial(check_int, ge=2),
             "split_buckets": check_bool,
+            "ard": check_bool,
             "adaptation_tasks": _check_adaptation_tasks,
             "adaptation_draws": partial(check_int, ge=1),
             **dict.fromkeys(
-                ("prior_sd", "intercept_prior_sd", "embedding_sharpness"),
+                ("prior_sd", "intercept_prior_sd", "embedding_sharpness", "ard_prior_sd"),
                 partial(check_number, gt=0),
             ),
         }
@@ -325,6 +339,8 @@ class _Fitted:
                 tau = np.zeros(Phi.shape[1])
                 for hb, b in zip(h, buckets, strict=True):
                     tau[b] = hb
+                if self.cfg.ard:  # each word its own scale, shrunk towards its bucket's
+                    tau, nug = fit_feature_scales(P, Y, V, tau, nug, prior_sd=self.cfg.ard_prior_sd)
                 self.state[key], self.state[f"text_nugget_{g}"] = tau, nug
             tau, nug = self.state[key], self.state[f"text_nugget_{g}"]
             keep = tau > 1e-6 * max(float(tau.max()), 1e-12)
@@ -953,6 +969,8 @@ class StatisticalGenerator(Generator):
         root = Path(art.path)
         try:
             cfg = art.read_json("config.json")
+            # settings added since: an older artifact was fitted without them
+            cfg = {"split_buckets": False, "ard": False, **cfg}
             gen = cls(StatisticalConfig(**{**cfg, "candidates": tuple(cfg["candidates"])}))
         except (TypeError, KeyError, ValueError, ValidationError) as exc:
             raise ArtifactError(
