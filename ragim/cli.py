@@ -946,6 +946,7 @@ def evaluate_cmd(
     outcome: Outcome = None,
     patient_id: PatientId = None,
     pos_label: PosLabel = None,
+    sep: Sep = ",",
     seed: int = 0,
     quiet: Quiet = False,
     as_json: AsJson = False,
@@ -962,6 +963,7 @@ def evaluate_cmd(
         outcome=outcome,
         patient_id=patient_id,
         pos_label=pos_label,
+        sep=sep,
     )
     try:
         ks = [int(k) for k in k_shots.split(",") if k.strip()]

@@ -138,21 +138,40 @@ def test_evaluate_json_records_contract():
     assert {r["dataset"] for r in out} == {"synthetic"}
 
 
-def test_index_build_reads_a_semicolon_separated_task_folder_with_sep(tmp_path):
+def _semicolon_task_folder(root, n_tasks=2):
+    """A task folder whose CSV files use ';' as the field separator."""
     import numpy as np
     import pandas as pd
 
-    root = tmp_path / "tasks"
     (root / "data").mkdir(parents=True)
-    (root / "descriptions.csv").write_text("task_id;description\na;sepsis in adults\nb;sepsis in children\n")
+    ids = [f"t{i}" for i in range(n_tasks)]
+    groups = ["adults", "children"]
+    (root / "descriptions.csv").write_text(
+        "task_id;description\n" + "".join(f"{t};sepsis in {groups[i % 2]} {i}\n" for i, t in enumerate(ids))
+    )
     rng = np.random.default_rng(0)
-    for t in "ab":
+    for t in ids:
         x = rng.normal(size=60)
         y = (rng.random(60) < 1 / (1 + np.exp(-x))).astype(int)
         pd.DataFrame({"lactate": x.round(2), "y": y}).to_csv(root / "data" / f"{t}.csv", sep=";", index=False)
+    return root
+
+
+def test_index_build_reads_a_semicolon_separated_task_folder_with_sep(tmp_path):
+    root = _semicolon_task_folder(tmp_path / "tasks")
     args = ["index", "build", "--dataset", str(root), "--embedder", "hashing", "-q"]
     refused = runner.invoke(app, [*args, "--out", str(tmp_path / "i1")])
     assert refused.exit_code != 0 and "pass --sep ';'" in refused.output + str(refused.exception)
     built = runner.invoke(app, [*args, "--out", str(tmp_path / "i2"), "--sep", ";"])
     assert built.exit_code == 0, built.output
     assert json.loads((tmp_path / "i2" / "config.json").read_text())["n_tasks"] == 2
+
+
+def test_evaluate_reads_a_semicolon_separated_task_folder_with_sep(tmp_path):
+    root = _semicolon_task_folder(tmp_path / "tasks", n_tasks=6)
+    args = ["evaluate", "--dataset", str(root), "--embedder", "hashing", "--methods", "pooled,neighbor-mean",
+            "--folds", "2", "--json"]
+    refused = runner.invoke(app, args)
+    assert refused.exit_code != 0 and "pass --sep ';'" in refused.output + str(refused.exception)
+    out = json.loads(_ok([*args, "--sep", ";"]))
+    assert {r["method"] for r in out} == {"pooled", "neighbor-mean"} and out[0]["n_tasks"] == 6
