@@ -1101,6 +1101,7 @@ def demo(
     outcome: Outcome = None,
     patient_id: PatientId = None,
     pos_label: PosLabel = None,
+    sep: Sep = ",",
     embedder: Annotated[
         str, typer.Option(help="minilm (bundled, offline) | hashing (fast)")
     ] = "minilm",
@@ -1111,9 +1112,11 @@ def demo(
     from ragim.demo import run_demo
 
     if tasks_dir is None and (
-        outcome is not None or patient_id is not None or pos_label is not None
+        outcome is not None or patient_id is not None or pos_label is not None or sep != ","
     ):
-        raise typer.BadParameter("--outcome, --patient-id and --pos-label apply to --tasks-dir")
+        raise typer.BadParameter(
+            "--outcome, --patient-id, --pos-label and --sep apply to --tasks-dir"
+        )
     progress = setup(as_json, quiet)
     with one_line_warnings():
         result = run_demo(
@@ -1129,6 +1132,7 @@ def demo(
             outcome=outcome,
             patient_id=patient_id,
             pos_label=pos_label,
+            sep=sep,
         )
     if as_json:
         echo_json(result)

@@ -73,6 +73,7 @@ def run_demo(
     outcome: str | None = None,
     patient_id: str | None = None,
     pos_label: str | None = None,
+    sep: str = ",",
 ) -> dict[str, Any]:
     """Run the demo and return its scores and report paths (see module docstring).
 
@@ -81,7 +82,8 @@ def run_demo(
     out : report folder.
     site : the held-out group (a value of ``metadata[group]``): the hospital the index never sees.
     tasks_dir : a task folder (see :func:`ragim.datasets.folder.load_task_folder`) instead of
-        the bundled heart-disease data; ``outcome`` and ``patient_id`` name its columns.
+        the bundled heart-disease data; ``outcome`` and ``patient_id`` name its columns,
+        ``pos_label`` its positive outcome value and ``sep`` its CSV field separator.
     group : the metadata key that defines hospitals.
     target_task : which held-out task to generate (default: the largest).
     embedder : description embedder ("minilm" is the bundled offline model; "hashing" is fast).
@@ -108,7 +110,7 @@ def run_demo(
             for k, v in (("outcome", outcome), ("patient_id", patient_id), ("pos_label", pos_label))
             if v is not None
         }
-        tasks = load_task_folder(tasks_dir, **kw)
+        tasks = load_task_folder(tasks_dir, sep=sep, **kw)
     else:
         tasks = datasets.heart_disease()
     train, targets = tasks.group_split(group, [site])

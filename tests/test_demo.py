@@ -140,3 +140,27 @@ def test_demo_keeps_tasks_sharing_the_held_out_sites_patients_out_of_the_index(t
         res = run_demo(out=tmp_path / "out", site="A", tasks_dir=root, embedder="hashing", fast=True, quiet=True)
     assert any(issubclass(w.category, DataWarning) and "['d1']" in str(w.message) for w in caught)
     assert sorted(res["indexed"]) == ["b1", "c1"]
+
+
+def test_demo_reads_a_semicolon_separated_task_folder_with_sep(tmp_path):
+    import numpy as np
+    import pandas as pd
+    import pytest
+
+    from ragim.demo import run_demo
+    from ragim.errors import ValidationError
+
+    root = tmp_path / "tasks"
+    (root / "data").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    rows = []
+    for tid, site in [("a1", "A"), ("b1", "B"), ("c1", "C"), ("d1", "D")]:
+        x = rng.normal(size=80)
+        y = (rng.random(80) < 1 / (1 + np.exp(-x))).astype(int)
+        pd.DataFrame({"lactate": x.round(3), "y": y}).to_csv(root / "data" / f"{tid}.csv", sep=";", index=False)
+        rows.append({"task_id": tid, "description": f"Predict ICU transfer at hospital {site}", "site": site})
+    pd.DataFrame(rows).to_csv(root / "descriptions.csv", sep=";", index=False)
+    kw = dict(out=tmp_path / "out", site="A", tasks_dir=root, embedder="hashing", fast=True, quiet=True)
+    with pytest.raises(ValidationError, match="pass --sep ';'"):
+        run_demo(**kw)
+    assert sorted(run_demo(**kw, sep=";")["indexed"]) == ["b1", "c1", "d1"]
