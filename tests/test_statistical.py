@@ -160,8 +160,20 @@ def test_feature_scales_tell_apart_the_words_of_one_bucket_and_stay_near_it_unde
         fit_feature_scales(Phi, Y, V, start[:-1], nugget)
     with pytest.raises(ValidationError, match="scales >= 0"):
         fit_feature_scales(Phi, Y, V, -start, nugget)
-    with pytest.raises(ValidationError, match="prior_sd must be a number > 0"):
-        fit_feature_scales(Phi, Y, V, start, nugget, prior_sd=0)
+    with pytest.raises(ValidationError, match=r"prior_sd must be a number in \[0.001, 1000\]"):
+        fit_feature_scales(Phi, Y, V, start, nugget, prior_sd=1e-300)
+    with pytest.raises(ValidationError, match="nugget must be a number >= 0"):
+        fit_feature_scales(Phi, Y, V, start, -1.0)
+    with pytest.raises(ValidationError, match="nugget must be a number"):
+        fit_feature_scales(Phi, Y, V, start, "0.1")
+    with pytest.raises(ValidationError, match="variances V >= 0"):
+        fit_feature_scales(Phi, Y, -V, start, nugget)
+    with pytest.raises(ValidationError, match="n and m at least 1"):
+        fit_feature_scales(Phi, Y[:, :0], V[:, :0], start, nugget)
+    with pytest.raises(ValidationError, match="must be real numbers"):
+        fit_feature_scales(np.full(Phi.shape, "a"), Y, V, start, nugget)
+    with pytest.raises(ValidationError, match="must be real numbers"):
+        fit_feature_scales(Phi + 1j, Y, V, start, nugget)
 
 
 def test_relevance_per_word_is_a_checked_setting_and_older_artifacts_keep_their_fit(
@@ -173,8 +185,9 @@ def test_relevance_per_word_is_a_checked_setting_and_older_artifacts_keep_their_
 
     with pytest.raises(ValidationError, match="ard must be"):
         StatisticalConfig(ard="yes")
-    with pytest.raises(ValidationError, match="ard_prior_sd must be a number > 0"):
-        StatisticalConfig(ard_prior_sd=0)
+    for bad in (0, 1e300, float("nan")):
+        with pytest.raises(ValidationError, match=r"ard_prior_sd must be a number in \[0.001, 1000\]"):
+            StatisticalConfig(ard_prior_sd=bad)
     assert gen.config.ard and gen.config.split_buckets  # the defaults
     # an artifact saved before these settings existed was fitted without them, and a refit
     # (exclude=) must not change how: its config loads with both off

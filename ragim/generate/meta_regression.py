@@ -227,6 +227,9 @@ def fit_kernel_scales(
 #: statistical generator's ``ard_prior_sd``; chosen among 0.5, 1 and 2 by validation inside the
 #: index of a design family, ``benchmarks/design_validation.py``)
 ARD_PRIOR_SD = 2.0
+#: the SDs :func:`fit_feature_scales` accepts: from scales held at their bucket's (1e-3) to
+#: plain ARD (1e3; a log scale moves at most about 25 within the optimiser's bounds)
+ARD_PRIOR_SD_RANGE = (1e-3, 1e3)
 
 
 def fit_feature_scales(
@@ -261,7 +264,7 @@ def fit_feature_scales(
     scales : (F,) starting scales and prior centres (each feature's bucket scale); a feature
         whose scale is below 1e-8 is left out (kept at 0).
     nugget : the starting nugget (it has no hyperprior).
-    prior_sd : SD of each log scale around its centre (> 0).
+    prior_sd : SD of each log scale around its centre, within :data:`ARD_PRIOR_SD_RANGE`.
     max_iter : L-BFGS-B iterations at most (>= 1).
 
     Returns
@@ -271,27 +274,38 @@ def fit_feature_scales(
     Raises
     ------
     ValidationError
-        If the shapes disagree, a value is NaN, infinite or negative, or ``prior_sd`` or
-        ``max_iter`` is out of range.
+        If the shapes disagree (or ``n`` or ``m`` is 0), a value is not a real number, is NaN,
+        infinite or negative, or ``nugget``, ``prior_sd`` or ``max_iter`` is out of range.
     """
     from scipy.linalg.lapack import dpotri
     from scipy.optimize import minimize
 
-    Phi, Y, V = (np.asarray(a, dtype=float) for a in (Phi, Y, V))
-    scales = np.asarray(scales, dtype=float)
-    if Y.ndim != 2 or V.shape != Y.shape or Phi.ndim != 2 or len(Phi) != len(Y):
+    try:
+        Phi, Y, V, scales = (
+            np.asarray(a, dtype=float) if np.isrealobj(a) else None for a in (Phi, Y, V, scales)
+        )
+    except (TypeError, ValueError):
+        Phi = None
+    if any(a is None for a in (Phi, Y, V, scales)):
+        raise ValidationError("fit_feature_scales: Phi, Y, V and scales must be real numbers")
+    if Y.ndim != 2 or V.shape != Y.shape or Phi.ndim != 2 or len(Phi) != len(Y) or Y.size == 0:
         raise ValidationError(
-            f"fit_feature_scales needs Phi (n, F), Y and V (n, m) of one n; got {Phi.shape}, "
-            f"{Y.shape} and {V.shape}"
+            f"fit_feature_scales needs Phi (n, F), Y and V (n, m) of one n, with n and m at "
+            f"least 1; got {Phi.shape}, {Y.shape} and {V.shape}"
         )
     if scales.shape != (Phi.shape[1],):
         raise ValidationError(
             f"fit_feature_scales needs one starting scale per feature ({Phi.shape[1]}), got "
             f"shape {scales.shape}"
         )
-    if not all(np.all(np.isfinite(a)) for a in (Phi, Y, V, scales)) or np.any(scales < 0):
-        raise ValidationError("fit_feature_scales: inputs must be finite and scales >= 0")
-    prior_sd = check_number(prior_sd, "prior_sd", gt=0)
+    if not all(np.all(np.isfinite(a)) for a in (Phi, Y, V, scales)):
+        raise ValidationError("fit_feature_scales: Phi, Y, V and scales must be finite")
+    if np.any(scales < 0) or np.any(V < 0):
+        raise ValidationError("fit_feature_scales: scales >= 0 and variances V >= 0 are needed")
+    nugget = check_number(nugget, "nugget", ge=0)
+    prior_sd = check_number(
+        prior_sd, "prior_sd", ge=ARD_PRIOR_SD_RANGE[0], le=ARD_PRIOR_SD_RANGE[1]
+    )
     max_iter = check_int(max_iter, "max_iter", ge=1)
     n, m = Y.shape
     noise = V.mean(axis=1)
@@ -617,6 +631,7 @@ def _chol(S: np.ndarray):
 
 __all__ = [
     "ARD_PRIOR_SD",
+    "ARD_PRIOR_SD_RANGE",
     "INTERCEPT_PRIOR_SD",
     "PRIOR_SD",
     "SHARPNESS",

@@ -94,6 +94,7 @@ from ragim.generate.base import (
 )
 from ragim.generate.meta_regression import (
     ARD_PRIOR_SD,
+    ARD_PRIOR_SD_RANGE,
     INTERCEPT_PRIOR_SD,
     MIN_SCORE_COLUMNS,
     PRIOR_SD,
@@ -210,10 +211,13 @@ class StatisticalConfig:
             "cv_folds": partial(check_int, ge=2),
             "split_buckets": check_bool,
             "ard": check_bool,
+            "ard_prior_sd": partial(
+                check_number, ge=ARD_PRIOR_SD_RANGE[0], le=ARD_PRIOR_SD_RANGE[1]
+            ),
             "adaptation_tasks": _check_adaptation_tasks,
             "adaptation_draws": partial(check_int, ge=1),
             **dict.fromkeys(
-                ("prior_sd", "intercept_prior_sd", "embedding_sharpness", "ard_prior_sd"),
+                ("prior_sd", "intercept_prior_sd", "embedding_sharpness"),
                 partial(check_number, gt=0),
             ),
         }
