@@ -48,8 +48,19 @@ PosLabel = Annotated[
         ),
     ),
 ]
+def _separator(value: str) -> str:
+    """``--sep`` as the character it names: a shell passes ``'\\t'`` as a backslash and a ``t``
+    (the tab a file's error message suggests), which means a tab here."""
+    return "\t" if value == "\\t" else value
+
+
 Sep = Annotated[
-    str, typer.Option("--sep", help="the CSV field separator, e.g. ';' for European spreadsheets")
+    str,
+    typer.Option(
+        "--sep",
+        help="the CSV field separator, e.g. ';' for European spreadsheets or '\\t' for tabs",
+        callback=_separator,
+    ),
 ]
 
 
@@ -316,10 +327,11 @@ def load_dataset(
     from ragim.tasks import TaskCollection
 
     if (
-        outcome is not None or patient_id is not None or pos_label is not None
+        outcome is not None or patient_id is not None or pos_label is not None or sep != ","
     ) and name in DATASETS:
         raise typer.BadParameter(
-            f"--outcome, --patient-id and --pos-label apply to a task folder, not to {name!r}"
+            f"--outcome, --patient-id, --pos-label and --sep apply to a task folder, not to "
+            f"{name!r}"
         )
     if name == "heart-disease":
         return datasets.heart_disease()

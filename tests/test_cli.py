@@ -138,8 +138,8 @@ def test_evaluate_json_records_contract():
     assert {r["dataset"] for r in out} == {"synthetic"}
 
 
-def _semicolon_task_folder(root, n_tasks=2):
-    """A task folder whose CSV files use ';' as the field separator."""
+def _semicolon_task_folder(root, n_tasks=2, sep=";"):
+    """A task folder whose CSV files use ``sep`` (';') as the field separator."""
     import numpy as np
     import pandas as pd
 
@@ -147,13 +147,13 @@ def _semicolon_task_folder(root, n_tasks=2):
     ids = [f"t{i}" for i in range(n_tasks)]
     groups = ["adults", "children"]
     (root / "descriptions.csv").write_text(
-        "task_id;description\n" + "".join(f"{t};sepsis in {groups[i % 2]} {i}\n" for i, t in enumerate(ids))
+        f"task_id{sep}description\n" + "".join(f"{t}{sep}sepsis in {groups[i % 2]} {i}\n" for i, t in enumerate(ids))
     )
     rng = np.random.default_rng(0)
     for t in ids:
         x = rng.normal(size=60)
         y = (rng.random(60) < 1 / (1 + np.exp(-x))).astype(int)
-        pd.DataFrame({"lactate": x.round(2), "y": y}).to_csv(root / "data" / f"{t}.csv", sep=";", index=False)
+        pd.DataFrame({"lactate": x.round(2), "y": y}).to_csv(root / "data" / f"{t}.csv", sep=sep, index=False)
     return root
 
 
@@ -175,3 +175,15 @@ def test_evaluate_reads_a_semicolon_separated_task_folder_with_sep(tmp_path):
     assert refused.exit_code != 0 and "pass --sep ';'" in refused.output + str(refused.exception)
     out = json.loads(_ok([*args, "--sep", ";"]))
     assert {r["method"] for r in out} == {"pooled", "neighbor-mean"} and out[0]["n_tasks"] == 6
+
+
+def test_sep_takes_the_tab_a_shell_passes_and_is_refused_for_a_bundled_dataset(tmp_path):
+    root = _semicolon_task_folder(tmp_path / "tabs", sep="\t")
+    args = ["index", "build", "--dataset", str(root), "--embedder", "hashing", "-q", "--out", str(tmp_path / "i")]
+    refused = runner.invoke(app, args)
+    assert refused.exit_code != 0 and "pass --sep '\\t'" in refused.output + str(refused.exception)
+    # what that message says to type: in a shell, '\t' is a backslash and a t
+    assert runner.invoke(app, [*args, "--sep", "\\t"]).exit_code == 0
+    ignored = runner.invoke(app, ["evaluate", "--dataset", "synthetic", "--n-tasks", "8", "--sep", ";"],
+                            env={"COLUMNS": "200"})
+    assert ignored.exit_code != 0 and "--sep apply to a task folder" in ignored.output
