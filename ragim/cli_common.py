@@ -48,6 +48,8 @@ PosLabel = Annotated[
         ),
     ),
 ]
+
+
 def _separator(value: str) -> str:
     """``--sep`` as the character it names: a shell passes ``'\\t'`` as a backslash and a ``t``
     (the tab a file's error message suggests), which means a tab here."""

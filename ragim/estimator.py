@@ -562,6 +562,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "params_")
         frame = self._as_frame(X, self.schema_, reset=False)
         self.schema_.warn_far_values(frame)
+        self.schema_.warn_unexpected_missing(frame)
         return self.params_.log_odds(frame)
 
     def predict_proba(self, X):

@@ -592,6 +592,42 @@ class FeatureSchema:
                 stacklevel=3,
             )
 
+    def unexpected_missing(self, X: pd.DataFrame) -> dict[str, int]:
+        """Per column that was never missing in the rows the schema was fitted on (so the model
+        has no missing-value term for it): how many rows of ``X`` (already validated) leave it
+        blank. Such a blank is scored as the training median (continuous and binary columns)
+        or as no level (categorical: it contributes 0), not as missing."""
+        self._check_fitted()
+        return {
+            f.name: int(n)
+            for f in self.features
+            if f.name not in self.missing_ and (n := X[f.name].isna().sum())
+        }
+
+    def warn_unexpected_missing(self, X: pd.DataFrame, *, where: str = "X") -> None:
+        """Warn (:class:`~ragim.errors.DataWarning`) about the blanks of
+        :meth:`unexpected_missing`, naming each column and the value its blanks are scored as."""
+        blank = self.unexpected_missing(X)
+        if blank:
+            import warnings
+
+            parts = []
+            for name, n in blank.items():
+                f = self[name]
+                if f.type == "categorical":
+                    scored = "no level (contributes 0)"
+                else:
+                    unit = f" {f.unit}" if f.unit else ""
+                    scored = f"the training median {_fmt(self.medians_[name])}{unit}"
+                parts.append(f"{name!r}: {n} row(s), scored as {scored}")
+            warnings.warn(
+                f"blank values in {where} in columns that were never missing in the rows the model "
+                "was fitted on, so it has no term for them and they are filled in; the risks "
+                "assume a typical value: " + "; ".join(parts),
+                DataWarning,
+                stacklevel=3,
+            )
+
     def transform(self, X: pd.DataFrame) -> np.ndarray:
         """The standardised design matrix, shape (n_rows, n_design), float64.
 

@@ -506,6 +506,30 @@ def test_values_far_outside_the_fitted_range_warn_with_the_unit():
     assert not any("'age'" in str(w.message) for w in record)
 
 
+def test_blanks_in_a_column_never_missing_when_fitted_warn_with_what_they_are_scored_as():
+    rng = np.random.default_rng(4)
+    X = pd.DataFrame({"age": rng.normal(60, 10, 300), "sex": rng.choice(["F", "M"], 300),
+                      "lactate": np.where(rng.random(300) < 0.1, np.nan, rng.lognormal(0.6, 0.4, 300))})
+    y = (rng.random(300) < 0.3).astype(int)
+    schema = FeatureSchema([{"name": "age", "type": "continuous", "unit": "years"},
+                            {"name": "sex", "type": "categorical"},
+                            {"name": "lactate", "type": "continuous"}])
+    model = LogisticModel(schema=schema).fit(X, y)
+    rows = X.iloc[:10].copy()
+    rows.loc[rows.index[:3], "age"] = np.nan
+    rows.loc[rows.index[:2], "sex"] = None
+    rows.loc[rows.index[:4], "lactate"] = np.nan  # missing in training too: it has a term, no warning
+    median = model.schema_.medians_["age"]
+    with pytest.warns(DataWarning, match="never missing") as record:
+        model.predict_proba(rows)
+    text = " ".join(str(w.message) for w in record)
+    assert f"'age': 3 row(s), scored as the training median {median:.4g}"[:40] in text and "years" in text
+    assert "'sex': 2 row(s), scored as no level (contributes 0)" in text and "'lactate'" not in text
+    with warnings.catch_warnings():  # complete rows, or blanks the model has a term for: silent
+        warnings.simplefilter("error", DataWarning)
+        model.predict_proba(X.iloc[:10])
+
+
 def test_rows_with_decimal_commas_are_refused_with_the_fix():
     X = pd.DataFrame({"lactate": [1.5, 2.0, 0.8, 3.1], "age": [50.0, 60.0, 70.0, 80.0]})
     schema = FeatureSchema.infer(X).fit(X)
