@@ -508,7 +508,8 @@ def test_skipped_tasks_are_one_short_warning_line(tmp_path, monkeypatch, capsys)
             if i == 2
             else (rng.random(30) < 0.5).astype(int)
         )  # t2: too few
-        pd.DataFrame({"lactate": rng.normal(2, 1, 30), "y": y}).to_csv(
+        ids = [f"w{i}-{j}" for j in range(30)]  # ids, so the only warning is about t2
+        pd.DataFrame({"patient_id": ids, "lactate": rng.normal(2, 1, 30), "y": y}).to_csv(
             folder / "data" / f"t{i}.csv", index=False
         )
         rows.append({"task_id": f"t{i}", "description": f"Predict sepsis in ward {i}"})
@@ -649,7 +650,7 @@ def test_bad_inputs_are_one_line_and_exit_2(
         (
             "index",
             ["build", "--outcome", "cad", "--out", "{t}/i"],
-            "--outcome, --patient-id and --pos-label apply to a task folder",
+            "--outcome, --patient-id, --pos-label and --sep apply to a task folder",
         ),
     ],
 )
@@ -757,7 +758,8 @@ def test_json_output_carries_the_warnings_printed_on_stderr(tmp_path, monkeypatc
     rows = []
     for i in range(6):
         n = 4 if i == 5 else 40  # t5: too few rows to fit
-        pd.DataFrame({"lactate": rng.normal(2, 1, n), "y": np.arange(n) % 2}).to_csv(
+        ids = [f"w{i}-{j}" for j in range(n)]
+        pd.DataFrame({"patient_id": ids, "lactate": rng.normal(2, 1, n), "y": np.arange(n) % 2}).to_csv(
             folder / "data" / f"t{i}.csv", index=False
         )
         rows.append({"task_id": f"t{i}", "description": f"Predict sepsis in surgical ward {i}"})

@@ -486,6 +486,20 @@ def test_a_folder_with_a_numeric_code_column_warns_once_naming_it(tmp_path):
     assert sum("pain_type" in str(w.message) for w in record) == 1
 
 
+def test_a_folder_without_patient_ids_says_that_overlapping_tasks_cannot_be_kept_apart(tmp_path):
+    a, b = pain_cohort(40, gap=False), pain_cohort(40, gap=False, seed=1)
+    with pytest.warns(DataWarning, match="none of the 2 data files have a patient-id column 'patient_id'"):
+        load_task_folder(write_folder(tmp_path / "none", {"a": a, "b": b}))
+    with_ids = a.assign(patient_id=[f"p{i}" for i in range(40)])
+    with pytest.warns(DataWarning, match=r"1 of the 2 data files .*\(e\.g\. task 'b'\)"):
+        load_task_folder(write_folder(tmp_path / "some", {"a": with_ids, "b": b}))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_task_folder(write_folder(tmp_path / "all", {"a": with_ids, "b": with_ids.assign(
+            patient_id=[f"q{i}" for i in range(40)])}))
+    assert not any("patient-id column" in str(w.message) for w in caught)
+
+
 def test_values_far_outside_the_fitted_range_warn_with_the_unit():
     rng = np.random.default_rng(3)
     X = pd.DataFrame({"lactate": rng.lognormal(0.6, 0.4, 300), "age": rng.normal(60, 10, 300)})

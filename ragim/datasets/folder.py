@@ -205,7 +205,27 @@ def load_task_folder(
     else:
         schema = FeatureSchema.infer(frames, labels=labels)
     _warn_shared_patients_across_sites(tasks)
+    _warn_without_patient_ids(tasks, patient_id)
     return TaskCollection(tasks, schema=schema, name=name or root.name)
+
+
+def _warn_without_patient_ids(tasks: list[Task], column: str) -> None:
+    """One :class:`DataWarning` when some data files have no patient-id column: tasks that share
+    patients (a cohort's subgroups or outcomes) then cannot be kept apart, and a leave-task-out
+    score of one from an index holding the others is optimistic."""
+    lacking = [t.task_id for t in tasks if "patient_ids" not in t.metadata]
+    if len(tasks) < 2 or not lacking:
+        return
+    which = "none of the" if len(lacking) == len(tasks) else f"{len(lacking)} of the"
+    warnings.warn(
+        f"{which} {len(tasks)} data files have a patient-id column {column!r} (e.g. task "
+        f"{lacking[0]!r}), so ragim cannot tell which tasks share patients: if some do (one "
+        "cohort's subgroups or outcomes), leave-task-out evaluation, a held-out site and "
+        "exclude= cannot keep them apart and their scores are optimistic; add the column, or "
+        "name it with patient_id= (--patient-id)",
+        DataWarning,
+        stacklevel=3,
+    )
 
 
 def _check_kinds(frames: list[pd.DataFrame], labels: list[str]) -> None:
