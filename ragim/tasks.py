@@ -557,6 +557,11 @@ class TaskCollection:
         """
         if isinstance(test_groups, str | bytes) or not isinstance(test_groups, Iterable):
             test_groups = [test_groups]
+        if not any(by in m for m in self.metadata):
+            keys = sorted({k for m in self.metadata for k in m if k != "patient_ids"})
+            raise ValidationError(
+                f"no task has the metadata key {by!r} to split by; the tasks' keys: {keys[:12]}"
+            )
         codes = [canonical_level(m.get(by)) for m in self.metadata]
         known = set(codes)
         unknown = [g for g in test_groups if canonical_level(g) not in known]

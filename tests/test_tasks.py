@@ -50,6 +50,8 @@ def test_filter_groups_split_and_overlap():
     assert tc.overlapping("c") == []
     with pytest.raises(ValidationError, match="no tasks with site in \\['S9'\\]"):
         tc.group_split("site", ["S9"])
+    with pytest.raises(ValidationError, match="no task has the metadata key 'hospital' to split by; the tasks' keys: \\['site'"):
+        tc.group_split("hospital", ["S1"])
 
 
 def test_split_is_stratified_and_keeps_patient_ids():
