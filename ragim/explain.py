@@ -348,7 +348,7 @@ class GlobalExplanation(_Explanation):
 
         :meth:`table` compares each categorical level with its feature's reference level, so
         the intercept that goes with it is the model's intercept plus each reference level's
-        own coefficient. Returns (log-odds, SD combining the parts as independent, NaN when
+        own coefficient. Returns (log-odds, its SD (:meth:`ModelParams.contrast_std`), NaN when
         unknown, and the reference levels in words, e.g. ``["Ward = medical"]``). For a GAM,
         or a model without categorical features, the model's intercept.
 
@@ -377,8 +377,10 @@ class GlobalExplanation(_Explanation):
         comparison ("+1 SD (9.4 years)", "male vs female", "asymptomatic vs typical angina"),
         coef, std, ci_low, ci_high (log-odds) and odds_ratio, or_low, or_high. A categorical
         level is compared with the feature's reference level (its first category), so its
-        coef is the difference of the two one-hot coefficients; its std combines the two SDs
-        as if independent (``ModelParams`` keeps no covariances). The reference level has no
+        coef is the difference of the two one-hot coefficients; its std is that difference's
+        (:meth:`ModelParams.contrast_std`: with the parameters' ``correlation`` when they carry
+        one, as the default generator's and fitted logistic models' do, else as if the two
+        were independent, which overstates it). The reference level has no
         row of its own. Missing-value indicator terms are left out unless ``missing=True``
         (then "missing vs recorded at the median", or vs the reference level).
 

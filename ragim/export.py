@@ -54,9 +54,10 @@ def coefficients_frame(params: ModelParams) -> pd.DataFrame:
     or_ci_low / or_ci_high. Intervals are coef ± 1.96 std, NaN when ``params.std`` is None.
     The odds ratios of a categorical feature's levels (and of its missing indicator) compare
     each with the feature's reference level (the ``reference`` column), as
-    :meth:`~ragim.explain.GlobalExplanation.table` does: exp(coef - coef_reference), the SDs
-    combined as if independent; the reference level's is 1. ``coef`` stays the model's own
-    one-hot coefficient, so the frame still rebuilds the model. The intercept row has no odds
+    :meth:`~ragim.explain.GlobalExplanation.table` does: exp(coef - coef_reference), with the
+    SD of that difference (:meth:`~ragim.ModelParams.contrast_std`); the reference level's is
+    1. ``coef`` stays the model's own one-hot coefficient, so the frame still rebuilds the
+    model. The intercept row has no odds
     ratio (its exponential is the odds when every design column is 0, not a ratio), so its
     odds-ratio columns are NaN.
     """

@@ -12,7 +12,10 @@ A ``ModelParams`` is a name-keyed parameter vector over a fitted
 layout, the design matrix and the log-odds, so another registered family works here too.
 
 It is what gets fitted, indexed, put in prompts, generated, rewarded and saved.
-``std`` optionally carries a per-parameter uncertainty; ``metadata`` says where the
+``std`` optionally carries a per-parameter uncertainty, and ``correlation`` the correlations
+between the parameters' errors (one-hot levels of one feature are strongly correlated, so the
+SD of a contrast between two levels is not that of independent parts:
+:meth:`ModelParams.contrast_std`); ``metadata`` says where the
 parameters came from (``source``: "fit", "generated", "true", ...) and, for generated
 models, their ``provenance``.
 
@@ -80,9 +83,19 @@ class ModelParams:
     vector : values in the order of :func:`param_names`.
     std : optional per-parameter uncertainty (same shape, non-negative).
     metadata : JSON-safe dict (source, task_id, provenance, fit statistics, ...).
+    correlation : optional correlation matrix of the parameters' errors, shape (P, P):
+        symmetric, unit diagonal, entries in [-1, 1]; needs ``std`` (the covariance is
+        ``correlation * outer(std, std)``). None: treat the errors as independent.
+
+    Raises
+    ------
+    ValidationError
+        If the schema is not fitted, a shape disagrees with the layout, a value is not
+        finite, ``std`` is negative, or ``correlation`` is not a correlation matrix or comes
+        without ``std``.
     """
 
-    __slots__ = ("kind", "schema", "vector", "std", "metadata")
+    __slots__ = ("kind", "schema", "vector", "std", "metadata", "correlation")
 
     def __init__(
         self,
@@ -92,6 +105,7 @@ class ModelParams:
         *,
         std: Any = None,
         metadata: Mapping[str, Any] | None = None,
+        correlation: Any = None,
     ):
         if not isinstance(schema, FeatureSchema) or not schema.is_fitted:
             raise ValidationError("ModelParams needs a fitted FeatureSchema")
@@ -113,11 +127,14 @@ class ModelParams:
                 raise ValidationError(
                     "std must be finite, non-negative and the same length as the parameters"
                 )
+        if correlation is not None:
+            correlation = _as_correlation(correlation, len(vec), std is not None)
         self.kind = kind
         self.schema = schema
         self.vector = vec
         self.std = std
         self.metadata = dict(metadata or {})
+        self.correlation = correlation
 
     # ------------------------------------------------------------------ access
     @property
@@ -145,6 +162,38 @@ class ModelParams:
     def as_dict(self, decimals: int | None = None) -> dict[str, float]:
         vals = self.vector if decimals is None else np.round(self.vector, decimals)
         return {n: float(v) for n, v in zip(self.names, vals, strict=True)}
+
+    def contrast_std(self, weights: Any) -> float:
+        """The SD of the linear combination ``weights @ vector`` (a contrast between two levels
+        of a feature, ``[0, ..., 1, ..., -1, ...]``), from ``std`` and ``correlation``: the
+        errors are treated as independent when there is no ``correlation``. NaN without ``std``.
+
+        Raises
+        ------
+        ValidationError
+            If ``weights`` is not a finite vector of one number per parameter.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> X = pd.DataFrame({"age": [40.0, 60.0, 80.0]})
+        >>> p = ModelParams("logistic", FeatureSchema.infer(X).fit(X), [-1.0, 0.5],
+        ...                 std=[0.3, 0.4], correlation=[[1.0, 0.5], [0.5, 1.0]])
+        >>> round(p.contrast_std([1.0, -1.0]), 4)  # sqrt(0.09 + 0.16 - 2 * 0.5 * 0.12)
+        0.3606
+        """
+        w = _as_vector(weights, "weights")
+        if w.shape != self.vector.shape or not np.all(np.isfinite(w)):
+            raise ValidationError(
+                f"contrast_std needs {len(self)} finite weights (one per parameter), got "
+                f"shape {w.shape}"
+            )
+        if self.std is None:
+            return math.nan
+        ws = w * self.std
+        if self.correlation is None:
+            return float(np.sqrt(ws @ ws))
+        return float(np.sqrt(max(float(ws @ self.correlation @ ws), 0.0)))
 
     def feature_terms(self, feature: str) -> np.ndarray:
         """The GAM scores of one feature's bins (families with bins only)."""
@@ -209,14 +258,19 @@ class ModelParams:
         vec[0] = intercept
         return cls(kind, schema, vec, metadata=metadata)
 
-    def replace(self, *, vector=None, std=..., metadata=None) -> ModelParams:
-        """A copy with some fields replaced."""
+    def replace(self, *, vector=None, std=..., metadata=None, correlation=...) -> ModelParams:
+        """A copy with some fields replaced. ``correlation`` is kept while ``std`` is (new
+        ``std`` describes other errors, whose correlations are not known unless given)."""
+        keep = std is ...
+        if correlation is ...:
+            correlation = self.correlation if keep else None
         return ModelParams(
             self.kind,
             self.schema,
             self.vector.copy() if vector is None else vector,
-            std=(None if self.std is None else self.std.copy()) if std is ... else std,
+            std=(None if self.std is None else self.std.copy()) if keep else std,
             metadata={**self.metadata, **(metadata or {})},
+            correlation=correlation,
         )
 
     # ------------------------------------------------------------------ serialisation
@@ -228,6 +282,8 @@ class ModelParams:
         }
         if self.std is not None:
             d["std"] = {n: float(v) for n, v in zip(self.names, self.std, strict=True)}
+        if self.correlation is not None:  # rows and columns in the order of "values"
+            d["correlation"] = np.round(self.correlation, 6).tolist()
         if include_schema:
             d["schema"] = self.schema.to_dict()
         return d
@@ -253,9 +309,12 @@ class ModelParams:
             from ragim.models.family import FAMILIES  # at call time: models import params
 
             raise ValidationError(f"'kind' must be one of {list(FAMILIES)}, got {d['kind']!r}")
-        return cls.from_dict(
+        p = cls.from_dict(
             d["kind"], schema, d["values"], std=d.get("std"), metadata=d.get("metadata") or {}
         )
+        if d.get("correlation") is not None:
+            p = p.replace(correlation=d["correlation"])
+        return p
 
     def to_json(self, *, include_schema: bool = True, indent: int | None = None) -> str:
         try:
@@ -281,6 +340,8 @@ class ModelParams:
         arrays = {"vector": self.vector}
         if self.std is not None:
             arrays["std"] = self.std
+        if self.correlation is not None:
+            arrays["correlation"] = self.correlation
         config = {
             "kind": self.kind,
             "names": self.names,
@@ -307,6 +368,7 @@ class ModelParams:
                 arrays["vector"],
                 std=arrays.get("std"),
                 metadata=config.get("metadata"),
+                correlation=arrays.get("correlation"),
             )
         except (KeyError, ValidationError) as exc:
             raise ArtifactError(
@@ -334,6 +396,14 @@ class ModelParams:
                 )
             )
             and self.metadata == other.metadata
+            and (
+                (self.correlation is None and other.correlation is None)
+                or (
+                    self.correlation is not None
+                    and other.correlation is not None
+                    and np.array_equal(self.correlation, other.correlation)
+                )
+            )
         )
 
     def __repr__(self) -> str:
@@ -344,6 +414,59 @@ class ModelParams:
             f"ModelParams({self.kind}, {len(self)} params, source={src}, "
             f"intercept={self.intercept:+.3g}; {tops})"
         )
+
+
+def std_and_correlation(cov: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A covariance matrix (P, P) as ``(std, correlation)`` for :class:`ModelParams`; a
+    parameter with zero variance is uncorrelated with the others.
+
+    Raises
+    ------
+    ValidationError
+        If ``cov`` is not a square, finite matrix with a non-negative diagonal.
+
+    Examples
+    --------
+    >>> std, corr = std_and_correlation([[4.0, 1.0], [1.0, 1.0]])
+    >>> std.tolist(), corr[0, 1]
+    ([2.0, 1.0], 0.5)
+    """
+    C = np.asarray(cov, dtype=float)
+    if C.ndim != 2 or C.shape[0] != C.shape[1] or not np.all(np.isfinite(C)):
+        raise ValidationError(f"a covariance must be a finite square matrix, got shape {C.shape}")
+    var = np.diag(C)
+    if np.any(var < -1e-10 * max(float(np.abs(var).max()), 1.0)):
+        raise ValidationError("a covariance must have a non-negative diagonal")
+    std = np.sqrt(np.clip(var, 0.0, None))
+    inv = np.divide(1.0, std, out=np.zeros_like(std), where=std > 0)
+    R = np.clip((C + C.T) / 2 * np.outer(inv, inv), -1.0, 1.0)
+    np.fill_diagonal(R, 1.0)
+    return std, R
+
+
+def _as_correlation(value: Any, n: int, has_std: bool) -> np.ndarray:
+    """``value`` as an (n, n) correlation matrix, or a :class:`ValidationError` naming the
+    problem."""
+    if not has_std:
+        raise ValidationError("correlation needs std: it scales the correlations to covariances")
+    try:
+        R = np.array(value, dtype=float)
+    except (TypeError, ValueError):
+        raise ValidationError("correlation must be a matrix of numbers") from None
+    if R.shape != (n, n):
+        raise ValidationError(
+            f"correlation must be ({n}, {n}), one row per parameter, got {R.shape}"
+        )
+    if (
+        not np.all(np.isfinite(R))
+        or not np.allclose(R, R.T, atol=1e-6)
+        or not np.allclose(np.diag(R), 1.0, atol=1e-6)
+        or np.any(np.abs(R) > 1 + 1e-6)
+    ):
+        raise ValidationError(
+            "correlation must be symmetric, finite, with a unit diagonal and entries in [-1, 1]"
+        )
+    return np.clip((R + R.T) / 2, -1.0, 1.0)
 
 
 def _as_vector(v: Any, what: str) -> np.ndarray:

@@ -102,3 +102,63 @@ def test_log_odds_is_intercept_plus_design_times_terms(schema, frame, kind):
     # every consumer predicts from the same log-odds
     np.testing.assert_array_equal(model_from_params(p).decision_function(frame), z)
     np.testing.assert_array_equal(params_proba(p, frame), expit(z))
+
+
+# ------------------------------------------------------------------ correlated errors
+def _sex_and_age(rng, n, *, coded):
+    """Rows where men have 0.8 higher log-odds; sex as F/M text (one-hot) or as 0/1."""
+    male = rng.random(n) < 0.5
+    age = rng.normal(60, 10, n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(-0.5 + 0.8 * male + 0.03 * (age - 60))))).astype(int)
+    sex = np.where(male, "M", "F") if coded == "text" else male.astype(int)
+    return pd.DataFrame({"sex": sex, "age": age}), y
+
+
+def test_a_contrast_of_one_hot_levels_has_the_sd_of_the_same_effect_coded_0_1():
+    """An outside user saw 'M vs F: OR 2.33 (0.33-16.6)' for sex coded F/M and (1.86-2.86) for
+    the same data coded 0/1: the two one-hot SDs were combined as if independent, though the
+    levels' errors are strongly correlated. With the fit's correlations the contrast's SD is that
+    of the 0/1 coefficient, whatever the coding."""
+    from ragim.explain import explain_params
+    from ragim.models import LogisticModel
+
+    rng = np.random.default_rng(0)
+    X, y = _sex_and_age(rng, 800, coded="text")
+    onehot = LogisticModel(C=1e4).fit(X, y).to_params()
+    binary = LogisticModel(C=1e4).fit(X.assign(sex=(X["sex"] == "M").astype(int)), y).to_params()
+    assert onehot.correlation is not None and onehot.correlation.shape == (len(onehot),) * 2
+    row = explain_params(onehot).table().set_index("term").loc["sex[M]"]
+    assert row["comparison"] == "M vs F"
+    assert row["std"] == pytest.approx(binary.std[binary.names.index("sex")], rel=0.05)
+    independent = onehot.replace(correlation=None)
+    wide = explain_params(independent).table().set_index("term").loc["sex[M]", "std"]
+    assert wide > 3 * row["std"]  # what the independent combination reported
+
+
+def test_correlation_is_checked_kept_by_copies_and_saved(tmp_path):
+    X = pd.DataFrame({"a": [0.0, 1.0, 2.0], "b": [1.0, 0.0, 1.0]})
+    schema = FeatureSchema.infer(X).fit(X)
+    R = np.array([[1.0, 0.2, -0.5], [0.2, 1.0, 0.0], [-0.5, 0.0, 1.0]])
+    p = ModelParams("logistic", schema, [0.1, 0.2, 0.3], std=[1.0, 2.0, 3.0], correlation=R)
+    w = np.array([1.0, 0.0, 1.0])
+    assert p.contrast_std(w) == pytest.approx(np.sqrt(1 + 9 - 2 * 0.5 * 3))
+    assert p.replace(correlation=None).contrast_std(w) == pytest.approx(np.sqrt(10))
+    assert np.isnan(p.replace(std=None).contrast_std(w))
+    # a copy keeps the correlations while it keeps the SDs; new SDs describe other errors
+    assert p.replace(vector=[0.0, 0.0, 0.0]).correlation is not None
+    assert p.replace(std=[1.0, 1.0, 1.0]).correlation is None
+    back = ModelParams.from_json(p.to_json())
+    np.testing.assert_allclose(back.correlation, R)
+    assert ModelParams.load(p.save(tmp_path / "p")) == p
+    for bad, match in [
+        (R[:2, :2], r"must be \(3, 3\)"),
+        (R * 2, "unit diagonal"),
+        (np.triu(R), "symmetric"),
+        ("x", "matrix of numbers"),
+    ]:
+        with pytest.raises(ValidationError, match=match):
+            ModelParams("logistic", schema, [0.1, 0.2, 0.3], std=[1.0, 2.0, 3.0], correlation=bad)
+    with pytest.raises(ValidationError, match="correlation needs std"):
+        ModelParams("logistic", schema, [0.1, 0.2, 0.3], correlation=R)
+    with pytest.raises(ValidationError, match="3 finite weights"):
+        p.contrast_std([1.0, 0.0])

@@ -196,8 +196,17 @@ def test_relevance_per_word_is_a_checked_setting_and_older_artifacts_keep_their_
     del cfg["ard"], cfg["ard_prior_sd"], cfg["split_buckets"]
     (path / "config.json").write_text(json.dumps(cfg))
     reseal(path)
+    from safetensors.numpy import load as st_load
+    from safetensors.numpy import save as st_save
+
+    arrays = st_load((path / "arrays.safetensors").read_bytes())
+    del arrays["pooled_corr"]  # kept since the correlations were: an older one has none
+    (path / "arrays.safetensors").write_bytes(st_save(arrays))
+    reseal(path)
     back = StatisticalGenerator.load(path)
     assert not back.config.ard and not back.config.split_buckets
+    old = back.generate_params(gen.descriptions_[0], index=gen.index_)
+    assert old.std is not None and old.correlation is None  # independent, as it was saved
     assert StatisticalGenerator.load(gen.save(tmp_path / "new")).config.ard
 
 
@@ -382,6 +391,9 @@ def test_save_load_round_trip_and_damage(gen, index, tmp_path, split):
     a, b = gen.generate_params(q), back.generate_params(q, index=index)
     np.testing.assert_allclose(b.vector, a.vector, atol=1e-10)
     np.testing.assert_allclose(b.std, a.std, atol=1e-10)
+    # the errors' correlations (one-hot levels move together) come back too
+    assert a.correlation is not None and a.correlation.shape == (len(a), len(a))
+    np.testing.assert_allclose(b.correlation, a.correlation, atol=1e-10)
     assert back.stack_ == gen.stack_
     (path / "arrays.safetensors").write_bytes(b"garbage")
     with pytest.raises(ArtifactError, match="checksum mismatch"):

@@ -112,7 +112,7 @@ from ragim.generate.meta_regression import (
     task_summaries,
 )
 from ragim.models.fit_many import fit_many
-from ragim.params import ModelParams, design_matrix, model_family
+from ragim.params import ModelParams, design_matrix, model_family, std_and_correlation
 from ragim.tasks import Task
 
 FORMAT = "ragim.statistical-generator"
@@ -535,7 +535,7 @@ class StatisticalGenerator(Generator):
             leave=False,
         )
         record_fit_state(self, index)
-        self.pooled_, self.center_, self.pooled_var_ = _pooled_fit_with_variance(
+        self.pooled_, self.center_, self.pooled_var_, self.pooled_corr_ = _pooled_fit_with_variance(
             index, tasks, cfg.pooled_rows, rng
         )
         T = centring(self.center_)
@@ -848,6 +848,7 @@ class StatisticalGenerator(Generator):
             sd[:, 1:] += w * s[:, 1:]
         theta[:, 0] += st["shift"]
         theta = theta @ np.linalg.inv(T).T  # back from the centred intercept to the model's own
+        stack_sd = sd
         sd = _predictive_sd(sd, self.interval_scale_, self.pooled_var_, self.center_)
         share = {c: st["baseline"][c] + st["slopes"][c] for c in names}
         lead = max(
@@ -885,9 +886,27 @@ class StatisticalGenerator(Generator):
                     theta[qi],
                     std=sd[qi] if uncertainty else None,
                     metadata=meta,
+                    correlation=self._correlation(stack_sd[qi]) if uncertainty else None,
                 )
             )
         return out
+
+    def _correlation(self, stack_sd: np.ndarray) -> np.ndarray | None:
+        """The correlations of a generated model's errors, shape (P, P): the pooled model's
+        (its one-hot levels of one feature move together) plus the stack's own deviation,
+        taken as independent per parameter, mapped from the centred intercept to the model's
+        own. None for a generator saved before the pooled correlations were kept."""
+        if self.pooled_corr_ is None:
+            return None
+        ps = np.sqrt(self.pooled_var_)
+        U = np.linalg.inv(centring(self.center_))
+        cov = U @ (self.pooled_corr_ * np.outer(ps, ps)) @ U.T
+        a = stack_sd**2 * self.interval_scale_  # diag(a), uncentred: U diag(a) U'
+        cov[np.diag_indices_from(cov)] += a
+        cov[0, 0] += a[1:] @ self.center_**2
+        cov[0, 1:] -= a[1:] * self.center_
+        cov[1:, 0] -= a[1:] * self.center_
+        return std_and_correlation(cov)[1]
 
     @staticmethod
     def _provenance(
@@ -927,6 +946,7 @@ class StatisticalGenerator(Generator):
         arrays = {
             "pooled": self.pooled_,
             "pooled_var": self.pooled_var_,
+            **({} if self.pooled_corr_ is None else {"pooled_corr": self.pooled_corr_}),
             "center": self.center_,
             "theta": self.summaries_.theta,
             "var": self.summaries_.var,
@@ -1004,6 +1024,7 @@ class StatisticalGenerator(Generator):
             gen.pooled_var_ = arrays.get(
                 "pooled_var", np.zeros_like(gen.pooled_)
             )  # absent before 0.1.0 final
+            gen.pooled_corr_ = arrays.get("pooled_corr")  # absent before the correlations
             n = len(ids)
             gen.summaries_ = TaskSummaries(
                 ids,
@@ -1023,6 +1044,7 @@ class StatisticalGenerator(Generator):
             shapes_ok = (
                 gen.pooled_.shape == (P,)
                 and gen.pooled_var_.shape == (P,)
+                and (gen.pooled_corr_ is None or gen.pooled_corr_.shape == (P, P))
                 and gen.center_.shape == (P - 1,)
                 and gen.summaries_.theta.shape == (n, P)
                 and gen.summaries_.var.shape == (n, P)
@@ -1097,15 +1119,16 @@ def _index_tasks(index) -> list[Task]:
 def _pooled_fit(index, tasks: list[Task], max_rows: int, rng) -> tuple[np.ndarray, np.ndarray]:
     """The pooled L2 logistic model (C = 1) on the index tasks' rows, subsampled to ``max_rows``,
     and the mean design row of those rows (the centre of the centred intercept)."""
-    w, center, _ = _pooled_fit_with_variance(index, tasks, max_rows, rng)
+    w, center, _, _ = _pooled_fit_with_variance(index, tasks, max_rows, rng)
     return w, center
 
 
 def _pooled_fit_with_variance(
     index, tasks: list[Task], max_rows: int, rng
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`_pooled_fit` and the sampling variances of the pooled model's centred parameters
-    (the diagonal of the inverse Hessian of its penalised log-likelihood at the fit)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_pooled_fit`, the sampling variances of the pooled model's centred parameters
+    and their correlations (the inverse Hessian of its penalised log-likelihood at the fit,
+    as its diagonal and as a correlation matrix: the identity when it cannot be inverted)."""
     import pandas as pd
 
     X = pd.concat([t.X for t in tasks], ignore_index=True)
@@ -1120,10 +1143,11 @@ def _pooled_fit_with_variance(
     p = np.exp(log_expit(Ac @ (centring(center) @ w)))
     H = (Ac * (p * (1 - p))[:, None]).T @ Ac + np.diag([0.0] + [1.0] * (len(w) - 1))
     try:
-        var = np.diag(np.linalg.inv(H + 1e-9 * np.eye(len(w))))
-    except np.linalg.LinAlgError:
-        var = np.zeros(len(w))
-    return w, center, np.maximum(var, 0.0)
+        cov = np.linalg.inv(H + 1e-9 * np.eye(len(w)))
+        var, corr = np.diag(cov).copy(), std_and_correlation(cov)[1]
+    except (np.linalg.LinAlgError, ValidationError):
+        var, corr = np.zeros(len(w)), np.eye(len(w))
+    return w, center, np.maximum(var, 0.0), corr
 
 
 def _cv_plan(

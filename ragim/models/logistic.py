@@ -37,13 +37,13 @@ from sklearn.utils.validation import check_is_fitted
 from ragim.errors import ValidationError
 from ragim.models.base import InterpretableModel, json_label, register_model_family
 from ragim.models.logistic_family import LogisticFamily
-from ragim.params import ModelParams
+from ragim.params import ModelParams, std_and_correlation
 from ragim.schema import FeatureSchema
 
 Z95 = 1.959963984540054
 
 
-def laplace_std(
+def laplace_covariance(
     Z: np.ndarray,
     y01: np.ndarray,
     coef: np.ndarray,
@@ -51,16 +51,17 @@ def laplace_std(
     C: float,
     sample_weight: np.ndarray | None = None,
 ) -> np.ndarray | None:
-    """Approximate posterior SDs of ``[intercept, *coef]`` for the L2 objective
-    ``0.5 ||w||^2 + C sum_i s_i logloss_i`` (inverse Hessian at the optimum).
+    """Approximate posterior covariance of ``[intercept, *coef]`` for the L2 objective
+    ``0.5 ||w||^2 + C sum_i s_i logloss_i``: the inverse Hessian at the optimum (Laplace),
+    shape (P, P).
 
     Returns None when the Hessian is singular or the result is not finite.
 
     Examples
     --------
     >>> Z = np.array([[-1.0], [0.0], [1.0], [2.0]]); y = np.array([0, 1, 0, 1])
-    >>> laplace_std(Z, y, np.array([0.5]), 0.0, 1.0).shape
-    (2,)
+    >>> laplace_covariance(Z, y, np.array([0.5]), 0.0, 1.0).shape
+    (2, 2)
     """
     Za = np.column_stack([np.ones(len(Z)), Z])
     p = expit(Z @ coef + intercept)
@@ -74,9 +75,30 @@ def laplace_std(
     except np.linalg.LinAlgError:
         return None
     var = np.diag(cov)
-    if not np.all(np.isfinite(var)) or np.any(var < -1e-10):
+    if not np.all(np.isfinite(cov)) or np.any(var < -1e-10):
         return None
-    return np.sqrt(np.clip(var, 0.0, None))
+    return cov
+
+
+def laplace_std(
+    Z: np.ndarray,
+    y01: np.ndarray,
+    coef: np.ndarray,
+    intercept: float,
+    C: float,
+    sample_weight: np.ndarray | None = None,
+) -> np.ndarray | None:
+    """Approximate posterior SDs of ``[intercept, *coef]``: the square roots of the diagonal of
+    :func:`laplace_covariance` (None when that is None).
+
+    Examples
+    --------
+    >>> Z = np.array([[-1.0], [0.0], [1.0], [2.0]]); y = np.array([0, 1, 0, 1])
+    >>> laplace_std(Z, y, np.array([0.5]), 0.0, 1.0).shape
+    (2,)
+    """
+    cov = laplace_covariance(Z, y01, coef, intercept, C, sample_weight)
+    return None if cov is None else np.sqrt(np.clip(np.diag(cov), 0.0, None))
 
 
 class LogisticModel(InterpretableModel, ClassifierMixin, BaseEstimator):
@@ -174,14 +196,16 @@ class LogisticModel(InterpretableModel, ClassifierMixin, BaseEstimator):
         kw = self._solver_kwargs()
         lr = LogisticRegression(**kw).fit(Z, y)
         coef, b = lr.coef_.ravel().astype(float), float(lr.intercept_[0])
-        std = None
+        std = corr = None
         if self.penalty in ("l2", None):
             sw = None
             if self.class_weight is not None:
                 from sklearn.utils.class_weight import compute_sample_weight
 
                 sw = compute_sample_weight(self.class_weight, y)
-            std = laplace_std(Z, (y == classes[1]).astype(float), coef, b, kw["C"], sw)
+            cov = laplace_covariance(Z, (y == classes[1]).astype(float), coef, b, kw["C"], sw)
+            if cov is not None:
+                std, corr = std_and_correlation(cov)
         meta = self._base_metadata(y, classes) | {
             "penalty": self.penalty,
             "C": float(self.C),
@@ -199,7 +223,12 @@ class LogisticModel(InterpretableModel, ClassifierMixin, BaseEstimator):
         if std is not None:
             meta["std_method"] = "laplace"
         params = ModelParams(
-            "logistic", schema, np.concatenate([[b], coef]), std=std, metadata=meta
+            "logistic",
+            schema,
+            np.concatenate([[b], coef]),
+            std=std,
+            metadata=meta,
+            correlation=corr,
         )
         self._set_fitted(params, classes, named=named)
         self.n_iter_ = np.asarray(lr.n_iter_)

@@ -69,6 +69,13 @@ def _comparison_rows(p: ModelParams, missing: bool) -> tuple[pd.DataFrame, int]:
     schema = p.schema
     coef = dict(zip(schema.design_names, p.terms, strict=True))
     sd = dict(zip(schema.design_names, std_terms(p), strict=True))
+    position = {n: i for i, n in enumerate(p.names)}
+
+    def versus(term: str, ref: str) -> tuple[float, float]:  # coef and SD of term - ref
+        w = np.zeros(len(p))
+        w[position[term]], w[position[ref]] = 1.0, -1.0
+        return float(coef[term]) - float(coef[ref]), p.contrast_std(w)
+
     rows, hidden = [], 0
     for c in schema.design_columns:
         f = schema[c.feature]
@@ -90,10 +97,10 @@ def _comparison_rows(p: ModelParams, missing: bool) -> tuple[pd.DataFrame, int]:
             comparison = f"{f.level_label(1)} vs {f.level_label(0)}"
         elif c.role == "category":
             comparison = f"{f.level_label(c.category)} vs {f.level_label(ref)}"
-            b, s = b - float(coef[ref_term]), math.hypot(s, float(sd[ref_term]))
+            b, s = versus(c.name, ref_term)
         elif f.type == "categorical" and ref_term is not None:
             comparison = f"missing vs {f.level_label(ref)}"
-            b, s = b - float(coef[ref_term]), math.hypot(s, float(sd[ref_term]))
+            b, s = versus(c.name, ref_term)
         else:
             med = schema.medians_[f.name]
             shown = (
@@ -215,21 +222,21 @@ class LogisticFamily(ModelFamily):
 
     def reference_intercept(self, params: ModelParams) -> tuple[float, float, list[str]]:
         """The intercept plus each categorical feature's reference-level coefficient."""
-        value, sd0, refs = super().reference_intercept(params)
-        var = sd0**2
+        value, _, refs = super().reference_intercept(params)
         schema = params.schema
-        coef = dict(zip(schema.design_names, params.terms, strict=True))
-        sd = dict(zip(schema.design_names, std_terms(params), strict=True))
+        names = params.names
+        w = np.zeros(len(params))
+        w[0] = 1.0
         for f in schema.features:
             if f.type != "categorical" or not schema.categories_[f.name]:
                 continue
             ref = schema.categories_[f.name][0]
             term = f"{f.name}[{ref}]"
-            if term in coef:
-                value += float(coef[term])
-                var += float(sd[term]) ** 2
+            if term in names:
+                value += params[term]
+                w[names.index(term)] = 1.0
                 refs.append(f"{f.display_name} = {f.level_label(ref)}")
-        return value, math.sqrt(var), refs
+        return value, params.contrast_std(w), refs
 
     def plot_global(self, expl, table: pd.DataFrame, kind: str, ax=None):
         """Each row labelled with its comparison ("sex: male vs female")."""
