@@ -848,7 +848,7 @@ class StatisticalGenerator(Generator):
             sd[:, 1:] += w * s[:, 1:]
         theta[:, 0] += st["shift"]
         theta = theta @ np.linalg.inv(T).T  # back from the centred intercept to the model's own
-        stack_sd = sd
+        corr = self._correlations(sd) if uncertainty else [None] * len(texts)
         sd = _predictive_sd(sd, self.interval_scale_, self.pooled_var_, self.center_)
         share = {c: st["baseline"][c] + st["slopes"][c] for c in names}
         lead = max(
@@ -886,27 +886,32 @@ class StatisticalGenerator(Generator):
                     theta[qi],
                     std=sd[qi] if uncertainty else None,
                     metadata=meta,
-                    correlation=self._correlation(stack_sd[qi]) if uncertainty else None,
+                    correlation=corr[qi],
                 )
             )
         return out
 
-    def _correlation(self, stack_sd: np.ndarray) -> np.ndarray | None:
-        """The correlations of a generated model's errors, shape (P, P): the pooled model's
-        (its one-hot levels of one feature move together) plus the stack's own deviation,
-        taken as independent per parameter, mapped from the centred intercept to the model's
-        own. None for a generator saved before the pooled correlations were kept."""
+    def _correlations(self, stack_sd: np.ndarray) -> list[np.ndarray | None]:
+        """The correlations of each generated model's errors, (P, P) per row of the stack's
+        centred SDs ``stack_sd`` (q, P): the pooled model's (its one-hot levels of one feature
+        move together) plus the stack's own deviation, independent per parameter, mapped from
+        the centred intercept to the model's own. None for a generator saved before the pooled
+        correlations were kept."""
         if self.pooled_corr_ is None:
-            return None
+            return [None] * len(stack_sd)
         ps = np.sqrt(self.pooled_var_)
         U = np.linalg.inv(centring(self.center_))
-        cov = U @ (self.pooled_corr_ * np.outer(ps, ps)) @ U.T
-        a = stack_sd**2 * self.interval_scale_  # diag(a), uncentred: U diag(a) U'
-        cov[np.diag_indices_from(cov)] += a
-        cov[0, 0] += a[1:] @ self.center_**2
-        cov[0, 1:] -= a[1:] * self.center_
-        cov[1:, 0] -= a[1:] * self.center_
-        return std_and_correlation(cov)[1]
+        base = U @ (self.pooled_corr_ * np.outer(ps, ps)) @ U.T
+        c = self.center_
+        out = []
+        for a in stack_sd**2 * self.interval_scale_:  # + U diag(a) U'
+            cov = base.copy()
+            cov[np.diag_indices_from(cov)] += a
+            cov[0, 0] += a[1:] @ c**2
+            cov[0, 1:] -= a[1:] * c
+            cov[1:, 0] -= a[1:] * c
+            out.append(std_and_correlation(cov)[1])
+        return out
 
     @staticmethod
     def _provenance(
