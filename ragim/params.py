@@ -387,23 +387,9 @@ class ModelParams:
             and self.kind == other.kind
             and self.schema == other.schema
             and np.array_equal(self.vector, other.vector)
-            and (
-                (self.std is None and other.std is None)
-                or (
-                    self.std is not None
-                    and other.std is not None
-                    and np.array_equal(self.std, other.std)
-                )
-            )
+            and _same_or_both_none(self.std, other.std)
             and self.metadata == other.metadata
-            and (
-                (self.correlation is None and other.correlation is None)
-                or (
-                    self.correlation is not None
-                    and other.correlation is not None
-                    and np.array_equal(self.correlation, other.correlation)
-                )
-            )
+            and _same_or_both_none(self.correlation, other.correlation)
         )
 
     def __repr__(self) -> str:
@@ -414,6 +400,10 @@ class ModelParams:
             f"ModelParams({self.kind}, {len(self)} params, source={src}, "
             f"intercept={self.intercept:+.3g}; {tops})"
         )
+
+
+def _same_or_both_none(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
 
 
 def std_and_correlation(cov: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -114,14 +114,19 @@ def test_ngram_buckets_split_by_length_and_document_frequency():
     assert not any(m[0] and m[3] for m in masks)  # unigrams and bigrams never share a scale
 
 
-def test_score_split_separates_the_words_that_carry_an_effect_from_those_that_do_not():
-    # one bucket of 8 words; words 0-2 move 10 parameters, the other five do nothing
-    rng = np.random.default_rng(5)
+def _one_bucket_of_words(seed):
+    """8 words of one bucket: words 0-2 move 10 parameters of 150 tasks, the other five do
+    nothing. Returns (Phi, Y, V)."""
+    rng = np.random.default_rng(seed)
     n, m = 150, 10
     Phi = (rng.random((n, 8)) < 0.3).astype(float)
     W = np.zeros((8, m))
     W[:3] = rng.normal(0, 1.0, (3, m))
-    Y, V = Phi @ W + rng.normal(0, 0.1, (n, m)), np.full((n, m), 0.01)
+    return Phi, Phi @ W + rng.normal(0, 0.1, (n, m)), np.full((n, m), 0.01)
+
+
+def test_score_split_separates_the_words_that_carry_an_effect_from_those_that_do_not():
+    Phi, Y, V = _one_bucket_of_words(5)
     one = [np.ones(8, bool)]
     h, nugget = fit_kernel_scales([Phi @ Phi.T], Y, V)
     up, down = split_by_score(Phi, one, Y, V, h, nugget)
@@ -138,13 +143,7 @@ def test_score_split_separates_the_words_that_carry_an_effect_from_those_that_do
 
 
 def test_feature_scales_tell_apart_the_words_of_one_bucket_and_stay_near_it_under_a_tight_prior():
-    # one bucket of 8 words; words 0-2 move 10 parameters, the other five do nothing
-    rng = np.random.default_rng(6)
-    n, m = 150, 10
-    Phi = (rng.random((n, 8)) < 0.3).astype(float)
-    W = np.zeros((8, m))
-    W[:3] = rng.normal(0, 1.0, (3, m))
-    Y, V = Phi @ W + rng.normal(0, 0.1, (n, m)), np.full((n, m), 0.01)
+    Phi, Y, V = _one_bucket_of_words(6)
     h, nugget = fit_kernel_scales([Phi @ Phi.T], Y, V)
     start = np.full(8, h[0])
     tau, _ = fit_feature_scales(Phi, Y, V, start, nugget)

@@ -45,8 +45,8 @@ from sklearn.exceptions import ConvergenceWarning
 from ragim.checks import check_int
 from ragim.errors import DependencyError, ValidationError
 from ragim.models.base import MODEL_FAMILIES, get_model_family
-from ragim.models.logistic import LogisticModel, laplace_std
-from ragim.params import ModelParams
+from ragim.models.logistic import LogisticModel, laplace_covariance
+from ragim.params import ModelParams, std_and_correlation
 from ragim.schema import FeatureSchema
 from ragim.tasks import Task, TaskCollection
 
@@ -407,7 +407,8 @@ def _run_batched(
         stats["train_logloss"] = _logloss(t.y, expit(Z[k] @ w + b))
         if folds[k] is not None and not np.isnan(oof[k]).any():
             stats["heldout_logloss"] = _logloss(t.y, oof[k])
-        std = laplace_std(Z[k], t.y, w, b, C)
+        cov = laplace_covariance(Z[k], t.y, w, b, C)  # kept as SDs: the index holds many
+        std = None if cov is None else std_and_correlation(cov)[0]
         meta = {
             "source": "fit",
             "model": "LogisticModel",

@@ -80,27 +80,6 @@ def laplace_covariance(
     return cov
 
 
-def laplace_std(
-    Z: np.ndarray,
-    y01: np.ndarray,
-    coef: np.ndarray,
-    intercept: float,
-    C: float,
-    sample_weight: np.ndarray | None = None,
-) -> np.ndarray | None:
-    """Approximate posterior SDs of ``[intercept, *coef]``: the square roots of the diagonal of
-    :func:`laplace_covariance` (None when that is None).
-
-    Examples
-    --------
-    >>> Z = np.array([[-1.0], [0.0], [1.0], [2.0]]); y = np.array([0, 1, 0, 1])
-    >>> laplace_std(Z, y, np.array([0.5]), 0.0, 1.0).shape
-    (2,)
-    """
-    cov = laplace_covariance(Z, y01, coef, intercept, C, sample_weight)
-    return None if cov is None else np.sqrt(np.clip(np.diag(cov), 0.0, None))
-
-
 class LogisticModel(InterpretableModel, ClassifierMixin, BaseEstimator):
     """Binary logistic regression over a FeatureSchema's standardised design.
 

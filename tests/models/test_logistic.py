@@ -168,7 +168,7 @@ def test_coefficients_per_unit_and_per_sd_are_consistent(task, fitted):
         fitted.coefficients("log")
 
 
-def test_laplace_std_shrinks_with_more_data():
+def test_laplace_sds_shrink_with_more_data():
     small = LogisticModel().fit(*make_task(100, seed=1, missing=False))
     large = LogisticModel().fit(*make_task(2000, seed=1, missing=False))
     s_small = small.coefficients().set_index("term")["std"]
