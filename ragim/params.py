@@ -418,7 +418,7 @@ def std_and_correlation(cov: Any) -> tuple[np.ndarray, np.ndarray]:
     Examples
     --------
     >>> std, corr = std_and_correlation([[4.0, 1.0], [1.0, 1.0]])
-    >>> std.tolist(), corr[0, 1]
+    >>> std.tolist(), float(corr[0, 1])
     ([2.0, 1.0], 0.5)
     """
     C = np.asarray(cov, dtype=float)
