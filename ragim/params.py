@@ -283,7 +283,7 @@ class ModelParams:
         if self.std is not None:
             d["std"] = {n: float(v) for n, v in zip(self.names, self.std, strict=True)}
         if self.correlation is not None:  # rows and columns in the order of "values"
-            d["correlation"] = np.round(self.correlation, 6).tolist()
+            d["correlation"] = self.correlation.tolist()
         if include_schema:
             d["schema"] = self.schema.to_dict()
         return d
