@@ -65,6 +65,7 @@ from scipy.special import expit
 
 from ragim.errors import AdaptationWarning, ValidationError
 from ragim.models.map import map_logistic, map_logistic_path, newton_map
+from ragim.params import std_and_correlation
 
 #: scales ``s`` of the recalibration prior: intercept shift ``a ~ N(0, s^2)``, log-slope
 #: ``log b ~ N(0, (s/2)^2)``; integrated out with equal prior weight
@@ -91,13 +92,20 @@ AUTO = ("zero-shot", "intercept", "recalibrate", "map")
 
 @dataclass
 class Candidate:
-    """One way of adapting: its parameters, their posterior SDs and its log evidence."""
+    """One way of adapting: its parameters, their posterior SDs and its log evidence (and,
+    for the Laplace fits, the correlations of the parameters' errors)."""
 
     name: str
     theta: np.ndarray
     std: np.ndarray | None
     log_evidence: float
     detail: dict[str, Any] = field(default_factory=dict)
+    correlation: np.ndarray | None = None
+
+
+def _laplace(H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior SDs and correlations from the Hessian of a MAP fit (its inverse)."""
+    return std_and_correlation(np.linalg.inv(H))
 
 
 def log_likelihood(z: np.ndarray, y: np.ndarray) -> float:
@@ -282,8 +290,8 @@ def map_candidate(
         evs, thetas, hessians = map_evidence_path(D, y, theta0, lambdas, intercept_ratio)
         best = int(np.argmax(evs))
         lam, ev = float(lambdas[best]), _log_mean_exp(evs)
-        std = np.sqrt(np.clip(np.diag(np.linalg.inv(hessians[best])), 0, None))
-        return Candidate("map", thetas[best], std, ev, {"prior_strength": lam})
+        std, corr = _laplace(hessians[best])
+        return Candidate("map", thetas[best], std, ev, {"prior_strength": lam}, corr)
     elif isinstance(prior_strength, str) and prior_strength == "cv":
         folds = int(min(5, max(2, min(np.sum(y), np.sum(1 - y)))))
         losses = [cv_loss(D, y, theta0, lam, intercept_ratio, folds, 0) for lam in lambdas]
@@ -293,8 +301,8 @@ def map_candidate(
         lam = float(prior_strength)
         ev = map_evidence(D, y, theta0, lam, intercept_ratio)
     theta, H = map_logistic(D, y, theta0, lam, intercept_ratio)
-    std = np.sqrt(np.clip(np.diag(np.linalg.inv(H)), 0, None))
-    return Candidate("map", theta, std, ev, {"prior_strength": lam})
+    std, corr = _laplace(H)
+    return Candidate("map", theta, std, ev, {"prior_strength": lam}, corr)
 
 
 def map_with_prior(
@@ -325,7 +333,8 @@ def map_with_prior(
         + 0.5 * float(np.sum(np.log(prec)))
         - 0.5 * float(np.linalg.slogdet(H)[1])
     )
-    return Candidate("prior", theta, np.sqrt(np.clip(np.diag(np.linalg.inv(H)), 0, None)), ev, {})
+    std, corr = _laplace(H)
+    return Candidate("prior", theta, std, ev, {}, corr)
 
 
 def candidates(

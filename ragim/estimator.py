@@ -112,6 +112,14 @@ def recalibrate(
     return c.theta, c.std, float(c.detail["prior_scale"])
 
 
+def _intercept_apart(correlation: np.ndarray) -> np.ndarray:
+    """``correlation`` with the intercept's errors uncorrelated with the others' (an intercept
+    refitted on new rows, the terms kept)."""
+    out = correlation.copy()
+    out[0, 1:] = out[1:, 0] = 0.0
+    return out
+
+
 def adapt_prior(
     prior: ModelParams,
     X: pd.DataFrame,
@@ -216,12 +224,18 @@ def adapt_prior(
     if warn:
         for msg in report["warnings"]:
             warnings.warn(msg, AdaptationWarning, stacklevel=2)
-    std = cand.std if cand.std is not None else prior.std
+    # the errors' correlations: the fit's own (Laplace fits), the prior's while its SDs stand
+    # (zero-shot), the prior's terms' beside a refitted intercept, else none (independent)
+    std, corr = cand.std, cand.correlation
+    if cand.std is None:
+        std, corr = prior.std, prior.correlation
     if cand.name == "intercept" and prior.std is not None:
         std = np.concatenate([cand.std[:1], prior.std[1:]])
+        corr = None if prior.correlation is None else _intercept_apart(prior.correlation)
     params = prior.replace(
         vector=cand.theta,
         std=std,
+        correlation=corr,
         metadata={
             "source": "adapted"
             if cand.name != "zero-shot"

@@ -182,11 +182,11 @@ class ModelParams:
         >>> round(p.contrast_std([1.0, -1.0]), 4)  # sqrt(0.09 + 0.16 - 2 * 0.5 * 0.12)
         0.3606
         """
-        w = _as_vector(weights, "weights")
+        w = np.asarray(weights, dtype=float) if np.ndim(weights) == 1 else np.zeros(0)
         if w.shape != self.vector.shape or not np.all(np.isfinite(w)):
             raise ValidationError(
                 f"contrast_std needs {len(self)} finite weights (one per parameter), got "
-                f"shape {w.shape}"
+                f"shape {np.shape(weights)}"
             )
         if self.std is None:
             return math.nan
@@ -413,7 +413,8 @@ def std_and_correlation(cov: Any) -> tuple[np.ndarray, np.ndarray]:
     Raises
     ------
     ValidationError
-        If ``cov`` is not a square, finite matrix with a non-negative diagonal.
+        If ``cov`` is not a square, finite, symmetric, positive semi-definite matrix of real
+        numbers.
 
     Examples
     --------
@@ -421,12 +422,15 @@ def std_and_correlation(cov: Any) -> tuple[np.ndarray, np.ndarray]:
     >>> std.tolist(), float(corr[0, 1])
     ([2.0, 1.0], 0.5)
     """
-    C = np.asarray(cov, dtype=float)
+    C = _real_matrix(cov, "a covariance")
     if C.ndim != 2 or C.shape[0] != C.shape[1] or not np.all(np.isfinite(C)):
         raise ValidationError(f"a covariance must be a finite square matrix, got shape {C.shape}")
     var = np.diag(C)
-    if np.any(var < -1e-10 * max(float(np.abs(var).max()), 1.0)):
-        raise ValidationError("a covariance must have a non-negative diagonal")
+    tol = 1e-8 * max(float(np.abs(var).max()) if var.size else 0.0, 1e-300)
+    if not np.allclose(C, C.T, rtol=1e-6, atol=tol):
+        raise ValidationError("a covariance must be symmetric")
+    if var.size and np.linalg.eigvalsh((C + C.T) / 2)[0] < -1e-6 * float(np.abs(var).max()):
+        raise ValidationError("a covariance must be positive semi-definite")
     std = np.sqrt(np.clip(var, 0.0, None))
     inv = np.divide(1.0, std, out=np.zeros_like(std), where=std > 0)
     R = np.clip((C + C.T) / 2 * np.outer(inv, inv), -1.0, 1.0)
@@ -439,10 +443,7 @@ def _as_correlation(value: Any, n: int, has_std: bool) -> np.ndarray:
     problem."""
     if not has_std:
         raise ValidationError("correlation needs std: it scales the correlations to covariances")
-    try:
-        R = np.array(value, dtype=float)
-    except (TypeError, ValueError):
-        raise ValidationError("correlation must be a matrix of numbers") from None
+    R = _real_matrix(value, "correlation")
     if R.shape != (n, n):
         raise ValidationError(
             f"correlation must be ({n}, {n}), one row per parameter, got {R.shape}"
@@ -456,7 +457,23 @@ def _as_correlation(value: Any, n: int, has_std: bool) -> np.ndarray:
         raise ValidationError(
             "correlation must be symmetric, finite, with a unit diagonal and entries in [-1, 1]"
         )
-    return np.clip((R + R.T) / 2, -1.0, 1.0)
+    R = np.clip((R + R.T) / 2, -1.0, 1.0)
+    if np.linalg.eigvalsh(R)[0] < -1e-6 * n:
+        raise ValidationError(
+            "correlation is not positive semi-definite (no errors can have these correlations)"
+        )
+    return R
+
+
+def _real_matrix(value: Any, what: str) -> np.ndarray:
+    """``value`` as a float matrix, refusing text, booleans and complex numbers."""
+    try:
+        raw = np.asarray(value)
+    except (TypeError, ValueError):
+        raw = np.asarray([], dtype=object)
+    if raw.dtype.kind not in "iuf":
+        raise ValidationError(f"{what} must be a matrix of real numbers")
+    return raw.astype(float)
 
 
 def _as_vector(v: Any, what: str) -> np.ndarray:

@@ -153,11 +153,53 @@ def test_correlation_is_checked_kept_by_copies_and_saved(tmp_path):
         (R[:2, :2], r"must be \(3, 3\)"),
         (R * 2, "unit diagonal"),
         (np.triu(R), "symmetric"),
-        ("x", "matrix of numbers"),
+        ("x", "matrix of real numbers"),
     ]:
         with pytest.raises(ValidationError, match=match):
             ModelParams("logistic", schema, [0.1, 0.2, 0.3], std=[1.0, 2.0, 3.0], correlation=bad)
+    not_psd = np.eye(3)
+    not_psd[0, 1] = not_psd[1, 0] = not_psd[1, 2] = not_psd[2, 1] = 0.99
+    not_psd[0, 2] = not_psd[2, 0] = -0.99  # each entry is fine; together they are impossible
+    for bad, match in [
+        (not_psd, "not positive semi-definite"),
+        ([["1", "0", "0"], ["0", "1", "0"], ["0", "0", "1"]], "real numbers"),
+        (np.eye(3) + 0j, "real numbers"),
+    ]:
+        with pytest.raises(ValidationError, match=match):
+            ModelParams("logistic", schema, [0.1, 0.2, 0.3], std=[1.0, 2.0, 3.0], correlation=bad)
+    from ragim.params import std_and_correlation
+
+    for bad, match in [("x", "real numbers"), ([[1, 5], [5, 1]], "positive semi-definite"),
+                       ([[1, 0.5], [0.4, 1]], "symmetric")]:
+        with pytest.raises(ValidationError, match=match):
+            std_and_correlation(bad)
+    with pytest.raises(ValidationError, match=r"got shape \(3, 1\)"):
+        p.contrast_std([[1.0], [0.0], [1.0]])
     with pytest.raises(ValidationError, match="correlation needs std"):
         ModelParams("logistic", schema, [0.1, 0.2, 0.3], correlation=R)
     with pytest.raises(ValidationError, match="3 finite weights"):
         p.contrast_std([1.0, 0.0])
+
+
+def test_adaptation_keeps_the_correlations_it_has_grounds_for():
+    """An outside user saw `ragim adapt` keep a model as it was yet lose its correlations, so
+    the contrast intervals widened about 10x again."""
+    from ragim.estimator import adapt_prior
+    from ragim.explain import explain_params
+    from ragim.models import LogisticModel
+
+    rng = np.random.default_rng(1)
+    X, y = _sex_and_age(rng, 800, coded="text")
+    prior = LogisticModel(C=1e4).fit(X, y).to_params()
+    few_X, few_y = _sex_and_age(rng, 60, coded="text")
+    kept, _ = adapt_prior(prior, few_X, few_y, adaptation="zero-shot", warn=False)
+    np.testing.assert_array_equal(kept.correlation, prior.correlation)
+    shifted, _ = adapt_prior(prior, few_X, few_y, adaptation="intercept", warn=False)
+    np.testing.assert_array_equal(shifted.correlation[1:, 1:], prior.correlation[1:, 1:])
+    assert not shifted.correlation[0, 1:].any()  # the refitted intercept stands apart
+    for name in ("map", "prior"):  # Laplace fits carry their own posterior correlations
+        fitted, _ = adapt_prior(prior, few_X, few_y, adaptation=name, warn=False)
+        assert fitted.correlation is not None and fitted.correlation[0, 1] != 0
+    sd = {p_.metadata["adaptation"]: explain_params(p_).table().set_index("term").loc["sex[M]", "std"]
+          for p_ in (kept, shifted)}
+    assert sd["zero-shot"] == pytest.approx(sd["intercept"]) and sd["zero-shot"] < 0.5
