@@ -38,15 +38,20 @@ import numpy as np
 LEVELS = ("system", "disease", "subtype", "population")
 
 
+def level_names(task) -> list[str]:
+    """The task's value at each level of :data:`LEVELS`, as one alphanumeric word each."""
+    return ["".join(ch for ch in task.metadata[lv] if ch.isalnum()) for lv in LEVELS]
+
+
 def path_tokens(task) -> str:
     """One token per node of the task's true path (a node is its whole path prefix)."""
-    names = ["".join(ch for ch in task.metadata[lv] if ch.isalnum()) for lv in LEVELS]
+    names = level_names(task)
     return " ".join(f"L{i}x" + "_".join(names[: i + 1]) for i in range(len(LEVELS)))
 
 
 def field_tokens(task) -> str:
     """One token per level's own value (the disease as a node of its system, which names it)."""
-    names = ["".join(ch for ch in task.metadata[lv] if ch.isalnum()) for lv in LEVELS]
+    names = level_names(task)
     return f"Sx{names[0]} Dx{names[0]}_{names[1]} Tx{names[2]} Px{names[3]}"
 
 

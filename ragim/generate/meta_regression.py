@@ -183,6 +183,27 @@ def ngram_buckets(n_words: np.ndarray, doc_freq: np.ndarray, n_docs: int) -> lis
     return out
 
 
+def _gaussian_nll(S: np.ndarray, Y: np.ndarray) -> tuple[float, np.ndarray] | None:
+    """The negative log marginal likelihood of the columns of ``Y`` (n, m) under ``N(0, S)``, up
+    to a constant, and ``M = S^-1 Y Y' S^-1 - m S^-1``: the derivative of the likelihood with
+    respect to ``S`` is ``M / 2``, so a kernel scale ``h`` of ``h K`` gets ``-0.5 sum(M * K) h``
+    in log scale. None when ``S`` is not positive definite."""
+    from scipy.linalg.lapack import dpotri
+
+    try:
+        c = cho_factor(S, lower=True)
+    except np.linalg.LinAlgError:
+        return None
+    A = cho_solve(c, Y)
+    inv, info = dpotri(c[0], lower=1)  # S^-1 from the factor: half the work of solving for I
+    if info != 0:
+        return None
+    inv = np.tril(inv) + np.tril(inv, -1).T
+    m = Y.shape[1]
+    value = 0.5 * float(np.sum(Y * A)) + m * float(np.sum(np.log(np.diag(c[0]))))
+    return value, A @ A.T - m * inv
+
+
 def fit_kernel_scales(
     Ks: Sequence[np.ndarray], Y: np.ndarray, V: np.ndarray
 ) -> tuple[np.ndarray, float]:
@@ -194,26 +215,17 @@ def fit_kernel_scales(
     -------
     (h, nugget): scales (len(Ks),) and the nugget, each in [1e-8, 1e3].
     """
-    from scipy.linalg.lapack import dpotri
     from scipy.optimize import minimize
 
-    n, m = Y.shape
     noise = V.mean(axis=1)
 
     def nll(log_h):
         h = np.exp(log_h)
         S = sum(hk * K for hk, K in zip(h[:-1], Ks, strict=True)) + np.diag(h[-1] + noise)
-        try:
-            c = cho_factor(S, lower=True)
-        except np.linalg.LinAlgError:
+        fit = _gaussian_nll(S, Y)
+        if fit is None:
             return 1e12, np.zeros_like(log_h)
-        A = cho_solve(c, Y)
-        inv, info = dpotri(c[0], lower=1)  # S^-1 from the factor: half the work of solving for I
-        if info != 0:
-            return 1e12, np.zeros_like(log_h)
-        inv = np.tril(inv) + np.tril(inv, -1).T
-        M = A @ A.T - m * inv
-        value = 0.5 * float(np.sum(Y * A)) + m * float(np.sum(np.log(np.diag(c[0]))))
+        value, M = fit
         grad = [-0.5 * float(np.sum(M * K)) * hk for hk, K in zip(h[:-1], Ks, strict=True)]
         return value, np.array([*grad, -0.5 * float(np.trace(M)) * h[-1]])
 
@@ -277,7 +289,6 @@ def fit_feature_scales(
         If the shapes disagree (or ``n`` or ``m`` is 0), a value is not a real number, is NaN,
         infinite or negative, or ``nugget``, ``prior_sd`` or ``max_iter`` is out of range.
     """
-    from scipy.linalg.lapack import dpotri
     from scipy.optimize import minimize
 
     try:
@@ -307,7 +318,6 @@ def fit_feature_scales(
         prior_sd, "prior_sd", ge=ARD_PRIOR_SD_RANGE[0], le=ARD_PRIOR_SD_RANGE[1]
     )
     max_iter = check_int(max_iter, "max_iter", ge=1)
-    n, m = Y.shape
     noise = V.mean(axis=1)
     on = scales >= 1e-8
     F = Phi[:, on]
@@ -315,24 +325,13 @@ def fit_feature_scales(
 
     def nll(x):
         h = np.exp(x)
-        S = (F * h[:-1]) @ F.T + np.diag(h[-1] + noise)
-        try:
-            c = cho_factor(S, lower=True)
-        except np.linalg.LinAlgError:
+        fit = _gaussian_nll((F * h[:-1]) @ F.T + np.diag(h[-1] + noise), Y)
+        if fit is None:
             return 1e12, np.zeros_like(x)
-        A = cho_solve(c, Y)
-        inv, info = dpotri(c[0], lower=1)
-        if info != 0:
-            return 1e12, np.zeros_like(x)
-        inv = np.tril(inv) + np.tril(inv, -1).T
-        M = A @ A.T - m * inv
+        value, M = fit
         d = x[:-1] - centre
-        value = (
-            0.5 * float(np.sum(Y * A))
-            + m * float(np.sum(np.log(np.diag(c[0]))))
-            + 0.5 * float(d @ d) / prior_sd**2
-        )
         grad = -0.5 * np.einsum("ij,ij->j", F, M @ F) * h[:-1] + d / prior_sd**2
+        value += 0.5 * float(d @ d) / prior_sd**2
         return value, np.concatenate([grad, [-0.5 * float(np.trace(M)) * h[-1]]])
 
     x0 = np.concatenate([centre, [np.log(np.clip(nugget, 1e-8, 1e3))]])

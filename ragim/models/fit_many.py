@@ -46,7 +46,7 @@ from ragim.checks import check_int
 from ragim.errors import DependencyError, ValidationError
 from ragim.models.base import MODEL_FAMILIES, get_model_family
 from ragim.models.logistic import LogisticModel, laplace_covariance
-from ragim.params import ModelParams, std_and_correlation
+from ragim.params import ModelParams
 from ragim.schema import FeatureSchema
 from ragim.tasks import Task, TaskCollection
 
@@ -408,7 +408,7 @@ def _run_batched(
         if folds[k] is not None and not np.isnan(oof[k]).any():
             stats["heldout_logloss"] = _logloss(t.y, oof[k])
         cov = laplace_covariance(Z[k], t.y, w, b, C)  # kept as SDs: the index holds many
-        std = None if cov is None else std_and_correlation(cov)[0]
+        std = None if cov is None else np.sqrt(np.clip(np.diag(cov), 0.0, None))
         meta = {
             "source": "fit",
             "model": "LogisticModel",
