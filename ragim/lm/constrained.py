@@ -339,13 +339,87 @@ def _left_padded(
     return input_ids, attention
 
 
-def _prefix_cache(model, prefix: torch.Tensor, n_rows: int, device) -> dict[str, Any]:
-    """The key/value cache of ``prefix`` (computed once), repeated for ``n_rows`` rows, as the
-    keyword ``generate`` takes it."""
+@functools.cache
+def _preallocated_layer():
+    """The class of :func:`preallocated_cache`'s layers (defined on first use: transformers is
+    imported only when the LM is used)."""
+    from transformers.cache_utils import DynamicLayer
+
+    class PreallocatedLayer(DynamicLayer):
+        """One layer's keys and values in buffers of ``capacity`` positions, written in place;
+        ``keys`` and ``values`` are views of the filled part. Past ``capacity`` the buffers
+        grow by doubling (one copy)."""
+
+        def __init__(self, capacity: int):
+            super().__init__()
+            self.capacity = int(capacity)
+            self.length = 0
+            self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+            n, add = self.length, key_states.shape[-2]
+            if self._buffers is None or n + add > self._buffers[0].shape[-2]:
+                size = self.capacity if self._buffers is None else 2 * (n + add)
+                size = max(size, n + add)
+                bufs = tuple(
+                    s.new_empty((*s.shape[:-2], size, s.shape[-1]))
+                    for s in (key_states, value_states)
+                )
+                if self._buffers is not None:
+                    for new, old in zip(bufs, self._buffers, strict=True):
+                        new[..., :n, :] = old[..., :n, :]
+                self._buffers = bufs
+            k, v = self._buffers
+            k[..., n : n + add, :] = key_states
+            v[..., n : n + add, :] = value_states
+            self.length = n + add
+            self.keys, self.values = k[..., : self.length, :], v[..., : self.length, :]
+            self.device, self.is_initialized = key_states.device, True
+            return self.keys, self.values
+
+    return PreallocatedLayer
+
+
+def preallocated_cache(
+    model, capacity: int, prefix: torch.Tensor | None = None, n_rows: int = 1, device=None
+) -> dict[str, Any]:
+    """A key/value cache for ``generate`` whose layers hold ``capacity`` positions (prompt plus
+    answer) in buffers allocated once, as the keyword ``generate`` takes it.
+
+    transformers' default ``DynamicLayer`` appends by concatenation, which copies the whole
+    cache at every decoding step: at batch 6 and 4,000 context tokens that copy is about half
+    of SmolLM2's decode step on a CPU (``benchmarks/lm_decode_profile.py``). These layers write
+    each new key and value in place and return views of the filled part, so, unlike
+    ``StaticCache``, attention needs no mask over the unused positions. Past ``capacity`` a
+    layer grows by doubling (one copy).
+
+    With ``prefix`` (1-D token ids), its keys and values are computed once and copied into
+    each of ``n_rows`` rows. Returns ``{}`` where the installed transformers has no
+    ``DynamicCache`` with replaceable layers (``generate`` then uses its default cache).
+    """
     name, _ = forward_keywords(model)
-    with torch.no_grad():
-        cache = model(input_ids=prefix.unsqueeze(0).to(device), use_cache=True)[name]
-    cache.batch_repeat_interleave(n_rows)
+    try:
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=getattr(model, "config", None))
+        layers = getattr(cache, "layers", None)
+    except (ImportError, TypeError):  # pragma: no cover - transformers before 4.56
+        layers = None
+    if not isinstance(layers, list) or not layers:
+        if prefix is None:
+            return {}
+        with torch.no_grad():
+            cache = model(input_ids=prefix.unsqueeze(0).to(device), use_cache=True)[name]
+        cache.batch_repeat_interleave(n_rows)
+        return {name: cache}
+    layer = _preallocated_layer()
+    cache.layers = [layer(capacity) for _ in layers]
+    if prefix is not None:
+        with torch.no_grad():
+            once = model(input_ids=prefix.unsqueeze(0).to(device), use_cache=True)[name]
+        for mine, theirs in zip(cache.layers, once.layers, strict=True):
+            shape = (n_rows, *theirs.keys.shape[1:])
+            mine.update(theirs.keys.expand(shape), theirs.values.expand(shape))
     return {name: cache}
 
 
@@ -464,7 +538,6 @@ def generate_answer_batch(
     shared = shared_prefix_length(rows)
     input_ids, attention = _left_padded(rows, pad_id, shared)
     width = input_ids.shape[1]
-    cache = _prefix_cache(model, rows[0][:shared], len(rows), device) if shared else None
     vocab = int(getattr(model.config, "vocab_size", 0) or len(tokenizer))
     proc = GrammarLogitsProcessor(tokenizer, ll_grammars, vocab_size=vocab, prompt_length=width)
     procs = [proc]
@@ -473,6 +546,11 @@ def generate_answer_batch(
             [TopPLogitsWarper(top_p)] if top_p < 1 else []
         )
     max_new = max(_max_answer_bytes(g) for g in grammars) + 2
+    # answers are far shorter than their byte bound: room for a typical one, doubled if needed
+    room = min(max_new, 8 * max(len(g.keys) for g in grammars) + 16)
+    cache = preallocated_cache(
+        model, width + room, rows[0][:shared] if shared else None, len(rows), device
+    )
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         out = model.generate(
@@ -485,7 +563,7 @@ def generate_answer_batch(
             top_k=None,
             num_beams=1,
             max_new_tokens=max_new,
-            **(cache or {}),
+            **cache,
             pad_token_id=pad_id,
             eos_token_id=eos_id,
             return_dict_in_generate=True,

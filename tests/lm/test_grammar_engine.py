@@ -192,16 +192,43 @@ def test_a_shared_prompt_prefix_is_computed_once_and_changes_nothing(tiny, name,
     texts = [head + t for t in ("Target: stroke.", "Target: death within 30 days of surgery", "x")]
     prompts = [p[0] for p in _prompts(tok, texts)]
     assert constrained.shared_prefix_length(prompts) >= constrained.MIN_SHARED_PREFIX
-    calls = []
-    real = constrained._prefix_cache
-    monkeypatch.setattr(constrained, "_prefix_cache", lambda *a: calls.append(a) or real(*a))
+    calls = []  # the shared prefix of every batch decoded (None: none shared)
+    real = constrained.preallocated_cache
+
+    def counted(model, capacity, prefix, *rest):
+        calls.append(prefix)
+        return real(model, capacity, prefix, *rest)
+
+    monkeypatch.setattr(constrained, "preallocated_cache", counted)
     batched = generate_answer_batch(model, tok, prompts, fmt)
     alone = [generate_answer_batch(model, tok, [p], fmt)[0] for p in prompts]
-    assert len(calls) == 1 and len(calls[0][1]) == constrained.shared_prefix_length(prompts)
+    shared = [p for p in calls if p is not None]
+    assert len(shared) == 1 and len(shared[0]) == constrained.shared_prefix_length(prompts)
     assert [g[0].text for g in batched] == [g[0].text for g in alone]
     sampled = generate_answer_batch(model, tok, prompts, fmt, temperature=3.0, num_candidates=2, seed=1)
     monkeypatch.setattr(constrained, "MIN_SHARED_PREFIX", 10**6)  # no shared cache
     plain = generate_answer_batch(model, tok, prompts, fmt, temperature=3.0, num_candidates=2, seed=1)
-    assert len(calls) == 2
+    assert len([p for p in calls if p is not None]) == 2
     assert [[r.text for r in g] for g in sampled] == [[r.text for r in g] for g in plain]
     assert all(list(fmt.parse(r.text)) == KEYS for g in sampled for r in g)
+
+
+def test_a_preallocated_cache_gives_the_default_caches_logits_and_grows(tiny):
+    """Keys and values written in place, in buffers allocated once and doubled when full, give
+    the logits of transformers' default cache at every step."""
+    import ragim.lm.constrained as constrained
+
+    model, tok = tiny
+    ids = torch.tensor([tok("the model: coefficients of age and sex")["input_ids"]])
+    n = ids.shape[1]
+    [(name, mine)] = constrained.preallocated_cache(model, n + 1).items()  # full after 1 step
+    theirs = None
+    with torch.no_grad():
+        for step in range(4):
+            a = model(input_ids=ids, use_cache=True, **{name: mine})
+            b = model(input_ids=ids, use_cache=True, **({name: theirs} if theirs else {}))
+            theirs = b[name]
+            assert torch.allclose(a.logits[:, -1], b.logits[:, -1], atol=1e-5), step
+            ids = a.logits[:, -1].argmax(-1, keepdim=True)
+    assert mine.get_seq_length() == theirs.get_seq_length() == n + 3
+    assert mine.layers[0].length == n + 3 > mine.layers[0].capacity  # it grew past its room
