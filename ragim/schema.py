@@ -236,7 +236,7 @@ class FeatureSchema:
         unknown = sorted((set(units) | set(types)) - set(cols))
         if unknown:
             raise ValidationError(f"units/types given for columns that are not in X: {unknown}")
-        feats, coded = [], []
+        feats, coded, ids = [], [], []
         for name in cols:
             t = types.get(name)
             if t is None:
@@ -245,6 +245,8 @@ class FeatureSchema:
                 codes = integer_codes(column, max_categories) if t == "continuous" else None
                 if codes:
                     coded.append(f"{name!r} {codes}")
+                if t == "continuous" and identifier_like(name, column):
+                    ids.append(repr(name))
                 dates = number_dates(column) if t == "continuous" else None
                 if dates:
                     import warnings
@@ -264,6 +266,17 @@ class FeatureSchema:
                     unit=units.get(name, ""),
                     description=descriptions.get(name, ""),
                 )
+            )
+        if ids:
+            import warnings
+
+            warnings.warn(
+                f"column(s) {', '.join(ids)} look like identifiers (a different whole number in "
+                "every row): as a feature, a model would read the number as an amount. Drop "
+                "them, or name the patient-id column (patient_id= of load_task_folder, "
+                "--patient-id); declare a column continuous to keep it and silence this",
+                DataWarning,
+                stacklevel=2,
             )
         if coded:
             import warnings
@@ -1040,6 +1053,48 @@ def integer_codes(series: Sequence[pd.Series], max_categories: int = 12) -> list
     return sorted(int(v) for v in values)
 
 
+#: column names that read as identifiers (id, mrn, patient_no, record_number, ...)
+_ID_WORD = re.compile(
+    r"(^|[^a-z])(ids?|mrn|nr|no|num|number|key|uuid|guid|record|encounter|admission)([^a-z]|$)",
+    re.IGNORECASE,
+)
+_ID_CAMEL = re.compile(r"[a-z]I[dD]$|^ID")  # PatientID, recordId, IDnumber
+#: the fewest rows in one table before a column of distinct whole numbers reads as identifiers
+ID_MIN_ROWS = 20
+
+
+def identifier_like(name: str, series: Sequence[pd.Series]) -> bool:
+    """Whether a numeric column looks like an identifier rather than a measurement: in every
+    table its values are distinct whole numbers (one per row), some table holds at least
+    :data:`ID_MIN_ROWS` of them, and either its name reads as an identifier (``id``, ``mrn``,
+    ``patient_no``, ``PatientID``, ...) or each table's values are consecutive (row numbers).
+
+    >>> rows = pd.Series(range(100, 130))
+    >>> identifier_like("mrn", [rows]), identifier_like("row", [rows])
+    (True, True)
+    >>> identifier_like("age_days", [pd.Series(range(0, 300, 10))])
+    False
+    >>> identifier_like("uric_acid", [pd.Series(range(0, 300, 10))])  # "id" inside a word
+    False
+    >>> identifier_like("mrn", [pd.Series([3, 3] + list(range(28)))])  # repeated: not one per row
+    False
+    """
+    named = bool(_ID_WORD.search(str(name)) or _ID_CAMEL.search(str(name)))
+    consecutive, longest = True, 0
+    for s in series:
+        num = pd.to_numeric(s.dropna().astype(object), errors="coerce")
+        if num.isna().any():
+            return False
+        v = num.to_numpy(dtype=float)
+        if not len(v):
+            continue
+        if not (np.isfinite(v).all() and (v == np.round(v)).all()) or len(np.unique(v)) < len(v):
+            return False
+        longest = max(longest, len(v))
+        consecutive &= bool(v.max() - v.min() == len(v) - 1)
+    return longest >= ID_MIN_ROWS and (named or consecutive)
+
+
 def _infer_type(
     name: str, series: list[pd.Series], labels: list[str], max_categories: int
 ) -> FeatureType:
@@ -1088,10 +1143,30 @@ def _infer_type(
         _check_text_column(name, s, label if len(labels) > 1 and len(text) > 1 else "")
         levels.update(canonical_level(v) for v in pd.unique(s.dropna().to_numpy(dtype=object)))
     if len(levels) > max_categories:
+        one_per_row = all(s.dropna().nunique() == s.notna().sum() for _, s, _ in text)
+        advice = (
+            "it looks like an identifier (a different value in every row): drop it, or name it "
+            "as the patient-id column (patient_id= of load_task_folder, --patient-id)"
+            if one_per_row
+            else "encode it as numbers, or declare it categorical with its categories"
+        )
         raise ValidationError(
             f"column {name!r} is text with {len(levels)} distinct values (more than max_categories="
-            f"{max_categories}); encode it as numbers, or declare it "
-            "categorical with its categories"
+            f"{max_categories}); {advice}"
+        )
+    folded: dict[str, list[str]] = {}
+    for level in levels:
+        folded.setdefault(str(level).strip().casefold(), []).append(str(level))
+    clashes = [" / ".join(map(repr, sorted(v))) for v in folded.values() if len(v) > 1]
+    if clashes:
+        import warnings
+
+        warnings.warn(
+            f"column {name!r} has categories that differ only in letter case "
+            f"({'; '.join(sorted(clashes)[:3])}): they are kept as different categories; if "
+            "they mean the same, write them one way in every file",
+            DataWarning,
+            stacklevel=3,
         )
     return "categorical"
 

@@ -49,6 +49,22 @@ DEFAULT_MIN_PER_CLASS = 1
 FORMAT = "ragim.task-collection"
 
 
+def _misaligned_labels(X: Any, y: Any) -> list[str]:
+    """The problem of a pandas ``y`` whose index holds ``X``'s row labels in another order:
+    rows are matched by position (as scikit-learn does), so each outcome would land on
+    another patient's row."""
+    if not (isinstance(X, pd.DataFrame) and isinstance(y, pd.Series)) or len(X) != len(y):
+        return []
+    if y.index.equals(X.index) or not (y.index.is_unique and X.index.is_unique):
+        return []
+    if set(y.index) != set(X.index):
+        return []  # other labels (e.g. X's index was reset): matched by position, as given
+    return [
+        "y is a pandas Series whose index holds X's row labels in another order; rows are "
+        "matched by position, so align them first (y = y.loc[X.index]) or pass y.to_numpy()"
+    ]
+
+
 @dataclass
 class Task:
     """One binary clinical prediction task.
@@ -59,7 +75,8 @@ class Task:
     description : free clinical text ("Predict multi-vessel coronary disease in women
         aged 40-55 at the Hungarian Institute of Cardiology").
     X : patient table, one row per patient.
-    y : binary outcomes (0/1), one per row.
+    y : binary outcomes (0/1), one per row, matched to ``X`` by position; a pandas Series
+        whose index holds ``X``'s row labels in another order is refused.
     metadata : JSON-safe dict, e.g. ``site``, ``subgroup``, ``outcome``, ``source`` and
         ``patient_ids`` (one id per row, in row order, none repeated; tasks sharing
         patient ids overlap).
@@ -90,8 +107,9 @@ class Task:
                     DataWarning,
                     stacklevel=3,
                 )
+        misaligned = _misaligned_labels(self.X, self.y)
         self.y = _labels_as_numbers(self.y)
-        problems = self.structural_problems()
+        problems = self.structural_problems() + misaligned
         if self.oracle_params is not None and (
             self.true_params is None or self.oracle_params.names != self.true_params.names
         ):

@@ -552,3 +552,52 @@ def test_rows_with_decimal_commas_are_refused_with_the_fix():
         schema.validate_frame(X.assign(lactate=["1,5", "2,0", "0,8", "3,1"]))
     with pytest.raises(ValidationError, match=r"has non-numeric values, e.g. \['high'\]$"):
         schema.validate_frame(X.assign(lactate=["high", 2.0, 0.8, 3.1]))
+
+
+def test_a_column_of_record_numbers_warns_that_it_is_an_identifier_not_an_amount():
+    rng = np.random.default_rng(5)
+    n = 40
+    X = pd.DataFrame({"mrn": rng.permutation(np.arange(700_000, 700_000 + 4 * n, 4)),
+                      "row": np.arange(1, n + 1), "age": rng.normal(60, 9, n).round(),
+                      "bili": rng.lognormal(0, 1, n)})
+    with pytest.warns(DataWarning, match=r"'mrn', 'row' look like identifiers") as rec:
+        schema = FeatureSchema.infer(X)
+    assert schema["mrn"].type == "continuous"
+    assert not any("'age'" in str(w.message) or "'bili'" in str(w.message) for w in rec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        FeatureSchema.infer(X, types={"mrn": "continuous", "row": "continuous"})  # declared
+        FeatureSchema.infer(X.head(10))  # too few rows to tell an identifier from a measurement
+        # the same numbers twice in a table are not one per row (two visits of one patient)
+        FeatureSchema.infer(pd.DataFrame({"mrn": np.repeat(np.arange(30), 2)}))
+
+
+def test_a_text_identifier_column_is_refused_with_the_patient_id_advice():
+    X = pd.DataFrame({"PatientID": [f"P{i:04d}" for i in range(30)], "age": np.arange(30.0)})
+    with pytest.raises(ValidationError, match="looks like an identifier.*--patient-id"):
+        FeatureSchema.infer(X)
+    ward = pd.DataFrame({"ward": [f"W{i % 15}" for i in range(30)]})  # repeated: a real category
+    with pytest.raises(ValidationError, match="encode it as numbers"):
+        FeatureSchema.infer(ward)
+
+
+def test_categories_that_differ_only_in_letter_case_warn_and_stay_apart():
+    a = pd.DataFrame({"sex": ["F", "M"] * 5, "age": np.arange(10.0)})
+    b = pd.DataFrame({"sex": ["f", "m"] * 5, "age": np.arange(10.0)})
+    with pytest.warns(DataWarning, match=r"'sex' has categories that differ only in letter case "
+                      r"\('F' / 'f'; 'M' / 'm'\)"):
+        schema = FeatureSchema.infer([a, b])
+    fitted = schema.fit(pd.concat([a, b]))
+    assert sum(n.startswith("sex[") for n in fitted.design_names) == 4  # F, M, f and m
+
+
+def test_outcomes_in_a_series_indexed_in_another_order_than_x_are_refused():
+    X = pd.DataFrame({"bili": [0.5, 3.0, 1.0, 8.0]}, index=[10, 11, 12, 13])
+    y = pd.Series([0, 1, 0, 1], index=X.index)
+    shuffled = X.sort_values("bili")  # index 10, 12, 11, 13: y would land on other patients
+    with pytest.raises(ValidationError, match=r"y = y.loc\[X.index\]"):
+        Task("t", "Predict death.", shuffled, y)
+    task = Task("t", "Predict death.", shuffled, y.loc[shuffled.index])
+    assert task.y.tolist() == [0, 0, 1, 1]
+    # other labels (X's index reset) are matched by position, as scikit-learn does
+    assert Task("t", "Predict death.", shuffled.reset_index(drop=True), y).y.tolist() == [0, 1, 0, 1]
