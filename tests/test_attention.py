@@ -118,3 +118,53 @@ def test_errors(index, family):
 def test_bad_k_is_refused_not_replaced_by_the_default(generator, index, k):
     with pytest.raises(ValidationError, match=f"k must be an integer >= 1 or None .*got {k!r}"):
         generator.generate_params("Predict readmission", index, k=k)
+
+
+def test_intervals_are_the_base_models_widened_by_the_move(generator, index, family):
+    """With base="statistical" every SD is the base model's predictive SD plus the uncertainty
+    of the learned move, in the index's domain and out of it: never narrower than the
+    statistical generator's for the same query. An outside user saw 95% intervals of a few
+    thousandths (the bootstrap spread of a move that barely leaves the base) where the
+    statistical generator gave an odds ratio of 0.46 to 6.19."""
+    target = index.record(family.ids[3])
+    cases = [(target["description"], leak_free(target)), ("zebra quantum violin harbour", None)]
+    for desc, exclude in cases:
+        p = generator.generate_params(desc, index, exclude=exclude)
+        base = generator.base_.generate_params(desc, index, exclude=exclude)
+        assert np.all(p.std >= base.std * (1 - 1e-9)), (p.std, base.std)
+        assert np.all((p.std >= 0.05) | (base.std < 0.05))  # no SD collapses below the base's
+        assert p.correlation is not None and base.correlation is not None
+        assert np.allclose(np.diag(p.correlation), 1.0)
+    assert p.metadata["coverage"]["in_domain"] is False  # the second case is out of the domain
+
+
+def test_an_unmoved_network_keeps_the_base_models_intervals(index, family):
+    """A network that has not learned to move (lr ~ 0) gives the base model's SDs, not the
+    near-zero spread of its neighbour bootstrap; with one neighbour there is nothing to
+    resample and the SDs and correlations are exactly the base model's."""
+    from ragim.generate.statistical import StatisticalGenerator
+
+    stat = StatisticalGenerator(seed=0).fit(index, progress=False)
+    gen = AttentionGenerator(max_epochs=1, patience=1, seed=0, lr=1e-12).fit(index, progress=False, base_generator=stat)
+    target = index.record(family.ids[7])
+    ex = leak_free(target)
+    base = stat.generate_params(target["description"], index, exclude=ex)
+    p = gen.generate_params(target["description"], index, exclude=ex)
+    np.testing.assert_allclose(p.std, base.std, rtol=0.05)
+    assert np.all(p.std >= base.std * (1 - 1e-9))
+    one = gen.generate_params(target["description"], index, exclude=ex, k=1)
+    np.testing.assert_allclose(one.std, base.std, rtol=1e-12)
+    np.testing.assert_allclose(one.correlation, base.correlation, atol=1e-12)
+    none = gen.generate_params(target["description"], index, exclude=ex, uncertainty=False)
+    assert none.std is None and none.correlation is None
+
+
+def test_without_a_base_there_is_no_interval(index, family):
+    """base="none" has only the neighbours' point estimates, which say nothing of how far a new
+    task departs from them: no SDs rather than their near-zero bootstrap spread, and the
+    explanation shows no interval."""
+    gen = AttentionGenerator(max_epochs=2, patience=2, seed=0, base="none").fit(index, progress=False)
+    p = gen.generate_params(family.descriptions[0], index, uncertainty=True)
+    assert p.std is None and p.correlation is None
+    table = gen.generate(family.descriptions[0], index).explain().table()
+    assert table["ci_low"].isna().all() and table["or_high"].isna().all()

@@ -10,6 +10,23 @@ neighbours' parameters plus a learned correction from the query token::
     theta = sum_j alpha_j * theta_j + W_out h        (in standardised parameter space)
 
 When the target has its own fitted model (few-shot), a learned gate mixes it in.
+
+Intervals (``std`` and ``correlation`` of the generated :class:`~ragim.params.ModelParams`):
+
+* ``base="statistical"`` (the default): the generated model is the statistical generator's
+  model plus a learned move (the gated step towards the mixture and, with ``residual``, the
+  correction ``W_out h``), so its errors are the base model's plus the move's. ``std`` is
+  ``sqrt(base SD**2 + move SD**2)``: the base model's predictive SDs (what the index does not
+  say about a new task, calibrated on held-out tasks), plus the spread of the generated
+  parameters when the neighbours are resampled with the base held fixed (a neighbour
+  bootstrap, ``n_bootstrap`` draws; none with a single neighbour). ``correlation`` is the base
+  model's, with the move's variance added on the diagonal. The intervals are never narrower
+  than the base model's, whether or not the network moved away from it.
+* ``base="none"``: ``std`` is None (no interval). A mixture of neighbours' point estimates
+  has no estimate of how far a new task departs from them; the spread of the mixture under
+  resampling the neighbours is near zero whenever they agree (subgroups of one cohort), and
+  would pass for certainty.
+
 Training is episodic: each index task is a target whose neighbours are
 retrieved with the task itself (and every task sharing its patients) excluded,
 and the loss is the binary cross-entropy on the target's own rows. Validation
@@ -49,7 +66,7 @@ from ragim.generate.base import (
     register_generator,
 )
 from ragim.generate.hypernetwork import HypernetworkConfig, HypernetworkGenerator
-from ragim.params import ModelParams
+from ragim.params import ModelParams, std_and_correlation
 
 FORMAT = "ragim.attention-generator"
 BASES = ("statistical", "none")
@@ -84,7 +101,11 @@ class AttentionConfig(HypernetworkConfig):
     max_rows: int = setting(512, "rows per target task and step (subsampled)")
     val_fraction: float = setting(0.2, "share of tasks held out for early stopping")
     neighbor_dropout: float = setting(0.1, "share of neighbours hidden per episode")
-    n_bootstrap: int = setting(32, "neighbour bootstrap draws for uncertainty")
+    n_bootstrap: int = setting(
+        32,
+        "neighbour bootstrap draws for the uncertainty of the move away from the base model "
+        "(added to the base model's SDs; base='statistical' only)",
+    )
 
     def field_rules(self, problems: list[str]) -> dict[str, Any]:
         if self.base not in BASES:
@@ -186,6 +207,31 @@ class RagimHypernetwork(nn.Module):
         return theta, alpha, head_w
 
 
+def _add_variance(
+    std: np.ndarray | None, correlation: np.ndarray | None, var: np.ndarray
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``(std, correlation)`` of a model whose errors are those of a model with ``std`` and
+    ``correlation`` (None: independent) plus independent ones of variance ``var`` (P,);
+    ``(None, None)`` when ``std`` is None (nothing to add to).
+
+    >>> s, r = _add_variance(np.array([3.0, 4.0]), np.array([[1.0, 0.5], [0.5, 1.0]]),
+    ...                      np.array([16.0, 0.0]))
+    >>> s.tolist(), round(float(r[0, 1]), 4)
+    ([5.0, 4.0], 0.3)
+    >>> _add_variance(np.array([3.0]), None, np.array([16.0]))[0].tolist()
+    [5.0]
+    """
+    if std is None:
+        return None, None
+    std = np.asarray(std, dtype=np.float64)
+    var = np.asarray(var, dtype=np.float64)
+    if correlation is None:
+        return np.sqrt(std**2 + var), None
+    cov = np.asarray(correlation, dtype=np.float64) * np.outer(std, std)
+    cov[np.diag_indices_from(cov)] += var
+    return std_and_correlation(cov)
+
+
 @dataclass
 class _Episodes:
     q: torch.Tensor  # (T, E)
@@ -219,8 +265,10 @@ class AttentionGenerator(HypernetworkGenerator):
     config : :class:`AttentionConfig`; keyword overrides are accepted too
         (``AttentionGenerator(k=5, max_epochs=100)``).
 
-    :meth:`generate_params` takes ``uncertainty=True``: a neighbour-bootstrap SD per
-    coefficient in ``std``. Saving and loading:
+    :meth:`generate_params` takes ``uncertainty=True``: with ``base="statistical"`` a SD per
+    coefficient in ``std`` (and ``correlation``), the base model's predictive SDs plus a
+    neighbour-bootstrap SD of the move away from it; with ``base="none"`` ``std`` is None (see
+    the module docstring). Saving and loading:
     :class:`~ragim.generate.hypernetwork.HypernetworkGenerator`
     (the artifact also holds the statistical base generator under ``base/``).
     """
@@ -446,8 +494,14 @@ class AttentionGenerator(HypernetworkGenerator):
         self, index, vecs: np.ndarray, items: list, single: bool, *, k, exclude, uncertainty=True
     ) -> list[ModelParams]:
         """:meth:`generate_params`: the attention mixture of each query's ``k`` neighbours
-        (default ``config.k``), with a bootstrap ``std`` per coefficient when ``uncertainty``
-        (and more than one neighbour)."""
+        (default ``config.k``), moved from the base model when there is one.
+
+        With ``uncertainty`` and a base model: ``std`` and ``correlation`` are the base
+        model's (:meth:`StatisticalGenerator.generate_params
+        <ragim.generate.statistical.StatisticalGenerator.generate_params>` with
+        ``uncertainty=True``) with the variance of the move added (:meth:`_move_var`; zero
+        with one neighbour). Without a base model ``std`` is None: the neighbours' point
+        estimates say nothing of how far a new task departs from them."""
         if getattr(self, "_stacked_for", None) is not index or len(self._norm_params) != len(
             index.row_params
         ):
@@ -464,23 +518,24 @@ class AttentionGenerator(HypernetworkGenerator):
         for qi, hs in enumerate(hits):
             rows[qi, : len(hs)] = [index.row(h.task_id) for h in hs]
             sims[qi, : len(hs)] = [h.score for h in hs]
-        base = None
+        base, made = None, None
         if self.base_ is not None:
             made = self.base_.generate_params(
-                list(items), index, exclude=exclude, uncertainty=False
+                list(items), index, exclude=exclude, uncertainty=uncertainty
             )
             base = (np.stack([p.vector for p in made]) - self.param_mean_) / self.param_scale_
         theta, alpha = self._forward(vecs, rows, sims, base)
         out = []
         for qi, hs in enumerate(hits):
             n = len(hs)
-            std = (
-                self._bootstrap_std(
-                    vecs[qi], rows[qi, :n], sims[qi, :n], None if base is None else base[qi]
+            std = corr = None
+            if uncertainty and made is not None:
+                move = (
+                    self._move_var(vecs[qi], rows[qi, :n], sims[qi, :n], base[qi])
+                    if n > 1
+                    else np.zeros(len(theta[qi]))
                 )
-                if uncertainty and n > 1
-                else None
-            )
+                std, corr = _add_variance(made[qi].std, made[qi].correlation, move)
             meta = {
                 "source": "generated",
                 "generator": "attention",
@@ -493,7 +548,14 @@ class AttentionGenerator(HypernetworkGenerator):
                     "move": round(float(torch.sigmoid(self.net_.base_gate.detach()).mean()), 4),
                 }
             out.append(
-                ModelParams(self.model_kind_, index.schema, theta[qi], std=std, metadata=meta)
+                ModelParams(
+                    self.model_kind_,
+                    index.schema,
+                    theta[qi],
+                    std=std,
+                    metadata=meta,
+                    correlation=corr,
+                )
             )
         return out
 
@@ -518,19 +580,21 @@ class AttentionGenerator(HypernetworkGenerator):
         theta = theta_n.cpu().numpy() * self.param_scale_ + self.param_mean_
         return theta.astype(np.float64), alpha.cpu().numpy()
 
-    def _bootstrap_std(
-        self, q: np.ndarray, rows: np.ndarray, sims: np.ndarray, base: np.ndarray | None = None
+    def _move_var(
+        self, q: np.ndarray, rows: np.ndarray, sims: np.ndarray, base: np.ndarray
     ) -> np.ndarray:
+        """The variance of the generated parameters when the neighbours ``rows`` are resampled
+        with replacement (``n_bootstrap`` draws) and the base model ``base`` (standardised) is
+        held fixed: how unsure the learned move away from the base is, in model units. It is
+        an addition to the base model's variance, never an interval on its own (when the
+        network barely moves it is near zero)."""
         B, K = self.config.n_bootstrap, len(rows)
         rng = np.random.default_rng(self.config.seed)
         pick = rng.integers(0, K, size=(B, K))
         theta, _ = self._forward(
-            np.repeat(q[None], B, 0),
-            rows[pick],
-            sims[pick],
-            None if base is None else np.repeat(base[None], B, 0),
+            np.repeat(q[None], B, 0), rows[pick], sims[pick], np.repeat(base[None], B, 0)
         )
-        return theta.std(0)
+        return theta.var(0)
 
     # ------------------------------------------------------------------ persistence
     def saved_tensors(self) -> dict[str, Any]:
