@@ -466,6 +466,22 @@ def test_version(monkeypatch, capsys):
     assert code == 0 and out.strip() == f"ragim {ragim.__version__}" and err == ""
 
 
+def test_python_dash_m_ragim_is_the_command_line():
+    import os
+    import subprocess
+    from pathlib import Path
+
+    import ragim
+
+    root = str(Path(ragim.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run(
+        [sys.executable, "-m", "ragim", "--version"], capture_output=True, text=True, env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == f"ragim {ragim.__version__}"
+
+
 def test_progress_bars_only_on_a_terminal_and_quiet_silences_them(tmp_path, monkeypatch, capsys):
     args = ["index", "build", "--dataset", "synthetic", "--n-tasks", "10", "--embedder", "hashing"]
     code, out, err = run_main([*args, "--out", tmp_path / "a"], monkeypatch, capsys)
