@@ -50,6 +50,15 @@ Examples
 >>> clf = ZeroShotClassifier().fit(X, y)
 >>> clf.predict_proba(X).shape
 (40, 2)
+
+``classes_`` is sorted as scikit-learn sorts labels, whichever is the event, so column ``i`` of
+``predict_proba`` is ``classes_[i]`` and scikit-learn's scorers read the columns right:
+
+>>> named = ZeroShotClassifier(pos_label="case").fit(X, np.where(y == 1, "case", "control"))
+>>> named.classes_.tolist(), named.event_label_
+(['case', 'control'], 'case')
+>>> bool(np.allclose(named.predict_proba(X)[:, 0], clf.predict_proba(X)[:, 1]))
+True
 """
 
 from __future__ import annotations
@@ -272,10 +281,19 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     pos_label : the label that marks the event. With an index it is needed whenever the
         labels are not 0/1 or true/false (``"yes"``/``"no"``, ``1``/``2``), because the
         generated model predicts the event: a ward that labels only its events ``"yes"``
-        must say so, or :meth:`fit` raises. ``classes_`` is ``[non-event, event]``.
+        must say so, or :meth:`fit` raises.
 
     Attributes
     ----------
+    classes_ : the two labels, sorted as ``np.unique(y)`` sorts them (scikit-learn's order,
+        whichever is the event): ``predict_proba(X)[:, i]`` is the probability of
+        ``classes_[i]`` and ``decision_function`` the log-odds of ``classes_[1]``, so
+        scikit-learn's scorers (``"roc_auc"``, ``"neg_log_loss"``, ...) read them right.
+        With labels ``"case"``/``"control"`` and ``pos_label="case"``, ``classes_`` is
+        ``["case", "control"]`` and the event's probability is column 0.
+    event_label_ : the label that marks the event (``pos_label``, ``fit``'s ``classes[1]``, or
+        1 / true); its probability is ``predict_proba(X)[:, list(classes_).index(event_label_)]``
+        and its log-odds ``params_.log_odds(X)`` (X a DataFrame of the schema's columns).
     params_ : the fitted :class:`~ragim.ModelParams` (``metadata["coverage"]``: the index's
         coverage of the description; ``metadata["adaptation"]``: the candidate used).
     prior_params_ : the generated (zero-shot) parameters.
@@ -380,7 +398,8 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         event, so they must be stated ``[0, 1]``). It names the event without ``pos_label``,
         and is needed when the rows hold one class and their labels are not 0/1 (say a ward
         labelled only its "yes" events): ``classes_`` then holds both labels, so ``predict``
-        and ``score`` speak the user's labels.
+        and ``score`` speak the user's labels. Whatever order they are given in, ``classes_``
+        holds them sorted (scikit-learn's order) and ``event_label_`` names the event.
 
         Raises
         ------
@@ -426,7 +445,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
                     f"{type(self).__name__} requires y to be passed, but the target y is None "
                     "(without an index, fit() needs labelled rows)"
                 )
-            self.classes_ = np.array([0, 1])
+            self._set_classes(np.array([0, 1]))
             self.params_ = prior
             self.prior_strength_ = None
             self._set_features(frame)
@@ -442,7 +461,8 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         pos_label = self.pos_label
         if stated is not None:
             classes, pos_label = self._stated_classes(stated, classes, pos_label)
-        y01 = self._event_indicator(y, classes, pos_label)
+        y01, ordered = self._event_indicator(y, classes, pos_label)
+        self._set_classes(ordered)
         if self.index is None and self.adaptation not in ("auto", "map"):
             raise ValidationError(
                 f"adaptation {self.adaptation!r} needs a generated model; without an index the "
@@ -452,7 +472,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
             self.adaptation if self.index is not None else "map"
         )  # a zero prior has nothing to recalibrate
         if len(classes) == 2:
-            labels = tuple(json_label(c) for c in self.classes_)
+            labels = tuple(json_label(c) for c in ordered)
         else:  # one class: the user's label of it, on the side it was read as
             labels = (
                 (None, json_label(classes[0])) if y01[0] == 1 else (json_label(classes[0]), None)
@@ -514,12 +534,15 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
                 stated = natural
         return stated, stated[1]
 
-    def _event_indicator(self, y: np.ndarray, classes: np.ndarray, pos_label) -> np.ndarray:
-        """1.0 where a label is the event; sets ``classes_`` to ``[non-event, event]``.
+    def _event_indicator(
+        self, y: np.ndarray, classes: np.ndarray, pos_label
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(1.0 where a label is the event, the two labels as ``[non-event, event]``).
 
         With an index the generated prior predicts the *event*, so which label is the event
         must be unambiguous: 0/1 or true/false labels, ``pos_label`` or ``fit``'s ``classes``.
-        Without an index (and without either) scikit-learn's convention holds: ``classes_[1]``.
+        Without an index (and without either) scikit-learn's convention holds: the label that
+        sorts last.
         """
         if pos_label is not None:
             pos = canonical_level(pos_label)
@@ -530,7 +553,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
                     f"{[json_label(c) for c in classes]}"
                 )
             if len(classes) == 2:
-                self.classes_ = classes[np.argsort(canon == pos, kind="stable")]
+                ordered = classes[np.argsort(canon == pos, kind="stable")]
             else:  # one class, and the other label unknown: predictions speak 0/1
                 try:
                     as01 = bool(binary_outcome(classes)[0])
@@ -548,11 +571,10 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
                         "predictions could not speak your labels; pass both, non-event first, "
                         f"to fit(X, y, classes={both}), or give y as 0/1 (1 = the event)"
                     )
-                self.classes_ = np.array([0, 1])
-            return np.array([canonical_level(v) == pos for v in y], dtype=float)
+                ordered = np.array([0, 1])
+            return np.array([canonical_level(v) == pos for v in y], dtype=float), ordered
         if self.index is None:
-            self.classes_ = classes
-            return (y == classes[1]).astype(float)
+            return (y == classes[1]).astype(float), classes
         try:
             y01 = binary_outcome(
                 y,
@@ -564,26 +586,56 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
             raise ValidationError(  # one class: pos_label alone cannot name the other label
                 f"{exc}; rows of one class need both labels: fit(X, y, classes=[non-event, event])"
             ) from None
-        self.classes_ = (
-            classes if len(classes) == 2 else np.array([0, 1])
-        )  # sorted: the event is last
-        return y01
+        if len(classes) == 1:
+            return y01, np.array([0, 1])
+        # which label reads as 1 (true): not always the one that sorts last ("True"/"false")
+        return y01, classes[np.argsort(binary_outcome(classes), kind="stable")]
+
+    def _set_classes(self, ordered) -> None:
+        """``classes_`` sorted as ``np.unique`` sorts labels (scikit-learn's contract: column i of
+        ``predict_proba`` is ``classes_[i]``), from the labels ``[non-event, event]``; the event
+        is ``event_label_``, its column ``_event_column``."""
+        ordered = np.asarray(ordered)
+        try:
+            order = np.argsort(ordered, kind="stable")
+        except TypeError:  # labels numpy cannot compare (stated classes of mixed kinds)
+            order = np.array(
+                sorted(range(2), key=lambda i: (type(ordered[i]).__name__, str(ordered[i])))
+            )
+        self.classes_ = ordered[order]
+        self._event_column = int(np.flatnonzero(order == 1)[0])
+        self.event_label_ = ordered.tolist()[1]
 
     def _set_features(self, frame):
         self.n_features_in_ = len(self.schema_.names)
 
-    def decision_function(self, X):
+    def _event_log_odds(self, X) -> np.ndarray:
         check_is_fitted(self, "params_")
         frame = self._as_frame(X, self.schema_, reset=False)
         self.schema_.warn_far_values(frame)
         self.schema_.warn_unexpected_missing(frame)
         return self.params_.log_odds(frame)
 
+    def _event_is_second(self) -> bool:
+        return getattr(self, "_event_column", 1) == 1
+
+    def decision_function(self, X):
+        """Log-odds of ``classes_[1]``, shape (n_rows,): scikit-learn's convention for binary
+        classifiers, which its scorers rely on. That is the event's log-odds when the event
+        label sorts last (0/1, true/false, "no"/"yes") and their negation when it sorts first
+        ("case"/"control", "died"/"survived", 1 = event and 2 = none); the event's own
+        log-odds are always ``params_.log_odds(X)``."""
+        z = self._event_log_odds(X)
+        return z if self._event_is_second() else -z
+
     def predict_proba(self, X):
-        p1 = expit(self.decision_function(X))
-        return np.column_stack([1 - p1, p1])
+        """Class probabilities, shape (n_rows, 2), columns in ``classes_`` order (the event's
+        probability in the column of ``event_label_``, wherever it sorts)."""
+        p = expit(self._event_log_odds(X))
+        return np.column_stack([1 - p, p] if self._event_is_second() else [p, 1 - p])
 
     def predict(self, X):
+        """Predicted labels from ``classes_`` (``classes_[1]`` where ``decision_function`` > 0)."""
         check_is_fitted(self, "params_")
         return self.classes_[(self.decision_function(X) > 0).astype(int)]
 

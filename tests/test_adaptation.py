@@ -352,10 +352,14 @@ def test_classes_name_the_event_on_their_own(family):
         assert clf.adaptation_report_["single_class"]["class"] == 1  # read as events
         clf.fit(rows, ["no"] * 4, classes=["no", "yes"])
         assert clf.adaptation_report_["single_class"]["class"] == 0
-        clf.fit(rows, [2] * 4, classes=[1, 2])  # numeric labels keep the stated order
+        clf.fit(rows, [2] * 4, classes=[1, 2])  # the stated order names the event
         assert clf.classes_.tolist() == [1, 2] and clf.adaptation_report_["n_events"] == 4
-        clf.fit(rows, [2] * 4, classes=[2, 1])
-        assert clf.classes_.tolist() == [2, 1] and clf.adaptation_report_["n_events"] == 0
+        assert clf.event_label_ == 2
+        events = clf.predict_proba(rows)[:, 1]
+        clf.fit(rows, [2] * 4, classes=[2, 1])  # 1 is the event; classes_ stays sorted
+        assert clf.classes_.tolist() == [1, 2] and clf.adaptation_report_["n_events"] == 0
+        assert clf.event_label_ == 1
+        assert (clf.predict_proba(rows)[:, 0] < events).all()  # all non-events: a lower risk
         # 0/1 stay ints: scikit-learn's metrics refuse a mix of object and int labels
         both = t.X.iloc[:40]
         clf.fit(both, t.y[:40], classes=[0, 1])

@@ -282,17 +282,19 @@ def test_events_labelled_yes_need_a_pos_label_and_then_raise_the_risk(synthetic_
     np.testing.assert_allclose(as_bool.predict_proba(rows), ones.predict_proba(rows))
 
 
-def test_two_text_classes_with_an_index_put_the_event_second(synthetic_index):
+def test_two_text_classes_with_an_index_keep_sorted_classes_and_the_event_in_its_column(synthetic_index):
     family, index = synthetic_index
     target = family[family.ids[1]]
     X, y = target.X.iloc[:20], target.y[:20]
-    coded = np.where(y == 1, "event", "none")  # sorted order would make "none" the positive class
+    coded = np.where(y == 1, "event", "none")  # the event label sorts first
     with pytest.raises(ValidationError, match="pos_label"):
         ZeroShotClassifier(index=index, description=target.description).fit(X, coded)
     clf = ZeroShotClassifier(index=index, description=target.description, pos_label="event").fit(X, coded)
     ref = ZeroShotClassifier(index=index, description=target.description).fit(X, y)
-    assert clf.classes_.tolist() == ["none", "event"]
-    np.testing.assert_allclose(clf.predict_proba(X), ref.predict_proba(X))
+    # scikit-learn's order: sorted labels, column i of predict_proba is classes_[i]
+    assert clf.classes_.tolist() == ["event", "none"] and clf.event_label_ == "event"
+    np.testing.assert_allclose(clf.predict_proba(X), ref.predict_proba(X)[:, ::-1])
+    np.testing.assert_allclose(clf.decision_function(X), -ref.decision_function(X))
     assert clf.predict(X[:3]).tolist() == np.where(ref.predict(X[:3]) == 1, "event", "none").tolist()
     with pytest.raises(ValidationError, match="pos_label 'dead' is not one of the labels"):
         ZeroShotClassifier(index=index, description=target.description, pos_label="dead").fit(X, coded)

@@ -132,3 +132,105 @@ def test_a_fitted_classifier_travels_to_joblib_workers():
     scores = cross_val_score(ZeroShotClassifier(index=index, description=t.description), t.X, t.y,
                              cv=3, n_jobs=2, scoring="roc_auc")
     assert scores.shape == (3,) and np.all((scores >= 0) & (scores <= 1))
+
+
+# Labels whose event sorts first or last: scikit-learn's contract is that ``classes_`` is
+# sorted and column i of ``predict_proba`` is ``classes_[i]``, whichever label is the event.
+CODINGS = [("case", "control"), ("Died", "Survived"), (1, 2), ("yes", "no")]  # (event, other)
+
+
+def _coded(y01, event, other):
+    return np.where(np.asarray(y01) == 1, np.asarray([event])[0], np.asarray([other])[0])
+
+
+@pytest.fixture(scope="module")
+def scored_task(setup):
+    fam, index = setup
+    tid = next(i for i in fam.ids if fam[i].n_rows >= 120 and min(fam[i].n_positive, fam[i].n_rows - fam[i].n_positive) >= 20)
+    t = fam[tid]
+    X, y = t.X.iloc[:120], t.y[:120]
+    return index, t.description, leak_free(index.record(tid)), X, y
+
+
+@pytest.mark.filterwarnings("ignore::ragim.errors.AdaptationWarning")
+@pytest.mark.parametrize(("event", "other"), CODINGS)
+def test_scikit_learn_scorers_give_the_same_scores_whichever_way_the_labels_sort(scored_task, event, other):
+    """Cross-validated AUROC, log-loss, average precision and Brier score on text or numeric
+    labels equal those on 0/1 labels of the same rows (an outside user's AUROC came out as
+    1 - AUROC with 'case'/'control', because the event's column was not ``classes_``'s)."""
+    from sklearn.metrics import (
+        average_precision_score,
+        brier_score_loss,
+        make_scorer,
+        roc_auc_score,
+    )
+    from sklearn.model_selection import StratifiedKFold, cross_validate
+
+    index, description, excl, X, y = scored_task
+    coded = _coded(y, event, other)
+    folds = list(StratifiedKFold(4).split(X, y))
+    base = {"index": index, "description": description, "exclude": excl}
+    named = ZeroShotClassifier(**base, pos_label=event)
+    plain = ZeroShotClassifier(**base)
+    by_proba = make_scorer(roc_auc_score, response_method="predict_proba")  # column classes_[1]
+    # scikit-learn's defaults: the positive class is classes_[1] (decision_function for AUROC)
+    defaults = {"roc_auc": "roc_auc", "neg_log_loss": "neg_log_loss", "auroc_of_proba": by_proba}
+
+    def named_event(pos):  # the event named: its column, or minus decision_function if first
+        return {
+            "average_precision": make_scorer(average_precision_score, response_method="decision_function", pos_label=pos),
+            "brier": make_scorer(brier_score_loss, response_method="predict_proba", pos_label=pos, greater_is_better=False),
+        }
+
+    # one cross_validate per pos_label: its multi-metric cache keys on the response method only
+    auroc = []
+    for on_coded, on_01 in ((defaults, defaults), (named_event(event), named_event(1))):
+        got = cross_validate(named, X, coded, cv=folds, scoring=on_coded)
+        want = cross_validate(plain, X, y, cv=folds, scoring=on_01)
+        for name in on_coded:
+            np.testing.assert_allclose(got[f"test_{name}"], want[f"test_{name}"], rtol=1e-9, atol=1e-12, err_msg=name)
+        auroc.extend(want.get("test_roc_auc", []))
+    assert np.mean(auroc) > 0.6  # a model that ranks, so an inversion would show
+
+
+@pytest.mark.filterwarnings("ignore::ragim.errors.AdaptationWarning")
+@pytest.mark.parametrize(("event", "other"), CODINGS)
+def test_classes_are_sorted_and_the_event_column_holds_the_event_risk(scored_task, event, other):
+    index, description, excl, X, y = scored_task
+    coded = _coded(y, event, other)
+    clf = ZeroShotClassifier(index=index, description=description, exclude=excl, pos_label=event).fit(X, coded)
+    ref = ZeroShotClassifier(index=index, description=description, exclude=excl).fit(X, y)
+    assert clf.classes_.tolist() == np.unique(coded).tolist()
+    assert clf.event_label_ == event and ref.event_label_ == 1 and ref.classes_.tolist() == [0, 1]
+    col = clf.classes_.tolist().index(clf.event_label_)
+    risk = ref.predict_proba(X)[:, 1]
+    proba = clf.predict_proba(X)
+    np.testing.assert_allclose(proba[:, col], risk)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    np.testing.assert_allclose(proba[:, col], 1 / (1 + np.exp(-clf.params_.log_odds(X))))
+    # decision_function: the log-odds of classes_[1], as scikit-learn's scorers take it
+    np.testing.assert_allclose(clf.decision_function(X), np.log(proba[:, 1] / proba[:, 0]), rtol=1e-6, atol=1e-9)
+    assert clf.predict(X).tolist() == _coded(ref.predict(X), event, other).tolist()
+    assert set(clf.predict(X)) <= set(clf.classes_.tolist())
+    assert clf.score(X, coded) == ref.score(X, y)
+
+
+def test_zero_shot_classes_are_zero_and_one_with_the_event_second(setup):
+    fam, index = setup
+    clf = ZeroShotClassifier(index=index, description=fam[0].description).fit()
+    assert clf.classes_.tolist() == [0, 1] and clf.event_label_ == 1
+    np.testing.assert_allclose(clf.predict_proba(fam[0].X)[:, 1], 1 / (1 + np.exp(-clf.decision_function(fam[0].X))))
+
+
+def test_without_an_index_pos_label_still_names_the_event_and_classes_stay_sorted():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(60, 2))
+    y = (X[:, 0] + rng.normal(size=60) > 0).astype(int)
+    ref = ZeroShotClassifier().fit(X, y)
+    clf = ZeroShotClassifier(pos_label="case").fit(X, np.where(y == 1, "case", "control"))
+    assert clf.classes_.tolist() == ["case", "control"]
+    np.testing.assert_allclose(clf.predict_proba(X), ref.predict_proba(X)[:, ::-1])
+    # without pos_label the label that sorts last is the event, as scikit-learn's own estimators
+    last = ZeroShotClassifier().fit(X, np.where(y == 1, "control", "case"))
+    assert last.classes_.tolist() == ["case", "control"] and last.event_label_ == "control"
+    np.testing.assert_allclose(last.predict_proba(X), ref.predict_proba(X))
