@@ -534,9 +534,11 @@ def domain_section() -> list[str]:
     res = json.loads(f.read_text())
     lines = ["## Out-of-domain warnings on every benchmark index (issue: adaptation that never backfires)", "",
              "Each index is built with the default embedder and calibrated on itself: the threshold is the 1st "
-             "percentile of its tasks' leave-one-out neighbour similarities (`ragim.domain.calibrate`). A "
-             "description whose nearest indexed task is less similar is flagged. Leave-one-out targets exclude "
-             "tasks that share their patients, as in evaluation.", "",
+             "percentile of its tasks' leave-one-out neighbour similarities, raised where needed to a robust "
+             "fence (median − 3 spreads) and the embedder's floor, so that no outlying task drags it down "
+             "(`ragim.domain.calibrate`). A description whose nearest indexed task is less similar, or that has "
+             "no effective neighbour, is flagged. Leave-one-out targets exclude tasks that share their "
+             "patients, as in evaluation.", "",
              f"Command: `.venv/bin/python {res['command']}` (per-description similarities: "
              "`benchmarks/results/domain_check.json`)", "",
              "| index | tasks | embedder | threshold | leave-one-out targets flagged (allowed) | lowest top similarity "

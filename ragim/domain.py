@@ -2,14 +2,50 @@
 
 An index knows how close its own tasks are to each other. :func:`calibrate` asks, for each
 indexed task, how similar its neighbours are (leaving out the task itself and every task that
-shares patients with it, as a zero-shot target would be left out), and takes as the index's
-threshold the 1st percentile of the similarity of each task's ``rank``-th neighbour
-(:data:`RANK`, 10: the neighbours a generator draws on). A new description whose *nearest*
-indexed task is less similar than that is further from the index than 99% of the index's own
-tasks are from their 10th neighbour: the generated model is then borrowed from unrelated
-tasks, and :func:`check` warns (:class:`~ragim.errors.DomainWarning`). Leave-one-out index
-tasks never reach the warning more often than the percentile says (their nearest task is at
-least as similar as their 10th).
+shares patients with it, as a zero-shot target would be left out), and sets the index's
+threshold from the similarity of each task's ``rank``-th neighbour (:data:`RANK`, 10: the
+neighbours a generator draws on). A new description whose *nearest* indexed task is less
+similar than the threshold is further from the index than the index's own tasks are from
+their 10th neighbour: the generated model is then borrowed from unrelated tasks, and
+:func:`check` warns (:class:`~ragim.errors.DomainWarning`).
+
+The threshold is the largest of three lower bounds, so that no single task (nor a few) can
+drag it down, which a plain low percentile of a small index's similarities would let happen:
+
+1. the 1st percentile (:data:`PERCENTILE`) of the tasks' neighbour similarities (the lower
+   value: at most that share of the tasks falls strictly below it). In an index of fewer than
+   101 tasks that is their minimum, set by its single most outlying task;
+2. a robust lower fence, ``median - 3 * spread`` (:data:`SPREAD_MULTIPLE`): the
+   median/MAD outlier rule (Hampel's identifier; Leys et al. 2013, "Detecting outliers: do
+   not use standard deviation around the mean, use absolute deviation around the median",
+   J. Exp. Soc. Psychol. 49:764-766). ``spread`` is the normalised median absolute deviation
+   (``1.4826 * MAD``) of the similarities, but at least half of ``typical - median``, the
+   similarity the index's tasks typically lose from their nearest to their calibration
+   neighbour: the MAD of a handful of templated tasks can be nearly 0, and the fence would
+   then call every paraphrase an outlier (:data:`SPREAD_FLOOR`; with it the fence leaves the
+   four benchmark indices' thresholds as the percentile set them). Median and MAD ignore up
+   to half the tasks, so an outlying task sets neither: its own similarity falls below the
+   fence, and it is reported outside the domain that the other tasks define;
+3. an absolute floor for the embedder in use (:func:`similarity_floor`): 0 for every
+   embedder (a description orthogonal to every indexed task is never covered) and, for the
+   bundled all-MiniLM-L6-v2 (:data:`MIN_SIMILARITY`), 0.40, above every description from
+   another specialty on the heart and colon benchmark indices (at most 0.37) and below every
+   held-out target on the four benchmark indices (at least 0.56; ``benchmarks/domain_check.py``).
+   Hashing and user-supplied embedders keep 0: their similarities measure other things
+   (shared words and trigrams, hash collisions that grow as ``dim`` shrinks; a user's model's
+   own scale), so no fixed level would mean the same.
+
+An outlying task also sits at the end of every other task's neighbour list, so where a task has
+at most ``rank`` eligible tasks it would *be* everyone's ``rank``-th (their last) neighbour. Each
+task is therefore calibrated on its ``rank``-th neighbour, but never beyond the first three
+quarters of its own eligible tasks (``min(rank, n - ceil(n / 4))`` of ``n``, at least the
+1st): up to a quarter of the index can lie far away without setting anyone's similarity. An
+index of 14 or more eligible tasks per task is calibrated on the 10th neighbour as before.
+
+Leave-one-out index tasks reach the warning only when their own calibration similarity lies
+below the threshold (their nearest task is at least as similar as the neighbour they were
+calibrated on): at most the percentile's share, plus the outliers that the fence sets aside
+(:attr:`DomainCalibration.n_below` counts both).
 
 Why the 10th neighbour and not the nearest: an index built from templated descriptions
 (site × outcome × subgroup) holds near-copies of every task, so its tasks' nearest-neighbour
@@ -27,11 +63,15 @@ at a Swiss clinic", reaches 0.75; descriptions from other specialties reach 0.14
 * ``effective_neighbors``: how many of the ``k`` nearest are as close as the index's tasks
   typically are to their nearest neighbour: each counts ``(s - threshold) / (typical -
   threshold)`` clipped to [0, 1], where ``typical`` is the median of the calibration
-  similarities. 0 means no indexed task is even as close as the threshold.
+  tasks' nearest-neighbour similarities. 0 means no indexed task is closer than the threshold.
+
+``in_domain`` needs both: the nearest task at least as similar as the threshold *and* more
+than 0 effective neighbours, so that a description with no effective neighbour is never
+reported inside the domain.
 
 Every generator attaches it to what it generates, as ``params.metadata["coverage"]``
 (:meth:`Coverage.data`); ``ZeroShotClassifier``, ``Generator.generate`` and ``ragim
-generate`` warn below the threshold (``ragim generate --strict`` refuses).
+generate`` warn outside the domain (``ragim generate --strict`` refuses).
 
 The calibration is computed once per index object (at most :data:`MAX_CALIBRATION_TASKS`
 seeded tasks) and cached until the index gains or loses tasks.
@@ -44,6 +84,8 @@ Examples
 >>> cal = calibrate(index)
 >>> cal.n_tasks, cal.threshold <= cal.typical
 (40, True)
+>>> cal.threshold == max(cal.quantile, cal.robust_bound, cal.floor)
+True
 >>> cov = coverage(index, tasks.descriptions[0], exclude=[tasks.ids[0]])
 >>> cov.in_domain, 0 < cov.top_similarity <= 1
 (True, True)
@@ -53,9 +95,11 @@ False
 
 from __future__ import annotations
 
+import math
 import threading
 import warnings
 import weakref
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -68,8 +112,19 @@ from ragim.index import Exclude, TaskIndex, as_predicate, leak_free, per_query_e
 #: the percentile of the leave-one-out neighbour similarities below which a description is
 #: out of the index's domain
 PERCENTILE = 1.0
-#: which neighbour of each index task calibrates the threshold (1 = the nearest)
+#: which neighbour of each index task calibrates the threshold (1 = the nearest); never beyond
+#: the first three quarters of a task's eligible tasks
 RANK = 10
+#: the robust fence lies this many spreads below the median calibration similarity
+SPREAD_MULTIPLE = 3.0
+#: the spread is at least this share of the drop from the typical nearest-neighbour similarity
+#: to the median calibration similarity
+SPREAD_FLOOR = 0.5
+#: 1.4826 * MAD estimates the standard deviation of normally distributed values
+MAD_SCALE = 1.4826
+#: absolute similarity floors of named sentence-transformers models: below it no description
+#: is in any index's domain (see the module docstring; other embedders: 0)
+MIN_SIMILARITY: dict[str, float] = {"all-MiniLM-L6-v2": 0.40}
 #: neighbours that :func:`coverage` looks at
 DEFAULT_K = 10
 #: at most this many (seeded) indexed tasks calibrate the threshold
@@ -83,12 +138,16 @@ _LOCK = threading.Lock()
 class DomainCalibration:
     """An index's own spread: the threshold below which a description is out of its domain.
 
-    ``threshold``: the ``percentile``-th percentile (lower value, so that at most that share
-    of the index's own tasks falls strictly below it) of ``similarities``, the similarity of
-    each calibration task's ``rank``-th neighbour among the tasks that share none of its
-    patients (its last one when it has fewer); ``typical``: the median similarity of their
-    *nearest* neighbours; ``n_tasks``: how many tasks reached a neighbour. ``threshold`` and
-    ``typical`` are None when fewer than 3 tasks could be calibrated.
+    ``threshold``: ``max(quantile, robust_bound, floor)`` (see the module docstring);
+    ``typical``: the median similarity of the calibration tasks' *nearest* neighbours;
+    ``n_tasks``: how many tasks reached a neighbour; ``percentile`` and ``rank`` as given to
+    :func:`calibrate`; ``similarities``: each calibration task's similarity to its
+    ``rank``-th neighbour among the tasks that share none of its patients (never beyond the
+    first three quarters of those); ``quantile``: their ``percentile``-th percentile (lower
+    value); ``robust_bound``: ``median - SPREAD_MULTIPLE * spread``; ``floor``: the
+    embedder's absolute floor (:func:`similarity_floor`); ``n_below``: how many calibration
+    tasks fall strictly below the threshold. ``threshold``, ``typical``, ``quantile`` and
+    ``robust_bound`` are None when fewer than 3 tasks could be calibrated.
     """
 
     threshold: float | None
@@ -97,12 +156,26 @@ class DomainCalibration:
     percentile: float
     rank: int = RANK
     similarities: tuple[float, ...] = ()
+    quantile: float | None = None
+    robust_bound: float | None = None
+    floor: float = 0.0
+    n_below: int = 0
 
     def data(self) -> dict[str, Any]:
         """JSON-safe summary (without the similarities)."""
         d = asdict(self)
         d.pop("similarities")
         return d
+
+
+def _verdict(top: float, effective_neighbors: float | None, threshold: float | None):
+    """In the domain: the nearest task at least as similar as the threshold and more than 0
+    effective neighbours (None when uncalibrated)."""
+    if threshold is None:
+        return None
+    top, threshold = float(top), float(threshold)
+    enough = effective_neighbors is None or float(effective_neighbors) > 0
+    return bool(top >= threshold and enough)
 
 
 @dataclass(frozen=True)
@@ -118,9 +191,9 @@ class Coverage:
 
     @property
     def in_domain(self) -> bool | None:
-        """False when the nearest task is less similar than the threshold; None when
-        uncalibrated."""
-        return None if self.threshold is None else bool(self.top_similarity >= self.threshold)
+        """False when the nearest task is less similar than the threshold or no neighbour is
+        effective (``effective_neighbors`` 0); None when uncalibrated."""
+        return _verdict(self.top_similarity, self.effective_neighbors, self.threshold)
 
     def data(self) -> dict[str, Any]:
         """JSON-safe: the fields rounded to 4 decimals, plus ``in_domain``."""
@@ -156,6 +229,36 @@ def _fingerprint(index: TaskIndex) -> tuple:
     return (len(ids), ids[0] if ids else None, ids[-1] if ids else None, ident)
 
 
+def similarity_floor(identity: Mapping[str, Any]) -> float:
+    """The absolute similarity below which no description is in any index's domain, for the
+    embedder with this identity: :data:`MIN_SIMILARITY` for the sentence-transformers models
+    it names, else 0 (hashing and user-supplied embedders; see the module docstring).
+
+    Examples
+    --------
+    >>> similarity_floor({"kind": "sentence-transformers", "name": "all-MiniLM-L6-v2"})
+    0.4
+    >>> similarity_floor({"kind": "hashing", "dim": 64, "seed": 0})
+    0.0
+    """
+    if identity.get("kind") == "sentence-transformers":
+        return float(MIN_SIMILARITY.get(str(identity.get("name")), 0.0))
+    return 0.0
+
+
+def calibration_rank(n_eligible: int, rank: int = RANK) -> int:
+    """Which neighbour calibrates a task that has ``n_eligible`` eligible tasks: the
+    ``rank``-th, but never beyond the first three quarters of them (at least the 1st), so
+    that up to a quarter of the index lying far away is nobody's calibration neighbour.
+
+    Examples
+    --------
+    >>> [calibration_rank(n) for n in (1, 2, 4, 6, 12, 13, 14, 100)]
+    [1, 1, 3, 4, 9, 9, 10, 10]
+    """
+    return max(1, min(int(rank), int(n_eligible) - math.ceil(int(n_eligible) / 4)))
+
+
 def calibrate(
     index: TaskIndex,
     *,
@@ -166,11 +269,17 @@ def calibrate(
 ) -> DomainCalibration:
     """The index's domain threshold, from leave-one-out neighbour similarities (cached).
 
+    Each calibration task's similarity to its :func:`calibration_rank`-th eligible neighbour
+    (tasks sharing its patients left out); the threshold is the largest of their lower
+    ``percentile``-th percentile, the robust fence ``median - SPREAD_MULTIPLE * spread`` and
+    the embedder's floor (:func:`similarity_floor`): see the module docstring for why and
+    for the sources.
+
     Parameters
     ----------
     index : a :class:`~ragim.TaskIndex`.
-    percentile : in (0, 100); at most this share of the index's own tasks has its
-        ``rank``-th neighbour below the threshold.
+    percentile : in (0, 100); at most this share of the index's own tasks, besides the
+        outliers below the robust fence, has its calibration neighbour below the threshold.
     rank : which neighbour calibrates (1: the nearest; the default 10, see the module docstring).
     max_tasks : calibrate on at most this many tasks (a seeded sample); larger indices cost
         one search per sampled task.
@@ -210,20 +319,39 @@ def calibrate(
     if len(ids) >= 2:
         vecs = index.vectors(ids)
         excludes = [leak_free(index.record(t)) for t in ids]
-        hits = index.search_vectors(vecs, min(rank, len(index)), exclude=excludes)
-        sims = [float(h[-1].score) for h in hits if h]
+        # 2 * rank + 1 neighbours: fewer found means all of a task's eligible tasks were found
+        # (the store returns k whenever k are eligible), and with that many found
+        # calibration_rank is `rank` itself
+        k = min(2 * rank + 1, len(index))
+        hits = index.search_vectors(vecs, k, exclude=excludes)
+        sims = [float(h[calibration_rank(len(h), rank) - 1].score) for h in hits if h]
         tops = [float(h[0].score) for h in hits if h]
+    floor = similarity_floor(index.embedder.identity)
     if len(sims) >= 3:
+        s = np.asarray(sims)
+        quantile = float(np.percentile(s, percentile, method="lower"))
+        typical = float(np.median(tops))
+        median = float(np.median(s))
+        mad = MAD_SCALE * float(np.median(np.abs(s - median)))
+        spread = max(mad, SPREAD_FLOOR * (typical - median))
+        bound = median - SPREAD_MULTIPLE * spread
+        threshold = max(quantile, bound, floor)
         cal = DomainCalibration(
-            float(np.percentile(np.asarray(sims), percentile, method="lower")),
-            float(np.median(tops)),
+            threshold,
+            typical,
             len(sims),
             float(percentile),
             int(rank),
             tuple(sims),
+            quantile,
+            float(bound),
+            floor,
+            int((s < threshold).sum()),
         )
     else:
-        cal = DomainCalibration(None, None, len(sims), float(percentile), int(rank), tuple(sims))
+        cal = DomainCalibration(
+            None, None, len(sims), float(percentile), int(rank), tuple(sims), floor=floor
+        )
     with _LOCK:
         _CACHE[index] = (key, cal)
     return cal
@@ -321,18 +449,27 @@ def attach(params, query, index: TaskIndex, *, exclude=None):
 
 
 def out_of_domain_message(cov: Coverage, description: str | None = None) -> str:
-    """The one-line message of an out-of-domain description."""
+    """The one-line message of an out-of-domain description.
+
+    Examples
+    --------
+    >>> cal = DomainCalibration(0.67, 0.89, 7, 1.0)
+    >>> out_of_domain_message(coverage_from_scores([0.23, 0.2], cal))[50:]
+    ... # doctest: +ELLIPSIS
+    "its nearest indexed task has similarity 0.23, below 0.67, the index's domain threshold..."
+    """
     what = f"the description {description[:60]!r}" if description else "the description"
     eff = (
         ""
         if cov.effective_neighbors is None
         else f", {cov.effective_neighbors:.1f} effective neighbour(s)"
     )
+    where = "below" if cov.top_similarity < cov.threshold else "but no indexed task is above"
     return (
         f"{what} is outside what the index covers: its nearest indexed task has similarity "
-        f"{cov.top_similarity:.2f}, below {cov.threshold:.2f}, the similarity "
-        f"{100 - PERCENTILE:g}% of the index's own tasks reach even to their "
-        f"{RANK}th neighbour{eff}; the model is borrowed from unrelated tasks: "
+        f"{cov.top_similarity:.2f}, {where} {cov.threshold:.2f}, the index's domain threshold "
+        f"(the similarity its own tasks, outliers aside, keep even to their {RANK}th "
+        f"neighbour){eff}; the model is borrowed from unrelated tasks: "
         "validate it on local patients before any use, or use an index that covers this task"
     )
 
@@ -363,14 +500,19 @@ def check(
 __all__ = [
     "DEFAULT_K",
     "MAX_CALIBRATION_TASKS",
+    "MIN_SIMILARITY",
     "PERCENTILE",
     "RANK",
+    "SPREAD_FLOOR",
+    "SPREAD_MULTIPLE",
     "Coverage",
     "DomainCalibration",
     "attach",
     "calibrate",
+    "calibration_rank",
     "check",
     "coverage",
     "coverage_from_scores",
     "out_of_domain_message",
+    "similarity_floor",
 ]

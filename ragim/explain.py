@@ -195,6 +195,14 @@ def coverage_summary(coverage: Mapping[str, Any] | None) -> str | None:
     ... # doctest: +NORMALIZE_WHITESPACE
     "index coverage: top similarity 0.31, effective similarity 0.25, 0.0 effective neighbour(s)
     of 10; top similarity against the threshold 0.62: OUTSIDE the index's domain"
+
+    The verdict is :attr:`ragim.domain.Coverage.in_domain`'s: with no effective neighbour a
+    description is outside even when its top similarity reaches the threshold.
+
+    >>> coverage_summary({"top_similarity": 0.62, "effective_similarity": 0.5,
+    ...                   "effective_neighbors": 0.0, "k": 10, "threshold": 0.62, "typical": 0.8})
+    ... # doctest: +ELLIPSIS
+    "...0.0 effective neighbour(s) of 10; ...: OUTSIDE the index's domain"
     """
     if not coverage:
         return None
@@ -209,14 +217,21 @@ def coverage_summary(coverage: Mapping[str, Any] | None) -> str | None:
         raise ValidationError(
             f"params.metadata['coverage'] is not a coverage record: {coverage!r}"
         ) from None
-    eff = "n/a" if n_eff is None else f"{float(n_eff):.1f}"
+    from ragim.domain import _verdict
+
+    eff = (
+        "n/a"
+        if n_eff is None
+        else ("<0.1" if 0 < float(n_eff) < 0.05 else f"{float(n_eff):.1f}")  # never "0.0" if > 0
+    )
     line = (
         f"index coverage: top similarity {top:.2f}, effective similarity {eff_sim:.2f}, "
         f"{eff} effective neighbour(s) of {k}"
     )
     if thr is None:
         return line + " (the index is too small to calibrate a threshold)"
-    verdict = "in the index's domain" if top >= float(thr) else "OUTSIDE the index's domain"
+    inside = _verdict(top, n_eff, thr)  # the rule of Coverage.in_domain
+    verdict = "in the index's domain" if inside else "OUTSIDE the index's domain"
     return line + f"; top similarity against the threshold {float(thr):.2f}: {verdict}"
 
 

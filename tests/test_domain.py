@@ -1,6 +1,7 @@
 """Domain checks: the index's own threshold, calibrated on leave-one-out neighbour
 similarities, and the warnings (or, strictly, refusals) for descriptions outside it."""
 
+import dataclasses
 import json
 import math
 import warnings
@@ -12,17 +13,24 @@ from typer.testing import CliRunner
 from ragim import TaskIndex, ZeroShotClassifier, datasets
 from ragim.cli import app
 from ragim.domain import (
+    MAD_SCALE,
     RANK,
+    SPREAD_FLOOR,
+    SPREAD_MULTIPLE,
     Coverage,
     DomainCalibration,
     calibrate,
+    calibration_rank,
     check,
     coverage,
     coverage_from_scores,
+    similarity_floor,
 )
 from ragim.errors import DataWarning, DomainWarning, ValidationError
+from ragim.explain import coverage_summary
 from ragim.explain import explain_params as explain
 from ragim.index import leak_free
+from ragim.tasks import TaskCollection
 
 OTHER_SPECIALTIES = [
     "Predict 30-day readmission after hip replacement in elderly men",
@@ -50,7 +58,9 @@ def heart():
 
 def test_threshold_is_the_percentile_of_leave_one_out_neighbour_similarities(heart):
     """Recomputed by brute force: each task's RANK-th most similar task among those that share
-    none of its patients; the threshold is the lower 1st percentile of those similarities."""
+    none of its patients (never beyond the first three quarters of them); the threshold is the
+    lower 1st percentile of those similarities unless the robust fence or the embedder's floor
+    lies higher. On this index of templated tasks the percentile sets it, as before."""
     tasks, index = heart
     cal = calibrate(index)
     ids = index.ids
@@ -62,11 +72,21 @@ def test_threshold_is_the_percentile_of_leave_one_out_neighbour_similarities(hea
         excluded = leak_free(index.record(tid))
         ok = [j for j, other in enumerate(ids) if not excluded(index.record(other))]
         s = np.sort(S[i, ok])[::-1]
-        expected.append(s[min(RANK, len(s)) - 1])
+        expected.append(s[calibration_rank(len(s), RANK) - 1])
         tops.append(s[0])
     assert cal.n_tasks == len(ids) == len(tasks) and cal.rank == RANK
     np.testing.assert_allclose(sorted(cal.similarities), sorted(expected), atol=1e-5)
-    assert cal.threshold == pytest.approx(np.percentile(expected, 1.0, method="lower"), abs=1e-5)
+    quantile = np.percentile(expected, 1.0, method="lower")
+    median = np.median(expected)
+    spread = max(
+        MAD_SCALE * np.median(np.abs(np.asarray(expected) - median)),
+        SPREAD_FLOOR * (np.median(tops) - median),
+    )
+    assert cal.quantile == pytest.approx(quantile, abs=1e-5)
+    assert cal.robust_bound == pytest.approx(median - SPREAD_MULTIPLE * spread, abs=1e-5)
+    assert cal.floor == similarity_floor(index.embedder.identity) == 0.0  # hashing: no floor
+    assert cal.threshold == max(cal.quantile, cal.robust_bound, cal.floor) == cal.quantile
+    assert cal.n_below == sum(x < cal.threshold for x in cal.similarities) == 0
     assert cal.typical == pytest.approx(np.median(tops), abs=1e-5)
     assert cal.threshold < cal.typical
     assert calibrate(index) is cal  # cached per index
@@ -152,3 +172,117 @@ def test_cli_generate_warns_and_strict_refuses(heart, tmp_path):
     assert r.exit_code == 0, r.output
     params = json.loads(r.stdout[r.stdout.index("{") :])
     assert params["metadata"]["coverage"]["in_domain"] is True
+
+
+# ---------------------------------------------------------------- small indices and outliers
+#: a small trial index: six arms x subgroups of one trial and a registry (the stranger's PBC
+#: index, on synthetic rows); the first description is replaced by a French one
+PBC = [
+    f"Predict death in {who} with primary biliary cirrhosis randomised to {arm} in the Mayo "
+    "Clinic trial"
+    for arm in ("D-penicillamine", "placebo")
+    for who in ("women", "men", "all")
+] + [
+    "Predict death in patients with primary biliary cirrhosis followed at the Mayo Clinic registry"
+]
+FRENCH = (  # the stranger's own, decomposed accent and check mark included
+    "Prédire le décès chez les femmes — cirrhose biliaire primitive, D-pénicillamine, "
+    "Mayo Clinic (Zürich-style NFD: Zu\u0308rich) ✓"
+)
+PBC_PARAPHRASE = "Predict death in women with primary biliary cholangitis at the Mayo Clinic"
+UNRELATED = ["Predict neonatal sepsis in preterm infants", OTHER_SPECIALTIES[3]]
+
+
+def _small_index(descriptions, embedder="hashing"):
+    base = datasets.synthetic_family(n_tasks=len(descriptions), n_features=2, seed=0)
+    tasks = TaskCollection(
+        [dataclasses.replace(t, description=d) for t, d in zip(base, descriptions, strict=True)],
+        schema=base.schema,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return TaskIndex.build(tasks, embedder=embedder, progress=False, keep_tasks=False)
+
+
+def _minilm():
+    from ragim.embed import get_embedder
+
+    return get_embedder("minilm", device="cpu", cache_dir=False)
+
+
+@pytest.mark.parametrize("embedder", ["hashing", "minilm"])
+def test_one_outlying_description_does_not_open_a_small_index(embedder):
+    """Found by a stranger: in a 7-task index, one description in French was every other
+    task's farthest neighbour, so it set the threshold (0.79 -> 0.23 with MiniLM) and
+    "Predict neonatal sepsis in preterm infants" passed as in the domain. Now the outlier is
+    nobody's calibration neighbour and the robust fence keeps the threshold up: unrelated
+    descriptions are still refused, the trial's own paraphrase is still in, and the French
+    task itself is reported outside the domain the others define."""
+    emb = _minilm() if embedder == "minilm" else embedder
+    clean = calibrate(_small_index(PBC, emb))
+    index = _small_index([FRENCH, *PBC[1:]], emb)
+    cal = calibrate(index)
+    unrelated = coverage(index, UNRELATED)
+    assert cal.threshold == cal.robust_bound > cal.quantile and cal.n_below == 1
+    assert [c.in_domain for c in unrelated] == [False, False]
+    assert all(c.effective_neighbors == 0 for c in unrelated)
+    assert coverage(index, PBC_PARAPHRASE).in_domain is True
+    assert cal.threshold <= clean.threshold  # the outlier does not make the index stricter
+    french = coverage(index, FRENCH, exclude=leak_free(index.record(index.ids[0])))
+    assert french.in_domain is False
+    english = coverage(index, PBC[1], exclude=leak_free(index.record(index.ids[1])))
+    assert english.in_domain is True
+    with pytest.raises(ValidationError, match="outside what the index covers"):
+        check(unrelated[0], description=UNRELATED[0], strict=True)
+
+
+def test_cli_strict_refuses_an_unrelated_description_despite_an_outlier(tmp_path):
+    index = _small_index([FRENCH, *PBC[1:]])
+    index.save(tmp_path / "idx")
+    r = CliRunner().invoke(app, ["generate", UNRELATED[0], "--index", str(tmp_path / "idx")])
+    assert r.exit_code == 0, r.output
+    assert "0.0 effective neighbour(s)" in r.stdout and "OUTSIDE the index's domain" in r.stdout
+    r = CliRunner().invoke(
+        app, ["generate", UNRELATED[0], "--index", str(tmp_path / "idx"), "--strict"]
+    )
+    assert isinstance(r.exception, ValidationError)
+
+
+def test_no_effective_neighbour_is_never_in_the_domain():
+    """A nearest task exactly at the threshold has 0 effective neighbours: outside, in the
+    Coverage, its JSON record, check() and the printed summary alike."""
+    cal = DomainCalibration(threshold=0.5, typical=0.9, n_tasks=50, percentile=1.0)
+    cov = coverage_from_scores([0.5, 0.3], cal)
+    assert cov.effective_neighbors == 0 and cov.top_similarity >= cov.threshold
+    assert cov.in_domain is False and cov.data()["in_domain"] is False
+    assert Coverage.from_data(cov.data()).in_domain is False
+    with pytest.warns(
+        DomainWarning, match="0.50, but no indexed task is above 0.50, the index's domain threshold"
+    ):
+        check(cov)
+    assert coverage_summary(cov.data()).endswith("OUTSIDE the index's domain")
+    # a stored record that says 0 effective neighbours is outside whatever its top similarity
+    record = {**cov.data(), "top_similarity": 0.8, "effective_neighbors": 0.0}
+    assert Coverage.from_data(record).in_domain is False
+    assert coverage_summary(record).endswith("OUTSIDE the index's domain")
+    # barely above the threshold: in, and the summary does not print "0.0" neighbours
+    barely = coverage_from_scores([0.5001, 0.3], cal)
+    assert barely.in_domain is True and 0 < barely.effective_neighbors < 0.05
+    assert "<0.1 effective neighbour(s)" in coverage_summary(barely.data())
+    # when the threshold reaches the typical similarity, reaching it counts one neighbour
+    flat = coverage_from_scores([0.5, 0.3], DomainCalibration(0.5, 0.5, 50, 1.0))
+    assert flat.effective_neighbors == 1 and flat.in_domain is True
+
+
+def test_the_embedder_sets_an_absolute_floor():
+    assert similarity_floor({"kind": "sentence-transformers", "name": "all-MiniLM-L6-v2"}) == 0.4
+    assert similarity_floor({"kind": "sentence-transformers", "name": "my-own-model"}) == 0.0
+    assert similarity_floor({"kind": "hashing", "dim": 64, "seed": 0}) == 0.0
+    assert similarity_floor({"kind": "precomputed", "name": "all-MiniLM-L6-v2"}) == 0.0
+    # the floor binds when the index's own tasks are no closer than it
+    index = _small_index(
+        ["Predict sepsis", "Forecast churn of phone contracts", "Estimate house prices", "Rain"]
+    )
+    cal = calibrate(index)
+    assert cal.threshold >= cal.floor == 0.0
+    assert [calibration_rank(n) for n in (1, 3, 4, 5, 13, 14)] == [1, 2, 3, 3, 9, 10]
