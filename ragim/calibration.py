@@ -131,7 +131,8 @@ def pooled_calibration(
     -------
     One row per method: ``method, n_targets, n_rows, ece, calibration_intercept,
     calibration_slope, mean_risk, event_rate``; the intercept and slope are those of
-    :func:`ragim.validation.calibration_slope_intercept` (NaN with one class).
+    :func:`ragim.validation.calibration_slope_intercept` (NaN with one class; a slope of
+    ``inf`` or ``-inf`` when the risks separate the outcomes).
 
     Raises
     ------

@@ -195,7 +195,8 @@ def score(
             "rows it was adapted on are optimistic; score it on other patients"
         )
     risk = model.predict_proba(data.X)[:, 1]
-    result = score_predictions(data.y, risk, n_boot=n_boot, seed=seed, n_bins=bins)
+    with one_line_warnings():  # a CI on too few resamples, unbounded, or missing its value
+        result = score_predictions(data.y, risk, n_boot=n_boot, seed=seed, n_bins=bins)
     result.update(
         params=str(params_path),
         rows=str(rows),
@@ -219,16 +220,10 @@ def score(
         return
     m = result["metrics"]
     rows_out = [
-        (
-            _NAMES[k],
-            fmt(v["value"], ".3f"),
-            f"{fmt(v['ci_low'], '.3f')} to {fmt(v['ci_high'], '.3f')}"
-            if math.isfinite(v["ci_low"])
-            else "",
-            _IDEAL[k],
-        )
-        for k, v in m.items()
+        (_NAMES[k], _number(v["value"]), _interval(v, n_boot), _IDEAL[k]) for k, v in m.items()
     ]
+    fewer = any(v["n_boot"] != n_boot for v in m.values())
+    flagged = any(v["ci_warning"] for v in m.values())
     print_table(
         rows_out,
         ["metric", ("value", "right"), ("95% CI", "right"), "ideal"],
@@ -236,12 +231,30 @@ def score(
         f"{result['n_positive']} with {outcome} = 1 "
         f"(prevalence {result['prevalence']:.3f}, mean predicted risk {result['mean_risk']:.3f})",
         caption=f"95% CIs: percentile bootstrap over patients, {n_boot} resamples"
+        + (f" asked for; a CI on fewer says how many (n of {n_boot})" if fewer else "")
+        + ("; *: not a plain 95% CI, see the warning" if flagged else "")
         + (
             f"; calibration plot: {png}"
             if png is not None
             else "; --png FILE draws the calibration plot"
         ),
     )
+
+
+def _number(v: float) -> str:
+    """A score's table cell: 3 decimals, ``inf`` and ``-inf`` spelt out, "" for NaN."""
+    return ("inf" if v > 0 else "-inf") if math.isinf(v) else fmt(v, ".3f")
+
+
+def _interval(v: dict, n_boot: int) -> str:
+    """A score's CI cell: "low to high", with "(n of N)" when it rests on fewer resamples
+    than asked for and "*" when it is not a plain CI (its ``ci_warning``)."""
+    if math.isnan(v["ci_low"]):
+        return ""
+    cell = f"{_number(v['ci_low'])} to {_number(v['ci_high'])}"
+    if v["n_boot"] != n_boot:
+        cell += f" ({v['n_boot']} of {n_boot})"
+    return cell + (" *" if v["ci_warning"] else "")
 
 
 def _adapted_on(params) -> list[str]:

@@ -62,6 +62,13 @@ class DomainWarning(UserWarning):
     similar than the index's own tasks are to each other (see :mod:`ragim.domain`)."""
 
 
+class IntervalWarning(UserWarning):
+    """A bootstrap confidence interval is not what it claims to be: fewer than the stated
+    share of the requested resamples gave a value, it is unbounded, or it does not contain
+    its own point estimate (see :func:`ragim.validation.score_predictions`). The message
+    names the metric and counts the resamples."""
+
+
 __all__ = [
     "RagimError",
     "ValidationError",
@@ -71,4 +78,5 @@ __all__ = [
     "DataWarning",
     "AdaptationWarning",
     "DomainWarning",
+    "IntervalWarning",
 ]

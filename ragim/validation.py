@@ -6,7 +6,10 @@ module is what ``ragim score`` and ``ragim adapt`` run:
 * :func:`score_predictions`: discrimination and calibration of predicted risks against
   observed 0/1 outcomes, each with a percentile bootstrap 95% CI over patients:
   AUROC, log-loss, Brier score and ECE (:func:`ragim.metrics.task_metrics`), and the
-  calibration slope and intercept (:func:`calibration_slope_intercept`).
+  calibration slope and intercept (:func:`calibration_slope_intercept`). Each CI says how
+  many resamples it rests on, and an :class:`ragim.errors.IntervalWarning` says when that
+  is under :data:`MIN_BOOT_SHARE` of those asked for, when the CI is unbounded or when it
+  does not contain its own estimate.
 * :func:`adapt_params`: the generated model adapted to the local rows with
   :class:`ragim.ZeroShotClassifier`'s few-shot adaptation (by default the evidence chooses
   between keeping it, an intercept shift, a recalibration and a MAP refit), with the given
@@ -28,6 +31,7 @@ Examples
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -36,7 +40,7 @@ from scipy.optimize import brentq
 from scipy.special import expit, logit
 
 from ragim.checks import check_int, check_number
-from ragim.errors import ValidationError
+from ragim.errors import IntervalWarning, ValidationError
 from ragim.metrics import EPS, expected_calibration_error, task_metrics
 from ragim.params import ModelParams
 
@@ -50,6 +54,32 @@ SCORES = {
     "calibration_intercept": None,
 }
 
+#: the share of the requested bootstrap resamples that must give a metric a value; below it
+#: :func:`score_predictions` warns (:class:`ragim.errors.IntervalWarning`)
+MIN_BOOT_SHARE = 0.9
+
+_LABELS = {
+    "auroc": "AUROC",
+    "log_loss": "log-loss",
+    "brier": "Brier score",
+    "ece": "ECE",
+    "calibration_slope": "calibration slope",
+    "calibration_intercept": "calibration intercept",
+}
+
+
+def _separation(y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``y`` (0/1, shape (B, n)) whose outcomes the log-odds ``z`` separate: every
+    event at or above every non-event (first array), or at or below (second). With one
+    predictor that is exactly when the maximum-likelihood slope does not exist (it runs off
+    to plus or minus infinity; Albert & Anderson, Biometrika 1984)."""
+    ones, zeros = y > 0.5, y < 0.5
+    z1_min = np.where(ones, z, np.inf).min(1)
+    z1_max = np.where(ones, z, -np.inf).max(1)
+    z0_min = np.where(zeros, z, np.inf).min(1)
+    z0_max = np.where(zeros, z, -np.inf).max(1)
+    return z0_max <= z1_min, z1_max <= z0_min
+
 
 def calibration_slope_intercept(y_true, y_prob) -> tuple[float, float]:
     """Calibration slope and intercept of predicted risks (Van Calster et al., J Clin
@@ -62,7 +92,10 @@ def calibration_slope_intercept(y_true, y_prob) -> tuple[float, float]:
       fixed at 1. 0 is ideal; above 0 the model under-predicts the risk on average.
 
     Probabilities are clipped to ``[1e-7, 1 - 1e-7]``. Both are NaN when the outcomes hold
-    one class only; the slope is NaN when every predicted risk is the same.
+    one class only; the slope is NaN when every predicted risk is the same, and ``inf``
+    (``-inf``) when the risks separate the outcomes, every event at or above (below) every
+    non-event: there the likelihood grows without end as the slope does, so no finite slope
+    fits.
 
     Examples
     --------
@@ -84,6 +117,9 @@ def calibration_slope_intercept(y_true, y_prob) -> tuple[float, float]:
     intercept = float(brentq(lambda a: float(np.sum(y - expit(a + z))), -60.0, 60.0, xtol=1e-12))
     if np.ptp(z) == 0:  # one predicted risk for everyone: no slope to estimate
         return math.nan, intercept
+    above, below = _separation(y[None], z[None])
+    if above[0] or below[0]:
+        return (math.inf if above[0] else -math.inf), intercept
     slope = float(
         LogisticRegression(C=np.inf, solver="newton-cg", tol=1e-10, max_iter=1000)
         .fit(z[:, None], y)
@@ -110,11 +146,14 @@ def batch_scores(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> dict[str, np
 
     The same definitions as :func:`score_predictions`' point estimates (scikit-learn and
     :mod:`ragim.metrics`), computed with vectorised numpy so a 1,000-resample bootstrap
-    takes well under a second: AUROC from average ranks (the Mann-Whitney statistic), the
-    calibration intercept by Newton's method with the slope fixed at 1, and the slope by
-    Newton's method on the two-parameter logistic regression started from there (steps
-    clipped to 5). Undefined values (one class, no
-    convergence) are NaN. ``tests/test_validation.py`` checks the agreement.
+    takes well under a second: AUROC from average ranks (the Mann-Whitney statistic), and
+    the calibration intercept (slope fixed at 1) and slope (the two-parameter logistic
+    regression) by Newton's method with a backtracking line search on the log-likelihood
+    (:func:`_logistic_mle`), which reaches the maximum from any start whenever it exists.
+    The slope is ``inf`` or ``-inf`` where the log-odds separate the outcomes, as in
+    :func:`calibration_slope_intercept`. Undefined values (one class, one predicted risk
+    for all, a fit that did not converge) are NaN. ``tests/test_validation.py`` checks the
+    agreement.
     """
     from scipy.stats import rankdata
 
@@ -137,31 +176,16 @@ def batch_scores(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> dict[str, np
     sy = np.bincount(bins.ravel(), y.ravel(), B * n_bins).reshape(B, n_bins)
     ece = np.abs(sy - sp).sum(1) / n
     z = logit(p)
-    a = np.zeros(B)  # a of logit P(y) = a + z (slope fixed at 1), by Newton's method
-    for _ in range(100):
-        q1 = expit(a[:, None] + z)
-        da = (y - q1).sum(1) / np.maximum((q1 * (1 - q1)).sum(1), 1e-300)
-        a = a + np.clip(da, -5.0, 5.0)
-        if np.all(np.abs(da) < 1e-10):
-            break
-    w = np.stack([a, np.ones(B)], 1)  # [a, b] of logit P(y) = a + b z, Newton's method from there
-    for _ in range(100):
-        q = expit(w[:, :1] + w[:, 1:] * z)
-        r, v = y - q, q * (1 - q)
-        g = np.stack([r.sum(1), (r * z).sum(1)], 1)
-        h00, h01, h11 = v.sum(1), (v * z).sum(1), (v * z * z).sum(1)
-        det = h00 * h11 - h01**2
-        with np.errstate(invalid="ignore", divide="ignore"):
-            step = np.stack(
-                [(h11 * g[:, 0] - h01 * g[:, 1]) / det, (h00 * g[:, 1] - h01 * g[:, 0]) / det], 1
-            )
-        step = np.where(np.isfinite(step), np.clip(step, -5.0, 5.0), np.nan)
-        w = w + np.nan_to_num(step)
-        if np.all(~np.isfinite(step) | (np.abs(step) < 1e-10)):
-            break
-    converged = np.all(np.abs(step) < 1e-6, axis=1)  # NaN steps (a singular Hessian) count as not
-    slope = np.where(two & converged, w[:, 1], np.nan)
-    intercept = np.where(two, a, np.nan)
+    intercept = np.full(B, np.nan)
+    if two.any():
+        intercept[two] = _logistic_mle(y[two], z[two], slope=False)[0]
+    slope = np.full(B, np.nan)
+    above, below = _separation(y, z)
+    slope[two & above & ~below] = np.inf
+    slope[two & below & ~above] = -np.inf  # both: one risk for all, no slope (NaN)
+    fit = two & ~above & ~below
+    if fit.any():
+        slope[fit] = _logistic_mle(y[fit], z[fit], slope=True, a0=intercept[fit])[1]
     return {
         "auroc": auroc,
         "log_loss": log_loss,
@@ -172,16 +196,103 @@ def batch_scores(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> dict[str, np
     }
 
 
+def _loglik(y: np.ndarray, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bernoulli log-likelihood of each row at log-odds ``eta``, and ``expit(eta)``, from
+    one exponential."""
+    e = np.exp(-np.abs(eta))
+    ll = (y * eta - np.maximum(eta, 0.0) - np.log1p(e)).sum(1)
+    return ll, np.where(eta >= 0, 1.0, e) / (1.0 + e)
+
+
+def _logistic_mle(
+    y: np.ndarray, z: np.ndarray, *, slope: bool, a0=None, max_iter: int = 200
+) -> tuple[np.ndarray, np.ndarray]:
+    """Maximum-likelihood ``(a, b)`` of ``logit P(y) = a + b z`` for each row of ``y`` and
+    ``z`` (shape (B, n)); with ``slope=False`` ``b`` stays 1 (``z`` is an offset).
+
+    Newton's method from ``a0`` (default: the event rate's log-odds less the mean of ``z``)
+    and ``b = 1``, each step halved until it raises the log-likelihood by at least 1e-4 of
+    what its quadratic model promises (Armijo). The log-likelihood is concave, so this
+    converges from any start when the maximum exists: rows must hold both classes, and
+    with ``slope=True`` their ``z`` must not separate them (:func:`_separation`). A row whose
+    steps did not shrink below 1e-9 in ``max_iter`` iterations gets NaN.
+    """
+    B = y.shape[0]
+    a = logit(np.clip(y.mean(1), EPS, 1 - EPS)) - z.mean(1) if a0 is None else np.array(a0)
+    a = np.where(np.isfinite(a), a, 0.0)
+    b = np.ones(B)
+    eta = a[:, None] + z
+    ll, q = _loglik(y, eta)
+    rows = np.arange(B)  # the rows still iterating
+    done = np.zeros(B, bool)
+    for _ in range(max_iter):
+        if rows.size == 0:
+            break
+        yr, zr, er, qr = y[rows], z[rows], eta[rows], q[rows]
+        r, v = yr - qr, qr * (1 - qr)
+        ga, h00 = r.sum(1), v.sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if slope:
+                gb, h01, h11 = (r * zr).sum(1), (v * zr).sum(1), (v * zr * zr).sum(1)
+                det = h00 * h11 - h01**2
+                da, db = (h11 * ga - h01 * gb) / det, (h00 * gb - h01 * ga) / det
+            else:
+                gb, da, db = np.zeros(rows.size), ga / h00, np.zeros(rows.size)
+        gain = ga * da + gb * db  # the rise in log-likelihood the quadratic model promises
+        bad = ~(np.isfinite(da) & np.isfinite(db) & (gain >= 0))  # singular: not converged
+        da, db = np.where(bad, 0.0, da), np.where(bad, 0.0, db)
+        small = ~bad & (np.maximum(np.abs(da), np.abs(db)) < 1e-9)
+        t = np.ones(rows.size)
+        ll_old, slack = ll[rows], 1e-12 * (1 + np.abs(ll[rows]))
+        for _ in range(60):  # backtracking (Armijo); a rounding slack at the optimum
+            trial = er + (t * da)[:, None] + (t * db)[:, None] * zr
+            ll_new, q_new = _loglik(yr, trial)
+            ok = bad | small | (ll_new >= ll_old + 1e-4 * t * gain - slack)
+            if ok.all():
+                break
+            t = np.where(ok, t, t / 2)
+        move = ~bad & ok  # a row with no step that raised the likelihood stops: not converged
+        moved = rows[move]
+        a[moved] += t[move] * da[move]
+        b[moved] += t[move] * db[move]
+        eta[moved], ll[moved], q[moved] = trial[move], ll_new[move], q_new[move]
+        done[rows[small]] = True
+        rows = rows[move & ~small]
+    return np.where(done, a, np.nan), np.where(done, b, np.nan)
+
+
+def _percentile(d: np.ndarray, q: float) -> float:
+    """``np.quantile(d, q)`` (linear interpolation) of sorted ``d``, which may hold ``inf``
+    and ``-inf``: a quantile that leans on an infinite value is that infinity."""
+    h = (d.size - 1) * q
+    i, j = math.floor(h), math.ceil(h)
+    lo, hi = float(d[i]), float(d[j])
+    if math.isfinite(lo) and math.isfinite(hi):
+        return lo + (h - i) * (hi - lo)
+    return lo if (h == i or math.isinf(lo)) else hi
+
+
 def score_predictions(
     y_true, y_prob, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0, n_bins: int = 10
 ) -> dict[str, Any]:
     """Score predicted risks on observed outcomes, with percentile bootstrap CIs.
 
+    The patients are resampled with replacement. When they hold both outcomes, a resample
+    that holds one only (no AUROC, slope or intercept) is drawn again, so that every metric
+    is read on the same resamples, all with both outcomes; the draws stop at 50 times
+    ``n_boot``. A metric's CI is read on the resamples where it has a value, and says how
+    many those were: a slope of ``inf`` or ``-inf`` (the resampled risks separate the
+    outcomes, see :func:`calibration_slope_intercept`) is a value, and makes the interval
+    unbounded once it passes the tail; NaN (one risk for all, a fit that did not converge)
+    is not. The percentile interval is kept, rather than BCa, because it stays defined
+    with infinite slopes and when the estimate lies outside the resampled values, where
+    BCa's bias correction is infinite; such an interval is reported as not valid instead.
+
     Parameters
     ----------
     y_true : 0/1 outcomes, shape (n,).
     y_prob : predicted P(y = 1), shape (n,).
-    n_boot : bootstrap resamples of the patients (0: no intervals).
+    n_boot : bootstrap resamples of the patients to draw (0: no intervals).
     level : the confidence level of the intervals.
     seed : seed of the resampling.
     n_bins : ECE bins (equal-width, as in :func:`ragim.metrics.expected_calibration_error`).
@@ -189,44 +300,92 @@ def score_predictions(
     Returns
     -------
     dict
-        ``n``, ``n_positive``, ``prevalence``, ``mean_risk``, ``n_boot``, ``level`` and
+        ``n``, ``n_positive``, ``prevalence``, ``mean_risk``, ``n_boot_requested``,
+        ``n_boot_redrawn`` (resamples of one outcome drawn again), ``level`` and
         ``metrics``: for each of :data:`SCORES` a dict ``value`` (scikit-learn and
         :mod:`ragim.metrics` on all rows), ``ci_low``, ``ci_high`` (percentiles of
         :func:`batch_scores` over the resamples; NaN when undefined, e.g. AUROC with one
-        class) and ``n_boot`` (resamples in which it was defined).
+        class, or with fewer than 2 resamples), ``n_boot`` (the resamples in which it had a
+        value: the CI rests on these) and ``ci_warning`` (None, or why the CI is not what
+        its level claims).
+
+    Warns
+    -----
+    IntervalWarning
+        For each metric with a value whose CI rests on fewer than :data:`MIN_BOOT_SHARE` of
+        the ``n_boot`` resamples, is unbounded, or does not contain that value (the same
+        text as its ``ci_warning``).
     """
     y = np.asarray(y_true, dtype=float).reshape(-1)
     p = np.asarray(y_prob, dtype=float).reshape(-1)
     n_boot = check_int(n_boot, "n_boot", ge=0)
     level = check_number(level, "level", gt=0, lt=1)
     point = _all_scores(y, p, n_bins)  # validates y and p
+    both = 0 < y.sum() < y.size
     rng = np.random.default_rng(seed)
     draws: dict[str, list] = {k: [] for k in SCORES}
     chunk = max(1, 2_000_000 // max(y.size, 1))
-    done = 0
-    while done < n_boot:
-        b = min(chunk, n_boot - done)
+    kept = drawn = 0
+    while kept < n_boot and drawn < 50 * n_boot:
+        b = min(chunk, n_boot - kept)
         idx = rng.integers(0, y.size, (b, y.size))
+        drawn += b
+        if both:  # one outcome only: drawn again
+            n1 = y[idx].sum(1)
+            idx = idx[(n1 > 0) & (n1 < y.size)]
+        if len(idx) == 0:
+            continue
+        kept += len(idx)
         for k, v in batch_scores(y[idx], p[idx], n_bins).items():
             draws[k].append(v)
-        done += b
     alpha = (1 - level) / 2
+    pct = f"{100 * level:g}%"
     metrics = {}
     for k, v in point.items():
-        d = np.concatenate(draws[k]) if draws[k] else np.empty(0)
-        d = d[np.isfinite(d)]
+        d = np.sort(np.concatenate(draws[k])) if draws[k] else np.empty(0)
+        d = d[~np.isnan(d)]  # inf and -inf (separation) are values
         lo, hi = (
-            (float(np.quantile(d, alpha)), float(np.quantile(d, 1 - alpha)))
-            if d.size >= 2
-            else (math.nan,) * 2
+            (_percentile(d, alpha), _percentile(d, 1 - alpha)) if d.size >= 2 else (math.nan,) * 2
         )
-        metrics[k] = {"value": v, "ci_low": lo, "ci_high": hi, "n_boot": int(d.size)}
+        notes = []
+        if n_boot and not math.isnan(v):
+            name = _LABELS[k]
+            if d.size < MIN_BOOT_SHARE * n_boot:
+                notes.append(
+                    f"{name}: only {d.size} of the {n_boot} bootstrap resamples gave a value "
+                    f"(under {MIN_BOOT_SHARE:.0%}); its {pct} CI rests on those {d.size} and "
+                    "is less reliable than its level says"
+                )
+            if math.isinf(lo) or math.isinf(hi):
+                n_inf = int(np.isinf(d).sum())
+                notes.append(
+                    f"{name}: in {n_inf} of {d.size} bootstrap resamples the predicted risks "
+                    f"separate the outcomes (an infinite slope), so its {pct} CI is unbounded"
+                )
+            elif d.size >= 2 and not lo <= v <= hi:
+                side = "above" if lo > v else "below"
+                notes.append(
+                    f"{name}: its {pct} percentile bootstrap CI ({lo:.3g} to {hi:.3g}) does not "
+                    f"contain its value {v:.3g}, so it is not a valid {pct} CI: the resampled "
+                    f"values lie {side} it (a metric biased under resampling, as the ECE is, or "
+                    "too few patients or events)"
+                )
+        for note in notes:
+            warnings.warn(note, IntervalWarning, stacklevel=2)
+        metrics[k] = {
+            "value": v,
+            "ci_low": lo,
+            "ci_high": hi,
+            "n_boot": int(d.size),
+            "ci_warning": "; ".join(notes) or None,
+        }
     return {
         "n": int(y.size),
         "n_positive": int(y.sum()),
         "prevalence": float(y.mean()),
         "mean_risk": float(p.mean()),
-        "n_boot": int(n_boot),
+        "n_boot_requested": int(n_boot),
+        "n_boot_redrawn": int(drawn - kept) if both else 0,
         "level": float(level),
         "metrics": metrics,
     }
@@ -307,6 +466,7 @@ def adapt_params(
 
 
 __all__ = [
+    "MIN_BOOT_SHARE",
     "SCORES",
     "adapt_params",
     "batch_scores",

@@ -218,7 +218,9 @@ def test_score_reports_the_right_values_with_intervals(root, tmp_path):
         tmp_path / "cal.png",
     )
     m = out["metrics"]
-    assert out["n"] == len(y) and out["n_positive"] == int(y.sum()) and out["n_boot"] == 300
+    assert (
+        out["n"] == len(y) and out["n_positive"] == int(y.sum()) and out["n_boot_requested"] == 300
+    )
     assert m["auroc"]["value"] == pytest.approx(roc_auc_score(y, p))
     assert m["log_loss"]["value"] == pytest.approx(log_loss(y, p))
     assert m["brier"]["value"] == pytest.approx(brier_score_loss(y, p))
@@ -246,6 +248,34 @@ def test_score_reports_the_right_values_with_intervals(root, tmp_path):
     ):
         assert name in text
     assert f"{m['auroc']['value']:.3f}" in text
+    assert "300 resamples" not in text and "50 resamples;" in text  # every CI rests on all 50
+
+
+def test_score_of_a_harmful_model_counts_its_resamples_and_flags_its_intervals(root, tmp_path):
+    """A model whose risks run against the outcome, on few patients: many resamples are
+    separated by the risks (an infinite slope). Every resample is counted, none dropped, and
+    the unbounded slope interval is flagged instead of being printed as a plain 95% CI."""
+    d = root["path"]
+    rows = pd.read_csv(d / "validate.csv")
+    X, y, _ = _frame(d, "validate.csv")
+    p = model_from_params(ModelParams.load(d / "m0")).predict_proba(X)[:, 1]
+    order = np.argsort(p)
+    pick = np.r_[order[:6], order[-6:]]  # the 6 lowest and 6 highest risks
+    few = rows.iloc[pick].assign(cad=np.r_[np.ones(6, int), np.zeros(6, int)])
+    few.iloc[[5, 6], few.columns.get_loc("cad")] = [0, 1]  # one overlap: a finite slope
+    few.to_csv(tmp_path / "harm.csv", index=False)
+    args = ("score", d / "m0", "--rows", tmp_path / "harm.csv", "--outcome", "cad")
+    out = _json(*args, "--n-boot", 400)
+    slope = out["metrics"]["calibration_slope"]
+    assert slope["value"] < 0 and slope["n_boot"] == 400  # separated resamples count (-inf)
+    assert slope["ci_low"] is None and slope["ci_high"] < 0  # unbounded below: JSON null
+    assert "unbounded" in slope["ci_warning"]
+    assert any(w.startswith("calibration slope: in ") for w in out["warnings"])
+    assert all(m["n_boot"] == 400 for m in out["metrics"].values())
+    text = _ok(*args, "--n-boot", 400)
+    line = next(ln for ln in text.splitlines() if ln.startswith("calibration slope"))
+    assert "-inf to" in line and " *" in line
+    assert "*: not a plain 95% CI, see the warning" in text
 
 
 # ---------------------------------------------------------------------- adapt

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy.special import expit, logit
 
-from ragim.errors import ValidationError
+from ragim.errors import IntervalWarning, ValidationError
 from ragim.estimator import recalibrate
 from ragim.params import ModelParams, design_matrix
 from ragim.rows import read_rows
@@ -89,14 +89,16 @@ def test_score_predictions_intervals_cover_and_are_reproducible():
     )
     for k, m in s["metrics"].items():
         assert m["ci_low"] <= m["value"] <= m["ci_high"], k
-        assert m["n_boot"] == 400
+        assert m["n_boot"] == 400 and m["ci_warning"] is None, k  # a good model: every resample
+    assert s["n_boot_requested"] == 400 and s["n_boot_redrawn"] == 0
     assert (
         s["metrics"]["calibration_slope"]["ci_low"]
         < 1.0
         < s["metrics"]["calibration_slope"]["ci_high"]
     )
     assert score_predictions(y, p, n_boot=400, seed=2) == s
-    narrow = score_predictions(y, p, n_boot=400, seed=2, level=0.5)["metrics"]["auroc"]
+    with pytest.warns(IntervalWarning, match="ECE: its 50% percentile"):  # the ECE's bias
+        narrow = score_predictions(y, p, n_boot=400, seed=2, level=0.5)["metrics"]["auroc"]
     assert (
         narrow["ci_high"] - narrow["ci_low"]
         < s["metrics"]["auroc"]["ci_high"] - s["metrics"]["auroc"]["ci_low"]
@@ -240,3 +242,72 @@ def test_read_rows_errors_name_the_fix(tmp_path, schema, text, kwargs, message):
 def test_read_rows_missing_file(tmp_path):
     with pytest.raises(ValidationError, match="cannot read --rows .*: no such file"):
         read_rows(tmp_path / "nope.csv")
+
+
+def test_slope_is_infinite_where_the_risks_separate_the_outcomes():
+    p = np.array([0.1, 0.2, 0.3, 0.4, 0.6, 0.7])
+    for y, sign in (([0, 0, 0, 1, 1, 1], 1), ([1, 1, 1, 0, 0, 0], -1), ([0, 0, 1, 1, 1, 1], 1)):
+        b, a = calibration_slope_intercept(y, p)
+        assert b == sign * np.inf and np.isfinite(a)
+        assert batch_scores(np.array([y]), p[None])["calibration_slope"][0] == b
+    tie = calibration_slope_intercept([0, 0, 1, 0, 1, 1], [0.1, 0.2, 0.3, 0.3, 0.6, 0.7])[0]
+    assert tie == np.inf  # touching at one risk: still no finite maximum
+
+
+def test_batch_slope_is_fitted_on_every_resample_of_an_inverted_model():
+    """Newton's method from a slope of 1 diverged when the slope was far below it: every
+    such resample came back NaN and was dropped from the interval (a harmful model's
+    calibration slope of -1.4 got a 95% CI of -2.8 to -2.05 from 12 resamples of 1000)."""
+    y, p = _sample(110, -1.4, 0.8, seed=7)
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, y.size, (40, y.size))
+    got = batch_scores(y[idx], p[idx])["calibration_slope"]
+    want = [calibration_slope_intercept(y[i], p[i])[0] for i in idx]
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, want, atol=1e-7)
+    s = score_predictions(y, p, n_boot=300, seed=1)["metrics"]["calibration_slope"]
+    assert s["n_boot"] == 300 and s["ci_low"] < s["value"] < s["ci_high"] < 0
+    assert s["ci_warning"] is None
+
+
+def test_a_harmful_model_on_few_patients_counts_every_resample_and_warns():
+    """Risks that run against the outcome on 12 patients: most resamples are separated by
+    them (slope -inf). They are counted, not dropped, and the interval is said unbounded."""
+    p = np.array([0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9])
+    y = np.array([1, 1, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0])
+    with pytest.warns(IntervalWarning, match=r"calibration slope: in \d+ of 1000 .* unbounded"):
+        s = score_predictions(y, p, n_boot=1000, seed=0)
+    m = s["metrics"]["calibration_slope"]
+    assert m["value"] < 0 and m["n_boot"] == 1000
+    assert m["ci_low"] == -np.inf and m["value"] <= m["ci_high"] < 0
+    assert "unbounded" in m["ci_warning"]
+    assert s["n_boot_redrawn"] > 0  # resamples of one outcome drawn again
+    assert all(v["n_boot"] == 1000 for v in s["metrics"].values())  # the same resamples
+
+
+def test_too_few_resamples_with_a_value_are_counted_and_warned_about():
+    """Two patients alone carry a second risk; a resample without them has one risk for all
+    and no slope. The slope's CI says how many resamples it rests on, and a warning says so
+    when that is under 90% of those asked for."""
+    p = np.r_[np.full(18, 0.3), 0.6, 0.6]
+    y = np.r_[np.tile([0, 0, 1], 6), 1, 0]
+    b, _ = calibration_slope_intercept(y, p)
+    assert np.isfinite(b)
+    with pytest.warns(IntervalWarning) as caught:
+        m = score_predictions(y, p, n_boot=1000, seed=0)["metrics"]["calibration_slope"]
+    assert 500 < m["n_boot"] < 900
+    texts = [str(w.message) for w in caught]
+    assert f"calibration slope: only {m['n_boot']} of the 1000 bootstrap resamples" in texts[0]
+    assert m["ci_warning"].startswith(texts[0])
+
+
+def test_an_interval_that_misses_its_estimate_is_flagged():
+    """Perfectly calibrated bins: ECE 0, while every resample's binning noise makes it
+    positive, so the percentile interval lies above the estimate and is not a valid CI."""
+    p = np.r_[np.full(10, 0.1), np.full(4, 0.25), np.full(4, 0.75), np.full(10, 0.9)]
+    y = np.r_[np.eye(10)[0], np.eye(4)[0], 1 - np.eye(4)[0], 1 - np.eye(10)[0]]
+    with pytest.warns(IntervalWarning) as caught:  # the slope's, unbounded, as well
+        m = score_predictions(y, p, n_boot=500, seed=0)["metrics"]["ece"]
+    assert any(str(w.message).startswith("ECE: its 95% percentile bootstrap CI") for w in caught)
+    assert m["value"] == pytest.approx(0.0) and m["ci_low"] > 0
+    assert "does not contain its value" in m["ci_warning"] and "lie above it" in m["ci_warning"]
