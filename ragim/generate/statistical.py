@@ -350,6 +350,7 @@ class _Fitted:
             keep = tau > 1e-6 * max(float(tau.max()), 1e-12)
             Pk = Phi[:, keep]
             parts[g] = {
+                "unseen": self._unseen_scales(np.asarray(tau)),
                 "keep": keep,
                 "tau": tau[keep],
                 "Phi": Pk,
@@ -358,6 +359,34 @@ class _Fitted:
                 ),
             }
         self.parts["text"] = parts
+
+    def _unseen_scales(self, tau: np.ndarray) -> np.ndarray:
+        """Prior variance of the effect of an n-gram the index does not know, per n-gram length
+        (index 0: one word): the mean kernel scale of the known n-grams of that length.
+
+        Absent n-grams have no effect in the text kernel, so without this a description made
+        of unknown words would be predicted as the average task *with certainty* about every
+        word effect, and get narrower intervals than a description the index knows. An unseen
+        n-gram's effect is unknown, with the prior variance of a typical n-gram of its length:
+        in a linear model with independent feature effects, a feature never observed keeps
+        its prior (its posterior mean stays 0, the pooled model)."""
+        lengths = np.array([len(t.split()) for t in self.vec.get_feature_names_out()])
+        return np.array(
+            [
+                float(tau[1:][lengths == n].mean()) if np.any(lengths == n) else 0.0
+                for n in range(1, self.cfg.ngram_max + 1)
+            ]
+        )
+
+    def _unseen_counts(self, texts: list[str]) -> np.ndarray:
+        """(q, ngram_max): how many distinct n-grams of each length of every text the index's
+        vocabulary lacks (:meth:`_unseen_scales`)."""
+        analyze, vocab = self.vec.build_analyzer(), self.vec.vocabulary_
+        out = np.zeros((len(texts), self.cfg.ngram_max))
+        for i, t in enumerate(texts):
+            for gram in set(analyze(t)) - vocab.keys():
+                out[i, min(len(gram.split()), self.cfg.ngram_max) - 1] += 1
+        return out
 
     def _fit_text_glmm(self, rows: list[tuple[np.ndarray, np.ndarray]] | None):
         """The text candidate refitted on the tasks' rows (:func:`glmm_map`), with the text
@@ -415,13 +444,15 @@ class _Fitted:
             elif name in ("text", "text-glmm"):
                 # text-glmm: the row fit's effects, with the summary GP's variance
                 Phi_q = self._text_features(texts)
+                unseen = self._unseen_counts(texts)
                 for g, cols in self.groups.items():
                     part = parts[g]
                     fq = Phi_q[:, part["keep"]]
                     k = (fq * part["tau"]) @ part["Phi"].T
                     mean[:, cols] = fq @ part["W"] if "W" in part else part["gp"].mean(k)
-                    var[:, cols] = part["gp"].variance(
-                        k, np.einsum("ij,ij->i", fq * part["tau"], fq)
+                    var[:, cols] = (
+                        part["gp"].variance(k, np.einsum("ij,ij->i", fq * part["tau"], fq))
+                        + unseen @ part["unseen"]
                     )[:, None]
             elif name == "neighbors":
                 k_raw = embedding_kernel(
