@@ -168,9 +168,13 @@ class DomainCalibration:
         return d
 
 
-def _verdict(top: float, effective_neighbors: float | None, threshold: float | None):
+def in_domain_verdict(top: float, effective_neighbors: float | None, threshold: float | None):
     """In the domain: the nearest task at least as similar as the threshold and more than 0
-    effective neighbours (None when uncalibrated)."""
+    effective neighbours (None when uncalibrated); the rule of :attr:`Coverage.in_domain`.
+
+    >>> in_domain_verdict(0.8, 2.5, 0.6), in_domain_verdict(0.8, 0.0, 0.6)
+    (True, False)
+    """
     if threshold is None:
         return None
     top, threshold = float(top), float(threshold)
@@ -193,7 +197,7 @@ class Coverage:
     def in_domain(self) -> bool | None:
         """False when the nearest task is less similar than the threshold or no neighbour is
         effective (``effective_neighbors`` 0); None when uncalibrated."""
-        return _verdict(self.top_similarity, self.effective_neighbors, self.threshold)
+        return in_domain_verdict(self.top_similarity, self.effective_neighbors, self.threshold)
 
     def data(self) -> dict[str, Any]:
         """JSON-safe: the fields rounded to 4 decimals, plus ``in_domain``."""
@@ -513,6 +517,7 @@ __all__ = [
     "check",
     "coverage",
     "coverage_from_scores",
+    "in_domain_verdict",
     "out_of_domain_message",
     "similarity_floor",
 ]

@@ -217,7 +217,7 @@ def coverage_summary(coverage: Mapping[str, Any] | None) -> str | None:
         raise ValidationError(
             f"params.metadata['coverage'] is not a coverage record: {coverage!r}"
         ) from None
-    from ragim.domain import _verdict
+    from ragim.domain import in_domain_verdict
 
     eff = (
         "n/a"
@@ -230,7 +230,7 @@ def coverage_summary(coverage: Mapping[str, Any] | None) -> str | None:
     )
     if thr is None:
         return line + " (the index is too small to calibrate a threshold)"
-    inside = _verdict(top, n_eff, thr)  # the rule of Coverage.in_domain
+    inside = in_domain_verdict(top, n_eff, thr)  # the rule of Coverage.in_domain
     verdict = "in the index's domain" if inside else "OUTSIDE the index's domain"
     return line + f"; top similarity against the threshold {float(thr):.2f}: {verdict}"
 
