@@ -734,6 +734,9 @@ def generate(
     save: Annotated[
         Path | None, typer.Option(help="save the generated parameters as an artifact")
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="let --save replace a model saved there")
+    ] = False,
     outcome_name: Annotated[
         str | None,
         typer.Option(
@@ -790,6 +793,10 @@ def generate(
     if lm_options and generator_path is None:
         raise typer.BadParameter(
             "--rerank, --reward-model and --num-candidates need --generator (an LM generator)"
+        )
+    if save is not None and Path(save).exists() and not overwrite:
+        raise typer.BadParameter(
+            f"--save {save} already exists; choose another path, or add --overwrite to replace it"
         )
     if strict:  # refuse before fitting or loading anything: coverage needs only the index
         from ragim.domain import coverage

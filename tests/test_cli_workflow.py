@@ -89,6 +89,19 @@ def root(tmp_path_factory):
     return {"path": root, "build": summary, "generate": params, "local": local, "holdout": holdout}
 
 
+def test_generate_never_replaces_a_saved_model_unless_told_to(root, monkeypatch, capsys):
+    d = root["path"]
+    before = ModelParams.load(d / "m0")
+    args = ["generate", "Predict death in women", "--index", d / "idx", "--save", d / "m0"]
+    code, _, err = run_main(args, monkeypatch, capsys)
+    assert code == 2 and "already exists" in err and "--overwrite" in err
+    assert ModelParams.load(d / "m0") == before  # the saved model is untouched
+    copy = d / "m0-copy"
+    before.save(copy)
+    code, _, _ = run_main([*args[:-1], copy, "--overwrite"], monkeypatch, capsys)
+    assert code == 0 and ModelParams.load(copy).metadata["description"] == "Predict death in women"
+
+
 def _frame(root, name):
     d = pd.read_csv(root / name)
     return d.drop(columns=["patient_id", "cad"]), d["cad"].to_numpy(), d["patient_id"].to_numpy()
