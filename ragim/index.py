@@ -271,6 +271,7 @@ class TaskIndex:
         self._lock = threading.Lock()
         self._id_to_row = self._rows_by_id()
         self._removed: set[str] = set()  # ids removed from this object (exclusions accept them)
+        self.skipped: dict[str, str] = {}  # tasks build() left out, with the reason (saved)
 
     # an index travels to other processes (joblib workers, e.g. cross_val_score(n_jobs=2) on
     # a ZeroShotClassifier) without its lock, made anew there. This is for processes of one
@@ -861,6 +862,7 @@ class TaskIndex:
                         "n_tasks": len(self),
                         "param_names": param_names(self.model, self.schema),
                         "ids_sha256": _ids_digest(self._records.ids()),
+                        "skipped": dict(self.skipped),
                     }
                 ),
                 "schema.json": json_bytes(self.schema.to_dict()),
@@ -916,9 +918,14 @@ class TaskIndex:
             expected_names = cfg.pop("param_names")
             cfg.pop("n_tasks", None)
             ids_digest = cfg.pop("ids_sha256", None)
+            skipped = cfg.pop("skipped", {})  # absent from indices saved before it was kept
             config = IndexConfig(**cfg)
             if not isinstance(identity, dict) or not isinstance(expected_names, list):
                 raise TypeError("'embedder' must be an object and 'param_names' a list")
+            if not isinstance(skipped, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in skipped.items()
+            ):
+                raise TypeError("'skipped' must map task ids to reasons")
         except (KeyError, TypeError, ValueError, ValidationError) as exc:
             raise ArtifactError(f"{cfg_file}: not a valid index configuration ({exc})") from exc
         if embedder is None:
@@ -1004,7 +1011,9 @@ class TaskIndex:
                     f"{art.path / 'tasks'}: its task ids differ from "
                     "records.jsonl; the artifact was assembled from different indices"
                 )
-        return cls(config, schema, emb, store, RecordStore.from_records(records), params, tasks)
+        index = cls(config, schema, emb, store, RecordStore.from_records(records), params, tasks)
+        index.skipped = skipped
+        return index
 
     from_pretrained = load
 

@@ -364,6 +364,8 @@ def test_tasks_that_cannot_be_fitted_load_and_are_skipped_with_a_warning(tmp_pat
     text = " ".join(str(w.message) for w in rec)
     assert "task 'all-events' has only one class (all 1)" in text and "task 'three-rows' has 3 rows" in text
     assert sorted(index.ids) == ["w0", "w1", "w2"] and set(index.skipped) == {"all-events", "three-rows"}
+    index.save(tmp_path / "idx")  # the list travels with the index
+    assert TaskIndex.load(tmp_path / "idx").skipped == index.skipped
 
 
 # ------------------------------------------------------------------ property: dtype guesses do not matter
