@@ -906,8 +906,8 @@ def explain(
     row = 0 if row is None else row
     model = model_from_params(ModelParams.load(params_path))
     if rows is not None:
-        data = read_rows(
-            rows, schema=model.schema_, outcome=outcome, patient_id=patient_id, sep=sep
+        data = read_rows(  # the outcome is dropped unread: explaining needs no label
+            rows, schema=model.schema_, ignore_outcome=outcome, patient_id=patient_id, sep=sep
         )
         if not 0 <= row < len(data):
             raise typer.BadParameter(f"--row {row} is outside the {len(data)} rows of {rows}")

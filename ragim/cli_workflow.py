@@ -16,6 +16,7 @@ to the ``ragim`` app.
 from __future__ import annotations
 
 import math
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -72,6 +73,15 @@ def _load(params_path: Path):
 
     params = ModelParams.load(params_path)
     return params, model_from_params(params)
+
+
+def _event(outcome: str, pos_label) -> str:
+    """How the event is written in headings: ``death = Yes`` with a pos-label, else ``death = 1``.
+
+    >>> _event("death", "Yes"), _event("cad", None)
+    ('death = Yes', 'cad = 1')
+    """
+    return f"{outcome} = {1 if pos_label is None else pos_label}"
 
 
 def _load_labelled(params_path: Path, rows: Path, outcome: str, patient_id, sep: str, pos_label):
@@ -210,7 +220,7 @@ def score(
             {name: risk},
             n_bins=bins,
             title=f"Calibration on {Path(rows).name} ({len(risk)} patients, "
-            f"{int(data.y.sum())} with {outcome} = 1)",
+            f"{int(data.y.sum())} with {_event(outcome, pos_label)})",
         )
         png.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(png, dpi=120, bbox_inches="tight")
@@ -228,7 +238,7 @@ def score(
         rows_out,
         ["metric", ("value", "right"), ("95% CI", "right"), "ideal"],
         title=f"{params_path} on {rows}: {result['n']} patients, "
-        f"{result['n_positive']} with {outcome} = 1 "
+        f"{result['n_positive']} with {_event(outcome, pos_label)} "
         f"(prevalence {result['prevalence']:.3f}, mean predicted risk {result['mean_risk']:.3f})",
         caption=f"95% CIs: percentile bootstrap over patients, {n_boot} resamples"
         + (f" asked for; a CI on fewer says how many (n of {n_boot})" if fewer else "")
@@ -348,7 +358,7 @@ def adapt(
     scale = summary["terms_scale"]
     typer.echo(
         f"adapted {params_path} on {len(data)} patients "
-        f"({summary['n_positive']} with {outcome} = 1) by "
+        f"({summary['n_positive']} with {_event(outcome, pos_label)}) by "
         f"{_ADAPTATION_WORDS[chosen]}{_why_chosen(method, chosen, report)}; "
         f"saved to {save}\n"
         f"  intercept  {params.intercept:+.3f} -> {adapted.intercept:+.3f} ({change:+.3f})"
@@ -362,8 +372,12 @@ def adapt(
             if summary["sign_changes"]
             else ""
         )
-        + f"\nscore it on patients it was not adapted on: ragim score {save} --rows OTHER.csv "
-        f"--outcome {outcome}"
+        + "\nscore it on patients it was not adapted on: "
+        + shlex.join(
+            ["ragim", "score", str(save), "--rows", "OTHER.csv", "--outcome", outcome]
+            + ([] if pos_label is None else ["--pos-label", str(pos_label)])
+            + ([] if sep == "," else ["--sep", sep])
+        )
     )
 
 

@@ -458,6 +458,36 @@ def test_explain_table_is_sorted_with_reference_levels_and_folded_missing(root):
     assert "LOGISTIC model for coronary artery disease" in text
 
 
+def test_explain_reads_past_an_outcome_column_of_any_labels(root, tmp_path):
+    """The outcome is ignored when explaining, so Yes/No labels need no --pos-label (which
+    explain does not take); an outside user was told to pass it."""
+    d = root["path"]
+    rows = pd.read_csv(d / "validate.csv")
+    rows.assign(cad=np.where(rows["cad"] == 1, "Yes", "No")).to_csv(tmp_path / "yn.csv", index=False)
+    text = _ok("explain", d / "m0", "--rows", tmp_path / "yn.csv", "--outcome", "cad", "--row", 3)
+    plain = _ok("explain", d / "m0", "--rows", d / "validate.csv", "--outcome", "cad", "--row", 3)
+    assert text.replace(str(tmp_path / "yn.csv"), "F") == plain.replace(str(d / "validate.csv"), "F")
+
+
+def test_adapt_and_score_name_the_event_label_and_the_follow_up_command_runs(root, tmp_path):
+    """With Yes/No outcomes the headings say "cad = Yes", not "cad = 1", and the score command
+    that adapt suggests carries the --pos-label it needs."""
+    import shlex
+
+    d = root["path"]
+    for name in ("adapt.csv", "validate.csv"):
+        rows = pd.read_csv(d / name)
+        rows.assign(cad=np.where(rows["cad"] == 1, "Yes", "No")).to_csv(tmp_path / name, index=False)
+    out = _ok("adapt", d / "m0", "--rows", tmp_path / "adapt.csv", "--outcome", "cad",
+              "--pos-label", "Yes", "--save", tmp_path / "m1")
+    assert "with cad = Yes)" in out and "cad = 1" not in out
+    suggested = shlex.split(out.strip().splitlines()[-1].split(": ", 1)[1])
+    assert suggested[:3] == ["ragim", "score", str(tmp_path / "m1")] and "--pos-label" in suggested
+    suggested[suggested.index("OTHER.csv")] = str(tmp_path / "validate.csv")
+    scored = _ok(*suggested[1:])
+    assert "with cad = Yes" in " ".join(scored.split())
+
+
 def test_explain_one_patient_shows_the_predicted_risk(root, tmp_path):
     d = root["path"]
     X, _, ids = _frame(d, "validate.csv")
