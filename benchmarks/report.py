@@ -671,7 +671,10 @@ def lm_throughput_section() -> list[str]:
              "Every path decodes the same targets' prompts with the same model, greedy, in one process with equal "
              "torch threads; CPU seconds are compared because the 2 cores were shared (wall seconds are in the "
              "JSON). `builtin`: the hand-written constrained decoder (the default); `engine`: llguidance through a "
-             "transformers logits processor. Ratios: CPU speed against the baseline path named above each table.", ""]
+             "transformers logits processor. Ratios: CPU speed against the baseline path named above each table. "
+             "`lm_throughput_heart_procedure.json` was measured before batched decoding wrote its key/value cache "
+             "in place (`ragim.lm.constrained.preallocated_cache`), `lm_throughput_preallocated_cache.json` after, "
+             "beside two other benchmark jobs on the same 2 cores (so both of its paths ran slower than alone).", ""]
     for f in files:
         res = json.loads(f.read_text())
         lines += [f"### `{f.name}`: {res['base_model']}, {res['n']} targets, k = {res['k']}", "",
