@@ -396,7 +396,10 @@ def preallocated_cache(
     With ``prefix`` (1-D token ids), its keys and values are computed once and copied into
     each of ``n_rows`` rows. Returns ``{}`` where the installed transformers has no
     ``DynamicCache`` with replaceable layers (``generate`` then uses its default cache).
+    Raises ValidationError for a ``capacity`` or ``n_rows`` below 1.
     """
+    capacity = check_int(capacity, "capacity", ge=1)
+    n_rows = check_int(n_rows, "n_rows", ge=1)
     name, _ = forward_keywords(model)
     try:
         from transformers import DynamicCache
