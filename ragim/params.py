@@ -231,7 +231,8 @@ class ModelParams:
         fill_missing: float | None = None,
     ) -> ModelParams:
         """Build from a name -> value mapping; missing or extra names raise unless
-        ``fill_missing`` is given (then absent names take that value)."""
+        ``fill_missing`` is given (then absent names take that value, and SD 0). ``std``, when
+        given, must name the same parameters (a missing SD would read as an exact value)."""
         names = param_names(kind, schema)
         missing = [n for n in names if n not in values]
         extra = [k for k in values if k not in set(names)]
@@ -242,6 +243,13 @@ class ModelParams:
             )
         if extra:
             problems.append(f"unknown parameters (not in the schema): {extra[:20]}")
+        if std is not None:  # a name without an SD would read as known exactly (SD 0)
+            no_sd = [n for n in names if n not in std]
+            if no_sd and fill_missing is None:
+                problems.append(f"std has no value for: {no_sd[:20]}")
+            stray = [k for k in std if k not in set(names)]
+            if stray:
+                problems.append(f"std names parameters not in the schema: {stray[:20]}")
         if problems:
             raise ValidationError(
                 f"parameters do not match the {kind} layout of this schema:", problems

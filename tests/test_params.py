@@ -203,3 +203,20 @@ def test_adaptation_keeps_the_correlations_it_has_grounds_for():
     sd = {p_.metadata["adaptation"]: explain_params(p_).table().set_index("term").loc["sex[M]", "std"]
           for p_ in (kept, shifted)}
     assert sd["zero-shot"] == pytest.approx(sd["intercept"]) and sd["zero-shot"] < 0.5
+
+
+def test_a_parameter_file_missing_an_sd_is_refused_not_read_as_exact():
+    """A JSON whose std lacks one parameter loaded with SD 0 there: an interval of zero width
+    (found by a stranger test editing a saved model)."""
+    X = pd.DataFrame({"age": [40.0, 60.0, 80.0], "sex": [0, 1, 0]})
+    schema = FeatureSchema.infer(X).fit(X)
+    p = ModelParams.from_dict("logistic", schema, {"intercept": -1.0, "age": 0.5, "sex": 0.2},
+                              std={"intercept": 0.3, "age": 0.1, "sex": 0.2})
+    payload = json.loads(p.to_json())
+    assert ModelParams.from_json(json.dumps(payload)) == p
+    del payload["std"]["age"]
+    with pytest.raises(ValidationError, match=r"std has no value for: \['age'\]"):
+        ModelParams.from_json(json.dumps(payload))
+    payload["std"].update(age=0.1, weight=0.4)
+    with pytest.raises(ValidationError, match=r"std names parameters not in the schema: \['weight'\]"):
+        ModelParams.from_json(json.dumps(payload))
