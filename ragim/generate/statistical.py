@@ -436,6 +436,7 @@ class _Fitted:
         """Per candidate: (deviations (q, P), variances (q, P)) for new descriptions."""
         q, P = len(texts), self.Y.shape[1]
         out = {}
+        words = None  # the text features and unseen n-gram counts, shared by both text candidates
         for name, parts in self.parts.items():
             mean, var = np.zeros((q, P)), np.zeros((q, P))
             if name == "pooled":
@@ -443,8 +444,9 @@ class _Fitted:
                     var[:, cols] = parts[g]
             elif name in ("text", "text-glmm"):
                 # text-glmm: the row fit's effects, with the summary GP's variance
-                Phi_q = self._text_features(texts)
-                unseen = self._unseen_counts(texts)
+                if words is None:
+                    words = self._text_features(texts), self._unseen_counts(texts)
+                Phi_q, unseen = words
                 for g, cols in self.groups.items():
                     part = parts[g]
                     fq = Phi_q[:, part["keep"]]
