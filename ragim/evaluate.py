@@ -315,11 +315,13 @@ def assert_leak_free(
     trained = getattr(generator, "index_", None)
     if trained is not None and trained is not index:
         pools["generator training set"] = trained.records
-    if getattr(index, "tasks", None) is not None:
-        pools["index.tasks"] = [
-            {"task_id": i["task_id"], "metadata": i["metadata"]}
-            for i in (index.tasks.info(j) for j in range(len(index.tasks)))
-        ]
+    for name in ("tasks", "skipped_tasks"):  # rows the generators train or validate on
+        kept = getattr(index, name, None)
+        if kept is not None:
+            pools[f"index.{name}"] = [
+                {"task_id": i["task_id"], "metadata": i["metadata"]}
+                for i in (kept.info(j) for j in range(len(kept)))
+            ]
     leaks: dict[str, tuple[str, list[str]]] = {}
     for where, records in pools.items():
         for rec in records:

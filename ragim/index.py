@@ -272,6 +272,8 @@ class TaskIndex:
         self._id_to_row = self._rows_by_id()
         self._removed: set[str] = set()  # ids removed from this object (exclusions accept them)
         self.skipped: dict[str, str] = {}  # tasks build() left out, with the reason (saved)
+        # their rows (keep_tasks): no model, but the statistical generator validates on them
+        self.skipped_tasks: TaskCollection | None = None
 
     # an index travels to other processes (joblib workers, e.g. cross_val_score(n_jobs=2) on
     # a ZeroShotClassifier) without its lock, made anew there. This is for processes of one
@@ -317,7 +319,10 @@ class TaskIndex:
         device : where FAISS searches: "auto" uses every GPU when FAISS sees one.
         schema : a fitted schema; default: :func:`ragim.models.fit_schema` on the rows of ``tasks``.
         params : precomputed parameters by task id (skips fitting those tasks).
-        keep_tasks : keep a reference to ``tasks`` (generators train on their rows).
+        keep_tasks : keep a reference to ``tasks`` (generators train on their rows), and the
+            rows of the tasks that could not be fitted as ``index.skipped_tasks`` (the
+            statistical generator validates its stack on them too: new tasks are often as
+            small as they are).
         chunk_size : tasks fitted, embedded and added at a time. Peak memory grows with the
             chunk, not with the collection: what stays per task is its parameters, its
             record and its (possibly compressed) vector.
@@ -464,6 +469,8 @@ class TaskIndex:
             config, schema, emb, store, records, mat, tasks.take(kept) if keep_tasks else None
         )
         obj.skipped = skipped
+        if keep_tasks and skipped:
+            obj.skipped_tasks = tasks.take([i for i, t in enumerate(ids) if t in skipped])
         return obj
 
     # ------------------------------------------------------------------ content
@@ -807,6 +814,7 @@ class TaskIndex:
             self._params = np.concatenate([self._params, mat])
         if self.tasks is not None:
             self.tasks = None  # rows of added tasks are not kept; generators need a rebuild
+            self.skipped_tasks = None
         return [i["task_id"] for i in infos]
 
     def remove(self, ids: str | Iterable[str]) -> None:
@@ -843,7 +851,8 @@ class TaskIndex:
         """Save as an artifact directory: ``index.faiss``, ``records.jsonl``,
         ``params.safetensors``, ``schema.json``, ``config.json`` (with the embedder's
         identity) and, when ``include_tasks`` (default: collections up to 20k tasks),
-        the tasks' rows under ``tasks/``."""
+        the tasks' rows under ``tasks/`` (and those of :attr:`skipped_tasks` under
+        ``skipped_tasks/``)."""
         from safetensors.numpy import save as st_save
 
         from ragim.io import json_bytes, write_artifact
@@ -875,6 +884,9 @@ class TaskIndex:
         if include_tasks and self.tasks is not None:
             tasks = self.tasks
             files["tasks"] = lambda target: tasks.save(target)
+            if self.skipped_tasks is not None:
+                small = self.skipped_tasks
+                files["skipped_tasks"] = lambda target: small.save(target)
         return write_artifact(path, FORMAT, files)
 
     save_pretrained = save
@@ -1013,6 +1025,15 @@ class TaskIndex:
                 )
         index = cls(config, schema, emb, store, RecordStore.from_records(records), params, tasks)
         index.skipped = skipped
+        if tasks is not None and "skipped_tasks/manifest.json" in art.files:
+            small = TaskCollection.load(art.path / "skipped_tasks")
+            art.check_unchanged("skipped_tasks/manifest.json")
+            if not set(small.ids) <= set(skipped):
+                raise ArtifactError(
+                    f"{art.path / 'skipped_tasks'}: holds tasks that config.json does not list "
+                    "as skipped; the artifact was assembled from different indices"
+                )
+            index.skipped_tasks = small
         return index
 
     from_pretrained = load

@@ -620,3 +620,65 @@ def test_a_stacked_candidate_lost_to_exclusions_counts_as_the_pooled_model():
     p_c = T @ p.vector
     np.testing.assert_allclose(p_c[1:], w * pooled_c[1:], atol=1e-8)  # the pooled slopes, as stacked
     assert p_c[0] == pytest.approx(g.stack_["shift"] + u * pooled_c[0], abs=1e-8)
+
+
+# ------------------------------------------------------------------ the tasks too small to index
+def _index_with_small_tasks(small_rate: float, n_small: int = 30, patients: bool = False):
+    """20 fittable tasks with an event rate near 30%, and ``n_small`` 4-row tasks of one class
+    (too small to fit, so the index skips them) whose event rate is ``small_rate``: as on the
+    procedure family, where the tasks that can be fitted are a biased sample of the small ones."""
+    rng = np.random.default_rng(3)
+    tasks = []
+    for i in range(20 + n_small):
+        n = 200 if i < 20 else 4
+        X = pd.DataFrame({"age": rng.normal(size=n), "bmi": rng.normal(size=n)})
+        rate = 0.3 if i < 20 else small_rate
+        y = (rng.random(n) < 1 / (1 + np.exp(-(np.log(rate / (1 - rate)) + X["age"])))).astype(int)
+        if i >= 20:
+            y = np.full(n, int(rng.random() < small_rate))
+        meta = {"patient_ids": [f"p{j}" for j in range(n)]} if patients else {}
+        tasks.append(Task(f"t{i:02d}", f"surgery ward {i % 5} unit {i % 3} outcome", X, y, meta))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return TaskIndex.build(TaskCollection(tasks), embedder="hashing", progress=False)
+
+
+def test_the_stack_is_validated_on_the_tasks_too_small_to_index_too():
+    """The skipped tasks' rows are held-out cases of the stack: when small tasks have far more
+    events than the fittable ones, the stacked baseline risk moves towards theirs; without them
+    (``validate_skipped=False``, or tasks sharing patients with indexed ones) it does not."""
+    idx = _index_with_small_tasks(0.9)
+    assert len(idx) == 20 and len(idx.skipped) == 30
+    assert sorted(idx.skipped_tasks.ids) == sorted(idx.skipped)
+    cfg = {"candidates": ("pooled", "text"), "adaptation_tasks": 0}
+    on = StatisticalGenerator(**cfg).fit(idx, progress=False)
+    off = StatisticalGenerator(**cfg, validate_skipped=False).fit(idx, progress=False)
+    assert on.cv_["n_skipped_tasks"] == 30 and off.cv_["n_skipped_tasks"] == 0
+    assert on.cv_["n_tasks"] == off.cv_["n_tasks"] + 30
+    risk = {g: g.generate_params("surgery ward 1 unit 1 outcome").vector[0] for g in (on, off)}
+    assert risk[on] > risk[off] + 0.3, risk
+    shared = _index_with_small_tasks(0.9, patients=True)  # p0.. in every task: all overlap
+    g = StatisticalGenerator(**cfg).fit(shared, progress=False)
+    assert g.cv_.get("n_skipped_tasks", 0) == 0
+
+
+def test_skipped_tasks_are_saved_with_the_index_and_dropped_when_tasks_are_added(tmp_path):
+    idx = _index_with_small_tasks(0.5, n_small=6)
+    again = TaskIndex.load(idx.save(tmp_path / "idx"))
+    assert again.skipped_tasks.ids == idx.skipped_tasks.ids
+    pd.testing.assert_frame_equal(again.skipped_tasks[0].X, idx.skipped_tasks[0].X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again.add([idx.tasks[0].__class__("new", "surgery ward 9", idx.tasks[0].X, idx.tasks[0].y)])
+    assert again.tasks is None and again.skipped_tasks is None
+    bare = TaskIndex.load(idx.save(tmp_path / "bare", include_tasks=False))
+    assert bare.skipped_tasks is None
+
+
+def test_a_target_among_the_skipped_tasks_is_a_leak():
+    from ragim.evaluate import assert_leak_free
+
+    idx = _index_with_small_tasks(0.5, n_small=6)
+    target = idx.skipped_tasks[0]
+    with pytest.raises(ValidationError, match="index.skipped_tasks"):
+        assert_leak_free(idx, [target])

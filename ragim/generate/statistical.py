@@ -44,7 +44,10 @@ predict how a task departs from the pooled model:
    tasks are reweighted by the Bayesian bootstrap (the win-count form of pseudo-BMA+; Yao,
    Vehtari, Simpson & Gelman, 2018). With many validation tasks that is the best candidate;
    with a handful (a small index) it averages close candidates rather than trusting a noisy
-   choice (``cv_["anchor"]``). When most tasks
+   choice (``cv_["anchor"]``). The tasks the index could not fit (``index.skipped_tasks``:
+   too few rows, one class) are held out too, each predicted by one fold's candidates
+   (``validate_skipped``): fittable tasks are a biased sample of the small tasks a new one
+   often is. When most tasks
    share patients with most others (one cohort's subgroups and outcomes; see
    :data:`MIN_KEPT_SHARE`), patients are held out instead of tasks (:func:`patient_halves`);
    with fewer than 4 tasks nothing is validated, and the pooled model is used (with a
@@ -167,6 +170,13 @@ class StatisticalConfig:
         ARD_PRIOR_SD, "SD of an n-gram's log kernel scale around its bucket's (ard)"
     )
     min_df: int = setting(2, "n-grams must occur in at least this many descriptions")
+    validate_skipped: bool = setting(
+        True,
+        "validate the stack on the index's skipped tasks too (index.skipped_tasks: those too "
+        "small or one-class to fit, sharing no patient with an indexed task), each predicted "
+        "by one validation fold's candidates; the fittable tasks alone are a biased sample of "
+        "the small tasks a new one often is",
+    )
     embedding_sharpness: float = setting(
         SHARPNESS, "kernel exp(s (cos - 1)) of the neighbors candidate"
     )
@@ -211,6 +221,7 @@ class StatisticalConfig:
             "cv_folds": partial(check_int, ge=2),
             "split_buckets": check_bool,
             "ard": check_bool,
+            "validate_skipped": check_bool,
             "ard_prior_sd": partial(
                 check_number, ge=ARD_PRIOR_SD_RANGE[0], le=ARD_PRIOR_SD_RANGE[1]
             ),
@@ -608,8 +619,10 @@ class StatisticalGenerator(Generator):
         # its patients); below MIN_KEPT_SHARE at the median the index is mostly one cohort
         kept = [1 - len(ov) / max(len(train), 1) for train, tests in plan for _, ov in tests]
         by_patients = len(tasks) >= 4 and (not kept or float(np.median(kept)) < MIN_KEPT_SHARE)
+        bases = []
         for train, tests in [] if by_patients else plan:
             base, refits = fit_on(train), {}
+            bases.append(base)
             for j, overlap in tests:  # predict j without the tasks that share its patients
                 rows = train if not overlap else np.setdiff1d(train, sorted(overlap))
                 if len(rows) < 3 or (
@@ -624,6 +637,16 @@ class StatisticalGenerator(Generator):
                 held_pos.append(np.array([j]))
                 held_rows.append(_rows(tasks[j], index, cfg.max_rows_per_task, rng))
             bar.update()
+        small = _small_tasks(index, summ.ids) if cfg.validate_skipped and held else []
+        order = np.random.default_rng(cfg.seed).permutation(len(small))
+        for fitted, part in zip(bases, np.array_split(order, max(len(bases), 1)), strict=False):
+            if len(part):  # held out like the fold's own tasks: no fit of theirs exists
+                texts = [small[i].description for i in part]
+                vecs = index.embedder.embed(texts).astype(np.float64)
+                pred = fitted.predict(texts, vecs)
+                held.append({c: (fitted.pooled + m, v) for c, (m, v) in pred.items()})
+                held_pos.append(np.full(len(part), -1))
+                held_rows.extend(_rows(small[i], index, cfg.max_rows_per_task, rng) for i in part)
         observed = summ
         by_patients = by_patients or (not held and len(tasks) >= 4)
         if by_patients:  # the tasks share patients: hold out patients instead
@@ -642,10 +665,13 @@ class StatisticalGenerator(Generator):
                 if by_patients
                 else {
                     summ.ids[int(j)]: uncentre @ th
-                    for j, th in zip(np.concatenate(held_pos), stacked, strict=True)
+                    for j, th in zip(
+                        [j for j in np.concatenate(held_pos) if j >= 0], stacked, strict=True
+                    )
                 }
             )
             self.cv_["protocol"] = "leave-patients-out" if by_patients else "leave-task-out"
+            self.cv_["n_skipped_tasks"] = 0 if by_patients else len(small)
             if by_patients:
                 self.cv_["note"] = (
                     "most tasks share patients with most others (one cohort's subgroups and "
@@ -659,7 +685,12 @@ class StatisticalGenerator(Generator):
                 calibrate(
                     [
                         ValidationCase(A[:, 1:], y, uncentre @ th, s)
-                        for (A, y), th, s in zip(held_rows, stacked, heldout_sd, strict=True)
+                        for (A, y), th, s in zip(
+                            [r for r, p in zip(held_rows, held_pos) if p[0] >= 0],
+                            stacked,
+                            heldout_sd,
+                            strict=True,
+                        )
                     ],
                     draws=cfg.adaptation_draws,
                     max_tasks=cfg.adaptation_tasks,
@@ -1032,7 +1063,7 @@ class StatisticalGenerator(Generator):
         try:
             cfg = art.read_json("config.json")
             # settings added since: an older artifact was fitted without them
-            cfg = {"split_buckets": False, "ard": False, **cfg}
+            cfg = {"split_buckets": False, "ard": False, "validate_skipped": False, **cfg}
             gen = cls(StatisticalConfig(**{**cfg, "candidates": tuple(cfg["candidates"])}))
         except (TypeError, KeyError, ValueError, ValidationError) as exc:
             raise ArtifactError(
@@ -1152,6 +1183,23 @@ def _index_tasks(index) -> list[Task]:
         )
     tasks = [t for t in index.tasks if t.task_id in index]
     return tasks
+
+
+def _small_tasks(index, indexed: list[str]) -> list[Task]:
+    """The tasks :meth:`TaskIndex.build` could not fit (``index.skipped_tasks``), with rows of
+    the index's schema and no patient shared with an indexed task: extra held-out tasks for
+    the stack, so that it is validated on tasks as small as new ones often are."""
+    from ragim.tasks import patient_id_set
+
+    small = getattr(index, "skipped_tasks", None)
+    if small is None:
+        return []
+    taken = set().union(*(patient_id_set(index.record(t).get("metadata")) for t in indexed))
+    return [
+        t
+        for t in small
+        if len(t.y) and not (patient_id_set(t.metadata) & taken) and t.task_id not in index
+    ]
 
 
 def _pooled_fit(index, tasks: list[Task], max_rows: int, rng) -> tuple[np.ndarray, np.ndarray]:
@@ -1412,6 +1460,7 @@ def _stack(
         "stack": round(float(loss(x)[0]), 6),
     }
     order = np.concatenate(held_pos)
+    real = order >= 0
     mean = np.zeros((len(order), summ.theta.shape[1]))
     sd = np.zeros_like(mean)
     for i, c in enumerate(names):
@@ -1421,6 +1470,7 @@ def _stack(
         sd[:, 0] += u[i] * s[:, 0]
         sd[:, 1:] += w[i] * s[:, 1:]
     mean[:, 0] += a
+    mean, sd, order = mean[real], sd[real], order[real]
     obs, obs_var = summ.theta[order], summ.var[order]
     informative = obs_var < 0.5 * VAR_BOUNDS[1]
     # E[(obs - mean)^2] = scale * predictive variance + summary variance, by moments. It may widen
