@@ -23,7 +23,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-
 from design_validation import family
 
 

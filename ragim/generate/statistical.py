@@ -686,7 +686,11 @@ class StatisticalGenerator(Generator):
                     [
                         ValidationCase(A[:, 1:], y, uncentre @ th, s)
                         for (A, y), th, s in zip(
-                            [r for r, p in zip(held_rows, held_pos) if p[0] >= 0],
+                            [
+                                r
+                                for r, j in zip(held_rows, np.concatenate(held_pos), strict=True)
+                                if j >= 0
+                            ],
                             stacked,
                             heldout_sd,
                             strict=True,
