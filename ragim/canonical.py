@@ -146,6 +146,36 @@ def canonical_level(v: Any) -> str | None:
     return text
 
 
+def canonical_levels(values: Any) -> np.ndarray:
+    """:func:`canonical_level` of every value of an array-like (a DataFrame, a Series, a
+    list), as an object array of the same shape; None where a value is missing.
+
+    The first step of every categorical feature in :func:`ragim.export.to_sklearn_pipeline`.
+
+    Raises
+    ------
+    ValidationError
+        For a value that cannot be a level (see :func:`canonical_level`).
+
+    Examples
+    --------
+    >>> canonical_levels([[4.0], ["04"], [True], [None], [" mild "]]).ravel().tolist()
+    ['4', '4', '1', None, 'mild']
+    """
+    arr = np.asarray(values, dtype=object)
+    flat = arr.ravel()
+    out = np.empty(len(flat), dtype=object)
+    seen: dict[Any, str | None] = {}
+    for i, v in enumerate(flat):
+        try:  # values that compare equal (1, 1.0, True) have one canonical form
+            out[i] = seen[v]
+        except KeyError:
+            out[i] = seen[v] = canonical_level(v)
+        except TypeError:  # unhashable: canonical_level names it
+            out[i] = canonical_level(v)
+    return out.reshape(arr.shape)
+
+
 def canonical_id(v: Any, what: str = "id") -> str:
     """An identifier as canonical text (task ids, patient ids).
 
@@ -206,6 +236,7 @@ def level_key(v: Any) -> tuple:
 __all__ = [
     "canonical_id",
     "canonical_level",
+    "canonical_levels",
     "canonical_text",
     "invisible_characters",
     "is_missing",

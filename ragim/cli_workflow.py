@@ -414,7 +414,8 @@ def export(
     """Export a model's coefficients (with 95% intervals and odds ratios) as CSV.
 
     In Python, ragim.export.to_sklearn_pipeline(params) gives a scikit-learn Pipeline that
-    runs without ragim, and a GAM's .to_interpret() an interpret EBM."""
+    predicts as ragim does (loading it needs ragim), and a GAM's .to_interpret() an
+    interpret EBM."""
     from ragim.export import coefficients_frame, save_coefficients_csv
 
     params, _ = _load(params_path)

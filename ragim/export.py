@@ -4,11 +4,12 @@
   interval (when the parameters carry a ``std``) and odds ratio, plus the human labels
   of the schema; the intercept is the first row.
 * :func:`to_sklearn_pipeline`: a logistic model as ``Pipeline([("preprocess",
-  ColumnTransformer), ("logistic", LogisticRegression)])`` built from scikit-learn classes
-  only, so it runs where ragim is not installed. It reproduces ragim's preprocessing
-  (median imputation with missing-value indicators, one-hot categories where an unknown
-  category gives zeros) and its predictions; the standardisation is folded into the
-  coefficients, which are therefore per raw unit.
+  ColumnTransformer), ("logistic", LogisticRegression)])`` built from scikit-learn classes.
+  It reproduces ragim's preprocessing (median imputation with missing-value indicators,
+  one-hot categories where an unknown category gives zeros) and its predictions; the
+  standardisation is folded into the coefficients, which are therefore per raw unit. Each
+  feature's values are first read by :func:`read_column`, ragim's own reading (category codes
+  ``2``, ``2.0`` and ``"2"`` are one level), so the pipeline needs ragim installed.
 * A GAM exports to interpret's EBM with :meth:`ragim.models.GAMModel.to_interpret`.
 
 Examples
@@ -32,13 +33,16 @@ import math
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ragim.canonical import canonical_level, canonical_levels
 from ragim.errors import ValidationError
 from ragim.explain import Z95, explain_params
 from ragim.params import ModelParams, model_family
+from ragim.schema import Feature, read_feature
 
 #: what a missing text category becomes inside the exported pipeline (never a real level)
 MISSING_TEXT = "(missing)"
@@ -119,11 +123,41 @@ def save_coefficients_csv(params: ModelParams, path: str | Path) -> Path:
     return path
 
 
-def _numeric_levels(levels: list[str]) -> list[float] | None:
-    try:
-        return [float(c) for c in levels]
-    except ValueError:
-        return None
+def read_column(X: Any, feature: Feature) -> np.ndarray:
+    """One feature's column as ragim reads it: the first step of each feature in
+    :func:`to_sklearn_pipeline`.
+
+    ``X`` is the one-column table a ``ColumnTransformer`` passes. The values are read by
+    :func:`ragim.schema.read_feature`, as ragim reads them; a categorical feature's then
+    become :func:`~ragim.canonical.canonical_levels` (``2``, ``2.0``, ``"2"`` and ``True``
+    for 1 are each one level, as in ragim), shape (n_rows, 1), object, None where missing;
+    any other feature's are float64 with NaN where missing.
+
+    Raises
+    ------
+    ValidationError
+        In one line, for values ragim refuses: text in a numeric column, infinite values,
+        values other than 0/1 in a binary column, missing values a feature does not allow.
+
+    Examples
+    --------
+    >>> ward = pd.DataFrame({"ward": [2, "2", 2.0, None]})
+    >>> read_column(ward, Feature("ward", "categorical")).ravel()
+    array(['2', '2', '2', None], dtype=object)
+    >>> read_column(pd.DataFrame({"age": [61, None]}), Feature("age")).ravel()
+    array([61., nan])
+    """
+    frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(np.asarray(X, dtype=object))
+    if frame.shape[1] != 1:
+        raise ValidationError(
+            f"read_column reads one column ({feature.name!r}), got {frame.shape[1]} columns"
+        )
+    values, problems = read_feature(feature, frame.iloc[:, 0])
+    if problems:
+        raise ValidationError("X has invalid values: " + "; ".join(problems))
+    if feature.type == "categorical":
+        return canonical_levels(values).reshape(-1, 1)
+    return np.asarray(values, dtype=np.float64).reshape(-1, 1)
 
 
 def to_sklearn_pipeline(params: ModelParams):
@@ -138,9 +172,13 @@ def to_sklearn_pipeline(params: ModelParams):
     sklearn.pipeline.Pipeline
         ``preprocess`` (a ``ColumnTransformer`` with one step per feature, by column name)
         then ``logistic`` (a ``LogisticRegression`` whose ``coef_`` are per raw unit).
-        ``predict_proba`` takes a DataFrame with the schema's columns (others are ignored);
-        missing values are NaN or None. Categories are compared as text, or as numbers
-        when every category of the feature is a number.
+        ``predict_proba`` takes a DataFrame with the schema's columns (others are ignored),
+        holding whatever ragim accepts: numbers of any dtype, booleans, numerals written as
+        text, NaN or None where missing, and category codes in any form ragim treats as one
+        level (``2``, ``2.0``, ``"2"``; pandas categorical columns too). Each feature's first
+        step is a ``FunctionTransformer`` running :func:`read_column`, ragim's own reading of
+        the values, so the pipeline needs ragim installed to load and run; values ragim
+        refuses raise the same one-line :class:`ValidationError`.
 
     Raises
     ------
@@ -151,7 +189,7 @@ def to_sklearn_pipeline(params: ModelParams):
     from sklearn.impute import MissingIndicator, SimpleImputer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import FeatureUnion, Pipeline
-    from sklearn.preprocessing import OneHotEncoder
+    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
 
     if not isinstance(params, ModelParams):
         raise ValidationError(f"to_sklearn_pipeline needs ModelParams, got {type(params).__name__}")
@@ -164,57 +202,32 @@ def to_sklearn_pipeline(params: ModelParams):
     intercept = params.intercept
     for f in schema.features:
         has_missing = f.name in schema.missing_
+        read = FunctionTransformer(
+            read_column, kw_args={"feature": f}, feature_names_out="one-to-one"
+        )
         if f.type == "categorical":
-            cats = list(schema.categories_[f.name])
-            numeric = _numeric_levels(cats)
-            onehot = OneHotEncoder(
-                categories=[numeric if numeric is not None else cats],
-                handle_unknown="ignore",
-                sparse_output=False,
-            )
-            if numeric is not None:
-                enc = (
-                    FeatureUnion(
-                        [("onehot", onehot), ("missing", MissingIndicator(features="all"))]
-                    )
-                    if has_missing
-                    else onehot
-                )
-                fit_cols[f.name] = [numeric[0] if numeric else 0.0, np.nan]
-            else:
-                enc = Pipeline(
+            cats = [canonical_level(c) for c in schema.categories_[f.name]]
+            onehot = OneHotEncoder(categories=[cats], handle_unknown="ignore", sparse_output=False)
+            encode = (
+                FeatureUnion(
                     [
-                        ("nan", SimpleImputer(strategy="constant", fill_value=MISSING_TEXT)),
-                        (
-                            "none",
-                            SimpleImputer(
-                                missing_values=None, strategy="constant", fill_value=MISSING_TEXT
-                            ),
-                        ),
-                        (
-                            "encode",
-                            FeatureUnion(
-                                [
-                                    ("onehot", onehot),
-                                    (
-                                        "missing",
-                                        MissingIndicator(
-                                            missing_values=MISSING_TEXT, features="all"
-                                        ),
-                                    ),
-                                ]
-                            )
-                            if has_missing
-                            else onehot,
-                        ),
+                        ("onehot", onehot),
+                        ("missing", MissingIndicator(missing_values=MISSING_TEXT, features="all")),
                     ]
                 )
-                fit_cols[f.name] = pd.Series([cats[0] if cats else "", np.nan], dtype=object)
-            raw_coef += [coef[f"{f.name}[{c}]"] for c in cats]
+                if has_missing
+                else onehot
+            )
+            none = SimpleImputer(missing_values=None, strategy="constant", fill_value=MISSING_TEXT)
+            enc = Pipeline([("read", read), ("none", none), ("encode", encode)])
+            level = cats[0] if cats else MISSING_TEXT
+            fit_cols[f.name] = pd.Series([level, None if has_missing else level], dtype=object)
+            raw_coef += [coef[f"{f.name}[{c}]"] for c in schema.categories_[f.name]]
         else:
             med = float(schema.medians_[f.name])
-            enc = SimpleImputer(strategy="constant", fill_value=med, add_indicator=has_missing)
-            fit_cols[f.name] = [med, np.nan]
+            impute = SimpleImputer(strategy="constant", fill_value=med, add_indicator=has_missing)
+            enc = Pipeline([("read", read), ("impute", impute)])
+            fit_cols[f.name] = [med, np.nan if has_missing else med]  # the imputer's indicator
             b = coef[f.name]
             if f.type == "continuous":  # fold the standardisation into the coefficient
                 b_raw = b / schema.scales_[f.name]
@@ -226,11 +239,9 @@ def to_sklearn_pipeline(params: ModelParams):
             raw_coef.append(coef[f.name + "__missing"])
         steps.append((f.name, enc, [f.name]))
     pre = ColumnTransformer(steps, remainder="drop", verbose_feature_names_out=False)
-    pre.fit(pd.DataFrame(fit_cols))
-    n_out = sum(
-        len(pre.named_transformers_[name].transform(pd.DataFrame(fit_cols).iloc[:1][[name]])[0])
-        for name in schema.names
-    )
+    fit_frame = pd.DataFrame(fit_cols)
+    pre.fit(fit_frame)
+    n_out = pre.transform(fit_frame).shape[1]
     if n_out != len(raw_coef):  # pragma: no cover - guards the layout against sklearn changes
         raise ValidationError(
             f"the exported preprocessing makes {n_out} columns but the model has {len(raw_coef)}"
@@ -247,4 +258,10 @@ def to_sklearn_pipeline(params: ModelParams):
     return Pipeline([("preprocess", pre), ("logistic", clf)])
 
 
-__all__ = ["MISSING_TEXT", "coefficients_frame", "save_coefficients_csv", "to_sklearn_pipeline"]
+__all__ = [
+    "MISSING_TEXT",
+    "coefficients_frame",
+    "read_column",
+    "save_coefficients_csv",
+    "to_sklearn_pipeline",
+]

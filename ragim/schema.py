@@ -343,70 +343,10 @@ class FeatureSchema:
             X = X.set_axis(cols, axis=1)
         out = {}
         for f in self.features:
-            s = X[f.name]
-            kind = value_kind(s)
-            if kind in ("datetime", "timedelta", "period"):
-                problems.append(temporal_problem(f.name, kind))
-                continue
-            if kind == "complex":
-                problems.append(f"column {f.name!r} ({f.type}) holds complex numbers")
-                continue
-            if f.type == "categorical":
-                s = s.astype(object).where(s.notna(), None)
-                if s.dtype == object and pd.api.types.infer_dtype(s, skipna=True) in (
-                    "mixed",
-                    "unknown-array",
-                ):
-                    odd = [v for v in s if isinstance(v, list | dict | set | tuple | np.ndarray)]
-                    if odd:
-                        problems.append(
-                            f"column {f.name!r} (categorical) holds "
-                            f"{type(odd[0]).__name__} values; categories must be text or numbers"
-                        )
-                        continue
-                out[f.name] = s
-                nan_mask = s.isna().to_numpy()
-            else:
-                if pd.api.types.is_bool_dtype(s) or kind == "bool":
-                    s = s.astype(float)
-                try:
-                    num = pd.to_numeric(s, errors="coerce")
-                except TypeError:  # unhashable or otherwise odd objects
-                    num = pd.Series(np.nan, index=s.index)
-                bad = num.isna() & s.notna()
-                if bad.any():
-                    examples = [v for v in s[bad]][:3]
-                    hint = (
-                        "; they look like numbers with a decimal comma: write them with a "
-                        "decimal point"
-                        if decimal_comma_values(s[bad])
-                        else ""
-                    )
-                    problems.append(
-                        f"column {f.name!r} ({f.type}) has non-numeric values, e.g. {examples}"
-                        + hint
-                    )
-                    continue
-                arr = num.to_numpy(dtype=float)
-                if np.isinf(arr).any():
-                    problems.append(
-                        f"column {f.name!r} has infinite values at rows "
-                        f"{np.where(np.isinf(arr))[0][:5].tolist()}"
-                    )
-                if f.type == "binary":
-                    vals = set(np.unique(arr[np.isfinite(arr)]).tolist())
-                    if not vals <= {0.0, 1.0}:
-                        problems.append(
-                            f"binary column {f.name!r} has values other than "
-                            f"0/1: {sorted(vals)[:5]}"
-                        )
-                nan_mask = np.isnan(arr)
-                out[f.name] = arr
-            if not f.allow_missing and nan_mask.any():
-                problems.append(
-                    f"column {f.name!r} has {int(nan_mask.sum())} missing "
-                    "values but the schema allows none"
-                )
+            values, found = read_feature(f, X[f.name])
+            problems += found
+            if values is not None:
+                out[f.name] = values
         if problems:
             raise ValidationError(f"{where} has invalid values:", problems)
         return pd.DataFrame(out, index=X.index)
@@ -953,6 +893,84 @@ def value_kind(s: pd.Series) -> str:
     ):
         return "datetime"
     return "text"
+
+
+def read_feature(feature: Feature, s: pd.Series) -> tuple[pd.Series | np.ndarray | None, list[str]]:
+    """One column's values as ragim reads them for ``feature``, and what is wrong with them.
+
+    A categorical column comes back as an object Series with None where a value is missing
+    (its levels are matched later, in :func:`~ragim.canonical.canonical_level` form); any
+    other as a float64 array with NaN where a value is missing (booleans are 0/1, numerals
+    written as text are their numbers). The problems are one line each, naming the column:
+    dates or durations, complex numbers, lists in a categorical column, text that is no
+    number, infinite values, values other than 0/1 in a binary column, and missing values
+    where the feature allows none. The values are None when the column cannot be read at all.
+    :meth:`FeatureSchema.validate_frame` reads every column with it, and so does the pipeline
+    of :func:`ragim.export.to_sklearn_pipeline`.
+
+    >>> read_feature(Feature("grade", "categorical"), pd.Series(["2", None]))[0].tolist()
+    ['2', None]
+    >>> values, problems = read_feature(Feature("lactate"), pd.Series(["1.5", "high"]))
+    >>> values, problems
+    (None, ["column 'lactate' (continuous) has non-numeric values, e.g. ['high']"])
+    """
+    problems: list[str] = []
+    kind = value_kind(s)
+    if kind in ("datetime", "timedelta", "period"):
+        return None, [temporal_problem(feature.name, kind)]
+    if kind == "complex":
+        return None, [f"column {feature.name!r} ({feature.type}) holds complex numbers"]
+    if feature.type == "categorical":
+        s = s.astype(object).where(s.notna(), None)
+        if s.dtype == object and pd.api.types.infer_dtype(s, skipna=True) in (
+            "mixed",
+            "unknown-array",
+        ):
+            odd = [v for v in s if isinstance(v, list | dict | set | tuple | np.ndarray)]
+            if odd:
+                return None, [
+                    f"column {feature.name!r} (categorical) holds "
+                    f"{type(odd[0]).__name__} values; categories must be text or numbers"
+                ]
+        values, nan_mask = s, s.isna().to_numpy()
+    else:
+        if pd.api.types.is_bool_dtype(s) or kind == "bool":
+            s = s.astype(float)
+        try:
+            num = pd.to_numeric(s, errors="coerce")
+        except TypeError:  # unhashable or otherwise odd objects
+            num = pd.Series(np.nan, index=s.index)
+        bad = num.isna() & s.notna()
+        if bad.any():
+            examples = [v for v in s[bad]][:3]
+            hint = (
+                "; they look like numbers with a decimal comma: write them with a decimal point"
+                if decimal_comma_values(s[bad])
+                else ""
+            )
+            return None, [
+                f"column {feature.name!r} ({feature.type}) has non-numeric values, e.g. "
+                f"{examples}" + hint
+            ]
+        values = num.to_numpy(dtype=float)
+        if np.isinf(values).any():
+            problems.append(
+                f"column {feature.name!r} has infinite values at rows "
+                f"{np.where(np.isinf(values))[0][:5].tolist()}"
+            )
+        if feature.type == "binary":
+            vals = set(np.unique(values[np.isfinite(values)]).tolist())
+            if not vals <= {0.0, 1.0}:
+                problems.append(
+                    f"binary column {feature.name!r} has values other than 0/1: {sorted(vals)[:5]}"
+                )
+        nan_mask = np.isnan(values)
+    if not feature.allow_missing and nan_mask.any():
+        problems.append(
+            f"column {feature.name!r} has {int(nan_mask.sum())} missing "
+            "values but the schema allows none"
+        )
+    return values, problems
 
 
 def temporal_problem(name: str, kind: str, where: str = "") -> str:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from ragim import TaskIndex, datasets
-from ragim.errors import ValidationError
+from ragim.errors import DataWarning, ValidationError
 from ragim.estimator import neighbor_mean
 from ragim.explain import explain_params
 from ragim.export import coefficients_frame, save_coefficients_csv, to_sklearn_pipeline
@@ -157,4 +159,124 @@ def test_gam_coefficients_frame():
     frame = coefficients_frame(p)
     assert (
         list(frame["term"]) == p.names and "bin_label" in frame.columns and "score" in frame.columns
+    )
+
+
+@pytest.fixture(scope="module")
+def mixed_model():
+    """A logistic model over a continuous, a binary, a numeric-coded and a text categorical
+    feature, all with missing values in training."""
+    from ragim.schema import Feature, FeatureSchema
+
+    rng = np.random.default_rng(1)
+    n = 300
+    X = pd.DataFrame(
+        {
+            "lactate": rng.normal(2, 1, n),
+            "male": rng.integers(0, 2, n).astype(float),
+            "ward": rng.integers(1, 4, n).astype(float),
+            "cp": rng.choice(["typical", "atypical", "none"], n).astype(object),
+        }
+    )
+    for j, col in enumerate(X.columns):
+        X.loc[X.index[j::9], col] = None
+    schema = FeatureSchema(
+        [
+            Feature("lactate"),
+            Feature("male", "binary"),
+            Feature("ward", "categorical"),
+            Feature("cp", "categorical"),
+        ]
+    ).fit(X)
+    ward = X["ward"].fillna(0).to_numpy()
+    y = (
+        rng.random(n) < 1 / (1 + np.exp(-(X["lactate"].fillna(2) - 2 + (ward == 3) - (ward == 2))))
+    ).astype(int)
+    return LogisticModel(schema=schema).fit(X, y)
+
+
+def _mixed_rows():
+    """Every form ragim reads: text codes, ints, floats, bools, numerals as text, NaN, None, pd.NA."""
+    return pd.DataFrame(
+        {
+            "lactate": pd.Series(
+                [1, 2.5, "3.5", None, np.nan, " 0.5 ", True, 4, pd.NA], dtype=object
+            ),
+            "male": pd.Series([True, False, 1, 0.0, None, "1", np.nan, 1, 0], dtype=object),
+            "ward": pd.Series(["2", 2, 3.0, "03", True, None, np.nan, "9", pd.NA], dtype=object),
+            "cp": pd.Series(
+                [
+                    " typical",
+                    "atypical",
+                    None,
+                    "none",
+                    np.nan,
+                    "never seen",
+                    "typical",
+                    "none",
+                    "atypical",
+                ],
+                dtype=object,
+            ),
+        }
+    )
+
+
+def test_pipeline_reads_every_form_of_value_as_ragim(mixed_model):
+    """Category codes as text ("2" for 2) were silently unknown to the exported pipeline
+    (risks off by up to 0.29); now every value ragim accepts gives ragim's risk."""
+    pipe = pickle.loads(pickle.dumps(to_sklearn_pipeline(mixed_model.to_params())))
+    rows = _mixed_rows()
+    with pytest.warns(DataWarning):  # ragim warns about the unseen ward "9" and cp level
+        ours = mixed_model.predict_proba(rows)
+    np.testing.assert_allclose(pipe.predict_proba(rows), ours, rtol=0, atol=1e-12)
+    # the text code "2" is level 2: same risk as the integer 2 in the same row
+    as_int = rows.assign(ward=[2] * len(rows))
+    as_text = rows.assign(ward=["2"] * len(rows))
+    np.testing.assert_allclose(pipe.predict_proba(as_text), pipe.predict_proba(as_int), atol=1e-15)
+    # pandas categorical columns, of numeric and of text categories
+    cat = rows.assign(
+        ward=pd.Series([2, 3, 1, None, 2, 3, 1, 2, None], dtype="category"),
+        cp=rows["cp"].astype("category"),
+    )
+    with pytest.warns(DataWarning):
+        ours = mixed_model.predict_proba(cat)
+    np.testing.assert_allclose(pipe.predict_proba(cat), ours, rtol=0, atol=1e-12)
+
+
+def test_pipeline_refuses_what_ragim_refuses_in_one_line(mixed_model):
+    pipe = to_sklearn_pipeline(mixed_model.to_params())
+    rows = _mixed_rows()
+    for col, bad, what in [
+        ("lactate", "high", "non-numeric"),
+        ("lactate", np.inf, "infinite"),
+        ("male", 2, "other than 0/1"),
+    ]:
+        odd = rows.assign(**{col: [bad] * len(rows)})
+        with pytest.raises(ValidationError, match=what) as err:
+            pipe.predict_proba(odd)
+        assert "\n" not in str(err.value) and col in str(err.value)
+        with pytest.raises(ValidationError, match=what):
+            mixed_model.predict_proba(odd)
+
+
+def test_pipeline_takes_integer_and_boolean_columns(mixed_model):
+    """Integer columns (what read_csv gives for ages, 0/1 flags and codes) crashed the exported
+    pipeline's imputer ("cannot be cast to int64"); now they give ragim's risks."""
+    pipe = to_sklearn_pipeline(mixed_model.to_params())
+    rows = pd.DataFrame(
+        {
+            "lactate": np.array([1, 2, 3, 4], dtype=np.int64),
+            "male": np.array([1, 0, 1, 0], dtype=np.int64),
+            "ward": np.array([1, 2, 3, 2], dtype=np.int64),
+            "cp": ["typical", "atypical", "none", "typical"],
+        }
+    )
+    for frame in (rows, rows.assign(male=rows["male"].astype(bool))):
+        np.testing.assert_allclose(
+            pipe.predict_proba(frame), mixed_model.predict_proba(frame), rtol=0, atol=1e-12
+        )
+    nullable = rows.assign(lactate=pd.array([1, None, 3, 4], dtype="Int64"))
+    np.testing.assert_allclose(
+        pipe.predict_proba(nullable), mixed_model.predict_proba(nullable), rtol=0, atol=1e-12
     )
