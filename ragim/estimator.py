@@ -304,6 +304,9 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     coverage_ : the index's coverage of the description (:class:`ragim.domain.Coverage`), or
         None without an index.
     prior_strength_ : the MAP prior precision used, or None.
+
+    Missing values are NaN (or None) in a DataFrame and NaN in an array; the schema handles
+    both alike (a missing-value term, or the training median where the model has none).
     """
 
     _parameter_constraints = {
@@ -349,10 +352,15 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ helpers
     def _as_frame(self, X, schema: FeatureSchema | None, *, reset: bool) -> pd.DataFrame:
+        """X as a DataFrame: a DataFrame's columns are matched by name (in any order) later, by
+        the schema; an array's columns are the schema's features in order. NaN marks a missing
+        value in an array as in a DataFrame; the schema handles it."""
         if isinstance(X, pd.DataFrame):
             return X.set_axis([str(c) for c in X.columns], axis=1)
         try:
-            arr = validate_data(self, X, reset=reset, dtype="numeric")
+            arr = validate_data(
+                self, X, reset=reset, dtype="numeric", ensure_all_finite="allow-nan"
+            )
         except ValueError as exc:
             raise ValidationError(str(exc)) from exc
         names = schema.names if schema is not None else [f"x{j}" for j in range(arr.shape[1])]
@@ -657,7 +665,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
+        tags.input_tags.allow_nan = True  # missing values are handled by the schema
         tags.classifier_tags.multi_class = False
         return tags
 

@@ -234,3 +234,46 @@ def test_without_an_index_pos_label_still_names_the_event_and_classes_stay_sorte
     last = ZeroShotClassifier().fit(X, np.where(y == 1, "control", "case"))
     assert last.classes_.tolist() == ["case", "control"] and last.event_label_ == "control"
     np.testing.assert_allclose(last.predict_proba(X), ref.predict_proba(X))
+
+
+@pytest.fixture(scope="module")
+def renal():
+    """A small index whose creatinine is missing in a fifth of the rows, and a held-in task."""
+    from ragim import FeatureSchema, Task, TaskCollection
+
+    rng = np.random.default_rng(0)
+    tasks = []
+    for k in range(6):
+        X = pd.DataFrame({"age": rng.normal(65, 10, 120), "creatinine": rng.lognormal(0, 0.3, 120)})
+        X.loc[rng.random(120) < 0.2, "creatinine"] = np.nan
+        y = (rng.random(120) < 1 / (1 + np.exp(-(X["age"] - 65) / 10 - X["creatinine"].fillna(1) + 1))).astype(int)
+        tasks.append(Task(f"t{k}", f"Predict death in renal clinic {k}", X, y))
+    index = TaskIndex.build(TaskCollection(tasks, FeatureSchema.infer([t.X for t in tasks])), embedder="hashing", progress=False)
+    return index, tasks[0]
+
+
+@pytest.mark.filterwarnings("ignore::ragim.errors.AdaptationWarning")
+def test_nan_in_an_array_is_a_missing_value_as_in_a_dataframe(renal):
+    """NaN in a numpy array was refused with scikit-learn's "does not accept missing values
+    encoded as NaN" although the schema handles it in a DataFrame; now both give one risk."""
+    index, t = renal
+    X = t.X
+    assert X["creatinine"].isna().sum() > 10
+    clf = ZeroShotClassifier(index=index, description="Predict death in a renal clinic").fit()
+    np.testing.assert_allclose(clf.predict_proba(X.to_numpy()), clf.predict_proba(X), rtol=0, atol=1e-15)
+    # fitting on an array with NaN adapts as on the DataFrame
+    on_frame = ZeroShotClassifier(index=index, description="Predict death in a renal clinic").fit(X.iloc[:40], t.y[:40])
+    on_array = ZeroShotClassifier(index=index, description="Predict death in a renal clinic").fit(X.iloc[:40].to_numpy(), t.y[:40])
+    np.testing.assert_allclose(on_array.params_.vector, on_frame.params_.vector)
+    # without an index too: NaN gets a missing-value term
+    plain = ZeroShotClassifier().fit(X.to_numpy(), t.y)
+    assert "x1__missing" in plain.params_.names
+    assert np.isfinite(plain.predict_proba(X.to_numpy())).all()
+    # infinity is still refused, in one line
+    bad = X.to_numpy().copy()
+    bad[0, 0] = np.inf
+    with pytest.raises(ValidationError, match="infinity") as err:
+        clf.predict_proba(bad)
+    assert "\n" not in str(err.value)
+    assert clf.__sklearn_tags__().input_tags.allow_nan
+
