@@ -304,6 +304,10 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     coverage_ : the index's coverage of the description (:class:`ragim.domain.Coverage`), or
         None without an index.
     prior_strength_ : the MAP prior precision used, or None.
+    n_features_in_ : the number of the schema's features.
+    feature_names_in_ : the schema's feature names (only when fitted on a DataFrame). A
+        DataFrame is always read by column name, in any order; an array's columns are read
+        in this order, with scikit-learn's warning that X has no feature names.
 
     Missing values are NaN (or None) in a DataFrame and NaN in an array; the schema handles
     both alike (a missing-value term, or the training median where the model has none).
@@ -353,8 +357,9 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------ helpers
     def _as_frame(self, X, schema: FeatureSchema | None, *, reset: bool) -> pd.DataFrame:
         """X as a DataFrame: a DataFrame's columns are matched by name (in any order) later, by
-        the schema; an array's columns are the schema's features in order. NaN marks a missing
-        value in an array as in a DataFrame; the schema handles it."""
+        the schema; an array's columns are the schema's features in order (``feature_names_in_``
+        when fitted on a DataFrame, with scikit-learn's warning). NaN marks a missing value
+        in an array as in a DataFrame; the schema handles it."""
         if isinstance(X, pd.DataFrame):
             return X.set_axis([str(c) for c in X.columns], axis=1)
         try:
@@ -456,7 +461,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
             self._set_classes(np.array([0, 1]))
             self.params_ = prior
             self.prior_strength_ = None
-            self._set_features(frame)
+            self._set_features(X)
             return self
         if frame is None:
             raise ValidationError(
@@ -499,7 +504,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
             warnings.warn(msg + " (see adaptation_report_)", AdaptationWarning, stacklevel=2)
         self.adaptation_report_ = report
         self.prior_strength_ = report.get("prior_strength")
-        self._set_features(frame)
+        self._set_features(X)
         return self
 
     @staticmethod
@@ -614,8 +619,14 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         self._event_column = int(np.flatnonzero(order == 1)[0])
         self.event_label_ = ordered.tolist()[1]
 
-    def _set_features(self, frame):
+    def _set_features(self, X) -> None:
+        """``n_features_in_``, and ``feature_names_in_`` (the schema's names, the order an
+        array's columns are read in) when ``X`` is a DataFrame, as scikit-learn sets them."""
         self.n_features_in_ = len(self.schema_.names)
+        if isinstance(X, pd.DataFrame):
+            self.feature_names_in_ = np.asarray(self.schema_.names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
 
     def _event_log_odds(self, X) -> np.ndarray:
         check_is_fitted(self, "params_")

@@ -277,3 +277,25 @@ def test_nan_in_an_array_is_a_missing_value_as_in_a_dataframe(renal):
     assert "\n" not in str(err.value)
     assert clf.__sklearn_tags__().input_tags.allow_nan
 
+
+@pytest.mark.filterwarnings("ignore::ragim.errors.AdaptationWarning")
+def test_fitted_on_a_dataframe_an_array_warns_and_a_dataframe_is_read_by_name(renal):
+    """An array given to a classifier fitted on a DataFrame was read by position without a
+    word; now ``feature_names_in_`` is set and scikit-learn's warning is given."""
+    import warnings
+
+    index, t = renal
+    X = t.X.iloc[:60]
+    clf = ZeroShotClassifier(index=index, description="Predict death in a renal clinic").fit(X[["creatinine", "age"]], t.y[:60])
+    assert clf.feature_names_in_.tolist() == index.schema.names == ["age", "creatinine"]
+    want = clf.predict_proba(X)
+    with pytest.warns(UserWarning, match="X does not have valid feature names, but ZeroShotClassifier was fitted with feature names"):
+        got = clf.predict_proba(X[clf.feature_names_in_].to_numpy())  # columns in feature_names_in_ order
+    np.testing.assert_allclose(got, want)
+    with warnings.catch_warnings():  # a DataFrame in another order: read by name, no warning
+        warnings.simplefilter("error", UserWarning)
+        np.testing.assert_allclose(clf.predict_proba(X[["creatinine", "age"]]), want)
+    # refitted on an array, or zero-shot without rows: no feature names
+    assert not hasattr(clf.fit(X.to_numpy(), t.y[:60]), "feature_names_in_")
+    clf.fit(X, t.y[:60])
+    assert not hasattr(clf.fit(), "feature_names_in_") and clf.n_features_in_ == 2
