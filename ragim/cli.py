@@ -26,6 +26,7 @@ from ragim.cli_common import (
     QUIET,
     SHOWN_WARNINGS,
     AsJson,
+    NaValues,
     Outcome,
     PatientId,
     PosLabel,
@@ -120,6 +121,7 @@ def index_build(
     patient_id: PatientId = None,
     pos_label: PosLabel = None,
     sep: Sep = ",",
+    na_values: NaValues = None,
     seed: int = 0,
     quiet: Quiet = False,
     as_json: AsJson = False,
@@ -137,6 +139,7 @@ def index_build(
         patient_id=patient_id,
         pos_label=pos_label,
         sep=sep,
+        na_values=na_values,
     )
     n_excluded = 0
     if exclusions:
@@ -954,6 +957,7 @@ def evaluate_cmd(
     patient_id: PatientId = None,
     pos_label: PosLabel = None,
     sep: Sep = ",",
+    na_values: NaValues = None,
     seed: int = 0,
     quiet: Quiet = False,
     as_json: AsJson = False,
@@ -971,6 +975,7 @@ def evaluate_cmd(
         patient_id=patient_id,
         pos_label=pos_label,
         sep=sep,
+        na_values=na_values,
     )
     try:
         ks = [int(k) for k in k_shots.split(",") if k.strip()]
@@ -1109,6 +1114,7 @@ def demo(
     patient_id: PatientId = None,
     pos_label: PosLabel = None,
     sep: Sep = ",",
+    na_values: NaValues = None,
     embedder: Annotated[
         str, typer.Option(help="minilm (bundled, offline) | hashing (fast)")
     ] = "minilm",
@@ -1119,10 +1125,14 @@ def demo(
     from ragim.demo import run_demo
 
     if tasks_dir is None and (
-        outcome is not None or patient_id is not None or pos_label is not None or sep != ","
+        outcome is not None
+        or patient_id is not None
+        or pos_label is not None
+        or sep != ","
+        or na_values
     ):
         raise typer.BadParameter(
-            "--outcome, --patient-id, --pos-label and --sep apply to --tasks-dir"
+            "--outcome, --patient-id, --pos-label, --sep and --na-values apply to --tasks-dir"
         )
     progress = setup(as_json, quiet)
     with one_line_warnings():
@@ -1140,6 +1150,7 @@ def demo(
             patient_id=patient_id,
             pos_label=pos_label,
             sep=sep,
+            na_values=na_values,
         )
     if as_json:
         echo_json(result)

@@ -66,6 +66,27 @@ Sep = Annotated[
 ]
 
 
+def _na_values(values: list[str] | None) -> list[str] | None:
+    """``--na-values`` given several times, each possibly comma-separated, as one list."""
+    if not values:
+        return None
+    return [v.strip() for value in values for v in value.split(",") if v.strip()] or None
+
+
+NaValues = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--na-values",
+        help=(
+            "values that mean missing in every data file, e.g. --na-values '.' --na-values -99 "
+            "or --na-values .,unknown,-99 (as pandas' read_csv na_values; blank cells and NA, "
+            "N/A, NaN, null always count as missing)"
+        ),
+        callback=_na_values,
+    ),
+]
+
+
 # ---------------------------------------------------------------------- output
 def json_default(o):
     import numpy as np
@@ -321,19 +342,24 @@ def load_dataset(
     patient_id: str | None = None,
     pos_label: str | None = None,
     sep: str = ",",
+    na_values: list[str] | None = None,
 ):
     """A TaskCollection from a dataset name, a saved task collection or a task folder
     (``outcome`` / ``patient_id`` name the folder's columns, ``pos_label`` its event value,
-    ``sep`` its CSV separator)."""
+    ``sep`` its CSV separator, ``na_values`` its missing-value codes)."""
     from ragim import datasets
     from ragim.tasks import TaskCollection
 
     if (
-        outcome is not None or patient_id is not None or pos_label is not None or sep != ","
+        outcome is not None
+        or patient_id is not None
+        or pos_label is not None
+        or sep != ","
+        or na_values
     ) and name in DATASETS:
         raise typer.BadParameter(
-            f"--outcome, --patient-id, --pos-label and --sep apply to a task folder, not to "
-            f"{name!r}"
+            "--outcome, --patient-id, --pos-label, --sep and --na-values apply to a task "
+            f"folder, not to {name!r}"
         )
     if name == "heart-disease":
         return datasets.heart_disease()
@@ -347,10 +373,10 @@ def load_dataset(
         return datasets.procedure_family(n_tasks=1000 if n_tasks is None else n_tasks, seed=seed)
     path = Path(name)
     if (path / "manifest.json").is_file():
-        if outcome is not None or patient_id is not None:
+        if outcome is not None or patient_id is not None or na_values:
             raise typer.BadParameter(
-                f"--outcome and --patient-id apply to a task folder; {name} is a saved "
-                "task collection"
+                f"--outcome, --patient-id and --na-values apply to a task folder; {name} is a "
+                "saved task collection"
             )
         return TaskCollection.load(path)
     if path.is_dir():
@@ -361,7 +387,7 @@ def load_dataset(
             for k, v in (("outcome", outcome), ("patient_id", patient_id), ("pos_label", pos_label))
             if v is not None
         }
-        return load_task_folder(path, sep=sep, **kw)
+        return load_task_folder(path, sep=sep, na_values=na_values, **kw)
     raise typer.BadParameter(
         f"unknown dataset {name!r}: use one of {list(DATASETS)}, a saved task collection "
         "or a task folder"

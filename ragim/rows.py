@@ -31,6 +31,7 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -84,6 +85,68 @@ def _check_header(path: Path, names: list[str], where: str) -> None:
         )
 
 
+def na_value_list(na_values: Any) -> list[str]:
+    """Extra values that mean "missing", as text, from one value or a list of them (the
+    ``na_values`` of :func:`read_table` and ``load_task_folder``).
+
+    >>> na_value_list(-99), na_value_list([".", "unknown", 999]), na_value_list(None)
+    (['-99'], ['.', 'unknown', '999'], [])
+
+    Raises
+    ------
+    ValidationError
+        For a blank value, a boolean, or something that is neither text nor a number.
+    """
+    if na_values is None:
+        return []
+    items = [na_values] if isinstance(na_values, str | int | float | np.number) else na_values
+    try:
+        items = list(items)
+    except TypeError:
+        raise ValidationError(
+            f"na_values must be a value or a list of values, got {type(na_values).__name__}"
+        ) from None
+    out = []
+    for v in items:
+        if isinstance(v, bool | np.bool_) or not isinstance(v, str | int | float | np.number):
+            raise ValidationError(
+                f"na_values must be text or numbers (e.g. ['.', '-99']), got {v!r}"
+            )
+        text = str(v.item() if isinstance(v, np.number) else v).strip()
+        if not text:
+            raise ValidationError(
+                "na_values holds a blank value; blank cells already count as missing"
+            )
+        out.append(text)
+    return list(dict.fromkeys(out))
+
+
+def _mark_missing(df: pd.DataFrame, na: list[str], skip: tuple[str, ...]) -> pd.DataFrame:
+    """``df`` with the ``na`` values blanked outside the ``skip`` columns, as
+    ``pd.read_csv(na_values=...)`` does: text compares stripped of surrounding spaces, numbers
+    by value; a text column whose other values are all numbers becomes numeric."""
+    numbers = pd.to_numeric(pd.Series(na, dtype=object), errors="coerce").dropna().to_numpy(float)
+    for c in df.columns:
+        if canonical_text(str(c)) in skip:
+            continue
+        s = df[c]
+        if pd.api.types.is_bool_dtype(s):
+            continue
+        if pd.api.types.is_numeric_dtype(s):
+            mask = s.isin(numbers)
+        else:
+            text = s.map(lambda v: v.strip() if isinstance(v, str) else v)
+            mask = text.isin(na) | pd.to_numeric(text, errors="coerce").isin(numbers)
+        if mask.any():
+            s = s.mask(mask)
+            if not pd.api.types.is_numeric_dtype(s):
+                num = pd.to_numeric(s, errors="coerce")
+                if num.notna().sum() == s.notna().sum():
+                    s = num
+            df[c] = s
+    return df
+
+
 def read_table(
     path: str | Path,
     *,
@@ -91,6 +154,7 @@ def read_table(
     text_columns: tuple[str, ...] = (),
     all_text: bool = False,
     where: str = "",
+    na_values: Any = None,
 ) -> pd.DataFrame:
     """Read one CSV or Parquet table with the checks every ragim reader applies.
 
@@ -102,6 +166,10 @@ def read_table(
         ``0001`` keeps its zeros.
     all_text : read every column as text (blank cells become None).
     where : how the caller names the file in messages (e.g. ``"--rows "``).
+    na_values : values that mean "missing" in every column but ``text_columns``, besides
+        blank cells and pandas' defaults (``NA``, ``N/A``, ``NaN``, ``null``, ...): a value or
+        a list, as in ``pd.read_csv(na_values=...)``; numbers match by value (``-99`` matches
+        ``-99.0``).
 
     Raises
     ------
@@ -111,6 +179,7 @@ def read_table(
         and says ``--sep``).
     """
     path = Path(path)
+    na = na_value_list(na_values)
     if not isinstance(sep, str) or len(sep) != 1:
         raise ValidationError(f"--sep must be one character such as ',' or ';', got {sep!r}")
     if not path.is_file():
@@ -126,7 +195,9 @@ def read_table(
             ]
             _check_header(path, names, where)
             df = pd.read_parquet(path)
-            return df.astype(object).where(df.notna(), None) if all_text else df
+            if all_text:
+                return df.astype(object).where(df.notna(), None)
+            return _mark_missing(df, na, text_columns) if na else df
         with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
             first = fh.readline()
         if not first.strip():
@@ -148,8 +219,14 @@ def read_table(
             df = df.astype(object).where(df != "", None)
         else:
             df = pd.read_csv(
-                path, sep=sep, dtype={c: str for c in text_columns}, encoding="utf-8-sig"
+                path,
+                sep=sep,
+                dtype={c: str for c in text_columns},
+                encoding="utf-8-sig",
+                na_values={n: na for n in names if n.strip() not in text_columns} if na else None,
             )
+            if na:  # cells padded with spaces (" unknown"), which pandas compares as written
+                df = _mark_missing(df, na, text_columns)
     except ValidationError:
         raise
     except UnicodeDecodeError as exc:

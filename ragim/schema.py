@@ -53,6 +53,11 @@ FAR_SD = 8.0
 (:meth:`FeatureSchema.far_values`): rare for real measurements (under 0.2% of a log-normal with
 sigma 1), common for a wrong unit."""
 
+MISSING_CODES = (-1, -9, -99, -999, -9999, -77, -777, -88, -888, 77, 777, 88, 888, 99, 999, 9999)
+"""Numbers that exports often write for a missing value (-99, 999, 9999, 88 "not asked",
+77 "refused", ...); :func:`missing_codes` flags them only where they lie far outside the rest
+of a column."""
+
 
 @dataclass(frozen=True)
 class Feature:
@@ -236,7 +241,7 @@ class FeatureSchema:
         unknown = sorted((set(units) | set(types)) - set(cols))
         if unknown:
             raise ValidationError(f"units/types given for columns that are not in X: {unknown}")
-        feats, coded, ids = [], [], []
+        feats, coded, ids, sentinels = [], [], [], []
         for name in cols:
             t = types.get(name)
             if t is None:
@@ -247,6 +252,8 @@ class FeatureSchema:
                     coded.append(f"{name!r} {codes}")
                 if t == "continuous" and identifier_like(name, column):
                     ids.append(repr(name))
+                if t == "continuous" and (found := missing_codes(column)):
+                    sentinels.append((name, found))
                 dates = number_dates(column) if t == "continuous" else None
                 if dates:
                     import warnings
@@ -267,6 +274,8 @@ class FeatureSchema:
                     description=descriptions.get(name, ""),
                 )
             )
+        if sentinels:
+            warn_missing_codes(sentinels, stacklevel=2)
         if ids:
             import warnings
 
@@ -1069,6 +1078,70 @@ def integer_codes(series: Sequence[pd.Series], max_categories: int = 12) -> list
     if not all(math.isfinite(v) and float(v).is_integer() for v in values):
         return None
     return sorted(int(v) for v in values)
+
+
+def missing_codes(series: Sequence[pd.Series], sd: float = FAR_SD) -> list[tuple[float, int]]:
+    """The (value, count) pairs of a numeric column, over every table, that look like
+    missing-value codes: a value of :data:`MISSING_CODES` that lies outside the range of the
+    column's other values, more than ``sd`` robust standard deviations (the scaled median
+    absolute deviation) beyond it, or more than 2 of them below zero in a column that is never
+    negative. Empty when there are fewer than 5 other values.
+
+    >>> creatinine = pd.Series([0.8, 1.1, 0.9, 1.4, 0.7, 1.0, -99, -99])
+    >>> missing_codes([creatinine])
+    [(-99.0, 2)]
+    >>> missing_codes([pd.Series([0.4, 0.8, 1.1, 0.9, 2.5, -1])])  # a lab value is never negative
+    [(-1.0, 1)]
+    >>> missing_codes([pd.Series([61, 45, 52, 70, 66, 58, 77, 99])])  # ages: 77 and 99 are ages
+    []
+    """
+    arrays = []
+    for s in series:
+        s = s.dropna()
+        num = s if pd.api.types.is_numeric_dtype(s) else pd.to_numeric(s, errors="coerce")
+        arrays.append(num.to_numpy(dtype=float))
+    v = np.concatenate(arrays) if arrays else np.zeros(0)
+    v = v[np.isfinite(v)]
+    coded = np.isin(v, MISSING_CODES)
+    rest = v[~coded]
+    if not coded.any() or rest.size < 5:
+        return []
+    center = float(np.median(rest))
+    spread = 1.4826 * float(np.median(np.abs(rest - center)))
+    if spread <= 0:
+        q1, q3 = np.percentile(rest, [25, 75])
+        spread = float(q3 - q1) / 1.349 or float(rest.std())
+    low, high = float(rest.min()), float(rest.max())
+    found = []
+    for value, count in zip(*np.unique(v[coded], return_counts=True), strict=True):
+        gap = low - value if value < low else value - high
+        if gap > sd * spread or (value < 0 <= low and gap > 2 * spread):
+            found.append((float(value), int(count)))
+    return found
+
+
+def warn_missing_codes(
+    found: Sequence[tuple[str, Sequence[tuple[float, int]]]], *, stacklevel: int = 2
+) -> None:
+    """One :class:`~ragim.errors.DataWarning` for the columns whose values look like
+    missing-value codes (``(column, missing_codes(...))`` pairs), naming each value and its
+    count, and how to declare it missing."""
+    import warnings
+
+    parts = [
+        f"{name!r} holds " + ", ".join(f"{_fmt(value)} in {count} row(s)" for value, count in codes)
+        for name, codes in found
+    ]
+    values = sorted({int(value) for _, codes in found for value, _ in codes})
+    warnings.warn(
+        f"values that look like missing-value codes, far outside the rest of their column: "
+        f"{'; '.join(parts)}. They would be fitted as real measurements; if they mean "
+        f"'missing', declare them: load_task_folder(..., na_values={values}) or --na-values "
+        f"{','.join(map(str, values))} (pandas: pd.read_csv(..., na_values=...)), or make those "
+        f"cells blank (X.replace({values}, np.nan))",
+        DataWarning,
+        stacklevel=stacklevel + 1,
+    )
 
 
 #: column names that read as identifiers (id, mrn, patient_no, record_number, ...)

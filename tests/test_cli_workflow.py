@@ -870,3 +870,28 @@ def test_json_output_carries_the_warnings_printed_on_stderr(tmp_path, monkeypatc
     code, out, err = run_main([*build, "--json"], monkeypatch, capsys)  # a new command starts clean
     assert json.loads(out)["warnings"] == [line.removeprefix("warning: ") for line in err.splitlines()]
     assert len(err.splitlines()) == 1
+
+
+def test_na_values_declares_missing_codes_in_every_data_file(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "tasks"
+    (folder / "data").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(3):
+        cr = rng.lognormal(0, 0.3, 60).round(2).astype(object)
+        cr[::5], cr[1::7] = -99, "."  # two missing-value codes
+        pd.DataFrame({"patient_id": [f"w{i}-{j}" for j in range(60)], "creatinine": cr,
+                      "y": (rng.random(60) < 0.5).astype(int)}).to_csv(folder / "data" / f"t{i}.csv", index=False)
+        rows.append({"task_id": f"t{i}", "description": f"Predict dialysis in ward {i}"})
+    pd.DataFrame(rows).to_csv(folder / "descriptions.csv", index=False)
+    build = ["index", "build", "--dataset", folder, "--embedder", "hashing"]
+    for i, given in enumerate((["--na-values", ".,-99"], ["--na-values", ".", "--na-values", " -99"])):
+        code, out, err = run_main([*build, *given, "--out", tmp_path / f"i{i}"], monkeypatch, capsys)
+        assert code == 0 and err == "", err
+        names = TaskIndex.load(tmp_path / f"i{i}").params("t0").names
+        assert names == ["intercept", "creatinine", "creatinine__missing"]
+    code, out, err = run_main([*build, "--na-values", ".", "--out", tmp_path / "i2"], monkeypatch, capsys)
+    assert code == 0 and re.search(r"'creatinine' holds -99 in 30 row\(s\).*--na-values -99", err)
+    assert "--na-values" in _ok("index", "build", "--help")
+    result = runner.invoke(app, ["index", "build", "--dataset", "synthetic", "--na-values", "-99"])
+    assert result.exit_code == 2 and "--na-values apply to a task folder" in result.output

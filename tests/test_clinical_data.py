@@ -605,3 +605,92 @@ def test_outcomes_in_a_series_indexed_in_another_order_than_x_are_refused():
     assert task.y.tolist() == [0, 0, 1, 1]
     # other labels (X's index reset) are matched by position, as scikit-learn does
     assert Task("t", "Predict death.", shuffled.reset_index(drop=True), y).y.tolist() == [0, 1, 0, 1]
+
+
+# ------------------------------------------------------------------ missing-value codes
+def _creatinine_tables(code, n_tasks=3, n=120, seed=0):
+    """Tables of age and creatinine (0.3-3 mg/dL) whose missing creatinine is written ``code``."""
+    rng = np.random.default_rng(seed)
+    tables = {}
+    for k in range(n_tasks):
+        cr = rng.lognormal(0, 0.3, n).round(2)
+        y = (rng.random(n) < 1 / (1 + np.exp(-(cr - 1) * 2))).astype(int)
+        cr = np.where(rng.random(n) < 0.2, np.nan, cr)
+        creatinine = cr if code is None else np.where(np.isnan(cr), code, cr)
+        tables[f"t{k}"] = pd.DataFrame({"patient_id": [f"t{k}-{i}" for i in range(n)],
+                                        "age": rng.normal(65, 10, n).round(), "creatinine": creatinine, "y": y})
+    return tables
+
+
+@pytest.mark.parametrize("code", [-99, 999, -1, 9999])
+def test_a_missing_value_code_in_a_lab_column_warns_naming_the_value_its_count_and_the_fix(code):
+    tables = _creatinine_tables(code)
+    n_code = sum(int((t["creatinine"] == code).sum()) for t in tables.values())
+    with pytest.warns(DataWarning, match="look like missing-value codes") as record:
+        FeatureSchema.infer([t.drop(columns=["y", "patient_id"]) for t in tables.values()])
+    text = " ".join(str(w.message) for w in record if "missing-value codes" in str(w.message))
+    assert f"'creatinine' holds {code} in {n_code} row(s)" in text
+    assert f"na_values=[{code}]" in text and f"--na-values {code}" in text
+    assert "'age'" not in text
+
+
+def test_missing_value_codes_warn_at_load_also_with_a_declared_schema_and_na_values_makes_them_missing(tmp_path):
+    schema = {"features": [{"name": "age", "type": "continuous"}, {"name": "creatinine", "type": "continuous"}]}
+    for declared in (None, schema):
+        root = write_folder(tmp_path / f"f{declared is None}", _creatinine_tables(-99), schema=declared)
+        with pytest.warns(DataWarning, match="'creatinine' holds -99 in"):
+            load_task_folder(root)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DataWarning)
+            tc = load_task_folder(root, na_values=[-99])
+    blank = load_task_folder(write_folder(tmp_path / "blank", _creatinine_tables(None)))
+    coded = load_task_folder(root, na_values="-99")  # text, numbers and -99.0 alike
+    for t in tc.ids:
+        pd.testing.assert_frame_equal(coded[t].X, blank[t].X)
+        assert coded[t].X["creatinine"].isna().any() and (coded[t].X["creatinine"].dropna() > 0).all()
+    index = TaskIndex.build(coded, embedder="hashing")
+    assert "creatinine__missing" in index.params("t0").names
+
+
+def test_na_values_apply_to_parquet_files_too(tmp_path):
+    root = write_folder(tmp_path / "f", _creatinine_tables(-99))
+    for f in (root / "data").glob("*.csv"):
+        table = pd.read_csv(f)
+        table["creatinine"] = table["creatinine"].astype(object).where(table["creatinine"] != -99, ".")
+        table.astype({"creatinine": str}).to_parquet(f.with_suffix(".parquet"))
+        f.unlink()
+    tc = load_task_folder(root, na_values=["."])
+    assert tc.schema["creatinine"].type == "continuous"
+    assert tc["t0"].X["creatinine"].dtype.kind == "f" and tc["t0"].X["creatinine"].isna().any()
+
+
+def test_bad_na_values_are_refused_in_one_line(tmp_path):
+    root = write_folder(tmp_path / "f", _creatinine_tables(None))
+    for bad, match in ((True, "text or numbers"), ([" "], "blank value"), (object(), "a value or a list")):
+        with pytest.raises(ValidationError, match=match):
+            load_task_folder(root, na_values=bad)
+
+
+def test_bundled_datasets_raise_no_missing_value_code_warning():
+    from ragim.schema import missing_codes
+
+    collections = [datasets.heart_disease(), datasets.colon_cancer(),
+                   datasets.synthetic_family(n_tasks=60, n_features=10, seed=3),
+                   datasets.procedure_family(n_tasks=120, seed=1)]
+    for tc in collections:
+        for f in tc.schema.features:
+            if f.type == "continuous":
+                assert missing_codes([t.X[f.name] for t in tc]) == [], (tc.name, f.name)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=".*missing-value codes", category=DataWarning)
+            FeatureSchema.infer([t.X for t in tc])
+
+
+def test_ordinary_values_that_equal_a_code_are_not_flagged():
+    from ragim.schema import missing_codes
+
+    rng = np.random.default_rng(2)
+    ages = pd.Series(np.r_[rng.normal(60, 12, 300).round(), 99, 88, 77])  # real ages, not codes
+    crp = pd.Series(np.r_[rng.lognormal(1.5, 1.0, 2000).round(), 99])  # a long right tail
+    spo2 = pd.Series(rng.integers(85, 101, 300))  # 88, 99 inside the range
+    assert missing_codes([ages]) == missing_codes([crp]) == missing_codes([spo2]) == []

@@ -44,8 +44,14 @@ import pandas as pd
 
 from ragim.canonical import canonical_id, canonical_level, canonical_text
 from ragim.errors import DataWarning, ValidationError
-from ragim.rows import read_table
-from ragim.schema import DECIMAL_COMMA, FeatureSchema, value_kind
+from ragim.rows import na_value_list, read_table
+from ragim.schema import (
+    DECIMAL_COMMA,
+    FeatureSchema,
+    missing_codes,
+    value_kind,
+    warn_missing_codes,
+)
 from ragim.tasks import Task, TaskCollection, binary_outcome
 
 
@@ -84,6 +90,7 @@ def load_task_folder(
     name: str | None = None,
     pos_label: Any = None,
     sep: str = ",",
+    na_values: Any = None,
 ) -> TaskCollection:
     """Read a task folder (see module docstring) into a validated :class:`TaskCollection`.
 
@@ -96,6 +103,11 @@ def load_task_folder(
     pos_label : the outcome value that marks the event, when outcomes are not 0/1 or
         true/false (e.g. ``"yes"`` or ``2``).
     sep : the field separator of every CSV file in the folder.
+    na_values : values that mean "missing" in every data file (a value or a list, as in
+        ``pd.read_csv(na_values=...)``): missing-value codes such as ``"."`` (SAS, Stata),
+        ``"unknown"`` or ``-99`` (numbers match by value, so ``-99`` matches ``-99.0``). Blank
+        cells and pandas' defaults (``NA``, ``N/A``, ``NaN``, ``null``, ...) always count as
+        missing. Patient ids are never read as missing.
 
     Raises
     ------
@@ -116,6 +128,7 @@ def load_task_folder(
         raise ValidationError(
             f"{root} has no descriptions.csv (columns: task_id, description, optional metadata)"
         )
+    na = na_value_list(na_values)
     desc = read_table(desc_file, all_text=True, sep=sep)
     desc.columns = [canonical_text(str(c)) for c in desc.columns]
     missing_cols = [c for c in ("task_id", "description") if c not in desc.columns]
@@ -155,7 +168,7 @@ def load_task_folder(
     first_file: Path | None = None
     for (_, row), tid in zip(desc.iterrows(), ids, strict=True):
         file = files[tid]
-        df = read_table(file, text_columns=(patient_id,), sep=sep)
+        df = read_table(file, text_columns=(patient_id,), sep=sep, na_values=na)
         if outcome not in df.columns:
             raise ValidationError(
                 f"{file} has no outcome column {outcome!r} (columns: {list(df.columns)[:10]})"
@@ -202,6 +215,15 @@ def load_task_folder(
             raise ValidationError(f"{schema_file} is not valid JSON: {exc}") from exc
         except ValidationError as exc:
             raise ValidationError(f"{schema_file}: {exc}") from exc
+        found = [
+            (f.name, codes)
+            for f in schema.features
+            if f.type == "continuous"
+            and f.name in frames[0].columns
+            and (codes := missing_codes([X[f.name] for X in frames]))
+        ]
+        if found:  # FeatureSchema.infer warns about these; a declared schema skips it
+            warn_missing_codes(found, stacklevel=2)
     else:
         schema = FeatureSchema.infer(frames, labels=labels)
     _warn_shared_patients_across_sites(tasks)
