@@ -951,11 +951,14 @@ def read_feature(feature: Feature, s: pd.Series) -> tuple[pd.Series | np.ndarray
             num = pd.Series(np.nan, index=s.index)
         bad = num.isna() & s.notna()
         if bad.any():
-            examples = [v for v in s[bad]][:3]
+            distinct: dict[str, Any] = {}
+            for v in s[bad]:
+                distinct.setdefault(str(v), v)
+            examples = list(distinct.values())[:3]
             hint = (
                 "; they look like numbers with a decimal comma: write them with a decimal point"
                 if decimal_comma_values(s[bad])
-                else ""
+                else f" in {int(bad.sum())} row(s); " + missing_marker_hint(examples)
             )
             return None, [
                 f"column {feature.name!r} ({feature.type}) has non-numeric values, e.g. "
@@ -1318,14 +1321,30 @@ def _check_text_column(name: str, s: pd.Series, where: str = "") -> None:
     )
     n_num = int(as_num.notna().sum())
     if 0 < n_num < len(vals):
-        text = list(dict.fromkeys(str(v) for v, x in zip(vals, as_num, strict=True) if pd.isna(x)))[
-            :3
-        ]
+        words = [str(v).strip() for v, x in zip(vals, as_num, strict=True) if pd.isna(x)]
+        text = list(dict.fromkeys(words))
+        shown = f"{text[:5]}" + (f" and {len(text) - 5} more" if len(text) > 5 else "")
         raise ValidationError(
-            f"column {name!r}{at} mixes numbers with text (e.g. {text}); fix "
-            "the values or declare its type "
-            '(types= here, or "type" in schema.json)'
+            f"column {name!r}{at} mixes numbers with text: {shown} in {len(words)} of "
+            f"{len(vals)} row(s); {missing_marker_hint(text[:5])}; otherwise fix the values, or "
+            'declare the column categorical (types= here, or "type" in schema.json)'
         )
+
+
+def missing_marker_hint(values: Sequence[Any]) -> str:
+    """The advice for text found among numbers: declare it missing, if that is what it means.
+
+    >>> missing_marker_hint([".", "unknown"])  # doctest: +NORMALIZE_WHITESPACE
+    "if they mark missing values, declare them missing: load_task_folder(...,
+    na_values=['.', 'unknown']) or --na-values '.,unknown' (blank cells and NA, N/A, NaN,
+    null already count as missing)"
+    """
+    texts = [str(v).strip() for v in values]
+    return (
+        f"if they mark missing values, declare them missing: load_task_folder(..., "
+        f"na_values={texts}) or --na-values {','.join(texts)!r} (blank cells and NA, N/A, NaN, "
+        "null already count as missing)"
+    )
 
 
 def _fmt(x: float) -> str:

@@ -362,6 +362,17 @@ FOLDER_CASES = [
     ("inf-text-in-csv", lambda r: _folder(r, {"a": b"lactate,y\ninf,0\n1,1\n2,0\n"}), "column 'lactate' has infinite values at rows [0]"),
     ("mixed-types", lambda r: _folder(r, {"a": GOOD.assign(lactate=[1.5, "high"] * (N // 2))}),
      "column 'lactate' mixes numbers with text"),
+    ("missing-written-dot-or-unknown",
+     lambda r: _folder(r, {"a": GOOD.assign(lactate=[1.5, ".", 2.0, "unknown"] * (N // 4))}),
+     ["column 'lactate' mixes numbers with text: ['.', 'unknown'] in 6 of 12 row(s)", "declare them missing",
+      "na_values=['.', 'unknown']", "--na-values '.,unknown'", "blank cells and NA, N/A, NaN, null already count"]),
+    ("missing-written-dot-declared-continuous",
+     lambda r: _folder(r, {"a": GOOD.assign(lactate=[1.5, "."] * (N // 2))},
+                       schema_json='{"features": [{"name": "lactate", "type": "continuous"}]}'),
+     ["column 'lactate' (continuous) has non-numeric values, e.g. ['.'] in", "na_values=['.']", "--na-values '.'"]),
+    ("missing-written-dot-in-one-file-only",
+     lambda r: _folder(r, {"a": GOOD, "b": GOOD.assign(lactate=["."] * N)}),
+     ["'lactate' is text in b.csv but numeric in a.csv (e.g. '.')", "na_values=['.']"]),
     ("empty-csv", lambda r: _folder(r, {"a": b""}), "a.csv is empty"),
     ("duplicated-csv-columns", lambda r: _folder(r, {"a": b"lactate,lactate,y\n1,2,0\n3,4,1\n"}),
      "a.csv has duplicated columns ['lactate']"),
@@ -395,6 +406,19 @@ FOLDER_CASES = [
 def test_bad_task_folders(tmp_path, make, message):
     root = make(tmp_path / "tasks")
     check(lambda: load_task_folder(root), ValidationError, message)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_missing_values_written_as_text_load_as_missing_when_declared(tmp_path, fmt):
+    coded = GOOD.assign(lactate=[1.5, ".", 2.0, " unknown"] * (N // 4)).astype({"lactate": str})
+    root = _folder(tmp_path / "t", {"a": coded, "b": GOOD}, fmt=fmt)
+    with pytest.raises(ValidationError, match="na_values="):
+        load_task_folder(root)
+    tc = load_task_folder(root, na_values=[".", "unknown"])
+    lactate = tc["a"].X["lactate"]
+    assert tc.schema["lactate"].type == "continuous" and lactate.dtype.kind == "f"
+    assert lactate.isna().sum() == N // 2 and lactate.dropna().tolist() == [1.5, 2.0] * (N // 4)
+    assert "lactate__missing" in tc.schema.copy().fit(tc["a"].X).design_names
 
 
 def test_good_parquet_folder_with_odd_names_loads(tmp_path):

@@ -49,6 +49,7 @@ from ragim.schema import (
     DECIMAL_COMMA,
     FeatureSchema,
     missing_codes,
+    missing_marker_hint,
     value_kind,
     warn_missing_codes,
 )
@@ -280,6 +281,8 @@ def _check_kinds(frames: list[pd.DataFrame], labels: list[str]) -> None:
             clause += (
                 "; those look like numbers with a decimal comma: write them with a decimal point"
             )
+        elif "numeric" in by_kind and c in examples:
+            clause += "; " + missing_marker_hint([examples[c]])
         drift.append(clause)
     if drift:
         raise ValidationError("column types differ between task files:", drift[:10])
