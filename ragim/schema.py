@@ -158,6 +158,7 @@ class FeatureSchema:
     missing_: list[str] | None = None
     categories_: dict[str, list[str]] | None = None
     bin_edges_: dict[str, list[float]] | None = None
+    constant_: dict[str, str | None] = field(default_factory=dict)
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
@@ -241,7 +242,7 @@ class FeatureSchema:
         unknown = sorted((set(units) | set(types)) - set(cols))
         if unknown:
             raise ValidationError(f"units/types given for columns that are not in X: {unknown}")
-        feats, coded, ids, sentinels = [], [], [], []
+        feats, coded, ids, sentinels, constant = [], [], [], [], []
         for name in cols:
             t = types.get(name)
             if t is None:
@@ -252,6 +253,8 @@ class FeatureSchema:
                     coded.append(f"{name!r} {codes}")
                 if t == "continuous" and identifier_like(name, column):
                     ids.append(repr(name))
+                if (level := single_value(column)) != "":
+                    constant.append(f"{name!r} (always {level})" if level else f"{name!r} (blank)")
                 if t == "continuous" and (found := missing_codes(column)):
                     sentinels.append((name, found))
                 dates = number_dates(column) if t == "continuous" else None
@@ -273,6 +276,16 @@ class FeatureSchema:
                     unit=units.get(name, ""),
                     description=descriptions.get(name, ""),
                 )
+            )
+        if constant:
+            import warnings
+
+            warnings.warn(
+                f"column(s) {', '.join(constant)} never vary in these rows, so a model cannot "
+                "estimate their effect: explanations mark them not estimable. Drop them, or "
+                "fit on rows where they vary",
+                DataWarning,
+                stacklevel=2,
             )
         if sentinels:
             warn_missing_codes(sentinels, stacklevel=2)
@@ -367,10 +380,13 @@ class FeatureSchema:
         if len(X) == 0:
             raise ValidationError("cannot fit a FeatureSchema on zero rows")
         medians, means, scales, missing, cats, edges = {}, {}, {}, [], {}, {}
+        constant: dict[str, str | None] = {}
         for f in self.features:
             s = X[f.name]
             if s.isna().any():
                 missing.append(f.name)
+            if (level := single_value([s])) != "":
+                constant[f.name] = level
             if f.type == "categorical":
                 learned = sorted(
                     {canonical_level(v) for v in pd.unique(s.dropna().to_numpy(dtype=object))},
@@ -401,11 +417,26 @@ class FeatureSchema:
             )
         self.medians_, self.means_, self.scales_ = medians, means, scales
         self.missing_, self.categories_, self.bin_edges_ = missing, cats, edges
+        self.constant_ = constant
         self._cache.clear()
         self.warn_unseen_levels(
             X, where="the rows the schema is fitted on (levels not declared in the schema)"
         )
         return self
+
+    def not_estimable(self, column: DesignColumn) -> str:
+        """Why a design column's coefficient cannot be estimated from the rows the schema was
+        fitted on, or ``""``: its feature never varied there ("never varies (always 5)"), or
+        was blank in every row (then its missing-value indicator never varies either)."""
+        self._check_fitted()
+        if column.feature not in self.constant_:
+            return ""
+        level = self.constant_[column.feature]
+        if level is None:
+            return "not estimable: always blank"
+        if column.role == "missing":
+            return ""
+        return f"not estimable: never varies (always {self[column.feature].level_label(level)})"
 
     # ------------------------------------------------------------------ design layout
     @property
@@ -720,6 +751,8 @@ class FeatureSchema:
                 "categories": self.categories_,
                 "bin_edges": self.bin_edges_,
             }
+            if self.constant_:  # only when some column never varied: older schemas keep their JSON
+                d["fitted"]["constant"] = self.constant_
         return d
 
     @classmethod
@@ -753,6 +786,10 @@ class FeatureSchema:
                 }
                 schema.bin_edges_ = {
                     k: [float(x) for x in v] for k, v in fitted["bin_edges"].items()
+                }
+                schema.constant_ = {
+                    str(k): None if v is None else str(v)
+                    for k, v in fitted.get("constant", {}).items()
                 }
                 schema._check_consistent()
         except (KeyError, TypeError, AttributeError, ValueError, OverflowError) as exc:
@@ -1081,6 +1118,28 @@ def integer_codes(series: Sequence[pd.Series], max_categories: int = 12) -> list
     if not all(math.isfinite(v) and float(v).is_integer() for v in values):
         return None
     return sorted(int(v) for v in values)
+
+
+def single_value(series: Sequence[pd.Series]) -> str | None:
+    """The one value a column holds over every table, in canonical form (``"5"``), None when
+    every cell is blank, and ``""`` when it holds two values or more: a column that never
+    varies has no estimable effect.
+
+    >>> single_value([pd.Series([5, 5.0]), pd.Series([None, 5])]), single_value([pd.Series([None])])
+    ('5', None)
+    >>> single_value([pd.Series([0, 1])])
+    ''
+    """
+    seen: set = set()
+    try:
+        for s in series:
+            for v in pd.unique(s.dropna().to_numpy(dtype=object)):
+                seen.add(canonical_level(v))
+                if len(seen) > 1:
+                    return ""
+    except (ValidationError, TypeError):  # lists, infinities: other checks name them
+        return ""
+    return next(iter(seen)) if seen else None
 
 
 def missing_codes(series: Sequence[pd.Series], sd: float = FAR_SD) -> list[tuple[float, int]]:

@@ -384,3 +384,29 @@ def test_provenance_plot_ranks_weights_by_size_as_drawn():
     assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "c", "b"]  # bottom-up
     assert [round(float(r.get_width()), 2) for r in ax.patches] == [0.0, -0.3, 0.5]
     assert ax.get_xlim()[0] < -0.3
+
+
+def test_a_column_that_never_varied_is_marked_not_estimable_not_given_an_invented_unit():
+    import json
+    import warnings
+
+    from ragim.models import LogisticModel
+    from ragim.params import ModelParams
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"age": rng.normal(60, 9, 200), "hospital": 5.0, "sex": 1, "lab": np.nan})
+    y = (rng.random(200) < 1 / (1 + np.exp(-(X["age"] - 60) / 9))).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        params = LogisticModel().fit(X, y).to_params()
+    params = ModelParams.from_json(params.to_json())  # the fitted schema keeps what never varied
+    table = explain_params(params).table(missing=True).set_index("term")
+    assert table.loc["hospital", "comparison"] == "not estimable: never varies (always 5)"
+    assert table.loc["sex", "comparison"] == "not estimable: never varies (always 1)"
+    assert table.loc[["lab", "lab__missing"], "comparison"].eq("not estimable: always blank").all()
+    assert table.loc[["hospital", "sex", "lab"], ["odds_ratio", "or_low", "or_high"]].isna().all().all()
+    assert np.isfinite(table.loc["age", ["odds_ratio", "or_low", "or_high"]].astype(float)).all()
+    assert "+1 SD" not in " ".join(table.loc[["hospital", "lab"], "comparison"])
+    text = repr(explain_params(params))
+    assert "OR nan" not in text and "not estimable" in text
+    json.dumps(explain_params(params).data(), allow_nan=False)

@@ -112,3 +112,18 @@ def test_bad_schema_definitions():
         FeatureSchema.from_dict({"nothing": 1})
     with pytest.raises(ValidationError, match="not valid JSON"):
         FeatureSchema.from_json("{")
+
+
+def test_a_column_that_never_varies_or_is_always_blank_warns_at_inference():
+    import warnings
+
+    from ragim.errors import DataWarning
+
+    rng = np.random.default_rng(0)
+    tables = [pd.DataFrame({"age": rng.normal(60, 9, 30), "hospital": 5, "note": np.nan}) for _ in range(2)]
+    with pytest.warns(DataWarning, match=r"'hospital' \(always 5\), 'note' \(blank\) never vary") as rec:
+        FeatureSchema.infer(tables)
+    assert not any("'age'" in str(w.message) for w in rec)
+    with warnings.catch_warnings():  # a column that varies between tables is fine
+        warnings.simplefilter("error", DataWarning)
+        FeatureSchema.infer([tables[0].drop(columns="note"), tables[1].assign(hospital=6).drop(columns="note")])

@@ -91,7 +91,9 @@ def _comparison_rows(p: ModelParams, missing: bool) -> tuple[pd.DataFrame, int]:
         if c.role == "missing" and not missing:
             hidden += 1
             continue
-        if c.role == "value" and f.type == "continuous":
+        if schema.not_estimable(c):
+            comparison, b, s = schema.not_estimable(c), math.nan, math.nan
+        elif c.role == "value" and f.type == "continuous":
             comparison = f"+1 SD ({_num_text(c.scale)} {f.unit})".replace(" )", ")")
         elif c.role == "value":
             comparison = f"{f.level_label(1)} vs {f.level_label(0)}"
@@ -178,6 +180,9 @@ class LogisticFamily(ModelFamily):
             f = schema[c.feature]
             cont = c.role == "value" and f.type == "continuous"
             unit = f.unit if cont else ""
+            change = f"+1 SD = {c.scale:.3g} {unit}".strip() if cont else "0→1"
+            if schema.not_estimable(c):  # the column never varied: no effect is claimed
+                change, b, s = schema.not_estimable(c), math.nan, math.nan
             rows.append(
                 {
                     "term": c.name,
@@ -192,7 +197,7 @@ class LogisticFamily(ModelFamily):
                     "ci_low": b - Z95 * s,
                     "ci_high": b + Z95 * s,
                     "odds_ratio_per_sd": clipped_exp(b),
-                    "change": f"+1 SD = {c.scale:.3g} {unit}".strip() if cont else "0→1",
+                    "change": change,
                     "coef_per_unit": b / c.scale,
                     "odds_ratio_per_unit": clipped_exp(b / c.scale),
                     "unit": unit,
@@ -264,7 +269,8 @@ class LogisticFamily(ModelFamily):
     def summary_lines(self, expl) -> list[str]:
         t = expl.table(5)
         lines = [
-            f"  {r.label + ': ' + r.comparison:<64} OR {r.odds_ratio:.3g}"
+            f"  {r.label + ': ' + r.comparison:<64}"
+            + (f" OR {r.odds_ratio:.3g}" if math.isfinite(r.odds_ratio) else "")
             + (f" (95% CI {r.or_low:.3g}-{r.or_high:.3g})" if math.isfinite(r.or_low) else "")
             for r in t.itertuples()
         ]
