@@ -185,7 +185,7 @@ def read_table(
     if not path.is_file():
         raise ValidationError(f"cannot read {where}{path}: no such file")
     try:
-        if path.suffix == ".parquet":
+        if path.suffix.lower() == ".parquet":
             import pyarrow.parquet as pq
 
             names = [

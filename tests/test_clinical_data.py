@@ -300,6 +300,24 @@ def test_two_text_classes_with_an_index_keep_sorted_classes_and_the_event_in_its
         ZeroShotClassifier(index=index, description=target.description, pos_label="dead").fit(X, coded)
 
 
+def test_two_data_files_for_one_task_are_refused_naming_both(tmp_path):
+    base = pd.DataFrame({"lactate": np.linspace(1, 4, 20), "y": [0, 1] * 10})
+    root = write_folder(tmp_path / "p", {"t0": base, "t1": base})
+    base.iloc[:10].to_parquet(root / "data" / "t0.parquet")  # an old partial export left beside
+    with pytest.raises(ValidationError, match=r"task 't0' has t0\.csv and t0\.parquet"):
+        load_task_folder(root)
+    # any two names that map to one task id: another case of the extension, a trailing space
+    root = write_folder(tmp_path / "c", {"t0": base, "t1": base})
+    base.to_csv(root / "data" / "t1 .CSV", index=False)
+    with pytest.raises(ValidationError, match=r"task 't1' has t1 \.CSV and t1\.csv"):
+        load_task_folder(root)
+    # an extension in upper case alone is read, as .csv / .parquet are
+    root = write_folder(tmp_path / "u", {"t0": base, "t1": base})
+    (root / "data" / "t1.csv").unlink()
+    base.iloc[:12].to_parquet(root / "data" / "t1.PARQUET")
+    assert load_task_folder(root)["t1"].n_rows == 12
+
+
 def test_folder_outcomes_as_booleans_or_with_a_stated_event(tmp_path):
     base = pd.DataFrame({"lactate": np.linspace(1, 4, 8)})
     root = write_folder(tmp_path / "b", {"a": base.assign(y=[True, False] * 4), "b": base.assign(y=["true", "false"] * 4)})

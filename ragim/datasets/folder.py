@@ -83,6 +83,35 @@ def _patient_ids(df: pd.DataFrame, column: str, file: Path) -> list[str]:
     return ids
 
 
+def _data_files(data_dir: Path) -> dict[str, Path]:
+    """The data files of a folder by task id (a ``.csv`` or ``.parquet`` file's name without
+    its extension, in any case, as canonical text).
+
+    Raises
+    ------
+    ValidationError
+        When two files map to one task id (``t0.csv`` and ``t0.parquet``, or ``t0.csv`` and
+        ``t0.CSV``): which one holds the task cannot be guessed.
+    """
+    if not data_dir.is_dir():
+        return {}
+    by_id: dict[str, list[Path]] = {}
+    for p in sorted(data_dir.glob("*")):
+        if p.is_file() and p.suffix.lower() in (".csv", ".parquet"):
+            by_id.setdefault(canonical_text(p.stem), []).append(p)
+    clashes = {t: ps for t, ps in by_id.items() if len(ps) > 1}
+    if clashes:
+        shown = "; ".join(
+            f"task {t!r} has {' and '.join(p.name for p in ps)}"
+            for t, ps in sorted(clashes.items())[:5]
+        )
+        raise ValidationError(
+            f"{data_dir} holds more than one data file for a task ({shown}); keep one file per "
+            "task and move or delete the others"
+        )
+    return {t: ps[0] for t, ps in by_id.items()}
+
+
 def load_task_folder(
     path: str | Path,
     *,
@@ -114,7 +143,8 @@ def load_task_folder(
     ------
     ValidationError
         Naming the file and the problem: a missing descriptions file, a task listed without
-        a data file (or the reverse), a missing outcome column, outcomes whose event is not
+        a data file (or the reverse), two data files for one task (``t0.csv`` and
+        ``t0.parquet``), a missing outcome column, outcomes whose event is not
         stated, a wrong separator, blank or repeated patient ids, columns that differ
         between files, dates or durations among the features.
 
@@ -137,16 +167,7 @@ def load_task_folder(
         raise ValidationError(
             f"{desc_file} lacks the columns {missing_cols} (it has {list(desc.columns)[:10]})"
         )
-    data_dir = root / "data"
-    files = (
-        {
-            canonical_text(p.stem): p
-            for p in sorted(data_dir.glob("*"))
-            if p.suffix in (".csv", ".parquet")
-        }
-        if data_dir.is_dir()
-        else {}
-    )
+    files = _data_files(root / "data")
     blank = [i + 2 for i, t in enumerate(desc["task_id"]) if t is None or not str(t).strip()]
     if blank:
         raise ValidationError(f"{desc_file}: line(s) {blank[:10]} have no task_id")
