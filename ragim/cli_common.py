@@ -43,8 +43,9 @@ PosLabel = Annotated[
     typer.Option(
         "--pos-label",
         help=(
-            "the outcome value that marks the event, when outcomes are not 0/1 or true/false "
-            "(e.g. yes)"
+            "the outcome value that marks the event, as the file writes it: needed when "
+            "outcomes are not 0/1 or true/false (e.g. yes), or to make 0 / false the event "
+            "(e.g. FALSE, in any case)"
         ),
     ),
 ]

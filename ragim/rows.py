@@ -302,7 +302,8 @@ def read_rows(
     """
     path = Path(path)
     ids_col = patient_id or DEFAULT_PATIENT_ID
-    df = read_table(path, sep=sep, text_columns=(ids_col,), where=f"{where} ")
+    text = (ids_col,) if outcome is None else (ids_col, outcome)  # outcomes as written
+    df = read_table(path, sep=sep, text_columns=text, where=f"{where} ")
     if len(df) == 0:
         raise ValidationError(f"{where} {path} has a header but no patient rows")
     # an outcome is never one of the model's features nor the patient ids

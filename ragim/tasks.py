@@ -263,16 +263,28 @@ def _labels_as_numbers(y: Any) -> Any:
     return y
 
 
-_TRUE, _FALSE = {"1", "true"}, {"0", "false"}
+def _outcome_key(v: Any) -> str:
+    """An outcome value in canonical form, with ``true``/``false`` in any case as ``1``/``0``
+    (as booleans are): ``"FALSE"``, ``False`` and ``0`` are one value."""
+    c = canonical_level(v)
+    low = c.lower()
+    return "1" if low == "true" else "0" if low == "false" else c
+
+
+def _written(v: Any) -> str:
+    """An outcome value as the file wrote it (text as read, numbers as numbers)."""
+    return canonical_text(v) if isinstance(v, str) else str(v)
 
 
 def binary_outcome(values: Any, *, pos_label: Any = None, where: str = "y") -> np.ndarray:
     """Outcomes as 0/1 integers, with the event stated or unambiguous.
 
     Without ``pos_label``, the values must be 0/1 in any form (``1``, ``1.0``, ``"1"``,
-    ``True``, ``"true"``); anything else (``"yes"``/``"no"``, ``1``/``2``) needs
+    ``True``, ``"true"``, ``"FALSE"``); anything else (``"yes"``/``"no"``, ``1``/``2``) needs
     ``pos_label``, the value that marks the event. With ``pos_label`` the values may hold
-    at most two distinct levels (compared in canonical form, so ``2`` matches ``2.0``).
+    at most two distinct levels, compared in canonical form: ``2`` matches ``2.0``, and
+    ``"FALSE"``, ``"false"``, ``False`` and ``0`` are one value (so ``pos_label="FALSE"``
+    makes the false rows the events). Errors show the values as written.
 
     Raises
     ------
@@ -286,6 +298,8 @@ def binary_outcome(values: Any, *, pos_label: Any = None, where: str = "y") -> n
     [0, 1, 1]
     >>> binary_outcome(["yes", "no", "yes"], pos_label="yes").tolist()
     [1, 0, 1]
+    >>> binary_outcome(["TRUE", "FALSE", "TRUE"], pos_label="false").tolist()
+    [0, 1, 0]
     """
     arr = np.asarray(values, dtype=object).reshape(-1)
     missing = [i for i, v in enumerate(arr) if is_missing(v)]
@@ -294,27 +308,26 @@ def binary_outcome(values: Any, *, pos_label: Any = None, where: str = "y") -> n
             f"{where} is empty in {len(missing)} data row(s) {[i + 1 for i in missing[:5]]}; "
             "drop those patients or fill in their outcome"
         )
-    canon = np.array([canonical_level(v) for v in arr], dtype=object)
-    levels = sorted(set(canon.tolist()))
-    lower = np.array([c.lower() for c in canon], dtype=object)
+    keys = np.array([_outcome_key(v) for v in arr], dtype=object)
+    levels = sorted(set(keys.tolist()))
+    written = sorted({_written(v) for v in arr})
     if pos_label is None:
-        bad = sorted({str(v) for v, c in zip(arr, lower, strict=True) if c not in _TRUE | _FALSE})
-        if bad:
+        if any(k not in ("0", "1") for k in levels):
             raise ValidationError(
-                f"{where} holds {levels[:5]}; outcomes must be 0/1 or true/false, "
+                f"{where} holds {written[:5]}; outcomes must be 0/1 or true/false, "
                 "or name the value that marks the event with pos_label= (CLI: --pos-label)"
             )
-        return np.isin(lower, list(_TRUE)).astype(np.int64)
-    pos = canonical_level(pos_label)
+        return (keys == "1").astype(np.int64)
+    pos = _outcome_key(pos_label)
     if len(levels) > 2:
         raise ValidationError(
-            f"{where} holds {len(levels)} distinct values {levels[:5]}; a binary outcome has two"
+            f"{where} holds {len(levels)} distinct values {written[:5]}; a binary outcome has two"
         )
     if len(levels) == 2 and pos not in levels:
         raise ValidationError(
-            f"pos_label {pos_label!r} is not one of the outcome values {levels} in {where}"
+            f"pos_label {pos_label!r} is not one of the outcome values {written} in {where}"
         )
-    return (canon == pos).astype(np.int64)
+    return (keys == pos).astype(np.int64)
 
 
 def patient_id_set(metadata: Mapping[str, Any] | None) -> frozenset[str]:

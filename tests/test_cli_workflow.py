@@ -488,6 +488,25 @@ def test_adapt_and_score_name_the_event_label_and_the_follow_up_command_runs(roo
     assert "with cad = Yes" in " ".join(scored.split())
 
 
+def test_score_takes_false_as_the_event_of_a_true_false_outcome(root, tmp_path):
+    """--pos-label FALSE (any case) names the event of a TRUE/FALSE column, which pandas reads
+    as booleans; a wrong label is refused naming the values as the file writes them."""
+    d = root["path"]
+    rows = pd.read_csv(d / "validate.csv")
+    # "no disease" written TRUE/FALSE: the event, disease, is FALSE
+    rows.assign(cad=np.where(rows["cad"] == 1, "FALSE", "TRUE")).to_csv(tmp_path / "tf.csv", index=False)
+    plain = _json("score", d / "m0", "--rows", d / "validate.csv", "--outcome", "cad", "--n-boot", 20)
+    for label in ("FALSE", "false"):
+        out = _json("score", d / "m0", "--rows", tmp_path / "tf.csv", "--outcome", "cad", "--pos-label", label,
+                    "--n-boot", 20)
+        assert out["n_positive"] == plain["n_positive"] == int(rows["cad"].sum())
+        assert out["metrics"]["auroc"]["value"] == pytest.approx(plain["metrics"]["auroc"]["value"])
+    bad = runner.invoke(app, ["score", str(d / "m0"), "--rows", str(tmp_path / "tf.csv"), "--outcome", "cad",
+                              "--pos-label", "dead"])
+    assert bad.exit_code != 0
+    assert "is not one of the outcome values ['FALSE', 'TRUE']" in bad.output + str(bad.exception)
+
+
 def test_explain_one_patient_shows_the_predicted_risk(root, tmp_path):
     d = root["path"]
     X, _, ids = _frame(d, "validate.csv")

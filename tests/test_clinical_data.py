@@ -318,6 +318,24 @@ def test_two_data_files_for_one_task_are_refused_naming_both(tmp_path):
     assert load_task_folder(root)["t1"].n_rows == 12
 
 
+def test_a_true_false_outcome_takes_false_as_its_event_and_errors_show_the_written_values(tmp_path):
+    """TRUE/FALSE in a file are what the user sees: pos_label names one of them in any case, and
+    every error lists them as written (pandas had read them as booleans, shown as ['0', '1'])."""
+    base = pd.DataFrame({"lactate": np.linspace(1, 4, 8)})
+    survived = ["TRUE", "FALSE", "FALSE", "TRUE"] * 2  # the event, death, is FALSE
+    root = write_folder(tmp_path / "b", {"a": base.assign(y=survived), "b": base.assign(y=survived[::-1])})
+    for pos in ("FALSE", "false", "False", False, 0):
+        assert load_task_folder(root, pos_label=pos)["a"].y.tolist() == [0, 1, 1, 0] * 2
+    assert load_task_folder(root, pos_label="true")["a"].y.tolist() == [1, 0, 0, 1] * 2
+    with pytest.raises(ValidationError, match=r"pos_label 'dead' is not one of the outcome values \['FALSE', 'TRUE'\]"):
+        load_task_folder(root, pos_label="dead")
+    root = write_folder(tmp_path / "m", {"a": base.assign(y=["TRUE", "FALSE", "maybe", "TRUE"] * 2)})
+    with pytest.raises(ValidationError, match=r"holds \['FALSE', 'TRUE', 'maybe'\]; outcomes must be"):
+        load_task_folder(root)
+    with pytest.raises(ValidationError, match=r"holds 3 distinct values \['FALSE', 'TRUE', 'maybe'\]"):
+        load_task_folder(root, pos_label="FALSE")
+
+
 def test_folder_outcomes_as_booleans_or_with_a_stated_event(tmp_path):
     base = pd.DataFrame({"lactate": np.linspace(1, 4, 8)})
     root = write_folder(tmp_path / "b", {"a": base.assign(y=[True, False] * 4), "b": base.assign(y=["true", "false"] * 4)})

@@ -190,7 +190,9 @@ def load_task_folder(
     first_file: Path | None = None
     for (_, row), tid in zip(desc.iterrows(), ids, strict=True):
         file = files[tid]
-        df = read_table(file, text_columns=(patient_id,), sep=sep, na_values=na)
+        df = read_table(
+            file, text_columns=(patient_id, outcome), sep=sep, na_values=na
+        )  # outcomes as written
         if outcome not in df.columns:
             raise ValidationError(
                 f"{file} has no outcome column {outcome!r} (columns: {list(df.columns)[:10]})"
