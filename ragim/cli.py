@@ -26,6 +26,7 @@ from ragim.cli_common import (
     QUIET,
     SHOWN_WARNINGS,
     AsJson,
+    FolderSep,
     NaValues,
     Outcome,
     PatientId,
@@ -120,7 +121,7 @@ def index_build(
     outcome: Outcome = None,
     patient_id: PatientId = None,
     pos_label: PosLabel = None,
-    sep: Sep = ",",
+    sep: FolderSep = ",",
     na_values: NaValues = None,
     seed: int = 0,
     quiet: Quiet = False,
@@ -874,7 +875,7 @@ def explain(
     patient_id: Annotated[
         str | None, typer.Option("--patient-id", help="the patient-id column of --rows")
     ] = None,
-    sep: Annotated[str, typer.Option(help="the CSV field separator")] = ",",
+    sep: Sep = ",",
     outcome_name: Annotated[
         str | None, typer.Option("--outcome-name", help="what the model predicts, in words")
     ] = None,
@@ -956,7 +957,7 @@ def evaluate_cmd(
     outcome: Outcome = None,
     patient_id: PatientId = None,
     pos_label: PosLabel = None,
-    sep: Sep = ",",
+    sep: FolderSep = ",",
     na_values: NaValues = None,
     seed: int = 0,
     quiet: Quiet = False,
@@ -1113,7 +1114,7 @@ def demo(
     outcome: Outcome = None,
     patient_id: PatientId = None,
     pos_label: PosLabel = None,
-    sep: Sep = ",",
+    sep: FolderSep = ",",
     na_values: NaValues = None,
     embedder: Annotated[
         str, typer.Option(help="minilm (bundled, offline) | hashing (fast)")

@@ -65,6 +65,16 @@ Sep = Annotated[
         callback=_separator,
     ),
 ]
+FolderSep = Annotated[
+    str,
+    typer.Option(
+        "--sep",
+        help="the field separator of a task folder's CSV data files, e.g. ';' for European "
+        "spreadsheets or '\\t' for tabs (descriptions.csv's own comma, semicolon or tab is "
+        "detected)",
+        callback=_separator,
+    ),
+]
 
 
 def _na_values(values: list[str] | None) -> list[str] | None:

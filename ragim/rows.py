@@ -245,6 +245,31 @@ def read_table(
     return df
 
 
+def sniff_separator(path: str | Path, default: str = ",") -> str:
+    """The field separator of a CSV file, from its header row: comma, semicolon or tab,
+    whichever splits the header into the most columns (``default`` when it does as well, as
+    for a one-column header, a Parquet file or a file that does not exist).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "descriptions.csv"
+    >>> _ = path.write_text("task_id;description\\na;Predict sepsis, adults\\n")
+    >>> sniff_separator(path), sniff_separator(path, default="\\t")
+    (';', ';')
+    """
+    path = Path(path)
+    if not (isinstance(default, str) and len(default) == 1):
+        return default  # read_table refuses it in one line
+    if path.suffix.lower() == ".parquet" or not path.is_file():
+        return default
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+        first = fh.readline()
+    counts = {s: len(next(csv.reader([first], delimiter=s), [])) for s in (default, ",", ";", "\t")}
+    most = max(counts.values())
+    return next(s for s, n in counts.items() if n == most)
+
+
 def _need_column(
     df: pd.DataFrame, name: str, place: str, what: str, fix: str, taken: Iterable[str] = ()
 ) -> None:
@@ -396,4 +421,4 @@ def _match_schema(X: pd.DataFrame, schema: FeatureSchema, path: Path, where: str
     return X
 
 
-__all__ = ["DEFAULT_PATIENT_ID", "PatientRows", "read_rows", "read_table"]
+__all__ = ["DEFAULT_PATIENT_ID", "PatientRows", "read_rows", "read_table", "sniff_separator"]

@@ -177,6 +177,23 @@ def test_evaluate_reads_a_semicolon_separated_task_folder_with_sep(tmp_path):
     assert {r["method"] for r in out} == {"pooled", "neighbor-mean"} and out[0]["n_tasks"] == 6
 
 
+def test_sep_names_the_data_files_and_descriptions_csv_keeps_its_own_separator(tmp_path):
+    """European data files (';') beside a comma descriptions.csv: --sep ';' builds the index
+    (it used to say that descriptions.csv looks comma-separated: pass --sep ','), and the help
+    says what --sep covers."""
+    import pandas as pd
+
+    root = _semicolon_task_folder(tmp_path / "tasks")
+    desc = pd.read_csv(root / "descriptions.csv", sep=";")
+    desc.to_csv(root / "descriptions.csv", index=False)
+    out = tmp_path / "i"
+    _ok(["index", "build", "--dataset", str(root), "--embedder", "hashing", "-q", "--sep", ";", "--out", str(out)])
+    assert json.loads((out / "config.json").read_text())["n_tasks"] == 2
+    for cmd in (["index", "build"], ["evaluate"], ["demo"]):
+        text = " ".join(runner.invoke(app, [*cmd, "--help"], env={"COLUMNS": "300"}).output.split())
+        assert "data files" in text and "descriptions.csv's own comma, semicolon or tab is detected" in text
+
+
 def test_sep_takes_the_tab_a_shell_passes_and_is_refused_for_a_bundled_dataset(tmp_path):
     root = _semicolon_task_folder(tmp_path / "tabs", sep="\t")
     args = ["index", "build", "--dataset", str(root), "--embedder", "hashing", "-q", "--out", str(tmp_path / "i")]

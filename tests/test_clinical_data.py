@@ -318,6 +318,23 @@ def test_two_data_files_for_one_task_are_refused_naming_both(tmp_path):
     assert load_task_folder(root)["t1"].n_rows == 12
 
 
+@pytest.mark.parametrize("desc_sep", [",", ";", "\t"])
+@pytest.mark.parametrize("data_sep", [",", ";", "\t"])
+def test_descriptions_csv_is_read_with_its_own_separator(tmp_path, desc_sep, data_sep):
+    """--sep names the data files' separator; descriptions.csv (often written apart, by hand or
+    by pandas) may use another, which is detected; the commas inside a description stay."""
+    base = pd.DataFrame({"lactate": np.linspace(1, 4, 8), "y": [0, 1] * 4})
+    root = tmp_path / "f"
+    (root / "data").mkdir(parents=True)
+    for t in ("a", "b"):
+        base.to_csv(root / "data" / f"{t}.csv", sep=data_sep, index=False)
+    pd.DataFrame({"task_id": ["a", "b"], "description": ["Sepsis, adults", "Sepsis; children"],
+                  "site": ["01", "02"]}).to_csv(root / "descriptions.csv", sep=desc_sep, index=False)
+    tc = load_task_folder(root, sep=data_sep)
+    assert [t.description for t in tc] == ["Sepsis, adults", "Sepsis; children"]
+    assert tc["a"].metadata["site"] == "01" and tc["b"].n_rows == 8
+
+
 def test_a_true_false_outcome_takes_false_as_its_event_and_errors_show_the_written_values(tmp_path):
     """TRUE/FALSE in a file are what the user sees: pos_label names one of them in any case, and
     every error lists them as written (pandas had read them as booleans, shown as ['0', '1'])."""

@@ -44,7 +44,7 @@ import pandas as pd
 
 from ragim.canonical import canonical_id, canonical_level, canonical_text
 from ragim.errors import DataWarning, ValidationError
-from ragim.rows import na_value_list, read_table
+from ragim.rows import na_value_list, read_table, sniff_separator
 from ragim.schema import (
     DECIMAL_COMMA,
     FeatureSchema,
@@ -132,7 +132,8 @@ def load_task_folder(
     name : the collection's name (default: the folder's name).
     pos_label : the outcome value that marks the event, when outcomes are not 0/1 or
         true/false (e.g. ``"yes"`` or ``2``).
-    sep : the field separator of every CSV file in the folder.
+    sep : the field separator of the CSV data files (``data/``). ``descriptions.csv`` is read
+        with its own separator, detected from its header (comma, semicolon or tab).
     na_values : values that mean "missing" in every data file (a value or a list, as in
         ``pd.read_csv(na_values=...)``): missing-value codes such as ``"."`` (SAS, Stata),
         ``"unknown"`` or ``-99`` (numbers match by value, so ``-99`` matches ``-99.0``). Blank
@@ -160,7 +161,8 @@ def load_task_folder(
             f"{root} has no descriptions.csv (columns: task_id, description, optional metadata)"
         )
     na = na_value_list(na_values)
-    desc = read_table(desc_file, all_text=True, sep=sep)
+    # descriptions.csv is often written apart from the data files: its own separator
+    desc = read_table(desc_file, all_text=True, sep=sniff_separator(desc_file, sep))
     desc.columns = [canonical_text(str(c)) for c in desc.columns]
     missing_cols = [c for c in ("task_id", "description") if c not in desc.columns]
     if missing_cols:
