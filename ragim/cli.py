@@ -37,6 +37,7 @@ from ragim.cli_common import (
     check_positive,
     echo_json,
     exclude_tasks,
+    exclusion_text,
     load_dataset,
     one_line,
     one_line_warnings,
@@ -114,8 +115,9 @@ def index_build(
     exclude: Annotated[
         list[str] | None,
         typer.Option(
-            help="leave out the tasks whose metadata KEY equals VALUE, e.g. site=Switzerland "
-            "(repeatable; recorded in the index's config.json)"
+            help="leave out the tasks whose metadata KEY equals VALUE, e.g. site=Switzerland, "
+            "or a task by id with task_id=ID; repeatable: a task is left out when ANY of them "
+            "matches (recorded in the index's config.json)"
         ),
     ] = None,
     outcome: Outcome = None,
@@ -170,8 +172,7 @@ def index_build(
         echo_json(summary)
     else:
         left = (
-            f"; left out {n_excluded} task(s) with "
-            + ", ".join(f"{k}={v}" for k, vals in exclusions.items() for v in vals)
+            f"; left out {n_excluded} task(s) with {exclusion_text(exclusions)}"
             if exclusions
             else ""
         )

@@ -421,25 +421,42 @@ def parse_exclusions(specs: Sequence[str]) -> dict[str, list[str]]:
     return out
 
 
+def exclusion_text(exclusions: dict[str, list[str]]) -> str:
+    """``{"sex": ["M"], "band": ["80+"]}`` -> ``"any of sex=M, band=80+"`` (repeated
+    ``--exclude`` options are OR-ed: a task is left out when any of them matches);
+    ``"site=Hungary"`` for one."""
+    specs = [f"{k}={v}" for k, vals in exclusions.items() for v in vals]
+    return specs[0] if len(specs) == 1 else "any of " + ", ".join(specs)
+
+
 def exclude_tasks(tasks, exclusions: dict[str, list[str]]):
-    """``tasks`` without those whose metadata matches any exclusion.
+    """``tasks`` without those whose metadata matches any exclusion (a task is left out when
+    any ``KEY=VALUE`` matches); the key ``task_id`` names tasks by id.
 
     Values compare in canonical form, as :meth:`~ragim.tasks.TaskCollection.group_split` does:
     ``site=1`` matches a site written ``01`` or ``1.0``, and composed and decomposed accents
-    are one letter.
+    are one letter. Task ids compare as written (``007`` is not ``7``).
 
     Raises a ValidationError when a key is no task's metadata or a value matches no task.
     """
-    from ragim.canonical import canonical_level
+    from ragim.canonical import canonical_level, canonical_text
 
-    metas = tasks.metadata
+    metas, ids = tasks.metadata, [canonical_text(str(t)) for t in tasks.ids]
     for key, values in exclusions.items():
+        if key == "task_id":
+            unknown = [v for v in values if canonical_text(v) not in set(ids)]
+            if unknown:
+                raise ValidationError(
+                    f"--exclude task_id={unknown[0]} matches no task; task ids: {ids[:20]}"
+                    + (f" and {len(ids) - 20} more" if len(ids) > 20 else "")
+                )
+            continue
         known = sorted({str(m[key]) for m in metas if key in m and m[key] is not None})
         if not known:
             keys = sorted({k for m in metas for k in m if k != "patient_ids"})
             raise ValidationError(
                 f"--exclude {key}=...: no task has the metadata key {key!r}; the tasks have "
-                f"{keys[:15]}"
+                f"{keys[:15]} (and task_id)"
             )
         codes = {canonical_level(v) for v in known}
         unknown = [v for v in values if canonical_level(v) not in codes]
@@ -448,12 +465,18 @@ def exclude_tasks(tasks, exclusions: dict[str, list[str]]):
                 f"--exclude {key}={unknown[0]} matches no task; known values of {key!r}: "
                 f"{known[:20]}"
             )
-    wanted = {key: {canonical_level(v) for v in values} for key, values in exclusions.items()}
+    dropped_ids = {canonical_text(v) for v in exclusions.get("task_id", [])}
+    wanted = {
+        key: {canonical_level(v) for v in values}
+        for key, values in exclusions.items()
+        if key != "task_id"
+    }
     keep = [
         i
         for i, m in enumerate(metas)
-        if not any(key in m and canonical_level(m[key]) in codes for key, codes in wanted.items())
+        if ids[i] not in dropped_ids
+        and not any(key in m and canonical_level(m[key]) in codes for key, codes in wanted.items())
     ]
     if not keep:
-        raise ValidationError(f"--exclude {exclusions} leaves no task to index")
+        raise ValidationError(f"--exclude {exclusion_text(exclusions)} leaves no task to index")
     return tasks.take(keep), len(metas) - len(keep)

@@ -157,6 +157,26 @@ def test_exclude_any_metadata_key_repeatable(tmp_path):
     }
 
 
+
+def test_repeated_excludes_leave_out_any_match_and_say_so(tmp_path):
+    """Repeated --exclude options are OR-ed: the message says "any of" (it read as AND:
+    "with outcome=multivessel, site=Switzerland"), as the help does; task_id=ID names a task."""
+    tasks = datasets.heart_disease()
+    args = ["index", "build", "--dataset", "heart-disease", "--embedder", "hashing", "--out", tmp_path / "i"]
+    text = " ".join(_ok(*args, "--exclude", "outcome=multivessel", "--exclude", "site=Switzerland").split())
+    n = sum(m["outcome"] == "multivessel" or m["site"] == "Switzerland" for m in tasks.metadata)
+    assert f"left out {n} task(s) with any of outcome=multivessel, site=Switzerland" in text
+    help_text = " ".join(runner.invoke(app, ["index", "build", "--help"], env={"COLUMNS": "300"}).output.split())
+    assert "a task is left out when ANY of them matches" in help_text and "task_id=ID" in help_text
+    one, two = tasks.ids[:2]
+    out = _json(*args, "--exclude", f"task_id={one}", "--exclude", f"task_id={two}", "--exclude", "site=Hungary")
+    n = sum(t in (one, two) or m["site"] == "Hungary" for t, m in zip(tasks.ids, tasks.metadata, strict=True))
+    assert out["n_excluded"] == n and out["n_tasks"] == len(tasks) - n
+    assert not {one, two} & set(TaskIndex.load(tmp_path / "i").ids)
+    bad = runner.invoke(app, [*map(str, args), "--exclude", "task_id=nonesuch"])
+    assert bad.exit_code != 0 and "--exclude task_id=nonesuch matches no task" in bad.output + str(bad.exception)
+
+
 # ---------------------------------------------------------------------- predict
 def test_predict_writes_the_models_risks(root, tmp_path):
     d = root["path"]
