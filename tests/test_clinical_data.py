@@ -548,8 +548,15 @@ def test_a_folder_without_patient_ids_says_that_overlapping_tasks_cannot_be_kept
     with pytest.warns(DataWarning, match="none of the 2 data files have a patient-id column 'patient_id'"):
         load_task_folder(write_folder(tmp_path / "none", {"a": a, "b": b}))
     with_ids = a.assign(patient_id=[f"p{i}" for i in range(40)])
-    with pytest.warns(DataWarning, match=r"1 of the 2 data files .*\(e\.g\. task 'b'\)"):
+    with pytest.warns(DataWarning, match=r"1 of the 2 data files have a patient-id column 'patient_id'; b lacks it,"):
         load_task_folder(write_folder(tmp_path / "some", {"a": with_ids, "b": b}))
+    # the count is of the files that have the column, the names of those that lack it
+    four = {"a": with_ids, "b": with_ids.assign(patient_id=[f"q{i}" for i in range(40)]),
+            "c": with_ids.assign(patient_id=[f"r{i}" for i in range(40)]), "d": b}
+    with pytest.warns(DataWarning, match=r"3 of the 4 data files have a patient-id column 'patient_id'; d lacks it"):
+        load_task_folder(write_folder(tmp_path / "three", four))
+    with pytest.warns(DataWarning, match=r"2 of the 4 data files .*; c, d lack it"):
+        load_task_folder(write_folder(tmp_path / "two", {**four, "c": b}))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         load_task_folder(write_folder(tmp_path / "all", {"a": with_ids, "b": with_ids.assign(

@@ -264,10 +264,16 @@ def _warn_without_patient_ids(tasks: list[Task], column: str) -> None:
     lacking = [t.task_id for t in tasks if "patient_ids" not in t.metadata]
     if len(tasks) < 2 or not lacking:
         return
-    which = "none of the" if len(lacking) == len(tasks) else f"{len(lacking)} of the"
+    shown = ", ".join(lacking[:3]) + (f" and {len(lacking) - 3} more" if len(lacking) > 3 else "")
+    if len(lacking) == len(tasks):
+        which = f"none of the {len(tasks)} data files have a patient-id column {column!r}"
+    else:
+        which = (
+            f"{len(tasks) - len(lacking)} of the {len(tasks)} data files have a patient-id "
+            f"column {column!r}; {shown} {'lacks' if len(lacking) == 1 else 'lack'} it"
+        )
     warnings.warn(
-        f"{which} {len(tasks)} data files have a patient-id column {column!r} (e.g. task "
-        f"{lacking[0]!r}), so ragim cannot tell which tasks share patients: if some do (one "
+        f"{which}, so ragim cannot tell which tasks share patients: if some do (one "
         "cohort's subgroups or outcomes), leave-task-out evaluation, a held-out site and "
         "exclude= cannot keep them apart and their scores are optimistic; add the column, or "
         "name it with patient_id= (--patient-id)",
