@@ -48,7 +48,6 @@ from ragim.cli_common import (
     print_table,
     setup,
     short,
-    show_progress,
     silence_library_progress,
     warn,
 )
@@ -184,13 +183,14 @@ def index_search(
     path: Annotated[Path, typer.Argument(help="a saved index")],
     query: Annotated[str, typer.Argument(help="a task description")],
     k: Annotated[int, typer.Option("-k", help="neighbours")] = 5,
+    quiet: Quiet = False,
     as_json: AsJson = False,
 ):
     """Find the indexed tasks most similar to a description."""
     from ragim.index import TaskIndex
 
     check_k(k)
-    setup(as_json)
+    setup(as_json, quiet)
     hits = TaskIndex.load(path).search(query, k)
     if as_json:
         echo_json([{k_: v for k_, v in h.to_dict().items() if k_ != "params"} for h in hits])
@@ -772,6 +772,7 @@ def generate(
             "warning",
         ),
     ] = False,
+    quiet: Quiet = False,
     as_json: AsJson = False,
 ):
     """Generate an interpretable model for a task description (zero-shot).
@@ -784,7 +785,7 @@ def generate(
 
     check_k(k)
     check_positive(num_candidates=num_candidates, top=top)
-    setup(as_json)
+    progress = setup(as_json, quiet)
     index = TaskIndex.load(index_path)
     lm_options = {
         key: v
@@ -817,7 +818,7 @@ def generate(
     else:
         from ragim.generate.statistical import default_generator
 
-        gen = default_generator(index, progress=show_progress(as_json))
+        gen = default_generator(index, progress=progress)
         if gen is not None:
             params = gen.generate_params(description, index, k=k)
         else:
@@ -887,6 +888,7 @@ def explain(
         bool, typer.Option("--all", help="also show the missing-value indicator terms")
     ] = False,
     png: Annotated[Path | None, typer.Option(help="write the plot here")] = None,
+    quiet: Quiet = False,
     as_json: AsJson = False,
 ):
     """Explain a saved model globally, or one patient with --rows (its predicted risk and why)."""
@@ -895,6 +897,7 @@ def explain(
     from ragim.rows import read_rows
 
     check_positive(top=top)
+    setup(as_json, quiet)
     if outcome_name is not None and not outcome_name.strip():
         raise typer.BadParameter("--outcome-name must not be empty")
     if rows is None:
@@ -1042,9 +1045,12 @@ def bench(
             "every ratio (default: 1 and all CPUs; lm: 1)"
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
 ):
     from ragim import bench as b
+
+    setup(as_json, quiet)
 
     if n_tasks is not None and n_tasks < 1:
         raise typer.BadParameter(f"--n-tasks must be at least 1, got {n_tasks}")

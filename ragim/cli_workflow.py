@@ -28,6 +28,7 @@ from ragim.cli_common import (
     AsJson,
     PatientId,
     PosLabel,
+    Quiet,
     Sep,
     check_positive,
     echo_json,
@@ -35,6 +36,7 @@ from ragim.cli_common import (
     one_line_warnings,
     print_table,
     say,
+    setup,
     warn,
 )
 
@@ -112,9 +114,11 @@ def predict(
     ] = None,
     patient_id: PatientId = None,
     sep: Sep = ",",
+    quiet: Quiet = False,
     as_json: AsJson = False,
 ):
     """Predicted risks for a CSV of patients."""
+    setup(as_json, quiet)
     from ragim.rows import read_rows
 
     params, model = _load(params_path)
@@ -187,10 +191,12 @@ def score(
         int, typer.Option("--bins", help="bins of the ECE and the calibration plot")
     ] = 10,
     seed: int = 0,
+    quiet: Quiet = False,
     as_json: AsJson = False,
 ):
     """Discrimination and calibration on local outcomes: AUROC, log-loss, Brier score, ECE,
     calibration slope and intercept, each with a bootstrap 95% CI; and a calibration plot."""
+    setup(as_json, quiet)
     from ragim.io import sha256_file
     from ragim.plots import plot_calibration
     from ragim.validation import score_predictions
@@ -292,11 +298,13 @@ def adapt(
     patient_id: PatientId = None,
     pos_label: PosLabel = None,
     sep: Sep = ",",
+    quiet: Quiet = False,
     as_json: AsJson = False,
 ):
     """Adapt a model to local labelled patients (ZeroShotClassifier's few-shot adaptation).
 
     Score the adapted model on other patients than the ones it was adapted on."""
+    setup(as_json, quiet)
     from ragim.io import sha256_file
     from ragim.validation import adapt_params
 
@@ -409,6 +417,7 @@ def export(
         Path | None,
         typer.Option("--csv", help="write every coefficient with its 95% interval here"),
     ] = None,
+    quiet: Quiet = False,
     as_json: AsJson = False,
 ):
     """Export a model's coefficients (with 95% intervals and odds ratios) as CSV.
@@ -416,6 +425,7 @@ def export(
     In Python, ragim.export.to_sklearn_pipeline(params) gives a scikit-learn Pipeline that
     predicts as ragim does (loading it needs ragim), and a GAM's .to_interpret() an
     interpret EBM."""
+    setup(as_json, quiet)
     from ragim.export import coefficients_frame, save_coefficients_csv
 
     params, _ = _load(params_path)
@@ -435,7 +445,10 @@ def export(
     if csv is None:
         typer.echo(frame.to_csv(index=False, float_format="%.6g"), nl=False)
     else:
-        say(f"wrote {len(frame)} {params.kind} parameters with their 95% intervals to {csv}")
+        say(
+            f"wrote {len(frame)} {params.kind} parameters with their 95% intervals to {csv}",
+            quiet=quiet,
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -67,6 +67,33 @@ def test_train_generate_explain(built):
     assert "negative: a contrast" in text
 
 
+def _leaf_commands():
+    import typer.main
+
+    def walk(cmd, path):
+        if hasattr(cmd, "commands"):
+            for name, sub in cmd.commands.items():
+                yield from walk(sub, [*path, name])
+        else:
+            yield " ".join(path), {o for p in cmd.params for o in getattr(p, "opts", [])}
+
+    return list(walk(typer.main.get_command(app), []))
+
+
+def test_every_command_takes_quiet_and_json(built):
+    """-q/--quiet and --json are accepted by every command, as by index build (ragim generate
+    refused -q: "No such option")."""
+    commands = dict(_leaf_commands())
+    assert {"generate", "index build", "score", "export", "train sft"} <= set(commands)
+    lacking = {c: sorted({"-q", "--quiet", "--json"} - opts) for c, opts in commands.items()}
+    assert not {c: o for c, o in lacking.items() if o}
+    out = _ok(["generate", "Predict fatal outcome in adults with chronic endocarditis", "--index",
+               str(built / "idx"), "-q", "--save", str(built / "pq")])
+    assert "Neighbour tasks that shaped the model" in out
+    assert json.loads(_ok(["index", "search", str(built / "idx"), "endocarditis", "-q", "--json"]))
+    assert _ok(["export", str(built / "pq"), "--csv", str(built / "c.csv"), "--quiet"]) == ""
+
+
 def test_errors_are_one_clear_line(built, tmp_path):
     result = runner.invoke(app, ["index", "search", str(tmp_path / "missing"), "x"])
     assert result.exit_code != 0
