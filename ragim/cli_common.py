@@ -148,10 +148,12 @@ def say(text: str, *, as_json: bool = False, quiet: bool = False) -> None:
 
 def warn(text: str) -> None:
     """One short warning line on stderr (shown even with --quiet), kept in
-    :data:`SHOWN_WARNINGS` for the command's ``--json`` output."""
+    :data:`SHOWN_WARNINGS` for the command's ``--json`` output. A command prints each distinct
+    warning once, however often (per fold, per method) it is raised."""
     line = short(text, WARNING_CHARS)
-    if line not in SHOWN_WARNINGS:
-        SHOWN_WARNINGS.append(line)
+    if line in SHOWN_WARNINGS:
+        return
+    SHOWN_WARNINGS.append(line)
     typer.echo(f"warning: {line}", err=True)
 
 

@@ -94,6 +94,27 @@ def test_every_command_takes_quiet_and_json(built):
     assert _ok(["export", str(built / "pq"), "--csv", str(built / "c.csv"), "--quiet"]) == ""
 
 
+def test_a_warning_raised_again_in_one_command_is_printed_once(capsys):
+    """ragim evaluate printed "values ... more than 8 SDs" (and "only 3 indexed task(s)") once
+    per fold or method: each distinct warning is one line, once per command."""
+    import warnings
+
+    from ragim import cli_common
+    from ragim.errors import DataWarning
+
+    cli_common.SHOWN_WARNINGS.clear()
+    text = "values in X lie more than 8 SDs from those the model was fitted on: 'lactate'"
+    for _ in range(2):  # two folds, each recording its warnings
+        with cli_common.one_line_warnings():
+            warnings.warn(text, DataWarning, stacklevel=1)
+    cli_common.warn(text)  # and once more, as main's showwarning does
+    cli_common.warn("another warning")
+    err = capsys.readouterr().err
+    assert err.count("more than 8 SDs") == 1 and err.count("another warning") == 1
+    assert cli_common.SHOWN_WARNINGS == [text, "another warning"]
+    cli_common.SHOWN_WARNINGS.clear()
+
+
 def test_errors_are_one_clear_line(built, tmp_path):
     result = runner.invoke(app, ["index", "search", str(tmp_path / "missing"), "x"])
     assert result.exit_code != 0
