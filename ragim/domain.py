@@ -146,7 +146,9 @@ class DomainCalibration:
     first three quarters of those); ``quantile``: their ``percentile``-th percentile (lower
     value); ``robust_bound``: ``median - SPREAD_MULTIPLE * spread``; ``floor``: the
     embedder's absolute floor (:func:`similarity_floor`); ``n_below``: how many calibration
-    tasks fall strictly below the threshold. ``threshold``, ``typical``, ``quantile`` and
+    tasks fall strictly below the threshold; ``ranks_used``: the lowest and highest
+    neighbour rank that calibrated a task (``rank`` itself on an index of 14 or more tasks,
+    fewer on a smaller one: 4 on an index of 7). ``threshold``, ``typical``, ``quantile`` and
     ``robust_bound`` are None when fewer than 3 tasks could be calibrated.
     """
 
@@ -160,6 +162,7 @@ class DomainCalibration:
     robust_bound: float | None = None
     floor: float = 0.0
     n_below: int = 0
+    ranks_used: tuple[int, int] | None = None
 
     def data(self) -> dict[str, Any]:
         """JSON-safe summary (without the similarities)."""
@@ -192,6 +195,10 @@ class Coverage:
     k: int
     threshold: float | None
     typical: float | None
+    #: the lowest and highest neighbour rank that calibrated the threshold
+    #: (:attr:`DomainCalibration.ranks_used`); None in records saved before it was kept
+    rank_min: int | None = None
+    rank_max: int | None = None
 
     @property
     def in_domain(self) -> bool | None:
@@ -216,6 +223,8 @@ class Coverage:
                 int(d["k"]),
                 None if d.get("threshold") is None else float(d["threshold"]),
                 None if d.get("typical") is None else float(d["typical"]),
+                None if d.get("rank_min") is None else int(d["rank_min"]),
+                None if d.get("rank_max") is None else int(d["rank_max"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValidationError(f"not a coverage record: {d!r} ({exc})") from None
@@ -320,6 +329,7 @@ def calibrate(
         ids = [ids[i] for i in np.sort(rng.choice(len(ids), max_tasks, replace=False))]
     sims: list[float] = []
     tops: list[float] = []
+    ranks_used = None
     if len(ids) >= 2:
         vecs = index.vectors(ids)
         excludes = [leak_free(index.record(t)) for t in ids]
@@ -328,8 +338,10 @@ def calibrate(
         # calibration_rank is `rank` itself
         k = min(2 * rank + 1, len(index))
         hits = index.search_vectors(vecs, k, exclude=excludes)
-        sims = [float(h[calibration_rank(len(h), rank) - 1].score) for h in hits if h]
+        used = [calibration_rank(len(h), rank) for h in hits if h]
+        sims = [float(h[r - 1].score) for h, r in zip([h for h in hits if h], used, strict=True)]
         tops = [float(h[0].score) for h in hits if h]
+        ranks_used = (min(used), max(used)) if used else None
     floor = similarity_floor(index.embedder.identity)
     if len(sims) >= 3:
         s = np.asarray(sims)
@@ -351,10 +363,18 @@ def calibrate(
             float(bound),
             floor,
             int((s < threshold).sum()),
+            ranks_used,
         )
     else:
         cal = DomainCalibration(
-            None, None, len(sims), float(percentile), int(rank), tuple(sims), floor=floor
+            None,
+            None,
+            len(sims),
+            float(percentile),
+            int(rank),
+            tuple(sims),
+            floor=floor,
+            ranks_used=ranks_used,
         )
     with _LOCK:
         _CACHE[index] = (key, cal)
@@ -380,6 +400,7 @@ def coverage_from_scores(scores, cal: DomainCalibration) -> Coverage:
             0,
             cal.threshold,
             cal.typical,
+            *(cal.ranks_used or (None, None)),
         )
     w = np.clip(s, 0, None)
     eff_sim = float(w @ s / w.sum()) if w.sum() > 0 else float(s.mean())
@@ -392,7 +413,15 @@ def coverage_from_scores(scores, cal: DomainCalibration) -> Coverage:
             else np.clip((s - cal.threshold) / span, 0, 1)
         )
         n_eff = float(u.sum())
-    return Coverage(float(s[0]), eff_sim, n_eff, int(s.size), cal.threshold, cal.typical)
+    return Coverage(
+        float(s[0]),
+        eff_sim,
+        n_eff,
+        int(s.size),
+        cal.threshold,
+        cal.typical,
+        *(cal.ranks_used or (None, None)),
+    )
 
 
 def coverage(
@@ -469,13 +498,30 @@ def out_of_domain_message(cov: Coverage, description: str | None = None) -> str:
         else f", {cov.effective_neighbors:.1f} effective neighbour(s)"
     )
     where = "below" if cov.top_similarity < cov.threshold else "but no indexed task is above"
+    if cov.rank_max is None:
+        neighbour = "a distant neighbour"
+    elif cov.rank_min is None or cov.rank_min == cov.rank_max:
+        neighbour = f"their {ordinal(cov.rank_max)} neighbour"
+    else:
+        neighbour = f"their {ordinal(cov.rank_min)} to {ordinal(cov.rank_max)} neighbour"
     return (
         f"{what} is outside what the index covers: its nearest indexed task has similarity "
         f"{cov.top_similarity:.2f}, {where} {cov.threshold:.2f}, the index's domain threshold "
-        f"(the similarity its own tasks, outliers aside, keep even to their {RANK}th "
-        f"neighbour){eff}; the model is borrowed from unrelated tasks: "
+        f"(the similarity its own tasks, outliers aside, keep even to {neighbour}){eff}; the "
+        "model is borrowed from unrelated tasks: "
         "validate it on local patients before any use, or use an index that covers this task"
     )
+
+
+def ordinal(n: int) -> str:
+    """``1st``, ``2nd``, ``3rd``, ``4th``, ... ``11th``, ``21st``.
+
+    >>> [ordinal(n) for n in (1, 2, 3, 4, 10, 11, 12, 13, 21, 22)]
+    ['1st', '2nd', '3rd', '4th', '10th', '11th', '12th', '13th', '21st', '22nd']
+    """
+    n = int(n)
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def check(
@@ -518,6 +564,7 @@ __all__ = [
     "coverage",
     "coverage_from_scores",
     "in_domain_verdict",
+    "ordinal",
     "out_of_domain_message",
     "similarity_floor",
 ]

@@ -24,6 +24,7 @@ from ragim.domain import (
     check,
     coverage,
     coverage_from_scores,
+    out_of_domain_message,
     similarity_floor,
 )
 from ragim.errors import DataWarning, DomainWarning, ValidationError
@@ -124,6 +125,30 @@ def test_coverage_measures():
     )
     with pytest.raises(ValidationError, match="not a coverage record"):
         Coverage.from_data({"top_similarity": 0.3})
+
+
+def test_the_out_of_domain_message_names_the_neighbour_rank_actually_used(heart):
+    """On a 7-task index each task has 6 others, so the 4th neighbour calibrates (never beyond
+    the first three quarters); the message said "10th neighbour" whatever the index's size."""
+    tasks = datasets.synthetic_family(n_tasks=7, n_features=2, seed=0)  # no shared patients
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        small = TaskIndex.build(tasks, embedder="hashing", progress=False, keep_tasks=False)
+    cal = calibrate(small)
+    assert cal.ranks_used == (4, 4) == (calibration_rank(6), calibration_rank(6))
+    cov = coverage(small, OTHER_SPECIALTIES[0])
+    assert (cov.rank_min, cov.rank_max) == (4, 4)
+    msg = out_of_domain_message(cov, OTHER_SPECIALTIES[0])
+    assert "keep even to their 4th neighbour" in msg and "10th" not in msg
+    assert Coverage.from_data(cov.data()) == Coverage(
+        **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in cov.__dict__.items()}
+    )
+    # the full index calibrates on the 10th; a record saved without the ranks names none
+    assert "10th neighbour" in out_of_domain_message(coverage(heart[1], OTHER_SPECIALTIES[0]))
+    old = {k: v for k, v in cov.data().items() if k not in ("rank_min", "rank_max")}
+    assert "even to a distant neighbour" in out_of_domain_message(Coverage.from_data(old))
+    mixed = dataclasses.replace(cov, rank_min=3, rank_max=10)
+    assert "their 3rd to 10th neighbour" in out_of_domain_message(mixed)
 
 
 def test_estimator_warns_outside_the_domain_and_carries_coverage(heart):
