@@ -7,8 +7,9 @@
 Every command that reports results accepts ``--json`` for machine-readable output. Tables
 are sorted and fit the terminal; progress bars appear only on a terminal; ``--quiet``
 (``ragim -q ...`` or after a command) silences progress and stage messages. Errors are one
-line and exit code 2. The verbs of local validation live in :mod:`ragim.cli_workflow`, the
-shared output helpers in :mod:`ragim.cli_common`.
+line and exit code 2 (with ``--json``, also ``{"error": ...}`` on stdout). The verbs of
+local validation live in :mod:`ragim.cli_workflow`, the shared output helpers in
+:mod:`ragim.cli_common`.
 """
 
 from __future__ import annotations
@@ -1167,7 +1168,23 @@ def demo(
 cli_workflow.register(app)
 
 
-def _run_app() -> int:
+def json_requested(args: list[str]) -> bool:
+    """Whether the command line asks for JSON output (``--json`` before any ``--``), read
+    before parsing, so that an error that stops the parsing is JSON too."""
+    return "--json" in (args[: args.index("--")] if "--" in args else args)
+
+
+def _fail(message: str, code: int, as_json: bool) -> int:
+    """Report an error: ``error: ...`` on stderr, and with ``--json`` also
+    ``{"error": ..., "warnings": [...]}`` on stdout, so that a script reading stdout sees it;
+    returns the exit code."""
+    typer.echo(f"error: {message}", err=True)
+    if as_json:
+        echo_json({"error": message, "exit_code": code})
+    return code
+
+
+def _run_app(as_json: bool = False) -> int:
     """Run the app without click's standalone mode, so that usage errors are one line too;
     returns the exit code."""
     # typer raises click's exceptions (its own vendored copy in recent versions)
@@ -1184,34 +1201,33 @@ def _run_app() -> int:
         return exc.exit_code
     except errors.UsageError as exc:
         cmd = exc.ctx.command_path if exc.ctx is not None else "ragim"
-        typer.echo(f"error: {one_line(exc.format_message())} (see '{cmd} --help')", err=True)
-        return exc.exit_code
+        return _fail(
+            f"{one_line(exc.format_message())} (see '{cmd} --help')", exc.exit_code, as_json
+        )
     except typer.Abort:
-        typer.echo("aborted", err=True)
-        return 1
+        return _fail("aborted", 1, as_json)
     except errors.ClickException as exc:
-        typer.echo(f"error: {one_line(exc.format_message())}", err=True)
-        return exc.exit_code
+        return _fail(one_line(exc.format_message()), exc.exit_code, as_json)
     return rv if isinstance(rv, int) else 0
 
 
 def main() -> None:
-    """Entry point: errors are one line (``error: ...``) and exit code 2; warnings are one
-    line without a source path."""
+    """Entry point: errors are one line (``error: ...``) and exit code 2, and with ``--json``
+    also a JSON object ``{"error": ...}`` on stdout; warnings are one line without a source
+    path."""
     import warnings
 
     # every Python warning is one line (no source path) and is kept for --json output
     warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: warn(
         str(message)
     )
+    as_json = json_requested(sys.argv[1:])
     try:
-        code = _run_app()
+        code = _run_app(as_json)
     except RagimError as exc:
-        typer.echo(f"error: {one_line(exc)}", err=True)
-        code = 2
+        code = _fail(one_line(exc), 2, as_json)
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        code = 130
+        code = _fail("interrupted", 130, as_json)
     sys.exit(code)
 
 

@@ -137,6 +137,35 @@ def test_main_turns_ragim_errors_into_exit_code_2(tmp_path, monkeypatch, capsys)
     assert "error: no artifact at" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["index", "search", "{t}/nope", "x", "--json"], "no artifact at"),  # a RagimError
+        (["generate", "x", "--index", "{t}/nope", "--bogus", "--json"], "No such option: --bogus"),
+        (["bench", "nonsense", "--json"], "unknown benchmark 'nonsense'"),  # a BadParameter
+    ],
+)
+def test_with_json_an_error_is_also_a_json_object_on_stdout(args, says, tmp_path, monkeypatch, capsys):
+    """--json errors printed only to stderr, leaving stdout empty for a script that reads it."""
+    import sys
+
+    from ragim import cli
+
+    argv = [a.replace("{t}", str(tmp_path)) for a in args]
+    for as_json in (True, False):
+        monkeypatch.setattr(sys, "argv", ["ragim", *(argv if as_json else argv[:-1])])
+        with pytest.raises(SystemExit) as err:
+            cli.main()
+        out = capsys.readouterr()
+        assert err.value.code == 2 and says in out.err and out.err.startswith("error: ")
+        if as_json:
+            payload = json.loads(out.out)
+            assert says in payload["error"] and payload["exit_code"] == 2 and payload["warnings"] == []
+            assert "error: " + payload["error"] in out.err
+        else:
+            assert out.out == ""
+
+
 def _equal_resources(out: dict) -> None:
     """A bench result names its threads (the same on both sides), libraries and device."""
     assert out["threads"]["ours"] == out["threads"]["baseline"] >= 1
