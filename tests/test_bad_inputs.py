@@ -351,8 +351,6 @@ FOLDER_CASES = [
      "holds ['0', '1', '2']"),
     ("semicolon-separated", lambda r: _folder(r, {"a": b"lactate;y\n1,5;0\n2,5;1\n"}),
      ["a.csv was read as one column", "'lactate;y'", "looks semicolon-separated: pass --sep ';'"]),
-    ("tab-separated-descriptions", lambda r: _folder(r, {"a": GOOD}, b"task_id\tdescription\na\tsepsis\n"),
-     "descriptions.csv was read as one column"),
     ("blank-patient-id", lambda r: _folder(r, {"a": GOOD.assign(patient_id=[None] + [f"p{i}" for i in range(N - 1)])}),
      "column 'patient_id' has blank ids (lines [2])"),
     ("repeated-patient-id", lambda r: _folder(r, {"a": GOOD.assign(patient_id=["0001", "0001"] + [f"p{i}" for i in range(N - 2)])}),
