@@ -631,8 +631,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     def _event_log_odds(self, X) -> np.ndarray:
         check_is_fitted(self, "params_")
         frame = self._as_frame(X, self.schema_, reset=False)
-        self.schema_.warn_far_values(frame)
-        self.schema_.warn_unexpected_missing(frame)
+        self.schema_.warn_new_rows(frame)
         return self.params_.log_odds(frame)
 
     def _event_is_second(self) -> bool:

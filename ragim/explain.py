@@ -543,6 +543,7 @@ class LocalExplanation(_Explanation):
     def __init__(self, params: ModelParams, X_row: Any, outcome: str | None = None):
         schema = params.schema
         X = _one_row(X_row, schema)
+        schema.warn_new_rows(X, where="X_row")
         self.params, self.kind, self.source = params, params.kind, params.metadata.get("source")
         self.outcome = _outcome_name(params, outcome)
         self.provenance = Provenance.from_params(params)

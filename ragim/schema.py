@@ -159,6 +159,7 @@ class FeatureSchema:
     categories_: dict[str, list[str]] | None = None
     bin_edges_: dict[str, list[float]] | None = None
     constant_: dict[str, str | None] = field(default_factory=dict)
+    ranges_: dict[str, list[float]] = field(default_factory=dict)
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
@@ -381,6 +382,7 @@ class FeatureSchema:
             raise ValidationError("cannot fit a FeatureSchema on zero rows")
         medians, means, scales, missing, cats, edges = {}, {}, {}, [], {}, {}
         constant: dict[str, str | None] = {}
+        ranges: dict[str, list[float]] = {}
         for f in self.features:
             s = X[f.name]
             if s.isna().any():
@@ -403,6 +405,8 @@ class FeatureSchema:
                 with np.errstate(over="ignore", invalid="ignore"):
                     mu, sd = float(filled.mean()), float(filled.std())
                 means[f.name], scales[f.name] = mu, (sd if sd > 1e-12 else 1.0)
+                if obs.size:
+                    ranges[f.name] = [float(obs.min()), float(obs.max())]
                 if obs.size and math.isfinite(mu) and math.isfinite(sd):
                     qs = np.quantile(obs, np.linspace(0, 1, self.n_bins + 1)[1:-1])
                     e = np.unique(np.round(qs, 10))
@@ -418,6 +422,7 @@ class FeatureSchema:
         self.medians_, self.means_, self.scales_ = medians, means, scales
         self.missing_, self.categories_, self.bin_edges_ = missing, cats, edges
         self.constant_ = constant
+        self.ranges_ = ranges
         self._cache.clear()
         self.warn_unseen_levels(
             X, where="the rows the schema is fitted on (levels not declared in the schema)"
@@ -584,6 +589,44 @@ class FeatureSchema:
                 DataWarning,
                 stacklevel=3,
             )
+
+    def missing_codes(self, X: pd.DataFrame) -> dict[str, list[tuple[float, int]]]:
+        """Per continuous column: the (value, count) pairs of ``X`` that look like missing-value
+        codes (:data:`MISSING_CODES`) outside the range the schema was fitted on, by the rule of
+        :func:`missing_codes` with the fitted SD as the spread. Schemas saved before the range
+        was kept use the fitted mean +- 3 SDs as the range.
+
+        >>> fit = pd.DataFrame({"age": [45.0, 52, 61, 66, 70, 77]})
+        >>> schema = FeatureSchema.infer(fit).fit(fit)
+        >>> schema.missing_codes(pd.DataFrame({"age": [-9, 60, -9, 99]}))
+        {'age': [(-9.0, 2)]}
+        """
+        self._check_fitted()
+        X = self.validate_frame(X)
+        out = {}
+        for f in self.features:
+            if f.type != "continuous" or f.name not in self.means_:
+                continue
+            mu, sd = self.means_[f.name], self.scales_[f.name]
+            low, high = self.ranges_.get(f.name, (mu - 3 * sd, mu + 3 * sd))
+            found = far_codes(X[f.name].to_numpy(dtype=float), low=low, high=high, spread=sd)
+            if found:
+                out[f.name] = found
+        return out
+
+    def warn_missing_codes(self, X: pd.DataFrame, *, where: str = "X") -> None:
+        """Warn (:class:`~ragim.errors.DataWarning`) about the values of :meth:`missing_codes`,
+        naming each column, value and count, and how to declare them missing."""
+        found = self.missing_codes(X)
+        if found:
+            warn_missing_codes(list(found.items()), stacklevel=3, where=where)
+
+    def warn_new_rows(self, X: pd.DataFrame, *, where: str = "X") -> None:
+        """The warnings for rows a fitted model scores: values far from the fitted ones,
+        missing-value codes, and blanks the model has no term for."""
+        self.warn_far_values(X, where=where)
+        self.warn_missing_codes(X, where=where)
+        self.warn_unexpected_missing(X, where=where)
 
     def unexpected_missing(self, X: pd.DataFrame) -> dict[str, int]:
         """Per column that was never missing in the rows the schema was fitted on (so the model
@@ -753,6 +796,8 @@ class FeatureSchema:
             }
             if self.constant_:  # only when some column never varied: older schemas keep their JSON
                 d["fitted"]["constant"] = self.constant_
+            if self.ranges_:  # schemas fitted before ranges were kept keep their JSON
+                d["fitted"]["ranges"] = self.ranges_
         return d
 
     @classmethod
@@ -791,6 +836,9 @@ class FeatureSchema:
                     str(k): None if v is None else str(v)
                     for k, v in fitted.get("constant", {}).items()
                 }
+                schema.ranges_ = {
+                    str(k): [float(v[0]), float(v[1])] for k, v in fitted.get("ranges", {}).items()
+                }
                 schema._check_consistent()
         except (KeyError, TypeError, AttributeError, ValueError, OverflowError) as exc:
             if isinstance(exc, ValidationError):
@@ -817,6 +865,9 @@ class FeatureSchema:
             for name, v in (stats or {}).items():
                 if not math.isfinite(v):
                     problems.append(f"fitted statistic for {name!r} is not finite")
+        for name, (lo, hi) in self.ranges_.items():
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+                problems.append(f"fitted range of {name!r} must be finite with min <= max")
         for name, v in (self.scales_ or {}).items():
             if not v > 0:
                 problems.append(f"fitted scale of {name!r} must be positive, got {v}")
@@ -1173,9 +1224,26 @@ def missing_codes(series: Sequence[pd.Series], sd: float = FAR_SD) -> list[tuple
     if spread <= 0:
         q1, q3 = np.percentile(rest, [25, 75])
         spread = float(q3 - q1) / 1.349 or float(rest.std())
-    low, high = float(rest.min()), float(rest.max())
+    return far_codes(v, low=float(rest.min()), high=float(rest.max()), spread=spread, sd=sd)
+
+
+def far_codes(
+    values: np.ndarray, *, low: float, high: float, spread: float, sd: float = FAR_SD
+) -> list[tuple[float, int]]:
+    """The (value, count) pairs of ``values`` that are :data:`MISSING_CODES` lying outside
+    ``[low, high]`` by more than ``sd`` times ``spread``, or below zero by more than 2 of them
+    when ``low >= 0`` (a column that is never negative). :func:`missing_codes` measures the
+    range and spread on a column's other values; :meth:`FeatureSchema.missing_codes` uses the
+    range and SD the schema was fitted on.
+
+    >>> far_codes(np.array([-9.0, -9.0, 70.0]), low=29, high=77, spread=9.0)
+    [(-9.0, 2)]
+    """
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
     found = []
-    for value, count in zip(*np.unique(v[coded], return_counts=True), strict=True):
+    coded = v[np.isin(v, MISSING_CODES)]
+    for value, count in zip(*np.unique(coded, return_counts=True), strict=True):
         gap = low - value if value < low else value - high
         if gap > sd * spread or (value < 0 <= low and gap > 2 * spread):
             found.append((float(value), int(count)))
@@ -1183,11 +1251,16 @@ def missing_codes(series: Sequence[pd.Series], sd: float = FAR_SD) -> list[tuple
 
 
 def warn_missing_codes(
-    found: Sequence[tuple[str, Sequence[tuple[float, int]]]], *, stacklevel: int = 2
+    found: Sequence[tuple[str, Sequence[tuple[float, int]]]],
+    *,
+    stacklevel: int = 2,
+    where: str = "",
 ) -> None:
     """One :class:`~ragim.errors.DataWarning` for the columns whose values look like
     missing-value codes (``(column, missing_codes(...))`` pairs), naming each value and its
-    count, and how to declare it missing."""
+    count, and how to declare it missing. ``where`` names rows scored by a fitted model (e.g.
+    ``"X"``): the warning then says the values lie outside the range it was fitted on, and how
+    to declare them when reading rows to score."""
     import warnings
 
     parts = [
@@ -1195,12 +1268,24 @@ def warn_missing_codes(
         for name, codes in found
     ]
     values = sorted({int(value) for _, codes in found for value, _ in codes})
+    listed = ",".join(map(str, values))
+    if where:
+        head = (
+            f"values in {where} that look like missing-value codes, outside the range the model "
+            f"was fitted on: {'; '.join(parts)}. They are scored as real measurements; if they "
+            f"mean 'missing', declare them: read_rows(..., na_values={values}) or --na-values "
+            f"{listed} (ragim predict, score, adapt, explain)"
+        )
+    else:
+        head = (
+            f"values that look like missing-value codes, far outside the rest of their column: "
+            f"{'; '.join(parts)}. They would be fitted as real measurements; if they mean "
+            f"'missing', declare them: load_task_folder(..., na_values={values}) or --na-values "
+            f"{listed}"
+        )
     warnings.warn(
-        f"values that look like missing-value codes, far outside the rest of their column: "
-        f"{'; '.join(parts)}. They would be fitted as real measurements; if they mean "
-        f"'missing', declare them: load_task_folder(..., na_values={values}) or --na-values "
-        f"{','.join(map(str, values))} (pandas: pd.read_csv(..., na_values=...)), or make those "
-        f"cells blank (X.replace({values}, np.nan))",
+        f"{head} (pandas: pd.read_csv(..., na_values=...)), or make those cells blank "
+        f"(X.replace({values}, np.nan))",
         DataWarning,
         stacklevel=stacklevel + 1,
     )

@@ -755,3 +755,60 @@ def test_ordinary_values_that_equal_a_code_are_not_flagged():
     crp = pd.Series(np.r_[rng.lognormal(1.5, 1.0, 2000).round(), 99])  # a long right tail
     spo2 = pd.Series(rng.integers(85, 101, 300))  # 88, 99 inside the range
     assert missing_codes([ages]) == missing_codes([crp]) == missing_codes([spo2]) == []
+
+
+def _code_warnings(caught) -> list[str]:
+    return [str(w.message) for w in caught if "missing-value codes" in str(w.message)]
+
+
+def test_missing_value_codes_in_new_rows_warn_at_predict_explain_and_adapt():
+    from ragim.validation import adapt_params
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"age": rng.normal(65, 10, 200).round(), "lactate": rng.gamma(2, 1, 200)})
+    y = (rng.random(200) < 1 / (1 + np.exp(-(X["age"] - 65) / 10))).astype(int)
+    model = LogisticModel().fit(X, y)
+    new = X.iloc[:30].copy()
+    new.loc[new.index[:10], "age"] = -9  # 7.4 SDs from the mean: the far-value check is silent
+    new.loc[new.index[10], "lactate"] = 999
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.predict_proba(new)
+    (msg,) = _code_warnings(caught)
+    assert "'age' holds -9 in 10 row(s)" in msg and "'lactate' holds 999 in 1 row(s)" in msg
+    assert "--na-values -9,999" in msg and "outside the range the model was fitted on" in msg
+    for run in (
+        lambda: model.explain(new.iloc[[0]]),
+        lambda: adapt_params(model.to_params(), new, y[:30]),
+    ):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run()
+        assert any("'age' holds -9" in m for m in _code_warnings(caught))
+    ages = X.iloc[:30].copy()  # real values equal to a code, inside the fitted range: no warning
+    ages.loc[ages.index[:3], "age"] = 77
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.predict_proba(ages)
+    assert not _code_warnings(caught)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [datasets.heart_disease, datasets.colon_cancer, lambda: datasets.procedure_family(n_tasks=200)],
+    ids=["heart", "colon", "procedure"],
+)
+def test_bundled_datasets_scored_on_their_own_rows_raise_no_code_warning(make):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tasks = make()
+    rows = pd.concat([t.X for t in tasks], ignore_index=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        schema = tasks.schema.copy().fit(rows)  # as an index fits it: on every task's rows
+    assert schema.missing_codes(rows) == {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        schema.warn_new_rows(schema.validate_frame(rows))
+        LogisticModel(schema=schema).fit(tasks[0].X, tasks[0].y).predict_proba(rows)
+    assert not _code_warnings(caught)

@@ -1,3 +1,6 @@
+import hashlib
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -127,3 +130,22 @@ def test_a_column_that_never_varies_or_is_always_blank_warns_at_inference():
     with warnings.catch_warnings():  # a column that varies between tables is fine
         warnings.simplefilter("error", DataWarning)
         FeatureSchema.infer([tables[0].drop(columns="note"), tables[1].assign(hospital=6).drop(columns="note")])
+
+
+def test_fitted_range_is_kept_and_schemas_saved_without_it_load_unchanged(frame):
+    schema = FeatureSchema.infer(frame).fit(frame)
+    age = frame["age"].dropna()
+    assert schema.ranges_["age"] == [float(age.min()), float(age.max())]
+    again = FeatureSchema.from_json(schema.to_json())
+    assert again.ranges_ == schema.ranges_
+    # a schema saved before ranges were kept: same JSON, same fingerprint, a mean +- 3 SD range
+    d = json.loads(schema.to_json())
+    del d["fitted"]["ranges"]
+    old_json = json.dumps(d, sort_keys=True, allow_nan=False)
+    old = FeatureSchema.from_json(old_json)
+    assert old.ranges_ == {} and old.to_json() == old_json
+    assert old.fingerprint() == hashlib.sha256(old_json.encode()).hexdigest()[:16]
+    assert "age" in old.missing_codes(pd.DataFrame({**frame.iloc[:1].to_dict("list"), "age": [-9]}))
+    d["fitted"]["ranges"] = {"age": [80.0, 20.0]}
+    with pytest.raises(ValidationError, match="fitted range of 'age'"):
+        FeatureSchema.from_dict(d)

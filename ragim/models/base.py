@@ -301,11 +301,11 @@ class InterpretableModel:
         """Log-odds of the second class (``classes_[1]``), shape (n_rows,).
 
         Warns (:class:`~ragim.errors.DataWarning`) about categorical levels the model does not
-        know, about continuous values far from those it was fitted on (a wrong unit) and about
+        know, about continuous values far from those it was fitted on (a wrong unit), about
+        missing-value codes (-9, 999) outside the range it was fitted on, and about
         blanks in columns that were never missing when it was fitted (filled in)."""
         frame = self._predict_frame(X)
-        self.schema_.warn_far_values(frame)
-        self.schema_.warn_unexpected_missing(frame)
+        self.schema_.warn_new_rows(frame)
         return self._decision_from_frame(frame)
 
     def predict_proba(self, X: Any) -> np.ndarray:
