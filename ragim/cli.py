@@ -879,6 +879,7 @@ def explain(
         str | None, typer.Option("--patient-id", help="the patient-id column of --rows")
     ] = None,
     sep: Sep = ",",
+    na_values: NaValues = None,
     outcome_name: Annotated[
         str | None, typer.Option("--outcome-name", help="what the model predicts, in words")
     ] = None,
@@ -916,7 +917,12 @@ def explain(
     model = model_from_params(ModelParams.load(params_path))
     if rows is not None:
         data = read_rows(  # the outcome is dropped unread: explaining needs no label
-            rows, schema=model.schema_, ignore_outcome=outcome, patient_id=patient_id, sep=sep
+            rows,
+            schema=model.schema_,
+            ignore_outcome=outcome,
+            patient_id=patient_id,
+            sep=sep,
+            na_values=na_values,
         )
         if not 0 <= row < len(data):
             raise typer.BadParameter(f"--row {row} is outside the {len(data)} rows of {rows}")

@@ -26,6 +26,7 @@ import typer
 
 from ragim.cli_common import (
     AsJson,
+    NaValues,
     PatientId,
     PosLabel,
     Quiet,
@@ -86,7 +87,9 @@ def _event(outcome: str, pos_label) -> str:
     return f"{outcome} = {1 if pos_label is None else pos_label}"
 
 
-def _load_labelled(params_path: Path, rows: Path, outcome: str, patient_id, sep: str, pos_label):
+def _load_labelled(
+    params_path: Path, rows: Path, outcome: str, patient_id, sep: str, pos_label, na_values=None
+):
     """The saved model and its local patients with their outcome (``score`` and ``adapt``)."""
     from ragim.rows import read_rows
 
@@ -98,6 +101,7 @@ def _load_labelled(params_path: Path, rows: Path, outcome: str, patient_id, sep:
         patient_id=patient_id,
         sep=sep,
         pos_label=pos_label,
+        na_values=na_values,
     )
     return params, model, data
 
@@ -114,6 +118,7 @@ def predict(
     ] = None,
     patient_id: PatientId = None,
     sep: Sep = ",",
+    na_values: NaValues = None,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ):
@@ -123,7 +128,12 @@ def predict(
 
     params, model = _load(params_path)
     data = read_rows(
-        rows, schema=params.schema, ignore_outcome=outcome, patient_id=patient_id, sep=sep
+        rows,
+        schema=params.schema,
+        ignore_outcome=outcome,
+        patient_id=patient_id,
+        sep=sep,
+        na_values=na_values,
     )
     risk = model.predict_proba(data.X)[:, 1]
     table = pd.DataFrame({"row": np.arange(len(risk))})
@@ -180,6 +190,7 @@ def score(
     patient_id: PatientId = None,
     pos_label: PosLabel = None,
     sep: Sep = ",",
+    na_values: NaValues = None,
     png: Annotated[
         Path | None,
         typer.Option("--png", help="write a calibration plot (reliability diagram) here"),
@@ -204,7 +215,9 @@ def score(
     check_positive(bins=bins)
     if n_boot < 0:
         raise typer.BadParameter(f"--n-boot must be >= 0, got {n_boot}")
-    params, model, data = _load_labelled(params_path, rows, outcome, patient_id, sep, pos_label)
+    params, model, data = _load_labelled(
+        params_path, rows, outcome, patient_id, sep, pos_label, na_values
+    )
     if sha256_file(rows) in _adapted_on(params):
         warn(
             f"{rows} holds the same bytes as a file this model was adapted on: scores on the "
@@ -298,6 +311,7 @@ def adapt(
     patient_id: PatientId = None,
     pos_label: PosLabel = None,
     sep: Sep = ",",
+    na_values: NaValues = None,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ):
@@ -318,7 +332,9 @@ def adapt(
             f"--save {save} is the model being adapted, or inside it, or holds it: saving there "
             "would replace it (and its zero-shot parameters); choose another path"
         )
-    params, _, data = _load_labelled(params_path, rows, outcome, patient_id, sep, pos_label)
+    params, _, data = _load_labelled(
+        params_path, rows, outcome, patient_id, sep, pos_label, na_values
+    )
     if sha256_file(rows) in _adapted_on(params):
         warn(
             f"{params_path} was already adapted on {rows} (same file contents): adapting again "

@@ -298,6 +298,7 @@ def read_rows(
     pos_label=None,
     ignore_outcome: str | None = None,
     where: str = "--rows",
+    na_values: Any = None,
 ) -> PatientRows:
     """Read patients from a CSV file; see the module docstring.
 
@@ -315,6 +316,8 @@ def read_rows(
     ignore_outcome : an outcome column dropped unread, when only risks are wanted (its values
         may be coded any way); it must exist when given.
     where : how the caller names the file in messages (``--rows``).
+    na_values : values that mean "missing" in the feature columns (missing-value codes such
+        as ``"."`` or ``-99``), as for :func:`read_table`; never the ids or the outcome.
 
     Returns
     -------
@@ -328,7 +331,7 @@ def read_rows(
     path = Path(path)
     ids_col = patient_id or DEFAULT_PATIENT_ID
     text = (ids_col,) if outcome is None else (ids_col, outcome)  # outcomes as written
-    df = read_table(path, sep=sep, text_columns=text, where=f"{where} ")
+    df = read_table(path, sep=sep, text_columns=text, where=f"{where} ", na_values=na_values)
     if len(df) == 0:
         raise ValidationError(f"{where} {path} has a header but no patient rows")
     # an outcome is never one of the model's features nor the patient ids

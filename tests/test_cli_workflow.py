@@ -227,6 +227,36 @@ def test_predict_ignores_an_outcome_written_yes_no_without_reading_it(root, tmp_
     assert code == 2 and "has no outcome column 'death'" in err
 
 
+def test_rows_commands_take_na_values_as_the_error_advises(root, tmp_path, monkeypatch, capsys):
+    """A missing-value code in --rows: the error advises --na-values, and predict, score, adapt
+    and explain take it, reading those cells as blanks."""
+    d = root["path"]
+    frame = pd.read_csv(d / "validate.csv")
+    schema = ModelParams.load(d / "m0").schema
+    col = next(f.name for f in schema.features if f.allow_missing and f.type == "continuous")
+    blank, dot = frame.copy(), frame.copy().astype({col: object})
+    blank.loc[:2, col] = np.nan
+    dot.loc[:2, col] = "."
+    blank.to_csv(tmp_path / "blank.csv", index=False)
+    dot.to_csv(tmp_path / "dot.csv", index=False)
+    code, _, err = run_main(["predict", d / "m0", "--rows", tmp_path / "dot.csv", "--outcome", "cad"],
+                            monkeypatch, capsys)
+    assert code == 2 and "--na-values" in err
+    want = _json("predict", d / "m0", "--rows", tmp_path / "blank.csv", "--outcome", "cad")
+    got = _json("predict", d / "m0", "--rows", tmp_path / "dot.csv", "--outcome", "cad", "--na-values", ".")
+    assert [r["risk"] for r in got["risks"]] == [r["risk"] for r in want["risks"]]
+    for cmd in (["score", d / "m0"], ["adapt", d / "m0", "--save", tmp_path / "a"]):
+        a = _json(*cmd, "--rows", tmp_path / "blank.csv", "--outcome", "cad")
+        if cmd[0] == "adapt":
+            cmd[-1] = tmp_path / "b"
+        b = _json(*cmd, "--rows", tmp_path / "dot.csv", "--outcome", "cad", "--na-values", ".")
+        same = ("rows", "save", "out", "path")
+        assert {k: v for k, v in a.items() if k not in same} == {k: v for k, v in b.items() if k not in same}
+    a = _json("explain", d / "m0", "--rows", tmp_path / "blank.csv", "--outcome", "cad")
+    b = _json("explain", d / "m0", "--rows", tmp_path / "dot.csv", "--outcome", "cad", "--na-values", ".")
+    assert a == b
+
+
 # ---------------------------------------------------------------------- score
 def test_score_reports_the_right_values_with_intervals(root, tmp_path):
     from scipy.special import logit
