@@ -89,9 +89,10 @@ NaValues = Annotated[
     typer.Option(
         "--na-values",
         help=(
-            "values that mean missing in every data file, e.g. --na-values '.' --na-values -99 "
-            "or --na-values .,unknown,-99 (as pandas' read_csv na_values; blank cells and NA, "
-            "N/A, NaN, null always count as missing)"
+            "values that mean missing in every column of every data file, e.g. --na-values '.' "
+            "--na-values -99 or --na-values .,unknown,-99 (as pandas' read_csv na_values; blank "
+            "cells and NA, N/A, NaN, null always count as missing; for codes limited to one "
+            "column, use load_task_folder(..., na_values={'sex': [9]}) in Python)"
         ),
         callback=_na_values,
     ),

@@ -28,7 +28,7 @@ from __future__ import annotations
 import csv
 import difflib
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,8 +86,7 @@ def _check_header(path: Path, names: list[str], where: str) -> None:
 
 
 def na_value_list(na_values: Any) -> list[str]:
-    """Extra values that mean "missing", as text, from one value or a list of them (the
-    ``na_values`` of :func:`read_table` and ``load_task_folder``).
+    """Extra values that mean "missing", as text, from one value or a list of them.
 
     >>> na_value_list(-99), na_value_list([".", "unknown", 999]), na_value_list(None)
     (['-99'], ['.', 'unknown', '999'], [])
@@ -95,16 +94,23 @@ def na_value_list(na_values: Any) -> list[str]:
     Raises
     ------
     ValidationError
-        For a blank value, a boolean, or something that is neither text nor a number.
+        For a blank value, a boolean, a dict (per-column codes: see :func:`na_value_spec`), or
+        something that is neither text nor a number.
     """
     if na_values is None:
         return []
+    if isinstance(na_values, Mapping):
+        raise ValidationError(
+            "na_values must be a value or a list of values here, not per-column codes "
+            f"({dict(list(na_values.items())[:2])!r})"
+        )
     items = [na_values] if isinstance(na_values, str | int | float | np.number) else na_values
     try:
         items = list(items)
     except TypeError:
         raise ValidationError(
-            f"na_values must be a value or a list of values, got {type(na_values).__name__}"
+            "na_values must be a value or a list of values (or a dict of them by column), "
+            f"got {type(na_values).__name__}"
         ) from None
     out = []
     for v in items:
@@ -121,22 +127,65 @@ def na_value_list(na_values: Any) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _mark_missing(df: pd.DataFrame, na: list[str], skip: tuple[str, ...]) -> pd.DataFrame:
-    """``df`` with the ``na`` values blanked outside the ``skip`` columns, as
-    ``pd.read_csv(na_values=...)`` does: text compares stripped of surrounding spaces, numbers
-    by value; a text column whose other values are all numbers becomes numeric."""
-    numbers = pd.to_numeric(pd.Series(na, dtype=object), errors="coerce").dropna().to_numpy(float)
+NaValues = list[str] | dict[str, list[str]]
+
+
+def na_value_spec(na_values: Any) -> NaValues:
+    """``na_values`` as ``pd.read_csv`` takes them, in canonical form: a value or a list (codes
+    for every column) becomes a list of text; a dict ``{column: value or list}`` (codes for
+    that column only) becomes a dict of such lists, keyed by canonical column name.
+
+    >>> na_value_spec("."), na_value_spec({"sex": 9, " smoker ": [".", "unknown"]})
+    (['.'], {'sex': ['9'], 'smoker': ['.', 'unknown']})
+
+    Raises
+    ------
+    ValidationError
+        As :func:`na_value_list`, for any of the values; for a column name that is not text.
+    """
+    if not isinstance(na_values, Mapping):
+        return na_value_list(na_values)
+    out: dict[str, list[str]] = {}
+    for column, codes in na_values.items():
+        if not isinstance(column, str) or not column.strip():
+            raise ValidationError(
+                f"na_values given by column needs column names as keys, got {column!r}"
+            )
+        if isinstance(codes, Mapping):
+            raise ValidationError(
+                f"na_values[{column!r}] must be a value or a list of values, got a dict"
+            )
+        out.setdefault(canonical_text(column), []).extend(na_value_list(codes))
+    return {c: list(dict.fromkeys(v)) for c, v in out.items()}
+
+
+def na_codes_for(na: NaValues, column: str) -> list[str]:
+    """The codes of ``na`` (from :func:`na_value_spec`) that apply to ``column``."""
+    return na.get(canonical_text(column), []) if isinstance(na, dict) else na
+
+
+def missing_code_mask(s: pd.Series, codes: list[str]) -> np.ndarray:
+    """Where ``s`` holds one of ``codes``, as ``pd.read_csv(na_values=...)`` compares them:
+    text stripped of surrounding spaces, numbers by value (``-99`` matches ``-99.0``)."""
+    if not codes or pd.api.types.is_bool_dtype(s):
+        return np.zeros(len(s), dtype=bool)
+    numbers = pd.to_numeric(pd.Series(codes, dtype=object), errors="coerce").dropna()
+    numbers = numbers.to_numpy(float)
+    if pd.api.types.is_numeric_dtype(s):
+        return s.isin(numbers).to_numpy()
+    text = s.map(lambda v: v.strip() if isinstance(v, str) else v)
+    return (text.isin(codes) | pd.to_numeric(text, errors="coerce").isin(numbers)).to_numpy()
+
+
+def _mark_missing(df: pd.DataFrame, na: NaValues, skip: tuple[str, ...]) -> pd.DataFrame:
+    """``df`` with the ``na`` values blanked outside the ``skip`` columns (see
+    :func:`missing_code_mask`); a text column whose other values are all numbers becomes
+    numeric."""
     for c in df.columns:
         if canonical_text(str(c)) in skip:
             continue
         s = df[c]
-        if pd.api.types.is_bool_dtype(s):
-            continue
-        if pd.api.types.is_numeric_dtype(s):
-            mask = s.isin(numbers)
-        else:
-            text = s.map(lambda v: v.strip() if isinstance(v, str) else v)
-            mask = text.isin(na) | pd.to_numeric(text, errors="coerce").isin(numbers)
+        mask = missing_code_mask(s, na_codes_for(na, str(c)))
         if mask.any():
             s = s.mask(mask)
             if not pd.api.types.is_numeric_dtype(s):
@@ -145,6 +194,19 @@ def _mark_missing(df: pd.DataFrame, na: list[str], skip: tuple[str, ...]) -> pd.
                     s = num
             df[c] = s
     return df
+
+
+def _check_na_columns(path: Path, na: NaValues, names: list[str], where: str) -> None:
+    """Refuse per-column ``na_values`` naming a column the file does not have."""
+    if not isinstance(na, dict):
+        return
+    cols = [canonical_text(n) for n in names]
+    unknown = [c for c in na if c not in cols]
+    if unknown:
+        raise ValidationError(
+            f"na_values names column(s) {unknown} that {where}{path} does not have "
+            f"(columns: {cols[:10]})"
+        )
 
 
 def read_table(
@@ -166,10 +228,10 @@ def read_table(
         ``0001`` keeps its zeros.
     all_text : read every column as text (blank cells become None).
     where : how the caller names the file in messages (e.g. ``"--rows "``).
-    na_values : values that mean "missing" in every column but ``text_columns``, besides
-        blank cells and pandas' defaults (``NA``, ``N/A``, ``NaN``, ``null``, ...): a value or
-        a list, as in ``pd.read_csv(na_values=...)``; numbers match by value (``-99`` matches
-        ``-99.0``).
+    na_values : values that mean "missing", besides blank cells and pandas' defaults (``NA``,
+        ``N/A``, ``NaN``, ``null``, ...), as in ``pd.read_csv(na_values=...)``: a value or a
+        list for every column but ``text_columns``, or a dict ``{column: value or list}`` for
+        those columns only; numbers match by value (``-99`` matches ``-99.0``).
 
     Raises
     ------
@@ -179,7 +241,7 @@ def read_table(
         and says ``--sep``).
     """
     path = Path(path)
-    na = na_value_list(na_values)
+    na = na_value_spec(na_values)
     if not isinstance(sep, str) or len(sep) != 1:
         raise ValidationError(f"--sep must be one character such as ',' or ';', got {sep!r}")
     if not path.is_file():
@@ -194,6 +256,7 @@ def read_table(
                 if not str(n).startswith("__index_level_")
             ]
             _check_header(path, names, where)
+            _check_na_columns(path, na, names, where)
             df = pd.read_parquet(path)
             if all_text:
                 return df.astype(object).where(df.notna(), None)
@@ -214,6 +277,7 @@ def read_table(
                     "(sep= in Python), or save the file comma-separated"
                 )
         _check_header(path, [n.strip() for n in names], where)
+        _check_na_columns(path, na, names, where)
         if all_text:
             df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig")
             df = df.astype(object).where(df != "", None)
@@ -223,7 +287,12 @@ def read_table(
                 sep=sep,
                 dtype={c: str for c in text_columns},
                 encoding="utf-8-sig",
-                na_values={n: na for n in names if n.strip() not in text_columns} if na else None,
+                na_values={
+                    n: na_codes_for(na, n)
+                    for n in names
+                    if canonical_text(n) not in text_columns and na_codes_for(na, n)
+                }
+                or None,
             )
             if na:  # cells padded with spaces (" unknown"), which pandas compares as written
                 df = _mark_missing(df, na, text_columns)

@@ -732,6 +732,44 @@ def test_bad_na_values_are_refused_in_one_line(tmp_path):
             load_task_folder(root, na_values=bad)
 
 
+def _sex_coded_9_tables(n_tasks=2, n=80, seed=0):
+    """Tables where sex 9 means unknown, and hemoglobin 9.0 g/dL is a real value."""
+    rng = np.random.default_rng(seed)
+    tables = {}
+    for k in range(n_tasks):
+        sex = rng.choice([1, 2], n)
+        sex[::10] = 9
+        hb = rng.normal(12, 2, n).round()
+        hb[1::10] = 9.0
+        tables[f"t{k}"] = pd.DataFrame({"patient_id": [f"t{k}-{i}" for i in range(n)], "sex": sex,
+                                        "hb": hb, "y": (rng.random(n) < 0.4).astype(int)})
+    return tables
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_na_values_by_column_apply_to_that_column_only_as_in_pandas(tmp_path, fmt):
+    tables = _sex_coded_9_tables()
+    n_hb9 = int((tables["t0"]["hb"] == 9).sum())
+    root = write_folder(tmp_path / "f", tables)
+    if fmt == "parquet":
+        for f in (root / "data").glob("*.csv"):
+            pd.read_csv(f).to_parquet(f.with_suffix(".parquet"))
+            f.unlink()
+    for spec in ({"sex": [9]}, {"sex": 9}, {" sex ": "9"}, {"sex": [9], "hb": []}):
+        X = load_task_folder(root, na_values=spec)["t0"].X
+        assert X["sex"].isna().sum() == 8 and set(X["sex"].dropna()) == {1, 2}, spec
+        assert (X["hb"] == 9).sum() == n_hb9 >= 8 and X["hb"].notna().all(), spec
+    X = load_task_folder(root, na_values=[9])["t0"].X  # a list applies to every column
+    assert X["sex"].isna().sum() == 8 and X["hb"].isna().sum() == n_hb9
+    for bad, match in (({"sexx": 9}, r"names column\(s\) \['sexx'\] that .*t0\.\w+ does not have"),
+                       ({"patient_id": "x"}, "patient ids are never read as missing"),
+                       ({"sex": [" "]}, "blank value"), ({"sex": {"a": 1}}, "got a dict"),
+                       ({9: [9]}, "column names as keys")):
+        with pytest.raises(ValidationError, match=match) as info:
+            load_task_folder(root, na_values=bad)
+        assert "\n" not in str(info.value)
+
+
 def test_bundled_datasets_raise_no_missing_value_code_warning():
     from ragim.schema import missing_codes
 

@@ -44,7 +44,7 @@ import pandas as pd
 
 from ragim.canonical import canonical_id, canonical_level, canonical_text
 from ragim.errors import DataWarning, ValidationError
-from ragim.rows import na_value_list, read_table, sniff_separator
+from ragim.rows import na_value_spec, read_table, sniff_separator
 from ragim.schema import (
     DECIMAL_COMMA,
     FeatureSchema,
@@ -134,11 +134,12 @@ def load_task_folder(
         true/false (e.g. ``"yes"`` or ``2``).
     sep : the field separator of the CSV data files (``data/``). ``descriptions.csv`` is read
         with its own separator, detected from its header (comma, semicolon or tab).
-    na_values : values that mean "missing" in every data file (a value or a list, as in
-        ``pd.read_csv(na_values=...)``): missing-value codes such as ``"."`` (SAS, Stata),
-        ``"unknown"`` or ``-99`` (numbers match by value, so ``-99`` matches ``-99.0``). Blank
-        cells and pandas' defaults (``NA``, ``N/A``, ``NaN``, ``null``, ...) always count as
-        missing. Patient ids are never read as missing.
+    na_values : values that mean "missing" in the data files, as in
+        ``pd.read_csv(na_values=...)``: a value or a list for every column (e.g. ``"."`` from
+        SAS or Stata, ``"unknown"``, ``-99``), or a dict such as ``{"sex": [9], "smoker": "."}``
+        for those columns only. Numbers match by value (``-99`` matches ``-99.0``). Blank cells
+        and pandas' defaults (``NA``, ``N/A``, ``NaN``, ``null``, ...) always count as missing.
+        Declared codes never apply to patient ids.
 
     Raises
     ------
@@ -160,7 +161,12 @@ def load_task_folder(
         raise ValidationError(
             f"{root} has no descriptions.csv (columns: task_id, description, optional metadata)"
         )
-    na = na_value_list(na_values)
+    na = na_value_spec(na_values)
+    if isinstance(na, dict) and canonical_text(patient_id) in na:
+        raise ValidationError(
+            f"na_values names the patient-id column {patient_id!r}; patient ids are never read "
+            "as missing"
+        )
     # descriptions.csv is often written apart from the data files: its own separator
     desc = read_table(desc_file, all_text=True, sep=sniff_separator(desc_file, sep))
     desc.columns = [canonical_text(str(c)) for c in desc.columns]
