@@ -177,22 +177,47 @@ def missing_code_mask(s: pd.Series, codes: list[str]) -> np.ndarray:
     return (text.isin(codes) | pd.to_numeric(text, errors="coerce").isin(numbers)).to_numpy()
 
 
+def _blank(s: pd.Series, mask: np.ndarray, to_numbers: bool = True) -> pd.Series:
+    """``s`` with the ``mask`` cells missing; a text column whose other values are all
+    numbers becomes numeric (unless ``to_numbers`` is false), as in ``pd.read_csv``."""
+    s = s.mask(mask)
+    if to_numbers and not pd.api.types.is_numeric_dtype(s):
+        num = pd.to_numeric(s, errors="coerce")
+        if num.notna().sum() == s.notna().sum():
+            s = num
+    return s
+
+
 def _mark_missing(df: pd.DataFrame, na: NaValues, skip: tuple[str, ...]) -> pd.DataFrame:
     """``df`` with the ``na`` values blanked outside the ``skip`` columns (see
-    :func:`missing_code_mask`); a text column whose other values are all numbers becomes
-    numeric."""
+    :func:`missing_code_mask` and :func:`_blank`)."""
     for c in df.columns:
         if canonical_text(str(c)) in skip:
             continue
-        s = df[c]
-        mask = missing_code_mask(s, na_codes_for(na, str(c)))
+        mask = missing_code_mask(df[c], na_codes_for(na, str(c)))
         if mask.any():
-            s = s.mask(mask)
-            if not pd.api.types.is_numeric_dtype(s):
-                num = pd.to_numeric(s, errors="coerce")
-                if num.notna().sum() == s.notna().sum():
-                    s = num
-            df[c] = s
+            df[c] = _blank(df[c], mask)
+    return df
+
+
+#: the text pandas' read_csv reads as missing by default (``keep_default_na=True``)
+PANDAS_NA_TEXT = frozenset(
+    {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN"}
+    | {"<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
+)
+
+
+def _mark_pandas_na_text(df: pd.DataFrame, text_columns: tuple[str, ...]) -> pd.DataFrame:
+    """``df`` (read from Parquet) with the text cells ``pd.read_csv`` reads as missing
+    (:data:`PANDAS_NA_TEXT`, compared as written) blanked in every column, so that a Parquet
+    file reads as the same table written as CSV; ``text_columns`` stay text."""
+    for c in df.columns:
+        s = df[c]
+        if not (pd.api.types.is_object_dtype(s) or pd.api.types.is_string_dtype(s)):
+            continue
+        mask = s.map(lambda v: isinstance(v, str) and v in PANDAS_NA_TEXT).to_numpy(dtype=bool)
+        if mask.any():
+            df[c] = _blank(s, mask, canonical_text(str(c)) not in text_columns)
     return df
 
 
@@ -229,9 +254,10 @@ def read_table(
     all_text : read every column as text (blank cells become None).
     where : how the caller names the file in messages (e.g. ``"--rows "``).
     na_values : values that mean "missing", besides blank cells and pandas' defaults (``NA``,
-        ``N/A``, ``NaN``, ``null``, ...), as in ``pd.read_csv(na_values=...)``: a value or a
-        list for every column but ``text_columns``, or a dict ``{column: value or list}`` for
-        those columns only; numbers match by value (``-99`` matches ``-99.0``).
+        ``N/A``, ``NaN``, ``null``, ...: :data:`PANDAS_NA_TEXT`, in CSV and Parquet alike), as
+        in ``pd.read_csv(na_values=...)``: a value or a list for every column but
+        ``text_columns``, or a dict ``{column: value or list}`` for those columns only; numbers
+        match by value (``-99`` matches ``-99.0``).
 
     Raises
     ------
@@ -260,6 +286,7 @@ def read_table(
             df = pd.read_parquet(path)
             if all_text:
                 return df.astype(object).where(df.notna(), None)
+            df = _mark_pandas_na_text(df, text_columns)  # as read_csv reads "NA", "null", ...
             return _mark_missing(df, na, text_columns) if na else df
         with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
             first = fh.readline()

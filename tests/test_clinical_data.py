@@ -725,6 +725,39 @@ def test_na_values_apply_to_parquet_files_too(tmp_path):
     assert tc["t0"].X["creatinine"].dtype.kind == "f" and tc["t0"].X["creatinine"].isna().any()
 
 
+def test_csv_and_parquet_read_pandas_default_na_text_alike(tmp_path):
+    from ragim.rows import read_table
+
+    table = pd.DataFrame({"patient_id": ["a1", "a2", "NA", "a4", "a5", "a6"],
+                          "lactate": ["1.5", "NA", "2.0", "null", "3.1", "N/A"],
+                          "smoker": ["yes", "NA", "no", "n/a", "None", "NA "],
+                          "y": ["1", "0", "NA", "1", "0", "1"]})
+    table.to_csv(tmp_path / "t.csv", index=False)
+    table.to_parquet(tmp_path / "t.parquet", index=False)
+    for na in (None, ["."], {"smoker": "no"}):
+        read = [read_table(tmp_path / f"t.{fmt}", text_columns=("patient_id", "y"), na_values=na)
+                for fmt in ("csv", "parquet")]
+        pd.testing.assert_frame_equal(read[0], read[1])
+    csv = read[0]
+    assert csv["lactate"].dtype.kind == "f" and csv["lactate"].isna().sum() == 3
+    assert csv["smoker"].isna().sum() == 4 and csv["smoker"].tolist()[-1] == "NA "  # as written
+    assert csv["patient_id"].isna().sum() == 1 and csv["y"].isna().sum() == 1
+
+    tables = {f"t{k}": pd.DataFrame({"patient_id": [f"t{k}-{i}" for i in range(40)],
+                                     "lactate": [("NA" if i % 7 == 0 else str(1 + i / 10)) for i in range(40)],
+                                     "smoker": [("NA", "yes", "no", "null")[i % 4] for i in range(40)],
+                                     "y": [i % 3 == 0 for i in range(40)]}) for k in range(2)}
+    roots = {fmt: write_folder(tmp_path / fmt, tables) for fmt in ("csv", "parquet")}
+    for f in (roots["parquet"] / "data").glob("*.csv"):
+        pd.read_csv(f, dtype=str, keep_default_na=False).to_parquet(f.with_suffix(".parquet"))
+        f.unlink()
+    loaded = {fmt: load_task_folder(root) for fmt, root in roots.items()}
+    for t in ("t0", "t1"):
+        pd.testing.assert_frame_equal(loaded["csv"][t].X, loaded["parquet"][t].X)
+    assert set(loaded["parquet"]["t0"].X["smoker"].dropna()) == {"no", "yes"}
+    assert loaded["parquet"]["t0"].X["lactate"].isna().sum() == 6
+
+
 def test_bad_na_values_are_refused_in_one_line(tmp_path):
     root = write_folder(tmp_path / "f", _creatinine_tables(None))
     for bad, match in ((True, "text or numbers"), ([" "], "blank value"), (object(), "a value or a list")):
