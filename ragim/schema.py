@@ -623,10 +623,51 @@ class FeatureSchema:
 
     def warn_new_rows(self, X: pd.DataFrame, *, where: str = "X") -> None:
         """The warnings for rows a fitted model scores: values far from the fitted ones,
-        missing-value codes, and blanks the model has no term for."""
+        missing-value codes, blanks the model has no term for, and values of a column that
+        never varied in the fitted rows."""
         self.warn_far_values(X, where=where)
         self.warn_missing_codes(X, where=where)
         self.warn_unexpected_missing(X, where=where)
+        self.warn_new_values_of_constant_columns(X, where=where)
+
+    def new_values_of_constant_columns(self, X: pd.DataFrame) -> dict[str, tuple[str, int]]:
+        """Per column that never varied in the rows the schema was fitted on (``constant_``):
+        its one fitted value (canonical form) and how many rows of ``X`` hold another value.
+        The model never saw such a column vary, so it has no estimate of what the new value
+        does: its coefficient is 0 (or, in a GAM, its shape is flat)."""
+        self._check_fitted()
+        out = {}
+        for name, level in self.constant_.items():
+            if level is None or name not in X.columns:
+                continue
+            values = X[name].dropna().to_numpy(dtype=object)
+            try:
+                other = sum(canonical_level(v) != level for v in values)
+            except (ValidationError, TypeError):  # odd values: validate_frame names them
+                continue
+            if other:
+                out[name] = (level, int(other))
+        return out
+
+    def warn_new_values_of_constant_columns(self, X: pd.DataFrame, *, where: str = "X") -> None:
+        """Warn (:class:`~ragim.errors.DataWarning`) about the rows of
+        :meth:`new_values_of_constant_columns`, naming each column, its fitted value and the
+        count."""
+        new = self.new_values_of_constant_columns(X)
+        if new:
+            import warnings
+
+            parts = [
+                f"{name!r}: {n} row(s) differ from {self[name].level_label(level)}"
+                for name, (level, n) in new.items()
+            ]
+            warnings.warn(
+                f"columns in {where} that never varied in the rows the model was fitted on hold "
+                "other values, so the model has no estimate of their effect (it counts as "
+                "none): " + "; ".join(parts),
+                DataWarning,
+                stacklevel=3,
+            )
 
     def unexpected_missing(self, X: pd.DataFrame) -> dict[str, int]:
         """Per column that was never missing in the rows the schema was fitted on (so the model
@@ -1478,16 +1519,20 @@ def _check_text_column(name: str, s: pd.Series, where: str = "") -> None:
 def missing_marker_hint(values: Sequence[Any]) -> str:
     """The advice for text found among numbers: declare it missing, if that is what it means.
 
+    Files and in-memory tables need different advice: in a file, blank cells and NA, N/A, NaN,
+    null are read as missing already; in a DataFrame, a text "NA" is text.
+
     >>> missing_marker_hint([".", "unknown"])  # doctest: +NORMALIZE_WHITESPACE
-    "if they mark missing values, declare them missing: load_task_folder(...,
+    "if they mark missing values, declare them missing: in files, load_task_folder(...,
     na_values=['.', 'unknown']) or --na-values '.,unknown' (blank cells and NA, N/A, NaN,
-    null already count as missing)"
+    null there count as missing already); in a DataFrame, X.replace(['.', 'unknown'],
+    np.nan)"
     """
     texts = [str(v).strip() for v in values]
     return (
-        f"if they mark missing values, declare them missing: load_task_folder(..., "
+        f"if they mark missing values, declare them missing: in files, load_task_folder(..., "
         f"na_values={texts}) or --na-values {','.join(texts)!r} (blank cells and NA, N/A, NaN, "
-        "null already count as missing)"
+        f"null there count as missing already); in a DataFrame, X.replace({texts}, np.nan)"
     )
 
 

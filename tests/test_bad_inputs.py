@@ -363,7 +363,7 @@ FOLDER_CASES = [
     ("missing-written-dot-or-unknown",
      lambda r: _folder(r, {"a": GOOD.assign(lactate=[1.5, ".", 2.0, "unknown"] * (N // 4))}),
      ["column 'lactate' mixes numbers with text: ['.', 'unknown'] in 6 of 12 row(s)", "declare them missing",
-      "na_values=['.', 'unknown']", "--na-values '.,unknown'", "blank cells and NA, N/A, NaN, null already count"]),
+      "na_values=['.', 'unknown']", "--na-values '.,unknown'", "blank cells and NA, N/A, NaN, null there count as missing already"]),
     ("missing-written-dot-declared-continuous",
      lambda r: _folder(r, {"a": GOOD.assign(lactate=[1.5, "."] * (N // 2))},
                        schema_json='{"features": [{"name": "lactate", "type": "continuous"}]}'),
@@ -417,6 +417,32 @@ def test_missing_values_written_as_text_load_as_missing_when_declared(tmp_path, 
     assert tc.schema["lactate"].type == "continuous" and lactate.dtype.kind == "f"
     assert lactate.isna().sum() == N // 2 and lactate.dropna().tolist() == [1.5, 2.0] * (N // 4)
     assert "lactate__missing" in tc.schema.copy().fit(tc["a"].X).design_names
+
+
+def test_a_declared_missing_code_in_the_outcome_is_a_blank_outcome(tmp_path):
+    """'.' declared missing and written in the outcome column: the rows are named as blank
+    outcomes (drop those patients), not taken for a third label to name with pos_label."""
+    coded = GOOD.astype({"y": object})
+    coded.loc[[1, 4], "y"] = "."
+    root = _folder(tmp_path / "t", {"a": coded, "b": GOOD})
+    with pytest.raises(ValidationError, match=r"is empty in 2 data row\(s\)") as info:
+        load_task_folder(root, na_values=".")
+    assert "pos_label" not in str(info.value)
+
+
+def test_text_among_numbers_in_a_dataframe_gets_advice_for_a_dataframe():
+    """In memory a text 'NA' is text: the advice says how to blank it in the DataFrame, and
+    limits "NA already counts as missing" to files."""
+    from ragim.schema import FeatureSchema
+
+    schema = FeatureSchema.infer(GOOD.drop(columns="y")).fit(GOOD.drop(columns="y"))
+    X = GOOD.drop(columns="y").astype({"lactate": object})
+    X.loc[0, "lactate"] = "NA"
+    with pytest.raises(ValidationError) as info:
+        schema.validate_frame(X)
+    text = str(info.value)
+    assert "in a DataFrame, X.replace(['NA'], np.nan)" in text
+    assert "in files, load_task_folder" in text and "there count as missing already" in text
 
 
 def test_good_parquet_folder_with_odd_names_loads(tmp_path):

@@ -864,6 +864,32 @@ def test_missing_value_codes_in_new_rows_warn_at_predict_explain_and_adapt():
     assert not _code_warnings(caught)
 
 
+def test_a_new_value_of_a_column_that_never_varied_warns_at_predict():
+    """Hospital 5 in every fitted row: patients of hospital 6 are scored as if the column had
+    no effect, and the warning says the model never saw it vary; hospital 5 (or '5.0') or a
+    blank says nothing."""
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame({"age": rng.normal(65, 10, 120), "hospital": 5})
+    y = (rng.random(120) < 0.4).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the constant column's own warning at inference
+        model = LogisticModel().fit(X, y)
+    new = X.iloc[:8].copy()
+    new.loc[new.index[:3], "hospital"] = 6
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.predict_proba(new)
+    msgs = [str(w.message) for w in caught if "never varied" in str(w.message)]
+    assert len(msgs) == 1 and "'hospital': 3 row(s) differ from 5" in msgs[0]
+    same = X.iloc[:8].astype({"hospital": object})
+    same.loc[same.index[0], "hospital"] = "5.0"
+    same.loc[same.index[1], "hospital"] = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.predict_proba(same)
+    assert not [w for w in caught if "never varied" in str(w.message)]
+
+
 @pytest.mark.parametrize(
     "make",
     [datasets.heart_disease, datasets.colon_cancer, lambda: datasets.procedure_family(n_tasks=200)],

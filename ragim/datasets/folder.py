@@ -44,7 +44,7 @@ import pandas as pd
 
 from ragim.canonical import canonical_id, canonical_level, canonical_text
 from ragim.errors import DataWarning, ValidationError
-from ragim.rows import na_value_spec, read_table, sniff_separator
+from ragim.rows import missing_code_mask, na_codes_for, na_value_spec, read_table, sniff_separator
 from ragim.schema import (
     DECIMAL_COMMA,
     FeatureSchema,
@@ -227,8 +227,11 @@ def load_task_folder(
                 + "; every task must share one set of features (the order may differ)"
             )
         X = X[columns]
+        written = df[outcome].to_numpy(dtype=object)
+        # a declared missing-value code is a blank outcome: binary_outcome names those rows
+        written[missing_code_mask(df[outcome], na_codes_for(na, outcome))] = None
         y = binary_outcome(
-            df[outcome].to_numpy(dtype=object),
+            written,
             pos_label=pos_label,
             where=f"{file}: outcome column {outcome!r}",
         )
