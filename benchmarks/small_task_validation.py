@@ -17,7 +17,6 @@ Run: .venv/bin/python benchmarks/small_task_validation.py [--families procedure:
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
 from pathlib import Path
@@ -89,8 +88,10 @@ def main(argv=None) -> dict:
                       f"({s['targets']} targets; {r['n_skipped_validated']} skipped tasks "
                       f"validated, {r['n_indexed']} indexed)", flush=True)
     if args.json_out is not None:
+        from ragim.io import json_bytes
+
         tmp = args.json_out.with_name(args.json_out.name + ".tmp")
-        tmp.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        tmp.write_bytes(json_bytes(result))
         tmp.replace(args.json_out)  # atomic
     return result
 

@@ -525,19 +525,13 @@ class FeatureSchema:
         """Warn (:class:`~ragim.errors.DataWarning`) when categorical values in ``X`` (already
         validated) match no known level: they contribute 0, and the warning counts them."""
         unseen = self._unseen(X)
-        if unseen:
-            import warnings
-
-            parts = [
+        warn_columns(
+            f"categorical values in {where} match no level the model knows and contribute 0: ",
+            [
                 f"{name!r}: {n} row(s), e.g. {ex} (known: {self.categories_[name][:8]})"
                 for name, (n, ex) in unseen.items()
-            ]
-            warnings.warn(
-                f"categorical values in {where} match no level the model knows and contribute 0: "
-                + "; ".join(parts),
-                DataWarning,
-                stacklevel=3,
-            )
+            ],
+        )
 
     def far_values(
         self, X: pd.DataFrame, *, sd: float = FAR_SD
@@ -551,12 +545,9 @@ class FeatureSchema:
         >>> schema.far_values(pd.DataFrame({"lactate": [2.5, 18.0]}))
         {'lactate': (1, [18.0])}
         """
-        self._check_fitted()
-        X = self.validate_frame(X)
+        X, continuous = self._fitted_continuous(X)
         out = {}
-        for f in self.features:
-            if f.type != "continuous" or f.name not in self.means_:
-                continue
+        for f in continuous:
             arr = X[f.name].to_numpy(dtype=float)
             with np.errstate(invalid="ignore"):
                 far = np.abs(arr - self.means_[f.name]) > sd * self.scales_[f.name]
@@ -601,18 +592,21 @@ class FeatureSchema:
         >>> schema.missing_codes(pd.DataFrame({"age": [-9, 60, -9, 99]}))
         {'age': [(-9.0, 2)]}
         """
-        self._check_fitted()
-        X = self.validate_frame(X)
+        X, continuous = self._fitted_continuous(X)
         out = {}
-        for f in self.features:
-            if f.type != "continuous" or f.name not in self.means_:
-                continue
+        for f in continuous:
             mu, sd = self.means_[f.name], self.scales_[f.name]
             low, high = self.ranges_.get(f.name, (mu - 3 * sd, mu + 3 * sd))
             found = far_codes(X[f.name].to_numpy(dtype=float), low=low, high=high, spread=sd)
             if found:
                 out[f.name] = found
         return out
+
+    def _fitted_continuous(self, X: pd.DataFrame) -> tuple[pd.DataFrame, list[Feature]]:
+        """``X`` validated, and the continuous features with fitted statistics."""
+        self._check_fitted()
+        X = self.validate_frame(X)
+        return X, [f for f in self.features if f.type == "continuous" and f.name in self.means_]
 
     def warn_missing_codes(self, X: pd.DataFrame, *, where: str = "X") -> None:
         """Warn (:class:`~ragim.errors.DataWarning`) about the values of :meth:`missing_codes`,
@@ -653,21 +647,14 @@ class FeatureSchema:
         """Warn (:class:`~ragim.errors.DataWarning`) about the rows of
         :meth:`new_values_of_constant_columns`, naming each column, its fitted value and the
         count."""
-        new = self.new_values_of_constant_columns(X)
-        if new:
-            import warnings
-
-            parts = [
+        warn_columns(
+            f"columns in {where} that never varied in the rows the model was fitted on hold "
+            "other values, so the model has no estimate of their effect (it counts as none): ",
+            [
                 f"{name!r}: {n} row(s) differ from {self[name].level_label(level)}"
-                for name, (level, n) in new.items()
-            ]
-            warnings.warn(
-                f"columns in {where} that never varied in the rows the model was fitted on hold "
-                "other values, so the model has no estimate of their effect (it counts as "
-                "none): " + "; ".join(parts),
-                DataWarning,
-                stacklevel=3,
-            )
+                for name, (level, n) in self.new_values_of_constant_columns(X).items()
+            ],
+        )
 
     def unexpected_missing(self, X: pd.DataFrame) -> dict[str, int]:
         """Per column that was never missing in the rows the schema was fitted on (so the model
@@ -684,26 +671,21 @@ class FeatureSchema:
     def warn_unexpected_missing(self, X: pd.DataFrame, *, where: str = "X") -> None:
         """Warn (:class:`~ragim.errors.DataWarning`) about the blanks of
         :meth:`unexpected_missing`, naming each column and the value its blanks are scored as."""
-        blank = self.unexpected_missing(X)
-        if blank:
-            import warnings
-
-            parts = []
-            for name, n in blank.items():
-                f = self[name]
-                if f.type == "categorical":
-                    scored = "no level (contributes 0)"
-                else:
-                    unit = f" {f.unit}" if f.unit else ""
-                    scored = f"the training median {_fmt(self.medians_[name])}{unit}"
-                parts.append(f"{name!r}: {n} row(s), scored as {scored}")
-            warnings.warn(
-                f"blank values in {where} in columns that were never missing in the rows the model "
-                "was fitted on, so it has no term for them and they are filled in; the risks "
-                "assume a typical value: " + "; ".join(parts),
-                DataWarning,
-                stacklevel=3,
-            )
+        parts = []
+        for name, n in self.unexpected_missing(X).items():
+            f = self[name]
+            if f.type == "categorical":
+                scored = "no level (contributes 0)"
+            else:
+                unit = f" {f.unit}" if f.unit else ""
+                scored = f"the training median {_fmt(self.medians_[name])}{unit}"
+            parts.append(f"{name!r}: {n} row(s), scored as {scored}")
+        warn_columns(
+            f"blank values in {where} in columns that were never missing in the rows the model "
+            "was fitted on, so it has no term for them and they are filled in; the risks "
+            "assume a typical value: ",
+            parts,
+        )
 
     def transform(self, X: pd.DataFrame) -> np.ndarray:
         """The standardised design matrix, shape (n_rows, n_design), float64.
@@ -1050,7 +1032,7 @@ def read_feature(feature: Feature, s: pd.Series) -> tuple[pd.Series | np.ndarray
     ['2', None]
     >>> values, problems = read_feature(Feature("lactate"), pd.Series(["1.5", "high"]))
     >>> values, problems
-    (None, ["column 'lactate' (continuous) has non-numeric values, e.g. ['high']"])
+    (None, ["column 'lactate' (continuous) has non-numeric values, e.g. ['high'] in 1 row(s); ..."])
     """
     problems: list[str] = []
     kind = value_kind(s)
@@ -1210,6 +1192,15 @@ def integer_codes(series: Sequence[pd.Series], max_categories: int = 12) -> list
     if not all(math.isfinite(v) and float(v).is_integer() for v in values):
         return None
     return sorted(int(v) for v in values)
+
+
+def warn_columns(head: str, parts: list[str]) -> None:
+    """One :class:`~ragim.errors.DataWarning`: ``head`` and the per-column ``parts`` joined by
+    "; ", attributed to the caller of the schema method that calls this; none without parts."""
+    if parts:
+        import warnings
+
+        warnings.warn(head + "; ".join(parts), DataWarning, stacklevel=4)
 
 
 def single_value(series: Sequence[pd.Series]) -> str | None:
