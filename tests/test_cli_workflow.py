@@ -808,7 +808,7 @@ def test_bad_inputs_are_one_line_and_exit_2(
         (
             "index",
             ["build", "--outcome", "cad", "--out", "{t}/i"],
-            "--outcome, --patient-id, --pos-label and --sep apply to a task folder",
+            "--outcome, --patient-id, --pos-label, --sep and --na-values apply to a task folder",
         ),
     ],
 )
