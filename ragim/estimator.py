@@ -78,7 +78,7 @@ from ragim.adaptation import EVIDENCE_MARGIN, ORDER, adapt, recalibration
 from ragim.adaptation_policy import AdaptationPolicy
 from ragim.canonical import canonical_level
 from ragim.errors import AdaptationWarning, DataWarning, ValidationError
-from ragim.models.base import check_binary_targets, json_label
+from ragim.models.base import BinaryClassifierTags, check_binary_targets, json_label
 from ragim.models.map import map_logistic  # noqa: F401  (re-exported: ragim.estimator.map_logistic)
 from ragim.params import ModelParams, design_matrix
 from ragim.schema import FeatureSchema
@@ -260,7 +260,7 @@ def adapt_prior(
     return params, report
 
 
-class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
+class ZeroShotClassifier(BinaryClassifierTags, ClassifierMixin, BaseEstimator):
     """Zero-shot (no labels) or few-shot (k labels) interpretable classifier; see module docstring.
 
     Parameters
@@ -672,12 +672,6 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     def provenance(self) -> list[dict]:
         check_is_fitted(self, "params_")
         return list(self.prior_params_.metadata.get("provenance", []))
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True  # missing values are handled by the schema
-        tags.classifier_tags.multi_class = False
-        return tags
 
 
 def neighbor_mean(index, description: str, *, k: int = 10, exclude=None) -> ModelParams:

@@ -209,7 +209,19 @@ def check_binary_targets(
     return y, classes
 
 
-class InterpretableModel:
+class BinaryClassifierTags:
+    """scikit-learn tags shared by ragim's classifiers (:class:`InterpretableModel`,
+    :class:`~ragim.ZeroShotClassifier`): missing values are allowed, since the schema handles
+    them, and the targets are binary. Put it before scikit-learn's mixins in the bases."""
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # missing values are handled by the schema
+        tags.classifier_tags.multi_class = False
+        return tags
+
+
+class InterpretableModel(BinaryClassifierTags):
     """Mixin: a binary classifier whose fitted state is ``params_`` (a ModelParams).
 
     Subclasses set ``_kind`` (their family's name) and fit ``params_``; predictions are the
@@ -389,9 +401,3 @@ class InterpretableModel:
         """The neighbours a generated model was made from (empty for a fitted model)."""
         check_is_fitted(self, "params_")
         return list(self.params_.metadata.get("provenance", []))
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True  # missing values are handled by the schema
-        tags.classifier_tags.multi_class = False
-        return tags
