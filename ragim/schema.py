@@ -545,9 +545,15 @@ class FeatureSchema:
         >>> schema.far_values(pd.DataFrame({"lactate": [2.5, 18.0]}))
         {'lactate': (1, [18.0])}
         """
-        X, continuous = self._fitted_continuous(X)
+        self._check_fitted()
+        return self._far_values(self.validate_frame(X), sd)
+
+    def _far_values(
+        self, X: pd.DataFrame, sd: float = FAR_SD
+    ) -> dict[str, tuple[int, list[float]]]:
+        """:meth:`far_values` of an already validated ``X``."""
         out = {}
-        for f in continuous:
+        for f in self._fitted_continuous():
             arr = X[f.name].to_numpy(dtype=float)
             with np.errstate(invalid="ignore"):
                 far = np.abs(arr - self.means_[f.name]) > sd * self.scales_[f.name]
@@ -562,24 +568,23 @@ class FeatureSchema:
         """Warn (:class:`~ragim.errors.DataWarning`) when continuous values in ``X`` lie more
         than ``FAR_SD`` standard deviations from the means the schema was fitted on, naming
         each column with its fitted mean, standard deviation and unit (see :meth:`far_values`)."""
-        far = self.far_values(X)
-        if far:
-            import warnings
+        self._check_fitted()
+        self._warn_far_values(self.validate_frame(X), where)
 
-            parts = []
-            for name, (n, ex) in far.items():
-                unit = f" {self[name].unit}" if self[name].unit else ""
-                parts.append(
-                    f"{name!r}: {n} row(s), e.g. {[_fmt(v) for v in ex]} (fitted on mean "
-                    f"{_fmt(self.means_[name])}{unit}, SD {_fmt(self.scales_[name])})"
-                )
-            warnings.warn(
-                f"values in {where} lie more than {FAR_SD:g} SDs from those the "
-                "model was fitted on, so "
-                f"their risks are extrapolated; check the units: " + "; ".join(parts),
-                DataWarning,
-                stacklevel=3,
+    def _warn_far_values(self, X: pd.DataFrame, where: str) -> None:
+        """:meth:`warn_far_values` for an already validated ``X``."""
+        parts = []
+        for name, (n, ex) in self._far_values(X).items():
+            unit = f" {self[name].unit}" if self[name].unit else ""
+            parts.append(
+                f"{name!r}: {n} row(s), e.g. {[_fmt(v) for v in ex]} (fitted on mean "
+                f"{_fmt(self.means_[name])}{unit}, SD {_fmt(self.scales_[name])})"
             )
+        warn_columns(
+            f"values in {where} lie more than {FAR_SD:g} SDs from those the model was fitted "
+            "on, so their risks are extrapolated; check the units: ",
+            parts,
+        )
 
     def missing_codes(self, X: pd.DataFrame) -> dict[str, list[tuple[float, int]]]:
         """Per continuous column: the (value, count) pairs of ``X`` that look like missing-value
@@ -592,9 +597,13 @@ class FeatureSchema:
         >>> schema.missing_codes(pd.DataFrame({"age": [-9, 60, -9, 99]}))
         {'age': [(-9.0, 2)]}
         """
-        X, continuous = self._fitted_continuous(X)
+        self._check_fitted()
+        return self._missing_codes(self.validate_frame(X))
+
+    def _missing_codes(self, X: pd.DataFrame) -> dict[str, list[tuple[float, int]]]:
+        """:meth:`missing_codes` of an already validated ``X``."""
         out = {}
-        for f in continuous:
+        for f in self._fitted_continuous():
             mu, sd = self.means_[f.name], self.scales_[f.name]
             low, high = self.ranges_.get(f.name, (mu - 3 * sd, mu + 3 * sd))
             found = far_codes(X[f.name].to_numpy(dtype=float), low=low, high=high, spread=sd)
@@ -602,25 +611,30 @@ class FeatureSchema:
                 out[f.name] = found
         return out
 
-    def _fitted_continuous(self, X: pd.DataFrame) -> tuple[pd.DataFrame, list[Feature]]:
-        """``X`` validated, and the continuous features with fitted statistics."""
-        self._check_fitted()
-        X = self.validate_frame(X)
-        return X, [f for f in self.features if f.type == "continuous" and f.name in self.means_]
+    def _fitted_continuous(self) -> list[Feature]:
+        """The continuous features with fitted statistics."""
+        return [f for f in self.features if f.type == "continuous" and f.name in self.means_]
 
     def warn_missing_codes(self, X: pd.DataFrame, *, where: str = "X") -> None:
         """Warn (:class:`~ragim.errors.DataWarning`) about the values of :meth:`missing_codes`,
         naming each column, value and count, and how to declare them missing."""
-        found = self.missing_codes(X)
+        self._check_fitted()
+        self._warn_missing_codes(self.validate_frame(X), where)
+
+    def _warn_missing_codes(self, X: pd.DataFrame, where: str) -> None:
+        """:meth:`warn_missing_codes` for an already validated ``X``."""
+        found = self._missing_codes(X)
         if found:
-            warn_missing_codes(list(found.items()), stacklevel=3, where=where)
+            warn_missing_codes(list(found.items()), stacklevel=4, where=where)
 
     def warn_new_rows(self, X: pd.DataFrame, *, where: str = "X") -> None:
         """The warnings for rows a fitted model scores: values far from the fitted ones,
         missing-value codes, blanks the model has no term for, and values of a column that
-        never varied in the fitted rows."""
-        self.warn_far_values(X, where=where)
-        self.warn_missing_codes(X, where=where)
+        never varied in the fitted rows. ``X`` is validated once for all four."""
+        self._check_fitted()
+        X = self.validate_frame(X)
+        self._warn_far_values(X, where)
+        self._warn_missing_codes(X, where)
         self.warn_unexpected_missing(X, where=where)
         self.warn_new_values_of_constant_columns(X, where=where)
 

@@ -462,7 +462,7 @@ def adapt_params(
         )
     y01 = binary_outcome(y, pos_label=pos_label, where="the outcome to adapt on").astype(float)
     if isinstance(X, pd.DataFrame):  # codes and far values would be fitted as measurements
-        params.schema.warn_new_rows(params.schema.validate_frame(X), where="the rows to adapt on")
+        params.schema.warn_new_rows(X, where="the rows to adapt on")
     adapted, report = adapt_prior(params, X, y01, adaptation=adaptation, warn=True)
     return adapted.replace(metadata={"adaptation_report": report})
 
