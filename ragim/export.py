@@ -44,9 +44,6 @@ from ragim.explain import Z95, explain_params
 from ragim.params import ModelParams, model_family
 from ragim.schema import Feature, read_feature
 
-#: what a missing text category becomes inside the exported pipeline (never a real level)
-MISSING_TEXT = "(missing)"
-
 
 def coefficients_frame(params: ModelParams) -> pd.DataFrame:
     """Every parameter with its interval, one row each, the intercept first.
@@ -208,19 +205,20 @@ def to_sklearn_pipeline(params: ModelParams):
         if f.type == "categorical":
             cats = [canonical_level(c) for c in schema.categories_[f.name]]
             onehot = OneHotEncoder(categories=[cats], handle_unknown="ignore", sparse_output=False)
+            # a missing level stays None: one-hot zeros (unknown), and the indicator reads None
+            # itself, so no placeholder text can collide with a real level
             encode = (
                 FeatureUnion(
                     [
                         ("onehot", onehot),
-                        ("missing", MissingIndicator(missing_values=MISSING_TEXT, features="all")),
+                        ("missing", MissingIndicator(missing_values=None, features="all")),
                     ]
                 )
                 if has_missing
                 else onehot
             )
-            none = SimpleImputer(missing_values=None, strategy="constant", fill_value=MISSING_TEXT)
-            enc = Pipeline([("read", read), ("none", none), ("encode", encode)])
-            level = cats[0] if cats else MISSING_TEXT
+            enc = Pipeline([("read", read), ("encode", encode)])
+            level = cats[0] if cats else None
             fit_cols[f.name] = pd.Series([level, None if has_missing else level], dtype=object)
             raw_coef += [coef[f"{f.name}[{c}]"] for c in schema.categories_[f.name]]
         else:
@@ -259,7 +257,6 @@ def to_sklearn_pipeline(params: ModelParams):
 
 
 __all__ = [
-    "MISSING_TEXT",
     "coefficients_frame",
     "read_column",
     "save_coefficients_csv",

@@ -280,3 +280,20 @@ def test_pipeline_takes_integer_and_boolean_columns(mixed_model):
     np.testing.assert_allclose(
         pipe.predict_proba(nullable), mixed_model.predict_proba(nullable), rtol=0, atol=1e-12
     )
+
+
+def test_a_real_level_named_like_a_placeholder_is_not_read_as_missing():
+    """A category whose text looks like a missing-value placeholder ("(missing)") stays a real
+    level in the exported pipeline, apart from rows where the value is truly missing."""
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame(
+        {"ward": rng.choice(["(missing)", "icu", "general"], 150), "age": rng.normal(60, 9, 150)}
+    ).astype({"ward": object})
+    X.loc[::6, "ward"] = None
+    y = ((X["ward"] == "(missing)") | (rng.random(150) < 0.2)).astype(int)
+    model = LogisticModel().fit(X, y)
+    pipe = to_sklearn_pipeline(model.to_params())
+    np.testing.assert_allclose(pipe.predict_proba(X), model.predict_proba(X), atol=1e-12)
+    real, missing = X.iloc[[1]].copy(), X.iloc[[1]].copy()
+    real["ward"], missing["ward"] = "(missing)", None
+    assert pipe.predict_proba(real)[0, 1] != pytest.approx(pipe.predict_proba(missing)[0, 1])
