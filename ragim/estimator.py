@@ -305,9 +305,10 @@ class ZeroShotClassifier(BinaryClassifierTags, ClassifierMixin, BaseEstimator):
         None without an index.
     prior_strength_ : the MAP prior precision used, or None.
     n_features_in_ : the number of the schema's features.
-    feature_names_in_ : the schema's feature names (only when fitted on a DataFrame). A
-        DataFrame is always read by column name, in any order; an array's columns are read
-        in this order, with scikit-learn's warning that X has no feature names.
+    feature_names_in_ : the schema's feature names (when fitted on a DataFrame, or zero-shot
+        with no rows). A DataFrame is always read by column name, in any order; an array's
+        columns are read in this order, with scikit-learn's warning that X has no feature
+        names.
 
     Missing values are NaN (or None) in a DataFrame and NaN in an array; the schema handles
     both alike (a missing-value term, or the training median where the model has none).
@@ -621,9 +622,11 @@ class ZeroShotClassifier(BinaryClassifierTags, ClassifierMixin, BaseEstimator):
 
     def _set_features(self, X) -> None:
         """``n_features_in_``, and ``feature_names_in_`` (the schema's names, the order an
-        array's columns are read in) when ``X`` is a DataFrame, as scikit-learn sets them."""
+        array's columns are read in) when ``X`` is a DataFrame, as scikit-learn sets them, or
+        None (a zero-shot fit: the model's features are the index schema's names, so an array
+        later gets scikit-learn's warning that it has none)."""
         self.n_features_in_ = len(self.schema_.names)
-        if isinstance(X, pd.DataFrame):
+        if X is None or isinstance(X, pd.DataFrame):
             self.feature_names_in_ = np.asarray(self.schema_.names, dtype=object)
         elif hasattr(self, "feature_names_in_"):
             del self.feature_names_in_

@@ -295,7 +295,12 @@ def test_fitted_on_a_dataframe_an_array_warns_and_a_dataframe_is_read_by_name(re
     with warnings.catch_warnings():  # a DataFrame in another order: read by name, no warning
         warnings.simplefilter("error", UserWarning)
         np.testing.assert_allclose(clf.predict_proba(X[["creatinine", "age"]]), want)
-    # refitted on an array, or zero-shot without rows: no feature names
+    # refitted on an array: no feature names
     assert not hasattr(clf.fit(X.to_numpy(), t.y[:60]), "feature_names_in_")
-    clf.fit(X, t.y[:60])
-    assert not hasattr(clf.fit(), "feature_names_in_") and clf.n_features_in_ == 2
+    # zero-shot without rows: the index schema's names, so an array warns (it was read by
+    # position without a word)
+    assert clf.fit().feature_names_in_.tolist() == ["age", "creatinine"]
+    assert clf.n_features_in_ == 2
+    with pytest.warns(UserWarning, match="X does not have valid feature names"):
+        got = clf.predict_proba(X[clf.feature_names_in_].to_numpy())
+    np.testing.assert_allclose(got, clf.predict_proba(X))
