@@ -18,11 +18,8 @@ def fresh():
 def test_committed_index_matches_a_fresh_build(fresh):
     committed = TaskIndex.load(PREBUILT)
     assert committed.ids == fresh.ids
-    # the committed index predates the fitted value ranges a fresh build keeps; the rest agrees
-    assert committed.schema.ranges_ == {}
-    same = fresh.schema.copy()
-    same.ranges_ = {}
-    assert committed.schema == same
+    assert committed.schema == fresh.schema
+    assert committed.schema.ranges_  # the fitted value ranges the missing-code check reads
     assert np.allclose(committed.params_matrix(), fresh.params_matrix(), atol=1e-8)
     for q in ["Predict coronary artery disease in women at a Swiss clinic",
               "multi-vessel disease in older men, Cleveland", "VA Long Beach veterans aged 50 to 59"]:
