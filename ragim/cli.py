@@ -1218,9 +1218,9 @@ def _run_app(as_json: bool = False) -> int:
 
 
 def main() -> None:
-    """Entry point: errors are one line (``error: ...``) and exit code 2, and with ``--json``
-    also a JSON object ``{"error": ...}`` on stdout; warnings are one line without a source
-    path."""
+    """Entry point: errors (ragim's, and the operating system's: a path that cannot be read
+    or written) are one line (``error: ...``) and exit code 2, and with ``--json`` also a JSON
+    object ``{"error": ...}`` on stdout; warnings are one line without a source path."""
     import warnings
 
     # every Python warning is one line (no source path) and is kept for --json output
@@ -1232,6 +1232,9 @@ def main() -> None:
         code = _run_app(as_json)
     except RagimError as exc:
         code = _fail(one_line(exc), 2, as_json)
+    except OSError as exc:  # a folder that cannot be written, a full disk: the path, no traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        code = _fail(one_line(f"{exc.strerror or exc}{where}"), 2, as_json)
     except KeyboardInterrupt:
         code = _fail("interrupted", 130, as_json)
     sys.exit(code)

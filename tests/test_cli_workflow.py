@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -964,3 +965,18 @@ def test_na_values_declares_missing_codes_in_every_data_file(tmp_path, monkeypat
     assert "--na-values" in _ok("index", "build", "--help")
     result = runner.invoke(app, ["index", "build", "--dataset", "synthetic", "--na-values", "-99"])
     assert result.exit_code == 2 and "--na-values apply to a task folder" in result.output
+
+
+def test_an_operating_system_error_is_one_line_and_json(tmp_path, monkeypatch, capsys):
+    """A path that cannot be written (here under a file) ended in a traceback, and with --json
+    gave no JSON; it is one line naming the path, exit code 2, and a JSON error object."""
+    index = Path(__file__).resolve().parents[1] / "indices" / "heart-disease"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    args = ["generate", "coronary artery disease in Cleveland men", "--index", index,
+            "--save", blocker / "model", "--json"]
+    code, out, err = run_main(args, monkeypatch, capsys)
+    assert code == 2
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: ")
+    assert str(blocker) in err.strip().splitlines()[-1]
+    assert "error" in json.loads(out) and str(blocker) in json.loads(out)["error"]
