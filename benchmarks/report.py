@@ -397,6 +397,144 @@ def eval_analysis(name: str) -> list[str]:
     return out
 
 
+#: issue 14's thresholds for the default generator (docs/benchmarks.md, "The zero-shot targets")
+AUROC_MARGIN = 0.005
+SKILL_TARGET = 0.3
+COVERAGE_RANGE = (0.85, 0.95)
+SPEED_TARGET_S = 10.0
+BASELINES = ["pooled", "neighbor-mean"]
+
+
+def skill_interval(per_task, metric: str = "log_loss", *, n_boot: int = 2000, seed: int = 0):
+    """The default generator's skill on ``metric`` (ragim.metrics.skill's definition: the share
+    of the gap from the better of pooled and neighbor-mean to the oracle that it closes) with a
+    percentile bootstrap 95% CI that resamples targets, the better baseline chosen again in each
+    resample. Returns (skill, low, high), or None when the oracle is not better than the better
+    baseline (no gap to close)."""
+    import numpy as np
+
+    from ragim.metrics import LOWER_IS_BETTER
+
+    zero = per_task[per_task["k_shot"] == 0]
+    wide = zero.pivot_table(index="task_id", columns="method", values=metric, aggfunc="mean")
+    cols = [DEFAULT_METHOD, *BASELINES, "oracle"]
+    if any(c not in wide.columns for c in cols):
+        return None
+    m = wide[cols].dropna().to_numpy(float)
+    sign = 1.0 if metric in LOWER_IS_BETTER else -1.0  # skill on "lower is better" values
+
+    def value(means):
+        base = np.min(sign * means[..., 1:3], axis=-1)
+        gap = base - sign * means[..., 3]
+        return (base - sign * means[..., 0]) / np.where(gap > 0, gap, np.nan), gap
+
+    point, gap = value(m.mean(axis=0))
+    if not gap > 0:
+        return None
+    rng = np.random.default_rng(seed)
+    draws, _ = value(m[rng.integers(0, len(m), size=(n_boot, len(m)))].mean(axis=1))
+    lo, hi = np.nanquantile(draws, [0.025, 0.975])
+    return float(point), float(lo), float(hi)
+
+
+def _status(met: bool) -> str:
+    return "met" if met else "**missed**"
+
+
+def _ci(d) -> str:
+    return f"{d['mean_diff']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
+
+
+def targets_section() -> list[str]:
+    """One table: every target of the zero-shot issue, on every benchmark, read from the result
+    files the sections below print (eval_*.csv, calibration_*.json, interval_coverage.json,
+    peers_*.json, generate_statistical.json), with the paired 95% CI behind each verdict."""
+    import pandas as pd
+
+    from ragim.metrics import paired_differences
+
+    rows = []
+    for name, _, _ in EVALS:
+        f = RESULTS / f"eval_{name}.csv"
+        if not f.is_file():
+            continue
+        df = pd.read_csv(f, dtype={"task_id": str})
+        zero = df[df["k_shot"] == 0]
+        means = zero.groupby("method")[["log_loss", "auroc", "ece"]].mean()
+        if DEFAULT_METHOD not in means.index or any(b not in means.index for b in BASELINES):
+            continue
+        pdiff = paired_differences(df, [DEFAULT_METHOD], BASELINES, metrics=["log_loss", "auroc", "ece"])
+        diff = {(r.baseline, r.metric): r._asdict() for r in pdiff.itertuples()}
+        ours = means.loc[DEFAULT_METHOD]
+        ll = [diff[(b, "log_loss")] for b in BASELINES]
+        rows.append((name, "log-loss ≤ pooled's and neighbor-mean's", f"{ours['log_loss']:.3f}",
+                     "; ".join(f"vs {b}: {_ci(d)}" for b, d in zip(BASELINES, ll, strict=True)),
+                     _status(all(d["mean_diff"] <= 0 for d in ll))))
+        best = max(BASELINES, key=lambda b: means.loc[b, "auroc"])
+        rows.append((name, f"AUROC ≥ the better baseline's − {AUROC_MARGIN}", f"{ours['auroc']:.3f}",
+                     f"vs {best} ({means.loc[best, 'auroc']:.3f}): {_ci(diff[(best, 'auroc')])}",
+                     _status(ours["auroc"] >= means.loc[best, "auroc"] - AUROC_MARGIN)))
+        if "oracle" in means.index:  # synthetic and procedure: the CI against the better baseline
+            better = min(BASELINES, key=lambda b: means.loc[b, "log_loss"])
+            d = diff[(better, "log_loss")]
+            rows.append((name, "log-loss: the paired 95% CI against the better baseline lies below 0",
+                         f"{ours['log_loss']:.3f}", f"vs {better}: {_ci(d)}", _status(d["ci_high"] < 0)))
+            for metric, goal in (("log_loss", SKILL_TARGET if name == "synthetic" else None), ("auroc", None)):
+                sk = skill_interval(df, metric)
+                what = f"skill in {metric.replace('_', '-')}" + (f" ≥ {goal}" if goal else " (reported)")
+                if sk is None:
+                    rows.append((name, what, "—", "the oracle is not better than the better baseline", "no gap"))
+                else:
+                    rows.append((name, what, f"{sk[0]:+.3f}", f"95% CI [{sk[1]:+.3f}, {sk[2]:+.3f}]",
+                                 _status(sk[0] >= goal) if goal else "reported"))
+        d = diff[("pooled", "ece")]
+        cal_file = RESULTS / f"calibration_{name}.json"
+        pooled_rows = ""
+        met_rows = None
+        if cal_file.is_file():
+            cal = json.loads(cal_file.read_text())
+            c = next(x for x in cal["differences"] if x["method"] == DEFAULT_METHOD and x["baseline"] == "pooled")
+            pooled_rows = f"; over pooled test rows {c['ece']:.3f} vs {c['ece_baseline']:.3f}: {_ci(c)}"
+            met_rows = c["mean_diff"] <= 0
+        verdict = (f"per target: {_status(d['mean_diff'] <= 0)}"
+                   + ("" if met_rows is None else f"; pooled rows: {_status(met_rows)}"))
+        rows.append((name, "ECE ≤ pooled's", f"{ours['ece']:.3f}",
+                     f"mean per-target ECE vs pooled ({means.loc['pooled', 'ece']:.3f}): {_ci(d)}{pooled_rows}",
+                     verdict))
+    cov = RESULTS / "interval_coverage.json"
+    if cov.is_file():
+        for r in json.loads(cov.read_text())["rows"]:
+            if r["truth"] == "true" and r["nominal"] == 0.9:
+                rows.append(("synthetic", f"nominal 90% intervals cover the true {r['part']} 85–95% of the time",
+                             f"{r['coverage']:.1%}", f"{r['n']:,} intervals",
+                             _status(COVERAGE_RANGE[0] <= r["coverage"] <= COVERAGE_RANGE[1])))
+    for f in sorted(RESULTS.glob("peers_*.json")):
+        res = json.loads(f.read_text())
+        for peer, verdict in res["target"].items():
+            rows.append((res["name"], f"log-loss below {peer}'s ({res['n_targets']} targets)",
+                         _peer_mean(res, DEFAULT_METHOD, "log_loss"), f"vs {peer}: {_peer_difference(res, peer)}",
+                         _status(verdict == "met")))
+    gen = RESULTS / "generate_statistical.json"
+    if gen.is_file():
+        g = json.loads(gen.read_text())
+        rows.append((f"{g['n']:,}-task index", f"1,000 models in under {SPEED_TARGET_S:.0f} s on 2 CPU cores",
+                     f"{g['ours']['seconds']:.2f} s", f"{g['threads']['ours']} thread",
+                     _status(g["ours"]["seconds"] < SPEED_TARGET_S)))
+    if not rows:
+        return []
+    lines = ["### The zero-shot targets, one line each", "",
+             "Every target the zero-shot issue sets for the default generator (`ragim-statistical`), read from "
+             "the result files of the sections below (their commands are printed there). Differences are "
+             "`ragim-statistical` minus the other method on the same targets and rows, with a 95% bootstrap "
+             "CI over targets (log-loss and ECE: below 0 is better; AUROC: above 0). Skill's CI resamples "
+             "targets too. ECE is given both ways the calibration section explains: the mean of per-target "
+             "ECEs (mostly binning noise on a few rows each) and over every target's test rows pooled. "
+             "Benchmarks are named as in their sections' commands (`--only NAME`).", "",
+             "| benchmark | target | ragim-statistical | against [95% CI] | status |", "|---|---|---:|---|---|"]
+    lines += [f"| {b} | {t} | {v} | {a} | {s} |" for b, t, v, a, s in rows]
+    return [*lines, ""]
+
+
 def readme_results() -> str:
     """The README's results block: AUROC / log-loss per evaluation, plus the headline scale figures."""
     lines = ["Zero-shot AUROC / log-loss on held-out tasks (bootstrap CIs and few-shot rows in "
@@ -739,6 +877,7 @@ def build() -> str:
              "few-shot method sees), `true-model` (synthetic and procedure families: the generating coefficients). "
              "Scores are on each target's held-out half; brackets are bootstrap 95% CIs over targets. The "
              "generator is trained only on the index of each split, never on a target.", ""]
+    lines += targets_section()
     for name, title, what in EVALS:
         f = RESULTS / f"eval_{name}.md"
         if not f.is_file():
