@@ -896,7 +896,6 @@ def explain(
     """Explain a saved model globally, or one patient with --rows (its predicted risk and why)."""
     from ragim.models import model_from_params
     from ragim.params import ModelParams
-    from ragim.rows import read_rows
 
     check_positive(top=top)
     setup(as_json, quiet)
@@ -914,21 +913,16 @@ def explain(
                 "the patients to explain"
             )
     row = 0 if row is None else row
-    model = model_from_params(ModelParams.load(params_path))
-    if rows is not None:
-        data = read_rows(  # the outcome is dropped unread: explaining needs no label
-            rows,
-            schema=model.schema_,
-            ignore_outcome=outcome,
-            patient_id=patient_id,
-            sep=sep,
-            na_values=na_values,
+    if rows is None:
+        model = model_from_params(ModelParams.load(params_path))
+        expl = model.explain(outcome=outcome_name)
+    else:  # the outcome is dropped unread: explaining needs no label
+        _, model, data = cli_workflow.load_model_and_rows(
+            params_path, rows, outcome, patient_id, sep, na_values, labelled=False
         )
         if not 0 <= row < len(data):
             raise typer.BadParameter(f"--row {row} is outside the {len(data)} rows of {rows}")
         expl = model.explain(data.X.iloc[[row]], outcome=outcome_name)
-    else:
-        expl = model.explain(outcome=outcome_name)
     if png is not None:
         expl.save_png(png, top=top if rows is None else (top or 12))
     if as_json:

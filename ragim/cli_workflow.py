@@ -87,21 +87,28 @@ def _event(outcome: str, pos_label) -> str:
     return f"{outcome} = {1 if pos_label is None else pos_label}"
 
 
-def _load_labelled(
-    params_path: Path, rows: Path, outcome: str, patient_id, sep: str, pos_label, na_values=None
+def load_model_and_rows(
+    params_path: Path,
+    rows: Path,
+    outcome: str | None,
+    patient_id: str | None,
+    sep: str,
+    na_values: list[str] | None,
+    *,
+    pos_label=None,
+    labelled: bool = True,
 ):
-    """The saved model and its local patients with their outcome (``score`` and ``adapt``)."""
+    """The saved model and the patients of the ``rows`` file read for it, as ``(params, model,
+    data)``: with their ``outcome`` when ``labelled`` (``score``, ``adapt``), else with an
+    ``outcome`` column dropped unread (``predict``, ``explain``: they need no label)."""
     from ragim.rows import read_rows
 
     params, model = _load(params_path)
+    label = (
+        {"outcome": outcome, "pos_label": pos_label} if labelled else {"ignore_outcome": outcome}
+    )
     data = read_rows(
-        rows,
-        schema=params.schema,
-        outcome=outcome,
-        patient_id=patient_id,
-        sep=sep,
-        pos_label=pos_label,
-        na_values=na_values,
+        rows, schema=params.schema, patient_id=patient_id, sep=sep, na_values=na_values, **label
     )
     return params, model, data
 
@@ -124,16 +131,8 @@ def predict(
 ):
     """Predicted risks for a CSV of patients."""
     setup(as_json, quiet)
-    from ragim.rows import read_rows
-
-    params, model = _load(params_path)
-    data = read_rows(
-        rows,
-        schema=params.schema,
-        ignore_outcome=outcome,
-        patient_id=patient_id,
-        sep=sep,
-        na_values=na_values,
+    params, model, data = load_model_and_rows(
+        params_path, rows, outcome, patient_id, sep, na_values, labelled=False
     )
     risk = model.predict_proba(data.X)[:, 1]
     table = pd.DataFrame({"row": np.arange(len(risk))})
@@ -215,8 +214,8 @@ def score(
     check_positive(bins=bins)
     if n_boot < 0:
         raise typer.BadParameter(f"--n-boot must be >= 0, got {n_boot}")
-    params, model, data = _load_labelled(
-        params_path, rows, outcome, patient_id, sep, pos_label, na_values
+    params, model, data = load_model_and_rows(
+        params_path, rows, outcome, patient_id, sep, na_values, pos_label=pos_label
     )
     if sha256_file(rows) in _adapted_on(params):
         warn(
@@ -332,10 +331,11 @@ def adapt(
             f"--save {save} is the model being adapted, or inside it, or holds it: saving there "
             "would replace it (and its zero-shot parameters); choose another path"
         )
-    params, _, data = _load_labelled(
-        params_path, rows, outcome, patient_id, sep, pos_label, na_values
+    params, _, data = load_model_and_rows(
+        params_path, rows, outcome, patient_id, sep, na_values, pos_label=pos_label
     )
-    if sha256_file(rows) in _adapted_on(params):
+    digest = sha256_file(rows)
+    if digest in _adapted_on(params):
         warn(
             f"{params_path} was already adapted on {rows} (same file contents): adapting again "
             "counts these patients twice"
@@ -349,7 +349,7 @@ def adapt(
             "adapted_from": str(params_path),
             "adapted_on": str(rows),
             # every adaptation's rows file: scoring on any of them is optimistic
-            "adapted_on_sha256": [*_adapted_on(params), sha256_file(rows)],
+            "adapted_on_sha256": [*_adapted_on(params), digest],
             "adapted_outcome": outcome,
         }
     )
