@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,6 +28,7 @@ from ragim.cli_common import (
     QUIET,
     SHOWN_WARNINGS,
     AsJson,
+    FolderOptions,
     FolderSep,
     NaValues,
     Outcome,
@@ -134,16 +136,8 @@ def index_build(
 
     progress = setup(as_json, quiet)
     exclusions = parse_exclusions(exclude or [])
-    tasks = load_dataset(
-        dataset,
-        n_tasks=n_tasks,
-        seed=seed,
-        outcome=outcome,
-        patient_id=patient_id,
-        pos_label=pos_label,
-        sep=sep,
-        na_values=na_values,
-    )
+    folder = FolderOptions(outcome, patient_id, pos_label, sep, na_values)
+    tasks = load_dataset(dataset, n_tasks=n_tasks, seed=seed, folder=folder)
     n_excluded = 0
     if exclusions:
         tasks, n_excluded = exclude_tasks(tasks, exclusions)
@@ -973,16 +967,8 @@ def evaluate_cmd(
     from ragim.metrics import format_table, summarize, to_records
 
     progress = setup(as_json, quiet)
-    tasks = load_dataset(
-        dataset,
-        n_tasks=n_tasks,
-        seed=seed,
-        outcome=outcome,
-        patient_id=patient_id,
-        pos_label=pos_label,
-        sep=sep,
-        na_values=na_values,
-    )
+    folder = FolderOptions(outcome, patient_id, pos_label, sep, na_values)
+    tasks = load_dataset(dataset, n_tasks=n_tasks, seed=seed, folder=folder)
     try:
         ks = [int(k) for k in k_shots.split(",") if k.strip()]
     except ValueError:
@@ -1133,13 +1119,8 @@ def demo(
 ):
     from ragim.demo import run_demo
 
-    if tasks_dir is None and (
-        outcome is not None
-        or patient_id is not None
-        or pos_label is not None
-        or sep != ","
-        or na_values
-    ):
+    folder = FolderOptions(outcome, patient_id, pos_label, sep, na_values)
+    if tasks_dir is None and folder.given:
         raise typer.BadParameter(
             "--outcome, --patient-id, --pos-label, --sep and --na-values apply to --tasks-dir"
         )
@@ -1155,11 +1136,7 @@ def demo(
             fast=fast,
             quiet=as_json or quiet or QUIET["on"],
             progress=progress,
-            outcome=outcome,
-            patient_id=patient_id,
-            pos_label=pos_label,
-            sep=sep,
-            na_values=na_values,
+            **asdict(folder),
         )
     if as_json:
         echo_json(result)

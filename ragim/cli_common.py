@@ -13,6 +13,7 @@ import math
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -97,6 +98,30 @@ NaValues = Annotated[
         callback=_na_values,
     ),
 ]
+
+
+@dataclass(frozen=True)
+class FolderOptions:
+    """How a task folder is read: a command's ``--outcome``, ``--patient-id``, ``--pos-label``,
+    ``--sep`` and ``--na-values`` (:data:`Outcome`, :data:`PatientId`, :data:`PosLabel`,
+    :data:`FolderSep`, :data:`NaValues`), as :func:`load_dataset` takes them."""
+
+    outcome: str | None = None
+    patient_id: str | None = None
+    pos_label: str | None = None
+    sep: str = ","
+    na_values: list[str] | None = None
+
+    @property
+    def given(self) -> bool:
+        """Whether any of them was given (differs from its default)."""
+        return (
+            self.outcome is not None
+            or self.patient_id is not None
+            or self.pos_label is not None
+            or self.sep != ","
+            or bool(self.na_values)
+        )
 
 
 # ---------------------------------------------------------------------- output
@@ -348,29 +373,16 @@ def check_positive(**values) -> None:
 
 # ---------------------------------------------------------------------- data
 def load_dataset(
-    name: str,
-    *,
-    n_tasks: int | None = None,
-    seed: int = 0,
-    outcome: str | None = None,
-    patient_id: str | None = None,
-    pos_label: str | None = None,
-    sep: str = ",",
-    na_values: list[str] | None = None,
+    name: str, *, n_tasks: int | None = None, seed: int = 0, folder: FolderOptions | None = None
 ):
-    """A TaskCollection from a dataset name, a saved task collection or a task folder
-    (``outcome`` / ``patient_id`` name the folder's columns, ``pos_label`` its event value,
-    ``sep`` its CSV separator, ``na_values`` its missing-value codes)."""
+    """A TaskCollection from a dataset name, a saved task collection or a task folder (read as
+    ``folder`` says: its outcome and patient-id columns, event value, CSV separator and
+    missing-value codes)."""
     from ragim import datasets
     from ragim.tasks import TaskCollection
 
-    if (
-        outcome is not None
-        or patient_id is not None
-        or pos_label is not None
-        or sep != ","
-        or na_values
-    ) and name in DATASETS:
+    folder = FolderOptions() if folder is None else folder
+    if folder.given and name in DATASETS:
         raise typer.BadParameter(
             "--outcome, --patient-id, --pos-label, --sep and --na-values apply to a task "
             f"folder, not to {name!r}"
@@ -387,7 +399,7 @@ def load_dataset(
         return datasets.procedure_family(n_tasks=1000 if n_tasks is None else n_tasks, seed=seed)
     path = Path(name)
     if (path / "manifest.json").is_file():
-        if outcome is not None or patient_id is not None or na_values:
+        if folder.outcome is not None or folder.patient_id is not None or folder.na_values:
             raise typer.BadParameter(
                 f"--outcome, --patient-id and --na-values apply to a task folder; {name} is a "
                 "saved task collection"
@@ -396,12 +408,8 @@ def load_dataset(
     if path.is_dir():
         from ragim.datasets.folder import load_task_folder
 
-        kw = {
-            k: v
-            for k, v in (("outcome", outcome), ("patient_id", patient_id), ("pos_label", pos_label))
-            if v is not None
-        }
-        return load_task_folder(path, sep=sep, na_values=na_values, **kw)
+        # an option not given keeps load_task_folder's default (outcome "y", ...)
+        return load_task_folder(path, **{k: v for k, v in asdict(folder).items() if v is not None})
     raise typer.BadParameter(
         f"unknown dataset {name!r}: use one of {list(DATASETS)}, a saved task collection "
         "or a task folder"
