@@ -1001,6 +1001,9 @@ def evaluate_cmd(
         echo_json(to_records(summary))
     else:
         typer.echo(format_table(summary))
+        if not quiet:  # what each fold's generator did (its stack weights): not a warning
+            for line in per_task.attrs.get("info", []):
+                typer.echo(f"note: {line}", err=True)
 
 
 @app.command(

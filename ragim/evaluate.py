@@ -158,7 +158,8 @@ class FoldContext:
     cache: dict = field(
         default_factory=dict
     )  # per-fold state (trained generators, pooled model, ...)
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # warned: a method skipped or degraded
+    info: list[str] = field(default_factory=list)  # reported, not warned: what a method did
     failed: dict[str, str] = field(
         default_factory=dict
     )  # method -> why its setup failed in this fold
@@ -371,7 +372,7 @@ def _statistical_setup(fctx: FoldContext) -> None:
     )
     held = ", ".join(f"{c} {v:.3f}" for c, v in gen.cv_["candidates"].items())
     stacked = "none" if gen.cv_["stack"] is None else f"{gen.cv_['stack']:.3f}"
-    fctx.notes.append(
+    fctx.info.append(
         f"ragim-statistical fold {fctx.fold}: stack baseline/slopes {weights}, "
         f"shift {gen.stack_['shift']:+.2f} "
         f"(held-out log-loss in the index: {held or 'none'}, stack {stacked}; "
@@ -467,7 +468,7 @@ def _lm_setup(fctx: FoldContext) -> None:
     cfg.setdefault("progress", False)
     fctx.cache["lm"] = train_sft(fctx.index, **cfg)
     fctx.cache["lm_seconds"] = []
-    fctx.notes.append(_lm_note(fctx))
+    fctx.info.append(_lm_note(fctx))
 
 
 def _lm_note(fctx: FoldContext) -> str:
@@ -497,7 +498,7 @@ def _lm_predict(ctx: TargetContext) -> np.ndarray:
     t = time.perf_counter()
     params = gen.generate_params(ctx.task.description, index, exclude=ctx.exclude, **opts)
     fctx.cache["lm_seconds"].append(time.perf_counter() - t)
-    fctx.notes[fctx.notes.index(before)] = _lm_note(fctx)
+    fctx.info[fctx.info.index(before)] = _lm_note(fctx)
     return params_proba(params, ctx.X_test)
 
 
@@ -784,7 +785,9 @@ def evaluate(
     random_draws: bool = False,
 ):
     """Run a protocol at the given k values; see :func:`zero_shot` (the frame's ``attrs``
-    hold ``folds``: per fold the target ids, removed ids and index ids, and ``notes``).
+    hold ``folds``: per fold the target ids, removed ids and index ids, and ``notes``: what each
+    fold's generator did (also alone as ``info``), then what was skipped or failed; only the
+    latter are also warned).
 
     ``draws``: at each k > 0, score the few-shot methods on this many random draws of the k
     rows from the support pool (draw 0 is the pool's own order; draw d > 0 is
@@ -822,7 +825,7 @@ def evaluate(
         group = group or _default_group(tasks)
     emb = get_embedder(embedder)
     gen_cfg = dict(generator_config or {})
-    rows, preds, fold_log, notes = [], [], [], []
+    rows, preds, fold_log, notes, info = [], [], [], [], []
     plan = _folds(tasks, protocol, group, groups, folds, seed, max_targets, targets)
     for f, (target_pos, removed_pos) in enumerate(plan):
         removed = set(removed_pos)
@@ -896,6 +899,7 @@ def evaluate(
             rows.extend(rows_t)
             preds.extend(preds_t)
         notes.extend(n for n in fctx.notes if n not in notes)
+        info.extend(fctx.info)
     for name in ("true-model", "oracle"):
         if name in methods and not any(r["method"] == name for r in rows):
             notes.append(
@@ -910,8 +914,8 @@ def evaluate(
             f"(first: {mine[0]['task_id']}: {mine[0]['status']})"
         )
     df = pd.DataFrame(rows, columns=COLUMNS)
-    df.attrs = {"folds": fold_log, "notes": notes}
-    for n in notes:
+    df.attrs = {"folds": fold_log, "notes": [*info, *notes], "info": info}
+    for n in notes:  # the informational notes (what each fold's generator did) are not warned
         warnings.warn(n, stacklevel=2)
     if return_predictions:
         return df, pd.DataFrame(

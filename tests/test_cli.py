@@ -281,3 +281,26 @@ def test_sep_takes_the_tab_a_shell_passes_and_is_refused_for_a_bundled_dataset(t
     ignored = runner.invoke(app, ["evaluate", "--dataset", "synthetic", "--n-tasks", "8", "--sep", ";"],
                             env={"COLUMNS": "200"})
     assert ignored.exit_code != 0 and "--sep and --na-values apply to a task folder" in ignored.output
+
+
+def test_evaluate_reports_what_each_fold_did_as_notes_not_warnings():
+    """The stack weights of each fold were printed as 'warning:' lines; they are 'note:' lines
+    (and none with -q), and the evaluation frame keeps them in attrs['info'], unwarned."""
+    import warnings
+
+    from ragim import datasets, evaluate
+
+    tasks = datasets.synthetic_family(n_tasks=24, n_features=3, seed=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        df = evaluate.zero_shot(tasks, methods=["ragim-statistical", "pooled"], folds=2,
+                                embedder="hashing", progress=False)
+    info = df.attrs["info"]
+    assert len(info) == 2 and all(n.startswith("ragim-statistical fold") for n in info)
+    assert not [w for w in caught if "ragim-statistical fold" in str(w.message)]
+    args = ["evaluate", "--dataset", "synthetic", "--n-tasks", "24", "--embedder", "hashing",
+            "--methods", "ragim-statistical,pooled", "--folds", "2"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "note: ragim-statistical fold 0" in res.stderr and "warning: ragim-statistical" not in res.stderr
+    assert "note:" not in runner.invoke(app, [*args, "-q"]).stderr
