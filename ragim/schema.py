@@ -58,6 +58,12 @@ MISSING_CODES = (-1, -9, -99, -999, -9999, -77, -777, -88, -888, 77, 777, 88, 88
 77 "refused", ...); :func:`missing_codes` flags them only where they lie far outside the rest
 of a column."""
 
+NEGATIVE_NINES = (-9, -99, -999, -9999)
+"""The codes :func:`far_codes` flags at any distance below a column that is never negative (an
+age in months, 0-191, with -9 for unknown): no export writes -9 or -99 for a real value of a
+quantity that is never negative, while -1 or -2 can be real where a column only happened to
+stay positive in the rows seen (ST depression), so those keep the distance rule."""
+
 
 @dataclass(frozen=True)
 class Feature:
@@ -1243,8 +1249,9 @@ def missing_codes(series: Sequence[pd.Series], sd: float = FAR_SD) -> list[tuple
     """The (value, count) pairs of a numeric column, over every table, that look like
     missing-value codes: a value of :data:`MISSING_CODES` that lies outside the range of the
     column's other values, more than ``sd`` robust standard deviations (the scaled median
-    absolute deviation) beyond it, or more than 2 of them below zero in a column that is never
-    negative. Empty when there are fewer than 5 other values.
+    absolute deviation) beyond it, or, in a column that is never negative, more than 2 of them
+    below its minimum or any of -9, -99, -999, -9999 (:data:`NEGATIVE_NINES`). Empty when there
+    are fewer than 5 other values.
 
     >>> creatinine = pd.Series([0.8, 1.1, 0.9, 1.4, 0.7, 1.0, -99, -99])
     >>> missing_codes([creatinine])
@@ -1277,13 +1284,16 @@ def far_codes(
     values: np.ndarray, *, low: float, high: float, spread: float, sd: float = FAR_SD
 ) -> list[tuple[float, int]]:
     """The (value, count) pairs of ``values`` that are :data:`MISSING_CODES` lying outside
-    ``[low, high]`` by more than ``sd`` times ``spread``, or below zero by more than 2 of them
-    when ``low >= 0`` (a column that is never negative). :func:`missing_codes` measures the
-    range and spread on a column's other values; :meth:`FeatureSchema.missing_codes` uses the
-    range and SD the schema was fitted on.
+    ``[low, high]`` by more than ``sd`` times ``spread``, or, when ``low >= 0`` (a column that
+    is never negative), below it by more than 2 times ``spread`` or at any distance for
+    :data:`NEGATIVE_NINES`. :func:`missing_codes` measures the range and spread on a column's
+    other values; :meth:`FeatureSchema.missing_codes` uses the range and SD the schema was
+    fitted on.
 
     >>> far_codes(np.array([-9.0, -9.0, 70.0]), low=29, high=77, spread=9.0)
     [(-9.0, 2)]
+    >>> far_codes(np.array([-9.0, -1.0, 12.0]), low=0, high=191, spread=30.0)  # age in months
+    [(-9.0, 1)]
     """
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
@@ -1291,7 +1301,8 @@ def far_codes(
     coded = v[np.isin(v, MISSING_CODES)]
     for value, count in zip(*np.unique(coded, return_counts=True), strict=True):
         gap = low - value if value < low else value - high
-        if gap > sd * spread or (value < 0 <= low and gap > 2 * spread):
+        below_never_negative = value < 0 <= low and (gap > 2 * spread or value in NEGATIVE_NINES)
+        if gap > sd * spread or below_never_negative:
             found.append((float(value), int(count)))
     return found
 
@@ -1324,7 +1335,7 @@ def warn_missing_codes(
         )
     else:
         head = (
-            f"values that look like missing-value codes, far outside the rest of their column: "
+            f"values that look like missing-value codes, outside the rest of their column: "
             f"{'; '.join(parts)}. They would be fitted as real measurements; if they mean "
             f"'missing', declare them: load_task_folder(..., na_values={values}) or --na-values "
             f"{listed}"

@@ -149,3 +149,27 @@ def test_fitted_range_is_kept_and_schemas_saved_without_it_load_unchanged(frame)
     d["fitted"]["ranges"] = {"age": [80.0, 20.0]}
     with pytest.raises(ValidationError, match="fitted range of 'age'"):
         FeatureSchema.from_dict(d)
+
+
+def test_a_nines_code_below_a_never_negative_column_is_flagged_at_any_distance():
+    """-9 for an unknown age in months (0-191, robust SD about 30) lies only 0.3 SD below the
+    column, so the distance rule missed it; -9, -99, ... below a never-negative column are codes.
+    -1 in a column that only happened to stay positive (ST depression) keeps the distance rule."""
+    import warnings as w
+
+    from ragim.schema import missing_codes
+
+    rng = np.random.default_rng(0)
+    months = pd.Series(np.r_[rng.integers(0, 192, 300), [-9] * 12]).astype(float)
+    assert missing_codes([months]) == [(-9.0, 12)]
+    st = pd.Series(np.r_[rng.gamma(1.0, 1.0, 300).round(1), [-1.0, -1.0]])
+    assert missing_codes([st]) == []
+    frame = pd.DataFrame({"age_months": months.clip(lower=0)})
+    schema = FeatureSchema.infer(frame).fit(frame)
+    assert schema.missing_codes(pd.DataFrame({"age_months": [-9.0, 40.0]})) == {
+        "age_months": [(-9.0, 1)]
+    }
+    with w.catch_warnings(record=True) as caught:
+        w.simplefilter("always")
+        FeatureSchema.infer(pd.DataFrame({"age_months": months}))
+    assert any("'age_months' holds -9 in 12 row(s)" in str(c.message) for c in caught)
