@@ -413,7 +413,9 @@ def read_rows(
         may be coded any way); it must exist when given.
     where : how the caller names the file in messages (``--rows``).
     na_values : values that mean "missing" in the feature columns (missing-value codes such
-        as ``"."`` or ``-99``), as for :func:`read_table`; never the ids or the outcome.
+        as ``"."`` or ``-99``), as for :func:`read_table`; never in the ids. In the outcome a
+        declared code is a blank outcome, which is refused naming its rows (as in a task
+        folder), never read as a third label.
 
     Returns
     -------
@@ -452,8 +454,14 @@ def read_rows(
             "name the 0/1 outcome column with --outcome",
             taken,
         )
+        written = df[outcome].to_numpy(dtype=object)
+        # a declared missing-value code is a blank outcome, as in a task folder:
+        # binary_outcome names those rows
+        written[missing_code_mask(df[outcome], na_codes_for(na_value_spec(na_values), outcome))] = (
+            None
+        )
         y = binary_outcome(
-            df[outcome].to_numpy(dtype=object),
+            written,
             pos_label=pos_label,
             where=f"{where} {path}: outcome column {outcome!r}",
         )

@@ -509,6 +509,21 @@ def test_explain_table_is_sorted_with_reference_levels_and_folded_missing(root):
     assert "LOGISTIC model for coronary artery disease" in text
 
 
+def test_a_declared_code_in_the_outcome_of_rows_is_a_blank_outcome_not_a_label(
+    root, tmp_path, monkeypatch, capsys
+):
+    """score --na-values -9 with -9 in the outcome column advised --pos-label (a wrong fix);
+    the code is a blank outcome, refused naming its rows, as in a task folder."""
+    d = root["path"]
+    frame = pd.read_csv(d / "validate.csv").astype({"cad": object})
+    frame.loc[:2, "cad"] = -9
+    frame.to_csv(tmp_path / "coded.csv", index=False)
+    code, _, err = run_main(["score", d / "m0", "--rows", tmp_path / "coded.csv", "--outcome", "cad",
+                             "--na-values", "-9"], monkeypatch, capsys)
+    assert code == 2
+    assert "outcome column 'cad' is empty in 3 data row(s) [1, 2, 3]" in err and "pos-label" not in err
+
+
 def test_explain_reads_past_an_outcome_column_of_any_labels(root, tmp_path):
     """The outcome is ignored when explaining, so Yes/No labels need no --pos-label (which
     explain does not take); an outside user was told to pass it."""
