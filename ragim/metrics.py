@@ -537,7 +537,8 @@ def format_table(summary: pd.DataFrame, *, metrics: Sequence[str] | None = None)
     """A readable terminal table: one block per dataset and protocol (and size group),
     methods (with their k) as rows, metrics as columns, cells ``"0.812 [0.790, 0.835]"``;
     the last column ``n`` is the largest number of tasks with a finite value among the shown
-    metrics (AUROC may count fewer: it is undefined on single-class test rows).
+    metrics; a line under the block names each metric that counts fewer, and on which rows
+    (AUROC is undefined on single-class test rows).
 
     Examples
     --------
@@ -564,16 +565,30 @@ def format_table(summary: pd.DataFrame, *, metrics: Sequence[str] | None = None)
         n = int(grp["n_tasks"].max())
         out.append(" / ".join(str(k) for k in key) + f" ({n} tasks)")
         lines = [["method", *metrics, "n"]]
+        fewer: dict[str, dict[tuple[int, int], list[str]]] = {}  # metric -> (n, of) -> rows
         for (method, k), g in grp.groupby(["method", "k_shot"], sort=False):
             cells = {r["metric"]: r for r in g.to_dict("records")}
             label = method if int(k) == 0 else f"{method} k={int(k)}"
             n_row = max((int(cells[m]["n_tasks"]) for m in metrics if m in cells), default=0)
             lines.append([label, *[_fmt_cell(cells.get(m)) for m in metrics], str(n_row)])
+            for m in metrics:
+                if m in cells and int(cells[m]["n_tasks"]) < n_row:
+                    fewer.setdefault(m, {}).setdefault(
+                        (int(cells[m]["n_tasks"]), n_row), []
+                    ).append(label)
         widths = [max(len(r[i]) for r in lines) for i in range(len(lines[0]))]
         lines.insert(1, ["-" * w for w in widths])
         out.extend(
             "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in lines
         )
+        for m, counts in fewer.items():  # n is the row's largest count: say where it is less
+            rows = len(lines) - 2
+            parts = [
+                f"{n} of {of} tasks" + ("" if len(labels) == rows else f" ({', '.join(labels)})")
+                for (n, of), labels in counts.items()
+            ]
+            why = " (undefined where a task's test rows hold one class)" if m == "auroc" else ""
+            out.append(f"{m} is on fewer tasks than n: {'; '.join(parts)}{why}")
         out.append("")
     return "\n".join(out).rstrip()
 

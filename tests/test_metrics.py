@@ -179,3 +179,19 @@ def test_figures_are_built_without_pyplot():
     preds = pd.concat([preds.assign(method="m1", p=rng.random(40)), preds.assign(method="m2", p=rng.random(40))])
     assert isinstance(plot_calibration(preds), Figure)
     assert "import matplotlib.pyplot" not in inspect.getsource(ragim.metrics)
+
+
+def test_format_table_says_which_metric_counts_fewer_tasks_than_n():
+    """The table's n is a row's largest count; AUROC on fewer targets (one-class test rows)
+    was shown under the same n. A line under the block now says so, and for which rows."""
+    rows = [
+        {"dataset": "d", "protocol": "p", "method": m, "k_shot": 0, "metric": metric,
+         "mean": 0.7, "ci_low": 0.6, "ci_high": 0.8, "n_tasks": n}
+        for m, n_auroc in [("ragim", 2), ("pooled", 3)]
+        for metric, n in [("auroc", n_auroc), ("log_loss", 3)]
+    ]
+    text = format_table(pd.DataFrame(rows))
+    assert "auroc is on fewer tasks than n: 2 of 3 tasks (ragim)" in text
+    assert "log_loss is on fewer" not in text
+    full = format_table(pd.DataFrame([{**r, "n_tasks": 3} for r in rows]))
+    assert "fewer" not in full
