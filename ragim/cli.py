@@ -32,6 +32,8 @@ from ragim.cli_common import (
     FolderSep,
     NaValues,
     Outcome,
+    OverwriteOut,
+    OverwriteSave,
     PatientId,
     PosLabel,
     Quiet,
@@ -49,6 +51,7 @@ from ragim.cli_common import (
     print_local,
     print_provenance,
     print_table,
+    refuse_to_replace,
     setup,
     short,
     silence_library_progress,
@@ -108,6 +111,7 @@ def index_build(
     out: Annotated[Path, typer.Option(help="where to save the index")] = Path(
         "indices/heart-disease"
     ),
+    overwrite: OverwriteOut = False,
     model: Annotated[str, typer.Option(help="logistic | gam")] = "logistic",
     embedder: Annotated[
         str, typer.Option(help="minilm | hashing | a local sentence-transformers folder")
@@ -138,6 +142,7 @@ def index_build(
     exclusions = parse_exclusions(exclude or [])
     folder = FolderOptions(outcome, patient_id, pos_label, sep, na_values)
     tasks = load_dataset(dataset, n_tasks=n_tasks, seed=seed, folder=folder)
+    refuse_to_replace(out, overwrite)  # after the cheap checks of the data, before fitting
     n_excluded = 0
     if exclusions:
         tasks, n_excluded = exclude_tasks(tasks, exclusions)
@@ -228,6 +233,7 @@ def train_attention(
     out: Annotated[Path, typer.Option(help="where to save the generator")] = Path(
         "generators/attention"
     ),
+    overwrite: OverwriteOut = False,
     max_epochs: Annotated[
         int, typer.Option(help="upper bound on epochs (early stopping on validation tasks)")
     ] = 300,
@@ -241,6 +247,7 @@ def train_attention(
     from ragim.index import TaskIndex
 
     progress = setup(as_json, quiet)
+    refuse_to_replace(out, overwrite)
     index = TaskIndex.load(index_path)
     gen = AttentionGenerator(max_epochs=max_epochs, k=k, seed=seed).fit(index, progress=progress)
     gen.save(out)
@@ -406,6 +413,7 @@ def train_sft_cmd(
     out: Annotated[Path, typer.Option(help="where to save the LM generator")] = Path(
         "generators/lm-sft"
     ),
+    overwrite: OverwriteOut = False,
     base_model: Annotated[
         str, typer.Option(help="tiny | smollm2-135m | a local model directory")
     ] = "smollm2-135m",
@@ -460,6 +468,7 @@ def train_sft_cmd(
 ):
     """Supervised fine-tuning (behaviour cloning) of the LM generator with LoRA: train_sft."""
     progress = setup(as_json, quiet)
+    refuse_to_replace(out, overwrite)
     from ragim.index import TaskIndex
     from ragim.train.sft import train_sft
 
@@ -518,6 +527,7 @@ def train_reward_cmd(
     out: Annotated[Path, typer.Option(help="where to save the reward model")] = Path(
         "generators/reward-model"
     ),
+    overwrite: OverwriteOut = False,
     pairs_file: _PairsFile = None,
     n_candidates: _NCandidates = 4,
     pairs: _PairsMode = "best_worst",
@@ -537,6 +547,7 @@ def train_reward_cmd(
     as_json: _JsonSummary = False,
 ):
     progress = setup(as_json, quiet)
+    refuse_to_replace(out, overwrite)
     from ragim.lm.pairs import save_preferences
     from ragim.params import param_names
     from ragim.train.reward import train_reward_model
@@ -583,6 +594,7 @@ def train_dpo_cmd(
     out: Annotated[Path, typer.Option(help="where to save the DPO'd generator")] = Path(
         "generators/lm-dpo"
     ),
+    overwrite: OverwriteOut = False,
     pairs_file: _PairsFile = None,
     n_candidates: _NCandidates = 4,
     pairs: _PairsMode = "best_worst",
@@ -597,6 +609,7 @@ def train_dpo_cmd(
 ):
     """Preference pairs from the generator, then DPO on its LoRA adapter."""
     progress = setup(as_json, quiet)
+    refuse_to_replace(out, overwrite)
     from ragim.train.rl import train_dpo
 
     steps = _optimiser(max_steps, batch_size, learning_rate)
@@ -647,6 +660,7 @@ def train_grpo_cmd(
     out: Annotated[Path, typer.Option(help="where to save the GRPO'd generator")] = Path(
         "generators/lm-grpo"
     ),
+    overwrite: OverwriteOut = False,
     rewards: Annotated[
         str, typer.Option(help="name=weight,... (log_likelihood, auroc, validity, sparsity, sign)")
     ] = "log_likelihood=1",
@@ -672,6 +686,7 @@ def train_grpo_cmd(
     as_json: _JsonSummary = False,
 ):
     progress = setup(as_json, quiet)
+    refuse_to_replace(out, overwrite)
     from ragim.index import TaskIndex
     from ragim.train.rewards import VerifiableRewardConfig
     from ragim.train.rl import train_grpo
@@ -734,9 +749,7 @@ def generate(
     save: Annotated[
         Path | None, typer.Option(help="save the generated parameters as an artifact")
     ] = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="let --save replace a model saved there")
-    ] = False,
+    overwrite: OverwriteSave = False,
     outcome_name: Annotated[
         str | None,
         typer.Option(
@@ -795,10 +808,7 @@ def generate(
         raise typer.BadParameter(
             "--rerank, --reward-model and --num-candidates need --generator (an LM generator)"
         )
-    if save is not None and Path(save).exists() and not overwrite:
-        raise typer.BadParameter(
-            f"--save {save} already exists; choose another path, or add --overwrite to replace it"
-        )
+    refuse_to_replace(save, overwrite, "--save")
     if strict:  # refuse before fitting or loading anything: coverage needs only the index
         from ragim.domain import coverage
 

@@ -28,6 +28,12 @@ QUIET = {"on": False}
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or stage messages")]
 AsJson = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
+OverwriteOut = Annotated[
+    bool, typer.Option("--overwrite", help="let --out replace what is saved there")
+]
+OverwriteSave = Annotated[
+    bool, typer.Option("--overwrite", help="let --save replace a model saved there")
+]
 Outcome = Annotated[
     str | None,
     typer.Option("--outcome", help="the 0/1 outcome column of the CSV files (default: y)"),
@@ -491,3 +497,20 @@ def exclude_tasks(tasks, exclusions: dict[str, list[str]]):
     if not keep:
         raise ValidationError(f"--exclude {exclusion_text(exclusions)} leaves no task to index")
     return tasks.take(keep), len(metas) - len(keep)
+
+
+def refuse_to_replace(path: Path | None, overwrite: bool, option: str = "--out") -> None:
+    """Refuse, before any work, to write over what is at ``path`` unless ``overwrite``
+    (``--overwrite``): an index or a trained generator took minutes to hours to make.
+
+    Raises
+    ------
+    typer.BadParameter
+        One line naming the option and the path.
+    """
+    if path is None or overwrite:
+        return
+    if Path(path).exists():
+        raise typer.BadParameter(
+            f"{option} {path} already exists; choose another path, or add --overwrite to replace it"
+        )

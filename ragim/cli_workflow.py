@@ -27,6 +27,7 @@ import typer
 from ragim.cli_common import (
     AsJson,
     NaValues,
+    OverwriteSave,
     PatientId,
     PosLabel,
     Quiet,
@@ -36,6 +37,7 @@ from ragim.cli_common import (
     fmt,
     one_line_warnings,
     print_table,
+    refuse_to_replace,
     say,
     setup,
     warn,
@@ -296,6 +298,7 @@ def adapt(
     rows: Rows,
     outcome: RequiredOutcome,
     save: Annotated[Path, typer.Option("--save", help="where to save the adapted parameters")],
+    overwrite: OverwriteSave = False,
     method: Annotated[
         str,
         typer.Option(
@@ -331,6 +334,7 @@ def adapt(
             f"--save {save} is the model being adapted, or inside it, or holds it: saving there "
             "would replace it (and its zero-shot parameters); choose another path"
         )
+    refuse_to_replace(save, overwrite, "--save")
     params, _, data = load_model_and_rows(
         params_path, rows, outcome, patient_id, sep, na_values, pos_label=pos_label
     )

@@ -163,7 +163,8 @@ def test_repeated_excludes_leave_out_any_match_and_say_so(tmp_path):
     """Repeated --exclude options are OR-ed: the message says "any of" (it read as AND:
     "with outcome=multivessel, site=Switzerland"), as the help does; task_id=ID names a task."""
     tasks = datasets.heart_disease()
-    args = ["index", "build", "--dataset", "heart-disease", "--embedder", "hashing", "--out", tmp_path / "i"]
+    args = ["index", "build", "--dataset", "heart-disease", "--embedder", "hashing", "--out", tmp_path / "i",
+            "--overwrite"]  # each call rebuilds the same index
     text = " ".join(_ok(*args, "--exclude", "outcome=multivessel", "--exclude", "site=Switzerland").split())
     n = sum(m["outcome"] == "multivessel" or m["site"] == "Switzerland" for m in tasks.metadata)
     assert f"left out {n} task(s) with any of outcome=multivessel, site=Switzerland" in text
@@ -651,7 +652,7 @@ def test_progress_bars_only_on_a_terminal_and_quiet_silences_them(tmp_path, monk
     assert code == 0 and "building index: 100%" in err  # a progress bar
     for quiet in (["--quiet", *args], [*args, "--quiet"], ["-q", *args]):
         monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
-        code, out, err = run_main([*quiet, "--out", tmp_path / "c"], monkeypatch, capsys)
+        code, out, err = run_main([*quiet, "--out", tmp_path / "c", "--overwrite"], monkeypatch, capsys)
         assert code == 0 and err == "", quiet
     from ragim import cli_common
 
@@ -952,7 +953,7 @@ def test_json_output_carries_the_warnings_printed_on_stderr(tmp_path, monkeypatc
     assert any("is outside what the index covers" in line for line in shown), err
     assert json.loads(out)["metadata"]["warnings"] == shown
 
-    code, out, err = run_main([*build, "--json"], monkeypatch, capsys)  # a new command starts clean
+    code, out, err = run_main([*build, "--json", "--overwrite"], monkeypatch, capsys)  # starts clean
     assert json.loads(out)["warnings"] == [line.removeprefix("warning: ") for line in err.splitlines()]
     assert len(err.splitlines()) == 1
 
@@ -980,6 +981,25 @@ def test_na_values_declares_missing_codes_in_every_data_file(tmp_path, monkeypat
     assert "--na-values" in _ok("index", "build", "--help")
     result = runner.invoke(app, ["index", "build", "--dataset", "synthetic", "--na-values", "-99"])
     assert result.exit_code == 2 and "--na-values apply to a task folder" in result.output
+
+
+def test_saved_artifacts_are_not_replaced_without_overwrite(tmp_path, monkeypatch, capsys):
+    """index build --out and adapt --save wrote over what was saved there without a word (the
+    default --out of index build is the committed demo index); they refuse, one line, before
+    any fitting, and --overwrite replaces."""
+    build = ["index", "build", "--dataset", "synthetic", "--n-tasks", "10", "--embedder", "hashing",
+             "--out", tmp_path / "i", "-q"]
+    assert run_main(build, monkeypatch, capsys)[0] == 0
+    before = (tmp_path / "i" / "config.json").read_bytes()
+    code, _, err = run_main([*build[:-3], "--n-tasks", "12", *build[-3:]], monkeypatch, capsys)
+    assert code == 2 and f"--out {tmp_path / 'i'} already exists" in err and "--overwrite" in err
+    assert (tmp_path / "i" / "config.json").read_bytes() == before
+    assert run_main([*build, "--n-tasks", "12", "--overwrite"], monkeypatch, capsys)[0] == 0
+    assert len(TaskIndex.load(tmp_path / "i")) == 12
+    for cmd in (["train", "attention", "--index", tmp_path / "i", "--out", tmp_path / "i"],
+                ["train", "sft", "--index", tmp_path / "i", "--out", tmp_path / "i"]):
+        code, _, err = run_main(cmd, monkeypatch, capsys)
+        assert code == 2 and "already exists" in err, cmd
 
 
 def test_an_operating_system_error_is_one_line_and_json(tmp_path, monkeypatch, capsys):
