@@ -12,9 +12,11 @@ given; it compares their canonical forms:
   pandas guessed are written back as integers (``7.0`` -> ``"7"``), but text is kept as
   text, so ``"007"`` stays ``"007"``: leading zeros are part of an id.
 * :func:`canonical_level` — a categorical level or a group code (site, ASA class,
-  triage level). Numbers and numerals compare by value: ``4``, ``4.0``, ``"4.0"`` and
-  ``"04"`` are all ``"4"``; ``True``/``False`` are ``"1"``/``"0"``; other text is
-  compared as :func:`canonical_text`.
+  triage level). Numbers and plain decimal numerals compare by value: ``4``, ``4.0``,
+  ``"4.0"`` and ``"04"`` are all ``"4"``; ``True``/``False`` are ``"1"``/``"0"``; other
+  text is compared as :func:`canonical_text`, as written: a ward ``"3E1"`` is not ``30``
+  and ``"+5"``, ``"1_000"``, ``"0x1F"`` or ``"inf"`` are not numbers (see
+  :func:`plain_numeral`).
 
 Examples
 --------
@@ -38,7 +40,9 @@ import numpy as np
 
 from ragim.errors import ValidationError
 
-_NUMERAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+#: a plain decimal numeral: ASCII digits, an optional leading minus and decimal point; no
+#: exponent (``3E1`` is a ward, not 30), no ``+``, no digit groups, hex, ``inf`` or ``nan``
+_NUMERAL = re.compile(r"-?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
 #: Unicode categories that carry no visible content: controls (other than tab and newline)
 #: and format characters such as the zero-width space, the BOM and direction marks.
 _INVISIBLE = {"Cc", "Cf"}
@@ -48,15 +52,17 @@ _ASCII_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def is_missing(v: Any) -> bool:
-    """True for None, NaN, NaT and pandas' NA.
+    """True for None, NaN (``Decimal("NaN")`` too), NaT and pandas' NA.
 
-    >>> is_missing(float("nan")), is_missing(None), is_missing(0)
-    (True, True, False)
+    >>> is_missing(float("nan")), is_missing(None), is_missing(0), is_missing(Decimal("NaN"))
+    (True, True, False, True)
     """
     if v is None:
         return True
     if isinstance(v, float | np.floating):
         return math.isnan(v)
+    if isinstance(v, Decimal):
+        return v.is_nan()
     try:
         import pandas as pd
 
@@ -97,6 +103,19 @@ def strip_invisible(s: str) -> str:
     )
 
 
+def plain_numeral(text: Any) -> bool:
+    """Whether ``text`` is text written as a plain decimal numeral (``"4"``, ``"04"``,
+    ``"-2.50"``, ``".5"``; surrounding whitespace allowed): the only text
+    :func:`canonical_level` reads as a number. Exponents (``"3E1"``), a leading ``+``,
+    digit groups (``"1_000"``, ``"1,000"``), hex, ``"inf"``, ``"nan"`` and non-ASCII digits
+    are not plain numerals; neither is anything that is not text.
+
+    >>> [plain_numeral(t) for t in ("04", " -2.50 ", ".5", "3E1", "+5", "1_000", "inf", 4)]
+    [True, True, True, False, False, False, False, False]
+    """
+    return isinstance(text, str) and _NUMERAL.fullmatch(canonical_text(text)) is not None
+
+
 def _number_text(x: Decimal) -> str:
     if x == x.to_integral_value():
         return str(int(x))
@@ -106,8 +125,10 @@ def _number_text(x: Decimal) -> str:
 def canonical_level(v: Any) -> str | None:
     """The canonical text of a categorical level or group code; None for a missing value.
 
-    Numbers compare by value (``4 == 4.0 == "4.0" == "04"``), booleans as ``"1"``/``"0"``,
-    text as :func:`canonical_text`.
+    Numbers (``decimal.Decimal`` too) and plain decimal numerals compare by value
+    (``4 == 4.0 == "4.0" == "04"``), booleans as ``"1"``/``"0"``, other text as
+    :func:`canonical_text`, as written: ``"3E1"`` (a ward) stays ``"3E1"``, not 30 (see
+    :func:`plain_numeral`).
 
     Raises
     ------
@@ -118,6 +139,8 @@ def canonical_level(v: Any) -> str | None:
     --------
     >>> [canonical_level(v) for v in (4, 4.0, "4.0", "04", True, 2.50, "mild", None)]
     ['4', '4', '4', '4', '1', '2.5', 'mild', None]
+    >>> [canonical_level(v) for v in ("3E1", "+5", "1_000", Decimal("0.50"))]
+    ['3E1', '+5', '1_000', '0.5']
     """
     if is_missing(v):
         return None
@@ -131,6 +154,12 @@ def canonical_level(v: Any) -> str | None:
                 f"{v!r} cannot be a category level; levels must be finite numbers or text"
             )
         return _number_text(Decimal(repr(float(v))))
+    if isinstance(v, Decimal):
+        if not v.is_finite():
+            raise ValidationError(
+                f"{v!r} cannot be a category level; levels must be finite numbers or text"
+            )
+        return _number_text(v)
     if isinstance(v, bytes):
         v = v.decode("utf-8", "replace")
     if isinstance(v, list | dict | set | tuple | np.ndarray):
@@ -204,6 +233,12 @@ def canonical_id(v: Any, what: str = "id") -> str:
                 f"{what} {v!r} is not an integer; read ids as text (e.g. dtype=str)"
             )
         return str(int(v))
+    if isinstance(v, Decimal):  # a DECIMAL(p, 0) id column of a SQL export
+        if not (v.is_finite() and v == v.to_integral_value()):
+            raise ValidationError(
+                f"{what} {v!r} is not an integer; read ids as text (e.g. dtype=str)"
+            )
+        return str(int(v))
     if isinstance(v, bytes):
         v = v.decode("utf-8", "replace")
     text = canonical_text(str(v))
@@ -241,6 +276,7 @@ __all__ = [
     "invisible_characters",
     "is_missing",
     "level_key",
+    "plain_numeral",
     "same_level",
     "strip_invisible",
 ]

@@ -38,6 +38,7 @@ from ragim.cli_common import (
     PosLabel,
     Quiet,
     Sep,
+    Thousands,
     check_k,
     check_positive,
     echo_json,
@@ -131,6 +132,7 @@ def index_build(
     pos_label: PosLabel = None,
     sep: FolderSep = ",",
     na_values: NaValues = None,
+    thousands: Thousands = None,
     seed: int = 0,
     quiet: Quiet = False,
     as_json: AsJson = False,
@@ -140,7 +142,7 @@ def index_build(
 
     progress = setup(as_json, quiet)
     exclusions = parse_exclusions(exclude or [])
-    folder = FolderOptions(outcome, patient_id, pos_label, sep, na_values)
+    folder = FolderOptions(outcome, patient_id, pos_label, sep, na_values, thousands)
     tasks = load_dataset(dataset, n_tasks=n_tasks, seed=seed, folder=folder)
     refuse_to_replace(out, overwrite)  # after the cheap checks of the data, before fitting
     n_excluded = 0
@@ -884,6 +886,7 @@ def explain(
     ] = None,
     sep: Sep = ",",
     na_values: NaValues = None,
+    thousands: Thousands = None,
     outcome_name: Annotated[
         str | None, typer.Option("--outcome-name", help="what the model predicts, in words")
     ] = None,
@@ -922,7 +925,7 @@ def explain(
         expl = model.explain(outcome=outcome_name)
     else:  # the outcome is dropped unread: explaining needs no label
         _, model, data = cli_workflow.load_model_and_rows(
-            params_path, rows, outcome, patient_id, sep, na_values, labelled=False
+            params_path, rows, outcome, patient_id, sep, na_values, thousands, labelled=False
         )
         if not 0 <= row < len(data):
             raise typer.BadParameter(f"--row {row} is outside the {len(data)} rows of {rows}")
@@ -968,6 +971,7 @@ def evaluate_cmd(
     pos_label: PosLabel = None,
     sep: FolderSep = ",",
     na_values: NaValues = None,
+    thousands: Thousands = None,
     seed: int = 0,
     quiet: Quiet = False,
     as_json: AsJson = False,
@@ -977,7 +981,7 @@ def evaluate_cmd(
     from ragim.metrics import format_table, summarize, to_records
 
     progress = setup(as_json, quiet)
-    folder = FolderOptions(outcome, patient_id, pos_label, sep, na_values)
+    folder = FolderOptions(outcome, patient_id, pos_label, sep, na_values, thousands)
     tasks = load_dataset(dataset, n_tasks=n_tasks, seed=seed, folder=folder)
     try:
         ks = [int(k) for k in k_shots.split(",") if k.strip()]
@@ -1123,6 +1127,7 @@ def demo(
     pos_label: PosLabel = None,
     sep: FolderSep = ",",
     na_values: NaValues = None,
+    thousands: Thousands = None,
     embedder: Annotated[
         str, typer.Option(help="minilm (bundled, offline) | hashing (fast)")
     ] = "minilm",
@@ -1132,10 +1137,11 @@ def demo(
 ):
     from ragim.demo import run_demo
 
-    folder = FolderOptions(outcome, patient_id, pos_label, sep, na_values)
+    folder = FolderOptions(outcome, patient_id, pos_label, sep, na_values, thousands)
     if tasks_dir is None and folder.given:
         raise typer.BadParameter(
-            "--outcome, --patient-id, --pos-label, --sep and --na-values apply to --tasks-dir"
+            "--outcome, --patient-id, --pos-label, --sep, --na-values and --thousands apply to "
+            "--tasks-dir"
         )
     progress = setup(as_json, quiet)
     with one_line_warnings():

@@ -106,17 +106,32 @@ NaValues = Annotated[
 ]
 
 
+Thousands = Annotated[
+    str | None,
+    typer.Option(
+        "--thousands",
+        help=(
+            "the thousands separator of the CSV files' numbers: '.' for 1.718 (1718) as German "
+            "spreadsheets write it (',' is then the decimal mark: 1.718,5), or ',' for 1,718 "
+            "(as pandas' read_csv thousands)"
+        ),
+    ),
+]
+
+
 @dataclass(frozen=True)
 class FolderOptions:
     """How a task folder is read: a command's ``--outcome``, ``--patient-id``, ``--pos-label``,
-    ``--sep`` and ``--na-values`` (:data:`Outcome`, :data:`PatientId`, :data:`PosLabel`,
-    :data:`FolderSep`, :data:`NaValues`), as :func:`load_dataset` takes them."""
+    ``--sep``, ``--na-values`` and ``--thousands`` (:data:`Outcome`, :data:`PatientId`,
+    :data:`PosLabel`, :data:`FolderSep`, :data:`NaValues`, :data:`Thousands`), as
+    :func:`load_dataset` takes them."""
 
     outcome: str | None = None
     patient_id: str | None = None
     pos_label: str | None = None
     sep: str = ","
     na_values: list[str] | None = None
+    thousands: str | None = None
 
     @property
     def given(self) -> bool:
@@ -127,6 +142,7 @@ class FolderOptions:
             or self.pos_label is not None
             or self.sep != ","
             or bool(self.na_values)
+            or self.thousands is not None
         )
 
 
@@ -383,15 +399,15 @@ def load_dataset(
 ):
     """A TaskCollection from a dataset name, a saved task collection or a task folder (read as
     ``folder`` says: its outcome and patient-id columns, event value, CSV separator and
-    missing-value codes)."""
+    missing-value codes, thousands separator)."""
     from ragim import datasets
     from ragim.tasks import TaskCollection
 
     folder = FolderOptions() if folder is None else folder
     if folder.given and name in DATASETS:
         raise typer.BadParameter(
-            "--outcome, --patient-id, --pos-label, --sep and --na-values apply to a task "
-            f"folder, not to {name!r}"
+            "--outcome, --patient-id, --pos-label, --sep, --na-values and --thousands apply to "
+            f"a task folder, not to {name!r}"
         )
     if name == "heart-disease":
         return datasets.heart_disease()
@@ -405,10 +421,15 @@ def load_dataset(
         return datasets.procedure_family(n_tasks=1000 if n_tasks is None else n_tasks, seed=seed)
     path = Path(name)
     if (path / "manifest.json").is_file():
-        if folder.outcome is not None or folder.patient_id is not None or folder.na_values:
+        if (
+            folder.outcome is not None
+            or folder.patient_id is not None
+            or folder.na_values
+            or folder.thousands is not None
+        ):
             raise typer.BadParameter(
-                f"--outcome, --patient-id and --na-values apply to a task folder; {name} is a "
-                "saved task collection"
+                f"--outcome, --patient-id, --na-values and --thousands apply to a task folder; "
+                f"{name} is a saved task collection"
             )
         return TaskCollection.load(path)
     if path.is_dir():

@@ -32,6 +32,7 @@ from ragim.cli_common import (
     PosLabel,
     Quiet,
     Sep,
+    Thousands,
     check_positive,
     echo_json,
     fmt,
@@ -96,6 +97,7 @@ def load_model_and_rows(
     patient_id: str | None,
     sep: str,
     na_values: list[str] | None,
+    thousands: str | None = None,
     *,
     pos_label=None,
     labelled: bool = True,
@@ -110,7 +112,13 @@ def load_model_and_rows(
         {"outcome": outcome, "pos_label": pos_label} if labelled else {"ignore_outcome": outcome}
     )
     data = read_rows(
-        rows, schema=params.schema, patient_id=patient_id, sep=sep, na_values=na_values, **label
+        rows,
+        schema=params.schema,
+        patient_id=patient_id,
+        sep=sep,
+        na_values=na_values,
+        thousands=thousands,
+        **label,
     )
     return params, model, data
 
@@ -128,13 +136,14 @@ def predict(
     patient_id: PatientId = None,
     sep: Sep = ",",
     na_values: NaValues = None,
+    thousands: Thousands = None,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ):
     """Predicted risks for a CSV of patients."""
     setup(as_json, quiet)
     params, model, data = load_model_and_rows(
-        params_path, rows, outcome, patient_id, sep, na_values, labelled=False
+        params_path, rows, outcome, patient_id, sep, na_values, thousands, labelled=False
     )
     risk = model.predict_proba(data.X)[:, 1]
     table = pd.DataFrame({"row": np.arange(len(risk))})
@@ -192,6 +201,7 @@ def score(
     pos_label: PosLabel = None,
     sep: Sep = ",",
     na_values: NaValues = None,
+    thousands: Thousands = None,
     png: Annotated[
         Path | None,
         typer.Option("--png", help="write a calibration plot (reliability diagram) here"),
@@ -217,7 +227,7 @@ def score(
     if n_boot < 0:
         raise typer.BadParameter(f"--n-boot must be >= 0, got {n_boot}")
     params, model, data = load_model_and_rows(
-        params_path, rows, outcome, patient_id, sep, na_values, pos_label=pos_label
+        params_path, rows, outcome, patient_id, sep, na_values, thousands, pos_label=pos_label
     )
     if sha256_file(rows) in _adapted_on(params):
         warn(
@@ -314,6 +324,7 @@ def adapt(
     pos_label: PosLabel = None,
     sep: Sep = ",",
     na_values: NaValues = None,
+    thousands: Thousands = None,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ):
@@ -336,7 +347,7 @@ def adapt(
         )
     refuse_to_replace(save, overwrite, "--save")
     params, _, data = load_model_and_rows(
-        params_path, rows, outcome, patient_id, sep, na_values, pos_label=pos_label
+        params_path, rows, outcome, patient_id, sep, na_values, thousands, pos_label=pos_label
     )
     digest = sha256_file(rows)
     if digest in _adapted_on(params):
@@ -405,6 +416,7 @@ def adapt(
             ["ragim", "score", str(save), "--rows", "OTHER.csv", "--outcome", outcome]
             + ([] if pos_label is None else ["--pos-label", str(pos_label)])
             + ([] if sep == "," else ["--sep", sep])
+            + ([] if thousands is None else ["--thousands", thousands])
         )
     )
 

@@ -75,6 +75,7 @@ def run_demo(
     pos_label: str | None = None,
     sep: str = ",",
     na_values: Any = None,
+    thousands: str | None = None,
 ) -> dict[str, Any]:
     """Run the demo and return its scores and report paths (see module docstring).
 
@@ -84,8 +85,9 @@ def run_demo(
     site : the held-out group (a value of ``metadata[group]``): the hospital the index never sees.
     tasks_dir : a task folder (see :func:`ragim.datasets.folder.load_task_folder`) instead of
         the bundled heart-disease data; ``outcome`` and ``patient_id`` name its columns,
-        ``pos_label`` its positive outcome value, ``sep`` its CSV field separator and
-        ``na_values`` its missing-value codes.
+        ``pos_label`` its positive outcome value, ``sep`` its CSV field separator,
+        ``na_values`` its missing-value codes and ``thousands`` its numbers' thousands
+        separator.
     group : the metadata key that defines hospitals.
     target_task : which held-out task to generate (default: the largest).
     embedder : description embedder ("minilm" is the bundled offline model; "hashing" is fast).
@@ -112,7 +114,7 @@ def run_demo(
             for k, v in (("outcome", outcome), ("patient_id", patient_id), ("pos_label", pos_label))
             if v is not None
         }
-        tasks = load_task_folder(tasks_dir, sep=sep, na_values=na_values, **kw)
+        tasks = load_task_folder(tasks_dir, sep=sep, na_values=na_values, thousands=thousands, **kw)
     else:
         tasks = datasets.heart_disease()
     train, targets = tasks.group_split(group, [site])

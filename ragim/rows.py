@@ -10,7 +10,7 @@ outcomes other than 0/1, and columns that do not match the model.
 Examples
 --------
 >>> import tempfile, pathlib, pandas as pd
->>> from ragim.schema import FeatureSchema
+>>> from ragim.schema import FeatureSchema, thousands_problem, thousands_separator
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "rows.csv"
 >>> _ = path.write_text("id,age,cad\\n7,61,1\\n8,45,0\\n")
 >>> X = pd.DataFrame({"age": [40.0, 70.0]})
@@ -38,7 +38,7 @@ import pandas as pd
 
 from ragim.canonical import canonical_id, canonical_text
 from ragim.errors import DataWarning, ValidationError
-from ragim.schema import FeatureSchema
+from ragim.schema import FeatureSchema, thousands_problem, thousands_separator
 from ragim.tasks import binary_outcome
 
 DEFAULT_PATIENT_ID = "patient_id"
@@ -221,6 +221,72 @@ def _mark_pandas_na_text(df: pd.DataFrame, text_columns: tuple[str, ...]) -> pd.
     return df
 
 
+def _decimals_as_numbers(df: pd.DataFrame, text_columns: tuple[str, ...]) -> pd.DataFrame:
+    """``df`` (read from Parquet) with its DECIMAL columns (``decimal.Decimal`` objects, as SQL
+    exports write ``NUMERIC(6,2)``) as float numbers, as the same table written as CSV reads;
+    ``text_columns`` keep their values (ids and outcomes compare them in canonical form)."""
+    for c in df.columns:
+        s = df[c]
+        if (
+            canonical_text(str(c)) not in text_columns
+            and pd.api.types.is_object_dtype(s)
+            and pd.api.types.infer_dtype(s, skipna=True) == "decimal"
+        ):
+            df[c] = pd.to_numeric(s, errors="coerce").astype(float)
+    return df
+
+
+def _may_hold_grouped(v: np.ndarray) -> bool:
+    """Whether float values read from a CSV may have been numbers written with a thousands
+    separator (``1.718`` for 1718): some have 1 to 3 decimals and lie in [1, 1000), and at
+    least 2 distinct whole numbers lie in [100, 1000). :func:`thousands_separator` then
+    decides on the text as written."""
+    v = v[np.isfinite(v)]
+    whole = v == np.round(v)
+    milli = v * 1000
+    three = (
+        ~whole & (np.abs(v) >= 1) & (np.abs(v) < 1000) & (np.abs(milli - np.round(milli)) < 1e-6)
+    )
+    hundreds = v[whole & (np.abs(v) >= 100) & (np.abs(v) < 1000)]
+    return bool(three.any()) and len(np.unique(hundreds)) >= 2
+
+
+def _check_thousands(
+    df: pd.DataFrame, path: Path, sep: str, text_columns: tuple[str, ...], where: str
+) -> None:
+    """Refuse a CSV column of numbers written with a thousands separator
+    (:func:`~ragim.schema.thousands_separator`): pandas reads ``1.718`` as 1.718, and
+    ``1,718`` as text. Float columns that may hold such numbers are read again as text."""
+    found: dict[str, tuple[str, list[str], list[str]]] = {}
+    floats = []
+    for c in df.columns:
+        if canonical_text(str(c)) in text_columns:
+            continue
+        s = df[c]
+        if pd.api.types.is_float_dtype(s):
+            if _may_hold_grouped(s.to_numpy(dtype=float)):
+                floats.append(c)
+        elif pd.api.types.is_object_dtype(s) or pd.api.types.is_string_dtype(s):
+            if hit := thousands_separator(s.dropna().to_numpy(dtype=object)):
+                found[c] = hit
+    if floats:
+        written = pd.read_csv(path, sep=sep, usecols=floats, dtype=str, encoding="utf-8-sig")
+        for c in floats:
+            if hit := thousands_separator(written[c].dropna().to_numpy(dtype=object)):
+                found[c] = hit
+    if found:
+        c, hit = next((c, found[c]) for c in df.columns if c in found)
+        raise ValidationError(
+            f"{where}{path}: "
+            + thousands_problem(
+                canonical_text(str(c)),
+                hit,
+                f"read the file with thousands={hit[0]!r} (load_task_folder, read_rows; "
+                f"--thousands {hit[0]!r}), or save the numbers without it",
+            )
+        )
+
+
 def _check_na_columns(path: Path, na: NaValues, names: list[str], where: str) -> None:
     """Refuse per-column ``na_values`` naming a column the file does not have."""
     if not isinstance(na, dict):
@@ -242,6 +308,7 @@ def read_table(
     all_text: bool = False,
     where: str = "",
     na_values: Any = None,
+    thousands: str | None = None,
 ) -> pd.DataFrame:
     """Read one CSV or Parquet table with the checks every ragim reader applies.
 
@@ -258,18 +325,37 @@ def read_table(
         in ``pd.read_csv(na_values=...)``: a value or a list for every column but
         ``text_columns``, or a dict ``{column: value or list}`` for those columns only; numbers
         match by value (``-99`` matches ``-99.0``).
+    thousands : the thousands separator of a CSV file's numbers, as in
+        ``pd.read_csv(thousands=...)``: ``"."`` for ``1.718`` (1718) as a German spreadsheet
+        writes it, which also makes ``","`` the decimal mark (``1.718,5``); ``","`` for
+        ``1,718`` (quoted, in a comma-separated file). Without it, a column of numbers written
+        with one is refused (see
+        :func:`~ragim.schema.thousands_separator`). Parquet files store numbers as numbers.
 
     Raises
     ------
     ValidationError
         One line: a missing, empty, unreadable or non-UTF-8 file, duplicated or blank column
-        names, or a header read as one column that holds another separator (the message names it
-        and says ``--sep``).
+        names, a header read as one column that holds another separator (the message names it
+        and says ``--sep``), a ``thousands`` that is not one character (other than a digit or
+        a sign), or, without ``thousands``, a column of numbers written with a thousands
+        separator (``1.718`` beside ``961``: the message names the column and says
+        ``thousands=``).
     """
     path = Path(path)
     na = na_value_spec(na_values)
     if not isinstance(sep, str) or len(sep) != 1:
         raise ValidationError(f"--sep must be one character such as ',' or ';', got {sep!r}")
+    if thousands is not None and (
+        not isinstance(thousands, str)
+        or len(thousands) != 1
+        or thousands.isdigit()
+        or thousands in "-+"
+    ):
+        raise ValidationError(
+            f"--thousands must be one character such as '.' or ',' (not a digit or a sign), "
+            f"got {thousands!r}"
+        )
     if not path.is_file():
         raise ValidationError(f"cannot read {where}{path}: no such file")
     try:
@@ -283,7 +369,7 @@ def read_table(
             ]
             _check_header(path, names, where)
             _check_na_columns(path, na, names, where)
-            df = pd.read_parquet(path)
+            df = _decimals_as_numbers(pd.read_parquet(path), text_columns)
             if all_text:
                 return df.astype(object).where(df.notna(), None)
             df = _mark_pandas_na_text(df, text_columns)  # as read_csv reads "NA", "null", ...
@@ -320,9 +406,16 @@ def read_table(
                     if canonical_text(n) not in text_columns and na_codes_for(na, n)
                 }
                 or None,
+                **(
+                    {}
+                    if thousands is None
+                    else {"thousands": thousands, "decimal": "," if thousands == "." else "."}
+                ),
             )
             if na:  # cells padded with spaces (" unknown"), which pandas compares as written
                 df = _mark_missing(df, na, text_columns)
+            if thousands is None:
+                _check_thousands(df, path, sep, text_columns, where)
     except ValidationError:
         raise
     except UnicodeDecodeError as exc:
@@ -395,6 +488,7 @@ def read_rows(
     ignore_outcome: str | None = None,
     where: str = "--rows",
     na_values: Any = None,
+    thousands: str | None = None,
 ) -> PatientRows:
     """Read patients from a CSV file; see the module docstring.
 
@@ -416,6 +510,8 @@ def read_rows(
         as ``"."`` or ``-99``), as for :func:`read_table`; never in the ids. In the outcome a
         declared code is a blank outcome, which is refused naming its rows (as in a task
         folder), never read as a third label.
+    thousands : the thousands separator of the file's numbers (``"."`` for ``1.718``, which
+        also makes ``","`` the decimal mark), as for :func:`read_table`.
 
     Returns
     -------
@@ -429,7 +525,14 @@ def read_rows(
     path = Path(path)
     ids_col = patient_id or DEFAULT_PATIENT_ID
     text = (ids_col,) if outcome is None else (ids_col, outcome)  # outcomes as written
-    df = read_table(path, sep=sep, text_columns=text, where=f"{where} ", na_values=na_values)
+    df = read_table(
+        path,
+        sep=sep,
+        text_columns=text,
+        where=f"{where} ",
+        na_values=na_values,
+        thousands=thousands,
+    )
     if len(df) == 0:
         raise ValidationError(f"{where} {path} has a header but no patient rows")
     # an outcome is never one of the model's features nor the patient ids
@@ -454,7 +557,7 @@ def read_rows(
             "name the 0/1 outcome column with --outcome",
             taken,
         )
-        written = df[outcome].to_numpy(dtype=object)
+        written = df[outcome].to_numpy(dtype=object, copy=True)  # pandas may give a read-only view
         # a declared missing-value code is a blank outcome, as in a task folder:
         # binary_outcome names those rows
         written[missing_code_mask(df[outcome], na_codes_for(na_value_spec(na_values), outcome))] = (

@@ -27,6 +27,7 @@ Examples
 from __future__ import annotations
 
 import datetime
+import decimal
 import hashlib
 import json
 import math
@@ -38,7 +39,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ragim.canonical import canonical_level, canonical_text, level_key
+from ragim.canonical import canonical_level, canonical_text, level_key, plain_numeral
 from ragim.checks import check_int
 from ragim.errors import DataWarning, ValidationError
 from ragim.io import parse_json
@@ -983,6 +984,23 @@ _WRITTEN_DATE = re.compile(
     r"(\d{1,2}[./-]\d{1,2}[./-](\d{4}|\d{2})|\d{4}[./]\d{1,2}[./]\d{1,2})"
     r"([ T]\d{1,2}:\d{2}(:\d{2})?)?"
 )
+_MONTHS = (
+    "january jan februar february feb march mar april apr may june jun july jul august aug "
+    "september sept sep october oct november nov december dec "
+    "januar jänner jän märz mär mrz mai juni juli oktober okt dezember dez"  # German
+).split()
+_MONTH = "(" + "|".join(sorted(_MONTHS, key=len, reverse=True)) + r")\.?"
+_DAY, _YEAR, _GAP = r"\d{1,2}(st|nd|rd|th)?", r"(\d{4}|\d{2})", r"[-/.,]?\s*"
+#: dates with the month as a word: 19-Oct-1992, 19OCT1992 (SAS), Oct 19 1992, 19 October 1992,
+#: October 19, 1992, 1992-Oct-19, Mon, 19 Oct 1992, optionally with a time. A day and a year
+#: are required, so a month written alone ("Oct", "May 2020") stays text.
+_NAMED_DATE = re.compile(
+    r"((mon|tue|wed|thu|fri|sat|sun)[a-z]*\.?,?\s+)?"
+    rf"({_DAY}{_GAP}{_MONTH}{_GAP}{_YEAR}|{_MONTH}{_GAP}{_DAY}([-/.,]\s*|\s+){_YEAR}"
+    rf"|\d{{4}}{_GAP}{_MONTH}{_GAP}\d{{1,2}})"
+    r"([ T:]\s*\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?(\s*[ap]\.?m\.?)?)?",
+    re.IGNORECASE,
+)
 _TEMPORAL_OBJECTS = (
     datetime.date,
     datetime.timedelta,
@@ -994,7 +1012,8 @@ _TEMPORAL_OBJECTS = (
 
 def value_kind(s: pd.Series) -> str:
     """What a column holds: "empty", "bool", "numeric", "text", "datetime", "timedelta",
-    "period" or "complex" (dtype first, then the Python objects of an object column)."""
+    "period" or "complex" (dtype first, then the Python objects of an object column: numbers,
+    ``decimal.Decimal`` among them, are "numeric")."""
     vals = s.dropna()
     if len(vals) == 0:
         return "empty"
@@ -1022,13 +1041,18 @@ def value_kind(s: pd.Series) -> str:
     if all(isinstance(v, bool | np.bool_) for v in objs):
         return "bool"
     if all(
-        isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool | np.bool_)
+        isinstance(v, int | float | np.integer | np.floating | decimal.Decimal)
+        and not isinstance(v, bool | np.bool_)
         for v in objs
     ):
-        return "numeric"
+        return "numeric"  # decimal.Decimal: a DECIMAL column of Parquet or a database
     if all(
         isinstance(v, str)
-        and (_ISO_DATE.fullmatch(v.strip()) or _WRITTEN_DATE.fullmatch(v.strip()))
+        and (
+            _ISO_DATE.fullmatch(v.strip())
+            or _WRITTEN_DATE.fullmatch(v.strip())
+            or _NAMED_DATE.fullmatch(v.strip())
+        )
         for v in objs
     ):
         return "datetime"
@@ -1076,6 +1100,9 @@ def read_feature(feature: Feature, s: pd.Series) -> tuple[pd.Series | np.ndarray
     else:
         if pd.api.types.is_bool_dtype(s) or kind == "bool":
             s = s.astype(float)
+        if kind == "text" and (found := thousands_separator(s.dropna().to_numpy(dtype=object))):
+            fix = f"write them without it (pandas: pd.read_csv(..., thousands={found[0]!r}))"
+            return None, [thousands_problem(feature.name, found, fix)]
         try:
             num = pd.to_numeric(s, errors="coerce")
         except TypeError:  # unhashable or otherwise odd objects
@@ -1133,6 +1160,65 @@ def temporal_problem(name: str, kind: str, where: str = "") -> str:
 
 
 DECIMAL_COMMA = re.compile(r"[-+]?\d+,\d+")
+#: for each thousands separator: a number written with it (1.718, 12.345.678, 1.718,5), and a
+#: number written without it (961, 961,5)
+_GROUPED = {
+    ".": (re.compile(r"-?[1-9]\d{0,2}(\.\d{3})+(,\d+)?"), re.compile(r"-?\d+(,\d+)?")),
+    ",": (re.compile(r"-?[1-9]\d{0,2}(,\d{3})+(\.\d+)?"), re.compile(r"-?\d+(\.\d+)?")),
+}
+
+
+def thousands_separator(values: Iterable[Any]) -> tuple[str, list[str], list[str]] | None:
+    """``(separator, up to 3 values written with it, 2 values written without it)`` when the
+    text among ``values`` reads as numbers written with a thousands separator (``'1.718'``
+    for 1718, as a German spreadsheet writes it; ``'1,718'`` in English); else None.
+
+    The rule is conservative, so that a number written with 3 decimals is not taken for one:
+    every text value holding the separator is 1 to 3 digits (not starting with 0) then groups
+    of exactly 3 digits (``1.718``, ``12.345.678``, ``1.718,5``), every other text value is a
+    number written without it, and at least 2 distinct ones of those have 3 digits before
+    any decimal mark (``961``, ``961,2``; not missing-value codes such as 999): written in
+    full beside the grouped ones, they show the column runs from hundreds into thousands.
+    ``1.250`` among ``0.5``-``3`` mmol/L, a column of ``1.015``-``1.030`` with ``999`` for
+    missing, or one whose values all hold the separator, is not taken for one.
+
+    >>> thousands_separator(["1.718", "961", "7.395", "516", None])
+    ('.', ['1.718', '7.395'], ['961', '516'])
+    >>> thousands_separator(["1,718", "961.5", "516", "250"])
+    (',', ['1,718'], ['961.5', '516'])
+    >>> thousands_separator(["1.250", "0.5", "2", "3"]) is None  # mmol/L with 3 decimals
+    True
+    """
+    texts = list(dict.fromkeys(v.strip() for v in values if isinstance(v, str) and v.strip()))
+    for mark, (grouped, plain) in _GROUPED.items():
+        holding = [t for t in texts if mark in t]
+        if not holding or not all(grouped.fullmatch(t) for t in holding):
+            continue
+        rest = [t for t in texts if mark not in t]
+        if not all(plain.fullmatch(t) for t in rest):
+            continue
+        hundreds: dict[str, str] = {}  # by the digits before any decimal mark
+        for t in rest:
+            digits = re.split("[.,]", t.lstrip("-"))[0]
+            if (
+                len(digits) == 3
+                and digits[0] != "0"
+                and not (digits == t and int(t) in MISSING_CODES)
+            ):
+                hundreds.setdefault(digits, t)
+        if len(hundreds) >= 2:
+            return mark, holding[:3], list(hundreds.values())[:2]
+    return None
+
+
+def thousands_problem(name: str, found: tuple[str, list[str], list[str]], fix: str) -> str:
+    """The message for a column of numbers written with a thousands separator
+    (:func:`thousands_separator`'s ``found``), ending with how to read them (``fix``)."""
+    mark, grouped, plain = found
+    return (
+        f"column {name!r} holds numbers written with {mark!r} as a thousands separator (e.g. "
+        f"{grouped} beside {plain} written in full), which would be read as decimals; {fix}"
+    )
 
 
 def decimal_comma_values(values: Iterable[Any]) -> list[str]:
@@ -1143,8 +1229,12 @@ def decimal_comma_values(values: Iterable[Any]) -> list[str]:
     ['1,5', '0,75']
     >>> decimal_comma_values(["1,5", "high"])
     []
+    >>> decimal_comma_values(["1,718", "961", "516"])  # see thousands_separator
+    []
     """
     texts = [v.strip() for v in values if isinstance(v, str) and v.strip()]
+    if (found := thousands_separator(texts)) and found[0] == ",":
+        return []  # '1,718' beside '961': a thousands separator, not a decimal comma
     commas = [t for t in texts if DECIMAL_COMMA.fullmatch(t)]
     if not commas or any(
         not (DECIMAL_COMMA.fullmatch(t) or t.lstrip("+-").isdigit()) for t in texts
@@ -1427,7 +1517,16 @@ def _infer_type(
                 pd.unique(pd.to_numeric(s.dropna().astype(object), errors="coerce")).tolist()
             )
         return "binary" if vals <= {0, 1} else "continuous"
-    commas = decimal_comma_values(v for _, s, _ in text for v in s.dropna().to_numpy(dtype=object))
+    written = [v for _, s, _ in text for v in s.dropna().to_numpy(dtype=object)]
+    if found := thousands_separator(written):
+        raise ValidationError(
+            thousands_problem(
+                name,
+                found,
+                f"write them without it (pandas: pd.read_csv(..., thousands={found[0]!r}))",
+            )
+        )
+    commas = decimal_comma_values(written)
     if commas:
         raise ValidationError(
             f"column {name!r} holds numbers written with a decimal comma (e.g. {commas}); write "
@@ -1516,13 +1615,15 @@ def _check_text_column(name: str, s: pd.Series, where: str = "") -> None:
             f"column {name!r}{at} holds {type(odd[0]).__name__} values; features must be "
             "numbers or text"
         )
-    as_num = pd.to_numeric(
-        vals.map(lambda v: v if isinstance(v, str | int | float | np.number) else None),
-        errors="coerce",
-    )
-    n_num = int(as_num.notna().sum())
+    # numbers, and text written as plain numerals ("30", "4.0"); not "3E1" (a ward), "+5", "inf"
+    is_num = [
+        plain_numeral(v)
+        or (isinstance(v, int | float | np.number | decimal.Decimal) and not isinstance(v, bool))
+        for v in vals
+    ]
+    n_num = sum(is_num)
     if 0 < n_num < len(vals):
-        words = [str(v).strip() for v, x in zip(vals, as_num, strict=True) if pd.isna(x)]
+        words = [str(v).strip() for v, x in zip(vals, is_num, strict=True) if not x]
         text = list(dict.fromkeys(words))
         shown = f"{text[:5]}" + (f" and {len(text) - 5} more" if len(text) > 5 else "")
         raise ValidationError(

@@ -280,7 +280,7 @@ def test_sep_takes_the_tab_a_shell_passes_and_is_refused_for_a_bundled_dataset(t
     assert runner.invoke(app, [*args, "--sep", "\\t"]).exit_code == 0
     ignored = runner.invoke(app, ["evaluate", "--dataset", "synthetic", "--n-tasks", "8", "--sep", ";"],
                             env={"COLUMNS": "200"})
-    assert ignored.exit_code != 0 and "--sep and --na-values apply to a task folder" in ignored.output
+    assert ignored.exit_code != 0 and "--sep, --na-values and --thousands apply to a task folder" in ignored.output
 
 
 def test_evaluate_reports_what_each_fold_did_as_notes_not_warnings():

@@ -217,6 +217,36 @@ def test_predict_reads_a_semicolon_file_with_sep(root, tmp_path):
     assert [r["risk"] for r in a["risks"]] == [r["risk"] for r in b["risks"]]
 
 
+def test_rows_and_folders_written_by_a_german_spreadsheet_read_with_thousands(root, tmp_path, monkeypatch, capsys):
+    """--thousands '.' reads 1.718 as 1718 and ',' as the decimal mark, in --rows and task folders."""
+    d = root["path"]
+    pd.read_csv(d / "validate.csv").to_csv(tmp_path / "de.csv", sep=";", decimal=",", index=False)
+    a = _json("predict", d / "m0", "--rows", d / "validate.csv", "--outcome", "cad")
+    b = _json("predict", d / "m0", "--rows", tmp_path / "de.csv", "--outcome", "cad", "--sep", ";",
+              "--thousands", ".")
+    assert [r["risk"] for r in a["risks"]] == [r["risk"] for r in b["risks"]]
+    folder = tmp_path / "tasks"
+    (folder / "data").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        alk = rng.lognormal(6.9, 0.7, 60).round().astype(int)
+        pd.DataFrame({"patient_id": [f"w{i}-{j}" for j in range(60)],
+                      "alk_phos": [f"{v:,}".replace(",", ".") for v in alk],
+                      "y": (rng.random(60) < 0.5).astype(int)}).to_csv(folder / "data" / f"t{i}.csv", sep=";",
+                                                                      index=False)
+    pd.DataFrame({"task_id": [f"t{i}" for i in range(3)],
+                  "description": [f"Predict death in cholangitis, clinic {i}" for i in range(3)]}).to_csv(
+        folder / "descriptions.csv", index=False)
+    build = ["index", "build", "--dataset", folder, "--embedder", "hashing", "--sep", ";", "-q"]
+    code, _, err = run_main([*build, "--out", tmp_path / "i0"], monkeypatch, capsys)
+    assert code == 2 and "column 'alk_phos' holds numbers written with '.' as a thousands separator" in err
+    assert "--thousands '.'" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_main([*build, "--thousands", ".", "--out", tmp_path / "i1"], monkeypatch, capsys)
+    assert code == 0, err
+    code, _, err = run_main(["evaluate", "--dataset", "synthetic", "--thousands", "."], monkeypatch, capsys)
+    assert code == 2 and "--thousands apply to a task folder" in err
+
+
 def test_predict_ignores_an_outcome_written_yes_no_without_reading_it(root, tmp_path, monkeypatch, capsys):
     d = root["path"]
     a = _json("predict", d / "m0", "--rows", d / "validate.csv", "--outcome", "cad")
@@ -825,7 +855,7 @@ def test_bad_inputs_are_one_line_and_exit_2(
         (
             "index",
             ["build", "--outcome", "cad", "--out", "{t}/i"],
-            "--outcome, --patient-id, --pos-label, --sep and --na-values apply to a task folder",
+            "--outcome, --patient-id, --pos-label, --sep, --na-values and --thousands apply to a task folder",
         ),
     ],
 )
@@ -980,7 +1010,7 @@ def test_na_values_declares_missing_codes_in_every_data_file(tmp_path, monkeypat
     assert code == 0 and re.search(r"'creatinine' holds -99 in 30 row\(s\).*--na-values -99", err)
     assert "--na-values" in _ok("index", "build", "--help")
     result = runner.invoke(app, ["index", "build", "--dataset", "synthetic", "--na-values", "-99"])
-    assert result.exit_code == 2 and "--na-values apply to a task folder" in result.output
+    assert result.exit_code == 2 and "--na-values and --thousands apply to a task folder" in result.output
 
 
 def test_saved_artifacts_are_not_replaced_without_overwrite(tmp_path, monkeypatch, capsys):

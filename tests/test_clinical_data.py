@@ -7,6 +7,7 @@ nothing crashed: a plausible wrong answer is the failure these guard against.
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 import warnings
 
@@ -909,3 +910,183 @@ def test_bundled_datasets_scored_on_their_own_rows_raise_no_code_warning(make):
         schema.warn_new_rows(schema.validate_frame(rows))
         LogisticModel(schema=schema).fit(tasks[0].X, tasks[0].y).predict_proba(rows)
     assert not _code_warnings(caught)
+
+
+# ------------------------------------------------------------------ kind 10: numbers and codes as exports write them
+def _alk_phos(n: int, seed: int = 0) -> np.ndarray:
+    """Alkaline phosphatase in U/L (about 300-14000, a third of them >= 1000, as in survival::pbc)."""
+    return np.random.default_rng(seed).lognormal(6.9, 0.7, n).round().clip(290, 13900).astype(int)
+
+
+def _grouped(v: int, mark: str) -> str:
+    return f"{v:,}".replace(",", mark)
+
+
+def _lab_folder(root, column: list[str], *, sep: str = ",", n_tasks: int = 2):
+    (root / "data").mkdir(parents=True)
+    n = len(column) // n_tasks
+    for k in range(n_tasks):
+        pd.DataFrame({"patient_id": [f"{k}-{i}" for i in range(n)], "alk_phos": column[k * n:(k + 1) * n],
+                      "y": np.arange(n) % 2}).to_csv(root / "data" / f"t{k}.csv", sep=sep, index=False)
+    pd.DataFrame({"task_id": [f"t{k}" for k in range(n_tasks)],
+                  "description": [f"Predict death in cholangitis, clinic {k}" for k in range(n_tasks)]}).to_csv(
+        root / "descriptions.csv", index=False)
+    return root
+
+
+@pytest.mark.parametrize("sep, mark", [(";", "."), (",", ","), (";", ",")])
+def test_numbers_with_a_thousands_separator_are_refused_naming_the_column_and_read_with_thousands(
+        tmp_path, sep, mark):
+    """A German spreadsheet writes 1718 U/L as '1.718' (pandas reads 1.718); an English one as "1,718" (text)."""
+    true = _alk_phos(120)
+    root = _lab_folder(tmp_path / "f", [_grouped(v, mark) for v in true], sep=sep)
+    with pytest.raises(ValidationError, match=rf"t0.csv: column 'alk_phos' holds numbers written with "
+                                              rf"'{re.escape(mark)}' as a thousands separator \(e\.g\. \['"
+                                              rf".*read the file with thousands='{re.escape(mark)}'") as err:
+        load_task_folder(root, sep=sep)
+    assert "decimal comma" not in str(err.value) and "\n" not in str(err.value)
+    tc = load_task_folder(root, sep=sep, thousands=mark)
+    read = np.concatenate([t.X["alk_phos"].to_numpy() for t in tc])
+    np.testing.assert_array_equal(read, true)
+    assert tc.schema["alk_phos"].type == "continuous"
+
+    from ragim.rows import read_rows
+
+    rows = root / "data" / "t0.csv"
+    with pytest.raises(ValidationError, match=r"--rows .*t0.csv: column 'alk_phos' holds numbers written with"):
+        read_rows(rows, sep=sep, outcome="y")
+    np.testing.assert_array_equal(read_rows(rows, sep=sep, outcome="y", thousands=mark).X["alk_phos"], true[:60])
+
+
+def test_german_thousands_with_a_decimal_comma_read_as_one_number(tmp_path):
+    values = ["1.718,4", "961,2", "7.394,8", "516,0", "2.115,5", "702,3"] * 5
+    root = _lab_folder(tmp_path / "f", values, sep=";")
+    with pytest.raises(ValidationError, match="column 'alk_phos' holds numbers written with '.' as a thousands"):
+        load_task_folder(root, sep=";")
+    tc = load_task_folder(root, sep=";", thousands=".")
+    assert tc["t0"].X["alk_phos"].tolist()[:4] == [1718.4, 961.2, 7394.8, 516.0]
+
+
+@pytest.mark.parametrize("values", [
+    ["0.5", "1.250", "2", "3", "0.75", "1.5", "2.125"],  # mmol/L, one value written with 3 decimals
+    ["1.015", "1.020", "1.030", "999", "1.010", "1.025"],  # urine specific gravity, 999 = missing
+    ["1.250", "2.125", "1", "3", "2"],  # no value of 100-999 written in full
+    ["0.500", "120", "250", "0.125"],  # a grouped number never starts with 0
+    ["1.5", "250", "1.718", "300"],  # '1.5' is a decimal, so '.' is not a thousands separator here
+])
+def test_decimals_with_three_places_are_not_taken_for_a_thousands_separator(tmp_path, values):
+    from ragim.schema import thousands_separator
+
+    assert thousands_separator(values) is None
+    root = _lab_folder(tmp_path / "f", values * 4, sep=";")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)  # 999 warns as a missing-value code
+        tc = load_task_folder(root, sep=";")
+    assert tc["t0"].X["alk_phos"].tolist()[:len(values)] == [float(v) for v in values]
+
+
+def test_a_decimal_comma_is_still_named_as_one_and_thousands_in_a_dataframe_are_refused():
+    from ragim.schema import decimal_comma_values, thousands_separator
+
+    assert decimal_comma_values(["1,5", "961", "0,75"]) == ["1,5", "0,75"]
+    assert thousands_separator(["1,5", "961", "0,75"]) is None
+    text = [_grouped(v, ".") for v in _alk_phos(60)]
+    X = pd.DataFrame({"alk_phos": text, "age": np.linspace(40, 80, 60)})
+    with pytest.raises(ValidationError, match=r"column 'alk_phos' holds numbers written with '\.' as a thousands "
+                                              r"separator .*pd.read_csv\(\.\.\., thousands='\.'\)"):
+        FeatureSchema.infer(X)
+    schema = FeatureSchema.infer(X.assign(alk_phos=_alk_phos(60).astype(float))).fit(X.assign(alk_phos=1.0 * _alk_phos(60)))
+    with pytest.raises(ValidationError, match=r"column 'alk_phos' holds numbers written with '\.' as a thousands"):
+        schema.validate_frame(X)
+
+
+def test_ward_codes_that_look_like_exponents_keep_their_names_and_levels():
+    """'3E1' (ward 3 East, bay 1) is not 3x10^1: it must not merge with ward 30, nor '4E2' become 400."""
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"age": rng.normal(60, 10, 200).round(), "ward": rng.choice(["3E1", "30", "4E2", "ICU"], 200)})
+    schema = FeatureSchema.infer(X, types={"ward": "categorical"}).fit(X)
+    assert schema.design_names == ["age", "ward[30]", "ward[3E1]", "ward[4E2]", "ward[ICU]"]
+    D = pd.DataFrame(schema.transform(X), columns=schema.design_names)
+    for ward in ("3E1", "30", "4E2", "ICU"):
+        assert (D.loc[(X.ward == ward).to_numpy(), f"ward[{ward}]"] == 1).all()
+    assert [canonical_level(v) for v in ("3E1", "+5", "1_000", "0x1F", "inf", "nan", "\u0663", "1e-3")] == \
+        ["3E1", "+5", "1_000", "0x1F", "inf", "nan", "\u0663", "1e-3"]
+    assert [canonical_level(v) for v in ("04", "-2.50", ".5", " 7 ", "4.")] == ["4", "-2.5", "0.5", "7", "4"]
+    # inferred: text codes, not numbers with 'ICU' as a missing-value code
+    wards = X.assign(ward=X.ward.replace({"30": "5W2"}))
+    assert FeatureSchema.infer(wards)["ward"].type == "categorical"
+    with pytest.raises(ValidationError, match=r"mixes numbers with text: \['3E1', '4E2', 'ICU'\]|"
+                                              r"mixes numbers with text: \['(3E1|4E2|ICU)', '(3E1|4E2|ICU)', "):
+        FeatureSchema.infer(X)
+
+
+def test_group_codes_that_look_like_exponents_are_not_merged():
+    from ragim.cli_common import exclude_tasks
+
+    X = pd.DataFrame({"age": np.random.default_rng(0).normal(60, 10, 40)})
+    tasks = TaskCollection([Task(f"t{i}", f"task {i}", X, np.arange(40) % 2, metadata={"site": s})
+                            for i, s in enumerate(["3E1", "30", "030"])])
+    kept, n = exclude_tasks(tasks, {"site": ["30"]})
+    assert n == 2 and kept.ids == ["t0"]
+    train, test = tasks.group_split("site", ["3E1"])
+    assert test.ids == ["t0"] and train.ids == ["t1", "t2"]
+
+
+def _pbc_like(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"patient_id": [f"{seed}-{i}" for i in range(n)],
+                         "bili": rng.lognormal(0.5, 1, n).round(1), "edema": rng.choice([0, 0.5, 1], n),
+                         "y": (rng.random(n) < 0.4).astype(int)})
+
+
+def test_parquet_decimal_columns_read_as_the_numbers_they_are(tmp_path):
+    """SQL exports store NUMERIC(6,2) as Parquet DECIMAL: pandas gives decimal.Decimal objects."""
+    import decimal
+
+    tables = {f"t{k}": _pbc_like(80, k) for k in range(2)}
+    csv = load_task_folder(write_folder(tmp_path / "csv", tables))
+    root = write_folder(tmp_path / "pq", tables)
+    for f in (root / "data").glob("*.csv"):
+        t = pd.read_csv(f, dtype={"patient_id": str})
+        for c in ("bili", "edema", "y"):
+            t[c] = t[c].map(lambda v: decimal.Decimal(str(v)))
+        t.to_parquet(f.with_suffix(".parquet"), index=False)
+        f.unlink()
+    assert isinstance(pd.read_parquet(root / "data" / "t0.parquet")["bili"][0], decimal.Decimal)
+    pq = load_task_folder(root)
+    assert [pq.schema[c].type for c in ("bili", "edema")] == ["continuous", "continuous"]
+    for t in csv.ids:
+        pd.testing.assert_frame_equal(pq[t].X, csv[t].X)
+        np.testing.assert_array_equal(pq[t].y, csv[t].y)
+
+
+def test_decimal_values_in_a_dataframe_behave_as_numbers():
+    import decimal
+
+    t = _pbc_like(120)
+    X = t[["bili", "edema"]].assign(grade=np.random.default_rng(1).choice([1, 2, 3], 120))
+    as_decimal = X.map(lambda v: decimal.Decimal(str(v)))
+    as_decimal.loc[3, "bili"] = decimal.Decimal("NaN")
+    X.loc[3, "bili"] = np.nan
+    types = {"grade": "categorical"}
+    schema = FeatureSchema.infer(as_decimal, types=types).fit(as_decimal)
+    ref = FeatureSchema.infer(X, types=types).fit(X)
+    assert schema.design_names == ref.design_names == ["bili", "bili__missing", "edema", "grade[1]", "grade[2]",
+                                                       "grade[3]"]
+    np.testing.assert_allclose(schema.transform(as_decimal), ref.transform(X))
+    assert canonical_level(decimal.Decimal("0.50")) == "0.5" and canonical_id(decimal.Decimal("12")) == "12"
+
+
+@pytest.mark.parametrize("written", ["%d-%b-%Y", "%b %d %Y", "%d %B %Y", "%B %d, %Y", "%d%b%Y", "%d-%b-%y %H:%M"])
+def test_dates_with_the_month_as_a_word_are_refused_like_iso_dates(written):
+    days = pd.date_range("1990-01-01", periods=60, freq="17D")
+    X = pd.DataFrame({"age": np.linspace(40, 80, 60), "diagnosed": days.strftime(written)})
+    with pytest.raises(ValidationError, match="column 'diagnosed' holds dates; a model cannot use a calendar date"):
+        FeatureSchema.infer(X)
+
+
+@pytest.mark.parametrize("months", [["Oct", "Nov", "Dec"], ["May 2020", "Jun 2020", "Jul 2020"],
+                                    ["March", "April", "May"], ["3E1", "Oct 19", "ward 12"]])
+def test_month_names_without_a_day_and_year_stay_categories(months):
+    X = pd.DataFrame({"age": np.linspace(40, 80, 30), "admitted": months * 10})
+    assert FeatureSchema.infer(X)["admitted"].type == "categorical"

@@ -121,6 +121,7 @@ def load_task_folder(
     pos_label: Any = None,
     sep: str = ",",
     na_values: Any = None,
+    thousands: str | None = None,
 ) -> TaskCollection:
     """Read a task folder (see module docstring) into a validated :class:`TaskCollection`.
 
@@ -140,6 +141,10 @@ def load_task_folder(
         for those columns only. Numbers match by value (``-99`` matches ``-99.0``). Blank cells
         and pandas' defaults (``NA``, ``N/A``, ``NaN``, ``null``, ...) always count as missing.
         Declared codes never apply to patient ids.
+    thousands : the thousands separator of the CSV data files' numbers, as in
+        ``pd.read_csv(thousands=...)``: ``"."`` for ``1.718`` (1718, as a German spreadsheet
+        writes it; ``","`` is then the decimal mark: ``1.718,5``), ``","`` for ``1,718``.
+        Without it, a column of numbers written with one is refused.
 
     Raises
     ------
@@ -147,8 +152,9 @@ def load_task_folder(
         Naming the file and the problem: a missing descriptions file, a task listed without
         a data file (or the reverse), two data files for one task (``t0.csv`` and
         ``t0.parquet``), a missing outcome column, outcomes whose event is not
-        stated, a wrong separator, blank or repeated patient ids, columns that differ
-        between files, dates or durations among the features.
+        stated, a wrong separator, numbers written with a thousands separator (``1.718``
+        beside ``961``) without ``thousands``, blank or repeated patient ids, columns that
+        differ between files, dates or durations among the features.
 
     Tasks that cannot be fitted (one class, too few rows) are loaded; building an index
     skips them with a warning that names each one.
@@ -199,7 +205,7 @@ def load_task_folder(
     for (_, row), tid in zip(desc.iterrows(), ids, strict=True):
         file = files[tid]
         df = read_table(
-            file, text_columns=(patient_id, outcome), sep=sep, na_values=na
+            file, text_columns=(patient_id, outcome), sep=sep, na_values=na, thousands=thousands
         )  # outcomes as written
         if outcome not in df.columns:
             raise ValidationError(
@@ -227,7 +233,7 @@ def load_task_folder(
                 + "; every task must share one set of features (the order may differ)"
             )
         X = X[columns]
-        written = df[outcome].to_numpy(dtype=object)
+        written = df[outcome].to_numpy(dtype=object, copy=True)  # an object column: a view
         # a declared missing-value code is a blank outcome: binary_outcome names those rows
         written[missing_code_mask(df[outcome], na_codes_for(na, outcome))] = None
         y = binary_outcome(
