@@ -123,8 +123,8 @@ def index_build(
         list[str] | None,
         typer.Option(
             help="leave out the tasks whose metadata KEY equals VALUE, e.g. site=Switzerland, "
-            "or a task by id with task_id=ID; repeatable: a task is left out when ANY of them "
-            "matches (recorded in the index's config.json)"
+            "or a task by id with task_id=ID (and the tasks sharing its patients); repeatable: "
+            "a task is left out when ANY of them matches (recorded in the index's config.json)"
         ),
     ] = None,
     outcome: Outcome = None,
@@ -145,9 +145,16 @@ def index_build(
     folder = FolderOptions(outcome, patient_id, pos_label, sep, na_values, thousands)
     tasks = load_dataset(dataset, n_tasks=n_tasks, seed=seed, folder=folder)
     refuse_to_replace(out, overwrite)  # after the cheap checks of the data, before fitting
-    n_excluded = 0
+    n_excluded, shared = 0, []
     if exclusions:
-        tasks, n_excluded = exclude_tasks(tasks, exclusions)
+        left = exclude_tasks(tasks, exclusions)
+        tasks, n_excluded, shared = left.tasks, left.n_excluded, left.sharing_patients
+        if left.kept_sharing:
+            some = ", ".join(left.kept_sharing[:3]) + (" ..." if len(left.kept_sharing) > 3 else "")
+            warn(
+                f"{len(left.kept_sharing)} kept task(s) share patients with the tasks left out "
+                f"({some}); to hold those patients out, --exclude task_id=ID each of them too"
+            )
     with one_line_warnings() as caught:
         idx = TaskIndex.build(tasks, model=model, embedder=embedder, index=index, progress=progress)
         caught[:] = [w for w in caught if "left out of the index" not in str(w.message)]
@@ -168,16 +175,20 @@ def index_build(
         "skipped": skipped,
         "excluded": exclusions,
         "n_excluded": n_excluded,
+        "sharing_patients": shared,
     }
     if as_json:
         echo_json(summary)
     else:
-        left = (
+        said = (
             f"; left out {n_excluded} task(s) with {exclusion_text(exclusions)}"
             if exclusions
             else ""
         )
-        typer.echo(f"saved {idx!r} to {out}{left}")
+        if shared:
+            some = ", ".join(shared[:3]) + (" ..." if len(shared) > 3 else "")
+            said += f" and {len(shared)} sharing their patients ({some})"
+        typer.echo(f"saved {idx!r} to {out}{said}")
 
 
 @index_app.command("search")

@@ -467,15 +467,33 @@ def exclusion_text(exclusions: dict[str, list[str]]) -> str:
     return specs[0] if len(specs) == 1 else "any of " + ", ".join(specs)
 
 
-def exclude_tasks(tasks, exclusions: dict[str, list[str]]):
+@dataclass
+class Exclusion:
+    """What :func:`exclude_tasks` left out of a collection, and what it kept."""
+
+    tasks: Any  # the TaskCollection kept
+    n_excluded: int  # tasks matching an exclusion
+    sharing_patients: list[str]  # also left out: they share patients with a task named by id
+    kept_sharing: list[str]  # kept, though they share patients with a task left out by key
+
+
+def exclude_tasks(tasks, exclusions: dict[str, list[str]]) -> Exclusion:
     """``tasks`` without those whose metadata matches any exclusion (a task is left out when
     any ``KEY=VALUE`` matches); the key ``task_id`` names tasks by id.
+
+    A task named by id is held out, so every task sharing a patient with it (a whole-period
+    task holding a subgroup's patients, :meth:`~ragim.tasks.TaskCollection.overlapping`) is
+    left out too (``sharing_patients``); tasks without patient ids share none ragim can see.
+    Tasks sharing patients with those left out by another key are kept and listed
+    (``kept_sharing``): leaving them out too could empty the index (every task of another
+    outcome on the same patients).
 
     Values compare in canonical form, as :meth:`~ragim.tasks.TaskCollection.group_split` does:
     ``site=1`` matches a site written ``01`` or ``1.0``, and composed and decomposed accents
     are one letter. Task ids compare as written (``007`` is not ``7``).
 
-    Raises a ValidationError when a key is no task's metadata or a value matches no task.
+    Raises a ValidationError when a key is no task's metadata, a value matches no task, or
+    nothing is left to index.
     """
     from ragim.canonical import canonical_level, canonical_text
 
@@ -509,15 +527,36 @@ def exclude_tasks(tasks, exclusions: dict[str, list[str]]):
         for key, values in exclusions.items()
         if key != "task_id"
     }
-    keep = [
+    by_id = [i for i in range(len(metas)) if ids[i] in dropped_ids]
+    by_key = [
         i
         for i, m in enumerate(metas)
         if ids[i] not in dropped_ids
-        and not any(key in m and canonical_level(m[key]) in codes for key, codes in wanted.items())
+        and any(key in m and canonical_level(m[key]) in codes for key, codes in wanted.items())
     ]
+    left = set(by_id) | set(by_key)
+    keep = [i for i in range(len(metas)) if i not in left]
+
+    raw = tasks.ids
+
+    def sharing(positions: list[int]) -> set[str]:  # tasks sharing a patient with these
+        with_ids = [i for i in positions if metas[i].get("patient_ids")]
+        return {o for i in with_ids for o in tasks.overlapping(raw[i])}
+
+    near_id, near_key = sharing(by_id), sharing(by_key)
+    shared = [i for i in keep if raw[i] in near_id]
+    keep = [i for i in keep if i not in set(shared)]
     if not keep:
-        raise ValidationError(f"--exclude {exclusion_text(exclusions)} leaves no task to index")
-    return tasks.take(keep), len(metas) - len(keep)
+        raise ValidationError(
+            f"--exclude {exclusion_text(exclusions)} leaves no task to index"
+            + (f" ({len(shared)} more share patients with a task named by id)" if shared else "")
+        )
+    return Exclusion(
+        tasks.take(keep),
+        len(left),
+        [raw[i] for i in shared],
+        [raw[i] for i in keep if raw[i] in near_key],
+    )
 
 
 def refuse_to_replace(path: Path | None, overwrite: bool, option: str = "--out") -> None:

@@ -271,6 +271,9 @@ class TaskIndex:
         self._lock = threading.Lock()
         self._id_to_row = self._rows_by_id()
         self._removed: set[str] = set()  # ids removed from this object (exclusions accept them)
+        # the patients of removed tasks (an exclusion naming one still leaves out their tasks)
+        self._removed_patients: dict[str, frozenset[str]] = {}
+        self._owners: dict[str, list[str]] | None = None  # patient id -> its tasks, when asked
         self.skipped: dict[str, str] = {}  # tasks build() left out, with the reason (saved)
         # their rows (keep_tasks): no model, but the statistical generator validates on them
         self.skipped_tasks: TaskCollection | None = None
@@ -283,6 +286,8 @@ class TaskIndex:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("_removed_patients", {})
+        self.__dict__.setdefault("_owners", None)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ build
@@ -542,6 +547,100 @@ class TaskIndex:
             )
         return [t for t in ids if t in known]
 
+    def sharing_patients(self, ids: str | Iterable[str]) -> list[str]:
+        """Indexed tasks, other than those ``ids`` names, that share a patient with one of them,
+        in index order.
+
+        The patients of a named task come from its record, or, for a task the index no longer
+        holds, from :attr:`skipped_tasks` (left out at build) or from what :meth:`remove`
+        kept. A task without ``metadata["patient_ids"]`` shares no patient that ragim can see.
+
+        Raises
+        ------
+        ValidationError
+            When ``ids`` is not task ids.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> from ragim import Task, TaskIndex
+        >>> X = pd.DataFrame({"age": [float(a) for a in range(40, 80, 2)]})
+        >>> y = [0, 1] * 10
+        >>> def task(tid, rows, first):
+        ...     ids = list(range(first, first + len(rows)))
+        ...     return Task(tid, tid, X.iloc[rows], [y[i] for i in rows], {"patient_ids": ids})
+        >>> whole, old = task("all", range(20), 0), task("old", range(10, 20), 10)
+        >>> other = task("other", range(20), 100)
+        >>> index = TaskIndex.build([whole, old, other], embedder="hashing", progress=False)
+        >>> index.sharing_patients(["old"]), index.sharing_patients("other")
+        (['all'], [])
+        """
+        ids = exclude_ids(ids)
+        patients: set[str] = set()
+        for t in ids:
+            patients |= self._patients_of(t)
+        if not patients:
+            return []
+        owners = self._patient_owners()
+        named, hits = set(ids), set()
+        for p in patients:
+            hits.update(owners.get(p, ()))
+        return sorted(hits - named, key=self._id_to_row.__getitem__)
+
+    def held_out_ids(self, exclude: str | Iterable[str]) -> list[str]:
+        """The indexed tasks an exclusion by task ids leaves out: those it names
+        (:meth:`known_ids`, which warns about ids the index never held) and every indexed
+        task sharing a patient with one of them (:meth:`sharing_patients`), since a task held
+        out for zero-shot use must not be seen through another task holding its patients.
+
+        Raises
+        ------
+        ValidationError
+            When ``exclude`` is not task ids.
+
+        Warns
+        -----
+        DataWarning
+            Naming the tasks left out for sharing patients (pass a predicate over records,
+            e.g. ``lambda rec: rec["task_id"] in ids``, to leave out only the named tasks).
+        """
+        ids = exclude_ids(exclude)
+        known = self.known_ids(ids)
+        shared = self.sharing_patients(ids)
+        if shared:
+            some = ", ".join(shared[:3]) + (", ..." if len(shared) > 3 else "")
+            warnings.warn(
+                f"exclude also leaves out {len(shared)} task(s) sharing patients with the "
+                f"excluded task(s): {some}; to leave out only the named tasks, exclude them by "
+                "a predicate (lambda rec: rec['task_id'] in ids)",
+                DataWarning,
+                stacklevel=3,
+            )
+        return known + shared
+
+    def _patients_of(self, task_id: str) -> frozenset[str]:
+        """The canonical patient ids of a task the index holds, skipped or removed."""
+        if task_id in self._id_to_row:
+            return patient_id_set(self.record(task_id)["metadata"])
+        if task_id in self._removed_patients:
+            return self._removed_patients[task_id]
+        small = getattr(self, "skipped_tasks", None)
+        if small is not None and task_id in small:
+            return patient_id_set(small.info(small.ids.index(task_id))["metadata"])
+        return frozenset()
+
+    def _patient_owners(self) -> dict[str, list[str]]:
+        """Patient id -> the indexed tasks holding it (built on first use, dropped by
+        :meth:`add` and :meth:`remove`)."""
+        owners = self._owners
+        if owners is None:
+            owners = {}
+            for _, rec in self._records.live():
+                for p in patient_id_set(rec["metadata"]):
+                    owners.setdefault(p, []).append(rec["task_id"])
+            self._owners = owners
+        return owners
+
     @property
     def row_params(self) -> np.ndarray:
         """Every stored parameter vector by vector-store row, shape (n_rows, n_params), read-only.
@@ -579,11 +678,11 @@ class TaskIndex:
     def population_params(self, exclude: Exclude = None) -> ModelParams | None:
         """The population model: the mean of the stored parameters, weighted by each task's rows.
 
-        Every indexed task (less those ``exclude`` names: ids or a predicate such as
-        :func:`leak_free`) counts with weight ``stats["n_rows"]`` (1 when unknown), so
-        large, well-estimated tasks dominate, as they would in a model fitted on pooled
-        rows. ``None`` when every task is excluded. The LM generator shows it in its
-        prompts (``LMConfig.population``).
+        Every indexed task (less those ``exclude`` names: ids, with the tasks sharing their
+        patients (:meth:`held_out_ids`), or a predicate such as :func:`leak_free`) counts
+        with weight ``stats["n_rows"]`` (1 when unknown), so large, well-estimated tasks
+        dominate, as they would in a model fitted on pooled rows. ``None`` when every task is
+        excluded. The LM generator shows it in its prompts (``LMConfig.population``).
 
         Examples
         --------
@@ -596,7 +695,7 @@ class TaskIndex:
         """
         exclude = normalize_exclude(exclude)
         if exclude is not None and not callable(exclude):
-            exclude = self.known_ids(exclude)
+            exclude = self.held_out_ids(exclude)
         pred = as_predicate(exclude)
         rows, weights = [], []
         for row, rec in self._records.live():
@@ -678,7 +777,9 @@ class TaskIndex:
         k : number of neighbours.
         exclude : task ids, or a predicate over records (``{"task_id", "description",
             "metadata", "stats"}``) such as :func:`leak_free`; for a batch, one per query
-            or one for all.
+            or one for all. Task ids leave out the tasks sharing patients with them too
+            (:meth:`held_out_ids`, with a :class:`~ragim.errors.DataWarning` naming them);
+            a predicate leaves out exactly what it matches.
 
         Returns the ``k`` best tasks that are not excluded whenever ``k`` remain, on every
         index type and device: when an approximate index (IVF, HNSW) cannot reach enough
@@ -705,7 +806,8 @@ class TaskIndex:
             if callable(e):
                 preds[qi] = e
             else:  # ids: their rows are known, so FAISS can be told them up front
-                rows[qi] = np.array([self._id_to_row[t] for t in self.known_ids(e)], dtype=np.int64)
+                held = self.held_out_ids(e)  # with the tasks sharing their patients
+                rows[qi] = np.array([self._id_to_row[t] for t in held], dtype=np.int64)
         skip = None
         if any(p is not None for p in preds):
 
@@ -812,6 +914,7 @@ class TaskIndex:
                 self._records.append(_task_record(inf, stats))
                 self._id_to_row[inf["task_id"]] = int(r)
             self._params = np.concatenate([self._params, mat])
+        self._owners = None
         if self.tasks is not None:
             self.tasks = None  # rows of added tasks are not kept; generators need a rebuild
             self.skipped_tasks = None
@@ -836,12 +939,17 @@ class TaskIndex:
             )
         ids = list(dict.fromkeys(ids))  # each once
         rows = [self.row(t) for t in ids]
+        for t in ids:  # an exclusion naming a removed task still leaves out its patients' tasks
+            pids = self._patients_of(t)
+            if pids:
+                self._removed_patients[t] = pids
         with self._lock:
             self.store.remove(rows)
             for t, r in zip(ids, rows, strict=True):
                 self._records.remove(r)
                 del self._id_to_row[t]
                 self._removed.add(t)
+            self._owners = None
         if self.tasks is not None:
             keep = [i for i, t in enumerate(self.tasks.ids) if t in self._id_to_row]
             self.tasks = self.tasks.take(keep)

@@ -159,6 +159,30 @@ def test_exclude_any_metadata_key_repeatable(tmp_path):
 
 
 
+def test_a_task_excluded_by_id_takes_the_tasks_sharing_its_patients_with_it(tmp_path):
+    """--exclude task_id=T left out T but kept the whole-site tasks holding every one of its
+    patients, without a word (mgus2: the "zero-shot" model for T borrowed most from the task
+    that contains T's own patients). Leave-task-out evaluation leaves them out; so does this."""
+    tasks = datasets.heart_disease()
+    target = "cleveland-any_cad-women_50to59"
+    sharing = ["cleveland-any_cad-all", "cleveland-multivessel-all", "cleveland-multivessel-women_50to59"]
+    assert sorted(tasks.overlapping(target)) == sharing
+    args = ["index", "build", "--dataset", "heart-disease", "--embedder", "hashing", "--exclude", f"task_id={target}"]
+    out = _json(*args, "--out", tmp_path / "i")
+    assert sorted(out["sharing_patients"]) == sharing
+    assert out["n_excluded"] == 1 and out["n_tasks"] == len(tasks) - 1 - len(sharing)
+    assert not {target, *sharing} & set(TaskIndex.load(tmp_path / "i").ids)
+    text = " ".join(_ok(*args, "--out", tmp_path / "j").split())
+    assert f"left out 1 task(s) with task_id={target} and 3 sharing their patients (cleveland-" in text
+    # tasks left out by another key: those sharing their patients stay, and are named
+    out = _json("index", "build", "--dataset", "heart-disease", "--embedder", "hashing",
+                "--exclude", "outcome=multivessel", "--out", tmp_path / "k")
+    left = [t for t, m in zip(tasks.ids, tasks.metadata, strict=True) if m["outcome"] == "multivessel"]
+    near = {o for t in left for o in tasks.overlapping(t)} - set(left)
+    assert out["sharing_patients"] == [] and out["n_tasks"] == len(tasks) - len(left)
+    assert any(f"{len(near)} kept task(s) share patients with the tasks left out" in w for w in out["warnings"])
+
+
 def test_repeated_excludes_leave_out_any_match_and_say_so(tmp_path):
     """Repeated --exclude options are OR-ed: the message says "any of" (it read as AND:
     "with outcome=multivessel, site=Switzerland"), as the help does; task_id=ID names a task."""
@@ -173,7 +197,8 @@ def test_repeated_excludes_leave_out_any_match_and_say_so(tmp_path):
     one, two = tasks.ids[:2]
     out = _json(*args, "--exclude", f"task_id={one}", "--exclude", f"task_id={two}", "--exclude", "site=Hungary")
     n = sum(t in (one, two) or m["site"] == "Hungary" for t, m in zip(tasks.ids, tasks.metadata, strict=True))
-    assert out["n_excluded"] == n and out["n_tasks"] == len(tasks) - n
+    shared = out["sharing_patients"]  # the whole-site tasks hold the two named ones' patients
+    assert out["n_excluded"] == n and out["n_tasks"] == len(tasks) - n - len(shared)
     assert not {one, two} & set(TaskIndex.load(tmp_path / "i").ids)
     bad = runner.invoke(app, [*map(str, args), "--exclude", "task_id=nonesuch"])
     assert bad.exit_code != 0 and "--exclude task_id=nonesuch matches no task" in bad.output + str(bad.exception)

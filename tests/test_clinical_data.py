@@ -492,10 +492,10 @@ def test_cli_exclusions_compare_site_codes_in_canonical_form():
     y = np.arange(40) % 2
     sites = ["01", "02", unicodedata.normalize("NFC", "Zürich")]
     tasks = TaskCollection([Task(f"t{i}", f"task {i}", X, y, metadata={"site": s}) for i, s in enumerate(sites)])
-    kept, n = exclude_tasks(tasks, {"site": ["1"]})
-    assert n == 1 and kept.ids == ["t1", "t2"]
-    kept, n = exclude_tasks(tasks, {"site": [unicodedata.normalize("NFD", "Zürich")]})
-    assert n == 1 and kept.ids == ["t0", "t1"]
+    left = exclude_tasks(tasks, {"site": ["1"]})
+    assert left.n_excluded == 1 and left.tasks.ids == ["t1", "t2"]
+    left = exclude_tasks(tasks, {"site": [unicodedata.normalize("NFD", "Zürich")]})
+    assert left.n_excluded == 1 and left.tasks.ids == ["t0", "t1"]
 
 
 @pytest.mark.parametrize("dates", [["01/03/2024", "06/03/2024", "11/03/2024"], ["1.3.24", "6.3.24", "11.3.24"],

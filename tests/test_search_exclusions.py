@@ -227,3 +227,74 @@ def test_removed_and_skipped_ids_may_be_excluded_silently():
         warnings.simplefilter("error", DataWarning)
         hits = index.search(index.records[0]["description"], k=3, exclude=[skipped, removed])
     assert len(hits) == 3 and not {skipped, removed} & {h.task_id for h in hits}
+
+
+# ---------------------------------------------------------------------- ids hold out patients
+def _cohort_tasks():
+    """One cohort's whole task and its two age bands (they share patients), plus three
+    cohorts of their own patients; described alike, so all are each other's neighbours."""
+    import pandas as pd
+
+    from ragim import Task
+
+    rng = np.random.default_rng(0)
+
+    def task(tid, n, pids):
+        X = pd.DataFrame({"age": rng.normal(60, 10, n), "hgb": rng.normal(13, 2, n)})
+        y = (rng.random(n) < 1 / (1 + np.exp(-(X.age - 60) / 10))).astype(int)
+        return Task(tid, f"Predict death within 5 years in adults, {tid}", X, y,
+                    metadata={"patient_ids": list(pids)})
+
+    whole = task("cohort-all", 120, (f"P{i:03d}" for i in range(120)))
+
+    def band(tid, rows):
+        part = whole.subset(rows)
+        return Task(tid, f"Predict death within 5 years in adults, {tid}", part.X, part.y,
+                    metadata=part.metadata)
+
+    young, old = band("cohort-young", np.arange(60)), band("cohort-old", np.arange(60, 120))
+    others = [task(f"other-{c}", 80, (f"{c}{i:03d}" for i in range(80))) for c in "abc"]
+    return [whole, young, old, *others]
+
+
+@pytest.fixture()
+def cohort_index():
+    return TaskIndex.build(_cohort_tasks(), embedder="hashing", progress=False)
+
+
+def test_excluding_a_task_by_id_leaves_out_the_tasks_holding_its_patients_and_says_so(cohort_index):
+    """exclude=["cohort-old"] held out the old band but kept the whole-cohort task, which
+    holds every one of its patients, as a neighbour, without a word (mgus2: a "zero-shot"
+    model borrowed most from the task containing its target's own patients)."""
+    index = cohort_index
+    query = "Predict death within 5 years in adults, cohort-old"
+    with pytest.warns(DataWarning, match=r"exclude also leaves out 1 task\(s\) sharing patients with the excluded task\(s\): cohort-all"):
+        hits = index.search(query, k=len(index), exclude=["cohort-old"])
+    assert sorted(h.task_id for h in hits) == ["cohort-young", "other-a", "other-b", "other-c"]
+    assert index.sharing_patients(["cohort-old"]) == ["cohort-all"]
+    assert index.sharing_patients("other-a") == []
+    with pytest.warns(DataWarning, match="sharing patients"):
+        assert index.population_params(exclude=["cohort-old"]).metadata["n_tasks"] == 4
+    with pytest.warns(DataWarning, match="sharing patients"):
+        mean = neighbor_mean(index, query, k=6, exclude="cohort-old")
+    assert "cohort-all" not in {p["task_id"] for p in mean.metadata["provenance"]}
+    # the whole task holds both bands' patients: excluding it leaves out both
+    with pytest.warns(DataWarning, match=r"2 task\(s\).*cohort-young, cohort-old"):
+        hits = index.search(query, k=len(index), exclude=["cohort-all"])
+    assert sorted(h.task_id for h in hits) == ["other-a", "other-b", "other-c"]
+    # a predicate leaves out exactly what it matches; an id sharing no patient, only itself
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        hits = index.search(query, k=len(index), exclude=lambda rec: rec["task_id"] == "cohort-old")
+        assert "cohort-all" in {h.task_id for h in hits} and len(hits) == 5
+        hits = index.search(query, k=len(index), exclude=["other-a"])  # shares no patient
+        assert len(hits) == 5 and "other-a" not in {h.task_id for h in hits}
+
+
+def test_an_excluded_task_removed_from_the_index_still_holds_out_its_patients(cohort_index):
+    index = cohort_index
+    index.remove(["cohort-old"])
+    with pytest.warns(DataWarning, match="cohort-all"):
+        hits = index.search("cohort-old", k=len(index), exclude=["cohort-old"])
+    assert "cohort-all" not in {h.task_id for h in hits} and len(hits) == 4
+
