@@ -168,3 +168,23 @@ def test_without_a_base_there_is_no_interval(index, family):
     assert p.std is None and p.correlation is None
     table = gen.generate(family.descriptions[0], index).explain().table()
     assert table["ci_low"].isna().all() and table["or_high"].isna().all()
+
+
+def test_an_index_that_lost_tasks_since_fit_is_refused_and_added_ones_are_named(family, tmp_path):
+    """After index.remove([T]) a fitted generator went on with a network trained on T's rows,
+    silently; it learned from T, so only a refit can leave T out."""
+    from ragim.errors import DataWarning
+
+    idx = TaskIndex.build(family.head(12), embedder="hashing:64", progress=False)
+    gen = AttentionGenerator(max_epochs=2, patience=2, seed=0, base="none").fit(idx, progress=False)
+    again = AttentionGenerator.load(gen.save(tmp_path / "g"))
+    assert again.fitted_ids_ == gen.fitted_ids_ == idx.ids
+    target = idx.ids[2]
+    idx.remove([target])
+    for g in (gen, again):
+        with pytest.raises(ValidationError, match=rf"the index no longer holds 1 task\(s\) this AttentionGenerator was fitted on \({target}\) and it learned from them; refit it"):
+            g.generate(family[2].description, index=idx)
+    grown = TaskIndex.build(family.head(12), embedder="hashing:64", progress=False)
+    grown.add([family[12]])
+    with pytest.warns(DataWarning, match=rf"1 task\(s\) added since this AttentionGenerator was fitted \({family.ids[12]}\)"):
+        gen.generate_params(family[0].description, index=grown)

@@ -194,3 +194,15 @@ def test_names_moved_to_the_hypernetwork_module_still_import_with_a_warning():
         assert base.SavedNet is hypernetwork.SavedNet
     with pytest.raises(AttributeError):
         base.no_such_name  # noqa: B018
+
+
+def test_an_index_that_lost_tasks_since_fit_is_refused(family, tmp_path):
+    """The network learned from every task of its index: after index.remove([T]) it must be
+    refitted, not used silently (a saved one remembers its tasks too)."""
+    idx = TaskIndex.build(family.head(10), embedder="hashing:128", progress=False)
+    gen = RagIm2024Generator(hidden=16, min_steps=2).fit(idx, progress=False)
+    again = RagIm2024Generator.load(gen.save(tmp_path / "g"))
+    assert again.fitted_ids_ == idx.ids
+    idx.remove([idx.ids[0]])
+    with pytest.raises(ValidationError, match=r"no longer holds 1 task\(s\) this RagIm2024Generator was fitted on"):
+        again.generate_params(family[0].description, idx)

@@ -298,3 +298,18 @@ def test_an_excluded_task_removed_from_the_index_still_holds_out_its_patients(co
         hits = index.search("cohort-old", k=len(index), exclude=["cohort-old"])
     assert "cohort-all" not in {h.task_id for h in hits} and len(hits) == 4
 
+
+def test_a_generator_given_an_id_leaves_out_the_tasks_holding_its_patients(cohort_index):
+    from ragim import StatisticalGenerator, ZeroShotClassifier
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)  # too few tasks to validate the stack
+        gen = StatisticalGenerator().fit(cohort_index, progress=False)
+    query = "Predict death within 5 years in adults, cohort-old"
+    with pytest.warns(DataWarning, match="sharing patients"):
+        p = gen.generate_params(query, cohort_index, exclude=["cohort-old"])
+    assert p.metadata["excluded_from_fit"] == 2
+    assert not {"cohort-old", "cohort-all"} & {r["task_id"] for r in p.metadata["provenance"]}
+    with pytest.warns(DataWarning, match="sharing patients"):
+        clf = ZeroShotClassifier(cohort_index, gen, query, exclude=["cohort-old"]).fit()
+    assert clf.prior_params_.metadata["excluded_from_fit"] == 2

@@ -682,3 +682,58 @@ def test_a_target_among_the_skipped_tasks_is_a_leak():
     target = idx.skipped_tasks[0]
     with pytest.raises(ValidationError, match="index.skipped_tasks"):
         assert_leak_free(idx, [target])
+
+
+# ------------------------------------------------------------------ the index changed since fit
+@pytest.fixture()
+def small():
+    family = datasets.synthetic_family(n_tasks=30, n_features=3, seed=2, rows=(40, 300))
+    index = TaskIndex.build(family, embedder="hashing", progress=False)
+    return index, StatisticalGenerator().fit(index, progress=False)
+
+
+def test_a_task_removed_from_the_index_after_fit_no_longer_shapes_the_generated_model(small, tmp_path):
+    """After index.remove([T]) a generator fitted before still listed T in its provenance and
+    returned the very same model (mgus2: the removed target shaped its own "zero-shot" model).
+    It now leaves T out as exclude=[T] does."""
+    index, gen = small
+    target = index.ids[3]
+    desc = index.record(target)["description"]
+    assert target in {p["task_id"] for p in gen.generate_params(desc).metadata["provenance"]}
+    held_out = gen.generate_params(desc, exclude=[target])
+    path = gen.save(tmp_path / "g")
+    index.remove([target])
+    after = gen.generate_params(desc, index=index)
+    assert target not in {p["task_id"] for p in after.metadata["provenance"]}
+    assert after.metadata["excluded_from_fit"] == 1
+    np.testing.assert_allclose(after.vector, held_out.vector)
+    # a saved generator keeps the ids of the tasks it was fitted on, and checks them too
+    back = StatisticalGenerator.load(path)
+    assert back.fitted_ids_ == gen.fitted_ids_ == [*index.ids[:3], target, *index.ids[3:]]
+    np.testing.assert_allclose(back.generate_params(desc, index=index).vector, held_out.vector)
+
+
+def test_tasks_added_after_fit_are_named_and_older_artifacts_load_unchecked(small, tmp_path):
+    import json
+
+    from conftest import reseal
+
+    index, gen = small
+    desc = index.record(index.ids[0])["description"]
+    path = gen.save(tmp_path / "old")
+    new = index.tasks[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        index.add([Task("new-task", "surgical ward 9 readmission", new.X, new.y)])
+    with pytest.warns(DataWarning, match=r"the index holds 1 task\(s\) added since this StatisticalGenerator was fitted \(new-task\); it was not fitted on them"):
+        gen.generate_params(desc, index=index)
+    # a generator saved before the ids were kept loads, and its index is not checked
+    state = json.loads((path / "state.json").read_text())
+    del state["index_ids"]
+    (path / "state.json").write_text(json.dumps(state))
+    reseal(path)
+    old = StatisticalGenerator.load(path)
+    assert old.fitted_ids_ is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        assert old.generate_params(desc, index=index).metadata.get("excluded_from_fit") is None

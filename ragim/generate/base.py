@@ -16,6 +16,7 @@ outside the index's domain.
 from __future__ import annotations
 
 import functools
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ragim.checks import config_from
-from ragim.errors import ValidationError
+from ragim.errors import DataWarning, ValidationError
 from ragim.params import ModelParams, param_names
 from ragim.schema import FeatureSchema
 from ragim.tasks import Task
@@ -57,20 +58,25 @@ def provenance_records(neighbors, weights) -> list[dict[str, Any]]:
 
 def fit_state(gen: Generator) -> dict[str, Any]:
     """What a fitted generator was fitted on, as its saved ``state.json`` holds it:
-    ``model_kind``, ``param_names``, ``schema`` (:meth:`FeatureSchema.to_dict`) and
-    ``embedder`` (the embedder's identity). :func:`read_fit_state` reads it back."""
+    ``model_kind``, ``param_names``, ``schema`` (:meth:`FeatureSchema.to_dict`), ``embedder``
+    (the embedder's identity) and ``index_ids`` (the ids of the tasks the index held, when
+    known). :func:`read_fit_state` and :func:`read_fitted_ids` read it back."""
+    ids = getattr(gen, "fitted_ids_", None)
     return {
         "model_kind": gen.model_kind_,
         "param_names": gen.param_names_,
         "schema": gen.schema_.to_dict(),
         "embedder": gen.embedder_identity_,
+        **({} if ids is None else {"index_ids": list(ids)}),
     }
 
 
 def record_fit_state(gen: Generator, index: Any) -> None:
     """Make ``index`` what ``gen`` was fitted on: its ``model_kind_``, ``schema_``,
     ``param_names_`` and ``embedder_identity_`` (the fields :func:`fit_state` saves) become the
-    index's; every generator's training calls it.
+    index's, and ``fitted_ids_`` the ids of the tasks it holds (what
+    :meth:`Generator.check_index_unchanged` compares the index with at generation); every
+    generator's training calls it.
 
     >>> from types import SimpleNamespace
     >>> from ragim import TaskIndex, datasets
@@ -78,12 +84,33 @@ def record_fit_state(gen: Generator, index: Any) -> None:
     ...                         embedder="hashing", progress=False)
     >>> gen = SimpleNamespace()
     >>> record_fit_state(gen, index)
-    >>> gen.model_kind_, gen.param_names_, gen.embedder_identity_["kind"]
-    ('logistic', ['intercept', 'x01', 'x02'], 'hashing')
+    >>> gen.model_kind_, gen.param_names_, gen.embedder_identity_["kind"], len(gen.fitted_ids_)
+    ('logistic', ['intercept', 'x01', 'x02'], 'hashing', 4)
     """
     gen.model_kind_, gen.schema_ = index.model, index.schema
     gen.param_names_ = param_names(index.model, index.schema)
     gen.embedder_identity_ = index.embedder.identity
+    gen.fitted_ids_ = index.ids
+
+
+def read_fitted_ids(state: Any) -> list[str] | None:
+    """The ids of the tasks a saved generator was fitted on (``state.json``'s ``index_ids``),
+    or None for a generator saved before they were kept (its index is then not checked).
+
+    Raises
+    ------
+    ValueError
+        ``index_ids`` is not a list of strings; the loader names the file.
+
+    >>> read_fitted_ids({"index_ids": ["a", "b"]}), read_fitted_ids({})
+    (['a', 'b'], None)
+    """
+    ids = state.get("index_ids")
+    if ids is None:
+        return None
+    if not isinstance(ids, list) or not all(isinstance(t, str) for t in ids):
+        raise ValueError("its index_ids must be a list of task ids")
+    return ids
 
 
 def read_fit_state(state: Any) -> tuple[str, list[str], FeatureSchema, Any]:
@@ -186,6 +213,12 @@ class Generator(ABC):
 
     generator_name = "base"
     index_ = None
+    #: the ids of the tasks the index held when the generator was fitted (None: not known,
+    #: e.g. a generator saved before they were kept)
+    fitted_ids_: list[str] | None = None
+    #: whether generation leaves out tasks the index no longer holds by refitting without
+    #: them (:meth:`check_index_unchanged`); otherwise such an index is refused
+    leaves_out_removed = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -235,6 +268,54 @@ class Generator(ABC):
         self._check_layout(index)
         check_identity(self.embedder_identity_, index.embedder)
 
+    def index_changes(self, index) -> tuple[list[str], list[str]]:
+        """``(removed, added)``: the tasks the generator was fitted on that ``index`` no longer
+        holds (``index.remove()``, or an index built without them), and the tasks ``index``
+        holds that it was not fitted on (``index.add()``). Both empty when the fitted tasks
+        are not known (:attr:`fitted_ids_` is None)."""
+        fitted = self.fitted_ids_
+        if fitted is None:
+            return [], []
+        ids = index.ids
+        if ids == fitted:
+            return [], []
+        now, then = set(ids), set(fitted)
+        return [t for t in fitted if t not in now], [t for t in ids if t not in then]
+
+    def check_index_unchanged(self, index) -> list[str]:
+        """Compare ``index`` with the tasks the generator was fitted on (:meth:`index_changes`)
+        and return the tasks it no longer holds, which a generator that
+        :attr:`leaves_out_removed` treats as excluded.
+
+        Raises
+        ------
+        ValidationError
+            When ``index`` no longer holds tasks the generator was fitted on and it cannot
+            leave them out (it learned from them): refit it on this index.
+
+        Warns
+        -----
+        DataWarning
+            When ``index`` holds tasks added since the generator was fitted.
+        """
+        removed, added = self.index_changes(index)
+        name = type(self).__name__
+        if removed and not self.leaves_out_removed:
+            raise ValidationError(
+                f"the index no longer holds {len(removed)} task(s) this {name} was fitted on "
+                f"({_some(removed)}) and it learned from them; refit it on this index "
+                "(fit(index))"
+            )
+        if added:
+            warnings.warn(
+                f"the index holds {len(added)} task(s) added since this {name} was fitted "
+                f"({_some(added)}); it was not fitted on them: refit it on this index "
+                "(fit(index)) to learn from them",
+                DataWarning,
+                stacklevel=4,
+            )
+        return removed
+
     def generate_params(
         self,
         query: str | Task | Sequence[str | Task],
@@ -266,14 +347,22 @@ class Generator(ABC):
         Raises
         ------
         ValidationError
-            An unfitted generator, an index of another model family, schema or embedder, a
-            bad ``k`` or option, or no neighbour left after the exclusions.
+            An unfitted generator, an index of another model family, schema or embedder, an
+            index that no longer holds tasks the generator learned from
+            (:meth:`check_index_unchanged`), a bad ``k`` or option, or no neighbour left after
+            the exclusions.
+
+        Warns
+        -----
+        DataWarning
+            When the index holds tasks added since the generator was fitted.
         """
         fitted = self._is_fitted()
         if not fitted:  # before the index: an unfitted generator has none to blame
             self._check_fitted_on(index, fitted)
         index = self._resolve_index(index)
         self._check_fitted_on(index, fitted)
+        self.check_index_unchanged(index)
         vectors, items, single = index.embed_queries(query)
         out = self._generate(index, vectors, items, single, k=k, exclude=exclude, **options)
         for params, item in zip(out, items, strict=True):
@@ -337,6 +426,11 @@ class Generator(ABC):
         return model
 
 
+def _some(ids: list[str]) -> str:
+    """The first three of ``ids``, and "..." when there are more."""
+    return ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
+
+
 #: Names that moved to :mod:`ragim.generate.hypernetwork` (0.2); importing them from here still
 #: works, with a DeprecationWarning.
 MOVED_TO_HYPERNETWORK = (
@@ -350,8 +444,6 @@ MOVED_TO_HYPERNETWORK = (
 
 def __getattr__(name: str) -> Any:
     if name in MOVED_TO_HYPERNETWORK:
-        import warnings
-
         from ragim.generate import hypernetwork  # imported late: it imports this module
 
         warnings.warn(

@@ -25,7 +25,13 @@ import torch
 
 from ragim.checks import check_fields, check_int, config_from, setting
 from ragim.errors import ArtifactError, ValidationError
-from ragim.generate.base import Generator, config_with, fit_state, read_fit_state
+from ragim.generate.base import (
+    Generator,
+    config_with,
+    fit_state,
+    read_fit_state,
+    read_fitted_ids,
+)
 from ragim.params import design_matrix
 from ragim.schema import FeatureSchema
 
@@ -100,12 +106,14 @@ class SavedNet:
     emb_dim: int
     history: list
     tensors: dict[str, Any]
+    fitted_ids: list[str] | None = None  # None: saved before they were kept
 
     def restore(self, gen: Generator) -> None:
         """Set what ``gen`` was fitted on (``model_kind_``, ``param_names_``, ``schema_``,
-        ``embedder_identity_``) and its ``history_``."""
+        ``embedder_identity_``, ``fitted_ids_``) and its ``history_``."""
         gen.model_kind_, gen.param_names_ = self.model_kind, self.param_names
         gen.schema_, gen.embedder_identity_ = self.schema, self.embedder
+        gen.fitted_ids_ = self.fitted_ids
         gen.history_ = self.history
 
 
@@ -119,6 +127,7 @@ def read_saved_net(art: Any, bad: Callable[[str, Any], Exception]) -> SavedNet:
     try:
         state = art.read_json("state.json")
         model_kind, names, schema, embedder = read_fit_state(state)
+        fitted_ids = read_fitted_ids(state)
         emb_dim, history = int(state["emb_dim"]), list(state.get("history", []))
     except KeyError as exc:
         raise bad("state.json", f"it lacks the field {exc}") from exc
@@ -128,7 +137,7 @@ def read_saved_net(art: Any, bad: Callable[[str, Any], Exception]) -> SavedNet:
         tensors = st_load(art.read_bytes("model.safetensors"))
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise bad("model.safetensors", exc) from exc
-    return SavedNet(model_kind, names, schema, embedder, emb_dim, history, tensors)
+    return SavedNet(model_kind, names, schema, embedder, emb_dim, history, tensors, fitted_ids)
 
 
 def weights_mismatch_error(root: Any, exc: BaseException) -> ArtifactError:

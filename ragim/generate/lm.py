@@ -55,6 +55,7 @@ from ragim.generate.base import (
     check_task_index,
     config_with,
     provenance_records,
+    read_fitted_ids,
     register_generator,
 )
 from ragim.lm.adapters import (
@@ -453,6 +454,7 @@ class LMGenerator(Generator):
 
         index = self._resolve_index(index)
         self.check_index(index)
+        self.check_index_unchanged(index)  # a trained LM learned from its index's tasks
         cfg = self.config
         k = check_int(cfg.k if k is None else k, "k", ge=0)
         n = cfg.num_candidates if num_candidates is None else num_candidates
@@ -751,6 +753,7 @@ class LMGenerator(Generator):
             "param_names": self.param_names_,
             "schema": None if self.schema_ is None else self.schema_.to_dict(),
             "embedder": self.embedder_identity_,
+            **({} if self.fitted_ids_ is None else {"index_ids": list(self.fitted_ids_)}),
             "fine_tuned": self.fine_tuned_,
             **correction_state(self.prior_correction_, self.prior_correction_cv_),
             **training_state(self),
@@ -786,6 +789,7 @@ class LMGenerator(Generator):
                 None if state["schema"] is None else FeatureSchema.from_dict(state["schema"])
             )
             gen.embedder_identity_ = state["embedder"]
+            gen.fitted_ids_ = read_fitted_ids(state)  # None when saved before they were kept
             gen.fine_tuned_ = bool(state.get("fine_tuned", False))
             # saved before it existed: None and []
             saved = correction_state(
@@ -806,7 +810,7 @@ class LMGenerator(Generator):
                 raise ValidationError(
                     "it was trained with statistical_prior but its prior/ folder is missing"
                 )
-        except (TypeError, KeyError, AttributeError, ValidationError) as exc:
+        except (TypeError, KeyError, ValueError, AttributeError, ValidationError) as exc:
             raise ArtifactError(f"{path}: not a valid LM generator ({exc})") from exc
         gen.model_, gen.tokenizer_ = load_adapter_model(
             path,

@@ -92,6 +92,7 @@ from ragim.generate.base import (
     config_with,
     fit_state,
     read_fit_state,
+    read_fitted_ids,
     record_fit_state,
     register_generator,
 )
@@ -540,6 +541,9 @@ class StatisticalGenerator(Generator):
         :func:`ragim.estimator.adapt_prior` (``adaptation="auto"``) follows them.
     """
 
+    #: tasks the index no longer holds are left out as ``exclude=`` leaves tasks out
+    leaves_out_removed = True
+
     def __init__(self, config: StatisticalConfig | None = None, **overrides: Any):
         self.config = config_with(StatisticalConfig, config, overrides)
         self.fitted_: _Fitted | None = None
@@ -825,10 +829,11 @@ class StatisticalGenerator(Generator):
         k = 10 if k is None else k
         texts = [q.description if isinstance(q, Task) else q for q in items]
         excludes = per_query_excludes(exclude, len(items))
+        gone = frozenset(self.index_changes(index)[0])  # fitted on, since removed: left out
         out: list[ModelParams | None] = [None] * len(items)
         by_fit: dict[frozenset, list[int]] = {}
         for qi, ex in enumerate(excludes):
-            by_fit.setdefault(self._excluded(index, ex), []).append(qi)
+            by_fit.setdefault(self._excluded(index, ex) | gone, []).append(qi)
         for dropped, qis in by_fit.items():
             with threadpool_limits(BLAS_THREADS, user_api="blas"):
                 fitted = self._fitted_without(dropped, index)
@@ -842,13 +847,18 @@ class StatisticalGenerator(Generator):
         return out
 
     def _excluded(self, index, exclude) -> frozenset:
+        """The tasks ``exclude`` leaves out of what the model learns from: those it names with
+        the tasks sharing their patients (:meth:`TaskIndex.held_out_ids
+        <ragim.index.TaskIndex.held_out_ids>`), or the index tasks a predicate matches."""
         from ragim.index import as_predicate
 
         if exclude is not None and not callable(exclude):  # ids: a misspelt one is named
-            fitted_on = set(self.summaries_.ids)  # tasks removed from the index since fit too
-            exclude = [t for t in exclude if t in fitted_on] + index.known_ids(
-                [t for t in exclude if t not in fitted_on]
-            )
+            fitted_on = set(self.summaries_.ids).union(self.fitted_ids_ or ())
+            # fitted on but gone from the index since: no warning, and their patients' tasks
+            gone = [t for t in exclude if t in fitted_on and t not in index]
+            rest = [t for t in exclude if t not in gone]
+            held = index.held_out_ids(rest) if rest else []
+            return frozenset([*gone, *held, *(index.sharing_patients(gone) if gone else ())])
         pred = as_predicate(exclude)
         if pred is None:
             return frozenset()
@@ -871,8 +881,9 @@ class StatisticalGenerator(Generator):
                 rest = [t for t in _index_tasks(index) if t.task_id not in dropped]
             except ValidationError as exc:
                 raise ValidationError(
-                    "exclude= refits the pooled model without the excluded tasks, which needs "
-                    f"the index's task rows: {exc}"
+                    "exclude= refits the pooled model without the tasks left out (as does a "
+                    "task removed from the index since fit), which needs the index's task rows: "
+                    f"{exc}"
                 ) from None
             rng = np.random.default_rng(self.config.seed)
             pooled, _ = _pooled_fit(index, rest, self.config.pooled_rows, rng)
@@ -1089,6 +1100,7 @@ class StatisticalGenerator(Generator):
         try:
             fitted_on = read_fit_state(state)
             gen.model_kind_, gen.param_names_, gen.schema_, gen.embedder_identity_ = fitted_on
+            gen.fitted_ids_ = read_fitted_ids(state)  # None when saved before they were kept
             ids, gen.descriptions_ = list(state["ids"]), list(state["descriptions"])
             gen.groups_ = {g: [int(c) for c in cols] for g, cols in state["groups"].items()}
             gen.stack_, gen.cv_ = state["stack"], state["cv"]

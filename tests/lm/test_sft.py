@@ -146,6 +146,18 @@ def test_adapter_round_trip(trained, index, family, tmp_path):
         LMGenerator.load(path)
 
 
+def test_a_trained_lm_refuses_an_index_that_lost_tasks_it_learned_from(trained, index, family, tmp_path):
+    """Its adapter learned from every task of its index: an index without one of them (removed,
+    or built without it) must not be used as if nothing changed; a saved one remembers too."""
+    gen, _ = trained
+    loaded = LMGenerator.load(gen.save(tmp_path / "lm"), device="cpu")
+    assert loaded.fitted_ids_ == gen.fitted_ids_ == index.ids
+    fewer = TaskIndex.build(family.take(range(1, len(family))), embedder="hashing", progress=False,
+                            schema=index.schema)
+    with pytest.raises(ValidationError, match=rf"no longer holds 1 task\(s\) this LMGenerator was fitted on \({index.ids[0]}\)"):
+        loaded.generate_params(family.descriptions[3], fewer)
+
+
 def test_fit_method_and_input_validation(index):
     gen = LMGenerator(base_model="tiny", k=1, device="cpu").fit(index, max_steps=1, batch_size=2, val_fraction=0.0,
                                                                 progress=False)
