@@ -1026,8 +1026,8 @@ def test_group_codes_that_look_like_exponents_are_not_merged():
     X = pd.DataFrame({"age": np.random.default_rng(0).normal(60, 10, 40)})
     tasks = TaskCollection([Task(f"t{i}", f"task {i}", X, np.arange(40) % 2, metadata={"site": s})
                             for i, s in enumerate(["3E1", "30", "030"])])
-    kept, n = exclude_tasks(tasks, {"site": ["30"]})
-    assert n == 2 and kept.ids == ["t0"]
+    left = exclude_tasks(tasks, {"site": ["30"]})
+    assert left.n_excluded == 2 and left.tasks.ids == ["t0"]
     train, test = tasks.group_split("site", ["3E1"])
     assert test.ids == ["t0"] and train.ids == ["t1", "t2"]
 
