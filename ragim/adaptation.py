@@ -39,7 +39,11 @@ risk, so only ``"zero-shot"`` and ``"intercept"`` compete then.
 :func:`adapt` runs the whole choice and returns the adapted parameters with a report:
 which candidate won, every candidate's evidence, the intercept shift, the log-odds scale,
 the coefficients that crossed zero, and the warnings it raised
-(:class:`~ragim.errors.AdaptationWarning`).
+(:class:`~ragim.errors.AdaptationWarning`). The chosen candidate's SDs are the adapted
+parameters' posterior SDs: ``"intercept"`` and ``"recalibrate"`` keep the generated terms
+(times ``b``), so a term's SD combines its generated SD with the uncertainty of ``b``
+(:func:`recalibration`); ``"prior"`` and ``"map"`` give their Laplace posterior's, with the
+prior scale ``s`` or ``lambda`` integrated out where the evidence chose it.
 
 Examples
 --------
@@ -106,6 +110,19 @@ class Candidate:
 def _laplace(H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Posterior SDs and correlations from the Hessian of a MAP fit (its inverse)."""
     return std_and_correlation(np.linalg.inv(H))
+
+
+def _grid_covariance(evs: np.ndarray, points: np.ndarray, hessians: np.ndarray, best: int):
+    """The posterior covariance with a grid's hyper-parameter integrated out under a uniform
+    prior over the grid, about the parameters at its most probable point ``best``: the
+    evidence-weighted mean of ``H^-1 + (x - x_best)(x - x_best)'`` over the grid (the law of
+    total variance). The Laplace covariance at ``best`` alone takes that hyper-parameter as
+    known and is too narrow when the rows cannot pin it down."""
+    w = np.exp(evs - np.max(evs))
+    w /= w.sum()
+    dev = points - points[best]
+    C = np.einsum("l,lij->ij", w, np.linalg.inv(hessians)) + np.einsum("l,li,lj->ij", w, dev, dev)
+    return (C + C.T) / 2
 
 
 def log_likelihood(z: np.ndarray, y: np.ndarray) -> float:
@@ -189,41 +206,92 @@ def recalibration(
     slope: bool = True,
     scales=RECAL_SCALES,
     slope_ratio: float = 0.5,
+    prior_std: np.ndarray | None = None,
+    prior_correlation: np.ndarray | None = None,
 ) -> Candidate:
     """The ``"recalibrate"`` candidate (``slope=False``: ``"intercept"``): ``a ~ N(0, s^2)``,
     ``log b ~ N(0, (slope_ratio * s)^2)``, the prior scale ``s`` integrated out over ``scales``;
-    the parameters are those at the most probable scale.
+    the parameters are those at the most probable scale, their (Laplace) covariance that of
+    the posterior with ``s`` integrated out, about them.
+
+    The rows fit only ``a`` and ``b``; each term stays the generated ``beta_j`` times ``b``, so
+    its SD carries both uncertainties: the generated ``sigma_j`` (``prior_std``, the
+    generator's SD of each parameter, with ``prior_correlation`` between them when given) and
+    the Laplace variance ``v`` of ``log b``, ``beta_j ~ N(beta0_j, sigma_j^2)`` independent of
+    ``b``. With the delta-method moments of ``b`` (mean ``b``, variance ``b^2 v``), the exact
+    variance of a product of independent factors gives
+
+    ``Var(b beta_j) = b^2 sigma_j^2 (1 + v) + b^2 beta0_j^2 v``,
+
+    never below ``(b sigma_j)^2``: a common scale fitted on a few rows does not shrink what
+    the generator did not know about each term (``"intercept"``: ``b = 1``, ``v = 0``, the
+    terms keep their generated SDs). The intercept ``theta0_0 + a`` is refitted to the rows'
+    level given the terms, so the terms' errors pass into it: its variance is the Laplace
+    variance of ``a`` plus ``b^2 m' Sigma m``, ``m`` the rows' weighted mean design row
+    (``m = sum w_i d_i / (sum w_i + 1/s^2)``, ``w_i = p_i (1 - p_i)`` at the fit: minus the
+    change of ``a`` per unit change of the terms' log-odds) and ``Sigma`` the terms' generated
+    covariance. The candidate's ``correlation`` holds the covariances between them (the
+    shared ``b`` correlates every term with every other).
+
+    Without ``prior_std`` the terms' uncertainty is unknown and the candidate has no SDs
+    (``std`` None): an interval from ``b`` alone would treat every generated coefficient as
+    exact.
 
     Returns a :class:`Candidate` whose ``detail`` holds ``intercept_shift``, ``scale`` (the
-    slope ``b`` on the generated log-odds) and ``prior_scale`` (``s``).
+    slope ``b`` on the generated log-odds), ``log_scale_sd`` (``sqrt(v)``; 0 without a slope)
+    and ``prior_scale`` (``s``).
 
     Examples
     --------
     >>> D = np.array([[-1.0], [0.0], [1.0], [2.0]]); y = np.array([0.0, 1.0, 1.0, 1.0])
-    >>> c = recalibration(D, y, np.array([-1.0, 1.0]))
+    >>> c = recalibration(D, y, np.array([-1.0, 1.0]), prior_std=np.array([0.5, 0.3]))
     >>> bool(c.theta[0] > -1.0), bool(c.detail["scale"] > 0)
     (True, True)
+    >>> bool(c.std[1] >= c.detail["scale"] * 0.3)  # never below b times the generated SD
+    True
+    >>> recalibration(D, y, np.array([-1.0, 1.0])).std is None  # no generated SDs: none
+    True
     """
+    theta0 = np.asarray(theta0, dtype=float)
     z0t = D @ theta0[1:]
     sds = np.asarray(scales, dtype=float)
     X, Hs, evs = _recal_fit(z0t, y, float(theta0[0]), sds, slope_ratio * sds if slope else None)
     best = int(np.argmax(evs))
     s, x = sds[best], X[best]
-    cov = np.linalg.inv(Hs[best])
+    cov = _grid_covariance(evs, X, Hs, best)
     b = float(np.exp(x[1])) if slope else 1.0
+    v = float(cov[1, 1]) if slope else 0.0
     theta = np.concatenate([[theta0[0] + x[0]], b * theta0[1:]])
-    std = np.concatenate(
-        [
-            [np.sqrt(cov[0, 0])],
-            np.abs(theta[1:]) * np.sqrt(cov[1, 1]) if slope else np.zeros(len(theta) - 1),
-        ]
-    )
+    std = corr = None
+    if prior_std is not None:
+        beta0 = theta0[1:]
+        sig = np.asarray(prior_std, dtype=float)[1:]
+        R = (
+            np.eye(len(sig))
+            if prior_correlation is None
+            else np.asarray(prior_correlation, dtype=float)[1:, 1:]
+        )
+        Sigma = R * np.outer(sig, sig)
+        p = expit(theta[0] + b * z0t)
+        w = p * (1 - p)
+        m = (w @ D) / (w.sum() + 1.0 / s**2)
+        C = np.empty((len(theta), len(theta)))
+        C[0, 0] = cov[0, 0] + b**2 * float(m @ Sigma @ m)
+        C[0, 1:] = C[1:, 0] = (b * cov[0, 1] * beta0 if slope else 0.0) - b**2 * (Sigma @ m)
+        C[1:, 1:] = b**2 * (1 + v) * Sigma + b**2 * v * np.outer(beta0, beta0)
+        std, corr = std_and_correlation((C + C.T) / 2)
     return Candidate(
         "recalibrate" if slope else "intercept",
         theta,
         std,
         _log_mean_exp(evs),
-        {"intercept_shift": float(x[0]), "scale": b, "prior_scale": float(s)},
+        {
+            "intercept_shift": float(x[0]),
+            "scale": b,
+            "log_scale_sd": float(np.sqrt(v)),
+            "prior_scale": float(s),
+        },
+        corr,
     )
 
 
@@ -284,13 +352,15 @@ def map_candidate(
     lambdas=LAMBDA_GRID,
 ) -> Candidate:
     """The ``"map"`` candidate. ``prior_strength``: ``"evidence"`` (``lambda`` integrated out
-    over ``lambdas``; the fit uses the most probable one), ``"cv"`` (``lambda`` by
-    cross-validated log-loss on the rows) or a positive number (``lambda`` itself)."""
+    over ``lambdas``; the fit uses the most probable one, and the SDs and correlations are
+    those of the posterior with ``lambda`` integrated out, about that fit), ``"cv"``
+    (``lambda`` by cross-validated log-loss on the rows) or a positive number (``lambda``
+    itself); with those two, the Laplace posterior at that ``lambda``."""
     if isinstance(prior_strength, str) and prior_strength == "evidence":
         evs, thetas, hessians = map_evidence_path(D, y, theta0, lambdas, intercept_ratio)
         best = int(np.argmax(evs))
         lam, ev = float(lambdas[best]), _log_mean_exp(evs)
-        std, corr = _laplace(hessians[best])
+        std, corr = std_and_correlation(_grid_covariance(evs, thetas, hessians, best))
         return Candidate("map", thetas[best], std, ev, {"prior_strength": lam}, corr)
     elif isinstance(prior_strength, str) and prior_strength == "cv":
         folds = int(min(5, max(2, min(np.sum(y), np.sum(1 - y)))))
@@ -346,9 +416,15 @@ def candidates(
     prior_strength="evidence",
     intercept_ratio: float = 0.1,
     prior_std: np.ndarray | None = None,
+    prior_correlation: np.ndarray | None = None,
 ) -> dict[str, Candidate]:
     """Every candidate in ``names`` fitted to the rows ``(D, y)`` (0/1 ``y``) around ``theta0``;
-    ``"prior"`` only when ``prior_std`` (the generator's SDs, shape of ``theta0``) is given."""
+    ``"prior"`` only when ``prior_std`` (the generator's SDs, shape of ``theta0``) is given.
+    ``"intercept"`` and ``"recalibrate"`` keep the generated terms (times ``b``), so their SDs
+    combine ``prior_std`` (and ``prior_correlation``, the generator's correlations, when
+    given) with the fit's (:func:`recalibration`); without ``prior_std`` they have none.
+    ``"zero-shot"`` has none (the generated model's stand); ``"prior"`` and ``"map"`` have
+    their Laplace posterior SDs."""
     out: dict[str, Candidate] = {}
     if "zero-shot" in names:
         out["zero-shot"] = Candidate(
@@ -359,9 +435,13 @@ def candidates(
             {},
         )
     if "intercept" in names:
-        out["intercept"] = recalibration(D, y, theta0, slope=False)
+        out["intercept"] = recalibration(
+            D, y, theta0, slope=False, prior_std=prior_std, prior_correlation=prior_correlation
+        )
     if "recalibrate" in names:
-        out["recalibrate"] = recalibration(D, y, theta0)
+        out["recalibrate"] = recalibration(
+            D, y, theta0, prior_std=prior_std, prior_correlation=prior_correlation
+        )
     if "prior" in names and prior_std is not None:
         out["prior"] = map_with_prior(D, y, np.asarray(theta0, float), prior_std)
     if "map" in names:
@@ -452,6 +532,7 @@ def adapt(
     warn: bool = True,
     prior_std: np.ndarray | None = None,
     prefer: str | None = None,
+    prior_correlation: np.ndarray | None = None,
 ) -> tuple[Candidate, dict[str, Any]]:
     """Adapt ``theta0`` to the rows ``(D, y)``; returns the chosen :class:`Candidate` and a report.
 
@@ -471,20 +552,26 @@ def adapt(
         both, validated inside the index for the number of rows.
     labels : ``(non-event, event)`` labels as the user wrote them, for messages.
     warn : raise :class:`~ragim.errors.AdaptationWarning` for what the report flags.
-    prior_std : the generator's SD of each parameter, shape (p + 1,), >= 0 (floored at 1e-3
-        in the fit); needed by ``adaptation="prior"`` (an error without it).
+    prior_std : the generator's SD of each parameter, shape (p + 1,), >= 0; needed by
+        ``adaptation="prior"`` (an error without it; floored at 1e-3 in that fit). The
+        ``"intercept"`` and ``"recalibrate"`` candidates keep the generated terms, so their
+        SDs add these to the fit's (:func:`recalibration`); without them they have no SDs.
+    prior_correlation : the correlations of the generator's errors, shape (p + 1, p + 1), or
+        None (independent); used with ``prior_std`` by ``"intercept"`` and ``"recalibrate"``.
 
     Returns
     -------
-    (candidate, report). The report (JSON-safe) holds ``adaptation`` (what was asked),
-    ``chosen``, ``k``, ``n_events``, ``margin``, ``prefer`` (the candidate preferred, None when
-    none was), ``prefer_ignored`` (None, or why a ``prefer`` given was not used: rows of one
-    class, no SDs), ``evidence_choice`` (what the evidence alone, with margin
-    :data:`EVIDENCE_MARGIN`, would have chosen among the fitted candidates), ``log_evidence``
-    (per candidate), ``intercept_shift``, ``log_odds_scale``, ``sign_changes``,
+    (candidate, report). The candidate's ``std`` (None for ``"zero-shot"``, and for
+    ``"intercept"`` and ``"recalibrate"`` without ``prior_std``) and ``correlation`` are the
+    adapted parameters' posterior SDs and correlations. The report (JSON-safe) holds
+    ``adaptation`` (what was asked), ``chosen``, ``k``, ``n_events``, ``margin``, ``prefer``
+    (the candidate preferred, None when none was), ``prefer_ignored`` (None, or why a ``prefer``
+    given was not used: rows of one class, no SDs), ``evidence_choice`` (what the evidence
+    alone, with margin :data:`EVIDENCE_MARGIN`, would have chosen among the fitted candidates),
+    ``log_evidence`` (per candidate), ``intercept_shift``, ``log_odds_scale``, ``sign_changes``,
     ``single_class`` (None, or what was done with rows of one class), ``reversal_refused``
-    (None, or the reversing candidates the evidence favoured but not by
-    :data:`REVERSAL_MARGIN`, with their log Bayes factor) and ``warnings``.
+    (None, or the reversing candidates the evidence favoured but not by :data:`REVERSAL_MARGIN`,
+    with their log Bayes factor) and ``warnings``.
 
     Raises
     ------
@@ -528,15 +615,15 @@ def adapt(
         # rows of one class: the policy was validated on draws of both classes; no SDs: nothing
         # to centre the prior on. The evidence chooses (the report says why)
         prefer = None
-    if adaptation != "prior" and prefer != "prior":
-        prior_std = None  # only "prior" uses the SDs
-    elif prior_std is None:
+    if adaptation == "zero-shot" or (adaptation == "map" and not single):
+        prior_std = prior_correlation = None  # these candidates do not use the SDs
+    elif prior_std is None and (adaptation == "prior" or prefer == "prior"):
         raise ValidationError(
             "adaptation 'prior' needs the SD of every parameter of the model, and this one has "
             "none: use a model from a generator that reports SDs (the statistical and attention "
             "generators do), or adaptation 'map'"
         )
-    else:
+    elif prior_std is not None:
         prior_std = np.asarray(prior_std, dtype=float)
         if prior_std.shape != theta0.shape:
             raise ValidationError(
@@ -547,6 +634,11 @@ def adapt(
         if len(bad):
             raise ValidationError(
                 f"prior_std must be finite and >= 0, got {prior_std[bad[0]]} for {names[bad[0]]!r}"
+            )
+        if prior_correlation is not None and np.shape(prior_correlation) != 2 * theta0.shape:
+            raise ValidationError(
+                f"prior_correlation must be ({len(theta0)}, {len(theta0)}), "
+                f"got shape {np.shape(prior_correlation)}"
             )
     if single:
         names_c = ("zero-shot", "intercept")
@@ -562,6 +654,7 @@ def adapt(
         prior_strength=prior_strength,
         intercept_ratio=intercept_ratio,
         prior_std=prior_std,
+        prior_correlation=prior_correlation,
     )
     if adaptation == "auto" or (single and adaptation != "zero-shot"):
         chosen = choose(cands, margin, prefer=prefer if prefer in cands else None)

@@ -92,7 +92,9 @@ def recalibrate(
     *,
     intercept_sd: float | None = None,
     slope_sd: float | None = None,
-) -> tuple[np.ndarray, np.ndarray, float]:
+    prior_std: np.ndarray | None = None,
+    prior_correlation: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, float]:
     """MAP recalibration of a generated model: ``theta = [theta0_0 + a, b * theta0_terms]`` with
     ``a ~ N(0, intercept_sd^2)`` and ``log b ~ N(0, slope_sd^2)`` (so ``b > 0``).
 
@@ -101,32 +103,37 @@ def recalibrate(
     those at the most probable ``s``. Returns (theta, std, intercept_sd used). This is the
     ``"recalibrate"`` candidate of :func:`ragim.adaptation.adapt`.
 
+    ``std``: each adapted parameter's SD, combining the generated SDs ``prior_std`` (and their
+    ``prior_correlation``) with the uncertainty of ``a`` and ``b`` on the rows
+    (:func:`ragim.adaptation.recalibration` gives the formula); None without ``prior_std``
+    (the generated coefficients' uncertainty is then unknown).
+
     Examples
     --------
     >>> D = np.array([[-1.0], [0.0], [1.0], [2.0]]); y = np.array([0, 1, 1, 1])
-    >>> theta, std, s = recalibrate(D, y, np.array([-1.0, 1.0]))
+    >>> theta, std, s = recalibrate(D, y, np.array([-1.0, 1.0]), prior_std=np.array([0.5, 0.4]))
     >>> bool(theta[0] > -1.0)   # more positives than the generated intercept expects
+    True
+    >>> bool(std[1] >= theta[1] * 0.4)   # b (theta0's term is 1) times the generated SD at least
     True
     """
     if (intercept_sd is None) != (slope_sd is None):
         raise ValidationError("give both intercept_sd and slope_sd, or neither")
     y = np.asarray(y, dtype=float)
     theta0 = np.asarray(theta0, dtype=float)
+    sds = {"prior_std": prior_std, "prior_correlation": prior_correlation}
     if intercept_sd is None:
-        c = recalibration(D, y, theta0)
+        c = recalibration(D, y, theta0, **sds)
     else:
         c = recalibration(
-            D, y, theta0, scales=(float(intercept_sd),), slope_ratio=float(slope_sd) / intercept_sd
+            D,
+            y,
+            theta0,
+            scales=(float(intercept_sd),),
+            slope_ratio=float(slope_sd) / intercept_sd,
+            **sds,
         )
     return c.theta, c.std, float(c.detail["prior_scale"])
-
-
-def _intercept_apart(correlation: np.ndarray) -> np.ndarray:
-    """``correlation`` with the intercept's errors uncorrelated with the others' (an intercept
-    refitted on new rows, the terms kept)."""
-    out = correlation.copy()
-    out[0, 1:] = out[1:, 0] = 0.0
-    return out
 
 
 def adapt_prior(
@@ -166,8 +173,11 @@ def adapt_prior(
     this many rows, or None (the evidence alone chose), and ``policy_note``: why there was no
     entry, or what it said and whether it was followed. An adapted model carries no policy
     (it was validated for the generated one): adapting it again, the evidence alone chooses.
-    ``std``: the candidate's posterior SDs
-    (the prior's where the candidate left a parameter as generated).
+    ``std`` and ``correlation``: the candidate's posterior SDs and correlations: the Laplace
+    fit's for ``"prior"`` and ``"map"``; for ``"intercept"`` and ``"recalibrate"``, which keep
+    the generated terms (times one scale ``b``), the prior's SDs combined with the fit's (a
+    term's SD is never below ``b`` times its generated SD; none when the prior has none,
+    :func:`ragim.adaptation.recalibration`); the prior's own for ``"zero-shot"``.
 
     Raises
     ------
@@ -220,6 +230,7 @@ def adapt_prior(
         labels=labels,
         warn=False,
         prior_std=prior.std,
+        prior_correlation=prior.correlation,
         margin=EVIDENCE_MARGIN if entry is None else entry["margin"],
         prefer=None if entry is None else entry["prefer"],
     )
@@ -233,14 +244,12 @@ def adapt_prior(
     if warn:
         for msg in report["warnings"]:
             warnings.warn(msg, AdaptationWarning, stacklevel=2)
-    # the errors' correlations: the fit's own (Laplace fits), the prior's while its SDs stand
-    # (zero-shot), the prior's terms' beside a refitted intercept, else none (independent)
+    # the candidate's SDs and correlations (the Laplace fits' own; the intercept shift's and
+    # the recalibration's combine the prior's with the fit's); the prior's where it has none
+    # (zero-shot, or a shift or recalibration of a model without SDs, which has none either)
     std, corr = cand.std, cand.correlation
     if cand.std is None:
         std, corr = prior.std, prior.correlation
-    if cand.name == "intercept" and prior.std is not None:
-        std = np.concatenate([cand.std[:1], prior.std[1:]])
-        corr = None if prior.correlation is None else _intercept_apart(prior.correlation)
     params = prior.replace(
         vector=cand.theta,
         std=std,

@@ -86,6 +86,57 @@ def test_recalibration_slope_stays_positive_however_contrary_the_rows():
     assert c.detail["scale"] < 0.5  # the model is weakened, not reversed
 
 
+def test_a_recalibrated_term_keeps_its_generated_uncertainty():
+    """The rows fit one intercept and one scale b; each term stays b times the generated one,
+    so its SD holds the generated SD (times b) and b's: never b's alone, which made every
+    interval exclude zero after 40 rows."""
+    D, y = _rows(40, 6, np.array([0.2, 1.8, -1.2, 0.7]))
+    sd0 = np.array([0.6, 0.4, 0.3, 0.5])
+    c = recalibration(D, y, THETA0, prior_std=sd0)
+    b, v = c.detail["scale"], c.detail["log_scale_sd"] ** 2
+    assert b > 1 and v > 0
+    expected = np.sqrt(b**2 * sd0[1:] ** 2 * (1 + v) + (b * THETA0[1:]) ** 2 * v)
+    np.testing.assert_allclose(c.std[1:], expected, rtol=1e-10)
+    assert np.all(c.std[1:] >= b * sd0[1:])
+    # the shared b correlates the terms: two that point the same way, positively
+    j, k = 1, 3  # 'a' and 'c' are both positive
+    assert c.correlation[j, k] > 0
+    # the intercept shift keeps the terms as generated: their SDs are the generated ones
+    i = recalibration(D, y, THETA0, slope=False, prior_std=sd0)
+    np.testing.assert_allclose(i.std[1:], sd0[1:], rtol=1e-12)
+    # through adapt(), on every candidate that keeps the generated terms
+    for name in ("intercept", "recalibrate"):
+        cand, _ = adapt(D, y, THETA0, NAMES, adaptation=name, prior_std=sd0, warn=False)
+        scale = cand.detail["scale"]
+        assert np.all(cand.std[1:] >= scale * sd0[1:] * (1 - 1e-12)), name
+    # the generated model has no SDs: neither has its recalibration (not b's alone)
+    assert recalibration(D, y, THETA0).std is None
+
+
+def test_adapted_intervals_cover_the_true_coefficients():
+    """Sites whose true coefficients lie about the generated ones as the generated SDs say
+    (and whose patients sit off the design's centre): 40 rows each. The adapted models' 90%
+    intervals cover the true terms and intercept about as often as they claim."""
+    rng = np.random.default_rng(11)
+    beta0 = np.array([0.8, -0.5, 0.3, 0.0, 0.6, -0.2])
+    theta0, sd0 = np.r_[-0.5, beta0], np.r_[1.0, np.full(6, 0.3)]
+    centre = np.array([0.8, 0.5, 0.0, 0.3, 0.6, 0.0])
+    hits = {"intercept": np.zeros(7), "recalibrate": np.zeros(7)}
+    n = 150
+    for _ in range(n):
+        truth = np.r_[-0.5 + 0.5 * rng.normal(), beta0 + sd0[1:] * rng.normal(size=6)]
+        D = rng.normal(size=(40, 6)) + centre
+        y = (rng.random(40) < expit(truth[0] + D @ truth[1:])).astype(float)
+        for name in hits:
+            c = recalibration(D, y, theta0, slope=name == "recalibrate", prior_std=sd0)
+            hits[name] += np.abs(c.theta - truth) <= 1.645 * c.std
+    for name, h in hits.items():
+        cover = h / n
+        # terms: about 0.9 (b's SD alone covered 0.2-0.5 of them); the intercept, refitted to
+        # the rows' level, about 0.85 (the Laplace SD of the shift alone: about 0.7)
+        assert np.all(cover[1:] >= 0.8) and cover[0] >= 0.78, (name, cover.round(2))
+
+
 def test_rows_without_information_keep_the_zero_shot_model():
     """Rows drawn from the generated model itself carry no evidence for any change: the
     choice falls back to zero-shot in nearly every draw."""
@@ -315,7 +366,14 @@ def test_the_batched_lambda_path_equals_one_fit_per_lambda():
         assert lam == LAMBDA_GRID[int(np.argmax(one))]
         theta, H = map_logistic(D, y, THETA0, lam, 0.1)
         np.testing.assert_allclose(cand.theta, theta, atol=1e-8)
-        np.testing.assert_allclose(cand.std, np.sqrt(np.diag(np.linalg.inv(H))), rtol=1e-6)
+        # the SDs: lambda integrated out (each lambda's Laplace posterior weighted by its
+        # evidence), about the fit at the most probable lambda
+        w = np.exp(one - logsumexp(one))
+        second = np.zeros((4, 4))
+        for wl, lam_l in zip(w, LAMBDA_GRID, strict=True):
+            t_l, H_l = map_logistic(D, y, THETA0, lam_l, 0.1)
+            second += wl * (np.linalg.inv(H_l) + np.outer(t_l - theta, t_l - theta))
+        np.testing.assert_allclose(cand.std, np.sqrt(np.diag(second)), rtol=1e-5)
 
 
 def test_a_newton_step_that_overflows_is_halved_not_taken():

@@ -411,7 +411,11 @@ def test_adapt_recalibrates_like_zero_shot_classifier(root):
     prior, adapted = ModelParams.load(d / "m0"), ModelParams.load(d / "m1")
     X, y, _ = _frame(d, "adapt.csv")
     theta, std, _ = recalibrate(
-        design_matrix("logistic", prior.schema, X), y.astype(float), prior.vector
+        design_matrix("logistic", prior.schema, X),
+        y.astype(float),
+        prior.vector,
+        prior_std=prior.std,
+        prior_correlation=prior.correlation,
     )
     np.testing.assert_allclose(adapted.vector, theta, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(adapted.std, std, rtol=1e-10, atol=1e-12)

@@ -91,9 +91,13 @@ def test_map_and_recalibrate_helpers():
     sk = LogisticRegression(C=1e6, tol=1e-10, max_iter=10000).fit(D, y)
     assert np.allclose(theta[1:], sk.coef_[0], atol=1e-3)
     theta0 = np.array([0.0, 1.0, -0.5, 0.0])  # right direction, too weak
-    theta_r, std, scale = recalibrate(D, y, theta0)
+    theta_r, std, scale = recalibrate(D, y, theta0, prior_std=np.full(4, 0.2))
     assert theta_r[1] / theta0[1] > 1.3 and np.all(std >= 0)
     assert theta_r[3] == 0.0  # recalibration keeps the generated direction
+    # a term it keeps at zero is still as uncertain as generated, times the scale
+    assert std[3] >= 0.2 * theta_r[1] / theta0[1]
+    # without the generated SDs the terms' uncertainty is unknown: no SDs, not b's alone
+    assert recalibrate(D, y, theta0)[1] is None
 
 
 def test_bad_inputs(setup):
