@@ -117,10 +117,14 @@ def _grid_covariance(evs: np.ndarray, points: np.ndarray, hessians: np.ndarray, 
     prior over the grid, about the parameters at its most probable point ``best``: the
     evidence-weighted mean of ``H^-1 + (x - x_best)(x - x_best)'`` over the grid (the law of
     total variance). The Laplace covariance at ``best`` alone takes that hyper-parameter as
-    known and is too narrow when the rows cannot pin it down."""
+    known and is too narrow when the rows cannot pin it down. A grid point whose Hessian is not
+    positive definite (a fit that did not converge) is left out."""
+    keep = np.all(np.linalg.eigvalsh(hessians) > 0, axis=1)
+    keep[best] = True
+    evs, points, hessians = evs[keep], points[keep], hessians[keep]
     w = np.exp(evs - np.max(evs))
     w /= w.sum()
-    dev = points - points[best]
+    dev = points - points[int(keep[:best].sum())]  # best's place among those kept
     C = np.einsum("l,lij->ij", w, np.linalg.inv(hessians)) + np.einsum("l,li,lj->ij", w, dev, dev)
     return (C + C.T) / 2
 
