@@ -56,9 +56,11 @@ def test_generation_returns_valid_model_with_provenance(generator, index, family
     model = generator.generate(target["description"], exclude=leak_free(target), k=5)
     assert isinstance(model, LogisticModel)
     prov = model.provenance
-    assert len(prov) == 5 and family.ids[3] not in {p["task_id"] for p in prov}
-    weights = [p["weight"] for p in prov]
-    assert np.isclose(sum(weights), 1.0, atol=1e-4) and all(w >= 0 for w in weights)
+    assert len(prov) >= 5 and family.ids[3] not in {p["task_id"] for p in prov}
+    # the base model's tasks and the 5 neighbours attended to, each by its share
+    base = generator.base_.generate_params(target["description"], exclude=leak_free(target))
+    listed = {r["task_id"] for r in base.metadata["provenance"]}
+    assert {p["task_id"] for p in prov} >= listed and len(prov) <= len(listed) + 5
     p = model.to_params()
     assert p.std is not None and np.all(p.std >= 0) and p.metadata["source"] == "generated"
     proba = model.predict_proba(family[3].X)[:, 1]
@@ -118,6 +120,46 @@ def test_errors(index, family):
 def test_bad_k_is_refused_not_replaced_by_the_default(generator, index, k):
     with pytest.raises(ValidationError, match=f"k must be an integer >= 1 or None .*got {k!r}"):
         generator.generate_params("Predict readmission", index, k=k)
+
+
+def test_provenance_weighs_the_base_and_the_neighbours_by_how_far_the_gate_moved(
+    generator, index, family
+):
+    """The model is the base moved a share ``move`` towards the attention mixture, so each
+    task's provenance weight is (1 - move) its weight in the base model's provenance plus
+    move its attention weight. A gate that barely opens leaves the base's tasks in charge
+    (an outside user saw one neighbour credited with 0.96 of a model the gate had moved 2%
+    from the statistical base); a gate fully open gives the attention weights."""
+    import torch
+
+    target = index.record(family.ids[4])
+    desc, ex = target["description"], leak_free(target)
+    made = generator.base_.generate_params(desc, index, exclude=ex)
+    base = {r["task_id"]: r["weight"] for r in made.metadata["provenance"]}
+    gate = generator.net_.base_gate
+    saved = gate.detach().clone()
+    got = {}
+    try:
+        for name, value in (("shut", -30.0), ("open", 30.0), ("trained", None)):
+            with torch.no_grad():
+                gate.copy_(saved if value is None else torch.full_like(saved, value))
+            p = generator.generate_params(desc, index, exclude=ex, k=5, uncertainty=False)
+            weights = {r["task_id"]: r["weight"] for r in p.metadata["provenance"]}
+            got[name] = (p.metadata["base"]["move"], weights)
+    finally:
+        with torch.no_grad():
+            gate.copy_(saved)
+    move, shut = got["shut"]
+    assert move == 0.0 and shut == pytest.approx(base, abs=1e-6)
+    move, attention = got["open"]  # the read-out's weights over the 5 neighbours
+    assert move == 1.0 and len(attention) == 5 and family.ids[4] not in attention
+    assert sum(attention.values()) == pytest.approx(1.0, abs=1e-4)
+    assert all(w >= 0 for w in attention.values())
+    move, trained = got["trained"]
+    assert 0 < move < 1
+    for tid in set(base) | set(attention):
+        expected = (1 - move) * base.get(tid, 0.0) + move * attention.get(tid, 0.0)
+        assert trained.get(tid, 0.0) == pytest.approx(expected, abs=1e-4), tid
 
 
 def test_intervals_are_the_base_models_widened_by_the_move(generator, index, family):

@@ -93,6 +93,11 @@ def test_own_model_gate_is_used_only_from_50_rows(generator, index, family):
     assert at.metadata["own_model_used"] is True
     # zero-shot the own slot is zero: theta = g W a; with an own model: g W a + (1 - g) own
     assert np.allclose(at.vector - zero, (1 - g) * own.vector, atol=1e-5)
+    # provenance: the neighbours shaped g of it, the own model (no retrieved task) 1 - g
+    assert sum(r["weight"] for r in below.metadata["provenance"]) == pytest.approx(1, abs=1e-4)
+    assert below.metadata["own_model_weight"] == 0.0
+    assert sum(r["weight"] for r in at.metadata["provenance"]) == pytest.approx(g, abs=1e-4)
+    assert at.metadata["own_model_weight"] == pytest.approx(1 - g, abs=1e-6)
     with pytest.raises(ValidationError, match="own_rows was given without own="):
         generator.generate_params(d, index, own_rows=60)
     message = r"own_rows 0 must be an integer >= 0 \(rows the own model was fitted on\), got -1"

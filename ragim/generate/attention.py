@@ -11,6 +11,13 @@ neighbours' parameters plus a learned correction from the query token::
 
 When the target has its own fitted model (few-shot), a learned gate mixes it in.
 
+Provenance (``metadata["provenance"]``) says which tasks shaped the returned parameters, and
+how much. Without a base model it is the read-out's attention weights. With one (below) the
+model is the base moved a share ``move`` (``metadata["base"]["move"]``, the gate's mean over
+the parameters) towards the attention mixture, so each task's weight is ``(1 - move)`` times
+its weight in the base model's provenance plus ``move`` times its attention weight: with a
+gate that barely opens, the base model's tasks dominate.
+
 Intervals (``std`` and ``correlation`` of the generated :class:`~ragim.params.ModelParams`):
 
 * ``base="statistical"`` (the default): the generated model is the statistical generator's
@@ -61,6 +68,7 @@ from torch import nn
 from ragim.checks import check_bool, check_int, check_number, setting
 from ragim.generate.base import (
     check_task_index,
+    mix_provenance,
     provenance_records,
     record_fit_state,
     register_generator,
@@ -268,7 +276,8 @@ class AttentionGenerator(HypernetworkGenerator):
     :meth:`generate_params` takes ``uncertainty=True``: with ``base="statistical"`` a SD per
     coefficient in ``std`` (and ``correlation``), the base model's predictive SDs plus a
     neighbour-bootstrap SD of the move away from it; with ``base="none"`` ``std`` is None (see
-    the module docstring). Saving and loading:
+    the module docstring); ``metadata["provenance"]`` weighs the base model's tasks by how
+    little the gate moved it (the module docstring). Saving and loading:
     :class:`~ragim.generate.hypernetwork.HypernetworkGenerator`
     (the artifact also holds the statistical base generator under ``base/``).
     """
@@ -496,6 +505,13 @@ class AttentionGenerator(HypernetworkGenerator):
         """:meth:`generate_params`: the attention mixture of each query's ``k`` neighbours
         (default ``config.k``), moved from the base model when there is one.
 
+        ``metadata["provenance"]``: without a base model, the neighbours' attention weights;
+        with one, the base model's provenance weighted by ``1 - move`` and the attention
+        weights by ``move`` (:func:`~ragim.generate.base.mix_provenance`), ``move`` the gate's
+        mean step from the base towards the attention mixture (``metadata["base"]["move"]``),
+        so a task's weight is its share of what shaped the returned parameters (the learned
+        correction ``W_out h`` is no task's). ``k`` counts the neighbours attended to.
+
         With ``uncertainty`` and a base model: ``std`` and ``correlation`` are the base
         model's (:meth:`StatisticalGenerator.generate_params
         <ragim.generate.statistical.StatisticalGenerator.generate_params>` with
@@ -525,6 +541,11 @@ class AttentionGenerator(HypernetworkGenerator):
             )
             base = (np.stack([p.vector for p in made]) - self.param_mean_) / self.param_scale_
         theta, alpha = self._forward(vecs, rows, sims, base)
+        # how far the gate moves the base towards the attention mixture (the mean over the
+        # parameters of sigmoid(base_gate)): the mixture's share of the model, the base's 1 - it
+        mixed = 1.0
+        if made is not None:
+            mixed = float(torch.sigmoid(self.net_.base_gate.detach()).mean())
         out = []
         for qi, hs in enumerate(hits):
             n = len(hs)
@@ -536,17 +557,19 @@ class AttentionGenerator(HypernetworkGenerator):
                     else np.zeros(len(theta[qi]))
                 )
                 std, corr = _add_variance(made[qi].std, made[qi].correlation, move)
+            prov = provenance_records(hs, alpha[qi, :n])
+            if made is not None:
+                prov = mix_provenance(
+                    [(1.0 - mixed, made[qi].metadata.get("provenance", [])), (mixed, prov)]
+                )
             meta = {
                 "source": "generated",
                 "generator": "attention",
                 "k": n,
-                "provenance": provenance_records(hs, alpha[qi, :n]),
+                "provenance": prov,
             }
             if base is not None:
-                meta["base"] = {
-                    "generator": "statistical",
-                    "move": round(float(torch.sigmoid(self.net_.base_gate.detach()).mean()), 4),
-                }
+                meta["base"] = {"generator": "statistical", "move": round(mixed, 4)}
             out.append(
                 ModelParams(
                     self.model_kind_,

@@ -56,6 +56,30 @@ def provenance_records(neighbors, weights) -> list[dict[str, Any]]:
     ]
 
 
+def mix_provenance(parts: Sequence[tuple[float, Sequence[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    """The provenance of a model mixed from others: ``parts`` pairs each component's share of
+    the mix with its provenance records. A task's weight is the sum over the components of
+    the share times its weight there (a task in two components adds up); its ``description``
+    and ``similarity`` are those of the first record naming it. Tasks of zero weight are left
+    out; the records come largest weight (in size) first, with the fields of
+    :func:`provenance_records`. Shares that sum to 1 over components whose weights sum to 1
+    give weights that sum to 1.
+
+    >>> base = [{"task_id": "a", "description": "A", "similarity": 0.9, "weight": 0.6},
+    ...         {"task_id": "b", "description": "B", "similarity": 0.8, "weight": 0.4}]
+    >>> attn = [{"task_id": "c", "description": "C", "similarity": 0.7, "weight": 1.0}]
+    >>> [(r["task_id"], r["weight"]) for r in mix_provenance([(0.9, base), (0.1, attn)])]
+    [('a', 0.54), ('b', 0.36), ('c', 0.1)]
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for share, records in parts:
+        for r in records:
+            rec = out.setdefault(r["task_id"], {**r, "weight": 0.0})
+            rec["weight"] += float(share) * float(r["weight"])
+    recs = [{**r, "weight": round(r["weight"], 6)} for r in out.values()]
+    return sorted((r for r in recs if r["weight"] != 0), key=lambda r: -abs(r["weight"]))
+
+
 def fit_state(gen: Generator) -> dict[str, Any]:
     """What a fitted generator was fitted on, as its saved ``state.json`` holds it:
     ``model_kind``, ``param_names``, ``schema`` (:meth:`FeatureSchema.to_dict`), ``embedder``

@@ -19,7 +19,9 @@ that users can reproduce the paper and see what ragim's own generators add:
   ``g * W_out a + (1 - g) * theta_own``. Below 50 rows, and always zero-shot, the
   own-model slot holds zeros, as in the authors' code, so the output is
   ``g * W_out a``. ``g`` is one learned scalar, initialised at 0.5 and not
-  constrained, as in the authors' code.
+  constrained, as in the authors' code. With the own model, the provenance's weights (the
+  last block's attention weights) are scaled by ``g`` and ``metadata["own_model_weight"]``
+  is ``1 - g``: the own model's share, which is no retrieved task's.
 * **training** minimises the row-level binary cross-entropy of the targets' own rows:
   each example is one (task, row) pair, every task is visited ``draws_per_task``
   times per epoch with one random row each (AdamW, learning rate 2e-4, weight decay
@@ -373,8 +375,9 @@ class RagIm2024Generator(HypernetworkGenerator):
         own: ModelParams | Sequence[ModelParams | None] | None = None,
         own_rows: int | Sequence[int | None] | None = None,
     ) -> list[ModelParams]:
-        """:meth:`generate_params` (provenance: the last block's attention weights); ``k``
-        neighbours, default ``config.k``.
+        """:meth:`generate_params` (provenance: the last block's attention weights, times the
+        gate ``g`` when the own model is used, ``metadata["own_model_weight"]`` then being
+        ``1 - g``, else 0); ``k`` neighbours, default ``config.k``.
 
         ``own``, ``own_rows``: few-shot: the task's own fitted ModelParams and the number of
         rows it was fitted on (lists for a batch). The gate uses it only when ``own_rows >=
@@ -396,14 +399,18 @@ class RagIm2024Generator(HypernetworkGenerator):
                 torch.as_tensor(slots, device=self._device),
             )
         theta, w = theta.cpu().numpy().astype(np.float64), w.cpu().numpy()
+        g = float(self.net_.gate.detach())
         out = []
         for qi, hs in enumerate(hits):
+            # with the own model, the neighbours shaped g of the output and the own model 1 - g
+            share = g if used[qi] else 1.0
             meta = {
                 "source": "generated",
                 "generator": "rag-im-2024",
                 "k": len(hs),
                 "own_model_used": used[qi],
-                "provenance": provenance_records(hs, w[qi, : len(hs)]),
+                "own_model_weight": round(1.0 - share, 6),
+                "provenance": provenance_records(hs, share * w[qi, : len(hs)]),
             }
             out.append(ModelParams(self.model_kind_, index.schema, theta[qi], metadata=meta))
         return out
