@@ -79,6 +79,7 @@ from ragim.adaptation_policy import AdaptationPolicy
 from ragim.canonical import canonical_level
 from ragim.errors import AdaptationWarning, DataWarning, ValidationError
 from ragim.models.base import BinaryClassifierTags, check_binary_targets, json_label
+from ragim.models.logistic import constant_terms
 from ragim.models.map import map_logistic  # noqa: F401  (re-exported: ragim.estimator.map_logistic)
 from ragim.params import ModelParams, design_matrix
 from ragim.schema import FeatureSchema
@@ -264,9 +265,22 @@ def adapt_prior(
             "prior_source": prior.metadata.get("source"),
             # the policy was validated for the generated model, not for one adapted already
             **({} if cand.name == "zero-shot" else {"adaptation_policy": []}),
+            **_still_constant(prior, D, cand.name),
         },
     )
     return params, report
+
+
+def _still_constant(prior: ModelParams, D: np.ndarray, how: str) -> dict:
+    """The prior's ``constant_terms`` (terms its fitted rows never varied) that the adaptation
+    rows ``D`` do not vary either, as metadata: a term the new rows move is estimated now.
+    Zero-shot and intercept-only adaptation move no term, so the record stands."""
+    const = prior.metadata.get("constant_terms")
+    if not const or how in ("zero-shot", "intercept"):
+        return {}
+    names = prior.names[1:]
+    now = constant_terms(names, D) if len(D) else {}
+    return {"constant_terms": {t: v for t, v in const.items() if now.get(t) == v}}
 
 
 class ZeroShotClassifier(BinaryClassifierTags, ClassifierMixin, BaseEstimator):

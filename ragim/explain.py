@@ -323,12 +323,19 @@ class GlobalExplanation(_Explanation):
 
     Logistic rows (``to_frame()``): term, feature, label (the term in words, from the
     schema's labels: "Chest-pain type = asymptomatic"), reference (what a binary or
-    categorical term is compared with), type, role, category, coef (on the standardised
-    design scale), std, ci_low/ci_high (coef ± 1.96 std; NaN without std),
-    odds_ratio_per_sd (exp(coef): per SD for continuous values, for the 0→1 change of
-    binary, one-hot and missing-indicator columns), change (what one step means),
-    coef_per_unit and odds_ratio_per_unit (coef / scale, per raw unit; equal to coef for
-    indicators), unit, scale.
+    categorical term is compared with), type, role, category, coef (the term's effect in
+    log-odds on the standardised design scale: per SD for a continuous value, the 0→1 change
+    of a binary or missing-indicator column, and for a categorical level, or the missing
+    indicator of a categorical feature, the difference from the feature's reference level,
+    0 for the reference level itself: the numbers :meth:`table` reports), std (its SD),
+    ci_low/ci_high (coef ± 1.96 std; NaN without std), odds_ratio_per_sd (exp(coef)), change
+    (what one step means, or why the effect is not estimable), coef_per_unit and
+    odds_ratio_per_unit (coef / scale, per raw unit; equal to coef for indicators), unit,
+    scale, and model_coef / model_std (the model's own parameter and its SD, which rebuild
+    the model: for a level, its one-hot coefficient, not an effect on its own). An effect the
+    data cannot estimate (a feature that never varied, a level no patient in the model's
+    fitted rows had) has NaN coef, std, interval and odds ratios
+    (:func:`ragim.models.logistic_family.term_effects`).
 
     GAM rows: one per feature × bin: feature, label, type, term, bin, bin_label (the bin in
     words), is_missing_bin, bin_low/bin_high (continuous), midpoint, score (log-odds), std,
@@ -428,11 +435,18 @@ class GlobalExplanation(_Explanation):
     def importance(self) -> pd.DataFrame:
         """Per-feature importance, largest first.
 
+        Returns a frame with columns feature and importance (log-odds, >= 0), one row per
+        schema feature (0 when nothing can be said).
+
         GAM: the plain (unweighted) mean |score| over the feature's non-missing bins. The
         schema's continuous bins are training quantiles, so each holds about the same
         share of patients and this approximates interpret's frequency-weighted mean.
-        Logistic: the largest |coef| among the feature's non-missing-indicator terms
-        (per SD, or per 0→1 for indicators).
+        Logistic: the log-odds range of the feature's effect: |coef| per SD of a continuous
+        feature, |coef| of a binary feature's 0→1 change, and for a categorical feature the
+        largest difference between two of its levels (max - min of the level effects
+        against the reference, the reference counting 0). It does not depend on how the
+        one-hot levels are parameterised (two models with the same predictions rank alike).
+        Missing-value indicators and effects that are not estimable are left out.
         """
         imp = self.family.importance(self.params, self._frame)
         imp = imp.reindex(self.params.schema.names).fillna(0.0)

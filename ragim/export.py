@@ -48,24 +48,31 @@ from ragim.schema import Feature, read_feature
 def coefficients_frame(params: ModelParams) -> pd.DataFrame:
     """Every parameter with its interval, one row each, the intercept first.
 
-    Logistic: the columns of ``GlobalExplanation.to_frame()`` (term, feature, label,
-    reference, coef on the standardised scale, std, ci_low, ci_high, coef_per_unit, ...)
-    plus or_ci_low / or_ci_high (the odds-ratio interval, per SD or per 0→1). GAM: one row per
-    bin (feature, label, bin, bin_label, score, std, ci_low, ci_high, odds_ratio) plus
-    or_ci_low / or_ci_high. Intervals are coef ± 1.96 std, NaN when ``params.std`` is None.
-    The odds ratios of a categorical feature's levels (and of its missing indicator) compare
-    each with the feature's reference level (the ``reference`` column), as
-    :meth:`~ragim.explain.GlobalExplanation.table` does: exp(coef - coef_reference), with the
-    SD of that difference (:meth:`~ragim.ModelParams.contrast_std`); the reference level's is
-    1. ``coef`` stays the model's own one-hot coefficient, so the frame still rebuilds the
-    model. The intercept row has no odds
-    ratio (its exponential is the odds when every design column is 0, not a ratio), so its
-    odds-ratio columns are NaN.
+    Logistic: the columns of ``GlobalExplanation.to_frame()`` plus or_ci_low / or_ci_high
+    (the odds-ratio interval, exp of ci_low / ci_high). Every number in a row describes one
+    effect (:func:`ragim.models.logistic_family.term_effects`), as
+    :meth:`~ragim.explain.GlobalExplanation.table` and ``ragim explain`` report it: coef,
+    std, ci_low, ci_high, coef_per_unit and the odds ratios are per SD of a continuous
+    feature (coef_per_unit, odds_ratio_per_unit: per raw unit), for the 0→1 change of a binary
+    feature or a missing-value indicator, and for a categorical level (or the missing
+    indicator of a categorical feature) against the feature's reference level (the
+    ``reference`` column; the reference level's own row is 0, OR 1). They are NaN for an
+    effect the data cannot estimate (the ``change`` column says why). ``model_coef`` and
+    ``model_std`` are the model's own parameters (a level's one-hot coefficient), which
+    rebuild it: ``ModelParams.from_dict(kind, schema, dict(zip(term, model_coef)))``.
+    GAM: one row per bin (feature, label, bin, bin_label, score, std, ci_low, ci_high,
+    odds_ratio) plus or_ci_low / or_ci_high. Intervals are ± 1.96 std, NaN when
+    ``params.std`` is None. The intercept row is the model's intercept parameter (the log-odds
+    when every design column is 0); it has no odds ratio, so its odds-ratio columns are NaN.
+
+    Raises
+    ------
+    ValidationError
+        When ``params`` is not a :class:`~ragim.params.ModelParams`.
     """
     if not isinstance(params, ModelParams):
         raise ValidationError(f"coefficients_frame needs ModelParams, got {type(params).__name__}")
-    expl = explain_params(params)
-    frame = expl.to_frame()
+    frame = explain_params(params).to_frame()
     value = model_family(params.kind).value_column
     sd0 = float(params.std[0]) if params.std is not None else math.nan
     b0 = params.intercept
@@ -79,31 +86,14 @@ def coefficients_frame(params: ModelParams) -> pd.DataFrame:
         "ci_low": b0 - Z95 * sd0,
         "ci_high": b0 + Z95 * sd0,
     }
+    if "model_coef" in frame.columns:
+        intercept.update(model_coef=b0, model_std=sd0)
     out = pd.concat([pd.DataFrame([intercept]), frame], ignore_index=True)
     with np.errstate(over="ignore"):
         out["or_ci_low"] = np.exp(np.clip(out["ci_low"].to_numpy(float), -700, 700))
         out["or_ci_high"] = np.exp(np.clip(out["ci_high"].to_numpy(float), -700, 700))
     out.loc[0, ["or_ci_low", "or_ci_high"]] = math.nan  # the intercept: no ratio
-    if "category" in out.columns:  # logistic: levels against their reference, as table() says
-        _levels_against_reference(out, expl.table(missing=True))
     return out
-
-
-def _levels_against_reference(out: pd.DataFrame, table: pd.DataFrame) -> None:
-    """The odds ratios of categorical levels (and their missing indicator) in ``out``, in
-    place, taken from the explanation ``table`` (each level against the feature's
-    reference level); the reference level itself gets 1."""
-    cat = out["type"] == "categorical"
-    compared = table.set_index("term")[["odds_ratio", "or_low", "or_high"]]
-    rows = out.index[cat & out["term"].isin(compared.index)]
-    terms = out.loc[rows, "term"]
-    for col in ("odds_ratio_per_sd", "odds_ratio_per_unit"):
-        if col in out.columns:
-            out.loc[rows, col] = compared.loc[terms, "odds_ratio"].to_numpy()
-            out.loc[cat & (out["category"] == out["reference"]), col] = 1.0
-    out.loc[rows, "or_ci_low"] = compared.loc[terms, "or_low"].to_numpy()
-    out.loc[rows, "or_ci_high"] = compared.loc[terms, "or_high"].to_numpy()
-    out.loc[cat & (out["category"] == out["reference"]), ["or_ci_low", "or_ci_high"]] = 1.0
 
 
 def save_coefficients_csv(params: ModelParams, path: str | Path) -> Path:

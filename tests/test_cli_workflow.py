@@ -538,10 +538,19 @@ def test_export_csv_holds_every_parameter_with_its_interval(root, tmp_path):
     p = ModelParams.load(d / "m1")
     c = pd.read_csv(tmp_path / "c.csv", keep_default_na=False, na_values=[""])
     assert out["n_terms"] == len(p) and list(c["term"]) == p.names
-    np.testing.assert_allclose(c["coef"], p.vector, rtol=1e-5)
+    np.testing.assert_allclose(c["model_coef"], p.vector, rtol=1e-5)  # rebuilds the model
+    np.testing.assert_allclose(c["model_std"], p.std, rtol=1e-5)
+    # coef and its interval are the effect the odds ratios describe: the parameter itself,
+    # except a categorical level, which is compared with its feature's reference level
+    plain = (c["type"] != "categorical").to_numpy()
+    np.testing.assert_allclose(c["coef"][plain], p.vector[plain], rtol=1e-5)
     np.testing.assert_allclose(
-        c["ci_low"], p.vector - 1.959963984540054 * p.std, rtol=1e-5, atol=1e-6
+        c["ci_low"][plain], (p.vector - 1.959963984540054 * p.std)[plain], rtol=1e-5, atol=1e-6
     )
+    level = c.set_index("term").loc["cp[asymptomatic]"]
+    assert level["coef"] == pytest.approx(p["cp[asymptomatic]"] - p["cp[typical angina]"], 1e-4)
+    assert level["odds_ratio_per_sd"] == pytest.approx(np.exp(level["coef"]), 1e-4)
+    assert level["or_ci_low"] == pytest.approx(np.exp(level["ci_low"]), 1e-4)
     assert c.loc[c["term"] == "sex", "label"].item() == "Sex = male"
     assert c.loc[c["term"] == "sex", "reference"].item() == "female"
 

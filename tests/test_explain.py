@@ -61,10 +61,15 @@ def test_logistic_frame_values(data, std):
     df = ex.to_frame()
     assert list(df["term"]) == schema.design_names
     for col in ["term", "feature", "role", "coef", "std", "ci_low", "ci_high", "odds_ratio_per_sd",
-                "coef_per_unit", "odds_ratio_per_unit", "unit"]:
+                "coef_per_unit", "odds_ratio_per_unit", "unit", "model_coef", "model_std"]:
         assert col in df.columns
-    np.testing.assert_allclose(df["coef"], p.terms)
-    np.testing.assert_allclose(df["odds_ratio_per_sd"], np.exp(p.terms))
+    np.testing.assert_allclose(df["model_coef"], p.terms)  # the parameters, to rebuild the model
+    # the effect: the parameter, but a categorical level (or cp's missing indicator) against the
+    # reference level, as table() says; every odds ratio is exp(coef)
+    ref = p[f"cp[{schema.categories_['cp'][0]}]"]
+    effect = np.where(df["feature"] == "cp", p.terms - ref, p.terms)
+    np.testing.assert_allclose(df["coef"], effect, atol=1e-12)
+    np.testing.assert_allclose(df["odds_ratio_per_sd"], np.exp(effect))
     age = df.set_index("term").loc["age"]
     assert age["unit"] == "years" and age["role"] == "value"
     assert age["coef_per_unit"] == pytest.approx(p["age"] / schema.scales_["age"])
@@ -73,8 +78,16 @@ def test_logistic_frame_values(data, std):
     np.testing.assert_allclose(ind["coef_per_unit"], ind["coef"])
     assert set(df.loc[df["role"] == "missing", "term"]) == {"age__missing", "sex__missing", "cp__missing"}
     if std:
-        np.testing.assert_allclose(df["ci_low"], p.terms - 1.959963984540054 * p.std[1:])
-        np.testing.assert_allclose(df["ci_high"], p.terms + 1.959963984540054 * p.std[1:])
+        plain = (df["feature"] != "cp").to_numpy()
+        z = 1.959963984540054
+        np.testing.assert_allclose(df["ci_low"][plain], (p.terms - z * p.std[1:])[plain])
+        np.testing.assert_allclose(df["ci_high"][plain], (p.terms + z * p.std[1:])[plain])
+        np.testing.assert_allclose(df["model_std"], p.std[1:])
+        table = ex.table(missing=True).set_index("term")
+        for _, row in df[df["feature"] == "cp"].iloc[1:].iterrows():
+            want = table.loc[row["term"]]
+            assert (row["coef"], row["ci_low"], row["ci_high"]) == pytest.approx(
+                (want["coef"], want["ci_low"], want["ci_high"]))
         assert ex.intercept_std == pytest.approx(p.std[0])
     else:
         assert df["std"].isna().all() and df["ci_low"].isna().all()
@@ -313,8 +326,13 @@ def test_table_compares_levels_with_their_reference_and_folds_missing(heart):
     assert everything.loc["thal__missing", "coef"] == pytest.approx(
         p["thal__missing"] - p["thal[normal]"]
     )
-    assert everything.loc["chol__missing", "comparison"].startswith("missing vs recorded")
-    assert everything.loc["chol__missing", "coef"] == pytest.approx(p["chol__missing"])
+    # no Cleveland patient lacks a cholesterol: that indicator's effect is not estimable there
+    assert everything.loc["chol__missing", "comparison"] == (
+        "not estimable: never missing in the rows the model was fitted on"
+    )
+    assert np.isnan(everything.loc["chol__missing", ["coef", "odds_ratio"]].astype(float)).all()
+    assert everything.loc["ca__missing", "comparison"].startswith("missing vs recorded")
+    assert everything.loc["ca__missing", "coef"] == pytest.approx(p["ca__missing"])
     top = ex.table(5)
     assert len(top) == 5 and top.attrs["note"].startswith(
         f"5 of {len(t)} terms shown (largest first)"
@@ -410,3 +428,165 @@ def test_a_column_that_never_varied_is_marked_not_estimable_not_given_an_invente
     text = repr(explain_params(params))
     assert "OR nan" not in text and "not estimable" in text
     json.dumps(explain_params(params).data(), allow_nan=False)
+
+
+# ------------------------------------------------------------ what the fitted rows can estimate
+def _unobserved_level_task(n=500):
+    """cp has three declared levels; no patient has "asymptomatic"."""
+    from scipy.special import expit
+
+    from ragim.schema import Feature
+
+    rng = np.random.default_rng(0)
+    cp = rng.choice(["typical", "atypical"], n)
+    age = rng.normal(50, 10, n)
+    y = (rng.random(n) < expit(-0.5 + 1.0 * (cp == "atypical") + 0.03 * (age - 50))).astype(int)
+    X = pd.DataFrame({"age": age, "cp": cp})
+    schema = FeatureSchema([
+        Feature("age", unit="years"),
+        Feature("cp", "categorical", categories=("typical", "atypical", "asymptomatic")),
+    ])
+    return X, y, schema
+
+
+@pytest.mark.parametrize("penalty", ["l2", None])
+def test_a_level_no_fitted_patient_had_is_not_estimable_in_every_view(penalty, tmp_path):
+    """A declared level absent from the rows a model was fitted on got "asymptomatic vs typical"
+    OR 1.69 (95% CI 0.15-18.8), an effect of zero patients; it is marked not estimable in the
+    table, the frame, the JSON, the CSV, the plot and repr, with no odds ratio."""
+    from ragim.export import coefficients_frame, save_coefficients_csv
+    from ragim.models import LogisticModel
+
+    X, y, schema = _unobserved_level_task()
+    model = LogisticModel(schema=schema, penalty=penalty).fit(X, y)
+    p = ModelParams.from_json(model.to_params().to_json())  # the record survives saving
+    assert p.metadata["constant_terms"] == {"cp[asymptomatic]": 0.0}
+    ex = explain_params(p)
+    why = "not estimable: no patient with this level in the rows the model was fitted on"
+    row = ex.table().set_index("term").loc["cp[asymptomatic]"]
+    assert row["comparison"] == why
+    assert np.isnan(row[["coef", "std", "odds_ratio", "or_low", "or_high"]].astype(float)).all()
+    frame = ex.to_frame().set_index("term").loc["cp[asymptomatic]"]
+    assert frame["change"] == why and np.isnan(frame["odds_ratio_per_sd"])
+    terms = {t["term"]: t for t in json.loads(ex.to_json())["terms"]}
+    assert terms["cp[asymptomatic]"]["odds_ratio_per_sd"] is None
+    csv = pd.read_csv(save_coefficients_csv(p, tmp_path / "c.csv")).set_index("term")
+    assert csv.loc["cp[asymptomatic]", ["coef", "odds_ratio_per_sd", "or_ci_low"]].isna().all()
+    assert coefficients_frame(p).set_index("term").loc["cp[asymptomatic]", "change"] == why
+    labels = [t.get_text() for t in ex.plot().axes[0].get_yticklabels()]
+    assert any("not estimable" in t for t in labels)
+    assert "not estimable" in repr(ex)
+    # the observed level keeps its odds ratio and interval
+    atyp = ex.table().set_index("term").loc["cp[atypical]"]
+    assert atyp["comparison"] == "atypical vs typical"
+    assert np.isfinite(atyp[["odds_ratio", "or_low", "or_high"]].astype(float)).all()
+
+
+def test_an_unpenalised_fit_keeps_its_intervals_with_one_hot_levels():
+    """penalty=None: the one-hot levels sum to the intercept's column (and an unobserved level
+    is a column of zeros), so the Hessian is singular and params.std was None: every interval
+    of the model vanished. The identified effects get the unpenalised Laplace interval of the
+    usual drop-the-reference fit."""
+    from sklearn.linear_model import LogisticRegression
+
+    from ragim.models import LogisticModel
+
+    X, y, schema = _unobserved_level_task()
+    model = LogisticModel(schema=schema, penalty=None, tol=1e-10).fit(X, y)
+    assert model.to_params().std is not None
+    ex = model.explain()
+    # independent: drop-the-reference coding, unpenalised, covariance = inverse Fisher information
+    z = (X["age"] - model.schema_.means_["age"]) / model.schema_.scales_["age"]
+    D = np.column_stack([np.ones(len(X)), z, X["cp"] == "atypical"]).astype(float)
+    lr = LogisticRegression(C=np.inf, max_iter=10000, tol=1e-12).fit(D[:, 1:], y)
+    prob = lr.predict_proba(D[:, 1:])[:, 1]
+    cov = np.linalg.inv(D.T @ (D * (prob * (1 - prob))[:, None]))
+    t = ex.table().set_index("term")
+    for term, j in (("age", 1), ("cp[atypical]", 2)):
+        assert t.loc[term, "coef"] == pytest.approx(lr.coef_[0, j - 1], abs=1e-4)
+        assert t.loc[term, "std"] == pytest.approx(math.sqrt(cov[j, j]), rel=1e-3)
+    value, sd, refs = ex.reference_intercept()  # the reference patient's log-odds is identified
+    assert (value, sd) == pytest.approx((lr.intercept_[0], math.sqrt(cov[0, 0])), rel=1e-3)
+
+
+def test_heart_women_task_marks_what_no_woman_in_it_had():
+    """cleveland-any_cad-women_ge60: 39 women, none with a fixed thallium defect; "male vs
+    female" and "fixed defect vs normal" were given odds ratios."""
+    from ragim import datasets
+    from ragim.models import LogisticModel, fit_schema
+
+    tasks = datasets.heart_disease()
+    t = tasks["cleveland-any_cad-women_ge60"]
+    table = LogisticModel(schema=fit_schema(tasks)).fit(t.X, t.y).explain().table()
+    table = table.set_index("term")
+    assert table.loc["thal[fixed defect]", "comparison"] == (
+        "not estimable: no patient with this level in the rows the model was fitted on"
+    )
+    assert table.loc["sex", "comparison"] == (
+        "not estimable: never varies in the rows the model was fitted on (always female)"
+    )
+    assert table.loc[["thal[fixed defect]", "sex"], "odds_ratio"].isna().all()
+    assert table.loc["thal[reversable defect]", "odds_ratio"] > 0
+
+
+def test_a_generated_model_borrows_effects_so_nothing_is_marked():
+    """A generated (zero-shot) model's coefficients come from other tasks: a level absent from
+    some task's rows is still estimable there."""
+    X, y, schema = _unobserved_level_task()
+    fitted = schema.copy().fit(X)
+    p = ModelParams.from_dict("logistic", fitted, {"intercept": -0.5, "age": 0.3, "cp[typical]": 0.0,
+                              "cp[atypical]": 1.0, "cp[asymptomatic]": 1.4},
+                              metadata={"source": "generated"})
+    row = explain_params(p).table().set_index("term").loc["cp[asymptomatic]"]
+    assert row["comparison"] == "asymptomatic vs typical"
+    assert row["odds_ratio"] == pytest.approx(math.exp(1.4))
+
+
+def test_adapting_on_rows_that_have_the_level_estimates_it():
+    from ragim.estimator import adapt_prior
+    from ragim.models import LogisticModel
+
+    X, y, schema = _unobserved_level_task()
+    p = LogisticModel(schema=schema).fit(X, y).to_params()
+    rng = np.random.default_rng(1)
+    new = pd.DataFrame({"age": rng.normal(50, 10, 60),
+                        "cp": rng.choice(["typical", "asymptomatic"], 60)})
+    y_new = (rng.random(60) < 0.5).astype(float)
+    adapted, _ = adapt_prior(p, new, y_new, adaptation="map", warn=False)
+    if adapted.metadata["adaptation"] in ("zero-shot", "intercept"):
+        assert adapted.metadata["constant_terms"] == {"cp[asymptomatic]": 0.0}
+    else:
+        assert adapted.metadata["constant_terms"] == {}
+        assert explain_params(adapted).table().set_index("term").loc[
+            "cp[asymptomatic]", "comparison"] == "asymptomatic vs typical"
+
+
+# ------------------------------------------------------------ one effect per level, everywhere
+def test_importance_and_effects_do_not_depend_on_the_parameterisation():
+    """Adding c to every level of a feature and subtracting c from the intercept is the same
+    model; importance ranked age above thal for one and below for the other, and to_frame gave
+    different odds ratios. Importance is now a feature's log-odds range (for a categorical
+    feature the largest difference between two levels)."""
+    X = pd.DataFrame({"age": [40.0, 50, 60, 70, 55, 65], "thal": ["normal", "fixed", "reversible"] * 2})
+    from ragim.schema import Feature
+
+    schema = FeatureSchema([
+        Feature("age", unit="years"),
+        Feature("thal", "categorical", categories=("normal", "fixed", "reversible")),
+    ]).fit(X)
+    base = {"intercept": -1.0, "age": 0.9, "thal[normal]": -0.7, "thal[fixed]": 0.3,
+            "thal[reversible]": 0.4}
+    shifted = {**{k: v + 0.7 for k, v in base.items() if k.startswith("thal")}, "age": 0.9,
+               "intercept": -1.7}
+    a, b = (ModelParams.from_dict("logistic", schema, d) for d in (base, shifted))
+    np.testing.assert_allclose(a.log_odds(X), b.log_odds(X))
+    ea, eb = explain_params(a), explain_params(b)
+    for ex in (ea, eb):
+        imp = ex.importance()
+        assert imp["feature"].tolist() == ["thal", "age"]
+        assert imp["importance"].tolist() == pytest.approx([1.1, 0.9])
+        assert [t["feature"] for t in ex.data()["importance"]] == ["thal", "age"]
+    cols = ["coef", "odds_ratio_per_sd", "coef_per_unit", "odds_ratio_per_unit"]
+    pd.testing.assert_frame_equal(ea.to_frame()[cols], eb.to_frame()[cols])
+    assert ea.to_frame().set_index("term").loc["thal[reversible]", "odds_ratio_per_sd"] == (
+        pytest.approx(math.exp(1.1)))

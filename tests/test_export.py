@@ -121,21 +121,31 @@ def test_coefficients_frame_and_csv(heart, tmp_path):
     p = params.replace(std=std)
     frame = coefficients_frame(p)
     assert list(frame["term"]) == p.names and frame["label"].iloc[0] == "intercept"
-    np.testing.assert_allclose(frame["coef"], p.vector)
-    np.testing.assert_allclose(frame["ci_low"], p.vector - Z95 * 0.1)
-    plain = (frame["type"] != "categorical").to_numpy() & (frame.index > 0)
+    np.testing.assert_allclose(frame["model_coef"], p.vector)  # the parameters: rebuild the model
+    plain = (frame["type"] != "categorical").to_numpy().copy()  # the intercept too
+    np.testing.assert_allclose(frame["coef"][plain], p.vector[plain])
+    np.testing.assert_allclose(frame["ci_low"][plain], p.vector[plain] - Z95 * 0.1)
+    plain[0] = False
     np.testing.assert_allclose(frame["or_ci_high"][plain], np.exp(p.vector[plain] + Z95 * 0.1))
-    # a categorical level's odds ratio is against the reference level, as explain's table says
+    # a categorical level's row is its effect against the reference level, as explain's table
+    # says: coef, its interval and the odds ratios all on that one scale
     table = explain_params(p).table(missing=True).set_index("term")
-    levels = frame[(frame["type"] == "categorical") & (frame["category"] != frame["reference"])]
+    cat = frame["type"] == "categorical"
+    levels = frame[cat & (frame["category"] != frame["reference"])]
     assert len(levels) >= 3
     for _, row in levels.iterrows():
         want = table.loc[row["term"]]
+        assert row["coef"] == pytest.approx(want["coef"])
+        assert row["coef_per_unit"] == pytest.approx(want["coef"])
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx((want["ci_low"], want["ci_high"]))
         assert row["odds_ratio_per_sd"] == pytest.approx(want["odds_ratio"])
+        assert row["odds_ratio_per_unit"] == pytest.approx(want["odds_ratio"])
         assert row["or_ci_low"] == pytest.approx(want["or_low"])
         assert row["or_ci_high"] == pytest.approx(want["or_high"])
-    refs = frame[(frame["type"] == "categorical") & (frame["category"] == frame["reference"])]
+    np.testing.assert_allclose(frame["or_ci_low"][1:], np.exp(frame["ci_low"][1:]))
+    refs = frame[cat & (frame["category"] == frame["reference"])]
     assert len(refs) >= 1 and (refs["odds_ratio_per_sd"] == 1.0).all()
+    assert (refs[["coef", "ci_low", "ci_high"]] == 0.0).all().all()
     # the intercept has no odds ratio: no odds-ratio interval beside a NaN odds ratio
     assert frame.loc[0, ["odds_ratio_per_sd", "or_ci_low", "or_ci_high"]].isna().all()
     row = frame.set_index("term").loc["cp[asymptomatic]"]
@@ -143,7 +153,10 @@ def test_coefficients_frame_and_csv(heart, tmp_path):
     path = save_coefficients_csv(p, tmp_path / "sub" / "coef.csv")
     back = pd.read_csv(path)
     assert list(back["term"]) == p.names and not list(tmp_path.joinpath("sub").glob(".*tmp"))
-    np.testing.assert_allclose(back["coef"], p.vector, rtol=1e-5)
+    np.testing.assert_allclose(back["model_coef"], p.vector, rtol=1e-5)
+    values = dict(zip(back["term"], back["model_coef"], strict=True))
+    rebuilt = ModelParams.from_dict("logistic", p.schema, values)
+    np.testing.assert_allclose(rebuilt.vector, p.vector, rtol=1e-5)
     no_std = coefficients_frame(params)
     assert no_std["ci_low"].isna().all()
     with pytest.raises(ValidationError, match="needs ModelParams"):

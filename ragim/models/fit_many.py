@@ -45,7 +45,7 @@ from sklearn.exceptions import ConvergenceWarning
 from ragim.checks import check_int
 from ragim.errors import DependencyError, ValidationError
 from ragim.models.base import MODEL_FAMILIES, get_model_family
-from ragim.models.logistic import LogisticModel, laplace_covariance
+from ragim.models.logistic import LogisticModel, constant_terms, laplace_covariance
 from ragim.params import ModelParams
 from ragim.schema import FeatureSchema
 from ragim.tasks import Task, TaskCollection
@@ -424,6 +424,8 @@ def _run_batched(
         }
         if std is not None:
             meta["std_method"] = "laplace"
+        if const := constant_terms(schema.design_names, Z[k]):  # e.g. a level no patient had
+            meta["constant_terms"] = const
         out.append(
             (
                 t.task_id,

@@ -36,7 +36,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ragim.errors import ValidationError
 from ragim.models.base import InterpretableModel, json_label, register_model_family
-from ragim.models.logistic_family import LogisticFamily
+from ragim.models.logistic_family import LogisticFamily, term_effects
 from ragim.params import ModelParams, std_and_correlation
 from ragim.schema import FeatureSchema
 
@@ -55,7 +55,17 @@ def laplace_covariance(
     ``0.5 ||w||^2 + C sum_i s_i logloss_i``: the inverse Hessian at the optimum (Laplace),
     shape (P, P).
 
-    Returns None when the Hessian is singular or the result is not finite.
+    Without a penalty (``C`` infinite) the Hessian is singular whenever some combination of
+    the parameters is not identified by the rows: the one-hot columns of a categorical
+    feature sum to the intercept's column, and a level no patient had is a column of zeros.
+    Then the Hessian is inverted on the directions the design identifies (the pseudo-inverse
+    along the design's null space): every identified combination (a
+    difference between two observed levels, a continuous or binary slope, the log-odds of a
+    patient) gets its exact Laplace variance, whichever generalised inverse is taken, while
+    a column of zeros gets variance 0 (its coefficient, 0, was never moved by the data;
+    explanations mark it not estimable from ``metadata["constant_terms"]``).
+
+    Returns None when a penalised Hessian is singular or the result is not finite.
 
     Examples
     --------
@@ -70,14 +80,43 @@ def laplace_covariance(
     H = scale * (Za.T @ (Za * w[:, None]))
     if np.isfinite(C):
         H[1:, 1:] += np.eye(Z.shape[1])
-    try:
-        cov = np.linalg.inv(H)
-    except np.linalg.LinAlgError:
-        return None
+        try:
+            cov = np.linalg.inv(H)
+        except np.linalg.LinAlgError:
+            return None
+    else:  # invert on the directions the rows identify (the row space of the design)
+        _, sv, vt = np.linalg.svd(Za, full_matrices=False)
+        U = vt[sv > 1e-10 * max(float(sv.max()) if sv.size else 0.0, 1e-300)].T
+        try:
+            cov = U @ np.linalg.inv(U.T @ H @ U) @ U.T
+        except np.linalg.LinAlgError:
+            return None
     var = np.diag(cov)
     if not np.all(np.isfinite(cov)) or np.any(var < -1e-10):
         return None
     return cov
+
+
+def constant_terms(names: list[str], Z: np.ndarray) -> dict[str, float]:
+    """The design columns of ``Z`` (n_rows, len(names)) that never vary over its rows, as
+    ``{name: value}`` (0.0 for a category level no row has): what
+    ``params.metadata["constant_terms"]`` records for a fit, so that explanations mark those
+    effects not estimable. Empty for no rows.
+
+    Examples
+    --------
+    >>> constant_terms(["age", "cp[a]", "cp[b]"], np.array([[0.5, 1, 0], [-0.5, 1, 0.0]]))
+    {'cp[a]': 1.0, 'cp[b]': 0.0}
+    """
+    Z = np.asarray(Z, dtype=float)
+    if Z.ndim != 2 or Z.shape[1] != len(names):
+        raise ValidationError(
+            f"constant_terms needs a design of {len(names)} columns, got shape {Z.shape}"
+        )
+    if len(Z) == 0:
+        return {}
+    same = np.all(np.abs(Z - Z[:1]) <= 1e-12 * np.maximum(1.0, np.abs(Z[:1])), axis=0)
+    return {n: float(Z[0, j]) for j, n in enumerate(names) if same[j]}
 
 
 class LogisticModel(InterpretableModel, ClassifierMixin, BaseEstimator):
@@ -201,6 +240,8 @@ class LogisticModel(InterpretableModel, ClassifierMixin, BaseEstimator):
             )
         if std is not None:
             meta["std_method"] = "laplace"
+        if const := constant_terms(schema.design_names, Z):
+            meta["constant_terms"] = const
         params = ModelParams(
             "logistic",
             schema,
@@ -236,9 +277,17 @@ class LogisticModel(InterpretableModel, ClassifierMixin, BaseEstimator):
 
         Returns
         -------
-        DataFrame with columns term, feature, role, unit, coef, odds_ratio (and sd,
-        odds_ratio_per_sd on the original scale; std, ci_low, ci_high when the parameters
-        carry a std — a 95% normal interval of coef).
+        DataFrame with columns term, feature, role, unit (the raw unit of a continuous
+        feature's value term, "" for every indicator: binary, one-hot and missing-value
+        terms are 0→1 changes), coef (the model's own parameter: log-odds = intercept +
+        sum of coef × value, so for a categorical level its one-hot coefficient),
+        coef_vs_reference (the effect the odds ratio describes: coef, except for a
+        categorical level or a categorical feature's missing indicator, where it is the
+        difference from the reference level, as ``explain().table()`` reports it; NaN when
+        the rows cannot estimate it: a level, or the reference level, no patient had),
+        odds_ratio (exp(coef_vs_reference); for the intercept, the odds exp(coef)), and sd,
+        odds_ratio_per_sd on the original scale; std, ci_low, ci_high (a 95% normal
+        interval of coef) when the parameters carry a std.
 
         Examples
         --------
@@ -258,30 +307,40 @@ class LogisticModel(InterpretableModel, ClassifierMixin, BaseEstimator):
         cols = schema.design_columns
         coef = p.terms.copy()
         std = None if p.std is None else p.std.copy()
+        is_cont = np.array(
+            [c.role == "value" and schema[c.feature].type == "continuous" for c in cols], bool
+        )
         rows = [{"term": "intercept", "feature": "", "role": "intercept", "unit": ""}]
         rows += [
-            {"term": c.name, "feature": c.feature, "role": c.role, "unit": schema[c.feature].unit}
-            for c in cols
+            {
+                "term": c.name,
+                "feature": c.feature,
+                "role": c.role,
+                "unit": schema[c.feature].unit if cont else "",
+            }
+            for c, cont in zip(cols, is_cont, strict=True)
         ]
         table = pd.DataFrame(rows)
         values = np.concatenate([[p.intercept], coef])
+        effect = term_effects(p)["coef"].to_numpy(float)
         if scale == "original":
-            is_cont = np.array(
-                [c.role == "value" and schema[c.feature].type == "continuous" for c in cols]
-            )
             sd = np.array([c.scale for c in cols])
             center = np.array([c.center for c in cols])
             per_unit = np.where(is_cont, coef / sd, coef)
             b0 = p.intercept - float(np.sum(np.where(is_cont, coef * center / sd, 0.0)))
             values = np.concatenate([[b0], per_unit])
+            effect = np.where(is_cont, effect / sd, effect)
             table["sd"] = np.concatenate([[np.nan], np.where(is_cont, sd, np.nan)])
             table["odds_ratio_per_sd"] = np.concatenate(
                 [[np.nan], np.where(is_cont, np.exp(coef), np.nan)]
             )
             if std is not None:
                 std = np.concatenate([[np.nan], np.where(is_cont, std[1:] / sd, std[1:])])
+        effect = np.concatenate([[values[0]], effect])
         table.insert(4, "coef", values)
-        table.insert(5, "odds_ratio", np.exp(values))
+        table.insert(5, "coef_vs_reference", np.concatenate([[np.nan], effect[1:]]))
+        with np.errstate(over="ignore"):
+            table.insert(6, "odds_ratio", np.exp(effect))
         if std is not None:
             table["std"] = std
             table["ci_low"] = values - Z95 * std

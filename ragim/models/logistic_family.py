@@ -20,6 +20,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from ragim.errors import ValidationError
 from ragim.models.family import (
     Z95,
     ModelFamily,
@@ -63,46 +64,158 @@ def _term_reference(schema, f, c) -> str:
     return reference_level(schema, f.name) or ""
 
 
+FITTED_ROWS = "the rows the model was fitted on"
+
+
+def fit_constant_terms(params: ModelParams) -> dict[str, float]:
+    """The design terms whose column never varied in the rows the model was fitted on, with
+    that constant value (0.0 for a level no patient had): ``params.metadata["constant_terms"]``,
+    recorded by :class:`~ragim.models.LogisticModel` and :func:`~ragim.models.fit_many` fits.
+    Empty when the metadata has none (generated models borrow their coefficients from other
+    tasks, so nothing is marked there).
+
+    Raises
+    ------
+    ValidationError
+        When the record is not a mapping of parameter names to numbers.
+    """
+    raw = params.metadata.get("constant_terms")
+    if raw is None:
+        return {}
+    try:
+        return {str(k): float(v) for k, v in dict(raw).items()}
+    except (TypeError, ValueError):
+        raise ValidationError(
+            f"params.metadata['constant_terms'] must map term names to numbers, got {raw!r}"
+        ) from None
+
+
+def _model_not_estimable(schema, f, c, ref_term: str | None, const: dict[str, float]) -> str:
+    """Why term ``c``'s effect (against the reference, for a categorical feature) cannot be
+    estimated from the model's own fitted rows, or ""."""
+    if not const:
+        return ""
+    miss = f.name + "__missing"
+    if const.get(miss) == 1.0:
+        return f"not estimable: always blank in {FITTED_ROWS}"
+    if c.role == "missing":
+        if const.get(c.name) == 0.0:
+            return f"not estimable: never missing in {FITTED_ROWS}"
+    elif c.role == "category":
+        if const.get(c.name) == 0.0:
+            return f"not estimable: no patient with this level in {FITTED_ROWS}"
+    elif c.name in const:
+        v = const[c.name]
+        always = f" (always {f.level_label(int(v))})" if f.type == "binary" and v in (0, 1) else ""
+        return f"not estimable: never varies in {FITTED_ROWS}{always}"
+    if ref_term is not None and ref_term != c.name and const.get(ref_term) == 0.0:
+        ref = reference_level(schema, f.name)
+        return f"not estimable: no patient at the reference level ({ref}) in {FITTED_ROWS}"
+    return ""
+
+
+def term_effects(params: ModelParams) -> pd.DataFrame:
+    """Each design term's effect as every logistic explanation reports it, one row per term
+    in design order.
+
+    Columns: term, feature, model_coef and model_std (the model's own parameter and its SD:
+    for a categorical level, its one-hot coefficient, which is not an effect on its own),
+    coef and std (the effect in log-odds: per SD of a continuous feature, the 0→1 change of
+    a binary feature or a missing-value indicator, and for a categorical level, or the
+    missing indicator of a categorical feature, the difference from the feature's reference
+    level, with the SD of that difference from :meth:`ModelParams.contrast_std`; 0 with SD 0
+    for the reference level itself), reference_term (the reference level's term, or None) and
+    not_estimable (why the data cannot estimate the effect, or ""). coef and std are NaN when
+    not estimable: the feature never varied in the schema's rows
+    (:meth:`FeatureSchema.not_estimable`) or in the rows the model was fitted on
+    (:func:`fit_constant_terms`: a level, or the reference level, no patient had). std is NaN
+    when the parameters carry no ``std``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from ragim.schema import Feature, FeatureSchema
+    >>> X = pd.DataFrame({"cp": ["a", "b", "c", "b"]})
+    >>> schema = FeatureSchema([Feature("cp", "categorical")]).fit(X)
+    >>> p = ModelParams.from_dict("logistic", schema, {"intercept": 0.0, "cp[a]": -0.5,
+    ...     "cp[b]": 0.5, "cp[c]": 0.2})
+    >>> term_effects(p)[["term", "model_coef", "coef"]].values.tolist()
+    [['cp[a]', -0.5, 0.0], ['cp[b]', 0.5, 1.0], ['cp[c]', 0.2, 0.7]]
+    """
+    schema = params.schema
+    const = fit_constant_terms(params)
+    position = {n: i for i, n in enumerate(params.names)}
+    rows = []
+    for c, b, s in zip(schema.design_columns, params.terms, std_terms(params), strict=True):
+        f = schema[c.feature]
+        cats = schema.categories_.get(f.name) if f.type == "categorical" else None
+        ref_term = f"{f.name}[{cats[0]}]" if cats else None
+        effect, sd = float(b), float(s)
+        if ref_term is not None and c.name == ref_term:
+            effect, sd = 0.0, 0.0 if params.std is not None else math.nan
+        elif ref_term is not None:  # a level, or the missing indicator, against the reference
+            w = np.zeros(len(params))
+            w[position[c.name]], w[position[ref_term]] = 1.0, -1.0
+            effect, sd = float(b) - params[ref_term], params.contrast_std(w)
+        reason = schema.not_estimable(c) or _model_not_estimable(schema, f, c, ref_term, const)
+        if reason:
+            effect, sd = math.nan, math.nan
+        rows.append(
+            {
+                "term": c.name,
+                "feature": f.name,
+                "model_coef": float(b),
+                "model_std": float(s),
+                "coef": effect,
+                "std": sd,
+                "reference_term": ref_term,
+                "not_estimable": reason,
+            }
+        )
+    out = pd.DataFrame(
+        rows,
+        columns=[
+            "term",
+            "feature",
+            "model_coef",
+            "model_std",
+            "coef",
+            "std",
+            "reference_term",
+            "not_estimable",
+        ],
+    )
+    out["reference_term"] = out["reference_term"].astype(object)
+    out.loc[out["reference_term"].isna(), "reference_term"] = None
+    return out
+
+
 def _comparison_rows(p: ModelParams, missing: bool) -> tuple[pd.DataFrame, int]:
     """Display rows (see :meth:`LogisticFamily.explanation_table`) and the number of
     missing-indicator terms left out."""
     schema = p.schema
-    coef = dict(zip(schema.design_names, p.terms, strict=True))
-    sd = dict(zip(schema.design_names, std_terms(p), strict=True))
-    position = {n: i for i, n in enumerate(p.names)}
-
-    def versus(term: str, ref: str) -> tuple[float, float]:  # coef and SD of term - ref
-        w = np.zeros(len(p))
-        w[position[term]], w[position[ref]] = 1.0, -1.0
-        return float(coef[term]) - float(coef[ref]), p.contrast_std(w)
-
+    effects = term_effects(p)
     rows, hidden = [], 0
-    for c in schema.design_columns:
+    for c, e in zip(schema.design_columns, effects.itertuples(), strict=True):
         f = schema[c.feature]
-        b, s = float(coef[c.name]), float(sd[c.name])
-        ref = (
-            schema.categories_[f.name][0]
-            if f.type == "categorical" and schema.categories_[f.name]
-            else None
-        )
-        ref_term = f"{f.name}[{ref}]" if ref is not None else None
-        if c.role == "category" and c.category == ref:
+        ref_term = e.reference_term
+        if c.name == ref_term:
             continue  # the reference level: every other level is compared with it
         if c.role == "missing" and not missing:
             hidden += 1
             continue
-        if schema.not_estimable(c):
-            comparison, b, s = schema.not_estimable(c), math.nan, math.nan
+        b, s = e.coef, e.std
+        ref = schema.categories_[f.name][0] if ref_term is not None else None
+        if e.not_estimable:
+            comparison = e.not_estimable
         elif c.role == "value" and f.type == "continuous":
             comparison = f"+1 SD ({_num_text(c.scale)} {f.unit})".replace(" )", ")")
         elif c.role == "value":
             comparison = f"{f.level_label(1)} vs {f.level_label(0)}"
         elif c.role == "category":
             comparison = f"{f.level_label(c.category)} vs {f.level_label(ref)}"
-            b, s = versus(c.name, ref_term)
-        elif f.type == "categorical" and ref_term is not None:
+        elif ref_term is not None:
             comparison = f"missing vs {f.level_label(ref)}"
-            b, s = versus(c.name, ref_term)
         else:
             med = schema.medians_[f.name]
             shown = (
@@ -148,7 +261,7 @@ class LogisticFamily(ModelFamily):
     figure_name = "Logistic model"
     value_column = "coef"
     term_noun = "terms"
-    importance_label = "max |coef| (log-odds per SD or 0→1)"
+    importance_label = "log-odds range (per SD, 0→1, or between levels)"
     fits_on_design = True
 
     def param_names(self, schema: FeatureSchema) -> list[str]:
@@ -173,16 +286,22 @@ class LogisticFamily(ModelFamily):
 
     # ------------------------------------------------------------------ explanations
     def explanation_frame(self, params: ModelParams) -> pd.DataFrame:
-        """One row per design term (see ``GlobalExplanation``)."""
+        """One row per design term (see ``GlobalExplanation``); the effect columns come from
+        :func:`term_effects`, so a level has the odds ratio against its reference here as in
+        every other view."""
         schema = params.schema
         rows = []
-        for c, b, s in zip(schema.design_columns, params.terms, std_terms(params), strict=True):
+        effects = term_effects(params)
+        for c, e in zip(schema.design_columns, effects.itertuples(), strict=True):
             f = schema[c.feature]
             cont = c.role == "value" and f.type == "continuous"
             unit = f.unit if cont else ""
             change = f"+1 SD = {c.scale:.3g} {unit}".strip() if cont else "0→1"
-            if schema.not_estimable(c):  # the column never varied: no effect is claimed
-                change, b, s = schema.not_estimable(c), math.nan, math.nan
+            if e.reference_term is not None:
+                change = "vs the reference level"
+            b, s = e.coef, e.std
+            if e.not_estimable:  # no effect is claimed
+                change = e.not_estimable
             rows.append(
                 {
                     "term": c.name,
@@ -202,16 +321,22 @@ class LogisticFamily(ModelFamily):
                     "odds_ratio_per_unit": clipped_exp(b / c.scale),
                     "unit": unit,
                     "scale": c.scale,
+                    "model_coef": e.model_coef,
+                    "model_std": e.model_std,
                 }
             )
         return pd.DataFrame(rows)
 
     def importance(self, params: ModelParams, frame: pd.DataFrame) -> pd.Series:
-        """The largest |coef| among the feature's non-missing-indicator terms."""
-        return (
-            frame[frame["role"] != "missing"]
-            .groupby("feature", sort=False)["coef"]
-            .apply(lambda s: s.abs().max())
+        """Per feature, the log-odds range of its effect: |coef| per SD for a continuous
+        feature, |coef| of the 0→1 change for a binary one, and for a categorical feature the
+        largest difference between two of its levels (max - min of the level effects against
+        the reference, the reference counting 0), so the same for every parameterisation
+        that predicts the same. Missing-value indicators and effects that are not estimable
+        are left out (a feature with none left gets 0)."""
+        kept = frame[(frame["role"] != "missing") & frame["coef"].notna()]
+        return kept.groupby("feature", sort=False)["coef"].apply(
+            lambda s: float(s.abs().max()) if len(s) == 1 else float(s.max() - s.min())
         )
 
     def explanation_table(self, expl, top: int | None, missing: bool) -> pd.DataFrame:

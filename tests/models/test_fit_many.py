@@ -238,3 +238,35 @@ def test_progress_bars_stay_out_of_pipes_and_logs(tasks, capsys):
     res = fit_many(tasks, progress=True, cv=0)
     assert len(res.params) > 0
     assert "fitting logistic models" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("solver", ["batched", "sklearn"])
+def test_each_task_model_records_what_its_own_rows_never_varied(solver):
+    """Per-task models share one schema: a level one task never had (here "typical" in
+    task "b") was explained as if estimated. Each fit records its constant terms, and the
+    task's explanation marks them not estimable."""
+    if solver == "batched":
+        pytest.importorskip("ragim.models.batched", reason="batched solver not available")
+    a = _task("a", 120, 0)
+    b = _task("b", 120, 1)
+    keep = b.X["cp"] != "typical"
+    b = Task("b", b.description, b.X[keep].reset_index(drop=True), b.y[keep.to_numpy()])
+    res = fit_many([a, b], solver=solver, progress=False, cv=0)
+    assert "constant_terms" not in res.params["a"].metadata
+    assert res.params["b"].metadata["constant_terms"] == {"cp[typical]": 0.0}
+    from ragim.explain import explain_params
+
+    table = explain_params(res.params["b"]).table().set_index("term")
+    assert table.loc["cp[typical]", "comparison"].startswith("not estimable: no patient")
+    assert np.isfinite(explain_params(res.params["a"]).table().set_index("term").loc[
+        "cp[typical]", "odds_ratio"])
+    # the reference level no patient had: every level's comparison with it is not estimable
+    c = _task("c", 120, 2)
+    keep = c.X["cp"] != "asymptomatic"
+    c = Task("c", c.description, c.X[keep].reset_index(drop=True), c.y[keep.to_numpy()])
+    res = fit_many([a, c], solver=solver, progress=False, cv=0)
+    table = explain_params(res.params["c"]).table().set_index("term")
+    assert table.loc[["cp[atypical]", "cp[typical]"], "comparison"].eq(
+        "not estimable: no patient at the reference level (asymptomatic) in the rows the model "
+        "was fitted on").all()
+    assert table.loc["sex", "comparison"] == "1 vs 0"

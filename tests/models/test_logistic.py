@@ -300,3 +300,37 @@ def test_unfitted_and_invalid_parameters(task, cls, kw):
         cls(**kw).predict(X)
     with pytest.raises(InvalidParameterError):
         cls(schema="not a schema").fit(X, y)
+
+
+def test_original_scale_indicator_rows_have_no_unit():
+    """coefficients("original") labelled the chol__missing row "mg/dL", reading as "per mg/dL";
+    an indicator is a 0->1 change, as to_frame() says."""
+    from ragim.schema import Feature, FeatureSchema
+
+    rng = np.random.default_rng(0)
+    chol = rng.normal(240, 45, 300)
+    chol[rng.random(300) < 0.2] = np.nan
+    X = pd.DataFrame({"chol": chol, "smoker": rng.integers(0, 2, 300)})
+    y = (rng.random(300) < 0.4).astype(int)
+    schema = FeatureSchema([Feature("chol", unit="mg/dL"), Feature("smoker", "binary", unit="0/1")])
+    m = LogisticModel(schema=schema).fit(X, y)
+    for scale in ("original", "standardised"):
+        t = m.coefficients(scale).set_index("term")
+        assert t.loc["chol", "unit"] == "mg/dL"
+        assert t.loc["chol__missing", "unit"] == "" and t.loc["smoker", "unit"] == ""
+    frame = m.explain().to_frame().set_index("term")
+    assert frame.loc["chol__missing", "unit"] == ""
+
+
+def test_coefficients_odds_ratio_of_a_level_is_against_its_reference(task, fitted):
+    """coefficients() gave exp(one-hot coefficient) as a level's odds ratio, unlike every
+    explanation; coef stays the parameter (it reproduces the log-odds)."""
+    t = fitted.coefficients().set_index("term")
+    table = fitted.explain().table(missing=True).set_index("term")
+    ref = f"cp[{fitted.schema_.categories_['cp'][0]}]"
+    for term in table.index[table["feature"] == "cp"]:
+        assert t.loc[term, "coef_vs_reference"] == pytest.approx(table.loc[term, "coef"])
+        assert t.loc[term, "odds_ratio"] == pytest.approx(table.loc[term, "odds_ratio"])
+        assert t.loc[term, "coef"] == pytest.approx(fitted.to_params()[term])
+    assert t.loc[ref, "odds_ratio"] == 1.0
+    assert t.loc["sex", "odds_ratio"] == pytest.approx(np.exp(t.loc["sex", "coef"]))
