@@ -345,17 +345,10 @@ def print_global(expl, *, top: int | None = None, missing: bool = False) -> None
     t = expl.table(top, missing=missing)
     hint = "" if missing or not t.attrs["n_hidden_missing"] else "; --all shows them"
     rows, cols = expl.family.text_table(t)
-    base, base_sd, refs = expl.reference_intercept()
-    sd = (
-        f" (95% CI {base - 1.96 * base_sd:+.3f} to {base + 1.96 * base_sd:+.3f})"
-        if math.isfinite(base_sd)
-        else ""
-    )
-    at = f" at {', '.join(refs)}" if refs else ""
     print_table(
         rows,
         cols,
-        title=f"{expl.kind.upper()} model for {expl.outcome}; intercept{at} {base:+.3f}{sd}",
+        title=f"{expl.kind.upper()} model for {expl.outcome}; {expl.baseline()}",
         caption=t.attrs["note"] + hint,
     )
 

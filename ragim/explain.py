@@ -46,7 +46,13 @@ import pandas as pd
 
 from ragim import plots
 from ragim.errors import ValidationError
-from ragim.models.family import Z95, by_abs, check_top, reference_level, truncation_note
+from ragim.models.family import (  # noqa: F401  (Z95 re-exported: ragim.explain.Z95)
+    Z95,
+    by_abs,
+    check_top,
+    reference_level,
+    truncation_note,
+)
 from ragim.params import ModelParams, model_family
 
 
@@ -388,6 +394,17 @@ class GlobalExplanation(_Explanation):
         """
         return self.family.reference_intercept(self.params)
 
+    def baseline(self) -> str:
+        """The log-odds every comparison of :meth:`table` starts from, in words, as the plot
+        title, the notebook view, ``repr`` and ``ragim explain`` show it: for a logistic model
+        "intercept at the reference patient -3.521 (95% CI -4.952 to -2.089): Chest pain =
+        typical angina; binary features at 0, continuous at their mean, none missing"
+        (:meth:`reference_intercept`; the interval when the parameters carry ``std``), for a
+        GAM "intercept -1.640". ``intercept`` is the model's own parameter, which for a
+        logistic model with categorical features is the log-odds of a patient with no level
+        at all, so it is not shown beside the table."""
+        return self.family.baseline_text(*self.reference_intercept())
+
     def to_frame(self) -> pd.DataFrame:
         """The tidy table described in the class docstring (a copy)."""
         return self._frame.copy()
@@ -454,10 +471,14 @@ class GlobalExplanation(_Explanation):
         return out.sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)
 
     def data(self) -> dict:
-        """JSON-safe dict: kind, source, outcome, intercept, intercept_std, terms, importance,
-        provenance, coverage."""
+        """JSON-safe dict: kind, source, outcome, intercept and intercept_std (the model's own
+        intercept parameter), baseline (what :meth:`baseline` says: ``log_odds``, ``std`` (None
+        when unknown), ``reference`` (the reference levels in words) and ``text``), terms (the
+        rows of :meth:`to_frame`), importance (:meth:`importance`), provenance, coverage."""
+        value, sd, refs = self.reference_intercept()
         return self._data(
             intercept_std=self.intercept_std,
+            baseline={"log_odds": value, "std": sd, "reference": refs, "text": self.baseline()},
             terms=_records(self._frame),
             importance=_records(self.importance()),
         )
@@ -487,14 +508,8 @@ class GlobalExplanation(_Explanation):
     def _repr_html_(self) -> str:
         head = (
             f"<p><b>{self.kind.upper()} model</b> for {html.escape(self.outcome)} "
-            "&middot; intercept "
-            f"{self.intercept:+.4g}"
-            + (
-                f" &plusmn; {Z95 * self.intercept_std:.3g}"
-                if math.isfinite(self.intercept_std)
-                else ""
-            )
-            + f" &middot; source: {html.escape(str(self.source))}</p>"
+            f"&middot; {html.escape(self.baseline())}"
+            f" &middot; source: {html.escape(str(self.source))}</p>"
         )
         df = self.table(missing=True)
         cols = [c for c in self.family.html_columns() if c in df.columns]
@@ -514,9 +529,8 @@ class GlobalExplanation(_Explanation):
     def __repr__(self) -> str:
         src = f", source={self.source}" if self.source else ""
         lines = [
-            f"GlobalExplanation({self.kind} model for {self.outcome}, "
-            f"intercept={self.intercept:+.3g}{src}, "
-            f"{len(self._frame)} {self.family.term_noun})"
+            f"GlobalExplanation({self.kind} model for {self.outcome}{src}, "
+            f"{len(self._frame)} {self.family.term_noun}; {self.baseline()})"
         ]
         lines += self.family.summary_lines(self)
         cov = coverage_summary(self.coverage)

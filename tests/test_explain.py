@@ -590,3 +590,40 @@ def test_importance_and_effects_do_not_depend_on_the_parameterisation():
     pd.testing.assert_frame_equal(ea.to_frame()[cols], eb.to_frame()[cols])
     assert ea.to_frame().set_index("term").loc["thal[reversible]", "odds_ratio_per_sd"] == (
         pytest.approx(math.exp(1.1)))
+    assert ea.baseline() == eb.baseline()
+
+
+def test_the_baseline_is_the_reference_patient_in_every_view(heart):
+    """The plot title, the notebook view and repr showed the raw intercept (-1.64, a patient
+    with no level at all) beside odds ratios against reference levels, while `ragim explain`
+    showed the reference patient's log-odds."""
+    import re
+
+    from scipy.special import logit
+
+    from ragim.models import model_from_params
+
+    p, _ = heart
+    model = model_from_params(p)
+    s = p.schema
+    ref = {f.name: (s.means_[f.name] if f.type == "continuous" else 0.0 if f.type == "binary"
+                    else s.categories_[f.name][0]) for f in s.features}
+    truth = float(logit(model.predict_proba(pd.DataFrame([ref]))[0, 1]))
+    ex = explain_params(p)
+    text = ex.baseline()
+    assert text.startswith(f"intercept at the reference patient {truth:+.3f} (95% CI ")
+    assert "Chest-pain type = typical angina" in text and "continuous at their mean" in text
+    title = " ".join(ex.plot().axes[0].get_title(loc="left").splitlines())
+    shown = f"{truth:+.3f}"
+    assert shown in title and f"{p.intercept:+.3g}" not in title
+    assert html_unescape(ex._repr_html_()).count(text) == 1
+    assert text in repr(ex)
+    assert re.search(r"intercept=", repr(ex)) is None
+    assert ex.data()["baseline"]["log_odds"] == pytest.approx(truth)
+    assert ex.data()["intercept"] == pytest.approx(p.intercept)  # the parameter, named as such
+
+
+def html_unescape(text):
+    import html
+
+    return html.unescape(text)

@@ -22,6 +22,7 @@ Examples
 from __future__ import annotations
 
 import math
+import textwrap
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -250,6 +251,17 @@ def std_terms(params: ModelParams) -> np.ndarray:
     return params.std[1:] if params.std is not None else np.full(len(params) - 1, np.nan)
 
 
+def interval_text(value: float, sd: float) -> str:
+    """ " (95% CI a to b)" for a log-odds value and its SD; "" when the SD is not finite.
+
+    >>> interval_text(-1.0, 0.5)
+    ' (95% CI -1.980 to -0.020)'
+    """
+    if not math.isfinite(sd):
+        return ""
+    return f" (95% CI {value - Z95 * sd:+.3f} to {value + Z95 * sd:+.3f})"
+
+
 def check_top(top: Any) -> None:
     """Raise unless ``top`` is None or a positive integer (:func:`ragim.checks.check_int`)."""
     check_int(top, "top", ge=1, allow_none=True)
@@ -430,6 +442,11 @@ class ModelFamily(ABC):
         sd = float(params.std[0]) if params.std is not None else math.nan
         return params.intercept, sd, []
 
+    def baseline_text(self, value: float, sd: float, refs: list[str]) -> str:
+        """The baseline of the global explanation in words, with its 95% interval when ``sd``
+        is finite: :meth:`reference_intercept`'s (value, sd, refs). Default: "intercept"."""
+        return f"intercept {value:+.3f}{interval_text(value, sd)}"
+
     def local_contributions(
         self, params: ModelParams, X: pd.DataFrame
     ) -> tuple[dict[str, dict], pd.DataFrame | None]:
@@ -464,8 +481,14 @@ class ModelFamily(ABC):
             kind=kind,
             ax=ax,
             title=(
-                f"{self.figure_name or self.title[:1].upper() + self.title[1:]} for "
-                f"{expl.outcome} (intercept {expl.intercept:+.3g})\n{table.attrs['note']}"
+                "\n".join(
+                    textwrap.wrap(
+                        f"{self.figure_name or self.title[:1].upper() + self.title[1:]} for "
+                        f"{expl.outcome}; {expl.baseline()}",
+                        90,
+                    )
+                )
+                + f"\n{table.attrs['note']}"
             ),
         )
 

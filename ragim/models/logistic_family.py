@@ -27,6 +27,7 @@ from ragim.models.family import (
     by_abs,
     clipped_exp,
     format_number,
+    interval_text,
     reference_level,
     std_terms,
     truncation_note,
@@ -367,6 +368,16 @@ class LogisticFamily(ModelFamily):
                 w[names.index(term)] = 1.0
                 refs.append(f"{f.display_name} = {f.level_label(ref)}")
         return value, params.contrast_std(w), refs
+
+    def baseline_text(self, value: float, sd: float, refs: list[str]) -> str:
+        """ "intercept at the reference patient -3.521 (95% CI ...): its levels; binary
+        features at 0, continuous at their mean, none missing": the log-odds the table's
+        comparisons start from."""
+        where = "; ".join(
+            [", ".join(refs)] * bool(refs)
+            + ["binary features at 0, continuous at their mean, none missing"]
+        )
+        return f"intercept at the reference patient {value:+.3f}{interval_text(value, sd)}: {where}"
 
     def plot_global(self, expl, table: pd.DataFrame, kind: str, ax=None):
         """Each row labelled with its comparison ("sex: male vs female")."""
