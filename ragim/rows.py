@@ -164,6 +164,29 @@ def na_codes_for(na: NaValues, column: str) -> list[str]:
     return na.get(canonical_text(column), []) if isinstance(na, dict) else na
 
 
+def outcome_na_codes(na: NaValues, outcome: str, pos_label: Any = None) -> list[str]:
+    """The codes of ``na`` (from :func:`na_value_spec`) that make an outcome cell blank: all
+    those given for the outcome column by name, and of a list given for every column those
+    that cannot be an outcome's label (not 0, 1, true, false or ``pos_label``): ``--na-values
+    0`` for lab values never measured must not blank the outcome's zeros.
+
+    >>> outcome_na_codes(["0", "-9"], "death"), outcome_na_codes({"death": ["0"]}, "death")
+    (['-9'], ['0'])
+    """
+    if isinstance(na, dict):
+        return na_codes_for(na, outcome)
+    labels = {"true", "false"} | (
+        {str(pos_label).strip().lower()} if pos_label is not None else set()
+    )
+    values = {0.0, 1.0} | ({float(pos_label)} if isinstance(pos_label, (int, float)) else set())
+
+    def label(code: str) -> bool:
+        number = pd.to_numeric(pd.Series([code]), errors="coerce").iloc[0]
+        return code.strip().lower() in labels or (pd.notna(number) and float(number) in values)
+
+    return [c for c in na if not label(c)]
+
+
 def missing_code_mask(s: pd.Series, codes: list[str]) -> np.ndarray:
     """Where ``s`` holds one of ``codes``, as ``pd.read_csv(na_values=...)`` compares them:
     text stripped of surrounding spaces, numbers by value (``-99`` matches ``-99.0``)."""
@@ -508,8 +531,9 @@ def read_rows(
     where : how the caller names the file in messages (``--rows``).
     na_values : values that mean "missing" in the feature columns (missing-value codes such
         as ``"."`` or ``-99``), as for :func:`read_table`; never in the ids. In the outcome a
-        declared code is a blank outcome, which is refused naming its rows (as in a task
-        folder), never read as a third label.
+        declared code (:func:`outcome_na_codes`: not 0, 1, true/false or ``pos_label`` unless
+        named for the outcome column) is a blank outcome, which is refused naming its rows
+        (as in a task folder), never read as a third label.
     thousands : the thousands separator of the file's numbers (``"."`` for ``1.718``, which
         also makes ``","`` the decimal mark), as for :func:`read_table`.
 
@@ -560,9 +584,8 @@ def read_rows(
         written = df[outcome].to_numpy(dtype=object, copy=True)  # pandas may give a read-only view
         # a declared missing-value code is a blank outcome, as in a task folder:
         # binary_outcome names those rows
-        written[missing_code_mask(df[outcome], na_codes_for(na_value_spec(na_values), outcome))] = (
-            None
-        )
+        codes = outcome_na_codes(na_value_spec(na_values), outcome, pos_label)
+        written[missing_code_mask(df[outcome], codes)] = None
         y = binary_outcome(
             written,
             pos_label=pos_label,

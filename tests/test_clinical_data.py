@@ -1090,3 +1090,34 @@ def test_dates_with_the_month_as_a_word_are_refused_like_iso_dates(written):
 def test_month_names_without_a_day_and_year_stay_categories(months):
     X = pd.DataFrame({"age": np.linspace(40, 80, 30), "admitted": months * 10})
     assert FeatureSchema.infer(X)["admitted"].type == "categorical"
+
+
+def test_a_global_missing_code_that_is_an_outcome_label_leaves_the_outcome_alone(tmp_path):
+    """--na-values 0 (lab values never measured, as Pima codes them) blanked every 0 of the
+    outcome too, and the error said the outcome was empty. A code given for every column blanks
+    an outcome cell only when it cannot be a label (not 0, 1, true/false, pos_label); named for
+    the outcome column it applies there as given."""
+    from ragim.datasets.folder import load_task_folder
+    from ragim.rows import outcome_na_codes, read_rows
+
+    assert outcome_na_codes(["0", "0.0", "TRUE", "-9", "."], "y") == ["-9", "."]
+    assert outcome_na_codes(["died", "-9"], "y", pos_label="died") == ["-9"]
+    assert outcome_na_codes({"y": ["0"], "glucose": ["0"]}, "y") == ["0"]
+    frame = pd.DataFrame({"glucose": [0, 110, 95, 0, 130, 88, 101, 0], "y": [0, 1, 0, 0, 1, 0, 1, -9]})
+    frame.iloc[:7].to_csv(tmp_path / "rows.csv", index=False)
+    rows = read_rows(tmp_path / "rows.csv", outcome="y", na_values=["0"])
+    assert rows.y.tolist() == [0, 1, 0, 0, 1, 0, 1] and rows.X["glucose"].isna().sum() == 2
+    frame.to_csv(tmp_path / "coded.csv", index=False)
+    with pytest.raises(ValidationError, match="outcome column 'y' is empty in 1 data row"):
+        read_rows(tmp_path / "coded.csv", outcome="y", na_values=["0", "-9"])
+    root = tmp_path / "tasks"
+    (root / "data").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for t in ("a", "b"):
+        pd.DataFrame({"glucose": rng.choice([0, 90, 120, 150], 40), "y": np.arange(40) % 2}).to_csv(
+            root / "data" / f"{t}.csv", index=False)
+    pd.DataFrame({"task_id": ["a", "b"], "description": ["diabetes a", "diabetes b"]}).to_csv(
+        root / "descriptions.csv", index=False)
+    tasks = load_task_folder(root, na_values=["0"])
+    assert tasks["a"].y.tolist() == (np.arange(40) % 2).tolist()
+    assert tasks["a"].X["glucose"].isna().any()

@@ -44,7 +44,13 @@ import pandas as pd
 
 from ragim.canonical import canonical_id, canonical_level, canonical_text
 from ragim.errors import DataWarning, ValidationError
-from ragim.rows import missing_code_mask, na_codes_for, na_value_spec, read_table, sniff_separator
+from ragim.rows import (
+    missing_code_mask,
+    na_value_spec,
+    outcome_na_codes,
+    read_table,
+    sniff_separator,
+)
 from ragim.schema import (
     DECIMAL_COMMA,
     FeatureSchema,
@@ -235,7 +241,7 @@ def load_task_folder(
         X = X[columns]
         written = df[outcome].to_numpy(dtype=object, copy=True)  # an object column: a view
         # a declared missing-value code is a blank outcome: binary_outcome names those rows
-        written[missing_code_mask(df[outcome], na_codes_for(na, outcome))] = None
+        written[missing_code_mask(df[outcome], outcome_na_codes(na, outcome, pos_label))] = None
         y = binary_outcome(
             written,
             pos_label=pos_label,
