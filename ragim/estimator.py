@@ -391,6 +391,13 @@ class ZeroShotClassifier(BinaryClassifierTags, ClassifierMixin, BaseEstimator):
                 self, X, reset=reset, dtype="numeric", ensure_all_finite="allow-nan"
             )
         except ValueError as exc:
+            if "convert string" in str(exc):  # text categories: the schema reads them by name
+                raise ValidationError(
+                    f"X is an array holding text ({str(exc).split(': ', 1)[-1]}); an array must "
+                    "hold numbers only: pass a DataFrame with the schema's columns"
+                    + (f" {list(schema.names)}" if schema is not None else "")
+                    + " for text categories"
+                ) from exc
             raise ValidationError(str(exc)) from exc
         names = schema.names if schema is not None else [f"x{j}" for j in range(arr.shape[1])]
         if len(names) != arr.shape[1]:

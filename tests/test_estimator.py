@@ -308,3 +308,17 @@ def test_fitted_on_a_dataframe_an_array_warns_and_a_dataframe_is_read_by_name(re
     with pytest.warns(UserWarning, match="X does not have valid feature names"):
         got = clf.predict_proba(X[clf.feature_names_in_].to_numpy())
     np.testing.assert_allclose(got, clf.predict_proba(X))
+
+
+def test_an_array_holding_text_categories_is_refused_saying_to_pass_a_dataframe():
+    """A numpy array of a schema with a text category failed with a bare 'could not convert
+    string to float'; the error says an array holds numbers and to pass a DataFrame."""
+    tasks = datasets.heart_disease()
+    index = TaskIndex.build(tasks.take(range(8)), embedder="hashing", progress=False)
+    clf = ZeroShotClassifier(index=index, description="coronary disease in Cleveland men").fit()
+    X = tasks[0].X.iloc[:5]
+    assert clf.predict_proba(X).shape == (5, 2)
+    with pytest.raises(ValidationError, match="array must hold numbers only: pass a DataFrame") as e:
+        clf.predict_proba(X.to_numpy(dtype=object))
+    assert "'cp'" in str(e.value) and "\n" not in str(e.value)
+
