@@ -116,6 +116,49 @@ def plain_numeral(text: Any) -> bool:
     return isinstance(text, str) and _NUMERAL.fullmatch(canonical_text(text)) is not None
 
 
+#: float types narrower than a Python float: their values are written with their own shortest
+#: round-trip digits (float32 1.1 is 1.1, not 1.100000023841858)
+_NARROW_FLOATS = (np.float16, np.float32)
+
+
+def _is_narrow_float_dtype(dtype: Any) -> bool:
+    numpy_dtype = getattr(dtype, "numpy_dtype", dtype)  # pandas' Float32 holds a float32
+    try:
+        return np.dtype(numpy_dtype).type in _NARROW_FLOATS
+    except TypeError:
+        return False
+
+
+def widen_floats(values: Any) -> Any:
+    """``values`` (a Series, DataFrame or array) with float16/float32 values (numpy's, or
+    pandas' ``Float32``) as the float64 numbers their shortest round-trip text names: a
+    float32 ``1.1`` (a Parquet REAL column) is ``1.1``, as the same table written as CSV
+    reads, not ``1.100000023841858``. Anything else is returned unchanged.
+
+    >>> widen_floats(np.array([1.1, np.nan], dtype=np.float32)).tolist()
+    [1.1, nan]
+    """
+    import pandas as pd
+
+    if isinstance(values, pd.DataFrame):
+        narrow = [c for c in values.columns if _is_narrow_float_dtype(values[c].dtype)]
+        if not narrow:
+            return values
+        out = values.copy()
+        for c in narrow:
+            out[c] = widen_floats(values[c])
+        return out
+    if isinstance(values, pd.Series):
+        if not _is_narrow_float_dtype(values.dtype):
+            return values
+        narrow = np.dtype(getattr(values.dtype, "numpy_dtype", values.dtype))
+        arr = values.to_numpy(dtype=narrow, na_value=np.nan)
+        return pd.Series(widen_floats(arr), index=values.index, name=values.name)
+    if isinstance(values, np.ndarray) and values.dtype.type in _NARROW_FLOATS:
+        return values.astype(str).astype(np.float64)  # numpy writes the shortest digits
+    return values
+
+
 def _number_text(x: Decimal) -> str:
     if x == x.to_integral_value():
         return str(int(x))
@@ -153,6 +196,8 @@ def canonical_level(v: Any) -> str | None:
             raise ValidationError(
                 f"{v!r} cannot be a category level; levels must be finite numbers or text"
             )
+        if isinstance(v, _NARROW_FLOATS):  # float32 1.1 is 1.1: its own shortest digits
+            return _number_text(Decimal(np.format_float_positional(v, unique=True, trim="-")))
         return _number_text(Decimal(repr(float(v))))
     if isinstance(v, Decimal):
         if not v.is_finite():
@@ -191,7 +236,7 @@ def canonical_levels(values: Any) -> np.ndarray:
     >>> canonical_levels([[4.0], ["04"], [True], [None], [" mild "]]).ravel().tolist()
     ['4', '4', '1', None, 'mild']
     """
-    arr = np.asarray(values, dtype=object)
+    arr = np.asarray(widen_floats(values), dtype=object)
     flat = arr.ravel()
     out = np.empty(len(flat), dtype=object)
     seen: dict[Any, str | None] = {}
@@ -247,6 +292,39 @@ def canonical_id(v: Any, what: str = "id") -> str:
     return text
 
 
+#: an integer as pandas writes a float of a whole number: ``5.0``, ``-12.0`` (no leading zeros)
+_WHOLE_FLOAT_TEXT = re.compile(r"-?(0|[1-9][0-9]*)\.0+")
+
+
+def canonical_ids(values: Any, what: str = "id") -> list[str]:
+    """:func:`canonical_id` of every id of a column (a list, Series or array).
+
+    A column of text ids that are all whole numbers as pandas writes a float column (``5.0``,
+    ``12.0``: ids saved from a table whose id column pandas made float, after a NaN or from R's
+    numeric ids, and read back as text) is read as those integers, as the same float ids read
+    from Parquet are (``5.0`` -> ``"5"``). Any other text is kept as written: ``"0005"`` stays
+    ``"0005"``, and a column mixing ``"5.0"`` with ``"A7"`` keeps ``"5.0"``.
+
+    Raises
+    ------
+    ValidationError
+        As :func:`canonical_id`.
+
+    Examples
+    --------
+    >>> canonical_ids(["5.0", "12.0"]), canonical_ids(["5.0", "A7"]), canonical_ids(["0005", 6.0])
+    (['5', '12'], ['5.0', 'A7'], ['0005', '6'])
+    """
+    values = list(values)
+    ids = [canonical_id(v, what) for v in values]
+    if ids and all(
+        isinstance(v, str | bytes) and _WHOLE_FLOAT_TEXT.fullmatch(i)
+        for v, i in zip(values, ids, strict=True)
+    ):
+        return [str(int(i.split(".")[0])) for i in ids]
+    return ids
+
+
 def same_level(a: Any, b: Any) -> bool:
     """Whether two levels or group codes are the same value (see :func:`canonical_level`).
 
@@ -270,6 +348,7 @@ def level_key(v: Any) -> tuple:
 
 __all__ = [
     "canonical_id",
+    "canonical_ids",
     "canonical_level",
     "canonical_levels",
     "canonical_text",
@@ -279,4 +358,5 @@ __all__ = [
     "plain_numeral",
     "same_level",
     "strip_invisible",
+    "widen_floats",
 ]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import re
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ragim.canonical import canonical_id, canonical_text
+from ragim.canonical import canonical_ids, canonical_text, widen_floats
 from ragim.errors import DataWarning, ValidationError
 from ragim.schema import FeatureSchema, thousands_problem, thousands_separator
 from ragim.tasks import binary_outcome
@@ -64,6 +65,10 @@ class PatientRows:
 
     def __len__(self) -> int:
         return len(self.X)
+
+
+#: a number written with a decimal point and no digit groups (``100.0``, ``-1.5``)
+_DOT_DECIMAL = re.compile(r"-?[0-9]*\.[0-9]+")
 
 
 def _sep_name(sep: str) -> str:
@@ -310,6 +315,57 @@ def _check_thousands(
         )
 
 
+def _check_grouped(
+    df: pd.DataFrame,
+    path: Path,
+    sep: str,
+    thousands: str,
+    text_columns: tuple[str, ...],
+    where: str,
+) -> None:
+    """With ``thousands`` declared, refuse a number column holding a value that uses the
+    separator but is no digit-grouped number (a group after it has 3 digits): with
+    ``thousands='.'``, pandas reads ``100.0`` as 1000 and ``1.5`` as 15."""
+    decimal = "," if thousands == "." else "."
+    grouped = re.compile(
+        rf"-?[0-9]{{1,3}}({re.escape(thousands)}[0-9]{{3}})+({re.escape(decimal)}[0-9]*)?"
+    )
+    numeric = [
+        c
+        for c in df.columns
+        if canonical_text(str(c)) not in text_columns and pd.api.types.is_numeric_dtype(df[c])
+    ]
+    if not numeric:
+        return
+    written = pd.read_csv(
+        path, sep=sep, usecols=numeric, dtype=str, keep_default_na=False, encoding="utf-8-sig"
+    )
+    for c in numeric:
+        vals = [v.strip() for v in written[c] if thousands in v]
+        bad = list(dict.fromkeys(v for v in vals if not grouped.fullmatch(v)))
+        if not bad:
+            continue
+        name = canonical_text(str(c))
+        try:
+            as_read = float(bad[0].replace(thousands, "").replace(decimal, "."))
+            misread = f" ({bad[0]!r} as {as_read:g})"
+        except ValueError:
+            misread = ""
+        if thousands == "." and all(_DOT_DECIMAL.fullmatch(v) for v in bad):
+            fix = (
+                "this file writes decimals with '.', so '.' cannot also be its thousands "
+                "separator: read it without thousands= and save the column(s) written with '.' "
+                "digit groups without them (1025), or convert them before reading"
+            )
+        else:
+            fix = "save the numbers without digit groups, or read the file without thousands="
+        raise ValidationError(
+            f"{where}{path}: column {name!r} holds {bad[:3]}, which are not numbers grouped with "
+            f"thousands={thousands!r} (a group after the separator has 3 digits) and would be "
+            f"misread{misread}; {fix}"
+        )
+
+
 def _check_na_columns(path: Path, na: NaValues, names: list[str], where: str) -> None:
     """Refuse per-column ``na_values`` naming a column the file does not have."""
     if not isinstance(na, dict):
@@ -392,7 +448,8 @@ def read_table(
             ]
             _check_header(path, names, where)
             _check_na_columns(path, na, names, where)
-            df = _decimals_as_numbers(pd.read_parquet(path), text_columns)
+            # DECIMAL and REAL (float32) columns read as the same table written as CSV
+            df = widen_floats(_decimals_as_numbers(pd.read_parquet(path), text_columns))
             if all_text:
                 return df.astype(object).where(df.notna(), None)
             df = _mark_pandas_na_text(df, text_columns)  # as read_csv reads "NA", "null", ...
@@ -439,6 +496,8 @@ def read_table(
                 df = _mark_missing(df, na, text_columns)
             if thousands is None:
                 _check_thousands(df, path, sep, text_columns, where)
+            else:
+                _check_grouped(df, path, sep, thousands, text_columns, where)
     except ValidationError:
         raise
     except UnicodeDecodeError as exc:
@@ -607,11 +666,7 @@ def read_rows(
     X = df.drop(columns=[c for c in (outcome, patient_id) if c is not None])
     if schema is not None:
         X = _match_schema(X, schema, path, where)
-    ids = (
-        None
-        if ids is None
-        else pd.Series([canonical_id(v, "patient id") for v in ids], name=patient_id)
-    )
+    ids = None if ids is None else pd.Series(canonical_ids(ids, "patient id"), name=patient_id)
     if ids is not None and ids.duplicated().any():
         repeated = list(dict.fromkeys(ids[ids.duplicated()]))
         raise ValidationError(

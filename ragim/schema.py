@@ -39,7 +39,13 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ragim.canonical import canonical_level, canonical_text, level_key, plain_numeral
+from ragim.canonical import (
+    canonical_level,
+    canonical_text,
+    level_key,
+    plain_numeral,
+    widen_floats,
+)
 from ragim.checks import check_int
 from ragim.errors import DataWarning, ValidationError
 from ragim.io import parse_json
@@ -398,7 +404,10 @@ class FeatureSchema:
                 constant[f.name] = level
             if f.type == "categorical":
                 learned = sorted(
-                    {canonical_level(v) for v in pd.unique(s.dropna().to_numpy(dtype=object))},
+                    {
+                        canonical_level(v)
+                        for v in pd.unique(widen_floats(s.dropna()).to_numpy(dtype=object))
+                    },
                     key=level_key,
                 )
                 cats[f.name] = list(f.categories) if f.categories else learned
@@ -495,7 +504,7 @@ class FeatureSchema:
         """(position of each value among the feature's levels, -1 when it matches none; missing
         mask), matching canonical forms (``4 == 4.0 == "4"``)."""
         lookup = self._level_lookup(name)
-        vals = pd.Series(s.to_numpy(dtype=object), dtype=object)
+        vals = pd.Series(widen_floats(s).to_numpy(dtype=object), dtype=object)
         isna = vals.isna().to_numpy()
         codes = np.full(len(vals), -1, dtype=np.int64)
         if (~isna).any():
@@ -1085,6 +1094,7 @@ def read_feature(feature: Feature, s: pd.Series) -> tuple[pd.Series | np.ndarray
     if kind == "complex":
         return None, [f"column {feature.name!r} ({feature.type}) holds complex numbers"]
     if feature.type == "categorical":
+        s = widen_floats(s)  # float32 1.1 is the level 1.1
         s = s.astype(object).where(s.notna(), None)
         if s.dtype == object and pd.api.types.infer_dtype(s, skipna=True) in (
             "mixed",
@@ -1113,11 +1123,23 @@ def read_feature(feature: Feature, s: pd.Series) -> tuple[pd.Series | np.ndarray
             for v in s[bad]:
                 distinct.setdefault(str(v), v)
             examples = list(distinct.values())[:3]
-            hint = (
-                "; they look like numbers with a decimal comma: write them with a decimal point"
-                if decimal_comma_values(s[bad])
-                else f" in {int(bad.sum())} row(s); " + missing_marker_hint(examples)
-            )
+            n_bad, n_values = int(bad.sum()), int(s.notna().sum())
+            if decimal_comma_values(s[bad]):
+                hint = "; they look like numbers with a decimal comma: write them with a decimal "
+                hint += "point"
+            elif _looks_like_missing_codes(n_bad, n_values, len(distinct)):
+                hint = f" in {n_bad} row(s); " + missing_marker_hint(examples)
+            else:
+                held = (
+                    "a binary column holds 0/1 (or True/False)"
+                    if feature.type == "binary"
+                    else f"a {feature.type} column holds numbers"
+                )
+                hint = (
+                    f" in {n_bad} of {n_values} row(s); {held}: declare it categorical "
+                    '("type": "categorical" in schema.json, types= in Python) to keep these '
+                    "values as its levels, or recode them as numbers"
+                )
             return None, [
                 f"column {feature.name!r} ({feature.type}) has non-numeric values, e.g. "
                 f"{examples}" + hint
@@ -1535,7 +1557,9 @@ def _infer_type(
     levels = set()
     for _, s, label in text:
         _check_text_column(name, s, label if len(labels) > 1 and len(text) > 1 else "")
-        levels.update(canonical_level(v) for v in pd.unique(s.dropna().to_numpy(dtype=object)))
+        levels.update(
+            canonical_level(v) for v in pd.unique(widen_floats(s.dropna()).to_numpy(dtype=object))
+        )
     if len(levels) > max_categories:
         one_per_row = all(s.dropna().nunique() == s.notna().sum() for _, s, _ in text)
         advice = (
@@ -1625,12 +1649,30 @@ def _check_text_column(name: str, s: pd.Series, where: str = "") -> None:
     if 0 < n_num < len(vals):
         words = [str(v).strip() for v, x in zip(vals, is_num, strict=True) if not x]
         text = list(dict.fromkeys(words))
+        if 2 * len(words) > len(vals):
+            return  # mostly text (ward 'icu', 'ward', '3E1', '30'): a categorical column
         shown = f"{text[:5]}" + (f" and {len(text) - 5} more" if len(text) > 5 else "")
+        declare = 'declare the column categorical (types= here, or "type" in schema.json)'
+        advice = (
+            f"{missing_marker_hint(text[:5])}; otherwise fix the values, or {declare}"
+            if _looks_like_missing_codes(len(words), len(vals), len(text))
+            else f"{declare}, or fix the values"
+        )
         raise ValidationError(
             f"column {name!r}{at} mixes numbers with text: {shown} in {len(words)} of "
-            f"{len(vals)} row(s); {missing_marker_hint(text[:5])}; otherwise fix the values, or "
-            'declare the column categorical (types= here, or "type" in schema.json)'
+            f"{len(vals)} row(s); {advice}"
         )
+
+
+def _looks_like_missing_codes(n_text: int, n_values: int, n_distinct: int) -> bool:
+    """Whether text found among numbers may be missing-value codes (``.``, ``unknown``): a few
+    distinct codes (at most 5) in at most half of the values. Text in most of a column is its
+    data (ward ``icu``, ``ward``, ``3E1``, ``30``: categories), not markers to blank.
+
+    >>> _looks_like_missing_codes(3, 60, 1), _looks_like_missing_codes(48, 60, 3)
+    (True, False)
+    """
+    return n_distinct <= 5 and 2 * n_text <= n_values
 
 
 def missing_marker_hint(values: Sequence[Any]) -> str:

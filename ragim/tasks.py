@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ragim.canonical import (
-    canonical_id,
+    canonical_ids,
     canonical_level,
     canonical_text,
     invisible_characters,
@@ -337,7 +337,7 @@ def patient_id_set(metadata: Mapping[str, Any] | None) -> frozenset[str]:
     ['0002', '1', '3']
     """
     ids = (metadata or {}).get("patient_ids") or ()
-    return frozenset(canonical_id(p, "patient id") for p in ids)
+    return frozenset(canonical_ids(ids, "patient id"))
 
 
 def check_patient_id_rows(metadata: Mapping[str, Any], n_rows: int, where: str) -> None:
@@ -380,7 +380,7 @@ def canonical_metadata(metadata: Any, *, where: str = "task") -> dict[str, Any]:
                     f"{type(v).__name__}"
                 )
             try:
-                v = [canonical_id(i, "patient id") for i in v]
+                v = canonical_ids(v, "patient id")
             except ValidationError as exc:
                 raise ValidationError(f"{where}: {exc}") from None
             repeated = sorted({i for i, c in Counter(v).items() if c > 1})

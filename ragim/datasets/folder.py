@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ragim.canonical import canonical_id, canonical_level, canonical_text
+from ragim.canonical import canonical_id, canonical_ids, canonical_level, canonical_text
 from ragim.errors import DataWarning, ValidationError
 from ragim.rows import (
     missing_code_mask,
@@ -64,7 +64,7 @@ from ragim.tasks import Task, TaskCollection, binary_outcome
 
 def _patient_ids(df: pd.DataFrame, column: str, file: Path) -> list[str]:
     try:
-        ids = [canonical_id(v, "patient id") for v in df[column]]
+        ids = canonical_ids(df[column], "patient id")
     except ValidationError as exc:
         blank = [
             i + 2
