@@ -39,6 +39,7 @@ from ragim.cli_common import (
     Quiet,
     Sep,
     Thousands,
+    check_dataset_options,
     check_k,
     check_positive,
     echo_json,
@@ -143,8 +144,9 @@ def index_build(
     progress = setup(as_json, quiet)
     exclusions = parse_exclusions(exclude or [])
     folder = FolderOptions(outcome, patient_id, pos_label, sep, na_values, thousands)
+    check_dataset_options(dataset, n_tasks=n_tasks, folder=folder)
+    refuse_to_replace(out, overwrite)  # after the checks of the options, before reading data
     tasks = load_dataset(dataset, n_tasks=n_tasks, seed=seed, folder=folder)
-    refuse_to_replace(out, overwrite)  # after the cheap checks of the data, before fitting
     n_excluded, shared = 0, []
     if exclusions:
         left = exclude_tasks(tasks, exclusions)
@@ -807,7 +809,6 @@ def generate(
     check_k(k)
     check_positive(num_candidates=num_candidates, top=top)
     progress = setup(as_json, quiet)
-    index = TaskIndex.load(index_path)
     lm_options = {
         key: v
         for key, v in (
@@ -822,6 +823,7 @@ def generate(
             "--rerank, --reward-model and --num-candidates need --generator (an LM generator)"
         )
     refuse_to_replace(save, overwrite, "--save")
+    index = TaskIndex.load(index_path)
     if strict:  # refuse before fitting or loading anything: coverage needs only the index
         from ragim.domain import coverage
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -397,21 +398,48 @@ def load_dataset(
     from ragim.tasks import TaskCollection
 
     folder = FolderOptions() if folder is None else folder
+    check_dataset_options(name, n_tasks=n_tasks, folder=folder)
+    if name == "heart-disease":
+        return datasets.heart_disease()
+    if name == "colon-cancer":
+        return datasets.colon_cancer()
+    if name == "synthetic":
+        return datasets.synthetic_family(n_tasks=300 if n_tasks is None else n_tasks, seed=seed)
+    if name == "procedure":
+        return datasets.procedure_family(n_tasks=1000 if n_tasks is None else n_tasks, seed=seed)
+    path = Path(name)
+    if (path / "manifest.json").is_file():
+        return TaskCollection.load(path)
+    from ragim.datasets.folder import load_task_folder
+
+    # an option not given keeps load_task_folder's default (outcome "y", ...)
+    return load_task_folder(path, **{k: v for k, v in asdict(folder).items() if v is not None})
+
+
+def check_dataset_options(
+    name: str, *, n_tasks: int | None = None, folder: FolderOptions | None = None
+) -> None:
+    """The checks of :func:`load_dataset` that read no data (the options fit the kind of
+    dataset, ``--n-tasks`` is positive, the dataset exists), so that a command can make them
+    before its other checks and its work.
+
+    Raises
+    ------
+    typer.BadParameter
+        One line naming the option or the dataset.
+    """
+    folder = FolderOptions() if folder is None else folder
     if folder.given and name in DATASETS:
         raise typer.BadParameter(
             "--outcome, --patient-id, --pos-label, --sep, --na-values and --thousands apply to "
             f"a task folder, not to {name!r}"
         )
-    if name == "heart-disease":
-        return datasets.heart_disease()
-    if name == "colon-cancer":
-        return datasets.colon_cancer()
+    if name in ("heart-disease", "colon-cancer"):
+        return
     if n_tasks is not None and n_tasks < 1:
         raise typer.BadParameter(f"--n-tasks must be at least 1, got {n_tasks}")
-    if name == "synthetic":
-        return datasets.synthetic_family(n_tasks=300 if n_tasks is None else n_tasks, seed=seed)
-    if name == "procedure":
-        return datasets.procedure_family(n_tasks=1000 if n_tasks is None else n_tasks, seed=seed)
+    if name in ("synthetic", "procedure"):
+        return
     path = Path(name)
     if (path / "manifest.json").is_file():
         if (
@@ -424,16 +452,12 @@ def load_dataset(
                 f"--outcome, --patient-id, --na-values and --thousands apply to a task folder; "
                 f"{name} is a saved task collection"
             )
-        return TaskCollection.load(path)
-    if path.is_dir():
-        from ragim.datasets.folder import load_task_folder
-
-        # an option not given keeps load_task_folder's default (outcome "y", ...)
-        return load_task_folder(path, **{k: v for k, v in asdict(folder).items() if v is not None})
-    raise typer.BadParameter(
-        f"unknown dataset {name!r}: use one of {list(DATASETS)}, a saved task collection "
-        "or a task folder"
-    )
+        return
+    if not path.is_dir():
+        raise typer.BadParameter(
+            f"unknown dataset {name!r}: use one of {list(DATASETS)}, a saved task collection "
+            "or a task folder"
+        )
 
 
 def parse_exclusions(specs: Sequence[str]) -> dict[str, list[str]]:
@@ -554,16 +578,29 @@ def exclude_tasks(tasks, exclusions: dict[str, list[str]]) -> Exclusion:
 
 def refuse_to_replace(path: Path | None, overwrite: bool, option: str = "--out") -> None:
     """Refuse, before any work, to write over what is at ``path`` unless ``overwrite``
-    (``--overwrite``): an index or a trained generator took minutes to hours to make.
+    (``--overwrite``): an index or a trained generator took minutes to hours to make; and a
+    ``path`` that cannot be written (under a file, or in a folder this user cannot write).
 
     Raises
     ------
     typer.BadParameter
         One line naming the option and the path.
     """
-    if path is None or overwrite:
+    if path is None:
         return
-    if Path(path).exists():
+    if not overwrite and Path(path).exists():
         raise typer.BadParameter(
             f"{option} {path} already exists; choose another path, or add --overwrite to replace it"
+        )
+    parent = Path(path).absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent  # the folders missing are made when it is written
+    if not parent.is_dir():
+        raise typer.BadParameter(
+            f"cannot write {option} {path}: {parent} is a file, not a folder; choose another path"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise typer.BadParameter(
+            f"cannot write {option} {path}: the folder {parent} is not writable; choose another "
+            "path"
         )

@@ -1083,3 +1083,34 @@ def test_an_operating_system_error_is_one_line_and_json(tmp_path, monkeypatch, c
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: ")
     assert str(blocker) in err.strip().splitlines()[-1]
     assert "error" in json.loads(out) and str(blocker) in json.loads(out)["error"]
+
+
+def test_an_out_path_that_exists_or_cannot_be_written_is_refused_before_reading_the_data(
+    tmp_path, monkeypatch, capsys
+):
+    """The README: --out/--save refuse an existing path "before any work". index build read
+    the whole task folder first (a data error came before the refusal), and an --out under a
+    regular file failed only after every task was fitted and embedded ("File exists")."""
+    folder = tmp_path / "tasks"
+    (folder / "data").mkdir(parents=True)
+    rows = []
+    for i in range(2):
+        y = ["."] + [0, 1] * 20  # a data error: an outcome that is neither class
+        pd.DataFrame({"age": np.arange(41.0), "y": y}).to_csv(folder / "data" / f"t{i}.csv", index=False)
+        rows.append({"task_id": f"t{i}", "description": f"Predict death in ward {i}"})
+    pd.DataFrame(rows).to_csv(folder / "descriptions.csv", index=False)
+    (tmp_path / "exists").mkdir()
+    (tmp_path / "afile").write_text("")
+    build = ["index", "build", "--dataset", folder, "--embedder", "hashing"]
+    code, _, err = run_main([*build, "--out", tmp_path / "exists"], monkeypatch, capsys)
+    assert code == 2 and f"--out {tmp_path / 'exists'} already exists" in err and "'y'" not in err
+    for args in ([*build, "--out", tmp_path / "afile" / "idx"],
+                 [*build, "--out", tmp_path / "afile" / "deeper" / "idx", "--overwrite"],
+                 ["generate", "Predict death", "--index", tmp_path / "no-index", "--save", tmp_path / "afile" / "m"]):
+        code, _, err = run_main(args, monkeypatch, capsys)
+        assert code == 2 and re.search(r"cannot write --(out|save) ", err), err
+        assert f"{tmp_path / 'afile'} is a file, not a folder" in err and len(err.strip().splitlines()) <= 2
+    # the checks of the options themselves still come first
+    code, _, err = run_main([*build[:3], "synthetic", "--na-values", "-99", "--out", tmp_path / "exists"],
+                            monkeypatch, capsys)
+    assert code == 2 and "--na-values and --thousands apply to a task folder" in err
