@@ -274,6 +274,7 @@ class TaskIndex:
         # the patients of removed tasks (an exclusion naming one still leaves out their tasks)
         self._removed_patients: dict[str, frozenset[str]] = {}
         self._owners: dict[str, list[str]] | None = None  # patient id -> its tasks, when asked
+        self._digests: dict[str, str] | None = None  # task id -> its parameters' hash, when asked
         self.skipped: dict[str, str] = {}  # tasks build() left out, with the reason (saved)
         # their rows (keep_tasks): no model, but the statistical generator validates on them
         self.skipped_tasks: TaskCollection | None = None
@@ -288,6 +289,7 @@ class TaskIndex:
         self.__dict__.update(state)
         self.__dict__.setdefault("_removed_patients", {})
         self.__dict__.setdefault("_owners", None)
+        self.__dict__.setdefault("_digests", None)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ build
@@ -641,6 +643,34 @@ class TaskIndex:
             self._owners = owners
         return owners
 
+    def task_digests(self) -> dict[str, str]:
+        """Task id -> a short hash of the task's stored parameters, for every task the index
+        holds: a task removed and added again under the same id with other data gets another
+        one (the generators compare them with those they were fitted on:
+        :meth:`ragim.generate.base.Generator.index_changes`).
+
+        Examples
+        --------
+        >>> from ragim import TaskIndex, datasets
+        >>> index = TaskIndex.build(datasets.synthetic_family(n_tasks=3, n_features=2, seed=0),
+        ...                         embedder="hashing", progress=False)
+        >>> digests = index.task_digests()
+        >>> sorted(digests) == sorted(index.ids), len(set(digests.values()))
+        (True, 3)
+        """
+        digests = self._digests
+        if digests is None:
+            import hashlib
+
+            digests = {
+                t: hashlib.sha256(
+                    np.ascontiguousarray(self._params[row], dtype="<f8").tobytes()
+                ).hexdigest()[:16]
+                for t, row in self._id_to_row.items()
+            }
+            self._digests = digests
+        return dict(digests)
+
     @property
     def row_params(self) -> np.ndarray:
         """Every stored parameter vector by vector-store row, shape (n_rows, n_params), read-only.
@@ -914,7 +944,7 @@ class TaskIndex:
                 self._records.append(_task_record(inf, stats))
                 self._id_to_row[inf["task_id"]] = int(r)
             self._params = np.concatenate([self._params, mat])
-        self._owners = None
+        self._owners = self._digests = None
         if self.tasks is not None:
             self.tasks = None  # rows of added tasks are not kept; generators need a rebuild
             self.skipped_tasks = None
@@ -949,7 +979,7 @@ class TaskIndex:
                 self._records.remove(r)
                 del self._id_to_row[t]
                 self._removed.add(t)
-            self._owners = None
+            self._owners = self._digests = None
         if self.tasks is not None:
             keep = [i for i, t in enumerate(self.tasks.ids) if t in self._id_to_row]
             self.tasks = self.tasks.take(keep)
@@ -980,6 +1010,11 @@ class TaskIndex:
                         "param_names": param_names(self.model, self.schema),
                         "ids_sha256": _ids_digest(self._records.ids()),
                         "skipped": dict(self.skipped),
+                        "removed": {
+                            t: sorted(self._removed_patients.get(t, ()))
+                            for t in sorted(self._removed)
+                            if t not in self._id_to_row
+                        },
                     }
                 ),
                 "schema.json": json_bytes(self.schema.to_dict()),
@@ -1039,6 +1074,7 @@ class TaskIndex:
             cfg.pop("n_tasks", None)
             ids_digest = cfg.pop("ids_sha256", None)
             skipped = cfg.pop("skipped", {})  # absent from indices saved before it was kept
+            removed = cfg.pop("removed", {})  # removed tasks' patients; absent before kept
             config = IndexConfig(**cfg)
             if not isinstance(identity, dict) or not isinstance(expected_names, list):
                 raise TypeError("'embedder' must be an object and 'param_names' a list")
@@ -1046,6 +1082,11 @@ class TaskIndex:
                 isinstance(k, str) and isinstance(v, str) for k, v in skipped.items()
             ):
                 raise TypeError("'skipped' must map task ids to reasons")
+            if not isinstance(removed, dict) or not all(
+                isinstance(k, str) and isinstance(v, list) and all(isinstance(p, str) for p in v)
+                for k, v in removed.items()
+            ):
+                raise TypeError("'removed' must map task ids to lists of patient ids")
         except (KeyError, TypeError, ValueError, ValidationError) as exc:
             raise ArtifactError(f"{cfg_file}: not a valid index configuration ({exc})") from exc
         if embedder is None:
@@ -1133,6 +1174,8 @@ class TaskIndex:
                 )
         index = cls(config, schema, emb, store, RecordStore.from_records(records), params, tasks)
         index.skipped = skipped
+        index._removed = set(removed)
+        index._removed_patients = {t: frozenset(p) for t, p in removed.items() if p}
         if tasks is not None and "skipped_tasks/manifest.json" in art.files:
             small = TaskCollection.load(art.path / "skipped_tasks")
             art.check_unchanged("skipped_tasks/manifest.json")

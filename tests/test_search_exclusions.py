@@ -313,3 +313,66 @@ def test_a_generator_given_an_id_leaves_out_the_tasks_holding_its_patients(cohor
     with pytest.warns(DataWarning, match="sharing patients"):
         clf = ZeroShotClassifier(cohort_index, gen, query, exclude=["cohort-old"]).fit()
     assert clf.prior_params_.metadata["excluded_from_fit"] == 2
+
+
+def test_a_removed_task_still_holds_out_its_patients_after_the_index_is_saved(cohort_index, tmp_path):
+    """After index.remove([T]) and a save/load, exclude=[T] warned that the index does not hold
+    T and "excludes nothing", and the tasks holding T's patients came back as neighbours (the
+    patients of a removed task were remembered in memory only)."""
+    import json
+
+    from conftest import reseal
+
+    from ragim.errors import ArtifactError
+
+    index = cohort_index
+    index.remove(["cohort-old", "other-a"])  # other-a shares no patient: still known, silently
+    back = TaskIndex.load(index.save(tmp_path / "idx"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hits = back.search("cohort-old", k=len(back), exclude=["cohort-old", "other-a"])
+    assert [str(w.message)[:61] for w in caught] == [
+        "exclude also leaves out 1 task(s) sharing patients with the e"
+    ]
+    assert sorted(h.task_id for h in hits) == ["cohort-young", "other-b", "other-c"]
+    assert back.sharing_patients("cohort-old") == ["cohort-all"]
+    # an index saved before removals were kept loads without them; a damaged record is named
+    cfg_path = tmp_path / "idx" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    assert {t: len(p) for t, p in cfg["removed"].items()} == {"cohort-old": 60, "other-a": 80}
+    cfg["removed"] = {"cohort-old": 7}
+    cfg_path.write_text(json.dumps(cfg))
+    reseal(tmp_path / "idx")
+    with pytest.raises(ArtifactError, match="'removed' must map task ids to lists of patient ids"):
+        TaskIndex.load(tmp_path / "idx")
+    del cfg["removed"]
+    cfg_path.write_text(json.dumps(cfg))
+    reseal(tmp_path / "idx")
+    with pytest.warns(DataWarning, match="does not hold: 'cohort-old'"):
+        TaskIndex.load(tmp_path / "idx").search("cohort-old", k=3, exclude=["cohort-old"])
+
+
+def test_a_task_removed_after_fit_also_leaves_out_the_tasks_holding_its_patients(cohort_index):
+    """After index.remove([T]) a fitted StatisticalGenerator left out T only (excluded_from_fit
+    1) and kept the whole-cohort task holding T's patients as its top neighbour, while
+    exclude=[T] leaves both out; removal is now handled as exclude= is."""
+    from ragim import StatisticalGenerator
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)  # too few tasks to validate the stack
+        gen = StatisticalGenerator().fit(cohort_index, progress=False)
+        query = "Predict death within 5 years in adults, cohort-old"
+        held_out = gen.generate_params(query, cohort_index, exclude=["cohort-old"])
+    cohort_index.remove(["cohort-old"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        p = gen.generate_params(query, cohort_index)
+    shared = [str(w.message) for w in caught if "sharing patients" in str(w.message)]
+    assert shared == [
+        "the index no longer holds 1 task(s) this StatisticalGenerator was fitted on "
+        "(cohort-old); as exclude= does, it also leaves out 1 task(s) sharing patients with "
+        "them: cohort-all"
+    ]
+    assert p.metadata["excluded_from_fit"] == 2
+    assert not {"cohort-old", "cohort-all"} & {r["task_id"] for r in p.metadata["provenance"]}
+    np.testing.assert_allclose(p.vector, held_out.vector)

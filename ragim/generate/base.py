@@ -83,22 +83,37 @@ def mix_provenance(parts: Sequence[tuple[float, Sequence[dict[str, Any]]]]) -> l
 def fit_state(gen: Generator) -> dict[str, Any]:
     """What a fitted generator was fitted on, as its saved ``state.json`` holds it:
     ``model_kind``, ``param_names``, ``schema`` (:meth:`FeatureSchema.to_dict`), ``embedder``
-    (the embedder's identity) and ``index_ids`` (the ids of the tasks the index held, when
-    known). :func:`read_fit_state` and :func:`read_fitted_ids` read it back."""
-    ids = getattr(gen, "fitted_ids_", None)
+    (the embedder's identity), ``index_ids`` (the ids of the tasks the index held, when
+    known) and ``index_digests`` (a hash of each one's parameters: :func:`fitted_tasks_state`).
+    :func:`read_fit_state`, :func:`read_fitted_ids` and :func:`read_fitted_digests` read it
+    back."""
     return {
         "model_kind": gen.model_kind_,
         "param_names": gen.param_names_,
         "schema": gen.schema_.to_dict(),
         "embedder": gen.embedder_identity_,
-        **({} if ids is None else {"index_ids": list(ids)}),
+        **fitted_tasks_state(gen),
     }
+
+
+def fitted_tasks_state(gen: Generator) -> dict[str, Any]:
+    """``index_ids`` and ``index_digests`` (:attr:`Generator.fitted_digests_` in the order of
+    the ids) as ``state.json`` holds them; empty when they are not known."""
+    ids = getattr(gen, "fitted_ids_", None)
+    if ids is None:
+        return {}
+    digests = getattr(gen, "fitted_digests_", None)
+    out: dict[str, Any] = {"index_ids": list(ids)}
+    if digests is not None:
+        out["index_digests"] = [digests.get(t, "") for t in ids]
+    return out
 
 
 def record_fit_state(gen: Generator, index: Any) -> None:
     """Make ``index`` what ``gen`` was fitted on: its ``model_kind_``, ``schema_``,
     ``param_names_`` and ``embedder_identity_`` (the fields :func:`fit_state` saves) become the
-    index's, and ``fitted_ids_`` the ids of the tasks it holds (what
+    index's, ``fitted_ids_`` the ids of the tasks it holds and ``fitted_digests_`` a hash of
+    each one's parameters (:meth:`ragim.index.TaskIndex.task_digests`; what
     :meth:`Generator.check_index_unchanged` compares the index with at generation); every
     generator's training calls it.
 
@@ -115,6 +130,7 @@ def record_fit_state(gen: Generator, index: Any) -> None:
     gen.param_names_ = param_names(index.model, index.schema)
     gen.embedder_identity_ = index.embedder.identity
     gen.fitted_ids_ = index.ids
+    gen.fitted_digests_ = index.task_digests()
 
 
 def read_fitted_ids(state: Any) -> list[str] | None:
@@ -135,6 +151,33 @@ def read_fitted_ids(state: Any) -> list[str] | None:
     if not isinstance(ids, list) or not all(isinstance(t, str) for t in ids):
         raise ValueError("its index_ids must be a list of task ids")
     return ids
+
+
+def read_fitted_digests(state: Any) -> dict[str, str] | None:
+    """Task id -> the hash of its parameters when a saved generator was fitted
+    (``state.json``'s ``index_digests``, beside ``index_ids``), or None for a generator saved
+    before they were kept (a task replaced under the same id is then not seen).
+
+    Raises
+    ------
+    ValueError
+        ``index_digests`` is not a list of strings, one per id; the loader names the file.
+
+    >>> read_fitted_digests({"index_ids": ["a", "b"], "index_digests": ["1f", "2e"]})
+    {'a': '1f', 'b': '2e'}
+    >>> read_fitted_digests({"index_ids": ["a"]}) is None
+    True
+    """
+    ids, digests = read_fitted_ids(state), state.get("index_digests")
+    if ids is None or digests is None:
+        return None
+    if (
+        not isinstance(digests, list)
+        or len(digests) != len(ids)
+        or not all(isinstance(d, str) for d in digests)
+    ):
+        raise ValueError("its index_digests must be a list of strings, one per index id")
+    return dict(zip(ids, digests, strict=True))
 
 
 def read_fit_state(state: Any) -> tuple[str, list[str], FeatureSchema, Any]:
@@ -240,6 +283,10 @@ class Generator(ABC):
     #: the ids of the tasks the index held when the generator was fitted (None: not known,
     #: e.g. a generator saved before they were kept)
     fitted_ids_: list[str] | None = None
+    #: task id -> a hash of its parameters when fitted (:meth:`TaskIndex.task_digests
+    #: <ragim.index.TaskIndex.task_digests>`; None: not known): a task replaced under the
+    #: same id counts as removed and added
+    fitted_digests_: dict[str, str] | None = None
     #: whether generation leaves out tasks the index no longer holds by refitting without
     #: them (:meth:`check_index_unchanged`); otherwise such an index is refused
     leaves_out_removed = False
@@ -295,16 +342,26 @@ class Generator(ABC):
     def index_changes(self, index) -> tuple[list[str], list[str]]:
         """``(removed, added)``: the tasks the generator was fitted on that ``index`` no longer
         holds (``index.remove()``, or an index built without them), and the tasks ``index``
-        holds that it was not fitted on (``index.add()``). Both empty when the fitted tasks
-        are not known (:attr:`fitted_ids_` is None)."""
+        holds that it was not fitted on (``index.add()``). A task removed and added again under
+        the same id with other parameters (:attr:`fitted_digests_`) is in both. Both empty when
+        the fitted tasks are not known (:attr:`fitted_ids_` is None)."""
         fitted = self.fitted_ids_
         if fitted is None:
             return [], []
         ids = index.ids
-        if ids == fitted:
+        digests = self.fitted_digests_
+        changed: set[str] = set()
+        if digests is not None:
+            now_digests = index.task_digests()
+            changed = {
+                t for t, d in digests.items() if t in now_digests and d and now_digests[t] != d
+            }
+        if ids == fitted and not changed:
             return [], []
-        now, then = set(ids), set(fitted)
-        return [t for t in fitted if t not in now], [t for t in ids if t not in then]
+        now, then = set(ids), set(fitted) - changed
+        return [t for t in fitted if t not in now or t in changed], [
+            t for t in ids if t not in then
+        ]
 
     def check_index_unchanged(self, index) -> list[str]:
         """Compare ``index`` with the tasks the generator was fitted on (:meth:`index_changes`)
@@ -324,17 +381,26 @@ class Generator(ABC):
         """
         removed, added = self.index_changes(index)
         name = type(self).__name__
+        changed = [t for t in added if t in set(removed)]
+        what = "added" if not changed else "changed" if changed == added else "added or changed"
         if removed and not self.leaves_out_removed:
+            gone = [t for t in removed if t not in set(changed)]
             raise ValidationError(
-                f"the index no longer holds {len(removed)} task(s) this {name} was fitted on "
-                f"({_some(removed)}) and it learned from them; refit it on this index "
-                "(fit(index))"
+                f"the index no longer holds {len(gone)} task(s) this {name} was fitted on "
+                f"({_some(gone)})"
+                + (f" and holds {len(changed)} changed since ({_some(changed)})" if changed else "")
+                + " and it learned from them; refit it on this index (fit(index))"
+                if gone
+                else f"the index holds {len(changed)} task(s) changed since this {name} was "
+                f"fitted on them ({_some(changed)}: removed and added again with other data) "
+                "and it learned from their old models; refit it on this index (fit(index))"
             )
         if added:
             warnings.warn(
-                f"the index holds {len(added)} task(s) added since this {name} was fitted "
-                f"({_some(added)}); it was not fitted on them: refit it on this index "
-                "(fit(index)) to learn from them",
+                f"the index holds {len(added)} task(s) {what} since this {name} was fitted "
+                f"({_some(added)}); it was not fitted on them"
+                + (" (their old models are left out)" if changed else "")
+                + ": refit it on this index (fit(index)) to learn from them",
                 DataWarning,
                 stacklevel=4,
             )

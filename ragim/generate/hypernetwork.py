@@ -30,6 +30,7 @@ from ragim.generate.base import (
     config_with,
     fit_state,
     read_fit_state,
+    read_fitted_digests,
     read_fitted_ids,
 )
 from ragim.params import design_matrix
@@ -107,6 +108,7 @@ class SavedNet:
     history: list
     tensors: dict[str, Any]
     fitted_ids: list[str] | None = None  # None: saved before they were kept
+    fitted_digests: dict[str, str] | None = None  # None: saved before they were kept
 
     def restore(self, gen: Generator) -> None:
         """Set what ``gen`` was fitted on (``model_kind_``, ``param_names_``, ``schema_``,
@@ -114,6 +116,7 @@ class SavedNet:
         gen.model_kind_, gen.param_names_ = self.model_kind, self.param_names
         gen.schema_, gen.embedder_identity_ = self.schema, self.embedder
         gen.fitted_ids_ = self.fitted_ids
+        gen.fitted_digests_ = self.fitted_digests
         gen.history_ = self.history
 
 
@@ -128,6 +131,7 @@ def read_saved_net(art: Any, bad: Callable[[str, Any], Exception]) -> SavedNet:
         state = art.read_json("state.json")
         model_kind, names, schema, embedder = read_fit_state(state)
         fitted_ids = read_fitted_ids(state)
+        fitted_digests = read_fitted_digests(state)
         emb_dim, history = int(state["emb_dim"]), list(state.get("history", []))
     except KeyError as exc:
         raise bad("state.json", f"it lacks the field {exc}") from exc
@@ -137,7 +141,9 @@ def read_saved_net(art: Any, bad: Callable[[str, Any], Exception]) -> SavedNet:
         tensors = st_load(art.read_bytes("model.safetensors"))
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise bad("model.safetensors", exc) from exc
-    return SavedNet(model_kind, names, schema, embedder, emb_dim, history, tensors, fitted_ids)
+    return SavedNet(
+        model_kind, names, schema, embedder, emb_dim, history, tensors, fitted_ids, fitted_digests
+    )
 
 
 def weights_mismatch_error(root: Any, exc: BaseException) -> ArtifactError:

@@ -54,7 +54,9 @@ from ragim.generate.base import (
     Generator,
     check_task_index,
     config_with,
+    fitted_tasks_state,
     provenance_records,
+    read_fitted_digests,
     read_fitted_ids,
     register_generator,
 )
@@ -753,7 +755,7 @@ class LMGenerator(Generator):
             "param_names": self.param_names_,
             "schema": None if self.schema_ is None else self.schema_.to_dict(),
             "embedder": self.embedder_identity_,
-            **({} if self.fitted_ids_ is None else {"index_ids": list(self.fitted_ids_)}),
+            **fitted_tasks_state(self),
             "fine_tuned": self.fine_tuned_,
             **correction_state(self.prior_correction_, self.prior_correction_cv_),
             **training_state(self),
@@ -790,6 +792,7 @@ class LMGenerator(Generator):
             )
             gen.embedder_identity_ = state["embedder"]
             gen.fitted_ids_ = read_fitted_ids(state)  # None when saved before they were kept
+            gen.fitted_digests_ = read_fitted_digests(state)
             gen.fine_tuned_ = bool(state.get("fine_tuned", False))
             # saved before it existed: None and []
             saved = correction_state(

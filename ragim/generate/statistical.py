@@ -92,6 +92,7 @@ from ragim.generate.base import (
     config_with,
     fit_state,
     read_fit_state,
+    read_fitted_digests,
     read_fitted_ids,
     record_fit_state,
     register_generator,
@@ -829,7 +830,7 @@ class StatisticalGenerator(Generator):
         k = 10 if k is None else k
         texts = [q.description if isinstance(q, Task) else q for q in items]
         excludes = per_query_excludes(exclude, len(items))
-        gone = frozenset(self.index_changes(index)[0])  # fitted on, since removed: left out
+        gone = self._removed_since_fit(index)  # with the tasks sharing their patients
         out: list[ModelParams | None] = [None] * len(items)
         by_fit: dict[frozenset, list[int]] = {}
         for qi, ex in enumerate(excludes):
@@ -845,6 +846,29 @@ class StatisticalGenerator(Generator):
                     p.metadata["excluded_from_fit"] = len(dropped)
                 out[qi] = p
         return out
+
+    def _removed_since_fit(self, index) -> frozenset:
+        """The tasks left out because the index changed since fit, as ``exclude=`` leaves
+        them out: those it no longer holds, or holds changed (:meth:`index_changes`), and the
+        tasks it still holds that share a patient with a task it no longer holds
+        (:meth:`TaskIndex.sharing_patients <ragim.index.TaskIndex.sharing_patients>`), named
+        in a one-line :class:`~ragim.errors.DataWarning`."""
+        removed = self.index_changes(index)[0]
+        if not removed:
+            return frozenset()
+        gone = [t for t in removed if t not in index]
+        shared = index.sharing_patients(gone) if gone else []
+        if shared:
+            warnings.warn(
+                f"the index no longer holds {len(gone)} task(s) this "
+                f"{type(self).__name__} was fitted on ({', '.join(gone[:3])}"
+                f"{', ...' if len(gone) > 3 else ''}); as exclude= does, it also leaves out "
+                f"{len(shared)} task(s) sharing patients with them: {', '.join(shared[:3])}"
+                f"{', ...' if len(shared) > 3 else ''}",
+                DataWarning,
+                stacklevel=5,
+            )
+        return frozenset([*removed, *shared])
 
     def _excluded(self, index, exclude) -> frozenset:
         """The tasks ``exclude`` leaves out of what the model learns from: those it names with
@@ -882,8 +906,8 @@ class StatisticalGenerator(Generator):
             except ValidationError as exc:
                 raise ValidationError(
                     "exclude= refits the pooled model without the tasks left out (as does a "
-                    "task removed from the index since fit), which needs the index's task rows: "
-                    f"{exc}"
+                    "task removed from, or changed in, the index since fit), which needs the "
+                    f"index's task rows: {exc}"
                 ) from None
             rng = np.random.default_rng(self.config.seed)
             pooled, _ = _pooled_fit(index, rest, self.config.pooled_rows, rng)
@@ -1101,6 +1125,7 @@ class StatisticalGenerator(Generator):
             fitted_on = read_fit_state(state)
             gen.model_kind_, gen.param_names_, gen.schema_, gen.embedder_identity_ = fitted_on
             gen.fitted_ids_ = read_fitted_ids(state)  # None when saved before they were kept
+            gen.fitted_digests_ = read_fitted_digests(state)
             ids, gen.descriptions_ = list(state["ids"]), list(state["descriptions"])
             gen.groups_ = {g: [int(c) for c in cols] for g, cols in state["groups"].items()}
             gen.stack_, gen.cv_ = state["stack"], state["cv"]
