@@ -433,6 +433,7 @@ class TaskIndex:
                             "layout of the index schema"
                         )
                     mat[row0 + j] = p.vector
+                constant = {t: constant_terms_of(p) for t, p in chunk_params.items()}
                 del chunk_params
                 vectors = np.empty((len(keep), emb.dim), np.float32)
                 where = np.searchsorted(sample_pos, keep)
@@ -453,7 +454,7 @@ class TaskIndex:
                     )
                 store.add(vectors)
                 del vectors
-                records.extend(_task_record(inf, stats) for inf in infos)
+                records.extend(_task_record(inf, stats, constant[inf["task_id"]]) for inf in infos)
                 kept.extend(keep)
                 if bar is not None:
                     bar.update(len(pos))
@@ -692,13 +693,12 @@ class TaskIndex:
         row = self.row(task_id)
         return self._params_at(row)
 
-    def _params_at(self, row: int) -> ModelParams:
-        return ModelParams(
-            self.model,
-            self.schema,
-            self._params[row],
-            metadata={"source": "fit", "task_id": self._records.task_id(row)},
-        )
+    def _params_at(self, row: int, rec: Record | None = None) -> ModelParams:
+        rec = self._records.get(row) if rec is None else rec
+        meta: dict[str, Any] = {"source": "fit", "task_id": rec["task_id"]}
+        if rec.get("constant_terms"):  # what the task's rows never varied: not estimable there
+            meta["constant_terms"] = dict(rec["constant_terms"])
+        return ModelParams(self.model, self.schema, self._params[row], metadata=meta)
 
     def params_matrix(self, ids: Sequence[str] | None = None) -> np.ndarray:
         """Stacked parameter vectors (rows in ``ids`` order, or index order)."""
@@ -860,7 +860,7 @@ class TaskIndex:
                         rec["task_id"],
                         float(s),
                         rec["description"],
-                        self._params_at(int(r)),
+                        self._params_at(int(r), rec),
                         rec["metadata"],
                         rec.get("stats", {}),
                     )
@@ -941,7 +941,8 @@ class TaskIndex:
         with self._lock:
             rows = self.store.add(vecs)
             for r, inf in zip(rows, infos, strict=True):
-                self._records.append(_task_record(inf, stats))
+                constant = constant_terms_of(given[inf["task_id"]])
+                self._records.append(_task_record(inf, stats, constant))
                 self._id_to_row[inf["task_id"]] = int(r)
             self._params = np.concatenate([self._params, mat])
         self._owners = self._digests = None
@@ -1226,8 +1227,22 @@ def _record_problems(records: list) -> list[str]:
     return problems
 
 
-def _task_record(info: Mapping[str, Any], stats: Mapping[str, dict]) -> Record:
-    """The index record of a task: ``TaskCollection.info`` plus its fit statistics."""
+def constant_terms_of(params: ModelParams) -> dict[str, float]:
+    """The design terms a task's rows never varied (``params.metadata["constant_terms"]``, as
+    fits record them), kept in the task's index record so that :meth:`TaskIndex.params` gives
+    them back and explanations of the task's own model mark them not estimable; empty when
+    none are recorded."""
+    const = params.metadata.get("constant_terms") if isinstance(params.metadata, dict) else None
+    if not isinstance(const, Mapping):
+        return {}
+    return {str(k): float(v) for k, v in const.items()}
+
+
+def _task_record(
+    info: Mapping[str, Any], stats: Mapping[str, dict], constant: Mapping[str, float] | None = None
+) -> Record:
+    """The index record of a task: ``TaskCollection.info`` plus its fit statistics, and the
+    design terms its rows never varied when there are any (:func:`constant_terms_of`)."""
     tid = info["task_id"]
     meta = canonical_metadata(info["metadata"], where=f"task {tid!r}")
     n_rows = stats.get(tid, {}).get("n_rows")
@@ -1238,6 +1253,7 @@ def _task_record(info: Mapping[str, Any], stats: Mapping[str, dict]) -> Record:
         "description": info["description"],
         "metadata": meta,
         "stats": _json_safe(stats.get(tid, {})),
+        **({"constant_terms": dict(constant)} if constant else {}),
     }
 
 

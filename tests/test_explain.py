@@ -529,6 +529,28 @@ def test_heart_women_task_marks_what_no_woman_in_it_had():
     assert table.loc["thal[reversable defect]", "odds_ratio"] > 0
 
 
+def test_an_index_gives_back_what_a_tasks_rows_never_varied(tmp_path):
+    """index.params(task) rebuilt the task's model without the record of what its rows never
+    varied, so the women-only task's own model showed "male vs female" and "fixed defect" as
+    effects; the index keeps the record (saved with the index) and gives it back."""
+    from ragim import TaskIndex, datasets
+
+    tasks = datasets.heart_disease()
+    index = TaskIndex.build(tasks.take(range(8)), embedder="hashing", progress=False)
+    tid = "cleveland-any_cad-women_ge60"
+    assert tid in index.ids
+    index.save(tmp_path / "i")
+    for idx in (index, TaskIndex.load(tmp_path / "i")):
+        p = idx.params(tid)
+        assert {"sex", "thal[fixed defect]"} <= set(p.metadata["constant_terms"])
+        table = explain_params(p).table().set_index("term")
+        assert table.loc[["thal[fixed defect]", "sex"], "odds_ratio"].isna().all()
+    men = next(t for t in index.ids if "men_" in t and "women" not in t)
+    assert "sex" in index.params(men).metadata["constant_terms"]
+    whole = next(t for t in index.ids if t.endswith("-all"))
+    assert "sex" not in index.params(whole).metadata.get("constant_terms", {})
+
+
 def test_a_generated_model_borrows_effects_so_nothing_is_marked():
     """A generated (zero-shot) model's coefficients come from other tasks: a level absent from
     some task's rows is still estimable there."""
