@@ -370,7 +370,9 @@ def print_local(expl, *, top: int | None = None) -> None:
         rows,
         ["feature", "value", ("log-odds", "right"), "risk"],
         title=f"Predicted risk of {expl.outcome}: {expl.probability:.1%} "
-        f"(log-odds {expl.logit:+.3f} = baseline {expl.intercept:+.3f} + the contributions below)",
+        f"(log-odds {expl.logit:+.3f} = baseline {expl.baseline:+.3f}"
+        + (" at the reference patient" if expl.baseline != expl.intercept else "")
+        + " + the contributions below)",
         caption=t.attrs["note"],
     )
 

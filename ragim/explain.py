@@ -25,7 +25,7 @@ Examples
 >>> ex.to_frame()[["term", "coef", "odds_ratio_per_sd"]].round(3).to_dict("list")
 {'term': ['age', 'smoker'], 'coef': [0.5, 0.7], 'odds_ratio_per_sd': [1.649, 2.014]}
 >>> loc = explain_params(p, X.iloc[[1]])
->>> bool(abs(loc.intercept + loc.to_frame()["contribution"].sum() - loc.logit) < 1e-12)
+>>> bool(abs(loc.baseline + loc.to_frame()["contribution"].sum() - loc.logit) < 1e-12)
 True
 """
 
@@ -562,9 +562,14 @@ class LocalExplanation(_Explanation):
     missing), unit, contribution (log-odds) and, for GAMs, bin. Logistic contributions
     are coef × standardised design value summed over the feature's columns (one-hot
     and missing indicator folded in); GAM contributions are the patient's bin scores.
-    ``intercept + sum(contribution) == logit`` (up to float rounding), and
-    ``probability = sigmoid(logit)``. Two more columns put the row in words: label (the
-    feature's name from the schema) and value_label ("male", "63 years", "missing").
+    ``baseline + sum(contribution) == logit`` (up to float rounding), and
+    ``probability = sigmoid(logit)``. ``baseline`` is the log-odds the global explanation's
+    comparisons start from (:meth:`GlobalExplanation.reference_intercept`): for a logistic
+    model the reference patient's, so a categorical feature contributes its level's
+    comparison with the reference level (0 at the reference level), as the global table
+    shows it; for a GAM the intercept. ``intercept`` is the model's own parameter. Two more
+    columns put the row in words: label (the feature's name from the schema) and value_label
+    ("male", "63 years", "missing").
     ``outcome`` names what the model predicts (for titles).
     """
 
@@ -578,6 +583,7 @@ class LocalExplanation(_Explanation):
         self.coverage = params.metadata.get("coverage")
         coverage_summary(self.coverage)
         self.intercept = params.intercept
+        self.baseline = model_family(params.kind).reference_intercept(params)[0]
         self.index = X.index[0]
         values = [
             None if pd.isna(v) else (v.item() if isinstance(v, np.generic) else v)
@@ -599,7 +605,7 @@ class LocalExplanation(_Explanation):
                 }
             )
         self._frame = pd.DataFrame(rows)
-        self.logit = math.fsum([self.intercept, *self._frame["contribution"]])
+        self.logit = math.fsum([self.baseline, *self._frame["contribution"]])
         self.probability = (
             1.0 / (1.0 + math.exp(-self.logit))
             if self.logit >= 0
@@ -621,9 +627,10 @@ class LocalExplanation(_Explanation):
         return self._frame.copy()
 
     def data(self) -> dict:
-        """JSON-safe dict: kind, source, outcome, intercept, contributions, logit, probability,
-        provenance, coverage."""
+        """JSON-safe dict: kind, source, outcome, intercept, baseline, contributions, logit,
+        probability, provenance, coverage."""
         return self._data(
+            baseline=self.baseline,
             contributions=_records(self._frame),
             logit=self.logit,
             probability=self.probability,
@@ -672,13 +679,15 @@ class LocalExplanation(_Explanation):
         title = "\n".join(
             [
                 *textwrap.wrap(f"Predicted risk of {self.outcome}: {self.probability:.1%}", 80),
-                f"log-odds {self.logit:+.2f} = baseline {self.intercept:+.2f} + contributions",
+                f"log-odds {self.logit:+.2f} = baseline {self.baseline:+.2f}"
+                + (" (the reference patient)" if self.baseline != self.intercept else "")
+                + " + contributions",
                 *textwrap.wrap(note, 80),
             ]
         )
         return plots.plot_waterfall(
             self._frame.assign(label=self._labels()),
-            self.intercept,
+            self.baseline,
             self.logit,
             self.probability,
             top=top,
@@ -692,7 +701,7 @@ class LocalExplanation(_Explanation):
             f"<p><b>{self.kind.upper()} model, one patient</b> &middot; predicted risk of "
             f"{html.escape(self.outcome)}: {self.probability:.3f} &middot; "
             f"logit {self.logit:+.3f} = "
-            f"intercept {self.intercept:+.3f} + contributions</p>"
+            f"baseline {self.baseline:+.3f} + contributions</p>"
         )
         return (
             head
@@ -707,7 +716,7 @@ class LocalExplanation(_Explanation):
         parts = " ".join(f"{r.feature} {r.contribution:+.2f}" for r in df.head(5).itertuples())
         return (
             f"LocalExplanation({self.kind}, P={self.probability:.3f}, logit={self.logit:+.3f} = "
-            f"intercept {self.intercept:+.2f} {parts}{' ...' if len(df) > 5 else ''})"
+            f"baseline {self.baseline:+.2f} {parts}{' ...' if len(df) > 5 else ''})"
         )
 
 

@@ -146,7 +146,7 @@ def test_local_contributions_sum_to_logit(data, kind, row):
     assert isinstance(loc, LocalExplanation)
     df = loc.to_frame()
     assert list(df["feature"]) == schema.names
-    assert loc.intercept + df["contribution"].sum() == pytest.approx(loc.logit, abs=1e-12)
+    assert loc.baseline + df["contribution"].sum() == pytest.approx(loc.logit, abs=1e-12)
     if kind == "logistic":
         model_logit = p.intercept + schema.transform(X.iloc[[row]])[0] @ p.terms
     else:
@@ -170,7 +170,9 @@ def test_local_logistic_folds_terms(data):
     folded = terms.groupby("feature", sort=False)["contribution"].sum()
     np.testing.assert_allclose(loc.to_frame().set_index("feature")["contribution"], folded[schema.names])
     cp = loc.to_frame().set_index("feature").loc["cp", "contribution"]
-    assert cp == pytest.approx(p["cp__missing"])  # cp is missing in row 5: only the indicator fires
+    # cp is missing in row 5: its indicator fires, counted from the reference patient's level
+    reference = f"cp[{schema.categories_['cp'][0]}]"
+    assert cp == pytest.approx(p["cp__missing"] - p[reference])
 
 
 def test_local_gam_unknown_category_and_dict_input(data):
@@ -649,3 +651,30 @@ def html_unescape(text):
     import html
 
     return html.unescape(text)
+
+
+def test_a_patients_contributions_start_from_the_reference_patient_as_the_table_does():
+    """A one-patient explanation started from the raw intercept (-1.64 on heart data) with raw
+    one-hot contributions, while every global view starts from the reference patient's log-odds
+    (-3.52); both now start from the same baseline, and a level contributes its comparison with
+    the reference level, as the table shows it."""
+    from ragim import datasets
+    from ragim.models import LogisticModel
+
+    t = datasets.heart_disease()["cleveland-any_cad-all"]
+    model = LogisticModel().fit(t.X, t.y)
+    glob = model.explain()
+    ref_value = glob.reference_intercept()[0]
+    table = glob.table().set_index("term")
+    for i in (0, 7, 30):
+        loc = model.explain(t.X.iloc[[i]])
+        assert loc.baseline == pytest.approx(ref_value) and loc.intercept == model.to_params().intercept
+        assert loc.baseline + loc.to_frame()["contribution"].sum() == pytest.approx(loc.logit)
+        assert loc.logit == pytest.approx(float(model.decision_function(t.X.iloc[[i]])[0]))
+        level = t.X.iloc[i]["cp"]
+        row = loc.to_frame().set_index("feature").loc["cp"]
+        term = f"cp[{level}]"
+        want = 0.0 if term not in table.index else float(table.loc[term, "coef"])
+        assert row["contribution"] == pytest.approx(want, abs=1e-9)
+    assert loc.data()["baseline"] == pytest.approx(ref_value)
+

@@ -452,8 +452,9 @@ class ModelFamily(ABC):
     ) -> tuple[dict[str, dict], pd.DataFrame | None]:
         """One patient (a validated one-row frame): feature -> its columns (``contribution``
         in log-odds, plus any extra ones, e.g. ``bin``) for every schema feature, and the
-        per-term frame (term, feature, design_value, coef, contribution) or None. Default:
-        each term's ``D * coef`` summed by feature."""
+        per-term frame (term, feature, design_value, coef, contribution) or None. The
+        contributions add up from :meth:`reference_intercept`'s log-odds to the patient's.
+        Default: each term's ``D * coef`` summed by feature (from the intercept)."""
         schema = params.schema
         z = self.design_matrix(schema, X)[0]
         per = params.terms * z

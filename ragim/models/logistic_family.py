@@ -16,6 +16,7 @@ Examples
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -351,23 +352,47 @@ class LogisticFamily(ModelFamily):
         )
         return df
 
+    @staticmethod
+    def reference_terms(params: ModelParams) -> list[tuple[Any, str]]:
+        """``(feature, term)`` of each categorical feature's reference level (its first
+        category) that is a term of ``params``: what :meth:`reference_intercept` adds to the
+        intercept and :meth:`local_contributions` measures each level from."""
+        schema, names = params.schema, set(params.names)
+        out = []
+        for f in schema.features:
+            if f.type == "categorical" and schema.categories_[f.name]:
+                term = f"{f.name}[{schema.categories_[f.name][0]}]"
+                if term in names:
+                    out.append((f, term))
+        return out
+
     def reference_intercept(self, params: ModelParams) -> tuple[float, float, list[str]]:
         """The intercept plus each categorical feature's reference-level coefficient."""
         value, _, refs = super().reference_intercept(params)
-        schema = params.schema
         names = params.names
         w = np.zeros(len(params))
         w[0] = 1.0
-        for f in schema.features:
-            if f.type != "categorical" or not schema.categories_[f.name]:
-                continue
-            ref = schema.categories_[f.name][0]
-            term = f"{f.name}[{ref}]"
-            if term in names:
-                value += params[term]
-                w[names.index(term)] = 1.0
-                refs.append(f"{f.display_name} = {f.level_label(ref)}")
+        for f, term in self.reference_terms(params):
+            value += params[term]
+            w[names.index(term)] = 1.0
+            refs.append(f"{f.display_name} = {f.level_label(params.schema.categories_[f.name][0])}")
         return value, params.contrast_std(w), refs
+
+    def local_contributions(
+        self, params: ModelParams, X: pd.DataFrame
+    ) -> tuple[dict[str, dict], pd.DataFrame | None]:
+        """As the base's, but each categorical feature's contribution is measured from its
+        reference level, as the global table's comparisons are (its own coefficient less the
+        reference level's), so that they add up from :meth:`reference_intercept`'s log-odds of
+        the reference patient. In the per-term frame the reference level's term counts from the
+        reference patient too, ``(design_value - 1) * coef``, so its rows still add up to the
+        feature's contribution."""
+        folded, terms = super().local_contributions(params, X)
+        for f, term in self.reference_terms(params):
+            folded[f.name]["contribution"] -= float(params[term])
+            if terms is not None:
+                terms.loc[terms["term"] == term, "contribution"] -= float(params[term])
+        return folded, terms
 
     def baseline_text(self, value: float, sd: float, refs: list[str]) -> str:
         """ "intercept at the reference patient -3.521 (95% CI ...): its levels; binary
