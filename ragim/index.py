@@ -351,6 +351,7 @@ class TaskIndex:
             layout, a bad ``chunk_size`` or ``storage``, or an invalid FAISS factory string.
         """
         from ragim.models import fit_many, fit_schema
+        from ragim.models.logistic_family import fit_constant_terms
 
         if not isinstance(tasks, TaskCollection):
             tasks = TaskCollection(list(tasks))
@@ -433,7 +434,7 @@ class TaskIndex:
                             "layout of the index schema"
                         )
                     mat[row0 + j] = p.vector
-                constant = {t: constant_terms_of(p) for t, p in chunk_params.items()}
+                constant = {t: fit_constant_terms(p) for t, p in chunk_params.items()}
                 del chunk_params
                 vectors = np.empty((len(keep), emb.dim), np.float32)
                 where = np.searchsorted(sample_pos, keep)
@@ -903,6 +904,7 @@ class TaskIndex:
         """Fit (or accept) and add new tasks without a rebuild; the schema is kept fixed.
         Returns the ids added."""
         from ragim.models import fit_many
+        from ragim.models.logistic_family import fit_constant_terms
 
         if not isinstance(tasks, TaskCollection):
             tasks = TaskCollection(list(tasks), schema=self.schema, validate=False)
@@ -941,7 +943,7 @@ class TaskIndex:
         with self._lock:
             rows = self.store.add(vecs)
             for r, inf in zip(rows, infos, strict=True):
-                constant = constant_terms_of(given[inf["task_id"]])
+                constant = fit_constant_terms(given[inf["task_id"]])
                 self._records.append(_task_record(inf, stats, constant))
                 self._id_to_row[inf["task_id"]] = int(r)
             self._params = np.concatenate([self._params, mat])
@@ -1227,22 +1229,13 @@ def _record_problems(records: list) -> list[str]:
     return problems
 
 
-def constant_terms_of(params: ModelParams) -> dict[str, float]:
-    """The design terms a task's rows never varied (``params.metadata["constant_terms"]``, as
-    fits record them), kept in the task's index record so that :meth:`TaskIndex.params` gives
-    them back and explanations of the task's own model mark them not estimable; empty when
-    none are recorded."""
-    const = params.metadata.get("constant_terms") if isinstance(params.metadata, dict) else None
-    if not isinstance(const, Mapping):
-        return {}
-    return {str(k): float(v) for k, v in const.items()}
-
-
 def _task_record(
     info: Mapping[str, Any], stats: Mapping[str, dict], constant: Mapping[str, float] | None = None
 ) -> Record:
     """The index record of a task: ``TaskCollection.info`` plus its fit statistics, and the
-    design terms its rows never varied when there are any (:func:`constant_terms_of`)."""
+    design terms its rows never varied when there are any
+    (:func:`~ragim.models.logistic_family.fit_constant_terms`), so that :meth:`TaskIndex.params`
+    gives them back and explanations of the task's own model mark them not estimable."""
     tid = info["task_id"]
     meta = canonical_metadata(info["metadata"], where=f"task {tid!r}")
     n_rows = stats.get(tid, {}).get("n_rows")
