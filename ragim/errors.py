@@ -69,6 +69,17 @@ class IntervalWarning(UserWarning):
     names the metric and counts the resamples."""
 
 
+def name_some(items, n: int = 3) -> str:
+    """The first ``n`` of ``items`` joined by commas, with ", ..." when there are more: how a
+    message or warning names a list of tasks.
+
+    >>> name_some(["a", "b"]), name_some(["a", "b", "c", "d"])
+    ('a, b', 'a, b, c, ...')
+    """
+    items = [str(t) for t in items]
+    return ", ".join(items[:n]) + (", ..." if len(items) > n else "")
+
+
 __all__ = [
     "RagimError",
     "ValidationError",
@@ -79,4 +90,5 @@ __all__ = [
     "AdaptationWarning",
     "DomainWarning",
     "IntervalWarning",
+    "name_some",
 ]

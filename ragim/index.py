@@ -30,7 +30,7 @@ import numpy as np
 from ragim.canonical import canonical_level, invisible_characters, strip_invisible
 from ragim.checks import check_int, setting
 from ragim.embed import Embedder, check_identity, embedder_from_identity, get_embedder
-from ragim.errors import ArtifactError, DataWarning, ValidationError
+from ragim.errors import ArtifactError, DataWarning, ValidationError, name_some
 from ragim.index_records import Record, RecordStore
 from ragim.params import ModelParams, param_names
 from ragim.schema import FeatureSchema
@@ -539,7 +539,7 @@ class TaskIndex:
             if t not in known and t not in self._removed and t not in getattr(self, "skipped", {})
         ]
         if unknown:
-            some = ", ".join(repr(t) for t in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+            some = name_some([repr(t) for t in unknown])
             example = next(iter(known), None)
             warnings.warn(
                 f"exclude names {len(unknown)} task id(s) the index does not hold: {some}; "
@@ -612,7 +612,7 @@ class TaskIndex:
         known = self.known_ids(ids)
         shared = self.sharing_patients(ids)
         if shared:
-            some = ", ".join(shared[:3]) + (", ..." if len(shared) > 3 else "")
+            some = name_some(shared)
             warnings.warn(
                 f"exclude also leaves out {len(shared)} task(s) sharing patients with the "
                 f"excluded task(s): {some}; to leave out only the named tasks, exclude them by "

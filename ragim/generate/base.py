@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ragim.checks import config_from
-from ragim.errors import DataWarning, ValidationError
+from ragim.errors import DataWarning, ValidationError, name_some
 from ragim.params import ModelParams, param_names
 from ragim.schema import FeatureSchema
 from ragim.tasks import Task
@@ -381,24 +381,30 @@ class Generator(ABC):
         """
         removed, added = self.index_changes(index)
         name = type(self).__name__
-        changed = [t for t in added if t in set(removed)]
+        removed_set = set(removed)
+        changed = [t for t in added if t in removed_set]
         what = "added" if not changed else "changed" if changed == added else "added or changed"
         if removed and not self.leaves_out_removed:
-            gone = [t for t in removed if t not in set(changed)]
+            changed_set = set(changed)
+            gone = [t for t in removed if t not in changed_set]
             raise ValidationError(
                 f"the index no longer holds {len(gone)} task(s) this {name} was fitted on "
-                f"({_some(gone)})"
-                + (f" and holds {len(changed)} changed since ({_some(changed)})" if changed else "")
+                f"({name_some(gone)})"
+                + (
+                    f" and holds {len(changed)} changed since ({name_some(changed)})"
+                    if changed
+                    else ""
+                )
                 + " and it learned from them; refit it on this index (fit(index))"
                 if gone
                 else f"the index holds {len(changed)} task(s) changed since this {name} was "
-                f"fitted on them ({_some(changed)}: removed and added again with other data) "
+                f"fitted on them ({name_some(changed)}: removed and added again with other data) "
                 "and it learned from their old models; refit it on this index (fit(index))"
             )
         if added:
             warnings.warn(
                 f"the index holds {len(added)} task(s) {what} since this {name} was fitted "
-                f"({_some(added)}); it was not fitted on them"
+                f"({name_some(added)}); it was not fitted on them"
                 + (" (their old models are left out)" if changed else "")
                 + ": refit it on this index (fit(index)) to learn from them",
                 DataWarning,
@@ -514,11 +520,6 @@ class Generator(ABC):
         model = model_from_params(self.generate_params(query, index, k=k, exclude=exclude))
         check(model.params_, description=query.description if isinstance(query, Task) else query)
         return model
-
-
-def _some(ids: list[str]) -> str:
-    """The first three of ``ids``, and "..." when there are more."""
-    return ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
 
 
 #: Names that moved to :mod:`ragim.generate.hypernetwork` (0.2); importing them from here still

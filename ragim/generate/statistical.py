@@ -85,7 +85,7 @@ from threadpoolctl import threadpool_limits
 from ragim.adaptation_policy import MIN_TASKS, AdaptationPolicy, ValidationCase, calibrate
 from ragim.canonical import canonical_id
 from ragim.checks import check_bool, check_fields, check_int, check_number, setting
-from ragim.errors import ArtifactError, DataWarning, ValidationError
+from ragim.errors import ArtifactError, DataWarning, ValidationError, name_some
 from ragim.generate.base import (
     Generator,
     check_task_index,
@@ -861,10 +861,9 @@ class StatisticalGenerator(Generator):
         if shared:
             warnings.warn(
                 f"the index no longer holds {len(gone)} task(s) this "
-                f"{type(self).__name__} was fitted on ({', '.join(gone[:3])}"
-                f"{', ...' if len(gone) > 3 else ''}); as exclude= does, it also leaves out "
-                f"{len(shared)} task(s) sharing patients with them: {', '.join(shared[:3])}"
-                f"{', ...' if len(shared) > 3 else ''}",
+                f"{type(self).__name__} was fitted on ({name_some(gone)}); as exclude= does, "
+                f"it also leaves out {len(shared)} task(s) sharing patients with them: "
+                f"{name_some(shared)}",
                 DataWarning,
                 stacklevel=5,
             )
