@@ -10,7 +10,7 @@ outcomes other than 0/1, and columns that do not match the model.
 Examples
 --------
 >>> import tempfile, pathlib, pandas as pd
->>> from ragim.schema import FeatureSchema, thousands_problem, thousands_separator
+>>> from ragim.schema import FeatureSchema
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "rows.csv"
 >>> _ = path.write_text("id,age,cad\\n7,61,1\\n8,45,0\\n")
 >>> X = pd.DataFrame({"age": [40.0, 70.0]})
