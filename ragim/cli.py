@@ -28,17 +28,11 @@ from ragim.cli_common import (
     QUIET,
     SHOWN_WARNINGS,
     AsJson,
+    CsvOptions,
     FolderOptions,
-    FolderSep,
-    NaValues,
-    Outcome,
     OverwriteOut,
     OverwriteSave,
-    PatientId,
-    PosLabel,
     Quiet,
-    Sep,
-    Thousands,
     check_dataset_options,
     check_k,
     check_positive,
@@ -48,6 +42,7 @@ from ragim.cli_common import (
     load_dataset,
     one_line,
     one_line_warnings,
+    option_groups,
     parse_exclusions,
     print_global,
     print_local,
@@ -108,6 +103,7 @@ def root(
 
 # ---------------------------------------------------------------------- index
 @index_app.command("build")
+@option_groups
 def index_build(
     dataset: _DatasetName = "heart-disease",
     out: Annotated[Path, typer.Option(help="where to save the index")] = Path(
@@ -128,12 +124,7 @@ def index_build(
             "a task is left out when ANY of them matches (recorded in the index's config.json)"
         ),
     ] = None,
-    outcome: Outcome = None,
-    patient_id: PatientId = None,
-    pos_label: PosLabel = None,
-    sep: FolderSep = ",",
-    na_values: NaValues = None,
-    thousands: Thousands = None,
+    folder: FolderOptions = FolderOptions(),
     seed: int = 0,
     quiet: Quiet = False,
     as_json: AsJson = False,
@@ -143,7 +134,6 @@ def index_build(
 
     progress = setup(as_json, quiet)
     exclusions = parse_exclusions(exclude or [])
-    folder = FolderOptions(outcome, patient_id, pos_label, sep, na_values, thousands)
     check_dataset_options(dataset, n_tasks=n_tasks, folder=folder)
     refuse_to_replace(out, overwrite)  # after the checks of the options, before reading data
     tasks = load_dataset(dataset, n_tasks=n_tasks, seed=seed, folder=folder)
@@ -883,6 +873,7 @@ def generate(
 
 
 @app.command("explain")
+@option_groups
 def explain(
     params_path: Annotated[Path, typer.Argument(help="saved parameters (ragim generate --save)")],
     rows: Annotated[
@@ -897,9 +888,7 @@ def explain(
     patient_id: Annotated[
         str | None, typer.Option("--patient-id", help="the patient-id column of --rows")
     ] = None,
-    sep: Sep = ",",
-    na_values: NaValues = None,
-    thousands: Thousands = None,
+    csv_options: CsvOptions = CsvOptions(),
     outcome_name: Annotated[
         str | None, typer.Option("--outcome-name", help="what the model predicts, in words")
     ] = None,
@@ -938,7 +927,7 @@ def explain(
         expl = model.explain(outcome=outcome_name)
     else:  # the outcome is dropped unread: explaining needs no label
         _, model, data = cli_workflow.load_model_and_rows(
-            params_path, rows, outcome, patient_id, sep, na_values, thousands, labelled=False
+            params_path, rows, outcome, patient_id, csv_options, labelled=False
         )
         if not 0 <= row < len(data):
             raise typer.BadParameter(f"--row {row} is outside the {len(data)} rows of {rows}")
@@ -961,6 +950,7 @@ def explain(
 
 
 @app.command("evaluate")
+@option_groups
 def evaluate_cmd(
     dataset: _DatasetName = "heart-disease",
     protocol: Annotated[
@@ -979,12 +969,7 @@ def evaluate_cmd(
     ] = None,
     folds: int = 5,
     embedder: Annotated[str, typer.Option(help="minilm | hashing")] = "minilm",
-    outcome: Outcome = None,
-    patient_id: PatientId = None,
-    pos_label: PosLabel = None,
-    sep: FolderSep = ",",
-    na_values: NaValues = None,
-    thousands: Thousands = None,
+    folder: FolderOptions = FolderOptions(),
     seed: int = 0,
     quiet: Quiet = False,
     as_json: AsJson = False,
@@ -994,7 +979,6 @@ def evaluate_cmd(
     from ragim.metrics import format_table, summarize, to_records
 
     progress = setup(as_json, quiet)
-    folder = FolderOptions(outcome, patient_id, pos_label, sep, na_values, thousands)
     tasks = load_dataset(dataset, n_tasks=n_tasks, seed=seed, folder=folder)
     try:
         ks = [int(k) for k in k_shots.split(",") if k.strip()]
@@ -1120,6 +1104,7 @@ def bench(
         "score, report."
     ),
 )
+@option_groups
 def demo(
     out: Annotated[Path, typer.Option(help="report folder")] = Path("reports/demo"),
     site: Annotated[
@@ -1135,12 +1120,7 @@ def demo(
     target_task: Annotated[
         str | None, typer.Option(help="which held-out task to generate (default: the largest)")
     ] = None,
-    outcome: Outcome = None,
-    patient_id: PatientId = None,
-    pos_label: PosLabel = None,
-    sep: FolderSep = ",",
-    na_values: NaValues = None,
-    thousands: Thousands = None,
+    folder: FolderOptions = FolderOptions(),
     embedder: Annotated[
         str, typer.Option(help="minilm (bundled, offline) | hashing (fast)")
     ] = "minilm",
@@ -1150,7 +1130,6 @@ def demo(
 ):
     from ragim.demo import run_demo
 
-    folder = FolderOptions(outcome, patient_id, pos_label, sep, na_values, thousands)
     if tasks_dir is None and folder.given:
         raise typer.BadParameter(
             "--outcome, --patient-id, --pos-label, --sep, --na-values and --thousands apply to "

@@ -8,15 +8,17 @@ columns, or ``$COLUMNS``, when the output is not a terminal).
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import json
 import math
 import os
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_type_hints
 
 import typer
 
@@ -123,16 +125,15 @@ Thousands = Annotated[
 @dataclass(frozen=True)
 class FolderOptions:
     """How a task folder is read: a command's ``--outcome``, ``--patient-id``, ``--pos-label``,
-    ``--sep``, ``--na-values`` and ``--thousands`` (:data:`Outcome`, :data:`PatientId`,
-    :data:`PosLabel`, :data:`FolderSep`, :data:`NaValues`, :data:`Thousands`), as
-    :func:`load_dataset` takes them."""
+    ``--sep``, ``--na-values`` and ``--thousands``, as :func:`load_dataset` takes them; an
+    option group (:func:`option_groups`)."""
 
-    outcome: str | None = None
-    patient_id: str | None = None
-    pos_label: str | None = None
-    sep: str = ","
-    na_values: list[str] | None = None
-    thousands: str | None = None
+    outcome: Outcome = None
+    patient_id: PatientId = None
+    pos_label: PosLabel = None
+    sep: FolderSep = ","
+    na_values: NaValues = None
+    thousands: Thousands = None
 
     @property
     def given(self) -> bool:
@@ -145,6 +146,46 @@ class FolderOptions:
             or bool(self.na_values)
             or self.thousands is not None
         )
+
+
+@dataclass(frozen=True)
+class CsvOptions:
+    """How a CSV file of patients is read: a command's ``--sep``, ``--na-values`` and
+    ``--thousands``, as :func:`ragim.rows.read_rows` takes them; an option group
+    (:func:`option_groups`)."""
+
+    sep: Sep = ","
+    na_values: NaValues = None
+    thousands: Thousands = None
+
+
+def option_groups(command: Callable) -> Callable:
+    """Let a command take an option group, a dataclass whose fields are typer options (such as
+    :class:`FolderOptions`), as one parameter: typer sees the group's options in its place, in
+    the group's order, and the command is called with them as one instance of the group."""
+    hints = get_type_hints(command, include_extras=True)
+    params, groups = [], {}
+    for p in inspect.signature(command).parameters.values():
+        group = hints[p.name]
+        if not is_dataclass(group):
+            params.append(p.replace(annotation=group))
+            continue
+        options = get_type_hints(group, include_extras=True)
+        groups[p.name] = group, [f.name for f in fields(group)]
+        params += [
+            p.replace(name=f.name, annotation=options[f.name], default=f.default)
+            for f in fields(group)
+        ]
+
+    @functools.wraps(command)
+    def run(**kwargs):
+        for name, (group, names) in groups.items():
+            kwargs[name] = group(**{n: kwargs.pop(n) for n in names})
+        return command(**kwargs)
+
+    run.__signature__ = inspect.Signature(params)
+    run.__annotations__ = {p.name: p.annotation for p in params}
+    return run
 
 
 # ---------------------------------------------------------------------- output

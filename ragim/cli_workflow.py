@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import shlex
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -26,17 +27,16 @@ import typer
 
 from ragim.cli_common import (
     AsJson,
-    NaValues,
+    CsvOptions,
     OverwriteSave,
     PatientId,
     PosLabel,
     Quiet,
-    Sep,
-    Thousands,
     check_positive,
     echo_json,
     fmt,
     one_line_warnings,
+    option_groups,
     print_table,
     refuse_to_replace,
     say,
@@ -95,9 +95,7 @@ def load_model_and_rows(
     rows: Path,
     outcome: str | None,
     patient_id: str | None,
-    sep: str,
-    na_values: list[str] | None,
-    thousands: str | None = None,
+    csv_options: CsvOptions,
     *,
     pos_label=None,
     labelled: bool = True,
@@ -115,14 +113,13 @@ def load_model_and_rows(
         rows,
         schema=params.schema,
         patient_id=patient_id,
-        sep=sep,
-        na_values=na_values,
-        thousands=thousands,
+        **asdict(csv_options),
         **label,
     )
     return params, model, data
 
 
+@option_groups
 def predict(
     params_path: Params,
     rows: Rows,
@@ -134,16 +131,14 @@ def predict(
         ),
     ] = None,
     patient_id: PatientId = None,
-    sep: Sep = ",",
-    na_values: NaValues = None,
-    thousands: Thousands = None,
+    csv_options: CsvOptions = CsvOptions(),
     quiet: Quiet = False,
     as_json: AsJson = False,
 ):
     """Predicted risks for a CSV of patients."""
     setup(as_json, quiet)
     params, model, data = load_model_and_rows(
-        params_path, rows, outcome, patient_id, sep, na_values, thousands, labelled=False
+        params_path, rows, outcome, patient_id, csv_options, labelled=False
     )
     risk = model.predict_proba(data.X)[:, 1]
     table = pd.DataFrame({"row": np.arange(len(risk))})
@@ -193,15 +188,14 @@ def _write_csv(table: pd.DataFrame, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+@option_groups
 def score(
     params_path: Params,
     rows: Rows,
     outcome: RequiredOutcome,
     patient_id: PatientId = None,
     pos_label: PosLabel = None,
-    sep: Sep = ",",
-    na_values: NaValues = None,
-    thousands: Thousands = None,
+    csv_options: CsvOptions = CsvOptions(),
     png: Annotated[
         Path | None,
         typer.Option("--png", help="write a calibration plot (reliability diagram) here"),
@@ -227,7 +221,7 @@ def score(
     if n_boot < 0:
         raise typer.BadParameter(f"--n-boot must be >= 0, got {n_boot}")
     params, model, data = load_model_and_rows(
-        params_path, rows, outcome, patient_id, sep, na_values, thousands, pos_label=pos_label
+        params_path, rows, outcome, patient_id, csv_options, pos_label=pos_label
     )
     if sha256_file(rows) in _adapted_on(params):
         warn(
@@ -303,6 +297,7 @@ def _adapted_on(params) -> list[str]:
     return [seen] if isinstance(seen, str) else [str(h) for h in seen]
 
 
+@option_groups
 def adapt(
     params_path: Params,
     rows: Rows,
@@ -322,9 +317,7 @@ def adapt(
     ] = "auto",
     patient_id: PatientId = None,
     pos_label: PosLabel = None,
-    sep: Sep = ",",
-    na_values: NaValues = None,
-    thousands: Thousands = None,
+    csv_options: CsvOptions = CsvOptions(),
     quiet: Quiet = False,
     as_json: AsJson = False,
 ):
@@ -347,7 +340,7 @@ def adapt(
         )
     refuse_to_replace(save, overwrite, "--save")
     params, _, data = load_model_and_rows(
-        params_path, rows, outcome, patient_id, sep, na_values, thousands, pos_label=pos_label
+        params_path, rows, outcome, patient_id, csv_options, pos_label=pos_label
     )
     digest = sha256_file(rows)
     if digest in _adapted_on(params):
@@ -415,8 +408,8 @@ def adapt(
         + shlex.join(
             ["ragim", "score", str(save), "--rows", "OTHER.csv", "--outcome", outcome]
             + ([] if pos_label is None else ["--pos-label", str(pos_label)])
-            + ([] if sep == "," else ["--sep", sep])
-            + ([] if thousands is None else ["--thousands", thousands])
+            + ([] if csv_options.sep == "," else ["--sep", csv_options.sep])
+            + ([] if csv_options.thousands is None else ["--thousands", csv_options.thousands])
         )
     )
 
