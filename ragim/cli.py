@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -344,10 +344,7 @@ def _optimiser(max_steps: int, batch_size: int, learning_rate: float) -> dict[st
 def _generator_and_pairs(
     generator_path: Path,
     index_path: Path,
-    pairs_file: Path | None,
-    n_candidates: int,
-    min_margin: float,
-    pairs: str,
+    pair_options: _PairOptions,
     seed: int,
     progress: bool,
 ):
@@ -362,6 +359,7 @@ def _generator_and_pairs(
     gen, index = _load_lm(generator_path), TaskIndex.load(index_path)
     gen.check_index(index)
     t0 = time.perf_counter()
+    pairs_file, pairs = pair_options.pairs_file, pair_options.pairs
     if pairs_file is not None:
         data = load_preferences(pairs_file)
         check_pair_names(
@@ -373,8 +371,8 @@ def _generator_and_pairs(
     data = build_preference_pairs(
         gen,
         index,
-        n_candidates=n_candidates,
-        min_margin=min_margin,
+        n_candidates=pair_options.n_candidates,
+        min_margin=pair_options.min_margin,
         pairs=pairs,
         seed=seed,
         progress=progress,
@@ -398,6 +396,19 @@ _NCandidates = Annotated[int, typer.Option(help="candidates sampled per task for
 _PairsMode = Annotated[str, typer.Option(help="best_worst | all")]
 _MinMargin = Annotated[float, typer.Option(help="smallest reward gap that makes a pair (nats/row)")]
 _PairsPerStep = Annotated[int, typer.Option(help="pairs per step")]
+
+
+@dataclass(frozen=True)
+class _PairOptions:
+    """Where the preference pairs of `ragim train reward|dpo` come from: a clinician's file, or
+    the generator's own samples (an option group, :func:`ragim.cli_common.option_groups`)."""
+
+    pairs_file: _PairsFile = None
+    n_candidates: _NCandidates = 4
+    pairs: _PairsMode = "best_worst"
+    min_margin: _MinMargin = 0.05
+
+
 # ... and by `ragim train sft` (whose learning-rate help is its own; LoRA rank: sft, reward).
 _MaxSteps = Annotated[int, typer.Option(help="optimiser steps")]
 _LearningRate = Annotated[float, typer.Option(help="AdamW rate")]
@@ -526,6 +537,7 @@ def train_sft_cmd(
         "pairwise accuracy."
     ),
 )
+@option_groups
 def train_reward_cmd(
     generator_path: _SavedGenerator,
     index_path: _IndexWithRows,
@@ -533,10 +545,7 @@ def train_reward_cmd(
         "generators/reward-model"
     ),
     overwrite: OverwriteOut = False,
-    pairs_file: _PairsFile = None,
-    n_candidates: _NCandidates = 4,
-    pairs: _PairsMode = "best_worst",
-    min_margin: _MinMargin = 0.05,
+    pair_options: _PairOptions = _PairOptions(),
     save_pairs: Annotated[
         Path | None, typer.Option(help="also write the pairs as JSONL here")
     ] = None,
@@ -558,9 +567,9 @@ def train_reward_cmd(
     from ragim.train.reward import train_reward_model
 
     steps = _optimiser(max_steps, batch_size, learning_rate)
-    check_positive(n_candidates=n_candidates, **steps, lora_r=lora_r)
+    check_positive(n_candidates=pair_options.n_candidates, **steps, lora_r=lora_r)
     gen, index, data, t0 = _generator_and_pairs(
-        generator_path, index_path, pairs_file, n_candidates, min_margin, pairs, seed, progress
+        generator_path, index_path, pair_options, seed, progress
     )
     if save_pairs is not None:
         save_preferences(data, save_pairs)
@@ -593,6 +602,7 @@ def train_reward_cmd(
 
 
 @train_app.command("dpo")
+@option_groups
 def train_dpo_cmd(
     generator_path: _SavedGenerator,
     index_path: _IndexWithRows,
@@ -600,10 +610,7 @@ def train_dpo_cmd(
         "generators/lm-dpo"
     ),
     overwrite: OverwriteOut = False,
-    pairs_file: _PairsFile = None,
-    n_candidates: _NCandidates = 4,
-    pairs: _PairsMode = "best_worst",
-    min_margin: _MinMargin = 0.05,
+    pair_options: _PairOptions = _PairOptions(),
     beta: Annotated[float, typer.Option(help="DPO temperature")] = 0.1,
     max_steps: _MaxSteps = 50,
     batch_size: _PairsPerStep = 4,
@@ -618,9 +625,9 @@ def train_dpo_cmd(
     from ragim.train.rl import train_dpo
 
     steps = _optimiser(max_steps, batch_size, learning_rate)
-    check_positive(n_candidates=n_candidates, beta=beta, **steps)
+    check_positive(n_candidates=pair_options.n_candidates, beta=beta, **steps)
     gen, index, data, t0 = _generator_and_pairs(
-        generator_path, index_path, pairs_file, n_candidates, min_margin, pairs, seed, progress
+        generator_path, index_path, pair_options, seed, progress
     )
     dpo = train_dpo(gen, data, index=index, beta=beta, **steps, seed=seed, progress=progress)
     _save_trained(
