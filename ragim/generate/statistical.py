@@ -663,6 +663,8 @@ class StatisticalGenerator(Generator):
                 cfg.candidates, held, held_pos, held_rows, observed, self.center_
             )
             uncentre = np.linalg.inv(T)
+            positions = np.concatenate(held_pos)
+            indexed = positions >= 0  # -1 marks a skipped task (validate_skipped)
             # a task's patients were held out, not the task: its other patients shaped its
             # held-out model, so it is no leak-free base for a generator trained on its rows
             self.heldout_params_ = (
@@ -670,9 +672,7 @@ class StatisticalGenerator(Generator):
                 if by_patients
                 else {
                     summ.ids[int(j)]: uncentre @ th
-                    for j, th in zip(
-                        [j for j in np.concatenate(held_pos) if j >= 0], stacked, strict=True
-                    )
+                    for j, th in zip(positions[indexed], stacked, strict=True)
                 }
             )
             self.cv_["protocol"] = "leave-patients-out" if by_patients else "leave-task-out"
@@ -686,28 +686,22 @@ class StatisticalGenerator(Generator):
             heldout_sd = _predictive_sd(
                 stacked_sd, self.interval_scale_, self.pooled_var_, self.center_
             )
-            self.adaptation_policy_ = (
-                calibrate(
-                    [
-                        ValidationCase(A[:, 1:], y, uncentre @ th, s)
-                        for (A, y), th, s in zip(
-                            [
-                                r
-                                for r, j in zip(held_rows, np.concatenate(held_pos), strict=True)
-                                if j >= 0
-                            ],
-                            stacked,
-                            heldout_sd,
-                            strict=True,
-                        )
-                    ],
+            if cfg.adaptation_tasks:
+                kept_rows = [r for r, keep in zip(held_rows, indexed, strict=True) if keep]
+                cases = [
+                    ValidationCase(A[:, 1:], y, uncentre @ th, s)
+                    for (A, y), th, s in zip(kept_rows, stacked, heldout_sd, strict=True)
+                ]
+                self.adaptation_policy_ = calibrate(
+                    cases,
                     draws=cfg.adaptation_draws,
                     max_tasks=cfg.adaptation_tasks,
                     seed=cfg.seed,
                 )
-                if cfg.adaptation_tasks
-                else AdaptationPolicy([], "adaptation_tasks=0: the evidence alone chooses")
-            )
+            else:
+                self.adaptation_policy_ = AdaptationPolicy(
+                    [], "adaptation_tasks=0: the evidence alone chooses"
+                )
         else:
             # fewer than 4 tasks, or too few rows to hold out patients: nothing to validate on
             self.stack_ = {"shift": 0.0, "baseline": {"pooled": 1.0}, "slopes": {"pooled": 1.0}}
