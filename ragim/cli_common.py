@@ -16,7 +16,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, fields, is_dataclass
+from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Annotated, Any, get_type_hints
 
@@ -166,24 +166,32 @@ def option_groups(command: Callable) -> Callable:
     hints = get_type_hints(command, include_extras=True)
     params, groups = [], {}
     for p in inspect.signature(command).parameters.values():
-        group = hints[p.name]
-        if not is_dataclass(group):
+        group = hints.get(p.name, p.annotation)
+        if not (isinstance(group, type) and is_dataclass(group)):
             params.append(p.replace(annotation=group))
             continue
         options = get_type_hints(group, include_extras=True)
         groups[p.name] = group, [f.name for f in fields(group)]
         params += [
-            p.replace(name=f.name, annotation=options[f.name], default=f.default)
+            p.replace(
+                name=f.name,
+                annotation=options[f.name],
+                default=p.empty if f.default is MISSING else f.default,
+            )
             for f in fields(group)
         ]
+    signature = inspect.Signature(params)
 
     @functools.wraps(command)
-    def run(**kwargs):
+    def run(*args, **kwargs):
+        given = signature.bind(*args, **kwargs)
+        given.apply_defaults()
+        values = given.arguments
         for name, (group, names) in groups.items():
-            kwargs[name] = group(**{n: kwargs.pop(n) for n in names})
-        return command(**kwargs)
+            values[name] = group(**{n: values.pop(n) for n in names})
+        return command(**values)
 
-    run.__signature__ = inspect.Signature(params)
+    run.__signature__ = signature
     run.__annotations__ = {p.name: p.annotation for p in params}
     return run
 
