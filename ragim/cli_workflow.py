@@ -100,9 +100,10 @@ def load_model_and_rows(
     pos_label=None,
     labelled: bool = True,
 ):
-    """The saved model and the patients of the ``rows`` file read for it, as ``(params, model,
-    data)``: with their ``outcome`` when ``labelled`` (``score``, ``adapt``), else with an
-    ``outcome`` column dropped unread (``predict``, ``explain``: they need no label)."""
+    """The saved model and the patients of the ``rows`` file read for it (as ``csv_options``
+    says), as ``(params, model, data)``: with their ``outcome`` when ``labelled`` (``score``,
+    ``adapt``), else with an ``outcome`` column dropped unread (``predict``, ``explain``: they
+    need no label)."""
     from ragim.rows import read_rows
 
     params, model = _load(params_path)
