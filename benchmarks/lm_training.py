@@ -33,7 +33,9 @@ and the table adds paired differences over the held-out tasks (95% bootstrap CI)
 method minus the prior it was shown, and SFT + GRPO minus SFT. ``--family heart-task`` uses
 the UCI heart-disease tasks instead (``--n-folds 4 --fold 0`` to ``--fold 3`` hold out each
 quarter once; as in :mod:`ragim.evaluate`, every task sharing patients with a held-out task is
-left out of training too). ``--stages`` picks the stages after SFT.
+left out of training too). ``--stages`` picks the stages after SFT. With ``--residual`` (needs
+``--statistical-prior``) the LM writes each parameter's change from that prior
+(``LMConfig(residual=True)``); the dpo stage is then left out.
 
 Long runs (issue 18's 300 SFT + 100 GRPO steps on SmolLM2 take hours on CPU) keep every
 finished stage in ``--run-dir`` (adapters, pairs, per-task scores, the GRPO log and the wall
@@ -77,6 +79,9 @@ def parse_args(argv=None):
     ap.add_argument("--statistical-prior", action="store_true",
                     help="LMConfig(statistical_prior=True): the default generator's model is in every prompt, "
                          "and that prior is scored as a method")
+    ap.add_argument("--residual", action="store_true",
+                    help="LMConfig(residual=True): the LM writes each parameter's change from the statistical prior "
+                         "in its prompt (needs --statistical-prior; the dpo stage is left out, train_dpo refuses it)")
     ap.add_argument("--stages", default="sft,pairs,reward,dpo,grpo,best-of",
                     help="comma-separated stages after SFT (pairs is implied by reward, dpo and best-of)")
     ap.add_argument("--run-dir", type=Path, default=None,
@@ -121,7 +126,10 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/lm_training.md"))
     ap.add_argument("--json-out", type=Path, default=None, help="also write the raw results as JSON")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.residual and not args.statistical_prior:
+        ap.error("--residual needs --statistical-prior (the answer is a change to the prior in the prompt)")
+    return args
 
 
 def heldout_pairs(gen, index, tasks, *, n, temperature, min_margin=0.05):
@@ -217,8 +225,11 @@ def score_method(gen, index, tasks, args, *, params_of=None, **gen_kwargs):
         if args.samples > 0:
             samples = unconstrained(gen, index, t, m=args.samples, temperature=args.temperature, seed=args.seed + i)
             valid = parse_validity(None, samples, param_names=names, max_abs=cfg.max_abs)
+            # a residual sample is a change from the prior in its prompt
+            base = gen.statistical_priors([t.description], index, [None])[0] if cfg.residual else None
             s_reward = held_out_log_likelihood(None, samples, param_names=names, heldout=heldout,
-                                               max_abs=cfg.max_abs)
+                                               max_abs=cfg.max_abs,
+                                               prior=None if base is None else base.vector.tolist())
             row.update(valid_unconstrained=float(np.mean(valid)), sample_reward=float(np.mean(s_reward)))
         per.append(row)
     keys = [k for k in per[0] if k != "task_id"]
@@ -258,6 +269,8 @@ def split_tasks(args):
     return tasks.take(train_pos), [tasks[i] for i in held_pos], what
 
 
+#: options added after run directories were kept: a kept settings.json without one was run with this value
+ADDED = {"residual": False}
 #: options that do not change what a stage computes (a run directory may be resumed with others)
 VOLATILE = {"stages", "resume", "out", "json_out", "threads", "run_dir", "save_steps", "samples",
             "activation_checkpointing"}
@@ -281,7 +294,7 @@ class Stages:
             mine = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in VOLATILE}
             kept = self.dir / "settings.json"
             if self.resume and kept.exists():
-                theirs = json.loads(kept.read_text())
+                theirs = {**ADDED, **json.loads(kept.read_text())}
                 differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
                 if differ:
                     raise SystemExit(f"--resume: {self.dir} was run with other settings: "
@@ -380,6 +393,9 @@ def main(argv=None):
         stages.add("pairs")
     if "best-of" in stages:
         stages.add("reward")
+    if args.residual and "dpo" in stages:
+        print("[dpo] left out: train_dpo refuses a residual generator (pairs hold final models)", flush=True)
+        stages.discard("dpo")
     t_all = time.perf_counter()
     st = Stages(args)
     train, held, data_what = split_tasks(args)
@@ -407,7 +423,7 @@ def main(argv=None):
                                   seed=args.seed, target_modules=tuple(args.target_modules.split(",")),
                                   population=not args.no_population, prompt_order=args.prompt_order,
                                   answer_format=args.answer_format,
-                                  statistical_prior=args.statistical_prior)),
+                                  statistical_prior=args.statistical_prior, residual=args.residual)),
         save=save_gen, load=load_gen)
 
     results, per_task = {}, {}

@@ -65,3 +65,20 @@ def test_prior_density_reference_prefers_the_answer_nearer_the_prior(bench):
     assert bench.prior_density_accuracy(gen, index, held, pairs) == 1.0
     swapped = [{**p, "chosen": p["rejected"], "rejected": p["chosen"]} for p in pairs]
     assert bench.prior_density_accuracy(gen, index, held, swapped) == 0.0
+
+
+def test_residual_needs_the_statistical_prior_and_old_run_directories_resume(bench, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--residual"])
+    assert "--residual needs --statistical-prior" in capsys.readouterr().err
+    args = bench.parse_args(["--residual", "--statistical-prior"])
+    assert args.residual and args.statistical_prior
+    run = tmp_path / "run"
+    bench.Stages(bench.parse_args(["--run-dir", str(run)]))
+    kept = json.loads((run / "settings.json").read_text())
+    assert kept["residual"] is False
+    del kept["residual"]  # a run directory kept before --residual existed
+    (run / "settings.json").write_text(json.dumps(kept))
+    bench.Stages(bench.parse_args(["--run-dir", str(run), "--resume"]))
+    with pytest.raises(SystemExit, match=r"residual=False \(now True\)"):
+        bench.Stages(bench.parse_args(["--run-dir", str(run), "--resume", "--residual", "--statistical-prior"]))

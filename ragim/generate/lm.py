@@ -11,7 +11,9 @@ default; a hand-written loop, one prompt at a time, each literal piece forced in
 call) or ``"llguidance"`` (a grammar engine in one batched ``generate`` call with left padding
 and the KV cache). On SmolLM2-135M on one CPU thread the built-in loop is the faster
 (docs/lm_format.md#decoders gives the ratios and the command). The answer is parsed into
-:class:`~ragim.params.ModelParams` over the index's schema.
+:class:`~ragim.params.ModelParams` over the index's schema. With ``LMConfig(residual=True)``
+(which needs ``statistical_prior=True``) the answer is each parameter's change from the
+statistical prior in the prompt, and the parameters are prior + answer (:func:`plus_prior`).
 
 * **Zero SFT works.** An unfitted generator loads its base model on first use,
   so the untrained model can be compared with a fine-tuned one.
@@ -147,6 +149,14 @@ class LMConfig:
             "with the generator"
         },
     )
+    residual: bool = field(
+        default=False,
+        metadata={
+            "help": "the LM writes each parameter's change from the statistical prior in its "
+            "prompt (0 keeps the prior's value) and the generator returns prior + change; "
+            "needs statistical_prior=True"
+        },
+    )
     prompt_order: str = field(
         default="shared-first",
         metadata={
@@ -166,9 +176,14 @@ class LMConfig:
 
     def __post_init__(self):
         problems = adapter_config_problems(self)
-        for flag in ("population", "statistical_prior"):
+        for flag in ("population", "statistical_prior", "residual"):
             if not isinstance(getattr(self, flag), bool):
                 problems.append(f"{flag} must be True or False, got {getattr(self, flag)!r}")
+        if self.residual is True and self.statistical_prior is not True:
+            problems.append(
+                "residual=True needs statistical_prior=True (the answer is a change to the "
+                "statistical prior in the prompt); set statistical_prior=True or residual=False"
+            )
         from ragim.lm.answer import ANSWER_FORMATS, DECODERS
 
         if self.answer_format not in ANSWER_FORMATS:
@@ -233,6 +248,27 @@ def prior_params(prior_generator, queries: Sequence, index, excludes: Sequence) 
             f"the statistical prior cannot be generated: {exc}{_PRIOR_OFF}"
         ) from exc
     return list(out)
+
+
+def plus_prior(values: dict[str, float], prior: ModelParams | None) -> dict[str, float]:
+    """A residual answer's final parameters: ``values`` (an answer's values by key, in the
+    prior's key order) plus ``prior``'s; ``values`` unchanged when ``prior`` is None.
+
+    >>> import pandas as pd
+    >>> from ragim.schema import FeatureSchema
+    >>> X = pd.DataFrame({"x": [0.0, 1.0]})
+    >>> p = ModelParams.from_dict("logistic", FeatureSchema.infer(X).fit(X),
+    ...                           {"intercept": -1.0, "x": 0.5})
+    >>> plus_prior({"intercept": 0.25, "x": 0.0}, p)
+    {'intercept': -0.75, 'x': 0.5}
+    """
+    if prior is None:
+        return values
+    if list(values) != prior.names:
+        raise ValidationError(
+            f"the answer's keys {list(values)[:4]} are not the prior's {prior.names[:4]}"
+        )
+    return {k: v + float(b) for (k, v), b in zip(values.items(), prior.vector, strict=True)}
 
 
 def correction_state(weight, table) -> dict[str, Any]:
@@ -449,7 +485,10 @@ class LMGenerator(Generator):
         ``provenance`` (the neighbours in the prompt), ``candidates`` (n), ``candidate``
         (its position), ``logprob`` (the model's log-probability of its free choices),
         ``k``, ``population`` (``n_tasks`` and ``n_rows`` of the population model in the
-        prompt, or None) and ``prompt_tokens``. Sampling is seeded by ``config.seed`` per call.
+        prompt, or None), ``residual`` (``config.residual``) and ``prompt_tokens``. Sampling is
+        seeded by ``config.seed`` per call. With ``config.residual`` the LM's answer is each
+        parameter's change from the statistical prior in its prompt, and the candidate is
+        prior + change (:func:`plus_prior`; without the prior's SDs).
         """
         from ragim.index import per_query_excludes
         from ragim.lm.prompts import index_prompt
@@ -494,13 +533,14 @@ class LMGenerator(Generator):
                 "base_model": cfg.base_model,
                 "fine_tuned": self.fine_tuned_,
                 "statistical_prior": prior is not None,
+                "residual": cfg.residual,
             }
             if isinstance(item, Task):
                 meta["task_id"] = item.task_id
             ids = tok.apply_chat_template(
                 messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
             )["input_ids"][0]
-            prompts.append((ids, desc, meta))
+            prompts.append((ids, desc, meta, prior if cfg.residual else None))
         for start in range(0, len(prompts), cfg.batch_size):
             chunk = prompts[start : start + cfg.batch_size]
             out += self._decode(
@@ -519,7 +559,8 @@ class LMGenerator(Generator):
     def _decode(
         self, model, tok, chunk, names, index, n, temp, top_p, *, seed
     ) -> list[list[ModelParams]]:
-        """Decode one batch of ``(prompt_ids, description, metadata)`` prompts in one call."""
+        """Decode one batch of ``(prompt_ids, description, metadata, base)`` prompts in one
+        call; ``base`` is None, or the prior a residual answer is added to."""
         from ragim.lm.constrained import generate_answer_batch
 
         fmt = self.answer_format(names)
@@ -527,7 +568,7 @@ class LMGenerator(Generator):
             batch = generate_answer_batch(
                 model,
                 tok,
-                [ids for ids, _, _ in chunk],
+                [ids for ids, _, _, _ in chunk],
                 fmt,
                 temperature=float(temp),
                 top_p=float(top_p),
@@ -537,14 +578,14 @@ class LMGenerator(Generator):
             )
         except GenerationError as exc:
             self.parse_failures_ += 1
-            descs = "; ".join(repr(d[:60]) for _, d, _ in chunk)
+            descs = "; ".join(repr(d[:60]) for _, d, _, _ in chunk)
             raise GenerationError(f"the LM's answer for {descs} did not parse: {exc}") from exc
         out = []
-        for (ids, desc, meta), results in zip(chunk, batch, strict=True):
+        for (ids, desc, meta, base), results in zip(chunk, batch, strict=True):
             group = []
             for i, r in enumerate(results):
                 try:
-                    values = fmt.parse(r.text)
+                    values = plus_prior(fmt.parse(r.text), base)
                     p = ModelParams.from_dict(
                         index.model,
                         index.schema,
@@ -838,6 +879,7 @@ __all__ = [
     "LMConfig",
     "LMGenerator",
     "fit_prior_generator",
+    "plus_prior",
     "prior_params",
     "quiet_checkpointing_rename",
 ]

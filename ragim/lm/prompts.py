@@ -15,7 +15,9 @@ this order (``order="shared-first"``, the default):
 4. the retrieved neighbours, most similar first, each with its description, its
    similarity and its fitted parameters in the answer format
    (the answer codec, :mod:`ragim.lm.answer`, ``decimals`` places);
-5. the answer format's instruction (e.g. one JSON object, keys in schema order).
+5. the answer format's instruction (e.g. one JSON object, keys in schema order); in residual
+   mode (``residual=True``, ``LMConfig.residual``) followed by :data:`RESIDUAL_INSTRUCTION`:
+   the answer is each parameter's change from the statistical prior shown, 0 keeping it.
 
 Parts 1 and 2 are the same for every target of one index, so the prompts of a batch share
 them as a token prefix whose key/value cache is computed once
@@ -27,7 +29,8 @@ The answer (the SFT target, and what constrained decoding emits) is written by t
 codec of :mod:`ragim.lm.answer`, exactly
 ``answer_format(params.names, decimals=decimals).write(params.as_dict())``: the keys are
 ``["intercept", *schema.design_names]`` (logistic) or
-``["intercept", *schema.gam_names]`` (GAM), in that order.
+``["intercept", *schema.gam_names]`` (GAM), in that order. In residual mode the same codec
+writes ``target - prior`` over the same keys (the prior's own values, not their rounded text).
 
 The prompt must fit the model's context together with the answer (about eight
 tokens per key are reserved; exactly, the length of the longest possible answer). When
@@ -66,6 +69,13 @@ from ragim.schema import FeatureSchema
 PRIOR_HEAD = (
     "Statistical estimate for the target (a random-effects meta-regression of the indexed "
     "tasks' models on their descriptions):"
+)
+
+#: what the instruction adds in residual mode (``LMConfig.residual``): the answer is the change
+#: to each of the statistical prior's parameters, written in the same format and order
+RESIDUAL_INSTRUCTION = (
+    "In place of each parameter, write its change from the statistical estimate above "
+    "(0 keeps the estimate's value), in the same format and order."
 )
 
 SYSTEM_PROMPT = (
@@ -266,6 +276,7 @@ def build_prompt(
     format_name: str = "json",
     order: str = "shared-first",
     prior: ModelParams | None = None,
+    residual: bool = False,
 ) -> tuple[list[dict[str, str]], str, int]:
     """Build the chat prompt for one target task.
 
@@ -288,6 +299,9 @@ def build_prompt(
     prior : the statistical generator's model for the target (estimates, and their standard
         deviations when it has ``std``), shown after the target description
         (``LMConfig.statistical_prior``), or None for none; never dropped for room.
+    residual : ask for each parameter's change from ``prior`` instead of the parameter
+        (``LMConfig.residual``): the instruction ends with :data:`RESIDUAL_INSTRUCTION`; the
+        neighbours and the prior are shown as they are. Needs ``prior``.
     order : the order of the user message, one of :data:`PROMPT_ORDERS`: ``"shared-first"``
         (layout, population model, target, neighbours, instruction) or ``"target-first"``
         (target, layout, neighbours, population model, instruction).
@@ -301,7 +315,8 @@ def build_prompt(
     Raises
     ------
     ValidationError
-        When the prompt without any neighbour already leaves no room for the answer.
+        When the prompt without any neighbour already leaves no room for the answer, or
+        ``residual`` is asked for without a ``prior``.
     """
     if not isinstance(description, str) or not description.strip():
         raise ValidationError("the target description is empty; give a task description")
@@ -311,6 +326,11 @@ def build_prompt(
         )
     if order not in PROMPT_ORDERS:
         raise ValidationError(f"order must be one of {list(PROMPT_ORDERS)}, got {order!r}")
+    if residual and prior is None:
+        raise ValidationError(
+            "a residual answer is a change to the statistical prior, but no prior was given; "
+            "pass prior=... (LMConfig(statistical_prior=True))"
+        )
     names = param_names(kind, schema)
     fmt = answer_format(names, name=format_name, decimals=decimals, max_abs=max_abs)
     layout = _layout_text(schema, kind)
@@ -323,10 +343,11 @@ def build_prompt(
         names, tokenizer, decimals=decimals, max_abs=max_abs, format_name=format_name
     )
     budget = limit - room
+    instruction = fmt.instruction + (" " + RESIDUAL_INSTRUCTION if residual else "")
 
     def render(shown: list[str]) -> list[dict[str, str]]:
         return _messages(
-            _user_content(description, layout, shown, pop, prior_text, fmt.instruction, order)
+            _user_content(description, layout, shown, pop, prior_text, instruction, order)
         )
 
     base = _n_tokens(tokenizer, render([]))
@@ -371,10 +392,10 @@ def index_prompt(
     """:func:`build_prompt` for a target of ``index`` with the LM generator's settings.
 
     ``config`` supplies ``decimals``, ``max_abs``, ``answer_format``, ``population`` and
-    ``prompt_order`` (``"target-first"`` when it has none); with ``population`` on, the
-    population model of the index less ``exclude`` (the same exclusion the neighbours were
-    retrieved with) is shown; ``prior`` is passed on. Returns what :func:`build_prompt`
-    returns, plus the population model shown (or None).
+    ``prompt_order`` (``"target-first"`` when it has none) and ``residual`` (False when it has
+    none); with ``population`` on, the population model of the index less ``exclude`` (the same
+    exclusion the neighbours were retrieved with) is shown; ``prior`` is passed on. Returns what
+    :func:`build_prompt` returns, plus the population model shown (or None).
     """
     population = index.population_params(exclude) if getattr(config, "population", False) else None
     messages, text, kept = build_prompt(
@@ -390,6 +411,7 @@ def index_prompt(
         format_name=getattr(config, "answer_format", "json"),
         order=getattr(config, "prompt_order", "target-first"),
         prior=prior,
+        residual=getattr(config, "residual", False),
     )
     return messages, text, kept, population
 
@@ -397,6 +419,7 @@ def index_prompt(
 __all__ = [
     "PRIOR_HEAD",
     "PROMPT_ORDERS",
+    "RESIDUAL_INSTRUCTION",
     "SYSTEM_PROMPT",
     "answer_room",
     "answer_text",

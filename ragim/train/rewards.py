@@ -34,12 +34,18 @@ Dataset columns
 ``answer_format`` : str, optional
     The answer format's name, a key of :data:`~ragim.lm.answer.ANSWER_FORMATS` (default
     ``"json"``); ``LMConfig.answer_format`` of the generator that wrote the completions.
+``prior`` : list[float] or None, optional
+    For a generator with ``LMConfig(residual=True)``, whose answers are changes from the
+    statistical prior in its prompt: that prior's values in ``param_names`` order, added to
+    the parsed values before every reward scores them (``None``: the answer is the
+    parameters themselves). :func:`ragim.train.build_sft_dataset` and the GRPO dataset fill it
+    in residual mode.
 ``sign_constraints`` : dict, optional
     Term -> expected sign (+1 / -1), read by :func:`sign_agreement`; ``None`` values
     (what ``datasets`` stores for keys absent from a row) mean "no constraint".
 
-Called directly, a single ``param_names`` list, ``heldout`` dict, ``max_abs`` number or
-``answer_format`` name is broadcast to every completion.
+Called directly, a single ``param_names`` list, ``heldout`` dict, ``max_abs`` number,
+``answer_format`` name or ``prior`` list is broadcast to every completion.
 
 Examples
 --------
@@ -223,6 +229,19 @@ def _is_names(v: Any) -> bool:
     return isinstance(v, Sequence) and not isinstance(v, str) and all(isinstance(s, str) for s in v)
 
 
+def _is_numbers(v: Any) -> bool:
+    """None, or a list of finite numbers (one ``prior`` entry)."""
+    if v is None:
+        return True
+    return (
+        isinstance(v, Sequence)
+        and not isinstance(v, str)
+        and all(
+            isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in v
+        )
+    )
+
+
 def _per_completion(value: Any, n: int, name: str, single: Callable[[Any], bool]) -> list:
     if single(value):
         return [value] * n
@@ -244,6 +263,7 @@ READ_COLUMNS = (
     "param_names",
     "max_abs",
     "answer_format",
+    "prior",
     "heldout",
     "sign_constraints",
     "sparsity_threshold",
@@ -272,11 +292,11 @@ def _parse_all(
     completions, columns: Mapping[str, Any]
 ) -> tuple[list[list[str]], list[np.ndarray | None]]:
     """The keys and values (None: malformed) of every completion, read with the dataset
-    ``columns`` every reward reads: ``param_names``, ``max_abs`` and ``answer_format``
-    (a misspelt column or option is warned about)."""
+    ``columns`` every reward reads: ``param_names``, ``max_abs``, ``answer_format`` and
+    ``prior`` (added to the values; a misspelt column or option is warned about)."""
     _warn_near_misses(columns)
-    param_names, max_abs, answer_format = (
-        columns.get(name) for name in ("param_names", "max_abs", "answer_format")
+    param_names, max_abs, answer_format, prior = (
+        columns.get(name) for name in ("param_names", "max_abs", "answer_format", "prior")
     )
     if isinstance(completions, str) or not isinstance(completions, Sequence):
         raise ValidationError(
@@ -294,6 +314,7 @@ def _parse_all(
     formats = _per_completion(
         answer_format, n, "answer_format", lambda v: v is None or isinstance(v, str)
     )
+    priors = _per_completion(prior, n, "prior", _is_numbers)
     bad = sorted({f for f in formats if f is not None and f not in ANSWER_FORMATS}, key=str)
     if bad:
         raise ValidationError(
@@ -301,15 +322,21 @@ def _parse_all(
             "(LMConfig.answer_format of the generator that wrote the completions)"
         )
     values = []
-    for c, keys, m, f in zip(completions, names, limits, formats, strict=True):
+    for c, keys, m, f, base in zip(completions, names, limits, formats, priors, strict=True):
         if not _is_names(keys) or not keys:
             raise ValidationError(f"param_names must be a non-empty list of strings, got {keys!r}")
+        if not _is_numbers(base) or (base is not None and len(base) != len(keys)):
+            raise ValidationError(
+                f"prior must be None or one number per name of param_names ({len(keys)}), "
+                f"got {base!r}"
+            )
         parsed = parse_completion(c, keys, max_abs=m, answer_format=f)
-        values.append(
-            None
-            if parsed is None
-            else np.fromiter(parsed.values(), dtype=np.float64, count=len(keys))
-        )
+        vec = None
+        if parsed is not None:
+            vec = np.fromiter(parsed.values(), dtype=np.float64, count=len(keys))
+            if base is not None:  # a residual answer: the change from the prior
+                vec = vec + np.asarray(base, dtype=np.float64)
+        values.append(vec)
     return [list(k) for k in names], values
 
 
@@ -348,7 +375,7 @@ def held_out_log_likelihood(
     ``(1/n) Σ y log p + (1 - y) log(1 - p)`` with ``p = σ(intercept + D @ terms)``
     clipped to ``[1e-7, 1 - 1e-7]``: a strictly proper scoring rule in ``[-16.12, 0)``.
     Malformed completions get ``floor`` (default -20, below every valid score). Reads the
-    columns ``param_names``, ``heldout``, ``max_abs`` and ``answer_format``.
+    columns ``param_names``, ``heldout``, ``max_abs``, ``answer_format`` and ``prior``.
 
     >>> h = {"D": [[-1.0], [1.0]], "y": [0, 1]}
     >>> r = held_out_log_likelihood(
@@ -363,7 +390,7 @@ def held_out_log_likelihood(
 def auroc_reward(prompts, completions, **columns) -> list[float]:
     """Held-out AUROC of the generated model; 0.5 when malformed or when the rows hold one class.
 
-    Reads the columns ``param_names``, ``heldout``, ``max_abs`` and ``answer_format``.
+    Reads the columns ``param_names``, ``heldout``, ``max_abs``, ``answer_format`` and ``prior``.
 
     >>> h = {"D": [[-1.0], [0.0], [1.0]], "y": [0, 1, 1]}
     >>> auroc_reward(None, ['{"intercept": 0, "x": 1}', '{"intercept": 0, "x": -1}', "{}"],
@@ -377,7 +404,7 @@ def parse_validity(prompts, completions, **columns) -> list[float]:
     """1.0 if the completion parses with exactly the keys of ``param_names`` (in order) and
     every value finite within ``[-max_abs, max_abs]``, else 0.0.
 
-    Reads the columns ``param_names``, ``max_abs`` and ``answer_format``.
+    Reads the columns ``param_names``, ``max_abs``, ``answer_format`` and ``prior``.
 
     >>> parse_validity(None, ['{"intercept": 1, "x": 2}', '{"intercept": 1, "x": 99}',
     ...                       [{"role": "assistant", "content": '{"intercept": 1, "x": 2}'}]],
@@ -394,7 +421,7 @@ def sparsity_reward(
     """Fraction of coefficients (all but the intercept) with ``|coef| < sparsity_threshold``;
     0 for malformed completions, 1 for an intercept-only model.
 
-    Reads the columns ``param_names``, ``max_abs`` and ``answer_format``.
+    Reads the columns ``param_names``, ``max_abs``, ``answer_format`` and ``prior``.
 
     >>> sparsity_reward(None, ['{"intercept": 3, "a": 0.01, "b": -2}', "[]"],
     ...                 param_names=["intercept", "a", "b"])
@@ -529,7 +556,7 @@ def sign_agreement(
     (a zero does not contradict the constraint, as in monotone constraints); with
     ``strict=True`` it must be ``> 0``. Terms not among ``param_names`` are ignored with a
     warning; with no applicable constraint the reward is 1. Malformed completions get 0. Reads
-    the columns ``param_names``, ``max_abs`` and ``answer_format`` too.
+    the columns ``param_names``, ``max_abs``, ``answer_format`` and ``prior`` too.
 
     >>> sign_agreement(None, ['{"intercept": 0, "age": 0.8, "thalch": 0.3}', "nope"],
     ...                param_names=["intercept", "age", "thalch"],

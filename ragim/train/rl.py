@@ -9,8 +9,10 @@ untouched (its adapter is saved and loaded onto a fresh base model) and a new
   the training tasks (:func:`ragim.train.build_sft_dataset`); each prompt carries the
   columns ``param_names``, ``heldout`` (:func:`ragim.train.rewards.encode_heldout` of held-out
   rows of *that* task, ``Task.split(heldout_fraction, seed=seed)``), ``max_abs`` and
-  ``answer_format`` (the generator's, so compact answers are scored as compact) that the
-  reward functions of :class:`ragim.train.rewards.VerifiableRewardConfig` read. GRPO samples
+  ``answer_format`` (the generator's, so compact answers are scored as compact), and for a
+  generator with ``LMConfig(residual=True)`` ``prior`` (the statistical prior in the prompt,
+  which the rewards add to each answer, a change from it), that the reward functions of
+  :class:`ragim.train.rewards.VerifiableRewardConfig` read. GRPO samples
   ``num_generations`` answers per prompt under the answer grammar
   (:func:`ragim.lm.constrained.sample_under_grammar`, as ``LMGenerator`` decodes), so every
   answer parses and gets a real score, and a group's rewards differ whenever its answers do.
@@ -22,7 +24,9 @@ untouched (its adapter is saved and loaded onto a fresh base model) and a new
 * :func:`train_dpo` — TRL ``DPOTrainer`` on preference pairs
   (:func:`ragim.train.build_preference_pairs` or :func:`ragim.train.load_preferences`).
   The reference policy is a frozen copy of the starting adapter (TRL adds it as a second
-  peft adapter named ``"ref"`` and it is removed after training).
+  peft adapter named ``"ref"`` and it is removed after training). A generator with
+  ``LMConfig(residual=True)`` is refused: pairs hold final models, not changes from each
+  prompt's prior.
 
 ``history_`` of the returned generator holds the earlier (SFT) log entries tagged
 ``stage="sft"`` followed by this run's, tagged ``"grpo"`` or ``"dpo"``; ``training_`` gets
@@ -293,7 +297,8 @@ def build_grpo_dataset(
     prior_generator=None,
 ):
     """GRPO prompts with the reward columns: ``prompt``, ``task_id``, ``neighbor_ids``,
-    ``param_names``, ``heldout``, ``max_abs`` and ``answer_format`` (see the module
+    ``param_names``, ``heldout``, ``max_abs``, ``answer_format`` and, with
+    ``config.residual``, ``prior`` (the values each residual answer is added to; see the module
     docstring). The prompts are :func:`ragim.train.build_sft_dataset`'s (``prior_generator``
     is passed on to it)."""
     from ragim.params import param_names
@@ -528,6 +533,13 @@ def train_dpo(
         The trained policy; ``history_`` has the DPO log (``loss``, ``rewards/chosen``,
         ``rewards/margins``, ``rewards/accuracies``, ...) tagged ``stage="dpo"``; ``training_``
         ends with this run's config.
+
+    Raises
+    ------
+    ValidationError
+        No pairs, pairs over another parameter layout, or a generator with
+        ``LMConfig(residual=True)`` (its answers are changes from the prompt's prior, the pairs'
+        models are not).
     """
     from trl import DPOConfig, DPOTrainer
 
@@ -536,6 +548,11 @@ def train_dpo(
     if not rows:
         raise ValidationError("no preference pairs to train on")
     gen = policy_copy(generator_or_path, device=device)
+    if gen.config.residual:
+        raise ValidationError(
+            "train_dpo does not train a generator with LMConfig(residual=True): preference "
+            "pairs hold final models, not changes from each prompt's prior; use train_grpo"
+        )
     fmt = gen.answer_format(gen.param_names_)
     check_pair_names(rows, gen.param_names_, where="the DPO preference pairs", answer_format=fmt)
     # the policy is trained on answers as it writes them (compact ones for a compact generator)

@@ -18,6 +18,10 @@ away from the prior only as far as the task's rows support, so the LM learns to 
 the prior, and no task's own target uses the rows GRPO scores its rewards on (the prompts
 still show the neighbours' stored fits, which used all of their rows).
 
+With ``LMConfig(residual=True)`` the completion is the same target minus the statistical
+prior its prompt shows, ``answer_text(target - prior)``: the LM learns each parameter's change
+from the prior (small numbers near 0), and an answer of zeros gives the prior back.
+
 Training uses TRL's ``SFTTrainer`` on a conversational prompt/completion dataset
 with ``completion_only_loss=True`` (the loss covers only the answer and the end
 of turn) and a peft ``LoraConfig`` (``task_type="CAUSAL_LM"``). The model and
@@ -184,7 +188,10 @@ def build_sft_dataset(
     datasets.Dataset
         Columns ``prompt`` (system + user messages), ``completion`` (one assistant
         message), ``task_id`` and ``neighbor_ids`` (the neighbours in the prompt, most
-        similar first).
+        similar first). With ``config.residual`` the completion is ``target - prior`` (each
+        parameter's change from the prompt's statistical prior) and a column ``prior`` holds
+        that prior's values (floats in answer-key order; the verifiable rewards add them to
+        an answer before scoring it).
     """
     from datasets import Dataset
 
@@ -240,17 +247,20 @@ def build_sft_dataset(
                 raise ValidationError(f"task {tid!r} has no population model to centre its target")
             train_rows, _ = index.tasks[tid].split(heldout_fraction, seed=seed)
             target = posterior_mode(center, train_rows.X, train_rows.y)
+        if cfg.residual:  # the answer is the change from the prior the prompt shows
+            target = target.replace(vector=target.vector - prior.vector)
         answer = answer_text(
             target, cfg.decimals, max_abs=cfg.max_abs, format_name=cfg.answer_format
         )
-        rows.append(
-            {
-                "prompt": messages,
-                "completion": [{"role": "assistant", "content": answer}],
-                "task_id": tid,
-                "neighbor_ids": [h.task_id for h in hs[:kept]],
-            }
-        )
+        row = {
+            "prompt": messages,
+            "completion": [{"role": "assistant", "content": answer}],
+            "task_id": tid,
+            "neighbor_ids": [h.task_id for h in hs[:kept]],
+        }
+        if cfg.residual:
+            row["prior"] = [float(v) for v in prior.vector]
+        rows.append(row)
     return Dataset.from_list(rows)
 
 
