@@ -19,18 +19,20 @@ from ragim.lm.answer import answer_format
 from ragim.lm.prompts import PRIOR_HEAD, RESIDUAL_INSTRUCTION, build_prompt
 from ragim.params import param_names
 from ragim.train import build_sft_dataset, train_dpo, train_sft
-from ragim.train.rewards import held_out_log_likelihood, parse_validity, score_params, sparsity_reward
+from ragim.train.rewards import (
+    held_out_log_likelihood,
+    parse_validity,
+    score_params,
+    sparsity_reward,
+)
 from ragim.train.rl import build_grpo_dataset
 
 
 @pytest.fixture(scope="module")
-def family():
-    return datasets.synthetic_family(n_tasks=8, n_features=2, seed=0)
-
-
-@pytest.fixture(scope="module")
-def index(family):
-    return TaskIndex.build(family, embedder="hashing", progress=False)
+def index():
+    """Eight synthetic tasks, their rows kept (the statistical prior is fitted on them)."""
+    return TaskIndex.build(datasets.synthetic_family(n_tasks=8, n_features=2, seed=0), embedder="hashing",
+                           progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +61,10 @@ def test_residual_needs_the_statistical_prior():
     assert LMConfig().residual is False
 
 
-def test_an_answer_of_zeros_is_the_prior_and_an_answer_is_added_to_it(index, family, monkeypatch):
+def test_an_answer_of_zeros_is_the_prior_and_an_answer_is_added_to_it(index, monkeypatch):
     """The decode path parses the residual answer and adds the prompt's prior; without
     residual the same text is the parameters themselves."""
-    desc = family.descriptions[0]
+    desc = index.tasks.descriptions[0]
     gen = LMGenerator(base_model="tiny", k=1, device="cpu", statistical_prior=True, residual=True)
     [prior] = gen.statistical_priors([desc], index, [None])
     forced_answers(monkeypatch, lambda fmt: fmt.write(dict.fromkeys(fmt.keys, 0.0)))
@@ -84,9 +86,9 @@ def test_an_answer_of_zeros_is_the_prior_and_an_answer_is_added_to_it(index, fam
     assert q.metadata["residual"] is False
 
 
-def test_plus_prior_checks_the_keys(index, family):
+def test_plus_prior_checks_the_keys(index):
     gen = LMGenerator(base_model="tiny", k=1, device="cpu", statistical_prior=True)
-    [prior] = gen.statistical_priors([family.descriptions[0]], index, [None])
+    [prior] = gen.statistical_priors([index.tasks.descriptions[0]], index, [None])
     values = dict.fromkeys(prior.names, 1.0)
     assert list(plus_prior(values, prior).values()) == list(prior.vector + 1.0)
     assert plus_prior(values, None) is values
@@ -94,9 +96,9 @@ def test_plus_prior_checks_the_keys(index, family):
         plus_prior(dict(reversed(values.items())), prior)
 
 
-def test_the_real_decoder_writes_a_change_on_the_answer_grid(index, family):
+def test_the_real_decoder_writes_a_change_on_the_answer_grid(index):
     gen = LMGenerator(base_model="tiny", k=1, device="cpu", statistical_prior=True, residual=True)
-    desc = family.descriptions[1]
+    desc = index.tasks.descriptions[1]
     p = gen.generate_params(desc, index)
     [prior] = gen.statistical_priors([desc], index, [None])
     change = p.vector - prior.vector
@@ -162,7 +164,7 @@ def test_the_prior_column_adds_the_prior_before_scoring():
                                 prior=[1.0])
 
 
-def test_the_grpo_dataset_carries_the_prior_in_residual_mode(index, family):
+def test_the_grpo_dataset_carries_the_prior_in_residual_mode(index):
     cfg = LMConfig(k=1, device="cpu", statistical_prior=True, residual=True)
     gen = LMGenerator(cfg)
     _, tok = gen.load_model()
@@ -176,7 +178,7 @@ def test_the_grpo_dataset_carries_the_prior_in_residual_mode(index, family):
     columns = {k: [row[k]] for k in ("param_names", "heldout", "max_abs", "answer_format", "prior")}
     prior = gen.fitted_prior(index).generate_params(
         index.record(row["task_id"])["description"], index, exclude=leak_free(index.record(row["task_id"])))
-    _, test = family[row["task_id"]].split(0.5, seed=0)  # the rows GRPO scores (its defaults)
+    _, test = index.tasks[row["task_id"]].split(0.5, seed=0)  # the rows GRPO scores (its defaults)
     expected = score_params(prior, test.X, test.y)["log_likelihood"]
     assert held_out_log_likelihood(None, [zeros], **columns)[0] == pytest.approx(expected, abs=1e-9)
     assert held_out_log_likelihood(None, [zeros], **{**columns, "prior": [None]})[0] != pytest.approx(expected)
@@ -185,13 +187,13 @@ def test_the_grpo_dataset_carries_the_prior_in_residual_mode(index, family):
     assert "prior" not in plain.column_names
 
 
-def test_residual_sft_validates_its_correction_and_saves_the_mode(trained, index, family, tmp_path):
+def test_residual_sft_validates_its_correction_and_saves_the_mode(trained, index, tmp_path):
     gen = trained
     assert gen.fine_tuned_ and gen.prior_correction_ is not None and len(gen.prior_correction_cv_) == 21
     loaded = LMGenerator.load(gen.save(tmp_path / "g"), device="cpu")
     assert loaded.config.residual is True
     assert json.loads((tmp_path / "g" / "config.json").read_text())["residual"] is True
-    desc = family.descriptions[0]
+    desc = index.tasks.descriptions[0]
     np.testing.assert_allclose(loaded.generate_params(desc, index).vector, gen.generate_params(desc, index).vector,
                                rtol=0, atol=1e-12)
 
