@@ -81,7 +81,7 @@ RESIDUAL_INSTRUCTION = (
 SYSTEM_PROMPT = (
     "You write interpretable clinical prediction models. Given a target prediction task and "
     "similar tasks with their fitted models, you answer with the parameters (log-odds) of the "
-    "target task's model as one JSON object, and nothing else."
+    "target task's model in the form the request asks for, and nothing else."
 )
 #: tokens reserved per answer key (key text, number, separators), plus a fixed margin
 ANSWER_TOKENS_PER_KEY = 8
