@@ -455,6 +455,13 @@ def train_sft_cmd(
             "every prompt, for the LM to correct"
         ),
     ] = False,
+    residual: Annotated[
+        bool,
+        typer.Option(
+            help="the LM writes each parameter's change from the statistical prior (0 keeps "
+            "it) instead of the parameter; needs --statistical-prior"
+        ),
+    ] = False,
     answer_format: Annotated[
         str,
         typer.Option(
@@ -509,6 +516,7 @@ def train_sft_cmd(
             "seed": seed,
             "population": population,
             "statistical_prior": statistical_prior,
+            "residual": residual,
             "answer_format": answer_format,
             "decoder": decoder,
         },

@@ -84,6 +84,21 @@ def test_train_sft_with_the_statistical_prior(root, tmp_path):
     assert gen.config.statistical_prior is True and gen.prior_generator_ is not None
 
 
+def test_train_sft_residual_answers(root, tmp_path):
+    _run("train", "sft", "--index", root / "index", "--out", tmp_path / "sft", "--base-model", "tiny",
+         "--max-steps", 1, "--batch-size", 2, "--k", 1, "--val-fraction", 0, "--statistical-prior",
+         "--residual")
+    gen = LMGenerator.load(tmp_path / "sft", device="cpu")
+    assert gen.config.residual is True
+    index = TaskIndex.load(root / "index")
+    assert gen.generate_params("Predict the outcome.", index).metadata["residual"] is True
+    r = runner.invoke(app, ["train", "sft", "--index", str(root / "index"), "--out", str(tmp_path / "x"),
+                            "--base-model", "tiny", "--residual"])
+    assert isinstance(r.exception, ValidationError)
+    assert "residual=True needs statistical_prior=True" in str(r.exception)
+    assert not (tmp_path / "x").exists()
+
+
 def test_train_sft_on_posterior_targets(root, tmp_path):
     _run("train", "sft", "--index", root / "index", "--out", tmp_path / "sft", "--base-model", "tiny",
          "--max-steps", 1, "--batch-size", 2, "--k", 1, "--val-fraction", 0, "--targets", "posterior")
