@@ -656,6 +656,10 @@ def _reward_weights(text: str) -> dict[str, float]:
     out = {}
     for part in (p.strip() for p in text.split(",") if p.strip()):
         name, sep, w = part.partition("=")
+        if name.strip() in out:
+            raise typer.BadParameter(
+                f"--rewards names {name.strip()!r} twice in {text!r}; give each reward once"
+            )
         try:
             out[name.strip()] = float(w) if sep else 1.0
         except ValueError:

@@ -201,6 +201,25 @@ def test_reward_config_build_for_trl(tmp_path):
         RewardConfig(weights={"typo": 1.0})
 
 
+
+def test_reward_weights_negative_zero_and_repeated_names_are_refused():
+    # a sign typo would have GRPO lower the held-out likelihood; all zeros maximise nothing
+    with pytest.raises(ValidationError, match=r"must be >= 0.*log_likelihood=-1"):
+        RewardConfig(weights={"log_likelihood": -1.0})
+    with pytest.raises(ValidationError, match="every reward weight is 0"):
+        RewardConfig(weights={"log_likelihood": 0.0, "validity": 0})
+    with pytest.raises(ValidationError, match="finite"):
+        RewardConfig(weights={"log_likelihood": math.inf})
+    assert RewardConfig(weights={"log_likelihood": 1.0, "validity": 0.0}).weights["validity"] == 0
+    import typer
+
+    from ragim.cli import _reward_weights
+
+    with pytest.raises(typer.BadParameter, match="'auroc' twice"):
+        _reward_weights("auroc=1,auroc=2")
+    assert _reward_weights("auroc=1,validity") == {"auroc": 1.0, "validity": 1.0}
+
+
 # ----------------------------------------------------------------------------- sign constraints
 def test_sign_constraints_from_json_and_csv(tmp_path):
     j = tmp_path / "s.json"

@@ -770,6 +770,17 @@ class VerifiableRewardConfig:
                     f"unknown reward {name!r} in VerifiableRewardConfig.weights; "
                     f"use {sorted(REWARDS)}"
                 )
+        negative = [f"{name}={w:g}" for name, w in pairs if w < 0]
+        if negative:
+            raise ValidationError(
+                f"reward weights must be >= 0 (GRPO maximises the weighted sum, so a negative "
+                f"weight trains against that reward), got {', '.join(negative)}; drop the sign"
+            )
+        if not any(w > 0 for _, w in pairs):
+            raise ValidationError(
+                "every reward weight is 0, so GRPO has nothing to maximise; give one reward a "
+                "positive weight, e.g. log_likelihood=1"
+            )
         self.weights = dict(pairs)
         self.sparsity_threshold = check_number(self.sparsity_threshold, "sparsity_threshold", gt=0)
         self.max_abs = check_number(self.max_abs, "max_abs", gt=0, allow_none=True)
