@@ -44,6 +44,7 @@ Examples
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -51,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from ragim.checks import check_fields, check_int, check_number
-from ragim.errors import ArtifactError, GenerationError, ValidationError
+from ragim.errors import ArtifactError, DataWarning, GenerationError, ValidationError
 from ragim.generate.base import (
     Generator,
     check_task_index,
@@ -215,6 +216,14 @@ class LMConfig:
         }
         check_fields(self, rules, "LMConfig", problems)
 
+
+#: what generation and training say of a fine-tuned generator with the statistical prior whose
+#: correction weight was never validated (``prior_correction_`` None)
+UNVALIDATED = (
+    "this generator's correction of its statistical prior was never validated (no validation "
+    "tasks), so its answers are the LM's own, unvalidated; train with val_fraction > 0, or "
+    "validate it on unseen tasks: ragim.train.validate_prior_correction(gen, index, task_ids=...)"
+)
 
 _PRIOR_OFF = "; or turn it off (LMConfig(statistical_prior=False))"
 
@@ -723,10 +732,18 @@ class LMGenerator(Generator):
         the LM's correction that validation on held-out training tasks chose
         (:func:`ragim.train.validate_prior_correction`; 1 keeps the answer, 0 gives the prior).
         Unchanged when ``prior_correction_`` is None or ``config.statistical_prior`` is off.
-        ``metadata["prior_correction"]`` records ``w``."""
+        ``metadata["prior_correction"]`` records ``w``. A fine-tuned generator with the
+        statistical prior but no validated weight returns its answers unchanged with
+        ``metadata["prior_correction"] = None`` and one :class:`~ragim.errors.DataWarning` per
+        call (:data:`UNVALIDATED`)."""
         w = self.prior_correction_
-        if w is None or not self.config.statistical_prior:
+        if not self.config.statistical_prior:
             return answers
+        if w is None:
+            if not self.fine_tuned_:
+                return answers
+            warnings.warn(UNVALIDATED, DataWarning, stacklevel=3)
+            return [a.replace(metadata={"prior_correction": None}) for a in answers]
         w = check_number(w, "prior_correction_", ge=0, le=1)
         from ragim.index import per_query_excludes
 

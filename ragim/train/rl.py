@@ -58,7 +58,7 @@ from typing import Any
 from ragim.checks import check_bool, check_fields, check_int, check_number
 from ragim.errors import DataWarning, ValidationError
 from ragim.generate.base import record_fit_state
-from ragim.generate.lm import LMGenerator
+from ragim.generate.lm import UNVALIDATED, LMGenerator
 from ragim.lm.pairs import check_pair_names, in_answer_format, pair_rows, pairs_dataset
 from ragim.train.rewards import VerifiableRewardConfig, encode_heldout
 from ragim.train.sft import (
@@ -572,6 +572,8 @@ def train_dpo(
     trained = sorted({r["task_id"] for r in rows if r.get("task_id") is not None})
     if index is not None:  # the SFT adapter's weight does not hold for this one
         validate_prior_correction(gen, index, trained_on=trained)
+    elif gen.config.statistical_prior and gen.prior_correction_ is None:
+        warnings.warn(UNVALIDATED, DataWarning, stacklevel=2)
     elif gen.prior_correction_ is not None:
         warnings.warn(
             f"train_dpo has no index to validate the correction weight on, so the weight "

@@ -43,6 +43,7 @@ Examples
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -327,7 +328,9 @@ def posterior_mode(prior: ModelParams, X, y) -> ModelParams:
 CORRECTION_GRID = tuple(round(0.05 * i, 2) for i in range(21))
 
 
-def validate_prior_correction(generator, index, *, trained_on: Sequence[str] = ()) -> float | None:
+def validate_prior_correction(
+    generator, index, *, trained_on: Sequence[str] = (), task_ids: Sequence[str] | None = None
+) -> float | None:
     """Choose how far ``generator``'s answers may move from the statistical prior in their
     prompts, on its validation tasks, and set ``prior_correction_``.
 
@@ -347,14 +350,20 @@ def validate_prior_correction(generator, index, *, trained_on: Sequence[str] = (
     index : the TaskIndex it was trained on (with its task rows).
     trained_on : tasks a later training run (GRPO, DPO) used; they no longer count as unseen
         and are left out of the validation (a :class:`~ragim.errors.DataWarning` says so).
+    task_ids : the validation tasks (default: ``val_task_ids_``); tasks of ``index`` the
+        generator never trained on, e.g. for a generator trained with ``val_fraction=0``.
 
     Returns
     -------
     The chosen weight, or None when the generator shows no statistical prior (its answers are
     its own). When no validation task with rows is left, the earlier weight is kept, with a
-    :class:`~ragim.errors.DataWarning` (it was validated for the adapter before this run).
+    :class:`~ragim.errors.DataWarning` (it was validated for the adapter before this run); with
+    no earlier weight the DataWarning says the answers are the LM's own, unvalidated
+    (:data:`ragim.generate.lm.UNVALIDATED`; generation says so too).
     """
     from scipy.special import expit
+
+    from ragim.generate.lm import UNVALIDATED
 
     from ragim.index import leak_free
     from ragim.metrics import clipped_log_loss
@@ -363,10 +372,13 @@ def validate_prior_correction(generator, index, *, trained_on: Sequence[str] = (
         generator.prior_correction_, generator.prior_correction_cv_ = None, []
         return None
     used = set(trained_on)
-    val = [t for t in generator.val_task_ids_ if t not in used]
-    if len(val) < len(generator.val_task_ids_):
+    asked = list(generator.val_task_ids_ if task_ids is None else task_ids)
+    if task_ids is not None:  # tasks the generator trained on are not unseen
+        used |= set(getattr(generator, "train_task_ids_", None) or [])
+    val = [t for t in asked if t not in used]
+    if len(val) < len(asked):
         warnings.warn(
-            f"{len(generator.val_task_ids_) - len(val)} validation task(s) were trained on, so "
+            f"{len(asked) - len(val)} validation task(s) were trained on, so "
             "the correction weight is validated without them",
             DataWarning,
             stacklevel=2,
@@ -380,12 +392,16 @@ def validate_prior_correction(generator, index, *, trained_on: Sequence[str] = (
                 DataWarning,
                 stacklevel=2,
             )
+        else:
+            warnings.warn(UNVALIDATED, DataWarning, stacklevel=3)
         return generator.prior_correction_
     recs = [index.record(t) for t in val]
     queries = [r["description"] for r in recs]
     excludes = [leak_free(r) for r in recs]
     generator.prior_correction_ = None  # score the LM's own answers
-    answers = generator.generate_params(queries, index, exclude=excludes)
+    with warnings.catch_warnings():  # they are unvalidated: that is what is being checked
+        warnings.filterwarnings("ignore", message=re.escape(UNVALIDATED[:40]))
+        answers = generator.generate_params(queries, index, exclude=excludes)
     priors = generator.statistical_priors(queries, index, excludes)
     grid = np.asarray(CORRECTION_GRID)
     losses = np.zeros((len(val), len(grid)))

@@ -12,7 +12,7 @@ from safetensors import safe_open
 from transformers import TrainerCallback
 
 from ragim import TaskIndex, datasets
-from ragim.errors import ArtifactError, ValidationError
+from ragim.errors import ArtifactError, DataWarning, ValidationError
 from ragim.generate.lm import LMConfig, LMGenerator
 from ragim.index import leak_free
 from ragim.lm import build_tiny_tokenizer, load_base_model
@@ -448,10 +448,11 @@ def test_answers_move_towards_the_prior_by_the_validated_weight(index, family, t
     chosen = gen.generate_params(desc, index)
     w = gen.prior_correction_
     gen.prior_correction_ = None
-    raw = gen.generate_params(desc, index)
+    with pytest.warns(DataWarning, match="never validated"):
+        raw = gen.generate_params(desc, index)
     [prior] = gen.statistical_priors([desc], index, [None])
     np.testing.assert_allclose(chosen.vector, prior.vector + w * (raw.vector - prior.vector))
-    assert chosen.metadata["prior_correction"] == w and "prior_correction" not in raw.metadata
+    assert chosen.metadata["prior_correction"] == w and raw.metadata["prior_correction"] is None
     gen.prior_correction_ = 0.0
     np.testing.assert_allclose(gen.generate_params(desc, index).vector, prior.vector)
     gen.prior_correction_ = w
@@ -481,9 +482,33 @@ def test_tasks_training_used_are_not_validation_tasks_and_an_unvalidated_weight_
     assert gen.prior_correction_ == 0.3
     bare = _FakeLM(index, index.params)  # nothing validated yet and nothing to validate on
     bare.prior_correction_, bare.val_task_ids_ = None, []
+    with pytest.warns(DataWarning, match="answers are the LM's own, unvalidated; train with val_fraction > 0"):
+        assert validate_prior_correction(bare, index) is None
+    # validated later on tasks it never trained on; the ones it trained on are left out
+    bare.train_task_ids_ = list(index.ids[:2])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert validate_prior_correction(bare, index) is None
+        assert validate_prior_correction(bare, index, task_ids=index.ids[2:6]) == 1.0
+    with pytest.warns(DataWarning, match="2 validation task\\(s\\) were trained on"):
+        validate_prior_correction(bare, index, task_ids=index.ids[:6])
+
+
+def test_an_unvalidated_prior_correction_is_said_at_training_and_at_each_generation(index, family):
+    """val_fraction=0 leaves no task to validate the LM's correction of its statistical prior
+    on: training says so, and so does every generate call (its answers are the LM's own)."""
+    import warnings
+
+    cfg = LMConfig(k=1, device="cpu", statistical_prior=True)
+    with pytest.warns(DataWarning, match="never validated .*val_fraction > 0.*validate_prior_correction"):
+        gen = train_sft(index, base_model="tiny", generator_config=cfg, max_steps=1, batch_size=2,
+                        val_fraction=0, progress=False)
+    assert gen.prior_correction_ is None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ps = gen.generate_params(family.descriptions[:2], index)
+    said = [w for w in caught if "never validated" in str(w.message)]
+    assert len(said) == 1 and issubclass(said[0].category, DataWarning)  # once per call
+    assert [p.metadata["prior_correction"] for p in ps] == [None, None]
 
 
 def test_a_correction_weight_out_of_range_is_refused_on_save_and_load(index, family, tmp_path):
