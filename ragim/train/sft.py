@@ -56,7 +56,13 @@ import pandas as pd
 from ragim.checks import check_bool, check_fields, check_int, check_number
 from ragim.errors import DataWarning, ValidationError
 from ragim.generate.base import config_with, record_fit_state
-from ragim.generate.lm import LMConfig, LMGenerator, fit_prior_generator, prior_params
+from ragim.generate.lm import (
+    UNVALIDATED,
+    LMConfig,
+    LMGenerator,
+    fit_prior_generator,
+    prior_params,
+)
 from ragim.generate.meta_regression import INTERCEPT_PRIOR_SD, PRIOR_SD, prior_precisions
 from ragim.models.map import newton_map
 from ragim.params import ModelParams, design_matrix, param_names
@@ -362,8 +368,6 @@ def validate_prior_correction(
     (:data:`ragim.generate.lm.UNVALIDATED`; generation says so too).
     """
     from scipy.special import expit
-
-    from ragim.generate.lm import UNVALIDATED
 
     from ragim.index import leak_free
     from ragim.metrics import clipped_log_loss
