@@ -796,6 +796,13 @@ def generate(
             "-n", "--num-candidates", help="candidates to rerank (default 8 with a reward model)"
         ),
     ] = None,
+    temperature: Annotated[
+        float | None,
+        typer.Option(
+            help="LM generator only: sampling temperature of the candidates (default: the "
+            "generator's, 0 = greedy; 0.8 with a reward model); -n > 1 needs one > 0"
+        ),
+    ] = None,
     strict: Annotated[
         bool,
         typer.Option(
@@ -824,12 +831,14 @@ def generate(
             ("rerank", rerank),
             ("reward_model", reward_model),
             ("num_candidates", num_candidates),
+            ("temperature", temperature),
         )
         if v is not None
     }
     if lm_options and generator_path is None:
         raise typer.BadParameter(
-            "--rerank, --reward-model and --num-candidates need --generator (an LM generator)"
+            "--rerank, --reward-model, --num-candidates and --temperature need --generator (an "
+            "LM generator)"
         )
     refuse_to_replace(save, overwrite, "--save")
     index = TaskIndex.load(index_path)
@@ -841,7 +850,8 @@ def generate(
         gen = _load_generator(generator_path)
         if lm_options and getattr(gen, "generator_name", None) != "lm":
             raise typer.BadParameter(
-                "--rerank, --reward-model and --num-candidates work only with an LM generator"
+                "--rerank, --reward-model, --num-candidates and --temperature work only with an "
+                "LM generator"
             )
         params = gen.generate_params(description, index, k=k, **lm_options)
     else:

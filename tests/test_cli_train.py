@@ -158,6 +158,13 @@ def test_text_output_and_errors(root, sft, tmp_path):
     r = runner.invoke(app, ["generate", "Predict.", "--index", str(root / "index"), "--generator", str(root / "sft"),
                             "--rerank", "reward_model"])
     assert isinstance(r.exception, RagimError) and "needs reward_model" in str(r.exception)
+    # -n > 1 from a greedy generator would give n identical candidates; --temperature samples them
+    r = runner.invoke(app, ["generate", "Predict.", "--index", str(root / "index"), "--generator", str(root / "sft"),
+                            "-n", "3"])
+    assert isinstance(r.exception, ValidationError) and "identical candidates" in str(r.exception)
+    r = runner.invoke(app, ["generate", "Predict.", "--index", str(root / "index"), "--generator", str(root / "sft"),
+                            "-n", "2", "--temperature", "0.8", "--json"])
+    assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["train", "sft", "--index", str(root / "index"), "--max-steps", "0"])
     assert r.exit_code == 2 and "--max-steps must be positive" in _flat(r.output)
     r = runner.invoke(app, ["generate", "Predict.", "--index", str(root / "index"), "--rerank", "logprob"])

@@ -497,7 +497,8 @@ class LMGenerator(Generator):
         prompt, or None), ``residual`` (``config.residual``) and ``prompt_tokens``. Sampling is
         seeded by ``config.seed`` per call. With ``config.residual`` the LM's answer is each
         parameter's change from the statistical prior in its prompt, and the candidate is
-        prior + change (:func:`plus_prior`; without the prior's SDs).
+        prior + change (:func:`plus_prior`; without the prior's SDs). More than one candidate
+        needs ``temperature > 0`` (greedy candidates would be identical; refused).
         """
         from ragim.index import per_query_excludes
         from ragim.lm.prompts import index_prompt
@@ -513,6 +514,11 @@ class LMGenerator(Generator):
         LMConfig(
             **{**asdict(cfg), "num_candidates": n, "temperature": temp, "top_p": top_p}
         )  # validates
+        if n > 1 and temp == 0:
+            raise ValidationError(
+                f"num_candidates={n} with temperature 0 (greedy decoding) gives {n} identical "
+                "candidates; sample them with temperature > 0 (e.g. 0.8), or ask for 1"
+            )
         vecs, items, single = index.embed_queries(query)
         k = min(k, len(index))
         hits = index.search_vectors(vecs, k, exclude=exclude) if k > 0 else [[] for _ in items]
@@ -639,7 +645,8 @@ class LMGenerator(Generator):
         index : the TaskIndex to retrieve from (default: the one trained on).
         k, exclude : neighbours in the prompt and tasks kept out of retrieval.
         num_candidates, n : candidates drawn per query (``n`` is an alias). Default: the
-            config's ``num_candidates``; 8 with ``rerank="reward_model"``.
+            config's ``num_candidates``; 8 with ``rerank="reward_model"``. More than one needs
+            a temperature > 0 (greedy candidates would be identical; refused).
         temperature : sampling temperature. Default: the config's; with
             ``rerank="reward_model"`` and a greedy config, 0.8 (greedy candidates would be
             identical).

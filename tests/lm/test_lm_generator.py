@@ -232,3 +232,14 @@ def test_rerank_errors(gen, family, index):
         gen.generate_params(family.descriptions[0], index, rerank="reward_model", reward_model=object())
     with pytest.raises(ValidationError, match="disagree"):
         gen.generate_params(family.descriptions[0], index, n=2, num_candidates=3)
+
+
+def test_more_than_one_greedy_candidate_is_refused(gen, family, index):
+    """Greedy decoding (temperature 0, the default) gives n identical candidates: n-fold work
+    for nothing, so n > 1 needs a temperature > 0, in Python and on the command line."""
+    desc = family.descriptions[0]
+    for call in (gen.generate_candidates, gen.generate_params):
+        with pytest.raises(ValidationError, match=r"num_candidates=3 with temperature 0 .*identical"):
+            call(desc, index, num_candidates=3)
+    assert len(gen.generate_candidates(desc, index, num_candidates=2, temperature=0.8)) == 2
+    assert len(gen.generate_candidates(desc, index, num_candidates=1)) == 1
