@@ -436,7 +436,12 @@ def train_sft_cmd(
     max_steps: _MaxSteps = 30,
     batch_size: Annotated[int, typer.Option(help="examples per step")] = 4,
     learning_rate: Annotated[float, typer.Option(help="AdamW rate of the LoRA weights")] = 2e-4,
-    k: Annotated[int, typer.Option("-k", "--k", help="neighbours per prompt")] = 5,
+    k: Annotated[
+        int,
+        typer.Option(
+            "-k", "--k", help="neighbours per prompt (0: none, only the population model/prior)"
+        ),
+    ] = 5,
     lora_r: _LoraRank = 8,
     val_fraction: Annotated[
         float, typer.Option(help="share of tasks held out for the validation loss")
@@ -495,7 +500,7 @@ def train_sft_cmd(
     from ragim.index import TaskIndex
     from ragim.train.sft import train_sft
 
-    check_k(k, "--k")
+    check_k(k, "--k", allow_zero=True)  # LMConfig(k=0): prompts with no neighbours
     steps = _optimiser(max_steps, batch_size, learning_rate)
     check_positive(**steps, lora_r=lora_r)
     index = TaskIndex.load(index_path)
@@ -822,7 +827,7 @@ def generate(
     from ragim.estimator import neighbor_mean
     from ragim.index import TaskIndex
 
-    check_k(k)
+    check_k(k, allow_zero=True)  # 0: an LM generator's prompt with no neighbours (refused below)
     check_positive(num_candidates=num_candidates, top=top)
     progress = setup(as_json, quiet)
     lm_options = {
@@ -840,6 +845,10 @@ def generate(
             "--rerank, --reward-model, --num-candidates and --temperature need --generator (an "
             "LM generator)"
         )
+    if k == 0 and generator_path is None:
+        raise typer.BadParameter(
+            "-k 0 (no neighbours) is for an LM generator's prompt (--generator); give -k 1 or more"
+        )
     refuse_to_replace(save, overwrite, "--save")
     index = TaskIndex.load(index_path)
     if strict:  # refuse before fitting or loading anything: coverage needs only the index
@@ -848,6 +857,10 @@ def generate(
         check(coverage(index, description), description=description, strict=True)
     if generator_path is not None:
         gen = _load_generator(generator_path)
+        if k == 0 and getattr(gen, "generator_name", None) != "lm":
+            raise typer.BadParameter(
+                "-k 0 (no neighbours) is for an LM generator's prompt; give -k 1 or more"
+            )
         if lm_options and getattr(gen, "generator_name", None) != "lm":
             raise typer.BadParameter(
                 "--rerank, --reward-model, --num-candidates and --temperature work only with an "

@@ -427,9 +427,12 @@ def print_local(expl, *, top: int | None = None) -> None:
 
 
 # ---------------------------------------------------------------------- checks
-def check_k(k: int | None, option: str = "-k") -> None:
-    if k is not None and k < 1:
-        raise typer.BadParameter(f"{option} must be a positive integer, got {k}")
+def check_k(k: int | None, option: str = "-k", *, allow_zero: bool = False) -> None:
+    """Refuse a negative ``k``, and 0 unless ``allow_zero`` (an LM generator's prompt with no
+    neighbours, as ``LMConfig(k=0)``)."""
+    if k is not None and k < (0 if allow_zero else 1):
+        what = "a non-negative integer (0: no neighbours)" if allow_zero else "a positive integer"
+        raise typer.BadParameter(f"{option} must be {what}, got {k}")
 
 
 def check_positive(**values) -> None:

@@ -106,7 +106,7 @@ from typing import Any
 import numpy as np
 
 from ragim.checks import check_int, check_number
-from ragim.errors import DomainWarning, ValidationError
+from ragim.errors import DataWarning, DomainWarning, ValidationError
 from ragim.index import Exclude, TaskIndex, as_predicate, leak_free, per_query_excludes
 
 #: the percentile of the leave-one-out neighbour similarities below which a description is
@@ -473,12 +473,35 @@ def attach(params, query, index: TaskIndex, *, exclude=None):
     if len(queries) != len(items):
         raise ValidationError(f"{len(items)} generated models for {len(queries)} queries")
     excludes = per_query_excludes(exclude, len(queries))
-    if all(as_predicate(e) is None for e in excludes):
-        excludes = None
-    covs = coverage(index, queries, exclude=excludes)
+    # coverage looks at the neighbours the generator showed (metadata["k"]), when it says
+    ks = [shown_k(p) for p in items]
+    covs: list[Coverage | None] = [None] * len(items)
+    for k in sorted(set(ks)):
+        at = [i for i, ki in enumerate(ks) if ki == k]
+        group = [excludes[i] for i in at]
+        if all(as_predicate(e) is None for e in group):
+            group = None
+        some = coverage(index, [queries[i] for i in at], exclude=group, k=k)
+        for i, cov in zip(at, some, strict=True):
+            covs[i] = cov
     for p, cov in zip(items, covs, strict=True):
         p.metadata["coverage"] = cov.data()
+    empty = sum(cov.k == 0 for cov in covs)
+    if empty:
+        warnings.warn(
+            f"{empty} of {len(covs)} generated model(s) had no indexed task left after the "
+            "exclusions, so they come from no indexed evidence; exclude fewer tasks",
+            DataWarning,
+            stacklevel=3,
+        )
     return params
+
+
+def shown_k(params) -> int:
+    """The neighbours :func:`attach` measures coverage over for generated ``params``: the
+    ``metadata["k"]`` the generator showed (>= 1), else :data:`DEFAULT_K`."""
+    k = getattr(params, "metadata", {}).get("k")
+    return k if isinstance(k, int) and not isinstance(k, bool) and k >= 1 else DEFAULT_K
 
 
 def out_of_domain_message(cov: Coverage, description: str | None = None) -> str:

@@ -85,7 +85,13 @@ class LMConfig:
         default="smollm2-135m",
         metadata={"help": "'smollm2-135m', 'tiny', a local model directory or a hub id"},
     )
-    k: int = field(default=5, metadata={"help": "neighbours retrieved into each prompt"})
+    k: int = field(
+        default=5,
+        metadata={
+            "help": "neighbours retrieved into each prompt (0: none; the prompt then shows only "
+            "the population model and the statistical prior, if on)"
+        },
+    )
     decimals: int = field(
         default=2, metadata={"help": "decimal places of numbers in prompts and answers (0-3)"}
     )
@@ -447,7 +453,7 @@ class LMGenerator(Generator):
         >>> [m["role"] for m in messages], len(shown)
         (['system', 'user'], 2)
         """
-        from ragim.lm.prompts import index_prompt
+        from ragim.lm.prompts import index_prompt, warn_if_neighbours_cut
 
         if not isinstance(query, str | Task):
             raise ValidationError("prompt() takes one description or Task")
@@ -466,6 +472,7 @@ class LMGenerator(Generator):
         messages, _, kept, _ = index_prompt(
             index, desc, hits, tok, cfg, exclude=exclude, max_tokens=limit, prior=prior
         )
+        warn_if_neighbours_cut(k, [kept], [len(hits)], limit)
         return messages, [h.task_id for h in hits[:kept]]
 
     def _weights(self, hits) -> list[float]:
@@ -501,13 +508,13 @@ class LMGenerator(Generator):
         needs ``temperature > 0`` (greedy candidates would be identical; refused).
         """
         from ragim.index import per_query_excludes
-        from ragim.lm.prompts import index_prompt
+        from ragim.lm.prompts import index_prompt, warn_if_neighbours_cut
 
         index = self._resolve_index(index)
         self.check_index(index)
         self.check_index_unchanged(index)  # a trained LM learned from its index's tasks
         cfg = self.config
-        k = check_int(cfg.k if k is None else k, "k", ge=0)
+        k = asked = check_int(cfg.k if k is None else k, "k", ge=0)
         n = cfg.num_candidates if num_candidates is None else num_candidates
         temp = cfg.temperature if temperature is None else temperature
         top_p = cfg.top_p if top_p is None else top_p
@@ -526,7 +533,7 @@ class LMGenerator(Generator):
         model.eval()
         names = param_names(index.model, index.schema)
         limit = self.prompt_limit(names)
-        out, prompts = [], []
+        out, prompts, shown = [], [], []
         excludes = per_query_excludes(exclude, len(items))
         priors = self.statistical_priors(items, index, excludes)
         for item, hs, ex, prior in zip(items, hits, excludes, priors, strict=True):
@@ -536,10 +543,12 @@ class LMGenerator(Generator):
                 index, desc, hs, tok, cfg, exclude=ex, max_tokens=limit, prior=prior
             )
             used = hs[:kept]
+            shown.append((kept, len(hs)))
             meta = {
                 "source": "generated",
                 "generator": "lm",
                 "k": kept,
+                "k_requested": asked,
                 "provenance": provenance_records(used, self._weights(used)),
                 "candidates": n,
                 "population": None
@@ -556,6 +565,7 @@ class LMGenerator(Generator):
                 messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
             )["input_ids"][0]
             prompts.append((ids, desc, meta, prior if cfg.residual else None))
+        warn_if_neighbours_cut(asked, [a for a, _ in shown], [b for _, b in shown], limit)
         for start in range(0, len(prompts), cfg.batch_size):
             chunk = prompts[start : start + cfg.batch_size]
             out += self._decode(

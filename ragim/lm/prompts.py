@@ -57,10 +57,11 @@ Examples
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from ragim.errors import ValidationError
+from ragim.errors import DataWarning, ValidationError
 from ragim.lm.answer import AnswerFormat, answer_format
 from ragim.params import ModelParams, model_family, param_names
 from ragim.schema import FeatureSchema
@@ -416,6 +417,31 @@ def index_prompt(
     return messages, text, kept, population
 
 
+def warn_if_neighbours_cut(
+    asked: int, shown: Sequence[int], found: Sequence[int], limit: int, *, stacklevel: int = 3
+) -> bool:
+    """One :class:`~ragim.errors.DataWarning` when a prompt left out neighbours for room:
+    ``shown[i]`` of the ``found[i]`` neighbours retrieved for prompt ``i`` (``k = asked``) fit
+    its ``limit``-token context. Returns whether it warned.
+
+    >>> warn_if_neighbours_cut(5, [5, 5], [5, 5], 2048)
+    False
+    """
+    cut = [(s, f) for s, f in zip(shown, found, strict=True) if s < f]
+    if not cut:
+        return False
+    fewest = min(s for s, _ in cut)
+    warnings.warn(
+        f"k={asked} neighbours asked, but only {fewest} fit the {limit}-token context "
+        f"({len(cut)} of {len(shown)} prompt(s) cut), so fewer were shown; lower k to "
+        f"{max(fewest, 1)}, or give prompts more room (max_prompt_tokens, or a base model with "
+        "a longer context)",
+        DataWarning,
+        stacklevel=stacklevel,
+    )
+    return True
+
+
 __all__ = [
     "PRIOR_HEAD",
     "PROMPT_ORDERS",
@@ -427,4 +453,5 @@ __all__ = [
     "context_length",
     "index_prompt",
     "schema_lines",
+    "warn_if_neighbours_cut",
 ]

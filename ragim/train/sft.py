@@ -203,7 +203,12 @@ def build_sft_dataset(
     from datasets import Dataset
 
     from ragim.index import leak_free
-    from ragim.lm.prompts import answer_text, index_prompt
+    from ragim.lm.prompts import (
+        answer_text,
+        context_length,
+        index_prompt,
+        warn_if_neighbours_cut,
+    )
 
     cfg = config or LMConfig()
     ids = list(index.ids if task_ids is None else task_ids)
@@ -234,7 +239,7 @@ def build_sft_dataset(
         if prior_generator is None:
             prior_generator = fit_prior_generator(index)
         priors = prior_params(prior_generator, [r["description"] for r in records], index, excludes)
-    rows = []
+    rows, shown = [], []
     for tid, rec, hs, ex, prior in zip(ids, records, hits, excludes, priors, strict=True):
         hs = sorted(hs, key=lambda h: -float(h.score))
         messages, _, kept, _ = index_prompt(
@@ -247,6 +252,7 @@ def build_sft_dataset(
             max_tokens=max_tokens,
             prior=prior,
         )
+        shown.append((kept, len(hs)))
         target = index.params(tid)
         if targets == "posterior":
             center = prior if prior is not None else index.population_params(exclude=ex)
@@ -268,6 +274,8 @@ def build_sft_dataset(
         if cfg.residual:
             row["prior"] = [float(v) for v in prior.vector]
         rows.append(row)
+    room = max_tokens if max_tokens is not None else context_length(tokenizer)
+    warn_if_neighbours_cut(cfg.k, [a for a, _ in shown], [b for _, b in shown], room)
     return Dataset.from_list(rows)
 
 

@@ -243,3 +243,45 @@ def test_more_than_one_greedy_candidate_is_refused(gen, family, index):
             call(desc, index, num_candidates=3)
     assert len(gen.generate_candidates(desc, index, num_candidates=2, temperature=0.8)) == 2
     assert len(gen.generate_candidates(desc, index, num_candidates=1)) == 1
+
+
+def _prompt_tokens(gen, desc, index, k):
+    return gen.generate_params(desc, index, k=k).metadata["prompt_tokens"]
+
+
+def test_neighbours_cut_for_room_are_said_and_coverage_counts_the_ones_shown(family, index):
+    """k=4 on a context that holds 2 neighbours: the model says k=2 (k_requested 4), one
+    DataWarning names both numbers, and the coverage line is out of the 2 shown."""
+    import warnings
+
+    from ragim.errors import DataWarning
+    from ragim.explain import coverage_summary
+
+    desc = family.descriptions[0]
+    probe = LMGenerator(base_model="tiny", k=4, device="cpu")
+    two, three = _prompt_tokens(probe, desc, index, 2), _prompt_tokens(probe, desc, index, 3)
+    gen = LMGenerator(base_model="tiny", k=4, device="cpu", max_prompt_tokens=(two + three) // 2)
+    with pytest.warns(DataWarning, match=r"k=4 neighbours asked, but only 2 fit the \d+-token context"):
+        p = gen.generate_params(desc, index)
+    assert p.metadata["k"] == 2 and p.metadata["k_requested"] == 4
+    assert len(p.metadata["provenance"]) == 2 and p.metadata["coverage"]["k"] == 2
+    assert "effective neighbour(s) of 2" in coverage_summary(p.metadata["coverage"])
+    with pytest.warns(DataWarning, match="only 2 fit"):
+        assert len(gen.prompt(desc, index)[1]) == 2
+    with warnings.catch_warnings():  # nothing cut, nothing said
+        warnings.simplefilter("error", DataWarning)
+        q = probe.generate_params(desc, index, k=2)
+    assert q.metadata["k"] == q.metadata["k_requested"] == 2 == q.metadata["coverage"]["k"]
+
+
+def test_k_zero_and_excluding_every_task(gen, family, index):
+    """k=0 is a prompt with no neighbours (LMConfig's documented meaning, also `-k 0` on the
+    command line); excluding every indexed task leaves no evidence at all, which is said."""
+    from ragim.errors import DataWarning
+
+    desc = family.descriptions[0]
+    p = gen.generate_params(desc, index, k=0)
+    assert p.metadata["k"] == 0 and p.metadata["provenance"] == []
+    with pytest.warns(DataWarning, match="no indexed task left after the exclusions"):
+        q = gen.generate_params(desc, index, exclude=list(index.ids))
+    assert q.metadata["coverage"]["k"] == 0 and q.metadata["coverage"]["in_domain"] is False
