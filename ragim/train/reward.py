@@ -42,6 +42,7 @@ from ragim.train.trainer import (
     STEP_RULES,
     CheckpointConfig,
     run_config,
+    run_description,
     train_from_scratch,
 )
 
@@ -215,6 +216,9 @@ def train_reward_model(
         args=dict(max_length=None),
         train_dataset=pairs_dataset(train_rows),
         eval_dataset=pairs_dataset(val_rows) if val_rows else None,
+        description=run_description(
+            "reward", run, model_config=rm.config, data=[train_rows, val_rows or []]
+        ),
     )
     rm.train_task_ids_ = sorted(
         {r["task_id"] for r in train_rows if isinstance(r.get("task_id"), str)}

@@ -69,7 +69,9 @@ from ragim.train.sft import (
 from ragim.train.trainer import (
     STEP_RULES,
     CheckpointConfig,
+    index_data,
     run_config,
+    run_description,
     train_with,
     training_record,
 )
@@ -467,6 +469,9 @@ def train_grpo(
             ),
             reward_funcs=reward_funcs,
             train_dataset=train_ds,
+            description=run_description(
+                "grpo", run, model_config=cfg, data=[index_data(index), list(train_ids)]
+            ),
         )
     steps = gen.history_[n_before:]
     spread = [h["frac_reward_zero_std"] for h in steps if "frac_reward_zero_std" in h]
@@ -567,6 +572,7 @@ def train_dpo(
         callbacks=callbacks,
         args=dict(beta=run.beta, max_length=None),
         train_dataset=train_ds,
+        description=run_description("dpo", run, model_config=gen.config, data=rows),
     )
     index = index if index is not None else gen.index_
     trained = sorted({r["task_id"] for r in rows if r.get("task_id") is not None})

@@ -70,7 +70,9 @@ from ragim.train.trainer import (
     STEP_RULES,
     CheckpointConfig,
     checkpointing_args,
+    index_data,
     run_config,
+    run_description,
     train_from_scratch,
 )
 
@@ -592,6 +594,7 @@ def train_sft(
         ),
         train_dataset=train_ds.select_columns(["prompt", "completion"]),
         eval_dataset=None if val_ds is None else val_ds.select_columns(["prompt", "completion"]),
+        description=run_description("sft", run, model_config=cfg, data=index_data(index)),
     )
     gen.fine_tuned_ = True
     gen.index_ = index

@@ -168,6 +168,135 @@ def trainer_args(
     )
 
 
+#: the file in a trainer's ``output_dir`` that describes the run its checkpoints belong to
+RUN_FILE = "ragim_run.json"
+#: training-config fields a resumed run may change (where and how often it saves, when it stops)
+VOLATILE_TRAINING = (
+    "output_dir",
+    "save_steps",
+    "resume_from_checkpoint",
+    "max_steps",
+    "eval_steps",
+)
+#: model-config fields that only affect generation or placement, not what is trained
+VOLATILE_MODEL = (
+    "device",
+    "decoder",
+    "batch_size",
+    "num_candidates",
+    "temperature",
+    "top_p",
+    "provenance_weights",
+)
+
+
+def data_digest(data: Any) -> str:
+    """A short hash of a run's training data (any JSON-able value: an index's task digests,
+    preference pairs)."""
+    import hashlib
+    import json
+
+    from ragim.io import json_safe
+
+    text = json.dumps(json_safe(data), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def index_data(index) -> dict[str, str]:
+    """What :func:`run_description` hashes of a TaskIndex: its task ids and a hash of each
+    one's parameters (:meth:`ragim.index.TaskIndex.task_digests`)."""
+    return dict(index.task_digests())
+
+
+def run_description(stage: str, run: Any, *, model_config: Any = None, data: Any = None) -> dict:
+    """What a resumed run must share with the run that wrote the checkpoints: the ``stage``, the
+    model's config (``model_config``, less :data:`VOLATILE_MODEL`), the training config ``run``
+    (less :data:`VOLATILE_TRAINING`) and a digest of the training ``data``
+    (:func:`data_digest`). JSON-safe; :func:`train_with` saves it as :data:`RUN_FILE`.
+
+    >>> from ragim.train.sft import SFTTrainingConfig
+    >>> d = run_description("sft", SFTTrainingConfig(output_dir="x"), data=["a", "b"])
+    >>> sorted(d), "output_dir" in d["training"]
+    (['data', 'model', 'stage', 'training'], False)
+    """
+    import json
+
+    from ragim.io import json_safe
+
+    def fields_of(config, volatile):
+        if config is None:
+            return None
+        values = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+        return {key: v for key, v in values.items() if key not in volatile}
+
+    described = {
+        "stage": stage,
+        "model": fields_of(model_config, VOLATILE_MODEL),
+        "training": fields_of(run, VOLATILE_TRAINING),
+        "data": None if data is None else data_digest(data),
+    }
+    return json.loads(json.dumps(json_safe(described), default=str))
+
+
+def differing(saved: Any, now: Any, prefix: str = "") -> list[str]:
+    """The dotted names of the settings in which two run descriptions differ."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        out = []
+        for key in sorted(set(saved) | set(now), key=str):
+            out += differing(saved.get(key), now.get(key), f"{prefix}{key}.")
+        return out
+    return [] if saved == now else [prefix.rstrip(".")]
+
+
+def prepare_output_dir(output_dir: str, description: dict | None, resume: bool) -> None:
+    """Before training in ``output_dir``: with ``resume``, refuse (ValidationError) checkpoints
+    of another run (their :data:`RUN_FILE` differs from ``description``) or of no known run
+    (no :data:`RUN_FILE`), and warn (DataWarning) when there is no checkpoint to resume from;
+    then save ``description`` there (when given)."""
+    import json
+    import warnings
+
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from ragim.errors import DataWarning
+
+    last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    path = os.path.join(output_dir, RUN_FILE)
+    if resume and last is None:
+        warnings.warn(
+            f"resume_from_checkpoint: {output_dir!r} holds no checkpoint, so there is nothing "
+            "to resume and training starts from scratch; check output_dir",
+            DataWarning,
+            stacklevel=4,
+        )
+    elif resume and description is not None:
+        if not os.path.isfile(path):
+            raise ValidationError(
+                f"cannot resume from {output_dir!r}: its checkpoints have no {RUN_FILE} saying "
+                "which run wrote them, so resuming could mix runs; start without "
+                "resume_from_checkpoint, or in another output_dir"
+            )
+        try:
+            with open(path, encoding="utf-8") as fh:
+                saved = json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise ValidationError(
+                f"cannot resume from {output_dir!r}: its {RUN_FILE} is unreadable ({exc}); "
+                "start without resume_from_checkpoint, or in another output_dir"
+            ) from None
+        diff = [d if d != "data" else "the training data" for d in differing(saved, description)]
+        if diff:
+            raise ValidationError(
+                f"cannot resume from {output_dir!r}: its checkpoints are of another run (it "
+                f"differs in {', '.join(diff)}); resume with that run's settings and data, or "
+                "train in another output_dir"
+            )
+    if description is not None:
+        os.makedirs(output_dir, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(description, fh, indent=1, sort_keys=True)
+
+
 def run_trainer(trainer, progress: bool, resume: bool = False) -> float:
     """``trainer.train()``, from the last checkpoint in its ``output_dir`` when ``resume`` and
     there is one; returns wall seconds. Nothing goes to stdout: without ``progress``
@@ -252,6 +381,7 @@ def train_with(
     progress: bool,
     callbacks: Sequence[Any] | None = None,
     args: Mapping[str, Any] | None = None,
+    description: dict | None = None,
     **trainer_kwargs: Any,
 ) -> TrainedRun:
     """Train ``model`` with a TRL trainer the way every ragim trainer does.
@@ -266,7 +396,11 @@ def train_with(
     under :func:`quiet_training` and :func:`run_trainer`, with ``run.output_dir`` (default: a
     temporary ``ragim-<stage>-`` directory, removed afterwards) as scratch; the trainer is
     dropped before returning. Seeding the RNGs before the model is built is the caller's.
+    With an ``output_dir``, the run's ``description`` (:func:`run_description`) is saved there
+    and a resumed run must match it (:func:`prepare_output_dir`).
     """
+    if run.output_dir:
+        prepare_output_dir(run.output_dir, description, run.resume_from_checkpoint)
     batches: dict[str, Any] = {"per_device_train_batch_size": run.batch_size}
     if run.save_steps:  # resumable checkpoints (adapter, optimiser, scheduler, RNG states)
         batches.update(save_strategy="steps", save_steps=run.save_steps)
@@ -334,12 +468,18 @@ def train_from_scratch(
 
 __all__ = [
     "CheckpointConfig",
+    "RUN_FILE",
     "STEP_RULES",
     "TrainedRun",
     "checkpointing_args",
+    "data_digest",
+    "differing",
+    "index_data",
     "on_cuda",
+    "prepare_output_dir",
     "quiet_training",
     "run_config",
+    "run_description",
     "run_trainer",
     "train_from_scratch",
     "train_with",

@@ -531,3 +531,16 @@ def test_a_correction_weight_out_of_range_is_refused_on_save_and_load(index, fam
         reseal(path)
         with pytest.raises(ArtifactError, match=message):
             LMGenerator.load(path, device="cpu")
+
+
+def test_sft_resumes_only_its_own_run(index, tmp_path):
+    """Checkpoints of an SFT run with another answer format are refused on resume, naming the
+    setting; a longer run of the same settings resumes (max_steps may change)."""
+    out = tmp_path / "sft"
+    kw = dict(base_model="tiny", k=1, device="cpu", batch_size=2, progress=False, output_dir=out, save_steps=1)
+    train_sft(index, max_steps=1, **kw)
+    with pytest.raises(ValidationError, match=r"another run \(it differs in model.answer_format\)"):
+        train_sft(index, max_steps=2, resume_from_checkpoint=True,
+                  generator_config=LMConfig(answer_format="compact"), **kw)
+    again = train_sft(index, max_steps=2, resume_from_checkpoint=True, **kw)
+    assert [h["step"] for h in again.history_ if "loss" in h] == [1, 2]

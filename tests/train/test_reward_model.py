@@ -185,3 +185,16 @@ def test_the_training_run_is_saved_with_the_model(trained, tmp_path):
                                                            "resume_from_checkpoint": False}}]
     assert RewardModelTrainingConfig(**rm.training_[0]["config"]).max_steps == 30
     assert RewardModel.load(rm.save(tmp_path / "rm"), device="cpu").training_ == rm.training_
+
+
+def test_a_resumed_reward_model_run_must_be_the_run_of_its_checkpoints(tmp_path):
+    """The reward model's trainer shares the checks of every ragim trainer: other pairs in the
+    same output_dir are refused on resume, and an empty folder has nothing to resume."""
+    from ragim.errors import DataWarning
+
+    kw = dict(base_model="tiny", max_steps=1, batch_size=4, val_fraction=0, progress=False, device="cpu",
+              output_dir=tmp_path / "rm", save_steps=1)
+    with pytest.warns(DataWarning, match="holds no checkpoint"):
+        train_reward_model(planted_pairs(8, 0, 0), resume_from_checkpoint=True, **kw)
+    with pytest.raises(ValidationError, match=r"another run \(it differs in the training data\)"):
+        train_reward_model(planted_pairs(8, 50, 3), resume_from_checkpoint=True, **kw)

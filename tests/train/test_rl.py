@@ -4,6 +4,7 @@ result saves as an adapter that ``LMGenerator.load`` accepts."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -369,5 +370,31 @@ def test_a_stopped_run_resumes_from_its_last_checkpoint(sft, index, tmp_path):
         return [(h["step"], h["reward"]) for h in gen.history_ if h.get("stage") == "grpo" and "reward" in h]
 
     assert rewards(again)[:2] == rewards(first) and [s for s, _ in rewards(again)] == [1, 2, 3]
+    assert json.loads((out / "ragim_run.json").read_text())["stage"] == "grpo"
+
+
+def test_resuming_refuses_another_runs_checkpoints_and_says_when_there_is_none(sft, index, tmp_path):
+    """The checkpoints in output_dir belong to the run described in its ragim_run.json: a resume
+    with other settings or other data is refused, naming what differs; a folder with no checkpoint
+    has nothing to resume (said, then trained from scratch)."""
+    out = tmp_path / "grpo"
+    kw = dict(num_generations=2, progress=False, output_dir=out, save_steps=1)
+    with pytest.warns(DataWarning, match="holds no checkpoint, so there is nothing to resume"):
+        train_grpo(sft, index, max_steps=1, resume_from_checkpoint=True, **kw)
+    with pytest.raises(ValidationError, match=r"another run \(it differs in training.temperature\)"):
+        train_grpo(sft, index, max_steps=2, temperature=0.5, resume_from_checkpoint=True, **kw)
+    other = TaskIndex.build(datasets.synthetic_family(n_tasks=8, n_features=2, seed=1), embedder="hashing",
+                            progress=False)
+    with pytest.raises(ValidationError, match=r"it differs in the training data"):
+        train_grpo(sft, other, max_steps=2, resume_from_checkpoint=True, **kw)
     with pytest.raises(ValidationError, match="give an output_dir"):
         train_sft(index, save_steps=5)
+
+
+def test_dpo_resumes_only_from_its_own_pairs(sft, index, tmp_path):
+    pairs = build_preference_pairs(sft, index, n_candidates=3, min_margin=0.0, progress=False).to_list()
+    kw = dict(max_steps=1, batch_size=2, progress=False, output_dir=tmp_path / "dpo", save_steps=1)
+    with pytest.warns(DataWarning, match="holds no checkpoint"):
+        train_dpo(sft, pairs, resume_from_checkpoint=True, **kw)
+    with pytest.raises(ValidationError, match=r"it differs in the training data"):
+        train_dpo(sft, pairs[:-1], resume_from_checkpoint=True, **kw)
