@@ -270,6 +270,33 @@ def check_pair_names(
         )
 
 
+def check_pair_prompts(pairs, generator, *, where: str = "the preference pairs") -> None:
+    """Raise unless every pair's prompt has the layout ``generator`` (an LM generator fitted on
+    an index: ``model_kind_``, ``schema_`` and ``config``) builds
+    (:func:`ragim.lm.prompts.prompt_layout_problems`): pairs sampled from a generator with
+    another answer format, statistical prior, population model, residual answers or a larger
+    ``k`` would train the policy on prompts it never sees. Runs before any training step."""
+    from ragim.lm.prompts import prompt_layout_problems
+
+    if getattr(generator, "schema_", None) is None:
+        return
+    bad, rows = [], list(_records(pairs))
+    for i, r in enumerate(rows, start=1):
+        found = prompt_layout_problems(
+            r["prompt"], generator.model_kind_, generator.schema_, generator.config
+        )
+        if found:
+            bad.append((i, found))
+    if bad:
+        i, found = bad[0]
+        raise ValidationError(
+            f"{where} were written for another prompt layout than this generator's: "
+            f"{len(bad)} of {len(rows)} pair(s) differ (pair {i}: {', '.join(found)}); "
+            "sample the pairs from this generator (build_preference_pairs), or train a "
+            "generator with their settings"
+        )
+
+
 def save_preferences(pairs, path: str | os.PathLike) -> Path:
     """Write preference pairs as JSONL in :func:`load_preferences`'s format (atomically).
 
@@ -407,6 +434,7 @@ __all__ = [
     "OPTIONAL_COLUMNS",
     "PREFERENCE_COLUMNS",
     "check_pair_names",
+    "check_pair_prompts",
     "empty_pairs",
     "in_answer_format",
     "load_preferences",

@@ -57,6 +57,7 @@ Examples
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -417,6 +418,57 @@ def index_prompt(
     return messages, text, kept, population
 
 
+#: a neighbour's heading line in a prompt (:func:`_neighbor_block`)
+_NEIGHBOUR_LINE = re.compile(r"^\d+\. .* \(similarity -?\d+\.\d{3}\)$", re.MULTILINE)
+
+
+def prompt_layout_problems(messages: Any, kind: str, schema: FeatureSchema, config: Any) -> list:
+    """How a chat prompt (``messages``, e.g. a preference pair's) differs from the layout a
+    generator with ``config`` (an :class:`~ragim.generate.lm.LMConfig`) builds over ``kind`` and
+    ``schema``: its system prompt, design terms, answer instruction (format and residual),
+    statistical prior, population model, and at most ``config.k`` neighbours. Empty: the same.
+
+    >>> from ragim import TaskIndex, datasets
+    >>> from ragim.generate.lm import LMConfig
+    >>> index = TaskIndex.build(datasets.synthetic_family(n_tasks=3, n_features=2, seed=0),
+    ...                         embedder="hashing", progress=False)
+    >>> prompt_layout_problems("Predict.", index.model, index.schema, LMConfig())[:2]
+    ['another system prompt', 'other design terms']
+    """
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    system = [m.get("content", "") for m in messages if m.get("role") == "system"]
+    user = "\n".join(m.get("content", "") for m in messages if m.get("role") == "user")
+    fmt = answer_format(
+        param_names(kind, schema),
+        name=config.answer_format,
+        decimals=config.decimals,
+        max_abs=config.max_abs,
+    )
+    residual = bool(getattr(config, "residual", False))
+    instruction = fmt.instruction + (" " + RESIDUAL_INSTRUCTION if residual else "")
+    problems = []
+    if system != [SYSTEM_PROMPT]:
+        problems.append("another system prompt")
+    if _layout_text(schema, kind) not in user:
+        problems.append("other design terms")
+    if not user.rstrip().endswith(instruction):
+        problems.append(
+            f"another answer instruction (this generator asks for {config.answer_format} "
+            f"answers{', as changes from its prior' if residual else ''})"
+        )
+    shows_prior = PRIOR_HEAD in user
+    if shows_prior != bool(config.statistical_prior):
+        problems.append("a statistical prior" if shows_prior else "no statistical prior")
+    shows_population = "Population model (average over" in user
+    if shows_population != bool(getattr(config, "population", False)):
+        problems.append("a population model" if shows_population else "no population model")
+    n = len(_NEIGHBOUR_LINE.findall(user))
+    if n > config.k:
+        problems.append(f"{n} neighbours (this generator shows at most k={config.k})")
+    return problems
+
+
 def warn_if_neighbours_cut(
     asked: int, shown: Sequence[int], found: Sequence[int], limit: int, *, stacklevel: int = 3
 ) -> bool:
@@ -452,6 +504,7 @@ __all__ = [
     "build_prompt",
     "context_length",
     "index_prompt",
+    "prompt_layout_problems",
     "schema_lines",
     "warn_if_neighbours_cut",
 ]

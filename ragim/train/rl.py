@@ -59,7 +59,13 @@ from ragim.checks import check_bool, check_fields, check_int, check_number
 from ragim.errors import DataWarning, ValidationError
 from ragim.generate.base import record_fit_state
 from ragim.generate.lm import UNVALIDATED, LMGenerator
-from ragim.lm.pairs import check_pair_names, in_answer_format, pair_rows, pairs_dataset
+from ragim.lm.pairs import (
+    check_pair_names,
+    check_pair_prompts,
+    in_answer_format,
+    pair_rows,
+    pairs_dataset,
+)
 from ragim.train.rewards import VerifiableRewardConfig, encode_heldout
 from ragim.train.sft import (
     build_sft_dataset,
@@ -560,6 +566,7 @@ def train_dpo(
         )
     fmt = gen.answer_format(gen.param_names_)
     check_pair_names(rows, gen.param_names_, where="the DPO preference pairs", answer_format=fmt)
+    check_pair_prompts(rows, gen, where="the DPO preference pairs")
     # the policy is trained on answers as it writes them (compact ones for a compact generator)
     train_ds = pairs_dataset(in_answer_format(rows, fmt))
     gen = _continue_policy(

@@ -398,3 +398,30 @@ def test_dpo_resumes_only_from_its_own_pairs(sft, index, tmp_path):
         train_dpo(sft, pairs, resume_from_checkpoint=True, **kw)
     with pytest.raises(ValidationError, match=r"it differs in the training data"):
         train_dpo(sft, pairs[:-1], resume_from_checkpoint=True, **kw)
+
+
+def test_dpo_refuses_pairs_written_for_another_prompt_layout(sft, index, family):
+    """Pairs sampled from a JSON-answer generator with k=2 are not DPO data for a compact one:
+    their prompts ask for another answer form, so the policy would learn on prompts it never
+    sees; the layout check names each difference (answer instruction, prior, population, k)."""
+    from dataclasses import replace
+
+    from ragim.lm.prompts import prompt_layout_problems
+
+    messages, _ = sft.prompt(family.descriptions[0], index, exclude=[family.ids[0]])
+    layout = (index.model, index.schema)
+    assert prompt_layout_problems(messages, *layout, sft.config) == []
+    assert prompt_layout_problems(messages, *layout, replace(sft.config, answer_format="compact")) == [
+        "another answer instruction (this generator asks for compact answers)"]
+    assert prompt_layout_problems(messages, *layout, replace(sft.config, statistical_prior=True)) == [
+        "no statistical prior"]
+    assert prompt_layout_problems(messages, *layout, replace(sft.config, population=False)) == [
+        "a population model"]
+    assert prompt_layout_problems(messages, *layout, replace(sft.config, k=1)) == [
+        "2 neighbours (this generator shows at most k=1)"]
+    pairs = build_preference_pairs(sft, index, n_candidates=3, min_margin=0.0, progress=False)
+    compact = train_sft(index, base_model="tiny", generator_config=LMConfig(k=2, device="cpu", answer_format="compact"),
+                        max_steps=1, batch_size=2, progress=False)
+    with pytest.raises(ValidationError, match=r"the DPO preference pairs were written for another prompt layout "
+                                              r"than this generator's: \d+ of \d+ pair\(s\) differ .*compact answers"):
+        train_dpo(compact, pairs, max_steps=1, batch_size=2, progress=False)
