@@ -597,6 +597,7 @@ def train_reward_cmd(
         device=gen.config.device,
         param_names=param_names(index.model, index.schema),
         answer_format=gen.answer_format(param_names(index.model, index.schema)),
+        generator=gen,
     )
     _save_trained(
         rm,

@@ -36,7 +36,13 @@ import numpy as np
 from ragim.checks import check_fields, check_int, check_number
 from ragim.errors import ValidationError
 from ragim.lm.answer import AnswerFormat
-from ragim.lm.pairs import check_pair_names, in_answer_format, pair_rows, pairs_dataset
+from ragim.lm.pairs import (
+    check_pair_names,
+    check_pair_prompts,
+    in_answer_format,
+    pair_rows,
+    pairs_dataset,
+)
 from ragim.lm.reward_model import FORMAT, RewardModel, RewardModelConfig, best_of_n
 from ragim.train.trainer import (
     STEP_RULES,
@@ -108,6 +114,7 @@ def train_reward_model(
     val_pairs=None,
     param_names: Sequence[str] | None = None,
     answer_format: AnswerFormat | None = None,
+    generator=None,
     device: str | None = None,
     progress: bool = True,
     callbacks: Sequence[Any] | None = None,
@@ -146,6 +153,11 @@ def train_reward_model(
         as given (JSON objects). The model keeps it (``answer_format_``, saved):
         ``pairwise_accuracy`` writes other pairs in it, and ``best_of_n`` refuses a generator
         that writes another.
+    generator : LMGenerator, optional
+        The generator whose candidates the reward model will rank: every pair's prompt must
+        have the layout it builds (answer instruction, statistical prior, population model,
+        at most ``k`` neighbours; :func:`~ragim.lm.pairs.check_pair_prompts`), checked before
+        any step, since ``best_of_n`` shows the reward model that generator's prompts.
     device : str, optional
         ``"cpu"``, ``"cuda"``, ... (default ``"auto"``).
     progress : bool
@@ -187,6 +199,10 @@ def train_reward_model(
             param_names,
             where="the reward model's preference pairs",
             answer_format=answer_format,
+        )
+    if generator is not None:
+        check_pair_prompts(
+            train_rows + val_rows, generator, where="the reward model's preference pairs"
         )
     if answer_format is not None:
         train_rows = in_answer_format(train_rows, answer_format)

@@ -198,3 +198,19 @@ def test_a_resumed_reward_model_run_must_be_the_run_of_its_checkpoints(tmp_path)
         train_reward_model(planted_pairs(8, 0, 0), resume_from_checkpoint=True, **kw)
     with pytest.raises(ValidationError, match=r"another run \(it differs in the training data\)"):
         train_reward_model(planted_pairs(8, 50, 3), resume_from_checkpoint=True, **kw)
+
+
+def test_pairs_for_another_prompt_layout_are_refused_for_the_generator_they_serve():
+    """A reward model ranks its generator's candidates on that generator's prompts: pairs whose
+    prompts another generator wrote are refused before any step."""
+    from ragim.train import train_sft
+
+    index = TaskIndex.build(datasets.synthetic_family(n_tasks=6, n_features=2, seed=0), embedder="hashing",
+                            progress=False)
+    gen = train_sft(index, base_model="tiny", k=1, device="cpu", max_steps=1, batch_size=2, val_fraction=0,
+                    progress=False)
+    with pytest.raises(ValidationError, match=r"the reward model's preference pairs were written for another "
+                                              r"prompt layout than this generator's: 8 of 8 pair\(s\) differ "
+                                              r"\(pair 1: another system prompt"):
+        train_reward_model(planted_pairs(8, 0, 0), generator=gen, base_model="tiny", max_steps=1, progress=False,
+                           device="cpu", val_fraction=0)
