@@ -548,7 +548,9 @@ def train_dpo(
     Raises
     ------
     ValidationError
-        No pairs, pairs over another parameter layout, or a generator with
+        No pairs, pairs over another parameter layout, pairs whose prompts have another layout
+        than the generator builds (:func:`~ragim.lm.pairs.check_pair_prompts`: answer format,
+        statistical prior, population model, more than ``k`` neighbours), or a generator with
         ``LMConfig(residual=True)`` (its answers are changes from the prompt's prior, the pairs'
         models are not).
     """
