@@ -30,6 +30,7 @@ from ragim.cli_common import (
     AsJson,
     CsvOptions,
     FolderOptions,
+    OverwriteFile,
     OverwriteOut,
     OverwriteSave,
     Quiet,
@@ -575,6 +576,7 @@ def train_reward_cmd(
 ):
     progress = setup(as_json, quiet)
     refuse_to_replace(out, overwrite)
+    refuse_to_replace(save_pairs, overwrite, "--save-pairs")
     from ragim.lm.pairs import save_preferences
     from ragim.params import param_names
     from ragim.train.reward import train_reward_model
@@ -942,6 +944,7 @@ def explain(
         bool, typer.Option("--all", help="also show the missing-value indicator terms")
     ] = False,
     png: Annotated[Path | None, typer.Option(help="write the plot here")] = None,
+    overwrite: OverwriteFile = False,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ):
@@ -951,6 +954,7 @@ def explain(
 
     check_positive(top=top)
     setup(as_json, quiet)
+    refuse_to_replace(png, overwrite, "--png")
     if outcome_name is not None and not outcome_name.strip():
         raise typer.BadParameter("--outcome-name must not be empty")
     if rows is None:
@@ -1168,6 +1172,7 @@ def demo(
         str, typer.Option(help="minilm (bundled, offline) | hashing (fast)")
     ] = "minilm",
     fast: Annotated[bool, typer.Option(help="short training, for smoke tests")] = False,
+    overwrite: OverwriteOut = False,
     quiet: Quiet = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ):
@@ -1179,6 +1184,7 @@ def demo(
             "--tasks-dir"
         )
     progress = setup(as_json, quiet)
+    refuse_to_replace(out, overwrite)
     with one_line_warnings():
         result = run_demo(
             out=out,

@@ -37,6 +37,10 @@ OverwriteOut = Annotated[
 OverwriteSave = Annotated[
     bool, typer.Option("--overwrite", help="let --save replace a model saved there")
 ]
+OverwriteFile = Annotated[
+    bool,
+    typer.Option("--overwrite", help="let the files this command writes replace what is there"),
+]
 Outcome = Annotated[
     str | None,
     typer.Option("--outcome", help="the 0/1 outcome column of the CSV files (default: y)"),
@@ -642,6 +646,12 @@ def refuse_to_replace(path: Path | None, overwrite: bool, option: str = "--out")
     """
     if path is None:
         return
+    inside = _artifact_above(Path(path))
+    if inside is not None:
+        raise typer.BadParameter(
+            f"cannot write {option} {path}: it is inside the saved ragim artifact {inside}, "
+            "which writing there would damage; choose a path outside it"
+        )
     if not overwrite and Path(path).exists():
         raise typer.BadParameter(
             f"{option} {path} already exists; choose another path, or add --overwrite to replace it"
@@ -658,3 +668,14 @@ def refuse_to_replace(path: Path | None, overwrite: bool, option: str = "--out")
             f"cannot write {option} {path}: the folder {parent} is not writable; choose another "
             "path"
         )
+
+
+def _artifact_above(path: Path) -> Path | None:
+    """The saved ragim artifact folder (one holding a ``manifest.json``) that ``path`` lies
+    inside, or None."""
+    from ragim.io import MANIFEST
+
+    for folder in path.absolute().parents:
+        if (folder / MANIFEST).is_file():
+            return folder
+    return None

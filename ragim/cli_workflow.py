@@ -28,6 +28,7 @@ import typer
 from ragim.cli_common import (
     AsJson,
     CsvOptions,
+    OverwriteFile,
     OverwriteSave,
     PatientId,
     PosLabel,
@@ -133,11 +134,13 @@ def predict(
     ] = None,
     patient_id: PatientId = None,
     csv_options: CsvOptions = CsvOptions(),
+    overwrite: OverwriteFile = False,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ):
     """Predicted risks for a CSV of patients."""
     setup(as_json, quiet)
+    refuse_to_replace(out, overwrite)
     params, model, data = load_model_and_rows(
         params_path, rows, outcome, patient_id, csv_options, labelled=False
     )
@@ -208,12 +211,14 @@ def score(
         int, typer.Option("--bins", help="bins of the ECE and the calibration plot")
     ] = 10,
     seed: int = 0,
+    overwrite: OverwriteFile = False,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ):
     """Discrimination and calibration on local outcomes: AUROC, log-loss, Brier score, ECE,
     calibration slope and intercept, each with a bootstrap 95% CI; and a calibration plot."""
     setup(as_json, quiet)
+    refuse_to_replace(png, overwrite, "--png")
     from ragim.io import sha256_file
     from ragim.plots import plot_calibration
     from ragim.validation import score_predictions
@@ -443,6 +448,7 @@ def export(
         Path | None,
         typer.Option("--csv", help="write every coefficient with its 95% interval here"),
     ] = None,
+    overwrite: OverwriteFile = False,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ):
@@ -452,6 +458,7 @@ def export(
     predicts as ragim does (loading it needs ragim), and a GAM's .to_interpret() an
     interpret EBM."""
     setup(as_json, quiet)
+    refuse_to_replace(csv, overwrite, "--csv")
     from ragim.export import coefficients_frame, save_coefficients_csv
 
     params, _ = _load(params_path)

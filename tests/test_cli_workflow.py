@@ -1114,3 +1114,42 @@ def test_an_out_path_that_exists_or_cannot_be_written_is_refused_before_reading_
     code, _, err = run_main([*build[:3], "synthetic", "--na-values", "-99", "--out", tmp_path / "exists"],
                             monkeypatch, capsys)
     assert code == 2 and "--na-values and --thousands apply to a task folder" in err
+
+
+def test_every_written_file_is_refused_over_an_existing_one_or_inside_an_artifact(
+    root, tmp_path, monkeypatch, capsys
+):
+    """`train reward --save-pairs FILE` wrote over any file without --overwrite, even the
+    records.jsonl of a saved index, which then no longer loaded. Every file a command writes
+    (--save-pairs, --out, --png, --csv) is refused over an existing one before any work, and
+    nothing is written inside a saved artifact, with --overwrite or without."""
+    d = root["path"]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    records = d / "idx" / "records.jsonl"
+    kept = records.read_bytes()
+    no_gen = tmp_path / "no-generator"  # the refusal comes before the generator is read
+    reward = ["train", "reward", "--generator", no_gen, "--index", d / "idx", "--out", tmp_path / "rm"]
+    rows = ["--rows", d / "validate.csv", "--outcome", "cad"]
+    for args, option in (
+        ([*reward, "--save-pairs", notes], "--save-pairs"),
+        (["predict", d / "m0", *rows, "--out", notes], "--out"),
+        (["score", d / "m0", *rows, "--png", notes], "--png"),
+        (["export", d / "m0", "--csv", notes], "--csv"),
+        (["explain", d / "m0", "--png", notes], "--png"),
+        (["demo", "--out", tmp_path], "--out"),
+    ):
+        code, _, err = run_main(args, monkeypatch, capsys)
+        assert code == 2 and "already exists" in err and "--overwrite" in err, (args, err)
+        assert f"{option} " in err and len(err.strip().splitlines()) == 1, err
+    assert notes.read_text() == "my notes"
+    for args in ([*reward, "--save-pairs", records, "--overwrite"],
+                 ["export", d / "m0", "--csv", d / "idx" / "c.csv", "--overwrite"],
+                 ["predict", d / "m0", *rows, "--out", d / "m0" / "sub" / "r.csv"]):
+        code, _, err = run_main(args, monkeypatch, capsys)
+        assert code == 2 and f"inside the saved ragim artifact {d / 'idx'}" in err.replace(
+            str(d / "m0"), str(d / "idx")), err
+    assert records.read_bytes() == kept and not (d / "idx" / "c.csv").exists()
+    assert len(TaskIndex.load(d / "idx")) > 0
+    out = _json("export", d / "m0", "--csv", notes, "--overwrite")
+    assert out["path"] == str(notes) and notes.read_text() != "my notes"
