@@ -869,7 +869,10 @@ def generate(
                 "--rerank, --reward-model, --num-candidates and --temperature work only with an "
                 "LM generator"
             )
-        params = gen.generate_params(description, index, k=k, **lm_options)
+        from ragim.generate.base import advice_for_cli
+
+        with advice_for_cli(index_path):  # refit advice as a ragim command, not Python
+            params = gen.generate_params(description, index, k=k, **lm_options)
     else:
         from ragim.generate.statistical import default_generator
 

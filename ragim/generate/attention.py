@@ -384,6 +384,8 @@ class AttentionGenerator(HypernetworkGenerator):
         self._log_info = (np.log1p(info) / 5.0).astype(np.float32)
 
     # ------------------------------------------------------------------ training
+    refit_command = "train a new one on it: ragim train attention --index INDEX --out NEW-GENERATOR"
+
     def fit(self, index, *, progress: bool = True, base_generator=None) -> AttentionGenerator:
         """Train episodically on the tasks of ``index`` (see module docstring).
 

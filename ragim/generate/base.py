@@ -15,10 +15,12 @@ outside the index's domain.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -30,6 +32,21 @@ from ragim.schema import FeatureSchema
 from ragim.tasks import Task
 
 GENERATORS: dict[str, type] = {}
+
+#: the saved index the command line generates from, while it does (:func:`advice_for_cli`):
+#: advice to refit a generator is then a command, not Python
+_CLI_INDEX: ContextVar[str | None] = ContextVar("ragim_cli_index", default=None)
+
+
+@contextlib.contextmanager
+def advice_for_cli(index_path: str) -> Iterator[None]:
+    """Within it, a generator's advice to refit or retrain names the ``ragim`` command that
+    does it on the index saved at ``index_path`` (:meth:`Generator.refit_advice`)."""
+    token = _CLI_INDEX.set(str(index_path))
+    try:
+        yield
+    finally:
+        _CLI_INDEX.reset(token)
 
 
 def register_generator(name: str):
@@ -290,6 +307,18 @@ class Generator(ABC):
     #: whether generation leaves out tasks the index no longer holds by refitting without
     #: them (:meth:`check_index_unchanged`); otherwise such an index is refused
     leaves_out_removed = False
+    #: how to refit it on an index, in Python and with the ``ragim`` command (None: no command
+    #: trains it; ``INDEX`` stands for the index's path)
+    refit_python = "refit it on this index (fit(index))"
+    refit_command: str | None = None
+
+    def refit_advice(self) -> str:
+        """How to refit this generator on the index it is used with: the ``ragim`` command
+        inside :func:`advice_for_cli`, else Python."""
+        path = _CLI_INDEX.get()
+        if path is not None and self.refit_command is not None:
+            return self.refit_command.replace("INDEX", path)
+        return self.refit_python + (" in Python" if path is not None else "")
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -363,6 +392,12 @@ class Generator(ABC):
             t for t in ids if t not in then
         ]
 
+    def _rescaled(self, index) -> bool:
+        """Whether ``index`` scales the features otherwise than the index the generator was
+        fitted on (an index rebuilt on other tasks: every task's parameters are refitted)."""
+        schema = getattr(self, "schema_", None)
+        return schema is not None and index.schema != schema
+
     def check_index_unchanged(self, index) -> list[str]:
         """Compare ``index`` with the tasks the generator was fitted on (:meth:`index_changes`)
         and return the tasks it no longer holds, which a generator that
@@ -381,12 +416,27 @@ class Generator(ABC):
         """
         removed, added = self.index_changes(index)
         name = type(self).__name__
+        advice = self.refit_advice()
         removed_set = set(removed)
         changed = [t for t in added if t in removed_set]
         what = "added" if not changed else "changed" if changed == added else "added or changed"
+        rebuilt = bool(changed) and self._rescaled(index)
         if removed and not self.leaves_out_removed:
             changed_set = set(changed)
             gone = [t for t in removed if t not in changed_set]
+            new = [t for t in added if t not in removed_set]
+            if rebuilt:  # the scaling is learned from every task's rows: each was refitted
+                raise ValidationError(
+                    f"the index was rebuilt since this {name} was fitted: its feature scaling, "
+                    "learned from the tasks' rows, differs, so every task was refitted"
+                    + (
+                        f"; it no longer holds {len(gone)} task(s) ({name_some(gone)})"
+                        if gone
+                        else ""
+                    )
+                    + (f"; it holds {len(new)} new task(s) ({name_some(new)})" if new else "")
+                    + f"; {advice}"
+                )
             raise ValidationError(
                 f"the index no longer holds {len(gone)} task(s) this {name} was fitted on "
                 f"({name_some(gone)})"
@@ -395,18 +445,18 @@ class Generator(ABC):
                     if changed
                     else ""
                 )
-                + " and it learned from them; refit it on this index (fit(index))"
+                + f" and it learned from them; {advice}"
                 if gone
                 else f"the index holds {len(changed)} task(s) changed since this {name} was "
                 f"fitted on them ({name_some(changed)}: removed and added again with other data) "
-                "and it learned from their old models; refit it on this index (fit(index))"
+                f"and it learned from their old models; {advice}"
             )
         if added:
             warnings.warn(
                 f"the index holds {len(added)} task(s) {what} since this {name} was fitted "
                 f"({name_some(added)}); it was not fitted on them"
                 + (" (their old models are left out)" if changed else "")
-                + ": refit it on this index (fit(index)) to learn from them",
+                + f": {advice} to learn from them",
                 DataWarning,
                 stacklevel=4,
             )

@@ -405,6 +405,11 @@ class LMGenerator(Generator):
         c = self.config
         return answer_format(names, name=c.answer_format, decimals=c.decimals, max_abs=c.max_abs)
 
+    refit_python = (
+        "fine-tune a new LMGenerator on this index: train_sft(index, generator_config=gen.config)"
+    )
+    refit_command = "fine-tune a new one on it: ragim train sft --index INDEX --out NEW-GENERATOR"
+
     def fit(self, index, **sft_kwargs: Any) -> LMGenerator:
         """Fine-tune with LoRA on ``index`` (:func:`ragim.train.train_sft` with this config);
         returns self."""
@@ -415,7 +420,8 @@ class LMGenerator(Generator):
         check_task_index(index)
         if self.fine_tuned_:
             raise ValidationError(
-                "this LMGenerator is already fine-tuned; create a new one to train again"
+                "this LMGenerator is already fine-tuned; fine-tune a new one with its config: "
+                "train_sft(index, generator_config=gen.config)"
             )
         fitted = train_sft(index, generator_config=self.config, **sft_kwargs)
         self.__dict__.update(fitted.__dict__)

@@ -544,6 +544,7 @@ class StatisticalGenerator(Generator):
 
     #: tasks the index no longer holds are left out as ``exclude=`` leaves tasks out
     leaves_out_removed = True
+    refit_command = "leave out --generator: ragim generate fits the statistical generator on INDEX"
 
     def __init__(self, config: StatisticalConfig | None = None, **overrides: Any):
         self.config = config_with(StatisticalConfig, config, overrides)
