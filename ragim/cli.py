@@ -216,6 +216,19 @@ def _load_generator(path: Path):
         fmt = json.loads(manifest.read_bytes()).get("format") if manifest.is_file() else None
     except (OSError, ValueError, AttributeError) as exc:
         raise ArtifactError(f"{manifest}: the manifest is not valid JSON ({exc})") from exc
+    generators = (
+        "ragim.statistical-generator",
+        "ragim.attention-generator",
+        "ragim.lm-generator",
+        "ragim.rag-im-2024-generator",
+    )
+    if fmt is not None and fmt not in generators:
+        from ragim.io import describe_kind
+
+        raise ArtifactError(
+            f"--generator {path} holds {describe_kind(fmt)}, not a generator; pass a saved "
+            f"generator: {', '.join(describe_kind(g) for g in generators)}"
+        )
     if fmt == "ragim.lm-generator":
         from ragim.generate.lm import LMGenerator
 

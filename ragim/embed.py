@@ -1069,8 +1069,18 @@ def embedder_from_identity(
     return emb
 
 
-def check_identity(stored: Mapping[str, Any], embedder: Embedder | Mapping[str, Any]) -> None:
+def check_identity(
+    stored: Mapping[str, Any],
+    embedder: Embedder | Mapping[str, Any],
+    *,
+    generator: str | None = None,
+) -> None:
     """Raise ValidationError if ``embedder`` differs from the ``stored`` identity.
+
+    ``stored`` is an index's own identity, or, with ``generator`` (its name, for example
+    ``"LMGenerator"``), the identity of the index that generator was fitted on, and
+    ``embedder`` then that of the index it is used with: the message says which side has
+    which embedder.
 
     Compared: kind, dim, normalize, seed and the weights hash; the name is
     compared only when either side has no weights hash (the same weights in a
@@ -1103,7 +1113,18 @@ def check_identity(stored: Mapping[str, Any], embedder: Embedder | Mapping[str, 
             a = True if a is None else a
             b = True if b is None else b
         if a != b:
-            problems.append(f"{f}: stored {a!r}, given {b!r}")
+            problems.append(
+                f"{f}: stored {a!r}, given {b!r}"
+                if generator is None
+                else f"{f}: the generator's index {a!r}, this index {b!r}"
+            )
+    if problems and generator is not None:
+        raise ValidationError(
+            f"this {generator} was fitted on an index built with embedder {_describe(stored)}, "
+            f"but this index was built with {_describe(given)}; use the index it was fitted on "
+            "(or one built with its embedder)",
+            problems,
+        )
     if problems:
         raise ValidationError(
             f"index was built with embedder {_describe(stored)} but {_describe(given)} was given",

@@ -51,6 +51,29 @@ _TMP = ".ragim-tmp-"
 _TRASH = ".ragim-trash-"
 
 
+#: what each kind of artifact is, in words (the manifest's ``format``)
+ARTIFACT_KINDS = {
+    "ragim.task-index": "a task index",
+    "ragim.task-collection": "a task collection",
+    "ragim.model-params": "a model's parameters",
+    "ragim.statistical-generator": "a statistical generator",
+    "ragim.attention-generator": "an attention generator",
+    "ragim.lm-generator": "an LM generator",
+    "ragim.rag-im-2024-generator": "a rag-im-2024 generator",
+    "ragim.reward-model": "a reward model",
+}
+
+
+def describe_kind(kind: Any) -> str:
+    """An artifact kind in words with its ``format``: ``"a reward model ('ragim.reward-model')"``.
+
+    >>> describe_kind("ragim.reward-model"), describe_kind("other")
+    ("a reward model ('ragim.reward-model')", "a 'other' artifact")
+    """
+    words = ARTIFACT_KINDS.get(kind) if isinstance(kind, str) else None
+    return f"{words} ({kind!r})" if words else f"a {kind!r} artifact"
+
+
 def ragim_version() -> str:
     from ragim import __version__
 
@@ -528,7 +551,8 @@ def _read_artifact_once(
     found = manifest.get("format")
     if found != kind:
         raise ArtifactError(
-            f"{path} holds a {found!r} artifact, but a {kind!r} artifact was expected"
+            f"{path} holds {describe_kind(found)}, but {describe_kind(kind)} was expected; "
+            "pass a path that holds one"
         )
     version = manifest.get("format_version")
     if (

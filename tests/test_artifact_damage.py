@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from ragim import ModelParams, TaskCollection, TaskIndex, datasets
 from ragim.errors import ArtifactError, RagimError
 from ragim.generate.attention import AttentionGenerator
-from ragim.io import MANIFEST, read_artifact
+from ragim.io import MANIFEST, describe_kind, read_artifact
 
 torch.set_num_threads(1)
 
@@ -258,13 +258,13 @@ def test_manifest_from_another_kind(saved, tmp_path, kind):
     path = _copy(saved, kind, tmp_path)
     other = next(k for k in KINDS if k != kind)
     shutil.copyfile(saved[other]["a"] / MANIFEST, path / MANIFEST)
-    load_fails(kind, path, f"holds a '{FORMATS[other]}' artifact, but a '{FORMATS[kind]}' artifact was expected")
+    load_fails(kind, path, f"holds {describe_kind(FORMATS[other])}, but {describe_kind(FORMATS[kind])} was expected")
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_another_kind_of_artifact(saved, kind):
     other = next(k for k in KINDS if k != kind)
-    load_fails(kind, saved[other]["a"], f"but a '{FORMATS[kind]}' artifact was expected")
+    load_fails(kind, saved[other]["a"], f"but {describe_kind(FORMATS[kind])} was expected")
 
 
 MANIFEST_DAMAGE = {

@@ -501,9 +501,10 @@ CLI_CASES = [
     ("empty-query", ["index", "search", "{d}/idx", ""], "query 0 is empty"),
     ("missing-index", ["index", "search", "{d}/nope", "x"], "error: no artifact at"),
     ("damaged-manifest", ["index", "search", "{d}/junk", "x"], "the manifest is not valid JSON"),
-    ("wrong-artifact-kind", ["explain", "{d}/idx"], "holds a 'ragim.task-index' artifact, but a 'ragim.model-params'"),
+    ("wrong-artifact-kind", ["explain", "{d}/idx"], "holds a task index ('ragim.task-index'), but a model's parameters ('ragim.model-params')"),
     ("generator-is-an-index", ["generate", "x", "--index", "{d}/idx", "--generator", "{d}/idx"],
-     "but a 'ragim.attention-generator' artifact was expected"),
+     "holds a task index ('ragim.task-index'), not a generator; pass a saved generator: a "
+     "statistical generator"),
     ("generator-damaged-manifest", ["generate", "x", "--index", "{d}/idx", "--generator", "{d}/junk"],
      "the manifest is not valid JSON"),
     ("generate-k-zero", ["generate", "x", "--index", "{d}/idx", "-k", "0"], "-k 0 (no neighbours) is for an LM generator's prompt"),

@@ -50,3 +50,52 @@ def test_refit_advice_names_each_generators_own_command(indexes):
         gen.check_index_unchanged(less)
     with advice_for_cli("i2"), pytest.raises(ValidationError, match="ragim train attention --index i2"):
         gen.check_index_unchanged(less)
+
+
+def test_an_index_of_another_embedder_says_which_side_has_which(indexes):
+    """The message said the index was built with the generator's embedder and that the
+    index's own was "given": it names the generator's index and this index."""
+    from ragim.embed import HashingEmbedder, check_identity
+
+    with pytest.raises(ValidationError) as err:
+        check_identity(HashingEmbedder(dim=64).identity, HashingEmbedder(dim=32),
+                       generator="LMGenerator")
+    msg = str(err.value)
+    assert msg.startswith("this LMGenerator was fitted on an index built with embedder hashing "
+                          "(dim=64, seed=0), but this index was built with hashing (dim=32")
+    assert "dim: the generator's index 64, this index 32" in msg
+
+
+def test_an_index_of_the_same_width_and_other_features_names_the_differing_ones(indexes):
+    """Same width, other features: "the index (logistic, 4 params) does not match the
+    generator (logistic, 4 params)" named no difference; it names the first that differ."""
+    full, _, _ = indexes
+    gen = LMGenerator(LMConfig(base_model="tiny"))
+    record_fit_state(gen, full)
+    gen.param_names_ = ["intercept", "creatinine", "x02", "egfr"]
+    with pytest.raises(ValidationError) as err:
+        gen._check_layout(full)
+    assert ("differ from the generator's at 2 place(s), first: x01 where the generator has "
+            "creatinine, x03 where the generator has egfr; use the index") in str(err.value)
+
+
+def test_a_reward_model_passed_as_a_generator_is_named_with_the_kinds_accepted(tmp_path, monkeypatch,
+                                                                                capsys):
+    """A reward model given as --generator: "a 'ragim.attention-generator' artifact was
+    expected", although any generator would do; it names what was found and what is accepted."""
+    from ragim import cli
+    from ragim.io import write_artifact
+
+    write_artifact(tmp_path / "rm", "ragim.reward-model", {"config.json": b"{}"})
+    monkeypatch.setattr("sys.argv", ["ragim", "generate", "x", "--index", str(tmp_path / "i"),
+                                     "--generator", str(tmp_path / "rm")])
+    monkeypatch.setattr("ragim.index.TaskIndex.load", lambda *a, **k: None)
+    with pytest.raises(SystemExit):
+        cli.main()
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"error: --generator {tmp_path / 'rm'} holds a reward model ('ragim.reward-model'), not a "
+        "generator; pass a saved generator: a statistical generator ('ragim.statistical-generator'),"
+        " an attention generator ('ragim.attention-generator'), an LM generator "
+        "('ragim.lm-generator'), a rag-im-2024 generator ('ragim.rag-im-2024-generator')"
+    )

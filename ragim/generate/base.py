@@ -350,9 +350,21 @@ class Generator(ABC):
         ``trained`` ("fitted", "trained") on (``model_kind_``, ``param_names_``)."""
         names = param_names(index.model, index.schema)
         if index.model != self.model_kind_ or names != self.param_names_:
+            own = list(self.param_names_)
+            at = [i for i in range(max(len(names), len(own))) if names[i : i + 1] != own[i : i + 1]]
+            differ = (
+                f"; its parameters differ from the generator's at {len(at)} place(s), first: "
+                + ", ".join(
+                    f"{names[i] if i < len(names) else '(none)'} where the generator has "
+                    f"{own[i] if i < len(own) else '(none)'}"
+                    for i in at[:3]
+                )
+                if at
+                else ""
+            )
             raise ValidationError(
                 f"the index ({index.model}, {len(names)} params) does not match the generator "
-                f"({self.model_kind_}, {len(self.param_names_)} params); use the index it was "
+                f"({self.model_kind_}, {len(own)} params){differ}; use the index it was "
                 f"{trained} on"
             )
 
@@ -366,7 +378,7 @@ class Generator(ABC):
         if not fitted:
             raise ValidationError(f"this {name} is not fitted; call fit(index) or load() first")
         self._check_layout(index)
-        check_identity(self.embedder_identity_, index.embedder)
+        check_identity(self.embedder_identity_, index.embedder, generator=type(self).__name__)
 
     def index_changes(self, index) -> tuple[list[str], list[str]]:
         """``(removed, added)``: the tasks the generator was fitted on that ``index`` no longer

@@ -438,7 +438,7 @@ class LMGenerator(Generator):
         if self.embedder_identity_ is not None:
             from ragim.embed import check_identity
 
-            check_identity(self.embedder_identity_, index.embedder)
+            check_identity(self.embedder_identity_, index.embedder, generator=type(self).__name__)
 
     def prompt(
         self, query: str | Task, index=None, *, k: int | None = None, exclude=None
