@@ -257,6 +257,15 @@ def _messages(user: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
+def _quiet_length_warning(tokenizer) -> None:
+    """ragim measures prompts longer than the context on purpose (to fit them, or to say by how
+    much they do not fit): stop transformers warning "Token indices sequence length is longer
+    than the specified maximum" for them."""
+    flags = getattr(tokenizer, "deprecation_warnings", None)
+    if isinstance(flags, dict):
+        flags["sequence-length-is-longer-than-the-specified-maximum"] = True
+
+
 def _n_tokens(tokenizer, messages) -> int:
     ids = tokenizer.apply_chat_template(
         messages, add_generation_prompt=True, tokenize=True, return_dict=True
@@ -333,6 +342,7 @@ def build_prompt(
             "a residual answer is a change to the statistical prior, but no prior was given; "
             "pass prior=... (LMConfig(statistical_prior=True))"
         )
+    _quiet_length_warning(tokenizer)
     names = param_names(kind, schema)
     fmt = answer_format(names, name=format_name, decimals=decimals, max_abs=max_abs)
     layout = _layout_text(schema, kind)
@@ -353,14 +363,28 @@ def build_prompt(
         )
 
     base = _n_tokens(tokenizer, render([]))
+    words = len(tokenizer.encode(description, add_special_tokens=False))
+    if base > budget and 2 * words > budget:  # the description takes most of the room
+        raise ValidationError(
+            f"the description has {words} tokens, but the {limit}-token context leaves room "
+            f"for {max(budget - (base - words), 0)} after the rest of the prompt "
+            f"({base - words}) and the answer ({room}); shorten the description"
+        )
     if base > budget:
         raise ValidationError(
-            f"the prompt without neighbours needs {base} tokens, but only {budget} of the "
+            f"the prompt without neighbours needs {base} tokens (the description {words}), "
+            f"but only {budget} of the "
             f"{limit}-token context are left after reserving {room} for the answer "
             f"({len(names)} parameters); use a model with a longer context or fewer features"
-            + (", or leave out the population model (LMConfig(population=False))" if pop else "")
             + (
-                ", or leave out the statistical prior (LMConfig(statistical_prior=False))"
+                ", or train it without the population model (LMConfig(population=False); "
+                "ragim train sft --no-population)"
+                if pop
+                else ""
+            )
+            + (
+                ", or train it without the statistical prior (LMConfig(statistical_prior=False); "
+                "ragim train sft --no-statistical-prior)"
                 if prior_text
                 else ""
             )

@@ -165,7 +165,7 @@ def test_population_model_is_shown_before_the_target_and_never_dropped(heart_ind
     _, text, kept = build_prompt(desc, hits, schema, "logistic", tok, max_tokens=_n_tokens(tok, alone) + room,
                                  decimals=2, population=pop)
     assert kept == 0 and head in text  # neighbours go first; the population model stays
-    with pytest.raises(ValidationError, match=r"population model \(LMConfig\(population=False\)\)"):
+    with pytest.raises(ValidationError, match=r"population model \(LMConfig\(population=False\); ragim train sft --no-population\)"):
         build_prompt(desc, hits, schema, "logistic", tok, max_tokens=_n_tokens(tok, alone) + room - 1,
                      decimals=2, population=pop)
     with pytest.raises(ValidationError, match="population model"):
@@ -215,3 +215,32 @@ def test_invalid_inputs(heart_index, tok):
     foreign = other.search("anything", k=1)
     with pytest.raises(ValidationError, match="same index"):
         build_prompt("x", foreign, heart_index.schema, "logistic", tok, max_tokens=BIG)
+
+
+def test_a_description_too_long_for_the_context_is_named_with_its_tokens_and_the_room(
+    heart_index, target, tok, recwarn
+):
+    """A description longer than the context was blamed on the features and the population
+    model, never named, and a transformers warning ("Token indices sequence length is longer
+    than the specified maximum") leaked through -q; the error says how many tokens the
+    description has and how many fit, and nothing else is printed."""
+    import logging
+
+    tok = build_tiny_tokenizer()  # a fresh one: transformers warns once per tokenizer
+    tok.model_max_length = 512
+    long = target["description"] + " with chronic kidney disease" * 200
+    words = _n_tokens(tok, long)
+    seen = []
+    handler = logging.Handler()
+    handler.emit = seen.append
+    logging.getLogger("transformers").addHandler(handler)
+    try:
+        with pytest.raises(ValidationError) as err:
+            build_prompt(long, [], heart_index.schema, "logistic", tok, max_tokens=512, decimals=2)
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    msg = str(err.value)
+    assert msg.startswith(f"the description has {words} tokens, but the 512-token context leaves "
+                          "room for ") and msg.endswith("; shorten the description")
+    assert "population" not in msg and "features" not in msg
+    assert not [r for r in seen if "sequence length" in r.getMessage()]
