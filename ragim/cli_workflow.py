@@ -44,6 +44,7 @@ from ragim.cli_common import (
     setup,
     warn,
 )
+from ragim.io import make_parent
 
 Params = Annotated[
     Path, typer.Argument(help="saved model parameters (ragim generate --save, ragim adapt --save)")
@@ -183,7 +184,7 @@ def _write_csv(table: pd.DataFrame, path: Path) -> None:
     import os
     import uuid
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         table.to_csv(tmp, index=False, float_format="%.6g")
@@ -252,7 +253,7 @@ def score(
             title=f"Calibration on {Path(rows).name} ({len(risk)} patients, "
             f"{int(data.y.sum())} with {_event(outcome, pos_label)})",
         )
-        png.parent.mkdir(parents=True, exist_ok=True)
+        make_parent(png)
         fig.savefig(png, dpi=120, bbox_inches="tight")
         result["png"] = str(png)
     if as_json:

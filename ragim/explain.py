@@ -46,6 +46,7 @@ import pandas as pd
 
 from ragim import plots
 from ragim.errors import ValidationError
+from ragim.io import make_parent
 from ragim.models.family import (  # noqa: F401  (Z95 re-exported: ragim.explain.Z95)
     Z95,
     by_abs,
@@ -173,7 +174,7 @@ class _Explanation:
 
     def save_png(self, path: str | Path, *, dpi: int = 150, **plot_kw) -> Path:
         """Render ``plot(**plot_kw)`` to a PNG file and return its path."""
-        (path := Path(path)).parent.mkdir(parents=True, exist_ok=True)
+        make_parent(path := Path(path))
         self.plot(**plot_kw).savefig(path, format="png", dpi=dpi, bbox_inches="tight")
         return path
 

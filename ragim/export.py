@@ -41,6 +41,7 @@ import pandas as pd
 from ragim.canonical import canonical_level, canonical_levels
 from ragim.errors import ValidationError
 from ragim.explain import Z95, explain_params
+from ragim.io import make_parent
 from ragim.params import ModelParams, model_family
 from ragim.schema import Feature, read_feature
 
@@ -100,7 +101,7 @@ def save_coefficients_csv(params: ModelParams, path: str | Path) -> Path:
     """Write :func:`coefficients_frame` as a UTF-8 CSV (atomically: a temporary file, then a
     rename) and return its path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         coefficients_frame(params).to_csv(tmp, index=False, float_format="%.6g")

@@ -158,6 +158,25 @@ def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
 FileSource = bytes | Callable[[Path], None]
 
 
+def make_parent(path: str | os.PathLike) -> Path:
+    """Make the folders ``path`` is to be saved in, and return its parent folder.
+
+    Raises
+    ------
+    ArtifactError
+        One line, when a file stands where a folder must be (``"notes.txt/model"``).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        above = next((p for p in path.parents if p.exists()), path.parent)
+        raise ArtifactError(
+            f"cannot save to {path}: {above} is a file, not a folder; choose another path"
+        ) from exc
+    return path.parent
+
+
 def write_artifact(
     path: str | os.PathLike,
     kind: str,
@@ -181,8 +200,7 @@ def write_artifact(
     extra : more JSON-safe fields for the manifest.
     """
     path = Path(path)
-    parent = path.parent
-    parent.mkdir(parents=True, exist_ok=True)
+    parent = make_parent(path)
     if path.exists() and not overwrite:
         raise ArtifactError(f"{path} already exists; pass overwrite=True to replace it")
     if _is_foreign_dir(path):

@@ -819,6 +819,9 @@ class LMGenerator(Generator):
 
         model, _ = self.load_model()
         if not isinstance(model, PeftModel):
+            from ragim.lm.adapters import check_lora_rank
+
+            check_lora_rank(model, self.config)
             with quiet_checkpointing_rename():
                 model = get_peft_model(model, self.lora_config())
             model.eval()

@@ -67,6 +67,35 @@ def peft_lora_config(config: Any, task_type: str, **extra: Any):
     )
 
 
+def check_lora_rank(model: Any, config: Any) -> None:
+    """Refuse a LoRA rank (``config.lora_r``) above the smallest width of the modules of
+    ``model`` that ``config.target_modules`` name (as peft matches them): such a rank adds no
+    capacity, only memory (a rank of 100000 on a 64-wide model exhausts it).
+
+    Raises
+    ------
+    ValidationError
+        One line naming the rank, the width and the module.
+    """
+    targets = tuple(config.target_modules)
+    smallest: tuple[int, str] | None = None
+    for name, module in model.named_modules():
+        if not any(name == t or name.endswith("." + t) for t in targets):
+            continue
+        weight = getattr(module, "weight", None)
+        if weight is None or getattr(weight, "ndim", 0) != 2:
+            continue
+        width = int(min(weight.shape))
+        if smallest is None or width < smallest[0]:
+            smallest = (width, name)
+    if smallest is not None and config.lora_r > smallest[0]:
+        raise ValidationError(
+            f"lora_r {config.lora_r} is above {smallest[0]}, the width of the target module "
+            f"{smallest[1]} of {config.base_model}; choose a LoRA rank of at most {smallest[0]} "
+            "(4 to 64 is usual)"
+        )
+
+
 def adapter_config_problems(config: Any) -> list[str]:
     """Check the settings every adapter config shares (``base_model``, ``target_modules``,
     ``lora_r``, ``lora_alpha``, ``lora_dropout``, ``seed``): fixes their types in place

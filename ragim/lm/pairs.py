@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ragim.errors import ValidationError
+from ragim.io import make_parent
 from ragim.lm.answer import answer_values, model_text
 
 #: columns every preference dataset has, in this order
@@ -304,7 +305,7 @@ def save_preferences(pairs, path: str | os.PathLike) -> Path:
     present, ``chosen_reward``, ``rejected_reward`` and ``neighbor_ids`` are written.
     """
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(p)
     lines = []
     for i, r in enumerate(_records(pairs)):
         rec = {k: r.get(k) for k in (*PREFERENCE_COLUMNS, *OPTIONAL_COLUMNS) if k in r}

@@ -451,6 +451,9 @@ def train_from_scratch(
     keywords: ``progress``, ``callbacks``, the trainer's ``args`` and datasets),
     and make the run ``owner``'s: :meth:`TrainedRun.install` with ``stage`` and ``run``, and
     ``tokenizer_`` the tokenizer. Returns ``owner``. Seeding the RNGs is the caller's."""
+    from ragim.lm.adapters import check_lora_rank
+
+    check_lora_rank(model, owner.config)  # before peft allocates the adapter
     done = train_with(
         trainer_cls,
         args_cls,
