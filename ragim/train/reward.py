@@ -47,6 +47,7 @@ from ragim.lm.reward_model import FORMAT, RewardModel, RewardModelConfig, best_o
 from ragim.train.trainer import (
     STEP_RULES,
     CheckpointConfig,
+    refuse_model_settings,
     run_config,
     run_description,
     train_from_scratch,
@@ -181,6 +182,13 @@ def train_reward_model(
     from trl import RewardConfig as TRLRewardConfig
     from trl import RewardTrainer
 
+    refuse_model_settings(
+        overrides,
+        RewardModelTrainingConfig,
+        RewardModelConfig,
+        "train_reward_model takes base_model, lora_r and device (lora_alpha is 2 * lora_r, "
+        "the other LoRA settings their defaults)",
+    )
     run = run_config(RewardModelTrainingConfig, config, **overrides)
     lora_r = check_int(lora_r, "lora_r", ge=1)
     rows = pair_rows(pairs)

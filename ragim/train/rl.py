@@ -58,7 +58,7 @@ from typing import Any
 from ragim.checks import check_bool, check_fields, check_int, check_number
 from ragim.errors import DataWarning, ValidationError
 from ragim.generate.base import record_fit_state
-from ragim.generate.lm import UNVALIDATED, LMGenerator
+from ragim.generate.lm import UNVALIDATED, LMConfig, LMGenerator
 from ragim.lm.pairs import (
     check_pair_names,
     check_pair_prompts,
@@ -76,6 +76,7 @@ from ragim.train.trainer import (
     STEP_RULES,
     CheckpointConfig,
     index_data,
+    refuse_model_settings,
     run_config,
     run_description,
     train_with,
@@ -408,6 +409,13 @@ def train_grpo(
         raise TypeError("give the rewards once: reward_config= or rewards=, not both")
     if overrides.get("rewards") is None:
         overrides["rewards"] = reward_config
+    refuse_model_settings(
+        overrides,
+        GRPOTrainingConfig,
+        LMConfig,
+        "it was fixed when the generator was fine-tuned, and GRPO continues its adapter: set "
+        "it in train_sft(index, generator_config=LMConfig({name}=...))",
+    )
     run = run_config(GRPOTrainingConfig, config, **overrides)
     reward_funcs, reward_weights = run.rewards.build()
     for func, w in (extra_rewards or {}).items():
@@ -556,6 +564,13 @@ def train_dpo(
     """
     from trl import DPOConfig, DPOTrainer
 
+    refuse_model_settings(
+        overrides,
+        DPOTrainingConfig,
+        LMConfig,
+        "it was fixed when the generator was fine-tuned, and DPO continues its adapter: set "
+        "it in train_sft(index, generator_config=LMConfig({name}=...))",
+    )
     run = run_config(DPOTrainingConfig, config, **overrides)
     rows = pair_rows(pairs)
     if not rows:

@@ -71,6 +71,7 @@ from ragim.train.trainer import (
     CheckpointConfig,
     checkpointing_args,
     index_data,
+    refuse_model_settings,
     run_config,
     run_description,
     train_from_scratch,
@@ -543,6 +544,13 @@ def train_sft(
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
+    refuse_model_settings(
+        overrides,
+        SFTTrainingConfig,
+        LMConfig,
+        "pass it in generator_config=LMConfig({name}=...) (base_model, k and device are also "
+        "keywords)",
+    )
     run = run_config(SFTTrainingConfig, config, **overrides)
     if isinstance(generator_config, dict):
         generator_config = LMConfig(**generator_config)

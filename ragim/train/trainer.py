@@ -91,6 +91,35 @@ STEP_RULES = {
 }
 
 
+def refuse_model_settings(
+    overrides: dict[str, Any], run_cls: type, model_cls: type, advice: str
+) -> None:
+    """Refuse a keyword that is a setting of the model (``model_cls``: ``LMConfig``,
+    ``RewardModelConfig``), not of the run (``run_cls``), with one line saying where it goes:
+    ``advice`` with ``{name}`` for the keyword (TypeError, as for any unexpected keyword).
+
+    >>> from ragim.generate.lm import LMConfig
+    >>> from ragim.train.sft import SFTTrainingConfig
+    >>> try:
+    ...     refuse_model_settings({"lora_r": 4}, SFTTrainingConfig, LMConfig,
+    ...                           "pass it in generator_config=LMConfig({name}=...)")
+    ... except TypeError as exc:
+    ...     print(str(exc).split("; ")[1])
+    pass it in generator_config=LMConfig(lora_r=...)
+    """
+    from dataclasses import fields
+
+    run_fields = {f.name for f in fields(run_cls)}
+    model_fields = {f.name for f in fields(model_cls)}
+    for name in overrides:
+        if name not in run_fields and name in model_fields:
+            what = "generator" if model_cls.__name__ == "LMConfig" else "reward model"
+            raise TypeError(
+                f"{name} is a setting of the {what} ({model_cls.__name__}), not of the run "
+                f"({run_cls.__name__}); " + advice.format(name=name)
+            )
+
+
 def run_config(cls: type, config: Any, **overrides: Any) -> Any:
     """``config`` (an instance of the dataclass ``cls``, a dict of its fields, or None for the
     defaults) with every override that is not None applied (a keyword set to None keeps the
@@ -481,6 +510,7 @@ __all__ = [
     "on_cuda",
     "prepare_output_dir",
     "quiet_training",
+    "refuse_model_settings",
     "run_config",
     "run_description",
     "run_trainer",

@@ -321,6 +321,25 @@ def test_a_keyword_that_is_no_config_field_is_refused_by_name():
             call()
 
 
+def test_a_generator_setting_given_to_a_trainer_says_where_it_goes():
+    """train_sft(index, lora_r=4) raised a TypeError listing only the training fields, though
+    the docs call the LoRA rank a generator setting and base_model and k are keywords; each
+    trainer says in one line whose setting it is and where to pass it."""
+    from ragim.train import train_dpo, train_grpo, train_reward_model, train_sft
+
+    with pytest.raises(TypeError, match=r"^lora_r is a setting of the generator \(LMConfig\), not "
+                       r"of the run \(SFTTrainingConfig\); pass it in "
+                       r"generator_config=LMConfig\(lora_r=\.\.\.\)"):
+        train_sft(None, lora_r=4)
+    for call in (lambda: train_grpo(None, None, decimals=3), lambda: train_dpo(None, [], decimals=3)):
+        with pytest.raises(TypeError, match=r"^decimals is a setting of the generator .* set it in "
+                           r"train_sft\(index, generator_config=LMConfig\(decimals=\.\.\.\)\)$"):
+            call()
+    with pytest.raises(TypeError, match=r"^lora_alpha is a setting of the reward model "
+                       r"\(RewardModelConfig\).*takes base_model, lora_r and device"):
+        train_reward_model([], lora_alpha=4)
+
+
 def test_output_dir_is_a_config_field(tmp_path):
     from ragim.train import DPOTrainingConfig
 
