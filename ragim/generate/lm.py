@@ -83,7 +83,7 @@ class LMConfig:
 
     base_model: str = field(
         default="smollm2-135m",
-        metadata={"help": "'smollm2-135m', 'tiny', a local model directory or a hub id"},
+        metadata={"help": "'smollm2-135m', 'tiny', a local model directory or a cached hub id"},
     )
     k: int = field(
         default=5,

@@ -11,9 +11,9 @@ Three kinds of ``base_model`` are understood:
     A randomly initialised two-layer Llama with a byte-level BPE tokenizer built
     in code (no files, no downloads). For tests and smoke runs.
 anything else
-    A local model directory, or (online only) a Hugging Face hub id.
+    A local model directory, or a Hugging Face hub id already in the local Hugging Face cache.
 
-Nothing here reaches the network unless a hub id is given explicitly.
+Nothing here reaches the network: a hub id that is not cached is refused, with the known names.
 
 Examples
 --------
@@ -119,7 +119,7 @@ def load_base_model(
     ----------
     base_model : str
         ``"smollm2-135m"`` (default), ``"tiny"``, a local model directory or a
-        hub id (the last needs network access).
+        hub id already in the local Hugging Face cache (nothing is downloaded).
     device : str or None
         Passed to :func:`ragim.device.resolve_device`.
     dtype : torch.dtype
@@ -491,26 +491,52 @@ def _load_smollm2(*, cache_dir, dtype):
 # --------------------------------------------------------------------------- others
 
 
+def cached_hub_folder(name: str) -> str | None:
+    """The folder of hub id ``name`` in the local Hugging Face cache, or None when it is not
+    there (or ``name`` is no hub id); nothing is downloaded and no server is asked."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(name, local_files_only=True)
+    except Exception:  # not cached, or not a valid repo id: huggingface_hub's own errors
+        return None
+
+
+def _unknown_base_model(name: str, why: str) -> ValidationError:
+    """The one-line error for a ``base_model`` that is none of those ragim can load offline:
+    the known names (and the closest, for a typo)."""
+    import difflib
+
+    known = [DEFAULT_BASE_MODEL, TINY_BASE_MODEL]
+    close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.6)
+    return ValidationError(
+        f"base_model {name!r} {why}"
+        + (f"; did you mean {close[0]!r}?" if close else "")
+        + f"; use one of {', '.join(repr(k) for k in known)}, a local model directory with "
+        "config.json, or a hub id already in the Hugging Face cache (ragim downloads nothing)"
+    )
+
+
 def _load_other(name: str, *, dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = Path(name).expanduser()
     local = path.is_dir()
     if not local and (path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1):
-        raise ValidationError(
-            f"base_model {name!r} is not a model directory; use 'smollm2-135m', 'tiny', "
-            "a local directory with config.json, or a hub id"
+        raise _unknown_base_model(name, "is not a model directory")
+    src = str(path) if local else cached_hub_folder(name)
+    if src is None:
+        raise _unknown_base_model(
+            name, "is not a known base model, a local directory, or in the Hugging Face cache"
         )
-    src = str(path) if local else name
     try:
-        model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype, local_files_only=local)
-        tok = AutoTokenizer.from_pretrained(src, local_files_only=local)
+        model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype, local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(src, local_files_only=True)
     except (OSError, ValueError) as exc:
         if local:
             raise ValidationError(f"cannot load a causal LM from directory {src!r}: {exc}") from exc
-        raise DependencyError(
-            f"base_model {name!r} does not exist locally and could not be fetched from the "
-            f"Hugging Face hub (hub access may be unavailable or offline): {exc}"
+        raise _unknown_base_model(
+            name, "is not a known base model, a local directory, or in the Hugging Face cache"
         ) from exc
     return model, tok
 

@@ -57,7 +57,7 @@ class RewardModelConfig:
     base_model: str = field(
         default="smollm2-135m",
         metadata={
-            "help": "'smollm2-135m', 'tiny', a local model directory or a hub id "
+            "help": "'smollm2-135m', 'tiny', a local model directory or a cached hub id "
             "(use the generator's)"
         },
     )

@@ -135,7 +135,8 @@ def train_reward_model(
         The training settings; each of its fields given as a keyword (``**overrides``)
         replaces the config's.
     base_model : str
-        ``"smollm2-135m"``, ``"tiny"``, a local model directory or a hub id; use the
+        ``"smollm2-135m"``, ``"tiny"``, a local model directory or a hub id in
+        the Hugging Face cache (nothing is downloaded); use the
         generator's base model.
     lora_r : int
         LoRA rank (alpha = 2 * rank).

@@ -495,7 +495,8 @@ def train_sft(
     config : SFTTrainingConfig or dict, optional
         The training settings; default ``SFTTrainingConfig()``.
     base_model : str, optional
-        ``"smollm2-135m"``, ``"tiny"``, a local model directory or a hub id; default: the
+        ``"smollm2-135m"``, ``"tiny"``, a local model directory or a hub id in
+        the Hugging Face cache (nothing is downloaded); default: the
         generator config's (``"smollm2-135m"``).
     generator_config : LMConfig or dict, optional
         Retrieval, prompt and LoRA settings (``k``, ``decimals``, ``lora_r``, ``lora_alpha``,

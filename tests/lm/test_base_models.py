@@ -112,12 +112,28 @@ def test_missing_local_path_is_a_clear_error(tmp_path):
         load_base_model("", device="cpu")
 
 
-def test_hub_id_offline_is_a_dependency_error():
-    hub_constants = pytest.importorskip("huggingface_hub.constants")
-    if not hub_constants.HF_HUB_OFFLINE:
-        pytest.skip("only checked with HF_HUB_OFFLINE=1 (never reach the hub from tests)")
-    with pytest.raises(DependencyError, match="does not exist locally"):
+def test_a_mistyped_or_uncached_name_is_refused_without_reaching_the_network(monkeypatch):
+    """--base-model smollm2-135 (a typo) sent a HEAD request to huggingface.co, though ragim
+    downloads nothing at run time: a name that is neither built in, a local folder nor in the
+    Hugging Face cache is refused in one line with the known names, and no socket is opened;
+    the same for a sentence-transformers model name."""
+    import socket
+
+    from ragim.embed import SentenceTransformerEmbedder
+
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"the network was reached: {args[1:]}")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    with pytest.raises(ValidationError, match=r"^base_model 'smollm2-135' is not a known base model, "
+                       r"a local directory, or in the Hugging Face cache; did you mean 'smollm2-135m'\?; "
+                       r"use one of 'smollm2-135m', 'tiny', .*ragim downloads nothing\)$"):
+        load_base_model("smollm2-135", device="cpu")
+    with pytest.raises(ValidationError, match="in the Hugging Face cache"):
         load_base_model("ragim-test/definitely-not-a-model", device="cpu")
+    with pytest.raises(ValidationError, match="nor in the Hugging Face cache .ragim downloads nothing"):
+        SentenceTransformerEmbedder("ragim-test/not-a-model", cache_dir=False).embed(["x"])
 
 
 def test_missing_smollm2_package_names_the_install_command(monkeypatch):
