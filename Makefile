@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/ragim demo
+	$(VENV)/bin/ragim demo --overwrite  # the report in reports/demo is remade each time
 
 # Default suite plus the slow real-model end-to-end tests (what CI runs).
 test: $(STAMP)
