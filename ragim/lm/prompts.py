@@ -73,6 +73,9 @@ PRIOR_HEAD = (
     "tasks' models on their descriptions):"
 )
 
+#: how the population model's block starts (its task count follows)
+POPULATION_HEAD = "Population model (average over"
+
 #: what the instruction adds in residual mode (``LMConfig.residual``): the answer is the change
 #: to each of the statistical prior's parameters, written in the same format and order
 RESIDUAL_INSTRUCTION = (
@@ -210,7 +213,7 @@ def _population_block(population: ModelParams | None, fmt: AnswerFormat) -> str:
     n = population.metadata.get("n_tasks")
     what = f"{n} indexed tasks" if isinstance(n, int) else "the indexed tasks"
     js = fmt.write(population.as_dict())
-    return f"Population model (average over {what}, weighted by their patients):\n{js}"
+    return f"{POPULATION_HEAD} {what}, weighted by their patients):\n{js}"
 
 
 #: orders of the user message: ``"shared-first"`` puts what every target of one index shares
@@ -251,6 +254,12 @@ def _user_content(
     else:
         parts = [target, layout, similar, population, prior, instruction]
     return "\n\n".join(p for p in parts if p)
+
+
+def answer_instruction(fmt: AnswerFormat, residual: bool) -> str:
+    """The prompt's last sentence: ``fmt``'s instruction, followed in residual mode by
+    :data:`RESIDUAL_INSTRUCTION`."""
+    return fmt.instruction + (" " + RESIDUAL_INSTRUCTION if residual else "")
 
 
 def _messages(user: str) -> list[dict[str, str]]:
@@ -355,7 +364,7 @@ def build_prompt(
         names, tokenizer, decimals=decimals, max_abs=max_abs, format_name=format_name
     )
     budget = limit - room
-    instruction = fmt.instruction + (" " + RESIDUAL_INSTRUCTION if residual else "")
+    instruction = answer_instruction(fmt, residual)
 
     def render(shown: list[str]) -> list[dict[str, str]]:
         return _messages(
@@ -470,7 +479,7 @@ def prompt_layout_problems(messages: Any, kind: str, schema: FeatureSchema, conf
         max_abs=config.max_abs,
     )
     residual = bool(getattr(config, "residual", False))
-    instruction = fmt.instruction + (" " + RESIDUAL_INSTRUCTION if residual else "")
+    instruction = answer_instruction(fmt, residual)
     problems = []
     if system != [SYSTEM_PROMPT]:
         problems.append("another system prompt")
@@ -484,7 +493,7 @@ def prompt_layout_problems(messages: Any, kind: str, schema: FeatureSchema, conf
     shows_prior = PRIOR_HEAD in user
     if shows_prior != bool(config.statistical_prior):
         problems.append("a statistical prior" if shows_prior else "no statistical prior")
-    shows_population = "Population model (average over" in user
+    shows_population = POPULATION_HEAD in user
     if shows_population != bool(getattr(config, "population", False)):
         problems.append("a population model" if shows_population else "no population model")
     n = len(_NEIGHBOUR_LINE.findall(user))
@@ -519,10 +528,12 @@ def warn_if_neighbours_cut(
 
 
 __all__ = [
+    "POPULATION_HEAD",
     "PRIOR_HEAD",
     "PROMPT_ORDERS",
     "RESIDUAL_INSTRUCTION",
     "SYSTEM_PROMPT",
+    "answer_instruction",
     "answer_room",
     "answer_text",
     "build_prompt",
