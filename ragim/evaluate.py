@@ -86,6 +86,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
+from ragim.canonical import canonical_level
 from ragim.checks import check_int
 from ragim.errors import RagimError, ValidationError
 from ragim.metrics import (
@@ -311,7 +312,8 @@ def assert_leak_free(
         infos = [{"task_id": t.task_id, "metadata": t.metadata} for t in targets]
     target_ids = {i["task_id"] for i in infos}
     pids = frozenset().union(*(_patient_ids(i) for i in infos)) if infos else frozenset()
-    groups = {i["metadata"].get(group) for i in infos} if group else set()
+    # group codes compare canonically: site "01" of a target is site 1 of an indexed task
+    groups = {canonical_level(i["metadata"].get(group)) for i in infos} - {None} if group else set()
     pools = {"index": index.records}
     trained = getattr(generator, "index_", None)
     if trained is not None and trained is not index:
@@ -331,7 +333,7 @@ def assert_leak_free(
                 why = "is a target"
             elif pids and not pids.isdisjoint(_patient_ids(rec)):
                 why = "shares patients with a target"
-            elif group and meta.get(group) in groups:
+            elif group and canonical_level(meta.get(group)) in groups:
                 why = f"belongs to held-out {group} {meta.get(group)!r}"
             else:
                 continue
@@ -723,25 +725,25 @@ def _folds(
         ]
         plan = [(p.tolist(), p.tolist()) for p in parts if len(p)]
     else:
-        values = [m.get(group) for m in tasks.metadata]
-        if all(v is None for v in values):
+        if not any(group in m for m in tasks.metadata):
             raise ValidationError(
                 f"no task has metadata {group!r}; pass group= one of the metadata keys"
             )
-        held = (
-            list(dict.fromkeys(v for v in values if v is not None))
-            if groups is None
-            else list(groups)
-        )
-        unknown = [g for g in held if g not in set(values)]
+        codes = tasks.group_codes(group)  # "01", 1 and 1.0 are one site, as in group_split
+        if groups is None:
+            held = list(dict.fromkeys(c for c in codes if c is not None))
+        else:
+            if isinstance(groups, str | bytes):
+                groups = [groups]
+            held = list(dict.fromkeys(canonical_level(g) for g in groups))
+        unknown = [g for g in held if g not in set(codes)]
         if unknown:
-            raise ValidationError(
-                f"no tasks with {group} in {unknown}; known values: {sorted(map(str, set(values)))}"
-            )
+            shown = sorted({str(m[group]) for m in tasks.metadata if m.get(group) is not None})
+            raise ValidationError(f"no tasks with {group} in {unknown}; known values: {shown}")
         chosen_set = set(chosen.tolist())
         plan = []
         for g in held:
-            members = [i for i, v in enumerate(values) if v == g]
+            members = [i for i, c in enumerate(codes) if c == g]
             targets = [i for i in members if i in chosen_set]
             if targets:
                 plan.append((targets, members))

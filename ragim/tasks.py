@@ -558,25 +558,62 @@ class TaskCollection:
         Keyword values compare as group codes (:func:`~ragim.canonical.canonical_level`):
         ``site=1`` matches a site stored as ``"01"``, ``1`` or ``1.0``.
         """
+        codes = {k: self.group_codes(k) for k in equals}
         want = {k: canonical_level(v) for k, v in equals.items()}
-        keep = []
-        for i in range(len(self)):
-            inf = self.info(i)
-            meta = inf["metadata"]
-            if all(canonical_level(meta.get(k)) == v for k, v in want.items()) and (
-                predicate is None or predicate(inf)
-            ):
-                keep.append(i)
+        keep = [
+            i
+            for i in range(len(self))
+            if all(codes[k][i] == v for k, v in want.items())
+            and (predicate is None or predicate(self.info(i)))
+        ]
         return self.take(keep)
+
+    def group_codes(self, by: str) -> list[str | None]:
+        """The canonical code (:func:`~ragim.canonical.canonical_level`) of every task's
+        ``metadata[by]``, in task order; None where a task has no such key.
+
+        Spellings of one code (``1``, ``"1"``, ``"01"``) are one group. Where the metadata spell
+        one code in more than one way as text (sites ``"01"`` and ``"1"``), this warns
+        (:class:`~ragim.errors.DataWarning`) naming them: they may be two sites that
+        only a leading zero tells apart.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> X = pd.DataFrame({"x": [0.0, 1.0]})
+        >>> tc = TaskCollection([Task(t, "d", X, [0, 1], {"site": s})
+        ...                      for t, s in [("a", "01"), ("b", 2), ("c", "2.0")]])
+        >>> tc.group_codes("site")
+        ['1', '2', '2']
+        """
+        values = [m.get(by) for m in self.metadata]
+        codes = [canonical_level(v) for v in values]
+        spellings: dict[str, set[str]] = {}
+        for v, code in zip(values, codes, strict=True):
+            if isinstance(v, str):
+                spellings.setdefault(code, set()).add(v)
+            elif code is not None:  # a number has one spelling: its canonical form
+                spellings.setdefault(code, set()).add(code)
+        merged = [sorted(s) for s in spellings.values() if len(s) > 1]
+        if merged:
+            shown = "; ".join(" and ".join(map(repr, s)) for s in merged[:3])
+            warnings.warn(
+                f"metadata {by!r} writes one code in several ways ({shown}): ragim reads them as "
+                "one group, as numbers; if they are different groups, give them values that "
+                "differ as numbers too (e.g. '01' -> 'A01')",
+                DataWarning,
+                stacklevel=3,
+            )
+        return codes
 
     def groups(self, by: str) -> dict[Any, TaskCollection]:
         """Split into sub-collections by a metadata key (keyed by the first spelling of each
-        group code; spellings of one code such as ``1`` and ``"01"`` form one group)."""
+        group code; spellings of one code such as ``1`` and ``"01"`` form one group, see
+        :meth:`group_codes`)."""
         out: dict[Any, list[int]] = {}
         first: dict[Any, Any] = {}
-        for i, meta in enumerate(self.metadata):
-            v = meta.get(by)
-            out.setdefault(first.setdefault(canonical_level(v), v), []).append(i)
+        for i, code in enumerate(self.group_codes(by)):
+            out.setdefault(first.setdefault(code, self.metadata[i].get(by)), []).append(i)
         return {k: self.take(v) for k, v in out.items()}
 
     def group_split(
@@ -593,7 +630,7 @@ class TaskCollection:
             raise ValidationError(
                 f"no task has the metadata key {by!r} to split by; the tasks' keys: {keys[:12]}"
             )
-        codes = [canonical_level(m.get(by)) for m in self.metadata]
+        codes = self.group_codes(by)
         known = set(codes)
         unknown = [g for g in test_groups if canonical_level(g) not in known]
         if unknown:

@@ -133,6 +133,51 @@ def test_task_ids_and_site_codes_keep_their_leading_zeros(tmp_path):
     assert set(tc.groups("site")) == {"01", "02"}
 
 
+def _sites_spelled(spellings):
+    """Synthetic tasks whose metadata site is written as ``spellings`` (one per task)."""
+    base = datasets.synthetic_family(n_tasks=len(spellings), n_features=2, seed=3, rows=(40, 60))
+    return TaskCollection([Task(t.task_id, t.description, t.X, t.y, {"site": s})
+                           for t, s in zip(base, spellings, strict=True)])
+
+
+def test_one_site_code_written_two_ways_is_one_group_and_says_so():
+    tc = _sites_spelled(["01", "1", 2, 2.0, "3", "3"])
+    with pytest.warns(DataWarning, match=r"'site' writes one code in several ways \('01' and '1'\)"):
+        train, test = tc.group_split("site", ["1"])
+    assert test.ids == tc.ids[:2] and train.ids == tc.ids[2:]
+    with warnings.catch_warnings():  # numbers (2, 2.0) have one spelling; "3" twice is one
+        warnings.simplefilter("error")
+        assert _sites_spelled([2, 2.0, "3", "3"]).group_codes("site") == ["2", "2", "3", "3"]
+
+
+def test_leave_group_out_compares_site_codes_as_group_split_does():
+    from ragim import evaluate
+
+    tc = _sites_spelled(["01", "01", 2, 2, "3", "3"])
+    for spelling in (1, "1", "01", 1.0):
+        df = evaluate.zero_shot(tc, protocol="leave-group-out", group="site", groups=[spelling],
+                                methods=["pooled"], embedder="hashing", progress=False)
+        (fold,) = df.attrs["folds"]
+        assert set(fold["targets"]) == set(tc.ids[:2]) and not set(tc.ids[:2]) & set(fold["index_ids"])
+    with pytest.raises(ValidationError, match=r"no tasks with site in \['4'\]"):
+        evaluate.zero_shot(tc, protocol="leave-group-out", group="site", groups=[4],
+                           methods=["pooled"], embedder="hashing", progress=False)
+    folds = evaluate.zero_shot(tc, protocol="leave-group-out", group="site", methods=["pooled"],
+                               embedder="hashing", progress=False).attrs["folds"]
+    assert [sorted(f["targets"]) for f in folds] == [tc.ids[0:2], tc.ids[2:4], tc.ids[4:6]]
+
+
+def test_leak_check_sees_a_held_out_site_written_another_way():
+    from ragim.evaluate import assert_leak_free
+
+    tc = _sites_spelled(["01", 1, "2", "2"])
+    index = TaskIndex.build(tc.take([1, 2, 3]), embedder="hashing", progress=False)
+    with pytest.raises(ValidationError, match="belongs to held-out site"):
+        assert_leak_free(index, tc.take([0]), group="site")
+    assert_leak_free(TaskIndex.build(tc.take([2, 3]), embedder="hashing", progress=False),
+                     tc.take([0]), group="site")
+
+
 def test_demo_holds_out_a_site_given_without_its_leading_zero(tmp_path):
     from typer.testing import CliRunner
 
