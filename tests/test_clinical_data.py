@@ -211,8 +211,19 @@ def test_patient_ids_keep_leading_zeros_so_shared_patients_are_found(tmp_path):
 def test_unrelated_patients_numbered_0001_and_1_are_not_merged(tmp_path):
     a = pd.DataFrame({"patient_id": [f"{i:04d}" for i in range(1, 11)], "age": np.arange(10.0), "y": np.arange(10) % 2})
     b = pd.DataFrame({"patient_id": list(range(1, 11)), "age": np.arange(10.0), "y": np.arange(10) % 2})
-    tc = load_task_folder(write_folder(tmp_path / "s", {"a": a, "b": b}))
+    with pytest.warns(DataWarning, match=r"patient ids '0001' \(in 'a'\) and '1' \(in 'b'\) differ only by "
+                      r"leading zeros, as do 9 more id\(s\) of different files"):
+        tc = load_task_folder(write_folder(tmp_path / "s", {"a": a, "b": b}))
     assert tc.overlapping("a") == [] and tc["b"].patient_ids == frozenset(str(i) for i in range(1, 11))
+
+
+def test_ids_with_and_without_leading_zeros_in_one_file_are_that_files_patients(tmp_path):
+    a = pd.DataFrame({"patient_id": ["0001", "1", "2", "3"], "age": [1.5, 2, 3, 4], "y": [0, 1, 0, 1]})
+    b = pd.DataFrame({"patient_id": ["7", "8", "9", "10"], "age": [1.5, 2, 3, 4], "y": [0, 1, 0, 1]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        tc = load_task_folder(write_folder(tmp_path / "s", {"a": a, "b": b}))
+    assert sorted(tc["a"].patient_ids) == ["0001", "1", "2", "3"]
 
 
 def test_patients_shared_between_sites_are_flagged(tmp_path):

@@ -15,7 +15,8 @@ How values are read (docs/own_tasks.md):
   ward ``007`` or a site ``01`` keeps its leading zeros; group codes compare by value
   (``--site 1`` finds a site written ``01``).
 * ``patient_id`` is read as text in every file: ``0001`` and ``1`` are different patients,
-  and the same id in two files is the same patient (that is how overlap is found).
+  and the same id in two files is the same patient (that is how overlap is found). Ids of
+  different files that differ only by leading zeros are named in a warning.
 * feature columns may come in any order; their types are inferred from *all* files.
 * outcomes are 0/1 or true/false; other codings need ``pos_label``.
 
@@ -274,8 +275,44 @@ def load_task_folder(
     else:
         schema = FeatureSchema.infer(frames, labels=labels)
     _warn_shared_patients_across_sites(tasks)
+    _warn_ids_equal_but_for_leading_zeros(tasks)
     _warn_without_patient_ids(tasks, patient_id)
     return TaskCollection(tasks, schema=schema, name=name or root.name)
+
+
+def _warn_ids_equal_but_for_leading_zeros(tasks: list[Task]) -> None:
+    """Patient ids are text, so ``0001`` in one file and ``1`` in another are two patients.
+    When digit-only ids of *different* files differ only by leading zeros (one export kept
+    them, another, often a spreadsheet, dropped them), the same patients may go unseen as
+    shared, and evaluation would leak: one :class:`DataWarning` naming an example and the
+    count. Spellings found together in one file are that file's distinct patients: not
+    counted."""
+    files_of: dict[str, dict[str, set[str]]] = {}  # digits without zeros -> spelling -> tasks
+    for t in tasks:
+        for pid in t.patient_ids:
+            if pid.isascii() and pid.isdigit():
+                files_of.setdefault(pid.lstrip("0") or "0", {}).setdefault(pid, set()).add(
+                    t.task_id
+                )
+    clashes = []
+    for spellings in files_of.values():
+        if len(spellings) < 2:
+            continue
+        (a, ta), (b, tb) = sorted(spellings.items())[:2]
+        if ta.isdisjoint(tb):
+            clashes.append((a, min(ta), b, min(tb)))
+    if not clashes:
+        return
+    a, ta, b, tb = min(clashes)
+    more = f", as do {len(clashes) - 1} more id(s) of different files" if len(clashes) > 1 else ""
+    warnings.warn(
+        f"patient ids {a!r} (in {ta!r}) and {b!r} (in {tb!r}) differ only by leading "
+        f"zeros{more}: ragim reads ids as text, so these are different patients and tasks "
+        "sharing them are not kept apart; if they are the same patients, write the ids the "
+        "same way in every file",
+        DataWarning,
+        stacklevel=3,
+    )
 
 
 def _warn_without_patient_ids(tasks: list[Task], column: str) -> None:
