@@ -351,7 +351,7 @@ class TaskIndex:
             layout, a bad ``chunk_size`` or ``storage``, or an invalid FAISS factory string.
         """
         from ragim.models import fit_many, fit_schema
-        from ragim.models.logistic_family import fit_constant_terms
+        from ragim.models.family import fit_constant_terms
 
         if not isinstance(tasks, TaskCollection):
             tasks = TaskCollection(list(tasks))
@@ -904,7 +904,7 @@ class TaskIndex:
         """Fit (or accept) and add new tasks without a rebuild; the schema is kept fixed.
         Returns the ids added."""
         from ragim.models import fit_many
-        from ragim.models.logistic_family import fit_constant_terms
+        from ragim.models.family import fit_constant_terms
 
         if not isinstance(tasks, TaskCollection):
             tasks = TaskCollection(list(tasks), schema=self.schema, validate=False)
@@ -1234,7 +1234,7 @@ def _task_record(
 ) -> Record:
     """The index record of a task: ``TaskCollection.info`` plus its fit statistics, and the
     design terms its rows never varied when there are any
-    (:func:`~ragim.models.logistic_family.fit_constant_terms`), so that :meth:`TaskIndex.params`
+    (:func:`~ragim.models.family.fit_constant_terms`), so that :meth:`TaskIndex.params`
     gives them back and explanations of the task's own model mark them not estimable."""
     tid = info["task_id"]
     meta = canonical_metadata(info["metadata"], where=f"task {tid!r}")

@@ -136,6 +136,36 @@ def test_gam_frame_and_importance(data, std):
     assert d["kind"] == "gam" and len(d["terms"]) == len(schema.gam_names) and d["provenance"] == []
 
 
+def test_gam_bins_no_fitted_patient_fell_in_are_not_estimable():
+    """A task of patients aged 60-90 on bins shared with a 20-90 index: its GAM carries the
+    60+ score down to the young bins (predictions need a value there), but no explanation may
+    present that score as an estimate with a CI, nor count it in the importance."""
+    from ragim.models import GAMModel
+
+    rng = np.random.default_rng(0)
+    wide = pd.DataFrame({"age": rng.uniform(20, 90, 500), "sex": rng.choice(["F", "M"], 500)})
+    schema = FeatureSchema.infer(wide).fit(wide)
+    X = pd.DataFrame({"age": rng.uniform(60, 90, 300), "sex": ["F"] * 300})
+    y = (rng.random(300) < 1 / (1 + np.exp(-(X["age"] - 75) / 5))).astype(int)
+    p = GAMModel(schema=schema, outer_bags=4, max_rounds=50).fit(X, y).to_params()
+    young = [n for n, hi in zip(schema.bin_labels("age"), schema.bin_midpoints("age"), strict=False)
+             if hi < 58]
+    assert young and set(p.metadata["constant_terms"]) == {f"age[{b}]" for b in young} | {"sex[M]"}
+    df = explain_params(p).to_frame().set_index("term")
+    empty = df["not_estimable"] != ""
+    assert set(df.index[empty]) == set(p.metadata["constant_terms"])
+    assert df.loc[empty, ["std", "ci_low", "ci_high"]].isna().all().all()
+    assert df.loc[~empty & ~df["is_missing_bin"], "ci_low"].notna().all()
+    assert df.loc["sex[M]", "not_estimable"].startswith("not estimable: no patient with this level")
+    np.testing.assert_allclose(df["score"], p.terms)  # the scores predictions use are kept
+    filled = df[~empty & (df["feature"] == "age") & ~df["is_missing_bin"]]
+    imp = explain_params(p).importance().set_index("feature")["importance"]
+    assert imp["age"] == pytest.approx(filled["score"].abs().mean())
+    table = explain_params(p).table()
+    assert f"{len(young) + 1} bins with no patient in the rows the model was fitted on" in table.attrs["note"]
+    assert (table.set_index("term")["not_estimable"] != "").sum() == len(young) + 1
+
+
 # ---------------------------------------------------------------------- local
 @pytest.mark.parametrize("kind", ["logistic", "gam"])
 @pytest.mark.parametrize("row", [0, 3, 5])  # 3: sex missing, 5: cp missing

@@ -278,7 +278,38 @@ def format_number(v: Any, spec: str = ".3g") -> str:
     return "" if not math.isfinite(f) else format(f, spec)
 
 
+# ---------------------------------------------------------------------- fitted rows
+FITTED_ROWS = "the rows the model was fitted on"
+
+
+def fit_constant_terms(params: ModelParams) -> dict[str, float]:
+    """The terms (design terms of a logistic model, bins of a GAM) whose column never varied in
+    the rows the model was fitted on, with that constant value (0.0 for a level no patient
+    had): ``params.metadata["constant_terms"]``,
+    recorded by :class:`~ragim.models.LogisticModel`, :func:`~ragim.models.fit_many` and
+    :class:`~ragim.models.GAMModel` fits (a GAM bin no fitted row fell in is recorded as 0.0).
+    Empty when the metadata has none (generated models borrow their coefficients from other
+    tasks, so nothing is marked there).
+
+    Raises
+    ------
+    ValidationError
+        When the record is not a mapping of parameter names to numbers.
+    """
+    raw = params.metadata.get("constant_terms")
+    if raw is None:
+        return {}
+    try:
+        return {str(k): float(v) for k, v in dict(raw).items()}
+    except (TypeError, ValueError):
+        raise ValidationError(
+            f"params.metadata['constant_terms'] must map term names to numbers, got {raw!r}"
+        ) from None
+
+
 # ---------------------------------------------------------------------- the base class
+
+
 class ModelFamily(ABC):
     """One model family's behaviour; subclass it, then register an instance.
 

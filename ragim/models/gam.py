@@ -220,9 +220,11 @@ class GAMModel(InterpretableModel, ClassifierMixin, BaseEstimator):
                 "ignore", message="Missing values detected", category=UserWarning
             )
             ebm.fit(D, (y == classes[1]).astype(np.int64))
-        vector, std = self._scores_from_ebm(ebm, schema, B)
+        vector, std, empty = self._scores_from_ebm(ebm, schema, B)
         settings.pop("n_jobs")
         meta = self._base_metadata(y, classes) | {"ebm": settings}
+        if empty:  # bins no fitted row fell in: explanations mark them not estimable
+            meta["constant_terms"] = {name: 0.0 for name in empty}
         if std is not None:
             meta["std_method"] = "outer_bags"
         self._set_fitted(
@@ -231,9 +233,10 @@ class GAMModel(InterpretableModel, ClassifierMixin, BaseEstimator):
         return self
 
     def _scores_from_ebm(self, ebm, schema: FeatureSchema, B: np.ndarray):
-        """Map the EBM's term scores onto the shared bins, centred on the training rows."""
+        """Map the EBM's term scores onto the shared bins, centred on the training rows, as
+        ``(vector, std or None, names of the bins no training row fell in)``."""
         intercept = float(np.ravel(ebm.intercept_)[0])
-        scores, stds = [], []
+        scores, stds, empty = [], [], []
         for k, f in enumerate(schema.features):
             n_bins = len(schema.bin_labels(f.name))
             has_missing = f.name in schema.missing_
@@ -255,6 +258,8 @@ class GAMModel(InterpretableModel, ClassifierMixin, BaseEstimator):
                 s -= shift
                 intercept += shift
             unseen = counts == 0
+            offset = int(schema.gam_offsets[k])
+            empty += [schema.gam_names[offset + i] for i in np.flatnonzero(unseen)]
             if f.type != "categorical" and unseen[:n_val].any() and not unseen[:n_val].all():
                 seen = np.flatnonzero(~unseen[:n_val])  # ordinal: copy the nearest seen bin
                 near = seen[np.abs(seen[None, :] - np.arange(n_val)[:, None]).argmin(axis=1)]
@@ -269,7 +274,7 @@ class GAMModel(InterpretableModel, ClassifierMixin, BaseEstimator):
             bagged = getattr(ebm, "bagged_intercept_", None)
             bagged = np.zeros(1) if bagged is None else np.ravel(bagged)
             std = np.concatenate([[float(np.std(bagged))], *stds])
-        return vector, std
+        return vector, std, empty
 
     # ------------------------------------------------------------------ fitted state
     @property

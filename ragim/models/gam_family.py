@@ -18,7 +18,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ragim.models.family import Z95, ModelFamily, clipped_exp, format_number, truncation_note
+from ragim.models.family import (
+    FITTED_ROWS,
+    Z95,
+    ModelFamily,
+    clipped_exp,
+    fit_constant_terms,
+    format_number,
+    truncation_note,
+)
 from ragim.params import ModelParams
 from ragim.schema import FeatureSchema
 
@@ -31,6 +39,17 @@ def _continuous_bounds(schema, name: str) -> np.ndarray:
         w = max(abs(float(mids[0])) * 0.1, 1.0)
         return np.array([mids[0] - w, mids[0] + w])
     return np.concatenate([[2 * mids[0] - e[0]], e, [2 * mids[-1] - e[-1]]])
+
+
+def _empty_bin(f, observed: bool, empty: bool) -> str:
+    """Why a bin's score is not an estimate (no fitted row fell in it), or ""."""
+    if not empty:
+        return ""
+    if not observed:
+        return f"not estimable: never missing in {FITTED_ROWS} (score 0)"
+    if f.type == "categorical":
+        return f"not estimable: no patient with this level in {FITTED_ROWS} (score 0)"
+    return f"not estimable: no patient in this bin in {FITTED_ROWS} (the nearest bin's score)"
 
 
 def _unit_hint(unit: str) -> str:
@@ -86,8 +105,12 @@ class GAMFamily(ModelFamily):
 
     # ------------------------------------------------------------------ explanations
     def explanation_frame(self, params: ModelParams) -> pd.DataFrame:
-        """One row per feature × bin (see ``GlobalExplanation``)."""
+        """One row per feature × bin (see ``GlobalExplanation``). ``not_estimable`` says why a
+        bin's score is not an estimate ("" otherwise): no row the model was fitted on fell in
+        it (:func:`~ragim.models.family.fit_constant_terms`). Its score stays (predictions use
+        it); its std and CI are NaN."""
         schema = params.schema
+        empty = fit_constant_terms(params)
         rows = []
         for k, f in enumerate(schema.features):
             labels = schema.bin_labels(f.name)
@@ -103,6 +126,8 @@ class GAMFamily(ModelFamily):
             bounds = _continuous_bounds(schema, f.name) if f.type == "continuous" else None
             for i, (lab, s, sd) in enumerate(zip(labels, scores, stds, strict=True)):
                 obs = i < n_obs
+                reason = _empty_bin(f, obs, schema.gam_names[start - 1 + i] in empty)
+                sd = np.nan if reason else sd
                 rows.append(
                     {
                         "feature": f.name,
@@ -121,14 +146,17 @@ class GAMFamily(ModelFamily):
                         "ci_high": s + Z95 * sd,
                         "odds_ratio": clipped_exp(s),
                         "unit": f.unit,
+                        "not_estimable": reason,
                     }
                 )
         return pd.DataFrame(rows)
 
     def importance(self, params: ModelParams, frame: pd.DataFrame) -> pd.Series:
-        """The plain mean |score| over the feature's non-missing bins."""
+        """The plain mean |score| over the feature's non-missing bins that the fitted rows
+        filled (a not-estimable bin carries its neighbour's score over and would count it
+        twice)."""
         return (
-            frame[~frame["is_missing_bin"]]
+            frame[~frame["is_missing_bin"] & (frame["not_estimable"] == "")]
             .groupby("feature", sort=False)["score"]
             .apply(lambda s: s.abs().mean())
         )
@@ -157,10 +185,20 @@ class GAMFamily(ModelFamily):
                 "ci_low",
                 "ci_high",
                 "odds_ratio",
+                "not_estimable",
             ]
         ].reset_index(drop=True)
-        note = truncation_note(len(feats), total, "features") + (
-            f"; {hidden} missing-value bin{'s' if hidden != 1 else ''} not shown" if hidden else ""
+        empty = int((df["not_estimable"] != "").sum())
+        plural = "s" if hidden != 1 else ""
+        note = (
+            truncation_note(len(feats), total, "features")
+            + (f"; {hidden} missing-value bin{plural} not shown" if hidden else "")
+            + (
+                f"; {empty} bin{'s' if empty != 1 else ''} with no patient in {FITTED_ROWS} "
+                "(not estimable: score carried over, no CI)"
+                if empty
+                else ""
+            )
         )
         df.attrs.update(n_total=total, n_hidden_missing=hidden, note=note)
         return df
@@ -192,7 +230,16 @@ class GAMFamily(ModelFamily):
         )
 
     def html_columns(self) -> list[str]:
-        return ["label", "bin_label", "score", "ci_low", "ci_high", "odds_ratio", "term"]
+        return [
+            "label",
+            "bin_label",
+            "score",
+            "ci_low",
+            "ci_high",
+            "odds_ratio",
+            "not_estimable",
+            "term",
+        ]
 
     def summary_lines(self, expl) -> list[str]:
         labels = {f.name: f.display_name for f in expl.params.schema.features}
@@ -210,7 +257,7 @@ class GAMFamily(ModelFamily):
                 fmt(r.score, "+.3f"),
                 f"{fmt(r.ci_low, '+.2f')}..{fmt(r.ci_high, '+.2f')}"
                 if np.isfinite(r.ci_low)
-                else "",
+                else ("not estimable" if r.not_estimable else ""),
                 fmt(r.odds_ratio),
             )
             for r in table.itertuples()

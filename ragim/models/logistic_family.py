@@ -21,12 +21,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ragim.errors import ValidationError
 from ragim.models.family import (
+    FITTED_ROWS,
     Z95,
     ModelFamily,
     by_abs,
     clipped_exp,
+    fit_constant_terms,
     format_number,
     interval_text,
     reference_level,
@@ -64,32 +65,6 @@ def _term_reference(schema, f, c) -> str:
             reference_level(schema, f.name) if f.type == "categorical" else "recorded at the median"
         )
     return reference_level(schema, f.name) or ""
-
-
-FITTED_ROWS = "the rows the model was fitted on"
-
-
-def fit_constant_terms(params: ModelParams) -> dict[str, float]:
-    """The design terms whose column never varied in the rows the model was fitted on, with
-    that constant value (0.0 for a level no patient had): ``params.metadata["constant_terms"]``,
-    recorded by :class:`~ragim.models.LogisticModel` and :func:`~ragim.models.fit_many` fits.
-    Empty when the metadata has none (generated models borrow their coefficients from other
-    tasks, so nothing is marked there).
-
-    Raises
-    ------
-    ValidationError
-        When the record is not a mapping of parameter names to numbers.
-    """
-    raw = params.metadata.get("constant_terms")
-    if raw is None:
-        return {}
-    try:
-        return {str(k): float(v) for k, v in dict(raw).items()}
-    except (TypeError, ValueError):
-        raise ValidationError(
-            f"params.metadata['constant_terms'] must map term names to numbers, got {raw!r}"
-        ) from None
 
 
 def _model_not_estimable(schema, f, c, ref_term: str | None, const: dict[str, float]) -> str:
