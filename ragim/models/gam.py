@@ -13,7 +13,9 @@ scores map 1:1 onto the shared bins:
 * categorical features are passed as nominal features; a category never seen in the
   task scores 0, as does a "missing" bin never seen;
 * missing values go to the EBM's own missing bin, which becomes the schema's "missing"
-  bin.
+  bin;
+* the bins no training row fell in are recorded in ``metadata["constant_terms"]`` (as 0.0),
+  so that explanations mark them not estimable: their score is carried over, not estimated.
 
 Each shape function is centred to mean 0 over the training rows and the offset is
 moved into the intercept. Predictions are ``sigmoid(intercept + sum_f score_f[bin])``
