@@ -42,6 +42,7 @@ import pandas as pd
 from ragim.canonical import (
     canonical_level,
     canonical_text,
+    is_missing,
     level_key,
     plain_numeral,
     widen_floats,
@@ -1124,9 +1125,8 @@ def read_feature(feature: Feature, s: pd.Series) -> tuple[pd.Series | np.ndarray
                 distinct.setdefault(str(v), v)
             examples = list(distinct.values())[:3]
             n_bad, n_values = int(bad.sum()), int(s.notna().sum())
-            if decimal_comma_values(s[bad]):
-                hint = "; they look like numbers with a decimal comma: write them with a decimal "
-                hint += "point"
+            if advice := number_text_advice([*s[bad], *s[~bad & s.notna()].head(20)]):
+                hint = f" in {n_bad} of {n_values} row(s); {advice}"
             elif _looks_like_missing_codes(n_bad, n_values, len(distinct)):
                 hint = f" in {n_bad} row(s); " + missing_marker_hint(examples)
             else:
@@ -1187,7 +1187,24 @@ DECIMAL_COMMA = re.compile(r"[-+]?\d+,\d+")
 _GROUPED = {
     ".": (re.compile(r"-?[1-9]\d{0,2}(\.\d{3})+(,\d+)?"), re.compile(r"-?\d+(,\d+)?")),
     ",": (re.compile(r"-?[1-9]\d{0,2}(,\d{3})+(\.\d+)?"), re.compile(r"-?\d+(\.\d+)?")),
+    # French and Swiss exports: a space (plain, no-break or narrow no-break) or an apostrophe
+    **{
+        mark: (
+            re.compile(rf"-?[1-9]\d{{0,2}}({mark}\d{{3}})+(\.\d+)?"),
+            re.compile(r"-?\d+(\.\d+)?"),
+        )
+        for mark in (" ", "\u00a0", "\u202f", "'")
+    },
 }
+#: a percentage written with its sign: ``35%``, ``12.5 %``
+_PERCENT = re.compile(r"-?\d+([.,]\d+)?\s*%")
+#: a result reported against a detection limit: ``<0.5``, ``< 5``, ``>1000``, ``<=0.1``, ``≤0.1``
+_LIMIT = re.compile(r"(<=?|>=?|≤|≥)\s*-?\d+([.,]\d+)?")
+#: how to read numbers written with a decimal comma
+DECIMAL_COMMA_FIX = (
+    "read the file with thousands='.' (load_task_folder, read_rows; --thousands .), which "
+    "takes ',' as the decimal mark, or in pandas pd.read_csv(..., decimal=',')"
+)
 
 
 def thousands_separator(values: Iterable[Any]) -> tuple[str, list[str], list[str]] | None:
@@ -1239,7 +1256,9 @@ def thousands_problem(name: str, found: tuple[str, list[str], list[str]], fix: s
     mark, grouped, plain = found
     return (
         f"column {name!r} holds numbers written with {mark!r} as a thousands separator (e.g. "
-        f"{grouped} beside {plain} written in full), which would be read as decimals; {fix}"
+        f"{grouped} beside {plain} written in full), which would be "
+        + ("read as decimals" if mark == "." else "read as text")
+        + f"; {fix}"
     )
 
 
@@ -1257,12 +1276,55 @@ def decimal_comma_values(values: Iterable[Any]) -> list[str]:
     texts = [v.strip() for v in values if isinstance(v, str) and v.strip()]
     if (found := thousands_separator(texts)) and found[0] == ",":
         return []  # '1,718' beside '961': a thousands separator, not a decimal comma
-    commas = [t for t in texts if DECIMAL_COMMA.fullmatch(t)]
+    commas = list(dict.fromkeys(t for t in texts if DECIMAL_COMMA.fullmatch(t)))
     if not commas or any(
         not (DECIMAL_COMMA.fullmatch(t) or t.lstrip("+-").isdigit()) for t in texts
     ):
         return []
     return commas[:3]
+
+
+def number_text_advice(values: Iterable[Any], *, limits: bool = True) -> str:
+    """The advice for a column whose text values are numbers in a form a model cannot read,
+    or "" when they are not: numbers with a decimal comma (``1,5``), percentages written with
+    their sign (every text value like ``35%``), or (with ``limits``) results reported against
+    a detection limit (``<0.5``, ``>1000``) among plain numbers. Generic advice (declare
+    missing, declare categorical) would be wrong for these: declaring ``<0.5`` missing fills
+    in a typical value for a very low one.
+
+    >>> print(number_text_advice(["35%", "40%"]))  # doctest: +ELLIPSIS
+    they are percentages written with '%' (e.g. ['35%', '40%']): write them as numbers ...
+    >>> print(number_text_advice(["1.2", "<0.5", "3.1"]))  # doctest: +ELLIPSIS
+    ['<0.5'] look like results reported against a detection limit: ...
+    >>> number_text_advice(["<65", ">=65"]), number_text_advice(["icu", "3"])  # age groups
+    ('', '')
+    """
+    values = list(values)
+    texts = [v.strip() for v in values if isinstance(v, str) and v.strip()]
+    if not texts:
+        return ""
+    if commas := decimal_comma_values(texts):
+        return f"they look like numbers with a decimal comma (e.g. {commas}): {DECIMAL_COMMA_FIX}"
+    if all(_PERCENT.fullmatch(t) for t in texts):
+        shown = list(dict.fromkeys(texts))[:3]
+        return (
+            f"they are percentages written with '%' (e.g. {shown}): write them as numbers "
+            "(35 for '35%') and give the column the unit '%' (\"unit\" in schema.json)"
+        )
+    found = list(dict.fromkeys(t for t in texts if _LIMIT.fullmatch(t))) if limits else []
+    others = [t for t in texts if not _LIMIT.fullmatch(t)]
+    if (
+        found
+        and all(plain_numeral(t) for t in others)
+        and (others or any(not isinstance(v, str) for v in values if not is_missing(v)))
+    ):
+        return (
+            f"{found[:3]} look like results reported against a detection limit: a model needs "
+            "a number, so write one (the limit itself, or half a lower limit, a common "
+            "convention) and say so in your methods; declaring them missing would fill in a "
+            "typical value for a very low or very high one"
+        )
+    return ""
 
 
 def number_dates(series: Sequence[pd.Series], share: float = 0.95) -> list[int] | None:
@@ -1548,12 +1610,8 @@ def _infer_type(
                 f"write them without it (pandas: pd.read_csv(..., thousands={found[0]!r}))",
             )
         )
-    commas = decimal_comma_values(written)
-    if commas:
-        raise ValidationError(
-            f"column {name!r} holds numbers written with a decimal comma (e.g. {commas}); write "
-            "them with a decimal point (pandas: pd.read_csv(..., decimal=','))"
-        )
+    if advice := number_text_advice(written, limits=False):  # decimal commas, percentages
+        raise ValidationError(f"column {name!r} is text, but {advice}")
     levels = set()
     for _, s, label in text:
         _check_text_column(name, s, label if len(labels) > 1 and len(text) > 1 else "")
@@ -1653,7 +1711,7 @@ def _check_text_column(name: str, s: pd.Series, where: str = "") -> None:
             return  # mostly text (ward 'icu', 'ward', '3E1', '30'): a categorical column
         shown = f"{text[:5]}" + (f" and {len(text) - 5} more" if len(text) > 5 else "")
         declare = 'declare the column categorical (types= here, or "type" in schema.json)'
-        advice = (
+        advice = number_text_advice(vals.tolist()) or (
             f"{missing_marker_hint(text[:5])}; otherwise fix the values, or {declare}"
             if _looks_like_missing_codes(len(words), len(vals), len(text))
             else f"{declare}, or fix the values"

@@ -383,12 +383,30 @@ FOLDER_CASES = [
      "'lactate' is text in b.csv but numeric in a.csv"),
     ("drift-column-type-many-files",
      lambda r: _folder(r, {"a": GOOD.assign(lactate=["1,5", "2,0"] * (N // 2)), **{k: GOOD for k in "bcde"}}),
-     "'lactate' is text in a.csv but numeric in 4 files (b.csv, c.csv, d.csv, ...) (e.g. '1,5'); those look like "
-     "numbers with a decimal comma: write them with a decimal point"),
+     "'lactate' is text in a.csv but numeric in 4 files (b.csv, c.csv, d.csv, ...) (e.g. '1,5'); they look like "
+     "numbers with a decimal comma (e.g. ['1,5', '2,0']): read the file with thousands='.'"),
     ("decimal-commas-in-every-file",
      lambda r: _folder(r, {k: GOOD.assign(lactate=["1,5", "2,0", "0,75", "3"] * (N // 4)) for k in "ab"}),
-     "column 'lactate' holds numbers written with a decimal comma (e.g. ['1,5', '2,0', '0,75']); write them "
-     "with a decimal point"),
+     "column 'lactate' is text, but they look like numbers with a decimal comma (e.g. ['1,5', '2,0', '0,75']): "
+     "read the file with thousands='.' (load_task_folder, read_rows; --thousands .), which takes ',' as the "
+     "decimal mark"),
+    ("percentages-with-their-sign",
+     lambda r: _folder(r, {k: GOOD.assign(lactate=["35%", "40%", "55%", "60%"] * (N // 4)) for k in "ab"}),
+     "column 'lactate' is text, but they are percentages written with '%' (e.g. ['35%', '40%', '55%']): write "
+     "them as numbers (35 for '35%')"),
+    ("detection-limits-among-numbers",
+     lambda r: _folder(r, {k: GOOD.assign(lactate=["<0.5", *np.round(np.linspace(0.6, 4, N - 1), 2).astype(str)])
+                           for k in "ab"}),
+     "column 'lactate' in a.csv mixes numbers with text: ['<0.5'] in 1 of 12 row(s)"),
+    ("detection-limits-advice",
+     lambda r: _folder(r, {k: GOOD.assign(lactate=["<0.5", *np.round(np.linspace(0.6, 4, N - 1), 2).astype(str)])
+                           for k in "ab"}),
+     "['<0.5'] look like results reported against a detection limit: a model needs a number, so write one (the "
+     "limit itself, or half a lower limit"),
+    ("space-as-thousands-separator",
+     lambda r: _folder(r, {k: GOOD.assign(lactate=["1 017", "274", "1 069", "179"] * (N // 4)) for k in "ab"}),
+     "holds numbers written with ' ' as a thousands separator (e.g. ['1 017', '1 069'] beside ['274', '179'] "
+     "written in full), which would be read as text; read the file with thousands=' '"),
     ("windows-1252-csv", lambda r: _folder(r, {"a": "lactate,y,ward\n1,0,Zürich\n2,1,Genève\n".encode("cp1252")}),
      "a.csv: it is not UTF-8 text (byte 0xfc at position"),
     ("duplicate-task-ids", lambda r: _folder(r, {"a": GOOD}, {"task_id": ["a", "a"], "description": ["x", "y"]}),

@@ -665,11 +665,31 @@ def test_blanks_in_a_column_never_missing_when_fitted_warn_with_what_they_are_sc
         model.predict_proba(X.iloc[:10])
 
 
+def test_rows_with_percentages_or_detection_limits_get_advice_that_keeps_their_value():
+    """'38%' in a continuous column is 38, and '<0.5' a very low value: the generic advice
+    (declare categorical, declare missing) would lose or invert them."""
+    X = pd.DataFrame({"ef": [35.0, 40.0, 55.0, 60.0], "lactate": [1.5, 2.0, 0.8, 3.1]})
+    schema = FeatureSchema.infer(X).fit(X)
+    with pytest.raises(ValidationError, match=r"they are percentages written with '%' \(e.g. \['38%', '45%'\]\)"):
+        schema.validate_frame(X.assign(ef=["38%", "45%", 50.0, 61.0]))
+    with pytest.raises(ValidationError, match=r"\['<0.5'\] look like results reported against a detection limit"):
+        schema.validate_frame(X.assign(lactate=["<0.5", 2.0, 0.8, 3.1]))
+    with pytest.raises(ValidationError, match="declare them missing"):  # a real marker keeps its advice
+        schema.validate_frame(X.assign(lactate=["unknown", 2.0, 0.8, 3.1]))
+
+
+def test_age_groups_written_with_inequalities_stay_categories():
+    X = pd.DataFrame({"age_group": ["<65", ">=65"] * 20, "lactate": np.linspace(0.5, 4, 40)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        assert FeatureSchema.infer(X)["age_group"].type == "categorical"
+
+
 def test_rows_with_decimal_commas_are_refused_with_the_fix():
     X = pd.DataFrame({"lactate": [1.5, 2.0, 0.8, 3.1], "age": [50.0, 60.0, 70.0, 80.0]})
     schema = FeatureSchema.infer(X).fit(X)
-    with pytest.raises(ValidationError, match="has non-numeric values, e.g. \\['1,5', '2,0', '0,8'\\]; they look like "
-                                              "numbers with a decimal comma"):
+    with pytest.raises(ValidationError, match="has non-numeric values, e.g. \\['1,5', '2,0', '0,8'\\] in 4 of 4 row\\(s\\); "
+                                              "they look like numbers with a decimal comma"):
         schema.validate_frame(X.assign(lactate=["1,5", "2,0", "0,8", "3,1"]))
     with pytest.raises(ValidationError, match=r"has non-numeric values, e.g. \['high'\] in 1 row\(s\); if they "
                                               r"mark missing values, declare them missing"):

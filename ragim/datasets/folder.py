@@ -53,10 +53,10 @@ from ragim.rows import (
     sniff_separator,
 )
 from ragim.schema import (
-    DECIMAL_COMMA,
     FeatureSchema,
     missing_codes,
     missing_marker_hint,
+    number_text_advice,
     value_kind,
     warn_missing_codes,
 )
@@ -345,6 +345,7 @@ def _check_kinds(frames: list[pd.DataFrame], labels: list[str]) -> None:
     column, naming the files on each side, an example value, and a decimal-comma hint."""
     kinds: dict[str, dict[str, list[str]]] = {}
     examples: dict[str, str] = {}
+    advice: dict[str, str] = {}
     for X, label in zip(frames, labels, strict=True):
         for c in X.columns:
             kind = value_kind(X[c])
@@ -356,6 +357,7 @@ def _check_kinds(frames: list[pd.DataFrame], labels: list[str]) -> None:
             if kind == "text" and c not in examples:
                 numbers = pd.to_numeric(X[c].dropna(), errors="coerce")
                 examples[c] = str(next(iter(X[c].dropna()[numbers.isna()])))
+                advice[c] = number_text_advice(X[c].dropna().tolist())
             kinds.setdefault(c, {}).setdefault(kind, []).append(label)
     drift = []
     for c, by_kind in kinds.items():
@@ -366,10 +368,8 @@ def _check_kinds(frames: list[pd.DataFrame], labels: list[str]) -> None:
             for kind, files in sorted(by_kind.items(), key=lambda kv: kv[0] != "text")
         ]
         clause = f"{c!r} is {' but '.join(sides)} (e.g. {examples.get(c, '')!r})"
-        if DECIMAL_COMMA.fullmatch(examples.get(c, "").strip()):
-            clause += (
-                "; those look like numbers with a decimal comma: write them with a decimal point"
-            )
+        if advice.get(c):  # decimal commas, percentages, detection limits
+            clause += "; " + advice[c]
         elif "numeric" in by_kind and c in examples:
             clause += "; " + missing_marker_hint([examples[c]])
         drift.append(clause)
