@@ -34,7 +34,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -65,6 +65,13 @@ MISSING_CODES = (-1, -9, -99, -999, -9999, -77, -777, -88, -888, 77, 777, 88, 88
 """Numbers that exports often write for a missing value (-99, 999, 9999, 88 "not asked",
 77 "refused", ...); :func:`missing_codes` flags them only where they lie far outside the rest
 of a column."""
+
+SCALE_RATIO = 5.0
+"""The smallest factor between one table's median of a continuous column and the other tables'
+that :func:`scale_gaps` flags: below any common unit change (mg/dL against mmol/L: 9 for lactate,
+18 for glucose, 39 for cholesterol; a fraction against a percentage: 100; g/L against g/dL: 10;
+µmol/L against mg/dL creatinine: 88), above most differences between hospitals (one site's
+older or sicker patients move a median by well under a factor of 3)."""
 
 NEGATIVE_NINES = (-9, -99, -999, -9999)
 """The codes :func:`far_codes` flags at any distance below a column that is never negative (an
@@ -206,6 +213,11 @@ class FeatureSchema:
         categorical when it holds text (at most ``max_categories`` distinct levels, counted
         in canonical form: ``4`` and ``4.0`` are one level).
 
+        With several tables, a continuous column whose values in some of them lie on another
+        scale than in the rest (SpO2 as a fraction in one hospital's file, a percentage in the
+        others) gets one :class:`~ragim.errors.DataWarning` naming those tables, their medians
+        and the rest's (:func:`scale_gaps`): pooled, the fitted mean and SD would mix the two.
+
         Parameters
         ----------
         X : a DataFrame, or a sequence of DataFrames with the same columns.
@@ -258,6 +270,7 @@ class FeatureSchema:
         if unknown:
             raise ValidationError(f"units/types given for columns that are not in X: {unknown}")
         feats, coded, ids, sentinels, constant = [], [], [], [], []
+        gaps: list[ScaleGap] = []
         for name in cols:
             t = types.get(name)
             if t is None:
@@ -284,6 +297,8 @@ class FeatureSchema:
                         DataWarning,
                         stacklevel=2,
                     )
+            if t == "continuous" and len(tables) > 1:
+                gaps.extend(scale_gaps(name, [table[name] for table in tables], labels))
             feats.append(
                 Feature(
                     name=name,
@@ -304,6 +319,8 @@ class FeatureSchema:
             )
         if sentinels:
             warn_missing_codes(sentinels, stacklevel=2)
+        if gaps:
+            warn_scale_gaps(gaps, units, stacklevel=2)
         if ids:
             import warnings
 
@@ -1517,6 +1534,142 @@ def warn_missing_codes(
     warnings.warn(
         f"{head} (pandas: pd.read_csv(..., na_values=...)), or make those cells blank "
         f"(X.replace({values}, np.nan))",
+        DataWarning,
+        stacklevel=stacklevel + 1,
+    )
+
+
+class ScaleGap(NamedTuple):
+    """One continuous column whose values in some tables lie on another scale than in the
+    rest (:func:`scale_gaps`): ``tables`` holds (label, median) of each such table; ``median``,
+    ``low`` and ``high`` are the median and 1st and 99th percentiles of the rest, pooled."""
+
+    column: str
+    tables: list[tuple[str, float]]
+    median: float
+    low: float
+    high: float
+    n_rest: int
+
+
+def _finite_values(s: pd.Series) -> np.ndarray:
+    """The finite numbers of a column (text that is not a number dropped)."""
+    s = s.dropna()
+    num = s if pd.api.types.is_numeric_dtype(s) else pd.to_numeric(s, errors="coerce")
+    try:
+        v = num.to_numpy(dtype=float, na_value=np.nan)
+    except (TypeError, ValueError):  # complex numbers, lists: other checks name them
+        return np.zeros(0)
+    return v[np.isfinite(v)]
+
+
+def scale_gaps(
+    column: str,
+    series: Sequence[pd.Series],
+    labels: Sequence[str],
+    *,
+    ratio: float = SCALE_RATIO,
+    min_rows: int = 5,
+) -> list[ScaleGap]:
+    """The tables whose values of a continuous column lie on another scale than the rest's:
+    SpO2 written as a fraction (0.95) in one hospital's file and as a percentage (95) in the
+    others, or lactate in mg/dL among files in mmol/L. Pooled, such a table makes the shared
+    schema's mean and SD (the "+1 SD" of every explanation) mix two scales, and the fitted
+    effect per unit flattens; :meth:`FeatureSchema.far_values` catches the same gap in new
+    rows, this catches it in the training tables. Empty, or one :class:`ScaleGap`.
+
+    The rule, on medians and percentiles only (a few extreme rows move neither):
+
+    1. each table with at least ``min_rows`` finite values has a median; the tables' median of
+       these medians is the consensus (a majority of tables, however large any one table is);
+    2. a table is a candidate when its median and the consensus are both positive and differ
+       by a factor of ``ratio`` (:data:`SCALE_RATIO`, 5) or more; the rest (every other
+       table with a median) is pooled;
+    3. a candidate is flagged when its median lies outside the rest's pooled 1st-99th
+       percentile *and* differs from the rest's pooled median by ``ratio`` or more.
+
+    Both conditions are needed: a factor alone would flag a real subgroup of a skewed lab
+    (one site's CRP median 4 mg/L against 40 in intensive care, where values of 4 are common)
+    and the percentile alone would flag any site whose patients differ (ages 55 +- 10 against
+    70 +- 8: a factor of 1.3). Columns that are zero or negative at their centre (base excess,
+    counts that are mostly 0) have no ratio and are not checked, nor is a column in one table.
+    The rest is pooled only from the tables that are not candidates, so several files in the
+    other unit do not widen its range; when half of the tables are in each unit the lower
+    ones are named (the message shows both medians). The cost is one sort per column, and a
+    pooled percentile only for a column with a candidate.
+
+    >>> pct = [pd.Series(np.linspace(90.0, 100.0, 20) + k) for k in range(-2, 2)]
+    >>> gaps = scale_gaps("spo2", pct + [pd.Series(np.linspace(0.9, 1.0, 20))], list("abcde"))
+    >>> [(g.column, g.tables) for g in gaps]
+    [('spo2', [('e', 0.95)])]
+    >>> scale_gaps("age", [pd.Series(np.linspace(35.0, 75, 30)),
+    ...                    pd.Series(np.linspace(54.0, 86, 30))], ["young", "old"])
+    []
+    """
+    arrays = [_finite_values(s) for s in series]
+    sizes = np.array([a.size for a in arrays])
+    usable = np.flatnonzero(sizes >= min_rows)
+    if usable.size < 2:
+        return []
+    n = sizes[usable]
+    values = np.concatenate([arrays[i] for i in usable])
+    groups = np.repeat(np.arange(usable.size), n)
+    ordered = values[np.lexsort((values, groups))]  # sorted within each table
+    starts = np.concatenate(([0], np.cumsum(n)[:-1]))
+    medians = (ordered[starts + (n - 1) // 2] + ordered[starts + n // 2]) / 2
+    consensus = float(np.median(medians))
+    if not consensus > 0:
+        return []
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = np.maximum(medians / consensus, consensus / medians)
+    candidate = (medians > 0) & (factor >= ratio)
+    if not candidate.any() or candidate.all():
+        return []
+    rest = ordered[np.repeat(~candidate, n)]
+    low, center, high = (float(q) for q in np.percentile(rest, [1, 50, 99]))
+    if not center > 0:
+        return []
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gap = np.maximum(medians / center, center / medians)
+    flagged = candidate & ((medians < low) | (medians > high)) & (gap >= ratio)
+    if not flagged.any():
+        return []
+    tables = [(str(labels[usable[i]]), float(medians[i])) for i in np.flatnonzero(flagged)]
+    return [ScaleGap(column, tables, center, low, high, int((~candidate).sum()))]
+
+
+def warn_scale_gaps(
+    gaps: Sequence[ScaleGap], units: Mapping[str, str] | None = None, *, stacklevel: int = 2
+) -> None:
+    """One :class:`~ragim.errors.DataWarning` for the columns of :func:`scale_gaps`, naming per
+    column the tables, their medians against the rest's median, percentiles and unit, and the
+    factor between them."""
+    import warnings
+
+    units = units or {}
+    parts = []
+    for g in gaps:
+        unit = f" {units[g.column]}" if units.get(g.column) else ""
+        shown = [f"{label} (median {_fmt(m)})" for label, m in g.tables[:3]]
+        more = f" and {len(g.tables) - 3} more" if len(g.tables) > 3 else ""
+        factors = [max(m / g.median, g.median / m) for _, m in g.tables]
+        lo, hi = min(factors), max(factors)
+        factor = f"{_fmt(lo)}" if _fmt(lo) == _fmt(hi) else f"{_fmt(lo)} to {_fmt(hi)}"
+        lower = all(m < g.median for _, m in g.tables)
+        higher = all(m > g.median for _, m in g.tables)
+        way = " smaller" if lower else " larger" if higher else ""
+        parts.append(
+            f"{g.column!r} in {', '.join(shown)}{more} against a median of {_fmt(g.median)}{unit} "
+            f"in the other {g.n_rest} table(s) (1st-99th percentile {_fmt(g.low)} to "
+            f"{_fmt(g.high)}), {factor} times{way}"
+        )
+    warnings.warn(
+        f"values on another scale in some tables: {'; '.join(parts)}. This is usually another "
+        "unit or scale in those files (a fraction against a percentage, mg/dL against mmol/L, "
+        "g/L against g/dL): pooled, the shared schema's mean and SD (the '+1 SD' of every "
+        "explanation) mix the two and the fitted effects flatten. Convert those files to the "
+        "unit of the others, so that every file uses one; if the difference is real, ignore "
+        "this",
         DataWarning,
         stacklevel=stacklevel + 1,
     )

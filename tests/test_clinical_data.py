@@ -641,6 +641,61 @@ def test_values_far_outside_the_fitted_range_warn_with_the_unit():
     assert not any("'age'" in str(w.message) for w in record)
 
 
+def sepsis_site(n: int, *, seed: int, age=(65.0, 12.0), lactate=1.6, spo2_scale=1.0, site="A"):
+    """One hospital's sepsis table with nothing else to warn about: patient ids, float ages,
+    a skewed lab, SpO2 (as a percentage, or as a fraction with spo2_scale=0.01) and an outcome."""
+    rng = np.random.default_rng(seed)
+    age = rng.normal(*age, n)
+    lac = rng.lognormal(np.log(lactate), 0.5, n)
+    spo2 = rng.normal(95, 2.5, n).clip(75, 100)
+    lp = -1 + 0.04 * (age - 65) + 0.8 * np.log(lac) - 0.1 * (spo2 - 95)
+    y = (rng.random(n) < 1 / (1 + np.exp(-lp))).astype(int)
+    return pd.DataFrame({"patient_id": [f"{site}{seed}-{i}" for i in range(n)], "age": age,
+                         "lactate": lac, "spo2": spo2 * spo2_scale, "y": y})
+
+
+def test_one_file_with_spo2_as_a_fraction_is_named_with_its_median_against_the_others(tmp_path):
+    tables = {f"site{k}": sepsis_site(60, seed=k, site="ABCD"[k]) for k in range(4)}
+    tables["site2"] = sepsis_site(60, seed=2, site="C", spo2_scale=0.01)  # 0.95, not 95
+    with pytest.warns(DataWarning, match=r"'spo2' in site2\.csv \(median 0\.9\d+\) against a median of 9\d\.?\d* "
+                      r"in the other 3 table\(s\) .*times smaller.*a fraction against a percentage.*"
+                      r"Convert those files") as record:
+        tasks = load_task_folder(write_folder(tmp_path / "f", tables), outcome="y")
+    assert len(record) == 1  # one warning, for spo2 alone: the data hold nothing else to warn about
+    assert "'age'" not in str(record[0].message) and "'lactate'" not in str(record[0].message)
+    assert tasks.schema["spo2"].type == "continuous"  # still loads: the user converts the file
+    # a declared schema.json skips inference, not the check; the unit is shown
+    declared = {"features": [{"name": "age", "type": "continuous", "unit": "years"},
+                             {"name": "lactate", "type": "continuous", "unit": "mmol/L"},
+                             {"name": "spo2", "type": "continuous", "unit": "%"}]}
+    with pytest.warns(DataWarning, match=r"'spo2' in site2\.csv .* against a median of 9\d\.?\d* %"):
+        load_task_folder(write_folder(tmp_path / "declared", tables, schema=declared), outcome="y")
+    # tasks given in Python are named by task id; lactate in mg/dL (x 9.01) among mmol/L too
+    mg = {k: t.drop(columns=["patient_id", "y"]) for k, t in tables.items() if k != "site2"}
+    mg["site1"] = mg["site1"].assign(lactate=mg["site1"]["lactate"] * 9.01)
+    tasks = [Task(k, f"sepsis mortality at {k}", X, tables[k]["y"].to_numpy()) for k, X in mg.items()]
+    with pytest.warns(DataWarning, match=r"'lactate' in task 'site1' \(median 1\d\.\d+\) .*times larger"):
+        TaskCollection(tasks)
+
+
+def test_ordinary_differences_between_hospitals_do_not_warn_about_scale(tmp_path):
+    # older patients at one site (55 +- 10 against 70 +- 8), sicker ones at another (lactate
+    # 1.5 against 3.0 mmol/L): real differences, a factor of 2 at most
+    tables = {"young": sepsis_site(80, seed=0, age=(55.0, 10.0), lactate=1.5, site="A"),
+              "old": sepsis_site(80, seed=1, age=(70.0, 8.0), lactate=1.5, site="B"),
+              "sick": sepsis_site(80, seed=2, age=(70.0, 8.0), lactate=3.0, site="C")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        load_task_folder(write_folder(tmp_path / "f", tables), outcome="y")
+        load_task_folder(write_folder(tmp_path / "two", {k: tables[k] for k in ("young", "sick")}), outcome="y")
+    # one task alone has nothing to be compared with, whatever its scale
+    alone = {"frac": sepsis_site(80, seed=3, spo2_scale=0.01)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        load_task_folder(write_folder(tmp_path / "one", alone), outcome="y")
+        FeatureSchema.infer(alone["frac"].drop(columns=["patient_id", "y"]))
+
+
 def test_blanks_in_a_column_never_missing_when_fitted_warn_with_what_they_are_scored_as():
     rng = np.random.default_rng(4)
     X = pd.DataFrame({"age": rng.normal(60, 10, 300), "sex": rng.choice(["F", "M"], 300),

@@ -57,8 +57,10 @@ from ragim.schema import (
     missing_codes,
     missing_marker_hint,
     number_text_advice,
+    scale_gaps,
     value_kind,
     warn_missing_codes,
+    warn_scale_gaps,
 )
 from ragim.tasks import Task, TaskCollection, binary_outcome
 
@@ -272,6 +274,14 @@ def load_task_folder(
         ]
         if found:  # FeatureSchema.infer warns about these; a declared schema skips it
             warn_missing_codes(found, stacklevel=2)
+        gaps = [
+            gap
+            for f in schema.features
+            if f.type == "continuous" and f.name in frames[0].columns
+            for gap in scale_gaps(f.name, [X[f.name] for X in frames], labels)
+        ]
+        if gaps:  # so does this
+            warn_scale_gaps(gaps, {f.name: f.unit for f in schema.features}, stacklevel=2)
     else:
         schema = FeatureSchema.infer(frames, labels=labels)
     _warn_shared_patients_across_sites(tasks)
