@@ -13,15 +13,19 @@ given; it compares their canonical forms:
   text, so ``"007"`` stays ``"007"``: leading zeros are part of an id.
 * :func:`canonical_level` — a categorical level or a group code (site, ASA class,
   triage level). Numbers and plain decimal numerals compare by value: ``4``, ``4.0``,
-  ``"4.0"`` and ``"04"`` are all ``"4"``; ``True``/``False`` are ``"1"``/``"0"``; other
-  text is compared as :func:`canonical_text`, as written: a ward ``"3E1"`` is not ``30``
-  and ``"+5"``, ``"1_000"``, ``"0x1F"`` or ``"inf"`` are not numbers (see
-  :func:`plain_numeral`).
+  ``"4.0"`` and ``"04"`` are all ``"4"``; ``True``/``False``, and the text ``true``/``false``
+  in any case (``"TRUE"``, ``"False"``: how spreadsheets, databases and ``read_csv(dtype=str)``
+  write a boolean that ``read_csv`` would have made ``True``/``False``), are ``"1"``/``"0"``
+  (see :func:`truth_text`); other text is compared as :func:`canonical_text`, as written: a
+  ward ``"3E1"`` is not ``30`` and ``"+5"``, ``"1_000"``, ``"0x1F"`` or ``"inf"`` are not
+  numbers (see :func:`plain_numeral`).
 
 Examples
 --------
 >>> canonical_level(4.0), canonical_level("04"), canonical_level(" Cleveland ")
 ('4', '4', 'Cleveland')
+>>> canonical_level(True), canonical_level(" TRUE "), canonical_level("false")
+('1', '1', '0')
 >>> canonical_id("007"), canonical_id(7.0)
 ('007', '7')
 >>> canonical_text("Zu\\u0308rich") == canonical_text("Z\\u00fcrich")
@@ -116,6 +120,26 @@ def plain_numeral(text: Any) -> bool:
     return isinstance(text, str) and _NUMERAL.fullmatch(canonical_text(text)) is not None
 
 
+#: the text of a boolean, in any case, and the value it is (as ``True``/``False`` are 1/0)
+_TRUTH_TEXT = {"true": "1", "false": "0"}
+
+
+def truth_text(v: Any) -> str | None:
+    """``"1"``/``"0"`` for text that writes a boolean (``true``/``false`` in any case,
+    surrounding whitespace allowed: ``"TRUE"``, ``" False "``), else None (also for the
+    booleans themselves, and for ``"yes"``, ``"T"`` or ``"1"``).
+
+    ``pd.read_csv`` makes such a column booleans, but the same text arrives as text from
+    ``read_csv(dtype=str)``, ``read_excel`` or a database: ragim reads both as 1/0.
+
+    >>> [truth_text(v) for v in ("TRUE", " false ", "True", "yes", True, "1")]
+    ['1', '0', '1', None, None, None]
+    """
+    if not isinstance(v, str) or len(v) > 16:
+        return None
+    return _TRUTH_TEXT.get(v.strip().casefold())
+
+
 #: float types narrower than a Python float: their values are written with their own shortest
 #: round-trip digits (float32 1.1 is 1.1, not 1.100000023841858)
 _NARROW_FLOATS = (np.float16, np.float32)
@@ -169,7 +193,8 @@ def canonical_level(v: Any) -> str | None:
     """The canonical text of a categorical level or group code; None for a missing value.
 
     Numbers (``decimal.Decimal`` too) and plain decimal numerals compare by value
-    (``4 == 4.0 == "4.0" == "04"``), booleans as ``"1"``/``"0"``, other text as
+    (``4 == 4.0 == "4.0" == "04"``), booleans and the text ``true``/``false`` in any case
+    as ``"1"``/``"0"`` (:func:`truth_text`), other text as
     :func:`canonical_text`, as written: ``"3E1"`` (a ward) stays ``"3E1"``, not 30 (see
     :func:`plain_numeral`).
 
@@ -180,8 +205,8 @@ def canonical_level(v: Any) -> str | None:
 
     Examples
     --------
-    >>> [canonical_level(v) for v in (4, 4.0, "4.0", "04", True, 2.50, "mild", None)]
-    ['4', '4', '4', '4', '1', '2.5', 'mild', None]
+    >>> [canonical_level(v) for v in (4, 4.0, "4.0", "04", True, "TRUE", 2.50, "mild", None)]
+    ['4', '4', '4', '4', '1', '1', '2.5', 'mild', None]
     >>> [canonical_level(v) for v in ("3E1", "+5", "1_000", Decimal("0.50"))]
     ['3E1', '+5', '1_000', '0.5']
     """
@@ -217,7 +242,7 @@ def canonical_level(v: Any) -> str | None:
             return _number_text(Decimal(text))
         except InvalidOperation:  # pragma: no cover - the pattern only admits valid numerals
             return text
-    return text
+    return _TRUTH_TEXT.get(text.casefold(), text)
 
 
 def canonical_levels(values: Any) -> np.ndarray:
@@ -233,8 +258,8 @@ def canonical_levels(values: Any) -> np.ndarray:
 
     Examples
     --------
-    >>> canonical_levels([[4.0], ["04"], [True], [None], [" mild "]]).ravel().tolist()
-    ['4', '4', '1', None, 'mild']
+    >>> canonical_levels([[4.0], ["04"], [True], ["True"], [None], [" mild "]]).ravel().tolist()
+    ['4', '4', '1', '1', None, 'mild']
     """
     arr = np.asarray(widen_floats(values), dtype=object)
     flat = arr.ravel()
@@ -358,5 +383,6 @@ __all__ = [
     "plain_numeral",
     "same_level",
     "strip_invisible",
+    "truth_text",
     "widen_floats",
 ]

@@ -46,7 +46,7 @@ class DependencyError(RagimError, ImportError):
 
 class DataWarning(UserWarning):
     """Input was used, but part of it was ignored or changed: categorical levels the model
-    does not know (they contribute 0), invisible characters removed from a description,
+    does not know (scored as none of the levels), invisible characters removed from a description,
     text beyond what the embedder reads. The message counts what was affected."""
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import os
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ from ragim.errors import ValidationError
 from ragim.explain import Z95, explain_params
 from ragim.io import make_parent
 from ragim.params import ModelParams, model_family
-from ragim.schema import Feature, read_feature
+from ragim.schema import Feature, case_only_level, read_feature
 
 
 def coefficients_frame(params: ModelParams) -> pd.DataFrame:
@@ -111,7 +112,7 @@ def save_coefficients_csv(params: ModelParams, path: str | Path) -> Path:
     return path
 
 
-def read_column(X: Any, feature: Feature) -> np.ndarray:
+def read_column(X: Any, feature: Feature, levels: Sequence[str] | None = None) -> np.ndarray:
     """One feature's column as ragim reads it: the first step of each feature in
     :func:`to_sklearn_pipeline`.
 
@@ -119,13 +120,16 @@ def read_column(X: Any, feature: Feature) -> np.ndarray:
     :func:`ragim.schema.read_feature`, as ragim reads them; a categorical feature's then
     become :func:`~ragim.canonical.canonical_levels` (``2``, ``2.0``, ``"2"`` and ``True``
     for 1 are each one level, as in ragim), shape (n_rows, 1), object, None where missing;
-    any other feature's are float64 with NaN where missing.
+    any other feature's are float64 with NaN where missing. ``levels`` (the model's levels of
+    a categorical feature, canonical) refuse a value that matches none of them but exactly one
+    when letter case is ignored (``female`` for ``Female``), as ragim does.
 
     Raises
     ------
     ValidationError
         In one line, for values ragim refuses: text in a numeric column, infinite values,
-        values other than 0/1 in a binary column, missing values a feature does not allow.
+        values other than 0/1 in a binary column, missing values a feature does not allow, a
+        level that differs from one of ``levels`` only in letter case.
 
     Examples
     --------
@@ -144,7 +148,13 @@ def read_column(X: Any, feature: Feature) -> np.ndarray:
     if problems:
         raise ValidationError("X has invalid values: " + "; ".join(problems))
     if feature.type == "categorical":
-        return canonical_levels(values).reshape(-1, 1)
+        codes = canonical_levels(values).reshape(-1, 1)
+        if levels:
+            known = set(levels)
+            unseen = dict.fromkeys(c for c in codes.ravel() if c is not None and c not in known)
+            if problem := case_only_level(feature.name, list(unseen), list(levels)):
+                raise ValidationError(problem)
+        return codes
     return np.asarray(values, dtype=np.float64).reshape(-1, 1)
 
 
@@ -190,11 +200,10 @@ def to_sklearn_pipeline(params: ModelParams):
     intercept = params.intercept
     for f in schema.features:
         has_missing = f.name in schema.missing_
-        read = FunctionTransformer(
-            read_column, kw_args={"feature": f}, feature_names_out="one-to-one"
-        )
+        cats = [canonical_level(c) for c in schema.categories_.get(f.name, [])]
+        kw_args = {"feature": f, "levels": cats} if f.type == "categorical" else {"feature": f}
+        read = FunctionTransformer(read_column, kw_args=kw_args, feature_names_out="one-to-one")
         if f.type == "categorical":
-            cats = [canonical_level(c) for c in schema.categories_[f.name]]
             onehot = OneHotEncoder(categories=[cats], handle_unknown="ignore", sparse_output=False)
             # a missing level stays None: one-hot zeros (unknown), and the indicator reads None
             # itself, so no placeholder text can collide with a real level

@@ -45,6 +45,7 @@ from ragim.canonical import (
     is_missing,
     level_key,
     plain_numeral,
+    truth_text,
     widen_floats,
 )
 from ragim.checks import check_int
@@ -459,7 +460,9 @@ class FeatureSchema:
         self.ranges_ = ranges
         self._cache.clear()
         self.warn_unseen_levels(
-            X, where="the rows the schema is fitted on (levels not declared in the schema)"
+            X,
+            where="the rows the schema is fitted on (levels not declared in the schema)",
+            known="a level declared in the schema",
         )
         return self
 
@@ -534,14 +537,17 @@ class FeatureSchema:
     def unseen_levels(self, X: pd.DataFrame) -> dict[str, tuple[int, list[str]]]:
         """Per categorical column: (rows whose value matches no known level, up to 3 such values).
 
-        Such values contribute 0 to every model over this schema (all of the feature's
-        one-hot columns are 0); :meth:`transform` warns about them.
+        Such values are scored as none of the feature's levels (all of its one-hot columns
+        are 0), which is unlike every known level: their risk differs from that of each
+        known level. :meth:`transform` warns about them.
         """
         self._check_fitted()
         X = self.validate_frame(X)
-        return self._unseen(X)
+        return {name: (n, ex[:3]) for name, (n, ex) in self._unseen(X).items()}
 
     def _unseen(self, X: pd.DataFrame) -> dict[str, tuple[int, list[str]]]:
+        """Per categorical column: (rows whose value matches no known level, every such
+        value in canonical form)."""
         out = {}
         for f in self.features:
             if f.type != "categorical":
@@ -549,20 +555,39 @@ class FeatureSchema:
             codes, isna = self._level_codes(f.name, X[f.name])
             bad = (codes < 0) & ~isna
             if bad.any():
-                examples = list(
-                    dict.fromkeys(canonical_level(v) for v in X[f.name].to_numpy(dtype=object)[bad])
-                )
-                out[f.name] = (int(bad.sum()), examples[:3])
+                values = pd.unique(X[f.name].to_numpy(dtype=object)[bad])
+                out[f.name] = (int(bad.sum()), list(dict.fromkeys(map(canonical_level, values))))
         return out
 
-    def warn_unseen_levels(self, X: pd.DataFrame, *, where: str = "X") -> None:
+    def warn_unseen_levels(
+        self, X: pd.DataFrame, *, where: str = "X", known: str = "a level of the model"
+    ) -> None:
         """Warn (:class:`~ragim.errors.DataWarning`) when categorical values in ``X`` (already
-        validated) match no known level: they contribute 0, and the warning counts them."""
+        validated) match no known level: they are scored as none of the levels (all one-hot
+        columns 0), unlike every known level, and the warning counts them.
+
+        Raises
+        ------
+        ValidationError
+            In one line, for a value that matches no level but exactly one when letter case
+            is ignored (``female`` where the model knows ``Female``): it names both
+            (:func:`case_only_level`; ``known`` says what the levels are), since scoring it as
+            no level would be wrong.
+        """
         unseen = self._unseen(X)
+        wrong_case = [
+            problem
+            for name, (_, values) in unseen.items()
+            if (problem := case_only_level(name, values, self.categories_[name], known))
+        ]
+        if wrong_case:
+            raise ValidationError("; ".join(wrong_case))
         warn_columns(
-            f"categorical values in {where} match no level the model knows and contribute 0: ",
+            f"categorical values in {where} match no level the model knows: they are scored as "
+            "none of its levels (all of the column's one-hot terms 0), so their risk differs "
+            "from that of every known level: ",
             [
-                f"{name!r}: {n} row(s), e.g. {ex} (known: {self.categories_[name][:8]})"
+                f"{name!r}: {n} row(s), e.g. {ex[:3]} (known: {self.categories_[name][:8]})"
                 for name, (n, ex) in unseen.items()
             ],
         )
@@ -708,7 +733,8 @@ class FeatureSchema:
         """Per column that was never missing in the rows the schema was fitted on (so the model
         has no missing-value term for it): how many rows of ``X`` (already validated) leave it
         blank. Such a blank is scored as the training median (continuous and binary columns)
-        or as no level (categorical: it contributes 0), not as missing."""
+        or as no level (categorical: all its one-hot columns 0, unlike every known level), not
+        as missing."""
         self._check_fitted()
         return {
             f.name: int(n)
@@ -723,7 +749,7 @@ class FeatureSchema:
         for name, n in self.unexpected_missing(X).items():
             f = self[name]
             if f.type == "categorical":
-                scored = "no level (contributes 0)"
+                scored = "no level (all its one-hot terms 0, unlike every known level)"
             else:
                 unit = f" {f.unit}" if f.unit else ""
                 scored = f"the training median {_fmt(self.medians_[name])}{unit}"
@@ -740,7 +766,9 @@ class FeatureSchema:
 
         Categorical values match the fitted levels in canonical form (``4``, ``4.0`` and
         ``"4"`` are one level); a value that matches no level gives all-zero one-hot
-        columns and a :class:`~ragim.errors.DataWarning` that counts such rows.
+        columns (unlike every known level) and a :class:`~ragim.errors.DataWarning` that
+        counts such rows, and one that matches a level only when letter case is ignored
+        (``female`` for ``Female``) raises a :class:`~ragim.errors.ValidationError` naming both.
         """
         self._check_fitted()
         X = self.validate_frame(X)
@@ -826,7 +854,8 @@ class FeatureSchema:
 
     def bin_indices(self, X: pd.DataFrame) -> np.ndarray:
         """Bin index of every value, shape (n_rows, n_features); -1 means "no bin" (contributes 0,
-        with a :class:`~ragim.errors.DataWarning` for categorical values of no known level)."""
+        with a :class:`~ragim.errors.DataWarning` for categorical values of no known level; one
+        that matches a level only when letter case is ignored raises, as in :meth:`transform`)."""
         self._check_fitted()
         X = self.validate_frame(X)
         self.warn_unseen_levels(X)
@@ -1040,7 +1069,9 @@ _TEMPORAL_OBJECTS = (
 def value_kind(s: pd.Series) -> str:
     """What a column holds: "empty", "bool", "numeric", "text", "datetime", "timedelta",
     "period" or "complex" (dtype first, then the Python objects of an object column: numbers,
-    ``decimal.Decimal`` among them, are "numeric")."""
+    ``decimal.Decimal`` among them, are "numeric"; booleans and the text ``true``/``false`` in
+    any case, as ``read_csv(dtype=str)``, Excel or SQL give what ``read_csv`` makes booleans,
+    are "bool")."""
     vals = s.dropna()
     if len(vals) == 0:
         return "empty"
@@ -1065,7 +1096,7 @@ def value_kind(s: pd.Series) -> str:
         return "timedelta"
     if any(isinstance(v, _TEMPORAL_OBJECTS) or isinstance(v, pd.Period) for v in objs):
         return "datetime"
-    if all(isinstance(v, bool | np.bool_) for v in objs):
+    if all(isinstance(v, bool | np.bool_) or truth_text(v) is not None for v in objs):
         return "bool"
     if all(
         isinstance(v, int | float | np.integer | np.floating | decimal.Decimal)
@@ -1086,13 +1117,72 @@ def value_kind(s: pd.Series) -> str:
     return "text"
 
 
+def case_only_level(
+    name: str, values: Iterable[str], levels: Sequence[str], known: str = "a level of the model"
+) -> str:
+    """The one-line problem for the first of ``values`` (canonical levels that match none of
+    ``levels``) that matches exactly one of ``levels`` when letter case is ignored, or ``""``.
+
+    Such a value (``female`` where the model knows ``Female``) is almost surely that level
+    written another way; scored as no level, the patient would get a risk unlike every level's.
+
+    >>> print(case_only_level("sex", ["f"], ["F", "M"]))
+    column 'sex' value 'f' is not a level of the model; did you mean 'F'? levels: ['F', 'M']
+    >>> case_only_level("sex", ["other"], ["Female", "Male"])
+    ''
+    """
+    folded: dict[str, list[str]] = {}
+    for level in levels:
+        folded.setdefault(str(level).casefold(), []).append(str(level))
+    for v in values:
+        if v is None:
+            continue
+        match = folded.get(str(v).casefold(), [])
+        if len(match) == 1:
+            shown = list(levels[:20]) + (["..."] if len(levels) > 20 else [])
+            return (
+                f"column {name!r} value {v!r} is not {known}; did you mean {match[0]!r}? "
+                f"levels: {shown}"
+            )
+    return ""
+
+
+def truth_as_numbers(s: pd.Series) -> pd.Series:
+    """``s`` with the text ``true``/``false`` in any case (:func:`~ragim.canonical.truth_text`)
+    as 1.0/0.0, as booleans are read; other values unchanged. Only object, string and
+    categorical columns can hold such text (they come back as object columns when they do);
+    any other is returned as it is. Missing values (``pd.NA`` too) become NaN.
+
+    >>> truth_as_numbers(pd.Series(["TRUE", "false", None, "1"])).tolist()
+    [1.0, 0.0, nan, '1']
+    """
+    if not (
+        s.dtype == object
+        or isinstance(s.dtype, pd.StringDtype | pd.CategoricalDtype)
+        or pd.api.types.is_string_dtype(s.dtype)
+    ):
+        return s
+    read = {}
+    for v in pd.unique(s.dropna().to_numpy(dtype=object)):
+        try:
+            if (t := truth_text(v)) is not None:
+                read[v] = float(t)
+        except TypeError:  # unhashable values: the checks of the caller name them
+            return s
+    if not read:
+        return s
+    obj = s.astype(object)
+    return obj.where(obj.notna(), np.nan).map(lambda v: read.get(v, v) if isinstance(v, str) else v)
+
+
 def read_feature(feature: Feature, s: pd.Series) -> tuple[pd.Series | np.ndarray | None, list[str]]:
     """One column's values as ragim reads them for ``feature``, and what is wrong with them.
 
     A categorical column comes back as an object Series with None where a value is missing
     (its levels are matched later, in :func:`~ragim.canonical.canonical_level` form); any
-    other as a float64 array with NaN where a value is missing (booleans are 0/1, numerals
-    written as text are their numbers). The problems are one line each, naming the column:
+    other as a float64 array with NaN where a value is missing (booleans, and the text
+    ``true``/``false`` in any case, are 1/0; numerals written as text are their numbers). The
+    problems are one line each, naming the column:
     dates or durations, complex numbers, lists in a categorical column, text that is no
     number, infinite values, values other than 0/1 in a binary column, and missing values
     where the feature allows none. The values are None when the column cannot be read at all.
@@ -1126,6 +1216,8 @@ def read_feature(feature: Feature, s: pd.Series) -> tuple[pd.Series | np.ndarray
                 ]
         values, nan_mask = s, s.isna().to_numpy()
     else:
+        if kind in ("bool", "text"):  # "TRUE"/"false" text reads as the booleans it writes
+            s = truth_as_numbers(s)
         if pd.api.types.is_bool_dtype(s) or kind == "bool":
             s = s.astype(float)
         if kind == "text" and (found := thousands_separator(s.dropna().to_numpy(dtype=object))):
@@ -1734,7 +1826,11 @@ def _infer_type(
     text = [k for k in seen if k[0] == "text"]
     numeric = [k for k in seen if k[0] in ("numeric", "bool")]
     if text and numeric:  # a table whose text is all numerals ("4", "4.0") agrees with the numbers
-        numeral = [k for k in text if pd.to_numeric(k[1].dropna(), errors="coerce").notna().all()]
+        numeral = [
+            k
+            for k in text
+            if pd.to_numeric(truth_as_numbers(k[1].dropna()), errors="coerce").notna().all()
+        ]
         numeric += [("numeric", s, label) for _, s, label in numeral]
         text = [k for k in text if not any(k is n for n in numeral)]
     if text and numeric:
@@ -1751,7 +1847,9 @@ def _infer_type(
         vals = set()
         for _, s, _ in numeric:
             vals.update(
-                pd.unique(pd.to_numeric(s.dropna().astype(object), errors="coerce")).tolist()
+                pd.unique(
+                    pd.to_numeric(truth_as_numbers(s.dropna().astype(object)), errors="coerce")
+                ).tolist()
             )
         return "binary" if vals <= {0, 1} else "continuous"
     written = [v for _, s, _ in text for v in s.dropna().to_numpy(dtype=object)]

@@ -714,7 +714,8 @@ def test_blanks_in_a_column_never_missing_when_fitted_warn_with_what_they_are_sc
         model.predict_proba(rows)
     text = " ".join(str(w.message) for w in record)
     assert f"'age': 3 row(s), scored as the training median {median:.4g}"[:40] in text and "years" in text
-    assert "'sex': 2 row(s), scored as no level (contributes 0)" in text and "'lactate'" not in text
+    assert "'sex': 2 row(s), scored as no level (all its one-hot terms 0, unlike every known level)" in text
+    assert "'lactate'" not in text
     with warnings.catch_warnings():  # complete rows, or blanks the model has a term for: silent
         warnings.simplefilter("error", DataWarning)
         model.predict_proba(X.iloc[:10])
@@ -1345,3 +1346,109 @@ def test_text_in_a_binary_column_says_what_a_binary_column_holds(tmp_path):
     assert "column 'sex' (binary) has non-numeric values" in msg
     assert "a binary column holds 0/1" in msg and '"type": "categorical"' in msg
     assert "na_values" not in msg
+
+
+# ------------------------------------------------------------------ one value, two forms
+def _run_cli(args, monkeypatch, capsys) -> tuple[int, str, str]:
+    """``ragim ARGS`` as the console script runs it: (exit code, stdout, stderr)."""
+    import sys
+
+    from ragim import cli
+
+    monkeypatch.setattr(sys, "argv", ["ragim", *map(str, args)])
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _smokers(n=300, seed=11):
+    """A yes/no column written as the text TRUE/FALSE (read_csv(dtype=str), Excel, SQL)."""
+    rng = np.random.default_rng(seed)
+    smoker = rng.random(n) < 0.4
+    age = rng.normal(60, 10, n).round()
+    y = (rng.random(n) < 1 / (1 + np.exp(-(-1 + 1.2 * smoker + 0.03 * (age - 60))))).astype(int)
+    return pd.DataFrame({"age": age, "smoker": np.where(smoker, "TRUE", "FALSE")}), y
+
+
+def test_true_false_text_is_binary_and_scores_as_the_booleans_a_csv_gives(tmp_path, monkeypatch, capsys):
+    X, y = _smokers()
+    assert FeatureSchema.infer(X)["smoker"].type == "binary"  # as a boolean column is
+    assert FeatureSchema.infer([X, X.assign(smoker=(X.smoker == "TRUE").astype(int))])["smoker"].type == "binary"
+    model = LogisticModel(schema=FeatureSchema.infer(X)).fit(X, y)
+    as_bools = X.assign(smoker=X.smoker == "TRUE")
+    risk = model.predict_proba(X)[:, 1]
+    assert model.to_params()["smoker"] > 0.5  # the effect is learned from the text
+    np.testing.assert_allclose(model.predict_proba(as_bools)[:, 1], risk)
+    other_case = X.assign(smoker=X.smoker.map({"TRUE": " true", "FALSE": "False"}))
+    np.testing.assert_allclose(model.predict_proba(other_case)[:, 1], risk)
+    # a binary model fitted on 0/1 takes the text as 1/0
+    ints = LogisticModel(schema=FeatureSchema.infer(as_bools)).fit(as_bools.assign(smoker=as_bools.smoker.astype(int)), y)
+    np.testing.assert_allclose(ints.predict_proba(X)[:, 1], ints.predict_proba(as_bools)[:, 1])
+    # the CLI reads the same text from a CSV (pandas makes it booleans): the same risks
+    model.to_params().save(tmp_path / "m")
+    X.to_csv(tmp_path / "rows.csv", index=False)
+    code, _, err = _run_cli(["-q", "predict", tmp_path / "m", "--rows", tmp_path / "rows.csv",
+                             "--out", tmp_path / "risk.csv"], monkeypatch, capsys)
+    assert code == 0 and "match no level" not in err, err
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "risk.csv")["risk"], risk, rtol=1e-5)
+
+
+def test_true_false_levels_of_a_categorical_column_match_booleans_and_csv_text(tmp_path):
+    from ragim.export import to_sklearn_pipeline
+
+    X, y = _smokers(seed=12)
+    X["status"] = np.where(np.arange(len(X)) % 3 == 0, "Unknown", X.pop("smoker").str.title())
+    model = LogisticModel(schema=FeatureSchema.infer(X)).fit(X, y)
+    assert model.schema_.categories_["status"] == ["0", "1", "Unknown"]  # True is the level 1
+    risk = model.predict_proba(X)[:, 1]
+    X.to_csv(tmp_path / "rows.csv", index=False)
+    from_csv = pd.read_csv(tmp_path / "rows.csv")  # object column: 'True', 'False', 'Unknown'
+    as_bools = X.assign(status=X.status.map({"True": True, "False": False, "Unknown": "Unknown"}))
+    pipe = to_sklearn_pipeline(model.to_params())
+    for rows in (from_csv, as_bools, X.assign(status=X.status.str.replace("True", "TRUE"))):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DataWarning)  # every value is a known level
+            np.testing.assert_allclose(model.predict_proba(rows)[:, 1], risk)
+        np.testing.assert_allclose(pipe.predict_proba(rows)[:, 1], risk)
+
+
+def _sexes(n=300, seed=13):
+    rng = np.random.default_rng(seed)
+    sex = rng.choice(["Female", "Male"], n)
+    y = (rng.random(n) < np.where(sex == "Male", 0.5, 0.2)).astype(int)
+    return pd.DataFrame({"age": rng.normal(60, 10, n).round(), "sex": sex}), y
+
+
+def test_a_level_written_in_another_letter_case_is_refused_naming_the_level(tmp_path, monkeypatch, capsys):
+    from ragim.export import to_sklearn_pipeline
+
+    X, y = _sexes()
+    model = LogisticModel(schema=FeatureSchema.infer(X)).fit(X, y)
+    woman = X[X.sex == "Female"].iloc[[0]].assign(sex="female")
+    msg = r"column 'sex' value 'female' is not a level of the model; did you mean 'Female'\? levels: \['Female', 'Male'\]"
+    for score in (model.predict_proba, model.explain, to_sklearn_pipeline(model.to_params()).predict_proba):
+        with pytest.raises(ValidationError, match=msg):
+            score(woman)
+    model.to_params().save(tmp_path / "m")
+    woman.to_csv(tmp_path / "rows.csv", index=False)
+    for command in ("predict", "explain"):
+        code, _, err = _run_cli([command, tmp_path / "m", "--rows", tmp_path / "rows.csv"], monkeypatch, capsys)
+        assert code != 0 and "did you mean 'Female'?" in err, err
+    with pytest.raises(ValidationError, match="value 'female' is not a level declared in the schema; did you mean 'Female'"):
+        FeatureSchema([{"name": "sex", "type": "categorical", "categories": ["Female", "Male"]}]).fit(
+            pd.DataFrame({"sex": ["Female", "Male", "female"]}))
+
+
+def test_a_value_of_no_level_even_ignoring_case_warns_that_its_risk_is_unlike_every_level():
+    X, y = _sexes(seed=14)
+    model = LogisticModel(schema=FeatureSchema.infer(X)).fit(X, y)
+    rows = pd.concat([X.iloc[[0]]] * 3, ignore_index=True).assign(sex=["Female", "Male", "diverse"])
+    with pytest.warns(DataWarning, match=r"scored as none of its levels.*risk differs from that of every known "
+                      r"level: 'sex': 1 row\(s\), e.g. \['diverse'\]") as record:
+        risk = model.predict_proba(rows)[:, 1]
+    assert "contribute 0" not in str(record[0].message)
+    assert risk[2] != pytest.approx(risk[0]) and risk[2] != pytest.approx(risk[1])

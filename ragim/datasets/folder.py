@@ -58,6 +58,7 @@ from ragim.schema import (
     missing_marker_hint,
     number_text_advice,
     scale_gaps,
+    truth_as_numbers,
     value_kind,
     warn_missing_codes,
     warn_scale_gaps,
@@ -360,12 +361,13 @@ def _check_kinds(frames: list[pd.DataFrame], labels: list[str]) -> None:
         for c in X.columns:
             kind = value_kind(X[c])
             kind = "numeric" if kind in ("bool", "numeric") else kind
-            if kind == "text" and pd.to_numeric(X[c].dropna(), errors="coerce").notna().all():
-                kind = "numeric"  # numerals typed as text agree with numbers
+            if kind == "text":
+                numbers = pd.to_numeric(truth_as_numbers(X[c].dropna()), errors="coerce")
+            if kind == "text" and numbers.notna().all():
+                kind = "numeric"  # numerals (or true/false) typed as text agree with numbers
             if kind == "empty":
                 continue
             if kind == "text" and c not in examples:
-                numbers = pd.to_numeric(X[c].dropna(), errors="coerce")
                 examples[c] = str(next(iter(X[c].dropna()[numbers.isna()])))
                 advice[c] = number_text_advice(X[c].dropna().tolist())
             kinds.setdefault(c, {}).setdefault(kind, []).append(label)
