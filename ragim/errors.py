@@ -50,6 +50,14 @@ class DataWarning(UserWarning):
     text beyond what the embedder reads. The message counts what was affected."""
 
 
+class ExcludedAfterFitWarning(DataWarning):
+    """A fitted generator left out tasks it was fitted on (``exclude=``, or tasks removed from
+    the index since): the models it generates no longer learn from them, but the few numbers
+    it validated across the whole index (stack weights, intercept shift, interval scale,
+    adaptation policy) saw them. Fine for a prompt's prior or an explanation; for a held-out
+    evaluation build the index without those tasks, as :mod:`ragim.evaluate` does."""
+
+
 class AdaptationWarning(UserWarning):
     """Few-shot adaptation changed the model a lot, or worked from rows that can say little:
     a coefficient crossed zero, the log-odds scale moved by more than a set factor, or the
@@ -87,6 +95,7 @@ __all__ = [
     "GenerationError",
     "DependencyError",
     "DataWarning",
+    "ExcludedAfterFitWarning",
     "AdaptationWarning",
     "DomainWarning",
     "IntervalWarning",

@@ -52,7 +52,13 @@ from pathlib import Path
 from typing import Any
 
 from ragim.checks import check_fields, check_int, check_number
-from ragim.errors import ArtifactError, DataWarning, GenerationError, ValidationError
+from ragim.errors import (
+    ArtifactError,
+    DataWarning,
+    ExcludedAfterFitWarning,
+    GenerationError,
+    ValidationError,
+)
 from ragim.generate.base import (
     Generator,
     check_task_index,
@@ -257,7 +263,12 @@ def prior_params(prior_generator, queries: Sequence, index, excludes: Sequence) 
     generated without what its entry of ``excludes`` names; a ValidationError says that the
     statistical prior needs what is missing."""
     try:
-        out = prior_generator.generate_params(list(queries), index, exclude=list(excludes))
+        with warnings.catch_warnings():
+            # each prompt's prior leaves its own task out on purpose; that the stack's few
+            # validated numbers saw the task is no leak into a prompt (held-out targets are
+            # kept out of the index itself)
+            warnings.simplefilter("ignore", ExcludedAfterFitWarning)
+            out = prior_generator.generate_params(list(queries), index, exclude=list(excludes))
     except ValidationError as exc:
         raise ValidationError(
             f"the statistical prior cannot be generated: {exc}{_PRIOR_OFF}"

@@ -85,7 +85,13 @@ from threadpoolctl import threadpool_limits
 from ragim.adaptation_policy import MIN_TASKS, AdaptationPolicy, ValidationCase, calibrate
 from ragim.canonical import canonical_id
 from ragim.checks import check_bool, check_fields, check_int, check_number, setting
-from ragim.errors import ArtifactError, DataWarning, ValidationError, name_some
+from ragim.errors import (
+    ArtifactError,
+    DataWarning,
+    ExcludedAfterFitWarning,
+    ValidationError,
+    name_some,
+)
 from ragim.generate.base import (
     Generator,
     check_task_index,
@@ -524,8 +530,12 @@ class StatisticalGenerator(Generator):
         (``StatisticalGenerator(candidates=("pooled", "text"))``).
 
     :meth:`generate_params` takes ``uncertainty=True``: a SD per coefficient in ``std``; its
-    ``k`` is how many of the tasks that shaped the model its provenance lists (default 10),
-    and excluded tasks are removed from what the model learns from.
+    ``k`` is how many of the tasks that shaped the model its provenance lists (default 10).
+    Excluded tasks (``exclude=``) are removed from the pooled model and the meta-regression,
+    which are refitted without them; the stack weights, intercept shift, interval scale and
+    adaptation policy, validated across the whole index at :meth:`fit`, are not, and an
+    :class:`~ragim.errors.ExcludedAfterFitWarning` says so. For a held-out evaluation, fit
+    the generator on an index built without those tasks (as :mod:`ragim.evaluate` does).
 
     Attributes (after :meth:`fit`)
     ------------------------------
@@ -814,8 +824,9 @@ class StatisticalGenerator(Generator):
         """:meth:`generate_params`, with a SD per coefficient when ``uncertainty``.
 
         ``k`` is how many of the tasks that shaped the model to list in its provenance (default
-        10). Excluded tasks are removed from what the model learns from (the meta-regression is
-        refitted without them for these queries). ``metadata["provenance"]`` lists the tasks
+        10). Excluded tasks are removed from the pooled model and the meta-regression (refitted
+        without them for these queries), not from the stack's validation
+        (:class:`~ragim.errors.ExcludedAfterFitWarning`). ``metadata["provenance"]`` lists the tasks
         with the largest weights, ``metadata["stack"]`` the candidates' weights.
         """
         from ragim.index import per_query_excludes
@@ -910,6 +921,16 @@ class StatisticalGenerator(Generator):
             rows = _glmm_rows(self.config, index, [by_id[t] for t in kept], self.center_)
             if len(cache) > 16:
                 cache.clear()
+            warnings.warn(
+                f"{len(dropped)} task(s) this {type(self).__name__} was fitted on are left out "
+                f"({name_some(sorted(dropped))}): the pooled model and the meta-regression are "
+                "refitted without them, but the stack weights, intercept shift and interval "
+                "scale were validated with them; for a held-out evaluation, fit the generator "
+                "on an index built without them (ragim index build --exclude; ragim.evaluate "
+                "does this)",
+                ExcludedAfterFitWarning,
+                stacklevel=5,
+            )
             cache[dropped] = _Fitted(
                 self.config,
                 self.summaries_.take(keep),
