@@ -237,7 +237,14 @@ def score(
         )
     risk = model.predict_proba(data.X)[:, 1]
     with one_line_warnings():  # a CI on too few resamples, unbounded, or missing its value
-        result = score_predictions(data.y, risk, n_boot=n_boot, seed=seed, n_bins=bins)
+        result = score_predictions(
+            data.y,
+            risk,
+            n_boot=n_boot,
+            seed=seed,
+            n_bins=bins,
+            X=data.X if data.ids is None else None,  # distinct ids: different patients
+        )
     result.update(
         params=str(params_path),
         rows=str(rows),
@@ -356,7 +363,7 @@ def adapt(
             "counts these patients twice"
         )
     with one_line_warnings():
-        adapted = adapt_params(params, data.X, data.y, adaptation=method)
+        adapted = adapt_params(params, data.X, data.y, adaptation=method, patient_ids=data.ids)
     chosen = adapted.metadata["adaptation"]
     report = adapted.metadata["adaptation_report"]
     adapted = adapted.replace(

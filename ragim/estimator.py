@@ -459,6 +459,9 @@ class ZeroShotClassifier(BinaryClassifierTags, ClassifierMixin, BaseEstimator):
         AdaptationWarning
             When the adaptation moved a coefficient across zero, scaled the log-odds by more
             than a factor 2 either way, or the rows hold one class only.
+        DataWarning
+            When many rows of ``X`` repeat another exactly, with the same label (copies are
+            adapted on as separate patients: :func:`ragim.rows.warn_repeated_rows`).
         """
         from ragim.domain import check
         from ragim.generate.base import Generator, check_task_index
@@ -521,6 +524,9 @@ class ZeroShotClassifier(BinaryClassifierTags, ClassifierMixin, BaseEstimator):
             labels = (
                 (None, json_label(classes[0])) if y01[0] == 1 else (json_label(classes[0]), None)
             )
+        from ragim.rows import warn_repeated_rows
+
+        warn_repeated_rows(frame, y01, where="X", fix="drop the copies", stacklevel=2)
         self.params_, report = adapt_prior(
             prior,
             frame,

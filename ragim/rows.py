@@ -686,6 +686,114 @@ def read_rows(
     return PatientRows(X=X, y=y, ids=ids, path=path)
 
 
+#: the share of rows that must repeat another row exactly before :func:`warn_repeated_rows` warns
+REPEAT_SHARE = 0.10
+#: how many times more repeats than chance (independent columns) :func:`warn_repeated_rows` needs
+REPEAT_CHANCE_FACTOR = 10.0
+
+
+def repeated_rows(X: pd.DataFrame, y=None) -> tuple[int, float, tuple[int, int] | None]:
+    """The rows of ``X`` (with their outcome ``y``) that repeat an earlier row exactly.
+
+    Returns ``(count, chance, example)``: how many rows equal an earlier row in every feature
+    and the outcome (a blank equals a blank); how many coinciding pairs of rows chance would
+    give; and the 0-based positions of the first repeat and of the row it repeats (None
+    without one). ``chance`` is ``n (n - 1) / 2`` times the probability that two patients
+    agree on every column, taking the columns as independent: per column, the sum of the
+    squared shares of the values that at least two *different* rows hold. A value that only
+    one distinct row holds (a lab value measured to its decimals) is taken as a measurement no
+    other patient shares by chance, so copies of a row cannot make their own values look
+    common, while a yes/no finding, a category or an age in years that many different rows
+    share counts with its share of the rows.
+
+    >>> X = pd.DataFrame({"age": [61.5, 47.0, 61.5, 55.0], "sex": ["F", "M", "F", "M"]})
+    >>> count, chance, example = repeated_rows(X, [1, 0, 1, 0])
+    >>> count, chance, example
+    (1, 0.0, (2, 0))
+    """
+    frame = pd.DataFrame(X).reset_index(drop=True)
+    frame.columns = range(frame.shape[1])
+    if y is not None:
+        frame[frame.shape[1]] = np.asarray(y).reshape(-1)
+    n = len(frame)
+    if n < 2 or frame.shape[1] == 0:
+        return 0, 0.0, None
+    again = frame.duplicated(keep="first").to_numpy()
+    count = int(again.sum())
+    q = 1.0
+    for c in frame.columns:
+        codes, _ = pd.factorize(frame[c], use_na_sentinel=False)
+        rows = np.bincount(codes)
+        distinct_rows = np.bincount(codes[~again], minlength=len(rows))
+        q *= float(np.sum((rows[distinct_rows >= 2] / n) ** 2))
+    chance = n * (n - 1) / 2 * q
+    if count == 0:
+        return 0, chance, None
+    first = int(np.argmax(again))
+    hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    same = np.flatnonzero(hashes[:first] == hashes[first])
+    return count, chance, (first, int(same[0]) if len(same) else 0)
+
+
+def warn_repeated_rows(
+    X: pd.DataFrame,
+    y=None,
+    *,
+    where: str = "the rows",
+    fix: str = "drop the copies, or give patient ids (--patient-id) so ragim can check them",
+    stacklevel: int = 2,
+) -> int:
+    """One :class:`~ragim.errors.DataWarning` when many rows are exact copies of another row.
+
+    A row that repeats another in every feature and the outcome is, far more often than not,
+    the same patient written twice (an export joined to a many-row table, a file pasted
+    twice), not a new one. Adapting on it (``ZeroShotClassifier.fit``, ``adapt_params``,
+    ``ragim adapt``) and scoring on it (``score_predictions(X=...)``, ``ragim score``) count
+    it as one more patient: the adaptation's evidence is multiplied (6 patients written 20
+    times look like 120 and pick a steep recalibration), and the score's bootstrap CIs
+    resample copies as independent patients (a 95% CI of 1.000 to 1.000). Nothing is
+    dropped; the warning says how many rows repeat another, of how many, an example and the
+    fix.
+
+    It warns only when the repeats are material and not explained by chance: at least 2
+    rows repeat another, they are at least :data:`REPEAT_SHARE` (10%) of the rows, and they
+    outnumber :data:`REPEAT_CHANCE_FACTOR` (10) times the coinciding pairs that chance gives
+    (:func:`repeated_rows`). With continuous features (age, blood pressure, a lab value) two
+    different patients agree exactly on all of them almost never, so chance allows next to no
+    repeats and copies warn. With only binary or categorical features (or one coarse number
+    among them) many real patients share a row; chance then accounts for as many coinciding
+    rows as there are, and nothing warns (copies there cannot be told from real patients, and
+    are not flagged). The rule is conservative: a repeated row is at most one coinciding
+    pair, and the factor 10 leaves room for features that go together more often than
+    independence assumes.
+
+    Returns the number of rows that repeat another (whether or not it warned).
+
+    >>> import warnings
+    >>> X = pd.DataFrame({"age": [61.5, 47.0, 55.2] * 3, "sbp": [141.0, 118.0, 130.0] * 3})
+    >>> with warnings.catch_warnings(record=True) as w:
+    ...     warnings.simplefilter("always")
+    ...     warn_repeated_rows(X, [1, 0, 0] * 3, where="rows.csv")
+    6
+    >>> print(w[0].message)  # doctest: +ELLIPSIS
+    rows.csv: 6 of 9 rows repeat another row exactly (every feature and the outcome; data row 4 ...
+    """
+    count, chance, example = repeated_rows(X, y)
+    n = len(X)
+    if count < 2 or count < REPEAT_SHARE * n or count <= REPEAT_CHANCE_FACTOR * chance:
+        return count
+    later, earlier = example
+    warnings.warn(
+        f"{where}: {count} of {n} rows repeat another row exactly (every feature and the "
+        f"outcome; data row {later + 1} repeats data row {earlier + 1}): a copy is not a new "
+        "patient, but the adaptation's evidence and the score's CIs count each row as one, so "
+        f"they are overconfident (as if {n} patients, not {n - count}); {fix}",
+        DataWarning,
+        stacklevel=stacklevel + 1,
+    )
+    return count
+
+
 def _match_schema(X: pd.DataFrame, schema: FeatureSchema, path: Path, where: str) -> pd.DataFrame:
     cols = list(X.columns)
     missing = [n for n in schema.names if n not in cols]
@@ -709,4 +817,12 @@ def _match_schema(X: pd.DataFrame, schema: FeatureSchema, path: Path, where: str
     return X
 
 
-__all__ = ["DEFAULT_PATIENT_ID", "PatientRows", "read_rows", "read_table", "sniff_separator"]
+__all__ = [
+    "DEFAULT_PATIENT_ID",
+    "PatientRows",
+    "read_rows",
+    "read_table",
+    "repeated_rows",
+    "sniff_separator",
+    "warn_repeated_rows",
+]

@@ -273,7 +273,14 @@ def _percentile(d: np.ndarray, q: float) -> float:
 
 
 def score_predictions(
-    y_true, y_prob, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0, n_bins: int = 10
+    y_true,
+    y_prob,
+    *,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    n_bins: int = 10,
+    X: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Score predicted risks on observed outcomes, with percentile bootstrap CIs.
 
@@ -296,6 +303,10 @@ def score_predictions(
     level : the confidence level of the intervals.
     seed : seed of the resampling.
     n_bins : ECE bins (equal-width, as in :func:`ragim.metrics.expected_calibration_error`).
+    X : the patients' features, one row per outcome (optional): given, rows that repeat
+        another exactly (every feature and the outcome) warn when there are many, since the
+        CIs resample each copy as another patient (:func:`ragim.rows.warn_repeated_rows`;
+        leave it out when the rows have distinct patient ids).
 
     Returns
     -------
@@ -315,9 +326,18 @@ def score_predictions(
         For each metric with a value whose CI rests on fewer than :data:`MIN_BOOT_SHARE` of
         the ``n_boot`` resamples, is unbounded, or does not contain that value (the same
         text as its ``ci_warning``).
+    DataWarning
+        With ``X``, when many rows are exact copies of another
+        (:func:`ragim.rows.warn_repeated_rows`).
     """
     y = np.asarray(y_true, dtype=float).reshape(-1)
     p = np.asarray(y_prob, dtype=float).reshape(-1)
+    if X is not None:
+        from ragim.rows import warn_repeated_rows
+
+        if len(X) != y.size:
+            raise ValidationError(f"X has {len(X)} rows but y_true has {y.size}")
+        warn_repeated_rows(X, y, where="the rows to score")
     n_boot = check_int(n_boot, "n_boot", ge=0)
     level = check_number(level, "level", gt=0, lt=1)
     point = _all_scores(y, p, n_bins)  # validates y and p
@@ -392,7 +412,13 @@ def score_predictions(
 
 
 def adapt_params(
-    params: ModelParams, X: pd.DataFrame, y, *, adaptation: str = "auto", pos_label=None
+    params: ModelParams,
+    X: pd.DataFrame,
+    y,
+    *,
+    adaptation: str = "auto",
+    pos_label=None,
+    patient_ids=None,
 ) -> ModelParams:
     """Adapt a model to a few local labelled rows, as :class:`ragim.ZeroShotClassifier` does.
 
@@ -413,6 +439,10 @@ def adapt_params(
     adaptation : "auto", "recalibrate", "prior", "map", "intercept" or "zero-shot".
     pos_label : the label of ``y`` that marks the event (needed for labels such as
         "yes"/"no").
+    patient_ids : the rows' patient ids, when known (distinct, else refused): rows with
+        distinct ids are different patients. Without them, many rows that repeat another
+        exactly (every feature and the outcome) warn (:func:`ragim.rows.warn_repeated_rows`):
+        the evidence would count each copy as another patient.
 
     Returns
     -------
@@ -426,6 +456,8 @@ def adapt_params(
     AdaptationWarning
         When the adaptation moved a coefficient across zero or scaled the log-odds by more
         than :data:`ragim.adaptation.SCALE_WARN_FACTOR` either way.
+    DataWarning
+        Without ``patient_ids``, when many rows are exact copies of another.
 
     Examples
     --------
@@ -461,6 +493,15 @@ def adapt_params(
             "would only drag every risk towards it; add patients with the other outcome"
         )
     y01 = binary_outcome(y, pos_label=pos_label, where="the outcome to adapt on").astype(float)
+    if patient_ids is None:
+        from ragim.rows import warn_repeated_rows
+
+        warn_repeated_rows(X, y01, where="the rows to adapt on")
+    elif len(patient_ids) != len(X) or pd.Series(list(patient_ids)).duplicated().any():
+        raise ValidationError(
+            f"patient_ids must give {len(X)} distinct ids, one per row of X; a patient on "
+            "several rows would count as several"
+        )
     if isinstance(X, pd.DataFrame):  # codes and far values would be fitted as measurements
         params.schema.warn_new_rows(X, where="the rows to adapt on")
     adapted, report = adapt_prior(params, X, y01, adaptation=adaptation, warn=True)

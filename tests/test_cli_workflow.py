@@ -1153,3 +1153,28 @@ def test_every_written_file_is_refused_over_an_existing_one_or_inside_an_artifac
     assert len(TaskIndex.load(d / "idx")) > 0
     out = _json("export", d / "m0", "--csv", notes, "--overwrite")
     assert out["path"] == str(notes) and notes.read_text() != "my notes"
+
+
+def test_score_and_adapt_warn_about_rows_that_are_copies_without_patient_ids(root):
+    """6 patients each written 20 times, in a file without a patient-id column: ``score`` and
+    ``adapt`` say that 114 of the 120 rows repeat another (one warning each), and use every row;
+    with distinct patient ids the user vouches for the rows, and nothing is said."""
+    d = root["path"]
+    hungary = root["local"]
+    y = np.asarray(hungary.y)
+    pick = np.concatenate([np.flatnonzero(y == 1)[:3], np.flatnonzero(y == 0)[:3]])
+    six = hungary.X.iloc[pick].assign(cad=y[pick])
+    copies = pd.concat([six] * 20, ignore_index=True)
+    copies.to_csv(d / "copies.csv", index=False)
+    scored = _json("score", d / "m0", "--rows", d / "copies.csv", "--outcome", "cad", "--n-boot", 50)
+    repeat = [w for w in scored["warnings"] if "repeat another row exactly" in w]
+    assert scored["n"] == 120 and len(repeat) == 1
+    assert "114 of 120 rows" in repeat[0] and "--patient-id" in repeat[0]
+    adapted = _json(
+        "adapt", d / "m0", "--rows", d / "copies.csv", "--outcome", "cad", "--save", d / "m-copies"
+    )
+    repeat = [w for w in adapted["warnings"] if "repeat another row exactly" in w]
+    assert adapted["n_rows"] == 120 and len(repeat) == 1 and "114 of 120 rows" in repeat[0]
+    copies.assign(patient_id=[f"p{i}" for i in range(120)]).to_csv(d / "ids.csv", index=False)
+    vouched = _json("score", d / "m0", "--rows", d / "ids.csv", "--outcome", "cad", "--n-boot", 50)
+    assert not any("repeat another row" in w for w in vouched["warnings"])

@@ -1452,3 +1452,58 @@ def test_a_value_of_no_level_even_ignoring_case_warns_that_its_risk_is_unlike_ev
         risk = model.predict_proba(rows)[:, 1]
     assert "contribute 0" not in str(record[0].message)
     assert risk[2] != pytest.approx(risk[0]) and risk[2] != pytest.approx(risk[1])
+
+
+# ------------------------------------------------------------------ kind 6: copies of one patient
+def test_rows_copied_twenty_times_warn_when_adapted_on_naming_how_many(synthetic_index):
+    """6 patients each written 20 times are not 120 patients: fitting on them warns, once,
+    with the count and an example, and keeps every row (nothing is dropped silently)."""
+    family, index = synthetic_index
+    target = family[family.ids[0]]
+    y = np.asarray(target.y)
+    pick = np.concatenate([np.flatnonzero(y == 1)[:3], np.flatnonzero(y == 0)[:3]])
+    X6, y6 = target.X.iloc[pick], y[pick]
+    X120, y120 = pd.concat([X6] * 20, ignore_index=True), np.tile(y6, 20)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        clf = ZeroShotClassifier(index=index, description=target.description).fit(X120, y120)
+    repeats = [w for w in caught if issubclass(w.category, DataWarning) and "repeat" in str(w.message)]
+    assert len(repeats) == 1, [str(w.message) for w in caught]
+    text = str(repeats[0].message)
+    assert "114 of 120 rows repeat another row exactly" in text
+    assert "data row 7 repeats data row 1" in text and "not a new patient" in text
+    assert "drop the copies" in text and repeats[0].filename == __file__
+    assert clf.adaptation_report_["k"] == 120  # warned, not dropped
+
+
+def test_distinct_continuous_rows_do_not_warn_about_repeats(synthetic_index):
+    family, index = synthetic_index
+    target = family[family.ids[0]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        ZeroShotClassifier(index=index, description=target.description).fit(target.X, target.y)
+        from ragim.validation import score_predictions
+
+        risk = np.linspace(0.1, 0.9, len(target.X))
+        score_predictions(target.y, risk, X=target.X, n_boot=20)
+
+
+def test_binary_features_that_repeat_by_nature_do_not_warn():
+    """Six yes/no findings: most of 400 real patients share their row with another one by
+    chance, which is no sign of copies."""
+    from ragim.rows import repeated_rows, warn_repeated_rows
+    from ragim.validation import score_predictions
+
+    rng = np.random.default_rng(11)
+    X = pd.DataFrame(rng.random((400, 6)) < [0.5, 0.3, 0.2, 0.4, 0.1, 0.6], columns=list("abcdef")).astype(int)
+    y = (rng.random(400) < 0.3).astype(int)
+    count, chance, _ = repeated_rows(X, y)
+    assert count > 0.5 * len(X)  # repeats are the rule here ...
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        assert warn_repeated_rows(X, y) == count  # ... and say nothing
+        score_predictions(y, np.full(400, 0.3) + rng.normal(0, 0.01, 400), X=X, n_boot=20)
+    # the same file with a few continuous measurements, copied: warns
+    Xc = pd.concat([X.iloc[:10].assign(age=rng.normal(60, 9, 10), sbp=rng.normal(135, 15, 10))] * 5)
+    with pytest.warns(DataWarning, match="40 of 50 rows repeat"):
+        warn_repeated_rows(Xc, np.tile(y[:10], 5))
