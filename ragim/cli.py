@@ -788,7 +788,7 @@ def generate(
         typer.Option(
             "-k",
             help="neighbours (the statistical generator learns from every task and lists the "
-            "k that weigh most in its provenance)",
+            "k that weigh most in its whole stack's baseline risk as its provenance)",
         ),
     ] = None,
     save: Annotated[
@@ -1000,16 +1000,18 @@ def explain(
     if as_json:
         echo_json(expl.data())
     else:
+        if expl.adaptation:  # an adapted model says so first: how, on how many rows
+            typer.echo(expl.adaptation)
         if rows is not None:
             pid = f" (patient {data.ids.iloc[row]})" if data.ids is not None else ""
             typer.echo(f"row {row} of {rows}{pid}")
             print_local(expl, top=top)
         else:
             print_global(expl, top=top, missing=show_all)
-        if expl.coverage:
-            from ragim.explain import coverage_summary
-
-            typer.echo(coverage_summary(expl.coverage))
+        # the coverage, marked as the zero-shot model's when the model was adapted since
+        for line in expl.notes:
+            if line != expl.adaptation:
+                typer.echo(line)
 
 
 @app.command("evaluate")

@@ -388,8 +388,8 @@ def print_provenance(
         ],
         [("weight", "right"), ("similarity", "right"), "task", "description"],
         title=title,
-        caption="sorted by the size of the weight, the neighbour's share in the generated "
-        "baseline risk (negative: a contrast, the model moves away from that neighbour)",
+        caption="sorted by the size of the weight, the task's share in the generated "
+        "baseline risk (negative: a contrast, the model moves away from that task)",
         no_wrap=("task",),
     )
 

@@ -191,9 +191,11 @@ class _Explanation:
 
 
 # ---------------------------------------------------------------------- coverage
-def coverage_summary(coverage: Mapping[str, Any] | None) -> str | None:
+def coverage_summary(coverage: Mapping[str, Any] | None, *, adapted: bool = False) -> str | None:
     """One line on how well the index covered a generated model's description, from
     ``params.metadata["coverage"]`` (:meth:`ragim.domain.Coverage.data`); None without one.
+    ``adapted``: the model was adapted to labelled rows since, and the line says the coverage
+    is that of the zero-shot model it started from.
 
     Examples
     --------
@@ -231,8 +233,11 @@ def coverage_summary(coverage: Mapping[str, Any] | None) -> str | None:
         if n_eff is None
         else ("<0.1" if 0 < float(n_eff) < 0.05 else f"{float(n_eff):.1f}")  # never "0.0" if > 0
     )
+    what = "index coverage"
+    if adapted:
+        what = "the zero-shot model's index coverage (before adaptation)"
     line = (
-        f"index coverage: top similarity {top:.2f}, effective similarity {eff_sim:.2f}, "
+        f"{what}: top similarity {top:.2f}, effective similarity {eff_sim:.2f}, "
         f"{eff} effective neighbour(s) of {k}"
     )
     if thr is None:
@@ -242,9 +247,62 @@ def coverage_summary(coverage: Mapping[str, Any] | None) -> str | None:
     return line + f"; top similarity against the threshold {float(thr):.2f}: {verdict}"
 
 
-def _coverage_html(coverage: Mapping[str, Any] | None) -> str:
-    line = coverage_summary(coverage)
-    return "" if line is None else f"<p><i>{html.escape(line)}</i></p>"
+#: each adaptation method (:data:`ragim.adaptation.ORDER`) in words
+ADAPTATION_METHODS = {
+    "intercept": "the intercept shifted",
+    "recalibrate": "an intercept shift and one scale on the generated log-odds",
+    "map": "every coefficient refitted, under a prior centred on the generated model",
+    "prior": "every coefficient refitted, under the generator's own SDs as prior",
+}
+
+
+def adaptation_summary(metadata: Mapping[str, Any] | None) -> str | None:
+    """One line on how a model was adapted to labelled rows (few-shot: ``ragim adapt``,
+    ``ZeroShotClassifier.fit(X, y)``), from the ``adaptation``, ``k_shot``, ``prior_source``
+    and ``prior_strength`` that :func:`ragim.estimator.adapt_prior` records; None for a model
+    never adapted. A zero-shot model kept after weighing the rows says so.
+
+    Examples
+    --------
+    >>> adaptation_summary({"source": "adapted", "adaptation": "recalibrate", "k_shot": 24,
+    ...                     "prior_source": "generated"})  # doctest: +NORMALIZE_WHITESPACE
+    "adapted on 24 labelled row(s) by 'recalibrate' (an intercept shift and one scale on the
+    generated log-odds), starting from the generated model"
+    >>> adaptation_summary({"source": "generated", "adaptation": "zero-shot", "k_shot": 5})
+    'not adapted: the zero-shot model was kept after weighing 5 labelled row(s)'
+    >>> adaptation_summary({"source": "generated"}) is None
+    True
+    """
+    meta = metadata or {}
+    how, rows = meta.get("adaptation"), meta.get("k_shot")
+    if how is None:
+        return None
+    n = f"{rows} labelled row(s)" if isinstance(rows, int) else "labelled rows"
+    if how == "zero-shot":
+        return f"not adapted: the zero-shot model was kept after weighing {n}"
+    words = ADAPTATION_METHODS.get(str(how))
+    line = f"adapted on {n} by {how!r}" + (f" ({words})" if words else "")
+    src = meta.get("prior_source")
+    if src:
+        line += f", starting from the {src} model"
+    strength = meta.get("prior_strength")
+    if isinstance(strength, int | float) and math.isfinite(strength):
+        line += f"; prior strength {_fmt(float(strength))}"
+    return line
+
+
+def model_notes(metadata: Mapping[str, Any] | None) -> list[str]:
+    """The lines an explanation shows about where its model came from: how it was adapted
+    (:func:`adaptation_summary`), then the index coverage (:func:`coverage_summary`), marked as
+    the zero-shot model's when the model was adapted since."""
+    meta = metadata or {}
+    adapted = meta.get("source") == "adapted"
+    lines = [adaptation_summary(meta), coverage_summary(meta.get("coverage"), adapted=adapted)]
+    return [line for line in lines if line]
+
+
+def _notes_html(notes: list[str]) -> str:
+    return "".join(f"<p><i>{html.escape(line)}</i></p>" for line in notes)
 
 
 # ---------------------------------------------------------------------- provenance
@@ -357,7 +415,9 @@ class GlobalExplanation(_Explanation):
 
     Attributes: ``kind``, ``family``, ``intercept``, ``intercept_std`` (NaN if unknown), ``source``,
     ``outcome`` (in words), ``provenance``, ``coverage`` (the index's coverage of the
-    description, a dict, or None), ``params``.
+    description, a dict, or None), ``adaptation`` (how the model was adapted to labelled rows,
+    one line, or None: :func:`adaptation_summary`), ``notes`` (the adaptation and coverage
+    lines the text and HTML views show: :func:`model_notes`), ``params``.
     """
 
     def __init__(self, params: ModelParams, outcome: str | None = None):
@@ -370,6 +430,8 @@ class GlobalExplanation(_Explanation):
         self.provenance = Provenance.from_params(params)
         self.coverage = params.metadata.get("coverage")
         coverage_summary(self.coverage)  # a damaged record fails here, not when shown
+        self.adaptation = adaptation_summary(params.metadata)
+        self.notes = model_notes(params.metadata)
         self._frame = self.family.explanation_frame(params)
 
     def reference_intercept(self) -> tuple[float, float, list[str]]:
@@ -520,7 +582,7 @@ class GlobalExplanation(_Explanation):
         more = f"<p><i>… {len(df) - 40} more rows in table()</i></p>" if len(df) > 40 else ""
         return (
             head
-            + _coverage_html(self.coverage)
+            + _notes_html(self.notes)
             + body
             + more
             + self._img_html(top=12)
@@ -534,8 +596,8 @@ class GlobalExplanation(_Explanation):
             f"{len(self._frame)} {self.family.term_noun}; {self.baseline()})"
         ]
         lines += self.family.summary_lines(self)
-        cov = coverage_summary(self.coverage)
-        return "\n".join([*lines, *([f"  {cov}"] if cov else []), f"  {self.provenance!r}"])
+        notes = [f"  {line}" for line in self.notes]
+        return "\n".join([*lines, *notes, f"  {self.provenance!r}"])
 
 
 # ---------------------------------------------------------------------- local
@@ -571,7 +633,8 @@ class LocalExplanation(_Explanation):
     shows it; for a GAM the intercept. ``intercept`` is the model's own parameter. Two more
     columns put the row in words: label (the feature's name from the schema) and value_label
     ("male", "63 years", "missing").
-    ``outcome`` names what the model predicts (for titles).
+    ``outcome`` names what the model predicts (for titles); ``adaptation`` and ``notes`` are
+    :class:`GlobalExplanation`'s.
     """
 
     def __init__(self, params: ModelParams, X_row: Any, outcome: str | None = None):
@@ -582,7 +645,8 @@ class LocalExplanation(_Explanation):
         self.outcome = _outcome_name(params, outcome)
         self.provenance = Provenance.from_params(params)
         self.coverage = params.metadata.get("coverage")
-        coverage_summary(self.coverage)
+        self.adaptation = adaptation_summary(params.metadata)
+        self.notes = model_notes(params.metadata)  # a damaged coverage record fails here
         self.intercept = params.intercept
         self.baseline = model_family(params.kind).reference_intercept(params)[0]
         self.index = X.index[0]
@@ -706,7 +770,7 @@ class LocalExplanation(_Explanation):
         )
         return (
             head
-            + _coverage_html(self.coverage)
+            + _notes_html(self.notes)
             + _table_html(df)
             + self._img_html()
             + self.provenance._repr_html_()
@@ -734,7 +798,10 @@ __all__ = [
     "GlobalExplanation",
     "LocalExplanation",
     "Provenance",
+    "adaptation_summary",
+    "coverage_summary",
     "explain_params",
+    "model_notes",
     "plots",
     "reference_level",
     "truncation_note",

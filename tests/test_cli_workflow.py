@@ -512,6 +512,25 @@ def test_adapt_map_moves_every_coefficient(root, tmp_path):
     assert np.ptp(ratio) > 0.05  # not one common slope: each coefficient moved on its own
 
 
+def test_explain_of_an_adapted_model_says_how_it_was_adapted(root, tmp_path):
+    """An outside user's `ragim explain` of an adapted model looked exactly like the zero-shot
+    model's and still printed the generated model's index coverage line as its own."""
+    d = root["path"]
+    _json("adapt", d / "m0", "--rows", d / "adapt.csv", "--outcome", "cad", "--save",
+          tmp_path / "m", "--method", "recalibrate")
+    n = len(root["local"].y)
+    said = f"adapted on {n} labelled row(s) by 'recalibrate' (an intercept shift and one scale"
+    text = _ok("explain", tmp_path / "m")
+    lines = text.splitlines()
+    assert lines[0].startswith(said) and "starting from the generated model" in lines[0]
+    assert lines[-1].startswith("the zero-shot model's index coverage (before adaptation): ")
+    one = _ok("explain", tmp_path / "m", "--rows", d / "validate.csv", "--outcome", "cad")
+    assert one.splitlines()[0].startswith(said)
+    assert "the zero-shot model's index coverage (before adaptation)" in one
+    zero = _ok("explain", d / "m0")  # the generated model: its own coverage, no adaptation
+    assert "adapt" not in zero and zero.splitlines()[-1].startswith("index coverage: ")
+
+
 def test_adapt_prior_updates_under_the_models_own_sds(root, tmp_path):
     from ragim.adaptation import map_with_prior
 

@@ -1,3 +1,4 @@
+import html
 import json
 import math
 
@@ -708,3 +709,41 @@ def test_a_patients_contributions_start_from_the_reference_patient_as_the_table_
         assert row["contribution"] == pytest.approx(want, abs=1e-9)
     assert loc.data()["baseline"] == pytest.approx(ref_value)
 
+
+
+# ------------------------------------------------------------ an adapted model says so
+COVERAGE = {"top_similarity": 0.69, "effective_similarity": 0.59, "effective_neighbors": 3.7,
+            "k": 10, "threshold": 0.41, "typical": 0.8}
+
+
+def test_an_adapted_model_says_how_and_on_how_many_rows_in_every_view(data):
+    """An outside user's `ragim explain` of an adapted model read exactly as the zero-shot
+    model's, with its index coverage line; only repr and JSON said source=adapted."""
+    from ragim.estimator import adapt_prior
+
+    X, schema = data
+    prior = _params(schema, "logistic", std=True, prov=True)
+    prior = prior.replace(metadata={"coverage": COVERAGE})
+    rows = X.dropna().iloc[:30]
+    y = (np.arange(len(rows)) % 3 == 0).astype(float)
+    adapted, _ = adapt_prior(prior, rows, y, adaptation="recalibrate", warn=False)
+    want = (f"adapted on {len(rows)} labelled row(s) by 'recalibrate' (an intercept shift and "
+            "one scale on the generated log-odds), starting from the generated model")
+    marked = "the zero-shot model's index coverage (before adaptation): top similarity 0.69"
+    for ex in (explain_params(adapted), explain_params(adapted, rows.iloc[[0]])):
+        assert ex.adaptation.startswith(want)
+        assert ex.notes[0] == ex.adaptation and ex.notes[1].startswith(marked)
+        page = html.unescape(ex._repr_html_())
+        assert want in page and marked in page
+    text = repr(explain_params(adapted))
+    assert want in text and marked in text
+    # the zero-shot model: no adaptation line, its coverage unmarked
+    zero = explain_params(prior)
+    assert zero.adaptation is None and zero.notes[0].startswith("index coverage: top similarity")
+    assert "adapt" not in repr(zero)
+    # a zero-shot model kept after weighing the rows says that, and its coverage is its own
+    kept = prior.replace(metadata={"adaptation": "zero-shot", "k_shot": 7})
+    assert explain_params(kept).notes == [
+        "not adapted: the zero-shot model was kept after weighing 7 labelled row(s)",
+        zero.notes[0],
+    ]

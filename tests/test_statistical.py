@@ -321,6 +321,48 @@ def test_registered_and_generates_with_provenance_and_intervals(gen, split):
     np.testing.assert_allclose(batch[0].vector, p.vector)
 
 
+def test_provenance_lists_k_tasks_by_their_weight_in_the_whole_stack(gen, split):
+    """An outside user asked for k=20 and got 10 tasks whose weights summed to 1: they were the
+    leading candidate's (the neighbour mean's 10 neighbours), while the text candidate, fitted
+    on every task, held most of the stack. Now every candidate's weights count."""
+    desc = split[1][0].description
+    n = len(gen.summaries_.ids)
+    assert gen.stack_["baseline"]["text"] > 0  # a candidate that weighs every task
+    for k in (3, 20, n + 5):
+        prov = gen.generate_params(desc, k=k).metadata["provenance"]
+        assert len(prov) == min(k, n)
+        sizes = [abs(r["weight"]) for r in prov]
+        assert sizes == sorted(sizes, reverse=True)
+    # every task listed: the signed shares of the whole stack's baseline sum to 1 in size
+    assert sum(sizes) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_provenance_weights_are_the_stacks_baseline_weights_times_each_candidates(index, split):
+    """Pooled model and neighbour mean: a task's weight is the pooled model's baseline weight
+    times its share of the rows (the pooled model is fitted on them) plus the neighbour mean's
+    times its similarity weight among the neighbor_k closest tasks."""
+    g = StatisticalGenerator(candidates=("pooled", "neighbor-mean")).fit(index, progress=False)
+    desc = split[1][3].description
+    n = len(g.summaries_.ids)
+    prov = g.generate_params(desc, index, k=n).metadata["provenance"]
+    u = g.stack_["baseline"]
+    rows = g.summaries_.n_rows / g.summaries_.n_rows.sum()
+    sims = g.vectors_ @ index.embed_queries(desc)[0][0].astype(np.float64)
+    near = np.zeros(n)
+    top = np.argsort(-sims, kind="stable")[: g.config.neighbor_k]
+    near[top] = np.maximum(sims[top], 0) / np.maximum(sims[top], 0).sum()
+    want = (u["pooled"] * rows + u["neighbor-mean"] * near) / (u["pooled"] + u["neighbor-mean"])
+    got = {r["task_id"]: r["weight"] for r in prov}
+    assert len(prov) == n  # the pooled model weighs every task by its rows
+    np.testing.assert_allclose([got[t] for t in g.summaries_.ids], want, atol=2e-6)
+    assert sum(got.values()) == pytest.approx(1.0, abs=1e-4)
+    only_pooled = StatisticalGenerator(candidates=("pooled",)).fit(index, progress=False)
+    prov = only_pooled.generate_params(desc, index, k=3).metadata["provenance"]
+    largest = np.argsort(-only_pooled.summaries_.n_rows, kind="stable")[:3]
+    assert [r["task_id"] for r in prov] == [only_pooled.summaries_.ids[i] for i in largest]
+    np.testing.assert_allclose([r["weight"] for r in prov], rows[largest], atol=2e-6)
+
+
 def test_stack_weights_come_from_validation_inside_the_index(gen, index):
     assert gen.cv_["n_tasks"] == len(index)
     assert gen.cv_["stack"] <= min(gen.cv_["candidates"].values()) + 1e-9

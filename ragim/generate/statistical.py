@@ -56,6 +56,11 @@ predict how a task departs from the pooled model:
    posteriors (a new task's own unexplained deviation included), scaled so that the
    held-out tasks' estimates are covered at their nominal rate.
 
+A generated model's ``metadata["provenance"]`` lists the ``k`` tasks that weigh most in the
+whole stack's baseline risk: each candidate's weights on the tasks (what it leaves with the
+pooled model shared out by the tasks' rows) times its baseline weight in the stack
+(:meth:`StatisticalGenerator._stack_weights`).
+
 Examples
 --------
 >>> from ragim import TaskIndex, datasets
@@ -270,6 +275,7 @@ class _Fitted:
     ):
         self.cfg, self.groups = cfg, groups
         self.ids = list(summ.ids)
+        self.n_rows = np.asarray(summ.n_rows)  # the pooled model's weight on each task
         self.pooled = pooled
         self.Y = summ.theta - pooled
         self.V = summ.var
@@ -530,7 +536,8 @@ class StatisticalGenerator(Generator):
         (``StatisticalGenerator(candidates=("pooled", "text"))``).
 
     :meth:`generate_params` takes ``uncertainty=True``: a SD per coefficient in ``std``; its
-    ``k`` is how many of the tasks that shaped the model its provenance lists (default 10).
+    ``k`` is how many of the tasks that shaped the model its provenance lists (default 10;
+    ranked by their weight in the whole stack's baseline risk, :meth:`_stack_weights`).
     Excluded tasks (``exclude=``) are removed from the pooled model and the meta-regression,
     which are refitted without them; the stack weights, intercept shift, interval scale and
     adaptation policy, validated across the whole index at :meth:`fit`, are not, and an
@@ -826,8 +833,9 @@ class StatisticalGenerator(Generator):
         ``k`` is how many of the tasks that shaped the model to list in its provenance (default
         10). Excluded tasks are removed from the pooled model and the meta-regression (refitted
         without them for these queries), not from the stack's validation
-        (:class:`~ragim.errors.ExcludedAfterFitWarning`). ``metadata["provenance"]`` lists the tasks
-        with the largest weights, ``metadata["stack"]`` the candidates' weights.
+        (:class:`~ragim.errors.ExcludedAfterFitWarning`). ``metadata["provenance"]`` lists the
+        ``k`` tasks with the largest weights in the whole stack's baseline risk
+        (:meth:`_stack_weights`), ``metadata["stack"]`` the candidates' weights.
         """
         from ragim.index import per_query_excludes
 
@@ -968,13 +976,7 @@ class StatisticalGenerator(Generator):
         theta = theta @ np.linalg.inv(T).T  # back from the centred intercept to the model's own
         corr = self._correlations(sd) if uncertainty else [None] * len(texts)
         sd = _predictive_sd(sd, self.interval_scale_, self.pooled_var_, self.center_)
-        share = {c: st["baseline"][c] + st["slopes"][c] for c in names}
-        lead = max(
-            (c for c in names if c != "pooled" and c not in unavailable),
-            key=share.get,
-            default=None,
-        )
-        prov = fitted.weights(lead, texts, vectors) if lead is not None else None
+        prov = self._stack_weights(fitted, names, unavailable, texts, vectors)
         policy = [  # what few-shot adaptation of these models should do, by k (validated)
             {key: e[key] for key in ("k", "option", "prefer", "margin")}
             for e in self.adaptation_policy_.entries
@@ -991,9 +993,7 @@ class StatisticalGenerator(Generator):
                     }
                     for c in names
                 },
-                "provenance": self._provenance(
-                    fitted, prov[qi] if prov is not None else None, vectors[qi], k
-                ),
+                "provenance": self._provenance(fitted, prov[qi], vectors[qi], k),
                 **({"unavailable": unavailable} if unavailable else {}),
                 "adaptation_policy": policy,
             }
@@ -1031,18 +1031,57 @@ class StatisticalGenerator(Generator):
             out.append(std_and_correlation(cov)[1])
         return out
 
+    def _stack_weights(
+        self,
+        fitted: _Fitted,
+        names: list[str],
+        unavailable: list[str],
+        texts: list[str],
+        vectors: np.ndarray,
+    ) -> np.ndarray:
+        """Each indexed task's weight in the whole stack's baseline risk, shape (q, n).
+
+        A candidate's baseline is ``pooled + W_c @ (theta - pooled)``: ``W_c`` its intercept
+        weights on the tasks (:meth:`_Fitted.weights`), ``theta`` the tasks' own estimates.
+        That is ``W_c @ theta`` plus ``1 - sum(W_c)`` of the pooled model, which is fitted on
+        every task's rows and so weighs each task by its share of them (the ``"pooled"``
+        candidate, and one that cannot be fitted without excluded tasks, is that alone). The
+        stack mixes the candidates' baselines with its baseline weights ``u_c``, so a task's
+        weight is ``sum_c u_c * weight_c / sum_c u_c``; the weights of every task sum to 1. (An
+        outside user saw only the leading candidate's 10 neighbours listed, summing to 1, while
+        the text candidate, fitted on every task, held most of the stack.)"""
+        st = self.stack_
+        u = {c: st["baseline"][c] for c in names}
+        if sum(u.values()) <= 0:  # no baseline weight (the shift alone): the stack's shares
+            u = {c: st["baseline"][c] + st["slopes"][c] for c in names}
+        total = sum(u.values())
+        rows = np.asarray(fitted.n_rows, dtype=np.float64)
+        by_rows = rows / max(float(rows.sum()), 1e-12)
+        out = np.zeros((len(texts), len(fitted.ids)))
+        done: dict[str, np.ndarray] = {}  # text-glmm weighs the tasks as text's GP does
+        for c in names:
+            if u[c] <= 0:
+                continue
+            if c == "pooled" or c in unavailable:
+                w = np.broadcast_to(by_rows, out.shape)
+            else:
+                key = "text" if c == "text-glmm" else c
+                if key not in done:
+                    W = fitted.weights(c, texts, vectors)
+                    done[key] = W + (1.0 - W.sum(axis=1, keepdims=True)) * by_rows
+                w = done[key]
+            out += u[c] / total * w
+        return out
+
     @staticmethod
-    def _provenance(
-        fitted: _Fitted, w: np.ndarray | None, vector: np.ndarray, k: int
-    ) -> list[dict]:
-        """The ``k`` tasks with the largest share of the leading candidate's intercept weights.
+    def _provenance(fitted: _Fitted, w: np.ndarray, vector: np.ndarray, k: int) -> list[dict]:
+        """The ``k`` tasks with the largest weights (in size) in the whole stack's baseline
+        risk (:meth:`_stack_weights`).
 
         ``weight`` is signed: a GP's weights may be negative, a *contrast* (the generated
         baseline moves away from that task's), so a task's share is ``w / sum |w|`` and the
         tasks are ranked by its size (an outside user saw a sepsis task listed as the main
         source of a bleeding model it pulled away from)."""
-        if w is None:
-            return []
         share = w / max(float(np.abs(w).sum()), 1e-12)
         top = np.argsort(-np.abs(share), kind="stable")[:k]
         return [
