@@ -89,3 +89,20 @@ def reseal(root, keep=None) -> None:
             manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
         m.write_text(json.dumps(manifest))
 
+
+def run_console(args, monkeypatch, capsys, columns: int = 200) -> tuple[int, str, str]:
+    """``ragim ARGS`` as the console script runs it (``ragim.cli.main``, a terminal
+    ``columns`` wide): (exit code, stdout, stderr)."""
+    import sys
+
+    from ragim import cli
+
+    monkeypatch.setattr(sys, "argv", ["ragim", *map(str, args)])
+    monkeypatch.setenv("COLUMNS", str(columns))
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err

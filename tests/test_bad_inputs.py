@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_console
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -476,17 +476,8 @@ def _normalise(text: str) -> str:
 
 def run_cli(args, monkeypatch, capsys) -> tuple[int, str]:
     """``ragim.cli.main`` as the console script runs it: exit code and all output."""
-    from ragim import cli
-
-    monkeypatch.setattr(sys, "argv", ["ragim", *map(str, args)])
-    monkeypatch.setenv("COLUMNS", "400")
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, _normalise(out.out + out.err)
+    code, out, err = run_console(args, monkeypatch, capsys, columns=400)
+    return code, _normalise(out + err)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_console
 from typer.testing import CliRunner
 
 from ragim import TaskIndex, datasets
@@ -41,17 +42,7 @@ def _json(*args):
 
 def run_main(args, monkeypatch, capsys) -> tuple[int, str, str]:
     """``ragim ARGS`` as the console script runs it: (exit code, stdout, stderr)."""
-    from ragim import cli
-
-    monkeypatch.setattr(sys, "argv", ["ragim", *map(str, args)])
-    monkeypatch.setenv("COLUMNS", "200")
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_console(args, monkeypatch, capsys)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_console
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -1349,22 +1350,6 @@ def test_text_in_a_binary_column_says_what_a_binary_column_holds(tmp_path):
 
 
 # ------------------------------------------------------------------ one value, two forms
-def _run_cli(args, monkeypatch, capsys) -> tuple[int, str, str]:
-    """``ragim ARGS`` as the console script runs it: (exit code, stdout, stderr)."""
-    import sys
-
-    from ragim import cli
-
-    monkeypatch.setattr(sys, "argv", ["ragim", *map(str, args)])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def _smokers(n=300, seed=11):
     """A yes/no column written as the text TRUE/FALSE (read_csv(dtype=str), Excel, SQL)."""
     rng = np.random.default_rng(seed)
@@ -1391,7 +1376,7 @@ def test_true_false_text_is_binary_and_scores_as_the_booleans_a_csv_gives(tmp_pa
     # the CLI reads the same text from a CSV (pandas makes it booleans): the same risks
     model.to_params().save(tmp_path / "m")
     X.to_csv(tmp_path / "rows.csv", index=False)
-    code, _, err = _run_cli(["-q", "predict", tmp_path / "m", "--rows", tmp_path / "rows.csv",
+    code, _, err = run_console(["-q", "predict", tmp_path / "m", "--rows", tmp_path / "rows.csv",
                              "--out", tmp_path / "risk.csv"], monkeypatch, capsys)
     assert code == 0 and "match no level" not in err, err
     np.testing.assert_allclose(pd.read_csv(tmp_path / "risk.csv")["risk"], risk, rtol=1e-5)
@@ -1436,7 +1421,7 @@ def test_a_level_written_in_another_letter_case_is_refused_naming_the_level(tmp_
     model.to_params().save(tmp_path / "m")
     woman.to_csv(tmp_path / "rows.csv", index=False)
     for command in ("predict", "explain"):
-        code, _, err = _run_cli([command, tmp_path / "m", "--rows", tmp_path / "rows.csv"], monkeypatch, capsys)
+        code, _, err = run_console([command, tmp_path / "m", "--rows", tmp_path / "rows.csv"], monkeypatch, capsys)
         assert code != 0 and "did you mean 'Female'?" in err, err
     with pytest.raises(ValidationError, match="value 'female' is not a level declared in the schema; did you mean 'Female'"):
         FeatureSchema([{"name": "sex", "type": "categorical", "categories": ["Female", "Male"]}]).fit(
