@@ -12,7 +12,8 @@ score:
   log-odds. ``b > 0`` by construction, so a handful of unlucky rows can weaken the
   generated model, never reverse it.
 * ``"prior"``: every coefficient moves under the generator's own prior,
-  ``theta_j ~ N(theta0_j, std_j^2)`` with the SDs the generator reports (a Bayesian update of
+  ``theta ~ N(theta0, diag(std) R diag(std))`` with the SDs and correlations ``R`` the generator
+  reports (the identity without them; a Bayesian update of
   the generated model; only when those SDs are given, and only when asked for by name or
   preferred by a policy validated in the index, ``prefer``: it is not one of the :data:`AUTO`
   candidates). A coefficient the generator is sure of barely
@@ -380,13 +381,26 @@ def map_candidate(
 
 
 def map_with_prior(
-    D: np.ndarray, y: np.ndarray, theta0: np.ndarray, std: np.ndarray, *, min_std: float = 1e-3
+    D: np.ndarray,
+    y: np.ndarray,
+    theta0: np.ndarray,
+    std: np.ndarray,
+    *,
+    correlation: np.ndarray | None = None,
+    min_std: float = 1e-3,
 ) -> Candidate:
-    """MAP logistic regression with an independent Gaussian prior per parameter,
-    ``theta_j ~ N(theta0_j, std_j^2)`` (``std`` floored at ``min_std``): the elicited-prior
-    method of AutoElicit (Capstick et al., ICML 2025), with a generator's mean and SD as the
-    elicited prior. :func:`adapt`'s ``"prior"`` candidate; its log evidence is the Laplace
-    approximation of the rows' marginal likelihood under that prior.
+    """MAP logistic regression under the generator's Gaussian prior,
+    ``theta ~ N(theta0, diag(std) R diag(std))`` (``std`` floored at ``min_std``; ``R`` the
+    ``correlation`` matrix, or the identity: an independent prior per parameter, the
+    elicited-prior method of AutoElicit, Capstick et al., ICML 2025, with a generator's mean and
+    SD as the elicited prior). :func:`adapt`'s ``"prior"`` candidate, a Bayesian update of the
+    generated model; its log evidence is the Laplace approximation of the rows' marginal
+    likelihood under that prior.
+
+    With ``correlation`` the fit runs in whitened coordinates ``theta = theta0 + L u``,
+    ``u ~ N(0, I)`` (``L`` the prior covariance's Cholesky factor), so correlated prior errors
+    (a generated intercept that moves with its slopes) are updated together; without them,
+    an intercept whose prior uncertainty comes from its slopes' would be updated as if free.
 
     Examples
     --------
@@ -397,18 +411,32 @@ def map_with_prior(
     (-1.0, True)
     """
     theta0 = np.asarray(theta0, dtype=float)
-    prec = 1.0 / np.maximum(np.asarray(std, dtype=float), min_std) ** 2
+    sd = np.maximum(np.asarray(std, dtype=float), min_std)
     A = np.hstack([np.ones((len(D), 1)), D])
-    theta, H = newton_map(A, np.asarray(y, dtype=float), theta0, prec)
-    z = A @ theta
-    ev = (
-        log_likelihood(z, y)
-        - 0.5 * float(np.sum(prec * (theta - theta0) ** 2))
-        + 0.5 * float(np.sum(np.log(prec)))
-        - 0.5 * float(np.linalg.slogdet(H)[1])
+    y = np.asarray(y, dtype=float)
+    R = np.eye(len(sd)) if correlation is None else np.asarray(correlation, dtype=float)
+    L = _cholesky(R * np.outer(sd, sd))
+    # whitened: u ~ N(0, I), theta = theta0 + L u; the log prior's normaliser is -log|L|
+    u, Hu = newton_map(A @ L, y, np.zeros(len(sd)), np.ones(len(sd)), offset=A @ theta0)
+    theta = theta0 + L @ u
+    ev = log_likelihood(A @ theta, y) - 0.5 * float(u @ u) - 0.5 * float(np.linalg.slogdet(Hu)[1])
+    cov = L @ np.linalg.inv(Hu) @ L.T
+    std_post, corr = std_and_correlation((cov + cov.T) / 2)
+    return Candidate("prior", theta, std_post, ev, {}, corr)
+
+
+def _cholesky(S: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor of a covariance matrix, with a relative jitter on the diagonal
+    when it is singular to working precision (a correlation of +-1 between two parameters)."""
+    jitter = 0.0
+    for _ in range(6):
+        try:
+            return np.linalg.cholesky(S + jitter * np.diag(np.diag(S)))
+        except np.linalg.LinAlgError:
+            jitter = 1e-10 if jitter == 0.0 else jitter * 100
+    raise ValidationError(
+        "the prior covariance of the generated parameters is not positive definite"
     )
-    std, corr = _laplace(H)
-    return Candidate("prior", theta, std, ev, {}, corr)
 
 
 def candidates(
@@ -447,7 +475,9 @@ def candidates(
             D, y, theta0, prior_std=prior_std, prior_correlation=prior_correlation
         )
     if "prior" in names and prior_std is not None:
-        out["prior"] = map_with_prior(D, y, np.asarray(theta0, float), prior_std)
+        out["prior"] = map_with_prior(
+            D, y, np.asarray(theta0, float), prior_std, correlation=prior_correlation
+        )
     if "map" in names:
         out["map"] = map_candidate(
             D, y, theta0, prior_strength=prior_strength, intercept_ratio=intercept_ratio

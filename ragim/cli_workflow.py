@@ -445,7 +445,7 @@ _ADAPTATION_WORDS = {
     "zero-shot": "keeping the model as it was",
     "intercept": "an intercept shift",
     "recalibrate": "recalibration",
-    "prior": "an update of every coefficient under the model's own SDs",
+    "prior": "an update of every coefficient under the model's own SDs and correlations",
     "map": "MAP refit",
 }
 

@@ -27,7 +27,8 @@ models without a policy, the evidence alone chooses.
 ``adaptation="recalibrate"`` (or any other candidate's name) forces that candidate.
 ``adaptation="prior"`` is a fifth, asked for by name or by the validated policy: every
 coefficient moves under the
-generator's own prior, ``N(theta0_j, std_j^2)`` with the SDs it generated (a Bayesian update;
+generator's own prior, ``N(theta0, diag(std) R diag(std))`` with the SDs and correlations it
+generated (a Bayesian update;
 a coefficient the index pins down barely moves; it needs a generator that reports SDs, as the
 default one does).
 Rows of one class cannot show which patients are at higher risk: then only

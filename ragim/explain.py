@@ -252,7 +252,7 @@ ADAPTATION_METHODS = {
     "intercept": "the intercept shifted",
     "recalibrate": "an intercept shift and one scale on the generated log-odds",
     "map": "every coefficient refitted, under a prior centred on the generated model",
-    "prior": "every coefficient refitted, under the generator's own SDs as prior",
+    "prior": "every coefficient refitted, under the generator's own SDs and correlations as prior",
 }
 
 

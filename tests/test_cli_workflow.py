@@ -536,7 +536,11 @@ def test_adapt_prior_updates_under_the_models_own_sds(root, tmp_path):
     assert out["method"] == out["asked"] == "prior" and adapted.metadata["adaptation"] == "prior"
     X, y, _ = _frame(d, "adapt.csv")
     want = map_with_prior(
-        design_matrix("logistic", prior.schema, X), y.astype(float), prior.vector, prior.std
+        design_matrix("logistic", prior.schema, X),
+        y.astype(float),
+        prior.vector,
+        prior.std,
+        correlation=prior.correlation,
     )
     np.testing.assert_allclose(adapted.vector, want.theta, rtol=1e-10, atol=1e-12)
 

@@ -77,7 +77,7 @@ def test_validate_locally_runs_as_written(tmp_path, monkeypatch):
     # the log-odds) keeps the ranking and changes the risks
     words = {"keeping the model as it was": "zero-shot", "an intercept shift": "intercept",
              "recalibration": "recalibrate", "MAP refit": "map",
-             "an update of every coefficient under the model's own SDs": "prior"}
+             "an update of every coefficient under the model's own SDs and correlations": "prior"}
     chosen = [name for text, name in words.items() if f"by {text}" in adapt_text]
     assert len(chosen) == 1, adapt_text
     if chosen[0] not in ("map", "prior"):
