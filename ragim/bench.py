@@ -504,18 +504,12 @@ def bench_index_build(
     from ragim.index import CHUNK_TASKS
 
     chunk_size = CHUNK_TASKS if chunk_size is None else int(chunk_size)
+    # the build's settings, as passed and as the description names them
+    built = {"embedder": embedder, "index": index, "storage": storage, "chunk_size": chunk_size}
     fam = synthetic_family(n_tasks=n_tasks, n_features=n_features, seed=seed)
     with PeakMemory() as peak:
         t0 = time.perf_counter()
-        idx = TaskIndex.build(
-            fam,
-            embedder=embedder,
-            index=index,
-            storage=storage,
-            chunk_size=chunk_size,
-            progress=False,
-            keep_tasks=False,
-        )
+        idx = TaskIndex.build(fam, **built, progress=False, keep_tasks=False)
         seconds = time.perf_counter() - t0
     memory = idx.memory_bytes()
     return {
@@ -533,7 +527,8 @@ def bench_index_build(
         "record_bytes_per_task": round(memory["records"] / len(idx), 1),
         "chunk_size": chunk_size,
         "description": f"TaskIndex.build(synthetic_family({n_tasks}, n_features={n_features}), "
-        f"embedder={embedder!r}, index={index!r}, storage={storage!r}, chunk_size={chunk_size})",
+        + ", ".join(f"{k}={v!r}" for k, v in built.items())
+        + ")",
     }
 
 

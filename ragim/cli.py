@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -437,13 +437,44 @@ _HeldoutFraction = Annotated[
 ]
 
 
+@dataclass(frozen=True)
+class _TrainRun:
+    """The options every `ragim train sft|reward|dpo|grpo` ends with (an option group,
+    :func:`ragim.cli_common.option_groups`)."""
+
+    seed: int = 0
+    quiet: Quiet = False
+    as_json: _JsonSummary = False
+
+    def start(self, dest) -> dict[str, Any]:
+        """Before any work: silence library bars unless wanted, and refuse to write over
+        ``dest.out`` unless ``dest.overwrite`` (a :func:`_saved_to` group); returns the
+        keywords every trainer takes from the run, ``seed`` and ``progress`` (whether to show
+        progress bars)."""
+        progress = setup(self.as_json, self.quiet)
+        refuse_to_replace(dest.out, dest.overwrite)
+        return {"seed": self.seed, "progress": progress}
+
+
+def _saved_to(what: str, default: str) -> type:
+    """The option group of a `ragim train` command's ``--out`` (where to save ``what``; the
+    folder ``default`` unless given) and ``--overwrite``."""
+    out = Annotated[Path, typer.Option(help=f"where to save {what}")]
+    fields = [("out", out, field(default=Path(default))), ("overwrite", OverwriteOut, False)]
+    return make_dataclass("SavedTo", fields, frozen=True)
+
+
+_SftOut = _saved_to("the LM generator", "generators/lm-sft")
+_RewardOut = _saved_to("the reward model", "generators/reward-model")
+_DpoOut = _saved_to("the DPO'd generator", "generators/lm-dpo")
+_GrpoOut = _saved_to("the GRPO'd generator", "generators/lm-grpo")
+
+
 @train_app.command("sft")
+@option_groups
 def train_sft_cmd(
     index_path: _SavedIndex,
-    out: Annotated[Path, typer.Option(help="where to save the LM generator")] = Path(
-        "generators/lm-sft"
-    ),
-    overwrite: OverwriteOut = False,
+    dest: _SftOut,
     base_model: Annotated[
         str, typer.Option(help="tiny | smollm2-135m | a local model directory")
     ] = "smollm2-135m",
@@ -504,13 +535,10 @@ def train_sft_cmd(
         ),
     ] = "fit",
     heldout_fraction: _HeldoutFraction = 0.5,
-    seed: int = 0,
-    quiet: Quiet = False,
-    as_json: _JsonSummary = False,
+    run: _TrainRun = _TrainRun(),
 ):
     """Supervised fine-tuning (behaviour cloning) of the LM generator with LoRA: train_sft."""
-    progress = setup(as_json, quiet)
-    refuse_to_replace(out, overwrite)
+    common = run.start(dest)
     from ragim.index import TaskIndex
     from ragim.train.sft import train_sft
 
@@ -523,16 +551,15 @@ def train_sft_cmd(
         index,
         base_model=base_model,
         **steps,
-        k=k,
         val_fraction=val_fraction,
         targets=targets,
         heldout_fraction=heldout_fraction,
-        seed=seed,
-        progress=progress,
+        **common,
         generator_config={
+            "k": k,
             "lora_r": lora_r,
             "lora_alpha": 2 * lora_r,
-            "seed": seed,
+            "seed": run.seed,
             "population": population,
             "statistical_prior": statistical_prior,
             "residual": residual,
@@ -543,10 +570,10 @@ def train_sft_cmd(
     _save_trained(
         gen,
         "sft",
-        out,
+        dest.out,
         base_model,
         t0,
-        as_json,
+        run.as_json,
         max_steps=max_steps,
         targets=targets,
         n_train_tasks=len(gen.train_task_ids_),
@@ -568,10 +595,7 @@ def train_sft_cmd(
 def train_reward_cmd(
     generator_path: _SavedGenerator,
     index_path: _IndexWithRows,
-    out: Annotated[Path, typer.Option(help="where to save the reward model")] = Path(
-        "generators/reward-model"
-    ),
-    overwrite: OverwriteOut = False,
+    dest: _RewardOut,
     pair_options: _PairOptions = _PairOptions(),
     save_pairs: Annotated[
         Path | None, typer.Option(help="also write the pairs as JSONL here")
@@ -583,22 +607,17 @@ def train_reward_cmd(
     val_fraction: Annotated[
         float, typer.Option(help="share of tasks whose pairs are held out")
     ] = 0.2,
-    seed: int = 0,
-    quiet: Quiet = False,
-    as_json: _JsonSummary = False,
+    run: _TrainRun = _TrainRun(),
 ):
-    progress = setup(as_json, quiet)
-    refuse_to_replace(out, overwrite)
-    refuse_to_replace(save_pairs, overwrite, "--save-pairs")
+    common = run.start(dest)
+    refuse_to_replace(save_pairs, dest.overwrite, "--save-pairs")
     from ragim.lm.pairs import save_preferences
     from ragim.params import param_names
     from ragim.train.reward import train_reward_model
 
     steps = _optimiser(max_steps, batch_size, learning_rate)
     check_positive(n_candidates=pair_options.n_candidates, **steps, lora_r=lora_r)
-    gen, index, data, t0 = _generator_and_pairs(
-        generator_path, index_path, pair_options, seed, progress
-    )
+    gen, index, data, t0 = _generator_and_pairs(generator_path, index_path, pair_options, **common)
     if save_pairs is not None:
         save_preferences(data, save_pairs)
     rm = train_reward_model(
@@ -607,8 +626,7 @@ def train_reward_cmd(
         lora_r=lora_r,
         **steps,
         val_fraction=val_fraction,
-        seed=seed,
-        progress=progress,
+        **common,
         device=gen.config.device,
         param_names=param_names(index.model, index.schema),
         answer_format=gen.answer_format(param_names(index.model, index.schema)),
@@ -617,10 +635,10 @@ def train_reward_cmd(
     _save_trained(
         rm,
         "reward",
-        out,
+        dest.out,
         rm.config.base_model,
         t0,
-        as_json,
+        run.as_json,
         note=f" (pairwise accuracy on held-out tasks' pairs: {rm.val_accuracy_:.3f})",
         n_pairs=len(data),
         n_train_tasks=len(rm.train_task_ids_),
@@ -635,37 +653,29 @@ def train_reward_cmd(
 def train_dpo_cmd(
     generator_path: _SavedGenerator,
     index_path: _IndexWithRows,
-    out: Annotated[Path, typer.Option(help="where to save the DPO'd generator")] = Path(
-        "generators/lm-dpo"
-    ),
-    overwrite: OverwriteOut = False,
+    dest: _DpoOut,
     pair_options: _PairOptions = _PairOptions(),
     beta: Annotated[float, typer.Option(help="DPO temperature")] = 0.1,
     max_steps: _MaxSteps = 50,
     batch_size: _PairsPerStep = 4,
     learning_rate: _LearningRate = 5e-5,
-    seed: int = 0,
-    quiet: Quiet = False,
-    as_json: _JsonSummary = False,
+    run: _TrainRun = _TrainRun(),
 ):
     """Preference pairs from the generator, then DPO on its LoRA adapter."""
-    progress = setup(as_json, quiet)
-    refuse_to_replace(out, overwrite)
+    common = run.start(dest)
     from ragim.train.rl import train_dpo
 
     steps = _optimiser(max_steps, batch_size, learning_rate)
     check_positive(n_candidates=pair_options.n_candidates, beta=beta, **steps)
-    gen, index, data, t0 = _generator_and_pairs(
-        generator_path, index_path, pair_options, seed, progress
-    )
-    dpo = train_dpo(gen, data, index=index, beta=beta, **steps, seed=seed, progress=progress)
+    gen, index, data, t0 = _generator_and_pairs(generator_path, index_path, pair_options, **common)
+    dpo = train_dpo(gen, data, index=index, beta=beta, **steps, **common)
     _save_trained(
         dpo,
         "dpo",
-        out,
+        dest.out,
         dpo.config.base_model,
         t0,
-        as_json,
+        run.as_json,
         n_pairs=len(data),
         max_steps=max_steps,
         train_loss=_history_last(dpo.history_, "loss", "dpo"),
@@ -699,13 +709,11 @@ def _reward_weights(text: str) -> dict[str, float]:
         "adapter."
     ),
 )
+@option_groups
 def train_grpo_cmd(
     generator_path: _SavedGenerator,
     index_path: _IndexWithRows,
-    out: Annotated[Path, typer.Option(help="where to save the GRPO'd generator")] = Path(
-        "generators/lm-grpo"
-    ),
-    overwrite: OverwriteOut = False,
+    dest: _GrpoOut,
     rewards: Annotated[
         str, typer.Option(help="name=weight,... (log_likelihood, auroc, validity, sparsity, sign)")
     ] = "log_likelihood=1",
@@ -726,12 +734,9 @@ def train_grpo_cmd(
         float, typer.Option(help="KL coefficient towards the starting adapter (0: none)")
     ] = 0.0,
     heldout_fraction: _HeldoutFraction = 0.5,
-    seed: int = 0,
-    quiet: Quiet = False,
-    as_json: _JsonSummary = False,
+    run: _TrainRun = _TrainRun(),
 ):
-    progress = setup(as_json, quiet)
-    refuse_to_replace(out, overwrite)
+    common = run.start(dest)
     from ragim.index import TaskIndex
     from ragim.train.rewards import VerifiableRewardConfig
     from ragim.train.rl import train_grpo
@@ -751,18 +756,17 @@ def train_grpo_cmd(
         constrained=constrained,
         beta=beta,
         heldout_fraction=heldout_fraction,
-        seed=seed,
-        progress=progress,
+        **common,
     )
     log = [h for h in rl.history_ if h.get("stage") == "grpo" and "reward" in h]
     zero = [h["frac_reward_zero_std"] for h in log if "frac_reward_zero_std" in h]
     _save_trained(
         rl,
         "grpo",
-        out,
+        dest.out,
         rl.config.base_model,
         t0,
-        as_json,
+        run.as_json,
         max_steps=max_steps,
         rewards=config.weights,
         constrained=constrained,
@@ -933,22 +937,46 @@ def generate(
         )
 
 
+@dataclass(frozen=True)
+class _PatientRow:
+    """The patient `ragim explain` explains, a row of a CSV file (none: the model globally);
+    an option group (:func:`ragim.cli_common.option_groups`)."""
+
+    rows: Annotated[Path | None, typer.Option(help="a CSV of patients; explains one of them")] = (
+        None
+    )
+    row: Annotated[
+        int | None, typer.Option(help="which row of --rows (0 = the first patient; default 0)")
+    ] = None
+    outcome: Annotated[
+        str | None, typer.Option(help="the outcome column of --rows, if it has one (ignored)")
+    ] = None
+    patient_id: Annotated[
+        str | None, typer.Option("--patient-id", help="the patient-id column of --rows")
+    ] = None
+
+    def check(self) -> None:
+        """Refuse --row, --outcome and --patient-id without --rows (the patients to explain)."""
+        if self.rows is not None:
+            return
+        named = (
+            ("--row", self.row),
+            ("--outcome", self.outcome),
+            ("--patient-id", self.patient_id),
+        )
+        given = [o for o, v in named if v is not None]
+        if given:
+            raise typer.BadParameter(
+                f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --rows FILE: "
+                "the patients to explain"
+            )
+
+
 @app.command("explain")
 @option_groups
 def explain(
     params_path: Annotated[Path, typer.Argument(help="saved parameters (ragim generate --save)")],
-    rows: Annotated[
-        Path | None, typer.Option(help="a CSV of patients; explains one of them")
-    ] = None,
-    row: Annotated[
-        int | None, typer.Option(help="which row of --rows (0 = the first patient; default 0)")
-    ] = None,
-    outcome: Annotated[
-        str | None, typer.Option(help="the outcome column of --rows, if it has one (ignored)")
-    ] = None,
-    patient_id: Annotated[
-        str | None, typer.Option("--patient-id", help="the patient-id column of --rows")
-    ] = None,
+    patient: _PatientRow = _PatientRow(),
     csv_options: CsvOptions = CsvOptions(),
     outcome_name: Annotated[
         str | None, typer.Option("--outcome-name", help="what the model predicts, in words")
@@ -973,24 +1001,14 @@ def explain(
     refuse_to_replace(png, overwrite, "--png")
     if outcome_name is not None and not outcome_name.strip():
         raise typer.BadParameter("--outcome-name must not be empty")
-    if rows is None:
-        given = [
-            o
-            for o, v in (("--row", row), ("--outcome", outcome), ("--patient-id", patient_id))
-            if v is not None
-        ]
-        if given:
-            raise typer.BadParameter(
-                f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --rows FILE: "
-                "the patients to explain"
-            )
-    row = 0 if row is None else row
+    patient.check()
+    rows, row = patient.rows, 0 if patient.row is None else patient.row
     if rows is None:
         model = model_from_params(ModelParams.load(params_path))
         expl = model.explain(outcome=outcome_name)
     else:  # the outcome is dropped unread: explaining needs no label
         _, model, data = cli_workflow.load_model_and_rows(
-            params_path, rows, outcome, patient_id, csv_options, labelled=False
+            params_path, rows, patient.outcome, patient.patient_id, csv_options, labelled=False
         )
         if not 0 <= row < len(data):
             raise typer.BadParameter(f"--row {row} is outside the {len(data)} rows of {rows}")
@@ -1208,13 +1226,13 @@ def demo(
             out=out,
             site=site,
             tasks_dir=tasks_dir,
+            **asdict(folder),  # how the task folder is read
+            quiet=as_json or quiet or QUIET["on"],
             group=group,
             target_task=target_task,
             embedder=embedder,
             fast=fast,
-            quiet=as_json or quiet or QUIET["on"],
             progress=progress,
-            **asdict(folder),
         )
     if as_json:
         echo_json(result)
