@@ -357,7 +357,8 @@ def train_grpo(
     callbacks: Sequence[Any] | None = None,
     **overrides: Any,
 ) -> LMGenerator:
-    """Continue the generator's LoRA adapter with GRPO on verifiable rewards.
+    """Continue the generator's LoRA adapter with GRPO on verifiable rewards: a group of
+    answers sampled per prompt, each rewarded (by default, its log-likelihood on held-out rows).
 
     Parameters
     ----------
@@ -520,7 +521,8 @@ def train_dpo(
     callbacks: Sequence[Any] | None = None,
     **overrides: Any,
 ) -> LMGenerator:
-    """Continue the generator's LoRA adapter with DPO on preference pairs.
+    """Continue the generator's LoRA adapter with DPO on preference pairs, against a frozen
+    copy of the adapter it starts from (the reference policy).
 
     Parameters
     ----------
