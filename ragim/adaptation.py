@@ -426,17 +426,20 @@ def map_with_prior(
 
 
 def _cholesky(S: np.ndarray) -> np.ndarray:
-    """Lower Cholesky factor of a covariance matrix, with a relative jitter on the diagonal
-    when it is singular to working precision (a correlation of +-1 between two parameters)."""
-    jitter = 0.0
-    for _ in range(6):
-        try:
-            return np.linalg.cholesky(S + jitter * np.diag(np.diag(S)))
-        except np.linalg.LinAlgError:
-            jitter = 1e-10 if jitter == 0.0 else jitter * 100
-    raise ValidationError(
-        "the prior covariance of the generated parameters is not positive definite"
-    )
+    """Lower Cholesky factor of a covariance matrix; one relative jitter of 1e-8 on the
+    diagonal when it is singular to working precision (a correlation of +-1 between two
+    parameters), as ``ragim.generate.meta_regression`` factors its kernels."""
+    try:
+        return np.linalg.cholesky(S)
+    except np.linalg.LinAlgError:
+        pass
+    jitter = 1e-8 * max(float(np.mean(np.diag(S))), 1e-8)
+    try:
+        return np.linalg.cholesky(S + jitter * np.eye(len(S)))
+    except np.linalg.LinAlgError:
+        raise ValidationError(
+            "the prior covariance of the generated parameters is not positive definite"
+        ) from None
 
 
 def candidates(

@@ -1226,13 +1226,13 @@ def demo(
             out=out,
             site=site,
             tasks_dir=tasks_dir,
-            **asdict(folder),  # how the task folder is read
-            quiet=as_json or quiet or QUIET["on"],
             group=group,
             target_task=target_task,
             embedder=embedder,
             fast=fast,
+            quiet=as_json or quiet or QUIET["on"],
             progress=progress,
+            **asdict(folder),
         )
     if as_json:
         echo_json(result)
