@@ -18,7 +18,14 @@ given; it compares their canonical forms:
   write a boolean that ``read_csv`` would have made ``True``/``False``), are ``"1"``/``"0"``
   (see :func:`truth_text`); other text is compared as :func:`canonical_text`, as written: a
   ward ``"3E1"`` is not ``30`` and ``"+5"``, ``"1_000"``, ``"0x1F"`` or ``"inf"`` are not
-  numbers (see :func:`plain_numeral`).
+  numbers (see :func:`plain_numeral`). Invisible characters (a zero-width space, a soft
+  hyphen, a BOM: :func:`invisible_characters`) are not part of a level: ``"Fe\\u200bmale"``
+  is ``"Female"``, as surrounding spaces are not.
+
+One set of text means "missing" wherever ragim reads values: :data:`MISSING_TEXT` (``NA``,
+``N/A``, ``n/a``, ``NaN``, ``nan``, ``null``, ``NULL``, ``#N/A``, ``<NA>``, surrounding spaces
+allowed), in CSV and Parquet files and in DataFrames alike (:func:`is_missing_text`). ``None``
+written as text is a value (smoking ``None``/``Light``/``Heavy``), not a missing one.
 
 Examples
 --------
@@ -37,12 +44,13 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import numpy as np
 
-from ragim.errors import ValidationError
+from ragim.errors import DataWarning, ValidationError
 
 #: a plain decimal numeral: ASCII digits, an optional leading minus and decimal point; no
 #: exponent (``3E1`` is a ward, not 30), no ``+``, no digit groups, hex, ``inf`` or ``nan``
@@ -53,6 +61,24 @@ _INVISIBLE = {"Cc", "Cf"}
 # In ASCII the only invisible characters are the controls (no format characters there); a
 # regex finds them 20x faster than a per-character category lookup.
 _ASCII_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+#: the text read as a missing value wherever ragim reads values (CSV and Parquet files,
+#: DataFrames), compared without surrounding spaces; blank cells are missing too. pandas'
+#: own default list is not used: it also makes the word ``None`` missing, a category in
+#: clinical data (smoking ``None``/``Light``/``Heavy``, oxygen ``None``/``Nasal``/``Mask``).
+MISSING_TEXT = ("NA", "N/A", "n/a", "NaN", "nan", "null", "NULL", "#N/A", "<NA>")
+_MISSING_TEXT = frozenset(MISSING_TEXT)
+
+
+def is_missing_text(v: Any) -> bool:
+    """True for text that is blank or one of :data:`MISSING_TEXT` (surrounding spaces
+    allowed): how ragim reads a missing value written as text, in files and DataFrames alike.
+
+    >>> [is_missing_text(v) for v in ("NA", " null ", "", "None", "Na", 0, None)]
+    [True, True, True, False, False, False, False]
+    """
+    return isinstance(v, str) and (v.strip() in _MISSING_TEXT or not v.strip())
 
 
 def is_missing(v: Any) -> bool:
@@ -192,9 +218,11 @@ def _number_text(x: Decimal) -> str:
 def canonical_level(v: Any) -> str | None:
     """The canonical text of a categorical level or group code; None for a missing value.
 
-    Numbers (``decimal.Decimal`` too) and plain decimal numerals compare by value
-    (``4 == 4.0 == "4.0" == "04"``), booleans and the text ``true``/``false`` in any case
-    as ``"1"``/``"0"`` (:func:`truth_text`), other text as
+    Text is compared without surrounding spaces and without invisible characters
+    (:func:`strip_invisible`: a zero-width space copied from a web page into one export's
+    ``Female`` does not make a second level). Numbers (``decimal.Decimal`` too) and plain
+    decimal numerals compare by value (``4 == 4.0 == "4.0" == "04"``), booleans and the text
+    ``true``/``false`` in any case as ``"1"``/``"0"`` (:func:`truth_text`), other text as
     :func:`canonical_text`, as written: ``"3E1"`` (a ward) stays ``"3E1"``, not 30 (see
     :func:`plain_numeral`).
 
@@ -236,7 +264,7 @@ def canonical_level(v: Any) -> str | None:
         raise ValidationError(
             f"a {type(v).__name__} cannot be a category level; levels must be numbers or text"
         )
-    text = canonical_text(str(v))
+    text = strip_invisible(str(v))  # "Fe\u200bmale" is "Female", as " Female " is
     if _NUMERAL.fullmatch(text):
         try:
             return _number_text(Decimal(text))
@@ -371,18 +399,85 @@ def level_key(v: Any) -> tuple:
     return (1, 0.0, c or "")
 
 
+def description_key(text: str) -> str:
+    """The form in which two task descriptions are the same text: without invisible
+    characters, spaces collapsed, letter case ignored.
+
+    >>> description_key("  Predict  sepsis\u200b in ADULTS ")
+    'predict sepsis in adults'
+    """
+    return " ".join(strip_invisible(text).casefold().split())
+
+
+def shared_descriptions(
+    tasks: Iterable[tuple[str, str]], new: Iterable[str] | None = None
+) -> list[list[str]]:
+    """The groups of task ids whose descriptions are the same text (:func:`description_key`),
+    each in the order given, groups in order of their first task. With ``new`` (task ids just
+    added), only the groups that hold one of them.
+
+    Retrieval finds tasks by their descriptions, so tasks that share one cannot be told apart:
+    a generator can only pool them, whatever their outcomes.
+
+    Parameters
+    ----------
+    tasks : (task id, description) pairs.
+    new : ids of the tasks to check against all of ``tasks``; None checks every task.
+
+    >>> pairs = [("a", "Predict death"), ("b", "Predict sepsis"), ("c", "predict  death")]
+    >>> shared_descriptions(pairs), shared_descriptions(pairs, new=["b"])
+    ([['a', 'c']], [])
+    """
+    groups: dict[str, list[str]] = {}
+    for task_id, text in tasks:
+        groups.setdefault(description_key(text), []).append(task_id)
+    shared = [ids for ids in groups.values() if len(ids) > 1]
+    if new is not None:
+        wanted = set(new)
+        shared = [ids for ids in shared if wanted.intersection(ids)]
+    return shared
+
+
+def warn_shared_descriptions(
+    tasks: Iterable[tuple[str, str]], new: Iterable[str] | None = None, *, stacklevel: int = 2
+) -> None:
+    """One :class:`~ragim.errors.DataWarning` naming the groups of
+    :func:`shared_descriptions` (up to 3 groups, 5 ids each); nothing when there are none."""
+    groups = shared_descriptions(tasks, new)
+    if not groups:
+        return
+    import warnings
+
+    shown = [
+        f"{ids[:5]}" + (f" and {len(ids) - 5} more" if len(ids) > 5 else "") for ids in groups[:3]
+    ]
+    more = f" and {len(groups) - 3} more group(s)" if len(groups) > 3 else ""
+    warnings.warn(
+        f"{sum(map(len, groups))} tasks share a description with another task: "
+        f"{'; '.join(shown)}{more}. Descriptions must tell tasks apart: retrieval cannot, so "
+        "a model generated for such a description pools them, whatever their outcomes or "
+        "populations; say in each description what its task predicts, in whom and where",
+        DataWarning,
+        stacklevel=stacklevel + 1,
+    )
+
+
 __all__ = [
     "canonical_id",
     "canonical_ids",
     "canonical_level",
     "canonical_levels",
     "canonical_text",
+    "MISSING_TEXT",
     "invisible_characters",
     "is_missing",
+    "is_missing_text",
     "level_key",
     "plain_numeral",
     "same_level",
+    "shared_descriptions",
     "strip_invisible",
     "truth_text",
+    "warn_shared_descriptions",
     "widen_floats",
 ]

@@ -105,8 +105,9 @@ NaValues = Annotated[
         help=(
             "values that mean missing in every column of every data file, e.g. --na-values '.' "
             "--na-values -99 or --na-values .,unknown,-99 (as pandas' read_csv na_values; blank "
-            "cells and NA, N/A, NaN, null always count as missing; for codes limited to one "
-            "column, use load_task_folder(..., na_values={'sex': [9]}) in Python)"
+            "cells and NA, N/A, NaN, null always count as missing, the word None does not; for "
+            "codes limited to one column, use load_task_folder(..., na_values={'sex': [9]}) in "
+            "Python)"
         ),
         callback=_na_values,
     ),

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ragim.canonical import canonical_ids, canonical_text, widen_floats
+from ragim.canonical import MISSING_TEXT, canonical_ids, canonical_text, widen_floats
 from ragim.errors import DataWarning, ValidationError
 from ragim.schema import FeatureSchema, thousands_problem, thousands_separator
 from ragim.tasks import binary_outcome
@@ -228,22 +228,21 @@ def _mark_missing(df: pd.DataFrame, na: NaValues, skip: tuple[str, ...]) -> pd.D
     return df
 
 
-#: the text pandas' read_csv reads as missing by default (``keep_default_na=True``)
-PANDAS_NA_TEXT = frozenset(
-    {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN"}
-    | {"<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
-)
+#: the text cells a file reads as missing, compared as written (as ``pd.read_csv`` compares its
+#: ``na_values``): blank, or one of :data:`~ragim.canonical.MISSING_TEXT`; pandas' own default
+#: list (which also holds ``None``, a category in clinical data) is not used
+FILE_MISSING_TEXT = ("", *MISSING_TEXT)
 
 
-def _mark_pandas_na_text(df: pd.DataFrame, text_columns: tuple[str, ...]) -> pd.DataFrame:
-    """``df`` (read from Parquet) with the text cells ``pd.read_csv`` reads as missing
-    (:data:`PANDAS_NA_TEXT`, compared as written) blanked in every column, so that a Parquet
-    file reads as the same table written as CSV; ``text_columns`` stay text."""
+def _mark_missing_text(df: pd.DataFrame, text_columns: tuple[str, ...]) -> pd.DataFrame:
+    """``df`` (read from Parquet) with the text cells of :data:`FILE_MISSING_TEXT` blanked in
+    every column, so that a Parquet file reads as the same table written as CSV;
+    ``text_columns`` stay text."""
     for c in df.columns:
         s = df[c]
         if not (pd.api.types.is_object_dtype(s) or pd.api.types.is_string_dtype(s)):
             continue
-        mask = s.map(lambda v: isinstance(v, str) and v in PANDAS_NA_TEXT).to_numpy(dtype=bool)
+        mask = s.map(lambda v: isinstance(v, str) and v in FILE_MISSING_TEXT).to_numpy(dtype=bool)
         if mask.any():
             df[c] = _blank(s, mask, canonical_text(str(c)) not in text_columns)
     return df
@@ -399,8 +398,9 @@ def read_table(
         ``0001`` keeps its zeros.
     all_text : read every column as text (blank cells become None).
     where : how the caller names the file in messages (e.g. ``"--rows "``).
-    na_values : values that mean "missing", besides blank cells and pandas' defaults (``NA``,
-        ``N/A``, ``NaN``, ``null``, ...: :data:`PANDAS_NA_TEXT`, in CSV and Parquet alike), as
+    na_values : values that mean "missing", besides blank cells and ``NA``, ``N/A``, ``NaN``,
+        ``null``, ... (:data:`FILE_MISSING_TEXT`, in CSV and Parquet alike; not pandas' own
+        default list, so the text ``None`` is a value), as
         in ``pd.read_csv(na_values=...)``: a value or a list for every column but
         ``text_columns``, or a dict ``{column: value or list}`` for those columns only; numbers
         match by value (``-99`` matches ``-99.0``).
@@ -436,7 +436,14 @@ def read_table(
             f"got {thousands!r}"
         )
     if not path.is_file():
-        raise ValidationError(f"cannot read {where}{path}: no such file")
+        what = (
+            "it is a folder; give a file in it"
+            if path.is_dir()
+            else "it is not a regular file (a device, pipe or socket)"
+            if path.exists()
+            else "no such file"
+        )
+        raise ValidationError(f"cannot read {where}{path}: {what}")
     try:
         if path.suffix.lower() == ".parquet":
             import pyarrow.parquet as pq
@@ -452,7 +459,7 @@ def read_table(
             df = widen_floats(_decimals_as_numbers(pd.read_parquet(path), text_columns))
             if all_text:
                 return df.astype(object).where(df.notna(), None)
-            df = _mark_pandas_na_text(df, text_columns)  # as read_csv reads "NA", "null", ...
+            df = _mark_missing_text(df, text_columns)  # as a CSV file's "NA", "null", ...
             return _mark_missing(df, na, text_columns) if na else df
         with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
             first = fh.readline()
@@ -480,12 +487,14 @@ def read_table(
                 sep=sep,
                 dtype={c: str for c in text_columns},
                 encoding="utf-8-sig",
+                keep_default_na=False,  # one documented list: FILE_MISSING_TEXT, not pandas'
                 na_values={
-                    n: na_codes_for(na, n)
+                    n: [
+                        *FILE_MISSING_TEXT,
+                        *(na_codes_for(na, n) if canonical_text(n) not in text_columns else ()),
+                    ]
                     for n in names
-                    if canonical_text(n) not in text_columns and na_codes_for(na, n)
-                }
-                or None,
+                },
                 **(
                     {}
                     if thousands is None

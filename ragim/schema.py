@@ -42,7 +42,9 @@ import pandas as pd
 from ragim.canonical import (
     canonical_level,
     canonical_text,
+    invisible_characters,
     is_missing,
+    is_missing_text,
     level_key,
     plain_numeral,
     truth_text,
@@ -256,9 +258,8 @@ class FeatureSchema:
                 raise ValidationError(
                     f"{label} has duplicated columns {dupes}; every feature needs a unique name"
                 )
-            tables.append(
-                dict(zip(cols, (frame.iloc[:, j] for j in range(frame.shape[1])), strict=True))
-            )
+            columns = (blank_missing_text(frame.iloc[:, j]) for j in range(frame.shape[1]))
+            tables.append(dict(zip(cols, columns, strict=True)))
         cols = list(tables[0])
         for table, label in zip(tables[1:], labels[1:], strict=True):
             if set(table) != set(cols):
@@ -670,6 +671,69 @@ class FeatureSchema:
                 out[f.name] = found
         return out
 
+    def scale_shifts(
+        self, X: pd.DataFrame, *, min_rows: int = 5
+    ) -> dict[str, tuple[float, float, float, float]]:
+        """Per continuous column whose values in ``X`` as a whole lie on another scale than
+        the rows the schema was fitted on: (median in ``X``, fitted median, fitted minimum,
+        fitted maximum). A column is listed when it has at least ``min_rows`` values in ``X``
+        and their median lies outside the fitted range (most new rows beyond every fitted
+        one): weight in pounds for a model fitted in kilograms, or a file that writes 0 in
+        every row for a measurement it did not record. The 8-SD check of :meth:`far_values`
+        counts only the extreme rows of such a file. Schemas saved before the range was kept
+        use the fitted mean +- 3 SDs as the range.
+
+        >>> fit = pd.DataFrame({"weight": [52.0, 64, 71, 78, 85, 97]})
+        >>> schema = FeatureSchema.infer(fit).fit(fit)
+        >>> schema.scale_shifts(pd.DataFrame({"weight": [121.0, 150, 172, 190, 214]}))
+        {'weight': (172.0, 74.5, 52.0, 97.0)}
+        """
+        self._check_fitted()
+        return self._scale_shifts(self.validate_frame(X), min_rows)
+
+    def _scale_shifts(
+        self, X: pd.DataFrame, min_rows: int = 5
+    ) -> dict[str, tuple[float, float, float, float]]:
+        """:meth:`scale_shifts` of an already validated ``X``."""
+        out = {}
+        for f in self._fitted_continuous():
+            v = X[f.name].to_numpy(dtype=float)
+            v = v[np.isfinite(v)]
+            if v.size < min_rows:
+                continue
+            mu, sd = self.means_[f.name], self.scales_[f.name]
+            low, high = self.ranges_.get(f.name, (mu - 3 * sd, mu + 3 * sd))
+            median = float(np.median(v))
+            if median < low or median > high:
+                out[f.name] = (median, self.medians_[f.name], float(low), float(high))
+        return out
+
+    def _warn_scale_shifts(self, X: pd.DataFrame, where: str) -> None:
+        """Warn (:class:`~ragim.errors.DataWarning`) about the columns of :meth:`scale_shifts`,
+        naming each with both medians, the fitted range and the factor between the medians."""
+        parts = []
+        for name, (median, fitted, low, high) in self._scale_shifts(X).items():
+            unit = f" {self[name].unit}" if self[name].unit else ""
+            if median > 0 and fitted > 0:
+                factor = max(median / fitted, fitted / median)
+                way = "larger" if median > fitted else "smaller"
+                factor = f", {_fmt(factor)} times {way}"
+            elif median == 0:
+                factor = " (0 is often written for a value not recorded: declare it missing)"
+            else:
+                factor = ""
+            parts.append(
+                f"{name!r}: median {_fmt(median)} against {_fmt(fitted)}{unit} in the fitted rows "
+                f"(range {_fmt(low)} to {_fmt(high)}){factor}"
+            )
+        warn_columns(
+            f"values in {where} lie, as a whole, outside the range the model was fitted on: "
+            "their median is beyond every fitted value, so every row may be on another scale "
+            "(another unit, such as pounds against kilograms, or a code written for a value "
+            "not recorded) and the risks are wrong; check the units: ",
+            parts,
+        )
+
     def _fitted_continuous(self) -> list[Feature]:
         """The continuous features with fitted statistics."""
         return [f for f in self.features if f.type == "continuous" and f.name in self.means_]
@@ -687,11 +751,13 @@ class FeatureSchema:
             warn_missing_codes(list(found.items()), stacklevel=4, where=where)
 
     def warn_new_rows(self, X: pd.DataFrame, *, where: str = "X") -> None:
-        """The warnings for rows a fitted model scores: values far from the fitted ones,
+        """The warnings for rows a fitted model scores: a column whose values as a whole lie
+        outside the fitted range (:meth:`scale_shifts`), values far from the fitted ones,
         missing-value codes, blanks the model has no term for, and values of a column that
         never varied in the fitted rows. ``X`` is validated once for all four."""
         self._check_fitted()
         X = self.validate_frame(X)
+        self._warn_scale_shifts(X, where)
         self._warn_far_values(X, where)
         self._warn_missing_codes(X, where)
         self.warn_unexpected_missing(X, where=where)
@@ -1175,6 +1241,25 @@ def truth_as_numbers(s: pd.Series) -> pd.Series:
     return obj.where(obj.notna(), np.nan).map(lambda v: read.get(v, v) if isinstance(v, str) else v)
 
 
+def blank_missing_text(s: pd.Series) -> pd.Series:
+    """``s`` with its text cells that mean "missing" (blank, or one of
+    :data:`~ragim.canonical.MISSING_TEXT`: ``NA``, ``N/A``, ``null``, ...) missing, as a CSV
+    file's are read: a DataFrame and the same table saved as CSV read alike. Columns that hold
+    no text are returned as they are; ``"None"`` written as text is a value.
+
+    >>> blank_missing_text(pd.Series(["None", "NA", " null", "Light", ""])).tolist()
+    ['None', nan, nan, 'Light', nan]
+    """
+    if not (pd.api.types.is_object_dtype(s) or pd.api.types.is_string_dtype(s)):
+        return s
+    try:
+        found = [v for v in pd.unique(s.to_numpy(dtype=object)) if is_missing_text(v)]
+        mask = s.isin(found).to_numpy(dtype=bool) if found else None
+    except TypeError:  # unhashable cells (lists): other checks name them
+        mask = s.map(is_missing_text).to_numpy(dtype=bool)
+    return s if mask is None or not mask.any() else s.astype(object).mask(mask)
+
+
 def read_feature(feature: Feature, s: pd.Series) -> tuple[pd.Series | np.ndarray | None, list[str]]:
     """One column's values as ragim reads them for ``feature``, and what is wrong with them.
 
@@ -1196,6 +1281,7 @@ def read_feature(feature: Feature, s: pd.Series) -> tuple[pd.Series | np.ndarray
     (None, ["column 'lactate' (continuous) has non-numeric values, e.g. ['high'] in 1 row(s); ..."])
     """
     problems: list[str] = []
+    s = blank_missing_text(s)
     kind = value_kind(s)
     if kind in ("datetime", "timedelta", "period"):
         return None, [temporal_problem(feature.name, kind)]
@@ -1261,9 +1347,10 @@ def read_feature(feature: Feature, s: pd.Series) -> tuple[pd.Series | np.ndarray
             )
         if feature.type == "binary":
             vals = set(np.unique(values[np.isfinite(values)]).tolist())
-            if not vals <= {0.0, 1.0}:
+            if other := sorted(vals - {0.0, 1.0}):
+                more = f" and {len(other) - 5} more" if len(other) > 5 else ""
                 problems.append(
-                    f"binary column {feature.name!r} has values other than 0/1: {sorted(vals)[:5]}"
+                    f"binary column {feature.name!r} has values other than 0/1: {other[:5]}{more}"
                 )
         nan_mask = np.isnan(values)
     if not feature.allow_missing and nan_mask.any():
@@ -1309,6 +1396,16 @@ _GROUPED = {
 _PERCENT = re.compile(r"-?\d+([.,]\d+)?\s*%")
 #: a result reported against a detection limit: ``<0.5``, ``< 5``, ``>1000``, ``<=0.1``, ``≤0.1``
 _LIMIT = re.compile(r"(<=?|>=?|≤|≥)\s*-?\d+([.,]\d+)?")
+#: a number followed by a unit: ``99 bpm``, ``72kg``, ``5.1 mmol/L``, ``37.2 °C``
+_UNIT_SUFFIX = re.compile(r"-?\d+([.,]\d+)?\s*(?P<unit>[^\d\s.,+-].*)")
+#: units written after numbers in clinical exports (casefolded); any unit with a "/" after a
+#: letter (``breaths/min``, ``mEq/L``) counts too. Single letters do not (ward ``5A``).
+UNIT_WORDS = frozenset(
+    "bpm /min kg g/dl g/l mg/dl mg/l mmol/l µmol/l μmol/l umol/l mmhg kpa cm mm ml dl mg "
+    "mcg µg μg iu u/l iu/l °c °f degc kg/m2 kg/m² lb lbs years yrs yr months days hours hrs h "
+    "min mins sec ms cmh2o l/min ml/min".split()
+)
+
 #: how to read numbers written with a decimal comma
 DECIMAL_COMMA_FIX = (
     "read the file with thousands='.' (load_task_folder, read_rows; --thousands .), which "
@@ -1393,18 +1490,38 @@ def decimal_comma_values(values: Iterable[Any]) -> list[str]:
     return commas[:3]
 
 
+def unit_suffix(text: str) -> str | None:
+    """The unit written after the number in ``text`` (``"99 bpm"`` -> ``"bpm"``), or None when
+    ``text`` is not a number followed by a unit (:data:`UNIT_WORDS`, or a unit with a ``/``).
+
+    >>> [unit_suffix(t) for t in ("99 bpm", "5.1 mmol/L", "72kg", "5A", "3E1", "icu", "99")]
+    ['bpm', 'mmol/L', 'kg', None, None, None, None]
+    """
+    m = _UNIT_SUFFIX.fullmatch(text.strip())
+    if not m:
+        return None
+    unit = m.group("unit").strip()
+    folded = unit.casefold()
+    if folded in UNIT_WORDS or re.fullmatch(r"[^\W\d_][^/\s]*/[^\s]+", unit):
+        return unit
+    return None
+
+
 def number_text_advice(values: Iterable[Any], *, limits: bool = True) -> str:
     """The advice for a column whose text values are numbers in a form a model cannot read,
     or "" when they are not: numbers with a decimal comma (``1,5``), percentages written with
-    their sign (every text value like ``35%``), or (with ``limits``) results reported against
-    a detection limit (``<0.5``, ``>1000``) among plain numbers. Generic advice (declare
-    missing, declare categorical) would be wrong for these: declaring ``<0.5`` missing fills
-    in a typical value for a very low one.
+    their sign (every text value like ``35%``), numbers written with a unit (``99 bpm``,
+    ``5.1 mmol/L``: :func:`unit_suffix`, among plain numbers or not), or (with ``limits``)
+    results reported against a detection limit (``<0.5``, ``>1000``) among plain numbers.
+    Generic advice (declare missing, declare categorical) would be wrong for these: declaring
+    ``<0.5`` missing fills in a typical value for a very low one.
 
     >>> print(number_text_advice(["35%", "40%"]))  # doctest: +ELLIPSIS
     they are percentages written with '%' (e.g. ['35%', '40%']): write them as numbers ...
     >>> print(number_text_advice(["1.2", "<0.5", "3.1"]))  # doctest: +ELLIPSIS
     ['<0.5'] look like results reported against a detection limit: ...
+    >>> print(number_text_advice(["99 bpm", "72"]))  # doctest: +ELLIPSIS
+    they are numbers written with a unit (e.g. ['99 bpm']): write the numbers alone (99 ...
     >>> number_text_advice(["<65", ">=65"]), number_text_advice(["icu", "3"])  # age groups
     ('', '')
     """
@@ -1419,6 +1536,15 @@ def number_text_advice(values: Iterable[Any], *, limits: bool = True) -> str:
         return (
             f"they are percentages written with '%' (e.g. {shown}): write them as numbers "
             "(35 for '35%') and give the column the unit '%' (\"unit\" in schema.json)"
+        )
+    units = [t for t in texts if unit_suffix(t)]
+    if units and all(unit_suffix(t) or plain_numeral(t) for t in texts):
+        shown = list(dict.fromkeys(units))[:3]
+        number = shown[0][: -len(unit_suffix(shown[0]) or "")].strip()
+        return (
+            f"they are numbers written with a unit (e.g. {shown}): write the numbers alone "
+            f'({number} for {shown[0]!r}), in the column\'s one unit ("unit" in schema.json, '
+            "the unit a saved model was fitted in)"
         )
     found = list(dict.fromkeys(t for t in texts if _LIMIT.fullmatch(t))) if limits else []
     others = [t for t in texts if not _LIMIT.fullmatch(t)]
@@ -1674,9 +1800,10 @@ def scale_gaps(
 
     1. each table with at least ``min_rows`` finite values has a median; the tables' median of
        these medians is the consensus (a majority of tables, however large any one table is);
-    2. a table is a candidate when its median and the consensus are both positive and differ
-       by a factor of ``ratio`` (:data:`SCALE_RATIO`, 5) or more; the rest (every other
-       table with a median) is pooled;
+    2. a table is a candidate when the consensus is positive and the table's median is 0 (a
+       file that writes 0 for a value it does not record: infinitely many times smaller) or
+       positive and differs from it by a factor of ``ratio`` (:data:`SCALE_RATIO`, 5) or
+       more; the rest (every other table with a median) is pooled;
     3. a candidate is flagged when its median lies outside the rest's pooled 1st-99th
        percentile *and* differs from the rest's pooled median by ``ratio`` or more.
 
@@ -1694,6 +1821,9 @@ def scale_gaps(
     >>> gaps = scale_gaps("spo2", pct + [pd.Series(np.linspace(0.9, 1.0, 20))], list("abcde"))
     >>> [(g.column, g.tables) for g in gaps]
     [('spo2', [('e', 0.95)])]
+    >>> zero = scale_gaps("hr", pct + [pd.Series(np.zeros(20))], list("abcde"))
+    >>> [(g.column, g.tables) for g in zero]
+    [('hr', [('e', 0.0)])]
     >>> scale_gaps("age", [pd.Series(np.linspace(35.0, 75, 30)),
     ...                    pd.Series(np.linspace(54.0, 86, 30))], ["young", "old"])
     []
@@ -1714,7 +1844,7 @@ def scale_gaps(
         return []
     with np.errstate(divide="ignore", invalid="ignore"):
         factor = np.maximum(medians / consensus, consensus / medians)
-    candidate = (medians > 0) & (factor >= ratio)
+    candidate = (medians >= 0) & (factor >= ratio)
     if not candidate.any() or candidate.all():
         return []
     rest = ordered[np.repeat(~candidate, n)]
@@ -1744,16 +1874,26 @@ def warn_scale_gaps(
         unit = f" {units[g.column]}" if units.get(g.column) else ""
         shown = [f"{label} (median {_fmt(m)})" for label, m in g.tables[:3]]
         more = f" and {len(g.tables) - 3} more" if len(g.tables) > 3 else ""
-        factors = [max(m / g.median, g.median / m) for _, m in g.tables]
-        lo, hi = min(factors), max(factors)
-        factor = f"{_fmt(lo)}" if _fmt(lo) == _fmt(hi) else f"{_fmt(lo)} to {_fmt(hi)}"
-        lower = all(m < g.median for _, m in g.tables)
-        higher = all(m > g.median for _, m in g.tables)
-        way = " smaller" if lower else " larger" if higher else ""
+        factors = [max(m / g.median, g.median / m) for _, m in g.tables if m != 0]
+        if factors:
+            lo, hi = min(factors), max(factors)
+            factor = f"{_fmt(lo)}" if _fmt(lo) == _fmt(hi) else f"{_fmt(lo)} to {_fmt(hi)}"
+            lower = all(m < g.median for _, m in g.tables)
+            higher = all(m > g.median for _, m in g.tables)
+            way = " smaller" if lower else " larger" if higher else ""
+            factor = f", {factor} times{way}"
+        else:
+            factor = ""
+        zero = (
+            f"; a median of 0 is often 0 written for a value not recorded: if so, declare it "
+            f"missing (na_values={{{g.column!r}: [0]}})"
+            if any(m == 0 for _, m in g.tables)
+            else ""
+        )
         parts.append(
             f"{g.column!r} in {', '.join(shown)}{more} against a median of {_fmt(g.median)}{unit} "
             f"in the other {g.n_rest} table(s) (1st-99th percentile {_fmt(g.low)} to "
-            f"{_fmt(g.high)}), {factor} times{way}"
+            f"{_fmt(g.high)}){factor}{zero}"
         )
     warnings.warn(
         f"values on another scale in some tables: {'; '.join(parts)}. This is usually another "
@@ -1863,11 +2003,27 @@ def _infer_type(
         )
     if advice := number_text_advice(written, limits=False):  # decimal commas, percentages
         raise ValidationError(f"column {name!r} is text, but {advice}")
-    levels = set()
+    levels: set = set()
+    table_levels: list[set] = []
+    hidden: dict[str, str] = {}
     for _, s, label in text:
         _check_text_column(name, s, label if len(labels) > 1 and len(text) > 1 else "")
-        levels.update(
-            canonical_level(v) for v in pd.unique(widen_floats(s.dropna()).to_numpy(dtype=object))
+        written_levels = pd.unique(widen_floats(s.dropna()).to_numpy(dtype=object))
+        table_levels.append({canonical_level(v) for v in written_levels})
+        levels.update(table_levels[-1])
+        hidden.update(
+            (v, label) for v in written_levels if isinstance(v, str) and invisible_characters(v)
+        )
+    if hidden:
+        import warnings
+
+        shown = [f"{v!r} in {lab} (read as {canonical_level(v)!r})" for v, lab in hidden.items()]
+        codes = sorted({c for v in hidden for c in invisible_characters(v)})
+        warnings.warn(
+            f"column {name!r} has values with invisible characters {codes[:3]}, which are not "
+            f"part of a level: {'; '.join(shown[:3])}",
+            DataWarning,
+            stacklevel=3,
         )
     if len(levels) > max_categories:
         one_per_row = all(s.dropna().nunique() == s.notna().sum() for _, s, _ in text)
@@ -1880,6 +2036,22 @@ def _infer_type(
         raise ValidationError(
             f"column {name!r} is text with {len(levels)} distinct values (more than max_categories="
             f"{max_categories}); {advice}"
+        )
+    if len(text) > 1 and (apart := separate_level_sets(table_levels, [k[2] for k in text])):
+        import warnings
+
+        shown = [
+            f"{', '.join(tables[:3])}{' and more' if len(tables) > 3 else ''} hold {own} "
+            f"where the other tables hold {main}"
+            for tables, own, main in apart
+        ]
+        warnings.warn(
+            f"column {name!r} is coded with levels that share none with the other tables': "
+            f"{'; '.join(shown)}. Each code becomes a level of its own, so the same patients "
+            "get a different term by table (a site's coding, not an effect); if they mean the "
+            "same, write them one way in every file",
+            DataWarning,
+            stacklevel=3,
         )
     folded: dict[str, list[str]] = {}
     for level in levels:
@@ -1896,6 +2068,62 @@ def _infer_type(
             stacklevel=3,
         )
     return "categorical"
+
+
+def separate_level_sets(
+    levels: Sequence[set], labels: Sequence[str]
+) -> list[tuple[list[str], list[str], list[str]]]:
+    """The tables whose levels of one categorical column share none with the other tables':
+    ``F``/``M`` in one hospital's files, ``Female``/``Male`` in the rest's. Tables are grouped
+    when they share a level; the group with the most tables is the main one, and every other
+    group with at least 2 levels is returned as (its table labels, its levels, the main
+    group's levels), levels sorted. A table that lacks a rare level still shares the others,
+    and a column with one value per table (a site column) has groups of one level, so
+    neither is returned; nor is a group whose levels match the main group's when letter case
+    is ignored (that case clash has its own warning).
+
+    Parameters
+    ----------
+    levels : per table, its canonical levels (:func:`~ragim.canonical.canonical_level`).
+    labels : the tables' names, same length.
+
+    >>> separate_level_sets([{"F", "M"}, {"Female", "Male"}, {"Female", "Male"}], ["n", "s", "e"])
+    [(['n'], ['F', 'M'], ['Female', 'Male'])]
+    >>> separate_level_sets([{"a", "b"}, {"a"}, {"North"}], ["x", "y", "z"])
+    []
+    """
+    parent = list(range(len(levels)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[Any, int] = {}
+    for i, table in enumerate(levels):
+        for level in table:
+            parent[root(i)] = root(first.setdefault(level, i))
+    groups: dict[int, list[int]] = {}
+    for i, table in enumerate(levels):
+        if table:
+            groups.setdefault(root(i), []).append(i)
+    if len(groups) < 2:
+        return []
+    members = sorted(groups.values(), key=len, reverse=True)
+
+    def union(idx: list[int]) -> list[str]:
+        return sorted({str(v) for i in idx for v in levels[i]}, key=level_key)
+
+    main = union(members[0])
+    folded = {v.casefold() for v in main}
+    if len(main) < 2:
+        return []
+    return [
+        ([str(labels[i]) for i in idx], own, main)
+        for idx in members[1:]
+        if len(own := union(idx)) >= 2 and not folded & {v.casefold() for v in own}
+    ]
 
 
 def _check_levels(name: str, ftype: str, levels: Any) -> dict[str, str]:
@@ -1987,20 +2215,21 @@ def _looks_like_missing_codes(n_text: int, n_values: int, n_distinct: int) -> bo
 def missing_marker_hint(values: Sequence[Any]) -> str:
     """The advice for text found among numbers: declare it missing, if that is what it means.
 
-    Files and in-memory tables need different advice: in a file, blank cells and NA, N/A, NaN,
-    null are read as missing already; in a DataFrame, a text "NA" is text.
+    Blank cells and NA, N/A, NaN, null (:data:`~ragim.canonical.MISSING_TEXT`) are read as
+    missing already, in files and DataFrames alike; other codes are declared as files are read,
+    or replaced in a DataFrame.
 
     >>> missing_marker_hint([".", "unknown"])  # doctest: +NORMALIZE_WHITESPACE
     "if they mark missing values, declare them missing: in files, load_task_folder(...,
-    na_values=['.', 'unknown']) or --na-values '.,unknown' (blank cells and NA, N/A, NaN,
-    null there count as missing already); in a DataFrame, X.replace(['.', 'unknown'],
-    np.nan)"
+    na_values=['.', 'unknown']) or --na-values '.,unknown'; in a DataFrame, X.replace(['.',
+    'unknown'], np.nan) (blank cells and NA, N/A, NaN, null count as missing already, in both)"
     """
     texts = [str(v).strip() for v in values]
     return (
         f"if they mark missing values, declare them missing: in files, load_task_folder(..., "
-        f"na_values={texts}) or --na-values {','.join(texts)!r} (blank cells and NA, N/A, NaN, "
-        f"null there count as missing already); in a DataFrame, X.replace({texts}, np.nan)"
+        f"na_values={texts}) or --na-values {','.join(texts)!r}; in a DataFrame, "
+        f"X.replace({texts}, np.nan) (blank cells and NA, N/A, NaN, null count as missing "
+        "already, in both)"
     )
 
 

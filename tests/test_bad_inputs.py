@@ -91,7 +91,7 @@ COLLECTION_CASES = [
     ("non-binary-in-binary-column",
      lambda: TaskCollection([Task("t", "d", frame(), Y), Task("u", "d", frame(smoker=Y * 3), Y)],
                             schema=FeatureSchema.infer(frame())),
-     "binary column 'smoker' has values other than 0/1: [0.0, 3.0]"),
+     "binary column 'smoker' has values other than 0/1: [3.0]"),
     ("dict-values", lambda: collection(Task("t", "d", frame(cp=[{"a": 1}] * N), Y)), "column 'cp' holds dict values"),
     ("list-values", lambda: collection(Task("t", "d", frame(cp=[[1, 2]] * N), Y)), "column 'cp' holds list values"),
     ("complex-values", lambda: collection(Task("t", "d", frame(z=np.ones(N) * 1j), Y)),
@@ -363,7 +363,7 @@ FOLDER_CASES = [
     ("missing-written-dot-or-unknown",
      lambda r: _folder(r, {"a": GOOD.assign(lactate=[1.5, ".", 2.0, "unknown"] * (N // 4))}),
      ["column 'lactate' mixes numbers with text: ['.', 'unknown'] in 6 of 12 row(s)", "declare them missing",
-      "na_values=['.', 'unknown']", "--na-values '.,unknown'", "blank cells and NA, N/A, NaN, null there count as missing already"]),
+      "na_values=['.', 'unknown']", "--na-values '.,unknown'", "blank cells and NA, N/A, NaN, null count as missing already, in both"]),
     ("missing-written-dot-declared-continuous",
      lambda r: _folder(r, {"a": GOOD.assign(lactate=[1.5, "."] * (N // 2))},
                        schema_json='{"features": [{"name": "lactate", "type": "continuous"}]}'),
@@ -449,18 +449,20 @@ def test_a_declared_missing_code_in_the_outcome_is_a_blank_outcome(tmp_path):
 
 
 def test_text_among_numbers_in_a_dataframe_gets_advice_for_a_dataframe():
-    """In memory a text 'NA' is text: the advice says how to blank it in the DataFrame, and
-    limits "NA already counts as missing" to files."""
+    """In memory as in a file, a text 'NA' is a missing value; other text codes get advice
+    for both (declare them as files are read, replace them in a DataFrame)."""
     from ragim.schema import FeatureSchema
 
     schema = FeatureSchema.infer(GOOD.drop(columns="y")).fit(GOOD.drop(columns="y"))
     X = GOOD.drop(columns="y").astype({"lactate": object})
     X.loc[0, "lactate"] = "NA"
+    assert np.isnan(schema.validate_frame(X)["lactate"].iloc[0])
+    X.loc[0, "lactate"] = "."
     with pytest.raises(ValidationError) as info:
         schema.validate_frame(X)
     text = str(info.value)
-    assert "in a DataFrame, X.replace(['NA'], np.nan)" in text
-    assert "in files, load_task_folder" in text and "there count as missing already" in text
+    assert "in a DataFrame, X.replace(['.'], np.nan)" in text
+    assert "in files, load_task_folder" in text and "count as missing already, in both" in text
 
 
 def test_good_parquet_folder_with_odd_names_loads(tmp_path):

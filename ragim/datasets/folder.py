@@ -149,7 +149,8 @@ def load_task_folder(
         ``pd.read_csv(na_values=...)``: a value or a list for every column (e.g. ``"."`` from
         SAS or Stata, ``"unknown"``, ``-99``), or a dict such as ``{"sex": [9], "smoker": "."}``
         for those columns only. Numbers match by value (``-99`` matches ``-99.0``). Blank cells
-        and pandas' defaults (``NA``, ``N/A``, ``NaN``, ``null``, ...) always count as missing.
+        and ``NA``, ``N/A``, ``NaN``, ``null``, ... (:data:`ragim.canonical.MISSING_TEXT`, not
+        pandas' default list: the text ``None`` is a value) always count as missing.
         Declared codes never apply to patient ids.
     thousands : the thousands separator of the CSV data files' numbers, as in
         ``pd.read_csv(thousands=...)``: ``"."`` for ``1.718`` (1718, as a German spreadsheet
