@@ -27,7 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from ragim.canonical import canonical_level, invisible_characters, strip_invisible
+from ragim.canonical import (
+    canonical_level,
+    invisible_characters,
+    strip_invisible,
+    warn_shared_descriptions,
+)
 from ragim.checks import check_int, setting
 from ragim.embed import Embedder, check_identity, embedder_from_identity, get_embedder
 from ragim.errors import ArtifactError, DataWarning, ValidationError, name_some
@@ -463,6 +468,7 @@ class TaskIndex:
             if bar is not None:
                 bar.close()
         del sample_vecs
+        warn_shared_descriptions((r["task_id"], r["description"]) for _, r in records.live())
         if not kept:
             raise ValidationError(
                 "no task could be fitted:", [f"{t}: {st}" for t, st in skipped.items()]
@@ -951,7 +957,10 @@ class TaskIndex:
         if self.tasks is not None:
             self.tasks = None  # rows of added tasks are not kept; generators need a rebuild
             self.skipped_tasks = None
-        return [i["task_id"] for i in infos]
+        added = [i["task_id"] for i in infos]
+        live = ((r["task_id"], r["description"]) for _, r in self._records.live())
+        warn_shared_descriptions(live, new=added)
+        return added
 
     def remove(self, ids: str | Iterable[str]) -> None:
         """Remove tasks by id (tombstoned now, dropped at the next save).

@@ -14,11 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ragim import FeatureSchema, TaskIndex, datasets
+from ragim import FeatureSchema, Task, TaskIndex, datasets
 from ragim.canonical import (
     MISSING_TEXT,
     canonical_level,
     is_missing_text,
+    shared_descriptions,
 )
 from ragim.datasets.folder import load_task_folder
 from ragim.errors import DataWarning, ValidationError
@@ -251,6 +252,31 @@ def test_numbers_with_a_unit_get_advice_to_write_the_number(share):
 def test_a_ward_column_is_not_taken_for_numbers_with_units():
     frame = pd.DataFrame({"ward": ["5A", "5B", "3E1", "4W"] * 10, "age": np.arange(40.0)})
     assert FeatureSchema.infer(frame)["ward"].type == "categorical"
+
+
+# ------------------------------------------------------------------ shared descriptions
+def _task(tid: str, description: str, seed: int) -> Task:
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame({"age": rng.normal(60, 12, 80)})
+    return Task(tid, description, X, (rng.random(80) < 0.4).astype(int))
+
+
+def test_tasks_sharing_a_description_warn_at_build_and_add():
+    same = "Predict outcome in adult emergency admissions"
+    tasks = [_task(f"t{i}", same if i < 3 else f"Predict death at site {i}", i) for i in range(5)]
+    index, seen = _recorded(TaskIndex.build, tasks, embedder="hashing", progress=False)
+    found = [m for m in seen if "share a description" in m]
+    assert len(found) == 1 and "['t0', 't1', 't2']" in found[0]
+    assert "retrieval cannot" in found[0]
+
+    _, seen = _recorded(
+        index.add, [_task("t9", "predict  OUTCOME in adult emergency admissions", 9)]
+    )
+    found = [m for m in seen if "share a description" in m]
+    assert len(found) == 1 and "'t9'" in found[0]
+    _, seen = _recorded(index.add, [_task("t10", "Predict sepsis in children", 10)])
+    assert not [m for m in seen if "share a description" in m]
+    assert shared_descriptions([("a", "x"), ("b", "y")]) == []
 
 
 # ------------------------------------------------------------------ small messages
