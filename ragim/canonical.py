@@ -438,13 +438,30 @@ def shared_descriptions(
     return shared
 
 
+#: the share of the tasks checked that must share a description with another task before
+#: :func:`warn_shared_descriptions` warns: a few coinciding descriptions among many tasks (a
+#: large family worded from templates) are left alone, a template description for a tenth of
+#: the tasks is not
+SHARED_DESCRIPTION_SHARE = 0.05
+
+
 def warn_shared_descriptions(
-    tasks: Iterable[tuple[str, str]], new: Iterable[str] | None = None, *, stacklevel: int = 2
+    tasks: Iterable[tuple[str, str]],
+    new: Iterable[str] | None = None,
+    *,
+    min_share: float = SHARED_DESCRIPTION_SHARE,
+    stacklevel: int = 2,
 ) -> None:
     """One :class:`~ragim.errors.DataWarning` naming the groups of
-    :func:`shared_descriptions` (up to 3 groups, 5 ids each); nothing when there are none."""
+    :func:`shared_descriptions` (up to 3 groups, 5 ids each), when the tasks in them are at
+    least ``min_share`` of the tasks checked (all of ``tasks``, or the ``new`` ones); nothing
+    otherwise."""
+    tasks = list(tasks)
+    new = None if new is None else list(new)
     groups = shared_descriptions(tasks, new)
-    if not groups:
+    checked = set(new) if new is not None else {t for t, _ in tasks}
+    shared = {t for ids in groups for t in ids} & checked
+    if not groups or len(shared) < min_share * len(checked):
         return
     import warnings
 
@@ -469,6 +486,7 @@ __all__ = [
     "canonical_levels",
     "canonical_text",
     "MISSING_TEXT",
+    "SHARED_DESCRIPTION_SHARE",
     "invisible_characters",
     "is_missing",
     "is_missing_text",

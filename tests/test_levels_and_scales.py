@@ -20,6 +20,7 @@ from ragim.canonical import (
     canonical_level,
     is_missing_text,
     shared_descriptions,
+    warn_shared_descriptions,
 )
 from ragim.datasets.folder import load_task_folder
 from ragim.errors import DataWarning, ValidationError
@@ -277,6 +278,17 @@ def test_tasks_sharing_a_description_warn_at_build_and_add():
     _, seen = _recorded(index.add, [_task("t10", "Predict sepsis in children", 10)])
     assert not [m for m in seen if "share a description" in m]
     assert shared_descriptions([("a", "x"), ("b", "y")]) == []
+
+
+def test_a_few_coinciding_descriptions_in_a_large_family_do_not_warn():
+    pairs = [(f"t{i}", f"Predict death at site {i}") for i in range(100)] + [
+        ("t100", "Predict death at site 7")
+    ]
+    assert shared_descriptions(pairs) == [["t7", "t100"]]
+    _, seen = _recorded(warn_shared_descriptions, pairs)
+    assert seen == []
+    _, seen = _recorded(warn_shared_descriptions, pairs, new=["t100"])  # one added: 1 of 1
+    assert len(seen) == 1 and "['t7', 't100']" in seen[0]
 
 
 # ------------------------------------------------------------------ small messages
