@@ -34,6 +34,7 @@ from ragim.canonical import (
     warn_shared_descriptions,
 )
 from ragim.checks import check_int, setting
+from ragim.data_checks import TrainingRowChecks, warn_added_rows
 from ragim.embed import Embedder, check_identity, embedder_from_identity, get_embedder
 from ragim.errors import ArtifactError, DataWarning, ValidationError, name_some
 from ragim.index_records import Record, RecordStore
@@ -345,6 +346,12 @@ class TaskIndex:
         Tasks that cannot be fitted (too few rows, one class) are left out with a
         warning naming them; ``index.skipped`` lists them with the reason.
 
+        The rows of the fitted tasks are checked as they are fitted
+        (:class:`ragim.data_checks.TrainingRowChecks`): values far outside the rest of a
+        column (a typo, rows in another unit), a column that separates the outcome on its own
+        in most tasks (a recoding of the outcome) and a column that varies only between tasks
+        each get one :class:`~ragim.errors.DataWarning` naming the column and the tasks.
+
         An IVF / PQ / SQ index is first trained on the vectors of up to 200,000 tasks
         drawn at random (seed 0); those vectors are kept until their chunk is added, so
         no description is embedded twice.
@@ -401,6 +408,7 @@ class TaskIndex:
         config.factory = store.factory
 
         mat = np.empty((n, len(names)))
+        checks = TrainingRowChecks(schema)
         records = RecordStore()
         kept: list[int] = []
         skipped: dict[str, str] = {}
@@ -416,8 +424,9 @@ class TaskIndex:
                 chunk_params = {ids[i]: given[ids[i]] for i in pos if not fit[i]}
                 todo = pos[fit[pos]]
                 if len(todo):
+                    rows = [tasks[int(i)] for i in todo]  # read once: fitted and checked
                     result = fit_many(
-                        tasks.take(todo),
+                        rows,
                         model=model,
                         schema=schema,
                         n_jobs=n_jobs,
@@ -428,6 +437,10 @@ class TaskIndex:
                     chunk_params.update(result.params)
                     stats = result.stats
                     skipped.update((t, st) for t, st in result.status.items() if st != "ok")
+                    for t in rows:
+                        if result.status.get(t.task_id) == "ok":
+                            checks.observe(t)
+                    del rows
                 keep = [int(i) for i in pos if ids[i] in chunk_params]
                 infos = [tasks.info(i) for i in keep]
                 row0 = len(kept)
@@ -473,6 +486,7 @@ class TaskIndex:
             raise ValidationError(
                 "no task could be fitted:", [f"{t}: {st}" for t, st in skipped.items()]
             )
+        checks.warn()
         if skipped:
             warnings.warn(
                 f"{len(skipped)} task(s) left out of the index: "
@@ -908,7 +922,12 @@ class TaskIndex:
         **fit_kwargs,
     ) -> list[str]:
         """Fit (or accept) and add new tasks without a rebuild; the schema is kept fixed.
-        Returns the ids added."""
+        Returns the ids added.
+
+        The rows of the tasks to fit are checked against the index's schema first
+        (:func:`ragim.data_checks.warn_added_rows`): a column in another unit than the index's
+        (a median 5 times off, outside the index's range) or values more than 8 SDs from the
+        index's mean get one :class:`~ragim.errors.DataWarning` naming task and column."""
         from ragim.models import fit_many
         from ragim.models.family import fit_constant_terms
 
@@ -923,8 +942,10 @@ class TaskIndex:
         todo = [i for i, t in enumerate(tasks.ids) if t not in given]
         stats = {}
         if todo:
+            rows = [tasks[i] for i in todo]
+            warn_added_rows(self.schema, rows)
             res = fit_many(
-                tasks.take(todo),
+                rows,
                 model=self.model,
                 schema=self.schema,
                 progress=progress,

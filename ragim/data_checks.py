@@ -1,0 +1,437 @@
+"""Checks of the training rows as an index is built or grown: gross outliers, a column that
+recodes the outcome, and a column that only varies between tasks.
+
+:class:`TrainingRowChecks` sees every fitted task's rows once (``observe``), keeping a few
+numbers per task and column, and then warns (:class:`~ragim.errors.DataWarning`, one warning
+per kind) about:
+
+* values far outside the rest of a continuous column (:func:`far_from`): more than
+  :data:`~ragim.schema.FAR_SD` robust standard deviations (the scaled median absolute
+  deviation, which one outlier cannot inflate) from the pooled median, on the log scale too
+  for a column that is positive, and from the median of their own task. A mistyped value
+  (lactate 1,000,000) or rows in another unit (ages in months among years) make the shared
+  schema's SD (the "+1 SD" of every explanation) and the fitted effects wrong;
+* a column that on its own separates the outcome (AUROC of at least :data:`LEAK_AUROC`) in at
+  least half of the tasks (and at least 2): a recoding of the outcome, or recorded after it;
+* a column constant within every task that differs between tasks (a hospital's bed count):
+  no task's own model can estimate its effect; what a model pooled over tasks learns of it
+  is the difference between those few tasks.
+
+:func:`check_added_rows` is the check of :meth:`ragim.index.TaskIndex.add` for rows of new
+tasks against the index's fitted schema.
+
+Examples
+--------
+>>> import numpy as np, pandas as pd, warnings
+>>> from ragim import Task, FeatureSchema
+>>> rng = np.random.default_rng(0)
+>>> tasks = [Task(f"t{i}", "d", pd.DataFrame({"age": rng.normal(60, 10, 50).round()}),
+...               np.arange(50) % 2) for i in range(3)]
+>>> tasks[1].X.loc[0, "age"] = 720.0  # an age in months
+>>> checks = TrainingRowChecks(FeatureSchema.infer([t.X for t in tasks]))
+>>> for t in tasks:
+...     checks.observe(t)
+>>> with warnings.catch_warnings(record=True) as w:
+...     warnings.simplefilter("always")
+...     checks.warn()
+>>> "'age' in task 't1': 720 (1 row)" in str(w[0].message)
+True
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ragim.canonical import canonical_level, canonical_text
+from ragim.errors import DataWarning, ValidationError, name_some
+from ragim.schema import FAR_SD, SCALE_RATIO, FeatureSchema
+
+LEAK_AUROC = 0.99
+"""The AUROC (or 1 - AUROC) of one column alone, within a task, from which
+:class:`TrainingRowChecks` counts the column as separating that task's outcome."""
+
+LEAK_MIN_CLASS = 5
+"""The fewest rows of each class, among those with a value, for a task to count towards
+:meth:`TrainingRowChecks.separating`: a lab measured in 3 patients separates them by chance."""
+
+EXTREMES = 50
+"""The most extreme values per task and column (at each end) that :class:`TrainingRowChecks`
+keeps; a task with more far values than this is reported as having at least this many."""
+
+SKETCH = 64
+"""The evenly spaced order statistics per task and column that make up the pooled reference
+(median, robust SD) of :class:`TrainingRowChecks`: every value of a task with fewer rows."""
+
+MIN_OWN_ROWS = 20
+"""The fewest values of a task from which its own median and robust SD are used: a value is far
+only when it is far from the pooled column and from the rest of its own task."""
+
+
+def robust_center(values: np.ndarray, weights: np.ndarray | None = None) -> tuple[float, float]:
+    """The (weighted) median of ``values`` and their robust SD: 1.4826 times the median absolute
+    deviation, or the interquartile range / 1.349 when more than half the values are equal; 0.0
+    when three quarters are (a column of mostly one value has no spread to measure against).
+
+    >>> robust_center(np.array([1.0, 2.0, 3.0, 4.0, 1000.0]))
+    (3.0, 1.4826)
+    """
+    v = np.asarray(values, dtype=float)
+    w = np.ones_like(v) if weights is None else np.asarray(weights, dtype=float)
+    if v.size == 0:
+        return float("nan"), 0.0
+    center = _weighted_quantile(v, w, 0.5)
+    mad = _weighted_quantile(np.abs(v - center), w, 0.5)
+    if mad > 0:
+        return center, 1.4826 * mad
+    q1, q3 = _weighted_quantile(v, w, 0.25), _weighted_quantile(v, w, 0.75)
+    return center, max(0.0, (q3 - q1) / 1.349)
+
+
+def _weighted_quantile(v: np.ndarray, w: np.ndarray, q: float) -> float:
+    """The ``q`` quantile of ``v`` with weights ``w`` (the mean of the two middle values at an
+    exact half, as ``np.median``)."""
+    order = np.argsort(v, kind="stable")
+    v, w = v[order], w[order]
+    cum = np.cumsum(w)
+    target = q * cum[-1]
+    i = int(np.searchsorted(cum, target - 1e-9 * cum[-1], side="left"))
+    if abs(cum[i] - target) <= 1e-9 * cum[-1] and i + 1 < v.size:
+        return float((v[i] + v[i + 1]) / 2)
+    return float(v[i])
+
+
+class Reference(tuple):
+    """A column's pooled (median, robust SD) and, for a column whose values are positive, the
+    same of its logarithm (else NaN and 0)."""
+
+    __slots__ = ()
+
+    def __new__(cls, center: float, spread: float, log_center: float, log_spread: float):
+        return super().__new__(cls, (center, spread, log_center, log_spread))
+
+
+def far_from(
+    values: np.ndarray,
+    ref: Reference,
+    *,
+    own: tuple[float, float] | None = None,
+    sd: float = FAR_SD,
+) -> np.ndarray:
+    """Which of ``values`` lie far from a column's pooled values: more than ``sd`` robust SDs
+    from its median, and, where the column is positive (``ref`` has a log scale), zero or
+    negative or more than ``sd`` robust SDs from its median on the log scale (a legitimately
+    long tail, CRP or triglycerides, is not far there), and, with ``own`` (the task's own
+    median and robust SD), more than ``sd`` of those from its own median. Boolean array of
+    ``values``' shape; never True where the pooled robust SD is 0.
+
+    >>> ref = Reference(1.5, 0.7, np.log(1.5), 0.45)
+    >>> far_from(np.array([1.2, 9.0, 1e6]), ref).tolist()
+    [False, False, True]
+    """
+    v = np.asarray(values, dtype=float)
+    center, spread, log_center, log_spread = ref
+    if not spread > 0:
+        return np.zeros(v.shape, bool)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        far = np.abs(v - center) > sd * spread
+        if log_spread > 0:
+            logs = np.log(np.where(v > 0, v, np.nan))
+            far &= (v <= 0) | (np.abs(logs - log_center) > sd * log_spread)
+        if own is not None and own[1] > 0:
+            far &= np.abs(v - own[0]) > sd * own[1]
+    return far
+
+
+def _auroc(score: np.ndarray, y: np.ndarray) -> float:
+    """The AUROC of ``score`` for ``y`` (ties count half); NaN without both classes."""
+    from scipy.stats import rankdata
+
+    n1 = int(y.sum())
+    n0 = y.size - n1
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    ranks = rankdata(score)
+    return float((ranks[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+class TrainingRowChecks:
+    """Per-task summaries of the rows an index is built from, and the warnings they call for
+    (see the module docstring). ``observe`` each fitted task once, then ``warn``.
+
+    Parameters
+    ----------
+    schema : the schema the tasks are fitted with (its feature names and types).
+
+    Memory is O(tasks x continuous columns x :data:`EXTREMES`), the rows are not kept.
+    """
+
+    def __init__(self, schema: FeatureSchema):
+        self.types = {f.name: f.type for f in schema.features}
+        self.continuous = [n for n, t in self.types.items() if t == "continuous"]
+        self.n_tasks = 0
+        self._sketch: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {
+            c: ([], []) for c in self.continuous
+        }
+        self._tails: dict[str, list[tuple[str, tuple[float, float] | None, np.ndarray, int]]] = {
+            c: [] for c in self.continuous
+        }
+        self._separates: dict[str, int] = dict.fromkeys(self.types, 0)
+        self._values: dict[str, set[str]] = {c: set() for c in self.types}
+        self._varies: set[str] = set()
+        self._constant_in: dict[str, int] = dict.fromkeys(self.types, 0)
+
+    def observe(self, task: Any) -> None:
+        """Take in one fitted task's rows (``task.X``, ``task.y``, ``task.task_id``)."""
+        self.n_tasks += 1
+        y = np.asarray(task.y).astype(int)
+        cols = {canonical_text(str(c)): c for c in task.X.columns}
+        for name, ftype in self.types.items():
+            if name not in cols:
+                continue
+            s = task.X[cols[name]]
+            if ftype == "categorical":
+                codes = pd.Series(
+                    [None if pd.isna(v) else canonical_level(v) for v in s.to_numpy(dtype=object)]
+                )
+                seen = set(codes.dropna())
+                n_obs = int(codes.notna().sum())
+                score = codes.fillna("").map(pd.Series(y).groupby(codes.fillna("")).mean())
+                score, yy = score.to_numpy(dtype=float), y
+            else:
+                num = pd.to_numeric(s, errors="coerce").to_numpy(dtype=float)
+                ok = np.isfinite(num)
+                seen = {canonical_level(float(v)) for v in np.unique(num[ok])[:2]}
+                n_obs = int(ok.sum())
+                score, yy = num[ok], y[ok]
+                if ftype == "continuous" and ok.any():
+                    self._summarise(name, task.task_id, np.sort(num[ok]))
+            if len(seen) > 1:
+                self._varies.add(name)
+                n1 = int(yy.sum())
+                if min(n1, yy.size - n1) < LEAK_MIN_CLASS:
+                    continue
+                auc = _auroc(score, yy)
+                if max(auc, 1 - auc) >= LEAK_AUROC:
+                    self._separates[name] += 1
+            elif n_obs > 1 and name not in self._varies:
+                self._constant_in[name] += 1
+                if len(self._values[name]) < 3:
+                    self._values[name] |= seen
+
+    def _summarise(self, name: str, task_id: str, v: np.ndarray) -> None:
+        n = v.size
+        if n <= SKETCH:
+            sk, w = v, np.ones(n)
+        else:
+            sk, w = (
+                v[np.linspace(0, n - 1, SKETCH).round().astype(int)],
+                np.full(SKETCH, n / SKETCH),
+            )
+        self._sketch[name][0].append(sk)
+        self._sketch[name][1].append(w)
+        own = robust_center(v) if n >= MIN_OWN_ROWS else None
+        tails = v if n <= 2 * EXTREMES else np.concatenate([v[:EXTREMES], v[-EXTREMES:]])
+        self._tails[name].append((task_id, own, tails, n))
+
+    def reference(self, name: str) -> Reference | None:
+        """A continuous column's pooled :class:`Reference` over the tasks observed so far."""
+        parts, weights = self._sketch.get(name, ([], []))
+        if not parts:
+            return None
+        v, w = np.concatenate(parts), np.concatenate(weights)
+        center, spread = robust_center(v, w)
+        if _weighted_quantile(v, w, 0.01) > 0:
+            pos = v > 0
+            log_center, log_spread = robust_center(np.log(v[pos]), w[pos])
+        else:
+            log_center, log_spread = float("nan"), 0.0
+        return Reference(center, spread, log_center, log_spread)
+
+    def far_values(self) -> dict[str, list[tuple[str, int, list[float]]]]:
+        """Per continuous column: (task id, rows, up to 3 values) of each task with values
+        far from the rest (:func:`far_from` against the pooled reference and the task's own);
+        a count of ``2 * EXTREMES`` or more is a lower bound."""
+        out: dict[str, list[tuple[str, int, list[float]]]] = {}
+        for name in self.continuous:
+            ref = self.reference(name)
+            if ref is None:
+                continue
+            for task_id, own, tails, _ in self._tails[name]:
+                far = far_from(tails, ref, own=own)
+                if far.any():
+                    shown = sorted(set(tails[far].tolist()), key=lambda x: -abs(x - ref[0]))[:3]
+                    out.setdefault(name, []).append((task_id, int(far.sum()), shown))
+        return out
+
+    def separating(self) -> dict[str, int]:
+        """The columns that separate the outcome on their own (AUROC >= :data:`LEAK_AUROC`,
+        among the rows with a value, at least :data:`LEAK_MIN_CLASS` of each class) in at least
+        half of the observed tasks and at least 2, with their count of tasks."""
+        need = max(2, (self.n_tasks + 1) // 2)
+        return {c: k for c, k in self._separates.items() if k >= need}
+
+    def between_tasks_only(self) -> dict[str, list[str]]:
+        """The columns constant within every observed task (blanks aside; in at least 2 tasks
+        with two values or more) that take at least two values across tasks, with up to 3 of
+        those values."""
+        return {
+            c: sorted(v, key=str)
+            for c, v in self._values.items()
+            if c not in self._varies and len(v) > 1 and self._constant_in[c] >= 2
+        }
+
+    def warn(self, *, stacklevel: int = 2) -> None:
+        """Warn (:class:`~ragim.errors.DataWarning`, one per kind) about far values, columns
+        that separate the outcome and columns that vary only between tasks: :meth:`messages`."""
+        for message in self.messages():
+            warnings.warn(message, DataWarning, stacklevel=stacklevel + 1)
+
+    def messages(self) -> list[str]:
+        """The text of each warning :meth:`warn` gives, in order: far values, columns that
+        separate the outcome, columns that vary only between tasks (absent kinds left out)."""
+        out = []
+        far = self.far_values()
+        if far:
+            parts = []
+            for name, found in far.items():
+                ref = self.reference(name)
+                shown = []
+                for task_id, n, values in found[:3]:
+                    rows = f"{n}+ rows" if n >= 2 * EXTREMES else f"{n} row{'s' * (n > 1)}"
+                    shown.append(f"task {task_id!r}: {', '.join(map(_fmt, values))} ({rows})")
+                more = f" and {len(found) - 3} more task(s)" if len(found) > 3 else ""
+                parts.append(
+                    f"{name!r} in {'; '.join(shown)}{more} (the column's median "
+                    f"{_fmt(ref[0])}, robust SD {_fmt(ref[1])})"
+                )
+            out.append(
+                f"values far outside the rest of their column, more than {FAR_SD:g} robust SDs "
+                "(scaled median absolute deviations) from its median and from their own task's, "
+                "and on the log scale too for a positive column: " + "; ".join(parts) + ". "
+                "They would be fitted as real measurements: they widen the shared schema's SD "
+                "(the '+1 SD' of every explanation) and flatten the fitted effects. Check them "
+                "for a typo or another unit (an age in months among years, mg/dL among mmol/L); "
+                "correct them or make those cells blank; if they are real, ignore this"
+            )
+        leaks = ", ".join(
+            f"{c!r} ({k} of {self.n_tasks} tasks)" for c, k in self.separating().items()
+        )
+        between = ", ".join(
+            f"{c!r} (e.g. {', '.join(v[:3])})" for c, v in self.between_tasks_only().items()
+        )
+        kinds = [
+            (
+                leaks,
+                f"separate the outcome on their own, almost perfectly (AUROC >= "
+                f"{LEAK_AUROC:g} within a task): a recoding of the outcome, or recorded after it "
+                "(a discharge code, a treatment given because of it)? A model would read it as a "
+                "huge, precisely estimated risk factor. Drop it unless it is known when the "
+                "prediction is made",
+            ),
+            (
+                between,
+                "never vary within a task, only between tasks (a property of the site or "
+                "the study, such as a bed count): no task's own model can estimate their effect, "
+                "and a model pooled over tasks learns it only from the differences between the "
+                f"{self.n_tasks} tasks, so its odds ratio reflects whatever else differs between "
+                "them (site, case mix, outcome), not an effect on patients. Drop them, or describe "
+                "the difference in the task descriptions",
+            ),
+        ]
+        out.extend(f"column(s) {cols} {text}" for cols, text in kinds if cols)
+        return out
+
+
+def check_added_rows(
+    schema: FeatureSchema, tasks: Iterable[Any], *, ratio: float = SCALE_RATIO
+) -> list[str]:
+    """The problems of new tasks' rows against a fitted schema (the check of
+    :meth:`ragim.index.TaskIndex.add`): per task and continuous column, a median that differs
+    from the schema's by ``ratio`` (:data:`~ragim.schema.SCALE_RATIO`) or more while lying
+    outside the schema's fitted range (another unit, as :func:`ragim.schema.scale_gaps` finds
+    between tables), else values more than :data:`~ragim.schema.FAR_SD` SDs from the schema's
+    mean (:meth:`~ragim.schema.FeatureSchema.far_values`). One line per task and column.
+
+    A task whose rows do not match the schema is passed over (fitting it names the problem).
+
+    Raises
+    ------
+    ValidationError
+        When ``schema`` is not fitted.
+    """
+    if not schema.is_fitted:
+        raise ValidationError("check_added_rows needs a fitted schema")
+    out = []
+    for task in tasks:
+        try:
+            X = schema.validate_frame(task.X, where=f"task {task.task_id!r}")
+        except ValidationError:
+            continue  # fitting names what does not match
+        far = schema.far_values(X)
+        for f in schema.features:
+            if f.type != "continuous" or f.name not in schema.medians_:
+                continue
+            v = pd.to_numeric(X[f.name], errors="coerce").to_numpy(dtype=float)
+            v = v[np.isfinite(v)]
+            ref = schema.medians_[f.name]
+            low, high = schema.ranges_.get(f.name, (np.nan, np.nan))
+            unit = f" {f.unit}" if f.unit else ""
+            if v.size >= 5 and ref > 0 and (med := float(np.median(v))) > 0:
+                factor = max(med / ref, ref / med)
+                if factor >= ratio and not low <= med <= high:
+                    way = "larger" if med > ref else "smaller"
+                    out.append(
+                        f"task {task.task_id!r}: {f.name!r} has median {_fmt(med)} against "
+                        f"the index's {_fmt(ref)}{unit} (range {_fmt(low)} to {_fmt(high)}), "
+                        f"{_fmt(factor)} times {way} (another unit)"
+                    )
+                    continue
+            if f.name in far:
+                n, ex = far[f.name]
+                out.append(
+                    f"task {task.task_id!r}: {f.name!r} has {n} value(s) more than {FAR_SD:g} "
+                    f"SDs from the index's mean {_fmt(schema.means_[f.name])}{unit} (SD "
+                    f"{_fmt(schema.scales_[f.name])}), e.g. {', '.join(map(_fmt, ex))}"
+                )
+    return out
+
+
+def warn_added_rows(schema: FeatureSchema, tasks: Sequence[Any], *, stacklevel: int = 2) -> None:
+    """One :class:`~ragim.errors.DataWarning` listing :func:`check_added_rows`; none without
+    problems."""
+    found = check_added_rows(schema, tasks)
+    if found:
+        warnings.warn(
+            "rows of the added task(s) lie far from those the index's schema was fitted on: "
+            + "; ".join(found)
+            + ". Their models are fitted on the index's scale as they are, and later searches "
+            "borrow their effects: convert them to the index's units (or correct them) and add "
+            f"again; {name_some([t.task_id for t in tasks])} can be taken out with remove()",
+            DataWarning,
+            stacklevel=stacklevel + 1,
+        )
+
+
+def _fmt(x: float) -> str:
+    """A number in a message: 4 significant digits."""
+    return f"{x:.4g}"
+
+
+__all__ = [
+    "LEAK_AUROC",
+    "LEAK_MIN_CLASS",
+    "EXTREMES",
+    "SKETCH",
+    "MIN_OWN_ROWS",
+    "Reference",
+    "TrainingRowChecks",
+    "check_added_rows",
+    "far_from",
+    "robust_center",
+    "warn_added_rows",
+]
