@@ -41,7 +41,7 @@ True
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -417,6 +417,26 @@ def warn_added_rows(schema: FeatureSchema, tasks: Sequence[Any], *, stacklevel: 
         )
 
 
+def between_task_terms(constant_terms: Iterable[Mapping[str, float]]) -> list[str]:
+    """The terms constant within every task (each task's
+    :func:`~ragim.models.family.fit_constant_terms`, as index records keep them) that take at
+    least two values across the tasks: terms whose effect only the differences between tasks
+    can show (a site's bed count). The intercept is never one. Sorted by name.
+
+    >>> tasks = [{"beds": 100.0, "age": 60.0}, {"beds": 400.0, "age": 60.0}, {"beds": 250.0}]
+    >>> between_task_terms(tasks)
+    ['beds']
+    """
+    common: set[str] | None = None
+    values: dict[str, set[float]] = {}
+    for terms in constant_terms:
+        keys = {k for k in terms if k != "intercept"}
+        common = keys if common is None else common & keys
+        for k in keys:
+            values.setdefault(k, set()).add(float(terms[k]))
+    return sorted(k for k in common or () if len(values[k]) > 1)
+
+
 def _fmt(x: float) -> str:
     """A number in a message: 4 significant digits."""
     return f"{x:.4g}"
@@ -430,6 +450,7 @@ __all__ = [
     "MIN_OWN_ROWS",
     "Reference",
     "TrainingRowChecks",
+    "between_task_terms",
     "check_added_rows",
     "far_from",
     "robust_center",

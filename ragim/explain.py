@@ -294,10 +294,18 @@ def adaptation_summary(metadata: Mapping[str, Any] | None) -> str | None:
 def model_notes(metadata: Mapping[str, Any] | None) -> list[str]:
     """The lines an explanation shows about where its model came from: how it was adapted
     (:func:`adaptation_summary`), then the index coverage (:func:`coverage_summary`), marked as
-    the zero-shot model's when the model was adapted since."""
+    the zero-shot model's when the model was adapted since, then the terms that vary only
+    between the tasks a generated model learned from (``metadata["between_tasks"]``)."""
     meta = metadata or {}
     adapted = meta.get("source") == "adapted"
     lines = [adaptation_summary(meta), coverage_summary(meta.get("coverage"), adapted=adapted)]
+    between = meta.get("between_tasks")
+    if isinstance(between, list) and between:
+        lines.append(
+            f"varies only between tasks: {', '.join(map(str, between))} (constant within every "
+            "task the model learned from, so the odds ratio is the difference between those "
+            "tasks: sites, case mix; not an effect on patients)"
+        )
     return [line for line in lines if line]
 
 

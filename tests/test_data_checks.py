@@ -200,3 +200,21 @@ def test_bundled_datasets_raise_none_of_the_training_row_warnings(make):
         TaskIndex.build(tasks, embedder="hashing", progress=False)
     new = [str(x.message) for x in w if any(k in str(x.message) for k in NEW_KINDS)]
     assert new == []
+
+
+def test_a_generated_model_marks_a_term_that_varies_only_between_tasks(tmp_path):
+    from ragim import StatisticalGenerator
+
+    beds = dict(zip(SITES, [100, 250, 400, 550, 700, 850], strict=True))
+    index, _ = _build_warnings(_tasks(lambda site, X, y: X.assign(beds=float(beds[site]))))
+    gen = StatisticalGenerator().fit(index, progress=False)
+    assert gen.between_tasks_ == ["beds"]
+    model = gen.generate("Predict sepsis in adults at central hospital")
+    assert model.to_params().metadata["between_tasks"] == ["beds"]
+    assert "varies only between tasks: beds (constant within every task" in str(model.explain())
+    again = StatisticalGenerator.load(gen.save(tmp_path / "gen"))
+    assert again.between_tasks_ == ["beds"]
+    # an ordinary index marks nothing
+    plain = StatisticalGenerator().fit(_build_warnings(_tasks())[0], progress=False)
+    assert plain.between_tasks_ == []
+    assert "between_tasks" not in plain.generate("Predict sepsis").to_params().metadata

@@ -90,6 +90,7 @@ from threadpoolctl import threadpool_limits
 from ragim.adaptation_policy import MIN_TASKS, AdaptationPolicy, ValidationCase, calibrate
 from ragim.canonical import canonical_id
 from ragim.checks import check_bool, check_fields, check_int, check_number, setting
+from ragim.data_checks import between_task_terms
 from ragim.errors import (
     ArtifactError,
     DataWarning,
@@ -566,6 +567,7 @@ class StatisticalGenerator(Generator):
     def __init__(self, config: StatisticalConfig | None = None, **overrides: Any):
         self.config = config_with(StatisticalConfig, config, overrides)
         self.fitted_: _Fitted | None = None
+        self.between_tasks_: list[str] = []  # terms constant within every task it learned from
 
     # ------------------------------------------------------------------ fit
     def fit(self, index, *, progress: bool = True) -> StatisticalGenerator:
@@ -602,6 +604,9 @@ class StatisticalGenerator(Generator):
             leave=False,
         )
         record_fit_state(self, index)
+        self.between_tasks_ = between_task_terms(
+            index.record(t.task_id).get("constant_terms") or {} for t in tasks
+        )
         self.pooled_, self.center_, self.pooled_var_, self.pooled_corr_ = _pooled_fit_with_variance(
             index, tasks, cfg.pooled_rows, rng
         )
@@ -995,6 +1000,7 @@ class StatisticalGenerator(Generator):
                 },
                 "provenance": self._provenance(fitted, prov[qi], vectors[qi], k),
                 **({"unavailable": unavailable} if unavailable else {}),
+                **({"between_tasks": self.between_tasks_} if self.between_tasks_ else {}),
                 "adaptation_policy": policy,
             }
             out.append(
@@ -1133,6 +1139,7 @@ class StatisticalGenerator(Generator):
             "cv": self.cv_,
             "interval_scale": self.interval_scale_,
             "adaptation_policy": self.adaptation_policy_.to_dict(),
+            "between_tasks": self.between_tasks_,
         }
         files = {
             "config.json": json_bytes(asdict(self.config)),
@@ -1184,6 +1191,7 @@ class StatisticalGenerator(Generator):
             gen.groups_ = {g: [int(c) for c in cols] for g, cols in state["groups"].items()}
             gen.stack_, gen.cv_ = state["stack"], state["cv"]
             gen.interval_scale_ = float(state["interval_scale"])
+            gen.between_tasks_ = [str(t) for t in state.get("between_tasks", [])]  # absent before
             gen.pooled_, gen.center_ = arrays["pooled"], arrays["center"]
             gen.pooled_var_ = arrays.get(
                 "pooled_var", np.zeros_like(gen.pooled_)
