@@ -81,9 +81,16 @@ def robust_center(values: np.ndarray, weights: np.ndarray | None = None) -> tupl
     (3.0, 1.4826)
     """
     v = np.asarray(values, dtype=float)
-    w = np.ones_like(v) if weights is None else np.asarray(weights, dtype=float)
     if v.size == 0:
         return float("nan"), 0.0
+    if weights is None:
+        center = float(np.median(v))
+        mad = float(np.median(np.abs(v - center)))
+        if mad > 0:
+            return center, 1.4826 * mad
+        q1, q3 = np.percentile(v, [25, 75])
+        return center, max(0.0, float(q3 - q1) / 1.349)
+    w = np.asarray(weights, dtype=float)
     center = _weighted_quantile(v, w, 0.5)
     mad = _weighted_quantile(np.abs(v - center), w, 0.5)
     if mad > 0:
@@ -147,16 +154,39 @@ def far_from(
     return far
 
 
-def _auroc(score: np.ndarray, y: np.ndarray) -> float:
-    """The AUROC of ``score`` for ``y`` (ties count half); NaN without both classes."""
-    from scipy.stats import rankdata
+def _auroc(score: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The AUROC of ``score`` (n,) or of each column of ``score`` (n, k) for ``y`` (ties count
+    half: the Mann-Whitney U over both class sizes); NaN without both classes."""
+    score = np.asarray(score, dtype=float)
+    flat = score.ndim == 1
+    score = score[:, None] if flat else score
+    pos, neg = y == 1, y == 0
+    n1, n0 = int(pos.sum()), int(neg.sum())
+    out = np.full(score.shape[1], np.nan)
+    if n1 and n0:
+        for j in range(score.shape[1]):
+            negatives = np.sort(score[neg, j])
+            below = np.searchsorted(negatives, score[pos, j], side="left")
+            upto = np.searchsorted(negatives, score[pos, j], side="right")
+            out[j] = float((below + upto).sum()) / (2 * n1 * n0)
+    return out[0] if flat else out
 
-    n1 = int(y.sum())
-    n0 = y.size - n1
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    ranks = rankdata(score)
-    return float((ranks[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+def _numbers(X: pd.DataFrame, columns: list[Any]) -> np.ndarray:
+    """The columns of ``X`` as floats (n, k), text that is not a number as NaN."""
+    if len(columns) == X.shape[1]:  # every column: one conversion, no column lookups
+        try:
+            return X.to_numpy(dtype=float, na_value=np.nan)[:, X.columns.get_indexer(columns)]
+        except (TypeError, ValueError):
+            pass
+    out = np.empty((len(X), len(columns)))
+    for j, c in enumerate(columns):
+        s = X[c]
+        try:
+            out[:, j] = s.to_numpy(dtype=float, na_value=np.nan)
+        except (TypeError, ValueError):
+            out[:, j] = pd.to_numeric(s, errors="coerce").to_numpy(dtype=float)
+    return out
 
 
 class TrainingRowChecks:
@@ -190,38 +220,56 @@ class TrainingRowChecks:
         self.n_tasks += 1
         y = np.asarray(task.y).astype(int)
         cols = {canonical_text(str(c)): c for c in task.X.columns}
-        for name, ftype in self.types.items():
-            if name not in cols:
-                continue
-            s = task.X[cols[name]]
-            if ftype == "categorical":
-                codes = pd.Series(
-                    [None if pd.isna(v) else canonical_level(v) for v in s.to_numpy(dtype=object)]
-                )
-                seen = set(codes.dropna())
-                n_obs = int(codes.notna().sum())
-                score = codes.fillna("").map(pd.Series(y).groupby(codes.fillna("")).mean())
-                score, yy = score.to_numpy(dtype=float), y
+        names = [n for n in self.types if n in cols]
+        numeric = [n for n in names if self.types[n] != "categorical"]
+        M = _numbers(task.X, [cols[n] for n in numeric])
+        finite = np.isfinite(M)
+        full = []  # varying columns without blanks: ranked together
+        for j, name in enumerate(numeric):
+            ok = finite[:, j]
+            v = M[ok, j]
+            if self.types[name] == "continuous" and v.size:
+                self._summarise(name, task.task_id, np.sort(v))
+            if v.size and v.min() < v.max():
+                if ok.all():
+                    full.append(j)
+                else:
+                    self._varied(name, v, y[ok])
             else:
-                num = pd.to_numeric(s, errors="coerce").to_numpy(dtype=float)
-                ok = np.isfinite(num)
-                seen = {canonical_level(float(v)) for v in np.unique(num[ok])[:2]}
-                n_obs = int(ok.sum())
-                score, yy = num[ok], y[ok]
-                if ftype == "continuous" and ok.any():
-                    self._summarise(name, task.task_id, np.sort(num[ok]))
+                self._constant(name, {canonical_level(float(v[0]))} if v.size else set(), v.size)
+        if full:
+            self._varied([numeric[j] for j in full], M[:, full], y)
+        for name in names:
+            if self.types[name] != "categorical":
+                continue
+            raw = task.X[cols[name]].to_numpy(dtype=object)
+            codes = pd.Series([None if pd.isna(v) else canonical_level(v) for v in raw])
+            seen = set(codes.dropna())
             if len(seen) > 1:
-                self._varies.add(name)
-                n1 = int(yy.sum())
-                if min(n1, yy.size - n1) < LEAK_MIN_CLASS:
-                    continue
-                auc = _auroc(score, yy)
-                if max(auc, 1 - auc) >= LEAK_AUROC:
-                    self._separates[name] += 1
-            elif n_obs > 1 and name not in self._varies:
-                self._constant_in[name] += 1
-                if len(self._values[name]) < 3:
-                    self._values[name] |= seen
+                levels = codes.fillna("")
+                score = levels.map(pd.Series(y).groupby(levels).mean()).to_numpy(dtype=float)
+                self._varied(name, score, y)
+            else:
+                self._constant(name, seen, int(codes.notna().sum()))
+
+    def _varied(self, names: str | list[str], score: np.ndarray, y: np.ndarray) -> None:
+        """Columns that vary in a task, with their scores (one column, or one per name): counted
+        as separating the outcome where their AUROC alone is at least :data:`LEAK_AUROC`."""
+        names = [names] if isinstance(names, str) else names
+        self._varies.update(names)
+        n1 = int(y.sum())
+        if min(n1, y.size - n1) < LEAK_MIN_CLASS:
+            return
+        for name, auc in zip(names, np.atleast_1d(_auroc(score, y)), strict=True):
+            if max(auc, 1 - auc) >= LEAK_AUROC:
+                self._separates[name] += 1
+
+    def _constant(self, name: str, seen: set[str], n_obs: int) -> None:
+        """A column with one value (``seen``) in the ``n_obs`` rows of a task that have one."""
+        if n_obs > 1 and name not in self._varies:
+            self._constant_in[name] += 1
+            if len(self._values[name]) < 3:
+                self._values[name] |= seen
 
     def _summarise(self, name: str, task_id: str, v: np.ndarray) -> None:
         n = v.size
