@@ -32,6 +32,7 @@ from dataclasses import field, fields
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.utils import check_scalar
 
 from ragim.errors import ValidationError
@@ -279,4 +280,82 @@ def config_from(
     return cls(**{**base, **changes})
 
 
-__all__ = ["check_bool", "check_fields", "check_int", "check_number", "config_from", "setting"]
+def misaligned_labels(X: Any, y: Any) -> list[str]:
+    """The problem, if any, of outcomes ``y`` paired with a patient table ``X``: a pandas
+    Series whose index holds ``X``'s row labels in another order.
+
+    ragim pairs ``X`` and ``y`` by position, as scikit-learn does; such a ``y`` (say ``X``
+    was shuffled, sorted or filtered after ``y`` was taken from it) would put each outcome on
+    another patient's row. An index equal to ``X``'s passes, and so do plain arrays and
+    lists, and a Series whose labels are not ``X``'s (``X``'s index was reset): those pair by
+    position, as given.
+
+    Parameters
+    ----------
+    X : the patient table, shape (n, p); only a pandas DataFrame has labels to compare.
+    y : the outcomes, shape (n,).
+
+    Returns
+    -------
+    list of str
+        Empty, or one problem, in the words :class:`~ragim.Task` and the estimators use.
+
+    Examples
+    --------
+    >>> X = pd.DataFrame({"age": [50, 60, 70]}, index=[10, 11, 12])
+    >>> misaligned_labels(X, pd.Series([0, 1, 1], index=[10, 11, 12]))
+    []
+    >>> misaligned_labels(X, pd.Series([0, 1, 1], index=[12, 10, 11]))[0][:44]
+    "y is a pandas Series whose index holds X's r"
+    """
+    if not (isinstance(X, pd.DataFrame) and isinstance(y, pd.Series)) or len(X) != len(y):
+        return []
+    if y.index.equals(X.index) or not (y.index.is_unique and X.index.is_unique):
+        return []
+    if set(y.index) != set(X.index):
+        return []  # other labels (e.g. X's index was reset): matched by position, as given
+    return [
+        "y is a pandas Series whose index holds X's row labels in another order; rows are "
+        "matched by position, so align them first (y = y.loc[X.index]) or pass y.to_numpy()"
+    ]
+
+
+def check_aligned_labels(X: Any, y: Any) -> None:
+    """Refuse outcomes ``y`` that :func:`misaligned_labels` finds paired with the wrong rows.
+
+    Parameters
+    ----------
+    X : the patient table, shape (n, p).
+    y : the outcomes, shape (n,).
+
+    Raises
+    ------
+    ValidationError
+        One line, when ``y`` is a pandas Series whose index holds ``X``'s row labels in
+        another order.
+
+    Examples
+    --------
+    >>> X = pd.DataFrame({"age": [50, 60]}, index=["a", "b"])
+    >>> check_aligned_labels(X, pd.Series([1, 0], index=["b", "a"]))
+    Traceback (most recent call last):
+    ...
+    ragim.errors.ValidationError: y is a pandas Series whose index holds X's row labels in \
+another order; rows are matched by position, so align them first (y = y.loc[X.index]) or \
+pass y.to_numpy()
+    """
+    problems = misaligned_labels(X, y)
+    if problems:
+        raise ValidationError(problems[0])
+
+
+__all__ = [
+    "check_aligned_labels",
+    "check_bool",
+    "check_fields",
+    "check_int",
+    "check_number",
+    "config_from",
+    "misaligned_labels",
+    "setting",
+]

@@ -78,6 +78,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ragim.adaptation import EVIDENCE_MARGIN, ORDER, adapt, recalibration
 from ragim.adaptation_policy import AdaptationPolicy
 from ragim.canonical import canonical_level
+from ragim.checks import check_aligned_labels
 from ragim.errors import AdaptationWarning, DataWarning, ValidationError
 from ragim.models.base import BinaryClassifierTags, check_binary_targets, json_label
 from ragim.models.logistic import constant_terms
@@ -184,8 +185,9 @@ def adapt_prior(
     Raises
     ------
     ValidationError
-        When the rows give non-finite features, ``design`` has the wrong shape or
-        ``adaptation`` is unknown.
+        When the rows give non-finite features, ``design`` has the wrong shape,
+        ``adaptation`` is unknown or ``y01`` is a pandas Series whose index holds ``X``'s
+        row labels in another order (:func:`ragim.checks.check_aligned_labels`).
 
     Examples
     --------
@@ -197,6 +199,7 @@ def adapt_prior(
     >>> report["chosen"], bool(params.intercept > -2.0)   # far more events than the prior expects
     ('intercept', True)
     """
+    check_aligned_labels(X, y01)
     if design is None:
         D = design_matrix(prior.kind, prior.schema, X)
     else:
@@ -449,7 +452,9 @@ class ZeroShotClassifier(BinaryClassifierTags, ClassifierMixin, BaseEstimator):
         Raises
         ------
         ValidationError
-            Bad rows or labels (one line naming the problem); rows of one class with labels
+            Bad rows or labels (one line naming the problem; a pandas ``y`` whose index holds
+            ``X``'s row labels in another order among them, since rows pair by position:
+            :func:`ragim.checks.check_aligned_labels`); rows of one class with labels
             other than 0/1 and no ``classes``; ``classes`` that are not two labels holding
             every label of ``y``, or that name another event than ``pos_label`` or than 1.
 
@@ -476,6 +481,7 @@ class ZeroShotClassifier(BinaryClassifierTags, ClassifierMixin, BaseEstimator):
                 f"one loaded with StatisticalGenerator.load(path)), got "
                 f"{type(self.generator).__name__}"
             )
+        check_aligned_labels(X, y)  # before the frame's index is reset
         schema = None if self.index is None else self.index.schema
         frame = None if X is None else self._as_frame(X, schema, reset=True)
         if frame is not None and len(frame) == 0:

@@ -39,7 +39,7 @@ from ragim.canonical import (
     is_missing,
     strip_invisible,
 )
-from ragim.checks import check_number
+from ragim.checks import check_number, misaligned_labels
 from ragim.errors import ArtifactError, DataWarning, ValidationError
 from ragim.params import ModelParams
 from ragim.schema import FeatureSchema
@@ -47,22 +47,6 @@ from ragim.schema import FeatureSchema
 DEFAULT_MIN_ROWS = 2
 DEFAULT_MIN_PER_CLASS = 1
 FORMAT = "ragim.task-collection"
-
-
-def _misaligned_labels(X: Any, y: Any) -> list[str]:
-    """The problem of a pandas ``y`` whose index holds ``X``'s row labels in another order:
-    rows are matched by position (as scikit-learn does), so each outcome would land on
-    another patient's row."""
-    if not (isinstance(X, pd.DataFrame) and isinstance(y, pd.Series)) or len(X) != len(y):
-        return []
-    if y.index.equals(X.index) or not (y.index.is_unique and X.index.is_unique):
-        return []
-    if set(y.index) != set(X.index):
-        return []  # other labels (e.g. X's index was reset): matched by position, as given
-    return [
-        "y is a pandas Series whose index holds X's row labels in another order; rows are "
-        "matched by position, so align them first (y = y.loc[X.index]) or pass y.to_numpy()"
-    ]
 
 
 @dataclass
@@ -107,7 +91,7 @@ class Task:
                     DataWarning,
                     stacklevel=3,
                 )
-        misaligned = _misaligned_labels(self.X, self.y)
+        misaligned = misaligned_labels(self.X, self.y)
         self.y = _labels_as_numbers(self.y)
         problems = self.structural_problems() + misaligned
         if self.oracle_params is not None and (

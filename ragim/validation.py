@@ -39,7 +39,7 @@ import pandas as pd
 from scipy.optimize import brentq
 from scipy.special import expit, logit
 
-from ragim.checks import check_int, check_number
+from ragim.checks import check_aligned_labels, check_int, check_number
 from ragim.errors import IntervalWarning, ValidationError
 from ragim.metrics import EPS, expected_calibration_error, task_metrics
 from ragim.params import ModelParams
@@ -303,7 +303,8 @@ def score_predictions(
     level : the confidence level of the intervals.
     seed : seed of the resampling.
     n_bins : ECE bins (equal-width, as in :func:`ragim.metrics.expected_calibration_error`).
-    X : the patients' features, one row per outcome (optional): given, rows that repeat
+    X : the patients' features, one row per outcome (optional; a pandas ``y_true`` whose
+        index holds its row labels in another order is refused): given, rows that repeat
         another exactly (every feature and the outcome) warn when there are many, since the
         CIs resample each copy as another patient (:func:`ragim.rows.warn_repeated_rows`;
         leave it out when the rows have distinct patient ids).
@@ -330,6 +331,7 @@ def score_predictions(
         With ``X``, when many rows are exact copies of another
         (:func:`ragim.rows.warn_repeated_rows`).
     """
+    check_aligned_labels(X, y_true)
     y = np.asarray(y_true, dtype=float).reshape(-1)
     p = np.asarray(y_prob, dtype=float).reshape(-1)
     if X is not None:
@@ -435,7 +437,9 @@ def adapt_params(
     params : the model to adapt (logistic or GAM).
     X : the local patients, the model's feature columns.
     y : their outcomes, shape (len(X),): 0/1 in any form (1, 1.0, "1", True), or any two
-        labels with ``pos_label``.
+        labels with ``pos_label``; paired with ``X`` by position, so a pandas Series whose
+        index holds ``X``'s row labels in another order is refused
+        (:func:`ragim.checks.check_aligned_labels`).
     adaptation : "auto", "recalibrate", "prior", "map", "intercept" or "zero-shot".
     pos_label : the label of ``y`` that marks the event (needed for labels such as
         "yes"/"no").
@@ -480,6 +484,7 @@ def adapt_params(
         raise ValidationError(f"adaptation must be one of {['auto', *ORDER]}, got {adaptation!r}")
     if len(X) == 0:
         raise ValidationError("cannot adapt on zero rows")
+    check_aligned_labels(X, y)
     y = np.asarray(y)
     if y.shape != (len(X),):
         raise ValidationError(

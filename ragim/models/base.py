@@ -31,6 +31,7 @@ from scipy.special import expit, log_expit
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
+from ragim.checks import check_aligned_labels
 from ragim.errors import ValidationError
 from ragim.models.family import FAMILIES, ModelFamily, load_plugin_families, register_family
 from ragim.params import ModelParams
@@ -220,6 +221,13 @@ class BinaryClassifierTags:
         tags.classifier_tags.multi_class = False
         return tags
 
+    def score(self, X, y, sample_weight=None) -> float:
+        """Mean accuracy on ``(X, y)``, as scikit-learn's; a pandas ``y`` whose index holds
+        ``X``'s row labels in another order is refused (:func:`ragim.checks.check_aligned_labels`),
+        since rows pair by position."""
+        check_aligned_labels(X, y)
+        return super().score(X, y, sample_weight=sample_weight)
+
 
 class InterpretableModel(BinaryClassifierTags):
     """Mixin: a binary classifier whose fitted state is ``params_`` (a ModelParams).
@@ -237,6 +245,7 @@ class InterpretableModel(BinaryClassifierTags):
             raise ValueError(
                 f"{type(self).__name__} requires y to be passed, but the target y is None"
             )
+        check_aligned_labels(X, y)
         if isinstance(X, pd.DataFrame):
             Xdf = X.set_axis([str(c) for c in X.columns], axis=1)
             named = True
