@@ -263,8 +263,8 @@ def score(
         make_parent(png)
         fig.savefig(png, dpi=120, bbox_inches="tight")
         result["png"] = str(png)
-    if as_json:
-        echo_json(result)
+    if as_json:  # inf spelt out: JSON null is kept for a value that could not be computed
+        echo_json({**result, "metrics": _spelt_infinities(result["metrics"])})
         return
     m = result["metrics"]
     rows_out = [
@@ -287,6 +287,16 @@ def score(
             else "; --png FILE draws the calibration plot"
         ),
     )
+
+
+def _spelt_infinities(metrics: dict) -> dict:
+    """The scores with ``inf`` and ``-inf`` as the strings "inf" and "-inf" (a slope where the
+    risks separate the outcomes, an unbounded CI end), so that ``--json`` tells them from NaN,
+    which becomes null."""
+    return {
+        k: {f: _number(x) if isinstance(x, float) and math.isinf(x) else x for f, x in v.items()}
+        for k, v in metrics.items()
+    }
 
 
 def _number(v: float) -> str:

@@ -8,8 +8,9 @@ module is what ``ragim score`` and ``ragim adapt`` run:
   AUROC, log-loss, Brier score and ECE (:func:`ragim.metrics.task_metrics`), and the
   calibration slope and intercept (:func:`calibration_slope_intercept`). Each CI says how
   many resamples it rests on, and an :class:`ragim.errors.IntervalWarning` says when that
-  is under :data:`MIN_BOOT_SHARE` of those asked for, when the CI is unbounded or when it
-  does not contain its own estimate.
+  is under :data:`MIN_BOOT_SHARE` of those asked for, when the CI is unbounded, when it
+  does not contain its own estimate, or (one warning for all of them) when there are fewer
+  than :data:`MIN_CLASS_FOR_CI` events or non-events for a bootstrap to resample.
 * :func:`adapt_params`: the generated model adapted to the local rows with
   :class:`ragim.ZeroShotClassifier`'s few-shot adaptation (by default the evidence chooses
   between keeping it, an intercept shift, a recalibration and a MAP refit), with the given
@@ -57,6 +58,12 @@ SCORES = {
 #: the share of the requested bootstrap resamples that must give a metric a value; below it
 #: :func:`score_predictions` warns (:class:`ragim.errors.IntervalWarning`)
 MIN_BOOT_SHARE = 0.9
+
+#: the fewest patients of each outcome for which :func:`score_predictions` reads its bootstrap
+#: intervals as intervals: with fewer events (or non-events), every resample holds the same few
+#: copied again and again, so the percentiles describe those patients, not the ward; every CI
+#: is then marked and one :class:`ragim.errors.IntervalWarning` says why
+MIN_CLASS_FOR_CI = 10
 
 _LABELS = {
     "auroc": "AUROC",
@@ -319,14 +326,18 @@ def score_predictions(
         :func:`batch_scores` over the resamples; NaN when undefined, e.g. AUROC with one
         class, or with fewer than 2 resamples), ``n_boot`` (the resamples in which it had a
         value: the CI rests on these) and ``ci_warning`` (None, or why the CI is not what
-        its level claims).
+        its level claims). The top-level ``ci_warning``: None, or why no CI is valid (fewer
+        than :data:`MIN_CLASS_FOR_CI` patients of one outcome).
 
     Warns
     -----
     IntervalWarning
         For each metric with a value whose CI rests on fewer than :data:`MIN_BOOT_SHARE` of
         the ``n_boot`` resamples, is unbounded, or does not contain that value (the same
-        text as its ``ci_warning``).
+        text as its ``ci_warning``); and once, naming every metric, when fewer than
+        :data:`MIN_CLASS_FOR_CI` patients have the rarer outcome: every resample repeats
+        those few, so the percentiles describe them rather than the patients' spread, and
+        each metric's ``ci_warning`` marks its CI as not valid.
     DataWarning
         With ``X``, when many rows are exact copies of another
         (:func:`ragim.rows.warn_repeated_rows`).
@@ -362,6 +373,7 @@ def score_predictions(
             draws[k].append(v)
     alpha = (1 - level) / 2
     pct = f"{100 * level:g}%"
+    few = _few_outcomes(y, n_boot, drawn, kept, point)
     metrics = {}
     for k, v in point.items():
         d = np.sort(np.concatenate(draws[k])) if draws[k] else np.empty(0)
@@ -394,6 +406,8 @@ def score_predictions(
                 )
         for note in notes:
             warnings.warn(note, IntervalWarning, stacklevel=2)
+        if few and k in few["metrics"]:
+            notes.append(f"{_LABELS[k]}: {few['short']}")
         metrics[k] = {
             "value": v,
             "ci_low": lo,
@@ -401,6 +415,8 @@ def score_predictions(
             "n_boot": int(d.size),
             "ci_warning": "; ".join(notes) or None,
         }
+    if few:
+        warnings.warn(few["text"], IntervalWarning, stacklevel=2)
     return {
         "n": int(y.size),
         "n_positive": int(y.sum()),
@@ -409,7 +425,39 @@ def score_predictions(
         "n_boot_requested": int(n_boot),
         "n_boot_redrawn": int(drawn - kept) if both else 0,
         "level": float(level),
+        "ci_warning": few["text"] if few else None,
         "metrics": metrics,
+    }
+
+
+def _few_outcomes(
+    y: np.ndarray, n_boot: int, drawn: int, kept: int, point: dict[str, float]
+) -> dict[str, Any] | None:
+    """Why no bootstrap CI of :func:`score_predictions` means what it says when the rarer
+    outcome has fewer than :data:`MIN_CLASS_FOR_CI` patients: ``text`` (the one warning),
+    ``short`` (each metric's mark) and ``metrics`` (those with a value); None otherwise."""
+    n_event = int(y.sum())
+    n_rare = min(n_event, y.size - n_event)
+    if not n_boot or n_rare == 0 or n_rare >= MIN_CLASS_FOR_CI:
+        return None
+    noun = ("event" if n_rare == n_event else "non-event") + ("" if n_rare == 1 else "s")
+    them = "that patient" if n_rare == 1 else "those patients"
+    lacked = "lacked that patient" if n_rare == 1 else "held none of them"
+    keys = [k for k, v in point.items() if not math.isnan(v)]
+    names = [_LABELS[k] for k in keys]
+    where = f"{n_rare} {noun} in {y.size} patients"
+    redrawn = drawn - kept
+    return {
+        "metrics": keys,
+        "short": f"rests on {where}, too few for a bootstrap interval (fewer than "
+        f"{MIN_CLASS_FOR_CI}); not a valid CI",
+        "text": f"{where}: too few for a bootstrap interval of "
+        + (", ".join(names[:-1]) + " or " if len(names) > 1 else "")
+        + names[-1]
+        + f" (fewer than {MIN_CLASS_FOR_CI} {noun.removesuffix('s')}s): the resamples can only "
+        f"repeat {them}"
+        + (f", and {redrawn} of {drawn} {lacked} and were drawn again" if redrawn else "")
+        + "; those CIs are marked and are not valid CIs; score on more patients",
     }
 
 
@@ -515,6 +563,7 @@ def adapt_params(
 
 __all__ = [
     "MIN_BOOT_SHARE",
+    "MIN_CLASS_FOR_CI",
     "SCORES",
     "adapt_params",
     "batch_scores",

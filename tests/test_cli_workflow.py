@@ -379,7 +379,7 @@ def test_score_of_a_harmful_model_counts_its_resamples_and_flags_its_intervals(r
     out = _json(*args, "--n-boot", 400)
     slope = out["metrics"]["calibration_slope"]
     assert slope["value"] < 0 and slope["n_boot"] == 400  # separated resamples count (-inf)
-    assert slope["ci_low"] is None and slope["ci_high"] < 0  # unbounded below: JSON null
+    assert slope["ci_low"] == "-inf" and slope["ci_high"] < 0  # unbounded below, spelt out
     assert "unbounded" in slope["ci_warning"]
     assert any(w.startswith("calibration slope: in ") for w in out["warnings"])
     assert all(m["n_boot"] == 400 for m in out["metrics"].values())
@@ -387,6 +387,30 @@ def test_score_of_a_harmful_model_counts_its_resamples_and_flags_its_intervals(r
     line = next(ln for ln in text.splitlines() if ln.startswith("calibration slope"))
     assert "-inf to" in line and " *" in line
     assert "*: not a plain 95% CI, see the warning" in text
+
+
+
+def test_score_marks_every_interval_of_a_file_with_one_event(root, tmp_path):
+    """One patient with the outcome: each CI is starred in the table and marked in --json, and
+    one warning says why; an infinite slope is "inf" in --json (null is not computable)."""
+    d = root["path"]
+    rows = pd.read_csv(d / "validate.csv")
+    X, _, _ = _frame(d, "validate.csv")
+    p = model_from_params(ModelParams.load(d / "m0")).predict_proba(X)[:, 1]
+    one = rows.assign(cad=(np.arange(len(rows)) == np.argmax(p)).astype(int))  # top risk
+    one.to_csv(tmp_path / "one.csv", index=False)
+    args = ("score", d / "m0", "--rows", tmp_path / "one.csv", "--outcome", "cad", "--n-boot", 200)
+    out = _json(*args)
+    why = f"1 event in {len(rows)} patients: too few for a bootstrap interval of AUROC"
+    assert out["ci_warning"].startswith(why)
+    assert sum(w.startswith(why) for w in out["warnings"]) == 1
+    assert all("too few for a bootstrap interval" in m["ci_warning"] for m in out["metrics"].values())
+    slope = out["metrics"]["calibration_slope"]
+    assert slope["value"] == slope["ci_low"] == slope["ci_high"] == "inf"  # separated: inf, not null
+    text = _ok(*args)
+    for name in ("AUROC", "calibration intercept"):
+        line = next(ln for ln in text.splitlines() if ln.startswith(name))
+        assert line.rstrip().endswith(" *") or " * " in line, line
 
 
 # ---------------------------------------------------------------------- adapt

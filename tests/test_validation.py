@@ -14,6 +14,7 @@ from ragim.params import ModelParams, design_matrix
 from ragim.rows import read_rows
 from ragim.schema import Feature, FeatureSchema
 from ragim.validation import (
+    MIN_CLASS_FOR_CI,
     adapt_params,
     batch_scores,
     calibration_slope_intercept,
@@ -311,3 +312,46 @@ def test_an_interval_that_misses_its_estimate_is_flagged():
     assert any(str(w.message).startswith("ECE: its 95% percentile bootstrap CI") for w in caught)
     assert m["value"] == pytest.approx(0.0) and m["ci_low"] > 0
     assert "does not contain its value" in m["ci_warning"] and "lie above it" in m["ci_warning"]
+
+
+def test_too_few_events_mark_every_interval_with_one_warning():
+    """One event in 61 patients: every resample repeats that one patient (and those without
+    it are drawn again), so the AUROC's "1.000 to 1.000" and every other percentile interval
+    describe one patient, not the ward. Each CI is marked and one warning says why."""
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.05, 0.6, 61)
+    y = np.zeros(61, int)
+    y[np.argmax(p)] = 1
+    with pytest.warns(IntervalWarning) as caught:
+        s = score_predictions(y, p, n_boot=300, seed=0)
+    few = [str(w.message) for w in caught if "too few for a bootstrap" in str(w.message)]
+    assert len(few) == 1 and few[0] == s["ci_warning"]
+    assert few[0].startswith(
+        "1 event in 61 patients: too few for a bootstrap interval of AUROC, log-loss, Brier "
+        "score, ECE, calibration slope or calibration intercept (fewer than 10 events)"
+    )
+    assert f"{s['n_boot_redrawn']} of " in few[0]  # the resamples without the event, counted
+    auroc = s["metrics"]["auroc"]
+    assert auroc["value"] == auroc["ci_low"] == auroc["ci_high"] == 1.0
+    for k, m in s["metrics"].items():
+        assert "rests on 1 event in 61 patients, too few for a bootstrap interval" in m["ci_warning"], k
+
+
+def test_too_few_non_events_mark_the_intervals_too():
+    y, p = _sample(200, seed=2)
+    y = np.ones(200, int)
+    y[np.argsort(p)[:3]] = 0  # 3 non-events, the lowest risks
+    with pytest.warns(IntervalWarning, match="^3 non-events in 200 patients: too few"):
+        s = score_predictions(y, p, n_boot=200, seed=0)
+    assert "rests on 3 non-events in 200 patients" in s["metrics"]["calibration_intercept"]["ci_warning"]
+
+
+def test_enough_events_leave_the_intervals_unmarked():
+    """The rule is a count: MIN_CLASS_FOR_CI events and non-events give plain intervals."""
+    y, p = _sample(400, seed=3)
+    y[:] = 0
+    y[np.random.default_rng(1).choice(400, MIN_CLASS_FOR_CI, replace=False)] = 1  # 10 events
+    s = score_predictions(y, p, n_boot=200, seed=0)
+    assert s["n_positive"] == MIN_CLASS_FOR_CI and s["ci_warning"] is None
+    assert all("too few for a bootstrap" not in (m["ci_warning"] or "") for m in s["metrics"].values())
+    assert score_predictions(y, p, n_boot=0)["ci_warning"] is None  # no intervals, no mark
