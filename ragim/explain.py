@@ -98,7 +98,8 @@ def explain_params(
 
 # ---------------------------------------------------------------------- helpers
 def _jsonable(x: Any) -> Any:
-    """Recursively convert to JSON-safe Python (non-finite floats become None)."""
+    """Recursively convert to JSON-safe Python: NaN becomes None, and inf and -inf the strings
+    "inf" and "-inf" (a GAM's open end bins), so that they are not read as not computable."""
     if isinstance(x, Mapping):
         return {str(k): _jsonable(v) for k, v in x.items()}
     if isinstance(x, list | tuple | np.ndarray):
@@ -106,6 +107,8 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, np.generic):
         x = x.item()
     if isinstance(x, float):
+        if math.isinf(x):
+            return "inf" if x > 0 else "-inf"
         return x if math.isfinite(x) else None
     if x is None or isinstance(x, bool | int | str):
         return x
@@ -411,8 +414,10 @@ class GlobalExplanation(_Explanation):
     (:func:`ragim.models.logistic_family.term_effects`).
 
     GAM rows: one per feature × bin: feature, label, type, term, bin, bin_label (the bin in
-    words), is_missing_bin, bin_low/bin_high (continuous), midpoint, score (log-odds), std,
-    ci_low/ci_high, odds_ratio, unit.
+    words), is_missing_bin, bin_low/bin_high (a continuous feature's bin holds the values
+    ``bin_low <= x < bin_high``; the first bin's bin_low is -inf and the last's bin_high inf,
+    as their names say; NaN for other features and the missing bin), midpoint (a value to plot
+    the bin at), score (log-odds), std, ci_low/ci_high, odds_ratio, unit.
 
     :meth:`table` gives the rows a reader needs (categorical levels against their reference,
     missing-value indicators folded, largest first); :meth:`plot` and the CLI draw from it.

@@ -62,10 +62,15 @@ def coefficients_frame(params: ModelParams) -> pd.DataFrame:
     effect the data cannot estimate (the ``change`` column says why). ``model_coef`` and
     ``model_std`` are the model's own parameters (a level's one-hot coefficient), which
     rebuild it: ``ModelParams.from_dict(kind, schema, dict(zip(term, model_coef)))``.
-    GAM: one row per bin (feature, label, bin, bin_label, score, std, ci_low, ci_high,
-    odds_ratio) plus or_ci_low / or_ci_high. Intervals are ± 1.96 std, NaN when
-    ``params.std`` is None. The intercept row is the model's intercept parameter (the log-odds
-    when every design column is 0); it has no odds ratio, so its odds-ratio columns are NaN.
+    GAM: one row per bin (feature, label, bin, bin_label, is_missing_bin, bin_low, bin_high,
+    midpoint, score, std, ci_low, ci_high, odds_ratio) plus or_ci_low / or_ci_high. A
+    continuous feature's bin holds the values ``bin_low <= x < bin_high``: the first bin's
+    bin_low is -inf and the last's bin_high inf (the CSV writes ``-inf`` / ``inf``), as the
+    bins' names (``age[-inf..45]``) say, so every value falls in exactly one bin; midpoint is
+    a value to plot the bin at. Other features' bins, and the missing bin, have NaN bounds.
+    Intervals are ± 1.96 std, NaN when ``params.std`` is None. The intercept row is the
+    model's intercept parameter (the log-odds when every design column is 0); it has no odds
+    ratio, so its odds-ratio columns are NaN.
 
     Raises
     ------

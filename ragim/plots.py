@@ -173,6 +173,21 @@ def plot_shape_functions(
     return fig
 
 
+def _drawn_edges(body: pd.DataFrame) -> np.ndarray:
+    """A continuous feature's bin edges to draw: its bins' bounds, with the open ends (-inf,
+    inf) cut one half-bin past the outer bins' midpoints."""
+    edges = np.append(body["bin_low"].to_numpy(float), float(body["bin_high"].iloc[-1]))
+    mids = body["midpoint"].to_numpy(float)
+    if len(edges) == 2:  # one bin, open at both ends
+        w = max(abs(float(mids[0])) * 0.1, 1.0)
+        return np.array([mids[0] - w, mids[0] + w])
+    if np.isinf(edges[0]):
+        edges[0] = 2 * mids[0] - edges[1]
+    if np.isinf(edges[-1]):
+        edges[-1] = 2 * mids[-1] - edges[-2]
+    return edges
+
+
 def _shape_panel(ax, d: pd.DataFrame, tr, ref: float) -> None:
     ftype, unit = d["type"].iloc[0], d["unit"].iloc[0]
     name = d["label"].iloc[0] if "label" in d and d["label"].iloc[0] else d["feature"].iloc[0]
@@ -181,7 +196,7 @@ def _shape_panel(ax, d: pd.DataFrame, tr, ref: float) -> None:
     s, lo, hi = (tr(body[c].to_numpy(float)) for c in ("score", "ci_low", "ci_high"))
     has_ci = np.isfinite(lo).all() and np.isfinite(hi).all() and len(body) > 0
     if ftype == "continuous" and len(body):
-        edges = np.append(body["bin_low"].to_numpy(float), body["bin_high"].iloc[-1])
+        edges = _drawn_edges(body)
         if has_ci:
             ax.stairs(hi, edges, baseline=lo, fill=True, color=NEG, alpha=0.2, lw=0)
         ax.stairs(s, edges, color=NEG, lw=2, baseline=None)

@@ -175,6 +175,37 @@ def test_gam_coefficients_frame():
     )
 
 
+def test_gam_bins_cover_every_value_with_their_exported_bounds(heart, tmp_path):
+    """A continuous feature's bins, as exported, hold bin_low <= x < bin_high: the open end
+    bins run to -inf and inf as their names say, so every patient (the youngest and oldest
+    included, and ages beyond the fitted rows) falls in exactly the bin the model scores."""
+    _, rows = heart
+    X = rows[["age", "sex", "cp"]].head(150)
+    y = (X["age"].to_numpy() > 55).astype(int)
+    gam = GAMModel(max_rounds=5).fit(X, y)
+    params = gam.to_params()
+    frame = coefficients_frame(params)
+    age = frame[(frame["feature"] == "age") & frame["is_missing_bin"].eq(False)]
+    assert age["term"].iloc[0].startswith("age[-inf..") and age["term"].iloc[-1].endswith("..inf]")
+    assert age["bin_low"].iloc[0] == -np.inf and age["bin_high"].iloc[-1] == np.inf
+    assert np.isfinite(age["bin_low"].iloc[1:]).all() and np.isfinite(age["bin_high"].iloc[:-1]).all()
+    np.testing.assert_array_equal(age["bin_low"].iloc[1:], age["bin_high"].iloc[:-1])  # no gaps
+    ages = np.r_[X["age"].dropna().to_numpy(float), 5.0, 120.0]
+    inside = (age["bin_low"].to_numpy()[:, None] <= ages) & (ages < age["bin_high"].to_numpy()[:, None])
+    assert (inside.sum(0) == 1).all()
+    j = list(params.schema.names).index("age")
+    scored = params.schema.bin_indices(pd.DataFrame({**{c: X[c].iloc[0] for c in X}, "age": ages}))[:, j]
+    np.testing.assert_array_equal(inside.argmax(0), scored)
+    assert frame.loc[frame["feature"] == "cp", ["bin_low", "bin_high"]].isna().all().all()
+    save_coefficients_csv(params, tmp_path / "gam.csv")
+    back = pd.read_csv(tmp_path / "gam.csv")
+    assert back.loc[back["term"] == age["term"].iloc[0], "bin_low"].item() == -np.inf
+    assert back.loc[back["term"] == age["term"].iloc[-1], "bin_high"].item() == np.inf
+    rows = [r for r in explain_params(params).data()["terms"] if r["feature"] == "age"]
+    assert rows[0]["bin_low"] == "-inf" and rows[-2 if rows[-1]["is_missing_bin"] else -1]["bin_high"] == "inf"
+    assert gam.explain().plot() is not None  # the open ends are drawn half a bin wide
+
+
 @pytest.fixture(scope="module")
 def mixed_model():
     """A logistic model over a continuous, a binary, a numeric-coded and a text categorical

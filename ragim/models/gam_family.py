@@ -32,13 +32,9 @@ from ragim.schema import FeatureSchema
 
 
 def _continuous_bounds(schema, name: str) -> np.ndarray:
-    """Bin boundaries for plotting; the open outer bins are cut one half-bin past their midpoint."""
-    e = np.asarray(schema.bin_edges_[name], float)
-    mids = schema.bin_midpoints(name)
-    if e.size == 0:
-        w = max(abs(float(mids[0])) * 0.1, 1.0)
-        return np.array([mids[0] - w, mids[0] + w])
-    return np.concatenate([[2 * mids[0] - e[0]], e, [2 * mids[-1] - e[-1]]])
+    """The bins' boundaries, -inf and inf at the open ends (as the bins' names say): bin ``i``
+    holds ``bounds[i] <= x < bounds[i + 1]``, as :meth:`FeatureSchema.bin_indices` reads them."""
+    return np.concatenate([[-np.inf], np.asarray(schema.bin_edges_[name], float), [np.inf]])
 
 
 def _empty_bin(f, observed: bool, empty: bool) -> str:
