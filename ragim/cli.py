@@ -1040,7 +1040,11 @@ def evaluate_cmd(
         str, typer.Option(help="leave-task-out | leave-group-out")
     ] = "leave-task-out",
     group: Annotated[
-        str | None, typer.Option(help="metadata key for leave-group-out (site, group)")
+        str | None,
+        typer.Option(
+            help="metadata key for leave-group-out (default: site when the tasks have it, "
+            "else group)"
+        ),
     ] = None,
     methods: Annotated[
         str | None, typer.Option(help="comma-separated method names (default: all)")
@@ -1073,8 +1077,8 @@ def evaluate_cmd(
         raise typer.BadParameter(
             f"--k-shots needs at least one k >= 0 (0 = zero-shot), got {k_shots!r}"
         )
-    if group is None and protocol == "leave-group-out":
-        group = "site" if dataset == "heart-disease" else "group"
+    if protocol == "leave-group-out":  # the tasks' "site" by default, else "group"
+        group = ev.group_key(tasks, group, option="--group")
     common = dict(
         protocol=protocol,
         group=group,

@@ -585,10 +585,9 @@ def exclude_tasks(tasks, exclusions: dict[str, list[str]]) -> Exclusion:
             continue
         known = sorted({str(m[key]) for m in metas if key in m and m[key] is not None})
         if not known:
-            keys = sorted({k for m in metas for k in m if k != "patient_ids"})
             raise ValidationError(
                 f"--exclude {key}=...: no task has the metadata key {key!r}; the tasks have "
-                f"{keys[:15]} (and task_id)"
+                f"{tasks.metadata_keys()[:15]} (and task_id)"
             )
         codes = {canonical_level(v) for v in known}
         unknown = [v for v in values if canonical_level(v) not in codes]

@@ -9,8 +9,9 @@ schema and generator are built from that fold's training tasks only):
   (:meth:`TaskCollection.overlapping`) are removed; the index, its schema and the
   generator are built on what is left. This is k-fold leave-task-out, stricter than
   leaving one task out at a time (each index also lacks the fold's other targets).
-* ``"leave-group-out"``: by a metadata key (``group="site"`` for heart disease,
-  ``"group"`` for the synthetic and procedure families). Each group (or each of a given
+* ``"leave-group-out"``: by a metadata key (``group=``; by default ``"site"`` when the
+  tasks have it, as heart disease does, else ``"group"``, as the synthetic and procedure
+  families do: :func:`group_key`). Each group (or each of a given
   list) is held out in turn: every task of the group and every task sharing patients
   with one of them leaves the index.
 
@@ -690,6 +691,53 @@ register_method("ragim-lm", _lm_predict, setup=_lm_setup)
 
 
 # ---------------------------------------------------------------------- folds
+def group_key(tasks: TaskCollection, group: str | None = None, *, option: str = "group=") -> str:
+    """The metadata key a leave-group-out evaluation holds groups out by: ``group``, or
+    without it ``"site"`` when the tasks have that key, else ``"group"``.
+
+    Parameters
+    ----------
+    tasks : the tasks to evaluate.
+    group : the metadata key asked for, or None for the default.
+    option : how the caller names the setting in the message: ``"group="`` (Python),
+        ``"--group"`` (``ragim evaluate``).
+
+    Raises
+    ------
+    ValidationError
+        One line when no task has the key, naming the tasks' metadata keys
+        (:meth:`~ragim.TaskCollection.metadata_keys`): "no task has the metadata key
+        'group'; pass --group with one of the tasks' keys ['outcome', 'site']".
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from ragim.tasks import Task
+    >>> X = pd.DataFrame({"x": [0.0, 1.0]})
+    >>> tasks = TaskCollection([Task("a", "d", X, [0, 1], {"site": "A"})])
+    >>> group_key(tasks)
+    'site'
+    >>> group_key(tasks, "hospital", option="--group")
+    Traceback (most recent call last):
+    ...
+    ragim.errors.ValidationError: no task has the metadata key 'hospital'; pass --group with \
+one of the tasks' keys ['site']
+    """
+    keys = tasks.metadata_keys()
+    if group is None:
+        group = "site" if "site" in keys else "group"
+    if group in keys:
+        return group
+    raise ValidationError(
+        f"no task has the metadata key {group!r}; "
+        + (
+            f"pass {option} with one of the tasks' keys {keys[:15]}"
+            if keys
+            else "the tasks have no metadata to hold groups out by (give each task a 'site')"
+        )
+    )
+
+
 def _folds(
     tasks: TaskCollection,
     protocol: str,
@@ -725,10 +773,7 @@ def _folds(
         ]
         plan = [(p.tolist(), p.tolist()) for p in parts if len(p)]
     else:
-        if not any(group in m for m in tasks.metadata):
-            raise ValidationError(
-                f"no task has metadata {group!r}; pass group= one of the metadata keys"
-            )
+        group = group_key(tasks, group)
         codes = tasks.group_codes(group)  # "01", 1 and 1.0 are one site, as in group_split
         if groups is None:
             held = list(dict.fromkeys(c for c in codes if c is not None))
@@ -754,11 +799,6 @@ def _folds(
         extra = {pos[o] for i in removed if has_pids[i] for o in tasks.overlapping(tasks[i])}
         out.append((targets, sorted(set(removed) | extra)))
     return out
-
-
-def _default_group(tasks: TaskCollection) -> str:
-    keys = set().union(*(m.keys() for m in tasks.metadata[:50])) if len(tasks) else set()
-    return "site" if "site" in keys else "group"
 
 
 # ---------------------------------------------------------------------- the runner
@@ -824,7 +864,7 @@ def evaluate(
     if not k_shots:
         raise ValidationError("k_shots is empty; give at least one number of shots, e.g. (0, 8)")
     if protocol == "leave-group-out":
-        group = group or _default_group(tasks)
+        group = group_key(tasks, group)
     emb = get_embedder(embedder)
     gen_cfg = dict(generator_config or {})
     rows, preds, fold_log, notes, info = [], [], [], [], []
@@ -1097,6 +1137,7 @@ __all__ = [
     "evaluate",
     "few_shot",
     "format_table",
+    "group_key",
     "params_proba",
     "plot_by_group",
     "plot_calibration",

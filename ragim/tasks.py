@@ -552,6 +552,19 @@ class TaskCollection:
         ]
         return self.take(keep)
 
+    def metadata_keys(self) -> list[str]:
+        """The metadata keys any task has, sorted (``patient_ids`` left out): what a split, an
+        exclusion or a leave-group-out evaluation can go by.
+
+        Examples
+        --------
+        >>> X = pd.DataFrame({"x": [0.0, 1.0]})
+        >>> TaskCollection([Task("a", "d", X, [0, 1], {"site": "A", "patient_ids": ["1", "2"]}),
+        ...                 Task("b", "d", X, [0, 1], {"outcome": "cad"})]).metadata_keys()
+        ['outcome', 'site']
+        """
+        return sorted({k for m in self.metadata for k in m if k != "patient_ids"})
+
     def group_codes(self, by: str) -> list[str | None]:
         """The canonical code (:func:`~ragim.canonical.canonical_level`) of every task's
         ``metadata[by]``, in task order; None where a task has no such key.
@@ -610,9 +623,9 @@ class TaskCollection:
         if isinstance(test_groups, str | bytes) or not isinstance(test_groups, Iterable):
             test_groups = [test_groups]
         if not any(by in m for m in self.metadata):
-            keys = sorted({k for m in self.metadata for k in m if k != "patient_ids"})
             raise ValidationError(
-                f"no task has the metadata key {by!r} to split by; the tasks' keys: {keys[:12]}"
+                f"no task has the metadata key {by!r} to split by; the tasks' keys: "
+                f"{self.metadata_keys()[:12]}"
             )
         codes = self.group_codes(by)
         known = set(codes)

@@ -5,6 +5,7 @@ import re
 
 import numpy as np
 import pytest
+from conftest import run_console
 from typer.testing import CliRunner
 
 from ragim import ModelParams
@@ -304,3 +305,23 @@ def test_evaluate_reports_what_each_fold_did_as_notes_not_warnings():
     assert res.exit_code == 0, res.output
     assert "note: ragim-statistical fold 0" in res.stderr and "warning: ragim-statistical" not in res.stderr
     assert "note:" not in runner.invoke(app, [*args, "-q"]).stderr
+
+
+def test_evaluate_leave_group_out_names_the_option_and_the_keys_of_a_task_folder(tmp_path, monkeypatch, capsys):
+    """A task folder whose descriptions.csv has a 'site' column: leave-group-out holds sites out
+    by default (as ragim.evaluate does), and a key no task has is refused naming --group (not
+    Python's group=) and the keys the tasks do have."""
+    import pandas as pd
+
+    root = _semicolon_task_folder(tmp_path / "tasks", n_tasks=6, sep=",")
+    desc = pd.read_csv(root / "descriptions.csv")
+    desc.assign(site=["North", "South", "East"] * 2).to_csv(root / "descriptions.csv", index=False)
+    args = ["evaluate", "--dataset", str(root), "--embedder", "hashing", "--methods", "pooled",
+            "--protocol", "leave-group-out", "--json"]
+    code, stdout, _ = run_console([*args, "--group", "hospital"], monkeypatch, capsys)
+    assert code == 2
+    assert json.loads(stdout)["error"] == (
+        "no task has the metadata key 'hospital'; pass --group with one of the tasks' keys ['site']"
+    )
+    out = json.loads(_ok(args))
+    assert {r["method"] for r in out} == {"pooled"} and out[0]["protocol"] == "leave-group-out"

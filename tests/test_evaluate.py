@@ -303,3 +303,16 @@ def test_an_empty_support_pool_leaves_the_generated_model_zero_shot():
     for method in ("ragim-statistical", "map-prior"):
         k8 = rows[(rows.method == method) & (rows.k_shot == 8)]
         assert k8["n_support"].item() == 0 and k8["log_loss"].item() == pytest.approx(zero)
+
+
+def test_leave_group_out_refuses_a_key_no_task_has_and_lists_the_keys():
+    tasks = datasets.synthetic_family(n_tasks=12, n_features=3, seed=0, rows=(30, 60))
+    keys = tasks.metadata_keys()
+    assert "group" in keys and "patient_ids" not in keys
+    assert evaluate.group_key(tasks) == "group"  # no 'site': the families' "group"
+    with pytest.raises(ValidationError) as err:
+        evaluate.zero_shot(tasks, protocol="leave-group-out", group="hospital", methods=["pooled"],
+                           embedder="hashing", progress=False)
+    assert str(err.value) == (f"no task has the metadata key 'hospital'; pass group= with one of the "
+                              f"tasks' keys {keys}")
+    assert evaluate.group_key(datasets.heart_disease()) == "site"
