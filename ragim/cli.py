@@ -14,7 +14,6 @@ local validation live in :mod:`ragim.cli_workflow`, the shared output helpers in
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field, make_dataclass
@@ -211,11 +210,9 @@ def index_search(
 def _load_generator(path: Path):
     """Open a saved generator (statistical, attention, LM or rag-im-2024) by its manifest's
     format."""
-    manifest = Path(path) / "manifest.json"
-    try:
-        fmt = json.loads(manifest.read_bytes()).get("format") if manifest.is_file() else None
-    except (OSError, ValueError, AttributeError) as exc:
-        raise ArtifactError(f"{manifest}: the manifest is not valid JSON ({exc})") from exc
+    from ragim.io import artifact_format
+
+    fmt = artifact_format(path)  # None: the load below says what is wrong
     generators = (
         "ragim.statistical-generator",
         "ragim.attention-generator",

@@ -9,10 +9,13 @@ Every saved ragim object is a directory that holds its files plus a
 Saves are atomic: the files are written to a temporary directory in the same
 parent, then renamed into place. An existing artifact at the path is moved
 aside first and deleted only after the new one is in place, so a crash at any
-point leaves either the old or the new artifact loadable (see
-:func:`read_artifact`, which recovers a moved-aside artifact). Loads verify
-the format, the version and every checksum before a single byte is parsed.
-Nothing is ever unpickled.
+point leaves either the old or the new artifact on disk: a save killed between
+its two renames leaves the old one at ``.ragim-old-<name>-<hex>``, which a load
+of the missing path names (rename it back to restore it) and the next
+successful save of that path deletes. Loads verify the format, the version and
+every checksum before a single byte is parsed, and read only regular files
+inside the folder (no symbolic links, FIFOs or devices), never more bytes than
+the manifest declares. Nothing is ever unpickled.
 
 Examples
 --------
@@ -27,6 +30,7 @@ Examples
 from __future__ import annotations
 
 import errno
+import glob
 import hashlib
 import io
 import json
@@ -34,9 +38,11 @@ import math
 import os
 import re
 import shutil
+import stat
 import time
 import uuid
-from collections.abc import Callable, Mapping
+import zipfile
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,10 +51,17 @@ import numpy as np
 
 from ragim.errors import ArtifactError, ValidationError
 
+try:  # advisory locks mark the folders of saves in progress (POSIX; elsewhere none are taken)
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
 MANIFEST = "manifest.json"
 _ASIDE = ".ragim-old-"
 _TMP = ".ragim-tmp-"
 _TRASH = ".ragim-trash-"
+#: the most bytes a manifest may have (a few thousand file entries need far less)
+_MANIFEST_MAX = 64 * 2**20
 
 
 #: what each kind of artifact is, in words (the manifest's ``format``)
@@ -88,6 +101,104 @@ def sha256_file(path: str | Path) -> str:
     """The hex SHA-256 of a file's bytes, read in blocks."""
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _refuse_constant(token: str) -> Any:
+    raise ValueError(f"a bare {token}, which JSON does not allow and ragim never writes")
+
+
+def strict_json(data: str | bytes) -> Any:
+    """``json.loads(data)`` that refuses the bare ``NaN``, ``Infinity`` and ``-Infinity`` tokens
+    Python's parser accepts by default (ragim never writes them; a file holding one was made or
+    edited elsewhere).
+
+    Raises
+    ------
+    ValueError
+        (``json.JSONDecodeError`` among them) for text that is not strict JSON.
+
+    >>> strict_json('{"a": 1}')
+    {'a': 1}
+    >>> strict_json('{"a": NaN}')
+    Traceback (most recent call last):
+    ...
+    ValueError: a bare NaN, which JSON does not allow and ragim never writes
+    """
+    return json.loads(data, parse_constant=_refuse_constant)
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _what(mode: int) -> str:
+    return next((words for test, words in _KINDS if test(mode)), "not a regular file")
+
+
+class _Missing(ArtifactError):
+    """A file the manifest lists is not there."""
+
+
+def _open_regular(root: Path, name: str) -> tuple[int, os.stat_result]:
+    """An open descriptor of the regular file ``root/name`` and its stat.
+
+    Every part of ``name`` below ``root`` is checked with ``lstat`` before anything is opened: a
+    symbolic link (which could lead outside the artifact), a FIFO (whose ``open`` blocks) or a
+    device (``/dev/zero`` never ends) is refused in one line naming the path; the file is opened
+    with ``O_NOFOLLOW | O_NONBLOCK`` so one swapped in meanwhile is refused too. ``root`` itself
+    may be a link (``models/current -> models/v3``).
+    """
+    cur = root
+    parts = Path(name).parts
+    for i, part in enumerate(parts):
+        cur = cur / part
+        try:
+            st = os.lstat(cur)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise _Missing(f"{root}: file {name!r} listed in the manifest is missing") from exc
+        rel = "/".join(parts[: i + 1])
+        if stat.S_ISLNK(st.st_mode):
+            raise ArtifactError(
+                f"{root}: {rel!r} is a symbolic link; an artifact holds only regular files and "
+                "folders inside its own folder, never links"
+            )
+        if i < len(parts) - 1 and not stat.S_ISDIR(st.st_mode):
+            raise ArtifactError(f"{root}: {rel!r} is {_what(st.st_mode)}, not a folder")
+        if i == len(parts) - 1 and not stat.S_ISREG(st.st_mode):
+            raise ArtifactError(f"{root}: {rel!r} is {_what(st.st_mode)}, not a regular file")
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(cur, flags | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError as exc:
+        raise _Missing(f"{root}: file {name!r} listed in the manifest is missing") from exc
+    except OSError as exc:
+        raise ArtifactError(f"{root}: {name!r} cannot be opened ({exc.strerror})") from exc
+    fst = os.fstat(fd)
+    if not stat.S_ISREG(fst.st_mode) or (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
+        os.close(fd)
+        raise ArtifactChanged(f"{root}: {name!r} was replaced while it was opened")
+    return fd, fst
+
+
+def _read_fd(fd: int, limit: int, digest: Any = None) -> tuple[bytes, int]:
+    """Up to ``limit + 1`` bytes from ``fd`` (one more than expected tells a longer file); with
+    ``digest`` (a hashlib object) the bytes are hashed instead of kept. Returns (bytes, count)."""
+    chunks, n = [], 0
+    while n <= limit:
+        block = os.read(fd, min(1 << 20, limit + 1 - n))
+        if not block:
+            break
+        n += len(block)
+        if digest is None:
+            chunks.append(block)
+        else:
+            digest.update(block)
+    return b"".join(chunks), n
 
 
 def json_bytes(obj: Any) -> bytes:
@@ -207,7 +318,7 @@ def write_artifact(
         raise ArtifactError(
             f"refusing to overwrite {path}: it exists but is not a ragim artifact (no {MANIFEST})"
         )
-    other = _existing_format(path)
+    other = artifact_format(path)
     if other is not None and other != kind:
         raise ArtifactError(
             f"refusing to overwrite {path}: it holds another kind of ragim artifact ({other}), "
@@ -215,6 +326,7 @@ def write_artifact(
         )
     tmp = parent / f"{_TMP}{path.name}-{uuid.uuid4().hex[:12]}"
     tmp.mkdir()
+    held = [_lock(tmp)]  # marks the folder as a save in progress for other saves' clean-up
     try:
         for name, source in files.items():
             if (
@@ -248,19 +360,111 @@ def write_artifact(
             fh.write(json_bytes(manifest))
             fh.flush()
             os.fsync(fh.fileno())
-        _swap_into_place(tmp, path)
+        _swap_into_place(tmp, path, held)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        _unlock(held.pop())
         raise
+    _unlock(held.pop())
     return path
 
 
-def _existing_format(path: Path) -> str | None:
-    """The ``format`` of the artifact at ``path`` (None: nothing there, or a manifest that
-    cannot be read, which the loader reports)."""
+def _lock(d: Path, wait: float = 0.0) -> int | None:
+    """A descriptor holding an exclusive advisory lock on folder ``d`` (None: a link, gone,
+    locked by another process for longer than ``wait`` seconds, or no locks here). A save holds
+    one on its temporary folder until it is renamed into place, and on each artifact it moves
+    aside until that is deleted; the kernel drops them when the process dies, so an unlocked
+    leftover belongs to no save in progress."""
+    if fcntl is None:
+        return None
     try:
-        return str(json.loads((path / MANIFEST).read_text(encoding="utf-8"))["format"])
-    except (OSError, ValueError, KeyError, TypeError):
+        fd = os.open(d, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.001)
+        except OSError:
+            break
+    os.close(fd)
+    return None
+
+
+def _unlock(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)
+
+
+def _in_use(d: Path) -> bool:
+    """Whether a live save holds folder ``d`` (see :func:`_lock`). A folder that vanished counts
+    as in use (a save is deleting it); where locks cannot be taken, a folder is in use while it
+    is younger than a minute."""
+    if not os.path.lexists(d):
+        return True
+    if os.path.islink(d):
+        return False
+    if fcntl is not None:
+        try:
+            fd = os.open(d, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return True
+        except OSError:
+            fd = None
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                return False
+            except BlockingIOError:
+                return True
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+    return time.time() - _mtime(d) < 60
+
+
+def _leftovers(path: Path, prefix: str) -> list[Path]:
+    """The ``prefix<name>-<suffix>`` siblings of ``path`` (not those of ``<name>-2``), newest
+    first."""
+    own = re.compile(re.escape(f"{prefix}{path.name}-") + r"[^-]+")
+    try:
+        found = list(path.parent.glob(f"{glob.escape(prefix + path.name)}-*"))
+    except OSError:
+        return []
+    return sorted((c for c in found if own.fullmatch(c.name)), key=_mtime, reverse=True)
+
+
+def _remove_stale(path: Path) -> None:
+    """Delete what interrupted saves of ``path`` left beside it (moved-aside old versions,
+    half-written temporary folders, half-deleted copies), except those a live save holds."""
+    for prefix in (_ASIDE, _TMP, _TRASH):
+        for d in _leftovers(path, prefix):
+            if os.path.islink(d):
+                _remove_dir(d, path.name)
+                continue
+            fd = _lock(d)
+            if fd is None:  # a save in progress holds it (or it is gone, or no locks here)
+                continue
+            try:
+                _remove_dir(d, path.name)
+            finally:
+                _unlock(fd)
+
+
+def artifact_format(path: str | os.PathLike) -> str | None:
+    """The ``format`` in the manifest of the artifact folder ``path`` (``"ragim.task-index"``),
+    read as a load reads it (a regular file, at most 64 MiB, strict JSON); None when nothing is
+    there or the manifest cannot be read, which a load then reports in full."""
+    path = Path(path)
+    try:
+        return str(strict_json(_read_signed(path, MANIFEST, _MANIFEST_MAX)[0])["format"])
+    except (ArtifactError, OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
 
 
@@ -277,28 +481,37 @@ def _is_foreign_dir(path: Path) -> bool:
 _SWAP_ATTEMPTS = 50
 
 
-def _swap_into_place(tmp: Path, path: Path) -> None:
+def _swap_into_place(tmp: Path, path: Path, held: list[int | None]) -> None:
     """Rename ``tmp`` to ``path``, moving an existing artifact aside first.
 
     Another process may save to the same path at the same time: it can move ``path``
     away, or put its own artifact there, between our two renames. Each such race is
     retried, so the last writer wins whole; ``path`` is never left missing by a failure
-    here (the moved-aside artifact is put back).
+    here (the moved-aside artifact is put back). ``held``: the lock on ``tmp``, released (set to
+    None) as soon as ``tmp`` is in place, where another save must be able to lock it.
     """
     asides: list[Path] = []
+    locks: list[int | None] = []
     last: OSError | None = None
     try:
         for attempt in range(_SWAP_ATTEMPTS):
             if path.exists() or path.is_symlink():
                 aside = path.parent / f"{_ASIDE}{path.name}-{uuid.uuid4().hex[:12]}"
+                # the old artifact, locked while it is moved aside (a save that just put it in
+                # place holds its lock until its rename is done)
+                old_lock = _lock(path, wait=0.05)
                 try:
                     os.rename(path, aside)
                 except FileNotFoundError as exc:  # a concurrent writer moved it first
+                    _unlock(old_lock)
                     last = exc
                     continue
                 asides.append(aside)
+                locks.append(old_lock)
             try:
                 os.rename(tmp, path)
+                _unlock(held[0])
+                held[0] = None
                 break
             except OSError as exc:
                 if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
@@ -316,24 +529,36 @@ def _swap_into_place(tmp: Path, path: Path) -> None:
                 os.rename(asides.pop(), path)
             except OSError:
                 pass
+        for fd in locks:
+            _unlock(fd)
         if isinstance(exc, OSError) and not isinstance(exc, ArtifactError):
             raise ArtifactError(
                 f"could not move the new artifact into place at {path}: {exc}"
             ) from exc
         raise
     for aside in asides:
-        _remove_dir(aside)
+        _remove_dir(aside, path.name)
+    for fd in locks:
+        _unlock(fd)
+    _remove_stale(path)
     _fsync_dir(path.parent)
 
 
-def _remove_dir(d: Path) -> None:
+def _remove_dir(d: Path, name: str) -> None:
     """Delete a directory so that a crash midway never leaves a partial copy under its name:
-    rename it to a trash name first (atomic), then delete that."""
-    trash = d.parent / f"{_TRASH}{uuid.uuid4().hex[:12]}"
+    rename it to a trash name first (atomic; ``.ragim-trash-<name>-<hex>``, which the next save
+    of ``name`` deletes), then delete that. A link is removed, never followed."""
+    trash = d if d.name.startswith(_TRASH) else d.parent / f"{_TRASH}{name}-{uuid.uuid4().hex[:12]}"
     try:
         os.rename(d, trash)
     except OSError:
         trash = d
+    if os.path.islink(trash):
+        try:
+            os.unlink(trash)
+        except OSError:
+            pass
+        return
     shutil.rmtree(trash, ignore_errors=True)
 
 
@@ -352,32 +577,35 @@ def _fsync_dir(path: Path) -> None:
 
 def _mtime(p: Path) -> float:
     try:
-        return p.stat().st_mtime
+        return os.lstat(p).st_mtime
     except OSError:  # removed by a concurrent save in the meantime
         return -1.0
 
 
-def _recover(path: Path) -> Path:
-    """If a save crashed after moving the old artifact aside, return the moved-aside copy."""
-    seen_aside = False
-    for _ in range(3):  # a concurrent save may finish (and delete its moved-aside copy) meanwhile
-        if path.exists():
+def _locate(path: Path) -> Path:
+    """``path``, if something is there. A missing path whose save is between its two renames
+    (a moved-aside copy that a live save holds) is waited for; one left by an interrupted save
+    is never loaded in its place: the error names it, to be renamed back by hand."""
+    deadline = time.monotonic() + 2.0
+    while True:
+        if os.path.lexists(path):
             return path
-        own = re.compile(re.escape(f"{_ASIDE}{path.name}-") + r"[^-]+")  # not those of "name-2"
-        candidates = sorted(
-            (c for c in path.parent.glob(f"{_ASIDE}{path.name}-*") if own.fullmatch(c.name)),
-            key=_mtime,
-            reverse=True,
-        )
-        for c in candidates:
-            if _looks_complete(c):
-                return c
-        if not candidates and not path.exists():
-            break
-        seen_aside = seen_aside or bool(candidates)
-    if seen_aside:  # moved aside and deleted by a save that has not put its own in place yet
-        raise ArtifactChanged(f"{path} vanished while a concurrent save was replacing it")
-    raise ArtifactError(f"no artifact at {path}: the directory does not exist")
+        asides = _leftovers(path, _ASIDE)
+        if not asides:
+            raise ArtifactError(f"no artifact at {path}: the directory does not exist")
+        if not any(_in_use(a) for a in asides):
+            if os.path.lexists(path):  # the save finished meanwhile
+                return path
+            whole = [a for a in asides if _looks_complete(a)]
+            left = (whole or asides)[0]
+            more = f" ({len(asides) - 1} older copies beside it)" if len(asides) > 1 else ""
+            raise ArtifactError(
+                f"no artifact at {path}; an interrupted save left its previous version at "
+                f"{left}{more}: rename it to {path.name} to restore it"
+            )
+        if time.monotonic() > deadline:
+            raise ArtifactChanged(f"{path} vanished while a concurrent save was replacing it")
+        time.sleep(0.002)
 
 
 class ArtifactChanged(ArtifactError):
@@ -386,11 +614,12 @@ class ArtifactChanged(ArtifactError):
 
 
 def _looks_complete(d: Path) -> bool:
-    """A moved-aside copy is usable if its manifest parses and lists only files that exist."""
+    """A moved-aside copy is whole if its manifest parses and lists only files that exist."""
     try:
-        files = json.loads((d / MANIFEST).read_bytes())["files"]
-        return all((d / name).is_file() for name in files)
-    except (OSError, ValueError, TypeError, KeyError, RecursionError):
+        raw, _ = _read_signed(d, MANIFEST, _MANIFEST_MAX)
+        files = strict_json(raw)["files"]
+        return all(os.path.isfile(d / name) for name in files)
+    except (ArtifactError, OSError, ValueError, TypeError, KeyError, RecursionError):
         return False
 
 
@@ -398,15 +627,23 @@ def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _read_signed(path: Path, hint: str = "") -> tuple[bytes, tuple[int, int, int, int]]:
-    """``path``'s bytes and the :func:`_signature` of the file they were read from; an unreadable
-    file is an ArtifactChanged error (``hint`` ends its message)."""
+def _read_signed(
+    root: Path, name: str, limit: int, hint: str = ""
+) -> tuple[bytes, tuple[int, int, int, int]]:
+    """The bytes of the regular file ``root/name`` (at most ``limit + 1`` of them) and the
+    :func:`_signature` of the file they were read from. A file that is not there or cannot be
+    read is an ArtifactChanged error (``hint`` ends its message); a link, FIFO or device an
+    ArtifactError."""
     try:
-        with open(path, "rb") as fh:
-            sig = _signature(os.fstat(fh.fileno()))
-            return fh.read(), sig
+        fd, st = _open_regular(root, name)
+    except _Missing as exc:
+        raise ArtifactChanged(f"{root / name}: cannot be read (it is missing){hint}") from exc
+    try:
+        return _read_fd(fd, limit)[0], _signature(st)
     except OSError as exc:
-        raise ArtifactChanged(f"{path}: cannot be read ({exc}){hint}") from exc
+        raise ArtifactChanged(f"{root / name}: cannot be read ({exc}){hint}") from exc
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -435,16 +672,32 @@ class Artifact:
         return self.path / name
 
     def read_bytes(self, name: str) -> bytes:
+        """The bytes of file ``name``: a regular file inside the folder, read up to the size the
+        manifest declares (one more byte tells a longer file)."""
         f = self.file(name)
-        data, sig = _read_signed(f, "; was the artifact moved or replaced meanwhile?")
+        entry = self.files[name]
         expected = self.verified.get(name)
+        try:
+            data, sig = _read_signed(
+                self.path, name, entry["bytes"], "; was the artifact moved or replaced meanwhile?"
+            )
+        except ArtifactChanged:
+            raise
+        except ArtifactError as exc:
+            if expected is not None:  # a regular file when it was verified
+                raise ArtifactChanged(str(exc)) from exc
+            raise
         if expected is not None and sig != expected:
-            entry = self.files[name]
             if len(data) != entry.get("bytes") or sha256_bytes(data) != entry.get("sha256"):
                 raise ArtifactChanged(
                     f"{f}: the file changed after its checksum was verified (a concurrent save to "
                     f"{self.path}?); load the artifact again"
                 )
+        elif len(data) > entry["bytes"]:
+            raise ArtifactError(
+                f"{f}: longer than the {entry['bytes']} bytes the manifest declares; the file "
+                "was replaced or the artifact is damaged"
+            )
         return data
 
     def check_unchanged(self, name: str) -> None:
@@ -453,7 +706,7 @@ class Artifact:
         if expected is None:
             return
         try:
-            sig = _signature(os.stat(self.path / name))
+            sig = _signature(os.lstat(self.path / name))
         except OSError as exc:
             raise ArtifactChanged(f"{self.path / name}: vanished while loading ({exc})") from exc
         if sig != expected:
@@ -463,12 +716,14 @@ class Artifact:
             )
 
     def read_json(self, name: str) -> Any:
+        """File ``name`` parsed as strict JSON (a bare NaN or Infinity is refused)."""
         try:
-            return json.loads(self.read_bytes(name))
+            return strict_json(self.read_bytes(name))
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as exc:
             raise ArtifactError(f"{self.path / name}: not valid JSON ({exc})") from exc
 
     def read_jsonl(self, name: str) -> list[dict]:
+        """File ``name`` as JSON lines, each a strict JSON object."""
         try:
             text = self.read_bytes(name).decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -478,7 +733,7 @@ class Artifact:
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
+                rec = strict_json(line)
             except (json.JSONDecodeError, RecursionError, ValueError) as exc:
                 raise ArtifactError(
                     f"{self.path / name}: line {i + 1} is not valid JSON ({exc})"
@@ -488,13 +743,32 @@ class Artifact:
             out.append(rec)
         return out
 
-    def read_npz(self, name: str) -> dict[str, np.ndarray]:
+    def read_npz(
+        self, name: str, members: Collection[str] | re.Pattern | None = None
+    ) -> dict[str, np.ndarray]:
+        """The arrays of ``.npz`` file ``name``, by member name (without ``.npy``).
+
+        Only the members the format defines are read: ``members`` (names, or a pattern they
+        fully match) refuses any other. Before a member is expanded, its size in the archive's
+        directory must be that of the shape and dtype its header declares, and a compressed
+        member may expand at most 64-fold (ragim writes stored ones): a zip bomb is refused
+        unread. Arrays of Python objects are refused, never unpickled.
+        """
+        where = self.path / name
         data = self.read_bytes(name)
         try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as z:
-                if not hasattr(z, "files"):
-                    raise ValueError("not an .npz archive")
-                return {k: z[k] for k in z.files}
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                infos = zf.infolist()
+                seen: set[str] = set()
+                for info in infos:
+                    _check_npz_member(zf, info, members, seen)
+                out = {}
+                for info in infos:
+                    with zf.open(info) as fh:
+                        out[info.filename[:-4]] = np.lib.format.read_array(fh, allow_pickle=False)
+                return out
+        except _BadMember as exc:
+            raise ArtifactError(f"{where}: {exc}") from exc
         except ArtifactError:
             raise
         except (
@@ -505,7 +779,108 @@ class Artifact:
                 if "pickle" in str(exc).lower()
                 else str(exc)
             )
-            raise ArtifactError(f"{self.path / name}: not a valid array file ({reason})") from exc
+            raise ArtifactError(f"{where}: not a valid array file ({reason})") from exc
+
+    def read_parquet(
+        self,
+        name: str,
+        *,
+        rows: int | None = None,
+        columns: Collection[str] = (),
+        declared_in: str = "the artifact",
+    ) -> Any:
+        """Parquet file ``name`` as a pandas DataFrame, after its metadata is checked against
+        what the artifact declares (in file ``declared_in``): ``rows`` rows (None: any number)
+        and the ``columns`` named, each column once. A mismatch is refused before any row is
+        decoded, so a small file that decodes to millions of rows never fills memory.
+        """
+        import pyarrow.parquet as pq
+
+        where = self.path / name
+        data = self.read_bytes(name)
+        try:
+            pf = pq.ParquetFile(io.BytesIO(data))
+            names = list(pf.schema_arrow.names)
+            n_rows = pf.metadata.num_rows
+        except Exception as exc:  # pyarrow raises several types
+            raise ArtifactError(f"{where}: cannot be read ({_first_line(exc)})") from exc
+        twice = sorted({c for c in names if names.count(c) > 1})
+        if twice:
+            more = f" (and {len(twice) - 1} more columns twice or more)" if twice[1:] else ""
+            raise ArtifactError(
+                f"{where}: the column {twice[0]!r} appears {names.count(twice[0])} times{more}"
+            )
+        absent = [c for c in columns if c not in names]
+        if absent:
+            raise ArtifactError(f"{where}: lacks the columns {absent[:10]}")
+        if rows is not None and n_rows != rows:
+            raise ArtifactError(
+                f"{where}: holds {n_rows} rows, but {declared_in} declares {rows}; "
+                "the file was replaced or the artifact is damaged"
+            )
+        try:
+            return pf.read().to_pandas()
+        except Exception as exc:  # pyarrow raises several types
+            raise ArtifactError(f"{where}: cannot be read ({_first_line(exc)})") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class _BadMember(ValueError):
+    """An ``.npz`` member that is refused unread."""
+
+
+#: how many times its stored size a compressed ``.npz`` member may expand to
+_NPZ_MAX_RATIO = 64
+
+
+def _check_npz_member(
+    zf: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    members: Collection[str] | re.Pattern | None,
+    seen: set[str],
+) -> None:
+    """Raise _BadMember unless ``info`` is an expected, unique ``.npy`` member whose size in the
+    zip directory is exactly what its header's shape and dtype make (read from its first bytes
+    only) and, if compressed, plausibly compressed."""
+    fname = info.filename
+    key = fname[:-4] if fname.endswith(".npy") else None
+    if key is None:
+        raise _BadMember(f"holds a member {fname!r} that is not an array (.npy); refused unread")
+    with zf.open(info) as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+        else:
+            raise _BadMember(f"the array {key!r} has .npy format version {version}")
+        header = fh.tell()
+    if dtype.hasobject:
+        raise _BadMember(f"the array {key!r} holds Python objects, which are never unpickled")
+    if members is not None and not (
+        members.fullmatch(key) if isinstance(members, re.Pattern) else key in members
+    ):
+        raise _BadMember(f"holds an array {key!r} that this file never has; refused unread")
+    if key in seen:
+        raise _BadMember(f"holds the array {key!r} twice")
+    seen.add(key)
+    size = header + math.prod(shape) * dtype.itemsize
+    if info.file_size != size:
+        raise _BadMember(
+            f"the array {key!r} declares shape {tuple(shape)} of {dtype} ({size} bytes) but "
+            f"its zip entry expands to {info.file_size} bytes; refused unread"
+        )
+    if info.compress_type != zipfile.ZIP_STORED and info.file_size > max(
+        _NPZ_MAX_RATIO * info.compress_size, 2**20
+    ):
+        raise _BadMember(
+            f"the array {key!r} expands from {info.compress_size} to {info.file_size} bytes, "
+            "far more than array data compresses; refused unread"
+        )
 
 
 def read_artifact(
@@ -547,21 +922,24 @@ def _manifest_changed(mpath: Path, sig: tuple) -> bool:
 def _read_artifact_once(
     path: Path, kind: str, supported_versions: tuple[int, ...], verify: bool
 ) -> Artifact:
-    asked = path
-    path = _recover(path)
+    path = _locate(path)
     if not path.is_dir():
         if not path.exists():
             raise ArtifactChanged(f"{path} vanished")
         raise ArtifactError(f"{path} is not a ragim artifact: it is a file, not a directory")
     mpath = path / MANIFEST
-    if not mpath.is_file():
-        if path != asked or not path.exists():
-            # a moved-aside copy that the save which replaced it is deleting right now
-            raise ArtifactChanged(f"{path} vanished while loading {asked} (a concurrent save)")
+    if not os.path.lexists(mpath):
+        if not path.exists():
+            raise ArtifactChanged(f"{path} vanished while loading (a concurrent save)")
         raise ArtifactError(f"{path} is not a ragim artifact: {MANIFEST} is missing")
-    raw, msig = _read_signed(mpath)
+    raw, msig = _read_signed(path, MANIFEST, _MANIFEST_MAX)
+    if len(raw) > _MANIFEST_MAX:
+        raise ArtifactError(
+            f"{mpath}: the manifest is larger than {_MANIFEST_MAX // 2**20} MiB; "
+            "it is not one ragim wrote"
+        )
     try:
-        manifest = json.loads(raw)
+        manifest = strict_json(raw)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as exc:
         raise ArtifactError(f"{mpath}: the manifest is not valid JSON ({exc})") from exc
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
@@ -597,6 +975,7 @@ def _read_artifact_once(
             or not isinstance(entry.get("sha256"), str)
             or isinstance(entry.get("bytes"), bool)
             or not isinstance(entry.get("bytes"), int)
+            or entry["bytes"] < 0
         ):
             raise ArtifactError(
                 f"{mpath}: the entry for {name!r} has no valid sha256/bytes; "
@@ -605,21 +984,26 @@ def _read_artifact_once(
     verified: dict[str, tuple] = {}
     if verify:
         for name, entry in manifest["files"].items():
-            f = path / name
             problem = None
             try:
-                with open(f, "rb") as fh:
-                    st = os.fstat(fh.fileno())
+                fd, st = _open_regular(path, name)
+                try:
                     ok = st.st_size == entry["bytes"]
                     if ok:
-                        ok = hashlib.file_digest(fh, "sha256").hexdigest() == entry["sha256"]
+                        digest = hashlib.sha256()
+                        ok = _read_fd(fd, entry["bytes"], digest)[1] == entry["bytes"]
+                        ok = ok and digest.hexdigest() == entry["sha256"]
+                finally:
+                    os.close(fd)
                 if not ok:
                     problem = (
                         f"{path}: checksum mismatch for {name!r}; the file is truncated, "
                         "damaged or was replaced. Re-create or re-download the artifact."
                     )
-            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-                problem = f"{path}: file {name!r} listed in the manifest is missing"
+            except ArtifactChanged:
+                raise
+            except ArtifactError as exc:  # missing, a link, a FIFO, a device, a folder
+                problem = str(exc)
             except OSError as exc:
                 problem = f"{path}: file {name!r} cannot be read ({exc})"
             if problem is not None:

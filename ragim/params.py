@@ -367,7 +367,7 @@ class ModelParams:
 
         art = read_artifact(path, FORMAT)
         config = art.read_json("config.json")
-        arrays = art.read_npz("params.npz")
+        arrays = art.read_npz("params.npz", members=("vector", "std", "correlation"))
         try:
             schema = FeatureSchema.from_dict(config["schema"])
             p = cls(

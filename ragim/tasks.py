@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -814,21 +815,19 @@ class TaskCollection:
         if not isinstance(meta, dict):
             raise ArtifactError(f"{art.path / 'collection.json'}: expected a JSON object")
         records = art.read_jsonl("tasks.jsonl")
-        try:
-            data = pd.read_parquet(io.BytesIO(art.read_bytes("data.parquet")))
-        except ArtifactError:
-            raise
-        except Exception as exc:  # pyarrow raises several types
-            raise ArtifactError(f"{art.path / 'data.parquet'}: cannot be read ({exc})") from exc
-        if "__task__" not in data.columns or "__y__" not in data.columns:
-            raise ArtifactError(
-                f"{art.path / 'data.parquet'}: lacks the __task__/__y__ columns "
-                "of a task collection"
-            )
+        counts = [rec.get("n_rows") for rec in records]
+        declared = (  # the rows tasks.jsonl declares, checked before any row is decoded
+            sum(counts)
+            if all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts)
+            else None
+        )
+        data = art.read_parquet(
+            "data.parquet", rows=declared, columns=("__task__", "__y__"), declared_in="tasks.jsonl"
+        )
         true = {}
         if "true_params.npz" in art.files:
             ids = art.read_json("true_params_ids.json")
-            arrs = art.read_npz("true_params.npz")
+            arrs = art.read_npz("true_params.npz", members=_TASK_ARRAY)
             if (
                 not isinstance(ids, list)
                 or len(ids) != len(arrs)
@@ -841,7 +840,7 @@ class TaskCollection:
             true = {tid: arrs[f"t{i}"] for i, tid in enumerate(ids)}
         oracle = {}
         if "oracle_params.npz" in art.files:
-            arrs = art.read_npz("oracle_params.npz")
+            arrs = art.read_npz("oracle_params.npz", members=_TASK_ARRAY)
             oracle = {tid: arrs[f"t{i}"] for i, tid in enumerate(true) if f"t{i}" in arrs}
         try:
             schema = None if meta.get("schema") is None else FeatureSchema.from_dict(meta["schema"])
@@ -924,6 +923,10 @@ class TaskCollection:
                 f"{art.path}: task records are inconsistent with data.parquet ({exc})"
             ) from exc
         return cls(tasks, schema=schema, name=meta.get("name", "tasks"), validate=False)
+
+
+#: the arrays of true_params.npz and oracle_params.npz: t0, t1, ... (one per task)
+_TASK_ARRAY = re.compile(r"t[0-9]+")
 
 
 def _text_for_mixed_columns(data: pd.DataFrame) -> pd.DataFrame:

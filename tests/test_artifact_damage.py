@@ -419,3 +419,93 @@ def test_lm_generator_saved_before_the_population_option_loads_without_it(saved,
     reseal(path)
     assert LMGenerator.load(path, device="cpu").config.population is False
     assert LMGenerator.load(saved["lm"]["a"], device="cpu").config.population is True
+
+
+# ------------------------------------------------------------------- received artifacts (hostile)
+@pytest.mark.parametrize("kind, name", [(k, f) for k in KINDS for f in _files(k)] + [("index", "tasks")])
+def test_a_link_inside_an_artifact_is_refused(saved, tmp_path, kind, name):
+    """A file (or the index's tasks/ folder) that links to a copy outside the artifact, same bytes
+    and so the same checksum, is never followed."""
+    path = _copy(saved, kind, tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.move(path / name, outside / "moved")
+    (path / name).symlink_to(outside / "moved")
+    load_fails(kind, path, f"'{name}' is a symbolic link")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_fifo_or_a_link_to_a_device_listed_in_the_manifest_is_refused_at_once(saved, tmp_path, kind):
+    """Opening a FIFO blocks for ever and /dev/zero never ends ("bytes": 0 matches its size): both
+    are refused before anything is opened."""
+    import os
+    import signal
+
+    for extra, make in (("fifo", os.mkfifo), ("zero", lambda f: f.symlink_to("/dev/zero"))):
+        path = _copy(saved, kind, tmp_path, "a")
+        make(path / extra)
+        manifest = json.loads((path / MANIFEST).read_text())
+        manifest["files"][extra] = {"sha256": "0" * 64, "bytes": 0}
+        (path / MANIFEST).write_text(json.dumps(manifest))
+        signal.alarm(60)  # a hang fails the test instead of the run
+        try:
+            load_fails(kind, path, f"'{extra}' is a " + ("FIFO" if extra == "fifo" else "symbolic link"))
+        finally:
+            signal.alarm(0)
+        shutil.rmtree(path)
+
+
+def _with_nan(f: Path) -> None:
+    """A bare NaN added to a .json file's object (or list), or to a .jsonl file's first line."""
+    if f.suffix == ".jsonl":
+        lines = f.read_text().splitlines()
+        lines[0] = json.dumps({**json.loads(lines[0]), "zz_nan": float("nan")})
+        f.write_text("\n".join(lines) + "\n")
+        return
+    obj = json.loads(f.read_text())
+    obj = {**obj, "zz_nan": float("nan")} if isinstance(obj, dict) else [*obj, float("nan")]
+    f.write_text(json.dumps(obj))
+
+
+@pytest.mark.parametrize("kind, name", [(k, f) for k in KINDS for f in _files(k)
+                                        if f.endswith((".json", ".jsonl")) and not f.endswith(MANIFEST)])
+def test_json_holding_a_bare_nan_is_refused_naming_the_file(saved, tmp_path, kind, name):
+    """ragim never writes NaN or Infinity; a received file holding one was refused only by the
+    next save ("a value is not JSON-safe"), after adaptation had run on it."""
+    if name.startswith("adapter/"):
+        pytest.skip("peft reads its own adapter_config.json")
+    path = _copy(saved, kind, tmp_path)
+    _with_nan(path / name)
+    reseal(path)
+    load_fails(kind, path, name.split("/")[-1], "a bare NaN")
+
+
+def test_a_zip_bomb_in_params_npz_is_refused_unread(saved, tmp_path):
+    import io
+
+    path = _copy(saved, "params", tmp_path)
+    with np.load(path / "params.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays, junk=np.zeros(2**21))
+    (path / "params.npz").write_bytes(buf.getvalue())
+    reseal(path)
+    load_fails("params", path, "params.npz: holds an array 'junk' that this file never has; refused unread")
+
+
+def test_a_parquet_file_of_more_rows_than_tasks_jsonl_declares_is_refused_before_decoding(saved, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = _copy(saved, "collection", tmp_path)
+    table = pq.read_table(path / "data.parquet")
+    pq.write_table(pa.concat_tables([table] * 50), path / "data.parquet")
+    reseal(path)
+    declared = sum(json.loads(line)["n_rows"] for line in (path / "tasks.jsonl").read_text().splitlines())
+    load_fails("collection", path, f"data.parquet: holds {50 * declared} rows, but tasks.jsonl declares {declared}")
+    names = table.column_names
+    pq.write_table(pa.Table.from_arrays([*table.columns, table.column(names[0])], names=[*names, names[0]]),
+                   path / "data.parquet")
+    reseal(path)
+    text = load_fails("collection", path, f"data.parquet: the column '{names[0]}' appears 2 times")
+    assert "\n" not in text

@@ -220,23 +220,24 @@ def test_file_replaced_after_verification_is_an_artifact_error(tmp_path):
         art.read_json("config.json")
 
 
-def test_a_moved_aside_copy_deleted_while_loading_is_a_change_not_damage(tmp_path, monkeypatch):
-    """Between a save's two renames a reader falls back to the moved-aside old copy, which that
-    save deletes right after: a load that loses that race is told a concurrent save replaced
-    the artifact (ArtifactChanged: load again), never that the artifact is damaged or absent."""
+def test_a_load_between_a_live_saves_two_renames_is_a_change_not_damage(tmp_path):
+    """Between a live save's two renames (its moved-aside copy is locked) a load waits for the new
+    artifact and, if it does not come, is told a concurrent save is replacing the artifact
+    (ArtifactChanged: load again), never that it is damaged or absent."""
+    import fcntl
+
     import ragim.io as rio
 
     path = tmp_path / "art"
-    aside = tmp_path / ".ragim-old-art-1234"
-    aside.mkdir()  # being deleted: its manifest is already gone
-    monkeypatch.setattr(rio, "_recover", lambda p: aside)
-    with pytest.raises(rio.ArtifactChanged, match="vanished while loading"):
-        rio._read_artifact_once(path, "ragim.example", (1,), True)
-    monkeypatch.undo()
+    aside = tmp_path / ".ragim-old-art-5678"
+    aside.mkdir()  # moved aside, incomplete, and nothing in place yet
+    fd = os.open(aside, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(rio.ArtifactChanged, match="concurrent save was replacing it"):
+            rio._locate(path)
+    finally:
+        os.close(fd)
     aside.rmdir()
-    (tmp_path / ".ragim-old-art-5678").mkdir()  # moved aside, incomplete, and nothing in place yet
-    with pytest.raises(rio.ArtifactChanged, match="concurrent save was replacing it"):
-        rio._recover(path)
-    (tmp_path / ".ragim-old-art-5678").rmdir()
     with pytest.raises(ArtifactError, match="the directory does not exist"):
-        rio._recover(path)
+        rio._locate(path)
