@@ -151,7 +151,9 @@ def predict(
         table["patient_id"] = data.ids.to_numpy()
     table["risk"] = risk
     if out is not None:
-        _write_csv(table, out)
+        from ragim.export import write_csv
+
+        write_csv(table, out)
     if as_json:
         echo_json(
             {
@@ -178,19 +180,6 @@ def predict(
     )
     if out is not None:
         typer.echo(f"wrote {len(risk)} risks to {out}")
-
-
-def _write_csv(table: pd.DataFrame, path: Path) -> None:
-    import os
-    import uuid
-
-    make_parent(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        table.to_csv(tmp, index=False, float_format="%.6g")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @option_groups
@@ -477,7 +466,7 @@ def export(
     interpret EBM."""
     setup(as_json, quiet)
     refuse_to_replace(csv, overwrite, "--csv")
-    from ragim.export import coefficients_frame, save_coefficients_csv
+    from ragim.export import coefficients_frame, save_coefficients_csv, spreadsheet_safe
 
     params, _ = _load(params_path)
     frame = coefficients_frame(params)
@@ -494,7 +483,7 @@ def export(
         )
         return
     if csv is None:
-        typer.echo(frame.to_csv(index=False, float_format="%.6g"), nl=False)
+        typer.echo(spreadsheet_safe(frame).to_csv(index=False, float_format="%.6g"), nl=False)
     else:
         say(
             f"wrote {len(frame)} {params.kind} parameters with their 95% intervals to {csv}",

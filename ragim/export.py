@@ -103,18 +103,68 @@ def coefficients_frame(params: ModelParams) -> pd.DataFrame:
     return out
 
 
-def save_coefficients_csv(params: ModelParams, path: str | Path) -> Path:
-    """Write :func:`coefficients_frame` as a UTF-8 CSV (atomically: a temporary file, then a
-    rename) and return its path."""
+#: a text cell starting with one of these is a formula (or becomes one) in a spreadsheet
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every text cell that a spreadsheet would take for a formula (one starting
+    with ``= + - @``, a tab or a carriage return) prefixed with a single quote, as OWASP advises
+    against CSV injection; numbers, missing values and other text are left as they are.
+
+    Parameters
+    ----------
+    frame : any table (n_rows × n_columns); it is not changed.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy of the same shape, columns and index.
+
+    Examples
+    --------
+    >>> spreadsheet_safe(pd.DataFrame({"label": ["=2+3", "age"], "change": ["+1 SD", "-"],
+    ...                                "coef": [-0.5, 1.0]})).to_dict("list")
+    {'label': ["'=2+3", 'age'], 'change': ["'+1 SD", "'-"], 'coef': [-0.5, 1.0]}
+    """
+    out = frame.copy()
+    for c in out.columns:
+        col = out[c]
+        if col.dtype == object or isinstance(col.dtype, pd.StringDtype | pd.CategoricalDtype):
+            out[c] = col.astype(object).map(
+                lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_STARTS) else v,
+                na_action="ignore",
+            )
+    return out
+
+
+def write_csv(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``frame`` (without its index) as a UTF-8 CSV that is safe to open in a spreadsheet
+    (:func:`spreadsheet_safe`; numbers as ``%.6g``), atomically: a temporary file beside ``path``,
+    then a rename. Returns ``path``.
+
+    Raises
+    ------
+    ragim.errors.ArtifactError
+        When a file stands where a folder of ``path`` must be.
+    """
     path = Path(path)
     make_parent(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        coefficients_frame(params).to_csv(tmp, index=False, float_format="%.6g")
+        spreadsheet_safe(frame).to_csv(tmp, index=False, float_format="%.6g")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def save_coefficients_csv(params: ModelParams, path: str | Path) -> Path:
+    """Write :func:`coefficients_frame` as a UTF-8 CSV with :func:`write_csv` (atomic; text
+    cells that a spreadsheet would take for a formula, such as a received model's label
+    ``=HYPERLINK(...)`` or the ``change`` column's ``+1 SD = 1.03``, start with a single quote)
+    and return its path."""
+    return write_csv(coefficients_frame(params), path)
 
 
 def read_column(X: Any, feature: Feature, levels: Sequence[str] | None = None) -> np.ndarray:
@@ -262,8 +312,11 @@ def to_sklearn_pipeline(params: ModelParams):
 
 
 __all__ = [
+    "FORMULA_STARTS",
     "coefficients_frame",
     "read_column",
     "save_coefficients_csv",
+    "spreadsheet_safe",
     "to_sklearn_pipeline",
+    "write_csv",
 ]

