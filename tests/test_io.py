@@ -301,3 +301,13 @@ def test_an_artifact_of_another_kind_is_never_overwritten(tmp_path):
         write_artifact(p, "ragim.model-params", {"config.json": b"{}"}, overwrite=True)
     assert read_artifact(p, "ragim.task-index").manifest["format"] == "ragim.task-index"
     write_artifact(p, "ragim.task-index", {"config.json": b'{"a": 1}'}, overwrite=True)
+
+
+def test_saving_over_a_link_replaces_the_link_and_leaves_its_target_alone(tmp_path):
+    real = _write(tmp_path / "real")
+    (tmp_path / "m").symlink_to(real)
+    _write(tmp_path / "m", b'{"a": 2}')
+    assert not (tmp_path / "m").is_symlink()
+    assert read_artifact(tmp_path / "m", "ragim.example").read_json("config.json") == {"a": 2}
+    assert read_artifact(real, "ragim.example").read_json("config.json") == {"a": 1}
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["m", "real"]  # no link left aside
