@@ -349,11 +349,86 @@ pass y.to_numpy()
         raise ValidationError(problems[0])
 
 
+def check_loaded(value: Any, spec: Any, name: str) -> Any:
+    """Check a value read from a saved artifact's JSON against ``spec``, its expected type
+    and shape, before any code uses it; returns ``value`` (integers as ``int``, numbers as
+    ``float``).
+
+    Parameters
+    ----------
+    value : the loaded value (from ``json.loads``).
+    spec : what it must be:
+
+        - ``int``: an integer (not a bool, not a float such as ``1e30``); ``float``: a
+          finite number; ``str``, ``bool``: those;
+        - a callable ``rule(value, name)`` (e.g. ``partial(check_int, ge=0, le=10)``), whose
+          result is kept;
+        - ``[spec]``: a list whose items are each ``spec``;
+        - ``{"*": spec}``: an object mapping any text key to ``spec``;
+        - ``{key: spec, ...}``: an object with exactly these keys (a key written ``"key?"``
+          may be absent);
+        - ``None``: anything (not checked).
+    name : where the value is, said in the error (``"state.json: stack"``).
+
+    Raises
+    ------
+    ValidationError
+        One line naming the first wrong field: ``"<name>.<key> must be ..., got ..."``.
+
+    Examples
+    --------
+    >>> check_loaded({"k": 3, "w": [0.5, 1]}, {"k": int, "w": [float]}, "state")
+    {'k': 3, 'w': [0.5, 1.0]}
+    >>> check_loaded({"k": 1e30}, {"k": int}, "state")
+    Traceback (most recent call last):
+    ...
+    ragim.errors.ValidationError: state.k must be an integer, got 1e+30
+    """
+    if spec is None:
+        return value
+    if spec is int:
+        return check_int(value, name)
+    if spec is float:
+        return check_number(value, name)
+    if spec is bool:
+        return check_bool(value, name)
+    if spec is str:
+        if not isinstance(value, str):
+            raise ValidationError(f"{name} must be text, got {value!r}")
+        return value
+    if isinstance(spec, list):
+        if not isinstance(value, list):
+            raise ValidationError(f"{name} must be a list, got {_short(value)}")
+        return [check_loaded(v, spec[0], f"{name}[{i}]") for i, v in enumerate(value)]
+    if isinstance(spec, Mapping):
+        if not isinstance(value, Mapping):
+            raise ValidationError(f"{name} must be an object, got {_short(value)}")
+        if set(spec) == {"*"}:
+            return {str(k): check_loaded(v, spec["*"], f"{name}.{k}") for k, v in value.items()}
+        keys = {k.rstrip("?"): k.endswith("?") for k in spec}
+        unknown = sorted(set(value) - set(keys), key=str)
+        missing = [k for k, optional in keys.items() if not optional and k not in value]
+        if unknown or missing:
+            raise ValidationError(
+                f"{name} must have the keys {sorted(keys)}, "
+                + (f"missing {missing}" if missing else f"got also {unknown[:5]}")
+            )
+        spec_of = {k.rstrip("?"): s for k, s in spec.items()}
+        return {k: check_loaded(v, spec_of[k], f"{name}.{k}") for k, v in value.items()}
+    return spec(value, name)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{type(value).__name__} {text[:50]}..."
+
+
 __all__ = [
     "check_aligned_labels",
     "check_bool",
     "check_fields",
     "check_int",
+    "check_loaded",
     "check_number",
     "config_from",
     "misaligned_labels",

@@ -226,7 +226,7 @@ class Coverage:
                 None if d.get("rank_min") is None else int(d["rank_min"]),
                 None if d.get("rank_max") is None else int(d["rank_max"]),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ValidationError(f"not a coverage record: {d!r} ({exc})") from None
 
     def summary(self) -> str:

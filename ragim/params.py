@@ -386,6 +386,15 @@ class ModelParams:
             raise ArtifactError(
                 f"{path}: parameter names in config.json do not match the schema layout"
             )
+        if p.metadata.get("coverage") is not None:  # explain and predict read it
+            from ragim.domain import Coverage
+
+            try:
+                Coverage.from_data(p.metadata["coverage"])
+            except ValidationError as exc:
+                raise ArtifactError(
+                    f"{art.path / 'config.json'}: metadata.coverage is {exc}"
+                ) from exc
         return p
 
     # ------------------------------------------------------------------ misc

@@ -1003,10 +1003,11 @@ class FeatureSchema:
                     for k, v in fitted.get("constant", {}).items()
                 }
                 schema.ranges_ = {
-                    str(k): [float(v[0]), float(v[1])] for k, v in fitted.get("ranges", {}).items()
+                    str(k): [float(lo), float(hi)]
+                    for k, (lo, hi) in fitted.get("ranges", {}).items()
                 }
                 schema._check_consistent()
-        except (KeyError, TypeError, AttributeError, ValueError, OverflowError) as exc:
+        except (KeyError, TypeError, AttributeError, ValueError, OverflowError, IndexError) as exc:
             if isinstance(exc, ValidationError):
                 raise
             raise ValidationError(

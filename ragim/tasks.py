@@ -830,11 +830,13 @@ class TaskCollection:
             arrs = art.read_npz("true_params.npz", members=_TASK_ARRAY)
             if (
                 not isinstance(ids, list)
+                or not all(isinstance(t, str) for t in ids)
                 or len(ids) != len(arrs)
                 or any(f"t{i}" not in arrs for i in range(len(ids)))
             ):
                 raise ArtifactError(
-                    f"{art.path / 'true_params_ids.json'}: does not match true_params.npz "
+                    f"{art.path / 'true_params_ids.json'}: is not a list of task ids matching "
+                    "true_params.npz "
                     f"({len(arrs)} arrays); the artifact was assembled from different collections"
                 )
             true = {tid: arrs[f"t{i}"] for i, tid in enumerate(ids)}

@@ -38,6 +38,7 @@ import math
 import os
 import re
 import shutil
+import struct
 import sys
 import tempfile
 import weakref
@@ -706,6 +707,8 @@ class VectorStore:
             raise ArtifactError(
                 f"{path}: not a readable FAISS index ({str(exc).splitlines()[0]})"
             ) from exc
+        if storage == "ondisk":
+            _check_ondisk_lists(index, faiss, Path(path))
         has_lists = faiss.try_extract_index_ivf(index) is not None
         if has_lists != ("IVF" in factory):
             from ragim.errors import ArtifactError
@@ -721,6 +724,82 @@ class VectorStore:
         store._lists_writable = storage != "ondisk"
         store._apply_params()
         return store
+
+
+#: the FAISS header every index type starts with (faiss/impl/index_write.cpp,
+#: write_index_header): fourcc, d (int32), ntotal (int64), two unused int64, is_trained (uint8),
+#: metric_type (int32)
+_HEADER = struct.Struct("<4siqqqBi")
+_FLAT = (b"IxFI", b"IxF2", b"IxFl")  # flat inner-product / L2 (and the old form)
+
+
+def check_index_file(path: Path, *, ntotal: int, dim: int) -> None:
+    """Check a saved FAISS index's header against what it must hold before FAISS reads it:
+    ``ntotal`` vectors of dimension ``dim``; for a flat index also the length of its vector
+    block and the file size. FAISS allocates what a file's length fields claim before it finds
+    the file short, so a few changed bytes could make it take gigabytes.
+
+    Parameters
+    ----------
+    path : the ``index.faiss`` file.
+    ntotal, dim : the vectors the index must hold (its records and its embedder's dimension).
+
+    Raises
+    ------
+    ArtifactError
+        One line naming the file and what differs.
+    """
+    from ragim.errors import ArtifactError
+
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        head = fh.read(_HEADER.size + 8)
+    if len(head) < _HEADER.size:
+        raise ArtifactError(f"{path}: not a FAISS index ({size} bytes, shorter than its header)")
+    fourcc, d, n, _, _, _, _ = _HEADER.unpack_from(head)
+    if (d, n) != (dim, ntotal):
+        raise ArtifactError(
+            f"{path}: its header says {n} vectors of dimension {d}, but the index has "
+            f"{ntotal} records and its embedder makes {dim}-dimensional vectors; the artifact "
+            "was assembled from different indices"
+        )
+    if fourcc in _FLAT and len(head) == _HEADER.size + 8:
+        (count,) = struct.unpack_from("<Q", head, _HEADER.size)
+        if count != ntotal * dim or size != _HEADER.size + 8 + 4 * count:
+            raise ArtifactError(
+                f"{path}: a flat index of {ntotal} vectors of dimension {dim} holds "
+                f"{ntotal * dim} numbers in {_HEADER.size + 8 + 4 * ntotal * dim} bytes, but the "
+                f"file says {count} numbers and has {size} bytes"
+            )
+
+
+def _check_ondisk_lists(index: Any, faiss: Any, path: Path) -> None:
+    """Refuse on-disk inverted lists whose ``index.ivfdata`` is shorter than the lists
+    ``index.faiss`` places in it: FAISS maps the file and a search touching a page past its
+    end kills the process (SIGBUS)."""
+    from ragim.errors import ArtifactError
+
+    ivf = faiss.try_extract_index_ivf(index)
+    lists = None if ivf is None else faiss.downcast_InvertedLists(ivf.invlists)
+    if not isinstance(lists, faiss.OnDiskInvertedLists):
+        return
+    data = Path(lists.filename)
+    size = data.stat().st_size if data.is_file() else 0
+    entry = lists.code_size + 8  # a code and its 64-bit id
+    need = max(
+        (
+            lists.lists.at(i).offset + lists.lists.at(i).capacity * entry
+            for i in range(lists.nlist)
+            if lists.lists.at(i).capacity
+        ),
+        default=0,
+    )
+    if size < max(need, lists.totsize):
+        raise ArtifactError(
+            f"{path.parent / ONDISK_FILE}: has {size} bytes, but {path.name} places its "
+            f"inverted lists in {max(need, lists.totsize)}; the file is truncated or from "
+            "another index"
+        )
 
 
 def _widen(

@@ -149,7 +149,7 @@ def test_errors(index, family):
         RagIm2024Generator().generate("x", index=index)
     with pytest.raises(ValidationError, match=r"hidden \(30\) must be divisible by heads \(4\)"):
         RagIm2024Config(hidden=30)
-    with pytest.raises(ValidationError, match="blocks must be an integer >= 1"):
+    with pytest.raises(ValidationError, match=r"blocks must be an integer in \[1, 256\]"):
         RagIm2024Config(blocks=0)
     no_rows = TaskIndex.build(
         family.head(10), embedder="hashing:64", keep_tasks=False, progress=False

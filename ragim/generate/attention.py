@@ -80,6 +80,10 @@ FORMAT = "ragim.attention-generator"
 BASES = ("statistical", "none")
 
 
+#: the most neighbour bootstrap draws a config may ask for (each draw runs the network once)
+MAX_BOOTSTRAP = 10_000
+
+
 @dataclass
 class AttentionConfig(HypernetworkConfig):
     """Hyper-parameters of the RAG-IM hypernetwork and its episodic training (``k``,
@@ -122,6 +126,7 @@ class AttentionConfig(HypernetworkConfig):
         fractions = ("dropout", "query_dropout", "val_fraction", "neighbor_dropout")
         return {
             **dict.fromkeys(ints, partial(check_int, ge=1)),
+            "n_bootstrap": partial(check_int, ge=1, le=MAX_BOOTSTRAP),
             **dict.fromkeys(fractions, partial(check_number, ge=0, lt=1)),
             "lr": partial(check_number, gt=0),
             "weight_decay": partial(check_number, ge=0),
@@ -285,6 +290,7 @@ class AttentionGenerator(HypernetworkGenerator):
     FORMAT = FORMAT
     config_class = AttentionConfig
     label = "attention"
+    block_lists = ("net.blocks",)
 
     def __init__(self, config: AttentionConfig | None = None, **overrides: Any):
         super().__init__(config, **overrides)

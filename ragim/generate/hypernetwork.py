@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import numbers
+import warnings
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from ragim.checks import check_fields, check_int, config_from, setting
+from ragim.embed import MAX_EMBED_DIM
 from ragim.errors import ArtifactError, ValidationError
 from ragim.generate.base import (
     Generator,
@@ -50,6 +52,11 @@ def heads_problems(hidden: Any, heads: Any) -> list[str]:
     ):
         return []
     return [f"hidden ({hidden}) must be divisible by heads ({heads})"] if hidden % heads else []
+
+
+#: the largest sizes a hypernetwork config may give (a received config.json with "blocks":
+#: 1e30 would otherwise build blocks until memory runs out)
+SIZE_LIMITS = {"k": 10_000, "hidden": 16_384, "heads": 1_024, "blocks": 256}
 
 
 @dataclass
@@ -85,9 +92,9 @@ class HypernetworkConfig:
         return {}
 
     def __post_init__(self):
-        rules: dict[str, Callable[[Any, str], Any]] = dict.fromkeys(
-            ("k", "hidden", "heads", "blocks"), partial(check_int, ge=1)
-        )
+        rules: dict[str, Callable[[Any, str], Any]] = {
+            name: partial(check_int, ge=1, le=most) for name, most in SIZE_LIMITS.items()
+        }
         rules["seed"] = partial(check_int, ge=0)
         problems = heads_problems(self.hidden, self.heads)
         rules.update(self.field_rules(problems))
@@ -132,7 +139,12 @@ def read_saved_net(art: Any, bad: Callable[[str, Any], Exception]) -> SavedNet:
         model_kind, names, schema, embedder = read_fit_state(state)
         fitted_ids = read_fitted_ids(state)
         fitted_digests = read_fitted_digests(state)
-        emb_dim, history = int(state["emb_dim"]), list(state.get("history", []))
+        emb_dim = check_int(state["emb_dim"], "emb_dim", ge=1, le=MAX_EMBED_DIM)
+        history = list(state.get("history", []))
+        if isinstance(embedder, dict) and embedder.get("dim", emb_dim) != emb_dim:
+            raise ValueError(
+                f"emb_dim {emb_dim} differs from the embedder's dimension {embedder['dim']}"
+            )
     except KeyError as exc:
         raise bad("state.json", f"it lacks the field {exc}") from exc
     except (TypeError, ValueError, ValidationError) as exc:
@@ -173,6 +185,8 @@ class HypernetworkGenerator(Generator):
     FORMAT: ClassVar[str]
     config_class: ClassVar[type[HypernetworkConfig]]
     label: ClassVar[str]
+    #: the saved tensors' prefixes of the network's lists of blocks (config ``blocks`` each)
+    block_lists: ClassVar[tuple[str, ...]]
 
     def __init__(self, config: HypernetworkConfig | None = None, **overrides: Any):
         self.config = config_with(self.config_class, config, overrides)
@@ -327,7 +341,21 @@ class HypernetworkGenerator(Generator):
         gen = cls(cfg)
         saved.restore(gen)
         gen._device = resolve_device(cfg.device)
+        blocks = {
+            key[len(name) + 1 :].split(".", 1)[0]
+            for name in cls.block_lists
+            for key in saved.tensors
+            if key.startswith(name + ".")
+        }
+        if len(blocks) != cfg.blocks:
+            raise bad(
+                "config.json",
+                f"blocks is {cfg.blocks}, but model.safetensors holds {len(blocks)} blocks",
+            )
         try:
+            with warnings.catch_warnings(), torch.device("meta"):
+                warnings.simplefilter("ignore")  # "copying ... to a meta parameter is a no-op"
+                gen.restore_net(saved)  # the shapes alone, before any memory is taken
             net = gen.restore_net(saved)
         except (KeyError, RuntimeError, TypeError, ValueError) as exc:
             raise weights_mismatch_error(root, exc) from exc

@@ -194,6 +194,7 @@ class RagIm2024Generator(HypernetworkGenerator):
     FORMAT = FORMAT
     config_class = RagIm2024Config
     label = "rag-im-2024"
+    block_lists = ("attn", "bottleneck")
 
     # ------------------------------------------------------------------ index arrays
     def _arrays(self, index):

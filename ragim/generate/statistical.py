@@ -89,7 +89,14 @@ from threadpoolctl import threadpool_limits
 
 from ragim.adaptation_policy import MIN_TASKS, AdaptationPolicy, ValidationCase, calibrate
 from ragim.canonical import canonical_id
-from ragim.checks import check_bool, check_fields, check_int, check_number, setting
+from ragim.checks import (
+    check_bool,
+    check_fields,
+    check_int,
+    check_loaded,
+    check_number,
+    setting,
+)
 from ragim.data_checks import between_task_terms
 from ragim.errors import (
     ArtifactError,
@@ -150,6 +157,10 @@ MIN_KEPT_SHARE = 0.5
 #: 2 busy cores: a 240x240 Cholesky and product took 188 ms with OpenBLAS's default threads and
 #: 3 ms with one, so fitting and generating run under ``threadpool_limits(1, user_api="blas")``.
 BLAS_THREADS = 1
+
+
+#: the longest word n-gram the text candidate may use (longer ones are too rare to learn from)
+MAX_NGRAM = 8
 
 
 @dataclass
@@ -232,6 +243,8 @@ class StatisticalConfig:
         )
         rules = {
             **dict.fromkeys(counts, partial(check_int, ge=1)),
+            "ngram_max": partial(check_int, ge=1, le=MAX_NGRAM),
+            "neighbor_k": partial(check_int, ge=1, le=100_000),
             "cv_folds": partial(check_int, ge=2),
             "split_buckets": check_bool,
             "ard": check_bool,
@@ -1187,11 +1200,21 @@ class StatisticalGenerator(Generator):
             gen.model_kind_, gen.param_names_, gen.schema_, gen.embedder_identity_ = fitted_on
             gen.fitted_ids_ = read_fitted_ids(state)  # None when saved before they were kept
             gen.fitted_digests_ = read_fitted_digests(state)
-            ids, gen.descriptions_ = list(state["ids"]), list(state["descriptions"])
-            gen.groups_ = {g: [int(c) for c in cols] for g, cols in state["groups"].items()}
-            gen.stack_, gen.cv_ = state["stack"], state["cv"]
-            gen.interval_scale_ = float(state["interval_scale"])
-            gen.between_tasks_ = [str(t) for t in state.get("between_tasks", [])]  # absent before
+            P = len(gen.param_names_)
+            checked = check_loaded(
+                {k: state.get(k) for k in _STATE_FIELDS},
+                _state_fields(P, gen.config.ngram_max),
+                "state.json",
+            )
+            ids, gen.descriptions_ = checked["ids"], checked["descriptions"]
+            gen.groups_ = checked["groups"]
+            gen.stack_, gen.cv_ = checked["stack"], state["cv"]
+            gen.interval_scale_ = checked["interval_scale"]
+            _check_stack(gen.stack_, set(gen.config.candidates) | {"pooled"})
+            _check_arrays(arrays, n=len(ids), P=P, state=checked)
+            gen.between_tasks_ = check_loaded(  # absent before it was kept
+                state.get("between_tasks", []), [str], "state.json.between_tasks"
+            )
             gen.pooled_, gen.center_ = arrays["pooled"], arrays["center"]
             gen.pooled_var_ = arrays.get(
                 "pooled_var", np.zeros_like(gen.pooled_)
@@ -1209,10 +1232,9 @@ class StatisticalGenerator(Generator):
             fstate: dict[str, Any] = {
                 k[len("state.") :]: v for k, v in arrays.items() if k.startswith("state.")
             }
-            fstate.update(state["scalars"])
-            if state.get("vocabulary") is not None:
-                fstate["vocabulary"] = {t: int(i) for t, i in state["vocabulary"].items()}
-            P = len(gen.param_names_)
+            fstate.update(checked["scalars"])
+            if checked["vocabulary"] is not None:
+                fstate["vocabulary"] = checked["vocabulary"]
             shapes_ok = (
                 gen.pooled_.shape == (P,)
                 and gen.pooled_var_.shape == (P,)
@@ -1236,10 +1258,22 @@ class StatisticalGenerator(Generator):
                 gen.groups_,
                 state=fstate,
             )
-        except (KeyError, TypeError, ValueError, ValidationError, np.linalg.LinAlgError) as exc:
+        except ValidationError as exc:  # a field of the wrong type, shape or value
+            raise ArtifactError(f"{root}: {exc}") from exc
+        except (KeyError, TypeError, ValueError, np.linalg.LinAlgError) as exc:
             raise ArtifactError(
                 f"{root}: state.json and arrays.safetensors do not describe one generator ({exc}); "
                 "the artifact was assembled from different generators"
+            ) from exc
+        try:  # what no field check sees (the state's arrays against each other): one generation
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                gen._combine(gen.fitted_, gen.descriptions_[:1], gen.vectors_[:1], True, 1)
+        except (KeyError, TypeError, ValueError, IndexError, ValidationError) as exc:
+            raise ArtifactError(
+                f"{root}: state.json and arrays.safetensors do not describe one generator "
+                f"(generating for its own task {ids[0]!r} fails: {exc}); the artifact was "
+                "assembled from different generators"
             ) from exc
         return gen
 
@@ -1253,6 +1287,108 @@ class StatisticalGenerator(Generator):
             for c in self.stack_["baseline"]
         )
         return f"StatisticalGenerator({len(self.summaries_.ids)} tasks, stack baseline/slopes: {w})"
+
+
+_STATE_FIELDS = (
+    "ids",
+    "descriptions",
+    "groups",
+    "vocabulary",
+    "scalars",
+    "stack",
+    "interval_scale",
+)
+
+
+#: the state's scalars that are variances, nuggets or kernel scales
+_NON_NEGATIVE = ("pooled_var_", "text_nugget_", "emb_nugget_", "emb_scale_")
+
+
+def _state_fields(P: int, ngram_max: int) -> dict[str, Any]:
+    """What a saved generator's ``state.json`` fields must be (:func:`ragim.checks.check_loaded`)
+    for ``P`` parameters and n-grams of up to ``ngram_max`` words."""
+
+    def vocabulary(v, name):
+        if v is None:
+            return None
+        v = check_loaded(v, {"*": partial(check_int, ge=0, lt=max(len(v), 1))}, name)
+        if len(set(v.values())) < len(v):
+            raise ValidationError(f"{name} gives two n-grams one column")
+        long = [t for t in v if len(t.split()) > ngram_max]
+        if long:
+            raise ValidationError(
+                f"{name} holds n-grams longer than ngram_max ({ngram_max}): {long[:3]}"
+            )
+        return v
+
+    def scalars(v, name):
+        v = check_loaded(v, {"*": float}, name)
+        bad = [k for k, x in v.items() if x < 0 and k.startswith(_NON_NEGATIVE)]
+        if bad:
+            raise ValidationError(
+                f"{name}.{bad[0]} must be >= 0 (a variance or kernel scale), got {v[bad[0]]!r}"
+            )
+        return v
+
+    def stack(v, name):
+        weights = {"*": partial(check_number, ge=0)}
+        return check_loaded(v, {"shift?": float, "baseline": weights, "slopes": weights}, name)
+
+    return {
+        "ids": [str],
+        "descriptions": [str],
+        "groups": {"*": [partial(check_int, ge=0, lt=P)]},
+        "vocabulary": vocabulary,
+        "scalars": scalars,
+        "stack": stack,
+        "interval_scale": partial(check_number, gt=0),
+    }
+
+
+def _check_stack(stack: dict, candidates: set[str]) -> None:
+    if set(stack["baseline"]) != set(stack["slopes"]) or not set(stack["baseline"]) <= candidates:
+        raise ValidationError(
+            f"state.json: stack must weigh the same candidates ({sorted(candidates)}) in "
+            f"baseline and slopes, got {sorted(stack['baseline'])} and {sorted(stack['slopes'])}"
+        )
+    stack.setdefault("shift", 0.0)
+
+
+def _check_arrays(arrays: dict[str, np.ndarray], *, n: int, P: int, state: dict) -> None:
+    """Refuse arrays that are not finite floats of the shapes ``state.json`` implies (``n``
+    tasks, ``P`` parameters), or variances below 0, naming the array."""
+    shapes = {
+        "pooled": (P,),
+        "pooled_var": (P,),
+        "pooled_corr": (P, P),
+        "center": (P - 1,),
+        "theta": (n, P),
+        "var": (n, P),
+        "fits": (n, P),
+        "n_rows": (n,),
+    }
+    n_vocab = len(state["vocabulary"] or {})
+    for key, a in arrays.items():
+        where = f"arrays.safetensors: {key}"
+        if a.dtype.kind != "f" or not np.all(np.isfinite(a)):
+            raise ValidationError(f"{where} must hold finite floats, got {a.dtype} {a.shape}")
+        want = shapes.get(key)
+        if key == "vectors" and (a.ndim != 2 or len(a) != n):
+            want = (n, "d")
+        elif key.startswith("state.tau_") and a.shape != (n_vocab + 1,):
+            want = (n_vocab + 1,)  # a constant, then each n-gram
+        elif key.startswith("state.glmm_"):
+            cols = state["groups"].get(key[len("state.glmm_") :], [])
+            if a.ndim != 2 or a.shape[1] != len(cols):
+                want = ("k", len(cols))
+        if want is not None and a.shape != want:
+            raise ValidationError(f"{where} must have shape {want}, got {a.shape}")
+        if (key in ("pooled_var", "var", "n_rows") or key.startswith("state.tau_")) and (
+            a < 0
+        ).any():
+            raise ValidationError(f"{where} holds negative values (a variance or count)")
+        if key == "pooled_corr" and (np.abs(a) > 1 + 1e-9).any():
+            raise ValidationError(f"{where} holds correlations outside [-1, 1]")
 
 
 # ---------------------------------------------------------------------- the default

@@ -1,0 +1,313 @@
+"""Artifacts edited and re-sealed (checksums recomputed, as a sender from another hospital could
+do): every field a loader reads is checked for type, shape and size at load, and a bad one is one
+ArtifactError naming the file and the field, never a traceback, a hang, a crash or gigabytes of
+memory later."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import reseal
+from safetensors.numpy import load_file, save_file
+
+from ragim import ModelParams, StatisticalGenerator, TaskCollection, TaskIndex, datasets
+from ragim.checks import check_loaded
+from ragim.errors import ArtifactError, ValidationError
+from ragim.generate.attention import AttentionGenerator
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    root = tmp_path_factory.mktemp("loadcheck")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tasks = datasets.synthetic_family(n_tasks=12, n_features=3, seed=0)
+        index = TaskIndex.build(tasks, embedder="hashing", progress=False)
+        stat = StatisticalGenerator(adaptation_tasks=0).fit(index, progress=False)
+        small = {"max_epochs": 1, "hidden": 8, "heads": 2, "bottleneck": 4, "k": 3}
+        att = AttentionGenerator(**small, base="none", device="cpu").fit(index, progress=False)
+        ivf = TaskIndex.build(
+            datasets.synthetic_family(n_tasks=40, n_features=3, seed=1),
+            embedder="hashing",
+            index="IVF2,Flat",
+            storage="ondisk",
+            progress=False,
+        )
+    return {
+        "index": index.save(root / "index"),
+        "stat": stat.save(root / "stat"),
+        "att": att.save(root / "att"),
+        "ivf": ivf.save(root / "ivf"),
+        "params": index.params(index.ids[0]).save(root / "params"),
+        "tasks": tasks.save(root / "tasks"),
+        "loaded_index": index,
+    }
+
+
+def _copy(saved, kind: str, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(saved[kind], tmp_path / kind))
+
+
+def _edit_json(folder: Path, name: str, edit) -> Path:
+    f = folder / name
+    data = json.loads(f.read_text())
+    edit(data)
+    f.write_text(json.dumps(data))
+    reseal(folder)
+    return folder
+
+
+def _edit_arrays(folder: Path, edit) -> Path:
+    f = folder / "arrays.safetensors"
+    arrays = load_file(str(f))
+    edit(arrays)
+    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(f))
+    reseal(folder)
+    return folder
+
+
+# ---------------------------------------------------------------------------- the helper
+def test_check_loaded_names_the_field_and_refuses_floats_for_integers():
+    spec = {"k": int, "w": [float], "opt?": str, "m": {"*": int}}
+    assert check_loaded({"k": 2, "w": [1, 0.5], "m": {"a": 1}}, spec, "state.json") == {
+        "k": 2,
+        "w": [1.0, 0.5],
+        "m": {"a": 1},
+    }
+    for bad, field in (
+        ({"k": 1e30, "w": [], "m": {}}, "state.json.k must be an integer"),
+        ({"k": 1, "w": [float("inf")], "m": {}}, r"state.json.w\[0\] must be a number"),
+        ({"k": 1, "w": [], "m": {"a": []}}, "state.json.m.a must be an integer"),
+        ({"k": 1, "w": {}, "m": {}}, "state.json.w must be a list"),
+        ({"w": [], "m": {}}, r"missing \['k'\]"),
+    ):
+        with pytest.raises(ValidationError, match=field):
+            check_loaded(bad, spec, "state.json")
+
+
+# ---------------------------------------------------------------------------- the index
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        ("dim", 5e7, r"embedder.dim must be an integer in \[1, 65536\], got 50000000.0"),
+        ("dim", 1e308, "embedder.dim must be an integer"),
+        ("dim", 10**9, "embedder.dim must be an integer"),
+        ("seed", float("inf"), "embedder.seed must be an integer"),
+    ],
+)
+def test_an_index_embedder_identity_must_hold_integers_in_range(saved, tmp_path, key, value, says):
+    folder = _edit_json(
+        _copy(saved, "index", tmp_path), "config.json", lambda c: c["embedder"].update({key: value})
+    )
+    with pytest.raises(
+        ArtifactError, match=f"config.json: not a valid index configuration .*{says}"
+    ):
+        TaskIndex.load(folder)
+
+
+def test_an_index_factory_must_be_text(saved, tmp_path):
+    folder = _edit_json(
+        _copy(saved, "index", tmp_path), "config.json", lambda c: c.update(factory=None)
+    )
+    with pytest.raises(ArtifactError, match="factory must be a FAISS factory string, got None"):
+        TaskIndex.load(folder)
+
+
+def test_a_flat_index_whose_length_field_was_enlarged_is_refused_before_faiss_reads_it(
+    saved, tmp_path
+):
+    folder = _copy(saved, "index", tmp_path)
+    f = folder / "index.faiss"
+    b = bytearray(f.read_bytes())
+    struct.pack_into("<Q", b, 37, 300_000_000)  # the vector block's length: 1.2 GB of floats
+    f.write_bytes(bytes(b))
+    reseal(folder)
+    with pytest.raises(
+        ArtifactError, match="index.faiss: a flat index of 12 vectors .* says 300000000 numbers"
+    ):
+        TaskIndex.load(folder)
+
+
+def test_an_index_header_counting_other_vectors_is_refused(saved, tmp_path):
+    folder = _copy(saved, "index", tmp_path)
+    f = folder / "index.faiss"
+    b = bytearray(f.read_bytes())
+    struct.pack_into("<q", b, 8, 10**9)  # ntotal
+    f.write_bytes(bytes(b))
+    reseal(folder)
+    with pytest.raises(
+        ArtifactError, match="header says 1000000000 vectors of dimension 64, but the index has 12"
+    ):
+        TaskIndex.load(folder)
+
+
+def test_a_truncated_ondisk_ivfdata_is_refused_at_load_instead_of_crashing_a_search(
+    saved, tmp_path
+):
+    folder = _copy(saved, "ivf", tmp_path)
+    data = folder / "index.ivfdata"
+    full = data.stat().st_size
+    with open(data, "r+b") as fh:
+        fh.truncate(4096)
+    reseal(folder)
+    with pytest.raises(
+        ArtifactError,
+        match=f"index.ivfdata: has 4096 bytes, but index.faiss places its inverted lists in {full}",
+    ):
+        TaskIndex.load(folder)
+    assert len(TaskIndex.load(saved["ivf"]).search("fatal outcome", k=3)) == 3  # untouched: fine
+
+
+# ---------------------------------------------------------------------------- generators
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (
+            lambda s: s.update(stack={}),
+            r"state.json.stack must have the keys .*missing \['baseline', 'slopes'\]",
+        ),
+        (lambda s: s.update(stack=0), "state.json.stack must be an object"),
+        (
+            lambda s: s["stack"]["baseline"].update(text="x"),
+            "state.json.stack.baseline.text must be a number >= 0",
+        ),
+        (
+            lambda s: s["vocabulary"].update({next(iter(s["vocabulary"])): float("inf")}),
+            "state.json.vocabulary.* must be an integer",
+        ),
+        (
+            lambda s: s["groups"]["slopes"].__setitem__(0, 10**30),
+            r"state.json.groups.slopes\[0\] must be an integer in \[0, 4\)",
+        ),
+        (lambda s: s.update(ids=[[]] * len(s["ids"])), r"state.json.ids\[0\] must be text"),
+        (
+            lambda s: s["scalars"].update(pooled_var_0=-1.0),
+            "state.json.scalars.pooled_var_0 must be >= 0",
+        ),
+    ],
+)
+def test_a_statistical_generators_state_fields_are_checked_at_load(saved, tmp_path, edit, says):
+    folder = _edit_json(_copy(saved, "stat", tmp_path), "state.json", edit)
+    with pytest.raises(ArtifactError, match=says):
+        StatisticalGenerator.load(folder)
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (
+            lambda a: a.update(n_rows=a["n_rows"][:-1]),
+            r"n_rows must have shape \(12,\), got \(11,\)",
+        ),
+        (lambda a: a.update(pooled_var=-a["pooled_var"]), "pooled_var holds negative values"),
+        (lambda a: a.update(fits=a["fits"][:, :2]), r"fits must have shape \(12, 4\)"),
+        (
+            lambda a: a.update({"state.tau_slopes": a["state.tau_slopes"][:-1]}),
+            "state.tau_slopes must have shape",
+        ),
+        (
+            lambda a: a.update(pooled_corr=a["pooled_corr"] * 3),
+            r"pooled_corr holds correlations outside \[-1, 1\]",
+        ),
+    ],
+)
+def test_a_statistical_generators_arrays_are_checked_against_its_state(saved, tmp_path, edit, says):
+    folder = _edit_arrays(_copy(saved, "stat", tmp_path), edit)
+    with pytest.raises(ArtifactError, match=f"arrays.safetensors: {says}"):
+        StatisticalGenerator.load(folder)
+
+
+def test_a_statistical_generator_config_is_bounded(saved, tmp_path):
+    folder = _edit_json(
+        _copy(saved, "stat", tmp_path), "config.json", lambda c: c.update(ngram_max=10**30)
+    )
+    with pytest.raises(
+        ArtifactError, match=r"(?s)config.json: .*ngram_max must be an integer in \[1, 8\]"
+    ):
+        StatisticalGenerator.load(folder)
+    folder = _edit_json(
+        _copy(saved, "stat", tmp_path / "b"), "config.json", lambda c: c.update(ngram_max=1e0)
+    )
+    with pytest.raises(ArtifactError, match="ngram_max must be an integer"):
+        StatisticalGenerator.load(folder)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        ("blocks", 10**30, r"blocks must be an integer in \[1, 256\]"),
+        ("blocks", 3, "blocks is 3, but model.safetensors holds 2 blocks"),
+        ("hidden", 16, "model.safetensors: its weights do not fit"),
+        ("n_bootstrap", 10**30, r"n_bootstrap must be an integer in \[1, 10000\]"),
+        ("k", 2.0, "k must be an integer"),
+    ],
+)
+def test_an_attention_config_is_bounded_and_matches_its_weights(saved, tmp_path, key, value, says):
+    folder = _edit_json(
+        _copy(saved, "att", tmp_path), "config.json", lambda c: c.update({key: value})
+    )
+    with pytest.raises(ArtifactError, match=says):
+        AttentionGenerator.load(folder, device="cpu")
+
+
+def test_an_attention_state_emb_dim_must_be_an_integer(saved, tmp_path):
+    folder = _edit_json(
+        _copy(saved, "att", tmp_path), "state.json", lambda s: s.update(emb_dim=float("inf"))
+    )
+    with pytest.raises(ArtifactError, match="state.json: .*emb_dim must be an integer"):
+        AttentionGenerator.load(folder, device="cpu")
+
+
+# ---------------------------------------------------------------------------- models, collections
+def test_a_model_schema_range_and_coverage_are_checked(saved, tmp_path):
+    folder = _edit_json(
+        _copy(saved, "params", tmp_path),
+        "config.json",
+        lambda c: c["schema"]["fitted"]["ranges"].update(
+            {next(iter(c["schema"]["fitted"]["ranges"])): []}
+        ),
+    )
+    with pytest.raises(ArtifactError, match="not a valid FeatureSchema description"):
+        ModelParams.load(folder)
+    folder = _edit_json(
+        _copy(saved, "params", tmp_path / "b"),
+        "config.json",
+        lambda c: c["metadata"].update(
+            coverage={
+                "top_similarity": 1,
+                "effective_similarity": 1,
+                "effective_neighbors": 1,
+                "k": 3,
+                "threshold": "x",
+            }
+        ),
+    )
+    with pytest.raises(
+        ArtifactError, match="config.json: metadata.coverage is not a coverage record"
+    ):
+        ModelParams.load(folder)
+
+
+def test_a_collections_true_params_ids_must_be_task_ids(saved, tmp_path):
+    folder = _copy(saved, "tasks", tmp_path)
+    if not (folder / "true_params_ids.json").exists():
+        pytest.skip("this collection keeps no true parameters")
+    _edit_json(folder, "true_params_ids.json", lambda ids: ids.__setitem__(0, []))
+    with pytest.raises(ArtifactError, match="true_params_ids.json: is not a list of task ids"):
+        TaskCollection.load(folder)
+
+
+def test_untouched_artifacts_still_load(saved):
+    TaskIndex.load(saved["index"])
+    StatisticalGenerator.load(saved["stat"])
+    AttentionGenerator.load(saved["att"], device="cpu")
+    ModelParams.load(saved["params"])
