@@ -69,6 +69,14 @@ CHUNK_TASKS = 65_536
 Exclude = Iterable[str] | Callable[[Record], bool] | None
 
 
+#: records whose descriptions a loaded index embeds again, on the embedder's first use, to
+#: check them against their stored vectors; the cosine they must reach with an exact index
+#: (float32, and a GPU and a CPU embed slightly differently) and with a compressed one
+VERIFY_ROWS = 3
+EXACT_COSINE = 0.999
+LOSSY_COSINE = 0.9
+
+
 @dataclass
 class IndexConfig:
     """Configuration of a :class:`TaskIndex` (saved as ``config.json``)."""
@@ -285,7 +293,9 @@ class TaskIndex:
     ):
         self.config = config
         self.schema = schema
-        self.embedder = embedder
+        self._embedder = embedder
+        self._unverified = False  # set by load: the stored vectors are checked on first use
+        self._loaded_from: Path | None = None
         self.store = store
         # one per FAISS row (None once removed), kept as compact JSON
         self._records = (
@@ -522,6 +532,47 @@ class TaskIndex:
         return obj
 
     # ------------------------------------------------------------------ content
+    @property
+    def embedder(self) -> Embedder:
+        """The embedder of the descriptions. On its first use after :meth:`load`, a few
+        records' descriptions (3, chosen with a fixed seed) are embedded again and compared
+        with their stored vectors, so that an artifact whose embedder identity or descriptions
+        were changed after it was built is refused (:class:`~ragim.errors.ArtifactError`)
+        instead of searching with vectors from another embedder."""
+        if self._unverified:
+            self._unverified = False
+            self._verify_vectors(self._embedder)
+        return self._embedder
+
+    @embedder.setter
+    def embedder(self, embedder: Embedder) -> None:
+        self._embedder = embedder
+
+    def _verify_vectors(self, embedder: Embedder, n: int = VERIFY_ROWS) -> None:
+        live = [row for row, _ in self._records.live()]
+        if not live or embedder.identity.get("kind") == "precomputed":
+            return  # precomputed vectors are the user's: they may hold only the queries'
+
+        rng = np.random.default_rng(0)
+        rows = sorted(rng.choice(live, size=min(n, len(live)), replace=False).tolist())
+        texts = [self._records.get(r)["description"] for r in rows]
+        fresh = np.asarray(embedder.embed(texts), np.float32)
+        stored = self.store.stored_vectors(rows)
+        norms = np.linalg.norm(fresh, axis=1) * np.linalg.norm(stored, axis=1)
+        cos = np.einsum("ij,ij->i", fresh, stored) / np.maximum(norms, 1e-12)
+        tol = LOSSY_COSINE if self.store.lossy else EXACT_COSINE
+        bad = [(r, c) for r, c in zip(rows, cos, strict=True) if not c >= tol]
+        if bad:
+            row, c = bad[0]
+            raise ArtifactError(
+                f"{self._loaded_from}: the index's stored vectors do not match its embedder "
+                f"and descriptions: the description of task {self._records.task_id(row)!r} "
+                f"embeds to a vector with cosine {c:.3f} to its stored one (at least {tol} "
+                f"expected; {len(bad)} of {len(rows)} checked differ); the embedder in "
+                "config.json or the descriptions in records.jsonl were changed after the "
+                "index was built"
+            )
+
     def __len__(self) -> int:
         return len(self._id_to_row)
 
@@ -1231,6 +1282,7 @@ class TaskIndex:
                     "records.jsonl; the artifact was assembled from different indices"
                 )
         index = cls(config, schema, emb, store, RecordStore.from_records(records), params, tasks)
+        index._unverified, index._loaded_from = True, art.path
         index.skipped = skipped
         index._removed = set(removed)
         index._removed_patients = {t: frozenset(p) for t, p in removed.items() if p}
@@ -1248,9 +1300,10 @@ class TaskIndex:
     from_pretrained = load
 
     def __repr__(self) -> str:
+        ident = self._embedder.identity
         return (
             f"TaskIndex({len(self)} tasks, model={self.model!r}, faiss={self.config.factory!r}, "
-            f"embedder={self.embedder.identity.get('name', self.embedder.identity.get('kind'))!r}, "
+            f"embedder={ident.get('name', ident.get('kind'))!r}, "
             f"gpu={self.store.on_gpu if self.store.ntotal else False})"
         )
 

@@ -390,6 +390,19 @@ class VectorStore:
             ivf.make_direct_map()
         return self._cpu.reconstruct_n(start, stop - start)
 
+    def stored_vectors(self, rows: Sequence[int]) -> np.ndarray:
+        """The stored vectors of ``rows``, (len(rows), dim) float32 (decoded, for compressed
+        indices)."""
+        if not len(rows):
+            return np.zeros((0, self.dim), np.float32)
+        return np.concatenate([self._reconstruct(int(r), int(r) + 1) for r in rows])
+
+    @property
+    def lossy(self) -> bool:
+        """Whether the index stores compressed codes (``SQ``, ``PQ``, ``LSH``, ...), so that
+        :meth:`stored_vectors` only approximates the vectors added."""
+        return bool(re.search(r"SQ|PQ|LSH|RaBitQ|LSQ|RQ", self.factory))
+
     def reconstruct_all(self) -> np.ndarray:
         """Every stored vector, (ntotal, dim) float32 (decoded, for compressed indices)."""
         n = self.ntotal

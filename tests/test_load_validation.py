@@ -311,3 +311,39 @@ def test_untouched_artifacts_still_load(saved):
     StatisticalGenerator.load(saved["stat"])
     AttentionGenerator.load(saved["att"], device="cpu")
     ModelParams.load(saved["params"])
+
+
+# ---------------------------------------------------------------------------- embedder identity
+def test_an_index_whose_embedder_seed_was_changed_is_refused_on_first_use(saved, tmp_path):
+    folder = _edit_json(
+        _copy(saved, "index", tmp_path), "config.json", lambda c: c["embedder"].update(seed=7)
+    )
+    index = TaskIndex.load(folder)  # loading stays cheap: nothing is embedded yet
+    with pytest.raises(
+        ArtifactError, match="stored vectors do not match its embedder and descriptions"
+    ):
+        index.search("fatal outcome", k=2)
+
+
+def test_an_index_whose_descriptions_were_rewritten_is_refused_on_first_use(saved, tmp_path):
+    folder = _copy(saved, "index", tmp_path)
+    lines = (folder / "records.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    for r in records:
+        r["description"] = "Healthy children at a dental clinic: will the child need a filling?"
+    (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    reseal(folder)
+    with pytest.raises(
+        ArtifactError, match=r"records.jsonl were changed after the index was built"
+    ):
+        TaskIndex.load(folder).search("fatal outcome", k=2)
+
+
+def test_a_compressed_index_passes_its_own_vector_check(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tasks = datasets.synthetic_family(n_tasks=60, n_features=3, seed=2)
+        TaskIndex.build(tasks, embedder="hashing", index="IVF2,SQ8", progress=False).save(
+            tmp_path / "sq"
+        )
+    assert len(TaskIndex.load(tmp_path / "sq").search("fatal outcome", k=3)) == 3
