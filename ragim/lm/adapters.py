@@ -17,7 +17,7 @@ from dataclasses import asdict, field
 from pathlib import Path
 from typing import Any
 
-from ragim.errors import ArtifactError, ValidationError
+from ragim.errors import ArtifactError, DataWarning, ValidationError
 
 #: Default and help text of the LoRA fields every adapter config has (:func:`lora_field`).
 LORA_FIELDS: dict[str, tuple[Any, str]] = {
@@ -239,6 +239,32 @@ def check_base_model(path, stored: dict, config: Any, what: str) -> None:
     from ragim.lm.base_models import base_model_identity
 
     now = base_model_identity(config.base_model, seed=config.seed)
+    if now.get("files") is not None:  # a folder: compared file by file, by content
+        saved = stored.get("files")
+        if not isinstance(saved, dict):
+            warnings.warn(
+                f"{path}: the {what} records no content hashes of its base model's files "
+                f"(saved before they were kept, or from a hub id not cached then), so "
+                f"{config.base_model!r} cannot be verified to be the model it was trained on",
+                DataWarning,
+                stacklevel=4,
+            )
+            return
+        for name in sorted(set(saved) | set(now["files"])):
+            was, is_ = saved.get(name), now["files"].get(name)
+            if was != is_:
+                state = (
+                    "is missing now"
+                    if is_ is None
+                    else "was not there"
+                    if was is None
+                    else f"had sha256 {str(was)[:16]}, now {is_[:16]}"
+                )
+                raise ArtifactError(
+                    f"{path}: the {what} was trained on base model {stored.get('name')!r}, "
+                    f"but its file {name} {state}; install the original base model"
+                )
+        return
     if stored.get("sha256_16") and now.get("sha256_16") and stored["sha256_16"] != now["sha256_16"]:
         raise ArtifactError(
             f"{path}: the {what} was trained on base model {stored.get('name')!r} "
