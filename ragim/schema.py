@@ -50,7 +50,7 @@ from ragim.canonical import (
     truth_text,
     widen_floats,
 )
-from ragim.checks import check_int
+from ragim.checks import check_int, check_loaded
 from ragim.errors import DataWarning, ValidationError
 from ragim.io import parse_json
 
@@ -1002,10 +1002,13 @@ class FeatureSchema:
                     str(k): None if v is None else str(v)
                     for k, v in fitted.get("constant", {}).items()
                 }
-                schema.ranges_ = {
-                    str(k): [float(lo), float(hi)]
-                    for k, (lo, hi) in fitted.get("ranges", {}).items()
-                }
+                ranges = check_loaded(fitted.get("ranges", {}), {"*": [float]}, "fitted.ranges")
+                short = [k for k, v in ranges.items() if len(v) != 2]
+                if short:
+                    raise ValidationError(
+                        f"fitted.ranges.{short[0]} must be [min, max], got {ranges[short[0]]}"
+                    )
+                schema.ranges_ = ranges
                 schema._check_consistent()
         except (KeyError, TypeError, AttributeError, ValueError, OverflowError, IndexError) as exc:
             if isinstance(exc, ValidationError):

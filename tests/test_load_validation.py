@@ -276,7 +276,7 @@ def test_a_model_schema_range_and_coverage_are_checked(saved, tmp_path):
             {next(iter(c["schema"]["fitted"]["ranges"])): []}
         ),
     )
-    with pytest.raises(ArtifactError, match="not a valid FeatureSchema description"):
+    with pytest.raises(ArtifactError, match=r"fitted.ranges.x\d+ must be \[min, max\], got \[\]"):
         ModelParams.load(folder)
     folder = _edit_json(
         _copy(saved, "params", tmp_path / "b"),
