@@ -101,7 +101,8 @@ def test_check_loaded_names_the_field_and_refuses_floats_for_integers():
         ("dim", 5e7, r"embedder.dim must be an integer in \[1, 65536\], got 50000000.0"),
         ("dim", 1e308, "embedder.dim must be an integer"),
         ("dim", 10**9, "embedder.dim must be an integer"),
-        ("seed", float("inf"), "embedder.seed must be an integer"),
+        ("seed", 2.5, "embedder.seed must be an integer"),
+        ("seed", "7", "embedder.seed must be an integer"),
     ],
 )
 def test_an_index_embedder_identity_must_hold_integers_in_range(saved, tmp_path, key, value, says):
@@ -181,7 +182,7 @@ def test_a_truncated_ondisk_ivfdata_is_refused_at_load_instead_of_crashing_a_sea
             "state.json.stack.baseline.text must be a number >= 0",
         ),
         (
-            lambda s: s["vocabulary"].update({next(iter(s["vocabulary"])): float("inf")}),
+            lambda s: s["vocabulary"].update({next(iter(s["vocabulary"])): 1e30}),
             "state.json.vocabulary.* must be an integer",
         ),
         (
@@ -261,7 +262,7 @@ def test_an_attention_config_is_bounded_and_matches_its_weights(saved, tmp_path,
 
 def test_an_attention_state_emb_dim_must_be_an_integer(saved, tmp_path):
     folder = _edit_json(
-        _copy(saved, "att", tmp_path), "state.json", lambda s: s.update(emb_dim=float("inf"))
+        _copy(saved, "att", tmp_path), "state.json", lambda s: s.update(emb_dim=3.5)
     )
     with pytest.raises(ArtifactError, match="state.json: .*emb_dim must be an integer"):
         AttentionGenerator.load(folder, device="cpu")
