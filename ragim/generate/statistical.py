@@ -77,6 +77,7 @@ from __future__ import annotations
 import time
 import warnings
 import weakref
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -621,7 +622,11 @@ class StatisticalGenerator(Generator):
             index.record(t.task_id).get("constant_terms") or {} for t in tasks
         )
         self.pooled_, self.center_, self.pooled_var_, self.pooled_corr_ = _pooled_fit_with_variance(
-            index, tasks, cfg.pooled_rows, rng
+            index,
+            tasks,
+            cfg.pooled_rows,
+            rng,
+            between=[self.param_names_.index(n) for n in self.between_tasks_],
         )
         T = centring(self.center_)
         pooled_c = T @ self.pooled_
@@ -1449,18 +1454,25 @@ def _pooled_fit(index, tasks: list[Task], max_rows: int, rng) -> tuple[np.ndarra
 
 
 def _pooled_fit_with_variance(
-    index, tasks: list[Task], max_rows: int, rng
+    index, tasks: list[Task], max_rows: int, rng, between: Sequence[int] = ()
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`_pooled_fit`, the sampling variances of the pooled model's centred parameters
     and their correlations (the inverse Hessian of its penalised log-likelihood at the fit,
-    as its diagonal and as a correlation matrix: the identity when it cannot be inverted)."""
+    as its diagonal and as a correlation matrix: the identity when it cannot be inverted).
+
+    ``between`` are the positions of terms constant within every task
+    (:func:`ragim.data_checks.between_task_terms`). Their effect rests on the differences
+    between the few tasks, not on independent rows, so their variances take the task-clustered
+    sandwich estimate (Liang & Zeger 1986, with the G / (G - 1) small-sample factor) where it
+    is larger than the model-based one; their correlations are kept."""
     import pandas as pd
 
     X = pd.concat([t.X for t in tasks], ignore_index=True)
     y = np.concatenate([t.y for t in tasks])
+    task_of = np.repeat(np.arange(len(tasks)), [len(t.y) for t in tasks])
     if len(y) > max_rows:
         keep = np.sort(rng.choice(len(y), max_rows, replace=False))
-        X, y = X.iloc[keep].reset_index(drop=True), y[keep]
+        X, y, task_of = X.iloc[keep].reset_index(drop=True), y[keep], task_of[keep]
     D = design_matrix(index.model, index.schema, X)
     center = D.mean(axis=0)
     w = model_family(index.model).pooled_fit(index.schema, X, y, D)
@@ -1471,8 +1483,44 @@ def _pooled_fit_with_variance(
         cov = np.linalg.inv(H + 1e-9 * np.eye(len(w)))
         var, corr = np.diag(cov).copy(), std_and_correlation(cov)[1]
     except (np.linalg.LinAlgError, ValidationError):
-        var, corr = np.zeros(len(w)), np.eye(len(w))
+        return w, center, np.zeros(len(w)), np.eye(len(w))
+    if len(between):
+        var[list(between)] = np.maximum(
+            var[list(between)], _clustered_variance(cov, Ac * (y - p)[:, None], task_of)[between]
+        )
     return w, center, np.maximum(var, 0.0), corr
+
+
+def _clustered_variance(cov: np.ndarray, scores: np.ndarray, clusters: np.ndarray) -> np.ndarray:
+    """The cluster-robust (sandwich) variances of a fit's parameters, shape (P,).
+
+    Parameters
+    ----------
+    cov : the model-based covariance, the inverse Hessian of the log-likelihood, (P, P).
+    scores : each row's score (gradient of its log-likelihood at the fit), (n, P).
+    clusters : each row's cluster (task) label, (n,).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``diag(cov @ B @ cov) * G / (G - 1)`` with ``B`` the sum over the ``G`` clusters of the
+        outer product of their summed scores (Liang & Zeger 1986; the CR1 factor of
+        Cameron & Miller 2015, J. Human Resources 50:317). Zeros for one cluster.
+
+    Examples
+    --------
+    >>> s = np.array([[1.0], [1.0], [-1.0], [-1.0]])
+    >>> _clustered_variance(np.eye(1), s, np.array([0, 0, 1, 1]))
+    array([16.])
+    """
+    _, inverse = np.unique(clusters, return_inverse=True)
+    G = int(inverse.max()) + 1 if len(inverse) else 0
+    if G < 2:
+        return np.zeros(len(cov))
+    summed = np.zeros((G, scores.shape[1]))
+    np.add.at(summed, inverse, scores)
+    half = summed @ cov  # (G, P): each cluster's score mapped through the inverse Hessian
+    return (half**2).sum(axis=0) * G / (G - 1)
 
 
 def _cv_plan(
