@@ -13,11 +13,16 @@ from ragim.data_checks import TrainingRowChecks, check_added_rows, far_from, rob
 from ragim.errors import DataWarning
 
 SITES = ["north", "south", "east", "west", "mid", "coast"]
-NEW_KINDS = (
+NEW_KINDS = (  # the training-row checks, and the level and scale checks of loading
     "far outside the rest",
     "separate the outcome",
     "never vary within a task",
     "rows of the added task",
+    "share none",
+    "as a whole",
+    "share a description",
+    "invisible characters",
+    "median 0",
 )
 
 
@@ -192,8 +197,9 @@ def test_checks_keep_a_few_numbers_per_task_not_the_rows():
         lambda: datasets.synthetic_family(n_tasks=60, n_features=10),
         lambda: datasets.procedure_family(n_tasks=100),
     ],
+    ids=["heart", "colon", "synthetic", "procedure"],
 )
-def test_bundled_datasets_raise_none_of_the_training_row_warnings(make):
+def test_bundled_datasets_raise_none_of_the_new_data_warnings(make):
     tasks = make()
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")

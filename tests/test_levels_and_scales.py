@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ragim import FeatureSchema, Task, TaskIndex, datasets
+from ragim import FeatureSchema, Task, TaskIndex
 from ragim.canonical import (
     MISSING_TEXT,
     canonical_level,
@@ -305,29 +305,3 @@ def test_a_binary_column_names_its_offending_values_first():
     values = pd.Series([0, 1] * 10 + [9])
     _, problems = read_feature(Feature("smoker", "binary"), values)
     assert problems == ["binary column 'smoker' has values other than 0/1: [9.0]"]
-
-
-# ------------------------------------------------------------------ no false alarms
-NEW_WARNINGS = (
-    "share none",
-    "as a whole",
-    "share a description",
-    "invisible characters",
-    "median 0",
-)
-
-
-@pytest.mark.parametrize(
-    "make",
-    [
-        datasets.heart_disease,
-        datasets.colon_cancer,
-        lambda: datasets.synthetic_family(n_tasks=60, n_features=10),
-        lambda: datasets.procedure_family(n_tasks=100),
-    ],
-    ids=["heart", "colon", "synthetic", "procedure"],
-)
-def test_bundled_datasets_raise_none_of_these_warnings(make):
-    tasks = make()
-    _, seen = _recorded(TaskIndex.build, tasks, embedder="hashing", progress=False)
-    assert not [m for m in seen if any(w in m for w in NEW_WARNINGS)]
