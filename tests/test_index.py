@@ -155,7 +155,7 @@ import os, ragim.io as io
 from ragim.index import TaskIndex
 idx = TaskIndex.load({str(path)!r})
 real = io._swap_into_place
-def die(tmp, p):
+def die(*_):
     os._exit(9)  # the process dies after writing, before the rename
 io._swap_into_place = die
 idx.save({str(path)!r})

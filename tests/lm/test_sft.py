@@ -523,7 +523,7 @@ def test_a_correction_weight_out_of_range_is_refused_on_save_and_load(index, fam
     gen.prior_correction_ = 0.5
     path = gen.save(tmp_path / "g")
     bad_tables = [([["abc", 1]], "prior_correction_cv values"), ([[0, 1, 2]], "pairs"),
-                  ([[float("nan"), 1.0]], "prior_correction_cv values")]
+                  ([[float("nan"), 1.0]], r"state.json: not valid JSON \(a bare NaN")]
     for table, message in bad_tables:
         data = json.loads((path / "state.json").read_text())
         data["prior_correction_cv"] = table
