@@ -483,7 +483,7 @@ def export(
         )
         return
     if csv is None:
-        typer.echo(spreadsheet_safe(frame).to_csv(index=False, float_format="%.6g"), nl=False)
+        typer.echo(spreadsheet_safe(frame).to_csv(index=False), nl=False)
     else:
         say(
             f"wrote {len(frame)} {params.kind} parameters with their 95% intervals to {csv}",

@@ -405,7 +405,8 @@ class GlobalExplanation(_Explanation):
     indicator of a categorical feature, the difference from the feature's reference level,
     0 for the reference level itself: the numbers :meth:`table` reports), std (its SD),
     ci_low/ci_high (coef ± 1.96 std; NaN without std), odds_ratio_per_sd (exp(coef)), change
-    (what one step means, or why the effect is not estimable), coef_per_unit and
+    (what one step means, or why the effect is not estimable), not_estimable (that reason
+    alone, "" for an estimable term, as GAM rows have it), coef_per_unit and
     odds_ratio_per_unit (coef / scale, per raw unit; equal to coef for indicators), unit,
     scale, and model_coef / model_std (the model's own parameter and its SD, which rebuild
     the model: for a level, its one-hot coefficient, not an effect on its own). An effect the

@@ -72,6 +72,12 @@ def coefficients_frame(params: ModelParams) -> pd.DataFrame:
     model's intercept parameter (the log-odds when every design column is 0); it has no odds
     ratio, so its odds-ratio columns are NaN.
 
+    Two columns carry the caveats an explanation shows, so that the table does not drop them:
+    ``not_estimable`` (why the data cannot estimate a term, or ""), and ``between_tasks``
+    (True for a term constant within every task a generated model learned from,
+    ``metadata["between_tasks"]``: its odds ratio is a difference between those tasks, such
+    as sites, not an effect on patients).
+
     Raises
     ------
     ValidationError
@@ -100,6 +106,10 @@ def coefficients_frame(params: ModelParams) -> pd.DataFrame:
         out["or_ci_low"] = np.exp(np.clip(out["ci_low"].to_numpy(float), -700, 700))
         out["or_ci_high"] = np.exp(np.clip(out["ci_high"].to_numpy(float), -700, 700))
     out.loc[0, ["or_ci_low", "or_ci_high"]] = math.nan  # the intercept: no ratio
+    out["not_estimable"] = out["not_estimable"].fillna("")
+    between = params.metadata.get("between_tasks")
+    between = {str(t) for t in between} if isinstance(between, list) else set()
+    out["between_tasks"] = out["term"].isin(between) | out["feature"].isin(between)
     return out
 
 
@@ -140,8 +150,9 @@ def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
 
 def write_csv(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write ``frame`` (without its index) as a UTF-8 CSV that is safe to open in a spreadsheet
-    (:func:`spreadsheet_safe`; numbers as ``%.6g``), atomically: a temporary file beside ``path``,
-    then a rename. Returns ``path``.
+    (:func:`spreadsheet_safe`; numbers in full, as Python's ``repr`` writes them, so that
+    they read back exactly: a GAM's bin edges and ``model_coef`` rebuild the model),
+    atomically: a temporary file beside ``path``, then a rename. Returns ``path``.
 
     Raises
     ------
@@ -152,7 +163,7 @@ def write_csv(frame: pd.DataFrame, path: str | Path) -> Path:
     make_parent(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        spreadsheet_safe(frame).to_csv(tmp, index=False, float_format="%.6g")
+        spreadsheet_safe(frame).to_csv(tmp, index=False)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -365,3 +365,34 @@ def test_csv_text_cells_are_never_spreadsheet_formulas(tmp_path):
     table = pd.DataFrame({"row": [0, 1], "patient_id": ["@p1", "p2"], "risk": [-0.0, 0.5]})
     assert pd.read_csv(write_csv(table, tmp_path / "r.csv"))["patient_id"].tolist() == ["'@p1", "p2"]
     assert spreadsheet_safe(table)["risk"].tolist() == [0.0, 0.5]
+
+
+def test_the_csv_keeps_every_number_exactly(tmp_path):
+    """Bin edges on a large scale (white cells per litre) and the model's own parameters read
+    back from the CSV exactly: rounded to 6 digits (4648858696.125 -> 4648860000), values
+    between the two fell in another bin by the CSV than by ragim."""
+    rng = np.random.default_rng(5)
+    X = pd.DataFrame({"wbc_per_L": np.round(rng.normal(7.5e9, 2.5e9, 300)) + 0.125})
+    y = (rng.random(300) < 1 / (1 + np.exp(-(X["wbc_per_L"] - 7.5e9) / 2.5e9))).astype(int)
+    params = GAMModel(max_rounds=5).fit(X, y).to_params()
+    frame = coefficients_frame(params)
+    back = pd.read_csv(save_coefficients_csv(params, tmp_path / "gam.csv"))
+    for column in ("bin_low", "bin_high", "model_coef", "score", "std"):
+        if column in frame.columns:
+            np.testing.assert_array_equal(back[column].to_numpy(float), frame[column].to_numpy(float))
+    edges = frame["bin_low"].to_numpy(float)
+    assert any(e != float(f"{e:.6g}") for e in edges[np.isfinite(edges)])  # the case that broke
+
+
+def test_the_coefficients_table_keeps_the_explanations_caveats():
+    """A term constant within every task a generated model learned from, and a term the data
+    cannot estimate, are marked in the table as the explanation marks them."""
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"age": rng.normal(60, 10, 200), "beds": 300.0, "smoker": 0})
+    y = (rng.random(200) < 0.3).astype(int)
+    params = LogisticModel().fit(X, y).to_params()
+    params.metadata["between_tasks"] = ["beds"]
+    frame = coefficients_frame(params).set_index("term")
+    assert frame.loc["beds", "between_tasks"] and not frame.loc["age", "between_tasks"]
+    assert "never" in frame.loc["smoker", "not_estimable"] and frame.loc["age", "not_estimable"] == ""
+    assert "varies only between tasks: beds" in str(explain_params(params))

@@ -294,6 +294,7 @@ class LogisticFamily(ModelFamily):
                     "ci_high": b + Z95 * s,
                     "odds_ratio_per_sd": clipped_exp(b),
                     "change": change,
+                    "not_estimable": e.not_estimable,
                     "coef_per_unit": b / c.scale,
                     "odds_ratio_per_unit": clipped_exp(b / c.scale),
                     "unit": unit,
