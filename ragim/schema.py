@@ -69,12 +69,17 @@ MISSING_CODES = (-1, -9, -99, -999, -9999, -77, -777, -88, -888, 77, 777, 88, 88
 77 "refused", ...); :func:`missing_codes` flags them only where they lie far outside the rest
 of a column."""
 
-SCALE_RATIO = 5.0
+SCALE_RATIO = 2.0
 """The smallest factor between one table's median of a continuous column and the other tables'
-that :func:`scale_gaps` flags: below any common unit change (mg/dL against mmol/L: 9 for lactate,
-18 for glucose, 39 for cholesterol; a fraction against a percentage: 100; g/L against g/dL: 10;
-µmol/L against mg/dL creatinine: 88), above most differences between hospitals (one site's
-older or sicker patients move a median by well under a factor of 3)."""
+that :func:`scale_gaps` flags (with the median outside the other tables' 1st-99th percentile):
+below every common unit change (pounds against kilograms: 2.2; inches against centimetres:
+2.54; degrees Fahrenheit against Celsius near body temperature: 2.7; mg/dL against mmol/L: 9
+for lactate, 18 for glucose; a fraction against a percentage: 100; months against years: 12),
+above the differences between adult hospitals in the columns narrow enough to fail the
+percentile condition (weight, height, temperature, SpO2, age: one site's older or sicker
+patients move them by well under a factor of 1.5). A paediatric site among adult ones is
+flagged too: its weights are another population, which the shared SD mixes in the same way.
+It was 5 until a hospital's file in pounds among files in kilograms loaded silently."""
 
 NEGATIVE_NINES = (-9, -99, -999, -9999)
 """The codes :func:`far_codes` flags at any distance below a column that is never negative (an
@@ -1806,7 +1811,7 @@ def scale_gaps(
        these medians is the consensus (a majority of tables, however large any one table is);
     2. a table is a candidate when the consensus is positive and the table's median is 0 (a
        file that writes 0 for a value it does not record: infinitely many times smaller) or
-       positive and differs from it by a factor of ``ratio`` (:data:`SCALE_RATIO`, 5) or
+       positive and differs from it by a factor of ``ratio`` (:data:`SCALE_RATIO`, 2) or
        more; the rest (every other table with a median) is pooled;
     3. a candidate is flagged when its median lies outside the rest's pooled 1st-99th
        percentile *and* differs from the rest's pooled median by ``ratio`` or more.

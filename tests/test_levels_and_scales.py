@@ -192,6 +192,24 @@ def test_a_file_whose_column_is_zero_is_a_scale_gap():
     assert scale_gaps("admissions", counts, list("abcdef")) == []
 
 
+@pytest.mark.parametrize(
+    ("column", "center", "spread", "factor"),
+    [("weight", 78.0, 15.0, 2.2046), ("height", 170.0, 9.0, 1 / 2.54), ("temp", 37.2, 0.6, None)],
+)
+def test_a_file_in_pounds_inches_or_fahrenheit_among_metric_files_is_a_scale_gap(
+    column, center, spread, factor
+):
+    # SCALE_RATIO was 5: a hospital's weights in pounds (median 172 among 78) loaded silently
+    rng = np.random.default_rng(4)
+    metric = [pd.Series(rng.normal(center, spread, 120)) for _ in range(4)]
+    other = metric[0] * factor if factor else metric[0] * 9 / 5 + 32
+    gaps = scale_gaps(column, [*metric[1:], other], ["a", "b", "c", "d"])
+    assert [t for g in gaps for t, _ in g.tables] == ["d"]
+    # adults of different ages, weights or temperatures per site are not a gap
+    sites = [pd.Series(rng.normal(center * s, spread, 120)) for s in (0.85, 1.0, 1.1, 1.2)]
+    assert scale_gaps(column, sites, ["a", "b", "c", "d"]) == []
+
+
 def _weights(n: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     return pd.DataFrame(
