@@ -282,18 +282,19 @@ def config_from(
 
 def misaligned_labels(X: Any, y: Any) -> list[str]:
     """The problem, if any, of outcomes ``y`` paired with a patient table ``X``: a pandas
-    Series whose index holds ``X``'s row labels in another order.
+    Series, or a one-column DataFrame (``y = df[["y"]]``), whose index holds ``X``'s row labels
+    in another order, or only some of them.
 
     ragim pairs ``X`` and ``y`` by position, as scikit-learn does; such a ``y`` (say ``X``
     was shuffled, sorted or filtered after ``y`` was taken from it) would put each outcome on
     another patient's row. An index equal to ``X``'s passes, and so do plain arrays and
-    lists, and a Series whose labels are not ``X``'s (``X``'s index was reset): those pair by
-    position, as given.
+    lists, and a ``y`` whose labels share none with ``X``'s (``X``'s index was reset): those
+    pair by position, as given. A one-column DataFrame is checked exactly as a Series.
 
     Parameters
     ----------
     X : the patient table, shape (n, p); only a pandas DataFrame has labels to compare.
-    y : the outcomes, shape (n,).
+    y : the outcomes, shape (n,) or (n, 1).
 
     Returns
     -------
@@ -307,16 +308,31 @@ def misaligned_labels(X: Any, y: Any) -> list[str]:
     []
     >>> misaligned_labels(X, pd.Series([0, 1, 1], index=[12, 10, 11]))[0][:44]
     "y is a pandas Series whose index holds X's r"
+    >>> misaligned_labels(X, pd.DataFrame({"y": [0, 1, 1]}, index=[11, 12, 13]))[0][:60]
+    "y is a one-column pandas DataFrame whose index holds 2 of X'"
     """
-    if not (isinstance(X, pd.DataFrame) and isinstance(y, pd.Series)) or len(X) != len(y):
+    if isinstance(y, pd.DataFrame) and y.shape[1] == 1:
+        what, y = "a one-column pandas DataFrame", y.iloc[:, 0]
+    elif isinstance(y, pd.Series):
+        what = "a pandas Series"
+    else:
+        return []
+    if not isinstance(X, pd.DataFrame) or len(X) != len(y):
         return []
     if y.index.equals(X.index) or not (y.index.is_unique and X.index.is_unique):
         return []
-    if set(y.index) != set(X.index):
+    shared = len(X.index.intersection(y.index))
+    if shared == 0:
         return []  # other labels (e.g. X's index was reset): matched by position, as given
+    if shared == len(X):
+        return [
+            f"y is {what} whose index holds X's row labels in another order; rows are "
+            "matched by position, so align them first (y = y.loc[X.index]) or pass y.to_numpy()"
+        ]
     return [
-        "y is a pandas Series whose index holds X's row labels in another order; rows are "
-        "matched by position, so align them first (y = y.loc[X.index]) or pass y.to_numpy()"
+        f"y is {what} whose index holds {shared} of X's {len(X)} row labels, and "
+        f"{len(X) - shared} others; rows are matched by position, so take y from the rows X "
+        "holds (y = outcomes.loc[X.index]), or pass y.to_numpy() if they already pair by position"
     ]
 
 
@@ -326,13 +342,13 @@ def check_aligned_labels(X: Any, y: Any) -> None:
     Parameters
     ----------
     X : the patient table, shape (n, p).
-    y : the outcomes, shape (n,).
+    y : the outcomes, shape (n,) or (n, 1).
 
     Raises
     ------
     ValidationError
-        One line, when ``y`` is a pandas Series whose index holds ``X``'s row labels in
-        another order.
+        One line, when ``y`` is a pandas Series or a one-column DataFrame whose index holds
+        ``X``'s row labels in another order, or some of them but not all.
 
     Examples
     --------

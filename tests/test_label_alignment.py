@@ -98,3 +98,35 @@ def test_scoring_refuses_labels_in_another_order(rows):
     with pytest.raises(ValidationError, match=MESSAGE):
         score_predictions(y, risk, n_boot=0, X=shuffled)
     assert score_predictions(y, risk, n_boot=0, X=X)["n_positive"] == int(y.sum())
+
+
+def test_a_one_column_dataframe_y_is_checked_as_a_series(rows, prior):
+    X, y, shuffled = rows
+    frame = y.to_frame("y")
+    message = "y is a one-column pandas DataFrame whose index holds X's row labels in another order"
+    assert misaligned_labels(shuffled, frame)[0].startswith(message)
+    for run in (
+        lambda: Task("t", "Predict sepsis in adults", shuffled, frame),
+        lambda: ZeroShotClassifier().fit(shuffled, frame),
+        lambda: LogisticModel().fit(shuffled, frame),
+        lambda: adapt_params(prior, shuffled, frame, adaptation="map"),
+        lambda: score_predictions(frame, np.full(len(y), 0.4), n_boot=0, X=shuffled),
+    ):
+        with pytest.raises(ValidationError, match=message):
+            run()
+    assert misaligned_labels(shuffled, frame.loc[shuffled.index]) == []
+    assert misaligned_labels(X.reset_index(drop=True).set_axis(range(500, 580)), frame) == []
+
+
+def test_labels_that_overlap_x_partly_are_refused(rows):
+    X, y, _ = rows
+    Xp, yp = X.iloc[:60], y.iloc[5:65]  # X rows 0-59, y rows 5-64: 55 shared, 5 not
+    [problem] = misaligned_labels(Xp, yp)
+    assert problem.startswith("y is a pandas Series whose index holds 55 of X's 60 row labels")
+    with pytest.raises(ValidationError, match="55 of X's 60 row labels"):
+        Task("t", "Predict sepsis in adults", Xp, yp)
+    with pytest.raises(ValidationError, match="55 of X's 60 row labels"):
+        ZeroShotClassifier().fit(Xp, yp)
+    # no label shared (X's index was reset elsewhere): pairs by position, as documented
+    assert misaligned_labels(Xp.set_axis(range(1000, 1060)), yp) == []
+    assert misaligned_labels(Xp, yp.to_numpy()) == []
