@@ -216,15 +216,18 @@ def _blank(s: pd.Series, mask: np.ndarray, to_numbers: bool = True) -> pd.Series
     return s
 
 
-def _mark_missing(df: pd.DataFrame, na: NaValues, skip: tuple[str, ...]) -> pd.DataFrame:
+def _mark_missing(
+    df: pd.DataFrame, na: NaValues, skip: tuple[str, ...], keep_text: tuple[str, ...] = ()
+) -> pd.DataFrame:
     """``df`` with the ``na`` values blanked outside the ``skip`` columns (see
-    :func:`missing_code_mask` and :func:`_blank`)."""
+    :func:`missing_code_mask` and :func:`_blank`); ``keep_text`` columns stay text."""
     for c in df.columns:
-        if canonical_text(str(c)) in skip:
+        name = canonical_text(str(c))
+        if name in skip:
             continue
         mask = missing_code_mask(df[c], na_codes_for(na, str(c)))
         if mask.any():
-            df[c] = _blank(df[c], mask)
+            df[c] = _blank(df[c], mask, name not in keep_text)
     return df
 
 
@@ -245,6 +248,39 @@ def _mark_missing_text(df: pd.DataFrame, text_columns: tuple[str, ...]) -> pd.Da
         mask = s.map(lambda v: isinstance(v, str) and v in FILE_MISSING_TEXT).to_numpy(dtype=bool)
         if mask.any():
             df[c] = _blank(s, mask, canonical_text(str(c)) not in text_columns)
+    return df
+
+
+def _text_as_numbers(
+    df: pd.DataFrame, path: Path, text_columns: tuple[str, ...], where: str
+) -> pd.DataFrame:
+    """``df`` (read from Parquet) with each text column whose values all write numbers as
+    numbers, as ``pd.read_csv`` reads the same cells (an all-VARCHAR export: ``"61"``,
+    ``" 5 "``, ``"1.5e-3"``); ``text_columns`` (ids, outcomes, declared categorical columns)
+    stay text. Numbers written with a thousands separator (``"1,718"``) are refused as in a
+    CSV file (Parquet files are read without ``thousands=``)."""
+    for c in df.columns:
+        s = df[c]
+        if canonical_text(str(c)) in text_columns or not (
+            pd.api.types.is_object_dtype(s) or pd.api.types.is_string_dtype(s)
+        ):
+            continue
+        written = s.dropna()
+        if len(written) == 0 or not all(isinstance(v, str) for v in written):
+            continue
+        if hit := thousands_separator(written.to_numpy(dtype=object)):
+            raise ValidationError(
+                f"{where}{path}: "
+                + thousands_problem(
+                    canonical_text(str(c)),
+                    hit,
+                    "save the numbers without it, as numbers (a Parquet DOUBLE or DECIMAL "
+                    "column) or as text without digit groups",
+                )
+            )
+        numbers = pd.to_numeric(s.astype(object).where(s.notna(), None), errors="coerce")
+        if numbers.notna().sum() == len(written):
+            df[c] = numbers
     return df
 
 
@@ -383,6 +419,7 @@ def read_table(
     *,
     sep: str = ",",
     text_columns: tuple[str, ...] = (),
+    categorical: Iterable[str] = (),
     all_text: bool = False,
     where: str = "",
     na_values: Any = None,
@@ -396,6 +433,11 @@ def read_table(
     sep : the CSV field separator.
     text_columns : columns read as text (identifiers): never turned into numbers, so
         ``0001`` keeps its zeros.
+    categorical : feature columns declared categorical (``schema.json``, a model's schema):
+        read as the text written, never turned into numbers, so a ward ``3E1`` stays ``3E1``
+        (pandas would read 30) and ``+5`` stays ``+5``; levels are then compared in
+        canonical form (:func:`~ragim.canonical.canonical_level`: ``04``, ``4.0`` and ``4``
+        are one level). Missing text and ``na_values`` apply to them as to other features.
     all_text : read every column as text (blank cells become None).
     where : how the caller names the file in messages (e.g. ``"--rows "``).
     na_values : values that mean "missing", besides blank cells and ``NA``, ``N/A``, ``NaN``,
@@ -409,7 +451,9 @@ def read_table(
         writes it, which also makes ``","`` the decimal mark (``1.718,5``); ``","`` for
         ``1,718`` (quoted, in a comma-separated file). Without it, a column of numbers written
         with one is refused (see
-        :func:`~ragim.schema.thousands_separator`). Parquet files store numbers as numbers.
+        :func:`~ragim.schema.thousands_separator`). Parquet files store numbers as numbers;
+        a Parquet text column whose values all write numbers is read as numbers, as the same
+        cells of a CSV file are (``thousands`` does not apply to it).
 
     Raises
     ------
@@ -423,6 +467,8 @@ def read_table(
     """
     path = Path(path)
     na = na_value_spec(na_values)
+    text_columns = tuple(canonical_text(str(c)) for c in text_columns)
+    keep = (*text_columns, *(canonical_text(str(c)) for c in categorical))  # never numbers
     if not isinstance(sep, str) or len(sep) != 1:
         raise ValidationError(f"--sep must be one character such as ',' or ';', got {sep!r}")
     if thousands is not None and (
@@ -456,11 +502,15 @@ def read_table(
             _check_header(path, names, where)
             _check_na_columns(path, na, names, where)
             # DECIMAL and REAL (float32) columns read as the same table written as CSV
-            df = widen_floats(_decimals_as_numbers(pd.read_parquet(path), text_columns))
+            df = widen_floats(_decimals_as_numbers(pd.read_parquet(path), keep))
             if all_text:
                 return df.astype(object).where(df.notna(), None)
-            df = _mark_missing_text(df, text_columns)  # as a CSV file's "NA", "null", ...
-            return _mark_missing(df, na, text_columns) if na else df
+            df = _mark_missing_text(df, keep)  # as a CSV file's "NA", "null", ...
+            # numbers stored as text (an all-VARCHAR export) read as the same CSV cells do
+            df = _text_as_numbers(df, path, keep, where)
+            df = _mark_missing(df, na, text_columns, keep) if na else df
+            df.columns = [canonical_text(str(c)) for c in df.columns]
+            return df
         with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
             first = fh.readline()
         if not first.strip():
@@ -485,7 +535,7 @@ def read_table(
             df = pd.read_csv(
                 path,
                 sep=sep,
-                dtype={c: str for c in text_columns},
+                dtype={n: str for n in names if canonical_text(n) in keep},
                 encoding="utf-8-sig",
                 keep_default_na=False,  # one documented list: FILE_MISSING_TEXT, not pandas'
                 na_values={
@@ -502,11 +552,11 @@ def read_table(
                 ),
             )
             if na:  # cells padded with spaces (" unknown"), which pandas compares as written
-                df = _mark_missing(df, na, text_columns)
+                df = _mark_missing(df, na, text_columns, keep)
             if thousands is None:
-                _check_thousands(df, path, sep, text_columns, where)
+                _check_thousands(df, path, sep, keep, where)
             else:
-                _check_grouped(df, path, sep, thousands, text_columns, where)
+                _check_grouped(df, path, sep, thousands, keep, where)
     except ValidationError:
         raise
     except UnicodeDecodeError as exc:
@@ -621,6 +671,8 @@ def read_rows(
         path,
         sep=sep,
         text_columns=text,
+        # the model's categorical features as written: ward 3E1 is not 30, +4 is not 4
+        categorical=() if schema is None else schema.names_of("categorical"),
         where=f"{where} ",
         na_values=na_values,
         thousands=thousands,

@@ -358,6 +358,17 @@ class FeatureSchema:
     def names(self) -> list[str]:
         return [f.name for f in self.features]
 
+    def names_of(self, kind: FeatureType) -> list[str]:
+        """The names of the features of one type (``"binary"``, ``"continuous"`` or
+        ``"categorical"``), in schema order: the readers keep the ``"categorical"`` ones as
+        the text written (:func:`ragim.rows.read_table`).
+
+        >>> FeatureSchema([Feature("age", "continuous"), Feature("ward", "categorical")]).names_of(
+        ...     "categorical")
+        ['ward']
+        """
+        return [f.name for f in self.features if f.type == kind]
+
     def __getitem__(self, name: str) -> Feature:
         for f in self.features:
             if f.name == name:

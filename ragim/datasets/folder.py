@@ -17,7 +17,8 @@ How values are read (docs/own_tasks.md):
 * ``patient_id`` is read as text in every file: ``0001`` and ``1`` are different patients,
   and the same id in two files is the same patient (that is how overlap is found). Ids of
   different files that differ only by leading zeros are named in a warning.
-* feature columns may come in any order; their types are inferred from *all* files.
+* feature columns may come in any order; their types are inferred from *all* files. A column
+  declared categorical in ``schema.json`` is read as the text written (ward ``3E1`` is not 30).
 * outcomes are 0/1 or true/false; other codings need ``pos_label``.
 
 Examples
@@ -210,14 +211,30 @@ def load_task_folder(
     ]
     if problems:
         raise ValidationError(f"task folder {root} is inconsistent:", problems)
+    schema_file = root / "schema.json"
+    declared: FeatureSchema | None = None
+    if schema_file.is_file():
+        try:
+            declared = FeatureSchema.from_dict(json.loads(schema_file.read_bytes()))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise ValidationError(f"{schema_file} is not valid JSON: {exc}") from exc
+        except ValidationError as exc:
+            raise ValidationError(f"{schema_file}: {exc}") from exc
+    # columns declared categorical are read as written: ward 3E1 is not 30, +5 is not 5
+    categorical = [] if declared is None else declared.names_of("categorical")
     tasks, frames, labels = [], [], []
     columns: list[str] | None = None
     first_file: Path | None = None
     for (_, row), tid in zip(desc.iterrows(), ids, strict=True):
         file = files[tid]
         df = read_table(
-            file, text_columns=(patient_id, outcome), sep=sep, na_values=na, thousands=thousands
-        )  # outcomes as written
+            file,
+            text_columns=(patient_id, outcome),  # outcomes as written
+            categorical=categorical,
+            sep=sep,
+            na_values=na,
+            thousands=thousands,
+        )
         if outcome not in df.columns:
             raise ValidationError(
                 f"{file} has no outcome column {outcome!r} (columns: {list(df.columns)[:10]})"
@@ -259,14 +276,8 @@ def load_task_folder(
     if not tasks:
         raise ValidationError(f"{desc_file} lists no tasks")
     _check_kinds(frames, labels)
-    schema_file = root / "schema.json"
-    if schema_file.is_file():
-        try:
-            schema = FeatureSchema.from_dict(json.loads(schema_file.read_bytes()))
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-            raise ValidationError(f"{schema_file} is not valid JSON: {exc}") from exc
-        except ValidationError as exc:
-            raise ValidationError(f"{schema_file}: {exc}") from exc
+    if declared is not None:
+        schema = declared
         found = [
             (f.name, codes)
             for f in schema.features

@@ -1,0 +1,123 @@
+"""Files are read as written: a column declared categorical keeps its text (ward 3E1 is not
+30, +5 is not 5) in a task folder and in --rows alike; a Parquet table of numbers stored as
+text reads as the same table saved as CSV; messages quote the values as the file writes them."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ragim import FeatureSchema
+from ragim.datasets.folder import load_task_folder
+from ragim.errors import DataWarning, ValidationError
+from ragim.models import LogisticModel
+from ragim.rows import read_rows, read_table
+
+
+def _recorded(fn, *args, **kwargs):
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        out = fn(*args, **kwargs)
+    return out, [str(w.message) for w in seen if issubclass(w.category, DataWarning)]
+
+
+def _table(n: int, seed: int, **columns) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    age = rng.normal(60, 12, n).round(1)
+    frame = pd.DataFrame({"age": age, **{k: rng.choice(v, n) for k, v in columns.items()}})
+    frame["y"] = (rng.random(n) < 1 / (1 + np.exp(-0.05 * (age - 60)))).astype(int)
+    return frame
+
+
+def _folder(root, tables: dict[str, pd.DataFrame], schema: dict | None = None, fmt="csv"):
+    (root / "data").mkdir(parents=True)
+    for tid, table in tables.items():
+        if fmt == "csv":
+            table.to_csv(root / "data" / f"{tid}.csv", index=False)
+        else:
+            table.to_parquet(root / "data" / f"{tid}.parquet", index=False)
+    pd.DataFrame(
+        {"task_id": list(tables), "description": [f"Predict sepsis at {t}" for t in tables]}
+    ).to_csv(root / "descriptions.csv", index=False)
+    if schema is not None:
+        (root / "schema.json").write_text(json.dumps(schema))
+    return root
+
+
+UNIT_SCHEMA = {
+    "features": [{"name": "age", "type": "continuous"}, {"name": "unit", "type": "categorical"}]
+}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_declared_categorical_column_keeps_its_codes_as_written(tmp_path, fmt):
+    codes = ["3E1", "30", "12", "+5", "04", "4.0", "NA"]
+    tables = {f"s{k}": _table(70, k, unit=codes) for k in range(2)}
+    for t in tables.values():  # a Parquet export of text cells: every code a string
+        t["unit"] = t["unit"].astype(str)
+    folder = load_task_folder(_folder(tmp_path / "f", tables, UNIT_SCHEMA, fmt))
+    X = folder["s0"].X
+    # 3E1 stays 3E1 (pandas reads 30) and +5 stays +5; 04 and 4.0 are one level, 4; NA missing
+    assert sorted(set(X["unit"].dropna())) == ["+5", "04", "12", "30", "3E1", "4.0"]
+    assert X["unit"].isna().sum() == (tables["s0"]["unit"] == "NA").sum()
+    schema = folder.schema.copy().fit(pd.concat([t.X for t in folder]))
+    assert schema.categories_["unit"] == ["4", "12", "30", "+5", "3E1"]
+    assert int(folder.schema["unit"].type == "categorical")
+
+
+def test_declared_missing_codes_leave_a_categorical_column_as_text(tmp_path):
+    tables = {"s0": _table(60, 0, unit=["3E1", "30", "9"])}
+    folder = load_task_folder(
+        _folder(tmp_path / "f", tables, UNIT_SCHEMA), na_values={"unit": [9]}
+    )
+    X = folder["s0"].X
+    assert sorted(set(X["unit"].dropna())) == ["30", "3E1"]
+    assert X["unit"].isna().sum() == (tables["s0"]["unit"] == "9").sum()
+
+
+def test_rows_keep_the_model_s_categorical_codes_as_written(tmp_path):
+    train = _table(200, 1, grade=["1", "2", "3", "4"])
+    train["grade"] = train["grade"].astype(int)
+    X = train.drop(columns="y")
+    schema = FeatureSchema.infer(X, types={"grade": "categorical"}).fit(X)
+    model = LogisticModel(schema=schema).fit(X, train["y"])
+    forms = ["4", "4.0", "04", " 4 ", "4.00", "+4", "4e0"]
+    path = tmp_path / "rows.csv"
+    pd.DataFrame({"age": [60.0] * len(forms), "grade": forms}).to_csv(path, index=False)
+    rows = read_rows(path, schema=schema)
+    assert rows.X["grade"].tolist() == forms  # as written
+    _, seen = _recorded(model.predict_proba, rows.X)
+    risk = model.predict_proba(rows.X)[:, 1]
+    # the plain decimal numerals are level 4; +4 and 4e0 are no level the model knows
+    assert np.allclose(risk[:5], risk[0]) and not np.isclose(risk[5], risk[0])
+    assert any("'+4'" in m and "'4e0'" in m for m in seen)
+    # read without the schema, the same file makes them numbers, as pandas does
+    assert read_table(path)["grade"].tolist() == [4.0] * 7
+
+
+def test_a_parquet_table_of_numbers_stored_as_text_reads_as_its_csv(tmp_path):
+    tables = {f"s{k}": _table(80, k, ward=["icu", "ed", "ward"]) for k in range(2)}
+    for t in tables.values():
+        t.loc[3, "age"] = np.nan
+    text = {k: t.astype(str).replace({"nan": "NA"}) for k, t in tables.items()}
+    csv = load_task_folder(_folder(tmp_path / "csv", tables))
+    pq = load_task_folder(_folder(tmp_path / "pq", text, fmt="parquet"))
+    for t in csv:
+        other = pq[t.task_id]
+        assert np.array_equal(t.y, other.y)
+        assert np.allclose(t.X["age"], other.X["age"].astype(float), equal_nan=True)
+        assert t.X["ward"].tolist() == other.X["ward"].tolist()
+    assert pq.schema["age"].type == "continuous"
+
+
+def test_a_parquet_text_column_with_thousands_separators_is_refused_naming_the_file(tmp_path):
+    t = _table(40, 0)
+    t["ck"] = ["1,718", "961", "516", "2,300"] * 10
+    path = tmp_path / "north.parquet"
+    t.astype(str).to_parquet(path, index=False)
+    with pytest.raises(ValidationError, match=r"north\.parquet.*'ck'"):
+        read_table(path)
