@@ -121,3 +121,25 @@ def test_a_parquet_text_column_with_thousands_separators_is_refused_naming_the_f
     t.astype(str).to_parquet(path, index=False)
     with pytest.raises(ValidationError, match=r"north\.parquet.*'ck'"):
         read_table(path)
+
+
+def test_a_column_coded_two_ways_says_so_and_never_advises_declaring_codes_missing(tmp_path):
+    tables = {f"s{k}": _table(50, k, sex=["F", "M"]) for k in range(4)}
+    tables["s3"]["sex"] = tables["s3"]["sex"].map({"F": 0, "M": 1})
+    with pytest.raises(ValidationError) as caught:
+        load_task_folder(_folder(tmp_path / "f", tables))
+    message = str(caught.value)
+    assert "'sex' is coded two ways: as text (F/M) in 3 files (s0.csv, s1.csv, s2.csv)" in message
+    assert "as numbers (0/1) in s3.csv" in message and "recode one side" in message
+    assert "na_values=" not in message and "--na-values 'F'" not in message
+    # text among numbers in one file still gets the missing-value advice
+    tables = {f"s{k}": _table(50, k) for k in range(2)}
+    tables["s1"]["age"] = tables["s1"]["age"].astype(object)
+    tables["s1"].loc[:2, "age"] = "."
+    with pytest.raises(ValidationError, match=r"'age' is text in s1.csv.*na_values=\['\.'\]"):
+        load_task_folder(_folder(tmp_path / "g", tables))
+    # a file writing only a missing-value marker where the others write 0/1: the old advice
+    tables = {f"s{k}": _table(50, k, smoker=[0, 1]) for k in range(2)}
+    tables["s1"]["smoker"] = "."
+    with pytest.raises(ValidationError, match=r"'smoker' is text in s1.csv.*na_values=\['\.'\]"):
+        load_task_folder(_folder(tmp_path / "h", tables))

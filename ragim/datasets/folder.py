@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ragim.canonical import canonical_id, canonical_ids, canonical_level, canonical_text
+from ragim.canonical import (
+    canonical_id,
+    canonical_ids,
+    canonical_level,
+    canonical_text,
+)
 from ragim.errors import DataWarning, ValidationError
 from ragim.rows import (
     missing_code_mask,
@@ -363,12 +369,38 @@ def _warn_without_patient_ids(tasks: list[Task], column: str) -> None:
     )
 
 
+#: at most this many distinct values on each side make a column "coded two ways" (text codes
+#: in some files, number codes in others: sex F/M against 0/1) rather than stray text
+CODED_TWO_WAYS_MAX = 12
+
+
+#: words that mark a value missing when a file writes nothing else in a column
+_MISSING_WORDS = frozenset({"unknown", "unk", "missing", "not recorded", "not done", "nd"})
+
+
+def _missing_marker_only(texts: set[str]) -> bool:
+    """Whether a file's text in a column of numbers is one missing-value marker (``.``,
+    ``?``, ``unknown``) rather than text codes (``F``/``M``)."""
+    if len(texts) != 1:
+        return False
+    (text,) = texts
+    return not any(ch.isalnum() for ch in text) or text.casefold() in _MISSING_WORDS
+
+
 def _check_kinds(frames: list[pd.DataFrame], labels: list[str]) -> None:
     """Catch columns whose files disagree (numbers in some, text in others): one clause per
-    column, naming the files on each side, an example value, and a decimal-comma hint."""
+    column, naming the files on each side, an example value, and a decimal-comma hint.
+
+    A column that is wholly text codes in some files and a few number codes in the others
+    (sex ``F``/``M`` in three files, ``0``/``1`` in one) is coded two ways: the clause names
+    both codings and says to recode one; it never advises declaring the codes missing, which
+    would blank the column in the files that write them."""
     kinds: dict[str, dict[str, list[str]]] = {}
     examples: dict[str, str] = {}
     advice: dict[str, str] = {}
+    texts: dict[str, set[str]] = {}  # text values, from files holding no numbers in the column
+    numbers_of: dict[str, set[str]] = {}  # values of the files read as numbers
+    mixed: set[str] = set()  # columns with text beside numbers within one file
     for X, label in zip(frames, labels, strict=True):
         for c in X.columns:
             kind = value_kind(X[c])
@@ -379,6 +411,13 @@ def _check_kinds(frames: list[pd.DataFrame], labels: list[str]) -> None:
                 kind = "numeric"  # numerals (or true/false) typed as text agree with numbers
             if kind == "empty":
                 continue
+            if kind == "text":
+                if numbers.notna().any():
+                    mixed.add(c)
+                texts.setdefault(c, set()).update(str(v).strip() for v in X[c].dropna())
+            else:
+                values = pd.to_numeric(truth_as_numbers(X[c].dropna()), errors="coerce")
+                numbers_of.setdefault(c, set()).update(values.drop_duplicates().tolist()[:100])
             if kind == "text" and c not in examples:
                 examples[c] = str(next(iter(X[c].dropna()[numbers.isna()])))
                 advice[c] = number_text_advice(X[c].dropna().tolist())
@@ -386,6 +425,25 @@ def _check_kinds(frames: list[pd.DataFrame], labels: list[str]) -> None:
     drift = []
     for c, by_kind in kinds.items():
         if len(by_kind) < 2:
+            continue
+        if (
+            c not in mixed
+            and not advice.get(c)  # decimal commas, "<5": numbers written as text
+            and "numeric" in by_kind
+            and not _missing_marker_only(texts.get(c, set()))
+            and len(texts.get(c, ())) <= CODED_TWO_WAYS_MAX
+            and len(numbers_of.get(c, ())) <= CODED_TWO_WAYS_MAX
+            and all(math.isfinite(v) and v == round(v) for v in numbers_of[c])  # codes
+        ):
+            text_codes = "/".join(sorted(texts[c], key=str)[:6])
+            number_codes = "/".join(str(int(v)) for v in sorted(numbers_of[c])[:6])
+            drift.append(
+                f"{c!r} is coded two ways: as text ({text_codes}) in {_files(by_kind['text'])} "
+                f"but as numbers ({number_codes}) in {_files(by_kind['numeric'])}; recode one "
+                f"side to the other's codes (e.g. write {text_codes} in every file) so that each "
+                "value means one thing everywhere; do not declare these codes missing, which "
+                "would blank the column in the files that use them"
+            )
             continue
         sides = [
             f"{kind} in {_files(files)}"
