@@ -1009,7 +1009,10 @@ def explain(
         )
         if not 0 <= row < len(data):
             raise typer.BadParameter(f"--row {row} is outside the {len(data)} rows of {rows}")
-        expl = model.explain(data.X.iloc[[row]], outcome=outcome_name)
+        from ragim.schema import rows_named
+
+        with rows_named(f"row {row} of --rows {rows}"):
+            expl = model.explain(data.X.iloc[[row]], outcome=outcome_name)
     if png is not None:
         expl.save_png(png, top=top if rows is None else (top or 12))
     if as_json:

@@ -15,6 +15,7 @@ to the ``ragim`` app.
 
 from __future__ import annotations
 
+import functools
 import math
 import shlex
 from dataclasses import asdict
@@ -45,6 +46,7 @@ from ragim.cli_common import (
     warn,
 )
 from ragim.io import make_parent
+from ragim.schema import rows_named
 
 Params = Annotated[
     Path, typer.Argument(help="saved model parameters (ragim generate --save, ragim adapt --save)")
@@ -92,6 +94,18 @@ def _event(outcome: str, pos_label) -> str:
     return f"{outcome} = {1 if pos_label is None else pos_label}"
 
 
+def _named_by_file(command):
+    """``command`` with the warnings about its ``--rows`` patients naming the file
+    (``--rows north.csv``), not the library's variable (``X``)."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        with rows_named(f"--rows {kwargs['rows']}"):
+            return command(*args, **kwargs)
+
+    return run
+
+
 def load_model_and_rows(
     params_path: Path,
     rows: Path,
@@ -123,6 +137,7 @@ def load_model_and_rows(
 
 
 @option_groups
+@_named_by_file
 def predict(
     params_path: Params,
     rows: Rows,
@@ -183,6 +198,7 @@ def predict(
 
 
 @option_groups
+@_named_by_file
 def score(
     params_path: Params,
     rows: Rows,
@@ -311,6 +327,7 @@ def _adapted_on(params) -> list[str]:
 
 
 @option_groups
+@_named_by_file
 def adapt(
     params_path: Params,
     rows: Rows,

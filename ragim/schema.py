@@ -26,13 +26,15 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime
 import decimal
 import hashlib
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -47,6 +49,7 @@ from ragim.canonical import (
     is_missing_text,
     level_key,
     plain_numeral,
+    strip_invisible,
     truth_text,
     widen_floats,
 )
@@ -560,11 +563,12 @@ class FeatureSchema:
         """
         self._check_fitted()
         X = self.validate_frame(X)
-        return {name: (n, ex[:3]) for name, (n, ex) in self._unseen(X).items()}
+        return {name: (n, shown[:3]) for name, (n, _, shown) in self._unseen(X).items()}
 
-    def _unseen(self, X: pd.DataFrame) -> dict[str, tuple[int, list[str]]]:
+    def _unseen(self, X: pd.DataFrame) -> dict[str, tuple[int, list[str], list[str]]]:
         """Per categorical column: (rows whose value matches no known level, every such
-        value in canonical form)."""
+        value in canonical form, and as written: text stripped, so a file's ``TRUE`` is
+        quoted as ``TRUE``, not as the level ``1`` it reads as)."""
         out = {}
         for f in self.features:
             if f.type != "categorical":
@@ -573,7 +577,14 @@ class FeatureSchema:
             bad = (codes < 0) & ~isna
             if bad.any():
                 values = pd.unique(X[f.name].to_numpy(dtype=object)[bad])
-                out[f.name] = (int(bad.sum()), list(dict.fromkeys(map(canonical_level, values))))
+                shown = [
+                    strip_invisible(v) if isinstance(v, str) else canonical_level(v) for v in values
+                ]
+                out[f.name] = (
+                    int(bad.sum()),
+                    list(dict.fromkeys(map(canonical_level, values))),
+                    list(dict.fromkeys(shown)),
+                )
         return out
 
     def warn_unseen_levels(
@@ -591,10 +602,11 @@ class FeatureSchema:
             (:func:`case_only_level`; ``known`` says what the levels are), since scoring it as
             no level would be wrong.
         """
+        where = named_rows(where)
         unseen = self._unseen(X)
         wrong_case = [
             problem
-            for name, (_, values) in unseen.items()
+            for name, (_, values, _) in unseen.items()
             if (problem := case_only_level(name, values, self.categories_[name], known))
         ]
         if wrong_case:
@@ -604,8 +616,8 @@ class FeatureSchema:
             "none of its levels (all of the column's one-hot terms 0), so their risk differs "
             "from that of every known level: ",
             [
-                f"{name!r}: {n} row(s), e.g. {ex[:3]} (known: {self.categories_[name][:8]})"
-                for name, (n, ex) in unseen.items()
+                f"{name!r}: {n} row(s), e.g. {shown[:3]} (known: {self.categories_[name][:8]})"
+                for name, (n, _, shown) in unseen.items()
             ],
         )
 
@@ -770,8 +782,10 @@ class FeatureSchema:
         """The warnings for rows a fitted model scores: a column whose values as a whole lie
         outside the fitted range (:meth:`scale_shifts`), values far from the fitted ones,
         missing-value codes, blanks the model has no term for, and values of a column that
-        never varied in the fitted rows. ``X`` is validated once for all four."""
+        never varied in the fitted rows. ``X`` is validated once for all four. Inside
+        :func:`rows_named`, the warnings name the rows as it says, not ``where``."""
         self._check_fitted()
+        where = named_rows(where)
         X = self.validate_frame(X)
         self._warn_scale_shifts(X, where)
         self._warn_far_values(X, where)
@@ -1152,6 +1166,36 @@ _TEMPORAL_OBJECTS = (
 )
 
 
+_ROWS_NAME: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "ragim_rows_name", default=None
+)
+
+
+@contextlib.contextmanager
+def rows_named(name: str) -> Iterator[None]:
+    """Within this block, the warnings about rows a model scores
+    (:meth:`FeatureSchema.warn_new_rows`, :meth:`FeatureSchema.warn_unseen_levels`) name the
+    rows ``name`` (``"--rows north.csv"``, ``"row 3 of --rows north.csv"``) instead of the
+    caller's variable (``X``, ``X_row``); the CLI reads files inside it.
+
+    >>> with rows_named("--rows north.csv"):
+    ...     named_rows("X")
+    '--rows north.csv'
+    >>> named_rows("X")
+    'X'
+    """
+    token = _ROWS_NAME.set(name)
+    try:
+        yield
+    finally:
+        _ROWS_NAME.reset(token)
+
+
+def named_rows(where: str) -> str:
+    """The name the rows have in messages: the innermost :func:`rows_named`, else ``where``."""
+    return _ROWS_NAME.get() or where
+
+
 def value_kind(s: pd.Series) -> str:
     """What a column holds: "empty", "bool", "numeric", "text", "datetime", "timedelta",
     "period" or "complex" (dtype first, then the Python objects of an object column: numbers,
@@ -1415,6 +1459,8 @@ _GROUPED = {
 #: a percentage written with its sign: ``35%``, ``12.5 %``
 _PERCENT = re.compile(r"-?\d+([.,]\d+)?\s*%")
 #: a result reported against a detection limit: ``<0.5``, ``< 5``, ``>1000``, ``<=0.1``, ``≤0.1``
+#: a number written with ',' digit groups and an optional '.' decimal part (``1,000``)
+_COMMA_GROUPED = re.compile(r"[-+]?\d{1,3}(,\d{3})+(\.\d+)?")
 _LIMIT = re.compile(r"(<=?|>=?|≤|≥)\s*-?\d+([.,]\d+)?")
 #: a number followed by a unit: ``99 bpm``, ``72kg``, ``5.1 mmol/L``, ``37.2 °C``
 _UNIT_SUFFIX = re.compile(r"-?\d+([.,]\d+)?\s*(?P<unit>[^\d\s.,+-].*)")
@@ -1542,6 +1588,8 @@ def number_text_advice(values: Iterable[Any], *, limits: bool = True) -> str:
     ['<0.5'] look like results reported against a detection limit: ...
     >>> print(number_text_advice(["99 bpm", "72"]))  # doctest: +ELLIPSIS
     they are numbers written with a unit (e.g. ['99 bpm']): write the numbers alone (99 ...
+    >>> print(number_text_advice(["1,000", "63.0"]))  # doctest: +ELLIPSIS
+    they are numbers written with a thousands separator (e.g. ['1,000']): write them without ...
     >>> number_text_advice(["<65", ">=65"]), number_text_advice(["icu", "3"])  # age groups
     ('', '')
     """
@@ -1551,6 +1599,14 @@ def number_text_advice(values: Iterable[Any], *, limits: bool = True) -> str:
         return ""
     if commas := decimal_comma_values(texts):
         return f"they look like numbers with a decimal comma (e.g. {commas}): {DECIMAL_COMMA_FIX}"
+    grouped = list(dict.fromkeys(t for t in texts if _COMMA_GROUPED.fullmatch(t)))
+    if grouped and all(_COMMA_GROUPED.fullmatch(t) or plain_numeral(t) for t in texts):
+        whole = grouped[0].replace(",", "")
+        return (
+            f"they are numbers written with a thousands separator (e.g. {grouped[:3]}): write "
+            f"them without it ({whole} for {grouped[0]!r}), or read the file with "
+            "thousands=',' (--thousands ',')"
+        )
     if all(_PERCENT.fullmatch(t) for t in texts):
         shown = list(dict.fromkeys(texts))[:3]
         return (

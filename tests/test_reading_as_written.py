@@ -143,3 +143,39 @@ def test_a_column_coded_two_ways_says_so_and_never_advises_declaring_codes_missi
     tables["s1"]["smoker"] = "."
     with pytest.raises(ValidationError, match=r"'smoker' is text in s1.csv.*na_values=\['\.'\]"):
         load_task_folder(_folder(tmp_path / "h", tables))
+
+
+# ------------------------------------------------------------------ messages about --rows
+@pytest.fixture()
+def saved_model(tmp_path):
+    train = _table(200, 3, sex=["F", "M"])
+    X = train.drop(columns="y")
+    schema = FeatureSchema.infer(X).fit(X)
+    path = tmp_path / "model"
+    LogisticModel(schema=schema).fit(X, train["y"]).params_.save(path)
+    return path
+
+
+def test_rows_messages_name_the_file_and_quote_what_it_writes(tmp_path, saved_model, monkeypatch, capsys):
+    from conftest import run_console
+
+    rows = pd.DataFrame({"age": [61.0, 70.0, 55.0], "sex": ["TRUE", "M", "F"]})
+    rows.loc[2, "age"] = np.nan  # age was never missing in the fitted rows
+    path = tmp_path / "north.csv"
+    rows.to_csv(path, index=False)
+    code, _, err = run_console(["predict", str(saved_model), "--rows", str(path)], monkeypatch, capsys)
+    assert code == 0
+    assert f"categorical values in --rows {path} match no level" in err
+    assert "e.g. ['TRUE']" in err and "['1']" not in err  # as written, not the level it reads as
+    assert f"blank values in --rows {path} in columns" in err
+    code, _, err = run_console(
+        ["explain", str(saved_model), "--rows", str(path), "--row", "2"], monkeypatch, capsys
+    )
+    assert code == 0 and f"blank values in row 2 of --rows {path}" in err and "X_row" not in err
+
+    rows = pd.DataFrame({"age": ["1,000", "63.0", "70.5"], "sex": ["F", "M", "F"]})
+    rows.to_csv(path, index=False)
+    code, _, err = run_console(["predict", str(saved_model), "--rows", str(path)], monkeypatch, capsys)
+    assert code != 0
+    assert "thousands separator (e.g. ['1,000']): write them without it (1000 for '1,000')" in err
+    assert "na-values" not in err
