@@ -575,6 +575,61 @@ def read_table(
     return df
 
 
+#: a code written like a number in exponent notation: digits, ``E``, one or two digits, no sign
+#: and no decimal point (ward ``3E1``, read as 30); its value is a whole number below 1000
+EXPONENT_CODE = re.compile(r"[0-9]{1,3}[eE][0-9]{1,2}")
+_EXPONENT_CELL = re.compile(
+    r"(?:^|[,;\t|\"])\s*[0-9]{1,3}[eE][0-9]{1,2}\s*(?=[,;\t|\"\r\n]|$)", re.M
+)
+
+
+def exponent_codes(
+    path: str | Path, df: pd.DataFrame, *, sep: str = ","
+) -> dict[str, dict[float, str]]:
+    """The number columns of ``df`` (``path`` as :func:`read_table` read it) whose file writes
+    some values as codes in exponent notation (ward ``3E1``, ``1E2``: see
+    :data:`EXPONENT_CODE`), which pandas reads as numbers (30, 100): per column, each such
+    number and the text written for it. Numbers of 1000 and more in exponent notation (a
+    viral load ``1E6``) and those with a sign or a decimal point (``1e-3``, ``2.5E2``) are
+    real numbers, not listed. Messages quote the text (:meth:`FeatureSchema.infer`'s
+    ``written=``).
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "t.csv"
+    >>> _ = p.write_text("ward,lab\\n3E1,1e-3\\n30,2E6\\n1E2,0.5\\n")
+    >>> exponent_codes(p, read_table(p))
+    {'ward': {30.0: '3E1', 100.0: '1E2'}}
+    """
+    path = Path(path)
+    floats = [c for c in df.columns if pd.api.types.is_float_dtype(df[c])]
+    if not floats:
+        return {}
+    if path.suffix.lower() == ".parquet":  # text columns read as numbers (_text_as_numbers)
+        text = pd.read_parquet(path)
+        text.columns = [canonical_text(str(c)) for c in text.columns]
+        text = pd.DataFrame(
+            {
+                c: text[c].map(lambda v: v if isinstance(v, str) else "")
+                for c in floats
+                if c in text.columns
+            }
+        )
+    else:
+        with open(path, encoding="utf-8-sig", errors="replace") as fh:
+            if not _EXPONENT_CELL.search(fh.read()):
+                return {}
+        text = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        text.columns = [canonical_text(str(c)) for c in text.columns]
+    found: dict[str, dict[float, str]] = {}
+    for c in floats:
+        if c not in text.columns:
+            continue
+        for v in pd.unique(text[c].str.strip()):
+            if EXPONENT_CODE.fullmatch(v) and float(v) < 1000:
+                found.setdefault(c, {}).setdefault(float(v), v)
+    return found
+
+
 def sniff_separator(path: str | Path, default: str = ",") -> str:
     """The field separator of a CSV file, from its header row: comma, semicolon or tab,
     whichever splits the header into the most columns (``default`` when it does as well, as
@@ -880,9 +935,11 @@ def _match_schema(X: pd.DataFrame, schema: FeatureSchema, path: Path, where: str
 
 __all__ = [
     "DEFAULT_PATIENT_ID",
+    "EXPONENT_CODE",
     "PatientRows",
     "read_rows",
     "read_table",
+    "exponent_codes",
     "repeated_rows",
     "sniff_separator",
     "warn_repeated_rows",

@@ -216,6 +216,7 @@ class FeatureSchema:
         max_categories: int = 12,
         n_bins: int = 8,
         labels: Sequence[str] | None = None,
+        written: Mapping[str, Mapping[float, str]] | None = None,
     ) -> FeatureSchema:
         """Infer feature types from one table or from several (every task of a collection).
 
@@ -236,6 +237,10 @@ class FeatureSchema:
         max_categories : most distinct levels a text column may have.
         n_bins : shared GAM bins per continuous feature.
         labels : names of the tables in error messages (e.g. ``"task 'a'"``).
+        written : per column, numbers its files wrote as codes in exponent notation and the
+            text written (``{"ward": {30.0: "3E1"}}``, :func:`ragim.rows.exponent_codes`):
+            warnings quote that text, and such a column inferred continuous gets one
+            :class:`~ragim.errors.DataWarning` saying it may hold codes.
 
         Raises
         ------
@@ -280,6 +285,8 @@ class FeatureSchema:
         if unknown:
             raise ValidationError(f"units/types given for columns that are not in X: {unknown}")
         feats, coded, ids, sentinels, constant = [], [], [], [], []
+        written = {canonical_text(str(k)): dict(v) for k, v in (written or {}).items() if v}
+        exponents = []
         gaps: list[ScaleGap] = []
         for name in cols:
             t = types.get(name)
@@ -287,8 +294,18 @@ class FeatureSchema:
                 column = [table[name] for table in tables]
                 t = _infer_type(name, column, labels, max_categories)
                 codes = integer_codes(column, max_categories) if t == "continuous" else None
-                if codes:
+                as_written = written.get(name, {})
+                if codes and as_written:
+                    shown = [as_written.get(float(c), str(c)) for c in codes]
+                    read = ", ".join(
+                        f"{w!r} as {c}" for c, w in zip(codes, shown, strict=True) if w != str(c)
+                    )
+                    coded.append(f"{name!r} {shown} (exponent notation, read as numbers: {read})")
+                elif codes:
                     coded.append(f"{name!r} {codes}")
+                elif t == "continuous" and as_written:
+                    w, number = next((w, n) for n, w in as_written.items())
+                    exponents.append(f"{name!r} ({w!r} read as {number:g})")
                 if t == "continuous" and identifier_like(name, column):
                     ids.append(repr(name))
                 if (level := single_value(column)) != "":
@@ -339,6 +356,17 @@ class FeatureSchema:
                 "every row): as a feature, a model would read the number as an amount. Drop "
                 "them, or name the patient-id column (patient_id= of load_task_folder, "
                 "--patient-id); declare a column continuous to keep it and silence this",
+                DataWarning,
+                stacklevel=2,
+            )
+        if exponents:
+            import warnings
+
+            warnings.warn(
+                f"column(s) {', '.join(exponents)} hold values written as numbers in exponent "
+                "notation that read as small whole numbers, as codes such as ward 3E1 are: if "
+                'they are codes, declare the column categorical ("type" in schema.json, types= '
+                "here) to keep them as written; declare it continuous to silence this",
                 DataWarning,
                 stacklevel=2,
             )

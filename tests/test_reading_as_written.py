@@ -179,3 +179,33 @@ def test_rows_messages_name_the_file_and_quote_what_it_writes(tmp_path, saved_mo
     assert code != 0
     assert "thousands separator (e.g. ['1,000']): write them without it (1000 for '1,000')" in err
     assert "na-values" not in err
+
+
+# ------------------------------------------------------------------ codes in exponent notation
+def test_ward_codes_in_exponent_notation_are_quoted_as_written(tmp_path):
+    tables = {f"s{k}": _table(60, k, ward=["1E2", "2E1", "3E1", "4E1"]) for k in range(2)}
+    folder, seen = _recorded(load_task_folder, _folder(tmp_path / "f", tables))
+    assert folder.schema["ward"].type == "continuous"  # as pandas reads them, without a schema
+    [coded] = [m for m in seen if "few whole numbers" in m]
+    assert "'ward' ['2E1', '3E1', '4E1', '1E2'] (exponent notation" in coded
+    assert "'3E1' as 30" in coded and "[20, 30, 40, 100]" not in coded
+    # more distinct values than codes: a warning of its own
+    many = {"s0": _table(60, 0, bed=[f"{k}E1" for k in range(1, 10)] + [str(k) for k in range(15)])}
+    _, seen = _recorded(load_task_folder, _folder(tmp_path / "g", many))
+    assert any("'bed' ('" in m and "exponent notation" in m for m in seen)
+
+
+def test_real_numbers_in_exponent_notation_raise_no_alarm(tmp_path):
+    from ragim.rows import exponent_codes
+
+    t = _table(60, 0)
+    t["crp"] = np.round(np.random.default_rng(1).gamma(2, 20, 60), 1).astype(str)
+    t.loc[:5, "crp"] = ["1e-3", "2.5E-4", "1E6", "5E+3", "3.1e2", "2E3"]
+    t["viral_load"] = ["1E6", "5E5", "2E4", "1E3"] * 15
+    path = tmp_path / "t.csv"
+    t.to_csv(path, index=False)
+    from ragim.rows import read_table
+
+    assert exponent_codes(path, read_table(path)) == {}
+    _, seen = _recorded(load_task_folder, _folder(tmp_path / "f", {"s0": t}))
+    assert not [m for m in seen if "exponent notation" in m]

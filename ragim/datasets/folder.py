@@ -53,6 +53,7 @@ from ragim.canonical import (
 )
 from ragim.errors import DataWarning, ValidationError
 from ragim.rows import (
+    exponent_codes,
     missing_code_mask,
     na_value_spec,
     outcome_na_codes,
@@ -229,6 +230,7 @@ def load_task_folder(
     # columns declared categorical are read as written: ward 3E1 is not 30, +5 is not 5
     categorical = [] if declared is None else declared.names_of("categorical")
     tasks, frames, labels = [], [], []
+    exponents: dict[str, dict[float, str]] = {}  # codes written like 3E1, without a schema
     columns: list[str] | None = None
     first_file: Path | None = None
     for (_, row), tid in zip(desc.iterrows(), ids, strict=True):
@@ -241,6 +243,10 @@ def load_task_folder(
             na_values=na,
             thousands=thousands,
         )
+        if declared is None:
+            for c, found in exponent_codes(file, df, sep=sep).items():
+                if c not in (outcome, patient_id):
+                    exponents.setdefault(c, {}).update(found)
         if outcome not in df.columns:
             raise ValidationError(
                 f"{file} has no outcome column {outcome!r} (columns: {list(df.columns)[:10]})"
@@ -302,7 +308,7 @@ def load_task_folder(
         if gaps:  # so does this
             warn_scale_gaps(gaps, {f.name: f.unit for f in schema.features}, stacklevel=2)
     else:
-        schema = FeatureSchema.infer(frames, labels=labels)
+        schema = FeatureSchema.infer(frames, labels=labels, written=exponents)
     _warn_shared_patients_across_sites(tasks)
     _warn_ids_equal_but_for_leading_zeros(tasks)
     _warn_without_patient_ids(tasks, patient_id)
