@@ -2131,15 +2131,29 @@ def _infer_type(
         )
     if len(levels) > max_categories:
         one_per_row = all(s.dropna().nunique() == s.notna().sum() for _, s, _ in text)
-        advice = (
-            "it looks like an identifier (a different value in every row): drop it, or name it "
-            "as the patient-id column (patient_id= of load_task_folder, --patient-id)"
-            if one_per_row
-            else "encode it as numbers, or declare it categorical with its categories"
+        as_numbers = pd.to_numeric(pd.Series(written, dtype=object), errors="coerce")
+        if as_numbers.notna().all():
+            example = next(str(v) for v in written if isinstance(v, str))
+            advice = (
+                f"its values are numbers stored as text (e.g. {example!r}): convert the column "
+                "to numbers (pd.to_numeric), or save it as numbers"
+            )
+        elif one_per_row:
+            advice = (
+                "it looks like an identifier (a different value in every row): drop it, or name "
+                "it as the patient-id column (patient_id= of load_task_folder, --patient-id)"
+            )
+        else:
+            advice = "encode it as numbers, or declare it categorical with its categories"
+        tables = [k[2] for k in text]
+        where = (
+            f" in {', '.join(tables[:3])}{' and more' if len(tables) > 3 else ''}"
+            if len(labels) > 1
+            else ""
         )
         raise ValidationError(
-            f"column {name!r} is text with {len(levels)} distinct values (more than max_categories="
-            f"{max_categories}); {advice}"
+            f"column {name!r} is text with {len(levels)} distinct values{where} (more than "
+            f"max_categories={max_categories}); {advice}"
         )
     if len(text) > 1 and (apart := separate_level_sets(table_levels, [k[2] for k in text])):
         import warnings

@@ -209,3 +209,13 @@ def test_real_numbers_in_exponent_notation_raise_no_alarm(tmp_path):
     assert exponent_codes(path, read_table(path)) == {}
     _, seen = _recorded(load_task_folder, _folder(tmp_path / "f", {"s0": t}))
     assert not [m for m in seen if "exponent notation" in m]
+
+
+def test_text_with_too_many_values_names_the_tables_and_numbers_stored_as_text():
+    a = pd.DataFrame({"age": [f"{60 + k}" for k in range(20)]})
+    b = pd.DataFrame({"age": [f"{40 + k}" for k in range(20)]})
+    with pytest.raises(ValidationError) as caught:
+        FeatureSchema.infer([a, b], labels=["north.parquet", "south.parquet"])
+    message = str(caught.value)
+    assert "in north.parquet, south.parquet (more than max_categories=12)" in message
+    assert "numbers stored as text (e.g. '60')" in message and "pd.to_numeric" in message
