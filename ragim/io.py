@@ -107,10 +107,26 @@ def _refuse_constant(token: str) -> Any:
     raise ValueError(f"a bare {token}, which JSON does not allow and ragim never writes")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's ``(key, value)`` pairs as a dict; a ValueError naming a key given twice."""
+    out = dict(pairs)
+    if len(out) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(
+                    f"the key {key!r} appears twice in one object, which ragim never writes (a "
+                    "reader would keep one of the two values)"
+                )
+            seen.add(key)
+    return out
+
+
 def strict_json(data: str | bytes) -> Any:
-    """``json.loads(data)`` that refuses the bare ``NaN``, ``Infinity`` and ``-Infinity`` tokens
-    Python's parser accepts by default (ragim never writes them; a file holding one was made or
-    edited elsewhere).
+    """``json.loads(data)`` that refuses what Python's parser accepts by default but ragim never
+    writes (a file holding one was made or edited elsewhere): the bare ``NaN``, ``Infinity``
+    and ``-Infinity`` tokens, and a key twice in one object (``{"age": 6.5, "age": 65.1}``,
+    where Python keeps the last value and other readers may keep the first).
 
     Raises
     ------
@@ -123,8 +139,13 @@ def strict_json(data: str | bytes) -> Any:
     Traceback (most recent call last):
     ...
     ValueError: a bare NaN, which JSON does not allow and ragim never writes
+    >>> strict_json('{"a": {"b": 1, "b": 2}}')
+    Traceback (most recent call last):
+    ...
+    ValueError: the key 'b' appears twice in one object, which ragim never writes (a reader \
+would keep one of the two values)
     """
-    return json.loads(data, parse_constant=_refuse_constant)
+    return json.loads(data, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
 
 
 _KINDS = (

@@ -37,11 +37,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ragim.checks import check_int, check_loaded, check_number
 from ragim.errors import ValidationError
 from ragim.schema import FeatureSchema
 
@@ -362,39 +364,58 @@ class ModelParams:
 
     @classmethod
     def load(cls, path: str | Path) -> ModelParams:
+        """Open a saved model: checksums are verified, then every field the model is read from:
+        its schema (:meth:`FeatureSchema.from_dict`), the parameter names against the schema's
+        layout, ``params.npz``'s arrays (float64 of the layout's shape, finite, and log-odds
+        that stay finite for rows within the fitted ranges) and the metadata ragim reads
+        (:func:`check_metadata`).
+
+        Raises
+        ------
+        ArtifactError
+            Naming the file and the field (a schema's disagreeing statistics are listed one a
+            line).
+        """
         from ragim.errors import ArtifactError
         from ragim.io import read_artifact
 
         art = read_artifact(path, FORMAT)
+        cfile, afile = art.path / "config.json", art.path / "params.npz"
         config = art.read_json("config.json")
         arrays = art.read_npz("params.npz", members=("vector", "std", "correlation"))
         try:
+            check_loaded(
+                config,
+                {"kind": str, "names": [str], "schema": None, "metadata?": None},
+                "config.json",
+            )
+        except ValidationError as exc:
+            raise ArtifactError(f"{art.path}: {exc}") from exc
+        try:
             schema = FeatureSchema.from_dict(config["schema"])
+            names = param_names(config["kind"], schema)
+        except ValidationError as exc:
+            raise ArtifactError(f"{cfile}: schema: {exc}") from exc
+        if names != config["names"]:
+            raise ArtifactError(
+                f"{cfile}: parameter names do not match the schema's {config['kind']} layout"
+            )
+        try:
+            _check_arrays(arrays, len(names))
             p = cls(
                 config["kind"],
                 schema,
                 arrays["vector"],
                 std=arrays.get("std"),
-                metadata=config.get("metadata"),
                 correlation=arrays.get("correlation"),
             )
-        except (KeyError, ValidationError) as exc:
-            raise ArtifactError(
-                f"{path}: config.json/params.npz do not describe valid parameters ({exc})"
-            ) from exc
-        if p.names != config.get("names"):
-            raise ArtifactError(
-                f"{path}: parameter names in config.json do not match the schema layout"
-            )
-        if p.metadata.get("coverage") is not None:  # explain and predict read it
-            from ragim.domain import Coverage
-
-            try:
-                Coverage.from_data(p.metadata["coverage"])
-            except ValidationError as exc:
-                raise ArtifactError(
-                    f"{art.path / 'config.json'}: metadata.coverage is {exc}"
-                ) from exc
+            _check_log_odds(p)
+        except ValidationError as exc:
+            raise ArtifactError(f"{afile}: {exc}") from exc
+        try:
+            p.metadata = check_metadata(config.get("metadata", {}), names)
+        except ValidationError as exc:
+            raise ArtifactError(f"{cfile}: {exc}") from exc
         return p
 
     # ------------------------------------------------------------------ misc
@@ -519,6 +540,172 @@ def _as_float(v: Any, name: str) -> float:
 def _short(v: Any) -> str:
     r = repr(v)
     return r if len(r) <= 60 else r[:57] + "..."
+
+
+# ---------------------------------------------------------------------- checks of a loaded model
+#: what ``params.npz`` holds, by array: its shape for ``P`` parameters
+_ARRAY_SHAPES = {"vector": lambda P: (P,), "std": lambda P: (P,), "correlation": lambda P: (P, P)}
+
+
+def _check_arrays(arrays: Mapping[str, np.ndarray], n: int) -> None:
+    """Refuse ``params.npz`` arrays that are not float64 (the type ragim writes: an integer,
+    bool, text, complex or half-precision array would be cast silently) of the shape the
+    ``n`` parameter names give: ``vector`` and ``std`` (n,), ``correlation`` (n, n)."""
+    if "vector" not in arrays:
+        raise ValidationError("holds no array 'vector' (the parameters)")
+    for key, a in arrays.items():
+        want = _ARRAY_SHAPES[key](n)
+        if a.dtype.kind != "f" or a.dtype.itemsize != 8 or a.shape != want:
+            raise ValidationError(
+                f"{key} must be float64 numbers of shape {want} ({n} parameters in config.json's "
+                f"names), got {a.dtype} of shape {a.shape}"
+            )
+
+
+def _check_log_odds(params: ModelParams) -> None:
+    """Refuse parameters whose log-odds overflow float64 (pass 1.8e308, then every risk is NaN
+    or a bare 0 or 1) for some row within the ranges the schema was fitted on
+    (:meth:`~ragim.models.family.ModelFamily.log_odds_reach`). A finite but absurd value
+    (1e300) passes: no bound below float64's own follows from what the parameters mean."""
+    reach = model_family(params.kind).log_odds_reach(params)
+    if reach is not None and not math.isfinite(reach):
+        j = int(np.argmax(np.abs(params.vector)))
+        raise ValidationError(
+            "vector: the model's log-odds overflow float64 for rows within the ranges its "
+            f"schema was fitted on (its largest parameter is {params.names[j]} = "
+            f"{params.vector[j]:.3g}), so its risks would be NaN"
+        )
+
+
+def _opt(rule: Any) -> Any:
+    """``rule`` (a :func:`check_loaded` spec) that lets None (JSON null) pass."""
+
+    def check(value: Any, name: str) -> Any:
+        return None if value is None else check_loaded(value, rule, name)
+
+    return check
+
+
+def _provenance(records: Any, name: str) -> Any:
+    if not isinstance(records, list):
+        raise ValidationError(f"{name} must be a list of neighbour records, got {_short(records)}")
+    for i, r in enumerate(records):
+        where = f"{name}[{i}]"
+        if not isinstance(r, Mapping):
+            raise ValidationError(f"{where} must be an object, got {_short(r)}")
+        check_loaded(r.get("task_id"), str, f"{where}.task_id")
+        for key, rule in (
+            ("description", str),
+            ("similarity", _opt(float)),
+            ("weight", _opt(float)),
+        ):
+            if key in r:  # other keys a generator stored are shown as they are
+                check_loaded(r[key], rule, f"{where}.{key}")
+    return records
+
+
+def _policy(entries: Any, name: str) -> Any:
+    from ragim.adaptation_policy import AdaptationPolicy
+
+    if not isinstance(entries, list):
+        raise ValidationError(f"{name} must be a list of policy entries, got {_short(entries)}")
+    try:
+        AdaptationPolicy.from_dict({"entries": entries})
+    except ValidationError as exc:
+        raise ValidationError(f"{name}: {exc}") from None
+    return entries
+
+
+def _label(value: Any, name: str) -> Any:
+    if isinstance(value, str | bool | int) or (isinstance(value, float) and math.isfinite(value)):
+        return value
+    raise ValidationError(f"{name} must be a class label (text, a number or a bool), got {value!r}")
+
+
+_SIMILARITY = partial(check_number, ge=-1, le=1)
+#: a coverage record (:meth:`ragim.domain.Coverage.data`); a key ending "?" may be absent
+_COVERAGE = {
+    "top_similarity": _SIMILARITY,
+    "effective_similarity": _SIMILARITY,
+    "effective_neighbors?": _opt(partial(check_number, ge=0)),
+    "k": partial(check_int, ge=1),
+    "threshold?": _opt(_SIMILARITY),
+    "typical?": _opt(_SIMILARITY),
+    "rank_min?": _opt(partial(check_int, ge=1)),
+    "rank_max?": _opt(partial(check_int, ge=1)),
+    "in_domain?": _opt(bool),  # recomputed from the others
+}
+
+
+def check_metadata(metadata: Any, names: list[str], name: str = "metadata") -> dict[str, Any]:
+    """``metadata`` of a saved model, after checking each field ragim reads from it (other keys
+    are the user's and pass as they are): ``source``, ``description``, ``outcome``,
+    ``adaptation``, ``prior_source`` text; ``k`` (>= 1) and ``k_shot`` (>= 0) integers;
+    ``prior_strength`` a number; ``coverage`` a coverage record
+    (:class:`ragim.domain.Coverage`); ``provenance`` neighbour records (a ``task_id``, and
+    ``description``, ``similarity`` and ``weight`` of their types where given);
+    ``adaptation_policy`` entries :class:`~ragim.adaptation_policy.AdaptationPolicy` accepts;
+    ``between_tasks`` and ``constant_terms`` naming terms of the model (``names``);
+    ``classes`` two different labels; ``adapted_on_sha256`` text.
+
+    Raises
+    ------
+    ValidationError
+        One line naming the field: ``"metadata.provenance[0].weight must be a number, got 'x'"``.
+
+    Examples
+    --------
+    >>> check_metadata({"source": "fit", "mine": [1]}, ["intercept", "age"])
+    {'source': 'fit', 'mine': [1]}
+    >>> check_metadata({"between_tasks": ["beds"]}, ["intercept", "age"])
+    Traceback (most recent call last):
+    ...
+    ragim.errors.ValidationError: metadata.between_tasks names 'beds', which is not a term of \
+this model
+    """
+    if not isinstance(metadata, Mapping):
+        raise ValidationError(f"{name} must be an object, got {_short(metadata)}")
+    terms = set(names[1:])
+
+    def term_names(value: Any, where: str) -> Any:
+        for t in value:
+            if t not in terms:
+                raise ValidationError(f"{where} names {t!r}, which is not a term of this model")
+        return value
+
+    def between(value: Any, where: str) -> Any:
+        return term_names(check_loaded(value, [str], where), where)
+
+    def constant(value: Any, where: str) -> Any:
+        return term_names(check_loaded(value, {"*": float}, where), where)
+
+    def classes(value: Any, where: str) -> Any:
+        labels = check_loaded(value, [_label], where)
+        if len(labels) != 2 or labels[0] == labels[1]:
+            raise ValidationError(f"{where} must be two different labels, got {value!r}")
+        return value
+
+    rules = {
+        "source": str,
+        "description": str,
+        "outcome": str,
+        "adaptation": str,
+        "prior_source": _opt(str),
+        "k": partial(check_int, ge=1),
+        "k_shot": partial(check_int, ge=0),
+        "prior_strength": _opt(float),
+        "coverage": _opt(_COVERAGE),
+        "provenance": _provenance,
+        "adaptation_policy": _policy,
+        "between_tasks": between,
+        "constant_terms": constant,
+        "classes": classes,
+        "adapted_on_sha256": [str],
+    }
+    for key, rule in rules.items():
+        if key in metadata:
+            check_loaded(metadata[key], rule, f"{name}.{key}")
+    return dict(metadata)
 
 
 def stack_params(params: list[ModelParams]) -> np.ndarray:

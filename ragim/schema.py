@@ -36,6 +36,7 @@ import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -53,7 +54,7 @@ from ragim.canonical import (
     truth_text,
     widen_floats,
 )
-from ragim.checks import check_int, check_loaded
+from ragim.checks import check_int, check_loaded, check_number
 from ragim.errors import DataWarning, ValidationError
 from ragim.io import parse_json
 
@@ -1026,58 +1027,92 @@ class FeatureSchema:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FeatureSchema:
+        """Inverse of :meth:`to_dict` (a schema written by hand needs only ``features``).
+
+        The fitted state, when there is one, is checked before it is used
+        (:func:`ragim.checks.check_loaded`): every statistic is a finite number (not a bool,
+        not text), scales are positive, bin edges increasing, each table holds a value for
+        exactly the features of its type (medians for binary and continuous features; means,
+        scales and bin edges for continuous ones; categories for categorical ones), the
+        missing-value columns are features, and the statistics agree with the fitted range of
+        values they were computed from.
+
+        Raises
+        ------
+        ValidationError
+            ``"not a valid FeatureSchema description: <field> ..."`` naming the first wrong
+            field (``fitted.means.age must be a number, got True``), or
+            ``"fitted schema state is inconsistent:"`` listing what disagrees.
+        """
+        bad = "not a valid FeatureSchema description"
         if not isinstance(d, Mapping):
-            raise ValidationError(
-                f"not a valid FeatureSchema description: expected an object, got {type(d).__name__}"
-            )
+            raise ValidationError(f"{bad}: expected an object, got {type(d).__name__}")
         if not isinstance(d.get("features"), list) or not all(
             isinstance(f, Mapping) for f in d["features"]
         ):
-            raise ValidationError(
-                "not a valid FeatureSchema description: 'features' must be a list of objects"
-            )
+            raise ValidationError(f"{bad}: 'features' must be a list of objects")
         try:
             schema = cls(
                 [
-                    Feature(**{**f, "categories": tuple(f.get("categories", ()))})
+                    Feature(**{**f, "categories": _as_levels(f.get("categories", ()))})
                     for f in d["features"]
                 ],
-                n_bins=int(d.get("n_bins", 8)),
+                n_bins=d.get("n_bins", 8),
             )
             fitted = d.get("fitted")
+            if fitted is not None and not isinstance(fitted, Mapping):
+                raise ValidationError(
+                    f"{bad}: fitted must be an object, got {type(fitted).__name__}"
+                )
             if fitted:
-                schema.medians_ = {k: float(v) for k, v in fitted["medians"].items()}
-                schema.means_ = {k: float(v) for k, v in fitted["means"].items()}
-                schema.scales_ = {k: float(v) for k, v in fitted["scales"].items()}
-                schema.missing_ = list(fitted["missing"])
-                schema.categories_ = {
-                    k: [str(c) for c in v] for k, v in fitted["categories"].items()
-                }
-                schema.bin_edges_ = {
-                    k: [float(x) for x in v] for k, v in fitted["bin_edges"].items()
-                }
-                schema.constant_ = {
-                    str(k): None if v is None else str(v)
-                    for k, v in fitted.get("constant", {}).items()
-                }
-                ranges = check_loaded(fitted.get("ranges", {}), {"*": [float]}, "fitted.ranges")
+                try:
+                    f = check_loaded(fitted, _FITTED, "fitted")
+                except ValidationError as exc:
+                    raise ValidationError(f"{bad}: {exc}") from None
+                schema.medians_, schema.means_ = f["medians"], f["means"]
+                schema.scales_, schema.bin_edges_ = f["scales"], f["bin_edges"]
+                schema.missing_, schema.categories_ = f["missing"], f["categories"]
+                schema.constant_ = f.get("constant", {})
+                ranges = f.get("ranges", {})
                 short = [k for k, v in ranges.items() if len(v) != 2]
                 if short:
                     raise ValidationError(
-                        f"fitted.ranges.{short[0]} must be [min, max], got {ranges[short[0]]}"
+                        f"{bad}: fitted.ranges.{short[0]} must be [min, max], "
+                        f"got {ranges[short[0]]}"
                     )
                 schema.ranges_ = ranges
                 schema._check_consistent()
         except (KeyError, TypeError, AttributeError, ValueError, OverflowError, IndexError) as exc:
             if isinstance(exc, ValidationError):
                 raise
-            raise ValidationError(
-                f"not a valid FeatureSchema description: missing or malformed {exc}"
-            ) from exc
+            raise ValidationError(f"{bad}: missing or malformed {exc}") from exc
         return schema
 
     def _check_consistent(self):
         problems = []
+        kinds = {f.name: f.type for f in self.features}
+        for key, table in (
+            ("medians", self.medians_),
+            ("means", self.means_),
+            ("scales", self.scales_),
+            ("bin_edges", self.bin_edges_),
+            ("ranges", self.ranges_),
+            ("categories", self.categories_),
+            ("constant", self.constant_),
+        ):
+            for name in table or {}:
+                if name not in kinds:
+                    problems.append(f"fitted.{key} names {name!r}, which is not a feature")
+                elif kinds[name] not in _FITTED_FOR[key]:
+                    problems.append(
+                        f"fitted.{key} holds a value for {name!r}, a {kinds[name]} feature, "
+                        f"which has none (only {' and '.join(_FITTED_FOR[key])} features do)"
+                    )
+        for name in sorted({n for n in self.missing_ if self.missing_.count(n) > 1}):
+            problems.append(f"fitted.missing lists {name!r} more than once")
+        for name in self.missing_:
+            if name not in kinds:
+                problems.append(f"fitted.missing names {name!r}, which is not a feature")
         for f in self.features:
             if f.type == "categorical":
                 if f.name not in self.categories_:
@@ -1089,6 +1124,11 @@ class FeatureSchema:
                     f.name not in d for d in (self.means_, self.scales_, self.bin_edges_)
                 ):
                     problems.append(f"continuous feature {f.name!r} has no fitted mean/scale/bins")
+            if f.type == "binary" and not 0 <= self.medians_.get(f.name, 0.0) <= 1:
+                problems.append(
+                    f"fitted median of binary feature {f.name!r} must lie in [0, 1] (its values "
+                    f"are 0 and 1), got {self.medians_[f.name]}"
+                )
         for stats in (self.medians_, self.means_, self.scales_):
             for name, v in (stats or {}).items():
                 if not math.isfinite(v):
@@ -1096,6 +1136,8 @@ class FeatureSchema:
         for name, (lo, hi) in self.ranges_.items():
             if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
                 problems.append(f"fitted range of {name!r} must be finite with min <= max")
+            else:
+                problems += self._outside_range(name, lo, hi)
         for name, v in (self.scales_ or {}).items():
             if not v > 0:
                 problems.append(f"fitted scale of {name!r} must be positive, got {v}")
@@ -1112,8 +1154,41 @@ class FeatureSchema:
                 b <= a for a, b in zip(e, e[1:], strict=False)
             ):
                 problems.append(f"bin edges of {name!r} must be finite and increasing")
+            if len(e) > self.n_bins - 1:
+                problems.append(
+                    f"fitted.bin_edges.{name} holds {len(e)} edges, more than the "
+                    f"{self.n_bins - 1} that n_bins={self.n_bins} quantile bins have"
+                )
         if problems:
             raise ValidationError("fitted schema state is inconsistent:", problems)
+
+    def _outside_range(self, name: str, lo: float, hi: float) -> list[str]:
+        """The statistics of continuous feature ``name`` that its fitted range ``[lo, hi]`` (the
+        observed values they were computed from, in :meth:`fit`) rules out: a median, mean or
+        bin edge outside it (each is a median, mean or quantile of values inside it), or a
+        scale above half its width (no SD of values in ``[lo, hi]`` exceeds ``(hi - lo) / 2``,
+        Popoviciu's inequality) unless 1.0, the scale of a column that never varied."""
+        tol = 1e-9 * max(1.0, abs(lo), abs(hi))  # the rounding of a mean or a rounded quantile
+        out = []
+        for what, v in (("median", self.medians_.get(name)), ("mean", self.means_.get(name))):
+            if v is not None and not lo - tol <= v <= hi + tol:
+                out.append(
+                    f"fitted {what} of {name!r} ({v:g}) lies outside its fitted range "
+                    f"[{lo:g}, {hi:g}], the values it was computed from"
+                )
+        edges = self.bin_edges_.get(name) or []
+        if edges and not (lo - tol <= min(edges) and max(edges) <= hi + tol):
+            out.append(
+                f"fitted bin edges of {name!r} reach outside its fitted range [{lo:g}, {hi:g}], "
+                "the values they are quantiles of"
+            )
+        scale = self.scales_.get(name)
+        if scale is not None and scale != 1.0 and scale > (hi - lo) / 2 * (1 + 1e-9) + tol:
+            out.append(
+                f"fitted scale of {name!r} ({scale:g}) exceeds half its fitted range "
+                f"[{lo:g}, {hi:g}], more than any SD of values in that range"
+            )
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, allow_nan=False)
@@ -2274,6 +2349,42 @@ def _check_levels(name: str, ftype: str, levels: Any) -> dict[str, str]:
     return out
 
 
+def _level_or_none(value: Any, name: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ValidationError(f"{name} must be a level (text) or null, got {value!r}")
+    return value
+
+
+#: what :meth:`FeatureSchema.from_dict` requires of a fitted state (:func:`check_loaded`)
+_FITTED = {
+    "medians": {"*": float},
+    "means": {"*": float},
+    "scales": {"*": partial(check_number, gt=0)},
+    "missing": [str],
+    "categories": {"*": [str]},
+    "bin_edges": {"*": [float]},
+    "constant?": {"*": _level_or_none},  # absent when no column was constant
+    "ranges?": {"*": [float]},  # absent in schemas fitted before ranges were kept
+}
+
+#: the feature types that each fitted table holds a value for
+_FITTED_FOR = {
+    "medians": ("binary", "continuous"),
+    "means": ("continuous",),
+    "scales": ("continuous",),
+    "bin_edges": ("continuous",),
+    "ranges": ("continuous",),
+    "categories": ("categorical",),
+    "constant": _TYPES,
+}
+
+
+def _as_levels(categories: Any) -> Any:
+    """A feature's declared ``categories`` as a tuple; text is passed on for :class:`Feature`
+    to refuse (``tuple("abc")`` would make three levels of it)."""
+    return categories if isinstance(categories, str | bytes) else tuple(categories)
+
+
 def _feature_dict(f: Feature) -> dict[str, Any]:
     """A feature as JSON; ``label`` and ``levels`` only when set, so schemas saved before they
     existed keep their exact JSON (and fingerprint)."""
@@ -2370,3 +2481,44 @@ def check_same_schema(schemas: Iterable[FeatureSchema], labels: Sequence[str]) -
             problems.append(f"{lab}: features {cur} differ from {labels[0]}: {ref}")
     if problems:
         raise ValidationError("tasks do not share one feature schema:", problems)
+
+
+def schema_difference(
+    a: FeatureSchema, b: FeatureSchema, a_name: str = "the first", b_name: str = "the second"
+) -> str:
+    """The first difference between two schemas' :meth:`~FeatureSchema.to_dict`, in words
+    (features by name); ``""`` when they are equal.
+
+    >>> import pandas as pd
+    >>> X = pd.DataFrame({"age": [40.0, 60.0]})
+    >>> one, two = FeatureSchema.infer(X).fit(X), FeatureSchema.infer(X).fit(X + 10)
+    >>> schema_difference(one, two, "the index", "the generator")
+    'fitted.medians.age: 50.0 in the index, 60.0 in the generator'
+    >>> schema_difference(one, one.copy())
+    ''
+    """
+
+    def brief(v: Any) -> str:
+        text = repr(v)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    def walk(x: Any, y: Any, path: str) -> str:
+        if isinstance(x, Mapping) and isinstance(y, Mapping):
+            for k in [*x, *(k for k in y if k not in x)]:  # in to_dict's order
+                where = f"{path}.{k}" if path else str(k)
+                if k not in x or k not in y:
+                    return f"{where}: only in {b_name if k not in x else a_name}"
+                found = walk(x[k], y[k], where)
+                if found:
+                    return found
+            return ""
+        if isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
+            for i, (u, v) in enumerate(zip(x, y, strict=True)):
+                named = isinstance(u, Mapping) and isinstance(v, Mapping) and "name" in u
+                found = walk(u, v, f"{path}[{u['name']!r}]" if named else f"{path}[{i}]")
+                if found:
+                    return found
+            return ""
+        return "" if x == y else f"{path}: {brief(x)} in {a_name}, {brief(y)} in {b_name}"
+
+    return walk(a.to_dict(), b.to_dict(), "")

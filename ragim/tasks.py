@@ -901,7 +901,12 @@ class TaskCollection:
                 if tid in true:
                     fp = rec["true_schema"]
                     if fp not in schemas:
-                        schemas[fp] = FeatureSchema.from_dict(meta["true_schemas"][fp])
+                        try:
+                            schemas[fp] = FeatureSchema.from_dict(meta["true_schemas"][fp])
+                        except ValidationError as exc:
+                            raise ArtifactError(
+                                f"{art.path / 'collection.json'}: true_schemas.{fp}: {exc}"
+                            ) from exc
                     tschema = schemas[fp]
                     tp = ModelParams(
                         rec["true_params"]["kind"],

@@ -293,7 +293,7 @@ def test_a_model_schema_range_and_coverage_are_checked(saved, tmp_path):
         ),
     )
     with pytest.raises(
-        ArtifactError, match="config.json: metadata.coverage is not a coverage record"
+        ArtifactError, match="config.json: metadata.coverage.threshold must be a number in"
     ):
         ModelParams.load(folder)
 
@@ -348,3 +348,291 @@ def test_a_compressed_index_passes_its_own_vector_check(tmp_path):
             tmp_path / "sq"
         )
     assert len(TaskIndex.load(tmp_path / "sq").search("fatal outcome", k=3)) == 3
+
+
+# ---------------------------------------------------------------------------- strict JSON
+def test_a_key_given_twice_in_a_json_file_is_refused_naming_the_file_and_key(saved, tmp_path):
+    """``{"age": 6.5, "age": 65.1}`` loaded as 65.1 (Python keeps the last value; other readers
+    may keep the first, so one file meant two models)."""
+    folder = _copy(saved, "params", tmp_path)
+    config = folder / "config.json"
+    text = config.read_text()
+    config.write_text(text.replace('"kind": ', '"kind": "gam", "kind": ', 1))
+    reseal(folder)
+    with pytest.raises(ArtifactError) as err:
+        ModelParams.load(folder)
+    assert "config.json: not valid JSON (the key 'kind' appears twice in one object" in str(
+        err.value
+    )
+    assert "\n" not in str(err.value)
+    folder = _copy(saved, "params", tmp_path / "b")
+    manifest = folder / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"format": ', '"format": "x", "format": ', 1))
+    with pytest.raises(ArtifactError, match="manifest.json: .*the key 'format' appears twice"):
+        ModelParams.load(folder)
+
+
+# ---------------------------------------------------------------------------- fitted schemas
+def _fitted(edit):
+    return lambda c: edit(c["schema"]["fitted"])
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (
+            _fitted(lambda f: f["means"].update(x01=True)),
+            "fitted.means.x01 must be a number, got True",
+        ),
+        (
+            _fitted(lambda f: f["means"].update(x01="0.5")),
+            "fitted.means.x01 must be a number, got '0.5'",
+        ),
+        (_fitted(lambda f: f["medians"].update(x01=False)), "fitted.medians.x01 must be a number"),
+        (_fitted(lambda f: f["scales"].update(x01="1")), r"fitted.scales.x01 must be a number > 0"),
+        (
+            _fitted(lambda f: f["scales"].update(x01=-1.0)),
+            r"fitted.scales.x01 must be a number > 0",
+        ),
+        (
+            _fitted(lambda f: f["bin_edges"].update(x01=[True, 2.0])),
+            r"fitted.bin_edges.x01\[0\] must be a number",
+        ),
+        (
+            _fitted(lambda f: f["bin_edges"].update(x01=f["bin_edges"]["x01"][::-1])),
+            "bin edges of 'x01' must be finite and increasing",
+        ),
+        (_fitted(lambda f: f.update(missing=["nosuch"])), "fitted.missing names 'nosuch'"),
+        (_fitted(lambda f: f.update(missing=["x01", "x01"])), "fitted.missing lists 'x01' more"),
+        (
+            _fitted(lambda f: f.update(extra={})),
+            r"fitted must have the keys .*got also \['extra'\]",
+        ),
+        (
+            _fitted(lambda f: f["means"].update(x01=60.0)),  # a mean no value in range can have
+            r"fitted mean of 'x01' \(60\) lies outside its fitted range",
+        ),
+        (
+            _fitted(lambda f: f["scales"].update(x01=1e300)),
+            r"fitted scale of 'x01' \(1e\+300\) exceeds half its fitted range",
+        ),
+        (
+            lambda c: c["schema"]["features"][0].update(type="binary"),  # continuous retyped
+            "fitted.means holds a value for 'x01', a binary feature, which has none",
+        ),
+    ],
+)
+def test_a_models_fitted_schema_is_checked_field_by_field(saved, tmp_path, edit, says):
+    """A fitted statistic was converted with float(): ``"means": {"age": true}`` loaded as mean
+    1 and moved every predicted risk (0.637 to 0.975), and "65" loaded as 65."""
+    folder = _edit_json(_copy(saved, "params", tmp_path), "config.json", edit)
+    with pytest.raises(ArtifactError, match=f"(?s)config.json: schema: .*{says}"):
+        ModelParams.load(folder)
+
+
+def test_an_index_and_a_generator_check_their_schemas_too(saved, tmp_path):
+    folder = _edit_json(
+        _copy(saved, "index", tmp_path),
+        "schema.json",
+        lambda s: s["fitted"]["means"].update(x01=True),
+    )
+    with pytest.raises(ArtifactError, match="schema.json: .*fitted.means.x01 must be a number"):
+        TaskIndex.load(folder)
+    folder = _edit_json(
+        _copy(saved, "stat", tmp_path),
+        "state.json",
+        lambda s: s["schema"]["fitted"]["scales"].update(x02="1"),
+    )
+    with pytest.raises(ArtifactError, match=r"state.json: schema: .*fitted.scales.x02 must be"):
+        StatisticalGenerator.load(folder)
+
+
+def test_a_generator_refuses_an_index_whose_schema_is_not_the_one_it_was_fitted_with(
+    saved, tmp_path
+):
+    """A generator's state.json keeps the schema it was fitted with, and the statistical
+    generator gives it to every model it generates: a mean edited there (age 30 for 65.1)
+    moved the generated model's risks (0.637 to 0.897) with no error. Either side edited is
+    refused at generation, in one line naming the first difference."""
+    index = TaskIndex.load(saved["index"])
+    folder = _edit_json(
+        _copy(saved, "stat", tmp_path),
+        "state.json",
+        lambda s: s["schema"]["fitted"]["means"].update(x01=0.5),
+    )
+    gen = StatisticalGenerator.load(folder)  # a plausible number: only the index can tell
+    with pytest.raises(ValidationError) as err:
+        gen.generate_params("fatal outcome", index)
+    msg = str(err.value)
+    assert msg.startswith(
+        "the index's feature schema differs from the one this "
+        "StatisticalGenerator was fitted with (fitted.means.x01: "
+    )
+    assert "0.5 in the generator" in msg and "\n" not in msg
+    edited = _edit_json(
+        _copy(saved, "index", tmp_path),
+        "schema.json",
+        lambda s: s["fitted"]["medians"].update(x02=0.25),
+    )
+    with pytest.raises(ValidationError, match=r"\(fitted.medians.x02: 0.25 in the index, "):
+        StatisticalGenerator.load(saved["stat"]).generate_params(
+            "fatal outcome", TaskIndex.load(edited)
+        )
+    StatisticalGenerator.load(saved["stat"]).generate_params("fatal outcome", index)
+
+
+# ---------------------------------------------------------------------------- params.npz
+def _edit_npz(folder: Path, edit) -> Path:
+    f = folder / "params.npz"
+    with np.load(f) as z:
+        arrays = dict(z)
+    edit(arrays)
+    np.savez(f, **arrays)
+    reseal(folder)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (lambda a: a.update(vector=np.round(a["vector"]).astype(np.int64)), "got int64 of shape"),
+        (lambda a: a.update(vector=a["vector"] > 0), "got bool of shape"),
+        (lambda a: a.update(vector=a["vector"].astype(str)), "got <U"),
+        (lambda a: a.update(vector=a["vector"].astype(complex)), "got complex128"),
+        (lambda a: a.update(vector=a["vector"].astype(np.float16)), "got float16"),
+        (lambda a: a.update(vector=a["vector"][None, :]), r"got float64 of shape \(1, 4\)"),
+        (lambda a: a.update(std=np.ones(4, dtype=np.int64)), "std must be float64"),
+        (
+            lambda a: a.update(std=np.ones(4), correlation=np.eye(4).ravel()),
+            r"correlation must be float64 numbers of shape \(4, 4\)",
+        ),
+    ],
+)
+def test_a_models_arrays_must_be_float64_of_the_layouts_shape(saved, tmp_path, edit, says):
+    """An integer, bool, text, complex or half-precision vector, or a 2-D one, loaded (cast to
+    float, or flattened)."""
+    folder = _edit_npz(_copy(saved, "params", tmp_path), edit)
+    with pytest.raises(ArtifactError, match=f"params.npz: .*{says}"):
+        ModelParams.load(folder)
+
+
+def test_a_model_whose_log_odds_overflow_within_its_fitted_ranges_is_refused(saved, tmp_path):
+    """A coefficient of 1e308 made every in-range patient's log-odds overflow (risks NaN);
+    1e300 keeps them finite (every risk 0 or 1) and loads: no tighter bound follows from what a
+    coefficient means."""
+    folder = _edit_npz(
+        _copy(saved, "params", tmp_path), lambda a: a["vector"].__setitem__(1, 1e308)
+    )
+    with pytest.raises(ArtifactError, match="params.npz: vector: the model's log-odds overflow"):
+        ModelParams.load(folder)
+    folder = _edit_npz(
+        _copy(saved, "params", tmp_path / "b"), lambda a: a["vector"].__setitem__(1, 1e300)
+    )
+    assert ModelParams.load(folder)["x01"] == 1e300
+
+
+# ---------------------------------------------------------------------------- model metadata
+@pytest.mark.parametrize(
+    ("metadata", "says"),
+    [
+        ({"adaptation_policy": "yes"}, "metadata.adaptation_policy must be a list of policy"),
+        (
+            {"adaptation_policy": [{}]},
+            "metadata.adaptation_policy: an adaptation policy entry lacks",
+        ),
+        (
+            {
+                "provenance": [
+                    {"task_id": "a", "description": "A", "similarity": 0.9, "weight": "x"}
+                ]
+            },
+            r"metadata.provenance\[0\].weight must be a number, got 'x'",
+        ),
+        ({"provenance": [{"weight": 1.0}]}, r"metadata.provenance\[0\].task_id must be text"),
+        ({"between_tasks": 5}, "metadata.between_tasks must be a list, got 5"),
+        ({"between_tasks": ["beds"]}, "metadata.between_tasks names 'beds', which is not a term"),
+        ({"description": ["a"]}, r"metadata.description must be text, got \['a'\]"),
+        ({"constant_terms": {"x01": "0"}}, "metadata.constant_terms.x01 must be a number"),
+        ({"classes": ["yes", "yes"]}, "metadata.classes must be two different labels"),
+        ({"k_shot": 2.5}, "metadata.k_shot must be an integer"),
+        (
+            {"coverage": {"top_similarity": "high", "effective_similarity": 0.5, "k": 3}},
+            "metadata.coverage.top_similarity must be a number in",
+        ),
+    ],
+)
+def test_a_models_metadata_is_checked_where_ragim_reads_it(saved, tmp_path, metadata, says):
+    """An adaptation policy "yes" or [{}] loaded (only adapt failed, naming no file), and a
+    provenance weight "x" was carried into an adapted model."""
+    folder = _edit_json(
+        _copy(saved, "params", tmp_path), "config.json", lambda c: c["metadata"].update(metadata)
+    )
+    with pytest.raises(ArtifactError, match=f"config.json: {says}"):
+        ModelParams.load(folder)
+
+
+def test_a_models_own_metadata_keys_still_load(saved, tmp_path):
+    mine = {"site": ["north"], "between_tasks": ["x02"], "classes": ["no", "yes"]}
+    folder = _edit_json(
+        _copy(saved, "params", tmp_path), "config.json", lambda c: c["metadata"].update(mine)
+    )
+    assert ModelParams.load(folder).metadata["site"] == ["north"]
+
+
+# ---------------------------------------------------------------------------- statistical state
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (
+            lambda s: s["stack"].update(shift=1e6),  # every generated risk 1
+            r"state.json.stack \(shift 1e\+06\) lies 1e\+06 from where its fit started, but the "
+            r"ridge it was fitted under keeps it within",
+        ),
+        (
+            lambda s: s["stack"]["baseline"].update(pooled=50.0),
+            "the ridge it was fitted under keeps it within",
+        ),
+        (
+            lambda s: s.update(interval_scale=1e6),
+            r"state.json.interval_scale must be a number in \[0.05, 20\]",
+        ),
+        (
+            lambda s: s.update(interval_scale=0.5),  # narrows the intervals: never since the anchor
+            r"state.json.interval_scale must be a number in \[1, 20\]",
+        ),
+        (
+            lambda s: s.update(ids=[s["ids"][0]] * len(s["ids"])),
+            "state.json.ids lists syn-0000000 more than once",
+        ),
+        (
+            lambda s: s["ids"].__setitem__(1, "not-in-the-index"),
+            "state.json.ids names 1 task.s. that its index_ids .* do not hold: not-in-the-index",
+        ),
+        (lambda s: s["cv"].update(n_tasks=10**6), "state.json.cv.n_tasks is 1000000, more than"),
+        (lambda s: s["cv"].update(n_tasks=2.5), "state.json.cv.n_tasks must be an integer"),
+    ],
+)
+def test_a_statistical_generators_stack_and_tasks_are_bounded_by_what_fit_can_make(
+    saved, tmp_path, edit, says
+):
+    """A shift of 1e6 (generated intercept 1,000,000.7, every risk 1), an interval scale of 1e6
+    and one task id written four times (the provenance listed one task four times) loaded."""
+    folder = _edit_json(_copy(saved, "stat", tmp_path), "state.json", edit)
+    with pytest.raises(ArtifactError, match=says):
+        StatisticalGenerator.load(folder)
+
+
+def test_a_statistical_generators_own_stack_lies_within_its_bound():
+    """The bound is the fit's own: fitted stacks stay well inside it (and load)."""
+    from ragim.generate.statistical import _check_validated
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for seed in range(3):
+            index = TaskIndex.build(
+                datasets.synthetic_family(n_tasks=6, n_features=3, seed=seed),
+                embedder="hashing",
+                progress=False,
+            )
+            gen = StatisticalGenerator(adaptation_tasks=0).fit(index, progress=False)
+            _check_validated(gen.stack_, gen.cv_, gen.interval_scale_, 6, gen.config)

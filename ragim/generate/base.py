@@ -167,6 +167,9 @@ def read_fitted_ids(state: Any) -> list[str] | None:
         return None
     if not isinstance(ids, list) or not all(isinstance(t, str) for t in ids):
         raise ValueError("its index_ids must be a list of task ids")
+    if len(set(ids)) < len(ids):  # an index holds each task once
+        twice = sorted({t for t in ids if ids.count(t) > 1})
+        raise ValueError(f"its index_ids list {name_some(twice)} more than once")
     return ids
 
 
@@ -221,7 +224,10 @@ def read_fit_state(state: Any) -> tuple[str, list[str], FeatureSchema, Any]:
     ValueError: its 1 param_names are not the 2 of its schema
     """
     model_kind, names = state["model_kind"], list(state["param_names"])
-    schema = FeatureSchema.from_dict(state["schema"])
+    try:
+        schema = FeatureSchema.from_dict(state["schema"])
+    except ValidationError as exc:
+        raise ValidationError(f"schema: {exc}") from None
     expected = param_names(model_kind, schema)
     if names != expected:
         raise ValueError(f"its {len(names)} param_names are not the {len(expected)} of its schema")
@@ -410,6 +416,28 @@ class Generator(ABC):
         schema = getattr(self, "schema_", None)
         return schema is not None and index.schema != schema
 
+    def check_schema_unchanged(self, index) -> None:
+        """Raise unless ``index`` has the fitted feature schema the generator was fitted with
+        (``schema_``; not checked when it is not known).
+
+        The schema turns a patient's values into the model's terms (medians, means, scales,
+        bins), so a model learned over one schema means something else over another: a
+        generator fitted on an index rebuilt since, or either of them edited (a generator's
+        ``state.json`` keeps the schema it was fitted with), is refused in one line naming
+        the first difference.
+        """
+        from ragim.schema import schema_difference
+
+        schema = getattr(self, "schema_", None)
+        if schema is None or index.schema == schema:
+            return
+        raise ValidationError(
+            f"the index's feature schema differs from the one this {type(self).__name__} was "
+            f"fitted with ({schema_difference(index.schema, schema, 'the index', 'the generator')}"
+            f"), so its models would read patients' values otherwise than the index's tasks "
+            f"do; use the index it was fitted on, or {self.refit_advice()}"
+        )
+
     def check_index_unchanged(self, index) -> list[str]:
         """Compare ``index`` with the tasks the generator was fitted on (:meth:`index_changes`)
         and return the tasks it no longer holds, which a generator that
@@ -419,7 +447,8 @@ class Generator(ABC):
         ------
         ValidationError
             When ``index`` no longer holds tasks the generator was fitted on and it cannot
-            leave them out (it learned from them): refit it on this index.
+            leave them out (it learned from them): refit it on this index; or when its feature
+            schema is not the one the generator was fitted with (:meth:`check_schema_unchanged`).
 
         Warns
         -----
@@ -463,6 +492,7 @@ class Generator(ABC):
                 f"fitted on them ({name_some(changed)}: removed and added again with other data) "
                 f"and it learned from their old models; {advice}"
             )
+        self.check_schema_unchanged(index)
         if added:
             warnings.warn(
                 f"the index holds {len(added)} task(s) {what} since this {name} was fitted "

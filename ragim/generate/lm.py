@@ -882,9 +882,12 @@ class LMGenerator(Generator):
             state = art.read_json("state.json")
             gen = cls(cfg)
             gen.model_kind_, gen.param_names_ = state["model_kind"], state["param_names"]
-            gen.schema_ = (
-                None if state["schema"] is None else FeatureSchema.from_dict(state["schema"])
-            )
+            try:
+                gen.schema_ = (
+                    None if state["schema"] is None else FeatureSchema.from_dict(state["schema"])
+                )
+            except ValidationError as exc:  # name the file the schema is in
+                raise ValidationError(f"state.json: schema: {exc}") from None
             gen.embedder_identity_ = state["embedder"]
             gen.fitted_ids_ = read_fitted_ids(state)  # None when saved before they were kept
             gen.fitted_digests_ = read_fitted_digests(state)

@@ -163,6 +163,17 @@ BLAS_THREADS = 1
 #: the longest word n-gram the text candidate may use (longer ones are too rare to learn from)
 MAX_NGRAM = 8
 
+#: the interval scale (:func:`_stack`) calibrates the coefficient SDs on held-out tasks by
+#: moments and is clipped to [1, INTERVAL_SCALE_MAX]: it may widen the meta-regression's
+#: intervals (at most 20-fold in variance), never narrow them; 1 when nothing was validated
+INTERVAL_SCALE_MAX = 20.0
+#: the smallest interval scale a saved generator may hold: generators saved before the scale
+#: was kept from narrowing the intervals clipped it to [0.05, 20]
+INTERVAL_SCALE_MIN_SAVED = 0.05
+#: the stack of a generator that validated nothing (fewer than 4 tasks, or no task or patient
+#: could be held out): the pooled model alone
+UNVALIDATED_STACK = {"shift": 0.0, "baseline": {"pooled": 1.0}, "slopes": {"pooled": 1.0}}
+
 
 @dataclass
 class StatisticalConfig:
@@ -745,7 +756,7 @@ class StatisticalGenerator(Generator):
                 )
         else:
             # fewer than 4 tasks, or too few rows to hold out patients: nothing to validate on
-            self.stack_ = {"shift": 0.0, "baseline": {"pooled": 1.0}, "slopes": {"pooled": 1.0}}
+            self.stack_ = {k: v if k == "shift" else dict(v) for k, v in UNVALIDATED_STACK.items()}
             why = (
                 f"only {len(tasks)} indexed task(s)"
                 if len(tasks) < 4
@@ -1201,7 +1212,10 @@ class StatisticalGenerator(Generator):
         except ValidationError as exc:
             raise ArtifactError(f"{root / 'state.json'}: adaptation_policy: {exc}") from exc
         try:
-            fitted_on = read_fit_state(state)
+            try:
+                fitted_on = read_fit_state(state)
+            except ValidationError as exc:  # the schema: name the file it is in
+                raise ValidationError(f"state.json: {exc}") from None
             gen.model_kind_, gen.param_names_, gen.schema_, gen.embedder_identity_ = fitted_on
             gen.fitted_ids_ = read_fitted_ids(state)  # None when saved before they were kept
             gen.fitted_digests_ = read_fitted_digests(state)
@@ -1212,10 +1226,12 @@ class StatisticalGenerator(Generator):
                 "state.json",
             )
             ids, gen.descriptions_ = checked["ids"], checked["descriptions"]
+            _check_ids(ids, gen.fitted_ids_, gen.config.max_tasks)
             gen.groups_ = checked["groups"]
             gen.stack_, gen.cv_ = checked["stack"], state["cv"]
             gen.interval_scale_ = checked["interval_scale"]
             _check_stack(gen.stack_, set(gen.config.candidates) | {"pooled"})
+            _check_validated(gen.stack_, gen.cv_, gen.interval_scale_, len(ids), gen.config)
             _check_arrays(arrays, n=len(ids), P=P, state=checked)
             gen.between_tasks_ = check_loaded(  # absent before it was kept
                 state.get("between_tasks", []), [str], "state.json.between_tasks"
@@ -1340,14 +1356,130 @@ def _state_fields(P: int, ngram_max: int) -> dict[str, Any]:
         return check_loaded(v, {"shift?": float, "baseline": weights, "slopes": weights}, name)
 
     return {
-        "ids": [str],
+        "ids": [str],  # each once: _check_ids
         "descriptions": [str],
         "groups": {"*": [partial(check_int, ge=0, lt=P)]},
         "vocabulary": vocabulary,
         "scalars": scalars,
         "stack": stack,
-        "interval_scale": partial(check_number, gt=0),
+        "interval_scale": partial(
+            check_number,
+            ge=INTERVAL_SCALE_MIN_SAVED,
+            le=INTERVAL_SCALE_MAX,
+            note="the factor _stack clips to these bounds",
+        ),
     }
+
+
+def _check_ids(ids: list[str], index_ids: list[str] | None, max_tasks: int) -> None:
+    """Refuse a saved task list that names a task twice, more tasks than ``max_tasks``, or a
+    task its ``index_ids`` (the index it was fitted on, when kept) did not hold: the meta-
+    regression learned from each of at most ``max_tasks`` index tasks once."""
+    twice = sorted({t for t in ids if ids.count(t) > 1}) if len(set(ids)) < len(ids) else []
+    if twice:
+        raise ValidationError(
+            f"state.json.ids lists {name_some(twice)} more than once; the generator learned "
+            "from each task once"
+        )
+    if len(ids) > max_tasks:
+        raise ValidationError(
+            f"state.json.ids lists {len(ids)} tasks, more than max_tasks={max_tasks} in config.json"
+        )
+    if index_ids is not None:
+        held = set(index_ids)
+        unknown = [t for t in ids if t not in held]
+        if unknown:
+            raise ValidationError(
+                f"state.json.ids names {len(unknown)} task(s) that its index_ids (the index it "
+                f"was fitted on) do not hold: {name_some(unknown)}"
+            )
+
+
+def _check_validated(
+    stack: dict, cv: Any, interval_scale: float, n_ids: int, config: StatisticalConfig
+) -> None:
+    """Refuse a stack and interval scale that the validation recorded in ``cv`` could not have
+    chosen.
+
+    A generator that validated nothing (``cv.n_tasks`` 0) uses the pooled model alone
+    (:data:`UNVALIDATED_STACK`) with interval scale 1. Otherwise :func:`_stack` chose the
+    intercept shift ``a`` and the weights ``u``, ``w`` (together ``x``) by minimising the
+    held-out log-loss plus the ridge ``|x - x0|^2 / (2 n)`` (``n`` held-out tasks) from its
+    start ``x0``: shift 0 and ``u = w =`` the anchor weights (``cv.anchor``, which sum to 1;
+    in generators saved before the anchor was kept, 1 for the candidate of least held-out
+    log-loss). L-BFGS-B never ends above where it starts, so ``|x - x0|^2 / (2 n) <=
+    loss(x0)``; the log-loss is convex in the linear predictor, which is linear in ``x``, so
+    ``loss(x0) <= sum_c anchor_c loss_c``, the held-out log-losses of the candidates
+    (``cv.candidates``). Hence ``|x - x0| <= sqrt(2 n sum_c anchor_c loss_c)``: a few log-odds
+    for a few tasks at a log-loss near 0.6, and a shift of 1e6 (every generated risk 1) is
+    refused. The bound rests on ``cv``, which is checked for type and against the task list
+    but cannot be recomputed without the index's rows.
+
+    The interval scale is clipped to [1, :data:`INTERVAL_SCALE_MAX`] since before the anchor
+    was kept (to [:data:`INTERVAL_SCALE_MIN_SAVED`, 20] earlier), so one below 1 is refused
+    in a generator that keeps the anchor.
+    """
+    if not isinstance(cv, dict):
+        raise ValidationError(f"state.json.cv must be an object, got {type(cv).__name__}")
+    n = check_loaded(cv.get("n_tasks"), partial(check_int, ge=0), "state.json.cv.n_tasks")
+    skipped = check_loaded(
+        cv.get("n_skipped_tasks", 0), partial(check_int, ge=0), "state.json.cv.n_skipped_tasks"
+    )
+    if skipped and not config.validate_skipped:
+        raise ValidationError(
+            f"state.json.cv.n_skipped_tasks is {skipped}, but config.json's validate_skipped is "
+            "off: no skipped task was held out"
+        )
+    if n > n_ids + skipped:
+        raise ValidationError(
+            f"state.json.cv.n_tasks is {n}, more than the {n_ids} tasks in its ids and the "
+            f"{skipped} skipped ones it could hold out"
+        )
+    if n == 0:
+        if stack != UNVALIDATED_STACK or interval_scale != 1.0:
+            raise ValidationError(
+                "state.json: cv.n_tasks is 0 (nothing was validated), so the stack must be the "
+                f"pooled model alone {UNVALIDATED_STACK} and interval_scale 1, got {stack} and "
+                f"{interval_scale:g}"
+            )
+        return
+    losses = check_loaded(
+        cv.get("candidates"), {"*": partial(check_number, ge=0)}, "state.json.cv.candidates"
+    )
+    if not losses or set(losses) != set(stack["baseline"]):
+        raise ValidationError(
+            f"state.json.cv.candidates ({sorted(losses)}) must be the candidates the stack "
+            f"weighs ({sorted(stack['baseline'])})"
+        )
+    if cv.get("anchor") is None:  # saved before the anchor was kept: the best candidate
+        best = min(losses, key=losses.get)
+        anchor = {c: float(c == best) for c in losses}
+    else:
+        anchor = check_loaded(
+            cv["anchor"], {"*": partial(check_number, ge=0, le=1)}, "state.json.cv.anchor"
+        )
+        if set(anchor) != set(losses):
+            raise ValidationError("state.json.cv.anchor must weigh the stack's candidates")
+        if interval_scale < 1.0:
+            raise ValidationError(
+                f"state.json.interval_scale must be a number in [1, {INTERVAL_SCALE_MAX:g}] (a "
+                f"generator that keeps cv.anchor clips it there), got {interval_scale!r}"
+            )
+    names = sorted(losses)
+    moved = np.array(
+        [stack["shift"]]
+        + [stack[part][c] - anchor[c] for part in ("baseline", "slopes") for c in names]
+    )
+    # the anchor is saved to 4 decimals (its weights may miss 1 by that), the losses to 6
+    start = sum(anchor[c] * losses[c] for c in names) + 1e-4 * len(names) * max(losses.values())
+    bound = float(np.sqrt(2 * n * start))
+    if float(np.linalg.norm(moved)) > bound * (1 + 1e-6) + 1e-3:
+        raise ValidationError(
+            f"state.json.stack (shift {stack['shift']:.4g}) lies {np.linalg.norm(moved):.4g} "
+            f"from where its fit started, but the ridge it was fitted under keeps it within "
+            f"{bound:.4g} = sqrt(2 x {n} held-out tasks x {start:.4g}, the held-out log-loss "
+            "at the start: state.json.cv.anchor's mix of cv.candidates)"
+        )
 
 
 def _check_stack(stack: dict, candidates: set[str]) -> None:
@@ -1766,7 +1898,7 @@ def _stack(
     # floor of 0.05 the 90% intervals held 57% of true synthetic slopes)
     num = np.sum(((obs - mean) ** 2 - obs_var)[informative])
     den = np.sum((sd**2)[informative])
-    scale = float(np.clip(num / den, 1.0, 20.0)) if den > 0 else 1.0
+    scale = float(np.clip(num / den, 1.0, INTERVAL_SCALE_MAX)) if den > 0 else 1.0
     return stack, cv, scale, mean, sd
 
 

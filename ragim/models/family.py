@@ -361,6 +361,15 @@ class ModelFamily(ABC):
         """Log-odds of the rows of ``X``, shape (n_rows,)."""
         return self.design_matrix(params.schema, X) @ params.terms + params.intercept
 
+    def log_odds_reach(self, params: ModelParams) -> float | None:
+        """The largest size the log-odds of ``params`` reach, as float64 computes them
+        (``inf`` when they overflow), over rows whose values lie within the ranges the schema
+        was fitted on (any level of a binary or categorical feature, blank where it can be);
+        None when the family cannot tell (then a loaded model's parameters are bounded by
+        float64 alone). A loaded model whose reach is ``inf`` is refused
+        (:meth:`ragim.params.ModelParams.load`)."""
+        return None
+
     def term_features(self, schema: FeatureSchema) -> list[str]:
         """The schema feature each term belongs to ("" when none), in term order.
 

@@ -75,6 +75,17 @@ class GAMFamily(ModelFamily):
             out[rows[ok], offsets[k] + idx[ok, k]] = 1.0
         return out
 
+    def log_odds_reach(self, params: ModelParams) -> float | None:
+        """``|intercept|`` plus each feature's largest bin score in size: a row falls in one
+        bin of every feature."""
+        schema, size = params.schema, np.abs(params.vector)
+        total = size[0]
+        with np.errstate(over="ignore", invalid="ignore"):
+            for start, (_, labels) in zip(schema.gam_offsets, schema.gam_layout, strict=True):
+                if labels:
+                    total = total + size[1 + start : 1 + start + len(labels)].max()
+        return float(total)
+
     def log_odds(self, params: ModelParams, X: pd.DataFrame) -> np.ndarray:
         """The intercept plus each feature's bin score, without building the one-hot design."""
         B = params.schema.bin_indices(X)

@@ -251,6 +251,20 @@ class LogisticFamily(ModelFamily):
     def term_features(self, schema: FeatureSchema) -> list[str]:
         return [c.feature for c in schema.design_columns]
 
+    def log_odds_reach(self, params: ModelParams) -> float | None:
+        """``|intercept| + sum_j |beta_j| r_j``, ``r_j`` the largest size of design column
+        ``j`` in range: 1 for an indicator; ``max |range end - mean| / scale`` for a continuous
+        value, or 1 when the schema was saved without its range (the values a scale was fitted
+        on reach at least one SD from their mean)."""
+        schema = params.schema
+        reach = np.ones(len(params.vector) - 1)
+        for j, col in enumerate(schema.design_columns):
+            ends = schema.ranges_.get(col.feature)
+            if col.role == "value" and schema[col.feature].type == "continuous" and ends:
+                reach[j] = max(abs(v - col.center) for v in ends) / col.scale
+        with np.errstate(over="ignore", invalid="ignore"):
+            return float(abs(params.intercept) + np.abs(params.terms) @ reach)
+
     def estimator(self, schema: FeatureSchema, C: float = 1.0):
         return self.model_cls(schema=schema, C=C)
 
