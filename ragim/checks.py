@@ -288,8 +288,11 @@ def misaligned_labels(X: Any, y: Any) -> list[str]:
     ragim pairs ``X`` and ``y`` by position, as scikit-learn does; such a ``y`` (say ``X``
     was shuffled, sorted or filtered after ``y`` was taken from it) would put each outcome on
     another patient's row. An index equal to ``X``'s passes, and so do plain arrays and
-    lists, and a ``y`` whose labels share none with ``X``'s (``X``'s index was reset): those
-    pair by position, as given. A one-column DataFrame is checked exactly as a Series.
+    lists, a ``y`` whose labels share none with ``X``'s (``X``'s index was reset), and one
+    sharing only some of them when either index is pandas' default 0..n-1, which names no rows
+    (``X = d[cols].reset_index(drop=True); y = d["y"]`` after filtering ``d``): those pair by
+    position, as given. Labels that share some but not all of ``X``'s, both sides named, are
+    refused. A one-column DataFrame is checked exactly as a Series.
 
     Parameters
     ----------
@@ -329,11 +332,21 @@ def misaligned_labels(X: Any, y: Any) -> list[str]:
             f"y is {what} whose index holds X's row labels in another order; rows are "
             "matched by position, so align them first (y = y.loc[X.index]) or pass y.to_numpy()"
         ]
+    if _default_labels(X.index) or _default_labels(y.index):
+        # 0..n-1 names no rows (reset_index(drop=True) after filtering writes it): matched by
+        # position, as given, since which side was reset cannot be told
+        return []
     return [
         f"y is {what} whose index holds {shared} of X's {len(X)} row labels, and "
-        f"{len(X) - shared} others; rows are matched by position, so take y from the rows X "
-        "holds (y = outcomes.loc[X.index]), or pass y.to_numpy() if they already pair by position"
+        f"{len(X) - shared} others; rows are matched by position: align them "
+        "(y = y.loc[X.index]) if y's labels name X's rows, or pass y.to_numpy() if the two "
+        "already pair by position"
     ]
+
+
+def _default_labels(index: pd.Index) -> bool:
+    """Whether ``index`` is 0, 1, ..., n-1: pandas' default, which names no rows."""
+    return isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
 
 
 def check_aligned_labels(X: Any, y: Any) -> None:

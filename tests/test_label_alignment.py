@@ -118,11 +118,13 @@ def test_a_one_column_dataframe_y_is_checked_as_a_series(rows, prior):
     assert misaligned_labels(X.reset_index(drop=True).set_axis(range(500, 580)), frame) == []
 
 
-def test_labels_that_overlap_x_partly_are_refused(rows):
+def test_labels_that_overlap_x_partly_are_refused_when_both_name_rows(rows):
     X, y, _ = rows
-    Xp, yp = X.iloc[:60], y.iloc[5:65]  # X rows 0-59, y rows 5-64: 55 shared, 5 not
+    named = X.set_axis(range(100, 100 + len(X)))
+    Xp, yp = named.iloc[:60], y.set_axis(named.index).iloc[5:65]  # 55 labels shared, 5 not
     [problem] = misaligned_labels(Xp, yp)
     assert problem.startswith("y is a pandas Series whose index holds 55 of X's 60 row labels")
+    assert "y = y.loc[X.index]) if y's labels name X's rows" in problem
     with pytest.raises(ValidationError, match="55 of X's 60 row labels"):
         Task("t", "Predict sepsis in adults", Xp, yp)
     with pytest.raises(ValidationError, match="55 of X's 60 row labels"):
@@ -130,3 +132,17 @@ def test_labels_that_overlap_x_partly_are_refused(rows):
     # no label shared (X's index was reset elsewhere): pairs by position, as documented
     assert misaligned_labels(Xp.set_axis(range(1000, 1060)), yp) == []
     assert misaligned_labels(Xp, yp.to_numpy()) == []
+
+
+def test_the_filter_then_reset_idiom_pairs_by_position(rows):
+    """``X = d[cols].reset_index(drop=True); y = d["y"]`` after filtering ``d`` pairs correctly
+    by position; its y shares some of X's labels 0..n-1 only by chance, and was refused."""
+    X, y, _ = rows
+    d = X.assign(y=np.asarray(y)).set_axis(range(len(X)))
+    d = d[d.index % 3 != 0]
+    Xr, yr = d.drop(columns="y").reset_index(drop=True), d["y"]
+    assert misaligned_labels(Xr, yr) == [] and misaligned_labels(Xr, yr.to_frame()) == []
+    assert Task("t", "Predict sepsis in adults", Xr, yr).n_rows == len(d)
+    # X indexed by patient ids 1..n, y with pandas' default 0..n-1: also by position
+    ids = Xr.set_axis(range(1, len(Xr) + 1))
+    assert misaligned_labels(ids, yr.reset_index(drop=True)) == []
