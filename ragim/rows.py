@@ -251,6 +251,40 @@ def _mark_missing_text(df: pd.DataFrame, text_columns: tuple[str, ...]) -> pd.Da
     return df
 
 
+#: spaces that spreadsheets and EHR exports put around numbers and that ``pd.read_csv`` keeps
+#: as text (it trims only plain spaces): no-break, figure and narrow no-break space
+WIDE_SPACES = "\u00a0\u2007\u202f"
+
+
+def numbers_padded_with_wide_spaces(df: pd.DataFrame, skip: Iterable[str] = ()) -> pd.DataFrame:
+    """``df`` with each text column whose values are all numbers once :data:`WIDE_SPACES`
+    around them are removed (``"\u00a061"``, a no-break space before 61 from an Excel or EHR
+    export) read as those numbers, as the column reads without them; columns in ``skip``
+    (canonical names: ids, outcomes, declared categorical columns) and other text stay as
+    they are. Before, such a cell made its column text and the advice was to declare ``61``
+    missing, which blanked every real 61.
+
+    >>> numbers_padded_with_wide_spaces(pd.DataFrame({"k": ["\u00a061", "5", None]}))["k"].tolist()
+    [61.0, 5.0, nan]
+    """
+    skip = set(skip)
+    for c in df.columns:
+        s = df[c]
+        if canonical_text(str(c)) in skip or not (
+            pd.api.types.is_object_dtype(s) or pd.api.types.is_string_dtype(s)
+        ):
+            continue
+        s = s.astype(object).where(s.notna(), None)
+        padded = s.map(lambda v: isinstance(v, str) and v.strip(WIDE_SPACES + " ") != v)
+        if not padded.any():
+            continue
+        stripped = s.map(lambda v: v.strip(WIDE_SPACES + " ") if isinstance(v, str) else v)
+        numbers = pd.to_numeric(stripped.where(stripped.notna(), None), errors="coerce")
+        if numbers.notna().sum() == s.notna().sum():
+            df[c] = numbers.astype(float)
+    return df
+
+
 def _text_as_numbers(
     df: pd.DataFrame, path: Path, text_columns: tuple[str, ...], where: str
 ) -> pd.DataFrame:
@@ -278,7 +312,8 @@ def _text_as_numbers(
                     "column) or as text without digit groups",
                 )
             )
-        numbers = pd.to_numeric(s.astype(object).where(s.notna(), None), errors="coerce")
+        bare = s.astype(object).map(lambda v: v.strip(WIDE_SPACES) if isinstance(v, str) else v)
+        numbers = pd.to_numeric(bare.where(s.notna(), None), errors="coerce")
         if numbers.notna().sum() == len(written):
             df[c] = numbers
     return df
@@ -553,6 +588,7 @@ def read_table(
             )
             if na:  # cells padded with spaces (" unknown"), which pandas compares as written
                 df = _mark_missing(df, na, text_columns, keep)
+            df = numbers_padded_with_wide_spaces(df, {*text_columns, *keep})
             if thousands is None:
                 _check_thousands(df, path, sep, keep, where)
             else:
@@ -937,6 +973,8 @@ __all__ = [
     "DEFAULT_PATIENT_ID",
     "EXPONENT_CODE",
     "PatientRows",
+    "WIDE_SPACES",
+    "numbers_padded_with_wide_spaces",
     "read_rows",
     "read_table",
     "exponent_codes",

@@ -380,7 +380,7 @@ FOLDER_CASES = [
     ("drift-column-names", lambda r: _folder(r, {"a": GOOD, "b": GOOD.rename(columns={"lactate": "lac"})}),
      "b.csv does not have the columns of a.csv: it lacks ['lactate']; it adds ['lac']"),
     ("drift-column-type", lambda r: _folder(r, {"a": GOOD, "b": GOOD.assign(lactate=["lo", "hi"] * (N // 2))}),
-     "'lactate' is text in b.csv but numeric in a.csv"),
+     "'lactate' is written as words (hi/lo) in b.csv but as numbers in a.csv"),
     ("drift-column-type-many-files",
      lambda r: _folder(r, {"a": GOOD.assign(lactate=["1,5", "2,0"] * (N // 2)), **{k: GOOD for k in "bcde"}}),
      "'lactate' is text in a.csv but numeric in 4 files (b.csv, c.csv, d.csv, ...) (e.g. '1,5'); they look like "

@@ -145,6 +145,24 @@ def test_a_column_coded_two_ways_says_so_and_never_advises_declaring_codes_missi
         load_task_folder(_folder(tmp_path / "h", tables))
 
 
+
+def test_a_file_of_words_where_the_others_write_values_never_gets_missing_advice(tmp_path):
+    # potassium as low/normal/high in one file, 3.1-5.0 elsewhere: the advice was to declare
+    # the words missing, which loaded that hospital's column wholly blank, silently
+    rng = np.random.default_rng(0)
+    tables = {f"s{k}": _table(50, k).assign(k=rng.uniform(3.1, 5.0, 50).round(1)) for k in range(4)}
+    tables["s3"]["k"] = rng.choice(["low", "normal", "high"], 50)
+    with pytest.raises(ValidationError) as caught:
+        load_task_folder(_folder(tmp_path / "f", tables))
+    message = str(caught.value)
+    assert "'k' is written as words (high/low/normal) in s3.csv but as numbers in 3 files" in message
+    assert "na_values=" not in message and "do not declare the words missing" in message
+    # a 0-10 score coded as words in one file lists its codes with an ellipsis
+    tables = {f"s{k}": _table(50, k).assign(pain=np.arange(50) % 11) for k in range(2)}
+    tables["s1"]["pain"] = rng.choice(list("abcdefgh"), 50)
+    with pytest.raises(ValidationError, match=r"\(a/b/c/d/e/f/\.\.\.\) in s1.csv"):
+        load_task_folder(_folder(tmp_path / "g", tables))
+
 # ------------------------------------------------------------------ messages about --rows
 @pytest.fixture()
 def saved_model(tmp_path):
@@ -219,3 +237,22 @@ def test_text_with_too_many_values_names_the_tables_and_numbers_stored_as_text()
     message = str(caught.value)
     assert "in north.parquet, south.parquet (more than max_categories=12)" in message
     assert "numbers stored as text (e.g. '60')" in message and "pd.to_numeric" in message
+
+
+def test_numbers_padded_with_no_break_spaces_read_as_numbers(tmp_path):
+    """A no-break space before a number (Excel, EHR exports) made the column text, and the
+    advice was to declare the bare number missing, which blanked every real 5 in every file."""
+    from ragim.rows import read_table
+
+    lab = ["5", "5.0", "2.5", "\u00a061", "4.4\u202f", "\u20071.9"]
+    path = tmp_path / "a.csv"
+    pd.DataFrame({"lab": lab, "ward": ["\u00a03"] * 6, "y": [0, 1] * 3}).to_csv(path, index=False)
+    table = read_table(path, categorical=["ward"])
+    assert table["lab"].tolist() == [5.0, 5.0, 2.5, 61.0, 4.4, 1.9]
+    assert table["ward"].tolist() == ["\u00a03"] * 6  # a declared categorical keeps its text
+    words = tmp_path / "b.csv"
+    pd.DataFrame({"lab": ["\u00a05", "high"], "y": [0, 1]}).to_csv(words, index=False)
+    assert read_table(words)["lab"].tolist() == ["\u00a05", "high"]  # text stays text
+    pq = tmp_path / "c.parquet"
+    pd.DataFrame({"lab": lab, "y": ["0", "1"] * 3}).to_parquet(pq)
+    assert read_table(pq, text_columns=("y",))["lab"].tolist() == [5.0, 5.0, 2.5, 61.0, 4.4, 1.9]

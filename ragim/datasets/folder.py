@@ -432,23 +432,34 @@ def _check_kinds(frames: list[pd.DataFrame], labels: list[str]) -> None:
     for c, by_kind in kinds.items():
         if len(by_kind) < 2:
             continue
-        if (
+        two_ways = (
             c not in mixed
             and not advice.get(c)  # decimal commas, "<5": numbers written as text
             and "numeric" in by_kind
             and not _missing_marker_only(texts.get(c, set()))
-            and len(texts.get(c, ())) <= CODED_TWO_WAYS_MAX
+        )
+        if two_ways and (
+            len(texts.get(c, ())) <= CODED_TWO_WAYS_MAX
             and len(numbers_of.get(c, ())) <= CODED_TWO_WAYS_MAX
             and all(math.isfinite(v) and v == round(v) for v in numbers_of[c])  # codes
         ):
-            text_codes = "/".join(sorted(texts[c], key=str)[:6])
-            number_codes = "/".join(str(int(v)) for v in sorted(numbers_of[c])[:6])
+            text_codes = _some(sorted(texts[c], key=str))
+            number_codes = _some([str(int(v)) for v in sorted(numbers_of[c])])
             drift.append(
                 f"{c!r} is coded two ways: as text ({text_codes}) in {_files(by_kind['text'])} "
                 f"but as numbers ({number_codes}) in {_files(by_kind['numeric'])}; recode one "
                 f"side to the other's codes (e.g. write {text_codes} in every file) so that each "
                 "value means one thing everywhere; do not declare these codes missing, which "
                 "would blank the column in the files that use them"
+            )
+            continue
+        if two_ways:  # words in whole files (low/normal/high) where the others write values
+            drift.append(
+                f"{c!r} is written as words ({_some(sorted(texts[c], key=str))}) in "
+                f"{_files(by_kind['text'])} but as numbers in {_files(by_kind['numeric'])}; "
+                "write the values as numbers in every file, or leave the column out of the "
+                "files that hold only words; do not declare the words missing, which would "
+                "blank the column in those files"
             )
             continue
         sides = [
@@ -463,6 +474,11 @@ def _check_kinds(frames: list[pd.DataFrame], labels: list[str]) -> None:
         drift.append(clause)
     if drift:
         raise ValidationError("column types differ between task files:", drift[:10])
+
+
+def _some(values: list[str], most: int = 6) -> str:
+    """'F/M', or 'a/b/c/d/e/f/...' when there are more than ``most``."""
+    return "/".join(values[:most]) + ("/..." if len(values) > most else "")
 
 
 def _files(files: list[str]) -> str:
