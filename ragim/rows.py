@@ -31,6 +31,7 @@ import re
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -286,13 +287,19 @@ def numbers_padded_with_wide_spaces(df: pd.DataFrame, skip: Iterable[str] = ()) 
 
 
 def _text_as_numbers(
-    df: pd.DataFrame, path: Path, text_columns: tuple[str, ...], where: str
+    df: pd.DataFrame,
+    path: Path,
+    text_columns: tuple[str, ...],
+    where: str,
+    thousands: str | None = None,
 ) -> pd.DataFrame:
     """``df`` (read from Parquet) with each text column whose values all write numbers as
     numbers, as ``pd.read_csv`` reads the same cells (an all-VARCHAR export: ``"61"``,
     ``" 5 "``, ``"1.5e-3"``); ``text_columns`` (ids, outcomes, declared categorical columns)
-    stay text. Numbers written with a thousands separator (``"1,718"``) are refused as in a
-    CSV file (Parquet files are read without ``thousands=``)."""
+    stay text. With ``thousands`` (``","`` or ``"."``), text is read as ``pd.read_csv(
+    thousands=..., decimal=...)`` reads it (``"1,718"`` as 1718; with ``"."``, ``"1.718,5"``
+    as 1718.5 and ``"1,5"`` as 1.5); without it, numbers written with a thousands separator
+    are refused as in a CSV file."""
     for c in df.columns:
         s = df[c]
         if canonical_text(str(c)) in text_columns or not (
@@ -302,7 +309,9 @@ def _text_as_numbers(
         written = s.dropna()
         if len(written) == 0 or not all(isinstance(v, str) for v in written):
             continue
-        if hit := thousands_separator(written.to_numpy(dtype=object)):
+        if thousands is not None:
+            s = s.astype(object).map(partial(_ungroup, thousands=thousands))
+        elif hit := thousands_separator(written.to_numpy(dtype=object)):
             raise ValidationError(
                 f"{where}{path}: "
                 + thousands_problem(
@@ -317,6 +326,14 @@ def _text_as_numbers(
         if numbers.notna().sum() == len(written):
             df[c] = numbers
     return df
+
+
+def _ungroup(v: Any, thousands: str) -> Any:
+    """A text cell as ``pd.read_csv(thousands=thousands)`` reads it (with ``decimal=","``
+    when the separator is ``"."``): ``"1.718,5"`` -> ``"1718.5"``; other values unchanged."""
+    if not isinstance(v, str):
+        return v
+    return v.replace(thousands, "").replace("," if thousands == "." else ".", ".")
 
 
 def _decimals_as_numbers(df: pd.DataFrame, text_columns: tuple[str, ...]) -> pd.DataFrame:
@@ -542,7 +559,7 @@ def read_table(
                 return df.astype(object).where(df.notna(), None)
             df = _mark_missing_text(df, keep)  # as a CSV file's "NA", "null", ...
             # numbers stored as text (an all-VARCHAR export) read as the same CSV cells do
-            df = _text_as_numbers(df, path, keep, where)
+            df = _text_as_numbers(df, path, keep, where, thousands)
             df = _mark_missing(df, na, text_columns, keep) if na else df
             df.columns = [canonical_text(str(c)) for c in df.columns]
             return df

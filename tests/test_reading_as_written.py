@@ -256,3 +256,19 @@ def test_numbers_padded_with_no_break_spaces_read_as_numbers(tmp_path):
     pq = tmp_path / "c.parquet"
     pd.DataFrame({"lab": lab, "y": ["0", "1"] * 3}).to_parquet(pq)
     assert read_table(pq, text_columns=("y",))["lab"].tolist() == [5.0, 5.0, 2.5, 61.0, 4.4, 1.9]
+
+
+@pytest.mark.parametrize(
+    ("thousands", "cells", "numbers"),
+    [(",", ["1,718", "961", "2,005.5"], [1718.0, 961.0, 2005.5]),
+     (".", ["1.718", "1,5", "1.718,25"], [1718.0, 1.5, 1718.25])],
+)
+def test_thousands_reads_parquet_text_as_it_reads_csv(tmp_path, thousands, cells, numbers):
+    """thousands= had no effect on a Parquet text column: '1,718' was refused with the advice
+    to pass the thousands= the user had passed, and '1,5' with thousands='.' was advised missing."""
+    frame = pd.DataFrame({"lab": cells, "y": ["0", "1", "0"]})
+    frame.to_csv(tmp_path / "a.csv", index=False)
+    frame.to_parquet(tmp_path / "a.parquet")
+    csv = read_table(tmp_path / "a.csv", thousands=thousands, text_columns=("y",))
+    pq = read_table(tmp_path / "a.parquet", thousands=thousands, text_columns=("y",))
+    assert csv["lab"].tolist() == numbers and pq["lab"].tolist() == numbers
