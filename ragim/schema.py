@@ -1693,6 +1693,8 @@ def number_text_advice(values: Iterable[Any], *, limits: bool = True) -> str:
     they are numbers written with a unit (e.g. ['99 bpm']): write the numbers alone (99 ...
     >>> print(number_text_advice(["1,000", "63.0"]))  # doctest: +ELLIPSIS
     they are numbers written with a thousands separator (e.g. ['1,000']): write them without ...
+    >>> print(number_text_advice(["1,5", "2.5", "5"]))  # doctest: +ELLIPSIS
+    they look like numbers written with a decimal comma (e.g. ['1,5']) among numbers written ...
     >>> number_text_advice(["<65", ">=65"]), number_text_advice(["icu", "3"])  # age groups
     ('', '')
     """
@@ -1702,6 +1704,20 @@ def number_text_advice(values: Iterable[Any], *, limits: bool = True) -> str:
         return ""
     if commas := decimal_comma_values(texts):
         return f"they look like numbers with a decimal comma (e.g. {commas}): {DECIMAL_COMMA_FIX}"
+    commas = list(
+        dict.fromkeys(
+            t for t in texts if DECIMAL_COMMA.fullmatch(t) and not _COMMA_GROUPED.fullmatch(t)
+        )
+    )  # '1,5', not '1,000' (a thousands separator, below)
+    if commas and all(
+        t in commas or (plain_numeral(t) and "," not in t) for t in texts
+    ):  # '1,5' among '2.5': reading the file with a decimal comma would misread the rest
+        return (
+            f"they look like numbers written with a decimal comma (e.g. {commas[:3]}) among "
+            f"numbers written with a decimal point: write them with '.' "
+            f"({commas[0].replace(',', '.')} for {commas[0]!r}); declaring them missing would "
+            "blank real values"
+        )
     grouped = list(dict.fromkeys(t for t in texts if _COMMA_GROUPED.fullmatch(t)))
     if grouped and all(_COMMA_GROUPED.fullmatch(t) or plain_numeral(t) for t in texts):
         whole = grouped[0].replace(",", "")
@@ -2172,6 +2188,8 @@ def _infer_type(
             )
         return "binary" if vals <= {0, 1} else "continuous"
     written = [v for _, s, _ in text for v in s.dropna().to_numpy(dtype=object)]
+    tables = [label for _, _, label in text] if len(labels) > 1 else []
+    within = f" (in {', '.join(tables[:3])}{', ...' if len(tables) > 3 else ''})" if tables else ""
     if found := thousands_separator(written):
         raise ValidationError(
             thousands_problem(
@@ -2179,9 +2197,10 @@ def _infer_type(
                 found,
                 f"write them without it (pandas: pd.read_csv(..., thousands={found[0]!r}))",
             )
+            + within
         )
     if advice := number_text_advice(written, limits=False):  # decimal commas, percentages
-        raise ValidationError(f"column {name!r} is text, but {advice}")
+        raise ValidationError(f"column {name!r}{within} is text, but {advice}")
     levels: set = set()
     table_levels: list[set] = []
     hidden: dict[str, str] = {}

@@ -387,12 +387,12 @@ FOLDER_CASES = [
      "numbers with a decimal comma (e.g. ['1,5', '2,0']): read the file with thousands='.'"),
     ("decimal-commas-in-every-file",
      lambda r: _folder(r, {k: GOOD.assign(lactate=["1,5", "2,0", "0,75", "3"] * (N // 4)) for k in "ab"}),
-     "column 'lactate' is text, but they look like numbers with a decimal comma (e.g. ['1,5', '2,0', '0,75']): "
+     "column 'lactate' (in a.csv, b.csv) is text, but they look like numbers with a decimal comma (e.g. ['1,5', '2,0', '0,75']): "
      "read the file with thousands='.' (load_task_folder, read_rows; --thousands .), which takes ',' as the "
      "decimal mark"),
     ("percentages-with-their-sign",
      lambda r: _folder(r, {k: GOOD.assign(lactate=["35%", "40%", "55%", "60%"] * (N // 4)) for k in "ab"}),
-     "column 'lactate' is text, but they are percentages written with '%' (e.g. ['35%', '40%', '55%']): write "
+     "column 'lactate' (in a.csv, b.csv) is text, but they are percentages written with '%' (e.g. ['35%', '40%', '55%']): write "
      "them as numbers (35 for '35%')"),
     ("detection-limits-among-numbers",
      lambda r: _folder(r, {k: GOOD.assign(lactate=["<0.5", *np.round(np.linspace(0.6, 4, N - 1), 2).astype(str)])

@@ -272,3 +272,15 @@ def test_thousands_reads_parquet_text_as_it_reads_csv(tmp_path, thousands, cells
     csv = read_table(tmp_path / "a.csv", thousands=thousands, text_columns=("y",))
     pq = read_table(tmp_path / "a.parquet", thousands=thousands, text_columns=("y",))
     assert csv["lab"].tolist() == numbers and pq["lab"].tolist() == numbers
+
+
+def test_decimal_commas_among_decimal_points_are_never_advised_missing(tmp_path):
+    """'1,5' among '2.5' got the advice to declare '1,5' missing, which blanks real values;
+    reading the file with a decimal comma would misread the rest."""
+    tables = {f"s{k}": _table(30, k).assign(lab=["5", "2.5", "3.1"] * 10) for k in range(2)}
+    tables["s1"].loc[:1, "lab"] = ["1,5", "2,0"]
+    with pytest.raises(ValidationError) as caught:
+        load_task_folder(_folder(tmp_path / "f", tables))
+    message = str(caught.value)
+    assert "decimal comma (e.g. ['1,5', '2,0']) among numbers written with a decimal point" in message
+    assert "na_values" not in message and "write them with '.' (1.5 for '1,5')" in message
