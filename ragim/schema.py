@@ -304,7 +304,9 @@ class FeatureSchema:
                     coded.append(f"{name!r} {shown} (exponent notation, read as numbers: {read})")
                 elif codes:
                     coded.append(f"{name!r} {codes}")
-                elif t == "continuous" and as_written:
+                elif t == "continuous" and 4 * len(as_written) >= _n_distinct(column):
+                    # a quarter of the column's values written so: codes (a few such cells
+                    # among many values, a viral load of 2E2 copies/mL, are a lab's numbers)
                     w, number = next((w, n) for n, w in as_written.items())
                     exponents.append(f"{name!r} ({w!r} read as {number:g})")
                 if t == "continuous" and identifier_like(name, column):
@@ -2412,6 +2414,11 @@ def _feature_dict(f: Feature) -> dict[str, Any]:
         if not d[key]:
             del d[key]
     return d
+
+
+def _n_distinct(column: Sequence[pd.Series]) -> int:
+    """The number of distinct values in a column's tables, missing values aside."""
+    return len(set().union(*(set(s.dropna().tolist()) for s in column)))
 
 
 def _check_text_column(name: str, s: pd.Series, where: str = "") -> None:

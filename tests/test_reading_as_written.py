@@ -227,6 +227,11 @@ def test_real_numbers_in_exponent_notation_raise_no_alarm(tmp_path):
     assert exponent_codes(path, read_table(path)) == {}
     _, seen = _recorded(load_task_folder, _folder(tmp_path / "f", {"s0": t}))
     assert not [m for m in seen if "exponent notation" in m]
+    # a lab column of many values with a few cells like 2E2 (copies/mL) warned 'may be codes'
+    t["viral_load"] = np.round(np.random.default_rng(2).lognormal(8, 2, 60)).astype(str)
+    t.loc[:1, "viral_load"] = ["2E2", "1E2"]
+    _, seen = _recorded(load_task_folder, _folder(tmp_path / "g", {"s0": t}))
+    assert not [m for m in seen if "exponent notation" in m]
 
 
 def test_text_with_too_many_values_names_the_tables_and_numbers_stored_as_text():
