@@ -79,11 +79,13 @@ that :func:`scale_gaps` flags (with the median outside the other tables' 1st-99t
 below every common unit change (pounds against kilograms: 2.2; inches against centimetres:
 2.54; degrees Fahrenheit against Celsius near body temperature: 2.7; mg/dL against mmol/L: 9
 for lactate, 18 for glucose; a fraction against a percentage: 100; months against years: 12),
-above the differences between adult hospitals in the columns narrow enough to fail the
-percentile condition (weight, height, temperature, SpO2, age: one site's older or sicker
-patients move them by well under a factor of 1.5). A paediatric site among adult ones is
-flagged too: its weights are another population, which the shared SD mixes in the same way.
-It was 5 until a hospital's file in pounds among files in kilograms loaded silently."""
+above most differences between hospitals in the columns narrow enough to fail the
+percentile condition (weight, height, temperature, SpO2). A site whose patients differ that
+much (children among adults, a trauma centre's ages against a geriatric unit's, an
+intensive-care unit's lactate against wards') is flagged too: the shared SD mixes the two
+populations in the same way, and the warning names the matching unit change
+(:func:`unit_change`) or says that none gives the factor. It was 5 until a hospital's file
+in pounds among files in kilograms loaded silently."""
 
 NEGATIVE_NINES = (-9, -99, -999, -9999)
 """The codes :func:`far_codes` flags at any distance below a column that is never negative (an
@@ -2087,21 +2089,58 @@ def warn_scale_gaps(
             if any(m == 0 for _, m in g.tables)
             else ""
         )
+        if factors and not zero:
+            change = unit_change(sum(factors) / len(factors))
+            zero = (
+                f": the factor of {change}"
+                if change
+                else ": no common unit change gives "
+                "this factor, so the patients may differ (a paediatric or intensive-care site)"
+            )
         parts.append(
             f"{g.column!r} in {', '.join(shown)}{more} against a median of {_fmt(g.median)}{unit} "
             f"in the other {g.n_rest} table(s) (1st-99th percentile {_fmt(g.low)} to "
             f"{_fmt(g.high)}){factor}{zero}"
         )
     warnings.warn(
-        f"values on another scale in some tables: {'; '.join(parts)}. This is usually another "
-        "unit or scale in those files (a fraction against a percentage, mg/dL against mmol/L, "
-        "g/L against g/dL): pooled, the shared schema's mean and SD (the '+1 SD' of every "
-        "explanation) mix the two and the fitted effects flatten. Convert those files to the "
-        "unit of the others, so that every file uses one; if the difference is real, ignore "
-        "this",
+        f"values on another scale in some tables: {'; '.join(parts)}. Pooled, the shared "
+        "schema's mean and SD (the '+1 SD' of every explanation) mix the two and the fitted "
+        "effects flatten. If those files use another unit, convert them to the others' unit; "
+        "if their patients differ (children among adults, an intensive-care unit among wards), "
+        "the values are real: keep them and ignore this",
         DataWarning,
         stacklevel=stacklevel + 1,
     )
+
+
+#: (factor, change) of the unit changes clinical exports make, for :func:`unit_change`
+UNIT_CHANGES = (
+    (2.2046, "pounds against kilograms"),
+    (2.54, "inches against centimetres"),
+    (2.665, "degrees Fahrenheit against Celsius near body temperature"),
+    (7.5006, "mmHg against kPa"),
+    (9.008, "lactate in mg/dL against mmol/L"),
+    (10.0, "g/L against g/dL"),
+    (12.0, "months against years"),
+    (18.016, "glucose in mg/dL against mmol/L"),
+    (38.67, "cholesterol in mg/dL against mmol/L"),
+    (88.42, "creatinine in umol/L against mg/dL"),
+    (100.0, "a fraction against a percentage"),
+    (1000.0, "a unit a thousand times another (mg against g, mL against L)"),
+)
+
+
+def unit_change(factor: float, *, tolerance: float = 0.08) -> str:
+    """The common unit change (:data:`UNIT_CHANGES`) whose factor is within ``tolerance``
+    (relative) of ``factor`` (>= 1), as '2.2 (pounds against kilograms)'; else "".
+
+    >>> unit_change(2.21), unit_change(3.75)
+    ('2.205 (pounds against kilograms)', '')
+    """
+    for f, change in UNIT_CHANGES:
+        if abs(factor / f - 1) <= tolerance:
+            return f"{_fmt(f)} ({change})"
+    return ""
 
 
 #: column names that read as identifiers (id, mrn, patient_no, record_number, ...)

@@ -660,7 +660,7 @@ def test_one_file_with_spo2_as_a_fraction_is_named_with_its_median_against_the_o
     tables["site2"] = sepsis_site(60, seed=2, site="C", spo2_scale=0.01)  # 0.95, not 95
     with pytest.warns(DataWarning, match=r"'spo2' in site2\.csv \(median 0\.9\d+\) against a median of 9\d\.?\d* "
                       r"in the other 3 table\(s\) .*times smaller.*a fraction against a percentage.*"
-                      r"Convert those files") as record:
+                      r"convert them to the others. unit") as record:
         tasks = load_task_folder(write_folder(tmp_path / "f", tables), outcome="y")
     assert len(record) == 1  # one warning, for spo2 alone: the data hold nothing else to warn about
     assert "'age'" not in str(record[0].message) and "'lactate'" not in str(record[0].message)

@@ -323,3 +323,24 @@ def test_a_binary_column_names_its_offending_values_first():
     values = pd.Series([0, 1] * 10 + [9])
     _, problems = read_feature(Feature("smoker", "binary"), values)
     assert problems == ["binary column 'smoker' has values other than 0/1: [9.0]"]
+
+
+def test_the_scale_warning_names_the_unit_change_or_says_the_patients_may_differ():
+    # it led with 'convert those files' and named mg/dL against mmol/L for an intensive-care
+    # site's lactate 3.75 times the wards'
+    from ragim.schema import warn_scale_gaps
+
+    rng = np.random.default_rng(5)
+    kg = [pd.Series(rng.normal(78, 12, 120)) for _ in range(3)]
+    ward = [pd.Series(rng.lognormal(np.log(1.2), 0.25, 120)) for _ in range(3)]
+    for column, tables, says in (
+        ("weight", [*kg, kg[0] * 2.2046], "the factor of 2.205 (pounds against kilograms)"),
+        ("lactate", [*ward, pd.Series(rng.lognormal(np.log(4.5), 0.25, 120))],
+         "no common unit change gives this factor, so the patients may differ"),
+    ):
+        gaps = scale_gaps(column, tables, ["a", "b", "c", "d"])
+        with pytest.warns(DataWarning) as caught:
+            warn_scale_gaps(gaps)
+        message = str(caught[0].message)
+        assert says in message and "if their patients differ" in message
+        assert "mg/dL against mmol/L" not in message
