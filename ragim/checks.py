@@ -327,6 +327,15 @@ def misaligned_labels(X: Any, y: Any) -> list[str]:
     shared = len(X.index.intersection(y.index))
     if shared == 0:
         return []  # other labels (e.g. X's index was reset): matched by position, as given
+    if shared == len(X) and _default_labels(X.index):
+        # X numbered 0..n-1: either y was reordered after X was taken, or the table was
+        # reordered and X alone renumbered (reset_index); which cannot be told
+        return [
+            f"y is {what} whose index holds X's row numbers 0..{len(X) - 1} in another order; "
+            "rows are matched by position: if X's index was reset after the table was sorted "
+            "or shuffled, pass y.to_numpy() (or reset y's index too); if y was reordered after "
+            "X was taken, align it (y = y.loc[X.index])"
+        ]
     if shared == len(X):
         return [
             f"y is {what} whose index holds X's row labels in another order; rows are "
@@ -345,8 +354,11 @@ def misaligned_labels(X: Any, y: Any) -> list[str]:
 
 
 def _default_labels(index: pd.Index) -> bool:
-    """Whether ``index`` is 0, 1, ..., n-1: pandas' default, which names no rows."""
-    return isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
+    """Whether ``index`` is 0, 1, ..., n-1 (pandas' default, or rows numbered so by hand),
+    which names no rows."""
+    if isinstance(index, pd.RangeIndex):
+        return index.start == 0 and index.step == 1
+    return pd.api.types.is_integer_dtype(index) and index.equals(pd.RangeIndex(len(index)))
 
 
 def check_aligned_labels(X: Any, y: Any) -> None:

@@ -146,3 +146,19 @@ def test_the_filter_then_reset_idiom_pairs_by_position(rows):
     # X indexed by patient ids 1..n, y with pandas' default 0..n-1: also by position
     ids = Xr.set_axis(range(1, len(Xr) + 1))
     assert misaligned_labels(ids, yr.reset_index(drop=True)) == []
+
+
+def test_a_table_sorted_then_x_alone_renumbered_gets_advice_for_both_readings(rows):
+    """s = df.sort_values("age"); X = s[cols].reset_index(drop=True); y = s["y"] pairs correctly
+    by position, and the advice was y.loc[X.index], which put the wrong outcome on 16 of 40
+    rows. Which side was reordered cannot be told, so the message gives both fixes."""
+    X, y, _ = rows
+    d = X.assign(y=np.asarray(y)).set_axis(range(len(X))).sort_values("age")
+    Xs, ys = d.drop(columns="y").reset_index(drop=True), d["y"]
+    [problem] = misaligned_labels(Xs, ys)
+    assert "row numbers 0.." in problem and "pass y.to_numpy()" in problem.split(";")[1]
+    assert problem.index("y.to_numpy()") < problem.index("y.loc[X.index]")
+    # rows numbered 0..n-1 by hand count as pandas' default: a filtered y pairs by position
+    kept = d[d.index % 3 != 0]
+    by_hand = kept.drop(columns="y").set_axis(np.arange(len(kept)))
+    assert misaligned_labels(by_hand, kept["y"]) == []
