@@ -306,7 +306,9 @@ class FeatureSchema:
                     coded.append(f"{name!r} {shown} (exponent notation, read as numbers: {read})")
                 elif codes:
                     coded.append(f"{name!r} {codes}")
-                elif t == "continuous" and 4 * len(as_written) >= _n_distinct(column):
+                elif (
+                    t == "continuous" and as_written and 4 * len(as_written) >= _n_distinct(column)
+                ):
                     # a quarter of the column's values written so: codes (a few such cells
                     # among many values, a viral load of 2E2 copies/mL, are a lab's numbers)
                     w, number = next((w, n) for n, w in as_written.items())
@@ -1447,9 +1449,9 @@ def read_feature(feature: Feature, s: pd.Series) -> tuple[pd.Series | np.ndarray
 
     >>> read_feature(Feature("grade", "categorical"), pd.Series(["2", None]))[0].tolist()
     ['2', None]
-    >>> values, problems = read_feature(Feature("lactate"), pd.Series(["1.5", "high"]))
-    >>> values, problems
-    (None, ["column 'lactate' (continuous) has non-numeric values, e.g. ['high'] in 1 row(s); ..."])
+    >>> values, problems = read_feature(Feature("lactate"), pd.Series(["1.5", "unknown"]))
+    >>> problems
+    ["column 'lactate' (continuous) has non-numeric values, e.g. ['unknown'] in 1 row(s); ..."]
     """
     problems: list[str] = []
     s = blank_missing_text(s)
@@ -1758,7 +1760,43 @@ def number_text_advice(values: Iterable[Any], *, limits: bool = True) -> str:
             "convention) and say so in your methods; declaring them missing would fill in a "
             "typical value for a very low or very high one"
         )
+    words = list(dict.fromkeys(t for t in texts if t.casefold() in RESULT_WORDS))
+    numbers = [t for t in texts if plain_numeral(t)] or [
+        v for v in values if not isinstance(v, str) and not is_missing(v)
+    ]
+    if words and limits and numbers and all(t in words or plain_numeral(t) for t in texts):
+        return (
+            f"{words[:3]} look like results written as words among numbers: a model needs a "
+            "number, so write one (a value typical of that result in your laboratory) or drop "
+            "the rows, and say so in your methods; declaring them missing would fill in a "
+            "typical value for a high or low one"
+        )
     return ""
+
+
+#: words that laboratories write for a result in place of its number (a semi-quantitative
+#: result), which are data, not missing-value markers
+RESULT_WORDS = frozenset(
+    {
+        "high",
+        "low",
+        "normal",
+        "elevated",
+        "raised",
+        "positive",
+        "negative",
+        "pos",
+        "neg",
+        "trace",
+        "abnormal",
+        "hi",
+        "lo",
+        "critical",
+        "undetectable",
+        "detected",
+        "not detected",
+    }
+)
 
 
 def number_dates(series: Sequence[pd.Series], share: float = 0.95) -> list[int] | None:

@@ -748,9 +748,11 @@ def test_rows_with_decimal_commas_are_refused_with_the_fix():
     with pytest.raises(ValidationError, match="has non-numeric values, e.g. \\['1,5', '2,0', '0,8'\\] in 4 of 4 row\\(s\\); "
                                               "they look like numbers with a decimal comma"):
         schema.validate_frame(X.assign(lactate=["1,5", "2,0", "0,8", "3,1"]))
-    with pytest.raises(ValidationError, match=r"has non-numeric values, e.g. \['high'\] in 1 row\(s\); if they "
-                                              r"mark missing values, declare them missing"):
-        schema.validate_frame(X.assign(lactate=["high", 2.0, 0.8, 3.1]))
+    with pytest.raises(ValidationError, match=r"has non-numeric values, e.g. \['unknown'\] in 1 row\(s\); if "
+                                              r"they mark missing values, declare them missing"):
+        schema.validate_frame(X.assign(lactate=["unknown", 2.0, 0.8, 3.1]))
+    with pytest.raises(ValidationError, match=r"\['high'\] look like results written as words among numbers"):
+        schema.validate_frame(X.assign(lactate=["high", 2.0, 0.8, 3.1]))  # a result: never "missing"
 
 
 def test_a_column_of_record_numbers_warns_that_it_is_an_identifier_not_an_amount():

@@ -289,3 +289,15 @@ def test_decimal_commas_among_decimal_points_are_never_advised_missing(tmp_path)
     message = str(caught.value)
     assert "decimal comma (e.g. ['1,5', '2,0']) among numbers written with a decimal point" in message
     assert "na_values" not in message and "write them with '.' (1.5 for '1,5')" in message
+
+
+def test_result_words_among_numbers_are_never_advised_missing(tmp_path):
+    """'high' among potassium values in one file was advised missing: a real (high) result
+    would be filled with a typical value."""
+    tables = {f"s{k}": _table(30, k).assign(k=["3.9", "4.1", "4.4"] * 10) for k in range(2)}
+    tables["s1"].loc[:2, "k"] = ["high", "High", "low"]
+    with pytest.raises(ValidationError) as caught:
+        load_task_folder(_folder(tmp_path / "f", tables))
+    message = str(caught.value)
+    assert "look like results written as words among numbers" in message
+    assert "na_values" not in message
