@@ -106,7 +106,8 @@ def coefficients_frame(params: ModelParams) -> pd.DataFrame:
         out["or_ci_low"] = np.exp(np.clip(out["ci_low"].to_numpy(float), -700, 700))
         out["or_ci_high"] = np.exp(np.clip(out["ci_high"].to_numpy(float), -700, 700))
     out.loc[0, ["or_ci_low", "or_ci_high"]] = math.nan  # the intercept: no ratio
-    out["not_estimable"] = out["not_estimable"].fillna("")
+    # a registered family's frame may have no such column: nothing is marked then
+    out["not_estimable"] = out.get("not_estimable", pd.Series("", index=out.index)).fillna("")
     between = params.metadata.get("between_tasks")
     between = {str(t) for t in between} if isinstance(between, list) else set()
     out["between_tasks"] = out["term"].isin(between) | out["feature"].isin(between)
