@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import field, fields
 from typing import Any
 
@@ -390,6 +391,15 @@ pass y.to_numpy()
         raise ValidationError(problems[0])
 
 
+def repeated(values: Iterable[Any]) -> list[Any]:
+    """The values that occur more than once in ``values``, sorted: the ids a list names twice.
+
+    >>> repeated(["b", "a", "b", "c", "a"]), repeated([1, 2])
+    (['a', 'b'], [])
+    """
+    return sorted(v for v, n in Counter(values).items() if n > 1)
+
+
 def check_loaded(value: Any, spec: Any, name: str) -> Any:
     """Check a value read from a saved artifact's JSON against ``spec``, its expected type
     and shape, before any code uses it; returns ``value`` (integers as ``int``, numbers as
@@ -473,5 +483,6 @@ __all__ = [
     "check_number",
     "config_from",
     "misaligned_labels",
+    "repeated",
     "setting",
 ]

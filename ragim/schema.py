@@ -54,8 +54,8 @@ from ragim.canonical import (
     truth_text,
     widen_floats,
 )
-from ragim.checks import check_int, check_loaded, check_number
-from ragim.errors import DataWarning, ValidationError
+from ragim.checks import check_int, check_loaded, check_number, repeated
+from ragim.errors import DataWarning, ValidationError, name_some
 from ragim.io import parse_json
 
 FeatureType = Literal["continuous", "binary", "categorical"]
@@ -1114,7 +1114,7 @@ class FeatureSchema:
                         f"fitted.{key} holds a value for {name!r}, a {kinds[name]} feature, "
                         f"which has none (only {' and '.join(_FITTED_FOR[key])} features do)"
                     )
-        for name in sorted({n for n in self.missing_ if self.missing_.count(n) > 1}):
+        for name in repeated(self.missing_):
             problems.append(f"fitted.missing lists {name!r} more than once")
         for name in self.missing_:
             if name not in kinds:
@@ -1567,9 +1567,9 @@ _GROUPED = {
 }
 #: a percentage written with its sign: ``35%``, ``12.5 %``
 _PERCENT = re.compile(r"-?\d+([.,]\d+)?\s*%")
-#: a result reported against a detection limit: ``<0.5``, ``< 5``, ``>1000``, ``<=0.1``, ``≤0.1``
 #: a number written with ',' digit groups and an optional '.' decimal part (``1,000``)
 _COMMA_GROUPED = re.compile(r"[-+]?\d{1,3}(,\d{3})+(\.\d+)?")
+#: a result reported against a detection limit: ``<0.5``, ``< 5``, ``>1000``, ``<=0.1``, ``≤0.1``
 _LIMIT = re.compile(r"(<=?|>=?|≤|≥)\s*-?\d+([.,]\d+)?")
 #: a number followed by a unit: ``99 bpm``, ``72kg``, ``5.1 mmol/L``, ``37.2 °C``
 _UNIT_SUFFIX = re.compile(r"-?\d+([.,]\d+)?\s*(?P<unit>[^\d\s.,+-].*)")
@@ -2268,7 +2268,7 @@ def _infer_type(
         return "binary" if vals <= {0, 1} else "continuous"
     written = [v for _, s, _ in text for v in s.dropna().to_numpy(dtype=object)]
     tables = [label for _, _, label in text] if len(labels) > 1 else []
-    within = f" (in {', '.join(tables[:3])}{', ...' if len(tables) > 3 else ''})" if tables else ""
+    within = f" (in {name_some(tables)})" if tables else ""
     if found := thousands_separator(written):
         raise ValidationError(
             thousands_problem(
@@ -2318,12 +2318,7 @@ def _infer_type(
             )
         else:
             advice = "encode it as numbers, or declare it categorical with its categories"
-        tables = [k[2] for k in text]
-        where = (
-            f" in {', '.join(tables[:3])}{' and more' if len(tables) > 3 else ''}"
-            if len(labels) > 1
-            else ""
-        )
+        where = f" in {name_some(tables)}" if tables else ""
         raise ValidationError(
             f"column {name!r} is text with {len(levels)} distinct values{where} (more than "
             f"max_categories={max_categories}); {advice}"
@@ -2332,8 +2327,7 @@ def _infer_type(
         import warnings
 
         shown = [
-            f"{', '.join(tables[:3])}{' and more' if len(tables) > 3 else ''} hold {own} "
-            f"where the other tables hold {main}"
+            f"{name_some(tables)} hold {own} where the other tables hold {main}"
             for tables, own, main in apart
         ]
         warnings.warn(

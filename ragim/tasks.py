@@ -23,7 +23,6 @@ import io
 import math
 import re
 import warnings
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +39,7 @@ from ragim.canonical import (
     is_missing,
     strip_invisible,
 )
-from ragim.checks import check_number, misaligned_labels
+from ragim.checks import check_number, misaligned_labels, repeated
 from ragim.errors import ArtifactError, DataWarning, ValidationError
 from ragim.params import ModelParams
 from ragim.schema import FeatureSchema
@@ -368,10 +367,9 @@ def canonical_metadata(metadata: Any, *, where: str = "task") -> dict[str, Any]:
                 v = canonical_ids(v, "patient id")
             except ValidationError as exc:
                 raise ValidationError(f"{where}: {exc}") from None
-            repeated = sorted({i for i, c in Counter(v).items() if c > 1})
-            if repeated:
+            if twice := repeated(v):
                 raise ValidationError(
-                    f"{where}: patient id(s) {repeated[:5]} appear on more than one row; each "
+                    f"{where}: patient id(s) {twice[:5]} appear on more than one row; each "
                     "row of a task must be a different patient"
                 )
         elif isinstance(v, str):

@@ -51,7 +51,8 @@ from ragim.canonical import (
     canonical_level,
     canonical_text,
 )
-from ragim.errors import DataWarning, ValidationError
+from ragim.checks import repeated
+from ragim.errors import DataWarning, ValidationError, name_some
 from ragim.rows import (
     exponent_codes,
     missing_code_mask,
@@ -205,7 +206,7 @@ def load_task_folder(
     if blank:
         raise ValidationError(f"{desc_file}: line(s) {blank[:10]} have no task_id")
     ids = [canonical_id(t, "task id") for t in desc["task_id"]]
-    dupes = sorted({t for t in ids if ids.count(t) > 1})
+    dupes = repeated(ids)
     if dupes:
         raise ValidationError(f"{desc_file}: task id(s) {dupes[:10]} are listed more than once")
     problems = [
@@ -485,7 +486,7 @@ def _files(files: list[str]) -> str:
     """'a.csv', or '3 files (a.csv, b.csv, c.csv)', or '7 files (a.csv, b.csv, c.csv, ...)'."""
     if len(files) == 1:
         return files[0]
-    return f"{len(files)} files ({', '.join(files[:3])}{', ...' if len(files) > 3 else ''})"
+    return f"{len(files)} files ({name_some(files)})"
 
 
 def _warn_shared_patients_across_sites(tasks: list[Task]) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ragim.checks import config_from
+from ragim.checks import config_from, repeated
 from ragim.errors import DataWarning, ValidationError, name_some
 from ragim.params import ModelParams, param_names
 from ragim.schema import FeatureSchema
@@ -167,8 +167,7 @@ def read_fitted_ids(state: Any) -> list[str] | None:
         return None
     if not isinstance(ids, list) or not all(isinstance(t, str) for t in ids):
         raise ValueError("its index_ids must be a list of task ids")
-    if len(set(ids)) < len(ids):  # an index holds each task once
-        twice = sorted({t for t in ids if ids.count(t) > 1})
+    if twice := repeated(ids):  # an index holds each task once
         raise ValueError(f"its index_ids list {name_some(twice)} more than once")
     return ids
 

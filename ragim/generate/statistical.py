@@ -96,6 +96,7 @@ from ragim.checks import (
     check_int,
     check_loaded,
     check_number,
+    repeated,
     setting,
 )
 from ragim.data_checks import between_task_terms
@@ -1375,8 +1376,7 @@ def _check_ids(ids: list[str], index_ids: list[str] | None, max_tasks: int) -> N
     """Refuse a saved task list that names a task twice, more tasks than ``max_tasks``, or a
     task its ``index_ids`` (the index it was fitted on, when kept) did not hold: the meta-
     regression learned from each of at most ``max_tasks`` index tasks once."""
-    twice = sorted({t for t in ids if ids.count(t) > 1}) if len(set(ids)) < len(ids) else []
-    if twice:
+    if twice := repeated(ids):
         raise ValidationError(
             f"state.json.ids lists {name_some(twice)} more than once; the generator learned "
             "from each task once"
