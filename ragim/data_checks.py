@@ -417,28 +417,21 @@ def check_added_rows(
     out = []
     for task in tasks:
         try:
-            X = schema.validate_frame(task.X, where=f"task {task.task_id!r}")
+            shifts = schema.scale_shifts(task.X)  # medians outside the fitted range
+            far = schema.far_values(task.X)
         except ValidationError:
             continue  # fitting names what does not match
-        far = schema.far_values(X)
         for f in schema.features:
-            if f.type != "continuous" or f.name not in schema.medians_:
-                continue
-            v = pd.to_numeric(X[f.name], errors="coerce").to_numpy(dtype=float)
-            v = v[np.isfinite(v)]
-            ref = schema.medians_[f.name]
-            low, high = schema.ranges_.get(f.name, (np.nan, np.nan))
             unit = f" {f.unit}" if f.unit else ""
-            if v.size >= 5 and ref > 0 and (med := float(np.median(v))) > 0:
-                factor = max(med / ref, ref / med)
-                if factor >= ratio and not low <= med <= high:
-                    way = "larger" if med > ref else "smaller"
-                    out.append(
-                        f"task {task.task_id!r}: {f.name!r} has median {_fmt(med)} against "
-                        f"the index's {_fmt(ref)}{unit} (range {_fmt(low)} to {_fmt(high)}), "
-                        f"{_fmt(factor)} times {way} (another unit)"
-                    )
-                    continue
+            med, ref, low, high = shifts.get(f.name, (0.0, 0.0, 0.0, 0.0))
+            if med > 0 and ref > 0 and (factor := max(med / ref, ref / med)) >= ratio:
+                way = "larger" if med > ref else "smaller"
+                out.append(
+                    f"task {task.task_id!r}: {f.name!r} has median {_fmt(med)} against "
+                    f"the index's {_fmt(ref)}{unit} (range {_fmt(low)} to {_fmt(high)}), "
+                    f"{_fmt(factor)} times {way} (another unit)"
+                )
+                continue
             if f.name in far:
                 n, ex = far[f.name]
                 out.append(
