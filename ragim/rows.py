@@ -658,15 +658,24 @@ def exponent_codes(
     if not floats:
         return {}
     if path.suffix.lower() == ".parquet":  # text columns read as numbers (_text_as_numbers)
-        text = pd.read_parquet(path)
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        stored = pq.read_schema(path)
+        texts = [
+            n
+            for n in stored.names
+            if canonical_text(str(n)) in floats
+            and (
+                pa.types.is_string(stored.field(n).type)
+                or pa.types.is_large_string(stored.field(n).type)
+            )
+        ]
+        if not texts:  # numbers stored as numbers hold no text to quote: no second read
+            return {}
+        text = pd.read_parquet(path, columns=texts)
         text.columns = [canonical_text(str(c)) for c in text.columns]
-        text = pd.DataFrame(
-            {
-                c: text[c].map(lambda v: v if isinstance(v, str) else "")
-                for c in floats
-                if c in text.columns
-            }
-        )
+        text = text.apply(lambda s: s.map(lambda v: v if isinstance(v, str) else ""))
     else:
         with open(path, encoding="utf-8-sig", errors="replace") as fh:
             if not _EXPONENT_CELL.search(fh.read()):

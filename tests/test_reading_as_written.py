@@ -301,3 +301,16 @@ def test_result_words_among_numbers_are_never_advised_missing(tmp_path):
     message = str(caught.value)
     assert "look like results written as words among numbers" in message
     assert "na_values" not in message
+
+
+def test_exponent_codes_in_a_parquet_text_column_are_quoted_and_numbers_need_no_second_read(
+    tmp_path,
+):
+    from ragim.rows import exponent_codes
+
+    path = tmp_path / "t.parquet"
+    pd.DataFrame({"ward": ["3E1", "2E1", "1E2", "30"], "lab": [1.5, 2.0, 0.5, 1.0]}).to_parquet(path)
+    assert exponent_codes(path, read_table(path)) == {"ward": {30.0: "3E1", 20.0: "2E1", 100.0: "1E2"}}
+    numbers = tmp_path / "n.parquet"
+    pd.DataFrame({"lab": [1.5, 2.0], "age": [61.0, 70.0]}).to_parquet(numbers)
+    assert exponent_codes(numbers, read_table(numbers)) == {}
