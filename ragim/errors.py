@@ -77,15 +77,15 @@ class IntervalWarning(UserWarning):
     names the metric and counts the resamples."""
 
 
-def name_some(items, n: int = 3) -> str:
-    """The first ``n`` of ``items`` joined by commas, with ", ..." when there are more: how a
-    message or warning names a list of tasks.
+def name_some(items, n: int = 3, *, sep: str = ", ") -> str:
+    """The first ``n`` of ``items`` joined by ``sep``, with ``sep`` and "..." when there are
+    more: how a message or warning names a list of tasks (or, with ``sep="/"``, of codes).
 
-    >>> name_some(["a", "b"]), name_some(["a", "b", "c", "d"])
-    ('a, b', 'a, b, c, ...')
+    >>> name_some(["a", "b"]), name_some(["a", "b", "c", "d"]), name_some("FMU", 2, sep="/")
+    ('a, b', 'a, b, c, ...', 'F/M/...')
     """
     items = [str(t) for t in items]
-    return ", ".join(items[:n]) + (", ..." if len(items) > n else "")
+    return sep.join(items[:n]) + (f"{sep}..." if len(items) > n else "")
 
 
 __all__ = [

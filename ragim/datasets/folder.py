@@ -405,8 +405,8 @@ def _check_kinds(frames: list[pd.DataFrame], labels: list[str]) -> None:
     kinds: dict[str, dict[str, list[str]]] = {}
     examples: dict[str, str] = {}
     advice: dict[str, str] = {}
-    texts: dict[str, set[str]] = {}  # text values, from files holding no numbers in the column
-    numbers_of: dict[str, set[str]] = {}  # values of the files read as numbers
+    texts: dict[str, set[str]] = {}  # text values of the files whose column is text
+    numbers_of: dict[str, set[float]] = {}  # values of the files read as numbers
     mixed: set[str] = set()  # columns with text beside numbers within one file
     for X, label in zip(frames, labels, strict=True):
         for c in X.columns:
@@ -439,24 +439,24 @@ def _check_kinds(frames: list[pd.DataFrame], labels: list[str]) -> None:
             and "numeric" in by_kind
             and not _missing_marker_only(texts.get(c, set()))
         )
+        words = name_some(sorted(texts.get(c, ()), key=str), 6, sep="/")
         if two_ways and (
             len(texts.get(c, ())) <= CODED_TWO_WAYS_MAX
             and len(numbers_of.get(c, ())) <= CODED_TWO_WAYS_MAX
             and all(math.isfinite(v) and v == round(v) for v in numbers_of[c])  # codes
         ):
-            text_codes = _some(sorted(texts[c], key=str))
-            number_codes = _some([str(int(v)) for v in sorted(numbers_of[c])])
+            number_codes = name_some([int(v) for v in sorted(numbers_of[c])], 6, sep="/")
             drift.append(
-                f"{c!r} is coded two ways: as text ({text_codes}) in {_files(by_kind['text'])} "
+                f"{c!r} is coded two ways: as text ({words}) in {_files(by_kind['text'])} "
                 f"but as numbers ({number_codes}) in {_files(by_kind['numeric'])}; recode one "
-                f"side to the other's codes (e.g. write {text_codes} in every file) so that each "
+                f"side to the other's codes (e.g. write {words} in every file) so that each "
                 "value means one thing everywhere; do not declare these codes missing, which "
                 "would blank the column in the files that use them"
             )
             continue
         if two_ways:  # words in whole files (low/normal/high) where the others write values
             drift.append(
-                f"{c!r} is written as words ({_some(sorted(texts[c], key=str))}) in "
+                f"{c!r} is written as words ({words}) in "
                 f"{_files(by_kind['text'])} but as numbers in {_files(by_kind['numeric'])}; "
                 "write the values as numbers in every file, or leave the column out of the "
                 "files that hold only words; do not declare the words missing, which would "
@@ -475,11 +475,6 @@ def _check_kinds(frames: list[pd.DataFrame], labels: list[str]) -> None:
         drift.append(clause)
     if drift:
         raise ValidationError("column types differ between task files:", drift[:10])
-
-
-def _some(values: list[str], most: int = 6) -> str:
-    """'F/M', or 'a/b/c/d/e/f/...' when there are more than ``most``."""
-    return "/".join(values[:most]) + ("/..." if len(values) > most else "")
 
 
 def _files(files: list[str]) -> str:
