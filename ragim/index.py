@@ -996,8 +996,9 @@ class TaskIndex:
 
         The rows of the tasks to fit are checked against the index's schema first
         (:func:`ragim.data_checks.warn_added_rows`): a column in another unit than the index's
-        (a median 5 times off, outside the index's range) or values more than 8 SDs from the
-        index's mean get one :class:`~ragim.errors.DataWarning` naming task and column."""
+        (a median :data:`~ragim.schema.SCALE_RATIO` = 2 or more times off, outside the index's
+        range) or values more than 8 SDs from the index's mean get one
+        :class:`~ragim.errors.DataWarning` naming task and column."""
         from ragim.models import fit_many
         from ragim.models.family import fit_constant_terms
 
