@@ -612,11 +612,12 @@ def _locate(path: Path) -> Path:
         if os.path.lexists(path):
             return path
         asides = _leftovers(path, _ASIDE)
+        busy = any(_in_use(a) for a in asides)
+        if not busy and os.path.lexists(path):  # a save finished between the looks
+            return path
         if not asides:
             raise ArtifactError(f"no artifact at {path}: the directory does not exist")
-        if not any(_in_use(a) for a in asides):
-            if os.path.lexists(path):  # the save finished meanwhile
-                return path
+        if not busy:
             whole = [a for a in asides if _looks_complete(a)]
             left = (whole or asides)[0]
             more = f" ({len(asides) - 1} older copies beside it)" if len(asides) > 1 else ""
