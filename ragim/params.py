@@ -344,9 +344,26 @@ class ModelParams:
         return cls.from_payload(parse_json(text, "model parameters are not valid JSON"), schema)
 
     def save(self, path: str | Path) -> Path:
-        """Save as an artifact directory (``config.json`` + ``params.npz``)."""
+        """Save as an artifact directory (``config.json`` + ``params.npz``).
+
+        The checks :meth:`load` makes of what it reads are made first, so that nothing is
+        saved that would not load: log-odds that stay finite for rows within the fitted ranges
+        and the metadata fields ragim reads (:func:`check_metadata`).
+
+        Raises
+        ------
+        ValidationError
+            Naming the field, for a model :meth:`load` would refuse; nothing is written.
+        """
         from ragim.io import json_bytes, npz_bytes, write_artifact
 
+        try:
+            _check_log_odds(self)
+            check_metadata(self.metadata, self.names)
+        except ValidationError as exc:
+            raise ValidationError(
+                f"this model is not saved, since it could not be loaded: {exc}"
+            ) from None
         arrays = {"vector": self.vector}
         if self.std is not None:
             arrays["std"] = self.std

@@ -531,6 +531,35 @@ def test_a_model_whose_log_odds_overflow_within_its_fitted_ranges_is_refused(sav
     assert ModelParams.load(folder)["x01"] == 1e300
 
 
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"vector": 1e308}, "vector: the model's log-odds overflow"),
+        ({"metadata": {"k": 0}}, "metadata.k must be an integer >= 1"),
+        ({"metadata": {"between_tasks": ["beds"]}}, "metadata.between_tasks names 'beds'"),
+    ],
+)
+def test_a_model_that_would_not_load_is_not_saved(saved, tmp_path, change, says):
+    """A model built in memory with a coefficient of 1e308 (or metadata load refuses) was
+    saved, and then the saved artifact could not be opened again: save refuses it now, naming
+    the field, and writes nothing."""
+    p = ModelParams.load(saved["params"])
+    vector = p.vector.copy()
+    if "vector" in change:
+        vector[1] = change["vector"]
+    model = ModelParams(
+        p.kind, p.schema, vector, metadata={**p.metadata, **change.get("metadata", {})}
+    )
+    with pytest.raises(ValidationError, match=f"not saved, since it could not be loaded: {says}"):
+        model.save(tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+    vector[1] = 1e300  # finite log-odds: saved, and loads (test above)
+    assert (
+        ModelParams.load(ModelParams(p.kind, p.schema, vector).save(tmp_path / "ok"))["x01"]
+        == 1e300
+    )
+
+
 # ---------------------------------------------------------------------------- model metadata
 @pytest.mark.parametrize(
     ("metadata", "says"),
