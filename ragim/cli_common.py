@@ -7,6 +7,7 @@ columns, or ``$COLUMNS``, when the output is not a terminal).
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import functools
 import inspect
@@ -114,6 +115,17 @@ NaValues = Annotated[
 ]
 
 
+def _thousands(value: str | None) -> str | None:
+    """``--thousands`` as typed, with a Python escape read as the character it names: the
+    messages write a no-break space as ``'\\xa0'``, which a shell passes as four characters."""
+    if value is None or not value.startswith("\\"):
+        return value
+    try:
+        return codecs.decode(value, "unicode_escape")
+    except UnicodeDecodeError:
+        raise typer.BadParameter(f"{value!r} is not an escape such as '\\xa0'") from None
+
+
 Thousands = Annotated[
     str | None,
     typer.Option(
@@ -121,8 +133,10 @@ Thousands = Annotated[
         help=(
             "the thousands separator of the CSV files' numbers: '.' for 1.718 (1718) as German "
             "spreadsheets write it (',' is then the decimal mark: 1.718,5), or ',' for 1,718 "
-            "(as pandas' read_csv thousands)"
+            "(as pandas' read_csv thousands); a no-break space as '\\xa0' (French exports), "
+            "a narrow one as '\\u202f'"
         ),
+        callback=_thousands,
     ),
 ]
 

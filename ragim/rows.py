@@ -602,6 +602,9 @@ def read_table(
                     if thousands is None
                     else {"thousands": thousands, "decimal": "," if thousands == "." else "."}
                 ),
+                # pandas' C parser ignores a separator of more than one byte in UTF-8 (a
+                # no-break space) and leaves the numbers as text; its Python parser reads them
+                **({"engine": "python"} if thousands and len(thousands.encode()) > 1 else {}),
             )
             if na:  # cells padded with spaces (" unknown"), which pandas compares as written
                 df = _mark_missing(df, na, text_columns, keep)

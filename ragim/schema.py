@@ -1480,8 +1480,7 @@ def read_feature(feature: Feature, s: pd.Series) -> tuple[pd.Series | np.ndarray
         if pd.api.types.is_bool_dtype(s) or kind == "bool":
             s = s.astype(float)
         if kind == "text" and (found := thousands_separator(s.dropna().to_numpy(dtype=object))):
-            fix = f"write them without it (pandas: pd.read_csv(..., thousands={found[0]!r}))"
-            return None, [thousands_problem(feature.name, found, fix)]
+            return None, [thousands_problem(feature.name, found, pandas_thousands_fix(found[0]))]
         try:
             num = pd.to_numeric(s, errors="coerce")
         except TypeError:  # unhashable or otherwise odd objects
@@ -1598,7 +1597,9 @@ def thousands_separator(values: Iterable[Any]) -> tuple[str, list[str], list[str
     of exactly 3 digits (``1.718``, ``12.345.678``, ``1.718,5``), every other text value is a
     number written without it, and at least 2 distinct ones of those have 3 digits before
     any decimal mark (``961``, ``961,2``; not missing-value codes such as 999): written in
-    full beside the grouped ones, they show the column runs from hundreds into thousands.
+    full beside the grouped ones, they show the column runs from hundreds into thousands. A
+    space (plain, no-break or narrow) or an apostrophe between groups (French and Swiss
+    exports) is no decimal mark, so 2 distinct grouped values are enough.
     ``1.250`` among ``0.5``-``3`` mmol/L, a column of ``1.015``-``1.030`` with ``999`` for
     missing, or one whose values all hold the separator, is not taken for one.
 
@@ -1607,6 +1608,9 @@ def thousands_separator(values: Iterable[Any]) -> tuple[str, list[str], list[str
     >>> thousands_separator(["1,718", "961.5", "516", "250"])
     (',', ['1,718'], ['961.5', '516'])
     >>> thousands_separator(["1.250", "0.5", "2", "3"]) is None  # mmol/L with 3 decimals
+    True
+    >>> nbsp = chr(0xA0)  # a no-break space between the digit groups
+    >>> thousands_separator([f"2{nbsp}430", f"3{nbsp}120", None])[0] == nbsp
     True
     """
     texts = list(dict.fromkeys(v.strip() for v in values if isinstance(v, str) and v.strip()))
@@ -1626,18 +1630,35 @@ def thousands_separator(values: Iterable[Any]) -> tuple[str, list[str], list[str
                 and not (digits == t and int(t) in MISSING_CODES)
             ):
                 hundreds.setdefault(digits, t)
-        if len(hundreds) >= 2:
+        if len(hundreds) >= 2 or (mark not in ".," and len(holding) >= 2):
+            # a space or an apostrophe between digit groups is no decimal mark: no values
+            # written in full are needed to tell the two apart
             return mark, holding[:3], list(hundreds.values())[:2]
     return None
+
+
+def pandas_thousands_fix(mark: str) -> str:
+    """How to read numbers written with the thousands separator ``mark`` with pandas: its C
+    parser ignores a separator that is not one byte in UTF-8 (the no-break spaces of French
+    and Swiss exports) and leaves the numbers as text, so those need ``engine="python"``.
+
+    >>> pandas_thousands_fix(",")
+    "write them without it (pandas: pd.read_csv(..., thousands=','))"
+    >>> pandas_thousands_fix(chr(0xA0)).endswith("engine='python'))")
+    True
+    """
+    engine = "" if len(mark.encode()) == 1 else ", engine='python'"
+    return f"write them without it (pandas: pd.read_csv(..., thousands={mark!r}{engine}))"
 
 
 def thousands_problem(name: str, found: tuple[str, list[str], list[str]], fix: str) -> str:
     """The message for a column of numbers written with a thousands separator
     (:func:`thousands_separator`'s ``found``), ending with how to read them (``fix``)."""
     mark, grouped, plain = found
+    beside = f" beside {plain} written in full" if plain else ""
     return (
         f"column {name!r} holds numbers written with {mark!r} as a thousands separator (e.g. "
-        f"{grouped} beside {plain} written in full), which would be "
+        f"{grouped}{beside}), which would be "
         + ("read as decimals" if mark == "." else "read as text")
         + f"; {fix}"
     )
@@ -2274,7 +2295,7 @@ def _infer_type(
             thousands_problem(
                 name,
                 found,
-                f"write them without it (pandas: pd.read_csv(..., thousands={found[0]!r}))",
+                pandas_thousands_fix(found[0]),
             )
             + within
         )

@@ -263,6 +263,27 @@ def test_rows_and_folders_written_by_a_german_spreadsheet_read_with_thousands(ro
     assert code == 2 and "--thousands apply to a task folder" in err
 
 
+def test_a_french_export_with_no_break_space_groups_reads_with_the_escape_the_message_gives(
+        root, tmp_path, monkeypatch, capsys):
+    """'1\\xa0718' (a no-break space between digit groups) stayed text even with --thousands: pandas'
+    C parser ignores a two-byte separator; and the message's --thousands '\\xa0' reached ragim as
+    four characters. Both read now, and the risks equal those of the same rows written plainly."""
+    d = root["path"]
+    frame = pd.read_csv(d / "validate.csv")
+    frame["chol"] *= 10  # values in the thousands, written '2\xa0430' below
+    frame.to_csv(tmp_path / "plain.csv", index=False)
+    grouped = frame.astype(object).assign(chol=[
+        "" if pd.isna(v) else f"{int(v):,}".replace(",", "\u00a0") for v in frame["chol"]])
+    grouped.to_csv(tmp_path / "fr.csv", index=False)
+    code, _, err = run_main(["predict", d / "m0", "--rows", tmp_path / "fr.csv", "--outcome", "cad"],
+                            monkeypatch, capsys)
+    assert code == 2 and "--thousands '\\xa0'" in err
+    a = _json("predict", d / "m0", "--rows", tmp_path / "plain.csv", "--outcome", "cad")
+    b = _json("predict", d / "m0", "--rows", tmp_path / "fr.csv", "--outcome", "cad",
+              "--thousands", "\\xa0")
+    assert [r["risk"] for r in a["risks"]] == [r["risk"] for r in b["risks"]]
+
+
 def test_predict_ignores_an_outcome_written_yes_no_without_reading_it(root, tmp_path, monkeypatch, capsys):
     d = root["path"]
     a = _json("predict", d / "m0", "--rows", d / "validate.csv", "--outcome", "cad")

@@ -1070,15 +1070,15 @@ def _lab_folder(root, column: list[str], *, sep: str = ",", n_tasks: int = 2):
     return root
 
 
-@pytest.mark.parametrize("sep, mark", [(";", "."), (",", ","), (";", ",")])
+@pytest.mark.parametrize("sep, mark", [(";", "."), (",", ","), (";", ","), (",", "\u00a0"), (";", "\u202f")])
 def test_numbers_with_a_thousands_separator_are_refused_naming_the_column_and_read_with_thousands(
         tmp_path, sep, mark):
     """A German spreadsheet writes 1718 U/L as '1.718' (pandas reads 1.718); an English one as "1,718" (text)."""
     true = _alk_phos(120)
     root = _lab_folder(tmp_path / "f", [_grouped(v, mark) for v in true], sep=sep)
     with pytest.raises(ValidationError, match=rf"t0.csv: column 'alk_phos' holds numbers written with "
-                                              rf"'{re.escape(mark)}' as a thousands separator \(e\.g\. \['"
-                                              rf".*read the file with thousands='{re.escape(mark)}'") as err:
+                                              rf"{re.escape(repr(mark))} as a thousands separator \(e\.g\. \['"
+                                              rf".*read the file with thousands={re.escape(repr(mark))}") as err:
         load_task_folder(root, sep=sep)
     assert "decimal comma" not in str(err.value) and "\n" not in str(err.value)
     tc = load_task_folder(root, sep=sep, thousands=mark)
@@ -1092,6 +1092,18 @@ def test_numbers_with_a_thousands_separator_are_refused_naming_the_column_and_re
     with pytest.raises(ValidationError, match=r"--rows .*t0.csv: column 'alk_phos' holds numbers written with"):
         read_rows(rows, sep=sep, outcome="y")
     np.testing.assert_array_equal(read_rows(rows, sep=sep, outcome="y", thousands=mark).X["alk_phos"], true[:60])
+
+
+def test_the_pandas_advice_for_a_no_break_space_separator_reads_the_numbers(tmp_path):
+    """pandas' C parser ignores thousands='\\xa0' (two bytes in UTF-8) and left '1\\xa0718' as
+    text, so the advice given for a DataFrame did not work; it names engine='python' now."""
+    true = _alk_phos(60)
+    text = [_grouped(v, "\u00a0") for v in true]
+    with pytest.raises(ValidationError, match=r"pd.read_csv\(\.\.\., thousands='\\xa0', engine='python'\)"):
+        FeatureSchema.infer(pd.DataFrame({"alk_phos": text}))
+    pd.DataFrame({"alk_phos": text}).to_csv(tmp_path / "x.csv", index=False)
+    read = pd.read_csv(tmp_path / "x.csv", thousands="\u00a0", engine="python")["alk_phos"]
+    np.testing.assert_array_equal(read, true)
 
 
 def test_german_thousands_with_a_decimal_comma_read_as_one_number(tmp_path):
