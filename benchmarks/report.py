@@ -854,6 +854,14 @@ def lm_decode_profile_section() -> list[str]:
     shares = ", ".join(f"{name} {share:.0%}" for name, share in ops["shares"].items())
     lines += ["", f"CPU time of a decode step at batch {ops['batch']} and {ops['context']:,} context tokens "
               f"(`torch.profiler`, self time): {shares}.", ""]
+    bound = RESULTS / "lm_prompt_prefix.md"
+    if bound.exists():
+        lines += ["### What bounds the speed-up: the prompt's own tokens", "",
+                  "Command: `.venv/bin/python benchmarks/lm_prompt_prefix.py` (the prompts of the throughput "
+                  "run above; prefill cost from the table above; baseline: `builtin_one_prompt_json`). The batched "
+                  "decoder computes the shared prefix once; each prompt's own tokens must still be prefilled, "
+                  "which alone caps the speed-up below, even if decoding the answer cost nothing.", "",
+                  *bound.read_text(encoding="utf-8").strip().splitlines(), ""]
     return lines
 
 
