@@ -287,7 +287,13 @@ class LogisticModel(InterpretableModel, ClassifierMixin, BaseEstimator):
         the rows cannot estimate it: a level, or the reference level, no patient had),
         odds_ratio (exp(coef_vs_reference); for the intercept, the odds exp(coef)), and sd,
         odds_ratio_per_sd on the original scale; std, ci_low, ci_high (a 95% normal
-        interval of coef) when the parameters carry a std.
+        interval of coef, the parameter) and or_ci_low, or_ci_high (the 95% interval of
+        odds_ratio: exp of coef_vs_reference ± 1.96 times its SD, that of the difference from
+        the reference level for a level, :func:`~ragim.models.logistic_family.term_effects`;
+        1 to 1 for the reference level, NaN when the effect is not estimable) when the
+        parameters carry a std. For a categorical level ci_low / ci_high describe the one-hot
+        coefficient, not the odds ratio beside it: take the odds ratio's interval from
+        or_ci_low / or_ci_high.
 
         Examples
         --------
@@ -322,7 +328,9 @@ class LogisticModel(InterpretableModel, ClassifierMixin, BaseEstimator):
         ]
         table = pd.DataFrame(rows)
         values = np.concatenate([[p.intercept], coef])
-        effect = term_effects(p)["coef"].to_numpy(float)
+        effects = term_effects(p)
+        effect = effects["coef"].to_numpy(float)
+        effect_std = effects["std"].to_numpy(float)
         if scale == "original":
             sd = np.array([c.scale for c in cols])
             center = np.array([c.center for c in cols])
@@ -330,6 +338,7 @@ class LogisticModel(InterpretableModel, ClassifierMixin, BaseEstimator):
             b0 = p.intercept - float(np.sum(np.where(is_cont, coef * center / sd, 0.0)))
             values = np.concatenate([[b0], per_unit])
             effect = np.where(is_cont, effect / sd, effect)
+            effect_std = np.where(is_cont, effect_std / sd, effect_std)
             table["sd"] = np.concatenate([[np.nan], np.where(is_cont, sd, np.nan)])
             table["odds_ratio_per_sd"] = np.concatenate(
                 [[np.nan], np.where(is_cont, np.exp(coef), np.nan)]
@@ -337,6 +346,9 @@ class LogisticModel(InterpretableModel, ClassifierMixin, BaseEstimator):
             if std is not None:
                 std = np.concatenate([[np.nan], np.where(is_cont, std[1:] / sd, std[1:])])
         effect = np.concatenate([[values[0]], effect])
+        # the odds ratio's own interval: of the effect (a level against its reference level),
+        # not of the parameter; the intercept's is that of its odds, exp(coef)
+        effect_std = np.concatenate([[np.nan if std is None else std[0]], effect_std])
         table.insert(4, "coef", values)
         table.insert(5, "coef_vs_reference", np.concatenate([[np.nan], effect[1:]]))
         with np.errstate(over="ignore"):
@@ -345,6 +357,9 @@ class LogisticModel(InterpretableModel, ClassifierMixin, BaseEstimator):
             table["std"] = std
             table["ci_low"] = values - Z95 * std
             table["ci_high"] = values + Z95 * std
+            with np.errstate(over="ignore"):
+                table["or_ci_low"] = np.exp(effect - Z95 * effect_std)
+                table["or_ci_high"] = np.exp(effect + Z95 * effect_std)
         return table
 
 

@@ -334,3 +334,29 @@ def test_coefficients_odds_ratio_of_a_level_is_against_its_reference(task, fitte
         assert t.loc[term, "coef"] == pytest.approx(fitted.to_params()[term])
     assert t.loc[ref, "odds_ratio"] == 1.0
     assert t.loc["sex", "odds_ratio"] == pytest.approx(np.exp(t.loc["sex", "coef"]))
+
+
+@pytest.mark.parametrize("scale", ["standardised", "original"])
+def test_coefficients_odds_ratio_interval_is_the_odds_ratios_own(fitted, scale):
+    """coefficients() put a level's odds ratio (against its reference level) beside ci_low /
+    ci_high of its one-hot coefficient: exp(ci) of ward[icu] was 0.61-6.48 around an odds ratio
+    of 3.37 whose own interval is 1.89-6.02, and the reference level read OR 1 with an interval
+    of 0.18-1.91. or_ci_low / or_ci_high now give the odds ratio's interval, as the CSV export
+    (coefficients_frame) does."""
+    from ragim.export import coefficients_frame
+
+    t = fitted.coefficients(scale).set_index("term")
+    csv = coefficients_frame(fitted.to_params()).set_index("term")
+    ref = f"cp[{fitted.schema_.categories_['cp'][0]}]"
+    for term in csv.index[csv["type"] == "categorical"]:
+        assert t.loc[term, "or_ci_low"] == pytest.approx(csv.loc[term, "or_ci_low"])
+        assert t.loc[term, "or_ci_high"] == pytest.approx(csv.loc[term, "or_ci_high"])
+        assert t.loc[term, "or_ci_low"] <= t.loc[term, "odds_ratio"] <= t.loc[term, "or_ci_high"]
+    assert (t.loc[ref, "or_ci_low"], t.loc[ref, "or_ci_high"]) == (1.0, 1.0)
+    level = "cp[asymptomatic]"  # its one-hot interval is not the odds ratio's
+    assert t.loc[level, "or_ci_low"] != pytest.approx(np.exp(t.loc[level, "ci_low"]))
+    # a continuous feature: per SD, or per unit on the original scale
+    per = "odds_ratio_per_sd" if scale == "standardised" else "odds_ratio_per_unit"
+    want = csv.loc["chol", "or_ci_low"] ** (1 if per == "odds_ratio_per_sd" else 1 / csv.loc["chol", "scale"])
+    assert t.loc["chol", "or_ci_low"] == pytest.approx(want)
+    assert t.loc["chol", "odds_ratio"] == pytest.approx(csv.loc["chol", per])
