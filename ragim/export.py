@@ -68,9 +68,17 @@ def coefficients_frame(params: ModelParams) -> pd.DataFrame:
     bin_low is -inf and the last's bin_high inf (the CSV writes ``-inf`` / ``inf``), as the
     bins' names (``age[-inf..45]``) say, so every value falls in exactly one bin; midpoint is
     a value to plot the bin at. Other features' bins, and the missing bin, have NaN bounds.
-    Intervals are ± 1.96 std, NaN when ``params.std`` is None. The intercept row is the
-    model's intercept parameter (the log-odds when every design column is 0); it has no odds
-    ratio, so its odds-ratio columns are NaN.
+    Intervals are ± 1.96 std, NaN when ``params.std`` is None. The intercept row comes first
+    and has no odds ratio, so its odds-ratio columns are NaN. For a logistic model its coef,
+    std, ci_low and ci_high are the log-odds of the reference patient the other rows compare
+    with (:meth:`~ragim.explain.GlobalExplanation.reference_intercept`: every categorical
+    feature at its reference level, listed in ``reference``, binary features at 0, continuous
+    ones at their fitted mean, none missing), the intercept ``ragim explain`` prints, so that
+    the intercept plus the rows of one patient's levels gives that patient's log-odds; its
+    model_coef / model_std are the model's own intercept parameter (the log-odds when every
+    design column is 0: for a model with categorical features, a patient with no level at
+    all), which rebuilds the model. For a GAM (and a logistic model without categorical
+    features) the two are the same.
 
     Two columns carry the caveats an explanation shows, so that the table does not drop them:
     ``not_estimable`` (why the data cannot estimate a term, or ""), and ``between_tasks``
@@ -85,22 +93,33 @@ def coefficients_frame(params: ModelParams) -> pd.DataFrame:
     """
     if not isinstance(params, ModelParams):
         raise ValidationError(f"coefficients_frame needs ModelParams, got {type(params).__name__}")
-    frame = explain_params(params).to_frame()
+    expl = explain_params(params)
+    frame = expl.to_frame()
     value = model_family(params.kind).value_column
     sd0 = float(params.std[0]) if params.std is not None else math.nan
-    b0 = params.intercept
+    # the rows compare with the reference patient (a level against its reference level), so
+    # the intercept beside them is that patient's log-odds, as `ragim explain` prints it
+    b0, sd, refs = expl.reference_intercept()
     intercept = {
         "term": "intercept",
         "feature": "",
         "label": "intercept",
         "role": "intercept",
         value: b0,
-        "std": sd0,
-        "ci_low": b0 - Z95 * sd0,
-        "ci_high": b0 + Z95 * sd0,
+        "std": sd,
+        "ci_low": b0 - Z95 * sd,
+        "ci_high": b0 + Z95 * sd,
     }
     if "model_coef" in frame.columns:
-        intercept.update(model_coef=b0, model_std=sd0)
+        intercept.update(model_coef=params.intercept, model_std=sd0)
+    if "reference" in frame.columns:
+        intercept["reference"] = ", ".join(refs)
+    if "change" in frame.columns:
+        intercept["change"] = (
+            "log-odds at the reference patient: "
+            + ("the reference levels, " if refs else "")
+            + "binary features at 0, continuous at their mean, none missing"
+        )
     out = pd.concat([pd.DataFrame([intercept]), frame], ignore_index=True)
     with np.errstate(over="ignore"):
         out["or_ci_low"] = np.exp(np.clip(out["ci_low"].to_numpy(float), -700, 700))

@@ -600,9 +600,13 @@ def test_export_csv_holds_every_parameter_with_its_interval(root, tmp_path):
     np.testing.assert_allclose(c["model_coef"], p.vector, rtol=1e-5)  # rebuilds the model
     np.testing.assert_allclose(c["model_std"], p.std, rtol=1e-5)
     # coef and its interval are the effect the odds ratios describe: the parameter itself,
-    # except a categorical level, which is compared with its feature's reference level
-    plain = (c["type"] != "categorical").to_numpy()
+    # except a categorical level, which is compared with its feature's reference level, and
+    # the intercept, the reference patient's log-odds that `ragim explain` prints
+    plain = (c["type"] != "categorical").to_numpy().copy()
+    plain[0] = False
     np.testing.assert_allclose(c["coef"][plain], p.vector[plain], rtol=1e-5)
+    shown = re.search(r"intercept at the reference patient ([-+]\d+\.\d+)", _ok("explain", d / "m1"))
+    assert c["coef"][0] == pytest.approx(float(shown.group(1)), abs=1e-3)
     np.testing.assert_allclose(
         c["ci_low"][plain], (p.vector - 1.959963984540054 * p.std)[plain], rtol=1e-5, atol=1e-6
     )

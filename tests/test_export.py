@@ -122,10 +122,10 @@ def test_coefficients_frame_and_csv(heart, tmp_path):
     frame = coefficients_frame(p)
     assert list(frame["term"]) == p.names and frame["label"].iloc[0] == "intercept"
     np.testing.assert_allclose(frame["model_coef"], p.vector)  # the parameters: rebuild the model
-    plain = (frame["type"] != "categorical").to_numpy().copy()  # the intercept too
+    plain = (frame["type"] != "categorical").to_numpy().copy()
+    plain[0] = False  # the intercept: the reference patient's (test below)
     np.testing.assert_allclose(frame["coef"][plain], p.vector[plain])
     np.testing.assert_allclose(frame["ci_low"][plain], p.vector[plain] - Z95 * 0.1)
-    plain[0] = False
     np.testing.assert_allclose(frame["or_ci_high"][plain], np.exp(p.vector[plain] + Z95 * 0.1))
     # a categorical level's row is its effect against the reference level, as explain's table
     # says: coef, its interval and the odds ratios all on that one scale
@@ -396,3 +396,42 @@ def test_the_coefficients_table_keeps_the_explanations_caveats():
     assert frame.loc["beds", "between_tasks"] and not frame.loc["age", "between_tasks"]
     assert "never" in frame.loc["smoker", "not_estimable"] and frame.loc["age", "not_estimable"] == ""
     assert "varies only between tasks: beds" in str(explain_params(params))
+
+
+def test_csv_intercept_is_the_reference_patients_as_explain_prints(heart):
+    """The CSV's intercept row was the raw parameter (a patient with no categorical level at
+    all: -0.999 on a heart model) beside level rows that compare with the reference level, and
+    `ragim explain` printed -2.215, the reference patient's: intercept + a patient's rows gave
+    the wrong log-odds. The row is now the reference patient's log-odds with its interval;
+    model_coef keeps the parameter (which rebuilds the model)."""
+    params, _ = heart
+    rng = np.random.default_rng(0)
+    p = params.replace(std=np.full(len(params), 0.1))
+    frame = coefficients_frame(p).set_index("term")
+    expl = explain_params(p)
+    value, sd, refs = expl.reference_intercept()
+    row = frame.loc["intercept"]
+    assert row["coef"] == pytest.approx(value) and row["std"] == pytest.approx(sd)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((value - Z95 * sd, value + Z95 * sd))
+    assert row["coef"] != pytest.approx(p.intercept)  # the heart schema has categories
+    assert (row["model_coef"], row["model_std"]) == pytest.approx((p.intercept, 0.1))
+    assert row["reference"] == ", ".join(refs) and "reference patient" in row["change"]
+    assert f"{value:+.3f}" in expl.baseline()
+    # by hand: the intercept plus one patient's rows (each level against its reference level,
+    # continuous per SD from the mean, binary 0->1) is that patient's log-odds
+    schema = p.schema
+    patient = {}
+    z = row["coef"]
+    for f in schema.features:
+        if f.type == "categorical":
+            level = schema.categories_[f.name][-1]
+            patient[f.name] = level
+            z += frame.loc[f"{f.name}[{level}]", "coef"]
+        elif f.type == "binary":
+            patient[f.name] = 1.0
+            z += frame.loc[f.name, "coef"]
+        else:
+            sds = float(rng.normal())
+            patient[f.name] = schema.means_[f.name] + sds * schema.scales_[f.name]
+            z += sds * frame.loc[f.name, "coef"]
+    assert z == pytest.approx(p.log_odds(pd.DataFrame([patient]))[0])
