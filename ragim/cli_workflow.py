@@ -392,7 +392,12 @@ def adapt(
         }
     )
     adapted.save(save)
-    change = adapted.intercept - params.intercept
+    # the intercept `ragim explain` prints (the reference patient's log-odds), not the raw
+    # parameter, which for a model with categorical features is a patient with no level at all
+    from ragim.explain import explain_params
+
+    base_before, _, refs = explain_params(params).reference_intercept()
+    base_after, _, _ = explain_params(adapted).reference_intercept()
     summary = {
         "path": str(save),
         "method": chosen,
@@ -402,6 +407,8 @@ def adapt(
         "n_positive": int(data.y.sum()),
         "intercept_before": params.intercept,
         "intercept_after": adapted.intercept,
+        "baseline_before": base_before,
+        "baseline_after": base_after,
         # the least-squares factor of the adapted terms on the original ones (the recalibration
         # slope when only the scale changed); a median ratio hid large moves of a few terms
         "terms_scale": report["log_odds_scale"],
@@ -423,7 +430,8 @@ def adapt(
         f"({summary['n_positive']} with {_event(outcome, pos_label)}) by "
         f"{_ADAPTATION_WORDS[chosen]}{_why_chosen(method, chosen, report)}; "
         f"saved to {save}\n"
-        f"  intercept  {params.intercept:+.3f} -> {adapted.intercept:+.3f} ({change:+.3f})"
+        f"  {'intercept at the reference patient' if refs else 'intercept'}  "
+        f"{base_before:+.3f} -> {base_after:+.3f} ({base_after - base_before:+.3f})"
         + (
             f"\n  terms      x {scale:.3f} (least-squares scale, adapted on original terms)"
             if scale is not None

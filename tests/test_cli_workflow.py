@@ -618,6 +618,32 @@ def test_export_csv_holds_every_parameter_with_its_interval(root, tmp_path):
     assert c.loc[c["term"] == "sex", "reference"].item() == "female"
 
 
+def test_adapt_reports_the_intercept_explain_prints(root, tmp_path):
+    """`ragim adapt` printed the raw intercept parameter ("intercept -0.999 -> +0.600 (+1.600)"
+    after a MAP refit of a heart model) while `ragim explain` of the two models printed the
+    reference patient's (-2.215 -> -0.332, +1.882): the two could not be matched. It now prints
+    the reference patient's, as explain does; --json gives both (baseline_*, intercept_*)."""
+    from ragim.explain import explain_params
+
+    d = root["path"]
+    args = ["adapt", d / "m0", "--rows", d / "adapt.csv", "--outcome", "cad", "--method", "map"]
+    out = _json(*args, "--save", tmp_path / "a")
+    before, after = ModelParams.load(d / "m0"), ModelParams.load(tmp_path / "a")
+    want = [explain_params(p).reference_intercept()[0] for p in (before, after)]
+    assert [out["baseline_before"], out["baseline_after"]] == pytest.approx(want)
+    assert [out["intercept_before"], out["intercept_after"]] == pytest.approx(
+        [before.intercept, after.intercept]
+    )
+    assert abs(want[0] - before.intercept) > 0.1  # the heart schema has categorical features
+    text = _ok(*args, "--save", tmp_path / "b")
+    line = next(ln for ln in text.splitlines() if "intercept" in ln and "->" in ln)
+    assert line.split() == [
+        "intercept", "at", "the", "reference", "patient",
+        f"{want[0]:+.3f}", "->", f"{want[1]:+.3f}", f"({want[1] - want[0]:+.3f})",
+    ]
+    assert f"intercept at the reference patient {want[1]:+.3f}" in _ok("explain", tmp_path / "b")
+
+
 # ---------------------------------------------------------------------- explain and generate text
 def test_explain_table_is_sorted_with_reference_levels_and_folded_missing(root):
     d = root["path"]
