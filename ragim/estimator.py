@@ -308,7 +308,10 @@ class ZeroShotClassifier(BinaryClassifierTags, ClassifierMixin, BaseEstimator):
     pos_label : the label that marks the event. With an index it is needed whenever the
         labels are not 0/1 or true/false (``"yes"``/``"no"``, ``1``/``2``), because the
         generated model predicts the event: a ward that labels only its events ``"yes"``
-        must say so, or :meth:`fit` raises.
+        must say so, or :meth:`fit` raises. scikit-learn's ``cross_val_predict`` with
+        ``method="predict_proba"`` passes ``y`` to ``fit`` re-coded as 0, 1 in sorted order
+        (``"case"``, ``"control"`` -> 0, 1: the event would be ``"control"``); give it ``y`` as
+        0/1 with 1 = the event.
 
     Attributes
     ----------
@@ -605,9 +608,19 @@ class ZeroShotClassifier(BinaryClassifierTags, ClassifierMixin, BaseEstimator):
             pos = canonical_level(pos_label)
             canon = np.array([canonical_level(c) for c in classes], dtype=object)
             if len(classes) == 2 and pos not in canon:
+                recoded = set(canon.tolist()) == {"0", "1"} and pos not in ("0", "1")
                 raise ValidationError(
                     f"pos_label {pos_label!r} is not one of the labels "
                     f"{[json_label(c) for c in classes]}"
+                    + (
+                        "; if these are your labels re-coded by scikit-learn "
+                        "(cross_val_predict with method='predict_proba' or "
+                        "'decision_function' passes y to fit as 0, 1 in sorted order: "
+                        "'case', 'control' -> 0, 1), pass y as 0/1 with 1 = the event "
+                        "instead, and no pos_label"
+                        if recoded
+                        else ""
+                    )
                 )
             if len(classes) == 2:
                 ordered = classes[np.argsort(canon == pos, kind="stable")]

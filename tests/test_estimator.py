@@ -322,3 +322,26 @@ def test_an_array_holding_text_categories_is_refused_saying_to_pass_a_dataframe(
         clf.predict_proba(X.to_numpy(dtype=object))
     assert "'cp'" in str(e.value) and "\n" not in str(e.value)
 
+
+
+def test_pos_label_refused_after_scikit_learn_recoded_the_labels_says_so():
+    """cross_val_predict(method="predict_proba") passes y to fit re-coded as 0, 1 (sorted:
+    "case" -> 0, "control" -> 1). pos_label="case" was then refused as "not one of the labels
+    [0, 1]", blaming pos_label for labels the user never wrote; the message now names the
+    re-coding and the way out (y as 0/1, 1 = the event), and that way gives the event's risks."""
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=80), "b": rng.normal(size=80)})
+    y = (X["a"] + rng.normal(size=80) > 0).astype(int).to_numpy()
+    named = np.where(y == 1, "case", "control")
+    cv = StratifiedKFold(3, shuffle=True, random_state=0)
+    with pytest.raises(ValidationError, match=r"re-coded by scikit-learn.*cross_val_predict"):
+        cross_val_predict(ZeroShotClassifier(pos_label="case"), X, named, cv=cv,
+                          method="predict_proba")
+    p = cross_val_predict(ZeroShotClassifier(), X, y, cv=cv, method="predict_proba")
+    assert roc_auc_score(y, p[:, 1]) > 0.7
+    # a label that is truly absent keeps the plain message
+    with pytest.raises(ValidationError, match=r"not one of the labels \['a', 'b'\]$"):
+        ZeroShotClassifier(pos_label="case").fit(X, np.where(y == 1, "a", "b"))
