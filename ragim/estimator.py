@@ -298,7 +298,11 @@ class ZeroShotClassifier(BinaryClassifierTags, ClassifierMixin, BaseEstimator):
         :class:`~ragim.generate.statistical.StatisticalGenerator` fitted on the index once (or,
         for an index without task rows, the similarity-weighted neighbour mean, with a warning).
     description : the target task's clinical description (needed with an index).
-    k : neighbours to retrieve (None: the generator's default, else 10).
+    k : neighbours the generator retrieves (None: the generator's default, else 10). The
+        default :class:`~ragim.generate.statistical.StatisticalGenerator` learns from every
+        indexed task, so for it ``k`` changes no coefficient, only how many tasks
+        ``provenance`` lists (tuning it, as in ``GridSearchCV``, compares identical models);
+        the attention and LM generators, and the neighbour mean, use the ``k`` nearest tasks.
     adaptation : "auto" (the evidence chooses among "zero-shot", "intercept", "recalibrate"
         and "map"; the zero-shot model when it cannot tell them apart), one of those names, or
         "prior" (every coefficient under the generator's own SDs).

@@ -345,3 +345,20 @@ def test_pos_label_refused_after_scikit_learn_recoded_the_labels_says_so():
     # a label that is truly absent keeps the plain message
     with pytest.raises(ValidationError, match=r"not one of the labels \['a', 'b'\]$"):
         ZeroShotClassifier(pos_label="case").fit(X, np.where(y == 1, "a", "b"))
+
+
+def test_k_changes_only_the_provenance_list_of_the_statistical_generator(renal):
+    """The docstring said k is the "neighbours to retrieve": with the default statistical
+    generator, which learns from every indexed task, k=1 and k=3 gave identical coefficients
+    (a GridSearchCV over k compares one model with itself); it now says k sets the length of
+    the provenance list there."""
+    index, t = renal
+    fits = {
+        k: ZeroShotClassifier(index=index, description="Predict death in a renal clinic", k=k).fit()
+        for k in (1, 3)
+    }
+    np.testing.assert_array_equal(fits[1].params_.vector, fits[3].params_.vector)
+    assert [len(f.provenance) for f in fits.values()] == [1, 3]
+    doc = " ".join(ZeroShotClassifier.__doc__.split("k :", 1)[1].split("adaptation :")[0].split())
+    assert "changes no coefficient, only how many tasks ``provenance`` lists" in doc
+
