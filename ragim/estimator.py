@@ -397,6 +397,11 @@ class ZeroShotClassifier(BinaryClassifierTags, ClassifierMixin, BaseEstimator):
         in an array as in a DataFrame; the schema handles it."""
         if isinstance(X, pd.DataFrame):
             return X.set_axis([str(c) for c in X.columns], axis=1)
+        if isinstance(X, pd.Series):  # one patient's row (df.iloc[i]), or one column
+            raise ValidationError(
+                f"X is a pandas Series of {len(X)} value(s); X must be a table of rows: for "
+                "one patient pass a one-row DataFrame (df.iloc[[i]], or series.to_frame().T)"
+            )
         try:
             arr = validate_data(
                 self, X, reset=reset, dtype="numeric", ensure_all_finite="allow-nan"

@@ -362,3 +362,17 @@ def test_k_changes_only_the_provenance_list_of_the_statistical_generator(renal):
     doc = " ".join(ZeroShotClassifier.__doc__.split("k :", 1)[1].split("adaptation :")[0].split())
     assert "changes no coefficient, only how many tasks ``provenance`` lists" in doc
 
+
+def test_one_patient_as_a_series_is_refused_naming_the_series():
+    """predict_proba(df.iloc[0]) (one patient as a Series, which explain() takes) said "X is an
+    array holding text", blaming an array the user never passed; it now says X is a Series and
+    how to pass one patient."""
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"age": rng.normal(60, 10, 40), "ward": rng.choice(["icu", "ward"], 40)})
+    y = (X["age"] + rng.normal(0, 10, 40) > 60).astype(int)
+    clf = ZeroShotClassifier().fit(X, y)
+    for method in (clf.predict_proba, clf.predict, clf.decision_function):
+        with pytest.raises(ValidationError, match=r"X is a pandas Series of 2 value.*iloc\[\[i\]\]"):
+            method(X.iloc[0])
+    assert clf.predict_proba(X.iloc[[0]]).shape == (1, 2)
+    assert repr(clf.explain(X.iloc[0])).startswith("LocalExplanation")
