@@ -376,3 +376,29 @@ def test_one_patient_as_a_series_is_refused_naming_the_series():
             method(X.iloc[0])
     assert clf.predict_proba(X.iloc[[0]]).shape == (1, 2)
     assert repr(clf.explain(X.iloc[0])).startswith("LocalExplanation")
+
+
+def test_quickstart_lists_every_candidate_auto_can_choose():
+    """docs/quickstart.md said adaptation_report_["chosen"] is "zero-shot", "intercept",
+    "recalibrate" or "map"; with adaptation="auto" the policy the generator validated can
+    prefer "prior" (it did at k = 32 on the Swiss heart task), so the list now has it."""
+    import re
+    from pathlib import Path
+
+    from ragim import FeatureSchema, ModelParams
+    from ragim.adaptation import ORDER
+    from ragim.estimator import adapt_prior
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "quickstart.md").read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith('clf.adaptation_report_["chosen"]'))
+    assert set(re.findall(r'"([a-z-]+)"', line.split("#", 1)[1])) == set(ORDER)
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"age": rng.normal(60, 10, 32)})
+    y = (rng.random(32) < 1 / (1 + np.exp(-(X["age"] - 60) / 10))).astype(float)
+    schema = FeatureSchema.infer(X).fit(X)
+    policy = [{"k": 32, "option": "prior", "prefer": "prior", "margin": 1.0}]
+    prior = ModelParams.from_dict("logistic", schema, {"intercept": 0.0, "age": 1.0}).replace(
+        std=np.array([0.5, 0.5]), metadata={"adaptation_policy": policy}
+    )
+    _, report = adapt_prior(prior, X, y, warn=False)
+    assert report["chosen"] == "prior" and report["policy"]["prefer"] == "prior"
