@@ -80,6 +80,18 @@ def coefficients_frame(params: ModelParams) -> pd.DataFrame:
     all), which rebuilds the model. For a GAM (and a logistic model without categorical
     features) the two are the same.
 
+    Logistic rows also give what re-scoring a patient from the table alone needs: ``center``,
+    a continuous feature's fitted mean (its value at the reference patient; the value row's
+    effect is per ``scale`` (SD) of ``x - center``, per unit in coef_per_unit), and ``fill``,
+    the value a blank of a continuous or binary feature is scored as (the training median; the
+    feature's ``__missing`` row, when it has one, adds its own 0→1 change). A patient's
+    log-odds are then the intercept row's coef + coef_per_unit × (x − center) for each
+    continuous feature + coef × x for each binary one (x = fill when blank, plus the missing
+    row's coef) + the coef of each categorical feature's level row (its ``__missing`` row
+    when blank). Both are NaN on other rows. A categorical value the model has no row for
+    (an unseen level, or a blank where the feature has no ``__missing`` row) is scored as no
+    level at all: minus the reference level's model_coef.
+
     Two columns carry the caveats an explanation shows, so that the table does not drop them:
     ``not_estimable`` (why the data cannot estimate a term, or ""), and ``between_tasks``
     (True for a term constant within every task a generated model learned from,
@@ -120,6 +132,8 @@ def coefficients_frame(params: ModelParams) -> pd.DataFrame:
             + ("the reference levels, " if refs else "")
             + "binary features at 0, continuous at their mean, none missing"
         )
+    if "scale" in frame.columns and len(frame) == len(params.schema.design_columns):
+        frame = _with_reference_values(params, frame)
     out = pd.concat([pd.DataFrame([intercept]), frame], ignore_index=True)
     with np.errstate(over="ignore"):
         out["or_ci_low"] = np.exp(np.clip(out["ci_low"].to_numpy(float), -700, 700))
@@ -131,6 +145,24 @@ def coefficients_frame(params: ModelParams) -> pd.DataFrame:
     between = {str(t) for t in between} if isinstance(between, list) else set()
     out["between_tasks"] = out["term"].isin(between) | out["feature"].isin(between)
     return out
+
+
+def _with_reference_values(params: ModelParams, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (one row per design column) with ``center`` (a continuous feature's value row:
+    the fitted mean, the reference patient's value) and ``fill`` (the value row of a continuous
+    or binary feature: the training median a blank is scored as) after ``scale``."""
+    schema = params.schema
+    center, fill = [], []
+    for c in schema.design_columns:
+        kind = schema[c.feature].type
+        value_row = c.role == "value" and kind in ("continuous", "binary")
+        center.append(c.center if value_row and kind == "continuous" else math.nan)
+        fill.append(float(schema.medians_[c.feature]) if value_row else math.nan)
+    at = list(frame.columns).index("scale") + 1
+    frame = frame.copy()
+    frame.insert(at, "fill", fill)
+    frame.insert(at, "center", center)
+    return frame
 
 
 #: a text cell starting with one of these is a formula (or becomes one) in a spreadsheet

@@ -435,3 +435,50 @@ def test_csv_intercept_is_the_reference_patients_as_explain_prints(heart):
             patient[f.name] = schema.means_[f.name] + sds * schema.scales_[f.name]
             z += sds * frame.loc[f.name, "coef"]
     assert z == pytest.approx(p.log_odds(pd.DataFrame([patient]))[0])
+
+
+def _rescore_from_csv(csv: pd.DataFrame, schema, X: pd.DataFrame) -> np.ndarray:
+    """A patient's log-odds from the exported table alone, as coefficients_frame documents."""
+    rows = csv.set_index("term")
+    out = np.full(len(X), rows.loc["intercept", "coef"])
+    for i, (_, patient) in enumerate(X.iterrows()):
+        for f in schema.features:
+            x, missing = patient[f.name], f"{f.name}__missing"
+            blank = pd.isna(x)
+            if f.type == "categorical":
+                level = f"{f.name}[{x}]"
+                if blank and missing in rows.index:
+                    out[i] += rows.loc[missing, "coef"]
+                elif not blank and level in rows.index:
+                    out[i] += rows.loc[level, "coef"]
+                else:  # no level at all: minus the reference level's own parameter
+                    out[i] -= rows.loc[f"{f.name}[{schema.categories_[f.name][0]}]", "model_coef"]
+                continue
+            row = rows.loc[f.name]
+            value = row["fill"] if blank else float(x)
+            if f.type == "continuous":
+                out[i] += row["coef_per_unit"] * (value - row["center"])
+            else:
+                out[i] += row["coef"] * value
+            if blank and missing in rows.index:
+                out[i] += rows.loc[missing, "coef"]
+    return out
+
+
+def test_a_patient_is_rescored_from_the_csv_alone(heart, tmp_path):
+    """The CSV gave continuous effects per SD and per unit, but neither the mean they are
+    measured from (the reference patient's value) nor the value a blank is scored as (the
+    training median): no patient could be re-scored from the exported file. Its center and
+    fill columns now hold them, and the documented sum reproduces the model's log-odds."""
+    params, rows = heart
+    X = rows
+    assert X.isna().any(axis=1).sum() > 50  # blanks in continuous, binary and categorical
+    back = pd.read_csv(save_coefficients_csv(params, tmp_path / "c.csv"))
+    row = back.set_index("term").loc["age"]
+    assert row["center"] == pytest.approx(params.schema.means_["age"])
+    assert row["fill"] == pytest.approx(params.schema.medians_["age"])
+    assert back.set_index("term").loc["sex", ["center", "fill"]].tolist()[1] in (0.0, 1.0)
+    assert back.loc[back["role"] != "value", ["center", "fill"]].isna().all().all()
+    np.testing.assert_allclose(
+        _rescore_from_csv(back, params.schema, X), params.log_odds(X), rtol=1e-9, atol=1e-9
+    )
