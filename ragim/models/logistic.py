@@ -285,7 +285,12 @@ class LogisticModel(InterpretableModel, ClassifierMixin, BaseEstimator):
         categorical level or a categorical feature's missing indicator, where it is the
         difference from the reference level, as ``explain().table()`` reports it; NaN when
         the rows cannot estimate it: a level, or the reference level, no patient had),
-        odds_ratio (exp(coef_vs_reference); for the intercept, the odds exp(coef)), and sd,
+        odds_ratio (exp(coef_vs_reference)). For the intercept, coef_vs_reference is the
+        log-odds of the reference patient the other rows compare with (every categorical
+        feature at its reference level, binary features at 0, continuous ones at their mean,
+        none missing: :meth:`ragim.explain.GlobalExplanation.reference_intercept`, what
+        ``explain()`` and ``ragim explain`` print) and odds_ratio that patient's odds, on
+        both scales. Then sd,
         odds_ratio_per_sd on the original scale; std, ci_low, ci_high (a 95% normal
         interval of coef, the parameter) and or_ci_low, or_ci_high (the 95% interval of
         odds_ratio: exp of coef_vs_reference ± 1.96 times its SD, that of the difference from
@@ -345,12 +350,16 @@ class LogisticModel(InterpretableModel, ClassifierMixin, BaseEstimator):
             )
             if std is not None:
                 std = np.concatenate([[np.nan], np.where(is_cont, std[1:] / sd, std[1:])])
-        effect = np.concatenate([[values[0]], effect])
+        # the intercept's effect is the reference patient's log-odds, which the other rows
+        # compare with (the parameter itself is a patient with no categorical level at all,
+        # and on the original scale one whose every continuous value is 0)
+        ref_value, ref_sd, _ = LogisticFamily().reference_intercept(p)
+        effect = np.concatenate([[ref_value], effect])
         # the odds ratio's own interval: of the effect (a level against its reference level),
-        # not of the parameter; the intercept's is that of its odds, exp(coef)
-        effect_std = np.concatenate([[np.nan if std is None else std[0]], effect_std])
+        # not of the parameter
+        effect_std = np.concatenate([[ref_sd], effect_std])
         table.insert(4, "coef", values)
-        table.insert(5, "coef_vs_reference", np.concatenate([[np.nan], effect[1:]]))
+        table.insert(5, "coef_vs_reference", effect)
         with np.errstate(over="ignore"):
             table.insert(6, "odds_ratio", np.exp(effect))
         if std is not None:

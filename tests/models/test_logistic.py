@@ -163,7 +163,10 @@ def test_coefficients_per_unit_and_per_sd_are_consistent(task, fitted):
     # intervals
     assert {"std", "ci_low", "ci_high"} <= set(std.columns)
     assert (std["ci_low"] < std["coef"]).all() and (std["coef"] < std["ci_high"]).all()
-    assert std.loc["intercept", "odds_ratio"] == pytest.approx(np.exp(std.loc["intercept", "coef"]))
+    # the intercept's odds are the reference patient's (test below), not exp(coef)
+    assert std.loc["intercept", "odds_ratio"] == pytest.approx(
+        np.exp(std.loc["intercept", "coef_vs_reference"])
+    )
     with pytest.raises(ValidationError, match="scale must be"):
         fitted.coefficients("log")
 
@@ -360,3 +363,27 @@ def test_coefficients_odds_ratio_interval_is_the_odds_ratios_own(fitted, scale):
     want = csv.loc["chol", "or_ci_low"] ** (1 if per == "odds_ratio_per_sd" else 1 / csv.loc["chol", "scale"])
     assert t.loc["chol", "or_ci_low"] == pytest.approx(want)
     assert t.loc["chol", "odds_ratio"] == pytest.approx(csv.loc["chol", per])
+
+
+def test_coefficients_intercept_effect_is_the_reference_patients(fitted, task):
+    """coefficients() gave the intercept's odds as exp(coef), the parameter: a patient with no
+    categorical level at all (exp(0.293) = 1.34 on the ward model of repro 06), and on the
+    original scale one whose every continuous value is 0 (age 0, cholesterol 0), while
+    explain() prints the reference patient's log-odds (-0.237). Its coef_vs_reference, odds_ratio
+    and odds-ratio interval are now the reference patient's, on both scales; coef stays the
+    parameter."""
+    value, sd, _ = fitted.explain().reference_intercept()
+    X, _ = task
+    reference = pd.DataFrame({
+        "age": [fitted.schema_.means_["age"]], "sex": [0], "chol": [fitted.schema_.means_["chol"]],
+        "cp": [fitted.schema_.categories_["cp"][0]],
+    })
+    assert value == pytest.approx(fitted.decision_function(reference)[0])
+    for scale in ("standardised", "original"):
+        row = fitted.coefficients(scale).set_index("term").loc["intercept"]
+        assert row["coef_vs_reference"] == pytest.approx(value)
+        assert row["odds_ratio"] == pytest.approx(np.exp(value))
+        assert (row["or_ci_low"], row["or_ci_high"]) == pytest.approx(
+            (np.exp(value - 1.959963984540054 * sd), np.exp(value + 1.959963984540054 * sd))
+        )
+        assert row["odds_ratio"] != pytest.approx(np.exp(row["coef"]))
