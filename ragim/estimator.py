@@ -734,10 +734,52 @@ class ZeroShotClassifier(BinaryClassifierTags, ClassifierMixin, BaseEstimator):
         return model_from_params(self.params_)
 
     def explain(self, X_row=None):
+        """The fitted model explained: globally, or for one patient.
+
+        Parameters
+        ----------
+        X_row : None for the whole model, or one patient (a one-row DataFrame, a Series or a
+            dict of the schema's features).
+
+        Returns
+        -------
+        :class:`~ragim.explain.GlobalExplanation` (odds ratios with intervals, against the
+        reference patient) or :class:`~ragim.explain.LocalExplanation` (the patient's
+        contributions, which add up from its ``baseline`` to the event's log-odds,
+        ``params_.log_odds(X_row)``, whichever column of ``predict_proba`` the event is).
+
+        Raises
+        ------
+        NotFittedError
+            Before :meth:`fit`.
+        ValidationError
+            When ``X_row`` is not one patient of the schema's features.
+
+        Examples
+        --------
+        >>> rng = np.random.default_rng(0)
+        >>> X = pd.DataFrame({"age": rng.normal(60, 10, 40), "ward": rng.choice(["icu", "ed"], 40)})
+        >>> clf = ZeroShotClassifier().fit(X, (X["age"] > 60).astype(int))
+        >>> local = clf.explain(X.iloc[[0]])
+        >>> bool(np.isclose(local.baseline + local.to_frame()["contribution"].sum(),
+        ...                 clf.decision_function(X.iloc[[0]])[0]))
+        True
+        """
         return self.model_.explain(X_row)
 
     @property
     def provenance(self) -> list[dict]:
+        """The indexed tasks that shaped the generated (zero-shot) model, with their weights:
+        ``prior_params_.metadata["provenance"]``, the same after a few-shot adaptation; ``[]``
+        without an index. For the default statistical generator, the ``k`` tasks that weigh
+        most in its baseline risk.
+
+        Examples
+        --------
+        >>> X = pd.DataFrame({"age": np.linspace(40, 80, 20)})
+        >>> ZeroShotClassifier().fit(X, np.arange(20) % 2).provenance
+        []
+        """
         check_is_fitted(self, "params_")
         return list(self.prior_params_.metadata.get("provenance", []))
 
