@@ -646,7 +646,11 @@ class LocalExplanation(_Explanation):
     comparison with the reference level (0 at the reference level), as the global table
     shows it; for a GAM the intercept. ``intercept`` is the model's own parameter. Two more
     columns put the row in words: label (the feature's name from the schema) and value_label
-    ("male", "63 years", "missing").
+    ("male", "63 years", "missing"), which says how a value the model has no term for is
+    scored: "missing (no missing-value term: scored as the training median, 64 years)" for a
+    blank in a column never blank in the fitted rows, "hdu (not a level the model knows:
+    scored as none of its levels)" for an unseen level; the contribution is then that of the
+    value scored, not an effect of the value written.
     ``outcome`` names what the model predicts (for titles); ``adaptation`` and ``notes`` are
     :class:`GlobalExplanation`'s.
     """
@@ -669,6 +673,7 @@ class LocalExplanation(_Explanation):
             for v in X.iloc[0]
         ]
         contributions, self._terms = model_family(params.kind).local_contributions(params, X)
+        unseen = schema.unseen_levels(X)
         rows = []
         for f, v in zip(schema.features, values, strict=True):
             extra = dict(contributions[f.name])
@@ -677,7 +682,7 @@ class LocalExplanation(_Explanation):
                     "feature": f.name,
                     "label": f.display_name,
                     "value": v,
-                    "value_label": _value_label(f, v),
+                    "value_label": _value_label(f, v) + _scored_as(schema, f, v, unseen),
                     "unit": f.unit,
                     **{k: c for k, c in extra.items() if k != "contribution"},
                     "contribution": extra["contribution"],
@@ -797,6 +802,27 @@ class LocalExplanation(_Explanation):
             f"LocalExplanation({self.kind}, P={self.probability:.3f}, logit={self.logit:+.3f} = "
             f"baseline {self.baseline:+.2f} {parts}{' ...' if len(df) > 5 else ''})"
         )
+
+
+def _scored_as(schema, f, v: Any, unseen: dict) -> str:
+    """What a value the model has no term for is scored as, in words after its label: a
+    blank in a column never blank in the fitted rows (the training median, or no level), or
+    a level the model does not know (no level); "" otherwise."""
+    none = "scored as none of its levels"
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        if f.name in schema.missing_:
+            return ""
+        if f.type == "categorical":
+            return f" (no missing-value term: {none})"
+        value = (
+            _value_label(f, schema.medians_[f.name])
+            if f.type == "continuous"
+            else (f.level_label(schema.medians_[f.name]))
+        )
+        return f" (no missing-value term: scored as the training median, {value})"
+    if f.name in unseen:
+        return f" (not a level the model knows: {none})"
+    return ""
 
 
 def _value_label(f, v: Any) -> str:

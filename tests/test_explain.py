@@ -747,3 +747,34 @@ def test_an_adapted_model_says_how_and_on_how_many_rows_in_every_view(data):
         "not adapted: the zero-shot model was kept after weighing 7 labelled row(s)",
         zero.notes[0],
     ]
+
+
+@pytest.mark.filterwarnings("ignore::ragim.errors.DataWarning")
+@pytest.mark.parametrize("kind", ["logistic", "gam"])
+def test_local_value_says_how_a_value_without_a_term_is_scored(kind):
+    """A patient's row showed ward "hdu" (a level the model never saw) as "hdu  +0.282 raises",
+    and a blank age (never blank in the fitted rows) as "missing", although the first is scored
+    as none of the ward levels (an artefact of the parameterisation, not an effect of HDU) and
+    the second as the training median; the value now says so, beside the same contribution."""
+    from ragim.params import param_names
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({
+        "age": rng.normal(60, 10, 60), "sex": rng.integers(0, 2, 60).astype(float),
+        "ward": rng.choice(["icu", "ward"], 60), "lactate": rng.normal(2, 0.5, 60),
+    })
+    X.loc[:5, "lactate"] = np.nan
+    schema = FeatureSchema.infer(X).fit(X)
+    names = param_names(kind, schema)
+    p = ModelParams(kind, schema, np.linspace(-0.5, 0.5, len(names)))
+    odd = X.iloc[[6]].assign(age=np.nan, sex=np.nan, ward="hdu", lactate=np.nan)
+    local = explain_params(p, odd).to_frame().set_index("feature")["value_label"]
+    head = "missing (no missing-value term: scored as the training median, "
+    assert local["age"].startswith(head) and local["age"].endswith(")")
+    shown = float(local["age"][len(head):-1])
+    assert shown == pytest.approx(schema.medians_["age"], rel=1e-3)
+    assert local["sex"].startswith("missing (no missing-value term: scored as the training median, ")
+    assert local["ward"] == "hdu (not a level the model knows: scored as none of its levels)"
+    assert local["lactate"] == "missing"  # it has a missing-value term
+    plain = explain_params(p, X.iloc[[6]]).to_frame().set_index("feature")["value_label"]
+    assert "scored as" not in " ".join(plain)
