@@ -647,10 +647,11 @@ class LocalExplanation(_Explanation):
     shows it; for a GAM the intercept. ``intercept`` is the model's own parameter. Two more
     columns put the row in words: label (the feature's name from the schema) and value_label
     ("male", "63 years", "missing"), which says how a value the model has no term for is
-    scored: "missing (no missing-value term: scored as the training median, 64 years)" for a
-    blank in a column never blank in the fitted rows, "hdu (not a level the model knows:
-    scored as none of its levels)" for an unseen level; the contribution is then that of the
-    value scored, not an effect of the value written.
+    scored: "missing (scored as the training median, 64 years)" (or "missing (scored as no
+    level)" for a category) for a blank in a column never blank in the fitted rows, "hdu
+    (unknown level: scored as no level)" for a level the model does not know (all of its
+    one-hot terms 0); the contribution is then that of the value scored, not an effect of
+    the value written.
     ``outcome`` names what the model predicts (for titles); ``adaptation`` and ``notes`` are
     :class:`GlobalExplanation`'s.
     """
@@ -808,20 +809,20 @@ def _scored_as(schema, f, v: Any, unseen: dict) -> str:
     """What a value the model has no term for is scored as, in words after its label: a
     blank in a column never blank in the fitted rows (the training median, or no level), or
     a level the model does not know (no level); "" otherwise."""
-    none = "scored as none of its levels"
+    none = "scored as no level"
     if v is None or (isinstance(v, float) and math.isnan(v)):
         if f.name in schema.missing_:
             return ""
         if f.type == "categorical":
-            return f" (no missing-value term: {none})"
+            return f" ({none})"
         value = (
             _value_label(f, schema.medians_[f.name])
             if f.type == "continuous"
             else (f.level_label(schema.medians_[f.name]))
         )
-        return f" (no missing-value term: scored as the training median, {value})"
+        return f" (scored as the training median, {value})"
     if f.name in unseen:
-        return f" (not a level the model knows: {none})"
+        return f" (unknown level: {none})"
     return ""
 
 

@@ -769,12 +769,12 @@ def test_local_value_says_how_a_value_without_a_term_is_scored(kind):
     p = ModelParams(kind, schema, np.linspace(-0.5, 0.5, len(names)))
     odd = X.iloc[[6]].assign(age=np.nan, sex=np.nan, ward="hdu", lactate=np.nan)
     local = explain_params(p, odd).to_frame().set_index("feature")["value_label"]
-    head = "missing (no missing-value term: scored as the training median, "
+    head = "missing (scored as the training median, "
     assert local["age"].startswith(head) and local["age"].endswith(")")
     shown = float(local["age"][len(head):-1])
     assert shown == pytest.approx(schema.medians_["age"], rel=1e-3)
-    assert local["sex"].startswith("missing (no missing-value term: scored as the training median, ")
-    assert local["ward"] == "hdu (not a level the model knows: scored as none of its levels)"
+    assert local["sex"].startswith("missing (scored as the training median, ")
+    assert local["ward"] == "hdu (unknown level: scored as no level)"
     assert local["lactate"] == "missing"  # it has a missing-value term
     plain = explain_params(p, X.iloc[[6]]).to_frame().set_index("feature")["value_label"]
     assert "scored as" not in " ".join(plain)
