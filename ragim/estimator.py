@@ -65,6 +65,7 @@ True
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from numbers import Integral, Real
 from typing import Any
 
@@ -308,7 +309,10 @@ class ZeroShotClassifier(BinaryClassifierTags, ClassifierMixin, BaseEstimator):
         "prior" (every coefficient under the generator's own SDs).
     prior_strength : for "map": "evidence", "cv", or a positive number (lambda).
     intercept_prior_ratio : the intercept's prior precision relative to the coefficients' ("map").
-    exclude : task ids or a predicate excluded from retrieval (see :meth:`TaskIndex.search`).
+    exclude : task ids (a list, tuple or set) or a predicate excluded from retrieval (see
+        :meth:`TaskIndex.search`). A one-shot iterator (a generator expression, ``iter(...)``)
+        is refused at :meth:`fit`: the first fit would use it up, and every later one (each
+        cross-validation fold, ``GridSearchCV``, a refit) would silently exclude nothing.
     pos_label : the label that marks the event. With an index it is needed whenever the
         labels are not 0/1 or true/false (``"yes"``/``"no"``, ``1``/``2``), because the
         generated model predicts the event: a ward that labels only its events ``"yes"``
@@ -468,7 +472,8 @@ class ZeroShotClassifier(BinaryClassifierTags, ClassifierMixin, BaseEstimator):
             ``X``'s row labels in another order among them, since rows pair by position:
             :func:`ragim.checks.check_aligned_labels`); rows of one class with labels
             other than 0/1 and no ``classes``; ``classes`` that are not two labels holding
-            every label of ``y``, or that name another event than ``pos_label`` or than 1.
+            every label of ``y``, or that name another event than ``pos_label`` or than 1;
+            ``exclude`` given as a one-shot iterator.
 
         Warns
         -----
@@ -487,6 +492,12 @@ class ZeroShotClassifier(BinaryClassifierTags, ClassifierMixin, BaseEstimator):
         self._validate_params()
         if self.index is not None:
             check_task_index(self.index)
+        if isinstance(self.exclude, Iterator):
+            raise ValidationError(
+                f"exclude is a one-shot iterator ({type(self.exclude).__name__}): the first fit "
+                "would use it up and every later fit (each cross-validation fold, GridSearchCV, "
+                "a refit) would exclude nothing; pass a list, tuple or set of task ids"
+            )
         if self.generator is not None and not isinstance(self.generator, Generator):
             raise ValidationError(
                 "generator must be a ragim Generator (e.g. StatisticalGenerator(), or a saved "
