@@ -387,6 +387,28 @@ def same_level(a: Any, b: Any) -> bool:
     return canonical_level(a) == canonical_level(b)
 
 
+def spellings(values: Any) -> list[list[str]]:
+    """The distinct values grouped by :func:`canonical_level` with letter case ignored, each
+    group the spellings seen (text as written, numbers in canonical form), in order of first
+    appearance; missing values left out. Two groups holding more than two values are one
+    binary outcome written several ways (``Died``, ``died ``, ``died`` / ``alive``), which the
+    label checks (:func:`ragim.tasks.binary_outcome`, the estimators' ``fit``) name.
+
+    >>> spellings(["died", "Died", "alive", "died ", 1, "1.0"])
+    [['died', 'Died', 'died '], ['alive'], ['1', '1.0']]
+    """
+    groups: dict[str, list[str]] = {}
+    for v in np.asarray(values, dtype=object).reshape(-1).tolist():
+        key = canonical_level(v)
+        if key is None:
+            continue
+        shown = v if isinstance(v, str) else key
+        group = groups.setdefault(key.casefold(), [])
+        if shown not in group:
+            group.append(shown)
+    return list(groups.values())
+
+
 def level_key(v: Any) -> tuple:
     """A sort key that orders numeric levels by value and puts them before text levels.
 
@@ -494,6 +516,7 @@ __all__ = [
     "plain_numeral",
     "same_level",
     "shared_descriptions",
+    "spellings",
     "strip_invisible",
     "truth_text",
     "warn_shared_descriptions",

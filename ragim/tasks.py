@@ -37,6 +37,7 @@ from ragim.canonical import (
     canonical_text,
     invisible_characters,
     is_missing,
+    spellings,
     strip_invisible,
 )
 from ragim.checks import check_number, misaligned_labels, repeated
@@ -304,8 +305,16 @@ def binary_outcome(values: Any, *, pos_label: Any = None, where: str = "y") -> n
         return (keys == "1").astype(np.int64)
     pos = _outcome_key(pos_label)
     if len(levels) > 2:
+        groups = spellings(arr)
         raise ValidationError(
             f"{where} holds {len(levels)} distinct values {written[:5]}; a binary outcome has two"
+            + (
+                " (these are 2 written in different letter case: "
+                + " / ".join(", ".join(repr(v) for v in g) for g in groups)
+                + "; write each one way)"
+                if len(groups) == 2
+                else ""
+            )
         )
     if len(levels) == 2 and pos not in levels:
         raise ValidationError(

@@ -420,3 +420,23 @@ def test_exclude_as_a_one_shot_iterator_is_refused(renal):
     clf = ZeroShotClassifier(index=index, description=description, exclude=["t1"])
     for fitted in (clf.fit(), clf.fit(), clone(clf).fit()):
         assert "t1" not in {r["task_id"] for r in fitted.provenance}
+
+
+@pytest.mark.parametrize("make", ["zero-shot", "logistic"])
+def test_two_labels_written_several_ways_are_named(make):
+    """Labels 'died', 'Died', 'died ' and 'alive' were refused as "multiclass (4 classes) ...
+    fit one model per outcome", advice for another problem; the message now says they are two
+    labels written several ways and to write each one way. Three real outcomes keep the
+    multiclass message."""
+    from ragim.models import LogisticModel
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"age": rng.normal(60, 10, 40)})
+    y = np.where(X["age"] > 60, "died", "alive").astype(object)
+    y[:3] = ["Died", "died ", "ALIVE"]
+    est = ZeroShotClassifier(pos_label="died") if make == "zero-shot" else LogisticModel()
+    with pytest.raises(ValidationError, match=r"2 written in several ways \(.*'Died'.*'died '"):
+        est.fit(X, y)
+    y[0] = "transferred"
+    with pytest.raises(ValidationError, match="fit one model per outcome"):
+        est.fit(X, y)

@@ -184,3 +184,18 @@ def test_subset_takes_a_row_mask_and_id_errors_name_the_task():
         t.subset(np.array([True, False]))
     with pytest.raises(ValidationError, match="task 'b': a patient id is missing"):
         Task("b", "one ward", X, np.array([0, 1] * 3), {"patient_ids": [None, 1, 2, 3, 4, 5]})
+
+
+def test_binary_outcome_names_two_labels_written_in_different_case():
+    """'Died', 'died ', 'died' and 'alive' (a hand-edited export) were refused as "3 distinct
+    values; a binary outcome has two" without saying why; the message now names the two
+    labels and their spellings (ragim score / adapt read outcomes through this)."""
+    from ragim.canonical import spellings
+    from ragim.tasks import binary_outcome
+
+    values = ["Died", "died ", "died", "alive"]
+    assert spellings(values) == [["Died", "died ", "died"], ["alive"]]
+    with pytest.raises(ValidationError, match=r"2 written in different letter case: 'Died', 'died ', 'died' / 'alive'"):
+        binary_outcome(values, pos_label="died")
+    with pytest.raises(ValidationError, match=r"holds 3 distinct values \['a', 'b', 'c'\]; a binary outcome has two$"):
+        binary_outcome(["a", "b", "c"], pos_label="a")

@@ -31,6 +31,7 @@ from scipy.special import expit, log_expit
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
+from ragim.canonical import spellings
 from ragim.checks import check_aligned_labels
 from ragim.errors import ValidationError
 from ragim.models.family import FAMILIES, ModelFamily, load_plugin_families, register_family
@@ -201,6 +202,14 @@ def check_binary_targets(
             "both classes to fit"
         )
     if len(classes) > 2:
+        groups = spellings(classes)
+        if len(groups) == 2:
+            shown = " / ".join(", ".join(repr(v) for v in g) for g in groups)
+            raise ValidationError(
+                f"y holds {len(classes)} labels but they are 2 written in several ways "
+                f"({shown}: letter case, spaces or number format); write each label one way "
+                "before fitting"
+            )
         raise ValidationError(
             f"Only binary classification is supported. The type of the target is "
             f"{type_of_target(y)} ({len(classes)} classes: "
