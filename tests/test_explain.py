@@ -778,3 +778,24 @@ def test_local_value_says_how_a_value_without_a_term_is_scored(kind):
     assert local["lactate"] == "missing"  # it has a missing-value term
     plain = explain_params(p, X.iloc[[6]]).to_frame().set_index("feature")["value_label"]
     assert "scored as" not in " ".join(plain)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_gam_odds_ratio_is_against_the_features_average_on_the_fitted_rows():
+    """A GAM bin's odds ratio was given with no comparison ("ICU 1.56" reads as ICU against the
+    other wards); the docs now say it is exp(score) against a score of 0, the feature's average
+    contribution over the fitted rows of a fitted GAM, which this pins down."""
+    from ragim.models import GAMModel
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"age": rng.normal(60, 10, 300), "ward": rng.choice(["icu", "ward", "ed"], 300)})
+    y = (0.05 * (X["age"] - 60) + (X["ward"] == "icu") + rng.logistic(size=300) > 0).astype(int)
+    m = GAMModel(max_rounds=100).fit(X, y)
+    frame = m.explain().to_frame()
+    bins = m.schema_.bin_indices(X)
+    for j, feature in enumerate(m.schema_.names):
+        scores = frame.loc[frame["feature"] == feature, "score"].to_numpy()
+        assert scores[bins[:, j]].mean() == pytest.approx(0.0, abs=1e-6)
+    np.testing.assert_allclose(frame["odds_ratio"], np.exp(frame["score"]))
+    doc = " ".join(GlobalExplanation.__doc__.split())
+    assert "odds_ratio is exp(score): the bin's odds against a score of 0 for its feature" in doc
