@@ -75,6 +75,7 @@ from ragim.train.sft import (
 from ragim.train.trainer import (
     STEP_RULES,
     CheckpointConfig,
+    adapter_digest,
     index_data,
     refuse_model_settings,
     run_config,
@@ -485,7 +486,11 @@ def train_grpo(
             reward_funcs=reward_funcs,
             train_dataset=train_ds,
             description=run_description(
-                "grpo", run, model_config=cfg, data=[index_data(index), list(train_ids)]
+                "grpo",
+                run,
+                model_config=cfg,
+                data=[index_data(index), list(train_ids)],
+                start=adapter_digest(gen.model_),
             ),
         )
     steps = gen.history_[n_before:]
@@ -598,7 +603,9 @@ def train_dpo(
         callbacks=callbacks,
         args=dict(beta=run.beta, max_length=None),
         train_dataset=train_ds,
-        description=run_description("dpo", run, model_config=gen.config, data=rows),
+        description=run_description(
+            "dpo", run, model_config=gen.config, data=rows, start=adapter_digest(gen.model_)
+        ),
     )
     index = index if index is not None else gen.index_
     trained = sorted({r["task_id"] for r in rows if r.get("task_id") is not None})

@@ -237,11 +237,39 @@ def index_data(index) -> dict[str, str]:
     return dict(index.task_digests())
 
 
-def run_description(stage: str, run: Any, *, model_config: Any = None, data: Any = None) -> dict:
+def adapter_digest(model: Any) -> str:
+    """A short hash of the LoRA weights of ``model`` (a peft model: every parameter whose name
+    holds ``lora_``, by name), so that a run that continues an adapter (GRPO, DPO) can tell
+    which adapter it started from (:func:`run_description`'s ``start``).
+
+    >>> from ragim.lm import load_base_model
+    >>> from peft import LoraConfig, get_peft_model
+    >>> model, _ = load_base_model("tiny", device="cpu")
+    >>> peft = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
+    >>> len(adapter_digest(peft))
+    16
+    """
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+        if "lora_" in name:
+            h.update(name.encode("utf-8"))
+            h.update(p.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def run_description(
+    stage: str, run: Any, *, model_config: Any = None, data: Any = None, start: str | None = None
+) -> dict:
     """What a resumed run must share with the run that wrote the checkpoints: the ``stage``, the
     model's config (``model_config``, less :data:`VOLATILE_MODEL`), the training config ``run``
-    (less :data:`VOLATILE_TRAINING`) and a digest of the training ``data``
-    (:func:`data_digest`). JSON-safe; :func:`train_with` saves it as :data:`RUN_FILE`.
+    (less :data:`VOLATILE_TRAINING`), a digest of the training ``data``
+    (:func:`data_digest`) and, for a run that continues an adapter, ``start``: the digest of
+    the adapter it starts from (:func:`adapter_digest`; left out when None). JSON-safe;
+    :func:`train_with` saves it as :data:`RUN_FILE`.
 
     >>> from ragim.train.sft import SFTTrainingConfig
     >>> d = run_description("sft", SFTTrainingConfig(output_dir="x"), data=["a", "b"])
@@ -264,6 +292,8 @@ def run_description(stage: str, run: Any, *, model_config: Any = None, data: Any
         "training": fields_of(run, VOLATILE_TRAINING),
         "data": None if data is None else data_digest(data),
     }
+    if start is not None:
+        described["start"] = start
     return json.loads(json.dumps(json_safe(described), default=str))
 
 
@@ -281,7 +311,9 @@ def prepare_output_dir(output_dir: str, description: dict | None, resume: bool) 
     """Before training in ``output_dir``: with ``resume``, refuse (ValidationError) checkpoints
     of another run (their :data:`RUN_FILE` differs from ``description``) or of no known run
     (no :data:`RUN_FILE`), and warn (DataWarning) when there is no checkpoint to resume from;
-    then save ``description`` there (when given)."""
+    without ``resume``, refuse an ``output_dir`` that already holds checkpoints (a new run would
+    rewrite :data:`RUN_FILE` and leave them beside its own, so that a later resume continued
+    them as its own); then save ``description`` there (when given)."""
     import json
     import warnings
 
@@ -291,6 +323,13 @@ def prepare_output_dir(output_dir: str, description: dict | None, resume: bool) 
 
     last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
     path = os.path.join(output_dir, RUN_FILE)
+    if not resume and last is not None:
+        raise ValidationError(
+            f"output_dir {output_dir!r} already holds checkpoints of an earlier run (the last: "
+            f"{os.path.basename(last)}); a new run there would leave them beside its own, and a "
+            "later resume could continue them: resume that run (resume_from_checkpoint=True), "
+            "remove its checkpoint-* folders, or train in another output_dir"
+        )
     if resume and last is None:
         warnings.warn(
             f"resume_from_checkpoint: {output_dir!r} holds no checkpoint, so there is nothing "
@@ -313,7 +352,8 @@ def prepare_output_dir(output_dir: str, description: dict | None, resume: bool) 
                 f"cannot resume from {output_dir!r}: its {RUN_FILE} is unreadable ({exc}); "
                 "start without resume_from_checkpoint, or in another output_dir"
             ) from None
-        diff = [d if d != "data" else "the training data" for d in differing(saved, description)]
+        plain = {"data": "the training data", "start": "the adapter it starts from"}
+        diff = [plain.get(d, d) for d in differing(saved, description)]
         if diff:
             raise ValidationError(
                 f"cannot resume from {output_dir!r}: its checkpoints are of another run (it "
@@ -503,6 +543,7 @@ __all__ = [
     "RUN_FILE",
     "STEP_RULES",
     "TrainedRun",
+    "adapter_digest",
     "checkpointing_args",
     "data_digest",
     "differing",

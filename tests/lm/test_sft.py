@@ -544,3 +544,18 @@ def test_sft_resumes_only_its_own_run(index, tmp_path):
                   generator_config=LMConfig(answer_format="compact"), **kw)
     again = train_sft(index, max_steps=2, resume_from_checkpoint=True, **kw)
     assert [h["step"] for h in again.history_ if "loss" in h] == [1, 2]
+
+
+def test_a_new_run_refuses_an_output_dir_holding_another_runs_checkpoints(index, tmp_path):
+    """A run started without resume in a folder that holds checkpoints would rewrite its
+    ragim_run.json and leave them there; a later resume then continued the earlier run's last
+    checkpoint as its own (its log began with the other run's steps at learning rate 1e-2, run
+    B's being 1e-3). It is refused before any step; the first run's checkpoints are kept."""
+    out = tmp_path / "sft"
+    kw = dict(base_model="tiny", k=1, device="cpu", batch_size=2, progress=False, output_dir=out)
+    train_sft(index, max_steps=2, save_steps=1, learning_rate=1e-2, **kw)
+    with pytest.raises(ValidationError, match=r"already holds checkpoints of an earlier run \(the last: "
+                                              r"checkpoint-2\).*resume_from_checkpoint=True"):
+        train_sft(index, max_steps=3, save_steps=3, learning_rate=1e-3, **kw)
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    assert json.loads((out / "ragim_run.json").read_text())["training"]["learning_rate"] == 1e-2

@@ -410,6 +410,26 @@ def test_resuming_refuses_another_runs_checkpoints_and_says_when_there_is_none(s
         train_sft(index, save_steps=5)
 
 
+def test_a_resume_from_another_starting_adapter_is_refused(sft, index, tmp_path):
+    """GRPO and DPO continue an adapter: resuming one's checkpoints from another starting
+    generator (the same settings, other weights) continued the first adapter while the result
+    recorded the second's SFT run (its learning rate 5e-2 in training_, the weights of the 1e-3
+    run). It is refused, naming the starting adapter; the same start resumes."""
+    other = train_sft(index, base_model="tiny", k=2, device="cpu", max_steps=1, batch_size=2,
+                      learning_rate=5e-2, progress=False)
+    kw = dict(num_generations=2, progress=False, output_dir=tmp_path / "grpo", save_steps=1)
+    train_grpo(sft, index, max_steps=1, **kw)
+    with pytest.raises(ValidationError, match=r"it differs in the adapter it starts from\)"):
+        train_grpo(other, index, max_steps=2, resume_from_checkpoint=True, **kw)
+    again = train_grpo(sft, index, max_steps=2, resume_from_checkpoint=True, **kw)
+    assert [h["step"] for h in again.history_ if h.get("stage") == "grpo" and "loss" in h] == [1, 2]
+    pairs = build_preference_pairs(sft, index, n_candidates=3, min_margin=0.0, progress=False).to_list()
+    dpo = dict(max_steps=1, batch_size=2, progress=False, output_dir=tmp_path / "dpo", save_steps=1)
+    train_dpo(sft, pairs, **dpo)
+    with pytest.raises(ValidationError, match=r"it differs in the adapter it starts from\)"):
+        train_dpo(other, pairs, resume_from_checkpoint=True, **{**dpo, "max_steps": 2})
+
+
 def test_dpo_resumes_only_from_its_own_pairs(sft, index, tmp_path):
     pairs = build_preference_pairs(sft, index, n_candidates=3, min_margin=0.0, progress=False).to_list()
     kw = dict(max_steps=1, batch_size=2, progress=False, output_dir=tmp_path / "dpo", save_steps=1)
