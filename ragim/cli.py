@@ -362,6 +362,7 @@ def _generator_and_pairs(
     """The saved LM generator and the saved index, checked to fit each other; the preference
     pairs (a clinician's JSONL file, or built from the generator's samples on the index); and
     the ``time.perf_counter()`` taken before the pairs, as ``(generator, index, pairs, t0)``."""
+    from ragim.generate.base import advice_for_cli
     from ragim.index import TaskIndex
     from ragim.lm.pairs import check_pair_names, load_preferences
     from ragim.params import param_names
@@ -369,6 +370,8 @@ def _generator_and_pairs(
 
     gen, index = _load_lm(generator_path), TaskIndex.load(index_path)
     gen.check_index(index)
+    with advice_for_cli(index_path):  # refit advice as a ragim command, not Python
+        gen.check_index_unchanged(index)
     t0 = time.perf_counter()
     pairs_file, pairs = pair_options.pairs_file, pair_options.pairs
     if pairs_file is not None:
@@ -734,6 +737,7 @@ def train_grpo_cmd(
     run: _TrainRun = _TrainRun(),
 ):
     common = run.start(dest)
+    from ragim.generate.base import advice_for_cli
     from ragim.index import TaskIndex
     from ragim.train.rewards import VerifiableRewardConfig
     from ragim.train.rl import train_grpo
@@ -742,6 +746,9 @@ def train_grpo_cmd(
     check_positive(**steps, temperature=temperature)
     config = VerifiableRewardConfig(weights=_reward_weights(rewards))
     gen, index = _load_lm(generator_path), TaskIndex.load(index_path)
+    with advice_for_cli(index_path):  # refit advice as a ragim command, not Python
+        gen.check_index(index)
+        gen.check_index_unchanged(index)
     t0 = time.perf_counter()
     rl = train_grpo(
         gen,

@@ -171,6 +171,26 @@ def test_text_output_and_errors(root, sft, tmp_path):
     assert r.exit_code == 2 and "need --generator" in _flat(r.output)
 
 
+@pytest.mark.parametrize("stage", ["grpo", "dpo", "reward"])
+def test_an_index_rebuilt_since_sft_is_refused_before_any_step(root, sft, tmp_path, stage):
+    """`ragim train grpo` trained on an index rebuilt on other tasks (same names, other scaling)
+    and relabelled the generator as fitted on it; with --pairs-file `train reward|dpo` used it
+    too. Each is refused at once, naming the ragim command that fine-tunes a new generator."""
+    rebuilt = tmp_path / "rebuilt"
+    TaskIndex.build(datasets.synthetic_family(n_tasks=8, n_features=2, seed=5), embedder="hashing",
+                    progress=False).save(rebuilt)
+    pair = {"prompt": "p", "chosen": {"intercept": 1, "x01": 0, "x02": 0},
+            "rejected": {"intercept": -1, "x01": 0, "x02": 0}}
+    (tmp_path / "prefs.jsonl").write_text(json.dumps(pair) + "\n")
+    pairs = [] if stage == "grpo" else ["--pairs-file", tmp_path / "prefs.jsonl"]
+    r = runner.invoke(app, ["train", stage, "--generator", str(root / "sft"), "--index", str(rebuilt),
+                            *map(str, pairs), "--out", str(tmp_path / "out"), "--max-steps", "1"])
+    assert isinstance(r.exception, ValidationError), r.output
+    assert "the index was rebuilt since this LMGenerator was fitted" in str(r.exception)
+    assert f"ragim train sft --index {rebuilt} --out NEW-GENERATOR" in str(r.exception)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("stage", ["dpo", "reward"])
 def test_pairs_written_for_another_schema_stop_training_before_any_step(root, sft, tmp_path, stage):
     """A clinician's pairs for a heart-failure cohort (bnp, egfr) cannot train a generator over x01/x02."""

@@ -400,6 +400,13 @@ def train_grpo(
         The trained policy; ``history_`` has the GRPO log (``loss``, ``reward``,
         ``rewards/<name>/mean``, ``frac_reward_zero_std``, ...) tagged ``stage="grpo"``;
         ``training_`` ends with this run's config.
+
+    Raises
+    ------
+    ValidationError
+        An index of another layout or embedder than the generator's, or one that no longer
+        holds the tasks it was fine-tuned on or was rebuilt since (other feature scaling;
+        :meth:`~ragim.generate.base.Generator.check_index_unchanged`), before any step.
     """
     from trl import GRPOConfig, GRPOTrainer
 
@@ -428,6 +435,7 @@ def train_grpo(
 
     gen = policy_copy(generator_or_path, device=device)
     gen.check_index(index)
+    gen.check_index_unchanged(index)  # GRPO continues what SFT learned from this index's tasks
     warn_if_rewards_overlap_targets(gen, run.heldout_fraction, run.seed, "GRPO")
     tok, cfg = gen.tokenizer_, gen.config
     names = param_names(index.model, index.schema)
@@ -567,7 +575,8 @@ def train_dpo(
         than the generator builds (:func:`~ragim.lm.pairs.check_pair_prompts`: answer format,
         statistical prior, population model, more than ``k`` neighbours), or a generator with
         ``LMConfig(residual=True)`` (its answers are changes from the prompt's prior, the pairs'
-        models are not).
+        models are not), or an ``index`` the generator was not fine-tuned on (another layout,
+        rebuilt since, tasks removed), before any step.
     """
     from trl import DPOConfig, DPOTrainer
 
@@ -583,6 +592,9 @@ def train_dpo(
     if not rows:
         raise ValidationError("no preference pairs to train on")
     gen = policy_copy(generator_or_path, device=device)
+    if index is not None:  # validated on after training: refuse another index before it
+        gen.check_index(index)
+        gen.check_index_unchanged(index)
     if gen.config.residual:
         raise ValidationError(
             "train_dpo does not train a generator with LMConfig(residual=True): preference "

@@ -402,12 +402,29 @@ def test_resuming_refuses_another_runs_checkpoints_and_says_when_there_is_none(s
         train_grpo(sft, index, max_steps=1, resume_from_checkpoint=True, **kw)
     with pytest.raises(ValidationError, match=r"another run \(it differs in training.temperature\)"):
         train_grpo(sft, index, max_steps=2, temperature=0.5, resume_from_checkpoint=True, **kw)
-    other = TaskIndex.build(datasets.synthetic_family(n_tasks=8, n_features=2, seed=1), embedder="hashing",
-                            progress=False)
+    # other training tasks (an index rebuilt on other tasks is refused before: tested above)
     with pytest.raises(ValidationError, match=r"it differs in the training data"):
-        train_grpo(sft, other, max_steps=2, resume_from_checkpoint=True, **kw)
+        train_grpo(sft, index, max_steps=2, task_ids=sft.train_task_ids_[:2], resume_from_checkpoint=True, **kw)
     with pytest.raises(ValidationError, match="give an output_dir"):
         train_sft(index, save_steps=5)
+
+
+def test_grpo_and_dpo_refuse_an_index_rebuilt_since_sft(sft, index):
+    """An index rebuilt on other tasks keeps the parameter names but scales the features
+    otherwise: GRPO trained on it anyway and relabelled the generator as fitted on it (schema_
+    the rebuilt index's) while generate_params and build_preference_pairs refuse it. GRPO, and
+    DPO given it to validate on, now refuse it before any step, as generation does."""
+    rebuilt = TaskIndex.build(datasets.synthetic_family(n_tasks=8, n_features=2, seed=5), embedder="hashing",
+                              progress=False)
+    assert param_names(rebuilt.model, rebuilt.schema) == sft.param_names_ and rebuilt.schema != sft.schema_
+    with pytest.raises(ValidationError, match="the index was rebuilt since this LMGenerator was fitted"):
+        build_preference_pairs(sft, rebuilt, n_candidates=2, progress=False)
+    with pytest.raises(ValidationError, match="the index was rebuilt since this LMGenerator was fitted"):
+        train_grpo(sft, rebuilt, max_steps=1, num_generations=2, progress=False)
+    pairs = [{"prompt": "p", "chosen": {"intercept": 1, "x01": 0, "x02": 0},
+              "rejected": {"intercept": -1, "x01": 0, "x02": 0}}]
+    with pytest.raises(ValidationError, match="the index was rebuilt since this LMGenerator was fitted"):
+        train_dpo(sft, pairs, index=rebuilt, max_steps=1, progress=False)
 
 
 def test_a_resume_from_another_starting_adapter_is_refused(sft, index, tmp_path):
