@@ -82,26 +82,65 @@ class RewardModelTrainingConfig(CheckpointConfig):
         )
 
 
+def pair_groups(rows: Sequence[dict]) -> list[str]:
+    """The task each pair belongs to, for a validation split that holds out whole tasks: its
+    ``task_id``; for a pair without one, the ``task_id`` of a pair with the same prompt, else
+    its prompt (a prompt describes one target task, so pairs that share it are one task's).
+
+    >>> p = [{"prompt": "A", "task_id": "a"}, {"prompt": "A"}, {"prompt": "B"}, {"prompt": "B"}]
+    >>> pair_groups(p)
+    ['task a', 'task a', 'prompt "B"', 'prompt "B"']
+    """
+    import json
+
+    def prompt_of(r: dict) -> str:
+        return json.dumps(r.get("prompt"), sort_keys=True, default=str)
+
+    tagged = {}
+    for r in rows:
+        if isinstance(r.get("task_id"), str):
+            tagged.setdefault(prompt_of(r), r["task_id"])
+    out = []
+    for r in rows:
+        tid = r.get("task_id") if isinstance(r.get("task_id"), str) else tagged.get(prompt_of(r))
+        out.append(f"task {tid}" if tid is not None else f"prompt {prompt_of(r)}")
+    return out
+
+
 def split_pairs_by_task(
     rows: list[dict], val_fraction: float, seed: int
 ) -> tuple[list[dict], list[dict]]:
-    """Hold out whole tasks (by ``task_id``) for validation; rows without task ids are split by
-    row."""
+    """Hold out ``val_fraction`` of the tasks (:func:`pair_groups`: by ``task_id``, a pair
+    without one by its prompt) for validation, as ``(train_rows, val_rows)``, so that a pair
+    given twice, or a pair without ``task_id`` beside pairs of its task, is never on both sides.
+
+    Warns
+    -----
+    DataWarning
+        When the pairs are of one task only: nothing is held out (``val_rows`` is empty).
+    """
+    import warnings
+
+    from ragim.errors import DataWarning
+
     if val_fraction <= 0 or len(rows) < 2:
         return rows, []
+    keys = pair_groups(rows)
+    groups = list(dict.fromkeys(keys))
+    if len(groups) < 2:
+        warnings.warn(
+            f"all {len(rows)} preference pairs are of one task (one task_id or prompt), so no "
+            "task is left to validate on and the reward model is not validated; pass "
+            "val_pairs= pairs of other tasks",
+            DataWarning,
+            stacklevel=3,
+        )
+        return rows, []
     rng = np.random.default_rng(seed)
-    tids = [r.get("task_id") for r in rows]
-    if all(isinstance(t, str) for t in tids) and len(set(tids)) >= 2:
-        groups = list(dict.fromkeys(tids))
-        n_val = min(len(groups) - 1, max(1, int(round(val_fraction * len(groups)))))
-        val = {groups[i] for i in rng.permutation(len(groups))[:n_val]}
-        return [r for r in rows if r["task_id"] not in val], [
-            r for r in rows if r["task_id"] in val
-        ]
-    n_val = min(len(rows) - 1, max(1, int(round(val_fraction * len(rows)))))
-    val_idx = set(rng.permutation(len(rows))[:n_val].tolist())
-    return [r for i, r in enumerate(rows) if i not in val_idx], [
-        r for i, r in enumerate(rows) if i in val_idx
+    n_val = min(len(groups) - 1, max(1, int(round(val_fraction * len(groups)))))
+    val = {groups[i] for i in rng.permutation(len(groups))[:n_val]}
+    return [r for r, g in zip(rows, keys, strict=True) if g not in val], [
+        r for r, g in zip(rows, keys, strict=True) if g in val
     ]
 
 
@@ -261,6 +300,7 @@ __all__ = [
     "RewardModelConfig",
     "RewardModelTrainingConfig",
     "best_of_n",
+    "pair_groups",
     "split_pairs_by_task",
     "train_reward_model",
 ]

@@ -132,6 +132,34 @@ def test_validation_split_holds_out_whole_tasks():
     assert len(val) == 10 and len(train) == 30
 
 
+def test_a_pair_given_twice_or_untagged_beside_its_task_stays_on_one_side_of_the_split():
+    """Pairs without task_id were split by row: each pair of a file holding every pair 3 times
+    had its copies in training, so all 4 validation pairs were training pairs; and one untagged
+    line switched a whole tagged file to the row split (2 validation tasks also in training).
+    Pairs are now grouped by task_id, else by prompt (with a tagged pair's task when one shares
+    it); one task alone leaves nothing to validate on, said with a DataWarning."""
+    from ragim.errors import DataWarning
+    from ragim.train.reward import pair_groups
+
+    def key(r):
+        return json.dumps([r["prompt"], r["chosen"], r["rejected"]], sort_keys=True)
+
+    rows = [{k: v for k, v in r.items() if k != "task_id"} for r in planted_pairs(6, 0, 0)] * 3
+    train, val = split_pairs_by_task(rows, 0.2, seed=0)
+    assert val and len(train) + len(val) == 18
+    assert not {key(r) for r in val} & {key(r) for r in train}
+    tagged = [dict(r) for r in planted_pairs(12, 0, 0) * 2]
+    del tagged[0]["task_id"]                                   # a hand-added copy without task_id
+    assert pair_groups(tagged)[0] == pair_groups(tagged)[12] == "task task-0"
+    for seed in range(5):
+        train, val = split_pairs_by_task(tagged, 0.25, seed=seed)
+        assert not {key(r) for r in val} & {key(r) for r in train}
+        assert len(val) == 6                                   # 3 of 12 tasks, 2 pairs each
+    one = [dict(r, task_id="t") for r in planted_pairs(4, 0, 0)]
+    with pytest.warns(DataWarning, match="all 4 preference pairs are of one task"):
+        assert split_pairs_by_task(one, 0.25, seed=0) == (one, [])
+
+
 def test_bad_inputs():
     with pytest.raises(ValidationError, match="no preference pairs"):
         train_reward_model([], base_model="tiny")
