@@ -67,16 +67,65 @@ def peft_lora_config(config: Any, task_type: str, **extra: Any):
     )
 
 
+def lora_target_problems(model: Any, target_modules: Any) -> list[str]:
+    """What is wrong with ``target_modules`` for ``model``, as peft matches them (a module
+    whose name is a target or ends with ``"." + target``): each name that matches no module,
+    and each that matches a module with no 2-D weight (a block such as ``self_attn``, not a
+    layer LoRA can adapt). Empty when all are fine.
+
+    >>> from ragim.lm import load_base_model
+    >>> model, _ = load_base_model("tiny", device="cpu")
+    >>> lora_target_problems(model, ("q_proj", "v_prj"))
+    ["'v_prj' matches no module"]
+    """
+    problems = []
+    modules = list(model.named_modules())
+    for t in dict.fromkeys(target_modules):
+        hits = [m for name, m in modules if name == t or name.endswith("." + t)]
+        if not hits:
+            problems.append(f"{t!r} matches no module")
+        elif not all(getattr(getattr(m, "weight", None), "ndim", 0) == 2 for m in hits):
+            problems.append(f"{t!r} names a block, not a layer LoRA can adapt")
+    return problems
+
+
+def check_lora_targets(model: Any, config: Any) -> None:
+    """Refuse ``config.target_modules`` that name no layer of ``model``
+    (:func:`lora_target_problems`): peft drops a name that matches nothing when another one
+    matches, so a misspelt module would train silently without its adapter.
+
+    Raises
+    ------
+    ValidationError
+        One line naming each bad target and the layers ``model`` has.
+    """
+    problems = lora_target_problems(model, config.target_modules)
+    if problems:
+        layers = sorted(
+            {
+                name.rsplit(".", 1)[-1]
+                for name, m in model.named_modules()
+                if getattr(getattr(m, "weight", None), "ndim", 0) == 2
+            }
+        )
+        raise ValidationError(
+            f"target_modules {list(config.target_modules)!r} do not fit {config.base_model}: "
+            f"{'; '.join(problems)}; its layers are {layers}"
+        )
+
+
 def check_lora_rank(model: Any, config: Any) -> None:
-    """Refuse a LoRA rank (``config.lora_r``) above the smallest width of the modules of
+    """Refuse target modules that name no layer of ``model`` (:func:`check_lora_targets`) and
+    a LoRA rank (``config.lora_r``) above the smallest width of the modules of
     ``model`` that ``config.target_modules`` name (as peft matches them): such a rank adds no
     capacity, only memory (a rank of 100000 on a 64-wide model exhausts it).
 
     Raises
     ------
     ValidationError
-        One line naming the rank, the width and the module.
+        One line naming the rank, the width and the module (or the bad target modules).
     """
+    check_lora_targets(model, config)
     targets = tuple(config.target_modules)
     smallest: tuple[int, str] | None = None
     for name, module in model.named_modules():
@@ -350,10 +399,13 @@ __all__ = [
     "adapter_config_problems",
     "apply_adapter",
     "check_base_model",
+    "check_lora_rank",
     "check_lora_settings",
+    "check_lora_targets",
     "checked_adapter_dir",
     "load_adapter_model",
     "lora_field",
+    "lora_target_problems",
     "peft_lora_config",
     "quiet_checkpointing_rename",
     "read_adapter_config",

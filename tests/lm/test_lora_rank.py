@@ -37,6 +37,25 @@ def test_a_lora_rank_above_the_models_width_is_refused(index):
     LMGenerator(LMConfig(base_model="tiny", lora_r=64))._ensure_adapter()  # the width itself is fine
 
 
+def test_lora_target_modules_that_name_no_layer_are_refused(index):
+    """peft drops a target that matches nothing when another matches: target_modules=("q_proj",
+    "v_prj") trained q_proj alone (2,048 trainable parameters against 4,096 with v_proj) while
+    config.json kept both; a block ("self_attn") was peft's multi-line ValueError with the
+    module's repr. Both are one-line ValidationErrors naming the target and the model's layers,
+    for a trainer and for an untrained generator's adapter."""
+    kw = dict(max_steps=1, batch_size=2, progress=False)
+    with pytest.raises(ValidationError, match=r"target_modules \['q_proj', 'v_prj'\] do not fit tiny: "
+                                              r"'v_prj' matches no module; its layers are \[.*'v_proj'"):
+        train_sft(index, generator_config=LMConfig(base_model="tiny", target_modules=("q_proj", "v_prj")), **kw)
+    with pytest.raises(ValidationError, match=r"'self_attn' names a block, not a layer LoRA can adapt") as err:
+        train_sft(index, generator_config=LMConfig(base_model="tiny", target_modules=("self_attn",)), **kw)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValidationError, match="'qproj' matches no module"):
+        LMGenerator(LMConfig(base_model="tiny", target_modules=("qproj",)))._ensure_adapter()
+    gen = train_sft(index, generator_config=LMConfig(base_model="tiny", target_modules=("q_proj", "v_proj")), **kw)
+    assert gen.n_trainable_params_ == 4096
+
+
 def test_a_save_under_a_file_is_one_line(tmp_path):
     """gen.save("file.txt/sub") raised a raw FileExistsError."""
     blocker = tmp_path / "file.txt"
