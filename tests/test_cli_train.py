@@ -204,8 +204,26 @@ def test_pairs_written_for_another_schema_stop_training_before_any_step(root, sf
     assert isinstance(r.exception, ValidationError), r.output
     text = str(r.exception)
     assert "do not match the parameter layout of the index/generator (3 parameters" in text
-    assert "pair 1: unknown parameters ['bnp', 'egfr']; missing ['x01', 'x02']" in text
+    assert "pairs 1-4: unknown parameters ['bnp', 'egfr']; missing ['x01', 'x02']" in text
+    assert text.count("unknown parameters") == 1  # said once for the 4 pairs, not once per pair
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("stage", ["dpo", "reward"])
+def test_a_value_out_of_range_is_not_called_another_schema(root, sft, tmp_path, stage):
+    """A pair of the right schema with one value outside the generator's range (intercept 25)
+    was refused as 'written for another schema'; the message now names the value alone."""
+    pair = {"prompt": "p", "chosen": {"intercept": 25, "x01": 0, "x02": 0},
+            "rejected": {"intercept": -1, "x01": 0, "x02": 0}}
+    good = {**pair, "chosen": {"intercept": 1, "x01": 0, "x02": 0}}
+    (tmp_path / "prefs.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(pair) + "\n")
+    r = runner.invoke(app, ["train", stage, "--generator", str(root / "sft"), "--index", str(root / "index"),
+                            "--pairs-file", str(tmp_path / "prefs.jsonl"), "--out", str(tmp_path / "out"),
+                            "--max-steps", "1"])
+    assert isinstance(r.exception, ValidationError), r.output
+    text = str(r.exception)
+    assert "another schema" not in text and "hold answers that are no model the generator writes" in text
+    assert "pair 2: chosen is not a model the generator writes (parameter 'intercept' is 25, outside [-20, 20]" in text
 
 
 def test_train_dpo_checks_the_pairs_against_the_generator(root, sft):

@@ -227,48 +227,76 @@ def check_pair_names(
     Raises
     ------
     ValidationError
-        Listing each offending pair (1-based) with its unknown and missing parameters.
+        Listing each problem once, with the pairs (1-based) that have it: the unknown and
+        missing parameters of pairs written for another schema, and answers that are no model
+        the generator writes (a value out of its range, text that does not parse).
 
     Examples
     --------
     >>> pairs = [{"prompt": "p", "chosen": {"intercept": 0, "bnp": 1},
     ...           "rejected": {"intercept": 1, "bnp": 0}}]
     >>> try:
-    ...     check_pair_names(pairs, ["intercept", "x01"])
+    ...     check_pair_names(pairs * 3, ["intercept", "x01"])
     ... except ValidationError as exc:
     ...     print(exc.problems[0])
-    pair 1: unknown parameters ['bnp']; missing ['x01']
+    pairs 1-3: unknown parameters ['bnp']; missing ['x01']
     """
     names = list(names)
     known = set(names)
-    problems = []
+    layout: dict[str, list[int]] = {}  # problem -> the pairs that have it
+    values: dict[str, list[int]] = {}
     for i, r in enumerate(_records(pairs), start=1):
-        found = []
         for side in ("chosen", "rejected"):
             try:
                 keys = list(answer_values(r[side], answer_format=answer_format))
             except (ValueError, KeyError) as exc:
-                problems.append(f"pair {i}: {side} is not a model ({exc})")
+                values.setdefault(f"{side} is not a model the generator writes ({exc})", []).append(
+                    i
+                )
                 continue
             unknown = [k for k in keys if k not in known]
             missing = [n for n in names if n not in set(keys)]
             if unknown or missing:
-                found.append(f"unknown parameters {unknown[:8]}; missing {missing[:8]}")
+                found = f"unknown parameters {unknown[:8]}; missing {missing[:8]}"
             elif keys != names:
-                found.append(
+                found = (
                     "parameters in another order than the generator writes them "
                     f"(expected {names[:4]}...)"
                 )
-        problems.extend(f"pair {i}: {m}" for m in dict.fromkeys(found))
-        if len(problems) >= 20:
+            else:
+                continue
+            at = layout.setdefault(found, [])
+            if not at or at[-1] != i:
+                at.append(i)
+        if len(layout) + len(values) >= 20:
             break
-    if problems:
-        raise ValidationError(
+    if not (layout or values):
+        return
+    problems = [f"{_pair_numbers(at)}: {m}" for m, at in (layout | values).items()]
+    if layout:
+        head = (
             f"{where} do not match the parameter layout of the index/generator "
             f"({len(names)} parameters: {names[:5]}{' ...' if len(names) > 5 else ''}); "
-            "they were written for another schema:",
-            problems,
+            "they were written for another schema"
         )
+        if values:
+            head += ", and some answers are no model the generator writes"
+    else:
+        head = f"{where} hold answers that are no model the generator writes"
+    raise ValidationError(head + ":", problems)
+
+
+def _pair_numbers(numbers: Sequence[int]) -> str:
+    """``pair 3`` or ``pairs 1-4, 7`` (runs of consecutive numbers as ranges)."""
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    text = ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs[:6])
+    more = ", ..." if len(runs) > 6 else ""
+    return f"pair {text}" if len(numbers) == 1 else f"pairs {text}{more}"
 
 
 def check_pair_prompts(pairs, generator, *, where: str = "the preference pairs") -> None:
