@@ -368,6 +368,22 @@ def _generator_and_pairs(
     from ragim.params import param_names
     from ragim.train.preferences import build_preference_pairs
 
+    if pair_options.pairs_file is not None:  # refused before anything is loaded
+        sampling = [
+            flag
+            for flag, name in (
+                ("--n-candidates", "n_candidates"),
+                ("--pairs", "pairs"),
+                ("--min-margin", "min_margin"),
+            )
+            if getattr(pair_options, name) != getattr(_PairOptions, name)
+        ]
+        if sampling:
+            raise typer.BadParameter(
+                f"{', '.join(sampling)} choose how pairs are sampled from the generator; with "
+                "--pairs-file the file's pairs are used as they are, so drop "
+                f"{'it' if len(sampling) == 1 else 'them'} (or drop --pairs-file)"
+            )
     gen, index = _load_lm(generator_path), TaskIndex.load(index_path)
     gen.check_index(index)
     with advice_for_cli(index_path):  # refit advice as a ragim command, not Python

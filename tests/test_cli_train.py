@@ -226,6 +226,25 @@ def test_a_value_out_of_range_is_not_called_another_schema(root, sft, tmp_path, 
     assert "pair 2: chosen is not a model the generator writes (parameter 'intercept' is 25, outside [-20, 20]" in text
 
 
+@pytest.mark.parametrize("stage", ["dpo", "reward"])
+def test_sampling_options_beside_a_pairs_file_are_refused(root, sft, tmp_path, stage):
+    """--min-margin 5 (which would keep none of the file's pairs), --pairs all and
+    --n-candidates 9 were ignored beside --pairs-file, training on all 6 pairs; they are
+    refused in one line before anything is loaded."""
+    pair = {"prompt": "p", "chosen": {"intercept": 1, "x01": 0, "x02": 0},
+            "rejected": {"intercept": -1, "x01": 0, "x02": 0}}
+    (tmp_path / "prefs.jsonl").write_text(json.dumps(pair) + "\n")
+    base = ["train", stage, "--generator", str(root / "sft"), "--index", str(root / "index"),
+            "--pairs-file", str(tmp_path / "prefs.jsonl"), "--out", str(tmp_path / "out"), "--max-steps", "1"]
+    r = runner.invoke(app, [*base, "--min-margin", "5", "--pairs", "all", "--n-candidates", "9"])
+    assert r.exit_code == 2, r.output
+    assert ("--n-candidates, --pairs, --min-margin choose how pairs are sampled from the generator; with "
+            "--pairs-file the file's pairs are used as they are, so drop them") in _flat(r.output)
+    r = runner.invoke(app, [*base, "--min-margin", "0.2"])
+    assert r.exit_code == 2 and "--min-margin choose how" in _flat(r.output) and "drop it" in _flat(r.output)
+    assert not (tmp_path / "out").exists()
+
+
 def test_train_dpo_checks_the_pairs_against_the_generator(root, sft):
     from ragim.train import train_dpo
 
