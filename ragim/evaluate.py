@@ -462,6 +462,21 @@ def _map_prior_predict(ctx: TargetContext) -> np.ndarray | None:
 _LM_GENERATE_KEYS = ("rerank", "reward_model", "num_candidates", "n", "temperature")
 
 
+def _check_lm_options(lm_config: dict) -> None:
+    """Refuse generation options of ``lm_config`` that every target would fail on (rerank
+    without a reward model, several greedy candidates, ...) before any fold fine-tunes an LM
+    (:func:`ragim.generate.lm.generation_options`, with the config ``train_sft`` would build)."""
+    from ragim.generate.lm import LMConfig, generation_options
+
+    opts = {key: v for key, v in lm_config.items() if key in _LM_GENERATE_KEYS}
+    given = lm_config.get("generator_config")
+    cfg = given if isinstance(given, LMConfig) else LMConfig(**dict(given or {}))
+    try:
+        generation_options(cfg, **opts)
+    except ValidationError as exc:
+        raise ValidationError(f"lm_config of ragim-lm: {exc}") from None
+
+
 def _lm_setup(fctx: FoldContext) -> None:
     """Fine-tune an LM generator (SFT) on this fold's leak-free index."""
     from ragim.train.sft import train_sft
@@ -860,6 +875,8 @@ def evaluate(
             "(add one with ragim.evaluate.register_method)"
         )
     draws = check_int(draws, "draws", ge=1)
+    if "ragim-lm" in methods:
+        _check_lm_options(dict(lm_config or {}))
     k_shots = sorted({check_int(k, "every k_shots entry", ge=0) for k in k_shots})
     if not k_shots:
         raise ValidationError("k_shots is empty; give at least one number of shots, e.g. (0, 8)")

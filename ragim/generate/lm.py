@@ -83,6 +83,79 @@ _WEIGHTINGS = ("similarity", "uniform")
 RERANKS = ("logprob", "reward_model")
 
 
+def generation_options(
+    config: LMConfig,
+    *,
+    rerank: str | None = None,
+    reward_model: Any = None,
+    num_candidates: int | None = None,
+    temperature: float | None = None,
+    n: int | None = None,
+) -> tuple[str, int, float]:
+    """The rerank rule, number of candidates and temperature that
+    :meth:`LMGenerator.generate_params` uses with these options and a generator of ``config``,
+    checked before any work (an evaluation checks them before it fine-tunes anything).
+
+    Defaults: ``config.num_candidates`` and ``config.temperature``; with
+    ``rerank="reward_model"``, 8 candidates (when the config asks for one) at temperature 0.8
+    (when the config's is 0).
+
+    Returns
+    -------
+    (rerank, num_candidates, temperature) : tuple of str, int and float
+
+    Raises
+    ------
+    ValidationError
+        An unknown ``rerank``; ``rerank="reward_model"`` without ``reward_model`` or a
+        ``reward_model`` without it; ``n`` and ``num_candidates`` that disagree; fewer than one
+        candidate or a negative temperature; more than one candidate at temperature 0 (greedy
+        candidates would be identical).
+
+    >>> generation_options(LMConfig(), rerank="reward_model", reward_model="runs/rm")
+    ('reward_model', 8, 0.8)
+    """
+    rerank = "logprob" if rerank is None else rerank
+    if rerank not in RERANKS:
+        raise ValidationError(f"rerank must be None or one of {list(RERANKS)}, got {rerank!r}")
+    if n is not None and num_candidates is not None and n != num_candidates:
+        raise ValidationError(
+            f"n={n} and num_candidates={num_candidates} disagree; pass one of them"
+        )
+    num_candidates = n if n is not None else num_candidates
+    if num_candidates is not None:
+        num_candidates = check_int(num_candidates, "num_candidates", ge=1)
+    if temperature is not None:
+        temperature = check_number(temperature, "temperature", ge=0)
+    if rerank == "reward_model":
+        if reward_model is None:
+            raise ValidationError(
+                'rerank="reward_model" needs reward_model=... (a RewardModel or the path of '
+                "a saved one); train one with ragim.train.train_reward_model"
+            )
+        count = (
+            num_candidates
+            if num_candidates is not None
+            else (config.num_candidates if config.num_candidates > 1 else 8)
+        )
+        temp = (
+            temperature
+            if temperature is not None
+            else (config.temperature if config.temperature > 0 else 0.8)
+        )
+        return rerank, count, temp
+    if reward_model is not None:
+        raise ValidationError('reward_model=... is used only with rerank="reward_model"')
+    count = config.num_candidates if num_candidates is None else num_candidates
+    temp = config.temperature if temperature is None else temperature
+    if count > 1 and temp == 0:
+        raise ValidationError(
+            f"num_candidates={count} with temperature 0 (greedy decoding) gives {count} "
+            "identical candidates; sample them with temperature > 0 (e.g. 0.8), or ask for 1"
+        )
+    return rerank, count, temp
+
+
 @dataclass
 class LMConfig:
     """Base model, retrieval, decoding and LoRA settings of an :class:`LMGenerator`."""
@@ -702,36 +775,20 @@ class LMGenerator(Generator):
         >>> p.metadata["rerank"], len(p.metadata["reward_scores"])
         ('reward_model', 3)
         """
-        rerank = "logprob" if rerank is None else rerank
-        if rerank not in RERANKS:
-            raise ValidationError(f"rerank must be None or one of {list(RERANKS)}, got {rerank!r}")
-        if n is not None and num_candidates is not None and n != num_candidates:
-            raise ValidationError(
-                f"n={n} and num_candidates={num_candidates} disagree; pass one of them"
-            )
-        num_candidates = n if n is not None else num_candidates
+        rerank, count, temp = generation_options(
+            self.config,
+            rerank=rerank,
+            reward_model=reward_model,
+            num_candidates=num_candidates,
+            temperature=temperature,
+            n=n,
+        )
         single = isinstance(query, str | Task)
         if rerank == "reward_model":
             from ragim.lm.reward_model import best_of_n
 
-            if reward_model is None:
-                raise ValidationError(
-                    'rerank="reward_model" needs reward_model=... (a RewardModel or the path of '
-                    "a saved one); train one with ragim.train.train_reward_model"
-                )
             rm = self._resolve_reward_model(reward_model)
             index = self._resolve_index(index)
-            cfg = self.config
-            count = (
-                num_candidates
-                if num_candidates is not None
-                else (cfg.num_candidates if cfg.num_candidates > 1 else 8)
-            )
-            temp = (
-                temperature
-                if temperature is not None
-                else (cfg.temperature if cfg.temperature > 0 else 0.8)
-            )
             from ragim.index import per_query_excludes
 
             queries = [query] if single else list(query)
@@ -742,15 +799,8 @@ class LMGenerator(Generator):
             ]
             best = self.toward_prior(queries, best, index, exclude)
             return best[0] if single else best
-        if reward_model is not None:
-            raise ValidationError('reward_model=... is used only with rerank="reward_model"')
         cands = self.generate_candidates(
-            query,
-            index,
-            k=k,
-            exclude=exclude,
-            num_candidates=num_candidates,
-            temperature=temperature,
+            query, index, k=k, exclude=exclude, num_candidates=count, temperature=temp
         )
         groups = [cands] if single else cands
         best = [
@@ -936,6 +986,7 @@ __all__ = [
     "LMConfig",
     "LMGenerator",
     "fit_prior_generator",
+    "generation_options",
     "plus_prior",
     "prior_params",
     "quiet_checkpointing_rename",

@@ -69,3 +69,26 @@ def test_generation_options_reach_the_generator(monkeypatch):
     assert (df["status"] == "ok").all()
     assert seen and all(kw["num_candidates"] == 2 and kw["temperature"] == 0.7 and callable(kw["exclude"])
                         for kw in seen)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"rerank": "reward_model"}, r'rerank="reward_model" needs reward_model='),
+    ({"num_candidates": 4}, "num_candidates=4 with temperature 0 .* 4 identical candidates"),
+    ({"reward_model": "runs/rm"}, r'reward_model=\.\.\. is used only with rerank="reward_model"'),
+    ({"rerank": "best"}, "rerank must be None or one of"),
+])
+def test_generation_options_every_target_would_fail_on_are_refused_before_any_sft(monkeypatch, options, message):
+    """lm_config={"rerank": "reward_model"} without a reward model fine-tuned an LM in each of the
+    5 folds, then failed every target: 5 NaN rows and a warning after 10 s of SFT. Such options
+    are refused before any fold trains."""
+    import ragim.train.sft as sft_mod
+    from ragim.errors import ValidationError
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("an LM was fine-tuned before the options were checked")
+
+    monkeypatch.setattr(sft_mod, "train_sft", no_training)
+    tasks = datasets.synthetic_family(n_tasks=5, n_features=2, seed=0)
+    with pytest.raises(ValidationError, match="lm_config of ragim-lm: " + message):
+        evaluate.zero_shot(tasks, methods=["ragim-lm"], embedder="hashing", progress=False,
+                           lm_config={"base_model": "tiny", "max_steps": 1, "k": 2, **options})
