@@ -107,6 +107,27 @@ def pair_groups(rows: Sequence[dict]) -> list[str]:
     return out
 
 
+def warn_if_validation_overlaps(train_rows: Sequence[dict], val_rows: Sequence[dict]) -> None:
+    """Warn (DataWarning) when validation pairs are of tasks the training pairs hold
+    (:func:`pair_groups`): their accuracy is then not on tasks the reward model never saw."""
+    import warnings
+
+    from ragim.errors import DataWarning, name_some
+
+    groups = pair_groups([*train_rows, *val_rows])
+    seen = set(groups[: len(train_rows)])
+    shared = [g for g in groups[len(train_rows) :] if g in seen]
+    if shared:
+        warnings.warn(
+            f"{len(shared)} of {len(val_rows)} validation pairs are of tasks the reward model "
+            f"trains on ({name_some(dict.fromkeys(shared))}), so val_accuracy_ is not an "
+            "accuracy on unseen tasks; give val_pairs of other tasks, or leave them out to hold "
+            "out val_fraction of the tasks",
+            DataWarning,
+            stacklevel=3,
+        )
+
+
 def split_pairs_by_task(
     rows: list[dict], val_fraction: float, seed: int
 ) -> tuple[list[dict], list[dict]]:
@@ -180,7 +201,9 @@ def train_reward_model(
     lora_r : int
         LoRA rank (alpha = 2 * rank).
     val_pairs : optional
-        Validation pairs; default: ``val_fraction`` of the *tasks* of ``pairs`` are held out.
+        Validation pairs; default: ``val_fraction`` of the *tasks* of ``pairs`` are held out
+        (:func:`split_pairs_by_task`). Pairs of tasks that ``pairs`` holds are a DataWarning
+        (:func:`warn_if_validation_overlaps`).
     param_names : sequence of str, optional
         The parameter layout of the index the reward model will score (e.g. the
         generator's ``param_names_``). When given, every pair's models must use exactly
@@ -217,6 +240,12 @@ def train_reward_model(
         Trained; ``val_accuracy_`` is the pairwise accuracy on the validation pairs
         (held-out tasks), ``history_`` the trainer's log (``loss``, ``accuracy``, ``margin``),
         ``training_`` the run's config.
+
+    Warns
+    -----
+    DataWarning
+        When the validation pairs are of tasks the training pairs hold, or all pairs are of one
+        task (nothing held out).
     """
     from transformers import set_seed
     from trl import RewardConfig as TRLRewardConfig
@@ -239,6 +268,7 @@ def train_reward_model(
         )
     if val_pairs is not None:
         train_rows, val_rows = rows, pair_rows(val_pairs)
+        warn_if_validation_overlaps(train_rows, val_rows)
     else:
         train_rows, val_rows = split_pairs_by_task(rows, run.val_fraction, run.seed)
     if param_names is not None:
@@ -303,4 +333,5 @@ __all__ = [
     "pair_groups",
     "split_pairs_by_task",
     "train_reward_model",
+    "warn_if_validation_overlaps",
 ]
