@@ -733,6 +733,13 @@ def train_grpo_cmd(
     rewards: Annotated[
         str, typer.Option(help="name=weight,... (log_likelihood, auroc, validity, sparsity, sign)")
     ] = "log_likelihood=1",
+    sign_constraints: Annotated[
+        Path | None,
+        typer.Option(
+            help="expected signs for the 'sign' reward: a JSON object {\"age\": 1} or a "
+            "term,sign CSV (docs/rewards.md)"
+        ),
+    ] = None,
     num_generations: Annotated[int, typer.Option(help="answers sampled per prompt (>= 2)")] = 4,
     max_steps: _MaxSteps = 50,
     batch_size: Annotated[int, typer.Option(help="prompts per step")] = 1,
@@ -760,7 +767,21 @@ def train_grpo_cmd(
 
     steps = _optimiser(max_steps, batch_size, learning_rate)
     check_positive(**steps, temperature=temperature)
-    config = VerifiableRewardConfig(weights=_reward_weights(rewards))
+    config = VerifiableRewardConfig(
+        weights=_reward_weights(rewards),
+        sign_constraints=None if sign_constraints is None else str(sign_constraints),
+    )
+    if config.weights.get("sign", 0) > 0 and sign_constraints is None:
+        raise typer.BadParameter(
+            "--rewards sign=... needs --sign-constraints PATH (the expected sign of each term: "
+            'a JSON object {"age": 1} or a term,sign CSV)'
+        )
+    if sign_constraints is not None:
+        if "sign" not in config.weights:
+            raise typer.BadParameter(
+                "--sign-constraints is read by the 'sign' reward only; add sign=WEIGHT to --rewards"
+            )
+        config.build()  # reads the file: a bad one is refused before anything is loaded
     gen, index = _load_lm(generator_path), TaskIndex.load(index_path)
     with advice_for_cli(index_path):  # refit advice as a ragim command, not Python
         gen.check_index(index)

@@ -147,6 +147,30 @@ def test_train_grpo(root, sft):
     assert LMGenerator.load(root / "grpo-plain", device="cpu").training_[-1]["config"]["constrained"] is False
 
 
+def test_the_sign_reward_gets_its_constraints_from_the_command_line(root, sft, tmp_path):
+    """`--rewards sign=1` could not work from the command line: no option took the expected
+    signs, and the run failed at its first step. --sign-constraints gives them; without it the
+    sign reward is refused before anything is loaded (train_grpo refuses it too)."""
+    from ragim.train import train_grpo
+
+    base = ["train", "grpo", "--generator", str(root / "sft"), "--index", str(root / "index"),
+            "--num-generations", "2", "--max-steps", "1"]
+    r = runner.invoke(app, [*base, "--rewards", "sign=1", "--out", str(tmp_path / "a")])
+    assert r.exit_code == 2 and "--rewards sign=... needs --sign-constraints PATH" in _flat(r.output)
+    (tmp_path / "signs.json").write_text('{"x01": 1, "x02": -1}')
+    r = runner.invoke(app, [*base, "--sign-constraints", str(tmp_path / "signs.json"), "--out", str(tmp_path / "b")])
+    assert r.exit_code == 2 and "add sign=WEIGHT to --rewards" in _flat(r.output)
+    s = _run(*base, "--rewards", "log_likelihood=1,sign=0.5", "--sign-constraints", tmp_path / "signs.json",
+             "--out", tmp_path / "c")
+    assert s["rewards"] == {"log_likelihood": 1.0, "sign": 0.5}
+    gen = LMGenerator.load(tmp_path / "c", device="cpu")
+    assert gen.training_[-1]["config"]["rewards"]["sign_constraints"] == str(tmp_path / "signs.json")
+    assert any("rewards/sign_agreement/mean" in h for h in gen.history_)
+    with pytest.raises(ValidationError, match="the 'sign' reward needs the expected signs"):
+        train_grpo(gen, TaskIndex.load(root / "index"), rewards={"weights": {"sign": 1}}, max_steps=1,
+                   num_generations=2, progress=False)
+
+
 def test_text_output_and_errors(root, sft, tmp_path):
     # a wrong --generator path is a RagimError (cli.main turns it into exit code 2)
     r = runner.invoke(app, ["train", "grpo", "--generator", str(tmp_path / "nope"), "--index", str(root / "index"),

@@ -404,6 +404,7 @@ def train_grpo(
     Raises
     ------
     ValidationError
+        The ``sign`` reward without ``sign_constraints`` (every step would fail on it).
         An index of another layout or embedder than the generator's, or one that no longer
         holds the tasks it was fine-tuned on or was rebuilt since (other feature scaling;
         :meth:`~ragim.generate.base.Generator.check_index_unchanged`), before any step.
@@ -426,6 +427,12 @@ def train_grpo(
         "it in train_sft(index, generator_config=LMConfig({name}=...))",
     )
     run = run_config(GRPOTrainingConfig, config, **overrides)
+    if run.rewards.weights.get("sign", 0) > 0 and run.rewards.sign_constraints is None:
+        raise ValidationError(
+            "the 'sign' reward needs the expected signs, and GRPO's prompts carry none: give "
+            "VerifiableRewardConfig(sign_constraints=path) (a JSON object or term,sign CSV; "
+            "ragim train grpo --sign-constraints PATH), or drop 'sign' from the weights"
+        )
     reward_funcs, reward_weights = run.rewards.build()
     for func, w in (extra_rewards or {}).items():
         if not callable(func):
