@@ -165,7 +165,7 @@ def load_preferences(path: str | os.PathLike):
         raise ValidationError(
             f"preference file {str(p)!r} does not exist; give a .jsonl file with one pair per line"
         )
-    rows, problems = [], []
+    rows, problems, linenos = [], [], []
     with open(p, encoding="utf-8-sig") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
@@ -179,6 +179,7 @@ def load_preferences(path: str | os.PathLike):
             problems.extend(f"line {lineno}: {e}" for e in errs)
             if row is not None:
                 rows.append(row)
+                linenos.append(lineno)
     if problems:
         shown = problems[:20] + (
             [f"... and {len(problems) - 20} more"] if len(problems) > 20 else []
@@ -190,11 +191,51 @@ def load_preferences(path: str | os.PathLike):
         )
     if not rows:
         raise ValidationError(f"preference file {str(p)!r} holds no preference pairs")
+    clashes = contradicting_pairs(rows)
+    if clashes:
+        import warnings
+
+        from ragim.errors import DataWarning
+
+        shown = ", ".join(f"line {linenos[j]} reverses line {linenos[i]}" for i, j in clashes[:5])
+        warnings.warn(
+            f"preference file {str(p)!r}: {len(clashes)} pair(s) prefer the other answer of an "
+            f"earlier pair with the same prompt ({shown}{', ...' if len(clashes) > 5 else ''}); "
+            "their losses pull against each other, so training learns nothing from them: keep "
+            "the ranking you mean, or keep both if annotators truly disagree",
+            DataWarning,
+            stacklevel=2,
+        )
     for col in OPTIONAL_COLUMNS:
         if all(r[col] is None for r in rows):
             for r in rows:
                 del r[col]
     return Dataset.from_list(rows)
+
+
+def contradicting_pairs(rows: Sequence[dict]) -> list[tuple[int, int]]:
+    """The pairs that reverse an earlier one, as ``(earlier, later)`` 0-based positions: the
+    same prompt, with the later pair's chosen answer the earlier one's rejected and the other
+    way round (answers compared as their text).
+
+    >>> contradicting_pairs([{"prompt": "p", "chosen": "a", "rejected": "b"},
+    ...                      {"prompt": "p", "chosen": "b", "rejected": "a"},
+    ...                      {"prompt": "q", "chosen": "b", "rejected": "a"}])
+    [(0, 1)]
+    """
+
+    def text(x: Any) -> str:
+        return json.dumps(x, sort_keys=True, default=str)
+
+    first: dict[tuple[str, str, str], int] = {}
+    out = []
+    for j, r in enumerate(rows):
+        key = (text(r["prompt"]), text(r["chosen"]), text(r["rejected"]))
+        reverse = (key[0], key[2], key[1])
+        if reverse in first:
+            out.append((first[reverse], j))
+        first.setdefault(key, j)
+    return out
 
 
 def _records(
@@ -464,6 +505,7 @@ __all__ = [
     "PREFERENCE_COLUMNS",
     "check_pair_names",
     "check_pair_prompts",
+    "contradicting_pairs",
     "empty_pairs",
     "in_answer_format",
     "load_preferences",
