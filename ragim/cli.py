@@ -629,20 +629,21 @@ def train_reward_cmd(
     refuse_to_replace(save_pairs, dest.overwrite, "--save-pairs")
     from ragim.lm.pairs import save_preferences
     from ragim.params import param_names
-    from ragim.train.reward import train_reward_model
+    from ragim.train.reward import RewardModelTrainingConfig, train_reward_model
 
     steps = _optimiser(max_steps, batch_size, learning_rate)
     check_positive(n_candidates=pair_options.n_candidates, **steps, lora_r=lora_r)
+    # the run's settings are checked before the pairs are sampled (minutes on a real model)
+    config = RewardModelTrainingConfig(**steps, val_fraction=val_fraction, seed=common["seed"])
     gen, index, data, t0 = _generator_and_pairs(generator_path, index_path, pair_options, **common)
     if save_pairs is not None:
         save_preferences(data, save_pairs)
     rm = train_reward_model(
         data,
+        config,
         base_model=gen.config.base_model,
         lora_r=lora_r,
-        **steps,
-        val_fraction=val_fraction,
-        **common,
+        progress=common["progress"],
         device=gen.config.device,
         param_names=param_names(index.model, index.schema),
         answer_format=gen.answer_format(param_names(index.model, index.schema)),
@@ -763,7 +764,7 @@ def train_grpo_cmd(
     from ragim.generate.base import advice_for_cli
     from ragim.index import TaskIndex
     from ragim.train.rewards import VerifiableRewardConfig
-    from ragim.train.rl import train_grpo
+    from ragim.train.rl import GRPOTrainingConfig, train_grpo
 
     steps = _optimiser(max_steps, batch_size, learning_rate)
     check_positive(**steps, temperature=temperature)
@@ -782,23 +783,22 @@ def train_grpo_cmd(
                 "--sign-constraints is read by the 'sign' reward only; add sign=WEIGHT to --rewards"
             )
         config.build()  # reads the file: a bad one is refused before anything is loaded
-    gen, index = _load_lm(generator_path), TaskIndex.load(index_path)
-    with advice_for_cli(index_path):  # refit advice as a ragim command, not Python
-        gen.check_index(index)
-        gen.check_index_unchanged(index)
-    t0 = time.perf_counter()
-    rl = train_grpo(
-        gen,
-        index,
-        reward_config=config,
+    grpo = GRPOTrainingConfig(  # the run's settings, checked before anything is loaded
+        rewards=config,
         num_generations=num_generations,
         **steps,
         temperature=temperature,
         constrained=constrained,
         beta=beta,
         heldout_fraction=heldout_fraction,
-        **common,
+        seed=common["seed"],
     )
+    gen, index = _load_lm(generator_path), TaskIndex.load(index_path)
+    with advice_for_cli(index_path):  # refit advice as a ragim command, not Python
+        gen.check_index(index)
+        gen.check_index_unchanged(index)
+    t0 = time.perf_counter()
+    rl = train_grpo(gen, index, grpo, progress=common["progress"])
     log = [h for h in rl.history_ if h.get("stage") == "grpo" and "reward" in h]
     zero = [h["frac_reward_zero_std"] for h in log if "frac_reward_zero_std" in h]
     _save_trained(

@@ -171,6 +171,21 @@ def test_the_sign_reward_gets_its_constraints_from_the_command_line(root, sft, t
                    num_generations=2, progress=False)
 
 
+@pytest.mark.parametrize(("stage", "option", "message"), [
+    ("reward", ["--val-fraction", "1.5"], "val_fraction must be a number in [0, 1), got 1.5"),
+    ("grpo", ["--heldout-fraction", "1"], "heldout_fraction must be a number in (0, 1), got 1.0"),
+    ("grpo", ["--num-generations", "1"], "num_generations must be an integer >= 2, got 1"),
+])
+def test_run_settings_are_checked_before_anything_is_loaded(root, tmp_path, stage, option, message):
+    """`ragim train reward --val-fraction 1.5` sampled every task's candidates (7 s on the tiny
+    model, minutes on SmolLM2) before its run config refused the value; grpo loaded the
+    generator first. Both are refused first: here the --generator path does not even exist."""
+    r = runner.invoke(app, ["train", stage, "--generator", str(tmp_path / "no-generator"), "--index",
+                            str(root / "index"), "--out", str(tmp_path / "out"), *option])
+    assert isinstance(r.exception, ValidationError), r.output
+    assert message in str(r.exception)
+
+
 def test_text_output_and_errors(root, sft, tmp_path):
     # a wrong --generator path is a RagimError (cli.main turns it into exit code 2)
     r = runner.invoke(app, ["train", "grpo", "--generator", str(tmp_path / "nope"), "--index", str(root / "index"),
