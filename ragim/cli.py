@@ -627,9 +627,14 @@ def train_reward_cmd(
 ):
     common = run.start(dest)
     refuse_to_replace(save_pairs, dest.overwrite, "--save-pairs")
-    from ragim.lm.pairs import save_preferences
+    from ragim.lm.pairs import pair_rows, save_preferences
     from ragim.params import param_names
-    from ragim.train.reward import RewardModelTrainingConfig, train_reward_model
+    from ragim.train.reward import (
+        RewardModelTrainingConfig,
+        pair_groups,
+        split_pairs_by_task,
+        train_reward_model,
+    )
 
     steps = _optimiser(max_steps, batch_size, learning_rate)
     check_positive(n_candidates=pair_options.n_candidates, **steps, lora_r=lora_r)
@@ -638,9 +643,13 @@ def train_reward_cmd(
     gen, index, data, t0 = _generator_and_pairs(generator_path, index_path, pair_options, **common)
     if save_pairs is not None:
         save_preferences(data, save_pairs)
+    # the trainer's own split, made here so that the summary can count its tasks (a pair
+    # without task_id counts by its prompt)
+    train_rows, val_rows = split_pairs_by_task(pair_rows(data), config.val_fraction, config.seed)
     rm = train_reward_model(
-        data,
+        train_rows,
         config,
+        val_pairs=val_rows,
         base_model=gen.config.base_model,
         lora_r=lora_r,
         progress=common["progress"],
@@ -658,8 +667,9 @@ def train_reward_cmd(
         run.as_json,
         note=f" (pairwise accuracy on held-out tasks' pairs: {rm.val_accuracy_:.3f})",
         n_pairs=len(data),
-        n_train_tasks=len(rm.train_task_ids_),
-        n_val_tasks=len(rm.val_task_ids_),
+        n_train_tasks=len(set(pair_groups(train_rows))),
+        n_val_tasks=len(set(pair_groups(val_rows))),
+        n_val_pairs=len(val_rows),
         val_pairwise_accuracy=rm.val_accuracy_,
         train_loss=_history_last(rm.history_, "loss"),
     )

@@ -186,6 +186,25 @@ def test_run_settings_are_checked_before_anything_is_loaded(root, tmp_path, stag
     assert message in str(r.exception)
 
 
+def test_the_reward_summary_counts_the_tasks_of_pairs_without_task_ids(root, sft, tmp_path):
+    """A pairs file without task_id (optional) gave 'n_train_tasks 0, n_val_tasks 0' for 6 pairs of
+    6 prompts, beside a validation accuracy; the summary counts the tasks the split held out (a
+    pair's task_id, else its prompt) and says on how many pairs the accuracy rests."""
+    from ragim.train import build_preference_pairs
+
+    pairs = build_preference_pairs(LMGenerator.load(root / "sft", device="cpu"), TaskIndex.load(root / "index"),
+                                   n_candidates=2, min_margin=0.0, progress=False)
+    rows = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in pairs]   # no task_id
+    assert len(rows) == 6 and len({json.dumps(r["prompt"]) for r in rows}) == 6
+    (tmp_path / "prefs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    s = _run("train", "reward", "--generator", root / "sft", "--index", root / "index", "--out", tmp_path / "rm",
+             "--pairs-file", tmp_path / "prefs.jsonl", "--max-steps", 1, "--batch-size", 2)
+    assert (s["n_pairs"], s["n_train_tasks"], s["n_val_tasks"], s["n_val_pairs"]) == (6, 5, 1, 1)
+    s = _run("train", "reward", "--generator", root / "sft", "--index", root / "index", "--out", tmp_path / "rm0",
+             "--pairs-file", tmp_path / "prefs.jsonl", "--max-steps", 1, "--batch-size", 2, "--val-fraction", 0)
+    assert (s["n_train_tasks"], s["n_val_tasks"], s["n_val_pairs"], s["val_pairwise_accuracy"]) == (6, 0, 0, None)
+
+
 def test_text_output_and_errors(root, sft, tmp_path):
     # a wrong --generator path is a RagimError (cli.main turns it into exit code 2)
     r = runner.invoke(app, ["train", "grpo", "--generator", str(tmp_path / "nope"), "--index", str(root / "index"),
