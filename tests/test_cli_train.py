@@ -126,6 +126,24 @@ def test_train_reward_and_generate_with_rerank(root, sft):
     assert meta["reward_scores"].index(max(meta["reward_scores"])) == meta["candidate"]
 
 
+def test_a_reward_model_of_another_schema_does_not_rerank(root, sft, tmp_path):
+    """A reward model trained on pairs of one index reranked the candidates of a generator of an
+    index rebuilt on other tasks (the same parameter names over another scaling) without a word;
+    it keeps its index's schema fingerprint, and best_of_n refuses another schema."""
+    rm = RewardModel.load(root / "rm", device="cpu")
+    assert rm.schema_fingerprint_ == TaskIndex.load(root / "index").schema.fingerprint()
+    rebuilt = tmp_path / "rebuilt"
+    TaskIndex.build(datasets.synthetic_family(n_tasks=8, n_features=2, seed=5), embedder="hashing",
+                    progress=False).save(rebuilt)
+    _run("train", "sft", "--index", rebuilt, "--out", tmp_path / "sft", "--base-model", "tiny", "--max-steps", 1,
+         "--batch-size", 2, "--k", 2)
+    r = runner.invoke(app, ["generate", "Predict the outcome.", "--index", str(rebuilt), "--generator",
+                            str(tmp_path / "sft"), "--rerank", "reward_model", "--reward-model", str(root / "rm"),
+                            "-n", "2"])
+    assert isinstance(r.exception, ValidationError), r.output
+    assert "trained on pairs of an index with another feature schema" in str(r.exception)
+
+
 def test_train_dpo_from_a_pairs_file(root, sft):
     s = _run("train", "dpo", "--generator", root / "sft", "--index", root / "index", "--out", root / "dpo",
              "--pairs-file", root / "pairs.jsonl", "--max-steps", 1, "--batch-size", 2)

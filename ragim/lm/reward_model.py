@@ -108,6 +108,10 @@ class RewardModel:
         training (``train_reward_model(..., answer_format=...)``), saved with the model; None:
         as given (JSON objects). :meth:`pairwise_accuracy` writes pairs in it, and
         :func:`best_of_n` refuses a generator that writes another.
+    schema_fingerprint_ : :meth:`ragim.schema.FeatureSchema.fingerprint` of the index whose
+        generator's pairs it was trained on (``train_reward_model(..., generator=gen)``),
+        saved with the model; None: not known. :func:`best_of_n` refuses an index with another
+        feature schema (the same parameter names over another scaling).
     """
 
     def __init__(self, config: RewardModelConfig | None = None, **overrides: Any):
@@ -117,6 +121,7 @@ class RewardModel:
         self.tokenizer_ = None
         self.val_accuracy_ = math.nan
         self.answer_format_ = None
+        self.schema_fingerprint_ = None
         restore_training_state(self)  # history_, training_, ...: untrained
 
     # ------------------------------------------------------------------ model
@@ -245,6 +250,7 @@ class RewardModel:
                 "decimals": fmt.decimals,
                 "max_abs": fmt.max_abs,
             },
+            "schema_fingerprint": self.schema_fingerprint_,
             **training_state(self),
         }
         return save_adapter_artifact(path, FORMAT, self.config, state, self.model_)
@@ -273,6 +279,10 @@ class RewardModel:
                     fmt["keys"], name=fmt["name"], decimals=fmt["decimals"], max_abs=fmt["max_abs"]
                 )
             )
+            fingerprint = state.get("schema_fingerprint")  # absent before it was kept
+            if fingerprint is not None and not isinstance(fingerprint, str):
+                raise ValidationError(f"schema_fingerprint must be text, got {fingerprint!r}")
+            rm.schema_fingerprint_ = fingerprint
             restore_training_state(rm, state)
         except (TypeError, KeyError, AttributeError, ValidationError) as exc:
             raise ArtifactError(f"{path}: not a valid reward model ({exc})") from exc
@@ -314,6 +324,13 @@ def best_of_n(generator, reward_model, query, index, *, n=8, temperature=0.8, k=
     ModelParams
         The best candidate; ``metadata`` adds ``rerank="reward_model"``, ``n`` and
         ``reward_scores`` (every candidate's score, in sampling order).
+
+    Raises
+    ------
+    ValidationError
+        A reward model trained on answers of another format or parameters than the
+        generator writes, or on pairs of an index with another feature schema than
+        ``index`` (``schema_fingerprint_``), before any candidate is sampled.
     """
     from ragim.params import param_names
     from ragim.tasks import Task
@@ -330,6 +347,14 @@ def best_of_n(generator, reward_model, query, index, *, n=8, temperature=0.8, k=
             f"the reward model was trained on {trained.name!r} answers over "
             f"{len(trained.keys)} parameters, but the generator writes {fmt.name!r} answers over "
             f"{len(fmt.keys)}; train it on this generator's pairs (answer_format=...)"
+        )
+    trained_on = getattr(reward_model, "schema_fingerprint_", None)
+    if trained_on is not None and trained_on != index.schema.fingerprint():
+        raise ValidationError(
+            "the reward model was trained on pairs of an index with another feature schema "
+            "(the same parameter names over another scaling: an index rebuilt on other tasks), "
+            "so it would rank answers on that index's scale; train it on this generator's "
+            "pairs on this index"
         )
     cands = generator.generate_candidates(
         query, index, k=k, exclude=exclude, num_candidates=n, temperature=temperature

@@ -221,7 +221,9 @@ def train_reward_model(
         The generator whose candidates the reward model will rank: every pair's prompt must
         have the layout it builds (answer instruction, statistical prior, population model,
         at most ``k`` neighbours; :func:`~ragim.lm.pairs.check_pair_prompts`), checked before
-        any step, since ``best_of_n`` shows the reward model that generator's prompts.
+        any step, since ``best_of_n`` shows the reward model that generator's prompts. The
+        model keeps its index's schema fingerprint (``schema_fingerprint_``), and
+        ``best_of_n`` refuses an index with another schema.
     device : str, optional
         ``"cpu"``, ``"cuda"``, ... (default ``"auto"``).
     progress : bool
@@ -319,6 +321,8 @@ def train_reward_model(
     )
     rm.val_task_ids_ = sorted({r["task_id"] for r in val_rows if isinstance(r.get("task_id"), str)})
     rm.answer_format_ = answer_format
+    schema = getattr(generator, "schema_", None)
+    rm.schema_fingerprint_ = None if schema is None else schema.fingerprint()
     if val_rows:
         rm.val_accuracy_ = rm.pairwise_accuracy(val_rows)
     return rm
