@@ -410,6 +410,16 @@ def _generator_and_pairs(
     return gen, index, data, t0
 
 
+def _check_pair_options(pair_options: _PairOptions) -> None:
+    """Refuse, before anything is loaded, sampling options a pair cannot come from: fewer than
+    two candidates per task."""
+    if pair_options.pairs_file is None and pair_options.n_candidates < 2:
+        raise typer.BadParameter(
+            f"--n-candidates must be at least 2 (a pair compares two candidates), got "
+            f"{pair_options.n_candidates}"
+        )
+
+
 # Options shared by `ragim train reward|dpo|grpo`.
 _SavedGenerator = Annotated[
     Path, typer.Option("--generator", help="a saved LM generator (usually SFT'd)")
@@ -561,6 +571,11 @@ def train_sft_cmd(
     check_k(k, "--k", allow_zero=True)  # LMConfig(k=0): prompts with no neighbours
     steps = _optimiser(max_steps, batch_size, learning_rate)
     check_positive(**steps, lora_r=lora_r)
+    if residual and not statistical_prior:
+        raise typer.BadParameter(
+            "--residual needs --statistical-prior (a residual answer is a change to the "
+            "statistical prior in the prompt)"
+        )
     index = TaskIndex.load(index_path)
     t0 = time.perf_counter()
     gen = train_sft(
@@ -638,6 +653,7 @@ def train_reward_cmd(
 
     steps = _optimiser(max_steps, batch_size, learning_rate)
     check_positive(n_candidates=pair_options.n_candidates, **steps, lora_r=lora_r)
+    _check_pair_options(pair_options)
     # the run's settings are checked before the pairs are sampled (minutes on a real model)
     config = RewardModelTrainingConfig(**steps, val_fraction=val_fraction, seed=common["seed"])
     gen, index, data, t0 = _generator_and_pairs(generator_path, index_path, pair_options, **common)
@@ -694,6 +710,7 @@ def train_dpo_cmd(
 
     steps = _optimiser(max_steps, batch_size, learning_rate)
     check_positive(n_candidates=pair_options.n_candidates, beta=beta, **steps)
+    _check_pair_options(pair_options)
     gen, index, data, t0 = _generator_and_pairs(generator_path, index_path, pair_options, **common)
     dpo = train_dpo(gen, data, index=index, beta=beta, **steps, **common)
     _save_trained(
@@ -916,6 +933,10 @@ def generate(
             "--rerank, --reward-model, --num-candidates and --temperature need --generator (an "
             "LM generator)"
         )
+    if rerank == "reward_model" and reward_model is None:
+        raise typer.BadParameter("--rerank reward_model needs --reward-model PATH (a saved one)")
+    if reward_model is not None and rerank != "reward_model":
+        raise typer.BadParameter("--reward-model is used only with --rerank reward_model")
     if k == 0 and generator_path is None:
         raise typer.BadParameter(
             "-k 0 (no neighbours) is for an LM generator's prompt (--generator); give -k 1 or more"

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from ragim import TaskIndex, datasets
 from ragim.cli import app
-from ragim.errors import ArtifactError, RagimError, ValidationError
+from ragim.errors import ArtifactError, ValidationError
 
 pytest.importorskip("trl")
 
@@ -94,8 +94,7 @@ def test_train_sft_residual_answers(root, tmp_path):
     assert gen.generate_params("Predict the outcome.", index).metadata["residual"] is True
     r = runner.invoke(app, ["train", "sft", "--index", str(root / "index"), "--out", str(tmp_path / "x"),
                             "--base-model", "tiny", "--residual"])
-    assert isinstance(r.exception, ValidationError)
-    assert "residual=True needs statistical_prior=True" in str(r.exception)
+    assert r.exit_code == 2 and "--residual needs --statistical-prior" in _flat(r.output)
     assert not (tmp_path / "x").exists()
 
 
@@ -233,7 +232,19 @@ def test_text_output_and_errors(root, sft, tmp_path):
     assert isinstance(r.exception, ValidationError) and "bleu" in str(r.exception)
     r = runner.invoke(app, ["generate", "Predict.", "--index", str(root / "index"), "--generator", str(root / "sft"),
                             "--rerank", "reward_model"])
-    assert isinstance(r.exception, RagimError) and "needs reward_model" in str(r.exception)
+    assert r.exit_code == 2 and "--rerank reward_model needs --reward-model PATH" in _flat(r.output)
+    r = runner.invoke(app, ["generate", "Predict.", "--index", str(root / "index"), "--generator", str(root / "sft"),
+                            "--reward-model", str(root / "sft")])
+    assert r.exit_code == 2 and "--reward-model is used only with --rerank reward_model" in _flat(r.output)
+    # the flags a user typed, not the Python names behind them (which named reward_model=...,
+    # statistical_prior=True and n_candidates)
+    r = runner.invoke(app, ["train", "sft", "--index", str(root / "index"), "--out", str(tmp_path / "r"),
+                            "--residual"])
+    assert r.exit_code == 2 and "--residual needs --statistical-prior" in _flat(r.output)
+    for stage in ("reward", "dpo"):
+        r = runner.invoke(app, ["train", stage, "--generator", str(tmp_path / "none"), "--index",
+                                str(root / "index"), "--out", str(tmp_path / stage), "--n-candidates", "1"])
+        assert r.exit_code == 2 and "--n-candidates must be at least 2" in _flat(r.output), r.output
     # -n > 1 from a greedy generator would give n identical candidates; --temperature samples them
     r = runner.invoke(app, ["generate", "Predict.", "--index", str(root / "index"), "--generator", str(root / "sft"),
                             "-n", "3"])
