@@ -49,6 +49,7 @@ import contextlib
 import copy
 import tempfile
 import warnings
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from functools import partial
@@ -165,6 +166,17 @@ class GRPOTrainingConfig(CheckpointConfig):
             )
         elif self.task_ids is not None:
             self.task_ids = list(self.task_ids)
+            twice = sorted((t for t, n in Counter(self.task_ids).items() if n > 1), key=str)
+            if not self.task_ids:
+                problems.append(
+                    "task_ids is empty; give the training tasks, or None for the generator's "
+                    "SFT training tasks"
+                )
+            elif twice:
+                problems.append(
+                    f"task_ids names {len(twice)} task(s) more than once ({twice[:5]}); a task "
+                    "given twice would get twice the prompts"
+                )
         check_fields(
             self,
             {
@@ -317,6 +329,12 @@ def build_grpo_dataset(
         raise ValidationError(
             "the index keeps no task rows; rebuild it with TaskIndex.build(..., keep_tasks=True) "
             "so that rewards can be evaluated on held-out rows"
+        )
+    unknown = [t for t in task_ids if t not in index]
+    if unknown:
+        raise ValidationError(
+            f"{len(unknown)} of the task_ids are not in the index: {unknown[:5]}; give ids of "
+            "its tasks (index.ids)"
         )
     missing = [t for t in task_ids if t not in index.tasks]
     if missing:

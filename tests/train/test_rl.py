@@ -481,3 +481,16 @@ def test_dpo_refuses_pairs_written_for_another_prompt_layout(sft, index, family)
     with pytest.raises(ValidationError, match=r"the DPO preference pairs were written for another prompt layout "
                                               r"than this generator's: \d+ of \d+ pair\(s\) differ .*compact answers"):
         train_dpo(compact, pairs, max_steps=1, batch_size=2, progress=False)
+
+
+def test_grpo_task_ids_are_checked_as_ids_of_the_index(sft, index):
+    """task_ids=["nope"] said '1 task(s) have no rows in the index' (it is not in the index at
+    all), task_ids=[] said 'no tasks to build SFT examples from', and a task given 3 times was
+    trained on with 3 times the prompts and recorded so; each is now named as what it is."""
+    kw = dict(max_steps=1, num_generations=2, progress=False)
+    with pytest.raises(ValidationError, match=r"1 of the task_ids are not in the index: \['nope'\]"):
+        train_grpo(sft, index, task_ids=["nope"], **kw)
+    with pytest.raises(ValidationError, match="task_ids is empty"):
+        train_grpo(sft, index, task_ids=[], **kw)
+    with pytest.raises(ValidationError, match=r"task_ids names 1 task\(s\) more than once \(\['syn-0000000'\]\)"):
+        train_grpo(sft, index, task_ids=["syn-0000000"] * 3, **kw)
