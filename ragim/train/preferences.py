@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -152,6 +153,12 @@ def build_preference_pairs(
         ids = [t for t in index.ids if t not in val]
     else:
         ids = list(task_ids)
+        twice = sorted((t for t, n in Counter(ids).items() if n > 1), key=str)
+        if twice:
+            raise ValidationError(
+                f"task_ids names {len(twice)} task(s) more than once ({twice[:5]}); a task "
+                "given twice would give its pairs twice"
+            )
     unknown = [t for t in ids if t not in index or t not in index.tasks]
     if unknown:
         raise ValidationError(

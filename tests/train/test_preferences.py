@@ -272,3 +272,10 @@ def test_a_pair_that_reverses_another_in_a_preference_file_is_said(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataWarning)
         load_preferences(path)
+
+
+def test_a_task_given_twice_to_build_preference_pairs_is_refused(generator, synthetic_index):
+    """task_ids=[a, a] gave a's pairs twice (2 pairs of one task); refused, as train_grpo refuses it."""
+    with pytest.raises(ValidationError, match=r"task_ids names 1 task\(s\) more than once \(\['syn-0000000'\]\)"):
+        build_preference_pairs(generator, synthetic_index, task_ids=["syn-0000000"] * 2, n_candidates=2,
+                               progress=False)
