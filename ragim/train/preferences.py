@@ -182,6 +182,7 @@ def build_preference_pairs(
         hide=hidden,  # never a neighbour, as in SFT
         max_tokens=generator.prompt_limit(names),
         prior_generator=generator.fitted_prior(index),  # the prior its candidates are shown
+        warn_clipped=False,  # the prompts alone are used
     )
     rows: list[dict] = []
     for row in tqdm(

@@ -347,6 +347,7 @@ def build_grpo_dataset(
         hide=hide,
         max_tokens=max_tokens,
         prior_generator=prior_generator,
+        warn_clipped=False,  # the prompts alone are used
     )
     names = param_names(index.model, index.schema)
     heldouts = []

@@ -170,6 +170,7 @@ def build_sft_dataset(
     targets: str = "fit",
     heldout_fraction: float = 0.5,
     seed: int = 0,
+    warn_clipped: bool = True,
 ):
     """Leave-one-task-out prompt/completion examples for the tasks of ``index``.
 
@@ -192,6 +193,8 @@ def build_sft_dataset(
         the prompt's prior of the rows ``Task.split(heldout_fraction, seed=seed)`` trains on;
         see the module docstring).
     heldout_fraction, seed : with ``targets="posterior"``, the rows kept out of the targets.
+    warn_clipped : warn (DataWarning) when answers have values beyond ``config.max_abs``, which
+        are written clipped (off for GRPO and preference pairs, which use the prompts alone).
 
     Returns
     -------
@@ -242,7 +245,7 @@ def build_sft_dataset(
         if prior_generator is None:
             prior_generator = fit_prior_generator(index)
         priors = prior_params(prior_generator, [r["description"] for r in records], index, excludes)
-    rows, shown = [], []
+    rows, shown, clipped = [], [], []
     for tid, rec, hs, ex, prior in zip(ids, records, hits, excludes, priors, strict=True):
         hs = sorted(hs, key=lambda h: -float(h.score))
         messages, _, kept, _ = index_prompt(
@@ -265,6 +268,10 @@ def build_sft_dataset(
             target = posterior_mode(center, train_rows.X, train_rows.y)
         if cfg.residual:  # the answer is the change from the prior the prompt shows
             target = target.replace(vector=target.vector - prior.vector)
+        vec = np.asarray(target.vector, dtype=float)
+        if np.any(np.abs(vec) > cfg.max_abs):
+            j = int(np.argmax(np.abs(vec)))
+            clipped.append((abs(float(vec[j])), tid, target.names[j], float(vec[j])))
         answer = answer_text(
             target, cfg.decimals, max_abs=cfg.max_abs, format_name=cfg.answer_format
         )
@@ -279,6 +286,16 @@ def build_sft_dataset(
         rows.append(row)
     room = max_tokens if max_tokens is not None else context_length(tokenizer)
     warn_if_neighbours_cut(cfg.k, [a for a, _ in shown], [b for _, b in shown], room)
+    if clipped and warn_clipped:
+        _, tid, name, value = max(clipped)
+        warnings.warn(
+            f"{len(clipped)} of {len(ids)} SFT answers have values beyond max_abs="
+            f"{cfg.max_abs:g} (the largest: {name} = {value:.3g} in {tid!r}), written clipped "
+            f"to +-{cfg.max_abs:g}, so the LM learns the clipped answers; raise "
+            "LMConfig(max_abs=...) if such values are real",
+            DataWarning,
+            stacklevel=2,
+        )
     return Dataset.from_list(rows)
 
 

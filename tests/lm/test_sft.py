@@ -559,3 +559,22 @@ def test_a_new_run_refuses_an_output_dir_holding_another_runs_checkpoints(index,
         train_sft(index, max_steps=3, save_steps=3, learning_rate=1e-3, **kw)
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
     assert json.loads((out / "ragim_run.json").read_text())["training"]["learning_rate"] == 1e-2
+
+
+def test_sft_answers_clipped_by_max_abs_are_said(index):
+    """LMConfig(max_abs=0.5) wrote a stored coefficient of -2.06 as -0.5 in the SFT answer
+    without a word, so the LM learned clipped targets; the clipping is now a DataWarning naming
+    the largest value, and the answers are unchanged (clipped, as the decoder bounds them)."""
+    import warnings
+
+    tok = build_tiny_tokenizer()
+    big = max(index.ids, key=lambda t: float(np.abs(index.params(t).vector).max()))
+    value = float(np.abs(index.params(big).vector).max())
+    assert value > 0.5
+    with pytest.warns(DataWarning, match=rf"SFT answers have values beyond max_abs=0.5 \(the largest: .* in '{big}'\)"):
+        ds = build_sft_dataset(index, tok, LMConfig(max_abs=0.5, k=1))
+    assert all(abs(v) <= 0.5 for r in ds for v in json.loads(r["completion"][0]["content"]).values())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        build_sft_dataset(index, tok, LMConfig(k=1))                    # max_abs=20: nothing clipped
+        build_sft_dataset(index, tok, LMConfig(max_abs=0.5, k=1), warn_clipped=False)
