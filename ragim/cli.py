@@ -358,10 +358,12 @@ def _generator_and_pairs(
     pair_options: _PairOptions,
     seed: int,
     progress: bool,
+    for_dpo: bool = False,
 ):
-    """The saved LM generator and the saved index, checked to fit each other; the preference
-    pairs (a clinician's JSONL file, or built from the generator's samples on the index); and
-    the ``time.perf_counter()`` taken before the pairs, as ``(generator, index, pairs, t0)``."""
+    """The saved LM generator and the saved index, checked to fit each other (``for_dpo``: and
+    the generator one DPO can train); the preference pairs (a clinician's JSONL file, or built
+    from the generator's samples on the index); and the ``time.perf_counter()`` taken before
+    the pairs, as ``(generator, index, pairs, t0)``."""
     from ragim.generate.base import advice_for_cli
     from ragim.index import TaskIndex
     from ragim.lm.pairs import check_pair_names, load_preferences
@@ -385,6 +387,11 @@ def _generator_and_pairs(
                 f"{'it' if len(sampling) == 1 else 'them'} (or drop --pairs-file)"
             )
     gen, index = _load_lm(generator_path), TaskIndex.load(index_path)
+    if for_dpo and gen.config.residual:  # refused before any pair is sampled
+        raise typer.BadParameter(
+            f"--generator {generator_path} writes residual answers (trained with --residual); "
+            "DPO cannot train it, since preference pairs hold final models: use ragim train grpo"
+        )
     gen.check_index(index)
     with advice_for_cli(index_path):  # refit advice as a ragim command, not Python
         gen.check_index_unchanged(index)
@@ -711,7 +718,9 @@ def train_dpo_cmd(
     steps = _optimiser(max_steps, batch_size, learning_rate)
     check_positive(n_candidates=pair_options.n_candidates, beta=beta, **steps)
     _check_pair_options(pair_options)
-    gen, index, data, t0 = _generator_and_pairs(generator_path, index_path, pair_options, **common)
+    gen, index, data, t0 = _generator_and_pairs(
+        generator_path, index_path, pair_options, **common, for_dpo=True
+    )
     dpo = train_dpo(gen, data, index=index, beta=beta, **steps, **common)
     _save_trained(
         dpo,

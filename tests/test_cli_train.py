@@ -96,6 +96,19 @@ def test_train_sft_residual_answers(root, tmp_path):
                             "--base-model", "tiny", "--residual"])
     assert r.exit_code == 2 and "--residual needs --statistical-prior" in _flat(r.output)
     assert not (tmp_path / "x").exists()
+    # DPO cannot train a residual generator: refused before any pair is sampled (it sampled
+    # every task's candidates first, then train_dpo refused)
+    import ragim.train.preferences as prefs
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("pairs were sampled before the residual generator was refused")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(prefs, "build_preference_pairs", no_sampling)
+        r = runner.invoke(app, ["train", "dpo", "--generator", str(tmp_path / "sft"), "--index", str(root / "index"),
+                                "--out", str(tmp_path / "dpo")])
+    assert r.exit_code == 2 and "writes residual answers (trained with --residual); DPO cannot train it" in \
+        _flat(r.output), r.output
 
 
 def test_train_sft_on_posterior_targets(root, tmp_path):
