@@ -385,7 +385,8 @@ def validate_prior_correction(
     trained_on : tasks a later training run (GRPO, DPO) used; they no longer count as unseen
         and are left out of the validation (a :class:`~ragim.errors.DataWarning` says so).
     task_ids : the validation tasks (default: ``val_task_ids_``); tasks of ``index`` the
-        generator never trained on, e.g. for a generator trained with ``val_fraction=0``.
+        generator never trained on, e.g. for a generator trained with ``val_fraction=0``. An
+        id that is not in ``index`` raises ValidationError.
 
     Returns
     -------
@@ -405,6 +406,12 @@ def validate_prior_correction(
         return None
     used = set(trained_on)
     asked = list(generator.val_task_ids_ if task_ids is None else task_ids)
+    unknown = [t for t in asked if t not in index] if task_ids is not None else []
+    if unknown:
+        raise ValidationError(
+            f"{len(unknown)} of the task_ids are not in the index: {unknown[:5]}; give ids of "
+            "its tasks the generator did not train on"
+        )
     if task_ids is not None:  # tasks the generator trained on are not unseen
         used |= set(getattr(generator, "train_task_ids_", None) or [])
     val = [t for t in asked if t not in used]

@@ -578,3 +578,14 @@ def test_sft_answers_clipped_by_max_abs_are_said(index):
         warnings.simplefilter("error", DataWarning)
         build_sft_dataset(index, tok, LMConfig(k=1))                    # max_abs=20: nothing clipped
         build_sft_dataset(index, tok, LMConfig(max_abs=0.5, k=1), warn_clipped=False)
+
+
+def test_validation_task_ids_that_are_not_in_the_index_are_refused(index):
+    """validate_prior_correction(gen, index, task_ids=["nope"]) dropped the unknown id and kept the
+    old weight with 'no unseen validation task with rows in this index'; a typo is now named."""
+    from ragim.train import validate_prior_correction
+
+    gen = train_sft(index, base_model="tiny", generator_config=LMConfig(k=1, device="cpu", statistical_prior=True),
+                    max_steps=1, batch_size=2, progress=False)
+    with pytest.raises(ValidationError, match=r"1 of the task_ids are not in the index: \['nope'\]"):
+        validate_prior_correction(gen, index, task_ids=["nope", gen.val_task_ids_[0]])
