@@ -808,7 +808,7 @@ def train_grpo_cmd(
         weights=_reward_weights(rewards),
         sign_constraints=None if sign_constraints is None else str(sign_constraints),
     )
-    if config.weights.get("sign", 0) > 0 and sign_constraints is None:
+    if "sign" in config.weights and sign_constraints is None:
         raise typer.BadParameter(
             "--rewards sign=... needs --sign-constraints PATH (the expected sign of each term: "
             'a JSON object {"age": 1} or a term,sign CSV)'

@@ -357,9 +357,10 @@ class ModelParams:
         """
         from ragim.io import json_bytes, npz_bytes, write_artifact
 
+        written = json.loads(json_bytes(self.metadata))  # as load reads it (tuples as lists)
         try:
             _check_log_odds(self)
-            check_metadata(self.metadata, self.names)
+            check_metadata(written, self.names)
         except ValidationError as exc:
             raise ValidationError(
                 f"this model is not saved, since it could not be loaded: {exc}"

@@ -185,8 +185,9 @@ def test_the_sign_reward_gets_its_constraints_from_the_command_line(root, sft, t
 
     base = ["train", "grpo", "--generator", str(root / "sft"), "--index", str(root / "index"),
             "--num-generations", "2", "--max-steps", "1"]
-    r = runner.invoke(app, [*base, "--rewards", "sign=1", "--out", str(tmp_path / "a")])
-    assert r.exit_code == 2 and "--rewards sign=... needs --sign-constraints PATH" in _flat(r.output)
+    for weights in ("sign=1", "log_likelihood=1,sign=0"):  # TRL calls a 0-weight reward too
+        r = runner.invoke(app, [*base, "--rewards", weights, "--out", str(tmp_path / "a")])
+        assert r.exit_code == 2 and "--rewards sign=... needs --sign-constraints PATH" in _flat(r.output)
     (tmp_path / "signs.json").write_text('{"x01": 1, "x02": -1}')
     r = runner.invoke(app, [*base, "--sign-constraints", str(tmp_path / "signs.json"), "--out", str(tmp_path / "b")])
     assert r.exit_code == 2 and "add sign=WEIGHT to --rewards" in _flat(r.output)
@@ -196,9 +197,10 @@ def test_the_sign_reward_gets_its_constraints_from_the_command_line(root, sft, t
     gen = LMGenerator.load(tmp_path / "c", device="cpu")
     assert gen.training_[-1]["config"]["rewards"]["sign_constraints"] == str(tmp_path / "signs.json")
     assert any("rewards/sign_agreement/mean" in h for h in gen.history_)
-    with pytest.raises(ValidationError, match="the 'sign' reward needs the expected signs"):
-        train_grpo(gen, TaskIndex.load(root / "index"), rewards={"weights": {"sign": 1}}, max_steps=1,
-                   num_generations=2, progress=False)
+    for weights in ({"sign": 1}, {"log_likelihood": 1, "sign": 0}):
+        with pytest.raises(ValidationError, match="the 'sign' reward needs the expected signs"):
+            train_grpo(gen, TaskIndex.load(root / "index"), rewards={"weights": weights}, max_steps=1,
+                       num_generations=2, progress=False)
 
 
 @pytest.mark.parametrize(("stage", "option", "message"), [

@@ -553,6 +553,9 @@ def test_a_model_that_would_not_load_is_not_saved(saved, tmp_path, change, says)
     with pytest.raises(ValidationError, match=f"not saved, since it could not be loaded: {says}"):
         model.save(tmp_path / "m")
     assert not (tmp_path / "m").exists()
+    tupled = {"between_tasks": ("x01",), "classes": (0, 1)}  # written as JSON lists: they load
+    saved_tuples = ModelParams(p.kind, p.schema, p.vector, metadata=tupled).save(tmp_path / "t")
+    assert ModelParams.load(saved_tuples).metadata["between_tasks"] == ["x01"]
     vector[1] = 1e300  # finite log-odds: saved, and loads (test above)
     assert (
         ModelParams.load(ModelParams(p.kind, p.schema, vector).save(tmp_path / "ok"))["x01"]

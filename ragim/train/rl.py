@@ -446,7 +446,7 @@ def train_grpo(
         "it in train_sft(index, generator_config=LMConfig({name}=...))",
     )
     run = run_config(GRPOTrainingConfig, config, **overrides)
-    if run.rewards.weights.get("sign", 0) > 0 and run.rewards.sign_constraints is None:
+    if "sign" in run.rewards.weights and run.rewards.sign_constraints is None:
         raise ValidationError(
             "the 'sign' reward needs the expected signs, and GRPO's prompts carry none: give "
             "VerifiableRewardConfig(sign_constraints=path) (a JSON object or term,sign CSV; "

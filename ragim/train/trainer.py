@@ -237,27 +237,37 @@ def index_data(index) -> dict[str, str]:
     return dict(index.task_digests())
 
 
+#: :func:`adapter_digest` of an adapter that changes nothing (every ``lora_B`` zero)
+UNTRAINED_ADAPTER = "untrained"
+
+
 def adapter_digest(model: Any) -> str:
     """A short hash of the LoRA weights of ``model`` (a peft model: every parameter whose name
     holds ``lora_``, by name), so that a run that continues an adapter (GRPO, DPO) can tell
-    which adapter it started from (:func:`run_description`'s ``start``).
+    which adapter it started from (:func:`run_description`'s ``start``); ``"untrained"``
+    (:data:`UNTRAINED_ADAPTER`) for an adapter that changes nothing (every ``lora_B`` zero, as
+    peft creates one), whose random ``lora_A`` would differ from one process to the next.
 
     >>> from ragim.lm import load_base_model
     >>> from peft import LoraConfig, get_peft_model
     >>> model, _ = load_base_model("tiny", device="cpu")
     >>> peft = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
-    >>> len(adapter_digest(peft))
-    16
+    >>> adapter_digest(peft)  # a fresh adapter (peft starts its B matrices at 0)
+    'untrained'
     """
     import hashlib
 
     import torch
 
+    lora = sorted((kv for kv in model.named_parameters() if "lora_" in kv[0]), key=lambda kv: kv[0])
+    if all(not torch.any(p) for name, p in lora if "lora_B" in name):
+        # an adapter that changes nothing (peft starts B at 0): its random A differs from one
+        # process to the next, but every such adapter is the same starting point
+        return UNTRAINED_ADAPTER
     h = hashlib.sha256()
-    for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
-        if "lora_" in name:
-            h.update(name.encode("utf-8"))
-            h.update(p.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    for name, p in lora:
+        h.update(name.encode("utf-8"))
+        h.update(p.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -298,10 +308,15 @@ def run_description(
 
 
 def differing(saved: Any, now: Any, prefix: str = "") -> list[str]:
-    """The dotted names of the settings in which two run descriptions differ."""
+    """The dotted names of the settings in which two run descriptions differ. A ``start`` that
+    the saved description lacks (runs saved before it was recorded) is unknown, not a
+    difference."""
     if isinstance(saved, dict) and isinstance(now, dict):
         out = []
-        for key in sorted(set(saved) | set(now), key=str):
+        keys = set(saved) | set(now)
+        if not prefix and "start" not in saved:
+            keys.discard("start")
+        for key in sorted(keys, key=str):
             out += differing(saved.get(key), now.get(key), f"{prefix}{key}.")
         return out
     return [] if saved == now else [prefix.rstrip(".")]

@@ -494,3 +494,29 @@ def test_grpo_task_ids_are_checked_as_ids_of_the_index(sft, index):
         train_grpo(sft, index, task_ids=[], **kw)
     with pytest.raises(ValidationError, match=r"task_ids names 1 task\(s\) more than once \(\['syn-0000000'\]\)"):
         train_grpo(sft, index, task_ids=["syn-0000000"] * 3, **kw)
+
+
+def test_a_run_saved_before_its_start_was_recorded_still_resumes_and_fresh_adapters_match(tmp_path):
+    """GRPO/DPO checkpoints written before run descriptions held the starting adapter (`start`)
+    were refused as 'another run'; and an untrained generator's fresh adapter got another
+    digest in every process (peft draws its A matrices at random), so its runs could never
+    resume. A missing `start` is unknown, not a difference; an adapter whose B matrices are all
+    0 (it changes nothing) has the one digest 'untrained'."""
+    from peft import LoraConfig, get_peft_model
+
+    from ragim.lm import load_base_model
+    from ragim.train.trainer import RUN_FILE, UNTRAINED_ADAPTER, adapter_digest, prepare_output_dir
+
+    digests = set()
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model, _ = load_base_model("tiny", device="cpu")
+        digests.add(adapter_digest(get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))))
+    assert digests == {UNTRAINED_ADAPTER}
+    saved = {"stage": "grpo", "model": None, "training": {"beta": 0.0}, "data": "d"}
+    (tmp_path / "checkpoint-1").mkdir()
+    (tmp_path / RUN_FILE).write_text(json.dumps(saved))
+    prepare_output_dir(str(tmp_path), {**saved, "start": "0123456789abcdef"}, True)
+    (tmp_path / RUN_FILE).write_text(json.dumps({**saved, "start": UNTRAINED_ADAPTER}))
+    with pytest.raises(ValidationError, match="it differs in the adapter it starts from"):
+        prepare_output_dir(str(tmp_path), {**saved, "start": "0123456789abcdef"}, True)
