@@ -357,10 +357,18 @@ class ModelParams:
         """
         from ragim.io import json_bytes, npz_bytes, write_artifact
 
-        written = json.loads(json_bytes(self.metadata))  # as load reads it (tuples as lists)
+        config = json_bytes(
+            {
+                "kind": self.kind,
+                "names": self.names,
+                "schema": self.schema.to_dict(),
+                "metadata": self.metadata,
+            }
+        )
         try:
             _check_log_odds(self)
-            check_metadata(written, self.names)
+            # the metadata as load reads it back (a tuple is written as a list)
+            check_metadata(json.loads(config)["metadata"], self.names)
         except ValidationError as exc:
             raise ValidationError(
                 f"this model is not saved, since it could not be loaded: {exc}"
@@ -370,14 +378,8 @@ class ModelParams:
             arrays["std"] = self.std
         if self.correlation is not None:
             arrays["correlation"] = self.correlation
-        config = {
-            "kind": self.kind,
-            "names": self.names,
-            "schema": self.schema.to_dict(),
-            "metadata": self.metadata,
-        }
         return write_artifact(
-            path, FORMAT, {"config.json": json_bytes(config), "params.npz": npz_bytes(arrays)}
+            path, FORMAT, {"config.json": config, "params.npz": npz_bytes(arrays)}
         )
 
     @classmethod
