@@ -409,6 +409,17 @@ def spellings(values: Any) -> list[list[str]]:
     return list(groups.values())
 
 
+def two_labels_spelt_apart(values: Any) -> str:
+    """The :func:`spellings` of ``values`` as a message shows them (``'died', 'Died' /
+    'alive'``) when they are exactly two labels written several ways; else "".
+
+    >>> two_labels_spelt_apart(["died", "Died", "alive"]), two_labels_spelt_apart(["a", "b", "c"])
+    ("'died', 'Died' / 'alive'", '')
+    """
+    groups = spellings(values)
+    return " / ".join(", ".join(map(repr, g)) for g in groups) if len(groups) == 2 else ""
+
+
 def level_key(v: Any) -> tuple:
     """A sort key that orders numeric levels by value and puts them before text levels.
 
@@ -517,6 +528,7 @@ __all__ = [
     "same_level",
     "shared_descriptions",
     "spellings",
+    "two_labels_spelt_apart",
     "strip_invisible",
     "truth_text",
     "warn_shared_descriptions",

@@ -37,8 +37,8 @@ from ragim.canonical import (
     canonical_text,
     invisible_characters,
     is_missing,
-    spellings,
     strip_invisible,
+    two_labels_spelt_apart,
 )
 from ragim.checks import check_number, misaligned_labels, repeated
 from ragim.errors import ArtifactError, DataWarning, ValidationError
@@ -305,14 +305,12 @@ def binary_outcome(values: Any, *, pos_label: Any = None, where: str = "y") -> n
         return (keys == "1").astype(np.int64)
     pos = _outcome_key(pos_label)
     if len(levels) > 2:
-        groups = spellings(arr)
+        shown = two_labels_spelt_apart(arr)
         raise ValidationError(
             f"{where} holds {len(levels)} distinct values {written[:5]}; a binary outcome has two"
             + (
-                " (these are 2 written in different letter case: "
-                + " / ".join(", ".join(repr(v) for v in g) for g in groups)
-                + "; write each one way)"
-                if len(groups) == 2
+                f" (these are 2 written in different letter case: {shown}; write each one way)"
+                if shown
                 else ""
             )
         )

@@ -31,7 +31,7 @@ from scipy.special import expit, log_expit
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from ragim.canonical import spellings
+from ragim.canonical import two_labels_spelt_apart
 from ragim.checks import check_aligned_labels
 from ragim.errors import ValidationError
 from ragim.models.family import FAMILIES, ModelFamily, load_plugin_families, register_family
@@ -202,9 +202,7 @@ def check_binary_targets(
             "both classes to fit"
         )
     if len(classes) > 2:
-        groups = spellings(classes)
-        if len(groups) == 2:
-            shown = " / ".join(", ".join(repr(v) for v in g) for g in groups)
+        if shown := two_labels_spelt_apart(classes):
             raise ValidationError(
                 f"y holds {len(classes)} labels but they are 2 written in several ways "
                 f"({shown}: letter case, spaces or number format); write each label one way "
