@@ -49,12 +49,11 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections import Counter
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ragim.checks import check_int, check_number
+from ragim.checks import check_int, check_number, repeated
 from ragim.errors import GenerationError, ValidationError
 from ragim.lm.answer import model_text
 from ragim.lm.pairs import (
@@ -153,7 +152,7 @@ def build_preference_pairs(
         ids = [t for t in index.ids if t not in val]
     else:
         ids = list(task_ids)
-        twice = sorted((t for t, n in Counter(ids).items() if n > 1), key=str)
+        twice = repeated(ids)
         if twice:
             raise ValidationError(
                 f"task_ids names {len(twice)} task(s) more than once ({twice[:5]}); a task "

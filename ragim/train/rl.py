@@ -49,14 +49,13 @@ import contextlib
 import copy
 import tempfile
 import warnings
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ragim.checks import check_bool, check_fields, check_int, check_number
+from ragim.checks import check_bool, check_fields, check_int, check_number, repeated
 from ragim.errors import DataWarning, ValidationError
 from ragim.generate.base import record_fit_state
 from ragim.generate.lm import UNVALIDATED, LMConfig, LMGenerator
@@ -166,7 +165,7 @@ class GRPOTrainingConfig(CheckpointConfig):
             )
         elif self.task_ids is not None:
             self.task_ids = list(self.task_ids)
-            twice = sorted((t for t, n in Counter(self.task_ids).items() if n > 1), key=str)
+            twice = repeated(self.task_ids)
             if not self.task_ids:
                 problems.append(
                     "task_ids is empty; give the training tasks, or None for the generator's "
