@@ -39,7 +39,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ragim.errors import ValidationError
+from ragim.errors import ValidationError, name_some
 from ragim.io import make_parent
 from ragim.lm.answer import answer_values, model_text
 
@@ -197,10 +197,10 @@ def load_preferences(path: str | os.PathLike):
 
         from ragim.errors import DataWarning
 
-        shown = ", ".join(f"line {linenos[j]} reverses line {linenos[i]}" for i, j in clashes[:5])
+        shown = name_some((f"line {linenos[j]} reverses line {linenos[i]}" for i, j in clashes), 5)
         warnings.warn(
             f"preference file {str(p)!r}: {len(clashes)} pair(s) prefer the other answer of an "
-            f"earlier pair with the same prompt ({shown}{', ...' if len(clashes) > 5 else ''}); "
+            f"earlier pair with the same prompt ({shown}); "
             "their losses pull against each other, so training learns nothing from them: keep "
             "the ranking you mean, or keep both if annotators truly disagree",
             DataWarning,
