@@ -84,9 +84,14 @@ def lora_target_problems(model: Any, target_modules: Any) -> list[str]:
         hits = [m for name, m in modules if name == t or name.endswith("." + t)]
         if not hits:
             problems.append(f"{t!r} matches no module")
-        elif not all(getattr(getattr(m, "weight", None), "ndim", 0) == 2 for m in hits):
+        elif not all(_adaptable(m) for m in hits):
             problems.append(f"{t!r} names a block, not a layer LoRA can adapt")
     return problems
+
+
+def _adaptable(module: Any) -> bool:
+    """Whether LoRA can adapt ``module``: it has a 2-D weight (a linear layer)."""
+    return getattr(getattr(module, "weight", None), "ndim", 0) == 2
 
 
 def check_lora_targets(model: Any, config: Any) -> None:
@@ -102,11 +107,7 @@ def check_lora_targets(model: Any, config: Any) -> None:
     problems = lora_target_problems(model, config.target_modules)
     if problems:
         layers = sorted(
-            {
-                name.rsplit(".", 1)[-1]
-                for name, m in model.named_modules()
-                if getattr(getattr(m, "weight", None), "ndim", 0) == 2
-            }
+            {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if _adaptable(m)}
         )
         raise ValidationError(
             f"target_modules {list(config.target_modules)!r} do not fit {config.base_model}: "
