@@ -366,8 +366,8 @@ class ModelFamily(ABC):
         (``inf`` when they overflow), over rows whose values lie within the ranges the schema
         was fitted on (any level of a binary or categorical feature, blank where it can be);
         None when the family cannot tell (then a loaded model's parameters are bounded by
-        float64 alone). A loaded model whose reach is ``inf`` is refused
-        (:meth:`ragim.params.ModelParams.load`)."""
+        float64 alone). A model whose reach is ``inf`` is refused by
+        :meth:`ragim.params.ModelParams.load` and :meth:`~ragim.params.ModelParams.save`."""
         return None
 
     def term_features(self, schema: FeatureSchema) -> list[str]:
