@@ -14,6 +14,9 @@ True
 
 from __future__ import annotations
 
+import inspect
+import os
+
 
 class RagimError(Exception):
     """Base class of every error raised by ragim."""
@@ -77,6 +80,27 @@ class IntervalWarning(UserWarning):
     names the metric and counts the resamples."""
 
 
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a :func:`warnings.warn` call, made by the caller of this
+    function, point at the first frame outside the ragim package: the user's line, however
+    deep in ragim the warning is raised (pandas' ``find_stack_level`` does the same).
+
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warnings.warn("here", DataWarning, stacklevel=user_stacklevel())
+    >>> caught[0].filename.startswith("<doctest")
+    True
+    """
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame = inspect.currentframe().f_back  # the caller, which calls warnings.warn
+    level = 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
 def name_some(items, n: int = 3, *, sep: str = ", ") -> str:
     """The first ``n`` of ``items`` joined by ``sep``, with ``sep`` and "..." when there are
     more: how a message or warning names a list of tasks (or, with ``sep="/"``, of codes).
@@ -100,4 +124,5 @@ __all__ = [
     "DomainWarning",
     "IntervalWarning",
     "name_some",
+    "user_stacklevel",
 ]

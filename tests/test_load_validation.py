@@ -191,6 +191,10 @@ def test_a_truncated_ondisk_ivfdata_is_refused_at_load_instead_of_crashing_a_sea
         ),
         (lambda s: s.update(ids=[[]] * len(s["ids"])), r"state.json.ids\[0\] must be text"),
         (
+            lambda s: s["ids"].__setitem__(0, "not-in-the-index"),
+            r"names 1 task\(s\) that its index_ids .* do not hold: not-in-the-index",
+        ),
+        (
             lambda s: s["scalars"].update(pooled_var_0=-1.0),
             "state.json.scalars.pooled_var_0 must be >= 0",
         ),

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ragim.checks import config_from, repeated
-from ragim.errors import DataWarning, ValidationError, name_some
+from ragim.errors import DataWarning, ValidationError, name_some, user_stacklevel
 from ragim.params import ModelParams, param_names
 from ragim.schema import FeatureSchema
 from ragim.tasks import Task
@@ -499,7 +499,7 @@ class Generator(ABC):
                 + (" (their old models are left out)" if changed else "")
                 + f": {advice} to learn from them",
                 DataWarning,
-                stacklevel=4,
+                stacklevel=user_stacklevel(),
             )
         return removed
 
@@ -521,9 +521,10 @@ class Generator(ABC):
         k : neighbours (default: the generator's own).
         exclude : task ids or a predicate over index records (e.g.
             :func:`ragim.index.leak_free`), or one of these per query.
-        options : the generator's own keywords, listed in its ``_generate`` (``uncertainty``
-            of the attention and statistical generators, ``own`` and ``own_rows`` of
-            rag-im-2024).
+        options : the generator's own keywords: ``uncertainty`` of the attention and
+            statistical generators, ``own`` and ``own_rows`` of rag-im-2024, ``rerank``,
+            ``reward_model``, ``num_candidates``/``n`` and ``temperature`` of the LM generator
+            (its class docstring).
 
         Returns
         -------
@@ -589,12 +590,15 @@ class Generator(ABC):
             )
         return hits
 
-    def generate(self, query: str | Task, index=None, *, k: int | None = None, exclude=None):
+    def generate(
+        self, query: str | Task, index=None, *, k: int | None = None, exclude=None, **options
+    ):
         """A ready interpretable model for a new task description (zero-shot).
 
         Returns a :class:`~ragim.models.LogisticModel` or :class:`~ragim.models.GAMModel`
         whose ``provenance`` lists the neighbours that shaped it and whose
         ``params_.metadata["coverage"]`` says how well the index covers the description.
+        ``options`` go to :meth:`generate_params` (e.g. the LM generator's ``rerank``).
 
         Warns
         -----
@@ -608,7 +612,8 @@ class Generator(ABC):
             raise ValidationError(
                 "generate() takes one description or Task; use generate_params() for a batch"
             )
-        model = model_from_params(self.generate_params(query, index, k=k, exclude=exclude))
+        params = self.generate_params(query, index, k=k, exclude=exclude, **options)
+        model = model_from_params(params)
         check(model.params_, description=query.description if isinstance(query, Task) else query)
         return model
 

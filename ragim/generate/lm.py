@@ -58,6 +58,7 @@ from ragim.errors import (
     ExcludedAfterFitWarning,
     GenerationError,
     ValidationError,
+    user_stacklevel,
 )
 from ragim.generate.base import (
     Generator,
@@ -81,6 +82,8 @@ from ragim.tasks import Task
 FORMAT = "ragim.lm-generator"
 _WEIGHTINGS = ("similarity", "uniform")
 RERANKS = ("logprob", "reward_model")
+#: The LM generator's own keywords of ``generate_params`` and ``generate``.
+GENERATION_OPTIONS = ("rerank", "reward_model", "num_candidates", "n", "temperature")
 
 
 def generation_options(
@@ -403,6 +406,41 @@ class LMGenerator(Generator):
         (SFT, then GRPO or DPO), saved in ``state.json`` beside the adapter.
     parse_failures_ : answers that did not parse (expected: always 0).
     n_trainable_params_, train_seconds_ : LoRA parameter count and SFT wall time.
+
+    Notes
+    -----
+    :meth:`generate_params` and :meth:`generate` take these options besides ``k`` and
+    ``exclude`` (:func:`generation_options` checks them before any work):
+
+    - ``num_candidates``, ``n``: candidates drawn per query (``n`` is an alias). Default: the
+      config's ``num_candidates``; 8 with ``rerank="reward_model"``. More than one needs a
+      temperature > 0 (greedy candidates would be identical; refused).
+    - ``temperature``: sampling temperature. Default: the config's; with
+      ``rerank="reward_model"`` and a greedy config, 0.8.
+    - ``rerank``: ``None`` or ``"logprob"`` (the candidate with the highest model
+      log-probability) or ``"reward_model"`` (best-of-n:
+      :func:`ragim.lm.reward_model.best_of_n` with ``reward_model``).
+    - ``reward_model``: a :class:`~ragim.lm.reward_model.RewardModel` (or any object with
+      ``score(prompts, completions)``), or the path of a saved one; needed for
+      ``rerank="reward_model"``.
+
+    ``metadata["rerank"]`` says which rule picked the answer and ``metadata["candidates"]``
+    how many were drawn; best-of-n adds ``reward_scores``. :meth:`generate_candidates`
+    returns them all. Unknown options raise TypeError.
+
+    Examples
+    --------
+    >>> from ragim import TaskIndex, datasets
+    >>> tasks = datasets.synthetic_family(n_tasks=6, n_features=2, seed=0)
+    >>> index = TaskIndex.build(tasks, embedder="hashing", progress=False)
+    >>> class Longest:  # a stand-in reward model: prefers longer answers
+    ...     def score(self, prompts, completions):
+    ...         return [len(c[0]["content"]) for c in completions]
+    >>> gen = LMGenerator(base_model="tiny", k=2, device="cpu")
+    >>> p = gen.generate_params(tasks.descriptions[0], index, rerank="reward_model",
+    ...                         reward_model=Longest(), n=3)
+    >>> p.metadata["rerank"], len(p.metadata["reward_scores"])
+    ('reward_model', 3)
     """
 
     def __init__(self, config: LMConfig | None = None, **overrides: Any):
@@ -597,14 +635,17 @@ class LMGenerator(Generator):
         prior + change (:func:`plus_prior`; without the prior's SDs). More than one candidate
         needs ``temperature > 0`` (greedy candidates would be identical; refused).
         """
-        from ragim.index import per_query_excludes
-        from ragim.lm.prompts import index_prompt, warn_if_neighbours_cut
-
         index = self._resolve_index(index)
         self.check_index(index)
         self.check_index_unchanged(index)  # a trained LM learned from its index's tasks
+        sampling = self._sampling(num_candidates, temperature, top_p)
+        vecs, items, single = index.embed_queries(query)
+        out = self._candidates(index, vecs, items, sampling, k=k, exclude=exclude)
+        return out[0] if single else out
+
+    def _sampling(self, num_candidates, temperature, top_p) -> tuple[int, float, float]:
+        """``(num_candidates, temperature, top_p)``, the config's where None, checked."""
         cfg = self.config
-        k = asked = check_int(cfg.k if k is None else k, "k", ge=0)
         n = cfg.num_candidates if num_candidates is None else num_candidates
         temp = cfg.temperature if temperature is None else temperature
         top_p = cfg.top_p if top_p is None else top_p
@@ -616,7 +657,19 @@ class LMGenerator(Generator):
                 f"num_candidates={n} with temperature 0 (greedy decoding) gives {n} identical "
                 "candidates; sample them with temperature > 0 (e.g. 0.8), or ask for 1"
             )
-        vecs, items, single = index.embed_queries(query)
+        return n, temp, top_p
+
+    def _candidates(
+        self, index, vecs, items: list, sampling: tuple[int, float, float], *, k, exclude
+    ) -> list[list[ModelParams]]:
+        """The candidates of each query (``items``, embedded as ``vecs`` (Q, E)) on an index
+        already checked, with ``sampling`` from :meth:`_sampling`."""
+        from ragim.index import per_query_excludes
+        from ragim.lm.prompts import index_prompt, warn_if_neighbours_cut
+
+        cfg = self.config
+        n, temp, top_p = sampling
+        k = asked = check_int(cfg.k if k is None else k, "k", ge=0)
         k = min(k, len(index))
         hits = index.search_vectors(vecs, k, exclude=exclude) if k > 0 else [[] for _ in items]
         model, tok = self.load_model()
@@ -669,7 +722,7 @@ class LMGenerator(Generator):
                 top_p,
                 seed=cfg.seed + start // cfg.batch_size,
             )
-        return out[0] if single else out
+        return out
 
     def _decode(
         self, model, tok, chunk, names, index, n, temp, top_p, *, seed
@@ -724,91 +777,42 @@ class LMGenerator(Generator):
             out.append(group)
         return out
 
-    def generate_params(
-        self,
-        query: str | Task | Sequence[str | Task],
-        index=None,
-        *,
-        k: int | None = None,
-        exclude=None,
-        num_candidates: int | None = None,
-        temperature: float | None = None,
-        rerank: str | None = None,
-        reward_model=None,
-        n: int | None = None,
-    ) -> ModelParams | list[ModelParams]:
-        """Generated parameters for one query (a list for a batch).
+    def _is_fitted(self) -> bool:
+        return True  # an untrained base model generates too (with any index)
 
-        Parameters
-        ----------
-        query : a description, a Task, or a list of them.
-        index : the TaskIndex to retrieve from (default: the one trained on).
-        k, exclude : neighbours in the prompt and tasks kept out of retrieval.
-        num_candidates, n : candidates drawn per query (``n`` is an alias). Default: the
-            config's ``num_candidates``; 8 with ``rerank="reward_model"``. More than one needs
-            a temperature > 0 (greedy candidates would be identical; refused).
-        temperature : sampling temperature. Default: the config's; with
-            ``rerank="reward_model"`` and a greedy config, 0.8 (greedy candidates would be
-            identical).
-        rerank : ``None`` or ``"logprob"`` (the candidate with the highest model
-            log-probability) or ``"reward_model"`` (best-of-n:
-            :func:`ragim.lm.reward_model.best_of_n` with ``reward_model``).
-        reward_model : a :class:`~ragim.lm.reward_model.RewardModel` (or any object with
-            ``score(prompts, completions)``), or the path of a saved one; needed for
-            ``rerank="reward_model"``.
+    def _check_fitted_on(self, index, fitted: bool) -> None:
+        self.check_index(index)
 
-        ``metadata["rerank"]`` says which rule picked the answer and ``metadata["candidates"]``
-        how many were drawn; best-of-n adds ``reward_scores``. :meth:`generate_candidates`
-        returns them all.
-
-        Examples
-        --------
-        >>> from ragim import TaskIndex, datasets
-        >>> tasks = datasets.synthetic_family(n_tasks=6, n_features=2, seed=0)
-        >>> index = TaskIndex.build(tasks, embedder="hashing", progress=False)
-        >>> class Longest:  # a stand-in reward model: prefers longer answers
-        ...     def score(self, prompts, completions):
-        ...         return [len(c[0]["content"]) for c in completions]
-        >>> gen = LMGenerator(base_model="tiny", k=2, device="cpu")
-        >>> p = gen.generate_params(tasks.descriptions[0], index, rerank="reward_model",
-        ...                         reward_model=Longest(), n=3)
-        >>> p.metadata["rerank"], len(p.metadata["reward_scores"])
-        ('reward_model', 3)
-        """
-        rerank, count, temp = generation_options(
-            self.config,
-            rerank=rerank,
-            reward_model=reward_model,
-            num_candidates=num_candidates,
-            temperature=temperature,
-            n=n,
-        )
-        single = isinstance(query, str | Task)
+    def _generate(
+        self, index, vectors, items: list, single: bool, *, k, exclude, **options: Any
+    ) -> list[ModelParams]:
+        """The chosen candidate per query for :meth:`generate_params`; ``options`` are
+        :func:`generation_options`' keywords (see the class docstring)."""
+        unknown = sorted(set(options) - set(GENERATION_OPTIONS))
+        if unknown:
+            raise TypeError(
+                f"LMGenerator.generate_params() got unexpected keyword(s) {unknown}; its "
+                f"options are k, exclude, {', '.join(GENERATION_OPTIONS)}"
+            )
+        rerank, count, temp = generation_options(self.config, **options)
         if rerank == "reward_model":
+            from ragim.index import per_query_excludes
             from ragim.lm.reward_model import best_of_n
 
-            rm = self._resolve_reward_model(reward_model)
-            index = self._resolve_index(index)
-            from ragim.index import per_query_excludes
-
-            queries = [query] if single else list(query)
-            excludes = per_query_excludes(exclude, len(queries))  # one per query, as below
+            rm = self._resolve_reward_model(options["reward_model"])
+            excludes = per_query_excludes(exclude, len(items))  # one per query, as below
             best = [
                 best_of_n(self, rm, q, index, n=count, temperature=temp, k=k, exclude=ex)
-                for q, ex in zip(queries, excludes, strict=True)
+                for q, ex in zip(items, excludes, strict=True)
             ]
-            best = self.toward_prior(queries, best, index, exclude)
-            return best[0] if single else best
-        cands = self.generate_candidates(
-            query, index, k=k, exclude=exclude, num_candidates=count, temperature=temp
-        )
-        groups = [cands] if single else cands
-        best = [
-            max(g, key=lambda p: p.metadata["logprob"]).replace(metadata={"rerank": "logprob"})
-            for g in groups
-        ]
-        best = self.toward_prior([query] if single else list(query), best, index, exclude)
-        return best[0] if single else best
+        else:
+            sampling = self._sampling(count, temp, None)
+            groups = self._candidates(index, vectors, items, sampling, k=k, exclude=exclude)
+            best = [
+                max(g, key=lambda p: p.metadata["logprob"]).replace(metadata={"rerank": "logprob"})
+                for g in groups
+            ]
+        return self.toward_prior(items, best, index, exclude)
 
     def toward_prior(self, queries: Sequence, answers: list, index, exclude=None) -> list:
         """``answers`` (one ModelParams per query) moved towards the statistical prior of their
@@ -826,7 +830,7 @@ class LMGenerator(Generator):
         if w is None:
             if not self.fine_tuned_:
                 return answers
-            warnings.warn(UNVALIDATED, DataWarning, stacklevel=3)
+            warnings.warn(UNVALIDATED, DataWarning, stacklevel=user_stacklevel())
             return [a.replace(metadata={"prior_correction": None}) for a in answers]
         w = check_number(w, "prior_correction_", ge=0, le=1)
         from ragim.index import per_query_excludes
@@ -854,23 +858,6 @@ class LMGenerator(Generator):
                 f"method) or the path of a saved one, got {type(reward_model).__name__}"
             )
         return reward_model
-
-    def generate(
-        self, query: str | Task, index=None, *, k: int | None = None, exclude=None, **kwargs: Any
-    ):
-        """A ready interpretable model for a new task description (zero-shot).
-
-        Keyword arguments of :meth:`generate_params` (``rerank``, ``reward_model``,
-        ``num_candidates``/``n``, ``temperature``) are passed on, e.g.
-        ``gen.generate(desc, index, rerank="reward_model", reward_model=rm, num_candidates=8)``.
-        """
-        from ragim.models import model_from_params
-
-        if not isinstance(query, str | Task):
-            raise ValidationError(
-                "generate() takes one description or Task; use generate_params() for a batch"
-            )
-        return model_from_params(self.generate_params(query, index, k=k, exclude=exclude, **kwargs))
 
     # ------------------------------------------------------------------ persistence
     def _ensure_adapter(self):

@@ -1385,14 +1385,12 @@ def _check_ids(ids: list[str], index_ids: list[str] | None, max_tasks: int) -> N
         raise ValidationError(
             f"state.json.ids lists {len(ids)} tasks, more than max_tasks={max_tasks} in config.json"
         )
-    if index_ids is not None:
-        held = set(index_ids)
-        unknown = [t for t in ids if t not in held]
-        if unknown:
-            raise ValidationError(
-                f"state.json.ids names {len(unknown)} task(s) that its index_ids (the index it "
-                f"was fitted on) do not hold: {name_some(unknown)}"
-            )
+    unknown = [] if index_ids is None else sorted(set(ids) - set(index_ids))
+    if unknown:
+        raise ValidationError(
+            f"state.json.ids names {len(unknown)} task(s) that its index_ids (the index it was "
+            f"fitted on) do not hold: {name_some(unknown)}"
+        )
 
 
 def _check_validated(

@@ -62,7 +62,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from ragim.errors import DataWarning, ValidationError
+from ragim.errors import DataWarning, ValidationError, user_stacklevel
 from ragim.lm.answer import AnswerFormat, answer_format
 from ragim.params import ModelParams, model_family, param_names
 from ragim.schema import FeatureSchema
@@ -503,11 +503,17 @@ def prompt_layout_problems(messages: Any, kind: str, schema: FeatureSchema, conf
 
 
 def warn_if_neighbours_cut(
-    asked: int, shown: Sequence[int], found: Sequence[int], limit: int, *, stacklevel: int = 3
+    asked: int,
+    shown: Sequence[int],
+    found: Sequence[int],
+    limit: int,
+    *,
+    stacklevel: int | None = None,
 ) -> bool:
     """One :class:`~ragim.errors.DataWarning` when a prompt left out neighbours for room:
     ``shown[i]`` of the ``found[i]`` neighbours retrieved for prompt ``i`` (``k = asked``) fit
-    its ``limit``-token context. Returns whether it warned.
+    its ``limit``-token context. Returns whether it warned. The warning points at
+    ``stacklevel`` (default: the first line outside ragim, :func:`ragim.errors.user_stacklevel`).
 
     >>> warn_if_neighbours_cut(5, [5, 5], [5, 5], 2048)
     False
@@ -522,7 +528,7 @@ def warn_if_neighbours_cut(
         f"{max(fewest, 1)}, or give prompts more room (max_prompt_tokens, or a base model with "
         "a longer context)",
         DataWarning,
-        stacklevel=stacklevel,
+        stacklevel=user_stacklevel() if stacklevel is None else stacklevel,
     )
     return True
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ragim import TaskIndex, datasets
-from ragim.errors import GenerationError, ValidationError
+from ragim.errors import DataWarning, GenerationError, ValidationError
 from ragim.generate import GENERATORS
 from ragim.generate.lm import LMConfig, LMGenerator
 from ragim.lm import ConstrainedResult, format_json_numbers
@@ -98,9 +98,21 @@ def test_zero_neighbours_still_generates(gen, family, index):
 def test_max_prompt_tokens_drops_neighbours(family, index):
     full = LMGenerator(base_model="tiny", k=2, device="cpu").generate_params(family.descriptions[0], index)
     gen = LMGenerator(base_model="tiny", k=2, device="cpu", max_prompt_tokens=full.metadata["prompt_tokens"] - 5)
-    p = gen.generate_params(family.descriptions[0], index)
+    with pytest.warns(DataWarning, match="only 1 fit") as caught:
+        p = gen.generate_params(family.descriptions[0], index)
     assert p.metadata["k"] == 1 and p.metadata["prompt_tokens"] <= full.metadata["prompt_tokens"] - 5
     assert p.metadata["provenance"][0]["task_id"] == full.metadata["provenance"][0]["task_id"]
+    # the warning points at the caller's line, whichever entry point it came through
+    with pytest.warns(DataWarning, match="only 1 fit") as direct:
+        gen.generate_candidates(family.descriptions[0], index)
+    assert {w.filename for w in caught} | {w.filename for w in direct} == {__file__}
+
+
+def test_unknown_generation_options_are_named(gen, family, index):
+    with pytest.raises(TypeError, match=r"unexpected keyword\(s\) \['top_k'\]"):
+        gen.generate_params(family.descriptions[0], index, top_k=3)
+    with pytest.raises(TypeError, match="top_k"):
+        gen.generate(family.descriptions[0], index, top_k=3)
 
 
 def test_population_model_in_prompts_leaves_out_the_excluded_tasks(gen, family, index):
