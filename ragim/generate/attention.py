@@ -273,11 +273,6 @@ class _Episodes:
 class AttentionGenerator(HypernetworkGenerator):
     """RAG-IM hypernetwork generator.
 
-    Parameters
-    ----------
-    config : :class:`AttentionConfig`; keyword overrides are accepted too
-        (``AttentionGenerator(k=5, max_epochs=100)``).
-
     :meth:`generate_params` takes ``uncertainty=True``: with ``base="statistical"`` a SD per
     coefficient in ``std`` (and ``correlation``), the base model's predictive SDs plus a
     neighbour-bootstrap SD of the move away from it; with ``base="none"`` ``std`` is None (see
@@ -285,11 +280,15 @@ class AttentionGenerator(HypernetworkGenerator):
     little the gate moved it (the module docstring). Saving and loading:
     :class:`~ragim.generate.hypernetwork.HypernetworkGenerator`
     (the artifact also holds the statistical base generator under ``base/``).
+
+    Parameters
+    ----------
+    config : :class:`AttentionConfig`; keyword overrides are accepted too
+        (``AttentionGenerator(k=5, max_epochs=100)``).
     """
 
     FORMAT = FORMAT
     config_class = AttentionConfig
-    label = "attention"
     block_lists = ("net.blocks",)
 
     def __init__(self, config: AttentionConfig | None = None, **overrides: Any):

@@ -175,8 +175,9 @@ class HypernetworkGenerator(Generator):
     """A generator whose model is a torch network ``net_`` over neighbours' parameters and
     description embeddings; saving and loading are shared (see the module docstring).
 
-    A subclass sets ``FORMAT`` (the artifact's format name), ``config_class``, ``label`` (its
-    name in error messages) and implements :meth:`saved_tensors` and :meth:`restore_net`;
+    A subclass is registered (:func:`~ragim.generate.base.register_generator`, whose name its
+    error messages use), sets ``FORMAT`` (the artifact's format name) and ``config_class``, and
+    implements :meth:`saved_tensors` and :meth:`restore_net`;
     :meth:`upgrade_config`, :meth:`extra_files` and :meth:`check_artifact` are optional
     hooks. The network must expose its query projection as ``q_in`` (its ``in_features``
     is the description embedding width).
@@ -184,7 +185,6 @@ class HypernetworkGenerator(Generator):
 
     FORMAT: ClassVar[str]
     config_class: ClassVar[type[HypernetworkConfig]]
-    label: ClassVar[str]
     #: the saved tensors' prefixes of the network's lists of blocks (config ``blocks`` each)
     block_lists: ClassVar[tuple[str, ...]]
 
@@ -206,7 +206,7 @@ class HypernetworkGenerator(Generator):
             raise ValidationError(
                 "the index holds no task rows (it was built with keep_tasks=False, grown with "
                 "add(), or saved without tasks); rebuild it from a TaskCollection to train the "
-                f"{self.label} generator"
+                f"{self.generator_name} generator"
             )
         ids = [t for t in index.tasks.ids if t in index]
         if len(ids) < 3:
@@ -327,7 +327,8 @@ class HypernetworkGenerator(Generator):
         root = Path(art.path)
 
         def bad(name: str, exc: BaseException | str) -> ArtifactError:
-            return ArtifactError(f"{root / name}: not a valid {cls.label} generator file ({exc})")
+            what = f"a valid {cls.generator_name} generator file"
+            return ArtifactError(f"{root / name}: not {what} ({exc})")
 
         try:
             cfg = config_from(

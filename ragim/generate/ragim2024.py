@@ -176,24 +176,25 @@ class _Episodes:
 class RagIm2024Generator(HypernetworkGenerator):
     """The original RAG-IM hypernetwork (Mahbub et al., 2024), opt-in baseline.
 
+    :meth:`generate_params` takes ``own=`` and ``own_rows=`` (few-shot): the task's own fitted
+    ModelParams and the rows it was fitted on, used from ``config.gate_rows`` (50) rows.
+    Saving and loading: :class:`~ragim.generate.hypernetwork.HypernetworkGenerator`.
+
     Parameters
     ----------
     config : :class:`RagIm2024Config`; keyword overrides are accepted too
         (``RagIm2024Generator(hidden=64, min_steps=50)``).
 
-    :meth:`generate_params` takes ``own=`` and ``own_rows=`` (few-shot): the task's own fitted
-    ModelParams and the rows it was fitted on, used from ``config.gate_rows`` (50) rows.
-
-    Attributes (after :meth:`fit`): ``history_`` (mean loss per logged step),
-    ``n_steps_``, ``n_train_tasks_``, ``train_neighbors_`` (each training target's
-    leak-free neighbour ids), ``skipped_episodes_`` (tasks without a leak-free
-    neighbour), ``train_seconds_``. Saving and loading:
-    :class:`~ragim.generate.hypernetwork.HypernetworkGenerator`.
+    Attributes
+    ----------
+    history_ : mean loss per logged step (after :meth:`fit`, as all below).
+    n_steps_, n_train_tasks_, train_seconds_ : optimiser steps, training tasks, wall time.
+    train_neighbors_ : each training target's leak-free neighbour ids.
+    skipped_episodes_ : tasks without a leak-free neighbour.
     """
 
     FORMAT = FORMAT
     config_class = RagIm2024Config
-    label = "rag-im-2024"
     block_lists = ("attn", "bottleneck")
 
     # ------------------------------------------------------------------ index arrays
