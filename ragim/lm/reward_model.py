@@ -323,7 +323,9 @@ def best_of_n(generator, reward_model, query, index, *, n=8, temperature=0.8, k=
     -------
     ModelParams
         The best candidate; ``metadata`` adds ``rerank="reward_model"``, ``n`` and
-        ``reward_scores`` (every candidate's score, in sampling order).
+        ``reward_scores`` (every candidate's score, in sampling order). The reward model reads
+        each candidate written in its own ``answer_format_`` (the decimals and range of the
+        answers it was trained on) when it has one.
 
     Raises
     ------
@@ -365,7 +367,9 @@ def best_of_n(generator, reward_model, query, index, *, n=8, temperature=0.8, k=
             "the reward model's prompt would show other neighbours than the generator's; "
             "the generator and index disagree on retrieval"
         )
-    fmt = generator.answer_format(cands[0].names)
+    # written as the reward model read its training answers (its decimals and range), as
+    # pairwise_accuracy does; one without a format reads the generator's own
+    fmt = trained if trained is not None else generator.answer_format(cands[0].names)
     texts = [[{"role": "assistant", "content": fmt.write(p.as_dict())}] for p in cands]
     scores = [
         float(s) for s in np.asarray(reward_model.score([prompt] * len(cands), texts), dtype=float)

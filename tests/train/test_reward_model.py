@@ -18,6 +18,7 @@ from ragim import TaskIndex, datasets
 from ragim.errors import ArtifactError, ValidationError
 from ragim.generate.lm import LMGenerator
 from ragim.lm.prompts import answer_text
+from ragim.params import param_names
 from ragim.train import RewardModel, best_of_n, train_reward_model
 from ragim.train.reward import split_pairs_by_task
 
@@ -223,6 +224,27 @@ def test_best_of_n_returns_the_highest_scored_candidate():
     assert user.count(desc) == 1 and all(p["description"] in user for p in cands[0].metadata["provenance"])
     with pytest.raises(ValidationError, match="n must be"):
         best_of_n(gen, fake, desc, index, n=0)
+
+
+def test_best_of_n_writes_candidates_as_the_reward_model_was_trained():
+    """A reward model trained on 1-decimal answers reads 1-decimal candidates, not the
+    generator's 3 decimals it never saw in training."""
+    from ragim.lm.answer import answer_format
+
+    tasks = datasets.synthetic_family(n_tasks=6, n_features=2, seed=0)
+    index = TaskIndex.build(tasks, embedder="hashing", progress=False)
+    gen = LMGenerator(base_model="tiny", k=2, device="cpu", decimals=3)
+    desc = tasks.descriptions[0]
+    keys = gen.answer_format(param_names(index.model, index.schema)).keys
+    fake = FakeRewardModel([0.0, 1.0, 0.5])
+    fake.answer_format_ = answer_format(keys, name="json", decimals=1, max_abs=2.0)
+    best = best_of_n(gen, fake, desc, index, n=3, temperature=1.0, exclude=[tasks.ids[0]])
+    cands = gen.generate_candidates(desc, index, exclude=[tasks.ids[0]], num_candidates=3, temperature=1.0)
+    assert [c[0]["content"] for c in fake.completions] == [fake.answer_format_.write(p.as_dict()) for p in cands]
+    for c in fake.completions:
+        values = json.loads(c[0]["content"]).values()
+        assert all(round(v, 1) == v and abs(v) <= 2.0 for v in values)
+    np.testing.assert_array_equal(best.vector, cands[1].vector)  # the generator's own values
 
 
 def test_the_training_run_is_saved_with_the_model(trained, tmp_path):
