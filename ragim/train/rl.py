@@ -66,7 +66,7 @@ from ragim.lm.pairs import (
     pair_rows,
     pairs_dataset,
 )
-from ragim.train.rewards import VerifiableRewardConfig, encode_heldout
+from ragim.train.rewards import VerifiableRewardConfig, encode_heldout, load_sign_constraints
 from ragim.train.sft import (
     build_sft_dataset,
     validate_prior_correction,
@@ -496,6 +496,8 @@ def train_grpo(
         if run.constrained
         else contextlib.nullcontext()
     )
+    signs = run.rewards.sign_constraints  # a path: a resume must read the same constraints
+    sign_data = [] if signs is None else [load_sign_constraints(signs)]
     n_before = len(gen.history_)
     with sampling:
         gen = _continue_policy(
@@ -522,7 +524,7 @@ def train_grpo(
                 "grpo",
                 run,
                 model_config=cfg,
-                data=[index_data(index), list(train_ids)],
+                data=[index_data(index), list(train_ids), *sign_data],
                 start=adapter_digest(gen.model_),
             ),
         )

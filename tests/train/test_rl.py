@@ -409,6 +409,22 @@ def test_resuming_refuses_another_runs_checkpoints_and_says_when_there_is_none(s
         train_sft(index, save_steps=5)
 
 
+def test_a_resume_reads_the_same_sign_constraints_not_just_the_same_path(sft, index, tmp_path):
+    """The run description kept the sign-constraints file's path only: a file edited between
+    the stop and the resume let the run continue under other constraints. Its contents count
+    as training data now."""
+    from ragim.train.rewards import VerifiableRewardConfig
+
+    signs = tmp_path / "signs.json"
+    signs.write_text(json.dumps({"x01": 1}))
+    rewards = VerifiableRewardConfig(weights={"log_likelihood": 1.0, "sign": 0.5}, sign_constraints=str(signs))
+    kw = dict(num_generations=2, progress=False, output_dir=tmp_path / "grpo", save_steps=1, rewards=rewards)
+    train_grpo(sft, index, max_steps=1, **kw)
+    signs.write_text(json.dumps({"x01": -1}))
+    with pytest.raises(ValidationError, match=r"it differs in the training data"):
+        train_grpo(sft, index, max_steps=2, resume_from_checkpoint=True, **kw)
+
+
 def test_grpo_and_dpo_refuse_an_index_rebuilt_since_sft(sft, index):
     """An index rebuilt on other tasks keeps the parameter names but scales the features
     otherwise: GRPO trained on it anyway and relabelled the generator as fitted on it (schema_
