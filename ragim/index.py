@@ -96,12 +96,19 @@ class IndexConfig:
     storage: str = setting("memory", "'memory', or 'ondisk' (IVF lists in index.ivfdata)")
 
     def __post_init__(self):
-        from ragim.models.family import FAMILIES  # the registry; ragim.models loads on first use
+        # the registry; ragim.models loads on first use, installed plugin families on a miss
+        from ragim.models.family import FAMILIES, PLUGIN_GROUP, family_of
 
-        if self.model not in FAMILIES:
+        try:
+            family_of(self.model)
+        except ValidationError:
             names = [repr(k) for k in FAMILIES]
             choices = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
-            raise ValidationError(f"model must be {choices}, got {self.model!r}")
+            raise ValidationError(
+                f"model must be {choices}, got {self.model!r} (a custom family is known once "
+                "registered: import the module that calls register_model_family, or install a "
+                f"package that declares it under the {PLUGIN_GROUP!r} entry-point group)"
+            ) from None
         if not isinstance(self.excluded, dict) or not all(
             isinstance(k, str) and isinstance(v, list) and all(isinstance(x, str) for x in v)
             for k, v in self.excluded.items()

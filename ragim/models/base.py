@@ -149,6 +149,8 @@ def model_from_params(params: ModelParams) -> InterpretableModel:
     """
     if not isinstance(params, ModelParams):
         raise ValidationError(f"model_from_params needs ModelParams, got {type(params).__name__}")
+    if params.kind not in MODEL_FAMILIES:
+        load_plugin_families()  # a family an installed package declares
     cls = MODEL_FAMILIES.get(params.kind)
     if cls is None:
         cls = next(

@@ -331,3 +331,35 @@ def test_families_declared_by_installed_packages_load_on_first_use(monkeypatch, 
             family_of("still-unknown")
     finally:
         FAMILIES.pop("plugin-kind", None)
+
+
+def test_an_index_knows_a_family_an_installed_package_declares(monkeypatch, tmp_path):
+    """IndexConfig looked the model up in the registry as it stood, so an index of a family
+    declared under the entry-point group failed to build or load ("model must be 'logistic' or
+    'gam'") unless something else had loaded the plugins first."""
+    import importlib.metadata
+
+    from ragim.index import IndexConfig
+    from ragim.models import family as family_module
+
+    (tmp_path / "plugin_index_fam.py").write_text(
+        "from ragim.models import register_family\n"
+        "from tests.models.test_families import RawLinearFamily\n"
+        "class PluginFamily(RawLinearFamily):\n    name = 'plugin-index-kind'\n"
+        "register_family(PluginFamily())\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ep = importlib.metadata.EntryPoint("plugin", "plugin_index_fam", family_module.PLUGIN_GROUP)
+    monkeypatch.setattr(
+        importlib.metadata,
+        "entry_points",
+        lambda group=None: [ep] if group == family_module.PLUGIN_GROUP else [],
+    )
+    monkeypatch.setattr(family_module, "_plugins_loaded", False)
+    try:
+        assert IndexConfig(model="plugin-index-kind").model == "plugin-index-kind"
+        with pytest.raises(ValidationError, match="got 'tree' .*entry-point group"):
+            IndexConfig(model="tree")
+    finally:
+        FAMILIES.pop("plugin-index-kind", None)
+
