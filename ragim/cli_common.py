@@ -348,16 +348,18 @@ def print_table(
 ) -> None:
     """A rich table; ``columns`` are names, or (name, "right"/"left") for the alignment; the
     columns named in ``no_wrap`` are never wrapped (the others wrap to fit the width). The
-    title is a line above the table and the caption a line below, each whole."""
+    title is a line above the table and the caption a line below, each whole. Cells are plain
+    text: a term such as ``cp[asymptomatic]`` is printed as written, not read as rich markup."""
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for c in columns:
         name, justify = (c, "left") if isinstance(c, str) else c
         table.add_column(name, justify=justify, overflow="fold", no_wrap=name in no_wrap)
     for r in rows:
-        table.add_row(*[str(v) for v in r])
+        table.add_row(*[Text(str(v)) for v in r])
     if title:
         typer.echo(title)
     console().print(table)

@@ -325,3 +325,14 @@ def test_evaluate_leave_group_out_names_the_option_and_the_keys_of_a_task_folder
     )
     out = json.loads(_ok(args))
     assert {r["method"] for r in out} == {"pooled"} and out[0]["protocol"] == "leave-group-out"
+
+
+def test_table_cells_are_printed_as_written_not_read_as_markup(capsys):
+    """rich read a cell such as 'cp[asymptomatic]' as markup and printed 'cp', so two levels of
+    one feature showed as identical rows."""
+    from ragim.cli_common import print_table
+
+    print_table([["cp[asymptomatic]", "+0.666"], ["cp[typical]", "-0.531"], ["[bold]x[/bold]", "1"]],
+                ["term", ("coef", "right")])
+    out = capsys.readouterr().out
+    assert "cp[asymptomatic]" in out and "cp[typical]" in out and "[bold]x[/bold]" in out
