@@ -693,8 +693,26 @@ class LocalExplanation(_Explanation):
                     "contribution": extra["contribution"],
                 }
             )
+        for name in [c for c in contributions if c not in set(schema.names)]:
+            rows.append(  # a term of no single feature (a family's interaction): its own row
+                {
+                    "feature": name,
+                    "label": name,
+                    "value": None,
+                    "value_label": "a term of more than one feature",
+                    "unit": "",
+                    "contribution": contributions[name]["contribution"],
+                }
+            )
         self._frame = pd.DataFrame(rows)
         self.logit = math.fsum([self.baseline, *self._frame["contribution"]])
+        model_logit = float(params.log_odds(X)[0])
+        if not math.isclose(self.logit, model_logit, rel_tol=1e-6, abs_tol=1e-6):
+            raise ValidationError(
+                f"the {params.kind} family's contributions for this patient add up to log-odds "
+                f"{self.logit:.6g}, but the model gives {model_logit:.6g}; its "
+                "local_contributions must account for every term (ModelFamily docs)"
+            )
         self.probability = (
             1.0 / (1.0 + math.exp(-self.logit))
             if self.logit >= 0

@@ -491,9 +491,11 @@ class ModelFamily(ABC):
         self, params: ModelParams, X: pd.DataFrame
     ) -> tuple[dict[str, dict], pd.DataFrame | None]:
         """One patient (a validated one-row frame): feature -> its columns (``contribution``
-        in log-odds, plus any extra ones, e.g. ``bin``) for every schema feature, and the
-        per-term frame (term, feature, design_value, coef, contribution) or None. The
-        contributions add up from :meth:`reference_intercept`'s log-odds to the patient's.
+        in log-odds, plus any extra ones, e.g. ``bin``) for every schema feature, and for each
+        term of no single feature (:meth:`term_features` gives "") under the term's name; and
+        the per-term frame (term, feature, design_value, coef, contribution) or None. The
+        contributions must add up from :meth:`reference_intercept`'s log-odds to the
+        patient's (:class:`~ragim.explain.LocalExplanation` refuses them otherwise).
         Default: each term's ``D * coef`` summed by feature (from the intercept)."""
         schema = params.schema
         z = self.design_matrix(schema, X)[0]
@@ -509,8 +511,9 @@ class ModelFamily(ABC):
             }
         )
         folded = dict.fromkeys(schema.names, 0.0)
-        for f, v in zip(feats, per, strict=True):
-            folded[f] += float(v)
+        for term, f, v in zip(params.names[1:], feats, per, strict=True):
+            key = f or term  # a term of no single feature (say an interaction) is its own row
+            folded[key] = folded.get(key, 0.0) + float(v)
         return {f: {"contribution": c} for f, c in folded.items()}, terms
 
     def plot_global(self, expl, table: pd.DataFrame, kind: str, ax=None):

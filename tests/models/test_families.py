@@ -363,3 +363,53 @@ def test_an_index_knows_a_family_an_installed_package_declares(monkeypatch, tmp_
     finally:
         FAMILIES.pop("plugin-index-kind", None)
 
+
+
+class ProductFamily(RawLinearFamily):
+    """RawLinearFamily plus the product of the first two features: a term of no single
+    feature (``term_features`` gives "" for it)."""
+
+    name = "raw-product"
+
+    def param_names(self, schema):
+        return [*super().param_names(schema), "age*bp"]
+
+    def design_matrix(self, schema, X):
+        D = super().design_matrix(schema, X)
+        return np.column_stack([D, D[:, 0] * D[:, 1]])
+
+    def term_features(self, schema):
+        return [*schema.names, ""]
+
+
+class DroppingFamily(ProductFamily):
+    name = "raw-dropping"
+
+    def local_contributions(self, params, X):
+        contributions, terms = super().local_contributions(params, X)
+        contributions.pop("age*bp")
+        return contributions, terms
+
+
+def test_a_term_of_no_feature_is_its_own_row_of_a_patients_explanation(data):
+    """The default local_contributions failed with KeyError '' on a term of no feature (which
+    term_features documents); explanations now show it as its own row, so the contributions
+    add up to the model's log-odds, and a family whose contributions do not is refused."""
+    X, schema = data
+    for fam in (ProductFamily(), DroppingFamily()):
+        register_model_family(fam.name, family=fam)
+    try:
+        p = ModelParams("raw-product", schema, np.array([-1.0, 0.01, 0.002, 1e-4]))
+        expl = explain_params(p, X.iloc[[0]])
+        frame = expl.to_frame()
+        assert frame["feature"].tolist() == ["age", "bp", "age*bp"]
+        row = X.iloc[0]
+        assert frame["contribution"].iloc[2] == pytest.approx(1e-4 * row["age"] * row["bp"])
+        assert expl.logit == pytest.approx(float(p.log_odds(X.iloc[[0]])[0]))
+        dropped = ModelParams("raw-dropping", schema, p.vector)
+        with pytest.raises(ValidationError, match="raw-dropping family's contributions .* add up"):
+            explain_params(dropped, X.iloc[[0]])
+    finally:
+        for name in ("raw-product", "raw-dropping"):
+            FAMILIES.pop(name, None)
+            MODEL_FAMILIES.pop(name, None)
