@@ -419,7 +419,7 @@ def print_global(expl, *, top: int | None = None, missing: bool = False) -> None
     print_table(
         rows,
         cols,
-        title=f"{expl.kind.upper()} model for {expl.outcome}; {expl.baseline()}",
+        title=f"{expl.family.heading} for {expl.outcome}; {expl.baseline()}",
         caption=t.attrs["note"] + hint,
     )
 

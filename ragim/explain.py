@@ -588,7 +588,7 @@ class GlobalExplanation(_Explanation):
 
     def _repr_html_(self) -> str:
         head = (
-            f"<p><b>{self.kind.upper()} model</b> for {html.escape(self.outcome)} "
+            f"<p><b>{html.escape(self.family.heading)}</b> for {html.escape(self.outcome)} "
             f"&middot; {html.escape(self.baseline())}"
             f" &middot; source: {html.escape(str(self.source))}</p>"
         )
@@ -805,7 +805,8 @@ class LocalExplanation(_Explanation):
     def _repr_html_(self) -> str:
         df = self.table()
         head = (
-            f"<p><b>{self.kind.upper()} model, one patient</b> &middot; predicted risk of "
+            f"<p><b>{html.escape(model_family(self.kind).heading)}, one patient</b> &middot; "
+            "predicted risk of "
             f"{html.escape(self.outcome)}: {self.probability:.3f} &middot; "
             f"logit {self.logit:+.3f} = "
             f"baseline {self.baseline:+.3f} + contributions</p>"

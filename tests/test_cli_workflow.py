@@ -664,7 +664,7 @@ def test_explain_table_is_sorted_with_reference_levels_and_folded_missing(root):
     assert "missing vs" in everything and "all 28 terms shown" in everything
     top = _ok("explain", d / "m0", "--top", "5")
     assert "5 of 18 terms shown (largest first)" in top
-    assert "LOGISTIC model for coronary artery disease" in text
+    assert "Logistic model for coronary artery disease" in text
 
 
 def test_a_declared_code_in_the_outcome_of_rows_is_a_blank_outcome_not_a_label(

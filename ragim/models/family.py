@@ -323,14 +323,13 @@ class ModelFamily(ABC):
     (probit) or outcome (counts) would need those to become link-aware; it is not supported.
 
     Class attributes: ``name`` (the registry name and ``ModelParams.kind``), ``title`` (the
-    model in words, for prompts and plot titles), ``figure_name`` (the model's name in the
-    global explanation's plot title; default: ``title`` capitalised), ``value_column`` (the
-    explanation frame's
-    log-odds column), ``term_noun`` (what one explanation row is), ``importance_label``
-    (the x label of importance bars) and ``fits_on_design`` (True when a scikit-learn
-    ``LogisticRegression(C=1)`` on :meth:`design_matrix` is the family's own C=1 fit, so
-    evaluation may reuse a cached design). ``model_cls`` is the family's estimator class,
-    set at registration.
+    model in words, for prompts and plot titles), ``figure_name`` (the model's name at the
+    head of its tables and plots, :attr:`heading`; default: ``title`` capitalised),
+    ``value_column`` (the explanation frame's log-odds column), ``term_noun`` (what one
+    explanation row is), ``importance_label`` (the x label of importance bars) and
+    ``fits_on_design`` (True when a scikit-learn ``LogisticRegression(C=1)`` on
+    :meth:`design_matrix` is the family's own C=1 fit, so evaluation may reuse a cached
+    design). ``model_cls`` is the family's estimator class, set at registration.
     """
 
     name: ClassVar[str] = ""
@@ -343,6 +342,12 @@ class ModelFamily(ABC):
 
     def __init__(self, model_cls: type | None = None):
         self.model_cls = model_cls
+
+    @property
+    def heading(self) -> str:
+        """The model's name at the head of its tables, reports and figures: ``figure_name``,
+        else ``title`` capitalised ("Logistic model", "Generalised additive model")."""
+        return self.figure_name or self.title[:1].upper() + self.title[1:]
 
     def __repr__(self) -> str:
         cls = getattr(self.model_cls, "__name__", None)
@@ -527,8 +532,7 @@ class ModelFamily(ABC):
             title=(
                 "\n".join(
                     textwrap.wrap(
-                        f"{self.figure_name or self.title[:1].upper() + self.title[1:]} for "
-                        f"{expl.outcome}; {expl.baseline()}",
+                        f"{self.heading} for {expl.outcome}; {expl.baseline()}",
                         90,
                     )
                 )
