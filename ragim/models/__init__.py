@@ -19,9 +19,13 @@ True
 from ragim.models.base import (
     MODEL_FAMILIES,
     InterpretableModel,
+    fit_frame,
+    fit_metadata,
+    fitted_schema,
     get_model_family,
     model_from_params,
     register_model_family,
+    set_fitted,
 )
 from ragim.models.family import FAMILIES, ModelFamily, family_of, register_family
 from ragim.models.fit_many import FitResult, fit_many, fit_schema
@@ -37,6 +41,10 @@ __all__ = [
     "GAMFamily",
     "GAMModel",
     "InterpretableModel",
+    "fit_frame",
+    "fit_metadata",
+    "fitted_schema",
+    "set_fitted",
     "LogisticFamily",
     "LogisticModel",
     "ModelFamily",

@@ -50,7 +50,10 @@ def register_model_family(
 ):
     """Register an estimator class under a family name (usable as a decorator).
 
-    The class must provide ``fit``, ``to_params`` and a ``from_params`` classmethod.
+    The class must provide ``fit``, ``to_params`` and a ``from_params`` classmethod: subclass
+    :class:`InterpretableModel` (with scikit-learn's ``ClassifierMixin, BaseEstimator``),
+    whose ``fit`` builds the family's ``ModelParams`` with :func:`fit_frame`,
+    :func:`fitted_schema`, :func:`fit_metadata` and :func:`set_fitted`; the rest is inherited.
     ``family`` (a :class:`~ragim.models.family.ModelFamily` whose ``name`` is ``name``) is
     registered at once and learns the class as its ``model_cls``; without one, a family
     already registered under ``name`` keeps its behaviour and takes the new class. An
@@ -241,51 +244,19 @@ class BinaryClassifierTags:
 class InterpretableModel(BinaryClassifierTags):
     """Mixin: a binary classifier whose fitted state is ``params_`` (a ModelParams).
 
-    Subclasses set ``_kind`` (their family's name) and fit ``params_``; predictions are the
-    parameters' log-odds (:meth:`ragim.params.ModelParams.log_odds`).
+    Subclasses fit ``params_`` (with :func:`fit_frame`, :func:`fitted_schema`,
+    :func:`fit_metadata` and :func:`set_fitted`); predictions are the parameters' log-odds
+    (:meth:`ragim.params.ModelParams.log_odds`). ``_kind``, their family's name, is set by
+    :func:`register_model_family`. A subclass without scikit-learn parameter constraints of
+    its own (``_parameter_constraints``) has its constructor arguments unchecked.
     """
 
     _kind: ClassVar[str] = ""
+    _parameter_constraints: ClassVar[dict] = {}  # scikit-learn's; a family may declare its own
 
     # ------------------------------------------------------------------ input handling
-    def _fit_frame(self, X: Any, y: Any) -> tuple[pd.DataFrame, bool, np.ndarray, np.ndarray]:
-        """Validate fit input: (X as a DataFrame, had column names, y, classes)."""
-        if y is None:
-            raise ValueError(
-                f"{type(self).__name__} requires y to be passed, but the target y is None"
-            )
-        check_aligned_labels(X, y)
-        if isinstance(X, pd.DataFrame):
-            Xdf = X.set_axis([str(c) for c in X.columns], axis=1)
-            named = True
-        else:
-            try:
-                arr = validate_data(self, X, dtype="numeric", ensure_all_finite="allow-nan")
-            except ValueError as exc:
-                raise ValidationError(str(exc)) from exc
-            given = getattr(self, "schema", None)
-            cols = (
-                given.names
-                if given is not None and len(given.names) == arr.shape[1]
-                else [f"x{j}" for j in range(arr.shape[1])]
-            )
-            Xdf, named = pd.DataFrame(arr, columns=cols), False
-        if len(Xdf) == 0:
-            raise ValidationError(f"{type(self).__name__} cannot be fitted on zero rows")
-        y, classes = self._check_targets(y, len(Xdf))
-        return Xdf, named, y, classes
-
     def _check_targets(self, y: Any, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
         return check_binary_targets(y, n_rows, type(self).__name__)
-
-    def _fitted_schema(self, X: pd.DataFrame, n_bins: int | None = None) -> FeatureSchema:
-        """The schema given to the constructor (fitted on a copy when needed) or an inferred one."""
-        if self.schema is None:
-            kw = {} if n_bins is None else {"n_bins": int(n_bins)}
-            return FeatureSchema.infer(X, **kw).fit(X)
-        if not self.schema.is_fitted:
-            return self.schema.copy().fit(X)
-        return self.schema
 
     def _predict_frame(self, X: Any) -> pd.DataFrame:
         """X as a DataFrame over the schema's columns (validated later by the schema)."""
@@ -300,27 +271,6 @@ class InterpretableModel(BinaryClassifierTags):
         except ValueError as exc:
             raise ValidationError(str(exc)) from exc
         return pd.DataFrame(arr, columns=names)
-
-    def _set_fitted(self, params: ModelParams, classes: Any, *, named: bool) -> None:
-        self.params_ = params
-        self.schema_ = params.schema
-        self.classes_ = np.asarray(classes)
-        self.n_features_in_ = len(params.schema.names)
-        if named:
-            self.feature_names_in_ = np.asarray(params.schema.names, dtype=object)
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
-
-    def _base_metadata(self, y: np.ndarray, classes: np.ndarray) -> dict[str, Any]:
-        n1 = int(np.sum(y == classes[1]))
-        return {
-            "source": "fit",
-            "model": type(self).__name__,
-            "n_rows": int(len(y)),
-            "n_positive": n1,
-            "prevalence": n1 / len(y),
-            "classes": [json_label(c) for c in classes],
-        }
 
     # ------------------------------------------------------------------ predictions
     def _decision_from_frame(self, X: pd.DataFrame) -> np.ndarray:
@@ -403,7 +353,7 @@ class InterpretableModel(BinaryClassifierTags):
         ):
             classes = [0, 1]
         model = cls(schema=params.schema)
-        model._set_fitted(params, classes, named=True)
+        set_fitted(model, params, classes, named=True)
         return model
 
     def explain(self, X_row: Any = None, *, outcome: str | None = None):
@@ -419,3 +369,89 @@ class InterpretableModel(BinaryClassifierTags):
         """The neighbours a generated model was made from (empty for a fitted model)."""
         check_is_fitted(self, "params_")
         return list(self.params_.metadata.get("provenance", []))
+
+
+def fit_frame(
+    estimator: InterpretableModel, X: Any, y: Any
+) -> tuple[pd.DataFrame, bool, np.ndarray, np.ndarray]:
+    """An estimator's ``fit`` input, checked: ``(X as a DataFrame, whether X had column names,
+    y as an array (n_rows,), classes (2,))``. A family's estimator calls it first (see
+    :func:`register_model_family`).
+
+    Raises
+    ------
+    ValidationError
+        Zero rows, labels misaligned with ``X``, or labels that are not two classes.
+    ValueError
+        ``y`` is None (scikit-learn's message).
+    """
+    if y is None:
+        raise ValueError(
+            f"{type(estimator).__name__} requires y to be passed, but the target y is None"
+        )
+    check_aligned_labels(X, y)
+    if isinstance(X, pd.DataFrame):
+        Xdf = X.set_axis([str(c) for c in X.columns], axis=1)
+        named = True
+    else:
+        try:
+            arr = validate_data(estimator, X, dtype="numeric", ensure_all_finite="allow-nan")
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
+        given = getattr(estimator, "schema", None)
+        cols = (
+            given.names
+            if given is not None and len(given.names) == arr.shape[1]
+            else [f"x{j}" for j in range(arr.shape[1])]
+        )
+        Xdf, named = pd.DataFrame(arr, columns=cols), False
+    if len(Xdf) == 0:
+        raise ValidationError(f"{type(estimator).__name__} cannot be fitted on zero rows")
+    y, classes = estimator._check_targets(y, len(Xdf))
+    return Xdf, named, y, classes
+
+
+def fitted_schema(
+    estimator: InterpretableModel, X: pd.DataFrame, n_bins: int | None = None
+) -> FeatureSchema:
+    """The schema an estimator fits with: the one given to its constructor (``schema``,
+    fitted on a copy when needed), or one inferred from ``X`` (``n_bins`` bins per continuous
+    feature when given)."""
+    if estimator.schema is None:
+        kw = {} if n_bins is None else {"n_bins": int(n_bins)}
+        return FeatureSchema.infer(X, **kw).fit(X)
+    if not estimator.schema.is_fitted:
+        return estimator.schema.copy().fit(X)
+    return estimator.schema
+
+
+def set_fitted(
+    estimator: InterpretableModel, params: ModelParams, classes: Any, *, named: bool
+) -> None:
+    """Make ``estimator`` fitted with ``params``: ``params_``, ``schema_``, ``classes_`` and
+    scikit-learn's ``n_features_in_`` (and ``feature_names_in_`` when it was fitted on named
+    columns, ``named``). A family's estimator calls it last in ``fit``."""
+    estimator.params_ = params
+    estimator.schema_ = params.schema
+    estimator.classes_ = np.asarray(classes)
+    estimator.n_features_in_ = len(params.schema.names)
+    if named:
+        estimator.feature_names_in_ = np.asarray(params.schema.names, dtype=object)
+    elif hasattr(estimator, "feature_names_in_"):
+        del estimator.feature_names_in_
+
+
+def fit_metadata(
+    estimator: InterpretableModel, y: np.ndarray, classes: np.ndarray
+) -> dict[str, Any]:
+    """The ``ModelParams.metadata`` every fit records: ``source="fit"``, the estimator's class,
+    ``n_rows``, ``n_positive``, ``prevalence`` and ``classes`` (JSON-safe)."""
+    n1 = int(np.sum(y == classes[1]))
+    return {
+        "source": "fit",
+        "model": type(estimator).__name__,
+        "n_rows": int(len(y)),
+        "n_positive": n1,
+        "prevalence": n1 / len(y),
+        "classes": [json_label(c) for c in classes],
+    }

@@ -47,7 +47,14 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
 from ragim.errors import ValidationError
-from ragim.models.base import InterpretableModel, register_model_family
+from ragim.models.base import (
+    InterpretableModel,
+    fit_frame,
+    fit_metadata,
+    fitted_schema,
+    register_model_family,
+    set_fitted,
+)
 from ragim.models.gam_family import GAMFamily
 from ragim.params import ModelParams
 from ragim.schema import FeatureSchema
@@ -209,8 +216,8 @@ class GAMModel(InterpretableModel, ClassifierMixin, BaseEstimator):
                 "the shared-bin layout stores one score per bin of each "
                 "feature, with no pairwise terms; use interactions=0"
             )
-        Xdf, named, y, classes = self._fit_frame(X, y)
-        schema = self._fitted_schema(Xdf, self.max_bins)
+        Xdf, named, y, classes = fit_frame(self, X, y)
+        schema = fitted_schema(self, Xdf, self.max_bins)
         B = schema.bin_indices(Xdf)
         D, types = _ebm_inputs(schema, B)
         settings = self._ebm_settings()
@@ -224,13 +231,13 @@ class GAMModel(InterpretableModel, ClassifierMixin, BaseEstimator):
             ebm.fit(D, (y == classes[1]).astype(np.int64))
         vector, std, empty = self._scores_from_ebm(ebm, schema, B)
         settings.pop("n_jobs")
-        meta = self._base_metadata(y, classes) | {"ebm": settings}
+        meta = fit_metadata(self, y, classes) | {"ebm": settings}
         if empty:  # bins no fitted row fell in: explanations mark them not estimable
             meta["constant_terms"] = {name: 0.0 for name in empty}
         if std is not None:
             meta["std_method"] = "outer_bags"
-        self._set_fitted(
-            ModelParams("gam", schema, vector, std=std, metadata=meta), classes, named=named
+        set_fitted(
+            self, ModelParams("gam", schema, vector, std=std, metadata=meta), classes, named=named
         )
         return self
 

@@ -35,7 +35,15 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ragim.errors import ValidationError
-from ragim.models.base import InterpretableModel, json_label, register_model_family
+from ragim.models.base import (
+    InterpretableModel,
+    fit_frame,
+    fit_metadata,
+    fitted_schema,
+    json_label,
+    register_model_family,
+    set_fitted,
+)
 from ragim.models.logistic_family import LogisticFamily, term_effects
 from ragim.params import ModelParams, std_and_correlation
 from ragim.schema import FeatureSchema
@@ -208,8 +216,8 @@ class LogisticModel(InterpretableModel, ClassifierMixin, BaseEstimator):
         -------
         self
         """
-        Xdf, named, y, classes = self._fit_frame(X, y)
-        schema = self._fitted_schema(Xdf)
+        Xdf, named, y, classes = fit_frame(self, X, y)
+        schema = fitted_schema(self, Xdf)
         Z = schema.transform(Xdf)
         kw = self._solver_kwargs()
         lr = LogisticRegression(**kw).fit(Z, y)
@@ -224,7 +232,7 @@ class LogisticModel(InterpretableModel, ClassifierMixin, BaseEstimator):
             cov = laplace_covariance(Z, (y == classes[1]).astype(float), coef, b, kw["C"], sw)
             if cov is not None:
                 std, corr = std_and_correlation(cov)
-        meta = self._base_metadata(y, classes) | {
+        meta = fit_metadata(self, y, classes) | {
             "penalty": self.penalty,
             "C": float(self.C),
             "solver": kw["solver"],
@@ -250,7 +258,7 @@ class LogisticModel(InterpretableModel, ClassifierMixin, BaseEstimator):
             metadata=meta,
             correlation=corr,
         )
-        self._set_fitted(params, classes, named=named)
+        set_fitted(self, params, classes, named=named)
         self.n_iter_ = np.asarray(lr.n_iter_)
         return self
 

@@ -30,8 +30,12 @@ from ragim.models import (
     LogisticModel,
     ModelFamily,
     family_of,
+    fit_frame,
+    fit_metadata,
+    fitted_schema,
     model_from_params,
     register_model_family,
+    set_fitted,
 )
 from ragim.params import ModelParams, design_matrix, param_names
 from ragim.schema import FeatureSchema
@@ -56,18 +60,16 @@ class RawLinearFamily(ModelFamily):
 
 
 class RawLinearModel(InterpretableModel, ClassifierMixin, BaseEstimator):
-    _kind = KIND
-
     def __init__(self, schema=None):
         self.schema = schema
 
     def fit(self, X, y):
-        Xdf, named, y, classes = self._fit_frame(X, y)
-        schema = self._fitted_schema(Xdf)
+        Xdf, named, y, classes = fit_frame(self, X, y)
+        schema = fitted_schema(self, Xdf)
         lr = LogisticRegression(C=1e6, max_iter=1000).fit(Xdf[schema.names].to_numpy(float), y)
         vector = np.concatenate([lr.intercept_, lr.coef_[0]])
-        params = ModelParams(KIND, schema, vector, metadata=self._base_metadata(y, classes))
-        self._set_fitted(params, classes, named=named)
+        params = ModelParams(KIND, schema, vector, metadata=fit_metadata(self, y, classes))
+        set_fitted(self, params, classes, named=named)
         return self
 
 
@@ -413,3 +415,16 @@ def test_a_term_of_no_feature_is_its_own_row_of_a_patients_explanation(data):
         for name in ("raw-product", "raw-dropping"):
             FAMILIES.pop(name, None)
             MODEL_FAMILIES.pop(name, None)
+
+
+def test_a_family_estimator_needs_no_private_name_to_fit_many_tasks(family):
+    """A family's estimator written with the public helpers (fit_frame, fitted_schema,
+    fit_metadata, set_fitted) and no scikit-learn ``_parameter_constraints`` fits many tasks:
+    fit_many's parameter check failed with AttributeError '_parameter_constraints'."""
+    assert "_parameter_constraints" not in RawLinearModel.__dict__
+    assert RawLinearModel._kind == KIND  # set by register_model_family
+    RawLinearModel().check_params()  # nothing to check, nothing raised
+    tasks = ragim.datasets.synthetic_family(n_tasks=3, n_features=2, seed=0)
+    fitted = ragim.models.fit_many(tasks, model=KIND, progress=False, cv=0)
+    assert set(fitted.status.values()) == {"ok"}
+    assert all(p.kind == KIND and p.metadata["source"] == "fit" for p in fitted.params.values())
