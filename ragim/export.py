@@ -132,7 +132,7 @@ def coefficients_frame(params: ModelParams) -> pd.DataFrame:
             + ("the reference levels, " if refs else "")
             + "binary features at 0, continuous at their mean, none missing"
         )
-    if "scale" in frame.columns and len(frame) == len(params.schema.design_columns):
+    if "scale" in frame.columns and "term" in frame.columns:
         frame = _with_reference_values(params, frame)
     out = pd.concat([pd.DataFrame([intercept]), frame], ignore_index=True)
     with np.errstate(over="ignore"):
@@ -148,20 +148,22 @@ def coefficients_frame(params: ModelParams) -> pd.DataFrame:
 
 
 def _with_reference_values(params: ModelParams, frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` (one row per design column) with ``center`` (a continuous feature's value row:
+    """``frame`` (rows named by ``term``) with ``center`` (a continuous feature's value row:
     the fitted mean, the reference patient's value) and ``fill`` (the value row of a continuous
-    or binary feature: the training median a blank is scored as) after ``scale``."""
+    or binary feature: the training median a blank is scored as) after ``scale``; NaN on the
+    rows of other terms (a level, a missing indicator, a family's own terms such as an
+    interaction)."""
     schema = params.schema
-    center, fill = [], []
+    center, fill = {}, {}
     for c in schema.design_columns:
         kind = schema[c.feature].type
-        value_row = c.role == "value" and kind in ("continuous", "binary")
-        center.append(c.center if value_row and kind == "continuous" else math.nan)
-        fill.append(float(schema.medians_[c.feature]) if value_row else math.nan)
+        if c.role == "value" and kind in ("continuous", "binary"):
+            center[c.name] = c.center if kind == "continuous" else math.nan
+            fill[c.name] = float(schema.medians_[c.feature])
     at = list(frame.columns).index("scale") + 1
     frame = frame.copy()
-    frame.insert(at, "fill", fill)
-    frame.insert(at, "center", center)
+    frame.insert(at, "fill", [fill.get(t, math.nan) for t in frame["term"]])
+    frame.insert(at, "center", [center.get(t, math.nan) for t in frame["term"]])
     return frame
 
 

@@ -428,3 +428,42 @@ def test_a_family_estimator_needs_no_private_name_to_fit_many_tasks(family):
     fitted = ragim.models.fit_many(tasks, model=KIND, progress=False, cv=0)
     assert set(fitted.status.values()) == {"ok"}
     assert all(p.kind == KIND and p.metadata["source"] == "fit" for p in fitted.params.values())
+
+
+class LogisticProductFamily(LogisticFamily):
+    """The logistic family plus one interaction term, shown as its own explanation row."""
+
+    name = "logistic-product"
+
+    def param_names(self, schema):
+        return [*super().param_names(schema), "age*bp"]
+
+    def design_matrix(self, schema, X):
+        D = super().design_matrix(schema, X)
+        return np.column_stack([D, D[:, 0] * D[:, 1]])
+
+    def term_features(self, schema):
+        return [*super().term_features(schema), ""]
+
+    def explanation_frame(self, params):
+        main = ModelParams("logistic", params.schema, params.vector[:-1])
+        base = LogisticFamily().explanation_frame(main)
+        row = {c: np.nan for c in base.columns} | {"term": "age*bp", "feature": "", "coef": params.vector[-1]}
+        return pd.concat([base, pd.DataFrame([row])], ignore_index=True)
+
+
+def test_the_coefficients_csv_keeps_centres_and_fills_beside_a_familys_extra_terms(data):
+    """The export added ``center``/``fill`` only when the frame had one row per design column,
+    so a family with one more term silently lost the columns needed to re-score a patient;
+    they are matched by term now (NaN on the family's own terms)."""
+    X, schema = data
+    register_model_family("logistic-product", family=LogisticProductFamily())
+    try:
+        p = ModelParams("logistic-product", schema, np.array([-1.0, 0.3, 0.2, 0.1]))
+        out = coefficients_frame(p).set_index("term")
+        assert out.loc["age", "center"] == pytest.approx(X["age"].mean())
+        assert out.loc["bp", "fill"] == pytest.approx(X["bp"].median())
+        assert np.isnan(out.loc["age*bp", "center"]) and np.isnan(out.loc["age*bp", "fill"])
+    finally:
+        FAMILIES.pop("logistic-product", None)
+        MODEL_FAMILIES.pop("logistic-product", None)
