@@ -82,7 +82,7 @@ from ragim.canonical import canonical_level
 from ragim.checks import check_aligned_labels
 from ragim.errors import AdaptationWarning, DataWarning, ValidationError
 from ragim.models.base import BinaryClassifierTags, check_binary_targets, json_label
-from ragim.models.logistic import constant_terms
+from ragim.models.family import constant_terms
 from ragim.models.map import map_logistic  # noqa: F401  (re-exported: ragim.estimator.map_logistic)
 from ragim.params import ModelParams, design_matrix
 from ragim.schema import FeatureSchema

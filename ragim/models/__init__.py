@@ -27,7 +27,13 @@ from ragim.models.base import (
     register_model_family,
     set_fitted,
 )
-from ragim.models.family import FAMILIES, ModelFamily, family_of, register_family
+from ragim.models.family import (
+    FAMILIES,
+    ModelFamily,
+    constant_terms,
+    family_of,
+    register_family,
+)
 from ragim.models.fit_many import FitResult, fit_many, fit_schema
 from ragim.models.gam import GAMModel
 from ragim.models.gam_family import GAMFamily
@@ -41,6 +47,7 @@ __all__ = [
     "GAMFamily",
     "GAMModel",
     "InterpretableModel",
+    "constant_terms",
     "fit_frame",
     "fit_metadata",
     "fitted_schema",

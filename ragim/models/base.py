@@ -34,7 +34,14 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 from ragim.canonical import two_labels_spelt_apart
 from ragim.checks import check_aligned_labels
 from ragim.errors import ValidationError
-from ragim.models.family import FAMILIES, ModelFamily, load_plugin_families, register_family
+from ragim.models.family import (
+    FAMILIES,
+    ModelFamily,
+    constant_terms,
+    family_of,
+    load_plugin_families,
+    register_family,
+)
 from ragim.params import ModelParams
 from ragim.schema import FeatureSchema
 
@@ -426,11 +433,24 @@ def fitted_schema(
 
 
 def set_fitted(
-    estimator: InterpretableModel, params: ModelParams, classes: Any, *, named: bool
+    estimator: InterpretableModel,
+    params: ModelParams,
+    classes: Any,
+    *,
+    named: bool,
+    X: pd.DataFrame | None = None,
 ) -> None:
     """Make ``estimator`` fitted with ``params``: ``params_``, ``schema_``, ``classes_`` and
     scikit-learn's ``n_features_in_`` (and ``feature_names_in_`` when it was fitted on named
-    columns, ``named``). A family's estimator calls it last in ``fit``."""
+    columns, ``named``). A family's estimator calls it last in ``fit``, with ``X``, the rows
+    it was fitted on: the terms that never vary in them (:func:`constant_terms` of the family's
+    design matrix) are then recorded in ``metadata["constant_terms"]``, unless the fit
+    recorded its own, so that explanations mark their effects not estimable instead of
+    showing a number the data could not give."""
+    if X is not None and "constant_terms" not in params.metadata:
+        design = family_of(params.kind).design_matrix(params.schema, X)
+        if const := constant_terms(params.names[1:], design):
+            params = params.replace(metadata={"constant_terms": const})
     estimator.params_ = params
     estimator.schema_ = params.schema
     estimator.classes_ = np.asarray(classes)

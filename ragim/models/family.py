@@ -282,12 +282,35 @@ def format_number(v: Any, spec: str = ".3g") -> str:
 FITTED_ROWS = "the rows the model was fitted on"
 
 
+def constant_terms(names: list[str], Z: np.ndarray) -> dict[str, float]:
+    """The design columns of ``Z`` (n_rows, len(names)) that never vary over its rows, as
+    ``{name: value}`` (0.0 for a category level no row has): what
+    ``params.metadata["constant_terms"]`` records for a fit, so that explanations mark those
+    effects not estimable. Empty for no rows.
+
+    Examples
+    --------
+    >>> constant_terms(["age", "cp[a]", "cp[b]"], np.array([[0.5, 1, 0], [-0.5, 1, 0.0]]))
+    {'cp[a]': 1.0, 'cp[b]': 0.0}
+    """
+    Z = np.asarray(Z, dtype=float)
+    if Z.ndim != 2 or Z.shape[1] != len(names):
+        raise ValidationError(
+            f"constant_terms needs a design of {len(names)} columns, got shape {Z.shape}"
+        )
+    if len(Z) == 0:
+        return {}
+    same = np.all(np.abs(Z - Z[:1]) <= 1e-12 * np.maximum(1.0, np.abs(Z[:1])), axis=0)
+    return {n: float(Z[0, j]) for j, n in enumerate(names) if same[j]}
+
+
 def fit_constant_terms(params: ModelParams) -> dict[str, float]:
     """The terms (design terms of a logistic model, bins of a GAM) whose column never varied in
     the rows the model was fitted on, with that constant value (0.0 for a level no patient
     had): ``params.metadata["constant_terms"]``,
     recorded by :class:`~ragim.models.LogisticModel`, :func:`~ragim.models.fit_many` and
-    :class:`~ragim.models.GAMModel` fits (a GAM bin no fitted row fell in is recorded as 0.0).
+    :class:`~ragim.models.GAMModel` fits (a GAM bin no fitted row fell in is recorded as 0.0),
+    and by :func:`~ragim.models.set_fitted` given the fitted rows (any family's estimator).
     Empty when the metadata has none (generated models borrow their coefficients from other
     tasks, so nothing is marked there).
 
@@ -435,9 +458,12 @@ class ModelFamily(ABC):
     # ------------------------------------------------------------------ explanations
     def explanation_frame(self, params: ModelParams) -> pd.DataFrame:
         """One row per term: term, feature, label, coef (log-odds), std, ci_low, ci_high,
-        odds_ratio (``GlobalExplanation.to_frame()``)."""
+        odds_ratio, not_estimable (``GlobalExplanation.to_frame()``). A term that never varied
+        in the rows the model was fitted on (:func:`fit_constant_terms`) has no effect the data
+        could give: its coef, std and interval are NaN and ``not_estimable`` says why."""
         schema = params.schema
         labels = {f.name: f.display_name for f in schema.features}
+        const = fit_constant_terms(params)
         rows = []
         for term, feat, b, s in zip(
             params.names[1:],
@@ -446,6 +472,14 @@ class ModelFamily(ABC):
             std_terms(params),
             strict=True,
         ):
+            reason = (
+                f"not estimable: never varies in the rows the model was fitted on "
+                f"(always {const[term]:g})"
+                if term in const
+                else ""
+            )
+            if reason:
+                b = s = math.nan
             rows.append(
                 {
                     "term": term,
@@ -456,12 +490,11 @@ class ModelFamily(ABC):
                     "ci_low": b - Z95 * s,
                     "ci_high": b + Z95 * s,
                     "odds_ratio": clipped_exp(b),
+                    "not_estimable": reason,
                 }
             )
-        return pd.DataFrame(
-            rows,
-            columns=["term", "feature", "label", "coef", "std", "ci_low", "ci_high", "odds_ratio"],
-        )
+        columns = ["term", "feature", "label", "coef", "std", "ci_low", "ci_high", "odds_ratio"]
+        return pd.DataFrame(rows, columns=[*columns, "not_estimable"])
 
     def importance(self, params: ModelParams, frame: pd.DataFrame) -> pd.Series:
         """Per-feature importance (index: feature names; any order, missing ones count 0)."""

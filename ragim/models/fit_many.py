@@ -45,7 +45,8 @@ from sklearn.exceptions import ConvergenceWarning
 from ragim.checks import check_int
 from ragim.errors import DependencyError, ValidationError
 from ragim.models.base import MODEL_FAMILIES, get_model_family
-from ragim.models.logistic import LogisticModel, constant_terms, laplace_covariance
+from ragim.models.family import constant_terms
+from ragim.models.logistic import LogisticModel, laplace_covariance
 from ragim.params import ModelParams
 from ragim.schema import FeatureSchema
 from ragim.tasks import Task, TaskCollection

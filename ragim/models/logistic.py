@@ -44,6 +44,7 @@ from ragim.models.base import (
     register_model_family,
     set_fitted,
 )
+from ragim.models.family import constant_terms
 from ragim.models.logistic_family import LogisticFamily, term_effects
 from ragim.params import ModelParams, std_and_correlation
 from ragim.schema import FeatureSchema
@@ -103,28 +104,6 @@ def laplace_covariance(
     if not np.all(np.isfinite(cov)) or np.any(var < -1e-10):
         return None
     return cov
-
-
-def constant_terms(names: list[str], Z: np.ndarray) -> dict[str, float]:
-    """The design columns of ``Z`` (n_rows, len(names)) that never vary over its rows, as
-    ``{name: value}`` (0.0 for a category level no row has): what
-    ``params.metadata["constant_terms"]`` records for a fit, so that explanations mark those
-    effects not estimable. Empty for no rows.
-
-    Examples
-    --------
-    >>> constant_terms(["age", "cp[a]", "cp[b]"], np.array([[0.5, 1, 0], [-0.5, 1, 0.0]]))
-    {'cp[a]': 1.0, 'cp[b]': 0.0}
-    """
-    Z = np.asarray(Z, dtype=float)
-    if Z.ndim != 2 or Z.shape[1] != len(names):
-        raise ValidationError(
-            f"constant_terms needs a design of {len(names)} columns, got shape {Z.shape}"
-        )
-    if len(Z) == 0:
-        return {}
-    same = np.all(np.abs(Z - Z[:1]) <= 1e-12 * np.maximum(1.0, np.abs(Z[:1])), axis=0)
-    return {n: float(Z[0, j]) for j, n in enumerate(names) if same[j]}
 
 
 class LogisticModel(InterpretableModel, ClassifierMixin, BaseEstimator):

@@ -69,7 +69,7 @@ class RawLinearModel(InterpretableModel, ClassifierMixin, BaseEstimator):
         lr = LogisticRegression(C=1e6, max_iter=1000).fit(Xdf[schema.names].to_numpy(float), y)
         vector = np.concatenate([lr.intercept_, lr.coef_[0]])
         params = ModelParams(KIND, schema, vector, metadata=fit_metadata(self, y, classes))
-        set_fitted(self, params, classes, named=named)
+        set_fitted(self, params, classes, named=named, X=Xdf)
         return self
 
 
@@ -467,3 +467,18 @@ def test_the_coefficients_csv_keeps_centres_and_fills_beside_a_familys_extra_ter
     finally:
         FAMILIES.pop("logistic-product", None)
         MODEL_FAMILIES.pop("logistic-product", None)
+
+
+def test_a_familys_term_that_never_varied_is_marked_not_estimable(family):
+    """Only the built-in fits recorded the terms that never varied, so another family showed a
+    number for an effect the data could not give (sex coef 0.0, odds ratio 1.0 on a women-only
+    task); set_fitted given the fitted rows records them for any family."""
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame({"age": rng.normal(60, 10, 80), "sex": np.zeros(80)})
+    y = (rng.random(80) < expit((X["age"] - 60) / 10)).astype(int)
+    model = RawLinearModel().fit(X, y)
+    assert model.params_.metadata["constant_terms"] == {"sex": 0.0}
+    frame = explain_params(model.to_params()).to_frame().set_index("term")
+    assert np.isnan(frame.loc["sex", "coef"]) and "never varies" in frame.loc["sex", "not_estimable"]
+    assert frame.loc["age", "not_estimable"] == "" and np.isfinite(frame.loc["age", "coef"])
+
