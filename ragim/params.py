@@ -47,8 +47,6 @@ from ragim.checks import check_int, check_loaded, check_number
 from ragim.errors import ValidationError
 from ragim.schema import FeatureSchema
 
-#: the built-in model families (any registered family is a valid kind, see :func:`model_family`)
-KINDS = ("logistic", "gam")
 FORMAT = "ragim.model-params"
 
 
