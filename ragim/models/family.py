@@ -246,6 +246,12 @@ def clipped_exp(v: float) -> float:
     return math.exp(min(v, 700.0))
 
 
+def wald_columns(coef: float, std: float) -> dict[str, float]:
+    """``coef``, ``std`` and the 95% Wald interval ``ci_low``/``ci_high`` (coef ± 1.96 std), as
+    explanation frames hold them (NaN std: NaN interval)."""
+    return {"coef": coef, "std": std, "ci_low": coef - Z95 * std, "ci_high": coef + Z95 * std}
+
+
 def std_terms(params: ModelParams) -> np.ndarray:
     """The terms' standard deviations, NaN when the parameters carry none."""
     return params.std[1:] if params.std is not None else np.full(len(params) - 1, np.nan)
@@ -485,10 +491,7 @@ class ModelFamily(ABC):
                     "term": term,
                     "feature": feat,
                     "label": labels.get(feat, term),
-                    "coef": b,
-                    "std": s,
-                    "ci_low": b - Z95 * s,
-                    "ci_high": b + Z95 * s,
+                    **wald_columns(b, s),
                     "odds_ratio": clipped_exp(b),
                     "not_estimable": reason,
                 }

@@ -33,6 +33,7 @@ from ragim.models.family import (
     reference_level,
     std_terms,
     truncation_note,
+    wald_columns,
 )
 from ragim.params import ModelParams
 from ragim.schema import FeatureSchema
@@ -205,10 +206,7 @@ def _comparison_rows(p: ModelParams, missing: bool) -> tuple[pd.DataFrame, int]:
                 "feature": f.name,
                 "label": f.display_name,
                 "comparison": comparison,
-                "coef": b,
-                "std": s,
-                "ci_low": b - Z95 * s,
-                "ci_high": b + Z95 * s,
+                **wald_columns(b, s),
                 "odds_ratio": clipped_exp(b),
                 "or_low": clipped_exp(b - Z95 * s),
                 "or_high": clipped_exp(b + Z95 * s),
@@ -302,10 +300,7 @@ class LogisticFamily(ModelFamily):
                     "type": f.type,
                     "role": c.role,
                     "category": c.category,
-                    "coef": b,
-                    "std": s,
-                    "ci_low": b - Z95 * s,
-                    "ci_high": b + Z95 * s,
+                    **wald_columns(b, s),
                     "odds_ratio_per_sd": clipped_exp(b),
                     "change": change,
                     "not_estimable": e.not_estimable,

@@ -304,27 +304,35 @@ def test_a_family_registered_for_a_decorator_is_known_at_once_and_names_its_miss
         MODEL_FAMILIES.pop("late", None)
 
 
-def test_families_declared_by_installed_packages_load_on_first_use(monkeypatch, tmp_path):
-    """A package's ``ragim.model_families`` entry point is imported when its kind is first
-    asked for, so saved parameters of that family load in a fresh process (the CLI too)."""
+def install_plugin_family(monkeypatch, tmp_path, kind: str) -> None:
+    """Declare a RawLinearFamily named ``kind`` under the ``ragim.model_families`` entry-point
+    group, as an installed package would (its module is imported only when the group is
+    loaded), and forget that the group was loaded."""
     import importlib.metadata
 
     from ragim.models import family as family_module
 
-    (tmp_path / "plugin_fam.py").write_text(
+    module = "plugin_" + kind.replace("-", "_")
+    (tmp_path / f"{module}.py").write_text(
         "from ragim.models import register_family\n"
         "from tests.models.test_families import RawLinearFamily\n"
-        "class PluginFamily(RawLinearFamily):\n    name = 'plugin-kind'\n"
+        f"class PluginFamily(RawLinearFamily):\n    name = {kind!r}\n"
         "register_family(PluginFamily())\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    ep = importlib.metadata.EntryPoint("plugin", "plugin_fam", family_module.PLUGIN_GROUP)
+    ep = importlib.metadata.EntryPoint("plugin", module, family_module.PLUGIN_GROUP)
     monkeypatch.setattr(
         importlib.metadata,
         "entry_points",
         lambda group=None: [ep] if group == family_module.PLUGIN_GROUP else [],
     )
     monkeypatch.setattr(family_module, "_plugins_loaded", False)
+
+
+def test_families_declared_by_installed_packages_load_on_first_use(monkeypatch, tmp_path):
+    """A package's ``ragim.model_families`` entry point is imported when its kind is first
+    asked for, so saved parameters of that family load in a fresh process (the CLI too)."""
+    install_plugin_family(monkeypatch, tmp_path, "plugin-kind")
     try:
         assert family_of("plugin-kind").name == "plugin-kind"
         with pytest.raises(
@@ -339,25 +347,7 @@ def test_an_index_knows_a_family_an_installed_package_declares(monkeypatch, tmp_
     """IndexConfig looked the model up in the registry as it stood, so an index of a family
     declared under the entry-point group failed to build or load ("model must be 'logistic' or
     'gam'") unless something else had loaded the plugins first."""
-    import importlib.metadata
-
-    from ragim.index import IndexConfig
-    from ragim.models import family as family_module
-
-    (tmp_path / "plugin_index_fam.py").write_text(
-        "from ragim.models import register_family\n"
-        "from tests.models.test_families import RawLinearFamily\n"
-        "class PluginFamily(RawLinearFamily):\n    name = 'plugin-index-kind'\n"
-        "register_family(PluginFamily())\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    ep = importlib.metadata.EntryPoint("plugin", "plugin_index_fam", family_module.PLUGIN_GROUP)
-    monkeypatch.setattr(
-        importlib.metadata,
-        "entry_points",
-        lambda group=None: [ep] if group == family_module.PLUGIN_GROUP else [],
-    )
-    monkeypatch.setattr(family_module, "_plugins_loaded", False)
+    install_plugin_family(monkeypatch, tmp_path, "plugin-index-kind")
     try:
         assert IndexConfig(model="plugin-index-kind").model == "plugin-index-kind"
         with pytest.raises(ValidationError, match="got 'tree' .*entry-point group"):
@@ -366,12 +356,9 @@ def test_an_index_knows_a_family_an_installed_package_declares(monkeypatch, tmp_
         FAMILIES.pop("plugin-index-kind", None)
 
 
-
-class ProductFamily(RawLinearFamily):
-    """RawLinearFamily plus the product of the first two features: a term of no single
-    feature (``term_features`` gives "" for it)."""
-
-    name = "raw-product"
+class WithProductTerm:
+    """A family mixin: one more term, the product of the first two design columns (age*bp), a
+    term of no single feature (its ``term_features`` entry is "")."""
 
     def param_names(self, schema):
         return [*super().param_names(schema), "age*bp"]
@@ -379,6 +366,10 @@ class ProductFamily(RawLinearFamily):
     def design_matrix(self, schema, X):
         D = super().design_matrix(schema, X)
         return np.column_stack([D, D[:, 0] * D[:, 1]])
+
+
+class ProductFamily(WithProductTerm, RawLinearFamily):
+    name = "raw-product"
 
     def term_features(self, schema):
         return [*schema.names, ""]
@@ -430,17 +421,10 @@ def test_a_family_estimator_needs_no_private_name_to_fit_many_tasks(family):
     assert all(p.kind == KIND and p.metadata["source"] == "fit" for p in fitted.params.values())
 
 
-class LogisticProductFamily(LogisticFamily):
+class LogisticProductFamily(WithProductTerm, LogisticFamily):
     """The logistic family plus one interaction term, shown as its own explanation row."""
 
     name = "logistic-product"
-
-    def param_names(self, schema):
-        return [*super().param_names(schema), "age*bp"]
-
-    def design_matrix(self, schema, X):
-        D = super().design_matrix(schema, X)
-        return np.column_stack([D, D[:, 0] * D[:, 1]])
 
     def term_features(self, schema):
         return [*super().term_features(schema), ""]
