@@ -68,7 +68,7 @@ from typing import Any
 import numpy as np
 from scipy.special import expit
 
-from ragim.errors import AdaptationWarning, ValidationError
+from ragim.errors import AdaptationWarning, ValidationError, user_stacklevel
 from ragim.models.map import map_logistic, map_logistic_path, newton_map
 from ragim.params import std_and_correlation
 
@@ -783,7 +783,9 @@ def adapt(
         )
     if warn:
         for msg in report["warnings"]:
-            warnings.warn(msg + " (see adaptation_report_)", AdaptationWarning, stacklevel=3)
+            warnings.warn(
+                msg + " (see adaptation_report_)", AdaptationWarning, stacklevel=user_stacklevel()
+            )
     return cand, report
 
 

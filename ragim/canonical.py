@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from ragim.errors import DataWarning, ValidationError
+from ragim.errors import DataWarning, ValidationError, user_stacklevel
 
 #: a plain decimal numeral: ASCII digits, an optional leading minus and decimal point; no
 #: exponent (``3E1`` is a ward, not 30), no ``+``, no digit groups, hex, ``inf`` or ``nan``
@@ -483,7 +483,7 @@ def warn_shared_descriptions(
     new: Iterable[str] | None = None,
     *,
     min_share: float = SHARED_DESCRIPTION_SHARE,
-    stacklevel: int = 2,
+    stacklevel: int | None = None,
 ) -> None:
     """One :class:`~ragim.errors.DataWarning` naming the groups of
     :func:`shared_descriptions` (up to 3 groups, 5 ids each), when the tasks in them are at
@@ -508,7 +508,7 @@ def warn_shared_descriptions(
         "a model generated for such a description pools them, whatever their outcomes or "
         "populations; say in each description what its task predicts, in whom and where",
         DataWarning,
-        stacklevel=stacklevel + 1,
+        stacklevel=user_stacklevel() if stacklevel is None else stacklevel + 1,
     )
 
 

@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from ragim.canonical import canonical_level, canonical_text
-from ragim.errors import DataWarning, ValidationError, name_some
+from ragim.errors import DataWarning, ValidationError, name_some, user_stacklevel
 from ragim.schema import FAR_SD, SCALE_RATIO, FeatureSchema
 
 LEAK_AUROC = 0.99
@@ -333,11 +333,15 @@ class TrainingRowChecks:
             if c not in self._varies and len(v) > 1 and self._constant_in[c] >= 2
         }
 
-    def warn(self, *, stacklevel: int = 2) -> None:
+    def warn(self, *, stacklevel: int | None = None) -> None:
         """Warn (:class:`~ragim.errors.DataWarning`, one per kind) about far values, columns
         that separate the outcome and columns that vary only between tasks: :meth:`messages`."""
         for message in self.messages():
-            warnings.warn(message, DataWarning, stacklevel=stacklevel + 1)
+            warnings.warn(
+                message,
+                DataWarning,
+                stacklevel=user_stacklevel() if stacklevel is None else stacklevel + 1,
+            )
 
     def messages(self) -> list[str]:
         """The text of each warning :meth:`warn` gives, in order: far values, columns that
@@ -442,7 +446,9 @@ def check_added_rows(
     return out
 
 
-def warn_added_rows(schema: FeatureSchema, tasks: Sequence[Any], *, stacklevel: int = 2) -> None:
+def warn_added_rows(
+    schema: FeatureSchema, tasks: Sequence[Any], *, stacklevel: int | None = None
+) -> None:
     """One :class:`~ragim.errors.DataWarning` listing :func:`check_added_rows`; none without
     problems."""
     found = check_added_rows(schema, tasks)
@@ -454,7 +460,7 @@ def warn_added_rows(schema: FeatureSchema, tasks: Sequence[Any], *, stacklevel: 
             "borrow their effects: convert them to the index's units (or correct them) and add "
             f"again; {name_some([t.task_id for t in tasks])} can be taken out with remove()",
             DataWarning,
-            stacklevel=stacklevel + 1,
+            stacklevel=user_stacklevel() if stacklevel is None else stacklevel + 1,
         )
 
 

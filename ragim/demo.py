@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ragim.errors import DataWarning, ValidationError
+from ragim.errors import DataWarning, ValidationError, user_stacklevel
 
 
 def _say(quiet: bool, msg: str) -> None:
@@ -133,7 +133,7 @@ def run_demo(
             f"{len(sharing)} task(s) outside {site} share patient ids with it "
             f"and are left out of the index: {[train.ids[i] for i in sharing][:5]}",
             DataWarning,
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
         train = train.take([i for i in range(len(train)) if i not in set(sharing)])
     index = TaskIndex.build(train, model="logistic", embedder=embedder, progress=progress)

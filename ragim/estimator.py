@@ -80,7 +80,7 @@ from ragim.adaptation import EVIDENCE_MARGIN, ORDER, adapt, recalibration
 from ragim.adaptation_policy import AdaptationPolicy
 from ragim.canonical import canonical_level
 from ragim.checks import check_aligned_labels
-from ragim.errors import AdaptationWarning, DataWarning, ValidationError
+from ragim.errors import AdaptationWarning, DataWarning, ValidationError, user_stacklevel
 from ragim.models.base import BinaryClassifierTags, check_binary_targets, json_label
 from ragim.models.family import constant_terms
 from ragim.models.map import map_logistic  # noqa: F401  (re-exported: ragim.estimator.map_logistic)
@@ -249,7 +249,7 @@ def adapt_prior(
     )
     if warn:
         for msg in report["warnings"]:
-            warnings.warn(msg, AdaptationWarning, stacklevel=2)
+            warnings.warn(msg, AdaptationWarning, stacklevel=user_stacklevel())
     # the candidate's SDs and correlations (the Laplace fits' own; the intercept shift's and
     # the recalibration's combine the prior's with the fit's); the prior's where it has none
     # (zero-shot, or a shift or recalibration of a model without SDs, which has none either)
@@ -449,7 +449,7 @@ class ZeroShotClassifier(BinaryClassifierTags, ClassifierMixin, BaseEstimator):
             "the index holds no task rows, so the default (statistical) "
             "generator cannot be fitted; using the similarity-weighted neighbour mean",
             DataWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
         return neighbor_mean(self.index, self.description, k=self.k or 10, exclude=self.exclude)
 
@@ -556,7 +556,7 @@ class ZeroShotClassifier(BinaryClassifierTags, ClassifierMixin, BaseEstimator):
             )
         from ragim.rows import warn_repeated_rows
 
-        warn_repeated_rows(frame, y01, where="X", fix="drop the copies", stacklevel=2)
+        warn_repeated_rows(frame, y01, where="X", fix="drop the copies")
         self.params_, report = adapt_prior(
             prior,
             frame,
@@ -568,7 +568,9 @@ class ZeroShotClassifier(BinaryClassifierTags, ClassifierMixin, BaseEstimator):
             warn=False,
         )
         for msg in report["warnings"]:
-            warnings.warn(msg + " (see adaptation_report_)", AdaptationWarning, stacklevel=2)
+            warnings.warn(
+                msg + " (see adaptation_report_)", AdaptationWarning, stacklevel=user_stacklevel()
+            )
         self.adaptation_report_ = report
         self.prior_strength_ = report.get("prior_strength")
         self._set_features(X)

@@ -89,7 +89,7 @@ from scipy.special import expit
 
 from ragim.canonical import canonical_level
 from ragim.checks import check_int
-from ragim.errors import RagimError, ValidationError
+from ragim.errors import RagimError, ValidationError, user_stacklevel
 from ragim.metrics import (
     DEFAULT_SIZE_EDGES,
     METRICS,
@@ -975,7 +975,7 @@ def evaluate(
     df = pd.DataFrame(rows, columns=COLUMNS)
     df.attrs = {"folds": fold_log, "notes": [*info, *notes], "info": info}
     for n in notes:  # the informational notes (what each fold's generator did) are not warned
-        warnings.warn(n, stacklevel=2)
+        warnings.warn(n, stacklevel=user_stacklevel())
     if return_predictions:
         return df, pd.DataFrame(
             preds, columns=["task_id", "method", "k_shot", "draw", "row", "y", "p"]

@@ -43,7 +43,7 @@ from ragim.embed import (
     embedder_from_identity,
     get_embedder,
 )
-from ragim.errors import ArtifactError, DataWarning, ValidationError, name_some
+from ragim.errors import ArtifactError, DataWarning, ValidationError, name_some, user_stacklevel
 from ragim.index_records import Record, RecordStore
 from ragim.params import ModelParams, param_names
 from ragim.schema import FeatureSchema
@@ -527,7 +527,7 @@ class TaskIndex:
             warnings.warn(
                 f"{len(skipped)} task(s) left out of the index: "
                 + "; ".join(f"{t}: {st}" for t, st in list(skipped.items())[:5]),
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
         mat = mat[: len(kept)] if len(kept) < n else mat
         obj = cls(
@@ -644,7 +644,7 @@ class TaskIndex:
                 "otherwise check the spelling: ids compare exactly"
                 + (f", e.g. {example!r} is indexed)" if example else ")"),
                 DataWarning,
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
         return [t for t in ids if t in known]
 
@@ -715,7 +715,7 @@ class TaskIndex:
                 f"excluded task(s): {some}; to leave out only the named tasks, exclude them by "
                 "a predicate (lambda rec: rec['task_id'] in ids)",
                 DataWarning,
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
         return known + shared
 
@@ -885,7 +885,7 @@ class TaskIndex:
                     f"query {i}: removed {len(hidden)} invisible character(s) "
                     f"{sorted(set(hidden))[:3]}",
                     DataWarning,
-                    stacklevel=3,
+                    stacklevel=user_stacklevel(),
                 )
             texts.append(strip_invisible(text))
         return self.embedder.embed(texts), items, single

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from ragim.canonical import MISSING_TEXT, canonical_ids, canonical_text, widen_floats
-from ragim.errors import DataWarning, ValidationError
+from ragim.errors import DataWarning, ValidationError, user_stacklevel
 from ragim.schema import FeatureSchema, thousands_problem, thousands_separator
 from ragim.tasks import binary_outcome
 
@@ -862,7 +862,7 @@ def read_rows(
             "fills in its usual value for every patient, so these features tell it nothing "
             "here (fill them in if the data exist)",
             DataWarning,
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
     return PatientRows(X=X, y=y, ids=ids, path=path)
 
@@ -922,7 +922,7 @@ def warn_repeated_rows(
     *,
     where: str = "the rows",
     fix: str = "drop the copies, or give patient ids (--patient-id) so ragim can check them",
-    stacklevel: int = 2,
+    stacklevel: int | None = None,
 ) -> int:
     """One :class:`~ragim.errors.DataWarning` when many rows are exact copies of another row.
 
@@ -970,7 +970,7 @@ def warn_repeated_rows(
         "patient, but the adaptation's evidence and the score's CIs count each row as one, so "
         f"they are overconfident (as if {n} patients, not {n - count}); {fix}",
         DataWarning,
-        stacklevel=stacklevel + 1,
+        stacklevel=user_stacklevel() if stacklevel is None else stacklevel + 1,
     )
     return count
 

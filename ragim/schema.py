@@ -55,7 +55,7 @@ from ragim.canonical import (
     widen_floats,
 )
 from ragim.checks import check_int, check_loaded, check_number, repeated
-from ragim.errors import DataWarning, ValidationError, name_some
+from ragim.errors import DataWarning, ValidationError, name_some, user_stacklevel
 from ragim.io import parse_json
 
 FeatureType = Literal["continuous", "binary", "categorical"]
@@ -329,7 +329,7 @@ class FeatureSchema:
                         "amount: derive a number such as days from admission to the index "
                         "date and drop the column, or declare it continuous to keep it",
                         DataWarning,
-                        stacklevel=2,
+                        stacklevel=user_stacklevel(),
                     )
             if t == "continuous" and len(tables) > 1:
                 gaps.extend(scale_gaps(name, [table[name] for table in tables], labels))
@@ -349,12 +349,12 @@ class FeatureSchema:
                 "estimate their effect: explanations mark them not estimable. Drop them, or "
                 "fit on rows where they vary",
                 DataWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
         if sentinels:
-            warn_missing_codes(sentinels, stacklevel=2)
+            warn_missing_codes(sentinels)
         if gaps:
-            warn_scale_gaps(gaps, units, stacklevel=2)
+            warn_scale_gaps(gaps, units)
         if ids:
             import warnings
 
@@ -364,7 +364,7 @@ class FeatureSchema:
                 "them, or name the patient-id column (patient_id= of load_task_folder, "
                 "--patient-id); declare a column continuous to keep it and silence this",
                 DataWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
         if exponents:
             import warnings
@@ -375,7 +375,7 @@ class FeatureSchema:
                 'they are codes, declare the column categorical ("type" in schema.json, types= '
                 "here) to keep them as written; declare it continuous to silence this",
                 DataWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
         if coded:
             import warnings
@@ -388,7 +388,7 @@ class FeatureSchema:
                 "schema.json); declare it "
                 "continuous to keep the trend and silence this",
                 DataWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
         return cls(feats, n_bins=n_bins)
 
@@ -811,7 +811,7 @@ class FeatureSchema:
         """:meth:`warn_missing_codes` for an already validated ``X``."""
         found = self._missing_codes(X)
         if found:
-            warn_missing_codes(list(found.items()), stacklevel=4, where=where)
+            warn_missing_codes(list(found.items()), where=where)
 
     def warn_new_rows(self, X: pd.DataFrame, *, where: str = "X") -> None:
         """The warnings for rows a fitted model scores: a column whose values as a whole lie
@@ -1887,7 +1887,7 @@ def warn_columns(head: str, parts: list[str]) -> None:
     if parts:
         import warnings
 
-        warnings.warn(head + "; ".join(parts), DataWarning, stacklevel=4)
+        warnings.warn(head + "; ".join(parts), DataWarning, stacklevel=user_stacklevel())
 
 
 def single_value(series: Sequence[pd.Series]) -> str | None:
@@ -1977,7 +1977,7 @@ def far_codes(
 def warn_missing_codes(
     found: Sequence[tuple[str, Sequence[tuple[float, int]]]],
     *,
-    stacklevel: int = 2,
+    stacklevel: int | None = None,
     where: str = "",
 ) -> None:
     """One :class:`~ragim.errors.DataWarning` for the columns whose values look like
@@ -2011,7 +2011,7 @@ def warn_missing_codes(
         f"{head} (pandas: pd.read_csv(..., na_values=...)), or make those cells blank "
         f"(X.replace({values}, np.nan))",
         DataWarning,
-        stacklevel=stacklevel + 1,
+        stacklevel=user_stacklevel() if stacklevel is None else stacklevel + 1,
     )
 
 
@@ -2119,7 +2119,10 @@ def scale_gaps(
 
 
 def warn_scale_gaps(
-    gaps: Sequence[ScaleGap], units: Mapping[str, str] | None = None, *, stacklevel: int = 2
+    gaps: Sequence[ScaleGap],
+    units: Mapping[str, str] | None = None,
+    *,
+    stacklevel: int | None = None,
 ) -> None:
     """One :class:`~ragim.errors.DataWarning` for the columns of :func:`scale_gaps`, naming per
     column the tables, their medians against the rest's median, percentiles and unit, and the
@@ -2168,7 +2171,7 @@ def warn_scale_gaps(
         "if their patients differ (children among adults, an intensive-care unit among wards), "
         "the values are real: keep them and ignore this",
         DataWarning,
-        stacklevel=stacklevel + 1,
+        stacklevel=user_stacklevel() if stacklevel is None else stacklevel + 1,
     )
 
 
@@ -2321,7 +2324,7 @@ def _infer_type(
             f"column {name!r} has values with invisible characters {codes[:3]}, which are not "
             f"part of a level: {'; '.join(shown[:3])}",
             DataWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
     if len(levels) > max_categories:
         one_per_row = all(s.dropna().nunique() == s.notna().sum() for _, s, _ in text)
@@ -2357,7 +2360,7 @@ def _infer_type(
             "get a different term by table (a site's coding, not an effect); if they mean the "
             "same, write them one way in every file",
             DataWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
     folded: dict[str, list[str]] = {}
     for level in levels:
@@ -2371,7 +2374,7 @@ def _infer_type(
             f"({'; '.join(sorted(clashes)[:3])}): they are kept as different categories; if "
             "they mean the same, write them one way in every file",
             DataWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
     return "categorical"
 

@@ -41,7 +41,7 @@ from ragim.canonical import (
     two_labels_spelt_apart,
 )
 from ragim.checks import check_number, misaligned_labels, repeated
-from ragim.errors import ArtifactError, DataWarning, ValidationError
+from ragim.errors import ArtifactError, DataWarning, ValidationError, user_stacklevel
 from ragim.params import ModelParams
 from ragim.schema import FeatureSchema
 
@@ -90,7 +90,7 @@ class Task:
                     f"task {self.task_id!r}: removed {len(hidden)} invisible character(s) "
                     f"{sorted(set(hidden))[:3]} from the description",
                     DataWarning,
-                    stacklevel=3,
+                    stacklevel=user_stacklevel(),
                 )
         misaligned = misaligned_labels(self.X, self.y)
         self.y = _labels_as_numbers(self.y)
@@ -605,7 +605,7 @@ class TaskCollection:
                 "one group, as numbers; if they are different groups, give them values that "
                 "differ as numbers too (e.g. '01' -> 'A01')",
                 DataWarning,
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
         return codes
 

@@ -41,7 +41,7 @@ from scipy.optimize import brentq
 from scipy.special import expit, logit
 
 from ragim.checks import check_aligned_labels, check_int, check_number
-from ragim.errors import IntervalWarning, ValidationError
+from ragim.errors import IntervalWarning, ValidationError, user_stacklevel
 from ragim.metrics import EPS, expected_calibration_error, task_metrics
 from ragim.params import ModelParams
 
@@ -405,7 +405,7 @@ def score_predictions(
                     "too few patients or events)"
                 )
         for note in notes:
-            warnings.warn(note, IntervalWarning, stacklevel=2)
+            warnings.warn(note, IntervalWarning, stacklevel=user_stacklevel())
         if few and k in few["metrics"]:
             notes.append(f"{_LABELS[k]}: {few['short']}")
         metrics[k] = {
@@ -416,7 +416,7 @@ def score_predictions(
             "ci_warning": "; ".join(notes) or None,
         }
     if few:
-        warnings.warn(few["text"], IntervalWarning, stacklevel=2)
+        warnings.warn(few["text"], IntervalWarning, stacklevel=user_stacklevel())
     return {
         "n": int(y.size),
         "n_positive": int(y.sum()),

@@ -52,7 +52,7 @@ from ragim.canonical import (
     canonical_text,
 )
 from ragim.checks import repeated
-from ragim.errors import DataWarning, ValidationError, name_some
+from ragim.errors import DataWarning, ValidationError, name_some, user_stacklevel
 from ragim.rows import (
     exponent_codes,
     missing_code_mask,
@@ -299,7 +299,7 @@ def load_task_folder(
             and (codes := missing_codes([X[f.name] for X in frames]))
         ]
         if found:  # FeatureSchema.infer warns about these; a declared schema skips it
-            warn_missing_codes(found, stacklevel=2)
+            warn_missing_codes(found)
         gaps = [
             gap
             for f in schema.features
@@ -307,7 +307,7 @@ def load_task_folder(
             for gap in scale_gaps(f.name, [X[f.name] for X in frames], labels)
         ]
         if gaps:  # so does this
-            warn_scale_gaps(gaps, {f.name: f.unit for f in schema.features}, stacklevel=2)
+            warn_scale_gaps(gaps, {f.name: f.unit for f in schema.features})
     else:
         schema = FeatureSchema.infer(frames, labels=labels, written=exponents)
     _warn_shared_patients_across_sites(tasks)
@@ -347,7 +347,7 @@ def _warn_ids_equal_but_for_leading_zeros(tasks: list[Task]) -> None:
         "sharing them are not kept apart; if they are the same patients, write the ids the "
         "same way in every file",
         DataWarning,
-        stacklevel=3,
+        stacklevel=user_stacklevel(),
     )
 
 
@@ -372,7 +372,7 @@ def _warn_without_patient_ids(tasks: list[Task], column: str) -> None:
         "exclude= cannot keep them apart and their scores are optimistic; add the column, or "
         "name it with patient_id= (--patient-id)",
         DataWarning,
-        stacklevel=3,
+        stacklevel=user_stacklevel(),
     )
 
 
@@ -512,5 +512,5 @@ def _warn_shared_patients_across_sites(tasks: list[Task]) -> None:
         "patients: if the sites number patients independently, prefix the ids with the site "
         "(e.g. 'A-0001')",
         DataWarning,
-        stacklevel=3,
+        stacklevel=user_stacklevel(),
     )

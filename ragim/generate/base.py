@@ -271,7 +271,7 @@ def _warn_out_of_domain(generate):
 
         model = generate(self, query, *args, **kwargs)
         text = query.description if isinstance(query, Task) else query
-        check(model.params_, description=text, stacklevel=2)
+        check(model.params_, description=text)
         return model
 
     wrapper.__wrapped_for_coverage__ = True

@@ -36,7 +36,7 @@ import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
 from ragim.checks import check_int, check_number
-from ragim.errors import ValidationError
+from ragim.errors import ValidationError, user_stacklevel
 from ragim.models.map import newton_map
 from ragim.params import design_matrix
 
@@ -521,7 +521,7 @@ def glmm_map(
             f"glmm_map: L-BFGS-B stopped before converging ({res.message}) after {res.nit} "
             f"iterations; the effects are its last estimate (raise max_iter={max_iter})",
             ConvergenceWarning,
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
     Z, _ = unpack(res.x)
     return [r * z for r, z in zip(roots, Z, strict=True)]

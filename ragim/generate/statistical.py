@@ -106,6 +106,7 @@ from ragim.errors import (
     ExcludedAfterFitWarning,
     ValidationError,
     name_some,
+    user_stacklevel,
 )
 from ragim.generate.base import (
     Generator,
@@ -776,7 +777,7 @@ class StatisticalGenerator(Generator):
                 f"{why}: nothing can be validated inside the index, so every description gets "
                 f"the pooled model of the {len(tasks)} task(s), whatever its outcome or group",
                 DataWarning,
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
             self.interval_scale_ = 1.0
             self.heldout_params_ = {}
@@ -788,7 +789,7 @@ class StatisticalGenerator(Generator):
                 f"candidate(s) {missing} could not be fitted on this index (no word n-gram is "
                 f"shared by min_df={cfg.min_df} of its descriptions) and are left out",
                 DataWarning,
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
         self.summaries_, self.descriptions_, self.vectors_, self.groups_ = (
             summ,
@@ -914,7 +915,7 @@ class StatisticalGenerator(Generator):
                 f"it also leaves out {len(shared)} task(s) sharing patients with them: "
                 f"{name_some(shared)}",
                 DataWarning,
-                stacklevel=5,
+                stacklevel=user_stacklevel(),
             )
         return frozenset([*removed, *shared])
 
@@ -972,7 +973,7 @@ class StatisticalGenerator(Generator):
                 "on an index built without them (ragim index build --exclude; ragim.evaluate "
                 "does this)",
                 ExcludedAfterFitWarning,
-                stacklevel=5,
+                stacklevel=user_stacklevel(),
             )
             cache[dropped] = _Fitted(
                 self.config,

@@ -17,7 +17,7 @@ from dataclasses import asdict, field
 from pathlib import Path
 from typing import Any
 
-from ragim.errors import ArtifactError, DataWarning, ValidationError
+from ragim.errors import ArtifactError, DataWarning, ValidationError, user_stacklevel
 
 #: Default and help text of the LoRA fields every adapter config has (:func:`lora_field`).
 LORA_FIELDS: dict[str, tuple[Any, str]] = {
@@ -297,7 +297,7 @@ def check_base_model(path, stored: dict, config: Any, what: str) -> None:
                 f"(saved before they were kept, or from a hub id not cached then), so "
                 f"{config.base_model!r} cannot be verified to be the model it was trained on",
                 DataWarning,
-                stacklevel=4,
+                stacklevel=user_stacklevel(),
             )
             return
         for name in sorted(set(saved) | set(now["files"])):

@@ -39,7 +39,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ragim.errors import ValidationError, name_some
+from ragim.errors import ValidationError, name_some, user_stacklevel
 from ragim.io import make_parent
 from ragim.lm.answer import answer_values, model_text
 
@@ -204,7 +204,7 @@ def load_preferences(path: str | os.PathLike):
             "their losses pull against each other, so training learns nothing from them: keep "
             "the ranking you mean, or keep both if annotators truly disagree",
             DataWarning,
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
     for col in OPTIONAL_COLUMNS:
         if all(r[col] is None for r in rows):

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ragim.checks import check_int
-from ragim.errors import ValidationError
+from ragim.errors import ValidationError, user_stacklevel
 from ragim.schema import FeatureSchema
 
 if TYPE_CHECKING:
@@ -191,7 +191,8 @@ def load_plugin_families() -> bool:
             import warnings
 
             warnings.warn(
-                f"model-family plugin {ep.name!r} ({ep.value}) failed to load: {exc}", stacklevel=2
+                f"model-family plugin {ep.name!r} ({ep.value}) failed to load: {exc}",
+                stacklevel=user_stacklevel(),
             )
             continue
         loaded = True

@@ -54,7 +54,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ragim.checks import check_int, check_number, repeated
-from ragim.errors import GenerationError, ValidationError
+from ragim.errors import GenerationError, ValidationError, user_stacklevel
 from ragim.lm.answer import model_text
 from ragim.lm.pairs import (
     OPTIONAL_COLUMNS,
@@ -198,7 +198,7 @@ def build_preference_pairs(
             warnings.warn(
                 f"task {tid!r} has no held-out rows at "
                 f"heldout_fraction={heldout_fraction}; skipped",
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
             continue
         heldout = encode_heldout(index.model, index.schema, test.X, test.y)
@@ -262,7 +262,7 @@ def build_preference_pairs(
             f"no candidate pair over {len(prompts)} task(s) differed by min_margin={min_margin}; "
             "lower min_margin, raise temperature or n_candidates",
             UserWarning,
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
         return empty_pairs()
     return Dataset.from_list(rows)

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ragim.checks import check_fields, check_int, check_number
-from ragim.errors import ValidationError
+from ragim.errors import ValidationError, user_stacklevel
 from ragim.lm.answer import AnswerFormat
 from ragim.lm.pairs import (
     check_pair_names,
@@ -124,7 +124,7 @@ def warn_if_validation_overlaps(train_rows: Sequence[dict], val_rows: Sequence[d
             "accuracy on unseen tasks; give val_pairs of other tasks, or leave them out to hold "
             "out val_fraction of the tasks",
             DataWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
 
 
@@ -154,7 +154,7 @@ def split_pairs_by_task(
             "task is left to validate on and the reward model is not validated; pass "
             "val_pairs= pairs of other tasks",
             DataWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
         return rows, []
     rng = np.random.default_rng(seed)

@@ -74,7 +74,7 @@ import numpy as np
 from scipy.special import expit
 
 from ragim.checks import check_number
-from ragim.errors import DataWarning, ValidationError
+from ragim.errors import DataWarning, ValidationError, user_stacklevel
 from ragim.lm.answer import ANSWER_FORMATS, completion_text
 from ragim.lm.answer import answer_format as make_answer_format
 from ragim.metrics import EPS, auroc, clipped_log_loss
@@ -284,7 +284,7 @@ def _warn_near_misses(columns: Mapping[str, Any]) -> None:
                 f"the rewards do not read {key!r}; did you mean {close[0]!r}? (unknown "
                 "columns are ignored, so its default is used)",
                 DataWarning,
-                stacklevel=4,
+                stacklevel=user_stacklevel(),
             )
 
 
@@ -532,7 +532,7 @@ def _sign_scores(names, values, constraints_per_row, strict: bool, warned: set[s
             warnings.warn(
                 f"sign constraints on terms not among the parameters are ignored: {missing}",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
         if vec is None:
             out.append(0.0)

@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from ragim.checks import check_bool, check_fields, check_int, check_number, repeated
-from ragim.errors import DataWarning, ValidationError
+from ragim.errors import DataWarning, ValidationError, user_stacklevel
 from ragim.generate.base import record_fit_state
 from ragim.generate.lm import UNVALIDATED, LMConfig, LMGenerator
 from ragim.lm.pairs import (
@@ -541,7 +541,7 @@ def train_grpo(
             "every GRPO group gave all its answers the same reward, so the advantage was zero "
             f"and the adapter did not learn{why}",
             DataWarning,
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
     gen.index_ = index
     record_fit_state(gen, index)
@@ -651,13 +651,13 @@ def train_dpo(
     if index is not None:  # the SFT adapter's weight does not hold for this one
         validate_prior_correction(gen, index, trained_on=trained)
     elif gen.config.statistical_prior and gen.prior_correction_ is None:
-        warnings.warn(UNVALIDATED, DataWarning, stacklevel=2)
+        warnings.warn(UNVALIDATED, DataWarning, stacklevel=user_stacklevel())
     elif gen.prior_correction_ is not None:
         warnings.warn(
             f"train_dpo has no index to validate the correction weight on, so the weight "
             f"{gen.prior_correction_} of the adapter before DPO is kept; pass index=",
             DataWarning,
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
     return gen
 

@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 
 from ragim.checks import check_bool, check_fields, check_int, check_number
-from ragim.errors import DataWarning, ValidationError
+from ragim.errors import DataWarning, ValidationError, user_stacklevel
 from ragim.generate.base import config_with, record_fit_state
 from ragim.generate.lm import (
     UNVALIDATED,
@@ -294,7 +294,7 @@ def build_sft_dataset(
             f"to +-{cfg.max_abs:g}, so the LM learns the clipped answers; raise "
             "LMConfig(max_abs=...) if such values are real",
             DataWarning,
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
     return Dataset.from_list(rows)
 
@@ -420,7 +420,7 @@ def validate_prior_correction(
             f"{len(asked) - len(val)} validation task(s) were trained on, so "
             "the correction weight is validated without them",
             DataWarning,
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
     val = [t for t in val if index.tasks is not None and t in index.tasks]
     if not val:
@@ -429,10 +429,10 @@ def validate_prior_correction(
                 "no unseen validation task with rows in this index: the correction weight "
                 f"{generator.prior_correction_} validated before is kept",
                 DataWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
         else:
-            warnings.warn(UNVALIDATED, DataWarning, stacklevel=3)
+            warnings.warn(UNVALIDATED, DataWarning, stacklevel=user_stacklevel())
         return generator.prior_correction_
     recs = [index.record(t) for t in val]
     queries = [r["description"] for r in recs]
@@ -474,7 +474,7 @@ def warn_if_rewards_overlap_targets(
         f"SFT targets were fitted on Task.split({made[0]}, seed={made[1]})[0]: some reward "
         f"rows shaped them; use heldout_fraction={made[0]} and seed={made[1]}",
         DataWarning,
-        stacklevel=3,
+        stacklevel=user_stacklevel(),
     )
     return True
 

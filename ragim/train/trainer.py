@@ -38,7 +38,7 @@ from functools import partial
 from typing import Any
 
 from ragim.checks import check_bool, check_int, check_number, config_from
-from ragim.errors import ValidationError
+from ragim.errors import ValidationError, user_stacklevel
 from ragim.lm.adapters import quiet_checkpointing_rename
 
 
@@ -350,7 +350,7 @@ def prepare_output_dir(output_dir: str, description: dict | None, resume: bool) 
             f"resume_from_checkpoint: {output_dir!r} holds no checkpoint, so there is nothing "
             "to resume and training starts from scratch; check output_dir",
             DataWarning,
-            stacklevel=4,
+            stacklevel=user_stacklevel(),
         )
     elif resume and description is not None:
         if not os.path.isfile(path):
