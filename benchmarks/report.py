@@ -934,7 +934,10 @@ def build() -> str:
             ("lm_training_smollm2_residual_grpo_synthetic.md",
              "SmolLM2-135M, the same budget, residual answers (`--residual`: the LM writes each "
              "parameter's change from the statistical prior), posterior-mode targets, 300 SFT "
-             "steps then 100 GRPO steps, 20 held-out synthetic tasks")]
+             "steps then 100 GRPO steps, 20 held-out synthetic tasks"),
+            ("lm_training_smollm2_residual_synthetic_rm.md",
+             "SmolLM2-135M, the reward model on the residual-answer SFT's preference pairs (the same "
+             "SFT stage, reused), against a reference that needs no LM")]
     runs = [(RESULTS / f, title) for f, title in runs if (RESULTS / f).is_file()]
     if runs:
         lines += ["## LM generator training: SFT, DPO, GRPO, best-of-n (issue: reward modelling and RL)", "",
