@@ -497,7 +497,9 @@ def read_table(
         default list, so the text ``None`` is a value), as
         in ``pd.read_csv(na_values=...)``: a value or a list for every column but
         ``text_columns``, or a dict ``{column: value or list}`` for those columns only; numbers
-        match by value (``-99`` matches ``-99.0``).
+        match by value (``-99`` matches ``-99.0``). Codes that blank every cell of a column
+        holding two or more of them (``F,M`` on a sex column) are said in a
+        :class:`~ragim.errors.DataWarning` (:func:`warn_codes_filling_columns`).
     thousands : the thousands separator of a CSV file's numbers, as in
         ``pd.read_csv(thousands=...)``: ``"."`` for ``1.718`` (1718) as a German spreadsheet
         writes it, which also makes ``","`` the decimal mark (``1.718,5``); ``","`` for
@@ -562,6 +564,10 @@ def read_table(
             df = _text_as_numbers(df, path, keep, where, thousands)
             df = _mark_missing(df, na, text_columns, keep) if na else df
             df.columns = [canonical_text(str(c)) for c in df.columns]
+            if na:
+                warn_codes_filling_columns(
+                    df, na, text_columns, lambda cols: pd.read_parquet(path, columns=cols), path
+                )
             return df
         with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
             first = fh.readline()
@@ -628,7 +634,61 @@ def read_table(
             f"cannot read {where}{path}: {msg[:200]}; check the separator (--sep) and the quoting"
         ) from exc
     df.columns = [canonical_text(str(c)) for c in df.columns]
+    if na and not all_text:
+        warn_codes_filling_columns(
+            df,
+            na,
+            text_columns,
+            lambda cols: pd.read_csv(
+                path,
+                sep=sep,
+                dtype=str,
+                keep_default_na=False,
+                encoding="utf-8-sig",
+                usecols=lambda c: canonical_text(str(c)) in cols,
+            ).set_axis(cols, axis=1),
+            path,
+            where,
+        )
     return df
+
+
+def warn_codes_filling_columns(
+    df: pd.DataFrame,
+    na: NaValues,
+    skip: tuple[str, ...],
+    read_raw,
+    path: Path,
+    where: str = "",
+) -> list[str]:
+    """One :class:`~ragim.errors.DataWarning` when declared missing-value codes blanked every
+    cell of a column that held at least two of them (``--na-values F,M`` on a column coded
+    F/M): such codes are that column's values, not missing values, and the column silently
+    became empty. ``read_raw(columns)`` reads those columns of the file as written (text);
+    only columns left entirely blank are read again. Returns the columns named."""
+    empty = [c for c in df.columns if c not in skip and len(df) > 1 and df[c].isna().all()]
+    empty = [c for c in empty if na_codes_for(na, c)]
+    if not empty:
+        return []
+    raw = read_raw(empty)
+    found = []
+    for c in empty:
+        cells = raw[c].map(lambda v: v.strip() if isinstance(v, str) else v)
+        cells = cells[cells.notna() & ~cells.isin(FILE_MISSING_TEXT)]
+        hit = cells[missing_code_mask(cells, na_codes_for(na, c))]
+        if len(hit) == len(cells) and hit.nunique() >= 2:
+            counts = ", ".join(f"{v!r} x{n}" for v, n in hit.value_counts().items())
+            found.append(f"{c!r} ({counts})")
+    if found:
+        warnings.warn(
+            f"{where}{path}: the missing-value codes (na_values) blank every cell of column(s) "
+            f"{'; '.join(found)}: codes that fill a whole column with several values are "
+            "usually its values (F/M), not missing values; give na_values by column "
+            "(na_values={'column': [...]}) or leave those codes out",
+            DataWarning,
+            stacklevel=user_stacklevel(),
+        )
+    return found
 
 
 #: a code written like a number in exponent notation: digits, ``E``, one or two digits, no sign

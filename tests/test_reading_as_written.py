@@ -314,3 +314,19 @@ def test_exponent_codes_in_a_parquet_text_column_are_quoted_and_numbers_need_no_
     numbers = tmp_path / "n.parquet"
     pd.DataFrame({"lab": [1.5, 2.0], "age": [61.0, 70.0]}).to_parquet(numbers)
     assert exponent_codes(numbers, read_table(numbers)) == {}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_missing_codes_that_fill_a_whole_column_are_said(tmp_path, fmt):
+    """--na-values F,M (meant for another file's sex column, or typed by mistake) blanked a
+    column coded F/M in every row, silently: the model then had no sex effect. It is said now,
+    naming the column and the codes; one code filling a column (a never-recorded field) is not."""
+    table = _table(40, 0, sex=["F", "M"], smoker=["."])
+    path = tmp_path / f"t.{fmt}"
+    table.to_csv(path, index=False) if fmt == "csv" else table.to_parquet(path, index=False)
+    df, said = _recorded(read_table, path, na_values=["F", "M", "."])
+    assert df["sex"].isna().all() and df["smoker"].isna().all()
+    assert len(said) == 1 and "column(s) 'sex' (" in said[0] and "'F' x" in said[0] and "'M' x" in said[0]
+    assert "smoker" not in said[0]
+    _, quiet = _recorded(read_table, path, na_values=["."])
+    assert quiet == []
