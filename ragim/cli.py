@@ -72,6 +72,13 @@ _DatasetName = Annotated[
     str, typer.Option(help="heart-disease | colon-cancer | synthetic | procedure | DIR")
 ]
 _NTasks = Annotated[int | None, typer.Option(help="family size for synthetic/procedure")]
+_Embedder = Annotated[
+    str,
+    typer.Option(
+        help="description embedder: minilm (bundled, offline) | hashing (fast, no model) | a "
+        "local sentence-transformers folder"
+    ),
+]
 # ... by `ragim train sft` and `ragim generate`.
 _SavedIndex = Annotated[Path, typer.Option("--index", help="a saved index")]
 
@@ -111,9 +118,7 @@ def index_build(
     ),
     overwrite: OverwriteOut = False,
     model: Annotated[str, typer.Option(help="logistic | gam")] = "logistic",
-    embedder: Annotated[
-        str, typer.Option(help="minilm | hashing | a local sentence-transformers folder")
-    ] = "minilm",
+    embedder: _Embedder = "minilm",
     index: Annotated[str, typer.Option(help="auto | Flat | a FAISS factory string")] = "auto",
     n_tasks: _NTasks = None,
     exclude: Annotated[
@@ -1139,7 +1144,7 @@ def evaluate_cmd(
         int | None, typer.Option(help="evaluate at most this many targets")
     ] = None,
     folds: int = 5,
-    embedder: Annotated[str, typer.Option(help="minilm | hashing")] = "minilm",
+    embedder: _Embedder = "minilm",
     folder: FolderOptions = FolderOptions(),
     seed: int = 0,
     quiet: Quiet = False,
@@ -1292,9 +1297,7 @@ def demo(
         str | None, typer.Option(help="which held-out task to generate (default: the largest)")
     ] = None,
     folder: FolderOptions = FolderOptions(),
-    embedder: Annotated[
-        str, typer.Option(help="minilm (bundled, offline) | hashing (fast)")
-    ] = "minilm",
+    embedder: _Embedder = "minilm",
     fast: Annotated[bool, typer.Option(help="short training, for smoke tests")] = False,
     overwrite: OverwriteOut = False,
     quiet: Quiet = False,
