@@ -180,15 +180,17 @@ def pooled_ece_differences(
     -------
     One row per (method, baseline), a method never against itself (so possibly no row):
     ``method, baseline, ece, ece_baseline, mean_diff, ci_low, ci_high, n_targets``; below 0
-    is better. As :func:`ragim.metrics.bootstrap_ci` does, the interval is widened to hold
-    the point estimate when the percentiles miss it.
+    is better. Each pair's resamples are drawn from ``seed`` afresh, so a pair's CI is the
+    same whichever other methods and baselines the call names. As
+    :func:`ragim.metrics.bootstrap_ci` does, the interval is widened to hold the point
+    estimate when the percentiles miss it.
 
     Raises
     ------
     ValidationError
         As :func:`pooled_calibration`; when ``methods`` or ``baselines`` is not a list of
         names, a method has no predictions, two methods share no target, or ``n_boot``,
-        ``level`` or ``n_bins`` is out of range.
+        ``level``, ``n_bins`` or ``seed`` is out of range.
 
     Examples
     --------
@@ -215,13 +217,14 @@ def pooled_ece_differences(
         raise ValidationError(
             f"no predictions for method(s) {absent} at k_shot={k_shot}; have {sorted(bins)}"
         )
-    rng = np.random.default_rng(seed)
+    seed = check_int(seed, "seed", ge=0)
     alpha = (1.0 - level) / 2.0
     rows = []
     for method in methods:
         for base in baselines:
             if method == base:
                 continue
+            rng = np.random.default_rng(seed)  # each pair its own draws: the same in any call
             common = sorted(set(bins[method]) & set(bins[base]))
             if not common:
                 raise ValidationError(f"{method!r} and {base!r} scored no target in common")

@@ -115,3 +115,19 @@ def test_differences_check_their_arguments_and_compare_only_what_they_name():
     d = pooled_ece_differences(mixed, ["extreme"], ["truth"], n_boot=20)
     assert int(d["n_targets"].iloc[0]) == 6
     assert set(pooled_calibration(mixed)["n_targets"]) == {6}
+
+
+def test_a_pairs_ci_does_not_depend_on_the_other_pairs_of_the_call():
+    # before, one generator served every pair in turn, so a pair's CI moved with what else
+    # the call asked for (0.177..0.252 alone, 0.174..0.250 after another baseline)
+    preds = _predictions(np.random.default_rng(7), n_targets=12)
+    alone = pooled_ece_differences(preds, ["extreme"], ["truth"], n_boot=300, seed=2)
+    beside = pooled_ece_differences(preds, ["extreme"], ["flat", "truth"], n_boot=300, seed=2)
+    both = pooled_ece_differences(preds, ["flat", "extreme"], ["truth"], n_boot=300, seed=2)
+    want = alone.iloc[0][["ci_low", "ci_high"]].to_numpy(float)
+    got = beside.set_index("baseline").loc["truth", ["ci_low", "ci_high"]].to_numpy(float)
+    assert np.array_equal(got, want)
+    got = both.set_index("method").loc["extreme", ["ci_low", "ci_high"]].to_numpy(float)
+    assert np.array_equal(got, want)
+    with pytest.raises(ValidationError, match="seed must be an integer >= 0"):
+        pooled_ece_differences(preds, ["extreme"], ["truth"], seed=-1)
