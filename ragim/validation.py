@@ -152,34 +152,36 @@ def batch_scores(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> dict[str, np
     """:data:`SCORES` of many samples at once (rows of ``y`` and ``p``, shape (B, n)).
 
     The same definitions as :func:`score_predictions`' point estimates (scikit-learn and
-    :mod:`ragim.metrics`), computed with vectorised numpy so a 1,000-resample bootstrap
-    takes well under a second: AUROC from average ranks (the Mann-Whitney statistic), and
-    the calibration intercept (slope fixed at 1) and slope (the two-parameter logistic
-    regression) by Newton's method with a backtracking line search on the log-likelihood
-    (:func:`_logistic_mle`), which reaches the maximum from any start whenever it exists.
-    The slope is ``inf`` or ``-inf`` where the log-odds separate the outcomes, as in
-    :func:`calibration_slope_intercept`. Undefined values (one class, one predicted risk
-    for all, a fit that did not converge) are NaN. ``tests/test_validation.py`` checks the
+    :mod:`ragim.metrics`: AUROC, Brier score and ECE on the risks as given, log-loss and the
+    log-odds on risks clipped to ``[1e-7, 1 - 1e-7]``), computed with vectorised numpy so a
+    1,000-resample bootstrap takes well under a second: AUROC from average ranks (the
+    Mann-Whitney statistic), and the calibration intercept (slope fixed at 1) and slope (the
+    two-parameter logistic regression) by Newton's method with a backtracking line search on the
+    log-likelihood (:func:`_logistic_mle`), which reaches the maximum from any start whenever it
+    exists. The slope is ``inf`` or ``-inf`` where the log-odds separate the outcomes, as in
+    :func:`calibration_slope_intercept`. Undefined values (one class, one predicted risk for
+    all, a fit that did not converge) are NaN. ``tests/test_validation.py`` checks the
     agreement.
     """
     from scipy.stats import rankdata
 
     y = np.atleast_2d(np.asarray(y, float))
-    p = np.clip(np.atleast_2d(np.asarray(p, float)), EPS, 1 - EPS)
+    raw = np.atleast_2d(np.asarray(p, float))  # AUROC, Brier and ECE read the risks as given
+    p = np.clip(raw, EPS, 1 - EPS)  # log-loss and the log-odds: clipped, as task_metrics does
     B, n = y.shape
     n1 = y.sum(1)
     two = (n1 > 0) & (n1 < n)
-    ranks = rankdata(p, axis=1)
+    ranks = rankdata(raw, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         auroc = np.where(two, ((ranks * y).sum(1) - n1 * (n1 + 1) / 2) / (n1 * (n - n1)), np.nan)
     log_loss = -(y * np.log(p) + (1 - y) * np.log1p(-p)).mean(1)
-    brier = ((p - y) ** 2).mean(1)
+    brier = ((raw - y) ** 2).mean(1)
     edges = np.linspace(0.0, 1.0, int(n_bins) + 1)
     bins = (
-        np.clip(np.searchsorted(edges, p, side="right") - 1, 0, int(n_bins) - 1)
+        np.clip(np.searchsorted(edges, raw, side="right") - 1, 0, int(n_bins) - 1)
         + np.arange(B)[:, None] * n_bins
     )
-    sp = np.bincount(bins.ravel(), p.ravel(), B * n_bins).reshape(B, n_bins)
+    sp = np.bincount(bins.ravel(), raw.ravel(), B * n_bins).reshape(B, n_bins)
     sy = np.bincount(bins.ravel(), y.ravel(), B * n_bins).reshape(B, n_bins)
     ece = np.abs(sy - sp).sum(1) / n
     z = logit(p)

@@ -355,3 +355,19 @@ def test_enough_events_leave_the_intervals_unmarked():
     assert s["n_positive"] == MIN_CLASS_FOR_CI and s["ci_warning"] is None
     assert all("too few for a bootstrap" not in (m["ci_warning"] or "") for m in s["metrics"].values())
     assert score_predictions(y, p, n_boot=0)["ci_warning"] is None  # no intervals, no mark
+
+
+def test_batch_scores_rank_the_risks_as_given_not_clipped():
+    # before, the bootstrap ranked risks clipped to [1e-7, 1 - 1e-7]: 1e-9 and 1e-8 tied, so the
+    # resampled AUROC of all rows was 0.722 where the AUROC (task_metrics, sklearn) is 0.667
+    from sklearn.metrics import brier_score_loss, roc_auc_score
+
+    y = np.array([1, 0, 0, 1, 0, 1])
+    p = np.array([1e-9, 1e-8, 0.5, 0.9, 0.2, 1 - 1e-10])
+    got = batch_scores(y[None], p[None])
+    assert got["auroc"][0] == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    assert got["auroc"][0] == pytest.approx(2 / 3)
+    assert got["brier"][0] == pytest.approx(brier_score_loss(y, p), abs=1e-15)
+    point = score_predictions(y, p, n_boot=0)["metrics"]
+    for name in ("auroc", "brier", "ece", "log_loss"):
+        assert got[name][0] == pytest.approx(point[name]["value"], abs=1e-12)
