@@ -302,7 +302,8 @@ def run(name: str, embedder: str | None, max_targets: int | None, out: Path, *,
         df["fold"] = df["fold"].map(dict(enumerate(groups)))
     n_targets = int(df["task_id"].nunique())
     summary = summarize(df, metrics=["auroc", "log_loss"])
-    diffs = paired_differences(df, [OURS], baselines)
+    scored = set(df["method"])  # a peer that is not installed scored no row: nothing to compare
+    diffs = paired_differences(df, [OURS], [b for b in baselines if b in scored])
     diff_records = to_records(diffs)
     command = f".venv/bin/python benchmarks/peers.py --only {name}"
     if embedder:

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ragim.checks import check_int, check_number
+from ragim.checks import check_int, check_names, check_number
 from ragim.errors import ValidationError
 from ragim.metrics import bin_statistics, ece_from_bins
 from ragim.validation import calibration_slope_intercept
@@ -97,16 +97,6 @@ def _checked(
     if bad:
         raise ValidationError(f"outcomes y must be 0/1, found {bad[:5]}")
     return df.assign(task_id=df["task_id"].astype(str), y=y, p=p)
-
-
-def _names(value: Any, what: str) -> list[str]:
-    if isinstance(value, str):
-        raise ValidationError(
-            f"{what} must be a list of method names, got the text {value!r}; write [{value!r}]"
-        )
-    if not isinstance(value, Sequence) or not value:
-        raise ValidationError(f"{what} must be a non-empty list of method names, got {value!r}")
-    return list(dict.fromkeys(value))
 
 
 def _target_bins(df: pd.DataFrame, n_bins: int) -> dict[str, np.ndarray]:
@@ -202,7 +192,7 @@ def pooled_ece_differences(
     >>> round(float(r["mean_diff"][0]), 3)
     0.15
     """
-    methods, baselines = _names(methods, "methods"), _names(baselines, "baselines")
+    methods, baselines = check_names(methods, "methods"), check_names(baselines, "baselines")
     n_bins = check_int(n_bins, "n_bins", ge=1)
     n_boot = check_int(n_boot, "n_boot", ge=1)
     level = check_number(level, "level", gt=0, lt=1)

@@ -212,6 +212,33 @@ def check_bool(value: Any, name: str) -> bool:
     raise ValidationError(f"{name} must be True or False, got {value!r}")
 
 
+def check_names(value: Any, name: str, *, what: str = "method names") -> list[str]:
+    """``value`` as a list of names without repeats, in order; a one-line
+    :class:`ValidationError` for a bare string (which would be read letter by letter), an
+    empty list, or anything but a list of strings.
+
+    Examples
+    --------
+    >>> check_names(("pooled", "oracle", "pooled"), "baselines")
+    ['pooled', 'oracle']
+    >>> check_names("pooled", "baselines")
+    Traceback (most recent call last):
+    ...
+    ragim.errors.ValidationError: baselines must be a list of method names, got the text \
+'pooled'; write ['pooled']
+    """
+    if isinstance(value, str):
+        raise ValidationError(
+            f"{name} must be a list of {what}, got the text {value!r}; write [{value!r}]"
+        )
+    if isinstance(value, Mapping) or not isinstance(value, Iterable):
+        raise ValidationError(f"{name} must be a non-empty list of {what}, got {value!r}")
+    names = list(value)
+    if not names or not all(isinstance(v, str) for v in names):
+        raise ValidationError(f"{name} must be a non-empty list of {what}, got {value!r}")
+    return list(dict.fromkeys(names))
+
+
 def setting(default: Any, help: str) -> Any:
     """A config dataclass field: its ``default`` and its ``help`` text, kept in the field's
     metadata the way peft's configs keep it (``field(default=..., metadata={"help": ...})``).
@@ -480,6 +507,7 @@ __all__ = [
     "check_fields",
     "check_int",
     "check_loaded",
+    "check_names",
     "check_number",
     "config_from",
     "misaligned_labels",

@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from ragim.checks import check_int, check_names, check_number
 from ragim.errors import ValidationError
 
 METRICS = ("auroc", "log_loss", "brier", "ece", "accuracy")
@@ -218,12 +219,16 @@ def bootstrap_ci(
     Returns ``(mean, ci_low, ci_high, n)`` where ``n`` counts the finite values.
     With no finite value everything is NaN; with one the CI is the value itself.
 
+    Raises :class:`~ragim.errors.ValidationError` when ``n_boot`` is not an integer >= 1,
+    ``level`` not in (0, 1) or ``seed`` not an integer >= 0.
+
     Examples
     --------
     >>> m, lo, hi, n = bootstrap_ci([0.7, 0.8, 0.9, float("nan")])
     >>> round(m, 3), lo <= m <= hi, n
     (0.8, True, 3)
     """
+    n_boot, level, seed = _bootstrap_settings(n_boot, level, seed)
     v = np.asarray(values, dtype=float).reshape(-1)
     v = v[np.isfinite(v)]
     n = int(v.size)
@@ -237,6 +242,14 @@ def bootstrap_ci(
     alpha = (1.0 - level) / 2.0
     lo, hi = np.quantile(draws, [alpha, 1.0 - alpha])
     return mean, float(min(lo, mean)), float(max(hi, mean)), n
+
+
+def _bootstrap_settings(n_boot: Any, level: Any, seed: Any) -> tuple[int, float, int]:
+    return (
+        check_int(n_boot, "n_boot", ge=1),
+        check_number(level, "level", gt=0, lt=1),
+        check_int(seed, "seed", ge=0),
+    )
 
 
 def size_labels(edges: Sequence[int] = DEFAULT_SIZE_EDGES) -> list[str]:
@@ -259,6 +272,19 @@ def size_group(n_rows: int, edges: Sequence[int] = DEFAULT_SIZE_EDGES) -> str:
 
 
 # ---------------------------------------------------------------------- aggregation
+def _check_frame(per_task: Any, need: Sequence[str]) -> None:
+    if not isinstance(per_task, pd.DataFrame):
+        raise ValidationError(
+            f"per_task must be a pandas DataFrame, got {type(per_task).__name__}; pass the "
+            "output of zero_shot/few_shot"
+        )
+    missing = [c for c in need if c not in per_task.columns]
+    if missing:
+        raise ValidationError(
+            f"per-task frame lacks columns {missing}; pass the output of zero_shot/few_shot"
+        )
+
+
 def mean_over_draws(per_task: pd.DataFrame) -> pd.DataFrame:
     """One row per target, method and k: the metrics averaged over the random draws of the k
     rows (the ``draw`` column of :func:`ragim.evaluate.evaluate` with ``draws > 1``); a frame
@@ -307,6 +333,10 @@ def summarize(
     metric, mean, ci_low, ci_high, n_tasks`` (``n_tasks`` counts tasks with a finite value
     of that metric, so AUROC may count fewer tasks than log-loss).
 
+    Raises :class:`~ragim.errors.ValidationError` when ``per_task`` is not a frame with the
+    key and metric columns, ``metrics`` is not a list of names, or ``n_boot``, ``level`` or
+    ``seed`` is out of range (:func:`bootstrap_ci`).
+
     Examples
     --------
     >>> df = pd.DataFrame({"dataset": "d", "protocol": "p", "method": "m", "k_shot": 0,
@@ -317,11 +347,9 @@ def summarize(
     [{'metric': 'auroc', 'mean': 0.6, 'n_tasks': 1},
      {'metric': 'log_loss', 'mean': 0.6, 'n_tasks': 2}]
     """
-    missing = [c for c in [*_KEYS, *metrics] if c not in per_task.columns]
-    if missing:
-        raise ValidationError(
-            f"per-task frame lacks columns {missing}; pass the output of zero_shot/few_shot"
-        )
+    metrics = check_names(metrics, "metrics", what="metric names")
+    n_boot, level, seed = _bootstrap_settings(n_boot, level, seed)
+    _check_frame(per_task, [*_KEYS, *metrics])
     per_task = mean_over_draws(per_task)
     keys = [*_KEYS, "size_group"] if by_size else list(_KEYS)
     rows = []
@@ -373,6 +401,11 @@ def paired_differences(
     ci_low, ci_high, n_tasks, wins, losses`` (a win is a target where the method is better:
     lower log-loss, Brier and ECE; higher AUROC and accuracy).
 
+    Raises :class:`~ragim.errors.ValidationError` when ``methods``, ``baselines`` or
+    ``metrics`` is not a list of names (a bare string), a method or baseline has no row in
+    ``per_task`` or none at ``k_shot`` (a zero-shot baseline such as ``pooled`` is scored at
+    k_shot 0 only), or ``k_shot``, ``n_boot``, ``level`` or ``seed`` is out of range.
+
     Examples
     --------
     >>> df = pd.DataFrame({"dataset": "d", "protocol": "p", "k_shot": 0,
@@ -382,12 +415,12 @@ def paired_differences(
     >>> round(float(r["mean_diff"][0]), 3), int(r["wins"][0])
     (-0.1, 2)
     """
-    need = ["dataset", "protocol", "method", "k_shot", "task_id", *metrics]
-    missing = [c for c in need if c not in per_task.columns]
-    if missing:
-        raise ValidationError(
-            f"per-task frame lacks columns {missing}; pass the output of zero_shot/few_shot"
-        )
+    methods, baselines = check_names(methods, "methods"), check_names(baselines, "baselines")
+    metrics = check_names(metrics, "metrics", what="metric names")
+    k_shot = check_int(k_shot, "k_shot", ge=0)
+    n_boot, level, seed = _bootstrap_settings(n_boot, level, seed)
+    _check_frame(per_task, ["dataset", "protocol", "method", "k_shot", "task_id", *metrics])
+    _check_methods_at_k(per_task, [*methods, *baselines], k_shot)
     df = mean_over_draws(per_task[per_task["k_shot"] == k_shot])
     rows = []
     for (dataset, protocol), grp in df.groupby(["dataset", "protocol"], sort=False):
@@ -439,6 +472,22 @@ def paired_differences(
     )
 
 
+def _check_methods_at_k(per_task: pd.DataFrame, names: Sequence[str], k_shot: int) -> None:
+    """Refuse a method that ``per_task`` never scored, or never at ``k_shot``: its differences
+    would be NaN over 0 targets, a row that reads like a result."""
+    ks = pd.to_numeric(per_task["k_shot"], errors="coerce")
+    have = {str(m): sorted({int(k) for k in g.dropna()}) for m, g in ks.groupby(per_task["method"])}
+    absent = [m for m in dict.fromkeys(names) if m not in have]
+    if absent:
+        raise ValidationError(f"no rows for method(s) {absent}; the frame has {sorted(have)}")
+    elsewhere = [f"{m!r} (k_shot {have[m]})" for m in dict.fromkeys(names) if k_shot not in have[m]]
+    if elsewhere:
+        raise ValidationError(
+            f"no rows at k_shot={k_shot} for {', '.join(elsewhere)}; zero-shot methods such as "
+            "pooled are scored at k_shot 0 only: compare at a k both were scored at"
+        )
+
+
 def skill(
     summary: pd.DataFrame,
     *,
@@ -464,6 +513,10 @@ def skill(
     >>> round(float(r["new"]), 3), round(float(r["neighbor-mean"]), 3)
     (0.5, 0.0)
     """
+    baselines = check_names(baselines, "baselines")
+    metrics = check_names(metrics, "metrics", what="metric names")
+    k_shot = check_int(k_shot, "k_shot", ge=0)
+    _check_frame(summary, ["dataset", "protocol", "method", "k_shot", "metric", "mean"])
     rows = []
     s = summary[summary["k_shot"] == k_shot]
     for (dataset, protocol, metric), grp in s.groupby(

@@ -195,3 +195,70 @@ def test_format_table_says_which_metric_counts_fewer_tasks_than_n():
     assert "log_loss is on fewer" not in text
     full = format_table(pd.DataFrame([{**r, "n_tasks": 3} for r in rows]))
     assert "fewer" not in full
+
+
+def _two_methods_frame():
+    return pd.DataFrame(
+        {
+            "dataset": "d",
+            "protocol": "p",
+            "task_id": ["a", "b", "a", "b", "a", "b"],
+            "method": ["new", "new", "pooled", "pooled", "per-task-k", "per-task-k"],
+            "k_shot": [0, 0, 0, 0, 4, 4],
+            "log_loss": [0.4, 0.5, 0.5, 0.6, 0.45, 0.55],
+            "auroc": [0.7, 0.8, 0.6, 0.7, 0.65, 0.75],
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, message",
+    [
+        # before: one NaN row per letter of 'new', each over 0 targets
+        (("new", ["pooled"]), {}, r"methods must be a list of method names, got the text 'new'"),
+        ((["new"], "pooled"), {}, r"baselines must be a list .* got the text 'pooled'"),
+        # before: a NaN row over 0 targets
+        ((["new"], ["poled"]), {}, r"no rows for method\(s\) \['poled'\]"),
+        ((["per-task-k"], ["pooled"]), {"k_shot": 4}, r"no rows at k_shot=4 for 'pooled' \(k_shot \[0\]\)"),
+        ((["new"], ["pooled"]), {"metrics": "auroc"}, "metrics must be a list of metric names"),
+        # before: numpy's "Quantiles must be in the range [0, 1]" / an IndexError
+        ((["new"], ["pooled"]), {"level": 95}, r"level must be a number in \(0, 1\), got 95"),
+        ((["new"], ["pooled"]), {"n_boot": 0}, "n_boot must be an integer >= 1, got 0"),
+        ((["new"], ["pooled"]), {"seed": -1}, "seed must be an integer >= 0, got -1"),
+        ((["new"], ["pooled"]), {"k_shot": 0.5}, "k_shot must be an integer"),
+    ],
+)
+def test_paired_differences_refuse_what_they_cannot_compare(args, kwargs, message):
+    from ragim.metrics import paired_differences
+
+    with pytest.raises(ValidationError, match=message):
+        paired_differences(_two_methods_frame(), *args, **kwargs)
+
+
+def test_paired_differences_of_named_methods_still_compare():
+    from ragim.metrics import paired_differences
+
+    r = paired_differences(_two_methods_frame(), ("new",), ("pooled", "new"), metrics=["log_loss"])
+    assert r[["baseline", "n_tasks", "wins"]].to_dict("records") == [
+        {"baseline": "pooled", "n_tasks": 2, "wins": 2}
+    ]
+    assert float(r["mean_diff"].iloc[0]) == pytest.approx(-0.1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"level": 1.5}, r"level must be a number in \(0, 1\)"),
+        ({"n_boot": 0}, "n_boot must be an integer >= 1"),
+        ({"seed": -2}, "seed must be an integer >= 0"),
+    ],
+)
+def test_bootstrap_settings_are_checked_in_one_line(kwargs, message):
+    with pytest.raises(ValidationError, match=message):
+        bootstrap_ci([0.1, 0.2, 0.3], **kwargs)
+    with pytest.raises(ValidationError, match=message):
+        summarize(_two_methods_frame(), metrics=["log_loss"], **kwargs)
+    with pytest.raises(ValidationError, match="metrics must be a list of metric names"):
+        summarize(_two_methods_frame(), metrics="log_loss")
+    with pytest.raises(ValidationError, match="per_task must be a pandas DataFrame"):
+        summarize(_two_methods_frame().to_dict("records"))
