@@ -1155,6 +1155,9 @@ def evaluate_cmd(
     from ragim.metrics import format_table, summarize, to_records
 
     progress = setup(as_json, quiet)
+    check_positive(max_targets=max_targets)  # before the data are read
+    if seed < 0:
+        raise typer.BadParameter(f"--seed must be >= 0, got {seed}")
     tasks = load_dataset(dataset, n_tasks=n_tasks, seed=seed, folder=folder)
     try:
         ks = [int(k) for k in k_shots.split(",") if k.strip()]

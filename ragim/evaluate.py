@@ -88,7 +88,7 @@ import pandas as pd
 from scipy.special import expit
 
 from ragim.canonical import canonical_level
-from ragim.checks import check_int
+from ragim.checks import check_int, check_names
 from ragim.errors import RagimError, ValidationError, user_stacklevel
 from ragim.metrics import (
     DEFAULT_SIZE_EDGES,
@@ -97,6 +97,7 @@ from ragim.metrics import (
     plot_by_group,
     plot_calibration,
     size_group,
+    size_labels,
     summarize,
     task_metrics,
     to_records,
@@ -857,7 +858,13 @@ def evaluate(
     hold one class, as a
     ward's k random patients may; by default every draw starts with one row of each class,
     which over-represents the rarer class at small k (at k = 4 and a 10% event rate about
-    30% of the rows are events)."""
+    30% of the rows are events).
+
+    Raises :class:`~ragim.errors.ValidationError`, before any fold is built, for an unknown
+    protocol or method, and for
+    ``k_neighbors``, ``max_targets``, ``draws`` below 1, ``folds`` below 2 (leave-task-out),
+    a negative ``seed``, ``targets`` or ``methods`` given as one string, an empty ``groups``
+    or unordered ``size_edges``."""
     from tqdm.auto import tqdm
 
     from ragim.embed import get_embedder
@@ -867,19 +874,32 @@ def evaluate(
         raise ValidationError(f"unknown protocol {protocol!r}; use one of {list(PROTOCOLS)}")
     if not isinstance(tasks, TaskCollection):
         tasks = TaskCollection(list(tasks))
-    methods = list(methods) if methods is not None else [m for m in DEFAULT_METHODS if m in METHODS]
+    named = methods is not None
+    methods = (
+        check_names(methods, "methods") if named else [m for m in DEFAULT_METHODS if m in METHODS]
+    )
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValidationError(
             f"unknown evaluation method(s) {unknown}; registered: {sorted(METHODS)} "
             "(add one with ragim.evaluate.register_method)"
         )
-    draws = check_int(draws, "draws", ge=1)
-    if "ragim-lm" in methods:
-        _check_lm_options(dict(lm_config or {}))
     k_shots = sorted({check_int(k, "every k_shots entry", ge=0) for k in k_shots})
     if not k_shots:
         raise ValidationError("k_shots is empty; give at least one number of shots, e.g. (0, 8)")
+    draws = check_int(draws, "draws", ge=1)
+    k_neighbors = check_int(k_neighbors, "k_neighbors", ge=1)
+    max_targets = check_int(max_targets, "max_targets", ge=1, allow_none=True)
+    seed = check_int(seed, "seed", ge=0)
+    if protocol == "leave-task-out":
+        folds = check_int(folds, "folds", ge=2, note="leave-task-out splits the targets into folds")
+    if targets is not None:
+        targets = check_names(targets, "targets", what="task ids")
+    if groups is not None and not isinstance(groups, str | bytes) and len(list(groups)) == 0:
+        raise ValidationError("groups is empty; give the groups to hold out, or None for all")
+    size_labels(size_edges)  # refuse bad edges before any fold is built
+    if "ragim-lm" in methods:
+        _check_lm_options(dict(lm_config or {}))
     if protocol == "leave-group-out":
         group = group_key(tasks, group)
     emb = get_embedder(embedder)

@@ -336,3 +336,19 @@ def test_table_cells_are_printed_as_written_not_read_as_markup(capsys):
                 ["term", ("coef", "right")])
     out = capsys.readouterr().out
     assert "cp[asymptomatic]" in out and "cp[typical]" in out and "[bold]x[/bold]" in out
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        # before: a Python traceback (numpy's "number sections must be larger than 0.") and exit 1
+        (["--max-targets", "0"], "--max-targets must be positive, got 0"),
+        (["--seed", "-1", "--dataset", "heart-disease"], "--seed must be >= 0, got -1"),
+    ],
+)
+def test_evaluate_refuses_bad_settings_in_one_line(extra, message, monkeypatch, capsys):
+    args = ["evaluate", "--dataset", "synthetic", "--n-tasks", "8", "--embedder", "hashing",
+            "--folds", "2", "-q", *extra]
+    code, out, err = run_console(args, monkeypatch, capsys)
+    assert code == 2, err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -316,3 +316,32 @@ def test_leave_group_out_refuses_a_key_no_task_has_and_lists_the_keys():
     assert str(err.value) == (f"no task has the metadata key 'hospital'; pass group= with one of the "
                               f"tasks' keys {keys}")
     assert evaluate.group_key(datasets.heart_disease()) == "site"
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        # before: numpy's "number sections must be larger than 0." / "negative dimensions ..."
+        ({"max_targets": 0}, r"max_targets must be an integer >= 1 or None, got 0"),
+        ({"max_targets": -1}, r"max_targets must be an integer >= 1 or None, got -1"),
+        # before: every method failed on every target with "k must be an integer >= 1"
+        ({"k_neighbors": 0}, r"k_neighbors must be an integer >= 1, got 0"),
+        # before: 2.5 folds ran
+        ({"folds": 2.5}, r"folds must be an integer >= 2 \(leave-task-out"),
+        ({"seed": -1}, r"seed must be an integer >= 0, got -1"),
+        # before: "targets ['s', 'y', 'n', ...] are not tasks"
+        ({"targets": "syn-0000001"}, r"targets must be a list of task ids, got the text"),
+        ({"protocol": "leave-group-out", "groups": []}, "groups is empty"),
+        ({"size_edges": (100, 50)}, "size edges must be increasing"),
+    ],
+)
+def test_evaluate_checks_its_arguments_before_any_fold(family, kwargs, message, monkeypatch):
+    from ragim.index import TaskIndex as Index
+
+    def no_build(*a, **k):  # the check comes first: no index is built
+        raise AssertionError("an index was built before the arguments were checked")
+
+    monkeypatch.setattr(Index, "build", no_build)
+    kw = {"folds": 2, "methods": ["pooled"], "embedder": "hashing", "progress": False, **kwargs}
+    with pytest.raises(ValidationError, match=message):
+        evaluate.zero_shot(family, **kw)
