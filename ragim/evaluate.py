@@ -860,8 +860,13 @@ def evaluate(
     which over-represents the rarer class at small k (at k = 4 and a 10% event rate about
     30% of the rows are events).
 
+    A method named in ``methods`` that none of ``k_shots`` scores (a zero-shot one such as
+    ``pooled`` without k = 0, a few-shot one such as ``per-task-k`` without a k > 0) is
+    skipped with a note (warned, and in ``attrs["notes"]``); the default methods keep those
+    the k values score without a note.
+
     Raises :class:`~ragim.errors.ValidationError`, before any fold is built, for an unknown
-    protocol or method, and for
+    protocol or method, when no method is left to score (the note's reason), and for
     ``k_neighbors``, ``max_targets``, ``draws`` below 1, ``folds`` below 2 (leave-task-out),
     a negative ``seed``, ``targets`` or ``methods`` given as one string, an empty ``groups``
     or unordered ``size_edges``."""
@@ -887,6 +892,7 @@ def evaluate(
     k_shots = sorted({check_int(k, "every k_shots entry", ge=0) for k in k_shots})
     if not k_shots:
         raise ValidationError("k_shots is empty; give at least one number of shots, e.g. (0, 8)")
+    methods, skipped = _scored_methods(methods, k_shots, named=named)
     draws = check_int(draws, "draws", ge=1)
     k_neighbors = check_int(k_neighbors, "k_neighbors", ge=1)
     max_targets = check_int(max_targets, "max_targets", ge=1, allow_none=True)
@@ -904,7 +910,7 @@ def evaluate(
         group = group_key(tasks, group)
     emb = get_embedder(embedder)
     gen_cfg = dict(generator_config or {})
-    rows, preds, fold_log, notes, info = [], [], [], [], []
+    rows, preds, fold_log, notes, info = [], [], [], list(skipped), []
     plan = _folds(tasks, protocol, group, groups, folds, seed, max_targets, targets)
     for f, (target_pos, removed_pos) in enumerate(plan):
         removed = set(removed_pos)
@@ -1001,6 +1007,34 @@ def evaluate(
             preds, columns=["task_id", "method", "k_shot", "draw", "row", "y", "p"]
         )
     return df
+
+
+def _scored_methods(
+    methods: list[str], k_shots: list[int], *, named: bool
+) -> tuple[list[str], list[str]]:
+    """The methods that the k values score (a zero-shot method needs k = 0 among them, a
+    few-shot one a k > 0), and a note for each named method that none of them scores (before,
+    such a method was silently absent from the results). When no named method is scored at
+    all, a :class:`ValidationError` says why, before any fold is built."""
+    zero, few = 0 in k_shots, any(k > 0 for k in k_shots)
+    why = {}
+    for m in methods:
+        if METHODS[m].shots == "zero" and not zero:
+            why[m] = (
+                f"{m}: a zero-shot method, scored at k_shot 0 only, and k_shots {k_shots} has "
+                "no 0 (few_shot(..., reference=True), ragim evaluate --k-shots 0,...); "
+                "method skipped"
+            )
+        elif METHODS[m].shots == "few" and not few:
+            why[m] = (
+                f"{m}: needs k > 0 labelled rows, and k_shots {k_shots} has none "
+                "(few_shot(..., k_shots=(8,)), ragim evaluate --k-shots 0,8); method skipped"
+            )
+    kept = [m for m in methods if m not in why]
+    if not kept:
+        reasons = [t.removesuffix("; method skipped") for t in why.values()]
+        raise ValidationError("no method to score: " + "; ".join(reasons))
+    return kept, list(why.values()) if named else []
 
 
 def _predict(fctx: FoldContext, name: str, ctx: TargetContext) -> tuple[np.ndarray | None, str]:

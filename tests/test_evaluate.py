@@ -345,3 +345,33 @@ def test_evaluate_checks_its_arguments_before_any_fold(family, kwargs, message, 
     kw = {"folds": 2, "methods": ["pooled"], "embedder": "hashing", "progress": False, **kwargs}
     with pytest.raises(ValidationError, match=message):
         evaluate.zero_shot(family, **kw)
+
+
+@pytest.mark.parametrize(
+    "k_shots, methods, message",
+    [
+        # before: an empty frame (the CLI printed "(no results)" and exited 0)
+        ((4,), ["pooled"], r"no method to score: pooled: a zero-shot method.* k_shots \[4\] has no 0"),
+        ((0,), ["per-task-k"], r"no method to score: per-task-k: needs k > 0 labelled rows"),
+    ],
+)
+def test_no_method_that_the_k_values_score_is_refused(family, k_shots, methods, message):
+    with pytest.raises(ValidationError, match=message):
+        evaluate.evaluate(family, k_shots=k_shots, methods=methods, folds=2, embedder="hashing",
+                          progress=False)
+
+
+def test_a_named_method_that_no_k_scores_is_skipped_with_a_note(family):
+    # before: pooled was silently absent from the results
+    with pytest.warns(UserWarning, match=r"pooled: a zero-shot method.*method skipped"):
+        df = evaluate.evaluate(family, k_shots=(4,), methods=["pooled", "per-task-k"], folds=2,
+                               max_targets=2, embedder="hashing", progress=False)
+    assert set(df["method"]) == {"per-task-k"}
+    assert any(n.startswith("pooled: a zero-shot method") for n in df.attrs["notes"])
+
+
+def test_default_methods_keep_those_the_k_values_score(family):
+    df = evaluate.evaluate(family, k_shots=(4,), folds=2, max_targets=2, embedder="hashing",
+                           methods=None, generator_config=FAST, progress=False)
+    assert set(df["method"]) == {"ragim-statistical", "ragim-attention", "per-task-k"}
+    assert set(df["k_shot"]) == {4}
