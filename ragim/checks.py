@@ -239,6 +239,39 @@ def check_names(value: Any, name: str, *, what: str = "method names") -> list[st
     return list(dict.fromkeys(names))
 
 
+def check_float_array(value: Any, name: str, *, what: str = "numbers") -> np.ndarray:
+    """``value`` (a list, array or pandas Series) as a flat float array; a one-line
+    :class:`ValidationError` naming the argument when an entry is not a number (text such as
+    "yes", which numpy would report as "could not convert string to float").
+
+    Examples
+    --------
+    >>> check_float_array([True, 0, "1"], "y_true").tolist()
+    [1.0, 0.0, 1.0]
+    >>> check_float_array(["yes", "no"], "y_true", what="0/1 outcomes")
+    Traceback (most recent call last):
+    ...
+    ragim.errors.ValidationError: y_true must hold 0/1 outcomes, got 'yes'; map the labels to \
+0/1 first
+    """
+    try:
+        return np.asarray(value, dtype=float).reshape(-1)
+    except (TypeError, ValueError):
+        pass
+    flat = np.asarray(value, dtype=object).reshape(-1)
+    bad = next((v for v in flat if not _is_float(v)), flat[0] if flat.size else value)
+    hint = "; map the labels to 0/1 first" if "0/1" in what else ""
+    raise ValidationError(f"{name} must hold {what}, got {bad!r}{hint}")
+
+
+def _is_float(v: Any) -> bool:
+    try:
+        float(v)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def setting(default: Any, help: str) -> Any:
     """A config dataclass field: its ``default`` and its ``help`` text, kept in the field's
     metadata the way peft's configs keep it (``field(default=..., metadata={"help": ...})``).
@@ -505,6 +538,7 @@ __all__ = [
     "check_aligned_labels",
     "check_bool",
     "check_fields",
+    "check_float_array",
     "check_int",
     "check_loaded",
     "check_names",

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from ragim.checks import check_int, check_names, check_number
+from ragim.checks import check_float_array, check_int, check_names, check_number
 from ragim.errors import ValidationError
 
 METRICS = ("auroc", "log_loss", "brier", "ece", "accuracy")
@@ -72,8 +72,8 @@ _KEYS = ["dataset", "protocol", "method", "k_shot"]
 
 
 def _check_inputs(y_true, y_prob) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(y_true, dtype=float).reshape(-1)
-    p = np.asarray(y_prob, dtype=float).reshape(-1)
+    y = check_float_array(y_true, "y_true", what="0/1 labels")
+    p = check_float_array(y_prob, "y_prob", what="probabilities")
     if y.shape != p.shape:
         raise ValidationError(
             f"y_true has {y.shape[0]} values but y_prob has {p.shape[0]}; they must match"
@@ -97,8 +97,9 @@ def bin_statistics(y, p, n_bins: int = 10) -> np.ndarray:
     >>> bin_statistics([0, 1], [0.05, 0.95], n_bins=2).tolist()
     [[1.0, 1.0], [0.05, 0.95], [0.0, 1.0]]
     """
-    y, p = np.asarray(y, dtype=float).reshape(-1), np.asarray(p, dtype=float).reshape(-1)
-    edges = np.linspace(0.0, 1.0, int(n_bins) + 1)
+    n_bins = check_int(n_bins, "n_bins", ge=1)
+    y, p = check_float_array(y, "y", what="0/1 labels"), check_float_array(p, "p")
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
     idx = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, int(n_bins) - 1)
     return np.stack(
         [
@@ -133,6 +134,7 @@ def expected_calibration_error(y_true, y_prob, n_bins: int = 10) -> float:
     >>> round(expected_calibration_error([0, 0, 0, 0], [0.9, 0.9, 0.9, 0.9]), 3)
     0.9
     """
+    n_bins = check_int(n_bins, "n_bins", ge=1)
     y, p = _check_inputs(y_true, y_prob)
     return float(ece_from_bins(bin_statistics(y, p, n_bins)))
 
@@ -179,8 +181,8 @@ def auroc(y_true, y_score) -> float:
     >>> auroc([0, 1, 1], [-2.0, 0.5, 0.5]), math.isnan(auroc([1, 1], [0.2, 0.3]))
     (1.0, True)
     """
-    y = np.asarray(y_true, dtype=float).reshape(-1)
-    s = np.asarray(y_score, dtype=float).reshape(-1)
+    y = check_float_array(y_true, "y_true", what="0/1 labels")
+    s = check_float_array(y_score, "y_score")
     if y.shape != s.shape or y.size == 0:
         raise ValidationError(
             f"y_true has {y.size} values but y_score has {s.size}; they must match and be non-empty"

@@ -26,6 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
+from ragim.checks import check_float_array, check_int
 from ragim.errors import ValidationError
 
 POS, NEG, GREY, DARK = "#c0392b", "#2e6da4", "#9aa0a6", "#3c4043"
@@ -432,18 +433,17 @@ def plot_calibration(
     >>> fig.axes[-1].get_xlabel()
     'mean predicted probability'
     """
-    y = np.asarray(y_true, dtype=float).reshape(-1)
+    y = check_float_array(y_true, "y_true", what="0/1 labels")
     if not set(np.unique(y)) <= {0.0, 1.0}:
         raise ValidationError("y_true must contain only 0/1 labels")
     if not prob_dict:
         raise ValidationError("prob_dict is empty; pass {method name: predicted probabilities}")
-    if strategy not in ("uniform", "quantile") or int(n_bins) < 1:
-        raise ValidationError(
-            f"need n_bins >= 1 and strategy 'uniform' or 'quantile', got {n_bins!r}, {strategy!r}"
-        )
+    n_bins = check_int(n_bins, "n_bins", ge=1)
+    if strategy not in ("uniform", "quantile"):
+        raise ValidationError(f"strategy must be 'uniform' or 'quantile', got {strategy!r}")
     probs = {}
     for name, p in prob_dict.items():
-        p = np.asarray(p, dtype=float).reshape(-1)
+        p = check_float_array(p, f"the probabilities of {name!r}", what="probabilities")
         if p.shape != y.shape or not np.all((p >= 0) & (p <= 1)):
             raise ValidationError(
                 f"probabilities of {name!r} must be {y.shape[0]} values in [0, 1]"

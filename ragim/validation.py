@@ -40,7 +40,7 @@ import pandas as pd
 from scipy.optimize import brentq
 from scipy.special import expit, logit
 
-from ragim.checks import check_aligned_labels, check_int, check_number
+from ragim.checks import check_aligned_labels, check_float_array, check_int, check_number
 from ragim.errors import IntervalWarning, ValidationError, user_stacklevel
 from ragim.metrics import EPS, expected_calibration_error, task_metrics
 from ragim.params import ModelParams
@@ -113,8 +113,8 @@ def calibration_slope_intercept(y_true, y_prob) -> tuple[float, float]:
     """
     from sklearn.linear_model import LogisticRegression
 
-    y = np.asarray(y_true, dtype=float).reshape(-1)
-    z = logit(np.clip(np.asarray(y_prob, dtype=float).reshape(-1), EPS, 1 - EPS))
+    y = check_float_array(y_true, "y_true", what="0/1 outcomes")
+    z = logit(np.clip(check_float_array(y_prob, "y_prob", what="probabilities"), EPS, 1 - EPS))
     if y.shape != z.shape or y.size == 0:
         raise ValidationError(
             f"need one predicted risk per outcome, got {z.size} risks for {y.size} outcomes"
@@ -165,6 +165,7 @@ def batch_scores(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> dict[str, np
     """
     from scipy.stats import rankdata
 
+    n_bins = check_int(n_bins, "n_bins", ge=1)
     y = np.atleast_2d(np.asarray(y, float))
     raw = np.atleast_2d(np.asarray(p, float))  # AUROC, Brier and ECE read the risks as given
     p = np.clip(raw, EPS, 1 - EPS)  # log-loss and the log-odds: clipped, as task_metrics does
@@ -345,8 +346,9 @@ def score_predictions(
         (:func:`ragim.rows.warn_repeated_rows`).
     """
     check_aligned_labels(X, y_true)
-    y = np.asarray(y_true, dtype=float).reshape(-1)
-    p = np.asarray(y_prob, dtype=float).reshape(-1)
+    n_bins = check_int(n_bins, "n_bins", ge=1)
+    y = check_float_array(y_true, "y_true", what="0/1 outcomes")
+    p = check_float_array(y_prob, "y_prob", what="probabilities")
     if X is not None:
         from ragim.rows import warn_repeated_rows
 

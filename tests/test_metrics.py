@@ -262,3 +262,39 @@ def test_bootstrap_settings_are_checked_in_one_line(kwargs, message):
         summarize(_two_methods_frame(), metrics="log_loss")
     with pytest.raises(ValidationError, match="per_task must be a pandas DataFrame"):
         summarize(_two_methods_frame().to_dict("records"))
+
+
+@pytest.mark.parametrize("n_bins", [0, -1, 2.5, "10"])
+def test_n_bins_is_checked_in_one_line(n_bins):
+    # before: numpy's "'list' argument must have no negative elements", "'minlength' must not
+    # be negative" or a TypeError about 'float' objects
+    from ragim.metrics import bin_statistics
+    from ragim.plots import plot_calibration as reliability
+    from ragim.validation import score_predictions
+
+    message = f"n_bins must be an integer >= 1, got {n_bins!r}"
+    for call in (
+        lambda: expected_calibration_error([0, 1, 1], [0.2, 0.6, 0.9], n_bins=n_bins),
+        lambda: bin_statistics([0, 1, 1], [0.2, 0.6, 0.9], n_bins=n_bins),
+        lambda: score_predictions([0, 1, 1, 0], [0.2, 0.6, 0.9, 0.1], n_bins=n_bins, n_boot=5),
+        lambda: reliability([0, 1, 1], {"m": [0.2, 0.6, 0.9]}, n_bins=n_bins),
+    ):
+        with pytest.raises(ValidationError, match=message):
+            call()
+
+
+def test_text_labels_and_risks_are_refused_naming_the_argument():
+    # before: numpy's "could not convert string to float: 'yes'"
+    from ragim.validation import calibration_slope_intercept, score_predictions
+
+    for call in (
+        lambda: task_metrics(["yes", "no"], [0.8, 0.2]),
+        lambda: auroc(["yes", "no"], [0.8, 0.2]),
+        lambda: calibration_slope_intercept(["yes", "no"], [0.8, 0.2]),
+        lambda: score_predictions(["yes", "no"], [0.8, 0.2], n_boot=5),
+    ):
+        with pytest.raises(ValidationError, match=r"y_true must hold 0/1 .*, got 'yes'; map"):
+            call()
+    with pytest.raises(ValidationError, match=r"y_prob must hold probabilities, got 'high'"):
+        task_metrics([1, 0], ["high", 0.2])
+    assert task_metrics(["1", "0"], [0.8, 0.2])["auroc"] == 1.0  # numbers as text still read
