@@ -1164,14 +1164,16 @@ def zero_shot(tasks: TaskCollection, **kwargs):
         ``{"base_model": "tiny", "max_steps": 20, "k": 3}``.
     max_targets : score only this many (seeded) targets; the index still excludes the whole fold.
     return_predictions : also return a long frame of test-row predictions
-        (``task_id, method, k_shot, row, y, p``) for :func:`plot_calibration`.
+        (``task_id, method, k_shot, draw, row, y, p``) for :func:`plot_calibration` and
+        :mod:`ragim.calibration`.
     groups : leave-group-out values to hold out; ``size_edges``: task-size group edges in
         rows, default ``(50, 200, 1000)``.
 
     Returns
     -------
     A frame with columns ``dataset, protocol, fold, task_id, n_rows, size_group, method,
-    k_shot, auroc, log_loss, brier, ece, accuracy, n_support, n_test, n_index``.
+    k_shot, draw, auroc, log_loss, brier, ece, accuracy, n_support, n_test, n_index, status``
+    (``status``: "ok", or why the method failed on that target, its metrics then NaN).
     """
     return evaluate(tasks, k_shots=(0,), **kwargs)
 

@@ -658,11 +658,35 @@ def plot_calibration(
     title: str | None = None,
 ):
     """Reliability diagram of the pooled test-row predictions of each method at one k
-    (``predictions`` from ``zero_shot(..., return_predictions=True)``)."""
+    (``predictions`` from ``zero_shot(..., return_predictions=True)``; with several draws of
+    the k rows, draw 0, as :func:`ragim.calibration.pooled_calibration` reads).
+
+    Raises :class:`~ragim.errors.ValidationError` when ``predictions`` lacks the columns
+    ``task_id, method, k_shot, row, y, p``, has no row at ``k_shot``, or a named method has
+    none there, or lacks some test rows of the first method.
+    """
     from ragim.plots import plot_calibration as _plot
 
-    sel = predictions[predictions["k_shot"] == k_shot]
-    methods = list(methods) if methods is not None else list(dict.fromkeys(sel["method"]))
+    k_shot = check_int(k_shot, "k_shot", ge=0)
+    _check_frame(predictions, ["task_id", "method", "k_shot", "row", "y", "p"])
+    ks = pd.to_numeric(predictions["k_shot"], errors="coerce")
+    sel = predictions[ks == k_shot]
+    if "draw" in sel.columns:  # one prediction per test row: draw 0 of the k rows
+        sel = sel[sel["draw"].fillna(0) == 0]
+    if sel.empty:
+        have = sorted({int(k) for k in ks.dropna()})
+        raise ValidationError(f"no predictions at k_shot={k_shot}; they have k_shot {have}")
+    methods = (
+        check_names(methods, "methods")
+        if methods is not None
+        else list(dict.fromkeys(sel["method"]))
+    )
+    absent = [m for m in methods if m not in set(sel["method"])]
+    if absent:
+        raise ValidationError(
+            f"no predictions at k_shot={k_shot} for method(s) {absent}; have "
+            f"{sorted(set(sel['method']))}"
+        )
     ref = sel[sel["method"] == methods[0]].sort_values(["task_id", "row"])
     probs = {}
     for m in methods:

@@ -298,3 +298,29 @@ def test_text_labels_and_risks_are_refused_naming_the_argument():
     with pytest.raises(ValidationError, match=r"y_prob must hold probabilities, got 'high'"):
         task_metrics([1, 0], ["high", 0.2])
     assert task_metrics(["1", "0"], [0.8, 0.2])["auroc"] == 1.0  # numbers as text still read
+
+
+def _draw_predictions():
+    rows = []
+    for draw, shift in ((0, 0.0), (1, 0.3)):
+        for t in ("a", "b"):
+            for r, y in enumerate([0, 1, 0, 1]):
+                for m in ("per-task-k", "new"):
+                    p = min(0.95, 0.2 + 0.5 * y + shift + (0.05 if m == "new" else 0.0))
+                    rows.append({"task_id": t, "method": m, "k_shot": 4, "draw": draw, "row": r,
+                                 "y": y, "p": p})
+    return pd.DataFrame(rows)
+
+
+def test_plot_calibration_reads_draw_0_and_names_what_is_missing():
+    # before: "cannot handle a non-unique multi-index!" with draws, an IndexError for an absent k
+    preds = _draw_predictions()
+    fig = plot_calibration(preds, k_shot=4)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    first = preds[(preds["draw"] == 0) & (preds["method"] == "per-task-k")]
+    ece = expected_calibration_error(first["y"], first["p"])
+    assert f"per-task-k (ECE {ece:.3f})" in labels
+    with pytest.raises(ValidationError, match=r"no predictions at k_shot=7; they have k_shot \[4\]"):
+        plot_calibration(preds, k_shot=7)
+    with pytest.raises(ValidationError, match=r"for method\(s\) \['pooled'\]"):
+        plot_calibration(preds, k_shot=4, methods=["new", "pooled"])
