@@ -504,7 +504,9 @@ def skill(
     ``(method - baseline) / (oracle - baseline)`` for AUROC, on macro means, where the baseline
     is whichever of ``baselines`` is best on that metric. 0 is the best baseline, 1 the oracle
     (the noise-free part of the true model that the description determines); negative values
-    are worse than the best baseline. Rows without an oracle are skipped.
+    are worse than the best baseline. Rows without an oracle are skipped. A summary by task
+    size (``summarize(..., by_size=True)``) gives one skill per size group, in a
+    ``size_group`` column.
 
     Examples
     --------
@@ -521,15 +523,21 @@ def skill(
     _check_frame(summary, ["dataset", "protocol", "method", "k_shot", "metric", "mean"])
     rows = []
     s = summary[summary["k_shot"] == k_shot]
-    for (dataset, protocol, metric), grp in s.groupby(
-        ["dataset", "protocol", "metric"], sort=False
-    ):
-        if metric not in metrics:
+    keys = ["dataset", "protocol", "metric"] + (["size_group"] if "size_group" in s.columns else [])
+    for key, grp in s.groupby(keys, sort=False, dropna=False):
+        where = dict(zip(keys, key, strict=True))
+        if where["metric"] not in metrics:
             continue
+        if grp["method"].duplicated().any():
+            twice = sorted(set(grp.loc[grp["method"].duplicated(), "method"]))
+            raise ValidationError(
+                f"the summary has several {where['metric']} rows of {twice} at k_shot={k_shot} "
+                f"in {where['dataset']} / {where['protocol']}; pass one summarize() result"
+            )
         means = grp.set_index("method")["mean"]
         if oracle not in means or not any(b in means for b in baselines):
             continue
-        lower = metric in LOWER_IS_BETTER
+        lower = where["metric"] in LOWER_IS_BETTER
         base_vals = {b: float(means[b]) for b in baselines if b in means}
         best = (min if lower else max)(base_vals, key=base_vals.get)
         gap = (
@@ -543,16 +551,15 @@ def skill(
             gain = (base_vals[best] - float(value)) if lower else (float(value) - base_vals[best])
             rows.append(
                 {
-                    "dataset": dataset,
-                    "protocol": protocol,
-                    "metric": metric,
+                    **where,
                     "method": method,
                     "baseline": best,
                     "skill": gain / gap if gap > 0 else math.nan,
                 }
             )
+    extra = ["size_group"] if "size_group" in keys else []
     return pd.DataFrame(
-        rows, columns=["dataset", "protocol", "metric", "method", "baseline", "skill"]
+        rows, columns=["dataset", "protocol", "metric", "method", "baseline", "skill", *extra]
     )
 
 

@@ -324,3 +324,25 @@ def test_plot_calibration_reads_draw_0_and_names_what_is_missing():
         plot_calibration(preds, k_shot=7)
     with pytest.raises(ValidationError, match=r"for method\(s\) \['pooled'\]"):
         plot_calibration(preds, k_shot=4, methods=["new", "pooled"])
+
+
+def test_skill_of_a_by_size_summary_is_one_per_size_group():
+    # before: "TypeError: float() argument must be ... not 'Series'" (a method per size group)
+    from ragim.metrics import skill
+
+    rows = []
+    for i, (size, n) in enumerate([("<50", 20), ("<50", 30), ("50-200", 120), ("50-200", 150)]):
+        for m, ll in (("pooled", 0.7), ("neighbor-mean", 0.65), ("oracle", 0.5), ("new", 0.6)):
+            rows.append({"dataset": "d", "protocol": "p", "method": m, "k_shot": 0,
+                         "task_id": f"t{i}", "n_rows": n, "size_group": size,
+                         "log_loss": ll + (0.02 * i if m == "oracle" else 0.01 * i)})
+    per_task = pd.DataFrame(rows)
+    by = skill(summarize(per_task, by_size=True, metrics=["log_loss"], n_boot=20),
+               metrics=["log_loss"]).set_index(["size_group", "method"])["skill"]
+    # <50: new 0.605 vs neighbor-mean 0.655 and oracle 0.51 -> 0.05 / 0.145
+    assert by[("<50", "new")] == pytest.approx(0.05 / 0.145)
+    assert by[("50-200", "new")] == pytest.approx(0.05 / 0.125)
+    assert by[("<50", "neighbor-mean")] == pytest.approx(0.0)
+    whole = summarize(per_task, metrics=["log_loss"], n_boot=20)
+    with pytest.raises(ValidationError, match="several log_loss rows"):
+        skill(pd.concat([whole, whole]), metrics=["log_loss"])
