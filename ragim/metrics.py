@@ -292,6 +292,10 @@ def mean_over_draws(per_task: pd.DataFrame) -> pd.DataFrame:
     rows (the ``draw`` column of :func:`ragim.evaluate.evaluate` with ``draws > 1``); a frame
     without draws is returned as it is.
 
+    A metric that is NaN on some draws (the method failed on them) is NaN for the target: a
+    mean over the draws that worked would score the method on other draws than the methods
+    it is compared with. The ``status`` column then gives the first failure (else "ok").
+
     Examples
     --------
     >>> df = pd.DataFrame({"dataset": "d", "protocol": "p", "method": "m", "k_shot": 4,
@@ -305,11 +309,23 @@ def mean_over_draws(per_task: pd.DataFrame) -> pd.DataFrame:
         c for c in ["dataset", "protocol", "method", "k_shot", "task_id"] if c in per_task.columns
     ]
     metric_cols = [c for c in METRICS if c in per_task.columns]
-    agg = {c: "mean" for c in metric_cols}
+    flags = {f"{c} missing": per_task[c].isna() for c in metric_cols}
+    agg: dict[str, Any] = {c: "mean" for c in metric_cols}
+    agg.update({f: "any" for f in flags})
+    if "status" in per_task.columns:
+        agg["status"] = _first_failure
     agg.update(
         {c: "first" for c in per_task.columns if c not in keys and c not in agg and c != "draw"}
     )
-    return per_task.groupby(keys, sort=False, dropna=False).agg(agg).reset_index()
+    out = per_task.assign(**flags).groupby(keys, sort=False, dropna=False).agg(agg)
+    for c in metric_cols:  # a draw that failed makes the target's mean NaN
+        out[c] = out[c].where(~out.pop(f"{c} missing").astype(bool))
+    return out[[c for c in per_task.columns if c in out.columns]].reset_index()
+
+
+def _first_failure(status: pd.Series) -> str:
+    failed = [str(v) for v in status if str(v) != "ok"]
+    return failed[0] if failed else "ok"
 
 
 def summarize(

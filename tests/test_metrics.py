@@ -346,3 +346,25 @@ def test_skill_of_a_by_size_summary_is_one_per_size_group():
     whole = summarize(per_task, metrics=["log_loss"], n_boot=20)
     with pytest.raises(ValidationError, match="several log_loss rows"):
         skill(pd.concat([whole, whole]), metrics=["log_loss"])
+
+
+def test_a_target_whose_method_failed_on_some_draws_is_nan_not_its_other_draws_mean():
+    # before: new's log-loss on target a was 0.3 from the one draw of three that worked, status
+    # "ok", and it counted as a win against base's mean over all three draws
+    from ragim.metrics import mean_over_draws, paired_differences
+
+    nan = float("nan")
+    df = pd.DataFrame({"dataset": "d", "protocol": "p", "k_shot": 4,
+                       "task_id": ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3,
+                       "method": ["new"] * 6 + ["base"] * 6, "draw": [0, 1, 2] * 4,
+                       "log_loss": [0.3, nan, nan, 0.4, 0.5, 0.6, 0.5, 0.6, 0.7, 0.6, 0.6, 0.6],
+                       "status": ["ok", "ValueError: boom", "ValueError: boom"] + ["ok"] * 9})
+    m = mean_over_draws(df).set_index(["method", "task_id"])
+    assert math.isnan(m.loc[("new", "a"), "log_loss"])
+    assert m.loc[("new", "a"), "status"] == "ValueError: boom"
+    assert m.loc[("new", "b"), "log_loss"] == pytest.approx(0.5)
+    assert m.loc[("new", "b"), "status"] == "ok"
+    r = paired_differences(df, ["new"], ["base"], metrics=["log_loss"], k_shot=4).iloc[0]
+    assert (r["n_tasks"], r["wins"], r["mean_diff"]) == (1, 1, pytest.approx(-0.1))
+    s = summarize(df, metrics=["log_loss"]).set_index("method")
+    assert int(s.loc["new", "n_tasks"]) == 1 and int(s.loc["base", "n_tasks"]) == 2
