@@ -867,7 +867,8 @@ def evaluate(
 
     Raises :class:`~ragim.errors.ValidationError`, before any fold is built, for an unknown
     protocol or method, when no method is left to score (the note's reason), and for
-    ``k_neighbors``, ``max_targets``, ``draws`` below 1, ``folds`` below 2 (leave-task-out),
+    ``group`` or ``groups`` given with ``protocol="leave-task-out"`` (which holds no group
+    out), ``k_neighbors``, ``max_targets``, ``draws`` below 1, ``folds`` below 2 (leave-task-out),
     a negative ``seed``, ``targets`` or ``methods`` given as one string, an empty ``groups``
     or unordered ``size_edges``."""
     from tqdm.auto import tqdm
@@ -899,6 +900,12 @@ def evaluate(
     seed = check_int(seed, "seed", ge=0)
     if protocol == "leave-task-out":
         folds = check_int(folds, "folds", ge=2, note="leave-task-out splits the targets into folds")
+        given = [n for n, v in (("group", group), ("groups", groups)) if v is not None]
+        if given:  # before, they were ignored: every task was scored, leave-task-out
+            raise ValidationError(
+                f"{' and '.join(given)} hold groups out, which protocol='leave-task-out' does not "
+                "do; pass protocol='leave-group-out' (ragim evaluate --protocol leave-group-out)"
+            )
     if targets is not None:
         targets = check_names(targets, "targets", what="task ids")
     if groups is not None and not isinstance(groups, str | bytes) and len(list(groups)) == 0:

@@ -344,6 +344,8 @@ def test_table_cells_are_printed_as_written_not_read_as_markup(capsys):
         # before: a Python traceback (numpy's "number sections must be larger than 0.") and exit 1
         (["--max-targets", "0"], "--max-targets must be positive, got 0"),
         (["--seed", "-1", "--dataset", "heart-disease"], "--seed must be >= 0, got -1"),
+        # before: ignored without --protocol leave-group-out
+        (["--group", "group"], "ragim evaluate --protocol leave-group-out"),
         # before: "(no results)" and exit 0
         (["--k-shots", "4", "--methods", "pooled"], "no method to score: pooled: a zero-shot"),
     ],

@@ -333,6 +333,9 @@ def test_leave_group_out_refuses_a_key_no_task_has_and_lists_the_keys():
         ({"targets": "syn-0000001"}, r"targets must be a list of task ids, got the text"),
         ({"protocol": "leave-group-out", "groups": []}, "groups is empty"),
         ({"size_edges": (100, 50)}, "size edges must be increasing"),
+        # before: ignored, every task was scored leave-task-out
+        ({"groups": ["Hungary"]}, r"groups hold groups out, which protocol='leave-task-out' does"),
+        ({"group": "site"}, r"group hold groups out, .* pass protocol='leave-group-out'"),
     ],
 )
 def test_evaluate_checks_its_arguments_before_any_fold(family, kwargs, message, monkeypatch):
