@@ -71,7 +71,20 @@ SUMMARY_FIELDS = [
 _KEYS = ["dataset", "protocol", "method", "k_shot"]
 
 
-def _check_inputs(y_true, y_prob) -> tuple[np.ndarray, np.ndarray]:
+def check_predictions(y_true, y_prob) -> tuple[np.ndarray, np.ndarray]:
+    """``(y, p)`` as flat float arrays after checking them as every metric here does: the same
+    length, at least one row, 0/1 outcomes, finite probabilities in [0, 1].
+
+    Raises
+    ------
+    ValidationError
+        One line naming the problem ("y_true must contain only 0/1 labels").
+
+    Examples
+    --------
+    >>> check_predictions([True, 0], [0.8, 0.1])[0].tolist()
+    [1.0, 0.0]
+    """
     y = check_float_array(y_true, "y_true", what="0/1 labels")
     p = check_float_array(y_prob, "y_prob", what="probabilities")
     if y.shape != p.shape:
@@ -98,7 +111,7 @@ def bin_statistics(y, p, n_bins: int = 10) -> np.ndarray:
     [[1.0, 1.0], [0.05, 0.95], [0.0, 1.0]]
     """
     n_bins = check_int(n_bins, "n_bins", ge=1)
-    y, p = check_float_array(y, "y", what="0/1 labels"), check_float_array(p, "p")
+    y, p = check_predictions(y, p)  # a risk outside [0, 1] would land in an end bin
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     idx = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, int(n_bins) - 1)
     return np.stack(
@@ -135,7 +148,7 @@ def expected_calibration_error(y_true, y_prob, n_bins: int = 10) -> float:
     0.9
     """
     n_bins = check_int(n_bins, "n_bins", ge=1)
-    y, p = _check_inputs(y_true, y_prob)
+    y, p = check_predictions(y_true, y_prob)
     return float(ece_from_bins(bin_statistics(y, p, n_bins)))
 
 
@@ -148,7 +161,7 @@ def clipped_log_loss(y_true, y_prob) -> float:
     >>> round(clipped_log_loss([0, 1], [0.0, 1.0]), 12)
     1e-07
     """
-    y, p = _check_inputs(y_true, y_prob)
+    y, p = check_predictions(y_true, y_prob)
     return _log_loss(y, p)
 
 
@@ -203,7 +216,7 @@ def task_metrics(y_true, y_prob) -> dict[str, float]:
     >>> math.isnan(m["auroc"]), round(m["brier"], 3)
     (True, 0.047)
     """
-    y, p = _check_inputs(y_true, y_prob)
+    y, p = check_predictions(y_true, y_prob)
     return {
         "auroc": _auroc(y, p),
         "log_loss": _log_loss(y, p),
@@ -770,6 +783,7 @@ __all__ = [
     "SUMMARY_FIELDS",
     "bin_statistics",
     "bootstrap_ci",
+    "check_predictions",
     "ece_from_bins",
     "expected_calibration_error",
     "format_table",

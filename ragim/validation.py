@@ -42,7 +42,7 @@ from scipy.special import expit, logit
 
 from ragim.checks import check_aligned_labels, check_float_array, check_int, check_number
 from ragim.errors import IntervalWarning, ValidationError, user_stacklevel
-from ragim.metrics import EPS, expected_calibration_error, task_metrics
+from ragim.metrics import EPS, check_predictions, expected_calibration_error, task_metrics
 from ragim.params import ModelParams
 
 #: the metrics :func:`score_predictions` reports, in order, and whether higher is better
@@ -98,7 +98,9 @@ def calibration_slope_intercept(y_true, y_prob) -> tuple[float, float]:
     * intercept (calibration-in-the-large): ``a`` in ``logit P(y) = a + z`` with the slope
       fixed at 1. 0 is ideal; above 0 the model under-predicts the risk on average.
 
-    Probabilities are clipped to ``[1e-7, 1 - 1e-7]``. Both are NaN when the outcomes hold
+    Outcomes must be 0/1 and risks finite in [0, 1] (:func:`ragim.metrics.check_predictions`,
+    else a :class:`ValidationError`); they are clipped to ``[1e-7, 1 - 1e-7]``. Both are NaN
+    when the outcomes hold
     one class only; the slope is NaN when every predicted risk is the same, and ``inf``
     (``-inf``) when the risks separate the outcomes, every event at or above (below) every
     non-event: there the likelihood grows without end as the slope does, so no finite slope
@@ -113,12 +115,8 @@ def calibration_slope_intercept(y_true, y_prob) -> tuple[float, float]:
     """
     from sklearn.linear_model import LogisticRegression
 
-    y = check_float_array(y_true, "y_true", what="0/1 outcomes")
-    z = logit(np.clip(check_float_array(y_prob, "y_prob", what="probabilities"), EPS, 1 - EPS))
-    if y.shape != z.shape or y.size == 0:
-        raise ValidationError(
-            f"need one predicted risk per outcome, got {z.size} risks for {y.size} outcomes"
-        )
+    y, p = check_predictions(y_true, y_prob)  # as task_metrics: 0/1, finite risks in [0, 1]
+    z = logit(np.clip(p, EPS, 1 - EPS))
     if not 0 < y.sum() < y.size:
         return math.nan, math.nan
     intercept = float(brentq(lambda a: float(np.sum(y - expit(a + z))), -60.0, 60.0, xtol=1e-12))

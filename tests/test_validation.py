@@ -43,7 +43,7 @@ def test_calibration_slope_and_intercept_recover_the_truth(slope, shift):
 def test_one_class_gives_nan_and_bad_input_raises():
     b, a = calibration_slope_intercept([1, 1, 1], [0.2, 0.5, 0.9])
     assert np.isnan(b) and np.isnan(a)
-    with pytest.raises(ValidationError, match="one predicted risk per outcome"):
+    with pytest.raises(ValidationError, match="y_true has 2 values but y_prob has 1; they must match"):
         calibration_slope_intercept([0, 1], [0.5])
 
 
@@ -371,3 +371,22 @@ def test_batch_scores_rank_the_risks_as_given_not_clipped():
     point = score_predictions(y, p, n_boot=0)["metrics"]
     for name in ("auroc", "brier", "ece", "log_loss"):
         assert got[name][0] == pytest.approx(point[name]["value"], abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "y, p, message",
+    [
+        # before: (inf, 1.53), (inf, -0.97), (nan, nan) and scipy's "function value ... is NaN"
+        ([0, 2, 1, 0], [0.2, 0.5, 0.9, 0.3], "y_true must contain only 0/1 labels"),
+        ([0, 1, 1, 0], [0.2, 1.5, 0.9, 0.3], r"y_prob must be finite probabilities in \[0, 1\]"),
+        ([0, 1, 1, float("nan")], [0.2, 0.6, 0.9, 0.3], "y_true must contain only 0/1 labels"),
+        ([0, 1, 1, 0], [0.2, float("nan"), 0.9, 0.3], "y_prob must be finite probabilities"),
+    ],
+)
+def test_calibration_slope_intercept_checks_its_inputs_as_the_metrics_do(y, p, message):
+    from ragim.metrics import bin_statistics
+
+    with pytest.raises(ValidationError, match=message):
+        calibration_slope_intercept(y, p)
+    with pytest.raises(ValidationError, match=message):  # before: 1.5 counted in the last bin
+        bin_statistics(y, p)
