@@ -139,6 +139,9 @@ COLUMNS = [
     "n_index",
     "status",
 ]
+#: how far outside [0, 1] a method's P(y=1) may stray by rounding (clipped back); beyond it,
+#: the method failed on that target (its values are not probabilities)
+_PROBABILITY_SLACK = 1e-9
 #: errors that mark one method as failed on a fold or target (metrics NaN, ``status`` says why)
 #: instead of stopping the whole evaluation
 _METHOD_ERRORS = (RagimError, ValueError, RuntimeError, FloatingPointError)
@@ -210,6 +213,8 @@ def _proba(ctx: TargetContext, params: ModelParams) -> np.ndarray:
 @dataclass(frozen=True)
 class Method:
     """An evaluation method: ``predict(ctx) -> P(y=1) on ctx.X_test`` (or None: not applicable).
+    Values outside [0, 1] (beyond rounding), non-finite ones or a wrong count mark the method
+    as failed on that target (NaN metrics, ``status`` says why).
 
     ``shots``: "zero" (scored once, at k_shot=0), "few" (only k > 0) or "both".
     ``setup(fold_ctx)`` runs once per fold before any target (e.g. to train a generator).
@@ -1056,8 +1061,16 @@ def _predict(fctx: FoldContext, name: str, ctx: TargetContext) -> tuple[np.ndarr
         return None, "ok"
     p = np.asarray(p, dtype=float).reshape(-1)
     if p.shape != ctx.y_test.shape or not np.all(np.isfinite(p)):
-        return None, f"returned {p.shape[0]} values, {int(np.sum(~np.isfinite(p)))} non-finite"
-    return np.clip(p, 0.0, 1.0), "ok"
+        return None, (
+            f"returned {p.shape[0]} values for {ctx.y_test.shape[0]} test rows, "
+            f"{int(np.sum(~np.isfinite(p)))} non-finite"
+        )
+    if p.min() < -_PROBABILITY_SLACK or p.max() > 1 + _PROBABILITY_SLACK:  # not probabilities
+        return None, (
+            f"returned values outside [0, 1] (from {p.min():.4g} to {p.max():.4g}); a method "
+            "returns P(y=1), not log-odds"
+        )
+    return np.clip(p, 0.0, 1.0), "ok"  # rounding only
 
 
 def _score_target(

@@ -378,3 +378,21 @@ def test_default_methods_keep_those_the_k_values_score(family):
                            methods=None, generator_config=FAST, progress=False)
     assert set(df["method"]) == {"ragim-statistical", "ragim-attention", "per-task-k"}
     assert set(df["k_shot"]) == {4}
+
+
+def test_a_method_returning_values_outside_0_1_fails_on_that_target(family):
+    # before: log-odds were clipped to 0 and 1 and scored (status "ok", log-loss 7.5)
+    evaluate.register_method("log-odds", lambda ctx: np.linspace(-3, 3, len(ctx.y_test)))
+    evaluate.register_method("rounded", lambda ctx: np.full(len(ctx.y_test), 1 + 1e-12))
+    try:
+        with pytest.warns(UserWarning, match="log-odds: failed on 2 target"):
+            df = evaluate.zero_shot(family, methods=["log-odds", "rounded"], folds=2,
+                                    max_targets=2, embedder="hashing", progress=False)
+    finally:
+        evaluate.METHODS.pop("log-odds")
+        evaluate.METHODS.pop("rounded")
+    bad = df[df["method"] == "log-odds"]
+    assert bad["log_loss"].isna().all()
+    assert bad["status"].str.startswith("returned values outside [0, 1] (from -3 to 3)").all()
+    ok = df[df["method"] == "rounded"]
+    assert (ok["status"] == "ok").all() and ok["log_loss"].notna().all()
