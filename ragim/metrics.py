@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -533,7 +534,11 @@ def skill(
     ``(method - baseline) / (oracle - baseline)`` for AUROC, on macro means, where the baseline
     is whichever of ``baselines`` is best on that metric. 0 is the best baseline, 1 the oracle
     (the noise-free part of the true model that the description determines); negative values
-    are worse than the best baseline. Rows without an oracle are skipped. A summary by task
+    are worse than the best baseline. Rows without an oracle are skipped. Where the method,
+    the best baseline and the oracle were scored on different numbers of targets
+    (``n_tasks``: the oracle known on some targets only, a method that failed on some), the
+    macro means are over different targets, so the skill is NaN and a warning names them. A
+    summary by task
     size (``summarize(..., by_size=True)``) gives one skill per size group, in a
     ``size_group`` column.
 
@@ -550,7 +555,8 @@ def skill(
     metrics = check_names(metrics, "metrics", what="metric names")
     k_shot = check_int(k_shot, "k_shot", ge=0)
     _check_frame(summary, ["dataset", "protocol", "method", "k_shot", "metric", "mean"])
-    rows = []
+    rows: list[dict[str, Any]] = []
+    unpaired: list[str] = []
     s = summary[summary["k_shot"] == k_shot]
     keys = ["dataset", "protocol", "metric"] + (["size_group"] if "size_group" in s.columns else [])
     for key, grp in s.groupby(keys, sort=False, dropna=False):
@@ -566,6 +572,7 @@ def skill(
         means = grp.set_index("method")["mean"]
         if oracle not in means or not any(b in means for b in baselines):
             continue
+        counts = grp.set_index("method")["n_tasks"] if "n_tasks" in grp.columns else None
         lower = where["metric"] in LOWER_IS_BETTER
         base_vals = {b: float(means[b]) for b in baselines if b in means}
         best = (min if lower else max)(base_vals, key=base_vals.get)
@@ -578,14 +585,22 @@ def skill(
             if method == oracle:
                 continue
             gain = (base_vals[best] - float(value)) if lower else (float(value) - base_vals[best])
-            rows.append(
-                {
-                    **where,
-                    "method": method,
-                    "baseline": best,
-                    "skill": gain / gap if gap > 0 else math.nan,
-                }
-            )
+            value = gain / gap if gap > 0 else math.nan
+            if counts is not None and len({int(counts[m]) for m in (method, best, oracle)}) > 1:
+                unpaired.append(
+                    f"{method} ({int(counts[method])}), {best} ({int(counts[best])}), "
+                    f"{oracle} ({int(counts[oracle])}) on {where['metric']}"
+                )
+                value = math.nan  # means over different targets: no gap to share
+            rows.append({**where, "method": method, "baseline": best, "skill": value})
+    if unpaired:
+        warnings.warn(
+            "skill is NaN where the method, the best baseline and the oracle were scored on "
+            "different numbers of targets (their macro means are over different targets): "
+            + "; ".join(unpaired[:5])
+            + (" ..." if len(unpaired) > 5 else ""),
+            stacklevel=2,
+        )
     extra = ["size_group"] if "size_group" in keys else []
     return pd.DataFrame(
         rows, columns=["dataset", "protocol", "metric", "method", "baseline", "skill", *extra]

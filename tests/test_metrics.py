@@ -368,3 +368,25 @@ def test_a_target_whose_method_failed_on_some_draws_is_nan_not_its_other_draws_m
     assert (r["n_tasks"], r["wins"], r["mean_diff"]) == (1, 1, pytest.approx(-0.1))
     s = summarize(df, metrics=["log_loss"]).set_index("method")
     assert int(s.loc["new", "n_tasks"]) == 1 and int(s.loc["base", "n_tasks"]) == 2
+
+
+def test_skill_over_different_targets_is_nan_with_a_warning():
+    # before: the oracle known on 2 of 4 targets made the gap (neighbor-mean - oracle) 0.2
+    # instead of 0.1, and a method 0.05 better than neighbor-mean everywhere got skill 0.25
+    from ragim.metrics import skill
+
+    rows = []
+    for i in range(4):
+        for m, ll in (("pooled", 0.7), ("neighbor-mean", 0.6), ("better", 0.55), ("oracle", 0.5)):
+            if m == "oracle" and i >= 2:
+                continue
+            rows.append({"dataset": "d", "protocol": "p", "method": m, "k_shot": 0,
+                         "task_id": f"t{i}", "log_loss": ll + 0.1 * i})
+    per_task = pd.DataFrame(rows)
+    s = summarize(per_task, metrics=["log_loss"], n_boot=20)
+    with pytest.warns(UserWarning, match=r"better \(4\), neighbor-mean \(4\), oracle \(2\)"):
+        r = skill(s, metrics=["log_loss"]).set_index("method")["skill"]
+    assert math.isnan(r["better"])
+    shared = per_task[per_task["task_id"].isin(["t0", "t1"])]  # the targets all of them scored
+    r = skill(summarize(shared, metrics=["log_loss"], n_boot=20), metrics=["log_loss"])
+    assert r.set_index("method")["skill"]["better"] == pytest.approx(0.5)
