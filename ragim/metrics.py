@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from ragim.checks import check_float_array, check_int, check_names, check_number
+from ragim.checks import check_bool, check_float_array, check_int, check_names, check_number
 from ragim.errors import ValidationError
 
 METRICS = ("auroc", "log_loss", "brier", "ece", "accuracy")
@@ -380,6 +380,7 @@ def summarize(
      {'metric': 'log_loss', 'mean': 0.6, 'n_tasks': 2}]
     """
     metrics = check_names(metrics, "metrics", what="metric names")
+    by_size = check_bool(by_size, "by_size")
     n_boot, level, seed = _bootstrap_settings(n_boot, level, seed)
     _check_frame(per_task, [*_KEYS, *metrics])
     per_task = mean_over_draws(per_task)
@@ -660,7 +661,7 @@ def format_table(summary: pd.DataFrame, *, metrics: Sequence[str] | None = None)
     if summary.empty:
         return "(no results)"
     metrics = (
-        list(metrics)
+        check_names(metrics, "metrics", what="metric names")
         if metrics is not None
         else [m for m in METRICS if m in set(summary["metric"])]
         or list(dict.fromkeys(summary["metric"]))

@@ -390,3 +390,13 @@ def test_skill_over_different_targets_is_nan_with_a_warning():
     shared = per_task[per_task["task_id"].isin(["t0", "t1"])]  # the targets all of them scored
     r = skill(summarize(shared, metrics=["log_loss"], n_boot=20), metrics=["log_loss"])
     assert r.set_index("method")["skill"]["better"] == pytest.approx(0.5)
+
+
+def test_table_and_summary_refuse_a_bare_metric_name_and_a_text_flag():
+    # before: format_table(s, metrics="auroc") made columns a, u, r, o, c of "n/a", and
+    # by_size="no" (truthy) summarised by size
+    s = summarize(_two_methods_frame(), metrics=["auroc"], n_boot=20)
+    with pytest.raises(ValidationError, match="metrics must be a list of metric names, got the text"):
+        format_table(s, metrics="auroc")
+    with pytest.raises(ValidationError, match="by_size must be True or False, got 'no'"):
+        summarize(_two_methods_frame(), metrics=["auroc"], by_size="no")
