@@ -539,9 +539,8 @@ def skill(
     the best baseline and the oracle were scored on different numbers of targets
     (``n_tasks``: the oracle known on some targets only, a method that failed on some), the
     macro means are over different targets, so the skill is NaN and a warning names them. A
-    summary by task
-    size (``summarize(..., by_size=True)``) gives one skill per size group, in a
-    ``size_group`` column.
+    summary by task size (``summarize(..., by_size=True)``) gives one skill per size group,
+    in a ``size_group`` column.
 
     Examples
     --------
@@ -586,14 +585,14 @@ def skill(
             if method == oracle:
                 continue
             gain = (base_vals[best] - float(value)) if lower else (float(value) - base_vals[best])
-            value = gain / gap if gap > 0 else math.nan
+            share = gain / gap if gap > 0 else math.nan
             if counts is not None and len({int(counts[m]) for m in (method, best, oracle)}) > 1:
                 unpaired.append(
                     f"{method} ({int(counts[method])}), {best} ({int(counts[best])}), "
                     f"{oracle} ({int(counts[oracle])}) on {where['metric']}"
                 )
-                value = math.nan  # means over different targets: no gap to share
-            rows.append({**where, "method": method, "baseline": best, "skill": value})
+                share = math.nan  # means over different targets: no gap to share
+            rows.append({**where, "method": method, "baseline": best, "skill": share})
     if unpaired:
         warnings.warn(
             "skill is NaN where the method, the best baseline and the oracle were scored on "
