@@ -913,8 +913,10 @@ def evaluate(
             )
     if targets is not None:
         targets = check_names(targets, "targets", what="task ids")
-    if groups is not None and not isinstance(groups, str | bytes) and len(list(groups)) == 0:
-        raise ValidationError("groups is empty; give the groups to hold out, or None for all")
+    if groups is not None and not isinstance(groups, str | bytes):
+        groups = list(groups)  # read once: a generator would be spent by the check
+        if not groups:
+            raise ValidationError("groups is empty; give the groups to hold out, or None for all")
     size_labels(size_edges)  # refuse bad edges before any fold is built
     if "ragim-lm" in methods:
         _check_lm_options(dict(lm_config or {}))
