@@ -46,7 +46,7 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from ragim.checks import check_bool, check_float_array, check_int, check_names, check_number
-from ragim.errors import ValidationError
+from ragim.errors import DataWarning, ValidationError, user_stacklevel
 
 METRICS = ("auroc", "log_loss", "brier", "ece", "accuracy")
 HIGHER_IS_BETTER = {
@@ -599,7 +599,8 @@ def skill(
             "different numbers of targets (their macro means are over different targets): "
             + "; ".join(unpaired[:5])
             + (" ..." if len(unpaired) > 5 else ""),
-            stacklevel=2,
+            DataWarning,
+            stacklevel=user_stacklevel(),
         )
     extra = ["size_group"] if "size_group" in keys else []
     return pd.DataFrame(
