@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ragim.checks import check_int, check_names, check_number
+from ragim.checks import check_frame, check_int, check_names, check_number
 from ragim.errors import ValidationError
 from ragim.metrics import bin_statistics, ece_from_bins
 from ragim.validation import calibration_slope_intercept
@@ -68,17 +68,12 @@ def _checked(
     """The rows at ``k_shot`` (draw 0) of ``methods`` (default: all), checked, with text
     task ids (so 1 and "1" are one target in every function)."""
     k_shot = check_int(k_shot, "k_shot", ge=0)
-    if not isinstance(predictions, pd.DataFrame):
-        raise ValidationError(
-            f"predictions must be a pandas DataFrame, got {type(predictions).__name__}; pass the "
-            "second frame of ragim.evaluate.evaluate(..., return_predictions=True)"
-        )
-    missing = [c for c in PREDICTION_COLUMNS if c not in predictions.columns]
-    if missing:
-        raise ValidationError(
-            f"predictions lack columns {missing}; pass the second frame of "
-            "ragim.evaluate.evaluate(..., return_predictions=True)"
-        )
+    check_frame(
+        predictions,
+        "predictions",
+        PREDICTION_COLUMNS,
+        source="the second frame of ragim.evaluate.evaluate(..., return_predictions=True)",
+    )
     ks = pd.to_numeric(predictions["k_shot"], errors="coerce")
     df = predictions[ks == k_shot]
     if "draw" in df.columns:

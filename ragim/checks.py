@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import field, fields
 from typing import Any
 
@@ -262,6 +262,24 @@ def check_float_array(value: Any, name: str, *, what: str = "numbers") -> np.nda
     bad = next((v for v in flat if not _is_float(v)), flat[0] if flat.size else value)
     hint = "; map the labels to 0/1 first" if "0/1" in what else ""
     raise ValidationError(f"{name} must hold {what}, got {bad!r}{hint}")
+
+
+def check_frame(value: Any, name: str, columns: Sequence[str], *, source: str) -> None:
+    """Refuse, in one line, a ``value`` that is not a pandas DataFrame holding ``columns``;
+    ``source`` says where such a frame comes from ("the output of zero_shot/few_shot").
+
+    >>> check_frame(pd.DataFrame({"a": [1]}), "per_task", ["a", "b"], source="zero_shot's output")
+    Traceback (most recent call last):
+    ...
+    ragim.errors.ValidationError: per_task lacks columns ['b']; pass zero_shot's output
+    """
+    if not isinstance(value, pd.DataFrame):
+        raise ValidationError(
+            f"{name} must be a pandas DataFrame, got {type(value).__name__}; pass {source}"
+        )
+    missing = [c for c in columns if c not in value.columns]
+    if missing:
+        raise ValidationError(f"{name} lacks columns {missing}; pass {source}")
 
 
 def _is_float(v: Any) -> bool:

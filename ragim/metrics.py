@@ -45,7 +45,14 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from ragim.checks import check_bool, check_float_array, check_int, check_names, check_number
+from ragim.checks import (
+    check_bool,
+    check_float_array,
+    check_frame,
+    check_int,
+    check_names,
+    check_number,
+)
 from ragim.errors import DataWarning, ValidationError, user_stacklevel
 
 METRICS = ("auroc", "log_loss", "brier", "ece", "accuracy")
@@ -289,16 +296,7 @@ def size_group(n_rows: int, edges: Sequence[int] = DEFAULT_SIZE_EDGES) -> str:
 
 # ---------------------------------------------------------------------- aggregation
 def _check_frame(per_task: Any, need: Sequence[str]) -> None:
-    if not isinstance(per_task, pd.DataFrame):
-        raise ValidationError(
-            f"per_task must be a pandas DataFrame, got {type(per_task).__name__}; pass the "
-            "output of zero_shot/few_shot"
-        )
-    missing = [c for c in need if c not in per_task.columns]
-    if missing:
-        raise ValidationError(
-            f"per-task frame lacks columns {missing}; pass the output of zero_shot/few_shot"
-        )
+    check_frame(per_task, "per_task", need, source="the output of zero_shot/few_shot")
 
 
 def mean_over_draws(per_task: pd.DataFrame) -> pd.DataFrame:

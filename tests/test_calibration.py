@@ -65,7 +65,7 @@ def test_paired_difference_ci_excludes_zero_for_a_clear_gap_and_is_paired():
 
 
 def test_bad_prediction_frames_are_refused():
-    with pytest.raises(ValidationError, match="lack columns"):
+    with pytest.raises(ValidationError, match="predictions lacks columns"):
         pooled_calibration(pd.DataFrame({"task_id": ["a"], "p": [0.5]}))
     preds = _predictions(np.random.default_rng(4), n_targets=3)
     with pytest.raises(ValidationError, match="no predictions at k_shot=8"):
