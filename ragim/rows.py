@@ -565,9 +565,7 @@ def read_table(
             df = _mark_missing(df, na, text_columns, keep) if na else df
             df.columns = [canonical_text(str(c)) for c in df.columns]
             if na:
-                warn_codes_filling_columns(
-                    df, na, text_columns, lambda cols: pd.read_parquet(path, columns=cols), path
-                )
+                warn_codes_filling_columns(df, na, text_columns, partial(_raw_parquet, path), path)
             return df
         with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
             first = fh.readline()
@@ -651,6 +649,12 @@ def read_table(
             where,
         )
     return df
+
+
+def _raw_parquet(path: Path, columns: list[str]) -> pd.DataFrame:
+    """The ``columns`` (canonical names) of a Parquet file as stored."""
+    raw = pd.read_parquet(path)
+    return raw.set_axis([canonical_text(str(c)) for c in raw.columns], axis=1)[columns]
 
 
 def warn_codes_filling_columns(
