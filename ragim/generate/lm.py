@@ -110,10 +110,10 @@ def generation_options(
     Raises
     ------
     ValidationError
-        An unknown ``rerank``; ``rerank="reward_model"`` without ``reward_model`` or a
-        ``reward_model`` without it; ``n`` and ``num_candidates`` that disagree; fewer than one
-        candidate or a negative temperature; more than one candidate at temperature 0 (greedy
-        candidates would be identical).
+        An unknown ``rerank``; ``rerank="reward_model"`` without ``reward_model``, or with one
+        candidate (nothing to rank), or a ``reward_model`` without it; ``n`` and
+        ``num_candidates`` that disagree; fewer than one candidate or a negative temperature;
+        more than one candidate at temperature 0 (greedy candidates would be identical).
 
     >>> generation_options(LMConfig(), rerank="reward_model", reward_model="runs/rm")
     ('reward_model', 8, 0.8)
@@ -135,6 +135,12 @@ def generation_options(
             raise ValidationError(
                 'rerank="reward_model" needs reward_model=... (a RewardModel or the path of '
                 "a saved one); train one with ragim.train.train_reward_model"
+            )
+        if num_candidates == 1:
+            raise ValidationError(
+                'rerank="reward_model" with one candidate leaves the reward model nothing to '
+                "rank (the one answer would be a sample at a temperature > 0); ask for 2 or "
+                "more (the default is 8), or leave rerank out for the greedy answer"
             )
         count = (
             num_candidates

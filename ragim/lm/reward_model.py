@@ -311,7 +311,8 @@ def best_of_n(generator, reward_model, query, index, *, n=8, temperature=0.8, k=
         One target description.
     index : TaskIndex
     n : int
-        Candidates sampled (>= 1).
+        Candidates sampled (>= 2: best-of-1 would rank nothing and return a sample at
+        ``temperature`` rather than the generator's greedy answer).
     temperature : float
         Sampling temperature of the candidates.
     k : int, optional
@@ -337,7 +338,7 @@ def best_of_n(generator, reward_model, query, index, *, n=8, temperature=0.8, k=
     from ragim.params import param_names
     from ragim.tasks import Task
 
-    n = check_int(n, "n", ge=1)
+    n = check_int(n, "n", ge=2, note="best-of-1 ranks nothing")
     if not isinstance(query, str | Task):
         raise ValidationError(
             "best_of_n takes one query (a description or a Task); loop over a batch"

@@ -286,3 +286,19 @@ def test_pairs_for_another_prompt_layout_are_refused_for_the_generator_they_serv
                                               r"\(pair 1: another system prompt"):
         train_reward_model(planted_pairs(8, 0, 0), generator=gen, base_model="tiny", max_steps=1, progress=False,
                            device="cpu", val_fraction=0)
+
+
+def test_best_of_one_is_refused_rather_than_sampled():
+    """best_of_n(n=1) and rerank="reward_model" with one candidate returned one answer sampled at
+    temperature 0.8, ranked by nothing, where the generator's greedy answer was asked for in
+    all but name."""
+    from ragim.generate.lm import LMConfig, generation_options
+
+    tasks = datasets.synthetic_family(n_tasks=6, n_features=2, seed=0)
+    index = TaskIndex.build(tasks, embedder="hashing", progress=False)
+    gen = LMGenerator(base_model="tiny", k=2, device="cpu")
+    with pytest.raises(ValidationError, match="n must be an integer >= 2.*best-of-1 ranks nothing"):
+        best_of_n(gen, FakeRewardModel([1.0]), tasks.descriptions[0], index, n=1)
+    with pytest.raises(ValidationError, match="one candidate leaves the reward model nothing"):
+        generation_options(LMConfig(), rerank="reward_model", reward_model="rm", n=1)
+    assert generation_options(LMConfig(), rerank="reward_model", reward_model="rm")[1] == 8
