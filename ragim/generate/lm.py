@@ -424,8 +424,10 @@ class LMGenerator(Generator):
     - ``temperature``: sampling temperature. Default: the config's; with
       ``rerank="reward_model"`` and a greedy config, 0.8.
     - ``rerank``: ``None`` or ``"logprob"`` (the candidate with the highest model
-      log-probability) or ``"reward_model"`` (best-of-n:
-      :func:`ragim.lm.reward_model.best_of_n` with ``reward_model``).
+      log-probability) or ``"reward_model"`` (best-of-n with ``reward_model``: every query's
+      candidates sampled in batched calls, then each query's ranked by
+      :func:`ragim.lm.reward_model.rank_candidates`, as :func:`~ragim.lm.reward_model.best_of_n`
+      does for one query).
     - ``reward_model``: a :class:`~ragim.lm.reward_model.RewardModel` (or any object with
       ``score(prompts, completions)``), or the path of a saved one; needed for
       ``rerank="reward_model"``.
@@ -636,7 +638,9 @@ class LMGenerator(Generator):
         (its position), ``logprob`` (the model's log-probability of its free choices),
         ``k``, ``population`` (``n_tasks`` and ``n_rows`` of the population model in the
         prompt, or None), ``residual`` (``config.residual``) and ``prompt_tokens``. Sampling is
-        seeded by ``config.seed`` per call. With ``config.residual`` the LM's answer is each
+        seeded by ``config.seed`` per call, and prompts are decoded ``config.batch_size`` at a
+        time, so a query's sampled candidates depend on the queries batched with it (greedy
+        answers do not). With ``config.residual`` the LM's answer is each
         parameter's change from the statistical prior in its prompt, and the candidate is
         prior + change (:func:`plus_prior`; without the prior's SDs). More than one candidate
         needs ``temperature > 0`` (greedy candidates would be identical; refused).
@@ -801,19 +805,25 @@ class LMGenerator(Generator):
                 f"options are k, exclude, {', '.join(GENERATION_OPTIONS)}"
             )
         rerank, count, temp = generation_options(self.config, **options)
+        rm = None
         if rerank == "reward_model":
-            from ragim.index import per_query_excludes
-            from ragim.lm.reward_model import best_of_n
+            from ragim.lm.reward_model import check_reward_model_fits
 
             rm = self._resolve_reward_model(options["reward_model"])
-            excludes = per_query_excludes(exclude, len(items))  # one per query, as below
+            check_reward_model_fits(self, rm, index)  # before any candidate is sampled
+        sampling = self._sampling(count, temp, None)
+        # every query's candidates in batched calls (config.batch_size prompts each)
+        groups = self._candidates(index, vectors, items, sampling, k=k, exclude=exclude)
+        if rm is not None:
+            from ragim.index import per_query_excludes
+            from ragim.lm.reward_model import rank_candidates
+
+            excludes = per_query_excludes(exclude, len(items))  # one per query, as the search
             best = [
-                best_of_n(self, rm, q, index, n=count, temperature=temp, k=k, exclude=ex)
-                for q, ex in zip(items, excludes, strict=True)
+                rank_candidates(self, rm, q, index, g, k=k, exclude=ex)
+                for q, g, ex in zip(items, groups, excludes, strict=True)
             ]
         else:
-            sampling = self._sampling(count, temp, None)
-            groups = self._candidates(index, vectors, items, sampling, k=k, exclude=exclude)
             best = [
                 max(g, key=lambda p: p.metadata["logprob"]).replace(metadata={"rerank": "logprob"})
                 for g in groups

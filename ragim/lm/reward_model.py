@@ -335,7 +335,6 @@ def best_of_n(generator, reward_model, query, index, *, n=8, temperature=0.8, k=
         generator writes, or on pairs of an index with another feature schema than
         ``index`` (``schema_fingerprint_``), before any candidate is sampled.
     """
-    from ragim.params import param_names
     from ragim.tasks import Task
 
     n = check_int(n, "n", ge=2, note="best-of-1 ranks nothing")
@@ -343,8 +342,22 @@ def best_of_n(generator, reward_model, query, index, *, n=8, temperature=0.8, k=
         raise ValidationError(
             "best_of_n takes one query (a description or a Task); loop over a batch"
         )
+    check_reward_model_fits(generator, reward_model, index)
+    cands = generator.generate_candidates(
+        query, index, k=k, exclude=exclude, num_candidates=n, temperature=temperature
+    )
+    return rank_candidates(generator, reward_model, query, index, cands, k=k, exclude=exclude)
+
+
+def check_reward_model_fits(generator, reward_model, index) -> None:
+    """Refuse (ValidationError), before any candidate is sampled, a reward model trained on
+    answers of another format or parameters than ``generator`` writes on ``index``
+    (``answer_format_``), or on pairs of an index with another feature schema
+    (``schema_fingerprint_``). Any object with ``score()`` and neither attribute passes."""
+    from ragim.params import param_names
+
     fmt = generator.answer_format(param_names(index.model, index.schema))
-    trained = getattr(reward_model, "answer_format_", None)  # any object with .score() will do
+    trained = getattr(reward_model, "answer_format_", None)
     if trained is not None and (trained.name, trained.keys) != (fmt.name, fmt.keys):
         raise ValidationError(
             f"the reward model was trained on {trained.name!r} answers over "
@@ -359,28 +372,51 @@ def best_of_n(generator, reward_model, query, index, *, n=8, temperature=0.8, k=
             "so it would rank answers on that index's scale; train it on this generator's "
             "pairs on this index"
         )
-    cands = generator.generate_candidates(
-        query, index, k=k, exclude=exclude, num_candidates=n, temperature=temperature
-    )
+
+
+def rank_candidates(generator, reward_model, query, index, candidates, *, k=None, exclude=None):
+    """The one of ``candidates`` (ModelParams the generator sampled for ``query``) that the
+    reward model scores highest on the generator's prompt for it; ``metadata`` adds
+    ``rerank="reward_model"``, ``n`` and ``reward_scores`` (in the candidates' order). Each
+    candidate is written as the reward model read its training answers (its
+    ``answer_format_``: decimals and range), as ``pairwise_accuracy`` does; one without a
+    format reads the generator's own.
+
+    Raises
+    ------
+    GenerationError
+        When the prompt would show other neighbours than the candidates' provenance.
+    ValidationError
+        When the reward model returns another number of scores.
+    """
     prompt, shown = generator.prompt(query, index, k=k, exclude=exclude)
-    if shown != [p["task_id"] for p in cands[0].metadata.get("provenance", [])]:
+    if shown != [p["task_id"] for p in candidates[0].metadata.get("provenance", [])]:
         raise GenerationError(
             "the reward model's prompt would show other neighbours than the generator's; "
             "the generator and index disagree on retrieval"
         )
-    # written as the reward model read its training answers (its decimals and range), as
-    # pairwise_accuracy does; one without a format reads the generator's own
-    fmt = trained if trained is not None else generator.answer_format(cands[0].names)
-    texts = [[{"role": "assistant", "content": fmt.write(p.as_dict())}] for p in cands]
+    trained = getattr(reward_model, "answer_format_", None)
+    fmt = trained if trained is not None else generator.answer_format(candidates[0].names)
+    texts = [[{"role": "assistant", "content": fmt.write(p.as_dict())}] for p in candidates]
     scores = [
-        float(s) for s in np.asarray(reward_model.score([prompt] * len(cands), texts), dtype=float)
+        float(s)
+        for s in np.asarray(reward_model.score([prompt] * len(candidates), texts), dtype=float)
     ]
-    if len(scores) != len(cands):
+    if len(scores) != len(candidates):
         raise ValidationError(
-            f"the reward model returned {len(scores)} scores for {len(cands)} candidates"
+            f"the reward model returned {len(scores)} scores for {len(candidates)} candidates"
         )
     best = int(np.argmax(scores))
-    return cands[best].replace(metadata={"rerank": "reward_model", "n": n, "reward_scores": scores})
+    return candidates[best].replace(
+        metadata={"rerank": "reward_model", "n": len(candidates), "reward_scores": scores}
+    )
 
 
-__all__ = ["FORMAT", "RewardModel", "RewardModelConfig", "best_of_n"]
+__all__ = [
+    "FORMAT",
+    "RewardModel",
+    "RewardModelConfig",
+    "best_of_n",
+    "check_reward_model_fits",
+    "rank_candidates",
+]

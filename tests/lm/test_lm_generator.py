@@ -223,9 +223,14 @@ def test_best_of_n_picks_the_reward_models_argmax(family, index):
     model = gen.generate(desc, index, exclude=exclude, rerank="reward_model", reward_model=stub, n=6, temperature=1.0)
     assert isinstance(model, LogisticModel)
     assert np.array_equal(model.to_params().vector, best.vector)
+    # a batch samples every query's candidates in one batched call (one random stream, so the
+    # second query's candidates differ from a call of its own) and ranks each query's own
     batch = gen.generate_params([desc, desc], index, exclude=exclude, rerank="reward_model", reward_model=stub,
                                 n=6, temperature=1.0)
-    assert [np.array_equal(b.vector, best.vector) for b in batch] == [True, True]
+    assert np.array_equal(batch[0].vector, best.vector)
+    for b in batch:
+        assert b.metadata["rerank"] == "reward_model" and len(b.metadata["reward_scores"]) == 6
+        assert b.metadata["candidate"] == int(np.argmax(b.metadata["reward_scores"]))
 
 
 def test_logprob_rerank_is_the_default_and_says_so(gen, family, index):
