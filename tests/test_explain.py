@@ -151,7 +151,9 @@ def test_gam_bins_no_fitted_patient_fell_in_are_not_estimable():
     p = GAMModel(schema=schema, outer_bags=4, max_rounds=50).fit(X, y).to_params()
     young = [n for n, hi in zip(schema.bin_labels("age"), schema.bin_midpoints("age"), strict=False)
              if hi < 58]
-    assert young and set(p.metadata["constant_terms"]) == {f"age[{b}]" for b in young} | {"sex[M]"}
+    # sex[F] holds every patient: sex never varies, so its score is not estimable either
+    expected = {f"age[{b}]" for b in young} | {"sex[M]", "sex[F]"}
+    assert young and set(p.metadata["constant_terms"]) == expected
     df = explain_params(p).to_frame().set_index("term")
     empty = df["not_estimable"] != ""
     assert set(df.index[empty]) == set(p.metadata["constant_terms"])
@@ -164,7 +166,8 @@ def test_gam_bins_no_fitted_patient_fell_in_are_not_estimable():
     assert imp["age"] == pytest.approx(filled["score"].abs().mean())
     table = explain_params(p).table()
     assert f"{len(young) + 1} bins with no patient in the rows the model was fitted on" in table.attrs["note"]
-    assert (table.set_index("term")["not_estimable"] != "").sum() == len(young) + 1
+    assert "1 bin holding every patient of a feature that never varies" in table.attrs["note"]
+    assert (table.set_index("term")["not_estimable"] != "").sum() == len(young) + 2
 
 
 # ---------------------------------------------------------------------- local

@@ -37,10 +37,16 @@ def _continuous_bounds(schema, name: str) -> np.ndarray:
     return np.concatenate([[-np.inf], np.asarray(schema.bin_edges_[name], float), [np.inf]])
 
 
-def _empty_bin(f, observed: bool, empty: bool) -> str:
-    """Why a bin's score is not an estimate (no fitted row fell in it), or ""."""
-    if not empty:
+def _empty_bin(f, observed: bool, constant: float | None) -> str:
+    """Why a bin's score is not an estimate, or "": no fitted row fell in it (``constant``
+    0.0), or every fitted row did (1.0: the feature never varied, and the intercept absorbs the
+    bin's score)."""
+    if constant is None:
         return ""
+    if constant != 0.0:
+        if not observed:
+            return f"not estimable: always blank in {FITTED_ROWS}"
+        return f"not estimable: never varies in {FITTED_ROWS} (every patient in this bin)"
     if not observed:
         return f"not estimable: never missing in {FITTED_ROWS} (score 0)"
     if f.type == "categorical":
@@ -114,7 +120,8 @@ class GAMFamily(ModelFamily):
     def explanation_frame(self, params: ModelParams) -> pd.DataFrame:
         """One row per feature × bin (see ``GlobalExplanation``). ``not_estimable`` says why a
         bin's score is not an estimate ("" otherwise): no row the model was fitted on fell in
-        it (:func:`~ragim.models.family.fit_constant_terms`). Its score stays (predictions use
+        it, or every row did (a feature that never varied;
+        :func:`~ragim.models.family.fit_constant_terms`). Its score stays (predictions use
         it); its std and CI are NaN."""
         schema = params.schema
         empty = fit_constant_terms(params)
@@ -133,7 +140,7 @@ class GAMFamily(ModelFamily):
             bounds = _continuous_bounds(schema, f.name) if f.type == "continuous" else None
             for i, (lab, s, sd) in enumerate(zip(labels, scores, stds, strict=True)):
                 obs = i < n_obs
-                reason = _empty_bin(f, obs, schema.gam_names[start - 1 + i] in empty)
+                reason = _empty_bin(f, obs, empty.get(schema.gam_names[start - 1 + i]))
                 sd = np.nan if reason else sd
                 rows.append(
                     {
@@ -195,7 +202,9 @@ class GAMFamily(ModelFamily):
                 "not_estimable",
             ]
         ].reset_index(drop=True)
-        empty = int((df["not_estimable"] != "").sum())
+        marked = df["not_estimable"] != ""
+        full = int((marked & df["not_estimable"].str.contains("never varies|always blank")).sum())
+        empty = int(marked.sum()) - full
         plural = "s" if hidden != 1 else ""
         note = (
             truncation_note(len(feats), total, "features")
@@ -204,6 +213,12 @@ class GAMFamily(ModelFamily):
                 f"; {empty} bin{'s' if empty != 1 else ''} with no patient in {FITTED_ROWS} "
                 "(not estimable: score carried over, no CI)"
                 if empty
+                else ""
+            )
+            + (
+                f"; {full} bin{'s' if full != 1 else ''} holding every patient of a feature that "
+                "never varies (not estimable, no CI)"
+                if full
                 else ""
             )
         )
