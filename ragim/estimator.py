@@ -484,7 +484,12 @@ class ZeroShotClassifier(BinaryClassifierTags, ClassifierMixin, BaseEstimator):
             than a factor 2 either way, or the rows hold one class only.
         DataWarning
             When many rows of ``X`` repeat another exactly, with the same label (copies are
-            adapted on as separate patients: :func:`ragim.rows.warn_repeated_rows`).
+            adapted on as separate patients: :func:`ragim.rows.warn_repeated_rows`); with an
+            index, when the labelled rows look like another unit, hold missing-value codes or
+            values far from the index's, or blanks the model has no term for
+            (:meth:`FeatureSchema.warn_new_rows`, as ``predict``, :func:`ragim.validation.
+            adapt_params` and ``ragim adapt`` warn; **changed:** ``fit`` adapted on them
+            silently).
         """
         from ragim.domain import check
         from ragim.generate.base import Generator, check_task_index
@@ -557,6 +562,8 @@ class ZeroShotClassifier(BinaryClassifierTags, ClassifierMixin, BaseEstimator):
         from ragim.rows import warn_repeated_rows
 
         warn_repeated_rows(frame, y01, where="X", fix="drop the copies")
+        if self.index is not None:  # another unit, codes, far values: fitted as measurements
+            prior.schema.warn_new_rows(frame)
         self.params_, report = adapt_prior(
             prior,
             frame,

@@ -440,3 +440,32 @@ def test_two_labels_written_several_ways_are_named(make):
     y[0] = "transferred"
     with pytest.raises(ValidationError, match="fit one model per outcome"):
         est.fit(X, y)
+
+
+def test_fit_warns_when_the_labelled_rows_are_in_another_unit():
+    """ZeroShotClassifier.fit(X_k, y_k) adapted on rows in another unit (a feature 100 times
+    its indexed scale) without a word, where predict, adapt_params and `ragim adapt` warn about
+    the same rows; fit warns now, once per kind, naming the column."""
+    from ragim.errors import DataWarning
+    from ragim.validation import adapt_params
+
+    fam = datasets.synthetic_family(n_tasks=12, n_features=3, seed=0)
+    index = TaskIndex.build(fam, embedder="hashing:64", progress=False)
+    t = fam[0]
+    X = t.X.iloc[:40].copy()
+    X[X.columns[0]] = X[X.columns[0]] * 100 + 1000
+    y = t.y[:40]
+    gen = neighbor_mean(index, t.description)  # any generated model: the rows are the point
+
+    class Fixed(AttentionGenerator):  # a generator that returns that model
+        def generate_params(self, *a, **k):
+            return gen
+
+    with pytest.warns(DataWarning) as got:
+        clf = ZeroShotClassifier(index=index, generator=Fixed(), description=t.description)
+        clf.fit(X, y)
+    fit_says = [str(w.message) for w in got if X.columns[0] in str(w.message)]
+    with pytest.warns(DataWarning) as ref:
+        adapt_params(gen, X, y)
+    assert fit_says and len(fit_says) == len([w for w in ref if X.columns[0] in str(w.message)])
+    assert any("scale" in m for m in fit_says)
