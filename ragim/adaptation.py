@@ -329,14 +329,35 @@ def map_evidence_path(
 
 
 def cv_loss(D, y, theta0, lam, ratio, folds: int, seed: int) -> float:
-    """Stratified ``folds``-fold cross-validated log-loss (summed) of the MAP model at ``lam``."""
+    """Stratified ``folds``-fold cross-validated log-loss (summed) of the MAP model at ``lam``.
+
+    The rows are dealt to the folds class after class without restarting, so every fold
+    holds rows to score and rows to fit whenever ``2 <= folds <= len(y) - 1``, even with one
+    row of a class. **Changed:** each class was dealt from fold 0, so one event and one
+    non-event both fell in fold 0, no fold was scored and every ``lam`` got a loss of 0 (the
+    weakest prior won).
+
+    Raises
+    ------
+    ValidationError
+        When no fold holds both rows to score and rows to fit (fewer than 2 rows, or ``folds``
+        below 2).
+
+    Examples
+    --------
+    >>> D = np.array([[1.0], [-1.0]]); y = np.array([1.0, 0.0])
+    >>> bool(cv_loss(D, y, np.array([0.0, 0.2]), 1.0, 0.1, 2, 0) > 0)
+    True
+    """
     rng = np.random.default_rng(seed)
     fold_of = np.empty(len(y), int)
+    dealt = 0
     for cls in (0, 1):
         idx = np.where(y == cls)[0]
         rng.shuffle(idx)
-        fold_of[idx] = np.arange(len(idx)) % folds
-    loss = 0.0
+        fold_of[idx] = (dealt + np.arange(len(idx))) % folds
+        dealt += len(idx)
+    loss, scored = 0.0, 0
     for f in range(folds):
         tr, te = fold_of != f, fold_of == f
         if not te.any() or not tr.any():
@@ -344,6 +365,12 @@ def cv_loss(D, y, theta0, lam, ratio, folds: int, seed: int) -> float:
         theta, _ = map_logistic(D[tr], y[tr], theta0, lam, ratio)
         z = theta[0] + D[te] @ theta[1:]
         loss += float(np.sum(np.logaddexp(0, z) - y[te] * z))
+        scored += 1
+    if not scored:
+        raise ValidationError(
+            f"prior_strength='cv' cannot cross-validate {len(y)} row(s) in {folds} fold(s): no "
+            "fold holds both rows to score and rows to fit; use prior_strength='evidence'"
+        )
     return loss
 
 

@@ -481,3 +481,28 @@ def test_labels_mixing_text_and_numbers_are_refused_in_one_line(family):
     y = np.array(["no"] * (t.n_rows - 1) + [1], dtype=object)
     with pytest.raises(ValidationError, match=r"y mixes text and number labels \(\[1, 'no'\]\)"):
         ZeroShotClassifier(index=index, description=t.description).fit(t.X, y, classes=["no", 1])
+
+
+def test_cv_prior_strength_scores_every_row_with_one_row_of_each_class():
+    """prior_strength='cv' on one event and one non-event dealt both rows to fold 0: no fold
+    was scored, every lambda had a loss of 0 and the weakest prior (0.01) was taken. Now each
+    row is held out once: the loss is the two held-out rows' log-loss under a fit on the other."""
+    from ragim.adaptation import LAMBDA_GRID, cv_loss, map_candidate
+    from ragim.models.map import map_logistic
+
+    D = np.array([[1.0], [-1.0]])
+    y = np.array([1.0, 0.0])
+    theta0 = np.array([0.0, 0.2])
+    for lam in (0.01, 1.0, 1000.0):
+        want = 0.0
+        for test in (0, 1):
+            fit = [1 - test]
+            th, _ = map_logistic(D[fit], y[fit], theta0, lam, 0.1)
+            z = th[0] + D[test] @ th[1:]
+            want += float(np.logaddexp(0, z) - y[test] * z)
+        assert cv_loss(D, y, theta0, lam, 0.1, 2, 0) == pytest.approx(want)
+    losses = [cv_loss(D, y, theta0, lam, 0.1, 2, 0) for lam in LAMBDA_GRID]
+    chosen = map_candidate(D, y, theta0, prior_strength="cv").detail["prior_strength"]
+    assert chosen == pytest.approx(LAMBDA_GRID[int(np.argmin(losses))]) and chosen != 0.01
+    with pytest.raises(ValidationError, match="cannot cross-validate 1 row"):
+        cv_loss(D[:1], y[:1], theta0, 1.0, 0.1, 2, 0)
