@@ -484,6 +484,24 @@ def between_task_terms(constant_terms: Iterable[Mapping[str, float]]) -> list[st
     return sorted(k for k in common or () if len(values[k]) > 1)
 
 
+def never_varied_terms(constant_terms: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """The terms constant within every task (each task's
+    :func:`~ragim.models.family.fit_constant_terms`, as index records keep them) at one and the
+    same value in all of them, with that value: a GAM bin no patient of any task fell in (0.0),
+    a level no patient had. No task's rows could estimate them, so a model generated from the
+    tasks has nothing to borrow for them either. The intercept is never one. Empty when a task
+    records none.
+
+    >>> never_varied_terms([{"age[-inf..30]": 0.0, "beds": 100.0}, {"age[-inf..30]": 0.0}])
+    {'age[-inf..30]': 0.0}
+    """
+    common: dict[str, float] | None = None
+    for terms in constant_terms:
+        now = {k: float(v) for k, v in terms.items() if k != "intercept"}
+        common = now if common is None else {k: v for k, v in common.items() if now.get(k) == v}
+    return dict(sorted((common or {}).items()))
+
+
 def _fmt(x: float) -> str:
     """A number in a message: 4 significant digits."""
     return f"{x:.4g}"
@@ -498,6 +516,7 @@ __all__ = [
     "Reference",
     "TrainingRowChecks",
     "between_task_terms",
+    "never_varied_terms",
     "check_added_rows",
     "far_from",
     "robust_center",

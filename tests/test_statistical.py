@@ -816,3 +816,43 @@ def test_a_task_replaced_under_the_same_id_is_not_generated_from_its_old_model(s
         assert g.index_changes(saved) == ([target], [target])
         with pytest.warns(DataWarning, match="changed since"), pytest.raises(ValidationError):
             g.generate_params(desc, index=index)
+
+
+def test_generated_gam_marks_bins_no_indexed_patient_fell_in(tmp_path):
+    """A bin no patient of any indexed task fell in (the lowest bin of a count whose minimum,
+    0, is its lowest quantile edge) got a generated score and a 95% CI (-0.146, SD 1.0, beside
+    -0.9 for the bin of 0) while every task's own GAM marks it not estimable. Generated models
+    now carry it in constant_terms (not estimable, no CI) with the nearest filled bin's score,
+    as fitted GAMs do; saved and loaded generators keep it."""
+    from ragim.data_checks import never_varied_terms
+    from ragim.explain import explain_params
+
+    rng = np.random.default_rng(0)
+    tasks = []
+    for i in range(8):
+        X = pd.DataFrame({
+            "age": rng.normal(55, 10, 150),
+            "vessels": rng.choice([0.0, 1.0, 2.0, 3.0], 150, p=[0.55, 0.25, 0.12, 0.08]),
+        })
+        y = (rng.random(150) < 1 / (1 + np.exp(-(X.vessels - 1 + (X.age - 55) / 20)))).astype(int)
+        sex = "women" if i % 2 else "men"
+        tasks.append(Task(f"t{i}", f"Predict coronary disease at hospital {i} in {sex}", X, y))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        index = TaskIndex.build(TaskCollection(tasks), model="gam", embedder="hashing", progress=False)
+        gen = StatisticalGenerator().fit(index)
+    low, zero = "vessels[-inf..0]", "vessels[0..1]"
+    assert all(low in index.record(t)["constant_terms"] for t in index.ids)
+    assert gen.never_varied_ == never_varied_terms(index.record(t)["constant_terms"] for t in index.ids)
+    assert gen.never_varied_[low] == 0.0
+    query = "Predict coronary disease at hospital 9 in women"
+    p = gen.generate_params(query, index)
+    assert p.metadata["constant_terms"][low] == 0.0
+    assert p[low] == p[zero] and p.std[p.names.index(low)] == p.std[p.names.index(zero)]
+    row = explain_params(p).to_frame().set_index("term").loc[low]
+    assert row["not_estimable"].startswith("not estimable: no patient in this bin")
+    assert np.isnan(row["std"]) and np.isnan(row["ci_low"])
+    gen.save(tmp_path / "gen")
+    loaded = StatisticalGenerator.load(tmp_path / "gen")
+    assert loaded.never_varied_ == gen.never_varied_
+    np.testing.assert_allclose(loaded.generate_params(query, index).vector, p.vector)

@@ -99,7 +99,7 @@ from ragim.checks import (
     repeated,
     setting,
 )
-from ragim.data_checks import between_task_terms
+from ragim.data_checks import between_task_terms, never_varied_terms
 from ragim.errors import (
     ArtifactError,
     DataWarning,
@@ -139,6 +139,7 @@ from ragim.generate.meta_regression import (
     task_summaries,
 )
 from ragim.models.fit_many import fit_many
+from ragim.models.gam_family import GAMFamily, carry_over_empty_bins
 from ragim.params import ModelParams, design_matrix, model_family, std_and_correlation
 from ragim.tasks import Task
 
@@ -595,6 +596,7 @@ class StatisticalGenerator(Generator):
         self.config = config_with(StatisticalConfig, config, overrides)
         self.fitted_: _Fitted | None = None
         self.between_tasks_: list[str] = []  # terms constant within every task it learned from
+        self.never_varied_: dict[str, float] = {}  # ... at one value in all of them
 
     # ------------------------------------------------------------------ fit
     def fit(self, index, *, progress: bool = True) -> StatisticalGenerator:
@@ -632,6 +634,9 @@ class StatisticalGenerator(Generator):
         )
         record_fit_state(self, index)
         self.between_tasks_ = between_task_terms(
+            index.record(t.task_id).get("constant_terms") or {} for t in tasks
+        )
+        self.never_varied_ = never_varied_terms(
             index.record(t.task_id).get("constant_terms") or {} for t in tasks
         )
         self.pooled_, self.center_, self.pooled_var_, self.pooled_corr_ = _pooled_fit_with_variance(
@@ -1032,18 +1037,21 @@ class StatisticalGenerator(Generator):
                 "provenance": self._provenance(fitted, prov[qi], vectors[qi], k),
                 **({"unavailable": unavailable} if unavailable else {}),
                 **({"between_tasks": self.between_tasks_} if self.between_tasks_ else {}),
+                # no indexed task's rows varied these: nothing to borrow, not estimable
+                **({"constant_terms": dict(self.never_varied_)} if self.never_varied_ else {}),
                 "adaptation_policy": policy,
             }
-            out.append(
-                ModelParams(
-                    self.model_kind_,
-                    self.schema_,
-                    theta[qi],
-                    std=sd[qi] if uncertainty else None,
-                    metadata=meta,
-                    correlation=corr[qi],
-                )
+            params = ModelParams(
+                self.model_kind_,
+                self.schema_,
+                theta[qi],
+                std=sd[qi] if uncertainty else None,
+                metadata=meta,
+                correlation=corr[qi],
             )
+            if self.never_varied_ and isinstance(model_family(self.model_kind_), GAMFamily):
+                params = carry_over_empty_bins(params, self.never_varied_)
+            out.append(params)
         return out
 
     def _correlations(self, stack_sd: np.ndarray) -> list[np.ndarray | None]:
@@ -1171,6 +1179,7 @@ class StatisticalGenerator(Generator):
             "interval_scale": self.interval_scale_,
             "adaptation_policy": self.adaptation_policy_.to_dict(),
             "between_tasks": self.between_tasks_,
+            "never_varied": self.never_varied_,
         }
         files = {
             "config.json": json_bytes(asdict(self.config)),
@@ -1237,6 +1246,9 @@ class StatisticalGenerator(Generator):
             _check_arrays(arrays, n=len(ids), P=P, state=checked)
             gen.between_tasks_ = check_loaded(  # absent before it was kept
                 state.get("between_tasks", []), [str], "state.json.between_tasks"
+            )
+            gen.never_varied_ = check_loaded(  # absent before it was kept
+                state.get("never_varied", {}), {"*": float}, "state.json.never_varied"
             )
             gen.pooled_, gen.center_ = arrays["pooled"], arrays["center"]
             gen.pooled_var_ = arrays.get(

@@ -319,7 +319,8 @@ def fit_constant_terms(params: ModelParams) -> dict[str, float]:
     :class:`~ragim.models.GAMModel` fits (a GAM bin no fitted row fell in is recorded as 0.0),
     and by :func:`~ragim.models.set_fitted` given the fitted rows (any family's estimator).
     Empty when the metadata has none (generated models borrow their coefficients from other
-    tasks, so nothing is marked there).
+    tasks, so nothing is marked there but the terms no indexed task's rows varied,
+    :func:`ragim.data_checks.never_varied_terms`).
 
     Raises
     ------

@@ -15,6 +15,8 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 
@@ -52,6 +54,55 @@ def _empty_bin(f, observed: bool, constant: float | None) -> str:
     if f.type == "categorical":
         return f"not estimable: no patient with this level in {FITTED_ROWS} (score 0)"
     return f"not estimable: no patient in this bin in {FITTED_ROWS} (the nearest bin's score)"
+
+
+def carry_over_empty_bins(params: ModelParams, empty: Mapping[str, float]) -> ModelParams:
+    """``params`` (a GAM) with the bins ``empty`` names at 0.0 (no row fell in them) scored as
+    :class:`~ragim.models.GAMModel` scores such bins: a bin of a continuous or binary feature
+    takes the score, SD and correlations of its nearest bin that rows did fill (the shape
+    function stays flat beyond the data), a category or missing bin no row had scores 0 with
+    SD 0. A feature with no filled bin is left as it is.
+
+    Examples
+    --------
+    >>> X = pd.DataFrame({"age": [30.0, 40.0, 50.0, 60.0, 70.0] * 4})
+    >>> schema = FeatureSchema.infer(X).fit(X)
+    >>> p = ModelParams("gam", schema, np.arange(len(schema.gam_names) + 1.0))
+    >>> carry_over_empty_bins(p, {"age[-inf..30]": 0.0}).terms[:2].tolist()
+    [2.0, 2.0]
+    """
+    schema = params.schema
+    names = params.names
+    where = {n: i for i, n in enumerate(names)}
+    copy_of = np.arange(len(names))
+    zero = np.zeros(len(names), bool)
+    for f in schema.features:
+        labels = schema.bin_labels(f.name)
+        n_val = len(labels) - (f.name in schema.missing_)
+        idx = np.array([where[f"{f.name}[{lab}]"] for lab in labels])
+        unseen = np.array([empty.get(names[i]) == 0.0 for i in idx])
+        if unseen.all():
+            continue
+        if f.type != "categorical" and unseen[:n_val].any():
+            seen = np.flatnonzero(~unseen[:n_val])
+            near = seen[np.abs(seen[None, :] - np.arange(n_val)[:, None]).argmin(axis=1)]
+            copy_of[idx[:n_val]] = idx[near]
+            unseen[:n_val] = False
+        zero[idx[unseen]] = True
+    vector = params.vector[copy_of]
+    vector[zero] = 0.0
+    std = corr = None
+    if params.std is not None:
+        std = params.std[copy_of]
+        std[zero] = 0.0
+    if params.correlation is not None:
+        corr = params.correlation[np.ix_(copy_of, copy_of)]
+        corr[zero, :] = 0.0
+        corr[:, zero] = 0.0
+        np.fill_diagonal(corr, 1.0)
+    return ModelParams(
+        params.kind, schema, vector, std=std, metadata=params.metadata, correlation=corr
+    )
 
 
 def _unit_hint(unit: str) -> str:
