@@ -571,9 +571,10 @@ class GlobalExplanation(_Explanation):
         their reference, labelled in words) with 95% CI whiskers, as coefficients
         (``kind="coef"``) or odds ratios (``"odds_ratio"``, log axis); the title says how
         many terms are shown. GAM: a grid of shape functions of the ``top`` features by
-        importance (CI bands when std exists; binary and categorical as bars); ``ax`` may be
-        one axes (for one panel) or a sequence of axes. ``kind="importance"`` draws
-        importance bars.
+        importance (CI bands, and whiskers on binary and categorical bars, over every bin
+        that has an interval: a not-estimable bin leaves a gap, not the whole band;
+        missing-value bins drawn as a dotted line or a grey bar); ``ax`` may be one axes (for
+        one panel) or a sequence of axes. ``kind="importance"`` draws importance bars.
         """
         if kind not in ("coef", "odds_ratio", "importance"):
             raise ValidationError(

@@ -195,11 +195,17 @@ def _shape_panel(ax, d: pd.DataFrame, tr, ref: float) -> None:
     miss = d[d["is_missing_bin"]]
     body = d[~d["is_missing_bin"]]
     s, lo, hi = (tr(body[c].to_numpy(float)) for c in ("score", "ci_low", "ci_high"))
-    has_ci = np.isfinite(lo).all() and np.isfinite(hi).all() and len(body) > 0
+    # a bin with no CI (not estimable) leaves a gap in the band; the others keep theirs
+    has_ci = np.isfinite(lo) & np.isfinite(hi)
     if ftype == "continuous" and len(body):
         edges = _drawn_edges(body)
-        if has_ci:
+        if has_ci.all():
             ax.stairs(hi, edges, baseline=lo, fill=True, color=NEG, alpha=0.2, lw=0)
+        else:
+            for i in np.flatnonzero(has_ci):
+                ax.fill_between(
+                    edges[i : i + 2], lo[i], hi[i], color=NEG, alpha=0.2, lw=0, step="post"
+                )
         ax.stairs(s, edges, color=NEG, lw=2, baseline=None)
         ax.set_xlim(edges[0], edges[-1])
         ax.xaxis.set_major_locator(MaxNLocator(5))
@@ -226,7 +232,7 @@ def _shape_panel(ax, d: pd.DataFrame, tr, ref: float) -> None:
             for v, m in zip(vals, bars["is_missing_bin"], strict=True)
         ]
         yerr = None
-        if np.isfinite(blo).all() and np.isfinite(bhi).all():
+        if (np.isfinite(blo) & np.isfinite(bhi)).any():  # a bar with no CI gets no whisker
             yerr = np.vstack([vals - blo, bhi - vals])
         ax.bar(
             x,

@@ -802,3 +802,38 @@ def test_gam_odds_ratio_is_against_the_features_average_on_the_fitted_rows():
     np.testing.assert_allclose(frame["odds_ratio"], np.exp(frame["score"]))
     doc = " ".join(GlobalExplanation.__doc__.split())
     assert "odds_ratio is exp(score): the bin's odds against a score of 0 for its feature" in doc
+
+
+def test_gam_plot_keeps_the_intervals_of_estimable_bins_and_counts_missing_bins_as_shown():
+    """One bin with no CI (not estimable) removed the whole CI band of its continuous feature
+    and every error bar of its categorical one; and the title said '1 missing-value bin not
+    shown' above a panel that draws it. The band now covers the estimable bins, the bars with a
+    CI keep their whiskers, and the title does not say the missing bins are hidden."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.collections import PolyCollection
+    from matplotlib.patches import StepPatch
+
+    from ragim.models import GAMModel
+    from ragim.schema import Feature
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"grade": rng.choice([1.0, 2.0, 3.0], 300), "cp": rng.choice(["a", "b"], 300)})
+    X.loc[:20, "grade"] = np.nan
+    y = (rng.random(300) < 1 / (1 + np.exp(-(X["grade"].fillna(2) - 2)))).astype(int)
+    schema = FeatureSchema(
+        [Feature("grade", "continuous"), Feature("cp", "categorical", categories=("a", "b", "c"))]
+    )
+    expl = GAMModel(schema=schema, outer_bags=2, max_rounds=300).fit(X, y).explain()
+    fig = expl.plot()
+    grade = next(a for a in fig.axes if "grade" in a.get_xlabel())
+    cp = next(a for a in fig.axes if "cp" in a.get_xlabel())
+    bands = [c for c in grade.collections if isinstance(c, PolyCollection)]
+    bands += [p for p in grade.patches if isinstance(p, StepPatch) and p.get_fill()]
+    fr = expl.to_frame()
+    shown = fr[(fr["feature"] == "grade") & (fr["not_estimable"] == "") & ~fr["is_missing_bin"]]
+    assert len(shown) == 3 and len(bands) == len(shown)
+    assert any(getattr(c, "errorbar", None) is not None for c in cp.containers)
+    title = fig._suptitle.get_text()
+    assert "not shown" not in title and "2 bins with no patient" in title

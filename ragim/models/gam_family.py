@@ -294,12 +294,14 @@ class GAMFamily(ModelFamily):
 
         feats = list(dict.fromkeys(table["feature"]))
         frame = expl.to_frame()
+        # the panels draw the missing-value bins: the note counts them as shown
+        note = self.explanation_table(expl, len(feats), True).attrs["note"]
         return plots.plot_shape_functions(
             frame.assign(bin=frame["bin_label"]),
             feats,
             kind=kind,
             ax=ax,
-            title=f"GAM shape functions for {expl.outcome}\n{table.attrs['note']}",
+            title=f"GAM shape functions for {expl.outcome}\n{note}",
         )
 
     def html_columns(self) -> list[str]:
