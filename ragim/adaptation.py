@@ -552,15 +552,60 @@ def choose(
     return next(n for n in ORDER if n in eligible and eligible[n].log_evidence >= best - margin)
 
 
-def reversals_refused(cands: dict[str, Candidate], chosen: str) -> list[str]:
+def reversals_refused(
+    cands: dict[str, Candidate], chosen: str, reversal_margin: float = REVERSAL_MARGIN
+) -> list[str]:
     """The candidates that reverse the generated model, had more evidence than ``chosen``, and
-    were refused because they lacked :data:`REVERSAL_MARGIN` over the best candidate that
-    keeps the generated direction."""
+    were refused because they lacked ``reversal_margin`` (:data:`REVERSAL_MARGIN`) over the
+    best candidate that keeps the generated direction. **Changed:** a reversing candidate
+    that had the margin but was passed over (for a policy's preferred candidate) was listed
+    too, and ``adapt`` then reported it refused "short of" a margin it had.
+
+    Examples
+    --------
+    >>> c = {n: Candidate(n, np.zeros(1), None, ev)
+    ...      for n, ev in [("zero-shot", -20.0), ("prior", -19.0), ("map", -5.0)]}
+    >>> c["map"].detail["reverses"] = True
+    >>> reversals_refused(c, "prior"), reversals_refused(c, "prior", reversal_margin=20.0)
+    ([], ['map'])
+    """
     ev = cands[chosen].log_evidence
+    keep = [c.log_evidence for c in cands.values() if not c.detail.get("reverses")]
+    floor = (max(keep) if keep else -np.inf) + reversal_margin
     return [
         n
         for n in ORDER
-        if n in cands and cands[n].detail.get("reverses") and cands[n].log_evidence > ev
+        if n in cands and cands[n].detail.get("reverses") and ev < cands[n].log_evidence < floor
+    ]
+
+
+def reversals_passed_over(
+    cands: dict[str, Candidate], chosen: str, reversal_margin: float = REVERSAL_MARGIN
+) -> list[str]:
+    """The candidates that reverse the generated model with at least ``reversal_margin`` over
+    every candidate that keeps its direction, and more evidence than ``chosen``, yet were not
+    chosen (a validated policy preferred ``chosen``): the rows decisively say the generated
+    model points the wrong way here.
+
+    Examples
+    --------
+    >>> c = {n: Candidate(n, np.zeros(1), None, ev)
+    ...      for n, ev in [("zero-shot", -20.0), ("prior", -19.0), ("map", -5.0)]}
+    >>> c["map"].detail["reverses"] = True
+    >>> reversals_passed_over(c, "prior")
+    ['map']
+    """
+    ev = cands[chosen].log_evidence
+    keep = [c.log_evidence for c in cands.values() if not c.detail.get("reverses")]
+    floor = (max(keep) if keep else -np.inf) + reversal_margin
+    return [
+        n
+        for n in ORDER
+        if n in cands
+        and n != chosen
+        and cands[n].detail.get("reverses")
+        and cands[n].log_evidence >= floor
+        and cands[n].log_evidence > ev
     ]
 
 
@@ -635,7 +680,9 @@ def adapt(
     ``log_evidence`` (per candidate), ``intercept_shift``, ``log_odds_scale``, ``sign_changes``,
     ``single_class`` (None, or what was done with rows of one class), ``reversal_refused``
     (None, or the reversing candidates the evidence favoured but not by :data:`REVERSAL_MARGIN`,
-    with their log Bayes factor) and ``warnings``.
+    with their log Bayes factor), ``reversal_passed_over`` (None, or the reversing candidates
+    that had that margin but were not chosen because ``prefer`` named another, with their log
+    Bayes factor: :func:`reversals_passed_over`) and ``warnings``.
 
     Raises
     ------
@@ -776,6 +823,24 @@ def adapt(
             "for their outcome, they say nothing about the event rate either: fit without them"
         )
     refused = reversals_refused(cands, chosen) if adaptation == "auto" else []
+    passed = reversals_passed_over(cands, chosen) if adaptation == "auto" else []
+    if passed:
+        keep = max(c.log_evidence for c in cands.values() if not c.detail.get("reverses"))
+        gap = max(cands[n].log_evidence for n in passed) - keep
+        report["reversal_passed_over"] = {
+            "candidates": passed,
+            "log_bayes_factor": round(float(gap), 4),
+            "needed": round(REVERSAL_MARGIN, 4),
+        }
+        report["warnings"].append(
+            f"the {len(y)} labelled rows decisively favour reversing the generated model "
+            f"('{passed[0]}', log Bayes factor {gap:.1f} over the best model that keeps its "
+            f"direction, above the {REVERSAL_MARGIN:.1f} needed), but '{chosen}' was used {how}: "
+            "check how these rows were chosen and how their outcome was coded, and whether the "
+            "generated model suits this site"
+        )
+    else:
+        report["reversal_passed_over"] = None
     if refused:
         keep = max(c.log_evidence for c in cands.values() if not c.detail.get("reverses"))
         gap = max(cands[n].log_evidence for n in refused) - keep
@@ -837,6 +902,7 @@ __all__ = [
     "map_evidence_path",
     "map_with_prior",
     "recalibration",
+    "reversals_passed_over",
     "reversals_refused",
     "sign_changes",
 ]

@@ -420,6 +420,7 @@ def adapt(
         "prefer_ignored": report.get("prefer_ignored"),
         "single_class": report.get("single_class"),
         "reversal_refused": report.get("reversal_refused"),
+        "reversal_passed_over": report.get("reversal_passed_over"),
     }
     if as_json:
         echo_json(summary)

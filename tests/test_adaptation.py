@@ -506,3 +506,31 @@ def test_cv_prior_strength_scores_every_row_with_one_row_of_each_class():
     assert chosen == pytest.approx(LAMBDA_GRID[int(np.argmin(losses))]) and chosen != 0.01
     with pytest.raises(ValidationError, match="cannot cross-validate 1 row"):
         cv_loss(D[:1], y[:1], theta0, 1.0, 0.1, 2, 0)
+
+
+def test_a_reversal_the_policy_passed_over_is_not_reported_refused_for_lacking_the_margin():
+    """With a policy preferring 'prior', a reversing 'map' whose log Bayes factor (27.6) was far
+    above the ln 1000 (6.9) needed was reported in reversal_refused and warned about as 'short
+    of the 6.9 needed'. It is reported as passed over now, and the warning says it had the
+    margin; a reversal that lacks the margin is still reported refused."""
+    rng = np.random.default_rng(0)
+    D = rng.normal(size=(80, 2))
+    y = (rng.random(80) < expit(-2.0 * D[:, 0] - 2.0 * D[:, 1])).astype(float)
+    theta0 = np.array([0.0, 1.0, 1.0])
+    sd = np.array([0.3, 0.1, 0.1])
+    with pytest.warns(AdaptationWarning) as got:
+        _, rep = adapt(D, y, theta0, ["intercept", "a", "b"], prefer="prior", prior_std=sd)
+    ev = rep["log_evidence"]
+    gap = ev["map"] - max(ev[n] for n in ("zero-shot", "intercept", "recalibrate", "prior"))
+    assert rep["chosen"] == "prior" and gap > REVERSAL_MARGIN
+    assert rep["reversal_refused"] is None
+    assert rep["reversal_passed_over"] == {
+        "candidates": ["map"], "log_bayes_factor": round(gap, 4), "needed": round(REVERSAL_MARGIN, 4)
+    }
+    said = [str(w.message) for w in got if "favour reversing" in str(w.message)]
+    assert said and "short of" not in said[0] and "above the 6.9 needed" in said[0]
+    # a reversal short of the margin is still refused, and said so
+    _, few = adapt(D[:16], y[:16], theta0, ["intercept", "a", "b"], warn=False)
+    if few["reversal_refused"] is not None:
+        assert few["reversal_refused"]["log_bayes_factor"] < REVERSAL_MARGIN
+    assert few["reversal_passed_over"] is None
