@@ -174,6 +174,32 @@ class DesignColumn:
     category: str | None = None
 
 
+def bin_edges(values: np.ndarray, n_bins: int) -> list[float]:
+    """The shared GAM bin edges of a continuous column's observed ``values``: bin ``i`` holds
+    ``edges[i - 1] <= x < edges[i]``, the outer bins open-ended.
+
+    A column of at most ``n_bins`` distinct values gets one bin per value (the edges are the
+    values but the smallest); otherwise the edges are the ``n_bins``-quantiles, rounded to 10
+    decimals, without repeats and without one at the smallest value, whose bin below it could
+    hold no fitted value. **Changed:** a count 0-3 got the edges [0, 1, 2]: an empty bin below
+    0, and 2 and 3 sharing one bin (one score, where interpret's own EBM scores them apart).
+
+    Examples
+    --------
+    >>> bin_edges(np.array([0.0, 0.0, 0.0, 1.0, 1.0, 2.0, 3.0]), 8)
+    [1.0, 2.0, 3.0]
+    >>> bin_edges(np.arange(100.0), 4)
+    [24.75, 49.5, 74.25]
+    """
+    obs = np.asarray(values, dtype=float)
+    distinct = np.unique(obs)
+    if len(distinct) <= n_bins:
+        return [float(v) for v in distinct[1:]]
+    qs = np.quantile(obs, np.linspace(0, 1, n_bins + 1)[1:-1])
+    e = np.unique(np.round(qs, 10))
+    return [float(v) for v in e if v > distinct[0]]
+
+
 @dataclass
 class FeatureSchema:
     """Named features plus fitted preprocessing; see the module docstring.
@@ -181,7 +207,9 @@ class FeatureSchema:
     Parameters
     ----------
     features : the features, in design order.
-    n_bins : number of shared quantile bins per continuous feature for GAMs.
+    n_bins : at most this many shared bins per continuous feature for GAMs
+        (:func:`bin_edges`: quantile bins, or one bin per value for a column of at most
+        ``n_bins`` distinct values).
     """
 
     features: list[Feature]
@@ -498,9 +526,7 @@ class FeatureSchema:
                 if obs.size:
                     ranges[f.name] = [float(obs.min()), float(obs.max())]
                 if obs.size and math.isfinite(mu) and math.isfinite(sd):
-                    qs = np.quantile(obs, np.linspace(0, 1, self.n_bins + 1)[1:-1])
-                    e = np.unique(np.round(qs, 10))
-                    edges[f.name] = [float(v) for v in e]
+                    edges[f.name] = bin_edges(obs, self.n_bins)
                 else:
                     edges[f.name] = []
         huge = sorted(n for n, v in {**medians, **means, **scales}.items() if not math.isfinite(v))

@@ -822,9 +822,9 @@ def test_gam_plot_keeps_the_intervals_of_estimable_bins_and_counts_missing_bins_
     X = pd.DataFrame({"grade": rng.choice([1.0, 2.0, 3.0], 300), "cp": rng.choice(["a", "b"], 300)})
     X.loc[:20, "grade"] = np.nan
     y = (rng.random(300) < 1 / (1 + np.exp(-(X["grade"].fillna(2) - 2)))).astype(int)
-    schema = FeatureSchema(
+    schema = FeatureSchema(  # bins shared with rows of grade 0-3: no fitted row has grade 0
         [Feature("grade", "continuous"), Feature("cp", "categorical", categories=("a", "b", "c"))]
-    )
+    ).fit(pd.DataFrame({"grade": [0.0, 1.0, 2.0, 3.0, np.nan] * 4, "cp": ["a", "b", "c", "a", "b"] * 4}))
     expl = GAMModel(schema=schema, outer_bags=2, max_rounds=300).fit(X, y).explain()
     fig = expl.plot()
     grade = next(a for a in fig.axes if "grade" in a.get_xlabel())

@@ -819,13 +819,14 @@ def test_a_task_replaced_under_the_same_id_is_not_generated_from_its_old_model(s
 
 
 def test_generated_gam_marks_bins_no_indexed_patient_fell_in(tmp_path):
-    """A bin no patient of any indexed task fell in (the lowest bin of a count whose minimum,
-    0, is its lowest quantile edge) got a generated score and a 95% CI (-0.146, SD 1.0, beside
+    """A bin no patient of any indexed task fell in (here: bins shared with a wider population)
+    got a generated score and a 95% CI (-0.146, SD 1.0, beside
     -0.9 for the bin of 0) while every task's own GAM marks it not estimable. Generated models
     now carry it in constant_terms (not estimable, no CI) with the nearest filled bin's score,
     as fitted GAMs do; saved and loaded generators keep it."""
     from ragim.data_checks import never_varied_terms
     from ragim.explain import explain_params
+    from ragim.schema import Feature, FeatureSchema
 
     rng = np.random.default_rng(0)
     tasks = []
@@ -837,9 +838,15 @@ def test_generated_gam_marks_bins_no_indexed_patient_fell_in(tmp_path):
         y = (rng.random(150) < 1 / (1 + np.exp(-(X.vessels - 1 + (X.age - 55) / 20)))).astype(int)
         sex = "women" if i % 2 else "men"
         tasks.append(Task(f"t{i}", f"Predict coronary disease at hospital {i} in {sex}", X, y))
+    # bins shared with a wider population: vessels -1 (a bin of its own) is in no task's rows
+    wide = pd.DataFrame({"age": rng.normal(55, 10, 50), "vessels": [-1.0, 0.0, 1.0, 2.0, 3.0] * 10})
+    schema = FeatureSchema([Feature("age", "continuous"), Feature("vessels", "continuous")])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        index = TaskIndex.build(TaskCollection(tasks), model="gam", embedder="hashing", progress=False)
+        index = TaskIndex.build(
+            TaskCollection(tasks), model="gam", embedder="hashing", progress=False,
+            schema=schema.fit(wide),
+        )
         gen = StatisticalGenerator().fit(index)
     low, zero = "vessels[-inf..0]", "vessels[0..1]"
     assert all(low in index.record(t)["constant_terms"] for t in index.ids)

@@ -65,10 +65,12 @@ def carry_over_empty_bins(params: ModelParams, empty: Mapping[str, float]) -> Mo
 
     Examples
     --------
-    >>> X = pd.DataFrame({"age": [30.0, 40.0, 50.0, 60.0, 70.0] * 4})
+    >>> X = pd.DataFrame({"age": [30.5, 40.5, 50.5, 60.5, 70.5] * 4})
     >>> schema = FeatureSchema.infer(X).fit(X)
     >>> p = ModelParams("gam", schema, np.arange(len(schema.gam_names) + 1.0))
-    >>> carry_over_empty_bins(p, {"age[-inf..30]": 0.0}).terms[:2].tolist()
+    >>> schema.bin_labels("age")[:2]
+    ['-inf..40.5', '40.5..50.5']
+    >>> carry_over_empty_bins(p, {"age[-inf..40.5]": 0.0}).terms[:2].tolist()
     [2.0, 2.0]
     """
     schema = params.schema

@@ -219,13 +219,13 @@ def test_shape_functions_mark_bins_that_are_not_estimable():
     rng = np.random.default_rng(0)
     X = pd.DataFrame({"grade": rng.choice([1.0, 2.0, 3.0], 300), "cp": rng.choice(["a", "b"], 300)})
     y = (rng.random(300) < expit(X["grade"] - 2)).astype(int)
-    schema = FeatureSchema(
+    schema = FeatureSchema(  # bins shared with rows of grade 0-3: no fitted row has grade 0
         [Feature("grade", "continuous"), Feature("cp", "categorical", categories=("a", "b", "c"))]
-    )
+    ).fit(pd.DataFrame({"grade": [0.0, 1.0, 2.0, 3.0] * 5, "cp": ["a", "b", "c", "a"] * 5}))
     gam = GAMModel(schema=schema, outer_bags=2, max_rounds=300).fit(X, y)
     sf = gam.shape_functions().set_index("label")
     frame = gam.explain().to_frame().set_index("bin")
-    for label in ("-inf..1", "c"):
+    for label in ("-inf..1", "c"):  # grade 0, level c: no fitted row
         assert np.isnan(sf.loc[label, "std"]) and np.isnan(sf.loc[label, "ci_low"])
         assert sf.loc[label, "not_estimable"] == frame.loc[label, "not_estimable"] != ""
     assert sf.loc["1..2", "not_estimable"] == "" and sf.loc["1..2", "std"] > 0
@@ -238,7 +238,28 @@ def test_feature_that_never_varies_is_not_estimable():
     X = pd.DataFrame({"age": rng.normal(55, 10, 200), "beds": np.full(200, 500.0)})
     y = (rng.random(200) < 0.4).astype(int)
     gam = GAMModel(outer_bags=2, max_rounds=300).fit(X, y)
-    assert gam.to_params().metadata["constant_terms"]["beds[500..inf]"] == 1.0
-    row = gam.explain().to_frame().set_index("term").loc["beds[500..inf]"]
+    assert gam.schema_.bin_labels("beds") == ["-inf..inf"]  # one value: one bin
+    assert gam.to_params().metadata["constant_terms"]["beds[-inf..inf]"] == 1.0
+    row = gam.explain().to_frame().set_index("term").loc["beds[-inf..inf]"]
     assert row["not_estimable"].startswith("not estimable: never varies")
     assert np.isnan(row["std"]) and np.isnan(row["ci_low"])
+
+
+def test_a_column_of_few_values_gets_one_bin_per_value():
+    """A count 0-3 (3 rare) got the quantile edges [0, 1, 2]: a bin below 0 no row could fall in,
+    and counts 2 and 3 in one bin, one score (1.28 for both, where interpret's own EBM gives 0.87
+    and 2.81). Each value has its own bin now, and no bin lies below the smallest value."""
+    from ragim.schema import bin_edges
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"vessels": rng.choice([0.0, 1.0, 2.0, 3.0], 2000, p=[0.55, 0.25, 0.12, 0.08])})
+    y = (rng.random(2000) < expit(1.2 * X["vessels"] - 1.5)).astype(int)
+    gam = GAMModel(outer_bags=2, max_rounds=300).fit(X, y)
+    assert gam.schema_.bin_edges_["vessels"] == [1.0, 2.0, 3.0]
+    assert gam.schema_.bin_labels("vessels") == ["-inf..1", "1..2", "2..3", "3..inf"]
+    two, three = gam.predict_proba(pd.DataFrame({"vessels": [2.0, 3.0]}))[:, 1]
+    assert three > two + 0.2
+    assert "constant_terms" not in gam.to_params().metadata  # every bin holds patients
+    # many values: quantile edges, none at the smallest value (its lower bin would be empty)
+    ties = np.r_[np.zeros(50), np.linspace(0.1, 4, 50)]
+    assert bin_edges(ties, 8)[0] > 0 and len(bin_edges(ties, 8)) <= 7
