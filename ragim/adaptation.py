@@ -627,6 +627,26 @@ def sign_changes(
     return [n for n, f in zip(names[1:], flip, strict=True) if f]
 
 
+def _reversal_record(
+    cands: dict, names: list[str], n_rows: int, verb: str
+) -> tuple[dict[str, Any], str]:
+    """The report entry for reversing candidates ``names`` (their best log Bayes factor over
+    the best candidate that keeps the generated model's direction, and the margin needed),
+    and the start of its warning ("the 20 labelled rows {verb} reversing ...")."""
+    keep = max(c.log_evidence for c in cands.values() if not c.detail.get("reverses"))
+    gap = float(max(cands[n].log_evidence for n in names) - keep)
+    record = {
+        "candidates": names,
+        "log_bayes_factor": round(gap, 4),
+        "needed": round(REVERSAL_MARGIN, 4),
+    }
+    head = (
+        f"the {n_rows} labelled rows {verb} reversing the generated model ('{names[0]}', log "
+        f"Bayes factor {gap:.1f} over the best model that keeps its direction"
+    )
+    return record, head
+
+
 def adapt(
     D: np.ndarray,
     y: np.ndarray,
@@ -825,35 +845,21 @@ def adapt(
     refused = reversals_refused(cands, chosen) if adaptation == "auto" else []
     passed = reversals_passed_over(cands, chosen) if adaptation == "auto" else []
     if passed:
-        keep = max(c.log_evidence for c in cands.values() if not c.detail.get("reverses"))
-        gap = max(cands[n].log_evidence for n in passed) - keep
-        report["reversal_passed_over"] = {
-            "candidates": passed,
-            "log_bayes_factor": round(float(gap), 4),
-            "needed": round(REVERSAL_MARGIN, 4),
-        }
+        report["reversal_passed_over"], head = _reversal_record(
+            cands, passed, len(y), "decisively favour"
+        )
         report["warnings"].append(
-            f"the {len(y)} labelled rows decisively favour reversing the generated model "
-            f"('{passed[0]}', log Bayes factor {gap:.1f} over the best model that keeps its "
-            f"direction, above the {REVERSAL_MARGIN:.1f} needed), but '{chosen}' was used {how}: "
+            f"{head}, above the {REVERSAL_MARGIN:.1f} needed), but '{chosen}' was used {how}: "
             "check how these rows were chosen and how their outcome was coded, and whether the "
             "generated model suits this site"
         )
     else:
         report["reversal_passed_over"] = None
     if refused:
-        keep = max(c.log_evidence for c in cands.values() if not c.detail.get("reverses"))
-        gap = max(cands[n].log_evidence for n in refused) - keep
-        report["reversal_refused"] = {
-            "candidates": refused,
-            "log_bayes_factor": round(float(gap), 4),
-            "needed": round(REVERSAL_MARGIN, 4),
-        }
+        report["reversal_refused"], head = _reversal_record(cands, refused, len(y), "favour")
         report["warnings"].append(
-            f"the {len(y)} labelled rows favour reversing the generated model "
-            f"('{refused[0]}', log Bayes factor {gap:.1f} over the best model that keeps its "
-            f"direction), short of the {REVERSAL_MARGIN:.1f} needed to reverse it, so "
-            f"'{chosen}' was kept: check how these rows were chosen and how their outcome was coded"
+            f"{head}), short of the {REVERSAL_MARGIN:.1f} needed to reverse it, so '{chosen}' was "
+            "kept: check how these rows were chosen and how their outcome was coded"
         )
     if report["sign_changes"]:
         flipped = report["sign_changes"]
