@@ -565,18 +565,18 @@ class Generator(ABC):
         """Save the fitted generator atomically into the folder ``path`` (no pickle); returns
         the folder."""
 
+    @abstractmethod
     def _is_fitted(self) -> bool:
-        """Whether :meth:`fit` (or :meth:`load`) has run; a generator that relies on
-        :meth:`generate_params` implements it."""
-        raise NotImplementedError(f"{type(self).__name__} implements its own generate_params")
+        """Whether :meth:`fit` (or :meth:`load`) has run (always True for a generator that
+        needs no fitting)."""
 
+    @abstractmethod
     def _generate(
         self, index, vectors: np.ndarray, items: list, single: bool, *, k, exclude, **options
     ) -> list[ModelParams]:
         """One ModelParams per query for :meth:`generate_params`: ``vectors`` (Q, E) are the
         embedded ``items`` (descriptions or Tasks; ``single``: one query was given), ``index``
         is checked against what the generator was fitted on."""
-        raise NotImplementedError(f"{type(self).__name__} implements its own generate_params")
 
     def _search(self, index, vectors: np.ndarray, k: int, exclude) -> list:
         """The neighbours of each query (:meth:`TaskIndex.search_vectors`); a ValidationError
