@@ -569,14 +569,8 @@ def reversals_refused(
     >>> reversals_refused(c, "prior"), reversals_refused(c, "prior", reversal_margin=20.0)
     ([], ['map'])
     """
-    ev = cands[chosen].log_evidence
-    keep = [c.log_evidence for c in cands.values() if not c.detail.get("reverses")]
-    floor = (max(keep) if keep else -np.inf) + reversal_margin
-    return [
-        n
-        for n in ORDER
-        if n in cands and cands[n].detail.get("reverses") and ev < cands[n].log_evidence < floor
-    ]
+    better, floor = _reversals_beating(cands, chosen, reversal_margin)
+    return [n for n in better if cands[n].log_evidence < floor]
 
 
 def reversals_passed_over(
@@ -595,18 +589,25 @@ def reversals_passed_over(
     >>> reversals_passed_over(c, "prior")
     ['map']
     """
+    better, floor = _reversals_beating(cands, chosen, reversal_margin)
+    return [n for n in better if cands[n].log_evidence >= floor]
+
+
+def _reversals_beating(
+    cands: dict[str, Candidate], chosen: str, reversal_margin: float
+) -> tuple[list[str], float]:
+    """The reversing candidates (in :data:`ORDER`) with more evidence than ``chosen``, and the
+    evidence a reversal needs: ``reversal_margin`` over the best candidate that keeps the
+    generated direction."""
     ev = cands[chosen].log_evidence
     keep = [c.log_evidence for c in cands.values() if not c.detail.get("reverses")]
     floor = (max(keep) if keep else -np.inf) + reversal_margin
-    return [
+    better = [
         n
         for n in ORDER
-        if n in cands
-        and n != chosen
-        and cands[n].detail.get("reverses")
-        and cands[n].log_evidence >= floor
-        and cands[n].log_evidence > ev
+        if n in cands and cands[n].detail.get("reverses") and cands[n].log_evidence > ev
     ]
+    return better, floor
 
 
 def log_odds_scale(theta0: np.ndarray, theta: np.ndarray) -> float | None:
