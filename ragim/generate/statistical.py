@@ -633,12 +633,9 @@ class StatisticalGenerator(Generator):
             leave=False,
         )
         record_fit_state(self, index)
-        self.between_tasks_ = between_task_terms(
-            index.record(t.task_id).get("constant_terms") or {} for t in tasks
-        )
-        self.never_varied_ = never_varied_terms(
-            index.record(t.task_id).get("constant_terms") or {} for t in tasks
-        )
+        constant = [index.record(t.task_id).get("constant_terms") or {} for t in tasks]
+        self.between_tasks_ = between_task_terms(constant)
+        self.never_varied_ = never_varied_terms(constant)
         self.pooled_, self.center_, self.pooled_var_, self.pooled_corr_ = _pooled_fit_with_variance(
             index,
             tasks,

@@ -58,7 +58,7 @@ from ragim.models.base import (
     register_model_family,
     set_fitted,
 )
-from ragim.models.gam_family import GAMFamily
+from ragim.models.gam_family import GAMFamily, nearest_filled_bins
 from ragim.params import ModelParams
 from ragim.schema import FeatureSchema
 
@@ -352,8 +352,7 @@ class GAMModel(InterpretableModel, ClassifierMixin, BaseEstimator):
             offset = int(schema.gam_offsets[k])
             empty += [schema.gam_names[offset + i] for i in np.flatnonzero(unseen)]
             if f.type != "categorical" and unseen[:n_val].any() and not unseen[:n_val].all():
-                seen = np.flatnonzero(~unseen[:n_val])  # ordinal: copy the nearest seen bin
-                near = seen[np.abs(seen[None, :] - np.arange(n_val)[:, None]).argmin(axis=1)]
+                near = nearest_filled_bins(unseen[:n_val])  # ordinal: the nearest seen bin
                 s[:n_val] = s[near]
                 copy_of[1 + offset : 1 + offset + n_val] = 1 + offset + near
                 unseen[:n_val] = False

@@ -56,6 +56,18 @@ def _empty_bin(f, observed: bool, constant: float | None) -> str:
     return f"not estimable: no patient in this bin in {FITTED_ROWS} (the nearest bin's score)"
 
 
+def nearest_filled_bins(unseen: np.ndarray) -> np.ndarray:
+    """For each of a feature's ordered value bins (``unseen``: True where no row fell), the
+    index of the nearest bin rows did fill (itself when filled): the bin whose score an empty
+    bin carries over, so the shape function stays flat beyond the data. Needs one filled bin.
+
+    >>> nearest_filled_bins(np.array([True, False, True, True, False])).tolist()
+    [1, 1, 1, 4, 4]
+    """
+    seen = np.flatnonzero(~unseen)
+    return seen[np.abs(seen[None, :] - np.arange(len(unseen))[:, None]).argmin(axis=1)]
+
+
 def carry_over_empty_bins(params: ModelParams, empty: Mapping[str, float]) -> ModelParams:
     """``params`` (a GAM) with the bins ``empty`` names at 0.0 (no row fell in them) scored as
     :class:`~ragim.models.GAMModel` scores such bins: a bin of a continuous or binary feature
@@ -86,9 +98,7 @@ def carry_over_empty_bins(params: ModelParams, empty: Mapping[str, float]) -> Mo
         if unseen.all():
             continue
         if f.type != "categorical" and unseen[:n_val].any():
-            seen = np.flatnonzero(~unseen[:n_val])
-            near = seen[np.abs(seen[None, :] - np.arange(n_val)[:, None]).argmin(axis=1)]
-            copy_of[idx[:n_val]] = idx[near]
+            copy_of[idx[:n_val]] = idx[nearest_filled_bins(unseen[:n_val])]
             unseen[:n_val] = False
         zero[idx[unseen]] = True
     vector = params.vector[copy_of]
