@@ -108,6 +108,9 @@ def parse_args(argv=None):
     ap.add_argument("--pair-candidates", type=int, default=6, help="candidates per training task for the pairs")
     ap.add_argument("--rm-steps", type=int, default=200)
     ap.add_argument("--rm-lr", type=float, default=1e-3)
+    ap.add_argument("--rm-reads", choices=["change", "model"], default="change",
+                    help="with --residual: the reward model reads each answer as its change from the prior in "
+                         "the prompt (what the LM writes), or as the whole model")
     ap.add_argument("--dpo-steps", type=int, default=60)
     ap.add_argument("--dpo-lr", type=float, default=5e-4)
     ap.add_argument("--grpo-steps", type=int, default=60)
@@ -129,11 +132,14 @@ def parse_args(argv=None):
     args = ap.parse_args(argv)
     if args.residual and not args.statistical_prior:
         ap.error("--residual needs --statistical-prior (the answer is a change to the prior in the prompt)")
+    if not args.residual:
+        args.rm_reads = "model"  # no prior to read a change from: whole models, as kept run directories
     return args
 
 
 def heldout_pairs(gen, index, tasks, *, n, temperature, min_margin=0.05):
     """Preference pairs of held-out tasks: SFT candidates ranked by log-likelihood on the task's rows."""
+    from ragim.lm.answer import model_text
     from ragim.lm.prompts import answer_text
     from ragim.params import param_names
     from ragim.train.rewards import encode_heldout, held_out_log_likelihood
@@ -147,12 +153,15 @@ def heldout_pairs(gen, index, tasks, *, n, temperature, min_margin=0.05):
         texts = [answer_text(c, cfg.decimals, max_abs=cfg.max_abs) for c in cands]
         heldout = encode_heldout(index.model, index.schema, t.X, t.y)
         r = held_out_log_likelihood(None, texts, param_names=names, heldout=heldout, max_abs=cfg.max_abs)
+        prior = {}  # the prior a residual generator's answers are changes from, as its pairs keep it
+        if cfg.residual:
+            prior = {"prior": model_text(gen.statistical_priors([t.description], index, [None])[0].as_dict())}
         for i in range(len(texts)):
             for j in range(len(texts)):
                 if r[i] - r[j] >= min_margin and texts[i] != texts[j]:
                     rows.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": texts[i]}],
                                  "rejected": [{"role": "assistant", "content": texts[j]}], "task_id": t.task_id,
-                                 "margin": r[i] - r[j], "neighbor_ids": shown})
+                                 "margin": r[i] - r[j], "neighbor_ids": shown, **prior})
     return rows
 
 
@@ -270,7 +279,7 @@ def split_tasks(args):
 
 
 #: options added after run directories were kept: a kept settings.json without one was run with this value
-ADDED = {"residual": False}
+ADDED = {"residual": False, "rm_reads": "model"}
 #: options that do not change what a stage computes (a run directory may be resumed with others)
 VOLATILE = {"stages", "resume", "out", "json_out", "threads", "run_dir", "save_steps", "samples",
             "activation_checkpointing"}
@@ -484,7 +493,7 @@ def main(argv=None):
         rm = st.run("reward-model", lambda: train_reward_model(
             pairs, base_model=args.base_model, lora_r=args.lora_r, max_steps=args.rm_steps,
             learning_rate=args.rm_lr, batch_size=args.batch_size, val_fraction=0.2, progress=False,
-            device="cpu", seed=args.seed,
+            device="cpu", seed=args.seed, generator=sft, residual=args.rm_reads == "change",
             answer_format=sft.answer_format(param_names(index.model, index.schema))),
             save=lambda m, p: m.save(p), load=lambda p: RewardModel.load(p, device="cpu"))
         hpairs = st.run("heldout-pairs.json", lambda: heldout_pairs(

@@ -5,8 +5,9 @@ TRL's *explicit-prompt conversational* preference format, which both ``RewardTra
 ``DPOTrainer`` accept: ``prompt`` is the system and user messages, ``chosen`` and
 ``rejected`` are one assistant message each, whose content is the model's answer text
 (:mod:`ragim.lm.answer`). Extra columns: ``task_id``, ``margin`` (reward of chosen minus
-rejected), ``chosen_reward``, ``rejected_reward`` and ``neighbor_ids`` (the neighbours shown
-in the prompt).
+rejected), ``chosen_reward``, ``rejected_reward``, ``neighbor_ids`` (the neighbours shown
+in the prompt) and ``prior`` (the statistical prior the prompt shows, as a model, for pairs of a
+generator with residual answers: a reward model reads each answer as its change from it).
 
 Pairs hold their models as JSON objects, whatever answer format a generator writes: that is
 the file format, and what :func:`~ragim.train.build_preference_pairs` returns. A trainer
@@ -46,7 +47,7 @@ from ragim.lm.answer import answer_values, model_text
 #: columns every preference dataset has, in this order
 PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected", "task_id", "margin")
 #: optional columns kept by save/load
-OPTIONAL_COLUMNS = ("chosen_reward", "rejected_reward", "neighbor_ids")
+OPTIONAL_COLUMNS = ("chosen_reward", "rejected_reward", "neighbor_ids", "prior")
 _ROLES = ("system", "user", "assistant")
 
 
@@ -128,6 +129,21 @@ def _check_line(obj: Any) -> tuple[dict | None, list[str]]:
     if nb is not None and (not isinstance(nb, list) or not all(isinstance(s, str) for s in nb)):
         problems.append(f"field 'neighbor_ids' must be a list of task ids, got {nb!r}")
     out["neighbor_ids"] = nb
+    prior = obj.get("prior")
+    out["prior"] = None
+    if prior is not None:
+        try:
+            prior_values = answer_values(prior)
+            out["prior"] = model_text(prior_values)
+        except ValueError as exc:
+            problems.append(f"field 'prior': {exc}")
+        else:
+            if "chosen" in values and list(prior_values) != list(values["chosen"]):
+                problems.append(
+                    f"field 'prior' has other parameters than the answers "
+                    f"({list(prior_values)[:4]} vs {list(values['chosen'])[:4]}); it must use the "
+                    "same names in the same order"
+                )
     return (None if problems else out), problems
 
 
@@ -137,7 +153,8 @@ def load_preferences(path: str | os.PathLike):
     Every line is one JSON object with ``prompt`` (text, or a list of ``{"role", "content"}``
     messages), ``chosen`` and ``rejected`` (each a model: JSON text, a JSON object of
     parameter -> number, or one assistant message whose content is that JSON), and optionally
-    ``task_id``, ``margin`` (>= 0), ``chosen_reward``, ``rejected_reward`` and ``neighbor_ids``.
+    ``task_id``, ``margin`` (>= 0), ``chosen_reward``, ``rejected_reward``, ``neighbor_ids`` and
+    ``prior`` (a model with the answers' names: the statistical prior the prompt shows).
     Blank lines are skipped. Models are rewritten in the canonical answer text; a text prompt
     becomes one user message.
 
@@ -371,7 +388,7 @@ def save_preferences(pairs, path: str | os.PathLike) -> Path:
     """Write preference pairs as JSONL in :func:`load_preferences`'s format (atomically).
 
     The columns ``prompt``, ``chosen``, ``rejected``, ``task_id``, ``margin`` and, when
-    present, ``chosen_reward``, ``rejected_reward`` and ``neighbor_ids`` are written.
+    present, ``chosen_reward``, ``rejected_reward``, ``neighbor_ids`` and ``prior`` are written.
     """
     p = Path(path)
     make_parent(p)
@@ -415,27 +432,33 @@ def pair_rows(pairs) -> list[dict]:
     return rows
 
 
-def in_answer_format(pairs, answer_format) -> list[dict]:
+def in_answer_format(pairs, answer_format, *, minus_prior: bool = False) -> list[dict]:
     """The pairs as dicts whose ``chosen`` and ``rejected`` answers are written in
     ``answer_format`` (a :class:`~ragim.lm.answer.AnswerFormat`, e.g. a generator's
     ``answer_format(param_names)``), the other columns unchanged.
 
     Values are read from JSON objects (the pairs' own format) or from text already in
     ``answer_format``, then written by it: rounded to its decimals, as the generator would
-    write them. A value outside its range is refused, not clipped.
+    write them. A value outside its range is refused, not clipped. With ``minus_prior`` each
+    answer is written as its change from the pair's ``prior`` (answer minus prior, parameter
+    by parameter): what a generator with residual answers (``LMConfig(residual=True)``) writes.
 
     Raises
     ------
     ValidationError
         Naming each pair (1-based) whose answer cannot be read, uses other parameters than
-        the format's keys or a value outside its range, or whose two answers become the same
-        once written.
+        the format's keys or a value outside its range, lacks the ``prior`` that
+        ``minus_prior`` needs, or whose two answers become the same once written.
 
     >>> from ragim.lm.answer import answer_format
     >>> pairs = [{"prompt": "p", "chosen": {"intercept": -2, "age": 0.8},
     ...           "rejected": {"intercept": 1, "age": -3}}]
     >>> in_answer_format(pairs, answer_format(["intercept", "age"], name="compact"))[0]["chosen"]
     [{'role': 'assistant', 'content': '[-2, 0.8]'}]
+    >>> pairs[0]["prior"] = {"intercept": -1.5, "age": 0.5}
+    >>> fmt = answer_format(["intercept", "age"], name="compact")
+    >>> in_answer_format(pairs, fmt, minus_prior=True)[0]["chosen"]
+    [{'role': 'assistant', 'content': '[-0.5, 0.3]'}]
     """
     from ragim.lm.answer import check_answer_format
 
@@ -443,9 +466,29 @@ def in_answer_format(pairs, answer_format) -> list[dict]:
     out, problems = [], []
     for i, r in enumerate(pair_rows(pairs), start=1):
         row, found = dict(r), []
+        prior = None
+        if minus_prior and r.get("prior") is None:
+            found.append(
+                f"pair {i}: no 'prior' to write its answers as changes from (pairs of a "
+                "generator with residual answers have one: build_preference_pairs)"
+            )
+        elif minus_prior:
+            try:
+                prior = answer_values(r["prior"])
+            except ValueError as exc:
+                found.append(f"pair {i}: prior: {exc}")
         for side in ("chosen", "rejected"):
+            if minus_prior and prior is None:
+                break
             try:
                 values = answer_values(r[side], answer_format=fmt)
+                if prior is not None:
+                    if list(prior) != list(values):
+                        raise ValueError(
+                            f"the prior's parameters {list(prior)[:4]} are not the answer's "
+                            f"{list(values)[:4]}"
+                        )
+                    values = {k: v - prior[k] for k, v in values.items()}
                 row[side] = [{"role": "assistant", "content": fmt.write(values)}]
             except ValidationError as exc:  # fmt.write: keys that are not the format's
                 found.append(f"pair {i}: {side}: {'; '.join(exc.problems) or exc}")
@@ -495,6 +538,7 @@ def empty_pairs():
                 "chosen_reward": Value("float64"),
                 "rejected_reward": Value("float64"),
                 "neighbor_ids": List(Value("string")),
+                "prior": Value("string"),
             }
         ),
     )

@@ -112,6 +112,10 @@ class RewardModel:
         generator's pairs it was trained on (``train_reward_model(..., generator=gen)``),
         saved with the model; None: not known. :func:`best_of_n` refuses an index with another
         feature schema (the same parameter names over another scaling).
+    residual_ : True when it reads each answer as its change from the statistical prior in the
+        prompt (``train_reward_model(..., residual=True)``; what a generator with residual
+        answers writes), saved with the model. :meth:`pairwise_accuracy` then needs pairs with
+        a ``prior``, and :func:`best_of_n` a generator with residual answers.
     """
 
     def __init__(self, config: RewardModelConfig | None = None, **overrides: Any):
@@ -122,6 +126,7 @@ class RewardModel:
         self.val_accuracy_ = math.nan
         self.answer_format_ = None
         self.schema_fingerprint_ = None
+        self.residual_ = False
         restore_training_state(self)  # history_, training_, ...: untrained
 
     # ------------------------------------------------------------------ model
@@ -221,10 +226,11 @@ class RewardModel:
 
     def pairwise_accuracy(self, pairs) -> float:
         """Share of pairs whose chosen answer scores above the rejected one (ties count half);
-        the answers are first written in :attr:`answer_format_` when the model has one."""
+        the answers are first written in :attr:`answer_format_` when the model has one (as
+        changes from each pair's ``prior`` when :attr:`residual_`)."""
         rows = pair_rows(pairs)
         if self.answer_format_ is not None and rows:
-            rows = in_answer_format(rows, self.answer_format_)
+            rows = in_answer_format(rows, self.answer_format_, minus_prior=self.residual_)
         if not rows:
             raise ValidationError("no pairs to evaluate")
         prompts = [r["prompt"] for r in rows]
@@ -251,6 +257,7 @@ class RewardModel:
                 "max_abs": fmt.max_abs,
             },
             "schema_fingerprint": self.schema_fingerprint_,
+            "residual": self.residual_,
             **training_state(self),
         }
         return save_adapter_artifact(path, FORMAT, self.config, state, self.model_)
@@ -283,6 +290,12 @@ class RewardModel:
             if fingerprint is not None and not isinstance(fingerprint, str):
                 raise ValidationError(f"schema_fingerprint must be text, got {fingerprint!r}")
             rm.schema_fingerprint_ = fingerprint
+            residual = state.get("residual", False)  # absent before it read changes
+            if not isinstance(residual, bool) or (residual and rm.answer_format_ is None):
+                raise ValidationError(
+                    f"residual must be true or false, with an answer format, got {residual!r}"
+                )
+            rm.residual_ = residual
             restore_training_state(rm, state)
         except (TypeError, KeyError, AttributeError, ValidationError) as exc:
             raise ArtifactError(f"{path}: not a valid reward model ({exc})") from exc
@@ -364,6 +377,12 @@ def check_reward_model_fits(generator, reward_model, index) -> None:
             f"{len(trained.keys)} parameters, but the generator writes {fmt.name!r} answers over "
             f"{len(fmt.keys)}; train it on this generator's pairs (answer_format=...)"
         )
+    if getattr(reward_model, "residual_", False) and not generator.config.residual:
+        raise ValidationError(
+            "the reward model reads answers as changes from the statistical prior (residual), "
+            "but the generator writes whole models; use a reward model trained on this "
+            "generator's pairs"
+        )
     trained_on = getattr(reward_model, "schema_fingerprint_", None)
     if trained_on is not None and trained_on != index.schema.fingerprint():
         raise ValidationError(
@@ -380,7 +399,8 @@ def rank_candidates(generator, reward_model, query, index, candidates, *, k=None
     ``rerank="reward_model"``, ``n`` and ``reward_scores`` (in the candidates' order). Each
     candidate is written as the reward model read its training answers (its
     ``answer_format_``: decimals and range), as ``pairwise_accuracy`` does; one without a
-    format reads the generator's own.
+    format reads the generator's own. A reward model with ``residual_`` reads each candidate
+    minus the statistical prior of ``query`` (the generator's own answer).
 
     Raises
     ------
@@ -397,7 +417,12 @@ def rank_candidates(generator, reward_model, query, index, candidates, *, k=None
         )
     trained = getattr(reward_model, "answer_format_", None)
     fmt = trained if trained is not None else generator.answer_format(candidates[0].names)
-    texts = [[{"role": "assistant", "content": fmt.write(p.as_dict())}] for p in candidates]
+    base = np.zeros(len(candidates[0].names))
+    if getattr(reward_model, "residual_", False):  # it reads the LM's change from the prior
+        (prior,) = generator.statistical_priors([query], index, [exclude])
+        base = np.asarray(prior.vector, dtype=float)
+    changes = [dict(zip(p.names, p.vector - base, strict=True)) for p in candidates]
+    texts = [[{"role": "assistant", "content": fmt.write(c)}] for c in changes]
     scores = [
         float(s)
         for s in np.asarray(reward_model.score([prompt] * len(candidates), texts), dtype=float)

@@ -124,7 +124,9 @@ def build_preference_pairs(
     -------
     datasets.Dataset
         Columns ``prompt``, ``chosen``, ``rejected``, ``task_id``, ``margin``,
-        ``chosen_reward``, ``rejected_reward``, ``neighbor_ids``; every row has
+        ``chosen_reward``, ``rejected_reward``, ``neighbor_ids`` and, for a generator with
+        residual answers (``LMConfig(residual=True)``), ``prior`` (the statistical prior its
+        prompt shows, as a model JSON); every row has
         ``chosen_reward - rejected_reward = margin >= min_margin``.
     """
     from datasets import Dataset
@@ -202,13 +204,17 @@ def build_preference_pairs(
             )
             continue
         heldout = encode_heldout(index.model, index.schema, test.X, test.y)
+        excluded = excluding(leak_free(rec), hidden)  # as the prompt's neighbours were chosen
         cands = generator.generate_candidates(
             rec["description"],
             index,
-            exclude=excluding(leak_free(rec), hidden),  # as the prompt's neighbours were chosen
+            exclude=excluded,
             num_candidates=n_candidates,
             temperature=temperature,
         )
+        prior = None
+        if generator.config.residual:  # the prior its answers are changes from, as shown
+            (prior,) = generator.statistical_priors([rec["description"]], index, [excluded])
         shown = [p["task_id"] for p in cands[0].metadata["provenance"]]
         if shown != list(row["neighbor_ids"]):
             raise GenerationError(
@@ -255,6 +261,7 @@ def build_preference_pairs(
                         "chosen_reward": s_w,
                         "rejected_reward": s_l,
                         "neighbor_ids": list(row["neighbor_ids"]),
+                        **({} if prior is None else {"prior": model_text(prior.as_dict())}),
                     }
                 )
     if not rows:

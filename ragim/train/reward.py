@@ -176,6 +176,7 @@ def train_reward_model(
     param_names: Sequence[str] | None = None,
     answer_format: AnswerFormat | None = None,
     generator=None,
+    residual: bool | None = None,
     device: str | None = None,
     progress: bool = True,
     callbacks: Sequence[Any] | None = None,
@@ -224,6 +225,14 @@ def train_reward_model(
         any step, since ``best_of_n`` shows the reward model that generator's prompts. The
         model keeps its index's schema fingerprint (``schema_fingerprint_``), and
         ``best_of_n`` refuses an index with another schema.
+    residual : bool, optional
+        Read every answer as its change from the pair's ``prior`` (the statistical prior in
+        the prompt; :func:`~ragim.lm.pairs.in_answer_format` with ``minus_prior``): what a
+        generator with residual answers writes, so the reward model sees the LM's own answer
+        and not the prior plus it. Needs ``answer_format`` and pairs with a ``prior``
+        (:func:`~ragim.train.build_preference_pairs` of a residual generator). Default:
+        ``generator.config.residual`` when ``generator`` is given, else False. The model keeps
+        it (``residual_``, saved).
     device : str, optional
         ``"cpu"``, ``"cuda"``, ... (default ``"auto"``).
     progress : bool
@@ -284,9 +293,18 @@ def train_reward_model(
         check_pair_prompts(
             train_rows + val_rows, generator, where="the reward model's preference pairs"
         )
+    if residual is None:
+        residual = bool(generator is not None and generator.config.residual)
+    if residual and answer_format is None:
+        raise ValidationError(
+            "residual=True writes each answer as its change from the prior in an answer format; "
+            "pass answer_format=gen.answer_format(gen.param_names_)"
+        )
+    given_val_rows = val_rows  # pairwise_accuracy writes them as the model reads them
     if answer_format is not None:
-        train_rows = in_answer_format(train_rows, answer_format)
-        val_rows = in_answer_format(val_rows, answer_format) if val_rows else val_rows
+        train_rows = in_answer_format(train_rows, answer_format, minus_prior=residual)
+        if val_rows:
+            val_rows = in_answer_format(val_rows, answer_format, minus_prior=residual)
 
     rm = RewardModel(
         RewardModelConfig(
@@ -323,8 +341,9 @@ def train_reward_model(
     rm.answer_format_ = answer_format
     schema = getattr(generator, "schema_", None)
     rm.schema_fingerprint_ = None if schema is None else schema.fingerprint()
+    rm.residual_ = residual
     if val_rows:
-        rm.val_accuracy_ = rm.pairwise_accuracy(val_rows)
+        rm.val_accuracy_ = rm.pairwise_accuracy(given_val_rows)
     return rm
 
 

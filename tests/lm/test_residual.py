@@ -212,3 +212,92 @@ def test_dpo_refuses_a_residual_generator(trained):
               "rejected": dict.fromkeys(trained.param_names_, -0.5)}]
     with pytest.raises(ValidationError, match=r"train_dpo does not train a generator with LMConfig\(residual=True\)"):
         train_dpo(trained, pairs, max_steps=1, progress=False)
+
+
+def stepped_answers(monkeypatch):
+    """Make the decoder write, for every prompt, candidate ``i`` as the change ``0.25 (i + 1)`` on
+    every parameter: distinct answers whose rewards differ."""
+    def fake(model, tok, prompts, fmt, *, num_candidates=1, **kwargs):
+        texts = [fmt.write(dict.fromkeys(fmt.keys, 0.25 * (i + 1))) for i in range(num_candidates)]
+        group = [SimpleNamespace(text=t, values=fmt.parse(t), n_tokens=3, logprob=-1.0 - i)
+                 for i, t in enumerate(texts)]
+        return [group for _ in prompts]
+
+    monkeypatch.setattr(ragim.lm.constrained, "generate_answer_batch", fake)
+
+
+def test_residual_pairs_keep_the_prior_and_a_reward_model_reads_the_lms_change(trained, index, monkeypatch,
+                                                                                tmp_path):
+    """Pairs of a residual generator keep the prior its prompt shows; the reward model trained for
+    it reads every answer as the change the LM wrote, in training, in pairwise_accuracy and when
+    it ranks candidates, and it keeps that when saved."""
+    from ragim.lm.pairs import in_answer_format, load_preferences, save_preferences
+    from ragim.lm.reward_model import check_reward_model_fits, rank_candidates
+    from ragim.train import RewardModel, build_preference_pairs, train_reward_model
+    from ragim.train.sft import excluding
+
+    stepped_answers(monkeypatch)
+    pairs = build_preference_pairs(trained, index, n_candidates=3, min_margin=0.0, pairs="all", progress=False)
+    assert len(pairs) > 0 and "prior" in pairs.column_names
+    fmt = trained.answer_format(trained.param_names_)
+    steps = {fmt.write(dict.fromkeys(fmt.keys, 0.25 * (i + 1))) for i in range(3)}
+    for row in pairs:
+        rec = index.record(row["task_id"])
+        hidden = frozenset(set(trained.val_task_ids_) - {row["task_id"]})  # as build_preference_pairs hides
+        [prior] = trained.statistical_priors([rec["description"]], index, [excluding(leak_free(rec), hidden)])
+        np.testing.assert_allclose(list(json.loads(row["prior"]).values()), prior.vector, rtol=0, atol=1e-12)
+    written = in_answer_format(pairs, fmt, minus_prior=True)
+    assert {w[side][0]["content"] for w in written for side in ("chosen", "rejected")} <= steps
+    saved = load_preferences(save_preferences(pairs, tmp_path / "pairs.jsonl"))
+    assert saved["prior"] == pairs["prior"]
+
+    rm = train_reward_model(pairs, generator=trained, answer_format=fmt, base_model="tiny", max_steps=1,
+                            val_fraction=0, progress=False, device="cpu")
+    assert rm.residual_ is True
+    loaded = RewardModel.load(rm.save(tmp_path / "rm"), device="cpu")
+    assert loaded.residual_ is True
+    assert loaded.pairwise_accuracy(pairs) == rm.pairwise_accuracy(pairs)
+    whole = train_reward_model(pairs, generator=trained, answer_format=fmt, residual=False, base_model="tiny",
+                               max_steps=1, val_fraction=0, progress=False, device="cpu")
+    assert whole.residual_ is False
+
+    class Reads:  # records what a residual reward model is shown
+        residual_, answer_format_ = True, fmt
+
+        def score(self, prompts, completions):
+            self.completions = [c[0]["content"] for c in completions]
+            return np.arange(len(completions), dtype=float)
+
+    reads, desc = Reads(), index.tasks.descriptions[0]
+    cands = trained.generate_candidates(desc, index, num_candidates=3, temperature=1.0)
+    best = rank_candidates(trained, reads, desc, index, cands)
+    assert reads.completions == [fmt.write(dict.fromkeys(fmt.keys, 0.25 * (i + 1))) for i in range(3)]
+    assert best.metadata["reward_scores"] == [0.0, 1.0, 2.0]
+    plain = LMGenerator(base_model="tiny", k=1, device="cpu", statistical_prior=True)
+    with pytest.raises(ValidationError, match="reads answers as changes from the statistical prior"):
+        check_reward_model_fits(plain, reads, index)
+
+
+def test_a_residual_reward_model_needs_the_prior_and_an_answer_format(trained):
+    from ragim.lm.pairs import in_answer_format
+    from ragim.train import train_reward_model
+
+    fmt = trained.answer_format(trained.param_names_)
+    pair = {"prompt": "Predict stroke.", "chosen": dict.fromkeys(fmt.keys, 0.5),
+            "rejected": dict.fromkeys(fmt.keys, -0.5)}
+    with pytest.raises(ValidationError, match=r"pair 1: no 'prior' to write its answers as changes from"):
+        in_answer_format([pair], fmt, minus_prior=True)
+    with pytest.raises(ValidationError, match=r"pair 1: chosen: the prior's parameters"):
+        in_answer_format([{**pair, "prior": {"other": 1.0}}], fmt, minus_prior=True)
+    with pytest.raises(ValidationError, match="residual=True writes each answer as its change"):
+        train_reward_model([pair], residual=True, base_model="tiny", max_steps=1, progress=False, device="cpu")
+
+
+def test_a_pair_file_prior_must_name_the_answers_parameters(tmp_path):
+    from ragim.lm.pairs import load_preferences
+
+    f = tmp_path / "p.jsonl"
+    f.write_text(json.dumps({"prompt": "p", "chosen": {"intercept": 1, "x": 0}, "rejected": {"intercept": 0, "x": 0},
+                             "prior": {"intercept": 0}}) + "\n")
+    with pytest.raises(ValidationError, match="line 1: field 'prior' has other parameters than the answers"):
+        load_preferences(f)
