@@ -674,7 +674,8 @@ class FeatureSchema:
             raise ValidationError("; ".join(wrong_case))
         warn_columns(
             f"categorical values in {where} match no level the model knows: they are scored as "
-            "none of its levels (all of the column's one-hot terms 0), so their risk differs "
+            "none of its levels (all of the column's one-hot terms 0 in a logistic model, no bin "
+            "in a GAM), so their risk differs "
             "from that of every known level: ",
             [
                 f"{name!r}: {n} row(s), e.g. {shown[:3]} (known: {self.categories_[name][:8]})"
@@ -906,7 +907,10 @@ class FeatureSchema:
         for name, n in self.unexpected_missing(X).items():
             f = self[name]
             if f.type == "categorical":
-                scored = "no level (all its one-hot terms 0, unlike every known level)"
+                scored = (
+                    "no level (all its one-hot terms 0 in a logistic model, no bin in a GAM, "
+                    "unlike every known level)"
+                )
             else:
                 unit = f" {f.unit}" if f.unit else ""
                 scored = f"the training median {_fmt(self.medians_[name])}{unit}"

@@ -715,7 +715,7 @@ def test_blanks_in_a_column_never_missing_when_fitted_warn_with_what_they_are_sc
         model.predict_proba(rows)
     text = " ".join(str(w.message) for w in record)
     assert f"'age': 3 row(s), scored as the training median {median:.4g}"[:40] in text and "years" in text
-    assert "'sex': 2 row(s), scored as no level (all its one-hot terms 0, unlike every known level)" in text
+    assert "'sex': 2 row(s), scored as no level (all its one-hot terms 0 in a logistic model, no bin in a GAM, unlike every known level)" in text
     assert "'lactate'" not in text
     with warnings.catch_warnings():  # complete rows, or blanks the model has a term for: silent
         warnings.simplefilter("error", DataWarning)

@@ -39,6 +39,7 @@ True
 
 from __future__ import annotations
 
+import math
 import warnings
 from numbers import Integral, Real
 
@@ -291,6 +292,7 @@ class GAMModel(InterpretableModel, ClassifierMixin, BaseEstimator):
                 "feature, with no pairwise terms; use interactions=0"
             )
         Xdf, named, y, classes = fit_frame(self, X, y)
+        self._check_boosting_rows(y, classes)
         schema = fitted_schema(self, Xdf, self.max_bins)
         B = schema.bin_indices(Xdf)
         D, types = _ebm_inputs(schema, B)
@@ -320,6 +322,22 @@ class GAMModel(InterpretableModel, ClassifierMixin, BaseEstimator):
             named=named,
         )
         return self
+
+    def _check_boosting_rows(self, y: np.ndarray, classes: np.ndarray) -> None:
+        """Raise (ValidationError) when ``validation_size`` leaves a class no row to boost on:
+        the EBM's stratified split keeps about ``(1 - validation_size)`` of each class, and a
+        class with none gives an infinite intercept."""
+        if not self.validation_size:
+            return
+        for c in classes:
+            n = int(np.sum(y == c))
+            if math.floor(n * (1 - self.validation_size)) < 1:
+                raise ValidationError(
+                    f"validation_size={self.validation_size:g} leaves class {str(c)!r} about "
+                    f"{n * (1 - self.validation_size):.1f} of its {n} row(s) to boost on (the "
+                    f"rest stop the boosting early); lower validation_size, or use 0 for so few "
+                    "rows"
+                )
 
     def _scores_from_ebm(self, ebm, schema: FeatureSchema, B: np.ndarray):
         """Map the EBM's term scores onto the shared bins, centred on the training rows, as

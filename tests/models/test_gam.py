@@ -177,6 +177,16 @@ def test_interactions_are_refused(task):
         GAMModel(interactions=2).fit(*task)
 
 
+def test_a_validation_size_that_leaves_a_class_nothing_to_boost_on_is_refused():
+    """validation_size=0.9 on ten rows left the EBM one row, and the fit failed as 'parameters
+    must be finite; non-finite values for ['intercept']'."""
+    X = pd.DataFrame({"age": np.arange(10.0), "sex": ["m", "f"] * 5})
+    y = np.array([0, 1] * 5)
+    with pytest.raises(ValidationError, match=r"validation_size=0.9 leaves class '0' about 0.5 of its 5 row"):
+        GAMModel(validation_size=0.9).fit(X, y)
+    assert np.isfinite(GAMModel(validation_size=0.5, random_state=0).fit(X, y).params_.vector).all()
+
+
 def test_default_fit_time_on_a_clinical_sized_task():
     """About 0.3 s on an idle core for 300 rows x 13 features; loose bound for busy CI."""
     rng = np.random.default_rng(0)
