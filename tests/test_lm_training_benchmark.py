@@ -82,3 +82,33 @@ def test_residual_needs_the_statistical_prior_and_old_run_directories_resume(ben
     bench.Stages(bench.parse_args(["--run-dir", str(run), "--resume"]))
     with pytest.raises(SystemExit, match=r"residual=False \(now True\)"):
         bench.Stages(bench.parse_args(["--run-dir", str(run), "--resume", "--residual", "--statistical-prior"]))
+
+
+def test_residual_held_out_pairs_keep_the_prior_and_old_run_directories_read_whole_models(bench, tmp_path):
+    """Held-out pairs of a residual generator keep the prior its prompt shows (the reward model
+    reads each answer minus it); a run directory kept before --rm-reads resumes as 'model', and
+    without --residual there is no prior to read a change from."""
+    from ragim import TaskIndex, datasets
+    from ragim.generate.lm import LMGenerator
+    from ragim.lm.answer import answer_values
+
+    tasks = datasets.synthetic_family(n_tasks=10, n_features=2, seed=1)
+    index = TaskIndex.build(tasks.take(range(8)), embedder="hashing", keep_tasks=True, progress=False)
+    gen = LMGenerator(base_model="tiny", k=2, device="cpu", statistical_prior=True, residual=True)
+    held = [tasks[8], tasks[9]]
+    pairs = bench.heldout_pairs(gen, index, held, n=3, temperature=1.5, min_margin=0.0)
+    assert pairs
+    for p in pairs:
+        [prior] = gen.statistical_priors([tasks[p["task_id"]].description], index, [None])
+        assert list(answer_values(p["prior"]).values()) == list(prior.as_dict().values())
+    assert bench.parse_args([]).rm_reads == "model"
+    assert bench.parse_args(["--residual", "--statistical-prior"]).rm_reads == "change"
+    run = tmp_path / "run"
+    bench.Stages(bench.parse_args(["--run-dir", str(run), "--residual", "--statistical-prior"]))
+    kept = json.loads((run / "settings.json").read_text())
+    del kept["rm_reads"]  # a residual run directory kept before --rm-reads existed
+    (run / "settings.json").write_text(json.dumps(kept))
+    with pytest.raises(SystemExit, match=r"rm_reads='model' \(now 'change'\)"):
+        bench.Stages(bench.parse_args(["--run-dir", str(run), "--resume", "--residual", "--statistical-prior"]))
+    bench.Stages(bench.parse_args(["--run-dir", str(run), "--resume", "--residual", "--statistical-prior",
+                                   "--rm-reads", "model"]))
