@@ -506,15 +506,24 @@ def main(argv=None):
                                               learning_rate=args.dpo_lr, batch_size=args.batch_size,
                                               progress=False, seed=args.seed), save=save_gen, load=load_gen)
         score("SFT + DPO", dpo)
-    if "best-of" in stages:
-        score(f"SFT + best-of-{args.best_of} (reward model)", sft, rerank="reward_model", reward_model=rm,
-              n=args.best_of, temperature=args.temperature)
+    best_of = f"SFT + best-of-{args.best_of} (reward model)"
+    if "best-of" in stages:  # the reward model's pick as SFT (greedy) is scored: raw, then corrected
+        rerank = dict(rerank="reward_model", reward_model=rm, n=args.best_of, temperature=args.temperature)
+        w, sft.prior_correction_ = sft.prior_correction_, None
+        score(best_of, sft, **rerank)
+        if w is not None:
+            sft.prior_correction_ = w
+            score(f"{best_of}, correction validated", sft, **rerank)
     wall = round(time.perf_counter() - t_all, 1)
 
     base = "statistical prior (in the prompt)" if args.statistical_prior else None
     versus = [(m, base) for m in results if base and m != base]
     if "SFT + GRPO" in results:
         versus.append(("SFT + GRPO", "SFT (greedy)"))
+    if best_of in results:
+        versus.append((best_of, "SFT (greedy)"))
+    if f"{best_of}, correction validated" in results:
+        versus.append((f"{best_of}, correction validated", "SFT (greedy), correction validated"))
     if "SFT + GRPO, correction validated" in results:
         versus.append(("SFT + GRPO, correction validated", "SFT (greedy), correction validated"))
     comparisons = paired(per_task, versus)
