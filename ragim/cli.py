@@ -1378,6 +1378,37 @@ def _run_app(as_json: bool = False) -> int:
     return rv if isinstance(rv, int) else 0
 
 
+def command_options(argv: list[str]) -> set[str]:
+    """The long options (``--heldout-fraction``) of the command ``argv`` names (``train grpo
+    ...``); the top-level app's when it names none."""
+    cmd = typer.main.get_command(app)
+    for token in argv:
+        sub = getattr(cmd, "commands", {}).get(token)
+        if sub is None:
+            break
+        cmd = sub
+    return {o for p in cmd.params for o in getattr(p, "opts", ()) if o.startswith("--")}
+
+
+def in_option_words(exc: RagimError, options: set[str]) -> str:
+    """``exc`` as one line, a run config's field problems (``invalid GRPOTrainingConfig:
+    heldout_fraction must be ...``) said in the command line's words (``--heldout-fraction must
+    be ...``) where the command has the option; the config's name is kept for a field that is
+    no option."""
+    problems = getattr(exc, "problems", [])
+    head = str(exc).splitlines()[0] if str(exc) else ""
+    if not problems or not (head.startswith("invalid ") and head.endswith("Config:")):
+        return one_line(exc)
+    said = []
+    for problem in problems:
+        name, _, rest = problem.partition(" ")
+        option = "--" + name.replace("_", "-")
+        said.append(f"{option} {rest}" if option in options else None)
+    if None in said:
+        return one_line(exc)
+    return "; ".join(said)
+
+
 def main() -> None:
     """Entry point: errors (ragim's, and the operating system's: a path that cannot be read
     or written) are one line (``error: ...``) and exit code 2, and with ``--json`` also a JSON
@@ -1392,7 +1423,7 @@ def main() -> None:
     try:
         code = _run_app(as_json)
     except RagimError as exc:
-        code = _fail(one_line(exc), 2, as_json)
+        code = _fail(in_option_words(exc, command_options(sys.argv[1:])), 2, as_json)
     except OSError as exc:  # a folder that cannot be written, a full disk: the path, no traceback
         where = f": {exc.filename}" if exc.filename else ""
         code = _fail(one_line(f"{exc.strerror or exc}{where}"), 2, as_json)

@@ -141,6 +141,37 @@ def test_main_turns_ragim_errors_into_exit_code_2(tmp_path, monkeypatch, capsys)
 @pytest.mark.parametrize(
     "args, says",
     [
+        (["train", "grpo", "--generator", "g", "--index", "i", "--out", "{t}/o", "--beta", "-1",
+          "--num-generations", "1"],
+         "error: --num-generations must be an integer >= 2, got 1; --beta must be a number >= 0, got -1.0\n"),
+        (["train", "sft", "--index", "{t}/index", "--out", "{t}/o", "--heldout-fraction", "1.5", "--base-model",
+          "tiny"],
+         "error: --heldout-fraction must be a number in (0, 1), got 1.5\n"),
+    ],
+)
+def test_a_run_configs_problems_are_said_with_the_commands_options(args, says, tmp_path, monkeypatch, capsys):
+    """'invalid GRPOTrainingConfig: heldout_fraction must be ...' named a Python class and field
+    that a command-line user never typed."""
+    import sys
+
+    from ragim import TaskIndex, cli, datasets
+
+    TaskIndex.build(datasets.synthetic_family(n_tasks=6, n_features=2, seed=0), embedder="hashing",
+                    progress=False).save(tmp_path / "index")
+    monkeypatch.setattr(sys, "argv", ["ragim", *[a.replace("{t}", str(tmp_path)) for a in args]])
+    with pytest.raises(SystemExit) as err:
+        cli.main()
+    assert err.value.code == 2 and capsys.readouterr().err == says
+    assert cli.command_options(["train", "grpo"]) >= {"--beta", "--heldout-fraction", "--num-generations"}
+    from ragim.errors import ValidationError
+
+    mixed = ValidationError("invalid LMConfig:", ["k must be >= 0", "top_p must be in (0, 1]"])
+    assert cli.in_option_words(mixed, {"--k"}) == "invalid LMConfig: k must be >= 0; top_p must be in (0, 1]"
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
         (["index", "search", "{t}/nope", "x", "--json"], "no artifact at"),  # a RagimError
         (["generate", "x", "--index", "{t}/nope", "--bogus", "--json"], "No such option: --bogus"),
         (["bench", "nonsense", "--json"], "unknown benchmark 'nonsense'"),  # a BadParameter
