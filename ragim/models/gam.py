@@ -335,8 +335,8 @@ class GAMModel(InterpretableModel, ClassifierMixin, BaseEstimator):
                 raise ValidationError(
                     f"validation_size={self.validation_size:g} leaves class {str(c)!r} about "
                     f"{n * (1 - self.validation_size):.1f} of its {n} row(s) to boost on (the "
-                    f"rest stop the boosting early); lower validation_size, or use 0 for so few "
-                    "rows"
+                    "rest are validation rows, which only stop the boosting early); lower "
+                    "validation_size, or use 0 for so few rows"
                 )
 
     def _scores_from_ebm(self, ebm, schema: FeatureSchema, B: np.ndarray):
