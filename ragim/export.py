@@ -345,7 +345,11 @@ def to_sklearn_pipeline(params: ModelParams):
             med = float(schema.medians_[f.name])
             impute = SimpleImputer(strategy="constant", fill_value=med, add_indicator=has_missing)
             enc = Pipeline([("read", read), ("impute", impute)])
-            fit_cols[f.name] = [med, np.nan if has_missing else med]  # the imputer's indicator
+            # the imputer's fill is the constant med; the fit rows need only be values ragim
+            # reads (a binary median may be 0.5, which no 0/1 column holds) and a blank for the
+            # imputer's indicator
+            seen = 0.0 if f.type == "binary" else med
+            fit_cols[f.name] = [seen, np.nan if has_missing else seen]
             b = coef[f.name]
             if f.type == "continuous":  # fold the standardisation into the coefficient
                 b_raw = b / schema.scales_[f.name]

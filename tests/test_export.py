@@ -482,3 +482,21 @@ def test_a_patient_is_rescored_from_the_csv_alone(heart, tmp_path):
     np.testing.assert_allclose(
         _rescore_from_csv(back, params.schema, X), params.log_odds(X), rtol=1e-9, atol=1e-9
     )
+
+
+def test_pipeline_exports_a_binary_feature_whose_median_is_one_half():
+    """A binary feature with as many 1s as 0s has a training median of 0.5, which ragim scores a
+    blank as; the pipeline was refused ('binary column has values other than 0/1: [0.5]')
+    because it fitted its imputer on that median. It exports and predicts as ragim, blanks
+    included, with and without a missing-value indicator."""
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame({"age": rng.normal(60, 10, 200), "flag": np.repeat([0.0, 1.0], 100)})
+    y = (rng.random(200) < 0.4).astype(int)
+    rows = pd.DataFrame({"age": [60.0, 50.0, 70.0], "flag": [np.nan, 1.0, 0.0]})
+    for train in (X, X.assign(flag=X["flag"].where(np.arange(200) % 50 != 0))):
+        model = LogisticModel().fit(train, y)
+        assert model.to_params().schema.medians_["flag"] == 0.5
+        pipe = to_sklearn_pipeline(model.to_params())
+        np.testing.assert_allclose(
+            pipe.predict_proba(rows), model.predict_proba(rows), rtol=0, atol=1e-12
+        )
