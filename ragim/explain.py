@@ -688,7 +688,8 @@ class LocalExplanation(_Explanation):
                     "feature": f.name,
                     "label": f.display_name,
                     "value": v,
-                    "value_label": _value_label(f, v) + _scored_as(schema, f, v, unseen),
+                    "value_label": _value_label(f, v)
+                    + _scored_as(schema, f, v, unseen, extra.get("bin")),
                     "unit": f.unit,
                     **{k: c for k, c in extra.items() if k != "contribution"},
                     "contribution": extra["contribution"],
@@ -829,16 +830,24 @@ class LocalExplanation(_Explanation):
         )
 
 
-def _scored_as(schema, f, v: Any, unseen: dict) -> str:
+def _scored_as(schema, f, v: Any, unseen: dict, bin: str | None = None) -> str:
     """What a value the model has no term for is scored as, in words after its label: a
     blank in a column never blank in the fitted rows (the training median, or no level), or
-    a level the model does not know (no level); "" otherwise."""
+    a level the model does not know (no level); "" otherwise. ``bin``: the bin a GAM scored
+    the value in (None for other families); a binary feature's median between 0 and 1 (0.5
+    when half the rows are 1) falls in no bin of its own, so the bin is named."""
     none = "scored as no level"
     if v is None or (isinstance(v, float) and math.isnan(v)):
         if f.name in schema.missing_:
             return ""
         if f.type == "categorical":
             return f" ({none})"
+        median = schema.medians_[f.name]
+        if bin is not None and f.type == "binary" and median not in (0.0, 1.0):
+            return (
+                f" (scored as {f.level_label(int(bin))}: the bin of the training median "
+                f"{_fmt(float(median))})"
+            )
         value = (
             _value_label(f, schema.medians_[f.name])
             if f.type == "continuous"

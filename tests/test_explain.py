@@ -837,3 +837,28 @@ def test_gam_plot_keeps_the_intervals_of_estimable_bins_and_counts_missing_bins_
     assert any(getattr(c, "errorbar", None) is not None for c in cp.containers)
     title = fig._suptitle.get_text()
     assert "not shown" not in title and "2 bins with no patient" in title
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_blank_binary_value_says_what_a_gam_scored_it_as_when_the_median_is_one_half():
+    """With as many 1s as 0s a binary feature's training median is 0.5. A logistic model scores
+    a blank as 0.5, but a GAM scores it in bin 0; its explanation said "scored as the training
+    median, 0.5" beside bin 0's score. It now names the bin it scored."""
+    from ragim.params import param_names
+
+    X = pd.DataFrame({"age": np.linspace(40, 80, 40), "flag": np.repeat([0.0, 1.0], 20)})
+    schema = FeatureSchema.infer(X).fit(X)
+    assert schema.medians_["flag"] == 0.5
+    blank = pd.DataFrame({"age": [60.0], "flag": [np.nan]})
+    for kind in ("logistic", "gam"):
+        names = param_names(kind, schema)
+        p = ModelParams(kind, schema, np.linspace(-0.5, 0.5, len(names)))
+        row = explain_params(p, blank).to_frame().set_index("feature").loc["flag"]
+        if kind == "logistic":
+            assert row["value_label"] == "missing (scored as the training median, 0.5)"
+        else:
+            assert row["bin"] == "0"
+            assert row["value_label"] == (
+                "missing (scored as 0: the bin of the training median 0.5)"
+            )
+            assert row["contribution"] == p.terms[names.index("flag[0]") - 1]
