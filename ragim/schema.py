@@ -1432,12 +1432,12 @@ def truth_as_numbers(s: pd.Series) -> pd.Series:
     ):
         return s
     read = {}
-    for v in pd.unique(s.dropna().to_numpy(dtype=object)):
-        try:
+    try:
+        for v in pd.unique(s.dropna().to_numpy(dtype=object)):
             if (t := truth_text(v)) is not None:
                 read[v] = float(t)
-        except TypeError:  # unhashable values: the checks of the caller name them
-            return s
+    except TypeError:  # unhashable values (a list in a cell): the checks of the caller name them
+        return s
     if not read:
         return s
     obj = s.astype(object)
@@ -1471,7 +1471,7 @@ def read_feature(feature: Feature, s: pd.Series) -> tuple[pd.Series | np.ndarray
     other as a float64 array with NaN where a value is missing (booleans, and the text
     ``true``/``false`` in any case, are 1/0; numerals written as text are their numbers). The
     problems are one line each, naming the column:
-    dates or durations, complex numbers, lists in a categorical column, text that is no
+    dates or durations, complex numbers, lists (or other containers) in a cell, text that is no
     number, infinite values, values other than 0/1 in a binary column, and missing values
     where the feature allows none. The values are None when the column cannot be read at all.
     :meth:`FeatureSchema.validate_frame` reads every column with it, and so does the pipeline
@@ -1490,19 +1490,20 @@ def read_feature(feature: Feature, s: pd.Series) -> tuple[pd.Series | np.ndarray
         return None, [temporal_problem(feature.name, kind)]
     if kind == "complex":
         return None, [f"column {feature.name!r} ({feature.type}) holds complex numbers"]
+    if s.dtype == object and pd.api.types.infer_dtype(s, skipna=True) in (
+        "mixed",
+        "unknown-array",
+    ):
+        odd = [v for v in s if isinstance(v, list | dict | set | tuple | np.ndarray)]
+        if odd:
+            held = "categories" if feature.type == "categorical" else "values"
+            return None, [
+                f"column {feature.name!r} ({feature.type}) holds {type(odd[0]).__name__} "
+                f"values, e.g. {odd[0]!r}; {held} must be text or numbers, one per cell"
+            ]
     if feature.type == "categorical":
         s = widen_floats(s)  # float32 1.1 is the level 1.1
         s = s.astype(object).where(s.notna(), None)
-        if s.dtype == object and pd.api.types.infer_dtype(s, skipna=True) in (
-            "mixed",
-            "unknown-array",
-        ):
-            odd = [v for v in s if isinstance(v, list | dict | set | tuple | np.ndarray)]
-            if odd:
-                return None, [
-                    f"column {feature.name!r} (categorical) holds "
-                    f"{type(odd[0]).__name__} values; categories must be text or numbers"
-                ]
         values, nan_mask = s, s.isna().to_numpy()
     else:
         if kind in ("bool", "text"):  # "TRUE"/"false" text reads as the booleans it writes

@@ -173,3 +173,16 @@ def test_a_nines_code_below_a_never_negative_column_is_flagged_at_any_distance()
         w.simplefilter("always")
         FeatureSchema.infer(pd.DataFrame({"age_months": months}))
     assert any("'age_months' holds -9 in 12 row(s)" in str(c.message) for c in caught)
+
+
+@pytest.mark.parametrize("kind", ["continuous", "binary", "categorical"])
+def test_a_list_in_a_cell_is_refused_in_one_line_for_every_feature_type(kind):
+    """A list in a cell (``explain({"age": [60.0]})``, a dict of lists where a dict of values
+    is meant) failed deep inside pandas with ``TypeError: unhashable type: 'list'`` in a
+    continuous or binary column; every feature type now names the column and the value."""
+    X = pd.DataFrame({"age": [40.0, 60.0, 80.0], "smoker": [0, 1, 1], "ward": ["a", "b", "a"]})
+    schema = FeatureSchema.infer(X).fit(X)
+    name = {"continuous": "age", "binary": "smoker", "categorical": "ward"}[kind]
+    row = pd.DataFrame([{"age": 50.0, "smoker": 0, "ward": "a", name: [1]}])
+    with pytest.raises(ValidationError, match=rf"column '{name}' \({kind}\) holds list values"):
+        schema.validate_frame(row, where="X_row")
