@@ -914,6 +914,8 @@ class FeatureSchema:
             else:
                 unit = f" {f.unit}" if f.unit else ""
                 scored = f"the training median {_fmt(self.medians_[name])}{unit}"
+                if f.type == "binary" and self.medians_[name] not in (0.0, 1.0):
+                    scored += " (bin 0 in a GAM, which has a bin per value)"
             parts.append(f"{name!r}: {n} row(s), scored as {scored}")
         warn_columns(
             f"blank values in {where} in columns that were never missing in the rows the model "

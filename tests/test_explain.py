@@ -862,3 +862,6 @@ def test_a_blank_binary_value_says_what_a_gam_scored_it_as_when_the_median_is_on
                 "missing (scored as 0: the bin of the training median 0.5)"
             )
             assert row["contribution"] == p.terms[names.index("flag[0]") - 1]
+    with pytest.warns(Warning, match=r"'flag': 1 row\(s\), scored as the training median 0.5 "
+                      r"\(bin 0 in a GAM"):
+        schema.warn_unexpected_missing(blank)
