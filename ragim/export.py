@@ -10,7 +10,8 @@
   standardisation is folded into the coefficients, which are therefore per raw unit. Each
   feature's values are first read by :func:`read_column`, ragim's own reading (category codes
   ``2``, ``2.0`` and ``"2"`` are one level), so the pipeline needs ragim installed.
-* A GAM exports to interpret's EBM with :meth:`ragim.models.GAMModel.to_interpret`.
+* A GAM exports to interpret's EBM with :meth:`ragim.models.GAMModel.to_interpret`; it reads
+  raw values by interpret's rules, so give it :func:`read_frame` (ragim's reading of them).
 
 Examples
 --------
@@ -278,6 +279,64 @@ def read_column(X: Any, feature: Feature, levels: Sequence[str] | None = None) -
     return np.asarray(values, dtype=np.float64).reshape(-1, 1)
 
 
+def read_frame(X: pd.DataFrame, schema) -> pd.DataFrame:
+    """``X`` as ragim reads it, one :func:`read_column` per feature of ``schema``: what an
+    exported model that reads raw values by its own rules (the interpret EBM of
+    :meth:`ragim.models.GAMModel.to_interpret`) must be given to score as ragim does.
+
+    Parameters
+    ----------
+    X : the patients, n_rows × (the schema's columns, in any order; others are ignored).
+    schema : a fitted :class:`~ragim.schema.FeatureSchema` (``params.schema``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        n_rows × the schema's features, in schema order, with ``X``'s index: a categorical
+        feature's values as canonical level text (``4``, ``4.0``, ``"4"`` and ``" 4"`` are all
+        ``"4"``), None where missing; any other feature's as float64, NaN where missing (a blank
+        text cell is missing, ``"true"`` is 1).
+
+    Raises
+    ------
+    ValidationError
+        For a schema that is not fitted, a missing column, and in one line for values ragim
+        refuses (:func:`read_column`).
+
+    Examples
+    --------
+    >>> from ragim.schema import FeatureSchema
+    >>> X = pd.DataFrame({"ward": ["4", "2"], "age": [61.0, 70.0]})
+    >>> schema = FeatureSchema.infer(X, types={"ward": "categorical"}).fit(X)
+    >>> read_frame(pd.DataFrame({"ward": [4.0, ""], "age": ["61", None]}), schema).to_dict("list")
+    {'ward': ['4', None], 'age': [61.0, nan]}
+    """
+    if not isinstance(X, pd.DataFrame):
+        raise ValidationError(f"read_frame reads a pandas DataFrame, got {type(X).__name__}")
+    if not getattr(schema, "is_fitted", False):
+        raise ValidationError(
+            "read_frame needs the model's fitted schema (params.schema, model.schema_), got "
+            + (
+                "an unfitted FeatureSchema"
+                if hasattr(schema, "is_fitted")
+                else type(schema).__name__
+            )
+        )
+    absent = [n for n in schema.names if n not in X.columns]
+    if absent:
+        raise ValidationError(f"X is missing the model's columns {absent}")
+    out = {}
+    for f in schema.features:
+        cats = [canonical_level(c) for c in schema.categories_.get(f.name, [])]
+        values = read_column(X[[f.name]], f, cats if f.type == "categorical" else None)[:, 0]
+        if f.type == "categorical":
+            col = pd.Series(values, index=X.index, dtype=object)
+            out[f.name] = col.where(col.notna(), None)
+        else:
+            out[f.name] = pd.Series(values, index=X.index, dtype=np.float64)
+    return pd.DataFrame(out, index=X.index)
+
+
 def to_sklearn_pipeline(params: ModelParams):
     """A scikit-learn ``Pipeline`` that predicts exactly as the logistic model ``params``.
 
@@ -384,6 +443,7 @@ __all__ = [
     "FORMULA_STARTS",
     "coefficients_frame",
     "read_column",
+    "read_frame",
     "save_coefficients_csv",
     "spreadsheet_safe",
     "to_sklearn_pipeline",

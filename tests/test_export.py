@@ -12,7 +12,12 @@ from ragim import TaskIndex, datasets
 from ragim.errors import DataWarning, ValidationError
 from ragim.estimator import neighbor_mean
 from ragim.explain import explain_params
-from ragim.export import coefficients_frame, save_coefficients_csv, to_sklearn_pipeline
+from ragim.export import (
+    coefficients_frame,
+    read_frame,
+    save_coefficients_csv,
+    to_sklearn_pipeline,
+)
 from ragim.models import GAMModel, LogisticModel, model_from_params
 from ragim.params import ModelParams
 
@@ -500,3 +505,41 @@ def test_pipeline_exports_a_binary_feature_whose_median_is_one_half():
         np.testing.assert_allclose(
             pipe.predict_proba(rows), model.predict_proba(rows), rtol=0, atol=1e-12
         )
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_the_interpret_ebm_scores_as_the_gam_on_values_as_ragim_reads_them():
+    """interpret reads raw values by its own rules: a ward written "4.0" or " 4", a blank text
+    cell or "true" in a binary column got another risk from the exported EBM than from the GAM,
+    silently (0.4568 against 0.4520 for "4.0"). ``read_frame`` gives the values as ragim reads
+    them, on which the two agree, whatever form the rows came in."""
+    rng = np.random.default_rng(5)
+    n = 300
+    X = pd.DataFrame({
+        "age": rng.normal(60, 15, n), "ward": rng.choice([1, 2, 4], n),
+        "crp": rng.lognormal(2, 1, n), "sex": rng.integers(0, 2, n).astype(float),
+    })
+    X.loc[::7, "crp"] = np.nan
+    X.loc[::11, "ward"] = np.nan
+    y = (rng.random(n) < 1 / (1 + np.exp(-(X["age"] - 60) / 10))).astype(int)
+    from ragim.schema import FeatureSchema
+
+    gam = GAMModel(schema=FeatureSchema.infer(X, types={"ward": "categorical"})).fit(X, y)
+    ebm = gam.to_interpret()
+    odd = pd.DataFrame({
+        "age": ["61", 5.0, 200.0, None, 60.0, 60.0],
+        "ward": ["4.0", " 4", "", 7, "2", None],
+        "crp": ["", 3.0, 1e6, -5.0, "10", np.nan],
+        "sex": ["true", True, 0, "1", None, 1.0],
+    }, dtype=object)
+    np.testing.assert_allclose(
+        ebm.predict_proba(read_frame(odd, gam.schema_)), gam.predict_proba(odd), rtol=0,
+        atol=1e-12,
+    )
+    np.testing.assert_allclose(
+        ebm.predict_proba(read_frame(X, gam.schema_)), gam.predict_proba(X), rtol=0, atol=1e-12
+    )
+    with pytest.raises(ValidationError, match="fitted schema"):
+        read_frame(X, gam.schema)  # the schema given to the model, not fitted
+    with pytest.raises(ValidationError, match=r"missing the model's columns \['sex'\]"):
+        read_frame(X.drop(columns="sex"), gam.schema_)

@@ -437,7 +437,10 @@ class GAMModel(InterpretableModel, ClassifierMixin, BaseEstimator):
         It works on raw feature values (continuous features binned at the schema's bin
         edges), so ``ebm.explain_global()``, ``ebm.explain_local(X)``,
         ``interpret.show(...)`` and ``ebm.predict_proba(X)`` all work and agree with
-        this model.
+        this model on values as ragim reads them: give it
+        ``ragim.export.read_frame(X, model.schema_)``. interpret reads raw values by its own
+        rules, so on ``X`` itself a category written ``"4.0"`` or ``" 4"``, a blank text cell
+        or ``"true"`` in a binary column would each get another score than ragim gives.
         """
         from interpret.glassbox import ExplainableBoostingClassifier
 
