@@ -392,11 +392,18 @@ class ModelParams:
         ------
         ArtifactError
             Naming the file and the field (a schema's disagreeing statistics are listed one a
-            line).
+            line); for a file holding a model's JSON (``ragim generate --json``, :meth:`to_json`),
+            how to save it as a model.
         """
         from ragim.errors import ArtifactError
         from ragim.io import read_artifact
 
+        if _is_model_json(path):
+            raise ArtifactError(
+                f"{path} is a model written as JSON (ragim generate --json), not a saved model "
+                "(a directory): save it with ragim generate --save DIR, or in Python "
+                "ModelParams.from_json(text).save(DIR), and pass DIR"
+            )
         art = read_artifact(path, FORMAT)
         cfile, afile = art.path / "config.json", art.path / "params.npz"
         config = art.read_json("config.json")
@@ -563,6 +570,20 @@ def _short(v: Any) -> str:
 # ---------------------------------------------------------------------- checks of a loaded model
 #: what ``params.npz`` holds, by array: its shape for ``P`` parameters
 _ARRAY_SHAPES = {"vector": lambda P: (P,), "std": lambda P: (P,), "correlation": lambda P: (P, P)}
+
+
+def _is_model_json(path: str | Path) -> bool:
+    """Whether ``path`` is a file (of at most 64 MiB) holding a model's JSON
+    (:meth:`ModelParams.to_json`, ``ragim generate --json``): an object with ``kind`` and
+    ``values``."""
+    try:
+        p = Path(path)
+        if not p.is_file() or p.stat().st_size > 64 * 2**20:
+            return False
+        data = json.loads(p.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "kind" in data and "values" in data
 
 
 def _check_arrays(arrays: Mapping[str, np.ndarray], n: int) -> None:

@@ -222,3 +222,23 @@ def test_a_parameter_file_missing_an_sd_is_refused_not_read_as_exact():
     payload["std"].update(age=0.1, weight=0.4)
     with pytest.raises(ValidationError, match=r"std names parameters not in the schema: \['weight'\]"):
         ModelParams.from_json(json.dumps(payload))
+
+
+def test_loading_a_models_json_file_says_how_to_save_it_as_a_model(tmp_path):
+    """``ragim generate --json > m.json`` writes the model's JSON, but ``ragim explain m.json``
+    (ModelParams.load) said only "is not a ragim artifact: it is a file, not a directory"; it
+    now says the file is a model's JSON and how to save it as one, and that advice works."""
+    X = pd.DataFrame({"age": [40.0, 60.0, 80.0], "smoker": [0, 1, 1]})
+    p = ModelParams.from_dict(
+        "logistic", FeatureSchema.infer(X).fit(X), {"intercept": -1.0, "age": 0.5, "smoker": 0.7}
+    )
+    path = tmp_path / "m.json"
+    path.write_text(p.to_json())
+    with pytest.raises(ArtifactError, match=r"m\.json is a model written as JSON .*--save DIR"):
+        ModelParams.load(path)
+    other = tmp_path / "other.json"
+    other.write_text('{"foo": 1}')
+    with pytest.raises(ArtifactError, match="is not a ragim artifact: it is a file"):
+        ModelParams.load(other)
+    saved = ModelParams.from_json(path.read_text()).save(tmp_path / "m")
+    np.testing.assert_array_equal(ModelParams.load(saved).vector, p.vector)
