@@ -23,6 +23,7 @@ True
 
 from __future__ import annotations
 
+import warnings
 from numbers import Integral, Real
 from typing import Any
 
@@ -34,7 +35,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ragim.errors import ValidationError
+from ragim.errors import DataWarning, ValidationError
 from ragim.models.base import (
     InterpretableModel,
     fit_frame,
@@ -104,6 +105,20 @@ def laplace_covariance(
     if not np.all(np.isfinite(cov)) or np.any(var < -1e-10):
         return None
     return cov
+
+
+def separates(log_odds: np.ndarray, y01: np.ndarray) -> bool:
+    """Whether fitted log-odds (shape (n_rows,)) put every positive row (``y01`` 1) above every
+    negative one: complete separation, where an unpenalised fit has no finite optimum and its
+    coefficients (and Laplace covariance) are wherever the solver stopped. False with one class.
+
+    >>> separates(np.array([-3.0, -1.0, 2.0]), np.array([0.0, 0.0, 1.0]))
+    True
+    >>> separates(np.array([-3.0, 1.0, 2.0]), np.array([0.0, 1.0, 0.0]))
+    False
+    """
+    pos, neg = log_odds[y01 == 1], log_odds[y01 == 0]
+    return bool(pos.size and neg.size and pos.min() > neg.max())
 
 
 class LogisticModel(InterpretableModel, ClassifierMixin, BaseEstimator):
@@ -208,7 +223,18 @@ class LogisticModel(InterpretableModel, ClassifierMixin, BaseEstimator):
                 from sklearn.utils.class_weight import compute_sample_weight
 
                 sw = compute_sample_weight(self.class_weight, y)
-            cov = laplace_covariance(Z, (y == classes[1]).astype(float), coef, b, kw["C"], sw)
+            y01 = (y == classes[1]).astype(float)
+            cov = laplace_covariance(Z, y01, coef, b, kw["C"], sw)
+            if self.penalty is None and separates(Z @ coef + b, y01):
+                warnings.warn(
+                    "the rows separate the classes completely (every positive row has higher "
+                    "log-odds than every negative one), so the unpenalised coefficients run off "
+                    "towards infinity: their values and odds ratios are arbitrary and have no "
+                    "interval (params.std is None); fit with penalty='l2'",
+                    DataWarning,
+                    stacklevel=3,
+                )
+                cov = None
             if cov is not None:
                 std, corr = std_and_correlation(cov)
         meta = fit_metadata(self, y, classes) | {

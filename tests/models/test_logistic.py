@@ -387,3 +387,25 @@ def test_coefficients_intercept_effect_is_the_reference_patients(fitted, task):
             (np.exp(value - 1.959963984540054 * sd), np.exp(value + 1.959963984540054 * sd))
         )
         assert row["odds_ratio"] != pytest.approx(np.exp(row["coef"]))
+
+
+def test_an_unpenalised_fit_that_separates_the_classes_warns_and_gives_no_interval():
+    """penalty=None on rows the age separates completely: the fit stopped at an arbitrary point
+    (OR 4e+107 per SD) with a finite, huge covariance, so the explanation printed "95% CI
+    0-1.01e+304" as an interval, silently. The docs said params.std stays None then; it now
+    does, with a DataWarning saying why."""
+    from ragim.errors import DataWarning
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"age": rng.normal(60, 10, 100), "ward": rng.choice(["a", "b"], 100)})
+    y = (X["age"] > 60).astype(int)
+    with pytest.warns(DataWarning, match="separate the classes completely"):
+        model = LogisticModel(penalty=None).fit(X, y)
+    assert model.to_params().std is None
+    assert model.explain().to_frame()["ci_low"].isna().all()
+    with warnings.catch_warnings():  # one row the other way: not separated, intervals kept
+        warnings.simplefilter("error", DataWarning)
+        y2 = y.copy()
+        y2.iloc[int(np.argmax(X["age"].to_numpy()))] = 0
+        assert LogisticModel(penalty=None).fit(X, y2).to_params().std is not None
+        assert LogisticModel().fit(X, y).to_params().std is not None  # penalised: finite
