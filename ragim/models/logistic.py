@@ -35,7 +35,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ragim.errors import DataWarning, ValidationError
+from ragim.errors import DataWarning, ValidationError, user_stacklevel
 from ragim.models.base import (
     InterpretableModel,
     fit_frame,
@@ -232,7 +232,7 @@ class LogisticModel(InterpretableModel, ClassifierMixin, BaseEstimator):
                     "towards infinity: their values and odds ratios are arbitrary and have no "
                     "interval (params.std is None); fit with penalty='l2'",
                     DataWarning,
-                    stacklevel=3,
+                    stacklevel=user_stacklevel(),
                 )
                 cov = None
             if cov is not None:

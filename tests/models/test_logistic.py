@@ -399,8 +399,9 @@ def test_an_unpenalised_fit_that_separates_the_classes_warns_and_gives_no_interv
     rng = np.random.default_rng(0)
     X = pd.DataFrame({"age": rng.normal(60, 10, 100), "ward": rng.choice(["a", "b"], 100)})
     y = (X["age"] > 60).astype(int)
-    with pytest.warns(DataWarning, match="separate the classes completely"):
+    with pytest.warns(DataWarning, match="separate the classes completely") as caught:
         model = LogisticModel(penalty=None).fit(X, y)
+    assert {w.filename for w in caught if issubclass(w.category, DataWarning)} == {__file__}  # the user's line
     assert model.to_params().std is None
     assert model.explain().to_frame()["ci_low"].isna().all()
     with warnings.catch_warnings():  # one row the other way: not separated, intervals kept
