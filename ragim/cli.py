@@ -1115,6 +1115,8 @@ def explain(
             print_local(expl, top=top)
         else:
             print_global(expl, top=top, missing=show_all)
+            if expl.provenance:  # a generated model: the retrieved tasks that shaped it
+                print_provenance(list(expl.provenance))
         # the coverage, marked as the zero-shot model's when the model was adapted since
         for line in expl.notes:
             if line != expl.adaptation:

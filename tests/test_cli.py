@@ -49,6 +49,10 @@ def test_train_generate_explain(built):
     np.testing.assert_allclose(again.vector, ModelParams.load(built / "p").vector, atol=1e-6)
     expl = json.loads(_ok(["explain", str(built / "p"), "--json", "--png", str(built / "coef.png")]))
     assert expl["kind"] == "logistic" and (built / "coef.png").stat().st_size > 1000
+    # the plain-text explanation of a generated model names the tasks that shaped it, as --json does
+    shown = _ok(["explain", str(built / "p")])
+    assert "Neighbour tasks that shaped the model" in shown
+    assert all(r["task_id"] in shown for r in expl["provenance"])
     text = _ok(["generate", "renal disease in adolescents", "--index", str(built / "idx")])
     assert "Neighbour tasks that shaped the model" in text
     header = next(
