@@ -107,6 +107,11 @@ def laplace_covariance(
     return cov
 
 
+#: log-odds beyond which a fitted probability is within 1e-8 of 0 or 1 (logit(1 - 1e-8)): an
+#: unpenalised fit that puts rows there nearly separates the classes (R's glm warns likewise)
+SURE_LOG_ODDS = 18.420680733952366
+
+
 def separates(log_odds: np.ndarray, y01: np.ndarray) -> bool:
     """Whether fitted log-odds (shape (n_rows,)) put every positive row (``y01`` 1) above every
     negative one: complete separation, where an unpenalised fit has no finite optimum and its
@@ -225,7 +230,9 @@ class LogisticModel(InterpretableModel, ClassifierMixin, BaseEstimator):
                 sw = compute_sample_weight(self.class_weight, y)
             y01 = (y == classes[1]).astype(float)
             cov = laplace_covariance(Z, y01, coef, b, kw["C"], sw)
-            if self.penalty is None and separates(Z @ coef + b, y01):
+            log_odds = Z @ coef + b
+            n_sure = int(np.sum(np.abs(log_odds) > SURE_LOG_ODDS))
+            if self.penalty is None and separates(log_odds, y01):
                 warnings.warn(
                     "the rows separate the classes completely (every positive row has higher "
                     "log-odds than every negative one), so the unpenalised coefficients run off "
@@ -235,6 +242,15 @@ class LogisticModel(InterpretableModel, ClassifierMixin, BaseEstimator):
                     stacklevel=user_stacklevel(),
                 )
                 cov = None
+            elif self.penalty is None and n_sure:  # as R's glm warns: probabilities 0 or 1
+                warnings.warn(
+                    f"the unpenalised fit gives {n_sure} of {len(y01)} row(s) a probability "
+                    "within 1e-8 of 0 or 1: the rows nearly separate the classes (quasi-complete "
+                    "separation), so some coefficients run off towards infinity and their odds "
+                    "ratios and intervals say little; fit with penalty='l2'",
+                    DataWarning,
+                    stacklevel=user_stacklevel(),
+                )
             if cov is not None:
                 std, corr = std_and_correlation(cov)
         meta = fit_metadata(self, y, classes) | {

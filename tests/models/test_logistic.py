@@ -410,3 +410,22 @@ def test_an_unpenalised_fit_that_separates_the_classes_warns_and_gives_no_interv
         y2.iloc[int(np.argmax(X["age"].to_numpy()))] = 0
         assert LogisticModel(penalty=None).fit(X, y2).to_params().std is not None
         assert LogisticModel().fit(X, y).to_params().std is not None  # penalised: finite
+
+
+def test_an_unpenalised_fit_that_nearly_separates_the_classes_warns_as_r_does():
+    """Quasi-complete separation: no row with the flag has the event, the rest overlap. The
+    flag's coefficient runs off (SD in the hundreds) while the fit looked ordinary; R's glm
+    warns that fitted probabilities are numerically 0 or 1, and so does ragim now."""
+    from ragim.errors import DataWarning
+
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame({"age": rng.normal(60, 10, 300), "flag": (rng.random(300) < 0.15).astype(int)})
+    y = (rng.random(300) < 1 / (1 + np.exp(-(X["age"] - 60) / 10))).astype(int)
+    y[X["flag"] == 1] = 0
+    with pytest.warns(DataWarning, match=r"row\(s\) a probability within 1e-8 of 0 or 1.*quasi-complete") as caught:
+        params = LogisticModel(penalty=None).fit(X, y).to_params()
+    assert {w.filename for w in caught if issubclass(w.category, DataWarning)} == {__file__}
+    assert params.std is not None and params.std[params.names.index("flag")] > 20
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        LogisticModel().fit(X, y)  # penalised: finite, no warning
