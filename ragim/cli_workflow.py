@@ -498,13 +498,16 @@ def export(
     frame = coefficients_frame(params)
     if csv is not None:
         save_coefficients_csv(params, csv)
-    if as_json:
+    if as_json:  # the coefficients themselves, as the CSV holds them (NaN: null)
+        import json
+
         echo_json(
             {
                 "path": None if csv is None else str(csv),
                 "kind": params.kind,
                 "n_terms": len(frame),
                 "columns": list(frame.columns),
+                "coefficients": json.loads(frame.to_json(orient="records", double_precision=15)),
             }
         )
         return

@@ -597,6 +597,11 @@ def test_export_csv_holds_every_parameter_with_its_interval(root, tmp_path):
     p = ModelParams.load(d / "m1")
     c = pd.read_csv(tmp_path / "c.csv", keep_default_na=False, na_values=[""])
     assert out["n_terms"] == len(p) and list(c["term"]) == p.names
+    # --json holds the coefficients too (it held only the path and the column names)
+    rows = _json("export", d / "m1")["coefficients"]
+    assert [r["term"] for r in rows] == p.names
+    np.testing.assert_allclose([r["model_coef"] for r in rows], p.vector, rtol=1e-12)
+    assert [r["ci_low"] is None for r in rows] == list(c["ci_low"].isna())
     np.testing.assert_allclose(c["model_coef"], p.vector, rtol=1e-5)  # rebuilds the model
     np.testing.assert_allclose(c["model_std"], p.std, rtol=1e-5)
     # coef and its interval are the effect the odds ratios describe: the parameter itself,
