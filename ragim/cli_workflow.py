@@ -485,7 +485,8 @@ def export(
     quiet: Quiet = False,
     as_json: AsJson = False,
 ):
-    """Export a model's coefficients (with 95% intervals and odds ratios) as CSV.
+    """Export a model's coefficients (with 95% intervals and odds ratios) as CSV (with --json:
+    the same rows as JSON records, under "coefficients").
 
     In Python, ragim.export.to_sklearn_pipeline(params) gives a scikit-learn Pipeline that
     predicts as ragim does (loading it needs ragim), and a GAM's .to_interpret() an
