@@ -605,6 +605,7 @@ def exclude_tasks(tasks, exclusions: dict[str, list[str]]) -> Exclusion:
                 f"--exclude {key}=...: no task has the metadata key {key!r}; the tasks have "
                 f"{tasks.metadata_keys()[:15]} (and task_id)"
             )
+        tasks.group_codes(key)  # warns of codes spelt two ways ('01' and '1', 'North' and 'north')
         codes = {canonical_level(v) for v in known}
         unknown = [v for v in values if canonical_level(v) not in codes]
         if unknown:

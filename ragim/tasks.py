@@ -417,6 +417,27 @@ class _LazySource:
         return self._make(i)
 
 
+def _warn_codes_differing_in_case(by: str, codes: Sequence[str | None]) -> None:
+    """One :class:`DataWarning` when group codes differ only in letter case or spacing
+    (sites ``North`` and ``north``): they are read as two groups, so holding out (or
+    excluding) one leaves the other's tasks in, though they are probably one site."""
+    spellings: dict[str, set[str]] = {}
+    for code in codes:
+        if code is not None:
+            spellings.setdefault(" ".join(code.casefold().split()), set()).add(code)
+    split = [sorted(s) for s in spellings.values() if len(s) > 1]
+    if split:
+        shown = "; ".join(" and ".join(map(repr, s)) for s in split[:3])
+        warnings.warn(
+            f"metadata {by!r} holds codes that differ only in letter case or spacing ({shown}): "
+            "ragim reads them as different groups, so holding out or excluding one (--exclude, "
+            "a held-out site, leave-group-out) leaves the other's tasks in; if they are one "
+            "group, write them the same way",
+            DataWarning,
+            stacklevel=user_stacklevel(),
+        )
+
+
 class TaskCollection:
     """Many tasks over one feature schema; possibly lazy.
 
@@ -578,7 +599,9 @@ class TaskCollection:
         Spellings of one code (``1``, ``"1"``, ``"01"``) are one group. Where the metadata spell
         one code in more than one way as text (sites ``"01"`` and ``"1"``), this warns
         (:class:`~ragim.errors.DataWarning`) naming them: they may be two sites that
-        only a leading zero tells apart.
+        only a leading zero tells apart. Text codes that differ only in letter case or spacing
+        (``"North"`` and ``"north"``) stay two groups, and this warns naming them too: a
+        held-out site would leave the other spelling's tasks in the index.
 
         Examples
         --------
@@ -607,6 +630,7 @@ class TaskCollection:
                 DataWarning,
                 stacklevel=user_stacklevel(),
             )
+        _warn_codes_differing_in_case(by, codes)
         return codes
 
     def groups(self, by: str) -> dict[Any, TaskCollection]:

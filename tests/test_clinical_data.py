@@ -151,6 +151,23 @@ def test_one_site_code_written_two_ways_is_one_group_and_says_so():
         assert _sites_spelled([2, 2.0, "3", "3"]).group_codes("site") == ["2", "2", "3", "3"]
 
 
+def test_site_codes_differing_only_in_case_are_named_where_a_site_is_held_out():
+    # 'North' and 'north' are two groups (text compares as written): holding out one silently
+    # left the other's tasks in the index (--exclude site=north, leave-group-out)
+    from ragim.cli_common import exclude_tasks
+
+    tc = _sites_spelled(["North", "north", "north", "south", " South ", "east"])
+    pattern = r"'site' holds codes that differ only in letter case.*\('North' and 'north'; "
+    with pytest.warns(DataWarning, match=pattern + r"'South' and 'south'\)"):
+        train, test = tc.group_split("site", ["north"])
+    assert test.ids == tc.ids[1:3]  # still two groups: the warning names them, nothing merges
+    with pytest.warns(DataWarning, match=pattern):
+        assert exclude_tasks(tc, {"site": ["north"]}).n_excluded == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _sites_spelled(["North", "North", "south", "east"]).group_codes("site")
+
+
 def test_leave_group_out_compares_site_codes_as_group_split_does():
     from ragim import evaluate
 
