@@ -89,7 +89,7 @@ from scipy.special import expit
 
 from ragim.canonical import canonical_level
 from ragim.checks import check_int, check_names
-from ragim.errors import RagimError, ValidationError, user_stacklevel
+from ragim.errors import DataWarning, RagimError, ValidationError, user_stacklevel
 from ragim.metrics import (
     DEFAULT_SIZE_EDGES,
     METRICS,
@@ -796,6 +796,16 @@ def _folds(
     else:
         group = group_key(tasks, group)
         codes = tasks.group_codes(group)  # "01", 1 and 1.0 are one site, as in group_split
+        blank = [tasks.ids[i] for i, c in enumerate(codes) if c is None]
+        if blank:  # a blank site in descriptions.csv: such a task is in every fold's index
+            warnings.warn(
+                f"{len(blank)} task(s) have no {group!r} ({', '.join(blank[:3])}"
+                f"{', ...' if len(blank) > 3 else ''}): leave-group-out never holds them out, "
+                f"so they stay in the index of every fold, their own {group}'s included; give "
+                f"them their {group}",
+                DataWarning,
+                stacklevel=user_stacklevel(),
+            )
         if groups is None:
             held = list(dict.fromkeys(c for c in codes if c is not None))
         else:

@@ -350,7 +350,8 @@ def check_patient_id_rows(metadata: Mapping[str, Any], n_rows: int, where: str) 
 
 def canonical_metadata(metadata: Any, *, where: str = "task") -> dict[str, Any]:
     """Task metadata with canonical values: text in NFC, ``patient_ids`` as a list of canonical
-    id strings (:func:`~ragim.canonical.canonical_id`).
+    id strings (:func:`~ragim.canonical.canonical_id`), a missing value (NaN, ``pd.NA``: a
+    blank cell of ``descriptions.csv``) as None.
 
     Raises
     ------
@@ -381,6 +382,8 @@ def canonical_metadata(metadata: Any, *, where: str = "task") -> dict[str, Any]:
                 )
         elif isinstance(v, str):
             v = canonical_text(v)
+        elif is_missing(v):  # a blank cell of descriptions.csv (NaN) is a missing value
+            v = None
         out[canonical_text(k) if isinstance(k, str) else k] = v
     return out
 

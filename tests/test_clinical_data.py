@@ -168,6 +168,29 @@ def test_site_codes_differing_only_in_case_are_named_where_a_site_is_held_out():
         _sites_spelled(["North", "North", "south", "east"]).group_codes("site")
 
 
+def test_a_blank_metadata_cell_is_missing_and_the_index_saves(tmp_path):
+    # a blank site in descriptions.csv was NaN in the metadata: saving the index failed with
+    # "a record is not JSON-safe", and leave-group-out kept the task in every fold unsaid
+    from ragim import evaluate
+
+    rng = np.random.default_rng(0)
+    tables = {t: pd.DataFrame({"patient_id": [f"{t}-{i}" for i in range(60)],
+                               "age": rng.normal(60, 10, 60), "y": np.arange(60) % 2})
+              for t in "abcdef"}
+    root = write_folder(tmp_path / "f", tables, descriptions={
+        "task_id": list(tables), "description": [f"Predict sepsis at clinic {t}" for t in tables],
+        "site": ["north", "", "south", "south", "east", "east"]})
+    tc = load_task_folder(root)
+    assert tc["b"].metadata["site"] is None
+    index = TaskIndex.build(tc, embedder="hashing")
+    index.save(tmp_path / "idx")
+    assert TaskIndex.load(tmp_path / "idx").records[1]["metadata"]["site"] is None
+    with pytest.warns(DataWarning, match=r"1 task\(s\) have no 'site' \(b\): leave-group-out"):
+        df = evaluate.zero_shot(tc, protocol="leave-group-out", group="site", methods=["pooled"],
+                                embedder="hashing", progress=False)
+    assert set(df["task_id"]) == {"a", "c", "d", "e", "f"}
+
+
 def test_leave_group_out_compares_site_codes_as_group_split_does():
     from ragim import evaluate
 
