@@ -556,7 +556,7 @@ def read_table(
             _check_header(path, names, where)
             _check_na_columns(path, na, names, where)
             # DECIMAL and REAL (float32) columns read as the same table written as CSV
-            df = widen_floats(_decimals_as_numbers(pd.read_parquet(path), keep))
+            df = widen_floats(_decimals_as_numbers(_read_parquet(path), keep))
             if all_text:
                 return df.astype(object).where(df.notna(), None)
             df = _mark_missing_text(df, keep)  # as a CSV file's "NA", "null", ...
@@ -651,9 +651,21 @@ def read_table(
     return df
 
 
+def _read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """A Parquet file as pandas reads it, with a named index back among the columns: a table
+    saved after ``set_index("patient_id")`` holds its ids as a column of the file's schema,
+    which ``pd.read_parquet`` would make the index, and ragim would not see."""
+    df = pd.read_parquet(path, columns=columns)
+    if any(n is not None for n in df.index.names):
+        df = df.reset_index()
+        if columns is not None:
+            df = df[[c for c in df.columns if c in columns]]
+    return df
+
+
 def _raw_parquet(path: Path, columns: list[str]) -> pd.DataFrame:
     """The ``columns`` (canonical names) of a Parquet file as stored."""
-    raw = pd.read_parquet(path)
+    raw = _read_parquet(path)
     return raw.set_axis([canonical_text(str(c)) for c in raw.columns], axis=1)[columns]
 
 
@@ -740,7 +752,7 @@ def exponent_codes(
         ]
         if not texts:  # numbers stored as numbers hold no text to quote: no second read
             return {}
-        text = pd.read_parquet(path, columns=texts)
+        text = _read_parquet(path, columns=texts)
         text.columns = [canonical_text(str(c)) for c in text.columns]
         text = text.apply(lambda s: s.map(lambda v: v if isinstance(v, str) else ""))
     else:

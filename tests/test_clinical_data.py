@@ -1347,6 +1347,22 @@ def test_float_patient_ids_match_across_parquet_and_csv(tmp_path):
     assert canonical_ids(["007.0", "8.0"]) == ["007.0", "8.0"]
 
 
+def test_parquet_ids_saved_as_the_index_are_read(tmp_path):
+    """A table saved after set_index('patient_id') holds its ids as a column of the Parquet
+    schema; pd.read_parquet made them the index, so the file was said to lack them and shared
+    patients went unseen (leave-task-out then scores a target on its own patients)."""
+    from ragim.rows import read_rows
+
+    whole = _site().assign(patient_id=[f"P{i}" for i in range(40)])
+    tasks = _read_folder(tmp_path, {"all": whole.set_index("patient_id"), "half": whole.iloc[:20]},
+                         parquet=("all",))
+    assert tasks["all"].metadata["patient_ids"][:2] == ["P0", "P1"]
+    assert list(tasks["all"].X.columns) == list(tasks["half"].X.columns)
+    assert tasks.overlapping("half") == ["all"]
+    rows = read_rows(tmp_path / "data" / "all.parquet", outcome="y")
+    assert rows.ids.tolist()[:2] == ["P0", "P1"] and list(rows.X.columns) == ["age"]
+
+
 def test_float32_category_codes_are_the_codes_written(tmp_path):
     """A Parquet REAL (float32) stage 1.1 is level '1.1', as in the same table written as CSV."""
     from ragim.canonical import canonical_levels
