@@ -41,7 +41,7 @@ from scipy.optimize import brentq
 from scipy.special import expit, logit
 
 from ragim.checks import check_aligned_labels, check_float_array, check_int, check_number
-from ragim.errors import IntervalWarning, ValidationError, user_stacklevel
+from ragim.errors import DataWarning, IntervalWarning, ValidationError, user_stacklevel
 from ragim.metrics import EPS, check_predictions, expected_calibration_error, task_metrics
 from ragim.params import ModelParams
 
@@ -341,7 +341,8 @@ def score_predictions(
         each metric's ``ci_warning`` marks its CI as not valid.
     DataWarning
         With ``X``, when many rows are exact copies of another
-        (:func:`ragim.rows.warn_repeated_rows`).
+        (:func:`ragim.rows.warn_repeated_rows`); and when every patient has one outcome,
+        naming the metrics left without a value.
     """
     check_aligned_labels(X, y_true)
     n_bins = check_int(n_bins, "n_bins", ge=1)
@@ -357,6 +358,14 @@ def score_predictions(
     level = check_number(level, "level", gt=0, lt=1)
     point = _all_scores(y, p, n_bins)  # validates y and p
     both = 0 < y.sum() < y.size
+    if not both:  # blank cells of `ragim score`, said
+        warnings.warn(
+            f"all {y.size} patients have outcome {int(y[0])}: AUROC and the calibration slope "
+            "and intercept need patients of both outcomes, so they have no value; if this "
+            "site has both, check the outcome column (and its pos_label)",
+            DataWarning,
+            stacklevel=user_stacklevel(),
+        )
     rng = np.random.default_rng(seed)
     draws: dict[str, list] = {k: [] for k in SCORES}
     chunk = max(1, 2_000_000 // max(y.size, 1))

@@ -3,12 +3,15 @@ and reading patient rows from CSV."""
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
 from scipy.special import expit, logit
 
-from ragim.errors import IntervalWarning, ValidationError
+from ragim.errors import DataWarning, IntervalWarning, ValidationError
 from ragim.estimator import recalibrate
 from ragim.params import ModelParams, design_matrix
 from ragim.rows import read_rows
@@ -390,3 +393,17 @@ def test_calibration_slope_intercept_checks_its_inputs_as_the_metrics_do(y, p, m
         calibration_slope_intercept(y, p)
     with pytest.raises(ValidationError, match=message):  # before: 1.5 counted in the last bin
         bin_statistics(y, p)
+
+
+def test_rows_of_one_outcome_say_why_auroc_and_calibration_are_blank():
+    # every patient with y = 0 (a wrong outcome column): AUROC, slope and intercept were blank
+    # cells of `ragim score` with no word of why
+    y, p = _sample(200, seed=2)
+    with pytest.warns(DataWarning, match=r"^all 200 patients have outcome 0: AUROC and the "
+                                         r"calibration slope and intercept need"):
+        s = score_predictions(np.zeros(200, int), p, n_boot=50, seed=0)
+    assert math.isnan(s["metrics"]["auroc"]["value"])
+    assert not math.isnan(s["metrics"]["log_loss"]["value"])
+    with warnings.catch_warnings():  # both outcomes: not said
+        warnings.simplefilter("error", DataWarning)
+        score_predictions(y, p, n_boot=0)
