@@ -89,7 +89,7 @@ from scipy.special import expit
 
 from ragim.canonical import canonical_level
 from ragim.checks import check_int, check_names
-from ragim.errors import DataWarning, RagimError, ValidationError, user_stacklevel
+from ragim.errors import DataWarning, RagimError, ValidationError, name_some, user_stacklevel
 from ragim.metrics import (
     DEFAULT_SIZE_EDGES,
     METRICS,
@@ -868,7 +868,8 @@ def evaluate(
     test rows stay the same. ``targets``: the ids of the tasks to score (default: every
     task, or ``max_targets`` of them); the folds are made over them. ``k_within_pool``: skip
     a target's k values larger than its support pool (by default such a k is scored on the
-    whole pool, with ``n_support`` < k). ``random_draws``: every draw is a simple random
+    whole pool, with ``n_support`` < k, and one note per such k, warned, names those
+    targets). ``random_draws``: every draw is a simple random
     sample of the pool (:func:`draw_order` with ``both_classes=False``), so a small draw may
     hold one class, as a
     ward's k random patients may; by default every draw starts with one row of each class,
@@ -1015,6 +1016,7 @@ def evaluate(
                 f"{name}: no target has known "
                 f"{'true' if name == 'true-model' else 'oracle'} parameters; method skipped"
             )
+    notes.extend(_short_pools(rows, k_shots))
     bad = [r for r in rows if r["status"] != "ok"]
     for name in dict.fromkeys(r["method"] for r in bad):
         mine = [r for r in bad if r["method"] == name]
@@ -1031,6 +1033,26 @@ def evaluate(
             preds, columns=["task_id", "method", "k_shot", "draw", "row", "y", "p"]
         )
     return df
+
+
+def _short_pools(rows: list[dict], k_shots: list[int]) -> list[str]:
+    """One note per k whose few-shot rows include targets with fewer than k rows in their
+    support pool: their methods got the whole pool, yet the summary reports them as k."""
+    out = []
+    for k in (k for k in k_shots if k > 0):
+        at_k = [r for r in rows if r["k_shot"] == k and METHODS[r["method"]].shots != "zero"]
+        short = {r["task_id"]: r["n_support"] for r in at_k if r["n_support"] < k}
+        if short:
+            got = sorted(set(short.values()))
+            span = str(got[0]) if len(got) == 1 else f"{got[0]} to {got[-1]}"
+            n_all = len({r["task_id"] for r in at_k})
+            out.append(
+                f"k={k}: {len(short)} of {n_all} target(s) have fewer than {k} rows in their "
+                f"support pool (half of a task's rows), so their few-shot methods were given "
+                f"{span} rows ({name_some(sorted(short))}); the k={k} scores mix these in "
+                "(k_within_pool=True leaves such targets out)"
+            )
+    return out
 
 
 def _scored_methods(

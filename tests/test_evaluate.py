@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -396,3 +397,22 @@ def test_a_method_returning_values_outside_0_1_fails_on_that_target(family):
     assert bad["status"].str.startswith("returned values outside [0, 1] (from -3 to 3)").all()
     ok = df[df["method"] == "rounded"]
     assert (ok["status"] == "ok").all() and ok["log_loss"].notna().all()
+
+
+def test_a_k_larger_than_a_targets_support_pool_is_said():
+    # a 12-row target has a 6-row support pool: at k=8 its few-shot methods got 6 rows, yet the
+    # summary's "k=8" row mixed it in without a word
+    tasks = datasets.synthetic_family(n_tasks=10, n_features=3, seed=1, n_rows=40)
+    t = tasks[0]
+    small = Task("small", t.description, t.X.iloc[:12], t.y[:12], t.metadata, t.true_params)
+    coll = TaskCollection([small, *list(tasks)[1:]], schema=tasks.schema, name="synthetic")
+    kw = dict(methods=["per-task-k"], targets=["small", coll.ids[1]], folds=2,
+              embedder="hashing", progress=False)
+    with pytest.warns(UserWarning, match=r"^k=8: 1 of 2 target\(s\) have fewer than 8 rows in "
+                                         r"their support pool .* given 6 rows \(small\)"):
+        df = evaluate.few_shot(coll, k_shots=(4, 8), **kw)
+    assert df[(df.task_id == "small") & (df.k_shot == 8)]["n_support"].item() == 6
+    assert not any(n.startswith("k=4:") for n in df.attrs["notes"])  # 4 rows fit: not said
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        evaluate.few_shot(coll, k_shots=(8,), k_within_pool=True, **kw)
