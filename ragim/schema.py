@@ -545,7 +545,38 @@ class FeatureSchema:
             where="the rows the schema is fitted on (levels not declared in the schema)",
             known="a level declared in the schema",
         )
+        self._warn_labels_of_no_level()
         return self
+
+    def _warn_labels_of_no_level(self) -> None:
+        """One :class:`DataWarning` when ``levels`` (``schema.json``) label values that are no
+        level of a fitted categorical feature: none of them is (``female``/``male`` where the
+        files write ``F``/``M``), or one is a level but for letter case (``ICU`` where they
+        write ``icu``). Those labels are never shown, and the levels they were meant for
+        appear as written. A label of a rare level the rows lack is not said."""
+        unused = []
+        for f in self.features:
+            cats = self.categories_.get(f.name, [])
+            if f.type != "categorical" or not (stray := [k for k in f.levels if k not in cats]):
+                continue
+            hint = [c for k in stray for c in cats if c.casefold() == k.casefold()]
+            if not hint and len(stray) < len(f.levels):
+                continue  # a rare level these rows lack, not labels of another coding
+            unused.append(
+                f"{f.name!r} {stray[:5]} (its levels: {name_some(cats, 8)}"
+                + (f"; did you mean {hint[:3]}?" if hint else "")
+                + ")"
+            )
+        if unused:
+            import warnings
+
+            warnings.warn(
+                "level labels (schema.json 'levels') name values that are no level of the "
+                f"rows fitted on: {'; '.join(unused)}; those labels are never shown and the "
+                "levels appear as written: key each label by the value as the files write it",
+                DataWarning,
+                stacklevel=user_stacklevel(),
+            )
 
     def not_estimable(self, column: DesignColumn) -> str:
         """Why a design column's coefficient cannot be estimated from the rows the schema was

@@ -158,3 +158,27 @@ def test_heart_disease_ships_uci_labels():
         values = {"0", "1"} if f.type == "binary" else set(f.categories)
         assert set(f.levels) <= values, f.name
     assert heart_disease().schema == schema
+
+
+def test_labels_of_values_the_rows_never_hold_are_said():
+    # schema.json labelled 'female'/'male' where the files write F/M, and 'ICU' where they write
+    # 'icu': the labels were silently never shown
+    import warnings
+
+    from ragim.errors import DataWarning
+
+    X = pd.DataFrame({"sex": ["F", "M", "F"], "ward": ["icu", "ed", "ward"]})
+    schema = FeatureSchema([
+        Feature("sex", "categorical", levels={"female": "Female", "male": "Male"}),
+        Feature("ward", "categorical", levels={"ICU": "intensive care", "ed": "emergency"}),
+    ])
+    with pytest.warns(DataWarning, match=r"name values that are no level of the rows fitted on: "
+                                         r"'sex' \['female', 'male'\] \(its levels: F, M\); "
+                                         r"'ward' \['ICU'\] .*did you mean \['icu'\]"):
+        schema.fit(X)
+    # a label for a rare level these rows lack is not a mistake
+    rare = FeatureSchema([Feature("ward", "categorical",
+                                  levels={"icu": "intensive care", "hdu": "high dependency"})])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        rare.fit(X[["ward"]])
