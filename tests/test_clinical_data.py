@@ -1563,3 +1563,25 @@ def test_binary_features_that_repeat_by_nature_do_not_warn():
     Xc = pd.concat([X.iloc[:10].assign(age=rng.normal(60, 9, 10), sbp=rng.normal(135, 15, 10))] * 5)
     with pytest.warns(DataWarning, match="40 of 50 rows repeat"):
         warn_repeated_rows(Xc, np.tile(y[:10], 5))
+
+
+def test_a_two_value_column_coded_two_ways_is_said(tmp_path):
+    # sex 0/1 in three hospitals' files, 1/2 (SPSS style) in the fourth: loaded without a word,
+    # though '1' may mean male in some files and female in another
+    rng = np.random.default_rng(0)
+
+    def site(codes, n=40):
+        return pd.DataFrame({"age": rng.normal(60, 10, n), "sex": rng.choice(codes, n),
+                             "ward": rng.choice(["icu", "ed", "ward"], n), "y": [0, 1] * (n // 2)})
+
+    frames = {"a": site([0, 1]), "b": site([0, 1]), "c": site([0, 1]), "d": site([1, 2])}
+    with pytest.warns(DataWarning, match=r"two values in every file, but not the same two: 'sex' "
+                                         r"0/1 in 3 files \(a.csv, b.csv, c.csv\) but 1/2 in d.csv"):
+        load_task_folder(write_folder(tmp_path / "two", frames))
+    # one coding, a subgroup holding one value, a file lacking a rare level: not said
+    frames = {"a": site([0, 1]), "b": site([1]), "c": site([0, 1]).assign(ward="icu"),
+              "d": site([0, 1])}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_task_folder(write_folder(tmp_path / "one", frames))
+    assert not [w for w in caught if "two values in every file" in str(w.message)]

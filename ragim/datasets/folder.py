@@ -50,6 +50,7 @@ from ragim.canonical import (
     canonical_ids,
     canonical_level,
     canonical_text,
+    level_key,
 )
 from ragim.checks import repeated
 from ragim.errors import DataWarning, ValidationError, name_some, user_stacklevel
@@ -289,6 +290,7 @@ def load_task_folder(
     if not tasks:
         raise ValidationError(f"{desc_file} lists no tasks")
     _check_kinds(frames, labels)
+    _warn_two_value_codings(frames, labels)
     if declared is not None:
         schema = declared
         found = [
@@ -475,6 +477,45 @@ def _check_kinds(frames: list[pd.DataFrame], labels: list[str]) -> None:
         drift.append(clause)
     if drift:
         raise ValidationError("column types differ between task files:", drift[:10])
+
+
+def _warn_two_value_codings(frames: list[pd.DataFrame], labels: list[str]) -> None:
+    """One :class:`DataWarning` for columns holding two values in every file, but not the
+    same two (sex ``0``/``1`` in most files, ``1``/``2`` in one): one variable coded two ways,
+    where a shared value (``1``) may mean one thing in some files and the other elsewhere.
+    Files holding one value (a subgroup of one sex) are not counted; a column whose files
+    hold more than two values is not said (a file may lack a rare level)."""
+    clauses = []
+    for c in frames[0].columns:
+        sets: dict[frozenset, list[str]] = {}
+        for X, label in zip(frames, labels, strict=True):
+            try:
+                values = frozenset(canonical_level(v) for v in pd.unique(X[c].dropna()))
+            except ValidationError:  # infinite values: refused by the schema, naming the rows
+                break
+            if len(values) > 2:
+                break
+            if len(values) == 2:
+                sets.setdefault(values, []).append(label)
+        else:
+            if len(sets) > 1 and len(frozenset().union(*sets)) == 3:
+                ways = sorted(sets.items(), key=lambda kv: -len(kv[1]))
+                clauses.append(
+                    f"{c!r} "
+                    + " but ".join(
+                        f"{'/'.join(sorted(v, key=level_key))} in {_files(files)}"
+                        for v, files in ways
+                    )
+                )
+    if clauses:
+        warnings.warn(
+            "columns hold two values in every file, but not the same two: "
+            + "; ".join(clauses[:5])
+            + ": if a column is one variable coded two ways (0/1 and 1/2), a value may mean "
+            "one thing in some files and another elsewhere; recode the files to one coding",
+            DataWarning,
+            stacklevel=user_stacklevel(),
+        )
 
 
 def _files(files: list[str]) -> str:
