@@ -214,6 +214,9 @@ class TrainingRowChecks:
         self._values: dict[str, set[str]] = {c: set() for c in self.types}
         self._varies: set[str] = set()
         self._constant_in: dict[str, int] = dict.fromkeys(self.types, 0)
+        self._all_blank: dict[str, list[str]] = {c: [] for c in self.types}  # task ids
+        self._some_blank: set[str] = set()  # blank in some rows of a task, not all
+        self._recorded: set[str] = set()  # with a value in some task
 
     def observe(self, task: Any) -> None:
         """Take in one fitted task's rows (``task.X``, ``task.y``, ``task.task_id``)."""
@@ -227,6 +230,7 @@ class TrainingRowChecks:
         full = []  # varying columns without blanks: ranked together
         for j, name in enumerate(numeric):
             ok = finite[:, j]
+            self._blanks(name, task.task_id, int(ok.sum()), ok.size)
             v = M[ok, j]
             if self.types[name] == "continuous" and v.size:
                 self._summarise(name, task.task_id, np.sort(v))
@@ -244,6 +248,7 @@ class TrainingRowChecks:
                 continue
             raw = task.X[cols[name]].to_numpy(dtype=object)
             codes = pd.Series([None if pd.isna(v) else canonical_level(v) for v in raw])
+            self._blanks(name, task.task_id, int(codes.notna().sum()), codes.size)
             seen = set(codes.dropna())
             if len(seen) > 1:
                 levels = codes.fillna("")
@@ -251,6 +256,25 @@ class TrainingRowChecks:
                 self._varied(name, score, y)
             else:
                 self._constant(name, seen, int(codes.notna().sum()))
+
+    def _blanks(self, name: str, task_id: str, n_obs: int, n: int) -> None:
+        """Count how a task leaves a column blank: in every row, in some, or in none."""
+        if n_obs == 0 and n:
+            self._all_blank[name].append(task_id)
+        elif n_obs < n:
+            self._some_blank.add(name)
+        if n_obs:
+            self._recorded.add(name)
+
+    def blank_in_whole_tasks(self) -> dict[str, list[str]]:
+        """The columns blank in every row of some tasks and in no row of the others (a lab a
+        site never records), with those tasks: their missing-value term is constant within
+        every task, so it can only learn the difference between those tasks and the rest."""
+        return {
+            c: ids
+            for c, ids in self._all_blank.items()
+            if ids and c in self._recorded and c not in self._some_blank
+        }
 
     def _varied(self, names: str | list[str], score: np.ndarray, y: np.ndarray) -> None:
         """Columns that vary in a task, with their scores (one column, or one per name): counted
@@ -396,6 +420,20 @@ class TrainingRowChecks:
             ),
         ]
         out.extend(f"column(s) {cols} {text}" for cols, text in kinds if cols)
+        blank = self.blank_in_whole_tasks()
+        if blank:
+            shown = "; ".join(
+                f"{c!r} in {name_some(ids)} ({len(ids)} of {self.n_tasks} tasks)"
+                for c, ids in blank.items()
+            )
+            out.append(
+                f"column(s) blank in every row of some tasks and never blank in the others: "
+                f"{shown}. Their missing-value term varies only between tasks, so a model pooled "
+                "over them learns the difference between those tasks and the rest (site, case "
+                "mix) as the effect of a blank value, and gives it to every new patient whose "
+                "value is blank. Fill the values in if they exist, or leave the column out of "
+                "every file"
+            )
         return out
 
 

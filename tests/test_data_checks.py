@@ -23,6 +23,7 @@ NEW_KINDS = (  # the training-row checks, and the level and scale checks of load
     "share a description",
     "invisible characters",
     "median 0",
+    "blank in every row of some tasks",
 )
 
 
@@ -177,6 +178,26 @@ def test_a_site_level_column_is_named_as_varying_only_between_tasks():
 
     _, msgs = _build_warnings(_tasks(blank_or_one))
     assert not _kind(msgs, "never vary within a task")
+
+
+def test_a_column_one_site_never_records_is_named():
+    # lactate blank in every row of one hospital's file, recorded in every row elsewhere: its
+    # missing-value term learns that hospital's difference from the rest, at build unsaid
+    def unrecorded(site, X, y):
+        return X.assign(lactate=np.nan) if site in ("north", "east") else X
+
+    _, msgs = _build_warnings(_tasks(unrecorded))
+    (msg,) = _kind(msgs, "blank in every row of some tasks")
+    assert msg.startswith("column(s) blank in every row of some tasks and never blank in the "
+                          "others: 'lactate' in north, east (2 of 6 tasks)")
+
+    def sometimes(site, X, y):  # blank in some rows of a task too: a patient-level term
+        X = X.copy()
+        X.loc[X.index[:10], "lactate"] = np.nan
+        return X.assign(lactate=np.nan) if site == "north" else X
+
+    _, msgs = _build_warnings(_tasks(sometimes))
+    assert not _kind(msgs, "blank in every row of some tasks")
 
 
 def test_checks_keep_a_few_numbers_per_task_not_the_rows():
