@@ -1051,6 +1051,24 @@ def warn_repeated_rows(
     return count
 
 
+def case_only_names(wanted: list[str], found: list[str]) -> str:
+    """A clause naming the columns of ``found`` that match one of ``wanted`` but for letter case
+    (``Age`` for ``age``), or ``""``: column names are matched as written.
+
+    >>> case_only_names(["age", "sex"], ["Age", "SEX", "bmi"])
+    "'Age' and 'age', 'SEX' and 'sex' differ only in letter case (column names match as written)"
+    """
+    folded = {w.casefold(): w for w in wanted}
+    pairs = [(f, folded[f.casefold()]) for f in found if f.casefold() in folded]
+    if not pairs:
+        return ""
+    return (
+        ", ".join(f"{f!r} and {w!r}" for f, w in pairs[:4])
+        + (", ..." if len(pairs) > 4 else "")
+        + " differ only in letter case (column names match as written)"
+    )
+
+
 def _match_schema(X: pd.DataFrame, schema: FeatureSchema, path: Path, where: str) -> pd.DataFrame:
     cols = list(X.columns)
     missing = [n for n in schema.names if n not in cols]
@@ -1068,6 +1086,8 @@ def _match_schema(X: pd.DataFrame, schema: FeatureSchema, path: Path, where: str
                 + "drop the extra columns, or name the outcome and id columns with "
                 "--outcome and --patient-id"
             )
+        if case := case_only_names(missing, extra):
+            parts.append(case)
         raise ValidationError(f"{where} {path} does not match the model: {'; '.join(parts)}; {fix}")
     X = X[schema.names]
     schema.validate_frame(X, where=f"{where} {path}")

@@ -379,6 +379,8 @@ FOLDER_CASES = [
     ("garbage-parquet", lambda r: _folder(r, {"a": b"PAR1garbagePAR1"}, fmt="parquet"), ["cannot read", "a.parquet"]),
     ("drift-column-names", lambda r: _folder(r, {"a": GOOD, "b": GOOD.rename(columns={"lactate": "lac"})}),
      "b.csv does not have the columns of a.csv: it lacks ['lactate']; it adds ['lac']"),
+    ("drift-column-name-case", lambda r: _folder(r, {"a": GOOD, "b": GOOD.rename(columns={"lactate": "Lactate"})}),
+     "it lacks ['lactate']; it adds ['Lactate']; 'Lactate' and 'lactate' differ only in letter case"),
     ("drift-column-type", lambda r: _folder(r, {"a": GOOD, "b": GOOD.assign(lactate=["lo", "hi"] * (N // 2))}),
      "'lactate' is written as words (hi/lo) in b.csv but as numbers in a.csv"),
     ("drift-column-type-many-files",

@@ -172,6 +172,15 @@ def test_read_rows(tmp_path, schema):
     assert read_rows(f, schema=schema, sep=";").X["age"].tolist() == [61.0]
 
 
+def test_read_rows_names_columns_that_differ_only_in_letter_case(tmp_path, schema):
+    # an export with AGE, CP headers was refused as missing every feature, with no hint why
+    f = tmp_path / "r.csv"
+    f.write_text("AGE,CP\n61,typical\n")
+    with pytest.raises(ValidationError, match=r"'AGE' and 'age', 'CP' and 'cp' differ only in "
+                                              r"letter case \(column names match as written\)"):
+        read_rows(f, schema=schema)
+
+
 def test_read_rows_refuses_repeated_patients_and_warns_about_empty_features(tmp_path, schema):
     """The same patient twice would count twice in every figure (and narrow its CI); a feature
     left blank in every row is filled in for everyone, which a user must be told."""

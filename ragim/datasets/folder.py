@@ -55,6 +55,7 @@ from ragim.canonical import (
 from ragim.checks import repeated
 from ragim.errors import DataWarning, ValidationError, name_some, user_stacklevel
 from ragim.rows import (
+    case_only_names,
     exponent_codes,
     missing_code_mask,
     na_value_spec,
@@ -269,6 +270,7 @@ def load_task_folder(
                     for p in (
                         f"it lacks {lacks}" if lacks else "",
                         f"it adds {extra}" if extra else "",
+                        case_only_names(lacks, extra),
                     )
                     if p
                 )
