@@ -351,7 +351,8 @@ def check_patient_id_rows(metadata: Mapping[str, Any], n_rows: int, where: str) 
 def canonical_metadata(metadata: Any, *, where: str = "task") -> dict[str, Any]:
     """Task metadata with canonical values: text in NFC, ``patient_ids`` as a list of canonical
     id strings (:func:`~ragim.canonical.canonical_id`), a missing value (NaN, ``pd.NA``: a
-    blank cell of ``descriptions.csv``) as None.
+    blank cell of ``descriptions.csv``) as None, a NumPy scalar (a value taken from a
+    DataFrame row: ``np.int64(5)``) as the Python number or boolean it holds.
 
     Raises
     ------
@@ -384,6 +385,8 @@ def canonical_metadata(metadata: Any, *, where: str = "task") -> dict[str, Any]:
             v = canonical_text(v)
         elif is_missing(v):  # a blank cell of descriptions.csv (NaN) is a missing value
             v = None
+        elif isinstance(v, np.generic):  # a value taken from a DataFrame: np.int64(5) is 5
+            v = float(str(v)) if isinstance(v, np.floating) and v.itemsize < 8 else v.item()
         out[canonical_text(k) if isinstance(k, str) else k] = v
     return out
 

@@ -199,3 +199,21 @@ def test_binary_outcome_names_two_labels_written_in_different_case():
         binary_outcome(values, pos_label="died")
     with pytest.raises(ValidationError, match=r"holds 3 distinct values \['a', 'b', 'c'\]; a binary outcome has two$"):
         binary_outcome(["a", "b", "c"], pos_label="a")
+
+
+def test_metadata_taken_from_a_dataframe_row_saves(tmp_path):
+    # metadata built from a DataFrame row holds NumPy scalars (np.int64(450) beds): the index
+    # was built, then refused at save as "not JSON-safe ... must hold only ... finite numbers"
+    base = datasets.synthetic_family(n_tasks=4, n_features=2, seed=0, rows=(40, 60))
+    sites = pd.DataFrame({"beds": [450, 120, 300, 80], "teaching": [True, False, True, False]})
+    tasks = TaskCollection([
+        Task(t.task_id, t.description, t.X, t.y,
+             {"beds": sites["beds"].iloc[i], "teaching": sites["teaching"].iloc[i],
+              "rate": np.float32(0.1)})
+        for i, t in enumerate(base)
+    ])
+    assert tasks[0].metadata == {"beds": 450, "teaching": True, "rate": 0.1}
+    assert type(tasks[0].metadata["beds"]) is int
+    TaskIndex.build(tasks, embedder="hashing").save(tmp_path / "idx")
+    meta = TaskIndex.load(tmp_path / "idx").records[0]["metadata"]
+    assert meta == {"beds": 450, "teaching": True, "rate": 0.1}
