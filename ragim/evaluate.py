@@ -1122,6 +1122,9 @@ def _score_target(
 
     seed = _task_seed(task.task_id, fctx.seed)
     pool, test = support_test_split(task.y, seed)
+    if len(test) == 0:  # a data file with a header and no rows: nothing to score
+        fctx.notes.append(f"{task.task_id}: no rows to score (a task of 0 rows); not scored")
+        return [], []
     X_test, y_test = task.X.iloc[test].reset_index(drop=True), task.y[test]
     base = dict(
         fold=fctx,

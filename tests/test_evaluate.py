@@ -416,3 +416,17 @@ def test_a_k_larger_than_a_targets_support_pool_is_said():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         evaluate.few_shot(coll, k_shots=(8,), k_within_pool=True, **kw)
+
+
+def test_a_target_of_zero_rows_is_named_and_not_scored():
+    # a task file with a header and no rows loads (and is skipped at build), but as a target it
+    # crashed evaluation: "zero-size array to reduction operation minimum"
+    tasks = datasets.synthetic_family(n_tasks=10, n_features=3, seed=1, n_rows=40)
+    t = tasks[0]
+    empty = Task("empty", t.description, t.X.iloc[:0], t.y[:0], t.metadata, t.true_params)
+    coll = TaskCollection([empty, *list(tasks)[1:]], schema=tasks.schema, name="synthetic")
+    with pytest.warns(UserWarning, match=r"^empty: no rows to score \(a task of 0 rows\)"):
+        df = evaluate.few_shot(coll, k_shots=(8,), methods=["pooled", "per-task-k"],
+                               targets=["empty", coll.ids[1]], folds=2, embedder="hashing",
+                               progress=False)
+    assert set(df["task_id"]) == {coll.ids[1]}
