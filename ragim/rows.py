@@ -684,8 +684,9 @@ def warn_codes_filling_columns(
     only columns left entirely blank are read again. Returns the columns named."""
     empty = [c for c in df.columns if c not in skip and len(df) > 1 and df[c].isna().all()]
     empty = [c for c in empty if na_codes_for(na, c)]
+    halved = _binary_halved(df, na, skip, read_raw)
     if not empty:
-        return []
+        return halved
     raw = read_raw(empty)
     found = []
     for c in empty:
@@ -701,6 +702,41 @@ def warn_codes_filling_columns(
             f"{'; '.join(found)}: codes that fill a whole column with several values are "
             "usually its values (F/M), not missing values; give na_values by column "
             "(na_values={'column': [...]}) or leave those codes out",
+            DataWarning,
+            stacklevel=user_stacklevel(),
+        )
+    return found + halved
+
+
+def _binary_halved(df: pd.DataFrame, na: NaValues, skip: tuple[str, ...], read_raw) -> list[str]:
+    """One :class:`~ragim.errors.DataWarning` when codes given for every column (a list, not a
+    dict) blanked every cell of one of the two values of a column that held only two (``0``
+    of a 0/1 flag, under ``--na-values 0`` meant for labs never measured): the column is then
+    one value and blanks, its zeros read as missing. Returns the columns named."""
+    if isinstance(na, dict) or not na or len(df) < 2:
+        return []
+    suspects = [
+        c
+        for c in df.columns
+        if c not in skip and df[c].isna().any() and df[c].nunique(dropna=True) == 1
+    ]
+    if not suspects:
+        return []
+    raw = read_raw(suspects)
+    found = []
+    for c in suspects:
+        cells = raw[c].map(lambda v: v.strip() if isinstance(v, str) else v)
+        cells = cells[cells.notna() & ~cells.isin(FILE_MISSING_TEXT)]
+        hit = cells[missing_code_mask(cells, na)]
+        kept = cells[~missing_code_mask(cells, na)]
+        if hit.nunique() == 1 and kept.nunique() == 1:
+            found.append(f"{c!r} (every {hit.iloc[0]!r}, beside {kept.iloc[0]!r})")
+    if found:  # no file or count named: one line for a folder of files alike
+        warnings.warn(
+            "the missing-value codes (na_values) given for every column blank one of the two "
+            f"values of column(s) {'; '.join(found)}, which are then one value and blanks: a "
+            "0/1 column's 0 is a value, not a missing one; give na_values by column "
+            "(na_values={'column': [...]}) for the columns the codes are meant for",
             DataWarning,
             stacklevel=user_stacklevel(),
         )

@@ -1585,3 +1585,30 @@ def test_a_two_value_column_coded_two_ways_is_said(tmp_path):
         warnings.simplefilter("always")
         load_task_folder(write_folder(tmp_path / "one", frames))
     assert not [w for w in caught if "two values in every file" in str(w.message)]
+
+
+def test_a_global_missing_code_that_halves_a_binary_column_is_said(tmp_path):
+    """--na-values 0 (meant for lab values never measured) blanked every 0 of a 0/1 flag too:
+    the flag became 1-or-blank, reported only as 'always 1, never varies'. A code given for
+    every column that blanks one of a column's two values is now said, once for all files."""
+    from ragim.rows import read_rows
+
+    rng = np.random.default_rng(0)
+    frames = {t: pd.DataFrame({"glucose": rng.choice([0, 95, 110, 130, 88], 40),
+                               "diabetic": rng.choice([0, 1], 40), "y": [0, 1] * 20})
+              for t in ("a", "b")}
+    root = write_folder(tmp_path / "f", frames)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_task_folder(root, na_values=[0])
+    said = {str(w.message) for w in caught if "blank one of the two values" in str(w.message)}
+    assert said == {
+        "the missing-value codes (na_values) given for every column blank one of the two values "
+        "of column(s) 'diabetic' (every '0', beside '1'), which are then one value and blanks: a "
+        "0/1 column's 0 is a value, not a missing one; give na_values by column "
+        "(na_values={'column': [...]}) for the columns the codes are meant for"
+    }
+    with warnings.catch_warnings():  # given by column: meant for that column, not said
+        warnings.simplefilter("error", DataWarning)
+        rows = read_rows(root / "data" / "a.csv", outcome="y", na_values={"glucose": [0]})
+    assert rows.X["diabetic"].notna().all()
