@@ -545,7 +545,7 @@ CLI_CASES = [
     ("unknown-bench", ["bench", "nonsense"], "unknown benchmark 'nonsense'"),
     ("bench-n-zero", ["bench", "fit", "--n-tasks", "0"], "--n-tasks must be at least 1, got 0"),
     ("train-zero-epochs", ["train", "attention", "--index", "{d}/idx", "--max-epochs", "0", "--out", "{d}/g"],
-     "max_epochs must be an integer >= 1, got 0"),
+     "--max-epochs must be an integer >= 1, got 0"),
     ("unknown-command", ["nonsense"], "No such command 'nonsense'"),
 ]
 
