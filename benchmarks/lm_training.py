@@ -499,7 +499,14 @@ def main(argv=None):
         hpairs = st.run("heldout-pairs.json", lambda: heldout_pairs(
             sft, index, held, n=args.pair_candidates, temperature=args.temperature),
             save=save_json, load=load_json)
-    rm_acc_heldout = rm.pairwise_accuracy(hpairs) if hpairs else float("nan")
+    rm_pairs = []  # every held-out pair's two scores, for paired comparisons between runs
+    if hpairs:
+        s_w, s_l = rm.pair_scores(hpairs)
+        rm_pairs = [{"task_id": p["task_id"], "chosen_score": float(a), "rejected_score": float(b)}
+                    for p, a, b in zip(hpairs, s_w, s_l, strict=True)]
+    rm_acc_heldout = (float(np.mean([(r["chosen_score"] > r["rejected_score"])
+                                     + 0.5 * (r["chosen_score"] == r["rejected_score"]) for r in rm_pairs]))
+                      if rm_pairs else float("nan"))
     prior_acc_heldout = prior_density_accuracy(sft, index, held, hpairs) if hpairs else float("nan")
     if "dpo" in stages:
         dpo = st.run("dpo", lambda: train_dpo(sft, pairs, beta=0.1, max_steps=args.dpo_steps,
@@ -595,6 +602,7 @@ def main(argv=None):
                                              "rm_val_accuracy": None if rm is None else rm.val_accuracy_,
                                              "prior_density_pairwise_accuracy_heldout": prior_acc_heldout,
                                              "n_heldout_pairs": None if hpairs is None else len(hpairs),
+                                             "rm_heldout_pair_scores": rm_pairs,
                                              "timings": st.timings, "wall_s": wall}, indent=2, default=float))
     return results
 

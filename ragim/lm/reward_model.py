@@ -224,18 +224,31 @@ class RewardModel:
             model.train(was_training)
         return np.asarray(out, dtype=np.float64)
 
-    def pairwise_accuracy(self, pairs) -> float:
-        """Share of pairs whose chosen answer scores above the rejected one (ties count half);
-        the answers are first written in :attr:`answer_format_` when the model has one (as
-        changes from each pair's ``prior`` when :attr:`residual_`)."""
+    def pair_scores(self, pairs) -> tuple[np.ndarray, np.ndarray]:
+        """The scores of every pair's chosen and of its rejected answer, two arrays of shape
+        (n_pairs,); the answers are first written in :attr:`answer_format_` when the model has
+        one (as changes from each pair's ``prior`` when :attr:`residual_`).
+
+        Raises
+        ------
+        ValidationError
+            For no pairs, or pairs that cannot be written in the model's answer format.
+        """
         rows = pair_rows(pairs)
         if self.answer_format_ is not None and rows:
             rows = in_answer_format(rows, self.answer_format_, minus_prior=self.residual_)
         if not rows:
             raise ValidationError("no pairs to evaluate")
         prompts = [r["prompt"] for r in rows]
-        s_w = self.score(prompts, [r["chosen"] for r in rows])
-        s_l = self.score(prompts, [r["rejected"] for r in rows])
+        return (
+            self.score(prompts, [r["chosen"] for r in rows]),
+            self.score(prompts, [r["rejected"] for r in rows]),
+        )
+
+    def pairwise_accuracy(self, pairs) -> float:
+        """Share of pairs whose chosen answer scores above the rejected one (ties count half),
+        from :meth:`pair_scores`."""
+        s_w, s_l = self.pair_scores(pairs)
         return float(np.mean((s_w > s_l) + 0.5 * (s_w == s_l)))
 
     # ------------------------------------------------------------------ persistence

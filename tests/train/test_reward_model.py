@@ -78,6 +78,9 @@ def test_learns_a_planted_preference(trained):
     assert rm.val_accuracy_ > 0.7
     assert rm.pairwise_accuracy(planted_pairs(16, 200, 2)) > 0.7
     assert any("eval_accuracy" in h for h in rm.history_)
+    s_w, s_l = rm.pair_scores(planted_pairs(16, 200, 2))  # what the accuracy counts, pair by pair
+    assert s_w.shape == s_l.shape == (16,)
+    assert rm.pairwise_accuracy(planted_pairs(16, 200, 2)) == np.mean((s_w > s_l) + 0.5 * (s_w == s_l))
 
 
 def test_artifact_round_trip(trained, tmp_path):
