@@ -423,17 +423,26 @@ class _LazySource:
         return self._make(i)
 
 
+def spelled_apart(pairs: Iterable[tuple[str, str]]) -> str:
+    """The keys of ``pairs`` (``(key, spelling)``) written in more than one way, as
+    ``"'01' and '1'; ..."`` (at most three keys); "" when every key has one spelling.
+
+    >>> spelled_apart([("north", "North"), ("north", "north"), ("south", "South")])
+    "'North' and 'north'"
+    """
+    spellings: dict[str, set[str]] = {}
+    for key, spelling in pairs:
+        spellings.setdefault(key, set()).add(spelling)
+    split = [sorted(s) for s in spellings.values() if len(s) > 1]
+    return "; ".join(" and ".join(map(repr, s)) for s in split[:3])
+
+
 def _warn_codes_differing_in_case(by: str, codes: Sequence[str | None]) -> None:
     """One :class:`DataWarning` when group codes differ only in letter case or spacing
     (sites ``North`` and ``north``): they are read as two groups, so holding out (or
     excluding) one leaves the other's tasks in, though they are probably one site."""
-    spellings: dict[str, set[str]] = {}
-    for code in codes:
-        if code is not None:
-            spellings.setdefault(" ".join(code.casefold().split()), set()).add(code)
-    split = [sorted(s) for s in spellings.values() if len(s) > 1]
-    if split:
-        shown = "; ".join(" and ".join(map(repr, s)) for s in split[:3])
+    shown = spelled_apart((" ".join(c.casefold().split()), c) for c in codes if c is not None)
+    if shown:
         warnings.warn(
             f"metadata {by!r} holds codes that differ only in letter case or spacing ({shown}): "
             "ragim reads them as different groups, so holding out or excluding one (--exclude, "
@@ -620,15 +629,12 @@ class TaskCollection:
         """
         values = [m.get(by) for m in self.metadata]
         codes = [canonical_level(v) for v in values]
-        spellings: dict[str, set[str]] = {}
-        for v, code in zip(values, codes, strict=True):
-            if isinstance(v, str):
-                spellings.setdefault(code, set()).add(v)
-            elif code is not None:  # a number has one spelling: its canonical form
-                spellings.setdefault(code, set()).add(code)
-        merged = [sorted(s) for s in spellings.values() if len(s) > 1]
-        if merged:
-            shown = "; ".join(" and ".join(map(repr, s)) for s in merged[:3])
+        shown = spelled_apart(  # a number has one spelling: its canonical form
+            (code, v if isinstance(v, str) else code)
+            for v, code in zip(values, codes, strict=True)
+            if code is not None
+        )
+        if shown:
             warnings.warn(
                 f"metadata {by!r} writes one code in several ways ({shown}): ragim reads them as "
                 "one group, as numbers; if they are different groups, give them values that "
