@@ -936,8 +936,12 @@ def build() -> str:
              "parameter's change from the statistical prior), posterior-mode targets, 300 SFT "
              "steps then 100 GRPO steps, 20 held-out synthetic tasks"),
             ("lm_training_smollm2_residual_synthetic_rm.md",
-             "SmolLM2-135M, the reward model on the residual-answer SFT's preference pairs (the same "
-             "SFT stage, reused), against a reference that needs no LM")]
+             "SmolLM2-135M, the reward model on the residual-answer SFT's preference pairs, reading whole "
+             "models (`--rm-reads model`; the same SFT stage, reused), best-of-8 with it, and a reference "
+             "that needs no LM"),
+            ("lm_training_smollm2_residual_synthetic_rm_change.md",
+             "SmolLM2-135M, the same pairs, the reward model reading each answer as its change from the "
+             "prior in the prompt (`--rm-reads change`: what the residual LM writes), and best-of-8 with it")]
     runs = [(RESULTS / f, title) for f, title in runs if (RESULTS / f).is_file()]
     if runs:
         lines += ["## LM generator training: SFT, DPO, GRPO, best-of-n (issue: reward modelling and RL)", "",

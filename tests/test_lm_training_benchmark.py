@@ -112,3 +112,23 @@ def test_residual_held_out_pairs_keep_the_prior_and_old_run_directories_read_who
         bench.Stages(bench.parse_args(["--run-dir", str(run), "--resume", "--residual", "--statistical-prior"]))
     bench.Stages(bench.parse_args(["--run-dir", str(run), "--resume", "--residual", "--statistical-prior",
                                    "--rm-reads", "model"]))
+
+
+def test_two_reward_models_compare_pair_by_pair_over_tasks(tmp_path):
+    """compare_reward_models reads two lm_training JSONs of the same held-out pairs: the accuracy
+    difference, and best-of-n's paired log-loss difference; runs of other pairs are refused."""
+    cmp = load_benchmark("compare_reward_models")
+    pairs = lambda right: [{"task_id": t, "chosen_score": 1.0 if r else -1.0, "rejected_score": 0.0}  # noqa: E731
+                           for t, r in zip(["a", "a", "b", "c"], right, strict=True)]
+    per = lambda losses: {"SFT + best-of-8 (reward model)": [{"log_loss": v} for v in losses]}  # noqa: E731
+    first, second, other = tmp_path / "1.json", tmp_path / "2.json", tmp_path / "3.json"
+    first.write_text(json.dumps({"rm_heldout_pair_scores": pairs([1, 1, 1, 0]), "per_task": per([0.5, 0.6])}))
+    second.write_text(json.dumps({"rm_heldout_pair_scores": pairs([0, 1, 0, 0]), "per_task": per([0.6, 0.6])}))
+    out = cmp.main([str(first), str(second), "--boot", "200"])
+    assert out["accuracy_first"] == 0.75 and out["accuracy_second"] == 0.25 and out["n_tasks"] == 3
+    assert out["accuracy_difference"] == 0.5 and out["accuracy_difference_ci"][1] <= 1.0
+    best = out["SFT + best-of-8 (reward model)"]
+    assert best["log_loss_difference"] == pytest.approx(-0.05) and best["first_lower"] == 1
+    other.write_text(json.dumps({"rm_heldout_pair_scores": pairs([1, 1, 1, 0])[:3], "per_task": per([0.5, 0.6])}))
+    with pytest.raises(SystemExit, match="did not score the same held-out pairs"):
+        cmp.main([str(first), str(other)])
