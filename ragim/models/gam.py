@@ -59,7 +59,7 @@ from ragim.models.base import (
     register_model_family,
     set_fitted,
 )
-from ragim.models.gam_family import GAMFamily, nearest_filled_bins
+from ragim.models.gam_family import GAMFamily, carried_bins
 from ragim.params import ModelParams
 from ragim.schema import FeatureSchema
 
@@ -369,12 +369,10 @@ class GAMModel(InterpretableModel, ClassifierMixin, BaseEstimator):
             unseen = counts == 0
             offset = int(schema.gam_offsets[k])
             empty += [schema.gam_names[offset + i] for i in np.flatnonzero(unseen)]
-            if f.type != "categorical" and unseen[:n_val].any() and not unseen[:n_val].all():
-                near = nearest_filled_bins(unseen[:n_val])  # ordinal: the nearest seen bin
-                s[:n_val] = s[near]
-                copy_of[1 + offset : 1 + offset + n_val] = 1 + offset + near
-                unseen[:n_val] = False
-            s[unseen] = 0.0
+            source, zero = carried_bins(f, unseen, n_val)
+            s = s[source]
+            s[zero] = 0.0
+            copy_of[1 + offset : 1 + offset + n_bins] = 1 + offset + source
             scores.append(s)
         vector = np.concatenate([[intercept], *scores])
         return vector, copy_of, empty

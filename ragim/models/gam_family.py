@@ -68,12 +68,34 @@ def nearest_filled_bins(unseen: np.ndarray) -> np.ndarray:
     return seen[np.abs(seen[None, :] - np.arange(len(unseen))[:, None]).argmin(axis=1)]
 
 
+def carried_bins(f, unseen: np.ndarray, n_val: int) -> tuple[np.ndarray, np.ndarray]:
+    """How a GAM scores one feature's bins that no row fell in (``unseen``, shape (n_bins,);
+    the first ``n_val`` are its value bins, a missing bin follows): ``(source, zero)``, the bin
+    each takes its score from (a value bin of a continuous or binary feature: its nearest
+    filled one, :func:`nearest_filled_bins`, so the shape function stays flat beyond the data;
+    every other bin: itself) and the bins scored 0 (a category, or the missing bin, no row had;
+    all value bins when none was filled).
+
+    >>> class F: type = "continuous"
+    >>> src, zero = carried_bins(F, np.array([True, False, True, True]), 3)
+    >>> src.tolist(), zero.tolist()
+    ([1, 1, 1, 3], [False, False, False, True])
+    """
+    source, zero = np.arange(len(unseen)), np.asarray(unseen, bool).copy()
+    if f.type != "categorical" and unseen[:n_val].any() and not unseen[:n_val].all():
+        source[:n_val] = nearest_filled_bins(unseen[:n_val])
+        zero[:n_val] = False
+    return source, zero
+
+
 def carry_over_empty_bins(params: ModelParams, empty: Mapping[str, float]) -> ModelParams:
     """``params`` (a GAM) with the bins ``empty`` names at 0.0 (no row fell in them) scored as
     :class:`~ragim.models.GAMModel` scores such bins: a bin of a continuous or binary feature
     takes the score, SD and correlations of its nearest bin that rows did fill (the shape
     function stays flat beyond the data), a category or missing bin no row had scores 0 with
-    SD 0. A feature with no filled bin is left as it is.
+    SD 0 (:func:`carried_bins`). A feature with no filled bin is left as it is; one whose value
+    bins were all empty (always blank) scores them 0. **Changed:** that last case raised
+    ValueError ("argmin of an empty sequence").
 
     Examples
     --------
@@ -97,10 +119,9 @@ def carry_over_empty_bins(params: ModelParams, empty: Mapping[str, float]) -> Mo
         unseen = np.array([empty.get(names[i]) == 0.0 for i in idx])
         if unseen.all():
             continue
-        if f.type != "categorical" and unseen[:n_val].any():
-            copy_of[idx[:n_val]] = idx[nearest_filled_bins(unseen[:n_val])]
-            unseen[:n_val] = False
-        zero[idx[unseen]] = True
+        source, zeroed = carried_bins(f, unseen, n_val)
+        copy_of[idx] = idx[source]
+        zero[idx[zeroed]] = True
     vector = params.vector[copy_of]
     vector[zero] = 0.0
     std = corr = None

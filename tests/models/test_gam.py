@@ -273,3 +273,19 @@ def test_a_column_of_few_values_gets_one_bin_per_value():
     # many values: quantile edges, none at the smallest value (its lower bin would be empty)
     ties = np.r_[np.zeros(50), np.linspace(0.1, 4, 50)]
     assert bin_edges(ties, 8)[0] > 0 and len(bin_edges(ties, 8)) <= 7
+
+
+def test_carrying_over_a_feature_always_blank_scores_its_value_bins_zero_as_a_fit_does():
+    """carry_over_empty_bins (the statistical generator's, for bins no indexed row fell in) and
+    GAMModel's fit share one rule (carried_bins). It raised 'argmin of an empty sequence' for a
+    feature whose value bins were all empty (always blank); a fit scores such bins 0."""
+    from ragim.models.gam_family import carried_bins, carry_over_empty_bins
+
+    X = pd.DataFrame({"age": [30.5, 40.5, 50.5, 60.5, np.nan] * 4})
+    schema = FeatureSchema.infer(X).fit(X)
+    p = ModelParams("gam", schema, np.arange(len(schema.gam_names) + 1.0))
+    blank = {n: 0.0 for n in schema.gam_names if not n.endswith("[missing]")}
+    assert carry_over_empty_bins(p, blank).terms.tolist() == [0.0, 0.0, 0.0, 0.0, 5.0]
+    assert carry_over_empty_bins(p, {"age[-inf..40.5]": 0.0}).terms.tolist() == [2.0, 2.0, 3.0, 4.0, 5.0]
+    source, zero = carried_bins(schema["age"], np.array([True, False, True, True, True]), 4)
+    assert source.tolist() == [1, 1, 1, 1, 4] and zero.tolist() == [False, False, False, False, True]
