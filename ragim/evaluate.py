@@ -799,8 +799,8 @@ def _folds(
         blank = [tasks.ids[i] for i, c in enumerate(codes) if c is None]
         if blank:  # a blank site in descriptions.csv: such a task is in every fold's index
             warnings.warn(
-                f"{len(blank)} task(s) have no {group!r} ({', '.join(blank[:3])}"
-                f"{', ...' if len(blank) > 3 else ''}): leave-group-out never holds them out, "
+                f"{len(blank)} task(s) have no {group!r} ({name_some(blank)}): "
+                "leave-group-out never holds them out, "
                 f"so they stay in the index of every fold, their own {group}'s included; give "
                 f"them their {group}",
                 DataWarning,

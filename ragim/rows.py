@@ -727,8 +727,8 @@ def _binary_halved(df: pd.DataFrame, na: NaValues, skip: tuple[str, ...], read_r
     for c in suspects:
         cells = raw[c].map(lambda v: v.strip() if isinstance(v, str) else v)
         cells = cells[cells.notna() & ~cells.isin(FILE_MISSING_TEXT)]
-        hit = cells[missing_code_mask(cells, na)]
-        kept = cells[~missing_code_mask(cells, na)]
+        coded = missing_code_mask(cells, na)
+        hit, kept = cells[coded], cells[~coded]
         if hit.nunique() == 1 and kept.nunique() == 1:
             found.append(f"{c!r} (every {hit.iloc[0]!r}, beside {kept.iloc[0]!r})")
     if found:  # no file or count named: one line for a folder of files alike
