@@ -212,9 +212,6 @@ def build_preference_pairs(
             num_candidates=n_candidates,
             temperature=temperature,
         )
-        prior = None
-        if generator.config.residual:  # the prior its answers are changes from, as shown
-            (prior,) = generator.statistical_priors([rec["description"]], index, [excluded])
         shown = [p["task_id"] for p in cands[0].metadata["provenance"]]
         if shown != list(row["neighbor_ids"]):
             raise GenerationError(
@@ -261,7 +258,13 @@ def build_preference_pairs(
                         "chosen_reward": s_w,
                         "rejected_reward": s_l,
                         "neighbor_ids": list(row["neighbor_ids"]),
-                        **({} if prior is None else {"prior": model_text(prior.as_dict())}),
+                        # a residual generator's prompt row keeps the prior its answers
+                        # are changes from
+                        **(
+                            {"prior": model_text(dict(zip(names, row["prior"], strict=True)))}
+                            if "prior" in row
+                            else {}
+                        ),
                     }
                 )
     if not rows:
