@@ -797,14 +797,15 @@ def bench_generate_lm(
     }
 
 
-#: the paths of :func:`bench_lm_throughput`: (decoder, answer format, batched)
+#: the paths of :func:`bench_lm_throughput`: (decoder, answer format, batched, weights' dtype)
 LM_PATHS = {
-    "builtin_one_prompt_json": ("builtin", "json", False),
-    "engine_one_prompt_json": ("llguidance", "json", False),
-    "engine_batched_json": ("llguidance", "json", True),
-    "builtin_one_prompt_compact": ("builtin", "compact", False),
-    "engine_one_prompt_compact": ("llguidance", "compact", False),
-    "engine_batched_compact": ("llguidance", "compact", True),
+    "builtin_one_prompt_json": ("builtin", "json", False, "float32"),
+    "engine_one_prompt_json": ("llguidance", "json", False, "float32"),
+    "engine_batched_json": ("llguidance", "json", True, "float32"),
+    "builtin_one_prompt_compact": ("builtin", "compact", False, "float32"),
+    "engine_one_prompt_compact": ("llguidance", "compact", False, "float32"),
+    "engine_batched_compact": ("llguidance", "compact", True, "float32"),
+    "engine_batched_compact_bf16": ("llguidance", "compact", True, "bfloat16"),
 }
 
 
@@ -830,10 +831,13 @@ def bench_lm_throughput(
     features; 14 is heart-sized, 79 procedure-sized) the same ``n_queries`` targets are
     generated (greedy, untrained base model, ``k`` neighbours, population model in the prompt)
     by each path of ``paths`` (keys of :data:`LM_PATHS`) in this process, on ``threads`` torch
-    threads each. A path is ``LMGenerator(decoder=..., answer_format=..., batch_size=...)``:
-    decoder ``"builtin"`` (the hand-written loop, one prompt at a time) or ``"llguidance"``
-    (the grammar engine in transformers ``generate``); ``batched`` paths decode all targets in
-    one call (``batch_size=n_queries``), the others one prompt per call (``batch_size=1``).
+    threads each. A path is ``LMGenerator(decoder=..., answer_format=..., batch_size=...,
+    dtype=...)``: decoder ``"builtin"`` (the hand-written loop, one prompt at a time) or
+    ``"llguidance"`` (the grammar engine in transformers ``generate``); ``batched`` paths decode
+    all targets in one call (``batch_size=n_queries``), the others one prompt per call
+    (``batch_size=1``); the model's weights in float32 or bfloat16 (``LMConfig.dtype``). A
+    bfloat16 path's ``same_as_float32`` says how its answers agree with the float32 path of the
+    same decoding, when ``paths`` holds one.
 
     Each path reports wall seconds, process CPU seconds, tasks/s, answer tokens/s (tokens of
     the answer, forced ones included), mean prompt and answer tokens and the parse rate (the
@@ -856,14 +860,15 @@ def bench_lm_throughput(
             f"paths must be a non-empty list of {list(LM_PATHS)}, got {list(paths)}"
         )
     make = partial(LMGenerator, base_model=base_model, k=k, device=device, seed=seed)
-    model, tok = make().load_model()
-    model.eval()
+    models = {  # the model in each dtype the paths use, loaded once
+        dtype: make(dtype=dtype).load_model() for dtype in sorted({LM_PATHS[p][3] for p in paths})
+    }
 
-    def on_model(**options: Any) -> LMGenerator:
+    def on_model(dtype: str = "float32", **options: Any) -> LMGenerator:
         """A generator of this run (``options`` beside or over ``make``'s) on the model loaded
-        once above."""
-        g = make(**options)
-        g.model_, g.tokenizer_ = model, tok
+        once above in ``dtype``."""
+        g = make(dtype=dtype, **options)
+        g.model_, g.tokenizer_ = models[dtype]
         return g
 
     schemas = []
@@ -874,22 +879,25 @@ def bench_lm_throughput(
             descs = fam.descriptions[:n_queries]
             gens = {}
             for name in paths:
-                dec, fmt, batched = LM_PATHS[name]
+                dec, fmt, batched, dtype = LM_PATHS[name]
                 gens[name] = on_model(
-                    decoder=dec, answer_format=fmt, batch_size=n_queries if batched else 1
+                    dtype, decoder=dec, answer_format=fmt, batch_size=n_queries if batched else 1
                 )
-            for dec in sorted({LM_PATHS[p][0] for p in paths}):  # warm-up of each decoder
-                on_model(k=0, decoder=dec).generate_params(fam.descriptions[-1], index)
-            stats = {}
+            # warm-up of each decoder in each dtype
+            for dec, dtype in sorted({(LM_PATHS[p][0], LM_PATHS[p][3]) for p in paths}):
+                on_model(dtype, k=0, decoder=dec).generate_params(fam.descriptions[-1], index)
+            stats, answers = {}, {}
             for name, g in gens.items():
                 chunks = [descs] if LM_PATHS[name][2] else [[d] for d in descs]
-                params = []
+                params, answers[name] = [], {}
                 wall, cpu = time.perf_counter(), time.process_time()
                 for chunk in chunks:
                     try:  # an answer that does not parse raises; the parse rate counts it
-                        params += g.generate_params(chunk, index)
+                        got = g.generate_params(chunk, index)
                     except GenerationError:
-                        pass
+                        continue
+                    params += got
+                    answers[name].update(zip(chunk, got, strict=True))
                 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
                 stats[name] = _path_stats(
                     wall,
@@ -899,6 +907,8 @@ def bench_lm_throughput(
                     sum(p.metadata["prompt_tokens"] for p in params),
                     len(params),
                 )
+            for name in paths:
+                stats[name]["same_as_float32"] = _same_as_float32(name, paths, answers)
             base = paths[0]
             schemas.append(
                 {
@@ -925,7 +935,7 @@ def bench_lm_throughput(
         "k": k,
         "schemas": schemas,
         "paths": {
-            p: dict(zip(("decoder", "answer_format", "batched"), LM_PATHS[p], strict=True))
+            p: dict(zip(("decoder", "answer_format", "batched", "dtype"), LM_PATHS[p], strict=True))
             for p in paths
         },
         "ours": {
@@ -944,6 +954,28 @@ def _names(index) -> list[str]:
     from ragim.params import param_names
 
     return param_names(index.model, index.schema)
+
+
+def _same_as_float32(name: str, paths: Sequence[str], answers: dict) -> dict | None:
+    """How a path in another dtype than float32 agrees with the float32 path of the same
+    decoder, format and batching among ``paths`` (None for a float32 path or without one):
+    the fraction of the parameters written identically and the largest absolute difference,
+    over the targets both parsed (``answers``: path → {description: ModelParams})."""
+    dec, fmt, batched, dtype = LM_PATHS[name]
+    twin = next((p for p in paths if LM_PATHS[p] == (dec, fmt, batched, "float32")), None)
+    if dtype == "float32" or twin is None:
+        return None
+    mine, theirs = answers[name], answers[twin]
+    pairs = [(mine[d].vector, theirs[d].vector) for d in mine if d in theirs]
+    if not pairs:
+        return {"path": twin, "targets": 0, "equal_fraction": None, "max_abs_difference": None}
+    a, b = (np.concatenate(side) for side in zip(*pairs, strict=True))
+    return {
+        "path": twin,
+        "targets": len(pairs),
+        "equal_fraction": round(float(np.mean(a == b)), 4),
+        "max_abs_difference": round(float(np.max(np.abs(a - b))), 4),
+    }
 
 
 def _path_stats(

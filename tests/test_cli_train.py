@@ -271,6 +271,12 @@ def test_text_output_and_errors(root, sft, tmp_path):
     assert r.exit_code == 2 and "--max-steps must be positive" in _flat(r.output)
     r = runner.invoke(app, ["generate", "Predict.", "--index", str(root / "index"), "--rerank", "logprob"])
     assert r.exit_code == 2 and "need --generator" in _flat(r.output)
+    r = runner.invoke(app, ["generate", "Predict.", "--index", str(root / "index"), "--dtype", "bfloat16"])
+    assert r.exit_code == 2 and "--dtype need --generator" in _flat(r.output)
+    r = runner.invoke(app, ["generate", "Predict.", "--index", str(root / "index"), "--generator", str(root / "sft"),
+                            "--dtype", "bfloat16", "--json"])
+    assert r.exit_code == 0, r.output
+    assert '"generator": "lm"' in r.output
 
 
 @pytest.mark.parametrize("stage", ["grpo", "dpo", "reward"])

@@ -81,6 +81,17 @@ from ragim.tasks import Task
 
 FORMAT = "ragim.lm-generator"
 _WEIGHTINGS = ("similarity", "uniform")
+#: values of ``LMConfig.dtype``: the floating-point types the model's weights may be loaded in
+DTYPES = ("float32", "bfloat16")
+
+
+def _torch_dtype(name: str):
+    """The ``torch.dtype`` of a :data:`DTYPES` name (torch is imported on first use)."""
+    import torch
+
+    return getattr(torch, name)
+
+
 RERANKS = ("logprob", "reward_model")
 #: The LM generator's own keywords of ``generate_params`` and ``generate``.
 GENERATION_OPTIONS = ("rerank", "reward_model", "num_candidates", "n", "temperature")
@@ -202,6 +213,14 @@ class LMConfig:
         default="auto",
         metadata={"help": "'auto', 'cpu' or 'cuda[:N]' (resolved when the model loads)"},
     )
+    dtype: str = field(
+        default="float32",
+        metadata={
+            "help": "floating-point type of the model's weights when generating: 'float32' or "
+            "'bfloat16' (about twice as fast on CPUs with bfloat16 units and on GPUs; an answer "
+            "may differ in its last decimals); training needs 'float32'"
+        },
+    )
     seed: int = field(
         default=0,
         metadata={"help": "sampling seed (and the initialisation seed of the 'tiny' model)"},
@@ -293,6 +312,8 @@ class LMConfig:
             )
         if self.decoder not in DECODERS:
             problems.append(f"decoder must be one of {list(DECODERS)}, got {self.decoder!r}")
+        if self.dtype not in DTYPES:
+            problems.append(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
         if self.provenance_weights not in _WEIGHTINGS:
             problems.append(
                 f"provenance_weights must be one of {list(_WEIGHTINGS)}, "
@@ -474,8 +495,9 @@ class LMGenerator(Generator):
         if self.model_ is None or self.tokenizer_ is None:
             from ragim.lm.base_models import load_base_model
 
+            cfg = self.config
             self.model_, self.tokenizer_ = load_base_model(
-                self.config.base_model, device=self.config.device, seed=self.config.seed
+                cfg.base_model, device=cfg.device, dtype=_torch_dtype(cfg.dtype), seed=cfg.seed
             )
         return self.model_, self.tokenizer_
 
@@ -915,9 +937,18 @@ class LMGenerator(Generator):
     save_pretrained = save
 
     @classmethod
-    def load(cls, path: str | Path, *, device: str | None = None) -> LMGenerator:
+    def load(
+        cls, path: str | Path, *, device: str | None = None, dtype: str | None = None
+    ) -> LMGenerator:
         """Open a saved generator: checksums are verified, then the base model is loaded and the
-        adapter applied."""
+        adapter applied.
+
+        ``device`` and ``dtype`` (one of :data:`DTYPES`), when given, replace the saved
+        ``LMConfig`` values: a generator trained in float32 generates in bfloat16 with
+        ``dtype="bfloat16"``. Raises ArtifactError for a damaged or mismatched artifact and
+        ValidationError for a ``dtype`` outside :data:`DTYPES`."""
+        if dtype is not None and dtype not in DTYPES:
+            raise ValidationError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
         from ragim.io import read_artifact
         from ragim.lm.adapters import load_adapter_model, read_adapter_config
         from ragim.lm.base_models import load_base_model
@@ -930,6 +961,7 @@ class LMGenerator(Generator):
                 art,
                 LMConfig,
                 device=device,
+                dtype=dtype,
                 defaults={"population": False, "prompt_order": "target-first"},
             )
             state = art.read_json("state.json")
@@ -972,7 +1004,9 @@ class LMGenerator(Generator):
             cfg,
             stored,
             "adapter",
-            lambda: load_base_model(cfg.base_model, device=cfg.device, seed=cfg.seed),
+            lambda: load_base_model(
+                cfg.base_model, device=cfg.device, dtype=_torch_dtype(cfg.dtype), seed=cfg.seed
+            ),
         )
         return gen
 

@@ -257,17 +257,22 @@ def restore_training_state(model: Any, state: dict | None = None) -> None:
 
 
 def read_adapter_config(
-    art, config_cls: type, *, device: str | None = None, defaults: dict[str, Any] | None = None
+    art,
+    config_cls: type,
+    *,
+    defaults: dict[str, Any] | None = None,
+    **replace: Any,
 ) -> tuple[Any, dict]:
     """An opened adapter artifact's ``config.json`` as ``config_cls`` and the base-model identity
-    stored beside it. ``defaults`` fill fields that older artifacts lack; ``device``, when given,
-    replaces the saved one. A wrong field raises ``config_cls``'s TypeError or ValidationError
-    (the caller reports it as an ArtifactError)."""
+    stored beside it. ``defaults`` fill fields that older artifacts lack; each of ``replace``
+    (``device=...``, ...) that is not None replaces the saved value. A wrong field raises
+    ``config_cls``'s TypeError or ValidationError (the caller reports it as an ArtifactError)."""
     raw = dict(art.read_json("config.json"))
     stored = raw.pop("base_model_identity", None) or {}
     config = config_cls(**{**(defaults or {}), **raw})
-    if device is not None:
-        config.device = device
+    for name, value in replace.items():
+        if value is not None:
+            setattr(config, name, value)
     return config, stored
 
 

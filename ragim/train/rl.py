@@ -236,16 +236,19 @@ def policy_copy(generator_or_path, *, device: str | None = None) -> LMGenerator:
     trainable.
 
     A generator object is saved to a temporary artifact and loaded again (``LMGenerator.load``),
-    so training never touches its weights; a path is loaded directly. A generator without an
+    so training never touches its weights; a path is loaded directly. The copy's weights are
+    float32 (``LMConfig.dtype``) whatever the source's: training needs them. A generator without an
     adapter (not fine-tuned) gets a fresh one.
     """
     if isinstance(generator_or_path, str | Path):
-        gen = LMGenerator.load(generator_or_path, device=device)
+        gen = LMGenerator.load(generator_or_path, device=device, dtype="float32")
     elif isinstance(generator_or_path, LMGenerator):
         src = generator_or_path
         with tempfile.TemporaryDirectory(prefix="ragim-policy-") as tmp:
             gen = LMGenerator.load(
-                src.save(Path(tmp) / "generator"), device=device or src.config.device
+                src.save(Path(tmp) / "generator"),
+                device=device or src.config.device,
+                dtype="float32",
             )
         for name, value in vars(
             src

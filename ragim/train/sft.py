@@ -585,6 +585,12 @@ def train_sft(
         if v is not None
     }
     cfg = config_with(LMConfig, generator_config, overrides)
+    if cfg.dtype != "float32":
+        raise ValidationError(
+            f"SFT trains a float32 model (LMConfig(dtype={cfg.dtype!r}) is for generating; the "
+            "trainer uses bf16 autocast on GPUs that support it); train with dtype='float32' "
+            "and generate with LMGenerator.load(path, dtype='bfloat16')"
+        )
     if len(index) < 2:
         raise ValidationError(f"SFT needs at least 2 indexed tasks, got {len(index)}")
 

@@ -161,6 +161,30 @@ def test_untrained_generator_saves_a_zero_effect_adapter(gen, family, index, tmp
     assert np.array_equal(before.vector, after.vector)
 
 
+def test_bfloat16_weights_generate_parsed_answers_and_load_can_choose_them(
+        gen, family, index, tmp_path):
+    import torch
+
+    with pytest.raises(ValidationError, match=r"dtype must be one of \['float32', 'bfloat16'\]"):
+        LMConfig(dtype="float16")
+    fast = LMGenerator(base_model="tiny", k=2, device="cpu", dtype="bfloat16")
+    model, _ = fast.load_model()
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    for decoder in ("builtin", "llguidance"):
+        fast.config.decoder = decoder
+        params = fast.generate_params(family.descriptions[:2], index, exclude=[family.ids[0]])
+        for p in params:  # the grammar holds in bfloat16 too
+            _check_valid(p, index, decimals=2, excluded=family.ids[0])
+    path = gen.save(tmp_path / "lm32")
+    assert LMGenerator.load(path, device="cpu").config.dtype == "float32"
+    loaded = LMGenerator.load(path, device="cpu", dtype="bfloat16")
+    assert loaded.config.dtype == "bfloat16"
+    assert {p.dtype for n, p in loaded.model_.named_parameters() if "lora_" not in n} == {
+        torch.bfloat16}
+    with pytest.raises(ValidationError, match="dtype must be one of"):
+        LMGenerator.load(path, device="cpu", dtype="half")
+
+
 def test_config_validation():
     with pytest.raises(ValidationError, match="decimals"):
         LMConfig(decimals=5)

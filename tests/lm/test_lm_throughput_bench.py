@@ -30,9 +30,22 @@ def test_every_path_parses_and_ratios_are_against_the_first():
     # a compact answer of 4 values is shorter than the JSON answer with its keys
     assert stats["engine_batched_compact"]["mean_answer_tokens"] < \
         stats["engine_one_prompt_json"]["mean_answer_tokens"]
-    assert res["paths"]["engine_batched_compact"] == {"decoder": "llguidance",
-                                                      "answer_format": "compact", "batched": True}
+    assert res["paths"]["engine_batched_compact"] == {
+        "decoder": "llguidance", "answer_format": "compact", "batched": True, "dtype": "float32"}
     assert res["threads"] == {"ours": 1, "baseline": 1}
+    assert all(s["same_as_float32"] is None for s in stats.values())  # no bfloat16 path here
+
+
+def test_a_bfloat16_path_is_compared_with_its_float32_twin():
+    paths = ["engine_batched_compact", "engine_batched_compact_bf16"]
+    res = bench_lm_throughput(3, n_params=(4,), base_model="tiny", device="cpu", paths=paths)
+    stats = res["schemas"][0]["paths"]
+    assert stats["engine_batched_compact_bf16"]["parse_rate"] == 1.0
+    same = stats["engine_batched_compact_bf16"]["same_as_float32"]
+    assert same["path"] == "engine_batched_compact" and same["targets"] == 3
+    assert 0 <= same["equal_fraction"] <= 1 and same["max_abs_difference"] >= 0
+    assert (same["equal_fraction"] == 1) == (same["max_abs_difference"] == 0)
+    assert res["paths"]["engine_batched_compact_bf16"]["dtype"] == "bfloat16"
 
 
 def test_unknown_paths_are_refused():

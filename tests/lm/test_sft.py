@@ -169,6 +169,8 @@ def test_fit_method_and_input_validation(index):
         train_sft(index, base_model="tiny", max_steps=0)
     with pytest.raises(ValidationError, match="val_fraction"):
         train_sft(index, base_model="tiny", val_fraction=1.0)
+    with pytest.raises(ValidationError, match=r"SFT trains a float32 model .*dtype='bfloat16'"):
+        LMGenerator(base_model="tiny", k=1, device="cpu", dtype="bfloat16").fit(index)
 
 
 def test_the_run_is_one_config_saved_beside_the_adapter(trained, tmp_path):

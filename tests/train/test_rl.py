@@ -262,6 +262,12 @@ def test_training_from_a_saved_generator(sft, index, tmp_path):
     gen = train_grpo(path, index, extra_rewards={digit_share: 1.0}, num_generations=2, max_steps=1,
                      progress=False, device="cpu")
     assert gen.fine_tuned_ and any("loss" in h for h in gen.history_ if h.get("stage") == "grpo")
+    # a generator loaded in bfloat16 to generate faster is trained further in float32
+    fast = LMGenerator.load(path, device="cpu", dtype="bfloat16")
+    gen = train_grpo(fast, index, extra_rewards={digit_share: 1.0}, num_generations=2,
+                     max_steps=1, progress=False, device="cpu")
+    assert gen.config.dtype == "float32"
+    assert {p.dtype for p in gen.model_.parameters()} == {torch.float32}
 
 
 def test_bad_arguments(sft, index):
