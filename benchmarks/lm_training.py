@@ -99,6 +99,9 @@ def parse_args(argv=None):
                     help="SFT completions: each task's stored fit, or its posterior mode under the prompt's "
                          "prior without GRPO's reward rows (SFTTrainingConfig.targets)")
     ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--mixed-precision", choices=["auto", "bf16", "no"], default="auto",
+                    help="of every training stage: bf16 autocast on the CPU too (2-3x faster steps on CPUs "
+                         "with bfloat16 units; the mixed_precision field of every training config)")
     ap.add_argument("--activation-checkpointing", action="store_true",
                     help="recompute SFT activations in the backward pass (far less memory for long "
                          "prompts, about a third slower; SFTTrainingConfig.activation_checkpointing)")
@@ -279,7 +282,7 @@ def split_tasks(args):
 
 
 #: options added after run directories were kept: a kept settings.json without one was run with this value
-ADDED = {"residual": False, "rm_reads": "model"}
+ADDED = {"residual": False, "rm_reads": "model", "mixed_precision": "auto"}
 #: options that do not change what a stage computes (a run directory may be resumed with others)
 VOLATILE = {"stages", "resume", "out", "json_out", "threads", "run_dir", "save_steps", "samples",
             "activation_checkpointing"}
@@ -428,6 +431,7 @@ def main(argv=None):
         index, base_model=args.base_model, max_steps=args.sft_steps, learning_rate=args.sft_lr,
         batch_size=args.batch_size, progress=False, seed=args.seed, callbacks=step_printer("sft"), **checkpoints("sft"),
         targets=args.sft_targets, activation_checkpointing=args.activation_checkpointing,
+        mixed_precision=args.mixed_precision,
         generator_config=LMConfig(k=args.k, device="cpu", lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
                                   seed=args.seed, target_modules=tuple(args.target_modules.split(",")),
                                   population=not args.no_population, prompt_order=args.prompt_order,
@@ -477,7 +481,8 @@ def main(argv=None):
             sft, index, reward_config=VerifiableRewardConfig(weights={"log_likelihood": 1.0, "validity": 1.0}),
             num_generations=args.grpo_generations, batch_size=1, max_steps=args.grpo_steps,
             learning_rate=args.grpo_lr, temperature=args.temperature, progress=False, seed=args.seed,
-            constrained=not args.grpo_unconstrained, callbacks=step_printer("grpo"), **checkpoints("grpo")),
+            constrained=not args.grpo_unconstrained, callbacks=step_printer("grpo"), **checkpoints("grpo"),
+            mixed_precision=args.mixed_precision),
         save=save_gen, load=load_gen)
         grpo_log = st.run("grpo_log.json", lambda: [h for h in grpo.history_
                                                     if h.get("stage") == "grpo" and "reward" in h],
@@ -494,6 +499,7 @@ def main(argv=None):
             pairs, base_model=args.base_model, lora_r=args.lora_r, max_steps=args.rm_steps,
             learning_rate=args.rm_lr, batch_size=args.batch_size, val_fraction=0.2, progress=False,
             device="cpu", seed=args.seed, generator=sft, residual=args.rm_reads == "change",
+            mixed_precision=args.mixed_precision,
             answer_format=sft.answer_format(param_names(index.model, index.schema))),
             save=lambda m, p: m.save(p), load=lambda p: RewardModel.load(p, device="cpu"))
         hpairs = st.run("heldout-pairs.json", lambda: heldout_pairs(
@@ -511,7 +517,9 @@ def main(argv=None):
     if "dpo" in stages:
         dpo = st.run("dpo", lambda: train_dpo(sft, pairs, beta=0.1, max_steps=args.dpo_steps,
                                               learning_rate=args.dpo_lr, batch_size=args.batch_size,
-                                              progress=False, seed=args.seed), save=save_gen, load=load_gen)
+                                              progress=False, seed=args.seed,
+                                              mixed_precision=args.mixed_precision),
+                     save=save_gen, load=load_gen)
         score("SFT + DPO", dpo)
     best_of = f"SFT + best-of-{args.best_of} (reward model)"
     if "best-of" in stages:  # the reward model's pick as SFT (greedy) is scored: raw, then corrected

@@ -64,6 +64,14 @@ def test_train_sft_without_the_population_model(root, tmp_path):
     assert LMGenerator.load(tmp_path / "sft", device="cpu").config.population is False
 
 
+def test_mixed_precision_reaches_the_run_config(root, tmp_path):
+    _run("train", "sft", "--index", root / "index", "--out", tmp_path / "sft", "--base-model", "tiny",
+         "--max-steps", 1, "--batch-size", 2, "--k", 1, "--val-fraction", 0, "--mixed-precision", "bf16")
+    gen = LMGenerator.load(tmp_path / "sft", device="cpu")
+    assert gen.training_[-1]["config"]["mixed_precision"] == "bf16"
+    assert gen.config.dtype == "float32"  # trained in float32 weights under bf16 autocast
+
+
 def test_train_sft_compact_answers_and_the_batched_decoder(root, tmp_path):
     _run("train", "sft", "--index", root / "index", "--out", tmp_path / "sft", "--base-model", "tiny",
          "--max-steps", 1, "--batch-size", 2, "--k", 1, "--val-fraction", 0, "--answer-format", "compact",
@@ -269,6 +277,11 @@ def test_text_output_and_errors(root, sft, tmp_path):
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["train", "sft", "--index", str(root / "index"), "--max-steps", "0"])
     assert r.exit_code == 2 and "--max-steps must be positive" in _flat(r.output)
+    for stage, generator in (("sft", []), ("grpo", ["--generator", str(root / "sft")])):
+        r = runner.invoke(app, ["train", stage, "--index", str(root / "index"), *generator,
+                                "--out", str(tmp_path / stage), "--mixed-precision", "fp16"])
+        assert r.exit_code == 2 and "--mixed-precision must be one of auto, bf16, no, got 'fp16'" in _flat(
+            r.output), r.output
     r = runner.invoke(app, ["generate", "Predict.", "--index", str(root / "index"), "--rerank", "logprob"])
     assert r.exit_code == 2 and "need --generator" in _flat(r.output)
     r = runner.invoke(app, ["generate", "Predict.", "--index", str(root / "index"), "--dtype", "bfloat16"])

@@ -56,12 +56,14 @@ def check_output_dir(value: Any, name: str) -> str | None:
 
 @dataclasses.dataclass
 class CheckpointConfig:
-    """Where a trainer works and whether it keeps resumable checkpoints: the fields every
-    training config inherits (TRL's ``output_dir`` and ``save_steps``, and HF's
-    ``resume_from_checkpoint``). With ``save_steps``, a checkpoint (the LoRA adapter, optimiser,
-    scheduler and RNG states) is kept in ``output_dir`` every that many steps; with
-    ``resume_from_checkpoint``, training continues from the last one there, if there is one,
-    so a long CPU run that was stopped loses at most ``save_steps`` steps."""
+    """Where a trainer works, whether it keeps resumable checkpoints and its arithmetic: the
+    fields every training config inherits (TRL's ``output_dir`` and ``save_steps``, HF's
+    ``resume_from_checkpoint``, accelerate's ``mixed_precision``). With ``save_steps``, a
+    checkpoint (the LoRA adapter, optimiser, scheduler and RNG states) is kept in
+    ``output_dir`` every that many steps; with ``resume_from_checkpoint``, training continues
+    from the last one there, if there is one, so a long CPU run that was stopped loses at most
+    ``save_steps`` steps. ``mixed_precision="bf16"`` runs forward and backward passes under
+    bf16 autocast on a CPU too (:data:`MIXED_PRECISION`)."""
 
     output_dir: str | None = field(
         default=None,
@@ -75,6 +77,25 @@ class CheckpointConfig:
         default=False,
         metadata={"help": "continue from the last checkpoint in output_dir, if there is one"},
     )
+    mixed_precision: str = field(
+        default="auto",
+        metadata={
+            "help": "'auto' (bf16 autocast on GPUs that support it, float32 elsewhere), 'bf16' "
+            "(bf16 autocast on any device: SFT steps 2-3x faster on CPUs with bfloat16 units) "
+            "or 'no' (float32 throughout); weights and LoRA adapters stay float32"
+        },
+    )
+
+
+#: values of ``mixed_precision`` (accelerate's names)
+MIXED_PRECISION = ("auto", "bf16", "no")
+
+
+def check_mixed_precision(value: Any, name: str = "mixed_precision") -> str:
+    """``value`` if it is one of :data:`MIXED_PRECISION`, else a one-line ValidationError."""
+    if value not in MIXED_PRECISION:
+        raise ValidationError(f"{name} must be one of {list(MIXED_PRECISION)}, got {value!r}")
+    return value
 
 
 #: The rules (:func:`ragim.checks.check_fields`) of the fields every training config has and
@@ -88,6 +109,7 @@ STEP_RULES = {
     "output_dir": check_output_dir,
     "save_steps": partial(check_int, ge=1, allow_none=True),
     "resume_from_checkpoint": check_bool,
+    "mixed_precision": check_mixed_precision,
 }
 
 
@@ -171,10 +193,16 @@ def trainer_args(
     output_dir: str,
     max_steps: int,
     learning_rate: float,
+    mixed_precision: str = "auto",
 ) -> dict[str, Any]:
-    """The settings every ragim trainer shares (log each step, save and report nothing, bf16 on
-    GPUs that support it, no activation checkpointing) as keyword arguments of ``config_cls``."""
+    """The settings every ragim trainer shares (log each step, save and report nothing, bf16
+    autocast as ``mixed_precision`` says: by default on GPUs that support it; no activation
+    checkpointing) as keyword arguments of ``config_cls``."""
     import torch
+
+    bf16 = mixed_precision == "bf16" or (
+        mixed_precision == "auto" and on_cuda and torch.cuda.is_bf16_supported()
+    )
 
     return dict(
         output_dir=output_dir,
@@ -186,7 +214,7 @@ def trainer_args(
         report_to="none",
         use_cpu=not on_cuda,
         disable_tqdm=not progress,
-        bf16=on_cuda and torch.cuda.is_bf16_supported(),
+        bf16=bf16,
         fp16=False,
         seed=seed,
         data_seed=seed,
@@ -210,6 +238,7 @@ VOLATILE_TRAINING = (
 #: model-config fields that only affect generation or placement, not what is trained
 VOLATILE_MODEL = (
     "device",
+    "dtype",
     "decoder",
     "batch_size",
     "num_candidates",
@@ -503,6 +532,7 @@ def train_with(
             output_dir=run.output_dir or scratch,
             max_steps=run.max_steps,
             learning_rate=run.learning_rate,
+            mixed_precision=run.mixed_precision,
         )
         trl_args = args_cls(**{**shared, **batches, **(args or {})})
         with quiet_training(progress):

@@ -266,6 +266,30 @@ def test_statistical_prior_follows_the_index_and_its_errors_name_it(index, famil
         LMGenerator.load(broken, device="cpu")
 
 
+def test_bf16_mixed_precision_on_a_cpu_autocasts_and_keeps_float32_weights(index):
+    """mixed_precision='bf16' runs the passes under bf16 autocast on a CPU too (its losses are
+    near float32's but not equal), while the weights and LoRA adapter stay float32; 'auto'
+    keeps float32 on a CPU, as before the setting existed."""
+    from trl import SFTConfig
+
+    from ragim.train.trainer import trainer_args
+
+    common = dict(on_cuda=False, progress=False, seed=0, output_dir="x", max_steps=1,
+                  learning_rate=1e-3)
+    assert trainer_args(SFTConfig, **common)["bf16"] is False
+    assert trainer_args(SFTConfig, **common, mixed_precision="bf16")["bf16"] is True
+    assert trainer_args(SFTConfig, **common, mixed_precision="no")["bf16"] is False
+    runs = [train_sft(index, base_model="tiny", generator_config=LMConfig(k=1, device="cpu"), max_steps=2,
+                      batch_size=2, val_fraction=0, progress=False, mixed_precision=mp)
+            for mp in ("no", "bf16")]
+    losses = [[h["loss"] for h in g.history_ if "loss" in h] for g in runs]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-2) and losses[0] != losses[1]
+    assert {p.dtype for p in runs[1].model_.parameters()} == {torch.float32}
+    assert runs[1].training_[-1]["config"]["mixed_precision"] == "bf16"
+    with pytest.raises(ValidationError, match=r"mixed_precision must be one of \['auto', 'bf16', 'no'\]"):
+        train_sft(index, base_model="tiny", mixed_precision="fp16", progress=False)
+
+
 def test_activation_checkpointing_trains_the_same_adapter(index):
     """Recomputing activations changes memory and time, not the result: the same losses and
     LoRA weights as without it; the run records the setting."""

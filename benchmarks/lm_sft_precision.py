@@ -1,0 +1,129 @@
+"""SFT step time of SmolLM2-135M in float32 and under bf16 autocast, in one process (issue 18).
+
+Trains ``--steps`` SFT steps of ``ragim.train.train_sft`` with ``mixed_precision="no"`` and
+with ``mixed_precision="bf16"``, alternating for ``--rounds`` rounds on the same examples
+(same seed), and times each optimiser step with a trainer callback (wall and process CPU
+seconds; the first step of every run is left out as warm-up). The prompts are those of the
+issue's training runs: heart disease tasks (``--family heart``; 28 tasks, 13 features) or
+procedure-sized synthetic tasks (``--family procedure``; 79 parameters), compact answers,
+``--k`` neighbours, the population model and, with ``--statistical-prior``, the statistical
+prior with its SDs. Writes one JSON file: seconds per step of each precision, their ratio,
+the training losses of both (bf16 autocast changes them in the last digits), the mean prompt
+length and whether the CPU has bfloat16 units (``amx_bf16`` / ``avx512_bf16`` flags).
+
+    .venv/bin/python benchmarks/lm_sft_precision.py --family heart --statistical-prior \\
+        --activation-checkpointing --out benchmarks/results/lm_sft_precision_heart.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+
+def cpu_bf16_flags() -> list[str]:
+    """The CPU's bfloat16-related flags from /proc/cpuinfo ([] where it cannot be read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return sorted(f for f in flags if f in {"amx_bf16", "avx512_bf16", "amx_tile"})
+
+
+def main() -> None:
+    import torch
+    from transformers import TrainerCallback
+
+    from ragim import TaskIndex, datasets
+    from ragim.generate.lm import LMConfig
+    from ragim.train import build_sft_dataset, train_sft
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--family", choices=["heart", "procedure"], default="heart")
+    ap.add_argument("--steps", type=int, default=4, help="SFT steps per run (the first is warm-up)")
+    ap.add_argument("--rounds", type=int, default=2, help="runs of each precision, alternating")
+    ap.add_argument("--batch-size", type=int, default=2)
+    ap.add_argument("--k", type=int, default=3)
+    ap.add_argument("--statistical-prior", action="store_true")
+    ap.add_argument("--activation-checkpointing", action="store_true")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    if args.steps < 2 or args.rounds < 1:
+        ap.error("--steps must be at least 2 (the first is warm-up) and --rounds at least 1")
+    torch.set_num_threads(args.threads)
+
+    tasks = (datasets.heart_disease() if args.family == "heart"
+             else datasets.procedure_family(n_tasks=40, seed=0))
+    index = TaskIndex.build(tasks, embedder="hashing", progress=False)
+    cfg = LMConfig(base_model="smollm2-135m", k=args.k, device="cpu", answer_format="compact",
+                   statistical_prior=args.statistical_prior, target_modules=("q_proj", "k_proj", "v_proj", "o_proj"))
+
+    class StepTimer(TrainerCallback):
+        """Wall and process CPU seconds of each optimiser step."""
+
+        def __init__(self):
+            self.wall, self.cpu = [], []
+
+        def on_step_begin(self, *a, **kw):
+            self._t = (time.perf_counter(), time.process_time())
+
+        def on_step_end(self, *a, **kw):
+            self.wall.append(time.perf_counter() - self._t[0])
+            self.cpu.append(time.process_time() - self._t[1])
+
+    runs = {"no": [], "bf16": []}
+    losses = {}
+    gen = None
+    for _ in range(args.rounds):
+        for mp in runs:
+            timer = StepTimer()
+            gen = train_sft(index, generator_config=cfg, max_steps=args.steps, batch_size=args.batch_size,
+                            val_fraction=0, mixed_precision=mp, activation_checkpointing=args.activation_checkpointing,
+                            progress=False, callbacks=[timer])
+            runs[mp].append({"wall": timer.wall[1:], "cpu": timer.cpu[1:]})
+            losses[mp] = [round(h["loss"], 5) for h in gen.history_ if "loss" in h]
+            print(mp, [round(s, 1) for s in timer.wall], flush=True)
+
+    def per_step(mp, key):
+        return statistics.median(s for r in runs[mp] for s in r[key])
+
+    _, tok = gen.load_model()
+    ds = build_sft_dataset(index, tok, gen.config, task_ids=index.ids[: 2 * args.batch_size])
+    lengths = [len(tok.apply_chat_template(r["prompt"], add_generation_prompt=True, return_dict=True)["input_ids"])
+               for r in ds]
+    row = {
+        "family": args.family,
+        "n_params": len(gen.param_names_),
+        "batch_size": args.batch_size,
+        "statistical_prior": args.statistical_prior,
+        "activation_checkpointing": args.activation_checkpointing,
+        "mean_prompt_tokens": round(sum(lengths) / len(lengths), 1),
+        "timed_steps_per_precision": sum(len(r["wall"]) for r in runs["no"]),
+        "seconds_per_step": {mp: round(per_step(mp, "wall"), 2) for mp in runs},
+        "cpu_seconds_per_step": {mp: round(per_step(mp, "cpu"), 2) for mp in runs},
+        "speed_up_bf16": round(per_step("no", "wall") / per_step("bf16", "wall"), 2),
+        "speed_up_bf16_cpu": round(per_step("no", "cpu") / per_step("bf16", "cpu"), 2),
+        "losses_last_run": losses,
+        "runs": runs,
+        "threads": args.threads,
+        "cpu_bf16_flags": cpu_bf16_flags(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+        "command": "python " + shlex.join([str(Path(sys.argv[0])), *sys.argv[1:]]),
+    }
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    tmp.write_text(json.dumps(row, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, args.out)  # atomic
+    print(json.dumps({k: row[k] for k in ("mean_prompt_tokens", "seconds_per_step", "speed_up_bf16")}))
+
+
+if __name__ == "__main__":
+    main()
