@@ -7,9 +7,11 @@ seconds; the first step of every run is left out as warm-up). The prompts are th
 issue's training runs: heart disease tasks (``--family heart``; 28 tasks, 13 features) or
 procedure-sized synthetic tasks (``--family procedure``; 79 parameters), compact answers,
 ``--k`` neighbours, the population model and, with ``--statistical-prior``, the statistical
-prior with its SDs. Writes one JSON file: seconds per step of each precision, their ratio,
-the training losses of both (bf16 autocast changes them in the last digits), the mean prompt
-length and whether the CPU has bfloat16 units (``amx_bf16`` / ``avx512_bf16`` flags).
+prior with its SDs. Then it times one decoding step (``--grpo-group`` rows, 1,000 cached
+tokens: GRPO's sampling) in float32 and under bf16 autocast. Writes one JSON file: seconds
+per step of each precision, their ratio, the training losses of both (bf16 autocast changes
+them in the last digits), the decoding step both ways, the mean prompt length and whether the
+CPU has bfloat16 units (``amx_bf16`` / ``avx512_bf16`` flags).
 
     .venv/bin/python benchmarks/lm_sft_precision.py --family heart --statistical-prior \\
         --activation-checkpointing --out benchmarks/results/lm_sft_precision_heart.json
@@ -38,6 +40,32 @@ def cpu_bf16_flags() -> list[str]:
     return sorted(f for f in flags if f in {"amx_bf16", "avx512_bf16", "amx_tile"})
 
 
+def decode_step_seconds(model, *, batch: int, context: int, steps: int = 10, rounds: int = 2) -> dict:
+    """Median process CPU seconds of one decoding step (``batch`` rows after ``context`` cached
+    tokens, as GRPO samples a group) in float32 and under bf16 autocast, alternating: under
+    autocast the frozen weights are cast again at every step."""
+    import torch
+
+    from ragim.lm.builtin_decoder import forward_keywords
+
+    name, _ = forward_keywords(model)  # "cache" (transformers 5) or "past_key_values"
+    g = torch.Generator().manual_seed(0)
+    vocab = int(model.config.vocab_size)  # random ids: a forward pass costs the same for any
+    ids = torch.randint(0, vocab, (batch, context), generator=g)
+    nxt = torch.randint(0, vocab, (batch, 1), generator=g)
+    times = {"no": [], "bf16": []}
+    model.eval()
+    for _ in range(rounds):
+        for mp in times:
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=mp == "bf16"):
+                cache = model(input_ids=ids, use_cache=True)[name]
+                for _ in range(steps):
+                    t = time.process_time()
+                    cache = model(input_ids=nxt, use_cache=True, **{name: cache})[name]
+                    times[mp].append(time.process_time() - t)
+    return {mp: round(statistics.median(v), 4) for mp, v in times.items()}
+
+
 def main() -> None:
     import torch
     from transformers import TrainerCallback
@@ -54,6 +82,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--statistical-prior", action="store_true")
     ap.add_argument("--activation-checkpointing", action="store_true")
+    ap.add_argument("--grpo-group", type=int, default=4, help="rows of the timed decoding step (GRPO's group)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
@@ -96,6 +125,8 @@ def main() -> None:
     def per_step(mp, key):
         return statistics.median(s for r in runs[mp] for s in r[key])
 
+    decode = decode_step_seconds(gen.load_model()[0], batch=args.grpo_group, context=1000)
+
     _, tok = gen.load_model()
     ds = build_sft_dataset(index, tok, gen.config, task_ids=index.ids[: 2 * args.batch_size])
     lengths = [len(tok.apply_chat_template(r["prompt"], add_generation_prompt=True, return_dict=True)["input_ids"])
@@ -113,6 +144,8 @@ def main() -> None:
         "speed_up_bf16": round(per_step("no", "wall") / per_step("bf16", "wall"), 2),
         "speed_up_bf16_cpu": round(per_step("no", "cpu") / per_step("bf16", "cpu"), 2),
         "losses_last_run": losses,
+        "decode_step_seconds": decode,
+        "decode_slow_down_bf16": round(decode["bf16"] / decode["no"], 2),
         "runs": runs,
         "threads": args.threads,
         "cpu_bf16_flags": cpu_bf16_flags(),
@@ -122,7 +155,8 @@ def main() -> None:
     tmp = args.out.with_name(args.out.name + ".tmp")
     tmp.write_text(json.dumps(row, indent=1) + "\n", encoding="utf-8")
     os.replace(tmp, args.out)  # atomic
-    print(json.dumps({k: row[k] for k in ("mean_prompt_tokens", "seconds_per_step", "speed_up_bf16")}))
+    print(json.dumps({k: row[k] for k in ("mean_prompt_tokens", "seconds_per_step", "speed_up_bf16",
+                                          "decode_slow_down_bf16")}))
 
 
 if __name__ == "__main__":

@@ -270,6 +270,14 @@ def test_training_from_a_saved_generator(sft, index, tmp_path):
     assert {p.dtype for p in gen.model_.parameters()} == {torch.float32}
 
 
+def test_bf16_grpo_on_a_cpu_says_its_sampling_is_slower(sft, index):
+    with pytest.warns(UserWarning, match="GRPO samples its answers under bf16 autocast"):
+        gen = train_grpo(sft, index, num_generations=2, max_steps=1, progress=False,
+                         mixed_precision="bf16")
+    assert gen.training_[-1]["config"]["mixed_precision"] == "bf16"
+    assert {p.dtype for p in gen.model_.parameters()} == {torch.float32}
+
+
 def test_bad_arguments(sft, index):
     with pytest.raises(ValidationError, match="num_generations"):
         train_grpo(sft, index, num_generations=1)
