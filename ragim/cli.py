@@ -487,8 +487,9 @@ class _TrainRun:
     mixed_precision: Annotated[
         str,
         typer.Option(
-            help="auto (bf16 autocast on GPUs that support it), bf16 (on a CPU too: 2-3x faster "
-            "steps on CPUs with bfloat16 units) or no (float32 throughout)"
+            help="auto (bf16 autocast on GPUs that support it), bf16 (on a CPU too: SFT steps "
+            "2-3x faster on CPUs with bfloat16 units, GRPO's sampling slower) or no (float32 "
+            "throughout)"
         ),
     ] = "auto"
     quiet: Quiet = False
@@ -975,6 +976,11 @@ def generate(
         )
         if v is not None
     }
+    if dtype is not None:  # checked before the index or generator is opened
+        from ragim.generate.lm import DTYPES, dtype_problem
+
+        if dtype not in DTYPES:
+            raise typer.BadParameter(dtype_problem(dtype, "--dtype"))
     if (lm_options or dtype is not None) and generator_path is None:
         raise typer.BadParameter(
             "--rerank, --reward-model, --num-candidates, --temperature and --dtype need "

@@ -286,6 +286,9 @@ def test_text_output_and_errors(root, sft, tmp_path):
     assert r.exit_code == 2 and "need --generator" in _flat(r.output)
     r = runner.invoke(app, ["generate", "Predict.", "--index", str(root / "index"), "--dtype", "bfloat16"])
     assert r.exit_code == 2 and "--dtype need --generator" in _flat(r.output)
+    r = runner.invoke(app, ["generate", "Predict.", "--index", str(tmp_path / "no-index"), "--generator",
+                            str(root / "sft"), "--dtype", "half"])  # said before the index is opened
+    assert r.exit_code == 2 and "--dtype must be one of ['float32', 'bfloat16'], got 'half'" in _flat(r.output)
     r = runner.invoke(app, ["generate", "Predict.", "--index", str(root / "index"), "--generator", str(root / "sft"),
                             "--dtype", "bfloat16", "--json"])
     assert r.exit_code == 0, r.output

@@ -85,6 +85,13 @@ _WEIGHTINGS = ("similarity", "uniform")
 DTYPES = ("float32", "bfloat16")
 
 
+def dtype_problem(value: Any, name: str = "dtype") -> str:
+    """The one line that refuses ``value`` as ``LMConfig.dtype`` (``name``: how the caller
+    calls it), with a hint where it is the training setting's spelling ("bf16")."""
+    hint = " (bf16 is how mixed_precision, a training setting, says it)" if value == "bf16" else ""
+    return f"{name} must be one of {list(DTYPES)}, got {value!r}{hint}"
+
+
 def _torch_dtype(name: str):
     """The ``torch.dtype`` of a :data:`DTYPES` name (torch is imported on first use)."""
     import torch
@@ -313,7 +320,7 @@ class LMConfig:
         if self.decoder not in DECODERS:
             problems.append(f"decoder must be one of {list(DECODERS)}, got {self.decoder!r}")
         if self.dtype not in DTYPES:
-            problems.append(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
+            problems.append(dtype_problem(self.dtype))
         if self.provenance_weights not in _WEIGHTINGS:
             problems.append(
                 f"provenance_weights must be one of {list(_WEIGHTINGS)}, "
@@ -730,6 +737,7 @@ class LMGenerator(Generator):
                 if pop is None
                 else {key: pop.metadata[key] for key in ("n_tasks", "n_rows")},
                 "base_model": cfg.base_model,
+                "dtype": cfg.dtype,
                 "fine_tuned": self.fine_tuned_,
                 "statistical_prior": prior is not None,
                 "residual": cfg.residual,
@@ -948,7 +956,7 @@ class LMGenerator(Generator):
         ``dtype="bfloat16"``. Raises ArtifactError for a damaged or mismatched artifact and
         ValidationError for a ``dtype`` outside :data:`DTYPES`."""
         if dtype is not None and dtype not in DTYPES:
-            raise ValidationError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+            raise ValidationError(dtype_problem(dtype))
         from ragim.io import read_artifact
         from ragim.lm.adapters import load_adapter_model, read_adapter_config
         from ragim.lm.base_models import load_base_model

@@ -587,9 +587,9 @@ def train_sft(
     cfg = config_with(LMConfig, generator_config, overrides)
     if cfg.dtype != "float32":
         raise ValidationError(
-            f"SFT trains a float32 model (LMConfig(dtype={cfg.dtype!r}) is for generating; the "
-            "trainer uses bf16 autocast on GPUs that support it); train with dtype='float32' "
-            "and generate with LMGenerator.load(path, dtype='bfloat16')"
+            f"SFT trains a float32 model (LMConfig(dtype={cfg.dtype!r}) is for generating); "
+            "train with dtype='float32', in bf16 arithmetic with mixed_precision='bf16' if "
+            "wanted, and generate with LMGenerator.load(path, dtype='bfloat16')"
         )
     if len(index) < 2:
         raise ValidationError(f"SFT needs at least 2 indexed tasks, got {len(index)}")

@@ -95,7 +95,10 @@ MIXED_PRECISION = ("auto", "bf16", "no")
 def check_mixed_precision(value: Any, name: str = "mixed_precision") -> str:
     """``value`` if it is one of :data:`MIXED_PRECISION`, else a one-line ValidationError."""
     if value not in MIXED_PRECISION:
-        raise ValidationError(f"{name} must be one of {list(MIXED_PRECISION)}, got {value!r}")
+        hint = " (bfloat16 is how LMConfig.dtype says it)" if value == "bfloat16" else ""
+        raise ValidationError(
+            f"{name} must be one of {list(MIXED_PRECISION)}, got {value!r}{hint}"
+        )
     return value
 
 
@@ -230,6 +233,7 @@ def trainer_args(
 RUN_FILE = "ragim_run.json"
 #: training-config fields a resumed run may change (where and how often it saves, when it stops)
 VOLATILE_TRAINING = (
+    "mixed_precision",  # arithmetic, as the device is: a CPU run may resume on a GPU
     "output_dir",
     "save_steps",
     "resume_from_checkpoint",

@@ -167,6 +167,8 @@ def test_bfloat16_weights_generate_parsed_answers_and_load_can_choose_them(
 
     with pytest.raises(ValidationError, match=r"dtype must be one of \['float32', 'bfloat16'\]"):
         LMConfig(dtype="float16")
+    with pytest.raises(ValidationError, match="bf16 is how mixed_precision, a training setting, says it"):
+        LMConfig(dtype="bf16")
     fast = LMGenerator(base_model="tiny", k=2, device="cpu", dtype="bfloat16")
     model, _ = fast.load_model()
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
@@ -175,6 +177,7 @@ def test_bfloat16_weights_generate_parsed_answers_and_load_can_choose_them(
         params = fast.generate_params(family.descriptions[:2], index, exclude=[family.ids[0]])
         for p in params:  # the grammar holds in bfloat16 too
             _check_valid(p, index, decimals=2, excluded=family.ids[0])
+            assert p.metadata["dtype"] == "bfloat16"  # which arithmetic wrote it
     path = gen.save(tmp_path / "lm32")
     assert LMGenerator.load(path, device="cpu").config.dtype == "float32"
     loaded = LMGenerator.load(path, device="cpu", dtype="bfloat16")

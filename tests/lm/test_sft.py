@@ -288,6 +288,14 @@ def test_bf16_mixed_precision_on_a_cpu_autocasts_and_keeps_float32_weights(index
     assert runs[1].training_[-1]["config"]["mixed_precision"] == "bf16"
     with pytest.raises(ValidationError, match=r"mixed_precision must be one of \['auto', 'bf16', 'no'\]"):
         train_sft(index, base_model="tiny", mixed_precision="fp16", progress=False)
+    with pytest.raises(ValidationError, match="bfloat16 is how LMConfig.dtype says it"):
+        train_sft(index, base_model="tiny", mixed_precision="bfloat16", progress=False)
+    # arithmetic, like the device, may change when a run resumes (and runs saved before the
+    # setting existed still resume)
+    from ragim.train.sft import SFTTrainingConfig
+    from ragim.train.trainer import run_description
+
+    assert "mixed_precision" not in run_description("sft", SFTTrainingConfig(mixed_precision="bf16"))["training"]
 
 
 def test_activation_checkpointing_trains_the_same_adapter(index):
