@@ -96,9 +96,7 @@ def check_mixed_precision(value: Any, name: str = "mixed_precision") -> str:
     """``value`` if it is one of :data:`MIXED_PRECISION`, else a one-line ValidationError."""
     if value not in MIXED_PRECISION:
         hint = " (bfloat16 is how LMConfig.dtype says it)" if value == "bfloat16" else ""
-        raise ValidationError(
-            f"{name} must be one of {list(MIXED_PRECISION)}, got {value!r}{hint}"
-        )
+        raise ValidationError(f"{name} must be one of {list(MIXED_PRECISION)}, got {value!r}{hint}")
     return value
 
 
