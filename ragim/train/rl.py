@@ -467,7 +467,7 @@ def train_grpo(
         warnings.warn(
             "mixed_precision='bf16' on a CPU: GRPO samples its answers under bf16 autocast, "
             "which casts the weights again at every generated token, so sampling is slower "
-            "than in float32 (benchmarks/lm_sft_precision.py times a decoding step both ways); "
+            "than in float32 (benchmarks/lm_train_precision.py times a decoding step both ways); "
             "on a CPU, bf16 pays off for SFT, the reward model and DPO",
             UserWarning,
             stacklevel=user_stacklevel(),

@@ -1,4 +1,4 @@
-"""benchmarks/lm_sft_precision.py's decoding-step timer and CPU flags, on the tiny model (the
+"""benchmarks/lm_train_precision.py's decoding-step timer and CPU flags, on the tiny model (the
 SFT timing itself runs SmolLM2 and is a benchmark, not a test)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from ragim.lm.base_models import load_base_model
 
 
 def test_decode_step_is_timed_both_ways_and_leaves_no_autocast_behind():
-    bench = load_benchmark("lm_sft_precision")
+    bench = load_benchmark("lm_train_precision")
     model, _ = load_base_model("tiny", device="cpu")
     times = bench.decode_step_seconds(model, batch=2, context=16, steps=2, rounds=1)
     assert set(times) == {"no", "bf16"} and all(t > 0 for t in times.values())

@@ -1,20 +1,25 @@
-"""SFT step time of SmolLM2-135M in float32 and under bf16 autocast, in one process (issue 18).
+"""LM training step time of SmolLM2-135M in float32 and under bf16 autocast, in one process (issue 18).
 
-Trains ``--steps`` SFT steps of ``ragim.train.train_sft`` with ``mixed_precision="no"`` and
-with ``mixed_precision="bf16"``, alternating for ``--rounds`` rounds on the same examples
-(same seed), and times each optimiser step with a trainer callback (wall and process CPU
-seconds; the first step of every run is left out as warm-up). The prompts are those of the
-issue's training runs: heart disease tasks (``--family heart``; 28 tasks, 13 features) or
-procedure-sized synthetic tasks (``--family procedure``; 79 parameters), compact answers,
-``--k`` neighbours, the population model and, with ``--statistical-prior``, the statistical
-prior with its SDs. Then it times one decoding step (``--grpo-group`` rows, 1,000 cached
-tokens: GRPO's sampling) in float32 and under bf16 autocast. Writes one JSON file: seconds
-per step of each precision, their ratio, the training losses of both (bf16 autocast changes
-them in the last digits), the decoding step both ways, the mean prompt length and whether the
-CPU has bfloat16 units (``amx_bf16`` / ``avx512_bf16`` flags).
+Trains ``--steps`` steps of ``--stage`` (``sft``: ``ragim.train.train_sft``; ``grpo``:
+``ragim.train.train_grpo`` from an untrained adapter, a group of ``--grpo-group`` answers
+sampled under the answer grammar per step) with ``mixed_precision="no"`` and with
+``mixed_precision="bf16"``, alternating for ``--rounds`` rounds on the same examples (same
+seed), and times each optimiser step with a trainer callback (wall and process CPU seconds;
+the first step of every run is left out as warm-up). The prompts are those of the issue's
+training runs: heart disease tasks (``--family heart``; 28 tasks, 13 features),
+procedure-sized synthetic tasks (``--family procedure``; 79 parameters) or the synthetic
+family of the residual runs (``--family synthetic``; 3 features), compact answers, ``--k``
+neighbours, the population model and, with ``--statistical-prior``, the statistical prior
+with its SDs. Then it times one decoding step (``--grpo-group`` rows, 1,000 cached tokens:
+GRPO's sampling) in float32 and under bf16 autocast. Writes one JSON file: seconds per step
+of each precision, their ratio, the per-step training losses (SFT) or mean rewards (GRPO) of
+both, the decoding step both ways, the mean prompt length and whether the CPU has bfloat16
+units (``amx_bf16`` / ``avx512_bf16`` flags).
 
-    .venv/bin/python benchmarks/lm_sft_precision.py --family heart --statistical-prior \\
-        --activation-checkpointing --out benchmarks/results/lm_sft_precision_heart.json
+    .venv/bin/python benchmarks/lm_train_precision.py --stage sft --family heart --statistical-prior \\
+        --activation-checkpointing --out benchmarks/results/lm_train_precision_sft_heart.json
+    .venv/bin/python benchmarks/lm_train_precision.py --stage grpo --family synthetic --statistical-prior \\
+        --out benchmarks/results/lm_train_precision_grpo_synthetic.json
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import shlex
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 
@@ -71,12 +77,14 @@ def main() -> None:
     from transformers import TrainerCallback
 
     from ragim import TaskIndex, datasets
-    from ragim.generate.lm import LMConfig
-    from ragim.train import build_sft_dataset, train_sft
+    from ragim.generate.lm import LMConfig, LMGenerator
+    from ragim.train import build_sft_dataset, train_grpo, train_sft
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--family", choices=["heart", "procedure"], default="heart")
-    ap.add_argument("--steps", type=int, default=4, help="SFT steps per run (the first is warm-up)")
+    ap.add_argument("--stage", choices=["sft", "grpo"], default="sft")
+    ap.add_argument("--base-model", default="smollm2-135m", help="smollm2-135m, or tiny for a plumbing check")
+    ap.add_argument("--family", choices=["heart", "procedure", "synthetic"], default="heart")
+    ap.add_argument("--steps", type=int, default=4, help="training steps per run (the first is warm-up)")
     ap.add_argument("--rounds", type=int, default=2, help="runs of each precision, alternating")
     ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--k", type=int, default=3)
@@ -90,10 +98,11 @@ def main() -> None:
         ap.error("--steps must be at least 2 (the first is warm-up) and --rounds at least 1")
     torch.set_num_threads(args.threads)
 
-    tasks = (datasets.heart_disease() if args.family == "heart"
-             else datasets.procedure_family(n_tasks=40, seed=0))
+    tasks = {"heart": datasets.heart_disease,
+             "procedure": lambda: datasets.procedure_family(n_tasks=40, seed=0),
+             "synthetic": lambda: datasets.synthetic_family(n_tasks=20, n_features=3, seed=0)}[args.family]()
     index = TaskIndex.build(tasks, embedder="hashing", progress=False)
-    cfg = LMConfig(base_model="smollm2-135m", k=args.k, device="cpu", answer_format="compact",
+    cfg = LMConfig(base_model=args.base_model, k=args.k, device="cpu", answer_format="compact",
                    statistical_prior=args.statistical_prior, target_modules=("q_proj", "k_proj", "v_proj", "o_proj"))
 
     class StepTimer(TrainerCallback):
@@ -115,11 +124,20 @@ def main() -> None:
     for _ in range(args.rounds):
         for mp in runs:
             timer = StepTimer()
-            gen = train_sft(index, generator_config=cfg, max_steps=args.steps, batch_size=args.batch_size,
-                            val_fraction=0, mixed_precision=mp, activation_checkpointing=args.activation_checkpointing,
-                            progress=False, callbacks=[timer])
+            if args.stage == "sft":
+                gen = train_sft(index, generator_config=cfg, max_steps=args.steps, batch_size=args.batch_size,
+                                val_fraction=0, mixed_precision=mp,
+                                activation_checkpointing=args.activation_checkpointing, progress=False,
+                                callbacks=[timer])
+            else:  # GRPO from a fresh adapter: what a step costs does not depend on what SFT taught
+                with warnings.catch_warnings():  # its bf16-on-a-CPU warning is what this measures
+                    warnings.simplefilter("ignore", UserWarning)
+                    gen = train_grpo(LMGenerator(cfg), index, num_generations=args.grpo_group, batch_size=1,
+                                     max_steps=args.steps, temperature=0.8, mixed_precision=mp,
+                                     progress=False, callbacks=[timer])
             runs[mp].append({"wall": timer.wall[1:], "cpu": timer.cpu[1:]})
-            losses[mp] = [round(h["loss"], 5) for h in gen.history_ if "loss" in h]
+            key = "loss" if args.stage == "sft" else "reward"
+            losses[mp] = [round(h[key], 5) for h in gen.history_ if key in h]
             print(mp, [round(s, 1) for s in timer.wall], flush=True)
 
     def per_step(mp, key):
@@ -132,6 +150,7 @@ def main() -> None:
     lengths = [len(tok.apply_chat_template(r["prompt"], add_generation_prompt=True, return_dict=True)["input_ids"])
                for r in ds]
     row = {
+        "stage": args.stage,
         "family": args.family,
         "n_params": len(gen.param_names_),
         "batch_size": args.batch_size,
@@ -143,7 +162,7 @@ def main() -> None:
         "cpu_seconds_per_step": {mp: round(per_step(mp, "cpu"), 2) for mp in runs},
         "speed_up_bf16": round(per_step("no", "wall") / per_step("bf16", "wall"), 2),
         "speed_up_bf16_cpu": round(per_step("no", "cpu") / per_step("bf16", "cpu"), 2),
-        "losses_last_run": losses,
+        "losses_or_rewards_last_run": losses,
         "decode_step_seconds": decode,
         "decode_slow_down_bf16": round(decode["bf16"] / decode["no"], 2),
         "runs": runs,
