@@ -32,7 +32,6 @@ import shlex
 import statistics
 import sys
 import time
-import warnings
 from pathlib import Path
 
 
@@ -130,11 +129,9 @@ def main() -> None:
                                 activation_checkpointing=args.activation_checkpointing, progress=False,
                                 callbacks=[timer])
             else:  # GRPO from a fresh adapter: what a step costs does not depend on what SFT taught
-                with warnings.catch_warnings():  # its bf16-on-a-CPU warning is what this measures
-                    warnings.simplefilter("ignore", UserWarning)
-                    gen = train_grpo(LMGenerator(cfg), index, num_generations=args.grpo_group, batch_size=1,
-                                     max_steps=args.steps, temperature=0.8, mixed_precision=mp,
-                                     progress=False, callbacks=[timer])
+                gen = train_grpo(LMGenerator(cfg), index, num_generations=args.grpo_group, batch_size=1,
+                                 max_steps=args.steps, temperature=0.8, mixed_precision=mp, progress=False,
+                                 callbacks=[timer])
             runs[mp].append({"wall": timer.wall[1:], "cpu": timer.cpu[1:]})
             key = "loss" if args.stage == "sft" else "reward"
             losses[mp] = [round(h[key], 5) for h in gen.history_ if key in h]

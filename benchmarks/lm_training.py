@@ -100,8 +100,9 @@ def parse_args(argv=None):
                          "prior without GRPO's reward rows (SFTTrainingConfig.targets)")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--mixed-precision", choices=["auto", "bf16", "no"], default="auto",
-                    help="of every training stage: bf16 autocast on the CPU too (2-3x faster steps on CPUs "
-                         "with bfloat16 units; the mixed_precision field of every training config)")
+                    help="of every training stage: bf16 autocast on the CPU too (faster steps on CPUs with "
+                         "bfloat16 units, benchmarks/lm_train_precision.py; the mixed_precision field of "
+                         "every training config)")
     ap.add_argument("--activation-checkpointing", action="store_true",
                     help="recompute SFT activations in the backward pass (far less memory for long "
                          "prompts, about a third slower; SFTTrainingConfig.activation_checkpointing)")

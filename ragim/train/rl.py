@@ -77,7 +77,6 @@ from ragim.train.trainer import (
     CheckpointConfig,
     adapter_digest,
     index_data,
-    on_cuda,
     refuse_model_settings,
     run_config,
     run_description,
@@ -463,15 +462,6 @@ def train_grpo(
         reward_weights.append(float(w))
 
     gen = policy_copy(generator_or_path, device=device)
-    if run.mixed_precision == "bf16" and not on_cuda(gen.model_):
-        warnings.warn(
-            "mixed_precision='bf16' on a CPU: GRPO samples its answers under bf16 autocast, "
-            "which casts the weights again at every generated token, so sampling is slower "
-            "than in float32 (benchmarks/lm_train_precision.py times a decoding step both ways); "
-            "on a CPU, bf16 pays off for SFT, the reward model and DPO",
-            UserWarning,
-            stacklevel=user_stacklevel(),
-        )
     gen.check_index(index)
     gen.check_index_unchanged(index)  # GRPO continues what SFT learned from this index's tasks
     warn_if_rewards_overlap_targets(gen, run.heldout_fraction, run.seed, "GRPO")
