@@ -57,6 +57,7 @@ import json
 import platform
 import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -99,6 +100,9 @@ def parse_args(argv=None):
                     help="SFT completions: each task's stored fit, or its posterior mode under the prompt's "
                          "prior without GRPO's reward rows (SFTTrainingConfig.targets)")
     ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--also-bfloat16", action="store_true",
+                    help="also score SFT and GRPO generators with their weights in bfloat16 (LMConfig.dtype), "
+                         "paired with float32")
     ap.add_argument("--mixed-precision", choices=["auto", "bf16", "no"], default="auto",
                     help="of every training stage: bf16 autocast on the CPU too (faster steps on CPUs with "
                          "bfloat16 units, benchmarks/lm_train_precision.py; the mixed_precision field of "
@@ -286,7 +290,9 @@ def split_tasks(args):
 ADDED = {"residual": False, "rm_reads": "model", "mixed_precision": "auto"}
 #: options that do not change what a stage computes (a run directory may be resumed with others)
 VOLATILE = {"stages", "resume", "out", "json_out", "threads", "run_dir", "save_steps", "samples",
-            "activation_checkpointing"}
+            "activation_checkpointing", "also_bfloat16"}
+#: what --also-bfloat16 adds to a method's name
+BF16 = "bfloat16 weights"
 
 
 class Stages:
@@ -453,9 +459,16 @@ def main(argv=None):
     def score_raw_and_corrected(name, gen, stage):
         """Score ``gen``'s own answers as ``name``; with the statistical prior, also its answers
         moved towards the prior by the correction weight validated on its validation tasks
-        (``validate_prior_correction``; the weight is kept in the run directory)."""
+        (``validate_prior_correction``; the weight is kept in the run directory). With
+        ``--also-bfloat16``, each again by a copy of ``gen`` whose weights are bfloat16."""
+        gens = [(name, gen)]
+        if args.also_bfloat16:
+            with tempfile.TemporaryDirectory() as tmp:
+                gens.append((f"{name}, {BF16}", LMGenerator.load(gen.save(Path(tmp) / "g"), device="cpu",
+                                                                 dtype="bfloat16")))
         if not args.statistical_prior:
-            score(name, gen)
+            for n, g in gens:
+                score(n, g)
             return
         def validated():  # trainers validate it; a generator trained before they did is validated here
             if not gen.prior_correction_cv_:
@@ -464,11 +477,12 @@ def main(argv=None):
 
         cv = st.run(f"prior-correction-{stage}.json", validated, save=save_json, load=load_json)
         w = weights[stage] = min(cv, key=lambda r: r[1])[0] if cv else None  # the first: the smallest
-        gen.prior_correction_ = None
-        score(name, gen)
-        if w is not None:
-            gen.prior_correction_ = w
-            score(f"{name}, correction validated", gen)
+        for n, g in gens:
+            g.prior_correction_ = None
+            score(n, g)
+            if w is not None:
+                g.prior_correction_ = w
+                score(f"{n}, correction validated", g)
 
     if args.statistical_prior:
         prior = sft.fitted_prior(index)
@@ -542,6 +556,7 @@ def main(argv=None):
         versus.append((f"{best_of}, correction validated", "SFT (greedy), correction validated"))
     if "SFT + GRPO, correction validated" in results:
         versus.append(("SFT + GRPO, correction validated", "SFT (greedy), correction validated"))
+    versus += [(m, m.replace(f", {BF16}", "")) for m in results if BF16 in m]
     comparisons = paired(per_task, versus)
 
     cmd = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/lm_training.py", *(argv or sys.argv[1:])])

@@ -812,24 +812,63 @@ def lm_throughput_section() -> list[str]:
              "transformers logits processor. Ratios: CPU speed against the baseline path named above each table. "
              "`lm_throughput_heart_procedure.json` was measured before batched decoding wrote its key/value cache "
              "in place (`ragim.lm.constrained.preallocated_cache`), `lm_throughput_preallocated_cache.json` after, "
-             "beside two other benchmark jobs on the same 2 cores (so both of its paths ran slower than alone).", ""]
+             "beside two other benchmark jobs on the same 2 cores (so both of its paths ran slower than alone). "
+             "`lm_throughput_bf16.json` adds the weights in bfloat16 (`LMConfig(dtype=\"bfloat16\")`) and 12 "
+             "targets per batch, beside other jobs; its last column says how the bfloat16 answers agree with the "
+             "float32 path's (the untrained base model's answers: one digit that differs changes the greedy "
+             "continuation).", ""]
     for f in files:
         res = json.loads(f.read_text())
         lines += [f"### `{f.name}`: {res['base_model']}, {res['n']} targets, k = {res['k']}", "",
                   f"Command: `.venv/bin/{res['command']}`; threads: {res['threads']['ours']} on every path; "
                   f"device: {res['device']}.", ""]
         for sch in res["schemas"]:
+            twins = any(r.get("same_as_float32") for r in sch["paths"].values())
             lines += [f"{sch['n_params']} parameters per answer; baseline path `{sch['baseline_path']}`:", "",
                       "| path | CPU s per task | answer tokens per CPU s | mean prompt tokens | parse rate | "
-                      "CPU speed vs baseline |",
-                      "|---|---:|---:|---:|---:|---:|"]
+                      "CPU speed vs baseline |" + (" numbers as in float32 (largest difference) |" if twins else ""),
+                      "|---|---:|---:|---:|---:|---:|" + ("---|" if twins else "")]
             for name, r in sch["paths"].items():
                 per_task = r["cpu_seconds"] / res["n"]
+                same = r.get("same_as_float32")
+                agree = "" if not twins else (
+                    f" {same['equal_fraction']:.0%} ({same['max_abs_difference']:.2f}) |" if same else " |")
                 lines.append(f"| `{name}` | {per_task:.1f} | {r['mean_answer_tokens'] * res['n'] / r['cpu_seconds']:.2f} | "
                              f"{r['mean_prompt_tokens']:.0f} | {r['parse_rate']:.0%} | "
-                             f"{sch['cpu_ratios'][name]:.2f}× |")
+                             f"{sch['cpu_ratios'][name]:.2f}× |" + agree)
             lines.append("")
     return lines
+
+
+def lm_train_precision_section() -> list[str]:
+    """Every benchmarks/results/lm_train_precision_*.json (benchmarks/lm_train_precision.py)."""
+    files = sorted(RESULTS.glob("lm_train_precision_*.json"))
+    if not files:
+        return []
+    lines = ["## LM training steps in float32 and under bf16 autocast on a CPU (issue: the LM generator)", "",
+             "Each file times optimiser steps of one stage (`train_sft` or `train_grpo`) with "
+             "`mixed_precision=\"no\"` and `\"bf16\"` in one process, alternating, on the same examples; the "
+             "first step of each run is left out. The decoding step is one step of a group's sampling (the "
+             "frozen weights are cast again at every step under autocast). Steps may differ in length between the "
+             "two runs of GRPO (sampled answers), which the medians smooth only in part.", "",
+             "| file | stage | prompts | mean prompt tokens | batch | steps timed per precision | "
+             "s per step, float32 | s per step, bf16 | speed-up | decoding step, float32 / bf16 (s) | "
+             "CPU bfloat16 units | threads |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|---:|"]
+    commands = []
+    for f in files:
+        r = json.loads(f.read_text())
+        prompts = r["family"] + (", statistical prior" if r["statistical_prior"] else "") + (
+            ", activation checkpointing" if r["activation_checkpointing"] else "")
+        batch = r["batch_size"] if r["stage"] == "sft" else "1 prompt x group"
+        dec = r["decode_step_seconds"]
+        lines.append(f"| `{f.name}` | {r['stage']} | {prompts} | {r['mean_prompt_tokens']:,.0f} | {batch} | "
+                     f"{r['timed_steps_per_precision']} | {r['seconds_per_step']['no']:.1f} | "
+                     f"{r['seconds_per_step']['bf16']:.1f} | **{r['speed_up_bf16']:.2f}×** | "
+                     f"{dec['no']:.3f} / {dec['bf16']:.3f} | {', '.join(r['cpu_bf16_flags']) or 'none'} | "
+                     f"{r['threads']} |")
+        commands.append(f"`.venv/bin/{r['command']}`")
+    return lines + ["", "Commands: " + "; ".join(commands) + ".", ""]
 
 
 def lm_decode_profile_section() -> list[str]:
@@ -959,6 +998,7 @@ def build() -> str:
             body = lmz.read_text().strip().splitlines()
             lines += [f"## {body[0].lstrip('# ')} (issue: the LM generator)", "", *body[1:], ""]
     lines += lm_throughput_section()
+    lines += lm_train_precision_section()
     lines += lm_decode_profile_section()
     lines += label_efficiency_section()
     lines += domain_section()

@@ -132,3 +132,15 @@ def test_two_reward_models_compare_pair_by_pair_over_tasks(tmp_path):
     other.write_text(json.dumps({"rm_heldout_pair_scores": pairs([1, 1, 1, 0])[:3], "per_task": per([0.5, 0.6])}))
     with pytest.raises(SystemExit, match="did not score the same held-out pairs"):
         cmp.main([str(first), str(other)])
+
+
+def test_also_bfloat16_scores_a_bfloat16_copy_paired_with_float32(bench, tmp_path):
+    out = tmp_path / "r.json"
+    bench.main(["--base-model", "tiny", "--n-tasks", "10", "--n-heldout", "3", "--k", "2", "--sft-steps", "1",
+                "--stages", "sft", "--samples", "0", "--statistical-prior", "--answer-format", "compact",
+                "--also-bfloat16", "--out", str(tmp_path / "r.md"), "--json-out", str(out)])
+    res = json.loads(out.read_text())
+    assert {"SFT (greedy)", "SFT (greedy), bfloat16 weights"} <= set(res["per_task"])
+    pairs = {(c["method"], c["baseline"]) for c in res["comparisons"]}
+    assert ("SFT (greedy), bfloat16 weights", "SFT (greedy)") in pairs
+    assert ("SFT (greedy), bfloat16 weights, correction validated", "SFT (greedy), correction validated") in pairs
