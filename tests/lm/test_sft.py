@@ -181,7 +181,8 @@ def test_the_run_is_one_config_saved_beside_the_adapter(trained, tmp_path):
     assert gen.training_ == [{"stage": "sft", "config": {
         "max_steps": 3, "learning_rate": 5e-3, "batch_size": 2, "grad_accum": 1, "val_fraction": 0.2,
         "eval_steps": None, "seed": 0, "max_tasks": None, "activation_checkpointing": False,
-        "output_dir": None, "save_steps": None, "resume_from_checkpoint": False, "targets": "fit",
+        "output_dir": None, "save_steps": None, "resume_from_checkpoint": False, "mixed_precision": "auto",
+        "targets": "fit",
         "heldout_fraction": 0.5}}]
     assert SFTTrainingConfig(**gen.training_[0]["config"]) == expected
     state = json.loads((gen.save(tmp_path / "lm") / "state.json").read_text())
