@@ -941,7 +941,7 @@ def generate(
         str | None,
         typer.Option(
             help="LM generator only: its weights' type, float32 or bfloat16 (about twice as "
-            "fast on CPUs with bfloat16 units and on GPUs; default: the saved generator's)"
+            "fast on CPUs with bfloat16 units; default: the saved generator's)"
         ),
     ] = None,
     strict: Annotated[

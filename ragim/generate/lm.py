@@ -224,8 +224,8 @@ class LMConfig:
         default="float32",
         metadata={
             "help": "floating-point type of the model's weights when generating: 'float32' or "
-            "'bfloat16' (about twice as fast on CPUs with bfloat16 units and on GPUs; an answer "
-            "may differ in its last decimals); training needs 'float32'"
+            "'bfloat16' (about twice as fast on CPUs with bfloat16 units; answers differ from "
+            "float32's, docs/lm_format.md#bfloat16-weights); training needs 'float32'"
         },
     )
     seed: int = field(
