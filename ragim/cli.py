@@ -54,7 +54,7 @@ from ragim.cli_common import (
     silence_library_progress,
     warn,
 )
-from ragim.errors import ArtifactError, RagimError
+from ragim.errors import ArtifactError, RagimError, ValidationError
 
 app = typer.Typer(
     help="RAG-IM: retrieval-augmented generation of interpretable clinical models.",
@@ -500,13 +500,12 @@ class _TrainRun:
         wanted, and refuse to write over ``dest.out`` unless ``dest.overwrite`` (a
         :func:`_saved_to` group); returns the keywords every trainer takes from the run,
         ``seed`` and ``progress`` (whether to show progress bars)."""
-        from ragim.train.trainer import MIXED_PRECISION
+        from ragim.train.trainer import check_mixed_precision
 
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise typer.BadParameter(
-                f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, got "
-                f"{self.mixed_precision!r}"
-            )
+        try:
+            check_mixed_precision(self.mixed_precision, "--mixed-precision")
+        except ValidationError as exc:
+            raise typer.BadParameter(str(exc)) from None
         progress = setup(self.as_json, self.quiet)
         refuse_to_replace(dest.out, dest.overwrite)
         return {"seed": self.seed, "progress": progress}

@@ -280,7 +280,7 @@ def test_text_output_and_errors(root, sft, tmp_path):
     for stage, generator in (("sft", []), ("grpo", ["--generator", str(root / "sft")])):
         r = runner.invoke(app, ["train", stage, "--index", str(root / "index"), *generator,
                                 "--out", str(tmp_path / stage), "--mixed-precision", "fp16"])
-        assert r.exit_code == 2 and "--mixed-precision must be one of auto, bf16, no, got 'fp16'" in _flat(
+        assert r.exit_code == 2 and "--mixed-precision must be one of ['auto', 'bf16', 'no'], got 'fp16'" in _flat(
             r.output), r.output
     r = runner.invoke(app, ["generate", "Predict.", "--index", str(root / "index"), "--rerank", "logprob"])
     assert r.exit_code == 2 and "need --generator" in _flat(r.output)

@@ -88,7 +88,7 @@ class CheckpointConfig:
     )
 
 
-#: values of ``mixed_precision`` (accelerate's names)
+#: values of ``mixed_precision`` (accelerate's "bf16" and "no", and "auto")
 MIXED_PRECISION = ("auto", "bf16", "no")
 
 
