@@ -850,7 +850,9 @@ def lm_train_precision_section() -> list[str]:
              "`mixed_precision=\"no\"` and `\"bf16\"` in one process, alternating, on the same examples; the "
              "first step of each run is left out. The decoding step is one step of a group's sampling (the "
              "frozen weights are cast again at every step under autocast). Steps may differ in length between the "
-             "two runs of GRPO (sampled answers), which the medians smooth only in part.", "",
+             "two runs of GRPO (sampled answers), which the medians smooth only in part. The one-thread files were "
+             "measured beside another benchmark job on the other core, the `_2threads` files on the idle "
+             "machine.", "",
              "| file | stage | prompts | mean prompt tokens | batch | steps timed per precision | "
              "s per step, float32 | s per step, bf16 | speed-up | decoding step, float32 / bf16 (s) | "
              "CPU bfloat16 units | threads |",

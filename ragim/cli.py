@@ -488,7 +488,7 @@ class _TrainRun:
         str,
         typer.Option(
             help="auto (bf16 autocast on GPUs that support it), bf16 (on a CPU too: SFT steps "
-            "about 1.5x and GRPO steps about 1.9x faster on CPUs with bfloat16 units) or no "
+            "about 1.6x and GRPO steps about 1.3x faster on CPUs with bfloat16 units) or no "
             "(float32 throughout)"
         ),
     ] = "auto"
