@@ -128,7 +128,7 @@ def main() -> None:
                                 val_fraction=0, mixed_precision=mp,
                                 activation_checkpointing=args.activation_checkpointing, progress=False,
                                 callbacks=[timer])
-            else:  # GRPO from a fresh adapter: what a step costs does not depend on what SFT taught
+            else:  # GRPO from a fresh adapter (a trained policy's answers may cost more or less per step)
                 gen = train_grpo(LMGenerator(cfg), index, num_generations=args.grpo_group, batch_size=1,
                                  max_steps=args.steps, temperature=0.8, mixed_precision=mp, progress=False,
                                  callbacks=[timer])

@@ -287,10 +287,10 @@ def split_tasks(args):
 
 
 #: options added after run directories were kept: a kept settings.json without one was run with this value
-ADDED = {"residual": False, "rm_reads": "model", "mixed_precision": "auto"}
+ADDED = {"residual": False, "rm_reads": "model"}
 #: options that do not change what a stage computes (a run directory may be resumed with others)
 VOLATILE = {"stages", "resume", "out", "json_out", "threads", "run_dir", "save_steps", "samples",
-            "activation_checkpointing", "also_bfloat16"}
+            "activation_checkpointing", "also_bfloat16", "mixed_precision"}
 #: what --also-bfloat16 adds to a method's name
 BF16 = "bfloat16 weights"
 
