@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--base-model", default="smollm2-135m")
     ap.add_argument("--paths", nargs="+", choices=list(LM_PATHS),
                     default=["builtin_one_prompt_json", "engine_one_prompt_json", "engine_batched_json",
-                             "builtin_one_prompt_compact", "engine_batched_compact"])
+                             "builtin_one_prompt_compact", "engine_batched_compact", "engine_batched_compact_bf16"])
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     res = bench_lm_throughput(args.n, n_params=args.n_params, base_model=args.base_model,

@@ -823,6 +823,7 @@ def bench_lm_throughput(
         "engine_one_prompt_json",
         "engine_batched_json",
         "engine_batched_compact",
+        "engine_batched_compact_bf16",
     ),
 ) -> dict[str, Any]:
     """LM generation throughput of the two constrained decoders, one prompt and batched.

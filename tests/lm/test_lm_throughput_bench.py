@@ -52,3 +52,8 @@ def test_unknown_paths_are_refused():
     with pytest.raises(ValidationError, match="paths must be a non-empty list of"):
         bench_lm_throughput(1, n_params=(3,), base_model="tiny", paths=["fastest"])
     assert set(LM_PATHS) >= {"builtin_one_prompt_json", "engine_batched_compact"}
+    # `ragim bench lm-throughput` runs the defaults: today's one-prompt path first, bfloat16 among them
+    import inspect
+
+    default = inspect.signature(bench_lm_throughput).parameters["paths"].default
+    assert default[0] == "builtin_one_prompt_json" and "engine_batched_compact_bf16" in default
