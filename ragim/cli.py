@@ -976,10 +976,12 @@ def generate(
         if v is not None
     }
     if dtype is not None:  # checked before the index or generator is opened
-        from ragim.generate.lm import DTYPES, dtype_problem
+        from ragim.generate.lm import check_dtype
 
-        if dtype not in DTYPES:
-            raise typer.BadParameter(dtype_problem(dtype, "--dtype"))
+        try:
+            check_dtype(dtype, "--dtype")
+        except ValidationError as exc:
+            raise typer.BadParameter(str(exc)) from None
     if (lm_options or dtype is not None) and generator_path is None:
         raise typer.BadParameter(
             "--rerank, --reward-model, --num-candidates, --temperature and --dtype need "

@@ -85,18 +85,15 @@ _WEIGHTINGS = ("similarity", "uniform")
 DTYPES = ("float32", "bfloat16")
 
 
-def dtype_problem(value: Any, name: str = "dtype") -> str:
-    """The one line that refuses ``value`` as ``LMConfig.dtype`` (``name``: how the caller
-    calls it), with a hint where it is the training setting's spelling ("bf16")."""
-    hint = " (bf16 is how mixed_precision, a training setting, says it)" if value == "bf16" else ""
-    return f"{name} must be one of {list(DTYPES)}, got {value!r}{hint}"
-
-
-def _torch_dtype(name: str):
-    """The ``torch.dtype`` of a :data:`DTYPES` name (torch is imported on first use)."""
-    import torch
-
-    return getattr(torch, name)
+def check_dtype(value: Any, name: str = "dtype") -> str:
+    """``value`` if it is one of :data:`DTYPES`, else a one-line ValidationError naming it as
+    ``name``, with a hint where it is the training setting's spelling ("bf16")."""
+    if value not in DTYPES:
+        hint = (
+            " (bf16 is how mixed_precision, a training setting, says it)" if value == "bf16" else ""
+        )
+        raise ValidationError(f"{name} must be one of {list(DTYPES)}, got {value!r}{hint}")
+    return value
 
 
 RERANKS = ("logprob", "reward_model")
@@ -319,8 +316,6 @@ class LMConfig:
             )
         if self.decoder not in DECODERS:
             problems.append(f"decoder must be one of {list(DECODERS)}, got {self.decoder!r}")
-        if self.dtype not in DTYPES:
-            problems.append(dtype_problem(self.dtype))
         if self.provenance_weights not in _WEIGHTINGS:
             problems.append(
                 f"provenance_weights must be one of {list(_WEIGHTINGS)}, "
@@ -335,6 +330,7 @@ class LMConfig:
             "temperature": partial(check_number, ge=0),
             "top_p": partial(check_number, gt=0, le=1),
             "max_prompt_tokens": partial(check_int, ge=16, allow_none=True),
+            "dtype": check_dtype,
         }
         check_fields(self, rules, "LMConfig", problems)
 
@@ -500,11 +496,13 @@ class LMGenerator(Generator):
         """Load the base model and tokenizer now (otherwise done on first use); returns
         ``(model, tokenizer)``."""
         if self.model_ is None or self.tokenizer_ is None:
+            import torch
+
             from ragim.lm.base_models import load_base_model
 
             cfg = self.config
             self.model_, self.tokenizer_ = load_base_model(
-                cfg.base_model, device=cfg.device, dtype=_torch_dtype(cfg.dtype), seed=cfg.seed
+                cfg.base_model, device=cfg.device, dtype=getattr(torch, cfg.dtype), seed=cfg.seed
             )
         return self.model_, self.tokenizer_
 
@@ -955,11 +953,10 @@ class LMGenerator(Generator):
         ``LMConfig`` values: a generator trained in float32 generates in bfloat16 with
         ``dtype="bfloat16"``. Raises ArtifactError for a damaged or mismatched artifact and
         ValidationError for a ``dtype`` outside :data:`DTYPES`."""
-        if dtype is not None and dtype not in DTYPES:
-            raise ValidationError(dtype_problem(dtype))
+        if dtype is not None:
+            check_dtype(dtype)
         from ragim.io import read_artifact
         from ragim.lm.adapters import load_adapter_model, read_adapter_config
-        from ragim.lm.base_models import load_base_model
         from ragim.schema import FeatureSchema
 
         art = read_artifact(path, FORMAT)
@@ -1012,9 +1009,7 @@ class LMGenerator(Generator):
             cfg,
             stored,
             "adapter",
-            lambda: load_base_model(
-                cfg.base_model, device=cfg.device, dtype=_torch_dtype(cfg.dtype), seed=cfg.seed
-            ),
+            gen.load_model,  # the base model, as an unsaved generator of this config loads it
         )
         return gen
 
