@@ -873,6 +873,42 @@ def lm_train_precision_section() -> list[str]:
     return lines + ["", "Commands: " + "; ".join(commands) + ".", ""]
 
 
+def lm_generation_parts_section() -> list[str]:
+    """Every benchmarks/results/lm_generation_parts*.json (benchmarks/lm_generation_parts.py)."""
+    files = sorted(RESULTS.glob("lm_generation_parts*.json"))
+    if not files:
+        return []
+    lines = ["### Where batched generation's CPU time goes", "",
+             "One batched, grammar-constrained generation (`engine_batched_compact` in the dtype named), timed in "
+             "parts in CPU seconds of the process; then the same prompts' prefill replayed alone with several "
+             "token budgets per forward call (`ragim.lm.constrained.prefill_in_chunks`; \"all rows\" is one call, "
+             "as transformers' `generate` would do it). \"torch unpack\" is the same generation with the grammar's "
+             "bitmask unpacked by torch shifts, as the processor did before `unpack_bitmask`.", ""]
+    for f in files:
+        res = json.loads(f.read_text())
+        lines += [f"`{f.name}`: {res['base_model']}, {res['dtype']}, {res['n']} targets per batch, k = {res['k']}, "
+                  f"{res['threads']} thread(s); command `.venv/bin/{res['command']}`; the generator's budget "
+                  f"`CPU_PREFILL_TOKENS` = {res['cpu_prefill_tokens']:,}.", "",
+                  "| parameters | run | CPU s | shared prefix | prompt prefill | decoding forward passes | "
+                  "grammar processor | other | answer tokens |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for sch in res["schemas"]:
+            for name, g in sch["generation"].items():
+                p = g["parts"]
+                lines.append(f"| {sch['n_params']} | {name} | {g['cpu_seconds']:.1f} | {p['shared prefix']:.1f} | "
+                             f"{p['prompt prefill']:.1f} | {p['decoding forward passes']:.1f} | "
+                             f"{p['grammar processor']:.1f} | {p['other']:.1f} | {g['answer_tokens']:,} |")
+        lines += ["", "| parameters | mean prompt tokens | shared prefix tokens | prefill budget (tokens per call) | "
+                  "forward calls | CPU s |", "|---:|---:|---:|---|---:|---:|"]
+        for sch in res["schemas"]:
+            for r in sch["prefill"]:
+                budget = "all rows" if r["max_tokens"] is None else f"{r['max_tokens']:,}"
+                lines.append(f"| {sch['n_params']} | {sch['mean_prompt_tokens']:,.0f} | "
+                             f"{sch['shared_prefix_tokens']:,} | {budget} | {r['forward_calls']} | "
+                             f"{r['cpu_seconds']:.1f} |")
+        lines.append("")
+    return lines
+
+
 def lm_decode_profile_section() -> list[str]:
     """benchmarks/results/lm_decode_profile.json (benchmarks/lm_decode_profile.py)."""
     f = RESULTS / "lm_decode_profile.json"
@@ -1004,6 +1040,7 @@ def build() -> str:
     lines += lm_throughput_section()
     lines += lm_train_precision_section()
     lines += lm_decode_profile_section()
+    lines += lm_generation_parts_section()
     lines += label_efficiency_section()
     lines += domain_section()
     scale = RESULTS / "scale.json"

@@ -42,6 +42,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from ragim.checks import check_int, check_number
@@ -195,6 +196,27 @@ def _executor():
     return llguidance.LLExecutor(num_threads=1)
 
 
+def unpack_bitmask(bitmask: torch.Tensor, width: int) -> tuple[torch.Tensor, list[int]]:
+    """The allowed tokens of a token bitmask (``(rows, words)`` int32, bit ``b`` of word ``w``
+    is token ``32 * w + b``, as llguidance fills it) as a ``(rows, width)`` bool tensor, and the
+    number of allowed tokens per row. Columns past the bitmask are never allowed.
+
+    numpy's ``unpackbits`` does this for 12 rows of SmolLM2's 49,152 tokens in about 3 ms of
+    CPU per decoding step inside transformers' ``generate``, where the same shifts and sums in
+    torch took about 34 ms (one thread; ``benchmarks/lm_decode_parts.py``).
+
+    >>> mask = torch.tensor([[0b101, 0], [-(1 << 31), 1]], dtype=torch.int32)  # bit 31: sign
+    >>> allowed, counts = unpack_bitmask(mask, 34)
+    >>> allowed.nonzero().tolist(), counts
+    ([[0, 0], [0, 2], [1, 31], [1, 32]], [2, 2])
+    """
+    words = bitmask.numpy().view(np.uint32).astype("<u4", copy=False).view(np.uint8)
+    bits = np.unpackbits(words, axis=1, bitorder="little")[:, :width].view(np.bool_)
+    if bits.shape[1] < width:
+        bits = np.pad(bits, ((0, 0), (0, width - bits.shape[1])))
+    return torch.from_numpy(np.ascontiguousarray(bits)), np.count_nonzero(bits, axis=1).tolist()
+
+
 class GrammarLogitsProcessor:
     """A transformers ``LogitsProcessor`` that keeps every row of a batch inside its grammar.
 
@@ -210,9 +232,22 @@ class GrammarLogitsProcessor:
         Per row, per step: whether the grammar allowed more than one token (a free decision).
     lengths : list of int or None
         Per row, the tokens of its complete answer (None while it is unfinished).
+    token_logprobs : list of list of float
+        Per row, per token it has seen (filled only with ``record_logprobs``): the token's
+        log-probability under the model's unconstrained next-token distribution (the raw
+        logits this processor was given at that step), as ``output_logits`` would give it
+        without keeping every step's logits.
     """
 
-    def __init__(self, tokenizer, grammars: Sequence[str], *, vocab_size: int, prompt_length: int):
+    def __init__(
+        self,
+        tokenizer,
+        grammars: Sequence[str],
+        *,
+        vocab_size: int,
+        prompt_length: int,
+        record_logprobs: bool = False,
+    ):
         import llguidance
 
         self.ll_tokenizer = _ll_tokenizer(tokenizer, vocab_size)
@@ -232,7 +267,9 @@ class GrammarLogitsProcessor:
         eos_only[self.eos_id // 32] = 1 << (self.eos_id % 32)
         self._eos_only = eos_only.to(torch.int32).expand(len(grammars), words)
         self.lengths: list[int | None] = [None] * len(grammars)
-        self._bits = torch.arange(32, dtype=torch.int32)
+        self.record_logprobs = bool(record_logprobs)
+        self.token_logprobs: list[list[float]] = [[] for _ in grammars]
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None  # raw logits, their logsumexp
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         from llguidance.torch import fill_next_token_bitmask_par
@@ -243,12 +280,19 @@ class GrammarLogitsProcessor:
                 f"the processor has {n_rows} grammars but the batch has {input_ids.shape[0]} rows"
             )
         step = input_ids.shape[1] - self.prompt_length
+        last = input_ids[:, -1]
+        if step > 0 and self._last is not None:  # the tokens just chosen, under the raw logits
+            raw, lse = self._last
+            chosen = (raw.gather(1, last.unsqueeze(1).to(raw.device))[:, 0] - lse).tolist()
+        last = last.tolist()
         live = []
         for i, m in enumerate(self.matchers):
             if self.done[i]:
                 continue
             if step > 0:
-                tok = int(input_ids[i, -1])
+                tok = last[i]
+                if self._last is not None:
+                    self.token_logprobs[i].append(chosen[i])
                 if tok == self.eos_id:
                     self.done[i], self.lengths[i] = True, step - 1
                     continue
@@ -261,14 +305,11 @@ class GrammarLogitsProcessor:
         self.bitmask.copy_(self._eos_only)
         if live:
             fill_next_token_bitmask_par(self.executor, live, self.bitmask)
-        allowed = ((self.bitmask.unsqueeze(-1) >> self._bits) & 1).view(n_rows, -1).bool()
-        allowed = allowed[:, : scores.shape[1]]
-        if allowed.shape[1] < scores.shape[1]:  # logits beyond the tokenizer: never allowed
-            pad = torch.zeros(n_rows, scores.shape[1] - allowed.shape[1], dtype=torch.bool)
-            allowed = torch.cat([allowed, pad], dim=1)
-        counts = allowed.sum(dim=1).tolist()
+        allowed, counts = unpack_bitmask(self.bitmask, scores.shape[1])
         for _m, i in live:
             self.free[i].append(counts[i] > 1)
+        if self.record_logprobs:
+            self._last = (scores, torch.logsumexp(scores.float(), dim=-1))
         return scores.masked_fill(~allowed.to(scores.device), float("-inf"))
 
 
@@ -323,12 +364,18 @@ def shared_prefix_length(rows: Sequence[torch.Tensor], *, minimum: int | None = 
     return n if n >= minimum else 0
 
 
-def _left_padded(
+def left_padded(
     rows: Sequence[torch.Tensor], pad_id: int, shared: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Input ids and attention mask of a batch: the ``shared`` first tokens of every row, then
-    each row's rest, left-padded so that every prompt ends at the last column. With a shared
-    part the padding sits between it and the rest (masked out; positions follow the mask)."""
+    """Input ids and attention mask (both ``(len(rows), width)`` long) of a batch of 1-D
+    token-id tensors: the ``shared`` first tokens of every row, then each row's rest,
+    left-padded with ``pad_id`` so that every prompt ends at the last column. With a shared
+    part the padding sits between it and the rest (masked out; positions follow the mask).
+
+    >>> ids, mask = left_padded([torch.tensor([1, 2, 3]), torch.tensor([1, 2, 4, 5])], 0, 2)
+    >>> ids.tolist(), mask.tolist()
+    ([[1, 2, 0, 3], [1, 2, 4, 5]], [[1, 1, 0, 1], [1, 1, 1, 1]])
+    """
     width = shared + max(len(r) - shared for r in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(rows), width), dtype=torch.long)
@@ -348,7 +395,8 @@ def _preallocated_layer():
     class PreallocatedLayer(DynamicLayer):
         """One layer's keys and values in buffers of ``capacity`` positions, written in place;
         ``keys`` and ``values`` are views of the filled part. Past ``capacity`` the buffers
-        grow by doubling (one copy)."""
+        grow by doubling (one copy). :meth:`rows` gives a layer that writes a block of the
+        batch's rows (the chunked prefill of :func:`prefill_in_chunks`)."""
 
         def __init__(self, capacity: int):
             super().__init__()
@@ -356,26 +404,77 @@ def _preallocated_layer():
             self.length = 0
             self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None
 
-        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-            n, add = self.length, key_states.shape[-2]
-            if self._buffers is None or n + add > self._buffers[0].shape[-2]:
-                size = self.capacity if self._buffers is None else 2 * (n + add)
-                size = max(size, n + add)
+        def reserve(
+            self,
+            key_states: torch.Tensor,
+            value_states: torch.Tensor,
+            size: int,
+            n_rows: int | None = None,
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            """The buffers, allocated (``n_rows`` rows, shaped and typed as ``key_states``) or
+            grown (every position kept) to hold at least ``size`` positions."""
+            if self._buffers is None or size > self._buffers[0].shape[-2]:
+                new = max(self.capacity if self._buffers is None else 2 * size, size)
+                rows = (
+                    self._buffers[0].shape[0]
+                    if self._buffers is not None
+                    else (key_states.shape[0] if n_rows is None else n_rows)
+                )
                 bufs = tuple(
-                    s.new_empty((*s.shape[:-2], size, s.shape[-1]))
+                    s.new_empty((rows, *s.shape[1:-2], new, s.shape[-1]))
                     for s in (key_states, value_states)
                 )
                 if self._buffers is not None:
-                    for new, old in zip(bufs, self._buffers, strict=True):
-                        new[..., :n, :] = old[..., :n, :]
+                    for b, old in zip(bufs, self._buffers, strict=True):
+                        b[..., : old.shape[-2], :] = old
                 self._buffers = bufs
-            k, v = self._buffers
+                self.device, self.is_initialized = key_states.device, True
+            return self._buffers
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+            n, add = self.length, key_states.shape[-2]
+            k, v = self.reserve(key_states, value_states, n + add)
             k[..., n : n + add, :] = key_states
             v[..., n : n + add, :] = value_states
-            self.length = n + add
+            return self.filled(n + add)
+
+        def filled(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+            """Mark the first ``length`` positions of every row as written; their views."""
+            k, v = self._buffers
+            self.length = int(length)
             self.keys, self.values = k[..., : self.length, :], v[..., : self.length, :]
-            self.device, self.is_initialized = key_states.device, True
+            self.device, self.is_initialized = k.device, True
             return self.keys, self.values
+
+        def rows(self, start: int, stop: int, n_rows: int) -> RowBlock:
+            """A layer over rows ``start:stop`` (of ``n_rows``) of this one, from its filled
+            length on: what a forward call of those rows writes lands in these buffers."""
+            return RowBlock(self, start, stop, n_rows)
+
+    class RowBlock(DynamicLayer):
+        """Rows ``start:stop`` of a :class:`PreallocatedLayer`, as a layer of their own."""
+
+        def __init__(self, parent, start: int, stop: int, n_rows: int):
+            super().__init__()
+            self.parent, self.start, self.stop, self.n_rows = parent, start, stop, n_rows
+            self.length = parent.length
+            if parent._buffers is not None and self.length:
+                self._view()
+
+        def _view(self):
+            k, v = self.parent._buffers
+            rows = slice(self.start, self.stop)
+            self.keys, self.values = k[rows, ..., : self.length, :], v[rows, ..., : self.length, :]
+            self.device, self.is_initialized = k.device, True
+            return self.keys, self.values
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+            n, add = self.length, key_states.shape[-2]
+            k, v = self.parent.reserve(key_states, value_states, n + add, self.n_rows)
+            k[self.start : self.stop, ..., n : n + add, :] = key_states
+            v[self.start : self.stop, ..., n : n + add, :] = value_states
+            self.length = n + add
+            return self._view()
 
     return PreallocatedLayer
 
@@ -424,6 +523,68 @@ def preallocated_cache(
             shape = (n_rows, *theirs.keys.shape[1:])
             mine.update(theirs.keys.expand(shape), theirs.values.expand(shape))
     return {name: cache}
+
+
+#: prompt tokens per forward call of :func:`prefill_in_chunks` on a CPU. A forward call of a
+#: few thousand tokens keeps its activations in the CPU's caches: prefilling twelve heart-sized
+#: prompts (535 tokens each after their shared prefix) takes about half the CPU time in calls of
+#: about 2,000 tokens as in one call of all twelve, in bfloat16 and in float32 (SmolLM2-135M, one
+#: thread; ``benchmarks/lm_prefill_chunks.py``).
+CPU_PREFILL_TOKENS = 2048
+
+
+def prefill_in_chunks(
+    model,
+    cache: dict[str, Any],
+    input_ids: torch.Tensor,
+    attention: torch.Tensor,
+    *,
+    max_tokens: int | None,
+) -> int:
+    """Write the keys and values of every prompt token but the last column into ``cache`` (a
+    :func:`preallocated_cache`), a block of rows per forward call, so that ``generate`` has
+    only the last token of each row left to read.
+
+    ``input_ids`` and ``attention`` (``(n_rows, width)``) are the left-padded batch
+    (:func:`left_padded`); the columns the cache already holds (a shared prefix) are skipped.
+    Each call takes as many rows as fit in ``max_tokens`` tokens (at least one row; ``None``:
+    all rows in one call). Positions follow the attention mask, as in ``generate``. Returns
+    the number of forward calls (0 when the cache is not a :func:`preallocated_cache` or
+    nothing is left to prefill).
+    """
+    from transformers import DynamicCache
+
+    name, keep = forward_keywords(model)
+    whole = cache.get(name)
+    layers = getattr(whole, "layers", None)
+    layer_cls = _preallocated_layer()
+    if not layers or not all(isinstance(layer, layer_cls) for layer in layers):
+        return 0
+    n_rows, width = input_ids.shape
+    start = layers[0].length
+    cols = width - 1 - start
+    if cols <= 0:
+        return 0
+    per_call = n_rows if max_tokens is None else max(1, int(max_tokens) // cols)
+    positions = (attention.cumsum(-1) - 1).masked_fill(attention == 0, 1)
+    device = next(model.parameters()).device
+    calls = 0
+    for lo in range(0, n_rows, per_call):
+        hi = min(n_rows, lo + per_call)
+        block = DynamicCache(config=getattr(model, "config", None))
+        block.layers = [layer.rows(lo, hi, n_rows) for layer in layers]
+        model(
+            input_ids=input_ids[lo:hi, start : width - 1].to(device),
+            attention_mask=attention[lo:hi, : width - 1].to(device),
+            position_ids=positions[lo:hi, start : width - 1].to(device),
+            use_cache=True,
+            **{name: block},
+            **({"logits_to_keep": 1} if keep else {}),
+        )
+        calls += 1
+    for layer in layers:
+        layer.filled(width - 1)
+    return calls
 
 
 @torch.inference_mode()
@@ -539,10 +700,12 @@ def generate_answer_batch(
     # so that a cached shared prefix has the same rows)
     rows = [r for r in rows for _ in range(n_rows_each)]
     shared = shared_prefix_length(rows)
-    input_ids, attention = _left_padded(rows, pad_id, shared)
+    input_ids, attention = left_padded(rows, pad_id, shared)
     width = input_ids.shape[1]
     vocab = int(getattr(model.config, "vocab_size", 0) or len(tokenizer))
-    proc = GrammarLogitsProcessor(tokenizer, ll_grammars, vocab_size=vocab, prompt_length=width)
+    proc = GrammarLogitsProcessor(
+        tokenizer, ll_grammars, vocab_size=vocab, prompt_length=width, record_logprobs=True
+    )
     procs = [proc]
     if temperature > 0:
         procs += [TemperatureLogitsWarper(temperature)] + (
@@ -553,6 +716,13 @@ def generate_answer_batch(
     room = min(max_new, 8 * max(len(g.keys) for g in grammars) + 16)
     cache = preallocated_cache(
         model, width + room, rows[0][:shared] if shared else None, len(rows), device
+    )
+    prefill_in_chunks(
+        model,
+        cache,
+        input_ids,
+        attention,
+        max_tokens=CPU_PREFILL_TOKENS if device.type == "cpu" else None,
     )
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
@@ -570,10 +740,8 @@ def generate_answer_batch(
             pad_token_id=pad_id,
             eos_token_id=eos_id,
             return_dict_in_generate=True,
-            output_logits=True,
         )
     seqs = out.sequences[:, width:].cpu()
-    logits = torch.stack(out.logits, dim=1) if out.logits else torch.zeros(seqs.shape[0], 0, vocab)
     results: list[list[ConstrainedResult]] = []
     for p, fmt in enumerate(fmts):
         group = []
@@ -589,12 +757,12 @@ def generate_answer_batch(
             if n is None:
                 raise GenerationError(f"answer {row} did not finish within {max_new} tokens")
             ids = seqs[row, :n].tolist()
-            free = proc.free[row][:n]
-            lp = 0.0
-            if ids:
-                logp = torch.log_softmax(logits[row, :n].float(), dim=-1)
-                chosen = logp.gather(1, torch.tensor(ids, device=logp.device).unsqueeze(1))[:, 0]
-                lp = float(chosen[torch.tensor(free, dtype=torch.bool, device=logp.device)].sum())
+            token_lp = proc.token_logprobs[row][:n]
+            if len(token_lp) < n:  # not expected: every answer token is seen at the next step
+                raise GenerationError(
+                    f"answer {row}: log-probabilities of {len(token_lp)} of {n} tokens"
+                )
+            lp = float(sum(x for x, free in zip(token_lp, proc.free[row][:n], strict=True) if free))
             text = tokenizer.decode(
                 ids, skip_special_tokens=False, clean_up_tokenization_spaces=False
             )

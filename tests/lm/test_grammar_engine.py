@@ -232,3 +232,58 @@ def test_a_preallocated_cache_gives_the_default_caches_logits_and_grows(tiny):
             ids = a.logits[:, -1].argmax(-1, keepdim=True)
     assert mine.get_seq_length() == theirs.get_seq_length() == n + 3
     assert mine.layers[0].length == n + 3 > mine.layers[0].capacity  # it grew past its room
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_a_chunked_prefill_fills_the_cache_as_one_forward_call_does(tiny, shared, monkeypatch):
+    """Prefilling the prompts a block of rows per forward call (``prefill_in_chunks``, with or
+    without a shared prefix already cached) writes the keys and values one call of all rows
+    writes, and batched answers stay those of each prompt alone, whatever the block size."""
+    import ragim.lm.constrained as constrained
+
+    model, tok = tiny
+    head = "You write models. Design terms: " + ", ".join(KEYS) + ". Population: 0.1, 0.2. "
+    texts = [head + t for t in ("Target: stroke.", "Target: death within 30 days", "x", "y z")]
+    if not shared:
+        texts = [t[::-1] for t in texts]
+    rows = [p[0] for p in _prompts(tok, texts)]
+    n_shared = constrained.shared_prefix_length(rows)
+    assert (n_shared > 0) == shared
+    ids, mask = constrained.left_padded(rows, tok.eos_token_id, n_shared)
+    width = ids.shape[1]
+
+    def cache(max_tokens):
+        prefix = rows[0][:n_shared] if n_shared else None
+        kw = constrained.preallocated_cache(model, width + 8, prefix, len(rows))
+        calls = constrained.prefill_in_chunks(model, kw, ids, mask, max_tokens=max_tokens)
+        return calls, next(iter(kw.values()))
+
+    (one, whole), (many, blocks) = cache(None), cache(1)
+    assert one == 1 and many == len(rows)
+    for a, b in zip(whole.layers, blocks.layers, strict=True):
+        assert a.length == b.length == width - 1
+        keep = mask[:, : width - 1].bool()[:, None, :, None].expand_as(a.keys)
+        assert torch.allclose(a.keys[keep], b.keys[keep], atol=1e-5)
+        assert torch.allclose(a.values[keep], b.values[keep], atol=1e-5)
+    fmt = answer_format(KEYS, name="compact", decimals=2, max_abs=4.0)
+    with monkeypatch.context() as m:  # the reference: generate's own prefill, one prompt a call
+        m.setattr(constrained, "prefill_in_chunks", lambda *a, **k: 0)
+        alone = [generate_answer_batch(model, tok, [p], fmt)[0][0] for p in rows]
+    for budget in (1, 10**6):
+        monkeypatch.setattr(constrained, "CPU_PREFILL_TOKENS", budget)
+        batched = [g[0] for g in generate_answer_batch(model, tok, rows, fmt)]
+        assert [r.text for r in batched] == [r.text for r in alone]
+        assert [r.logprob for r in batched] == pytest.approx([r.logprob for r in alone], abs=1e-3)
+
+
+def test_unpack_bitmask_agrees_with_the_bit_shifts_it_replaces():
+    from ragim.lm.constrained import unpack_bitmask
+
+    mask = torch.randint(-(2**31), 2**31 - 1, (5, 7), generator=torch.Generator().manual_seed(0),
+                         dtype=torch.int32)
+    shifts = ((mask.unsqueeze(-1) >> torch.arange(32, dtype=torch.int32)) & 1).view(5, -1).bool()
+    for width in (1, 200, 224, 230):
+        allowed, counts = unpack_bitmask(mask, width)
+        want = torch.cat([shifts, torch.zeros(5, 6, dtype=torch.bool)], 1)[:, :width]
+        assert allowed.dtype == torch.bool and torch.equal(allowed, want)
+        assert counts == want.sum(1).tolist()
