@@ -97,6 +97,7 @@ def timed_parts(model, seconds: dict, prompts: list):
         prompts.append([[int(t) for t in torch.as_tensor(r).reshape(-1)] for r in rows])
         return saved["generate_answer_batch"](model_, tok, rows, *a, **k)
 
+    own = {n: model.__dict__[n] for n in ("forward", "generate") if n in model.__dict__}
     seconds.update({p: 0.0 for p in PARTS})
     C.preallocated_cache = in_phase("shared prefix", saved["preallocated_cache"])
     C.prefill_in_chunks = in_phase("prompt prefill", saved["prefill_in_chunks"])
@@ -111,6 +112,7 @@ def timed_parts(model, seconds: dict, prompts: list):
             setattr(C, n, f)
         C.GrammarLogitsProcessor.__call__ = call
         del model.forward, model.generate
+        model.__dict__.update(own)  # instance attributes the model had before (hooks)
 
 
 def prefill_seconds(model, tok, prompts: list[list[int]], budgets: list[int]) -> list[dict]:

@@ -201,16 +201,35 @@ def unpack_bitmask(bitmask: torch.Tensor, width: int) -> tuple[torch.Tensor, lis
     is token ``32 * w + b``, as llguidance fills it) as a ``(rows, width)`` bool tensor, and the
     number of allowed tokens per row. Columns past the bitmask are never allowed.
 
-    numpy's ``unpackbits`` does this for 12 rows of SmolLM2's 49,152 tokens in about 3 ms of
-    CPU per decoding step inside transformers' ``generate``, where the same shifts and sums in
-    torch took about 34 ms (one thread; ``benchmarks/lm_decode_parts.py``).
+    numpy's ``unpackbits`` does this for 12 rows of SmolLM2's 49,152 tokens in a fraction of
+    the CPU time the same shifts and sums take in torch inside transformers' ``generate``
+    (``benchmarks/lm_generation_parts.py --unpack-torch``, "grammar processor" in
+    docs/benchmarks.md).
+
+    Raises ValidationError unless ``bitmask`` is a 2-D int32 CPU tensor and ``width`` an int
+    >= 0.
 
     >>> mask = torch.tensor([[0b101, 0], [-(1 << 31), 1]], dtype=torch.int32)  # bit 31: sign
     >>> allowed, counts = unpack_bitmask(mask, 34)
     >>> allowed.nonzero().tolist(), counts
     ([[0, 0], [0, 2], [1, 31], [1, 32]], [2, 2])
     """
-    words = bitmask.numpy().view(np.uint32).astype("<u4", copy=False).view(np.uint8)
+    if not (
+        isinstance(bitmask, torch.Tensor)
+        and bitmask.dim() == 2
+        and bitmask.dtype == torch.int32
+        and bitmask.device.type == "cpu"
+    ):
+        raise ValidationError(
+            "bitmask must be a 2-D int32 CPU tensor (rows, words), got "
+            + (
+                f"{bitmask.dim()}-D {bitmask.dtype} on {bitmask.device}"
+                if isinstance(bitmask, torch.Tensor)
+                else type(bitmask).__name__
+            )
+        )
+    width = check_int(width, "width", ge=0)
+    words = bitmask.contiguous().numpy().view(np.uint32).astype("<u4", copy=False).view(np.uint8)
     bits = np.unpackbits(words, axis=1, bitorder="little")[:, :width].view(np.bool_)
     if bits.shape[1] < width:
         bits = np.pad(bits, ((0, 0), (0, width - bits.shape[1])))
@@ -234,9 +253,11 @@ class GrammarLogitsProcessor:
         Per row, the tokens of its complete answer (None while it is unfinished).
     token_logprobs : list of list of float
         Per row, per token it has seen (filled only with ``record_logprobs``): the token's
-        log-probability under the model's unconstrained next-token distribution (the raw
-        logits this processor was given at that step), as ``output_logits`` would give it
-        without keeping every step's logits.
+        log-probability under the model's unconstrained next-token distribution: the logits
+        this processor was given at that step, without keeping every step's logits. They are
+        the model's raw logits unless the model's own ``generation_config`` adds logits
+        processors (a repetition penalty, say), which transformers runs first; those then
+        shape both the choice and this log-probability (SmolLM2's adds none).
     """
 
     def __init__(
@@ -375,7 +396,17 @@ def left_padded(
     >>> ids, mask = left_padded([torch.tensor([1, 2, 3]), torch.tensor([1, 2, 4, 5])], 0, 2)
     >>> ids.tolist(), mask.tolist()
     ([[1, 2, 0, 3], [1, 2, 4, 5]], [[1, 1, 0, 1], [1, 1, 1, 1]])
+
+    Raises ValidationError unless ``rows`` is a non-empty list of non-empty 1-D tensors whose
+    first ``shared`` tokens (``0 <= shared <`` the shortest row) are the same.
     """
+    if isinstance(rows, torch.Tensor) or not isinstance(rows, Sequence) or not rows:
+        raise ValidationError("rows must be a non-empty list of 1-D token-id tensors")
+    if not all(isinstance(r, torch.Tensor) and r.dim() == 1 and len(r) > 0 for r in rows):
+        raise ValidationError("each row must be a non-empty 1-D token-id tensor")
+    shared = check_int(shared, "shared", ge=0, le=min(len(r) for r in rows) - 1)
+    if shared and any(not torch.equal(r[:shared], rows[0][:shared]) for r in rows[1:]):
+        raise ValidationError(f"the rows do not all share their first {shared} tokens")
     width = shared + max(len(r) - shared for r in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(rows), width), dtype=torch.long)
@@ -529,7 +560,7 @@ def preallocated_cache(
 #: few thousand tokens keeps its activations in the CPU's caches: prefilling twelve heart-sized
 #: prompts (535 tokens each after their shared prefix) takes about half the CPU time in calls of
 #: about 2,000 tokens as in one call of all twelve, in bfloat16 and in float32 (SmolLM2-135M, one
-#: thread; ``benchmarks/lm_prefill_chunks.py``).
+#: thread; ``benchmarks/lm_generation_parts.py``, docs/benchmarks.md).
 CPU_PREFILL_TOKENS = 2048
 
 
@@ -548,40 +579,68 @@ def prefill_in_chunks(
     ``input_ids`` and ``attention`` (``(n_rows, width)``) are the left-padded batch
     (:func:`left_padded`); the columns the cache already holds (a shared prefix) are skipped.
     Each call takes as many rows as fit in ``max_tokens`` tokens (at least one row; ``None``:
-    all rows in one call). Positions follow the attention mask, as in ``generate``. Returns
-    the number of forward calls (0 when the cache is not a :func:`preallocated_cache` or
+    all rows in one call). Positions follow the attention mask, as in ``generate``. Runs
+    without gradients. Returns the number of forward calls (0 when the cache is not a
+    :func:`preallocated_cache`, as where transformers has no replaceable cache layers, or
     nothing is left to prefill).
+
+    Raises ValidationError for a ``cache`` that is not the keyword dict
+    :func:`preallocated_cache` returns, ids and mask that are not the same ``(n_rows, width)``
+    shape, a cache of other rows or already past ``width - 1`` columns, or ``max_tokens``
+    below 1.
     """
     from transformers import DynamicCache
 
+    if not isinstance(cache, dict):
+        raise ValidationError(
+            f"cache must be the keyword dict preallocated_cache returns, got {type(cache).__name__}"
+        )
+    if not (
+        isinstance(input_ids, torch.Tensor)
+        and isinstance(attention, torch.Tensor)
+        and input_ids.dim() == 2
+        and input_ids.shape == attention.shape
+    ):
+        raise ValidationError(
+            "input_ids and attention must be tensors of the same (n_rows, width) shape, got "
+            f"{tuple(getattr(input_ids, 'shape', ()))} and {tuple(getattr(attention, 'shape', ()))}"
+        )
+    if max_tokens is not None:
+        max_tokens = check_int(max_tokens, "max_tokens", ge=1)
     name, keep = forward_keywords(model)
-    whole = cache.get(name)
-    layers = getattr(whole, "layers", None)
+    layers = getattr(cache.get(name), "layers", None)
     layer_cls = _preallocated_layer()
     if not layers or not all(isinstance(layer, layer_cls) for layer in layers):
         return 0
     n_rows, width = input_ids.shape
     start = layers[0].length
+    held = layers[0]._buffers[0].shape[0] if layers[0]._buffers is not None else n_rows
+    if held != n_rows or start > width - 1:
+        raise ValidationError(
+            f"the cache holds {held} rows and {start} columns; the batch has {n_rows} rows and "
+            f"{width} columns (a cache holds at most width - 1)"
+        )
     cols = width - 1 - start
     if cols <= 0:
         return 0
-    per_call = n_rows if max_tokens is None else max(1, int(max_tokens) // cols)
+    per_call = n_rows if max_tokens is None else max(1, max_tokens // cols)
     positions = (attention.cumsum(-1) - 1).masked_fill(attention == 0, 1)
     device = next(model.parameters()).device
     calls = 0
-    for lo in range(0, n_rows, per_call):
-        hi = min(n_rows, lo + per_call)
-        block = DynamicCache(config=getattr(model, "config", None))
-        block.layers = [layer.rows(lo, hi, n_rows) for layer in layers]
-        model(
-            input_ids=input_ids[lo:hi, start : width - 1].to(device),
-            attention_mask=attention[lo:hi, : width - 1].to(device),
-            position_ids=positions[lo:hi, start : width - 1].to(device),
-            use_cache=True,
-            **{name: block},
-            **({"logits_to_keep": 1} if keep else {}),
-        )
-        calls += 1
+    with torch.no_grad():
+        for lo in range(0, n_rows, per_call):
+            hi = min(n_rows, lo + per_call)
+            block = DynamicCache(config=getattr(model, "config", None))
+            block.layers = [layer.rows(lo, hi, n_rows) for layer in layers]
+            model(
+                input_ids=input_ids[lo:hi, start : width - 1].to(device),
+                attention_mask=attention[lo:hi, : width - 1].to(device),
+                position_ids=positions[lo:hi, start : width - 1].to(device),
+                use_cache=True,
+                **{name: block},
+                **({"logits_to_keep": 1} if keep else {}),
+            )
+            calls += 1
     for layer in layers:
         layer.filled(width - 1)
     return calls
@@ -1000,13 +1059,20 @@ def sample_under_grammar(
 __all__ = [
     "DECODERS",
     "ConstrainedResult",
+    "CPU_PREFILL_TOKENS",
+    "MIN_SHARED_PREFIX",
     "GrammarLogitsProcessor",
     "answer_regex",
     "format_json_numbers",
     "generate_answer_batch",
     "generate_answers",
     "generate_json_numbers",
+    "left_padded",
     "number_regex",
     "parse_json_numbers",
+    "preallocated_cache",
+    "prefill_in_chunks",
     "sample_under_grammar",
+    "shared_prefix_length",
+    "unpack_bitmask",
 ]

@@ -287,3 +287,50 @@ def test_unpack_bitmask_agrees_with_the_bit_shifts_it_replaces():
         want = torch.cat([shifts, torch.zeros(5, 6, dtype=torch.bool)], 1)[:, :width]
         assert allowed.dtype == torch.bool and torch.equal(allowed, want)
         assert counts == want.sum(1).tolist()
+
+
+def test_the_batch_helpers_refuse_bad_input_in_one_line(tiny):
+    import ragim.lm.constrained as constrained
+
+    model, tok = tiny
+    rows = [torch.tensor([1, 2, 3]), torch.tensor([1, 2, 4, 5])]
+    for bad in ([], torch.tensor([1, 2]), [torch.tensor([[1, 2]])], [torch.tensor([], dtype=torch.long)]):
+        with pytest.raises(ValidationError, match="row"):
+            constrained.left_padded(bad, 0, 0)
+    for shared in (-1, 3):
+        with pytest.raises(ValidationError, match="shared"):
+            constrained.left_padded(rows, 0, shared)
+    with pytest.raises(ValidationError, match="do not all share their first 2"):
+        constrained.left_padded([torch.tensor([1, 2, 3]), torch.tensor([1, 5, 4])], 0, 2)
+    for bad, width in [(torch.tensor([[0, 1]]), 64), (torch.tensor([[1.0]]), 32),
+                       (torch.tensor([5], dtype=torch.int32), 32), ([[1]], 32)]:
+        with pytest.raises(ValidationError, match="bitmask must be a 2-D int32 CPU tensor"):
+            constrained.unpack_bitmask(bad, width)
+    with pytest.raises(ValidationError, match="width"):
+        constrained.unpack_bitmask(torch.zeros(1, 2, dtype=torch.int32), -3)
+    ids, mask = constrained.left_padded(rows, 0, 2)
+    kw = constrained.preallocated_cache(model, 16, rows[0][:2], 2)
+    with pytest.raises(ValidationError, match="keyword dict"):
+        constrained.prefill_in_chunks(model, next(iter(kw.values())), ids, mask, max_tokens=None)
+    with pytest.raises(ValidationError, match="same"):
+        constrained.prefill_in_chunks(model, kw, ids, mask[:, 1:], max_tokens=None)
+    with pytest.raises(ValidationError, match="max_tokens"):
+        constrained.prefill_in_chunks(model, kw, ids, mask, max_tokens=0)
+    three = constrained.preallocated_cache(model, 16, rows[0][:2], 3)
+    with pytest.raises(ValidationError, match="holds 3 rows"):
+        constrained.prefill_in_chunks(model, three, ids, mask, max_tokens=None)
+
+
+def test_a_chunked_prefill_keeps_no_autograd_graph(tiny):
+    """Called with gradients on (outside generate's inference mode), the cache it fills holds
+    plain tensors, as preallocated_cache's own prefix does."""
+    import ragim.lm.constrained as constrained
+
+    model, _ = tiny
+    rows = [torch.tensor([1, 2, 3, 7]), torch.tensor([1, 2, 4, 5, 6])]
+    ids, mask = constrained.left_padded(rows, 0, 2)
+    kw = constrained.preallocated_cache(model, 16, rows[0][:2], 2)
+    assert torch.is_grad_enabled()
+    assert constrained.prefill_in_chunks(model, kw, ids, mask, max_tokens=1) == 2
+    layer = next(iter(kw.values())).layers[0]
+    assert layer.length == ids.shape[1] - 1 and not layer.keys.requires_grad
