@@ -469,6 +469,16 @@ def _preallocated_layer():
             v[..., n : n + add, :] = value_states
             return self.filled(n + add)
 
+        @property
+        def buffers(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+            """The keys' and values' buffers, every position (None before the first write)."""
+            return self._buffers
+
+        @property
+        def n_rows(self) -> int | None:
+            """Rows of the buffers (None before the first write)."""
+            return None if self._buffers is None else self._buffers[0].shape[0]
+
         def filled(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
             """Mark the first ``length`` positions of every row as written; their views."""
             k, v = self._buffers
@@ -489,11 +499,11 @@ def _preallocated_layer():
             super().__init__()
             self.parent, self.start, self.stop, self.n_rows = parent, start, stop, n_rows
             self.length = parent.length
-            if parent._buffers is not None and self.length:
+            if parent.buffers is not None and self.length:
                 self._view()
 
         def _view(self):
-            k, v = self.parent._buffers
+            k, v = self.parent.buffers
             rows = slice(self.start, self.stop)
             self.keys, self.values = k[rows, ..., : self.length, :], v[rows, ..., : self.length, :]
             self.device, self.is_initialized = k.device, True
@@ -614,7 +624,7 @@ def prefill_in_chunks(
         return 0
     n_rows, width = input_ids.shape
     start = layers[0].length
-    held = layers[0]._buffers[0].shape[0] if layers[0]._buffers is not None else n_rows
+    held = n_rows if layers[0].n_rows is None else layers[0].n_rows
     if held != n_rows or start > width - 1:
         raise ValidationError(
             f"the cache holds {held} rows and {start} columns; the batch has {n_rows} rows and "
