@@ -816,7 +816,9 @@ def lm_throughput_section() -> list[str]:
              "`lm_throughput_bf16.json` adds the weights in bfloat16 (`LMConfig(dtype=\"bfloat16\")`) and 12 "
              "targets per batch, beside other jobs; its last column says how the bfloat16 answers agree with the "
              "float32 path's (the untrained base model's answers: one digit that differs changes the greedy "
-             "continuation).", ""]
+             "continuation). `lm_throughput_chunked_prefill.json` is after the prompts' own tokens were prefilled in "
+             "row blocks (`ragim.lm.constrained.prefill_in_chunks`), beside the test suite on the other core; its "
+             "baseline path ran 23% faster than in `lm_throughput_bf16.json`, so compare ratios within a file.", ""]
     for f in files:
         res = json.loads(f.read_text())
         lines += [f"### `{f.name}`: {res['base_model']}, {res['n']} targets, k = {res['k']}", "",
@@ -883,7 +885,10 @@ def lm_generation_parts_section() -> list[str]:
              "parts in CPU seconds of the process; then the same prompts' prefill replayed alone with several "
              "token budgets per forward call (`ragim.lm.constrained.prefill_in_chunks`; \"all rows\" is one call, "
              "as transformers' `generate` would do it). \"torch unpack\" is the same generation with the grammar's "
-             "bitmask unpacked by torch shifts, as the processor did before `unpack_bitmask`.", ""]
+             "bitmask unpacked by torch shifts, as the processor did before `unpack_bitmask`. Both files were measured beside a two-thread "
+             "training job (heart SFT) starting on the other core, which slowed the first run of the heart file (its "
+             "prefill took 11.0 CPU s there against 8.6 s in the run that followed): compare parts within a row, "
+             "and the replayed budgets with each other.", ""]
     for f in files:
         res = json.loads(f.read_text())
         lines += [f"`{f.name}`: {res['base_model']}, {res['dtype']}, {res['n']} targets per batch, k = {res['k']}, "
@@ -905,6 +910,24 @@ def lm_generation_parts_section() -> list[str]:
                 lines.append(f"| {sch['n_params']} | {sch['mean_prompt_tokens']:,.0f} | "
                              f"{sch['shared_prefix_tokens']:,} | {budget} | {r['forward_calls']} | "
                              f"{r['cpu_seconds']:.1f} |")
+        lines.append("")
+    casc = RESULTS / "lm_cascade_attention.json"
+    if casc.exists():
+        res = json.loads(casc.read_text())
+        lines += ["### Cascade attention over the shared prefix: a micro-benchmark", "",
+                  f"Command: `.venv/bin/{res['command']}`; one decoding step's attention over {res['layers']} "
+                  f"layers (a cold cache per layer), SmolLM2-135M's heads, {res['dtype']}, {res['threads']} "
+                  "thread(s). `sdpa` is today's attention over each row's whole cache; the cascade forms read the "
+                  "shared prefix once for all rows and merge by log-sum-exp, from public torch operations or from "
+                  "torch's private CPU flash operator (`aten::_scaled_dot_product_flash_attention_for_cpu`). "
+                  "Not used by ragim.", "",
+                  "| rows | cached positions | shared prefix | sdpa ms per step | cascade, public ops | "
+                  "cascade, flash operator | largest difference from sdpa |", "|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in res["shapes"]:
+            worst = max(r["cascade_public"]["max_abs_difference"], r["cascade_flash"]["max_abs_difference"])
+            lines.append(f"| {r['rows']} | {r['positions']:,} | {r['shared_prefix']:,} | {r['sdpa']['ms_per_step']:.1f} | "
+                         f"{r['cascade_public']['ms_per_step']:.1f} | {r['cascade_flash']['ms_per_step']:.1f} | "
+                         f"{worst:.4f} |")
         lines.append("")
     return lines
 

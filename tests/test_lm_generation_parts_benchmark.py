@@ -31,3 +31,13 @@ def test_parts_and_prefill_budgets_on_the_tiny_model():
     assert whole["max_tokens"] is None and whole["forward_calls"] == 1
     assert one_row["max_tokens"] == 1 and one_row["forward_calls"] == 3  # at least a row a call
     assert sch["shared_prefix_tokens"] > 0 and sch["mean_prompt_tokens"] > sch["shared_prefix_tokens"]
+
+
+def test_the_cascade_attention_micro_benchmark_computes_the_same_attention():
+    """benchmarks/lm_cascade_attention.py: both cascade forms give SDPA's output (bfloat16)."""
+    bench = load_benchmark("lm_cascade_attention")
+    out = bench.step_ms(rows=3, positions=120, prefix=40, layers=2, repeats=1)
+    assert set(out) == {"sdpa", "cascade_public", "cascade_flash"}
+    assert out["sdpa"]["max_abs_difference"] == 0.0
+    for name in ("cascade_public", "cascade_flash"):
+        assert 0 <= out[name]["max_abs_difference"] < 0.02 and out[name]["ms_per_step"] >= 0

@@ -201,10 +201,10 @@ def unpack_bitmask(bitmask: torch.Tensor, width: int) -> tuple[torch.Tensor, lis
     is token ``32 * w + b``, as llguidance fills it) as a ``(rows, width)`` bool tensor, and the
     number of allowed tokens per row. Columns past the bitmask are never allowed.
 
-    numpy's ``unpackbits`` does this for 12 rows of SmolLM2's 49,152 tokens in a fraction of
-    the CPU time the same shifts and sums take in torch inside transformers' ``generate``
-    (``benchmarks/lm_generation_parts.py --unpack-torch``, "grammar processor" in
-    docs/benchmarks.md).
+    numpy's ``unpackbits`` does it with less CPU than torch bit shifts: for a batch of 12
+    heart-sized answers (SmolLM2's 49,152 tokens, 85 steps) the whole processor took 0.26 CPU s
+    against 0.45 s (``benchmarks/lm_generation_parts.py --unpack-torch``, "grammar processor"
+    in docs/benchmarks.md). Either way it is small beside the model's forward passes.
 
     Raises ValidationError unless ``bitmask`` is a 2-D int32 CPU tensor and ``width`` an int
     >= 0.
@@ -568,9 +568,10 @@ def preallocated_cache(
 
 #: prompt tokens per forward call of :func:`prefill_in_chunks` on a CPU. A forward call of a
 #: few thousand tokens keeps its activations in the CPU's caches: prefilling twelve heart-sized
-#: prompts (535 tokens each after their shared prefix) takes about half the CPU time in calls of
-#: about 2,000 tokens as in one call of all twelve, in bfloat16 and in float32 (SmolLM2-135M, one
-#: thread; ``benchmarks/lm_generation_parts.py``, docs/benchmarks.md).
+#: prompts (about 515 tokens each after their shared prefix), bfloat16 SmolLM2-135M on one
+#: thread, took 4.3 CPU s in calls of about 2,000 tokens against 5.6 s in one call of all twelve
+#: (``benchmarks/lm_generation_parts.py``, docs/benchmarks.md; measured beside a training job).
+#: Larger budgets gained little more.
 CPU_PREFILL_TOKENS = 2048
 
 
