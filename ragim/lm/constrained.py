@@ -566,8 +566,9 @@ def preallocated_cache(
     return {name: cache}
 
 
-#: prompt tokens per forward call of :func:`prefill_in_chunks` on a CPU. A forward call of a
-#: few thousand tokens keeps its activations in the CPU's caches: prefilling twelve heart-sized
+#: prompt tokens per forward call of :func:`prefill_in_chunks` on a CPU. Forward calls of a
+#: few thousand tokens cost less per token on a CPU than one call of every row (their
+#: activations are smaller; the cause was not profiled further): prefilling twelve heart-sized
 #: prompts (about 515 tokens each after their shared prefix), bfloat16 SmolLM2-135M on one
 #: thread, took 4.3 CPU s in calls of about 2,000 tokens against 5.6 s in one call of all twelve
 #: (``benchmarks/lm_generation_parts.py``, docs/benchmarks.md; measured beside a training job).
