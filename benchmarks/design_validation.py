@@ -95,9 +95,9 @@ def main(argv=None) -> dict:
                       f"(difference {r['stack'] - rows[0]['stack']:+.4f}) | {cands} | "
                       f"{r['n_tasks']} tasks, {r['seconds']:.0f} s", flush=True)
     if args.json_out is not None:
-        tmp = args.json_out.with_name(args.json_out.name + ".tmp")
-        tmp.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
-        tmp.replace(args.json_out)  # atomic
+        from ragim.io import write_file
+
+        write_file(args.json_out, (json.dumps(out, indent=1) + "\n").encode("utf-8"))  # atomic
     return out
 
 

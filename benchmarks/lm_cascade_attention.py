@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 import time
@@ -124,14 +123,12 @@ def main() -> None:
         rows_out.append({"rows": rows, "positions": positions, "shared_prefix": prefix, **r})
         print(json.dumps(rows_out[-1]), flush=True)
     from ragim.bench import environment
+    from ragim.io import write_file
 
     res = {"name": "lm-cascade-attention", "layers": args.layers, "threads": args.threads,
            "dtype": "bfloat16", "shapes": rows_out, "environment": environment("cpu"),
            "command": "python " + shlex.join([str(Path(sys.argv[0])), *sys.argv[1:]])}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, args.out)  # atomic
+    write_file(args.out, (json.dumps(res, indent=1) + "\n").encode("utf-8"))  # atomic
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 import time
@@ -119,12 +118,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     res = profile_costs(args.contexts, args.batches, steps=args.steps, base_model=args.base_model)
     from ragim.bench import environment
+    from ragim.io import write_file
 
     res.update(base_model=args.base_model, threads=args.threads, environment=environment("cpu"),
                command="python " + shlex.join([str(Path(sys.argv[0])), *sys.argv[1:]]))
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, args.out)  # atomic
+    write_file(args.out, (json.dumps(res, indent=1) + "\n").encode("utf-8"))  # atomic
     print(json.dumps(res["op_shares"]))
 
 

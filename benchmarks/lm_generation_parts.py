@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shlex
 import sys
 import time
@@ -207,16 +206,14 @@ def main() -> None:
     schemas = run(args.n_params, n=args.n, k=args.k, dtype=args.dtype, budgets=args.prefill_tokens,
                   unpack_torch=args.unpack_torch, base_model=args.base_model)
     from ragim.bench import environment
+    from ragim.io import write_file
     from ragim.lm.constrained import CPU_PREFILL_TOKENS
 
     res = {"name": "lm-generation-parts", "base_model": args.base_model, "n": args.n, "k": args.k,
            "dtype": args.dtype, "threads": args.threads, "cpu_prefill_tokens": CPU_PREFILL_TOKENS,
            "schemas": schemas, "environment": environment("cpu"),
            "command": "python " + shlex.join([str(Path(sys.argv[0])), *sys.argv[1:]])}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, args.out)  # atomic
+    write_file(args.out, (json.dumps(res, indent=1) + "\n").encode("utf-8"))  # atomic
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     from ragim.bench import LM_PATHS, bench_lm_throughput
+    from ragim.io import write_file
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=3, help="targets per schema")
@@ -42,9 +42,7 @@ def main() -> None:
     res = bench_lm_throughput(args.n, n_params=args.n_params, base_model=args.base_model,
                               threads=args.threads, paths=args.paths)
     res["command"] = "python " + shlex.join([str(Path(sys.argv[0])), *sys.argv[1:]])
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, args.out)  # atomic
+    write_file(args.out, (json.dumps(res, indent=1) + "\n").encode("utf-8"))  # atomic
     for s in res["schemas"]:
         print(f"n_params={s['n_params']}")
         for p, st in s["paths"].items():

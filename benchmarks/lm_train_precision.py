@@ -77,6 +77,7 @@ def main() -> None:
 
     from ragim import TaskIndex, datasets
     from ragim.generate.lm import LMConfig, LMGenerator
+    from ragim.io import write_file
     from ragim.train import build_sft_dataset, train_grpo, train_sft
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -168,9 +169,7 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
         "command": "python " + shlex.join([str(Path(sys.argv[0])), *sys.argv[1:]]),
     }
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(json.dumps(row, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, args.out)  # atomic
+    write_file(args.out, (json.dumps(row, indent=1) + "\n").encode("utf-8"))  # atomic
     print(json.dumps({k: row[k] for k in ("mean_prompt_tokens", "seconds_per_step", "speed_up_bf16",
                                           "decode_slow_down_bf16")}))
 

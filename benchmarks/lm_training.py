@@ -360,9 +360,9 @@ def step_printer(stage, every=10):
 
 
 def save_json(obj, p):
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float))
-    tmp.replace(p)
+    from ragim.io import write_file
+
+    write_file(p, json.dumps(obj, indent=2, default=float).encode("utf-8"))  # atomic
 
 
 def load_json(p):

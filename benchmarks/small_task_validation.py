@@ -88,11 +88,9 @@ def main(argv=None) -> dict:
                       f"({s['targets']} targets; {r['n_skipped_validated']} skipped tasks "
                       f"validated, {r['n_indexed']} indexed)", flush=True)
     if args.json_out is not None:
-        from ragim.io import json_bytes
+        from ragim.io import json_bytes, write_file
 
-        tmp = args.json_out.with_name(args.json_out.name + ".tmp")
-        tmp.write_bytes(json_bytes(result))
-        tmp.replace(args.json_out)  # atomic
+        write_file(args.json_out, json_bytes(result))  # atomic
     return result
 
 

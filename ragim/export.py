@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ import pandas as pd
 from ragim.canonical import canonical_level, canonical_levels
 from ragim.errors import ValidationError
 from ragim.explain import Z95, explain_params
-from ragim.io import make_parent
+from ragim.io import write_file
 from ragim.params import ModelParams, model_family
 from ragim.schema import Feature, case_only_level, read_feature
 
@@ -214,15 +213,8 @@ def write_csv(frame: pd.DataFrame, path: str | Path) -> Path:
     ragim.errors.ArtifactError
         When a file stands where a folder of ``path`` must be.
     """
-    path = Path(path)
-    make_parent(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        spreadsheet_safe(frame).to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    text = spreadsheet_safe(frame).to_csv(index=False, lineterminator=os.linesep)
+    return write_file(path, text.encode("utf-8"))
 
 
 def save_coefficients_csv(params: ModelParams, path: str | Path) -> Path:

@@ -309,6 +309,43 @@ def make_parent(path: str | os.PathLike) -> Path:
     return path.parent
 
 
+def write_file(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to the file ``path`` atomically and return ``path``.
+
+    The bytes go to a temporary file beside ``path`` (same folder, so the rename stays on one
+    file system), are flushed to disk, and the temporary file is renamed over ``path``: a
+    reader sees the old file or the whole new one, never a part, and a failed write leaves
+    the old file as it was and no temporary file behind. For single-file outputs (CSV,
+    JSONL, benchmark results); an artifact folder is :func:`write_artifact`'s.
+
+    Raises
+    ------
+    ValidationError
+        When ``data`` is not bytes.
+    ArtifactError
+        One line, when a file stands where a folder of ``path`` must be
+        (:func:`make_parent`).
+    OSError
+        When the disk refuses the write (full, read-only); ``path`` is unchanged.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise ValidationError(
+            f"write_file needs bytes, got {type(data).__name__}; encode text first"
+        )
+    path = Path(path)
+    make_parent(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def write_artifact(
     path: str | os.PathLike,
     kind: str,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -271,11 +270,9 @@ def main(argv=None) -> int:
         "faiss": faiss_search(not args.cpu, *sizes["faiss"]),
     }
     result["total_seconds"] = round(time.perf_counter() - t0, 2)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out)
+    from ragim.io import write_file
+
+    write_file(args.out, (json.dumps(result, indent=2) + "\n").encode("utf-8"))  # atomic
     print(json.dumps(result, indent=2))
     return 0
 

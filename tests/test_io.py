@@ -311,3 +311,42 @@ def test_saving_over_a_link_replaces_the_link_and_leaves_its_target_alone(tmp_pa
     assert read_artifact(tmp_path / "m", "ragim.example").read_json("config.json") == {"a": 2}
     assert read_artifact(real, "ragim.example").read_json("config.json") == {"a": 1}
     assert sorted(x.name for x in tmp_path.iterdir()) == ["m", "real"]  # no link left aside
+
+
+def test_write_file_replaces_the_whole_file_and_leaves_no_temporary(tmp_path):
+    from ragim.io import write_file
+
+    p = tmp_path / "sub" / "out.json"
+    assert write_file(p, b"first") == p
+    assert write_file(p, b"second\n") == p
+    assert p.read_bytes() == b"second\n"
+    assert sorted(x.name for x in p.parent.iterdir()) == ["out.json"]
+
+
+def test_write_file_that_fails_keeps_the_old_file(tmp_path, monkeypatch):
+    import os
+
+    from ragim import io
+
+    p = tmp_path / "out.csv"
+    io.write_file(p, b"old")
+
+    def refuse(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(OSError, match="No space"):
+        io.write_file(p, b"new")
+    assert p.read_bytes() == b"old"
+    assert [x.name for x in tmp_path.iterdir()] == ["out.csv"]
+
+
+def test_write_file_refuses_text_and_a_file_in_place_of_a_folder(tmp_path):
+    from ragim.errors import ValidationError
+    from ragim.io import write_file
+
+    with pytest.raises(ValidationError, match="needs bytes, got str"):
+        write_file(tmp_path / "a.txt", "text")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ArtifactError, match="is a file, not a folder"):
+        write_file(tmp_path / "notes.txt" / "a.csv", b"x")

@@ -35,13 +35,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ragim.errors import ValidationError, name_some, user_stacklevel
-from ragim.io import make_parent
+from ragim.io import write_file
 from ragim.lm.answer import answer_values, model_text
 
 #: columns every preference dataset has, in this order
@@ -391,7 +390,6 @@ def save_preferences(pairs, path: str | os.PathLike) -> Path:
     present, ``chosen_reward``, ``rejected_reward``, ``neighbor_ids`` and ``prior`` are written.
     """
     p = Path(path)
-    make_parent(p)
     lines = []
     for i, r in enumerate(_records(pairs)):
         rec = {k: r.get(k) for k in (*PREFERENCE_COLUMNS, *OPTIONAL_COLUMNS) if k in r}
@@ -402,17 +400,7 @@ def save_preferences(pairs, path: str | os.PathLike) -> Path:
             lines.append(json.dumps(rec, ensure_ascii=False, allow_nan=False))
         except (TypeError, ValueError) as exc:
             raise ValidationError(f"pair {i} is not JSON-safe ({exc})") from exc
-    tmp = p.parent / f".{p.name}.{uuid.uuid4().hex[:12]}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write("".join(line + "\n" for line in lines))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return p
+    return write_file(p, "".join(line + "\n" for line in lines).encode("utf-8"))
 
 
 def pair_rows(pairs) -> list[dict]:
