@@ -33,7 +33,10 @@ and the table adds paired differences over the held-out tasks (95% bootstrap CI)
 method minus the prior it was shown, and SFT + GRPO minus SFT. ``--family heart-task`` uses
 the UCI heart-disease tasks instead (``--n-folds 4 --fold 0`` to ``--fold 3`` hold out each
 quarter once; as in :mod:`ragim.evaluate`, every task sharing patients with a held-out task is
-left out of training too). ``--stages`` picks the stages after SFT. With ``--residual`` (needs
+left out of training too). Every run also scores two baselines that need no LM on the same
+rows, fitted on the training tasks only, and pairs each LM method with them: a logistic model
+on the training tasks' pooled rows and the similarity-weighted mean of the 10 nearest training
+tasks' models (:data:`BASELINES`). ``--stages`` picks the stages after SFT. With ``--residual`` (needs
 ``--statistical-prior``) the LM writes each parameter's change from that prior
 (``LMConfig(residual=True)``); the dpo stage is then left out.
 
@@ -286,6 +289,29 @@ def split_tasks(args):
     return tasks.take(train_pos), [tasks[i] for i in held_pos], what
 
 
+#: the baselines every run scores on the same held-out rows (no LM; see :func:`baselines`)
+BASELINES = ("pooled (training rows)", "neighbour mean (k=10)")
+
+
+def baselines(index):
+    """``{name: params_of(task)}`` for :data:`BASELINES`, each fitted on the training tasks
+    of ``index`` only: a logistic model fitted on all their pooled rows (``C=1``, the index's
+    model family, as ``ragim.evaluate``'s ``pooled``), and the similarity-weighted mean of the
+    10 closest training tasks' parameters (:func:`ragim.estimator.neighbor_mean`, as
+    ``ragim.evaluate``'s ``neighbor-mean``)."""
+    import pandas as pd
+
+    from ragim.estimator import neighbor_mean
+    from ragim.params import model_family
+
+    tasks = list(index.tasks)
+    X = pd.concat([t.X for t in tasks], ignore_index=True)
+    y = np.concatenate([t.y for t in tasks])
+    pooled = model_family(index.model).estimator(index.schema, C=1.0).fit(X, y).to_params()
+    return {BASELINES[0]: lambda t: pooled,
+            BASELINES[1]: lambda t: neighbor_mean(index, t.description, k=10)}
+
+
 #: options added after run directories were kept: a kept settings.json without one was run with this value
 ADDED = {"residual": False, "rm_reads": "model"}
 #: options that do not change what a stage computes (a run directory may be resumed with others)
@@ -488,6 +514,8 @@ def main(argv=None):
         prior = sft.fitted_prior(index)
         score("statistical prior (in the prompt)", sft,
               params_of=lambda t: prior.generate_params(t.description, index))
+    for name, params_of in baselines(index).items():  # no LM: what a reviewer compares with
+        score(name, sft, params_of=params_of)
     score_raw_and_corrected("SFT (greedy)", sft, "sft")
 
     grpo_log = []
@@ -547,7 +575,9 @@ def main(argv=None):
     wall = round(time.perf_counter() - t_all, 1)
 
     base = "statistical prior (in the prompt)" if args.statistical_prior else None
-    versus = [(m, base) for m in results if base and m != base]
+    lm_methods = [m for m in results if m != base and m not in BASELINES]
+    versus = [(m, base) for m in lm_methods if base]
+    versus += [(m, b) for m in lm_methods if BF16 not in m for b in BASELINES]
     if "SFT + GRPO" in results:
         versus.append(("SFT + GRPO", "SFT (greedy)"))
     if best_of in results:

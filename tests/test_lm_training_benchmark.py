@@ -144,3 +144,10 @@ def test_also_bfloat16_scores_a_bfloat16_copy_paired_with_float32(bench, tmp_pat
     pairs = {(c["method"], c["baseline"]) for c in res["comparisons"]}
     assert ("SFT (greedy), bfloat16 weights", "SFT (greedy)") in pairs
     assert ("SFT (greedy), bfloat16 weights, correction validated", "SFT (greedy), correction validated") in pairs
+    # the baselines a reviewer asks for are scored on the same rows, and each LM method is paired with them
+    assert set(bench.BASELINES) <= set(res["per_task"])
+    for b in bench.BASELINES:
+        assert [r["task_id"] for r in res["per_task"][b]] == [r["task_id"] for r in res["per_task"]["SFT (greedy)"]]
+        assert ("SFT (greedy)", b) in pairs and ("SFT (greedy), correction validated", b) in pairs
+        assert (b, "statistical prior (in the prompt)") not in pairs
+    assert not any(bench.BF16 in m and b in bench.BASELINES for m, b in pairs)
