@@ -417,6 +417,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     from ragim import TaskIndex
     from ragim.generate.lm import LMConfig, LMGenerator
+    from ragim.io import write_file
     from ragim.lm.pairs import load_preferences, save_preferences
     from ragim.lm.reward_model import RewardModel
     from ragim.params import param_names
@@ -647,17 +648,17 @@ def main(argv=None):
         "",
     ])
     print(md)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(md)
+    write_file(args.out, md.encode("utf-8"))
     if args.json_out is not None:
-        args.json_out.write_text(json.dumps({"settings": settings, "results": results, "per_task": per_task,
+        write_file(args.json_out, json.dumps({"settings": settings, "results": results, "per_task": per_task,
                                              "comparisons": comparisons, "grpo_log": grpo_log,
                                              "rm_pairwise_accuracy_heldout": rm_acc_heldout,
                                              "rm_val_accuracy": None if rm is None else rm.val_accuracy_,
                                              "prior_density_pairwise_accuracy_heldout": prior_acc_heldout,
                                              "n_heldout_pairs": None if hpairs is None else len(hpairs),
                                              "rm_heldout_pair_scores": rm_pairs,
-                                             "timings": st.timings, "wall_s": wall}, indent=2, default=float))
+                                             "timings": st.timings, "wall_s": wall}, indent=2, default=float)
+                   .encode("utf-8"))
     return results
 
 

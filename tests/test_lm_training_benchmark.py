@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from conftest import load_benchmark
 
@@ -151,3 +152,39 @@ def test_also_bfloat16_scores_a_bfloat16_copy_paired_with_float32(bench, tmp_pat
         assert ("SFT (greedy)", b) in pairs and ("SFT (greedy), correction validated", b) in pairs
         assert (b, "statistical prior (in the prompt)") not in pairs
     assert not any(bench.BF16 in m and b in bench.BASELINES for m, b in pairs)
+
+
+def test_folds_pool_into_one_paired_comparison_and_other_runs_are_refused(tmp_path):
+    """lm_training_folds pools the folds' held-out tasks and recomputes each fold's comparison
+    over all of them; folds of other settings, a fold twice or a task in two folds are refused."""
+    folds = load_benchmark("lm_training_folds")
+
+    def fold(f, tasks, lm, base, **settings):
+        per = {"SFT (greedy)": [{"task_id": t, "log_loss": v, "auroc": 0.7} for t, v in zip(tasks, lm, strict=True)],
+               "pooled (training rows)": [{"task_id": t, "log_loss": v, "auroc": 0.6}
+                                          for t, v in zip(tasks, base, strict=True)]}
+        p = tmp_path / f"f{f}-{len(list(tmp_path.iterdir()))}.json"
+        p.write_text(json.dumps({"settings": {"fold": f, "sft_steps": 300, "run_dir": f"r{f}", **settings},
+                                 "per_task": per,
+                                 "comparisons": [{"method": "SFT (greedy)", "baseline": "pooled (training rows)"}]}))
+        return str(p)
+
+    a = fold(0, ["t1", "t2"], [0.5, 0.4], [0.6, 0.6])
+    b = fold(1, ["t3", "t4", "t5"], [0.5, 0.7, 0.3], [0.5, 0.6, 0.5])
+    out = folds.main([a, b, "--out", str(tmp_path / "pooled.md"), "--json-out", str(tmp_path / "pooled.json")])
+    assert out["folds"] == [0, 1] and out["n_tasks"] == 5
+    ll = next(c for c in out["comparisons"] if c["metric"] == "log_loss")
+    assert (ll["method"], ll["baseline"], ll["n_tasks"]) == ("SFT (greedy)", "pooled (training rows)", 5)
+    assert ll["mean_diff"] == pytest.approx(np.mean([-0.1, -0.2, 0.0, 0.1, -0.2]))
+    assert (ll["wins"], ll["losses"]) == (3, 1)
+    assert "5 held-out tasks" in (tmp_path / "pooled.md").read_text()
+    assert json.loads((tmp_path / "pooled.json").read_text())["n_tasks"] == 5
+    with pytest.raises(SystemExit, match="other settings.*sft_steps=100"):
+        folds.main([a, fold(2, ["t6"], [0.5], [0.5], sft_steps=100)])
+    with pytest.raises(SystemExit, match="same fold is given twice"):
+        folds.main([a, fold(0, ["t7"], [0.5], [0.5])])
+    with pytest.raises(SystemExit, match="task 't1' is held out in"):
+        folds.main([a, fold(3, ["t1"], [0.5], [0.5])])
+    (tmp_path / "bad.json").write_text('{"results": {}}')
+    with pytest.raises(SystemExit, match="not a benchmarks/lm_training.py --json-out file"):
+        folds.main([a, str(tmp_path / "bad.json")])
