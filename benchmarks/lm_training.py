@@ -475,9 +475,11 @@ def main(argv=None):
 
     results, per_task = {}, {}
 
-    def score(name, gen, **kw):
+    def score(name, gen, *, lm=True, **kw):
+        """Score ``name`` on the held-out tasks; ``lm=False`` (a baseline) draws no LM samples."""
         key = "score-" + "".join(c if c.isalnum() else "-" for c in name.lower())
-        r = st.run(key, lambda: dict(zip(("mean", "per"), score_method(gen, index, held, args, **kw), strict=True)),
+        how = args if lm else argparse.Namespace(**{**vars(args), "samples": 0})
+        r = st.run(key, lambda: dict(zip(("mean", "per"), score_method(gen, index, held, how, **kw), strict=True)),
                    save=save_json, load=load_json)
         results[name], per_task[name] = r["mean"], r["per"]
 
@@ -513,10 +515,10 @@ def main(argv=None):
 
     if args.statistical_prior:
         prior = sft.fitted_prior(index)
-        score("statistical prior (in the prompt)", sft,
+        score("statistical prior (in the prompt)", sft, lm=False,
               params_of=lambda t: prior.generate_params(t.description, index))
     for name, params_of in baselines(index).items():  # no LM: what a reviewer compares with
-        score(name, sft, params_of=params_of)
+        score(name, sft, lm=False, params_of=params_of)
     score_raw_and_corrected("SFT (greedy)", sft, "sft")
 
     grpo_log = []
@@ -599,7 +601,8 @@ def main(argv=None):
     for name, r in results.items():
         row = f"| {name} | {r['reward']:.4f} | {r['auroc']:.4f} | {r['log_loss']:.4f} | {r['valid_constrained']:.2f} |"
         if sampled:
-            row += f" {r['valid_unconstrained']:.2f} | {r['sample_reward']:.2f} |"
+            row += (f" {r['valid_unconstrained']:.2f} | {r['sample_reward']:.2f} |" if "sample_reward" in r
+                    else " – | – |")
         lines.append(row)
     if comparisons:
         lines += ["", "| paired difference (same held-out tasks) | metric | mean | 95% bootstrap CI | wins / tasks |",

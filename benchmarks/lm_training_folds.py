@@ -28,23 +28,63 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-#: settings that may differ between the folds of one run
-PER_FOLD = {"fold", "out", "json_out", "run_dir", "stages", "resume", "threads", "save_steps",
-            "samples", "activation_checkpointing", "also_bfloat16", "mixed_precision"}
+#: settings that may differ between the folds of one run, besides lm_training.VOLATILE
+PER_FOLD = {"fold", "out", "json_out"}
+
+
+def check_run(run, name: str) -> None:
+    """Refuse, in one line, a fold file that is not what ``lm_training.py --json-out`` writes:
+    ``settings`` with an integer ``fold``; ``per_task`` mapping each method to rows with a
+    ``task_id`` and a ``log_loss``, every method over the same tasks, each once; and
+    ``comparisons`` naming a ``method`` and a ``baseline``."""
+    if not isinstance(run, dict) or not isinstance(run.get("settings"), dict) or not isinstance(
+            run.get("per_task"), dict):
+        raise SystemExit(f"{name} is not a benchmarks/lm_training.py --json-out file (no settings or per_task)")
+    fold = run["settings"].get("fold")
+    if "n_folds" in run["settings"] and run["settings"]["n_folds"] is None:
+        raise SystemExit(f"{name} is not one fold of an --n-folds run (it held out --n-heldout tasks)")
+    if not isinstance(fold, int) or isinstance(fold, bool):
+        raise SystemExit(f"{name}: settings.fold is {fold!r}, not a fold number; pool the folds of an --n-folds run")
+    if not run["per_task"]:
+        raise SystemExit(f"{name} scores no method (per_task is empty)")
+    ids = None
+    for m, rows in run["per_task"].items():
+        if not isinstance(rows, list) or not rows or not all(
+                isinstance(r, dict) and isinstance(r.get("task_id"), str) and "log_loss" in r for r in rows):
+            raise SystemExit(f"{name}: the rows of {m!r} are not a list of {{task_id, log_loss, ...}} records")
+        mine = [r["task_id"] for r in rows]
+        if len(set(mine)) < len(mine):
+            raise SystemExit(f"{name}: {m!r} scores a task twice: {sorted({t for t in mine if mine.count(t) > 1})}")
+        if ids is not None and set(mine) != ids:
+            raise SystemExit(f"{name}: {m!r} is scored on other tasks than {next(iter(run['per_task']))!r}; "
+                             "each method must be scored on every held-out task")
+        ids = set(mine)
+    comps = run.get("comparisons", [])
+    if not isinstance(comps, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("method"), str) and isinstance(c.get("baseline"), str)
+            for c in comps):
+        raise SystemExit(f"{name}: comparisons must be a list of {{method, baseline, ...}} records")
 
 
 def pool(runs: list[dict], names: list[str]) -> tuple[dict, list[tuple[str, str]]]:
     """``(per_task, pairs)``: each method's per-task rows over every fold, and the union of the
     folds' ``(method, baseline)`` comparisons, in first-seen order. ``names`` label ``runs`` in
-    errors."""
-    first = runs[0]["settings"]
+    errors. A fold kept before an option was added counts as run with its default
+    (``lm_training.ADDED``)."""
+    from lm_training import ADDED, VOLATILE
+
+    for name, run in zip(names, runs, strict=True):
+        check_run(run, name)
+    same = lambda r: {k: v for k, v in {**ADDED, **r["settings"]}.items()  # noqa: E731
+                      if k not in VOLATILE | PER_FOLD}
+    first = same(runs[0])
     for name, run in zip(names[1:], runs[1:], strict=True):
-        differ = sorted(k for k in first.keys() | run["settings"].keys()
-                        if k not in PER_FOLD and first.get(k) != run["settings"].get(k))
+        theirs = same(run)
+        differ = sorted(k for k in first.keys() | theirs.keys() if first.get(k) != theirs.get(k))
         if differ:
             raise SystemExit(f"{name} was run with other settings than {names[0]}: "
-                             + ", ".join(f"{k}={run['settings'].get(k)!r} (not {first.get(k)!r})" for k in differ))
-    folds = [r["settings"].get("fold") for r in runs]
+                             + ", ".join(f"{k}={theirs.get(k)!r} (not {first.get(k)!r})" for k in differ))
+    folds = [r["settings"]["fold"] for r in runs]
     if len(set(folds)) < len(folds):
         raise SystemExit(f"the same fold is given twice: folds {folds}")
     methods = [m for m in runs[0]["per_task"] if all(m in r["per_task"] for r in runs)]
@@ -57,8 +97,9 @@ def pool(runs: list[dict], names: list[str]) -> tuple[dict, list[tuple[str, str]
             if r["task_id"] in seen:
                 raise SystemExit(f"task {r['task_id']!r} is held out in {seen[r['task_id']]} and {name}")
             seen[r["task_id"]] = name
-        for m in methods:
-            per_task[m] += run["per_task"][m]
+        for m in methods:  # a metric a fold could not compute (None, NaN) stays missing: dropped from its pairs
+            per_task[m] += [{**r, **{k: np.nan for k in ("log_loss", "auroc") if r.get(k) is None}}
+                            for r in run["per_task"][m]]
     pairs = []
     for run in runs:
         for c in run.get("comparisons", []):
@@ -76,16 +117,14 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     from lm_training import paired
 
-    from ragim.io import strict_json, write_file
+    from ragim.io import write_file
 
     runs = []
     for p in args.folds:
         try:
-            runs.append(strict_json(p.read_bytes()))
+            runs.append(json.loads(p.read_text(encoding="utf-8")))  # lm_training writes NaN as NaN
         except (OSError, ValueError) as exc:
             raise SystemExit(f"cannot read {p}: {exc}") from exc
-        if not {"settings", "per_task"} <= set(runs[-1]):
-            raise SystemExit(f"{p} is not a benchmarks/lm_training.py --json-out file (no settings or per_task)")
     per_task, pairs = pool(runs, [str(p) for p in args.folds])
     comparisons = paired(per_task, pairs)
     folds = sorted(r["settings"].get("fold") for r in runs)
@@ -93,7 +132,7 @@ def main(argv=None) -> dict:
     lines = [f"# LM training, folds {folds} pooled: {n} held-out tasks", "",
              "Files: " + ", ".join(f"`{p}`" for p in args.folds), "",
              "| method | log-loss ↓ | AUROC ↑ | tasks |", "|---|---:|---:|---:|"]
-    lines += [f"| {m} | {np.mean([r['log_loss'] for r in rows]):.4f} | "
+    lines += [f"| {m} | {np.nanmean([r['log_loss'] for r in rows]):.4f} | "
               f"{np.nanmean([r['auroc'] for r in rows]):.4f} | {len(rows)} |" for m, rows in per_task.items()]
     lines += ["", "| paired difference (same held-out tasks) | metric | mean | 95% bootstrap CI | wins / tasks |",
               "|---|---|---:|---|---|"]

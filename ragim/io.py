@@ -309,40 +309,66 @@ def make_parent(path: str | os.PathLike) -> Path:
     return path.parent
 
 
-def write_file(path: str | os.PathLike, data: bytes) -> Path:
+def write_file(path: str | os.PathLike, data: bytes | bytearray | memoryview) -> Path:
     """Write ``data`` to the file ``path`` atomically and return ``path``.
 
     The bytes go to a temporary file beside ``path`` (same folder, so the rename stays on one
     file system), are flushed to disk, and the temporary file is renamed over ``path``: a
     reader sees the old file or the whole new one, never a part, and a failed write leaves
-    the old file as it was and no temporary file behind. For single-file outputs (CSV,
-    JSONL, benchmark results); an artifact folder is :func:`write_artifact`'s.
+    the old file as it was and no temporary file behind. A file that is replaced keeps its
+    permission bits (an export readable by its owner only stays so); a symbolic link at
+    ``path`` is replaced by the file, and its target is left alone. For single-file outputs
+    (CSV, JSONL, benchmark results); an artifact folder is :func:`write_artifact`'s.
+
+    Parameters
+    ----------
+    path : the file to write; its folders are made (:func:`make_parent`).
+    data : the whole content, bytes-like (``str`` must be encoded first).
 
     Raises
     ------
     ValidationError
-        When ``data`` is not bytes.
+        When ``data`` is not bytes-like, or ``path`` has no file name (``""``, ``"."``).
     ArtifactError
-        One line, when a file stands where a folder of ``path`` must be
-        (:func:`make_parent`).
+        One line, when ``path`` is a folder, or a file stands where a folder of ``path``
+        must be.
     OSError
         When the disk refuses the write (full, read-only); ``path`` is unchanged.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "out" / "result.json"
+    >>> write_file(p, b'{"auroc": 0.8}').read_bytes()
+    b'{"auroc": 0.8}'
     """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ValidationError(
             f"write_file needs bytes, got {type(data).__name__}; encode text first"
         )
     path = Path(path)
+    if path.name in ("", ".", ".."):
+        raise ValidationError(f"write_file needs a file name, got the path {str(path)!r}")
+    if path.is_dir() and not path.is_symlink():
+        raise ArtifactError(f"cannot write the file {path}: it is a folder")
     make_parent(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:  # a new file (or a dangling link): the umask decides, as for open()
+        mode = None
+    # the temporary name is at most 100 + 18 bytes of the target's, so long names still fit
+    tmp = path.with_name(f".{path.name[:100]}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         with open(tmp, "wb") as fh:
+            if mode is not None:
+                os.chmod(tmp, mode)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)  # the rename itself survives a power cut
     return path
 
 

@@ -341,7 +341,7 @@ def test_write_file_that_fails_keeps_the_old_file(tmp_path, monkeypatch):
     assert [x.name for x in tmp_path.iterdir()] == ["out.csv"]
 
 
-def test_write_file_refuses_text_and_a_file_in_place_of_a_folder(tmp_path):
+def test_write_file_refuses_text_a_folder_and_no_name_in_one_line(tmp_path):
     from ragim.errors import ValidationError
     from ragim.io import write_file
 
@@ -350,3 +350,29 @@ def test_write_file_refuses_text_and_a_file_in_place_of_a_folder(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(ArtifactError, match="is a file, not a folder"):
         write_file(tmp_path / "notes.txt" / "a.csv", b"x")
+    with pytest.raises(ArtifactError, match="it is a folder"):
+        write_file(tmp_path, b"x")
+    for nameless in ("", ".", tmp_path / ".."):
+        with pytest.raises(ValidationError, match="needs a file name"):
+            write_file(nameless, b"x")
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_write_file_keeps_permissions_long_names_and_link_targets(tmp_path):
+    import os
+    import stat
+
+    from ragim.io import write_file
+
+    private = tmp_path / "export.csv"
+    private.write_bytes(b"old")
+    private.chmod(0o600)
+    write_file(private, bytearray(b"new"))
+    assert private.read_bytes() == b"new" and stat.S_IMODE(private.stat().st_mode) == 0o600
+    long = tmp_path / ("n" * 250)  # a name near the file system's 255-byte limit
+    assert write_file(long, memoryview(b"x")).read_bytes() == b"x"
+    target, link = tmp_path / "target", tmp_path / "link"
+    target.write_bytes(b"kept")
+    os.symlink(target, link)
+    write_file(link, b"file")
+    assert not link.is_symlink() and link.read_bytes() == b"file" and target.read_bytes() == b"kept"

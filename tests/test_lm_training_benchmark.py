@@ -185,6 +185,46 @@ def test_folds_pool_into_one_paired_comparison_and_other_runs_are_refused(tmp_pa
         folds.main([a, fold(0, ["t7"], [0.5], [0.5])])
     with pytest.raises(SystemExit, match="task 't1' is held out in"):
         folds.main([a, fold(3, ["t1"], [0.5], [0.5])])
-    (tmp_path / "bad.json").write_text('{"results": {}}')
-    with pytest.raises(SystemExit, match="not a benchmarks/lm_training.py --json-out file"):
-        folds.main([a, str(tmp_path / "bad.json")])
+    bad = tmp_path / "bad.json"
+    for text, message in [('{"results": {}}', "not a benchmarks/lm_training.py --json-out file"),
+                          ("3", "not a benchmarks/lm_training.py --json-out file"),
+                          ('{"settings": null, "per_task": {}}', "not a benchmarks/lm_training.py --json-out file"),
+                          ('{"settings": {"fold": "1"}, "per_task": {}}', "settings.fold is '1'"),
+                          ('{"settings": {"fold": 1, "n_folds": null}, "per_task": {}}', "not one fold"),
+                          ('{"settings": {"fold": 1}, "per_task": {}}', "scores no method"),
+                          ('{"settings": {"fold": 1}, "per_task": {"m": [{"task_id": "x"}]}}', "rows of 'm'"),
+                          ('{"settings": {"fold": 1}, "per_task": {"m": [{"task_id": "x", "log_loss": 1},'
+                           ' {"task_id": "x", "log_loss": 1}]}}', "'m' scores a task twice: \\['x'\\]"),
+                          ('{"settings": {"fold": 1}, "per_task": {"m": [{"task_id": "x", "log_loss": 1}],'
+                           ' "n": [{"task_id": "y", "log_loss": 1}]}}', "'n' is scored on other tasks than 'm'"),
+                          ('{"settings": {"fold": 1}, "per_task": {"m": [{"task_id": "x", "log_loss": 1}]},'
+                           ' "comparisons": [{"method": "m"}]}', "comparisons must be"),
+                          ("{", "cannot read")]:
+        bad.write_text(text)
+        with pytest.raises(SystemExit, match=message):
+            folds.main([a, str(bad)])
+
+
+def test_folds_of_a_real_run_pool_with_nan_metrics_and_options_added_later(bench, tmp_path):
+    """Two folds written by lm_training.py itself (the tiny model; NaN where a metric has no value) pool; a
+    fold kept before an option was added counts as run with its default (lm_training.ADDED)."""
+    folds = load_benchmark("lm_training_folds")
+    outs = []
+    for f in (0, 1):
+        outs.append(tmp_path / f"f{f}.json")
+        bench.main(["--base-model", "tiny", "--n-tasks", "12", "--n-folds", "4", "--fold", str(f), "--k", "2",
+                    "--sft-steps", "1", "--stages", "sft", "--samples", str(1 - f), "--out", str(tmp_path / f"f{f}.md"),
+                    "--json-out", str(outs[-1])])
+    first = json.loads(outs[0].read_text())
+    assert "NaN" in outs[0].read_text()  # no reward model in this run: its accuracy is written as NaN
+    # LM samples are drawn for the LM's rows only, not for the baselines (a baseline has no samples)
+    assert "sample_reward" in first["results"]["SFT (greedy)"]
+    assert not any("sample_reward" in first["results"][b] for b in bench.BASELINES)
+    assert "| – | – |" in (tmp_path / "f0.md").read_text()
+    old = json.loads(outs[1].read_text())
+    for k in bench.ADDED:
+        del old["settings"][k]
+    outs[1].write_text(json.dumps(old))
+    out = folds.main([str(p) for p in outs])
+    assert out["folds"] == [0, 1] and out["n_tasks"] == 6
+    assert {("SFT (greedy)", b) for b in bench.BASELINES} <= {(c["method"], c["baseline"]) for c in out["comparisons"]}
