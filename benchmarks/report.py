@@ -1043,7 +1043,11 @@ def build() -> str:
              "that needs no LM"),
             ("lm_training_smollm2_residual_synthetic_rm_change.md",
              "SmolLM2-135M, the same pairs, the reward model reading each answer as its change from the "
-             "prior in the prompt (`--rm-reads change`: what the residual LM writes), and best-of-8 with it")]
+             "prior in the prompt (`--rm-reads change`: what the residual LM writes), and best-of-8 with it"),
+            ("lm_training_smollm2_residual_grpo_heart_fold0.md",
+             "SmolLM2-135M, the same budget on real data: UCI heart disease, leave-task-out, fold 0 of 4 "
+             "(7 held-out tasks), residual answers, 300 SFT steps then 100 GRPO steps, against the pooled "
+             "model and the neighbour mean")]
     runs = [(RESULTS / f, title) for f, title in runs if (RESULTS / f).is_file()]
     if runs:
         lines += ["## LM generator training: SFT, DPO, GRPO, best-of-n (issue: reward modelling and RL)", "",

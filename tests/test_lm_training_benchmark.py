@@ -228,3 +228,24 @@ def test_folds_of_a_real_run_pool_with_nan_metrics_and_options_added_later(bench
     out = folds.main([str(p) for p in outs])
     assert out["folds"] == [0, 1] and out["n_tasks"] == 6
     assert {("SFT (greedy)", b) for b in bench.BASELINES} <= {(c["method"], c["baseline"]) for c in out["comparisons"]}
+
+
+def test_a_grpo_checkpoint_is_scored_as_the_run_scores_its_last_step(bench, tmp_path):
+    """lm_checkpoint_score applies a GRPO checkpoint's LoRA weights to the run's SFT generator: the last
+    checkpoint's greedy answers score exactly as the run's own SFT + GRPO row, an earlier one differently
+    from SFT; a missing checkpoint or run directory is refused in one line."""
+    ck = load_benchmark("lm_checkpoint_score")
+    run = tmp_path / "run"
+    bench.main(["--base-model", "tiny", "--n-tasks", "10", "--n-heldout", "3", "--k", "2", "--sft-steps", "2",
+                "--stages", "grpo", "--grpo-steps", "2", "--grpo-lr", "5e-2", "--save-steps", "1", "--samples", "0",
+                "--run-dir", str(run), "--out", str(tmp_path / "r.md")])
+    last = ck.main(["--run-dir", str(run), "--checkpoint", "2"])
+    assert last["changed_tensors"] > 0  # the GRPO adapter is not the SFT one
+    ours = [r["log_loss"] for r in last["per_task"]["SFT + GRPO, checkpoint 2"]]
+    assert ours == [r["log_loss"] for r in last["per_task"]["sft grpo"]]
+    assert {"sft greedy", "pooled training rows", "neighbour mean k 10"} <= set(last["per_task"])
+    assert any(c["baseline"] == "pooled training rows" for c in last["comparisons"])
+    with pytest.raises(SystemExit, match=r"checkpoint-7 does not exist; the run has GRPO checkpoints \[1, 2\]"):
+        ck.main(["--run-dir", str(run), "--checkpoint", "7"])
+    with pytest.raises(SystemExit, match="not an lm_training.py run directory"):
+        ck.main(["--run-dir", str(tmp_path), "--checkpoint", "1"])
