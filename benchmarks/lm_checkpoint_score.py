@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -87,7 +88,8 @@ def main(argv=None) -> dict:
         words = [w for w in f.name.removeprefix("score-").split("-") if w]
         per_task[" ".join(words)] = json.loads(f.read_text())["per"]
     pairs = [(name, b) for b in per_task if b != name]
-    out = {"checkpoint": args.checkpoint, "changed_tensors": changed, "sft_correction_weight": w,
+    out = {"command": "python " + shlex.join([str(Path(sys.argv[0])), *(sys.argv[1:] if argv is None else argv)]),
+           "checkpoint": args.checkpoint, "changed_tensors": changed, "sft_correction_weight": w,
            "mean": mean, "per_task": per_task, "comparisons": paired(per_task, pairs)}
     for c in out["comparisons"]:
         if c["metric"] == "log_loss":
