@@ -206,12 +206,15 @@ def write_csv(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write ``frame`` (without its index) as a UTF-8 CSV that is safe to open in a spreadsheet
     (:func:`spreadsheet_safe`; numbers in full, as Python's ``repr`` writes them, so that
     they read back exactly: a GAM's bin edges and ``model_coef`` rebuild the model),
-    atomically: a temporary file beside ``path``, then a rename. Returns ``path``.
+    atomically with :func:`ragim.io.write_file` (an existing file keeps its permissions).
+    Returns ``path``.
 
     Raises
     ------
     ragim.errors.ArtifactError
-        When a file stands where a folder of ``path`` must be.
+        When ``path`` is a folder, or a file stands where a folder of ``path`` must be.
+    ragim.errors.ValidationError
+        When ``path`` has no file name.
     """
     text = spreadsheet_safe(frame).to_csv(index=False, lineterminator=os.linesep)
     return write_file(path, text.encode("utf-8"))
