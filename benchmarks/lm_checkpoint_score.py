@@ -85,7 +85,7 @@ def main(argv=None) -> dict:
     mean, per = score_method(gen, index, held, how)
     per_task = {name: per}
     for f in sorted(run.glob("score-*")):  # file names are the run's method names, lower-cased, dashed
-        words = [w for w in f.name.removeprefix("score-").split("-") if w]
+        words = [part for part in f.name.removeprefix("score-").split("-") if part]
         per_task[" ".join(words)] = json.loads(f.read_text())["per"]
     pairs = [(name, b) for b in per_task if b != name]
     out = {"command": "python " + shlex.join([str(Path(sys.argv[0])), *(sys.argv[1:] if argv is None else argv)]),

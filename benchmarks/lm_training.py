@@ -317,6 +317,23 @@ ADDED = {"residual": False, "rm_reads": "model"}
 #: options that do not change what a stage computes (a run directory may be resumed with others)
 VOLATILE = {"stages", "resume", "out", "json_out", "threads", "run_dir", "save_steps", "samples",
             "activation_checkpointing", "also_bfloat16", "mixed_precision"}
+def differing_settings(ours: dict, theirs: dict, *, ignore=frozenset(), word: str = "now") -> str:
+    """The settings that differ between ``ours`` and ``theirs`` (either kept before an option was
+    added counts as run with its :data:`ADDED` default; keys in ``ignore`` are left out), as
+    ``"key=theirs (now ours), ..."``; empty when they agree."""
+    ours, theirs = ({k: v for k, v in {**ADDED, **d}.items() if k not in ignore} for d in (ours, theirs))
+    differ = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+    return ", ".join(f"{k}={theirs.get(k)!r} ({word} {ours.get(k)!r})" for k in differ)
+
+
+def paired_table(comparisons) -> list[str]:
+    """Markdown lines of :func:`paired`'s comparisons: difference, metric, mean, CI, wins."""
+    return ["| paired difference (same held-out tasks) | metric | mean | 95% bootstrap CI | wins / tasks |",
+            "|---|---|---:|---|---|",
+            *(f"| {c['method']} − {c['baseline']} | {c['metric']} | {c['mean_diff']:+.4f} | "
+              f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] | {c['wins']} / {c['n_tasks']} |" for c in comparisons)]
+
+
 #: what --also-bfloat16 adds to a method's name
 BF16 = "bfloat16 weights"
 
@@ -339,13 +356,11 @@ class Stages:
             mine = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in VOLATILE}
             kept = self.dir / "settings.json"
             if self.resume and kept.exists():
-                theirs = {**ADDED, **json.loads(kept.read_text())}
-                differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+                differ = differing_settings(mine, json.loads(kept.read_text()))
                 if differ:
-                    raise SystemExit(f"--resume: {self.dir} was run with other settings: "
-                                     + ", ".join(f"{k}={theirs.get(k)!r} (now {mine.get(k)!r})" for k in differ)
-                                     + "; use a new --run-dir")
-            kept.write_text(json.dumps(mine, indent=2))
+                    raise SystemExit(f"--resume: {self.dir} was run with other settings: {differ}; "
+                                     "use a new --run-dir")
+            save_json(mine, kept)
 
     def path(self, name):
         return None if self.dir is None else self.dir / name
@@ -605,10 +620,7 @@ def main(argv=None):
                     else " – | – |")
         lines.append(row)
     if comparisons:
-        lines += ["", "| paired difference (same held-out tasks) | metric | mean | 95% bootstrap CI | wins / tasks |",
-                  "|---|---|---:|---|---|"]
-        lines += [f"| {c['method']} − {c['baseline']} | {c['metric']} | {c['mean_diff']:+.4f} | "
-                  f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] | {c['wins']} / {c['n_tasks']} |" for c in comparisons]
+        lines += ["", *paired_table(comparisons)]
     extra = []
     if rm is not None:
         extra.append(f"Reward model: pairwise accuracy on {len(hpairs)} pairs of the {len(held)} held-out tasks = "

@@ -71,19 +71,14 @@ def pool(runs: list[dict], names: list[str]) -> tuple[dict, list[tuple[str, str]
     folds' ``(method, baseline)`` comparisons, in first-seen order. ``names`` label ``runs`` in
     errors. A fold kept before an option was added counts as run with its default
     (``lm_training.ADDED``)."""
-    from lm_training import ADDED, VOLATILE
+    from lm_training import VOLATILE, differing_settings
 
     for name, run in zip(names, runs, strict=True):
         check_run(run, name)
-    same = lambda r: {k: v for k, v in {**ADDED, **r["settings"]}.items()  # noqa: E731
-                      if k not in VOLATILE | PER_FOLD}
-    first = same(runs[0])
     for name, run in zip(names[1:], runs[1:], strict=True):
-        theirs = same(run)
-        differ = sorted(k for k in first.keys() | theirs.keys() if first.get(k) != theirs.get(k))
+        differ = differing_settings(runs[0]["settings"], run["settings"], ignore=VOLATILE | PER_FOLD, word="not")
         if differ:
-            raise SystemExit(f"{name} was run with other settings than {names[0]}: "
-                             + ", ".join(f"{k}={theirs.get(k)!r} (not {first.get(k)!r})" for k in differ))
+            raise SystemExit(f"{name} was run with other settings than {names[0]}: {differ}")
     folds = [r["settings"]["fold"] for r in runs]
     if len(set(folds)) < len(folds):
         raise SystemExit(f"the same fold is given twice: folds {folds}")
@@ -115,7 +110,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", type=Path, help="markdown table (also printed)")
     ap.add_argument("--json-out", type=Path, help="per-task rows and comparisons of all folds")
     args = ap.parse_args(argv)
-    from lm_training import paired
+    from lm_training import paired, paired_table
 
     from ragim.io import write_file
 
@@ -134,10 +129,7 @@ def main(argv=None) -> dict:
              "| method | log-loss ↓ | AUROC ↑ | tasks |", "|---|---:|---:|---:|"]
     lines += [f"| {m} | {np.nanmean([r['log_loss'] for r in rows]):.4f} | "
               f"{np.nanmean([r['auroc'] for r in rows]):.4f} | {len(rows)} |" for m, rows in per_task.items()]
-    lines += ["", "| paired difference (same held-out tasks) | metric | mean | 95% bootstrap CI | wins / tasks |",
-              "|---|---|---:|---|---|"]
-    lines += [f"| {c['method']} − {c['baseline']} | {c['metric']} | {c['mean_diff']:+.4f} | "
-              f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] | {c['wins']} / {c['n_tasks']} |" for c in comparisons]
+    lines += ["", *paired_table(comparisons)]
     md = "\n".join(lines) + "\n"
     print(md)
     if args.out is not None:
