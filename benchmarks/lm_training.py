@@ -111,8 +111,9 @@ def parse_args(argv=None):
                          "bfloat16 units, benchmarks/lm_train_precision.py; the mixed_precision field of "
                          "every training config)")
     ap.add_argument("--activation-checkpointing", action="store_true",
-                    help="recompute SFT activations in the backward pass (far less memory for long "
-                         "prompts, about a third slower; SFTTrainingConfig.activation_checkpointing)")
+                    help="recompute activations in the backward pass of every training stage (far less "
+                         "memory for long prompts, more time per step; the activation_checkpointing field "
+                         "of every training config)")
     ap.add_argument("--lora-r", type=int, default=16)
     ap.add_argument("--target-modules", default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
                     help="LoRA target modules of the generator (comma-separated)")
@@ -470,6 +471,9 @@ def main(argv=None):
         return {"output_dir": str(args.run_dir / f"{stage}-checkpoints"), "save_steps": args.save_steps,
                 "resume_from_checkpoint": args.resume}
 
+    # the arithmetic and memory of every training stage (fields of every training config)
+    compute = {"mixed_precision": args.mixed_precision, "activation_checkpointing": args.activation_checkpointing}
+
     def save_gen(g, p):
         g.save(p)
 
@@ -479,8 +483,7 @@ def main(argv=None):
     sft = st.run("sft", lambda: train_sft(
         index, base_model=args.base_model, max_steps=args.sft_steps, learning_rate=args.sft_lr,
         batch_size=args.batch_size, progress=False, seed=args.seed, callbacks=step_printer("sft"), **checkpoints("sft"),
-        targets=args.sft_targets, activation_checkpointing=args.activation_checkpointing,
-        mixed_precision=args.mixed_precision,
+        targets=args.sft_targets, **compute,
         generator_config=LMConfig(k=args.k, device="cpu", lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
                                   seed=args.seed, target_modules=tuple(args.target_modules.split(",")),
                                   population=not args.no_population, prompt_order=args.prompt_order,
@@ -543,7 +546,7 @@ def main(argv=None):
             num_generations=args.grpo_generations, batch_size=1, max_steps=args.grpo_steps,
             learning_rate=args.grpo_lr, temperature=args.temperature, progress=False, seed=args.seed,
             constrained=not args.grpo_unconstrained, callbacks=step_printer("grpo"), **checkpoints("grpo"),
-            mixed_precision=args.mixed_precision),
+            **compute),
         save=save_gen, load=load_gen)
         grpo_log = st.run("grpo_log.json", lambda: [h for h in grpo.history_
                                                     if h.get("stage") == "grpo" and "reward" in h],
@@ -559,8 +562,7 @@ def main(argv=None):
         rm = st.run("reward-model", lambda: train_reward_model(
             pairs, base_model=args.base_model, lora_r=args.lora_r, max_steps=args.rm_steps,
             learning_rate=args.rm_lr, batch_size=args.batch_size, val_fraction=0.2, progress=False,
-            device="cpu", seed=args.seed, generator=sft, residual=args.rm_reads == "change",
-            mixed_precision=args.mixed_precision,
+            device="cpu", seed=args.seed, generator=sft, residual=args.rm_reads == "change", **compute,
             answer_format=sft.answer_format(param_names(index.model, index.schema))),
             save=lambda m, p: m.save(p), load=lambda p: RewardModel.load(p, device="cpu"))
         hpairs = st.run("heldout-pairs.json", lambda: heldout_pairs(
@@ -578,8 +580,7 @@ def main(argv=None):
     if "dpo" in stages:
         dpo = st.run("dpo", lambda: train_dpo(sft, pairs, beta=0.1, max_steps=args.dpo_steps,
                                               learning_rate=args.dpo_lr, batch_size=args.batch_size,
-                                              progress=False, seed=args.seed,
-                                              mixed_precision=args.mixed_precision),
+                                              progress=False, seed=args.seed, **compute),
                      save=save_gen, load=load_gen)
         score("SFT + DPO", dpo)
     best_of = f"SFT + best-of-{args.best_of} (reward model)"

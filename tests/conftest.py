@@ -106,3 +106,20 @@ def run_console(args, monkeypatch, capsys, columns: int = 200) -> tuple[int, str
         code = exc.code
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+@pytest.fixture
+def checkpointing_probe():
+    """A transformers ``TrainerCallback`` class whose instances record, after each optimiser
+    step, whether the trainer ran with activation checkpointing on (``seen``: one bool a
+    step)."""
+    from transformers import TrainerCallback
+
+    class CheckpointingProbe(TrainerCallback):
+        def __init__(self):
+            self.seen = []
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            self.seen.append(bool(args.gradient_checkpointing and model.is_gradient_checkpointing))
+
+    return CheckpointingProbe

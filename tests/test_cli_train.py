@@ -183,6 +183,9 @@ def test_train_grpo(root, sft):
     s = _run("train", "grpo", "--generator", root / "sft", "--index", root / "index", "--out", root / "grpo-plain",
              "--num-generations", 2, "--max-steps", 1, "--unconstrained")
     assert LMGenerator.load(root / "grpo-plain", device="cpu").training_[-1]["config"]["constrained"] is False
+    _run("train", "grpo", "--generator", root / "sft", "--index", root / "index", "--out", root / "grpo-ac",
+         "--num-generations", 2, "--max-steps", 1, "--activation-checkpointing")
+    assert LMGenerator.load(root / "grpo-ac", device="cpu").training_[-1]["config"]["activation_checkpointing"]
 
 
 def test_the_sign_reward_gets_its_constraints_from_the_command_line(root, sft, tmp_path):

@@ -413,7 +413,10 @@ def train_grpo(
         reference model, TRL's default), ``heldout_fraction`` (share of each task's rows the
         rewards are evaluated on; 0.5), ``task_ids`` (training tasks; default the generator's
         SFT training tasks, all tasks if none, with its validation tasks never shown as
-        neighbours) and ``output_dir`` (trainer scratch directory).
+        neighbours), ``output_dir`` (trainer scratch directory) and
+        ``activation_checkpointing`` (recompute activations in the backward pass; on
+        heart-sized prompts of about 2,200 tokens far less memory, see docs/training.md;
+        sampling keeps its KV cache).
 
     Returns
     -------

@@ -5,7 +5,10 @@ Every indexed task becomes one example, leave-one-task-out: its prompt
 itself and every task sharing its patients excluded (:func:`ragim.index.leak_free`),
 and its completion is the task's parameters as answer text
 (:func:`ragim.lm.prompts.answer_text`). A share of the tasks is held out, by task,
-for validation; training prompts never show a validation task as a neighbour.
+for validation; training prompts never show a validation task as a neighbour, and a task
+that shares patients with a validation task is not trained on
+(:func:`apart_from_validation`), so that the validation loss and the prior-correction weight
+are measured on patients the LM never learned from.
 
 The completion (``targets``) is either the task's own fit stored in the index (``"fit"``,
 the default) or its **posterior mode** (``"posterior"``): the task's rows, less the share
@@ -53,7 +56,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ragim.checks import check_bool, check_fields, check_int, check_number
+from ragim.checks import check_fields, check_int, check_number
 from ragim.errors import DataWarning, ValidationError, user_stacklevel
 from ragim.generate.base import config_with, record_fit_state
 from ragim.generate.lm import (
@@ -69,7 +72,6 @@ from ragim.params import ModelParams, design_matrix, param_names
 from ragim.train.trainer import (
     STEP_RULES,
     CheckpointConfig,
-    checkpointing_args,
     index_data,
     refuse_model_settings,
     run_config,
@@ -113,13 +115,6 @@ class SFTTrainingConfig(CheckpointConfig):
     max_tasks: int | None = field(
         default=None, metadata={"help": "train on a random subset of this many tasks"}
     )
-    activation_checkpointing: bool = field(
-        default=False,
-        metadata={
-            "help": "recompute activations in the backward pass: far less memory for long "
-            "(procedure-sized) prompts, about a third more time"
-        },
-    )
     targets: str = field(
         default="fit",
         metadata={
@@ -146,7 +141,6 @@ class SFTTrainingConfig(CheckpointConfig):
                 "eval_steps": partial(check_int, ge=1, allow_none=True),
                 "max_tasks": partial(check_int, ge=1, allow_none=True),
                 "val_fraction": partial(check_number, ge=0, lt=1),
-                "activation_checkpointing": check_bool,
             },
             "SFTTrainingConfig",
         )
@@ -479,7 +473,31 @@ def warn_if_rewards_overlap_targets(
     return True
 
 
-def _split(ids: list[str], val_fraction: float, max_tasks: int | None, seed: int):
+def patient_sharing(index, ids: Sequence[str]) -> dict[str, set[str]]:
+    """For each task of ``ids``, the other tasks of ``ids`` that share a patient with it (by
+    the canonical patient ids of the index's records; empty sets without patient ids).
+
+    >>> from ragim import TaskIndex, datasets
+    >>> index = TaskIndex.build(datasets.heart_disease(), embedder="hashing", progress=False)
+    >>> sorted(patient_sharing(index, index.ids)["hungary-any_cad-women_lt50"])
+    ['hungary-any_cad-all']
+    """
+    from ragim.tasks import patient_id_set
+
+    pids = {t: patient_id_set(index.record(t)["metadata"]) for t in ids}
+    holders: dict[str, set[str]] = {}
+    for t, ps in pids.items():
+        for p in ps:
+            holders.setdefault(p, set()).add(t)
+    return {t: set().union(*(holders[p] for p in ps)) - {t} for t, ps in pids.items()}
+
+
+def _split(index, val_fraction: float, max_tasks: int | None, seed: int):
+    """(training ids, validation ids): a seeded share ``val_fraction`` of the tasks validates;
+    where tasks share patients, those that share with the fewest others are drawn first (ties
+    in seeded random order), so that :func:`apart_from_validation` leaves out as few training
+    tasks as it can. Without patient ids this is a seeded random draw."""
+    ids = list(index.ids)
     rng = np.random.default_rng(seed)
     if max_tasks is not None:
         if max_tasks < len(ids):
@@ -487,10 +505,45 @@ def _split(ids: list[str], val_fraction: float, max_tasks: int | None, seed: int
             ids = [t for i, t in enumerate(ids) if i in keep]
     n = len(ids)
     n_val = min(n - 1, max(1, int(round(val_fraction * n)))) if val_fraction > 0 and n >= 2 else 0
-    val = set(rng.permutation(n)[:n_val].tolist())
+    perm = rng.permutation(n)
+    sharing = patient_sharing(index, ids)
+    order = sorted(range(n), key=lambda j: (len(sharing[ids[perm[j]]]), j))
+    val = {int(perm[j]) for j in order[:n_val]}
     return [t for i, t in enumerate(ids) if i not in val], [
         t for i, t in enumerate(ids) if i in val
     ]
+
+
+def apart_from_validation(index, train_ids: Sequence[str], val_ids: Sequence[str]) -> list[str]:
+    """``train_ids`` less every task that shares a patient with a task of ``val_ids``
+    (:func:`patient_sharing`), as leave-task-out evaluation leaves them out of
+    training. Without patient ids in the tasks' metadata nothing is left out. When every
+    training task shares patients with a validation task, ``train_ids`` are returned whole,
+    with a :class:`~ragim.errors.DataWarning`: the validation is then optimistic.
+
+    >>> from ragim import TaskIndex, datasets
+    >>> index = TaskIndex.build(datasets.heart_disease(), embedder="hashing", progress=False)
+    >>> val = ["cleveland-any_cad-women_ge60"]
+    >>> train = [t for t in index.ids if t not in val]
+    >>> [t for t in train if t not in apart_from_validation(index, train, val)]
+    ['cleveland-any_cad-all', 'cleveland-multivessel-all', 'cleveland-multivessel-women_ge60']
+    """
+    if not val_ids:
+        return list(train_ids)
+    sharing = patient_sharing(index, [*train_ids, *val_ids])
+    shared = set().union(*(sharing[t] for t in val_ids))
+    apart = [t for t in train_ids if t not in shared]
+    if not apart:
+        warnings.warn(
+            f"each of the {len(train_ids)} training task(s) shares patients with a validation "
+            "task, so SFT trains on them all and its validation loss and prior-correction "
+            "weight are measured on patients it learned from (optimistic); give tasks of other "
+            "patients, or val_fraction=0 and validate_prior_correction on unseen tasks",
+            DataWarning,
+            stacklevel=user_stacklevel(),
+        )
+        return list(train_ids)
+    return apart
 
 
 def train_sft(
@@ -596,7 +649,8 @@ def train_sft(
 
     gen = LMGenerator(cfg)
     model, tok = gen.load_model()
-    train_ids, val_ids = _split(index.ids, run.val_fraction, run.max_tasks, run.seed)
+    train_ids, val_ids = _split(index, run.val_fraction, run.max_tasks, run.seed)
+    train_ids = apart_from_validation(index, train_ids, val_ids)
     limit = gen.prompt_limit(param_names(index.model, index.schema))
     if cfg.statistical_prior:
         gen.prior_generator_ = fit_prior_generator(index, progress=progress)
@@ -629,7 +683,6 @@ def train_sft(
             gradient_accumulation_steps=run.grad_accum,
             completion_only_loss=True,
             max_length=None,
-            **checkpointing_args(SFTConfig, run.activation_checkpointing),
         ),
         train_dataset=train_ds.select_columns(["prompt", "completion"]),
         eval_dataset=None if val_ds is None else val_ds.select_columns(["prompt", "completion"]),
@@ -646,8 +699,10 @@ def train_sft(
 __all__ = [
     "LMConfig",
     "SFTTrainingConfig",
+    "apart_from_validation",
     "build_sft_dataset",
     "excluding",
+    "patient_sharing",
     "posterior_mode",
     "train_sft",
     "validate_prior_correction",

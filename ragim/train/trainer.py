@@ -56,14 +56,19 @@ def check_output_dir(value: Any, name: str) -> str | None:
 
 @dataclasses.dataclass
 class CheckpointConfig:
-    """Where a trainer works, whether it keeps resumable checkpoints and its arithmetic: the
-    fields every training config inherits (TRL's ``output_dir`` and ``save_steps``, HF's
-    ``resume_from_checkpoint``, accelerate's ``mixed_precision``). With ``save_steps``, a
+    """Where a trainer works, whether it keeps resumable checkpoints, its arithmetic and its
+    memory: the fields every training config inherits (TRL's ``output_dir`` and
+    ``save_steps``, HF's ``resume_from_checkpoint``, accelerate's ``mixed_precision``, and
+    ``activation_checkpointing``, TRL's ``gradient_checkpointing``). With ``save_steps``, a
     checkpoint (the LoRA adapter, optimiser, scheduler and RNG states) is kept in
     ``output_dir`` every that many steps; with ``resume_from_checkpoint``, training continues
     from the last one there, if there is one, so a long CPU run that was stopped loses at most
     ``save_steps`` steps. ``mixed_precision="bf16"`` runs forward and backward passes under
-    bf16 autocast on a CPU too (:data:`MIXED_PRECISION`)."""
+    bf16 autocast on a CPU too (:data:`MIXED_PRECISION`). ``activation_checkpointing=True``
+    keeps only each layer's input in the forward pass and recomputes the rest in the backward
+    pass: the same gradients with far less memory on long prompts, for more time per step
+    (TRL turns it off while GRPO samples, so sampling keeps its KV cache). A resumed run may
+    change the last two, since neither changes what is trained (:data:`VOLATILE_TRAINING`)."""
 
     output_dir: str | None = field(
         default=None,
@@ -86,6 +91,13 @@ class CheckpointConfig:
             "LoRA adapters stay float32"
         },
     )
+    activation_checkpointing: bool = field(
+        default=False,
+        metadata={
+            "help": "recompute activations in the backward pass: far less memory for long "
+            "prompts (procedure-sized SFT, heart-sized GRPO), more time per step"
+        },
+    )
 
 
 #: values of ``mixed_precision`` (accelerate's "bf16" and "no", and "auto")
@@ -101,8 +113,8 @@ def check_mixed_precision(value: Any, name: str = "mixed_precision") -> str:
 
 
 #: The rules (:func:`ragim.checks.check_fields`) of the fields every training config has and
-#: :func:`train_with` reads: ``max_steps``, ``learning_rate``, ``batch_size``, ``seed`` and
-#: ``output_dir``.
+#: :func:`train_with` reads: ``max_steps``, ``learning_rate``, ``batch_size``, ``seed``,
+#: ``output_dir`` and :class:`CheckpointConfig`'s.
 STEP_RULES = {
     "max_steps": partial(check_int, ge=1),
     "learning_rate": partial(check_number, gt=0),
@@ -112,6 +124,7 @@ STEP_RULES = {
     "save_steps": partial(check_int, ge=1, allow_none=True),
     "resume_from_checkpoint": check_bool,
     "mixed_precision": check_mixed_precision,
+    "activation_checkpointing": check_bool,
 }
 
 
@@ -196,10 +209,12 @@ def trainer_args(
     max_steps: int,
     learning_rate: float,
     mixed_precision: str = "auto",
+    activation_checkpointing: bool = False,
 ) -> dict[str, Any]:
     """The settings every ragim trainer shares (log each step, save and report nothing, bf16
-    autocast as ``mixed_precision`` says: by default on GPUs that support it; no activation
-    checkpointing) as keyword arguments of ``config_cls``."""
+    autocast as ``mixed_precision`` says: by default on GPUs that support it; activation
+    checkpointing only if asked, :func:`checkpointing_args`) as keyword arguments of
+    ``config_cls``."""
     import torch
 
     bf16 = mixed_precision == "bf16" or (
@@ -223,7 +238,7 @@ def trainer_args(
         dataloader_pin_memory=on_cuda,
         push_to_hub=False,
         warmup_steps=0,
-        **checkpointing_args(config_cls),
+        **checkpointing_args(config_cls, activation_checkpointing),
     )
 
 
@@ -232,6 +247,7 @@ RUN_FILE = "ragim_run.json"
 #: training-config fields a resumed run may change (where and how often it saves, when it stops)
 VOLATILE_TRAINING = (
     "mixed_precision",  # arithmetic, as the device is: a CPU run may resume on a GPU
+    "activation_checkpointing",  # memory for time: the same gradients
     "output_dir",
     "save_steps",
     "resume_from_checkpoint",
@@ -399,6 +415,12 @@ def prepare_output_dir(output_dir: str, description: dict | None, resume: bool) 
                 f"cannot resume from {output_dir!r}: its {RUN_FILE} is unreadable ({exc}); "
                 "start without resume_from_checkpoint, or in another output_dir"
             ) from None
+        if isinstance(saved, dict) and isinstance(saved.get("training"), dict):
+            # a setting made volatile since the run was saved (activation_checkpointing) is no
+            # difference either
+            saved["training"] = {
+                k: v for k, v in saved["training"].items() if k not in VOLATILE_TRAINING
+            }
         plain = {"data": "the training data", "start": "the adapter it starts from"}
         diff = [plain.get(d, d) for d in differing(saved, description)]
         if diff:
@@ -536,6 +558,7 @@ def train_with(
             max_steps=run.max_steps,
             learning_rate=run.learning_rate,
             mixed_precision=run.mixed_precision,
+            activation_checkpointing=run.activation_checkpointing,
         )
         trl_args = args_cls(**{**shared, **batches, **(args or {})})
         with quiet_training(progress):

@@ -299,12 +299,14 @@ def test_bf16_mixed_precision_on_a_cpu_autocasts_and_keeps_float32_weights(index
     assert "mixed_precision" not in run_description("sft", SFTTrainingConfig(mixed_precision="bf16"))["training"]
 
 
-def test_activation_checkpointing_trains_the_same_adapter(index):
+def test_activation_checkpointing_trains_the_same_adapter(index, checkpointing_probe):
     """Recomputing activations changes memory and time, not the result: the same losses and
     LoRA weights as without it; the run records the setting."""
+    seen = [checkpointing_probe(), checkpointing_probe()]
     runs = [train_sft(index, base_model="tiny", generator_config=LMConfig(k=1, device="cpu"), max_steps=2,
-                      batch_size=2, val_fraction=0, progress=False, activation_checkpointing=on)
-            for on in (False, True)]
+                      batch_size=2, val_fraction=0, progress=False, activation_checkpointing=on, callbacks=[cb])
+            for on, cb in zip((False, True), seen, strict=True)]
+    assert [cb.seen for cb in seen] == [[False, False], [True, True]]
     losses = [[h["loss"] for h in g.history_ if "loss" in h] for g in runs]
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
     a, b = ({n: p for n, p in g.model_.named_parameters() if "lora_" in n} for g in runs)
@@ -312,6 +314,42 @@ def test_activation_checkpointing_trains_the_same_adapter(index):
     assert runs[1].training_[-1]["config"]["activation_checkpointing"] is True
     with pytest.raises(ValidationError, match="activation_checkpointing must be True or False"):
         train_sft(index, base_model="tiny", activation_checkpointing="yes", progress=False)
+
+
+def _sharing(family, cohort):
+    """The family's tasks with patient ids: tasks of one ``cohort(i)`` share patients."""
+    from ragim import Task
+
+    return [Task(t.task_id, t.description, t.X, t.y, metadata={"patient_ids": [f"{cohort(i)}-{r}" for r in
+                                                                               range(len(t.y))]})
+            for i, t in enumerate(family)]
+
+
+def test_sft_trains_on_no_patient_of_its_validation_tasks(family):
+    """A task that shares patients with a validation task is not trained on (each pair of tasks
+    here is one cohort), so the validation loss and the correction weight see unseen patients;
+    where every task shares with as many others, the validation tasks are the same as without
+    patient ids."""
+    from ragim.index import shares_patients
+
+    plain = TaskIndex.build(family, embedder="hashing", progress=False)
+    paired = TaskIndex.build(_sharing(family, lambda i: i // 2), embedder="hashing", progress=False)
+    kw = dict(base_model="tiny", generator_config=LMConfig(k=1, device="cpu"), max_steps=1, batch_size=2,
+              val_fraction=0.3, progress=False)
+    before, gen = train_sft(plain, **kw), train_sft(paired, **kw)
+    val, train = gen.val_task_ids_, gen.train_task_ids_
+    assert val == before.val_task_ids_ and len(val) == 3 and before.train_task_ids_ != train
+    partners = {t for v in val for t in paired.ids if shares_patients(paired.record(v))(paired.record(t))}
+    assert set(train) == set(paired.ids) - partners and len(partners) > len(val)
+    # tasks that share patients with no other are drawn first, so none is left out of training
+    cohort = TaskIndex.build(_sharing(family, lambda i: 0 if i < 4 else i), embedder="hashing", progress=False)
+    gen = train_sft(cohort, **kw)
+    assert not set(gen.val_task_ids_) & set(cohort.ids[:4]) and len(gen.train_task_ids_) == 7
+    # one cohort throughout: nothing could be trained on, so all is, and a warning says so
+    one = TaskIndex.build(_sharing(family, lambda i: 0), embedder="hashing", progress=False)
+    with pytest.warns(DataWarning, match="shares patients with a validation task"):
+        gen = train_sft(one, **kw)
+    assert gen.train_task_ids_ == before.train_task_ids_
 
 
 def test_posterior_mode_moves_from_the_prior_only_as_far_as_the_rows_support(index, family):

@@ -277,6 +277,37 @@ def test_bf16_grpo_samples_and_trains_under_autocast_with_float32_weights(sft, i
     assert {p.dtype for p in gen.model_.parameters()} == {torch.float32}
 
 
+def test_grpo_with_activation_checkpointing_trains_the_same_adapter_and_may_resume_with_it(
+        sft, index, tmp_path, checkpointing_probe):
+    """Activation checkpointing trades time for memory in GRPO too (off while it samples, so
+    sampling keeps its KV cache): the same rewards, losses and LoRA weights as without it. A
+    stopped run may resume with it turned on, since it changes no gradient."""
+    seen = [checkpointing_probe(), checkpointing_probe()]
+    runs = [train_grpo(sft, index, num_generations=2, max_steps=2, learning_rate=1e-3, progress=False,
+                       activation_checkpointing=on, output_dir=tmp_path / f"grpo-{on}", save_steps=1,
+                       callbacks=[cb])
+            for on, cb in zip((False, True), seen, strict=True)]
+    assert [cb.seen for cb in seen] == [[False, False], [True, True]]
+    logs = [[h[key] for h in g.history_ if h.get("stage") == "grpo" and "loss" in h for key in ("reward", "loss")]
+            for g in runs]
+    assert len(logs[0]) == 4 and logs[0] == pytest.approx(logs[1], rel=1e-4)
+    a, b = (lora_state(g) for g in runs)
+    assert a.keys() == b.keys() and all(torch.allclose(a[n], b[n], atol=1e-6) for n in a)
+    start = lora_state(sft)
+    assert any(not torch.equal(a[n], start[n]) for n in a)  # GRPO moved the adapter
+    assert runs[1].training_[-1]["config"]["activation_checkpointing"] is True
+    run_file = tmp_path / "grpo-False" / "ragim_run.json"  # as runs saved before it was volatile hold it
+    saved = json.loads(run_file.read_text())
+    saved["training"]["activation_checkpointing"] = False
+    run_file.write_text(json.dumps(saved))
+    again = train_grpo(sft, index, num_generations=2, max_steps=3, learning_rate=1e-3, progress=False,
+                       activation_checkpointing=True, output_dir=tmp_path / "grpo-False", save_steps=1,
+                       resume_from_checkpoint=True)
+    assert [h["step"] for h in again.history_ if h.get("stage") == "grpo" and "loss" in h] == [1, 2, 3]
+    with pytest.raises(ValidationError, match="activation_checkpointing must be True or False"):
+        train_grpo(sft, index, activation_checkpointing=1, progress=False)
+
+
 def test_bad_arguments(sft, index):
     with pytest.raises(ValidationError, match="num_generations"):
         train_grpo(sft, index, num_generations=1)
