@@ -492,12 +492,7 @@ def patient_sharing(index, ids: Sequence[str]) -> dict[str, set[str]]:
     return {t: set().union(*(holders[p] for p in ps)) - {t} for t, ps in pids.items()}
 
 
-def _split(index, val_fraction: float, max_tasks: int | None, seed: int):
-    """(training ids, validation ids): a seeded share ``val_fraction`` of the tasks validates;
-    where tasks share patients, those that share with the fewest others are drawn first (ties
-    in seeded random order), so that :func:`apart_from_validation` leaves out as few training
-    tasks as it can. Without patient ids this is a seeded random draw."""
-    ids = list(index.ids)
+def _split(ids: list[str], val_fraction: float, max_tasks: int | None, seed: int):
     rng = np.random.default_rng(seed)
     if max_tasks is not None:
         if max_tasks < len(ids):
@@ -505,10 +500,7 @@ def _split(index, val_fraction: float, max_tasks: int | None, seed: int):
             ids = [t for i, t in enumerate(ids) if i in keep]
     n = len(ids)
     n_val = min(n - 1, max(1, int(round(val_fraction * n)))) if val_fraction > 0 and n >= 2 else 0
-    perm = rng.permutation(n)
-    sharing = patient_sharing(index, ids)
-    order = sorted(range(n), key=lambda j: (len(sharing[ids[perm[j]]]), j))
-    val = {int(perm[j]) for j in order[:n_val]}
+    val = set(rng.permutation(n)[:n_val].tolist())
     return [t for i, t in enumerate(ids) if i not in val], [
         t for i, t in enumerate(ids) if i in val
     ]
@@ -516,10 +508,13 @@ def _split(index, val_fraction: float, max_tasks: int | None, seed: int):
 
 def apart_from_validation(index, train_ids: Sequence[str], val_ids: Sequence[str]) -> list[str]:
     """``train_ids`` less every task that shares a patient with a task of ``val_ids``
-    (:func:`patient_sharing`), as leave-task-out evaluation leaves them out of
-    training. Without patient ids in the tasks' metadata nothing is left out. When every
-    training task shares patients with a validation task, ``train_ids`` are returned whole,
-    with a :class:`~ragim.errors.DataWarning`: the validation is then optimistic.
+    (:func:`patient_sharing`), as leave-task-out evaluation leaves them out of training: the
+    validation tasks are drawn at random, as evaluation targets are, and then see only
+    patients SFT never learned from. A validation task that shares patients with many others
+    (a site's all-adults task) costs training all of them. Without patient ids in the tasks'
+    metadata nothing is left out. When every training task shares patients with a validation
+    task, ``train_ids`` are returned whole, with a :class:`~ragim.errors.DataWarning`: the
+    validation is then optimistic.
 
     >>> from ragim import TaskIndex, datasets
     >>> index = TaskIndex.build(datasets.heart_disease(), embedder="hashing", progress=False)
@@ -649,7 +644,7 @@ def train_sft(
 
     gen = LMGenerator(cfg)
     model, tok = gen.load_model()
-    train_ids, val_ids = _split(index, run.val_fraction, run.max_tasks, run.seed)
+    train_ids, val_ids = _split(index.ids, run.val_fraction, run.max_tasks, run.seed)
     train_ids = apart_from_validation(index, train_ids, val_ids)
     limit = gen.prompt_limit(param_names(index.model, index.schema))
     if cfg.statistical_prior:

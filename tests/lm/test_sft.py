@@ -328,8 +328,7 @@ def _sharing(family, cohort):
 def test_sft_trains_on_no_patient_of_its_validation_tasks(family):
     """A task that shares patients with a validation task is not trained on (each pair of tasks
     here is one cohort), so the validation loss and the correction weight see unseen patients;
-    where every task shares with as many others, the validation tasks are the same as without
-    patient ids."""
+    the validation tasks are the same seeded draw as without patient ids."""
     from ragim.index import shares_patients
 
     plain = TaskIndex.build(family, embedder="hashing", progress=False)
@@ -341,10 +340,6 @@ def test_sft_trains_on_no_patient_of_its_validation_tasks(family):
     assert val == before.val_task_ids_ and len(val) == 3 and before.train_task_ids_ != train
     partners = {t for v in val for t in paired.ids if shares_patients(paired.record(v))(paired.record(t))}
     assert set(train) == set(paired.ids) - partners and len(partners) > len(val)
-    # tasks that share patients with no other are drawn first, so none is left out of training
-    cohort = TaskIndex.build(_sharing(family, lambda i: 0 if i < 4 else i), embedder="hashing", progress=False)
-    gen = train_sft(cohort, **kw)
-    assert not set(gen.val_task_ids_) & set(cohort.ids[:4]) and len(gen.train_task_ids_) == 7
     # one cohort throughout: nothing could be trained on, so all is, and a warning says so
     one = TaskIndex.build(_sharing(family, lambda i: 0), embedder="hashing", progress=False)
     with pytest.warns(DataWarning, match="shares patients with a validation task"):
