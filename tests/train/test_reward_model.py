@@ -258,7 +258,8 @@ def test_the_training_run_is_saved_with_the_model(trained, tmp_path):
                                                            "batch_size": 4, "val_fraction": 0.2, "seed": 0,
                                                            "output_dir": None, "save_steps": None,
                                                            "resume_from_checkpoint": False,
-                                                           "mixed_precision": "auto"}}]
+                                                           "mixed_precision": "auto",
+                                                           "activation_checkpointing": False}}]
     assert RewardModelTrainingConfig(**rm.training_[0]["config"]).max_steps == 30
     assert RewardModel.load(rm.save(tmp_path / "rm"), device="cpu").training_ == rm.training_
 
