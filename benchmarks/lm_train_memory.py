@@ -35,15 +35,18 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 
 def main() -> None:
     import psutil
     import torch
+    from lm_train_precision import mean_prompt_tokens
     from transformers import TrainerCallback
 
     from ragim import TaskIndex, datasets
     from ragim.generate.lm import LMConfig, LMGenerator
-    from ragim.train import build_sft_dataset, train_grpo, train_sft
+    from ragim.train import train_grpo, train_sft
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stage", choices=["sft", "grpo"], default="sft")
@@ -96,10 +99,6 @@ def main() -> None:
                          progress=False, callbacks=[steps])
     seconds = time.perf_counter() - t0
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB on Linux
-    _, tok = gen.load_model()
-    ds = build_sft_dataset(index, tok, gen.config, task_ids=index.ids[:8])
-    lengths = [len(tok.apply_chat_template(r["prompt"], add_generation_prompt=True, return_dict=True)["input_ids"])
-               for r in ds]
     row = {
         "stage": args.stage,
         "family": args.family,
@@ -108,7 +107,7 @@ def main() -> None:
         "answer_format": args.answer_format,
         "activation_checkpointing": args.activation_checkpointing,
         "steps": args.steps,
-        "mean_prompt_tokens": round(sum(lengths) / len(lengths), 1),
+        "mean_prompt_tokens": mean_prompt_tokens(gen, index, index.ids[:8]),
         "peak_rss_gb": round(peak_gb, 2),
         "rss_gb_after_each_step": steps.rss_gb,
         "seconds_per_step": steps.seconds,

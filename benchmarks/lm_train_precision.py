@@ -45,6 +45,18 @@ def cpu_bf16_flags() -> list[str]:
     return sorted(f for f in flags if f in {"amx_bf16", "avx512_bf16", "amx_tile"})
 
 
+def mean_prompt_tokens(gen, index, task_ids) -> float:
+    """Mean length in tokens of ``gen``'s SFT prompts (chat template, generation prompt) for
+    ``task_ids`` of ``index``: the prompts a training step sees."""
+    from ragim.train import build_sft_dataset
+
+    _, tok = gen.load_model()
+    ds = build_sft_dataset(index, tok, gen.config, task_ids=list(task_ids))
+    lengths = [len(tok.apply_chat_template(r["prompt"], add_generation_prompt=True, return_dict=True)["input_ids"])
+               for r in ds]
+    return round(sum(lengths) / len(lengths), 1)
+
+
 def decode_step_seconds(model, *, batch: int, context: int, steps: int = 10, rounds: int = 2) -> dict:
     """Median process CPU seconds of one decoding step (``batch`` rows after ``context`` cached
     tokens, as GRPO samples a group) in float32 and under bf16 autocast, alternating: under
@@ -78,7 +90,7 @@ def main() -> None:
     from ragim import TaskIndex, datasets
     from ragim.generate.lm import LMConfig, LMGenerator
     from ragim.io import write_file
-    from ragim.train import build_sft_dataset, train_grpo, train_sft
+    from ragim.train import train_grpo, train_sft
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stage", choices=["sft", "grpo"], default="sft")
@@ -143,10 +155,6 @@ def main() -> None:
 
     decode = decode_step_seconds(gen.load_model()[0], batch=args.grpo_group, context=1000)
 
-    _, tok = gen.load_model()
-    ds = build_sft_dataset(index, tok, gen.config, task_ids=index.ids[: 2 * args.batch_size])
-    lengths = [len(tok.apply_chat_template(r["prompt"], add_generation_prompt=True, return_dict=True)["input_ids"])
-               for r in ds]
     row = {
         "stage": args.stage,
         "family": args.family,
@@ -154,7 +162,7 @@ def main() -> None:
         "batch_size": args.batch_size,
         "statistical_prior": args.statistical_prior,
         "activation_checkpointing": args.activation_checkpointing,
-        "mean_prompt_tokens": round(sum(lengths) / len(lengths), 1),
+        "mean_prompt_tokens": mean_prompt_tokens(gen, index, index.ids[: 2 * args.batch_size]),
         "timed_steps_per_precision": sum(len(r["wall"]) for r in runs["no"]),
         "seconds_per_step": {mp: round(per_step(mp, "wall"), 2) for mp in runs},
         "cpu_seconds_per_step": {mp: round(per_step(mp, "cpu"), 2) for mp in runs},
