@@ -512,9 +512,9 @@ def apart_from_validation(index, train_ids: Sequence[str], val_ids: Sequence[str
     validation tasks are drawn at random, as evaluation targets are, and then see only
     patients SFT never learned from. A validation task that shares patients with many others
     (a site's all-adults task) costs training all of them. Without patient ids in the tasks'
-    metadata nothing is left out. When every training task shares patients with a validation
-    task, ``train_ids`` are returned whole, with a :class:`~ragim.errors.DataWarning`: the
-    validation is then optimistic.
+    metadata nothing is left out. A :class:`~ragim.errors.DataWarning` names the tasks left
+    out. When every training task shares patients with a validation task, ``train_ids`` are
+    returned whole, with a DataWarning that the validation is then optimistic.
 
     >>> from ragim import TaskIndex, datasets
     >>> index = TaskIndex.build(datasets.heart_disease(), embedder="hashing", progress=False)
@@ -538,6 +538,15 @@ def apart_from_validation(index, train_ids: Sequence[str], val_ids: Sequence[str
             stacklevel=user_stacklevel(),
         )
         return list(train_ids)
+    if len(apart) < len(train_ids):
+        left = [t for t in train_ids if t in shared]
+        warnings.warn(
+            f"{len(left)} task(s) share patients with a validation task and are not trained on, "
+            f"so that validation sees unseen patients: {', '.join(left[:3])}"
+            f"{', ...' if len(left) > 3 else ''}",
+            DataWarning,
+            stacklevel=user_stacklevel(),
+        )
     return apart
 
 
