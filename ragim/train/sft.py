@@ -514,7 +514,8 @@ def apart_from_validation(index, train_ids: Sequence[str], val_ids: Sequence[str
     (a site's all-adults task) costs training all of them. Without patient ids in the tasks'
     metadata nothing is left out. A :class:`~ragim.errors.DataWarning` names the tasks left
     out. When every training task shares patients with a validation task, ``train_ids`` are
-    returned whole, with a DataWarning that the validation is then optimistic.
+    returned whole, with a DataWarning that the validation is then optimistic. An id that is
+    not in ``index``, or one in both lists, raises ValidationError.
 
     >>> from ragim import TaskIndex, datasets
     >>> index = TaskIndex.build(datasets.heart_disease(), embedder="hashing", progress=False)
@@ -523,6 +524,18 @@ def apart_from_validation(index, train_ids: Sequence[str], val_ids: Sequence[str
     >>> [t for t in train if t not in apart_from_validation(index, train, val)]
     ['cleveland-any_cad-all', 'cleveland-multivessel-all', 'cleveland-multivessel-women_ge60']
     """
+    unknown = [t for t in [*train_ids, *val_ids] if t not in index]
+    if unknown:
+        raise ValidationError(
+            f"{len(unknown)} task id(s) are not in the index: {unknown[:5]}; give ids of its "
+            "tasks (index.ids)"
+        )
+    both = sorted(set(train_ids) & set(val_ids))
+    if both:
+        raise ValidationError(
+            f"{len(both)} task(s) are both training and validation tasks: {both[:5]}; a "
+            "validation task must be one SFT does not train on"
+        )
     if not val_ids:
         return list(train_ids)
     sharing = patient_sharing(index, [*train_ids, *val_ids])

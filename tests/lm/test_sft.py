@@ -342,6 +342,12 @@ def test_sft_trains_on_no_patient_of_its_validation_tasks(family):
     assert val == before.val_task_ids_ and len(val) == 3 and before.train_task_ids_ != train
     partners = {t for v in val for t in paired.ids if shares_patients(paired.record(v))(paired.record(t))}
     assert set(train) == set(paired.ids) - partners and len(partners) > len(val)
+    from ragim.train.sft import apart_from_validation
+
+    with pytest.raises(ValidationError, match=r"not in the index: \['nope'\]"):
+        apart_from_validation(paired, paired.ids[:2], ["nope"])
+    with pytest.raises(ValidationError, match="both training and validation tasks"):
+        apart_from_validation(paired, paired.ids[:2], paired.ids[1:3])
     # one cohort throughout: nothing could be trained on, so all is, and a warning says so
     one = TaskIndex.build(_sharing(family, lambda i: 0), embedder="hashing", progress=False)
     with pytest.warns(DataWarning, match="shares patients with a validation task"):
