@@ -65,7 +65,12 @@ from ragim.lm.pairs import (
     save_preferences,
 )
 from ragim.train.rewards import encode_heldout, held_out_log_likelihood, resolve_reward
-from ragim.train.sft import build_sft_dataset, excluding, warn_if_rewards_overlap_targets
+from ragim.train.sft import (
+    build_sft_dataset,
+    excluding,
+    hidden_for_validation,
+    warn_if_rewards_overlap_targets,
+)
 
 _PAIRINGS = ("best_worst", "all")
 
@@ -150,8 +155,9 @@ def build_preference_pairs(
             "so that rewards can be evaluated on held-out rows"
         )
     val = {t for t in getattr(generator, "val_task_ids_", []) if t in index}
+    unseen = set(hidden_for_validation(index, sorted(val)))  # and the tasks sharing patients
     if task_ids is None:  # the generator's validation tasks stay unseen (prior_correction_)
-        ids = [t for t in index.ids if t not in val]
+        ids = [t for t in index.ids if t not in unseen]
     else:
         ids = list(task_ids)
         twice = repeated(ids)
@@ -174,7 +180,7 @@ def build_preference_pairs(
     cfg = generator.config
     _, tok = generator.load_model()
     names = param_names(index.model, index.schema)
-    hidden = frozenset(val - set(ids))
+    hidden = frozenset(unseen - set(ids))
     prompts = build_sft_dataset(
         index,
         tok,

@@ -69,6 +69,7 @@ from ragim.lm.pairs import (
 from ragim.train.rewards import VerifiableRewardConfig, encode_heldout, load_sign_constraints
 from ragim.train.sft import (
     build_sft_dataset,
+    hidden_for_validation,
     validate_prior_correction,
     warn_if_rewards_overlap_targets,
 )
@@ -473,7 +474,10 @@ def train_grpo(
     train_ids = run.task_ids
     if train_ids is None:
         train_ids = [t for t in (gen.train_task_ids_ or index.ids) if t in index]
-    hide = [t for t in gen.val_task_ids_ if t not in set(train_ids)]
+    # the validation tasks GRPO does not train on, and the tasks sharing their patients
+    hide = hidden_for_validation(
+        index, [t for t in gen.val_task_ids_ if t not in set(train_ids)], train_ids
+    )
     train_ds = build_grpo_dataset(
         index,
         tok,

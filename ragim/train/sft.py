@@ -48,7 +48,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -408,11 +408,13 @@ def validate_prior_correction(
         )
     if task_ids is not None:  # tasks the generator trained on are not unseen
         used |= set(getattr(generator, "train_task_ids_", None) or [])
-    val = [t for t in asked if t not in used]
+    # a task trained on, or one sharing patients with a task trained on, is not unseen
+    sharing = patient_sharing(index, [t for t in dict.fromkeys([*asked, *used]) if t in index])
+    val = [t for t in asked if t not in used and not sharing.get(t, set()) & used]
     if len(val) < len(asked):
         warnings.warn(
-            f"{len(asked) - len(val)} validation task(s) were trained on, so "
-            "the correction weight is validated without them",
+            f"{len(asked) - len(val)} validation task(s) were trained on, or share patients "
+            "with tasks trained on, so the correction weight is validated without them",
             DataWarning,
             stacklevel=user_stacklevel(),
         )
@@ -473,6 +475,17 @@ def warn_if_rewards_overlap_targets(
     return True
 
 
+def _id_list(ids, name: str) -> list[str]:
+    """``ids`` (task ids) as a list without repeats, or a one-line ValidationError."""
+    if isinstance(ids, str) or ids is None or not isinstance(ids, Iterable):
+        raise ValidationError(f"{name} must be a list of task ids, got {ids!r}")
+    items = [str(t) if isinstance(t, np.str_) else t for t in ids]
+    bad = [t for t in items if not isinstance(t, str)]
+    if bad:
+        raise ValidationError(f"{name} must hold task ids (strings), got {bad[:3]!r}")
+    return list(dict.fromkeys(items))
+
+
 def patient_sharing(index, ids: Sequence[str]) -> dict[str, set[str]]:
     """For each task of ``ids``, the other tasks of ``ids`` that share a patient with it (by
     the canonical patient ids of the index's records; empty sets without patient ids).
@@ -484,6 +497,10 @@ def patient_sharing(index, ids: Sequence[str]) -> dict[str, set[str]]:
     """
     from ragim.tasks import patient_id_set
 
+    ids = _id_list(ids, "ids")
+    unknown = [t for t in ids if t not in index]
+    if unknown:
+        raise ValidationError(f"{len(unknown)} task id(s) are not in the index: {unknown[:5]}")
     pids = {t: patient_id_set(index.record(t)["metadata"]) for t in ids}
     holders: dict[str, set[str]] = {}
     for t, ps in pids.items():
@@ -524,6 +541,7 @@ def apart_from_validation(index, train_ids: Sequence[str], val_ids: Sequence[str
     >>> [t for t in train if t not in apart_from_validation(index, train, val)]
     ['cleveland-any_cad-all', 'cleveland-multivessel-all', 'cleveland-multivessel-women_ge60']
     """
+    train_ids, val_ids = _id_list(train_ids, "train_ids"), _id_list(val_ids, "val_ids")
     unknown = [t for t in [*train_ids, *val_ids] if t not in index]
     if unknown:
         raise ValidationError(
@@ -536,7 +554,7 @@ def apart_from_validation(index, train_ids: Sequence[str], val_ids: Sequence[str
             f"{len(both)} task(s) are both training and validation tasks: {both[:5]}; a "
             "validation task must be one SFT does not train on"
         )
-    if not val_ids:
+    if not val_ids or not train_ids:
         return list(train_ids)
     sharing = patient_sharing(index, [*train_ids, *val_ids])
     shared = set().union(*(sharing[t] for t in val_ids))
@@ -561,6 +579,28 @@ def apart_from_validation(index, train_ids: Sequence[str], val_ids: Sequence[str
             stacklevel=user_stacklevel(),
         )
     return apart
+
+
+def hidden_for_validation(index, val_ids: Sequence[str], keep: Sequence[str] = ()) -> list[str]:
+    """What training must not see for ``val_ids`` to stay unseen: the validation tasks and
+    every task sharing a patient with one (:func:`patient_sharing`), less the tasks ``keep``
+    (those trained on). SFT, GRPO and preference pairs hide these from their prompts (as
+    neighbours and in the statistical prior) and, by default, from their targets.
+
+    >>> from ragim import TaskIndex, datasets
+    >>> index = TaskIndex.build(datasets.heart_disease(), embedder="hashing", progress=False)
+    >>> hidden_for_validation(index, ["hungary-any_cad-women_lt50"])
+    ['hungary-any_cad-women_lt50', 'hungary-any_cad-all']
+    """
+    val = [t for t in val_ids if t in index]
+    if not val:
+        return []
+    sharing = patient_sharing(index, index.ids)
+    out = dict.fromkeys(val)
+    for v in val:
+        out.update(dict.fromkeys(sorted(sharing[v])))
+    kept = set(keep)
+    return [t for t in out if t not in kept]
 
 
 def train_sft(
@@ -666,8 +706,9 @@ def train_sft(
 
     gen = LMGenerator(cfg)
     model, tok = gen.load_model()
-    train_ids, val_ids = _split(index.ids, run.val_fraction, run.max_tasks, run.seed)
-    train_ids = apart_from_validation(index, train_ids, val_ids)
+    drawn, val_ids = _split(index.ids, run.val_fraction, run.max_tasks, run.seed)
+    train_ids = apart_from_validation(index, drawn, val_ids)
+    left_out = [t for t in drawn if t not in set(train_ids)]
     limit = gen.prompt_limit(param_names(index.model, index.schema))
     if cfg.statistical_prior:
         gen.prior_generator_ = fit_prior_generator(index, progress=progress)
@@ -682,7 +723,7 @@ def train_sft(
         heldout_fraction=run.heldout_fraction,
         seed=run.seed,
     )
-    train_ds = examples(task_ids=train_ids, hide=val_ids)
+    train_ds = examples(task_ids=train_ids, hide=hidden_for_validation(index, val_ids, train_ids))
     val_ds = examples(task_ids=val_ids) if val_ids else None
 
     set_seed(run.seed)
@@ -703,7 +744,15 @@ def train_sft(
         ),
         train_dataset=train_ds.select_columns(["prompt", "completion"]),
         eval_dataset=None if val_ds is None else val_ds.select_columns(["prompt", "completion"]),
-        description=run_description("sft", run, model_config=cfg, data=index_data(index)),
+        description=run_description(
+            "sft",
+            run,
+            model_config=cfg,
+            # runs saved before tasks were left out (whose description has no split) trained
+            # on them: their training data differ
+            data=[index_data(index), {"left_out": left_out}] if left_out else index_data(index),
+            split=[list(train_ids), list(val_ids)],
+        ),
     )
     gen.fine_tuned_ = True
     gen.index_ = index
@@ -719,6 +768,7 @@ __all__ = [
     "apart_from_validation",
     "build_sft_dataset",
     "excluding",
+    "hidden_for_validation",
     "patient_sharing",
     "posterior_mode",
     "train_sft",

@@ -320,13 +320,20 @@ def adapter_digest(model: Any) -> str:
 
 
 def run_description(
-    stage: str, run: Any, *, model_config: Any = None, data: Any = None, start: str | None = None
+    stage: str,
+    run: Any,
+    *,
+    model_config: Any = None,
+    data: Any = None,
+    start: str | None = None,
+    split: Any = None,
 ) -> dict:
     """What a resumed run must share with the run that wrote the checkpoints: the ``stage``, the
     model's config (``model_config``, less :data:`VOLATILE_MODEL`), the training config ``run``
     (less :data:`VOLATILE_TRAINING`), a digest of the training ``data``
-    (:func:`data_digest`) and, for a run that continues an adapter, ``start``: the digest of
-    the adapter it starts from (:func:`adapter_digest`; left out when None). JSON-safe;
+    (:func:`data_digest`), for a run that continues an adapter, ``start``: the digest of
+    the adapter it starts from (:func:`adapter_digest`; left out when None), and a digest of
+    the ``split`` into training and validation tasks (SFT's; left out when None). JSON-safe;
     :func:`train_with` saves it as :data:`RUN_FILE`.
 
     >>> from ragim.train.sft import SFTTrainingConfig
@@ -352,18 +359,20 @@ def run_description(
     }
     if start is not None:
         described["start"] = start
+    if split is not None:
+        described["split"] = data_digest(split)
     return json.loads(json.dumps(json_safe(described), default=str))
 
 
 def differing(saved: Any, now: Any, prefix: str = "") -> list[str]:
-    """The dotted names of the settings in which two run descriptions differ. A ``start`` that
-    the saved description lacks (runs saved before it was recorded) is unknown, not a
-    difference."""
+    """The dotted names of the settings in which two run descriptions differ. A ``start`` or
+    ``split`` that the saved description lacks (runs saved before it was recorded) is
+    unknown, not a difference."""
     if isinstance(saved, dict) and isinstance(now, dict):
         out = []
         keys = set(saved) | set(now)
-        if not prefix and "start" not in saved:
-            keys.discard("start")
+        if not prefix:
+            keys -= {k for k in ("start", "split") if k not in saved}
         for key in sorted(keys, key=str):
             out += differing(saved.get(key), now.get(key), f"{prefix}{key}.")
         return out
@@ -421,7 +430,11 @@ def prepare_output_dir(output_dir: str, description: dict | None, resume: bool) 
             saved["training"] = {
                 k: v for k, v in saved["training"].items() if k not in VOLATILE_TRAINING
             }
-        plain = {"data": "the training data", "start": "the adapter it starts from"}
+        plain = {
+            "data": "the training data",
+            "start": "the adapter it starts from",
+            "split": "the training and validation tasks",
+        }
         diff = [plain.get(d, d) for d in differing(saved, description)]
         if diff:
             raise ValidationError(

@@ -342,8 +342,11 @@ def test_sft_trains_on_no_patient_of_its_validation_tasks(family):
     assert val == before.val_task_ids_ and len(val) == 3 and before.train_task_ids_ != train
     partners = {t for v in val for t in paired.ids if shares_patients(paired.record(v))(paired.record(t))}
     assert set(train) == set(paired.ids) - partners and len(partners) > len(val)
-    from ragim.train.sft import apart_from_validation
+    from ragim.train.sft import apart_from_validation, hidden_for_validation
 
+    # training prompts (and GRPO's, and preference pairs by default) hide the same tasks
+    assert set(hidden_for_validation(paired, val, train)) == partners
+    assert hidden_for_validation(paired, []) == [] and hidden_for_validation(paired, ["nope"]) == []
     with pytest.raises(ValidationError, match=r"not in the index: \['nope'\]"):
         apart_from_validation(paired, paired.ids[:2], ["nope"])
     with pytest.raises(ValidationError, match="both training and validation tasks"):
@@ -353,6 +356,49 @@ def test_sft_trains_on_no_patient_of_its_validation_tasks(family):
     with pytest.warns(DataWarning, match="shares patients with a validation task"):
         gen = train_sft(one, **kw)
     assert gen.train_task_ids_ == before.train_task_ids_
+
+
+def test_an_sft_resume_refuses_another_split_and_accepts_a_run_saved_without_one(family, tmp_path):
+    """The split into training and validation tasks is part of the run: a resume whose split
+    differs (say, after the rule for left-out tasks changed) is refused by name; a run file
+    saved before the split was recorded still resumes."""
+    import json
+
+    paired = TaskIndex.build(_sharing(family, lambda i: i // 2), embedder="hashing", progress=False)
+    kw = dict(base_model="tiny", generator_config=LMConfig(k=1, device="cpu"), batch_size=2, val_fraction=0.3,
+              progress=False, output_dir=tmp_path / "sft", save_steps=1)
+    train_sft(paired, max_steps=1, **kw)
+    run_file = tmp_path / "sft" / "ragim_run.json"
+    saved = json.loads(run_file.read_text())
+    assert "split" in saved
+    run_file.write_text(json.dumps({**saved, "split": "0" * 16}))
+    with pytest.raises(ValidationError, match="differs in the training and validation tasks"):
+        train_sft(paired, max_steps=2, resume_from_checkpoint=True, **kw)
+    # a run saved before tasks sharing patients with the validation tasks were left out
+    # trained on them: its data differ
+    from ragim.train.trainer import data_digest, index_data
+
+    run_file.write_text(json.dumps({**{k: v for k, v in saved.items() if k != "split"},
+                                    "data": data_digest(index_data(paired))}))
+    with pytest.raises(ValidationError, match="differs in the training data"):
+        train_sft(paired, max_steps=2, resume_from_checkpoint=True, **kw)
+    run_file.write_text(json.dumps({k: v for k, v in saved.items() if k != "split"}))
+    gen = train_sft(paired, max_steps=2, resume_from_checkpoint=True, **kw)
+    assert [h["step"] for h in gen.history_ if "loss" in h] == [1, 2]
+
+
+def test_a_validation_task_sharing_patients_with_later_training_is_not_unseen(family):
+    """GRPO or DPO may train on tasks SFT left out; a validation task sharing their patients is
+    then left out of the correction weight's validation, with a warning, as one trained on is."""
+    from ragim.train.sft import validate_prior_correction
+
+    paired = TaskIndex.build(_sharing(family, lambda i: i // 2), embedder="hashing", progress=False)
+    gen = train_sft(paired, base_model="tiny", max_steps=1, batch_size=2, val_fraction=0.3, progress=False,
+                    generator_config=LMConfig(k=1, device="cpu", statistical_prior=True))
+    first = gen.val_task_ids_[0]
+    partner = next(t for t in paired.ids if t != first and paired.ids.index(t) // 2 == paired.ids.index(first) // 2)
+    with pytest.warns(DataWarning, match="1 validation task.* share patients with tasks trained on"):
+        validate_prior_correction(gen, paired, trained_on=[partner])
 
 
 def test_posterior_mode_moves_from_the_prior_only_as_far_as_the_rows_support(index, family):
