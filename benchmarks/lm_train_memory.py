@@ -2,7 +2,9 @@
 
 Trains ``--steps`` steps of one stage in this process and reports the process's peak
 resident memory (``ru_maxrss``), its resident memory after each step, the mean prompt length
-in tokens and the seconds per step, as one JSON line appended to ``--out``:
+in tokens (of the SFT prompts of the index's first tasks, which GRPO's prompts equal) and the
+seconds per step, as one JSON line appended to ``--out`` (``batch_size``: SFT examples, or
+GRPO answers, per step):
 
 - ``--stage sft``: ``ragim.train.train_sft`` at ``--batch-size`` on the leave-one-task-out
   examples of the index (``k`` neighbours and the population model in every prompt);
@@ -52,14 +54,15 @@ def main() -> None:
     ap.add_argument("--stage", choices=["sft", "grpo"], default="sft")
     ap.add_argument("--family", choices=["procedure", "heart"], default="procedure")
     ap.add_argument("--base-model", default="smollm2-135m", help="smollm2-135m, or tiny for a plumbing check")
-    ap.add_argument("--n-tasks", type=int, default=40, help="tasks of procedure_family(seed=0) in the index")
+    ap.add_argument("--n-tasks", type=int, default=40, help="tasks of procedure_family(seed=0) (procedure only)")
     ap.add_argument("--batch-size", type=int, default=4, help="SFT examples per step")
     ap.add_argument("--grpo-group", type=int, default=4, help="GRPO answers sampled per prompt")
-    ap.add_argument("--steps", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=1, help="optimiser steps")
     ap.add_argument("--k", type=int, default=None, help="neighbours per prompt (heart: 3, procedure: 2)")
-    ap.add_argument("--answer-format", choices=["json", "compact"], default="compact")
-    ap.add_argument("--activation-checkpointing", action="store_true")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--answer-format", choices=["json", "compact"], default="compact", help="LMConfig.answer_format")
+    ap.add_argument("--activation-checkpointing", action="store_true",
+                    help="recompute activations in the backward pass (the training configs' field)")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
