@@ -120,8 +120,9 @@ def build_preference_pairs(
         Show a progress bar over tasks.
     task_ids : list of str, optional
         The tasks to build pairs for (default: every indexed task except the generator's
-        validation tasks, ``val_task_ids_``, which are also never shown as neighbours, so that
-        its correction weight is still validated on unseen tasks).
+        validation tasks, ``val_task_ids_``, and the tasks sharing their patients
+        (:func:`ragim.train.sft.hidden_for_validation`), which are also never shown as
+        neighbours, so that its correction weight is still validated on unseen tasks).
     pairs : {"best_worst", "all"}
         One pair per task (best vs worst), or every pair of distinct candidates.
 
