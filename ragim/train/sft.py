@@ -409,8 +409,7 @@ def validate_prior_correction(
     if task_ids is not None:  # tasks the generator trained on are not unseen
         used |= set(getattr(generator, "train_task_ids_", None) or [])
     # a task trained on, or one sharing patients with a task trained on, is not unseen
-    sharing = patient_sharing(index, [t for t in dict.fromkeys([*asked, *used]) if t in index])
-    val = [t for t in asked if t not in used and not sharing.get(t, set()) & used]
+    val = [t for t in asked if t not in used and not used.intersection(index.sharing_patients([t]))]
     if len(val) < len(asked):
         warnings.warn(
             f"{len(asked) - len(val)} validation task(s) were trained on, or share patients "
@@ -486,29 +485,6 @@ def _id_list(ids, name: str) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def patient_sharing(index, ids: Sequence[str]) -> dict[str, set[str]]:
-    """For each task of ``ids``, the other tasks of ``ids`` that share a patient with it (by
-    the canonical patient ids of the index's records; empty sets without patient ids).
-
-    >>> from ragim import TaskIndex, datasets
-    >>> index = TaskIndex.build(datasets.heart_disease(), embedder="hashing", progress=False)
-    >>> sorted(patient_sharing(index, index.ids)["hungary-any_cad-women_lt50"])
-    ['hungary-any_cad-all']
-    """
-    from ragim.tasks import patient_id_set
-
-    ids = _id_list(ids, "ids")
-    unknown = [t for t in ids if t not in index]
-    if unknown:
-        raise ValidationError(f"{len(unknown)} task id(s) are not in the index: {unknown[:5]}")
-    pids = {t: patient_id_set(index.record(t)["metadata"]) for t in ids}
-    holders: dict[str, set[str]] = {}
-    for t, ps in pids.items():
-        for p in ps:
-            holders.setdefault(p, set()).add(t)
-    return {t: set().union(*(holders[p] for p in ps)) - {t} for t, ps in pids.items()}
-
-
 def _split(ids: list[str], val_fraction: float, max_tasks: int | None, seed: int):
     rng = np.random.default_rng(seed)
     if max_tasks is not None:
@@ -525,7 +501,8 @@ def _split(ids: list[str], val_fraction: float, max_tasks: int | None, seed: int
 
 def apart_from_validation(index, train_ids: Sequence[str], val_ids: Sequence[str]) -> list[str]:
     """``train_ids`` less every task that shares a patient with a task of ``val_ids``
-    (:func:`patient_sharing`), as leave-task-out evaluation leaves them out of training: the
+    (:meth:`ragim.index.TaskIndex.sharing_patients`), as leave-task-out evaluation leaves them
+    out of training: the
     validation tasks are drawn at random, as evaluation targets are, and then see only
     patients SFT never learned from. A validation task that shares patients with many others
     (a site's all-adults task) costs training all of them. Without patient ids in the tasks'
@@ -556,8 +533,7 @@ def apart_from_validation(index, train_ids: Sequence[str], val_ids: Sequence[str
         )
     if not val_ids or not train_ids:
         return list(train_ids)
-    sharing = patient_sharing(index, [*train_ids, *val_ids])
-    shared = set().union(*(sharing[t] for t in val_ids))
+    shared = set(index.sharing_patients(val_ids))
     apart = [t for t in train_ids if t not in shared]
     if not apart:
         warnings.warn(
@@ -583,7 +559,8 @@ def apart_from_validation(index, train_ids: Sequence[str], val_ids: Sequence[str
 
 def hidden_for_validation(index, val_ids: Sequence[str], keep: Sequence[str] = ()) -> list[str]:
     """What training must not see for ``val_ids`` to stay unseen: the validation tasks and
-    every task sharing a patient with one (:func:`patient_sharing`), less the tasks ``keep``
+    every task sharing a patient with one (:meth:`ragim.index.TaskIndex.sharing_patients`, in
+    index order), less the tasks ``keep``
     (those trained on). SFT, GRPO and preference pairs hide these from their prompts (as
     neighbours and in the statistical prior) and, by default, from their targets.
 
@@ -595,12 +572,8 @@ def hidden_for_validation(index, val_ids: Sequence[str], keep: Sequence[str] = (
     val = [t for t in val_ids if t in index]
     if not val:
         return []
-    sharing = patient_sharing(index, index.ids)
-    out = dict.fromkeys(val)
-    for v in val:
-        out.update(dict.fromkeys(sorted(sharing[v])))
     kept = set(keep)
-    return [t for t in out if t not in kept]
+    return [t for t in [*val, *index.sharing_patients(val)] if t not in kept]
 
 
 def train_sft(
@@ -708,7 +681,8 @@ def train_sft(
     model, tok = gen.load_model()
     drawn, val_ids = _split(index.ids, run.val_fraction, run.max_tasks, run.seed)
     train_ids = apart_from_validation(index, drawn, val_ids)
-    left_out = [t for t in drawn if t not in set(train_ids)]
+    trained = set(train_ids)
+    left_out = [t for t in drawn if t not in trained]
     limit = gen.prompt_limit(param_names(index.model, index.schema))
     if cfg.statistical_prior:
         gen.prior_generator_ = fit_prior_generator(index, progress=progress)
@@ -769,7 +743,6 @@ __all__ = [
     "build_sft_dataset",
     "excluding",
     "hidden_for_validation",
-    "patient_sharing",
     "posterior_mode",
     "train_sft",
     "validate_prior_correction",
