@@ -15,6 +15,13 @@ Run ``scripts/gpu_check.sh`` (or ``make gpu-check``) on a machine with a CUDA GP
 and writes ``benchmarks/results/gpu_check.json`` (``--out`` to change it). ``--cpu`` runs the
 same plumbing tiny on the CPU (tiny model, fp32, small sizes, no pytest) so it can be tested
 anywhere.
+
+The timings need the model's shapes, not its trained weights: ``--architecture DIR`` takes a
+folder with a model's ``config.json`` and tokenizer files only (``--export-architecture DIR``
+writes one from the base model here) and initialises the weights at random, seeded. Use it where
+the weights cannot travel (the SmolLM2 GGUF is 94 MB); the JSON then says ``"weights":
+"random"``. With random weights the grammar still bounds every answer, but the numbers written,
+and so the answer lengths, are not the trained model's: compare tokens/s, not tasks/s.
 """
 
 from __future__ import annotations
@@ -28,6 +35,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+#: the base model timed on CUDA
+CUDA_BASE_MODEL = "smollm2-135m"
+
+
+def _version(dist: str) -> str | None:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _write(out: str, result: dict) -> None:
+    from ragim.io import write_file
+
+    write_file(out, (json.dumps(result, indent=2) + "\n").encode("utf-8"))  # atomic
 
 
 def _sync(device: str) -> None:
@@ -46,20 +71,74 @@ def _timed(fn, device: str, repeats: int) -> list[float]:
     return out
 
 
+def gpu_test_files(root: Path) -> list[str]:
+    """The test files holding ``gpu``-marked tests (relative to ``root``), so that pytest
+    collects only them: a missing package of an unrelated test module cannot stop the check."""
+    return sorted(
+        str(f.relative_to(root))
+        for f in (root / "tests").rglob("test_*.py")
+        if "pytest.mark.gpu" in f.read_text(encoding="utf-8")
+    )
+
+
 def run_pytest_gpu(root: Path) -> dict:
     t = time.perf_counter()
+    files = gpu_test_files(root)
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-m",
+            "gpu",
+            "-q",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+            *files,
+        ],
         cwd=root,
         capture_output=True,
         text=True,
     )
-    tail = proc.stdout.strip().splitlines()[-1:] or [""]
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
     return {
+        "files": files,
         "returncode": proc.returncode,
-        "summary": tail[0],
+        "summary": lines[-1] if lines else "",
+        "output_tail": lines[-40:],
         "seconds": round(time.perf_counter() - t, 2),
     }
+
+
+def load_model(base_model: str, architecture: str | None, device: str):
+    """The base model and tokenizer: ``base_model`` through ragim's loader, or, with
+    ``architecture`` (a folder with ``config.json`` and tokenizer files), that architecture with
+    seeded random weights."""
+    from ragim.lm.base_models import load_base_model
+
+    if architecture is None:
+        return load_base_model(base_model, device=device)
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    config = AutoConfig.from_pretrained(architecture, local_files_only=True)
+    model = AutoModelForCausalLM.from_config(config).to(device)
+    tok = AutoTokenizer.from_pretrained(architecture, local_files_only=True)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model.config.pad_token_id = tok.pad_token_id
+    return model.eval(), tok
+
+
+def export_architecture(base_model: str, folder: str) -> None:
+    """Write ``base_model``'s ``config.json`` and tokenizer files (no weights) to ``folder``."""
+    from ragim.lm.base_models import load_base_model
+
+    model, tok = load_base_model(base_model, device="cpu")
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(folder)
+    tok.save_pretrained(folder)
 
 
 def lm_steps(
@@ -72,14 +151,15 @@ def lm_steps(
     steps: int,
     group: int,
     n_params: int,
+    generate_sizes: tuple[tuple[int, int], ...],
+    architecture: str | None = None,
 ) -> dict:
     from peft import LoraConfig, get_peft_model
 
     from ragim.lm.answer import answer_format
-    from ragim.lm.base_models import load_base_model
     from ragim.lm.constrained import generate_answer_batch
 
-    model, tok = load_base_model(base_model, device=device)
+    model, tok = load_model(base_model, architecture, device)
     model = get_peft_model(
         model,
         LoraConfig(
@@ -141,20 +221,74 @@ def lm_steps(
 
     grpo = _timed(grpo_step, device, steps)
     model.eval()
-    prompts = [ids[i, : seq_len // 2].cpu() for i in range(batch)]
-    gen_times = []
-    answers = []
+    generation = []
+    all_parsed = []
+    for size, n_prompts in generate_sizes:
+        keys_ = ["intercept"] + [f"x{i}" for i in range(size - 1)]
+        fmt_ = answer_format(keys_, name="compact", decimals=2)
+        g_ids = torch.randint(4, vocab, (n_prompts, seq_len // 2), generator=g)
+        prompts = list(g_ids)
+        answers = []
 
-    def gen():
-        with torch.no_grad(), autocast:
-            out = generate_answer_batch(model, tok, prompts, fmt)
-        answers.extend(r for group_ in out for r in group_)
+        def gen(prompts=prompts, fmt_=fmt_, answers=answers):
+            with torch.no_grad(), autocast:
+                out = generate_answer_batch(model, tok, prompts, fmt_)
+            answers.append([r for group_ in out for r in group_])
 
-    gen()  # warm-up
-    gen_times = _timed(gen, device, 2)
-    n_tok = sum(r.n_tokens for r in answers[-batch:])
+        gen()  # warm-up
+        secs = float(np.median(_timed(gen, device, 2)))
+        last = answers[-1]
+        all_parsed += [fmt_.parse_or_none(r.text) is not None for a in answers for r in a]
+        generation.append(
+            {
+                "n_params": size,
+                "prompt_tokens": seq_len // 2,
+                "batch": n_prompts,
+                "seconds": round(secs, 4),
+                "tasks_per_s": round(n_prompts / secs, 3),
+                "answer_tokens_mean": round(float(np.mean([r.n_tokens for r in last])), 1),
+                "tokens_per_s": round(sum(r.n_tokens for r in last) / secs, 1),
+            }
+        )
+    # per-token cost at one prompt: transformers' own greedy generate (no grammar) against the
+    # grammar-constrained decoder, the same prompt and answer length; it tells whether decoding
+    # is bound by the grammar or by the model's per-token launches
+    prompt = torch.randint(4, vocab, (1, seq_len // 2), generator=g)
+    keys_ = ["intercept"] + [f"x{i}" for i in range(generate_sizes[0][0] - 1)]
+    fmt_ = answer_format(keys_, name="compact", decimals=2)
+    with torch.no_grad(), autocast:
+        n_new = generate_answer_batch(model, tok, [prompt[0]], fmt_)[0][0].n_tokens
+        constrained = float(
+            np.median(
+                _timed(lambda: generate_answer_batch(model, tok, [prompt[0]], fmt_), device, 2)
+            )
+        )
+        plain_kwargs = dict(
+            max_new_tokens=n_new,
+            min_new_tokens=n_new,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id,
+            attention_mask=torch.ones_like(prompt, device=device),
+        )
+        model.generate(prompt.to(device), **plain_kwargs)  # warm-up
+        plain = float(
+            np.median(_timed(lambda: model.generate(prompt.to(device), **plain_kwargs), device, 2))
+        )
+    per_token = {
+        "n_params": generate_sizes[0][0],
+        "answer_tokens": n_new,
+        "constrained_ms_per_token": round(1000 * constrained / n_new, 2),
+        "plain_generate_ms_per_token": round(1000 * plain / n_new, 2),
+    }
     return {
-        "base_model": base_model,
+        "base_model": base_model if architecture is None else None,
+        "architecture": None if architecture is None else Path(architecture).name,
+        "weights": "pretrained" if architecture is None else "random",
+        "model_type": model.config.model_type,
+        "n_layers": int(model.config.num_hidden_layers),
+        "n_base_params": int(
+            sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
+        ),
         "dtype": str(dtype).replace("torch.", ""),
         "seq_len": seq_len,
         "batch": batch,
@@ -164,14 +298,10 @@ def lm_steps(
         "grpo_step_seconds": round(float(np.median(grpo)), 4),
         "grpo_group": group,
         "grpo_parse_rate": float(np.mean(parsed)),
-        "generate_batch": batch,
-        "generate_n_params": n_params,
-        "generate_seconds": round(float(np.median(gen_times)), 4),
-        "generate_tasks_per_s": round(batch / float(np.median(gen_times)), 3),
-        "generate_tokens_per_s": round(n_tok / float(np.median(gen_times)), 1),
-        "generate_parse_rate": float(
-            np.mean([fmt.parse_or_none(r.text) is not None for r in answers])
-        ),
+        "grpo_n_params": n_params,
+        "generate": generation,
+        "decode_per_token_batch_1": per_token,
+        "generate_parse_rate": float(np.mean(all_parsed)),
     }
 
 
@@ -184,13 +314,24 @@ def solver(device: str, n_tasks: int, n_features: int) -> dict:
     fit_logistic_batched(X[:8], y[:8], device=device)  # warm-up
     secs = _timed(lambda: fit_logistic_batched(X, y, device=device), device, 2)
     fit = fit_logistic_batched(X, y, device=device)
-    return {
+    out = {
         "n_tasks": n_tasks,
         "n_features": n_features,
         "seconds": round(float(np.median(secs)), 4),
         "tasks_per_s": round(n_tasks / float(np.median(secs)), 1),
         "ok_fraction": float(np.mean([s == "ok" for s in fit.status])),
     }
+    if device != "cpu":  # the same fits on this machine's CPU cores: the ratio and agreement
+        t = time.perf_counter()
+        ref = fit_logistic_batched(X, y, device="cpu")
+        cpu = time.perf_counter() - t
+        out.update(
+            cpu_threads=torch.get_num_threads(),
+            cpu_seconds=round(cpu, 4),
+            speedup_vs_cpu=round(cpu / out["seconds"], 2),
+            max_abs_coef_difference_vs_cpu=float(np.max(np.abs(fit.coef - ref.coef))),
+        )
+    return out
 
 
 def faiss_search(use_gpu: bool, n: int, dim: int, n_queries: int) -> dict:
@@ -210,6 +351,7 @@ def faiss_search(use_gpu: bool, n: int, dim: int, n_queries: int) -> dict:
     _, ids = index.search(q, 10)
     secs = time.perf_counter() - t
     return {
+        "faiss_version": faiss.__version__,
         "n": n,
         "dim": dim,
         "n_queries": n_queries,
@@ -224,8 +366,21 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cpu", action="store_true", help="tiny plumbing run on the CPU")
     ap.add_argument("--out", default="benchmarks/results/gpu_check.json")
+    ap.add_argument(
+        "--architecture",
+        metavar="DIR",
+        help="time this architecture (config.json + tokenizer files) with random weights",
+    )
+    ap.add_argument(
+        "--export-architecture",
+        metavar="DIR",
+        help="write the CUDA run's base model's config.json and tokenizer files to DIR, and stop",
+    )
     args = ap.parse_args(argv)
     root = Path(__file__).resolve().parents[1]
+    if args.export_architecture:
+        export_architecture(CUDA_BASE_MODEL, args.export_architecture)
+        return 0
     if args.cpu:
         device, dtype, cfg = (
             "cpu",
@@ -237,6 +392,7 @@ def main(argv=None) -> int:
                 "steps": 2,
                 "group": 2,
                 "n_params": 5,
+                "generate_sizes": ((5, 1), (5, 2)),
             },
         )
         sizes = {"solver": (64, 5), "faiss": (2000, 32, 50)}
@@ -248,12 +404,14 @@ def main(argv=None) -> int:
             "cuda",
             torch.bfloat16,
             {
-                "base_model": "smollm2-135m",
+                "base_model": CUDA_BASE_MODEL,
                 "seq_len": 2048,
                 "batch": 4,
                 "steps": 5,
                 "group": 8,
                 "n_params": 79,
+                # (parameters, prompts): the heart (33) and procedure (79) schemas, 1 to 32 prompts
+                "generate_sizes": tuple((n, b) for n in (33, 79) for b in (1, 8, 32)),
             },
         )
         sizes = {"solver": (20_000, 20), "faiss": (1_000_000, 384, 1000)}
@@ -264,16 +422,33 @@ def main(argv=None) -> int:
         "device": device,
         "device_name": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
         "torch": torch.__version__,
-        "pytest_gpu": {"skipped": "cpu mode"} if args.cpu else run_pytest_gpu(root),
-        "lm": lm_steps(cfg.pop("base_model"), device, dtype, **cfg),
-        "batched_logistic": solver(device, *sizes["solver"]),
-        "faiss": faiss_search(not args.cpu, *sizes["faiss"]),
+        "transformers": _version("transformers"),
     }
-    result["total_seconds"] = round(time.perf_counter() - t0, 2)
-    from ragim.io import write_file
-
-    write_file(args.out, (json.dumps(result, indent=2) + "\n").encode("utf-8"))  # atomic
+    sections = {
+        "pytest_gpu": (lambda: {"skipped": "cpu mode"})
+        if args.cpu
+        else (lambda: run_pytest_gpu(root)),
+        "lm": lambda: lm_steps(
+            cfg.pop("base_model"), device, dtype, architecture=args.architecture, **cfg
+        ),
+        "batched_logistic": lambda: solver(device, *sizes["solver"]),
+        "faiss": lambda: faiss_search(not args.cpu, *sizes["faiss"]),
+    }
+    failed = []
+    for name, run in sections.items():
+        # one section's failure is recorded and the others still run; the JSON is rewritten
+        # after each, so a run stopped at a time limit keeps what it finished
+        try:
+            result[name] = run()
+        except Exception as exc:  # noqa: BLE001 - recorded in the JSON, and the exit status says so
+            failed.append(name)
+            result[name] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+        result["total_seconds"] = round(time.perf_counter() - t0, 2)
+        _write(args.out, result)
     print(json.dumps(result, indent=2))
+    if failed:
+        print(f"gpu check: these sections failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 
