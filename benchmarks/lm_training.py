@@ -560,7 +560,7 @@ def main(argv=None):
             pairs="all", progress=False, seed=args.seed), save=save_preferences, load=load_preferences)
     if "reward" in stages:
         rm = st.run("reward-model", lambda: train_reward_model(
-            pairs, base_model=args.base_model, lora_r=args.lora_r, max_steps=args.rm_steps,
+            pairs, index=index, base_model=args.base_model, lora_r=args.lora_r, max_steps=args.rm_steps,
             learning_rate=args.rm_lr, batch_size=args.batch_size, val_fraction=0.2, progress=False,
             device="cpu", seed=args.seed, generator=sft, residual=args.rm_reads == "change", **compute,
             answer_format=sft.answer_format(param_names(index.model, index.schema))),

@@ -712,7 +712,9 @@ def train_reward_cmd(
         save_preferences(data, save_pairs)
     # the trainer's own split, made here so that the summary can count its tasks (a pair
     # without task_id counts by its prompt)
-    train_rows, val_rows = split_pairs_by_task(pair_rows(data), config.val_fraction, config.seed)
+    train_rows, val_rows = split_pairs_by_task(
+        pair_rows(data), config.val_fraction, config.seed, index=index
+    )
     rm = train_reward_model(
         train_rows,
         config,

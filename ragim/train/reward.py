@@ -128,17 +128,83 @@ def warn_if_validation_overlaps(train_rows: Sequence[dict], val_rows: Sequence[d
         )
 
 
-def split_pairs_by_task(
-    rows: list[dict], val_fraction: float, seed: int
-) -> tuple[list[dict], list[dict]]:
-    """Hold out ``val_fraction`` of the tasks (:func:`pair_groups`: by ``task_id``, a pair
-    without one by its prompt) for validation, as ``(train_rows, val_rows)``, so that a pair
-    given twice, or a pair without ``task_id`` beside pairs of its task, is never on both sides.
+def apart_from_validation_pairs(
+    index, train_rows: Sequence[dict], val_rows: Sequence[dict]
+) -> list[dict]:
+    """``train_rows`` less the pairs of tasks that share a patient with a validation pair's
+    task (:meth:`ragim.index.TaskIndex.sharing_patients`), so that the validation accuracy is
+    measured on patients the reward model never trained on, as SFT's validation
+    (:func:`ragim.train.sft.apart_from_validation`) and leave-task-out evaluation are. Pairs
+    without a ``task_id`` are kept. When every training pair would go, all are kept.
+
+    Raises
+    ------
+    ValidationError
+        When a pair's ``task_id`` is not a task of ``index``.
 
     Warns
     -----
     DataWarning
-        When the pairs are of one task only: nothing is held out (``val_rows`` is empty).
+        Naming the tasks whose pairs are left out; or, when all would be, that the validation
+        accuracy is then optimistic.
+    """
+    import warnings
+
+    from ragim.errors import DataWarning, ValidationError, name_some
+
+    def tasks_of(rows):
+        return [t for t in dict.fromkeys(r.get("task_id") for r in rows) if isinstance(t, str)]
+
+    train_ids, val_ids = tasks_of(train_rows), tasks_of(val_rows)
+    unknown = [t for t in [*train_ids, *val_ids] if t not in index]
+    if unknown:
+        raise ValidationError(
+            f"{len(unknown)} preference pair task id(s) are not tasks of the index: "
+            f"{name_some(unknown)}; give the index the pairs were built from"
+        )
+    if not train_ids or not val_ids:
+        return list(train_rows)
+    shared = set(index.sharing_patients(val_ids)) & set(train_ids)
+    if not shared:
+        return list(train_rows)
+    apart = [r for r in train_rows if r.get("task_id") not in shared]
+    if not apart:
+        warnings.warn(
+            "every training pair's task shares patients with a validation task, so the reward "
+            "model trains on them all and val_accuracy_ is measured on patients it learned "
+            "from (optimistic); give val_pairs of tasks of other patients",
+            DataWarning,
+            stacklevel=user_stacklevel(),
+        )
+        return list(train_rows)
+    warnings.warn(
+        f"the pairs of {len(shared)} task(s) sharing patients with a validation task are not "
+        f"trained on, so that validation sees unseen patients: {name_some(sorted(shared))}",
+        DataWarning,
+        stacklevel=user_stacklevel(),
+    )
+    return apart
+
+
+def split_pairs_by_task(
+    rows: list[dict], val_fraction: float, seed: int, *, index=None
+) -> tuple[list[dict], list[dict]]:
+    """Hold out ``val_fraction`` of the tasks (:func:`pair_groups`: by ``task_id``, a pair
+    without one by its prompt) for validation, as ``(train_rows, val_rows)``, so that a pair
+    given twice, or a pair without ``task_id`` beside pairs of its task, is never on both sides.
+    With ``index`` (the TaskIndex the pairs were built from), the pairs of tasks sharing a
+    patient with a validation task leave training too (:func:`apart_from_validation_pairs`).
+
+    Raises
+    ------
+    ValidationError
+        With ``index``, when a pair's ``task_id`` is not one of its tasks.
+
+    Warns
+    -----
+    DataWarning
+        When the pairs are of one task only: nothing is held out (``val_rows`` is empty); and
+        with ``index``, naming the tasks left out of training.
     """
     import warnings
 
@@ -160,9 +226,11 @@ def split_pairs_by_task(
     rng = np.random.default_rng(seed)
     n_val = min(len(groups) - 1, max(1, int(round(val_fraction * len(groups)))))
     val = {groups[i] for i in rng.permutation(len(groups))[:n_val]}
-    return [r for r, g in zip(rows, keys, strict=True) if g not in val], [
-        r for r, g in zip(rows, keys, strict=True) if g in val
-    ]
+    train_rows = [r for r, g in zip(rows, keys, strict=True) if g not in val]
+    val_rows = [r for r, g in zip(rows, keys, strict=True) if g in val]
+    if index is not None:
+        train_rows = apart_from_validation_pairs(index, train_rows, val_rows)
+    return train_rows, val_rows
 
 
 # --------------------------------------------------------------------------- training
@@ -173,6 +241,7 @@ def train_reward_model(
     base_model: str = "smollm2-135m",
     lora_r: int = 8,
     val_pairs=None,
+    index=None,
     param_names: Sequence[str] | None = None,
     answer_format: AnswerFormat | None = None,
     generator=None,
@@ -205,6 +274,12 @@ def train_reward_model(
         Validation pairs; default: ``val_fraction`` of the *tasks* of ``pairs`` are held out
         (:func:`split_pairs_by_task`). Pairs of tasks that ``pairs`` holds are a DataWarning
         (:func:`warn_if_validation_overlaps`).
+    index : TaskIndex, optional
+        The index the pairs were built from. With it, the pairs of tasks that share a patient
+        with a validation task are not trained on (:func:`apart_from_validation_pairs`, a
+        DataWarning names them), so ``val_accuracy_`` is measured on unseen patients; without
+        it, tasks that share patients (a site's all-adults task and its subgroups) may be on
+        both sides.
     param_names : sequence of str, optional
         The parameter layout of the index the reward model will score (e.g. the
         generator's ``param_names_``). When given, every pair's models must use exactly
@@ -280,8 +355,10 @@ def train_reward_model(
     if val_pairs is not None:
         train_rows, val_rows = rows, pair_rows(val_pairs)
         warn_if_validation_overlaps(train_rows, val_rows)
+        if index is not None:
+            train_rows = apart_from_validation_pairs(index, train_rows, val_rows)
     else:
-        train_rows, val_rows = split_pairs_by_task(rows, run.val_fraction, run.seed)
+        train_rows, val_rows = split_pairs_by_task(rows, run.val_fraction, run.seed, index=index)
     if param_names is not None:
         check_pair_names(
             train_rows + val_rows,

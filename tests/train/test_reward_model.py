@@ -307,3 +307,46 @@ def test_best_of_one_is_refused_rather_than_sampled():
     with pytest.raises(ValidationError, match="one candidate leaves the reward model nothing"):
         generation_options(LMConfig(), rerank="reward_model", reward_model="rm", n=1)
     assert generation_options(LMConfig(), rerank="reward_model", reward_model="rm")[1] == 8
+
+
+def test_reward_validation_pairs_share_no_patient_with_training_pairs():
+    """The pairs of a task that shares patients with a validation task (one cohort's two tasks)
+    were trained on, so val_accuracy_ was measured partly on patients the reward model had
+    learned from; with the index they leave training, a DataWarning naming them, and the
+    validation draw is unchanged."""
+    from ragim import Task
+    from ragim.errors import DataWarning
+    from ragim.train.reward import apart_from_validation_pairs
+
+    family = datasets.synthetic_family(n_tasks=12, n_features=2, seed=0)
+    tasks = [Task(t.task_id, t.description, t.X, t.y,
+                  metadata={"patient_ids": [f"{i // 2}-{r}" for r in range(len(t.y))]})
+             for i, t in enumerate(family)]  # tasks 2j and 2j+1 are one cohort
+    index = TaskIndex.build(tasks, embedder="hashing", progress=False)
+    rows = [dict(r, task_id=index.ids[int(r["task_id"].split("-")[1])]) for r in planted_pairs(24, 0, 0)]
+    plain_train, plain_val = split_pairs_by_task(rows, 0.25, seed=0)
+    with pytest.warns(DataWarning, match=r"the pairs of \d task\(s\) sharing patients with a validation task"):
+        train, val = split_pairs_by_task(rows, 0.25, seed=0, index=index)
+    assert val == plain_val
+    val_ids = {r["task_id"] for r in val}
+    partners = set(index.sharing_patients(sorted(val_ids))) - val_ids
+    assert partners and {r["task_id"] for r in train}.isdisjoint(partners | val_ids)
+    assert train == [r for r in plain_train if r["task_id"] not in partners]
+    # tasks without patient ids share nothing ragim can see: the same split, no warning
+    plain_index = TaskIndex.build(family, embedder="hashing", progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        assert split_pairs_by_task(rows, 0.25, seed=0, index=plain_index) == (plain_train, plain_val)
+    # every training pair of one cohort: all are kept, said to be optimistic
+    one = [r for r in rows if r["task_id"] in index.ids[:2]]
+    with pytest.warns(DataWarning, match="val_accuracy_ is measured on patients it learned from"):
+        kept = apart_from_validation_pairs(index, [r for r in one if r["task_id"] == index.ids[0]],
+                                           [r for r in one if r["task_id"] == index.ids[1]])
+    assert kept and all(r["task_id"] == index.ids[0] for r in kept)
+    with pytest.raises(ValidationError, match=r"task id\(s\) are not tasks of the index: task-0"):
+        split_pairs_by_task(planted_pairs(8, 0, 0), 0.25, seed=0, index=index)
+    # train_reward_model splits the same way when given the index
+    with pytest.warns(DataWarning, match="sharing patients with a validation task"):
+        rm = train_reward_model(rows, base_model="tiny", index=index, max_steps=1, batch_size=4,
+                                val_fraction=0.25, progress=False, device="cpu")
+    assert rm.val_accuracy_ is not None
