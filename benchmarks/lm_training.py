@@ -33,7 +33,9 @@ and the table adds paired differences over the held-out tasks (95% bootstrap CI)
 method minus the prior it was shown, and SFT + GRPO minus SFT. ``--family heart-task`` uses
 the UCI heart-disease tasks instead (``--n-folds 4 --fold 0`` to ``--fold 3`` hold out each
 quarter once; as in :mod:`ragim.evaluate`, every task sharing patients with a held-out task is
-left out of training too). Every run also scores two baselines that need no LM on the same
+left out of training too); ``--family heart-site --fold K`` holds out the K-th of the 4 sites
+(in name order) with all its tasks: sites share no patients, so each fold's SFT keeps 9 to 13
+training tasks apart from its validation tasks, where leave-task-out folds keep 2 to 7. Every run also scores two baselines that need no LM on the same
 rows, fitted on the training tasks only, and pairs each LM method with them: a logistic model
 on the training tasks' pooled rows and the similarity-weighted mean of the 10 nearest training
 tasks' models (:data:`BASELINES`). ``--stages`` picks the stages after SFT. With ``--residual`` (needs
@@ -71,10 +73,14 @@ import torch
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base-model", default="tiny", help="tiny | smollm2-135m | a local model directory")
-    ap.add_argument("--family", choices=["synthetic", "heart-task"], default="synthetic",
-                    help="synthetic_family, or heart_disease split by task (leave-task-out)")
+    ap.add_argument("--family", choices=["synthetic", "heart-task", "heart-site"], default="synthetic",
+                    help="synthetic_family, or heart_disease split by task (leave-task-out) or by site "
+                         "(leave-site-out: --fold K holds out the K-th site in name order)")
     ap.add_argument("--n-tasks", type=int, default=60, help="tasks in the synthetic family")
     ap.add_argument("--n-heldout", type=int, default=12, help="tasks held out for scoring (without --n-folds)")
+    ap.add_argument("--plan", action="store_true",
+                    help="print the split (held-out tasks, SFT's training and validation tasks, the fewest "
+                         "tasks a training prompt may show) as one JSON line, and stop: no model is loaded")
     ap.add_argument("--n-folds", type=int, default=None,
                     help="split the tasks into this many seeded folds and hold out fold --fold")
     ap.add_argument("--fold", type=int, default=0, help="the held-out fold (with --n-folds)")
@@ -268,7 +274,18 @@ def split_tasks(args):
         tasks = datasets.heart_disease()
         what = "`ragim.datasets.heart_disease()` (UCI Heart Disease, CC BY 4.0), leave-task-out"
     perm = np.random.default_rng(args.seed).permutation(len(tasks))
-    if args.n_folds is None:
+    if args.family == "heart-site":
+        # patients are never shared across sites, so a site is the unit that keeps training
+        # apart from the held-out patients; it is also the clinical question (a new hospital)
+        sites = sorted({t.metadata["site"] for t in tasks})
+        if args.n_folds not in (None, len(sites)):
+            raise SystemExit(f"--family heart-site has {len(sites)} folds, one per site; got --n-folds {args.n_folds}")
+        if not 0 <= args.fold < len(sites):
+            raise SystemExit(f"--fold must be in [0, {len(sites)}) (the sites {sites}), got {args.fold}")
+        held_pos = perm[[tasks[int(i)].metadata["site"] == sites[args.fold] for i in perm]]
+        what = (f"`ragim.datasets.heart_disease()` (UCI Heart Disease, CC BY 4.0), leave-site-out: the "
+                f"{len(held_pos)} tasks of site {sites[args.fold]!r} (fold {args.fold} of {len(sites)})")
+    elif args.n_folds is None:
         held_pos = perm[:args.n_heldout]
     else:
         if not 0 <= args.fold < args.n_folds:
@@ -426,6 +443,22 @@ def paired(per_task, pairs):
     return out
 
 
+def plan(index, held, args) -> dict:
+    """What a run of ``args`` would train and validate SFT on (``ragim.train.sft.sft_split``,
+    SFT's default ``val_fraction``), and the fewest tasks one of its training prompts may show
+    (the index less the task, the tasks sharing its patients, and the hidden ones): the
+    statistical prior needs 2."""
+    from ragim.train.sft import SFTTrainingConfig, sft_split
+
+    split = sft_split(index, val_fraction=SFTTrainingConfig().val_fraction, seed=args.seed)
+    shown = {t: len(set(index.ids) - {t} - set(index.sharing_patients([t])) - set(split.hidden))
+             for t in split.train_ids}
+    return {"family": args.family, "fold": args.fold, "n_folds": args.n_folds, "held_out": len(held),
+            "index_tasks": len(index), "sft_val": split.val_ids, "sft_train": len(split.train_ids),
+            "left_out": len(split.left_out), "hidden": len(split.hidden),
+            "fewest_tasks_a_prompt_may_show": min(shown.values(), default=0)}
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.resume and args.run_dir is None:
@@ -463,6 +496,9 @@ def main(argv=None):
     train, held, data_what = split_tasks(args)
     index = TaskIndex.build(train, embedder="hashing", progress=False)
     assert not set(index.ids) & {t.task_id for t in held}
+    if args.plan:
+        print(json.dumps(plan(index, held, args)), flush=True)
+        return None
 
     def checkpoints(stage):
         """Trainer keywords that keep resumable checkpoints of ``stage`` in the run directory."""

@@ -46,6 +46,39 @@ def test_heart_folds_leave_out_every_task_sharing_patients_with_a_held_out_one(b
         bench.split_tasks(bench.parse_args(["--family", "heart-task", "--n-folds", "2", "--fold", "1"]))
 
 
+def test_heart_site_folds_hold_out_each_site_once_and_train_on_the_others(bench):
+    """Leave-site-out: fold K holds out every task of the K-th site (name order); sites share no
+    patients, so nothing else leaves training, and the 4 folds hold out all 28 tasks once."""
+    held_ids = []
+    for fold in range(4):
+        train, held, what = bench.split_tasks(bench.parse_args(["--family", "heart-site", "--fold", str(fold)]))
+        (site,) = {t.metadata["site"] for t in held}
+        assert site == sorted({t.metadata["site"] for t in [*held, *train]})[fold]
+        assert all(t.metadata["site"] != site for t in train) and len(train) + len(held) == 28
+        assert not {o for t in held for o in train.overlapping(t)} and "leave-site-out" in what
+        held_ids += [t.task_id for t in held]
+    assert len(held_ids) == len(set(held_ids)) == 28
+    with pytest.raises(SystemExit, match=r"--fold must be in \[0, 4\)"):
+        bench.split_tasks(bench.parse_args(["--family", "heart-site", "--fold", "4"]))
+    with pytest.raises(SystemExit, match="one per site"):
+        bench.split_tasks(bench.parse_args(["--family", "heart-site", "--n-folds", "3"]))
+
+
+def test_plan_shows_which_heart_folds_leave_sft_too_few_tasks(bench, capsys):
+    """``--plan`` prints the split without loading a model: leave-task-out fold 1 leaves SFT 2
+    training tasks whose prompts may show 1 task (the statistical prior needs 2); every
+    leave-site-out fold leaves at least 9, each prompt showing at least 4."""
+    bench.main(["--family", "heart-task", "--n-folds", "4", "--fold", "1", "--plan"])
+    task = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert task["sft_val"] == ["switzerland-any_cad-all"]
+    assert (task["sft_train"], task["fewest_tasks_a_prompt_may_show"]) == (2, 1)
+    for fold in range(4):
+        bench.main(["--family", "heart-site", "--fold", str(fold), "--plan"])
+        site = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert site["sft_train"] >= 9 and site["fewest_tasks_a_prompt_may_show"] >= 4
+        assert site["index_tasks"] == site["sft_train"] + len(site["sft_val"]) + site["left_out"]
+
+
 def test_prior_density_reference_prefers_the_answer_nearer_the_prior(bench):
     from ragim import TaskIndex, datasets
     from ragim.generate.lm import LMGenerator

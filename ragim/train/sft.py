@@ -51,7 +51,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -485,6 +485,52 @@ def _id_list(ids, name: str) -> list[str]:
     return list(dict.fromkeys(items))
 
 
+class SFTSplit(NamedTuple):
+    """Which tasks of an index SFT trains on, validates on, leaves out and hides
+    (:func:`sft_split`)."""
+
+    train_ids: list[str]
+    val_ids: list[str]
+    left_out: list[str]
+    hidden: list[str]
+
+
+def sft_split(
+    index, *, val_fraction: float = 0.2, max_tasks: int | None = None, seed: int = 0
+) -> SFTSplit:
+    """The tasks :func:`train_sft` will use with these settings, without loading a model.
+
+    ``val_ids``: the seeded draw of ``val_fraction`` of the tasks (of ``max_tasks`` drawn
+    first, when given). ``train_ids``: the others less ``left_out``, the tasks sharing patients
+    with a validation task (:func:`apart_from_validation`, which warns). ``hidden``: what no
+    training prompt shows (:func:`hidden_for_validation`). Use it to check that a split leaves
+    enough training tasks before a long run.
+
+    Raises
+    ------
+    ValidationError
+        For a ``val_fraction`` outside [0, 1) or a ``max_tasks`` below 1.
+
+    >>> from ragim import TaskIndex, datasets
+    >>> family = datasets.synthetic_family(n_tasks=10, n_features=2)
+    >>> index = TaskIndex.build(family, embedder="hashing", progress=False)
+    >>> split = sft_split(index, val_fraction=0.2)
+    >>> len(split.train_ids), len(split.val_ids), split.left_out  # no patient ids: nothing shared
+    (8, 2, [])
+    """
+    val_fraction = check_number(val_fraction, "val_fraction", ge=0, lt=1)
+    max_tasks = check_int(max_tasks, "max_tasks", ge=1, allow_none=True)
+    drawn, val_ids = _split(index.ids, val_fraction, max_tasks, seed)
+    train_ids = apart_from_validation(index, drawn, val_ids)
+    trained = set(train_ids)
+    return SFTSplit(
+        train_ids,
+        val_ids,
+        [t for t in drawn if t not in trained],
+        hidden_for_validation(index, val_ids, train_ids),
+    )
+
+
 def _split(ids: list[str], val_fraction: float, max_tasks: int | None, seed: int):
     rng = np.random.default_rng(seed)
     if max_tasks is not None:
@@ -679,10 +725,9 @@ def train_sft(
 
     gen = LMGenerator(cfg)
     model, tok = gen.load_model()
-    drawn, val_ids = _split(index.ids, run.val_fraction, run.max_tasks, run.seed)
-    train_ids = apart_from_validation(index, drawn, val_ids)
-    trained = set(train_ids)
-    left_out = [t for t in drawn if t not in trained]
+    train_ids, val_ids, left_out, hidden = sft_split(
+        index, val_fraction=run.val_fraction, max_tasks=run.max_tasks, seed=run.seed
+    )
     limit = gen.prompt_limit(param_names(index.model, index.schema))
     if cfg.statistical_prior:
         gen.prior_generator_ = fit_prior_generator(index, progress=progress)
@@ -697,7 +742,18 @@ def train_sft(
         heldout_fraction=run.heldout_fraction,
         seed=run.seed,
     )
-    train_ds = examples(task_ids=train_ids, hide=hidden_for_validation(index, val_ids, train_ids))
+    try:
+        train_ds = examples(task_ids=train_ids, hide=hidden)
+    except ValidationError as exc:
+        if len(hidden) <= len(val_ids):  # no task beyond the validation ones is hidden
+            raise
+        raise ValidationError(
+            f"SFT's validation task(s) {val_ids} and the {len(hidden) - len(val_ids)} task(s) "
+            "sharing their patients are hidden from every training prompt, which leaves the "
+            f"{len(train_ids)} training task(s) too few others to show ({exc}); train with "
+            "val_fraction=0 (then validate_prior_correction(generator, index, task_ids=...) on "
+            "tasks it did not train on), another seed, or more tasks"
+        ) from exc
     val_ds = examples(task_ids=val_ids) if val_ids else None
 
     set_seed(run.seed)

@@ -711,3 +711,23 @@ def test_validation_task_ids_that_are_not_in_the_index_are_refused(index):
                     max_steps=1, batch_size=2, progress=False)
     with pytest.raises(ValidationError, match=r"1 of the task_ids are not in the index: \['nope'\]"):
         validate_prior_correction(gen, index, task_ids=["nope", gen.val_task_ids_[0]])
+
+
+def test_a_validation_split_that_starves_the_training_prompts_says_why():
+    """Heart folds 1 and 3: a validation task sharing patients with most training tasks hides
+    them all from the training prompts, and the 2 tasks left had one neighbour each; the
+    statistical prior's error did not say that SFT's own validation split caused it."""
+    family = datasets.synthetic_family(n_tasks=6, n_features=2, seed=0)
+    kw = dict(base_model="tiny", generator_config=LMConfig(k=1, device="cpu", statistical_prior=True), max_steps=1,
+              batch_size=2, val_fraction=0.17, progress=False)
+    plain = train_sft(TaskIndex.build(family, embedder="hashing", progress=False), **kw)
+    (val,) = plain.val_task_ids_                       # the same seeded draw with patient ids
+    others = [t for t in family.ids if t != val]
+    cohort = {t: 0 for t in [val, *others[:3]]}       # val and three others: one cohort
+    index = TaskIndex.build(_sharing(family, lambda i: cohort.get(family.ids[i], i + 1)), embedder="hashing",
+                            progress=False)
+    with pytest.warns(DataWarning, match="not trained on"), pytest.raises(
+            ValidationError, match=rf"SFT's validation task\(s\) \['{val}'\] and the 3 task\(s\) sharing their "
+                                   r"patients are hidden .* leaves the 2 training task\(s\) too few others .*"
+                                   r"statistical prior cannot be generated.*val_fraction=0"):
+        train_sft(index, **kw)
