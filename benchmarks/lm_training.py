@@ -448,11 +448,10 @@ def plan(index, held, args) -> dict:
     SFT's default ``val_fraction``), and the fewest tasks one of its training prompts may show
     (the index less the task, the tasks sharing its patients, and the hidden ones): the
     statistical prior needs 2."""
-    from ragim.train.sft import SFTTrainingConfig, sft_split
+    from ragim.train.sft import SFTTrainingConfig, prompt_pool_sizes, sft_split
 
     split = sft_split(index, val_fraction=SFTTrainingConfig().val_fraction, seed=args.seed)
-    shown = {t: len(set(index.ids) - {t} - set(index.sharing_patients([t])) - set(split.hidden))
-             for t in split.train_ids}
+    shown = prompt_pool_sizes(index, split)
     return {"family": args.family, "fold": args.fold, "n_folds": args.n_folds, "held_out": len(held),
             "index_tasks": len(index), "sft_val": split.val_ids, "sft_train": len(split.train_ids),
             "left_out": len(split.left_out), "hidden": len(split.hidden),

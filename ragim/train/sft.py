@@ -531,6 +531,25 @@ def sft_split(
     )
 
 
+def prompt_pool_sizes(index, split: SFTSplit) -> dict[str, int]:
+    """For each training task of ``split``, how many tasks its SFT prompt may show (as
+    neighbours and in the statistical prior): the index less the task, the tasks sharing its
+    patients, and ``split.hidden``. The statistical prior needs 2.
+
+    >>> from ragim import TaskIndex, datasets
+    >>> family = datasets.synthetic_family(n_tasks=10, n_features=2)
+    >>> index = TaskIndex.build(family, embedder="hashing", progress=False)
+    >>> split = sft_split(index, val_fraction=0.2)
+    >>> set(prompt_pool_sizes(index, split).values())  # 10 less itself and the 2 validation tasks
+    {7}
+    """
+    hidden = set(split.hidden)
+    return {
+        t: len(set(index.ids) - {t} - set(index.sharing_patients([t])) - hidden)
+        for t in split.train_ids
+    }
+
+
 def _split(ids: list[str], val_fraction: float, max_tasks: int | None, seed: int):
     rng = np.random.default_rng(seed)
     if max_tasks is not None:
@@ -725,9 +744,8 @@ def train_sft(
 
     gen = LMGenerator(cfg)
     model, tok = gen.load_model()
-    train_ids, val_ids, left_out, hidden = sft_split(
-        index, val_fraction=run.val_fraction, max_tasks=run.max_tasks, seed=run.seed
-    )
+    split = sft_split(index, val_fraction=run.val_fraction, max_tasks=run.max_tasks, seed=run.seed)
+    train_ids, val_ids, left_out, hidden = split
     limit = gen.prompt_limit(param_names(index.model, index.schema))
     if cfg.statistical_prior:
         gen.prior_generator_ = fit_prior_generator(index, progress=progress)
@@ -745,7 +763,9 @@ def train_sft(
     try:
         train_ds = examples(task_ids=train_ids, hide=hidden)
     except ValidationError as exc:
-        if len(hidden) <= len(val_ids):  # no task beyond the validation ones is hidden
+        # say so when the split, not the data, starved a prompt: hidden tasks beyond the
+        # validation ones leave a training prompt fewer tasks than the prior needs
+        if len(hidden) <= len(val_ids) or min(prompt_pool_sizes(index, split).values()) >= 2:
             raise
         raise ValidationError(
             f"SFT's validation task(s) {val_ids} and the {len(hidden) - len(val_ids)} task(s) "
