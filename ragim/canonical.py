@@ -512,6 +512,87 @@ def warn_shared_descriptions(
     )
 
 
+#: an id that reads as a whole number however it is padded or tailed: ``007``, ``7``, ``7.0``
+_WHOLE_NUMBER_ID = re.compile(r"(-?)0*([0-9]+)(?:\.0+)?")
+
+
+def patient_id_near_misses(
+    tasks: Iterable[tuple[str, Iterable[str]]], new: Iterable[str] | None = None
+) -> list[tuple[str, str, str, str]]:
+    """Patient ids that are the same whole number written apart (``"007"``, ``"7"``,
+    ``"7.0"``) in tasks that never hold both spellings.
+
+    ragim compares patient ids as text (:func:`canonical_id`: leading zeros are kept, since
+    ``"007"`` may be another record than ``"7"``), so such ids count as different patients and
+    the tasks as sharing none. When one table kept an MRN's leading zeros and another read it
+    as a number, that is wrong, silently: leave-task-out would train on the held-out patients.
+    Spellings found together in one task are that task's distinct patients: not counted.
+
+    Parameters
+    ----------
+    tasks : (task id, canonical patient ids) pairs.
+    new : ids of the tasks to check against all of ``tasks``; None checks every task.
+
+    Returns
+    -------
+    ``(spelling, a task holding it, other spelling, a task holding that)`` for each number
+    written apart, sorted.
+
+    >>> patient_id_near_misses([("a", ["007", "8"]), ("b", ["7", "9"]), ("c", ["0010"])])
+    [('007', 'a', '7', 'b')]
+    >>> patient_id_near_misses([("a", ["007", "7"]), ("b", ["7"])])  # two records of task a
+    []
+    """
+    by_number: dict[str, dict[str, set[str]]] = {}
+    for task_id, ids in tasks:
+        for text in ids:
+            m = _WHOLE_NUMBER_ID.fullmatch(text)
+            if m is not None:
+                digits = m.group(2).lstrip("0") or "0"
+                key = (m.group(1) if digits != "0" else "") + digits
+                by_number.setdefault(key, {}).setdefault(text, set()).add(task_id)
+    wanted = None if new is None else set(new)
+    out = []
+    for spelt in by_number.values():
+        if len(spelt) < 2:
+            continue
+        pairs = [
+            (a, min(ta), b, min(tb))
+            for a, ta in sorted(spelt.items())
+            for b, tb in sorted(spelt.items())
+            if a < b and ta.isdisjoint(tb) and (wanted is None or wanted & (ta | tb))
+        ]
+        if pairs:
+            out.append(pairs[0])
+    return sorted(out)
+
+
+def warn_patient_id_near_misses(
+    tasks: Iterable[tuple[str, Iterable[str]]],
+    new: Iterable[str] | None = None,
+    *,
+    stacklevel: int | None = None,
+) -> None:
+    """One :class:`~ragim.errors.DataWarning` naming up to 3 of
+    :func:`patient_id_near_misses` (and how many there are); nothing when there are none."""
+    found = patient_id_near_misses(tasks, new)
+    if not found:
+        return
+    import warnings
+
+    shown = "; ".join(f"{a!r} (task {ta}) and {b!r} (task {tb})" for a, ta, b, tb in found[:3])
+    more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+    warnings.warn(
+        f"{len(found)} patient id(s) are one number written apart in different tasks: "
+        f"{shown}{more}. Patient ids are compared as text, so "
+        "these count as different patients and their tasks as sharing none; if they are one "
+        "patient, write the ids the same way in every task (read id columns as text "
+        "everywhere, keeping the leading zeros)",
+        DataWarning,
+        stacklevel=user_stacklevel() if stacklevel is None else stacklevel + 1,
+    )
+
+
 __all__ = [
     "canonical_id",
     "canonical_ids",
@@ -519,6 +600,7 @@ __all__ = [
     "canonical_levels",
     "canonical_text",
     "MISSING_TEXT",
+    "patient_id_near_misses",
     "SHARED_DESCRIPTION_SHARE",
     "invisible_characters",
     "is_missing",
@@ -531,6 +613,7 @@ __all__ = [
     "two_labels_spelt_apart",
     "strip_invisible",
     "truth_text",
+    "warn_patient_id_near_misses",
     "warn_shared_descriptions",
     "widen_floats",
 ]

@@ -32,6 +32,7 @@ from ragim.canonical import (
     canonical_level,
     invisible_characters,
     strip_invisible,
+    warn_patient_id_near_misses,
     warn_shared_descriptions,
 )
 from ragim.checks import check_int, check_loaded, setting
@@ -518,6 +519,9 @@ class TaskIndex:
                 bar.close()
         del sample_vecs
         warn_shared_descriptions((r["task_id"], r["description"]) for _, r in records.live())
+        warn_patient_id_near_misses(
+            (r["task_id"], patient_id_set(r["metadata"])) for _, r in records.live()
+        )
         if not kept:
             raise ValidationError(
                 "no task could be fitted:", [f"{t}: {st}" for t, st in skipped.items()]
@@ -1059,6 +1063,10 @@ class TaskIndex:
         added = [i["task_id"] for i in infos]
         live = ((r["task_id"], r["description"]) for _, r in self._records.live())
         warn_shared_descriptions(live, new=added)
+        warn_patient_id_near_misses(
+            ((r["task_id"], patient_id_set(r["metadata"])) for _, r in self._records.live()),
+            new=added,
+        )
         return added
 
     def remove(self, ids: str | Iterable[str]) -> None:

@@ -255,3 +255,32 @@ def test_records_are_compact_json_copies_and_the_saved_file_is_unchanged(tmp_pat
     store = RecordStore.from_records(records)
     assert store.memory_bytes() < dict_bytes / 2
     assert index.memory_bytes()["records"] == store.memory_bytes()
+
+
+def test_patient_ids_written_apart_across_tasks_are_warned_about():
+    """One table kept the MRNs' leading zeros ("007") and another read them as numbers (7): the
+    ids compare as text, so the tasks silently shared no patient and leave-task-out would train
+    on a held-out task's patients. The index now says so at build and at add."""
+    from ragim.errors import DataWarning
+
+    def task(tid, ids, seed):
+        X = make_frame(len(ids), seed=seed)
+        y = np.arange(len(ids)) % 2
+        return Task(tid, f"Predict coronary disease in cohort {tid}", X, y, {"patient_ids": ids})
+
+    padded = [f"{i:04d}" for i in range(1, 41)]
+    numeric = list(range(21, 61))                      # patients 21-40 are in both
+    with pytest.warns(DataWarning, match=r"20 patient id\(s\) are one number written apart in different tasks: "
+                                         r"'0021' \(task a\) and '21' \(task b\)"):
+        index = TaskIndex.build([task("a", padded, 0), task("b", numeric, 1)], embedder="hashing", progress=False)
+    assert index.sharing_patients(["a"]) == []          # as documented: compared as text
+    import warnings as _w
+
+    with _w.catch_warnings():
+        _w.simplefilter("error", DataWarning)           # the same ids written alike: no warning
+        alike = TaskIndex.build([task("a", padded, 0), task("b", [f"{i:04d}" for i in numeric], 1)],
+                                embedder="hashing", progress=False)
+        assert alike.sharing_patients(["a"]) == ["b"]
+        alike.add([task("c", [f"{i:04d}" for i in range(100, 140)], 2)])
+    with pytest.warns(DataWarning, match=r"one number written apart .*'120' \(task d\)"):
+        alike.add([task("d", [str(i) for i in range(120, 160)], 3)])

@@ -51,6 +51,7 @@ from ragim.canonical import (
     canonical_level,
     canonical_text,
     level_key,
+    patient_id_near_misses,
 )
 from ragim.checks import repeated
 from ragim.errors import DataWarning, ValidationError, name_some, user_stacklevel
@@ -322,34 +323,20 @@ def load_task_folder(
 
 def _warn_ids_equal_but_for_leading_zeros(tasks: list[Task]) -> None:
     """Patient ids are text, so ``0001`` in one file and ``1`` in another are two patients.
-    When digit-only ids of *different* files differ only by leading zeros (one export kept
-    them, another, often a spreadsheet, dropped them), the same patients may go unseen as
-    shared, and evaluation would leak: one :class:`DataWarning` naming an example and the
-    count. Spellings found together in one file are that file's distinct patients: not
-    counted."""
-    files_of: dict[str, dict[str, set[str]]] = {}  # digits without zeros -> spelling -> tasks
-    for t in tasks:
-        for pid in t.patient_ids:
-            if pid.isascii() and pid.isdigit():
-                files_of.setdefault(pid.lstrip("0") or "0", {}).setdefault(pid, set()).add(
-                    t.task_id
-                )
-    clashes = []
-    for spellings in files_of.values():
-        if len(spellings) < 2:
-            continue
-        (a, ta), (b, tb) = sorted(spellings.items())[:2]
-        if ta.isdisjoint(tb):
-            clashes.append((a, min(ta), b, min(tb)))
+    When ids of *different* files are one number written apart
+    (:func:`ragim.canonical.patient_id_near_misses`: one export kept the leading zeros,
+    another, often a spreadsheet, dropped them), the same patients may go unseen as shared,
+    and evaluation would leak: one :class:`DataWarning` naming an example and the count."""
+    clashes = patient_id_near_misses((t.task_id, t.patient_ids) for t in tasks)
     if not clashes:
         return
     a, ta, b, tb = min(clashes)
     more = f", as do {len(clashes) - 1} more id(s) of different files" if len(clashes) > 1 else ""
     warnings.warn(
         f"patient ids {a!r} (in {ta!r}) and {b!r} (in {tb!r}) differ only by leading "
-        f"zeros{more}: ragim reads ids as text, so these are different patients and tasks "
-        "sharing them are not kept apart; if they are the same patients, write the ids the "
-        "same way in every file",
+        f"zeros or a '.0' tail{more}: ragim reads ids as text, so these are different "
+        "patients and tasks sharing them are not kept apart; if they are the same patients, "
+        "write the ids the same way in every file",
         DataWarning,
         stacklevel=user_stacklevel(),
     )
