@@ -334,7 +334,7 @@ def baselines(index):
 ADDED = {"residual": False, "rm_reads": "model"}
 #: options that do not change what a stage computes (a run directory may be resumed with others)
 VOLATILE = {"stages", "resume", "out", "json_out", "threads", "run_dir", "save_steps", "samples",
-            "activation_checkpointing", "also_bfloat16", "mixed_precision"}
+            "activation_checkpointing", "also_bfloat16", "mixed_precision", "plan"}
 def differing_settings(ours: dict, theirs: dict, *, ignore=frozenset(), word: str = "now") -> str:
     """The settings that differ between ``ours`` and ``theirs`` (either kept before an option was
     added counts as run with its :data:`ADDED` default; keys in ``ignore`` are left out), as
@@ -374,7 +374,7 @@ class Stages:
             mine = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in VOLATILE}
             kept = self.dir / "settings.json"
             if self.resume and kept.exists():
-                differ = differing_settings(mine, json.loads(kept.read_text()))
+                differ = differing_settings(mine, json.loads(kept.read_text()), ignore=VOLATILE)
                 if differ:
                     raise SystemExit(f"--resume: {self.dir} was run with other settings: {differ}; "
                                      "use a new --run-dir")
@@ -452,7 +452,9 @@ def plan(index, held, args) -> dict:
 
     split = sft_split(index, val_fraction=SFTTrainingConfig().val_fraction, seed=args.seed)
     shown = prompt_pool_sizes(index, split)
-    return {"family": args.family, "fold": args.fold, "n_folds": args.n_folds, "held_out": len(held),
+    folds = args.family == "heart-site" or args.n_folds is not None
+    return {"family": args.family, "fold": args.fold if folds else None,
+            "n_folds": 4 if args.family == "heart-site" else args.n_folds, "held_out": len(held),
             "index_tasks": len(index), "sft_val": split.val_ids, "sft_train": len(split.train_ids),
             "left_out": len(split.left_out), "hidden": len(split.hidden),
             "fewest_tasks_a_prompt_may_show": min(shown.values(), default=0)}
@@ -491,13 +493,13 @@ def main(argv=None):
         print("[dpo] left out: train_dpo refuses a residual generator (pairs hold final models)", flush=True)
         stages.discard("dpo")
     t_all = time.perf_counter()
-    st = Stages(args)
     train, held, data_what = split_tasks(args)
     index = TaskIndex.build(train, embedder="hashing", progress=False)
     assert not set(index.ids) & {t.task_id for t in held}
-    if args.plan:
+    if args.plan:  # before Stages: a plan touches no run directory
         print(json.dumps(plan(index, held, args)), flush=True)
         return None
+    st = Stages(args)
 
     def checkpoints(stage):
         """Trainer keywords that keep resumable checkpoints of ``stage`` in the run directory."""

@@ -975,6 +975,12 @@ def gpu_section() -> list[str]:
     r = json.loads(f.read_text())
     if r.get("mode") != "cuda":
         return []
+    failed = [k for k in ("pytest_gpu", "lm", "batched_logistic", "faiss") if "error" in r.get(k, {"error": "not run"})]
+    if failed:  # the script keeps what it finished; say what is missing rather than guess
+        return ["## GPU check (issue 18)", "",
+                f"The last run on an {r.get('device_name', 'unknown GPU')} did not finish these sections: "
+                + "; ".join(f"`{k}` ({r.get(k, {}).get('error', 'not run')})" for k in failed)
+                + ". Rerun `scripts/gpu_check.sh` on a CUDA machine.", ""]
     lm, sol, fx, tests = r["lm"], r["batched_logistic"], r["faiss"], r["pytest_gpu"]
     weights = ("the weights of `{}`".format(lm["base_model"]) if lm["weights"] == "pretrained" else
                f"the architecture of SmolLM2-135M-Instruct ({lm['n_layers']} layers, "

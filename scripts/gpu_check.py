@@ -30,6 +30,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -365,7 +366,12 @@ def faiss_search(use_gpu: bool, n: int, dim: int, n_queries: int) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cpu", action="store_true", help="tiny plumbing run on the CPU")
-    ap.add_argument("--out", default="benchmarks/results/gpu_check.json")
+    ap.add_argument(
+        "--out",
+        help="the JSON to write (default: benchmarks/results/gpu_check.json on CUDA; with --cpu, "
+        "gpu_check_cpu.json in the temporary folder, so that a plumbing run never replaces a "
+        "GPU run's results)",
+    )
     ap.add_argument(
         "--architecture",
         metavar="DIR",
@@ -379,8 +385,23 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     root = Path(__file__).resolve().parents[1]
     if args.export_architecture:
+        if args.cpu or args.architecture:
+            ap.error("--export-architecture writes a folder and stops: give it alone")
+        if Path(args.export_architecture).is_file():
+            ap.error(f"--export-architecture {args.export_architecture} is a file; give a folder")
         export_architecture(CUDA_BASE_MODEL, args.export_architecture)
         return 0
+    if args.architecture and not (Path(args.architecture) / "config.json").is_file():
+        ap.error(
+            f"--architecture {args.architecture} holds no config.json; write one with "
+            "--export-architecture DIR"
+        )
+    if args.out is None:
+        args.out = (
+            str(Path(tempfile.gettempdir()) / "gpu_check_cpu.json")
+            if args.cpu
+            else "benchmarks/results/gpu_check.json"
+        )
     if args.cpu:
         device, dtype, cfg = (
             "cpu",

@@ -72,3 +72,31 @@ def test_gpu_check_times_an_architecture_with_random_weights(tmp_path):
     assert lm["weights"] == "random" and lm["architecture"] == "arch" and lm["base_model"] is None
     assert lm["generate_parse_rate"] == 1.0
     assert not list(arch.glob("*.safetensors"))  # nothing was written into the folder
+
+
+def test_a_partial_gpu_check_is_reported_as_partial(tmp_path, monkeypatch):
+    """The script keeps the sections it finished; the report said nothing useful of a failed
+    one (a KeyError stopped the whole page) and now names it."""
+    from conftest import load_benchmark
+
+    report = load_benchmark("report")
+    done = json.loads((ROOT / "benchmarks" / "results" / "gpu_check.json").read_text())
+    assert report.gpu_section()[0] == "## GPU check (issue 18)" and "faiss" in done
+    partial = {k: v for k, v in done.items() if k != "faiss"}
+    partial["lm"] = {"error": "OutOfMemoryError: CUDA out of memory"}
+    (tmp_path / "gpu_check.json").write_text(json.dumps(partial))
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    text = "\n".join(report.gpu_section())
+    assert "did not finish these sections: `lm` (OutOfMemoryError: CUDA out of memory); `faiss` (not run)" in text
+
+
+def test_gpu_check_refuses_an_architecture_without_a_config_before_any_work(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
+    script = str(ROOT / "scripts" / "gpu_check.sh")
+    proc = subprocess.run([script, "--cpu", "--architecture", str(tmp_path)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "holds no config.json" in proc.stderr
+    (tmp_path / "f").write_text("x")
+    proc = subprocess.run([script, "--export-architecture", str(tmp_path / "f")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "is a file; give a folder" in proc.stderr

@@ -79,6 +79,21 @@ def test_plan_shows_which_heart_folds_leave_sft_too_few_tasks(bench, capsys):
         assert site["index_tasks"] == site["sft_train"] + len(site["sft_val"]) + site["left_out"]
 
 
+def test_plan_touches_no_run_directory_and_old_run_directories_still_resume(bench, tmp_path, capsys):
+    """``plan`` was compared on resume, so every run directory kept before it existed was
+    refused (plan=None, now False), and ``--plan --run-dir`` rewrote the run's settings."""
+    run = tmp_path / "run"
+    bench.Stages(bench.parse_args(["--run-dir", str(run)]))
+    kept = json.loads((run / "settings.json").read_text())
+    assert "plan" not in kept
+    (run / "settings.json").write_text(json.dumps({**kept, "plan": True, "threads": 7}))  # volatile keys kept
+    bench.Stages(bench.parse_args(["--run-dir", str(run), "--resume"]))
+    before = (run / "settings.json").read_text()
+    bench.main(["--family", "heart-task", "--n-folds", "4", "--plan", "--run-dir", str(run / "other")])
+    capsys.readouterr()
+    assert not (run / "other").exists() and (run / "settings.json").read_text() == before
+
+
 def test_prior_density_reference_prefers_the_answer_nearer_the_prior(bench):
     from ragim import TaskIndex, datasets
     from ragim.generate.lm import LMGenerator

@@ -91,20 +91,33 @@ def pair_groups(rows: Sequence[dict]) -> list[str]:
     >>> pair_groups(p)
     ['task a', 'task a', 'prompt "B"', 'prompt "B"']
     """
+    return [
+        f"task {tid}" if tid is not None else f"prompt {_prompt_key(r)}"
+        for r, tid in zip(rows, pair_task_ids(rows), strict=True)
+    ]
+
+
+def _prompt_key(row: dict) -> str:
     import json
 
-    def prompt_of(r: dict) -> str:
-        return json.dumps(r.get("prompt"), sort_keys=True, default=str)
+    return json.dumps(row.get("prompt"), sort_keys=True, default=str)
 
-    tagged = {}
+
+def pair_task_ids(rows: Sequence[dict]) -> list[str | None]:
+    """Each pair's task: its ``task_id``; for a pair without one, the ``task_id`` of a pair
+    with the same prompt; else None.
+
+    >>> pair_task_ids([{"prompt": "A", "task_id": "a"}, {"prompt": "A"}, {"prompt": "B"}])
+    ['a', 'a', None]
+    """
+    tagged: dict[str, str] = {}
     for r in rows:
         if isinstance(r.get("task_id"), str):
-            tagged.setdefault(prompt_of(r), r["task_id"])
-    out = []
-    for r in rows:
-        tid = r.get("task_id") if isinstance(r.get("task_id"), str) else tagged.get(prompt_of(r))
-        out.append(f"task {tid}" if tid is not None else f"prompt {prompt_of(r)}")
-    return out
+            tagged.setdefault(_prompt_key(r), r["task_id"])
+    return [
+        r["task_id"] if isinstance(r.get("task_id"), str) else tagged.get(_prompt_key(r))
+        for r in rows
+    ]
 
 
 def warn_if_validation_overlaps(train_rows: Sequence[dict], val_rows: Sequence[dict]) -> None:
@@ -134,40 +147,54 @@ def apart_from_validation_pairs(
     """``train_rows`` less the pairs of tasks that share a patient with a validation pair's
     task (:meth:`ragim.index.TaskIndex.sharing_patients`), so that the validation accuracy is
     measured on patients the reward model never trained on, as SFT's validation
-    (:func:`ragim.train.sft.apart_from_validation`) and leave-task-out evaluation are. Pairs
-    without a ``task_id`` are kept. When every training pair would go, all are kept.
+    (:func:`ragim.train.sft.apart_from_validation`) and leave-task-out evaluation are. A pair
+    without a ``task_id`` counts as its prompt's task (:func:`pair_task_ids`); pairs of no
+    known task are kept, with a DataWarning when the index's tasks have patient ids. When every
+    training pair would go, all are kept.
 
     Raises
     ------
     ValidationError
-        When a pair's ``task_id`` is not a task of ``index``.
+        When ``index`` is not a TaskIndex, or a pair's ``task_id`` is not one of its tasks.
 
     Warns
     -----
     DataWarning
-        Naming the tasks whose pairs are left out; or, when all would be, that the validation
-        accuracy is then optimistic.
+        Naming the tasks whose pairs are left out; when all would be, that the validation
+        accuracy is then optimistic; when pairs of no known task cannot be kept apart.
     """
     import warnings
 
     from ragim.errors import DataWarning, ValidationError, name_some
+    from ragim.index import TaskIndex
 
-    def tasks_of(rows):
-        return [t for t in dict.fromkeys(r.get("task_id") for r in rows) if isinstance(t, str)]
-
-    train_ids, val_ids = tasks_of(train_rows), tasks_of(val_rows)
-    unknown = [t for t in [*train_ids, *val_ids] if t not in index]
+    if not isinstance(index, TaskIndex):
+        raise ValidationError(f"index must be a TaskIndex, got {type(index).__name__}")
+    train_tasks = pair_task_ids(train_rows)
+    val_tasks = pair_task_ids(val_rows)
+    train_ids = [t for t in dict.fromkeys(train_tasks) if t is not None]
+    val_ids = [t for t in dict.fromkeys(val_tasks) if t is not None]
+    unknown = [t for t in dict.fromkeys([*train_ids, *val_ids]) if t not in index]
     if unknown:
         raise ValidationError(
             f"{len(unknown)} preference pair task id(s) are not tasks of the index: "
             f"{name_some(unknown)}; give the index the pairs were built from"
+        )
+    untold = sum(t is None for t in [*train_tasks, *val_tasks])
+    if untold and val_rows and any(rec["metadata"].get("patient_ids") for rec in index.records):
+        warnings.warn(
+            f"{untold} preference pair(s) carry no task_id, so the reward model cannot keep "
+            "the pairs of tasks sharing patients with a validation task out of training; "
+            "build the pairs with build_preference_pairs, which writes task_id",
+            DataWarning,
+            stacklevel=user_stacklevel(),
         )
     if not train_ids or not val_ids:
         return list(train_rows)
     shared = set(index.sharing_patients(val_ids)) & set(train_ids)
     if not shared:
         return list(train_rows)
-    apart = [r for r in train_rows if r.get("task_id") not in shared]
+    apart = [r for r, t in zip(train_rows, train_tasks, strict=True) if t not in shared]
     if not apart:
         warnings.warn(
             "every training pair's task shares patients with a validation task, so the reward "
@@ -210,6 +237,10 @@ def split_pairs_by_task(
 
     from ragim.errors import DataWarning
 
+    val_fraction = check_number(val_fraction, "val_fraction", ge=0, lt=1)
+    seed = check_int(seed, "seed", ge=0)
+    if index is not None:  # ids are checked whatever the split
+        apart_from_validation_pairs(index, rows, [])
     if val_fraction <= 0 or len(rows) < 2:
         return rows, []
     keys = pair_groups(rows)

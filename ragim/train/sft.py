@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 
 from ragim.checks import check_fields, check_int, check_number
-from ragim.errors import DataWarning, ValidationError, user_stacklevel
+from ragim.errors import DataWarning, ValidationError, name_some, user_stacklevel
 from ragim.generate.base import config_with, record_fit_state
 from ragim.generate.lm import (
     UNVALIDATED,
@@ -509,7 +509,8 @@ def sft_split(
     Raises
     ------
     ValidationError
-        For a ``val_fraction`` outside [0, 1) or a ``max_tasks`` below 1.
+        For an ``index`` that is not a TaskIndex, a ``val_fraction`` outside [0, 1), a
+        ``max_tasks`` below 1 or a ``seed`` that is not a non-negative integer.
 
     >>> from ragim import TaskIndex, datasets
     >>> family = datasets.synthetic_family(n_tasks=10, n_features=2)
@@ -518,8 +519,13 @@ def sft_split(
     >>> len(split.train_ids), len(split.val_ids), split.left_out  # no patient ids: nothing shared
     (8, 2, [])
     """
+    from ragim.index import TaskIndex
+
+    if not isinstance(index, TaskIndex):
+        raise ValidationError(f"index must be a TaskIndex, got {type(index).__name__}")
     val_fraction = check_number(val_fraction, "val_fraction", ge=0, lt=1)
     max_tasks = check_int(max_tasks, "max_tasks", ge=1, allow_none=True)
+    seed = check_int(seed, "seed", ge=0)
     drawn, val_ids = _split(index.ids, val_fraction, max_tasks, seed)
     train_ids = apart_from_validation(index, drawn, val_ids)
     trained = set(train_ids)
@@ -765,10 +771,12 @@ def train_sft(
     except ValidationError as exc:
         # say so when the split, not the data, starved a prompt: hidden tasks beyond the
         # validation ones leave a training prompt fewer tasks than the prior needs
-        if len(hidden) <= len(val_ids) or min(prompt_pool_sizes(index, split).values()) >= 2:
+        starved = min(prompt_pool_sizes(index, split).values(), default=2) < 2
+        if not (cfg.statistical_prior and len(hidden) > len(val_ids) and starved):
             raise
         raise ValidationError(
-            f"SFT's validation task(s) {val_ids} and the {len(hidden) - len(val_ids)} task(s) "
+            f"SFT's validation task(s) ({name_some(val_ids)}) and the "
+            f"{len(hidden) - len(val_ids)} task(s) "
             "sharing their patients are hidden from every training prompt, which leaves the "
             f"{len(train_ids)} training task(s) too few others to show ({exc}); train with "
             "val_fraction=0 (then validate_prior_correction(generator, index, task_ids=...) on "

@@ -727,7 +727,7 @@ def test_a_validation_split_that_starves_the_training_prompts_says_why():
     index = TaskIndex.build(_sharing(family, lambda i: cohort.get(family.ids[i], i + 1)), embedder="hashing",
                             progress=False)
     with pytest.warns(DataWarning, match="not trained on"), pytest.raises(
-            ValidationError, match=rf"SFT's validation task\(s\) \['{val}'\] and the 3 task\(s\) sharing their "
+            ValidationError, match=rf"SFT's validation task\(s\) \({val}\) and the 3 task\(s\) sharing their "
                                    r"patients are hidden .* leaves the 2 training task\(s\) too few others .*"
                                    r"statistical prior cannot be generated.*val_fraction=0"):
         train_sft(index, **kw)

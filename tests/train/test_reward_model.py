@@ -345,6 +345,22 @@ def test_reward_validation_pairs_share_no_patient_with_training_pairs():
     assert kept and all(r["task_id"] == index.ids[0] for r in kept)
     with pytest.raises(ValidationError, match=r"task id\(s\) are not tasks of the index: task-0"):
         split_pairs_by_task(planted_pairs(8, 0, 0), 0.25, seed=0, index=index)
+    # an untagged copy of a partner's pair is its prompt's task's pair: it leaves training too
+    (partner,) = sorted(partners)[:1]
+    copy = {k: v for k, v in next(r for r in rows if r["task_id"] == partner).items() if k != "task_id"}
+    with pytest.warns(DataWarning, match="sharing patients with a validation task"):
+        train2, _ = split_pairs_by_task([*rows, copy], 0.25, seed=0, index=index)
+    assert copy not in train2
+    # pairs of no known task cannot be kept apart: said so
+    bare = [{k: v for k, v in r.items() if k != "task_id"} for r in rows]
+    with pytest.warns(DataWarning, match=r"24 preference pair\(s\) carry no task_id"):
+        split_pairs_by_task(bare, 0.25, seed=0, index=index)
+    for bad, message in [(dict(val_fraction=1.5), "val_fraction"), (dict(val_fraction=float("nan")), "val_fraction"),
+                         (dict(seed=-1), "seed"), (dict(index="index"), "index must be a TaskIndex")]:
+        with pytest.raises(ValidationError, match=message):
+            split_pairs_by_task(rows, **{"val_fraction": 0.25, "seed": 0, **bad})
+    with pytest.raises(ValidationError, match="not tasks of the index"):  # checked with no split too
+        split_pairs_by_task(planted_pairs(8, 0, 0), 0.0, seed=0, index=index)
     # train_reward_model splits the same way when given the index
     with pytest.warns(DataWarning, match="sharing patients with a validation task"):
         rm = train_reward_model(rows, base_model="tiny", index=index, max_steps=1, batch_size=4,
