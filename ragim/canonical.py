@@ -543,13 +543,37 @@ def patient_id_near_misses(
     >>> patient_id_near_misses([("a", ["007", "7"]), ("b", ["7"])])  # two records of task a
     []
     """
-    by_number: dict[str, dict[str, set[str]]] = {}
-    for task_id, ids in tasks:
-        for text in ids:
+    tasks = [(task_id, ids) for task_id, ids in tasks]
+
+    def number_of(text: str) -> str | None:
+        """The plain integer of an id written otherwise ("007", "7.0"), else None."""
+        if "." in text or (len(text) > 1 and text[0] == "0") or text.startswith("-0"):
             m = _WHOLE_NUMBER_ID.fullmatch(text)
             if m is not None:
                 digits = m.group(2).lstrip("0") or "0"
-                key = (m.group(1) if digits != "0" else "") + digits
+                return (m.group(1) if digits != "0" else "") + digits
+        return None
+
+    # cheap passes first (most id columns have no number written apart): which numbers have
+    # two spellings, then the tasks of each spelling of those numbers only
+    first: dict[str, str] = {}
+    apart: set[str] = set()
+    for _, ids in tasks:
+        for text in ids:
+            key = number_of(text)
+            if key is not None and first.setdefault(key, text) != text:
+                apart.add(key)
+    if not first:
+        return []
+    for _, ids in tasks:
+        apart.update(t for t in ids if t in first)  # the plain spelling beside another one
+    if not apart:
+        return []
+    by_number: dict[str, dict[str, set[str]]] = {}
+    for task_id, ids in tasks:
+        for text in ids:
+            key = text if text in apart else number_of(text)
+            if key in apart:
                 by_number.setdefault(key, {}).setdefault(text, set()).add(task_id)
     wanted = None if new is None else set(new)
     out = []

@@ -284,3 +284,29 @@ def test_patient_ids_written_apart_across_tasks_are_warned_about():
         alike.add([task("c", [f"{i:04d}" for i in range(100, 140)], 2)])
     with pytest.warns(DataWarning, match=r"one number written apart .*'120' \(task d\)"):
         alike.add([task("d", [str(i) for i in range(120, 160)], 3)])
+
+
+def test_near_misses_equal_the_definition_on_random_id_columns():
+    """The fast passes find exactly the numbers whose spellings (plain, zero-padded, '.0'
+    tailed) include two never held by one task, as a brute force over all pairs does."""
+    import itertools
+
+    from ragim.canonical import patient_id_near_misses
+
+    rng = np.random.default_rng(0)
+    spell = [lambda n: str(n), lambda n: f"{n:03d}", lambda n: f"{n}.0", lambda n: f"P{n}"]
+    for _ in range(200):
+        tasks = [(f"t{i}", {spell[rng.integers(4)](int(n)) for n in rng.integers(0, 12, rng.integers(1, 6))})
+                 for i in range(rng.integers(1, 5))]
+        brute = {}
+        for (_, ia), (_, ib) in itertools.product(tasks, repeat=2):
+            for a, b in itertools.product(ia, ib):
+                if a < b and not a.startswith("P") and not b.startswith("P") and float(a) == float(b):
+                    holds_a = {t for t, ids in tasks if a in ids}
+                    holds_b = {t for t, ids in tasks if b in ids}
+                    if holds_a.isdisjoint(holds_b):
+                        brute.setdefault(int(float(a)), set()).add((a, b))
+        found = patient_id_near_misses(tasks)
+        assert {int(float(a)) for a, _, _, _ in found} == set(brute)
+        for a, ta, b, tb in found:
+            assert (a, b) in brute[int(float(a))] and a in dict(tasks)[ta] and b in dict(tasks)[tb]
