@@ -475,9 +475,9 @@ def train_grpo(
     if train_ids is None:
         train_ids = [t for t in (gen.train_task_ids_ or index.ids) if t in index]
     # the validation tasks GRPO does not train on, and the tasks sharing their patients
-    hide = hidden_for_validation(
-        index, [t for t in gen.val_task_ids_ if t not in set(train_ids)], train_ids
-    )
+    trained = set(train_ids)
+    unseen = [t for t in gen.val_task_ids_ if t not in trained]
+    hide = hidden_for_validation(index, unseen, train_ids)
     train_ds = build_grpo_dataset(
         index,
         tok,
