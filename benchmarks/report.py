@@ -1019,7 +1019,9 @@ def gpu_section() -> list[str]:
     d = lm.get("decode_per_token_batch_1")
     if d:
         out += [f" Per token at one prompt: {d['constrained_ms_per_token']:.1f} ms with the grammar, "
-                f"{d['plain_generate_ms_per_token']:.1f} ms for transformers' own greedy `generate` without it."]
+                f"{d['plain_generate_ms_per_token']:.1f} ms for transformers' own greedy `generate` without it"
+                + (f", {d['plain_generate_static_cache_ms_per_token']:.1f} ms with its static cache (a compiled "
+                   "forward on CUDA)." if "plain_generate_static_cache_ms_per_token" in d else ".")]
     out += ["",
             f"- Batched logistic solver (`fit_logistic_batched`), {sol['n_tasks']:,} tasks of {sol['n_features']} "
             f"features: **{sol['seconds']:.2f} s** on the GPU ({sol['tasks_per_s']:,.0f} tasks/s), "

@@ -281,6 +281,18 @@ def lm_steps(
         "constrained_ms_per_token": round(1000 * constrained / n_new, 2),
         "plain_generate_ms_per_token": round(1000 * plain / n_new, 2),
     }
+    # the same with transformers' static cache, which on CUDA lets generate compile the forward
+    # (CUDA graphs): how much of the per-token cost is launch overhead that ragim could remove
+    try:
+        with torch.no_grad(), autocast:
+            static = dict(plain_kwargs, cache_implementation="static")
+            model.generate(prompt.to(device), **static)  # warm-up (and compilation)
+            fast = float(
+                np.median(_timed(lambda: model.generate(prompt.to(device), **static), device, 2))
+            )
+        per_token["plain_generate_static_cache_ms_per_token"] = round(1000 * fast / n_new, 2)
+    except Exception as exc:  # noqa: BLE001 - recorded: an untested path on this card
+        per_token["plain_generate_static_cache_error"] = f"{type(exc).__name__}: {exc}"[:500]
     return {
         "base_model": base_model if architecture is None else None,
         "architecture": None if architecture is None else Path(architecture).name,

@@ -32,6 +32,7 @@ def test_gpu_check_cpu_mode_writes_one_json(tmp_path):
     assert [(g["n_params"], g["batch"]) for g in lm["generate"]] == [(5, 1), (5, 2)]
     d = lm["decode_per_token_batch_1"]
     assert d["answer_tokens"] > 0 and d["constrained_ms_per_token"] > 0 and d["plain_generate_ms_per_token"] > 0
+    assert d["plain_generate_static_cache_ms_per_token"] > 0
     for g in lm["generate"]:
         assert g["seconds"] > 0 and g["tasks_per_s"] == pytest.approx(g["batch"] / g["seconds"], rel=0.01)
         assert g["tokens_per_s"] == pytest.approx(g["answer_tokens_mean"] * g["tasks_per_s"], rel=0.02)
