@@ -105,6 +105,9 @@ def parse_args(argv=None):
     ap.add_argument("--k", type=int, default=3, help="neighbours per prompt")
     ap.add_argument("--sft-steps", type=int, default=300)
     ap.add_argument("--sft-lr", type=float, default=1e-2)
+    ap.add_argument("--sft-val-fraction", type=float, default=0.2,
+                    help="share of the training tasks SFT holds out to validate on (SFTTrainingConfig.val_fraction; "
+                         "the tasks sharing their patients leave SFT's training too)")
     ap.add_argument("--sft-targets", choices=["fit", "posterior"], default="fit",
                     help="SFT completions: each task's stored fit, or its posterior mode under the prompt's "
                          "prior without GRPO's reward rows (SFTTrainingConfig.targets)")
@@ -331,7 +334,7 @@ def baselines(index):
 
 
 #: options added after run directories were kept: a kept settings.json without one was run with this value
-ADDED = {"residual": False, "rm_reads": "model"}
+ADDED = {"residual": False, "rm_reads": "model", "sft_val_fraction": 0.2}
 #: options that do not change what a stage computes (a run directory may be resumed with others)
 VOLATILE = {"stages", "resume", "out", "json_out", "threads", "run_dir", "save_steps", "samples",
             "activation_checkpointing", "also_bfloat16", "mixed_precision", "plan"}
@@ -444,13 +447,13 @@ def paired(per_task, pairs):
 
 
 def plan(index, held, args) -> dict:
-    """What a run of ``args`` would train and validate SFT on (``ragim.train.sft.sft_split``,
-    SFT's default ``val_fraction``), and the fewest tasks one of its training prompts may show
+    """What a run of ``args`` would train and validate SFT on (``ragim.train.sft.sft_split``
+    with ``--sft-val-fraction``), and the fewest tasks one of its training prompts may show
     (the index less the task, the tasks sharing its patients, and the hidden ones): the
     statistical prior needs 2."""
-    from ragim.train.sft import SFTTrainingConfig, prompt_pool_sizes, sft_split
+    from ragim.train.sft import prompt_pool_sizes, sft_split
 
-    split = sft_split(index, val_fraction=SFTTrainingConfig().val_fraction, seed=args.seed)
+    split = sft_split(index, val_fraction=args.sft_val_fraction, seed=args.seed)
     shown = prompt_pool_sizes(index, split)
     folds = args.family == "heart-site" or args.n_folds is not None
     return {"family": args.family, "fold": args.fold if folds else None,
@@ -520,7 +523,7 @@ def main(argv=None):
     sft = st.run("sft", lambda: train_sft(
         index, base_model=args.base_model, max_steps=args.sft_steps, learning_rate=args.sft_lr,
         batch_size=args.batch_size, progress=False, seed=args.seed, callbacks=step_printer("sft"), **checkpoints("sft"),
-        targets=args.sft_targets, **compute,
+        targets=args.sft_targets, val_fraction=args.sft_val_fraction, **compute,
         generator_config=LMConfig(k=args.k, device="cpu", lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
                                   seed=args.seed, target_modules=tuple(args.target_modules.split(",")),
                                   population=not args.no_population, prompt_order=args.prompt_order,
@@ -716,4 +719,9 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from ragim.errors import RagimError
+
+    try:
+        main()
+    except RagimError as exc:  # a refused setting or split: its one line, not a traceback
+        raise SystemExit(f"error: {exc}") from None

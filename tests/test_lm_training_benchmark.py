@@ -4,6 +4,7 @@ reused on --resume, and a run directory is never resumed with other settings."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -72,6 +73,18 @@ def test_plan_shows_which_heart_folds_leave_sft_too_few_tasks(bench, capsys):
     task = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert task["sft_val"] == ["switzerland-any_cad-all"]
     assert (task["sft_train"], task["fewest_tasks_a_prompt_may_show"]) == (2, 1)
+    # without SFT validation tasks nothing is hidden: every prompt may show the other 6 less
+    # the tasks sharing the target's patients
+    bench.main(["--family", "heart-task", "--n-folds", "4", "--fold", "1", "--plan", "--sft-val-fraction", "0"])
+    task = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (task["sft_val"], task["sft_train"], task["fewest_tasks_a_prompt_may_show"]) == ([], 7, 2)
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(Path(bench.__file__)), "--family", "heart-site", "--plan",
+                           "--sft-val-fraction", "1.5"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "error: val_fraction must be a number in [0, 1), got 1.5"
     for fold in range(4):
         bench.main(["--family", "heart-site", "--fold", str(fold), "--plan"])
         site = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
