@@ -516,6 +516,26 @@ def warn_shared_descriptions(
 _WHOLE_NUMBER_ID = re.compile(r"(-?)0*([0-9]+)(?:\.0+)?")
 
 
+def _whole_number(text: str) -> str | None:
+    """The integer an id spells as digits (``"007"``, ``"7"``, ``"7.0"`` -> ``"7"``), else None."""
+    m = _WHOLE_NUMBER_ID.fullmatch(text)
+    if m is None:
+        return None
+    digits = m.group(2).lstrip("0") or "0"
+    return (m.group(1) if digits != "0" else "") + digits
+
+
+def _core(text: str) -> str:
+    """The digits of a possible whole number without its sign, padding or ``.0`` tail (a cheap
+    key to look up before :func:`_whole_number` reads the id exactly)."""
+    return text.lstrip("-").lstrip("0").split(".", 1)[0] or "0"
+
+
+def _written_otherwise(text: str) -> bool:
+    """Whether an id may be a whole number written other than plainly (padded, ``.0``)."""
+    return "." in text or (len(text) > 1 and text[0] == "0") or text.startswith("-0")
+
+
 def patient_id_near_misses(
     tasks: Iterable[tuple[str, Iterable[str]]], new: Iterable[str] | None = None
 ) -> list[tuple[str, str, str, str]]:
@@ -531,7 +551,8 @@ def patient_id_near_misses(
     Parameters
     ----------
     tasks : (task id, canonical patient ids) pairs.
-    new : ids of the tasks to check against all of ``tasks``; None checks every task.
+    new : ids of the tasks to check against all of ``tasks`` (named first in the result);
+        None checks every task.
 
     Returns
     -------
@@ -543,51 +564,66 @@ def patient_id_near_misses(
     >>> patient_id_near_misses([("a", ["007", "7"]), ("b", ["7"])])  # two records of task a
     []
     """
-    tasks = [(task_id, ids) for task_id, ids in tasks]
-
-    def number_of(text: str) -> str | None:
-        """The plain integer of an id written otherwise ("007", "7.0"), else None."""
-        if "." in text or (len(text) > 1 and text[0] == "0") or text.startswith("-0"):
-            m = _WHOLE_NUMBER_ID.fullmatch(text)
-            if m is not None:
-                digits = m.group(2).lstrip("0") or "0"
-                return (m.group(1) if digits != "0" else "") + digits
-        return None
-
+    tasks = [
+        (t, ids if isinstance(ids, set | frozenset | list | tuple) else list(ids))
+        for t, ids in tasks
+    ]
+    wanted = None if new is None else ({new} if isinstance(new, str) else set(new))
+    numbers = None  # with new tasks, only the numbers their ids spell can be written apart
+    if wanted is not None:
+        numbers = {n for t, ids in tasks if t in wanted for n in map(_whole_number, ids) if n}
+        if not numbers:
+            return []
+        number_cores = {n.lstrip("-") for n in numbers}
     # cheap passes first (most id columns have no number written apart): which numbers have
     # two spellings, then the tasks of each spelling of those numbers only
     first: dict[str, str] = {}
     apart: set[str] = set()
     for _, ids in tasks:
         for text in ids:
-            key = number_of(text)
-            if key is not None and first.setdefault(key, text) != text:
-                apart.add(key)
+            if _written_otherwise(text):
+                if numbers is not None and _core(text) not in number_cores:
+                    continue  # a cheap look at the digits before the exact reading
+                key = _whole_number(text)
+                if key is not None and (numbers is None or key in numbers):
+                    if first.setdefault(key, text) != text:
+                        apart.add(key)
     if not first:
         return []
     for _, ids in tasks:
         apart.update(t for t in ids if t in first)  # the plain spelling beside another one
     if not apart:
         return []
+    apart_cores = {n.lstrip("-") for n in apart}
     by_number: dict[str, dict[str, set[str]]] = {}
     for task_id, ids in tasks:
         for text in ids:
-            key = text if text in apart else number_of(text)
+            if text in apart:
+                key = text
+            elif _written_otherwise(text) and _core(text) in apart_cores:
+                key = _whole_number(text)
+            else:
+                continue
             if key in apart:
                 by_number.setdefault(key, {}).setdefault(text, set()).add(task_id)
-    wanted = None if new is None else set(new)
+
+    def name(holders: set[str]) -> str:  # a new task when one holds the spelling
+        return min(holders & wanted) if wanted and holders & wanted else min(holders)
+
     out = []
     for spelt in by_number.values():
-        if len(spelt) < 2:
-            continue
-        pairs = [
-            (a, min(ta), b, min(tb))
-            for a, ta in sorted(spelt.items())
-            for b, tb in sorted(spelt.items())
-            if a < b and ta.isdisjoint(tb) and (wanted is None or wanted & (ta | tb))
-        ]
-        if pairs:
-            out.append(pairs[0])
+        items = sorted(spelt.items())
+        pick = next(
+            (
+                (a, name(ta), b, name(tb))
+                for n, (a, ta) in enumerate(items)
+                for b, tb in items[n + 1 :]
+                if ta.isdisjoint(tb) and (wanted is None or wanted & (ta | tb))
+            ),
+            None,
+        )
+        if pick is not None:
+            out.append(pick)
     return sorted(out)
 
 
@@ -610,8 +646,8 @@ def warn_patient_id_near_misses(
         f"{len(found)} patient id(s) are one number written apart in different tasks: "
         f"{shown}{more}. Patient ids are compared as text, so "
         "these count as different patients and their tasks as sharing none; if they are one "
-        "patient, write the ids the same way in every task (read id columns as text "
-        "everywhere, keeping the leading zeros)",
+        "patient, write each id the same way in every task (read id columns as text "
+        "everywhere, keeping any leading zeros, and whole numbers without a '.0' tail)",
         DataWarning,
         stacklevel=user_stacklevel() if stacklevel is None else stacklevel + 1,
     )

@@ -188,6 +188,13 @@ def shares_patients(target: Task | Record) -> Callable[[Record], bool]:
     )
 
 
+def _stored_ids(rec: dict):
+    """A record's patient ids as stored: canonical text already (older indices' integer ids
+    are made canonical through :func:`patient_id_set`)."""
+    ids = rec["metadata"].get("patient_ids") or ()
+    return ids if all(isinstance(i, str) for i in ids) else patient_id_set(rec["metadata"])
+
+
 def leak_free(target: Task | Record, *, group: str | None = None) -> Callable[[Record], bool]:
     """Predicate for zero-shot use: excludes the target, every task sharing its patients,
     and, with ``group`` (e.g. ``"site"``), every task of the target's group."""
@@ -519,9 +526,7 @@ class TaskIndex:
                 bar.close()
         del sample_vecs
         warn_shared_descriptions((r["task_id"], r["description"]) for _, r in records.live())
-        warn_patient_id_near_misses(
-            (r["task_id"], patient_id_set(r["metadata"])) for _, r in records.live()
-        )
+        warn_patient_id_near_misses((r["task_id"], _stored_ids(r)) for _, r in records.live())
         if not kept:
             raise ValidationError(
                 "no task could be fitted:", [f"{t}: {st}" for t, st in skipped.items()]
@@ -1064,8 +1069,7 @@ class TaskIndex:
         live = ((r["task_id"], r["description"]) for _, r in self._records.live())
         warn_shared_descriptions(live, new=added)
         warn_patient_id_near_misses(
-            ((r["task_id"], patient_id_set(r["metadata"])) for _, r in self._records.live()),
-            new=added,
+            ((r["task_id"], _stored_ids(r)) for _, r in self._records.live()), new=added
         )
         return added
 

@@ -284,6 +284,14 @@ def test_patient_ids_written_apart_across_tasks_are_warned_about():
         alike.add([task("c", [f"{i:04d}" for i in range(100, 140)], 2)])
     with pytest.warns(DataWarning, match=r"one number written apart .*'120' \(task d\)"):
         alike.add([task("d", [str(i) for i in range(120, 160)], 3)])
+    # the message names the task just added, not the first task holding the spelling
+    with pytest.warns(DataWarning, match=r"'0120' \(task c\) and '120' \(task e\)"):
+        alike.add([task("e", [str(i) for i in range(120, 160)], 4)])
+    from ragim.canonical import patient_id_near_misses
+
+    # ids given as generators are read once; a single new task id is one id, not its letters
+    assert patient_id_near_misses([("a", iter(["007"])), ("b", iter(["7"]))]) == [("007", "a", "7", "b")]
+    assert patient_id_near_misses([("a", ["007"]), ("b", ["7"]), ("ab", ["8"])], new="ab") == []
 
 
 def test_near_misses_equal_the_definition_on_random_id_columns():
