@@ -551,8 +551,8 @@ def patient_id_near_misses(
     Parameters
     ----------
     tasks : (task id, canonical patient ids) pairs.
-    new : ids of the tasks to check against all of ``tasks`` (named first in the result);
-        None checks every task.
+    new : ids of the tasks to check against all of ``tasks`` (where a new task holds a
+        spelling, the result names it); None checks every task.
 
     Returns
     -------
