@@ -285,7 +285,7 @@ def split_tasks(args):
             raise SystemExit(f"--family heart-site has {len(sites)} folds, one per site; got --n-folds {args.n_folds}")
         if not 0 <= args.fold < len(sites):
             raise SystemExit(f"--fold must be in [0, {len(sites)}) (the sites {sites}), got {args.fold}")
-        held_pos = perm[[tasks[int(i)].metadata["site"] == sites[args.fold] for i in perm]]
+        held_pos = np.array([i for i, t in enumerate(tasks) if t.metadata["site"] == sites[args.fold]])
         what = (f"`ragim.datasets.heart_disease()` (UCI Heart Disease, CC BY 4.0), leave-site-out: the "
                 f"{len(held_pos)} tasks of site {sites[args.fold]!r} (fold {args.fold} of {len(sites)})")
     elif args.n_folds is None:
@@ -455,9 +455,10 @@ def plan(index, held, args) -> dict:
 
     split = sft_split(index, val_fraction=args.sft_val_fraction, seed=args.seed)
     shown = prompt_pool_sizes(index, split)
-    folds = args.family == "heart-site" or args.n_folds is not None
-    return {"family": args.family, "fold": args.fold if folds else None,
-            "n_folds": 4 if args.family == "heart-site" else args.n_folds, "held_out": len(held),
+    sites = {r["metadata"].get("site") for r in index.records} | {t.metadata.get("site") for t in held}
+    n_folds = len(sites) if args.family == "heart-site" else args.n_folds
+    return {"family": args.family, "fold": None if n_folds is None else args.fold,
+            "n_folds": n_folds, "held_out": len(held),
             "index_tasks": len(index), "sft_val": split.val_ids, "sft_train": len(split.train_ids),
             "left_out": len(split.left_out), "hidden": len(split.hidden),
             "fewest_tasks_a_prompt_may_show": min(shown.values(), default=0)}

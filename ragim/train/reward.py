@@ -110,6 +110,8 @@ def pair_task_ids(rows: Sequence[dict]) -> list[str | None]:
     >>> pair_task_ids([{"prompt": "A", "task_id": "a"}, {"prompt": "A"}, {"prompt": "B"}])
     ['a', 'a', None]
     """
+    if all(isinstance(r.get("task_id"), str) for r in rows):  # no prompt needs reading
+        return [r["task_id"] for r in rows]
     tagged: dict[str, str] = {}
     for r in rows:
         if isinstance(r.get("task_id"), str):

@@ -549,11 +549,8 @@ def prompt_pool_sizes(index, split: SFTSplit) -> dict[str, int]:
     >>> set(prompt_pool_sizes(index, split).values())  # 10 less itself and the 2 validation tasks
     {7}
     """
-    hidden = set(split.hidden)
-    return {
-        t: len(set(index.ids) - {t} - set(index.sharing_patients([t])) - hidden)
-        for t in split.train_ids
-    }
+    shown = set(index.ids) - set(split.hidden)
+    return {t: len(shown - {t} - set(index.sharing_patients([t]))) for t in split.train_ids}
 
 
 def _split(ids: list[str], val_fraction: float, max_tasks: int | None, seed: int):
@@ -620,8 +617,7 @@ def apart_from_validation(index, train_ids: Sequence[str], val_ids: Sequence[str
         left = [t for t in train_ids if t in shared]
         warnings.warn(
             f"{len(left)} task(s) share patients with a validation task and are not trained on, "
-            f"so that validation sees unseen patients: {', '.join(left[:3])}"
-            f"{', ...' if len(left) > 3 else ''}",
+            f"so that validation sees unseen patients: {name_some(left)}",
             DataWarning,
             stacklevel=user_stacklevel(),
         )
