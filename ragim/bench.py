@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -797,19 +797,15 @@ def bench_generate_lm(
     }
 
 
-#: the paths of :func:`bench_lm_throughput`: (decoder, answer format, batched, weights' dtype,
-#: decoding attention: ``"cascade"`` reads a batch's shared prompt prefix once per step where
-#: it applies (:func:`ragim.lm.prefix_attention.shared_prefix_attention`), ``"sdpa"`` turns
-#: that off; a one-prompt batch has no shared prefix)
-LM_PATHS = {  # decoder, answer format, batched, weights' dtype, decoding attention
-    "builtin_one_prompt_json": ("builtin", "json", False, "float32", "sdpa"),
-    "engine_one_prompt_json": ("llguidance", "json", False, "float32", "sdpa"),
-    "engine_batched_json": ("llguidance", "json", True, "float32", "cascade"),
-    "builtin_one_prompt_compact": ("builtin", "compact", False, "float32", "sdpa"),
-    "engine_one_prompt_compact": ("llguidance", "compact", False, "float32", "sdpa"),
-    "engine_batched_compact": ("llguidance", "compact", True, "float32", "cascade"),
-    "engine_batched_compact_bf16": ("llguidance", "compact", True, "bfloat16", "cascade"),
-    "engine_batched_compact_bf16_sdpa": ("llguidance", "compact", True, "bfloat16", "sdpa"),
+#: the paths of :func:`bench_lm_throughput`: (decoder, answer format, batched, weights' dtype)
+LM_PATHS = {
+    "builtin_one_prompt_json": ("builtin", "json", False, "float32"),
+    "engine_one_prompt_json": ("llguidance", "json", False, "float32"),
+    "engine_batched_json": ("llguidance", "json", True, "float32"),
+    "builtin_one_prompt_compact": ("builtin", "compact", False, "float32"),
+    "engine_one_prompt_compact": ("llguidance", "compact", False, "float32"),
+    "engine_batched_compact": ("llguidance", "compact", True, "float32"),
+    "engine_batched_compact_bf16": ("llguidance", "compact", True, "bfloat16"),
 }
 
 
@@ -840,12 +836,9 @@ def bench_lm_throughput(
     dtype=...)``: decoder ``"builtin"`` (the hand-written loop, one prompt at a time) or
     ``"llguidance"`` (the grammar engine in transformers ``generate``); ``batched`` paths decode
     all targets in one call (``batch_size=n_queries``), the others one prompt per call
-    (``batch_size=1``); the model's weights in float32 or bfloat16 (``LMConfig.dtype``); an
-    ``"sdpa"`` batched path decodes inside
-    :func:`ragim.lm.prefix_attention.without_cascade_attention`. A bfloat16 path's
-    ``same_as_float32`` says how its answers agree with the float32 path of the same decoding,
-    and an ``"sdpa"`` batched path's ``same_as_cascade`` how they agree with the same path with
-    cascade attention, when ``paths`` holds that path.
+    (``batch_size=1``); the model's weights in float32 or bfloat16 (``LMConfig.dtype``). A
+    bfloat16 path's ``same_as_float32`` says how its answers agree with the float32 path of the
+    same decoding, when ``paths`` holds one.
 
     Each path reports wall seconds, process CPU seconds, tasks/s, answer tokens/s (tokens of
     the answer, forced ones included), mean prompt and answer tokens and the parse rate (the
@@ -858,7 +851,6 @@ def bench_lm_throughput(
     from ragim.datasets import synthetic_family
     from ragim.device import resolve_device
     from ragim.generate.lm import LMGenerator
-    from ragim.lm.prefix_attention import without_cascade_attention
 
     n_queries = check_int(n_queries, "n_queries", ge=1)
     threads = _check_threads([threads])[0]
@@ -888,7 +880,7 @@ def bench_lm_throughput(
             descs = fam.descriptions[:n_queries]
             gens = {}
             for name in paths:
-                dec, fmt, batched, dtype, _ = LM_PATHS[name]
+                dec, fmt, batched, dtype = LM_PATHS[name]
                 gens[name] = on_model(
                     dtype, decoder=dec, answer_format=fmt, batch_size=n_queries if batched else 1
                 )
@@ -899,14 +891,10 @@ def bench_lm_throughput(
             for name, g in gens.items():
                 chunks = [descs] if LM_PATHS[name][2] else [[d] for d in descs]
                 params, answers[name] = [], {}
-                attention = (  # a new context per call
-                    without_cascade_attention if LM_PATHS[name][4] == "sdpa" else nullcontext
-                )
                 wall, cpu = time.perf_counter(), time.process_time()
                 for chunk in chunks:
                     try:  # an answer that does not parse raises; the parse rate counts it
-                        with attention():
-                            got = g.generate_params(chunk, index)
+                        got = g.generate_params(chunk, index)
                     except GenerationError:
                         continue
                     params += got
@@ -921,17 +909,7 @@ def bench_lm_throughput(
                     len(params),
                 )
             for name in paths:
-                dec, fmt, batched, dtype, attention = LM_PATHS[name]
-                stats[name]["same_as_float32"] = (
-                    None
-                    if dtype == "float32"
-                    else _agreement(paths, answers, name, (dec, fmt, batched, "float32", attention))
-                )
-                stats[name]["same_as_cascade"] = (
-                    None
-                    if attention == "cascade" or not batched
-                    else _agreement(paths, answers, name, (dec, fmt, batched, dtype, "cascade"))
-                )
+                stats[name]["same_as_float32"] = _same_as_float32(name, paths, answers)
             base = paths[0]
             schemas.append(
                 {
@@ -958,13 +936,7 @@ def bench_lm_throughput(
         "k": k,
         "schemas": schemas,
         "paths": {
-            p: dict(
-                zip(
-                    ("decoder", "answer_format", "batched", "dtype", "attention"),
-                    LM_PATHS[p],
-                    strict=True,
-                )
-            )
+            p: dict(zip(("decoder", "answer_format", "batched", "dtype"), LM_PATHS[p], strict=True))
             for p in paths
         },
         "ours": {
@@ -985,13 +957,14 @@ def _names(index) -> list[str]:
     return param_names(index.model, index.schema)
 
 
-def _agreement(paths: Sequence[str], answers: dict, name: str, twin_spec: tuple) -> dict | None:
-    """How path ``name``'s answers agree with those of the path among ``paths`` whose
-    :data:`LM_PATHS` entry is ``twin_spec`` (None without one): the fraction of the parameters
-    written identically and the largest absolute difference, over the targets both parsed
-    (``answers``: path → {description: ModelParams})."""
-    twin = next((p for p in paths if LM_PATHS[p] == twin_spec), None)
-    if twin is None:
+def _same_as_float32(name: str, paths: Sequence[str], answers: dict) -> dict | None:
+    """How a path in another dtype than float32 agrees with the float32 path of the same
+    decoder, format and batching among ``paths`` (None for a float32 path or without one):
+    the fraction of the parameters written identically and the largest absolute difference,
+    over the targets both parsed (``answers``: path → {description: ModelParams})."""
+    dec, fmt, batched, dtype = LM_PATHS[name]
+    twin = next((p for p in paths if LM_PATHS[p] == (dec, fmt, batched, "float32")), None)
+    if dtype == "float32" or twin is None:
         return None
     mine, theirs = answers[name], answers[twin]
     pairs = [(mine[d].vector, theirs[d].vector) for d in mine if d in theirs]

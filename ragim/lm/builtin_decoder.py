@@ -212,9 +212,12 @@ def _tables_for(tokenizer, vocab_size: int) -> _VocabTables:
 # --------------------------------------------------------------------------- decoding
 
 
-def unwrapped_model(model):
-    """The transformers model inside peft (or other) wrappers that expose ``get_base_model``
-    (at most four deep); ``model`` itself when it has none."""
+def forward_keywords(model) -> tuple[str, bool]:
+    """What the model's ``forward`` calls its key/value cache (``"cache"`` from transformers
+    5, ``"past_key_values"`` before) and whether it takes ``logits_to_keep``; peft and other
+    wrappers are unwrapped to read the real signature."""
+    import inspect
+
     inner = model
     for _ in range(4):
         getter = getattr(inner, "get_base_model", None)
@@ -224,16 +227,6 @@ def unwrapped_model(model):
         if nxt is inner:
             break
         inner = nxt
-    return inner
-
-
-def forward_keywords(model) -> tuple[str, bool]:
-    """What the model's ``forward`` calls its key/value cache (``"cache"`` from transformers
-    5, ``"past_key_values"`` before) and whether it takes ``logits_to_keep``; peft and other
-    wrappers are unwrapped to read the real signature."""
-    import inspect
-
-    inner = unwrapped_model(model)
     try:
         params = inspect.signature(inner.forward).parameters
     except (TypeError, ValueError):  # pragma: no cover

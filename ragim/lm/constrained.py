@@ -61,7 +61,6 @@ from ragim.lm.answer import (
 )
 from ragim.lm.builtin_decoder import ConstrainedResult, forward_keywords
 from ragim.lm.builtin_decoder import generate_answers as builtin_generate_answers
-from ragim.lm.prefix_attention import shared_prefix_attention
 
 
 # --------------------------------------------------------------------------- regular expressions
@@ -796,10 +795,7 @@ def generate_answer_batch(
         attention,
         max_tokens=CPU_PREFILL_TOKENS if device.type == "cpu" else None,
     )
-    with (
-        torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
-        shared_prefix_attention(model, shared),  # the rows' cached prefix is read once per step
-    ):
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         out = model.generate(
             input_ids=input_ids.to(device),

@@ -31,11 +31,9 @@ def test_every_path_parses_and_ratios_are_against_the_first():
     assert stats["engine_batched_compact"]["mean_answer_tokens"] < \
         stats["engine_one_prompt_json"]["mean_answer_tokens"]
     assert res["paths"]["engine_batched_compact"] == {
-        "decoder": "llguidance", "answer_format": "compact", "batched": True, "dtype": "float32",
-        "attention": "cascade"}
+        "decoder": "llguidance", "answer_format": "compact", "batched": True, "dtype": "float32"}
     assert res["threads"] == {"ours": 1, "baseline": 1}
     assert all(s["same_as_float32"] is None for s in stats.values())  # no bfloat16 path here
-    assert all(s["same_as_cascade"] is None for s in stats.values())  # nor one without cascade
 
 
 def test_a_bfloat16_path_is_compared_with_its_float32_twin():
@@ -48,19 +46,6 @@ def test_a_bfloat16_path_is_compared_with_its_float32_twin():
     assert 0 <= same["equal_fraction"] <= 1 and same["max_abs_difference"] >= 0
     assert (same["equal_fraction"] == 1) == (same["max_abs_difference"] == 0)
     assert res["paths"]["engine_batched_compact_bf16"]["dtype"] == "bfloat16"
-
-
-def test_a_path_without_cascade_attention_is_compared_with_the_same_path_with_it():
-    paths = ["engine_batched_compact_bf16", "engine_batched_compact_bf16_sdpa"]
-    res = bench_lm_throughput(3, n_params=(4,), base_model="tiny", device="cpu", paths=paths)
-    stats = res["schemas"][0]["paths"]
-    assert res["paths"]["engine_batched_compact_bf16_sdpa"]["attention"] == "sdpa"
-    same = stats["engine_batched_compact_bf16_sdpa"]["same_as_cascade"]
-    assert same["path"] == "engine_batched_compact_bf16" and same["targets"] == 3
-    assert 0 <= same["equal_fraction"] <= 1
-    assert stats["engine_batched_compact_bf16"]["same_as_cascade"] is None
-    # bfloat16 both: neither has a float32 twin among these paths
-    assert all(s["same_as_float32"] is None for s in stats.values())
 
 
 def test_unknown_paths_are_refused():
