@@ -36,13 +36,11 @@ from pathlib import Path
 
 
 def cpu_bf16_flags() -> list[str]:
-    """The CPU's bfloat16-related flags from /proc/cpuinfo ([] where it cannot be read)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return []
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return sorted(f for f in flags if f in {"amx_bf16", "avx512_bf16", "amx_tile"})
+    """The CPU's bfloat16-related flags from /proc/cpuinfo ([] where it cannot be read):
+    ``ragim.bench.environment``'s ``cpu_bfloat16_units``."""
+    from ragim.bench import environment
+
+    return environment("cpu")["cpu_bfloat16_units"]
 
 
 def mean_prompt_tokens(gen, index, task_ids) -> float:

@@ -18,3 +18,10 @@ def test_decode_step_is_timed_both_ways_and_leaves_no_autocast_behind():
     assert {p.dtype for p in model.parameters()} == {torch.float32}  # autocast casts copies
     flags = bench.cpu_bf16_flags()
     assert isinstance(flags, list) and set(flags) <= {"amx_bf16", "avx512_bf16", "amx_tile"}
+    from pathlib import Path
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():  # the same flags the kernel lists, in order
+        listed = next(ln.split(":", 1)[1].split() for ln in cpuinfo.read_text().splitlines()
+                      if ln.startswith("flags"))
+        assert flags == sorted(set(listed) & {"amx_bf16", "avx512_bf16", "amx_tile"})
