@@ -818,12 +818,19 @@ def lm_throughput_section() -> list[str]:
              "float32 path's (the untrained base model's answers: one digit that differs changes the greedy "
              "continuation). `lm_throughput_chunked_prefill.json` is after the prompts' own tokens were prefilled in "
              "row blocks (`ragim.lm.constrained.prefill_in_chunks`), beside the test suite on the other core; its "
-             "baseline path ran 23% faster than in `lm_throughput_bf16.json`, so compare ratios within a file.", ""]
+             "baseline path ran 23% faster than in `lm_throughput_bf16.json`, so compare ratios within a file. "
+             "`lm_throughput_no_amx.json` is the same comparison on a CPU whose bfloat16 units are AVX-512 BF16 "
+             "without AMX, beside the test suite on the other core: there bfloat16 weights gain far less. The "
+             "earlier files do not record the CPU's bfloat16 units (the training-precision runs of the same weeks, "
+             "below, ran on CPUs with AMX).", ""]
     for f in files:
         res = json.loads(f.read_text())
+        env = res.get("environment", {})
+        units = env.get("cpu_bfloat16_units")
+        cpu = "" if units is None else f"; CPU: {env.get('cpu') or 'unknown'}, bfloat16 units: {', '.join(units) or 'none'}"
         lines += [f"### `{f.name}`: {res['base_model']}, {res['n']} targets, k = {res['k']}", "",
                   f"Command: `.venv/bin/{res['command']}`; threads: {res['threads']['ours']} on every path; "
-                  f"device: {res['device']}.", ""]
+                  f"device: {res['device']}{cpu}.", ""]
         for sch in res["schemas"]:
             twins = any(r.get("same_as_float32") for r in sch["paths"].values())
             lines += [f"{sch['n_params']} parameters per answer; baseline path `{sch['baseline_path']}`:", "",
