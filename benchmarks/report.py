@@ -820,7 +820,7 @@ def lm_throughput_section() -> list[str]:
              "row blocks (`ragim.lm.constrained.prefill_in_chunks`), beside the test suite on the other core; its "
              "baseline path ran 23% faster than in `lm_throughput_bf16.json`, so compare ratios within a file. "
              "`lm_throughput_no_amx.json` is the same comparison on a CPU whose bfloat16 units are AVX-512 BF16 "
-             "without AMX, beside the test suite on the other core: there bfloat16 weights gain far less. The "
+             "without AMX, beside the test suite on the other core: there bfloat16 weights gain nothing. The "
              "earlier files do not record the CPU's bfloat16 units (the training-precision runs of the same weeks, "
              "below, ran on CPUs with AMX).", ""]
     for f in files:

@@ -71,8 +71,9 @@ def limit_threads(n: int) -> Iterator[None]:
                 torch.set_num_threads(old)
 
 
-#: the /proc/cpuinfo flags of a CPU's bfloat16 units: AMX tiles do bfloat16 matrix products
-#: several times faster than AVX-512 BF16 alone, so bfloat16 weights pay off far more with them
+#: the /proc/cpuinfo flags of a CPU's bfloat16 units. bfloat16 weights made LM generation about
+#: twice as fast on CPUs with AMX tiles and no faster on one with AVX-512 BF16 alone
+#: (docs/lm_format.md, "On a CPU without AMX"), so benchmark ratios depend on them
 BFLOAT16_FLAGS = frozenset({"amx_bf16", "amx_tile", "avx512_bf16"})
 
 
