@@ -7,6 +7,8 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.ragim-installed
 PYTEST_ARGS ?=
+# test processes (pytest-xdist), each on one thread; a test file stays in one process
+TEST_WORKERS ?= 2
 
 .PHONY: demo test test-fast install lint bench gpu-check clean
 
@@ -25,7 +27,7 @@ demo: $(STAMP)
 
 # Default suite plus the slow real-model end-to-end tests (what CI runs).
 test: $(STAMP)
-	$(PY) -m pytest -m "not gpu and not bench" $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not gpu and not bench" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Quick inner loop: skip the slow real-model tests.
 test-fast: $(STAMP)
