@@ -455,8 +455,9 @@ def plan(index, held, args) -> dict:
 
     split = sft_split(index, val_fraction=args.sft_val_fraction, seed=args.seed)
     shown = prompt_pool_sizes(index, split)
-    sites = {r["metadata"].get("site") for r in index.records} | {t.metadata.get("site") for t in held}
-    n_folds = len(sites) if args.family == "heart-site" else args.n_folds
+    n_folds = args.n_folds
+    if args.family == "heart-site":  # one fold per site, among the index's and the held-out tasks
+        n_folds = len({r["metadata"].get("site") for r in index.records} | {t.metadata.get("site") for t in held})
     return {"family": args.family, "fold": None if n_folds is None else args.fold,
             "n_folds": n_folds, "held_out": len(held),
             "index_tasks": len(index), "sft_val": split.val_ids, "sft_train": len(split.train_ids),

@@ -525,15 +525,15 @@ def _whole_number(text: str) -> str | None:
     return (m.group(1) if digits != "0" else "") + digits
 
 
-def _core(text: str) -> str:
-    """The digits of a possible whole number without its sign, padding or ``.0`` tail (a cheap
-    key to look up before :func:`_whole_number` reads the id exactly)."""
-    return text.lstrip("-").lstrip("0").split(".", 1)[0] or "0"
-
-
-def _written_otherwise(text: str) -> bool:
-    """Whether an id may be a whole number written other than plainly (padded, ``.0``)."""
-    return "." in text or (len(text) > 1 and text[0] == "0") or text.startswith("-0")
+def _number_written_otherwise(text: str, cores: set[str] | None = None) -> str | None:
+    """The whole number an id spells when it is written other than plainly (padded, ``.0``
+    tail: ``"007"``, ``"7.0"`` -> ``"7"``), else None. With ``cores``, only numbers whose
+    digits (no sign, padding or tail) are among them: a cheap look before the exact reading."""
+    if not ("." in text or (len(text) > 1 and text[0] == "0") or text.startswith("-0")):
+        return None
+    if cores is not None and (text.lstrip("-").lstrip("0").split(".", 1)[0] or "0") not in cores:
+        return None
+    return _whole_number(text)
 
 
 def patient_id_near_misses(
@@ -569,25 +569,22 @@ def patient_id_near_misses(
         for t, ids in tasks
     ]
     wanted = None if new is None else ({new} if isinstance(new, str) else set(new))
-    numbers = None  # with new tasks, only the numbers their ids spell can be written apart
+    numbers = cores = None  # with new tasks, only the numbers their ids spell can be apart
     if wanted is not None:
         numbers = {n for t, ids in tasks if t in wanted for n in map(_whole_number, ids) if n}
         if not numbers:
             return []
-        number_cores = {n.lstrip("-") for n in numbers}
+        cores = {n.lstrip("-") for n in numbers}
     # cheap passes first (most id columns have no number written apart): which numbers have
     # two spellings, then the tasks of each spelling of those numbers only
     first: dict[str, str] = {}
     apart: set[str] = set()
     for _, ids in tasks:
         for text in ids:
-            if _written_otherwise(text):
-                if numbers is not None and _core(text) not in number_cores:
-                    continue  # a cheap look at the digits before the exact reading
-                key = _whole_number(text)
-                if key is not None and (numbers is None or key in numbers):
-                    if first.setdefault(key, text) != text:
-                        apart.add(key)
+            key = _number_written_otherwise(text, cores)
+            if key is not None and (numbers is None or key in numbers):
+                if first.setdefault(key, text) != text:
+                    apart.add(key)
     if not first:
         return []
     for _, ids in tasks:
@@ -598,12 +595,7 @@ def patient_id_near_misses(
     by_number: dict[str, dict[str, set[str]]] = {}
     for task_id, ids in tasks:
         for text in ids:
-            if text in apart:
-                key = text
-            elif _written_otherwise(text) and _core(text) in apart_cores:
-                key = _whole_number(text)
-            else:
-                continue
+            key = text if text in apart else _number_written_otherwise(text, apart_cores)
             if key in apart:
                 by_number.setdefault(key, {}).setdefault(text, set()).add(task_id)
 

@@ -4,6 +4,8 @@ reused on --resume, and a run directory is never resumed with other settings."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -78,9 +80,6 @@ def test_plan_shows_which_heart_folds_leave_sft_too_few_tasks(bench, capsys):
     bench.main(["--family", "heart-task", "--n-folds", "4", "--fold", "1", "--plan", "--sft-val-fraction", "0"])
     task = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (task["sft_val"], task["sft_train"], task["fewest_tasks_a_prompt_may_show"]) == ([], 7, 2)
-    import subprocess
-    import sys
-
     proc = subprocess.run([sys.executable, str(Path(bench.__file__)), "--family", "heart-site", "--plan",
                            "--sft-val-fraction", "1.5"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
